@@ -1,0 +1,41 @@
+# agentlab — one command each: `make install`, `make test`, `make run`.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+EXTRAS ?= all,dev
+BIN    := $(VENV)/bin
+# llama-cpp-python compiles from source: CPU build with OpenBLAS off keeps it dependency-free.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: install test test-all lint run demo bench clean
+
+install: $(VENV)/.installed
+
+# torch goes in first, pinned, so that no extra pulls the newest (multi-GB CUDA) build.
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+test: install
+	$(BIN)/pytest -q
+
+test-all: install
+	$(BIN)/pytest -q -m "not gpu"
+
+lint: install
+	$(BIN)/ruff check .
+
+run: install
+	$(BIN)/agentlab llm-bench --demo
+
+demo: run
+
+bench: install
+	$(BIN)/python benchmarks/router_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
