@@ -1,2 +1,96 @@
-def main():
-    print("hi")
+"""The shell face of agentlab: a Typer app with one small module per subcommand.
+
+Only this package imports typer and rich's console; the library returns data, logs, and raises AgentlabError.
+Subcommand modules import their command package lazily so `agentlab --help` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import typer
+from rich.markup import escape
+
+from agentlab import __version__
+from agentlab.cli import config_cmd, llm_bench
+
+app = typer.Typer(
+    name="agentlab",
+    help="LLM-driven ML experiments from the shell. Each command reads YAML and writes a run folder under runs/.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("llm-bench")(llm_bench.llm_bench)
+app.add_typer(config_cmd.app, name="config")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"agentlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """LLM-driven ML experiments from the shell."""
+
+
+def _expand_bare_resume(argv: list[str]) -> list[str]:
+    """`--resume` may stand alone (latest run) or take a folder; click options cannot, so give it an empty value."""
+    out: list[str] = []
+    for index, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--resume":
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if following is None or following.startswith("-"):
+                out.append("")
+    return out
+
+
+def _sigterm_to_interrupt(signum: int, frame: object) -> None:
+    # Run folders record `interrupted` for KeyboardInterrupt; treat `kill` the same as Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: runs the app and turns errors into one line, a hint and an exit code."""
+    from agentlab.core.errors import AgentlabError
+
+    from .common import console
+
+    args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    debug = os.environ.get("AGENTLAB_DEBUG") == "1"
+    try:
+        # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.
+        result = app(args=args, prog_name="agentlab", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except AgentlabError as exc:
+        if debug:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+        if exc.hint:
+            console.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # click's usage errors (vendored by typer): exit code 2
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        console.print("[yellow]interrupted[/]; continue with --resume")
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared core of every agentlab command: config, run folders, errors, LLM routing, training helpers."""

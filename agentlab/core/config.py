@@ -1,0 +1,375 @@
+"""YAML configs validated by pydantic, with errors that name the file, the line and the field.
+
+Precedence: model defaults, then the YAML file, then ``--set key.path=value`` overrides (applied to the raw dict before
+validation; values parsed as YAML so ``--set train.lr=1e-3`` is a float and ``--set a.b=[1,2]`` a list).
+``${VAR}`` and ``${VAR:-default}`` in string values are filled from the environment, then from ``.env``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agentlab.core.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Field names whose values are secrets. `*_env` fields hold the *name* of a variable and are safe to show.
+_SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
+REDACTED = "***"
+_FIELD_MSG_RE = re.compile(r"^([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*): (.+)$", re.DOTALL)
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, every field documents itself."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def load_dotenv_values(start: Path | None = None) -> dict[str, str]:
+    """Values from the nearest ``.env`` (current directory first, then the config file's folder); never exported."""
+    from dotenv import dotenv_values
+
+    for folder in [Path.cwd(), *([start] if start else [])]:
+        candidate = folder / ".env"
+        if candidate.is_file():
+            return {k: v for k, v in dotenv_values(candidate).items() if v is not None}
+    return {}
+
+
+def getenv(name: str, dotenv: dict[str, str] | None = None) -> str | None:
+    """The environment wins over ``.env``."""
+    if name in os.environ:
+        return os.environ[name]
+    if dotenv is None:
+        dotenv = load_dotenv_values()
+    return dotenv.get(name)
+
+
+# --------------------------------------------------------------------------- YAML with line numbers
+
+Path_ = tuple[Any, ...]
+
+
+def _line_map(text: str) -> dict[Path_, int]:
+    """Map every key path in a YAML document to its 1-based line (the line of the key, or of the list item)."""
+    lines: dict[Path_, int] = {}
+
+    def walk(node: yaml.Node, path: Path_) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*path, index)] = item.start_mark.line + 1
+                walk(item, (*path, index))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        lines[()] = root.start_mark.line + 1
+        walk(root, ())
+    return lines
+
+
+class _Source:
+    """Where each value came from: a file line, or a ``--set`` override."""
+
+    def __init__(self, path: Path | None, text: str | None):
+        self.path = path
+        self.lines = _line_map(text) if text else {}
+        self.overridden: dict[Path_, str] = {}
+
+    def where(self, loc: Path_) -> str:
+        for cut in range(len(loc), -1, -1):
+            prefix = tuple(loc[:cut])
+            if prefix in self.overridden:
+                return f"--set {self.overridden[prefix]}"
+            if self.path is not None and prefix in self.lines and (cut > 0 or not self.overridden):
+                return f"{self.path}:{self.lines[prefix]}"
+        if self.path is not None:
+            return str(self.path)
+        return "config"
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found", hint="check the path, or run without --config for defaults")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax at that line") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data, text
+
+
+# --------------------------------------------------------------------------- overrides and interpolation
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], parsed value). Values are YAML: numbers, booleans, lists, mappings."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected key.path=value", hint="e.g. --set model.d_model=256")
+    key, _, raw = item.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set {item}: empty key in '{key}'", hint="e.g. --set model.d_model=256")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str], source: _Source | None = None) -> dict[str, Any]:
+    """Apply ``--set`` overrides in order to a raw dict (in place) and return it."""
+    for item in overrides:
+        parts, value = parse_override(item)
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
+            if isinstance(node, dict):
+                if not isinstance(node.get(key), (dict, list)):
+                    node[key] = {}
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+                node = node[key]
+            else:
+                raise ConfigError(f"--set {item}: '{'.'.join(parts[: depth + 1])}' is not a mapping or list index")
+        last: Any = parts[-1]
+        if isinstance(node, list):
+            if not (last.isdigit() and int(last) < len(node)):
+                raise ConfigError(f"--set {item}: list index {last} out of range")
+            last = int(last)
+        node[last] = value
+        if source is not None:
+            source.overridden[tuple(int(p) if p.isdigit() else p for p in parts)] = item
+    return data
+
+
+def interpolate_env(data: Any, source: _Source, dotenv: dict[str, str], path: Path_ = ()) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; a missing variable without default is an error."""
+    if isinstance(data, dict):
+        return {k: interpolate_env(v, source, dotenv, (*path, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate_env(v, source, dotenv, (*path, i)) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = getenv(name, dotenv)
+        if value is None:
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{source.where(path)}: {_dotted(path)}: environment variable {name} is not set",
+                hint=f"export {name}=... or add it to .env, or write ${{{name}:-default}} in the config",
+            )
+        return value
+
+    return _ENV_RE.sub(repl, data)
+
+
+# --------------------------------------------------------------------------- validation errors
+
+
+def _dotted(loc: Path_) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _data_path(data: Any, loc: Path_) -> Path_:
+    """Drop the parts of a pydantic error location that are not in the data (union tags, function names)."""
+    out: list[Any] = []
+    node = data
+    for index, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            out.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            out.append(part)
+        elif index == len(loc) - 1 and isinstance(node, dict):
+            out.append(part)  # a missing key at the leaf: keep it, it is the field the user must add
+    return tuple(out)
+
+
+def _field_names(model: type[BaseModel], loc: Path_) -> list[str]:
+    """Known field names next to an unknown key (``loc`` is pydantic's, tags included), for a did-you-mean hint."""
+    current: Any = model
+    for part in loc[:-1]:
+        current = _step_annotation(current, part)
+        if current is None:
+            return []
+    current = _unwrap(current)
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _step_annotation(annotation: Any, part: Any) -> Any:
+    """The annotation one level down: a model's field, a dict's value, a list's item, or a union's tagged member."""
+    annotation = _unwrap(annotation)
+    fields = getattr(annotation, "model_fields", None)
+    if fields is not None:
+        return fields[part].annotation if part in fields else None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict:
+        return args[1]
+    if origin in (list, tuple, set):
+        return args[0]
+    if origin in (Union, UnionType):
+        for member in map(_unwrap, args):
+            kind = getattr(member, "model_fields", {}).get("kind")
+            if kind is not None and kind.default == part:
+                return member
+    return None
+
+
+def format_validation_error(exc: ValidationError, data: Any, source: _Source, model: type[BaseModel]) -> str:
+    messages = []
+    for err in exc.errors():
+        raw_loc = tuple(err["loc"])
+        loc = _data_path(data, raw_loc)
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+            # Cross-field validators name their field as "a.b.c: message"; point at that field's line.
+            match = _FIELD_MSG_RE.match(msg)
+            if match:
+                dotted = tuple(int(p) if p.isdigit() else p for p in match.group(1).split("."))
+                loc, msg = _data_path(data, (*loc, *dotted)), match.group(2)
+        if err["type"] == "extra_forbidden":
+            known = _field_names(model, raw_loc)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
+            msg = "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
+            if known and not close:
+                msg += f"; known keys: {', '.join(known)}"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in err and err["type"] != "value_error" and err["type"] not in ("union_tag_invalid",):
+            shown = err["input"]
+            if isinstance(shown, (str, int, float, bool)) and len(repr(shown)) < 60:
+                msg += f" (got {shown!r})"
+        messages.append(f"{source.where(loc)}: {_dotted(loc)}: {msg}")
+    return "\n".join(messages)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_config(
+    path: str | Path | None,
+    model: type[M],
+    overrides: Iterable[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> M:
+    """Load, interpolate, override and validate a config.
+
+    ``path=None`` validates the model's defaults (plus overrides): every command runs without a config file.
+    ``base`` is a raw dict merged under the file (used for built-in presets). Raises ``ConfigError`` (exit code 2) whose
+    message names file, line and field, e.g. ``configs/nas.yaml:12: model.n_heads: must divide model.d_model``.
+    """
+    file = Path(path) if path is not None else None
+    text = None
+    data: dict[str, Any] = dict(base or {})
+    if file is not None:
+        loaded, text = _read_yaml(file)
+        data = _deep_merge(data, loaded)
+    source = _Source(file, text)
+    apply_overrides(data, overrides or [], source)
+    data = interpolate_env(data, source, load_dotenv_values(file.parent if file else None))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            format_validation_error(exc, data, source, model),
+            hint="fix the field(s) above; `agentlab config show` lists every field with its meaning",
+        ) from None
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def redact(data: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy with secret-looking fields replaced by ``***`` and any known secret value scrubbed from strings."""
+    secret_values = [s for s in secrets if s]
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            if isinstance(key, str) and _SECRET_KEY_RE.search(key) and not key.endswith("_env") and value:
+                out[key] = REDACTED
+            else:
+                out[key] = redact(value, secret_values)
+        return out
+    if isinstance(data, list):
+        return [redact(v, secret_values) for v in data]
+    if isinstance(data, str):
+        for secret in secret_values:
+            data = data.replace(secret, REDACTED)
+    return data
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def describe_model(model: type[BaseModel], indent: int = 0) -> str:
+    """Defaults as YAML with each field's description as a comment: what ``agentlab config show CMD`` prints."""
+    pad = "  " * indent
+    lines: list[str] = []
+    instance_defaults = _defaults_or_none(model)
+    for name, info in model.model_fields.items():
+        if info.description:
+            lines.append(f"{pad}# {info.description}")
+        annotation = info.annotation
+        value = instance_defaults.get(name) if instance_defaults else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+            lines.append(f"{pad}{name}:")
+            lines.append(describe_model(annotation, indent + 1))
+        else:
+            rendered = dump_yaml({name: value}).rstrip("\n")
+            lines.extend(pad + line for line in rendered.splitlines())
+    return "\n".join(lines)
+
+
+def _defaults_or_none(model: type[BaseModel]) -> dict[str, Any] | None:
+    try:
+        return model().model_dump(mode="json")
+    except ValidationError:
+        return None

@@ -1,0 +1,118 @@
+"""The routing config (``configs/llm.yaml``): providers, models, routes. This shape is a contract for users' scripts.
+
+Backends are a closed union on ``kind``; secrets never live here, only the *name* of the variable that holds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from agentlab.core.config import StrictModel, load_config
+
+DEFAULT_LLM_CONFIG = Path("configs/llm.yaml")
+
+
+class OpenAIProviderConfig(StrictModel):
+    kind: Literal["openai"] = Field("openai", description="OpenAI-compatible HTTP API (OpenRouter, OpenAI, vLLM, "
+                                    "llama.cpp server, Ollama)")
+    base_url: str = Field(description="API root including /v1, e.g. https://openrouter.ai/api/v1")
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key "
+                                    "(read from the environment or .env; never written anywhere)")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers sent with every request")
+    max_connections: int = Field(128, ge=1, description="connection pool size for this provider")
+
+
+class ScriptedProviderConfig(StrictModel):
+    kind: Literal["scripted"] = Field("scripted", description="replays fixed replies offline: tests and --dry-run")
+    replies: list[str] = Field(default_factory=lambda: ["ok"], description="replies returned in turn (cycled)")
+    latency_s: float = Field(0.0, ge=0, description="simulated latency of each reply")
+
+
+ProviderConfig = Annotated[OpenAIProviderConfig | ScriptedProviderConfig, Field(discriminator="kind")]
+
+
+class ModelConfig(StrictModel):
+    provider: str = Field(description="a key of `providers`")
+    model: str = Field(description="the provider's model id, e.g. anthropic/claude-3.5-sonnet")
+    params: dict[str, Any] = Field(default_factory=dict, description="default generation params (temperature, "
+                                   "max_tokens, top_p, ...); a request's own params win")
+    stream: bool = Field(True, description="whether the endpoint supports SSE streaming (llm-bench measures TTFT)")
+
+
+class RouteConfig(StrictModel):
+    primary: list[str] = Field(default_factory=list, description="models tried first, in order")
+    duplicate: list[str] = Field(default_factory=list, description="same-quality stand-ins; also the default judges "
+                                 "for best_of_n")
+    reserve: list[str] = Field(default_factory=list, description="cheaper or slower models tried next")
+    fallback: list[str] = Field(default_factory=list, description="last resort")
+    strategy: Literal["single", "fastest", "best_of_n"] = Field(
+        "single", description="single: first healthy model in chain order; fastest: lowest measured latency first "
+        "(EWMA, unmeasured models tried first, with exploration); best_of_n: n models answer concurrently and a judge "
+        "picks the best")
+    n: int = Field(2, ge=2, description="best_of_n: how many models answer")
+    judge: str | None = Field(None, description="best_of_n: the judge model (default: the first `duplicate`)")
+
+    def chain(self) -> list[str]:
+        """Every model of the route in fallback order, each once."""
+        seen: list[str] = []
+        for name in [*self.primary, *self.duplicate, *self.reserve, *self.fallback]:
+            if name not in seen:
+                seen.append(name)
+        return seen
+
+
+class CircuitBreakerConfig(StrictModel):
+    failures: int = Field(3, ge=1, description="consecutive failed calls that open the breaker for a model")
+    cooldown_s: float = Field(30.0, ge=0, description="how long an open breaker skips the model before a trial call")
+
+
+class LLMConfig(StrictModel):
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict, description="named backends")
+    models: dict[str, ModelConfig] = Field(default_factory=dict, description="named models on those backends")
+    routes: dict[str, RouteConfig] = Field(default_factory=dict, description="a command asks for a route by name "
+                                           "(planner, evaluator, ...); unknown names use `default`")
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
+    retries: int = Field(1, ge=0, description="retries on the same model for retryable failures before falling back")
+    deadline_s: float | None = Field(None, gt=0, description="overall deadline of one routed call, fallbacks included")
+    max_retry_after_s: float = Field(30.0, ge=0, description="longest Retry-After (429) honoured before falling back")
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig,
+                                                  description="stop calling a model that keeps failing")
+    ewma_alpha: float = Field(0.3, gt=0, le=1, description="fastest: weight of the newest latency sample")
+    explore: float = Field(0.1, ge=0, le=1, description="fastest: chance of trying a non-fastest model first")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> LLMConfig:
+        for name, model in self.models.items():
+            if model.provider not in self.providers:
+                known = ", ".join(self.providers) or "none defined"
+                raise ValueError(f"models.{name}.provider: unknown provider '{model.provider}' (known: {known})")
+        for route_name, route in self.routes.items():
+            for role in ("primary", "duplicate", "reserve", "fallback"):
+                for model_name in getattr(route, role):
+                    if model_name not in self.models:
+                        known = ", ".join(self.models) or "none defined"
+                        raise ValueError(f"routes.{route_name}.{role}: unknown model '{model_name}' (known: {known})")
+            if route.judge is not None and route.judge not in self.models:
+                raise ValueError(f"routes.{route_name}.judge: unknown model '{route.judge}'")
+        return self
+
+    def route(self, name: str) -> RouteConfig:
+        """The named route, else ``default``, else every model in file order."""
+        if name in self.routes:
+            return self.routes[name]
+        if "default" in self.routes:
+            return self.routes["default"]
+        return RouteConfig(primary=list(self.models))
+
+    def has_route(self, name: str) -> bool:
+        return name in self.routes
+
+
+def load_llm_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LLMConfig:
+    """``--llm FILE``; with no file, ``configs/llm.yaml`` when present, else an empty config (no models)."""
+    if path is None and DEFAULT_LLM_CONFIG.is_file():
+        path = DEFAULT_LLM_CONFIG
+    return load_config(path, LLMConfig, overrides)

@@ -1,0 +1,93 @@
+"""Plain data types shared by every LLM provider and the router.
+
+Messages are OpenAI-style dicts (``{"role": "user", "content": "..."}``) because every backend we route to speaks
+that shape natively (HTTP APIs, llama.cpp chat templates, transformers chat templates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]
+Messages = list[Message]
+
+
+@dataclass
+class GenParams:
+    """Generation parameters. ``None`` means: leave it to the model config, then the backend default."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    # JSON schema the output must follow: {"name": str, "schema": dict}. Backends that cannot enforce it ignore it.
+    json_schema: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def merged(self, defaults: dict[str, Any] | None) -> GenParams:
+        """Fill unset fields from ``defaults`` (a model's ``params`` block); unknown keys go to ``extra``."""
+        if not defaults:
+            return self
+        out = GenParams(**{k: getattr(self, k) for k in self.__dataclass_fields__})
+        out.extra = {**self.extra}
+        for key, value in defaults.items():
+            if key in self.__dataclass_fields__ and key != "extra":
+                if getattr(out, key) is None:
+                    setattr(out, key, value)
+            else:
+                out.extra.setdefault(key, value)
+        return out
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Completion:
+    """One finished generation. ``latency_s`` is wall time of the whole call; ``ttft_s`` only when streamed."""
+
+    text: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    finish_reason: str | None = None
+    raw: dict[str, Any] | None = None
+
+
+@dataclass
+class StreamDelta:
+    """A piece of streamed text; the provider's stream ends with exactly one ``Completion``."""
+
+    text: str
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What a backend must do. ``model`` is the backend's own model id (e.g. ``anthropic/claude-3.5-sonnet``).
+
+    Implementations raise ``LLMError`` with a ``kind`` for every failure: the router decides on retries and fallbacks
+    from that kind alone. ``stream`` yields ``StreamDelta`` items and then one final ``Completion``; a stream that ends
+    without its terminator must raise ``LLMError(kind="stream_cut")``, never return a short success.
+    """
+
+    name: str
+    supports_stream: bool
+
+    async def generate(self, model: str, messages: Messages, params: GenParams, timeout_s: float) -> Completion: ...
+
+    def stream(
+        self, model: str, messages: Messages, params: GenParams, timeout_s: float
+    ) -> AsyncIterator[StreamDelta | Completion]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,107 @@
+"""What every subcommand shares: option spellings, console, progress bars, error printing.
+
+One spelling per concept: -c/--config, --set, --llm, --out, --resume [DIR], --dry-run, --json, -v.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)  # human output goes to stderr so --json stdout stays clean
+stdout = Console(highlight=False)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("-c", "--config", help="YAML config file. Without it the built-in defaults run (offline).",
+                 show_default=False, dir_okay=False),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one config value, parsed as YAML: --set key.path=value (repeatable).",
+                 show_default=False, metavar="KEY=VALUE"),
+]
+LLMOpt = Annotated[
+    Path | None,
+    typer.Option("--llm", help="LLM routing config (providers, models, routes). Default: configs/llm.yaml if present.",
+                 show_default=False, dir_okay=False),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="Exact run folder to create (default: runs/<command>/<timestamp>-<name>).",
+                 show_default=False, file_okay=False),
+]
+ResumeOpt = Annotated[
+    str | None,
+    typer.Option("--resume", help="Continue a stopped run: --resume DIR, or a bare --resume for the latest run.",
+                 show_default=False, metavar="[DIR]"),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and plan with scripted LLM replies; "
+                                         "no network, no training.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
+VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")]
+
+
+def setup_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)],
+                        force=True)
+    # httpx logs every request at INFO: keep it for -vv only.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class _RichTask:
+    def __init__(self, progress: Any, task_id: Any):
+        self._progress, self._id = progress, task_id
+
+    def advance(self, n: float = 1, description: str | None = None) -> None:
+        if description is None:
+            self._progress.advance(self._id, n)
+        else:
+            self._progress.update(self._id, advance=n, description=description)
+
+    def update(self, *, completed: float | None = None, total: float | None = None,
+               description: str | None = None) -> None:
+        fields = {k: v for k, v in {"completed": completed, "total": total, "description": description}.items()
+                  if v is not None}
+        self._progress.update(self._id, **fields)
+
+
+class RichProgress:
+    """The library's ``Progress`` protocol drawn as rich progress bars on stderr."""
+
+    def __init__(self, progress: Any):
+        self._progress = progress
+
+    def task(self, description: str, total: float | None = None) -> _RichTask:
+        return _RichTask(self._progress, self._progress.add_task(description, total=total))
+
+
+@contextmanager
+def rich_progress(enabled: bool = True) -> Iterator[Any]:
+    """Progress bars while the block runs; a no-op progress when disabled (e.g. --json or not a terminal)."""
+    from agentlab.core.progress import NullProgress
+
+    if not enabled:
+        yield NullProgress()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        yield RichProgress(progress)

@@ -1,0 +1,69 @@
+"""`agentlab config show CMD` and `agentlab config validate FILE`."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, stdout
+
+app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
+
+# Which pydantic model validates each command's -c file. `llm` is the routing config given with --llm.
+CONFIG_MODELS: dict[str, str] = {
+    "llm": "agentlab.core.llm.config:LLMConfig",
+    "llm-bench": "agentlab.core.llm.config:LLMConfig",
+}
+
+
+def _model(command: str) -> type:
+    if command not in CONFIG_MODELS:
+        from agentlab.core.errors import UsageError
+
+        raise UsageError(f"no config schema for '{command}'", hint=f"choose one of: {', '.join(CONFIG_MODELS)}")
+    module, _, name = CONFIG_MODELS[command].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _command_of(path: Path) -> str | None:
+    """Configs open with the command that runs them (`# agentlab nas -c configs/nas.yaml`): use it to pick the schema."""
+    try:
+        head = path.read_text(encoding="utf-8").splitlines()[:5]
+    except OSError:
+        return None
+    for line in head:
+        match = re.match(r"#\s*(?:\$\s*)?agentlab\s+([a-z][a-z-]*)", line)
+        if match and match.group(1) in CONFIG_MODELS:
+            return match.group(1)
+    return None
+
+
+@app.command("show")
+def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG_MODELS)}.")]) -> None:
+    """Print a command's default config as YAML, each field with its description."""
+    from agentlab.core.config import describe_model
+
+    stdout.print(describe_model(_model(command)), markup=False, highlight=False)
+
+
+@app.command("validate")
+def validate(
+    file: Annotated[Path, typer.Argument(help="The YAML file to check.", dir_okay=False)],
+    command: Annotated[str | None, typer.Option("--command", help="Schema to use (default: from the file's first "
+                                                "line `# agentlab CMD ...`).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Overrides to apply first.")] = None,
+) -> None:
+    """Check a YAML config: unknown keys, wrong types, missing env vars. Exit 2 naming file, line and field."""
+    from agentlab.core.config import load_config
+    from agentlab.core.errors import UsageError
+
+    command = command or _command_of(file)
+    if command is None:
+        raise UsageError(f"{file}: cannot tell which command this config is for",
+                         hint="pass --command CMD, or start the file with a line like `# agentlab llm-bench -c FILE`")
+    load_config(file, _model(command), set_)
+    console.print(f"[green]ok[/] {file} is a valid '{command}' config")

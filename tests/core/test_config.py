@@ -1,0 +1,168 @@
+"""load_config: precedence, interpolation, and errors that name file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import Field, field_validator, model_validator
+
+from agentlab.core.config import StrictModel, describe_model, load_config, redact
+from agentlab.core.errors import ConfigError
+from agentlab.core.llm.config import LLMConfig
+
+
+class Model(StrictModel):
+    d_model: int = Field(64, description="width")
+    n_heads: int = Field(4, description="heads")
+
+    @model_validator(mode="after")
+    def _heads(self) -> Model:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.n_heads: must divide model.d_model ({self.d_model} % {self.n_heads} != 0)")
+        return self
+
+
+class Train(StrictModel):
+    lr: float = Field(1e-3, description="learning rate")
+    tags: list[str] = Field(default_factory=list, description="tags")
+
+    @field_validator("lr")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+
+class Cfg(StrictModel):
+    name: str = Field("exp", description="run name")
+    model: Model = Field(default_factory=Model, description="model")
+    train: Train = Field(default_factory=Train, description="training")
+    url: str = Field("http://x", description="url")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file() -> None:
+    cfg = load_config(None, Cfg)
+    assert cfg.model.d_model == 64 and cfg.train.lr == 1e-3
+
+
+def test_precedence_defaults_yaml_then_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: a\nmodel:\n  d_model: 128\n")
+    cfg = load_config(path, Cfg, ["model.n_heads=8", "train.lr=5e-4", "train.tags=[x, y]", "name=b"])
+    assert (cfg.name, cfg.model.d_model, cfg.model.n_heads) == ("b", 128, 8)
+    assert cfg.train.lr == 5e-4 and cfg.train.tags == ["x", "y"]
+
+
+def test_typo_key_names_file_line_field_and_suggests(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: a\nmodel:\n  d_model: 128\n  n_haeds: 8\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg)
+    assert f"{path}:4: model.n_haeds: unknown key (did you mean 'n_heads'?)" in info.value.message
+    assert info.value.exit_code == 2
+
+
+def test_wrong_type_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lr: fast\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg)
+    assert info.value.message.startswith(f"{path}:2: train.lr:")
+    assert "'fast'" in info.value.message
+
+
+def test_cross_field_validator_points_at_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "model:\n  d_model: 512\n  n_heads: 7\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg)
+    assert info.value.message == f"{path}:3: model.n_heads: must divide model.d_model (512 % 7 != 0)"
+
+
+def test_set_override_error_names_the_override(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg, ["train.lr=-1"])
+    assert "--set train.lr=-1: train.lr: must be > 0" in info.value.message
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(None, Cfg, ["train.lr"])
+
+
+def test_env_interpolation_and_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AL_NAME", "from-env")
+    monkeypatch.delenv("AL_URL", raising=False)
+    path = write(tmp_path, "name: ${AL_NAME}\nurl: ${AL_URL:-http://127.0.0.1:8080/v1}\n")
+    cfg = load_config(path, Cfg)
+    assert cfg.name == "from-env" and cfg.url == "http://127.0.0.1:8080/v1"
+
+
+def test_missing_env_var_names_line_and_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AL_MISSING", raising=False)
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "name: a\nurl: http://${AL_MISSING}/v1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg)
+    assert f"{path}:2: url: environment variable AL_MISSING is not set" == info.value.message
+    assert "AL_MISSING" in (info.value.hint or "")
+
+
+def test_dotenv_is_read_but_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("AL_A=dot-a\nAL_B=dot-b\n")
+    monkeypatch.setenv("AL_B", "env-b")
+    monkeypatch.delenv("AL_A", raising=False)
+    path = write(tmp_path, "name: ${AL_A}\nurl: ${AL_B}\n")
+    cfg = load_config(path, Cfg)
+    assert (cfg.name, cfg.url) == ("dot-a", "env-b")
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: a\nmodel: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"cfg.yaml:\d+: invalid YAML"):
+        load_config(path, Cfg)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("nope.yaml", Cfg)
+
+
+def test_llm_config_unknown_model_reference_names_route_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "providers:\n  p: {kind: openai, base_url: http://x/v1}\nmodels:\n  a: {provider: p, "
+                           "model: m}\nroutes:\n  default:\n    primary: [a, b]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, LLMConfig)
+    assert info.value.message.startswith(f"{path}:7: routes.default.primary: unknown model 'b'")
+
+
+def test_llm_config_discriminated_union_error_points_inside_provider(tmp_path: Path) -> None:
+    path = write(tmp_path, "providers:\n  p:\n    kind: openai\n    base_ur: http://x/v1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, LLMConfig)
+    assert f"{path}:4: providers.p.base_ur: unknown key (did you mean 'base_url'?)" in info.value.message
+
+
+def test_repo_llm_yaml_is_valid() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "llm.yaml", LLMConfig)
+    assert cfg.route("planner").chain()[0] == "sonnet"
+    assert cfg.route("no-such-route") is cfg.routes["default"]
+
+
+def test_redact_hides_secret_fields_and_values() -> None:
+    data = {"api_key": "sk-123", "api_key_env": "OPENAI_API_KEY", "headers": {"Authorization": "Bearer sk-123"},
+            "note": "key is sk-123"}
+    out = redact(data, ["sk-123"])
+    assert out["api_key"] == "***" and out["api_key_env"] == "OPENAI_API_KEY"
+    assert out["headers"]["Authorization"] == "***" and "sk-123" not in str(out)
+
+
+def test_describe_model_lists_fields_with_descriptions() -> None:
+    text = describe_model(Cfg)
+    assert "# learning rate" in text and "lr: 0.001" in text and "model:" in text

@@ -1,0 +1,88 @@
+"""The shell face: help texts, exit codes, import hygiene, config commands, and every YAML in configs/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agentlab.cli import app, main
+from agentlab.cli.config_cmd import CONFIG_MODELS, _command_of
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+COMMANDS = ["llm-bench", "config"]
+
+
+def test_help_lists_only_built_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+    for unbuilt in ("nas", "compress", "train-persona", "debate", "evolve", "pipeline"):
+        assert f" {unbuilt} " not in result.output
+
+
+@pytest.mark.parametrize("args", [[c, "--help"] for c in COMMANDS] + [["config", "show", "--help"],
+                                                                          ["config", "validate", "--help"]])
+def test_every_help_exits_zero(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_import_does_not_import_torch() -> None:
+    code = ("import sys, agentlab.cli, agentlab.llm_bench, agentlab.core.llm.router; "
+            "heavy = [m for m in ('torch', 'transformers', 'optuna', 'matplotlib', 'llama_cpp') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_console_help_in_subprocess() -> None:
+    proc = subprocess.run([sys.executable, "-m", "agentlab.cli", "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert proc.returncode == 0 and "llm-bench" in proc.stdout
+
+
+def test_config_validate_typo_exits_2_naming_file_line_field(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = in_tmp / "llm.yaml"
+    bad.write_text("# agentlab llm-bench -c llm.yaml\nproviders: {}\nmodels: {}\ntimout_s: 3\n")
+    assert main(["config", "validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:4: timout_s: unknown key (did you mean 'timeout_s'?)" in err.replace("\n", "")
+
+
+def test_config_validate_wrong_type_and_missing_env(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    bad = in_tmp / "llm.yaml"
+    bad.write_text("retries: many\n")
+    assert main(["config", "validate", "--command", "llm", str(bad)]) == 2
+    assert f"{bad}:1: retries:" in capsys.readouterr().err
+    bad.write_text("providers:\n  p: {kind: openai, base_url: '${NOT_SET_ANYWHERE}'}\n")
+    assert main(["config", "validate", "--command", "llm", str(bad)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"{bad}:2: providers.p.base_url: environment variable NOT_SET_ANYWHERE is not set" in err
+
+
+def test_config_show_prints_descriptions(capsys: pytest.CaptureFixture) -> None:
+    assert main(["config", "show", "llm"]) == 0
+    out = capsys.readouterr().out
+    assert "timeout_s: 60.0" in out and "# per-request timeout" in out
+
+
+def test_unknown_command_is_usage_error() -> None:
+    assert main(["no-such-command"]) == 2
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_in_repo_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    command = _command_of(path)
+    assert command in CONFIG_MODELS, f"{path.name} must open with '# agentlab <command> ...'"
+    assert path.read_text().splitlines()[0].startswith(f"# agentlab {command}")
+    monkeypatch.chdir(REPO)
+    assert main(["config", "validate", str(path)]) == 0
