@@ -30,7 +30,7 @@ def _model(command: str) -> type:
 
 
 def _command_of(path: Path) -> str | None:
-    """Configs open with the command that runs them (`# agentlab nas -c configs/nas.yaml`): use it to pick the schema."""
+    """Configs open with the command that runs them (`# agentlab nas -c configs/nas.yaml`): that picks the schema."""
     try:
         head = path.read_text(encoding="utf-8").splitlines()[:5]
     except OSError:

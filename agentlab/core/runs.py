@@ -182,7 +182,8 @@ class RunDir:
         path = Path(path)
         info_path = path / "run.json"
         if not info_path.is_file():
-            raise RunDirError(f"{path}: not a run folder (no run.json)", hint="pass the folder printed by the first run")
+            raise RunDirError(f"{path}: not a run folder (no run.json)",
+                              hint="pass the folder printed by the first run")
         info = read_json(info_path)
         if command is not None and info.get("command") != command:
             raise RunDirError(f"{path}: is a '{info.get('command')}' run, not '{command}'",
