@@ -1,0 +1,1 @@
+"""Ask/tell search shared by `nas` and `compress`: spaces, planners, evaluator, state, the loop."""

@@ -1,0 +1,289 @@
+"""The ask/tell search loop on an Optuna study: planner -> executor (objective) -> evaluator -> update.
+
+The study (SQLite in the run folder by default, or any Optuna storage URL / journal file shared by several workers)
+is the state: each trial carries its plan and decision as user attributes. The budget ``max_iterations`` is a total
+over the study, counted across workers; a trial left RUNNING by a dead worker is marked failed, not counted, and
+planned again. Trials that finished are never repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentlab.core.errors import AgentlabError, ConfigError
+from agentlab.core.search import records as R
+from agentlab.core.search.evaluator import HybridEvaluator
+from agentlab.core.search.planners import PlanContext, Proposal, params_key
+from agentlab.core.search.records import TrialRecord, best_of
+from agentlab.core.search.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
+    """Raised by an objective when the pruner stops its trial; ``metrics`` holds what it had measured."""
+
+    def __init__(self, metrics: dict[str, Any] | None = None):
+        super().__init__("pruned")
+        self.metrics = metrics or {}
+
+
+class Objective(Protocol):
+    def check(self, params: dict[str, Any]) -> list[str]:
+        """Constraint errors of a full parameter set (empty when valid)."""
+        ...
+
+    def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
+        """Train/evaluate one trial. Returns metrics with the objective under ``value``; ``report(step, value)``
+        returns True when the trial should be pruned (then raise ``Pruned``)."""
+        ...
+
+
+@dataclass
+class StopRules:
+    max_iterations: int
+    time_budget_s: float | None = None
+    patience: int | None = None
+    target: float | None = None
+
+
+@dataclass
+class SearchOutcome:
+    records: list[TrialRecord]
+    best: TrialRecord | None
+    base: TrialRecord | None
+    stop_reason: str
+    ran_here: int
+    notes: list[str] = field(default_factory=list)
+
+
+def open_storage(storage: str | None, run_path: Path) -> Any:
+    """SQLite in the run folder by default; ``*.log``/``*.jsonl`` paths are journal files; else an Optuna URL."""
+    import optuna
+
+    if storage is None:
+        return f"sqlite:///{(run_path / 'study.db').resolve()}"
+    if "://" not in storage:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(storage)))
+    try:
+        return optuna.storages.get_storage(storage)
+    except Exception as exc:  # optuna raises many kinds for a bad URL
+        raise ConfigError(f"search.storage: cannot open {storage!r}: {exc}",
+                          hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
+
+
+class SearchLoop:
+    """Drives one worker. ``planner`` has ``propose(PlanContext) -> Proposal``; ``objective`` is the executor."""
+
+    def __init__(self, *, study: Any, space: SearchSpace, base_params: dict[str, Any], objective: Objective,
+                 planner: Any, evaluator: HybridEvaluator, stop: StopRules, metric: str = "value", seed: int = 0,
+                 on_event: Callable[..., None] | None = None,
+                 on_trial: Callable[[list[TrialRecord]], None] | None = None, progress: Any = None, run_dir: str = ""):
+        self.study, self.space, self.base_params = study, space, base_params
+        self.objective, self.planner, self.evaluator, self.stop = objective, planner, evaluator, stop
+        self.metric, self.seed, self.run_dir = metric, seed, run_dir
+        self.on_event = on_event or (lambda kind, **data: None)
+        self.on_trial = on_trial or (lambda records: None)
+        self.progress = progress
+        self.worker = R.worker_id()
+        self.distributions = space.distributions()
+        errors = [f"{k}: base value {v!r}: {e}" for k, v in base_params.items()
+                  if (e := space.params[k].check(v))]
+        if errors:
+            raise ConfigError("search.space does not contain the base config: " + "; ".join(errors),
+                              hint="widen the space or change the base config so the search can start from it")
+
+    # ------------------------------------------------------------------ study state
+
+    def records(self) -> list[TrialRecord]:
+        return [TrialRecord.from_frozen(t) for t in self.study.get_trials(deepcopy=False)]
+
+    def counted(self, records: list[TrialRecord]) -> int:
+        """Trials that use budget: finished or running, except interrupted or abandoned ones."""
+        return sum(1 for r in records if r.counted)
+
+    def recover(self) -> list[int]:
+        """Fail trials left RUNNING by dead workers (SIGKILL, power loss): not counted, planned again."""
+        from optuna.trial import TrialState
+
+        failed = []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.user_attrs.get(R.A_PLAN, {}).get("worker")
+            if worker != self.worker and not R.worker_alive(worker):
+                storage = self.study._storage
+                storage.set_trial_user_attr(trial._trial_id, R.A_OUTCOME, {
+                    "counted": False, "accepted": False, "decided_by": "recovery",
+                    "reason": "interrupted: its worker died; not counted, planned again"})
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                failed.append(trial.number)
+        if failed:
+            log.warning("marked interrupted trial(s) %s as failed; they will be planned again", failed)
+            self.on_event("recovered", trials=failed)
+        return failed
+
+    # ------------------------------------------------------------------ planning helpers
+
+    def _candidate(self, kind: str, attempt: int, infeasible: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Optuna's next suggestion from a throwaway copy of the study: nothing is committed.
+
+        Draws that broke a constraint are added to the copy as bad trials, so TPE learns to avoid them instead of
+        proposing the same infeasible category again (an unobserved category looks promising to TPE).
+        """
+        import optuna
+        from optuna.trial import TrialState, create_trial
+
+        finished = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                    if set(t.distributions) == set(self.distributions)]
+        seed = self.seed * 100_003 + len(finished) * 997 + attempt
+        if kind == "tpe":
+            startup = max(3, min(10, self.stop.max_iterations // 4))
+            sampler: Any = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        else:
+            sampler = optuna.samplers.RandomSampler(seed=seed)
+        scratch = optuna.create_study(direction="minimize", sampler=sampler)
+        scratch.add_trials(finished)
+        values = [t.value for t in finished if t.value is not None and math.isfinite(t.value)]
+        penalty = (max(values) + abs(max(values)) + 1.0) if values else 1.0
+        for params in infeasible or []:
+            scratch.add_trial(create_trial(params=params, distributions=self.distributions, value=penalty))
+        return dict(scratch.ask(self.distributions).params)
+
+    def _context(self, records: list[TrialRecord]) -> PlanContext:
+        best = best_of(records)
+        return PlanContext(
+            space=self.space, base_params=self.base_params, incumbent=dict(best.params) if best else self.base_params,
+            records=[r for r in records if r.state != "running"], best=best,
+            budget_left=self.stop.max_iterations - self.counted(records), metric=self.metric,
+            check=self.objective.check, candidate=self._candidate,
+            tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running")})
+
+    def _propose(self, records: list[TrialRecord]) -> Proposal:
+        if not any(r.state in ("complete", "pruned", "running") for r in records):
+            return Proposal(dict(self.base_params), {}, "base", "the base config, measured first as the reference")
+        return self.planner.propose(self._context(records))
+
+    # ------------------------------------------------------------------ one trial
+
+    def _commit(self, proposal: Proposal) -> Any:
+        """Create the trial with exactly the proposed params (PartialFixedSampler: nothing is sampled)."""
+        import optuna
+
+        original = self.study.sampler
+        with warnings.catch_warnings():  # PartialFixedSampler is marked experimental; its contract is all we use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.sampler = optuna.samplers.PartialFixedSampler(proposal.params, optuna.samplers.RandomSampler())
+        try:
+            trial = self.study.ask(self.distributions)
+        finally:
+            self.study.sampler = original
+        trial.set_user_attr(R.A_PLAN, {"planner": proposal.planner, "changes": proposal.changes,
+                                       "reasoning": proposal.reasoning, "worker": self.worker, "run_dir": self.run_dir})
+        return trial
+
+    def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> TrialRecord:
+        from optuna.trial import TrialState
+
+        def report(step: int, value: float) -> bool:
+            if proposal.planner == "base":  # the reference is never pruned: every gain is measured against it
+                return False
+            if math.isfinite(value):
+                trial.report(value, step)
+                return trial.should_prune()
+            return False
+
+        start = time.perf_counter()
+        try:
+            metrics = self.objective.run(trial.number, dict(proposal.params), report)
+        except KeyboardInterrupt:
+            self._fail(trial, "interrupted (Ctrl-C / SIGTERM): not counted, planned again on --resume", counted=False)
+            raise
+        except Pruned as exc:
+            trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
+                                              "reason": "pruned: validation loss hopeless next to earlier trials"})
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
+        except Exception as exc:  # one bad config (e.g. out of memory) must not end the search
+            log.warning("trial %d failed", trial.number, exc_info=True)
+            self._fail(trial, f"error: {type(exc).__name__}: {exc}", counted=True)
+            return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
+        metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
+        value = metrics.get("value")
+        decision = self.evaluator.decide(value, metrics, proposal.params, best_of(records))
+        trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, "accepted": decision.accepted,
+                                          "reason": decision.reason, "decided_by": decision.decided_by})
+        if value is None or not math.isfinite(value):
+            self.study.tell(trial, state=TrialState.FAIL)  # counted: it consumed budget
+        else:
+            self.study.tell(trial, value)
+        return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
+
+    # ------------------------------------------------------------------ the loop
+
+    def _should_stop(self, records: list[TrialRecord], started: float) -> str | None:
+        if self.counted(records) >= self.stop.max_iterations:
+            return f"max_iterations reached ({self.stop.max_iterations} trials)"
+        if self.stop.time_budget_s is not None and time.monotonic() - started >= self.stop.time_budget_s:
+            return f"time budget of {self.stop.time_budget_s:g} s used"
+        best = best_of(records)
+        if self.stop.target is not None and best is not None and best.value <= self.stop.target:
+            return f"target {self.stop.target:g} reached by {best.run_id} ({best.value:.4g})"
+        if self.stop.patience is not None and best is not None:
+            since = sum(1 for r in records if r.number > best.number and r.state in ("complete", "pruned", "failed")
+                        and r.counted)
+            if since >= self.stop.patience:
+                return f"no new best in {since} trials (patience {self.stop.patience})"
+        return None
+
+    def run(self) -> SearchOutcome:
+        self.recover()
+        started = time.monotonic()
+        ran = 0
+        task = self.progress.task("search", total=self.stop.max_iterations) if self.progress else None
+        while True:
+            records = self.records()
+            if task is not None:
+                task.update(completed=min(self.counted(records), self.stop.max_iterations))
+            reason = self._should_stop(records, started)
+            if reason:
+                break
+            proposal = self._propose(records)
+            for note in proposal.notes:
+                log.info("planner: %s", note)
+            self.on_event("plan", planner=proposal.planner, changes=proposal.changes, reasoning=proposal.reasoning,
+                          expected_effect=proposal.expected_effect, notes=proposal.notes)
+            trial = self._commit(proposal)
+            if self.counted(self.records()) > self.stop.max_iterations:  # another worker took the last slot
+                self._fail(trial, "budget taken by another worker", counted=False)
+                continue
+            record = self._execute(trial, proposal, records)
+            ran += 1
+            self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
+            self.on_trial(self.records())
+        records = self.records()
+        self.on_trial(records)
+        base = next((r for r in records if r.planner == "base" and r.state == "complete"), None)
+        return SearchOutcome(records, best_of(records), base, reason, ran)
+
+    def _fail(self, trial: Any, reason: str, counted: bool) -> None:
+        from optuna.trial import TrialState
+
+        trial.set_user_attr(R.A_OUTCOME, {"counted": counted, "accepted": False, "reason": reason,
+                                          "decided_by": "loop"})
+        self.study.tell(trial, state=TrialState.FAIL)
+
+
+def require_finished_trials(outcome: SearchOutcome) -> None:
+    if outcome.best is None:
+        raise AgentlabError("the search finished without a successful trial",
+                            hint="see events.jsonl and trials/*/ for the errors; try a smaller learning rate")

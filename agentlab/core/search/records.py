@@ -1,0 +1,130 @@
+"""What the search loop knows about each trial, read back from the Optuna study (the one source of truth).
+
+Every decision is stored on the trial itself as user attributes, so any worker sharing the storage, and any resumed
+run, sees the same history: planner, changes, reasoning, accepted, reason, metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Two trial user attributes, each one storage write (a commit on SQLite): the plan, set when the trial starts
+# ({planner, changes, reasoning, worker, run_dir}), and the outcome, set when it ends
+# ({metrics, accepted, reason, decided_by, counted}).
+A_PLAN, A_OUTCOME = "plan", "outcome"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_alive(worker: str | None) -> bool:
+    """Whether the process behind a worker id still runs. Workers on other hosts are assumed alive."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def run_id(number: int) -> str:
+    return f"run_{number:04d}"
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the planner, evaluator, state file and report see it."""
+
+    number: int
+    state: str  # complete | pruned | failed | running
+    value: float | None
+    params: dict[str, Any]
+    planner: str = ""
+    changes: dict[str, Any] = field(default_factory=dict)
+    reasoning: str = ""
+    accepted: bool | None = None
+    reason: str = ""
+    decided_by: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    worker: str = ""
+    counted: bool = True
+    seconds: float | None = None
+    intermediate: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.number)
+
+    @property
+    def finite(self) -> bool:
+        return self.value is not None and math.isfinite(self.value)
+
+    @classmethod
+    def from_frozen(cls, trial: Any) -> TrialRecord:
+        plan, outcome = trial.user_attrs.get(A_PLAN, {}), trial.user_attrs.get(A_OUTCOME, {})
+        seconds = None
+        if trial.datetime_start and trial.datetime_complete:
+            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        value = trial.value if trial.state.name == "COMPLETE" else outcome.get("metrics", {}).get("value")
+        return cls(
+            number=trial.number,
+            state={"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}.get(
+                trial.state.name, trial.state.name.lower()),
+            value=value,
+            params=dict(trial.params),
+            planner=plan.get("planner", ""),
+            changes=plan.get("changes", {}),
+            reasoning=plan.get("reasoning", ""),
+            accepted=outcome.get("accepted"),
+            reason=outcome.get("reason", ""),
+            decided_by=outcome.get("decided_by", ""),
+            metrics=outcome.get("metrics", {}),
+            worker=plan.get("worker", ""),
+            counted=outcome.get("counted", True),
+            seconds=seconds,
+            intermediate=dict(trial.intermediate_values),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The compact form shown to an LLM planner."""
+        return {"run_id": self.run_id, "state": self.state, "value": self.value, "changes": self.changes,
+                "accepted": self.accepted, "reason": self.reason, "planner": self.planner,
+                **{k: v for k, v in self.metrics.items() if k in ("test_mse", "n_params", "epochs")}}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["run_id"] = self.run_id
+        out["intermediate"] = {str(k): v for k, v in self.intermediate.items()}
+        return out
+
+
+def best_of(records: list[TrialRecord]) -> TrialRecord | None:
+    """The accepted finished trial with the lowest value."""
+    accepted = [r for r in records if r.state == "complete" and r.accepted and r.finite]
+    return min(accepted, key=lambda r: (r.value, r.number)) if accepted else None
+
+
+def state_dict(records: list[TrialRecord], metric: str) -> dict[str, Any]:
+    """agent_state.json: ``best_run_id`` and ``runs`` with run_id, the metric, test metrics, decision, planner."""
+    best = best_of(records)
+    runs = []
+    for r in records:
+        runs.append({
+            "run_id": r.run_id, "trial": r.number, "state": r.state, metric: r.value,
+            **{k: v for k, v in r.metrics.items() if k != "value"},
+            "accepted": r.accepted, "reason": r.reason, "decided_by": r.decided_by, "planner": r.planner,
+            "changes": r.changes, "params": r.params, "worker": r.worker, "seconds": r.seconds,
+        })
+    return {"best_run_id": best.run_id if best else None, "best_value": best.value if best else None,
+            "metric": metric, "runs": runs}

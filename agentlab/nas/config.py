@@ -1,0 +1,139 @@
+"""The `agentlab nas` config: data, base model, training, and the search.
+
+The built-in defaults are sized for a 2-core CPU with no data file: a synthetic ETT-like series and a small Informer,
+so `agentlab nas --max-iterations 20` finishes in minutes. `configs/nas_etth1.yaml` follows the paper's protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from agentlab.core.config import StrictModel
+from agentlab.core.search.space import ParamSpec
+
+
+class DataConfig(StrictModel):
+    path: Path | None = Field(None, description="ETT-format CSV (a `date` column + numeric columns); empty: the "
+                              "built-in synthetic multivariate series")
+    features: Literal["M", "S", "MS"] = Field("M", description="M: all channels -> all; S: target -> target; "
+                                              "MS: all channels -> target")
+    target: str = Field("OT", description="target column (S and MS)")
+    freq: str = Field("h", description="sampling frequency for time features: h (hourly), t (minutely), d, ...")
+    split: Literal["auto", "ett_hour", "ett_minute", "ratio"] = Field(
+        "auto", description="auto: the standard 12/4/4-month split for ETTh*/ETTm* files, else 70/10/20 by ratio")
+    seq_len: int = Field(48, ge=1, description="encoder input length")
+    label_len: int = Field(24, ge=0, description="known steps given to the decoder (generative inference)")
+    pred_len: int = Field(24, ge=1, description="forecast horizon")
+    synthetic_steps: int = Field(2000, ge=200, description="length of the synthetic series (when no path)")
+    synthetic_channels: int = Field(7, ge=1, description="channels of the synthetic series (when no path)")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> DataConfig:
+        if self.label_len > self.seq_len:
+            raise ValueError(f"data.label_len: must not exceed data.seq_len ({self.label_len} > {self.seq_len})")
+        return self
+
+
+class ModelConfig(StrictModel):
+    d_model: int = Field(32, ge=2, description="model width (even)")
+    n_heads: int = Field(4, ge=1, description="attention heads; must divide d_model")
+    e_layers: int = Field(2, ge=1, description="encoder layers")
+    d_layers: int = Field(1, ge=1, description="decoder layers")
+    d_ff: int = Field(64, ge=1, description="feed-forward width")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout")
+    attn: Literal["prob", "full"] = Field("prob", description="prob: ProbSparse self-attention; full: dense (SDPA)")
+    factor: int = Field(5, ge=1, description="ProbSparse sampling factor c (u = c ln L)")
+    distil: bool = Field(True, description="self-attention distilling (conv + ELU + max-pool) between encoder layers")
+    activation: Literal["gelu", "relu"] = Field("gelu", description="feed-forward activation")
+    revin: bool = Field(False, description="reversible instance normalisation of inputs and outputs")
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.n_heads: must divide model.d_model ({self.d_model} % {self.n_heads} != 0)")
+        if self.d_model % 2:
+            raise ValueError(f"model.d_model: must be even (got {self.d_model})")
+        return self
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(4, ge=1, description="maximum epochs per trial")
+    patience: int = Field(2, ge=1, description="early stopping: epochs without validation improvement")
+    batch_size: int = Field(32, ge=1, description="batch size")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate (halved every epoch, as the paper)")
+    max_train_batches: int | None = Field(None, ge=1, description="cap on training batches per epoch (speed); "
+                                          "empty: every batch")
+    seed: int = Field(0, description="seed of weights, data order and dropout")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (empty: torch's default)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
+
+
+def default_space() -> dict[str, ParamSpec]:
+    return {
+        "model.d_model": ParamSpec(choices=[16, 32, 64, 128]),
+        "model.n_heads": ParamSpec(choices=[1, 2, 4, 8]),
+        "model.e_layers": ParamSpec(low=1, high=3),
+        "model.d_layers": ParamSpec(low=1, high=2),
+        "model.d_ff": ParamSpec(choices=[32, 64, 128, 256]),
+        "model.dropout": ParamSpec(low=0.0, high=0.3),
+        "model.attn": ParamSpec(choices=["prob", "full"]),
+        "model.distil": ParamSpec(choices=[True, False]),
+        "model.revin": ParamSpec(choices=[True, False]),
+        "train.learning_rate": ParamSpec(low=1e-4, high=1e-2, log=True),
+    }
+
+
+class SearchConfig(StrictModel):
+    planner: Literal["auto", "llm", "tpe", "random"] = Field(
+        "auto", description="auto: llm when a planner model is configured and reachable, else tpe")
+    max_iterations: int = Field(20, ge=1, description="total trials of the search (calling again with a higher "
+                                "number continues it)")
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    patience: int | None = Field(None, ge=1, description="stop after this many trials without a new best")
+    target: float | None = Field(None, description="stop once the best validation MSE is at or below this")
+    min_delta: float = Field(0.01, ge=0, description="noise band, relative: a trial better than the best by more "
+                             "than this fraction is accepted, worse by more is rejected, in between is judged")
+    space: dict[str, ParamSpec] = Field(default_factory=default_space,
+                                        description="searchable keys (dotted paths into this config) and bounds")
+    pruner: Literal["median", "none"] = Field("median", description="stop hopeless trials early from their "
+                                              "per-epoch validation loss")
+    storage: str | None = Field(None, description="Optuna storage URL shared by workers (sqlite:///..., "
+                                "postgresql://..., or a journal file path); empty: SQLite in the run folder")
+    study_name: str = Field("nas", description="study name inside the storage")
+    seed: int = Field(0, description="sampler seed")
+    plan_retries: int = Field(2, ge=0, description="re-asks of the LLM planner after an invalid plan")
+    history: int = Field(5, ge=1, description="recent trials shown to the LLM planner")
+
+
+class NASConfig(StrictModel):
+    name: str = Field("nas", description="run name (folder suffix)")
+    data: DataConfig = Field(default_factory=DataConfig, description="dataset and windows")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the base Informer config the search starts "
+                               "from")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training of each trial")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="the search loop")
+
+    @model_validator(mode="after")
+    def _space_keys_exist(self) -> NASConfig:
+        for key in self.search.space:
+            section, _, field = key.partition(".")
+            model = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}.get(section)
+            if model is None or field not in model.model_fields:
+                raise ValueError(f"search.space.{key}: not a searchable key (use model.<field>, train.<field> or "
+                                 f"data.<field>)")
+        return self
+
+
+def apply_changes(config: NASConfig, changes: dict[str, Any]) -> NASConfig:
+    """A new config with dotted-key changes applied, validated by pydantic (raises ValidationError)."""
+    data = config.model_dump(mode="json")
+    for key, value in changes.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return NASConfig.model_validate(data)

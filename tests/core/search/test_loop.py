@@ -1,0 +1,143 @@
+"""The ask/tell loop on a cheap objective: budget, base trial, pruning, recovery, resume, shared storage."""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from agentlab.core.search.evaluator import HybridEvaluator
+from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, open_storage
+from agentlab.core.search.planners import OptunaPlanner
+from agentlab.core.search.records import A_PLAN, best_of, state_dict
+from agentlab.core.search.space import ParamSpec, SearchSpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = SearchSpace({"x": ParamSpec(low=-5.0, high=5.0), "width": ParamSpec(choices=[8, 16, 32, 64]),
+                     "heads": ParamSpec(choices=[1, 3, 4])})
+BASE = {"x": 4.0, "width": 32, "heads": 4}
+
+
+class Quadratic:
+    """value = (x - 1)^2 + width/1000; heads must divide width (a constraint like Informer's)."""
+
+    def __init__(self, prune_when: float | None = None):
+        self.calls: list[dict[str, Any]] = []
+        self.prune_when = prune_when
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        return [] if params["width"] % params["heads"] == 0 else ["heads: must divide width"]
+
+    def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+        self.calls.append(params)
+        value = (params["x"] - 1.0) ** 2 + params["width"] / 1000
+        for step in range(3):
+            if report(step, value + (2 - step)) and self.prune_when is not None:
+                raise Pruned({"value": value})
+        return {"value": value, "n_params": params["width"] * 10}
+
+
+def make_loop(tmp_path: Path, objective: Quadratic, max_iterations: int, storage: str | None = None,
+              planner: str = "tpe", pruner: Any = None) -> SearchLoop:
+    study = optuna.create_study(study_name="t", storage=open_storage(storage, tmp_path), direction="minimize",
+                                load_if_exists=True, pruner=pruner or optuna.pruners.NopPruner())
+    return SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=objective,
+                      planner=OptunaPlanner(planner), evaluator=HybridEvaluator(0.01), metric="val",
+                      stop=StopRules(max_iterations=max_iterations), seed=1)
+
+
+def test_budget_base_first_and_constraints(tmp_path: Path) -> None:
+    objective = Quadratic()
+    outcome = make_loop(tmp_path, objective, 8).run()
+    assert outcome.ran_here == 8 and len(outcome.records) == 8
+    assert outcome.records[0].planner == "base" and objective.calls[0] == BASE
+    assert all(c["width"] % c["heads"] == 0 for c in objective.calls)
+    assert outcome.best is not None and outcome.best.value <= outcome.records[0].value
+    assert "max_iterations" in outcome.stop_reason
+    state = state_dict(outcome.records, "val")
+    assert state["best_run_id"] == outcome.best.run_id and len(state["runs"]) == 8
+
+
+def test_max_iterations_is_a_total_and_continues(tmp_path: Path) -> None:
+    make_loop(tmp_path, Quadratic(), 4).run()
+    objective = Quadratic()
+    outcome = make_loop(tmp_path, objective, 7).run()
+    assert outcome.ran_here == 3 and len(objective.calls) == 3 and len(outcome.records) == 7
+    params = [tuple(sorted(r.params.items())) for r in outcome.records]
+    assert len(set(params)) == len(params), "a finished configuration was repeated"
+
+
+def test_dead_workers_running_trial_is_failed_uncounted_and_replanned(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, Quadratic(), 3)
+    loop.run()
+    orphan = loop.study.ask(loop.distributions)  # as if a worker on this host died mid-trial
+    orphan.set_user_attr(A_PLAN, {"planner": "tpe", "worker": f"{socket.gethostname()}:999999"})
+    loop2 = make_loop(tmp_path, Quadratic(), 5)
+    outcome = loop2.run()
+    failed = [r for r in outcome.records if r.state == "failed"]
+    assert [r.number for r in failed] == [orphan.number] and not failed[0].counted
+    assert sum(1 for r in outcome.records if r.counted) == 5 and outcome.ran_here == 2
+
+
+def test_evaluator_rules_and_pruning(tmp_path: Path) -> None:
+    pruner = optuna.pruners.ThresholdPruner(upper=1.5)
+    outcome = make_loop(tmp_path, Quadratic(prune_when=1.5), 10, pruner=pruner).run()
+    states = {r.state for r in outcome.records}
+    assert "pruned" in states
+    for r in outcome.records:
+        if r.state == "complete" and r.planner != "base":
+            assert r.decided_by == "rule" and r.reason
+    best = best_of(outcome.records)
+    assert best is not None and all(r.value >= best.value - 1e-12 for r in outcome.records
+                                    if r.state == "complete" and r.accepted)
+
+
+def test_two_workers_share_one_budget(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    make_loop(tmp_path, Quadratic(), 1, storage=storage).run()  # create the study first
+    objectives = [Quadratic(), Quadratic()]
+    errors: list[BaseException] = []
+
+    def work(objective: Quadratic) -> None:
+        try:
+            make_loop(tmp_path, objective, 12, storage=storage, planner="random").run()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(o,)) for o in objectives]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    study = optuna.load_study(study_name="t", storage=storage)
+    counted = [t for t in study.trials if t.user_attrs.get("outcome", {}).get("counted", True)]
+    assert len(counted) == 12
+    assert sum(len(o.calls) for o in objectives) == 11
+    assert all(len(o.calls) > 0 for o in objectives)
+
+
+def test_diverged_trial_is_rejected_and_counted(tmp_path: Path) -> None:
+    class Diverges(Quadratic):
+        def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+            out = super().run(number, params, report)
+            return out if number == 0 else {"value": math.nan, "diverged": True}
+
+    outcome = make_loop(tmp_path, Diverges(), 3).run()
+    assert [r.state for r in outcome.records] == ["complete", "failed", "failed"]
+    assert all(r.counted and "diverged" in r.reason for r in outcome.records[1:])
+
+
+def test_base_outside_space_is_config_error(tmp_path: Path) -> None:
+    from agentlab.core.errors import ConfigError
+
+    study = optuna.create_study()
+    with pytest.raises(ConfigError, match="base value 128"):
+        SearchLoop(study=study, space=SPACE, base_params={**BASE, "width": 128}, objective=Quadratic(),
+                   planner=OptunaPlanner("tpe"), evaluator=HybridEvaluator(0.01), stop=StopRules(3))
