@@ -79,6 +79,8 @@ class Provider(Protocol):
     Implementations raise ``LLMError`` with a ``kind`` for every failure: the router decides on retries and fallbacks
     from that kind alone. ``stream`` yields ``StreamDelta`` items and then one final ``Completion``; a stream that ends
     without its terminator must raise ``LLMError(kind="stream_cut")``, never return a short success.
+    ``timeout_s`` bounds the whole call (a stream included, not each read): past it, raise ``LLMError(kind="timeout")``;
+    the router relies on this for its per-attempt timeouts and overall deadline.
     """
 
     name: str

@@ -1,0 +1,585 @@
+"""OpenAI-compatible chat completions over httpx: OpenRouter, OpenAI, vLLM, llama.cpp server, Ollama.
+
+One pooled ``httpx.AsyncClient`` per provider, created lazily inside the running event loop. Every failure becomes an
+``LLMError`` whose ``kind`` is all the router needs to decide on retries and fallbacks. ``timeout_s`` is a *total*
+deadline for the whole call (httpx timeouts are per operation, so a server trickling bytes would never trip them).
+
+The request path is deliberately lean because it is benchmarked against a bare ``httpx.AsyncClient``: the body is a
+plain dict, the answer is parsed with one ``json.loads``, and nothing is logged per request unless DEBUG is on.
+
+The API key lives only in the client's headers (whose repr httpx masks) and in a masked holder used to scrub error
+text; it never reaches a message, a hint, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from agentlab.core.errors import LLMError
+from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
+
+__all__ = ["OpenAIProvider", "parse_retry_after"]
+
+log = logging.getLogger(__name__)
+
+_MAX_SERVER_MESSAGE = 300
+# How long we keep reading after [DONE] so the connection goes back to the pool instead of being closed.
+_DRAIN_S = 1.0
+
+if sys.version_info >= (3, 11):
+    _timeout_at = asyncio.timeout_at
+else:  # pragma: no cover - exercised only on Python 3.10
+
+    class _timeout_at:  # named like the asyncio.timeout_at it stands in for
+        """Minimal ``asyncio.timeout_at`` for 3.10: cancel the current task at ``when``, surface TimeoutError."""
+
+        def __init__(self, when: float) -> None:
+            self._when = when
+            self._fired = False
+            self._handle: asyncio.TimerHandle | None = None
+
+        async def __aenter__(self) -> _timeout_at:
+            task = asyncio.current_task()
+            assert task is not None
+
+            def fire() -> None:
+                self._fired = True
+                task.cancel()
+
+            self._handle = asyncio.get_running_loop().call_at(self._when, fire)
+            return self
+
+        async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            if self._handle is not None:
+                self._handle.cancel()
+            if self._fired and exc_type is asyncio.CancelledError:
+                raise asyncio.TimeoutError from exc
+
+
+class _Secret:
+    """Holds the API key for scrubbing only; its repr never shows the value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_retry_after(headers: httpx.Headers | dict[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait before retrying, from the first rate-limit header that parses; None if none does.
+
+    Understands ``retry-after-ms``, ``Retry-After`` (delta-seconds or HTTP-date), ``x-ratelimit-reset`` (epoch
+    seconds or milliseconds as OpenRouter sends it, or small delta-seconds) and OpenAI's
+    ``x-ratelimit-reset-requests`` / ``-tokens`` durations such as ``1m30s`` or ``250ms``.
+    """
+    if not isinstance(headers, httpx.Headers):
+        headers = httpx.Headers(headers)
+    now = time.time() if now is None else now
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                pass
+    value = headers.get("x-ratelimit-reset")
+    if value:
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None:
+            if number > 1e12:  # epoch milliseconds
+                return max(0.0, number / 1000.0 - now)
+            if number > 1e9:  # epoch seconds
+                return max(0.0, number - now)
+            return max(0.0, number)
+    waits = []
+    for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
+        value = headers.get(name)
+        if value:
+            parts = _DURATION.findall(value)
+            if parts and "".join(n + u for n, u in parts) == value.strip():
+                waits.append(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
+    return max(waits) if waits else None
+
+
+def _server_message(content: bytes) -> str:
+    """The server's own explanation: ``error.message`` when the body is OpenAI-style JSON, else the body text."""
+    text = ""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            text = str(err.get("message") or err.get("code") or err)
+        elif err:
+            text = str(err)
+        elif data.get("message") or data.get("detail"):
+            text = str(data.get("message") or data.get("detail"))
+    if not text:
+        text = content.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    if len(text) > _MAX_SERVER_MESSAGE:
+        text = text[: _MAX_SERVER_MESSAGE - 3] + "..."
+    return text
+
+
+def _kind_for_status(status: int) -> str:
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:  # the server gave up waiting: a timeout, worth a retry unlike other 4xx
+        return "timeout"
+    return "bad_request"
+
+
+def _text_of(content: Any) -> str:
+    # Content is a string for every server we know; a list of parts is tolerated because the format allows it.
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class OpenAIProvider:
+    """A ``Provider`` for any OpenAI-compatible ``/chat/completions`` endpoint.
+
+    ``base_url`` is the API root including ``/v1``. ``api_key`` (optional for local servers) is sent as a Bearer
+    token; ``api_key_env`` is only the *name* of the variable it came from, used in hints. ``headers`` are sent with
+    every request (e.g. OpenRouter's ``HTTP-Referer`` / ``X-Title``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        max_connections: int = 128,
+        supports_stream: bool = True,
+        *,
+        api_key_env: str | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.supports_stream = supports_stream
+        self.max_connections = max_connections
+        self.api_key_env = api_key_env
+        self._chat_url = self.base_url + "/chat/completions"
+        # httpx.Headers masks Authorization in its repr; the key is kept nowhere else in clear except _Secret.
+        self._headers = httpx.Headers(headers or {})
+        self._secret = _Secret(api_key) if api_key else None
+        if api_key:
+            self._headers["Authorization"] = "Bearer " + api_key
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        key = "set" if self._secret else "none"
+        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r}, api_key={key})"
+
+    # -- client ----------------------------------------------------------------------------------------------------
+
+    def _client_for_loop(self) -> httpx.AsyncClient:
+        """The pooled client, created on first use in the running loop (pooled sockets belong to one loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._client
+        if client is None or self._loop is not loop:
+            # A client from an earlier, finished loop cannot be closed from this one; dropping it is all we can do.
+            limits = httpx.Limits(max_connections=self.max_connections,
+                                  max_keepalive_connections=self.max_connections)
+            client = httpx.AsyncClient(headers=self._headers, limits=limits, timeout=60.0)
+            self._client, self._loop = client, loop
+        return client
+
+    async def aclose(self) -> None:
+        """Close the connection pool; the next call opens a new one."""
+        client, loop, self._client, self._loop = self._client, self._loop, None, None
+        # A pool made in another (usually finished) loop cannot be closed from this one: its sockets die with it.
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    # -- request ---------------------------------------------------------------------------------------------------
+
+    def _body(self, model: str, messages: Messages, params: GenParams, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            body["max_tokens"] = params.max_tokens
+        if params.top_p is not None:
+            body["top_p"] = params.top_p
+        if params.stop:
+            body["stop"] = params.stop
+        if params.seed is not None:
+            body["seed"] = params.seed
+        schema = params.json_schema
+        if schema:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema.get("name") or "output", "schema": schema.get("schema", {}),
+                                "strict": schema.get("strict", True)},
+            }
+        if params.extra:
+            body.update(params.extra)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        elif "stream" in body:  # extra must not turn a plain call into SSE we would then fail to parse
+            body.pop("stream")
+            body.pop("stream_options", None)
+        return body
+
+    # -- errors ----------------------------------------------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        # Defence in depth: servers sometimes echo headers or URLs back in their error text.
+        if self._secret is not None and self._secret.value in text:
+            text = text.replace(self._secret.value, "***")
+        return text
+
+    def _error(self, kind: str, model: str | None, detail: str, *, status: int | None = None,
+               retry_after: float | None = None, hint: str | None = None, timeout_s: float | None = None) -> LLMError:
+        what = f"model '{model}' via {self.name}" if model else f"provider {self.name}"
+        message = self._scrub(f"{what}: {detail}")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("llm error kind=%s status=%s %s", kind, status, message)
+        return LLMError(message, kind, model=model, status=status, retry_after=retry_after,
+                        hint=self._scrub(hint or self._hint(kind, model, timeout_s)))
+
+    def _hint(self, kind: str, model: str | None, timeout_s: float | None) -> str:
+        if kind == "timeout":
+            within = f" within {timeout_s:g}s" if timeout_s is not None else ""
+            return f"no answer{within}; raise the route's timeout_s or pick a faster model"
+        if kind == "connection":
+            return f"cannot reach {self.base_url}; check providers.{self.name}.base_url and that the server is up"
+        if kind == "rate_limited":
+            return "the provider is throttling; lower the concurrency or wait, or add a fallback model"
+        if kind == "server_error":
+            return "the provider failed on its side; retry later or add a fallback model to the route"
+        if kind == "auth":
+            if self._secret is None:
+                if self.api_key_env:
+                    return (f"no API key was configured: the environment variable {self.api_key_env} is not set; "
+                            "export it or put it in .env")
+                return (f"no API key was configured for provider '{self.name}'; set api_key_env in its config and "
+                        "export that variable (or put it in .env)")
+            source = f"the environment variable {self.api_key_env}" if self.api_key_env else "api_key_env"
+            return f"the server rejected the API key; check the key in {source} and that it may use '{model}'"
+        if kind == "not_found":
+            if model is None:
+                return f"check providers.{self.name}.base_url ({self.base_url}); it usually ends in /v1"
+            return (f"check the model id '{model}' (GET {self.base_url}/models lists them) and that base_url "
+                    "ends in /v1")
+        if kind == "bad_request":
+            return "the server rejected the request; check the model's params (max_tokens, stop, response_format)"
+        if kind == "malformed":
+            return "the answer is not an OpenAI chat completion; check that base_url points at an OpenAI-compatible API"
+        if kind == "empty":
+            return "the model returned no text; raise max_tokens or check the prompt"
+        if kind == "stream_cut":
+            return "the connection dropped mid-stream; retry, or set stream: false for this model"
+        return "see the message above"
+
+    def _status_error(self, model: str | None, response: httpx.Response) -> LLMError:
+        status = response.status_code
+        kind = _kind_for_status(status)
+        retry_after = parse_retry_after(response.headers) if status == 429 or status >= 500 else None
+        detail = f"HTTP {status}"
+        server = _server_message(response.content)
+        if server:
+            detail += f": {server}"
+        return self._error(kind, model, detail, status=status, retry_after=retry_after)
+
+    def _payload_error(self, model: str, err: Any, status: int) -> LLMError:
+        """An ``{"error": ...}`` object inside a 200 answer or an SSE event (OpenRouter sends these mid-stream)."""
+        code = err.get("code") if isinstance(err, dict) else None
+        message = err.get("message") if isinstance(err, dict) else err
+        text = " ".join(str(message or code or err).split())[:_MAX_SERVER_MESSAGE]
+        if isinstance(code, int) and 400 <= code < 600:
+            return self._error(_kind_for_status(code), model, f"error {code}: {text}", status=code)
+        return self._error("server_error", model, f"error in the answer: {text}", status=status)
+
+    def _transport_error(self, model: str | None, exc: Exception, timeout_s: float, cut: bool = False) -> LLMError:
+        if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError)):
+            detail = f"no complete answer within {timeout_s:g}s"
+            if isinstance(exc, httpx.TimeoutException):
+                detail += f" ({type(exc).__name__})"
+            return self._error("timeout", model, detail, timeout_s=timeout_s)
+        inner = getattr(exc, "exceptions", None)  # anyio wraps some socket errors in a one-member ExceptionGroup
+        cause = inner[0] if inner and len(inner) == 1 else exc
+        reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        if cut:
+            return self._error("stream_cut", model, f"stream ended before [DONE]: {reason}")
+        if isinstance(exc, httpx.DecodingError):
+            return self._error("malformed", model, f"undecodable body: {reason}")
+        if isinstance(cause, (TypeError, ValueError)):  # the request itself could not be encoded (e.g. NaN, objects)
+            return self._error("bad_request", model, f"cannot send the request: {reason}",
+                               hint="params and messages must be JSON-serialisable (no NaN, no objects)")
+        return self._error("connection", model, reason)
+
+    # -- generate --------------------------------------------------------------------------------------------------
+
+    async def generate(self, model: str, messages: Messages, params: GenParams, timeout_s: float) -> Completion:
+        """One non-streamed completion; raises ``LLMError`` on any failure."""
+        client = self._client_for_loop()
+        body = self._body(model, messages, params, stream=False)
+        start = time.perf_counter()
+        try:
+            async with _timeout_at(asyncio.get_running_loop().time() + timeout_s):
+                response = await client.post(self._chat_url, json=body, timeout=timeout_s)
+        except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+            raise self._transport_error(model, exc, timeout_s) from exc
+        latency = time.perf_counter() - start
+        if response.status_code != 200 and not 200 <= response.status_code < 300:
+            raise self._status_error(model, response)
+        try:
+            data = json.loads(response.content)
+        except ValueError as exc:
+            raise self._error("malformed", model, f"answer is not JSON: {_server_message(response.content)[:80]!r}",
+                              status=response.status_code) from exc
+        try:
+            choice = data["choices"][0]
+            message = choice["message"]
+            content = message.get("content")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            if isinstance(data, dict) and data.get("error"):
+                raise self._payload_error(model, data["error"], response.status_code) from None
+            raise self._error("malformed", model, "answer has no choices[0].message",
+                              status=response.status_code) from None
+        if content.__class__ is not str:
+            content = _text_of(content)
+        if not content or content.isspace():
+            if not message.get("tool_calls"):
+                raise self._error("empty", model, "the answer has no text", status=response.status_code)
+        usage = data.get("usage")
+        if usage:
+            used = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+        else:
+            used = Usage()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s: %.3fs, %d+%d tokens", self.name, model, latency, used.prompt_tokens,
+                      used.completion_tokens)
+        return Completion(text=content or "", model=model, usage=used, latency_s=latency,
+                          finish_reason=choice.get("finish_reason"), raw=data)
+
+    # -- stream ----------------------------------------------------------------------------------------------------
+
+    async def stream(
+        self, model: str, messages: Messages, params: GenParams, timeout_s: float
+    ) -> AsyncIterator[StreamDelta | Completion]:
+        """``StreamDelta`` per non-empty content delta, then one ``Completion``; ``timeout_s`` bounds the whole stream.
+
+        A stream that ends without ``data: [DONE]`` raises ``LLMError(kind="stream_cut")``.
+        """
+        client = self._client_for_loop()
+        body = self._body(model, messages, params, stream=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        start = time.perf_counter()
+        try:
+            request = client.build_request("POST", self._chat_url, json=body, timeout=timeout_s)  # may fail to encode
+            async with _timeout_at(deadline):
+                response = await client.send(request, stream=True)
+        except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+            raise self._transport_error(model, exc, timeout_s) from exc
+        try:
+            if not 200 <= response.status_code < 300:
+                try:
+                    async with _timeout_at(deadline):
+                        await response.aread()
+                except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+                    raise self._transport_error(model, exc, timeout_s) from exc
+                raise self._status_error(model, response)
+            if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
+                # Some servers and proxies ignore "stream": true and answer with one plain completion.
+                async for item in self._plain_as_stream(model, response, deadline, start, timeout_s):
+                    yield item
+                return
+
+            parts: list[str] = []
+            ttft: float | None = None
+            usage: dict[str, Any] | None = None
+            finish: str | None = None
+            tool_calls = False
+            done = False
+            buffer = b""
+            data: bytes | None = None  # the pending SSE event's data (several data: lines join with \n)
+            chunks = response.aiter_bytes()
+            while not done:
+                try:
+                    async with _timeout_at(deadline):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+                    raise self._transport_error(model, exc, timeout_s, cut=True) from exc
+                lines = (buffer + chunk).split(b"\n")
+                buffer = lines.pop()
+                for line in lines:
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    if line:
+                        if line.startswith(b"data:"):
+                            payload = line[6:] if line[5:6] == b" " else line[5:]
+                            data = payload if data is None else data + b"\n" + payload
+                        # Anything else (": keepalive" comments, event:, id:, retry:) carries nothing for us.
+                        continue
+                    if data is None:
+                        continue
+                    event, data = data, None
+                    if event == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        obj = json.loads(event)
+                    except ValueError as exc:
+                        raise self._error("malformed", model, f"stream event is not JSON: {event[:80]!r}",
+                                          status=response.status_code) from exc
+                    if not isinstance(obj, dict):
+                        raise self._error("malformed", model, "stream event is not a JSON object",
+                                          status=response.status_code)
+                    err = obj.get("error")
+                    if err:
+                        raise self._payload_error(model, err, response.status_code)
+                    if obj.get("usage"):
+                        usage = obj["usage"]
+                    choices = obj.get("choices")
+                    if not choices:
+                        continue
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if delta:
+                        piece = delta.get("content")
+                        if piece:
+                            if ttft is None:
+                                ttft = time.perf_counter() - start
+                            if piece.__class__ is not str:
+                                piece = _text_of(piece)
+                            parts.append(piece)
+                            yield StreamDelta(piece)
+                        if delta.get("tool_calls"):
+                            tool_calls = True
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+            if not done:
+                if buffer.strip() == b"data: [DONE]" or data == b"[DONE]":
+                    pass  # [DONE] without its trailing blank line: the server finished, we just lack the newline
+                else:
+                    raise self._error("stream_cut", model, f"stream ended before [DONE] after {len(parts)} chunks",
+                                      status=response.status_code)
+            else:
+                await self._drain(chunks, deadline)
+            latency = time.perf_counter() - start
+            text = "".join(parts)
+            if (not text or text.isspace()) and not tool_calls:
+                raise self._error("empty", model, "the stream has no text", status=response.status_code)
+            if usage:
+                used = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+            else:  # the server ignored include_usage: one chunk is about one token
+                used = Usage(0, len(parts))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s %s: stream %.3fs ttft=%s, %d chunks", self.name, model, latency, ttft, len(parts))
+            yield Completion(text=text, model=model, usage=used, latency_s=latency, ttft_s=ttft,
+                             finish_reason=finish)
+        finally:
+            await response.aclose()
+
+    async def _drain(self, chunks: AsyncIterator[bytes], deadline: float) -> None:
+        """Read what follows [DONE] (the chunked terminator) so the connection can be reused; failures don't matter."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with _timeout_at(min(deadline, loop.time() + _DRAIN_S)):
+                async for _ in chunks:
+                    pass
+        except Exception:  # the answer is complete; a failed drain only costs the pooled connection
+            pass
+
+    async def _plain_as_stream(self, model: str, response: httpx.Response, deadline: float, start: float,
+                               timeout_s: float) -> AsyncIterator[StreamDelta | Completion]:
+        try:
+            async with _timeout_at(deadline):
+                await response.aread()
+        except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+            raise self._transport_error(model, exc, timeout_s) from exc
+        try:
+            data = json.loads(response.content)
+            message = data["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise self._error("malformed", model, "expected an SSE stream or a chat completion",
+                              status=response.status_code) from exc
+        text = _text_of(message.get("content"))
+        latency = time.perf_counter() - start
+        if (not text or text.isspace()) and not message.get("tool_calls"):
+            raise self._error("empty", model, "the answer has no text", status=response.status_code)
+        usage = data.get("usage") or {}
+        if text:
+            yield StreamDelta(text)
+        yield Completion(text=text, model=model, usage=Usage(usage.get("prompt_tokens") or 0,
+                                                             usage.get("completion_tokens") or 0),
+                         latency_s=latency, ttft_s=latency, finish_reason=data["choices"][0].get("finish_reason"))
+
+    # -- models ----------------------------------------------------------------------------------------------------
+
+    async def list_models(self, timeout_s: float = 30.0) -> list[str]:
+        """Model ids the server offers (``GET {base_url}/models``), used by llm-bench to check availability."""
+        client = self._client_for_loop()
+        try:
+            async with _timeout_at(asyncio.get_running_loop().time() + timeout_s):
+                response = await client.get(self.base_url + "/models", timeout=timeout_s)
+        except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+            raise self._transport_error(None, exc, timeout_s) from exc
+        if not 200 <= response.status_code < 300:
+            raise self._status_error(None, response)
+        try:
+            data = json.loads(response.content)
+        except ValueError as exc:
+            raise self._error("malformed", None, "GET /models answer is not JSON") from exc
+        items = data.get("data") if isinstance(data, dict) else data
+        if items is None and isinstance(data, dict):
+            items = data.get("models")  # Ollama's native shape, also sent by llama.cpp server
+        if not isinstance(items, list):
+            raise self._error("malformed", None, "GET /models answer has no model list")
+        ids = []
+        for item in items:
+            if isinstance(item, str):
+                ids.append(item)
+            elif isinstance(item, dict):
+                ident = item.get("id") or item.get("name") or item.get("model")
+                if ident:
+                    ids.append(str(ident))
+        return ids

@@ -1,0 +1,396 @@
+"""The router: retries, timeouts, fallback chains, circuit breakers, strategies and per-model stats.
+
+A route (``config.route(name)``) lists models by role; ``RouteConfig.chain()`` gives the fallback order
+primary -> duplicate -> reserve -> fallback. Retryable failures (``LLMError.retryable``) are retried on the same model
+up to ``config.retries`` times; the others (auth, not_found, bad_request) move on at once. ``config.deadline_s``
+bounds a whole routed call. Every attempt is reported to ``on_event("llm_call", ...)`` with no key, header or prompt.
+
+The API is async first. Sync callers use ``generate_sync`` / ``structured_sync``, which run on one background event
+loop owned by the router: HTTP clients are bound to the loop they first ran on, so a router is used either from
+one event loop of the caller's or through the sync methods, not both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from agentlab.core.errors import ConfigError, LLMError
+from agentlab.core.llm.config import LLMConfig, ModelConfig, RouteConfig
+from agentlab.core.llm.providers import build_provider
+from agentlab.core.llm.results import Attempt, CallState, Candidate, RoutedCompletion, StructuredResult
+from agentlab.core.llm.stats import CLOSED, CircuitBreaker, ModelStats
+from agentlab.core.llm.strategies import best_of_n, fastest_order
+from agentlab.core.llm.structured import structured_on_chain
+from agentlab.core.llm.types import Completion, GenParams, Messages, Provider
+
+__all__ = ["Router", "RoutedCompletion", "StructuredResult", "Attempt", "Candidate"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Router:
+    """Routes chat requests over the models of an ``LLMConfig``.
+
+    ``providers`` maps provider names to ``Provider`` objects (built from the config when omitted); ``on_event`` is
+    called as ``on_event("llm_call", **fields)`` once per attempt (``RunDir.event`` fits); ``rng`` drives the
+    ``fastest`` strategy's exploration; ``secrets`` are scrubbed from error messages passed to ``on_event``.
+    """
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        providers: dict[str, Provider] | None = None,
+        on_event: Callable[..., None] | None = None,
+        *,
+        rng: random.Random | None = None,
+        secrets: list[str] | None = None,
+    ):
+        self.config = config
+        self.on_event = on_event
+        self.rng = rng or random.Random()
+        self.secrets = secrets if secrets is not None else []
+        if providers is None:
+            providers = {name: build_provider(name, cfg, self.secrets) for name, cfg in config.providers.items()}
+        self.providers = providers
+        self._models: dict[str, tuple[Provider, ModelConfig]] = {}
+        for name, mcfg in config.models.items():
+            if mcfg.provider not in providers:
+                raise ConfigError(f"models.{name}: provider '{mcfg.provider}' was not given to the router",
+                                  hint=f"pass providers for: {', '.join(sorted(config.providers))}")
+            self._models[name] = (providers[mcfg.provider], mcfg)
+        breaker = config.circuit_breaker
+        self._stats = {name: ModelStats(config.ewma_alpha) for name in config.models}
+        self._breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown_s) for name in config.models}
+        self._routes: dict[str, tuple[RouteConfig, list[str]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: LLMConfig, on_event: Callable[..., None] | None = None,
+                    secrets: list[str] | None = None, *, rng: random.Random | None = None) -> Router:
+        """Build every provider of ``config``; API keys read from the environment are appended to ``secrets``."""
+        secrets = secrets if secrets is not None else []
+        providers = {name: build_provider(name, cfg, secrets) for name, cfg in config.providers.items()}
+        return cls(config, providers, on_event, rng=rng, secrets=secrets)
+
+    # ------------------------------------------------------------------ public async API
+
+    async def generate(self, messages: Messages, route: str = "default", params: GenParams | None = None, *,
+                       stream: bool = False) -> RoutedCompletion:
+        """Answer ``messages`` through ``route``'s strategy; raises ``AllModelsFailed`` when no model answers.
+
+        With ``stream``, models that can (``stream: true`` in their config and a streaming provider) answer over SSE,
+        so the completion carries ``ttft_s``; a stream cut mid-way is a retryable ``stream_cut`` failure.
+        """
+        rcfg, chain = self.route(route)
+        call = CallState(route, self.config.deadline_s, stream)
+        params = params or GenParams()
+        if rcfg.strategy == "best_of_n":
+            return await best_of_n(self, call, rcfg, chain, messages, params)
+        return await self.first_answer(call, self.order(rcfg, chain), messages, params)
+
+    async def structured(self, messages: Messages, schema: type[BaseModel], route: str = "default",
+                         params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult:
+        """Ask for JSON matching ``schema`` and return the validated object.
+
+        An invalid reply is sent back to the same model with the validation errors, at most ``max_repairs`` times,
+        before the next model of the chain is asked; raises ``AllModelsFailed`` when none gives a valid object.
+        """
+        rcfg, chain = self.route(route)
+        call = CallState(route, self.config.deadline_s)
+        chain = chain if rcfg.strategy == "best_of_n" else self.order(rcfg, chain)
+        return await structured_on_chain(self, call, chain, messages, schema, params or GenParams(), max_repairs)
+
+    async def call_model(self, model_name: str, messages: Messages, params: GenParams | None = None,
+                         stream: bool = False) -> Completion:
+        """One request to one configured model: no fallback, no retries, no circuit breaker (llm-bench measures
+        raw availability). Stats and events are recorded. With ``stream`` the provider streams and the final
+        ``Completion`` carries the time to first token. Raises ``LLMError``."""
+        if model_name not in self._models:
+            raise LLMError(f"unknown model '{model_name}'", "not_found", model=model_name,
+                           hint=f"configured models: {', '.join(self._models) or 'none'}")
+        return await self.send(model_name, messages, params or GenParams(), self.config.timeout_s, route=None,
+                               attempt=1, stream=stream and self._models[model_name][0].supports_stream,
+                               use_breaker=False)
+
+    # ------------------------------------------------------------------ routing machinery (used by strategies)
+
+    def route(self, name: str) -> tuple[RouteConfig, list[str]]:
+        """The route config for ``name`` (``config.route`` rules) and its fallback chain, computed once per name."""
+        found = self._routes.get(name)
+        if found is None:
+            rcfg = self.config.route(name)
+            found = self._routes[name] = (rcfg, rcfg.chain())
+        return found
+
+    def order(self, rcfg: RouteConfig, chain: list[str]) -> list[str]:
+        """The models of a route in the order to try them, per its strategy."""
+        if rcfg.strategy == "fastest":
+            return fastest_order(chain, self._stats, self._breakers, self.config.explore, self.rng)
+        return chain
+
+    def available(self, name: str) -> bool:
+        """Whether ``name``'s circuit breaker would let a call through now."""
+        return self._breakers[name].available()
+
+    async def first_answer(self, call: CallState, chain: list[str], messages: Messages,
+                           params: GenParams) -> RoutedCompletion:
+        """Try each model of ``chain`` in turn (with retries); the first answer wins."""
+        for name in chain:
+            completion = await self.try_model(call, name, messages, params)
+            if completion is not None:
+                return call.result(completion, name)
+        raise call.failed()
+
+    async def try_model(self, call: CallState, name: str, messages: Messages, params: GenParams) -> Completion | None:
+        """One model with retries; None when it gave up (the attempts say why). Raises ``AllModelsFailed`` when the
+        call's deadline is spent."""
+        breaker = self._breakers[name]
+        for try_no in range(1, self.config.retries + 2):
+            left = call.remaining()
+            if left is not None and left <= 0:
+                raise call.deadline_error(name)
+            if not breaker.allow():
+                message = f"circuit open after {breaker.consecutive} consecutive failures"
+                call.attempts.append(Attempt(name, "circuit_open", 0.0, message))
+                self._emit(call.route, name, try_no, "circuit_open", 0.0, None, message)
+                return None
+            timeout = self.config.timeout_s if left is None else min(self.config.timeout_s, left)
+            call.attempt_started[name] = time.monotonic()
+            try:
+                return await self.send(name, messages, params, timeout, route=call.route, attempt=try_no, call=call,
+                                       stream=call.stream and self._can_stream(name))
+            except LLMError as exc:
+                wait = self._retry_wait(exc, call, breaker, try_no)
+                if wait is None:
+                    return None
+                if wait > 0:
+                    await asyncio.sleep(wait)
+        return None
+
+    def _can_stream(self, name: str) -> bool:
+        provider, mcfg = self._models[name]
+        return mcfg.stream and provider.supports_stream
+
+    def _retry_wait(self, exc: LLMError, call: CallState, breaker: CircuitBreaker, try_no: int) -> float | None:
+        """Seconds to wait before retrying the same model, or None to move on to the next one."""
+        if not exc.retryable or try_no > self.config.retries or breaker.state != CLOSED:
+            return None
+        if exc.kind == "rate_limited" and exc.retry_after:
+            left = call.remaining()
+            if exc.retry_after > self.config.max_retry_after_s or (left is not None and exc.retry_after >= left):
+                return None
+            return exc.retry_after
+        return 0.0
+
+    async def send(self, name: str, messages: Messages, params: GenParams, timeout_s: float, *, route: str | None,
+                   attempt: int, call: CallState | None = None, stream: bool = False,
+                   use_breaker: bool = True) -> Completion:
+        """Send one request to model ``name`` and record its outcome (stats, breaker, attempt, event)."""
+        provider, mcfg = self._models[name]
+        merged = params.merged(mcfg.params)
+        stats, breaker = self._stats[name], self._breakers[name]
+        # try_model claims the half-open trial right before calling us, with no await in between: if a trial is in
+        # flight now, it is ours.
+        holds_trial = use_breaker and breaker.trial_in_flight
+        start = time.perf_counter()
+        try:
+            # Providers bound the whole call by timeout_s themselves (Provider protocol): a second timer here would
+            # cost more per call than the rest of the routing bookkeeping together.
+            if stream:
+                completion = await _stream(provider, mcfg.model, messages, merged, timeout_s)
+            else:
+                completion = await provider.generate(mcfg.model, messages, merged, timeout_s)
+        except (LLMError, asyncio.TimeoutError) as exc:
+            latency = time.perf_counter() - start
+            error = exc if isinstance(exc, LLMError) else LLMError(
+                f"{name}: no answer within {timeout_s:.3g}s", "timeout", model=name)
+            stats.record_error(error.kind)
+            if use_breaker:
+                breaker.record_failure()
+            message = self._scrub(error.message)
+            if call is not None:
+                call.attempts.append(Attempt(name, error.kind, latency, message))
+            self._emit(route, name, attempt, error.kind, latency, None, message)
+            if error is not exc:
+                raise error from None
+            raise
+        except BaseException:
+            if holds_trial:
+                breaker.release()  # cancelled or a provider bug: no verdict on the model's health
+            raise
+        latency = time.perf_counter() - start
+        # Latency estimates (fastest, p50) use the provider's own request time when it has one: our wall time also
+        # holds one-off costs such as building an HTTP client (~0.2 s for httpx's TLS context), which would brand
+        # whichever model happened to go first as slow.
+        stats.record_success(completion.latency_s or latency, completion.usage.prompt_tokens,
+                             completion.usage.completion_tokens)
+        if use_breaker:
+            breaker.record_success()
+        if call is not None:
+            call.attempts.append(Attempt(name, "ok", latency))
+        self._emit(route, name, attempt, "ok", latency, completion, None)
+        return completion
+
+    def record_invalid_output(self, name: str) -> None:
+        """Count a reply of ``name`` that failed structured-output validation (it does not trip the breaker)."""
+        self._stats[name].invalid_outputs += 1
+
+    def _emit(self, route: str | None, name: str, attempt: int, outcome: str, latency: float,
+              completion: Completion | None, error: str | None) -> None:
+        if self.on_event is None:
+            return
+        provider, mcfg = self._models[name]
+        usage = completion.usage if completion is not None else None
+        try:
+            self.on_event("llm_call", route=route, model=name, provider=provider.name, provider_model=mcfg.model,
+                          attempt=attempt, outcome=outcome, latency_s=round(latency, 6),
+                          ttft_s=completion.ttft_s if completion is not None else None,
+                          prompt_tokens=usage.prompt_tokens if usage else None,
+                          completion_tokens=usage.completion_tokens if usage else None, error=error)
+        except Exception:  # a broken event sink must not turn a good answer into a failure
+            log.warning("on_event failed for an llm_call event", exc_info=True)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per configured model: calls, successes, errors by kind, latencies (mean, EWMA, p50), tokens, breaker."""
+        return {name: self._stats[name].snapshot(self._breakers[name]) for name in self._models}
+
+    # ------------------------------------------------------------------ sync API and lifecycle
+
+    def generate_sync(self, messages: Messages, route: str = "default", params: GenParams | None = None, *,
+                      stream: bool = False) -> RoutedCompletion:
+        """``generate`` for sync callers, run on the router's background event loop."""
+        return self._run_sync(self.generate(messages, route, params, stream=stream))
+
+    def structured_sync(self, messages: Messages, schema: type[BaseModel], route: str = "default",
+                        params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult:
+        """``structured`` for sync callers, run on the router's background event loop."""
+        return self._run_sync(self.structured(messages, schema, route, params, max_repairs))
+
+    def _background(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                raise LLMError("the router is closed", "unavailable", hint="create a new Router")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="agentlab-router", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a sync Router method was called from the router's own loop; await the async one")
+        try:
+            loop = self._background()
+        except BaseException:
+            coro.close()
+            raise
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl-C in the caller must not leave the request running on the background loop
+            raise
+
+    async def _close_providers(self) -> None:
+        seen: set[int] = set()
+        for provider in self.providers.values():
+            if id(provider) not in seen:
+                seen.add(id(provider))
+                await provider.aclose()
+
+    def _stop_background(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None
+
+    async def aclose(self) -> None:
+        """Close every provider (and the background loop, if the sync API started one)."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._loop
+        if loop is not None and asyncio.get_running_loop() is not loop:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close_providers(), loop))
+            self._stop_background()
+        else:
+            await self._close_providers()
+
+    def close(self) -> None:
+        """Close from sync code; inside a running event loop use ``await router.aclose()``."""
+        if self._closed:
+            return
+        if self._loop is not None:
+            self._closed = True
+            asyncio.run_coroutine_threadsafe(self._close_providers(), self._loop).result(timeout=30)
+            self._stop_background()
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._closed = True
+            asyncio.run(self._close_providers())
+            return
+        raise RuntimeError("Router.close() called inside a running event loop; use `await router.aclose()`")
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Router:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def _stream(provider: Provider, model: str, messages: Messages, params: GenParams,
+                  timeout_s: float) -> Completion:
+    """Drain a provider stream into its final ``Completion``, measuring the time to first token when it has none."""
+    start = time.perf_counter()
+    ttft: float | None = None
+    final: Completion | None = None
+    chunks = provider.stream(model, messages, params, timeout_s)
+    try:
+        async for item in chunks:
+            if isinstance(item, Completion):
+                final = item
+            elif ttft is None and item.text:
+                ttft = time.perf_counter() - start
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if final is None:
+        raise LLMError(f"{model}: the stream ended without a final completion", "stream_cut", model=model)
+    if final.ttft_s is None:
+        final.ttft_s = ttft
+    return final

@@ -1,0 +1,466 @@
+"""A scriptable OpenAI-compatible HTTP server on 127.0.0.1, for tests, benchmarks and ``agentlab llm-bench --demo``.
+
+Each model name (the request's ``"model"`` field) gets a queue of :class:`Reply` objects, consumed one per request,
+and an optional default used once the queue is empty. A reply can be a normal answer, an HTTP error (with headers
+such as ``Retry-After``), a slow answer (``delay_s`` before the headers, ``chunk_delay_s`` between streamed chunks),
+a stream cut mid-way, a body that is not JSON, or an empty answer. That lets the HTTP provider, the router's
+retries / timeouts / fallbacks and the latency benchmark run against a real socket instead of mocks.
+
+Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE when ``"stream": true``), ``GET /v1/models`` (every model
+that has a script or a default), ``GET /health``.
+
+Token counts are deliberately naive so tests can compute them by hand: ``prompt_tokens`` is the number of
+whitespace-separated words over all message contents, ``completion_tokens`` the number of whitespace-separated
+words of the reply text. Streaming sends one chunk per word, each keeping its surrounding whitespace, so joining
+the deltas reproduces the text exactly.
+
+Use it in-process (``with ScriptedServer() as srv: srv.script(...)``), or as a separate process::
+
+    python -m agentlab.core.llm.testserver --port 0 --config replies.json
+
+where ``replies.json`` is ``{"defaults": {"model": {reply fields}}, "scripts": {"model": [{reply fields}, ...]}}``;
+the process prints ``READY http://127.0.0.1:PORT/v1`` once listening. :func:`spawn_server_process` does that for
+you. ``Reply.fn`` only exists in-process.
+
+starlette and uvicorn come from the ``dev`` extra and are imported lazily, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["Reply", "ScriptedServer", "spawn_server_process", "demo_server", "DEMO_TEXT", "main"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    """One scripted answer. For error statuses, ``text`` (when changed from ``"ok"``) becomes the error message."""
+
+    text: str = "ok"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # before the response headers: drives client timeouts and TTFT
+    chunk_delay_s: float = 0.0  # between streamed chunks
+    cut_after_chunks: int | None = None  # streaming: drop the connection after N content chunks, no [DONE]
+    invalid_json: bool = False  # 200 whose body (or one data: line) is not JSON
+    empty: bool = False  # 200 with content ""
+    finish_reason: str = "stop"
+    fn: Callable[[dict[str, Any]], str] | None = None  # text from the request JSON; in-process only
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reply:
+        """Build a reply from JSON fields (process mode); unknown fields and ``fn`` are rejected."""
+        allowed = {f.name for f in fields(cls)} - {"fn"}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown reply field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**data)
+
+
+# OpenAI-style (type, code, default message) per status, so clients exercise their real error parsing.
+_ERRORS: dict[int, tuple[str, str, str]] = {
+    400: ("invalid_request_error", "bad_request", "bad request"),
+    401: ("authentication_error", "invalid_api_key", "invalid API key"),
+    403: ("permission_error", "permission_denied", "permission denied"),
+    404: ("invalid_request_error", "model_not_found", "model not found"),
+    408: ("timeout_error", "timeout", "request timed out"),
+    429: ("rate_limit_error", "rate_limit_exceeded", "rate limit reached, retry later"),
+    500: ("server_error", "internal_error", "internal server error"),
+    502: ("server_error", "bad_gateway", "bad gateway"),
+    503: ("server_error", "service_unavailable", "service unavailable"),
+}
+
+_WORD = re.compile(r"\s*\S+\s*")
+
+
+def count_words(text: str) -> int:
+    """The server's token count: whitespace-separated words."""
+    return len(text.split())
+
+
+def split_words(text: str) -> list[str]:
+    """Split into word chunks that keep their whitespace, so ``"".join(split_words(t)) == t``."""
+    parts = _WORD.findall(text)
+    if not parts:
+        return [text] if text else []
+    return parts
+
+
+def _content_text(content: Any) -> str:
+    # Content may be a string or a list of parts ({"type": "text", "text": ...}) in the OpenAI format.
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    messages = body.get("messages") or []
+    return sum(count_words(_content_text(m.get("content"))) for m in messages if isinstance(m, dict))
+
+
+class _CutStream(Exception):
+    """Raised inside a streaming body so uvicorn drops the connection (the only way ASGI can abort a response)."""
+
+
+def _is_cut(exc: BaseException | None) -> bool:
+    if isinstance(exc, _CutStream):
+        return True
+    # starlette may wrap it in an exception group (anyio task group around the body iterator).
+    return any(_is_cut(e) for e in getattr(exc, "exceptions", ()) or ())
+
+
+class _DropIntendedTracebacks(logging.Filter):
+    """uvicorn logs every app exception with a traceback. A scripted cut is intended, and CancelledError only comes
+    from stop() cancelling requests still in flight, so keep both out of the test logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (_is_cut(exc) or isinstance(exc, asyncio.CancelledError))
+
+
+_quiet_filter = _DropIntendedTracebacks()
+
+
+def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    etype, code, default = _ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error",
+                                                 f"http_{status}", f"HTTP {status}"))
+    return {"error": {"message": message or default, "type": etype, "code": code}}
+
+
+class ScriptedServer:
+    """An OpenAI-compatible server whose answers are scripted per model; uvicorn runs in a daemon thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.requests: list[dict[str, Any]] = []
+        self._scripts: dict[str, deque[Reply]] = {}
+        self._defaults: dict[str, Reply] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- scripting -------------------------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/v1``, what an OpenAI client takes as its base URL."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def script(self, model: str, replies: list[Reply]) -> None:
+        """Queue replies for ``model``, consumed in order, one per request (appends to any queued ones)."""
+        with self._lock:
+            self._scripts.setdefault(model, deque()).extend(replies)
+
+    def default(self, model: str, reply: Reply) -> None:
+        """The reply for ``model`` whenever its queue is empty."""
+        with self._lock:
+            self._defaults[model] = reply
+
+    def count(self, model: str) -> int:
+        """How many chat requests named ``model`` so far."""
+        with self._lock:
+            return sum(1 for r in self.requests if r.get("model") == model)
+
+    def reset(self) -> None:
+        """Forget scripts, defaults and recorded requests."""
+        with self._lock:
+            self._scripts.clear()
+            self._defaults.clear()
+            self.requests.clear()
+
+    def models(self) -> list[str]:
+        with self._lock:
+            return sorted(set(self._scripts) | set(self._defaults))
+
+    def _take(self, body: dict[str, Any], received_at: float) -> Reply | None:
+        model = body.get("model")
+        with self._lock:
+            self.requests.append({**body, "_received_at": received_at})
+            pending = self._scripts.get(model) if isinstance(model, str) else None
+            if pending:
+                return pending.popleft()
+            return self._defaults.get(model) if isinstance(model, str) else None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> ScriptedServer:
+        """Start serving in a daemon thread; returns once the socket accepts connections."""
+        import uvicorn
+
+        if self._thread is not None:
+            raise RuntimeError("ScriptedServer already started")
+        # Binding here (not in uvicorn) gives us the real port before the thread starts when port=0. proto must be
+        # IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets that say so, and without it Nagle plus
+        # delayed ACK adds ~40 ms to every keep-alive request (uvicorn writes headers and body separately).
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self._build_app(), log_level="warning", access_log=False, lifespan="off",
+                                http="auto", timeout_keep_alive=30, backlog=2048)
+        self._server = uvicorn.Server(config)
+        logging.getLogger("uvicorn.error").addFilter(_quiet_filter)  # addFilter ignores duplicates
+        self._thread = threading.Thread(target=self._run, args=(sock,), name=f"testserver-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"test server on {self.host}:{self.port} did not start")
+            time.sleep(0.005)
+        return self
+
+    def _run(self, sock: socket.socket) -> None:
+        # Our own loop rather than uvicorn.Server.run(): older uvicorn installs a process-wide uvloop event loop
+        # policy there, which would leak into the test process.
+        try:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._server.serve(sockets=[sock]))
+        finally:
+            # force_exit leaves slow scripted requests sleeping; cancel them so the loop closes without warnings.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+            sock.close()
+
+    def stop(self) -> None:
+        """Stop serving without waiting for in-flight (possibly deliberately slow) requests; those are aborted."""
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._server.force_exit = True
+        self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def wait(self) -> None:
+        """Block until the server stops (process mode)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- HTTP ------------------------------------------------------------------------------------------------------
+
+    def _build_app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response, StreamingResponse
+        from starlette.routing import Route
+
+        async def health(_: Request) -> Response:
+            return JSONResponse({"status": "ok"})
+
+        async def list_models(_: Request) -> Response:
+            owner = "agentlab-testserver"
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": owner} for m in self.models()]
+            return JSONResponse({"object": "list", "data": data})
+
+        async def chat(request: Request) -> Response:
+            received_at = time.monotonic()
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                return JSONResponse(_error_body(400, "request body is not valid JSON"), status_code=400)
+            if not isinstance(body, dict):
+                return JSONResponse(_error_body(400, "request body must be a JSON object"), status_code=400)
+            reply = self._take(body, received_at)
+            if reply is None:
+                return JSONResponse(_error_body(404, f"model '{body.get('model')}' not found"), status_code=404)
+            if reply.delay_s > 0:
+                await asyncio.sleep(reply.delay_s)
+            if reply.status != 200:
+                message = reply.text if reply.text != "ok" else None
+                return JSONResponse(_error_body(reply.status, message), status_code=reply.status,
+                                    headers=reply.headers)
+            text = "" if reply.empty else (reply.fn(body) if reply.fn is not None else reply.text)
+            meta = {"id": f"chatcmpl-{next(self._ids)}", "created": int(time.time()), "model": body.get("model")}
+            usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": count_words(text)}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            if body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                chunks = _sse_chunks(reply, text, meta, usage if include_usage else None)
+                return StreamingResponse(chunks, media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", **reply.headers})
+            if reply.invalid_json:
+                return Response('{"id": "' + meta["id"] + '", "choices": [{"message": ', media_type="application/json",
+                                headers=reply.headers)
+            message = {"role": "assistant", "content": text}
+            payload = {**meta, "object": "chat.completion", "usage": usage,
+                       "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}]}
+            return JSONResponse(payload, headers=reply.headers)
+
+        routes = [
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+        return Starlette(routes=routes)
+
+
+async def _sse_chunks(reply: Reply, text: str, meta: dict[str, Any],
+                      usage: dict[str, int] | None) -> AsyncIterator[str]:
+    """OpenAI's chunk sequence: role, one delta per word, finish_reason, optional usage, [DONE]."""
+
+    def event(delta: dict[str, Any] | None, finish: str | None = None, with_usage: bool = False) -> str:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        chunk: dict[str, Any] = {**meta, "object": "chat.completion.chunk", "choices": choices}
+        if usage is not None:  # OpenAI sends usage: null on every chunk but the last when include_usage is on
+            chunk["usage"] = usage if with_usage else None
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    if reply.invalid_json:
+        yield 'data: {"id": "' + meta["id"] + '", "choices": [{"delta": \n\n'
+    for i, word in enumerate(split_words(text)):
+        if reply.cut_after_chunks is not None and i >= reply.cut_after_chunks:
+            raise _CutStream()
+        if reply.chunk_delay_s > 0:
+            await asyncio.sleep(reply.chunk_delay_s)
+        yield event({"content": word})
+    if reply.cut_after_chunks is not None:  # N >= number of words: cut before finish_reason and [DONE]
+        raise _CutStream()
+    yield event({}, reply.finish_reason)
+    if usage is not None:
+        yield event(None, with_usage=True)
+    yield "data: [DONE]\n\n"
+
+
+# -- process mode ------------------------------------------------------------------------------------------------
+
+
+def load_script(server: ScriptedServer, config: dict[str, Any]) -> None:
+    """Apply a ``{"defaults": {...}, "scripts": {...}}`` config to ``server``."""
+    unknown = set(config) - {"defaults", "scripts"}
+    if unknown:
+        raise ValueError(f"unknown config key(s) {sorted(unknown)}; expected 'defaults' and/or 'scripts'")
+    for model, fields_ in (config.get("defaults") or {}).items():
+        server.default(model, Reply.from_dict(fields_))
+    for model, replies in (config.get("scripts") or {}).items():
+        server.script(model, [Reply.from_dict(r) for r in replies])
+
+
+def spawn_server_process(config: dict[str, Any], timeout_s: float = 20.0) -> tuple[subprocess.Popen[str], str]:
+    """Run the server as ``python -m agentlab.core.llm.testserver`` with ``config``; return (process, base_url).
+
+    The caller owns the process and must ``kill()`` / ``wait()`` it (its stdout is already closed). Raises
+    RuntimeError with the child's stderr if it exits, or stays silent for ``timeout_s``, before its READY line.
+    """
+    fd, config_path = tempfile.mkstemp(prefix="agentlab-testserver-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
+    # stderr to a file, not a pipe: nobody drains it after start-up and a full pipe would stall the server.
+    stderr_file = tempfile.TemporaryFile(mode="w+")
+    cmd = [sys.executable, "-m", "agentlab.core.llm.testserver", "--port", "0", "--config", config_path]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    # A reader thread keeps the wait portable (select() does not work on pipes on Windows).
+    reader = threading.Thread(target=lambda: lines.put(proc.stdout.readline() if proc.stdout else ""), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                line: str | None = lines.get(timeout=0.05)
+            except queue.Empty:
+                line = None
+            if line is not None:
+                if line.startswith("READY "):
+                    # The child prints nothing after READY; closing our end now spares every caller a leaked pipe.
+                    if proc.stdout is not None:
+                        proc.stdout.close()
+                    return proc, line.split(maxsplit=1)[1].strip()
+                why = f"printed {line!r} instead of READY" if line else "exited before READY"
+                break
+            if proc.poll() is not None:
+                why = f"exited with code {proc.returncode} before READY"
+                break
+            if time.monotonic() > deadline:
+                why = f"printed no READY line within {timeout_s:g}s"
+                break
+        proc.kill()
+        proc.wait()
+        reader.join(timeout=2)  # the dead child's EOF ends the read; closing under a blocked reader would race
+        if proc.stdout is not None:
+            proc.stdout.close()
+        stderr_file.seek(0)
+        raise RuntimeError(f"test server process {why}; stderr:\n{stderr_file.read()[-4000:]}")
+    finally:
+        stderr_file.close()
+        os.unlink(config_path)
+
+
+# -- demo --------------------------------------------------------------------------------------------------------
+
+DEMO_TEXT = (
+    "Benchmarks measure what a model does under load, not what its card promises. This demo server answers "
+    "with a fixed paragraph so that time to first token, total latency and throughput can be compared across "
+    "runs without any network or model download."
+)
+
+
+def demo_server() -> ScriptedServer:
+    """A started server for ``llm-bench --demo``: ``demo-fast``, ``demo-slow``, and ``demo-dead`` (always 503)."""
+    server = ScriptedServer()
+    server.default("demo-fast", Reply(text=DEMO_TEXT, delay_s=0.02, chunk_delay_s=0.002))
+    server.default("demo-slow", Reply(text=DEMO_TEXT, delay_s=0.15, chunk_delay_s=0.01))
+    server.default("demo-dead", Reply(status=503))
+    return server.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agentlab.core.llm.testserver", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--config", help='JSON: {"defaults": {model: reply}, "scripts": {model: [reply, ...]}}')
+    args = parser.parse_args(argv)
+    server = ScriptedServer(args.host, args.port)
+    if args.config:
+        with open(args.config, encoding="utf-8") as f:
+            load_script(server, json.load(f))
+    server.start()
+    print(f"READY {server.base_url}", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
