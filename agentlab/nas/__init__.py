@@ -1,0 +1,1 @@
+"""agentlab nas: LLM-planned architecture search for an Informer time-series forecaster."""
