@@ -24,18 +24,20 @@ def _demo_config(base_url: str) -> dict[str, Any]:
 def _print_table(results: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title="llm-bench", title_justify="left")
-    for column in ("model", "available", "ok", "TTFT p50", "latency p50", "latency p90", "latency p99", "tok/s"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    table = Table(title="llm-bench", title_justify="left", pad_edge=False)
+    table.add_column("model", no_wrap=True)
+    table.add_column("available", no_wrap=True)
+    for column in ("ok", "TTFT p50", "p50", "p90", "p99", "tok/s"):
+        table.add_column(column, justify="right", no_wrap=True)
 
     def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value * 1000:.0f} ms"
+        return "-" if value is None else f"{value * 1000:.0f}ms"
 
     for m in results["models"]:
-        status = "[green]yes[/]" if m["available"] else f"[red]no[/] ({m['error_kind']})"
+        status = "[green]yes[/]" if m["available"] else f"[red]no: {m['error_kind']}[/]"
         table.add_row(m["name"], status, f"{m['ok']}/{m['requests']}", ms(m["ttft_s"]["p50"]),
                       ms(m["latency_s"]["p50"]), ms(m["latency_s"]["p90"]), ms(m["latency_s"]["p99"]),
-                      "-" if m["output_tokens_per_s"] is None else f"{m['output_tokens_per_s']:.1f}")
+                      "-" if m["output_tokens_per_s"] is None else f"{m['output_tokens_per_s']:.0f}")
     console.print(table)
     console.print(f"working: {', '.join(results['available']) or 'none'}; fastest: {results['fastest'] or '-'}")
     if "route" in results:

@@ -1,0 +1,89 @@
+"""report.md and the latency chart of an llm-bench run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def best_model(models: list[dict[str, Any]]) -> str | None:
+    """The available model with the lowest median latency (the one to put first in a `fastest` route)."""
+    ranked = [m for m in models if m["available"] and m["latency_s"]["p50"] is not None]
+    return min(ranked, key=lambda m: m["latency_s"]["p50"])["name"] if ranked else None
+
+
+def _fmt(value: float | None, scale: float = 1000.0, unit: str = "ms") -> str:
+    return "-" if value is None else f"{value * scale:.0f} {unit}" if scale != 1 else f"{value:.1f}"
+
+
+def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
+    """Horizontal bars of TTFT and latency p50/p90 per available model. None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no chart (pip install 'agentlab[plot]')")
+        return None
+    rows = [m for m in models if m["available"]]
+    if not rows:
+        return None
+    series = [("TTFT p50", "ttft_s", "p50"), ("latency p50", "latency_s", "p50"), ("latency p90", "latency_s", "p90")]
+    height = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.7 * len(rows)))
+    for k, (label, key, q) in enumerate(series):
+        values = [(m[key][q] or 0.0) * 1000 for m in rows]
+        ax.barh([i + k * height for i in range(len(rows))], values, height=height, label=label)
+    ax.set_yticks([i + height for i in range(len(rows))], [m["name"] for m in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds")
+    ax.set_title("llm-bench: time to first token and total latency")
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def render_report(results: dict[str, Any], run_path: Path) -> str:
+    models = results["models"]
+    chart = save_chart(models, run_path / "latency.png")
+    lines = ["# llm-bench", ""]
+    available = results.get("available", [])
+    lines.append(f"Working models: {', '.join(available) if available else 'none'}. "
+                 f"Fastest (p50 latency): {results.get('fastest') or '-'}.")
+    lines += ["", "| model | available | error | ok/requests | TTFT p50 | TTFT p90 | latency p50 | latency p90 | "
+              "latency p99 | tokens/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        lines.append(
+            f"| {m['name']} | {'yes' if m['available'] else 'no'} | {m['error_kind'] or ''} "
+            f"| {m['ok']}/{m['requests']} "
+            f"| {_fmt(m['ttft_s']['p50'])} | {_fmt(m['ttft_s']['p90'])} | {_fmt(m['latency_s']['p50'])} "
+            f"| {_fmt(m['latency_s']['p90'])} | {_fmt(m['latency_s']['p99'])} "
+            f"| {_fmt(m['output_tokens_per_s'], 1, '')} |")
+    if chart is not None:
+        lines += ["", f"![latency]({chart.name})"]
+    level_rows = [(m["name"], lv) for m in models for lv in m.get("levels", [])]
+    if level_rows:
+        lines += ["", "## By concurrency", "",
+                  "| model | concurrency | ok | latency p50 | requests/s | output tokens/s |",
+                  "|---|---|---|---|---|---|"]
+        for name, lv in level_rows:
+            lines.append(f"| {name} | {lv['concurrency']} | {lv['ok']}/{lv['requests']} | "
+                         f"{_fmt(lv['latency_s']['p50'])} | {lv['requests_per_s']} | {lv['throughput_tokens_per_s']} |")
+    if "route" in results:
+        route = results["route"]
+        answered: dict[str, int] = {}
+        for r in route:
+            answered[r["model"] or "(failed)"] = answered.get(r["model"] or "(failed)", 0) + 1
+        lost = sum(r["fallback_time_s"] for r in route)
+        lines += ["", f"## Route `{results['settings']['route']}`", "",
+                  "Answered by: " + ", ".join(f"{k} x{v}" for k, v in answered.items()) + ".",
+                  f"Requests that needed a fallback: {sum(1 for r in route if r['fallbacks'])}/{len(route)}; "
+                  f"time lost to fallbacks: {lost:.3f} s in total.", ""]
+    return "\n".join(lines) + "\n"

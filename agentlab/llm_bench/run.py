@@ -1,0 +1,222 @@
+"""`agentlab llm-bench`: availability, time to first token, latency and throughput of every configured model.
+
+Per model: one probe request decides availability (and the error kind when it fails); then ``requests`` requests at
+each ``concurrency`` level, streamed when the model supports it so TTFT is real. With ``route`` set, requests go through
+the router instead, and the report says which model answered each one and the time lost to fallbacks.
+
+``results.json`` is a contract for scripts:
+``{"models": [{"name", "available", "error_kind", "requests", "ok", "ttft_s": {"p50","p90","p99"}, "latency_s": {...},
+"output_tokens_per_s", ...}], "route": [{"request", "model", "fallbacks", "latency_s", ...}]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentlab.core.errors import AgentlabError, LLMError
+from agentlab.core.llm.config import LLMConfig
+from agentlab.core.llm.types import Completion, GenParams
+from agentlab.core.progress import NullProgress, Progress, ProgressTask
+from agentlab.core.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
+
+
+@dataclass
+class BenchSettings:
+    """What to measure. Flat keyword arguments: the CLI builds this from its flags."""
+
+    models: list[str] = field(default_factory=list)  # empty: every configured model
+    concurrency: list[int] = field(default_factory=lambda: [1, 4])
+    requests: int = 8  # per concurrency level
+    prompt: str = DEFAULT_PROMPT
+    max_tokens: int = 64
+    route: str | None = None
+    stream: bool = True
+
+
+@dataclass
+class Sample:
+    ok: bool
+    latency_s: float
+    ttft_s: float | None = None
+    output_tokens: int = 0
+    error_kind: str | None = None
+    model: str | None = None
+    fallbacks: int = 0
+    fallback_time_s: float = 0.0
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50/p90/p99 with linear interpolation between closest ranks (None when there is no sample)."""
+    if not values:
+        return {"p50": None, "p90": None, "p99": None}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        pos = (len(ordered) - 1) * q
+        low = int(pos)
+        high = min(low + 1, len(ordered) - 1)
+        return round(ordered[low] + (ordered[high] - ordered[low]) * (pos - low), 6)
+
+    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99)}
+
+
+def _summarise(samples: list[Sample]) -> dict[str, Any]:
+    good = [s for s in samples if s.ok]
+    errors: dict[str, int] = {}
+    for s in samples:
+        if not s.ok:
+            errors[s.error_kind or "unknown"] = errors.get(s.error_kind or "unknown", 0) + 1
+    # Per-request decode speed, as llmperf reports it: output tokens over the time after the first token.
+    speeds = [s.output_tokens / max(s.latency_s - (s.ttft_s or 0.0), 1e-9) for s in good if s.output_tokens]
+    ttfts = [s.ttft_s for s in good if s.ttft_s is not None]
+    return {
+        "requests": len(samples),
+        "ok": len(good),
+        "errors": errors,
+        "ttft_s": percentiles(ttfts),
+        "latency_s": percentiles([s.latency_s for s in good]),
+        "output_tokens_per_s": round(percentiles(speeds)["p50"] or 0.0, 3) if speeds else None,
+    }
+
+
+async def _timed(call: Any) -> Sample:
+    start = time.perf_counter()
+    try:
+        completion: Completion = await call
+    except LLMError as exc:
+        return Sample(ok=False, latency_s=time.perf_counter() - start, error_kind=exc.kind)
+    return Sample(ok=True, latency_s=completion.latency_s or time.perf_counter() - start, ttft_s=completion.ttft_s,
+                  output_tokens=completion.usage.completion_tokens, model=completion.model)
+
+
+async def _level(make_call: Any, requests: int, concurrency: int, task: ProgressTask) -> tuple[list[Sample], float]:
+    """Run ``requests`` calls with at most ``concurrency`` in flight; returns samples and the wall time."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> Sample:
+        async with gate:
+            sample = await make_call(index)
+        task.advance()
+        return sample
+
+    start = time.perf_counter()
+    samples = await asyncio.gather(*(one(i) for i in range(requests)))
+    return list(samples), time.perf_counter() - start
+
+
+async def bench_model(router: Any, name: str, settings: BenchSettings, stream: bool, task: ProgressTask) -> dict:
+    """Probe one model, then load it at each concurrency level."""
+    messages = [{"role": "user", "content": settings.prompt}]
+    params = GenParams(max_tokens=settings.max_tokens)
+    probe = await _timed(router.call_model(name, messages, params, stream=stream))
+    task.advance()
+    entry: dict[str, Any] = {"name": name, "available": probe.ok, "error_kind": probe.error_kind, "stream": stream}
+    if not probe.ok:
+        task.advance(settings.requests * len(settings.concurrency))
+        entry.update(_summarise([]))
+        entry["levels"] = []
+        return entry
+
+    async def call(_: int) -> Sample:
+        return await _timed(router.call_model(name, messages, params, stream=stream))
+
+    all_samples: list[Sample] = []
+    levels = []
+    for concurrency in settings.concurrency:
+        samples, wall = await _level(call, settings.requests, concurrency, task)
+        all_samples += samples
+        summary = _summarise(samples)
+        tokens = sum(s.output_tokens for s in samples if s.ok)
+        levels.append({"concurrency": concurrency, **summary, "wall_s": round(wall, 4),
+                       "requests_per_s": round(summary["ok"] / wall, 3) if wall else None,
+                       "throughput_tokens_per_s": round(tokens / wall, 3) if wall else None})
+    entry.update(_summarise(all_samples))
+    entry["levels"] = levels
+    return entry
+
+
+async def bench_route(router: Any, route: str, settings: BenchSettings, task: ProgressTask) -> list[dict]:
+    """Send every request through the router's strategy for ``route``; record who answered and the fallback cost."""
+    messages = [{"role": "user", "content": settings.prompt}]
+    params = GenParams(max_tokens=settings.max_tokens)
+    records: list[dict] = []
+
+    async def call(index: int) -> Sample:
+        start = time.perf_counter()
+        try:
+            routed = await router.generate(messages, route=route, params=params)
+        except LLMError as exc:
+            sample = Sample(ok=False, latency_s=time.perf_counter() - start, error_kind=exc.kind,
+                            fallbacks=len(getattr(exc, "attempts", [])))
+        else:
+            sample = Sample(ok=True, latency_s=time.perf_counter() - start, model=routed.model,
+                            output_tokens=routed.completion.usage.completion_tokens, fallbacks=routed.fallbacks,
+                            fallback_time_s=routed.fallback_time_s)
+        records.append({"request": index, "model": sample.model, "fallbacks": sample.fallbacks,
+                        "latency_s": round(sample.latency_s, 6), "fallback_time_s": round(sample.fallback_time_s, 6),
+                        "ok": sample.ok, "error_kind": sample.error_kind})
+        return sample
+
+    for concurrency in settings.concurrency:
+        await _level(call, settings.requests, concurrency, task)
+    for number, record in enumerate(records):  # requests finish out of order; number them in completion order
+        record["request"] = number
+    return records
+
+
+async def run_async(llm: LLMConfig, settings: BenchSettings, run_dir: RunDir | None = None,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Measure and return the results dict (also written to the run folder when one is given)."""
+    from agentlab.core.llm.router import Router
+
+    from .report import best_model, render_report
+
+    progress = progress or NullProgress()
+    names = settings.models or list(llm.models)
+    unknown = [n for n in names if n not in llm.models]
+    if unknown:
+        raise AgentlabError(f"unknown model(s): {', '.join(unknown)}",
+                            hint=f"configured models: {', '.join(llm.models) or 'none'}")
+    if not names:
+        raise AgentlabError("no models configured", hint="add models to the --llm/-c config, or try --demo")
+    if settings.route is not None and not llm.has_route(settings.route):
+        raise AgentlabError(f"unknown route '{settings.route}'", hint=f"configured routes: {', '.join(llm.routes)}")
+    secrets: list[str] = []
+    on_event = run_dir.event if run_dir is not None else None
+    router = Router.from_config(llm, on_event=on_event, secrets=secrets)
+    for secret in secrets:
+        if run_dir is not None:
+            run_dir.add_secret(secret)
+    results: dict[str, Any] = {"settings": settings.__dict__, "models": []}
+    try:
+        per_model = 1 + settings.requests * len(settings.concurrency)
+        for name in names:
+            task = progress.task(f"{name}", total=per_model)
+            stream = settings.stream and llm.models[name].stream
+            results["models"].append(await bench_model(router, name, settings, stream, task))
+        if settings.route is not None:
+            task = progress.task(f"route {settings.route}", total=settings.requests * len(settings.concurrency))
+            results["route"] = await bench_route(router, settings.route, settings, task)
+        results["router_stats"] = router.stats()
+    finally:
+        await router.aclose()
+    results["available"] = [m["name"] for m in results["models"] if m["available"]]
+    results["fastest"] = best_model(results["models"])
+    if run_dir is not None:
+        run_dir.save_results(results)
+        run_dir.save_report(render_report(results, run_dir.path))
+    return results
+
+
+def run(llm: LLMConfig, settings: BenchSettings, run_dir: RunDir | None = None,
+        progress: Progress | None = None) -> dict[str, Any]:
+    """Synchronous entry for the CLI and scripts."""
+    return asyncio.run(run_async(llm, settings, run_dir, progress))

@@ -1,0 +1,101 @@
+"""`agentlab llm-bench` end to end against scripted loopback servers: run folder, dead models, --route, --json."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from agentlab.cli import main
+from agentlab.core.llm.testserver import Reply, ScriptedServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as srv:
+        srv.default("local", Reply(text="one two three four five six", delay_s=0.01, chunk_delay_s=0.001))
+        yield srv
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_repo_llm_yaml_against_loopback_reports_dead_model(server: ScriptedServer, in_tmp: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_LLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("VLLM_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")  # nothing listens there
+    out = in_tmp / "bench"
+    code = main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "-m", "local-gguf", "-m", "qwen-7b-vllm",
+                 "--requests", "3", "--concurrency", "1,2", "--out", str(out)])
+    assert code == 0
+    for name in ("report.md", "results.json", "latency.png", "config.yaml", "run.json", "events.jsonl"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    by_name = {m["name"]: m for m in results["models"]}
+    live, dead = by_name["local-gguf"], by_name["qwen-7b-vllm"]
+    assert live["available"] and live["ok"] == live["requests"] == 6 and live["error_kind"] is None
+    assert live["ttft_s"]["p50"] is not None and live["ttft_s"]["p50"] <= live["latency_s"]["p50"]
+    assert set(live["latency_s"]) == {"p50", "p90", "p99"} and live["output_tokens_per_s"] > 0
+    assert not dead["available"] and dead["error_kind"] == "connection"
+    assert results["available"] == ["local-gguf"] and results["fastest"] == "local-gguf"
+    assert "route" not in results
+    report = (out / "report.md").read_text()
+    assert "![latency](latency.png)" in report and "connection" in report
+    assert json.loads((out / "run.json").read_text())["status"] == "completed"
+    calls = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert sum(1 for c in calls if c["kind"] == "llm_call" and c["model"] == "local-gguf") == 7  # probe + 6
+
+
+def test_route_reports_who_answered_and_fallbacks(server: ScriptedServer, in_tmp: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    server.default("broken", Reply(status=500))
+    config = in_tmp / "llm.yaml"
+    config.write_text(
+        f"providers:\n  loop: {{kind: openai, base_url: '{server.base_url}'}}\n"
+        "models:\n  broken: {provider: loop, model: broken}\n  local: {provider: loop, model: local}\n"
+        "routes:\n  default: {primary: [broken], fallback: [local]}\nretries: 0\n")
+    code = main(["llm-bench", "-c", str(config), "--route", "default", "--requests", "4", "--concurrency", "2",
+                 "--json", "--out", str(in_tmp / "r")])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results["route"]) == 4
+    assert all(r["model"] == "local" and r["fallbacks"] == 1 and r["ok"] for r in results["route"])
+    assert {m["name"]: m["error_kind"] for m in results["models"]} == {"broken": "server_error", "local": None}
+
+
+def test_all_dead_exits_1_but_writes_results(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    config = in_tmp / "llm.yaml"
+    config.write_text(f"providers:\n  p: {{kind: openai, base_url: 'http://127.0.0.1:{free_port()}/v1'}}\n"
+                      "models:\n  m: {provider: p, model: m}\n")
+    assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1",
+                 "--out", str(in_tmp / "r")]) == 1
+    assert json.loads((in_tmp / "r" / "results.json").read_text())["available"] == []
+
+
+def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "-m", "nope"]) == 1
+    assert "unknown model(s): nope" in capsys.readouterr().err
+    assert main(["llm-bench", "--concurrency", "a,b"]) == 2
+
+
+def test_missing_key_is_auth_error_without_leaking(server: ScriptedServer, in_tmp: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    server.default("secret-model", Reply(status=401))
+    monkeypatch.setenv("BENCH_TEST_KEY", "sk-do-not-leak-123")
+    config = in_tmp / "llm.yaml"
+    config.write_text(f"providers:\n  p: {{kind: openai, base_url: '{server.base_url}', api_key_env: BENCH_TEST_KEY}}\n"
+                      "models:\n  m: {provider: p, model: secret-model}\n  ok: {provider: p, model: local}\n")
+    out = in_tmp / "r"
+    assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {m["name"]: m["error_kind"] for m in results["models"]}["m"] == "auth"
+    for path in out.iterdir():
+        if path.suffix in (".json", ".jsonl", ".md", ".yaml"):
+            assert "sk-do-not-leak-123" not in path.read_text(), path.name
