@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from agentlab import __version__
-from agentlab.cli import config_cmd, llm_bench
+from agentlab.cli import config_cmd, llm_bench, nas
 
 app = typer.Typer(
     name="agentlab",
@@ -25,6 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("nas")(nas.nas)
 app.command("llm-bench")(llm_bench.llm_bench)
 app.add_typer(config_cmd.app, name="config")
 

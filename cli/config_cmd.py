@@ -17,6 +17,7 @@ app = typer.Typer(help="Show the defaults of a command's config, or check a YAML
 CONFIG_MODELS: dict[str, str] = {
     "llm": "agentlab.core.llm.config:LLMConfig",
     "llm-bench": "agentlab.core.llm.config:LLMConfig",
+    "nas": "agentlab.nas.config:NASConfig",
 }
 
 

@@ -15,7 +15,7 @@ from agentlab.cli.config_cmd import CONFIG_MODELS, _command_of
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-COMMANDS = ["llm-bench", "config"]
+COMMANDS = ["nas", "llm-bench", "config"]
 
 
 def test_help_lists_only_built_commands() -> None:
@@ -23,7 +23,7 @@ def test_help_lists_only_built_commands() -> None:
     assert result.exit_code == 0
     for name in COMMANDS:
         assert name in result.output
-    for unbuilt in ("nas", "compress", "train-persona", "debate", "evolve", "pipeline"):
+    for unbuilt in ("compress", "train-persona", "debate", "evolve", "pipeline"):
         assert f" {unbuilt} " not in result.output
 
 

@@ -1,0 +1,126 @@
+"""report.md of a NAS run: the best config's diff from the base, the trials, and the plots people look at."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.search.records import TrialRecord
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.{digits}g}"
+    return str(value)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
+    """Validation MSE of every finished trial, coloured by planner, with the best-so-far line."""
+    done = [r for r in records if r.state in ("complete", "pruned") and r.finite]
+    if not done:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for planner in sorted({r.planner for r in done}):
+        pts = [r for r in done if r.planner == planner]
+        ax.scatter([r.number for r in pts], [r.value for r in pts], label=planner, s=28,
+                   marker="x" if pts[0].state == "pruned" else "o")
+    best, xs, ys = math.inf, [], []
+    for r in sorted((r for r in done if r.state == "complete" and r.accepted), key=lambda r: r.number):
+        best = min(best, r.value)
+        xs.append(r.number)
+        ys.append(best)
+    if xs:
+        ax.step(xs, ys, where="post", color="black", linewidth=1.2, label="best accepted")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation MSE")
+    ax.set_title("optimisation history")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_importances(study: Any, path: Path) -> Path | None:
+    """fANOVA parameter importances (Optuna); skipped while too few trials have finished."""
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 3:
+        return None
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+        log.info("no parameter importances: %s", exc)
+        return None
+    if not importances:
+        return None
+    plt = _pyplot()
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    ax.barh(names, [importances[n] for n in names])
+    ax.set_xlabel("importance (fANOVA)")
+    ax.set_title("parameter importances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def render_report(cfg: Any, outcome: Any, results: dict[str, Any], run_path: Path, study: Any) -> str:
+    best, base = outcome.best, outcome.base
+    lines = ["# agentlab nas", ""]
+    gain = results["gain"]["val_mse"]
+    lines.append(f"Best: **{best.run_id}** — val MSE {_fmt(best.value)}, "
+                 f"test MSE {_fmt(best.metrics.get('test_mse'))}, test MAE {_fmt(best.metrics.get('test_mae'))}, "
+                 f"{best.metrics.get('n_params', 0):,} parameters.")
+    if base is not None:
+        lines.append(f"Base config ({base.run_id}): val MSE {_fmt(base.value)}, test MSE "
+                     f"{_fmt(base.metrics.get('test_mse'))}. Gain in val MSE: {gain:.1%}." if gain is not None else "")
+    naive = results["naive_baseline"]
+    lines.append(f"Naive last-value forecast on the same test windows: MSE {_fmt(naive.get('test_mse'))}, "
+                 f"MAE {_fmt(naive.get('test_mae'))}.")
+    lines += [f"{results['planner']}. Stopped: {results['stop_reason']}. Trials: {results['trials']} "
+              f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
+    lines += ["## Best config vs base", "", "| key | base | best |", "|---|---|---|"]
+    base_params = base.params if base else {}
+    changed = {k: v for k, v in best.params.items() if base_params.get(k) != v}
+    lines += [f"| {k} | {_fmt(base_params.get(k))} | **{_fmt(v)}** |" for k, v in changed.items()] or ["| (none) | | |"]
+    history = plot_history(outcome.records, run_path / "optimization_history.png")
+    importances = plot_importances(study, run_path / "param_importances.png")
+    curve = run_path / "trials" / best.run_id / "learning_curve.png"
+    lines += ["", "## Plots", ""]
+    for title, path in (("optimisation history", history), ("parameter importances", importances),
+                        (f"learning curve of {best.run_id}", curve if curve.is_file() else None)):
+        if path is not None:
+            lines.append(f"![{title}]({path.relative_to(run_path)})")
+    lines += ["", "## Trials", "", "| run | planner | changes | val MSE | test MSE | params | state | decision |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in outcome.records:
+        changes = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r.changes.items()) or "-"
+        decision = ("accepted" if r.accepted else "rejected" if r.accepted is False else "") + (
+            f": {r.reason}" if r.reason else "")
+        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_fmt(r.value)} | {_fmt(r.metrics.get('test_mse'))} "
+                     f"| {_fmt(r.metrics.get('n_params'))} | {r.state} | {decision} |")
+    reasoning = [r for r in outcome.records if r.reasoning and r.planner == "llm"]
+    if reasoning:
+        lines += ["", "## Planner reasoning", ""]
+        lines += [f"- **{r.run_id}**: {r.reasoning}" for r in reasoning]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,218 @@
+"""`agentlab nas`: LLM-planned architecture search for Informer on the shared ask/tell search loop.
+
+planner (llm | tpe | random) -> executor (apply validated changes, train one Informer) -> hybrid evaluator -> update.
+State lives in the Optuna study (SQLite in the run folder by default) and is mirrored to ``agent_state.json`` after
+every trial, so a killed search resumes with ``--resume`` without losing or repeating finished trials.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentlab.core.errors import AgentlabError
+from agentlab.core.llm.config import LLMConfig
+from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.runs import RunDir
+from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, open_storage, require_finished_trials
+from agentlab.core.search.records import TrialRecord, run_id, state_dict
+from agentlab.core.search.space import SearchSpace
+from agentlab.nas.config import NASConfig, apply_changes
+
+log = logging.getLogger(__name__)
+METRIC = "val_mse"
+
+
+def get_dotted(config: NASConfig, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+class InformerObjective:
+    """The executor: a plan's parameters become a validated config (YAML/pydantic only, no code) and one trial."""
+
+    def __init__(self, base: NASConfig, prepared: Any, run_dir: RunDir, progress: Progress,
+                 best_value: Callable[[], float | None]):
+        self.base, self.prepared, self.run_dir = base, prepared, run_dir
+        self.best_value = best_value
+        self.task = progress.task("trial", total=base.train.epochs)
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        try:
+            apply_changes(self.base, params)
+        except ValidationError as exc:
+            return [_pydantic_message(err) for err in exc.errors()]
+        return []
+
+    def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
+        from agentlab.nas.train import TrialPruned, train_trial
+
+        config = apply_changes(self.base, params)
+        best = self.best_value()
+        label = f"{run_id(number)}"
+        self.task.update(completed=0, total=config.train.epochs, description=f"{label} training")
+
+        def on_epoch(entry: dict[str, float]) -> None:
+            shown = f" best {best:.4f}" if best is not None else ""
+            self.task.update(completed=entry["epoch"],
+                             description=f"{label} epoch {int(entry['epoch'])} val {entry['val_mse']:.4f}{shown}")
+            self.run_dir.event("epoch", trial=number, **entry)
+
+        try:
+            result = train_trial(config, self.prepared, self.run_dir.file("trials", label), report=report,
+                                 on_epoch=on_epoch)
+        except TrialPruned as exc:
+            raise Pruned({"value": exc.val_mse, "val_mse": exc.val_mse, "epochs": exc.epoch}) from None
+        return {"value": result.val_mse, "val_mse": result.val_mse, "test_mse": result.test_mse,
+                "test_mae": result.test_mae, "n_params": result.n_params, "epochs": result.epochs,
+                "diverged": result.diverged, "stop": result.stop_reason, "seconds": round(result.seconds, 3)}
+
+
+def _pydantic_message(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return msg if ":" in msg.split(" ")[0] else f"{loc}: {msg}" if loc else msg
+
+
+# --------------------------------------------------------------------------- planner choice
+
+
+def choose_planner(cfg: NASConfig, llm: LLMConfig | None) -> tuple[Any, Any | None, str]:
+    """(planner, router or None, one line saying which planner runs and why)."""
+    from agentlab.core.search.planners import LLMPlanner, OptunaPlanner
+
+    mode = cfg.search.planner
+    if mode in ("tpe", "random"):
+        return OptunaPlanner(mode), None, f"planner: {mode}"
+    chain = llm.route("planner").chain() if llm is not None else []
+    if not chain:
+        if mode == "llm":
+            raise AgentlabError("planner 'llm' needs a planner model", hint="give --llm FILE with a `planner` route "
+                                "(or models and a default route), or use --planner tpe")
+        return OptunaPlanner("tpe"), None, "planner: tpe (no planner model configured; --llm FILE to use one)"
+    from agentlab.core.llm.router import Router
+
+    router = Router.from_config(llm)
+    if mode == "auto":
+        try:
+            router.generate_sync([{"role": "user", "content": "Reply with OK."}], route="planner")
+        except AgentlabError as exc:
+            router.close()
+            return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unreachable: {exc.message})"
+    planner = LLMPlanner(router, route="planner", retries=cfg.search.plan_retries, history=cfg.search.history)
+    return planner, router, f"planner: llm via route 'planner' ({', '.join(chain)}), tpe candidate shown"
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if cfg.search.pruner == "median"
+              else optuna.pruners.NopPruner())
+    return optuna.create_study(study_name=cfg.search.study_name, storage=open_storage(cfg.search.storage,
+                               run_dir.path), direction="minimize", load_if_exists=True, pruner=pruner)
+
+
+def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progress: Progress | None = None,
+        announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Search, write agent_state.json / results.json / report.md, and return the results dict."""
+    from agentlab.core.search.evaluator import HybridEvaluator
+    from agentlab.nas.report import render_report
+    from agentlab.nas.train import evaluate_baseline, prepare_data
+
+    progress = progress or NullProgress()
+    announce = announce or log.info
+    prepared = prepare_data(cfg)
+    space = SearchSpace(cfg.search.space)
+    planner, router, planner_line = choose_planner(cfg, llm)
+    announce(planner_line)
+    run_dir.event("planner", line=planner_line)
+    evaluator_router = router if router is not None and llm is not None and llm.has_route("evaluator") else None
+    evaluator = HybridEvaluator(cfg.search.min_delta, router=evaluator_router, metric=METRIC)
+    study = _study(cfg, run_dir)
+    holder: dict[str, Any] = {"best": None}
+    objective = InformerObjective(cfg, prepared, run_dir, progress, lambda: holder["best"])
+
+    def on_trial(records: list[TrialRecord]) -> None:
+        state = state_dict(records, METRIC)
+        holder["best"] = state["best_value"]
+        run_dir.write_json("agent_state.json", state)
+
+    loop = SearchLoop(study=study, space=space, base_params={k: get_dotted(cfg, k) for k in space.params},
+                      objective=objective, planner=planner, evaluator=evaluator, metric=METRIC, seed=cfg.search.seed,
+                      stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
+                                     cfg.search.target),
+                      on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path))
+    try:
+        outcome = loop.run()
+    finally:
+        if router is not None:
+            run_dir.write_json("llm_stats.json", router.stats())
+            router.close()
+    require_finished_trials(outcome)
+    results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line)
+    run_dir.save_results(results)
+    run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
+    return results
+
+
+def _rel_gain(base: float | None, best: float | None) -> float | None:
+    if base is None or best is None or not base:
+        return None
+    return (base - best) / abs(base)
+
+
+def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str) -> dict[str, Any]:
+    best, base = outcome.best, outcome.base
+
+    def brief(r: TrialRecord | None) -> dict[str, Any] | None:
+        if r is None:
+            return None
+        return {"run_id": r.run_id, "val_mse": r.value, "test_mse": r.metrics.get("test_mse"),
+                "test_mae": r.metrics.get("test_mae"), "n_params": r.metrics.get("n_params"), "params": r.params,
+                "planner": r.planner}
+
+    counts: dict[str, int] = {}
+    for r in outcome.records:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return {
+        "best": brief(best), "base": brief(base),
+        "gain": {"val_mse": _rel_gain(base.value if base else None, best.value),
+                 "test_mse": _rel_gain(base.metrics.get("test_mse") if base else None, best.metrics.get("test_mse"))},
+        "trials": len(outcome.records), "states": counts, "ran_here": outcome.ran_here,
+        "stop_reason": outcome.stop_reason, "planner": planner_line, "naive_baseline": baseline,
+        "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "features": cfg.data.features,
+                 "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len, "pred_len": cfg.data.pred_len},
+    }
+
+
+def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str, Any] | str | Path | None = None,
+                         *, out: str | Path | None = None, resume: str | Path | None = None,
+                         llm: LLMConfig | str | Path | None = None, overrides: list[str] | None = None,
+                         progress: Progress | None = None) -> dict[str, Any]:
+    """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json."""
+    from agentlab.core.config import load_config
+    from agentlab.core.llm.config import load_llm_config
+
+    sets = [*(overrides or []), f"search.max_iterations={max_iterations}"]
+    if resume is not None:
+        cfg = load_config(Path(resume) / "config.yaml", NASConfig, sets)
+    elif isinstance(config, NASConfig):
+        cfg = load_config(None, NASConfig, sets, base=config.model_dump(mode="json"))
+    elif isinstance(config, dict):
+        cfg = load_config(None, NASConfig, sets, base=config)
+    else:
+        cfg = load_config(config, NASConfig, sets)
+    llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
+    with RunDir.open("nas", cfg, out=out, resume=resume, name=cfg.name, seed=cfg.search.seed) as run_dir:
+        run_dir.save_config(cfg)
+        return run(cfg, run_dir, llm=llm_cfg, progress=progress)
