@@ -29,13 +29,17 @@ test-all: install
 lint: install
 	$(BIN)/ruff check .
 
+# The main job on its built-in defaults: offline, no config, no data file.
 run: install
+	$(BIN)/agentlab nas --max-iterations 20
+
+demo: install
 	$(BIN)/agentlab llm-bench --demo
 
-demo: run
-
+ETTH1 ?= ../shared/data/ETTh1.csv
 bench: install
 	$(BIN)/python benchmarks/router_overhead.py
+	$(BIN)/python benchmarks/nas_etth1.py --data $(ETTH1)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

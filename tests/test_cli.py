@@ -35,7 +35,7 @@ def test_every_help_exits_zero(args: list[str]) -> None:
 
 
 def test_cli_import_does_not_import_torch() -> None:
-    code = ("import sys, agentlab.cli, agentlab.llm_bench, agentlab.core.llm.router; "
+    code = ("import sys, agentlab.cli, agentlab.llm_bench, agentlab.nas, agentlab.core.llm.router; "
             "heavy = [m for m in ('torch', 'transformers', 'optuna', 'matplotlib', 'llama_cpp') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

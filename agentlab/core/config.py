@@ -217,6 +217,39 @@ def _data_path(data: Any, loc: Path_) -> Path_:
     return tuple(out)
 
 
+def _resolve_dotted(data: Any, base: Path_, dotted: str) -> Path_:
+    """``a.b.c`` as a key path under ``base``; a key may itself contain dots (``search.space.model.d_model``)."""
+    node: Any = data
+    for part in base:
+        node = node[part] if isinstance(node, (dict, list)) else None
+    parts, out = dotted.split("."), list(base)
+    while parts:
+        for take in range(len(parts), 0, -1):  # longest key first
+            key = ".".join(parts[:take])
+            if isinstance(node, dict) and key in node:
+                node, parts = node[key], parts[take:]
+                out.append(key)
+                break
+            if isinstance(node, list) and take == 1 and key.isdigit() and int(key) < len(node):
+                node, parts = node[int(key)], parts[1:]
+                out.append(int(key))
+                break
+        else:
+            out.append(".".join(parts))  # not in the data (e.g. a missing field): name it whole
+            break
+    return tuple(out)
+
+
+def _missing_parts(data: Any, path: Path_) -> int:
+    node: Any = data
+    for depth, part in enumerate(path):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int):
+            node = node[part]
+        else:
+            return len(path) - depth
+    return 0
+
+
 def _field_names(model: type[BaseModel], loc: Path_) -> list[str]:
     """Known field names next to an unknown key (``loc`` is pydantic's, tags included), for a did-you-mean hint."""
     current: Any = model
@@ -265,8 +298,9 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
             # Cross-field validators name their field as "a.b.c: message"; point at that field's line.
             match = _FIELD_MSG_RE.match(msg)
             if match:
-                dotted = tuple(int(p) if p.isdigit() else p for p in match.group(1).split("."))
-                loc, msg = _data_path(data, (*loc, *dotted)), match.group(2)
+                # Validators name fields from the top ("model.n_heads"); nested ones may be relative to their section.
+                found = [_resolve_dotted(data, start, match.group(1)) for start in ((), loc)]
+                loc, msg = min(found, key=lambda path: _missing_parts(data, path)), match.group(2)
         if err["type"] == "extra_forbidden":
             known = _field_names(model, raw_loc)
             close = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []

@@ -1,0 +1,62 @@
+"""`run_nas_optimization` and `agentlab nas` on a tiny config: run folder contents, report, final summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentlab.cli import main
+from agentlab.nas import run_nas_optimization
+
+TINY = {
+    "data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_len": 12},
+    "model": {"d_model": 16, "n_heads": 2, "d_ff": 32},
+    "train": {"epochs": 2, "max_train_batches": 3},
+    "search": {"planner": "tpe", "space": {"model.d_model": {"choices": [16, 32]},
+                                           "model.n_heads": {"choices": [1, 2]},
+                                           "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}},
+}
+SETS = [f"{section}.{key}={value}" for section, fields in TINY.items() if section != "search"
+        for key, value in fields.items()]
+
+
+def test_python_api_writes_the_run_folder(in_tmp: Path) -> None:
+    out = in_tmp / "run"
+    results = run_nas_optimization(max_iterations=3, config=TINY, out=out)
+    assert results["trials"] == 3 and results["base"]["run_id"] == "run_0000"
+    assert results["best"]["val_mse"] <= results["base"]["val_mse"]
+    state = json.loads((out / "agent_state.json").read_text())
+    assert state["best_run_id"] == results["best"]["run_id"] and len(state["runs"]) == 3
+    assert {"run_id", "val_mse", "test_mse", "accepted", "reason", "planner", "changes"} <= set(state["runs"][1])
+    for trial in ("run_0000", "run_0001", "run_0002"):
+        names = {p.name for p in (out / "trials" / trial).iterdir()}
+        assert {"config_used.yaml", "metrics.json", "history.json", "learning_curve.png"} <= names
+    report = (out / "report.md").read_text()
+    assert "## Best config vs base" in report and "optimization_history.png" in report
+    assert (out / "optimization_history.png").is_file()
+    assert json.loads((out / "run.json").read_text())["status"] == "completed"
+
+
+def test_cli_prints_best_trial_and_gain(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    config = in_tmp / "tiny.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(TINY))
+    assert main(["nas", "-c", str(config), "--max-iterations", "3", "--out", str(in_tmp / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "best trial run_" in err and "gain over the base config (run_0000" in err
+    assert "planner: tpe" in err
+
+
+def test_dry_run_writes_nothing(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["nas", "--dry-run", *sum((["--set", s] for s in SETS), [])]) == 0
+    assert "dry run" in capsys.readouterr().err and not (in_tmp / "runs").exists()
+
+
+def test_bad_search_space_key_is_config_error(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    config = in_tmp / "bad.yaml"
+    config.write_text("search:\n  space:\n    model.d_modle: {choices: [16]}\n")
+    assert main(["nas", "-c", str(config)]) == 2
+    assert "search.space.model.d_modle: not a searchable key" in capsys.readouterr().err.replace("\n", "")
