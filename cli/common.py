@@ -16,8 +16,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)  # human output goes to stderr so --json stdout stays clean
-stdout = Console(highlight=False)
+# Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,

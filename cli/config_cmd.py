@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, stdout
+from .common import console
 
 app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
 
@@ -48,7 +48,7 @@ def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG
     """Print a command's default config as YAML, each field with its description."""
     from agentlab.core.config import describe_model
 
-    stdout.print(describe_model(_model(command)), markup=False, highlight=False)
+    typer.echo(describe_model(_model(command)))  # plain: a wrapped comment line would not be YAML any more
 
 
 @app.command("validate")

@@ -69,10 +69,17 @@ def test_config_validate_wrong_type_and_missing_env(in_tmp: Path, capsys: pytest
     assert f"{bad}:2: providers.p.base_url: environment variable NOT_SET_ANYWHERE is not set" in err
 
 
-def test_config_show_prints_descriptions(capsys: pytest.CaptureFixture) -> None:
-    assert main(["config", "show", "llm"]) == 0
+@pytest.mark.parametrize("command", sorted(CONFIG_MODELS))
+def test_config_show_is_valid_yaml_with_descriptions(command: str, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from agentlab.cli.config_cmd import _model
+    from agentlab.core.config import load_config
+
+    assert main(["config", "show", command]) == 0
     out = capsys.readouterr().out
-    assert "timeout_s: 60.0" in out and "# per-request timeout" in out
+    assert out.count("\n# ") + out.count("\n  # ") >= 3  # descriptions as comments
+    load_config(None, _model(command), base=yaml.safe_load(out))  # the printed defaults validate as they are
 
 
 def test_unknown_command_is_usage_error() -> None:
