@@ -60,3 +60,23 @@ def test_bad_search_space_key_is_config_error(in_tmp: Path, capsys: pytest.Captu
     config.write_text("search:\n  space:\n    model.d_modle: {choices: [16]}\n")
     assert main(["nas", "-c", str(config)]) == 2
     assert "search.space.model.d_modle: not a searchable key" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_data_accepts_ett_and_other_csv(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    import math
+
+    ett = Path(__file__).resolve().parents[3] / "shared" / "data" / "ETTh1.csv"
+    if ett.is_file():
+        assert main(["nas", "--data", str(ett), "--dry-run"]) == 0
+        assert "ett_hour split" in capsys.readouterr().err
+    custom = in_tmp / "plant.csv"
+    lines = ["date,load,temp,price"]
+    for i in range(400):
+        lines.append(f"2021-01-{1 + i // 24:02d} {i % 24:02d}:00,{math.sin(i / 4):.4f},{math.cos(i / 7):.4f},{i % 5}")
+    custom.write_text("\n".join(lines) + "\n")
+    code = main(["nas", "--data", str(custom), "--set", "data.target=load", "--set", "data.features=MS",
+                 *sum((["--set", s] for s in SETS), []), "--planner", "tpe", "--max-iterations", "2",
+                 "--out", str(in_tmp / "r")])
+    assert code == 0
+    results = json.loads((in_tmp / "r" / "results.json").read_text())
+    assert results["data"]["path"].endswith("plant.csv") and results["best"]["test_mse"] > 0

@@ -262,6 +262,9 @@ class SearchLoop:
                 log.info("planner: %s", note)
             self.on_event("plan", planner=proposal.planner, changes=proposal.changes, reasoning=proposal.reasoning,
                           expected_effect=proposal.expected_effect, notes=proposal.notes)
+            if task is not None:
+                task.update(description=f"trial {self.counted(records) + 1}/{self.stop.max_iterations} "
+                                        f"[{proposal.planner}]")
             trial = self._commit(proposal)
             if self.counted(self.records()) > self.stop.max_iterations:  # another worker took the last slot
                 self._fail(trial, "budget taken by another worker", counted=False)
