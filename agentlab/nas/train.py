@@ -19,9 +19,7 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -36,7 +34,7 @@ import torch.nn.functional as F
 
 from agentlab.core.config import dump_yaml
 from agentlab.core.errors import ConfigError
-from agentlab.core.runs import atomic_write_json, atomic_write_text
+from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from agentlab.nas.config import DataConfig, NASConfig
 from agentlab.nas.data import PreparedData, SeriesData, WindowDataset, load_csv, prepare, synthetic_series
 from agentlab.nas.informer import Informer, InformerSpec, build_informer, count_parameters
@@ -364,22 +362,6 @@ def evaluate_baseline(prepared: PreparedData) -> dict[str, float]:
 # --------------------------------------------------------------------------- artifacts
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Binary twin of ``core.runs.atomic_write_text``: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_config_and_history(trial_dir: Path, config: NASConfig, history: list[dict[str, float]]) -> None:
     atomic_write_text(trial_dir / "config_used.yaml", dump_yaml(config.model_dump(mode="json")))
     atomic_write_json(trial_dir / "history.json", history)
@@ -407,7 +389,7 @@ def plot_learning_curve(history: list[dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_trial(trial_dir: Path, config: NASConfig, result: TrialResult,
@@ -421,4 +403,4 @@ def save_trial(trial_dir: Path, config: NASConfig, result: TrialResult,
     plot_learning_curve(result.history, trial_dir / "learning_curve.png")
     if best_state is not None and not result.diverged:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in best_state.items()}
-        _atomic_write_bytes(trial_dir / "best_model.safetensors", save_safetensors(tensors))
+        atomic_write_bytes(trial_dir / "best_model.safetensors", save_safetensors(tensors))

@@ -10,7 +10,7 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Any, TypeVar
 
@@ -26,18 +26,6 @@ T = TypeVar("T")
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to me"}]
 PROMPT_TOKENS = 6  # the scripted server counts words: "be brief" + "say hello to me"
 FAKE_KEY = "sk-or-v1-LEAKCANARY-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: ScriptedServer) -> ScriptedServer:
-    server.reset()
-    return server
 
 
 def run(fn: Callable[[OpenAIProvider], Awaitable[T]], base_url: str, **kwargs: Any) -> T:

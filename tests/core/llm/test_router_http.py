@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,11 @@ from agentlab.core.runs import RunDir
 ASK = [{"role": "user", "content": "say something"}]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(server: ScriptedServer) -> ScriptedServer:
-    server.reset()
-    server.default("backup", Reply(text="backup answer"))
-    return server
+def srv(srv: ScriptedServer) -> ScriptedServer:
+    """The shared server (conftest), with a healthy `backup` model to fall back to."""
+    srv.default("backup", Reply(text="backup answer"))
+    return srv
 
 
 def config(srv: ScriptedServer, primary: list[str], **settings: Any) -> LLMConfig:

@@ -23,18 +23,6 @@ from agentlab.core.llm.testserver import (
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to me"}]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: ScriptedServer) -> ScriptedServer:
-    server.reset()
-    return server
-
-
 @pytest.fixture
 def client(server: ScriptedServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=5) as c:
