@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.
         result = app(args=args, prog_name="agentlab", standalone_mode=False)
+        if result == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM above) into Exit(130) and returns it
+            console.print("[yellow]interrupted[/]; continue with --resume")
         return result if isinstance(result, int) else 0
     except AgentlabError as exc:
         if debug:

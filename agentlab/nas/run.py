@@ -98,6 +98,10 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None) -> tuple[Any, Any | No
         return OptunaPlanner("tpe"), None, "planner: tpe (no planner model configured; --llm FILE to use one)"
     from agentlab.core.llm.router import Router
 
+    if mode == "auto":
+        missing = _missing_keys(llm, chain)
+        if missing is not None:  # no request goes out without a key: it could only fail with an auth error
+            return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unavailable: {missing} not set)"
     router = Router.from_config(llm)
     if mode == "auto":
         try:
@@ -107,6 +111,33 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None) -> tuple[Any, Any | No
             return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unreachable: {exc.message})"
     planner = LLMPlanner(router, route="planner", retries=cfg.search.plan_retries, history=cfg.search.history)
     return planner, router, f"planner: llm via route 'planner' ({', '.join(chain)}), tpe candidate shown"
+
+
+def _missing_keys(llm: LLMConfig, chain: list[str]) -> str | None:
+    """The unset API-key variables when every model of ``chain`` needs one (``api_key_env``); else None."""
+    from agentlab.core.config import getenv
+
+    missing: list[str] = []
+    for name in chain:
+        env = getattr(llm.providers[llm.models[name].provider], "api_key_env", None)
+        if not env or getenv(env):
+            return None  # this model needs no key, or has one: worth a probe
+        if env not in missing:
+            missing.append(env)
+    return ", ".join(missing) if missing else None
+
+
+def _evaluator_router(llm: LLMConfig | None, planner_router: Any | None) -> Any | None:
+    """A router for the explicitly configured `evaluator` route (whatever the planner), unless its keys are unset."""
+    if llm is None or not llm.has_route("evaluator") or not llm.route("evaluator").chain():
+        return None
+    if _missing_keys(llm, llm.route("evaluator").chain()) is not None:
+        return None
+    if planner_router is not None:
+        return planner_router
+    from agentlab.core.llm.router import Router
+
+    return Router.from_config(llm)
 
 
 # --------------------------------------------------------------------------- the run
@@ -136,7 +167,9 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progre
     planner, router, planner_line = choose_planner(cfg, llm)
     announce(planner_line)
     run_dir.event("planner", line=planner_line)
-    evaluator_router = router if router is not None and llm is not None and llm.has_route("evaluator") else None
+    evaluator_router = _evaluator_router(llm, router)
+    if evaluator_router is not None:
+        announce("evaluator: rules, and the 'evaluator' route inside the noise band")
     evaluator = HybridEvaluator(cfg.search.min_delta, router=evaluator_router, metric=METRIC)
     study = _study(cfg, run_dir)
     holder: dict[str, Any] = {"best": None}
@@ -155,9 +188,11 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progre
     try:
         outcome = loop.run()
     finally:
-        if router is not None:
-            run_dir.write_json("llm_stats.json", router.stats())
-            router.close()
+        used = {id(r): r for r in (router, evaluator_router) if r is not None}.values()
+        if used:
+            run_dir.write_json("llm_stats.json", {k: v for r in used for k, v in r.stats().items()})
+        for r in used:
+            r.close()
     require_finished_trials(outcome)
     results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line)
     run_dir.save_results(results)

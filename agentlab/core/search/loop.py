@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,11 +75,22 @@ def open_storage(storage: str | None, run_path: Path) -> Any:
 
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(storage)))
-    try:
-        return optuna.storages.get_storage(storage)
-    except Exception as exc:  # optuna raises many kinds for a bad URL
-        raise ConfigError(f"search.storage: cannot open {storage!r}: {exc}",
-                          hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(4):
+        try:
+            return optuna.storages.get_storage(storage)
+        except DBAPIError as exc:
+            # Workers started together on a new database race to create its schema (the loser gets "UNIQUE
+            # constraint failed: alembic_version" or "table ... already exists"); a moment later the schema is there.
+            error: Exception = exc
+            if attempt < 3:
+                time.sleep(0.2 * (attempt + 1))
+        except Exception as exc:  # optuna raises many kinds for a bad URL
+            error = exc
+            break
+    raise ConfigError(f"search.storage: cannot open {storage!r}: {error}",
+                      hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
 
 
 class SearchLoop:
@@ -176,20 +186,18 @@ class SearchLoop:
     # ------------------------------------------------------------------ one trial
 
     def _commit(self, proposal: Proposal) -> Any:
-        """Create the trial with exactly the proposed params (PartialFixedSampler: nothing is sampled)."""
+        """Create the trial with exactly the proposed params and its plan in one storage write, so no other worker
+        ever sees it half-made: without params (the duplicate check would miss it) or without a worker id
+        (``recover`` would take it for a dead worker's)."""
         import optuna
+        from optuna.trial import TrialState, create_trial
 
-        original = self.study.sampler
-        with warnings.catch_warnings():  # PartialFixedSampler is marked experimental; its contract is all we use
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.sampler = optuna.samplers.PartialFixedSampler(proposal.params, optuna.samplers.RandomSampler())
-        try:
-            trial = self.study.ask(self.distributions)
-        finally:
-            self.study.sampler = original
-        trial.set_user_attr(R.A_PLAN, {"planner": proposal.planner, "changes": proposal.changes,
-                                       "reasoning": proposal.reasoning, "worker": self.worker, "run_dir": self.run_dir})
-        return trial
+        plan = {"planner": proposal.planner, "changes": proposal.changes, "reasoning": proposal.reasoning,
+                "worker": self.worker, "run_dir": self.run_dir}
+        template = create_trial(state=TrialState.RUNNING, params=proposal.params, distributions=self.distributions,
+                                user_attrs={R.A_PLAN: plan})
+        trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+        return optuna.Trial(self.study, trial_id)
 
     def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> TrialRecord:
         from optuna.trial import TrialState
@@ -266,8 +274,12 @@ class SearchLoop:
                 task.update(description=f"trial {self.counted(records) + 1}/{self.stop.max_iterations} "
                                         f"[{proposal.planner}]")
             trial = self._commit(proposal)
-            if self.counted(self.records()) > self.stop.max_iterations:  # another worker took the last slot
+            current = self.records()
+            if self.counted(current) > self.stop.max_iterations:  # another worker took the last slot
                 self._fail(trial, "budget taken by another worker", counted=False)
+                continue
+            if self._taken(trial, current):  # planned at the same moment as another worker's trial: it goes first
+                self._fail(trial, "the same configuration was started by another worker", counted=False)
                 continue
             record = self._execute(trial, proposal, records)
             ran += 1
@@ -277,6 +289,13 @@ class SearchLoop:
         self.on_trial(records)
         base = next((r for r in records if r.planner == "base" and r.state == "complete"), None)
         return SearchOutcome(records, best_of(records), base, reason, ran)
+
+    @staticmethod
+    def _taken(trial: Any, records: list[TrialRecord]) -> bool:
+        """Whether an earlier trial that finished or still runs has exactly ``trial``'s params."""
+        key = params_key(trial.params)
+        return any(r.number < trial.number and r.state in ("complete", "pruned", "running")
+                   and params_key(r.params) == key for r in records)
 
     def _fail(self, trial: Any, reason: str, counted: bool) -> None:
         from optuna.trial import TrialState

@@ -116,7 +116,8 @@ def best_of(records: list[TrialRecord]) -> TrialRecord | None:
 
 
 def state_dict(records: list[TrialRecord], metric: str) -> dict[str, Any]:
-    """agent_state.json: ``best_run_id`` and ``runs`` with run_id, the metric, test metrics, decision, planner."""
+    """agent_state.json: ``best_run_id`` and ``runs`` with run_id, the metric, test metrics, decision, planner, and
+    ``counted`` (False for a trial interrupted or abandoned: it used no budget and was planned again)."""
     best = best_of(records)
     runs = []
     for r in records:
@@ -125,6 +126,7 @@ def state_dict(records: list[TrialRecord], metric: str) -> dict[str, Any]:
             **{k: v for k, v in r.metrics.items() if k != "value"},
             "accepted": r.accepted, "reason": r.reason, "decided_by": r.decided_by, "planner": r.planner,
             "changes": r.changes, "params": r.params, "worker": r.worker, "seconds": r.seconds,
+            "counted": r.counted,
         })
     return {"best_run_id": best.run_id if best else None, "best_value": best.value if best else None,
             "metric": metric, "runs": runs}

@@ -1,0 +1,235 @@
+"""`agentlab nas` survives SIGKILL, SIGTERM and a second worker: real subprocesses on a tiny Informer search.
+
+A killed trial is marked failed and not counted, finished trials are never rerun or changed, `--resume` with a
+higher `--max-iterations` continues the same study, and two workers on one storage share one budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from agentlab.cli import main
+from agentlab.core.search.evaluator import HybridEvaluator
+from agentlab.core.search.loop import SearchLoop, StopRules
+from agentlab.core.search.planners import OptunaPlanner
+from agentlab.core.search.space import ParamSpec, SearchSpace
+
+# Fast trials (~0.5 s) for the runs that are not interrupted; SLOW adds batches and epochs so a trial can be caught
+# mid-way (~2 s, 4 epochs) by a poll of events.jsonl.
+FAST = {"epochs": 2, "max_train_batches": 3}
+SLOW = {"epochs": 4, "max_train_batches": 8, "patience": 10}
+
+
+def write_config(folder: Path, train: dict[str, Any]) -> Path:
+    config = {
+        "data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_len": 12},
+        "model": {"d_model": 16, "n_heads": 2, "d_ff": 32},
+        "train": train,
+        "search": {"planner": "tpe", "pruner": "none",
+                   "space": {"model.d_model": {"choices": [16, 32]}, "model.n_heads": {"choices": [1, 2]},
+                             "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
+    env = {**os.environ, "AGENTLAB_RUNS": str(cwd / "runs"), "PYTHONUNBUFFERED": "1"}
+    env.pop("AGENTLAB_DEBUG", None)
+    with open(cwd / log, "wb") as handle:  # a file, not a pipe: a full pipe would block the child
+        return subprocess.Popen([sys.executable, "-m", "agentlab.cli", *args], cwd=cwd, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+
+
+def events(run: Path, kind: str) -> list[dict[str, Any]]:
+    path = run / "events.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line being written
+            continue
+        if record.get("kind") == kind:
+            out.append(record)
+    return out
+
+
+def wait_mid_trial(proc: subprocess.Popen, run: Path, finished: int, log: Path, timeout: float = 45) -> int:
+    """Block until ``finished`` trials ended and a later trial reported an epoch; returns that trial's number."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
+        done = {e["number"] for e in events(run, "trial")}
+        running = [e["trial"] for e in events(run, "epoch") if e["trial"] not in done]
+        if len(done) >= finished and running:
+            return running[-1]
+        time.sleep(0.03)
+    raise AssertionError(f"no trial in progress after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)  # reap: a zombie's pid still answers kill(pid, 0) and would look like a live worker
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def study_trials(storage: str) -> list[Any]:
+    return optuna.load_study(study_name="nas", storage=storage).trials
+
+
+def is_counted(trial: Any) -> bool:
+    return trial.user_attrs.get("outcome", {}).get("counted", True) is not False
+
+
+def test_sigkill_mid_trial_then_resume_finishes_the_budget(in_tmp: Path) -> None:
+    config, run = write_config(in_tmp, SLOW), in_tmp / "RUN"
+    proc = start(["nas", "-c", str(config), "--max-iterations", "6", "--out", str(run)], in_tmp, "kill.log")
+    try:
+        wait_mid_trial(proc, run, finished=2, log=in_tmp / "kill.log")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        stop(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert read(run / "run.json")["status"] == "running"  # it had no chance to write
+    before = {r["run_id"]: r for r in read(run / "agent_state.json")["runs"]}
+    assert len(before) >= 2 and all(r["state"] == "complete" for r in before.values())
+    (killed,) = [t for t in study_trials(f"sqlite:///{run / 'study.db'}") if t.state.name == "RUNNING"]
+
+    assert main(["nas", "--resume", str(run), "--max-iterations", "6"]) == 0
+    assert read(run / "run.json")["status"] == "completed"
+    runs = read(run / "agent_state.json")["runs"]
+    counted = [r for r in runs if r["counted"]]
+    assert len(counted) == 6 and {r["state"] for r in counted} <= {"complete", "pruned", "failed"}
+    (lost,) = [r for r in runs if not r["counted"]]
+    assert lost["trial"] == killed.number and lost["state"] == "failed" and "interrupted" in lost["reason"]
+    params = [json.dumps(r["params"], sort_keys=True) for r in counted]
+    assert len(set(params)) == len(params), "a finished configuration was run twice"
+    after = {r["run_id"]: r for r in runs}
+    for run_id, old in before.items():  # finished trials were neither rerun nor rewritten
+        new = after[run_id]
+        assert (new["val_mse"], new["test_mse"], new["params"], new["accepted"]) == \
+            (old["val_mse"], old["test_mse"], old["params"], old["accepted"])
+    finished = [e["number"] for e in events(run, "trial")]
+    assert sorted(finished) == sorted(r["trial"] for r in counted)  # each counted trial trained exactly once
+    study = study_trials(f"sqlite:///{run / 'study.db'}")
+    assert sum(map(is_counted, study)) == 6 and not [t for t in study if t.state.name == "RUNNING"]
+
+
+def test_resume_with_higher_budget_runs_only_the_difference(in_tmp: Path) -> None:
+    config, run = write_config(in_tmp, FAST), in_tmp / "RUN"
+    assert main(["nas", "-c", str(config), "--max-iterations", "3", "--out", str(run)]) == 0
+    first = read(run / "agent_state.json")["runs"]
+    assert main(["nas", "--resume", str(run), "--max-iterations", "5"]) == 0
+    results, runs = read(run / "results.json"), read(run / "agent_state.json")["runs"]
+    assert results["ran_here"] == 2 and len(runs) == 5 and all(r["counted"] for r in runs)
+    assert runs[:3] == first
+    assert sorted(e["number"] for e in events(run, "trial")) == [0, 1, 2, 3, 4]
+    assert len(read(run / "run.json")["resumed"]) == 1
+
+
+def test_two_workers_share_one_storage_and_budget(in_tmp: Path) -> None:
+    config = write_config(in_tmp, FAST)
+    storage = f"sqlite:///{in_tmp / 'shared.db'}"
+    procs = [start(["nas", "-c", str(config), "--storage", storage, "--planner", "random", "--max-iterations", "6",
+                    "--out", str(in_tmp / name)], in_tmp, f"{name}.log") for name in ("w1", "w2")]
+    try:
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            stop(p)
+    logs = "\n".join((in_tmp / f"{n}.log").read_text()[-2000:] for n in ("w1", "w2"))
+    assert codes == [0, 0], logs
+    trials = study_trials(storage)
+    counted = [t for t in trials if is_counted(t)]
+    assert len(counted) == 6 and all(t.state.name in ("COMPLETE", "PRUNED", "FAIL") for t in counted)
+    by_worker = {name: [t for t in counted if t.user_attrs["plan"]["run_dir"] == str(in_tmp / name)]
+                 for name in ("w1", "w2")}
+    assert all(by_worker.values()), {k: len(v) for k, v in by_worker.items()}
+    assert sum(read(in_tmp / n / "results.json")["ran_here"] for n in ("w1", "w2")) == 6
+    params = [json.dumps(t.params, sort_keys=True) for t in counted]
+    assert len(set(params)) == 6, "two workers ran the same configuration"
+
+
+def test_sigterm_records_interrupted_and_exits_130_then_resumes(in_tmp: Path) -> None:
+    config, run = write_config(in_tmp, SLOW), in_tmp / "RUN"
+    proc = start(["nas", "-c", str(config), "--max-iterations", "3", "--out", str(run)], in_tmp, "term.log")
+    try:
+        number = wait_mid_trial(proc, run, finished=1, log=in_tmp / "term.log")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    finally:
+        stop(proc)
+    log = (in_tmp / "term.log").read_text()
+    assert code == 130, log[-3000:]
+    assert "continue with --resume" in log
+    info = read(run / "run.json")
+    assert info["status"] == "interrupted" and "interrupted" in info["error"]
+    interrupted = {t.number: t for t in study_trials(f"sqlite:///{run / 'study.db'}")}[number]
+    outcome = interrupted.user_attrs["outcome"]
+    assert interrupted.state.name == "FAIL" and outcome["counted"] is False and "SIGTERM" in outcome["reason"]
+
+    assert main(["nas", "--resume", str(run)]) == 0  # the budget of 3 comes from the saved config
+    assert read(run / "run.json")["status"] == "completed"
+    runs = read(run / "agent_state.json")["runs"]
+    assert sum(r["counted"] for r in runs) == 3 and len(runs) == 4
+
+
+def test_a_configuration_another_worker_starts_at_the_same_moment_is_not_run_twice(tmp_path: Path) -> None:
+    """Two workers that plan at once propose the same draw (same seed, same history): the later trial yields."""
+
+    class Objective:
+        def __init__(self) -> None:
+            self.calls: list[dict[str, Any]] = []
+
+        def check(self, params: dict[str, Any]) -> list[str]:
+            return []
+
+        def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+            self.calls.append(params)
+            return {"value": (params["x"] - 1) ** 2}
+
+    class Racing:
+        """Lets the other worker commit the very plan this one is about to commit, once."""
+
+        def __init__(self) -> None:
+            self.inner, self.raced = OptunaPlanner("random"), None
+
+        def propose(self, ctx: Any) -> Any:
+            proposal = self.inner.propose(ctx)
+            if self.raced is None:
+                self.raced = other._commit(proposal)
+            return proposal
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    space, objective = SearchSpace({"x": ParamSpec(low=-5.0, high=5.0)}), Objective()
+
+    def loop(planner: Any, budget: int) -> SearchLoop:
+        return SearchLoop(study=study, space=space, base_params={"x": 4.0}, objective=objective, planner=planner,
+                          evaluator=HybridEvaluator(0.01), stop=StopRules(budget))
+
+    other = loop(OptunaPlanner("random"), 4)
+    racing = Racing()
+    outcome = loop(racing, 4).run()
+    by_number = {r.number: r for r in outcome.records}
+    (yielded,) = [r for r in outcome.records if not r.counted]
+    assert yielded.number == racing.raced.number + 1 and yielded.params == by_number[racing.raced.number].params
+    assert "started by another worker" in yielded.reason
+    assert racing.raced.params not in objective.calls  # the other worker's trial is still its own to run
+    assert len(objective.calls) == 3 and len({c["x"] for c in objective.calls}) == 3
