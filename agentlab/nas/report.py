@@ -36,10 +36,15 @@ def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
+    colors = {}
     for planner in sorted({r.planner for r in done}):
-        pts = [r for r in done if r.planner == planner]
-        ax.scatter([r.number for r in pts], [r.value for r in pts], label=planner, s=28,
-                   marker="x" if pts[0].state == "pruned" else "o")
+        for state, marker in (("complete", "o"), ("pruned", "x")):
+            pts = [r for r in done if r.planner == planner and r.state == state]
+            if pts:
+                label = planner if state == "complete" else f"{planner} (pruned)"
+                dots = ax.scatter([r.number for r in pts], [r.value for r in pts], label=label, s=28, marker=marker,
+                                  color=colors.get(planner))
+                colors.setdefault(planner, dots.get_facecolor()[0] if state == "complete" else dots.get_edgecolor())
     best, xs, ys = math.inf, [], []
     for r in sorted((r for r in done if r.state == "complete" and r.accepted), key=lambda r: r.number):
         best = min(best, r.value)
