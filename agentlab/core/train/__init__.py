@@ -1,0 +1,1 @@
+"""Thin builders over transformers / tokenizers / gguf: tiny local models for tests and demos, GGUF export."""
