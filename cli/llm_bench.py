@@ -41,13 +41,11 @@ def _print_table(results: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"working: {', '.join(results['available']) or 'none'}; fastest: {results['fastest'] or '-'}")
     if "route" in results:
-        route = results["route"]
-        lost = sum(r["fallback_time_s"] for r in route)
-        who: dict[str, int] = {}
-        for r in route:
-            who[r["model"] or "(failed)"] = who.get(r["model"] or "(failed)", 0) + 1
-        console.print(f"route: answered by {', '.join(f'{k} x{v}' for k, v in who.items())}; "
-                      f"{sum(1 for r in route if r['fallbacks'])}/{len(route)} needed a fallback, {lost:.3f} s lost")
+        from agentlab.llm_bench.report import route_summary
+
+        s = route_summary(results["route"])
+        console.print(f"route: answered by {s['answered_by']}; {s['with_fallback']}/{s['requests']} needed a "
+                      f"fallback, {s['lost_s']:.3f} s lost")
 
 
 def llm_bench(

@@ -15,6 +15,16 @@ def best_model(models: list[dict[str, Any]]) -> str | None:
     return min(ranked, key=lambda m: m["latency_s"]["p50"])["name"] if ranked else None
 
 
+def route_summary(route: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who answered the routed requests, how many needed a fallback, and the time those fallbacks cost."""
+    answered: dict[str, int] = {}
+    for r in route:
+        answered[r["model"] or "(failed)"] = answered.get(r["model"] or "(failed)", 0) + 1
+    return {"answered_by": ", ".join(f"{k} x{v}" for k, v in answered.items()), "requests": len(route),
+            "with_fallback": sum(1 for r in route if r["fallbacks"]),
+            "lost_s": sum(r["fallback_time_s"] for r in route)}
+
+
 def _fmt(value: float | None, scale: float = 1000.0, unit: str = "ms") -> str:
     return "-" if value is None else f"{value * scale:.0f} {unit}" if scale != 1 else f"{value:.1f}"
 
@@ -77,13 +87,8 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
             lines.append(f"| {name} | {lv['concurrency']} | {lv['ok']}/{lv['requests']} | "
                          f"{_fmt(lv['latency_s']['p50'])} | {lv['requests_per_s']} | {lv['throughput_tokens_per_s']} |")
     if "route" in results:
-        route = results["route"]
-        answered: dict[str, int] = {}
-        for r in route:
-            answered[r["model"] or "(failed)"] = answered.get(r["model"] or "(failed)", 0) + 1
-        lost = sum(r["fallback_time_s"] for r in route)
-        lines += ["", f"## Route `{results['settings']['route']}`", "",
-                  "Answered by: " + ", ".join(f"{k} x{v}" for k, v in answered.items()) + ".",
-                  f"Requests that needed a fallback: {sum(1 for r in route if r['fallbacks'])}/{len(route)}; "
-                  f"time lost to fallbacks: {lost:.3f} s in total.", ""]
+        summary = route_summary(results["route"])
+        lines += ["", f"## Route `{results['settings']['route']}`", "", f"Answered by: {summary['answered_by']}.",
+                  f"Requests that needed a fallback: {summary['with_fallback']}/{summary['requests']}; "
+                  f"time lost to fallbacks: {summary['lost_s']:.3f} s in total.", ""]
     return "\n".join(lines) + "\n"
