@@ -189,12 +189,7 @@ async def run_async(llm: LLMConfig, settings: BenchSettings, run_dir: RunDir | N
         raise AgentlabError("no models configured", hint="add models to the --llm/-c config, or try --demo")
     if settings.route is not None and not llm.has_route(settings.route):
         raise AgentlabError(f"unknown route '{settings.route}'", hint=f"configured routes: {', '.join(llm.routes)}")
-    secrets: list[str] = []
-    on_event = run_dir.event if run_dir is not None else None
-    router = Router.from_config(llm, on_event=on_event, secrets=secrets)
-    for secret in secrets:
-        if run_dir is not None:
-            run_dir.add_secret(secret)
+    router = Router.for_run(llm, run_dir)
     results: dict[str, Any] = {"settings": settings.__dict__, "models": []}
     try:
         per_model = 1 + settings.requests * len(settings.concurrency)

@@ -83,7 +83,7 @@ def _pydantic_message(err: Any) -> str:
 # --------------------------------------------------------------------------- planner choice
 
 
-def choose_planner(cfg: NASConfig, llm: LLMConfig | None) -> tuple[Any, Any | None, str]:
+def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None) -> tuple[Any, Any | None, str]:
     """(planner, router or None, one line saying which planner runs and why)."""
     from agentlab.core.search.planners import LLMPlanner, OptunaPlanner
 
@@ -102,7 +102,7 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None) -> tuple[Any, Any | No
         missing = _missing_keys(llm, chain)
         if missing is not None:  # no request goes out without a key: it could only fail with an auth error
             return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unavailable: {missing} not set)"
-    router = Router.from_config(llm)
+    router = Router.for_run(llm, run_dir)  # planner calls land in events.jsonl, keys scrubbed
     if mode == "auto":
         try:
             router.generate_sync([{"role": "user", "content": "Reply with OK."}], route="planner")
@@ -127,7 +127,7 @@ def _missing_keys(llm: LLMConfig, chain: list[str]) -> str | None:
     return ", ".join(missing) if missing else None
 
 
-def _evaluator_router(llm: LLMConfig | None, planner_router: Any | None) -> Any | None:
+def _evaluator_router(llm: LLMConfig | None, planner_router: Any | None, run_dir: RunDir | None = None) -> Any | None:
     """A router for the explicitly configured `evaluator` route (whatever the planner), unless its keys are unset."""
     if llm is None or not llm.has_route("evaluator") or not llm.route("evaluator").chain():
         return None
@@ -137,7 +137,7 @@ def _evaluator_router(llm: LLMConfig | None, planner_router: Any | None) -> Any 
         return planner_router
     from agentlab.core.llm.router import Router
 
-    return Router.from_config(llm)
+    return Router.for_run(llm, run_dir)
 
 
 # --------------------------------------------------------------------------- the run
@@ -164,10 +164,10 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progre
     announce = announce or log.info
     prepared = prepare_data(cfg)
     space = SearchSpace(cfg.search.space)
-    planner, router, planner_line = choose_planner(cfg, llm)
+    planner, router, planner_line = choose_planner(cfg, llm, run_dir)
     announce(planner_line)
     run_dir.event("planner", line=planner_line)
-    evaluator_router = _evaluator_router(llm, router)
+    evaluator_router = _evaluator_router(llm, router, run_dir)
     if evaluator_router is not None:
         announce("evaluator: rules, and the 'evaluator' route inside the noise band")
     evaluator = HybridEvaluator(cfg.search.min_delta, router=evaluator_router, metric=METRIC)

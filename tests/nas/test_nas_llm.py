@@ -91,6 +91,8 @@ def test_valid_plan_is_applied_with_its_reasoning(in_tmp: Path, server: Scripted
     assert "optimizer_candidate" in prompt and '"model.d_model"' in prompt and "run_0000" in prompt
     assert "a wider model should fit the daily cycle" in (out / "report.md").read_text()
     assert events(out, "plan")[-1]["reasoning"] == "a wider model should fit the daily cycle"
+    calls = events(out, "llm_call")  # the planner's calls are recorded in the run like every LLM call
+    assert calls and all(c["outcome"] == "ok" and c["route"] == "planner" for c in calls)
 
 
 def test_invalid_plans_are_re_asked_with_reasons_then_fall_back_to_tpe(in_tmp: Path, server: ScriptedServer) -> None:

@@ -84,6 +84,17 @@ class Router:
         providers = {name: build_provider(name, cfg, secrets) for name, cfg in config.providers.items()}
         return cls(config, providers, on_event, rng=rng, secrets=secrets)
 
+    @classmethod
+    def for_run(cls, config: LLMConfig, run_dir: Any | None = None) -> Router:
+        """A router whose calls are recorded in ``run_dir``'s events.jsonl and whose API keys ``run_dir`` scrubs
+        from everything it writes (``run_dir``: a ``RunDir``, or None for no recording)."""
+        secrets: list[str] = []
+        router = cls.from_config(config, on_event=run_dir.event if run_dir is not None else None, secrets=secrets)
+        if run_dir is not None:
+            for secret in secrets:
+                run_dir.add_secret(secret)
+        return router
+
     # ------------------------------------------------------------------ public async API
 
     async def generate(self, messages: Messages, route: str = "default", params: GenParams | None = None, *,
