@@ -22,3 +22,14 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AGENTLAB_DEBUG", raising=False)
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny Llama-style chat model for the whole session: {"hf": folder, "gguf": folder/model.gguf (f32)}.
+
+    Read-only by convention: tests that change files copy them first.
+    """
+    from agentlab.core.train.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny-model"), seed=0)

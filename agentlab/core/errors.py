@@ -41,7 +41,8 @@ class LLMError(AgentlabError):
     """A model call failed. ``kind`` classifies the failure for routing, stats and reports.
 
     Kinds: timeout, connection, rate_limited, server_error, auth, bad_request, not_found, malformed, empty,
-    stream_cut, deadline, circuit_open, invalid_output, unavailable.
+    stream_cut, deadline, circuit_open, invalid_output, unavailable (a local model missing or over the memory budget),
+    context_length (a prompt longer than a local model's n_ctx).
     """
 
     # Failures worth retrying on the same model; auth/bad_request/not_found are not.

@@ -31,7 +31,48 @@ class ScriptedProviderConfig(StrictModel):
     latency_s: float = Field(0.0, ge=0, description="simulated latency of each reply")
 
 
-ProviderConfig = Annotated[OpenAIProviderConfig | ScriptedProviderConfig, Field(discriminator="kind")]
+CacheType = Literal["f32", "f16", "q8_0", "q4_0"]
+
+
+class LlamaCppProviderConfig(StrictModel):
+    kind: Literal["llama_cpp"] = Field("llama_cpp", description="in-process GGUF models through llama-cpp-python; "
+                                       "a model's `model` is the GGUF path")
+    models_directory: str | None = Field(None, description="relative GGUF paths resolve against this folder")
+    n_ctx: int = Field(2048, ge=16, description="context window in tokens (the KV cache is sized for it)")
+    n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU; -1: all (needs a CUDA build of "
+                              "llama-cpp-python)")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; empty: llama.cpp's default")
+    n_batch: int = Field(512, ge=1, description="prompt-processing batch size")
+    cache_type: CacheType = Field("f16", description="KV cache element type (f32 makes logits match transformers "
+                                  "most closely; q8_0/q4_0 halve or quarter its memory)")
+    seed: int = Field(0, description="sampling seed")
+
+
+class HFProviderConfig(StrictModel):
+    kind: Literal["hf"] = Field("hf", description="in-process transformers causal LM (+ PEFT adapters); a model's "
+                                "`model` is a local HF folder")
+    models_directory: str | None = Field(None, description="relative model folders resolve against this folder")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on CUDA, float32 on CPU")
+    load_in_4bit: bool = Field(False, description="QLoRA-style 4-bit NF4 weights through bitsandbytes (CUDA only)")
+    adapters: dict[str, str] = Field(default_factory=dict, description="PEFT adapter name -> folder; a request picks "
+                                     "one with the param `adapter`")
+    max_batch_size: int = Field(8, ge=1, description="concurrent requests generated together in one batch")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long a request waits for others to join its batch")
+
+
+ProviderConfig = Annotated[
+    OpenAIProviderConfig | ScriptedProviderConfig | LlamaCppProviderConfig | HFProviderConfig,
+    Field(discriminator="kind"),
+]
+
+
+class ResourceConfig(StrictModel):
+    safety_factor: float = Field(0.85, gt=0, le=1, description="a model set must fit in this share of free memory")
+    memory_budget_gb: float | None = Field(None, gt=0, description="RAM budget instead of the free RAM measured")
+    vram_budget_gb: float | None = Field(None, gt=0, description="GPU memory budget instead of the free VRAM measured")
+    check: bool = Field(True, description="refuse to load local models whose estimate does not fit")
 
 
 class ModelConfig(StrictModel):
@@ -80,6 +121,8 @@ class LLMConfig(StrictModel):
     max_retry_after_s: float = Field(30.0, ge=0, description="longest Retry-After (429) honoured before falling back")
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig,
                                                   description="stop calling a model that keeps failing")
+    resources: ResourceConfig = Field(default_factory=ResourceConfig,
+                                      description="memory checks before local models load")
     ewma_alpha: float = Field(0.3, gt=0, le=1, description="fastest: weight of the newest latency sample")
     explore: float = Field(0.1, ge=0, le=1, description="fastest: chance of trying a non-fastest model first")
 

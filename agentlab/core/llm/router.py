@@ -59,7 +59,8 @@ class Router:
         self.rng = rng or random.Random()
         self.secrets = secrets if secrets is not None else []
         if providers is None:
-            providers = {name: build_provider(name, cfg, self.secrets) for name, cfg in config.providers.items()}
+            providers = {name: build_provider(name, cfg, self.secrets, config.resources)
+                         for name, cfg in config.providers.items()}
         self.providers = providers
         self._models: dict[str, tuple[Provider, ModelConfig]] = {}
         for name, mcfg in config.models.items():
@@ -81,7 +82,8 @@ class Router:
                     secrets: list[str] | None = None, *, rng: random.Random | None = None) -> Router:
         """Build every provider of ``config``; API keys read from the environment are appended to ``secrets``."""
         secrets = secrets if secrets is not None else []
-        providers = {name: build_provider(name, cfg, secrets) for name, cfg in config.providers.items()}
+        providers = {name: build_provider(name, cfg, secrets, config.resources)
+                     for name, cfg in config.providers.items()}
         return cls(config, providers, on_event, rng=rng, secrets=secrets)
 
     @classmethod

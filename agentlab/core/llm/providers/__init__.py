@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError
-from agentlab.core.llm.config import OpenAIProviderConfig, ProviderConfig, ScriptedProviderConfig
+from agentlab.core.llm.config import (
+    HFProviderConfig,
+    LlamaCppProviderConfig,
+    OpenAIProviderConfig,
+    ProviderConfig,
+    ResourceConfig,
+    ScriptedProviderConfig,
+)
 from agentlab.core.llm.types import Provider
 
 from .scripted import ScriptedProvider
@@ -12,12 +19,15 @@ from .scripted import ScriptedProvider
 __all__ = ["build_provider", "ScriptedProvider"]
 
 
-def build_provider(name: str, cfg: ProviderConfig, secrets: list[str] | None = None) -> Provider:
+def build_provider(name: str, cfg: ProviderConfig, secrets: list[str] | None = None,
+                   resources: ResourceConfig | None = None) -> Provider:
     """A provider for one ``providers.<name>`` entry.
 
     For HTTP providers the API key is read from ``cfg.api_key_env`` (environment, then ``.env``) and appended to
     ``secrets`` so run folders can scrub it. A missing key does not fail here: the provider reports a clear auth
-    error when it is called, so a config with one unusable provider still serves the others.
+    error when it is called, so a config with one unusable provider still serves the others. Local providers load
+    nothing here either: a model loads (once per process) on its first request, after a memory check against
+    ``resources``.
     """
     if isinstance(cfg, OpenAIProviderConfig):
         # Lazy: keeps httpx out of commands that only use local or scripted models.
@@ -30,5 +40,13 @@ def build_provider(name: str, cfg: ProviderConfig, secrets: list[str] | None = N
                               max_connections=cfg.max_connections, api_key_env=cfg.api_key_env)
     if isinstance(cfg, ScriptedProviderConfig):
         return ScriptedProvider(name, replies=list(cfg.replies), latency_s=cfg.latency_s)
+    if isinstance(cfg, LlamaCppProviderConfig):
+        from .llama_cpp import LlamaCppProvider  # lazy: llama_cpp loads a shared library
+
+        return LlamaCppProvider(name, cfg, resources or ResourceConfig())
+    if isinstance(cfg, HFProviderConfig):
+        from .hf import HFProvider  # lazy: torch and transformers
+
+        return HFProvider(name, cfg, resources or ResourceConfig())
     raise ConfigError(f"providers.{name}: unsupported provider kind '{getattr(cfg, 'kind', type(cfg).__name__)}'",
-                      hint="use one of: openai, scripted")
+                      hint="use one of: openai, llama_cpp, hf, scripted")

@@ -1,0 +1,549 @@
+"""In-process transformers provider: a local HF causal LM (+ PEFT LoRA adapters) with micro-batched generation.
+
+A model's ``model`` is a local model folder (relative paths resolve against ``models_directory``, else the cwd). The
+base model, its tokenizer and every configured adapter load once per process (see :func:`load_count`) and are shared
+by every provider and router that asks for the same folder, device, dtype, quantization and adapter set.
+
+Concurrent ``generate`` calls are gathered for up to ``batch_wait_ms`` (at most ``max_batch_size``) and generated
+together, left-padded, when their adapter and sampling settings match; ``max_tokens``, ``stop`` and timeouts stay per
+request (each row stops on its own); a batch also stays open while the model is busy with the previous one. A
+temperature of None or 0 is greedy; otherwise sampling with ``temperature``/``top_p``, seeded by ``seed`` when given
+(a seed reproduces a request sent alone; inside a batch the draws depend on its other rows). Stop strings end a row
+early and are cut from the text; ``completion_tokens`` counts generated tokens, eos included, padding never.
+A request picks an adapter with the param ``adapter`` (GenParams.extra); without
+one the base model answers with the adapters disabled. ``json_schema`` is not enforced here: the router's structured
+repair loop validates and repairs the output instead.
+
+torch, transformers and peft are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import AgentlabError, LLMError
+from agentlab.core.llm import resources
+from agentlab.core.llm.config import HFProviderConfig, ResourceConfig
+from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
+
+__all__ = ["HFProvider", "load_count", "unload_all"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 256
+MAKE_TINY_HINT = "make one with `agentlab models make-tiny DIR`, or point `model` at a save_pretrained folder"
+
+_CACHE: dict[tuple[Any, ...], _Loaded] = {}
+_CACHE_LOCK = threading.Lock()  # one load at a time: two first requests must not both load the same model
+_LOADS = 0
+
+
+def load_count() -> int:
+    """How many times a base model was loaded in this process (tests check that the cache works)."""
+    return _LOADS
+
+
+def unload_all() -> None:
+    """Drop every cached model (tests; freeing memory between experiments)."""
+    with _CACHE_LOCK:
+        keys, entries = list(_CACHE), list(_CACHE.values())
+        _CACHE.clear()
+    for key in keys:
+        resources.unregister_loaded(key)
+    del entries
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+@dataclass
+class _Loaded:
+    """One cached model: the (possibly PEFT-wrapped) model, its tokenizer and a lock that serializes generation
+    (the active adapter is model-wide state, and one forward at a time is all a device does well anyway)."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    adapters: tuple[str, ...]
+    eos_ids: frozenset[int]
+    pad_id: int
+    n_ctx: int | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Request:
+    """One chat request inside a batch. ``cancelled`` is set from the event loop and read by the worker thread."""
+
+    ids: list[int]
+    max_new: int
+    stops: list[str]
+    deadline: float  # time.monotonic()
+    future: asyncio.Future | None = None
+    cancelled: bool = False
+    new_ids: list[int] = field(default_factory=list)
+    finish: str | None = None  # stop | length | timeout | cancelled
+    batch_size: int = 0
+
+
+@dataclass
+class _Sampling:
+    """Settings that must match for requests to share a batch."""
+
+    adapter: str | None
+    do_sample: bool
+    temperature: float | None
+    top_p: float | None
+    seed: int | None
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.adapter, self.do_sample, self.temperature, self.top_p, self.seed)
+
+
+@dataclass
+class _Batch:
+    requests: list[_Request] = field(default_factory=list)
+    full: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class HFProvider:
+    """Implements the ``Provider`` protocol on in-process transformers models."""
+
+    supports_stream = True
+
+    def __init__(self, name: str, cfg: HFProviderConfig, resources: ResourceConfig | None = None):
+        self.name = name
+        self.cfg = cfg
+        self.resources = resources or ResourceConfig()
+        # Size of each batch generated (newest last, bounded): tests and llm-bench see whether batching happens.
+        self.batch_sizes: deque[int] = deque(maxlen=10_000)
+        self._open: dict[tuple[Any, ...], _Batch] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._gates: dict[tuple[int, int], asyncio.Lock] = {}  # (loop, model): one batch in flight at a time
+
+    # ------------------------------------------------------------------ Provider protocol
+
+    async def generate(self, model: str, messages: Messages, params: GenParams, timeout_s: float) -> Completion:
+        """Answer one chat request; concurrent requests with matching settings are generated as one batch."""
+        start = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        loaded = await self._loaded(model, timeout_s, deadline)
+        sampling = self._sampling(loaded, model, params)
+        req = self._request(loaded, model, messages, params, deadline)
+        loop = asyncio.get_running_loop()
+        req.future = loop.create_future()
+        self._enqueue(loop, loaded, sampling, req)
+        try:
+            done, _ = await asyncio.wait({req.future}, timeout=max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            req.cancelled = True  # our caller gave up: the worker drops the row at its next step
+            raise
+        if not done:
+            req.cancelled = True
+            raise _timeout(model, timeout_s)
+        req.future.result()  # re-raises the batch's failure
+        if req.finish == "timeout":
+            raise _timeout(model, timeout_s)
+        text, finish = _finish_text(loaded.tokenizer, req)
+        return Completion(text=text, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
+                          latency_s=time.perf_counter() - start, finish_reason=finish,
+                          raw={"batch_size": req.batch_size, "adapter": sampling.adapter})
+
+    async def stream(
+        self, model: str, messages: Messages, params: GenParams, timeout_s: float
+    ) -> AsyncIterator[StreamDelta | Completion]:
+        """Stream one request (never batched) through transformers' TextIteratorStreamer; stop strings are held
+        back until they can no longer start a stop string, so no delta is ever taken back."""
+        start = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        loaded = await self._loaded(model, timeout_s, deadline)
+        sampling = self._sampling(loaded, model, params)
+        req = self._request(loaded, model, messages, params, deadline)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        streamer = _async_streamer(loaded.tokenizer, loop, queue)
+        work = loop.run_in_executor(None, _generate, loaded, [req], sampling, streamer)
+        # A failed generate never calls streamer.end(); a consumer that left early never awaits `work`.
+        work.add_done_callback(lambda done: (_put(loop, queue, None), _consume(done)))
+        holdback = max((len(s) for s in req.stops), default=1) - 1
+        held, out, ttft, stopped = "", "", None, False
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    raise _timeout(model, timeout_s) from None
+                if item is None:
+                    break
+                held += item
+                cut = _first_stop(held, req.stops)
+                if cut is not None:
+                    held, stopped = held[:cut], True
+                    req.cancelled = True  # nothing after the stop string is wanted: end generation now
+                    break
+                if len(held) > holdback:
+                    chunk, held = held[: len(held) - holdback], held[len(held) - holdback:]
+                    ttft = ttft if ttft is not None else time.perf_counter() - start
+                    out += chunk
+                    yield StreamDelta(chunk)
+            await work  # re-raises a failed generate
+            if req.finish == "timeout":
+                raise _timeout(model, timeout_s)
+            if held:
+                ttft = ttft if ttft is not None else time.perf_counter() - start
+                out += held
+                yield StreamDelta(held)
+            finish = "stop" if stopped or req.finish in ("stop", "cancelled") else "length"
+            yield Completion(text=out, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
+                             latency_s=time.perf_counter() - start, ttft_s=ttft, finish_reason=finish,
+                             raw={"batch_size": 1, "adapter": sampling.adapter})
+        finally:
+            req.cancelled = True
+
+    async def aclose(self) -> None:
+        """Models stay cached for other providers of this process; :func:`unload_all` frees them."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ------------------------------------------------------------------ request preparation
+
+    def _path(self, model: str) -> Path:
+        path = Path(model).expanduser()
+        if not path.is_absolute():
+            path = Path(self.cfg.models_directory).expanduser() / path if self.cfg.models_directory else path
+        if not (path / "config.json").is_file():
+            what = "not found" if not path.exists() else "is not a transformers model folder (no config.json)"
+            raise LLMError(f"{self.name}: model folder {path} {what}", "unavailable", model=model, hint=MAKE_TINY_HINT)
+        return path.resolve()
+
+    def _device_dtype(self, model: str) -> tuple[str, str]:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        device = self.cfg.device if self.cfg.device != "auto" else ("cuda" if cuda else "cpu")
+        if device == "cuda" and not cuda:
+            raise LLMError(f"{self.name}: device 'cuda' requested but CUDA is not available", "unavailable",
+                           model=model, hint="set device: auto (or cpu) for this provider, or install a CUDA torch")
+        if self.cfg.load_in_4bit and device != "cuda":
+            raise LLMError(f"{self.name}: load_in_4bit needs CUDA (bitsandbytes 4-bit kernels), but the device is "
+                           f"{device}", "unavailable", model=model,
+                           hint="set load_in_4bit: false for this provider, or run on a CUDA GPU")
+        dtype = self.cfg.dtype if self.cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+        return device, dtype
+
+    async def _loaded(self, model: str, timeout_s: float, deadline: float) -> _Loaded:
+        path = self._path(model)
+        device, dtype = self._device_dtype(model)
+        adapters = tuple(sorted((name, str(self._adapter_path(name, folder, model)))
+                                for name, folder in self.cfg.adapters.items()))
+        key = (str(path), device, dtype, self.cfg.load_in_4bit, adapters)
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        # Loading takes seconds to minutes, so it runs off the event loop. The request stops waiting at its deadline
+        # but the load goes on and lands in the cache: a retry waits for it (on _CACHE_LOCK) instead of restarting.
+        loading = asyncio.get_running_loop().run_in_executor(None, self._load, key, model)
+        try:
+            return await asyncio.wait_for(asyncio.shield(loading), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            loading.add_done_callback(_consume)  # an error after we left must not be logged as "never retrieved"
+            raise LLMError(f"{model}: still loading the model after {timeout_s:.3g}s", "timeout", model=model,
+                           hint="retry: the load goes on in the background; or raise timeout_s") from None
+
+    def _adapter_path(self, name: str, folder: str, model: str) -> Path:
+        path = Path(folder).expanduser()
+        if not (path / "adapter_config.json").is_file():
+            raise LLMError(f"{self.name}: adapter '{name}' folder {path} has no adapter_config.json", "unavailable",
+                           model=model, hint="train one with `agentlab train-persona`, or fix adapters in the config")
+        return path.resolve()
+
+    def _load(self, key: tuple[Any, ...], model: str) -> _Loaded:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+            path, device, dtype, four_bit, adapters = key
+            # Refuse a model that will not fit before any weight is read. The KV part of the estimate is one
+            # sequence at the model's full context: the dynamic cache of a batch of short chats stays below it.
+            estimate = resources.estimate_hf(path, dtype=dtype, load_in_4bit=four_bit, device=device, name=model)
+            resources.check_fits([estimate], self.resources)  # ResourceError: an LLMError of kind unavailable
+            start = time.perf_counter()
+            try:
+                entry = _load_model(path, device, dtype, four_bit, adapters)
+            except AgentlabError:
+                raise
+            except Exception as exc:  # transformers/peft raise many types for unreadable or mismatched weights
+                raise LLMError(f"{self.name}: could not load {path}: {exc}", "unavailable", model=model,
+                               hint="check the folder loads with AutoModelForCausalLM.from_pretrained") from exc
+            resources.register_loaded(estimate, key)
+            log.info("loaded %s on %s (%s%s, %d adapters) in %.1fs", path, device, dtype, ", 4-bit" if four_bit else "",
+                     len(adapters), time.perf_counter() - start)
+            global _LOADS
+            _LOADS += 1
+            _CACHE[key] = entry
+            return entry
+
+    def _sampling(self, loaded: _Loaded, model: str, params: GenParams) -> _Sampling:
+        adapter = params.extra.get("adapter")
+        if adapter is not None and adapter not in loaded.adapters:
+            known = ", ".join(loaded.adapters) or "none configured"
+            raise LLMError(f"{self.name}: unknown adapter '{adapter}' (known: {known})", "bad_request", model=model,
+                           hint=f"use one of the adapters of providers.{self.name}.adapters, or drop the param")
+        greedy = not params.temperature  # None or 0
+        return _Sampling(adapter, not greedy, None if greedy else float(params.temperature),
+                         None if greedy or params.top_p is None else float(params.top_p),
+                         None if greedy else params.seed)
+
+    def _request(self, loaded: _Loaded, model: str, messages: Messages, params: GenParams,
+                 deadline: float) -> _Request:
+        try:
+            ids = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                       return_dict=False)
+        except Exception as exc:  # jinja errors: a missing template, a role the template rejects
+            raise LLMError(f"{self.name}: chat template failed: {exc}", "bad_request", model=model,
+                           hint="the model folder needs a tokenizer chat template that accepts these roles") from exc
+        max_new = params.max_tokens if params.max_tokens is not None else DEFAULT_MAX_TOKENS
+        if loaded.n_ctx is not None:
+            if len(ids) >= loaded.n_ctx:
+                raise LLMError(f"{self.name}: prompt of {len(ids)} tokens does not fit the context of {loaded.n_ctx}",
+                               "bad_request", model=model, hint="shorten the prompt or use a longer-context model")
+            max_new = min(max_new, loaded.n_ctx - len(ids))
+        return _Request(list(ids), max(1, max_new), [s for s in params.stop or [] if s], deadline)
+
+    # ------------------------------------------------------------------ micro-batching
+
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, loaded: _Loaded, sampling: _Sampling, req: _Request) -> None:
+        """Join the open batch with the same settings, or open one; the first request schedules its run."""
+        key = (id(loop), id(loaded), sampling.key())
+        batch = self._open.get(key)
+        if batch is None:
+            batch = self._open[key] = _Batch()
+            task = loop.create_task(self._run_batch(key, batch, loaded, sampling))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        batch.requests.append(req)
+        if len(batch.requests) >= self.cfg.max_batch_size:
+            self._open.pop(key, None)
+            batch.full.set()
+
+    async def _run_batch(self, key: tuple[Any, ...], batch: _Batch, loaded: _Loaded, sampling: _Sampling) -> None:
+        try:
+            if self.cfg.batch_wait_ms > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(batch.full.wait(), self.cfg.batch_wait_ms / 1000)
+            else:
+                await asyncio.sleep(0)  # requests gathered in the same tick still join
+            loop = asyncio.get_running_loop()
+            # The batch stays open while the model is busy with the previous one, so under load batches fill up
+            # instead of queueing behind the model one by one.
+            async with self._gates.setdefault((id(loop), id(loaded)), asyncio.Lock()):
+                if self._open.get(key) is batch:
+                    del self._open[key]
+                live = [r for r in batch.requests if not r.cancelled]
+                if live:
+                    self.batch_sizes.append(len(live))
+                    await loop.run_in_executor(None, _generate, loaded, live, sampling, None)
+            for req in batch.requests:
+                if req.future is not None and not req.future.done():
+                    req.future.set_result(None)
+        except BaseException as exc:
+            error = exc if isinstance(exc, LLMError) else LLMError(f"{self.name}: generation failed: {exc}",
+                                                                   "server_error")
+            for req in batch.requests:
+                if req.future is not None and not req.future.done():
+                    req.future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+
+
+# ---------------------------------------------------------------------- loading and generation (worker threads)
+
+
+def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tuple[tuple[str, str], ...]) -> _Loaded:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    if four_bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True)
+    if device == "cuda":
+        # Straight onto the GPU (accelerate): a CPU copy first would need the whole model in RAM too.
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if device != "cuda":
+        model = model.to(device)
+    if adapters:
+        from peft import PeftModel
+
+        (first, first_path), *rest = adapters
+        model = PeftModel.from_pretrained(model, first_path, adapter_name=first)
+        for name, folder in rest:
+            model.load_adapter(folder, adapter_name=name)
+    model.eval()
+    gen_eos = model.generation_config.eos_token_id
+    eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        eos.add(tokenizer.eos_token_id)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return _Loaded(model, tokenizer, device, tuple(name for name, _ in adapters), frozenset(eos), pad,
+                   getattr(config, "max_position_embeddings", None))
+
+
+def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, streamer: Any) -> None:
+    """Generate every request of ``reqs`` in one left-padded batch; results go into the requests."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    with loaded.lock, torch.inference_mode():
+        now = time.monotonic()
+        for req in reqs:  # waited too long for the lock (another batch was running)
+            if req.deadline <= now:
+                req.finish = "timeout"
+        live = [r for r in reqs if r.finish is None and not r.cancelled]
+        if not live:
+            return
+        width = max(len(r.ids) for r in live)
+        ids = torch.tensor([[loaded.pad_id] * (width - len(r.ids)) + r.ids for r in live], device=loaded.device)
+        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in live], device=loaded.device)
+        kwargs: dict[str, Any] = {"do_sample": sampling.do_sample}
+        if sampling.do_sample:
+            kwargs["temperature"] = sampling.temperature
+            if sampling.top_p is not None:
+                kwargs["top_p"] = sampling.top_p
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)  # seeds CUDA too; a batch's draws depend on its composition
+        stop = _row_stop_class()(live, width, loaded)
+        with _adapter(loaded, sampling.adapter):
+            out = loaded.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_new for r in live),
+                pad_token_id=loaded.pad_id, eos_token_id=sorted(loaded.eos_ids),
+                stopping_criteria=StoppingCriteriaList([stop]), streamer=streamer, **kwargs)
+        for i, req in enumerate(live):
+            n_new, finish = stop.done[i] or (out.shape[1] - width, "length")
+            req.new_ids = out[i, width:width + n_new].tolist()
+            req.finish = finish
+            req.batch_size = len(live)
+
+
+@contextlib.contextmanager
+def _adapter(loaded: _Loaded, name: str | None) -> Iterator[None]:
+    if not loaded.adapters:
+        yield
+    elif name is None:
+        with loaded.model.disable_adapter():
+            yield
+    else:
+        loaded.model.set_adapter(name, inference_mode=True)
+        yield
+
+
+@functools.cache
+def _row_stop_class() -> type:
+    """Built on first use so that importing this module does not import transformers."""
+    from transformers import StoppingCriteria
+
+    class RowStop(StoppingCriteria):
+        """Per-row end of generation: eos, a stop string, the row's own max_tokens, its deadline, or cancellation.
+        Records where each row ended, so padding after it is never counted or decoded."""
+
+        def __init__(self, reqs: list[_Request], width: int, loaded: _Loaded):
+            self.reqs, self.width, self.loaded = reqs, width, loaded
+            self.done: list[tuple[int, str] | None] = [None] * len(reqs)
+            longest = max((len(s) for r in reqs for s in r.stops), default=0)
+            self.tail = 4 * longest + 2  # tokens to decode: every token is at least one byte
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            n_new = input_ids.shape[1] - self.width
+            now = time.monotonic()
+            last = input_ids[:, -1].tolist()
+            for i, req in enumerate(self.reqs):
+                if self.done[i] is None:
+                    self.done[i] = self._check(i, req, input_ids, n_new, last[i], now)
+            return torch.tensor([d is not None for d in self.done], device=input_ids.device)
+
+        def _check(self, i: int, req: _Request, input_ids: Any, n_new: int, last: int,
+                   now: float) -> tuple[int, str] | None:
+            if last in self.loaded.eos_ids:
+                return n_new, "stop"
+            if req.cancelled:
+                return n_new, "cancelled"
+            if req.stops:
+                start = max(self.width, input_ids.shape[1] - self.tail)
+                text = self.loaded.tokenizer.decode(input_ids[i, start:].tolist(), skip_special_tokens=True)
+                if _first_stop(text, req.stops) is not None:
+                    return n_new, "stop"
+            if n_new >= req.max_new:
+                return n_new, "length"
+            if now >= req.deadline:
+                return n_new, "timeout"
+            return None
+
+    return RowStop
+
+
+def _async_streamer(tokenizer: Any, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Any:
+    """A TextIteratorStreamer that hands text to an asyncio queue instead of a blocking one."""
+    from transformers import TextIteratorStreamer
+
+    class AsyncStreamer(TextIteratorStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                _put(loop, queue, text)
+            if stream_end:
+                _put(loop, queue, None)
+
+    return AsyncStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def _put(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item: str | None) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+
+# ---------------------------------------------------------------------- small helpers
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _finish_text(tokenizer: Any, req: _Request) -> tuple[str, str]:
+    text = tokenizer.decode(req.new_ids, skip_special_tokens=True)
+    cut = _first_stop(text, req.stops)
+    if cut is not None:
+        return text[:cut], "stop"
+    return text, "stop" if req.finish in ("stop", "cancelled") else "length"
+
+
+def _consume(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _timeout(model: str, timeout_s: float) -> LLMError:
+    return LLMError(f"{model}: no answer within {timeout_s:.3g}s", "timeout", model=model)

@@ -1,0 +1,466 @@
+"""In-process GGUF models through llama-cpp-python.
+
+A model's id (``ModelConfig.model``) is a GGUF path. Models load once per process and are shared by every provider
+and router: the cache key is the file plus everything that shapes the context (n_ctx as llama.cpp allocates it,
+GPU layers, threads, batch, KV type, seed). A llama.cpp context is not thread-safe, so each loaded model has a lock
+and requests to one model run one at a time, each in a worker thread so the event loop stays free.
+
+Before a model loads, its memory estimate is checked against the resource budget (``resources.check_fits``); a
+model that does not fit is refused with ``ResourceError`` and nothing is loaded.
+
+The prompt is rendered here with the GGUF's own chat template (the same formatter llama-cpp-python's chat handler
+builds from ``tokenizer.chat_template``) and tokenized once: that gives exact prompt token counts for streams and a
+context-length check before llama.cpp sees the prompt, which never silently truncates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import LLMError
+from agentlab.core.llm.config import LlamaCppProviderConfig, ResourceConfig
+from agentlab.core.llm.resources import (
+    QUANT_BLOCK,
+    allocated_n_ctx,
+    check_fits,
+    estimate_gguf,
+    gguf_dims,
+    register_loaded,
+    unregister_loaded,
+)
+from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
+
+log = logging.getLogger(__name__)
+
+# ggml_type ids (ggml.h) for the KV cache element types of LlamaCppProviderConfig.cache_type.
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
+# Sampling knobs a model's `params` block may add beyond GenParams; anything else in `extra` is ignored.
+EXTRA_SAMPLING = ("top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
+# How long past its deadline a call waits for a worker stuck in a step that cannot stop early (one prompt-eval
+# decode) before reporting the timeout anyway; the worker still stops at its next token.
+_GRACE_S = 1.0
+
+
+@dataclass
+class LoadedModel:
+    """One llama.cpp model in the process-wide cache."""
+
+    key: tuple[Any, ...]
+    path: str
+    llm: Any  # llama_cpp.Llama
+    lock: threading.Lock
+    formatter: Any  # a llama_chat_format ChatFormatter
+    n_ctx: int
+    on_token: Callable[[int], None] | None = None  # the running request's token hook (see _tap_sampling)
+    # Every request to this model runs on this one long-lived thread (they are serialised by `lock` anyway).
+    # asyncio's default executor belongs to an event loop, and each `asyncio.run` (a pipeline run, a sync router
+    # call) would start fresh threads whose first llama.cpp calls run measurably slower (benchmarks/
+    # pipeline_overhead.py: ~5% of generation time at the default size).
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp"))
+
+
+_cache: dict[tuple[Any, ...], LoadedModel] = {}
+_cache_lock = threading.Lock()  # held while loading too: two first requests must not load the same model twice
+_loads = 0
+_warned_no_gpu = False
+
+
+def load_count() -> int:
+    """How many llama.cpp models this process has loaded (tests and benchmarks prove "loaded once" with it)."""
+    return _loads
+
+
+def loaded_models() -> list[LoadedModel]:
+    with _cache_lock:
+        return list(_cache.values())
+
+
+def unload_all() -> None:
+    """Free every cached model (tests; a long-lived process switching model sets)."""
+    with _cache_lock:
+        items = list(_cache.values())
+        _cache.clear()
+    for item in items:
+        with item.lock:
+            item.llm.close()
+        item.executor.shutdown(wait=False)
+        unregister_loaded(item.key)
+
+
+class _Job:
+    """One request's deadline, cancellation and context bound, checked by llama.cpp's stopping criteria after
+    every sampled token."""
+
+    def __init__(self, timeout_s: float, n_ctx: int):
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self.n_ctx = n_ctx
+        self.cancelled = False
+        self.timed_out = False
+        self.context_full = False
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def should_stop(self, input_ids: Any, _logits: Any = None) -> bool:
+        # llama-cpp-python checks max_tokens only between complete UTF-8 characters, so a run of split characters
+        # can overshoot the context it capped max_tokens to, and the next decode would fail ("failed to find a
+        # memory slot"): stop when every cell is used, as a length cut.
+        if len(input_ids) >= self.n_ctx:
+            self.context_full = True
+        if not self.timed_out and self.remaining() <= 0:
+            self.timed_out = True
+        return self.cancelled or self.timed_out or self.context_full
+
+
+class LlamaCppProvider:
+    """Implements the ``Provider`` protocol on llama-cpp-python; see the module docstring."""
+
+    supports_stream = True
+
+    def __init__(self, name: str, cfg: LlamaCppProviderConfig, resources: ResourceConfig | None = None):
+        self.name = name
+        self.cfg = cfg
+        self.resources = resources or ResourceConfig()
+
+    # ------------------------------------------------------------------ loading
+
+    def resolve(self, model: str) -> Path:
+        """The GGUF file for a model id: relative ids resolve against ``models_directory`` (else the cwd)."""
+        path = Path(model).expanduser()
+        if not path.is_absolute() and self.cfg.models_directory:
+            path = Path(self.cfg.models_directory).expanduser() / path
+        if not path.is_file():
+            where = f"models_directory {self.cfg.models_directory}" if self.cfg.models_directory else "the cwd"
+            raise LLMError(f"{model}: GGUF file not found: {path.absolute()}", "unavailable", model=model,
+                           hint=f"fix the model path (relative paths resolve against {where}), or make a test model "
+                           "with `agentlab models make-tiny DIR`")
+        return path.resolve()
+
+    def _gpu_layers(self) -> int:
+        """n_gpu_layers as llama.cpp will honour it: 0 on a build without GPU offload (with a warning, once)."""
+        global _warned_no_gpu
+        if self.cfg.n_gpu_layers == 0:
+            return 0
+        import llama_cpp
+
+        if llama_cpp.llama_supports_gpu_offload():
+            return self.cfg.n_gpu_layers
+        if not _warned_no_gpu:
+            _warned_no_gpu = True
+            log.warning("n_gpu_layers=%s but this llama-cpp-python build has no GPU offload: models run on the CPU "
+                        "(install a CUDA build: CMAKE_ARGS=-DGGML_CUDA=on pip install llama-cpp-python)",
+                        self.cfg.n_gpu_layers)
+        return 0
+
+    def load(self, model: str) -> LoadedModel:
+        """The cached model for ``model``, loading it (after the memory check) on first use. Blocking."""
+        global _loads
+        path = self.resolve(model)
+        cfg, n_gpu_layers = self.cfg, self._gpu_layers()
+        n_ctx = allocated_n_ctx(cfg.n_ctx)
+        key = (str(path), n_ctx, n_gpu_layers, cfg.n_threads, cfg.n_batch, cfg.cache_type, cfg.seed)
+        with _cache_lock:
+            if key in _cache:
+                return _cache[key]
+            self._check_cache_type(model, path)
+            estimate = estimate_gguf(path, n_ctx, cfg.cache_type, n_gpu_layers, name=model, n_batch=cfg.n_batch)
+            check_fits([estimate], self.resources)  # raises ResourceError before anything is loaded
+            llm = self._construct(model, path, n_ctx, n_gpu_layers)
+            loaded = LoadedModel(key, str(path), llm, threading.Lock(), _formatter(llm, model), llm.n_ctx())
+            _tap_sampling(loaded)
+            _cache[key] = loaded
+            _loads += 1
+            register_loaded(estimate, key)
+        log.info("loaded %s (%s)", path, estimate.describe())
+        return loaded
+
+    def _check_cache_type(self, model: str, path: Path) -> None:
+        block = QUANT_BLOCK.get(self.cfg.cache_type)
+        if block is None:
+            return
+        dims = gguf_dims(path)
+        if dims["k_dim"] % block or dims["v_dim"] % block:
+            raise LLMError(f"{model}: cache_type {self.cfg.cache_type} needs attention heads of a multiple of {block} "
+                           f"dims, this model's are {dims['k_dim']}", "unavailable", model=model,
+                           hint=f"set providers.{self.name}.cache_type to f16 (or f32)")
+
+    def _construct(self, model: str, path: Path, n_ctx: int, n_gpu_layers: int) -> Any:
+        import llama_cpp
+
+        cfg = self.cfg
+        ggml_type = GGML_TYPES[cfg.cache_type]
+        try:
+            return llama_cpp.Llama(
+                model_path=str(path), n_ctx=n_ctx, n_batch=cfg.n_batch, n_threads=cfg.n_threads,
+                n_gpu_layers=n_gpu_layers, seed=cfg.seed, type_k=ggml_type, type_v=ggml_type,
+                # llama.cpp stores a quantized V cache only with flash attention; f16/f32 keep the plain path, whose
+                # logits track transformers most closely.
+                flash_attn=cfg.cache_type in QUANT_BLOCK, logits_all=False, verbose=False,
+            )
+        except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with llama.cpp's reason lost
+            raise LLMError(f"{model}: llama.cpp could not load {path} ({exc})", "unavailable", model=model,
+                           hint="check that the file is a complete GGUF this llama-cpp-python supports; load it "
+                           "with llama_cpp.Llama(path, verbose=True) to see llama.cpp's log") from exc
+
+    async def preload(self, model: str) -> None:
+        """Load ``model`` now (e.g. before timing it): the first request would otherwise pay for the load."""
+        await asyncio.to_thread(self.load, model)
+
+    # ------------------------------------------------------------------ requests
+
+    def _prepare(self, loaded: LoadedModel, model: str, messages: Messages,
+                 params: GenParams) -> tuple[list[int], dict[str, Any]]:
+        """Render and tokenize the prompt, check it against n_ctx, and build create_completion's arguments."""
+        try:
+            rendered = loaded.formatter(messages=messages)
+        except Exception as exc:  # jinja raises on roles or shapes the template rejects
+            raise LLMError(f"{model}: the chat template rejected the messages ({exc})", "bad_request", model=model,
+                           hint="check the message roles and their order for this model's template") from exc
+        tokens = loaded.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
+                                     special=True)
+        n_ctx = loaded.n_ctx
+        if len(tokens) >= n_ctx:
+            raise LLMError(f"{model}: the prompt is {len(tokens)} tokens but n_ctx is {n_ctx}", "context_length",
+                           model=model, hint=f"raise providers.{self.name}.n_ctx above {len(tokens)} or shorten the "
+                           "input")
+        if params.max_tokens is not None and len(tokens) + params.max_tokens > n_ctx:
+            log.warning("%s: prompt (%d tokens) + max_tokens (%d) exceed n_ctx %d: the answer will be cut at %d "
+                        "tokens", model, len(tokens), params.max_tokens, n_ctx, n_ctx - len(tokens))
+        stop = list(params.stop or [])
+        if rendered.stop:
+            stop += [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop)
+        kwargs: dict[str, Any] = {"max_tokens": params.max_tokens, "stop": stop,
+                                  "seed": params.seed if params.seed is not None else self.cfg.seed}
+        if params.temperature is not None:
+            kwargs["temperature"] = params.temperature
+        if params.top_p is not None:
+            kwargs["top_p"] = params.top_p
+        kwargs.update({k: params.extra[k] for k in EXTRA_SAMPLING if k in params.extra})
+        if params.json_schema:
+            kwargs["grammar"] = _grammar(params.json_schema.get("schema") or {})
+        return tokens, kwargs
+
+    def _run(self, loaded: LoadedModel, model: str, messages: Messages, params: GenParams, job: _Job,
+             on_text: Callable[[str], None] | None = None) -> tuple[str, str | None, Usage]:
+        """Generate under the model's lock in the calling (worker) thread; returns text, finish reason, usage.
+
+        With ``on_text`` the answer is also passed on piece by piece as tokens are sampled (see ``_StreamText``);
+        the pieces always add up to the returned text.
+        """
+        from llama_cpp import StoppingCriteriaList
+
+        if not loaded.lock.acquire(timeout=max(job.remaining(), 0)):
+            job.timed_out = True
+            raise _timeout(model, job, "waiting for the model (another request holds it)")
+        streamer = None
+        try:
+            tokens, kwargs = self._prepare(loaded, model, messages, params)
+            if on_text is not None:
+                streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
+                loaded.on_token = streamer.add_token
+            try:
+                out = loaded.llm.create_completion(tokens, stopping_criteria=StoppingCriteriaList([job.should_stop]),
+                                                   **kwargs)
+            except Exception as exc:  # llama_decode / grammar failures surface as RuntimeError or ValueError
+                raise LLMError(f"{model}: llama.cpp failed while generating ({exc})", "server_error", model=model,
+                               hint="retry; if it persists, load the model with verbose=True to see llama.cpp's "
+                               "log") from exc
+        finally:
+            loaded.on_token = None
+            loaded.lock.release()
+        choice, usage = out["choices"][0], out["usage"]
+        if job.timed_out:
+            raise _timeout(model, job, f"after {usage['completion_tokens']} tokens")
+        text = choice["text"] if streamer is None else streamer.finish(choice["text"])
+        finish = "length" if job.context_full else choice["finish_reason"]
+        return text, finish, Usage(usage["prompt_tokens"], usage["completion_tokens"])
+
+    async def generate(self, model: str, messages: Messages, params: GenParams, timeout_s: float) -> Completion:
+        """One completion; ``timeout_s`` bounds the request from the moment the model is loaded."""
+        loaded = await asyncio.to_thread(self.load, model)
+        start = time.perf_counter()
+        job = _Job(timeout_s, loaded.n_ctx)
+        try:
+            work = asyncio.get_running_loop().run_in_executor(
+                loaded.executor, self._run, loaded, model, messages, params, job)
+            text, finish, usage = await asyncio.wait_for(work, timeout_s + _GRACE_S)
+        except asyncio.TimeoutError:
+            job.cancelled = True
+            raise _timeout(model, job, "in a step llama.cpp cannot interrupt (prompt evaluation)") from None
+        return Completion(text=text, model=model, usage=usage, latency_s=time.perf_counter() - start,
+                          finish_reason=finish)
+
+    async def stream(self, model: str, messages: Messages, params: GenParams,
+                     timeout_s: float) -> AsyncIterator[StreamDelta | Completion]:
+        """Text deltas as llama.cpp produces them (bridged from a worker thread), then the final ``Completion``."""
+        loaded = await asyncio.to_thread(self.load, model)
+        start = time.perf_counter()
+        job = _Job(timeout_s, loaded.n_ctx)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def put(kind: str, payload: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, payload))
+            except RuntimeError:  # the consumer's loop is gone: stop generating for nobody
+                job.cancelled = True
+
+        def work() -> None:
+            try:
+                put("done", self._run(loaded, model, messages, params, job, on_text=lambda t: put("text", t)))
+            except BaseException as exc:  # handed to the consumer, which raises it in its own task
+                put("error", exc)
+
+        loop.run_in_executor(loaded.executor, work)
+        ttft: float | None = None
+        try:
+            while True:
+                try:
+                    kind, payload = await asyncio.wait_for(queue.get(), max(job.remaining(), 0) + _GRACE_S)
+                except asyncio.TimeoutError:
+                    raise _timeout(model, job, "in a step llama.cpp cannot interrupt (prompt evaluation)") from None
+                if kind == "text":
+                    if ttft is None:
+                        ttft = time.perf_counter() - start
+                    yield StreamDelta(payload)
+                elif kind == "error":
+                    raise payload
+                else:
+                    text, finish, usage = payload
+                    yield Completion(text=text, model=model, usage=usage, latency_s=time.perf_counter() - start,
+                                     ttft_s=ttft, finish_reason=finish)
+                    return
+        finally:
+            job.cancelled = True  # a consumer that stops early (or a timeout) frees the model at the next token
+
+    async def aclose(self) -> None:
+        """Nothing to do: loaded models are shared by the whole process (``unload_all`` frees them)."""
+
+
+def _timeout(model: str, job: _Job, during: str) -> LLMError:
+    return LLMError(f"{model}: no answer within {job.timeout_s:.3g}s ({during})", "timeout", model=model,
+                    hint="raise timeout_s, lower max_tokens, or use a smaller model")
+
+
+def _formatter(llm: Any, model: str) -> Any:
+    """The chat formatter llama-cpp-python's own handler would use: the GGUF's template, else its llama-2 fallback."""
+    from llama_cpp import llama_chat_format
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        log.warning("%s has no chat template in its GGUF metadata: using the llama-2 prompt format", model)
+        return llama_chat_format.format_llama2
+    eos, bos = llm.token_eos(), llm.token_bos()
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+        stop_token_ids=[eos],
+    )
+
+
+_grammars: dict[str, Any] = {}
+
+
+def _grammar(schema: dict[str, Any]) -> Any:
+    """A GBNF grammar constraining output to ``schema`` (cached: converting a schema costs milliseconds)."""
+    from llama_cpp import LlamaGrammar
+
+    text = json.dumps(schema, sort_keys=True)
+    if text not in _grammars:
+        _grammars[text] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    return _grammars[text]
+
+
+def _tap_sampling(loaded: LoadedModel) -> None:
+    """Pass every sampled token of the running request to ``loaded.on_token`` (streams).
+
+    llama-cpp-python's own stream mode decodes text differently from its non-streamed path (it can drop bytes of
+    characters split across tokens), so a stream's pieces would not add up to the answer. ``Llama.generate`` calls
+    ``self.sample`` once per token; wrapping it on this instance lets a stream see each token the moment it exists
+    while the completion itself runs the ordinary non-streamed path. The model lock makes ``on_token`` per request.
+    """
+    sample = loaded.llm.sample
+
+    def tapped(*args: Any, **kwargs: Any) -> int:
+        token = sample(*args, **kwargs)
+        if loaded.on_token is not None:
+            loaded.on_token(token)
+        return token
+
+    loaded.llm.sample = tapped
+
+
+class _StreamText:
+    """Turns sampled tokens into text pieces that are always a prefix of llama-cpp-python's final text.
+
+    Mirrors its non-streamed rules: pieces are concatenated bytes, decoded as UTF-8 ignoring invalid bytes, cut at
+    the first stop string, end-of-generation tokens dropped. A tail that could start a stop string is held back
+    until the next token decides it.
+    """
+
+    def __init__(self, llm: Any, stops: list[str], emit: Callable[[str], None]):
+        import llama_cpp
+
+        self._llm, self._emit = llm, emit
+        self._is_eog = lambda token: llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
+        self._stops = [s.encode("utf-8") for s in stops if s]
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self._buf = b""
+        self._sent = 0
+        self._stopped = False
+        self._first: bool | None = None  # whether the first token was BOS; None before the first token
+        self.text = ""
+
+    def add_token(self, token: int) -> None:
+        if self._stopped or self._is_eog(token) or self._llm.n_tokens >= self._llm.n_ctx():
+            return  # (a token sampled with the context full is dropped by _Job.should_stop)
+        if self._first is None:
+            self._first = token == self._llm.token_bos()
+        self._buf += self._llm.detokenize([token])
+        if self._first and self._buf:
+            # llama-cpp-python drops one leading space when an answer starts with BOS (a Llama-1 habit): so do we.
+            self._buf = self._buf.removeprefix(b" ")
+            self._first = False
+        if any(stop in self._buf for stop in self._stops):
+            self._stopped = True  # llama-cpp-python cuts here; finish() sends what is left before the stop
+            return
+        safe = len(self._buf) - self._held()
+        if safe > self._sent:
+            piece = self._decoder.decode(self._buf[self._sent : safe])
+            self._sent = safe
+            if piece:
+                self.text += piece
+                self._emit(piece)
+
+    def _held(self) -> int:
+        held = 0
+        for stop in self._stops:
+            for size in range(min(len(stop) - 1, len(self._buf)), held, -1):
+                if self._buf.endswith(stop[:size]):
+                    held = size
+                    break
+        return held
+
+    def finish(self, final: str) -> str:
+        """Send the rest of ``final``; returns the text the stream delivered (``final`` unless they diverged)."""
+        if not final.startswith(self.text):
+            log.warning("stream text diverged from llama.cpp's final text; keeping what was streamed")
+            return self.text
+        rest = final[len(self.text) :]
+        if rest:
+            self.text += rest
+            self._emit(rest)
+        return self.text

@@ -1,0 +1,224 @@
+"""The in-process llama.cpp provider on the tiny random GGUF: mechanics, not meaning (the model babbles)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from agentlab.core.errors import LLMError
+from agentlab.core.llm.config import LlamaCppProviderConfig, LLMConfig, ResourceConfig
+from agentlab.core.llm.providers import build_provider
+from agentlab.core.llm.providers import llama_cpp as lc
+from agentlab.core.llm.resources import ResourceError, loaded_estimates
+from agentlab.core.llm.router import Router
+from agentlab.core.llm.types import Completion, GenParams, StreamDelta
+
+MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say something about the sea."}]
+GREEDY = GenParams(temperature=0, max_tokens=24)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    lc.unload_all()
+    yield
+    lc.unload_all()
+
+
+def _provider(n_ctx: int = 512, **kwargs: object) -> lc.LlamaCppProvider:
+    return lc.LlamaCppProvider("local", LlamaCppProviderConfig(n_ctx=n_ctx, **kwargs), ResourceConfig())
+
+
+def _run(coro):  # noqa: ANN001, ANN202 - a tiny helper for sync tests
+    return asyncio.run(coro)
+
+
+async def _drain(provider: lc.LlamaCppProvider, model: str, params: GenParams,
+                 timeout_s: float = 30) -> tuple[list[str], Completion]:
+    deltas: list[str] = []
+    final: Completion | None = None
+    async for item in provider.stream(model, MSGS, params, timeout_s):
+        if isinstance(item, StreamDelta):
+            assert final is None, "a delta after the final completion"
+            deltas.append(item.text)
+        else:
+            final = item
+    assert final is not None
+    return deltas, final
+
+
+def test_generate_text_usage_and_chatml_prompt(tiny_model: dict[str, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    provider = build_provider("local", LlamaCppProviderConfig(n_ctx=512), resources=ResourceConfig())
+    assert isinstance(provider, lc.LlamaCppProvider)
+    out = _run(provider.generate(str(tiny_model["gguf"]), MSGS, GREEDY, 30))
+    assert isinstance(out.text, str) and out.model == str(tiny_model["gguf"])
+    assert out.finish_reason in ("stop", "length") and out.latency_s > 0
+    assert 0 < out.usage.completion_tokens <= 24 + 3  # llama-cpp-python may overshoot by a split character
+    # The prompt is the GGUF's ChatML template, tokenized like the HF tokenizer does it.
+    hf_tok = AutoTokenizer.from_pretrained(str(tiny_model["hf"]))
+    chatml = hf_tok.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True)
+    assert chatml.startswith("<|im_start|>system\n") and chatml.endswith("<|im_start|>assistant\n")
+    assert out.usage.prompt_tokens == len(hf_tok(chatml, add_special_tokens=False)["input_ids"])
+    # Greedy decoding is deterministic.
+    again = _run(provider.generate(str(tiny_model["gguf"]), MSGS, GREEDY, 30))
+    assert again.text == out.text and again.usage == out.usage
+
+
+def test_stream_deltas_add_up_to_the_final_text(tiny_model: dict[str, Path]) -> None:
+    provider, model = _provider(), str(tiny_model["gguf"])
+    plain = _run(provider.generate(model, MSGS, GREEDY, 30))
+    deltas, final = _run(_drain(provider, model, GREEDY))
+    assert deltas and "".join(deltas) == final.text == plain.text
+    assert final.usage == plain.usage and final.finish_reason == plain.finish_reason
+    assert final.ttft_s is not None and 0 < final.ttft_s <= final.latency_s
+    # Sampled, with stop strings the babble is likely to hit: still prefix-consistent, and equal to generate.
+    for seed in range(4):
+        params = GenParams(temperature=1.0, max_tokens=60, seed=seed, stop=["e ", "ow"])
+        deltas, final = _run(_drain(provider, model, params))
+        assert "".join(deltas) == final.text == _run(provider.generate(model, MSGS, params, 30)).text
+
+
+def test_loaded_once_across_providers_and_routers(tiny_model: dict[str, Path]) -> None:
+    lc.unload_all()
+    before = lc.load_count()
+    cfg = LLMConfig.model_validate({
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 512}},
+        "models": {"tiny": {"provider": "local", "model": str(tiny_model["gguf"]),
+                            "params": {"temperature": 0, "max_tokens": 8}}},
+    })
+
+    async def both() -> list[str]:
+        answers = []
+        for streamed in (False, True):
+            async with Router.from_config(cfg) as router:
+                routed = await router.generate(MSGS, stream=streamed)
+                assert (routed.completion.ttft_s is not None) == streamed
+                answers.append(routed.text)
+        return answers
+
+    first, second = _run(both())
+    _run(_provider().generate(str(tiny_model["gguf"]), MSGS, GREEDY, 30))  # a third, separate provider
+    assert lc.load_count() - before == 1 and first == second
+    assert [e.name for e in loaded_estimates()].count(str(tiny_model["gguf"])) == 1
+
+
+def test_relative_path_resolves_against_models_directory(tiny_model: dict[str, Path]) -> None:
+    provider = _provider(models_directory=str(tiny_model["gguf"].parent))
+    assert provider.resolve("model.gguf") == tiny_model["gguf"].resolve()
+    assert _run(provider.generate("model.gguf", MSGS, GREEDY, 30)).usage.completion_tokens > 0
+
+
+def test_missing_file_is_unavailable(in_tmp: Path) -> None:
+    with pytest.raises(LLMError) as info:
+        _run(_provider().generate("nope/missing.gguf", MSGS, GREEDY, 30))
+    assert info.value.kind == "unavailable" and not info.value.retryable
+    assert str(in_tmp / "nope" / "missing.gguf") in info.value.message and info.value.hint
+
+
+def test_over_budget_is_refused_before_loading(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    lc.unload_all()  # models loaded by earlier tests would count against the budget too
+    gguf = shutil.copy(tiny_model["gguf"], tmp_path / "big.gguf")  # a distinct file: not in the cache
+    provider = lc.LlamaCppProvider("local", LlamaCppProviderConfig(n_ctx=4096),
+                                   ResourceConfig(memory_budget_gb=0.01))
+    before, held = lc.load_count(), len(loaded_estimates())
+    with pytest.raises(ResourceError) as info:
+        _run(provider.generate(str(gguf), MSGS, GREEDY, 30))
+    assert lc.load_count() == before and len(loaded_estimates()) == held
+    assert str(gguf) in info.value.message and "at n_ctx 4096" in info.value.message
+    assert "would fit" in info.value.message and "n_ctx" in info.value.hint
+
+
+def test_quantized_cache_needs_block_sized_heads(tiny_model: dict[str, Path]) -> None:
+    before = lc.load_count()
+    with pytest.raises(LLMError, match="cache_type q8_0") as info:
+        _run(_provider(cache_type="q8_0").generate(str(tiny_model["gguf"]), MSGS, GREEDY, 30))
+    assert info.value.kind == "unavailable" and "f16" in info.value.hint and lc.load_count() == before
+
+
+def test_prompt_longer_than_n_ctx(tiny_model: dict[str, Path]) -> None:
+    long = [{"role": "user", "content": "the sea and the sky " * 200}]
+    with pytest.raises(LLMError) as info:
+        _run(_provider().generate(str(tiny_model["gguf"]), long, GREEDY, 30))
+    assert info.value.kind == "context_length" and not info.value.retryable
+    assert "n_ctx is 512" in info.value.message and "n_ctx" in info.value.hint
+
+
+def test_answer_cut_at_n_ctx_warns(tiny_model: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    # Greedy babble on this model runs into split UTF-8 characters near the end of the context, where
+    # llama-cpp-python alone would decode past n_ctx and fail: the answer must end as a clean length cut.
+    provider, model, params = _provider(), str(tiny_model["gguf"]), GenParams(temperature=0, max_tokens=600)
+    with caplog.at_level(logging.WARNING, logger=lc.__name__):
+        out = _run(provider.generate(model, MSGS, params, 60))
+    assert "will be cut" in caplog.text
+    assert out.finish_reason == "length" and out.usage.prompt_tokens + out.usage.completion_tokens <= 512
+    deltas, final = _run(_drain(provider, model, params, timeout_s=60))
+    assert "".join(deltas) == final.text == out.text and final.finish_reason == "length"
+
+
+def test_timeout(tiny_model: dict[str, Path]) -> None:
+    provider, model = _provider(), str(tiny_model["gguf"])
+    provider.load(model)  # the load itself is not part of a request's time
+    params = GenParams(temperature=1.0, max_tokens=400)
+    with pytest.raises(LLMError) as info:
+        _run(provider.generate(model, MSGS, params, 1e-4))
+    assert info.value.kind == "timeout" and info.value.retryable
+    with pytest.raises(LLMError) as info:
+        _run(_drain(provider, model, params, timeout_s=1e-4))
+    assert info.value.kind == "timeout"
+    # The model is free again afterwards.
+    assert _run(provider.generate(model, MSGS, GREEDY, 30)).text
+
+
+def test_concurrent_requests_and_early_stream_exit(tiny_model: dict[str, Path]) -> None:
+    provider, model = _provider(), str(tiny_model["gguf"])
+
+    async def scenario() -> list[Completion]:
+        async for item in provider.stream(model, MSGS, GenParams(temperature=1.0, max_tokens=400), 30):
+            assert isinstance(item, StreamDelta)
+            break  # leaving early must stop generation and free the model
+        return await asyncio.gather(*(provider.generate(model, MSGS, GREEDY, 30) for _ in range(3)))
+
+    outs = _run(asyncio.wait_for(scenario(), 30))
+    assert len({o.text for o in outs}) == 1
+
+
+def test_gpu_layers_without_gpu_build_warns(tiny_model: dict[str, Path], caplog: pytest.LogCaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama-cpp-python build offloads to a GPU")
+    monkeypatch.setattr(lc, "_warned_no_gpu", False)
+    with caplog.at_level(logging.WARNING, logger=lc.__name__):
+        out = _run(_provider(n_gpu_layers=-1).generate(str(tiny_model["gguf"]), MSGS, GREEDY, 30))
+    assert "no GPU offload" in caplog.text and out.text is not None
+
+
+class Mood(str, enum.Enum):
+    calm = "calm"
+    stormy = "stormy"
+
+
+class SeaReport(BaseModel):
+    wavy: bool
+    mood: Mood
+
+
+def test_router_structured_is_grammar_constrained(tiny_model: dict[str, Path]) -> None:
+    cfg = LLMConfig.model_validate({
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 1024}},
+        "models": {"tiny": {"provider": "local", "model": str(tiny_model["gguf"]),
+                            "params": {"temperature": 0, "max_tokens": 64}}},
+    })
+    with Router.from_config(cfg) as router:
+        result = router.structured_sync([{"role": "user", "content": "How is the sea?"}], SeaReport)
+    assert isinstance(result.value, SeaReport) and result.repairs == 0  # a random model is valid only by grammar
+    assert SeaReport.model_validate_json(result.completion.completion.text) == result.value

@@ -1,0 +1,177 @@
+"""Memory estimates against what llama.cpp itself reports, and the fit check that refuses models before loading."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from agentlab.core.errors import AgentlabError, LLMError
+from agentlab.core.llm.config import ResourceConfig
+from agentlab.core.llm.resources import (
+    GIB,
+    MIB,
+    MemoryEstimate,
+    ResourceError,
+    allocated_n_ctx,
+    available_memory,
+    check_fits,
+    estimate_gguf,
+    estimate_hf,
+    format_bytes,
+    kv_cache_bytes,
+    loaded_estimates,
+    register_loaded,
+    unregister_loaded,
+)
+
+# llama.cpp 0.3.x logs, e.g.:
+#   llama_kv_cache: size =    0.06 MiB (   256 cells,   2 layers,  1/1 seqs), K (f16):    0.03 MiB, V (f16): ...
+#   sched_reserve:        CPU compute buffer size =     1.63 MiB
+_KV_LINE = re.compile(r"llama_kv_cache: size =\s*([\d.]+) MiB \(\s*(\d+) cells.*K \((\w+)\)")
+_COMPUTE_LINE = re.compile(r"CPU compute buffer size =\s*([\d.]+) MiB")
+
+
+def _llama_report(capfd: pytest.CaptureFixture[str], path: Path, n_ctx: int, **kwargs: object) -> dict[str, float]:
+    """Load ``path`` with verbose logging and parse the KV and compute sizes llama.cpp prints.
+
+    llama-cpp-python routes llama.cpp's log through a callback that prints to ``sys.stderr``; capfd captures both
+    that and the C-level fd 2, whichever way a given build writes.
+    """
+    import llama_cpp
+
+    capfd.readouterr()
+    llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, verbose=True, **kwargs)
+    llm.close()
+    err = capfd.readouterr().err
+    kv = _KV_LINE.search(err)
+    compute = _COMPUTE_LINE.search(err)
+    assert kv and compute, f"no KV/compute size line in llama.cpp's log:\n{err[-3000:]}"
+    return {"kv_mib": float(kv.group(1)), "cells": int(kv.group(2)), "type": kv.group(3),
+            "compute_mib": float(compute.group(1))}
+
+
+def _close(estimate_bytes: int, reported_mib: float, rel: float = 0.10) -> bool:
+    # llama.cpp prints MiB with two decimals: allow that rounding on top of the relative tolerance.
+    return abs(estimate_bytes / MIB - reported_mib) <= rel * reported_mib + 0.005
+
+
+@pytest.mark.parametrize(("n_ctx", "cache"), [(256, "f16"), (512, "f16"), (300, "f16"), (2048, "f32")])
+def test_gguf_estimate_matches_llama_cpp_report(tiny_model: dict[str, Path], capfd: pytest.CaptureFixture[str],
+                                                n_ctx: int, cache: str) -> None:
+    types = {"f16": 1, "f32": 0}
+    # The provider hands llama.cpp the padded n_ctx, so its batch is sized for the padded context too.
+    report = _llama_report(capfd, tiny_model["gguf"], allocated_n_ctx(n_ctx), type_k=types[cache],
+                           type_v=types[cache])
+    est = estimate_gguf(tiny_model["gguf"], n_ctx, cache_type=cache)
+    assert report["cells"] == est.n_ctx == allocated_n_ctx(n_ctx)
+    assert report["type"] == cache
+    assert _close(est.kv_bytes, report["kv_mib"]), (est.kv_bytes / MIB, report)
+    assert _close(est.compute_bytes, report["compute_mib"]), (est.compute_bytes / MIB, report)
+
+
+def test_llama_cpp_pads_n_ctx_like_the_estimate(tiny_model: dict[str, Path],
+                                                capfd: pytest.CaptureFixture[str]) -> None:
+    # An unpadded request: llama.cpp still allocates a multiple of 256 cells.
+    assert _llama_report(capfd, tiny_model["gguf"], 300)["cells"] == allocated_n_ctx(300) == 512
+    assert allocated_n_ctx(100) == 256 and allocated_n_ctx(1024) == 1024 and allocated_n_ctx(0, 512) == 512
+
+
+def test_kv_cache_bytes_per_type() -> None:
+    # 2 layers x 512 cells x 2 kv heads x (16 + 16) dims
+    elements = 2 * 512 * 2 * 32
+    assert kv_cache_bytes(2, 512, 2, 16, 16, "f32") == elements * 4
+    assert kv_cache_bytes(2, 512, 2, 16, 16, "f16") == elements * 2
+    assert kv_cache_bytes(2, 512, 2, 16, 16, "q8_0") == elements * 34 // 32
+    assert kv_cache_bytes(2, 512, 2, 16, 16, "q4_0") == elements * 18 // 32
+    assert kv_cache_bytes(2, 512, [2, 0], 16, 16, "f16") == elements  # per-layer heads: a layer without KV
+    with pytest.raises(ValueError, match="unknown KV cache type"):
+        kv_cache_bytes(2, 512, 2, 16, 16, "q5_k")
+
+
+def test_gguf_estimate_parts_and_gpu_split(tiny_model: dict[str, Path]) -> None:
+    est = estimate_gguf(tiny_model["gguf"], 4096, name="drafter")
+    assert est.weights_bytes == tiny_model["gguf"].stat().st_size
+    assert est.total_bytes == est.weights_bytes + est.kv_bytes + est.compute_bytes
+    assert est.ram_bytes == est.total_bytes and est.vram_bytes == 0 and est.device == "cpu"
+    assert est.describe().startswith("drafter: ") and "at n_ctx 4096 f16" in est.describe()
+    q8 = estimate_gguf(tiny_model["gguf"], 4096, cache_type="q8_0")
+    assert q8.kv_bytes < est.kv_bytes and q8.compute_bytes < est.compute_bytes  # q8_0 brings flash attention
+    full = estimate_gguf(tiny_model["gguf"], 4096, n_gpu_layers=-1)
+    assert full.device == "cuda" and full.ram_bytes == 0 and full.vram_bytes == full.total_bytes
+    part = estimate_gguf(tiny_model["gguf"], 4096, n_gpu_layers=1)  # 1 of 2 layers + output: a third
+    assert part.gpu_share == pytest.approx(1 / 3)
+    assert 0 < part.ram_bytes < est.ram_bytes and part.vram_bytes >= part.compute_bytes
+    assert est.at_n_ctx(1024).kv_bytes == est.kv_bytes // 4
+
+
+def test_hf_estimate(tiny_model: dict[str, Path]) -> None:
+    on_disk = (tiny_model["hf"] / "model.safetensors").stat().st_size
+    f32 = estimate_hf(tiny_model["hf"], n_ctx=512, name="tiny-hf")
+    assert f32.weights_bytes == pytest.approx(on_disk, rel=0.05)  # float32 weights: the file minus its header
+    assert f32.kv_bytes == kv_cache_bytes(2, 512, 2, 16, 16, "f32")
+    bf16 = estimate_hf(tiny_model["hf"], dtype="bfloat16", n_ctx=512)
+    assert bf16.weights_bytes == pytest.approx(f32.weights_bytes / 2, rel=0.01)
+    nf4 = estimate_hf(tiny_model["hf"], dtype="bfloat16", load_in_4bit=True, device="cuda", n_ctx=512)
+    assert nf4.weights_bytes < bf16.weights_bytes and nf4.vram_bytes == nf4.total_bytes
+    assert estimate_hf(tiny_model["hf"]).n_ctx == 512  # default: max_position_embeddings
+
+
+def test_format_bytes() -> None:
+    assert format_bytes(12) == "12 B"
+    assert format_bytes(1536) == "1.50 KiB"
+    assert format_bytes(3.1 * GIB) == "3.10 GiB"
+    assert format_bytes(700 * MIB) == "700 MiB"
+
+
+def test_available_memory_budget_and_measured() -> None:
+    budget = available_memory(ResourceConfig(memory_budget_gb=2, vram_budget_gb=1))
+    assert budget == {"ram": 2 * GIB, "ram_from": "budget", "vram": GIB, "vram_from": "budget"}
+    measured = available_memory(ResourceConfig(), probe_gpu=False)
+    assert measured["ram"] > 0 and measured["ram_from"] == "free" and measured["vram"] is None
+
+
+def test_check_fits_refuses_and_suggests_n_ctx(tiny_model: dict[str, Path]) -> None:
+    est = estimate_gguf(tiny_model["gguf"], 4096, name="drafter")
+    resources = ResourceConfig(memory_budget_gb=20 * MIB / GIB)
+    with pytest.raises(ResourceError) as info:
+        check_fits([est], resources)
+    err = info.value
+    assert isinstance(err, AgentlabError) and isinstance(err, LLMError) and err.exit_code == 1
+    assert err.kind == "unavailable" and not err.retryable
+    assert f"drafter needs {format_bytes(est.ram_bytes)} of RAM at n_ctx 4096" in err.message
+    assert "20.0 MiB is the budget x 0.85" in err.message
+    n_ctx = int(re.search(r"n_ctx (\d+) would fit", err.message).group(1))
+    limit = 20 * MIB * 0.85
+    assert n_ctx % 256 == 0 and est.at_n_ctx(n_ctx).ram_bytes <= limit < est.at_n_ctx(n_ctx + 256).ram_bytes
+    assert f"drafter: {n_ctx}" in err.hint
+    # What the message suggests does fit.
+    assert check_fits([est.at_n_ctx(n_ctx)], resources)["ram"] == 20 * MIB
+
+
+def test_check_fits_nothing_fits_and_skip(tiny_model: dict[str, Path]) -> None:
+    est = estimate_gguf(tiny_model["gguf"], 512, name="drafter")
+    with pytest.raises(ResourceError) as info:
+        check_fits([est], ResourceConfig(memory_budget_gb=1e-4))
+    assert "would fit" not in info.value.message and "smaller model" in info.value.hint
+    assert check_fits([est], ResourceConfig(memory_budget_gb=1e-4, check=False))["ram_from"] == "budget"
+
+
+def test_loaded_models_count_against_a_budget(tiny_model: dict[str, Path]) -> None:
+    est = estimate_gguf(tiny_model["gguf"], 512, name="second")
+    held = MemoryEstimate(name="first", path="/elsewhere.gguf", backend="llama_cpp", device="cpu", n_ctx=512,
+                          weights_bytes=8 * MIB, kv_bytes=0, compute_bytes=0)
+    resources = ResourceConfig(memory_budget_gb=12 * MIB / GIB)
+    check_fits([est], resources)  # alone it fits
+    register_loaded(held, "test-key")
+    try:
+        assert held in loaded_estimates()
+        with pytest.raises(ResourceError, match="already loaded: first"):
+            check_fits([est], resources)
+        check_fits([est], resources, include_loaded=False)
+        # An estimate of a model that is already loaded is not counted twice.
+        check_fits([held], ResourceConfig(memory_budget_gb=9 * MIB / GIB / 0.85))
+    finally:
+        unregister_loaded("test-key")
+    assert held not in loaded_estimates()
