@@ -11,7 +11,11 @@ this module stays cheap.
 from __future__ import annotations
 
 import json
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -342,10 +346,45 @@ def quantize_gguf(src: str | Path, dst: str | Path, kind: str = "q8_0", n_thread
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_KINDS[kind]
     params.nthread = n_threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    # llama.cpp prints a line per tensor on the C-level stdout, which would corrupt `--json` output: keep it aside
+    # and show its tail only when quantization fails.
+    with _c_output_captured() as log:
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0 or not dst.is_file():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
         raise AgentlabError(
-            f"llama.cpp could not quantize {src} to {kind} (return code {rc})",
-            hint="check that the source loads with llama_cpp.Llama and is f32/f16; run with verbose logs for details",
+            f"llama.cpp could not quantize {src} to {kind} (return code {rc}){': ' + tail if tail else ''}",
+            hint="check that the source loads with llama_cpp.Llama and is f32/f16",
         )
     return dst
+
+
+@contextmanager
+def _c_output_captured() -> Iterator[Path]:
+    """Point file descriptors 1 and 2 at a temp file (C libraries write there directly), then restore them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "c-output.log"
+        saved = [os.dup(1), os.dup(2)]
+        with open(log, "wb") as fh:
+            try:
+                os.dup2(fh.fileno(), 1)
+                os.dup2(fh.fileno(), 2)
+                yield log
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                for fd in saved:
+                    os.close(fd)
+
+
+def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: str = "f32",
+              quantize: str | None = None, **sizes: Any) -> dict[str, Path]:
+    """``agentlab models make-tiny``: the HF model in ``out_dir``, ``out_dir/model.gguf`` and, with ``quantize``,
+    ``out_dir/model.<kind>.gguf``. ``sizes`` go to :func:`make_tiny_model`. Returns the paths by role."""
+    out = make_tiny_model(out_dir, seed=seed, arch=arch, **sizes)
+    paths = {"hf": out, "gguf": export_gguf(out, out / "model.gguf", dtype=dtype)}
+    if quantize:
+        paths[quantize] = quantize_gguf(paths["gguf"], out / f"model.{quantize}.gguf", kind=quantize)
+    return paths

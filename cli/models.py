@@ -1,0 +1,140 @@
+"""`agentlab models`: make tiny local chat models, list the models on disk, check a models.yaml against the disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from .common import JsonOpt, VerboseOpt, console, print_json, setup_logging
+
+app = typer.Typer(help="Local models: make tiny ones offline, list what is on disk, check a models.yaml.",
+                  no_args_is_help=True)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@app.command("make-tiny")
+def make_tiny(
+    out: Annotated[Path, typer.Argument(help="Folder for the model (HF files) and OUT/model.gguf.")],
+    seed: Annotated[int, typer.Option(help="Weight seed: the same seed gives the same files.")] = 0,
+    arch: Annotated[Literal["llama", "qwen2"], typer.Option(help="Architecture.")] = "llama",
+    dtype: Annotated[Literal["f32", "f16"], typer.Option(help="GGUF tensor type (f32 matches transformers "
+                                                                  "to ~1e-6).")] = "f32",
+    quantize: Annotated[str | None, typer.Option(help="Also write OUT/model.KIND.gguf through llama.cpp's "
+                                                      "quantizer (q8_0, q4_0, q4_k_m, ...).",
+                                                 show_default=False)] = None,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Build a small random-weight chat model offline (no model hub): a byte-level BPE tokenizer trained on text
+    shipped with agentlab, a ChatML chat template, HF weights, and a GGUF export that llama.cpp loads.
+
+    The model answers gibberish; it exists so tests, demos and benchmarks exercise real loading and generation.
+    """
+    setup_logging(verbose)
+    from agentlab.core.train.tiny import QUANT_KINDS
+    from agentlab.core.train.tiny import make_tiny as build
+
+    if quantize is not None and quantize not in QUANT_KINDS:
+        from agentlab.core.errors import UsageError
+
+        raise UsageError(f"--quantize: unknown kind '{quantize}'", hint=f"use one of: {', '.join(QUANT_KINDS)}")
+    with console.status(f"building a tiny {arch} model in {out}"):
+        paths = build(out, seed=seed, arch=arch, dtype=dtype, quantize=quantize)
+    if json_:
+        print_json({role: str(path) for role, path in paths.items()})
+        return
+    for role, path in paths.items():
+        size = sum(p.stat().st_size for p in path.iterdir() if p.suffix == ".safetensors") if path.is_dir() \
+            else path.stat().st_size
+        console.print(f"{role:>5}: {path} ({_size(size)})")
+
+
+@app.command("list")
+def list_models(
+    directory: Annotated[Path, typer.Argument(help="Folder to scan (GGUF files and HF model folders).")] = Path(
+        "models"),
+    json_: JsonOpt = False,
+) -> None:
+    """List the local models under a folder with what their metadata says (nothing is loaded)."""
+    from agentlab.core.llm.modelfiles import GGUFInfo, find_local_models
+
+    found = find_local_models(directory)
+    if json_:
+        print_json([{"format": "gguf" if isinstance(m, GGUFInfo) else "hf", **m.to_dict()} for m in found])
+        return
+    if not found:
+        console.print(f"no models under {directory}/ (make one with `agentlab models make-tiny {directory}/tiny`)")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"models under {directory}/", title_justify="left", pad_edge=False)
+    table.add_column("path", overflow="fold", min_width=20)
+    for column in ("format", "arch", "type", "size", "layers", "ctx", "template"):
+        table.add_column(column, no_wrap=True)
+    for m in found:
+        is_gguf = isinstance(m, GGUFInfo)
+        arch = m.arch.removesuffix("ForCausalLM").lower()
+        shown = str(Path(m.path).relative_to(directory)) if Path(m.path) != directory else m.path
+        table.add_row(shown, "gguf" if is_gguf else "hf", arch, m.file_type if is_gguf else (m.dtype or "-"),
+                      _size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
+                      "yes" if m.chat_template else "no")
+    console.print(table)
+
+
+@app.command("check")
+def check(
+    models_file: Annotated[Path, typer.Argument(help="The models file (as `agentlab pipeline run --models`).",
+                                                show_default=True)] = Path("configs/models.yaml"),
+    config: Annotated[Path | None, typer.Option("-c", "--config", help="Same as the argument.",
+                                                show_default=False)] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Which models of a models file exist on disk, their type and size, and the memory each needs at its configured
+    context (weights + KV cache + compute margin) against the free memory. Nothing is loaded.
+
+    Exits 1 when a model the base pipeline requires is missing or does not fit.
+    """
+    from agentlab.pipeline.load import load_models
+    from agentlab.pipeline.models import check_models
+
+    cfg = load_models(config or models_file)
+    statuses = check_models(cfg)
+    failed = [s.name for s in statuses if s.required and not s.ok]
+    if json_:
+        print_json({"models": [s.to_dict() for s in statuses], "ok": not failed})
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"models of {config or models_file}", title_justify="left", pad_edge=False)
+        table.add_column("model", no_wrap=True)
+        for column in ("backend", "on disk", "type", "size", "needs", "fits"):
+            table.add_column(column, no_wrap=True)
+        for s in statuses:
+            disk = "-" if s.exists is None else ("[green]yes[/]" if s.exists else "[red]missing[/]")
+            kind = s.quantization_found or s.quantization or "-"
+            if s.quantization_mismatch:
+                kind = f"[red]{kind}[/] (declared {s.quantization})"
+            fits = "-" if s.fits is None else ("[green]yes[/]" if s.fits else "[red]no[/]")
+            needs = _size(s.estimate.total_bytes) if s.estimate is not None else "-"
+            name = s.name if s.required else f"{s.name} [dim](optional)[/]"
+            table.add_row(name, s.backend, disk, kind, _size(s.size_bytes), needs, fits)
+        console.print(table)
+        for s in statuses:  # notes under the table: a narrow terminal would fold a column of sentences to nothing
+            if s.estimate is not None:
+                console.print(f"  {s.estimate.describe()}")
+            if s.note:
+                console.print(f"  {s.name}: {s.note}", highlight=False)
+    if failed:
+        console.print(f"[red]not ready:[/] {', '.join(failed)} (required by the base pipeline)")
+        raise typer.Exit(1)

@@ -1,0 +1,70 @@
+"""`agentlab models make-tiny / list / check` from the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agentlab.cli import main
+
+MODELS_YAML = """\
+models_directory: models
+defaults: {n_ctx: 256}
+models:
+  here: {file: tiny/model.gguf, quantization: f32}
+  wrong-type: {file: tiny/model.gguf, quantization: q8_0}
+  gone: {file: nowhere/model.gguf}
+  spare: {file: nowhere/model.gguf, required_for_base: false}
+  folder: {file: tiny}
+"""
+
+
+def test_make_tiny_writes_hf_gguf_and_quantized_copy(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["models", "make-tiny", "m", "--seed", "7", "--quantize", "q8_0", "--json"]) == 0
+    paths = json.loads(capsys.readouterr().out)  # stdout is pure JSON: llama.cpp's quantizer log is kept off it
+    assert set(paths) == {"hf", "gguf", "q8_0"}
+    assert (in_tmp / "m" / "config.json").is_file() and (in_tmp / "m" / "tokenizer.json").is_file()
+    from agentlab.core.llm.modelfiles import gguf_info
+
+    f32, q8 = gguf_info(paths["gguf"]), gguf_info(paths["q8_0"])
+    assert (f32.file_type, q8.file_type) == ("f32", "q8_0") and q8.size_bytes < f32.size_bytes / 2
+    assert f32.chat_template and f32.n_layers == 2
+
+
+def test_make_tiny_rejects_unknown_quantization(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["models", "make-tiny", "m", "--quantize", "q3_bogus"]) == 2
+    assert "q8_0" in capsys.readouterr().err and not (in_tmp / "m").exists()
+
+
+def test_list_and_check(tiny_model: dict[str, Path], in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "tiny")
+    (in_tmp / "models.yaml").write_text(MODELS_YAML)
+
+    assert main(["models", "list", "models", "--json"]) == 0
+    listed = {(m["format"], Path(m["path"]).name) for m in json.loads(capsys.readouterr().out)}
+    assert listed == {("hf", "tiny"), ("gguf", "model.gguf")}
+
+    assert main(["models", "check", "models.yaml", "--json"]) == 1  # a required model is missing
+    report = json.loads(capsys.readouterr().out)
+    by_name = {m["name"]: m for m in report["models"]}
+    assert not report["ok"]
+    assert by_name["here"]["ok"] and by_name["here"]["exists"] and by_name["here"]["fits"]
+    assert by_name["here"]["estimate"]["total_bytes"] > tiny_model["gguf"].stat().st_size
+    assert by_name["wrong-type"]["quantization_found"] == "f32" and not by_name["wrong-type"]["ok"]
+    assert by_name["gone"]["exists"] is False and "make-tiny" in by_name["gone"]["note"]
+    assert by_name["folder"]["backend"] == "hf" and by_name["folder"]["exists"]
+
+    (in_tmp / "models.yaml").write_text("\n".join(line for line in MODELS_YAML.splitlines()
+                                                  if "gone" not in line and "wrong-type" not in line))
+    assert main(["models", "check", "-c", "models.yaml"]) == 0  # only an optional model is missing
+    out = capsys.readouterr().err
+    assert "here" in out and "spare" in out and "KV" in out
+
+
+def test_check_bad_models_file_exits_2(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "models.yaml").write_text("models:\n  a: {file: x.gguf, n_ctx: 5}\n")
+    assert main(["models", "check", "models.yaml"]) == 2
+    assert "models.yaml:2" in capsys.readouterr().err
