@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from agentlab import __version__
-from agentlab.cli import config_cmd, llm_bench, nas
+from agentlab.cli import config_cmd, llm_bench, models, nas, pipeline
 
 app = typer.Typer(
     name="agentlab",
@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 app.command("nas")(nas.nas)
 app.command("llm-bench")(llm_bench.llm_bench)
+app.add_typer(models.app, name="models")
+app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(config_cmd.app, name="config")
 
 

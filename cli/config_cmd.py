@@ -18,6 +18,8 @@ CONFIG_MODELS: dict[str, str] = {
     "llm": "agentlab.core.llm.config:LLMConfig",
     "llm-bench": "agentlab.core.llm.config:LLMConfig",
     "nas": "agentlab.nas.config:NASConfig",
+    "pipeline": "agentlab.pipeline.config:PipelineConfig",
+    "models": "agentlab.pipeline.config:ModelsConfig",  # the pipeline's models.yaml, read by `agentlab models check`
 }
 
 

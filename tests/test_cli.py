@@ -15,7 +15,7 @@ from agentlab.cli.config_cmd import CONFIG_MODELS, _command_of
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-COMMANDS = ["nas", "llm-bench", "config"]
+COMMANDS = ["nas", "llm-bench", "pipeline", "models", "config"]
 
 
 def test_help_lists_only_built_commands() -> None:
@@ -23,7 +23,7 @@ def test_help_lists_only_built_commands() -> None:
     assert result.exit_code == 0
     for name in COMMANDS:
         assert name in result.output
-    for unbuilt in ("compress", "train-persona", "debate", "evolve", "pipeline"):
+    for unbuilt in ("compress", "train-persona", "debate", "evolve"):
         assert f" {unbuilt} " not in result.output
 
 
@@ -35,7 +35,8 @@ def test_every_help_exits_zero(args: list[str]) -> None:
 
 
 def test_cli_import_does_not_import_torch() -> None:
-    code = ("import sys, agentlab.cli, agentlab.llm_bench, agentlab.nas, agentlab.core.llm.router; "
+    code = ("import sys, agentlab.cli, agentlab.llm_bench, agentlab.nas, agentlab.pipeline, agentlab.core.llm.router, "
+            "agentlab.core.llm.resources, agentlab.core.llm.modelfiles, agentlab.core.llm.providers; "
             "heavy = [m for m in ('torch', 'transformers', 'optuna', 'matplotlib', 'llama_cpp') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -1,0 +1,307 @@
+"""The two configs of `agentlab pipeline`: the models file (which local GGUF / HF / routed models exist, and how to
+load them) and the pipeline file (stages over those models).
+
+Checks that need both files (a stage naming an unknown model, a used model whose file is missing) run through
+``load_config`` with a subclass that adds one validator, so their errors carry file:line like every other field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, create_model, model_validator
+
+from agentlab.core.config import StrictModel
+from agentlab.core.llm.config import CacheType, ResourceConfig
+
+Aggregation = Literal["concat", "vote", "synthesis", "template"]
+
+
+# --------------------------------------------------------------------------- models.yaml
+
+
+class ModelSettings(StrictModel):
+    n_ctx: int = Field(2048, ge=16, description="context window in tokens (the KV cache is sized for it)")
+    n_gpu_layers: int = Field(0, ge=-1, description="GGUF: layers offloaded to the GPU; -1: all")
+    n_threads: int | None = Field(None, ge=1, description="GGUF: CPU threads; empty: llama.cpp's default")
+    n_batch: int = Field(512, ge=1, description="GGUF: prompt-processing batch size")
+    cache_type: CacheType = Field("f16", description="GGUF: KV cache element type (f32, f16, q8_0, q4_0)")
+    seed: int = Field(0, description="GGUF: sampling seed of the loaded model")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="HF: auto = CUDA when present, else CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="HF: weight dtype; auto = bfloat16 on CUDA, float32 on CPU")
+    load_in_4bit: bool = Field(False, description="HF: 4-bit NF4 weights through bitsandbytes (CUDA only)")
+    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.7, "max_tokens": 256},
+                                   description="generation params (temperature, max_tokens, top_p, stop, seed, ...)")
+
+
+def _all_optional(model: type[StrictModel], name: str, doc: str) -> type[StrictModel]:
+    """The same fields as ``model``, each optional with no default: one source of truth for names, bounds, docs."""
+    fields: dict[str, Any] = {}
+    for key, info in model.model_fields.items():
+        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[key] = (annotation | None, Field(None, description=info.description))
+    return create_model(name, __base__=StrictModel, __doc__=doc, **fields)
+
+
+ModelOverrides = _all_optional(ModelSettings, "ModelOverrides",
+                               "Per-model settings over `defaults`; `params` are merged key by key.")
+
+
+class ModelEntry(StrictModel):
+    file: str | None = Field(None, description="GGUF file (llama_cpp backend) or HF model folder (hf backend); "
+                             "relative paths resolve against models_directory")
+    routed: str | None = Field(None, description="instead of `file`: a model name of the routing config "
+                               "(--llm FILE) served over HTTP")
+    backend: Literal["auto", "llama_cpp", "hf"] = Field("auto", description="auto: a .gguf file -> llama_cpp, "
+                                                        "a folder -> hf")
+    quantization: str | None = Field(None, description="declared GGUF file type (q8_0, q4_k_m, f16, ...); "
+                                     "`agentlab models check` reports a mismatch with the file")
+    required_for_base: bool = Field(True, description="the base pipeline needs this model: `models check` fails "
+                                    "when it is missing (false: an optional extra, e.g. for --stage)")
+    overrides: ModelOverrides = Field(default_factory=ModelOverrides,
+                                      description="settings over `defaults` for this model")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelEntry:
+        if (self.file is None) == (self.routed is None):
+            raise ValueError("file: give exactly one of `file` (a local model) or `routed` (an HTTP model)")
+        if self.routed is not None and self.backend != "auto":
+            raise ValueError("backend: only for `file` models")
+        return self
+
+
+class ModelsConfig(StrictModel):
+    models_directory: str = Field("models", description="relative `file` paths resolve against this folder "
+                                  "(itself relative to the current directory)")
+    defaults: ModelSettings = Field(default_factory=ModelSettings, description="settings of every local model")
+    resources: ResourceConfig = Field(default_factory=ResourceConfig,
+                                      description="memory check before the pipeline's local models load")
+    timeout_s: float = Field(600.0, gt=0, description="per-call timeout (local CPU generation can be slow)")
+    models: dict[str, ModelEntry] = Field(default_factory=dict, description="named models the pipeline uses")
+
+    def settings(self, name: str) -> ModelSettings:
+        """``defaults`` with the model's ``overrides`` on top (``params`` merged key by key)."""
+        over = self.models[name].overrides.model_dump(exclude_none=True)
+        params = {**self.defaults.params, **over.pop("params", {})}
+        return self.defaults.model_copy(update={**over, "params": params})
+
+    def path(self, name: str) -> Path | None:
+        """The model's file or folder (None for routed models)."""
+        file = self.models[name].file
+        if file is None:
+            return None
+        path = Path(file).expanduser()
+        return path if path.is_absolute() else Path(self.models_directory).expanduser() / path
+
+    def backend(self, name: str) -> str:
+        """llama_cpp, hf or routed."""
+        entry = self.models[name]
+        if entry.routed is not None:
+            return "routed"
+        if entry.backend != "auto":
+            return entry.backend
+        path = self.path(name)
+        assert path is not None
+        return "hf" if path.is_dir() or (not path.exists() and path.suffix != ".gguf") else "llama_cpp"
+
+    def resolved(self) -> ModelsConfig:
+        """A copy whose models_directory is absolute, so a snapshot works from any folder."""
+        return self.model_copy(update={"models_directory": str(Path(self.models_directory).expanduser().resolve())})
+
+
+def models_file_checked(used: Iterable[str], routed_models: Iterable[str] | None) -> type[ModelsConfig]:
+    """ModelsConfig that also checks the models a pipeline uses: files exist, routed names are configured."""
+    used, known_routed = sorted(set(used)), None if routed_models is None else sorted(routed_models)
+
+    class CheckedModelsConfig(ModelsConfig):
+        @model_validator(mode="after")
+        def _used_models(self) -> CheckedModelsConfig:
+            for name in used:  # missing files first: the most common mistake, and the hint is about them
+                path = self.path(name)
+                if path is not None and not path.exists():
+                    raise ValueError(f"models.{name}.file: not found: {path.resolve()}")
+            for name in used:
+                routed = self.models[name].routed
+                if routed is not None and known_routed is not None and routed not in known_routed:
+                    raise ValueError(f"models.{name}.routed: '{routed}' is not a model of the routing config "
+                                     f"(known: {', '.join(known_routed) or 'none'})")
+            return self
+
+    return CheckedModelsConfig
+
+
+# --------------------------------------------------------------------------- pipeline.yaml
+
+
+class StageConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique stage name (letters, digits, "
+                      "_ . -); names the step file and the `stages` template variable")
+    type: Literal["single", "multi"] = Field("single", description="single: one model answers; multi: several "
+                                             "models answer concurrently and `aggregation` makes one output")
+    model: str | None = Field(None, description="single: the model (a name of the models file)")
+    models: list[str] | None = Field(None, description="multi: two or more models (a name may repeat)")
+    aggregation: Aggregation | None = Field(None, description="multi: concat (all answers under headers), vote "
+                                            "(majority of normalised answers, ties -> first model), synthesis "
+                                            "(the `aggregator` model writes one answer), template (Jinja2 `template`)")
+    aggregator: str | None = Field(None, description="synthesis: the model that merges the answers")
+    template: str | None = Field(None, description="template aggregation: Jinja2 text over answers "
+                                 "(list of {model, text}), input, original, stages")
+    prompt: str = Field("{{ input }}", description="Jinja2 template of the user message; variables: input (this "
+                        "stage's input), original (the pipeline input), stages (name -> earlier outputs)")
+    system: str | None = Field(None, description="system message (plain text)")
+    params: dict[str, Any] = Field(default_factory=dict, description="generation params over the models' own")
+    input_from: str | list[str] | None = Field(None, description="stage name(s) whose output is the input; default "
+                                               "the previous stage (the first stage gets the pipeline input); a list "
+                                               "joins the outputs under headers; [] reads the pipeline input")
+    output_mode: Literal["answer_only", "input_plus_answer"] = Field(
+        "answer_only", description="input_plus_answer: the output is the stage input followed by the answer")
+
+    def model_names(self) -> list[str]:
+        """Every model the stage calls (aggregator included), in call order."""
+        names = [self.model] if self.type == "single" and self.model else list(self.models or [])
+        return names + ([self.aggregator] if self.aggregator else [])
+
+
+class BasePipeline(StrictModel):
+    stages: list[StageConfig] = Field(default_factory=list, description="the stages; they run in dependency order "
+                                      "(declaration order where `input_from` allows)")
+
+
+class PipelineConfig(StrictModel):
+    name: str = Field("pipeline", description="names the run folder: runs/pipeline/<timestamp>-<name>")
+    base_pipeline: BasePipeline = Field(default_factory=BasePipeline, description="the stages run by default; "
+                                        "`--stage` appends ad-hoc ones")
+    final_stage: str | None = Field(None, description="the stage whose output is the final answer; empty: the last "
+                                    "stage to run (with --stage: the last ad-hoc stage)")
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> PipelineConfig:
+        stages = self.base_pipeline.stages
+        seen: dict[str, int] = {}
+        for index, stage in enumerate(stages):
+            at = f"base_pipeline.stages.{index}"
+            if stage.name in seen:
+                raise ValueError(f"{at}.name: duplicate stage name '{stage.name}' (also stage {seen[stage.name]})")
+            seen[stage.name] = index
+            _check_stage_fields(stage, at)
+        for index, stage in enumerate(stages):
+            for source in _as_list(stage.input_from):
+                if source not in seen:
+                    raise ValueError(f"base_pipeline.stages.{index}.input_from: unknown stage '{source}' "
+                                     f"(known: {', '.join(seen)})")
+        if self.final_stage is not None and self.final_stage not in seen:
+            raise ValueError(f"final_stage: unknown stage '{self.final_stage}' (known: {', '.join(seen) or 'none'})")
+        cycle = find_cycle(stages)
+        if cycle:
+            first = min(seen[name] for name in cycle[:-1])
+            raise ValueError(f"base_pipeline.stages.{first}.input_from: input cycle "
+                             f"{' -> '.join(cycle)} (each stage feeds the next)")
+        return self
+
+
+def _check_stage_fields(stage: StageConfig, at: str) -> None:
+    from agentlab.pipeline.templates import syntax_error
+
+    def wrong(field: str, why: str) -> ValueError:
+        return ValueError(f"{at}.{field}: {why}")
+
+    if stage.type == "single":
+        if stage.model is None:
+            raise wrong("model", "a single stage needs `model`")
+        for field in ("models", "aggregation", "aggregator", "template"):
+            if getattr(stage, field) is not None:
+                raise wrong(field, "only for multi stages (type: multi)")
+    else:
+        if stage.model is not None:
+            raise wrong("model", "a multi stage takes `models` (a list), not `model`")
+        if not stage.models or len(stage.models) < 2:
+            raise wrong("models", "a multi stage needs at least 2 models")
+        if stage.aggregation is None:
+            raise wrong("aggregation", "a multi stage needs `aggregation`: concat, vote, synthesis or template")
+        if (stage.aggregator is not None) != (stage.aggregation == "synthesis"):
+            raise wrong("aggregator", "synthesis needs `aggregator` (the model that merges the answers)"
+                        if stage.aggregator is None else "only for aggregation: synthesis")
+        if (stage.template is not None) != (stage.aggregation == "template"):
+            raise wrong("template", "aggregation template needs `template` (a Jinja2 text)"
+                        if stage.template is None else "only for aggregation: template")
+    for field in ("prompt", "template"):
+        problem = syntax_error(getattr(stage, field))
+        if problem:
+            raise wrong(field, f"template syntax error: {problem}")
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def dependencies(stages: list[StageConfig]) -> dict[str, list[str]]:
+    """Stage name -> the stages it reads from (default: the previous stage; none for the first)."""
+    deps = {}
+    for index, stage in enumerate(stages):
+        explicit = _as_list(stage.input_from)
+        deps[stage.name] = explicit if stage.input_from is not None else [stages[index - 1].name] if index else []
+    return deps
+
+
+def find_cycle(stages: list[StageConfig]) -> list[str] | None:
+    """A dependency cycle as a path (``a -> b -> a``), or None."""
+    deps = dependencies(stages)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for dep in deps.get(name, []):
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep in deps and dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[name] = 2
+        return None
+
+    for stage in stages:
+        if stage.name not in state:
+            found = visit(stage.name)
+            if found:
+                return list(reversed(found))  # read as "a feeds b feeds a"
+    return None
+
+
+def execution_order(stages: list[StageConfig]) -> list[StageConfig]:
+    """Topological order, stable: among the stages whose inputs are ready, the first declared runs first."""
+    deps = dependencies(stages)
+    done: set[str] = set()
+    order: list[StageConfig] = []
+    while len(order) < len(stages):
+        ready = next((s for s in stages if s.name not in done and all(d in done for d in deps[s.name])), None)
+        if ready is None:
+            raise ValueError(f"stages read from each other in a cycle: {' -> '.join(find_cycle(stages) or [])}")
+        order.append(ready)
+        done.add(ready.name)
+    return order
+
+
+def pipeline_checked(known_models: Iterable[str]) -> type[PipelineConfig]:
+    """PipelineConfig that also checks every model / aggregator name against the models file."""
+    known = list(known_models)
+
+    class CheckedPipelineConfig(PipelineConfig):
+        @model_validator(mode="after")
+        def _known_models(self) -> CheckedPipelineConfig:
+            for index, stage in enumerate(self.base_pipeline.stages):
+                at = f"base_pipeline.stages.{index}"
+                refs = [("model", stage.model), ("aggregator", stage.aggregator)]
+                refs += [(f"models.{i}", name) for i, name in enumerate(stage.models or [])]
+                for field, name in refs:
+                    if name is not None and name not in known:
+                        raise ValueError(f"{at}.{field}: unknown model '{name}' (known: {', '.join(known) or 'none'})")
+            return self
+
+    return CheckedPipelineConfig

@@ -1,0 +1,151 @@
+"""Loading both configs for a run: the models file, the pipeline file checked against it, ``--stage`` ad-hoc stages,
+the routing config when a routed model is used, and the files of the models that will be called."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentlab.core.config import load_config
+from agentlab.core.errors import ConfigError, UsageError
+from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
+from agentlab.pipeline.config import (
+    ModelsConfig,
+    PipelineConfig,
+    StageConfig,
+    models_file_checked,
+    pipeline_checked,
+)
+
+DEFAULT_MODELS = Path("configs/models.yaml")
+DEFAULT_PIPELINE = Path("configs/pipeline.yaml")
+AGGREGATIONS = ("concat", "vote", "synthesis")  # template needs a Jinja2 text: YAML only
+
+
+@dataclass
+class Loaded:
+    models: ModelsConfig
+    pipeline: PipelineConfig
+    llm: LLMConfig | None
+    models_path: Path | None
+
+
+def load_models(path: str | Path | None = None) -> ModelsConfig:
+    """The models file (default configs/models.yaml)."""
+    file = Path(path) if path is not None else DEFAULT_MODELS
+    if not file.is_file():
+        raise ConfigError(f"{file}: models file not found",
+                          hint="pass --models FILE (see configs/models.yaml in the agentlab repository); make local "
+                          "models with `agentlab models make-tiny models/tiny-a`")
+    return load_config(file, ModelsConfig)
+
+
+def load_pipeline(path: str | Path | None, models: ModelsConfig, overrides: Iterable[str] | None = None
+                  ) -> PipelineConfig:
+    """The pipeline file checked against ``models`` (None: an empty pipeline, for --stage only runs)."""
+    return load_config(path, pipeline_checked(models.models), list(overrides or []))
+
+
+def parse_stage(spec: str) -> dict[str, Any]:
+    """``NAME=MODEL`` (single) or ``NAME=M1,M2,M3:AGG[:AGGREGATOR]`` (multi) as a stage dict."""
+    name, sep, rest = spec.partition("=")
+    usage = "use --stage NAME=MODEL or --stage NAME=M1,M2,M3:vote (concat, vote, synthesis:AGGREGATOR)"
+    if not sep or not name.strip() or not rest.strip():
+        raise UsageError(f"--stage {spec}: expected NAME=MODEL or NAME=M1,M2:AGGREGATION", hint=usage)
+    parts = [p.strip() for p in rest.split(":")]
+    models = [m.strip() for m in parts[0].split(",") if m.strip()]
+    if len(parts) == 1 and len(models) == 1:
+        return {"name": name.strip(), "type": "single", "model": models[0]}
+    if len(parts) < 2 or parts[1] not in AGGREGATIONS or len(parts) > 3:
+        raise UsageError(f"--stage {spec}: a multi stage needs :AGGREGATION (one of {', '.join(AGGREGATIONS)})",
+                         hint=usage)
+    stage: dict[str, Any] = {"name": name.strip(), "type": "multi", "models": models, "aggregation": parts[1]}
+    if parts[1] == "synthesis":
+        if len(parts) < 3 or not parts[2]:
+            raise UsageError(f"--stage {spec}: synthesis needs the aggregator model: ...:synthesis:MODEL", hint=usage)
+        stage["aggregator"] = parts[2]
+    elif len(parts) == 3:
+        raise UsageError(f"--stage {spec}: only synthesis takes an aggregator model", hint=usage)
+    return stage
+
+
+def add_stages(pipeline: PipelineConfig, specs: Iterable[str], models: ModelsConfig) -> PipelineConfig:
+    """``pipeline`` with the ``--stage`` stages appended, each reading from the stage before it."""
+    specs = list(specs)
+    if not specs:
+        return pipeline
+    data = pipeline.model_dump(mode="json")
+    data["final_stage"] = None  # the answer comes from the last ad-hoc stage, as the command line reads
+    for spec in specs:
+        stage = parse_stage(spec)
+        for name in [stage.get("model"), *stage.get("models", []), stage.get("aggregator")]:
+            if name is not None and name not in models.models:
+                raise UsageError(f"--stage {spec}: unknown model '{name}' (known: {', '.join(models.models)})")
+        data["base_pipeline"]["stages"].append(stage)
+        try:
+            type(pipeline).model_validate(data)
+        except ValidationError as exc:
+            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise UsageError(f"--stage {spec}: {message}") from None
+    return type(pipeline).model_validate(data)
+
+
+def used_models(stages: Iterable[StageConfig]) -> set[str]:
+    return {name for stage in stages for name in stage.model_names()}
+
+
+def load_routed(path: str | Path | None, models: ModelsConfig, used: set[str]) -> LLMConfig | None:
+    """The routing config, only when a used model is ``routed`` (so local-only pipelines need no llm.yaml)."""
+    if not any(models.backend(n) == "routed" for n in used):
+        return None
+    if path is None and not DEFAULT_LLM_CONFIG.is_file():
+        names = sorted(n for n in used if models.backend(n) == "routed")
+        raise ConfigError(f"model(s) {', '.join(names)} are routed but no routing config was found",
+                          hint=f"pass --llm FILE (default {DEFAULT_LLM_CONFIG})")
+    return load_llm_config(path)
+
+
+def check_used_models(models_path: Path | None, models: ModelsConfig, used: set[str],
+                      routed: LLMConfig | None) -> None:
+    """Exit 2 naming the models file's line when a used model's file is missing or its routed name is unknown."""
+    if models_path is None:
+        return
+    missing = [n for n in sorted(used) if (path := models.path(n)) is not None and not path.exists()]
+    try:
+        load_config(models_path, models_file_checked(used, None if routed is None else routed.models))
+    except ConfigError as exc:
+        if not missing:
+            raise
+        path = models.path(missing[0])
+        assert path is not None
+        make = (f"make it with `agentlab models make-tiny {path.parent}`" if path.name == "model.gguf" else
+                f"make a tiny model with `agentlab models make-tiny {path.with_suffix('')}` and point `file` at "
+                f"its model.gguf" if path.suffix == ".gguf" else f"make it with `agentlab models make-tiny {path}`")
+        raise ConfigError(exc.message, hint=f"{make}, or check models_directory ({models.models_directory}) "
+                          f"in {models_path}") from None
+
+
+def prepare(models_path: str | Path | None, pipeline_path: str | Path | None, *, sets: Iterable[str] | None = None,
+            stages: Iterable[str] | None = None, llm_path: str | Path | None = None) -> Loaded:
+    """Everything ``pipeline run`` loads before the run folder exists. Without ``pipeline_path``: the default
+    pipeline file, unless ``--stage`` stages are given (then they are the whole pipeline)."""
+    stages = list(stages or [])
+    models_file = Path(models_path) if models_path is not None else DEFAULT_MODELS
+    models = load_models(models_file)
+    if pipeline_path is None and not stages:
+        pipeline_path = DEFAULT_PIPELINE
+        if not pipeline_path.is_file():
+            raise ConfigError(f"{pipeline_path}: pipeline file not found",
+                              hint="pass --pipeline FILE, or build one on the command line with --stage NAME=MODEL")
+    pipeline = add_stages(load_pipeline(pipeline_path, models, sets), stages, models)
+    if not pipeline.base_pipeline.stages:
+        raise ConfigError(f"{pipeline_path or 'the pipeline'}: no stages",
+                          hint="add stages under base_pipeline.stages, or pass --stage NAME=MODEL")
+    used = used_models(pipeline.base_pipeline.stages)
+    routed = load_routed(llm_path, models, used)
+    check_used_models(models_file, models, used, routed)
+    return Loaded(models, pipeline, routed, models_file)

@@ -1,0 +1,154 @@
+"""From the models file to the router: one provider per local model, routed models copied from the routing config;
+and ``check_models``, what ``agentlab models check`` shows (metadata only, nothing is loaded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agentlab.core.errors import AgentlabError, ConfigError
+from agentlab.core.llm.config import HFProviderConfig, LlamaCppProviderConfig, LLMConfig, ModelConfig
+from agentlab.pipeline.config import ModelsConfig, ModelSettings
+
+LOCAL_PREFIX = "local:"
+
+
+def local_provider(settings: ModelSettings, backend: str) -> LlamaCppProviderConfig | HFProviderConfig:
+    """The provider config of one local model (paths are resolved already, so no models_directory here)."""
+    if backend == "hf":
+        return HFProviderConfig(device=settings.device, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit)
+    return LlamaCppProviderConfig(n_ctx=settings.n_ctx, n_gpu_layers=settings.n_gpu_layers,
+                                  n_threads=settings.n_threads, n_batch=settings.n_batch,
+                                  cache_type=settings.cache_type, seed=settings.seed)
+
+
+def build_llm_config(models_cfg: ModelsConfig, routed: LLMConfig | None, used: set[str]) -> LLMConfig:
+    """An ``LLMConfig`` for the ``used`` models: ``local:<name>`` providers (llama_cpp or hf, merged settings, the
+    model id is the resolved path) and routed models with their provider copied from the routing config.
+
+    Params: the models file's ``defaults.params``, then a routed model's own params, then the model's overrides.
+    """
+    providers: dict[str, Any] = {}
+    models: dict[str, ModelConfig] = {}
+    for name in [n for n in models_cfg.models if n in used]:
+        entry, settings = models_cfg.models[name], models_cfg.settings(name)
+        if entry.routed is not None:
+            if routed is None or entry.routed not in routed.models:
+                known = ", ".join(routed.models) if routed else "no routing config loaded"
+                raise ConfigError(f"models.{name}.routed: '{entry.routed}' is not a model of the routing config "
+                                  f"(known: {known})", hint="pass the routing config with --llm FILE")
+            source = routed.models[entry.routed]
+            providers[source.provider] = routed.providers[source.provider]
+            overrides = entry.overrides.params or {}
+            params = {**models_cfg.defaults.params, **source.params, **overrides}
+            models[name] = source.model_copy(update={"params": params})
+            continue
+        backend, path = models_cfg.backend(name), models_cfg.path(name)
+        provider = f"{LOCAL_PREFIX}{name}"
+        providers[provider] = local_provider(settings, backend)
+        models[name] = ModelConfig(provider=provider, model=str(path.resolve() if path else ""),
+                                   params=dict(settings.params), stream=False)
+    return LLMConfig(providers=providers, models=models, timeout_s=models_cfg.timeout_s, retries=0,
+                     resources=models_cfg.resources)
+
+
+def estimate(models_cfg: ModelsConfig, name: str) -> Any:
+    """The memory estimate of a local model (``resources.MemoryEstimate``); the file must exist."""
+    from agentlab.core.llm.resources import estimate_gguf, estimate_hf
+
+    settings, path = models_cfg.settings(name), models_cfg.path(name)
+    assert path is not None, f"{name} is a routed model"
+    if models_cfg.backend(name) == "hf":
+        device = "cuda" if settings.device == "cuda" else "cpu"
+        dtype = "float32" if settings.dtype == "auto" and device == "cpu" else settings.dtype
+        dtype = "bfloat16" if dtype == "auto" else dtype
+        return estimate_hf(path, dtype=dtype, n_ctx=settings.n_ctx, load_in_4bit=settings.load_in_4bit,
+                           device=device, name=name)
+    # The resolved path and n_batch as the provider passes them: check_fits then knows a loaded model as the same one.
+    return estimate_gguf(path.resolve(), n_ctx=settings.n_ctx, cache_type=settings.cache_type,
+                         n_gpu_layers=settings.n_gpu_layers, name=name, n_batch=settings.n_batch)
+
+
+def check_fits(models_cfg: ModelsConfig, names: list[str]) -> list[Any]:
+    """Estimates of the local ``names``, checked together (the process-wide cache holds them all at once).
+    Raises ``ResourceError`` before anything loads when they do not fit."""
+    estimates = [estimate(models_cfg, n) for n in names if models_cfg.backend(n) != "routed"]
+    if estimates and models_cfg.resources.check:
+        from agentlab.core.llm.resources import check_fits as fits
+
+        fits(estimates, models_cfg.resources)
+    return estimates
+
+
+@dataclass
+class ModelStatus:
+    """One model of the models file as the disk and the resource estimate see it."""
+
+    name: str
+    backend: str  # llama_cpp | hf | routed
+    path: str | None
+    exists: bool | None  # None: routed
+    size_bytes: int | None
+    required: bool
+    quantization: str | None  # declared in the models file
+    quantization_found: str | None  # the GGUF's file type / the HF dtype
+    estimate: Any = None  # resources.MemoryEstimate | None
+    fits: bool | None = None  # None: not checked (routed, missing, or resources.check off)
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exists is not False and self.fits is not False and not self.quantization_mismatch
+
+    @property
+    def quantization_mismatch(self) -> bool:
+        return bool(self.quantization and self.quantization_found
+                    and self.quantization.lower() != self.quantization_found.lower())
+
+    def to_dict(self) -> dict[str, Any]:
+        est = self.estimate
+        return {"name": self.name, "backend": self.backend, "path": self.path, "exists": self.exists,
+                "size_bytes": self.size_bytes, "required": self.required, "quantization": self.quantization,
+                "quantization_found": self.quantization_found, "ok": self.ok, "fits": self.fits, "note": self.note,
+                "estimate": None if est is None else {"total_bytes": est.total_bytes, "describe": est.describe()}}
+
+
+def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
+    """Every model of the file: does it exist, what type is it, how much memory will it take, does it fit alone."""
+    from agentlab.core.llm.modelfiles import gguf_info, hf_info
+    from agentlab.core.llm.resources import check_fits as fits
+
+    out = []
+    for name, entry in models_cfg.models.items():
+        backend, path = models_cfg.backend(name), models_cfg.path(name)
+        status = ModelStatus(name, backend, str(path.resolve()) if path else None, None, None,
+                             entry.required_for_base, entry.quantization, None)
+        out.append(status)
+        if path is None:
+            status.note = f"routed: '{entry.routed}' of the routing config (--llm)"
+            continue
+        status.exists = path.exists()
+        if not status.exists:
+            status.note = (f"not found; make it with `agentlab models make-tiny {path.parent if path.suffix else path}`"
+                           f" or check models_directory ({models_cfg.models_directory})")
+            continue
+        try:
+            info = hf_info(path) if backend == "hf" else gguf_info(path)
+            status.size_bytes = info.size_bytes
+            status.quantization_found = getattr(info, "file_type", None) or getattr(info, "dtype", None)
+            status.estimate = estimate(models_cfg, name)
+        except AgentlabError as exc:
+            status.note = exc.message
+            continue
+        notes = []
+        if status.quantization_mismatch:
+            notes.append(f"declared {status.quantization} but the file is {status.quantization_found}")
+        if models_cfg.resources.check:
+            try:
+                fits([status.estimate], models_cfg.resources, include_loaded=False)
+                status.fits = True
+            except AgentlabError as exc:
+                status.fits = False
+                notes.append(exc.message)
+        status.note = "; ".join(notes)
+    return out

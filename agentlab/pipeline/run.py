@@ -1,0 +1,275 @@
+"""Run a pipeline: stages in dependency order, the models of a multi stage concurrently, one step file per stage.
+
+Run folder (``runs/pipeline/<timestamp>-<name>/``)::
+
+    models.yaml, pipeline.yaml  the resolved configs (absolute model paths): re-runnable as they are
+    llm.yaml                    the routing config, when a routed (HTTP) model is used
+    input.txt                   the pipeline input
+    session.json                input, parent_run_id, from_stage: what `history` lists even for a failed run
+    steps/01-<stage>.json       input, messages sent, each model's answer with tokens and seconds, aggregation, output
+    events.jsonl                one llm_call event per model call (the router's) and one stage event per stage
+    final.txt, results.json     the final answer; the machine-readable summary
+
+Every local model the pipeline calls is checked against the memory budget before the first one loads: the
+process-wide model cache keeps them all loaded at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.config import dump_yaml, redact
+from agentlab.core.errors import ConfigError, LLMError
+from agentlab.core.llm.config import LLMConfig
+from agentlab.core.llm.types import GenParams, Messages, Provider
+from agentlab.core.progress import NullProgress, Progress, ProgressTask
+from agentlab.core.runs import RunDir, now_iso
+from agentlab.pipeline import aggregate
+from agentlab.pipeline.config import ModelsConfig, PipelineConfig, StageConfig, dependencies, execution_order
+from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits
+from agentlab.pipeline.templates import render
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    parent_run_id: str | None
+    input: str
+    final: str
+    steps: list[dict[str, Any]]
+    models_loaded: list[dict[str, Any]]
+    seconds: float
+    path: Path
+    from_stage: str | None = None
+    pipeline: str = "pipeline"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The results.json contract: run ids, input, final answer, per-stage tokens and seconds, models loaded."""
+        stages = [{"index": s["index"], "name": s["stage"], "type": s["type"], "models": [o["model"] for o in
+                   s["outputs"]], "aggregation": (s.get("aggregation") or {}).get("kind"),
+                   "prompt_tokens": s["prompt_tokens"], "completion_tokens": s["completion_tokens"],
+                   "seconds": s["seconds"], "reused": s["reused"], "step_file": s["step_file"]} for s in self.steps]
+        fresh = [s for s in self.steps if not s["reused"]]
+        return {"run_id": self.run_id, "parent_run_id": self.parent_run_id, "pipeline": self.pipeline,
+                "from_stage": self.from_stage, "input": self.input, "final": self.final, "stages": stages,
+                "tokens": {"prompt": sum(s["prompt_tokens"] for s in fresh),
+                           "completion": sum(s["completion_tokens"] for s in fresh)},
+                "model_calls": sum(len(s["outputs"]) + bool((s.get("aggregation") or {}).get("call"))
+                                   for s in fresh),
+                "models_loaded": self.models_loaded, **self.extra, "seconds": round(self.seconds, 4)}
+
+
+def run(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_dir: RunDir, *, input_text: str,
+        llm: LLMConfig | None = None, providers: dict[str, Provider] | None = None,
+        progress: Progress | None = None, reuse: dict[str, dict[str, Any]] | None = None,
+        parent_run_id: str | None = None) -> PipelineResult:
+    """Run the pipeline on ``input_text`` into ``run_dir`` (synchronous entry; see ``run_async``).
+
+    ``llm``: the routing config for ``routed`` models. ``providers``: provider objects by provider name
+    (``local:<model>`` for a local model, the routing config's name for a routed one) used instead of building
+    them (tests pass ``ScriptedProvider``s); models behind given providers are not memory-checked. ``reuse``: stage
+    name -> a parent run's step record, copied instead of calling models (``rerun --from``).
+    """
+    return asyncio.run(run_async(models_cfg, pipeline_cfg, run_dir, input_text=input_text, llm=llm,
+                                 providers=providers, progress=progress, reuse=reuse, parent_run_id=parent_run_id))
+
+
+async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_dir: RunDir, *, input_text: str,
+                    llm: LLMConfig | None = None, providers: dict[str, Provider] | None = None,
+                    progress: Progress | None = None, reuse: dict[str, dict[str, Any]] | None = None,
+                    parent_run_id: str | None = None) -> PipelineResult:
+    """``run`` for callers inside an event loop."""
+    start = time.perf_counter()
+    declared = pipeline_cfg.base_pipeline.stages
+    if not declared:
+        raise ConfigError("the pipeline has no stages",
+                          hint="add stages under base_pipeline.stages, or pass --stage NAME=MODEL")
+    stages, deps, reuse = execution_order(declared), dependencies(declared), dict(reuse or {})
+    unknown = sorted(set(reuse) - {s.name for s in stages})
+    if unknown:
+        raise ConfigError(f"reused stage(s) not in the pipeline: {', '.join(unknown)}")
+    used = {m for s in stages if s.name not in reuse for m in s.model_names()}
+    missing = sorted(used - set(models_cfg.models))
+    if missing:
+        raise ConfigError(f"model(s) not in the models file: {', '.join(missing)}",
+                          hint=f"known: {', '.join(models_cfg.models) or 'none'}")
+    llm_cfg = build_llm_config(models_cfg, llm, used)
+    given = dict(providers or {})
+    loading = [n for n in models_cfg.models if n in used and f"{LOCAL_PREFIX}{n}" in llm_cfg.providers
+               and f"{LOCAL_PREFIX}{n}" not in given]
+    estimates = check_fits(models_cfg, loading)  # before anything loads
+    loads_before = _load_count()
+    from_stage = next((s.name for s in stages if s.name not in reuse), None) if reuse or parent_run_id else None
+    routed = llm if any(models_cfg.backend(n) == "routed" for n in used) else None
+    _save_snapshots(run_dir, models_cfg, pipeline_cfg, routed)
+    run_dir.write_text("input.txt", input_text)
+    run_dir.write_json("session.json", {"run_id": run_dir.path.name, "parent_run_id": parent_run_id,
+                                        "pipeline": pipeline_cfg.name, "input": input_text,
+                                        "from_stage": from_stage, "started": now_iso()})
+    if parent_run_id is not None:
+        run_dir.update_info(parent_run_id=parent_run_id)
+
+    progress = progress or NullProgress()
+    router = _router(llm_cfg, run_dir, given)
+    outputs: dict[str, str] = {}
+    steps: list[dict[str, Any]] = []
+    try:
+        for index, stage in enumerate(stages, 1):
+            if stage.name in reuse:
+                task = progress.task(f"{index:02d} {stage.name} (reused)", total=1)
+                step = {**reuse[stage.name], "index": index, "reused": True, "reused_from": parent_run_id}
+                task.advance()
+            else:
+                task = progress.task(f"{index:02d} {stage.name}", total=_calls_of(stage))
+                text_in = _stage_input(deps[stage.name], stage, outputs, input_text)
+                step = await _run_stage(router, llm_cfg, stage, text_in, input_text, outputs, task)
+                step["index"] = index
+            step["step_file"] = f"steps/{index:02d}-{stage.name}.json"
+            run_dir.write_json(step["step_file"], step)
+            run_dir.event("stage", stage=stage.name, index=index, type=stage.type, reused=step["reused"],
+                          seconds=step["seconds"], prompt_tokens=step["prompt_tokens"],
+                          completion_tokens=step["completion_tokens"], output_chars=len(step["output"]))
+            outputs[stage.name] = step["output"]
+            steps.append(step)
+    finally:
+        await router.aclose()
+    loaded = [{"name": e.name, "backend": e.backend, "path": str(e.path), "estimate_bytes": e.total_bytes,
+               "estimate": e.describe()} for e in estimates]
+    final = outputs[pipeline_cfg.final_stage] if pipeline_cfg.final_stage else steps[-1]["output"]
+    result = PipelineResult(run_dir.path.name, parent_run_id, input_text, final, steps, loaded,
+                            time.perf_counter() - start, run_dir.path, from_stage, pipeline_cfg.name,
+                            {"gguf_loads": _load_count() - loads_before})
+    run_dir.write_text("final.txt", result.final.rstrip("\n") + "\n")
+    run_dir.save_results(result.summary())
+    run_dir.save_report(report_markdown(result.summary()))
+    return result
+
+
+def report_markdown(summary: dict[str, Any]) -> str:
+    """report.md of a session: where it came from, one row per stage, the final answer."""
+    lines = [f"# pipeline `{summary['pipeline']}`: session {summary['run_id']}", ""]
+    if summary.get("parent_run_id"):
+        lines += [f"Re-run of `{summary['parent_run_id']}` from stage `{summary.get('from_stage')}`; earlier stages "
+                  "reused its outputs.", ""]
+    lines += ["## Input", "", "```text", summary["input"].rstrip("\n"), "```", "",
+              "## Stages", "", "| # | stage | type | models | tokens in/out | seconds | step file |",
+              "|---|---|---|---|---|---|---|"]
+    for st in summary["stages"]:
+        kind = st["type"] + (f" ({st['aggregation']})" if st.get("aggregation") else "")
+        seconds = "reused" if st["reused"] else f"{st['seconds']:.2f}"
+        lines.append(f"| {st['index']} | {st['name']} | {kind} | {', '.join(st['models'])} | "
+                     f"{st['prompt_tokens']}/{st['completion_tokens']} | {seconds} | [{st['step_file']}]"
+                     f"({st['step_file']}) |")
+    lines += ["", "## Final answer", "", "```text", summary["final"].rstrip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
+def _load_count() -> int:
+    """GGUF models loaded by this process so far (0 when llama_cpp was never imported: nothing loaded)."""
+    import sys
+
+    module = sys.modules.get("agentlab.core.llm.providers.llama_cpp")
+    return module.load_count() if module is not None else 0
+
+
+def _calls_of(stage: StageConfig) -> int:
+    return len(stage.model_names())
+
+
+def _stage_input(sources: list[str], stage: StageConfig, outputs: dict[str, str], original: str) -> str:
+    """The pipeline input for a stage with no source; one output as is; several joined under headers."""
+    if not sources:
+        return original
+    if len(sources) == 1:
+        return outputs[sources[0]]
+    return "\n\n".join(f"## {name}\n{outputs[name].strip()}" for name in sources)
+
+
+async def _run_stage(router: Any, llm_cfg: LLMConfig, stage: StageConfig, text_in: str, original: str,
+                     outputs: dict[str, str], task: ProgressTask) -> dict[str, Any]:
+    start = time.perf_counter()
+    variables = {"input": text_in, "original": original, "stages": dict(outputs)}
+    prompt = render(stage.prompt, f"stage '{stage.name}': prompt", **variables)
+    messages: Messages = [{"role": "system", "content": stage.system}] if stage.system else []
+    messages.append({"role": "user", "content": prompt})
+    params = GenParams().merged(stage.params)
+    names = [stage.model] if stage.type == "single" else list(stage.models or [])
+    # All models of a multi stage at once: HTTP requests overlap, local models generate in worker threads.
+    calls = list(await asyncio.gather(*(_call(router, llm_cfg, stage, n, messages, params, task) for n in names)))
+    answers = [aggregate.Answer(c["model"], c["text"]) for c in calls]
+    aggregation: dict[str, Any] | None = None
+    if stage.type == "single":
+        answer = calls[0]["text"]
+    elif stage.aggregation == "concat":
+        answer, aggregation = aggregate.concat(answers), {"kind": "concat"}
+    elif stage.aggregation == "vote":
+        answer, details = aggregate.vote(answers)
+        aggregation = {"kind": "vote", **details}
+    elif stage.aggregation == "synthesis":
+        assert stage.aggregator is not None
+        call_messages = aggregate.synthesis_messages(prompt, answers)
+        call = await _call(router, llm_cfg, stage, stage.aggregator, call_messages, params, task)
+        answer, aggregation = call["text"], {"kind": "synthesis", "call": {**call, "messages": call_messages}}
+    else:
+        assert stage.template is not None
+        answer = aggregate.render_template(stage.template, answers, input=text_in, original=original,
+                                           stages=outputs, where=f"stage '{stage.name}': template")
+        aggregation = {"kind": "template"}
+    output = f"{text_in.rstrip()}\n\n{answer}" if stage.output_mode == "input_plus_answer" else answer
+    extra_calls = [aggregation["call"]] if aggregation and "call" in aggregation else []
+    return {"stage": stage.name, "type": stage.type, "input_from": stage.input_from, "input": text_in,
+            "messages": messages, "outputs": calls, "aggregation": aggregation, "output": output,
+            "prompt_tokens": sum(c["prompt_tokens"] for c in calls + extra_calls),
+            "completion_tokens": sum(c["completion_tokens"] for c in calls + extra_calls),
+            "seconds": round(time.perf_counter() - start, 4), "reused": False}
+
+
+async def _call(router: Any, llm_cfg: LLMConfig, stage: StageConfig, name: str, messages: Messages,
+                params: GenParams, task: ProgressTask) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        completion = await router.call_model(name, messages, params)
+    except LLMError as exc:
+        raise LLMError(f"stage '{stage.name}': model '{name}': {exc.message}", exc.kind, model=name,
+                       hint=exc.hint or "check the model with `agentlab models check`") from exc
+    task.advance()
+    model_cfg = llm_cfg.models[name]
+    return {"model": name, "provider_model": model_cfg.model, "text": completion.text,
+            "params": {**model_cfg.params, **stage.params}, "prompt_tokens": completion.usage.prompt_tokens,
+            "completion_tokens": completion.usage.completion_tokens, "finish_reason": completion.finish_reason,
+            "seconds": round(time.perf_counter() - start, 4)}
+
+
+def _router(llm_cfg: LLMConfig, run_dir: RunDir, given: dict[str, Provider]) -> Any:
+    from agentlab.core.llm.providers import build_provider
+    from agentlab.core.llm.router import Router
+
+    if not given:
+        return Router.for_run(llm_cfg, run_dir)
+    secrets: list[str] = []
+    providers = {name: given.get(name) or build_provider(name, cfg, secrets, llm_cfg.resources)
+                 for name, cfg in llm_cfg.providers.items()}
+    for secret in secrets:
+        run_dir.add_secret(secret)
+    return Router(llm_cfg, providers, on_event=run_dir.event, secrets=secrets)
+
+
+def _save_snapshots(run_dir: RunDir, models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig,
+                    routed: LLMConfig | None) -> None:
+    """Both configs as resolved (absolute model paths), each opening with the command that reads it."""
+    folder = run_dir.path
+    llm_flag = f" --llm {folder / 'llm.yaml'}" if routed is not None else ""
+    run_dir.write_text("models.yaml", f"# agentlab models check {folder / 'models.yaml'}\n"
+                       + dump_yaml(models_cfg.resolved().model_dump(mode="json")))
+    run_dir.write_text("pipeline.yaml", f"# agentlab pipeline run --models {folder / 'models.yaml'} --pipeline "
+                       f"{folder / 'pipeline.yaml'}{llm_flag} --input-file {folder / 'input.txt'}\n"
+                       f"# (or: agentlab pipeline rerun {folder.name} --from STAGE)\n"
+                       + dump_yaml(pipeline_cfg.model_dump(mode="json")))
+    if routed is not None:
+        run_dir.write_text("llm.yaml", f"# agentlab llm-bench -c {folder / 'llm.yaml'}\n"
+                           + dump_yaml(redact(routed.model_dump(mode="json"))))

@@ -1,0 +1,60 @@
+"""Jinja2 for stage prompts and template aggregation, in a sandbox that only sees plain data.
+
+Templates come from YAML files that may be shared, so they run in ``ImmutableSandboxedEnvironment``: no
+underscore attributes, no mutation of the values passed in, and only the ``range`` global (``cycler``, ``joiner``,
+``namespace`` and ``lipsum`` are removed: their objects lead back to Python internals). Undefined names and blocked
+attributes raise instead of rendering as empty text, so a leak attempt or a typo is an error, not a silent blank.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from agentlab.core.errors import ConfigError
+
+
+@functools.lru_cache(maxsize=1)
+def _env() -> Any:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.globals = {"range": env.globals["range"]}  # the sandbox's bounded range
+    return env
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(text: str) -> Any:
+    return _env().from_string(text)
+
+
+def syntax_error(text: str | None) -> str | None:
+    """None when ``text`` compiles, else the problem with its line ("line 2: unexpected '}'")."""
+    if text is None:
+        return None
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        _compiled(text)
+    except TemplateSyntaxError as exc:
+        return f"line {exc.lineno}: {exc.message}"
+    return None
+
+
+def render(text: str, where: str, **variables: Any) -> str:
+    """Render ``text`` with ``variables``; any template failure is a ``ConfigError`` naming ``where``."""
+    from jinja2 import TemplateError
+    from jinja2.exceptions import SecurityError
+
+    try:
+        return _compiled(text).render(**variables)
+    except SecurityError as exc:
+        raise ConfigError(f"{where}: the template tried to reach Python internals ({exc})",
+                          hint="templates see only plain data: input, original, stages, answers") from None
+    except TemplateError as exc:
+        raise ConfigError(f"{where}: template error: {exc}",
+                          hint=f"variables available: {', '.join(sorted(variables))}") from None
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:  # {{ 1/0 }}, range too big, bad call
+        raise ConfigError(f"{where}: template error: {type(exc).__name__}: {exc}",
+                          hint="fix the expression in the template") from None

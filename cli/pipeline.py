@@ -1,0 +1,223 @@
+"""`agentlab pipeline`: run multi-stage multi-model pipelines, list and show sessions, rerun from a stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, rich_progress, setup_logging
+
+app = typer.Typer(help="Multi-stage pipelines over local GGUF models (and routed HTTP models): single and multi "
+                  "stages with aggregation, resource checks, session history and re-runs.", no_args_is_help=True)
+
+ModelsOpt = Annotated[Path | None, typer.Option("--models", help="Models file. Default: configs/models.yaml.",
+                                                show_default=False, dir_okay=False)]
+PipelineOpt = Annotated[Path | None, typer.Option("--pipeline", help="Pipeline file. Default: configs/pipeline.yaml "
+                                                  "(none when only --stage is given).", show_default=False,
+                                                  dir_okay=False)]
+StageOpt = Annotated[list[str] | None, typer.Option(
+    "--stage", help="Ad-hoc stage after the file's: NAME=MODEL, or NAME=M1,M2,M3:AGG[:AGGREGATOR] with AGG concat, "
+    "vote or synthesis (repeatable; each reads the previous stage).", show_default=False, metavar="SPEC")]
+InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="The pipeline input text.", show_default=False)]
+InputFileOpt = Annotated[Path | None, typer.Option("--input-file", help="Read the input from a file.",
+                                                   show_default=False, dir_okay=False)]
+
+
+def _input(text: str | None, file: Path | None, required: bool = True) -> str | None:
+    from agentlab.core.errors import UsageError
+
+    if text is not None and file is not None:
+        raise UsageError("--input and --input-file both given", hint="pass one")
+    if file is not None:
+        if not file.is_file():
+            raise UsageError(f"--input-file {file}: not found")
+        return file.read_text(encoding="utf-8")
+    if text is None and required:
+        raise UsageError("no input", hint='pass --input "TEXT" or --input-file FILE')
+    return text
+
+
+def _execute(loaded: Any, input_text: str, out: Path | None, json_: bool, *, reuse: dict | None = None,
+             parent: str | None = None) -> None:
+    from agentlab.core.runs import RunDir
+    from agentlab.pipeline import run
+
+    with RunDir.open("pipeline", None, out=out, name=loaded.pipeline.name) as run_dir:
+        if not json_:
+            console.print(f"run folder: {run_dir.path}")
+        with rich_progress(enabled=not json_) as progress:
+            result = run(loaded.models, loaded.pipeline, run_dir, input_text=input_text, llm=loaded.llm,
+                         progress=progress, reuse=reuse, parent_run_id=parent)
+    if json_:
+        print_json(result.summary())
+        return
+    _stage_table(result.summary()["stages"])
+    console.print(f"[bold]final answer[/] ({run_dir.path / 'final.txt'}):")
+    typer.echo(result.final)  # stdout: `agentlab pipeline run ... > answer.txt` keeps only the answer
+
+
+def _stage_table(stages: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="stages", title_justify="left", pad_edge=False)
+    for column in ("#", "stage", "type", "models", "tokens in/out", "seconds"):
+        table.add_column(column, no_wrap=column != "models", justify="right" if column in ("#", "seconds") else
+                         "left")
+    for s in stages:
+        kind = s["type"] + (f" ({s['aggregation']})" if s.get("aggregation") else "")
+        # "reused" goes in the seconds cell: an extra column would be squeezed away on an 80-column terminal.
+        table.add_row(str(s["index"]), s["name"], kind, ", ".join(s["models"]),
+                      f"{s['prompt_tokens']}/{s['completion_tokens']}",
+                      "[dim]reused[/]" if s["reused"] else f"{s['seconds']:.2f}")
+    console.print(table)
+
+
+@app.command("run")
+def run_cmd(
+    models: ModelsOpt = None,
+    pipeline: PipelineOpt = None,
+    input_: InputOpt = None,
+    input_file: InputFileOpt = None,
+    stage: StageOpt = None,
+    llm: LLMOpt = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run a pipeline on one input: stages in dependency order, the models of a multi stage concurrently, memory
+    checked before any local model loads. --set edits the pipeline file (e.g. base_pipeline.stages.0.params.
+    temperature=0.2). Writes a session folder under runs/pipeline/ (steps, final answer)."""
+    from agentlab.pipeline.load import prepare
+
+    setup_logging(verbose)
+    text = _input(input_, input_file)
+    assert text is not None
+    loaded = prepare(models, pipeline, sets=set_, stages=stage, llm_path=llm)
+    _execute(loaded, text, out, json_)
+
+
+@app.command("rerun")
+def rerun_cmd(
+    session: Annotated[str, typer.Argument(help="Session: folder name, unique prefix, or path.")],
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="First stage to run again; earlier stages reuse the parent's outputs. Default: the first stage.",
+        show_default=False)] = None,
+    set_: SetOpt = None,
+    input_: InputOpt = None,
+    input_file: InputFileOpt = None,
+    llm: LLMOpt = None,
+    out: OutOpt = None,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run a session again as a child session: the parent's saved configs with --set applied (e.g.
+    base_pipeline.stages.1.params.temperature=0.2), its outputs reused before --from. The parent is not modified."""
+    from agentlab.pipeline.sessions import find_session, prepare_rerun
+
+    setup_logging(verbose)
+    parent = find_session(session)
+    rerun = prepare_rerun(parent, from_, sets=set_, input_text=_input(input_, input_file, required=False),
+                          llm_path=llm)
+    if not json_:
+        console.print(f"rerun of {rerun.parent_id} from stage '{rerun.from_stage}'"
+                      + (f" (reusing {', '.join(rerun.reuse)})" if rerun.reuse else ""))
+    _execute(rerun.loaded, rerun.input_text, out, json_, reuse=rerun.reuse, parent=rerun.parent_id)
+
+
+@app.command("history")
+def history_cmd(
+    tree: Annotated[bool, typer.Option("--tree", help="Nest reruns under their parent session.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """List pipeline sessions: id, time, status, input, final answer, parent."""
+    from rich.markup import escape
+
+    from agentlab.pipeline.sessions import list_sessions, session_tree, sessions_root
+
+    sessions = list_sessions()
+    if json_:
+        print_json(sessions)
+        return
+    if not sessions:
+        console.print(f"no pipeline sessions under {sessions_root()}/ (start one with `agentlab pipeline run`)")
+        return
+    if tree:
+        from rich.tree import Tree
+
+        roots, children = session_tree(sessions)
+        top = Tree(f"sessions under {sessions_root()}/")
+
+        def add(node: Any, s: dict[str, Any]) -> None:
+            branch = node.add(_line(s))
+            for child in children.get(s["id"], []):
+                add(branch, child)
+
+        for s in roots:
+            add(top, s)
+        console.print(top)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"sessions under {sessions_root()}/", title_justify="left", pad_edge=False)
+    width = max(len(s["id"]) for s in sessions)
+    for column in ("id", "started", "status", "input", "final", "parent"):
+        heads = column in ("input", "final")  # the ids must stay whole (they are what show/rerun take)
+        table.add_column(column, no_wrap=not heads, overflow="fold", ratio=1 if heads else None,
+                         min_width=width if column in ("id", "parent") else 8 if heads else None)
+    for s in sessions:
+        table.add_row(s["id"], (s["started"] or "")[5:16].replace("T", " "), _status(s["status"]),
+                      escape(s["input"]), escape(s["final"] or "-"), s["parent"] or "")
+    console.print(table)
+
+
+def _status(status: str | None) -> str:
+    color = {"completed": "green", "failed": "red", "running": "yellow", "interrupted": "yellow"}.get(status or "")
+    return f"[{color}]{status}[/]" if color else str(status)
+
+
+def _line(s: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    origin = f" from {s['from_stage']}" if s.get("parent") and s.get("from_stage") else ""
+    return (f"[bold]{s['id']}[/] {_status(s['status'])}{origin}  {escape(s['input'])!s} -> "
+            f"{escape(s['final'] or '-')}")
+
+
+@app.command("show")
+def show_cmd(
+    session: Annotated[str, typer.Argument(help="Session: folder name, unique prefix, or path.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Print a session's stages (input, output, tokens, time) and its final answer."""
+    from rich.markup import escape
+
+    from agentlab.pipeline.sessions import find_session, load_session
+
+    data = load_session(find_session(session))
+    if json_:
+        print_json(data)
+        return
+    parent = f", rerun of {data['parent']} from {data['from_stage']}" if data["parent"] else ""
+    console.print(f"[bold]{data['id']}[/] ({_status(data['status'])}{parent}) started {data['started']}")
+    console.print(f"[bold]input:[/] {escape(data['input'] or '')}")
+    for step in data["steps"]:
+        models = ", ".join(o["model"] for o in step["outputs"])
+        agg = (step.get("aggregation") or {}).get("kind")
+        console.rule(escape(f"{step['index']:02d} {step['stage']} [{step['type']}{'/' + agg if agg else ''}: "
+                            f"{models}] {step['prompt_tokens']}/{step['completion_tokens']} tok, "
+                            f"{step['seconds']:.2f}s" + (" (reused)" if step["reused"] else "")))
+        console.print(f"[dim]input:[/] {escape(step['input'])}")
+        if step["type"] == "multi":
+            for o in step["outputs"]:
+                console.print(f"[cyan]{escape(o['model'])}[/] ({o['completion_tokens']} tok, {o['seconds']:.2f}s): "
+                              f"{escape(o['text'])}")
+        if agg == "vote":
+            tally = ", ".join(f"{v['count']}x {v['answer']!r}" for v in step["aggregation"]["votes"])
+            console.print(f"[dim]votes:[/] {escape(tally)}")
+        console.print(f"[green]output:[/] {escape(step['output'])}")
+    console.rule()
+    console.print("[bold]final answer:[/]")
+    typer.echo(data["final"] if data["final"] is not None else "(none: the session did not finish)")

@@ -1,0 +1,171 @@
+"""Bad pipeline / models configs exit 2 through the CLI naming file:line: field, before any run folder exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import write_models
+
+from agentlab.cli import main
+from agentlab.pipeline.config import PipelineConfig, StageConfig, execution_order, find_cycle
+
+HEAD = "name: t\nbase_pipeline:\n  stages:\n"
+
+
+def run_cli(models: Path, pipeline: Path, capsys: pytest.CaptureFixture, *extra: str) -> tuple[int, str]:
+    code = main(["pipeline", "run", "--models", str(models), "--pipeline", str(pipeline), "--input", "hi", *extra])
+    return code, " ".join(capsys.readouterr().err.split())  # rich may wrap long lines
+
+
+def write(folder: Path, body: str) -> Path:
+    path = folder / "pipeline.yaml"
+    path.write_text(HEAD + body)
+    return path
+
+
+def test_missing_model_file_names_models_yaml_line_and_path(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    models = write_models(in_tmp, ["a", "b"])
+    (in_tmp / "models" / "b.gguf").unlink()
+    pipeline = write(in_tmp, "    - {name: one, model: a}\n    - {name: two, model: b}\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2
+    assert f"{models}:6: models.b.file: not found: {(in_tmp / 'models' / 'b.gguf').resolve()}" in err
+    assert "agentlab models make-tiny" in err and "models_directory" in err
+    assert not (in_tmp / "runs").exists()
+
+
+def test_unused_missing_model_is_fine_until_used(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    from agentlab.pipeline.load import prepare
+
+    models = write_models(in_tmp, ["a", "b"])
+    (in_tmp / "models" / "b.gguf").unlink()
+    loaded = prepare(models, write(in_tmp, "    - {name: one, model: a}\n"))
+    assert [s.name for s in loaded.pipeline.base_pipeline.stages] == ["one"]
+
+
+def test_unknown_model_names_pipeline_line(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    models = write_models(in_tmp, ["a", "b", "c"])
+    pipeline = write(in_tmp, "    - name: one\n      model: a\n    - name: two\n      model: x\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2
+    assert f"{pipeline}:7: base_pipeline.stages[1].model: unknown model 'x' (known: a, b, c)" in err
+
+
+def test_unknown_model_in_multi_list_and_aggregator(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    models = write_models(in_tmp, ["a", "b"])
+    pipeline = write(in_tmp, "    - name: m\n      type: multi\n      models:\n        - a\n        - zz\n"
+                     "      aggregation: vote\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2 and f"{pipeline}:8: base_pipeline.stages[0].models[1]: unknown model 'zz'" in err
+    pipeline = write(in_tmp, "    - name: m\n      type: multi\n      models: [a, b]\n      aggregation: synthesis\n"
+                     "      aggregator: judge\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2 and f"{pipeline}:8: base_pipeline.stages[0].aggregator: unknown model 'judge'" in err
+
+
+def test_unknown_input_from_stage(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    models = write_models(in_tmp, ["a"])
+    pipeline = write(in_tmp, "    - name: one\n      model: a\n    - name: two\n      model: a\n"
+                     "      input_from: [one, nope]\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2
+    assert f"{pipeline}:8: base_pipeline.stages[1].input_from: unknown stage 'nope' (known: one, two)" in err
+
+
+def test_cycle_is_reported_with_its_path(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    models = write_models(in_tmp, ["a"])
+    pipeline = write(in_tmp, "    - name: one\n      model: a\n      input_from: three\n"
+                     "    - name: two\n      model: a\n    - name: three\n      model: a\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2
+    assert f"{pipeline}:6: base_pipeline.stages[0].input_from: input cycle one -> two -> three -> one" in err
+
+
+def test_reading_a_later_stage_without_cycle_runs_in_dependency_order() -> None:
+    stages = [StageConfig(name="final", model="a", input_from=["late", "early"]),
+              StageConfig(name="early", model="a", input_from=[]),
+              StageConfig(name="late", model="a", input_from="early")]
+    PipelineConfig.model_validate({"base_pipeline": {"stages": [s.model_dump() for s in stages]}})
+    assert find_cycle(stages) is None
+    assert [s.name for s in execution_order(stages)] == ["early", "late", "final"]
+
+
+@pytest.mark.parametrize(("stage", "line", "field", "message"), [
+    ("    - name: m\n      type: multi\n      models: [a, b]\n      aggregation: vote\n      aggregator: a\n",
+     8, "aggregator", "only for aggregation: synthesis"),
+    ("    - name: m\n      type: multi\n      models: [a, b]\n      aggregation: template\n",
+     4, "template", "aggregation template needs `template`"),
+    ("    - name: m\n      type: multi\n      models: [a]\n      aggregation: vote\n",
+     6, "models", "a multi stage needs at least 2 models"),
+    ("    - name: m\n      type: multi\n      models: [a, b]\n      aggregation: mean\n",
+     7, "aggregation", "Input should be 'concat', 'vote', 'synthesis' or 'template'"),
+    ("    - name: m\n      type: multi\n      models: [a, b]\n",
+     4, "aggregation", "a multi stage needs `aggregation`"),
+    ("    - name: s\n      model: a\n      aggregation: vote\n",
+     6, "aggregation", "only for multi stages"),
+    ("    - name: s\n      type: multi\n      model: a\n      models: [a, b]\n      aggregation: concat\n",
+     6, "model", "a multi stage takes `models`"),
+])
+def test_wrong_fields_per_type(in_tmp: Path, capsys: pytest.CaptureFixture, stage: str, line: int, field: str,
+                               message: str) -> None:
+    models = write_models(in_tmp, ["a", "b"])
+    pipeline = write(in_tmp, stage)
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2, err
+    assert f"{pipeline}:{line}: base_pipeline.stages[0].{field}: {message}" in err
+
+
+def test_template_syntax_error_at_load_names_the_field(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    models = write_models(in_tmp, ["a", "b"])
+    pipeline = write(in_tmp, "    - name: s\n      model: a\n      prompt: 'Say {{ input }'\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2 and f"{pipeline}:6: base_pipeline.stages[0].prompt: template syntax error: line 1:" in err
+    pipeline = write(in_tmp, "    - name: m\n      type: multi\n      models: [a, b]\n      aggregation: template\n"
+                     "      template: '{% for a in answers %}{{ a.text }}'\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2 and f"{pipeline}:8: base_pipeline.stages[0].template: template syntax error" in err
+
+
+def test_duplicate_stage_names(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    models = write_models(in_tmp, ["a"])
+    pipeline = write(in_tmp, "    - {name: s, model: a}\n    - {name: s, model: a}\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2 and f"{pipeline}:5: base_pipeline.stages[1].name: duplicate stage name 's'" in err
+
+
+def test_set_override_error_names_the_override(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    models = write_models(in_tmp, ["a"])
+    pipeline = write(in_tmp, "    - {name: s, model: a}\n")
+    code, err = run_cli(models, pipeline, capsys, "--set", "base_pipeline.stages.0.model=b")
+    assert code == 2 and "--set base_pipeline.stages.0.model=b: base_pipeline.stages[0].model: unknown model 'b'" in err
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("x=nope", "--stage x=nope: unknown model 'nope' (known: a, b)"),
+    ("x=a,b", "--stage x=a,b: a multi stage needs :AGGREGATION"),
+    ("x=a,b:synthesis", "synthesis needs the aggregator model"),
+    ("x=a,b:mean", "a multi stage needs :AGGREGATION"),
+    ("=a", "expected NAME=MODEL"),
+    ("s=a", "duplicate stage name 's'"),
+])
+def test_bad_adhoc_stage_exits_2(in_tmp: Path, capsys: pytest.CaptureFixture, spec: str, message: str) -> None:
+    models = write_models(in_tmp, ["a", "b"])
+    pipeline = write(in_tmp, "    - {name: s, model: a}\n")
+    code, err = run_cli(models, pipeline, capsys, "--stage", spec)
+    assert code == 2 and message in err
+
+
+def test_missing_models_file_and_no_input(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["pipeline", "run", "--input", "hi"]) == 2
+    assert "configs/models.yaml: models file not found" in capsys.readouterr().err
+    assert main(["pipeline", "run"]) == 2
+    assert "no input" in capsys.readouterr().err
+
+
+def test_models_entry_needs_exactly_one_source(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = in_tmp / "models.yaml"
+    bad.write_text("# agentlab models check models.yaml\nmodels:\n  a:\n    file: a.gguf\n    routed: gpt\n")
+    assert main(["config", "validate", str(bad)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{bad}:4: models.a.file: give exactly one of `file`" in err

@@ -1,0 +1,139 @@
+"""Sessions through the CLI (scripted models behind `routed:` entries): run, rerun --from with --set into a child
+session that leaves the parent byte-identical and does not call the reused stage's model, history --tree, show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import write_pipeline, write_routed_models, write_scripted_llm
+
+from agentlab.cli import main
+
+STAGES = [
+    {"name": "ask", "model": "a", "prompt": "Q: {{ input }}"},
+    {"name": "vote", "type": "multi", "models": ["b", "c", "d"], "aggregation": "vote"},
+    {"name": "final", "model": "b", "input_from": ["ask", "vote"], "params": {"temperature": 0.9}},
+]
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def llm_calls(folder: Path) -> list[dict]:
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    return [e for e in events if e["kind"] == "llm_call"]
+
+
+@pytest.fixture
+def parent(in_tmp: Path, capsys: pytest.CaptureFixture) -> dict:
+    write_routed_models(in_tmp, ["a", "b", "c", "d"])
+    write_scripted_llm(in_tmp, ["a", "b", "c", "d"])
+    write_pipeline(in_tmp, STAGES, name="cap")
+    code, out, err = cli(capsys, "pipeline", "run", "--models", "models.yaml", "--pipeline", "pipeline.yaml",
+                         "--llm", "llm.yaml", "--input", "capital of France?", "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_run_writes_a_session(parent: dict, in_tmp: Path) -> None:
+    folder = in_tmp / "runs" / "pipeline" / parent["run_id"]
+    assert parent["parent_run_id"] is None and parent["input"] == "capital of France?"
+    assert [s["name"] for s in parent["stages"]] == ["ask", "vote", "final"]
+    assert (folder / "final.txt").read_text().strip() == parent["final"]
+    assert [c["model"] for c in llm_calls(folder)] == ["a", "b", "c", "d", "b"]
+    assert json.loads((folder / "run.json").read_text())["status"] == "completed"
+    assert (folder / "llm.yaml").is_file()  # routed models: the routing config is part of the snapshot
+
+
+def test_rerun_child_reuses_earlier_stages_and_leaves_parent_untouched(parent: dict, in_tmp: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    parent_dir = in_tmp / "runs" / "pipeline" / parent["run_id"]
+    before = files(parent_dir)
+    code, out, err = cli(capsys, "pipeline", "rerun", parent["run_id"], "--from", "vote",
+                         "--set", "base_pipeline.stages.2.params.temperature=0.2", "--json")
+    assert code == 0, err
+    child = json.loads(out)
+    assert files(parent_dir) == before  # byte-identical, nothing added or removed
+    assert child["parent_run_id"] == parent["run_id"] and child["from_stage"] == "vote"
+    assert child["run_id"] != parent["run_id"] and child["input"] == parent["input"]
+    child_dir = in_tmp / "runs" / "pipeline" / child["run_id"]
+    assert [c["model"] for c in llm_calls(child_dir)] == ["b", "c", "d", "b"]  # stage 1's model `a` not called
+    assert [s["reused"] for s in child["stages"]] == [True, False, False]
+    ask = json.loads((child_dir / "steps" / "01-ask.json").read_text())
+    parent_ask = json.loads((parent_dir / "steps" / "01-ask.json").read_text())
+    assert ask["reused"] is True and ask["reused_from"] == parent["run_id"]
+    assert ask["output"] == parent_ask["output"] and ask["outputs"] == parent_ask["outputs"]
+    final = json.loads((child_dir / "steps" / "03-final.json").read_text())
+    assert final["outputs"][0]["params"]["temperature"] == 0.2
+    assert final["input"].startswith(f"## ask\n{parent_ask['output']}")
+    assert json.loads((child_dir / "session.json").read_text())["parent_run_id"] == parent["run_id"]
+    assert "temperature: 0.2" in (child_dir / "pipeline.yaml").read_text()
+
+
+def test_rerun_with_new_input_and_bad_stage(parent: dict, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = cli(capsys, "pipeline", "rerun", parent["run_id"], "--input", "capital of Spain?", "--json")
+    assert code == 0
+    child = json.loads(out)
+    assert child["input"] == "capital of Spain?" and child["from_stage"] == "ask"
+    assert not any(s["reused"] for s in child["stages"])
+    code, _, err = cli(capsys, "pipeline", "rerun", parent["run_id"], "--from", "nope")
+    assert code == 2 and "--from nope: no such stage" in err
+
+
+def test_history_tree_and_show(parent: dict, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    pid = parent["run_id"]
+    code, out, _ = cli(capsys, "pipeline", "rerun", pid, "--from", "final", "--json")
+    child_id = json.loads(out)["run_id"]
+    code, out, _ = cli(capsys, "pipeline", "rerun", child_id, "--from", "final", "--json")
+    grandchild_id = json.loads(out)["run_id"]
+
+    code, out, _ = cli(capsys, "pipeline", "history", "--json")
+    sessions = {s["id"]: s for s in json.loads(out)}
+    assert code == 0 and set(sessions) == {pid, child_id, grandchild_id}
+    assert sessions[pid]["parent"] is None and sessions[child_id]["parent"] == pid
+    assert sessions[grandchild_id]["parent"] == child_id and sessions[pid]["status"] == "completed"
+    assert sessions[pid]["input"] == "capital of France?" and sessions[pid]["final"]
+
+    code, _, err = cli(capsys, "pipeline", "history", "--tree")
+    lines = err.splitlines()
+    where = {name: next(i for i, line in enumerate(lines) if name in line) for name in (pid, child_id, grandchild_id)}
+    assert code == 0 and where[pid] < where[child_id] < where[grandchild_id]
+    indent = {name: lines[i].index(name) for name, i in where.items()}
+    assert indent[pid] < indent[child_id] < indent[grandchild_id]  # nested under their parents
+    code, _, err = cli(capsys, "pipeline", "history")
+    assert code == 0 and pid in err
+
+    code, out, err = cli(capsys, "pipeline", "show", child_id)
+    child_results = json.loads((in_tmp / "runs" / "pipeline" / child_id / "results.json").read_text())
+    assert code == 0 and out.strip() == child_results["final"].strip()  # stdout: just the answer
+    for text in ("ask", "vote", "final", "(reused)", f"rerun of {pid} from final", "votes:", "capital of France?"):
+        assert text in err
+    code, out, _ = cli(capsys, "pipeline", "show", str(in_tmp / "runs" / "pipeline" / pid), "--json")
+    shown = json.loads(out)
+    assert [s["stage"] for s in shown["steps"]] == ["ask", "vote", "final"] and shown["final"] == parent["final"]
+    assert shown["steps"][1]["aggregation"]["kind"] == "vote"
+
+
+def test_session_lookup_by_prefix(parent: dict, capsys: pytest.CaptureFixture) -> None:
+    pid = parent["run_id"]
+    assert cli(capsys, "pipeline", "show", pid[:-1])[0] == 0  # unique prefix
+    assert cli(capsys, "pipeline", "rerun", pid, "--from", "final", "--json")[0] == 0
+    code, _, err = cli(capsys, "pipeline", "show", pid[:4])
+    assert code == 2 and "matches 2 sessions" in err
+    code, _, err = cli(capsys, "pipeline", "show", "nothing-like-it")
+    assert code == 2 and "no pipeline session" in err
+
+
+def test_history_with_no_sessions(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = cli(capsys, "pipeline", "history", "--json")
+    assert code == 0 and json.loads(out) == []
+    assert cli(capsys, "pipeline", "history")[0] == 0
