@@ -39,6 +39,7 @@ demo: install
 ETTH1 ?= ../shared/data/ETTh1.csv
 bench: install
 	$(BIN)/python benchmarks/router_overhead.py
+	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/nas_etth1.py --data $(ETTH1)
 
 clean:

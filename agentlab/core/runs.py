@@ -13,6 +13,7 @@ runs/<command>/<YYYYmmdd-HHMMSS>-<name>/
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -95,6 +96,7 @@ def now_iso() -> str:
 # --------------------------------------------------------------------------- provenance
 
 
+@functools.cache  # one `git` subprocess per process, not per run folder (a pipeline makes many)
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -104,6 +106,7 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+@functools.cache  # fixed for the life of the process; each lookup parses package metadata (~5 ms)
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
