@@ -3,7 +3,7 @@ and ``check_models``, what ``agentlab models check`` shows (metadata only, nothi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, ConfigError
@@ -70,14 +70,29 @@ def estimate(models_cfg: ModelsConfig, name: str) -> Any:
 
 
 def check_fits(models_cfg: ModelsConfig, names: list[str]) -> list[Any]:
-    """Estimates of the local ``names``, checked together (the process-wide cache holds them all at once).
-    Raises ``ResourceError`` before anything loads when they do not fit."""
-    estimates = [estimate(models_cfg, n) for n in names if models_cfg.backend(n) != "routed"]
+    """Estimates of the local ``names`` (one per name), checked together (the process-wide cache holds them all at
+    once). Raises ``ResourceError`` before anything loads when they do not fit.
+
+    Names that share a file and every load setting are one model in memory (the provider cache loads it once), so
+    they count once, under their names joined by ``+``."""
+    local = [n for n in names if models_cfg.backend(n) != "routed"]
+    estimates = [estimate(models_cfg, n) for n in local]
     if estimates and models_cfg.resources.check:
         from agentlab.core.llm.resources import check_fits as fits
 
-        fits(estimates, models_cfg.resources)
+        fits(_one_per_load(models_cfg, local, estimates), models_cfg.resources)
     return estimates
+
+
+def _one_per_load(models_cfg: ModelsConfig, names: list[str], estimates: list[Any]) -> list[Any]:
+    """``estimates`` with the names that would share one loaded model merged into one estimate."""
+    groups: dict[tuple[str, str, str, int], list[int]] = {}
+    for i, name in enumerate(names):
+        backend, path = models_cfg.backend(name), models_cfg.path(name)
+        load = local_provider(models_cfg.settings(name), backend).model_dump_json()
+        key = (backend, str(path.resolve() if path else ""), load, estimates[i].n_ctx)  # hf: n_ctx sizes the KV
+        groups.setdefault(key, []).append(i)
+    return [replace(estimates[idx[0]], name="+".join(names[i] for i in idx)) for idx in groups.values()]
 
 
 @dataclass

@@ -114,3 +114,28 @@ def test_check_models_reads_metadata_only(models_dir: Path, in_tmp: Path) -> Non
     assert json.dumps([s.to_dict() for s in status.values()])  # JSON-ready for `models check --json`
     tight = cfg.model_copy(update={"resources": cfg.resources.model_copy(update={"memory_budget_gb": 0.0001})})
     assert check_models(tight)[0].fits is False and "needs" in check_models(tight)[0].note
+
+
+def test_names_sharing_one_loaded_model_count_once(models_dir: Path, in_tmp: Path) -> None:
+    # drafter and finisher of configs/models.yaml share a file and every load setting: the cache loads it once, so
+    # the memory check must count it once too (a pipeline that fits must not be refused for a double count).
+    from agentlab.core.llm.providers.llama_cpp import load_count, unload_all
+    from agentlab.core.llm.resources import GIB, ResourceError
+    from agentlab.pipeline.config import ModelsConfig
+    from agentlab.pipeline.models import check_fits, estimate
+
+    raw = {"models_directory": str(models_dir), "defaults": {"n_ctx": 512},
+           "models": {"drafter": {"file": "tiny-a/model.gguf", "overrides": {"params": {"temperature": 0.2}}},
+                      "finisher": {"file": "tiny-a/model.gguf", "overrides": {"params": {"temperature": 0.0}}},
+                      "small-ctx": {"file": "tiny-a/model.gguf", "overrides": {"n_ctx": 256}}}}
+    one = estimate(ModelsConfig.model_validate(raw), "drafter").ram_bytes
+    raw["resources"] = {"memory_budget_gb": 1.2 * one / GIB, "safety_factor": 1.0}  # one copy fits, not more
+    cfg = ModelsConfig.model_validate(raw)
+    unload_all()  # models loaded by earlier tests count against a configured budget
+    before = load_count()
+    estimates = check_fits(cfg, ["drafter", "finisher"])
+    assert [e.name for e in estimates] == ["drafter", "finisher"]  # still one estimate per name for the results
+    with pytest.raises(ResourceError) as info:  # another n_ctx is another context: a second load, counted
+        check_fits(cfg, ["drafter", "finisher", "small-ctx"])
+    assert "drafter+finisher, small-ctx need" in " ".join(info.value.message.split())
+    assert load_count() == before

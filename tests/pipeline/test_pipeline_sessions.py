@@ -4,12 +4,14 @@ session that leaves the parent byte-identical and does not call the reused stage
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from pipeline_helpers import write_pipeline, write_routed_models, write_scripted_llm
 
 from agentlab.cli import main
+from agentlab.core.llm.providers.scripted import ScriptedProvider
 
 STAGES = [
     {"name": "ask", "model": "a", "prompt": "Q: {{ input }}"},
@@ -34,7 +36,22 @@ def llm_calls(folder: Path) -> list[dict]:
 
 
 @pytest.fixture
-def parent(in_tmp: Path, capsys: pytest.CaptureFixture) -> dict:
+def provider_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The provider model of every call that reaches a scripted provider in this process, counted at the provider
+    itself (not from the event log the run writes), in the order the calls arrive."""
+    calls: list[str] = []
+    answer = ScriptedProvider._answer
+
+    async def counting(self: ScriptedProvider, model: str, *args: object, **kwargs: object) -> str:
+        calls.append(model)
+        return await answer(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(ScriptedProvider, "_answer", counting)
+    return calls
+
+
+@pytest.fixture
+def parent(in_tmp: Path, capsys: pytest.CaptureFixture, provider_calls: list[str]) -> dict:
     write_routed_models(in_tmp, ["a", "b", "c", "d"])
     write_scripted_llm(in_tmp, ["a", "b", "c", "d"])
     write_pipeline(in_tmp, STAGES, name="cap")
@@ -55,9 +72,12 @@ def test_run_writes_a_session(parent: dict, in_tmp: Path) -> None:
 
 
 def test_rerun_child_reuses_earlier_stages_and_leaves_parent_untouched(parent: dict, in_tmp: Path,
-                                                                       capsys: pytest.CaptureFixture) -> None:
+                                                                       capsys: pytest.CaptureFixture,
+                                                                       provider_calls: list[str]) -> None:
     parent_dir = in_tmp / "runs" / "pipeline" / parent["run_id"]
     before = files(parent_dir)
+    assert Counter(provider_calls) == {"scripted-a": 1, "scripted-b": 2, "scripted-c": 1, "scripted-d": 1}
+    provider_calls.clear()
     code, out, err = cli(capsys, "pipeline", "rerun", parent["run_id"], "--from", "vote",
                          "--set", "base_pipeline.stages.2.params.temperature=0.2", "--json")
     assert code == 0, err
@@ -67,6 +87,8 @@ def test_rerun_child_reuses_earlier_stages_and_leaves_parent_untouched(parent: d
     assert child["run_id"] != parent["run_id"] and child["input"] == parent["input"]
     child_dir = in_tmp / "runs" / "pipeline" / child["run_id"]
     assert [c["model"] for c in llm_calls(child_dir)] == ["b", "c", "d", "b"]  # stage 1's model `a` not called
+    # Counted at the provider: stage 1's model got no call at all in the rerun; stages 2 and 3 were called again.
+    assert Counter(provider_calls) == {"scripted-b": 2, "scripted-c": 1, "scripted-d": 1}
     assert [s["reused"] for s in child["stages"]] == [True, False, False]
     ask = json.loads((child_dir / "steps" / "01-ask.json").read_text())
     parent_ask = json.loads((parent_dir / "steps" / "01-ask.json").read_text())

@@ -57,7 +57,11 @@ def _close(estimate_bytes: int, reported_mib: float, rel: float = 0.10) -> bool:
     return abs(estimate_bytes / MIB - reported_mib) <= rel * reported_mib + 0.005
 
 
-@pytest.mark.parametrize(("n_ctx", "cache"), [(256, "f16"), (512, "f16"), (300, "f16"), (2048, "f32")])
+# llama.cpp prints the KV size in MiB with two decimals: at 256-512 cells the tiny model's cache is 0.06-0.13 MiB, where
+# that rounding is as large as the 10% tolerance. The 4096 and 8192 cases (1 and 2 MiB of f16 cache) make two n_ctx
+# values of the same cache type where a real 10% error cannot hide in the rounding.
+@pytest.mark.parametrize(("n_ctx", "cache"), [(256, "f16"), (512, "f16"), (300, "f16"), (2048, "f32"),
+                                              (4096, "f16"), (8192, "f16")])
 def test_gguf_estimate_matches_llama_cpp_report(tiny_model: dict[str, Path], capfd: pytest.CaptureFixture[str],
                                                 n_ctx: int, cache: str) -> None:
     types = {"f16": 1, "f32": 0}
@@ -68,6 +72,8 @@ def test_gguf_estimate_matches_llama_cpp_report(tiny_model: dict[str, Path], cap
     assert report["cells"] == est.n_ctx == allocated_n_ctx(n_ctx)
     assert report["type"] == cache
     assert _close(est.kv_bytes, report["kv_mib"]), (est.kv_bytes / MIB, report)
+    if report["kv_mib"] >= 1:  # a number the rounding does not blur: the plain 10%
+        assert abs(est.kv_bytes / MIB - report["kv_mib"]) <= 0.10 * report["kv_mib"], (est.kv_bytes / MIB, report)
     assert _close(est.compute_bytes, report["compute_mib"]), (est.compute_bytes / MIB, report)
 
 
