@@ -49,6 +49,12 @@ class ModelConfig(StrictModel):
     distil: bool = Field(True, description="self-attention distilling (conv + ELU + max-pool) between encoder layers")
     activation: Literal["gelu", "relu"] = Field("gelu", description="feed-forward activation")
     revin: bool = Field(False, description="reversible instance normalisation of inputs and outputs")
+    linear: Literal["none", "trend", "input"] = Field(
+        "none", description="a linear forecast over time added to the Informer's (DLinear, Zeng et al. 2023): none; "
+        "trend: series decomposition by a moving average, the linear layer forecasts the trend and the Informer the "
+        "seasonal rest (as Autoformer/DLinear); input: the linear layer maps the whole input window and the Informer "
+        "forecasts what it misses")
+    moving_avg: int = Field(25, ge=3, description="moving-average window of linear=trend (odd)")
 
     @model_validator(mode="after")
     def _heads(self) -> ModelConfig:
@@ -56,6 +62,8 @@ class ModelConfig(StrictModel):
             raise ValueError(f"model.n_heads: must divide model.d_model ({self.d_model} % {self.n_heads} != 0)")
         if self.d_model % 2:
             raise ValueError(f"model.d_model: must be even (got {self.d_model})")
+        if self.moving_avg % 2 == 0:
+            raise ValueError(f"model.moving_avg: must be odd, a centred window (got {self.moving_avg})")
         return self
 
 
@@ -63,7 +71,9 @@ class TrainConfig(StrictModel):
     epochs: int = Field(4, ge=1, description="maximum epochs per trial")
     patience: int = Field(2, ge=1, description="early stopping: epochs without validation improvement")
     batch_size: int = Field(32, ge=1, description="batch size")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate (halved every epoch, as the paper)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the first epoch")
+    lr_decay: float = Field(0.5, gt=0, le=1, description="learning-rate factor after every epoch; 0.5 is the "
+                            "paper's schedule (halve per epoch), 1 keeps it constant")
     max_train_batches: int | None = Field(None, ge=1, description="cap on training batches per epoch (speed); "
                                           "empty: every batch")
     seed: int = Field(0, description="seed of weights, data order and dropout")
@@ -85,6 +95,7 @@ def default_space() -> dict[str, ParamSpec]:
         "model.attn": ParamSpec(choices=["prob", "full"]),
         "model.distil": ParamSpec(choices=[True, False]),
         "model.revin": ParamSpec(choices=[True, False]),
+        "model.linear": ParamSpec(choices=["none", "trend", "input"]),
         "train.learning_rate": ParamSpec(low=1e-4, high=1e-2, log=True),
     }
 
@@ -111,6 +122,9 @@ class SearchConfig(StrictModel):
     history: int = Field(5, ge=1, description="recent trials shown to the LLM planner")
 
 
+SECTIONS: dict[str, type[StrictModel]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+
+
 class NASConfig(StrictModel):
     name: str = Field("nas", description="run name (folder suffix)")
     data: DataConfig = Field(default_factory=DataConfig, description="dataset and windows")
@@ -123,11 +137,20 @@ class NASConfig(StrictModel):
     def _space_keys_exist(self) -> NASConfig:
         for key in self.search.space:
             section, _, field = key.partition(".")
-            model = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}.get(section)
+            model = SECTIONS.get(section)
             if model is None or field not in model.model_fields:
                 raise ValueError(f"search.space.{key}: not a searchable key (use model.<field>, train.<field> or "
                                  f"data.<field>)")
         return self
+
+
+def space_meanings(config: NASConfig) -> dict[str, str]:
+    """What each search-space key means: its config field's description (shown to the LLM planner)."""
+    meanings = {}
+    for key in config.search.space:
+        section, _, field = key.partition(".")
+        meanings[key] = SECTIONS[section].model_fields[field].description or ""
+    return meanings
 
 
 def apply_changes(config: NASConfig, changes: dict[str, Any]) -> NASConfig:

@@ -27,6 +27,7 @@ from agentlab.core.errors import ConfigError
 
 ATTN_KINDS = ("prob", "full")
 ACTIVATIONS = ("gelu", "relu")
+LINEAR_KINDS = ("none", "trend", "input")
 
 
 class SpecError(ConfigError, ValueError):
@@ -54,6 +55,8 @@ class InformerSpec:
     distil: bool = True
     activation: str = "gelu"
     revin: bool = False
+    linear: str = "none"
+    moving_avg: int = 25
     time_features: int = 4
 
     def __post_init__(self) -> None:
@@ -62,7 +65,7 @@ class InformerSpec:
     def validate(self) -> None:
         """Raise :class:`SpecError` naming the first invalid field and a value that would work."""
         positive = ("enc_in", "dec_in", "c_out", "seq_len", "pred_len", "d_model", "n_heads", "e_layers",
-                    "d_layers", "d_ff", "factor")
+                    "d_layers", "d_ff", "factor", "moving_avg")
         for name in positive + ("label_len", "time_features"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -81,10 +84,16 @@ class InformerSpec:
             raise SpecError(f"attn must be one of {ATTN_KINDS}, got {self.attn!r}")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.revin and (self.dec_in != self.enc_in or self.c_out > self.enc_in):
-            # RevIN reuses the encoder's per-channel statistics for the decoder input and the output.
-            raise SpecError(f"revin needs dec_in == enc_in and c_out <= enc_in (got enc_in={self.enc_in}, "
-                            f"dec_in={self.dec_in}, c_out={self.c_out}); set revin=false or fix the channel counts")
+        if self.linear not in LINEAR_KINDS:
+            raise SpecError(f"linear must be one of {LINEAR_KINDS}, got {self.linear!r}")
+        if self.moving_avg % 2 == 0:
+            raise SpecError(f"moving_avg must be odd (a centred window), got {self.moving_avg}")
+        for name, on in (("revin", self.revin), ("linear", self.linear != "none")):
+            if on and (self.dec_in != self.enc_in or self.c_out > self.enc_in):
+                # Both reuse the encoder's channels for the output: the output channels are its last c_out.
+                raise SpecError(f"{name} needs dec_in == enc_in and c_out <= enc_in (got enc_in={self.enc_in}, "
+                                f"dec_in={self.dec_in}, c_out={self.c_out}); turn {name} off or fix the channel "
+                                "counts")
 
 
 def _n_active(factor: int, length: int) -> int:
@@ -281,6 +290,28 @@ class RevIN(nn.Module):
         return y * std[..., -c:] + mean[..., -c:]
 
 
+def moving_average(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Centred moving average over time of ``x`` [B, L, C], the ends padded with their edge values (as
+    Autoformer's and DLinear's series decomposition), so the output has the input's length."""
+    half = (kernel - 1) // 2
+    padded = torch.cat([x[:, :1].expand(-1, half, -1), x, x[:, -1:].expand(-1, half, -1)], dim=1)
+    return F.avg_pool1d(padded.transpose(1, 2), kernel_size=kernel, stride=1).transpose(1, 2)
+
+
+class LinearHead(nn.Module):
+    """One linear map over time, ``seq_len -> pred_len``, shared by every channel (DLinear's, Zeng et al., AAAI
+    2023); initialised to the window mean, so an untrained head forecasts the input's level."""
+
+    def __init__(self, seq_len: int, pred_len: int):
+        super().__init__()
+        self.proj = nn.Linear(seq_len, pred_len)
+        nn.init.constant_(self.proj.weight, 1.0 / seq_len)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.transpose(1, 2)).transpose(1, 2)
+
+
 class Informer(nn.Module):
     """Encoder-decoder Informer with a generative (one forward pass) decoder; see :func:`build_informer`."""
 
@@ -299,6 +330,7 @@ class Informer(nn.Module):
         self.dec_norm = nn.LayerNorm(spec.d_model)
         self.projection = nn.Linear(spec.d_model, spec.c_out)
         self.revin = RevIN(spec.enc_in) if spec.revin else None
+        self.linear = LinearHead(spec.seq_len, spec.pred_len) if spec.linear != "none" else None
 
     def _check(self, name: str, x: torch.Tensor | None, length: int, width: int) -> None:
         if width == 0 and x is None:
@@ -324,6 +356,13 @@ class Informer(nn.Module):
         if self.revin is not None:
             mean, std = self.revin.stats(x_enc)
             x_enc, known = self.revin.normalize(x_enc, mean, std), self.revin.normalize(known, mean, std)
+        base = None
+        if s.linear == "trend":  # the Informer sees the seasonal part; the linear head forecasts the trend
+            trend = moving_average(x_enc, s.moving_avg)
+            x_enc, known = x_enc - trend, known - moving_average(known, s.moving_avg)
+            base = self.linear(trend)
+        elif s.linear == "input":  # the Informer forecasts what the linear forecast of the whole window misses
+            base = self.linear(x_enc)
         dec_in = torch.cat([known, known.new_zeros(known.shape[0], s.pred_len, s.dec_in)], dim=1)
 
         enc = self.enc_embedding(x_enc, x_mark_enc)
@@ -337,6 +376,8 @@ class Informer(nn.Module):
         for layer in self.decoder:
             dec = layer(dec, enc)
         out = self.projection(self.dec_norm(dec))[:, -s.pred_len :]
+        if base is not None:  # the output channels are the last c_out input channels, as for RevIN
+            out = out + base[..., -s.c_out :]
         if self.revin is not None:
             out = self.revin.denormalize(out, mean, std)
         return out

@@ -21,7 +21,7 @@ from agentlab.core.runs import RunDir
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, open_storage, require_finished_trials
 from agentlab.core.search.records import TrialRecord, run_id, state_dict
 from agentlab.core.search.space import SearchSpace
-from agentlab.nas.config import NASConfig, apply_changes
+from agentlab.nas.config import NASConfig, apply_changes, space_meanings
 
 log = logging.getLogger(__name__)
 METRIC = "val_mse"
@@ -163,7 +163,7 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progre
     progress = progress or NullProgress()
     announce = announce or log.info
     prepared = prepare_data(cfg)
-    space = SearchSpace(cfg.search.space)
+    space = SearchSpace(cfg.search.space, meanings=space_meanings(cfg))
     planner, router, planner_line = choose_planner(cfg, llm, run_dir)
     announce(planner_line)
     run_dir.event("planner", line=planner_line)

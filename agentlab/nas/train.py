@@ -316,7 +316,7 @@ def _fit(trainer: _Trainer, config: NASConfig, trial_dir: Path | None,
     best_val, best_state, bad_epochs = math.inf, None, 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        lr = cfg.learning_rate * 0.5 ** (epoch - 1)  # the paper's type1 schedule: halve after every epoch
+        lr = cfg.learning_rate * cfg.lr_decay ** (epoch - 1)  # 0.5: the paper's type1 schedule
         trainer.set_lr(lr)
         train_loss, interrupted = trainer.train_epoch(should_stop)
         val_mse = trainer.evaluate(trainer.val)[0] if math.isfinite(train_loss) else math.inf

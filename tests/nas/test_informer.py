@@ -11,12 +11,14 @@ torch = pytest.importorskip("torch")
 
 from agentlab.core.errors import AgentlabError  # noqa: E402
 from agentlab.nas.informer import (  # noqa: E402
+    LINEAR_KINDS,
     AttentionLayer,
     InformerSpec,
     ProbAttention,
     SpecError,
     build_informer,
     count_parameters,
+    moving_average,
 )
 
 SEQ, LABEL, PRED, TF = 32, 16, 8, 4
@@ -60,11 +62,54 @@ def test_output_shapes(attn: str, distil: bool, revin: bool) -> None:
     torch.manual_seed(0)
     for e_layers, d_layers, features in itertools.product((1, 2, 3), (1, 2), CHANNELS):
         enc_in, dec_in, c_out = CHANNELS[features]
+        linear = LINEAR_KINDS[(e_layers + d_layers) % len(LINEAR_KINDS)]  # every head meets every channel layout
         spec = tiny(attn=attn, distil=distil, revin=revin, e_layers=e_layers, d_layers=d_layers, enc_in=enc_in,
-                    dec_in=dec_in, c_out=c_out, activation="relu" if e_layers == 2 else "gelu")
+                    dec_in=dec_in, c_out=c_out, activation="relu" if e_layers == 2 else "gelu", linear=linear,
+                    moving_avg=5)
         out = build_informer(spec)(*batch(spec))
         assert out.shape == (2, PRED, c_out), (e_layers, d_layers, features)
         assert torch.isfinite(out).all()
+
+
+def test_moving_average_is_centred_with_edge_padding() -> None:
+    x = torch.randn(2, 11, 3)
+    out = moving_average(x, 5)
+    assert out.shape == x.shape
+    padded = torch.cat([x[:, :1].repeat(1, 2, 1), x, x[:, -1:].repeat(1, 2, 1)], dim=1)
+    expected = torch.stack([padded[:, t : t + 5].mean(dim=1) for t in range(11)], dim=1)
+    torch.testing.assert_close(out, expected)
+    assert torch.allclose(moving_average(torch.full((1, 9, 2), 3.0), 7), torch.tensor(3.0))
+
+
+@pytest.mark.parametrize("linear", ["trend", "input"])
+@pytest.mark.parametrize("revin", [True, False])
+def test_linear_head_is_added_to_the_informer_forecast(linear: str, revin: bool) -> None:
+    # With the Informer's output projection zeroed, the forecast is the linear head's alone: at its initial weights
+    # (1 / seq_len) the mean of the window it reads (the trend part for "trend", the input for "input"), per channel.
+    torch.manual_seed(0)
+    for features in ("M", "MS"):
+        enc_in, dec_in, c_out = CHANNELS[features]
+        spec = tiny(linear=linear, moving_avg=5, revin=revin, enc_in=enc_in, dec_in=dec_in, c_out=c_out)
+        model = build_informer(spec).eval()
+        torch.nn.init.zeros_(model.projection.weight)
+        torch.nn.init.zeros_(model.projection.bias)
+        x, x_mark, y, y_mark = batch(spec)
+        read = moving_average(x, 5) if linear == "trend" else x
+        expected = read.mean(dim=1, keepdim=True)[..., -c_out:].expand(-1, PRED, -1)
+        torch.testing.assert_close(model(x, x_mark, y, y_mark), expected, atol=1e-5, rtol=1e-5)
+        model.linear.proj.bias.data.fill_(0.5)  # the head's output reaches the forecast (denormalised with RevIN)
+        shift = model(x, x_mark, y, y_mark) - expected
+        scale = x.std(dim=1, unbiased=False, keepdim=True)[..., -c_out:] if revin else torch.ones(1)
+        torch.testing.assert_close(shift, (0.5 * scale).expand_as(shift), atol=1e-4, rtol=1e-4)
+
+
+def test_linear_head_options_are_validated() -> None:
+    with pytest.raises(SpecError, match="linear must be one of"):
+        tiny(linear="deep")
+    with pytest.raises(SpecError, match="moving_avg must be odd"):
+        tiny(linear="trend", moving_avg=4)
+    with pytest.raises(SpecError, match="linear needs dec_in == enc_in"):
+        tiny(linear="input", enc_in=3, dec_in=2, c_out=2)
 
 
 def test_without_time_features_marks_may_be_none() -> None:

@@ -89,6 +89,9 @@ def test_valid_plan_is_applied_with_its_reasoning(in_tmp: Path, server: Scripted
     assert server.count(PLANNER) == 1  # --planner llm: no probe, one plan
     prompt = texts(server.requests[0])
     assert "optimizer_candidate" in prompt and '"model.d_model"' in prompt and "run_0000" in prompt
+    state = server.requests[0]["messages"][-1]["content"].partition("\n")[2]
+    space = json.loads(state)["search_space"]  # each key with its bounds and what it means
+    assert space["model.n_heads"] == {"choices": [1, 2, 3], "meaning": "attention heads; must divide d_model"}
     assert "a wider model should fit the daily cycle" in (out / "report.md").read_text()
     assert events(out, "plan")[-1]["reasoning"] == "a wider model should fit the daily cycle"
     calls = events(out, "llm_call")  # the planner's calls are recorded in the run like every LLM call

@@ -65,6 +65,13 @@ def test_prepare_data_loads_once_per_data_section(monkeypatch: pytest.MonkeyPatc
         spec_from_config(tiny(), other)
 
 
+def test_lr_decay_sets_the_per_epoch_schedule() -> None:
+    config = tiny(train={"epochs": 3, "patience": 3, "lr_decay": 0.8}, model={"linear": "input"})
+    result = train_trial(config, prepare_data(config), None)
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 8e-4, 6.4e-4])
+    assert math.isfinite(result.test_mse)
+
+
 def test_trial_writes_artifacts_and_sensible_metrics(tmp_path: Path) -> None:
     config = tiny()
     epochs: list[dict[str, float]] = []

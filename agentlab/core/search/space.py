@@ -87,8 +87,9 @@ class ParamSpec(StrictModel):
 class SearchSpace:
     """A set of named ``ParamSpec``. Keys are dotted paths into the command's config (``model.d_model``)."""
 
-    def __init__(self, params: dict[str, ParamSpec]):
+    def __init__(self, params: dict[str, ParamSpec], meanings: dict[str, str] | None = None):
         self.params = dict(params)
+        self.meanings = {k: v for k, v in (meanings or {}).items() if k in self.params}  # shown to LLM planners
 
     def __contains__(self, key: str) -> bool:
         return key in self.params
@@ -115,4 +116,6 @@ class SearchSpace:
         return clean, errors
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        return {key: spec.describe() for key, spec in self.params.items()}
+        """Bounds of every key, with what the key means where known (an LLM planner cannot guess ``model.linear``)."""
+        return {key: spec.describe() | ({"meaning": self.meanings[key]} if key in self.meanings else {})
+                for key, spec in self.params.items()}
