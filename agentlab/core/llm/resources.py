@@ -367,10 +367,35 @@ def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimat
                                     for e, n in suggestions)
         hint = ("lower n_ctx in the provider config (" + ", ".join(f"{e.name}: {n}" for e, n in suggestions)
                 + "), free memory, or raise resources.memory_budget_gb / set resources.check: false to skip the check")
+    elif (common := _largest_common_n_ctx(new, side, need - sum(_side(e, side) for e in new), limit * sf)):
+        message += f"; every model at n_ctx {common} or less would fit together"
+        hint = (f"lower n_ctx to {common} for {', '.join(e.name for e in new if e.n_ctx > common)}, load fewer "
+                "models at once, free memory, or raise resources.memory_budget_gb / set resources.check: false")
     else:
         hint = ("no context size makes it fit: use a smaller model or quantization (q4_k_m), load fewer models at "
                 "once, free memory, or set resources.check: false to try anyway")
     return ResourceError(message, hint=hint, model=new[0].name if len(new) == 1 else None)
+
+
+def _largest_common_n_ctx(new: list[MemoryEstimate], side: str, fixed: int, limit: float) -> int | None:
+    """The largest multiple of 256 such that every GGUF model of ``new``, with its n_ctx capped there, fits in
+    ``limit`` together with the other models of ``new`` and ``fixed`` bytes; None when even 256 does not."""
+    sizable = [e for e in new if e.backend == "llama_cpp" and e.dims]
+    if len(new) < 2 or not sizable:
+        return None
+    rest = fixed + sum(_side(e, side) for e in new if not any(e is g for g in sizable))
+
+    def fits(units: int) -> bool:
+        cap = units * N_CTX_PAD
+        return rest + sum(_side(e.at_n_ctx(min(e.n_ctx, cap)), side) for e in sizable) <= limit
+
+    lo, hi = 1, max(e.n_ctx for e in sizable) // N_CTX_PAD - 1
+    if hi < lo or not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo * N_CTX_PAD
 
 
 def _largest_fitting_n_ctx(e: MemoryEstimate, side: str, others: int, limit: float) -> int | None:

@@ -156,6 +156,23 @@ def test_check_fits_refuses_and_suggests_n_ctx(tiny_model: dict[str, Path]) -> N
     assert check_fits([est.at_n_ctx(n_ctx)], resources)["ram"] == 20 * MIB
 
 
+def test_check_fits_suggests_a_common_n_ctx_when_no_single_model_can_make_room(tiny_model: dict[str, Path]) -> None:
+    # Two models at n_ctx 8192: lowering either one alone is not enough, lowering both is.
+    a, b = (estimate_gguf(tiny_model["gguf"], 8192, name=n) for n in ("a", "b"))
+    small = a.at_n_ctx(2048).ram_bytes
+    limit = 2 * small + (a.ram_bytes - small) // 2  # room for both at 2048 and then some, not for one at 8192
+    assert a.ram_bytes + b.at_n_ctx(256).ram_bytes > limit  # no single-model suggestion exists
+    resources = ResourceConfig(memory_budget_gb=limit / GIB, safety_factor=1.0)
+    with pytest.raises(ResourceError) as info:
+        check_fits([a, b], resources)
+    n_ctx = int(re.search(r"every model at n_ctx (\d+) or less would fit together", info.value.message).group(1))
+    assert n_ctx % 256 == 0 and n_ctx >= 2048 and "lower n_ctx to" in info.value.hint
+    assert "no context size" not in info.value.hint
+    check_fits([a.at_n_ctx(n_ctx), b.at_n_ctx(n_ctx)], resources)  # what it suggests fits
+    with pytest.raises(ResourceError):  # and it is the largest such size
+        check_fits([a.at_n_ctx(n_ctx + 256), b.at_n_ctx(n_ctx + 256)], resources)
+
+
 def test_check_fits_nothing_fits_and_skip(tiny_model: dict[str, Path]) -> None:
     est = estimate_gguf(tiny_model["gguf"], 512, name="drafter")
     with pytest.raises(ResourceError) as info:
