@@ -3,8 +3,10 @@
 Protocol (Zhou et al., AAAI 2021): multivariate (M), seq_len 96, label_len 48, the standard 12/4/4-month split,
 MSE and MAE on the scaled test set, for pred_len 24 and 96. Each (planner, horizon) search is one
 `agentlab nas` run folder under --out; runs go --jobs at a time (one torch thread each) and resume if interrupted.
-The table shows the base config (trial 0 of each search, the same config for both planners), the best trial of each
-search (chosen by validation MSE), their ratio to the base, and the published Informer figures.
+The table shows the naive forecast (repeat the last observed value), the base config (trial 0 of each search, the
+same plain Informer for both planners), the best trial of each search (chosen by validation MSE), its ratio to the
+base, and the published Informer figures; then what each best trial changed. Run again over finished searches, it
+only prints the table.
 
     python benchmarks/nas_etth1.py --data ../shared/data/ETTh1.csv --trials 20
 """
@@ -70,15 +72,22 @@ def main() -> None:
     print(f"\nETTh1 multivariate, seq_len 96, label_len 48; {args.trials} trials per search; "
           "test MSE / MAE on the scaled test set of the trial with the best validation MSE")
     columns = "".join(f"{p + ' best':>26}" for p in planners)
-    print(f"{'horizon':<8}{'base':>16}{columns}{'Informer (published)':>24}")
+    print(f"{'horizon':<8}{'repeat last':>16}{'base':>16}{columns}{'Informer (published)':>24}")
     for h in horizons:
-        base = results[(planners[0], h)]["base"]
-        row = f"{h:<8}{base['test_mse']:>8.3f} / {base['test_mae']:.3f}"
+        base, naive = results[(planners[0], h)]["base"], results[(planners[0], h)]["naive_baseline"]
+        row = f"{h:<8}" + "".join(f"{r['test_mse']:>8.3f} / {r['test_mae']:.3f}" for r in (naive, base))
         for p in planners:
             best = results[(p, h)]["best"]
             row += f"{best['test_mse']:>9.3f} / {best['test_mae']:.3f} ({best['test_mse'] / base['test_mse']:.2f}x)"
         mse, mae, source = PAPER[h]
         print(row + f"{mse:>14.3f} / {mae:.3f}")
+    print()
+    for (p, h), result in results.items():
+        best, base = result["best"], result["base"]
+        changed = {k: v for k, v in best["params"].items() if base["params"].get(k) != v}
+        print(f"best {p} h={h}: {best['run_id']} ({best['planner']}), changes from base: "
+              + (", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed.items())
+                 or "none"))
     print()
     for h in horizons:
         best = min(results[(p, h)]["best"]["test_mse"] for p in planners)
