@@ -3,7 +3,9 @@
 Zhou, Zhang, Peng, Zhang, Li, Xiong, Zhang: "Informer: Beyond Efficient Transformer for Long Sequence Time-Series
 Forecasting", AAAI 2021 (https://arxiv.org/abs/2012.07436). Optional reversible instance normalisation (RevIN) from
 Kim, Kim, Tae, Park, Choi, Choo: "Reversible Instance Normalization for Accurate Time-Series Forecasting against
-Distribution Shift", ICLR 2022.
+Distribution Shift", ICLR 2022. Optional linear head over time (``linear``: of the input, or of its moving-average
+trend with the Informer on the seasonal rest) from Zeng, Chen, Zhang, Xu: "Are Transformers Effective for Time
+Series Forecasting?", AAAI 2023.
 
 Written from the paper; where the paper leaves a detail open (ceil of ln L for u, the initial context of lazy
 queries, kaiming init of the value convolution, bias-free time-feature embedding) this follows the authors' code.
@@ -359,7 +361,8 @@ class Informer(nn.Module):
         base = None
         if s.linear == "trend":  # the Informer sees the seasonal part; the linear head forecasts the trend
             trend = moving_average(x_enc, s.moving_avg)
-            x_enc, known = x_enc - trend, known - moving_average(known, s.moving_avg)
+            x_enc = x_enc - trend
+            known = known - moving_average(known, s.moving_avg) if s.label_len else known
             base = self.linear(trend)
         elif s.linear == "input":  # the Informer forecasts what the linear forecast of the whole window misses
             base = self.linear(x_enc)

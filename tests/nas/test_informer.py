@@ -103,6 +103,11 @@ def test_linear_head_is_added_to_the_informer_forecast(linear: str, revin: bool)
         torch.testing.assert_close(shift, (0.5 * scale).expand_as(shift), atol=1e-4, rtol=1e-4)
 
 
+def test_trend_head_without_known_decoder_steps() -> None:
+    spec = tiny(linear="trend", moving_avg=5, label_len=0)
+    assert build_informer(spec)(*batch(spec)).shape == (2, PRED, 3)
+
+
 def test_linear_head_options_are_validated() -> None:
     with pytest.raises(SpecError, match="linear must be one of"):
         tiny(linear="deep")
