@@ -359,7 +359,7 @@ def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimat
     message = f"{head} but {format_bytes(limit)} is {what} x {sf:g} ({details})"
     suggestions = []
     for e in new:
-        n_ctx = _largest_fitting_n_ctx(e, side, need - _side(e, side), limit * sf)
+        n_ctx = _largest_n_ctx([e], side, need - _side(e, side), limit * sf)
         if n_ctx is not None:
             suggestions.append((e, n_ctx))
     if suggestions:
@@ -367,7 +367,7 @@ def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimat
                                     for e, n in suggestions)
         hint = ("lower n_ctx in the provider config (" + ", ".join(f"{e.name}: {n}" for e, n in suggestions)
                 + "), free memory, or raise resources.memory_budget_gb / set resources.check: false to skip the check")
-    elif (common := _largest_common_n_ctx(new, side, need - sum(_side(e, side) for e in new), limit * sf)):
+    elif len(new) > 1 and (common := _largest_n_ctx(new, side, need - sum(_side(e, side) for e in new), limit * sf)):
         message += f"; every model at n_ctx {common} or less would fit together"
         hint = (f"lower n_ctx to {common} for {', '.join(e.name for e in new if e.n_ctx > common)}, load fewer "
                 "models at once, free memory, or raise resources.memory_budget_gb / set resources.check: false")
@@ -377,39 +377,24 @@ def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimat
     return ResourceError(message, hint=hint, model=new[0].name if len(new) == 1 else None)
 
 
-def _largest_common_n_ctx(new: list[MemoryEstimate], side: str, fixed: int, limit: float) -> int | None:
-    """The largest multiple of 256 such that every GGUF model of ``new``, with its n_ctx capped there, fits in
-    ``limit`` together with the other models of ``new`` and ``fixed`` bytes; None when even 256 does not."""
-    sizable = [e for e in new if e.backend == "llama_cpp" and e.dims]
-    if len(new) < 2 or not sizable:
+def _largest_n_ctx(models: list[MemoryEstimate], side: str, fixed: int, limit: float) -> int | None:
+    """The largest multiple of 256 below the largest n_ctx of ``models`` such that their GGUF models, each with its
+    n_ctx capped there, fit in ``limit`` together with their other models and ``fixed`` bytes; None when even 256
+    does not (or none is a GGUF model)."""
+    sizable = [e for e in models if e.backend == "llama_cpp" and e.dims]
+    if not sizable:
         return None
-    rest = fixed + sum(_side(e, side) for e in new if not any(e is g for g in sizable))
+    rest = fixed + sum(_side(e, side) for e in models if not any(e is g for g in sizable))
 
     def fits(units: int) -> bool:
         cap = units * N_CTX_PAD
         return rest + sum(_side(e.at_n_ctx(min(e.n_ctx, cap)), side) for e in sizable) <= limit
 
-    lo, hi = 1, max(e.n_ctx for e in sizable) // N_CTX_PAD - 1
+    lo, hi = 1, max(e.n_ctx for e in sizable) // N_CTX_PAD - 1  # in units of 256 cells; the current size failed
     if hi < lo or not fits(lo):
-        return None
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-    return lo * N_CTX_PAD
-
-
-def _largest_fitting_n_ctx(e: MemoryEstimate, side: str, others: int, limit: float) -> int | None:
-    """The largest multiple of 256 below ``e.n_ctx`` at which ``e`` plus ``others`` fit in ``limit`` (GGUF only)."""
-    if e.backend != "llama_cpp" or not e.dims:
-        return None
-    lo, hi = 1, e.n_ctx // N_CTX_PAD - 1  # in units of 256 cells; the current size already failed
-    if hi < lo or others + _side(e.at_n_ctx(lo * N_CTX_PAD), side) > limit:
         return None
     while lo < hi:  # memory grows with n_ctx: binary search the last size that fits
         mid = (lo + hi + 1) // 2
-        if others + _side(e.at_n_ctx(mid * N_CTX_PAD), side) <= limit:
-            lo = mid
-        else:
-            hi = mid - 1
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
     return lo * N_CTX_PAD
 
