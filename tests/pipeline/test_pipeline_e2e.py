@@ -116,10 +116,12 @@ def test_check_models_reads_metadata_only(models_dir: Path, in_tmp: Path) -> Non
     assert check_models(tight)[0].fits is False and "needs" in check_models(tight)[0].note
 
 
-def test_names_sharing_one_loaded_model_count_once(models_dir: Path, in_tmp: Path) -> None:
+def test_names_sharing_one_loaded_model_count_once(models_dir: Path, in_tmp: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # drafter and finisher of configs/models.yaml share a file and every load setting: the cache loads it once, so
     # the memory check must count it once too (a pipeline that fits must not be refused for a double count).
-    from agentlab.core.llm.providers.llama_cpp import load_count, unload_all
+    from agentlab.core.llm import resources
+    from agentlab.core.llm.providers.llama_cpp import load_count
     from agentlab.core.llm.resources import GIB, ResourceError
     from agentlab.pipeline.config import ModelsConfig
     from agentlab.pipeline.models import check_fits, estimate
@@ -131,7 +133,9 @@ def test_names_sharing_one_loaded_model_count_once(models_dir: Path, in_tmp: Pat
     one = estimate(ModelsConfig.model_validate(raw), "drafter").ram_bytes
     raw["resources"] = {"memory_budget_gb": 1.2 * one / GIB, "safety_factor": 1.0}  # one copy fits, not more
     cfg = ModelsConfig.model_validate(raw)
-    unload_all()  # models loaded by earlier tests count against a configured budget
+    # Models that earlier tests left loaded (llama.cpp or transformers) count against a configured budget: this
+    # budget is for these models alone.
+    monkeypatch.setattr(resources, "_loaded", {})
     before = load_count()
     estimates = check_fits(cfg, ["drafter", "finisher"])
     assert [e.name for e in estimates] == ["drafter", "finisher"]  # still one estimate per name for the results
