@@ -367,7 +367,7 @@ def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimat
                                     for e, n in suggestions)
         hint = ("lower n_ctx in the provider config (" + ", ".join(f"{e.name}: {n}" for e, n in suggestions)
                 + "), free memory, or raise resources.memory_budget_gb / set resources.check: false to skip the check")
-    elif len(new) > 1 and (common := _largest_n_ctx(new, side, need - sum(_side(e, side) for e in new), limit * sf)):
+    elif len(new) > 1 and (common := _largest_n_ctx(new, side, sum(_side(e, side) for e in counted), limit * sf)):
         message += f"; every model at n_ctx {common} or less would fit together"
         hint = (f"lower n_ctx to {common} for {', '.join(e.name for e in new if e.n_ctx > common)}, load fewer "
                 "models at once, free memory, or raise resources.memory_budget_gb / set resources.check: false")
