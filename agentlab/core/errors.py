@@ -33,6 +33,12 @@ class UsageError(AgentlabError):
     exit_code = 2
 
 
+class InputError(AgentlabError):
+    """A file or value the user gave cannot be used (missing, a directory, not UTF-8, malformed): exit code 2."""
+
+    exit_code = 2
+
+
 class RunDirError(AgentlabError):
     """A run folder cannot be created, resumed or written."""
 

@@ -1,0 +1,77 @@
+"""Reading the files users give us: one place that turns every way a file can be unusable into one clear line.
+
+Every file the toolkit reads on a user's behalf (YAML configs, CSV data, JSON / JSONL records, prompt files, run-folder
+state) goes through :func:`read_text` or the readers built on it, so a missing file, a directory, a file we may not
+read, binary data or text in another encoding all fail the same way: ``InputError`` (exit code 2) naming the file,
+the line where it applies, what is wrong, and what to do next. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import InputError
+
+_BINARY_HINT = "is it the file you meant? (it looks like binary data, not text)"
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of ``path`` (a leading byte-order mark dropped).
+
+    ``what`` names the file's role in messages (``"config file"``, ``"--input-file"``). Raises ``InputError`` for a
+    missing path, a directory, a permission problem, bytes that are not UTF-8 (with the line and byte) or NUL bytes.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found", hint="check the path (relative paths start from the current "
+                         f"directory, {Path.cwd()})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a {what}", hint="pass the file inside it") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied reading the {what}", hint="check the file's permissions") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    return decode(data, path, what)
+
+
+def decode(data: bytes, path: str | Path, what: str = "file") -> str:
+    """``data`` as UTF-8 text, or ``InputError`` naming ``path``, the line and the offending byte."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}:{line}: the {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start})", hint=f"save it as UTF-8; {_BINARY_HINT}") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise InputError(f"{path}:{line}: the {what} contains NUL bytes, not text", hint=_BINARY_HINT)
+    return text
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """A JSON document; ``InputError`` with the line of a syntax error."""
+    path = Path(path)
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}",
+                         hint=f"fix the JSON at that line of the {what}") from None
+
+
+def iter_jsonl(path: str | Path, what: str = "JSONL file") -> Iterator[tuple[int, Any]]:
+    """``(line number, record)`` for each non-blank line of a JSON Lines file; ``InputError`` names a bad line."""
+    path = Path(path)
+    for number, line in enumerate(read_text(path, what).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})",
+                             hint="each line must be one JSON object") from None
