@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from agentlab import __version__
-from agentlab.cli import config_cmd, llm_bench, models, nas, pipeline
+from agentlab.cli.commands import register
 
 app = typer.Typer(
     name="agentlab",
@@ -25,11 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("nas")(nas.nas)
-app.command("llm-bench")(llm_bench.llm_bench)
-app.add_typer(models.app, name="models")
-app.add_typer(pipeline.app, name="pipeline")
-app.add_typer(config_cmd.app, name="config")
+register(app)  # every command comes from the one table in commands.py
 
 
 def _version_callback(value: bool) -> None:
@@ -64,14 +60,28 @@ def _sigterm_to_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry: runs the app and turns errors into one line, a hint and an exit code."""
-    from agentlab.core.errors import AgentlabError
+    """Console-script entry: runs the app and turns errors into one line, a hint and an exit code.
+
+    Any exception is one line (the traceback only with AGENTLAB_DEBUG=1): an ``AgentlabError`` with its own exit
+    code, a missing optional package with the extra that installs it (exit 2), anything else as an internal error
+    (exit 1) with the way to see and report the traceback.
+    """
+    from agentlab.core.errors import AgentlabError, missing_package
 
     from .common import console
 
+    debug = os.environ.get("AGENTLAB_DEBUG") == "1"
+
+    def fail(message: str, hint: str | None, code: int) -> int:
+        if debug:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        if hint:
+            console.print(f"[yellow]hint:[/] {escape(hint)}", soft_wrap=True)
+        return code
+
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    debug = os.environ.get("AGENTLAB_DEBUG") == "1"
     try:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.
         result = app(args=args, prog_name="agentlab", standalone_mode=False)
@@ -79,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print("[yellow]interrupted[/]; continue with --resume")
         return result if isinstance(result, int) else 0
     except AgentlabError as exc:
-        if debug:
-            console.print_exception()
-        console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
-        if exc.hint:
-            console.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
-        return exc.exit_code
+        return fail(exc.message, exc.hint, exc.exit_code)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # click's usage errors (vendored by typer): exit code 2
@@ -95,6 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         console.print("[yellow]interrupted[/]; continue with --resume")
         return 130
+    except ImportError as exc:
+        missing = missing_package(exc)
+        if missing is None:
+            return fail(f"internal error: {type(exc).__name__}: {exc}", _REPORT, 1)
+        return fail(missing.message, missing.hint, missing.exit_code)
+    except OSError as exc:  # the disk or the system, not a bug: a full disk, a folder we may not write
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}", "check the path, the free disk space and the permissions", 1)
+    except Exception as exc:  # a bug: one line, not a traceback (AGENTLAB_DEBUG=1 shows it)
+        return fail(f"internal error: {type(exc).__name__}: {exc}", _REPORT, 1)
+
+
+_REPORT = "run again with AGENTLAB_DEBUG=1 for the traceback, and report it with the command you ran"
 
 
 def run() -> None:

@@ -44,8 +44,8 @@ ResumeOpt = Annotated[
     typer.Option("--resume", help="Continue a stopped run: --resume DIR, or a bare --resume for the latest run.",
                  show_default=False, metavar="[DIR]"),
 ]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and plan with scripted LLM replies; "
-                                         "no network, no training.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check the config and every input and show what would "
+                                         "run; nothing is trained and no run folder is written.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")]
 

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from .commands import load_schema, schemas
 from .common import console
 
 app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
 
-# Which pydantic model validates each command's -c file. `llm` is the routing config given with --llm.
-CONFIG_MODELS: dict[str, str] = {
-    "llm": "agentlab.core.llm.config:LLMConfig",
-    "llm-bench": "agentlab.core.llm.config:LLMConfig",
-    "nas": "agentlab.nas.config:NASConfig",
-    "pipeline": "agentlab.pipeline.config:PipelineConfig",
-    "models": "agentlab.pipeline.config:ModelsConfig",  # the pipeline's models.yaml, read by `agentlab models check`
-}
+# Which pydantic model validates each command's -c file (and `llm`, the routing config of --llm): commands.py.
+CONFIG_MODELS: dict[str, str] = schemas()
 
 
 def _model(command: str) -> type:
@@ -28,16 +22,14 @@ def _model(command: str) -> type:
         from agentlab.core.errors import UsageError
 
         raise UsageError(f"no config schema for '{command}'", hint=f"choose one of: {', '.join(CONFIG_MODELS)}")
-    module, _, name = CONFIG_MODELS[command].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return load_schema(command)
 
 
 def _command_of(path: Path) -> str | None:
     """Configs open with the command that runs them (`# agentlab nas -c configs/nas.yaml`): that picks the schema."""
-    try:
-        head = path.read_text(encoding="utf-8").splitlines()[:5]
-    except OSError:
-        return None
+    from agentlab.core.files import read_text
+
+    head = read_text(path, "config file").splitlines()[:5]
     for line in head:
         match = re.match(r"#\s*(?:\$\s*)?agentlab\s+([a-z][a-z-]*)", line)
         if match and match.group(1) in CONFIG_MODELS:

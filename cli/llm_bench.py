@@ -8,17 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, rich_progress
-
-
-def _demo_config(base_url: str) -> dict[str, Any]:
-    return {
-        "providers": {"demo": {"kind": "openai", "base_url": base_url}},
-        "models": {name: {"provider": "demo", "model": name} for name in ("demo-fast", "demo-slow", "demo-dead")},
-        "routes": {"default": {"primary": ["demo-dead"], "reserve": ["demo-slow"], "fallback": ["demo-fast"]}},
-        "timeout_s": 10,
-        "retries": 0,
-    }
+from .common import ConfigOpt, JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console
+from .runner import flags, run_command
 
 
 def _print_table(results: dict[str, Any]) -> None:
@@ -54,10 +45,13 @@ def llm_bench(
     set_: SetOpt = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only these models (repeatable).",
                                                     show_default=False)] = None,
-    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4",
-    requests: Annotated[int, typer.Option(min=1, help="Requests per model at each concurrency level.")] = 8,
+    concurrency: Annotated[str | None, typer.Option(help="Concurrency levels, comma-separated (default 1,4).",
+                                                    show_default=False)] = None,
+    requests: Annotated[int | None, typer.Option(min=1, help="Requests per model at each concurrency level "
+                                                 "(default 8).", show_default=False)] = None,
     prompt: Annotated[str | None, typer.Option(help="Prompt sent with every request.", show_default=False)] = None,
-    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of every request.")] = 64,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="max_tokens of every request (default 64).",
+                                                   show_default=False)] = None,
     route: Annotated[str | None, typer.Option(help="Send requests through this route's strategy and fallbacks "
                                               "instead of to each model; reports who answered.",
                                               show_default=False)] = None,
@@ -69,46 +63,35 @@ def llm_bench(
     verbose: VerboseOpt = 0,
 ) -> None:
     """Probe every configured model: availability (with the error kind), time to first token, latency p50/p90/p99
-    and output tokens/s at each concurrency level. Writes report.md (with a chart) and results.json."""
-    from agentlab.core.config import load_config
+    and output tokens/s at each concurrency level. Writes report.md (with a chart) and results.json; the run
+    folder's config.yaml repeats the measurement (`agentlab llm-bench -c RUN/config.yaml`)."""
     from agentlab.core.errors import UsageError
-    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig
-    from agentlab.core.runs import RunDir
-    from agentlab.llm_bench import BenchSettings, run
+    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG
+    from agentlab.llm_bench import BenchConfig, prepare, run
 
-    from .common import setup_logging
-
-    setup_logging(verbose)
     if config is not None and llm is not None and config != llm:
         raise UsageError("-c/--config and --llm both given", hint="llm-bench reads one routing config: pass one")
-    path: Path | None = config or llm
-    try:
-        levels = [int(x) for x in concurrency.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"--concurrency {concurrency}: expected comma-separated integers, e.g. 1,4,16") from None
-    if not levels or min(levels) < 1:
-        raise UsageError(f"--concurrency {concurrency}: levels must be >= 1")
-    with ExitStack() as stack:
-        base: dict[str, Any] | None = None
-        if demo or (path is None and not DEFAULT_LLM_CONFIG.is_file()):
-            from agentlab.core.llm.testserver import demo_server
+    path = config or llm
+    use_demo = demo or (path is None and not DEFAULT_LLM_CONFIG.is_file())
+    options = flags(("--model", "bench.models", model), ("--concurrency", "bench.concurrency", concurrency),
+                    ("--requests", "bench.requests", requests), ("--prompt", "bench.prompt", prompt),
+                    ("--max-tokens", "bench.max_tokens", max_tokens), ("--route", "bench.route", route),
+                    ("--no-stream", "bench.stream", False if no_stream else None))
+    run_command("llm-bench", BenchConfig, run, config=None if use_demo else path or DEFAULT_LLM_CONFIG,
+                sets=[*(set_ or []), *options], base=_demo if use_demo else None, prepare=prepare, out=out,
+                resumable=False, json_=json_, verbose=verbose, summary=_summary,
+                exit_code=lambda results: 0 if results["available"] else 1)
 
-            server = stack.enter_context(demo_server())
-            base = _demo_config(server.base_url)
-            console.print(f"[cyan]demo:[/] benchmarking built-in loopback models at {server.base_url}")
-        elif path is None:
-            path = DEFAULT_LLM_CONFIG
-        cfg = load_config(None if base is not None else path, LLMConfig, set_, base=base)
-        settings = BenchSettings(models=list(model or []), concurrency=levels, requests=requests,
-                                 prompt=prompt or BenchSettings.prompt, max_tokens=max_tokens, route=route,
-                                 stream=not no_stream)
-        run_dir = stack.enter_context(RunDir.open("llm-bench", cfg, out=out, name="bench"))
-        with rich_progress(enabled=not json_) as progress:
-            results = run(cfg, settings, run_dir, progress=progress)
-    if json_:
-        print_json(results)
-    else:
-        _print_table(results)
-        console.print(f"report: {run_dir.path / 'report.md'}")
-    if not results["available"]:
-        raise typer.Exit(1)
+
+def _demo(stack: ExitStack) -> dict[str, Any]:
+    """Start the loopback demo server for the whole run; its models are the config."""
+    from agentlab.testing.server import demo_config, demo_server
+
+    server = stack.enter_context(demo_server())
+    console.print(f"[cyan]demo:[/] benchmarking built-in loopback models at {server.base_url}")
+    return demo_config(server.base_url)
+
+
+def _summary(results: dict[str, Any], path: Path) -> None:
+    _print_table(results)
+    console.print(f"report: {path / 'report.md'}")

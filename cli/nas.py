@@ -7,19 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from .common import (
-    ConfigOpt,
-    DryRunOpt,
-    JsonOpt,
-    LLMOpt,
-    OutOpt,
-    ResumeOpt,
-    SetOpt,
-    VerboseOpt,
-    console,
-    print_json,
-    rich_progress,
-)
+from .common import ConfigOpt, DryRunOpt, JsonOpt, LLMOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console
+from .runner import flags, run_command
 
 
 def nas(
@@ -52,54 +41,18 @@ def nas(
 ) -> None:
     """Search Informer configs: a planner proposes changes, each trial trains and is judged by rules (an LLM only
     inside the noise band), state is saved after every trial. Runs offline on built-in synthetic data by default."""
-    from agentlab.core.config import load_config
-    from agentlab.core.llm.config import load_llm_config
-    from agentlab.core.runs import RunDir
-    from agentlab.nas.config import NASConfig
+    from agentlab.nas import NASConfig
+    from agentlab.nas import run as nas_run
+    from agentlab.nas.run import dry_run as nas_dry_run
+    from agentlab.nas.run import prepare
 
-    from .common import setup_logging
-
-    setup_logging(verbose)
-    sets = list(set_ or [])
-    for key, value in (("search.max_iterations", max_iterations), ("search.time_budget_s", time_budget),
-                       ("search.patience", patience), ("search.target", target), ("search.planner", planner),
-                       ("data.path", data), ("search.storage", storage)):
-        if value is not None:
-            sets.append(f"{key}={value}")
-    resume_dir = None
-    if resume is not None:
-        resume_dir = RunDir.latest("nas") if resume == "" else Path(resume)
-        cfg = load_config(resume_dir / "config.yaml", NASConfig, sets)
-    else:
-        cfg = load_config(config, NASConfig, sets)
-    llm_cfg = load_llm_config(llm)
-    if dry_run:
-        _dry_run(cfg)
-        return
-    with RunDir.open("nas", cfg, out=out, resume=resume_dir, name=cfg.name, seed=cfg.search.seed) as run_dir:
-        run_dir.save_config(cfg)
-        console.print(f"run folder: {run_dir.path}")
-        with rich_progress(enabled=not json_) as progress:
-            from agentlab.nas.run import run
-
-            results = run(cfg, run_dir, llm=llm_cfg, progress=progress,
-                          announce=lambda line: console.print(f"[cyan]{line}[/]"))
-    if json_:
-        print_json(results)
-        return
-    _print_summary(results, run_dir.path)
-
-
-def _dry_run(cfg: object) -> None:
-    from agentlab.nas.train import prepare_data, spec_from_config
-
-    prepared = prepare_data(cfg)
-    spec = spec_from_config(cfg, prepared)
-    console.print(f"[green]config ok[/]; data: {len(prepared.train)} train / {len(prepared.val)} val / "
-                  f"{len(prepared.test)} test windows, {prepared.enc_in} channels ({prepared.split} split)")
-    console.print(f"base model: d_model {spec.d_model}, heads {spec.n_heads}, layers {spec.e_layers}+{spec.d_layers}, "
-                  f"attn {spec.attn}; search space: {', '.join(cfg.search.space)}")
-    console.print("dry run: nothing trained, no run folder written")
+    options = flags(("--max-iterations", "search.max_iterations", max_iterations),
+                    ("--time-budget", "search.time_budget_s", time_budget), ("--patience", "search.patience", patience),
+                    ("--target", "search.target", target), ("--planner", "search.planner", planner),
+                    ("--data", "data.path", data), ("--storage", "search.storage", storage))
+    run_command("nas", NASConfig, nas_run, config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
+                prepare=lambda cfg: prepare(cfg, llm), dry_run=nas_dry_run if dry_run else None, json_=json_,
+                verbose=verbose, summary=_print_summary)
 
 
 def _print_summary(results: dict, path: Path) -> None:

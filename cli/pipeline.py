@@ -7,14 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, rich_progress, setup_logging
+from .common import JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, print_json
+from .runner import run_command
 
 app = typer.Typer(help="Multi-stage pipelines over local GGUF models (and routed HTTP models): single and multi "
                   "stages with aggregation, resource checks, session history and re-runs.", no_args_is_help=True)
 
 ModelsOpt = Annotated[Path | None, typer.Option("--models", help="Models file. Default: configs/models.yaml.",
                                                 show_default=False, dir_okay=False)]
-PipelineOpt = Annotated[Path | None, typer.Option("--pipeline", help="Pipeline file. Default: configs/pipeline.yaml "
+PipelineOpt = Annotated[Path | None, typer.Option("-c", "--config", "--pipeline", help="Pipeline file. Default: "
+                                                  "configs/pipeline.yaml "
                                                   "(none when only --stage is given).", show_default=False,
                                                   dir_okay=False)]
 StageOpt = Annotated[list[str] | None, typer.Option(
@@ -27,34 +29,28 @@ InputFileOpt = Annotated[Path | None, typer.Option("--input-file", help="Read th
 
 def _input(text: str | None, file: Path | None, required: bool = True) -> str | None:
     from agentlab.core.errors import UsageError
+    from agentlab.core.files import read_text
 
     if text is not None and file is not None:
         raise UsageError("--input and --input-file both given", hint="pass one")
     if file is not None:
-        if not file.is_file():
-            raise UsageError(f"--input-file {file}: not found")
-        return file.read_text(encoding="utf-8")
+        return read_text(file, "--input-file")
     if text is None and required:
         raise UsageError("no input", hint='pass --input "TEXT" or --input-file FILE')
     return text
 
 
-def _execute(loaded: Any, input_text: str, out: Path | None, json_: bool, *, reuse: dict | None = None,
-             parent: str | None = None) -> None:
-    from agentlab.core.runs import RunDir
-    from agentlab.pipeline import run
+def _execute(loaded: Any, out: Path | None, json_: bool, verbose: int, **inputs: Any) -> None:
+    from agentlab.pipeline.run import run_session
 
-    with RunDir.open("pipeline", None, out=out, name=loaded.pipeline.name) as run_dir:
-        if not json_:
-            console.print(f"run folder: {run_dir.path}")
-        with rich_progress(enabled=not json_) as progress:
-            result = run(loaded.models, loaded.pipeline, run_dir, input_text=input_text, llm=loaded.llm,
-                         progress=progress, reuse=reuse, parent_run_id=parent)
-    if json_:
-        print_json(result.summary())
-        return
+    run_command("pipeline", None, run_session, load=lambda sets: loaded, prepare=lambda _: inputs, out=out,
+                resumable=False, save_config=False, json_=json_, verbose=verbose, summary=_summary,
+                to_json=lambda result: result.summary())
+
+
+def _summary(result: Any, path: Path) -> None:
     _stage_table(result.summary()["stages"])
-    console.print(f"[bold]final answer[/] ({run_dir.path / 'final.txt'}):")
+    console.print(f"[bold]final answer[/] ({path / 'final.txt'}):")
     typer.echo(result.final)  # stdout: `agentlab pipeline run ... > answer.txt` keeps only the answer
 
 
@@ -92,11 +88,8 @@ def run_cmd(
     temperature=0.2). Writes a session folder under runs/pipeline/ (steps, final answer)."""
     from agentlab.pipeline.load import prepare
 
-    setup_logging(verbose)
     text = _input(input_, input_file)
-    assert text is not None
-    loaded = prepare(models, pipeline, sets=set_, stages=stage, llm_path=llm)
-    _execute(loaded, text, out, json_)
+    _execute(prepare(models, pipeline, sets=set_, stages=stage, llm_path=llm), out, json_, verbose, input_text=text)
 
 
 @app.command("rerun")
@@ -117,14 +110,14 @@ def rerun_cmd(
     base_pipeline.stages.1.params.temperature=0.2), its outputs reused before --from. The parent is not modified."""
     from agentlab.pipeline.sessions import find_session, prepare_rerun
 
-    setup_logging(verbose)
     parent = find_session(session)
     rerun = prepare_rerun(parent, from_, sets=set_, input_text=_input(input_, input_file, required=False),
                           llm_path=llm)
     if not json_:
         console.print(f"rerun of {rerun.parent_id} from stage '{rerun.from_stage}'"
                       + (f" (reusing {', '.join(rerun.reuse)})" if rerun.reuse else ""))
-    _execute(rerun.loaded, rerun.input_text, out, json_, reuse=rerun.reuse, parent=rerun.parent_id)
+    _execute(rerun.loaded, out, json_, verbose, input_text=rerun.input_text, reuse=rerun.reuse,
+             parent_run_id=rerun.parent_id)
 
 
 @app.command("history")

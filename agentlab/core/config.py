@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
@@ -19,12 +20,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentlab.core.errors import ConfigError
+from agentlab.core.files import read_text
 
 M = TypeVar("M", bound=BaseModel)
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Field names whose values are secrets. `*_env` fields hold the *name* of a variable and are safe to show.
 _SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
+# Environment variables whose values are secrets wherever they end up (a URL, a header, an error message).
+_SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|CREDENTIALS?|AUTH)$", re.IGNORECASE)
+_MIN_SECRET_LEN = 6  # shorter values ("1", "true") would scrub ordinary text; no real key is this short
+# Credentials that can sit in a URL even when typed literally: user:password@ and ?key=... style parameters.
+_URL_USERINFO_RE = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]+)(?=@)")
+_URL_PARAM_RE = re.compile(r"(?P<head>[?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)"
+                           r"(?P<secret>[^&#\s]+)", re.IGNORECASE)
 REDACTED = "***"
 _FIELD_MSG_RE = re.compile(r"^([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*): (.+)$", re.DOTALL)
 
@@ -47,6 +56,35 @@ def load_dotenv_values(start: Path | None = None) -> dict[str, str]:
         if candidate.is_file():
             return {k: v for k, v in dotenv_values(candidate).items() if v is not None}
     return {}
+
+
+def secret_values(extra_names: Iterable[str] = ()) -> dict[str, str]:
+    """value -> variable name for every secret-looking variable (``*_KEY``, ``*_TOKEN``, ``*_SECRET``, ...) of the
+    environment and ``.env``, and for ``extra_names`` (e.g. an ``api_key_env``), longest value first."""
+    dotenv = load_dotenv_values()
+    names = {n for n in [*os.environ, *dotenv] if _SECRET_ENV_RE.search(n)} | set(extra_names)
+    found: dict[str, str] = {}
+    for name in sorted(names):
+        value = getenv(name, dotenv)
+        if value and len(value) >= _MIN_SECRET_LEN and not _ENV_RE.fullmatch(value):
+            found.setdefault(value, name)
+    return dict(sorted(found.items(), key=lambda item: -len(item[0])))
+
+
+def scrub_text(text: str, secrets: Iterable[str] = (), known: dict[str, str] | None = None) -> str:
+    """``text`` with every secret removed: values of secret variables become ``${NAME}`` (so a snapshot still
+    re-runs), other ``secrets`` and credentials in URLs (``user:PASSWORD@``, ``?key=...``) become ``***``."""
+    for value, name in (secret_values() if known is None else known).items():
+        text = text.replace(value, f"${{{name}}}")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+
+    def hide(match: re.Match[str]) -> str:
+        secret = match.group("secret")
+        return match.group(0) if _ENV_RE.fullmatch(secret) else match.group("head") + REDACTED
+
+    return _URL_PARAM_RE.sub(hide, _URL_USERINFO_RE.sub(hide, text))
 
 
 def getenv(name: str, dotenv: dict[str, str] | None = None) -> str | None:
@@ -97,7 +135,7 @@ class _Source:
         for cut in range(len(loc), -1, -1):
             prefix = tuple(loc[:cut])
             if prefix in self.overridden:
-                return f"--set {self.overridden[prefix]}"
+                return self.overridden[prefix]
             if self.path is not None and prefix in self.lines and (cut > 0 or not self.overridden):
                 return f"{self.path}:{self.lines[prefix]}"
         if self.path is not None:
@@ -106,9 +144,9 @@ class _Source:
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: config file not found", hint="check the path, or run without --config for defaults")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "config file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -141,10 +179,35 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str], source: _Source | None = None) -> dict[str, Any]:
-    """Apply ``--set`` overrides in order to a raw dict (in place) and return it."""
+@dataclass(frozen=True)
+class Flag:
+    """A command-line option that stands for a config key (``--max-iterations 30`` for ``search.max_iterations``).
+
+    Unlike a ``--set`` string its value is already typed (a prompt such as ``a: b`` stays text, not YAML), and errors
+    name the option as the user typed it.
+    """
+
+    option: str
+    key: str
+    value: Any
+
+    def __str__(self) -> str:
+        if isinstance(self.value, bool):
+            return self.option
+        values = self.value if isinstance(self.value, list) else [self.value]
+        return " ".join(f"{self.option} {value}" for value in values)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], source: _Source | None = None
+                    ) -> dict[str, Any]:
+    """Apply ``--set`` overrides and ``Flag``s in order to a raw dict (in place) and return it."""
     for item in overrides:
-        parts, value = parse_override(item)
+        if isinstance(item, Flag):
+            parts = item.key.split(".")
+            value = str(item.value) if isinstance(item.value, Path) else item.value
+            label = str(item)
+        else:
+            (parts, value), label = parse_override(item), f"--set {item}"
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
             key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
@@ -155,15 +218,15 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str], source: _Sou
             elif isinstance(node, list) and isinstance(key, int) and key < len(node):
                 node = node[key]
             else:
-                raise ConfigError(f"--set {item}: '{'.'.join(parts[: depth + 1])}' is not a mapping or list index")
+                raise ConfigError(f"{label}: '{'.'.join(parts[: depth + 1])}' is not a mapping or list index")
         last: Any = parts[-1]
         if isinstance(node, list):
             if not (last.isdigit() and int(last) < len(node)):
-                raise ConfigError(f"--set {item}: list index {last} out of range")
+                raise ConfigError(f"{label}: list index {last} out of range")
             last = int(last)
         node[last] = value
         if source is not None:
-            source.overridden[tuple(int(p) if p.isdigit() else p for p in parts)] = item
+            source.overridden[tuple(int(p) if p.isdigit() else p for p in parts)] = label
     return data
 
 
@@ -323,7 +386,7 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
 def load_config(
     path: str | Path | None,
     model: type[M],
-    overrides: Iterable[str] | None = None,
+    overrides: Iterable[str | Flag] | None = None,
     base: dict[str, Any] | None = None,
 ) -> M:
     """Load, interpolate, override and validate a config.
@@ -361,22 +424,47 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def redact(data: Any, secrets: Iterable[str] = ()) -> Any:
-    """A copy with secret-looking fields replaced by ``***`` and any known secret value scrubbed from strings."""
-    secret_values = [s for s in secrets if s]
+    """A copy with secret-looking fields replaced by ``***`` and every secret scrubbed from strings wherever it sits
+    (see ``scrub_text``): the given ``secrets``, the values of secret environment variables, URL credentials."""
+    return _redact(data, [s for s in secrets if s], secret_values())
+
+
+def _redact(data: Any, secrets: list[str], known: dict[str, str]) -> Any:
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
             if isinstance(key, str) and _SECRET_KEY_RE.search(key) and not key.endswith("_env") and value:
                 out[key] = REDACTED
             else:
-                out[key] = redact(value, secret_values)
+                out[key] = _redact(value, secrets, known)
         return out
     if isinstance(data, list):
-        return [redact(v, secret_values) for v in data]
+        return [_redact(v, secrets, known) for v in data]
     if isinstance(data, str):
-        for secret in secret_values:
-            data = data.replace(secret, REDACTED)
+        return scrub_text(data, secrets, known)
     return data
+
+
+def absolute_paths(model: M) -> M:
+    """A copy of ``model`` in which every relative ``Path`` value (nested models, lists and dicts included) is made
+    absolute against the current directory: what a run folder's config.yaml needs to re-run from anywhere."""
+    return _absolute(model)  # type: ignore[no-any-return]
+
+
+def _absolute(value: Any) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else Path(os.path.normpath(Path.cwd() / value.expanduser()))
+    if isinstance(value, BaseModel):
+        update = {name: new for name in type(value).model_fields
+                  if (new := _absolute(old := getattr(value, name))) is not old}
+        return value.model_copy(update=update) if update else value
+    if isinstance(value, list):
+        items = [_absolute(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if isinstance(value, dict):
+        mapped = {k: _absolute(v) for k, v in value.items()}
+        return mapped if any(mapped[k] is not value[k] for k in value) else value
+    return value
 
 
 # libyaml's dumper when PyYAML was built with it: the same output, several times faster.

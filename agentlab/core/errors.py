@@ -40,7 +40,10 @@ class InputError(AgentlabError):
 
 
 class RunDirError(AgentlabError):
-    """A run folder cannot be created, resumed or written."""
+    """A run folder cannot be created or resumed as asked (occupied --out, no run to resume, a run another process
+    still owns, damaged state): exit code 2, the user chooses another folder or fixes the one named."""
+
+    exit_code = 2
 
 
 class LLMError(AgentlabError):
@@ -89,3 +92,29 @@ class AllModelsFailed(LLMError):
         )
         self.route = route
         self.attempts = attempts
+
+
+# Optional packages -> the extra of pyproject.toml that installs them.
+OPTIONAL_PACKAGES: dict[str, str] = {
+    **dict.fromkeys(("torch", "transformers", "peft", "trl", "bitsandbytes", "safetensors", "accelerate", "datasets",
+                     "optuna", "tokenizers", "numpy"), "ml"),
+    **dict.fromkeys(("llama_cpp", "gguf", "jinja2"), "gguf"),
+    "matplotlib": "plot",
+    **dict.fromkeys(("uvicorn", "starlette"), "demo"),
+}
+
+
+class MissingPackage(AgentlabError):
+    """An optional package is not installed: exit code 2, the hint names the extra that installs it."""
+
+    exit_code = 2
+
+
+def missing_package(exc: ImportError) -> MissingPackage | None:
+    """The ``MissingPackage`` error for an ImportError of one of ``OPTIONAL_PACKAGES``, else None."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = OPTIONAL_PACKAGES.get(name)
+    if extra is None:
+        return None
+    return MissingPackage(f"this needs the optional package '{name}', which is not installed",
+                          hint=f"pip install 'agentlab[{extra}]'")

@@ -13,11 +13,13 @@ runs/<command>/<YYYYmmdd-HHMMSS>-<name>/
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,13 +32,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agentlab.core.config import dump_yaml, redact
-from agentlab.core.errors import RunDirError
+from agentlab.core import files
+from agentlab.core.config import absolute_paths, dump_yaml, redact, scrub_text, secret_values
+from agentlab.core.errors import AgentlabError, InputError, RunDirError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RUNS_ROOT = Path("runs")
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
+LOCK_FILE = "run.lock"
+# What a run folder holds before its command has done anything: a folder with nothing else never started.
+_STUB_FILES = frozenset({"config.yaml", "run.json", LOCK_FILE})
 
 
 # --------------------------------------------------------------------------- atomic file writes
@@ -68,13 +74,15 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """A run folder's JSON state file; ``RunDirError`` (exit 2) when it is missing, unreadable or not JSON."""
     path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path}: not found", hint="is this a run folder? see `ls runs/`")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunDirError(f"{path}: not found", hint="is this a run folder? see `ls runs/`") from None
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        return files.read_json(path, "run-folder file")
+    except InputError as exc:
+        raise RunDirError(exc.message, hint="this run folder's state is damaged; start a new run, or restore the "
+                          "file from a backup") from None
 
 
 def _json_default(value: Any) -> Any:
@@ -87,6 +95,15 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy scalars and arrays
         return value.tolist()
     return str(value)
+
+
+def runs_root(root: str | Path | None = None) -> Path:
+    """Where run folders go: ``root``, else $AGENTLAB_RUNS, else ./runs."""
+    return Path(root or os.environ.get("AGENTLAB_RUNS") or DEFAULT_RUNS_ROOT)
+
+
+def _owner() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
 
 
 def now_iso() -> str:
@@ -117,21 +134,88 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+# --------------------------------------------------------------------------- ownership: one live process per run
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive ``flock`` on ``path/run.lock``: the open descriptor, or None when another process holds it.
+
+    The kernel drops the lock when its process dies, however it dies (SIGKILL included), so a lock that can be taken
+    means no live process owns the run. Filesystems without flock (some network mounts) get no protection: warned.
+    """
+    import fcntl
+
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            os.close(fd)
+            raise
+        log.warning("%s: file locks are not supported here; a second process could resume this run", path)
+    return fd
+
+
+def is_live(path: str | Path) -> bool:
+    """Whether a live process owns the run folder ``path`` now (it holds the run's lock)."""
+    lock = Path(path) / LOCK_FILE
+    if not lock.is_file():
+        return False
+    fd = _lock(Path(path))
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def run_status(path: str | Path, info: dict[str, Any] | None = None) -> str:
+    """The status of a run folder as it really is: ``running`` in run.json whose owner died is ``interrupted``."""
+    info = read_json(Path(path) / "run.json") if info is None else info
+    status = str(info.get("status", "unknown"))
+    return INTERRUPTED if status == RUNNING and not is_live(path) else status
+
+
+def did_work(path: str | Path) -> bool:
+    """Whether the run wrote anything besides its config and run.json (a run that never started did not)."""
+    return any(p.name not in _STUB_FILES for p in Path(path).iterdir())
+
+
+def _owner_line(info: dict[str, Any]) -> str:
+    owner = info.get("owner") or {}
+    if not owner:
+        return "another process"
+    return f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
+
+
 # --------------------------------------------------------------------------- the run folder
 
 
 class RunDir:
     """A run folder. Create with ``RunDir.create`` / ``RunDir.resume`` or, from the CLI, ``RunDir.open``.
 
+    The process that creates or resumes a run owns it (an exclusive lock on ``run.lock``) until ``finish``: a second
+    process cannot resume a run that is still going, and a run whose owner died shows as ``interrupted``.
     Used as a context manager it records the outcome: ``completed`` on normal exit, ``interrupted`` on Ctrl-C or
-    SIGTERM, ``failed`` (with the error) on any other exception, which is re-raised.
+    SIGTERM, ``failed`` (with the error) on any other exception, which is re-raised. A failure before the command
+    wrote anything leaves no trace: a resumed run gets its previous run.json and config.yaml back, and a new run
+    stopped by bad input (exit code 2) is removed, so a bare ``--resume`` never finds a run that never started.
     """
 
-    def __init__(self, path: Path, command: str):
+    def __init__(self, path: Path, command: str, rerun: str | None = None):
         self.path = path
         self.command = command
+        self.rerun = rerun
         self._lock = threading.Lock()
         self._secrets: list[str] = []
+        self._lock_fd: int | None = None
+        self._stub = False  # made by this object: its files go again if bad input stops it before any work
+        self._created = False  # the folder itself too
+        self._before: dict[str, bytes | None] | None = None  # a resumed run's files as they were
+        self._worked = False
+        self._known = secret_values()  # read once: scrub runs on every event
 
     # ------------------------------------------------------------------ creation
 
@@ -146,26 +230,41 @@ class RunDir:
         name: str | None = None,
         seed: int | None = None,
         secrets: list[str] | None = None,
+        resumable: bool = True,
+        rerun: str | None = None,
     ) -> RunDir:
-        """A new run folder: ``out`` exactly, or ``<root>/<command>/<timestamp>-<name>``."""
+        """A new run folder: ``out`` exactly, or ``<root>/<command>/<timestamp>-<name>``.
+
+        ``resumable``: whether the command has ``--resume`` (the hint for an occupied ``--out`` suggests it only then).
+        ``rerun``: the arguments after ``agentlab`` that re-run config.yaml, written as its first line; ``{config}``
+        and ``{run}`` stand for the file and the folder (default ``COMMAND -c {config}``).
+        """
         if out is not None:
             path = Path(out)
-            if path.exists() and any(path.iterdir()):
-                raise RunDirError(f"{path}: folder exists and is not empty",
-                                  hint=f"pass --resume {path} to continue that run, or choose another --out")
+            if path.exists() and not path.is_dir():
+                raise RunDirError(f"--out {path}: is a file, not a folder", hint="choose a folder path for --out")
+            if path.is_dir() and any(path.iterdir()):
+                hint = (f"pass --resume {path} to continue that run, or choose another --out" if resumable else
+                        "choose another --out, or leave --out out for a new folder under runs/")
+                raise RunDirError(f"--out {path}: folder exists and is not empty", hint=hint)
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            base = Path(root or os.environ.get("AGENTLAB_RUNS", DEFAULT_RUNS_ROOT)) / command
+            base = runs_root(root) / command
             path = base / f"{stamp}-{name or command}"
             suffix = 1
             while path.exists():  # two runs in the same second
                 suffix += 1
                 path = base / f"{stamp}-{name or command}-{suffix}"
+        existed = path.is_dir()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RunDirError(f"{path}: cannot create run folder: {exc.strerror}") from None
-        run = cls(path, command)
+            raise RunDirError(f"{path}: cannot create the run folder: {exc.strerror or exc}",
+                              hint="choose a writable place with --out, or set AGENTLAB_RUNS") from None
+        run = cls(path, command, rerun)
+        run._lock_fd = _lock(path)  # a new folder: nobody else can hold it yet
+        run._created = not existed
+        run._stub = True
         run._secrets = list(secrets or [])
         if config is not None:
             run.save_config(config)
@@ -178,14 +277,19 @@ class RunDir:
             "started": now_iso(),
             "ended": None,
             "status": RUNNING,
+            "owner": _owner(),
             "resumed": [],
         })
         log.info("run folder: %s", path)
         return run
 
     @classmethod
-    def resume(cls, path: str | Path, command: str | None = None, secrets: list[str] | None = None) -> RunDir:
-        """Reopen an existing run folder; its status goes back to ``running`` and the resume time is recorded."""
+    def resume(cls, path: str | Path, command: str | None = None, secrets: list[str] | None = None,
+               rerun: str | None = None) -> RunDir:
+        """Reopen an existing run folder, owning it; its status goes back to ``running`` and the resume is recorded.
+
+        Refused (``RunDirError``, exit 2) when the folder is not a run of ``command`` or a live process still runs it.
+        """
         path = Path(path)
         info_path = path / "run.json"
         if not info_path.is_file():
@@ -195,22 +299,34 @@ class RunDir:
         if command is not None and info.get("command") != command:
             raise RunDirError(f"{path}: is a '{info.get('command')}' run, not '{command}'",
                               hint=f"resume it with `agentlab {info.get('command')} --resume {path}`")
-        run = cls(path, info.get("command", command or "unknown"))
+        run = cls(path, info.get("command", command or "unknown"), rerun)
+        run._lock_fd = _lock(path)
+        if run._lock_fd is None:
+            raise RunDirError(f"{path}: is still running in {_owner_line(info)}",
+                              hint="wait for it to finish, or stop it (Ctrl-C / kill PID) and resume then")
         run._secrets = list(secrets or [])
-        info.setdefault("resumed", []).append({"at": now_iso(), "previous_status": info.get("status")})
-        info["status"], info["ended"] = RUNNING, None
+        run._before = {name: (path / name).read_bytes() if (path / name).is_file() else None
+                       for name in ("run.json", "config.yaml")}
+        previous = info.get("status")
+        if previous == RUNNING:  # we hold the lock now, so its last owner died without a word
+            previous = INTERRUPTED
+        info.setdefault("resumed", []).append({"at": now_iso(), "previous_status": previous})
+        info.update(status=RUNNING, ended=None, owner=_owner())
         run._write_run_json(info)
         return run
 
     @classmethod
     def latest(cls, command: str, root: str | Path | None = None) -> Path:
-        """The newest run folder of a command (for a bare ``--resume``)."""
-        base = Path(root or os.environ.get("AGENTLAB_RUNS", DEFAULT_RUNS_ROOT)) / command
+        """The newest run of ``command`` that can be resumed (for a bare ``--resume``): it did some work and no live
+        process owns it. ``RunDirError`` (exit 2) when there is none."""
+        base = runs_root(root) / command
         candidates = sorted(p for p in base.glob("*") if (p / "run.json").is_file()) if base.is_dir() else []
-        if not candidates:
-            raise RunDirError(f"no '{command}' run to resume under {base}",
-                              hint="start one first, or pass the run folder: --resume runs/<command>/<folder>")
-        return candidates[-1]
+        for path in reversed(candidates):
+            if did_work(path) and not is_live(path):
+                return path
+        skipped = f" ({len(candidates)} that never started or are still running)" if candidates else ""
+        raise RunDirError(f"no '{command}' run to resume under {base}{skipped}",
+                          hint="start one first, or pass the run folder: --resume runs/<command>/<folder>")
 
     @classmethod
     def open(
@@ -223,12 +339,19 @@ class RunDir:
         name: str | None = None,
         seed: int | None = None,
         secrets: list[str] | None = None,
+        resumable: bool = True,
+        rerun: str | None = None,
     ) -> RunDir:
-        """The CLI's entry: ``--resume [DIR]`` reopens (the latest run when DIR is empty), otherwise creates."""
-        if resume:
+        """The CLI's entry: ``--resume [DIR]`` reopens (the latest run when DIR is empty) and saves ``config`` as the
+        run's config from now on; otherwise a new folder is created."""
+        if resume is not None and resume is not False:
             target = cls.latest(command) if resume is True or str(resume) == "" else Path(resume)
-            return cls.resume(target, command, secrets=secrets)
-        return cls.create(command, config, out=out, name=name, seed=seed, secrets=secrets)
+            run = cls.resume(target, command, secrets=secrets, rerun=rerun)
+            if config is not None:
+                run.save_config(config)
+            return run
+        return cls.create(command, config, out=out, name=name, seed=seed, secrets=secrets, resumable=resumable,
+                          rerun=rerun)
 
     # ------------------------------------------------------------------ context manager: status on exit
 
@@ -236,6 +359,8 @@ class RunDir:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is not None and not self._worked and self._undo(exc):
+            return
         if exc_type is None:
             self.finish(COMPLETED)
         elif issubclass(exc_type, KeyboardInterrupt):
@@ -243,27 +368,60 @@ class RunDir:
         else:
             self.finish(FAILED, error=f"{exc_type.__name__}: {self.scrub(str(exc))}")
 
+    def _undo(self, exc: BaseException | None) -> bool:
+        """Leave no trace of a run that failed before writing anything: a resumed run's files as they were; a new
+        run removed when bad input stopped it (exit code 2). True when undone."""
+        if self._before is not None:
+            for name, data in self._before.items():
+                if data is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.file(name).unlink()
+                else:
+                    atomic_write_bytes(self.file(name), data)
+            self.release()
+            return True
+        if self._stub and isinstance(exc, AgentlabError) and exc.exit_code == 2:
+            self.release()
+            for name in _STUB_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    self.file(name).unlink()
+            if self._created:  # an empty --out folder the user made stays
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()
+            return True
+        return False
+
+    def release(self) -> None:
+        """Give up ownership (``finish`` does this); another process may resume the run afterwards."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     # ------------------------------------------------------------------ files
 
     def file(self, *parts: str) -> Path:
         return self.path.joinpath(*parts)
 
     def scrub(self, text: str) -> str:
-        """Remove every registered secret value from a text."""
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        """Remove every registered secret, the value of every secret environment variable and URL credentials."""
+        return scrub_text(text, self._secrets, self._known)
 
     def add_secret(self, value: str | None) -> None:
         if value and value not in self._secrets:
             self._secrets.append(value)
 
     def save_config(self, config: BaseModel | dict[str, Any]) -> None:
-        data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
-        atomic_write_text(self.file("config.yaml"), dump_yaml(redact(data, self._secrets)))
+        """config.yaml: the resolved config with secrets redacted and relative paths made absolute, so it re-runs as
+        it is from any directory."""
+        if isinstance(config, BaseModel):
+            config = absolute_paths(config).model_dump(mode="json")
+        path = self.file("config.yaml")
+        # The first line names the command, as every config in configs/ does: `agentlab config validate` reads it.
+        header = f"# agentlab {(self.rerun or f'{self.command} -c {{config}}').format(config=path, run=self.path)}\n"
+        atomic_write_text(path, header + dump_yaml(redact(config, self._secrets)))
 
     def write_json(self, name: str, data: Any) -> Path:
+        self._worked = True
         path = self.file(name)
         atomic_write_text(path, self.scrub(json.dumps(data, indent=2, default=_json_default)) + "\n")
         return path
@@ -273,6 +431,7 @@ class RunDir:
         return read_json(path) if path.is_file() else default
 
     def write_text(self, name: str, text: str) -> Path:
+        self._worked = True
         path = self.file(name)
         atomic_write_text(path, self.scrub(text))
         return path
@@ -285,6 +444,7 @@ class RunDir:
 
     def event(self, kind: str, **data: Any) -> None:
         """Append one event to events.jsonl and flush it, so a crash loses at most the event being written."""
+        self._worked = True
         record = {"ts": round(time.time(), 3), "kind": kind, **data}
         line = self.scrub(json.dumps(record, default=_json_default)) + "\n"
         with self._lock, open(self.file("events.jsonl"), "a", encoding="utf-8") as handle:
@@ -313,7 +473,8 @@ class RunDir:
 
     @property
     def status(self) -> str:
-        return self.info.get("status", "unknown")
+        """run.json's status, except that a ``running`` run whose owner died is ``interrupted``."""
+        return run_status(self.path, self.info)
 
     def update_info(self, **fields: Any) -> None:
         with self._lock:
@@ -326,9 +487,51 @@ class RunDir:
         if error:
             fields["error"] = error
         self.update_info(**fields)
+        self.release()
 
     def _write_run_json(self, info: dict[str, Any]) -> None:
         atomic_write_json(self.file("run.json"), info)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+
+# --------------------------------------------------------------------------- running a command in its folder
+
+
+def resume_target(command: str, resume: str | Path | None, *, config: str | Path | None = None,
+                  out: str | Path | None = None) -> Path | None:
+    """The run folder that ``--resume [DIR]`` names (``""``: the latest run that started), or None for a new run.
+
+    A resumed run reads its own config.yaml, so a config file or ``--out`` beside it is a usage error.
+    """
+    from agentlab.core.errors import UsageError
+
+    if resume is None:
+        return None
+    if config is not None:
+        raise UsageError("--resume and -c/--config both given",
+                         hint="a resumed run reads its own config.yaml; change values with --set KEY=VALUE")
+    if out is not None:
+        raise UsageError("--resume and --out both given", hint="--resume DIR names the folder to continue")
+    return RunDir.latest(command) if str(resume) == "" else Path(resume)
+
+
+def run_in_folder(command: str, cfg: Any, run: Any, *, inputs: dict[str, Any] | None = None,
+                  out: str | Path | None = None, resume: Path | None = None, save_config: bool = True,
+                  resumable: bool = True, rerun: str | None = None, progress: Any = None, announce: Any = None,
+                  on_open: Any = None) -> tuple[Any, Path]:
+    """Open the run folder (new, or ``resume``), call ``run(cfg, run_dir, progress=, announce=, **inputs)`` in it,
+    record the outcome, and return ``(result, folder)``. Callers validate ``cfg`` and ``inputs`` first.
+
+    ``save_config``: write ``cfg`` as config.yaml (False when ``run`` writes its own); ``on_open(run_dir)`` runs
+    once the folder exists.
+    """
+    name = getattr(cfg, "name", None)
+    seed = next((s for s in (getattr(cfg, "seed", None), getattr(getattr(cfg, "search", None), "seed", None))
+                 if isinstance(s, int)), None)
+    with RunDir.open(command, cfg if save_config else None, out=out, resume=resume, name=name, seed=seed,
+                     resumable=resumable, rerun=rerun) as run_dir:
+        if on_open is not None:
+            on_open(run_dir)
+        return run(cfg, run_dir, progress=progress, announce=announce, **(inputs or {})), run_dir.path

@@ -1,5 +1,6 @@
 """`agentlab llm-bench`: availability, latency and throughput of every configured model."""
 
-from agentlab.llm_bench.run import BenchSettings, run, run_async
+from agentlab.llm_bench.config import BenchConfig, BenchSettings
+from agentlab.llm_bench.run import prepare, run, run_async
 
-__all__ = ["BenchSettings", "run", "run_async"]
+__all__ = ["BenchConfig", "BenchSettings", "prepare", "run", "run_async"]

@@ -14,31 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from agentlab.core.errors import AgentlabError, LLMError
-from agentlab.core.llm.config import LLMConfig
+from agentlab.core.errors import LLMError
 from agentlab.core.llm.types import Completion, GenParams
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir
+from agentlab.llm_bench.config import BenchConfig, BenchSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
-
-
-@dataclass
-class BenchSettings:
-    """What to measure. Flat keyword arguments: the CLI builds this from its flags."""
-
-    models: list[str] = field(default_factory=list)  # empty: every configured model
-    concurrency: list[int] = field(default_factory=lambda: [1, 4])
-    requests: int = 8  # per concurrency level
-    prompt: str = DEFAULT_PROMPT
-    max_tokens: int = 64
-    route: str | None = None
-    stream: bool = True
 
 
 @dataclass
@@ -172,25 +158,29 @@ async def bench_route(router: Any, route: str, settings: BenchSettings, task: Pr
     return records
 
 
-async def run_async(llm: LLMConfig, settings: BenchSettings, run_dir: RunDir | None = None,
-                    progress: Progress | None = None) -> dict[str, Any]:
-    """Measure and return the results dict (also written to the run folder when one is given)."""
+def prepare(cfg: BenchConfig) -> dict[str, Any]:
+    """Checks before a run folder exists (the schema already checked the names in ``bench``): something to measure."""
+    from agentlab.core.errors import UsageError
+
+    if not cfg.models:
+        raise UsageError("no models configured", hint="add models to the --llm/-c config, or try --demo")
+    return {}
+
+
+async def run_async(cfg: BenchConfig, run_dir: RunDir | None = None, progress: Progress | None = None
+                    ) -> dict[str, Any]:
+    """Measure ``cfg.bench`` over ``cfg``'s models and return the results dict (also written to the run folder when
+    one is given)."""
     from agentlab.core.llm.router import Router
 
     from .report import best_model, render_report
 
     progress = progress or NullProgress()
+    llm, settings = cfg, cfg.bench
     names = settings.models or list(llm.models)
-    unknown = [n for n in names if n not in llm.models]
-    if unknown:
-        raise AgentlabError(f"unknown model(s): {', '.join(unknown)}",
-                            hint=f"configured models: {', '.join(llm.models) or 'none'}")
-    if not names:
-        raise AgentlabError("no models configured", hint="add models to the --llm/-c config, or try --demo")
-    if settings.route is not None and not llm.has_route(settings.route):
-        raise AgentlabError(f"unknown route '{settings.route}'", hint=f"configured routes: {', '.join(llm.routes)}")
+    prepare(cfg)
     router = Router.for_run(llm, run_dir)
-    results: dict[str, Any] = {"settings": settings.__dict__, "models": []}
+    results: dict[str, Any] = {"settings": settings.model_dump(mode="json"), "models": []}
     try:
         per_model = 1 + settings.requests * len(settings.concurrency)
         for name in names:
@@ -211,7 +201,7 @@ async def run_async(llm: LLMConfig, settings: BenchSettings, run_dir: RunDir | N
     return results
 
 
-def run(llm: LLMConfig, settings: BenchSettings, run_dir: RunDir | None = None,
-        progress: Progress | None = None) -> dict[str, Any]:
+def run(cfg: BenchConfig, run_dir: RunDir | None = None, *, progress: Progress | None = None,
+        announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Synchronous entry for the CLI and scripts."""
-    return asyncio.run(run_async(llm, settings, run_dir, progress))
+    return asyncio.run(run_async(cfg, run_dir, progress))

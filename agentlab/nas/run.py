@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from agentlab.core.errors import AgentlabError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir
+from agentlab.core.runs import RunDir, resume_target, run_in_folder
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, open_storage, require_finished_trials
 from agentlab.core.search.records import TrialRecord, run_id, state_dict
 from agentlab.core.search.space import SearchSpace
@@ -153,16 +153,60 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
                                run_dir.path), direction="minimize", load_if_exists=True, pruner=pruner)
 
 
-def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progress: Progress | None = None,
-        announce: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Search, write agent_state.json / results.json / report.md, and return the results dict."""
+def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[str, Any]:
+    """Everything that can be checked before a run folder exists: the routing config, that ``--planner llm`` has a
+    planner model, and the data (read, split and windowed). Returns ``run``'s keyword arguments ``llm`` and ``data``.
+    """
+    from agentlab.core.errors import UsageError
+    from agentlab.core.llm.config import load_llm_config
+    from agentlab.nas.train import prepare_data
+
+    llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
+    if cfg.search.planner == "llm" and not llm_cfg.route("planner").chain():
+        raise UsageError("--planner llm needs a planner model, and the routing config has none",
+                         hint="give --llm FILE with a `planner` route (or models and a default route), or use "
+                         "--planner tpe")
+    return {"llm": llm_cfg, "data": prepare_data(cfg)}
+
+
+def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
+    """What a run would do, without training or writing anything: data windows, base model, search space."""
+    from agentlab.nas.train import prepare_data, spec_from_config
+
+    prepared = data if data is not None else prepare_data(cfg)
+    spec = spec_from_config(cfg, prepared)
+    planner = cfg.search.planner
+    if planner == "auto":
+        planner = "llm" if llm is not None and llm.route("planner").chain() else "tpe"
+    return {
+        "config": "ok",
+        "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "train": len(prepared.train),
+                 "val": len(prepared.val), "test": len(prepared.test), "channels": prepared.enc_in,
+                 "split": prepared.split},
+        "model": {"d_model": spec.d_model, "n_heads": spec.n_heads, "e_layers": spec.e_layers,
+                  "d_layers": spec.d_layers, "attn": spec.attn},
+        "planner": planner, "search_space": list(cfg.search.space), "max_iterations": cfg.search.max_iterations,
+        "message": (f"config ok; data: {len(prepared.train)} train / {len(prepared.val)} val / {len(prepared.test)} "
+                    f"test windows, {prepared.enc_in} channels ({prepared.split} split)\n"
+                    f"base model: d_model {spec.d_model}, heads {spec.n_heads}, layers {spec.e_layers}+"
+                    f"{spec.d_layers}, attn {spec.attn}; search space: {', '.join(cfg.search.space)}\n"
+                    "dry run: nothing trained, no run folder written"),
+    }
+
+
+def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,
+        progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Search, write agent_state.json / results.json / report.md, and return the results dict.
+
+    ``data``: the prepared data from ``prepare`` (read from ``cfg.data`` when not given).
+    """
     from agentlab.core.search.evaluator import HybridEvaluator
     from agentlab.nas.report import render_report
     from agentlab.nas.train import evaluate_baseline, prepare_data
 
     progress = progress or NullProgress()
     announce = announce or log.info
-    prepared = prepare_data(cfg)
+    prepared = data if data is not None else prepare_data(cfg)
     space = SearchSpace(cfg.search.space, meanings=space_meanings(cfg))
     planner, router, planner_line = choose_planner(cfg, llm, run_dir)
     announce(planner_line)
@@ -236,18 +280,17 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
                          progress: Progress | None = None) -> dict[str, Any]:
     """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json."""
     from agentlab.core.config import load_config
-    from agentlab.core.llm.config import load_llm_config
 
     sets = [*(overrides or []), f"search.max_iterations={max_iterations}"]
-    if resume is not None:
-        cfg = load_config(Path(resume) / "config.yaml", NASConfig, sets)
+    resume_dir = resume_target("nas", resume, out=out)
+    if resume_dir is not None:
+        cfg = load_config(resume_dir / "config.yaml", NASConfig, sets)
     elif isinstance(config, NASConfig):
         cfg = load_config(None, NASConfig, sets, base=config.model_dump(mode="json"))
     elif isinstance(config, dict):
         cfg = load_config(None, NASConfig, sets, base=config)
     else:
         cfg = load_config(config, NASConfig, sets)
-    llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
-    with RunDir.open("nas", cfg, out=out, resume=resume, name=cfg.name, seed=cfg.search.seed) as run_dir:
-        run_dir.save_config(cfg)
-        return run(cfg, run_dir, llm=llm_cfg, progress=progress)
+    results, _ = run_in_folder("nas", cfg, run, inputs=prepare(cfg, llm), out=out, resume=resume_dir,
+                               progress=progress)
+    return results  # type: ignore[no-any-return]

@@ -33,6 +33,11 @@ class Loaded:
     llm: LLMConfig | None
     models_path: Path | None
 
+    @property
+    def name(self) -> str:
+        """The run folder's name suffix: the pipeline's name."""
+        return self.pipeline.name
+
 
 def load_models(path: str | Path | None = None) -> ModelsConfig:
     """The models file (default configs/models.yaml)."""

@@ -2,7 +2,7 @@
 
 Run folder (``runs/pipeline/<timestamp>-<name>/``)::
 
-    models.yaml, pipeline.yaml  the resolved configs (absolute model paths): re-runnable as they are
+    config.yaml, models.yaml    the resolved pipeline and models (absolute model paths): re-runnable as they are
     llm.yaml                    the routing config, when a routed (HTTP) model is used
     input.txt                   the pipeline input
     session.json                input, parent_run_id, from_stage: what `history` lists even for a failed run
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir, now_iso
 from agentlab.pipeline import aggregate
 from agentlab.pipeline.config import ModelsConfig, PipelineConfig, StageConfig, dependencies, execution_order
+from agentlab.pipeline.load import Loaded
 from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits
 from agentlab.pipeline.templates import render
 
@@ -150,6 +152,14 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
     return result
 
 
+def run_session(loaded: Loaded, run_dir: RunDir, *, input_text: str, reuse: dict[str, dict[str, Any]] | None = None,
+                parent_run_id: str | None = None, progress: Progress | None = None,
+                announce: Callable[[str], None] | None = None) -> PipelineResult:
+    """``run`` over what ``load.prepare`` (or ``sessions.prepare_rerun``) loaded: the command's entry point."""
+    return run(loaded.models, loaded.pipeline, run_dir, input_text=input_text, llm=loaded.llm, progress=progress,
+               reuse=reuse, parent_run_id=parent_run_id)
+
+
 def report_markdown(summary: dict[str, Any]) -> str:
     """report.md of a session: where it came from, one row per stage, the final answer."""
     lines = [f"# pipeline `{summary['pipeline']}`: session {summary['run_id']}", ""]
@@ -261,15 +271,15 @@ def _router(llm_cfg: LLMConfig, run_dir: RunDir, given: dict[str, Provider]) -> 
 
 def _save_snapshots(run_dir: RunDir, models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig,
                     routed: LLMConfig | None) -> None:
-    """Both configs as resolved (absolute model paths), each opening with the command that reads it."""
+    """Both configs as resolved (absolute model paths), each opening with the command that reads it: config.yaml
+    (the pipeline, as every run folder's config) and models.yaml (and llm.yaml for routed models)."""
     folder = run_dir.path
     llm_flag = f" --llm {folder / 'llm.yaml'}" if routed is not None else ""
     run_dir.write_text("models.yaml", f"# agentlab models check {folder / 'models.yaml'}\n"
                        + dump_yaml(models_cfg.resolved().model_dump(mode="json")))
-    run_dir.write_text("pipeline.yaml", f"# agentlab pipeline run --models {folder / 'models.yaml'} --pipeline "
-                       f"{folder / 'pipeline.yaml'}{llm_flag} --input-file {folder / 'input.txt'}\n"
-                       f"# (or: agentlab pipeline rerun {folder.name} --from STAGE)\n"
-                       + dump_yaml(pipeline_cfg.model_dump(mode="json")))
+    run_dir.rerun = (f"pipeline run --models {folder / 'models.yaml'} -c {{config}}{llm_flag} --input-file "
+                     f"{folder / 'input.txt'}")
+    run_dir.save_config(pipeline_cfg)
     if routed is not None:
         run_dir.write_text("llm.yaml", f"# agentlab llm-bench -c {folder / 'llm.yaml'}\n"
                            + dump_yaml(redact(routed.model_dump(mode="json"))))

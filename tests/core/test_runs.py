@@ -39,8 +39,9 @@ def test_resume_and_latest(in_tmp: Path) -> None:
     with pytest.raises(KeyboardInterrupt), RunDir.create("demo", out=in_tmp / "r1") as run:
         run.event("trial", n=0)
         raise KeyboardInterrupt
-    newest = RunDir.create("demo").path
-    assert RunDir.latest("demo") == newest  # --out folders are not under runs/
+    with RunDir.create("demo") as newest:
+        newest.event("trial", n=0)
+    assert RunDir.latest("demo") == newest.path  # --out folders are not under runs/
     resumed = RunDir.open("demo", resume=str(in_tmp / "r1"))
     assert resumed.status == "running" and resumed.info["resumed"][0]["previous_status"] == "interrupted"
     resumed.event("trial", n=1)
@@ -62,7 +63,13 @@ def test_out_must_be_new_or_empty(in_tmp: Path) -> None:
     RunDir.create("demo", out=in_tmp / "r")
     with pytest.raises(RunDirError, match="not empty") as info:
         RunDir.create("demo", out=in_tmp / "r")
-    assert "--resume" in (info.value.hint or "")
+    assert "--resume" in (info.value.hint or "") and info.value.exit_code == 2
+    with pytest.raises(RunDirError, match="not empty") as info:  # a command without --resume never suggests it
+        RunDir.create("demo", out=in_tmp / "r", resumable=False)
+    assert "--resume" not in (info.value.hint or "")
+    (in_tmp / "file").write_text("x")
+    with pytest.raises(RunDirError, match="is a file"):
+        RunDir.create("demo", out=in_tmp / "file")
 
 
 def test_atomic_write_keeps_old_file_when_serialisation_fails(in_tmp: Path) -> None:
@@ -88,3 +95,99 @@ def test_events_skip_torn_last_line_and_scrub_secrets(in_tmp: Path) -> None:
     assert len(events) == 1 and "sk-live-123" not in json.dumps(events)
     assert "sk-live-123" not in run.file("events.jsonl").read_text()
     assert os.access(run.file("run.json"), os.R_OK)
+
+
+# --------------------------------------------------------------------------- runs that never started, owners
+
+
+def test_latest_skips_runs_that_never_started(in_tmp: Path) -> None:
+    with RunDir.create("demo", name="real") as real:
+        real.event("trial", n=0)
+    stub = RunDir.create("demo", {"a": 1}, name="stub")  # crashed before doing anything
+    stub.finish("failed", error="boom")
+    assert RunDir.latest("demo") == real.path
+
+
+def test_bad_input_before_any_work_leaves_no_folder(in_tmp: Path) -> None:
+    from agentlab.core.errors import InputError
+
+    with pytest.raises(InputError), RunDir.create("demo", {"a": 1}) as run:
+        raise InputError("data.csv: not UTF-8")
+    assert not run.path.exists()
+    (in_tmp / "mine").mkdir()  # an empty --out folder the user made stays
+    with pytest.raises(InputError), RunDir.create("demo", {"a": 1}, out=in_tmp / "mine"):
+        raise InputError("bad")
+    assert (in_tmp / "mine").is_dir() and not any((in_tmp / "mine").iterdir())
+    with pytest.raises(RuntimeError), RunDir.create("demo") as crashed:  # a runtime failure is kept, as failed
+        raise RuntimeError("bug")
+    assert crashed.status == "failed"
+
+
+def test_resume_that_fails_before_work_restores_the_run(in_tmp: Path) -> None:
+    with RunDir.create("demo", {"n": 1}, out=in_tmp / "r") as run:
+        run.event("trial", n=0)
+    before = {name: (in_tmp / "r" / name).read_bytes() for name in ("run.json", "config.yaml")}
+    with pytest.raises(RunDirError), RunDir.open("demo", {"n": 2}, resume=str(in_tmp / "r")):
+        raise RunDirError("data moved")
+    assert {name: (in_tmp / "r" / name).read_bytes() for name in before} == before
+    with pytest.raises(KeyboardInterrupt), RunDir.open("demo", {"n": 2}, resume=str(in_tmp / "r")) as again:
+        again.event("trial", n=1)  # did work: the interruption is recorded
+        raise KeyboardInterrupt
+    assert again.status == "interrupted" and "n: 2" in (in_tmp / "r" / "config.yaml").read_text()
+
+
+_OWNER = """
+import sys, time
+from agentlab.core.runs import RunDir
+run = RunDir.create("demo", out=sys.argv[1])
+run.event("trial", n=0)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_second_owner_refused_and_dead_owner_is_interrupted(in_tmp: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _OWNER, str(in_tmp / "r")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert RunDir(in_tmp / "r", "demo").status == "running"
+        with pytest.raises(RunDirError, match=f"still running in process {proc.pid}") as info:
+            RunDir.resume(in_tmp / "r", "demo")
+        assert info.value.exit_code == 2
+        with pytest.raises(RunDirError, match="no 'demo' run to resume"):  # a live run is not 'the latest to resume'
+            RunDir.latest("demo", root=in_tmp)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    info_json = json.loads((in_tmp / "r" / "run.json").read_text())
+    assert info_json["status"] == "running"  # nobody could write anything: SIGKILL
+    assert RunDir(in_tmp / "r", "demo").status == "interrupted"
+    resumed = RunDir.resume(in_tmp / "r", "demo")
+    assert resumed.info["resumed"][-1]["previous_status"] == "interrupted"
+    resumed.finish("completed")
+
+
+def test_secrets_from_variables_never_reach_the_run_folder(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-abcdef123456")
+    config = {"base_url": "http://user:sk-or-v1-abcdef123456@127.0.0.1:59999/v1",
+              "other": "http://bob:hunter2pw@host/v1?api_key=literal-key-99&x=1", "headers": {"X-Trace": "ok"}}
+    run = RunDir.create("demo", config)
+    run.event("llm_call", error="401 for sk-or-v1-abcdef123456")
+    written = "".join(p.read_text() for p in run.path.iterdir() if p.is_file() and p.suffix != ".lock")
+    assert "sk-or-v1-abcdef123456" not in written and "hunter2pw" not in written and "literal-key-99" not in written
+    assert "http://user:${OPENROUTER_API_KEY}@127.0.0.1:59999/v1" in written  # re-runnable: the variable is named
+    assert "x=1" in written and "X-Trace: ok" in written
+
+
+def test_config_snapshot_paths_are_absolute(in_tmp: Path) -> None:
+    from agentlab.core.config import load_config
+    from agentlab.nas.config import NASConfig
+
+    cfg = load_config(None, NASConfig, ["data.path=data/x.csv"])
+    run = RunDir.create("demo", cfg)
+    assert f"path: {in_tmp / 'data' / 'x.csv'}" in run.file("config.yaml").read_text()
+    assert str(cfg.data.path) == "data/x.csv"  # the live config is untouched

@@ -80,9 +80,11 @@ def test_all_dead_exits_1_but_writes_results(in_tmp: Path, capsys: pytest.Captur
 
 
 def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "-m", "nope"]) == 1
-    assert "unknown model(s): nope" in capsys.readouterr().err
-    assert main(["llm-bench", "--concurrency", "a,b"]) == 2
+    assert main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "-m", "nope"]) == 2
+    assert "--model nope: bench.models: unknown model(s) nope" in capsys.readouterr().err
+    assert main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "--concurrency", "a,b"]) == 2
+    assert "--concurrency a,b: bench.concurrency" in capsys.readouterr().err
+    assert not (in_tmp / "runs").exists()  # usage errors leave no run folder
 
 
 def test_missing_key_is_auth_error_without_leaking(server: ScriptedServer, in_tmp: Path,

@@ -68,7 +68,7 @@ def test_stages_inputs_prompts_and_step_files(in_tmp: Path) -> None:
     assert [e["stage"] for e in events if e["kind"] == "stage"] == ["draft", "review", "final"]
     snapshot = load_models(folder / "models.yaml")  # the snapshot is a valid models file with absolute paths
     assert snapshot.path("a") == (in_tmp / "models" / "a.gguf").resolve()
-    assert (folder / "pipeline.yaml").read_text().startswith("# agentlab pipeline run --models ")
+    assert (folder / "config.yaml").read_text().startswith("# agentlab pipeline run --models ")
 
 
 def test_multi_stage_vote_concat_template_and_synthesis(in_tmp: Path) -> None:

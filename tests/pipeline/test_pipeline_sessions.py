@@ -98,7 +98,7 @@ def test_rerun_child_reuses_earlier_stages_and_leaves_parent_untouched(parent: d
     assert final["outputs"][0]["params"]["temperature"] == 0.2
     assert final["input"].startswith(f"## ask\n{parent_ask['output']}")
     assert json.loads((child_dir / "session.json").read_text())["parent_run_id"] == parent["run_id"]
-    assert "temperature: 0.2" in (child_dir / "pipeline.yaml").read_text()
+    assert "temperature: 0.2" in (child_dir / "config.yaml").read_text()
 
 
 def test_rerun_with_new_input_and_bad_stage(parent: dict, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,0 +1,53 @@
+"""The one table of commands: it builds the Typer app, tells `agentlab config` which schema reads which YAML, and
+gives the tests their list of commands. A new command is a CLI module and one line here.
+
+``module`` is the CLI module under ``agentlab.cli``: a single command is its function of the same name, a group is
+its ``app``. ``config`` is the pydantic model that validates the command's ``-c`` file (``"module:Class"``, imported
+only when needed, so ``agentlab --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str
+    config: str | None = None
+    group: bool = False
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("nas", "nas", "agentlab.nas.config:NASConfig"),
+    Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig"),
+    Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True),
+    Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True),
+    Command("config", "config_cmd", group=True),
+)
+
+# Schemas of files that are not one command's -c: the routing config every --llm option reads.
+OTHER_SCHEMAS: dict[str, str] = {"llm": "agentlab.core.llm.config:LLMConfig"}
+
+
+def schemas() -> dict[str, str]:
+    """Every name `agentlab config show/validate` knows -> its "module:Class"."""
+    return {**{c.name: c.config for c in COMMANDS if c.config}, **OTHER_SCHEMAS}
+
+
+def load_schema(name: str) -> type:
+    """The pydantic model named by ``schemas()[name]``."""
+    module, _, cls = schemas()[name].partition(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def register(app: object) -> None:
+    """Add every command of the table to the Typer ``app``."""
+    for command in COMMANDS:
+        module = importlib.import_module(f"agentlab.cli.{command.module}")
+        if command.group:
+            app.add_typer(module.app, name=command.name)  # type: ignore[attr-defined]
+        else:
+            app.command(command.name)(getattr(module, command.module))  # type: ignore[attr-defined]

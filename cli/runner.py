@@ -1,0 +1,95 @@
+"""`run_command`: what every command that writes a run folder does, written once.
+
+load the config (defaults -> YAML -> --set -> flags) -> validate every input that can be checked (``prepare``) ->
+RunDir (create, or resume the given / latest real run) -> progress bars -> the summary, or ``--json``.
+
+Nothing is created on disk before the config and the inputs validate, so bad input leaves no half-made run folder,
+and a bare ``--resume`` only ever finds runs that really started (``RunDir.latest``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from .common import console, print_json, rich_progress, setup_logging
+
+if TYPE_CHECKING:
+    from agentlab.core.config import Flag
+
+
+def flags(*items: tuple[str, str, Any]) -> list[Flag]:
+    """``(option, config key, value)`` of the options that stand for config keys; options left unset are skipped."""
+    from agentlab.core.config import Flag
+
+    return [Flag(option, key, value) for option, key, value in items if value is not None]
+
+
+def run_command(
+    command: str,
+    model: type[Any] | None,
+    run: Callable[..., Any],
+    *,
+    config: Path | None = None,
+    sets: Iterable[str | Flag] | None = None,
+    base: dict[str, Any] | Callable[[ExitStack], dict[str, Any] | None] | None = None,
+    load: Callable[[list[str | Flag]], Any] | None = None,
+    save_config: bool = True,
+    prepare: Callable[[Any], dict[str, Any]] | None = None,
+    dry_run: Callable[..., dict[str, Any]] | None = None,
+    out: Path | None = None,
+    resume: str | None = None,
+    resumable: bool = True,
+    rerun: str | None = None,
+    json_: bool = False,
+    verbose: int = 0,
+    summary: Callable[[Any, Path], None] | None = None,
+    to_json: Callable[[Any], Any] = lambda result: result,
+    exit_code: Callable[[Any], int] = lambda result: 0,
+) -> None:
+    """Run ``command`` end to end; raises ``typer.Exit`` when ``exit_code(result)`` is not 0.
+
+    ``sets``: the ``--set`` strings followed by the ``Flag``s of options that stand for config keys (``flags()``).
+    ``model`` validates the ``-c`` file (or ``load(sets)`` builds the config when a command reads several files);
+    ``base`` is a raw dict under the file (or a function of an ``ExitStack`` that can keep a resource, such as a
+    loopback server, open for the whole run). ``prepare(cfg)`` checks and loads inputs before any folder exists and
+    returns keyword arguments for ``run(cfg, run_dir, progress=..., announce=..., **kwargs)``. ``dry_run(cfg,
+    **kwargs)``, when given, replaces the run: its dict is printed and no folder is written. ``save_config``: whether
+    config.yaml is ``cfg`` (False when ``run`` writes its own); ``rerun``: the arguments after ``agentlab`` that
+    re-run it (``RunDir.create``).
+    """
+    from agentlab.core.config import load_config
+    from agentlab.core.runs import resume_target, run_in_folder
+
+    setup_logging(verbose)
+    resume_dir = resume_target(command, resume, config=config, out=out) if resumable else None
+    overrides = list(sets or [])
+    with ExitStack() as stack:
+        if load is not None:
+            cfg = load(overrides)
+        else:
+            raw = base(stack) if callable(base) else base
+            cfg = load_config(resume_dir / "config.yaml" if resume_dir else config, model, overrides, base=raw)
+        kwargs = prepare(cfg) if prepare is not None else {}
+        if dry_run is not None:
+            report = dry_run(cfg, **kwargs)
+            print_json(report) if json_ else console.print(report.get("message", "dry run: nothing written"))
+            return
+        with rich_progress(enabled=not json_) as progress:
+            result, folder = run_in_folder(
+                command, cfg, run, inputs=kwargs, out=out, resume=resume_dir, save_config=save_config,
+                resumable=resumable, rerun=rerun, progress=progress,
+                announce=lambda line: console.print(f"[cyan]{line}[/]"),
+                on_open=None if json_ else lambda run_dir: console.print(f"run folder: {run_dir.path}"))
+    if json_:
+        print_json(to_json(result))
+    elif summary is not None:
+        summary(result, folder)
+    code = exit_code(result)
+    if code:
+        raise typer.Exit(code)
+
