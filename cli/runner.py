@@ -77,7 +77,8 @@ def run_command(
         kwargs = prepare(cfg) if prepare is not None else {}
         if dry_run is not None:
             report = dry_run(cfg, **kwargs)
-            print_json(report) if json_ else console.print(report.get("message", "dry run: nothing written"))
+            message = report.pop("message", "dry run: nothing written")
+            print_json(report) if json_ else console.print(message)
             return
         with rich_progress(enabled=not json_) as progress:
             result, folder = run_in_folder(

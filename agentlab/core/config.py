@@ -49,12 +49,15 @@ class StrictModel(BaseModel):
 
 def load_dotenv_values(start: Path | None = None) -> dict[str, str]:
     """Values from the nearest ``.env`` (current directory first, then the config file's folder); never exported."""
+    import io
+
     from dotenv import dotenv_values
 
     for folder in [Path.cwd(), *([start] if start else [])]:
         candidate = folder / ".env"
-        if candidate.is_file():
-            return {k: v for k, v in dotenv_values(candidate).items() if v is not None}
+        if candidate.is_file():  # read here: a .env that is not UTF-8 is one clear error, not a traceback
+            return {k: v for k, v in dotenv_values(stream=io.StringIO(read_text(candidate, ".env file"))).items()
+                    if v is not None}
     return {}
 
 
@@ -101,25 +104,39 @@ def getenv(name: str, dotenv: dict[str, str] | None = None) -> str | None:
 Path_ = tuple[Any, ...]
 
 
-def _line_map(text: str) -> dict[Path_, int]:
-    """Map every key path in a YAML document to its 1-based line (the line of the key, or of the list item)."""
-    lines: dict[Path_, int] = {}
+def _line_map(text: str, file: Path | None = None) -> dict[Path_, int]:
+    """Map every key path in a YAML document to its 1-based line (the line of the key, or of the list item).
 
-    def walk(node: yaml.Node, path: Path_) -> None:
+    Raises ``ConfigError`` for what YAML itself accepts but a config must not hold: a key given twice in one mapping
+    (YAML keeps the last silently) and an alias that contains itself (an endless structure).
+    """
+    lines: dict[Path_, int] = {}
+    where = str(file) if file is not None else "config"
+
+    def walk(node: yaml.Node, path: Path_, parents: frozenset[int]) -> None:
+        if id(node) in parents:
+            raise ConfigError(f"{where}:{node.start_mark.line + 1}: {_dotted(path)}: an alias that contains itself",
+                              hint="an anchor (&name) cannot be used (*name) inside its own value")
+        parents = parents | {id(node)}
         if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
             for key_node, value_node in node.value:
-                key = key_node.value
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                walk(value_node, (*path, key))
+                key, line = key_node.value, key_node.start_mark.line + 1
+                if key in seen and key != "<<":
+                    raise ConfigError(f"{where}:{line}: {_dotted((*path, key))}: key given twice (also on line "
+                                      f"{seen[key]})", hint="keep one of them")
+                seen[key] = line
+                lines[(*path, key)] = line
+                walk(value_node, (*path, key), parents)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 lines[(*path, index)] = item.start_mark.line + 1
-                walk(item, (*path, index))
+                walk(item, (*path, index), parents)
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         lines[()] = root.start_mark.line + 1
-        walk(root, ())
+        walk(root, (), frozenset())
     return lines
 
 
@@ -128,7 +145,7 @@ class _Source:
 
     def __init__(self, path: Path | None, text: str | None):
         self.path = path
-        self.lines = _line_map(text) if text else {}
+        self.lines = _line_map(text, path) if text else {}
         self.overridden: dict[Path_, str] = {}
 
     def where(self, loc: Path_) -> str:
@@ -400,8 +417,10 @@ def load_config(
     data: dict[str, Any] = dict(base or {})
     if file is not None:
         loaded, text = _read_yaml(file)
+        source = _Source(file, text)  # first: it refuses duplicate keys and self-containing aliases
         data = _deep_merge(data, loaded)
-    source = _Source(file, text)
+    else:
+        source = _Source(None, None)
     apply_overrides(data, overrides or [], source)
     data = interpolate_env(data, source, load_dotenv_values(file.parent if file else None))
     try:

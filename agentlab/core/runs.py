@@ -178,6 +178,18 @@ def run_status(path: str | Path, info: dict[str, Any] | None = None) -> str:
     return INTERRUPTED if status == RUNNING and not is_live(path) else status
 
 
+def run_info(path: str | Path, command: str | None = None) -> dict[str, Any]:
+    """run.json of the run folder ``path``; ``RunDirError`` (exit 2) when it is not a run folder (of ``command``)."""
+    path = Path(path)
+    if not (path / "run.json").is_file():
+        raise RunDirError(f"{path}: not a run folder (no run.json)", hint="pass the folder printed by the first run")
+    info: dict[str, Any] = read_json(path / "run.json")
+    if command is not None and info.get("command") != command:
+        raise RunDirError(f"{path}: is a '{info.get('command')}' run, not '{command}'",
+                          hint=f"resume it with `agentlab {info.get('command')} --resume {path}`")
+    return info
+
+
 def did_work(path: str | Path) -> bool:
     """Whether the run wrote anything besides its config and run.json (a run that never started did not)."""
     return any(p.name not in _STUB_FILES for p in Path(path).iterdir())
@@ -291,14 +303,7 @@ class RunDir:
         Refused (``RunDirError``, exit 2) when the folder is not a run of ``command`` or a live process still runs it.
         """
         path = Path(path)
-        info_path = path / "run.json"
-        if not info_path.is_file():
-            raise RunDirError(f"{path}: not a run folder (no run.json)",
-                              hint="pass the folder printed by the first run")
-        info = read_json(info_path)
-        if command is not None and info.get("command") != command:
-            raise RunDirError(f"{path}: is a '{info.get('command')}' run, not '{command}'",
-                              hint=f"resume it with `agentlab {info.get('command')} --resume {path}`")
+        info = run_info(path, command)
         run = cls(path, info.get("command", command or "unknown"), rerun)
         run._lock_fd = _lock(path)
         if run._lock_fd is None:
@@ -417,7 +422,8 @@ class RunDir:
             config = absolute_paths(config).model_dump(mode="json")
         path = self.file("config.yaml")
         # The first line names the command, as every config in configs/ does: `agentlab config validate` reads it.
-        header = f"# agentlab {(self.rerun or f'{self.command} -c {{config}}').format(config=path, run=self.path)}\n"
+        rerun = (self.rerun or f"{self.command} -c {{config}}").format(config=path.absolute(), run=self.path.absolute())
+        header = f"# agentlab {rerun}\n"
         atomic_write_text(path, header + dump_yaml(redact(config, self._secrets)))
 
     def write_json(self, name: str, data: Any) -> Path:
@@ -514,7 +520,10 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
                          hint="a resumed run reads its own config.yaml; change values with --set KEY=VALUE")
     if out is not None:
         raise UsageError("--resume and --out both given", hint="--resume DIR names the folder to continue")
-    return RunDir.latest(command) if str(resume) == "" else Path(resume)
+    if str(resume) == "":
+        return RunDir.latest(command)
+    run_info(resume, command)  # before its config.yaml is read: say "not a run folder", not "no config.yaml"
+    return Path(resume)
 
 
 def run_in_folder(command: str, cfg: Any, run: Any, *, inputs: dict[str, Any] | None = None,

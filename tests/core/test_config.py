@@ -166,3 +166,19 @@ def test_redact_hides_secret_fields_and_values() -> None:
 def test_describe_model_lists_fields_with_descriptions() -> None:
     text = describe_model(Cfg)
     assert "# learning rate" in text and "lr: 0.001" in text and "model:" in text
+
+
+def test_duplicate_keys_and_recursive_aliases_are_config_errors(in_tmp: Path) -> None:
+    from agentlab.core.errors import ConfigError
+    from agentlab.nas.config import NASConfig
+
+    path = in_tmp / "c.yaml"
+    path.write_text("train:\n  epochs: 3\n  epochs: 5\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:3: train.epochs: key given twice \(also on line 2\)"):
+        load_config(path, NASConfig)
+    path.write_text("base: &b {x: 1}\nmodel:\n  <<: *b\n  <<: *b\n")  # merge keys may repeat
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(path, NASConfig)
+    path.write_text("name: x\nmodel: &m [1, *m]\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:2: model\[1\]: an alias that contains itself"):
+        load_config(path, NASConfig)

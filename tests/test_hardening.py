@@ -1,0 +1,238 @@
+"""Issue 9's defects, through the real CLI: bad input is one line and exit 2, never a traceback or a half-made run
+folder; resumes work from anywhere and never damage a run; hints only name options that exist."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agentlab.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+BINARY = bytes(range(256)) * 4  # not UTF-8, with NUL bytes
+TINY_NAS = {
+    "data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_len": 12},
+    "model": {"d_model": 16, "n_heads": 2, "d_ff": 32},
+    "train": {"epochs": 1, "max_train_batches": 2},
+    "search": {"planner": "tpe", "pruner": "none", "space": {"model.n_heads": {"choices": [1, 2]}}},
+}
+
+
+def one_error(capsys: pytest.CaptureFixture, *parts: str) -> str:
+    """The captured stderr: exactly one `error:` line, containing every part, and no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    for part in parts:
+        assert part in err.replace("\n", ""), err
+    return err
+
+
+def tiny_nas(folder: Path) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text("# agentlab nas -c tiny.yaml\n" + yaml.safe_dump(TINY_NAS))
+    return path
+
+
+# --------------------------------------------------------------------------- 1. input that is not UTF-8
+
+
+@pytest.mark.parametrize("args", [
+    ["config", "validate", "{bad}"],
+    ["nas", "-c", "{bad}"],
+    ["llm-bench", "-c", "{bad}"],
+    ["nas", "--llm", "{bad}", "--dry-run"],
+    ["pipeline", "run", "--models", "{bad}", "--stage", "a=x", "--input", "hi"],
+    ["pipeline", "run", "--stage", "a=x", "--input-file", "{bad}"],
+    ["models", "check", "{bad}"],
+], ids=lambda a: " ".join(a[:2]))
+def test_file_that_is_not_utf8_is_one_line_exit_2(args: list[str], in_tmp: Path, capsys: pytest.CaptureFixture
+                                                 ) -> None:
+    bad = in_tmp / "bad.bin"
+    bad.write_bytes(BINARY)
+    (in_tmp / "models.yaml").write_text("models:\n  x: {file: x.gguf}\n")
+    argv = [a.replace("{bad}", str(bad)) for a in args]
+    if "--models" not in argv and argv[:2] == ["pipeline", "run"]:
+        argv[2:2] = ["--models", str(in_tmp / "models.yaml")]
+    assert main(argv) == 2
+    one_error(capsys, str(bad), "not UTF-8")
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"- a\n- b\n", b"just text", b"a: [1, 2\n", b"\xef\xbb\xbfname: 3\n",
+                                     b"!!python/object:os.system ls\n", b"a: &x [*x]\n"],
+                         ids=["empty", "list", "scalar", "unclosed", "bom-wrong-type", "python-tag", "anchor"])
+def test_malformed_yaml_configs(content: bytes, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    path = in_tmp / "c.yaml"
+    path.write_bytes(content)
+    code = main(["nas", "-c", str(path), "--dry-run"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err
+    assert code == (0 if content == b"" else 2), err
+
+
+def test_internal_errors_are_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import importlib
+
+    nas_run = importlib.import_module("agentlab.nas.run")  # the package's `run` attribute is the function
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(nas_run, "prepare", boom)
+    assert main(["nas", "--dry-run"]) == 1
+    one_error(capsys, "internal error: TypeError: a bug", "AGENTLAB_DEBUG=1")
+
+
+# --------------------------------------------------------------------------- 5, 9. usage errors: exit 2, no folder
+
+
+@pytest.mark.parametrize("args, says", [
+    (["nas", "--data", "missing.csv"], "missing.csv"),
+    (["nas", "-c", "missing.yaml"], "missing.yaml: config file not found"),
+    (["nas", "--planner", "llm", "--llm", "empty.yaml"], "--planner llm needs a planner model"),
+    (["nas", "--set", "model.n_heads=7"], "model.n_heads: must divide model.d_model"),
+    (["nas", "--resume"], "no 'nas' run to resume"),
+    (["nas", "--resume", "nowhere"], "nowhere: not a run folder"),
+    (["llm-bench", "-c", "llm.yaml", "-m", "nosuch"], "--model nosuch: bench.models: unknown model(s) nosuch"),
+    (["llm-bench", "-c", "llm.yaml", "--route", "nosuch"], "bench.route: unknown route 'nosuch'"),
+    (["llm-bench", "-c", "empty.yaml"], "no models configured"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_usage_errors_exit_2_and_write_nothing(args: list[str], says: str, in_tmp: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "empty.yaml").write_text("{}\n")
+    (in_tmp / "llm.yaml").write_text("providers:\n  p: {kind: scripted}\nmodels:\n  m: {provider: p, model: m}\n")
+    assert main(args) == 2
+    one_error(capsys, says)
+    assert not (in_tmp / "runs").exists()
+
+
+def test_out_existing_folder_hints_resume_only_where_it_exists(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    taken = in_tmp / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep me")
+    (in_tmp / "llm.yaml").write_text("providers:\n  p: {kind: scripted}\nmodels:\n  m: {provider: p, model: m}\n")
+    assert main(["nas", "-c", str(tiny_nas(in_tmp)), "--out", str(taken)]) == 2
+    assert "--resume" in one_error(capsys, "folder exists and is not empty")
+    assert main(["llm-bench", "-c", "llm.yaml", "--out", str(taken)]) == 2
+    assert "--resume" not in one_error(capsys, "folder exists and is not empty")
+    assert main(["pipeline", "run", "--models", "llm.yaml", "--stage", "a=m", "--input", "x", "--out", str(taken)]) == 2
+    assert "--resume" not in capsys.readouterr().err
+    assert (taken / "mine.txt").read_text() == "keep me" and len(list(taken.iterdir())) == 1
+
+
+def test_resume_with_config_or_out_is_usage_error(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["nas", "--resume", "x", "-c", str(tiny_nas(in_tmp))]) == 2
+    one_error(capsys, "--resume and -c/--config both given")
+    assert main(["nas", "--resume", "x", "--out", "y"]) == 2
+    one_error(capsys, "--resume and --out both given")
+
+
+# --------------------------------------------------------------------------- 5, 6. resume
+
+
+def test_bare_resume_skips_failed_stub_and_works_from_another_directory(
+        in_tmp: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "data").mkdir()
+    _write_csv(in_tmp / "data" / "ett.csv")
+    config = tiny_nas(in_tmp)
+    assert main(["nas", "-c", str(config), "--data", "data/ett.csv", "--max-iterations", "1"]) == 0
+    (run,) = (in_tmp / "runs" / "nas").iterdir()
+    assert main(["nas", "-c", str(config), "--data", "data/missing.csv"]) == 2  # no stub for a bare --resume to find
+    capsys.readouterr()
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(elsewhere)  # runs/ is $AGENTLAB_RUNS: the same bare --resume from another directory
+    assert main(["nas", "--resume", "--max-iterations", "2"]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and len(info["resumed"]) == 1
+    assert len(json.loads((run / "agent_state.json").read_text())["runs"]) == 2
+
+
+def _write_csv(path: Path) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = ["date,HUFL,OT"]
+    for t in range(500):
+        lines.append(f"2016-07-{1 + t // 24:02d} {t % 24:02d}:00:00,{np.sin(t / 5) + rng.normal() * 0.1:.4f},"
+                     f"{np.cos(t / 7):.4f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_failed_resume_leaves_the_run_as_it_was(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    data = _write_csv(in_tmp / "ett.csv")
+    assert main(["nas", "-c", str(tiny_nas(in_tmp)), "--data", str(data), "--max-iterations", "1"]) == 0
+    (run,) = (in_tmp / "runs" / "nas").iterdir()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    data.rename(in_tmp / "moved.csv")  # the data went away: the resume fails before doing anything
+    assert main(["nas", "--resume", str(run), "--max-iterations", "2"]) == 2
+    one_error(capsys, str(data))
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+# --------------------------------------------------------------------------- 7. secrets
+
+
+def test_key_inside_a_url_never_reaches_the_run_folder(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-secret-4242")
+    config = in_tmp / "llm.yaml"
+    config.write_text("providers:\n  p: {kind: openai, base_url: 'http://user:${OPENROUTER_API_KEY}@127.0.0.1:9/v1'}\n"
+                      "models:\n  m: {provider: p, model: m}\n")
+    assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1", "--out", "r"]) == 1
+    for path in (in_tmp / "r").iterdir():
+        if path.is_file():
+            assert "sk-or-secret-4242" not in path.read_text(errors="replace"), path.name
+    assert "user:${OPENROUTER_API_KEY}@" in (in_tmp / "r" / "config.yaml").read_text()
+
+
+# --------------------------------------------------------------------------- 11, 13, 16
+
+
+def test_dry_run_json_prints_json(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["nas", "--dry-run", "--max-iterations", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_iterations"] == 2 and report["data"]["train"] > 0 and report["planner"] in ("tpe", "llm")
+    assert not (in_tmp / "runs").exists()
+
+
+def test_llm_bench_config_yaml_repeats_the_run(in_tmp: Path) -> None:
+    (in_tmp / "llm.yaml").write_text("providers:\n  p: {kind: scripted}\nmodels:\n  m: {provider: p, model: m}\n"
+                                     "  n: {provider: p, model: n}\n")
+    assert main(["llm-bench", "-c", "llm.yaml", "-m", "n", "--requests", "3", "--concurrency", "2", "--prompt",
+                 "a: b", "--out", "first"]) == 0
+    saved = yaml.safe_load((in_tmp / "first" / "config.yaml").read_text())
+    assert saved["bench"] == {"models": ["n"], "concurrency": [2], "requests": 3, "prompt": "a: b", "max_tokens": 64,
+                              "route": None, "stream": True}
+    assert main(["llm-bench", "-c", "first/config.yaml", "--out", "again"]) == 0
+    again = json.loads((in_tmp / "again" / "results.json").read_text())
+    assert [m["name"] for m in again["models"]] == ["n"] and again["models"][0]["requests"] == 3
+
+
+def test_python_dash_m_agentlab() -> None:
+    proc = subprocess.run([sys.executable, "-m", "agentlab", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "nas" in proc.stdout
+
+
+def test_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_optuna(name: str, *args: object, **kwargs: object) -> object:
+        if name == "optuna" or name.startswith("optuna."):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    monkeypatch.delitem(sys.modules, "optuna", raising=False)
+    assert main(["nas", "--max-iterations", "1", "--set", "train.epochs=1"]) == 2
+    one_error(capsys, "optional package 'optuna'", "pip install 'agentlab[ml]'")
