@@ -91,7 +91,7 @@ def llm_bench(
     with ExitStack() as stack:
         base: dict[str, Any] | None = None
         if demo or (path is None and not DEFAULT_LLM_CONFIG.is_file()):
-            from agentlab.core.llm.testserver import demo_server
+            from agentlab.testing.server import demo_server
 
             server = stack.enter_context(demo_server())
             base = _demo_config(server.base_url)
