@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentlab.core.errors import AllModelsFailed
-from agentlab.core.llm.types import Completion
+from agentlab.core.llm.types import Completion, GenParams, Messages
 
 
 @dataclass
@@ -101,3 +102,9 @@ class CallState:
         answer_started = self.attempt_started.get(model, self.started)
         lost = answer_started - self.started if any(not a.ok for a in self.attempts) else 0.0
         return RoutedCompletion(completion, self.route, model, list(self.attempts), len(abandoned), lost)
+
+
+TryModel = Callable[[CallState, str, Messages, GenParams], Awaitable[Completion | None]]
+"""Try one model for a call, retries included: ``try_model(call, name, messages, params)`` returns its completion, or
+None when it gave up (``call.attempts`` says why); raises ``AllModelsFailed`` once the call's deadline is spent. The
+router passes its own ``Router.try_model`` to the strategies and to structured output, which never see the router."""

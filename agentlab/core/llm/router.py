@@ -27,7 +27,7 @@ from agentlab.core.llm.config import LLMConfig, ModelConfig, RouteConfig
 from agentlab.core.llm.providers import build_provider
 from agentlab.core.llm.results import Attempt, CallState, Candidate, RoutedCompletion, StructuredResult
 from agentlab.core.llm.stats import CLOSED, CircuitBreaker, ModelStats
-from agentlab.core.llm.strategies import best_of_n, fastest_order
+from agentlab.core.llm.strategies import best_of_n, fastest_order, first_answer
 from agentlab.core.llm.structured import structured_on_chain
 from agentlab.core.llm.types import Completion, GenParams, Messages, Provider
 
@@ -110,8 +110,9 @@ class Router:
         call = CallState(route, self.config.deadline_s, stream)
         params = params or GenParams()
         if rcfg.strategy == "best_of_n":
-            return await best_of_n(self, call, rcfg, chain, messages, params)
-        return await self.first_answer(call, self.order(rcfg, chain), messages, params)
+            return await best_of_n(self.try_model, call, rcfg, chain, messages, params, available=self.available,
+                                   on_invalid=self.record_invalid_output)
+        return await first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
 
     async def structured(self, messages: Messages, schema: type[BaseModel], route: str = "default",
                          params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult:
@@ -123,7 +124,8 @@ class Router:
         rcfg, chain = self.route(route)
         call = CallState(route, self.config.deadline_s)
         chain = chain if rcfg.strategy == "best_of_n" else self.order(rcfg, chain)
-        return await structured_on_chain(self, call, chain, messages, schema, params or GenParams(), max_repairs)
+        return await structured_on_chain(self.try_model, call, chain, messages, schema, params or GenParams(),
+                                         max_repairs, on_invalid=self.record_invalid_output)
 
     async def call_model(self, model_name: str, messages: Messages, params: GenParams | None = None,
                          stream: bool = False) -> Completion:
@@ -137,7 +139,7 @@ class Router:
                                attempt=1, stream=stream and self._models[model_name][0].supports_stream,
                                use_breaker=False)
 
-    # ------------------------------------------------------------------ routing machinery (used by strategies)
+    # ------------------------------------------------------------------ routing machinery (handed to strategies)
 
     def route(self, name: str) -> tuple[RouteConfig, list[str]]:
         """The route config for ``name`` (``config.route`` rules) and its fallback chain, computed once per name."""
@@ -160,11 +162,7 @@ class Router:
     async def first_answer(self, call: CallState, chain: list[str], messages: Messages,
                            params: GenParams) -> RoutedCompletion:
         """Try each model of ``chain`` in turn (with retries); the first answer wins."""
-        for name in chain:
-            completion = await self.try_model(call, name, messages, params)
-            if completion is not None:
-                return call.result(completion, name)
-        raise call.failed()
+        return await first_answer(self.try_model, call, chain, messages, params)
 
     async def try_model(self, call: CallState, name: str, messages: Messages, params: GenParams) -> Completion | None:
         """One model with retries; None when it gave up (the attempts say why). Raises ``AllModelsFailed`` when the
