@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -30,6 +30,9 @@ from agentlab.core.llm.stats import CLOSED, CircuitBreaker, ModelStats
 from agentlab.core.llm.strategies import best_of_n, fastest_order, first_answer
 from agentlab.core.llm.structured import structured_on_chain
 from agentlab.core.llm.types import Completion, GenParams, Messages, Provider
+
+if TYPE_CHECKING:
+    from agentlab.core.runs import RunDir
 
 __all__ = ["Router", "RoutedCompletion", "StructuredResult", "Attempt", "Candidate"]
 
@@ -87,7 +90,7 @@ class Router:
         return cls(config, providers, on_event, rng=rng, secrets=secrets)
 
     @classmethod
-    def for_run(cls, config: LLMConfig, run_dir: Any | None = None) -> Router:
+    def for_run(cls, config: LLMConfig, run_dir: RunDir | None = None) -> Router:
         """A router whose calls are recorded in ``run_dir``'s events.jsonl and whose API keys ``run_dir`` scrubs
         from everything it writes (``run_dir``: a ``RunDir``, or None for no recording)."""
         secrets: list[str] = []

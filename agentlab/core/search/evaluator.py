@@ -11,12 +11,15 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from agentlab.core.errors import LLMError
 from agentlab.core.search.records import TrialRecord
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ EVALUATOR_PROMPT = (
 
 
 class HybridEvaluator:
-    def __init__(self, min_delta: float, router: Any | None = None, route: str = "evaluator", metric: str = "value",
+    def __init__(self, min_delta: float, router: Router | None = None, route: str = "evaluator", metric: str = "value",
                  size_key: str = "n_params"):
         self.min_delta, self.router, self.route, self.metric, self.size_key = min_delta, router, route, metric, size_key
 
