@@ -71,11 +71,11 @@ def _line_map(text: str) -> dict[Path_, int]:
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key = key_node.value
-                lines[(*path, key)] = key_node.start_mark.line + 1
+                lines[path + (key,)] = key_node.start_mark.line + 1
                 walk(value_node, (*path, key))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                lines[(*path, index)] = item.start_mark.line + 1
+                lines[path + (index,)] = item.start_mark.line + 1
                 walk(item, (*path, index))
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -155,7 +155,8 @@ class RunDir:
                                   hint=f"pass --resume {path} to continue that run, or choose another --out")
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            base = Path(root or os.environ.get("AGENTLAB_RUNS", DEFAULT_RUNS_ROOT)) / command
+            # mypy infers environ.get's default type from the `or` (None included): str | Path here.
+            base = Path(root or os.environ.get("AGENTLAB_RUNS", DEFAULT_RUNS_ROOT)) / command  # type: ignore[arg-type]
             path = base / f"{stamp}-{name or command}"
             suffix = 1
             while path.exists():  # two runs in the same second
@@ -205,7 +206,8 @@ class RunDir:
     @classmethod
     def latest(cls, command: str, root: str | Path | None = None) -> Path:
         """The newest run folder of a command (for a bare ``--resume``)."""
-        base = Path(root or os.environ.get("AGENTLAB_RUNS", DEFAULT_RUNS_ROOT)) / command
+        # mypy infers environ.get's default type from the `or` (None included): str | Path here.
+        base = Path(root or os.environ.get("AGENTLAB_RUNS", DEFAULT_RUNS_ROOT)) / command  # type: ignore[arg-type]
         candidates = sorted(p for p in base.glob("*") if (p / "run.json").is_file()) if base.is_dir() else []
         if not candidates:
             raise RunDirError(f"no '{command}' run to resume under {base}",

@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
 
 from agentlab.core.errors import AllModelsFailed
 from agentlab.core.llm.types import Completion, GenParams, Messages
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass
@@ -56,10 +60,11 @@ class RoutedCompletion:
 
 
 @dataclass
-class StructuredResult:
-    """A validated pydantic object, the completion it came from, and how many repair rounds it took."""
+class StructuredResult(Generic[ModelT]):
+    """A validated pydantic object (of the schema asked for), the completion it came from, and how many repair rounds
+    it took."""
 
-    value: Any
+    value: ModelT
     completion: RoutedCompletion
     repairs: int = 0
 

@@ -20,12 +20,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
-
 from agentlab.core.errors import ConfigError, LLMError
 from agentlab.core.llm.config import LLMConfig, ModelConfig, RouteConfig
 from agentlab.core.llm.providers import build_provider
-from agentlab.core.llm.results import Attempt, CallState, Candidate, RoutedCompletion, StructuredResult
+from agentlab.core.llm.results import Attempt, CallState, Candidate, ModelT, RoutedCompletion, StructuredResult
 from agentlab.core.llm.stats import CLOSED, CircuitBreaker, ModelStats
 from agentlab.core.llm.strategies import best_of_n, fastest_order, first_answer
 from agentlab.core.llm.structured import structured_on_chain
@@ -117,8 +115,8 @@ class Router:
                                    on_invalid=self.record_invalid_output)
         return await first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
 
-    async def structured(self, messages: Messages, schema: type[BaseModel], route: str = "default",
-                         params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult:
+    async def structured(self, messages: Messages, schema: type[ModelT], route: str = "default",
+                         params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult[ModelT]:
         """Ask for JSON matching ``schema`` and return the validated object.
 
         An invalid reply is sent back to the same model with the validation errors, at most ``max_repairs`` times,
@@ -295,8 +293,8 @@ class Router:
         """``generate`` for sync callers, run on the router's background event loop."""
         return self._run_sync(self.generate(messages, route, params, stream=stream))
 
-    def structured_sync(self, messages: Messages, schema: type[BaseModel], route: str = "default",
-                        params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult:
+    def structured_sync(self, messages: Messages, schema: type[ModelT], route: str = "default",
+                        params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult[ModelT]:
         """``structured`` for sync callers, run on the router's background event loop."""
         return self._run_sync(self.structured(messages, schema, route, params, max_repairs))
 

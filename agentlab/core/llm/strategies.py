@@ -96,10 +96,16 @@ async def best_of_n(try_model: TryModel, call: CallState, rcfg: RouteConfig, cha
                             candidates=candidates, judge_reason=reason)
 
 
-def _verdict_model(count: int) -> type[BaseModel]:
+class _JudgeVerdict(BaseModel):
+    best: int
+    reason: str
+
+
+def _verdict_model(count: int) -> type[_JudgeVerdict]:
     # Built per call so an out-of-range pick is a validation error, which the repair loop sends back to the judge.
     return create_model(
         "JudgeVerdict",
+        __base__=_JudgeVerdict,
         best=(int, Field(ge=1, le=count, description=f"number of the best candidate, 1 to {count}")),
         reason=(str, Field(description="one sentence: why this candidate is best")),
     )
@@ -126,5 +132,5 @@ async def _judge(try_model: TryModel, call: CallState, rcfg: RouteConfig, messag
                                             on_invalid=on_invalid)
     except LLMError as exc:
         return 0, f"judge {judge} failed ({exc.kind}); kept the first answer, from {candidates[0].model}"
-    best = verdict.value.best  # type: ignore[attr-defined]
-    return best - 1, verdict.value.reason or f"judge {judge} picked candidate {best}"  # type: ignore[attr-defined]
+    best = verdict.value.best
+    return best - 1, verdict.value.reason or f"judge {judge} picked candidate {best}"

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel, ValidationError
 
-from agentlab.core.llm.results import Attempt, CallState, StructuredResult, TryModel
+from agentlab.core.llm.results import Attempt, CallState, ModelT, StructuredResult, TryModel
 from agentlab.core.llm.types import GenParams, Messages
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
@@ -40,7 +40,7 @@ def extract_json(text: str) -> str:
     return text[start : end + 1]
 
 
-def parse_reply(text: str, schema: type[BaseModel]) -> BaseModel:
+def parse_reply(text: str, schema: type[ModelT]) -> ModelT:
     """Extract and validate; raises ``InvalidOutput`` with a compact list of errors."""
     raw = extract_json(text)
     try:
@@ -80,8 +80,8 @@ def repair_messages(convo: Messages, reply: str, problem: str) -> Messages:
 
 
 async def structured_on_chain(try_model: TryModel, call: CallState, chain: list[str], messages: Messages,
-                              schema: type[BaseModel], params: GenParams, max_repairs: int, *,
-                              on_invalid: Callable[[str], None]) -> StructuredResult:
+                              schema: type[ModelT], params: GenParams, max_repairs: int, *,
+                              on_invalid: Callable[[str], None]) -> StructuredResult[ModelT]:
     """Ask each model of ``chain`` in turn until one returns a valid ``schema`` object (with repairs).
 
     ``try_model`` sends one request (with retries); ``on_invalid(name)`` is told of every reply of ``name`` that fails

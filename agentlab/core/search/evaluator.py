@@ -64,7 +64,7 @@ class HybridEvaluator:
             return Decision(False, f"{self.metric} {value:.4g} is {-gain:.1%} worse than best {best.value:.4g}", "rule")
         band = f"within the noise band ({gain:+.1%} vs best {best.run_id}, band ±{self.min_delta:.1%})"
         if self.router is not None:
-            verdict = self._ask(value, metrics, params, best)
+            verdict = self._ask(self.router, value, metrics, params, best)
             if verdict is not None:
                 return Decision(verdict.accept, f"{band}; evaluator: {verdict.reason}", "llm")
         return self._smaller_wins(band, metrics, best)
@@ -77,14 +77,15 @@ class HybridEvaluator:
             return Decision(True, f"{band}; smaller model wins ({new_size:,} < {best_size:,} params)", "rule")
         return Decision(False, f"{band}; incumbent is not larger ({best_size:,} <= {new_size:,} params)", "rule")
 
-    def _ask(self, value: float, metrics: dict[str, Any], params: dict[str, Any], best: TrialRecord) -> Verdict | None:
+    def _ask(self, router: Router, value: float, metrics: dict[str, Any], params: dict[str, Any],
+             best: TrialRecord) -> Verdict | None:
         payload = {"metric": self.metric, "min_delta": self.min_delta,
                    "new": {"value": value, "params": params, "metrics": metrics},
                    "best": {"run_id": best.run_id, "value": best.value, "params": best.params, "metrics": best.metrics}}
         messages = [{"role": "system", "content": EVALUATOR_PROMPT},
                     {"role": "user", "content": json.dumps(payload, indent=1, default=str)}]
         try:
-            return self.router.structured_sync(messages, Verdict, route=self.route).value
+            return router.structured_sync(messages, Verdict, route=self.route).value
         except LLMError as exc:
             log.warning("evaluator LLM failed (%s): falling back to the size rule", exc.kind)
             return None
