@@ -28,6 +28,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy agentlab/core
 
 # The main job on its built-in defaults: offline, no config, no data file.
 run: install
@@ -43,4 +44,4 @@ bench: install
 	$(BIN)/python benchmarks/nas_etth1.py --data $(ETTH1)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

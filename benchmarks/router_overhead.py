@@ -19,8 +19,8 @@ import httpx
 
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.llm.router import Router
-from agentlab.core.llm.testserver import spawn_server_process
 from agentlab.core.llm.types import GenParams
+from agentlab.testing.server import spawn_server_process
 
 MODEL = "bench-model"
 MESSAGES = [{"role": "user", "content": "Say ok."}]

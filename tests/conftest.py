@@ -1,11 +1,14 @@
-"""Shared fixtures: every test runs in its own folder so run folders and .env files never leak between tests."""
+"""Shared fixtures: each test in its own folder (run folders and .env never leak), a tiny model, a loopback server."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from agentlab.testing.server import ScriptedServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,3 +36,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from agentlab.core.train.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ScriptedServer]:
+    """One scriptable loopback OpenAI-compatible server per test module; tests take ``srv``, which resets it."""
+    with ScriptedServer() as s:
+        yield s
+
+
+@pytest.fixture
+def srv(server: ScriptedServer) -> ScriptedServer:
+    """The module's server with no scripts, defaults or recorded requests left from an earlier test."""
+    server.reset()
+    return server

@@ -126,11 +126,11 @@ def _line_map(text: str, file: Path | None = None) -> dict[Path_, int]:
                     raise ConfigError(f"{where}:{line}: {_dotted((*path, key))}: key given twice (also on line "
                                       f"{seen[key]})", hint="keep one of them")
                 seen[key] = line
-                lines[(*path, key)] = line
+                lines[path + (key,)] = line
                 walk(value_node, (*path, key), parents)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                lines[(*path, index)] = item.start_mark.line + 1
+                lines[path + (index,)] = item.start_mark.line + 1
                 walk(item, (*path, index), parents)
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -467,7 +467,7 @@ def _redact(data: Any, secrets: list[str], known: dict[str, str]) -> Any:
 def absolute_paths(model: M) -> M:
     """A copy of ``model`` in which every relative ``Path`` value (nested models, lists and dicts included) is made
     absolute against the current directory: what a run folder's config.yaml needs to re-run from anywhere."""
-    return _absolute(model)  # type: ignore[no-any-return]
+    return _absolute(model)
 
 
 def _absolute(value: Any) -> Any:

@@ -16,13 +16,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.types import Completion, GenParams
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir
 from agentlab.llm_bench.config import BenchConfig, BenchSettings
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ async def _level(make_call: Any, requests: int, concurrency: int, task: Progress
     return list(samples), time.perf_counter() - start
 
 
-async def bench_model(router: Any, name: str, settings: BenchSettings, stream: bool, task: ProgressTask) -> dict:
+async def bench_model(router: Router, name: str, settings: BenchSettings, stream: bool, task: ProgressTask) -> dict:
     """Probe one model, then load it at each concurrency level."""
     messages = [{"role": "user", "content": settings.prompt}]
     params = GenParams(max_tokens=settings.max_tokens)
@@ -129,7 +132,7 @@ async def bench_model(router: Any, name: str, settings: BenchSettings, stream: b
     return entry
 
 
-async def bench_route(router: Any, route: str, settings: BenchSettings, task: ProgressTask) -> list[dict]:
+async def bench_route(router: Router, route: str, settings: BenchSettings, task: ProgressTask) -> list[dict]:
     """Send every request through the router's strategy for ``route``; record who answered and the fallback cost."""
     messages = [{"role": "user", "content": settings.prompt}]
     params = GenParams(max_tokens=settings.max_tokens)

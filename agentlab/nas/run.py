@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -22,6 +22,10 @@ from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, open_storag
 from agentlab.core.search.records import TrialRecord, run_id, state_dict
 from agentlab.core.search.space import SearchSpace
 from agentlab.nas.config import NASConfig, apply_changes, space_meanings
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
+    from agentlab.core.search.planners import LLMPlanner, OptunaPlanner
 
 log = logging.getLogger(__name__)
 METRIC = "val_mse"
@@ -83,7 +87,8 @@ def _pydantic_message(err: Any) -> str:
 # --------------------------------------------------------------------------- planner choice
 
 
-def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None) -> tuple[Any, Any | None, str]:
+def choose_planner(cfg: NASConfig, llm: LLMConfig | None,
+                   run_dir: RunDir | None = None) -> tuple[OptunaPlanner | LLMPlanner, Router | None, str]:
     """(planner, router or None, one line saying which planner runs and why)."""
     from agentlab.core.search.planners import LLMPlanner, OptunaPlanner
 
@@ -127,7 +132,8 @@ def _missing_keys(llm: LLMConfig, chain: list[str]) -> str | None:
     return ", ".join(missing) if missing else None
 
 
-def _evaluator_router(llm: LLMConfig | None, planner_router: Any | None, run_dir: RunDir | None = None) -> Any | None:
+def _evaluator_router(llm: LLMConfig | None, planner_router: Router | None,
+                      run_dir: RunDir | None = None) -> Router | None:
     """A router for the explicitly configured `evaluator` route (whatever the planner), unless its keys are unset."""
     if llm is None or not llm.has_route("evaluator") or not llm.route("evaluator").chain():
         return None

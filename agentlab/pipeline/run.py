@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.config import dump_yaml, redact
 from agentlab.core.errors import ConfigError, LLMError
@@ -34,6 +34,9 @@ from agentlab.pipeline.config import ModelsConfig, PipelineConfig, StageConfig, 
 from agentlab.pipeline.load import Loaded
 from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits
 from agentlab.pipeline.templates import render
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
 
 
 @dataclass
@@ -200,7 +203,7 @@ def _stage_input(sources: list[str], stage: StageConfig, outputs: dict[str, str]
     return "\n\n".join(f"## {name}\n{outputs[name].strip()}" for name in sources)
 
 
-async def _run_stage(router: Any, llm_cfg: LLMConfig, stage: StageConfig, text_in: str, original: str,
+async def _run_stage(router: Router, llm_cfg: LLMConfig, stage: StageConfig, text_in: str, original: str,
                      outputs: dict[str, str], task: ProgressTask) -> dict[str, Any]:
     start = time.perf_counter()
     variables = {"input": text_in, "original": original, "stages": dict(outputs)}
@@ -239,7 +242,7 @@ async def _run_stage(router: Any, llm_cfg: LLMConfig, stage: StageConfig, text_i
             "seconds": round(time.perf_counter() - start, 4), "reused": False}
 
 
-async def _call(router: Any, llm_cfg: LLMConfig, stage: StageConfig, name: str, messages: Messages,
+async def _call(router: Router, llm_cfg: LLMConfig, stage: StageConfig, name: str, messages: Messages,
                 params: GenParams, task: ProgressTask) -> dict[str, Any]:
     start = time.perf_counter()
     try:
@@ -255,7 +258,7 @@ async def _call(router: Any, llm_cfg: LLMConfig, stage: StageConfig, name: str, 
             "seconds": round(time.perf_counter() - start, 4)}
 
 
-def _router(llm_cfg: LLMConfig, run_dir: RunDir, given: dict[str, Provider]) -> Any:
+def _router(llm_cfg: LLMConfig, run_dir: RunDir, given: dict[str, Provider]) -> Router:
     from agentlab.core.llm.providers import build_provider
     from agentlab.core.llm.router import Router
 

@@ -6,7 +6,6 @@ a rerun reads the parent's saved configs and step files and runs into a new fold
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from agentlab.core.config import load_config
 from agentlab.core.errors import UsageError
-from agentlab.core.runs import DEFAULT_RUNS_ROOT, read_json
+from agentlab.core.runs import read_json, run_status, runs_root
 from agentlab.pipeline.config import execution_order
 from agentlab.pipeline.load import Loaded, check_used_models, load_models, load_routed, used_models
 
@@ -23,7 +22,7 @@ COMMAND = "pipeline"
 
 def sessions_root(root: str | Path | None = None) -> Path:
     """runs/pipeline (or $AGENTLAB_RUNS/pipeline)."""
-    return Path(root or os.environ.get("AGENTLAB_RUNS", DEFAULT_RUNS_ROOT)) / COMMAND
+    return runs_root(root) / COMMAND
 
 
 def _head(text: str | None, width: int = 60) -> str:
@@ -38,7 +37,7 @@ def session_summary(path: Path) -> dict[str, Any]:
     info = read_json(path / "run.json")
     session = read_json(path / "session.json") if (path / "session.json").is_file() else {}
     results = read_json(path / "results.json") if (path / "results.json").is_file() else {}
-    return {"id": path.name, "path": str(path), "started": info.get("started"), "status": info.get("status"),
+    return {"id": path.name, "path": str(path), "started": info.get("started"), "status": run_status(path, info),
             "pipeline": session.get("pipeline"), "parent": session.get("parent_run_id"),
             "from_stage": session.get("from_stage"), "input": _head(session.get("input")),
             "final": _head(results.get("final")), "stages": len(results.get("stages", [])) or None}

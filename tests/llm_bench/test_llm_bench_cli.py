@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from agentlab.cli import main
-from agentlab.core.llm.testserver import Reply, ScriptedServer
+from agentlab.testing.server import Reply, ScriptedServer
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def server():
-    with ScriptedServer() as srv:
-        srv.default("local", Reply(text="one two three four five six", delay_s=0.01, chunk_delay_s=0.001))
-        yield srv
+def srv(srv: ScriptedServer) -> ScriptedServer:
+    """The shared server (conftest), with a healthy `local` model."""
+    srv.default("local", Reply(text="one two three four five six", delay_s=0.01, chunk_delay_s=0.001))
+    return srv
 
 
 def free_port() -> int:
@@ -27,9 +27,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_repo_llm_yaml_against_loopback_reports_dead_model(server: ScriptedServer, in_tmp: Path,
+def test_repo_llm_yaml_against_loopback_reports_dead_model(srv: ScriptedServer, in_tmp: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOCAL_LLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("LOCAL_LLM_BASE_URL", srv.base_url)
     monkeypatch.setenv("VLLM_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")  # nothing listens there
     out = in_tmp / "bench"
     code = main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "-m", "local-gguf", "-m", "qwen-7b-vllm",
@@ -53,12 +53,12 @@ def test_repo_llm_yaml_against_loopback_reports_dead_model(server: ScriptedServe
     assert sum(1 for c in calls if c["kind"] == "llm_call" and c["model"] == "local-gguf") == 7  # probe + 6
 
 
-def test_route_reports_who_answered_and_fallbacks(server: ScriptedServer, in_tmp: Path,
+def test_route_reports_who_answered_and_fallbacks(srv: ScriptedServer, in_tmp: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
-    server.default("broken", Reply(status=500))
+    srv.default("broken", Reply(status=500))
     config = in_tmp / "llm.yaml"
     config.write_text(
-        f"providers:\n  loop: {{kind: openai, base_url: '{server.base_url}'}}\n"
+        f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
         "models:\n  broken: {provider: loop, model: broken}\n  local: {provider: loop, model: local}\n"
         "routes:\n  default: {primary: [broken], fallback: [local]}\nretries: 0\n")
     code = main(["llm-bench", "-c", str(config), "--route", "default", "--requests", "4", "--concurrency", "2",
@@ -87,12 +87,12 @@ def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys
     assert not (in_tmp / "runs").exists()  # usage errors leave no run folder
 
 
-def test_missing_key_is_auth_error_without_leaking(server: ScriptedServer, in_tmp: Path,
+def test_missing_key_is_auth_error_without_leaking(srv: ScriptedServer, in_tmp: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    server.default("secret-model", Reply(status=401))
+    srv.default("secret-model", Reply(status=401))
     monkeypatch.setenv("BENCH_TEST_KEY", "sk-do-not-leak-123")
     config = in_tmp / "llm.yaml"
-    config.write_text(f"providers:\n  p: {{kind: openai, base_url: '{server.base_url}', api_key_env: BENCH_TEST_KEY}}\n"
+    config.write_text(f"providers:\n  p: {{kind: openai, base_url: '{srv.base_url}', api_key_env: BENCH_TEST_KEY}}\n"
                       "models:\n  m: {provider: p, model: secret-model}\n  ok: {provider: p, model: local}\n")
     out = in_tmp / "r"
     assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1", "--out", str(out)]) == 0

@@ -16,12 +16,12 @@ import yaml
 from agentlab.cli import main
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.llm.router import Router
-from agentlab.core.llm.testserver import Reply, ScriptedServer
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.records import TrialRecord
 from agentlab.nas import run_nas_optimization
 from agentlab.nas.config import NASConfig
 from agentlab.nas.run import choose_planner
+from agentlab.testing.server import Reply, ScriptedServer
 
 PLANNER, JUDGE = "planner-m", "judge-m"
 TINY = {
@@ -32,12 +32,6 @@ TINY = {
                "space": {"model.d_model": {"choices": [16, 32]}, "model.n_heads": {"choices": [1, 2, 3]},
                          "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}},
 }
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as srv:
-        yield srv
 
 
 def routing(base_url: str, evaluator: bool = False, api_key_env: str | None = None) -> dict[str, Any]:
@@ -63,8 +57,8 @@ def texts(request: dict[str, Any]) -> str:
     return "\n".join(str(m.get("content", "")) for m in request["messages"])
 
 
-def requests_of(server: ScriptedServer, model: str) -> list[dict[str, Any]]:
-    return [r for r in server.requests if r.get("model") == model]
+def requests_of(srv: ScriptedServer, model: str) -> list[dict[str, Any]]:
+    return [r for r in srv.requests if r.get("model") == model]
 
 
 def events(run: Path, kind: str) -> list[dict[str, Any]]:
@@ -78,18 +72,18 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_valid_plan_is_applied_with_its_reasoning(in_tmp: Path, server: ScriptedServer) -> None:
-    server.default(PLANNER, Reply(text=plan({"model.d_model": 32}, "a wider model should fit the daily cycle")))
+def test_valid_plan_is_applied_with_its_reasoning(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.default(PLANNER, Reply(text=plan({"model.d_model": 32}, "a wider model should fit the daily cycle")))
     out = in_tmp / "r"
-    run_nas_optimization(max_iterations=2, config=TINY, out=out, llm=LLMConfig.model_validate(routing(server.base_url)))
+    run_nas_optimization(max_iterations=2, config=TINY, out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
     base, trial = json.loads((out / "agent_state.json").read_text())["runs"]
     assert base["planner"] == "base" and base["params"]["model.d_model"] == 16
     assert trial["planner"] == "llm" and trial["changes"] == {"model.d_model": 32}
     assert trial["params"] == {**base["params"], "model.d_model": 32}
-    assert server.count(PLANNER) == 1  # --planner llm: no probe, one plan
-    prompt = texts(server.requests[0])
+    assert srv.count(PLANNER) == 1  # --planner llm: no probe, one plan
+    prompt = texts(srv.requests[0])
     assert "optimizer_candidate" in prompt and '"model.d_model"' in prompt and "run_0000" in prompt
-    state = server.requests[0]["messages"][-1]["content"].partition("\n")[2]
+    state = srv.requests[0]["messages"][-1]["content"].partition("\n")[2]
     space = json.loads(state)["search_space"]  # each key with its bounds and what it means
     assert space["model.n_heads"] == {"choices": [1, 2, 3], "meaning": "attention heads; must divide d_model"}
     assert "a wider model should fit the daily cycle" in (out / "report.md").read_text()
@@ -98,8 +92,8 @@ def test_valid_plan_is_applied_with_its_reasoning(in_tmp: Path, server: Scripted
     assert calls and all(c["outcome"] == "ok" and c["route"] == "planner" for c in calls)
 
 
-def test_invalid_plans_are_re_asked_with_reasons_then_fall_back_to_tpe(in_tmp: Path, server: ScriptedServer) -> None:
-    server.script(PLANNER, [
+def test_invalid_plans_are_re_asked_with_reasons_then_fall_back_to_tpe(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.script(PLANNER, [
         # trial 1: out of range, then breaking n_heads | d_model, then not JSON (repaired), then valid
         Reply(text=plan({"model.d_model": 999})), Reply(text=plan({"model.n_heads": 3})),
         Reply(text="Let us make the model wider."), Reply(text=plan({"model.d_model": 32}, "valid at last")),
@@ -107,8 +101,8 @@ def test_invalid_plans_are_re_asked_with_reasons_then_fall_back_to_tpe(in_tmp: P
         *[Reply(text="no idea")] * 3, *[Reply(text=plan({"model.d_model": 999}))] * 3,
     ])
     out = in_tmp / "r"
-    run_nas_optimization(max_iterations=4, config=TINY, out=out, llm=LLMConfig.model_validate(routing(server.base_url)))
-    asked = requests_of(server, PLANNER)
+    run_nas_optimization(max_iterations=4, config=TINY, out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
+    asked = requests_of(srv, PLANNER)
     assert len(asked) == 10
     assert "Your plan was rejected: model.d_model: 999 is not one of [16, 32]" in texts(asked[1])
     assert "Your plan was rejected: model.n_heads: must divide model.d_model (16 % 3 != 0)" in texts(asked[2])
@@ -128,13 +122,13 @@ def test_invalid_plans_are_re_asked_with_reasons_then_fall_back_to_tpe(in_tmp: P
     assert "no valid LLM plan: this iteration uses tpe" in notes[3]
 
 
-def test_evaluator_model_is_asked_only_inside_the_noise_band(server: ScriptedServer) -> None:
+def test_evaluator_model_is_asked_only_inside_the_noise_band(srv: ScriptedServer) -> None:
     def verdict(body: dict[str, Any]) -> str:
         new = json.loads(body["messages"][-1]["content"])["new"]
         return json.dumps({"accept": True, "reason": f"{new['value']} learns more steadily"})
 
-    server.default(JUDGE, Reply(fn=verdict))
-    router = Router.from_config(LLMConfig.model_validate(routing(server.base_url, evaluator=True)))
+    srv.default(JUDGE, Reply(fn=verdict))
+    router = Router.from_config(LLMConfig.model_validate(routing(srv.base_url, evaluator=True)))
     try:
         evaluator = HybridEvaluator(0.05, router=router, route="evaluator", metric="val_mse")
         best = TrialRecord(number=0, state="complete", value=1.0, params={"model.d_model": 16}, accepted=True,
@@ -144,41 +138,41 @@ def test_evaluator_model_is_asked_only_inside_the_noise_band(server: ScriptedSer
                  evaluator.decide(0.9, {"diverged": True}, {}, best)]
         assert [(d.accepted, d.decided_by) for d in clear] == [(True, "rule"), (True, "rule"), (False, "rule"),
                                                                (False, "rule"), (False, "rule")]
-        assert server.count(JUDGE) == 0
+        assert srv.count(JUDGE) == 0
 
         band = evaluator.decide(1.02, {"n_params": 2000}, {"model.d_model": 32}, best)
         assert band.accepted and band.decided_by == "llm"  # the model accepted the larger one: rules would not
         assert "within the noise band" in band.reason and "1.02 learns more steadily" in band.reason
-        assert server.count(JUDGE) == 1
-        payload = json.loads(requests_of(server, JUDGE)[0]["messages"][-1]["content"])
+        assert srv.count(JUDGE) == 1
+        payload = json.loads(requests_of(srv, JUDGE)[0]["messages"][-1]["content"])
         assert payload["best"]["run_id"] == "run_0000" and payload["new"]["params"] == {"model.d_model": 32}
 
-        server.script(JUDGE, [Reply(status=500)])  # a failing evaluator model: the size rule decides
+        srv.script(JUDGE, [Reply(status=500)])  # a failing evaluator model: the size rule decides
         fallback = evaluator.decide(0.99, {"n_params": 500}, {}, best)
         assert fallback.accepted and fallback.decided_by == "rule" and "smaller model wins" in fallback.reason
-        assert server.count(JUDGE) == 2
+        assert srv.count(JUDGE) == 2
     finally:
         router.close()
 
 
-def test_planner_auto_uses_a_live_model_and_the_evaluator_in_the_band(in_tmp: Path, server: ScriptedServer,
+def test_planner_auto_uses_a_live_model_and_the_evaluator_in_the_band(in_tmp: Path, srv: ScriptedServer,
                                                                      capsys: pytest.CaptureFixture) -> None:
     def planner(body: dict[str, Any]) -> str:
         return "OK" if "Reply with OK." in texts(body) else plan({"model.d_model": 32}, "wider")
 
-    server.default(PLANNER, Reply(fn=planner))
-    server.default(JUDGE, Reply(text=json.dumps({"accept": False, "reason": "the curve is noisier"})))
+    srv.default(PLANNER, Reply(fn=planner))
+    srv.default(JUDGE, Reply(text=json.dumps({"accept": False, "reason": "the curve is noisier"})))
     (in_tmp / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "search": {**TINY["search"], "planner": "auto"}}))
-    (in_tmp / "llm.yaml").write_text(yaml.safe_dump(routing(server.base_url, evaluator=True)))
+    (in_tmp / "llm.yaml").write_text(yaml.safe_dump(routing(srv.base_url, evaluator=True)))
     out = in_tmp / "r"
     assert main(["nas", "-c", "tiny.yaml", "--llm", "llm.yaml", "--max-iterations", "2", "--out", str(out),
                  "--set", "search.min_delta=1000"]) == 0  # every finite result is inside this band
     assert f"planner: llm via route 'planner' ({PLANNER})" in capsys.readouterr().err
-    assert server.count(PLANNER) == 2  # the probe, then one plan
+    assert srv.count(PLANNER) == 2  # the probe, then one plan
     trial = json.loads((out / "agent_state.json").read_text())["runs"][1]
     assert trial["planner"] == "llm" and trial["decided_by"] == "llm" and trial["accepted"] is False
     assert "evaluator: the curve is noisier" in trial["reason"]
-    assert server.count(JUDGE) == 1
+    assert srv.count(JUDGE) == 1
 
 
 def test_planner_auto_falls_back_to_tpe_when_the_model_is_unreachable(in_tmp: Path) -> None:
@@ -192,20 +186,20 @@ def test_planner_auto_falls_back_to_tpe_when_the_model_is_unreachable(in_tmp: Pa
     assert [r["planner"] for r in json.loads((out / "agent_state.json").read_text())["runs"]] == ["base", "tpe"]
 
 
-def test_planner_auto_sends_nothing_without_the_api_key(in_tmp: Path, server: ScriptedServer,
+def test_planner_auto_sends_nothing_without_the_api_key(in_tmp: Path, srv: ScriptedServer,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    server.default(PLANNER, Reply(text="OK"))
+    srv.default(PLANNER, Reply(text="OK"))
     cfg = NASConfig.model_validate({"search": {"planner": "auto"}})
-    llm = LLMConfig.model_validate(routing(server.base_url, api_key_env="OPENROUTER_API_KEY"))
+    llm = LLMConfig.model_validate(routing(srv.base_url, api_key_env="OPENROUTER_API_KEY"))
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     planner, router, line = choose_planner(cfg, llm)
     assert line == "planner: tpe (planner model unavailable: OPENROUTER_API_KEY not set)"
-    assert planner.name == "tpe" and router is None and server.count(PLANNER) == 0
+    assert planner.name == "tpe" and router is None and srv.count(PLANNER) == 0
 
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-test")
     planner, router, line = choose_planner(cfg, llm)
     try:
         assert planner.name == "llm" and line.startswith("planner: llm via route 'planner'")
-        assert server.count(PLANNER) == 1
+        assert srv.count(PLANNER) == 1
     finally:
         router.close()

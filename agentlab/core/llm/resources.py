@@ -294,6 +294,7 @@ def available_memory(resources: ResourceConfig, *, probe_gpu: bool = True) -> di
     else:
         ram, ram_from = int(psutil.virtual_memory().available), "free"
     vram: int | None
+    vram_from: str | None
     if resources.vram_budget_gb is not None:
         vram, vram_from = int(resources.vram_budget_gb * GIB), "budget"
     else:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
 
 from agentlab.core.errors import AllModelsFailed
-from agentlab.core.llm.types import Completion
+from agentlab.core.llm.types import Completion, GenParams, Messages
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass
@@ -55,10 +60,11 @@ class RoutedCompletion:
 
 
 @dataclass
-class StructuredResult:
-    """A validated pydantic object, the completion it came from, and how many repair rounds it took."""
+class StructuredResult(Generic[ModelT]):
+    """A validated pydantic object (of the schema asked for), the completion it came from, and how many repair rounds
+    it took."""
 
-    value: Any
+    value: ModelT
     completion: RoutedCompletion
     repairs: int = 0
 
@@ -101,3 +107,9 @@ class CallState:
         answer_started = self.attempt_started.get(model, self.started)
         lost = answer_started - self.started if any(not a.ok for a in self.attempts) else 0.0
         return RoutedCompletion(completion, self.route, model, list(self.attempts), len(abandoned), lost)
+
+
+TryModel = Callable[[CallState, str, Messages, GenParams], Awaitable[Completion | None]]
+"""Try one model for a call, retries included: ``try_model(call, name, messages, params)`` returns its completion, or
+None when it gave up (``call.attempts`` says why); raises ``AllModelsFailed`` once the call's deadline is spent. The
+router passes its own ``Router.try_model`` to the strategies and to structured output, which never see the router."""

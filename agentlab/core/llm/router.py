@@ -18,18 +18,19 @@ import random
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentlab.core.errors import ConfigError, LLMError
 from agentlab.core.llm.config import LLMConfig, ModelConfig, RouteConfig
 from agentlab.core.llm.providers import build_provider
-from agentlab.core.llm.results import Attempt, CallState, Candidate, RoutedCompletion, StructuredResult
+from agentlab.core.llm.results import Attempt, CallState, Candidate, ModelT, RoutedCompletion, StructuredResult
 from agentlab.core.llm.stats import CLOSED, CircuitBreaker, ModelStats
-from agentlab.core.llm.strategies import best_of_n, fastest_order
+from agentlab.core.llm.strategies import best_of_n, fastest_order, first_answer
 from agentlab.core.llm.structured import structured_on_chain
 from agentlab.core.llm.types import Completion, GenParams, Messages, Provider
+
+if TYPE_CHECKING:
+    from agentlab.core.runs import RunDir
 
 __all__ = ["Router", "RoutedCompletion", "StructuredResult", "Attempt", "Candidate"]
 
@@ -87,7 +88,7 @@ class Router:
         return cls(config, providers, on_event, rng=rng, secrets=secrets)
 
     @classmethod
-    def for_run(cls, config: LLMConfig, run_dir: Any | None = None) -> Router:
+    def for_run(cls, config: LLMConfig, run_dir: RunDir | None = None) -> Router:
         """A router whose calls are recorded in ``run_dir``'s events.jsonl and whose API keys ``run_dir`` scrubs
         from everything it writes (``run_dir``: a ``RunDir``, or None for no recording)."""
         secrets: list[str] = []
@@ -110,11 +111,12 @@ class Router:
         call = CallState(route, self.config.deadline_s, stream)
         params = params or GenParams()
         if rcfg.strategy == "best_of_n":
-            return await best_of_n(self, call, rcfg, chain, messages, params)
-        return await self.first_answer(call, self.order(rcfg, chain), messages, params)
+            return await best_of_n(self.try_model, call, rcfg, chain, messages, params, available=self.available,
+                                   on_invalid=self.record_invalid_output)
+        return await first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
 
-    async def structured(self, messages: Messages, schema: type[BaseModel], route: str = "default",
-                         params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult:
+    async def structured(self, messages: Messages, schema: type[ModelT], route: str = "default",
+                         params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult[ModelT]:
         """Ask for JSON matching ``schema`` and return the validated object.
 
         An invalid reply is sent back to the same model with the validation errors, at most ``max_repairs`` times,
@@ -123,7 +125,8 @@ class Router:
         rcfg, chain = self.route(route)
         call = CallState(route, self.config.deadline_s)
         chain = chain if rcfg.strategy == "best_of_n" else self.order(rcfg, chain)
-        return await structured_on_chain(self, call, chain, messages, schema, params or GenParams(), max_repairs)
+        return await structured_on_chain(self.try_model, call, chain, messages, schema, params or GenParams(),
+                                         max_repairs, on_invalid=self.record_invalid_output)
 
     async def call_model(self, model_name: str, messages: Messages, params: GenParams | None = None,
                          stream: bool = False) -> Completion:
@@ -137,7 +140,7 @@ class Router:
                                attempt=1, stream=stream and self._models[model_name][0].supports_stream,
                                use_breaker=False)
 
-    # ------------------------------------------------------------------ routing machinery (used by strategies)
+    # ------------------------------------------------------------------ routing machinery (handed to strategies)
 
     def route(self, name: str) -> tuple[RouteConfig, list[str]]:
         """The route config for ``name`` (``config.route`` rules) and its fallback chain, computed once per name."""
@@ -160,11 +163,7 @@ class Router:
     async def first_answer(self, call: CallState, chain: list[str], messages: Messages,
                            params: GenParams) -> RoutedCompletion:
         """Try each model of ``chain`` in turn (with retries); the first answer wins."""
-        for name in chain:
-            completion = await self.try_model(call, name, messages, params)
-            if completion is not None:
-                return call.result(completion, name)
-        raise call.failed()
+        return await first_answer(self.try_model, call, chain, messages, params)
 
     async def try_model(self, call: CallState, name: str, messages: Messages, params: GenParams) -> Completion | None:
         """One model with retries; None when it gave up (the attempts say why). Raises ``AllModelsFailed`` when the
@@ -294,8 +293,8 @@ class Router:
         """``generate`` for sync callers, run on the router's background event loop."""
         return self._run_sync(self.generate(messages, route, params, stream=stream))
 
-    def structured_sync(self, messages: Messages, schema: type[BaseModel], route: str = "default",
-                        params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult:
+    def structured_sync(self, messages: Messages, schema: type[ModelT], route: str = "default",
+                        params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult[ModelT]:
         """``structured`` for sync callers, run on the router's background event loop."""
         return self._run_sync(self.structured(messages, schema, route, params, max_repairs))
 

@@ -1,22 +1,23 @@
-"""Route strategies beyond plain chain order: ``fastest`` (measured latency) and ``best_of_n`` (a judge picks)."""
+"""Route strategies: chain order (``first_answer``), ``fastest`` (measured latency) and ``best_of_n`` (a judge picks).
+
+The router passes in what a strategy needs (the function that tries one model, ``TryModel``, and plain callables or
+values); this module never imports the router.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field, create_model
 
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.config import RouteConfig
-from agentlab.core.llm.results import CallState, Candidate, RoutedCompletion
+from agentlab.core.llm.results import CallState, Candidate, RoutedCompletion, TryModel
 from agentlab.core.llm.stats import CircuitBreaker, ModelStats
 from agentlab.core.llm.structured import structured_on_chain
 from agentlab.core.llm.types import Completion, GenParams, Messages
-
-if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
 
 _JUDGE_SYSTEM = ("You judge answers. Read the conversation and the numbered candidate answers, then pick the most "
                  "correct, complete and helpful one.")
@@ -41,6 +42,16 @@ def fastest_order(chain: list[str], stats: dict[str, ModelStats], breakers: dict
     return order + unhealthy
 
 
+async def first_answer(try_model: TryModel, call: CallState, chain: list[str], messages: Messages,
+                       params: GenParams) -> RoutedCompletion:
+    """Try each model of ``chain`` in turn (with retries); the first answer wins."""
+    for name in chain:
+        completion = await try_model(call, name, messages, params)
+        if completion is not None:
+            return call.result(completion, name)
+    raise call.failed()
+
+
 def judge_model(rcfg: RouteConfig) -> str:
     """The route's judge: ``judge``, else the first duplicate, else the first primary (else the first of the chain)."""
     if rcfg.judge:
@@ -51,12 +62,17 @@ def judge_model(rcfg: RouteConfig) -> str:
     raise LLMError("best_of_n route has no model to judge with", "unavailable")
 
 
-async def best_of_n(router: Router, call: CallState, rcfg: RouteConfig, chain: list[str], messages: Messages,
-                    params: GenParams) -> RoutedCompletion:
+async def best_of_n(try_model: TryModel, call: CallState, rcfg: RouteConfig, chain: list[str], messages: Messages,
+                    params: GenParams, *, available: Callable[[str], bool],
+                    on_invalid: Callable[[str], None]) -> RoutedCompletion:
     """The first ``n`` healthy models answer concurrently and the judge picks one. If none answers, the rest of the
-    chain is tried in order, as with ``single``."""
-    picked = [name for name in chain if router.available(name)][: rcfg.n] or chain[: rcfg.n]
-    results = await asyncio.gather(*(router.try_model(call, name, messages, params) for name in picked),
+    chain is tried in order, as with ``single``.
+
+    ``available(name)``: whether the model's circuit breaker lets a call through now; ``on_invalid(name)``: told of
+    every judge reply that fails validation.
+    """
+    picked = [name for name in chain if available(name)][: rcfg.n] or chain[: rcfg.n]
+    results = await asyncio.gather(*(try_model(call, name, messages, params) for name in picked),
                                    return_exceptions=True)
     answers: list[tuple[str, Completion]] = []
     for name, result in zip(picked, results, strict=True):
@@ -68,10 +84,10 @@ async def best_of_n(router: Router, call: CallState, rcfg: RouteConfig, chain: l
         rest = [name for name in chain if name not in picked]
         if not rest or call.expired():
             raise call.failed()
-        return await router.first_answer(call, rest, messages, params)
+        return await first_answer(try_model, call, rest, messages, params)
     failed = [a for a in call.attempts if not a.ok]
     candidates = [Candidate(name, completion.text) for name, completion in answers]
-    index, reason = await _judge(router, call, rcfg, messages, candidates)
+    index, reason = await _judge(try_model, call, rcfg, messages, candidates, on_invalid)
     name, completion = answers[index]
     answered = {n for n, _ in answers}
     return RoutedCompletion(completion, call.route, name, list(call.attempts),
@@ -80,10 +96,16 @@ async def best_of_n(router: Router, call: CallState, rcfg: RouteConfig, chain: l
                             candidates=candidates, judge_reason=reason)
 
 
-def _verdict_model(count: int) -> type[BaseModel]:
+class _JudgeVerdict(BaseModel):
+    best: int
+    reason: str
+
+
+def _verdict_model(count: int) -> type[_JudgeVerdict]:
     # Built per call so an out-of-range pick is a validation error, which the repair loop sends back to the judge.
     return create_model(
         "JudgeVerdict",
+        __base__=_JudgeVerdict,
         best=(int, Field(ge=1, le=count, description=f"number of the best candidate, 1 to {count}")),
         reason=(str, Field(description="one sentence: why this candidate is best")),
     )
@@ -98,16 +120,17 @@ def judge_messages(messages: Messages, candidates: list[Candidate]) -> Messages:
     return [{"role": "system", "content": _JUDGE_SYSTEM}, {"role": "user", "content": ask}]
 
 
-async def _judge(router: Router, call: CallState, rcfg: RouteConfig, messages: Messages,
-                 candidates: list[Candidate]) -> tuple[int, str]:
+async def _judge(try_model: TryModel, call: CallState, rcfg: RouteConfig, messages: Messages,
+                 candidates: list[Candidate], on_invalid: Callable[[str], None]) -> tuple[int, str]:
     """(index into candidates, reason). A failed judge keeps the first answer and says so."""
     if len(candidates) == 1:
         return 0, f"only {candidates[0].model} answered; no judging needed"
     judge = judge_model(rcfg)
     try:
-        verdict = await structured_on_chain(router, call, [judge], judge_messages(messages, candidates),
-                                            _verdict_model(len(candidates)), GenParams(), max_repairs=1)
+        verdict = await structured_on_chain(try_model, call, [judge], judge_messages(messages, candidates),
+                                            _verdict_model(len(candidates)), GenParams(), max_repairs=1,
+                                            on_invalid=on_invalid)
     except LLMError as exc:
         return 0, f"judge {judge} failed ({exc.kind}); kept the first answer, from {candidates[0].model}"
-    best = verdict.value.best  # type: ignore[attr-defined]
-    return best - 1, verdict.value.reason or f"judge {judge} picked candidate {best}"  # type: ignore[attr-defined]
+    best = verdict.value.best
+    return best - 1, verdict.value.reason or f"judge {judge} picked candidate {best}"

@@ -3,22 +3,22 @@
 Models wrap JSON in code fences or prose often enough that extraction is lenient (the outermost ``{...}``, preferring
 a fenced block), while validation is strict. An invalid reply is shown back to the same model with the errors, a
 bounded number of times, before the route moves on to its next model.
+
+The router calls :func:`structured_on_chain` with the function that tries one model (``TryModel``) and a hook that
+counts invalid replies; this module never imports the router.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from agentlab.core.llm.results import Attempt, CallState, StructuredResult
+from agentlab.core.llm.results import Attempt, CallState, ModelT, StructuredResult, TryModel
 from agentlab.core.llm.types import GenParams, Messages
-
-if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _MAX_ERROR_CHARS = 1500  # keep repair prompts short: a few field errors say all the model needs
@@ -40,7 +40,7 @@ def extract_json(text: str) -> str:
     return text[start : end + 1]
 
 
-def parse_reply(text: str, schema: type[BaseModel]) -> BaseModel:
+def parse_reply(text: str, schema: type[ModelT]) -> ModelT:
     """Extract and validate; raises ``InvalidOutput`` with a compact list of errors."""
     raw = extract_json(text)
     try:
@@ -79,21 +79,26 @@ def repair_messages(convo: Messages, reply: str, problem: str) -> Messages:
     return [*convo, {"role": "assistant", "content": reply}, {"role": "user", "content": fix}]
 
 
-async def structured_on_chain(router: Router, call: CallState, chain: list[str], messages: Messages,
-                              schema: type[BaseModel], params: GenParams, max_repairs: int) -> StructuredResult:
-    """Ask each model of ``chain`` in turn until one returns a valid ``schema`` object (with repairs)."""
+async def structured_on_chain(try_model: TryModel, call: CallState, chain: list[str], messages: Messages,
+                              schema: type[ModelT], params: GenParams, max_repairs: int, *,
+                              on_invalid: Callable[[str], None]) -> StructuredResult[ModelT]:
+    """Ask each model of ``chain`` in turn until one returns a valid ``schema`` object (with repairs).
+
+    ``try_model`` sends one request (with retries); ``on_invalid(name)`` is told of every reply of ``name`` that fails
+    validation (the router counts them in the model's stats).
+    """
     params = replace(params, json_schema=schema_param(schema))
     base = with_instruction(messages, schema)
     for name in chain:
         convo, repairs = base, 0
         while True:
-            completion = await router.try_model(call, name, convo, params)
+            completion = await try_model(call, name, convo, params)
             if completion is None:
                 break  # transport failure after retries: the attempts say why
             try:
                 value = parse_reply(completion.text, schema)
             except InvalidOutput as exc:
-                router.record_invalid_output(name)
+                on_invalid(name)
                 if repairs >= max_repairs:
                     call.attempts.append(Attempt(name, "invalid_output", 0.0, str(exc)))
                     break

@@ -11,12 +11,15 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from agentlab.core.errors import LLMError
 from agentlab.core.search.records import TrialRecord
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ EVALUATOR_PROMPT = (
 
 
 class HybridEvaluator:
-    def __init__(self, min_delta: float, router: Any | None = None, route: str = "evaluator", metric: str = "value",
+    def __init__(self, min_delta: float, router: Router | None = None, route: str = "evaluator", metric: str = "value",
                  size_key: str = "n_params"):
         self.min_delta, self.router, self.route, self.metric, self.size_key = min_delta, router, route, metric, size_key
 
@@ -61,7 +64,7 @@ class HybridEvaluator:
             return Decision(False, f"{self.metric} {value:.4g} is {-gain:.1%} worse than best {best.value:.4g}", "rule")
         band = f"within the noise band ({gain:+.1%} vs best {best.run_id}, band ±{self.min_delta:.1%})"
         if self.router is not None:
-            verdict = self._ask(value, metrics, params, best)
+            verdict = self._ask(self.router, value, metrics, params, best)
             if verdict is not None:
                 return Decision(verdict.accept, f"{band}; evaluator: {verdict.reason}", "llm")
         return self._smaller_wins(band, metrics, best)
@@ -74,14 +77,15 @@ class HybridEvaluator:
             return Decision(True, f"{band}; smaller model wins ({new_size:,} < {best_size:,} params)", "rule")
         return Decision(False, f"{band}; incumbent is not larger ({best_size:,} <= {new_size:,} params)", "rule")
 
-    def _ask(self, value: float, metrics: dict[str, Any], params: dict[str, Any], best: TrialRecord) -> Verdict | None:
+    def _ask(self, router: Router, value: float, metrics: dict[str, Any], params: dict[str, Any],
+             best: TrialRecord) -> Verdict | None:
         payload = {"metric": self.metric, "min_delta": self.min_delta,
                    "new": {"value": value, "params": params, "metrics": metrics},
                    "best": {"run_id": best.run_id, "value": best.value, "params": best.params, "metrics": best.metrics}}
         messages = [{"role": "system", "content": EVALUATOR_PROMPT},
                     {"role": "user", "content": json.dumps(payload, indent=1, default=str)}]
         try:
-            return self.router.structured_sync(messages, Verdict, route=self.route).value
+            return router.structured_sync(messages, Verdict, route=self.route).value
         except LLMError as exc:
             log.warning("evaluator LLM failed (%s): falling back to the size rule", exc.kind)
             return None

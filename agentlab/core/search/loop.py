@@ -244,8 +244,9 @@ class SearchLoop:
         if self.stop.time_budget_s is not None and time.monotonic() - started >= self.stop.time_budget_s:
             return f"time budget of {self.stop.time_budget_s:g} s used"
         best = best_of(records)
-        if self.stop.target is not None and best is not None and best.value <= self.stop.target:
-            return f"target {self.stop.target:g} reached by {best.run_id} ({best.value:.4g})"
+        target = self.stop.target
+        if target is not None and best is not None and best.value is not None and best.value <= target:
+            return f"target {target:g} reached by {best.run_id} ({best.value:.4g})"
         if self.stop.patience is not None and best is not None:
             since = sum(1 for r in records if r.number > best.number and r.state in ("complete", "pruned", "failed")
                         and r.counted)

@@ -12,13 +12,16 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from agentlab.core.errors import LLMError
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.space import SearchSpace
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
 
 log = logging.getLogger(__name__)
 MAX_RESAMPLES = 30
@@ -101,7 +104,7 @@ class LLMPlanner:
 
     name = "llm"
 
-    def __init__(self, router: Any, route: str = "planner", retries: int = 2, history: int = 5,
+    def __init__(self, router: Router, route: str = "planner", retries: int = 2, history: int = 5,
                  fallback: OptunaPlanner | None = None):
         self.router, self.route, self.retries, self.history = router, route, retries, history
         self.fallback = fallback or OptunaPlanner("tpe")

@@ -11,11 +11,14 @@ space:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
 from agentlab.core.config import StrictModel
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 
 class ParamSpec(StrictModel):
@@ -51,8 +54,7 @@ class ParamSpec(StrictModel):
 
     def check(self, value: Any) -> str | None:
         """An error message when ``value`` is outside this spec, else None."""
-        if self.kind == "categorical":
-            assert self.choices is not None
+        if self.choices is not None:
             return None if value in self.choices else f"{value!r} is not one of {self.choices}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"expected a number, got {value!r}"
@@ -60,10 +62,15 @@ class ParamSpec(StrictModel):
             return f"expected an integer, got {value!r}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"expected a finite number, got {value!r}"
-        assert self.low is not None and self.high is not None
-        if not self.low <= value <= self.high:
-            return f"{value!r} is outside [{self.low}, {self.high}]"
+        low, high = self._bounds()
+        if not low <= value <= high:
+            return f"{value!r} is outside [{low}, {high}]"
         return None
+
+    def _bounds(self) -> tuple[float | int, float | int]:
+        # _shape guarantees both bounds whenever there are no choices.
+        assert self.low is not None and self.high is not None, "a range spec without bounds"
+        return self.low, self.high
 
     def coerce(self, value: Any) -> Any:
         return int(value) if self.kind == "int" else value
@@ -73,14 +80,15 @@ class ParamSpec(StrictModel):
             return {"choices": self.choices}
         return {"type": self.kind, "low": self.low, "high": self.high, **({"log": True} if self.log else {})}
 
-    def distribution(self) -> Any:
+    def distribution(self) -> BaseDistribution:
         import optuna.distributions as d
 
-        if self.kind == "categorical":
+        if self.choices is not None:
             return d.CategoricalDistribution(self.choices)
+        low, high = self._bounds()
         if self.kind == "int":
-            return d.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return d.FloatDistribution(float(self.low), float(self.high), log=self.log,
+            return d.IntDistribution(int(low), int(high), log=self.log, step=int(self.step or 1))
+        return d.FloatDistribution(float(low), float(high), log=self.log,
                                    step=None if self.step is None or self.log else float(self.step))
 
 

@@ -125,8 +125,7 @@ def make_tiny_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out, vocab_size)
-    config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
-    config = config_cls(
+    settings: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=layers,
@@ -142,7 +141,10 @@ def make_tiny_model(
         dtype="float32",
     )
     torch.manual_seed(seed)
-    model = model_cls(config).to(torch.float32).eval()
+    model = LlamaForCausalLM(LlamaConfig(**settings)) if arch == "llama" else Qwen2ForCausalLM(Qwen2Config(**settings))
+    # float() is the same cast as to(torch.float32); transformers wraps to() with functools.wraps, which mypy
+    # types as an unbound function (python/typeshed#10653).
+    model = model.float().eval()
     _randomize(model, seed)
     # Chat generation should stop at the end of a turn as well as at the end of text.
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]

@@ -18,8 +18,8 @@ import pytest
 
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.providers.openai import OpenAIProvider, parse_retry_after
-from agentlab.core.llm.testserver import Reply, ScriptedServer
 from agentlab.core.llm.types import Completion, GenParams, Provider, StreamDelta
+from agentlab.testing.server import Reply, ScriptedServer
 
 T = TypeVar("T")
 

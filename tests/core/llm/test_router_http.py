@@ -16,8 +16,8 @@ from pydantic import BaseModel
 
 from agentlab.core.errors import AllModelsFailed
 from agentlab.core.llm import LLMConfig, RoutedCompletion, Router
-from agentlab.core.llm.testserver import Reply, ScriptedServer
 from agentlab.core.runs import RunDir
+from agentlab.testing.server import Reply, ScriptedServer
 
 ASK = [{"role": "user", "content": "say something"}]
 

@@ -29,12 +29,16 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.llm import resources
 from agentlab.core.llm.config import HFProviderConfig, ResourceConfig
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 __all__ = ["HFProvider", "load_count", "unload_all"]
 
@@ -180,8 +184,13 @@ class HFProvider:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         streamer = _async_streamer(loaded.tokenizer, loop, queue)
         work = loop.run_in_executor(None, _generate, loaded, [req], sampling, streamer)
-        # A failed generate never calls streamer.end(); a consumer that left early never awaits `work`.
-        work.add_done_callback(lambda done: (_put(loop, queue, None), _consume(done)))
+
+        def finished(done: asyncio.Future[None]) -> None:
+            # A failed generate never calls streamer.end(); a consumer that left early never awaits `work`.
+            _put(loop, queue, None)
+            _consume(done)
+
+        work.add_done_callback(finished)
         holdback = max((len(s) for s in req.stops), default=1) - 1
         held, out, ttft, stopped = "", "", None, False
         try:
@@ -305,10 +314,10 @@ class HFProvider:
             known = ", ".join(loaded.adapters) or "none configured"
             raise LLMError(f"{self.name}: unknown adapter '{adapter}' (known: {known})", "bad_request", model=model,
                            hint=f"use one of the adapters of providers.{self.name}.adapters, or drop the param")
-        greedy = not params.temperature  # None or 0
-        return _Sampling(adapter, not greedy, None if greedy else float(params.temperature),
-                         None if greedy or params.top_p is None else float(params.top_p),
-                         None if greedy else params.seed)
+        if not params.temperature:  # None or 0: greedy
+            return _Sampling(adapter, False, None, None, None)
+        return _Sampling(adapter, True, float(params.temperature),
+                         None if params.top_p is None else float(params.top_p), params.seed)
 
     def _request(self, loaded: _Loaded, model: str, messages: Messages, params: GenParams,
                  deadline: float) -> _Request:
@@ -390,9 +399,10 @@ def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tu
     if device == "cuda":
         # Straight onto the GPU (accelerate): a CPU copy first would need the whole model in RAM too.
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if device != "cuda":
-        model = model.to(device)
+        # transformers wraps to() with functools.wraps, which mypy types as an unbound function (python/typeshed#10653)
+        model = model.to(device)  # type: ignore[arg-type]
     if adapters:
         from peft import PeftModel
 

@@ -16,7 +16,7 @@ the deltas reproduces the text exactly.
 
 Use it in-process (``with ScriptedServer() as srv: srv.script(...)``), or as a separate process::
 
-    python -m agentlab.core.llm.testserver --port 0 --config replies.json
+    python -m agentlab.testing.server --port 0 --config replies.json
 
 where ``replies.json`` is ``{"defaults": {"model": {reply fields}}, "scripts": {"model": [{reply fields}, ...]}}``;
 the process prints ``READY http://127.0.0.1:PORT/v1`` once listening. :func:`spawn_server_process` does that for
@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Reply", "ScriptedServer", "spawn_server_process", "demo_server", "DEMO_TEXT", "main"]
+__all__ = ["Reply", "ScriptedServer", "spawn_server_process", "demo_config", "demo_server", "DEMO_TEXT", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +376,7 @@ def load_script(server: ScriptedServer, config: dict[str, Any]) -> None:
 
 
 def spawn_server_process(config: dict[str, Any], timeout_s: float = 20.0) -> tuple[subprocess.Popen[str], str]:
-    """Run the server as ``python -m agentlab.core.llm.testserver`` with ``config``; return (process, base_url).
+    """Run the server as ``python -m agentlab.testing.server`` with ``config``; return (process, base_url).
 
     The caller owns the process and must ``kill()`` / ``wait()`` it (its stdout is already closed). Raises
     RuntimeError with the child's stderr if it exits, or stays silent for ``timeout_s``, before its READY line.
@@ -386,7 +386,7 @@ def spawn_server_process(config: dict[str, Any], timeout_s: float = 20.0) -> tup
         json.dump(config, f)
     # stderr to a file, not a pipe: nobody drains it after start-up and a full pipe would stall the server.
     stderr_file = tempfile.TemporaryFile(mode="w+")
-    cmd = [sys.executable, "-m", "agentlab.core.llm.testserver", "--port", "0", "--config", config_path]
+    cmd = [sys.executable, "-m", "agentlab.testing.server", "--port", "0", "--config", config_path]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr_file, text=True)
     lines: queue.Queue[str] = queue.Queue()
     # A reader thread keeps the wait portable (select() does not work on pipes on Windows).
@@ -443,8 +443,19 @@ def demo_server() -> ScriptedServer:
     return server.start()
 
 
+def demo_config(base_url: str) -> dict[str, Any]:
+    """The routing config of ``llm-bench --demo``: the three demo models at ``base_url``, in one fallback route."""
+    return {
+        "providers": {"demo": {"kind": "openai", "base_url": base_url}},
+        "models": {name: {"provider": "demo", "model": name} for name in ("demo-fast", "demo-slow", "demo-dead")},
+        "routes": {"default": {"primary": ["demo-dead"], "reserve": ["demo-slow"], "fallback": ["demo-fast"]}},
+        "timeout_s": 10,
+        "retries": 0,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agentlab.core.llm.testserver", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m agentlab.testing.server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--config", help='JSON: {"defaults": {model: reply}, "scripts": {model: [reply, ...]}}')

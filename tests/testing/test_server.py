@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentlab.core.llm.testserver import (
+from agentlab.testing.server import (
     DEMO_TEXT,
     Reply,
     ScriptedServer,
