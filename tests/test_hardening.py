@@ -236,3 +236,39 @@ def test_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delitem(sys.modules, "optuna", raising=False)
     assert main(["nas", "--max-iterations", "1", "--set", "train.epochs=1"]) == 2
     one_error(capsys, "optional package 'optuna'", "pip install 'agentlab[ml]'")
+
+
+_KILLED_SESSION = """
+import sys, time
+from agentlab.core.runs import RunDir
+run = RunDir.create("pipeline", out=sys.argv[1])
+run.write_json("session.json", {"input": "q", "parent_run_id": None})
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_killed_pipeline_session_shows_interrupted(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    import signal
+
+    folder = in_tmp / "runs" / "pipeline" / "20260101-000000-pipeline"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SESSION, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    assert main(["pipeline", "history", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "running"  # alive: really running
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["pipeline", "history", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "interrupted"
+    assert main(["pipeline", "show", folder.name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "interrupted"
+
+
+def test_resume_of_a_live_nas_run_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    from agentlab.core.runs import RunDir
+
+    with RunDir.create("nas", {"name": "live"}, out=in_tmp / "live") as live:  # this process owns it, as a running search would
+        live.event("trial", n=0)
+        assert main(["nas", "--resume", str(in_tmp / "live")]) == 2
+        one_error(capsys, "is still running in process")
+        assert live.status == "running"

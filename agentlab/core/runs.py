@@ -195,11 +195,12 @@ def did_work(path: str | Path) -> bool:
     return any(p.name not in _STUB_FILES for p in Path(path).iterdir())
 
 
-def _owner_line(info: dict[str, Any]) -> str:
+def _still_running(path: str | Path, info: dict[str, Any]) -> RunDirError:
     owner = info.get("owner") or {}
-    if not owner:
-        return "another process"
-    return f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
+    who = (f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})" if owner else
+           "another process")
+    return RunDirError(f"{path}: is still running in {who}",
+                       hint="wait for it to finish, or stop it (Ctrl-C / kill PID) and resume then")
 
 
 # --------------------------------------------------------------------------- the run folder
@@ -307,8 +308,7 @@ class RunDir:
         run = cls(path, info.get("command", command or "unknown"), rerun)
         run._lock_fd = _lock(path)
         if run._lock_fd is None:
-            raise RunDirError(f"{path}: is still running in {_owner_line(info)}",
-                              hint="wait for it to finish, or stop it (Ctrl-C / kill PID) and resume then")
+            raise _still_running(path, info)
         run._secrets = list(secrets or [])
         run._before = {name: (path / name).read_bytes() if (path / name).is_file() else None
                        for name in ("run.json", "config.yaml")}
@@ -522,7 +522,9 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
         raise UsageError("--resume and --out both given", hint="--resume DIR names the folder to continue")
     if str(resume) == "":
         return RunDir.latest(command)
-    run_info(resume, command)  # before its config.yaml is read: say "not a run folder", not "no config.yaml"
+    info = run_info(resume, command)  # before its config.yaml is read: "not a run folder", not "no config.yaml"
+    if is_live(resume):  # and before its inputs are loaded: no point preparing data for a refusal
+        raise _still_running(resume, info)
     return Path(resume)
 
 
