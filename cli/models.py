@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -85,7 +86,7 @@ def list_models(
     for m in found:
         is_gguf = isinstance(m, GGUFInfo)
         arch = m.arch.removesuffix("ForCausalLM").lower()
-        shown = str(Path(m.path).relative_to(directory)) if Path(m.path) != directory else m.path
+        shown = os.path.relpath(m.path, directory)  # "." for an HF folder that is the directory itself
         table.add_row(shown, "gguf" if is_gguf else "hf", arch, m.file_type if is_gguf else (m.dtype or "-"),
                       _size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
                       "yes" if m.chat_template else "no")

@@ -68,3 +68,31 @@ def test_check_bad_models_file_exits_2(in_tmp: Path, capsys: pytest.CaptureFixtu
     (in_tmp / "models.yaml").write_text("models:\n  a: {file: x.gguf, n_ctx: 5}\n")
     assert main(["models", "check", "models.yaml"]) == 2
     assert "models.yaml:2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("directory", [None, "models", "./models", ".", "ABSOLUTE"])
+def test_list_any_spelling_of_the_folder(directory: str | None, tiny_model: dict[str, Path], in_tmp: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """The default folder, relative spellings and an absolute path all list the GGUF and the HF folder, with paths
+    relative to the folder (the GGUF reader used to report resolved paths, the HF reader the path as given)."""
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "t")
+    args = [] if directory is None else [str(in_tmp / "models") if directory == "ABSOLUTE" else directory]
+    assert main(["models", "list", *args]) == 0
+    err = capsys.readouterr().err
+    prefix = "models/" if directory == "." else ""
+    assert f"{prefix}t/model.gguf" in err and "Traceback" not in err
+
+    assert main(["models", "list", *args, "--json"]) == 0
+    paths = {m["format"]: m["path"] for m in json.loads(capsys.readouterr().out)}
+    assert Path(paths["gguf"]).parent == Path(paths["hf"])  # one spelling for both formats
+
+
+def test_list_skips_a_broken_model_folder(tiny_model: dict[str, Path], in_tmp: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "t")
+    (in_tmp / "models" / "bad-config").mkdir()
+    (in_tmp / "models" / "bad-config" / "config.json").write_text("{not json")
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "bad-weights", ignore=shutil.ignore_patterns("*.gguf"))
+    (in_tmp / "models" / "bad-weights" / "model.safetensors").write_bytes(b"xx")
+    assert main(["models", "list", "--json"]) == 0
+    assert sorted(Path(m["path"]).name for m in json.loads(capsys.readouterr().out)) == ["model.gguf", "t"]
