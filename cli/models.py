@@ -34,6 +34,8 @@ def make_tiny(
     quantize: Annotated[str | None, typer.Option(help="Also write OUT/model.KIND.gguf through llama.cpp's "
                                                       "quantizer (q8_0, q4_0, q4_k_m, ...).",
                                                  show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write over a folder that already holds files (its other "
+                                        "files stay).")] = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -51,7 +53,7 @@ def make_tiny(
 
         raise UsageError(f"--quantize: unknown kind '{quantize}'", hint=f"use one of: {', '.join(QUANT_KINDS)}")
     with console.status(f"building a tiny {arch} model in {out}"):
-        paths = build(out, seed=seed, arch=arch, dtype=dtype, quantize=quantize)
+        paths = build(out, seed=seed, arch=arch, dtype=dtype, quantize=quantize, overwrite=force)
     if json_:
         print_json({role: str(path) for role, path in paths.items()})
         return
