@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, rich_progress, setup_logging
+from .common import (
+    JsonOpt,
+    LLMOpt,
+    OutOpt,
+    SetOpt,
+    VerboseOpt,
+    console,
+    print_json,
+    rich_progress,
+    safe_text,
+    setup_logging,
+)
 
 app = typer.Typer(help="Multi-stage pipelines over local GGUF models (and routed HTTP models): single and multi "
                   "stages with aggregation, resource checks, session history and re-runs.", no_args_is_help=True)
@@ -55,7 +66,7 @@ def _execute(loaded: Any, input_text: str, out: Path | None, json_: bool, *, reu
         return
     _stage_table(result.summary()["stages"])
     console.print(f"[bold]final answer[/] ({run_dir.path / 'final.txt'}):")
-    typer.echo(result.final)  # stdout: `agentlab pipeline run ... > answer.txt` keeps only the answer
+    typer.echo(safe_text(result.final, stdout=True), color=True)  # stdout: `... > answer.txt` keeps only the answer
 
 
 def _stage_table(stages: list[dict[str, Any]]) -> None:
@@ -68,7 +79,7 @@ def _stage_table(stages: list[dict[str, Any]]) -> None:
     for s in stages:
         kind = s["type"] + (f" ({s['aggregation']})" if s.get("aggregation") else "")
         # "reused" goes in the seconds cell: an extra column would be squeezed away on an 80-column terminal.
-        table.add_row(str(s["index"]), s["name"], kind, ", ".join(s["models"]),
+        table.add_row(str(s["index"]), safe_text(s["name"]), safe_text(kind), safe_text(", ".join(s["models"])),
                       f"{s['prompt_tokens']}/{s['completion_tokens']}",
                       "[dim]reused[/]" if s["reused"] else f"{s['seconds']:.2f}")
     console.print(table)
@@ -133,8 +144,6 @@ def history_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """List pipeline sessions: id, time, status, input, final answer, parent."""
-    from rich.markup import escape
-
     from agentlab.pipeline.sessions import list_sessions, session_tree, sessions_root
 
     sessions = list_sessions()
@@ -142,13 +151,14 @@ def history_cmd(
         print_json(sessions)
         return
     if not sessions:
-        console.print(f"no pipeline sessions under {sessions_root()}/ (start one with `agentlab pipeline run`)")
+        console.print(f"no pipeline sessions under {safe_text(sessions_root())}/ (start one with `agentlab pipeline "
+                      "run`)")
         return
     if tree:
         from rich.tree import Tree
 
         roots, children = session_tree(sessions)
-        top = Tree(f"sessions under {sessions_root()}/")
+        top = Tree(f"sessions under {safe_text(sessions_root())}/")
 
         def add(node: Any, s: dict[str, Any]) -> None:
             branch = node.add(_line(s))
@@ -161,29 +171,28 @@ def history_cmd(
         return
     from rich.table import Table
 
-    table = Table(title=f"sessions under {sessions_root()}/", title_justify="left", pad_edge=False)
+    table = Table(title=f"sessions under {safe_text(sessions_root())}/", title_justify="left", pad_edge=False)
     width = max(len(s["id"]) for s in sessions)
     for column in ("id", "started", "status", "input", "final", "parent"):
         heads = column in ("input", "final")  # the ids must stay whole (they are what show/rerun take)
         table.add_column(column, no_wrap=not heads, overflow="fold", ratio=1 if heads else None,
                          min_width=width if column in ("id", "parent") else 8 if heads else None)
     for s in sessions:
-        table.add_row(s["id"], (s["started"] or "")[5:16].replace("T", " "), _status(s["status"]),
-                      escape(s["input"]), escape(s["final"] or "-"), s["parent"] or "")
+        table.add_row(safe_text(s["id"]), safe_text((s["started"] or "")[5:16].replace("T", " ")),
+                      _status(s["status"]), safe_text(s["input"]), safe_text(s["final"] or "-"),
+                      safe_text(s["parent"] or ""))
     console.print(table)
 
 
 def _status(status: str | None) -> str:
     color = {"completed": "green", "failed": "red", "running": "yellow", "interrupted": "yellow"}.get(status or "")
-    return f"[{color}]{status}[/]" if color else str(status)
+    return f"[{color}]{status}[/]" if color else safe_text(status)
 
 
 def _line(s: dict[str, Any]) -> str:
-    from rich.markup import escape
-
-    origin = f" from {s['from_stage']}" if s.get("parent") and s.get("from_stage") else ""
-    return (f"[bold]{s['id']}[/] {_status(s['status'])}{origin}  {escape(s['input'])!s} -> "
-            f"{escape(s['final'] or '-')}")
+    origin = f" from {safe_text(s['from_stage'])}" if s.get("parent") and s.get("from_stage") else ""
+    return (f"[bold]{safe_text(s['id'])}[/] {_status(s['status'])}{origin}  {safe_text(s['input'])} -> "
+            f"{safe_text(s['final'] or '-')}")
 
 
 @app.command("show")
@@ -192,32 +201,32 @@ def show_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Print a session's stages (input, output, tokens, time) and its final answer."""
-    from rich.markup import escape
-
     from agentlab.pipeline.sessions import find_session, load_session
 
     data = load_session(find_session(session))
     if json_:
         print_json(data)
         return
-    parent = f", rerun of {data['parent']} from {data['from_stage']}" if data["parent"] else ""
-    console.print(f"[bold]{data['id']}[/] ({_status(data['status'])}{parent}) started {data['started']}")
-    console.print(f"[bold]input:[/] {escape(data['input'] or '')}")
+    parent = f", rerun of {safe_text(data['parent'])} from {safe_text(data['from_stage'])}" if data["parent"] else ""
+    console.print(f"[bold]{safe_text(data['id'])}[/] ({_status(data['status'])}{parent}) started "
+                  f"{safe_text(data['started'])}")
+    console.print(f"[bold]input:[/] {safe_text(data['input'])}")
     for step in data["steps"]:
         models = ", ".join(o["model"] for o in step["outputs"])
         agg = (step.get("aggregation") or {}).get("kind")
-        console.rule(escape(f"{step['index']:02d} {step['stage']} [{step['type']}{'/' + agg if agg else ''}: "
+        console.rule(safe_text(f"{step['index']:02d} {step['stage']} [{step['type']}{'/' + agg if agg else ''}: "
                             f"{models}] {step['prompt_tokens']}/{step['completion_tokens']} tok, "
                             f"{step['seconds']:.2f}s" + (" (reused)" if step["reused"] else "")))
-        console.print(f"[dim]input:[/] {escape(step['input'])}")
+        console.print(f"[dim]input:[/] {safe_text(step['input'])}")
         if step["type"] == "multi":
             for o in step["outputs"]:
-                console.print(f"[cyan]{escape(o['model'])}[/] ({o['completion_tokens']} tok, {o['seconds']:.2f}s): "
-                              f"{escape(o['text'])}")
+                console.print(f"[cyan]{safe_text(o['model'])}[/] ({o['completion_tokens']} tok, {o['seconds']:.2f}s): "
+                              f"{safe_text(o['text'])}")
         if agg == "vote":
             tally = ", ".join(f"{v['count']}x {v['answer']!r}" for v in step["aggregation"]["votes"])
-            console.print(f"[dim]votes:[/] {escape(tally)}")
-        console.print(f"[green]output:[/] {escape(step['output'])}")
+            console.print(f"[dim]votes:[/] {safe_text(tally)}")
+        console.print(f"[green]output:[/] {safe_text(step['output'])}")
     console.rule()
     console.print("[bold]final answer:[/]")
-    typer.echo(data["final"] if data["final"] is not None else "(none: the session did not finish)")
+    final = data["final"]
+    typer.echo(safe_text(final, stdout=True) if final is not None else "(none: the session did not finish)", color=True)
