@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -143,7 +144,8 @@ def history_cmd(
     tree: Annotated[bool, typer.Option("--tree", help="Nest reruns under their parent session.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """List pipeline sessions: id, time, status, input, final answer, parent."""
+    """List pipeline sessions: id (a rerun's parent under it), status, input, final answer. A session whose files
+    cannot be read is listed with the bad file marked, and what is wrong with it under the list."""
     from agentlab.pipeline.sessions import list_sessions, session_tree, sessions_root
 
     sessions = list_sessions()
@@ -167,21 +169,50 @@ def history_cmd(
 
         for s in roots:
             add(top, s)
-        console.print(top)
-        return
+        console.print(top, soft_wrap=False)  # long lines wrap under their branch instead of being cut off
+    else:
+        _history_table(sessions, f"sessions under {safe_text(sessions_root())}/")
+    for s in sessions:
+        for problem in s["problems"].values():
+            console.print(f"[red]unreadable:[/] {safe_text(problem)}")
+
+
+# The default session id, <YYYYmmdd-HHMMSS>-<name>, is its start time: no need to show the time again.
+_STAMPED = re.compile(r"^\d{8}-\d{6}(-|$)")
+
+
+def _history_table(sessions: list[dict[str, Any]], title: str) -> None:
+    """One row per session, readable at 80 columns: ids whole (show and rerun take them) with a rerun's parent, and
+    the start time of an id that does not carry it, on lines under it; input and final answer on one line each, cut
+    with … to the width left."""
     from rich.table import Table
 
-    table = Table(title=f"sessions under {safe_text(sessions_root())}/", title_justify="left", pad_edge=False)
-    width = max(len(s["id"]) for s in sessions)
-    for column in ("id", "started", "status", "input", "final", "parent"):
-        heads = column in ("input", "final")  # the ids must stay whole (they are what show/rerun take)
-        table.add_column(column, no_wrap=not heads, overflow="fold", ratio=1 if heads else None,
-                         min_width=width if column in ("id", "parent") else 8 if heads else None)
+    table = Table(title=title, title_justify="left", pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for column in ("input", "final"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1)
     for s in sessions:
-        table.add_row(safe_text(s["id"]), safe_text((s["started"] or "")[5:16].replace("T", " ")),
-                      _status(s["status"]), safe_text(s["input"]), safe_text(s["final"] or "-"),
-                      safe_text(s["parent"] or ""))
+        ident = [safe_text(s["id"])]
+        if s["parent"]:
+            ident.append(f"[dim]↳ {safe_text(s['parent'])}[/]")
+        if s["started"] and not _STAMPED.match(s["id"]):
+            ident.append(f"[dim]{safe_text(s['started'][:16].replace('T', ' '))}[/]")
+        table.add_row("\n".join(ident), _state(s), _cell(s, "input", "session.json"),
+                      _cell(s, "final", "results.json"))
+    # Too wide for the terminal: id and status keep their width and input / final share what is left (rich would
+    # otherwise shrink every column alike, cutting the ids).
+    table.expand = console.measure(table, options=console.options.update_width(10_000)).maximum > console.width
     console.print(table)
+
+
+def _state(s: dict[str, Any]) -> str:
+    """The status of a listed session, or the mark of an unreadable run.json."""
+    return "[red]? run.json[/]" if "run.json" in s["problems"] else _status(s["status"])
+
+
+def _cell(s: dict[str, Any], key: str, file: str) -> str:
+    return f"[red]? {file}[/]" if file in s["problems"] else safe_text(s[key] or "-")
 
 
 def _status(status: str | None) -> str:
@@ -191,8 +222,8 @@ def _status(status: str | None) -> str:
 
 def _line(s: dict[str, Any]) -> str:
     origin = f" from {safe_text(s['from_stage'])}" if s.get("parent") and s.get("from_stage") else ""
-    return (f"[bold]{safe_text(s['id'])}[/] {_status(s['status'])}{origin}  {safe_text(s['input'])} -> "
-            f"{safe_text(s['final'] or '-')}")
+    return (f"[bold]{safe_text(s['id'])}[/] {_state(s)}{origin}  {_cell(s, 'input', 'session.json')} -> "
+            f"{_cell(s, 'final', 'results.json')}")
 
 
 @app.command("show")
@@ -223,7 +254,7 @@ def show_cmd(
                 console.print(f"[cyan]{safe_text(o['model'])}[/] ({o['completion_tokens']} tok, {o['seconds']:.2f}s): "
                               f"{safe_text(o['text'])}")
         if agg == "vote":
-            tally = ", ".join(f"{v['count']}x {v['answer']!r}" for v in step["aggregation"]["votes"])
+            tally = ", ".join(f"{v['count']}x {v['answer']!r}" for v in step["aggregation"].get("votes", []))
             console.print(f"[dim]votes:[/] {safe_text(tally)}")
         console.print(f"[green]output:[/] {safe_text(step['output'])}")
     console.rule()
