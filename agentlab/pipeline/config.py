@@ -171,7 +171,9 @@ class BasePipeline(StrictModel):
 
 
 class PipelineConfig(StrictModel):
-    name: str = Field("pipeline", description="names the run folder: runs/pipeline/<timestamp>-<name>")
+    # The same pattern as stage names: the name becomes part of a folder name and is printed on the terminal.
+    name: str = Field("pipeline", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run folder: "
+                      "runs/pipeline/<timestamp>-<name> (letters, digits, _ . -)")
     base_pipeline: BasePipeline = Field(default_factory=BasePipeline, description="the stages run by default; "
                                         "`--stage` appends ad-hoc ones")
     final_stage: str | None = Field(None, description="the stage whose output is the final answer; empty: the last "
