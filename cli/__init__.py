@@ -11,7 +11,6 @@ import signal
 import sys
 
 import typer
-from rich.markup import escape
 
 from agentlab import __version__
 from agentlab.cli.commands import register
@@ -68,16 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     from agentlab.core.errors import AgentlabError, missing_package
 
-    from .common import console
+    from .common import console, safe_text
 
     debug = os.environ.get("AGENTLAB_DEBUG") == "1"
 
     def fail(message: str, hint: str | None, code: int) -> int:
         if debug:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {safe_text(message)}", soft_wrap=True)
         if hint:
-            console.print(f"[yellow]hint:[/] {escape(hint)}", soft_wrap=True)
+            console.print(f"[yellow]hint:[/] {safe_text(hint)}", soft_wrap=True)
         return code
 
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))

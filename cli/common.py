@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,8 @@ import typer
 from rich.console import Console
 
 # Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes: model text saying ":fire:" prints as written (see safe_text).
+console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -48,6 +50,28 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check the config and
                                          "run; nothing is trained and no run folder is written.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")]
+
+
+# C0 controls but newline and tab, DEL, C1 controls, and the Unicode bidi embeddings / overrides / isolates.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_text(text: object, *, stdout: bool = False) -> str:
+    """Model or file text made safe to show on a terminal: every control character but newline and tab, and every
+    bidi override, is shown as its Python escape (``\\x1b``, ``\\r``, ``\\x08``, ``\\u202e``) instead of moving the
+    cursor, recolouring the terminal or hiding text; rich markup (``[red]``) is escaped so it prints as written.
+
+    For ``console.print`` and rich tables by default. ``stdout=True``: the text is for a plain ``typer.echo`` on
+    stdout (no markup to escape), and it is returned unchanged when stdout is not a terminal, so that
+    ``> answer.txt`` keeps the model's exact text (pass ``color=True`` to echo, or click strips ANSI codes).
+    """
+    from rich.markup import escape
+
+    text = "" if text is None else str(text)
+    if stdout and not sys.stdout.isatty():
+        return text
+    shown = _UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
+    return shown if stdout else escape(shown)
 
 
 def setup_logging(verbose: int) -> None:

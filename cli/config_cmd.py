@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .commands import load_schema, schemas
-from .common import console
+from .common import console, safe_text
 
 app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
 
@@ -61,4 +61,4 @@ def validate(
         raise UsageError(f"{file}: cannot tell which command this config is for",
                          hint="pass --command CMD, or start the file with a line like `# agentlab llm-bench -c FILE`")
     load_config(file, _model(command), set_)
-    console.print(f"[green]ok[/] {file} is a valid '{command}' config")
+    console.print(f"[green]ok[/] {safe_text(file)} is a valid '{safe_text(command)}' config")

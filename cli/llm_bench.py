@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console
+from .common import ConfigOpt, JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, safe_text
 from .runner import flags, run_command
 
 
@@ -26,17 +26,18 @@ def _print_table(results: dict[str, Any]) -> None:
 
     for m in results["models"]:
         status = "[green]yes[/]" if m["available"] else f"[red]no: {m['error_kind']}[/]"
-        table.add_row(m["name"], status, f"{m['ok']}/{m['requests']}", ms(m["ttft_s"]["p50"]),
+        table.add_row(safe_text(m["name"]), status, f"{m['ok']}/{m['requests']}", ms(m["ttft_s"]["p50"]),
                       ms(m["latency_s"]["p50"]), ms(m["latency_s"]["p90"]), ms(m["latency_s"]["p99"]),
                       "-" if m["output_tokens_per_s"] is None else f"{m['output_tokens_per_s']:.0f}")
     console.print(table)
-    console.print(f"working: {', '.join(results['available']) or 'none'}; fastest: {results['fastest'] or '-'}")
+    console.print(safe_text(f"working: {', '.join(results['available']) or 'none'}; fastest: "
+                            f"{results['fastest'] or '-'}"))
     if "route" in results:
         from agentlab.llm_bench.report import route_summary
 
         s = route_summary(results["route"])
-        console.print(f"route: answered by {s['answered_by']}; {s['with_fallback']}/{s['requests']} needed a "
-                      f"fallback, {s['lost_s']:.3f} s lost")
+        console.print(safe_text(f"route: answered by {s['answered_by']}; {s['with_fallback']}/{s['requests']} "
+                                f"needed a fallback, {s['lost_s']:.3f} s lost"))
 
 
 def llm_bench(
@@ -94,4 +95,4 @@ def _demo(stack: ExitStack) -> dict[str, Any]:
 
 def _summary(results: dict[str, Any], path: Path) -> None:
     _print_table(results)
-    console.print(f"report: {path / 'report.md'}")
+    console.print(f"report: {safe_text(path / 'report.md')}")

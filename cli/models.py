@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from .common import JsonOpt, VerboseOpt, console, print_json, setup_logging
+from .common import JsonOpt, VerboseOpt, console, print_json, safe_text, setup_logging
 
 app = typer.Typer(help="Local models: make tiny ones offline, list what is on disk, check a models.yaml.",
                   no_args_is_help=True)
@@ -33,6 +34,8 @@ def make_tiny(
     quantize: Annotated[str | None, typer.Option(help="Also write OUT/model.KIND.gguf through llama.cpp's "
                                                       "quantizer (q8_0, q4_0, q4_k_m, ...).",
                                                  show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write over a folder that already holds files (its other "
+                                        "files stay).")] = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -49,15 +52,15 @@ def make_tiny(
         from agentlab.core.errors import UsageError
 
         raise UsageError(f"--quantize: unknown kind '{quantize}'", hint=f"use one of: {', '.join(QUANT_KINDS)}")
-    with console.status(f"building a tiny {arch} model in {out}"):
-        paths = build(out, seed=seed, arch=arch, dtype=dtype, quantize=quantize)
+    with console.status(f"building a tiny {arch} model in {safe_text(out)}"):
+        paths = build(out, seed=seed, arch=arch, dtype=dtype, quantize=quantize, overwrite=force)
     if json_:
         print_json({role: str(path) for role, path in paths.items()})
         return
     for role, path in paths.items():
         size = sum(p.stat().st_size for p in path.iterdir() if p.suffix == ".safetensors") if path.is_dir() \
             else path.stat().st_size
-        console.print(f"{role:>5}: {path} ({_size(size)})")
+        console.print(f"{role:>5}: {safe_text(path)} ({_size(size)})")
 
 
 @app.command("list")
@@ -74,19 +77,22 @@ def list_models(
         print_json([{"format": "gguf" if isinstance(m, GGUFInfo) else "hf", **m.to_dict()} for m in found])
         return
     if not found:
-        console.print(f"no models under {directory}/ (make one with `agentlab models make-tiny {directory}/tiny`)")
+        console.print(f"no models under {safe_text(directory)}/ (make one with `agentlab models make-tiny "
+                      f"{safe_text(directory)}/tiny`)")
         return
     from rich.table import Table
 
-    table = Table(title=f"models under {directory}/", title_justify="left", pad_edge=False)
+    table = Table(title=f"models under {safe_text(directory)}/", title_justify="left", pad_edge=False)
     table.add_column("path", overflow="fold", min_width=20)
     for column in ("format", "arch", "type", "size", "layers", "ctx", "template"):
         table.add_column(column, no_wrap=True)
     for m in found:
         is_gguf = isinstance(m, GGUFInfo)
         arch = m.arch.removesuffix("ForCausalLM").lower()
-        shown = str(Path(m.path).relative_to(directory)) if Path(m.path) != directory else m.path
-        table.add_row(shown, "gguf" if is_gguf else "hf", arch, m.file_type if is_gguf else (m.dtype or "-"),
+        shown = os.path.relpath(m.path, directory)  # "." for an HF folder that is the directory itself
+        # Paths and metadata strings come from the files: shown escaped, never as terminal controls or markup.
+        table.add_row(safe_text(shown), "gguf" if is_gguf else "hf", safe_text(arch),
+                      safe_text(m.file_type if is_gguf else (m.dtype or "-")),
                       _size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
                       "yes" if m.chat_template else "no")
     console.print(table)
@@ -116,25 +122,25 @@ def check(
     else:
         from rich.table import Table
 
-        table = Table(title=f"models of {config or models_file}", title_justify="left", pad_edge=False)
+        table = Table(title=f"models of {safe_text(config or models_file)}", title_justify="left", pad_edge=False)
         table.add_column("model", no_wrap=True)
         for column in ("backend", "on disk", "type", "size", "needs", "fits"):
             table.add_column(column, no_wrap=True)
         for s in statuses:
             disk = "-" if s.exists is None else ("[green]yes[/]" if s.exists else "[red]missing[/]")
-            kind = s.quantization_found or s.quantization or "-"
+            kind = safe_text(s.quantization_found or s.quantization or "-")
             if s.quantization_mismatch:
-                kind = f"[red]{kind}[/] (declared {s.quantization})"
+                kind = f"[red]{kind}[/] (declared {safe_text(s.quantization)})"
             fits = "-" if s.fits is None else ("[green]yes[/]" if s.fits else "[red]no[/]")
             needs = _size(s.estimate.total_bytes) if s.estimate is not None else "-"
-            name = s.name if s.required else f"{s.name} [dim](optional)[/]"
+            name = safe_text(s.name) if s.required else f"{safe_text(s.name)} [dim](optional)[/]"
             table.add_row(name, s.backend, disk, kind, _size(s.size_bytes), needs, fits)
         console.print(table)
         for s in statuses:  # notes under the table: a narrow terminal would fold a column of sentences to nothing
             if s.estimate is not None:
-                console.print(f"  {s.estimate.describe()}")
+                console.print(f"  {safe_text(s.estimate.describe())}")
             if s.note:
-                console.print(f"  {s.name}: {s.note}", highlight=False)
+                console.print(f"  {safe_text(s.name)}: {safe_text(s.note)}", highlight=False)
     if failed:
-        console.print(f"[red]not ready:[/] {', '.join(failed)} (required by the base pipeline)")
+        console.print(f"[red]not ready:[/] {safe_text(', '.join(failed))} (required by the base pipeline)")
         raise typer.Exit(1)

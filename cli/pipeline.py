@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, print_json
+from .common import JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, safe_text
 from .runner import run_command
 
 app = typer.Typer(help="Multi-stage pipelines over local GGUF models (and routed HTTP models): single and multi "
@@ -51,7 +52,7 @@ def _execute(loaded: Any, out: Path | None, json_: bool, verbose: int, **inputs:
 def _summary(result: Any, path: Path) -> None:
     _stage_table(result.summary()["stages"])
     console.print(f"[bold]final answer[/] ({path / 'final.txt'}):")
-    typer.echo(result.final)  # stdout: `agentlab pipeline run ... > answer.txt` keeps only the answer
+    typer.echo(safe_text(result.final, stdout=True), color=True)  # stdout: `... > answer.txt` keeps only the answer
 
 
 def _stage_table(stages: list[dict[str, Any]]) -> None:
@@ -64,7 +65,7 @@ def _stage_table(stages: list[dict[str, Any]]) -> None:
     for s in stages:
         kind = s["type"] + (f" ({s['aggregation']})" if s.get("aggregation") else "")
         # "reused" goes in the seconds cell: an extra column would be squeezed away on an 80-column terminal.
-        table.add_row(str(s["index"]), s["name"], kind, ", ".join(s["models"]),
+        table.add_row(str(s["index"]), safe_text(s["name"]), safe_text(kind), safe_text(", ".join(s["models"])),
                       f"{s['prompt_tokens']}/{s['completion_tokens']}",
                       "[dim]reused[/]" if s["reused"] else f"{s['seconds']:.2f}")
     console.print(table)
@@ -125,9 +126,8 @@ def history_cmd(
     tree: Annotated[bool, typer.Option("--tree", help="Nest reruns under their parent session.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """List pipeline sessions: id, time, status, input, final answer, parent."""
-    from rich.markup import escape
-
+    """List pipeline sessions: id (a rerun's parent under it), status, input, final answer. A session whose files
+    cannot be read is listed with the bad file marked, and what is wrong with it under the list."""
     from agentlab.pipeline.sessions import list_sessions, session_tree, sessions_root
 
     sessions = list_sessions()
@@ -135,13 +135,14 @@ def history_cmd(
         print_json(sessions)
         return
     if not sessions:
-        console.print(f"no pipeline sessions under {sessions_root()}/ (start one with `agentlab pipeline run`)")
+        console.print(f"no pipeline sessions under {safe_text(sessions_root())}/ (start one with `agentlab pipeline "
+                      "run`)")
         return
     if tree:
         from rich.tree import Tree
 
         roots, children = session_tree(sessions)
-        top = Tree(f"sessions under {sessions_root()}/")
+        top = Tree(f"sessions under {safe_text(sessions_root())}/")
 
         def add(node: Any, s: dict[str, Any]) -> None:
             branch = node.add(_line(s))
@@ -150,33 +151,61 @@ def history_cmd(
 
         for s in roots:
             add(top, s)
-        console.print(top)
-        return
+        console.print(top, soft_wrap=False)  # long lines wrap under their branch instead of being cut off
+    else:
+        _history_table(sessions, f"sessions under {safe_text(sessions_root())}/")
+    for s in sessions:
+        for problem in s["problems"].values():
+            console.print(f"[red]unreadable:[/] {safe_text(problem)}")
+
+
+# The default session id, <YYYYmmdd-HHMMSS>-<name>, is its start time: no need to show the time again.
+_STAMPED = re.compile(r"^\d{8}-\d{6}(-|$)")
+
+
+def _history_table(sessions: list[dict[str, Any]], title: str) -> None:
+    """One row per session, readable at 80 columns: ids whole (show and rerun take them) with a rerun's parent, and
+    the start time of an id that does not carry it, on lines under it; input and final answer on one line each, cut
+    with … to the width left."""
     from rich.table import Table
 
-    table = Table(title=f"sessions under {sessions_root()}/", title_justify="left", pad_edge=False)
-    width = max(len(s["id"]) for s in sessions)
-    for column in ("id", "started", "status", "input", "final", "parent"):
-        heads = column in ("input", "final")  # the ids must stay whole (they are what show/rerun take)
-        table.add_column(column, no_wrap=not heads, overflow="fold", ratio=1 if heads else None,
-                         min_width=width if column in ("id", "parent") else 8 if heads else None)
+    table = Table(title=title, title_justify="left", pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for column in ("input", "final"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1)
     for s in sessions:
-        table.add_row(s["id"], (s["started"] or "")[5:16].replace("T", " "), _status(s["status"]),
-                      escape(s["input"]), escape(s["final"] or "-"), s["parent"] or "")
+        ident = [safe_text(s["id"])]
+        if s["parent"]:
+            ident.append(f"[dim]↳ {safe_text(s['parent'])}[/]")
+        if s["started"] and not _STAMPED.match(s["id"]):
+            ident.append(f"[dim]{safe_text(s['started'][:16].replace('T', ' '))}[/]")
+        table.add_row("\n".join(ident), _state(s), _cell(s, "input", "session.json"),
+                      _cell(s, "final", "results.json"))
+    # Too wide for the terminal: id and status keep their width and input / final share what is left (rich would
+    # otherwise shrink every column alike, cutting the ids).
+    table.expand = console.measure(table, options=console.options.update_width(10_000)).maximum > console.width
     console.print(table)
+
+
+def _state(s: dict[str, Any]) -> str:
+    """The status of a listed session, or the mark of an unreadable run.json."""
+    return "[red]? run.json[/]" if "run.json" in s["problems"] else _status(s["status"])
+
+
+def _cell(s: dict[str, Any], key: str, file: str) -> str:
+    return f"[red]? {file}[/]" if file in s["problems"] else safe_text(s[key] or "-")
 
 
 def _status(status: str | None) -> str:
     color = {"completed": "green", "failed": "red", "running": "yellow", "interrupted": "yellow"}.get(status or "")
-    return f"[{color}]{status}[/]" if color else str(status)
+    return f"[{color}]{status}[/]" if color else safe_text(status)
 
 
 def _line(s: dict[str, Any]) -> str:
-    from rich.markup import escape
-
-    origin = f" from {s['from_stage']}" if s.get("parent") and s.get("from_stage") else ""
-    return (f"[bold]{s['id']}[/] {_status(s['status'])}{origin}  {escape(s['input'])!s} -> "
-            f"{escape(s['final'] or '-')}")
+    origin = f" from {safe_text(s['from_stage'])}" if s.get("parent") and s.get("from_stage") else ""
+    return (f"[bold]{safe_text(s['id'])}[/] {_state(s)}{origin}  {_cell(s, 'input', 'session.json')} -> "
+            f"{_cell(s, 'final', 'results.json')}")
 
 
 @app.command("show")
@@ -185,32 +214,32 @@ def show_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Print a session's stages (input, output, tokens, time) and its final answer."""
-    from rich.markup import escape
-
     from agentlab.pipeline.sessions import find_session, load_session
 
     data = load_session(find_session(session))
     if json_:
         print_json(data)
         return
-    parent = f", rerun of {data['parent']} from {data['from_stage']}" if data["parent"] else ""
-    console.print(f"[bold]{data['id']}[/] ({_status(data['status'])}{parent}) started {data['started']}")
-    console.print(f"[bold]input:[/] {escape(data['input'] or '')}")
+    parent = f", rerun of {safe_text(data['parent'])} from {safe_text(data['from_stage'])}" if data["parent"] else ""
+    console.print(f"[bold]{safe_text(data['id'])}[/] ({_status(data['status'])}{parent}) started "
+                  f"{safe_text(data['started'])}")
+    console.print(f"[bold]input:[/] {safe_text(data['input'])}")
     for step in data["steps"]:
         models = ", ".join(o["model"] for o in step["outputs"])
         agg = (step.get("aggregation") or {}).get("kind")
-        console.rule(escape(f"{step['index']:02d} {step['stage']} [{step['type']}{'/' + agg if agg else ''}: "
+        console.rule(safe_text(f"{step['index']:02d} {step['stage']} [{step['type']}{'/' + agg if agg else ''}: "
                             f"{models}] {step['prompt_tokens']}/{step['completion_tokens']} tok, "
                             f"{step['seconds']:.2f}s" + (" (reused)" if step["reused"] else "")))
-        console.print(f"[dim]input:[/] {escape(step['input'])}")
+        console.print(f"[dim]input:[/] {safe_text(step['input'])}")
         if step["type"] == "multi":
             for o in step["outputs"]:
-                console.print(f"[cyan]{escape(o['model'])}[/] ({o['completion_tokens']} tok, {o['seconds']:.2f}s): "
-                              f"{escape(o['text'])}")
+                console.print(f"[cyan]{safe_text(o['model'])}[/] ({o['completion_tokens']} tok, {o['seconds']:.2f}s): "
+                              f"{safe_text(o['text'])}")
         if agg == "vote":
-            tally = ", ".join(f"{v['count']}x {v['answer']!r}" for v in step["aggregation"]["votes"])
-            console.print(f"[dim]votes:[/] {escape(tally)}")
-        console.print(f"[green]output:[/] {escape(step['output'])}")
+            tally = ", ".join(f"{v['count']}x {v['answer']!r}" for v in step["aggregation"].get("votes", []))
+            console.print(f"[dim]votes:[/] {safe_text(tally)}")
+        console.print(f"[green]output:[/] {safe_text(step['output'])}")
     console.rule()
     console.print("[bold]final answer:[/]")
-    typer.echo(data["final"] if data["final"] is not None else "(none: the session did not finish)")
+    final = data["final"]
+    typer.echo(safe_text(final, stdout=True) if final is not None else "(none: the session did not finish)", color=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import console, print_json, rich_progress, setup_logging
+from .common import console, print_json, rich_progress, safe_text, setup_logging
 
 if TYPE_CHECKING:
     from agentlab.core.config import Flag
@@ -85,7 +85,7 @@ def run_command(
                 command, cfg, run, inputs=kwargs, out=out, resume=resume_dir, save_config=save_config,
                 resumable=resumable, rerun=rerun, progress=progress,
                 announce=lambda line: console.print(f"[cyan]{line}[/]"),
-                on_open=None if json_ else lambda run_dir: console.print(f"run folder: {run_dir.path}"))
+                on_open=None if json_ else lambda run_dir: console.print(f"run folder: {safe_text(run_dir.path)}"))
     if json_:
         print_json(to_json(result))
     elif summary is not None:

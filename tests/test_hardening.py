@@ -267,7 +267,7 @@ def test_killed_pipeline_session_shows_interrupted(in_tmp: Path, capsys: pytest.
 def test_resume_of_a_live_nas_run_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     from agentlab.core.runs import RunDir
 
-    with RunDir.create("nas", {"name": "live"}, out=in_tmp / "live") as live:  # this process owns it, as a running search would
+    with RunDir.create("nas", {"name": "live"}, out=in_tmp / "live") as live:  # owned here, as by a running search
         live.event("trial", n=0)
         assert main(["nas", "--resume", str(in_tmp / "live")]) == 2
         one_error(capsys, "is still running in process")

@@ -68,3 +68,60 @@ def test_check_bad_models_file_exits_2(in_tmp: Path, capsys: pytest.CaptureFixtu
     (in_tmp / "models.yaml").write_text("models:\n  a: {file: x.gguf, n_ctx: 5}\n")
     assert main(["models", "check", "models.yaml"]) == 2
     assert "models.yaml:2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("directory", [None, "models", "./models", ".", "ABSOLUTE"])
+def test_list_any_spelling_of_the_folder(directory: str | None, tiny_model: dict[str, Path], in_tmp: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """The default folder, relative spellings and an absolute path all list the GGUF and the HF folder, with paths
+    relative to the folder (the GGUF reader used to report resolved paths, the HF reader the path as given)."""
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "t")
+    args = [] if directory is None else [str(in_tmp / "models") if directory == "ABSOLUTE" else directory]
+    assert main(["models", "list", *args]) == 0
+    err = capsys.readouterr().err
+    prefix = "models/" if directory == "." else ""
+    assert f"{prefix}t/model.gguf" in err and "Traceback" not in err
+
+    assert main(["models", "list", *args, "--json"]) == 0
+    paths = {m["format"]: m["path"] for m in json.loads(capsys.readouterr().out)}
+    assert Path(paths["gguf"]).parent == Path(paths["hf"])  # one spelling for both formats
+
+
+def test_list_skips_a_broken_model_folder(tiny_model: dict[str, Path], in_tmp: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "t")
+    (in_tmp / "models" / "bad-config").mkdir()
+    (in_tmp / "models" / "bad-config" / "config.json").write_text("{not json")
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "bad-weights", ignore=shutil.ignore_patterns("*.gguf"))
+    (in_tmp / "models" / "bad-weights" / "model.safetensors").write_bytes(b"xx")
+    assert main(["models", "list", "--json"]) == 0
+    assert sorted(Path(m["path"]).name for m in json.loads(capsys.readouterr().out)) == ["model.gguf", "t"]
+
+
+def test_make_tiny_refuses_an_existing_file_or_filled_folder(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "taken.gguf").write_bytes(b"keep me")
+    (in_tmp / "filled").mkdir()
+    (in_tmp / "filled" / "config.json").write_text("{}")
+    for target, extra, says in (("taken.gguf", [], "is a file"), ("taken.gguf", ["--force"], "is a file"),
+                                ("filled", [], "--force"), ("taken.gguf/sub", [], "cannot create")):
+        assert main(["models", "make-tiny", target, *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and f"{target}: " in err and says in err, err
+    assert (in_tmp / "taken.gguf").read_bytes() == b"keep me"
+    assert (in_tmp / "filled" / "config.json").read_text() == "{}"
+
+
+def test_make_tiny_force_writes_over_a_folder(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentlab.core.train import tiny
+
+    built: list[Path] = []
+    monkeypatch.setattr(tiny, "make_tiny_model", lambda out, **kw: built.append(Path(out)) or Path(out))
+    monkeypatch.setattr(tiny, "export_gguf", lambda src, dst, **kw: Path(dst).write_bytes(b"GGUF") and Path(dst))
+    (in_tmp / "filled").mkdir()
+    (in_tmp / "filled" / "notes.txt").write_text("mine")
+    assert main(["models", "make-tiny", "filled", "--force", "--json"]) == 0
+    assert built == [Path("filled")] and (in_tmp / "filled" / "notes.txt").read_text() == "mine"
+    assert main(["models", "make-tiny", "empty-but-there", "--json"]) == 0  # a new folder needs no --force
+    (in_tmp / "empty").mkdir()
+    assert main(["models", "make-tiny", "empty", "--json"]) == 0  # nor does an empty one

@@ -261,6 +261,10 @@ class RunDir:
                         "choose another --out, or leave --out out for a new folder under runs/")
                 raise RunDirError(f"--out {path}: folder exists and is not empty", hint=hint)
         else:
+            if name is not None and (not name or name.startswith(".") or len(name) > 100
+                                     or any(c in name for c in "/\\") or not name.isprintable()):
+                raise RunDirError(f"run name {name!r}: not usable in a folder name",
+                                  hint="use letters, digits, '-', '_' and '.' (set it with --set name=NAME)")
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             base = runs_root(root) / command
             path = base / f"{stamp}-{name or command}"

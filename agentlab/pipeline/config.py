@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, create_model, model_validator
 
 from agentlab.core.config import StrictModel
-from agentlab.core.llm.config import CacheType, ResourceConfig
+from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig
 
 Aggregation = Literal["concat", "vote", "synthesis", "template"]
 
@@ -33,8 +33,8 @@ class ModelSettings(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="HF: weight dtype; auto = bfloat16 on CUDA, float32 on CPU")
     load_in_4bit: bool = Field(False, description="HF: 4-bit NF4 weights through bitsandbytes (CUDA only)")
-    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.7, "max_tokens": 256},
-                                   description="generation params (temperature, max_tokens, top_p, stop, seed, ...)")
+    params: Params = Field(default_factory=lambda: {"temperature": 0.7, "max_tokens": 256},
+                           description=PARAMS_HELP)
 
 
 def _all_optional(model: type[StrictModel], name: str, doc: str) -> type[StrictModel]:
@@ -152,7 +152,7 @@ class StageConfig(StrictModel):
     prompt: str = Field("{{ input }}", description="Jinja2 template of the user message; variables: input (this "
                         "stage's input), original (the pipeline input), stages (name -> earlier outputs)")
     system: str | None = Field(None, description="system message (plain text)")
-    params: dict[str, Any] = Field(default_factory=dict, description="generation params over the models' own")
+    params: Params = Field(default_factory=dict, description=f"{PARAMS_HELP}; over the models' own")
     input_from: str | list[str] | None = Field(None, description="stage name(s) whose output is the input; default "
                                                "the previous stage (the first stage gets the pipeline input); a list "
                                                "joins the outputs under headers; [] reads the pipeline input")
@@ -171,7 +171,9 @@ class BasePipeline(StrictModel):
 
 
 class PipelineConfig(StrictModel):
-    name: str = Field("pipeline", description="names the run folder: runs/pipeline/<timestamp>-<name>")
+    # The same pattern as stage names: the name becomes part of a folder name and is printed on the terminal.
+    name: str = Field("pipeline", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run folder: "
+                      "runs/pipeline/<timestamp>-<name> (letters, digits, _ . -)")
     base_pipeline: BasePipeline = Field(default_factory=BasePipeline, description="the stages run by default; "
                                         "`--stage` appends ad-hoc ones")
     final_stage: str | None = Field(None, description="the stage whose output is the final answer; empty: the last "

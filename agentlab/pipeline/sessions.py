@@ -11,13 +11,98 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from agentlab.core.config import load_config
-from agentlab.core.errors import UsageError
-from agentlab.core.runs import read_json, run_status, runs_root
+from agentlab.core.errors import InputError, UsageError
+from agentlab.core.files import read_json
+from agentlab.core.runs import run_status, runs_root
 from agentlab.pipeline.config import execution_order
 from agentlab.pipeline.load import Loaded, check_used_models, load_models, load_routed, used_models
 
 COMMAND = "pipeline"
+
+
+# --------------------------------------------------------------------------- the session files, as read back
+# What history / show / rerun read from a session folder. Extra keys are fine (older or newer runs); a wrong type is
+# an InputError naming the file and field, never a TypeError deep in the printing code.
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _RunInfo(_Record):
+    started: str | None = None
+    status: str | None = None
+
+
+class _SessionInfo(_Record):
+    input: str | None = None
+    pipeline: str | None = None
+    parent_run_id: str | None = None
+    from_stage: str | None = None
+
+
+class _Results(_Record):
+    final: str | None = None
+    stages: list[Any] = []
+
+
+class _Output(_Record):
+    model: str
+    text: str
+    completion_tokens: int
+    seconds: float
+
+
+class _Vote(_Record):
+    answer: str
+    count: int
+
+
+class _Aggregation(_Record):
+    kind: str
+    votes: list[_Vote] = []
+
+
+class _Step(_Record):
+    index: int
+    stage: str
+    type: str
+    input: str
+    output: str
+    outputs: list[_Output]
+    aggregation: _Aggregation | None = None
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    reused: bool
+
+
+def read_record(path: Path, shape: type[_Record] = _Record) -> dict[str, Any]:
+    """A session file as the dict it holds, checked against the fields the session commands read.
+
+    Raises ``InputError`` (exit 2) with one line naming the file and what is wrong: not UTF-8, not JSON, not an object,
+    or a field of the wrong type.
+    """
+    try:
+        data = read_json(path, "session file")
+    except InputError as exc:
+        raise InputError(exc.message) from None  # one line: the hint is about hand-written files
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    try:
+        shape.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        what = {"missing": "missing", "model_type": "expected a JSON object",
+                "dict_type": "expected a JSON object"}.get(first["type"], first["msg"])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InputError(f"{path}: {where}: {what}{more}") from None
+    return data
 
 
 def sessions_root(root: str | Path | None = None) -> Path:
@@ -32,22 +117,52 @@ def _head(text: str | None, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def session_summary(path: Path) -> dict[str, Any]:
-    """id, time, status, input and final heads, parent, stage count of one run folder (missing parts are None)."""
-    info = read_json(path / "run.json")
-    session = read_json(path / "session.json") if (path / "session.json").is_file() else {}
-    results = read_json(path / "results.json") if (path / "results.json").is_file() else {}
-    return {"id": path.name, "path": str(path), "started": info.get("started"), "status": run_status(path, info),
-            "pipeline": session.get("pipeline"), "parent": session.get("parent_run_id"),
-            "from_stage": session.get("from_stage"), "input": _head(session.get("input")),
-            "final": _head(results.get("final")), "stages": len(results.get("stages", [])) or None}
+class _Reader:
+    """Reads the files of one session; ``lenient``: a bad file is recorded in ``problems`` and read as absent."""
+
+    def __init__(self, path: Path, lenient: bool):
+        self.path, self.lenient = path, lenient
+        self.problems: dict[str, str] = {}
+
+    def read(self, name: str, shape: type[_Record], required: bool = False) -> dict[str, Any]:
+        file = self.path / name
+        if not required and not file.exists():
+            return {}
+        try:
+            return read_record(file, shape)
+        except InputError as exc:
+            if not self.lenient:
+                raise
+            self.problems[name] = exc.message
+            return {}
+
+
+def _summary(path: Path, reader: _Reader) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    info = reader.read("run.json", _RunInfo, required=True)
+    session = reader.read("session.json", _SessionInfo)
+    results = reader.read("results.json", _Results)
+    summary = {"id": path.name, "path": str(path), "started": info.get("started"), "status": run_status(path, info),
+               "pipeline": session.get("pipeline"), "parent": session.get("parent_run_id"),
+               "from_stage": session.get("from_stage"), "input": _head(session.get("input")),
+               "final": _head(results.get("final")), "stages": len(results.get("stages", [])) or None,
+               "problems": reader.problems}
+    return summary, session, results
+
+
+def session_summary(path: Path, *, lenient: bool = False) -> dict[str, Any]:
+    """id, time, status, input and final heads, parent, stage count of one run folder (missing parts are None).
+
+    A session file that cannot be read raises ``InputError``; with ``lenient`` it counts as missing and
+    ``problems`` maps its name (``run.json``, ``session.json``, ``results.json``) to what is wrong with it.
+    """
+    return _summary(path, _Reader(path, lenient))[0]
 
 
 def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
-    """Every session, oldest first."""
+    """Every session, oldest first; a session with unreadable files is listed with its ``problems``."""
     base = sessions_root(root)
     folders = sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []
-    return [session_summary(p) for p in folders]
+    return [session_summary(p, lenient=True) for p in folders]
 
 
 def session_tree(sessions: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -82,16 +197,15 @@ def find_session(ref: str, root: str | Path | None = None) -> Path:
 
 
 def load_steps(path: Path) -> list[dict[str, Any]]:
-    """The step records of a session, in run order."""
+    """The step records of a session, in run order; ``InputError`` naming a step file that cannot be read."""
     folder = path / "steps"
-    return [read_json(f) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [read_record(f, _Step) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
 def load_session(path: Path) -> dict[str, Any]:
-    """Everything `pipeline show` prints: the summary, the step records, the final answer."""
-    summary = session_summary(path)
-    results = read_json(path / "results.json") if (path / "results.json").is_file() else {}
-    session = read_json(path / "session.json") if (path / "session.json").is_file() else {}
+    """Everything `pipeline show` prints: the summary, the step records, the final answer. ``InputError`` (one line,
+    naming the file) when any of the session's files cannot be read."""
+    summary, session, results = _summary(path, _Reader(path, lenient=False))
     return {**summary, "input": session.get("input"), "final": results.get("final"), "results": results,
             "steps": load_steps(path)}
 
@@ -133,6 +247,8 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     routed = load_routed(llm_path or (saved_llm if saved_llm.is_file() else None), models, used)
     check_used_models(models_path, models, used, routed)
     if input_text is None:
-        session = read_json(parent / "session.json")
-        input_text = session["input"]
+        input_text = read_record(parent / "session.json", _SessionInfo).get("input")
+        if input_text is None:
+            raise UsageError(f"{parent / 'session.json'}: the parent session has no saved input",
+                             hint='pass --input "TEXT" or --input-file FILE')
     return Rerun(Loaded(models, pipeline, routed, models_path), reuse, input_text, parent.name, from_stage)

@@ -191,3 +191,10 @@ def test_config_snapshot_paths_are_absolute(in_tmp: Path) -> None:
     run = RunDir.create("demo", cfg)
     assert f"path: {in_tmp / 'data' / 'x.csv'}" in run.file("config.yaml").read_text()
     assert str(cfg.data.path) == "data/x.csv"  # the live config is untouched
+
+
+@pytest.mark.parametrize("name", ["../up", "a/b", ".hidden", "bell\x07", ""])
+def test_run_name_must_be_a_plain_folder_name(in_tmp: Path, name: str) -> None:
+    with pytest.raises(RunDirError, match="not usable in a folder name"):
+        RunDir.create("demo", name=name)
+    assert not (in_tmp / "runs").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,14 @@ def test_models_entry_needs_exactly_one_source(in_tmp: Path, capsys: pytest.Capt
     assert main(["config", "validate", str(bad)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"{bad}:4: models.a.file: give exactly one of `file`" in err
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "red\x1b[31m", "[bold]x", ""])
+def test_pipeline_name_is_a_plain_folder_name(in_tmp: Path, capsys: pytest.CaptureFixture, name: str) -> None:
+    """The name becomes part of the run folder's name (and is printed): no path separators, controls or markup."""
+    models = write_models(in_tmp, ["a"])
+    pipeline = in_tmp / "pipeline.yaml"
+    pipeline.write_text(f"name: {json.dumps(name)}\nbase_pipeline:\n  stages:\n    - {{name: one, model: a}}\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2 and f"{pipeline}:1: name: String should match pattern" in err
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "elsewhere").exists()

@@ -8,11 +8,77 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from agentlab.core.config import StrictModel, load_config
 
 DEFAULT_LLM_CONFIG = Path("configs/llm.yaml")
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1: `max_tokens: yes` would silently mean one token.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+_Float = Annotated[float, BeforeValidator(_not_bool)]
+_Int = Annotated[int, BeforeValidator(_not_bool)]
+
+
+class GenerationParams(BaseModel):
+    """The generation params a config may set: a model's ``params`` in the routing config, ``defaults.params`` and
+    ``overrides.params`` of the pipeline's models file, a stage's ``params``. Every ``params`` field validates through
+    this model (see :data:`Params`), so a wrong type is a ``file:line: field`` error before anything runs.
+
+    Other keys are allowed and passed on: the OpenAI-compatible provider forwards them to the server.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    # A key the config does not set stays unset (None here, left out of the dict); an explicit null is an error.
+    temperature: _Float | None = Field(None, ge=0, description="sampling temperature; 0: greedy")
+    max_tokens: _Int | None = Field(None, ge=1, description="most tokens to generate")
+    top_p: _Float | None = Field(None, gt=0, le=1, description="nucleus sampling: the smallest set of tokens whose "
+                          "probabilities add up to top_p")
+    stop: str | list[str] | None = Field(None, description="a string or a list of strings that end the answer")
+    seed: _Int | None = Field(None, description="sampling seed")
+    json_schema: dict[str, Any] | None = Field(None, description="structured output: {name, schema}")
+    # Sampling extras of the in-process backends (llama.cpp: providers.llama_cpp.EXTRA_SAMPLING; transformers: adapter)
+    top_k: _Int | None = Field(None, ge=0, description="llama.cpp: sample from the k most likely tokens; 0: all")
+    min_p: _Float | None = Field(None, ge=0, le=1,
+                                 description="llama.cpp: drop tokens below min_p x the top probability")
+    typical_p: _Float | None = Field(None, gt=0, le=1, description="llama.cpp: locally typical sampling; 1: off")
+    repeat_penalty: _Float | None = Field(None, gt=0, description="llama.cpp: penalty on repeated tokens; 1: off")
+    presence_penalty: _Float | None = Field(None, ge=-2, le=2, description="penalty on tokens already present (-2..2)")
+    frequency_penalty: _Float | None = Field(None, ge=-2, le=2, description="penalty by token frequency so far (-2..2)")
+    adapter: str | None = Field(None, description="transformers: the PEFT adapter that answers (a name of the "
+                                "provider's `adapters`)")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("null is not a value here; leave the key out for the default")
+        return value
+
+
+def check_params(value: Any) -> Any:
+    """A ``params`` mapping validated by :class:`GenerationParams`, as a plain dict of the keys it sets (``stop``
+    always a list). Errors carry the key's location, so ``load_config`` names the file, line and field."""
+    if not isinstance(value, dict):
+        return value  # the dict type of the field reports it
+    params = GenerationParams.model_validate(value).model_dump(exclude_unset=True)
+    if isinstance(params.get("stop"), str):
+        params["stop"] = [params["stop"]]  # a provider that iterates over `stop` must not stop at each character
+    return params
+
+
+PARAMS_HELP = ("generation params: temperature, max_tokens, top_p, stop, seed; llama.cpp: top_k, min_p, typical_p, "
+               "repeat_penalty, presence_penalty, frequency_penalty; transformers: adapter; other keys go to "
+               "OpenAI-compatible servers as they are")
+# The type of every `params` field: a dict for the code that merges params, validated key by key for the user.
+Params = Annotated[dict[str, Any], BeforeValidator(check_params)]
 
 
 class OpenAIProviderConfig(StrictModel):
@@ -78,8 +144,7 @@ class ResourceConfig(StrictModel):
 class ModelConfig(StrictModel):
     provider: str = Field(description="a key of `providers`")
     model: str = Field(description="the provider's model id, e.g. anthropic/claude-3.5-sonnet")
-    params: dict[str, Any] = Field(default_factory=dict, description="default generation params (temperature, "
-                                   "max_tokens, top_p, ...); a request's own params win")
+    params: Params = Field(default_factory=dict, description=f"default {PARAMS_HELP}; a request's own params win")
     stream: bool = Field(True, description="whether the endpoint supports SSE streaming (llm-bench measures TTFT)")
 
 

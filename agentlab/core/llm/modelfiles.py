@@ -10,11 +10,12 @@ import functools
 import json
 import math
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, InputError
+from agentlab.core.files import read_json
 
 
 @dataclass
@@ -74,13 +75,14 @@ def gguf_info(path: str | Path) -> GGUFInfo:
     """Architecture, sizes and file type of a GGUF file; raises ``AgentlabError`` when it is not one.
 
     Cached per (path, size, mtime): ``gguf.GGUFReader`` builds a view per vocabulary entry, which takes a noticeable
-    fraction of a second on real vocabularies, and every pipeline run checks memory before it loads.
+    fraction of a second on real vocabularies, and every pipeline run checks memory before it loads. ``path`` in the
+    result is the path as given (like :func:`hf_info`), whichever spelling of the file filled the cache.
     """
     path = Path(path)
     if not path.is_file():
         raise AgentlabError(f"GGUF file not found: {path}", hint="make one with `agentlab models make-tiny DIR`")
     stat = path.stat()
-    return _gguf_info(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return replace(_gguf_info(str(path.resolve()), stat.st_size, stat.st_mtime_ns), path=str(path))
 
 
 @functools.lru_cache(maxsize=64)
@@ -119,16 +121,22 @@ def _gguf_info(path: str, size: int, mtime_ns: int) -> GGUFInfo:
 
 
 def safetensors_numels(folder: Path) -> list[tuple[str, int]] | None:
-    """(tensor name, element count) from the safetensors headers (8-byte length + JSON), without the tensors."""
+    """(tensor name, element count) from the safetensors headers (8-byte length + JSON), without the tensors.
+
+    Raises ``AgentlabError`` naming the file when a header cannot be read (truncated or not safetensors)."""
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         return None
     out: list[tuple[str, int]] = []
     for file in files:
-        with open(file, "rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
-        out += [(key, math.prod(meta["shape"])) for key, meta in header.items() if key != "__metadata__"]
+        try:
+            with open(file, "rb") as fh:
+                (length,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(length))
+            out += [(key, math.prod(meta["shape"])) for key, meta in header.items() if key != "__metadata__"]
+        except (OSError, struct.error, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise AgentlabError(f"{file}: not a readable safetensors file ({type(exc).__name__}: {exc})",
+                                hint="check the download or save the model again") from None
     return out
 
 
@@ -138,8 +146,11 @@ def hf_config(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not config_file.is_file():
         raise AgentlabError(f"not a transformers model folder (no config.json): {folder}",
                             hint="make one with `agentlab models make-tiny DIR`, or point at a save_pretrained folder")
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    return config, config.get("text_config") or config
+    config = _read_json(config_file)
+    text_config = config.get("text_config") or config
+    if not isinstance(text_config, dict):
+        raise AgentlabError(f"{config_file}: text_config is not a JSON object", hint="check the model folder")
+    return config, text_config
 
 
 def hf_info(folder: str | Path) -> HFInfo:
@@ -163,7 +174,13 @@ def hf_info(folder: str | Path) -> HFInfo:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """A JSON object file of a model folder ({} when absent); ``InputError`` when unreadable or not an object."""
+    if not path.is_file():
+        return {}
+    data = read_json(path, "model file")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}", hint="check the model folder")
+    return data
 
 
 def find_local_models(directory: str | Path) -> list[GGUFInfo | HFInfo]:

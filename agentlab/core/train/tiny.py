@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, InputError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -361,6 +361,21 @@ def quantize_gguf(src: str | Path, dst: str | Path, kind: str = "q8_0", n_thread
     return dst
 
 
+def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Create ``out_dir`` for a new model, refusing (``InputError``, one line) to write over a file, or over a folder
+    that already holds files unless ``overwrite``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; make-tiny writes a model folder there (give a new folder path)")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise InputError(f"{out}: the folder already holds files; pass --force to write the model over them")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the folder ({exc.strerror or exc})") from None
+    return out
+
+
 @contextmanager
 def _c_output_captured() -> Iterator[Path]:
     """Point file descriptors 1 and 2 at a temp file (C libraries write there directly), then restore them."""
@@ -382,9 +397,13 @@ def _c_output_captured() -> Iterator[Path]:
 
 
 def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: str = "f32",
-              quantize: str | None = None, **sizes: Any) -> dict[str, Path]:
+              quantize: str | None = None, overwrite: bool = False, **sizes: Any) -> dict[str, Path]:
     """``agentlab models make-tiny``: the HF model in ``out_dir``, ``out_dir/model.gguf`` and, with ``quantize``,
-    ``out_dir/model.<kind>.gguf``. ``sizes`` go to :func:`make_tiny_model`. Returns the paths by role."""
+    ``out_dir/model.<kind>.gguf``. ``sizes`` go to :func:`make_tiny_model`. Returns the paths by role.
+
+    ``out_dir`` must be new or an empty folder; ``overwrite`` writes the model's files over a folder that holds
+    files (other files in it stay). A path that is a file is refused either way (``InputError``)."""
+    prepare_out_dir(out_dir, overwrite)
     out = make_tiny_model(out_dir, seed=seed, arch=arch, **sizes)
     paths = {"hf": out, "gguf": export_gguf(out, out / "model.gguf", dtype=dtype)}
     if quantize:

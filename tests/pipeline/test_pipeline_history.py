@@ -1,0 +1,131 @@
+"""`pipeline history` and `show` on what is really on disk: readable at 80 columns, and never a traceback over a
+session file that is not UTF-8, not JSON, or JSON of the wrong shape (history marks it and exits 0; show names it on
+one line and exits 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import write_pipeline, write_routed_models, write_scripted_llm
+from rich.cells import cell_len
+
+from agentlab.cli import main
+from agentlab.cli.common import console
+
+QUESTION = "What is the capital of France? Please answer in one word."
+ANSWER = "Paris is the capital of France, and it has been for a long time."
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def sessions(in_tmp: Path, capsys: pytest.CaptureFixture) -> list[str]:
+    """Two sessions with default ids (the second a rerun of the first) and one with an --out name: their ids."""
+    write_routed_models(in_tmp, ["a", "b"])
+    write_scripted_llm(in_tmp, ["a", "b"], replies=[ANSWER])
+    write_pipeline(in_tmp, [{"name": "ask", "model": "a"},
+                            {"name": "vote", "type": "multi", "models": ["a", "b"], "aggregation": "vote"}],
+                   name="pipeline")
+    base = ["--models", "models.yaml", "--pipeline", "pipeline.yaml", "--llm", "llm.yaml", "--json"]
+    code, out, err = cli(capsys, "pipeline", "run", *base, "--input", QUESTION)
+    assert code == 0, err
+    first = json.loads(out)["run_id"]
+    code, out, err = cli(capsys, "pipeline", "rerun", first, "--from", "vote", "--json")
+    assert code == 0, err
+    second = json.loads(out)["run_id"]
+    code, out, err = cli(capsys, "pipeline", "run", *base, "--input", "hi", "--out", "runs/pipeline/mine")
+    assert code == 0, err
+    return [first, second, "mine"]
+
+
+def test_history_is_readable_at_80_columns(sessions: list[str], capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "_width", 80)
+    first, second, mine = sessions
+    assert len(first) == 24  # <YYYYmmdd-HHMMSS>-pipeline: as long as a default id gets
+    code, _, err = cli(capsys, "pipeline", "history")
+    assert code == 0
+    lines = err.splitlines()
+    assert all(cell_len(line) <= 80 for line in lines[1:]), err  # the title, a long path, may wrap as it likes
+    rows = {name: next(line for line in lines if f"│{name} " in line) for name in sessions}
+    for name in (first, second):
+        assert QUESTION[:15] in rows[name] and ANSWER[:15] in rows[name], err  # a useful prefix of both
+    assert ANSWER[:15] in rows[mine] and "│ hi " in rows[mine]
+    assert f"↳ {first}" in err  # the rerun's parent, whole
+    assert "completed" in rows[first]
+
+    code, _, err = cli(capsys, "pipeline", "history", "--tree")
+    flat = " ".join(line.strip("│└├─ ") for line in err.splitlines())
+    assert code == 0 and all(cell_len(line) <= 80 for line in err.splitlines()[1:])
+    assert f"{QUESTION} -> {ANSWER[:40]}" in flat  # wrapped under the branch, not cut off at the edge
+
+
+def test_history_shows_ids_whole_even_when_narrow(sessions: list[str], capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "_width", 72)
+    code, _, err = cli(capsys, "pipeline", "history")
+    assert code == 0 and all(f"│{name} " in err for name in sessions)
+
+
+BAD = {  # file -> (content, words of the one-line message)
+    "run.json": (b"\xff\xfe{}", "not UTF-8"),
+    "session.json": (b'{"input": 5}', "input: Input should be a valid string"),
+    "results.json": (b"{not json", "invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_history_marks_an_unreadable_session_file_and_show_names_it(name: str, sessions: list[str], in_tmp: Path,
+                                                                      capsys: pytest.CaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "_width", 120)
+    first = sessions[0]
+    bad = in_tmp / "runs" / "pipeline" / first / name
+    content, says = BAD[name]
+    bad.write_bytes(content)
+    for args in ([], ["--tree"]):
+        code, _, err = cli(capsys, "pipeline", "history", *args)
+        assert code == 0 and "Traceback" not in err
+        assert f"? {name}" in err and f"unreadable: {bad}" in err and says in err
+        assert all(s in err for s in sessions[1:])  # the others as before
+    code, out, _ = cli(capsys, "pipeline", "history", "--json")
+    listed = {s["id"]: s for s in json.loads(out)}
+    assert code == 0 and list(listed[first]["problems"]) == [name] and says in listed[first]["problems"][name]
+    assert listed[sessions[1]]["problems"] == {}
+    for args in ([], ["--json"]):
+        code, out, err = cli(capsys, "pipeline", "show", first, *args)
+        assert code == 2 and out == ""
+        assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}") and says in err, err
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"\x00\x01", "NUL bytes"),
+    (b"[]", "expected a JSON object, got list"),
+    (b'{"index": 1}', "stage: missing"),
+    (None, "outputs.0: expected a JSON object"),
+    (None, "seconds: Input should be a valid number"),
+])
+def test_show_and_rerun_of_a_session_with_a_broken_step_file(content: bytes | None, says: str, sessions: list[str],
+                                                             in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    first = sessions[0]
+    step = in_tmp / "runs" / "pipeline" / first / "steps" / "01-ask.json"
+    if content is None:  # right JSON, one field of the wrong type
+        record = json.loads(step.read_text())
+        if "outputs" in says:
+            record["outputs"] = ["just text"]
+        else:
+            record["seconds"] = "fast"
+        content = json.dumps(record).encode()
+    step.write_bytes(content)
+    code, out, err = cli(capsys, "pipeline", "show", first)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {step}") and says in err
+    code, _, err = cli(capsys, "pipeline", "rerun", first, "--from", "vote")
+    assert code == 2 and says in err and "Traceback" not in err
+    assert cli(capsys, "pipeline", "history")[0] == 0
