@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.config import dump_yaml, redact
+from agentlab.core.config import absolute_paths, dump_yaml, redact
 from agentlab.core.errors import ConfigError, LLMError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.llm.types import GenParams, Messages, Provider
@@ -285,4 +285,4 @@ def _save_snapshots(run_dir: RunDir, models_cfg: ModelsConfig, pipeline_cfg: Pip
     run_dir.save_config(pipeline_cfg)
     if routed is not None:
         run_dir.write_text("llm.yaml", f"# agentlab llm-bench -c {folder / 'llm.yaml'}\n"
-                           + dump_yaml(redact(routed.model_dump(mode="json"))))
+                           + dump_yaml(redact(absolute_paths(routed).model_dump(mode="json"))))

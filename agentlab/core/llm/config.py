@@ -103,7 +103,8 @@ CacheType = Literal["f32", "f16", "q8_0", "q4_0"]
 class LlamaCppProviderConfig(StrictModel):
     kind: Literal["llama_cpp"] = Field("llama_cpp", description="in-process GGUF models through llama-cpp-python; "
                                        "a model's `model` is the GGUF path")
-    models_directory: str | None = Field(None, description="relative GGUF paths resolve against this folder")
+    models_directory: Path = Field(Path("."), description="relative GGUF paths resolve against this folder (itself "
+                                   "relative to the current directory; a run folder's config.yaml holds it absolute)")
     n_ctx: int = Field(2048, ge=16, description="context window in tokens (the KV cache is sized for it)")
     n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU; -1: all (needs a CUDA build of "
                               "llama-cpp-python)")
@@ -117,7 +118,8 @@ class LlamaCppProviderConfig(StrictModel):
 class HFProviderConfig(StrictModel):
     kind: Literal["hf"] = Field("hf", description="in-process transformers causal LM (+ PEFT adapters); a model's "
                                 "`model` is a local HF folder")
-    models_directory: str | None = Field(None, description="relative model folders resolve against this folder")
+    models_directory: Path = Field(Path("."), description="relative model folders resolve against this folder (itself "
+                                   "relative to the current directory; a run folder's config.yaml holds it absolute)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on CUDA, float32 on CPU")

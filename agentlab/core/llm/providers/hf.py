@@ -236,7 +236,7 @@ class HFProvider:
     def _path(self, model: str) -> Path:
         path = Path(model).expanduser()
         if not path.is_absolute():
-            path = Path(self.cfg.models_directory).expanduser() / path if self.cfg.models_directory else path
+            path = self.cfg.models_directory.expanduser() / path
         if not (path / "config.json").is_file():
             what = "not found" if not path.exists() else "is not a transformers model folder (no config.json)"
             raise LLMError(f"{self.name}: model folder {path} {what}", "unavailable", model=model, hint=MAKE_TINY_HINT)

@@ -139,10 +139,10 @@ class LlamaCppProvider:
     def resolve(self, model: str) -> Path:
         """The GGUF file for a model id: relative ids resolve against ``models_directory`` (else the cwd)."""
         path = Path(model).expanduser()
-        if not path.is_absolute() and self.cfg.models_directory:
-            path = Path(self.cfg.models_directory).expanduser() / path
+        if not path.is_absolute():
+            path = self.cfg.models_directory.expanduser() / path
         if not path.is_file():
-            where = f"models_directory {self.cfg.models_directory}" if self.cfg.models_directory else "the cwd"
+            where = f"models_directory {self.cfg.models_directory.absolute()}"
             raise LLMError(f"{model}: GGUF file not found: {path.absolute()}", "unavailable", model=model,
                            hint=f"fix the model path (relative paths resolve against {where}), or make a test model "
                            "with `agentlab models make-tiny DIR`")
