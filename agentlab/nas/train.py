@@ -36,7 +36,8 @@ from agentlab.core.config import dump_yaml
 from agentlab.core.errors import ConfigError
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from agentlab.nas.config import DataConfig, NASConfig
-from agentlab.nas.data import PreparedData, SeriesData, WindowDataset, load_csv, prepare, synthetic_series
+from agentlab.nas.csvfile import load_csv
+from agentlab.nas.data import PreparedData, SeriesData, WindowDataset, prepare, resolve_target, synthetic_series
 from agentlab.nas.informer import Informer, InformerSpec, build_informer, count_parameters
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,10 @@ def load_series(data_cfg: DataConfig) -> SeriesData:
         return load_csv(data_cfg.path, features=data_cfg.features, target=data_cfg.target, freq=data_cfg.freq)
     series = synthetic_series(n_steps=data_cfg.synthetic_steps, n_channels=data_cfg.synthetic_channels, seed=0,
                               freq=data_cfg.freq)
-    if data_cfg.target != series.target:  # any synthetic column may be the target; SeriesData checks it exists
-        series = SeriesData(series.dates, series.values, series.columns, data_cfg.target, series.name, series.freq)
+    # Any synthetic column may be the target; the same rule as for a CSV when it is not a column.
+    target = resolve_target(series.columns, data_cfg.target, data_cfg.features, "the synthetic series")
+    if target != series.target:
+        series = SeriesData(series.dates, series.values, series.columns, target, series.name, series.freq)
     return series
 
 

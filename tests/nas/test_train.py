@@ -217,3 +217,15 @@ def test_tiny_trial_on_cuda(tmp_path: Path) -> None:
     assert math.isfinite(result.test_mse) and (tmp_path / "best_model.safetensors").is_file()
     again = train_trial(config, prepare_data(config), None)
     assert again.epochs == result.epochs
+
+
+def test_m_mode_target_falls_back_to_the_last_column_and_s_needs_one(tmp_path: Path) -> None:
+    path = tmp_path / "no_ot.csv"
+    dates = np.datetime64("2022-01-01T00:00") + np.arange(300) * np.timedelta64(1, "h")
+    rows = [f"{str(d).replace('T', ' ')},{i % 5},{i % 7}\n" for i, d in enumerate(dates)]
+    path.write_text("date,a,b\n" + "".join(rows))
+    assert prepare_data(tiny(data={"path": str(path)})).target == "b"  # recorded in results.json as data.target
+    assert prepare_data(tiny(data={"target": "x2"})).target == "x2"  # synthetic columns: x0..x5, OT
+    assert prepare_data(tiny(data={"target": "nope"})).target == "OT"  # M: the last synthetic column
+    with pytest.raises(ConfigError, match=r"the synthetic series: target column 'nope' not found \(columns: x0"):
+        prepare_data(tiny(data={"target": "nope", "features": "MS"}))
