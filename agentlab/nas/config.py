@@ -70,8 +70,24 @@ class ModelConfig(StrictModel):
 class TrainConfig(StrictModel):
     epochs: int = Field(4, ge=1, description="maximum epochs per trial")
     patience: int = Field(2, ge=1, description="early stopping: epochs without validation improvement")
-    batch_size: int = Field(32, ge=1, description="batch size")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the first epoch")
+    batch_size: int = Field(32, ge=1, description="training windows per optimiser step; searchable as "
+                            "{choices: [16, 32, 64]} (with max_train_batches set, a larger batch also means more "
+                            "windows per epoch)")
+    learning_rate: float = Field(1e-3, gt=0, description="learning rate of the first epoch (sgd usually needs a "
+                                 "larger one than adam/adamw)")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="adam: Adam, the Informer paper's; adamw: AdamW, weight decay decoupled from the "
+        "gradient (set train.weight_decay, commonly 0.01); sgd: SGD with train.momentum")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay of every optimizer: an L2 term added to the "
+                                "gradient for adam and sgd, decoupled decay for adamw; 0 (the default) is none, "
+                                "also for adamw (torch's own AdamW default is 0.01)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd; adam and adamw ignore it")
+    loss: Literal["mse", "mae", "huber"] = Field(
+        "mse", description="training loss on the scaled data: mse (the paper's), mae (L1), or huber (squared "
+        "below train.huber_delta, linear above: robust to outliers; SmoothL1Loss at delta 1). Validation, early "
+        "stopping, pruning, the search metric and the reported test metrics stay MSE/MAE whatever the training loss")
+    huber_delta: float = Field(1.0, gt=0, description="where huber turns from squared to linear, in scaled units "
+                               "(standard deviations); only for loss=huber")
     lr_decay: float = Field(0.5, gt=0, le=1, description="learning-rate factor after every epoch; 0.5 is the "
                             "paper's schedule (halve per epoch), 1 keeps it constant")
     max_train_batches: int | None = Field(None, ge=1, description="cap on training batches per epoch (speed); "
