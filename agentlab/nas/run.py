@@ -45,15 +45,26 @@ class InformerObjective:
 
     def check(self, params: dict[str, Any]) -> list[str]:
         try:
-            apply_changes(self.base, params)
+            config = apply_changes(self.base, params)
         except ValidationError as exc:
             return [_pydantic_message(err) for err in exc.errors()]
+        if config.data != self.base.data:  # windows that do not fit the series: a bad plan, not a failed trial
+            from agentlab.nas.train import prepare_data
+
+            try:
+                prepare_data(config)
+            except AgentlabError as exc:
+                return [exc.message]
         return []
 
     def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
-        from agentlab.nas.train import TrialPruned, train_trial
+        from agentlab.nas.train import TrialPruned, prepare_data, train_trial
 
         config = apply_changes(self.base, params)
+        # A plan may change the data section (data.seq_len, data.pred_len, ...): the windows then come from this
+        # trial's config, not the base's; prepare_data caches each distinct data section, so this costs nothing
+        # when the data is unchanged.
+        prepared = self.prepared if config.data == self.base.data else prepare_data(config)
         best = self.best_value()
         label = f"{run_id(number)}"
         self.task.update(completed=0, total=config.train.epochs, description=f"{label} training")
@@ -65,7 +76,7 @@ class InformerObjective:
             self.run_dir.event("epoch", trial=number, **entry)
 
         try:
-            result = train_trial(config, self.prepared, self.run_dir.file("trials", label), report=report,
+            result = train_trial(config, prepared, self.run_dir.file("trials", label), report=report,
                                  on_epoch=on_epoch)
         except TrialPruned as exc:
             raise Pruned({"value": exc.val_mse, "val_mse": exc.val_mse, "epochs": exc.epoch}) from None
@@ -158,11 +169,12 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progre
     """Search, write agent_state.json / results.json / report.md, and return the results dict."""
     from agentlab.core.search.evaluator import HybridEvaluator
     from agentlab.nas.report import render_report
-    from agentlab.nas.train import evaluate_baseline, prepare_data
+    from agentlab.nas.train import evaluate_baseline, prepare_data, resolve_device
 
     progress = progress or NullProgress()
     announce = announce or log.info
     prepared = prepare_data(cfg)
+    resolve_device(cfg.train.device)  # train.device=cuda without CUDA: one error now, not a failure in every trial
     space = SearchSpace(cfg.search.space, meanings=space_meanings(cfg))
     planner, router, planner_line = choose_planner(cfg, llm, run_dir)
     announce(planner_line)
@@ -194,7 +206,7 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progre
         for r in used:
             r.close()
     require_finished_trials(outcome)
-    results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line)
+    results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line, target=prepared.target)
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     return results
@@ -206,7 +218,10 @@ def _rel_gain(base: float | None, best: float | None) -> float | None:
     return (base - best) / abs(base)
 
 
-def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str) -> dict[str, Any]:
+def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,
+              target: str | None = None) -> dict[str, Any]:
+    """results.json: best and base trials, gains, trial states, the naive baseline and the data used. ``target`` is
+    the target column the data actually used (in "M" mode a CSV without ``data.target`` uses its last column)."""
     best, base = outcome.best, outcome.base
 
     def brief(r: TrialRecord | None) -> dict[str, Any] | None:
@@ -226,7 +241,8 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
         "trials": len(outcome.records), "states": counts, "ran_here": outcome.ran_here,
         "stop_reason": outcome.stop_reason, "planner": planner_line, "naive_baseline": baseline,
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "features": cfg.data.features,
-                 "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len, "pred_len": cfg.data.pred_len},
+                 "target": target or cfg.data.target, "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len,
+                 "pred_len": cfg.data.pred_len},
     }
 
 

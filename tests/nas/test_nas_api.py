@@ -80,6 +80,7 @@ def test_data_accepts_ett_and_other_csv(in_tmp: Path, capsys: pytest.CaptureFixt
     assert code == 0
     results = json.loads((in_tmp / "r" / "results.json").read_text())
     assert results["data"]["path"].endswith("plant.csv") and results["best"]["test_mse"] > 0
+    assert results["data"]["target"] == "load"
 
 
 def _tiny_with_space(space: dict) -> dict:
@@ -103,3 +104,12 @@ def test_optimizer_loss_and_batch_size_are_searchable(in_tmp: Path) -> None:
     state = json.loads((in_tmp / "r" / "agent_state.json").read_text())
     changed = {key for run in state["runs"] for key in run["changes"]}
     assert changed == set(space), state["runs"]
+
+
+def test_a_search_over_the_data_windows_trains_each_trial_on_its_own_windows(in_tmp: Path) -> None:
+    # Trials used the base config's windows whatever the plan said, so every data.seq_len change failed.
+    space = {"data.seq_len": {"choices": [24, 36]}, "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}
+    results = run_nas_optimization(max_iterations=4, config=_tiny_with_space(space), out=in_tmp / "r")
+    assert set(results["states"]) <= {"complete", "pruned"}, results["states"]
+    state = json.loads((in_tmp / "r" / "agent_state.json").read_text())
+    assert any(run["changes"].get("data.seq_len") == 36 for run in state["runs"]), state["runs"]
