@@ -30,14 +30,15 @@ WHAT = "data file"
 _FORMAT = "a header line naming the columns, one of them 'date', then one row per time step (ETT format: " \
           "date,HUFL,HULL,...,OT)"
 _YAML_KEY = re.compile(r"^\s*(---|[\w.-]+:(\s|$))")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # values are stored as float32: anything larger becomes inf
 
 
 def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: str = "h") -> SeriesData:
     """Read an ETT-format CSV: a ``date`` column plus numeric columns. Any file of that shape works.
 
     The target is moved to the last column; for "S" only the target is kept. In "M" mode a ``target`` that is not a
-    column falls back to the last column (see :func:`~agentlab.nas.data.resolve_target`). Raises ``InputError`` for
-    an unreadable file and :class:`DataError` for a malformed one, both naming the file and line.
+    column falls back to the last column (see :func:`~agentlab.nas.data.resolve_target`). Raises :class:`DataError`
+    (exit code 2) naming the file, the line where it applies and what to do, for an unreadable or malformed file.
     """
     path = Path(path)
     check_features(features)
@@ -49,7 +50,8 @@ def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: st
     if not text.strip():
         raise DataError(f"{path}: the {WHAT} is empty", hint=f"a CSV needs {_FORMAT}")
     if text.lstrip()[:1] in ("{", "["):
-        raise DataError(f"{path}:1: the {WHAT} looks like JSON, not CSV", hint=f"pass a CSV file: {_FORMAT}")
+        line = text[: len(text) - len(text.lstrip())].count("\n") + 1
+        raise DataError(f"{path}:{line}: the {WHAT} looks like JSON, not CSV", hint=f"pass a CSV file: {_FORMAT}")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header, line = _header(reader, path)
@@ -125,7 +127,7 @@ def _read_rows(reader: Iterator[list[str]], path: Path, width: int, date_col: in
             parsed = [float(cell) for cell in values]
         except ValueError:
             parsed = []
-        if len(parsed) != len(values) or not all(math.isfinite(v) for v in parsed):
+        if len(parsed) != len(values) or not all(abs(v) <= _FLOAT32_MAX for v in parsed):  # False for NaN too
             raise _bad_value(path, line, values, names)
         rows.append(parsed)
         if len(dates) > 1 and dates[-1] <= dates[-2]:
@@ -146,6 +148,9 @@ def _bad_value(path: Path, line: int, values: list[str], names: list[str]) -> Da
             return DataError(f"{path}:{line}: column '{name}': '{_shorten(cell)}' is not a number", hint=hint)
         if not math.isfinite(value):
             return DataError(f"{path}:{line}: column '{name}': NaN or infinite value '{cell.strip()}'", hint=hint)
+        if abs(value) > _FLOAT32_MAX:
+            return DataError(f"{path}:{line}: column '{name}': {cell.strip()} is too large (float32 holds up to "
+                             f"{_FLOAT32_MAX:.3g})", hint="rescale the column, e.g. to other units")
     return DataError(f"{path}:{line}: a value is not a finite number", hint=hint)  # unreachable: callers checked
 
 

@@ -47,6 +47,8 @@ CASES: list[tuple[str, str, str | bytes | None, int | None, list[str]]] = [
     ("empty-column-name", "d.csv", lines("date,a,,OT", rows(300)), 1, []),
     ("nan", "d.csv", lines(HEADER, rows(8), "2021-03-01 08:00,1,nan,3", rows(300, 9)), 10, []),
     ("inf", "d.csv", lines(HEADER, rows(8), "2021-03-01 08:00,1,2,-inf", rows(300, 9)), 10, []),
+    ("beyond-float32", "d.csv", lines(HEADER, rows(8), "2021-03-01 08:00,1,2,1e39", rows(300, 9)), 10, []),
+    ("json-after-blank-lines", "d.csv", '\n\n{"OT": [1.0]}\n', 3, []),
     ("date-goes-back", "d.csv", lines(HEADER, rows(4), rows(300, 2)), 6, []),
     ("too-few-rows", "d.csv", lines(HEADER, rows(50)), None, []),
     ("too-few-rows-for-val", "d.csv", lines(HEADER, rows(200)), None, []),  # train fits, val does not
