@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, ConfigError, RunDirError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
@@ -160,8 +160,18 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if cfg.search.pruner == "median"
               else optuna.pruners.NopPruner())
-    return optuna.create_study(study_name=cfg.search.study_name, storage=open_storage(cfg.search.storage,
-                               run_dir.path), direction="minimize", load_if_exists=True, pruner=pruner)
+    storage = open_storage(cfg.search.storage, run_dir.path)  # a bad URL is a ConfigError here already
+    try:
+        return optuna.create_study(study_name=cfg.search.study_name, storage=storage, direction="minimize",
+                                   load_if_exists=True, pruner=pruner)
+    except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database; all mean the same here
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if cfg.search.storage is None:
+            raise RunDirError(f"{run_dir.path / 'study.db'}: cannot open the search study ({reason})",
+                              hint="the run folder's study.db is damaged: restore it, or start a new run without "
+                              "--resume") from exc
+        raise ConfigError(f"search.storage: cannot open the study in {cfg.search.storage!r} ({reason})",
+                          hint="check the storage, or use a new one") from exc
 
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, progress: Progress | None = None,

@@ -113,3 +113,20 @@ def test_a_search_over_the_data_windows_trains_each_trial_on_its_own_windows(in_
     assert set(results["states"]) <= {"complete", "pruned"}, results["states"]
     state = json.loads((in_tmp / "r" / "agent_state.json").read_text())
     assert any(run["changes"].get("data.seq_len") == 36 for run in state["runs"]), state["runs"]
+
+
+@pytest.mark.parametrize("damaged", ["study.db", "journal"])
+def test_a_damaged_study_is_one_error_line(in_tmp: Path, capsys: pytest.CaptureFixture, damaged: str) -> None:
+    sets = sum((["--set", s] for s in SETS), [])
+    if damaged == "study.db":  # a run folder whose SQLite study was overwritten: resuming it
+        assert main(["nas", *sets, "-n", "1", "--out", str(in_tmp / "r")]) == 0
+        (in_tmp / "r" / "study.db").write_text("not a database\n")
+        args, code = ["-n", "2", "--resume", str(in_tmp / "r")], 1
+    else:  # a shared journal file that is not one
+        (in_tmp / "j.log").write_text("garbage\n")
+        args, code = ["-n", "1", "--storage", str(in_tmp / "j.log")], 2
+    capsys.readouterr()
+    assert main(["nas", *sets, *args]) == code
+    output = capsys.readouterr().err
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot open" in errors[0] and "Traceback" not in output, output
