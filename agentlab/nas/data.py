@@ -333,7 +333,8 @@ def synthetic_series(n_steps: int = 4000, n_channels: int = 7, seed: int = 0, fr
     """
     freq = normalize_freq(freq)
     if freq not in _STEP_SECONDS:
-        raise DataError(f"synthetic data supports freq in {tuple(_STEP_SECONDS)}, got {freq!r}")
+        raise DataError(f"synthetic data supports freq in {tuple(_STEP_SECONDS)}, got {freq!r}",
+                        hint="use --set data.freq=h (or t, d, s), or give a CSV with --data")
     if n_steps < 2 or n_channels < 1:
         raise DataError(f"synthetic data needs n_steps >= 2 and n_channels >= 1, got {n_steps} and {n_channels}")
     try:
