@@ -155,13 +155,36 @@ class NASConfig(StrictModel):
 
     @model_validator(mode="after")
     def _space_keys_exist(self) -> NASConfig:
-        for key in self.search.space:
+        for key, spec in self.search.space.items():
             section, _, field = key.partition(".")
             model = SECTIONS.get(section)
             if model is None or field not in model.model_fields:
                 raise ValueError(f"search.space.{key}: not a searchable key (use model.<field>, train.<field> or "
                                  f"data.<field>)")
+            problem = _invalid_value(model, field, spec.choices if spec.choices is not None else [spec.low, spec.high])
+            if problem:
+                raise ValueError(f"search.space.{key}: {problem}")
         return self
+
+
+def _invalid_value(model: type[StrictModel], field: str, values: list[Any]) -> str | None:
+    """Why one of ``values`` can never be ``field`` (wrong type, outside its bounds), else None.
+
+    Only the field's own rules count: a value that breaks a rule between fields (n_heads must divide d_model) may
+    still be right next to other values of the search. Without this check such a space fails only after the run
+    folder exists, as "no valid, untried parameters".
+    """
+    from pydantic import ValidationError
+
+    defaults = model().model_dump()
+    for value in values:
+        try:
+            model.model_validate({**defaults, field: value})
+        except ValidationError as exc:
+            own = [err for err in exc.errors() if tuple(err["loc"]) == (field,)]
+            if own:
+                return f"{value!r} can never be a valid {field}: {own[0]['msg']}"
+    return None
 
 
 def space_meanings(config: NASConfig) -> dict[str, str]:

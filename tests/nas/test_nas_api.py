@@ -130,3 +130,26 @@ def test_a_damaged_study_is_one_error_line(in_tmp: Path, capsys: pytest.CaptureF
     output = capsys.readouterr().err
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot open" in errors[0] and "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("space,needle", [
+    ("{model.attn: {choices: [prob, sparse]}}", "search.space.model.attn: 'sparse' can never be a valid attn"),
+    ("{train.optimizer: {choices: [adam, rmsprop]}}", "'rmsprop' can never be a valid optimizer"),
+    ("{model.d_model: {low: 0.5, high: 64}}", "search.space.model.d_model: 0.5 can never be a valid d_model"),
+    ("{train.batch_size: {choices: [0, 32]}}", "0 can never be a valid batch_size"),
+])
+def test_a_space_value_no_config_accepts_is_refused_before_the_run(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                                   space: str, needle: str) -> None:
+    # Before, such a space ran the base trial and then stopped with "no valid, untried parameters".
+    assert main(["nas", "--set", f"search.space={space}", "--dry-run"]) == 2
+    assert needle in capsys.readouterr().err.replace("\n", "")
+    assert not (in_tmp / "runs").exists()
+
+
+def test_a_value_valid_only_with_other_values_stays_allowed() -> None:
+    from agentlab.nas.config import NASConfig
+
+    # n_heads 3 does not divide the base d_model 32, but does divide 48: the search may pair them.
+    cfg = NASConfig.model_validate({"search": {"space": {"model.n_heads": {"choices": [3, 4]},
+                                                         "model.d_model": {"choices": [32, 48]}}}})
+    assert cfg.search.space["model.n_heads"].choices == [3, 4]
