@@ -1,11 +1,11 @@
-"""Time-series data for the Informer forecaster: CSV loading, ETT splits, scaling, time features, windows.
+"""Time-series data for the Informer forecaster: the series, ETT splits, scaling, time features, windows.
 
 Reproduces the data pipeline of Zhou et al., "Informer: Beyond Efficient Transformer for Long Sequence Time-Series
 Forecasting" (AAAI 2021) and its reference code (``Dataset_ETT_hour``, ``Dataset_ETT_minute``, ``Dataset_Custom``,
 ``time_features`` with ``timeenc=1``): same borders, same window indexing, scaler fitted on the train part only.
-Differences: the CSV is read with the ``csv`` module (no pandas), the target column is always moved last (as
-``Dataset_Custom`` does; a no-op for ETT, whose target ``OT`` is last already), and the val/test loaders are not
-shuffled and keep their last partial batch.
+Differences: the CSV is read with the ``csv`` module, no pandas (:mod:`agentlab.nas.csvfile`), the target column is
+always moved last (as ``Dataset_Custom`` does; a no-op for ETT, whose target ``OT`` is last already), and the val/test
+loaders are not shuffled and keep their last partial batch.
 
 Without a CSV, :func:`synthetic_series` gives an offline default with daily and weekly seasonality, a trend, a slow
 latent drift and cross-channel correlation. torch is imported only inside the functions that need it.
@@ -13,16 +13,16 @@ latent drift and cross-channel correlation. torch is imported only inside the fu
 
 from __future__ import annotations
 
-import csv
-import math
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agentlab.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 FEATURES = ("M", "S", "MS")
 SPLITS = ("auto", "ett_hour", "ett_minute", "ratio")
@@ -55,24 +55,30 @@ class SeriesData:
     target: str
     name: str
     freq: str = "h"
+    source: str = ""  # where the series came from (a file path), for messages; ``name`` when empty
 
     def __post_init__(self) -> None:
         self.dates = np.asarray(self.dates, dtype="datetime64[s]")
         self.values = np.asarray(self.values, dtype=np.float32)
         self.freq = normalize_freq(self.freq)
         if self.values.ndim != 2 or len(self.dates) != len(self.values) or self.values.shape[1] != len(self.columns):
-            raise DataError(f"{self.name}: dates {self.dates.shape}, values {self.values.shape} and "
+            raise DataError(f"{self.where}: dates {self.dates.shape}, values {self.values.shape} and "
                             f"{len(self.columns)} columns do not match")
         if self.target not in self.columns:
-            raise DataError(f"{self.name}: target '{self.target}' is not a column ({', '.join(self.columns)})",
-                            hint="pick the target from the columns listed")
+            raise DataError(f"{self.where}: target '{self.target}' is not a column ({_listed(self.columns)})",
+                            hint="choose the target with --set data.target=COLUMN")
+
+    @property
+    def where(self) -> str:
+        """The series' source for messages: its file path, else its name."""
+        return self.source or self.name
 
     def select(self, features: str) -> SeriesData:
         """Columns used for ``features``: the target alone for "S", else all columns with the target last."""
         check_features(features)
         keep = [self.target] if features == "S" else [c for c in self.columns if c != self.target] + [self.target]
         idx = [self.columns.index(c) for c in keep]
-        return SeriesData(self.dates, self.values[:, idx], keep, self.target, self.name, self.freq)
+        return SeriesData(self.dates, self.values[:, idx], keep, self.target, self.name, self.freq, self.source)
 
 
 @dataclass
@@ -163,6 +169,33 @@ def check_features(features: str) -> None:
                         hint="M: all channels in and out; S: target only; MS: all channels in, target out")
 
 
+def resolve_target(columns: list[str], target: str, features: str, where: str) -> str:
+    """The target column of a series with ``columns``: ``target`` when it is one of them.
+
+    In "M" mode every column is forecast and the target only decides which column goes last, so a missing target
+    (a CSV without the default ``OT``) falls back to the last column, as the file orders it, and says so in the log.
+    In "S" and "MS" the target is what is forecast: a missing one raises :class:`DataError` listing the columns.
+    """
+    check_features(features)
+    if target in columns:
+        return target
+    if not columns:
+        raise DataError(f"{where}: no value columns")
+    if features == "M":
+        log.info("%s: target %r is not a column; features M forecasts every column, the last one (%r) stays last",
+                 where, target, columns[-1])
+        return columns[-1]
+    raise DataError(f"{where}: target column '{target}' not found (columns: {_listed(columns)})",
+                    hint=f"features {features} forecasts one column: name it with --set data.target=COLUMN, e.g. "
+                    f"--set data.target={columns[-1]}")
+
+
+def _listed(names: list[str], limit: int = 20) -> str:
+    """Column names for a message, the first ``limit`` of them (a wide file has hundreds)."""
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def normalize_freq(freq: str) -> str:
     """Map a frequency string ("h", "1H", "15min", "t", "d", ...) to the reference code's one-letter code."""
     code = str(freq).strip().lstrip("0123456789")
@@ -214,79 +247,6 @@ def _parse_date(text: str) -> datetime:
     return parsed.replace(tzinfo=None)  # wall-clock time is what the calendar features describe
 
 
-def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: str = "h") -> SeriesData:
-    """Read an ETT-format CSV: a ``date`` column plus numeric columns. Any file of that shape works.
-
-    The target is moved to the last column; for "S" only the target is kept. Errors name the file and line.
-    """
-    path = Path(path)
-    check_features(features)
-    freq = normalize_freq(freq)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file", hint="pass the path of a CSV with a 'date' column")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
-        if "date" not in header:
-            raise DataError(f"{path}:1: no 'date' column in the header ({', '.join(header) or 'empty'})",
-                            hint="the first line must name the columns, one of them 'date'")
-        date_col = header.index("date")
-        names = [h for i, h in enumerate(header) if i != date_col]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes or "" in names:
-            raise DataError(f"{path}:1: column names must be unique and non-empty (check {dupes or 'empty names'})",
-                            hint="rename the columns in the header")
-        if target not in names:
-            raise DataError(f"{path}:1: target '{target}' is not a column ({', '.join(names)})",
-                            hint="set the target to one of the columns listed")
-        dates, rows = _read_rows(reader, path, len(header), date_col, names)
-    if not rows:
-        raise DataError(f"{path}: no data rows", hint="add rows below the header")
-    series = SeriesData(np.array(dates, dtype="datetime64[s]"), np.array(rows, dtype=np.float32), names, target,
-                        path.stem, freq)
-    return series.select(features)
-
-
-def _read_rows(reader: Any, path: Path, width: int, date_col: int,
-               names: list[str]) -> tuple[list[datetime], list[list[float]]]:
-    """Dates and values of the data rows; the first bad cell raises with its line number."""
-    dates: list[datetime] = []
-    rows: list[list[float]] = []
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue
-        line = reader.line_num
-        if len(row) != width:
-            raise DataError(f"{path}:{line}: {len(row)} cells, the header has {width}",
-                            hint="every row needs one value per column")
-        try:
-            dates.append(_parse_date(row[date_col]))
-        except ValueError:
-            raise DataError(f"{path}:{line}: cannot parse date '{row[date_col]}'",
-                            hint="write dates as YYYY-MM-DD HH:MM:SS") from None
-        values = [c for i, c in enumerate(row) if i != date_col]
-        try:
-            rows.append([float(c) for c in values])
-        except ValueError:
-            bad = next(i for i, c in enumerate(values) if not _is_float(c))
-            raise DataError(f"{path}:{line}: column '{names[bad]}': '{values[bad]}' is not a number",
-                            hint="fill or drop rows with missing or non-numeric values") from None
-        if not all(math.isfinite(v) for v in rows[-1]):
-            raise DataError(f"{path}:{line}: NaN or infinite value", hint="fill or drop rows with missing values")
-        if len(dates) > 1 and dates[-1] <= dates[-2]:
-            raise DataError(f"{path}:{line}: date {dates[-1]} is not after the previous row's {dates[-2]}",
-                            hint="sort the file by date and remove duplicate timestamps")
-    return dates, rows
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def resolve_split(name: str, split: str = "auto") -> str:
     """"auto" picks the ETT split for files named ETTh1/ETTh2 (hourly) or ETTm1/ETTm2 (15 min), else "ratio"."""
     if split not in SPLITS:
@@ -306,7 +266,7 @@ def split_borders(n_steps: int, seq_len: int, split: str) -> tuple[list[int], li
         train, val, test = (m * 30 * 24 * per_hour for m in (12, 4, 4))  # 12/4/4 months of 30 days
         if n_steps < train + val + test:
             raise DataError(f"the {split} split needs {train + val + test} rows, the series has {n_steps}",
-                            hint="use split='ratio' for a shortened ETT file")
+                            hint="for a shortened ETT file use the 70/10/20 split: --set data.split=ratio")
         return [0, train - seq_len, train + val - seq_len], [train, train + val, train + val + test]
     if split != "ratio":
         raise DataError(f"split must be one of {SPLITS[1:]} here, got {split!r}")
@@ -326,12 +286,16 @@ def prepare(series: SeriesData, features: str = "M", seq_len: int = 96, label_le
                         hint="the decoder's known steps are the tail of the encoder window")
     series = series.select(features)
     split = resolve_split(series.name, split)
-    b1, b2 = split_borders(len(series.values), seq_len, split)
+    try:
+        b1, b2 = split_borders(len(series.values), seq_len, split)
+    except DataError as exc:
+        raise DataError(f"{series.where}: {exc.message}", hint=exc.hint) from None
     for part, lo, hi in zip(("train", "val", "test"), b1, b2, strict=True):
         if hi - lo < seq_len + pred_len or lo < 0:
-            raise DataError(f"{series.name}: the {part} split has {hi - max(lo, 0)} rows, a window needs "
-                            f"seq_len + pred_len = {seq_len + pred_len}",
-                            hint="use a longer series or smaller seq_len / pred_len")
+            raise DataError(f"{series.where}: {len(series.values)} rows give the {part} split {hi - max(lo, 0)}, "
+                            f"fewer than one window needs (seq_len + pred_len = {seq_len + pred_len})",
+                            hint="use a longer series, or shorter windows: --set data.seq_len=N, data.pred_len=N "
+                            "(and data.label_len <= seq_len)")
     scaler = Scaler.fit(series.values[b1[0]:b2[0]])
     data = scaler.transform(series.values)
     stamps = time_features(series.dates, series.freq)
@@ -369,7 +333,8 @@ def synthetic_series(n_steps: int = 4000, n_channels: int = 7, seed: int = 0, fr
     """
     freq = normalize_freq(freq)
     if freq not in _STEP_SECONDS:
-        raise DataError(f"synthetic data supports freq in {tuple(_STEP_SECONDS)}, got {freq!r}")
+        raise DataError(f"synthetic data supports freq in {tuple(_STEP_SECONDS)}, got {freq!r}",
+                        hint="use --set data.freq=h (or t, d, s), or give a CSV with --data")
     if n_steps < 2 or n_channels < 1:
         raise DataError(f"synthetic data needs n_steps >= 2 and n_channels >= 1, got {n_steps} and {n_channels}")
     try:

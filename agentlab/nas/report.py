@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.runs import atomic_write_bytes
 from agentlab.core.search.records import TrialRecord
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,32 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_learning_curve(history: list[dict[str, float]], path: Path, loss: str = "mse") -> None:
+    """Train loss (``loss`` names it) and validation MSE by epoch as a PNG (matplotlib's Agg canvas; no pyplot
+    global state)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    epochs = [h["epoch"] for h in history]
+    for key, label in (("train_loss", f"train loss ({loss})"), ("val_mse", "val MSE")):
+        values = [h[key] if math.isfinite(h[key]) else math.nan for h in history]
+        ax.plot(epochs, values, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (scaled data)")
+    ax.set_xticks(epochs)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_history(records: list[TrialRecord], path: Path) -> Path | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, ConfigError, RunDirError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder
@@ -49,15 +49,26 @@ class InformerObjective:
 
     def check(self, params: dict[str, Any]) -> list[str]:
         try:
-            apply_changes(self.base, params)
+            config = apply_changes(self.base, params)
         except ValidationError as exc:
             return [_pydantic_message(err) for err in exc.errors()]
+        if config.data != self.base.data:  # windows that do not fit the series: a bad plan, not a failed trial
+            from agentlab.nas.train import prepare_data
+
+            try:
+                prepare_data(config)
+            except AgentlabError as exc:
+                return [exc.message]
         return []
 
     def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
-        from agentlab.nas.train import TrialPruned, train_trial
+        from agentlab.nas.train import TrialPruned, prepare_data, train_trial
 
         config = apply_changes(self.base, params)
+        # A plan may change the data section (data.seq_len, data.pred_len, ...): the windows then come from this
+        # trial's config, not the base's; prepare_data caches each distinct data section, so this costs nothing
+        # when the data is unchanged.
+        prepared = self.prepared if config.data == self.base.data else prepare_data(config)
         best = self.best_value()
         label = f"{run_id(number)}"
         self.task.update(completed=0, total=config.train.epochs, description=f"{label} training")
@@ -69,7 +80,7 @@ class InformerObjective:
             self.run_dir.event("epoch", trial=number, **entry)
 
         try:
-            result = train_trial(config, self.prepared, self.run_dir.file("trials", label), report=report,
+            result = train_trial(config, prepared, self.run_dir.file("trials", label), report=report,
                                  on_epoch=on_epoch)
         except TrialPruned as exc:
             raise Pruned({"value": exc.val_mse, "val_mse": exc.val_mse, "epochs": exc.epoch}) from None
@@ -155,18 +166,31 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if cfg.search.pruner == "median"
               else optuna.pruners.NopPruner())
-    return optuna.create_study(study_name=cfg.search.study_name, storage=open_storage(cfg.search.storage,
-                               run_dir.path), direction="minimize", load_if_exists=True, pruner=pruner)
+    storage = open_storage(cfg.search.storage, run_dir.path)  # a bad URL is a ConfigError here already
+    try:
+        return optuna.create_study(study_name=cfg.search.study_name, storage=storage, direction="minimize",
+                                   load_if_exists=True, pruner=pruner)
+    except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database; all mean the same here
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if cfg.search.storage is None:
+            raise RunDirError(f"{run_dir.path / 'study.db'}: cannot open the search study ({reason})",
+                              hint="the run folder's study.db is damaged: restore it, or start a new run without "
+                              "--resume") from exc
+        raise ConfigError(f"search.storage: cannot open the study in {cfg.search.storage!r} ({reason})",
+                          hint="check the storage, or use a new one") from exc
 
 
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[str, Any]:
     """Everything that can be checked before a run folder exists: the routing config, that ``--planner llm`` has a
-    planner model, and the data (read, split and windowed). Returns ``run``'s keyword arguments ``llm`` and ``data``.
+    planner model, the base config inside the search space, the device, and the data (read, split and windowed).
+    Returns ``run``'s keyword arguments ``llm`` and ``data``.
     """
     from agentlab.core.errors import UsageError
     from agentlab.core.llm.config import load_llm_config
-    from agentlab.nas.train import prepare_data
+    from agentlab.nas.train import prepare_data, resolve_device
 
+    SearchSpace(cfg.search.space).check_base({k: get_dotted(cfg, k) for k in cfg.search.space})
+    resolve_device(cfg.train.device)  # train.device=cuda without CUDA: one error now, not a failure in every trial
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
     if cfg.search.planner == "llm" and not llm_cfg.route("planner").chain():
         raise UsageError("--planner llm needs a planner model, and the routing config has none",
@@ -244,7 +268,7 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: 
         for r in used:
             r.close()
     require_finished_trials(outcome)
-    results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line)
+    results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line, target=prepared.target)
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     return results
@@ -256,7 +280,10 @@ def _rel_gain(base: float | None, best: float | None) -> float | None:
     return (base - best) / abs(base)
 
 
-def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str) -> dict[str, Any]:
+def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,
+              target: str | None = None) -> dict[str, Any]:
+    """results.json: best and base trials, gains, trial states, the naive baseline and the data used. ``target`` is
+    the target column the data actually used (in "M" mode a CSV without ``data.target`` uses its last column)."""
     best, base = outcome.best, outcome.base
 
     def brief(r: TrialRecord | None) -> dict[str, Any] | None:
@@ -276,7 +303,8 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
         "trials": len(outcome.records), "states": counts, "ran_here": outcome.ran_here,
         "stop_reason": outcome.stop_reason, "planner": planner_line, "naive_baseline": baseline,
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "features": cfg.data.features,
-                 "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len, "pred_len": cfg.data.pred_len},
+                 "target": target or cfg.data.target, "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len,
+                 "pred_len": cfg.data.pred_len},
     }
 
 

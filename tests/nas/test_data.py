@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from agentlab.core.errors import AgentlabError
+from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import (
     DataError,
     SeriesData,
     build_loaders,
-    load_csv,
     prepare,
     resolve_split,
     split_borders,
@@ -84,6 +84,25 @@ def test_other_column_names_and_feature_modes(tmp_path: Path) -> None:
     assert load_csv(path, features="S", target="temp").columns == ["temp"]
 
 
+def test_m_mode_needs_no_target_column(tmp_path: Path) -> None:
+    # Defect 4: a CSV without `OT` failed even in M mode, where every column is forecast and no target is needed.
+    path = write_csv(tmp_path / "plant.csv", "date,load,temp,price", hourly_rows(300))
+    series = load_csv(path, features="M")  # data.target keeps its default, OT
+    assert series.columns == ["load", "temp", "price"] and series.target == "price"  # the file's order, last kept last
+    p = prepare(series, "M", seq_len=24, label_len=12, pred_len=6)
+    assert p.target == "price" and p.c_out == 3
+
+
+@pytest.mark.parametrize("features", ["S", "MS"])
+def test_s_and_ms_without_the_target_name_the_flag_and_the_columns(tmp_path: Path, features: str) -> None:
+    path = write_csv(tmp_path / "plant.csv", "date,load,temp,price", hourly_rows(300))
+    with pytest.raises(DataError, match=r"plant\.csv:1: target column 'OT' not found \(columns: load, temp, price\)") \
+            as info:
+        load_csv(path, features=features)
+    assert "--set data.target=COLUMN" in info.value.hint
+    assert load_csv(path, features=features, target="temp").columns[-1] == "temp"
+
+
 def test_scaler_is_fitted_on_train_only(tmp_path: Path) -> None:
     n = 400  # ratio split: train rows [0, 280); the level jumps by 100 after that
     rows = hourly_rows(n, lambda i: f"{i % 5},{(i >= 280) * 100 + i % 3}")
@@ -104,10 +123,9 @@ def test_scaler_is_fitted_on_train_only(tmp_path: Path) -> None:
         ("date,a,OT", ["2020-01-01 00:00,1,2", "yesterday,1,2"], r"bad\.csv:3: cannot parse date 'yesterday'"),
         ("date,a,OT", ["2020-01-01 00:00,1,2", "2020-01-01 01:00,1,2", "2020-01-01 02:00,x1,2"],
          r"bad\.csv:4: column 'a': 'x1' is not a number"),
-        ("date,a,b", ["2020-01-01 00:00,1,2"], r"bad\.csv:1: target 'OT' is not a column \(a, b\)"),
         ("date,a,OT", ["2020-01-01 00:00,1,2", "2020-01-01 01:00,1"], r"bad\.csv:3: 2 cells"),
         ("date,a,a,OT", ["2020-01-01 00:00,1,2,3"], r"bad\.csv:1: column names must be unique"),
-        ("date,a,OT", ["2020-01-01 00:00,1,2", "2020-01-01 01:00,1,nan"], r"bad\.csv:3: NaN"),
+        ("date,a,OT", ["2020-01-01 00:00,1,2", "2020-01-01 01:00,1,nan"], r"bad\.csv:3: column 'OT': NaN"),
         ("date,a,OT", ["2020-01-01 01:00,1,2", "2020-01-01 00:00,1,2"], r"bad\.csv:3: date .* is not after"),
     ],
 )
@@ -123,9 +141,10 @@ def test_bad_options_raise(tmp_path: Path) -> None:
         prepare(series, "X")
     with pytest.raises(ValueError, match="label_len"):
         prepare(series, "M", seq_len=8, label_len=16, pred_len=4)
-    with pytest.raises(ValueError, match="the val split has 54 rows"):  # 30 rows + 24 of overlap < 24 + 40
+    # 30 rows + 24 of overlap < 24 + 40
+    with pytest.raises(ValueError, match="give the val split 54, fewer than one window"):
         prepare(series, "M", seq_len=24, label_len=12, pred_len=40)
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match="data file not found"):
         load_csv(tmp_path / "missing.csv")
     with pytest.raises(ValueError, match="freq"):
         time_features(series.dates, "fortnightly")

@@ -80,3 +80,76 @@ def test_data_accepts_ett_and_other_csv(in_tmp: Path, capsys: pytest.CaptureFixt
     assert code == 0
     results = json.loads((in_tmp / "r" / "results.json").read_text())
     assert results["data"]["path"].endswith("plant.csv") and results["best"]["test_mse"] > 0
+    assert results["data"]["target"] == "load"
+
+
+def _tiny_with_space(space: dict) -> dict:
+    return {**TINY, "search": {"planner": "random", "space": space}}
+
+
+def test_optimizer_loss_and_batch_size_are_searchable(in_tmp: Path) -> None:
+    from agentlab.core.search.space import SearchSpace
+    from agentlab.nas.config import NASConfig, space_meanings
+
+    space = {"train.optimizer": {"choices": ["adam", "adamw", "sgd"]},
+             "train.loss": {"choices": ["mse", "mae", "huber"]}, "train.batch_size": {"choices": [16, 32, 64]}}
+    cfg = NASConfig.model_validate(_tiny_with_space(space))
+    checked = SearchSpace(cfg.search.space, meanings=space_meanings(cfg))
+    plan = {"train.optimizer": "sgd", "train.loss": "huber", "train.batch_size": 64}
+    assert checked.validate(plan) == (plan, [])
+    assert len(checked.validate({"train.optimizer": "rmsprop", "train.batch_size": 48})[1]) == 2
+    assert "stay MSE" in checked.describe()["train.loss"]["meaning"]  # the LLM planner is told what is measured
+    results = run_nas_optimization(max_iterations=4, config=_tiny_with_space(space), out=in_tmp / "r")
+    assert set(results["states"]) <= {"complete", "pruned"}, results["states"]
+    state = json.loads((in_tmp / "r" / "agent_state.json").read_text())
+    changed = {key for run in state["runs"] for key in run["changes"]}
+    assert changed == set(space), state["runs"]
+
+
+def test_a_search_over_the_data_windows_trains_each_trial_on_its_own_windows(in_tmp: Path) -> None:
+    # Trials used the base config's windows whatever the plan said, so every data.seq_len change failed.
+    space = {"data.seq_len": {"choices": [24, 36]}, "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}
+    results = run_nas_optimization(max_iterations=4, config=_tiny_with_space(space), out=in_tmp / "r")
+    assert set(results["states"]) <= {"complete", "pruned"}, results["states"]
+    state = json.loads((in_tmp / "r" / "agent_state.json").read_text())
+    assert any(run["changes"].get("data.seq_len") == 36 for run in state["runs"]), state["runs"]
+
+
+@pytest.mark.parametrize("damaged", ["study.db", "journal"])
+def test_a_damaged_study_is_one_error_line(in_tmp: Path, capsys: pytest.CaptureFixture, damaged: str) -> None:
+    sets = sum((["--set", s] for s in SETS), [])
+    if damaged == "study.db":  # a run folder whose SQLite study was overwritten: resuming it
+        assert main(["nas", *sets, "-n", "1", "--out", str(in_tmp / "r")]) == 0
+        (in_tmp / "r" / "study.db").write_text("not a database\n")
+        args, code = ["-n", "2", "--resume", str(in_tmp / "r")], 2
+    else:  # a shared journal file that is not one
+        (in_tmp / "j.log").write_text("garbage\n")
+        args, code = ["-n", "1", "--storage", str(in_tmp / "j.log")], 2
+    capsys.readouterr()
+    assert main(["nas", *sets, *args]) == code
+    output = capsys.readouterr().err
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot open" in errors[0] and "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("space,needle", [
+    ("{model.attn: {choices: [prob, sparse]}}", "search.space.model.attn: 'sparse' can never be a valid attn"),
+    ("{train.optimizer: {choices: [adam, rmsprop]}}", "'rmsprop' can never be a valid optimizer"),
+    ("{model.d_model: {low: 0.5, high: 64}}", "search.space.model.d_model: 0.5 can never be a valid d_model"),
+    ("{train.batch_size: {choices: [0, 32]}}", "0 can never be a valid batch_size"),
+])
+def test_a_space_value_no_config_accepts_is_refused_before_the_run(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                                   space: str, needle: str) -> None:
+    # Before, such a space ran the base trial and then stopped with "no valid, untried parameters".
+    assert main(["nas", "--set", f"search.space={space}", "--dry-run"]) == 2
+    assert needle in capsys.readouterr().err.replace("\n", "")
+    assert not (in_tmp / "runs").exists()
+
+
+def test_a_value_valid_only_with_other_values_stays_allowed() -> None:
+    from agentlab.nas.config import NASConfig
+
+    # n_heads 3 does not divide the base d_model 32, but does divide 48: the search may pair them.
+    cfg = NASConfig.model_validate({"search": {"space": {"model.n_heads": {"choices": [3, 4]},
+                                                         "model.d_model": {"choices": [32, 48]}}}})
+    assert cfg.search.space["model.n_heads"].choices == [3, 4]

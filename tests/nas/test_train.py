@@ -217,3 +217,77 @@ def test_tiny_trial_on_cuda(tmp_path: Path) -> None:
     assert math.isfinite(result.test_mse) and (tmp_path / "best_model.safetensors").is_file()
     again = train_trial(config, prepare_data(config), None)
     assert again.epochs == result.epochs
+
+
+@pytest.mark.parametrize("name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                      ("sgd", torch.optim.SGD)])
+def test_each_optimizer_is_built_as_configured(name: str, cls: type) -> None:
+    config = tiny(train={"optimizer": name, "learning_rate": 0.02, "momentum": 0.5})
+    trainer = T._Trainer(config, prepare_data(config), torch.device("cpu"))
+    assert type(trainer.optimizer) is cls
+    group = trainer.optimizer.param_groups[0]
+    assert group["lr"] == 0.02 and group["weight_decay"] == 0.0  # 0 by default, for adamw too (torch's is 0.01)
+    if name == "sgd":
+        assert group["momentum"] == 0.5
+    decayed = T._Trainer(tiny(train={"optimizer": name, "weight_decay": 0.01}), prepare_data(config),
+                         torch.device("cpu"))
+    assert decayed.optimizer.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_losses_differ_on_a_crafted_batch() -> None:
+    pred, true = torch.zeros(1, 2, 1), torch.tensor([[[0.5], [3.0]]])
+    assert T.build_loss("mse")(pred, true).item() == pytest.approx((0.25 + 9.0) / 2)
+    assert T.build_loss("mae")(pred, true).item() == pytest.approx((0.5 + 3.0) / 2)
+    # huber: squared (halved) below delta, linear above: 0.5 * 0.5**2 and 1 * (3 - 0.5 * 1)
+    assert T.build_loss("huber")(pred, true).item() == pytest.approx((0.125 + 2.5) / 2)
+    assert T.build_loss("huber", huber_delta=5.0)(pred, true).item() == pytest.approx((0.25 + 9.0) / 4)
+
+
+@pytest.mark.parametrize("loss,function", [("mse", "mse_loss"), ("mae", "l1_loss"), ("huber", "huber_loss")])
+def test_training_uses_the_configured_loss_and_validation_stays_mse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                    loss: str, function: str) -> None:
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+
+    calls = {name: 0 for name in ("mse_loss", "l1_loss", "huber_loss")}
+    for name in calls:
+        real = getattr(F, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> torch.Tensor:
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(F, name, spy)
+    config = tiny(train={"loss": loss, "huber_delta": 0.5, "epochs": 1}, model={"attn": "full"})
+    prepared = prepare_data(config)
+    trainer = T._Trainer(config, prepared, torch.device("cpu"))
+    batches = len(trainer.train_batches())
+    result = train_trial(config, prepared, tmp_path)
+    assert calls == {name: batches if name == function else 0 for name in calls}  # once a batch, never to validate
+    # The reported validation metric is the MSE of the saved weights, whatever loss trained them.
+    trainer.model.load_state_dict(load_file(tmp_path / "best_model.safetensors"))
+    trainer.model.eval()
+    with torch.no_grad():
+        pred, true = trainer.forward(trainer.val.take(torch.arange(trainer.val.n)))
+    assert result.val_mse == pytest.approx((pred - true).square().mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer,loss,batch_size", [("sgd", "huber", 16), ("adamw", "mae", 64),
+                                                       ("adam", "mse", 32)])
+def test_short_trial_with_optimizer_loss_and_batch_size(optimizer: str, loss: str, batch_size: int) -> None:
+    config = tiny(train={"optimizer": optimizer, "loss": loss, "batch_size": batch_size, "learning_rate": 0.01,
+                         "max_train_batches": 3})
+    result = train_trial(config, prepare_data(config), None)
+    assert not result.diverged and math.isfinite(result.val_mse) and math.isfinite(result.test_mse)
+
+
+def test_m_mode_target_falls_back_to_the_last_column_and_s_needs_one(tmp_path: Path) -> None:
+    path = tmp_path / "no_ot.csv"
+    dates = np.datetime64("2022-01-01T00:00") + np.arange(300) * np.timedelta64(1, "h")
+    rows = [f"{str(d).replace('T', ' ')},{i % 5},{i % 7}\n" for i, d in enumerate(dates)]
+    path.write_text("date,a,b\n" + "".join(rows))
+    assert prepare_data(tiny(data={"path": str(path)})).target == "b"  # recorded in results.json as data.target
+    assert prepare_data(tiny(data={"target": "x2"})).target == "x2"  # synthetic columns: x0..x5, OT
+    assert prepare_data(tiny(data={"target": "nope"})).target == "OT"  # M: the last synthetic column
+    with pytest.raises(ConfigError, match=r"the synthetic series: target column 'nope' not found \(columns: x0"):
+        prepare_data(tiny(data={"target": "nope", "features": "MS"}))

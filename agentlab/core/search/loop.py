@@ -108,11 +108,7 @@ class SearchLoop:
         self.progress = progress
         self.worker = R.worker_id()
         self.distributions = space.distributions()
-        errors = [f"{k}: base value {v!r}: {e}" for k, v in base_params.items()
-                  if (e := space.params[k].check(v))]
-        if errors:
-            raise ConfigError("search.space does not contain the base config: " + "; ".join(errors),
-                              hint="widen the space or change the base config so the search can start from it")
+        space.check_base(base_params)
 
     # ------------------------------------------------------------------ study state
 

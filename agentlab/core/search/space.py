@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, model_validator
 
 from agentlab.core.config import StrictModel
+from agentlab.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -122,6 +123,13 @@ class SearchSpace:
             else:
                 clean[key] = spec.coerce(value)
         return clean, errors
+
+    def check_base(self, base_params: dict[str, Any]) -> None:
+        """``ConfigError`` unless every base value lies in the space: the search starts from the base config."""
+        errors = [f"{k}: base value {v!r}: {e}" for k, v in base_params.items() if (e := self.params[k].check(v))]
+        if errors:
+            raise ConfigError("search.space does not contain the base config: " + "; ".join(errors),
+                              hint="widen the space or change the base config so the search can start from it")
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Bounds of every key, with what the key means where known (an LLM planner cannot guess ``model.linear``)."""

@@ -1,0 +1,160 @@
+"""Reading a time-series CSV the user gives: every way the file can be wrong is one error naming the file, the line
+where it applies, and what to do next; never a traceback.
+
+The format is ETT's: a header line naming the columns, one of them ``date``; then one row per time step, dates
+increasing, every other cell a finite number. The file is read whole through :func:`agentlab.core.files.read_text`
+(missing, a directory, no permission, not UTF-8, NUL bytes: ``InputError``) and parsed with the ``csv`` module.
+
+Empty, NaN and infinite cells are rejected with their line, not filled: one NaN turns the scaler's statistics and then
+every loss into NaN, and how to fill a gap (interpolate, carry forward, drop the rows) is a decision about the data
+that belongs to its owner.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from agentlab.core.errors import InputError
+from agentlab.core.files import read_text
+from agentlab.nas.data import DataError, SeriesData, _parse_date, check_features, normalize_freq, resolve_target
+
+WHAT = "data file"
+_FORMAT = "a header line naming the columns, one of them 'date', then one row per time step (ETT format: " \
+          "date,HUFL,HULL,...,OT)"
+_YAML_KEY = re.compile(r"^\s*(---|[\w.-]+:(\s|$))")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # values are stored as float32: anything larger becomes inf
+
+
+def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: str = "h") -> SeriesData:
+    """Read an ETT-format CSV: a ``date`` column plus numeric columns. Any file of that shape works.
+
+    The target is moved to the last column; for "S" only the target is kept. In "M" mode a ``target`` that is not a
+    column falls back to the last column (see :func:`~agentlab.nas.data.resolve_target`). Raises :class:`DataError`
+    (exit code 2) naming the file, the line where it applies and what to do, for an unreadable or malformed file.
+    """
+    path = Path(path)
+    check_features(features)
+    freq = normalize_freq(freq)
+    try:
+        text = read_text(path, what=WHAT)
+    except InputError as exc:  # one error type from this function: a DataError is also the ValueError callers catch
+        raise DataError(exc.message, hint=exc.hint) from None
+    if not text.strip():
+        raise DataError(f"{path}: the {WHAT} is empty", hint=f"a CSV needs {_FORMAT}")
+    if text.lstrip()[:1] in ("{", "["):
+        line = text[: len(text) - len(text.lstrip())].count("\n") + 1
+        raise DataError(f"{path}:{line}: the {WHAT} looks like JSON, not CSV", hint=f"pass a CSV file: {_FORMAT}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header, line = _header(reader, path)
+        date_col = header.index("date")
+        names = [h for i, h in enumerate(header) if i != date_col]
+        target = resolve_target(names, target, features, f"{path}:{line}")
+        dates, rows = _read_rows(reader, path, len(header), date_col, names)
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit: a one-line blob, not a table
+        raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({exc})",
+                        hint=f"is it the file you meant? a CSV needs {_FORMAT}") from None
+    if not rows:
+        raise DataError(f"{path}: a header but no data rows", hint="add one row per time step below the header")
+    series = SeriesData(np.array(dates, dtype="datetime64[s]"), np.array(rows, dtype=np.float32), names, target,
+                        path.stem, freq, source=str(path))
+    return series.select(features)
+
+
+def _header(reader: Iterator[list[str]], path: Path) -> tuple[list[str], int]:
+    """The header's stripped column names and its line; blank lines before it are skipped."""
+    header: list[str] = []
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            header = [cell.strip() for cell in row]
+            break
+    line = reader.line_num  # type: ignore[attr-defined]
+    shown = _shorten(", ".join(header))
+    if "date" not in header:
+        raise DataError(f"{path}:{line}: no 'date' column in the header ({shown})", hint=_no_date_hint(header))
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes or "" in header:
+        problem = f"repeated {', '.join(repr(d) for d in dupes)}" if dupes else "an empty name"
+        raise DataError(f"{path}:{line}: column names must be unique and non-empty ({problem})",
+                        hint="rename the columns in the header line")
+    if len(header) == 1:
+        raise DataError(f"{path}:{line}: only a 'date' column, nothing to forecast",
+                        hint="add at least one numeric column (comma-separated)")
+    return header, line
+
+
+def _no_date_hint(header: list[str]) -> str:
+    """What most likely went wrong when the header has no ``date`` column."""
+    first = header[0] if header else ""
+    if len(header) == 1 and _YAML_KEY.match(first):
+        return f"the file looks like YAML, not CSV; pass a CSV file: {_FORMAT}"
+    if len(header) == 1 and (";" in first or "\t" in first):
+        return "columns must be separated by commas (this header uses semicolons or tabs)"
+    near = next((h for h in header if h.strip().lower() == "date"), None)
+    if near is not None:
+        return f"the date column must be named exactly 'date': rename '{near}'"
+    return f"a CSV needs {_FORMAT}"
+
+
+def _read_rows(reader: Iterator[list[str]], path: Path, width: int, date_col: int,
+               names: list[str]) -> tuple[list[datetime], list[list[float]]]:
+    """Dates and values of the data rows; the first bad row raises with its line number. Blank lines are skipped."""
+    dates: list[datetime] = []
+    rows: list[list[float]] = []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        line = reader.line_num  # type: ignore[attr-defined]
+        if len(row) != width:
+            few = "too few" if len(row) < width else "too many"
+            raise DataError(f"{path}:{line}: {len(row)} cells, the header has {width} ({few})",
+                            hint="every row needs one value per column; quote a value that contains a comma")
+        try:
+            dates.append(_parse_date(row[date_col]))
+        except ValueError:
+            raise DataError(f"{path}:{line}: cannot parse date '{_shorten(row[date_col])}'",
+                            hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)") from None
+        values = row[:date_col] + row[date_col + 1:]
+        try:
+            parsed = [float(cell) for cell in values]
+        except ValueError:
+            parsed = []
+        if len(parsed) != len(values) or not all(abs(v) <= _FLOAT32_MAX for v in parsed):  # False for NaN too
+            raise _bad_value(path, line, values, names)
+        rows.append(parsed)
+        if len(dates) > 1 and dates[-1] <= dates[-2]:
+            raise DataError(f"{path}:{line}: date {dates[-1]} is not after the previous row's {dates[-2]}",
+                            hint="sort the file by date and remove duplicate timestamps")
+    return dates, rows
+
+
+def _bad_value(path: Path, line: int, values: list[str], names: list[str]) -> DataError:
+    """The error for the first cell of a row that is not a finite number."""
+    hint = "fill or drop the rows with missing values: empty, NaN and infinite cells are not accepted"
+    for name, cell in zip(names, values, strict=True):
+        if not cell.strip():
+            return DataError(f"{path}:{line}: column '{name}' is empty", hint=hint)
+        try:
+            value = float(cell)
+        except ValueError:
+            return DataError(f"{path}:{line}: column '{name}': '{_shorten(cell)}' is not a number", hint=hint)
+        if not math.isfinite(value):
+            return DataError(f"{path}:{line}: column '{name}': NaN or infinite value '{cell.strip()}'", hint=hint)
+        if abs(value) > _FLOAT32_MAX:
+            return DataError(f"{path}:{line}: column '{name}': {cell.strip()} is too large (float32 holds up to "
+                             f"{_FLOAT32_MAX:.3g})", hint="rescale the column, e.g. to other units")
+    return DataError(f"{path}:{line}: a value is not a finite number", hint=hint)  # unreachable: callers checked
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for a one-line message (a binary-ish header can be a megabyte)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
