@@ -97,7 +97,7 @@ class AllModelsFailed(LLMError):
 # Optional packages -> the extra of pyproject.toml that installs them.
 OPTIONAL_PACKAGES: dict[str, str] = {
     **dict.fromkeys(("torch", "transformers", "peft", "trl", "bitsandbytes", "safetensors", "accelerate", "datasets",
-                     "optuna", "tokenizers", "numpy"), "ml"),
+                     "optuna", "sqlalchemy", "tokenizers", "numpy"), "ml"),
     **dict.fromkeys(("llama_cpp", "gguf", "jinja2"), "gguf"),
     "matplotlib": "plot",
     **dict.fromkeys(("uvicorn", "starlette"), "demo"),

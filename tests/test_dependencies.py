@@ -1,0 +1,65 @@
+"""Every third-party package the code imports is declared in pyproject.toml (a dependency or an extra), and every
+optional one maps to the extra that installs it, so a missing package is one line naming `pip install 'agentlab[X]'`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import tomllib
+
+from agentlab.core.errors import OPTIONAL_PACKAGES
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = {"typer", "rich", "yaml", "pydantic", "httpx", "certifi", "dotenv", "psutil"}  # importable with no extra
+GUARDED = {"uvloop"}  # imported under `except ImportError` with a fallback: never required
+
+
+def _imports() -> set[str]:
+    names: set[str] = set()
+    for folder in ("agentlab", "cli"):
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("agentlab", "__future__", *GUARDED)}
+
+
+def _declared() -> tuple[set[str], dict[str, set[str]]]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+    return names(project["dependencies"]), {k: names(v) for k, v in project["optional-dependencies"].items()}
+
+
+def test_every_imported_package_is_declared() -> None:
+    core, extras = _declared()
+    declared = core | set().union(*extras.values())
+    by_module = metadata.packages_distributions()
+    missing = []
+    for module in sorted(_imports()):
+        dists = {d.lower().replace("_", "-") for d in by_module.get(module, [module])}
+        if not dists & declared:
+            missing.append(f"{module} ({', '.join(sorted(dists))})")
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_core_imports_need_no_extra_and_optional_ones_name_their_extra() -> None:
+    core, extras = _declared()
+    by_module = metadata.packages_distributions()
+    for module in sorted(_imports()):
+        dists = {d.lower().replace("_", "-") for d in by_module.get(module, [module])}
+        if dists & core:
+            assert module in CORE, f"{module} is a core dependency but not listed in CORE"
+            continue
+        extra = OPTIONAL_PACKAGES.get(module)
+        assert extra is not None, f"{module} is optional but OPTIONAL_PACKAGES does not name its extra"
+        assert dists & extras[extra], f"{module}: OPTIONAL_PACKAGES says extra '{extra}', which does not install it"
