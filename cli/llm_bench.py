@@ -80,7 +80,8 @@ def llm_bench(
                     ("--no-stream", "bench.stream", False if no_stream else None))
     run_command("llm-bench", BenchConfig, run, config=None if use_demo else path or DEFAULT_LLM_CONFIG,
                 sets=[*(set_ or []), *options], base=_demo if use_demo else None, prepare=prepare, out=out,
-                resumable=False, json_=json_, verbose=verbose, summary=_summary,
+                resumable=False, rerun="llm-bench --demo" if use_demo else None, json_=json_, verbose=verbose,
+                summary=_summary,
                 exit_code=lambda results: 0 if results["available"] else 1)
 
 
