@@ -49,6 +49,9 @@ ResumeOpt = Annotated[
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check the config and every input and show what would "
                                          "run; nothing is trained and no run folder is written.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
+NoLogPromptsOpt = Annotated[bool, typer.Option(
+    "--no-log-prompts", help="Do not keep LLM calls' messages and replies in the run folder's llm_calls.jsonl "
+    "(events.jsonl still records each call's model, tokens and timing).")]
 VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")]
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, safe_text
+from .common import ConfigOpt, JsonOpt, LLMOpt, NoLogPromptsOpt, OutOpt, SetOpt, VerboseOpt, console, safe_text
 from .runner import flags, run_command
 
 
@@ -60,6 +60,7 @@ def llm_bench(
     demo: Annotated[bool, typer.Option("--demo", help="Bench three models on a built-in loopback server "
                                        "(fast, slow, dead): see the report without any API key.")] = False,
     out: OutOpt = None,
+    no_log_prompts: NoLogPromptsOpt = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -80,7 +81,8 @@ def llm_bench(
                     ("--no-stream", "bench.stream", False if no_stream else None))
     run_command("llm-bench", BenchConfig, run, config=None if use_demo else path or DEFAULT_LLM_CONFIG,
                 sets=[*(set_ or []), *options], base=_demo if use_demo else None, prepare=prepare, out=out,
-                resumable=False, rerun="llm-bench --demo" if use_demo else None, json_=json_, verbose=verbose,
+                resumable=False, rerun="llm-bench --demo" if use_demo else None, log_prompts=not no_log_prompts,
+                json_=json_, verbose=verbose,
                 summary=_summary,
                 exit_code=lambda results: 0 if results["available"] else 1)
 

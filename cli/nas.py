@@ -7,7 +7,18 @@ from typing import Annotated, Literal
 
 import typer
 
-from .common import ConfigOpt, DryRunOpt, JsonOpt, LLMOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console
+from .common import (
+    ConfigOpt,
+    DryRunOpt,
+    JsonOpt,
+    LLMOpt,
+    NoLogPromptsOpt,
+    OutOpt,
+    ResumeOpt,
+    SetOpt,
+    VerboseOpt,
+    console,
+)
 from .runner import flags, run_command
 
 
@@ -36,6 +47,7 @@ def nas(
     out: OutOpt = None,
     resume: ResumeOpt = None,
     dry_run: DryRunOpt = False,
+    no_log_prompts: NoLogPromptsOpt = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -51,8 +63,8 @@ def nas(
                     ("--target", "search.target", target), ("--planner", "search.planner", planner),
                     ("--data", "data.path", data), ("--storage", "search.storage", storage))
     run_command("nas", NASConfig, nas_run, config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
-                prepare=lambda cfg: prepare(cfg, llm), dry_run=nas_dry_run if dry_run else None, json_=json_,
-                verbose=verbose, summary=_print_summary)
+                prepare=lambda cfg: prepare(cfg, llm), dry_run=nas_dry_run if dry_run else None,
+                log_prompts=not no_log_prompts, json_=json_, verbose=verbose, summary=_print_summary)
 
 
 def _print_summary(results: dict, path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, safe_text
+from .common import JsonOpt, LLMOpt, NoLogPromptsOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, safe_text
 from .runner import run_command
 
 app = typer.Typer(help="Multi-stage pipelines over local GGUF models (and routed HTTP models): single and multi "
@@ -41,12 +41,12 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
     return text
 
 
-def _execute(loaded: Any, out: Path | None, json_: bool, verbose: int, **inputs: Any) -> None:
+def _execute(loaded: Any, out: Path | None, json_: bool, verbose: int, log_prompts: bool, **inputs: Any) -> None:
     from agentlab.pipeline.run import run_session
 
     run_command("pipeline", None, run_session, load=lambda sets: loaded, prepare=lambda _: inputs, out=out,
-                resumable=False, save_config=False, json_=json_, verbose=verbose, summary=_summary,
-                to_json=lambda result: result.summary())
+                resumable=False, save_config=False, log_prompts=log_prompts, json_=json_, verbose=verbose,
+                summary=_summary, to_json=lambda result: result.summary())
 
 
 def _summary(result: Any, path: Path) -> None:
@@ -81,6 +81,7 @@ def run_cmd(
     llm: LLMOpt = None,
     set_: SetOpt = None,
     out: OutOpt = None,
+    no_log_prompts: NoLogPromptsOpt = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -90,7 +91,8 @@ def run_cmd(
     from agentlab.pipeline.load import prepare
 
     text = _input(input_, input_file)
-    _execute(prepare(models, pipeline, sets=set_, stages=stage, llm_path=llm), out, json_, verbose, input_text=text)
+    _execute(prepare(models, pipeline, sets=set_, stages=stage, llm_path=llm), out, json_, verbose,
+             not no_log_prompts, input_text=text)
 
 
 @app.command("rerun")
@@ -104,6 +106,7 @@ def rerun_cmd(
     input_file: InputFileOpt = None,
     llm: LLMOpt = None,
     out: OutOpt = None,
+    no_log_prompts: NoLogPromptsOpt = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -117,7 +120,7 @@ def rerun_cmd(
     if not json_:
         console.print(f"rerun of {rerun.parent_id} from stage '{rerun.from_stage}'"
                       + (f" (reusing {', '.join(rerun.reuse)})" if rerun.reuse else ""))
-    _execute(rerun.loaded, out, json_, verbose, input_text=rerun.input_text, reuse=rerun.reuse,
+    _execute(rerun.loaded, out, json_, verbose, not no_log_prompts, input_text=rerun.input_text, reuse=rerun.reuse,
              parent_run_id=rerun.parent_id)
 
 

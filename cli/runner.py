@@ -45,6 +45,7 @@ def run_command(
     resume: str | None = None,
     resumable: bool = True,
     rerun: str | None = None,
+    log_prompts: bool = True,
     json_: bool = False,
     verbose: int = 0,
     summary: Callable[[Any, Path], None] | None = None,
@@ -83,7 +84,7 @@ def run_command(
         with rich_progress(enabled=not json_) as progress:
             result, folder = run_in_folder(
                 command, cfg, run, inputs=kwargs, out=out, resume=resume_dir, save_config=save_config,
-                resumable=resumable, rerun=rerun, progress=progress,
+                resumable=resumable, rerun=rerun, log_prompts=log_prompts, progress=progress,
                 announce=lambda line: console.print(f"[cyan]{line}[/]"),
                 on_open=None if json_ else lambda run_dir: console.print(f"run folder: {safe_text(run_dir.path)}"))
     if json_:

@@ -229,6 +229,7 @@ class RunDir:
         self._before: dict[str, bytes | None] | None = None  # a resumed run's files as they were
         self._worked = False
         self._known = secret_values()  # read once: scrub runs on every event
+        self.log_prompts = True  # llm_calls.jsonl: every LLM call's messages and reply (--no-log-prompts: off)
 
     # ------------------------------------------------------------------ creation
 
@@ -461,6 +462,17 @@ class RunDir:
             handle.write(line)
             handle.flush()
 
+    def llm_call(self, record: dict[str, Any]) -> None:
+        """Append one LLM call (messages sent, params, reply, tokens, outcome) to llm_calls.jsonl, secrets scrubbed;
+        nothing when ``log_prompts`` is off. The router calls this for every attempt (``Router.for_run``)."""
+        if not self.log_prompts:
+            return
+        self._worked = True
+        line = self.scrub(json.dumps({"ts": round(time.time(), 3), **record}, default=_json_default)) + "\n"
+        with self._lock, open(self.file("llm_calls.jsonl"), "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+
     def events(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
         """Replay events.jsonl (a torn last line from a crash is skipped)."""
         path = self.file("events.jsonl")
@@ -534,19 +546,20 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
 
 def run_in_folder(command: str, cfg: Any, run: Any, *, inputs: dict[str, Any] | None = None,
                   out: str | Path | None = None, resume: Path | None = None, save_config: bool = True,
-                  resumable: bool = True, rerun: str | None = None, progress: Any = None, announce: Any = None,
-                  on_open: Any = None) -> tuple[Any, Path]:
+                  resumable: bool = True, rerun: str | None = None, log_prompts: bool = True, progress: Any = None,
+                  announce: Any = None, on_open: Any = None) -> tuple[Any, Path]:
     """Open the run folder (new, or ``resume``), call ``run(cfg, run_dir, progress=, announce=, **inputs)`` in it,
     record the outcome, and return ``(result, folder)``. Callers validate ``cfg`` and ``inputs`` first.
 
-    ``save_config``: write ``cfg`` as config.yaml (False when ``run`` writes its own); ``on_open(run_dir)`` runs
-    once the folder exists.
+    ``save_config``: write ``cfg`` as config.yaml (False when ``run`` writes its own); ``log_prompts``: keep every LLM
+    call's messages and reply in llm_calls.jsonl; ``on_open(run_dir)`` runs once the folder exists.
     """
     name = getattr(cfg, "name", None)
     seed = next((s for s in (getattr(cfg, "seed", None), getattr(getattr(cfg, "search", None), "seed", None))
                  if isinstance(s, int)), None)
     with RunDir.open(command, cfg if save_config else None, out=out, resume=resume, name=name, seed=seed,
                      resumable=resumable, rerun=rerun) as run_dir:
+        run_dir.log_prompts = log_prompts
         if on_open is not None:
             on_open(run_dir)
         return run(cfg, run_dir, progress=progress, announce=announce, **(inputs or {})), run_dir.path

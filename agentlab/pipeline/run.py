@@ -120,7 +120,9 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
         run_dir.update_info(parent_run_id=parent_run_id)
 
     progress = progress or NullProgress()
-    router = _router(llm_cfg, run_dir, given)
+    from agentlab.core.llm.router import Router  # here: importing this module stays light
+
+    router = Router.for_run(llm_cfg, run_dir, providers=given)
     outputs: dict[str, str] = {}
     steps: list[dict[str, Any]] = []
     try:
@@ -256,20 +258,6 @@ async def _call(router: Router, llm_cfg: LLMConfig, stage: StageConfig, name: st
             "params": {**model_cfg.params, **stage.params}, "prompt_tokens": completion.usage.prompt_tokens,
             "completion_tokens": completion.usage.completion_tokens, "finish_reason": completion.finish_reason,
             "seconds": round(time.perf_counter() - start, 4)}
-
-
-def _router(llm_cfg: LLMConfig, run_dir: RunDir, given: dict[str, Provider]) -> Router:
-    from agentlab.core.llm.providers import build_provider
-    from agentlab.core.llm.router import Router
-
-    if not given:
-        return Router.for_run(llm_cfg, run_dir)
-    secrets: list[str] = []
-    providers = {name: given.get(name) or build_provider(name, cfg, secrets, llm_cfg.resources)
-                 for name, cfg in llm_cfg.providers.items()}
-    for secret in secrets:
-        run_dir.add_secret(secret)
-    return Router(llm_cfg, providers, on_event=run_dir.event, secrets=secrets)
 
 
 def _save_snapshots(run_dir: RunDir, models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig,

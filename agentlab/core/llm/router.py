@@ -3,7 +3,8 @@
 A route (``config.route(name)``) lists models by role; ``RouteConfig.chain()`` gives the fallback order
 primary -> duplicate -> reserve -> fallback. Retryable failures (``LLMError.retryable``) are retried on the same model
 up to ``config.retries`` times; the others (auth, not_found, bad_request) move on at once. ``config.deadline_s``
-bounds a whole routed call. Every attempt is reported to ``on_event("llm_call", ...)`` with no key, header or prompt.
+bounds a whole routed call. Every attempt is reported to ``on_event("llm_call", ...)`` with no key, header or prompt,
+and to ``on_call`` with the messages and the reply (a run folder's llm_calls.jsonl, keys scrubbed).
 
 The API is async first. Sync callers use ``generate_sync`` / ``structured_sync``, which run on one background event
 loop owned by the router: HTTP clients are bound to the loop they first ran on, so a router is used either from
@@ -42,8 +43,10 @@ class Router:
     """Routes chat requests over the models of an ``LLMConfig``.
 
     ``providers`` maps provider names to ``Provider`` objects (built from the config when omitted); ``on_event`` is
-    called as ``on_event("llm_call", **fields)`` once per attempt (``RunDir.event`` fits); ``rng`` drives the
-    ``fastest`` strategy's exploration; ``secrets`` are scrubbed from error messages passed to ``on_event``.
+    called as ``on_event("llm_call", **fields)`` once per attempt with metadata only (``RunDir.event`` fits);
+    ``on_call(record)``, when given, gets the same attempt with the messages sent, the params and the reply, so a
+    user can see why an answer was what it was (``RunDir.llm_call`` fits); ``rng`` drives the ``fastest`` strategy's
+    exploration; ``secrets`` are scrubbed from error messages passed to ``on_event``.
     """
 
     def __init__(
@@ -54,9 +57,11 @@ class Router:
         *,
         rng: random.Random | None = None,
         secrets: list[str] | None = None,
+        on_call: Callable[[dict[str, Any]], None] | None = None,
     ):
         self.config = config
         self.on_event = on_event
+        self.on_call = on_call
         self.rng = rng or random.Random()
         self.secrets = secrets if secrets is not None else []
         if providers is None:
@@ -80,19 +85,26 @@ class Router:
 
     @classmethod
     def from_config(cls, config: LLMConfig, on_event: Callable[..., None] | None = None,
-                    secrets: list[str] | None = None, *, rng: random.Random | None = None) -> Router:
+                    secrets: list[str] | None = None, *, rng: random.Random | None = None,
+                    on_call: Callable[[dict[str, Any]], None] | None = None) -> Router:
         """Build every provider of ``config``; API keys read from the environment are appended to ``secrets``."""
         secrets = secrets if secrets is not None else []
         providers = {name: build_provider(name, cfg, secrets, config.resources)
                      for name, cfg in config.providers.items()}
-        return cls(config, providers, on_event, rng=rng, secrets=secrets)
+        return cls(config, providers, on_event, rng=rng, secrets=secrets, on_call=on_call)
 
     @classmethod
-    def for_run(cls, config: LLMConfig, run_dir: RunDir | None = None) -> Router:
-        """A router whose calls are recorded in ``run_dir``'s events.jsonl and whose API keys ``run_dir`` scrubs
-        from everything it writes (``run_dir``: a ``RunDir``, or None for no recording)."""
+    def for_run(cls, config: LLMConfig, run_dir: RunDir | None = None,
+                providers: dict[str, Provider] | None = None) -> Router:
+        """A router whose calls are recorded in ``run_dir`` (metadata in events.jsonl; messages and replies in
+        llm_calls.jsonl unless the run turned that off) and whose API keys ``run_dir`` scrubs from everything it
+        writes (``run_dir``: a ``RunDir``, or None for no recording). ``providers`` replace the configured ones by
+        name (tests pass scripted providers)."""
         secrets: list[str] = []
-        router = cls.from_config(config, on_event=run_dir.event if run_dir is not None else None, secrets=secrets)
+        built = {name: (providers or {}).get(name) or build_provider(name, cfg, secrets, config.resources)
+                 for name, cfg in config.providers.items()}
+        router = cls(config, built, run_dir.event if run_dir is not None else None, secrets=secrets,
+                     on_call=run_dir.llm_call if run_dir is not None else None)
         if run_dir is not None:
             for secret in secrets:
                 run_dir.add_secret(secret)
@@ -234,7 +246,7 @@ class Router:
             message = self._scrub(error.message)
             if call is not None:
                 call.attempts.append(Attempt(name, error.kind, latency, message))
-            self._emit(route, name, attempt, error.kind, latency, None, message)
+            self._emit(route, name, attempt, error.kind, latency, None, message, messages, merged)
             if error is not exc:
                 raise error from None
             raise
@@ -252,7 +264,7 @@ class Router:
             breaker.record_success()
         if call is not None:
             call.attempts.append(Attempt(name, "ok", latency))
-        self._emit(route, name, attempt, "ok", latency, completion, None)
+        self._emit(route, name, attempt, "ok", latency, completion, None, messages, merged)
         return completion
 
     def record_invalid_output(self, name: str) -> None:
@@ -260,19 +272,29 @@ class Router:
         self._stats[name].invalid_outputs += 1
 
     def _emit(self, route: str | None, name: str, attempt: int, outcome: str, latency: float,
-              completion: Completion | None, error: str | None) -> None:
-        if self.on_event is None:
+              completion: Completion | None, error: str | None, messages: Messages | None = None,
+              params: GenParams | None = None) -> None:
+        """Report one attempt: metadata to ``on_event``; what was sent and answered to ``on_call`` (only when a
+        request went out, so a circuit-open skip is not a call)."""
+        if self.on_event is None and self.on_call is None:
             return
         provider, mcfg = self._models[name]
         usage = completion.usage if completion is not None else None
-        try:
-            self.on_event("llm_call", route=route, model=name, provider=provider.name, provider_model=mcfg.model,
-                          attempt=attempt, outcome=outcome, latency_s=round(latency, 6),
-                          ttft_s=completion.ttft_s if completion is not None else None,
-                          prompt_tokens=usage.prompt_tokens if usage else None,
-                          completion_tokens=usage.completion_tokens if usage else None, error=error)
-        except Exception:  # a broken event sink must not turn a good answer into a failure
-            log.warning("on_event failed for an llm_call event", exc_info=True)
+        fields = dict(route=route, model=name, provider=provider.name, provider_model=mcfg.model, attempt=attempt,
+                      outcome=outcome, latency_s=round(latency, 6),
+                      ttft_s=completion.ttft_s if completion is not None else None,
+                      prompt_tokens=usage.prompt_tokens if usage else None,
+                      completion_tokens=usage.completion_tokens if usage else None, error=error)
+        try:  # a broken sink must not turn a good answer into a failure
+            if self.on_event is not None:
+                self.on_event("llm_call", **fields)
+            if self.on_call is not None and messages is not None and params is not None:
+                sent = {k: v for k, v in vars(params).items() if v is not None and v != {}}
+                self.on_call({**fields, "messages": messages, "params": sent,
+                              "reply": completion.text if completion is not None else None,
+                              "finish_reason": completion.finish_reason if completion is not None else None})
+        except Exception:
+            log.warning("recording an llm_call failed", exc_info=True)
 
     def _scrub(self, text: str) -> str:
         for secret in self.secrets:
