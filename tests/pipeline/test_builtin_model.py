@@ -47,7 +47,7 @@ def test_llama_cpp_answers_paris(in_tmp: Path, capsys: pytest.CaptureFixture) ->
 @pytest.mark.slow
 def test_transformers_answers_paris(in_tmp: Path, capsys: pytest.CaptureFixture,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hf backend converts the built-in GGUF once (~25 s on 2 cores) into $AGENTLAB_CACHE; a second run reuses
+    """The hf backend converts the built-in GGUF once (~20 s on 2 cores) into $AGENTLAB_CACHE; a second run reuses
     it."""
     pytest.importorskip("transformers")
     from agentlab.core.llm.providers import hf
