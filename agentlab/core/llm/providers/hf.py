@@ -47,7 +47,6 @@ __all__ = ["HFProvider", "load_count", "unload_all"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256
-MAKE_TINY_HINT = "make one with `agentlab models make-tiny DIR`, or point `model` at a save_pretrained folder"
 
 _CACHE: dict[tuple[Any, ...], _Loaded] = {}
 _CACHE_LOCK = threading.Lock()  # one load at a time: two first requests must not both load the same model
@@ -244,9 +243,7 @@ class HFProvider:
         try:
             return resolve_model(model, base=self.cfg.models_directory, user=f"the hf provider '{self.name}'").path
         except (ModelNotFound, MissingPackage) as exc:  # unavailable: a router falls back to the next model
-            raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model,
-                           hint=f"{exc.hint}; {MAKE_TINY_HINT}" if isinstance(exc, ModelNotFound) else exc.hint
-                           ) from None
+            raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from None
 
     def _device_dtype(self, model: str) -> tuple[str, str]:
         import torch
