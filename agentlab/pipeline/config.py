@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, create_model, model_validator
 
 from agentlab.core.config import StrictModel
+from agentlab.core.errors import MissingPackage
+from agentlab.core.llm.builtin import builtin_path, is_builtin
 from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig
 
 Aggregation = Literal["concat", "vote", "synthesis", "template"]
@@ -51,12 +53,14 @@ ModelOverrides = _all_optional(ModelSettings, "ModelOverrides",
 
 
 class ModelEntry(StrictModel):
-    file: str | None = Field(None, description="GGUF file (llama_cpp backend) or HF model folder (hf backend); "
-                             "relative paths resolve against models_directory")
+    file: str | None = Field(None, description="GGUF file (llama_cpp backend), HF model folder (hf backend) or a "
+                             "built-in model (smollm2-135m; llama_cpp unless backend: hf); relative paths resolve "
+                             "against models_directory")
     routed: str | None = Field(None, description="instead of `file`: a model name of the routing config "
                                "(--llm FILE) served over HTTP")
-    backend: Literal["auto", "llama_cpp", "hf"] = Field("auto", description="auto: a .gguf file -> llama_cpp, "
-                                                        "a folder -> hf")
+    backend: Literal["auto", "llama_cpp", "hf"] = Field("auto", description="auto: a .gguf file or a built-in "
+                                                        "model -> llama_cpp, a folder -> hf; hf also runs a GGUF "
+                                                        "(converted once to a cached transformers folder)")
     quantization: str | None = Field(None, description="declared GGUF file type (q8_0, q4_k_m, f16, ...); "
                                      "`agentlab models check` reports a mismatch with the file")
     required_for_base: bool = Field(True, description="the base pipeline needs this model: `models check` fails "
@@ -88,13 +92,26 @@ class ModelsConfig(StrictModel):
         params = {**self.defaults.params, **over.pop("params", {})}
         return self.defaults.model_copy(update={**over, "params": params})
 
+    def _file_path(self, file: str) -> Path:
+        path = Path(file).expanduser()
+        return path if path.is_absolute() else Path(self.models_directory).expanduser() / path
+
+    def builtin(self, name: str) -> str | None:
+        """The built-in model (``smollm2-135m``) the model's ``file`` names, when nothing of that name is under
+        models_directory; else None."""
+        file = self.models[name].file
+        if file is None or not is_builtin(file) or self._file_path(file).exists():
+            return None
+        return file
+
     def path(self, name: str) -> Path | None:
-        """The model's file or folder (None for routed models)."""
+        """The model's file or folder (None for routed models); a built-in model's installed GGUF (``MissingPackage``
+        when its package is not installed)."""
         file = self.models[name].file
         if file is None:
             return None
-        path = Path(file).expanduser()
-        return path if path.is_absolute() else Path(self.models_directory).expanduser() / path
+        builtin = self.builtin(name)
+        return builtin_path(builtin) if builtin is not None else self._file_path(file)
 
     def backend(self, name: str) -> str:
         """llama_cpp, hf or routed."""
@@ -103,6 +120,8 @@ class ModelsConfig(StrictModel):
             return "routed"
         if entry.backend != "auto":
             return entry.backend
+        if self.builtin(name) is not None:
+            return "llama_cpp"
         path = self.path(name)
         assert path is not None
         return "hf" if path.is_dir() or (not path.exists() and path.suffix != ".gguf") else "llama_cpp"
@@ -120,7 +139,10 @@ def models_file_checked(used: Iterable[str], routed_models: Iterable[str] | None
         @model_validator(mode="after")
         def _used_models(self) -> CheckedModelsConfig:
             for name in used:  # missing files first: the most common mistake, and the hint is about them
-                path = self.path(name)
+                try:
+                    path = self.path(name)
+                except MissingPackage as exc:
+                    raise ValueError(f"models.{name}.file: {exc.message} ({exc.hint})") from None
                 if path is not None and not path.exists():
                     raise ValueError(f"models.{name}.file: not found: {path.resolve()}")
             for name in used:

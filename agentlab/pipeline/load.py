@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentlab.core.config import load_config
-from agentlab.core.errors import ConfigError, UsageError
+from agentlab.core.errors import ConfigError, MissingPackage, UsageError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.pipeline.config import (
     ModelsConfig,
@@ -119,6 +119,11 @@ def check_used_models(models_path: Path | None, models: ModelsConfig, used: set[
     """Exit 2 naming the models file's line when a used model's file is missing or its routed name is unknown."""
     if models_path is None:
         return
+    for name in sorted(used):  # a built-in model whose package is absent: the install command, exit 2
+        try:
+            models.path(name)
+        except MissingPackage as exc:
+            raise MissingPackage(f"{models_path}: models.{name}.file: {exc.message}", hint=exc.hint) from None
     missing = [n for n in sorted(used) if (path := models.path(n)) is not None and not path.exists()]
     try:
         load_config(models_path, models_file_checked(used, None if routed is None else routed.models))

@@ -4,9 +4,10 @@ and ``check_models``, what ``agentlab models check`` shows (metadata only, nothi
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import AgentlabError, ConfigError
+from agentlab.core.errors import AgentlabError, ConfigError, MissingPackage
 from agentlab.core.llm.config import HFProviderConfig, LlamaCppProviderConfig, LLMConfig, ModelConfig
 from agentlab.pipeline.config import ModelsConfig, ModelSettings
 
@@ -135,7 +136,13 @@ def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
 
     out = []
     for name, entry in models_cfg.models.items():
-        backend, path = models_cfg.backend(name), models_cfg.path(name)
+        backend, builtin = models_cfg.backend(name), models_cfg.builtin(name)
+        try:
+            path = models_cfg.path(name)
+        except MissingPackage as exc:  # a built-in model whose package is absent
+            out.append(ModelStatus(name, backend, None, False, None, entry.required_for_base, entry.quantization, None,
+                                   note=f"{exc.message}: {exc.hint}"))
+            continue
         status = ModelStatus(name, backend, str(path.resolve()) if path else None, None, None,
                              entry.required_for_base, entry.quantization, None)
         out.append(status)
@@ -143,19 +150,23 @@ def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
             status.note = f"routed: '{entry.routed}' of the routing config (--llm)"
             continue
         status.exists = path.exists()
+        if builtin:
+            status.note = f"built-in model {builtin}"
         if not status.exists:
             status.note = (f"not found; make it with `agentlab models make-tiny {path.parent if path.suffix else path}`"
                            f" or check models_directory ({models_cfg.models_directory})")
             continue
         try:
-            info = hf_info(path) if backend == "hf" else gguf_info(path)
+            info = gguf_info(path) if path.is_file() else hf_info(path)  # hf also runs a GGUF (converted)
             status.size_bytes = info.size_bytes
             status.quantization_found = getattr(info, "file_type", None) or getattr(info, "dtype", None)
             status.estimate = estimate(models_cfg, name)
         except AgentlabError as exc:
             status.note = exc.message
             continue
-        notes = []
+        notes = [status.note] if status.note else []
+        if backend == "hf" and path.is_file():
+            notes.append(_conversion_note(path))
         if status.quantization_mismatch:
             notes.append(f"declared {status.quantization} but the file is {status.quantization_found}")
         if models_cfg.resources.check:
@@ -167,3 +178,13 @@ def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
                 notes.append(exc.message)
         status.note = "; ".join(notes)
     return out
+
+
+def _conversion_note(gguf: Path) -> str:
+    """Whether the transformers folder of a GGUF run on the hf backend is cached yet."""
+    from agentlab.core.train.convert import MARKER, converted_folder
+
+    folder = converted_folder(gguf)
+    if (folder / MARKER).is_file():
+        return f"transformers folder cached: {folder}"
+    return f"the first load converts the GGUF to a transformers folder (once, cached in {folder.parent})"

@@ -35,6 +35,8 @@ class GGUFInfo:
     n_ff: int
     n_vocab: int
     chat_template: bool
+    n_params: int = 0  # elements of every tensor (the model's parameter count)
+    tied_embeddings: bool = False  # no separate output.weight: the head reuses token_embd
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +119,8 @@ def _gguf_info(path: str, size: int, mtime_ns: int) -> GGUFInfo:
         n_ff=max(n_ff) if isinstance(n_ff, list) else int(n_ff),
         n_vocab=int(field(f"{arch}.vocab_size", 0) or (len(tokens.data) if tokens is not None else 0)),
         chat_template="tokenizer.chat_template" in reader.fields,
+        n_params=sum(int(t.n_elements) for t in reader.tensors),
+        tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
     )
 
 

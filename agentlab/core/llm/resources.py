@@ -211,23 +211,47 @@ def _config_numels(cfg: dict[str, Any]) -> list[tuple[str, int]]:
     return out
 
 
+def _gguf_as_hf_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config.json fields an HF estimate reads, from a GGUF header (``n_params`` added; dtype float32 as the
+    de-quantized model is saved)."""
+    from agentlab.core.llm.modelfiles import gguf_info
+
+    try:
+        info = gguf_info(path)
+    except AgentlabError as exc:
+        raise ResourceError(exc.message, hint=exc.hint) from exc
+    n_head_kv = max(info.n_head_kv) if isinstance(info.n_head_kv, list) else info.n_head_kv
+    cfg = {"hidden_size": info.n_embd, "num_hidden_layers": info.n_layers, "num_attention_heads": info.n_head,
+           "num_key_value_heads": n_head_kv, "head_dim": info.k_dim, "intermediate_size": info.n_ff,
+           "vocab_size": info.n_vocab, "max_position_embeddings": info.n_ctx_train,
+           "tie_word_embeddings": info.tied_embeddings}
+    return {**cfg, "dtype": "float32", "n_params": info.n_params}, cfg
+
+
 def estimate_hf(path: str | Path, dtype: str = "float32", n_ctx: int | None = None, load_in_4bit: bool = False,
                 device: str = "cpu", name: str | None = None) -> MemoryEstimate:
     """Memory to load a transformers folder: parameters x bytes per ``dtype`` (with ``load_in_4bit``, the decoder
     layers' weights at NF4 ~0.52 byte, embeddings and head in ``dtype``), KV at ``n_ctx`` (default: the model's
     ``max_position_embeddings``) in ``dtype``, and compute = 64 MiB + one forward pass of activations
-    ``n_ctx * (4 * n_embd + 2 * n_ff)`` in ``dtype`` (batch 1)."""
+    ``n_ctx * (4 * n_embd + 2 * n_ff)`` in ``dtype`` (batch 1). ``path`` may be a GGUF file, which the transformers
+    provider de-quantizes: its header gives the sizes."""
     folder = Path(path)
-    try:
-        raw, cfg = hf_config(folder)
-    except AgentlabError as exc:
-        raise ResourceError(exc.message, hint=exc.hint) from exc
+    if folder.is_file():
+        raw, cfg = _gguf_as_hf_config(folder)
+        # The transformers provider de-quantizes a GGUF into a model of these parameters (see core/train/convert.py)
+        numels = [("gguf.tensors", raw["n_params"])] if raw["n_params"] and not load_in_4bit else None
+    else:
+        try:
+            raw, cfg = hf_config(folder)
+        except AgentlabError as exc:
+            raise ResourceError(exc.message, hint=exc.hint) from exc
+        numels = safetensors_numels(folder)
     if dtype == "auto":
         dtype = str(raw.get("dtype") or raw.get("torch_dtype") or "float32")
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype '{dtype}' (known: {', '.join(DTYPE_BYTES)})")
     per = DTYPE_BYTES[dtype]
-    numels = safetensors_numels(folder) or _config_numels(cfg)
+    numels = numels or _config_numels(cfg)
     weights = 0.0
     for tensor, count in numels:
         quantized = load_in_4bit and ".layers." in tensor and tensor.endswith("proj.weight")

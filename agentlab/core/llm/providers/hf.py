@@ -1,6 +1,8 @@
 """In-process transformers provider: a local HF causal LM (+ PEFT LoRA adapters) with micro-batched generation.
 
-A model's ``model`` is a local model folder (relative paths resolve against ``models_directory``, else the cwd). The
+A model's ``model`` is a local model folder (relative paths resolve against ``models_directory``, else the cwd), a
+GGUF file or a built-in model name (``smollm2-135m``): a GGUF is de-quantized into a transformers folder once and
+cached (``core/train/convert.py``); a hub id is read from the local hub cache, never downloaded. The
 base model, its tokenizer and every configured adapter load once per process (see :func:`load_count`) and are shared
 by every provider and router that asks for the same folder, device, dtype, quantization and adapter set.
 
@@ -45,7 +47,6 @@ __all__ = ["HFProvider", "load_count", "unload_all"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256
-MAKE_TINY_HINT = "make one with `agentlab models make-tiny DIR`, or point `model` at a save_pretrained folder"
 
 _CACHE: dict[tuple[Any, ...], _Loaded] = {}
 _CACHE_LOCK = threading.Lock()  # one load at a time: two first requests must not both load the same model
@@ -234,13 +235,15 @@ class HFProvider:
     # ------------------------------------------------------------------ request preparation
 
     def _path(self, model: str) -> Path:
-        path = Path(model).expanduser()
-        if not path.is_absolute():
-            path = self.cfg.models_directory.expanduser() / path
-        if not (path / "config.json").is_file():
-            what = "not found" if not path.exists() else "is not a transformers model folder (no config.json)"
-            raise LLMError(f"{self.name}: model folder {path} {what}", "unavailable", model=model, hint=MAKE_TINY_HINT)
-        return path.resolve()
+        """The model's transformers folder, or the GGUF file that ``_load`` converts to one (a built-in name, a
+        .gguf path); a hub id only from the local hub cache. See ``modelref.resolve_model``."""
+        from agentlab.core.errors import MissingPackage
+        from agentlab.core.llm.modelref import ModelNotFound, resolve_model
+
+        try:
+            return resolve_model(model, base=self.cfg.models_directory, user=f"the hf provider '{self.name}'").path
+        except (ModelNotFound, MissingPackage) as exc:  # unavailable: a router falls back to the next model
+            raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from None
 
     def _device_dtype(self, model: str) -> tuple[str, str]:
         import torch
@@ -288,17 +291,21 @@ class HFProvider:
             if key in _CACHE:
                 return _CACHE[key]
             path, device, dtype, four_bit, adapters = key
-            # Refuse a model that will not fit before any weight is read. The KV part of the estimate is one
-            # sequence at the model's full context: the dynamic cache of a batch of short chats stays below it.
+            # Refuse a model that will not fit before any weight is read (or a GGUF converted). The KV part of the
+            # estimate is one sequence at the model's full context: the dynamic cache of a batch of short chats
+            # stays below it.
             estimate = resources.estimate_hf(path, dtype=dtype, load_in_4bit=four_bit, device=device, name=model)
             resources.check_fits([estimate], self.resources)  # ResourceError: an LLMError of kind unavailable
             start = time.perf_counter()
             try:
-                entry = _load_model(path, device, dtype, four_bit, adapters)
-            except AgentlabError:
+                folder = _hf_folder(path)
+                entry = _load_model(folder, device, dtype, four_bit, adapters)
+            except LLMError:
                 raise
+            except AgentlabError as exc:  # a failed GGUF conversion, a missing package: one line, unavailable
+                raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from exc
             except Exception as exc:  # transformers/peft raise many types for unreadable or mismatched weights
-                raise LLMError(f"{self.name}: could not load {path}: {exc}", "unavailable", model=model,
+                raise LLMError(f"{self.name}: could not load {path}: {_one_line(exc)}", "unavailable", model=model,
                                hint="check the folder loads with AutoModelForCausalLM.from_pretrained") from exc
             resources.register_loaded(estimate, key)
             log.info("loaded %s on %s (%s%s, %d adapters) in %.1fs", path, device, dtype, ", 4-bit" if four_bit else "",
@@ -372,7 +379,7 @@ class HFProvider:
                 if req.future is not None and not req.future.done():
                     req.future.set_result(None)
         except BaseException as exc:
-            error = exc if isinstance(exc, LLMError) else LLMError(f"{self.name}: generation failed: {exc}",
+            error = exc if isinstance(exc, LLMError) else LLMError(f"{self.name}: generation failed: {_one_line(exc)}",
                                                                    "server_error")
             for req in batch.requests:
                 if req.future is not None and not req.future.done():
@@ -384,11 +391,26 @@ class HFProvider:
 # ---------------------------------------------------------------------- loading and generation (worker threads)
 
 
+def _hf_folder(path: str) -> str:
+    """``path`` itself for a transformers folder; for a GGUF file, its converted folder (cached; see
+    ``core/train/convert.py``)."""
+    if not Path(path).is_file():
+        return path
+    from agentlab.core.errors import missing_package
+    from agentlab.core.train.convert import gguf_to_hf
+
+    try:
+        return str(gguf_to_hf(path))
+    except ImportError as exc:
+        raise missing_package(exc) or exc from None
+
+
 def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tuple[tuple[str, str], ...]) -> _Loaded:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    from agentlab.core.train.convert import quiet_transformers
+
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if four_bit:
         from transformers import BitsAndBytesConfig
@@ -399,7 +421,9 @@ def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tu
     if device == "cuda":
         # Straight onto the GPU (accelerate): a CPU copy first would need the whole model in RAM too.
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    with quiet_transformers(logs=False):  # no progress bars over the CLI's own
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if device != "cuda":
         # transformers wraps to() with functools.wraps, which mypy types as an unbound function (python/typeshed#10653)
         model = model.to(device)  # type: ignore[arg-type]
@@ -535,6 +559,11 @@ def _put(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item: str | None
 
 
 # ---------------------------------------------------------------------- small helpers
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (transformers' messages run over several), for the terminal's error line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

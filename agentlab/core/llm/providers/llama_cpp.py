@@ -1,9 +1,10 @@
 """In-process GGUF models through llama-cpp-python.
 
-A model's id (``ModelConfig.model``) is a GGUF path. Models load once per process and are shared by every provider
-and router: the cache key is the file plus everything that shapes the context (n_ctx as llama.cpp allocates it,
-GPU layers, threads, batch, KV type, seed). A llama.cpp context is not thread-safe, so each loaded model has a lock
-and requests to one model run one at a time, each in a worker thread so the event loop stays free.
+A model's id (``ModelConfig.model``) is a GGUF path or a built-in model name (``smollm2-135m``). Models load once
+per process and are shared by every provider and router: the cache key is the file plus everything that shapes the
+context (n_ctx as llama.cpp allocates it, GPU layers, threads, batch, KV type, seed). A llama.cpp context is not
+thread-safe, so each loaded model has a lock and requests to one model run one at a time, each in a worker thread so
+the event loop stays free.
 
 Before a model loads, its memory estimate is checked against the resource budget (``resources.check_fits``); a
 model that does not fit is refused with ``ResourceError`` and nothing is loaded.
@@ -137,16 +138,16 @@ class LlamaCppProvider:
     # ------------------------------------------------------------------ loading
 
     def resolve(self, model: str) -> Path:
-        """The GGUF file for a model id: relative ids resolve against ``models_directory`` (else the cwd)."""
-        path = Path(model).expanduser()
-        if not path.is_absolute():
-            path = self.cfg.models_directory.expanduser() / path
-        if not path.is_file():
-            where = f"models_directory {self.cfg.models_directory.absolute()}"
-            raise LLMError(f"{model}: GGUF file not found: {path.absolute()}", "unavailable", model=model,
-                           hint=f"fix the model path (relative paths resolve against {where}), or make a test model "
-                           "with `agentlab models make-tiny DIR`")
-        return path.resolve()
+        """The GGUF file for a model id: a path (relative ids resolve against ``models_directory``, else the cwd) or a
+        built-in model name (``smollm2-135m``); see ``modelref.resolve_model``."""
+        from agentlab.core.errors import MissingPackage
+        from agentlab.core.llm.modelref import ModelNotFound, resolve_model
+
+        try:
+            return resolve_model(model, base=self.cfg.models_directory, formats=["gguf"], hub=False,
+                                 user=f"the llama_cpp provider '{self.name}'").path
+        except (ModelNotFound, MissingPackage) as exc:  # unavailable: a router falls back to the next model
+            raise LLMError(exc.message, "unavailable", model=model, hint=exc.hint) from None
 
     def _gpu_layers(self) -> int:
         """n_gpu_layers as llama.cpp will honour it: 0 on a build without GPU offload (with a warning, once)."""

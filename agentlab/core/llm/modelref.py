@@ -1,0 +1,122 @@
+"""What a model reference names on this machine: a built-in name, a GGUF file, a transformers folder, or an HF hub id
+already in the local hub cache. One resolver for providers, models files and ``--base-model``.
+
+Order: an existing path wins (relative to ``base``, e.g. a provider's ``models_directory``), then a built-in name
+(:mod:`agentlab.core.llm.builtin`), then a hub id (``org/name``) found in the local hub cache. Nothing is downloaded:
+a hub id that is not cached is an error that says how to fetch it once. The error for a reference that names nothing
+lists every reading that was tried.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agentlab.core.errors import InputError
+from agentlab.core.llm.builtin import BUILTIN_MODELS, builtin_path, is_builtin
+
+Kind = Literal["builtin", "gguf", "hf", "hub"]
+Format = Literal["gguf", "hf"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FORMAT_NAMES = {"gguf": "a GGUF file", "hf": "a transformers model folder"}
+
+
+class ModelNotFound(InputError):
+    """A model reference names no model here, or one of a format the caller cannot use: exit 2."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model reference: ``path`` is the GGUF file or the transformers folder, absolute."""
+
+    ref: str  # as given
+    kind: Kind
+    path: Path
+
+    @property
+    def format(self) -> Format:
+        return "gguf" if self.path.is_file() else "hf"
+
+    def describe(self) -> str:
+        what = {"builtin": "built-in model", "gguf": "GGUF file", "hf": "transformers folder",
+                "hub": "hub cache snapshot"}[self.kind]
+        return f"{self.ref} ({what} {self.path})"
+
+
+def is_gguf_file(path: Path) -> bool:
+    """A file whose first bytes are GGUF's magic (the suffix alone is not trusted; a missing file is not one)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Format] = ("gguf", "hf"),
+                  hub: bool = True, user: str = "this") -> ModelRef:
+    """Resolve ``ref`` (see the module docstring). ``formats``: what the caller can load (``user`` names the caller
+    in the error, e.g. "the llama_cpp provider"). Raises ``ModelNotFound`` (listing what was tried) or, for a
+    built-in name whose package is absent, ``MissingPackage`` naming the extra."""
+    found, tried = _find(ref, base, hub)
+    if found is None:
+        raise ModelNotFound(f"model '{ref}' not found; tried {'; '.join(tried)}", hint=_hint(ref, formats))
+    if found.format not in formats:
+        wanted = " or ".join(_FORMAT_NAMES[f] for f in formats)
+        raise ModelNotFound(f"model '{ref}' is {_FORMAT_NAMES[found.format]} ({found.path}), but {user} needs "
+                            f"{wanted}", hint=_hint(ref, formats))
+    return found
+
+
+def _find(ref: str, base: str | Path, hub: bool) -> tuple[ModelRef | None, list[str]]:
+    tried: list[str] = []
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        path = Path(base).expanduser() / path
+    if path.is_file():
+        if is_gguf_file(path):
+            return ModelRef(ref, "gguf", path.resolve()), tried
+        tried.append(f"a GGUF file ({path.absolute()} is a file but not GGUF)")
+    elif path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelRef(ref, "hf", path.resolve()), tried
+        tried.append(f"a transformers model folder ({path.absolute()} has no config.json)")
+    else:
+        tried.append(f"a GGUF file or model folder ({path.absolute()}: not found)")
+    if is_builtin(ref):
+        return ModelRef(ref, "builtin", builtin_path(ref)), tried  # MissingPackage when not installed
+    tried.append(f"a built-in name (known: {', '.join(BUILTIN_MODELS)})")
+    if hub and _HUB_ID.match(ref) and not ref.endswith(".gguf"):
+        folder, why = _hub_snapshot(ref)
+        if folder is not None:
+            return ModelRef(ref, "hub", folder), tried
+        tried.append(f"an HF hub id ({why}; nothing is downloaded at run time)")
+    return None, tried
+
+
+def _hub_snapshot(repo_id: str) -> tuple[Path | None, str]:
+    """The cached snapshot folder of ``repo_id`` (local files only), or None and why not."""
+    try:
+        from huggingface_hub import constants, snapshot_download
+    except ImportError:
+        return None, "huggingface_hub is not installed"
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError, a malformed id, an unreadable cache: not cached, for us
+        return None, f"not in the local hub cache {constants.HF_HUB_CACHE}"
+    if not (folder / "config.json").is_file():
+        return None, f"the cached snapshot {folder} has no config.json"
+    return folder.resolve(), ""
+
+
+def _hint(ref: str, formats: Collection[Format]) -> str:
+    hint = f"use a built-in model ({', '.join(BUILTIN_MODELS)})"
+    if "gguf" in formats:
+        hint += ", a .gguf file"
+    if "hf" in formats:
+        hint += ", a save_pretrained folder"
+        if _HUB_ID.match(ref):
+            hint += f", or fetch the hub model once with `hf download {ref}`"
+    return hint + "; make a tiny test model with `agentlab models make-tiny DIR`"
