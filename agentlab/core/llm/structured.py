@@ -41,7 +41,11 @@ class InvalidOutput(ValueError):
 
 
 class CutOff(InvalidOutput):
-    """The reply stopped at the token limit before its JSON object was complete."""
+    """The reply stopped at the token limit (``after`` tokens, when known) before its JSON object was complete."""
+
+    def __init__(self, after: int | None = None):
+        self.where = f"at max_tokens (after {after} tokens)" if after else "at max_tokens"
+        super().__init__(f"the reply was cut off {self.where} before its JSON object was complete")
 
 
 def extract_json(text: str) -> str:
@@ -65,8 +69,7 @@ def parse_reply(text: str, schema: type[ModelT], finish_reason: str | None = Non
         return _validate(raw, schema)
     except InvalidOutput:
         if finish_reason == "length":
-            after = f" (after {max_tokens} tokens)" if max_tokens else ""
-            raise CutOff(f"the reply was cut off at max_tokens{after} before its JSON object was complete") from None
+            raise CutOff(max_tokens) from None
         raise
 
 
@@ -162,8 +165,8 @@ def repair_messages(convo: Messages, reply: str, problem: InvalidOutput | str) -
         # Only the start of a cut reply goes back: the model needs to see what it began, and a reply that ran to the
         # limit would otherwise fill a small model's context with the repeat.
         reply = reply[:_MAX_CUT_ECHO] + (" ..." if len(reply) > _MAX_CUT_ECHO else "")
-        fix = (f"Your answer was cut off: {problem}. Reply with a shorter JSON object only, with brief free text "
-               "(it must be complete within the limit).")
+        fix = (f"Your answer was cut off {problem.where} before its JSON object was complete. Reply with a shorter "
+               "JSON object only, with brief free text, so that it ends within the limit.")
     else:
         fix = f"Your answer was invalid: {problem}. Reply with corrected JSON only."
     return [*convo, {"role": "assistant", "content": reply}, {"role": "user", "content": fix}]

@@ -104,6 +104,15 @@ def origin(changes: dict[str, Any], suggested: dict[str, Any] | None) -> str:
     return "partial" if any(k in suggested and same_value(v, suggested[k]) for k, v in changes.items()) else "own"
 
 
+def _why(exc: LLMError) -> str:
+    """An LLM failure in a line: a failed route's message names only the outcomes, so add the last attempt's reason
+    (a reply cut at max_tokens, a timeout, ...)."""
+    attempts = getattr(exc, "attempts", None)
+    if attempts and attempts[-1][2] and attempts[-1][2] not in exc.message:
+        return f"{exc.message}: {attempts[-1][2]}"
+    return exc.message
+
+
 class LLMPlanner:
     """Plans through the router's planner route, shown TPE's next proposal as a suggestion (a hybrid: the LLM may
     take, adapt or ignore it). The answer follows a JSON schema derived from the space (``prompts.plan_model``), so
@@ -152,7 +161,7 @@ class LLMPlanner:
                 result = self.router.structured_sync(messages, schema, route=self.route,
                                                      show_schema=self.prompt == "rich")
             except LLMError as exc:
-                notes.append(f"planner LLM failed: {exc.kind}: {exc.message}")
+                notes.append(f"planner LLM failed: {exc.kind}: {_why(exc)}")
                 break
             plan = result.value
             params, errors = self._check(ctx, plan)

@@ -2,16 +2,19 @@
 
 The answer's JSON schema is derived from the search space (``plan_model``): ``changes`` has one optional property per
 searchable key, each an ``enum`` of the values it may change to (``SearchSpace.offered``: choices, small int ranges
-whole, wider ranges as a short grid that holds the incumbent's and the optimizer's values), and ``reasoning`` is a
-string of at most ``REASONING_CHARS``. Grammar-constrained decoding (llama.cpp) can then only produce plans that parse
-and lie in the space, and finish within a bounded number of tokens; nothing in it is a free-form object.
+whole, wider ranges as a short grid that holds the incumbent's and the optimizer's values), and ``reasoning`` is one
+line of plain ASCII text of at most ``REASONING_CHARS``. Grammar-constrained decoding (llama.cpp) can then only
+produce plans that parse and lie in the space, and finish within a bounded number of tokens; nothing in it is a
+free-form object. The grammar cannot require a non-empty ``changes`` (llama.cpp ignores ``minProperties``): an empty
+plan is re-asked like any plan that changes nothing.
 
 Two prompt styles share that schema:
 
 - ``compact`` (the default): the space as a short table (key, current value, values it may change to, a few words
   of meaning), recent trials one line each, the optimizer's suggestion, the budget left, and a one-line answer
-  format instead of the JSON schema. Measured with SmolLM2's tokenizer on the default NAS space with five recent
-  trials: ~620 tokens, about a third of the rich prompt, well inside a 2k context.
+  format instead of the JSON schema. Measured with SmolLM2's tokenizer on the default NAS space (13 keys) with five
+  recent trials: ~710 tokens with its chat template, about a quarter of the rich prompt's ~2,700; well inside a 2k
+  context, re-asks included.
 - ``rich``: the full state as indented JSON (base config, incumbent, space with bounds and meanings, best and recent
   runs with their reasons) and the JSON schema itself, for large models that use the detail.
 """
@@ -28,6 +31,11 @@ from agentlab.core.search.records import TrialRecord
 
 REASONING_CHARS = 160  # a sentence: enough to say why, too short for a small model to ramble to max_tokens
 MEANING_CHARS = 40  # a key's meaning, cut to this in the compact table
+# Printable ASCII but `"` and `\`: one line of plain text. llama.cpp's grammar checks a token's bytes with a lenient
+# UTF-8 decoder (continuation bytes unchecked), so a model that emits stray bytes inside a free Unicode string could
+# leave a control character or a quote in the decoded text and the JSON broken; ASCII bytes are always whole
+# characters. llama.cpp's converter reads `pattern` before `maxLength`; both bound the text.
+REASONING_CHARSET = r"[ !#-\[\]-~]"
 
 COMPACT_SYSTEM = (
     "You plan the next trial of a hyperparameter and architecture search. Change one to three keys of the current "
@@ -87,9 +95,9 @@ def plan_schema(values: dict[str, list[Any]], reasoning_chars: int = REASONING_C
         changes[key] = prop
     props = {
         "changes": {"type": "object", "description": PlanReply.model_fields["changes"].description,
-                    "properties": changes, "additionalProperties": False},
+                    "properties": changes, "additionalProperties": False, "minProperties": 1},
         "reasoning": {"type": "string", "description": PlanReply.model_fields["reasoning"].description,
-                      "maxLength": reasoning_chars},
+                      "maxLength": reasoning_chars, "pattern": f"^{REASONING_CHARSET}{{0,{reasoning_chars}}}$"},
     }
     order = ["reasoning", "changes"] if reasoning_first else ["changes", "reasoning"]
     return {"title": "Plan", "type": "object", "properties": {k: props[k] for k in order}, "required": order,
