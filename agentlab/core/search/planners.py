@@ -104,6 +104,12 @@ def origin(changes: dict[str, Any], suggested: dict[str, Any] | None) -> str:
     return "partial" if any(k in suggested and same_value(v, suggested[k]) for k, v in changes.items()) else "own"
 
 
+def _without(values: dict[str, list[Any]], changes: dict[str, Any]) -> dict[str, list[Any]]:
+    """``values`` less each value of ``changes`` (keys left with no value dropped)."""
+    out = {k: [v for v in vs if not (k in changes and same_value(v, changes[k]))] for k, vs in values.items()}
+    return {k: vs for k, vs in out.items() if vs}
+
+
 def _why(exc: LLMError) -> str:
     """An LLM failure in a line: a failed route's message names only the outcomes, so add the last attempt's reason
     (a reply cut at max_tokens, a timeout, ...)."""
@@ -170,7 +176,12 @@ class LLMPlanner:
                 return Proposal(params, changes, "llm", plan.reasoning, notes=notes, origin=origin(changes, suggested),
                                 suggested=suggested)
             notes.append(f"plan {attempt + 1} rejected: " + "; ".join(errors))
-            # A small model told only "rejected" tends to answer the same again: name the way out that always works.
+            if params_key(params) in ctx.tried:
+                # A small model asked again tends to repeat itself word for word: the re-ask's schema no longer
+                # offers the values of the repeated plan, so its answer must differ.
+                values = _without(values, diff(params, ctx.incumbent))
+                schema = plan_model(values, self.reasoning_chars)
+            # Told only "rejected", a small model tends to answer the same again: name the way out that always works.
             hint = (f" (the optimizer's suggestion is still untried: {format_changes(suggested)})" if suggested
                     and params_key({**ctx.incumbent, **suggested}) not in ctx.tried else "")
             messages += [{"role": "assistant", "content": plan.model_dump_json()},

@@ -13,10 +13,11 @@ import pytest
 
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.llm.providers import llama_cpp as lc
+from agentlab.core.llm.providers.scripted import ScriptedProvider
 from agentlab.core.llm.router import Router
 from agentlab.core.llm.structured import max_output_chars, with_instruction
 from agentlab.core.llm.types import GenParams
-from agentlab.core.search.planners import PlanContext, diff, origin
+from agentlab.core.search.planners import LLMPlanner, PlanContext, Proposal, diff, origin, params_key
 from agentlab.core.search.prompts import (
     REASONING_CHARS,
     brief,
@@ -158,6 +159,36 @@ def test_brief_meanings_and_trial_lines() -> None:
                          changes={"train.learning_rate": 0.00123456, "model.distil": False}, accepted=False)
     assert trial_line(record, "val_mse") == ("run_0004 (tpe (llm fallback)): train.learning_rate=0.001235, "
                                              "model.distil=false -> val_mse 0.1235, rejected")
+
+
+class FixedTPE:
+    """Stands in for TPE: always the same proposal (the suggestion the LLM is shown, and the fallback)."""
+
+    name = "tpe"
+
+    def propose(self, ctx: PlanContext) -> Proposal:
+        return Proposal(dict(SUGGESTED), diff(SUGGESTED, ctx.incumbent), "tpe")
+
+
+def test_a_repeated_plan_is_re_asked_without_its_values() -> None:
+    provider = ScriptedProvider("p").queue(
+        '{"changes": {"model.d_model": 64}, "reasoning": "wider"}',  # tried already (run_0002)
+        '{"changes": {"model.d_model": 16}, "reasoning": "narrower then"}')
+    config = LLMConfig.model_validate({"providers": {"p": {"kind": "scripted"}},
+                                       "models": {"m": {"provider": "p", "model": "m"}}})
+    ctx = context()
+    ctx.tried = {params_key(r.params) for r in ctx.records}
+    with Router(config, {"p": provider}) as router:
+        proposal = LLMPlanner(router, fallback=FixedTPE()).propose(ctx)
+    assert proposal.planner == "llm" and proposal.changes == {"model.d_model": 16} and proposal.origin == "own"
+    assert proposal.notes == ["plan 1 rejected: this exact configuration was already tried: propose a different one"]
+    first, second = (c.params.json_schema["schema"]["properties"]["changes"]["properties"] for c in provider.calls)
+    assert first["model.d_model"]["enum"] == [16, 64] and second["model.d_model"]["enum"] == [16]
+    assert first["model.attn"] == second["model.attn"]  # the other keys keep their values
+    ask = provider.calls[1].messages[-1]["content"]
+    assert ask == ("Your plan was rejected: this exact configuration was already tried: propose a different one. "
+                   "Propose a corrected plan as JSON only (the optimizer's suggestion is still untried: "
+                   "model.factor=17, train.learning_rate=0.00346).")
 
 
 # --------------------------------------------------------------------------- under llama.cpp's grammar
