@@ -140,6 +140,11 @@ class SearchConfig(StrictModel):
     seed: int = Field(0, description="sampler seed")
     plan_retries: int = Field(2, ge=0, description="re-asks of the LLM planner after an invalid plan")
     history: int = Field(5, ge=1, description="recent trials shown to the LLM planner")
+    planner_prompt: Literal["compact", "rich"] = Field(
+        "compact", description="compact: the space as a short table, recent trials one line each, the optimizer's "
+        "suggestion and a one-line answer format (~700 tokens on the default space; works for small local models "
+        "and large ones); rich: the whole state as indented JSON plus the plan's JSON schema (~2,700 tokens), for "
+        "large models")
 
 
 SECTIONS: dict[str, type[StrictModel]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}

@@ -19,7 +19,7 @@ from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, open_storage, require_finished_trials
-from agentlab.core.search.records import TrialRecord, run_id, state_dict
+from agentlab.core.search.records import TrialRecord, llm_plan_counts, run_id, state_dict
 from agentlab.core.search.space import SearchSpace
 from agentlab.nas.config import NASConfig, apply_changes, space_meanings
 
@@ -125,7 +125,8 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None,
         except AgentlabError as exc:
             router.close()
             return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unreachable: {exc.message})"
-    planner = LLMPlanner(router, route="planner", retries=cfg.search.plan_retries, history=cfg.search.history)
+    planner = LLMPlanner(router, route="planner", retries=cfg.search.plan_retries, history=cfg.search.history,
+                         prompt=cfg.search.planner_prompt)
     return planner, router, f"planner: llm via route 'planner' ({', '.join(chain)}), tpe candidate shown"
 
 
@@ -301,7 +302,8 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
         "gain": {"val_mse": _rel_gain(base.value if base else None, best.value),
                  "test_mse": _rel_gain(base.metrics.get("test_mse") if base else None, best.metrics.get("test_mse"))},
         "trials": len(outcome.records), "states": counts, "ran_here": outcome.ran_here,
-        "stop_reason": outcome.stop_reason, "planner": planner_line, "naive_baseline": baseline,
+        "stop_reason": outcome.stop_reason, "planner": planner_line, "llm_plans": llm_plan_counts(outcome.records),
+        "naive_baseline": baseline,
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "features": cfg.data.features,
                  "target": target or cfg.data.target, "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len,
                  "pred_len": cfg.data.pred_len},

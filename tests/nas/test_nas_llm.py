@@ -50,7 +50,7 @@ def routing(base_url: str, evaluator: bool = False, api_key_env: str | None = No
 
 
 def plan(changes: dict[str, Any], reasoning: str = "try it") -> str:
-    return json.dumps({"reasoning": reasoning, "changes": changes, "expected_effect": "lower val MSE"})
+    return json.dumps({"changes": changes, "reasoning": reasoning})
 
 
 def texts(request: dict[str, Any]) -> str:
@@ -81,15 +81,65 @@ def test_valid_plan_is_applied_with_its_reasoning(in_tmp: Path, srv: ScriptedSer
     assert trial["planner"] == "llm" and trial["changes"] == {"model.d_model": 32}
     assert trial["params"] == {**base["params"], "model.d_model": 32}
     assert srv.count(PLANNER) == 1  # --planner llm: no probe, one plan
-    prompt = texts(srv.requests[0])
-    assert "optimizer_candidate" in prompt and '"model.d_model"' in prompt and "run_0000" in prompt
-    state = srv.requests[0]["messages"][-1]["content"].partition("\n")[2]
-    space = json.loads(state)["search_space"]  # each key with its bounds and what it means
-    assert space["model.n_heads"] == {"choices": [1, 2, 3], "meaning": "attention heads; must divide d_model"}
-    assert "a wider model should fit the daily cycle" in (out / "report.md").read_text()
+    request = srv.requests[0]
+    system, user = (m["content"] for m in request["messages"])
+    assert "JSON schema" not in system  # compact: the format in one line, the schema only as response_format
+    lines = user.splitlines()
+    assert "model.d_model | 16 | 32 | model width" in lines  # key | now | may change to | meaning
+    assert "model.n_heads | 2 | 1, 3 | attention heads" in lines
+    assert any(line.startswith("run_0000 (base): no change -> val_mse ") for line in lines)
+    assert lines[0] == "Goal: the lowest val_mse. Trials left: 1."
+    suggestion = next(line for line in lines if line.startswith("Optimizer's suggestion: "))
+    schema = request["response_format"]["json_schema"]["schema"]
+    changes = schema["properties"]["changes"]
+    assert changes["additionalProperties"] is False and list(changes["properties"]) == list(TINY["search"]["space"])
+    assert changes["properties"]["model.d_model"] == {"type": "integer", "enum": [32]}  # the current 16 left out
+    rates = changes["properties"]["train.learning_rate"]["enum"]
+    assert {1e-4, 2e-4, 5e-4, 2e-3, 5e-3, 1e-2} <= set(rates) and 1e-3 not in rates  # log grid, less the current
+    assert all(f"{r:.4g}" in suggestion for r in rates if r not in (1e-4, 2e-4, 5e-4, 2e-3, 5e-3, 1e-2))  # TPE's
+    assert schema["properties"]["reasoning"]["maxLength"] == 160
+    assert 0 < request["max_tokens"] <= 400  # bounded by the schema
+    report = (out / "report.md").read_text()
+    assert "a wider model should fit the daily cycle" in report and "## LLM plans" in report
+    assert "1 of 1 planner iterations applied an LLM plan" in report
     assert events(out, "plan")[-1]["reasoning"] == "a wider model should fit the daily cycle"
+    assert events(out, "plan")[-1]["origin"] in ("own", "partial", "candidate")
     calls = events(out, "llm_call")  # the planner's calls are recorded in the run like every LLM call
     assert calls and all(c["outcome"] == "ok" and c["route"] == "planner" for c in calls)
+    results = json.loads((out / "results.json").read_text())
+    assert results["llm_plans"]["applied"] == 1 and results["llm_plans"]["fallback"] == 0
+
+
+def test_rich_prompt_shows_the_state_as_json_and_the_schema(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.default(PLANNER, Reply(text=plan({"model.d_model": 32})))
+    out = in_tmp / "r"
+    config = {**TINY, "search": {**TINY["search"], "planner_prompt": "rich"}}
+    run_nas_optimization(max_iterations=2, config=config, out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
+    system, user = (m["content"] for m in srv.requests[0]["messages"])
+    assert "JSON schema: " in system and '"model.d_model":{"type":"integer","enum":[32]}' in system
+    state = json.loads(user.partition("\n")[2])
+    assert "optimizer_candidate" in state and state["recent_runs"][0]["run_id"] == "run_0000"
+    # each key with its bounds and what it means
+    assert state["search_space"]["model.n_heads"] == {"choices": [1, 2, 3],
+                                                      "meaning": "attention heads; must divide d_model"}
+    assert json.loads((out / "agent_state.json").read_text())["runs"][1]["planner"] == "llm"
+
+
+def test_plan_that_takes_the_suggestion_is_counted(in_tmp: Path, srv: ScriptedServer) -> None:
+    def take_suggestion(body: dict[str, Any]) -> str:
+        line = next(x for x in body["messages"][-1]["content"].splitlines() if x.startswith("Optimizer's"))
+        pairs = [p.split("=") for p in line.partition(": ")[2].split(", ")]
+        return plan({k: yaml.safe_load(v) for k, v in pairs}, "the optimizer knows")
+
+    srv.default(PLANNER, Reply(fn=take_suggestion))
+    out = in_tmp / "r"
+    results = run_nas_optimization(max_iterations=3, config=TINY, out=out,
+                                   llm=LLMConfig.model_validate(routing(srv.base_url)))
+    assert results["llm_plans"] == {"iterations": 2, "applied": 2, "fallback": 0, "took_candidate": 2, "partial": 0,
+                                    "own": 0}
+    assert [r["origin"] for r in json.loads((out / "agent_state.json").read_text())["runs"]] == ["", "candidate",
+                                                                                                "candidate"]
+    assert "2 took TPE's suggestion as it was" in (out / "report.md").read_text()
 
 
 def test_invalid_plans_are_re_asked_with_reasons_then_fall_back_to_tpe(in_tmp: Path, srv: ScriptedServer) -> None:
@@ -120,6 +170,22 @@ def test_invalid_plans_are_re_asked_with_reasons_then_fall_back_to_tpe(in_tmp: P
     assert [n for n in notes[3] if n.startswith("plan ")] == [
         f"plan {i} rejected: model.d_model: 999 is not one of [16, 32]" for i in (1, 2, 3)]
     assert "no valid LLM plan: this iteration uses tpe" in notes[3]
+
+
+def test_plans_cut_at_max_tokens_are_reported_as_cut(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.default(PLANNER, Reply(text='{"changes": {"model.d_model": 32}, "reasoning": "because', finish_reason="length"))
+    out = in_tmp / "r"
+    run_nas_optimization(max_iterations=2, config=TINY, out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
+    asked = requests_of(srv, PLANNER)
+    assert len(asked) == 3  # the reply and two repairs, each told it was cut
+    assert all(texts(r).endswith("so that it ends within the limit.") for r in asked[1:])
+    assert "Your answer was cut off at max_tokens (after 5 tokens)" in texts(asked[1])
+    note = events(out, "plan")[-1]["notes"][0]
+    assert note.startswith("planner LLM failed: invalid_output: ") and note.endswith(
+        ": the reply was cut off at max_tokens (after 5 tokens) before its JSON object was complete")
+    report = (out / "report.md").read_text()
+    assert "0 of 1 planner iterations applied an LLM plan" in report
+    assert "**run_0001** fell back to TPE" in report and "cut off at max_tokens (after 5 tokens)" in report
 
 
 def test_evaluator_model_is_asked_only_inside_the_noise_band(srv: ScriptedServer) -> None:

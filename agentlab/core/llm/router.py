@@ -128,17 +128,28 @@ class Router:
         return await first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
 
     async def structured(self, messages: Messages, schema: type[ModelT], route: str = "default",
-                         params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult[ModelT]:
+                         params: GenParams | None = None, max_repairs: int = 2, *,
+                         show_schema: bool = True) -> StructuredResult[ModelT]:
         """Ask for JSON matching ``schema`` and return the validated object.
 
         An invalid reply is sent back to the same model with the validation errors, at most ``max_repairs`` times,
         before the next model of the chain is asked; raises ``AllModelsFailed`` when none gives a valid object.
+        Every request carries a bounded ``max_tokens``: ``params``' own, else the schema's bound lowered to the
+        model's configured one (``structured.bounded``); a reply cut there is reported as cut. ``show_schema=False``
+        leaves the JSON schema out of the prompt (the caller describes the format itself); it is still sent as the
+        request's ``json_schema`` (a grammar for llama.cpp, ``response_format`` over HTTP).
         """
         rcfg, chain = self.route(route)
         call = CallState(route, self.config.deadline_s)
         chain = chain if rcfg.strategy == "best_of_n" else self.order(rcfg, chain)
         return await structured_on_chain(self.try_model, call, chain, messages, schema, params or GenParams(),
-                                         max_repairs, on_invalid=self.record_invalid_output)
+                                         max_repairs, on_invalid=self.record_invalid_output, show_schema=show_schema,
+                                         model_max_tokens=self.configured_max_tokens)
+
+    def configured_max_tokens(self, name: str) -> int | None:
+        """The ``max_tokens`` of model ``name``'s own ``params``, if it sets one."""
+        value = self._models[name][1].params.get("max_tokens")
+        return int(value) if value is not None else None
 
     async def call_model(self, model_name: str, messages: Messages, params: GenParams | None = None,
                          stream: bool = False) -> Completion:
@@ -316,9 +327,10 @@ class Router:
         return self._run_sync(self.generate(messages, route, params, stream=stream))
 
     def structured_sync(self, messages: Messages, schema: type[ModelT], route: str = "default",
-                        params: GenParams | None = None, max_repairs: int = 2) -> StructuredResult[ModelT]:
+                        params: GenParams | None = None, max_repairs: int = 2, *,
+                        show_schema: bool = True) -> StructuredResult[ModelT]:
         """``structured`` for sync callers, run on the router's background event loop."""
-        return self._run_sync(self.structured(messages, schema, route, params, max_repairs))
+        return self._run_sync(self.structured(messages, schema, route, params, max_repairs, show_schema=show_schema))
 
     def _background(self) -> asyncio.AbstractEventLoop:
         with self._lock:

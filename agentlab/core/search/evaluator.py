@@ -33,7 +33,9 @@ class Decision:
 
 class Verdict(BaseModel):
     accept: bool = Field(description="true to accept the new trial as the incumbent")
-    reason: str = Field(description="one or two sentences")
+    # maxLength bounds grammar-constrained decoding (and so the call's max_tokens); validation does not cut a large
+    # model's longer reason.
+    reason: str = Field(description="one or two sentences", json_schema_extra={"maxLength": 400})
 
 
 EVALUATOR_PROMPT = (

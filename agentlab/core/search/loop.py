@@ -190,6 +190,10 @@ class SearchLoop:
 
         plan = {"planner": proposal.planner, "changes": proposal.changes, "reasoning": proposal.reasoning,
                 "worker": self.worker, "run_dir": self.run_dir}
+        if proposal.origin:
+            plan["origin"] = proposal.origin
+        if proposal.notes:
+            plan["notes"] = proposal.notes[:8]  # why an LLM plan was re-asked or fell back (the report shows it)
         template = create_trial(state=TrialState.RUNNING, params=proposal.params, distributions=self.distributions,
                                 user_attrs={R.A_PLAN: plan})
         trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
@@ -266,7 +270,8 @@ class SearchLoop:
             for note in proposal.notes:
                 log.info("planner: %s", note)
             self.on_event("plan", planner=proposal.planner, changes=proposal.changes, reasoning=proposal.reasoning,
-                          expected_effect=proposal.expected_effect, notes=proposal.notes)
+                          expected_effect=proposal.expected_effect, notes=proposal.notes, origin=proposal.origin,
+                          suggested=proposal.suggested)
             if task is not None:
                 task.update(description=f"trial {self.counted(records) + 1}/{self.stop.max_iterations} "
                                         f"[{proposal.planner}]")

@@ -2,8 +2,9 @@
 
 Published comparisons (e.g. LLAMBO, "Large Language Models to Enhance Bayesian Optimization", ICLR 2024) find LLM
 planners alone lose track of the search state; the LLM planner here therefore sees the optimizer's next suggestion
-and may take, adapt or reject it. Every plan is validated against the search space and the command's own constraints;
-an invalid plan is re-asked with the errors, and still-invalid plans fall back to TPE for that iteration.
+and may take, adapt or reject it (each plan records which: ``Proposal.origin``). Every plan is validated against the
+search space and the command's own constraints; an invalid plan is re-asked with the errors, and still-invalid plans
+fall back to TPE for that iteration. Prompts and the plan's JSON schema are in ``prompts``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,19 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentlab.core.errors import LLMError
-from agentlab.core.search.records import TrialRecord
-from agentlab.core.search.space import SearchSpace
+from agentlab.core.search.prompts import (
+    REASONING_CHARS,
+    PlanReply,
+    compact_messages,
+    format_changes,
+    plan_model,
+    rich_messages,
+)
+from agentlab.core.search.records import LLM_FALLBACK, TrialRecord
+from agentlab.core.search.space import SearchSpace, same_value
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -35,6 +42,8 @@ class Proposal:
     reasoning: str = ""
     expected_effect: str = ""
     notes: list[str] = field(default_factory=list)
+    origin: str = ""  # LLM plans: candidate | partial | own (see ``origin``)
+    suggested: dict[str, Any] | None = None  # LLM plans: the optimizer's changes shown to the model
 
 
 @dataclass
@@ -82,80 +91,104 @@ class OptunaPlanner:
                        hint="widen the search space or relax its constraints")
 
 
-class Plan(BaseModel):
-    """The typed plan an LLM planner must return."""
-
-    reasoning: str = Field(description="why these changes, given the history")
-    changes: dict[str, Any] = Field(description="dotted search-space keys -> new values, relative to the incumbent")
-    expected_effect: str = Field("", description="what should happen to the metric")
+PromptStyle = Literal["compact", "rich"]
 
 
-SYSTEM_PROMPT = (
-    "You are the planner of a hyperparameter and architecture search. Each turn you propose the next trial as changes "
-    "to the incumbent (best accepted) configuration. Only use keys of the search space, respect every bound and "
-    "choice, and do not repeat a configuration that was already tried. The optimizer's own suggestion is given as a "
-    "candidate: take it, adapt it, or ignore it. Answer with JSON only: "
-    '{"reasoning": "...", "changes": {"key": value}, "expected_effect": "..."}.'
-)
+def origin(changes: dict[str, Any], suggested: dict[str, Any] | None) -> str:
+    """How a plan relates to the optimizer's suggestion: ``candidate`` (took it as it was), ``partial`` (took some of
+    its changes), ``own`` (none of them)."""
+    if not suggested:
+        return "own"
+    if changes.keys() == suggested.keys() and all(same_value(v, suggested[k]) for k, v in changes.items()):
+        return "candidate"
+    return "partial" if any(k in suggested and same_value(v, suggested[k]) for k, v in changes.items()) else "own"
+
+
+def _without(values: dict[str, list[Any]], changes: dict[str, Any]) -> dict[str, list[Any]]:
+    """``values`` less each value of ``changes`` (keys left with no value dropped)."""
+    out = {k: [v for v in vs if not (k in changes and same_value(v, changes[k]))] for k, vs in values.items()}
+    return {k: vs for k, vs in out.items() if vs}
+
+
+def _why(exc: LLMError) -> str:
+    """An LLM failure in a line: a failed route's message names only the outcomes, so add the last attempt's reason
+    (a reply cut at max_tokens, a timeout, ...)."""
+    attempts = getattr(exc, "attempts", None)
+    if attempts and attempts[-1][2] and attempts[-1][2] not in exc.message:
+        return f"{exc.message}: {attempts[-1][2]}"
+    return exc.message
 
 
 class LLMPlanner:
-    """Plans through the router's planner route; invalid plans are re-asked, then TPE takes over for the iteration."""
+    """Plans through the router's planner route, shown TPE's next proposal as a suggestion (a hybrid: the LLM may
+    take, adapt or ignore it). The answer follows a JSON schema derived from the space (``prompts.plan_model``), so
+    grammar-constrained backends can only produce plans inside it. Invalid plans are re-asked with the errors; when
+    none is valid, TPE's proposal runs for the iteration."""
 
     name = "llm"
 
     def __init__(self, router: Router, route: str = "planner", retries: int = 2, history: int = 5,
-                 fallback: OptunaPlanner | None = None):
+                 fallback: OptunaPlanner | None = None, prompt: PromptStyle = "compact",
+                 reasoning_chars: int = REASONING_CHARS):
         self.router, self.route, self.retries, self.history = router, route, retries, history
         self.fallback = fallback or OptunaPlanner("tpe")
+        self.prompt, self.reasoning_chars = prompt, reasoning_chars
 
-    def _prompt(self, ctx: PlanContext, candidate: dict[str, Any]) -> str:
-        best = ctx.best
-        payload = {
-            "metric": f"{ctx.metric} (lower is better)",
-            "base_config": ctx.base_params,
-            "incumbent": ctx.incumbent,
-            "search_space": ctx.space.describe(),
-            "best_run": best.summary() | {"params": best.params} if best else None,
-            "recent_runs": [r.summary() for r in ctx.records[-self.history:]],
-            "budget_left": ctx.budget_left,
-            "optimizer_candidate": diff(candidate, ctx.incumbent),
-        }
-        return "State of the search:\n" + json.dumps(payload, indent=1, default=str)
-
-    def _check(self, ctx: PlanContext, plan: Plan) -> tuple[dict[str, Any], list[str]]:
+    def _check(self, ctx: PlanContext, plan: PlanReply) -> tuple[dict[str, Any], list[str]]:
         changes, errors = ctx.space.validate(plan.changes)
         params = {**ctx.incumbent, **changes}
         if not errors:
             errors += ctx.check(params)
-        if not errors and not changes:
+        if not errors and not diff(params, ctx.incumbent):
             errors.append("no change proposed: change at least one key")
         if not errors and params_key(params) in ctx.tried:
             errors.append("this exact configuration was already tried: propose a different one")
         return params, errors
 
+    def _suggestion(self, ctx: PlanContext) -> Proposal | None:
+        """TPE's proposal for this iteration (constraints met, untried), or None when it has none."""
+        try:
+            return self.fallback.propose(ctx)
+        except LLMError as exc:
+            log.info("no optimizer suggestion for the LLM planner: %s", exc.message)
+            return None
+
     def propose(self, ctx: PlanContext) -> Proposal:
-        candidate = ctx.candidate("tpe", 0)
-        messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": self._prompt(ctx, candidate)}]
+        suggestion = self._suggestion(ctx)
+        shown = ctx.space.rounded(suggestion.params) if suggestion else None
+        suggested = diff(shown, ctx.incumbent) if shown else None
+        values = ctx.space.offered(ctx.incumbent, [shown] if shown else [])
+        schema = plan_model(values, self.reasoning_chars)
+        messages = (rich_messages(ctx, suggested, self.history) if self.prompt == "rich"
+                    else compact_messages(ctx, values, suggested, self.history, self.reasoning_chars))
         notes: list[str] = []
         for attempt in range(self.retries + 1):
             try:
-                result = self.router.structured_sync(messages, Plan, route=self.route)
+                result = self.router.structured_sync(messages, schema, route=self.route,
+                                                     show_schema=self.prompt == "rich")
             except LLMError as exc:
-                notes.append(f"planner LLM failed: {exc.kind}: {exc.message}")
+                notes.append(f"planner LLM failed: {exc.kind}: {_why(exc)}")
                 break
-            plan: Plan = result.value
+            plan = result.value
             params, errors = self._check(ctx, plan)
             if not errors:
-                return Proposal(params, diff(params, ctx.incumbent), "llm", plan.reasoning, plan.expected_effect,
-                                notes)
+                changes = diff(params, ctx.incumbent)
+                return Proposal(params, changes, "llm", plan.reasoning, notes=notes, origin=origin(changes, suggested),
+                                suggested=suggested)
             notes.append(f"plan {attempt + 1} rejected: " + "; ".join(errors))
+            if params_key(params) in ctx.tried:
+                # A small model asked again tends to repeat itself word for word: the re-ask's schema no longer
+                # offers the values of the repeated plan, so its answer must differ.
+                values = _without(values, diff(params, ctx.incumbent))
+                schema = plan_model(values, self.reasoning_chars)
+            # Told only "rejected", a small model tends to answer the same again: name the way out that always works.
+            hint = (f" (the optimizer's suggestion is still untried: {format_changes(suggested)})" if suggested
+                    and params_key({**ctx.incumbent, **suggested}) not in ctx.tried else "")
             messages += [{"role": "assistant", "content": plan.model_dump_json()},
                          {"role": "user", "content": "Your plan was rejected: " + "; ".join(errors)
-                          + ". Propose a corrected plan as JSON only."}]
-        proposal = self.fallback.propose(ctx)
-        proposal.planner = "tpe (llm fallback)"
+                          + f". Propose a corrected plan as JSON only{hint}."}]
+        proposal = suggestion or self.fallback.propose(ctx)
+        proposal.planner = LLM_FALLBACK
         proposal.notes = notes + ["no valid LLM plan: this iteration uses tpe"] + proposal.notes
         log.warning("LLM planner gave no valid plan (%s); using tpe for this iteration", notes[-1] if notes else "")
         return proposal

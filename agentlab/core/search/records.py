@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Two trial user attributes, each one storage write (a commit on SQLite): the plan, set when the trial starts
-# ({planner, changes, reasoning, worker, run_dir}), and the outcome, set when it ends
+# ({planner, changes, reasoning, worker, run_dir; origin and notes where the planner gave them}), and the outcome, set
+# when it ends
 # ({metrics, accepted, reason, decided_by, counted}).
 A_PLAN, A_OUTCOME = "plan", "outcome"
 
@@ -53,6 +54,8 @@ class TrialRecord:
     planner: str = ""
     changes: dict[str, Any] = field(default_factory=dict)
     reasoning: str = ""
+    origin: str = ""  # LLM plans: candidate | partial | own, how the plan relates to the optimizer's suggestion
+    notes: list[str] = field(default_factory=list)  # the planner's notes: re-asked plans, why it fell back
     accepted: bool | None = None
     reason: str = ""
     decided_by: str = ""
@@ -86,6 +89,8 @@ class TrialRecord:
             planner=plan.get("planner", ""),
             changes=plan.get("changes", {}),
             reasoning=plan.get("reasoning", ""),
+            origin=plan.get("origin", ""),
+            notes=list(plan.get("notes", [])),
             accepted=outcome.get("accepted"),
             reason=outcome.get("reason", ""),
             decided_by=outcome.get("decided_by", ""),
@@ -115,6 +120,23 @@ def best_of(records: list[TrialRecord]) -> TrialRecord | None:
     return min(accepted, key=lambda r: (r.value, r.number)) if accepted else None
 
 
+LLM_FALLBACK = "tpe (llm fallback)"  # the planner name of an iteration an LLM planner handed to TPE
+
+
+def llm_plan_counts(records: list[TrialRecord]) -> dict[str, int] | None:
+    """How the LLM planner's iterations went: LLM plans applied vs TPE fallbacks, and of the applied plans how many
+    took the optimizer's suggestion as it was (``candidate``), some of it (``partial``) or none (``own``). None when no
+    LLM planned."""
+    applied = [r for r in records if r.planner == "llm"]
+    fallback = sum(1 for r in records if r.planner == LLM_FALLBACK)
+    if not applied and not fallback:
+        return None
+    origins = [r.origin for r in applied]
+    return {"iterations": len(applied) + fallback, "applied": len(applied), "fallback": fallback,
+            "took_candidate": origins.count("candidate"), "partial": origins.count("partial"),
+            "own": origins.count("own")}
+
+
 def state_dict(records: list[TrialRecord], metric: str) -> dict[str, Any]:
     """agent_state.json: ``best_run_id`` and ``runs`` with run_id, the metric, test metrics, decision, planner, and
     ``counted`` (False for a trial interrupted or abandoned: it used no budget and was planned again)."""
@@ -125,6 +147,7 @@ def state_dict(records: list[TrialRecord], metric: str) -> dict[str, Any]:
             "run_id": r.run_id, "trial": r.number, "state": r.state, metric: r.value,
             **{k: v for k, v in r.metrics.items() if k != "value"},
             "accepted": r.accepted, "reason": r.reason, "decided_by": r.decided_by, "planner": r.planner,
+            "origin": r.origin, "reasoning": r.reasoning,
             "changes": r.changes, "params": r.params, "worker": r.worker, "seconds": r.seconds,
             "counted": r.counted,
         })

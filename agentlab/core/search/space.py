@@ -11,6 +11,7 @@ space:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
@@ -20,6 +21,11 @@ from agentlab.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
+
+# An integer range this small is offered to LLM plans whole; wider ranges (and every float range) as a short grid.
+MAX_LISTED = 16
+GRID_POINTS = 7
+LOG_MANTISSAS = ((1, 2, 5), (1, 3), (1,))  # log grids: 1-2-5 per decade when that is short enough, else sparser
 
 
 class ParamSpec(StrictModel):
@@ -76,6 +82,38 @@ class ParamSpec(StrictModel):
     def coerce(self, value: Any) -> Any:
         return int(value) if self.kind == "int" else value
 
+    def offered(self, include: Iterable[Any] = ()) -> list[Any]:
+        """The values an LLM plan may pick: every choice; every value of a small int range; else a short grid,
+        log-spaced on a log scale (1-2-5 per decade). ``include`` values (the incumbent's, the optimizer's) are added
+        where they lie in this spec, so a plan can always name them. Every value passes ``check``."""
+        if self.choices is not None:
+            return list(self.choices)
+        low, high = self._bounds()
+        if self.kind == "int" or (self.step is not None and not self.log):
+            values = self._lattice(low, high)
+        else:
+            values = [float(v) for v in _grid(float(low), float(high), self.log)]
+        values += [self.coerce(v) for v in include if self.check(v) is None]
+        return sorted(set(values))
+
+    def _lattice(self, low: float | int, high: float | int) -> list[Any]:
+        """Values on the ``step`` lattice (ints: step 1 by default): all when few, else the grid snapped to it."""
+        step = self.step or 1
+        count = math.floor((high - low) / step + 1e-9) + 1
+        points = [low + k * step for k in range(count)] if count <= MAX_LISTED else [
+            low + round((v - low) / step) * step for v in _grid(float(low), float(high), self.log)]
+        if self.kind == "int":
+            return [int(round(v)) for v in points]
+        return [_sig(v, 10) for v in points]
+
+    def rounded(self, value: Any) -> Any:
+        """``value`` to 3 significant digits for float ranges without a step (still inside the bounds), else as is:
+        the optimizer's 0.0012345678 is shown to, and offered to, an LLM as 0.00123."""
+        if self.kind != "float" or self.step is not None or not isinstance(value, float):
+            return value
+        low, high = self._bounds()
+        return min(max(_sig(value, 3), low), high)
+
     def describe(self) -> dict[str, Any]:
         if self.kind == "categorical":
             return {"choices": self.choices}
@@ -131,7 +169,54 @@ class SearchSpace:
             raise ConfigError("search.space does not contain the base config: " + "; ".join(errors),
                               hint="widen the space or change the base config so the search can start from it")
 
+    def rounded(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with float values to 3 significant digits (``ParamSpec.rounded``)."""
+        return {k: self.params[k].rounded(v) if k in self.params else v for k, v in params.items()}
+
+    def offered(self, current: dict[str, Any], include: Iterable[dict[str, Any]] = ()) -> dict[str, list[Any]]:
+        """Per key, the values an LLM plan may change it to: ``ParamSpec.offered`` (with ``current``'s value and the
+        ``include`` params' values) less the current value, since "changing" a key to its own value is no change.
+        Keys with nothing to change to are left out."""
+        include = list(include)
+        out: dict[str, list[Any]] = {}
+        for key, spec in self.params.items():
+            extra = [p[key] for p in include if key in p]
+            now = current.get(key)
+            values = [v for v in spec.offered([*extra, *([now] if key in current else [])]) if not same_value(v, now)]
+            if values:
+                out[key] = values
+        return out
+
     def describe(self) -> dict[str, dict[str, Any]]:
         """Bounds of every key, with what the key means where known (an LLM planner cannot guess ``model.linear``)."""
         return {key: spec.describe() | ({"meaning": self.meanings[key]} if key in self.meanings else {})
                 for key, spec in self.params.items()}
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal, and not merely because True == 1."""
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _sig(value: float, digits: int) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def _grid(low: float, high: float, log: bool) -> list[float]:
+    """About ``GRID_POINTS`` round values from ``low`` to ``high`` (both included)."""
+    if high <= low:
+        return [low]
+    if log:
+        for mantissas in LOG_MANTISSAS:
+            values = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+                      for m in mantissas]
+            inner = [_sig(v, 6) for v in values if low < v < high]
+            if len(inner) <= GRID_POINTS:
+                break
+        return [low, *inner, high]
+    raw = (high - low) / (GRID_POINTS - 1)
+    exponent = math.floor(math.log10(raw))
+    step = min((m * 10.0 ** exponent for m in (1, 2, 2.5, 5, 10)), key=lambda s: abs(math.log(s / raw)))
+    first = math.ceil(low / step - 1e-9)
+    inner = [_sig(k * step, 10) for k in range(first, math.floor(high / step + 1e-9) + 1)]
+    return [low, *(v for v in inner if low < v < high), high]

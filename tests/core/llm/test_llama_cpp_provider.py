@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from agentlab.core.errors import LLMError
+from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.config import LlamaCppProviderConfig, LLMConfig, ResourceConfig
 from agentlab.core.llm.providers import build_provider
 from agentlab.core.llm.providers import llama_cpp as lc
@@ -222,3 +222,17 @@ def test_router_structured_is_grammar_constrained(tiny_model: dict[str, Path]) -
         result = router.structured_sync([{"role": "user", "content": "How is the sea?"}], SeaReport)
     assert isinstance(result.value, SeaReport) and result.repairs == 0  # a random model is valid only by grammar
     assert SeaReport.model_validate_json(result.completion.completion.text) == result.value
+
+
+def test_structured_reply_cut_at_max_tokens_is_reported_as_cut(tiny_model: dict[str, Path]) -> None:
+    cfg = LLMConfig.model_validate({
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 1024}},
+        "models": {"tiny": {"provider": "local", "model": str(tiny_model["gguf"])}}, "retries": 0,
+    })
+    with Router.from_config(cfg) as router, pytest.raises(AllModelsFailed) as info:
+        router.structured_sync([{"role": "user", "content": "How is the sea?"}], SeaReport, max_repairs=1,
+                               params=GenParams(temperature=0, max_tokens=4))
+    # both the reply and its repair stop at 4 tokens, inside the grammar's JSON: cut, not "no JSON object found"
+    assert [a[1] for a in info.value.attempts] == ["ok", "ok", "invalid_output"]
+    assert info.value.attempts[-1][2] == ("the reply was cut off at max_tokens (after 4 tokens) before its JSON "
+                                          "object was complete")

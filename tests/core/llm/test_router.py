@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm import GenParams, LLMConfig, Router, ScriptedProvider, build_provider
 from agentlab.core.llm.config import ScriptedProviderConfig
-from agentlab.core.llm.structured import InvalidOutput, extract_json
+from agentlab.core.llm.structured import (
+    UNBOUNDED_MAX_TOKENS,
+    CutOff,
+    InvalidOutput,
+    extract_json,
+    max_output_chars,
+    parse_reply,
+    schema_max_tokens,
+)
 from agentlab.core.runs import RunDir
 
 T = TypeVar("T")
@@ -324,6 +332,55 @@ def test_structured_system_instruction_merges_into_existing_system_message() -> 
     run(make_router({"p": p}).structured([{"role": "system", "content": "You plan."}, *ASK], Plan))
     sent = p.calls[0].messages
     assert [m["role"] for m in sent] == ["system", "user"] and sent[0]["content"].startswith("You plan.")
+
+
+class Bounded(BaseModel):
+    size: int
+    note: str = Field(json_schema_extra={"maxLength": 40})
+
+
+class Free(BaseModel):
+    note: str
+
+
+def test_structured_sends_a_bounded_max_tokens() -> None:
+    bound = schema_max_tokens(Bounded)
+    assert 40 < bound < 120 and schema_max_tokens(Free) == UNBOUNDED_MAX_TOKENS  # a free-form string has no bound
+    config = LLMConfig.model_validate({
+        "providers": {"p": {"kind": "scripted"}},
+        "models": {"free": {"provider": "p", "model": "free"},
+                   "capped": {"provider": "p", "model": "capped", "params": {"max_tokens": 16}}},
+        "routes": {"free": {"primary": ["free"]}, "capped": {"primary": ["capped"]}},
+    })
+    p = sp("p", '{"size": 1, "note": "n"}', '{"size": 1, "note": "n"}', '{"size": 1, "note": "n"}', '{"note": "n"}')
+    router = Router(config, {"p": p})
+    run(router.structured(ASK, Bounded, route="free"))
+    run(router.structured(ASK, Bounded, route="capped"))
+    run(router.structured(ASK, Bounded, route="capped", params=GenParams(max_tokens=500)))
+    run(router.structured(ASK, Free, route="free"))
+    # the schema's bound; the model's own lower max_tokens; the caller's explicit one; the default for no bound
+    assert [c.params.max_tokens for c in p.calls] == [bound, 16, 500, UNBOUNDED_MAX_TOKENS]
+
+
+def test_max_output_chars_follows_the_grammar() -> None:
+    closed = {"type": "object", "properties": {"a": {"enum": ["xy", 10]}, "b": {"type": "boolean"},
+                                               "c": {"type": "array", "items": {"const": 1}, "maxItems": 2}},
+              "additionalProperties": False}
+    longest = '{ "a": "xy", "b": false, "c": [1, 1] }'
+    assert len(longest) <= max_output_chars(closed) <= len(longest) + 12
+    assert max_output_chars({"$defs": {"X": closed}, "anyOf": [{"$ref": "#/$defs/X"}, {"type": "null"}]}) == \
+        max_output_chars(closed)
+    for unbounded in ({"type": "string"}, {"type": "object"}, {"type": "object", "properties": {},
+                      "additionalProperties": True}, {"type": "array", "items": {"type": "integer"}}):
+        assert max_output_chars(unbounded) is None
+
+
+def test_reply_cut_at_max_tokens_is_reported_as_cut() -> None:
+    with pytest.raises(CutOff, match=r"cut off at max_tokens \(after 12 tokens\)"):
+        parse_reply('{"lr": 0.01, "lay', Plan, finish_reason="length", max_tokens=12)
+    with pytest.raises(InvalidOutput, match="no JSON object found"):  # the same text, ended by the model itself
+        parse_reply('{"lr": 0.01, "lay', Plan, finish_reason="stop")
+    assert parse_reply('{"lr": 0.01, "layers": 2}', Plan, finish_reason="length") == Plan(lr=0.01, layers=2)
 
 
 # --------------------------------------------------------------------------- events, stats, secrets

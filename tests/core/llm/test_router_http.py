@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentlab.core.errors import AllModelsFailed
 from agentlab.core.llm import LLMConfig, RoutedCompletion, Router
+from agentlab.core.llm.structured import schema_max_tokens
 from agentlab.core.runs import RunDir
 from agentlab.testing.server import Reply, ScriptedServer
 
@@ -159,6 +160,41 @@ def test_structured_over_http_sends_schema_and_repairs(srv: ScriptedServer) -> N
     first = srv.requests[0]
     assert first["response_format"]["json_schema"]["name"] == "Verdict"
     assert srv.requests[1]["messages"][-1]["content"].startswith("Your answer was invalid")
+
+
+class Label(BaseModel):
+    label: str = Field(json_schema_extra={"maxLength": 30})
+    score: float
+
+
+def test_structured_reply_cut_at_max_tokens_is_reported_as_cut(srv: ScriptedServer) -> None:
+    cut = '{"label": "a label that goes on and'
+    srv.script("m", [Reply(text=cut, finish_reason="length"), Reply(text='{"label": "short", "score": 1}')])
+
+    async def main() -> Any:
+        async with Router.from_config(config(srv, ["m"])) as router:
+            return await router.structured(ASK, Label)
+
+    result = asyncio.run(main())
+    assert result.value == Label(label="short", score=1) and result.repairs == 1
+    first, second = srv.requests[:2]
+    assert first["max_tokens"] == schema_max_tokens(Label)
+    assert first["response_format"]["json_schema"]["name"] == "Label"
+    repair = second["messages"][-1]["content"]
+    assert repair.startswith("Your answer was cut off at max_tokens (after 7 tokens) before its JSON object was "
+                             "complete. Reply with a shorter JSON object")
+    assert "no JSON object" not in repair and second["messages"][-2] == {"role": "assistant", "content": cut}
+
+    srv.script("m", [Reply(text=cut, finish_reason="length")] * 2)
+
+    async def once() -> Any:
+        async with Router.from_config(config(srv, ["m"], route={"fallback": []})) as router:
+            return await router.structured(ASK, Label, max_repairs=1)
+
+    with pytest.raises(AllModelsFailed) as info:
+        asyncio.run(once())
+    assert info.value.attempts[-1] == ("m", "invalid_output", "the reply was cut off at max_tokens (after 7 tokens) "
+                                       "before its JSON object was complete")
 
 
 def test_best_of_n_over_http_is_concurrent(srv: ScriptedServer) -> None:
