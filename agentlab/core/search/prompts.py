@@ -171,7 +171,9 @@ def compact_messages(ctx: Any, values: dict[str, list[Any]], suggested: dict[str
         "Recent trials:",
         *recent,
         f"Optimizer's suggestion: {suggestion}",
-        'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "<why, in one sentence>"}',
+        # A placeholder such as "<why>" is copied word for word by a 135M model; a description is not.
+        'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "..."}, where reasoning says in one '
+        f"sentence why these changes should lower {ctx.metric}.",
     ]
     return [{"role": "system", "content": COMPACT_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 

@@ -141,7 +141,8 @@ def test_compact_prompt_is_a_table_and_one_line_per_trial() -> None:
         "run_0001 (llm): model.attn=full -> val_mse 0.9, pruned",
         "run_0002 (tpe): model.d_model=64 -> failed",
         "Optimizer's suggestion: model.factor=17, train.learning_rate=0.00346",
-        'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "<why, in one sentence>"}',
+        'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "..."}, where reasoning says in one '
+        "sentence why these changes should lower val_mse.",
     ]
     rich = with_instruction(rich_messages(ctx, diff(shown, CURRENT), history=5), plan_model(values))
     assert len(system["content"] + user["content"]) * 2 < sum(len(m["content"]) for m in rich)
