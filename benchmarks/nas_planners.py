@@ -78,10 +78,13 @@ def llm_behaviour(states: list[dict[str, Any]]) -> list[str]:
     plans = [r for s in states for r in s["runs"] if r.get("planner") not in ("base", None)]
     applied = [r for r in plans if r["planner"] == "llm"]
     fallbacks = [r for r in plans if r["planner"] != "llm"]
-    took = [r for r in applied if r.get("took_candidate")]
+    origins = Counter(r.get("origin") or "?" for r in applied)
     keys = Counter(k for r in applied for k in (r.get("changes") or {}))
+    sizes = Counter(len(r.get("changes") or {}) for r in applied)
     lines = [f"llm planner: {len(applied)}/{len(plans)} plans from the LLM, {len(fallbacks)} TPE fallbacks; "
-             f"took TPE's candidate as is in {len(took)}/{len(applied)}",
+             f"took TPE's suggestion as is in {origins['candidate']}, part of it in {origins['partial']}, its own "
+             f"changes in {origins['own']}",
+             "keys changed per plan: " + ", ".join(f"{n} keys x{c}" for n, c in sorted(sizes.items())),
              "keys the LLM changed (plans): " + ", ".join(f"{k} {n}" for k, n in keys.most_common())]
     reasons = [r.get("reasoning") for r in applied if r.get("reasoning")]
     if reasons:
