@@ -294,7 +294,7 @@ class Router:
         fields = dict(route=route, model=name, provider=provider.name, provider_model=mcfg.model, attempt=attempt,
                       outcome=outcome, latency_s=round(latency, 6),
                       ttft_s=completion.ttft_s if completion is not None else None,
-                      prompt_tokens=usage.prompt_tokens if usage else None,
+                      prompt_tokens=usage.prompt_tokens if usage and usage.reported else None,
                       completion_tokens=usage.completion_tokens if usage else None, error=error)
         try:  # a broken sink must not turn a good answer into a failure
             if self.on_event is not None:

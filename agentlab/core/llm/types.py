@@ -46,6 +46,10 @@ class GenParams:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # False when the backend sent no usage: a stream from a server that ignores `stream_options.include_usage`
+    # (llama-cpp-python's own server does). The counts are then 0 prompt tokens and one completion token per chunk,
+    # and run records show the prompt tokens as unknown (null), not as 0.
+    reported: bool = True
 
     @property
     def total_tokens(self) -> int:

@@ -268,7 +268,7 @@ def test_stream_sse_details_without_usage() -> None:
     assert [d.text for d in deltas] == ["Hel", "lo"]  # type: ignore[union-attr]
     assert isinstance(final, Completion)
     assert final.text == "Hello" and final.finish_reason == "stop"
-    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (0, 2)
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens, final.usage.reported) == (0, 2, False)
 
 
 @pytest.mark.parametrize("body", [

@@ -520,8 +520,8 @@ class OpenAIProvider:
                 raise self._error("empty", model, "the stream has no text", status=response.status_code)
             if usage:
                 used = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-            else:  # the server ignored include_usage: one chunk is about one token
-                used = Usage(0, len(parts))
+            else:  # the server ignored include_usage: one chunk is about one token, the prompt is unknown
+                used = Usage(0, len(parts), reported=False)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s: stream %.3fs ttft=%s, %d chunks", self.name, model, latency, ttft, len(parts))
             yield Completion(text=text, model=model, usage=used, latency_s=latency, ttft_s=ttft,
