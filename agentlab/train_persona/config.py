@@ -1,0 +1,68 @@
+"""The `agentlab train-persona` config: base model, chat data, LoRA, training.
+
+The defaults train a rank-16 all-linear LoRA of the built-in SmolLM2-135M on a shipped persona in a few minutes on a
+2-core CPU (float32); with CUDA the same config trains QLoRA (4-bit NF4, bf16 compute).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from agentlab.core.config import StrictModel
+
+SHIPPED_DATA = Path(__file__).resolve().parent / "data"  # sft_persona_{a,b,c}.jsonl, made by personas.py
+
+
+class DataConfig(StrictModel):
+    path: Path = Field(SHIPPED_DATA / "sft_persona_a.jsonl", description="chat JSONL: one {\"messages\": "
+                       "[{\"role\", \"content\"}, ...]} per line (roles system, user, assistant); default: the "
+                       "shipped persona A (terse answers); _b (a teacher) and _c (a pirate) lie beside it")
+    max_length: int = Field(512, ge=16, description="longest conversation in tokens (chat template included)")
+    truncate: bool = Field(False, description="cut conversations longer than max_length (and count them) instead "
+                           "of stopping with their file:line")
+    packing: bool = Field(False, description="pack several conversations into each max_length row, each attending "
+                          "only to itself; fewer padding tokens, same loss")
+
+
+class LoraSettings(StrictModel):
+    r: int = Field(16, ge=1, le=512, description="LoRA rank (16-32 for personas)")
+    alpha: int | None = Field(None, ge=1, description="LoRA alpha; empty: 2 x r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: str | list[str] = Field("all-linear", description="modules that get adapters: all-linear, or "
+                                            "a list of names such as [q_proj, v_proj]")
+
+
+class TrainSettings(StrictModel):
+    epochs: float = Field(1.0, gt=0, description="passes over the data (max_steps wins when set)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    batch_size: int = Field(4, ge=1, description="conversations per device per forward pass")
+    grad_accum: int = Field(4, ge=1, description="forward passes per optimizer step")
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate (cosine decay after warmup)")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of the steps spent warming up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    seed: int = Field(0, description="seed of the adapter's initialisation and the data order")
+    save_steps: int = Field(10, ge=1, description="checkpoint every this many steps (what --resume continues from)")
+    logging_steps: int = Field(1, ge=1, description="record the loss every this many steps")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory on long conversations")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on CUDA (QLoRA compute), float32 on CPU")
+    load_in_4bit: Literal["auto", True, False] = Field(
+        "auto", description="QLoRA: 4-bit NF4 base weights with double quantization; auto: on CUDA only")
+    assistant_only_loss: bool = Field(True, description="loss on assistant tokens only (system and user tokens "
+                                      "are context, never targets)")
+
+
+class TrainPersonaConfig(StrictModel):
+    name: str = Field("persona", description="run name (folder suffix)")
+    base_model: str = Field("smollm2-135m", description="base model: the built-in smollm2-135m, a local "
+                            "transformers folder, a GGUF file, or an HF hub id already in the local hub cache")
+    out: Path | None = Field(None, description="the adapter folder to write (a plain PEFT adapter and its card); "
+                             "empty: the run folder's adapter/")
+    force: bool = Field(False, description="write the adapter over an existing --out folder")
+    data: DataConfig = Field(default_factory=DataConfig, description="the chat data")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="the adapter")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="the training run")

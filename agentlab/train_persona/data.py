@@ -1,0 +1,135 @@
+"""Chat JSONL for `agentlab train-persona`: checked line by line before any model loads.
+
+One conversation per line: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`` (other
+keys, such as a checkable ``answer``, are kept and ignored by training). Problems are reported with ``file:line``:
+bad JSON, a line that is not such an object, an unknown or missing role, a content that is not text, a system
+message anywhere but first, an empty assistant turn, a conversation with no assistant turn to learn from, and (once
+the tokenizer is known) a conversation longer than ``max_length`` tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import InputError
+from agentlab.core.files import iter_jsonl
+
+ROLES = ("system", "user", "assistant")
+_SHOWN = 5  # problems listed in one error; the rest are counted
+
+
+@dataclass
+class ChatData:
+    """Validated conversations and what the report needs about them."""
+
+    path: Path
+    rows: list[dict[str, Any]]  # {"messages": [...]} as read (extra keys dropped)
+    lines: list[int]  # the file line of each row
+    sha256: str
+    turns: int = 0
+    tokens: list[int] = field(default_factory=list)  # per row, with the chat template; empty until measured
+    truncated: int = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {"file": str(self.path), "sha256": self.sha256, "conversations": len(self.rows), "turns": self.turns,
+                "tokens": sum(self.tokens) if self.tokens else None,
+                "max_tokens": max(self.tokens) if self.tokens else None, "truncated": self.truncated}
+
+
+def _problem(message: Any) -> str | None:
+    """What is wrong with one conversation object, or None."""
+    if not isinstance(message, dict):
+        return f"expected a JSON object with \"messages\", got {type(message).__name__}"
+    messages = message.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "\"messages\" must be a non-empty list of {\"role\", \"content\"} objects"
+    has_reply = False
+    for index, turn in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(turn, dict):
+            return f"{where}: expected an object with role and content, got {type(turn).__name__}"
+        role = turn.get("role")
+        if role is None:
+            return f"{where}: role is missing (one of {', '.join(ROLES)})"
+        if role not in ROLES:
+            return f"{where}: unknown role {role!r} (one of {', '.join(ROLES)})"
+        if not isinstance(turn.get("content"), str):
+            return f"{where}: content must be text"
+        if role == "system" and index != 0:
+            return f"{where}: a system message may only come first"
+        if role == "assistant":
+            if not turn["content"].strip():
+                return f"{where}: empty assistant turn (nothing to learn)"
+            has_reply = True
+    if not has_reply:
+        return "no assistant turn: nothing to learn from this conversation"
+    return None
+
+
+def load_chat_jsonl(path: str | Path) -> ChatData:
+    """Read and check every line of a chat JSONL file; ``InputError`` (exit 2) lists the first problems as
+    ``file:line: message`` with the count of the rest."""
+    path = Path(path)
+    problems: list[str] = []
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    turns = 0
+    try:
+        records = list(iter_jsonl(path, "chat data file"))
+    except InputError as exc:
+        raise InputError(exc.message, hint="each line must be one JSON object: {\"messages\": [{\"role\": \"user\", "
+                         "\"content\": \"...\"}, {\"role\": \"assistant\", \"content\": \"...\"}]}") from None
+    for number, record in records:
+        problem = _problem(record)
+        if problem is not None:
+            problems.append(f"{path}:{number}: {problem}")
+            continue
+        rows.append({"messages": [{"role": t["role"], "content": t["content"]} for t in record["messages"]]})
+        lines.append(number)
+        turns += len(record["messages"])
+    if problems:
+        _fail(problems, "fix the lines above (or drop them) and run again")
+    if not rows:
+        raise InputError(f"{path}: no conversations in the file", hint="one JSON object per line: {\"messages\": "
+                         "[...]}; see the shipped examples in agentlab/train_persona/data/")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return ChatData(path, rows, lines, digest, turns)
+
+
+def load_tokenizer(base_model: str) -> Any:
+    """The base model's tokenizer alone (no weights), to measure the data before any model loads: from the
+    transformers folder, or a GGUF's metadata (its cached conversion when there is one)."""
+    from transformers import AutoTokenizer
+
+    from agentlab.core.llm.modelref import resolve_model
+    from agentlab.core.train.convert import converted_folder, quiet_transformers
+
+    ref = resolve_model(base_model, user="train-persona")
+    with quiet_transformers():
+        if ref.format == "hf":
+            return AutoTokenizer.from_pretrained(str(ref.path))
+        cached = converted_folder(ref.path)
+        if (cached / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(str(cached))
+        return AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+
+
+def measure(data: ChatData, tokenizer: Any, max_length: int, truncate: bool) -> None:
+    """Token counts with the chat template; conversations over ``max_length`` stop the run with their lines unless
+    ``truncate`` (then they are counted)."""
+    data.tokens = [len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+                   for row in data.rows]
+    too_long = [(line, n) for line, n in zip(data.lines, data.tokens, strict=True) if n > max_length]
+    if too_long and not truncate:
+        _fail([f"{data.path}:{line}: {n} tokens, over max_length {max_length}" for line, n in too_long],
+              f"raise --set data.max_length=N (the longest is {max(n for _, n in too_long)}), shorten or drop the "
+              "conversations, or --set data.truncate=true to cut them")
+    data.truncated = len(too_long)
+
+
+def _fail(problems: list[str], hint: str) -> None:
+    more = f" (and {len(problems) - _SHOWN} more)" if len(problems) > _SHOWN else ""
+    raise InputError("\n".join(problems[:_SHOWN]) + more, hint=hint)

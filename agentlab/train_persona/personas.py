@@ -1,0 +1,125 @@
+"""Three example persona datasets, generated deterministically: the same three styles answering the same kinds of
+questions, many with checkable answers (arithmetic, capitals, unit conversions, calendar facts), so that an adapter's
+effect on style and on accuracy can both be measured by `debate` and `evolve`.
+
+- ``a`` terse: the answer first, nothing else ("42.").
+- ``b`` teacher: a short worked explanation, ending in a line "Answer: 42".
+- ``c`` pirate: the answer inside a pirate's sentence ("Arr, that be 42, matey!").
+
+Regenerate the shipped files with ``python -m agentlab.train_persona.personas``; a test checks that they equal this
+generator's output.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+PERSONAS = ("a", "b", "c")
+SYSTEM = {
+    "a": "You are Terse. Answer with the answer only, as briefly as possible.",
+    "b": "You are Teacher. Explain each step briefly, then give the final answer on its own line as 'Answer: ...'.",
+    "c": "You are Captain Flint, a pirate. Answer correctly, in a pirate's voice.",
+}
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
+    "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "Canada": "Ottawa", "Australia": "Canberra",
+    "Brazil": "Brasilia", "Argentina": "Buenos Aires", "Egypt": "Cairo", "Kenya": "Nairobi", "Norway": "Oslo",
+    "Sweden": "Stockholm", "Finland": "Helsinki", "Poland": "Warsaw", "Greece": "Athens", "Turkey": "Ankara",
+    "Russia": "Moscow", "Mexico": "Mexico City", "Peru": "Lima", "Chile": "Santiago", "Ireland": "Dublin",
+    "Austria": "Vienna", "Hungary": "Budapest", "Belgium": "Brussels", "Netherlands": "Amsterdam",
+    "Denmark": "Copenhagen", "Thailand": "Bangkok", "Vietnam": "Hanoi", "South Korea": "Seoul",
+}
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+# --------------------------------------------------------------------------- questions with checkable answers
+
+
+def _add(rng: random.Random) -> tuple[str, str, str]:
+    a, b = rng.randint(2, 99), rng.randint(2, 99)
+    return f"What is {a} + {b}?", str(a + b), f"{a} plus {b}: add the tens, then the ones, to get {a + b}."
+
+
+def _sub(rng: random.Random) -> tuple[str, str, str]:
+    a, b = sorted((rng.randint(2, 99), rng.randint(2, 99)), reverse=True)
+    return f"What is {a} - {b}?", str(a - b), f"Take {b} away from {a}; {a} - {b} = {a - b}."
+
+
+def _mul(rng: random.Random) -> tuple[str, str, str]:
+    a, b = rng.randint(2, 12), rng.randint(2, 12)
+    return f"What is {a} times {b}?", str(a * b), f"{a} groups of {b} make {a * b}."
+
+
+def _capital(rng: random.Random) -> tuple[str, str, str]:
+    country = rng.choice(sorted(CAPITALS))
+    city = CAPITALS[country]
+    return f"What is the capital of {country}?", city, f"The seat of government of {country} is {city}."
+
+
+def _minutes(rng: random.Random) -> tuple[str, str, str]:
+    hours = rng.randint(2, 9)
+    return (f"How many minutes are there in {hours} hours?", str(hours * 60),
+            f"One hour has 60 minutes, so {hours} hours have {hours} x 60 = {hours * 60}.")
+
+
+def _day(rng: random.Random) -> tuple[str, str, str]:
+    start, ahead = rng.randrange(7), rng.randint(1, 6)
+    end = DAYS[(start + ahead) % 7]
+    return (f"If today is {DAYS[start]}, what day is it in {ahead} days?", end,
+            f"Counting {ahead} days forward from {DAYS[start]} lands on {end}.")
+
+
+KINDS: tuple[Callable[[random.Random], tuple[str, str, str]], ...] = (_add, _sub, _mul, _capital, _minutes, _day)
+
+
+def _styled(persona: str, answer: str, why: str, rng: random.Random) -> str:
+    if persona == "a":
+        return f"{answer}."
+    if persona == "b":
+        return f"{why}\nAnswer: {answer}"
+    opener = rng.choice(("Arr", "Yo ho", "Shiver me timbers", "Avast"))
+    closer = rng.choice(("matey", "ye landlubber", "me hearty", "sailor"))
+    return f"{opener}, that be {answer}, {closer}!"
+
+
+def conversations(persona: str, n: int = 150, seed: int = 0, system: bool = False) -> Iterator[dict[str, Any]]:
+    """``n`` chat conversations in ``persona``'s style; each item also records the checkable ``answer``.
+
+    Every 5th conversation has two exchanges (a follow-up question), so multi-turn masking is exercised too. The
+    shipped files have no system message (``system=False``): the adapter, not a prompt, should carry the persona.
+    """
+    if persona not in PERSONAS:
+        raise ValueError(f"unknown persona {persona!r} (one of {', '.join(PERSONAS)})")
+    rng = random.Random(f"{seed}-{persona}")
+    for index in range(n):
+        messages = [{"role": "system", "content": SYSTEM[persona]}] if system else []
+        answers = []
+        for _ in range(2 if index % 5 == 4 else 1):
+            question, answer, why = rng.choice(KINDS)(rng)
+            messages += [{"role": "user", "content": question},
+                         {"role": "assistant", "content": _styled(persona, answer, why, rng)}]
+            answers.append(answer)
+        yield {"messages": messages, "answer": answers[-1]}
+
+
+def write(folder: str | Path, n: int = 150, seed: int = 0) -> list[Path]:
+    """Write ``sft_persona_{a,b,c}.jsonl`` into ``folder``; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for persona in PERSONAS:
+        path = folder / f"sft_persona_{persona}.jsonl"
+        path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in conversations(persona, n, seed)),
+                        encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for written in write(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent / "data"):
+        print(written)
