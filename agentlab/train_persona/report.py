@@ -1,0 +1,83 @@
+"""What train-persona writes for people: the adapter card (README.md beside the weights), the run's report.md and
+its loss curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentlab.train_persona.config import TrainPersonaConfig
+
+
+def _hyper(cfg: TrainPersonaConfig) -> list[str]:
+    t, lora = cfg.train, cfg.lora
+    return [
+        f"- LoRA: r {lora.r}, alpha {lora.alpha or 2 * lora.r}, dropout {lora.dropout}, targets {lora.target_modules}",
+        f"- training: {t.epochs} epoch(s)" + (f", at most {t.max_steps} steps" if t.max_steps else "")
+        + f", batch {t.batch_size} x {t.grad_accum} accumulation, learning rate {t.learning_rate} (cosine, "
+        f"{t.warmup_ratio:.0%} warm-up), weight decay {t.weight_decay}, seed {t.seed}",
+        f"- data: max_length {cfg.data.max_length}, packing {'on' if cfg.data.packing else 'off'}, "
+        f"loss on {'assistant tokens only' if t.assistant_only_loss else 'every token'}",
+    ]
+
+
+def adapter_card(cfg: TrainPersonaConfig, results: dict[str, Any]) -> str:
+    """README.md of the adapter folder: enough to know what it is and to reproduce it."""
+    data = results["data"]
+    lines = [
+        f"# {Path(results['adapter']).name}: a persona LoRA adapter", "",
+        f"Trained by `agentlab train-persona` on `{cfg.base_model}`"
+        + (" with QLoRA (4-bit NF4 base)." if results["qlora"] else f" ({results['device']}, LoRA)."), "",
+        "Load it with PEFT:", "", "```python", "from peft import PeftModel",
+        f"model = PeftModel.from_pretrained(base_model, \"{results['adapter']}\")", "```", "",
+        "## Data", "",
+        f"- file: `{data['file']}`", f"- sha256: `{data['sha256']}`",
+        f"- rows: {data['conversations']} conversations, {data['turns']} turns, {data['tokens']} tokens "
+        f"({data['truncated']} truncated)", "",
+        "## Training", "", *_hyper(cfg),
+        f"- {results['steps']} steps, {results['tokens_seen']:,} tokens seen, {results['seconds']:.0f} s",
+        f"- loss: {_num(results['first_loss'])} at the first logged step, {_num(results['final_loss'])} at the last "
+        f"(mean over training {_num(results['train_loss'])})",
+        f"- {results['loss_tokens']['line']}", "",
+    ]
+    return "\n".join(lines)
+
+
+def render_report(cfg: TrainPersonaConfig, results: dict[str, Any], preview: str) -> str:
+    """report.md of the run: the outcome, the loss curve, which tokens carried the loss."""
+    resumed = f" (resumed from {Path(results['resumed_from']).name})" if results["resumed_from"] else ""
+    lines = [
+        f"# train-persona `{cfg.name}`", "",
+        f"Adapter: `{results['adapter']}` on `{cfg.base_model}` ({results['device']}, "
+        f"{'QLoRA' if results['qlora'] else 'LoRA'}){resumed}.", "",
+        "| steps | tokens seen | tokens/s | first loss | final loss | seconds |", "|---|---|---|---|---|---|",
+        f"| {results['steps']} | {results['tokens_seen']:,} | {_num(results['tokens_per_s'], '.0f')} | "
+        f"{_num(results['first_loss'])} | {_num(results['final_loss'])} | {results['seconds']:.0f} |", "",
+        "![loss](loss.png)", "", "## Settings", "", *_hyper(cfg), "",
+        "## Which tokens carried the loss", "", results["loss_tokens"]["line"] + ".", "",
+        "The start of the first training row, loss tokens inside `[[...]]`:", "", "```text", preview, "```", "",
+    ]
+    return "\n".join(lines)
+
+
+def loss_plot(losses: list[tuple[int, float]], path: Path) -> None:
+    """The training loss per logged step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if losses:
+        ax.plot([s for s, _ in losses], [v for _, v in losses], marker="o", markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title("train-persona: loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _num(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)

@@ -1,0 +1,143 @@
+"""`agentlab train-persona`: a persona LoRA (QLoRA on CUDA) on chat data, with TRL's SFTTrainer.
+
+Run folder (``runs/train-persona/<timestamp>-<name>/``)::
+
+    config.yaml, run.json, events.jsonl   as every command (events: one ``train_log`` per logged step, checkpoints)
+    checkpoints/checkpoint-N/             what ``--resume`` continues from (the last two are kept)
+    trainer_state.json, loss.png          the trainer's log history and the loss curve
+    results.json, report.md               final loss, tokens seen, tokens/s, which tokens carried loss
+
+The adapter goes to ``out`` (default: the run folder's ``adapter/``): ``adapter_config.json`` and
+``adapter_model.safetensors`` that plain PEFT loads, and a README.md card (base model, data file and its sha256,
+rows, hyper-parameters, final loss, tokens seen). It is written when training ends, under a temporary name and
+renamed into place, so an interrupted run never leaves a half-written adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import UsageError
+from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.runs import RunDir
+from agentlab.train_persona.config import TrainPersonaConfig
+from agentlab.train_persona.data import ChatData, load_chat_jsonl, load_tokenizer, measure
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any]:
+    """Everything checked before a run folder exists or a model loads: the data (every line), the output folder,
+    the base model (resolved; its tokenizer alone measures the conversations) and the device."""
+    from agentlab.core.train import resolve_device_dtype
+
+    data = load_chat_jsonl(cfg.data.path)
+    out = cfg.out
+    if out is not None and not resuming and out.exists() and not cfg.force:
+        if not out.is_dir() or any(out.iterdir()):
+            raise UsageError(f"--out {out}: already exists and is not empty; nothing was written",
+                             hint="choose another --out, or pass --force to replace that adapter when training ends")
+    resolve_device_dtype(cfg.train.device, cfg.train.dtype)
+    measure(data, load_tokenizer(cfg.base_model), cfg.data.max_length, cfg.data.truncate)
+    return {"data": data}
+
+
+def run(cfg: TrainPersonaConfig, run_dir: RunDir, *, data: ChatData | None = None, progress: Progress | None = None,
+        announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train (or continue from the run's last checkpoint), save the adapter and its card, write the report."""
+    from agentlab.core.train import (
+        ProgressCallback,
+        build_sft_trainer,
+        last_checkpoint,
+        load_causal_lm,
+        lora_config,
+        seed_everything,
+        wants_4bit,
+    )
+
+    progress = progress or NullProgress()
+    announce = announce or log.info
+    data = data if data is not None else prepare(cfg, resuming=True)["data"]
+    stats = data.stats()
+    announce(f"data: {stats['conversations']} conversations, {stats['turns']} turns, {stats['tokens']} tokens "
+             f"(longest {stats['max_tokens']}), {stats['truncated']} truncated")
+    four_bit = wants_4bit(cfg.train.load_in_4bit, cfg.train.device)
+    seed_everything(cfg.train.seed)
+    model, tokenizer = load_causal_lm(cfg.base_model, device=cfg.train.device, dtype=cfg.train.dtype,
+                                      load_in_4bit=four_bit)
+    device = next(model.parameters()).device
+    announce(f"base model {cfg.base_model} on {device.type}: " + ("QLoRA (4-bit NF4, double quantization)"
+             if four_bit else f"LoRA, {next(model.parameters()).dtype} weights"))
+    run_dir.event("data", **stats)
+    callback = ProgressCallback(progress, on_log=lambda entry: run_dir.event("train_log", **entry),
+                                on_save=lambda path, step: run_dir.event("checkpoint", step=step, path=path))
+    trainer, summary = build_sft_trainer(
+        model=model, tokenizer=tokenizer, train_dataset=data.rows, output_dir=run_dir.file(CHECKPOINTS),
+        peft_config=lora_config(r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                                target_modules=cfg.lora.target_modules),
+        assistant_only_loss=cfg.train.assistant_only_loss, packing=cfg.data.packing, max_length=cfg.data.max_length,
+        epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1, batch_size=cfg.train.batch_size,
+        grad_accum=cfg.train.grad_accum, learning_rate=cfg.train.learning_rate, lr_scheduler="cosine",
+        warmup=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay, logging_steps=cfg.train.logging_steps,
+        save_steps=cfg.train.save_steps, seed=cfg.train.seed,
+        gradient_checkpointing=cfg.train.gradient_checkpointing, callbacks=[callback])
+    announce(summary.describe())
+    run_dir.event("loss_tokens", **summary.to_dict())
+    resume_from = last_checkpoint(run_dir.file(CHECKPOINTS))
+    if resume_from is not None:
+        announce(f"resuming from {Path(resume_from).name}")
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - start
+    state = trainer.state
+    run_dir.write_json("trainer_state.json", {"log_history": state.log_history, "global_step": state.global_step,
+                                              "max_steps": state.max_steps, "epoch": state.epoch,
+                                              "num_input_tokens_seen": state.num_input_tokens_seen})
+    losses = [(e["step"], e["loss"]) for e in state.log_history if "loss" in e and "step" in e]
+    out = cfg.out if cfg.out is not None else run_dir.file("adapter")
+    results = {
+        "adapter": str(Path(out).absolute()), "base_model": cfg.base_model, "device": device.type,
+        "qlora": four_bit, "steps": state.global_step, "epochs": state.epoch, "resumed_from": resume_from,
+        "first_loss": losses[0][1] if losses else None, "final_loss": losses[-1][1] if losses else None,
+        "train_loss": output.training_loss, "tokens_seen": state.num_input_tokens_seen,
+        "tokens_per_s": callback.tokens_per_s, "seconds": round(seconds, 2), "data": stats,
+        "loss_tokens": {**summary.to_dict(), "line": summary.describe()},
+    }
+    _save_adapter(trainer, cfg, Path(out), results)
+    from agentlab.train_persona.report import loss_plot, render_report
+
+    loss_plot(losses, run_dir.file("loss.png"))
+    run_dir.save_results(results)
+    run_dir.save_report(render_report(cfg, results, summary.preview))
+    return results
+
+
+def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dict[str, Any]) -> None:
+    """The adapter and its card, written beside ``out`` and renamed into place (``--force`` replaces an old one)."""
+    from agentlab.train_persona.report import adapter_card
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.model
+    for peft_config in getattr(model, "peft_config", {}).values():
+        peft_config.base_model_name_or_path = cfg.base_model  # the name the user gave, not a cache folder
+    model.save_pretrained(str(tmp))
+    (tmp / "README.md").write_text(adapter_card(cfg, results), encoding="utf-8")
+    if out.exists():
+        if not (cfg.force or (out.is_dir() and not any(out.iterdir()))):
+            raise UsageError(f"--out {out}: appeared while training; the adapter is in {tmp}",
+                             hint="move it into place yourself, or train again with --force")
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

@@ -1,0 +1,89 @@
+"""`agentlab train-persona`: a persona LoRA (QLoRA on CUDA) on chat JSONL; `train-persona export`: adapter -> GGUF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import ConfigOpt, JsonOpt, ResumeOpt, SetOpt, VerboseOpt, console, print_json, safe_text
+from .runner import flags, run_command
+
+app = typer.Typer(help="Persona LoRA adapters with TRL: train on chat JSONL (no subcommand), or export one to GGUF.")
+
+
+def _opt(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help, show_default=False)
+
+
+@app.callback(invoke_without_command=True)
+def train_persona(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data: Annotated[Path | None, _opt("--data", help="Chat JSONL, one {\"messages\": [...]} per line (default: "
+                                      "the shipped persona A).")] = None,
+    out: Annotated[Path | None, _opt("--out", help="Adapter folder to write (default: the run folder's "
+                                     "adapter/). The run folder itself goes under runs/train-persona/.")] = None,
+    base_model: Annotated[str | None, _opt("--base-model", help="smollm2-135m (default, built in), a transformers "
+                                           "folder, a GGUF file, or a cached HF hub id.")] = None,
+    r: Annotated[int | None, _opt("--r", help="LoRA rank (default 16).")] = None,
+    epochs: Annotated[float | None, _opt("--epochs", help="Passes over the data (default 1).")] = None,
+    bsz: Annotated[int | None, _opt("--bsz", help="Conversations per forward pass (default 4).")] = None,
+    grad_accum: Annotated[int | None, _opt("--grad-accum", help="Forward passes per optimizer step "
+                                           "(default 4).")] = None,
+    lr: Annotated[float | None, _opt("--lr", help="Peak learning rate (default 2e-4).")] = None,
+    max_steps: Annotated[int | None, _opt("--max-steps", help="Stop after this many optimizer steps.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing adapter at --out.")] = False,
+    run_dir: Annotated[Path | None, _opt("--run-dir", help="Exact run folder to create (default: "
+                                         "runs/train-persona/<timestamp>-<name>).")] = None,
+    resume: ResumeOpt = None,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Train a persona LoRA adapter: TRL SFT with loss on assistant tokens only, QLoRA (4-bit NF4) with CUDA, plain
+    LoRA in float32 on CPU. Every line of the data is checked first; --resume continues from the last checkpoint."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from agentlab.train_persona.config import TrainPersonaConfig
+    from agentlab.train_persona.run import prepare, run
+
+    options = flags(("--data", "data.path", data), ("--out", "out", out), ("--base-model", "base_model", base_model),
+                    ("--r", "lora.r", r), ("--epochs", "train.epochs", epochs), ("--bsz", "train.batch_size", bsz),
+                    ("--grad-accum", "train.grad_accum", grad_accum), ("--lr", "train.learning_rate", lr),
+                    ("--max-steps", "train.max_steps", max_steps), ("--force", "force", True if force else None))
+    run_command("train-persona", TrainPersonaConfig, run, config=config, sets=[*(set_ or []), *options], out=run_dir,
+                resume=resume, prepare=lambda cfg: prepare(cfg, resuming=resume is not None), json_=json_,
+                verbose=verbose, summary=_summary)
+
+
+def _summary(results: dict[str, Any], path: Path) -> None:
+    first, final = results["first_loss"], results["final_loss"]
+    loss = f"loss {first:.4f} -> {final:.4f}" if first is not None and final is not None else "no loss logged"
+    console.print(f"[bold]adapter[/]: {safe_text(results['adapter'])}")
+    console.print(f"{results['steps']} steps, {loss}, {results['tokens_seen']:,} tokens in {results['seconds']:.0f} s; "
+                  f"{safe_text(results['loss_tokens']['line'])}")
+    console.print(f"report: {safe_text(path / 'report.md')}")
+
+
+@app.command("export")
+def export(
+    adapter: Annotated[Path, typer.Argument(help="The adapter folder (adapter_config.json + weights).",
+                                            file_okay=False)],
+    gguf: Annotated[Path, typer.Option("--gguf", help="The GGUF file to write.", dir_okay=False)],
+    quantize: Annotated[str | None, _opt("--quantize", help="Also quantize through llama.cpp (q8_0).")] = None,
+    base_model: Annotated[str | None, _opt("--base-model", help="The base (default: the adapter's own "
+                                           "base_model_name_or_path).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing GGUF.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Merge an adapter into its base and write a GGUF that llama.cpp (and `agentlab pipeline`) can run."""
+    from agentlab.train_persona.export import export_gguf
+
+    with console.status(f"exporting {adapter} to {gguf}"):
+        path = export_gguf(adapter, gguf, base_model=base_model, quantize=quantize, force=force)
+    if json_:
+        print_json({"gguf": str(path)})
+    else:
+        console.print(f"[bold]gguf[/]: {safe_text(path)} ({path.stat().st_size / 2**20:.1f} MiB)")
