@@ -192,3 +192,34 @@ def test_bad_arguments_raise_agentlab_errors(built: Built, tmp_path: Path) -> No
         gguf_export.quantize_gguf(tmp_path / "missing.gguf", tmp_path / "x.gguf")
     with pytest.raises(AgentlabError, match="unknown tiny-model arch"):
         tiny.make_tiny_model(tmp_path / "m", arch="gpt2")
+
+
+def test_tied_embeddings_and_digit_splitting_tokenizer(built: Built, tmp_path: Path) -> None:
+    """SmolLM2's shape: a head tied to the embeddings (no output.weight; llama.cpp reuses token_embd) and a
+    tokenizer that splits every digit before the GPT-2 regex (llama.cpp's "smollm" pre-tokenizer)."""
+    import json
+
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(built.hf_dir, dtype=torch.float32)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(tmp_path / "tied")
+    spec = json.loads((built.hf_dir / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, {**spec["pre_tokenizer"], "trim_offsets": True}]}
+    (tmp_path / "tied" / "tokenizer.json").write_text(json.dumps(spec))
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        if (built.hf_dir / name).is_file():
+            (tmp_path / "tied" / name).write_bytes((built.hf_dir / name).read_bytes())
+    out = gguf_export.export_gguf(tmp_path / "tied", tmp_path / "tied.gguf")
+    assert "output.weight" not in {t.name for t in gguf.GGUFReader(out).tensors}
+    tied = Built(tmp_path / "tied", out, out, AutoTokenizer.from_pretrained(tmp_path / "tied"),
+                 AutoModelForCausalLM.from_pretrained(tmp_path / "tied", dtype=torch.float32).eval())
+    assert max_diff(out, tied, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32) < 1e-3
+    with loaded(out) as llm:
+        for text in ["In 2024, 12345 apples cost 3.50 each", *TEXTS]:
+            assert llm.tokenize(text.encode(), add_bos=False, special=False) == tied.tokenizer.encode(
+                text, add_special_tokens=False), text
+        assert llm.metadata["tokenizer.ggml.pre"] == "smollm"
