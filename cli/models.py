@@ -45,7 +45,7 @@ def make_tiny(
     The model answers gibberish; it exists so tests, demos and benchmarks exercise real loading and generation.
     """
     setup_logging(verbose)
-    from agentlab.core.train.tiny import QUANT_KINDS
+    from agentlab.core.train.gguf_export import QUANT_KINDS
     from agentlab.core.train.tiny import make_tiny as build
 
     if quantize is not None and quantize not in QUANT_KINDS:

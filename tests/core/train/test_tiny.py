@@ -18,7 +18,7 @@ pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from agentlab.core.errors import AgentlabError  # noqa: E402
-from agentlab.core.train import tiny  # noqa: E402
+from agentlab.core.train import gguf_export, tiny  # noqa: E402
 
 GGML_TYPE_F32 = 0
 TEXTS = [
@@ -52,8 +52,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     hf_dir = tiny.make_tiny_model(root / "hf", seed=0)
     return Built(
         hf_dir=hf_dir,
-        f32=tiny.export_gguf(hf_dir, root / "tiny-f32.gguf", "f32"),
-        f16=tiny.export_gguf(hf_dir, root / "tiny-f16.gguf", "f16"),
+        f32=gguf_export.export_gguf(hf_dir, root / "tiny-f32.gguf", "f32"),
+        f16=gguf_export.export_gguf(hf_dir, root / "tiny-f16.gguf", "f16"),
         tokenizer=AutoTokenizer.from_pretrained(hf_dir),
         model=AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval(),
     )
@@ -126,8 +126,8 @@ def test_f32_gguf_logits_match_transformers(built: Built) -> None:
 
 def test_logit_check_catches_a_missing_rope_permutation(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
     # Proves the comparison above is sensitive: without llama.cpp's Q/K row order the logits must drift far apart.
-    monkeypatch.setattr(tiny, "_permute_rope", lambda weights, n_head: weights)
-    wrong = tiny.export_gguf(built.hf_dir, built.f32.with_name("no-permute.gguf"))
+    monkeypatch.setattr(gguf_export, "_permute_rope", lambda weights, n_head: weights)
+    wrong = gguf_export.export_gguf(built.hf_dir, built.f32.with_name("no-permute.gguf"))
     assert max_diff(wrong, built, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32) > 0.1
 
 
@@ -160,7 +160,7 @@ def test_gguf_metadata_has_chat_template_and_tokenizer(built: Built) -> None:
 
 
 def test_q8_0_quantization_is_smaller_and_loads(built: Built) -> None:
-    q8 = tiny.quantize_gguf(built.f32, built.f32.with_name("tiny-q8_0.gguf"), "q8_0", n_threads=1)
+    q8 = gguf_export.quantize_gguf(built.f32, built.f32.with_name("tiny-q8_0.gguf"), "q8_0", n_threads=1)
     assert q8.stat().st_size < built.f16.stat().st_size < built.f32.stat().st_size
     ids = prompt_ids(built.tokenizer)
     got, ref = gguf_logits(q8, ids), hf_logits(built.model, ids)
@@ -173,7 +173,7 @@ def test_qwen2_variant_matches_transformers(tmp_path: Path) -> None:
     hf_dir = tiny.make_tiny_model(tmp_path / "qwen2", arch="qwen2")
     qwen = Built(
         hf_dir=hf_dir,
-        f32=tiny.export_gguf(hf_dir, tmp_path / "qwen2.gguf"),
+        f32=gguf_export.export_gguf(hf_dir, tmp_path / "qwen2.gguf"),
         f16=tmp_path / "unused.gguf",
         tokenizer=AutoTokenizer.from_pretrained(hf_dir),
         model=AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval(),
@@ -185,10 +185,41 @@ def test_qwen2_variant_matches_transformers(tmp_path: Path) -> None:
 
 def test_bad_arguments_raise_agentlab_errors(built: Built, tmp_path: Path) -> None:
     with pytest.raises(AgentlabError, match="unsupported GGUF dtype"):
-        tiny.export_gguf(built.hf_dir, tmp_path / "x.gguf", "bf8")
+        gguf_export.export_gguf(built.hf_dir, tmp_path / "x.gguf", "bf8")
     with pytest.raises(AgentlabError, match="unknown quantization"):
-        tiny.quantize_gguf(built.f32, tmp_path / "x.gguf", "q3_weird")
+        gguf_export.quantize_gguf(built.f32, tmp_path / "x.gguf", "q3_weird")
     with pytest.raises(AgentlabError, match="not found"):
-        tiny.quantize_gguf(tmp_path / "missing.gguf", tmp_path / "x.gguf")
+        gguf_export.quantize_gguf(tmp_path / "missing.gguf", tmp_path / "x.gguf")
     with pytest.raises(AgentlabError, match="unknown tiny-model arch"):
         tiny.make_tiny_model(tmp_path / "m", arch="gpt2")
+
+
+def test_tied_embeddings_and_digit_splitting_tokenizer(built: Built, tmp_path: Path) -> None:
+    """SmolLM2's shape: a head tied to the embeddings (no output.weight; llama.cpp reuses token_embd) and a
+    tokenizer that splits every digit before the GPT-2 regex (llama.cpp's "smollm" pre-tokenizer)."""
+    import json
+
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(built.hf_dir, dtype=torch.float32)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(tmp_path / "tied")
+    spec = json.loads((built.hf_dir / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, {**spec["pre_tokenizer"], "trim_offsets": True}]}
+    (tmp_path / "tied" / "tokenizer.json").write_text(json.dumps(spec))
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        if (built.hf_dir / name).is_file():
+            (tmp_path / "tied" / name).write_bytes((built.hf_dir / name).read_bytes())
+    out = gguf_export.export_gguf(tmp_path / "tied", tmp_path / "tied.gguf")
+    assert "output.weight" not in {t.name for t in gguf.GGUFReader(out).tensors}
+    tied = Built(tmp_path / "tied", out, out, AutoTokenizer.from_pretrained(tmp_path / "tied"),
+                 AutoModelForCausalLM.from_pretrained(tmp_path / "tied", dtype=torch.float32).eval())
+    assert max_diff(out, tied, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32) < 1e-3
+    with loaded(out) as llm:
+        for text in ["In 2024, 12345 apples cost 3.50 each", *TEXTS]:
+            assert llm.tokenize(text.encode(), add_bos=False, special=False) == tied.tokenizer.encode(
+                text, add_special_tokens=False), text
+        assert llm.metadata["tokenizer.ggml.pre"] == "smollm"

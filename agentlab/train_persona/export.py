@@ -1,0 +1,218 @@
+"""``agentlab train-persona export``: merge a persona's LoRA adapter into its base model and write one GGUF file, so
+the persona runs on llama.cpp (``agentlab pipeline``, ``llm-bench``, ``serve``) without PEFT or transformers.
+
+The merge runs in float32 with PEFT's ``merge_and_unload``; the merged model goes to a temporary transformers folder,
+then through ``core/train/gguf_export`` (the same writer as the tiny test models) and, if asked, llama.cpp's
+quantizer. torch, transformers, peft, gguf and llama_cpp are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import AgentlabError, InputError, missing_package
+from agentlab.core.files import read_json
+from agentlab.core.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+@dataclass(frozen=True)
+class ExportBase:
+    """The base model an adapter is merged into: the transformers folder to load, and where the GGUF's tokenizer
+    comes from (the original GGUF for a GGUF base, so its tokenizer keys are copied exactly; else the folder)."""
+
+    ref: str
+    hf_dir: Path
+    tokenizer_from: Path
+    description: str
+
+
+def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | None = None,
+                quantize: str | None = None, dtype: str = "f16", force: bool = False,
+                progress: Progress | None = None) -> Path:
+    """Merge the PEFT adapter in ``adapter_dir`` into its base model and write the result to the GGUF file ``out``.
+
+    - ``adapter_dir``: a PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``), e.g. one written by
+      ``agentlab train-persona``.
+    - ``base_model``: the model the adapter was trained on; default the adapter config's ``base_model_name_or_path``.
+      Either is resolved like every model reference (``core.llm.modelref``): a built-in name (``smollm2-135m``), a
+      GGUF file (de-quantized once through ``convert.gguf_to_hf``; its tokenizer keys are copied into ``out``), a
+      transformers folder, or a hub id already in the local hub cache. Llama and Qwen2 architectures are supported.
+    - ``dtype``: "f16" (2-D weights in float16, norms in float32) or "f32". ``quantize``: a llama.cpp kind from
+      ``gguf_export.QUANT_KINDS`` (e.g. "q8_0"), applied to the ``dtype`` file, which is then removed.
+    - ``out`` is written under a temporary name beside it and renamed into place, so it is either complete or
+      absent; an existing ``out`` is refused unless ``force``. The merged float32 model passes through a temporary
+      folder (~4 bytes per parameter) that is removed afterwards.
+    - ``progress`` gets the tasks "merging adapter", "writing GGUF" and, with ``quantize``, "quantizing KIND".
+
+    Returns ``out``. Raises ``InputError`` (exit 2) for a missing or non-PEFT adapter folder, a base that cannot be
+    found (naming every reading tried), an unsupported architecture, a bad dtype/quantize or an existing ``out``;
+    ``AgentlabError`` when the adapter does not fit the base; ``MissingPackage`` naming the extra to install.
+    """
+    from agentlab.core.train import gguf_export
+
+    adapter, out = Path(adapter_dir), Path(out)
+    if dtype not in gguf_export.GGUF_DTYPES:
+        raise InputError(f"unsupported GGUF dtype '{dtype}'", hint=f"use one of: {', '.join(gguf_export.GGUF_DTYPES)}")
+    if quantize is not None and quantize not in gguf_export.QUANT_KINDS:
+        raise InputError(f"unknown quantization '{quantize}'",
+                         hint=f"use one of: {', '.join(gguf_export.QUANT_KINDS)}")
+    _check_out(out, force)
+    adapter_config = read_adapter(adapter)
+    progress = progress or NullProgress()
+    timings: dict[str, float] = {}
+    written: list[Path] = []
+    try:
+        base = resolve_base(adapter, adapter_config, base_model)
+        with tempfile.TemporaryDirectory(prefix="agentlab-merge-") as tmp:
+            start = time.perf_counter()
+            merged = merge_adapter(adapter, base, Path(tmp) / "merged", progress)
+            timings["merge"] = time.perf_counter() - start
+            start = time.perf_counter()
+            written.append(_temp_beside(out))
+            gguf_export.export_gguf(merged, written[-1], dtype, tokenizer_from=base.tokenizer_from,
+                                    name=f"{Path(base.ref).name} + {adapter.resolve().name}", progress=progress)
+            timings["write"] = time.perf_counter() - start
+        if quantize is not None:
+            start = time.perf_counter()
+            task = progress.task(f"quantizing {quantize}", total=1)
+            written.append(_temp_beside(out))
+            gguf_export.quantize_gguf(written[-2], written[-1], quantize)
+            task.advance()
+            timings["quantize"] = time.perf_counter() - start
+        _check_out(out, force)  # it may have appeared while we worked
+        os.replace(written[-1], out)
+    except ImportError as exc:
+        raise missing_package(exc) or exc from None
+    finally:
+        for path in written:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    log.info("exported %s on %s to %s (%s)", adapter, base.description, out,
+             ", ".join(f"{step} {seconds:.1f}s" for step, seconds in timings.items()))
+    return out
+
+
+def read_adapter(adapter: Path) -> dict[str, Any]:
+    """The adapter's ``adapter_config.json`` as a dict; ``InputError`` when ``adapter`` is no PEFT adapter folder."""
+    if not adapter.is_dir():
+        what = "is a file" if adapter.exists() else "not found"
+        raise InputError(f"{adapter}: adapter folder {what}",
+                         hint="give the folder that holds adapter_config.json and adapter_model.safetensors")
+    if not (adapter / ADAPTER_CONFIG).is_file():
+        raise InputError(f"{adapter}: not a PEFT adapter folder (no {ADAPTER_CONFIG})",
+                         hint="give a folder saved by `agentlab train-persona` or PEFT's save_pretrained")
+    if not any((adapter / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise InputError(f"{adapter}: not a PEFT adapter folder (no {' or '.join(ADAPTER_WEIGHTS)})",
+                         hint="the adapter's weights are missing; save or train it again")
+    config = read_json(adapter / ADAPTER_CONFIG, "adapter config")
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise InputError(f"{adapter / ADAPTER_CONFIG}: not a PEFT adapter config (no peft_type)",
+                         hint="give a folder saved by `agentlab train-persona` or PEFT's save_pretrained")
+    return config
+
+
+def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str | None) -> ExportBase:
+    """The base to merge into: ``base_model`` if given, else the adapter's ``base_model_name_or_path``, resolved by
+    ``resolve_model`` (relative paths from the current folder); a GGUF is de-quantized (cached) first."""
+    from agentlab.core.llm.builtin import BUILTIN_MODELS
+    from agentlab.core.llm.modelfiles import gguf_info, hf_config
+    from agentlab.core.llm.modelref import ModelNotFound, resolve_model
+    from agentlab.core.train.gguf_export import ARCHITECTURES, gguf_architecture
+
+    ref = base_model or adapter_config.get("base_model_name_or_path")
+    source = "" if base_model else f" (from {ADAPTER_CONFIG})"
+    hint = ("pass the base model the adapter was trained on (--base-model NAME_OR_PATH, e.g. "
+            f"{', '.join(BUILTIN_MODELS)})")
+    if not ref or not isinstance(ref, str):
+        raise InputError(f"{adapter}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path)", hint=hint)
+    try:
+        found = resolve_model(ref, user="the GGUF export")
+    except ModelNotFound as exc:
+        # resolve_model says "model 'REF' not found; tried ..."
+        raise InputError(f"{adapter}: base model{source} {exc.message.removeprefix('model ')}", hint=hint) from None
+    description = found.describe()
+    if found.format == "gguf":
+        arch = gguf_info(found.path).arch
+        if arch not in ARCHITECTURES.values():
+            raise InputError(f"{description}: cannot export architecture '{arch}' to GGUF "
+                             f"(supported: {', '.join(ARCHITECTURES.values())})",
+                             hint="use llama.cpp's convert_hf_to_gguf.py and convert_lora_to_gguf.py")
+        from agentlab.core.train.convert import gguf_to_hf
+
+        return ExportBase(ref, gguf_to_hf(found.path), found.path, description)
+    try:
+        gguf_architecture(hf_config(found.path)[0], description)
+    except AgentlabError as exc:
+        raise InputError(exc.message, hint=exc.hint) from None
+    return ExportBase(ref, found.path, found.path, description)
+
+
+def merge_adapter(adapter: Path, base: ExportBase, out_dir: Path, progress: Progress) -> Path:
+    """Load ``base`` in float32, apply the adapter, ``merge_and_unload`` and ``save_pretrained`` into ``out_dir``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from agentlab.core.train.convert import quiet_transformers
+
+    task = progress.task("merging adapter", total=3)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(base.hf_dir, dtype=torch.float32)
+        task.advance()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                peft_model = PeftModel.from_pretrained(model, str(adapter))
+            for caught_warning in caught:
+                log.debug("while loading the adapter: %s", caught_warning.message)
+            # PEFT only warns when adapter weights are missing; the export would silently drop part of the persona.
+            missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
+            if missing:
+                raise ValueError(missing[0][:300])
+            merged = peft_model.merge_and_unload()
+        except ImportError:
+            raise
+        except Exception as exc:  # PEFT raises many types for an adapter that does not fit the model
+            raise AgentlabError(f"{adapter}: cannot merge the adapter into {base.description}: {_one_line(exc)}",
+                                hint="check that the adapter was trained on this base model (choose another with "
+                                "--base-model)") from None
+        task.advance()
+        merged.save_pretrained(out_dir)
+        task.advance()
+    return out_dir
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; the export writes one GGUF file", hint="give a file path, e.g. OUT.gguf")
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists", hint="choose another path, or pass --force to replace it")
+    if not out.parent.is_dir():
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{out.parent}: cannot create the folder ({exc.strerror or exc})") from None
+
+
+def _temp_beside(out: Path) -> Path:
+    # Beside ``out`` (same filesystem), so the final rename is atomic; hidden, and removed on any failure.
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
