@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from agentlab.core.errors import AgentlabError, missing_package
+from agentlab.core.errors import AgentlabError, missing_package, one_line
 from agentlab.core.train.device import (
     FourBit,
     cuda_index,
@@ -128,8 +128,3 @@ def lora_config(*, r: int = 16, alpha: int | None = None, dropout: float = 0.05,
                       lora_dropout=dropout, target_modules=targets, bias=bias,
                       modules_to_save=list(modules_to_save) if modules_to_save else None,
                       use_rslora=use_rslora, use_dora=use_dora)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (transformers' messages run over several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
