@@ -83,11 +83,11 @@ def training_chat_template(tokenizer: Any, chat_template: str | Path | None = No
         raise ConfigError("the tokenizer has no chat template, so assistant turns cannot be found", hint=hint)
     if has_generation_markers(own):
         return TrainingTemplate(own, "tokenizer")
-    from trl.chat_template_utils import get_training_chat_template
-
     try:
+        from trl.chat_template_utils import get_training_chat_template
+
         patched = get_training_chat_template(tokenizer)
-    except ValueError:  # not a template TRL knows
+    except (ImportError, ValueError):  # an older TRL, or a template TRL has no training copy of
         patched = None
     if patched:
         return TrainingTemplate(patched, "trl")
