@@ -12,7 +12,8 @@ assistant tokens only, for the same --steps optimizer steps from the same seed:
 On CUDA both train in bfloat16 (``--load-in-4bit``: both QLoRA); on a CPU in float32. Only ``trainer.train()`` is
 timed (model loading and data preparation are printed apart); tokens are TRL's own count (``num_tokens``). Rounds
 alternate which side goes first; the ratio is the median of the per-round ratios. Both sides start from the same
-LoRA initialisation and see the batches in the same order, so their losses must agree: the script checks it.
+LoRA initialisation and see the batches in the same order, so their losses must agree: the script checks it. One
+untimed step on each side comes first (``--warmup 0`` skips it): the first training in a process pays one-time costs.
 
     python benchmarks/train_persona_throughput.py                 # SmolLM2-135M, 4 steps of 4 x 256 tokens, 3 rounds
     python benchmarks/train_persona_throughput.py --steps 8 --rounds 5 --threads 2
@@ -29,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default); on this shared "
                         "2-core machine one thread was several times faster than two")
+    parser.add_argument("--warmup", type=int, default=1, help="1: one untimed step on each side first")
     parser.add_argument("--load-in-4bit", action="store_true", help="QLoRA on both sides (CUDA only)")
     parser.add_argument("--json", action="store_true", help="also print the numbers as one JSON line")
     args = parser.parse_args()
@@ -154,6 +157,7 @@ def main() -> None:
 
     disable_progress_bar()  # the bare side's tokenizing bars; agentlab turns its own off
     no_transformers_bars()
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")  # peft, on both sides
     folder = hf_model_folder(args.model)
     from transformers import AutoTokenizer
 
@@ -167,6 +171,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "training.jinja"
         template.write_text(marked.template, encoding="utf-8")
+        if args.warmup:  # the first training in a process pays one-time costs (lazy imports, allocator growth)
+            warm = argparse.Namespace(**{**vars(args), "steps": 1})
+            agentlab_side(folder, rows[:args.batch], Path(tmp) / "warm-a", warm)
+            bare_side(folder, rows[:args.batch], Path(tmp) / "warm-b", warm, template)
         for r in range(args.rounds):
             order = ["agentlab", "bare"] if r % 2 == 0 else ["bare", "agentlab"]
             for side in order:

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import ConfigError
+from agentlab.core.errors import ConfigError, InputError
 from agentlab.core.train.chat import training_chat_template
 from agentlab.core.train.device import quiet_bitsandbytes, quiet_library_warnings
 
@@ -72,9 +72,14 @@ class LossSummary:
         """One line for a report: how many tokens carry loss and why."""
         share = self.loss_tokens / self.tokens if self.tokens else 0.0
         what = f"assistant tokens only ({self.template})" if self.assistant_only else "every token"
-        packed = f", packed into {self.sequences} rows" if self.packing else ""
+        if self.packing:
+            rows = f", packed into {self.sequences} rows"
+        elif self.sequences < self.examples:
+            rows = f" ({self.examples - self.sequences} left out: no loss token within max_length)"
+        else:
+            rows = ""
         return (f"loss on {self.loss_tokens} of {self.tokens} tokens ({share:.1%}): {what}; "
-                f"{self.examples} conversations{packed}")
+                f"{self.examples} conversations{rows}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,13 +132,17 @@ def build_sft_trainer(
     many steps (default: every epoch). ``callbacks``: e.g. a :class:`ProgressCallback`. ``report_to``: transformers'
     integrations (``mlflow``, ...). Any other ``SFTConfig`` field can be given by name in ``sft_args``.
 
-    Raises ``ConfigError`` for settings that cannot work together and when assistant turns cannot be marked.
+    Raises ``ConfigError`` for settings that cannot work together and when assistant turns cannot be marked,
+    ``InputError`` for an empty dataset or a conversation without an assistant message.
     """
     if packing and max_length is None:
         raise ConfigError("packing needs max_length (the length of a packed row)", hint="set max_length, or packing: "
                           "false")
-    train = _as_dataset(train_dataset, "train")
-    evaluation = _as_dataset(eval_dataset, "eval") if eval_dataset is not None else None
+    train = _as_dataset(train_dataset, "train", assistant_only_loss)
+    evaluation = _as_dataset(eval_dataset, "eval", assistant_only_loss) if eval_dataset is not None else None
+    if peft_config is None and _is_4bit(model) and not hasattr(model, "peft_config"):
+        raise ConfigError("a 4-bit model trains through adapters only, and no LoRA config was given",
+                          hint="pass peft_config=lora_config(...), or load the model without load_in_4bit")
     marked = training_chat_template(tokenizer, chat_template) if assistant_only_loss else None
     args = sft_config(model=model, output_dir=output_dir, assistant_only_loss=assistant_only_loss, packing=packing,
                       max_length=max_length, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
@@ -248,14 +257,28 @@ def _preview(ids: list[int], labels: list[int], tokenizer: Any, limit: int = 600
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _as_dataset(data: Dataset | Sequence[Mapping[str, Any]], name: str) -> Dataset:
+def _is_4bit(model: Any) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def _as_dataset(data: Dataset | Sequence[Mapping[str, Any]], name: str, assistant_only: bool) -> Dataset:
+    """A ``datasets.Dataset`` of chat rows; with ``assistant_only``, every row must hold an assistant message (TRL
+    would stop with an internal error on the first that has none)."""
     if isinstance(data, Dataset):
         ds = data
     else:
         rows = [dict(row) for row in data]
         ds = Dataset.from_list(rows) if rows else Dataset.from_dict({})
     if len(ds) == 0:
-        raise ConfigError(f"the {name} dataset is empty", hint="give at least one conversation")
+        raise InputError(f"the {name} dataset is empty", hint="give at least one conversation")
+    if "messages" not in ds.column_names:
+        raise InputError(f"the {name} dataset has no 'messages' column (columns: {', '.join(ds.column_names)})",
+                         hint='give rows like {"messages": [{"role": "user", "content": ...}, ...]}')
+    if assistant_only:
+        for i, messages in enumerate(ds["messages"]):
+            if not any(isinstance(m, Mapping) and m.get("role") == "assistant" for m in messages or []):
+                raise InputError(f"{name} conversation {i + 1} has no assistant message, so nothing of it could "
+                                 "carry the loss", hint="drop it, or give it the assistant's answer")
     return ds
 
 

@@ -16,7 +16,7 @@ pytest.importorskip("trl")
 
 from transformers import TrainerCallback  # noqa: E402
 
-from agentlab.core.errors import ConfigError  # noqa: E402
+from agentlab.core.errors import ConfigError, InputError  # noqa: E402
 from agentlab.core.llm.builtin import find_builtin  # noqa: E402
 from agentlab.core.train import (  # noqa: E402
     ProgressCallback,
@@ -103,6 +103,14 @@ def test_only_assistant_tokens_carry_loss(tiny: tuple[Any, Any], tmp_path: Path)
     assert summary.template == "agentlab's ChatML training template (renders exactly as the tokenizer's own)"
     assert summary.describe().startswith(f"loss on {summary.loss_tokens} of {summary.tokens} tokens")
     assert "endgeneration" not in tokenizer.chat_template  # the tokenizer keeps its own template
+
+
+def test_a_conversation_cut_before_its_answer_is_left_out_and_counted(tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    long = conversation(9)
+    long["messages"][1]["content"] = "Tell me everything about the sea. " * 40  # the answer lies past max_length
+    _, summary = build(tiny, tmp_path, [conversation(0), long], max_length=256)
+    assert (summary.examples, summary.sequences) == (2, 1)
+    assert summary.describe().endswith("2 conversations (1 left out: no loss token within max_length)")
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +288,8 @@ def test_qlora_trains_on_cuda(tiny_model: dict[str, Path], tmp_path: Path) -> No
     pytest.importorskip("bitsandbytes")
     model, tokenizer = load_causal_lm(tiny_model["hf"], load_in_4bit="auto")  # auto: 4-bit because CUDA is here
     assert getattr(model, "is_loaded_in_4bit", False) and next(model.parameters()).device.type == "cuda"
+    with pytest.raises(ConfigError, match="trains through adapters only"):
+        build((model, tokenizer), tmp_path, peft_config=None)
     entries: list[dict[str, Any]] = []
     trainer, summary = build((model, tokenizer), tmp_path, max_steps=3,
                              callbacks=[ProgressCallback(on_log=entries.append)])
@@ -312,7 +322,13 @@ def test_packing_keeps_conversations_apart_with_flash_attention(tiny_model: dict
 def test_settings_that_cannot_work_are_config_errors(tiny: tuple[Any, Any], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="packing needs max_length"):
         build(tiny, tmp_path, packing=True, max_length=None)
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(InputError, match="empty"):
         build_sft_trainer(model=tiny[0], tokenizer=tiny[1], train_dataset=[], output_dir=tmp_path)
+    silent = conversation(1)
+    silent["messages"] = silent["messages"][:2]
+    with pytest.raises(InputError, match="train conversation 2 has no assistant message"):
+        build(tiny, tmp_path, [conversation(0), silent])
+    with pytest.raises(InputError, match="no 'messages' column"):
+        build(tiny, tmp_path, [{"text": "hello"}])
     with pytest.raises(ConfigError, match="unknown SFTConfig settings: no_such_setting"):
         build(tiny, tmp_path, no_such_setting=1)
