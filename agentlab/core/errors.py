@@ -94,6 +94,11 @@ class AllModelsFailed(LLMError):
         self.attempts = attempts
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (transformers' messages run over several), for the terminal's error line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 # Optional packages -> the extra of pyproject.toml that installs them.
 OPTIONAL_PACKAGES: dict[str, str] = {
     **dict.fromkeys(("torch", "transformers", "peft", "trl", "bitsandbytes", "safetensors", "accelerate", "datasets",

@@ -188,10 +188,12 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[s
     """
     from agentlab.core.errors import UsageError
     from agentlab.core.llm.config import load_llm_config
-    from agentlab.nas.train import prepare_data, resolve_device
+    from agentlab.core.train.device import resolve_device_dtype
+    from agentlab.nas.train import prepare_data
 
     SearchSpace(cfg.search.space).check_base({k: get_dotted(cfg, k) for k in cfg.search.space})
-    resolve_device(cfg.train.device)  # train.device=cuda without CUDA: one error now, not a failure in every trial
+    # train.device=cuda without CUDA: one error now, not a failure in every trial
+    resolve_device_dtype(cfg.train.device, what="train.device")
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
     if cfg.search.planner == "llm" and not llm_cfg.route("planner").chain():
         raise UsageError("--planner llm needs a planner model, and the routing config has none",

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import math
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -29,13 +28,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from agentlab.core.config import dump_yaml
 from agentlab.core.errors import ConfigError
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
+from agentlab.core.train.device import resolve_device_dtype, seed_everything
 from agentlab.nas.config import DataConfig, NASConfig
 from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import PreparedData, SeriesData, WindowDataset, prepare, resolve_target, synthetic_series
@@ -154,22 +153,6 @@ class TrialPruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned, which 
 
 
 # --------------------------------------------------------------------------- training
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU. ``cuda`` without CUDA is a config error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but CUDA is not available", hint="set train.device=auto or cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (every device) with ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
@@ -316,7 +299,7 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    trainer = _Trainer(config, prepared, resolve_device(cfg.device))
+    trainer = _Trainer(config, prepared, resolve_device_dtype(cfg.device, what="train.device")[0])
     history, best_val, best_state, stop_reason = _fit(trainer, config, trial_dir, report, on_epoch,
                                                       should_stop or (lambda: False))
     diverged = stop_reason == "diverged"

@@ -122,7 +122,7 @@ class HFProviderConfig(StrictModel):
                                    "relative to the current directory; a run folder's config.yaml holds it absolute)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on CUDA, float32 on CPU")
+        "auto", description="auto: bfloat16 on CUDA (float16 on a GPU without bfloat16), float32 on CPU")
     load_in_4bit: bool = Field(False, description="QLoRA-style 4-bit NF4 weights through bitsandbytes (CUDA only)")
     adapters: dict[str, str] = Field(default_factory=dict, description="PEFT adapter name -> folder; a request picks "
                                      "one with the param `adapter`")

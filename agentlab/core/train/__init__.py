@@ -1,1 +1,45 @@
-"""Thin builders over transformers / tokenizers / gguf: tiny local models for tests and demos, GGUF export."""
+"""Flat builders over torch / transformers / peft / trl, shared by every command that loads or trains a model.
+
+- :func:`resolve_device_dtype`, :func:`seed_everything`, :func:`quantization_config` (``device.py``)
+- :func:`load_causal_lm` (base + optional 4-bit + optional adapters), :func:`lora_config` (``model.py``)
+- :func:`build_sft_trainer` over TRL's ``SFTTrainer``, :class:`LossSummary`, :func:`last_checkpoint` (``sft.py``)
+- :class:`ProgressCallback`: a ``TrainerCallback`` reporting to agentlab's ``Progress`` (``callbacks.py``)
+- :func:`training_chat_template`: chat templates that mark assistant turns (``chat.py``)
+- tiny local models for tests and demos (``tiny.py``), GGUF -> transformers conversion (``convert.py``)
+
+Names are imported on first use, so ``import agentlab.core.train`` stays cheap (no torch): the CLI's ``--help``
+must not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentlab.core.train.callbacks import ProgressCallback
+    from agentlab.core.train.chat import TrainingTemplate, training_chat_template
+    from agentlab.core.train.device import quantization_config, resolve_device_dtype, seed_everything, wants_4bit
+    from agentlab.core.train.model import hf_model_folder, load_causal_lm, lora_config
+    from agentlab.core.train.sft import LossSummary, build_sft_trainer, last_checkpoint
+
+_EXPORTS = {
+    "resolve_device_dtype": "device", "seed_everything": "device", "quantization_config": "device",
+    "wants_4bit": "device",
+    "load_causal_lm": "model", "lora_config": "model", "hf_model_folder": "model",
+    "build_sft_trainer": "sft", "LossSummary": "sft", "last_checkpoint": "sft",
+    "ProgressCallback": "callbacks",
+    "training_chat_template": "chat", "TrainingTemplate": "chat",
+}
+__all__ = ["LossSummary", "ProgressCallback", "TrainingTemplate", "build_sft_trainer", "hf_model_folder",
+           "last_checkpoint", "load_causal_lm", "lora_config", "quantization_config", "resolve_device_dtype",
+           "seed_everything", "training_chat_template", "wants_4bit"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import AgentlabError, missing_package
+from agentlab.core.errors import AgentlabError, missing_package, one_line
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _convert(path: Path, out: Path) -> None:
     except ImportError as exc:
         raise missing_package(exc) or exc from None
     except Exception as exc:  # transformers raises many types for architectures or tokenizers it cannot read
-        raise AgentlabError(f"{path}: transformers could not convert this GGUF ({_one_line(exc)})",
+        raise AgentlabError(f"{path}: transformers could not convert this GGUF ({one_line(exc)})",
                             hint="check that transformers supports its architecture (transformers' GGUF docs list "
                             "them), or run it on the llama_cpp backend instead") from exc
 
@@ -177,7 +177,3 @@ def _quiet_gguf_tqdm() -> Iterator[None]:
         yield
     finally:
         module.tqdm = original
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

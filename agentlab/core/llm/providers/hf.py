@@ -16,7 +16,9 @@ A request picks an adapter with the param ``adapter`` (GenParams.extra); without
 one the base model answers with the adapters disabled. ``json_schema`` is not enforced here: the router's structured
 repair loop validates and repairs the output instead.
 
-torch, transformers and peft are imported inside the functions that use them.
+Device, dtype, 4-bit quantization and loading (base + adapters) come from the shared builders of ``core/train``
+(``resolve_device_dtype``, ``load_causal_lm``); torch, transformers and peft are imported inside the functions that
+use them.
 """
 
 from __future__ import annotations
@@ -31,16 +33,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agentlab.core.errors import AgentlabError, LLMError
+from agentlab.core.errors import AgentlabError, LLMError, one_line
 from agentlab.core.llm import resources
 from agentlab.core.llm.config import HFProviderConfig, ResourceConfig
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
-
-if TYPE_CHECKING:
-    from peft import PeftModel
-    from transformers import PreTrainedModel
 
 __all__ = ["HFProvider", "load_count", "unload_all"]
 
@@ -246,19 +244,16 @@ class HFProvider:
             raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from None
 
     def _device_dtype(self, model: str) -> tuple[str, str]:
-        import torch
+        """The device type and dtype name this provider loads onto (``core/train/device.py`` decides)."""
+        from agentlab.core.errors import ConfigError
+        from agentlab.core.train.device import dtype_name, resolve_device_dtype
 
-        cuda = torch.cuda.is_available()
-        device = self.cfg.device if self.cfg.device != "auto" else ("cuda" if cuda else "cpu")
-        if device == "cuda" and not cuda:
-            raise LLMError(f"{self.name}: device 'cuda' requested but CUDA is not available", "unavailable",
-                           model=model, hint="set device: auto (or cpu) for this provider, or install a CUDA torch")
-        if self.cfg.load_in_4bit and device != "cuda":
-            raise LLMError(f"{self.name}: load_in_4bit needs CUDA (bitsandbytes 4-bit kernels), but the device is "
-                           f"{device}", "unavailable", model=model,
-                           hint="set load_in_4bit: false for this provider, or run on a CUDA GPU")
-        dtype = self.cfg.dtype if self.cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-        return device, dtype
+        try:
+            device, dtype = resolve_device_dtype(self.cfg.device, self.cfg.dtype, load_in_4bit=self.cfg.load_in_4bit,
+                                                 what=f"providers.{self.name}.device")
+        except ConfigError as exc:  # unavailable: a router falls back to the next model
+            raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from None
+        return device.type, dtype_name(dtype)
 
     async def _loaded(self, model: str, timeout_s: float, deadline: float) -> _Loaded:
         path = self._path(model)
@@ -298,15 +293,9 @@ class HFProvider:
             resources.check_fits([estimate], self.resources)  # ResourceError: an LLMError of kind unavailable
             start = time.perf_counter()
             try:
-                folder = _hf_folder(path)
-                entry = _load_model(folder, device, dtype, four_bit, adapters)
-            except LLMError:
-                raise
-            except AgentlabError as exc:  # a failed GGUF conversion, a missing package: one line, unavailable
+                entry = _load_model(path, device, dtype, four_bit, adapters)
+            except AgentlabError as exc:  # unreadable weights, a failed GGUF conversion, a missing package
                 raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from exc
-            except Exception as exc:  # transformers/peft raise many types for unreadable or mismatched weights
-                raise LLMError(f"{self.name}: could not load {path}: {_one_line(exc)}", "unavailable", model=model,
-                               hint="check the folder loads with AutoModelForCausalLM.from_pretrained") from exc
             resources.register_loaded(estimate, key)
             log.info("loaded %s on %s (%s%s, %d adapters) in %.1fs", path, device, dtype, ", 4-bit" if four_bit else "",
                      len(adapters), time.perf_counter() - start)
@@ -379,7 +368,7 @@ class HFProvider:
                 if req.future is not None and not req.future.done():
                     req.future.set_result(None)
         except BaseException as exc:
-            error = exc if isinstance(exc, LLMError) else LLMError(f"{self.name}: generation failed: {_one_line(exc)}",
+            error = exc if isinstance(exc, LLMError) else LLMError(f"{self.name}: generation failed: {one_line(exc)}",
                                                                    "server_error")
             for req in batch.requests:
                 if req.future is not None and not req.future.done():
@@ -391,50 +380,13 @@ class HFProvider:
 # ---------------------------------------------------------------------- loading and generation (worker threads)
 
 
-def _hf_folder(path: str) -> str:
-    """``path`` itself for a transformers folder; for a GGUF file, its converted folder (cached; see
-    ``core/train/convert.py``)."""
-    if not Path(path).is_file():
-        return path
-    from agentlab.core.errors import missing_package
-    from agentlab.core.train.convert import gguf_to_hf
-
-    try:
-        return str(gguf_to_hf(path))
-    except ImportError as exc:
-        raise missing_package(exc) or exc from None
-
-
 def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tuple[tuple[str, str], ...]) -> _Loaded:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load through the shared builder (a GGUF is converted once and cached; 4-bit; adapters), then note what
+    generation needs: eos ids, the pad id and the context length."""
+    from agentlab.core.train.model import load_causal_lm
 
-    from agentlab.core.train.convert import quiet_transformers
-
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
-    if four_bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True)
-    if device == "cuda":
-        # Straight onto the GPU (accelerate): a CPU copy first would need the whole model in RAM too.
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
-    with quiet_transformers(logs=False):  # no progress bars over the CLI's own
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if device != "cuda":
-        # transformers wraps to() with functools.wraps, which mypy types as an unbound function (python/typeshed#10653)
-        model = model.to(device)  # type: ignore[arg-type]
-    if adapters:
-        from peft import PeftModel
-
-        (first, first_path), *rest = adapters
-        model = PeftModel.from_pretrained(model, first_path, adapter_name=first)
-        for name, folder in rest:
-            model.load_adapter(folder, adapter_name=name)
-    model.eval()
+    model, tokenizer = load_causal_lm(path, device=device, dtype=dtype, load_in_4bit=four_bit,
+                                      adapters=dict(adapters))
     gen_eos = model.generation_config.eos_token_id
     eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
     if tokenizer.eos_token_id is not None:
@@ -559,11 +511,6 @@ def _put(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item: str | None
 
 
 # ---------------------------------------------------------------------- small helpers
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (transformers' messages run over several), for the terminal's error line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

@@ -1,0 +1,316 @@
+"""Supervised fine-tuning on chat data: one flat builder over TRL's ``SFTTrainer`` / ``SFTConfig``.
+
+:func:`build_sft_trainer` turns keyword settings into a ready trainer and a :class:`LossSummary` (which tokens carry
+the loss, for the run's report). Choices it makes, and why:
+
+- Loss on assistant tokens only by default: TRL's ``assistant_only_loss`` with a chat template that marks assistant
+  output (``core/train/chat.py`` supplies one for ChatML templates such as SmolLM2's). The tokenizer keeps its own
+  template; the marked one is used only to tokenize the training data.
+- Packing (optional) is TRL's best-fit-decreasing packing, which turns on padding-free batches: each batch is one
+  row holding whole conversations, with ``position_ids`` restarting at 0 for each. transformers derives the sequence
+  boundaries from those positions: FlashAttention-2/3 (``attn_implementation="flash_attention_2"``, CUDA) runs its
+  variable-length kernel on them, and sdpa / eager (CPU, and CUDA without flash-attn) get a block-diagonal causal
+  mask. Either way no conversation attends to another, and the first token of each conversation is not predicted
+  from the previous one. With sdpa the masked attention spans the whole row, so packing pays most with flash-attn.
+- No progress bars or printed log dicts from transformers: progress goes through :class:`ProgressCallback`.
+- Mixed precision follows the model: bfloat16 / float16 weights (or a 4-bit model's compute dtype) train with
+  that autocast; float32 weights train in float32. A model on the CPU trains on the CPU even where CUDA exists.
+- Checkpoints every ``save_steps`` (adapter, optimizer, scheduler, RNG, trainer state);
+  ``trainer.train(resume_from_checkpoint=last_checkpoint(output_dir))`` continues from the last complete one.
+
+This module imports transformers, trl and datasets at the top: import it lazily (``agentlab.core.train`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import ConfigError, InputError
+from agentlab.core.train.chat import training_chat_template
+from agentlab.core.train.device import quiet_bitsandbytes, quiet_library_warnings
+
+quiet_bitsandbytes()  # trl imports peft, which imports bitsandbytes
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import PrinterCallback, TrainerCallback  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class LossSummary:
+    """Which tokens of the prepared training data carry the loss.
+
+    ``examples``: conversations given; ``sequences``: training rows after preparation (packed rows with packing;
+    conversations left without a loss token by truncation are dropped); ``tokens``: tokens in those rows;
+    ``loss_tokens``: tokens whose label is not ignored (-100); ``template``: where the assistant-marking chat
+    template came from (see ``core/train/chat.py``), empty when every token carries loss; ``preview``: the start of
+    the first row with its loss tokens inside ``[[...]]``.
+    """
+
+    assistant_only: bool
+    template: str
+    examples: int
+    sequences: int
+    tokens: int
+    loss_tokens: int
+    packing: bool
+    preview: str
+
+    def describe(self) -> str:
+        """One line for a report: how many tokens carry loss and why."""
+        share = self.loss_tokens / self.tokens if self.tokens else 0.0
+        what = f"assistant tokens only ({self.template})" if self.assistant_only else "every token"
+        if self.packing:
+            rows = f", packed into {self.sequences} rows"
+        elif self.sequences < self.examples:
+            rows = f" ({self.examples - self.sequences} left out: no loss token within max_length)"
+        else:
+            rows = ""
+        return (f"loss on {self.loss_tokens} of {self.tokens} tokens ({share:.1%}): {what}; "
+                f"{self.examples} conversations{rows}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_sft_trainer(
+    *,
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Dataset | Sequence[Mapping[str, Any]],
+    output_dir: str | Path,
+    eval_dataset: Dataset | Sequence[Mapping[str, Any]] | None = None,
+    peft_config: Any = None,
+    assistant_only_loss: bool = True,
+    chat_template: str | Path | None = None,
+    packing: bool = False,
+    max_length: int | None = 1024,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    batch_size: int = 4,
+    grad_accum: int = 1,
+    learning_rate: float = 2e-4,
+    lr_scheduler: str = "linear",
+    warmup: float = 0.0,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    logging_steps: int = 1,
+    save_steps: int | None = None,
+    save_total_limit: int | None = 2,
+    eval_steps: int | None = None,
+    seed: int = 0,
+    gradient_checkpointing: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    report_to: str | list[str] = "none",
+    **sft_args: Any,
+) -> tuple[SFTTrainer, LossSummary]:
+    """A TRL ``SFTTrainer`` for chat data, and the :class:`LossSummary` of its prepared training data.
+
+    ``model``/``tokenizer``: from :func:`~agentlab.core.train.model.load_causal_lm` (any device, dtype, 4-bit).
+    ``train_dataset``/``eval_dataset``: a ``datasets.Dataset`` or a list of ``{"messages": [{"role", "content"},
+    ...]}`` rows. ``peft_config``: a LoRA config (:func:`~agentlab.core.train.model.lora_config`) to wrap ``model``
+    in; None trains ``model`` as it is (e.g. a ``PeftModel`` loaded with trainable adapters).
+    ``assistant_only_loss``: labels of system / user tokens (and of the generation prompt) are -100; the assistant's
+    content and its end-of-turn token carry loss. ``chat_template``: a marked template (file or text) to use instead
+    of the one found for the tokenizer. ``packing``: see the module docstring; needs ``max_length``, the length of a
+    packed row. ``max_length``: longer conversations are cut at the end. ``epochs`` (fractions allowed) unless
+    ``max_steps`` > 0. ``batch_size`` is per device; ``grad_accum`` micro-batches make one optimizer step.
+    ``warmup``: linear warm-up steps, or a fraction (< 1) of all steps. ``save_steps``: checkpoint every so many
+    steps (None: none), keeping the last ``save_total_limit``. ``eval_steps``: evaluate ``eval_dataset`` every so
+    many steps (default: every epoch). ``callbacks``: e.g. a :class:`ProgressCallback`. ``report_to``: transformers'
+    integrations (``mlflow``, ...). Any other ``SFTConfig`` field can be given by name in ``sft_args``.
+
+    Raises ``ConfigError`` for settings that cannot work together and when assistant turns cannot be marked,
+    ``InputError`` for an empty dataset or a conversation without an assistant message.
+    """
+    if packing and max_length is None:
+        raise ConfigError("packing needs max_length (the length of a packed row)", hint="set max_length, or packing: "
+                          "false")
+    train = _as_dataset(train_dataset, "train", assistant_only_loss)
+    evaluation = _as_dataset(eval_dataset, "eval", assistant_only_loss) if eval_dataset is not None else None
+    if peft_config is None and _is_4bit(model) and not hasattr(model, "peft_config"):
+        raise ConfigError("a 4-bit model trains through adapters only, and no LoRA config was given",
+                          hint="pass peft_config=lora_config(...), or load the model without load_in_4bit")
+    marked = training_chat_template(tokenizer, chat_template) if assistant_only_loss else None
+    args = sft_config(model=model, output_dir=output_dir, assistant_only_loss=assistant_only_loss, packing=packing,
+                      max_length=max_length, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                      grad_accum=grad_accum, learning_rate=learning_rate, lr_scheduler=lr_scheduler, warmup=warmup,
+                      weight_decay=weight_decay, max_grad_norm=max_grad_norm, logging_steps=logging_steps,
+                      save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,
+                      has_eval=evaluation is not None, seed=seed, gradient_checkpointing=gradient_checkpointing,
+                      report_to=report_to, **sft_args)
+    original = tokenizer.chat_template
+    try:
+        with _quiet_datasets(), quiet_library_warnings():
+            if marked is not None:
+                # TRL tokenizes with the tokenizer's template when it is marked; the marked copy is used for the
+                # data only, so the tokenizer saved with the adapter keeps its own template.
+                tokenizer.chat_template = marked.template
+            trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
+                                 processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    finally:
+        tokenizer.chat_template = original
+    if marked is not None:
+        trainer.chat_template = marked.template  # what TRL tokenizes datasets passed to evaluate() later with
+    trainer.remove_callback(PrinterCallback)  # prints every log dict to stdout, which --json keeps for itself
+    summary = loss_summary(trainer.train_dataset, tokenizer, examples=len(train), packing=packing,
+                           template=marked.describe() if marked is not None else "")
+    log.info("%s", summary.describe())
+    return trainer, summary
+
+
+def sft_config(*, model: Any, output_dir: str | Path, assistant_only_loss: bool, packing: bool,
+               max_length: int | None, epochs: float, max_steps: int, batch_size: int, grad_accum: int,
+               learning_rate: float, lr_scheduler: str, warmup: float, weight_decay: float, max_grad_norm: float,
+               logging_steps: int, save_steps: int | None, save_total_limit: int | None, eval_steps: int | None,
+               has_eval: bool, seed: int, gradient_checkpointing: bool, report_to: str | list[str],
+               **sft_args: Any) -> SFTConfig:
+    """The ``SFTConfig`` :func:`build_sft_trainer` uses (same arguments; precision and device from ``model``)."""
+    param = next(model.parameters())
+    on_gpu = param.device.type == "cuda"
+    compute = _compute_dtype(model)
+    settings: dict[str, Any] = {
+        "output_dir": str(output_dir), "assistant_only_loss": assistant_only_loss, "packing": packing,
+        "packing_strategy": "bfd", "max_length": max_length, "num_train_epochs": epochs, "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size,
+        "gradient_accumulation_steps": grad_accum, "learning_rate": learning_rate,
+        "lr_scheduler_type": lr_scheduler, "warmup_steps": warmup, "weight_decay": weight_decay,
+        "max_grad_norm": max_grad_norm, "logging_steps": logging_steps,
+        "save_strategy": "steps" if save_steps else "no", "save_steps": save_steps or 500,
+        "save_total_limit": save_total_limit,
+        "eval_strategy": ("steps" if eval_steps else "epoch") if has_eval else "no", "eval_steps": eval_steps,
+        "seed": seed, **_checkpointing(gradient_checkpointing),
+        "bf16": compute == torch.bfloat16, "fp16": compute == torch.float16, "use_cpu": not on_gpu,
+        "dataloader_pin_memory": on_gpu, "report_to": report_to, "disable_tqdm": True,
+        # Padding-free rows have no attention mask; then every position is a real token.
+        "include_num_input_tokens_seen": "all" if packing else "non_padding",
+    }
+    unknown = sorted(set(sft_args) - set(SFTConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"unknown SFTConfig settings: {', '.join(unknown)}",
+                          hint="see the fields of trl.SFTConfig / transformers.TrainingArguments")
+    settings.update(sft_args)
+    return SFTConfig(**settings)
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """Activation (gradient) checkpointing settings under the name this transformers reads (5.23 renamed them to
+    ``activation_checkpointing*`` and warns about the old names, which TRL's config sets by default)."""
+    kwargs = {"use_reentrant": False} if enabled else None
+    if "activation_checkpointing" in SFTConfig.__dataclass_fields__:
+        return {"activation_checkpointing": enabled, "activation_checkpointing_kwargs": kwargs}
+    return {"gradient_checkpointing": enabled, "gradient_checkpointing_kwargs": kwargs}
+
+
+def _compute_dtype(model: Any) -> torch.dtype:
+    """The dtype the model computes in: a 4-bit model's compute dtype, else its floating weights' dtype."""
+    quant = getattr(getattr(model, "config", None), "quantization_config", None)
+    key = "bnb_4bit_compute_dtype"
+    compute = quant.get(key) if isinstance(quant, dict) else getattr(quant, key, None)
+    if isinstance(compute, str):
+        compute = getattr(torch, compute, None)
+    if isinstance(compute, torch.dtype):
+        return compute
+    for param in model.parameters():
+        if param.is_floating_point() and param.dtype != torch.float32:
+            return param.dtype
+    return torch.float32
+
+
+def loss_summary(dataset: Dataset, tokenizer: Any, *, examples: int, packing: bool, template: str) -> LossSummary:
+    """Count tokens and loss tokens (label != -100) of a prepared dataset (``input_ids`` and ``labels`` columns)."""
+    tokens = loss_tokens = 0
+    for labels in dataset["labels"]:
+        tokens += len(labels)
+        loss_tokens += sum(1 for label in labels if label != -100)
+    preview = _preview(dataset[0]["input_ids"], dataset[0]["labels"], tokenizer) if len(dataset) else ""
+    return LossSummary(assistant_only=bool(template), template=template, examples=examples, sequences=len(dataset),
+                       tokens=tokens, loss_tokens=loss_tokens, packing=packing, preview=preview)
+
+
+def _preview(ids: list[int], labels: list[int], tokenizer: Any, limit: int = 600) -> str:
+    parts: list[str] = []
+    run: list[int] = []
+    inside = False
+    for token, label in [*zip(ids, labels, strict=False), (None, None)]:
+        now = label is not None and label != -100
+        if (now != inside or token is None) and run:
+            text = tokenizer.decode(run)
+            parts.append(f"[[{text}]]" if inside else text)
+            run = []
+        if token is not None:
+            run.append(token)
+        inside = now
+    text = "".join(parts)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _is_4bit(model: Any) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def _as_dataset(data: Dataset | Sequence[Mapping[str, Any]], name: str, assistant_only: bool) -> Dataset:
+    """A ``datasets.Dataset`` of chat rows; with ``assistant_only``, every row must hold an assistant message (TRL
+    would stop with an internal error on the first that has none)."""
+    if isinstance(data, Dataset):
+        ds = data
+    else:
+        rows = [dict(row) for row in data]
+        ds = Dataset.from_list(rows) if rows else Dataset.from_dict({})
+    if len(ds) == 0:
+        raise InputError(f"the {name} dataset is empty", hint="give at least one conversation")
+    if "messages" not in ds.column_names:
+        raise InputError(f"the {name} dataset has no 'messages' column (columns: {', '.join(ds.column_names)})",
+                         hint='give rows like {"messages": [{"role": "user", "content": ...}, ...]}')
+    if assistant_only:
+        for i, messages in enumerate(ds["messages"]):
+            if not any(isinstance(m, Mapping) and m.get("role") == "assistant" for m in messages or []):
+                raise InputError(f"{name} conversation {i + 1} has no assistant message, so nothing of it could "
+                                 "carry the loss", hint="drop it, or give it the assistant's answer")
+    return ds
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No `datasets` progress bars (tokenizing, packing) on the user's terminal."""
+    from datasets.utils import logging as ds_logging
+
+    enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            ds_logging.enable_progress_bar()
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete checkpoint folder of a trainer's ``output_dir`` (None when there is none).
+
+    transformers writes ``trainer_state.json`` last, so a checkpoint whose save was cut short (a killed run) has
+    none, or an unreadable one, and is passed over for the one before it.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in folder.iterdir()
+                    if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
+    for _, path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return str(path)
+    return None
