@@ -43,6 +43,7 @@ ETTH1 ?= ../shared/data/ETTh1.csv
 bench: install
 	$(BIN)/python benchmarks/router_overhead.py
 	$(BIN)/python benchmarks/pipeline_overhead.py
+	$(BIN)/python benchmarks/train_persona_throughput.py
 	$(BIN)/python benchmarks/nas_etth1.py --data $(ETTH1)
 
 clean:

@@ -12,8 +12,9 @@ assistant tokens only, for the same --steps optimizer steps from the same seed:
 On CUDA both train in bfloat16 (``--load-in-4bit``: both QLoRA); on a CPU in float32. Only ``trainer.train()`` is
 timed (model loading and data preparation are printed apart); tokens are TRL's own count (``num_tokens``). Rounds
 alternate which side goes first; the ratio is the median of the per-round ratios. Both sides start from the same
-LoRA initialisation and see the batches in the same order, so their losses must agree: the script checks it. One
-untimed step on each side comes first (``--warmup 0`` skips it): the first training in a process pays one-time costs.
+LoRA initialisation and see the batches in the same order, so their losses must agree: the script checks it. An
+untimed round comes first (``--warmup 0`` skips it): the first training runs in a process were 10-30% slower here,
+whichever side ran them.
 
     python benchmarks/train_persona_throughput.py                 # SmolLM2-135M, 4 steps of 4 x 256 tokens, 3 rounds
     python benchmarks/train_persona_throughput.py --steps 8 --rounds 5 --threads 2
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default); on this shared "
                         "2-core machine one thread was several times faster than two")
-    parser.add_argument("--warmup", type=int, default=1, help="1: one untimed step on each side first")
+    parser.add_argument("--warmup", type=int, default=1, help="1: an untimed round first (0: none)")
     parser.add_argument("--load-in-4bit", action="store_true", help="QLoRA on both sides (CUDA only)")
     parser.add_argument("--json", action="store_true", help="also print the numbers as one JSON line")
     args = parser.parse_args()
@@ -171,10 +172,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "training.jinja"
         template.write_text(marked.template, encoding="utf-8")
-        if args.warmup:  # the first training in a process pays one-time costs (lazy imports, allocator growth)
-            warm = argparse.Namespace(**{**vars(args), "steps": 1})
-            agentlab_side(folder, rows[:args.batch], Path(tmp) / "warm-a", warm)
-            bare_side(folder, rows[:args.batch], Path(tmp) / "warm-b", warm, template)
+        if args.warmup:  # the first training runs of a process are slower (measured: 10-30%), whichever side
+            warm = [agentlab_side(folder, rows, Path(tmp) / "warm-a", args)["train_s"],
+                    bare_side(folder, rows, Path(tmp) / "warm-b", args, template)["train_s"]]
+            print(f"warm-up round (untimed): agentlab {warm[0]:.2f} s, bare {warm[1]:.2f} s", flush=True)
         for r in range(args.rounds):
             order = ["agentlab", "bare"] if r % 2 == 0 else ["bare", "agentlab"]
             for side in order:

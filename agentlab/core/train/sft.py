@@ -181,6 +181,9 @@ def sft_config(*, model: Any, output_dir: str | Path, assistant_only_loss: bool,
     param = next(model.parameters())
     on_gpu = param.device.type == "cuda"
     compute = _compute_dtype(model)
+    if compute == torch.float16 and not on_gpu:
+        raise ConfigError("float16 mixed precision trains on CUDA only, and the model is on the CPU",
+                          hint="load it with dtype float32 (or bfloat16) for CPU training")
     settings: dict[str, Any] = {
         "output_dir": str(output_dir), "assistant_only_loss": assistant_only_loss, "packing": packing,
         "packing_strategy": "bfd", "max_length": max_length, "num_train_epochs": epochs, "max_steps": max_steps,

@@ -332,3 +332,6 @@ def test_settings_that_cannot_work_are_config_errors(tiny: tuple[Any, Any], tmp_
         build(tiny, tmp_path, [{"text": "hello"}])
     with pytest.raises(ConfigError, match="unknown SFTConfig settings: no_such_setting"):
         build(tiny, tmp_path, no_such_setting=1)
+    if not torch.cuda.is_available():  # last: half() changes the model in place
+        with pytest.raises(ConfigError, match="float16 mixed precision trains on CUDA only"):
+            build((tiny[0].half(), tiny[1]), tmp_path)
