@@ -25,6 +25,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig"),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True),
     Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True),
+    Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
     Command("config", "config_cmd", group=True),
 )
 

@@ -48,6 +48,8 @@ class TrainSettings(StrictModel):
     logging_steps: int = Field(1, ge=1, description="record the loss every this many steps")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory on long conversations")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; empty: torch's default (every core); on "
+                                "a machine busy with other work 1 can be several times faster")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on CUDA (QLoRA compute), float32 on CPU")
     load_in_4bit: Literal["auto", True, False] = Field(

@@ -15,6 +15,7 @@ renamed into place, so an interrupted run never leaves a half-written adapter.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -68,6 +69,10 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir, *, data: ChatData | None = Non
     announce(f"data: {stats['conversations']} conversations, {stats['turns']} turns, {stats['tokens']} tokens "
              f"(longest {stats['max_tokens']}), {stats['truncated']} truncated")
     four_bit = wants_4bit(cfg.train.load_in_4bit, cfg.train.device)
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     model, tokenizer = load_causal_lm(cfg.base_model, device=cfg.train.device, dtype=cfg.train.dtype,
                                       load_in_4bit=four_bit)
@@ -125,10 +130,13 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    model = trainer.model
-    for peft_config in getattr(model, "peft_config", {}).values():
-        peft_config.base_model_name_or_path = cfg.base_model  # the name the user gave, not a cache folder
-    model.save_pretrained(str(tmp))
+    trainer.model.save_pretrained(str(tmp))
+    # Name the base as the user gave it (the built-in name, not the cache folder it was converted into); set after
+    # saving, since PEFT would look a name that is not a folder up on the hub while saving.
+    config_path = tmp / "adapter_config.json"
+    adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = cfg.base_model
+    config_path.write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
     (tmp / "README.md").write_text(adapter_card(cfg, results), encoding="utf-8")
     if out.exists():
         if not (cfg.force or (out.is_dir() and not any(out.iterdir()))):

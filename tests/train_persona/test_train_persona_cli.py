@@ -1,0 +1,132 @@
+"""`agentlab train-persona` through the CLI on a tiny local model: the adapter and its card, bad data stopped before
+any model loads (nothing in --out touched), SIGKILL then --resume from the last checkpoint, export to GGUF."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agentlab.cli import main
+from agentlab.train_persona.config import SHIPPED_DATA
+
+FAST = ["--bsz", "2", "--grad-accum", "1", "--set", "data.max_length=128"]
+
+
+def train(tiny: Path, *args: str) -> int:
+    return main(["train-persona", "--base-model", str(tiny), *FAST, *args])
+
+
+def only_run(root: Path) -> Path:
+    (run,) = (root / "runs" / "train-persona").iterdir()
+    return run
+
+
+def test_trains_an_adapter_peft_loads_and_that_changes_the_output(tiny_model: dict[str, Path], in_tmp: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert train(tiny_model["hf"], "--max-steps", "3", "--lr", "5e-3", "--out", "adapters/a") == 0
+    adapter = in_tmp / "adapters" / "a"
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= {p.name for p in adapter.iterdir()}
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_model["hf"]) and config["r"] == 16
+    card = (adapter / "README.md").read_text()
+    assert "sha256" in card and "sft_persona_a.jsonl" in card and "150 conversations" in card
+    run = only_run(in_tmp)
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 3 and results["tokens_seen"] > 0 and (run / "loss.png").stat().st_size > 1000
+    assert 0 < results["loss_tokens"]["loss_tokens"] < results["loss_tokens"]["tokens"]
+    assert "loss tokens inside `[[...]]`" in (run / "report.md").read_text()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model["hf"])
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    with torch.no_grad():
+        before = base(ids).logits
+        after = PeftModel.from_pretrained(base, str(adapter))(ids).logits
+    assert not torch.allclose(before, after, atol=1e-4)
+
+
+@pytest.mark.parametrize("line, says", [
+    ("{not json", "invalid JSON"),
+    ('{"messages": [{"role": "wizard", "content": "hi"}]}', "unknown role 'wizard'"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}]}', "empty assistant turn"),
+    ('{"messages": [{"role": "user", "content": "' + "word " * 200 + '"}, {"role": "assistant", "content": "b"}]}',
+     "over max_length 128"),
+], ids=["json", "role", "empty-answer", "too-long"])
+def test_bad_data_stops_before_any_model_loads_and_out_is_untouched(
+        line: str, says: str, in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    data = in_tmp / "chat.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
+                    + line + "\n")
+    (in_tmp / "out").mkdir()
+    (in_tmp / "out" / "mine.txt").write_text("keep")
+    assert train(tiny_model["hf"], "--data", str(data), "--out", "out", "--force") == 2
+    err = capsys.readouterr().err
+    assert f"{data}:2: " in err and says in err and "Traceback" not in err
+    assert "Loading weights" not in err and "base model" not in err  # no model was loaded
+    assert [p.name for p in (in_tmp / "out").iterdir()] == ["mine.txt"] and not (in_tmp / "runs").exists()
+
+
+def test_existing_out_is_refused_without_force(in_tmp: Path, tiny_model: dict[str, Path],
+                                                capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "out").mkdir()
+    (in_tmp / "out" / "adapter_config.json").write_text("{}")
+    assert train(tiny_model["hf"], "--out", "out") == 2
+    assert "--force" in capsys.readouterr().err and (in_tmp / "out" / "adapter_config.json").read_text() == "{}"
+
+
+def test_missing_base_model_names_what_was_tried(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train-persona", "--base-model", "no/such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "no/such-model" in err and "tried" in err and "Traceback" not in err
+
+
+def test_sigkill_then_resume_continues_from_the_last_checkpoint(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    args = [sys.executable, "-m", "agentlab", "train-persona", "--base-model", str(tiny_model["hf"]), *FAST,
+            "--max-steps", "8", "--set", "train.save_steps=2", "--out", "adapters/a"]
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    proc = subprocess.Popen(args, cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill once a checkpoint past step 2 exists
+            checkpoints = list(in_tmp.glob("runs/train-persona/*/checkpoints/checkpoint-*/trainer_state.json"))
+            if any(int(p.parent.name.split("-")[1]) >= 4 for p in checkpoints):
+                break
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run = only_run(in_tmp)
+    assert not (in_tmp / "adapters" / "a").exists()  # never half-written
+    assert main(["train-persona", "--resume", "--max-steps", "8"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["resumed_from"] and int(results["resumed_from"].rsplit("-", 1)[1]) >= 4
+    logged = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in logged if e["kind"] == "train_log" and "loss" in e]
+    resumed_at = int(results["resumed_from"].rsplit("-", 1)[1])
+    assert results["steps"] == 8 and steps[-1] == 8 and resumed_at + 1 in steps
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["resumed"][0]["previous_status"] == "interrupted"
+    assert (in_tmp / "adapters" / "a" / "adapter_model.safetensors").is_file()
+
+
+def test_export_through_the_cli(in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert train(tiny_model["hf"], "--max-steps", "1", "--out", "a") == 0
+    assert main(["train-persona", "export", "a", "--gguf", "a.gguf", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gguf"].endswith("a.gguf") and (in_tmp / "a.gguf").stat().st_size
+    assert main(["train-persona", "export", "a", "--gguf", "a.gguf"]) == 2  # exists: --force to replace
+    assert main(["train-persona", "export", "missing", "--gguf", "b.gguf"]) == 2
+
+
+def test_default_data_is_the_shipped_persona() -> None:
+    from agentlab.train_persona.config import TrainPersonaConfig
+
+    assert TrainPersonaConfig().data.path == SHIPPED_DATA / "sft_persona_a.jsonl"
