@@ -117,21 +117,28 @@ def main() -> None:
     checkpoints = sorted({*range(5, args.trials + 1, 5), args.trials})
     print(f"\nETTh1 multivariate, pred_len {args.horizon}; {args.trials} trials per search (the base config first), "
           f"seeds {args.seeds}; best validation MSE so far / the test MSE of that trial, mean+-sd over seeds")
-    print(f"{'planner':<8}" + "".join(f"{f'after {n}':>30}" for n in checkpoints) + f"{'wall (min)':>14}")
+    print(f"{'planner':<8}" + "".join(f"{f'after {n}':>31}" for n in checkpoints) + f"{'wall (min)':>16}")
     finals: dict[str, float] = {}
     for p in planners:
         row = f"{p:<8}"
         for n in checkpoints:
             pairs = [b for s in seeds if (b := best_after(results[(p, s)]["state"]["runs"], n)) is not None]
-            row += f"{mean_sd([v for v, _ in pairs]) + ' / ' + mean_sd([t for _, t in pairs]):>30}"
+            row += f" {mean_sd([v for v, _ in pairs]) + ' / ' + mean_sd([t for _, t in pairs]):>30}"
             if n == checkpoints[-1] and pairs:
                 finals[p] = statistics.mean(t for _, t in pairs)
         walls = [results[(p, s)]["wall_s"] / 60 for s in seeds]
-        print(row + f"{mean_sd(walls):>14}")
+        print(row + f" {mean_sd(walls):>15}")
     if "llm" in planners:
         print()
         for line in llm_behaviour([results[("llm", s)]["state"] for s in seeds]):
             print(line)
+        calls = [json.loads(line) for s in seeds if (args.out / f"llm-s{s}" / "llm_calls.jsonl").is_file()
+                 for line in (args.out / f"llm-s{s}" / "llm_calls.jsonl").read_text().splitlines()]
+        if calls:
+            seconds = [c["latency_s"] for c in calls]
+            print(f"planner LLM calls: {len(calls)}, {sum(seconds) / 60:.1f} min in all, "
+                  f"{statistics.median(seconds):.1f} s median, {max(seconds):.1f} s longest; prompt tokens median "
+                  f"{statistics.median(c['prompt_tokens'] or 0 for c in calls):.0f}")
     print(f"\nrun folders under {args.out}")
     if "llm" in finals and "tpe" in finals:
         print(f"ratio: {finals['llm'] / finals['tpe']:.3f} (llm final best test MSE / tpe's, means over seeds)")
