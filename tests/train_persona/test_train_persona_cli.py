@@ -89,8 +89,9 @@ def test_missing_base_model_names_what_was_tried(in_tmp: Path, capsys: pytest.Ca
 
 
 def test_sigkill_then_resume_continues_from_the_last_checkpoint(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    total = 40  # enough that a fast machine cannot finish between two looks at the checkpoints
     args = [sys.executable, "-m", "agentlab", "train-persona", "--base-model", str(tiny_model["hf"]), *FAST,
-            "--max-steps", "8", "--set", "train.save_steps=2", "--out", "adapters/a"]
+            "--max-steps", str(total), "--set", "train.save_steps=2", "--out", "adapters/a"]
     env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
     proc = subprocess.Popen(args, cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -100,19 +101,19 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(in_tmp: Path, ti
             if any(int(p.parent.name.split("-")[1]) >= 4 for p in checkpoints):
                 break
             assert proc.poll() is None, "training ended before it could be killed"
-            time.sleep(0.2)
+            time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     run = only_run(in_tmp)
     assert not (in_tmp / "adapters" / "a").exists()  # never half-written
-    assert main(["train-persona", "--resume", "--max-steps", "8"]) == 0
+    assert main(["train-persona", "--resume", "--max-steps", str(total)]) == 0
     results = json.loads((run / "results.json").read_text())
     assert results["resumed_from"] and int(results["resumed_from"].rsplit("-", 1)[1]) >= 4
     logged = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     steps = [e["step"] for e in logged if e["kind"] == "train_log" and "loss" in e]
     resumed_at = int(results["resumed_from"].rsplit("-", 1)[1])
-    assert results["steps"] == 8 and steps[-1] == 8 and resumed_at + 1 in steps
+    assert results["steps"] == total and steps[-1] == total and resumed_at + 1 in steps
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["resumed"][0]["previous_status"] == "interrupted"
     assert (in_tmp / "adapters" / "a" / "adapter_model.safetensors").is_file()
