@@ -29,11 +29,11 @@ def train_persona(
     base_model: Annotated[str | None, _opt("--base-model", help="smollm2-135m (default, built in), a transformers "
                                            "folder, a GGUF file, or a cached HF hub id.")] = None,
     r: Annotated[int | None, _opt("--r", help="LoRA rank (default 16).")] = None,
-    epochs: Annotated[float | None, _opt("--epochs", help="Passes over the data (default 1).")] = None,
+    epochs: Annotated[float | None, _opt("--epochs", help="Passes over the data (default 3).")] = None,
     bsz: Annotated[int | None, _opt("--bsz", help="Conversations per forward pass (default 4).")] = None,
     grad_accum: Annotated[int | None, _opt("--grad-accum", help="Forward passes per optimizer step "
                                            "(default 4).")] = None,
-    lr: Annotated[float | None, _opt("--lr", help="Peak learning rate (default 2e-4).")] = None,
+    lr: Annotated[float | None, _opt("--lr", help="Peak learning rate (default 1e-3).")] = None,
     max_steps: Annotated[int | None, _opt("--max-steps", help="Stop after this many optimizer steps.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing adapter at --out.")] = False,
     run_dir: Annotated[Path | None, _opt("--run-dir", help="Exact run folder to create (default: "
