@@ -72,7 +72,8 @@ def export(
     adapter: Annotated[Path, typer.Argument(help="The adapter folder (adapter_config.json + weights).",
                                             file_okay=False)],
     gguf: Annotated[Path, typer.Option("--gguf", help="The GGUF file to write.", dir_okay=False)],
-    quantize: Annotated[str | None, _opt("--quantize", help="Also quantize through llama.cpp (q8_0).")] = None,
+    quantize: Annotated[str | None, _opt("--quantize", help="Write the GGUF quantized by llama.cpp: q8_0 (about "
+                                         "half the f16 size).")] = None,
     base_model: Annotated[str | None, _opt("--base-model", help="The base (default: the adapter's own "
                                            "base_model_name_or_path).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing GGUF.")] = False,
