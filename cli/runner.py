@@ -9,6 +9,7 @@ and a bare ``--resume`` only ever finds runs that really started (``RunDir.lates
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
@@ -51,6 +52,7 @@ def run_command(
     summary: Callable[[Any, Path], None] | None = None,
     to_json: Callable[[Any], Any] = lambda result: result,
     exit_code: Callable[[Any], int] = lambda result: 0,
+    distributed: bool = False,
 ) -> None:
     """Run ``command`` end to end; raises ``typer.Exit`` when ``exit_code(result)`` is not 0.
 
@@ -62,14 +64,27 @@ def run_command(
     **kwargs)``, when given, replaces the run: its dict is printed and no folder is written. ``save_config``: whether
     config.yaml is ``cfg`` (False when ``run`` writes its own); ``rerun``: the arguments after ``agentlab`` that
     re-run it (``RunDir.create``).
+
+    ``distributed``: the command trains under ``accelerate launch`` / ``torchrun`` too. Then only the main process
+    does the above; it shares ``(cfg, folder)`` once the folder is open, and every other process calls ``run(cfg,
+    FollowerRun(folder), ...)`` without inputs (so ``run`` must load them itself) and prints nothing
+    (``agentlab.core.train.dist``).
     """
     from agentlab.core.config import load_config
     from agentlab.core.runs import resume_target, run_in_folder
 
     setup_logging(verbose)
+    lead = _lead_followers(run) if distributed else None
+    if lead is not None and lead.follower:
+        lead.follow()
+        return
+    if lead is not None:
+        run = lead.run
     resume_dir = resume_target(command, resume, config=config, out=out) if resumable else None
     overrides = list(sets or [])
     with ExitStack() as stack:
+        if lead is not None:
+            stack.callback(lead.release)
         if load is not None:
             cfg = load(overrides)
         else:
@@ -95,3 +110,42 @@ def run_command(
     if code:
         raise typer.Exit(code)
 
+
+
+class _Lead:
+    """The main process of a multi-process launch, and what the other processes do (``run_command(distributed=)``)."""
+
+    def __init__(self, run: Callable[..., Any], follower: bool) -> None:
+        self._run, self.follower, self._shared = run, follower, False
+
+    def run(self, cfg: Any, run_dir: Any, **kwargs: Any) -> Any:
+        from agentlab.core.train.dist import share
+
+        share((cfg, str(run_dir.path)))
+        self._shared = True
+        return self._run(cfg, run_dir, **kwargs)
+
+    def release(self) -> None:
+        """The main process stopped before opening a folder (it printed why): let the others go."""
+        from agentlab.core.train.dist import share
+
+        if not self._shared:
+            self._shared = True
+            share(None)
+
+    def follow(self) -> None:
+        from agentlab.core.progress import NullProgress
+        from agentlab.core.train.dist import FollowerRun, share
+
+        logging.getLogger("agentlab").setLevel(logging.ERROR)  # the main process says it all
+        received = share()
+        if received is None:
+            return
+        cfg, folder = received
+        self._run(cfg, FollowerRun(folder), progress=NullProgress(), announce=lambda line: None)
+
+
+def _lead_followers(run: Callable[..., Any]) -> _Lead | None:
+    from agentlab.core.train.dist import is_main, world_size
+
+    return _Lead(run, follower=not is_main()) if world_size() > 1 else None

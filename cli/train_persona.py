@@ -55,7 +55,7 @@ def train_persona(
                     ("--max-steps", "train.max_steps", max_steps), ("--force", "force", True if force else None))
     run_command("train-persona", TrainPersonaConfig, run, config=config, sets=[*(set_ or []), *options], out=run_dir,
                 resume=resume, prepare=lambda cfg: prepare(cfg, resuming=resume is not None), json_=json_,
-                verbose=verbose, summary=_summary)
+                verbose=verbose, summary=_summary, distributed=True)
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:

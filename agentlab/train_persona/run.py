@@ -26,6 +26,7 @@ from typing import Any
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
+from agentlab.core.train.dist import FollowerRun
 from agentlab.train_persona.config import TrainPersonaConfig
 from agentlab.train_persona.data import ChatData, load_chat_jsonl, load_tokenizer, measure
 
@@ -49,9 +50,12 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
     return {"data": data}
 
 
-def run(cfg: TrainPersonaConfig, run_dir: RunDir, *, data: ChatData | None = None, progress: Progress | None = None,
-        announce: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train (or continue from the run's last checkpoint), save the adapter and its card, write the report."""
+def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatData | None = None,
+        progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train (or continue from the run's last checkpoint), save the adapter and its card, write the report.
+
+    Under ``accelerate launch`` the other processes get a ``FollowerRun`` and no ``data``: they train their shard
+    in the same folder and write nothing."""
     from agentlab.core.train import (
         ProgressCallback,
         build_sft_trainer,
@@ -100,6 +104,8 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir, *, data: ChatData | None = Non
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
+    if not trainer.is_world_process_zero():
+        return {}  # under `accelerate launch`, the main process writes the adapter and the run folder
     state = trainer.state
     run_dir.write_json("trainer_state.json", {"log_history": state.log_history, "global_step": state.global_step,
                                               "max_steps": state.max_steps, "epoch": state.epoch,

@@ -131,3 +131,33 @@ def test_default_data_is_the_shipped_persona() -> None:
     from agentlab.train_persona.config import TrainPersonaConfig
 
     assert TrainPersonaConfig().data.path == SHIPPED_DATA / "sft_persona_a.jsonl"
+
+
+def _torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "agentlab.cli", "train-persona", *args]
+    env = {**os.environ, "AGENTLAB_RUNS": str(cwd / "runs"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_processes_train_in_one_run_folder_and_only_the_main_one_writes(
+        in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    """What `accelerate launch` / `torchrun` do with one process per GPU, here two CPU processes over gloo."""
+    done = _torchrun(in_tmp, "--base-model", str(tiny_model["hf"]), *FAST, "--max-steps", "4",
+                     "--set", "train.save_steps=2", "--out", "adapters/a")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only_run(in_tmp)  # one folder, not one per process
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 4 and (run / "checkpoints" / "checkpoint-4").is_dir()
+    logged = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged if e["kind"] == "train_log" and "loss" in e] == [1, 2, 3, 4]  # main only
+    assert (in_tmp / "adapters" / "a" / "adapter_model.safetensors").is_file()
+    assert done.stderr.count("adapter:") == 1 and done.stderr.count("base model") == 1  # the other one is silent
+    assert "Traceback" not in done.stderr
+
+
+def test_two_processes_with_bad_data_stop_with_one_error(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    (in_tmp / "bad.jsonl").write_text("{not json\n")
+    done = _torchrun(in_tmp, "--base-model", str(tiny_model["hf"]), "--data", "bad.jsonl")
+    assert done.returncode != 0 and done.stderr.count("error: bad.jsonl:1: invalid JSON") == 1
+    assert "exitcode  : 2" in done.stderr and not (in_tmp / "runs").exists()  # the launcher's report: the main one

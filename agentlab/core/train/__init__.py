@@ -5,6 +5,8 @@
 - :func:`build_sft_trainer` over TRL's ``SFTTrainer``, :class:`LossSummary`, :func:`last_checkpoint` (``sft.py``)
 - :class:`ProgressCallback`: a ``TrainerCallback`` reporting to agentlab's ``Progress`` (``callbacks.py``)
 - :func:`training_chat_template`: chat templates that mark assistant turns (``chat.py``)
+- :func:`share`, :func:`world_size`, :func:`is_main`, :class:`FollowerRun`: one run folder for every process of
+  ``accelerate launch`` / ``torchrun`` (``dist.py``)
 - tiny local models for tests and demos (``tiny.py``), GGUF -> transformers conversion (``convert.py``)
 
 Names are imported on first use, so ``import agentlab.core.train`` stays cheap (no torch): the CLI's ``--help``
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from agentlab.core.train.callbacks import ProgressCallback
     from agentlab.core.train.chat import TrainingTemplate, training_chat_template
     from agentlab.core.train.device import quantization_config, resolve_device_dtype, seed_everything, wants_4bit
+    from agentlab.core.train.dist import FollowerRun, is_main, share, world_size
     from agentlab.core.train.model import hf_model_folder, load_causal_lm, lora_config
     from agentlab.core.train.sft import LossSummary, build_sft_trainer, last_checkpoint
 
@@ -29,11 +32,12 @@ _EXPORTS = {
     "load_causal_lm": "model", "lora_config": "model", "hf_model_folder": "model",
     "build_sft_trainer": "sft", "LossSummary": "sft", "last_checkpoint": "sft",
     "ProgressCallback": "callbacks",
+    "share": "dist", "world_size": "dist", "is_main": "dist", "FollowerRun": "dist",
     "training_chat_template": "chat", "TrainingTemplate": "chat",
 }
-__all__ = ["LossSummary", "ProgressCallback", "TrainingTemplate", "build_sft_trainer", "hf_model_folder",
-           "last_checkpoint", "load_causal_lm", "lora_config", "quantization_config", "resolve_device_dtype",
-           "seed_everything", "training_chat_template", "wants_4bit"]
+__all__ = ["FollowerRun", "LossSummary", "ProgressCallback", "TrainingTemplate", "build_sft_trainer", "hf_model_folder",
+           "is_main", "last_checkpoint", "load_causal_lm", "lora_config", "quantization_config", "resolve_device_dtype",
+           "seed_everything", "share", "training_chat_template", "wants_4bit", "world_size"]
 
 
 def __getattr__(name: str) -> Any:

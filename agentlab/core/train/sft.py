@@ -197,6 +197,8 @@ def sft_config(*, model: Any, output_dir: str | Path, assistant_only_loss: bool,
         "seed": seed, **_checkpointing(gradient_checkpointing),
         "bf16": compute == torch.bfloat16, "fp16": compute == torch.float16, "use_cpu": not on_gpu,
         "dataloader_pin_memory": on_gpu, "report_to": report_to, "disable_tqdm": True,
+        # Under DDP every trainable weight (the LoRA ones) gets a gradient each step: no search for unused ones.
+        "ddp_find_unused_parameters": False,
         # Padding-free rows have no attention mask; then every position is a real token.
         "include_num_input_tokens_seen": "all" if packing else "non_padding",
     }
