@@ -119,30 +119,35 @@ class _Lead:
         self._run, self.follower, self._shared = run, follower, False
 
     def run(self, cfg: Any, run_dir: Any, **kwargs: Any) -> Any:
-        from agentlab.core.train.dist import share
+        from agentlab.core.train.dist import leave, share
 
         share((cfg, str(run_dir.path)))
         self._shared = True
-        return self._run(cfg, run_dir, **kwargs)
+        result = self._run(cfg, run_dir, **kwargs)
+        leave()
+        return result
 
     def release(self) -> None:
         """The main process stopped before opening a folder (it printed why): let the others go."""
-        from agentlab.core.train.dist import share
+        from agentlab.core.train.dist import leave, share
 
         if not self._shared:
             self._shared = True
             share(None)
+            leave()
 
     def follow(self) -> None:
         from agentlab.core.progress import NullProgress
-        from agentlab.core.train.dist import FollowerRun, share
+        from agentlab.core.train.dist import FollowerRun, leave, share
 
         logging.getLogger("agentlab").setLevel(logging.ERROR)  # the main process says it all
         received = share()
         if received is None:
+            leave()
             return
         cfg, folder = received
         self._run(cfg, FollowerRun(folder), progress=NullProgress(), announce=lambda line: None)
+        leave()
 
 
 def _lead_followers(run: Callable[..., Any]) -> _Lead | None:

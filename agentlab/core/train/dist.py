@@ -51,6 +51,18 @@ def share(value: Any = None) -> Any:
     return box[0]
 
 
+def leave() -> None:
+    """Every process stops here together and closes the process group (a collective). Without it, a process that
+    exits while another is still reading the last broadcast can die with SIGABRT instead of its own exit code."""
+    if world_size() == 1:
+        return
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 class FollowerRun:
     """The run folder as a non-main process sees it: paths inside it, and nothing written."""
 
