@@ -1,8 +1,9 @@
 """How a multi stage turns several models' answers into one output. Pure functions: no model calls here.
 
 - ``concat``: every answer under a header with its model name, in model order.
-- ``vote``: majority over normalised answers (strip, casefold, collapse whitespace, drop trailing punctuation);
-  a tie goes to the answer given first in model order; the winning text is that first model's own wording.
+- ``vote``: majority over normalised answers (``agentlab.core.vote``: strip, casefold, collapse whitespace, drop
+  trailing punctuation, numbers canonical); a tie goes to the answer given first in model order; the winning text is
+  that first model's own wording.
 - ``synthesis_messages``: the Mixture-of-Agents aggregate-and-synthesise prompt (Wang et al. 2024) for the
   ``aggregator`` model, which the run makes one call with.
 - ``render_template``: the stage's Jinja2 ``template`` over the answers, in the sandbox of ``templates``.
@@ -10,12 +11,11 @@
 
 from __future__ import annotations
 
-import re
-import string
 from dataclasses import dataclass
 from typing import Any
 
 from agentlab.core.llm.types import Messages
+from agentlab.core.vote import Ballot, tally
 from agentlab.pipeline.templates import render
 
 
@@ -30,35 +30,26 @@ def concat(answers: list[Answer]) -> str:
     return "\n\n".join(f"### {a.model}\n{a.text.strip()}" for a in answers)
 
 
-_TRAILING = string.punctuation + "…。！？、，；： \t\n"
-
-
-def normalise(text: str) -> str:
-    """The form answers are compared in: ``" Paris. "`` and ``"paris"`` are the same vote."""
-    collapsed = re.sub(r"\s+", " ", text.strip().casefold())
-    return collapsed.rstrip(_TRAILING).strip()
-
-
 def vote(answers: list[Answer]) -> tuple[str, dict[str, Any]]:
     """The majority answer and the tally: ``{"winner": model, "votes": [{answer, count, models}], "tie": bool}``.
 
-    Groups are listed in order of first appearance, so ``max`` (which keeps the first of equal counts) gives ties to
-    the earliest model.
+    A plain majority through :func:`agentlab.core.vote.tally`: a tie goes to the answer given first in model order,
+    and the winning text is that first model's own wording.
     """
     if not answers:
         raise ValueError("vote needs at least one answer")
-    groups: dict[str, list[Answer]] = {}
-    for answer in answers:
-        groups.setdefault(normalise(answer.text), []).append(answer)
-    ranked = list(groups.items())
-    key, members = max(ranked, key=lambda item: len(item[1]))
-    tie = sum(1 for _, m in ranked if len(m) == len(members)) > 1
+    result = tally([Ballot(a.model, a.text, text=a.text) for a in answers], "majority")
+    position = {a.model: i for i, a in reversed(list(enumerate(answers)))}
+    if not result.groups:  # every answer empty: the first model's (empty) text
+        return answers[0].text.strip(), {"winner": answers[0].model, "tie": False, "votes": []}
     details = {
-        "winner": members[0].model,
-        "tie": tie,
-        "votes": [{"answer": k, "count": len(m), "models": [a.model for a in m]} for k, m in ranked],
+        "winner": result.groups[0]["voters"][0],
+        "tie": result.tie,
+        # listed in order of first appearance, as the pipeline always has
+        "votes": [{"answer": g["answer"], "count": g["count"], "models": g["voters"]}
+                  for g in sorted(result.groups, key=lambda g: position[g["voters"][0]])],
     }
-    return members[0].text.strip(), details
+    return result.text or "", details
 
 
 SYNTHESIS_SYSTEM = (

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from agentlab.core.errors import AgentlabError, ConfigError
-from agentlab.pipeline.aggregate import Answer, concat, normalise, render_template, synthesis_messages, vote
+from agentlab.core.vote import normalise
+from agentlab.pipeline.aggregate import Answer, concat, render_template, synthesis_messages, vote
 
 A = [Answer("m1", "London"), Answer("m2", " Paris. "), Answer("m3", "paris"), Answer("m4", "PARIS  !")]
 

@@ -1,0 +1,64 @@
+"""agentlab.core.vote: weights, ReConcile's binning, the tie rule, unparseable answers as no vote, Wilson intervals."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentlab.core.vote import Ballot, normalise, reconcile_weight, tally, wilson_interval
+
+
+def test_numbers_and_words_normalise_to_one_vote() -> None:
+    assert normalise(" 56. ") == normalise("56.0") == normalise("56") == "56"
+    assert normalise("1,000") == "1000" and normalise("-3.50") == "-3.5"
+    assert normalise("  The   ANSWER is\n42 !?. ") == "the answer is 42"
+
+
+@pytest.mark.parametrize("confidence, weight", [(1.0, 1.0), (0.95, 0.8), (0.9, 0.8), (0.85, 0.5), (0.8, 0.5),
+                                                (0.7, 0.3), (0.6, 0.1), (0.2, 0.1), (0.0, 0.1)])
+def test_reconcile_bins(confidence: float, weight: float) -> None:
+    assert reconcile_weight(confidence) == weight
+
+
+def test_confidence_outweighs_a_headcount() -> None:
+    ballots = [Ballot("a", "12", 1.0), Ballot("b", "13", 0.3), Ballot("c", "13", 0.3)]
+    assert tally(ballots, "majority").winner == "13"
+    assert tally(ballots, "confidence").winner == "12"  # 1.0 against 0.3 + 0.3
+    assert tally(ballots, "reconcile").winner == "12"  # bins: 1.0 vs 0.1 + 0.1
+
+
+def test_raw_confidence_vote() -> None:
+    ballots = [Ballot("a", "x", 0.9), Ballot("b", "y", 0.5), Ballot("c", "y", 0.5)]
+    result = tally(ballots, "confidence")
+    assert result.winner == "y" and result.groups[0]["weight"] == 1.0 and result.groups[1]["weight"] == 0.9
+
+
+def test_unparseable_answers_are_no_votes_never_the_winner() -> None:
+    ballots = [Ballot("a", None), Ballot("b", None), Ballot("c", "7", 0.1), Ballot("d", "   ")]
+    result = tally(ballots, "reconcile")
+    assert result.winner == "7" and result.no_votes == 3 and result.share() == 1.0
+    nobody = tally([Ballot("a", None), Ballot("b", None)], "majority")
+    assert nobody.winner is None and nobody.text is None and nobody.no_votes == 2 and nobody.share() == 0.0
+
+
+def test_ties_go_to_more_ballots_then_to_the_first_answer() -> None:
+    # equal weight (0.8 vs 0.5 + 0.3): more ballots win
+    ballots = [Ballot("a", "1", 0.95), Ballot("b", "2", 0.85), Ballot("c", "2", 0.7)]
+    result = tally(ballots, "reconcile")
+    assert result.winner == "2" and result.tie
+    # equal weight and count: the answer given first
+    result = tally([Ballot("a", "Rome", text="Rome."), Ballot("b", "Paris")], "majority")
+    assert result.winner == "rome" and result.text == "Rome." and result.tie
+
+
+def test_missing_confidence_weighs_half() -> None:
+    result = tally([Ballot("a", "1"), Ballot("b", "2", 0.4)], "confidence")
+    assert result.winner == "1" and result.groups[0]["weight"] == 0.5
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        tally([], "plurality")  # type: ignore[arg-type]
