@@ -23,6 +23,8 @@ from agentlab.debate.protocol import Kind, StructuredReply, parse_reply, parse_s
 HF_PROVIDER = "debate-hf"
 BASE_MODEL = "debate-base"
 JUDGE_ROUTE = "debate:judge"
+# The shipped persona data (train-persona's; commands do not import each other, so the path is spelled out here).
+PERSONA_DATA = Path(__file__).resolve().parents[1] / "train_persona" / "data"
 TRAIN_HINT = ("train them first: agentlab train-persona --data {data}/sft_persona_X.jsonl --out adapters/persona_X "
               "(X = a, b, c), or pass --adapters DIR / agents in -c FILE")
 
@@ -101,14 +103,13 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     """The panel of ``cfg``: every adapter checked, every model name found in ``llm`` (``ConfigError`` otherwise)."""
     specs = list(cfg.agents)
     if not specs:
-        from agentlab.train_persona.config import SHIPPED_DATA
         from agentlab.debate.config import AgentSpec
 
         found = default_agents()
         if not found:
             raise UsageError("no agents: no --adapters, no agents in the config, and no adapters/persona_a, "
                              "persona_b or persona_c under the current directory",
-                             hint=TRAIN_HINT.format(data=SHIPPED_DATA))
+                             hint=TRAIN_HINT.format(data=PERSONA_DATA))
         specs = [AgentSpec(adapter=path) for path in found]
     adapters = {spec.label: spec.adapter for spec in specs if spec.adapter is not None}
     for path in adapters.values():
