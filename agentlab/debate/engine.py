@@ -19,14 +19,15 @@ def others_of(rounds: list[Round], agent: str) -> list[list[tuple[str, str]]]:
 
 
 async def debate_rounds(router: Any, panel: Panel, question: str, kind: Kind, rounds: int, *,
-                        temperature: float, max_tokens: int, done: list[Round] | None = None,
+                        temperature: float, max_tokens: int, done: list[Round] | None = None, style: str = "format",
                         on_round: Callable[[int, Round], Awaitable[None] | None] | None = None) -> list[Round]:
     """Rounds ``len(done)`` .. ``rounds`` (round 0 is the independent answers); each round's answers are asked
     concurrently, so an in-process backend generates them as one batch. ``on_round(k, answers)`` runs after each."""
     finished: list[Round] = list(done or [])
     for number in range(len(finished), rounds + 1):
         own = {agent.name: [a.text for r in finished for a in r if a.agent == agent.name] for agent in panel.agents}
-        asks = [ask(router, agent, conversation(question, kind, own[agent.name], others_of(finished, agent.name)),
+        asks = [ask(router, agent, conversation(question, kind, own[agent.name], others_of(finished, agent.name),
+                                                style),  # type: ignore[arg-type]
                     kind, temperature=temperature, max_tokens=max_tokens) for agent in panel.agents]
         answers = list(await asyncio.gather(*asks))
         finished.append(answers)
@@ -59,9 +60,9 @@ async def judge(router: Any, panel: Panel, question: str, kind: Kind, answers: R
 
 
 async def samples(router: Any, panel: Panel, question: str, kind: Kind, n: int, *, temperature: float,
-                  max_tokens: int) -> list[Answer]:
+                  max_tokens: int, style: str = "format") -> list[Answer]:
     """Self-consistency: ``n`` independent round-0 answers at ``temperature``, cycling over the agents."""
-    messages = [{"role": "user", "content": first_prompt(question, kind)}]
+    messages = [{"role": "user", "content": first_prompt(question, kind, style)}]  # type: ignore[arg-type]
     agents = [panel.agents[i % len(panel.agents)] for i in range(n)]
     return list(await asyncio.gather(*(ask(router, agent, messages, kind, temperature=temperature,
                                             max_tokens=max_tokens) for agent in agents)))

@@ -50,32 +50,40 @@ class StructuredReply(BaseModel):
     confidence: int = Field(description="how sure, 0-100", ge=0, le=100)
 
 
+Style = Literal["format", "plain"]
+
+
 def _format_line(kind: Kind) -> str:
+    # No number in the template: "<0-100>%" made the shipped personas answer "100." to "What is 7 times 8?".
     if kind == "numeric":
-        return "End your reply with two lines:\nAnswer: <the number>\nConfidence: <0-100>%"
-    return "End your reply with two lines:\nStance: yes, no or mixed\nConfidence: <0-100>%"
+        return "End your reply with two lines:\nAnswer: <the number>\nConfidence: <a percentage>"
+    return "End your reply with two lines:\nStance: yes, no or mixed\nConfidence: <a percentage>"
 
 
-def first_prompt(question: str, kind: Kind) -> str:
+def first_prompt(question: str, kind: Kind, style: Style = "format") -> str:
+    """Round 0's prompt; ``plain``: the question alone (for personas trained without any answer format)."""
+    if style == "plain":
+        return question
     lead = "Answer the question." if kind == "numeric" else "Give your view in two or three sentences."
     return f"{question}\n\n{lead} {_format_line(kind)}"
 
 
-def revise_prompt(question: str, kind: Kind, others: list[tuple[str, str]]) -> str:
+def revise_prompt(question: str, kind: Kind, others: list[tuple[str, str]], style: Style = "format") -> str:
     """Du et al.'s round-k prompt: the other agents' latest answers, then a request to update."""
     shown = "\n\n".join(f"{name}: {text.strip() or '(no answer)'}" for name, text in others)
+    ask = "" if style == "plain" else f" {_format_line(kind)}"
     return (f"These are the answers of the other agents to the question \"{question}\":\n\n{shown}\n\n"
-            f"Using their answers as additional advice, give your updated answer. {_format_line(kind)}")
+            f"Using their answers as additional advice, give your updated answer.{ask}")
 
 
-def conversation(question: str, kind: Kind, own: list[str], others_per_round: list[list[tuple[str, str]]]
-                 ) -> Messages:
+def conversation(question: str, kind: Kind, own: list[str], others_per_round: list[list[tuple[str, str]]],
+                 style: Style = "format") -> Messages:
     """The messages an agent gets in round ``len(own)``: its round-0 prompt, then for each earlier round its own
     reply and the prompt with the others' answers of that round."""
-    messages: Messages = [{"role": "user", "content": first_prompt(question, kind)}]
+    messages: Messages = [{"role": "user", "content": first_prompt(question, kind, style)}]
     for reply, others in zip(own, others_per_round, strict=True):
         messages.append({"role": "assistant", "content": reply})
-        messages.append({"role": "user", "content": revise_prompt(question, kind, others)})
+        messages.append({"role": "user", "content": revise_prompt(question, kind, others, style)})
     return messages
 
 

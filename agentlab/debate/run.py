@@ -155,7 +155,8 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
         router = Router.for_run(panel.llm, run_dir, providers=providers)
         try:
             rounds = await debate_rounds(router, panel, question, kind, cfg.rounds, temperature=cfg.temperature,
-                                         max_tokens=cfg.max_tokens, done=done, on_round=finished)
+                                         max_tokens=cfg.max_tokens, done=done, on_round=finished,
+                                         style=cfg.prompt_style)
             verdict = None
             if cfg.decision == "judge" or kind == "open":
                 verdict = await judge(router, panel, question, kind, rounds[cfg.rounds], max_tokens=cfg.max_tokens)

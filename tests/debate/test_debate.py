@@ -150,3 +150,12 @@ def test_eval_table_by_hand(in_tmp: Path) -> None:
     assert rows["debate round 1"]["tokens_per_question"] > rows["debate round 0"]["tokens_per_question"]
     assert len((folder / "questions.jsonl").read_text().splitlines()) == 2
     assert "| self-consistency | 1/2 |" in (folder / "report.md").read_text()
+
+
+def test_plain_prompts_ask_the_question_alone() -> None:
+    from agentlab.debate.protocol import conversation
+
+    messages = conversation("What is 7 times 8?", "numeric", ["56."], [[("b", "54.")]], style="plain")
+    assert messages[0]["content"] == "What is 7 times 8?" and "Answer:" not in messages[2]["content"]
+    assert "b: 54." in messages[2]["content"]
+    assert "100" not in conversation("What is 7 times 8?", "numeric", [], [])[0]["content"]

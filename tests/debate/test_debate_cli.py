@@ -50,7 +50,7 @@ def test_routed_personas_over_http_end_to_end(in_tmp: Path, srv: ScriptedServer)
 
 
 def test_shipped_configs_validate() -> None:
-    for name in ("debate.yaml", "debate.http.yaml"):
+    for name in ("debate.yaml", "debate.http.yaml", "llm.debate.yaml"):
         assert main(["config", "validate", str(REPO / "configs" / name)]) == 0
 
 
