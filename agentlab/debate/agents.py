@@ -154,6 +154,13 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     return Panel(config, agents, JUDGE_ROUTE, judge_source)
 
 
+def prompt_style(cfg: DebateConfig, panel: Panel) -> str:
+    """``cfg.prompt_style``, with ``auto`` resolved: plain when every agent is an adapter, else format."""
+    if cfg.prompt_style != "auto":
+        return cfg.prompt_style
+    return "plain" if all(a.source.startswith("adapter ") for a in panel.agents) else "format"
+
+
 def _route_for(name: str, llm: LLMConfig, where: str) -> RouteConfig:
     if name in llm.routes:
         return llm.routes[name]

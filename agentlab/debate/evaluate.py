@@ -24,7 +24,7 @@ from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
 from agentlab.core.vote import normalise, tally, wilson_interval
-from agentlab.debate.agents import Answer, Panel
+from agentlab.debate.agents import Answer, Panel, prompt_style
 from agentlab.debate.config import DebateConfig
 from agentlab.debate.engine import Round, ballots, debate_rounds, judge, samples
 from agentlab.debate.protocol import question_kind
@@ -59,9 +59,9 @@ async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Questi
     n = len(panel.agents) * (cfg.rounds + 1)
     rounds, sc = await asyncio.gather(
         debate_rounds(router, panel, q.question, kind, cfg.rounds, temperature=cfg.temperature,  # type: ignore[arg-type]
-                      max_tokens=cfg.max_tokens, style=cfg.prompt_style),
+                      max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel)),
         samples(router, panel, q.question, kind, n, temperature=cfg.eval.sc_temperature,  # type: ignore[arg-type]
-                max_tokens=cfg.max_tokens, style=cfg.prompt_style))
+                max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel)))
     verdicts: list[Answer | None] = [None] * len(rounds)
     if cfg.decision == "judge":
         verdicts = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,  # type: ignore[arg-type]

@@ -90,6 +90,7 @@ def test_rounds_show_the_others_answers_and_the_vote_decides(in_tmp: Path) -> No
     # round 2: a says 12 (0.8) + b says 12 (0.3); round 0: a 10 (0.8) beats b 12 (0.3)
     assert [r["vote"]["winner"] for r in results["per_round"]] == ["10", "11", "12"]
     assert results["final"]["answer"] == "12" and results["unparseable"] == 3 and results["errors"] == 0
+    assert results["prompt_style"] == "format" and "Answer: <the number>" in provider.calls[0].messages[0]["content"]
     report = (folder / "report.md").read_text()
     assert "## Votes per round" in report and "no answer parsed" in report
     assert (folder / "agreement.png").stat().st_size > 1000

@@ -86,7 +86,8 @@ def test_adapters_in_process_end_to_end_and_dry_run(in_tmp: Path, tiny_model: di
     assert all(t["completion_tokens"] > 0 for t in transcript)
     results = json.loads((run / "results.json").read_text())
     assert results["judge_reply"] is not None and results["decision"] == "judge"
-    assert results["answers"] == 4 and results["errors"] == 0
+    assert results["answers"] == 4 and results["errors"] == 0 and results["prompt_style"] == "plain"
+    assert transcript[0]["text"] is not None
 
 
 def test_eval_through_the_cli_with_make_task(in_tmp: Path, srv: ScriptedServer) -> None:
