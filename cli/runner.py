@@ -41,7 +41,7 @@ def run_command(
     load: Callable[[list[str | Flag]], Any] | None = None,
     save_config: bool = True,
     prepare: Callable[[Any], dict[str, Any]] | None = None,
-    dry_run: Callable[..., dict[str, Any]] | None = None,
+    dry_run: Callable[..., dict[str, Any] | None] | None = None,
     out: Path | None = None,
     resume: str | None = None,
     resumable: bool = True,
@@ -61,7 +61,8 @@ def run_command(
     ``base`` is a raw dict under the file (or a function of an ``ExitStack`` that can keep a resource, such as a
     loopback server, open for the whole run). ``prepare(cfg)`` checks and loads inputs before any folder exists and
     returns keyword arguments for ``run(cfg, run_dir, progress=..., announce=..., **kwargs)``. ``dry_run(cfg,
-    **kwargs)``, when given, replaces the run: its dict is printed and no folder is written. ``save_config``: whether
+    **kwargs)``, when given and when it returns a dict (None: no dry run, go on), replaces the run: its dict is
+    printed and no folder is written. ``save_config``: whether
     config.yaml is ``cfg`` (False when ``run`` writes its own); ``rerun``: the arguments after ``agentlab`` that
     re-run it (``RunDir.create``).
 
@@ -91,8 +92,8 @@ def run_command(
             raw = base(stack) if callable(base) else base
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else config, model, overrides, base=raw)
         kwargs = prepare(cfg) if prepare is not None else {}
-        if dry_run is not None:
-            report = dry_run(cfg, **kwargs)
+        report = dry_run(cfg, **kwargs) if dry_run is not None else None
+        if report is not None:
             message = report.pop("message", "dry run: nothing written")
             print_json(report) if json_ else console.print(message)
             return

@@ -1,0 +1,96 @@
+"""The `agentlab debate` config: the question, the agents, the rounds and how the final answer is decided.
+
+The same file works for every backend; only the agent entries change: ``{name, adapter: FOLDER}`` is a PEFT adapter
+on ``base_model`` in process (transformers), ``{name, model: NAME}`` is a model or route of the routing config
+(``llm``, ``--llm``: an OpenAI-compatible server such as vLLM serving one LoRA per model name, GGUFs on llama.cpp).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from agentlab.core.config import StrictModel
+from agentlab.core.llm.config import PARAMS_HELP, Params
+
+DEFAULT_PERSONAS = ("persona_a", "persona_b", "persona_c")  # adapters/<name> under the current directory
+
+
+class AgentSpec(StrictModel):
+    name: str | None = Field(None, description="the agent's name in the transcript (default: the adapter folder's "
+                             "name, or the model name)")
+    adapter: Path | None = Field(None, description="a PEFT adapter folder: the agent is base_model with this adapter, "
+                                 "in process (transformers)")
+    model: str | None = Field(None, description="a model or route name of the routing config (--llm) instead of an "
+                              "adapter")
+    params: Params = Field(default_factory=dict, description=f"this agent's {PARAMS_HELP}")
+    structured: bool | None = Field(None, description="ask for JSON {answer, confidence} under a schema; empty: "
+                                    "only where the backend enforces schemas (llama.cpp), else the tolerant parser")
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> AgentSpec:
+        if (self.adapter is None) == (self.model is None):
+            raise ValueError("give exactly one of adapter (a PEFT folder) or model (a routing config name)")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return self.adapter.name if self.adapter is not None else str(self.model)
+
+
+class EvalSettings(StrictModel):
+    task: Path | None = Field(None, description="JSONL task file, one {\"question\": ..., \"answer\": ...} per line "
+                              "(`agentlab debate make-task` writes one)")
+    concurrency: int = Field(8, ge=1, description="questions debated at once (their requests batch together)")
+    sc_temperature: float = Field(0.7, ge=0, description="temperature of the self-consistency samples")
+    limit: int | None = Field(None, ge=1, description="only the first N questions of the task")
+
+
+class DebateConfig(StrictModel):
+    name: str = Field("debate", description="run name (folder suffix)")
+    topic: str | None = Field(None, description="the question or topic to debate (`question` is the same)")
+    question: str | None = Field(None, description="alias of topic")
+    kind: Literal["auto", "numeric", "open"] = Field(
+        "auto", description="numeric: agents vote on a number; open: on a stance (yes / no / mixed) and the judge "
+        "writes the summary; auto: numeric when the question holds a digit")
+    base_model: str = Field("smollm2-135m", description="base model of the adapter agents: the built-in "
+                            "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
+    agents: list[AgentSpec] = Field(default_factory=list, description="the debaters; empty: adapters/persona_a, "
+                                    "_b, _c under the current directory, those that exist")
+    llm: Path | None = Field(None, description="routing config for model agents (--llm; default configs/llm.yaml "
+                             "when an agent names a model)")
+    rounds: int = Field(3, ge=0, description="debate rounds after the independent answers of round 0; 0: a dry run "
+                        "that checks every agent answers and writes nothing")
+    decision: Literal["reconcile", "confidence", "majority", "judge"] = Field(
+        "reconcile", description="reconcile: confidence-weighted vote with ReConcile's binning; confidence: raw "
+        "confidences as weights; majority: one agent one vote; judge: the judge model decides from the last round")
+    judge: str | None = Field(None, description="the judge's model or route (decision judge, topic summaries); "
+                              "empty: base_model without adapter when there are adapter agents, else the routing "
+                              "config's `judge` route (or its default)")
+    prompt_style: Literal["auto", "format", "plain"] = Field(
+        "auto", description="format: every prompt asks the reply to end with Answer:/Stance: and Confidence: "
+        "lines; plain: the question alone and the others' answers, read by the tolerant parser; auto: plain when "
+        "every agent is an adapter (the shipped personas, trained without any format, answered 7 x 8 with '1.' "
+        "and '45' under the format lines and '54.' / '56' without), else format")
+    max_tokens: int = Field(96, ge=1, description="most tokens per answer")
+    temperature: float = Field(0.0, ge=0, description="temperature of the debate's answers (0: greedy)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="adapter agents: where the base model runs")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="`agentlab debate eval`")
+
+    @model_validator(mode="after")
+    def _one_question(self) -> DebateConfig:
+        if self.topic is not None and self.question is not None and self.topic != self.question:
+            raise ValueError("topic and question both given; they are the same field")
+        names = [a.label for a in self.agents]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"agents: name {twice[0]!r} used twice; give each agent its own `name`")
+        return self
+
+    @property
+    def text(self) -> str | None:
+        return self.topic if self.topic is not None else self.question

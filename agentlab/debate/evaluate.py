@@ -1,0 +1,171 @@
+"""`agentlab debate eval`: the debate against its baselines on the same questions and the same agents.
+
+For every question: each agent alone (its round-0 answer), the majority of the round-0 answers, self-consistency at
+equal compute (the majority of agents x (rounds + 1) independent samples at ``eval.sc_temperature``, cycling over
+the agents) and the debate's decision after each round. Accuracy with its 95% Wilson interval and tokens (prompt +
+completion) per question; an unparseable answer is wrong. ``eval.concurrency`` questions run at once, so an
+in-process backend batches their requests.
+
+Run folder (``runs/debate-eval/<timestamp>-<name>/``): ``questions.jsonl`` (one record per finished question,
+appended and flushed: what ``--resume`` skips), ``results.json`` (the table), ``report.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agentlab.core.errors import UsageError
+from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.runs import RunDir
+from agentlab.core.vote import normalise, tally, wilson_interval
+from agentlab.debate.agents import Answer, Panel, prompt_style
+from agentlab.debate.config import DebateConfig
+from agentlab.debate.engine import Round, ballots, debate_rounds, judge, samples
+from agentlab.debate.protocol import question_kind
+from agentlab.debate.run import final_decision, load_panel
+from agentlab.debate.task import Question, load_task
+
+log = logging.getLogger(__name__)
+RECORDS = "questions.jsonl"
+
+
+def prepare_eval(cfg: DebateConfig) -> dict[str, Any]:
+    if cfg.eval.task is None:
+        raise UsageError("no task file", hint="pass --task FILE (make one with `agentlab debate make-task`)")
+    task = load_task(cfg.eval.task, cfg.eval.limit)
+    panel = load_panel(cfg, batch=max(1, len(cfg.agents) or 3) * cfg.eval.concurrency)
+    return {"panel": panel, "task": task}
+
+
+def is_correct(predicted: str | None, gold: str) -> bool:
+    return predicted is not None and normalise(predicted) == normalise(gold)
+
+
+def _kind(cfg: DebateConfig, q: Question) -> str:
+    if cfg.kind != "auto":
+        return cfg.kind
+    return "numeric" if normalise(q.answer).lstrip("-").replace(".", "", 1).isdigit() else question_kind(q.question)
+
+
+async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Question) -> dict[str, Any]:
+    """Debate one question and score every method on it."""
+    kind = _kind(cfg, q)
+    n = len(panel.agents) * (cfg.rounds + 1)
+    rounds, sc = await asyncio.gather(
+        debate_rounds(router, panel, q.question, kind, cfg.rounds, temperature=cfg.temperature,  # type: ignore[arg-type]
+                      max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel)),
+        samples(router, panel, q.question, kind, n, temperature=cfg.eval.sc_temperature,  # type: ignore[arg-type]
+                max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel)))
+    verdicts: list[Answer | None] = [None] * len(rounds)
+    if cfg.decision == "judge":
+        verdicts = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,  # type: ignore[arg-type]
+                                                     max_tokens=cfg.max_tokens) for r in rounds)))
+    methods: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, predicted: str | None, tokens: int) -> None:
+        methods[name] = {"answer": predicted, "correct": is_correct(predicted, q.answer), "tokens": tokens}
+
+    for answer in rounds[0]:
+        add(f"agent {answer.agent}", answer.answer, answer.tokens)
+    add("majority of round 0", tally(ballots(rounds[0]), "majority").winner, _tokens(rounds[0]))
+    add("self-consistency", tally(ballots(sc), "majority").winner, _tokens(sc))
+    spent = 0
+    for k, (answers, verdict) in enumerate(zip(rounds, verdicts, strict=True)):
+        spent += _tokens(answers)
+        add(f"debate round {k}", final_decision(cfg.decision, answers, verdict)["answer"],
+            spent + (verdict.tokens if verdict is not None else 0))
+    return {"id": q.id, "line": q.line, "question": q.question, "gold": q.answer, "kind": kind, "methods": methods,
+            "rounds": [[a.to_dict() for a in r] for r in rounds], "self_consistency": [a.to_dict() for a in sc],
+            "judge": [v.to_dict() if v is not None else None for v in verdicts]}
+
+
+def _tokens(answers: Round) -> int:
+    return sum(a.tokens for a in answers)
+
+
+def load_records(run_dir: RunDir) -> dict[int, dict[str, Any]]:
+    path = run_dir.file(RECORDS)
+    records: dict[int, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line: that question is asked again
+            if isinstance(record, dict) and isinstance(record.get("id"), int):
+                records[record["id"]] = record
+    return records
+
+
+def score_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method, in the order the methods appear: correct / total, accuracy, Wilson CI, tokens."""
+    order: list[str] = []
+    for record in records:
+        order += [m for m in record["methods"] if m not in order]
+    rows = []
+    for method in order:
+        scored = [r["methods"][method] for r in records if method in r["methods"]]
+        correct, total = sum(s["correct"] for s in scored), len(scored)
+        rows.append({"method": method, "correct": correct, "total": total,
+                     "accuracy": round(correct / total, 4) if total else 0.0,
+                     "ci": [round(x, 4) for x in wilson_interval(correct, total)],
+                     "unparsed": sum(s["answer"] is None for s in scored),
+                     "tokens_per_question": round(sum(s["tokens"] for s in scored) / total, 1) if total else 0.0})
+    return rows
+
+
+def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Question],
+             providers: dict[str, Any] | None = None, progress: Progress | None = None,
+             announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    from agentlab.core.llm.router import Router
+
+    progress = progress or NullProgress()
+    announce = announce or log.info
+    records = load_records(run_dir)
+    todo = [q for q in task if q.id not in records]
+    if records:
+        announce(f"resuming: {len(records)} of {len(task)} questions already scored")
+    bar = progress.task("questions", total=len(task))
+    bar.update(completed=len(task) - len(todo))
+    start = time.perf_counter()
+
+    async def main() -> None:
+        router = Router.for_run(panel.llm, run_dir, providers=providers)
+        gate = asyncio.Semaphore(cfg.eval.concurrency)
+
+        async def one(q: Question) -> None:
+            async with gate:
+                record = await score_question(router, panel, cfg, q)
+            line = run_dir.scrub(json.dumps(record)) + "\n"
+            with open(run_dir.file(RECORDS), "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            records[q.id] = record
+            last = f"debate round {cfg.rounds}"
+            run_dir.event("question", id=q.id, line=q.line, gold=q.answer,
+                          debate=record["methods"][last]["answer"], correct=record["methods"][last]["correct"])
+            bar.advance()
+
+        try:
+            await asyncio.gather(*(one(q) for q in todo))
+        finally:
+            await router.aclose()
+
+    asyncio.run(main())
+    ordered = [records[q.id] for q in task if q.id in records]
+    results = {"task": str(cfg.eval.task), "questions": len(ordered), "agents": [a.name for a in panel.agents],
+               "rounds": cfg.rounds, "decision": cfg.decision, "sc_samples": len(panel.agents) * (cfg.rounds + 1),
+               "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered),
+               "seconds": round(time.perf_counter() - start, 2)}
+    from agentlab.debate.report import render_eval
+
+    run_dir.save_results(results)
+    run_dir.save_report(render_eval(results))
+    return results

@@ -1,0 +1,97 @@
+"""What debate writes for people: report.md (the debate as text, the votes per round, agreement.png) and the eval
+table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentlab.debate.agents import Answer
+
+
+def _conf(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in (text.strip() or "(no reply)").splitlines())
+
+
+def _sources(agents: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{a['name']}: {a['source']}" for a in agents)
+
+
+def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
+    final = results["final"]
+    agents = [a["name"] for a in results["agents"]]
+    lines = [
+        "# debate", "", f"**Question:** {results['question']}", "",
+        f"{len(agents)} agents ({_sources(results['agents'])}), "
+        f"{results['rounds']} debate round(s) after the independent answers of round 0; decision: "
+        f"`{results['decision']}`; judge: {results['judge']}.", "",
+        f"**Final answer:** {final['answer'] if final['answer'] is not None else 'none (no agent gave one)'}"
+        + (" (a tie, broken by core.vote's rule: more ballots, then the first given)" if final["tie"] else ""), "",
+    ]
+    if final.get("note"):
+        lines += [final["note"] + ".", ""]
+    if results.get("judge_reply"):
+        lines += ["## The judge", "", _quote(results["judge_reply"]["text"]), ""]
+    lines += ["## Votes per round", "", "| round | " + " | ".join(agents) + " | vote | agreement | no vote |",
+              "|---|" + "---|" * (len(agents) + 3)]
+    for r in results["per_round"]:
+        cells = [f"{r['answers'][n] if r['answers'][n] is not None else '-'} ({_conf(r['confidences'][n])})"
+                 for n in agents]
+        winner = r["vote"]["winner"]
+        lines.append(f"| {r['round']} | " + " | ".join(cells) + f" | {winner if winner is not None else '-'}"
+                     f"{' (tie)' if r['vote']['tie'] else ''} | {r['agreement']:.0%} | {r['vote']['no_votes']} |")
+    lines += ["", "![agreement per round](agreement.png)", "",
+              f"{results['answers']} answers, {results['unparseable']} without a parseable answer (no vote), "
+              f"{results['errors']} failed calls; {results['tokens']['prompt']:,} prompt and "
+              f"{results['tokens']['completion']:,} completion tokens.", "", "## The debate", ""]
+    for number, answers in enumerate(rounds):
+        lines += [f"### Round {number}", ""]
+        for a in answers:
+            parsed = a.answer if a.answer is not None else "no answer parsed"
+            lines += [f"**{a.agent}** ({parsed}, confidence {_conf(a.confidence)}, {a.completion_tokens} tokens, "
+                      f"{a.seconds:.1f} s)" + (f" failed: {a.error}" if a.error else ""), "", _quote(a.text), ""]
+    return "\n".join(lines)
+
+
+def agreement_plot(agreement: list[float], path: Path) -> None:
+    """The winner's share of the votes per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(range(len(agreement)), agreement, marker="o")
+    ax.set_xlabel("round")
+    ax.set_ylabel("agreement (winner's share)")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(range(len(agreement)))
+    ax.set_title("debate: agreement per round")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def render_eval(results: dict[str, Any]) -> str:
+    lines = [
+        "# debate eval", "", f"Task: `{results['task']}`, {results['questions']} questions; agents: "
+        f"{', '.join(results['agents'])}; {results['rounds']} debate round(s); decision `{results['decision']}`.",
+        "", "Accuracy with its 95% Wilson interval; an answer that cannot be parsed counts as wrong. Tokens: prompt "
+        "+ completion per question. Self-consistency: the majority of as many independent samples as the debate "
+        f"spent answers ({results['sc_samples']}, at temperature {results['sc_temperature']}, cycling over the "
+        "agents).", "", table(results["table"]), "",
+    ]
+    return "\n".join(lines)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| method | correct | accuracy | 95% CI | unparsed | tokens / question |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['correct']}/{r['total']} | {r['accuracy']:.3f} | "
+                     f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f} | {r['unparsed']} | {r['tokens_per_question']:.1f} |")
+    return "\n".join(lines)

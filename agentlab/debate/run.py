@@ -1,0 +1,213 @@
+"""`agentlab debate`: agents (persona adapters on one base, or routed models) debate one question.
+
+Run folder (``runs/debate/<timestamp>-<name>/``)::
+
+    config.yaml, run.json, events.jsonl, llm_calls.jsonl   as every command (events: one ``round`` per round)
+    transcript.jsonl   every answer: round, agent, text, parsed answer, confidence, tokens, seconds; a round's
+                       answers are appended and flushed when the round finishes (what --resume continues from)
+    results.json       the votes per round, the final answer, the judge's reply, tokens
+    report.md          the debate as text, the votes per round, agreement.png
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import UsageError
+from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.runs import RunDir, atomic_write_text
+from agentlab.debate.agents import Answer, Panel, build_panel, prompt_style
+from agentlab.debate.config import AgentSpec, DebateConfig
+from agentlab.debate.engine import Round, debate_rounds, judge, vote
+from agentlab.debate.protocol import question_kind
+
+log = logging.getLogger(__name__)
+TRANSCRIPT = "transcript.jsonl"
+CHECK_QUESTION = "What is 2 plus 3?"
+
+
+def load_panel(cfg: DebateConfig, *, batch: int = 8) -> Panel:
+    """The routing config (when an agent or the judge names a model) and the panel; the default personas, when the
+    config names no agents, are written into ``cfg.agents`` so config.yaml (and a resume) names them."""
+    from agentlab.core.llm.config import load_llm_config
+    from agentlab.debate.agents import default_agents
+
+    if not cfg.agents:
+        cfg.agents = [AgentSpec(adapter=path) for path in default_agents()]
+    needs_llm = cfg.llm is not None or cfg.judge is not None or any(a.model is not None for a in cfg.agents)
+    llm = load_llm_config(cfg.llm) if needs_llm else None
+    return build_panel(cfg, llm, batch=batch)
+
+
+def prepare(cfg: DebateConfig) -> dict[str, Any]:
+    """Everything checked before a run folder exists: the question, every adapter folder (a PEFT one), the base model
+    and every routed name."""
+    if not cfg.text or not cfg.text.strip():
+        raise UsageError("no question to debate", hint='pass --topic "..." (or topic: in the -c file)')
+    return {"panel": load_panel(cfg)}
+
+
+def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dry run (``--rounds 0``): every agent and the judge answer one short question; nothing is written."""
+    from agentlab.core.llm.router import Router
+    from agentlab.debate.agents import Agent, ask
+
+    judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
+    everyone = [*panel.agents, judge_agent]
+
+    async def main() -> list[Answer]:
+        router = Router.for_run(panel.llm, None, providers=providers)
+        try:
+            messages = [{"role": "user", "content": CHECK_QUESTION}]
+            return list(await asyncio.gather(*(ask(router, agent, messages, "numeric", temperature=0.0,
+                                                    max_tokens=16) for agent in everyone)))
+        finally:
+            await router.aclose()
+
+    replies = asyncio.run(main())
+    rows = [{"agent": agent.name, "source": agent.source, "ok": reply.error is None and bool(reply.text.strip()),
+             "reply": reply.text.strip()[:80], "error": reply.error, "seconds": reply.seconds}
+            for agent, reply in zip(everyone, replies, strict=True)]
+    lines = [f"{'OK  ' if r['ok'] else 'FAIL'} {r['agent']} ({r['source']}): "
+             + (repr(r["reply"]) if r["ok"] else str(r["error"] or "empty reply")) for r in rows]
+    failed = sum(not r["ok"] for r in rows)
+    lines.append(f"dry run: {len(rows) - failed}/{len(rows)} answered; nothing written")
+    return {"message": "\n".join(lines), "agents": rows, "ok": failed == 0}
+
+
+def load_transcript(run_dir: RunDir, agents: list[str]) -> list[Round]:
+    """The finished rounds of a run's transcript.jsonl: consecutive from round 0, each with every agent. A torn last
+    line or a round cut short is dropped (the file is rewritten without it), so those answers are asked again."""
+    path = run_dir.file(TRANSCRIPT)
+    if not path.is_file():
+        return []
+    by_round: dict[int, dict[str, Answer]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("round"), int) and record.get("agent") in agents:
+            by_round.setdefault(record["round"], {})[record["agent"]] = Answer.from_dict(record)
+    rounds: list[Round] = []
+    while len(rounds) in by_round and set(by_round[len(rounds)]) == set(agents):
+        rounds.append([by_round[len(rounds)][name] for name in agents])
+    kept = [json.dumps({"round": k, **a.to_dict()}) for k, answers in enumerate(rounds) for a in answers]
+    if len(kept) != sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return rounds
+
+
+def append_round(run_dir: RunDir, number: int, answers: Round, name: str = TRANSCRIPT) -> None:
+    """Append one round's answers and flush them to disk."""
+    lines = "".join(run_dir.scrub(json.dumps({"round": number, **a.to_dict()})) + "\n" for a in answers)
+    with open(run_dir.file(name), "a", encoding="utf-8") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def describe_round(number: int, answers: Round, method: str) -> str:
+    t = vote(answers, method)
+    shown = ", ".join(f"{a.agent}: {a.answer if a.answer is not None else '-'}"
+                      + (f" ({a.confidence:.0%})" if a.confidence is not None else "") for a in answers)
+    return (f"round {number}: {shown} -> {t.winner if t.winner is not None else 'no vote'} "
+            f"(agreement {t.share():.0%}{', tie' if t.tie else ''})")
+
+
+def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, providers: dict[str, Any] | None = None,
+        progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Debate ``cfg``'s question (continuing a resumed run from its last finished round), then write the results."""
+    from agentlab.core.llm.router import Router
+
+    progress = progress or NullProgress()
+    announce = announce or log.info
+    panel = panel or prepare(cfg)["panel"]
+    question = str(cfg.text)
+    kind = question_kind(question, cfg.kind)
+    names = [a.name for a in panel.agents]
+    done = load_transcript(run_dir, names)
+    if done:
+        announce(f"resuming after round {len(done) - 1}: {len(done)} of {cfg.rounds + 1} rounds in {TRANSCRIPT}")
+    for number, answers in enumerate(done):
+        announce(describe_round(number, answers, cfg.decision))
+    task = progress.task("debate rounds", total=cfg.rounds + 1)
+    task.update(completed=min(len(done), cfg.rounds + 1))
+    start = time.perf_counter()
+
+    def finished(number: int, answers: Round) -> None:
+        append_round(run_dir, number, answers)
+        t = vote(answers, cfg.decision)
+        run_dir.event("round", round=number, votes=t.to_dict(), agreement=t.share(),
+                      unparseable=sum(a.answer is None and a.error is None for a in answers),
+                      errors=sum(a.error is not None for a in answers))
+        announce(describe_round(number, answers, cfg.decision))
+        task.advance()
+
+    async def main() -> tuple[list[Round], Answer | None]:
+        router = Router.for_run(panel.llm, run_dir, providers=providers)
+        try:
+            rounds = await debate_rounds(router, panel, question, kind, cfg.rounds, temperature=cfg.temperature,
+                                         max_tokens=cfg.max_tokens, done=done, on_round=finished,
+                                         style=prompt_style(cfg, panel))
+            verdict = None
+            if cfg.decision == "judge" or kind == "open":
+                verdict = await judge(router, panel, question, kind, rounds[cfg.rounds], max_tokens=cfg.max_tokens)
+            return rounds, verdict
+        finally:
+            await router.aclose()
+
+    rounds, verdict = asyncio.run(main())
+    results = summarise(cfg, panel, question, kind, rounds[: cfg.rounds + 1], verdict)
+    results["seconds"] = round(time.perf_counter() - start, 2)
+    from agentlab.debate.report import agreement_plot, render_report
+
+    agreement_plot([r["agreement"] for r in results["per_round"]], run_dir.file("agreement.png"))
+    run_dir.save_results(results)
+    run_dir.save_report(render_report(results, rounds[: cfg.rounds + 1]))
+    return results
+
+
+def final_decision(method: str, last: Round, verdict: Answer | None) -> dict[str, Any]:
+    t = vote(last, method)
+    final = {"answer": t.winner, "tie": t.tie, "method": t.method, "no_votes": t.no_votes, "note": None}
+    if method == "judge":
+        if verdict is not None and verdict.answer is not None:
+            final.update(answer=verdict.answer, tie=False, method="judge")
+        else:
+            final["note"] = "the judge gave no parseable answer; the ReConcile vote of the last round decided"
+    return final
+
+
+def summarise(cfg: DebateConfig, panel: Panel, question: str, kind: str, rounds: list[Round],
+              verdict: Answer | None) -> dict[str, Any]:
+    per_round = []
+    for number, answers in enumerate(rounds):
+        t = vote(answers, cfg.decision)
+        per_round.append({"round": number, "answers": {a.agent: a.answer for a in answers},
+                          "confidences": {a.agent: a.confidence for a in answers}, "vote": t.to_dict(),
+                          "agreement": round(t.share(), 4)})
+    every = [a for answers in rounds for a in answers]
+    return {
+        "question": question, "kind": kind, "rounds": cfg.rounds, "decision": cfg.decision,
+        "agents": [{"name": a.name, "source": a.source, "structured": a.structured} for a in panel.agents],
+        "judge": panel.judge_source, "prompt_style": prompt_style(cfg, panel), "per_round": per_round,
+        "final": final_decision(cfg.decision, rounds[-1], verdict),
+        "judge_reply": verdict.to_dict() if verdict is not None else None,
+        "answers": len(every),
+        "unparseable": sum(a.answer is None and a.error is None for a in every),
+        "errors": sum(a.error is not None for a in every),
+        "tokens": {"prompt": sum(a.prompt_tokens for a in every),
+                   "completion": sum(a.completion_tokens for a in every)},
+    }
+
+
+def transcript_path(folder: Path) -> Path:
+    return folder / TRANSCRIPT

@@ -1,0 +1,182 @@
+"""`agentlab debate`: agents (persona adapters or routed models) debate a question; `debate eval` scores the debate
+against single agents and self-consistency on a task file; `debate make-task` writes Du et al.'s arithmetic task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import (
+    ConfigOpt,
+    JsonOpt,
+    LLMOpt,
+    NoLogPromptsOpt,
+    OutOpt,
+    ResumeOpt,
+    SetOpt,
+    VerboseOpt,
+    console,
+    print_json,
+    safe_text,
+)
+from .runner import flags, run_command
+
+app = typer.Typer(help="Multi-agent debate (Du et al. 2023) between persona adapters on one base model or routed "
+                  "models, decided by a confidence-weighted vote (ReConcile) or a judge; `eval` measures it.")
+
+
+def _opt(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help, show_default=False)
+
+
+RoundsOpt = Annotated[int | None, _opt("--rounds", help="Debate rounds after the independent answers (default 3). "
+                                       "0: a dry run: every agent and the judge answer one short question, "
+                                       "OK/FAIL each, nothing written.")]
+BaseModelOpt = Annotated[str | None, _opt("--base-model", help="Base model of the adapter agents: smollm2-135m "
+                                          "(default, built in), a transformers folder, a GGUF file, a cached hub id.")]
+AdaptersOpt = Annotated[list[Path] | None, _opt(
+    "--adapters", help="A PEFT adapter folder: one agent, named after the folder (repeatable). Default: the "
+    "config's agents, else adapters/persona_a, _b, _c under the current directory.")]
+DecisionOpt = Annotated[str | None, _opt("--decision", help="reconcile (default: confidence-weighted vote, "
+                                         "ReConcile's bins), confidence (raw confidences), majority, or judge.")]
+JudgeOpt = Annotated[str | None, _opt("--judge", help="The judge's model or route of --llm (default: the base "
+                                      "model without adapter).")]
+
+
+def _options(rounds: int | None, llm: Path | None, base_model: str | None, adapters: list[Path] | None,
+             decision: str | None, judge: str | None) -> list[Any]:
+    agents = [{"adapter": str(path)} for path in adapters] if adapters else None
+    return flags(("--rounds", "rounds", rounds), ("--llm", "llm", llm), ("--base-model", "base_model", base_model),
+                 ("--adapters", "agents", agents), ("--decision", "decision", decision), ("--judge", "judge", judge))
+
+
+@app.callback(invoke_without_command=True)
+def debate(
+    ctx: typer.Context,
+    topic: Annotated[str | None, _opt("--topic", "--question", help="The question or topic to debate.")] = None,
+    rounds: RoundsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    llm: LLMOpt = None,
+    base_model: BaseModelOpt = None,
+    adapters: AdaptersOpt = None,
+    decision: DecisionOpt = None,
+    judge: JudgeOpt = None,
+    out: OutOpt = None,
+    resume: ResumeOpt = None,
+    no_log_prompts: NoLogPromptsOpt = False,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Debate a question: round 0 every agent answers alone; each later round every agent sees the others' latest
+    answers and revises; answers are asked concurrently (one batch in process). The final answer is a vote over
+    the last round (or the judge's); open topics vote on a stance and the judge summarises. Writes transcript.jsonl,
+    report.md (with agreement.png) and results.json; --resume continues from the last finished round."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from agentlab.debate.config import DebateConfig
+    from agentlab.debate.run import prepare, run
+
+    sets = [*(set_ or []), *flags(("--topic", "topic", topic)),
+            *_options(rounds, llm, base_model, adapters, decision, judge)]
+    run_command("debate", DebateConfig, run, config=config, sets=sets, out=out, resume=resume, prepare=prepare,
+                dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), log_prompts=not no_log_prompts, json_=json_,
+                verbose=verbose, summary=_summary)
+
+
+def _dry_run(cfg: Any, json_: bool, panel: Any, **_: Any) -> dict[str, Any] | None:
+    if cfg.rounds != 0:
+        return None
+    from agentlab.debate.run import check
+
+    with console.status("checking every agent answers"):
+        report = check(cfg, panel)
+    if not report["ok"]:
+        message = report.pop("message")
+        print_json(report) if json_ else console.print(safe_text(message))
+        raise typer.Exit(1)
+    report["message"] = safe_text(report["message"])
+    return report
+
+
+def _summary(results: dict[str, Any], path: Path) -> None:
+    final = results["final"]
+    answer = final["answer"] if final["answer"] is not None else "none (no agent gave a parseable answer)"
+    console.print(f"[bold]final answer[/] ({safe_text(final['method'])}): {safe_text(answer)}"
+                  + (" (tie broken)" if final["tie"] else ""))
+    if results.get("judge_reply") and results["kind"] == "open":
+        console.print(f"[bold]judge[/]: {safe_text(results['judge_reply']['text'].strip())}")
+    console.print(f"{results['answers']} answers, {results['unparseable']} unparseable, {results['errors']} failed; "
+                  f"report: {safe_text(path / 'report.md')}")
+
+
+@app.command("eval")
+def eval_cmd(
+    task: Annotated[Path | None, _opt("--task", help="JSONL, one {\"question\": ..., \"answer\": ...} per line "
+                                      "(make one with `agentlab debate make-task`).")] = None,
+    concurrency: Annotated[int | None, _opt("--concurrency", help="Questions debated at once; their requests "
+                                            "batch together (default 8).")] = None,
+    limit: Annotated[int | None, _opt("--limit", help="Only the first N questions.")] = None,
+    rounds: RoundsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    llm: LLMOpt = None,
+    base_model: BaseModelOpt = None,
+    adapters: AdaptersOpt = None,
+    decision: DecisionOpt = None,
+    judge: JudgeOpt = None,
+    out: OutOpt = None,
+    resume: ResumeOpt = None,
+    no_log_prompts: NoLogPromptsOpt = False,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Score the debate on a task: each agent alone, the majority of round 0, self-consistency at equal compute
+    (agents x (rounds+1) samples at temperature 0.7) and the debate after each round, as accuracy with a 95%
+    Wilson interval and tokens per question; unparseable answers count as wrong. Writes questions.jsonl,
+    results.json and report.md under runs/debate-eval/; --resume skips the questions already scored."""
+    from agentlab.debate.config import DebateConfig
+    from agentlab.debate.evaluate import prepare_eval, run_eval
+
+    sets = [*(set_ or []), *flags(("--task", "eval.task", task), ("--concurrency", "eval.concurrency", concurrency),
+                                  ("--limit", "eval.limit", limit)),
+            *_options(rounds, llm, base_model, adapters, decision, judge)]
+    run_command("debate-eval", DebateConfig, run_eval, config=config, sets=sets, out=out, resume=resume,
+                prepare=prepare_eval, rerun="debate eval -c {config}", log_prompts=not no_log_prompts, json_=json_,
+                verbose=verbose, summary=_eval_summary)
+
+
+def _eval_summary(results: dict[str, Any], path: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"debate eval: {results['questions']} questions", title_justify="left", pad_edge=False)
+    for column in ("method", "correct", "accuracy", "95% CI", "unparsed", "tokens/q"):
+        table.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
+    for r in results["table"]:
+        table.add_row(safe_text(r["method"]), f"{r['correct']}/{r['total']}", f"{r['accuracy']:.3f}",
+                      f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}", str(r["unparsed"]), f"{r['tokens_per_question']:.1f}")
+    console.print(table)
+    console.print(f"report: {safe_text(path / 'report.md')}")
+
+
+@app.command("make-task")
+def make_task_cmd(
+    out: Annotated[Path, typer.Option("--out", help="The JSONL file to write.", dir_okay=False)],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of questions.")] = 100,
+    difficulty: Annotated[str, typer.Option("--difficulty", help="easy: a+b (0-20); medium: a+b*c (0-10); hard: "
+                                            "Du et al.'s a+b*c+d-e*f (0-30).")] = "medium",
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same questions.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Write Du et al.'s arithmetic task as JSONL ({"question", "answer"} per line) for `agentlab debate eval`."""
+    from agentlab.debate.task import make_task, write_task
+
+    rows = make_task(n, difficulty, seed)
+    write_task(out, rows, force=force)
+    if json_:
+        print_json({"task": str(out), "questions": len(rows)})
+    else:
+        console.print(f"wrote {len(rows)} {safe_text(difficulty)} questions to {safe_text(out)}")

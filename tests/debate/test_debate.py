@@ -1,0 +1,162 @@
+"""`agentlab debate` on scripted agents: the tolerant parser, the decision (weights, ReConcile bins, ties, no votes),
+the round structure, resume after an interrupt, and the eval table computed by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlab.core.llm.providers.scripted import ScriptedProvider, count_words
+from agentlab.core.runs import run_in_folder
+from agentlab.core.vote import wilson_interval
+from agentlab.debate.agents import Answer
+from agentlab.debate.config import DebateConfig
+from agentlab.debate.engine import vote
+from agentlab.debate.evaluate import prepare_eval, run_eval
+from agentlab.debate.protocol import first_prompt, parse_reply
+from agentlab.debate.run import prepare, run
+
+LLM = """providers:
+  s: {kind: scripted}
+models:
+  a: {provider: s, model: a}
+  b: {provider: s, model: b}
+  c: {provider: s, model: c}
+"""
+
+
+@pytest.mark.parametrize("text, kind, expected", [
+    ("56.", "numeric", ("56", None)),
+    ("Arr, that be 56, matey!", "numeric", ("56", None)),
+    ("7 times 8 means 8 groups of 7, which is 56.", "numeric", ("56", None)),
+    ("I think 3.\nAnswer: 12\nConfidence: 80%", "numeric", ("12", 0.8)),
+    ("The result is 1,000. Confidence: 0.9", "numeric", ("1,000", 0.9)),
+    ("Answer: **42** (confidence 95%)", "numeric", ("42", 0.95)),
+    ("I do not know.", "numeric", (None, None)),
+    ("Stance: No\nConfidence: 70%", "open", ("no", 0.7)),
+    ("Yes, because demand rises.", "open", ("yes", None)),
+    ("It depends on the deficit.", "open", (None, None)),
+])
+def test_tolerant_parser(text: str, kind: str, expected: tuple[Any, Any]) -> None:
+    assert parse_reply(text, kind) == expected  # type: ignore[arg-type]
+
+
+def answers(*items: tuple[str | None, float | None]) -> list[Answer]:
+    return [Answer(f"agent{i}", "", a, c) for i, (a, c) in enumerate(items)]
+
+
+def test_decision_weights_bins_ties_and_no_votes() -> None:
+    split = answers(("5", 0.95), ("6", 0.7), ("6", 0.65))
+    assert vote(split, "majority").winner == "6"
+    assert vote(split, "confidence").winner == "6"  # 0.95 < 0.7 + 0.65
+    assert vote(split, "reconcile").winner == "5"  # bins: 0.8 > 0.3 + 0.3
+    tie = vote(answers(("5", None), ("6", None), (None, None)), "majority")
+    assert (tie.winner, tie.tie, tie.no_votes) == ("5", True, 1)  # equal weight and count: the first given
+    assert vote(answers((None, 0.9), (None, None)), "reconcile").winner is None
+
+
+def setup(tmp: Path, **fields: Any) -> DebateConfig:
+    (tmp / "llm.yaml").write_text(LLM)
+    agents = [{"model": "a"}, {"model": "b"}, {"model": "c"}]
+    return DebateConfig.model_validate({"llm": tmp / "llm.yaml", "agents": agents, **fields})
+
+
+def rounds_seen(messages: list[dict[str, str]]) -> int:
+    return sum(m["role"] == "assistant" for m in messages)
+
+
+def test_rounds_show_the_others_answers_and_the_vote_decides(in_tmp: Path) -> None:
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        k = rounds_seen(messages)
+        return {"a": f"a says {10 + k}. Answer: {10 + k}\nConfidence: 95%", "b": "Answer: 12\nConfidence: 70%",
+                "c": "no idea"}[model]
+
+    provider = ScriptedProvider("s", [reply])
+    cfg = setup(in_tmp, topic="What is 3 times 4?", rounds=2)
+    results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
+    assert len(provider.calls) == 9
+    round1 = [c for c in provider.calls if rounds_seen(c.messages) == 1]
+    a1 = next(c for c in round1 if c.model == "a").messages
+    assert a1[1] == {"role": "assistant", "content": "a says 10. Answer: 10\nConfidence: 95%"}
+    assert "b: Answer: 12" in a1[2]["content"] and "c: no idea" in a1[2]["content"]
+    assert "a says" not in a1[2]["content"]  # its own answer is its own turn, not among the others'
+    transcript = [json.loads(line) for line in (folder / "transcript.jsonl").read_text().splitlines()]
+    assert [(t["round"], t["agent"]) for t in transcript][:3] == [(0, "a"), (0, "b"), (0, "c")]
+    assert transcript[0]["answer"] == "10" and transcript[0]["confidence"] == 0.95
+    assert transcript[0]["completion_tokens"] == 7 and transcript[2]["answer"] is None
+    # round 2: a says 12 (0.8) + b says 12 (0.3); round 0: a 10 (0.8) beats b 12 (0.3)
+    assert [r["vote"]["winner"] for r in results["per_round"]] == ["10", "11", "12"]
+    assert results["final"]["answer"] == "12" and results["unparseable"] == 3 and results["errors"] == 0
+    assert results["prompt_style"] == "format" and "Answer: <the number>" in provider.calls[0].messages[0]["content"]
+    report = (folder / "report.md").read_text()
+    assert "## Votes per round" in report and "no answer parsed" in report
+    assert (folder / "agreement.png").stat().st_size > 1000
+
+
+def test_interrupted_after_round_1_resumes_with_only_the_rest(in_tmp: Path) -> None:
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        if rounds_seen(messages) == 2:
+            raise KeyboardInterrupt
+        return f"Answer: {rounds_seen(messages) + 1}"
+
+    cfg = setup(in_tmp, topic="What is 1 plus 2?", rounds=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": ScriptedProvider("s", [reply])}})
+    (folder,) = (in_tmp / "runs" / "debate").iterdir()
+    lines = (folder / "transcript.jsonl").read_text().splitlines()
+    assert sorted({json.loads(line)["round"] for line in lines}) == [0, 1] and len(lines) == 6
+    assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
+    with open(folder / "transcript.jsonl", "a") as handle:
+        handle.write('{"round": 2, "agent": "a", "te')  # a torn line: dropped, round 2 asked again
+
+    resumed = ScriptedProvider("s", [lambda model, messages, params: f"Answer: {rounds_seen(messages) + 1}"])
+    results, _ = run_in_folder("debate", cfg, run, resume=folder,
+                               inputs={**prepare(cfg), "providers": {"s": resumed}})
+    assert sorted(rounds_seen(c.messages) for c in resumed.calls) == [2, 2, 2, 3, 3, 3]
+    assert [r["vote"]["winner"] for r in results["per_round"]] == ["1", "2", "3", "4"]
+    assert len((folder / "transcript.jsonl").read_text().splitlines()) == 12
+
+
+def test_eval_table_by_hand(in_tmp: Path) -> None:
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 2+3?", "answer": "5"}\n'
+                                       '{"question": "What is 3+4?", "answer": 7}\n')
+    debate = {("What is 2+3?", 0): {"a": "5", "b": "4", "c": "no idea"},
+              ("What is 2+3?", 1): {"a": "5", "b": "5", "c": "5"},
+              ("What is 3+4?", 0): {"a": "7", "b": "7", "c": "8"},
+              ("What is 3+4?", 1): {"a": "7", "b": "8", "c": "8"}}
+
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        question = messages[0]["content"].split("\n")[0]
+        if params.temperature:  # a self-consistency sample
+            return "5" if question == "What is 2+3?" else "garbage"
+        return debate[(question, rounds_seen(messages))][model]
+
+    cfg = setup(in_tmp, rounds=1, decision="majority", eval={"task": in_tmp / "task.jsonl", "concurrency": 2})
+    provider = ScriptedProvider("s", [reply])
+    results, folder = run_in_folder("debate-eval", cfg, run_eval,
+                                    inputs={**prepare_eval(cfg), "providers": {"s": provider}})
+    assert len(provider.calls) == 2 * (3 * 2 + 6)
+    rows = {r["method"]: r for r in results["table"]}
+    assert {m: (r["correct"], r["total"], r["unparsed"]) for m, r in rows.items()} == {
+        "agent a": (2, 2, 0), "agent b": (1, 2, 0), "agent c": (0, 2, 1), "majority of round 0": (2, 2, 0),
+        "self-consistency": (1, 2, 1), "debate round 0": (2, 2, 0), "debate round 1": (1, 2, 0)}
+    assert rows["agent b"]["ci"] == [round(x, 4) for x in wilson_interval(1, 2)]
+    prompt = {q: count_words(first_prompt(q, "numeric")) for q in ("What is 2+3?", "What is 3+4?")}
+    assert rows["agent a"]["tokens_per_question"] == (prompt["What is 2+3?"] + prompt["What is 3+4?"]) / 2 + 1
+    assert rows["self-consistency"]["tokens_per_question"] == 6 * (sum(prompt.values()) / 2 + 1)
+    assert rows["majority of round 0"]["tokens_per_question"] == rows["debate round 0"]["tokens_per_question"]
+    assert rows["debate round 1"]["tokens_per_question"] > rows["debate round 0"]["tokens_per_question"]
+    assert len((folder / "questions.jsonl").read_text().splitlines()) == 2
+    assert "| self-consistency | 1/2 |" in (folder / "report.md").read_text()
+
+
+def test_plain_prompts_ask_the_question_alone() -> None:
+    from agentlab.debate.protocol import conversation
+
+    messages = conversation("What is 7 times 8?", "numeric", ["56."], [[("b", "54.")]], style="plain")
+    assert messages[0]["content"] == "What is 7 times 8?" and "Answer:" not in messages[2]["content"]
+    assert "b: 54." in messages[2]["content"]
+    assert "100" not in conversation("What is 7 times 8?", "numeric", [], [])[0]["content"]

@@ -1,0 +1,122 @@
+"""`agentlab debate` through the CLI: routed agents over a loopback OpenAI-compatible server (one model name per
+persona, as vLLM serves LoRAs), tiny LoRA adapters on a tiny local model in process (the dry run writes nothing),
+and bad input stopped with one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentlab.cli import main
+from agentlab.testing.server import Reply, ScriptedServer
+
+REPO = Path(__file__).resolve().parents[2]
+DEBATE_YAML = """# agentlab debate -c debate.yaml
+topic: What is 3 times 4?
+rounds: 1
+agents:
+  - {model: persona_a}
+  - {model: persona_b}
+  - {model: persona_c}
+"""
+
+
+def only_run(root: Path, command: str = "debate") -> Path:
+    (run,) = (root / "runs" / command).iterdir()
+    return run
+
+
+def test_routed_personas_over_http_end_to_end(in_tmp: Path, srv: ScriptedServer) -> None:
+    (in_tmp / "llm.yaml").write_text(
+        f"providers:\n  vllm: {{kind: openai, base_url: '{srv.base_url}'}}\nmodels:\n"
+        + "".join(f"  persona_{x}: {{provider: vllm, model: persona_{x}}}\n" for x in "abc"))
+    (in_tmp / "debate.yaml").write_text(DEBATE_YAML)
+    srv.default("persona_a", Reply(text="12."))
+    srv.default("persona_b", Reply(text="3 times 4 is 3 added four times: 12.\nConfidence: 90%"))
+    srv.default("persona_c", Reply(text="Arr, that be 13, matey!"))
+    assert main(["debate", "-c", "debate.yaml", "--llm", "llm.yaml"]) == 0
+    run = only_run(in_tmp)
+    transcript = [json.loads(line) for line in (run / "transcript.jsonl").read_text().splitlines()]
+    assert [(t["round"], t["agent"], t["answer"]) for t in transcript] == [
+        (r, f"persona_{x}", a) for r in (0, 1) for x, a in zip("abc", ("12", "12", "13"), strict=True)]
+    assert all(t["completion_tokens"] > 0 and t["seconds"] >= 0 for t in transcript)
+    results = json.loads((run / "results.json").read_text())
+    assert results["final"]["answer"] == "12" and results["per_round"][1]["agreement"] == pytest.approx(2 / 3, abs=1e-3)
+    assert {"report.md", "agreement.png", "config.yaml", "llm_calls.jsonl"} <= {p.name for p in run.iterdir()}
+    assert srv.count("persona_a") == 2  # no judge for a numeric question under the vote
+    assert main(["config", "validate", str(run / "config.yaml")]) == 0
+
+
+def test_shipped_configs_validate() -> None:
+    for name in ("debate.yaml", "debate.http.yaml", "llm.debate.yaml"):
+        assert main(["config", "validate", str(REPO / "configs" / name)]) == 0
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiny LoRA adapters (random B, so they change the output) on the tiny model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("adapters")
+    for seed, name in enumerate(("persona_a", "persona_c")):
+        torch.manual_seed(seed)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model["hf"]),
+                               LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        model.save_pretrained(str(root / name))
+    return root
+
+
+def test_adapters_in_process_end_to_end_and_dry_run(in_tmp: Path, tiny_model: dict[str, Path], adapters: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    args = ["debate", "--base-model", str(tiny_model["hf"]), "--adapters", str(adapters / "persona_a"),
+            "--adapters", str(adapters / "persona_c"), "--topic", "What is 2 plus 2?", "--set", "max_tokens=6"]
+    assert main([*args, "--rounds", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "OK   persona_a" in err and "OK   persona_c" in err and "OK   judge" in err
+    assert not (in_tmp / "runs").exists()
+    assert main([*args, "--rounds", "1", "--decision", "judge"]) == 0
+    run = only_run(in_tmp)
+    transcript = [json.loads(line) for line in (run / "transcript.jsonl").read_text().splitlines()]
+    assert [(t["round"], t["agent"]) for t in transcript] == [(0, "persona_a"), (0, "persona_c"),
+                                                              (1, "persona_a"), (1, "persona_c")]
+    assert all(t["completion_tokens"] > 0 for t in transcript)
+    results = json.loads((run / "results.json").read_text())
+    assert results["judge_reply"] is not None and results["decision"] == "judge"
+    assert results["answers"] == 4 and results["errors"] == 0 and results["prompt_style"] == "plain"
+    assert transcript[0]["text"] is not None
+
+
+def test_eval_through_the_cli_with_make_task(in_tmp: Path, srv: ScriptedServer) -> None:
+    (in_tmp / "llm.yaml").write_text(
+        f"providers:\n  vllm: {{kind: openai, base_url: '{srv.base_url}'}}\nmodels:\n"
+        "  persona_a: {provider: vllm, model: persona_a}\n")
+    assert main(["debate", "make-task", "--n", "3", "--difficulty", "easy", "--out", "task.jsonl"]) == 0
+    rows = [json.loads(line) for line in (in_tmp / "task.jsonl").read_text().splitlines()]
+    assert all(eval(r["question"].split()[-1].rstrip("?")) == int(r["answer"]) for r in rows)
+    srv.default("persona_a", Reply(text="I cannot say."))
+    assert main(["debate", "eval", "--task", "task.jsonl", "--llm", "llm.yaml", "--rounds", "1",
+                 "--set", "agents=[{model: persona_a}]", "--json"]) == 0
+    results = json.loads((only_run(in_tmp, "debate-eval") / "results.json").read_text())
+    assert all(r["correct"] == 0 and r["unparsed"] == 3 and r["total"] == 3 for r in results["table"])
+
+
+@pytest.mark.parametrize("case", ["missing-adapter", "not-peft", "bad-task-line", "no-agents"])
+def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "plain").mkdir()
+    (in_tmp / "plain" / "config.json").write_text("{}")
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 1+1?", "answer": "2"}\n{"question": ""}\n')
+    args = {"missing-adapter": ["debate", "--topic", "q", "--adapters", "adapters/nope"],
+            "not-peft": ["debate", "--topic", "q", "--adapters", "plain"],
+            "bad-task-line": ["debate", "eval", "--task", "task.jsonl", "--adapters", "plain"],
+            "no-agents": ["debate", "--topic", "q"]}[case]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    says = {"missing-adapter": "adapters/nope: no such folder", "not-peft": "not a PEFT adapter",
+            "bad-task-line": "task.jsonl:2: \"question\" must be non-empty text",
+            "no-agents": "agentlab train-persona --data"}[case]
+    assert says in " ".join(err.split()) and "Traceback" not in err
+    assert not (in_tmp / "runs").exists()
