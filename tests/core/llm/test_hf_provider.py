@@ -63,20 +63,28 @@ def model_dir(tiny_model: dict[str, Path]) -> str:
 
 @pytest.fixture(scope="module")
 def adapters(model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Two LoRA adapters with random (non-zero) B matrices, so each really changes the model's output."""
+    """Three LoRA adapters with random (non-zero) B matrices, so each really changes the model's output; gamma
+    targets other layers (every linear one) than alpha and beta, as a mixed batch must cope with."""
+    root = tmp_path_factory.mktemp("adapters")
+    return {name: make_adapter(model_dir, root / name, seed, targets)
+            for name, seed, targets in (("alpha", 1, ["q_proj", "v_proj"]), ("beta", 2, ["q_proj", "v_proj"]),
+                                        ("gamma", 3, "all-linear"))}
+
+
+def make_adapter(model_dir: str, folder: Path, seed: int, targets: Any, **lora: Any) -> str:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    out = {}
-    root = tmp_path_factory.mktemp("adapters")
-    for name, seed in (("alpha", 1), ("beta", 2)):
-        torch.manual_seed(seed)
-        base = AutoModelForCausalLM.from_pretrained(model_dir)
-        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                          task_type="CAUSAL_LM")
-        get_peft_model(base, lora).save_pretrained(str(root / name))
-        out[name] = str(root / name)
-    return out
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, task_type="CAUSAL_LM",
+                        **lora)
+    get_peft_model(base, config).save_pretrained(str(folder))
+    return str(folder)
+
+
+def with_adapter(max_tokens: int, adapter: str | None) -> GenParams:
+    return greedy(max_tokens, **({"adapter": adapter} if adapter else {}))
 
 
 def test_greedy_matches_model_generate(model_dir: str) -> None:
@@ -209,27 +217,96 @@ def test_adapters_change_output_and_load_once(model_dir: str, adapters: dict[str
     assert base == plain  # no adapter: the adapters are really disabled
 
 
-def test_adapters_batch_separately(model_dir: str, adapters: dict[str, str]) -> None:
+def test_mixed_adapters_share_one_batch_and_match_one_at_a_time(model_dir: str, adapters: dict[str, str]) -> None:
     prov = provider(adapters=adapters, batch_wait_ms=50)
     warm(prov, model_dir)
-    names = [None, "alpha", "beta", "alpha", None]
+    names = [None, "alpha", "beta", "gamma", "alpha"]  # base, three adapters (one twice), different prompt lengths
 
     async def main() -> list[Completion]:
-        return await asyncio.gather(*(prov.generate(model_dir, chat(p), greedy(10, **({"adapter": a} if a else {})),
-                                                    30) for p, a in zip(PROMPTS, names, strict=True)))
+        return await asyncio.gather(*(prov.generate(model_dir, chat(p), with_adapter(n, a), 30)
+                                      for p, a, n in zip(PROMPTS, names, (10, 10, 10, 10, 4), strict=True)))
 
     together = run(main())
-    assert sorted(prov.batch_sizes) == [1, 2, 2]
-    for c, p, a in zip(together, PROMPTS, names, strict=True):
-        alone = run(prov.generate(model_dir, chat(p), greedy(10, **({"adapter": a} if a else {})), 30))
-        assert c.raw["adapter"] == a and c.text == alone.text
+    assert list(prov.batch_sizes) == [len(PROMPTS)]  # one generate call for every adapter and the base model
+    assert [c.raw["batch_size"] for c in together] == [len(PROMPTS)] * len(PROMPTS)
+    alone = [run(prov.generate(model_dir, chat(p), with_adapter(n, a), 30))
+             for p, a, n in zip(PROMPTS, names, (10, 10, 10, 10, 4), strict=True)]
+    for c, a_row, a in zip(together, alone, names, strict=True):
+        assert c.raw["adapter"] == a
+        assert (c.text, c.usage.completion_tokens, c.finish_reason) == (a_row.text, a_row.usage.completion_tokens,
+                                                                         a_row.finish_reason)
+    # The same prompt through each adapter and the base: four different answers, so each row really used its own.
+    four = (None, "alpha", "beta", "gamma")
+
+    async def same_prompt() -> list[Completion]:
+        return await asyncio.gather(*(prov.generate(model_dir, chat(PROMPTS[1]), with_adapter(12, a), 30)
+                                      for a in four))
+
+    same = run(same_prompt())
+    assert prov.batch_sizes[-1] == 4 and len({c.text for c in same}) == 4
+    assert [c.text for c in same] == [run(prov.generate(model_dir, chat(PROMPTS[1]), with_adapter(12, a), 30)).text
+                                      for a in four]
+
+
+def test_sampling_settings_still_split_mixed_adapter_batches(model_dir: str, adapters: dict[str, str]) -> None:
+    prov = provider(adapters=adapters, batch_wait_ms=50)
+    warm(prov, model_dir)
+    hot = GenParams(temperature=0.8, max_tokens=6, seed=3, extra={"adapter": "beta"})
+
+    async def main() -> list[Completion]:
+        return await asyncio.gather(prov.generate(model_dir, chat("a"), with_adapter(6, "alpha"), 30),
+                                    prov.generate(model_dir, chat("b"), hot, 30),
+                                    prov.generate(model_dir, chat("c"), with_adapter(6, None), 30))
+
+    run(main())
+    assert sorted(prov.batch_sizes) == [1, 2]
+
+
+def test_refused_mixed_batch_falls_back_to_one_batch_per_adapter(
+        model_dir: str, adapters: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # PEFT cannot mix a DoRA adapter into a batch: it refuses at the first forward, and the provider then generates
+    # one batch per adapter (and leaves no adapter_names hook behind on the model).
+    dora = make_adapter(model_dir, tmp_path / "dora", 4, ["q_proj", "v_proj"], use_dora=True)
+    prov = provider(adapters={"alpha": adapters["alpha"], "dora": dora}, batch_wait_ms=50)
+    warm(prov, model_dir)
+    names = [None, "alpha", "dora", "alpha"]
+
+    async def main() -> list[Completion]:
+        return await asyncio.gather(*(prov.generate(model_dir, chat(p), with_adapter(8, a), 30)
+                                      for p, a in zip(PROMPTS[:4], names, strict=True)))
+
+    with caplog.at_level("WARNING", logger=hf.__name__):
+        together = run(main())
+    assert sorted(prov.batch_sizes) == [1, 1, 2]
+    assert [c.raw["batch_size"] for c in together] == [1, 2, 1, 2]
+    assert any("refused a mixed-adapter batch" in r.getMessage() and "DoRA" in r.getMessage() for r in caplog.records)
+    alone = [run(prov.generate(model_dir, chat(p), with_adapter(8, a), 30))
+             for p, a in zip(PROMPTS[:4], names, strict=True)]
+    assert [c.text for c in together] == [c.text for c in alone]
+    loaded = next(e for e in hf._CACHE.values() if "dora" in e.adapters)
+    assert not loaded.mixed
+    assert not any(m._forward_pre_hooks for m in loaded.model.modules())
 
 
 def test_unknown_adapter_is_a_bad_request(model_dir: str, adapters: dict[str, str]) -> None:
     with pytest.raises(LLMError) as err:
-        run(provider(adapters=adapters).generate(model_dir, chat("hi"), greedy(4, adapter="gamma"), 30))
+        run(provider(adapters=adapters).generate(model_dir, chat("hi"), greedy(4, adapter="delta"), 30))
     assert err.value.kind == "bad_request" and not err.value.retryable
-    assert "gamma" in err.value.message and "alpha, beta" in err.value.message
+    assert "delta" in err.value.message and "alpha, beta, gamma" in err.value.message
+
+    # Sent beside good requests that share a batch, it fails alone and the others are answered.
+    prov = provider(adapters=adapters, batch_wait_ms=50)
+    warm(prov, model_dir)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(prov.generate(model_dir, chat(p), with_adapter(4, a), 30)
+                                      for p, a in zip(PROMPTS[:4], ("alpha", "delta", None, "beta"), strict=True)),
+                                    return_exceptions=True)
+
+    answers = run(main())
+    assert isinstance(answers[1], LLMError) and answers[1].kind == "bad_request"
+    assert [a.raw["batch_size"] for i, a in enumerate(answers) if i != 1] == [3, 3, 3]
+    assert list(prov.batch_sizes) == [3]
 
 
 def test_stream_concatenation_equals_final_text(model_dir: str) -> None:

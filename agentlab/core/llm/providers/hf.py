@@ -7,14 +7,20 @@ base model, its tokenizer and every configured adapter load once per process (se
 by every provider and router that asks for the same folder, device, dtype, quantization and adapter set.
 
 Concurrent ``generate`` calls are gathered for up to ``batch_wait_ms`` (at most ``max_batch_size``) and generated
-together, left-padded, when their adapter and sampling settings match; ``max_tokens``, ``stop`` and timeouts stay per
-request (each row stops on its own); a batch also stays open while the model is busy with the previous one. A
-temperature of None or 0 is greedy; otherwise sampling with ``temperature``/``top_p``, seeded by ``seed`` when given
-(a seed reproduces a request sent alone; inside a batch the draws depend on its other rows). Stop strings end a row
-early and are cut from the text; ``completion_tokens`` counts generated tokens, eos included, padding never.
-A request picks an adapter with the param ``adapter`` (GenParams.extra); without
-one the base model answers with the adapters disabled. ``json_schema`` is not enforced here: the router's structured
-repair loop validates and repairs the output instead.
+together, left-padded, when their sampling settings match; ``max_tokens``, ``stop`` and timeouts stay per request (each
+row stops on its own); a batch also stays open while the model is busy with the previous one. A temperature of None
+or 0 is greedy; otherwise sampling with ``temperature``/``top_p``, seeded by ``seed`` when given (a seed reproduces a
+request sent alone; inside a batch the draws depend on its other rows). Stop strings end a row early and are cut from
+the text; ``completion_tokens`` counts generated tokens, eos included, padding never. ``json_schema`` is not enforced
+here: the router's structured repair loop validates and repairs the output instead.
+
+A request picks an adapter with the param ``adapter`` (GenParams.extra); without one the base model answers with the
+adapters disabled; an unknown adapter is a ``bad_request``. Requests for different adapters (and the base model)
+share a batch: PEFT's mixed-adapter inference (``generate(..., adapter_names=[one per row])``, ``"__base__"`` for the
+base model) sends each row through its own LoRA only, so a row gives what it gives alone. A batch of one adapter sets
+it model-wide as before. Mixing needs LoRA adapters that are not merged, not DoRA and not on layer types PEFT cannot
+mix (``nn.MultiheadAttention``, parametrized weights); where PEFT refuses (at the first forward, before any token) or
+the adapters are not LoRA, the model logs one line and generates one batch per adapter, one after another, from then on.
 
 Device, dtype, 4-bit quantization and loading (base + adapters) come from the shared builders of ``core/train``
 (``resolve_device_dtype``, ``load_causal_lm``); torch, transformers and peft are imported inside the functions that
@@ -89,6 +95,7 @@ class _Loaded:
     pad_id: int
     n_ctx: int | None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    mixed: bool = True  # False once PEFT refused a mixed-adapter batch: then one generate per adapter
 
 
 @dataclass
@@ -99,6 +106,7 @@ class _Request:
     max_new: int
     stops: list[str]
     deadline: float  # time.monotonic()
+    adapter: str | None = None  # None: the base model
     future: asyncio.Future | None = None
     cancelled: bool = False
     new_ids: list[int] = field(default_factory=list)
@@ -108,16 +116,15 @@ class _Request:
 
 @dataclass
 class _Sampling:
-    """Settings that must match for requests to share a batch."""
+    """Settings that must match for requests to share a batch (the adapter need not: rows may mix adapters)."""
 
-    adapter: str | None
     do_sample: bool
     temperature: float | None
     top_p: float | None
     seed: int | None
 
     def key(self) -> tuple[Any, ...]:
-        return (self.adapter, self.do_sample, self.temperature, self.top_p, self.seed)
+        return (self.do_sample, self.temperature, self.top_p, self.seed)
 
 
 @dataclass
@@ -148,7 +155,7 @@ class HFProvider:
         start = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         loaded = await self._loaded(model, timeout_s, deadline)
-        sampling = self._sampling(loaded, model, params)
+        sampling = self._sampling(params)
         req = self._request(loaded, model, messages, params, deadline)
         loop = asyncio.get_running_loop()
         req.future = loop.create_future()
@@ -167,7 +174,7 @@ class HFProvider:
         text, finish = _finish_text(loaded.tokenizer, req)
         return Completion(text=text, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                           latency_s=time.perf_counter() - start, finish_reason=finish,
-                          raw={"batch_size": req.batch_size, "adapter": sampling.adapter})
+                          raw={"batch_size": req.batch_size, "adapter": req.adapter})
 
     async def stream(
         self, model: str, messages: Messages, params: GenParams, timeout_s: float
@@ -177,14 +184,14 @@ class HFProvider:
         start = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         loaded = await self._loaded(model, timeout_s, deadline)
-        sampling = self._sampling(loaded, model, params)
+        sampling = self._sampling(params)
         req = self._request(loaded, model, messages, params, deadline)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         streamer = _async_streamer(loaded.tokenizer, loop, queue)
         work = loop.run_in_executor(None, _generate, loaded, [req], sampling, streamer)
 
-        def finished(done: asyncio.Future[None]) -> None:
+        def finished(done: asyncio.Future[list[int]]) -> None:
             # A failed generate never calls streamer.end(); a consumer that left early never awaits `work`.
             _put(loop, queue, None)
             _consume(done)
@@ -221,7 +228,7 @@ class HFProvider:
             finish = "stop" if stopped or req.finish in ("stop", "cancelled") else "length"
             yield Completion(text=out, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                              latency_s=time.perf_counter() - start, ttft_s=ttft, finish_reason=finish,
-                             raw={"batch_size": 1, "adapter": sampling.adapter})
+                             raw={"batch_size": 1, "adapter": req.adapter})
         finally:
             req.cancelled = True
 
@@ -304,19 +311,20 @@ class HFProvider:
             _CACHE[key] = entry
             return entry
 
-    def _sampling(self, loaded: _Loaded, model: str, params: GenParams) -> _Sampling:
+    @staticmethod
+    def _sampling(params: GenParams) -> _Sampling:
+        if not params.temperature:  # None or 0: greedy
+            return _Sampling(False, None, None, None)
+        return _Sampling(True, float(params.temperature), None if params.top_p is None else float(params.top_p),
+                         params.seed)
+
+    def _request(self, loaded: _Loaded, model: str, messages: Messages, params: GenParams,
+                 deadline: float) -> _Request:
         adapter = params.extra.get("adapter")
         if adapter is not None and adapter not in loaded.adapters:
             known = ", ".join(loaded.adapters) or "none configured"
             raise LLMError(f"{self.name}: unknown adapter '{adapter}' (known: {known})", "bad_request", model=model,
                            hint=f"use one of the adapters of providers.{self.name}.adapters, or drop the param")
-        if not params.temperature:  # None or 0: greedy
-            return _Sampling(adapter, False, None, None, None)
-        return _Sampling(adapter, True, float(params.temperature),
-                         None if params.top_p is None else float(params.top_p), params.seed)
-
-    def _request(self, loaded: _Loaded, model: str, messages: Messages, params: GenParams,
-                 deadline: float) -> _Request:
         try:
             ids = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                        return_dict=False)
@@ -329,7 +337,7 @@ class HFProvider:
                 raise LLMError(f"{self.name}: prompt of {len(ids)} tokens does not fit the context of {loaded.n_ctx}",
                                "bad_request", model=model, hint="shorten the prompt or use a longer-context model")
             max_new = min(max_new, loaded.n_ctx - len(ids))
-        return _Request(list(ids), max(1, max_new), [s for s in params.stop or [] if s], deadline)
+        return _Request(list(ids), max(1, max_new), [s for s in params.stop or [] if s], deadline, adapter)
 
     # ------------------------------------------------------------------ micro-batching
 
@@ -362,8 +370,8 @@ class HFProvider:
                     del self._open[key]
                 live = [r for r in batch.requests if not r.cancelled]
                 if live:
-                    self.batch_sizes.append(len(live))
-                    await loop.run_in_executor(None, _generate, loaded, live, sampling, None)
+                    sizes = await loop.run_in_executor(None, _generate, loaded, live, sampling, None)
+                    self.batch_sizes.extend(sizes)
             for req in batch.requests:
                 if req.future is not None and not req.future.done():
                     req.future.set_result(None)
@@ -393,14 +401,18 @@ def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tu
         eos.add(tokenizer.eos_token_id)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    mixed = _mixable(model)
+    if adapters and not mixed:
+        log.warning("the adapters of %s are not all plain LoRA: no mixed-adapter batches, one batch per adapter", path)
     return _Loaded(model, tokenizer, device, tuple(name for name, _ in adapters), frozenset(eos), pad,
-                   getattr(config, "max_position_embeddings", None))
+                   getattr(config, "max_position_embeddings", None), mixed=mixed)
 
 
-def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, streamer: Any) -> None:
-    """Generate every request of ``reqs`` in one left-padded batch; results go into the requests."""
+def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, streamer: Any) -> list[int]:
+    """Generate every request of ``reqs`` in one left-padded batch (rows may mix adapters); results go into the
+    requests. Returns the size of each ``model.generate`` call made: one, or one per adapter where PEFT refused a
+    mixed batch; none when every row had expired or been cancelled."""
     import torch
-    from transformers import StoppingCriteriaList
 
     with loaded.lock, torch.inference_mode():
         now = time.monotonic()
@@ -409,28 +421,81 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
                 req.finish = "timeout"
         live = [r for r in reqs if r.finish is None and not r.cancelled]
         if not live:
-            return
-        width = max(len(r.ids) for r in live)
-        ids = torch.tensor([[loaded.pad_id] * (width - len(r.ids)) + r.ids for r in live], device=loaded.device)
-        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in live], device=loaded.device)
-        kwargs: dict[str, Any] = {"do_sample": sampling.do_sample}
-        if sampling.do_sample:
-            kwargs["temperature"] = sampling.temperature
-            if sampling.top_p is not None:
-                kwargs["top_p"] = sampling.top_p
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)  # seeds CUDA too; a batch's draws depend on its composition
-        stop = _row_stop_class()(live, width, loaded)
-        with _adapter(loaded, sampling.adapter):
+            return []
+        adapters = list(dict.fromkeys(r.adapter for r in live))
+        if len(adapters) > 1 and loaded.mixed:
+            try:
+                _generate_rows(loaded, live, sampling, streamer, mixed=True)
+                return [len(live)]
+            except _MixedRefused as exc:
+                loaded.mixed = False
+                log.warning("PEFT refused a mixed-adapter batch (%s): this model generates one batch per adapter "
+                            "from now on", exc)
+        groups = [[r for r in live if r.adapter == a] for a in adapters]
+        for group in groups:
+            _generate_rows(loaded, group, sampling, streamer, mixed=False)
+        return [len(g) for g in groups]
+
+
+class _MixedRefused(Exception):
+    """PEFT (or transformers) refused ``adapter_names`` before generating a token."""
+
+
+def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, streamer: Any, *, mixed: bool) -> None:
+    """One ``model.generate`` call for ``rows``, left-padded. ``mixed``: each row through its own adapter
+    (``adapter_names``); otherwise every row shares the first row's adapter, set model-wide."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    width = max(len(r.ids) for r in rows)
+    ids = torch.tensor([[loaded.pad_id] * (width - len(r.ids)) + r.ids for r in rows], device=loaded.device)
+    mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], device=loaded.device)
+    kwargs: dict[str, Any] = {"do_sample": sampling.do_sample}
+    if sampling.do_sample:
+        kwargs["temperature"] = sampling.temperature
+        if sampling.top_p is not None:
+            kwargs["top_p"] = sampling.top_p
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)  # seeds CUDA too; a batch's draws depend on its composition
+    stop = _row_stop_class()(rows, width, loaded)
+    if mixed:
+        kwargs["adapter_names"] = [r.adapter or "__base__" for r in rows]
+    with contextlib.nullcontext() if mixed else _adapter(loaded, rows[0].adapter):
+        try:
             out = loaded.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_new for r in live),
+                input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_new for r in rows),
                 pad_token_id=loaded.pad_id, eos_token_id=sorted(loaded.eos_ids),
                 stopping_criteria=StoppingCriteriaList([stop]), streamer=streamer, **kwargs)
-        for i, req in enumerate(live):
-            n_new, finish = stop.done[i] or (out.shape[1] - width, "length")
-            req.new_ids = out[i, width:width + n_new].tolist()
-            req.finish = finish
-            req.batch_size = len(live)
+        except BaseException as exc:
+            if mixed:
+                _drop_adapter_name_hooks(loaded.model)
+            # PEFT checks adapter_names in each LoRA layer's first forward: a refusal comes before any token.
+            if mixed and isinstance(exc, ValueError | TypeError) and stop.steps == 0 and "adapter" in str(exc).lower():
+                raise _MixedRefused(one_line(exc)) from exc
+            raise
+    for i, req in enumerate(rows):
+        n_new, finish = stop.done[i] or (out.shape[1] - width, "length")
+        req.new_ids = out[i, width:width + n_new].tolist()
+        req.finish = finish
+        req.batch_size = len(rows)
+
+
+def _drop_adapter_name_hooks(model: Any) -> None:
+    """Remove the hooks that inject ``adapter_names``: peft 0.21's ``_enable_peft_forward_hooks`` removes them after
+    its ``yield`` without a ``finally``, so a generate that raises leaves them on every LoRA layer."""
+    for module in model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if getattr(getattr(hook, "func", None), "__name__", "") == "_adapter_names_pre_forward_hook":
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+
+
+def _mixable(model: Any) -> bool:
+    """Whether this model's adapters may be mixed in one batch: LoRA only. Other adapter types drop ``adapter_names``
+    silently (``PeftModel.generate`` filters it out), so they are refused here; what LoRA itself cannot mix (DoRA,
+    merged adapters, some layer types) PEFT refuses at the first forward, and ``_generate`` falls back then."""
+    configs = getattr(model, "peft_config", None) or {}
+    return all(getattr(c, "peft_type", None) == "LORA" for c in configs.values())
 
 
 @contextlib.contextmanager
@@ -457,12 +522,14 @@ def _row_stop_class() -> type:
         def __init__(self, reqs: list[_Request], width: int, loaded: _Loaded):
             self.reqs, self.width, self.loaded = reqs, width, loaded
             self.done: list[tuple[int, str] | None] = [None] * len(reqs)
+            self.steps = 0  # tokens generated so far
             longest = max((len(s) for r in reqs for s in r.stops), default=0)
             self.tail = 4 * longest + 2  # tokens to decode: every token is at least one byte
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             import torch
 
+            self.steps += 1
             n_new = input_ids.shape[1] - self.width
             now = time.monotonic()
             last = input_ids[:, -1].tolist()
