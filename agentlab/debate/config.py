@@ -73,9 +73,10 @@ class DebateConfig(StrictModel):
                               "config's `judge` route (or its default)")
     prompt_style: Literal["auto", "format", "plain"] = Field(
         "auto", description="format: every prompt asks the reply to end with Answer:/Stance: and Confidence: "
-        "lines; plain: the question alone and the others' answers, read by the tolerant parser; auto: plain when "
-        "every agent is an adapter (the shipped personas, trained without any format, answered 7 x 8 with '1.' "
-        "and '45' under the format lines and '54.' / '56' without), else format")
+        "lines; plain: the question alone and the others' answers, read by the tolerant parser; auto: plain for "
+        "numeric questions when every agent is an adapter (the shipped personas, trained without any format, "
+        "answered 7 x 8 with '1.' and '45' under the format lines and '54.' / '56' without), else format (on an "
+        "open topic their plain replies held no stance at all)")
     max_tokens: int = Field(96, ge=1, description="most tokens per answer")
     temperature: float = Field(0.0, ge=0, description="temperature of the debate's answers (0: greedy)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="adapter agents: where the base model runs")

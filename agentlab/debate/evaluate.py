@@ -59,9 +59,9 @@ async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Questi
     n = len(panel.agents) * (cfg.rounds + 1)
     rounds, sc = await asyncio.gather(
         debate_rounds(router, panel, q.question, kind, cfg.rounds, temperature=cfg.temperature,  # type: ignore[arg-type]
-                      max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel)),
+                      max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel, kind)),
         samples(router, panel, q.question, kind, n, temperature=cfg.eval.sc_temperature,  # type: ignore[arg-type]
-                max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel)))
+                max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel, kind)))
     verdicts: list[Answer | None] = [None] * len(rounds)
     if cfg.decision == "judge":
         verdicts = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,  # type: ignore[arg-type]

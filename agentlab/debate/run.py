@@ -156,7 +156,7 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
         try:
             rounds = await debate_rounds(router, panel, question, kind, cfg.rounds, temperature=cfg.temperature,
                                          max_tokens=cfg.max_tokens, done=done, on_round=finished,
-                                         style=prompt_style(cfg, panel))
+                                         style=prompt_style(cfg, panel, kind))
             verdict = None
             if cfg.decision == "judge" or kind == "open":
                 verdict = await judge(router, panel, question, kind, rounds[cfg.rounds], max_tokens=cfg.max_tokens)
@@ -198,7 +198,8 @@ def summarise(cfg: DebateConfig, panel: Panel, question: str, kind: str, rounds:
     return {
         "question": question, "kind": kind, "rounds": cfg.rounds, "decision": cfg.decision,
         "agents": [{"name": a.name, "source": a.source, "structured": a.structured} for a in panel.agents],
-        "judge": panel.judge_source, "prompt_style": prompt_style(cfg, panel), "per_round": per_round,
+        "judge": panel.judge_source, "prompt_style": prompt_style(cfg, panel, kind),
+        "per_round": per_round,
         "final": final_decision(cfg.decision, rounds[-1], verdict),
         "judge_reply": verdict.to_dict() if verdict is not None else None,
         "answers": len(every),
