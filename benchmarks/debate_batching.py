@@ -15,7 +15,8 @@ Both sides are greedy and generate exactly ``--new-tokens`` tokens per persona (
 rows are the sequential answers token for token (and that the three personas answer differently), and that the hf
 provider really answers the three concurrent requests in one batch. An untimed round comes first; rounds alternate
 which side goes first; each side's time is the median of its rounds. The last line is ``ratio: X`` with
-X = sequential time / batched time (target >= 1.8).
+X = sequential time / batched time (target >= 1.8). The same two sides on the base model with the adapters off
+are timed too: batching without any LoRA work is the ceiling of X on the machine at hand.
 
     python benchmarks/debate_batching.py                          # 3 personas, 64 new tokens, 5 rounds, 1 thread
     python benchmarks/debate_batching.py --threads 2 --new-tokens 128
@@ -112,6 +113,32 @@ def sequential(model: Any, pad: int, names: list[str], prompts: list[list[int]],
     return rows
 
 
+def base_batched(model: Any, pad: int, names: list[str], prompts: list[list[int]], new: int) -> list[list[int]]:
+    """The same batch on the base model, adapters off: what batching alone gives on this machine."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with model.disable_adapter():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new,
+                             min_new_tokens=new, pad_token_id=pad)
+    return out[:, width:].tolist()
+
+
+def base_sequential(model: Any, pad: int, names: list[str], prompts: list[list[int]], new: int) -> list[list[int]]:
+    import torch
+
+    rows = []
+    with model.disable_adapter():
+        for prompt in prompts:
+            ids = torch.tensor([prompt])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=new, min_new_tokens=new, pad_token_id=pad)
+            rows.append(out[0, len(prompt):].tolist())
+    return rows
+
+
 def provider_batch_sizes(args: argparse.Namespace, adapters: dict[str, str]) -> list[int]:
     """The three persona requests sent concurrently through the hf provider: how it batched them."""
     from agentlab.core.llm.config import HFProviderConfig
@@ -171,8 +198,9 @@ def main() -> None:
         print(f"check: the hf provider answers the {len(names)} concurrent persona requests in batches of "
               f"{provider_batch_sizes(args, adapters)}")
 
-        sides = {"batched": batched, "sequential": sequential}
-        times: dict[str, list[float]] = {"batched": [], "sequential": []}
+        sides = {"batched": batched, "sequential": sequential, "base batched": base_batched,
+                 "base sequential": base_sequential}
+        times: dict[str, list[float]] = {side: [] for side in sides}
         with torch.inference_mode():
             for _ in range(args.warmup):
                 for fn in sides.values():
@@ -184,12 +212,16 @@ def main() -> None:
                     sides[side](model, pad, names, prompts, args.new_tokens)
                     times[side].append(time.perf_counter() - start)
                 print(f"round {r + 1}: batched {times['batched'][-1]:.2f}s, sequential {times['sequential'][-1]:.2f}s, "
-                      f"ratio {times['sequential'][-1] / times['batched'][-1]:.3f}")
+                      f"ratio {times['sequential'][-1] / times['batched'][-1]:.3f}; base model alone "
+                      f"{times['base sequential'][-1] / times['base batched'][-1]:.3f}")
 
     b, s = statistics.median(times["batched"]), statistics.median(times["sequential"])
     tokens = len(names) * args.new_tokens
     print(f"batched:    {b:.2f}s a round ({tokens / b:.1f} tokens/s)")
     print(f"sequential: {s:.2f}s a round ({tokens / s:.1f} tokens/s)")
+    bb, bs = statistics.median(times["base batched"]), statistics.median(times["base sequential"])
+    print(f"base model, adapters off: batched {bb:.2f}s, one at a time {bs:.2f}s, ratio {bs / bb:.3f} (what batching "
+          f"{len(names)} rows gives on this machine without any adapter: the ceiling of the ratio below)")
     print(f"ratio: {s / b:.3f}")
 
 
