@@ -18,7 +18,7 @@ from agentlab.core.errors import ConfigError, InputError, LLMError, UsageError
 from agentlab.core.llm.config import HFProviderConfig, LLMConfig, ModelConfig, RouteConfig
 from agentlab.core.llm.types import GenParams, Messages
 from agentlab.debate.config import DEFAULT_PERSONAS, DebateConfig
-from agentlab.debate.protocol import Kind, StructuredReply, parse_reply, parse_structured
+from agentlab.debate.protocol import Kind, parse_reply, parse_structured, reply_schema
 
 HF_PROVIDER = "debate-hf"
 BASE_MODEL = "debate-base"
@@ -180,7 +180,7 @@ async def ask(router: Any, agent: Agent, messages: Messages, kind: Kind, *, temp
     start = time.perf_counter()
     try:
         if agent.structured:
-            result = await router.structured(messages, StructuredReply, agent.route, params, max_repairs=1)
+            result = await router.structured(messages, reply_schema(kind), agent.route, params, max_repairs=1)
             answer, confidence = parse_structured(result.value, kind)
             completion, model = result.completion.completion, result.completion.model
             text = result.value.model_dump_json()

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from agentlab.core.llm.types import Messages
+from agentlab.core.vote import normalise
 
 Kind = Literal["numeric", "open"]
 STANCES = ("yes", "no", "mixed")
@@ -42,12 +43,29 @@ def question_kind(question: str, kind: str = "auto") -> Kind:
     return "numeric" if re.search(r"\d", question) else "open"
 
 
-class StructuredReply(BaseModel):
-    """What a schema-enforcing backend (llama.cpp) is asked for."""
+# What a schema-enforcing backend (llama.cpp) is asked for. The answer comes first and can only be a number (a
+# stance for open topics), so a reply cut at max_tokens still holds it; the fields carry no descriptions and the
+# classes no docstrings (pydantic puts those into the schema the model sees, and small models copied them as values:
+# "reasoning": "one or two sentences").
 
-    reasoning: str = Field(description="one or two sentences", max_length=300)
-    answer: str = Field(description="the final answer only: a number, or yes / no / mixed", max_length=40)
-    confidence: int = Field(description="how sure, 0-100", ge=0, le=100)
+
+class NumericReply(BaseModel):
+    answer: float
+    confidence: int = Field(ge=0, le=100)
+    reasoning: str = Field(max_length=120)
+
+
+class StanceReply(BaseModel):
+    answer: Literal["yes", "no", "mixed"]
+    confidence: int = Field(ge=0, le=100)
+    reasoning: str = Field(max_length=120)
+
+
+StructuredReply = NumericReply | StanceReply
+
+
+def reply_schema(kind: Kind) -> type[NumericReply] | type[StanceReply]:
+    return NumericReply if kind == "numeric" else StanceReply
 
 
 Style = Literal["format", "plain"]
@@ -133,8 +151,9 @@ def _stance(value: str) -> str | None:
 
 
 def parse_structured(reply: StructuredReply, kind: Kind) -> tuple[str | None, float | None]:
-    answer = _number(reply.answer, last=False) if kind == "numeric" else _stance(reply.answer)
-    return answer, reply.confidence / 100
+    if isinstance(reply, NumericReply):
+        return normalise(repr(reply.answer)), reply.confidence / 100
+    return _stance(reply.answer), reply.confidence / 100
 
 
 def judge_prompt(question: str, kind: Kind, answers: list[tuple[str, str]]) -> str:
