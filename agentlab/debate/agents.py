@@ -16,6 +16,7 @@ from typing import Any
 
 from agentlab.core.errors import ConfigError, InputError, LLMError, UsageError
 from agentlab.core.llm.config import HFProviderConfig, LLMConfig, ModelConfig, RouteConfig
+from agentlab.core.llm.structured import schema_max_tokens
 from agentlab.core.llm.types import GenParams, Messages
 from agentlab.debate.config import DEFAULT_PERSONAS, DebateConfig
 from agentlab.debate.protocol import Kind, parse_reply, parse_structured, reply_schema
@@ -180,7 +181,10 @@ async def ask(router: Any, agent: Agent, messages: Messages, kind: Kind, *, temp
     start = time.perf_counter()
     try:
         if agent.structured:
-            result = await router.structured(messages, reply_schema(kind), agent.route, params, max_repairs=1)
+            schema = reply_schema(kind)
+            # room for the whole JSON object: a reply cut inside it would be no vote
+            params.max_tokens = max(params.max_tokens or 0, schema_max_tokens(schema))
+            result = await router.structured(messages, schema, agent.route, params, max_repairs=1)
             answer, confidence = parse_structured(result.value, kind)
             completion, model = result.completion.completion, result.completion.model
             text = result.value.model_dump_json()

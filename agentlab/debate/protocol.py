@@ -43,21 +43,25 @@ def question_kind(question: str, kind: str = "auto") -> Kind:
     return "numeric" if re.search(r"\d", question) else "open"
 
 
-# What a schema-enforcing backend (llama.cpp) is asked for. The answer comes first and can only be a number (a
-# stance for open topics), so a reply cut at max_tokens still holds it; the fields carry no descriptions and the
-# classes no docstrings (pydantic puts those into the schema the model sees, and small models copied them as values:
-# "reasoning": "one or two sentences").
+# What a schema-enforcing backend (llama.cpp) is asked for. The answer comes first, so a reply cut at max_tokens still
+# holds it, and can only be a number (a pattern; a stance for open topics); the confidence is one of eleven values (a
+# random-weight model wrote 5444444444444444 for an unbounded integer and 5.4e1704 for a float). The fields carry no
+# descriptions and the classes no docstrings: pydantic puts those into the schema the model sees, and small models
+# copied them as values ("reasoning": "one or two sentences").
+
+
+Confidence = Literal[0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]  # an enum: a grammar allows nothing else
 
 
 class NumericReply(BaseModel):
-    answer: float
-    confidence: int = Field(ge=0, le=100)
+    answer: str = Field(pattern=r"^-?[0-9]{1,12}([.][0-9]{1,6})?$", max_length=20)  # [.]: llama.cpp refuses \.
+    confidence: Confidence
     reasoning: str = Field(max_length=120)
 
 
 class StanceReply(BaseModel):
     answer: Literal["yes", "no", "mixed"]
-    confidence: int = Field(ge=0, le=100)
+    confidence: Confidence
     reasoning: str = Field(max_length=120)
 
 
@@ -152,7 +156,7 @@ def _stance(value: str) -> str | None:
 
 def parse_structured(reply: StructuredReply, kind: Kind) -> tuple[str | None, float | None]:
     if isinstance(reply, NumericReply):
-        return normalise(repr(reply.answer)), reply.confidence / 100
+        return normalise(reply.answer), reply.confidence / 100
     return _stance(reply.answer), reply.confidence / 100
 
 

@@ -5,6 +5,7 @@ and bad input stopped with one line and exit 2."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,26 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytes
             "no-agents": "agentlab train-persona --data"}[case]
     assert says in " ".join(err.split()) and "Traceback" not in err
     assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("topic, kind", [("What is 3 times 4?", "numeric"), ("Is tea better than coffee?", "open")])
+def test_gguf_agents_on_llama_cpp_answer_through_the_schema(topic: str, kind: str, in_tmp: Path,
+                                                            tiny_model: dict[str, Path]) -> None:
+    """A schema-enforcing backend: even a random-weight model's reply parses, answer first, a number or a stance."""
+    pytest.importorskip("llama_cpp")
+    (in_tmp / "llm.yaml").write_text(
+        "providers:\n  local: {kind: llama_cpp, n_ctx: 2048, n_threads: 1, seed: 0}\nmodels:\n"
+        + "".join(f"  {x}: {{provider: local, model: '{tiny_model['gguf']}'}}\n" for x in ("p1", "p2")))
+    (in_tmp / "debate.yaml").write_text(f"topic: {topic}\nrounds: 1\nmax_tokens: 96\nagents:\n"
+                                        "  - {model: p1}\n  - {model: p2}\njudge: p1\n")
+    assert main(["debate", "-c", "debate.yaml", "--llm", "llm.yaml"]) == 0
+    transcript = [json.loads(line) for line in (only_run(in_tmp) / "transcript.jsonl").read_text().splitlines()]
+    assert len(transcript) == 4
+    for answer in transcript:
+        assert answer["error"] is None and answer["answer"] is not None, answer
+        reply = json.loads(answer["text"])
+        assert list(reply)[0] == "answer" and 0 <= answer["confidence"] <= 1
+        if kind == "numeric":
+            assert re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", reply["answer"])
+        else:
+            assert answer["answer"] in ("yes", "no", "mixed")
