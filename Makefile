@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/train_persona_throughput.py
 	$(BIN)/python benchmarks/debate_batching.py
+	$(BIN)/python benchmarks/lora_blend.py
 	$(BIN)/python benchmarks/nas_etth1.py --data $(ETTH1)
 
 clean:

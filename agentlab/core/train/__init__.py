@@ -7,6 +7,7 @@
 - :func:`training_chat_template`: chat templates that mark assistant turns (``chat.py``)
 - :func:`share`, :func:`world_size`, :func:`is_main`, :class:`FollowerRun`: one run folder for every process of
   ``accelerate launch`` / ``torchrun`` (``dist.py``)
+- :func:`blend_adapters`, :func:`read_parent`, :class:`BlendResult`: exact LoRA blends (``blend.py``)
 - tiny local models for tests and demos (``tiny.py``), GGUF -> transformers conversion (``convert.py``)
 
 Names are imported on first use, so ``import agentlab.core.train`` stays cheap (no torch): the CLI's ``--help``
@@ -19,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agentlab.core.train.blend import BlendResult, blend_adapters, read_parent
     from agentlab.core.train.callbacks import ProgressCallback
     from agentlab.core.train.chat import TrainingTemplate, training_chat_template
     from agentlab.core.train.device import quantization_config, resolve_device_dtype, seed_everything, wants_4bit
@@ -34,10 +36,12 @@ _EXPORTS = {
     "ProgressCallback": "callbacks",
     "share": "dist", "world_size": "dist", "is_main": "dist", "FollowerRun": "dist",
     "training_chat_template": "chat", "TrainingTemplate": "chat",
+    "blend_adapters": "blend", "read_parent": "blend", "BlendResult": "blend",
 }
-__all__ = ["FollowerRun", "LossSummary", "ProgressCallback", "TrainingTemplate", "build_sft_trainer", "hf_model_folder",
-           "is_main", "last_checkpoint", "load_causal_lm", "lora_config", "quantization_config", "resolve_device_dtype",
-           "seed_everything", "share", "training_chat_template", "wants_4bit", "world_size"]
+__all__ = ["BlendResult", "FollowerRun", "LossSummary", "ProgressCallback", "TrainingTemplate", "blend_adapters",
+           "build_sft_trainer", "hf_model_folder", "is_main", "last_checkpoint", "load_causal_lm", "lora_config",
+           "quantization_config", "read_parent", "resolve_device_dtype", "seed_everything", "share",
+           "training_chat_template", "wants_4bit", "world_size"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,205 @@
+"""Exact LoRA blends (``agentlab.core.train.blend``, ``agentlab evolve blend``) on the tiny model: the child's delta W
+is the weighted sum of the parents', the error of a truncated blend is the discarded energy, the child loads in PEFT."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from agentlab.cli import main  # noqa: E402
+from agentlab.core.errors import InputError  # noqa: E402
+from agentlab.core.train import blend_adapters  # noqa: E402
+from agentlab.core.train.blend import dense_delta  # noqa: E402
+
+# (r, alpha, use_rslora) of the three parents: different ranks and alphas, one rsLoRA.
+SPECS = [(4, 8, False), (8, 4, True), (6, 12, False)]
+
+
+def _make_adapter(base: Path, out: Path, r: int, alpha: int, rslora: bool, seed: int) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn_like(p) * 0.2)
+    peft.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def parents(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("parents")
+    return [_make_adapter(tiny_model["hf"], root / f"p{i}", r, a, rs, seed=i) for i, (r, a, rs) in enumerate(SPECS)]
+
+
+def _rel(x: Any, y: Any) -> float:
+    return float(torch.linalg.norm(x - y) / torch.linalg.norm(y))
+
+
+def _target(parents: list[Path], weights: list[float]) -> dict[str, Any]:
+    deltas = [dense_delta(p) for p in parents]
+    return {m: sum(w * d[m] for w, d in zip(weights, deltas, strict=True)) for m in deltas[0]}
+
+
+@pytest.mark.parametrize("weights", [[0.6, 0.4], [0.5, -0.7, 1.2]], ids=["two", "three-negative"])
+def test_exact_blend_equals_weighted_sum_of_deltas(parents: list[Path], tmp_path: Path, weights: list[float]) -> None:
+    chosen = parents[: len(weights)]
+    result = blend_adapters(chosen, weights, tmp_path / "child")
+    assert result.rank == sum(SPECS[i][0] for i in range(len(weights)))
+    assert result.discarded_energy < 1e-12
+    child, target = dense_delta(tmp_path / "child"), _target(chosen, weights)
+    assert set(child) == set(target)
+    for m in target:
+        assert _rel(child[m], target[m]) < 1e-5, m
+    lineage = json.loads((tmp_path / "child" / "lineage.json").read_text())
+    assert lineage["weights"] == weights and lineage["method"] == "exact" and lineage["rank"] == result.rank
+    assert lineage["parents"] == [str(p) for p in chosen]
+    config = json.loads((tmp_path / "child" / "adapter_config.json").read_text())
+    assert config["r"] == result.rank and config["lora_alpha"] == result.rank and not config["use_rslora"]
+
+
+def test_truncated_blend_error_is_the_discarded_energy(parents: list[Path], tmp_path: Path) -> None:
+    weights = [0.5, -0.7, 1.2]
+    result = blend_adapters(parents, weights, tmp_path / "child", rank=5)
+    assert 0 < result.discarded_energy < 1
+    child, target = dense_delta(tmp_path / "child"), _target(parents, weights)
+    for m, t in target.items():  # Eckart-Young: ||dW - dW_r||^2 / ||dW||^2 = discarded energy
+        err = float(torch.linalg.norm(child[m] - t) ** 2 / torch.linalg.norm(t) ** 2)
+        assert err == pytest.approx(result.module_energy[m], rel=1e-4, abs=1e-9), m
+    total = sum(float(torch.linalg.norm(child[m] - t) ** 2) for m, t in target.items())
+    norm = sum(float(torch.linalg.norm(t) ** 2) for t in target.values())
+    assert total / norm == pytest.approx(result.discarded_energy, rel=1e-4)
+
+
+def test_child_alpha_folds_the_scale(parents: list[Path], tmp_path: Path) -> None:
+    blend_adapters(parents[:2], [0.3, 0.7], tmp_path / "child", lora_alpha=7)
+    assert json.loads((tmp_path / "child" / "adapter_config.json").read_text())["lora_alpha"] == 7
+    child, target = dense_delta(tmp_path / "child"), _target(parents[:2], [0.3, 0.7])
+    assert max(_rel(child[m], target[m]) for m in target) < 1e-5
+
+
+def test_linear_blend_is_not_exact(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    a = _make_adapter(tiny_model["hf"], tmp_path / "a", 4, 8, False, seed=10)
+    b = _make_adapter(tiny_model["hf"], tmp_path / "b", 4, 16, False, seed=11)
+    blend_adapters([a, b], [0.5, 0.5], tmp_path / "linear", method="linear")
+    blend_adapters([a, b], [0.5, 0.5], tmp_path / "exact")
+    target = _target([a, b], [0.5, 0.5])
+    linear, exact = dense_delta(tmp_path / "linear"), dense_delta(tmp_path / "exact")
+    assert min(_rel(linear[m], target[m]) for m in target) > 0.1
+    assert max(_rel(exact[m], target[m]) for m in target) < 1e-5
+    assert json.loads((tmp_path / "linear" / "lineage.json").read_text())["exact"] is False
+    r8 = _make_adapter(tiny_model["hf"], tmp_path / "r8", 8, 8, False, seed=12)
+    with pytest.raises(InputError, match="one rank"):
+        blend_adapters([a, r8], [0.5, 0.5], tmp_path / "x", method="linear")
+
+
+def test_mutation_is_seeded_and_sparse(parents: list[Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    for name, seed in (("m1", 3), ("m2", 3), ("m3", 4)):
+        blend_adapters(parents[:2], [0.5, 0.5], tmp_path / name, mut=0.1, mut_std=0.05, seed=seed)
+    blend_adapters(parents[:2], [0.5, 0.5], tmp_path / "plain")
+    m1, m2, m3, plain = (load_file(str(tmp_path / n / "adapter_model.safetensors"))
+                         for n in ("m1", "m2", "m3", "plain"))
+    assert all(torch.equal(m1[k], m2[k]) for k in m1)
+    assert any(not torch.equal(m1[k], m3[k]) for k in m1)
+    changed = sum(int((m1[k] != plain[k]).sum()) for k in m1) / sum(m1[k].numel() for k in m1)
+    assert 0.05 < changed < 0.15
+    assert json.loads((tmp_path / "m1" / "lineage.json").read_text())["mutation"] == {"p": 0.1, "std": 0.05}
+
+
+def test_child_logits_match_the_dense_merge(tiny_model: dict[str, Path], parents: list[Path], tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    weights = [0.5, -0.7, 1.2]
+    blend_adapters(parents, weights, tmp_path / "child")
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7, 2, 11]])
+    child = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model["hf"], dtype=torch.float32),
+                                      str(tmp_path / "child")).eval()
+    dense = AutoModelForCausalLM.from_pretrained(tiny_model["hf"], dtype=torch.float32).eval()
+    modules = dict(dense.named_modules())
+    with torch.no_grad():
+        for m, d in _target(parents, weights).items():
+            modules[m.removeprefix("base_model.model.")].weight += d.to(torch.float32)
+        got, want = child(ids).logits, dense(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model["hf"], dtype=torch.float32).eval()(ids).logits
+    assert not torch.allclose(want, base, atol=1e-3)  # the blend really changes the model
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_inputs_are_input_errors(tiny_model: dict[str, Path], parents: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        blend_adapters([parents[0], tmp_path / "nosuch"], [0.5, 0.5], tmp_path / "c")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="not a PEFT adapter folder"):
+        blend_adapters([parents[0], tmp_path / "plain"], [0.5, 0.5], tmp_path / "c")
+    with pytest.raises(InputError, match="2 weights for 3 parents"):
+        blend_adapters(parents, [0.5, 0.5], tmp_path / "c")
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in parents[1].iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    config = json.loads((other / "adapter_config.json").read_text())
+    (other / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "elsewhere"}))
+    with pytest.raises(InputError, match="base model"):
+        blend_adapters([parents[0], other], [0.5, 0.5], tmp_path / "c")
+    blend_adapters(parents[:2], [0.5, 0.5], tmp_path / "c")
+    with pytest.raises(InputError, match="already exists"):
+        blend_adapters(parents[:2], [0.5, 0.5], tmp_path / "c")
+    blend_adapters(parents[:2], [1.0, 0.0], tmp_path / "c", force=True)
+    assert json.loads((tmp_path / "c" / "lineage.json").read_text())["weights"] == [1.0, 0.0]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folders left
+
+
+def test_cli_blend_writes_a_child_peft_loads(tiny_model: dict[str, Path], parents: list[Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    child = tmp_path / "gen1_child"
+    code = main(["evolve", "blend", "--parents", str(parents[0]), str(parents[1]), "--child", str(child),
+                 "--alpha", "0.6", "--mut", "0.03", "--mut-std", "0.01", "--json"])
+    assert code == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert out["rank"] == 12 and out["weights"] == [0.6, pytest.approx(0.4)] and out["method"] == "exact"
+    assert out["discarded_energy"] == pytest.approx(0.0, abs=1e-12) and not math.isnan(out["seconds"])
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model["hf"]), str(child))
+    assert model.peft_config["default"].r == 12
+
+    assert main(["evolve", "blend", "--parents", *map(str, parents), "--child", str(tmp_path / "three"),
+                 "--weights", "0.5,-0.3,0.8", "--rank", "6"]) == 0
+    err = capsys.readouterr().err
+    assert "rank 6" in err and "discarded energy" in err
+
+
+@pytest.mark.parametrize("case", ["missing", "non-peft", "alpha-3", "weights-count", "exists", "alpha-and-weights"])
+def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          case: str) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "exists").mkdir()
+    two = [str(parents[0]), str(parents[1])]
+    args = {
+        "missing": ["--parents", two[0], str(tmp_path / "nosuch"), "--alpha", "0.5"],
+        "non-peft": ["--parents", two[0], str(tmp_path / "plain"), "--alpha", "0.5"],
+        "alpha-3": ["--parents", *map(str, parents), "--alpha", "0.5"],
+        "weights-count": ["--parents", *map(str, parents), "--weights", "0.5,0.5"],
+        "exists": ["--parents", *two, "--alpha", "0.5", "--child", str(tmp_path / "exists")],
+        "alpha-and-weights": ["--parents", *two, "--alpha", "0.5", "--weights", "0.5,0.5"],
+    }[case]
+    if "--child" not in args:
+        args += ["--child", str(tmp_path / "child")]
+    assert main(["evolve", "blend", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ") and len([line for line in err if line.startswith("error")]) == 1
