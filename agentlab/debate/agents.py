@@ -89,15 +89,14 @@ def default_agents(cwd: Path | None = None) -> list[Path]:
 
 def check_adapter(path: Path) -> None:
     """A PEFT adapter folder, or one line saying what is wrong (exit 2)."""
-    if not path.exists():
-        raise InputError(f"adapter {path}: no such folder",
-                         hint="check the path, or train it with `agentlab train-persona --out " f"{path}`")
-    if not path.is_dir():
-        raise InputError(f"adapter {path}: is a file, not an adapter folder",
-                         hint="pass the folder that holds adapter_config.json")
-    if not (path / "adapter_config.json").is_file():
-        raise InputError(f"adapter {path}: not a PEFT adapter (no adapter_config.json)",
-                         hint="pass a folder written by `agentlab train-persona` or PEFT's save_pretrained")
+    from agentlab.core.train.adapters import read_adapter
+
+    try:
+        read_adapter(path)
+    except InputError as exc:
+        if not path.exists():
+            exc.hint = f"check the path, or train it first: agentlab train-persona --out {path}"
+        raise
 
 
 def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> Panel:

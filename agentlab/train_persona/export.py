@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, InputError, missing_package
-from agentlab.core.files import read_json
 from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.train.adapters import ADAPTER_CONFIG, read_adapter
 
 log = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 @dataclass(frozen=True)
@@ -103,25 +101,6 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     log.info("exported %s on %s to %s (%s)", adapter, base.description, out,
              ", ".join(f"{step} {seconds:.1f}s" for step, seconds in timings.items()))
     return out
-
-
-def read_adapter(adapter: Path) -> dict[str, Any]:
-    """The adapter's ``adapter_config.json`` as a dict; ``InputError`` when ``adapter`` is no PEFT adapter folder."""
-    if not adapter.is_dir():
-        what = "is a file" if adapter.exists() else "not found"
-        raise InputError(f"{adapter}: adapter folder {what}",
-                         hint="give the folder that holds adapter_config.json and adapter_model.safetensors")
-    if not (adapter / ADAPTER_CONFIG).is_file():
-        raise InputError(f"{adapter}: not a PEFT adapter folder (no {ADAPTER_CONFIG})",
-                         hint="give a folder saved by `agentlab train-persona` or PEFT's save_pretrained")
-    if not any((adapter / name).is_file() for name in ADAPTER_WEIGHTS):
-        raise InputError(f"{adapter}: not a PEFT adapter folder (no {' or '.join(ADAPTER_WEIGHTS)})",
-                         hint="the adapter's weights are missing; save or train it again")
-    config = read_json(adapter / ADAPTER_CONFIG, "adapter config")
-    if not isinstance(config, dict) or "peft_type" not in config:
-        raise InputError(f"{adapter / ADAPTER_CONFIG}: not a PEFT adapter config (no peft_type)",
-                         hint="give a folder saved by `agentlab train-persona` or PEFT's save_pretrained")
-    return config
 
 
 def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str | None) -> ExportBase:

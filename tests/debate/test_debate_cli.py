@@ -116,7 +116,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytes
             "no-agents": ["debate", "--topic", "q"]}[case]
     assert main(args) == 2
     err = capsys.readouterr().err
-    says = {"missing-adapter": "adapters/nope: no such folder", "not-peft": "not a PEFT adapter",
+    says = {"missing-adapter": "adapters/nope: adapter folder not found", "not-peft": "not a PEFT adapter",
             "bad-task-line": "task.jsonl:2: \"question\" must be non-empty text",
             "no-agents": "agentlab train-persona --data"}[case]
     assert says in " ".join(err.split()) and "Traceback" not in err

@@ -40,13 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package
-from agentlab.core.files import read_json
+from agentlab.core.train.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
 
 if TYPE_CHECKING:
     import torch
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 LINEAGE = "lineage.json"
 METHODS = ("exact", "linear")
 _A, _B = ".lora_A.weight", ".lora_B.weight"
@@ -90,16 +88,7 @@ def read_parent(path: str | Path) -> Parent:
     import torch
 
     path = Path(path)
-    if not path.is_dir():
-        raise InputError(f"{path}: adapter folder {'is a file' if path.exists() else 'not found'}",
-                         hint="give folders that hold adapter_config.json and adapter_model.safetensors")
-    if not (path / ADAPTER_CONFIG).is_file():
-        raise InputError(f"{path}: not a PEFT adapter folder (no {ADAPTER_CONFIG})",
-                         hint="give a folder saved by `agentlab train-persona` or PEFT's save_pretrained")
-    config = read_json(path / ADAPTER_CONFIG, "adapter config")
-    if not isinstance(config, dict) or "peft_type" not in config:
-        raise InputError(f"{path / ADAPTER_CONFIG}: not a PEFT adapter config (no peft_type)",
-                         hint="give a folder saved by `agentlab train-persona` or PEFT's save_pretrained")
+    config = read_adapter(path)
     if config.get("peft_type") != "LORA":
         raise InputError(f"{path}: a {config.get('peft_type')} adapter; only LoRA adapters can be blended")
     if config.get("use_dora"):

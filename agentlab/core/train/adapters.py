@@ -1,0 +1,32 @@
+"""PEFT adapter folders as every command meets them: one check, one set of messages (export, blend, debate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import InputError
+from agentlab.core.files import read_json
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+_WRITTEN_BY = "give a folder saved by `agentlab train-persona` or PEFT's save_pretrained"
+
+
+def read_adapter(adapter: str | Path) -> dict[str, Any]:
+    """The adapter's ``adapter_config.json`` as a dict; ``InputError`` (exit 2) when ``adapter`` is no PEFT adapter
+    folder: missing, a file, no config, no weights, or a config without ``peft_type``."""
+    adapter = Path(adapter)
+    if not adapter.is_dir():
+        what = "is a file" if adapter.exists() else "not found"
+        raise InputError(f"{adapter}: adapter folder {what}",
+                         hint="give the folder that holds adapter_config.json and adapter_model.safetensors")
+    if not (adapter / ADAPTER_CONFIG).is_file():
+        raise InputError(f"{adapter}: not a PEFT adapter folder (no {ADAPTER_CONFIG})", hint=_WRITTEN_BY)
+    if not any((adapter / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise InputError(f"{adapter}: not a PEFT adapter folder (no {' or '.join(ADAPTER_WEIGHTS)})",
+                         hint="the adapter's weights are missing; save or train it again")
+    config = read_json(adapter / ADAPTER_CONFIG, "adapter config")
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise InputError(f"{adapter / ADAPTER_CONFIG}: not a PEFT adapter config (no peft_type)", hint=_WRITTEN_BY)
+    return config
