@@ -381,6 +381,9 @@ class HFProvider:
             for req in batch.requests:
                 if req.future is not None and not req.future.done():
                     req.future.set_exception(error)
+                    # marked as seen: a caller that is still waiting gets it from result(); one that is gone (Ctrl-C)
+                    # must not leave "Future exception was never retrieved" on the terminal
+                    _consume(req.future)
             if not isinstance(exc, Exception):
                 raise
 
