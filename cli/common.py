@@ -59,6 +59,11 @@ VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="Mo
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
+def opt(*names: str, help: str) -> Any:
+    """An option whose default is not shown in --help (the help text says the default, from the config)."""
+    return typer.Option(*names, help=help, show_default=False)
+
+
 def safe_text(text: object, *, stdout: bool = False) -> str:
     """Model or file text made safe to show on a terminal: every control character but newline and tab, and every
     bidi override, is shown as its Python escape (``\\x1b``, ``\\r``, ``\\x08``, ``\\u202e``) instead of moving the

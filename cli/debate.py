@@ -18,6 +18,7 @@ from .common import (
     SetOpt,
     VerboseOpt,
     console,
+    opt,
     print_json,
     safe_text,
 )
@@ -27,21 +28,18 @@ app = typer.Typer(help="Multi-agent debate (Du et al. 2023) between persona adap
                   "models, decided by a confidence-weighted vote (ReConcile) or a judge; `eval` measures it.")
 
 
-def _opt(*names: str, help: str) -> Any:
-    return typer.Option(*names, help=help, show_default=False)
 
-
-RoundsOpt = Annotated[int | None, _opt("--rounds", help="Debate rounds after the independent answers (default 3). "
+RoundsOpt = Annotated[int | None, opt("--rounds", help="Debate rounds after the independent answers (default 3). "
                                        "0: a dry run: every agent and the judge answer one short question, "
                                        "OK/FAIL each, nothing written.")]
-BaseModelOpt = Annotated[str | None, _opt("--base-model", help="Base model of the adapter agents: smollm2-135m "
+BaseModelOpt = Annotated[str | None, opt("--base-model", help="Base model of the adapter agents: smollm2-135m "
                                           "(default, built in), a transformers folder, a GGUF file, a cached hub id.")]
-AdaptersOpt = Annotated[list[Path] | None, _opt(
+AdaptersOpt = Annotated[list[Path] | None, opt(
     "--adapters", help="A PEFT adapter folder: one agent, named after the folder (repeatable). Default: the "
     "config's agents, else adapters/persona_a, _b, _c under the current directory.")]
-DecisionOpt = Annotated[str | None, _opt("--decision", help="reconcile (default: confidence-weighted vote, "
+DecisionOpt = Annotated[str | None, opt("--decision", help="reconcile (default: confidence-weighted vote, "
                                          "ReConcile's bins), confidence (raw confidences), majority, or judge.")]
-JudgeOpt = Annotated[str | None, _opt("--judge", help="The judge's model or route of --llm (default: the base "
+JudgeOpt = Annotated[str | None, opt("--judge", help="The judge's model or route of --llm (default: the base "
                                       "model without adapter).")]
 
 
@@ -55,7 +53,7 @@ def _options(rounds: int | None, llm: Path | None, base_model: str | None, adapt
 @app.callback(invoke_without_command=True)
 def debate(
     ctx: typer.Context,
-    topic: Annotated[str | None, _opt("--topic", "--question", help="The question or topic to debate.")] = None,
+    topic: Annotated[str | None, opt("--topic", "--question", help="The question or topic to debate.")] = None,
     rounds: RoundsOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -114,11 +112,11 @@ def _summary(results: dict[str, Any], path: Path) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    task: Annotated[Path | None, _opt("--task", help="JSONL, one {\"question\": ..., \"answer\": ...} per line "
+    task: Annotated[Path | None, opt("--task", help="JSONL, one {\"question\": ..., \"answer\": ...} per line "
                                       "(make one with `agentlab debate make-task`).")] = None,
-    concurrency: Annotated[int | None, _opt("--concurrency", help="Questions debated at once; their requests "
+    concurrency: Annotated[int | None, opt("--concurrency", help="Questions debated at once; their requests "
                                             "batch together (default 8).")] = None,
-    limit: Annotated[int | None, _opt("--limit", help="Only the first N questions.")] = None,
+    limit: Annotated[int | None, opt("--limit", help="Only the first N questions.")] = None,
     rounds: RoundsOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -4,31 +4,28 @@ built yet)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, console, print_json, safe_text
+from .common import JsonOpt, console, opt, print_json, safe_text
 
 app = typer.Typer(help="Evolve LoRA adapters: blend parents into a child (the evolution loop is not built yet).",
                   no_args_is_help=True)
 
 
-def _opt(*names: str, help: str) -> Any:
-    return typer.Option(*names, help=help, show_default=False)
-
 
 @app.command("blend", context_settings={"allow_extra_args": True})
 def blend(
     ctx: typer.Context,
-    parents: Annotated[list[Path], _opt("--parents", help="The parent adapter folders: `--parents A B C` (or "
+    parents: Annotated[list[Path], opt("--parents", help="The parent adapter folders: `--parents A B C` (or "
                                         "--parents repeated).")],
-    child: Annotated[Path, _opt("--child", help="The child adapter folder to write (must not exist).")],
-    alpha: Annotated[float | None, _opt("--alpha", help="Two parents only: weight a for the first, 1-a for the "
+    child: Annotated[Path, opt("--child", help="The child adapter folder to write (must not exist).")],
+    alpha: Annotated[float | None, opt("--alpha", help="Two parents only: weight a for the first, 1-a for the "
                                         "second.")] = None,
-    weights: Annotated[str | None, _opt("--weights", help="One weight per parent, comma-separated, e.g. "
+    weights: Annotated[str | None, opt("--weights", help="One weight per parent, comma-separated, e.g. "
                                         "0.5,0.3,0.2 (negative allowed). Default: equal weights.")] = None,
-    rank: Annotated[int | None, _opt("--rank", help="The child's LoRA rank (default: the sum of the parents' "
+    rank: Annotated[int | None, opt("--rank", help="The child's LoRA rank (default: the sum of the parents' "
                                      "ranks, which makes the blend exact).")] = None,
     method: Annotated[str, typer.Option("--method", help="exact (QR + SVD of the stacked factors) or linear (the "
                                         "per-matrix average of A and of B: NOT exact, for comparison).")] = "exact",

@@ -7,14 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, ResumeOpt, SetOpt, VerboseOpt, console, print_json, safe_text
+from .common import ConfigOpt, JsonOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
 from .runner import flags, run_command
 
 app = typer.Typer(help="Persona LoRA adapters with TRL: train on chat JSONL (no subcommand), or export one to GGUF.")
 
-
-def _opt(*names: str, help: str) -> Any:
-    return typer.Option(*names, help=help, show_default=False)
 
 
 @app.callback(invoke_without_command=True)
@@ -22,21 +19,21 @@ def train_persona(
     ctx: typer.Context,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    data: Annotated[Path | None, _opt("--data", help="Chat JSONL, one {\"messages\": [...]} per line (default: "
+    data: Annotated[Path | None, opt("--data", help="Chat JSONL, one {\"messages\": [...]} per line (default: "
                                       "the shipped persona A).")] = None,
-    out: Annotated[Path | None, _opt("--out", help="Adapter folder to write (default: the run folder's "
+    out: Annotated[Path | None, opt("--out", help="Adapter folder to write (default: the run folder's "
                                      "adapter/). The run folder itself goes under runs/train-persona/.")] = None,
-    base_model: Annotated[str | None, _opt("--base-model", help="smollm2-135m (default, built in), a transformers "
+    base_model: Annotated[str | None, opt("--base-model", help="smollm2-135m (default, built in), a transformers "
                                            "folder, a GGUF file, or a cached HF hub id.")] = None,
-    r: Annotated[int | None, _opt("--r", help="LoRA rank (default 16).")] = None,
-    epochs: Annotated[float | None, _opt("--epochs", help="Passes over the data (default 3).")] = None,
-    bsz: Annotated[int | None, _opt("--bsz", help="Conversations per forward pass (default 4).")] = None,
-    grad_accum: Annotated[int | None, _opt("--grad-accum", help="Forward passes per optimizer step "
+    r: Annotated[int | None, opt("--r", help="LoRA rank (default 16).")] = None,
+    epochs: Annotated[float | None, opt("--epochs", help="Passes over the data (default 3).")] = None,
+    bsz: Annotated[int | None, opt("--bsz", help="Conversations per forward pass (default 4).")] = None,
+    grad_accum: Annotated[int | None, opt("--grad-accum", help="Forward passes per optimizer step "
                                            "(default 4).")] = None,
-    lr: Annotated[float | None, _opt("--lr", help="Peak learning rate (default 1e-3).")] = None,
-    max_steps: Annotated[int | None, _opt("--max-steps", help="Stop after this many optimizer steps.")] = None,
+    lr: Annotated[float | None, opt("--lr", help="Peak learning rate (default 1e-3).")] = None,
+    max_steps: Annotated[int | None, opt("--max-steps", help="Stop after this many optimizer steps.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing adapter at --out.")] = False,
-    run_dir: Annotated[Path | None, _opt("--run-dir", help="Exact run folder to create (default: "
+    run_dir: Annotated[Path | None, opt("--run-dir", help="Exact run folder to create (default: "
                                          "runs/train-persona/<timestamp>-<name>).")] = None,
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
@@ -72,9 +69,9 @@ def export(
     adapter: Annotated[Path, typer.Argument(help="The adapter folder (adapter_config.json + weights).",
                                             file_okay=False)],
     gguf: Annotated[Path, typer.Option("--gguf", help="The GGUF file to write.", dir_okay=False)],
-    quantize: Annotated[str | None, _opt("--quantize", help="Write the GGUF quantized by llama.cpp: q8_0 (about "
+    quantize: Annotated[str | None, opt("--quantize", help="Write the GGUF quantized by llama.cpp: q8_0 (about "
                                          "half the f16 size).")] = None,
-    base_model: Annotated[str | None, _opt("--base-model", help="The base (default: the adapter's own "
+    base_model: Annotated[str | None, opt("--base-model", help="The base (default: the adapter's own "
                                            "base_model_name_or_path).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing GGUF.")] = False,
     json_: JsonOpt = False,
