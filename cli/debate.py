@@ -170,7 +170,7 @@ def make_task_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Write Du et al.'s arithmetic task as JSONL ({"question", "answer"} per line) for `agentlab debate eval`."""
-    from agentlab.debate.task import make_task, write_task
+    from agentlab.core.debate.task import make_task, write_task
 
     rows = make_task(n, difficulty, seed)
     write_task(out, rows, force=force)

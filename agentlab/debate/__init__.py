@@ -4,9 +4,9 @@ with ReConcile-style confidence-weighted votes, and its evaluation against singl
 Importing this package is light (no torch): models load when a run starts.
 """
 
+from agentlab.core.debate.task import load_task, make_task
 from agentlab.debate.config import DebateConfig
 from agentlab.debate.evaluate import prepare_eval, run_eval
 from agentlab.debate.run import check, prepare, run
-from agentlab.debate.task import load_task, make_task
 
 __all__ = ["DebateConfig", "check", "load_task", "make_task", "prepare", "prepare_eval", "run", "run_eval"]

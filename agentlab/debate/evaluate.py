@@ -20,16 +20,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agentlab.core.debate.engine import Answer, Panel, Round, ballots, debate_rounds, judge, samples
+from agentlab.core.debate.protocol import question_kind
+from agentlab.core.debate.task import Question, load_task
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
 from agentlab.core.vote import normalise, tally, wilson_interval
-from agentlab.debate.agents import Answer, Panel, prompt_style
+from agentlab.debate.agents import prompt_style
 from agentlab.debate.config import DebateConfig
-from agentlab.debate.engine import Round, ballots, debate_rounds, judge, samples
-from agentlab.debate.protocol import question_kind
 from agentlab.debate.run import final_decision, load_panel
-from agentlab.debate.task import Question, load_task
 
 log = logging.getLogger(__name__)
 RECORDS = "questions.jsonl"

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.debate.engine import Answer, Panel, Round, debate_rounds, judge, vote
+from agentlab.core.debate.protocol import question_kind
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_text
-from agentlab.debate.agents import Answer, Panel, build_panel, prompt_style
+from agentlab.debate.agents import build_panel, prompt_style
 from agentlab.debate.config import AgentSpec, DebateConfig
-from agentlab.debate.engine import Round, debate_rounds, judge, vote
-from agentlab.debate.protocol import question_kind
 
 log = logging.getLogger(__name__)
 TRANSCRIPT = "transcript.jsonl"
@@ -56,8 +56,8 @@ def prepare(cfg: DebateConfig) -> dict[str, Any]:
 
 def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dry run (``--rounds 0``): every agent and the judge answer one short question; nothing is written."""
+    from agentlab.core.debate.engine import Agent, ask
     from agentlab.core.llm.router import Router
-    from agentlab.debate.agents import Agent, ask
 
     judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
     everyone = [*panel.agents, judge_agent]

@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 
+from agentlab.core.debate.engine import Answer, vote
+from agentlab.core.debate.protocol import first_prompt, parse_reply
 from agentlab.core.llm.providers.scripted import ScriptedProvider, count_words
 from agentlab.core.runs import run_in_folder
 from agentlab.core.vote import wilson_interval
-from agentlab.debate.agents import Answer
 from agentlab.debate.config import DebateConfig
-from agentlab.debate.engine import vote
 from agentlab.debate.evaluate import prepare_eval, run_eval
-from agentlab.debate.protocol import first_prompt, parse_reply
 from agentlab.debate.run import prepare, run
 
 LLM = """providers:
@@ -154,7 +153,7 @@ def test_eval_table_by_hand(in_tmp: Path) -> None:
 
 
 def test_plain_prompts_ask_the_question_alone() -> None:
-    from agentlab.debate.protocol import conversation
+    from agentlab.core.debate.protocol import conversation
 
     messages = conversation("What is 7 times 8?", "numeric", ["56."], [[("b", "54.")]], style="plain")
     assert messages[0]["content"] == "What is 7 times 8?" and "Answer:" not in messages[2]["content"]

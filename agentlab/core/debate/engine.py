@@ -1,0 +1,205 @@
+"""One question debated: the agents, one answer per call, rounds of concurrent answers, the vote per round, the judge.
+
+An agent is a route of one routing config (``Panel.llm``) plus its own params. :func:`adapter_routes` builds, in
+memory, the routing entries for PEFT adapters on one base model: one ``hf`` provider whose ``adapters`` are the
+folders, one model per adapter (the base with ``params: {adapter: NAME}``), a base model without adapter and a route
+``agent:NAME`` per adapter, so concurrent requests of different adapters share a mixed-adapter batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.debate.protocol import (
+    Kind,
+    conversation,
+    first_prompt,
+    judge_prompt,
+    parse_reply,
+    parse_structured,
+    reply_schema,
+)
+from agentlab.core.errors import LLMError
+from agentlab.core.llm.config import HFProviderConfig, LLMConfig, ModelConfig, ProviderConfig, RouteConfig
+from agentlab.core.llm.structured import schema_max_tokens
+from agentlab.core.llm.types import GenParams, Messages
+from agentlab.core.vote import Ballot, Tally, tally
+
+HF_PROVIDER = "debate-hf"
+BASE_MODEL = "debate-base"
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    route: str
+    params: dict[str, Any]
+    structured: bool
+    source: str  # "adapter FOLDER" or "model NAME", for reports
+
+
+@dataclass
+class Panel:
+    """The agents, the judge's route and the routing config that serves them all."""
+
+    llm: LLMConfig
+    agents: list[Agent]
+    judge: str
+    judge_source: str
+
+
+@dataclass
+class Answer:
+    """One reply: what the transcript records."""
+
+    agent: str
+    text: str
+    answer: str | None
+    confidence: float | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    model: str | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
+        known = {k: data.get(k) for k in ("agent", "text", "answer", "confidence", "model", "error")}
+        return cls(**known, prompt_tokens=int(data.get("prompt_tokens") or 0),  # type: ignore[arg-type]
+                   completion_tokens=int(data.get("completion_tokens") or 0),
+                   seconds=float(data.get("seconds") or 0.0))
+
+
+
+def adapter_routes(base_model: str, adapters: Mapping[str, str | Path], *, device: str = "auto",
+                   batch: int = 8) -> tuple[dict[str, ProviderConfig], dict[str, ModelConfig], dict[str, RouteConfig]]:
+    """Providers, models and routes (``agent:NAME`` per adapter, ``BASE_MODEL`` without one) that serve ``adapters``
+    on ``base_model`` in process."""
+    provider = HFProviderConfig(device=device, adapters={k: str(v) for k, v in adapters.items()},
+                                max_batch_size=max(8, min(64, batch)))
+    models = {BASE_MODEL: ModelConfig(provider=HF_PROVIDER, model=base_model, stream=False)}
+    routes: dict[str, RouteConfig] = {}
+    for name in adapters:
+        models[f"debate-{name}"] = ModelConfig(provider=HF_PROVIDER, model=base_model, params={"adapter": name},
+                                               stream=False)
+        routes[f"agent:{name}"] = RouteConfig(primary=[f"debate-{name}"])
+    return {HF_PROVIDER: provider}, models, routes
+
+
+def adapter_panel(base_model: str, adapters: Mapping[str, str | Path], *, device: str = "auto",
+                  batch: int = 8, timeout_s: float = 600.0) -> Panel:
+    """A panel of adapter agents only (no judge model beyond the base), answering in the tolerant free-text form."""
+    providers, models, routes = adapter_routes(base_model, adapters, device=device, batch=batch)
+    routes["debate:judge"] = RouteConfig(primary=[BASE_MODEL])
+    llm = LLMConfig(providers=providers, models=models, routes=routes, timeout_s=timeout_s)
+    agents = [Agent(name, f"agent:{name}", {}, False, f"adapter {path}") for name, path in adapters.items()]
+    return Panel(llm, agents, "debate:judge", f"{base_model} without adapter")
+
+
+async def ask(router: Any, agent: Agent, messages: Messages, kind: Kind, *, temperature: float,
+              max_tokens: int) -> Answer:
+    """One reply of ``agent``: parsed, timed; a failed call is recorded as no vote with its error."""
+    params = _params(agent.params, temperature, max_tokens)
+    start = time.perf_counter()
+    try:
+        if agent.structured:
+            schema = reply_schema(kind)
+            # room for the whole JSON object: a reply cut inside it would be no vote
+            params.max_tokens = max(params.max_tokens or 0, schema_max_tokens(schema))
+            result = await router.structured(messages, schema, agent.route, params, max_repairs=1)
+            answer, confidence = parse_structured(result.value, kind)
+            completion, model = result.completion.completion, result.completion.model
+            text = result.value.model_dump_json()
+        else:
+            routed = await router.generate(messages, agent.route, params)
+            completion, model, text = routed.completion, routed.model, routed.completion.text
+            answer, confidence = parse_reply(text, kind)
+    except (LLMError, asyncio.TimeoutError) as exc:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return Answer(agent.name, "", None, None, seconds=round(time.perf_counter() - start, 3), error=message)
+    usage = completion.usage
+    return Answer(agent.name, text, answer, confidence, usage.prompt_tokens, usage.completion_tokens,
+                  round(time.perf_counter() - start, 3), model)
+
+
+def _params(own: dict[str, Any], temperature: float, max_tokens: int) -> GenParams:
+    fields = set(GenParams.__dataclass_fields__) - {"extra"}
+    params = GenParams(temperature=temperature, max_tokens=max_tokens)
+    merged = params.merged({k: v for k, v in own.items() if k not in ("temperature", "max_tokens")})
+    for key in ("temperature", "max_tokens"):  # an agent's own setting wins over the debate's
+        if key in own and key in fields:
+            setattr(merged, key, own[key])
+    return merged
+
+
+Round = list[Answer]
+
+
+def others_of(rounds: list[Round], agent: str) -> list[list[tuple[str, str]]]:
+    """For each finished round, the other agents' answers as ``(name, text)``."""
+    return [[(a.agent, a.text) for a in answers if a.agent != agent] for answers in rounds]
+
+
+async def debate_rounds(router: Any, panel: Panel, question: str, kind: Kind, rounds: int, *,
+                        temperature: float, max_tokens: int, done: list[Round] | None = None, style: str = "format",
+                        on_round: Callable[[int, Round], Awaitable[None] | None] | None = None) -> list[Round]:
+    """Rounds ``len(done)`` .. ``rounds`` (round 0 is the independent answers); each round's answers are asked
+    concurrently, so an in-process backend generates them as one batch. ``on_round(k, answers)`` runs after each."""
+    finished: list[Round] = list(done or [])
+    for number in range(len(finished), rounds + 1):
+        own = {agent.name: [a.text for r in finished for a in r if a.agent == agent.name] for agent in panel.agents}
+        asks = [ask(router, agent, conversation(question, kind, own[agent.name], others_of(finished, agent.name),
+                                                style),  # type: ignore[arg-type]
+                    kind, temperature=temperature, max_tokens=max_tokens) for agent in panel.agents]
+        answers = list(await asyncio.gather(*asks))
+        finished.append(answers)
+        if on_round is not None:
+            result = on_round(number, answers)
+            if asyncio.iscoroutine(result):
+                await result
+    return finished
+
+
+def ballots(answers: Round) -> list[Ballot]:
+    return [Ballot(a.agent, a.answer, a.confidence) for a in answers]
+
+
+def vote(answers: Round, method: str) -> Tally:
+    """The vote of one round (``judge`` decides elsewhere; its rounds are shown with the ReConcile vote)."""
+    return tally(ballots(answers), "reconcile" if method == "judge" else method)  # type: ignore[arg-type]
+
+
+async def judge(router: Any, panel: Panel, question: str, kind: Kind, answers: Round, *,
+                max_tokens: int) -> Answer:
+    """The judge's reply on the last round: a decision (numeric) or a summary with a stance (open)."""
+    judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
+    shown = [(a.agent, a.text) for a in answers]
+    messages = [{"role": "user", "content": judge_prompt(question, kind, shown)}]
+    reply = await ask(router, judge_agent, messages, kind, temperature=0.0, max_tokens=max(max_tokens, 160))
+    if reply.error is None:
+        reply.answer, reply.confidence = parse_reply(reply.text, kind)
+    return reply
+
+
+async def samples(router: Any, panel: Panel, question: str, kind: Kind, n: int, *, temperature: float,
+                  max_tokens: int, style: str = "format") -> list[Answer]:
+    """Self-consistency: ``n`` independent round-0 answers at ``temperature``, cycling over the agents."""
+    messages = [{"role": "user", "content": first_prompt(question, kind, style)}]  # type: ignore[arg-type]
+    agents = [panel.agents[i % len(panel.agents)] for i in range(n)]
+    return list(await asyncio.gather(*(ask(router, agent, messages, kind, temperature=temperature,
+                                            max_tokens=max_tokens) for agent in agents)))
