@@ -27,7 +27,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True),
     Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),
-    Command("evolve", "evolve", group=True),
+    Command("evolve", "evolve", "agentlab.evolve.config:EvolveConfig", group=True),
     Command("config", "config_cmd", group=True),
 )
 

@@ -1,17 +1,94 @@
-"""`agentlab evolve blend`: an exact weighted blend of PEFT LoRA adapters into a child adapter (`evolve run` is not
-built yet)."""
+"""`agentlab evolve`: `run` breeds LoRA adapters (exact blends, mutation, fitness = task + cooperation in a debate +
+novelty); `worker` adds a scoring process to a run through its population store; `blend` is one exact blend."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOpt, console, opt, print_json, safe_text
+from .common import ConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
+from .runner import flags, run_command
 
-app = typer.Typer(help="Evolve LoRA adapters: blend parents into a child (the evolution loop is not built yet).",
+app = typer.Typer(help="Evolve LoRA adapters: `run` breeds a population from seed adapters (exact blends, "
+                  "mutation, scored on a task, in a debate and by novelty); `blend` blends parents into one child.",
                   no_args_is_help=True)
+
+
+@app.command("run")
+def run_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seeds: Annotated[list[Path] | None, opt("--seeds", help="A seed adapter folder (repeatable). Default: the "
+                                             "config's seeds, else adapters/persona_a, _b, _c under the current "
+                                             "directory.")] = None,
+    task: Annotated[Path | None, opt("--task", help="JSONL task file, one {\"question\", \"answer\"} per line, "
+                                      "split into fitness and test questions. Default: a generated arithmetic "
+                                      "task.")] = None,
+    generations: Annotated[int | None, opt("--generations", help="Generations bred after gen_0 (default 3).")] = None,
+    population: Annotated[int | None, opt("--population", help="Individuals per generation (default 6).")] = None,
+    workers: Annotated[int | None, opt("--workers", help="Scoring processes on this machine (default 1; each "
+                                        "loads the base model).")] = None,
+    store: Annotated[str | None, opt("--store", help="Population store shared with workers elsewhere: an "
+                                      "Optuna storage URL or journal file (default: population.db in the run "
+                                      "folder).")] = None,
+    base_model: Annotated[str | None, opt("--base-model", help="The seeds' base model (default smollm2-135m, "
+                                           "built in).")] = None,
+    out: OutOpt = None,
+    resume: ResumeOpt = None,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Evolve LoRA adapters: gen_0 is the seeds plus blends of them; each generation keeps the elite and breeds the
+    rest (tournament selection, exact blend with random weights, mutation). Every individual must change the base
+    model's logits on a probe, then is scored once: task accuracy on held-out questions, cooperation (the seeds'
+    debate with it in place of the weakest seed, against the debate without it) and novelty. Writes
+    adapters/gen_K/, results.json and report.md (fitness curves, lineage tree, the best against its ancestors on
+    a test split); --resume never scores a finished individual again."""
+    from agentlab.evolve.config import EvolveConfig
+    from agentlab.evolve.run import prepare, run
+
+    sets = [*(set_ or []), *flags(("--seeds", "seeds", [str(p) for p in seeds] if seeds else None),
+                                  ("--task", "task.file", task), ("--generations", "generations", generations),
+                                  ("--population", "population", population), ("--workers", "workers", workers),
+                                  ("--store", "store", store), ("--base-model", "base_model", base_model))]
+    run_command("evolve", EvolveConfig, run, config=config, sets=sets, out=out, resume=resume, prepare=prepare,
+                rerun="evolve run -c {config}", json_=json_, verbose=verbose, summary=_summary)
+
+
+def _summary(results: dict[str, Any], path: Path) -> None:
+    best = results["best"]
+    console.print(f"[bold]best[/]: {safe_text(best['id'])} fitness {best['fitness']:.3f} (task {best['task']:.3f}, "
+                  f"coop {best['coop']:+.3f}, novelty {best['novelty']:.3f}): "
+                  f"{safe_text(results['individuals'][best['id']]['path'])}")
+    for row in results["final"]["rows"]:
+        console.print(f"  test split: {safe_text(row['id'])} ({row['relation']}) {row['correct']}/{row['total']} "
+                      f"= {row['accuracy']:.3f}")
+    console.print(f"{len(results['individuals'])} individuals in {results['seconds']:.0f} s; "
+                  f"report: {safe_text(path / 'report.md')}")
+
+
+@app.command("worker")
+def worker_cmd(
+    store: Annotated[str, typer.Option("--store", help="The run's population store: sqlite:///RUN/population.db, "
+                                       "a PostgreSQL/MySQL URL or a journal file (the run's `store`).")],
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Individuals scored together.")] = 2,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Keep polling for new generations until the run "
+                                       "finishes (default), or stop when nothing waits.")] = True,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Score individuals of a running `evolve run` from its population store. On another machine: the adapter
+    folders must be reachable at the same paths (a shared disk) and the store a database both reach."""
+    from agentlab.evolve.population import open_population
+    from agentlab.evolve.worker import serve
+
+    from .runner import setup_logging
+
+    setup_logging(verbose)
+    pop = open_population(store, None, create=False)
+    done = serve(pop, batch=batch, wait=wait, announce=lambda line: console.print(safe_text(line)))
+    console.print(f"scored {done} individuals")
 
 
 

@@ -23,18 +23,9 @@ SPECS = [(4, 8, False), (8, 4, True), (6, 12, False)]
 
 
 def _make_adapter(base: Path, out: Path, r: int, alpha: int, rslora: bool, seed: int) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from agentlab.core.train.tiny import make_tiny_adapter
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules="all-linear"))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
-                p.copy_(torch.randn_like(p) * 0.2)
-    peft.save_pretrained(out)
-    return out
+    return make_tiny_adapter(base, out, r=r, alpha=alpha, rslora=rslora, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from agentlab.core.debate.engine import Answer, Panel, Round, ballots, debate_rounds, judge, samples
-from agentlab.core.debate.protocol import question_kind
-from agentlab.core.debate.task import Question, load_task
+from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
-from agentlab.core.vote import normalise, tally, wilson_interval
+from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import prompt_style
 from agentlab.debate.config import DebateConfig
 from agentlab.debate.run import final_decision, load_panel
@@ -43,19 +42,9 @@ def prepare_eval(cfg: DebateConfig) -> dict[str, Any]:
     return {"panel": panel, "task": task}
 
 
-def is_correct(predicted: str | None, gold: str) -> bool:
-    return predicted is not None and normalise(predicted) == normalise(gold)
-
-
-def _kind(cfg: DebateConfig, q: Question) -> str:
-    if cfg.kind != "auto":
-        return cfg.kind
-    return "numeric" if normalise(q.answer).lstrip("-").replace(".", "", 1).isdigit() else question_kind(q.question)
-
-
 async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Question) -> dict[str, Any]:
     """Debate one question and score every method on it."""
-    kind = _kind(cfg, q)
+    kind = answer_kind(q, cfg.kind)
     n = len(panel.agents) * (cfg.rounds + 1)
     rounds, sc = await asyncio.gather(
         debate_rounds(router, panel, q.question, kind, cfg.rounds, temperature=cfg.temperature,  # type: ignore[arg-type]

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agentlab.core.debate.protocol import Kind, question_kind
 from agentlab.core.errors import InputError, UsageError
 from agentlab.core.files import iter_jsonl
+from agentlab.core.vote import normalise
 
 Difficulty = Literal["easy", "medium", "hard"]
 _SHAPES: dict[str, tuple[str, int]] = {"easy": ("{0}+{1}", 20), "medium": ("{0}+{1}*{2}", 10),
@@ -70,3 +72,16 @@ def load_task(path: Path, limit: int | None = None) -> list[Question]:
     if not questions:
         raise InputError(f"{path}: no questions", hint="one {\"question\": ..., \"answer\": ...} per line")
     return questions[:limit] if limit else questions
+
+
+def is_correct(predicted: str | None, gold: str) -> bool:
+    """An answer is right when it normalises to the gold answer; no answer is wrong."""
+    return predicted is not None and normalise(predicted) == normalise(gold)
+
+
+def answer_kind(question: Question, kind: str = "auto") -> Kind:
+    """``numeric`` when asked so or (``auto``) when the gold answer is a number, else what the question looks like."""
+    if kind in ("numeric", "open"):
+        return kind  # type: ignore[return-value]
+    gold = normalise(question.answer)
+    return "numeric" if gold.lstrip("-").replace(".", "", 1).isdigit() else question_kind(question.question)

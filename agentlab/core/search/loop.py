@@ -63,8 +63,9 @@ class SearchOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def open_storage(storage: str | None, run_path: Path) -> Any:
-    """SQLite in the run folder by default; ``*.log``/``*.jsonl`` paths are journal files; else an Optuna URL."""
+def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage") -> Any:
+    """SQLite in the run folder by default; ``*.log``/``*.jsonl`` paths are journal files; else an Optuna URL.
+    ``what`` names the setting in errors."""
     import optuna
 
     if storage is None:
@@ -89,7 +90,7 @@ def open_storage(storage: str | None, run_path: Path) -> Any:
         except Exception as exc:  # optuna raises many kinds for a bad URL
             error = exc
             break
-    raise ConfigError(f"search.storage: cannot open {storage!r}: {error}",
+    raise ConfigError(f"{what}: cannot open {storage!r}: {error}",
                       hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,27 @@ def read_adapter(adapter: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or "peft_type" not in config:
         raise InputError(f"{adapter / ADAPTER_CONFIG}: not a PEFT adapter config (no peft_type)", hint=_WRITTEN_BY)
     return config
+
+
+def logit_changes(base_model: str | Path, adapters: Mapping[str, str | Path], prompt: str, *,
+                  device: str = "auto") -> dict[str, float]:
+    """For each adapter, the largest absolute change it makes to the base model's next-token logits after the chat
+    prompt ``prompt`` (the base loaded once, through the builder the hf provider uses). An adapter whose change is
+    ~0 was not applied or holds nothing: lm-evaluation-harness users lost runs to silently unapplied adapters."""
+    import torch
+
+    from agentlab.core.train.model import load_causal_lm
+
+    model, tokenizer = load_causal_lm(base_model, device=device, adapters=adapters)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        tokenize=True, return_dict=False)
+    batch = torch.tensor([list(ids)], device=model.device)
+    with torch.inference_mode():
+        with model.disable_adapter():
+            base = model(input_ids=batch).logits[0, -1].float()
+        changes = {}
+        for name in adapters:
+            model.set_adapter(name)
+            changes[name] = float((model(input_ids=batch).logits[0, -1].float() - base).abs().max())
+    del model
+    return changes

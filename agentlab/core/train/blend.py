@@ -1,4 +1,5 @@
-"""Exact blends of PEFT LoRA adapters: ``agentlab evolve blend`` and the coming ``evolve run``.
+"""Exact blends of PEFT LoRA adapters (``agentlab evolve blend``, the crossover of ``evolve run``) and distances
+between adapters in weight space (``evolve run``'s novelty).
 
 A LoRA adapter changes each target module's weight by ``delta W = s * B @ A`` (``s = alpha / r``, or
 ``alpha / sqrt(r)`` with rsLoRA). The blend of parents 1..n with real weights ``w_i`` (negative allowed) is
@@ -159,7 +160,7 @@ def blend_adapters(parents: list[str | Path], weights: list[float], child: str |
         raise InputError(f"child lora_alpha {lora_alpha} must be > 0")
     _check_child(child, parents, force)
     read = [read_parent(p) for p in parents]
-    _check_compatible(read)
+    check_compatible(read)
     ranks = [next(iter(p.modules.values()))[0].shape[0] for p in read]
     module_ranks = {m: [p.modules[m][0].shape[0] for p in read] for m in read[0].modules}
     if method == "linear":
@@ -247,7 +248,7 @@ def _mutate(t: torch.Tensor, p: float, std: float, gen: torch.Generator) -> torc
     return t + mask * torch.randn(t.shape, generator=gen, dtype=t.dtype) * std
 
 
-def _check_compatible(parents: list[Parent]) -> None:
+def check_compatible(parents: list[Parent]) -> None:
     first = parents[0]
     base = first.config.get("base_model_name_or_path")
     for p in parents[1:]:
@@ -344,3 +345,31 @@ def _json_number(x: float) -> float | None:
 def dense_delta(path: str | Path) -> dict[str, torch.Tensor]:
     """Each module's ``s * B @ A`` of the adapter at ``path`` in float64 (for tests and benchmarks; materialises it)."""
     return {m: b @ a * s for m, (a, b, s) in read_parent(path).modules.items()}
+
+
+def delta_norms(a: Parent, b: Parent) -> tuple[float, float, float]:
+    """``(||dW_a||, ||dW_b||, ||dW_a - dW_b||)``, Frobenius over every module, from the factors alone: each term is a
+    trace of r x r products (``<B1 A1, B2 A2> = tr((B1^T B2)(A2 A1^T))``), so nothing of size out x in is built."""
+    import torch
+
+    if set(a.modules) != set(b.modules):
+        only = sorted(set(a.modules) ^ set(b.modules))[0]
+        raise InputError(f"{a.path} and {b.path} adapt different modules (e.g. {only})")
+
+    def inner(x: tuple[torch.Tensor, torch.Tensor, float], y: tuple[torch.Tensor, torch.Tensor, float]) -> float:
+        (ax, bx, sx), (ay, by, sy) = x, y
+        return float(sx * sy * torch.trace((bx.T @ by) @ (ay @ ax.T)))
+
+    aa = bb = ab = 0.0
+    for module, x in a.modules.items():
+        y = b.modules[module]
+        aa += inner(x, x)
+        bb += inner(y, y)
+        ab += inner(x, y)
+    return math.sqrt(max(aa, 0.0)), math.sqrt(max(bb, 0.0)), math.sqrt(max(aa + bb - 2 * ab, 0.0))
+
+
+def delta_distance(a: Parent, b: Parent) -> float:
+    """``||dW_a - dW_b|| / (||dW_a|| + ||dW_b||)``: 0 for the same delta, 1 for opposite ones, ~0.7 for unrelated."""
+    na, nb, d = delta_norms(a, b)
+    return d / (na + nb) if na + nb > 0 else 0.0

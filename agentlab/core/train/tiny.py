@@ -171,3 +171,22 @@ def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: st
     if quantize:
         paths[quantize] = quantize_gguf(paths["gguf"], out / f"model.{quantize}.gguf", kind=quantize)
     return paths
+
+
+def make_tiny_adapter(base: str | Path, out: str | Path, *, r: int = 4, alpha: int = 8, rslora: bool = False,
+                      seed: int = 0, scale: float = 0.2) -> Path:
+    """A LoRA adapter on every linear layer of ``base`` with seeded random A and B (``scale`` their std; 0 gives an
+    adapter that changes nothing), saved as a PEFT folder: parents for blends and seeds for evolve in tests."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn_like(p) * scale)
+    peft.save_pretrained(str(out))
+    return Path(out)

@@ -1,0 +1,28 @@
+"""agentlab evolve: evolutionary search over LoRA adapters. Children are exact blends of their parents
+(``core/train/blend.py``) with Gaussian mutation; each is scored once on the real model (task accuracy, cooperation
+in a debate of the seeds) and by novelty; the population lives in an Optuna store that workers can share.
+
+Importing this package is light (no torch): models load when scoring starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentlab.evolve.config import EvolveConfig
+from agentlab.evolve.run import prepare, run
+
+__all__ = ["EvolveConfig", "prepare", "run", "run_evolution"]
+
+
+def run_evolution(cfg: EvolveConfig | dict[str, Any] | None = None, *, out: str | Path | None = None,
+                  resume: str | Path | None = None) -> dict[str, Any]:
+    """One call for notebooks: validate ``cfg``, check the seeds and the task, run (or resume) in a run folder and
+    return the results (``results.json``'s content)."""
+    from agentlab.core.runs import run_in_folder
+
+    config = cfg if isinstance(cfg, EvolveConfig) else EvolveConfig.model_validate(cfg or {})
+    result, _ = run_in_folder("evolve", config, run, inputs=prepare(config), out=out,
+                              resume=Path(resume) if resume else None)
+    return result  # type: ignore[no-any-return,unused-ignore]

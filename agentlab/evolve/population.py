@@ -1,0 +1,132 @@
+"""The population store: every individual of an evolve run is one trial of an Optuna study, so workers on several
+machines can share it through any Optuna storage (SQLite in the run folder by default; a PostgreSQL / MySQL URL or
+a journal file on a shared disk for several machines).
+
+- An individual waiting to be scored is a ``WAITING`` trial whose user attrs hold its id, generation, adapter
+  folder and lineage (parents, weights, rank, mutation).
+- A worker claims one by moving it to ``RUNNING`` (``set_trial_state_values`` refuses a second claim atomically, so
+  two workers never score the same child); it stores the scores in user attrs and completes the trial with the task
+  accuracy as its value, or fails it with the error.
+- The study's user attrs hold what every worker needs (``settings``: the base model, the fitness questions, the
+  debate; ``reference``: the seeds' own debate) and which individuals make up each generation (``population_K``).
+
+A finished (``COMPLETE`` or ``FAIL``) trial is never scored again: that is what ``--resume`` relies on. A ``RUNNING``
+trial left by a killed worker goes back to ``WAITING`` when the run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+STUDY = "evolve"
+
+
+def open_population(store: str | None, run_path: Path | None, *, create: bool) -> Population:
+    """The run's population: ``store`` (an Optuna storage URL or journal path) or population.db in ``run_path``."""
+    import optuna
+
+    from agentlab.core.errors import ConfigError
+    from agentlab.core.search.loop import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if store is None and run_path is None:
+        raise ConfigError("no population store", hint="pass --store URL (the run's `store`, or "
+                          "sqlite:///RUN/population.db)")
+    url = store if store is not None else f"sqlite:///{(Path(run_path) / 'population.db').resolve()}"  # type: ignore[arg-type]
+    storage = open_storage(url, Path(run_path or "."), what="store")
+    try:
+        if create:
+            study = optuna.create_study(storage=storage, study_name=STUDY, direction="maximize", load_if_exists=True)
+        else:
+            study = optuna.load_study(storage=storage, study_name=STUDY)
+    except KeyError:
+        raise ConfigError(f"store {store or url}: holds no evolve population",
+                          hint="start the run first: agentlab evolve run -c FILE (it creates the population)") from None
+    return Population(study)
+
+
+class Population:
+    """Individuals as trials of one study; see the module docstring."""
+
+    def __init__(self, study: Any):
+        self.study = study
+        self._storage = study._storage
+        self._study_id = study._study_id
+
+    # ------------------------------------------------------------------ shared settings
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self._storage.get_study_user_attrs(self._study_id).get(key, default)
+
+    def set_attr(self, key: str, value: Any) -> None:
+        self._storage.set_study_user_attr(self._study_id, key, value)
+
+    def members(self, generation: int) -> list[str] | None:
+        return self.attr(f"population_{generation}")
+
+    def set_members(self, generation: int, ids: list[str]) -> None:
+        self.set_attr(f"population_{generation}", ids)
+
+    # ------------------------------------------------------------------ individuals
+
+    def individuals(self) -> dict[str, dict[str, Any]]:
+        """Every individual by id: its user attrs plus ``state`` (waiting, running, complete, fail) and ``trial``."""
+        out: dict[str, dict[str, Any]] = {}
+        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False):
+            attrs = dict(trial.user_attrs)
+            if "id" in attrs:
+                out[attrs["id"]] = {**attrs, "state": trial.state.name.lower(), "trial": trial._trial_id}
+        return out
+
+    def add(self, record: dict[str, Any]) -> int:
+        """A new individual, waiting to be scored."""
+        from optuna.trial import TrialState, create_trial
+
+        template = create_trial(state=TrialState.WAITING, user_attrs=record)
+        return int(self._storage.create_new_trial(self._study_id, template_trial=template))
+
+    def claim(self, limit: int, worker: str) -> list[dict[str, Any]]:
+        """Up to ``limit`` waiting individuals, now ``RUNNING`` for ``worker``; none that another worker claimed."""
+        from optuna.trial import TrialState
+
+        claimed: list[dict[str, Any]] = []
+        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if len(claimed) >= limit:
+                break
+            if "id" not in trial.user_attrs:
+                continue
+            if self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                self._storage.set_trial_user_attr(trial._trial_id, "worker", worker)
+                claimed.append({**trial.user_attrs, "trial": trial._trial_id})
+        return claimed
+
+    def complete(self, trial: int, scores: dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+
+        for key, value in scores.items():
+            self._storage.set_trial_user_attr(trial, key, value)
+        self._storage.set_trial_state_values(trial, TrialState.COMPLETE, values=[float(scores["task"])])
+
+    def fail(self, trial: int, error: str) -> None:
+        from optuna.trial import TrialState
+
+        self._storage.set_trial_user_attr(trial, "error", error)
+        self._storage.set_trial_state_values(trial, TrialState.FAIL)
+
+    def requeue_running(self) -> int:
+        """Claims left by killed workers go back to waiting; returns how many."""
+        from optuna.trial import TrialState
+
+        n = 0
+        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            if self._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING):
+                n += 1
+        return n
+
+    def waiting(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)))

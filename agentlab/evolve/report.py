@@ -1,0 +1,126 @@
+"""report.md of `agentlab evolve run`: fitness per generation (fitness.png), the lineage tree, every individual,
+and the best adapter against its ancestors on the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _num(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def fitness_plot(results: dict[str, Any], path: Path) -> Path | None:
+    """Best and mean fitness per generation, and the mean of each fitness part."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = results["history"]
+    gens = [h["generation"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.plot(gens, [h["best"]["fitness"] for h in history], marker="o", label="best")
+    left.plot(gens, [h["mean"]["fitness"] for h in history], marker="s", label="mean")
+    left.set_title("fitness")
+    for part, marker in (("task", "o"), ("coop", "^"), ("novelty", "s")):
+        right.plot(gens, [h["mean"][part] for h in history], marker=marker, label=f"mean {part}")
+    right.plot(gens, [h["best"]["task"] for h in history], marker="o", linestyle="--", label="best's task")
+    right.set_title("fitness parts")
+    for ax in (left, right):
+        ax.set_xlabel("generation")
+        ax.set_xticks(gens)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def lineage_mermaid(individuals: dict[str, dict[str, Any]]) -> list[str]:
+    """A Mermaid flowchart (GitHub renders it): parent --weight--> child."""
+    lines = ["```mermaid", "flowchart LR"]
+    for m, ind in individuals.items():
+        label = f"{m}<br/>task {_num(ind.get('task'))}" if ind.get("task") is not None else f"{m}<br/>{ind['state']}"
+        lines.append(f'  {_node(m)}["{label}"]')
+    for m, ind in individuals.items():
+        for parent, w in zip(ind.get("parents") or [], ind.get("weights") or [], strict=False):
+            lines.append(f"  {_node(parent)} -- {w:.2f} --> {_node(m)}")
+    lines.append("```")
+    return lines
+
+
+def _node(name: str) -> str:
+    return "n_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def lineage_text(individuals: dict[str, dict[str, Any]], who: str, depth: int = 0) -> list[str]:
+    """``who`` and its ancestors as an indented tree."""
+    ind = individuals[who]
+    weights = ind.get("weights") or []
+    line = f"{'    ' * depth}- {who} (gen {ind['generation']}, task {_num(ind.get('task'))}"
+    line += ", seed)" if ind.get("origin") == "seed" else f", rank {ind.get('rank')})"
+    out = [line]
+    for parent, w in zip(ind.get("parents") or [], weights, strict=False):
+        sub = lineage_text(individuals, parent, depth + 1)
+        sub[0] = sub[0].replace(f"- {parent} ", f"- {parent} x {w:.2f} ", 1)
+        out += sub
+    return out
+
+
+def render_report(results: dict[str, Any], plot: str | None) -> str:
+    ind = results["individuals"]
+    best = results["best"]
+    w = results["fitness_weights"]
+    ref = results["reference"]
+    lines = [
+        "# evolve", "",
+        f"Population {results['population']}, {results['generations']} generations after gen_0, base "
+        f"{results['base_model']}; {results['questions']['fitness']} fitness questions, "
+        f"{results['questions']['test']} test questions; {results['seconds']:.0f} s.", "",
+        f"Fitness = {w['task']:g} x task accuracy + {w['coop']:g} x cooperation + {w['novelty']:g} x novelty "
+        f"({results['novelty']}). Cooperation: the debate's accuracy with the individual in place of "
+        f"{ref['replaced']} minus the seeds' own debate ({ref['debate_accuracy']:.3f}).", "",
+        f"**Best: {best['id']}**, fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
+        f"{best['coop']:+.3f}, novelty {best['novelty']:.3f}): `{ind[best['id']]['path']}`", ""]
+    if plot:
+        lines += [f"![fitness per generation]({plot})", ""]
+    lines += ["## Generations", "",
+              "| gen | best | best fitness | mean fitness | mean task | mean coop | mean novelty |",
+              "|---|---|---|---|---|---|---|"]
+    for h in results["history"]:
+        m = h["mean"]
+        lines.append(f"| {h['generation']} | {h['best']['id']} | {h['best']['fitness']:.3f} | {m['fitness']:.3f} | "
+                     f"{m['task']:.3f} | {m['coop']:+.3f} | {m['novelty']:.3f} |")
+    final = results["final"]
+    lines += ["", "## The best against its ancestors and the seeds on the test split", ""]
+    if final["rows"]:
+        lines += [f"{final['questions']} questions that selection never saw (accuracy, 95% Wilson interval).", "",
+                  "| adapter | relation | gen | fitness-split task | test accuracy | 95% CI |",
+                  "|---|---|---|---|---|---|"]
+        for r in final["rows"]:
+            lines.append(f"| {r['id']} | {r['relation']} | {r['generation']} | {_num(r['fitness_split'])} | "
+                         f"{r['correct']}/{r['total']} = {r['accuracy']:.3f} | {r['ci'][0]:.3f}-{r['ci'][1]:.3f} |")
+    else:
+        lines.append("No test split (task.test_questions: 0).")
+    lines += ["", "## Lineage of the best", "", *lineage_text(ind, best["id"]), "", "## Lineage tree", "",
+              *lineage_mermaid(ind), "", "## Individuals", "",
+              "| id | gen | parents (weights) | rank | discarded energy | task | coop | probe change | s | state |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, i in ind.items():
+        parents = ", ".join(f"{p} ({w:.2f})" for p, w in zip(i.get("parents") or [], i.get("weights") or [],
+                                                               strict=False)) or "seed"
+        energy = f"{i['discarded_energy']:.2g}" if i.get("discarded_energy") is not None else "-"
+        state = i["state"] if not i.get("error") else f"{i['state']}: {i['error']}"
+        lines.append(f"| {m} | {i['generation']} | {parents} | {i.get('rank')} | {energy} | {_num(i.get('task'))} | "
+                     f"{_num(i.get('coop'), True)} | {i.get('probe_change') or '-'} | {i.get('seconds') or '-'} | "
+                     f"{state} |")
+    seeds = ", ".join(f"{k} {v:.3f}" for k, v in ref["accuracy"].items())
+    lines += ["", f"Seeds alone on the fitness split: {seeds}; their debate: {ref['debate_accuracy']:.3f}.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,385 @@
+"""`agentlab evolve run`: evolutionary search over LoRA adapters.
+
+gen_0 is the seeds plus children blended from random pairs of them, up to ``population``. Each later generation
+keeps the ``elite`` best unchanged (they are not scored again) and breeds the rest: two parents by tournament, an
+exact blend with the first parent's weight drawn from ``alpha_range`` (``core/train/blend.py``), Gaussian mutation
+of the factors. Every individual is scored once (``score.py``): task accuracy on the fitness split and cooperation
+in the seeds' debate; novelty (distance to the rest of its generation, in answers or weights) is computed from
+those stored scores each generation. Fitness = the weighted sum, each part recorded. The best individual of the last
+generation and its ancestors are scored on the test split, which selection never saw.
+
+Run folder (``runs/evolve/<timestamp>-<name>/``)::
+
+    config.yaml, run.json, events.jsonl   as every command (events: ``scored`` per individual, ``generation``)
+    population.db     the population store (Optuna; see population.py), unless ``store`` names another
+    adapters/gen_K/gKcJ/   each child: a PEFT adapter folder with lineage.json (parents, weights, rank, mutation)
+    task.jsonl        the generated task, when no task file was given
+    results.json      every individual (lineage, scores), every generation (fitness parts), the test comparison
+    report.md         fitness curves (fitness.png), the lineage tree, the best adapter against its ancestors
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.debate.task import Question, answer_kind, load_task, make_task
+from agentlab.core.errors import AgentlabError, InputError, UsageError
+from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.runs import RunDir
+from agentlab.core.vote import wilson_interval
+from agentlab.evolve.config import DEFAULT_SEEDS, EvolveConfig
+from agentlab.evolve.population import Population, open_population
+from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
+
+log = logging.getLogger(__name__)
+TASK_FILE = "task.jsonl"
+
+
+# ---------------------------------------------------------------------- inputs, checked before a run folder exists
+
+
+def prepare(cfg: EvolveConfig) -> dict[str, Any]:
+    """The seeds (LoRA adapters on one base, blendable together), the base model and the task's two splits."""
+    from agentlab.core.llm.modelref import resolve_model
+    from agentlab.core.train.blend import check_compatible, read_parent
+
+    if not cfg.seeds:
+        found = [Path.cwd() / "adapters" / name for name in DEFAULT_SEEDS if (Path.cwd() / "adapters" / name).is_dir()]
+        if not found:
+            raise UsageError("no seeds: no --seeds, no seeds in the config, and no adapters/persona_a, persona_b or "
+                             "persona_c under the current directory",
+                             hint="train them with `agentlab train-persona`, or pass --seeds DIR ...")
+        cfg.seeds = found
+    cfg.seeds = [Path(p).expanduser().resolve() for p in cfg.seeds]
+    names = [p.name for p in cfg.seeds]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"seeds: two seed folders are named {twice[0]!r}",
+                         hint="individuals are named after their folder: rename one")
+    if len(cfg.seeds) > cfg.population:
+        raise UsageError(f"seeds: {len(cfg.seeds)} seeds do not fit a population of {cfg.population}",
+                         hint=f"raise population to at least {len(cfg.seeds)}, or give fewer seeds")
+    parents = [read_parent(p) for p in cfg.seeds]  # InputError (exit 2) naming the folder
+    check_compatible(parents)
+    resolve_model(cfg.base_model, user="base_model")
+    if cfg.store is not None:
+        from agentlab.core.search.loop import open_storage
+
+        open_storage(cfg.store, Path.cwd(), what="store")  # a bad URL: one line, before any folder exists
+    fitness, test = split_task(cfg)
+    from agentlab.core.train.adapters import logit_changes
+
+    for name, change in logit_changes(cfg.base_model, {p.name: p for p in cfg.seeds}, cfg.probe,
+                                      device=cfg.device).items():
+        if change < cfg.min_logit_change:
+            raise InputError(f"seed {Path(cfg.seeds[names.index(name)])}: the adapter changes nothing (largest "
+                             f"logit change on the probe {change:.3g} < min_logit_change {cfg.min_logit_change:g})",
+                             hint="an untrained adapter (B = 0) or one for another model; train it, or drop it")
+    return {"fitness": fitness, "test": test}
+
+
+def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question]]:
+    t = cfg.task
+    need = t.fitness_questions + t.test_questions
+    if t.file is None:
+        rows = make_task(need, t.generate, t.seed)
+        questions = [Question(i, i + 1, r["question"], r["answer"]) for i, r in enumerate(rows)]
+    else:
+        questions = load_task(t.file)
+        if len(questions) < need:
+            raise UsageError(f"{t.file}: {len(questions)} questions; the splits need {need} "
+                             f"({t.fitness_questions} fitness + {t.test_questions} test)",
+                             hint="lower task.fitness_questions / task.test_questions, or give a longer task file")
+        questions = list(questions)
+        random.Random(t.seed).shuffle(questions)
+    return questions[:t.fitness_questions], questions[t.fitness_questions:need]
+
+
+def _question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
+    return [{"id": q.id, "line": q.line, "question": q.question, "answer": q.answer, "kind": answer_kind(q)}
+            for q in questions]
+
+
+# ---------------------------------------------------------------------- the run
+
+
+def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: list[Question],
+        progress: Progress | None = None, announce: Callable[[str], None] | None = None,
+        providers: dict[str, Any] | None = None) -> dict[str, Any]:
+    progress = progress or NullProgress()
+    say = announce or log.info
+    start = time.perf_counter()
+    pop = open_population(cfg.store, run_dir.path, create=True)
+    settings = _settings(cfg, pop, fitness, test, run_dir)
+    requeued = pop.requeue_running()
+    if requeued:
+        say(f"resuming: {requeued} individuals that were being scored go back to the queue")
+    n = len(settings.questions)
+    if pop.attr("reference") is None:
+        bar = progress.task("the seeds' own debate (reference)", total=len(settings.seeds) * n + n)
+        pop.set_attr("reference", reference(settings, providers=providers, tick=bar.advance))
+        run_dir.event("reference", **{k: v for k, v in pop.attr("reference").items() if k not in ("round0", "debate")})
+    ref = pop.attr("reference")
+    history: list[dict[str, Any]] = []
+    for k in range(cfg.generations + 1):
+        members = pop.members(k)
+        if members is None:
+            members = breed(cfg, pop, k, run_dir, history[-1] if history else None)
+        _score(cfg, pop, k, members, run_dir, progress, say, providers, 2 * n)
+        history.append(generation_row(cfg, pop.individuals(), k, members))
+        best = history[-1]["best"]
+        say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.2f}, coop "
+            f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {history[-1]['mean']['fitness']:.3f}")
+    individuals = pop.individuals()
+    final = pop.attr("final")
+    if final is None:
+        final = compare_on_test(settings, pop, individuals, history[-1]["best"]["id"], progress, providers)
+        pop.set_attr("final", final)
+    pop.set_attr("finished", True)
+    results = _results(cfg, settings, ref, individuals, history, final, time.perf_counter() - start)
+    from agentlab.evolve.report import fitness_plot, render_report
+
+    run_dir.save_results(results)
+    plot = fitness_plot(results, run_dir.file("fitness.png"))
+    run_dir.save_report(render_report(results, plot.name if plot else None))
+    return results
+
+
+def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], test: list[Question],
+              run_dir: RunDir) -> ScoreSettings:
+    """The stored settings (a resumed run keeps its questions and seeds), or new ones."""
+    stored = pop.attr("settings")
+    if stored is not None:
+        return ScoreSettings.from_dict(stored)
+    if cfg.task.file is None:
+        from agentlab.core.debate.task import write_task
+
+        rows = [{"question": q.question, "answer": q.answer} for q in [*fitness, *test]]
+        write_task(run_dir.file(TASK_FILE), rows, force=True)
+    settings = ScoreSettings(
+        base_model=cfg.base_model, device=cfg.device, questions=_question_dicts(fitness),
+        seeds={p.name: str(p) for p in cfg.seeds}, max_tokens=cfg.max_tokens, rounds=cfg.coop.rounds,
+        replace=cfg.coop.replace, decision=cfg.coop.decision, probe=cfg.probe, min_change=cfg.min_logit_change)
+    pop.set_attr("test", _question_dicts(test))
+    pop.set_attr("settings", settings.to_dict())
+    return settings
+
+
+# ---------------------------------------------------------------------- breeding
+
+
+def _rank(path: str | Path) -> int:
+    from agentlab.core.train.adapters import read_adapter
+
+    return int(read_adapter(path).get("r") or 8)
+
+
+def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, last: dict[str, Any] | None) -> list[str]:
+    """Generation ``k``'s members: created (adapter folders written, individuals queued) and stored. The random draws
+    are the same on every call for the same seed and scores, so a crash while breeding breeds the same children."""
+    rng = random.Random(f"{cfg.seed}:{k}")
+    known = pop.individuals()
+    if k == 0:
+        members = [p.name for p in cfg.seeds]
+        for path in cfg.seeds:
+            if path.name not in known:
+                pop.add({"id": path.name, "generation": 0, "origin": "seed", "path": str(path), "parents": [],
+                         "weights": [], "rank": _rank(path)})
+        known = pop.individuals()
+        pool = list(members)
+
+        def pick() -> list[str]:
+            return rng.sample(pool, 2) if len(pool) > 1 else pool[:1]
+    else:
+        assert last is not None
+        ranked = [r for r in last["members"] if r["fitness"] is not None]
+        if not ranked:
+            raise AgentlabError(f"gen {k - 1}: no individual could be scored; nothing to breed from",
+                                hint="see the errors in results.json / the population store")
+        ranked.sort(key=lambda r: -r["fitness"])
+        members = [r["id"] for r in ranked[:cfg.elite]]
+
+        def tournament() -> str:
+            entrants = rng.sample(ranked, min(cfg.tournament, len(ranked)))
+            return str(max(entrants, key=lambda r: r["fitness"])["id"])
+
+        def pick() -> list[str]:
+            first = tournament()
+            for _ in range(10):
+                second = tournament()
+                if second != first:
+                    return [first, second]
+            return [first]
+    for j in range(cfg.population - len(members)):
+        parents = pick()
+        alpha = rng.uniform(*cfg.alpha_range)
+        noise_seed = rng.randrange(2**31)
+        child = f"g{k}c{j}"
+        members.append(child)
+        if child not in known:
+            _make_child(cfg, pop, k, child, [known[p] for p in parents],
+                        [alpha, 1 - alpha] if len(parents) == 2 else [1.0], noise_seed, run_dir)
+    pop.set_members(k, members)
+    return members
+
+
+def _make_child(cfg: EvolveConfig, pop: Population, k: int, child: str, parents: list[dict[str, Any]],
+                weights: list[float], noise_seed: int, run_dir: RunDir) -> None:
+    from agentlab.core.train.blend import blend_adapters
+
+    folder = run_dir.file("adapters", f"gen_{k}", child)
+    rank = min(sum(int(p["rank"]) for p in parents), cfg.max_rank)
+    result = blend_adapters([p["path"] for p in parents], weights, folder, rank=rank, mut=cfg.mut,
+                            mut_std=cfg.mut_std, seed=noise_seed, force=True)
+    pop.add({"id": child, "generation": k, "origin": "blend", "path": str(folder),
+             "parents": [p["id"] for p in parents], "weights": [round(w, 4) for w in weights], "rank": rank,
+             "discarded_energy": result.discarded_energy, "mut": cfg.mut, "mut_std": cfg.mut_std,
+             "noise_seed": noise_seed})
+
+
+# ---------------------------------------------------------------------- scoring
+
+
+def _score(cfg: EvolveConfig, pop: Population, k: int, members: list[str], run_dir: RunDir, progress: Progress,
+           say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> None:
+    from agentlab.evolve.worker import spawn, work
+
+    individuals = pop.individuals()
+    waiting = [m for m in members if individuals[m]["state"] == "waiting"]
+    if not waiting:
+        return
+    born = [m for m in members if individuals[m]["generation"] == k]
+    done = len(born) - len([m for m in born if m in waiting])
+    if done:
+        say(f"gen {k}: {done} of its {len(born)} new individuals already scored; not scored again")
+    bar = progress.task(f"gen {k}: scoring {len(waiting)}", total=len(waiting) * ticks)
+
+    def scored(ind: dict[str, Any], result: dict[str, Any] | str) -> None:
+        if isinstance(result, str):
+            run_dir.event("scored", id=ind["id"], generation=k, error=result)
+            say(f"{ind['id']}: error: {result}")
+        else:
+            run_dir.event("scored", id=ind["id"], generation=k, task=result["task"], coop=result["coop"],
+                          seconds=result["seconds"])
+
+    if cfg.workers > 1:
+        store = cfg.store or f"sqlite:///{run_dir.file('population.db').resolve()}"
+        procs = spawn(store, min(cfg.workers, len(waiting)), cfg.batch)
+        while any(p.poll() is None for p in procs):
+            time.sleep(2)
+            now = pop.individuals()
+            bar.update(completed=sum(now[m]["state"] in ("complete", "fail") for m in waiting) * ticks)
+        for p in procs:
+            if p.returncode:
+                tail = (p.stderr.read() if p.stderr else "").strip().splitlines()[-1:]
+                say(f"a worker exited with {p.returncode}: {tail[0] if tail else 'no message'}")
+        now = pop.individuals()
+        for m in waiting:
+            if now[m]["state"] in ("complete", "fail"):
+                scored(now[m], str(now[m].get("error")) if now[m]["state"] == "fail" else now[m])
+    pop.requeue_running()  # a worker that died left its claim
+    work(pop, batch=cfg.batch, providers=providers, tick=bar.advance, on_scored=scored)
+
+
+# ---------------------------------------------------------------------- fitness
+
+
+def generation_row(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], k: int,
+                   members: list[str]) -> dict[str, Any]:
+    """Generation ``k``: each member's fitness parts (novelty against the other scored members), best and means."""
+    scored = [m for m in members if individuals[m]["state"] == "complete"]
+    novelty = _novelty(cfg, individuals, scored)
+    w = cfg.fitness
+    rows = []
+    for m in members:
+        ind = individuals[m]
+        if m in novelty:
+            parts = {"task": ind["task"], "coop": ind["coop"], "novelty": round(novelty[m], 4)}
+            fit = round(w.task * parts["task"] + w.coop * parts["coop"] + w.novelty * parts["novelty"], 4)
+            rows.append({"id": m, **parts, "fitness": fit, "error": None})
+        else:
+            rows.append({"id": m, "task": None, "coop": None, "novelty": None, "fitness": None,
+                         "error": ind.get("error") or ind["state"]})
+    valid = [r for r in rows if r["fitness"] is not None]
+    if not valid:
+        raise AgentlabError(f"gen {k}: no individual could be scored",
+                            hint="see the errors: " + "; ".join(f"{r['id']}: {r['error']}" for r in rows[:3]))
+    best = max(valid, key=lambda r: r["fitness"])
+    mean = {key: round(sum(r[key] for r in valid) / len(valid), 4) for key in ("fitness", "task", "coop", "novelty")}
+    return {"generation": k, "members": rows, "best": best, "mean": mean}
+
+
+def _novelty(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], ids: list[str]) -> dict[str, float]:
+    if len(ids) < 2:
+        return dict.fromkeys(ids, 0.0)
+    if cfg.novelty == "weights":
+        from agentlab.core.train.blend import delta_distance, read_parent
+
+        parents = {m: read_parent(individuals[m]["path"]) for m in ids}
+
+        def distance(a: str, b: str) -> float:
+            return delta_distance(parents[a], parents[b])
+    else:
+        def distance(a: str, b: str) -> float:
+            x, y = individuals[a]["answers"], individuals[b]["answers"]
+            return sum(p != q or p is None for p, q in zip(x, y, strict=True)) / len(x)
+    pairs: dict[tuple[str, str], float] = {}
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            pairs[(a, b)] = pairs[(b, a)] = distance(a, b)
+    return {a: sum(pairs[(a, b)] for b in ids if b != a) / (len(ids) - 1) for a in ids}
+
+
+# ---------------------------------------------------------------------- the test split and results
+
+
+def ancestors(individuals: dict[str, dict[str, Any]], who: str) -> list[str]:
+    """Every ancestor of ``who``, nearest first."""
+    seen: list[str] = []
+    queue = list(individuals[who].get("parents") or [])
+    while queue:
+        m = queue.pop(0)
+        if m not in seen:
+            seen.append(m)
+            queue += individuals[m].get("parents") or []
+    return seen
+
+
+def compare_on_test(settings: ScoreSettings, pop: Population, individuals: dict[str, dict[str, Any]], best: str,
+                    progress: Progress, providers: dict[str, Any] | None) -> dict[str, Any]:
+    """The best individual, its ancestors and the other seeds on the test split."""
+    questions = pop.attr("test") or []
+    line = [best, *ancestors(individuals, best)]
+    line += [m for m, ind in individuals.items() if ind.get("origin") == "seed" and m not in line]
+    lineage = set(line[:1] + ancestors(individuals, best))
+    if not questions:
+        return {"best": best, "questions": 0, "rows": []}
+    bar = progress.task("best and its ancestors on the test split", total=len(line) * len(questions))
+    scores = test_accuracy(settings, questions, {m: individuals[m]["path"] for m in line}, providers=providers,
+                           tick=bar.advance)
+    rows = []
+    for m in line:
+        s = scores[m]
+        relation = "best" if m == best else "ancestor" if m in lineage else "seed"
+        rows.append({"id": m, "relation": relation,
+                     "generation": individuals[m]["generation"], "fitness_split": individuals[m].get("task"), **s,
+                     "ci": [round(x, 4) for x in wilson_interval(s["correct"], s["total"])]})
+    return {"best": best, "questions": len(questions), "rows": rows}
+
+
+def _results(cfg: EvolveConfig, settings: ScoreSettings, ref: dict[str, Any], individuals: dict[str, dict[str, Any]],
+             history: list[dict[str, Any]], final: dict[str, Any], seconds: float) -> dict[str, Any]:
+    keep = ("generation", "origin", "path", "parents", "weights", "rank", "discarded_energy", "state", "error",
+            "task", "coop", "coop_accuracy", "probe_change", "tokens", "seconds", "worker")
+    return {
+        "base_model": cfg.base_model, "population": cfg.population, "generations": cfg.generations,
+        "questions": {"fitness": len(settings.questions), "test": final["questions"]},
+        "fitness_weights": cfg.fitness.model_dump(), "novelty": cfg.novelty,
+        "reference": {k: v for k, v in ref.items() if k not in ("round0", "debate")},
+        "individuals": {m: {k: ind.get(k) for k in keep} for m, ind in individuals.items()},
+        "history": history, "best": history[-1]["best"], "final": final, "seconds": round(seconds, 1)}

@@ -1,0 +1,244 @@
+"""Scoring individuals on the real model: the logit probe, task accuracy on the fitness split, and cooperation.
+
+A batch of individuals is scored together: their adapters and the seeds' load onto one base model (one ``hf``
+provider of ``core/debate``), so concurrent requests of different adapters share mixed-adapter batches.
+
+- Probe: each adapter must change the base model's next-token logits on ``probe`` by at least ``min_change``
+  (:func:`agentlab.core.train.adapters.logit_changes`); one that does not is an error, never a score.
+- Task accuracy: the individual's greedy answer to each fitness question (round 0 of a debate: the question alone
+  for numeric questions, as the personas were trained), checked against the gold answer.
+- Cooperation: the seeds debate the fitness questions once (the reference, :func:`reference`); then, for each
+  individual, the same debate with the individual in place of one seed (the weakest on the fitness split, by
+  default): its round 0 is its own answers, the kept seeds' round 0 is the reference's, and every later round is
+  asked again. Cooperation = the accuracy of that debate's vote minus the reference debate's (-1 to 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agentlab.core.debate.engine import Agent, Answer, Panel, adapter_panel, ask, ballots, debate_rounds
+from agentlab.core.debate.protocol import Kind, first_prompt
+from agentlab.core.debate.task import Question, is_correct
+from agentlab.core.vote import normalise, tally
+
+CONCURRENCY = 48  # questions in flight at once: enough to fill the provider's batches, few enough to stay in time
+
+
+@dataclass
+class ScoreSettings:
+    """What every worker needs to score an individual; stored in the population store as JSON."""
+
+    base_model: str
+    device: str
+    questions: list[dict[str, Any]]  # {id, line, question, answer, kind}
+    seeds: dict[str, str]  # name -> adapter folder (absolute)
+    max_tokens: int
+    rounds: int
+    replace: str
+    decision: str
+    probe: str
+    min_change: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreSettings:
+        return cls(**data)
+
+    def task(self) -> list[tuple[Question, Kind]]:
+        return [(Question(q["id"], q["line"], q["question"], q["answer"]), q["kind"]) for q in self.questions]
+
+
+def _style(kind: Kind) -> str:
+    return "plain" if kind == "numeric" else "format"
+
+
+async def _answers(router: Any, agent: Agent, task: list[tuple[Question, Kind]], max_tokens: int,
+                   gate: asyncio.Semaphore, tick: Callable[[], None]) -> list[Answer]:
+    async def one(q: Question, kind: Kind) -> Answer:
+        async with gate:
+            messages = [{"role": "user", "content": first_prompt(q.question, kind, _style(kind))}]  # type: ignore[arg-type]
+            answer = await ask(router, agent, messages, kind, temperature=0.0, max_tokens=max_tokens)
+        tick()
+        return answer
+
+    return list(await asyncio.gather(*(one(q, kind) for q, kind in task)))
+
+
+async def _debate(router: Any, panel: Panel, q: Question, kind: Kind, first: list[Answer], s: ScoreSettings,
+                  gate: asyncio.Semaphore, tick: Callable[[], None]) -> tuple[str | None, int]:
+    """The vote of the last round of a debate whose round 0 is ``first``; and the tokens of the rounds asked."""
+    async with gate:
+        rounds = await debate_rounds(router, panel, q.question, kind, s.rounds, temperature=0.0,
+                                     max_tokens=s.max_tokens, done=[first], style=_style(kind))
+    tick()
+    asked = sum(a.tokens for r in rounds[1:] for a in r)
+    return tally(ballots(rounds[-1]), s.decision).winner, asked  # type: ignore[arg-type]
+
+
+def _accuracy(predicted: list[str | None], task: list[tuple[Question, Kind]]) -> float:
+    return sum(is_correct(p, q.answer) for p, (q, _) in zip(predicted, task, strict=True)) / len(task)
+
+
+def _seat(agent: Agent, name: str) -> Agent:
+    return Agent(name, agent.route, agent.params, agent.structured, agent.source)
+
+
+def reference(s: ScoreSettings, *, providers: dict[str, Any] | None = None,
+              tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """The seeds' own debate on the fitness questions: each seed's round-0 answers (and accuracy), the seed that
+    individuals replace, and the reference debate's votes and accuracy."""
+    from agentlab.core.llm.router import Router
+
+    task = s.task()
+    panel = adapter_panel(s.base_model, s.seeds, device=s.device, batch=64)
+
+    async def main() -> tuple[dict[str, list[Answer]], list[tuple[str | None, int]]]:
+        router = Router.for_run(panel.llm, None, providers=providers)
+        gate = asyncio.Semaphore(CONCURRENCY)
+        try:
+            own = await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick) for a in panel.agents))
+            first = {a.name: answers for a, answers in zip(panel.agents, own, strict=True)}
+            votes = await asyncio.gather(*(_debate(router, panel, q, kind, [first[a.name][i] for a in panel.agents],
+                                                   s, gate, tick) for i, (q, kind) in enumerate(task)))
+            return first, list(votes)
+        finally:
+            await router.aclose()
+            _unload()
+
+    first, votes = asyncio.run(main())
+    accuracy = {name: _accuracy([a.answer for a in answers], task) for name, answers in first.items()}
+    names = list(s.seeds)
+    replaced = names[0] if s.replace == "first" else min(reversed(names), key=lambda n: accuracy[n])
+    debate = [v for v, _ in votes]
+    return {"round0": {name: [a.to_dict() for a in answers] for name, answers in first.items()},
+            "accuracy": accuracy, "replaced": replaced, "debate": debate,
+            "debate_accuracy": _accuracy(debate, task)}
+
+
+def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[str, Any]], *,
+                providers: dict[str, Any] | None = None, tick: Callable[[], None] = lambda: None,
+                ) -> dict[str, dict[str, Any] | str]:
+    """Scores of each individual (``{"id", "path"}`` dicts) by id, or the error (a string) that stopped it."""
+    from agentlab.core.llm.router import Router
+
+    start = time.perf_counter()
+    changes, out = _probe(s, {ind["id"]: ind["path"] for ind in individuals})
+    live = [ind for ind in individuals if ind["id"] not in out]
+    if not live:
+        return out
+    task = s.task()
+    # the seeds (named as in the reference) and the individuals; a seed scored as an individual is the same adapter
+    panel = adapter_panel(s.base_model, {**s.seeds, **{ind["id"]: ind["path"] for ind in live}}, device=s.device,
+                          batch=64)
+    agents = {a.name: a for a in panel.agents}
+    seeds = list(s.seeds)
+    first_ref = {name: [Answer.from_dict(a) for a in answers] for name, answers in ref["round0"].items()}
+
+    def seats(who: str, mine: list[Answer]) -> list[tuple[Agent, list[Answer]]]:
+        """The debate with ``who`` in the replaced seed's seat: each seat's agent and its round-0 answers."""
+        kept = [name for name in seeds if name != ref["replaced"]]
+        return [(_seat(agents[who], who if who not in kept else f"{who} (2)"), mine) if name == ref["replaced"]
+                else (agents[name], first_ref[name]) for name in seeds]
+
+    async def main() -> tuple[list[list[Answer]], list[list[tuple[str | None, int]]]]:
+        router = Router.for_run(panel.llm, None, providers=providers)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def coop(ind: dict[str, Any], mine: list[Answer]) -> list[tuple[str | None, int]]:
+            table = seats(ind["id"], mine)
+            debate = Panel(panel.llm, [agent for agent, _ in table], panel.judge, panel.judge_source)
+            return list(await asyncio.gather(*(
+                _debate(router, debate, q, kind, [_renamed(first[i], agent.name) for agent, first in table],
+                        s, gate, tick) for i, (q, kind) in enumerate(task))))
+
+        try:
+            own = await asyncio.gather(*(_answers(router, agents[ind["id"]], task, s.max_tokens, gate, tick)
+                                         for ind in live))
+            votes = await asyncio.gather(*(coop(ind, mine) for ind, mine in zip(live, own, strict=True)))
+            return list(own), list(votes)
+        finally:
+            await router.aclose()
+            _unload()
+
+    own, votes = asyncio.run(main())
+    seconds = round((time.perf_counter() - start) / len(live), 2)
+    for ind, mine, debate in zip(live, own, votes, strict=True):
+        answers = [a.answer for a in mine]
+        winners = [w for w, _ in debate]
+        task_acc, coop_acc = _accuracy(answers, task), _accuracy(winners, task)
+        out[ind["id"]] = {
+            "task": round(task_acc, 4), "coop": round(coop_acc - ref["debate_accuracy"], 4),
+            "coop_accuracy": round(coop_acc, 4), "probe_change": round(changes[ind["id"]], 5),
+            "answers": [normalise(a) if a is not None else None for a in answers],
+            "correct": [is_correct(a, q.answer) for a, (q, _) in zip(answers, task, strict=True)],
+            "debate": winners, "replaced": ref["replaced"],
+            "tokens": sum(a.tokens for a in mine) + sum(t for _, t in debate),
+            "errors": sum(a.error is not None for a in mine), "seconds": seconds, "batch": len(live)}
+    return out
+
+
+def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], dict[str, dict[str, Any] | str]]:
+    """Each adapter's largest logit change on the probe, and the error of each that cannot load or changes nothing."""
+    from agentlab.core.errors import AgentlabError
+    from agentlab.core.train.adapters import logit_changes
+
+    errors: dict[str, dict[str, Any] | str] = {}
+    try:
+        changes = logit_changes(s.base_model, paths, s.probe, device=s.device)
+    except AgentlabError:  # an unreadable adapter: each alone, to name it
+        changes = {}
+        for name, path in paths.items():
+            try:
+                changes.update(logit_changes(s.base_model, {name: path}, s.probe, device=s.device))
+            except AgentlabError as exc:
+                errors[name] = f"cannot load the adapter: {exc.message}"
+    for name, change in changes.items():
+        if change < s.min_change:
+            errors[name] = (f"the adapter changes nothing: its largest logit change on the probe is {change:.3g} "
+                            f"(below min_logit_change {s.min_change:g})")
+    return changes, errors
+
+
+def _renamed(answer: Answer, name: str) -> Answer:
+    return Answer(name, answer.text, answer.answer, answer.confidence, answer.prompt_tokens, answer.completion_tokens,
+                  answer.seconds, answer.model, answer.error)
+
+
+def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: dict[str, str], *,
+                  providers: dict[str, Any] | None = None, tick: Callable[[], None] = lambda: None,
+                  ) -> dict[str, dict[str, Any]]:
+    """Each adapter's greedy accuracy on ``questions`` (the test split, which selection never saw)."""
+    from agentlab.core.llm.router import Router
+
+    task = ScoreSettings(**{**s.to_dict(), "questions": questions}).task()
+    panel = adapter_panel(s.base_model, adapters, device=s.device, batch=64)
+
+    async def main() -> list[list[Answer]]:
+        router = Router.for_run(panel.llm, None, providers=providers)
+        gate = asyncio.Semaphore(CONCURRENCY)
+        try:
+            return list(await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick)
+                                               for a in panel.agents)))
+        finally:
+            await router.aclose()
+            _unload()
+
+    out = {}
+    for agent, answers in zip(panel.agents, asyncio.run(main()), strict=True):
+        correct = sum(is_correct(a.answer, q.answer) for a, (q, _) in zip(answers, task, strict=True))
+        out[agent.name] = {"correct": correct, "total": len(task), "accuracy": round(correct / len(task), 4)}
+    return out
+
+
+def _unload() -> None:
+    """Free the base model and adapters of a batch: the next batch loads another adapter set."""
+    from agentlab.core.llm.providers.hf import unload_all
+
+    unload_all()

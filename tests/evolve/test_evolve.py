@@ -1,0 +1,206 @@
+"""`agentlab evolve run` on the tiny model: the run folder and report, the population store (claims, requeue),
+no finished individual scored twice after SIGKILL, the probe that refuses adapters that change nothing, novelty and
+fitness by hand, parallel workers, and one clear line (exit 2) for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("optuna")
+
+from agentlab.cli import main  # noqa: E402
+from agentlab.evolve.config import EvolveConfig  # noqa: E402
+from agentlab.evolve.population import open_population  # noqa: E402
+from agentlab.evolve.run import _novelty, ancestors, generation_row  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def seeds(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from agentlab.core.train.tiny import make_tiny_adapter
+
+    root = tmp_path_factory.mktemp("seeds")
+    made = {name: make_tiny_adapter(tiny_model["hf"], root / name, r=r, alpha=2 * r, seed=i)
+            for i, (name, r) in enumerate([("persona_a", 4), ("persona_b", 4), ("persona_c", 2)])}
+    made["zero"] = make_tiny_adapter(tiny_model["hf"], root / "zero", r=4, seed=9, scale=0.0)
+    return made
+
+
+def write_config(tmp: Path, tiny_model: dict[str, Path], made: dict[str, Path], **fields: Any) -> Path:
+    data: dict[str, Any] = {
+        "base_model": str(tiny_model["hf"]), "seeds": [str(made[n]) for n in ("persona_a", "persona_b", "persona_c")],
+        "population": 4, "generations": 1, "elite": 1, "batch": 1, "max_tokens": 3, "device": "cpu",
+        "task": {"fitness_questions": 3, "test_questions": 2}}
+    data.update(fields)
+    path = tmp / "evolve.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def events(run: Path, kind: str) -> list[dict[str, Any]]:
+    lines = (run / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"] == kind]
+
+
+def test_run_writes_generations_lineage_report_and_scores_each_once(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                     seeds: dict[str, Path]) -> None:
+    config, run = write_config(in_tmp, tiny_model, seeds), in_tmp / "RUN"
+    assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    ind = results["individuals"]
+    # gen_0: the three seeds and one blend; gen 1 keeps the elite and breeds three children
+    assert [m for m, i in ind.items() if i["generation"] == 0] == ["persona_a", "persona_b", "persona_c", "g0c0"]
+    assert sorted(m for m, i in ind.items() if i["generation"] == 1) == ["g1c0", "g1c1", "g1c2"]
+    assert all(i["state"] == "complete" and i["probe_change"] > 0 for i in ind.values())
+    for m in ("g0c0", "g1c0"):
+        lineage = json.loads((run / "adapters" / f"gen_{ind[m]['generation']}" / m / "lineage.json").read_text())
+        assert lineage["method"] == "exact" and len(lineage["parents"]) == len(ind[m]["parents"]) == 2
+        assert ind[m]["rank"] == min(sum(ind[p]["rank"] for p in ind[m]["parents"]), 32)
+        assert sum(ind[m]["weights"]) == pytest.approx(1.0, abs=1e-3)
+    history = results["history"]
+    assert [h["generation"] for h in history] == [0, 1] and len(history[1]["members"]) == 4
+    elite = max(history[0]["members"], key=lambda r: r["fitness"])["id"]
+    assert elite in [r["id"] for r in history[1]["members"]]  # carried over, not scored again
+    scored = [e["id"] for e in events(run, "scored")]
+    assert sorted(scored) == sorted(ind) and len(scored) == len(set(scored))
+    for row in history[1]["members"]:  # fitness = the weighted parts
+        assert row["fitness"] == pytest.approx(row["task"] + 0.5 * row["coop"] + 0.1 * row["novelty"], abs=1e-3)
+    final = results["final"]
+    assert final["questions"] == 2 and final["rows"][0]["id"] == results["best"]["id"]
+    assert {r["id"] for r in final["rows"]} >= {"persona_a", "persona_b", "persona_c"}
+    report = (run / "report.md").read_text()
+    for heading in ("## Generations", "## The best against its ancestors", "## Lineage tree", "```mermaid"):
+        assert heading in report
+    assert (run / "fitness.png").stat().st_size > 0 and (run / "task.jsonl").is_file()
+
+
+def test_population_claims_are_exclusive_and_killed_claims_requeue(tmp_path: Path) -> None:
+    one = open_population(None, tmp_path, create=True)
+    two = open_population(f"sqlite:///{tmp_path / 'population.db'}", None, create=False)
+    for i in range(3):
+        one.add({"id": f"x{i}", "generation": 0, "path": "p"})
+    first, second = one.claim(2, "w1"), two.claim(5, "w2")
+    assert [c["id"] for c in first] == ["x0", "x1"] and [c["id"] for c in second] == ["x2"]
+    assert two.claim(5, "w2") == []
+    one.complete(first[0]["trial"], {"task": 0.5})
+    assert one.requeue_running() == 2  # x1 and x2 were claimed by workers that are gone
+    states = {m: i["state"] for m, i in two.individuals().items()}
+    assert states == {"x0": "complete", "x1": "waiting", "x2": "waiting"}
+
+
+def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(
+        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path]) -> None:
+    config = write_config(in_tmp, tiny_model, seeds, population=5, generations=2, elite=1,
+                          task={"fitness_questions": 6, "test_questions": 0})
+    run = in_tmp / "RUN"
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    log = open(in_tmp / "kill.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "evolve", "run", "-c", str(config), "--out", str(run)],
+                            cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run / "events.jsonl").is_file() and len(events(run, "scored")) >= 2:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, (in_tmp / "kill.log").read_text()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    before = {e["id"]: e for e in events(run, "scored")}
+    assert 2 <= len(before) < 13, "the kill came after the run had finished: nothing to resume"
+    assert main(["evolve", "run", "--resume", str(run)]) == 0
+    after = events(run, "scored")
+    ids = [e["id"] for e in after]
+    assert len(ids) == len(set(ids)), "an individual was scored twice"
+    results = json.loads((run / "results.json").read_text())
+    assert sorted(ids) == sorted(results["individuals"]) and len(ids) == 5 + 2 * 4
+    for m, e in before.items():  # the scores stored before the kill are the ones reported
+        assert results["individuals"][m]["task"] == e["task"]
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+def test_an_adapter_that_changes_nothing_is_an_error_not_a_score(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                  seeds: dict[str, Path], capsys: Any) -> None:
+    from agentlab.evolve.score import ScoreSettings, score_batch
+
+    config = write_config(in_tmp, tiny_model, seeds, seeds=[str(seeds["persona_a"]), str(seeds["zero"])])
+    assert main(["evolve", "run", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "zero: the adapter changes nothing" in err and not (in_tmp / "runs").exists()
+    settings = ScoreSettings(base_model=str(tiny_model["hf"]), device="cpu", questions=[], seeds={},
+                             max_tokens=2, rounds=1, replace="weakest", decision="majority", probe="hi",
+                             min_change=1e-4)
+    out = score_batch(settings, {}, [{"id": "zero", "path": str(seeds["zero"])}])
+    assert isinstance(out["zero"], str) and "changes nothing" in out["zero"]
+
+
+def test_novelty_and_fitness_by_hand(seeds: dict[str, Path]) -> None:
+    individuals = {
+        "a": {"state": "complete", "task": 1.0, "coop": 0.0, "answers": ["1", "2", "3", "4"], "parents": []},
+        "b": {"state": "complete", "task": 0.5, "coop": -0.5, "answers": ["1", "2", "9", "9"], "parents": ["a"]},
+        "c": {"state": "complete", "task": 0.25, "coop": 0.5, "answers": ["1", None, "9", "9"],
+              "parents": ["a", "b"]},
+        "d": {"state": "fail", "error": "the adapter changes nothing", "parents": []}}
+    cfg = EvolveConfig()
+    novelty = _novelty(cfg, individuals, ["a", "b", "c"])
+    # a-b differ on 2 of 4, a-c on 3 (None never agrees), b-c on 1
+    assert novelty == pytest.approx({"a": (0.5 + 0.75) / 2, "b": (0.5 + 0.25) / 2, "c": (0.75 + 0.25) / 2})
+    row = generation_row(cfg, individuals, 0, ["a", "b", "c", "d"])
+    fit = {r["id"]: r["fitness"] for r in row["members"]}
+    assert fit["a"] == pytest.approx(1.0 + 0.1 * 0.625, abs=1e-4) and fit["d"] is None
+    assert row["best"]["id"] == "a" and row["members"][3]["error"] == "the adapter changes nothing"
+    assert ancestors(individuals, "c") == ["a", "b"]
+    weights = EvolveConfig(novelty="weights")
+    paths = {m: {"state": "complete", "path": str(seeds[m])} for m in ("persona_a", "persona_b")}
+    by_weight = _novelty(weights, paths, ["persona_a", "persona_b"])
+    assert 0.5 < by_weight["persona_a"] == by_weight["persona_b"] < 1.0  # unrelated random adapters: ~0.7
+
+
+def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str, Path],
+                                             seeds: dict[str, Path]) -> None:
+    config, run = write_config(in_tmp, tiny_model, seeds, generations=0, workers=2), in_tmp / "RUN"
+    assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 0
+    pop = open_population(None, run, create=False)
+    workers = {i["worker"] for i in pop.individuals().values()}
+    assert len(workers) >= 1 and all(not w.endswith(f":{os.getpid()}") for w in workers), workers
+    assert sorted(e["id"] for e in events(run, "scored")) == ["g0c0", "persona_a", "persona_b", "persona_c"]
+
+
+@pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker"])
+def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: dict[str, Path],
+                                          seeds: dict[str, Path], capsys: Any) -> None:
+    config = write_config(in_tmp, tiny_model, seeds)
+    args = ["evolve", "run", "-c", str(config)]
+    if case == "no-seeds":
+        args += ["--seeds", str(in_tmp / "missing")]
+    elif case == "short-task":
+        (in_tmp / "t.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
+        args += ["--task", str(in_tmp / "t.jsonl")]
+    elif case == "too-many-seeds":
+        args += ["--population", "2"]
+    elif case == "bad-store":
+        args += ["--store", "nosuchdb://x"]
+    elif case == "not-lora":
+        (in_tmp / "plain").mkdir()
+        args += ["--seeds", str(in_tmp / "plain")]
+    else:
+        args = ["evolve", "worker", "--store", f"sqlite:///{in_tmp / 'none.db'}", "--no-wait"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ") and "Traceback" not in "\n".join(err)
+    assert not (in_tmp / "runs").exists()
