@@ -36,6 +36,9 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
         raise ConfigError("no population store", hint="pass --store URL (the run's `store`, or "
                           "sqlite:///RUN/population.db)")
     url = store if store is not None else f"sqlite:///{(Path(run_path) / 'population.db').resolve()}"  # type: ignore[arg-type]
+    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"store {url}: no such database file",
+                          hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
     storage = open_storage(url, Path(run_path or "."), what="store")
     try:
         if create:
