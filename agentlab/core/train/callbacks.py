@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
-from agentlab.core.train.device import quiet_bitsandbytes
+from agentlab.core.train.device import quiet_imports
 
-quiet_bitsandbytes()  # transformers' trainer imports bitsandbytes
+quiet_imports()  # transformers' trainer imports bitsandbytes
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments  # noqa: E402
 

@@ -90,11 +90,17 @@ def wants_4bit(load_in_4bit: FourBit, device: str | torch.device = "auto") -> bo
     return bool(load_in_4bit)
 
 
-def quiet_bitsandbytes() -> None:
-    """Silence bitsandbytes' import-time warning, on CPUs with AVX512-BF16, that the optional ``kernels`` package is
-    missing (it then uses its own CPU kernel): a line on every run that asks nothing of the user. Call it before
-    importing transformers' trainer, peft or trl."""
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# Loggers that speak at import time about optional kernels a CPU run never needs: bitsandbytes on CPUs with
+# AVX512-BF16 (the optional ``kernels`` package), torchao (its CUDA-only .so files, no triton) and torch's pytree
+# (an Enum deprecation torchao triggers). A screen of lines on every run that ask nothing of the user.
+NOISY_IMPORT_LOGGERS = ("bitsandbytes.backends.cpu.ops", "torchao", "torch.utils._pytree")
+
+
+def quiet_imports() -> None:
+    """Silence the import-time warnings of ``NOISY_IMPORT_LOGGERS``. Call it before importing transformers' trainer,
+    peft, trl or torchao (peft imports torchao when it is installed)."""
+    for name in NOISY_IMPORT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

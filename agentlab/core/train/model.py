@@ -16,7 +16,7 @@ from agentlab.core.train.device import (
     FourBit,
     cuda_index,
     quantization_config,
-    quiet_bitsandbytes,
+    quiet_imports,
     quiet_library_warnings,
     resolve_device_dtype,
 )
@@ -77,6 +77,7 @@ def load_causal_lm(ref: str | Path, *, device: Any = "auto", dtype: Any = "auto"
 
 
 def _from_pretrained(folder: Path, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    quiet_imports()
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
@@ -96,7 +97,7 @@ def _from_pretrained(folder: Path, kwargs: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bool) -> Any:
-    quiet_bitsandbytes()
+    quiet_imports()
     from peft import PeftModel
 
     (first, first_path), *rest = adapters.items()
@@ -120,7 +121,7 @@ def lora_config(*, r: int = 16, alpha: int | None = None, dropout: float = 0.05,
     adapter input, ``target_modules`` (``all-linear``: every linear layer but the output head, as in QLoRA; or
     module names such as ``["q_proj", "v_proj"]``). ``modules_to_save``: modules trained in full and saved with
     the adapter (e.g. ``["lm_head"]`` after adding tokens)."""
-    quiet_bitsandbytes()
+    quiet_imports()
     from peft import LoraConfig
 
     targets: str | list[str] = target_modules if isinstance(target_modules, str) else list(target_modules)

@@ -34,9 +34,9 @@ from typing import Any
 
 from agentlab.core.errors import ConfigError, InputError
 from agentlab.core.train.chat import training_chat_template
-from agentlab.core.train.device import quiet_bitsandbytes, quiet_library_warnings
+from agentlab.core.train.device import quiet_imports, quiet_library_warnings
 
-quiet_bitsandbytes()  # trl imports peft, which imports bitsandbytes
+quiet_imports()  # trl imports peft, which imports bitsandbytes
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402

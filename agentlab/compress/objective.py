@@ -1,0 +1,183 @@
+"""The compression objective: a sentence such as "maximize speedup with <2% accuracy loss" parsed into objectives
+(metric, direction) and constraints (metric, bound), or the same stated directly in YAML.
+
+Metrics (each measured against the base model in the same run):
+
+- ``speedup``: decode tokens/s of the experiment / the base model's (higher is better);
+- ``size``: size on disk in MB; ``compression``: the base model's size / the experiment's;
+- ``memory``: peak memory in MB while evaluating; ``latency``: ms per decoded token;
+- ``accuracy``: accuracy on the task file; ``perplexity``: perplexity on the evaluation text;
+- ``energy`` (kWh) and ``co2e`` (kg) of the experiment.
+
+Constraints compare with the base model: "<2% accuracy loss" is accuracy >= 0.98 x the base's (relative, as Intel
+Neural Compressor's default criterion); "<2 points accuracy loss" is accuracy >= base - 0.02 (absolute);
+"perplexity increase <5%" is perplexity <= 1.05 x the base's; "size < 100 MB" and "perplexity < 30" are absolute.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field
+
+from agentlab.core.config import StrictModel
+from agentlab.core.errors import UsageError
+
+METRICS: dict[str, str] = {  # metric -> the direction that is better
+    "speedup": "maximize", "compression": "maximize", "accuracy": "maximize",
+    "size": "minimize", "memory": "minimize", "latency": "minimize", "perplexity": "minimize",
+    "energy": "minimize", "co2e": "minimize"}
+_ALIASES = {"ppl": "perplexity", "speed": "speedup", "throughput": "speedup", "disk": "size", "model size": "size",
+            "ram": "memory", "acc": "accuracy", "carbon": "co2e", "co2": "co2e", "emissions": "co2e",
+            "compression ratio": "compression"}
+EXAMPLE = '"maximize speedup with <2% accuracy loss" or "minimize size, maximize speedup with perplexity increase <5%"'
+
+
+class ObjectiveSpec(StrictModel):
+    metric: str = Field(description="one of " + ", ".join(METRICS))
+    direction: Literal["maximize", "minimize"] = Field(description="maximize or minimize")
+
+
+class ConstraintSpec(StrictModel):
+    metric: str = Field(description="one of " + ", ".join(METRICS))
+    op: Literal["<=", ">="] = Field(description="the bound's side")
+    value: float = Field(description="the bound")
+    mode: Literal["absolute", "factor", "offset"] = Field(
+        "absolute", description="absolute: the bound is value; factor: value x the base model's measurement (0.98: "
+        "98% of it); offset: the base model's measurement + value (-0.02: two points below it)")
+    text: str = Field("", description="the phrase it was read from")
+
+    def bound(self, base: float | None) -> float:
+        """The absolute bound, given the base model's measurement of the metric."""
+        if self.mode == "absolute":
+            return self.value
+        if base is None:
+            raise UsageError(f"constraint '{self.text or self.metric}': needs the base model's {self.metric}")
+        return self.value * base if self.mode == "factor" else base + self.value
+
+    def holds(self, value: float | None, base: float | None) -> bool:
+        if value is None:
+            return False
+        limit = self.bound(base)
+        return value <= limit if self.op == "<=" else value >= limit
+
+
+class Goal(StrictModel):
+    objectives: list[ObjectiveSpec] = Field(description="what to optimise (several: a Pareto front)")
+    constraints: list[ConstraintSpec] = Field(default_factory=list, description="what every accepted result must "
+                                              "meet")
+
+    def describe(self) -> str:
+        parts = [f"{o.direction} {o.metric}" for o in self.objectives]
+        cons = [_describe(c) for c in self.constraints]
+        return ", ".join(parts) + (" subject to " + " and ".join(cons) if cons else "")
+
+
+def _describe(c: ConstraintSpec) -> str:
+    if c.mode == "factor":
+        return f"{c.metric} {c.op} {c.value:g} x base"
+    if c.mode == "offset":
+        return f"{c.metric} {c.op} base {c.value:+g}"
+    return f"{c.metric} {c.op} {c.value:g}"
+
+
+def _metric(word: str) -> str | None:
+    word = " ".join(word.lower().split())
+    word = _ALIASES.get(word, word)
+    if word.endswith("s") and word[:-1] in METRICS:
+        word = word[:-1]
+    return word if word in METRICS else None
+
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_UNIT = r"\s*(%|percent|points?|pp|mb|gb|x)?"
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # "<2% accuracy loss", "less than 2 points of accuracy drop", "at most 5% perplexity increase"
+    (re.compile(r"(?:<=?|less than|under|at most|max(?:imum)?|below|within)\s*" + _NUMBER + _UNIT
+                + r"\s*(?:of\s+)?(?:an?\s+)?([a-z0-9 ]+?)\s+(loss|drop|decrease|increase|growth|rise)\b"), "change"),
+    # "accuracy loss < 2%", "perplexity increase below 5%"
+    (re.compile(r"([a-z0-9]+(?: [a-z]+)?)\s+(loss|drop|decrease|increase|growth|rise)\s*(?:of\s+)?"
+                r"(?:<=?|less than|under|at most|below|within)\s*" + _NUMBER + _UNIT), "change-after"),
+    # "size < 100 mb", "perplexity below 30", "speedup > 1.5x", "accuracy at least 0.5"
+    (re.compile(r"([a-z0-9]+(?: [a-z]+)?)\s*(<=?|>=?|less than|under|below|at most|more than|over|above|"
+                r"at least)\s*" + _NUMBER + _UNIT), "bound"),
+]
+
+
+def parse_objective(text: str) -> Goal:
+    """The goal stated by ``text``; ``UsageError`` naming what was not understood."""
+    raw = " ".join(text.lower().split())
+    if not raw:
+        raise UsageError("empty objective", hint=f"say what to optimise, e.g. {EXAMPLE}")
+    split = re.search(r"\b(with|subject to|while keeping|keeping|such that|where)\b", raw)
+    head, rest = (raw[:split.start()], raw[split.end():]) if split else (raw, "")
+    objectives = _objectives(head, text)
+    constraints = _constraints(rest, text) if rest else []
+    return Goal(objectives=objectives, constraints=constraints)
+
+
+def _objectives(head: str, text: str) -> list[ObjectiveSpec]:
+    out: list[ObjectiveSpec] = []
+    for match in re.finditer(r"\b(maximi[sz]e|minimi[sz]e|increase|reduce|decrease|lower|raise)\s+"
+                             r"(?:the\s+)?([a-z0-9]+(?: ratio| size)?)", head):
+        verb, word = match.groups()
+        metric = _metric(word) or _metric(word.split()[0])
+        if metric is None:
+            raise UsageError(f"objective '{text}': unknown metric '{word}'",
+                             hint=f"use one of {', '.join(METRICS)}, e.g. {EXAMPLE}")
+        direction = "maximize" if verb.startswith(("maxim", "increase", "raise")) else "minimize"
+        out.append(ObjectiveSpec(metric=metric, direction=direction))  # type: ignore[arg-type]
+    if not out:
+        raise UsageError(f"objective '{text}': no 'maximize X' or 'minimize X' found",
+                         hint=f"for example {EXAMPLE}")
+    return out
+
+
+def _constraints(rest: str, text: str) -> list[ConstraintSpec]:
+    out: list[ConstraintSpec] = []
+    for clause in (c.strip() for c in re.split(r"\s*(?:,|\band\b|;)\s*", rest)):
+        if not clause:
+            continue
+        spec = _constraint(clause)
+        if spec is None:
+            raise UsageError(f"objective '{text}': cannot read the constraint '{clause}'",
+                             hint="write it like '<2% accuracy loss', 'perplexity increase <5%' or 'size < 100 MB'")
+        out.append(spec)
+    return out
+
+
+def _constraint(clause: str) -> ConstraintSpec | None:
+    for pattern, kind in _PATTERNS:
+        match = pattern.search(clause)
+        if not match:
+            continue
+        if kind == "change":
+            number, unit, word, change = match.groups()
+        elif kind == "change-after":
+            word, change, number, unit = match.groups()
+        else:
+            word, op_word, number, unit = match.groups()
+            metric = _metric(word) or _metric(word.split()[-1])
+            if metric is None:
+                return None
+            op = "<=" if op_word.startswith(("<", "less", "under", "below", "at most")) else ">="
+            value = float(number) * (1000 if unit == "gb" else 1)
+            return ConstraintSpec(metric=metric, op=op, value=value, text=clause)  # type: ignore[arg-type]
+        metric = _metric(word) or _metric(word.split()[-1])
+        if metric is None:
+            return None
+        worse_is_up = METRICS[metric] == "minimize"  # a loss of accuracy, an increase of perplexity
+        grows = change in ("increase", "growth", "rise")
+        if grows != worse_is_up:
+            return None  # "accuracy increase < 2%" is no limit on getting worse
+        amount = float(number)
+        if unit in ("point", "points", "pp"):
+            if worse_is_up:
+                return None  # "points" of perplexity: use an absolute bound instead
+            return ConstraintSpec(metric=metric, op=">=", value=-amount / 100, mode="offset", text=clause)
+        factor = amount / 100 if unit in ("%", "percent") else amount
+        if worse_is_up:
+            return ConstraintSpec(metric=metric, op="<=", value=1 + factor, mode="factor", text=clause)
+        return ConstraintSpec(metric=metric, op=">=", value=1 - factor, mode="factor", text=clause)
+    return None

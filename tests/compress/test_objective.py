@@ -1,0 +1,45 @@
+"""The compression objective in words: objectives and constraints read from the seed's phrasing and its variants,
+bounds against the base model, and one clear error for what cannot be read."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentlab.compress.objective import parse_objective
+from agentlab.core.errors import UsageError
+
+
+@pytest.mark.parametrize(("text", "described"), [
+    ("maximize speedup with <2% accuracy loss", "maximize speedup subject to accuracy >= 0.98 x base"),
+    ("Maximize speedup with accuracy loss < 2%", "maximize speedup subject to accuracy >= 0.98 x base"),
+    ("minimize size, maximize speedup with perplexity increase <5%",
+     "minimize size, maximize speedup subject to perplexity <= 1.05 x base"),
+    ("maximize speedup with less than 2 points of accuracy drop and size < 100 MB",
+     "maximize speedup subject to accuracy >= base -0.02 and size <= 100"),
+    ("minimize perplexity subject to size below 0.06 GB", "minimize perplexity subject to size <= 60"),
+    ("maximize compression ratio with ppl increase under 10%",
+     "maximize compression subject to perplexity <= 1.1 x base"),
+    ("minimize latency", "minimize latency"),
+])
+def test_phrasings(text: str, described: str) -> None:
+    assert parse_objective(text).describe() == described
+
+
+def test_bounds_against_the_base_model() -> None:
+    goal = parse_objective("maximize speedup with <2% accuracy loss and perplexity increase < 10% and size < 100 MB")
+    accuracy, ppl, size = goal.constraints
+    assert accuracy.holds(0.49, base=0.5) and not accuracy.holds(0.48, base=0.5)
+    assert ppl.holds(10.9, base=10.0) and not ppl.holds(11.1, base=10.0)
+    assert size.holds(99, base=None) and not size.holds(101, base=None) and not size.holds(None, base=None)
+    points = parse_objective("maximize speedup with <2 points accuracy loss").constraints[0]
+    assert points.bound(0.5) == pytest.approx(0.48)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "empty objective"), ("make it fast", "no 'maximize X'"), ("maximize happiness", "unknown metric"),
+    ("maximize speedup with accuracy increase <2%", "cannot read the constraint 'accuracy increase <2%'"),
+])
+def test_unreadable_objectives_say_what_and_how(text: str, says: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_objective(text)
+    assert says in info.value.message and info.value.hint
