@@ -1,0 +1,93 @@
+"""The compression workspace: memory across runs (default ``runs/compress/workspace/``).
+
+- ``experiments/<key>.json``: one finished experiment (its technique config and every measurement), where ``key``
+  is a hash of the model's content and the canonical technique config, so a repeated experiment is read back
+  instead of run again, by any later run on the same model;
+- ``notes/<model hash>.md``: knowledge notes (what worked for which objective), appended after each run and shown to
+  the LLM planner the next time;
+- ``hashes.json``: model content hashes, remembered by path, size and modification time (hashing a 540 MB model
+  takes seconds).
+
+Every write is atomic (temporary file + rename), so a killed run never leaves a torn experiment behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.runs import atomic_write_json, atomic_write_text, read_json
+
+CHUNK = 1 << 20
+
+
+def canonical(config: dict[str, Any]) -> str:
+    """The technique config as the JSON a key is hashed from: sorted keys, no spaces, floats as repr."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class Workspace:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------ model identity
+
+    def model_hash(self, path: str | Path) -> str:
+        """sha256 over the model's files (a file, or every file of a folder by relative path), remembered."""
+        path = Path(path).resolve()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        stamp = [[str(p.relative_to(path) if path.is_dir() else p.name), p.stat().st_size, p.stat().st_mtime_ns]
+                 for p in files]
+        known_file = self.root / "hashes.json"
+        known = read_json(known_file) if known_file.is_file() else {}
+        entry = known.get(str(path))
+        if entry and entry.get("stamp") == stamp:
+            return str(entry["sha256"])
+        digest = hashlib.sha256()
+        for p, (name, _, _) in zip(files, stamp, strict=True):
+            digest.update(name.encode() + b"\0")
+            with open(p, "rb") as handle:
+                while block := handle.read(CHUNK):
+                    digest.update(block)
+        value = digest.hexdigest()
+        known[str(path)] = {"stamp": stamp, "sha256": value}
+        atomic_write_json(known_file, known)
+        return value
+
+    @staticmethod
+    def key(model_hash: str, technique: dict[str, Any]) -> str:
+        return hashlib.sha256(f"{model_hash}\n{canonical(technique)}".encode()).hexdigest()[:24]
+
+    # ------------------------------------------------------------------ experiments
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.root / "experiments" / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            data = read_json(path)
+        except Exception:  # a damaged record is run again, not trusted
+            return None
+        return data if isinstance(data, dict) else None
+
+    def put(self, key: str, record: dict[str, Any]) -> Path:
+        path = self.root / "experiments" / f"{key}.json"
+        atomic_write_json(path, {"key": key, **record})
+        return path
+
+    def experiments(self, model_hash: str | None = None) -> list[dict[str, Any]]:
+        folder = self.root / "experiments"
+        records = [self.get(p.stem) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+        return [r for r in records if r is not None and (model_hash is None or r.get("model_hash") == model_hash)]
+
+    # ------------------------------------------------------------------ knowledge notes
+
+    def notes(self, model_hash: str) -> str:
+        path = self.root / "notes" / f"{model_hash[:16]}.md"
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+    def add_note(self, model_hash: str, text: str) -> None:
+        path = self.root / "notes" / f"{model_hash[:16]}.md"
+        atomic_write_text(path, self.notes(model_hash) + text.rstrip() + "\n\n")

@@ -1,0 +1,35 @@
+"""The compression workspace: content hashes remembered and refreshed, keys that ignore key order, atomic records
+read back, damaged ones ignored, notes appended."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agentlab.compress.workspace import Workspace
+
+
+def test_hash_key_records_and_notes(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"a": 1}')
+    (model / "weights.bin").write_bytes(b"\0" * 1000)
+    ws = Workspace(tmp_path / "ws")
+    first = ws.model_hash(model)
+    assert ws.model_hash(model) == first and (tmp_path / "ws" / "hashes.json").is_file()
+    (model / "weights.bin").write_bytes(b"\1" * 1000)
+    os.utime(model / "weights.bin", ns=(1, 1))  # a new stamp: hashed again
+    second = ws.model_hash(model)
+    assert second != first
+    assert Workspace.key(first, {"x": 1, "y": [1, 2]}) == Workspace.key(first, {"y": [1, 2], "x": 1})
+    assert Workspace.key(first, {"x": 1}) != Workspace.key(second, {"x": 1})
+    key = Workspace.key(second, {"technique": "wanda", "sparsity": 0.5})
+    assert ws.get(key) is None
+    ws.put(key, {"model_hash": second, "metrics": {"perplexity": 12.5}})
+    assert ws.get(key) == {"key": key, "model_hash": second, "metrics": {"perplexity": 12.5}}
+    assert [r["key"] for r in ws.experiments(second)] == [key] and ws.experiments(first) == []
+    (tmp_path / "ws" / "experiments" / "torn.json").write_text('{"key": ')
+    assert ws.get("torn") is None and len(ws.experiments()) == 1
+    ws.add_note(second, "wanda 50%: perplexity +20%")
+    ws.add_note(second, "int8: slower on this CPU")
+    assert ws.notes(second).count("\n\n") == 2 and "int8" in ws.notes(second) and ws.notes(first) == ""
