@@ -1,0 +1,141 @@
+"""The `agentlab compress` config (the command is being built and is not registered yet): the model, the goal, the
+texts, the search and its budgets, and the typed experiment a planner proposes.
+
+An experiment is up to three steps applied in order: ``prune`` (unstructured / 2:4 magnitude or Wanda, or
+structured: MLP channels and whole layers), ``recover`` (LoRA fine-tune or logit distillation from the base model,
+after pruning), ``quantize`` (CPU int8 through torchao or torch, bitsandbytes NF4 on CUDA, or a GGUF type evaluated
+on llama.cpp). Every field is validated, so a planner (LLM or Optuna) can only propose what can run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
+from agentlab.core.config import StrictModel
+
+GGUF_TYPES = ("Q8_0", "Q5_K_M", "Q4_K_M")
+QUANT_METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "gguf")
+
+
+class PruneStep(StrictModel):
+    method: Literal["magnitude", "wanda", "structured"] = Field(description="magnitude: smallest |w|; wanda: |w| x "
+                                                               "input activation norm; structured: remove MLP "
+                                                               "channels and layers (the model shrinks)")
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="magnitude / wanda: share of each layer's weights set "
+                            "to zero (2:4 forces 0.5)")
+    pattern: Literal["unstructured", "2:4"] = Field("unstructured", description="magnitude / wanda: any weights, or "
+                                                    "2 of every 4 consecutive inputs")
+    mlp_keep: float = Field(1.0, gt=0.0, le=1.0, description="structured: share of MLP channels kept")
+    drop_layers: int = Field(0, ge=0, description="structured: decoder layers removed (the least important)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneStep:
+        if self.pattern == "2:4" and self.method != "structured":
+            self.sparsity = 0.5
+        if self.method == "structured" and self.mlp_keep == 1.0 and self.drop_layers == 0:
+            raise ValueError("structured pruning removes nothing: set mlp_keep below 1 or drop_layers above 0")
+        return self
+
+
+class RecoverStep(StrictModel):
+    method: Literal["lora", "distill"] = Field(description="lora: LoRA fine-tune on the calibration text, merged; "
+                                               "distill: logit distillation from the base model")
+    steps: int = Field(40, ge=1, description="optimizer steps")
+    lr: float = Field(2e-4, gt=0, description="learning rate")
+
+
+class QuantizeStep(StrictModel):
+    method: Literal["int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "gguf"] = Field(
+        description="int8_weight_only / int8_dynamic (torchao, CPU or CUDA), torch_dynamic_int8 (torch, CPU), "
+        "bnb_4bit (CUDA), gguf (llama.cpp quantizer; measured on llama.cpp)")
+    gguf_type: Literal["Q8_0", "Q5_K_M", "Q4_K_M"] = Field("Q8_0", description="method gguf: the GGUF type")
+
+
+class Experiment(StrictModel):
+    prune: PruneStep | None = Field(None, description="pruning, first")
+    recover: RecoverStep | None = Field(None, description="recovery after pruning (needs prune)")
+    quantize: QuantizeStep | None = Field(None, description="quantization, last")
+
+    @model_validator(mode="after")
+    def _check(self) -> Experiment:
+        if self.recover is not None and self.prune is None:
+            raise ValueError("recover needs a prune step before it")
+        if self.prune is None and self.quantize is None:
+            raise ValueError("an experiment needs a prune or a quantize step")
+        return self
+
+    def label(self) -> str:
+        parts = []
+        if self.prune is not None:
+            p = self.prune
+            parts.append(f"{p.method} mlp {p.mlp_keep:g} -{p.drop_layers}L" if p.method == "structured"
+                         else f"{p.method} {p.sparsity:.0%} {p.pattern}")
+        if self.recover is not None:
+            parts.append(f"+{self.recover.method} {self.recover.steps}")
+        if self.quantize is not None:
+            q = self.quantize
+            parts.append(f"gguf {q.gguf_type}" if q.method == "gguf" else q.method)
+        return " > ".join(parts)
+
+
+class MeasureSettings(StrictModel):
+    context: int = Field(256, ge=8, description="perplexity: window length in tokens")
+    stride: int = Field(128, ge=1, description="perplexity: window start every N tokens (< context)")
+    max_eval_tokens: int = Field(4096, ge=16, description="perplexity: tokens of the evaluation text used")
+    prompt_tokens: int = Field(128, ge=1, description="latency: prompt length")
+    new_tokens: int = Field(32, ge=1, description="latency: tokens decoded")
+    repeats: int = Field(3, ge=1, description="latency: timed repeats after one warm-up (p50 reported)")
+    country: str = Field("USA", description="codecarbon: ISO code of the grid's country (CO2e per kWh)")
+
+    @model_validator(mode="after")
+    def _check(self) -> MeasureSettings:
+        if self.stride >= self.context:
+            raise ValueError(f"stride {self.stride} must be below context {self.context}")
+        return self
+
+
+class CompressConfig(StrictModel):
+    name: str = Field("compress", description="run name (folder suffix)")
+    model: str = Field("smollm2-135m", description="the model to compress: the built-in smollm2-135m, a "
+                       "transformers folder or a cached hub id")
+    objective: str | None = Field("maximize speedup with <2% accuracy loss", description="the goal in words "
+                                  "(parsed and printed); empty: objectives and constraints below")
+    objectives: list[ObjectiveSpec] = Field(default_factory=list, description="the goal stated directly (used "
+                                            "when objective is empty)")
+    constraints: list[ConstraintSpec] = Field(default_factory=list, description="constraints stated directly")
+    eval_text: Path | None = Field(None, description="held-out text for perplexity (default: the command's own)")
+    calib_text: Path | None = Field(None, description="calibration / recovery text (Wanda, LoRA, distillation); "
+                                    "must differ from eval_text")
+    task: Path | None = Field(None, description="JSONL task file of {\"question\", \"answer\"} for accuracy (default: "
+                              "a generated arithmetic task)")
+    task_questions: int = Field(40, ge=1, description="questions of the task used for accuracy")
+    max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
+    planner: Literal["llm", "nsga2", "tpe", "random"] = Field("nsga2", description="who proposes experiments: the "
+                                                              "`planner` route of --llm, Optuna NSGA-II or TPE, "
+                                                              "or random (a baseline)")
+    llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")
+    storage: str | None = Field(None, description="Optuna storage shared by workers (default: in the run folder)")
+    carbon_budget: float | None = Field(None, gt=0, description="kg CO2e for the whole search: it stops before an "
+                                        "experiment would exceed it")
+    workspace: Path | None = Field(None, description="memory across runs (default runs/compress/workspace)")
+    mlflow: str | None = Field(None, description="MLflow tracking URI (e.g. sqlite:///mlflow.db)")
+    measure: MeasureSettings = Field(default_factory=MeasureSettings, description="how experiments are measured")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
+    seed: int = Field(0, description="seed of the planners and the recovery training")
+
+    @model_validator(mode="after")
+    def _goal(self) -> CompressConfig:
+        if not self.objective and not self.objectives:
+            raise ValueError("no goal: give objective (words) or objectives")
+        if self.objective:
+            self.goal()  # raises a UsageError naming what was not understood
+        return self
+
+    def goal(self) -> Goal:
+        if self.objective:
+            return parse_objective(self.objective)
+        return Goal(objectives=self.objectives, constraints=self.constraints)
