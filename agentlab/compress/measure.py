@@ -1,18 +1,33 @@
-"""Measurements of a compressed model: perplexity on held-out text (more to come: latency, size, memory, energy).
+"""Measurements of a model under compression, on the backend it will run on: perplexity on held-out text, prefill
+and decode speed, size on disk, parameters, peak resident memory; the evaluation text that ships with agentlab.
+The llama.cpp side (GGUF perplexity, latency, quantization) is in :mod:`agentlab.compress.gguf`, energy in
+:mod:`agentlab.compress.energy`.
 
 Perplexity uses the sliding window of the transformers docs ("Perplexity of fixed-length models"): windows of
 ``context`` tokens starting every ``stride`` (< ``context``) tokens; each window scores only the tokens no earlier
 window scored, so every token after the first is scored exactly once, with at least ``context - stride`` tokens of
 left context after the first window.
+
+torch, transformers and psutil are imported inside the functions.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import InputError
+from agentlab.core.errors import AgentlabError, InputError
+from agentlab.core.files import read_text
+
+# Chapters I-III of Alice's Adventures in Wonderland (public domain; source in data/README.md).
+EVAL_TEXT = Path(__file__).with_name("data") / "eval.txt"
 
 
 @dataclass(frozen=True)
@@ -66,3 +81,233 @@ def perplexity_hf(model: Any, tokenizer: Any, text: str, *, context: int = 512, 
             count += len(scored)
     mean = nll / count
     return Perplexity(math.exp(mean), mean, count, context, stride)
+
+
+# ----------------------------------------------------------------------------------------------------- latency
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Prefill and decode speed of one model on one backend; the rates are medians (p50) over ``repeats`` timed runs
+    after ``warmup`` untimed ones. Prefill: ``prompt_tokens`` / time to the first new token. Decode:
+    ``new_tokens - 1`` / time from the first to the last new token (greedy, exactly ``new_tokens`` tokens)."""
+
+    backend: str  # "transformers" or "llama.cpp"
+    device: str
+    threads: int
+    prompt_tokens: int
+    new_tokens: int
+    repeats: int
+    warmup: int
+    prefill_tps: float
+    decode_tps: float
+    prefill_s: tuple[float, ...]  # each timed run: seconds to the first new token
+    decode_s: tuple[float, ...]  # each timed run: seconds from the first to the last new token
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_latency_args(prompt_tokens: int, new_tokens: int, repeats: int, warmup: int) -> None:
+    """``InputError`` for counts that cannot give a rate (decode needs two new tokens to time one step)."""
+    if prompt_tokens < 1 or new_tokens < 2 or repeats < 1 or warmup < 0:
+        raise InputError(f"latency: prompt_tokens {prompt_tokens}, new_tokens {new_tokens}, repeats {repeats}, "
+                         f"warmup {warmup}: need prompt_tokens >= 1, new_tokens >= 2, repeats >= 1, warmup >= 0",
+                         hint="decode speed is timed between the first and the last new token, so it needs two")
+
+
+def prompt_ids(ids: list[int], prompt_tokens: int) -> list[int]:
+    """The first ``prompt_tokens`` ids of the evaluation text, the text repeated if it is shorter: the same fixed
+    prompt for every model that shares a tokenizer."""
+    if not ids:
+        raise InputError("latency: the prompt text has no tokens", hint="give a non-empty text")
+    return (ids * (prompt_tokens // len(ids) + 1))[:prompt_tokens]
+
+
+def summarize_latency(runs: list[tuple[float, float]], *, backend: str, device: str, threads: int,
+                      prompt_tokens: int, new_tokens: int, warmup: int) -> Latency:
+    """A :class:`Latency` from the timed runs' ``(seconds to first token, seconds of decode)``."""
+    prefill = [t for t, _ in runs]
+    decode = [t for _, t in runs]
+    return Latency(backend, device, threads, prompt_tokens, new_tokens, len(runs), warmup,
+                   prompt_tokens / statistics.median(prefill), (new_tokens - 1) / statistics.median(decode),
+                   tuple(prefill), tuple(decode))
+
+
+def latency_hf(model: Any, tokenizer: Any, *, prompt_tokens: int = 128, new_tokens: int = 32, repeats: int = 5,
+               warmup: int = 1, text: str | None = None) -> Latency:
+    """Prefill and decode speed of a transformers causal LM with ``generate`` (greedy, KV cache, batch 1, end of text
+    suppressed until ``new_tokens``), on the prompt made of the first ``prompt_tokens`` tokens of ``text`` (default:
+    :func:`default_eval_text`). New tokens are time-stamped as ``generate`` streams them, so the split between prompt
+    and decode needs no second run."""
+    import torch
+    from transformers import GenerationConfig
+
+    check_latency_args(prompt_tokens, new_tokens, repeats, warmup)
+    text = default_eval_text() if text is None else text
+    ids = prompt_ids(tokenizer(text, add_special_tokens=False).input_ids, prompt_tokens)
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([ids], device=device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                              eos_token_id=model.generation_config.eos_token_id, pad_token_id=pad)
+    runs = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            clock = _TokenClock()
+            model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                           generation_config=config, streamer=clock)
+            if len(clock.stamps) != new_tokens:
+                raise AgentlabError(f"latency: generate made {len(clock.stamps)} tokens, asked for {new_tokens}")
+            if i >= warmup:
+                runs.append((clock.stamps[0] - clock.start, clock.stamps[-1] - clock.stamps[0]))
+    return summarize_latency(runs, backend="transformers", device=str(device), threads=torch.get_num_threads(),
+                             prompt_tokens=prompt_tokens, new_tokens=new_tokens, warmup=warmup)
+
+
+class _TokenClock:
+    """A ``generate`` streamer that time-stamps each new token (its first ``put`` is the prompt). ``put`` receives
+    CPU tensors, so on CUDA each stamp follows the device's work."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.stamps: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if self._prompt_seen:
+            self.stamps.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------- size, memory
+
+
+def size_on_disk(path: str | Path) -> int:
+    """Bytes of a file, or of every file under a folder (each file once, however many links name it: a hub
+    snapshot's links point into a shared blob store)."""
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    if not root.is_dir():
+        raise InputError(f"{root}: not found", hint="give a model file or folder")
+    seen, total = set(), 0
+    for file in root.rglob("*"):
+        if file.is_file():
+            stat = file.stat()
+            if (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
+                total += stat.st_size
+    return total
+
+
+def param_count(model: Any, *, nonzero: bool = False) -> int:
+    """Parameters of a torch model (tied weights once); ``nonzero``: only the entries that are not exactly zero,
+    which is what unstructured pruning changes (the tensors keep their shapes)."""
+    import torch
+
+    total = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            total += int(torch.count_nonzero(p)) if nonzero else p.numel()
+    return total
+
+
+@dataclass
+class PeakMemory:
+    """Resident memory (RSS) of this process around a block: ``before`` at entry, ``peak`` the highest seen inside,
+    ``delta`` = peak - before (>= 0), ``method`` how the peak was found (``VmHWM``: the kernel's own high-water mark,
+    reset at entry, so short spikes count; ``sampled``: psutil every ``interval_s``, which can miss a spike shorter
+    than that). RSS counts pages touched, including a memory-mapped model file's pages once read (llama.cpp maps
+    its GGUF), and not memory the allocator reserved but never touched; memory freed before the block and reused
+    inside it does not show as growth. GPU memory is not RSS (see torch.cuda.max_memory_allocated)."""
+
+    before: int = 0
+    peak: int = 0
+    interval_s: float = 0.005
+    method: str = "sampled"
+
+    @property
+    def delta(self) -> int:
+        return max(0, self.peak - self.before)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"before_bytes": self.before, "peak_bytes": self.peak, "delta_bytes": self.delta,
+                "method": self.method, "interval_s": self.interval_s}
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_hwm_lock = threading.Lock()
+_hwm_busy = False  # a block owns the kernel's high-water mark (a reset by a nested block would lose its peak)
+
+
+@contextmanager
+def peak_rss(interval_s: float = 0.005) -> Iterator[PeakMemory]:
+    """Measure the peak resident memory of this process over the ``with`` block (see :class:`PeakMemory`); the
+    fields are filled when the block ends. A thread samples RSS; on Linux the kernel's high-water mark is used
+    too, for the outermost block only (resetting it inside another block would lose that block's peak)."""
+    import psutil
+
+    global _hwm_busy
+    proc = psutil.Process()
+    mem = PeakMemory(interval_s=interval_s)
+    with _hwm_lock:
+        use_hwm = not _hwm_busy and _reset_hwm()
+        _hwm_busy = _hwm_busy or use_hwm
+    mem.before = mem.peak = proc.memory_info().rss
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval_s):
+            mem.peak = max(mem.peak, proc.memory_info().rss)
+
+    thread = threading.Thread(target=sample, name="peak-rss", daemon=True)
+    thread.start()
+    try:
+        yield mem
+    finally:
+        stop.set()
+        thread.join()
+        mem.peak = max(mem.peak, proc.memory_info().rss)
+        if use_hwm:
+            mem.peak, mem.method = max(mem.peak, _read_hwm()), "VmHWM"
+            with _hwm_lock:
+                _hwm_busy = False
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0: ``5`` to clear_refs); False where that is
+    not possible (another OS, a locked-down /proc)."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _read_hwm() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- texts
+
+
+def default_eval_text() -> str:
+    """The evaluation and calibration text that ships with agentlab (:data:`EVAL_TEXT`, about 33 KB of public-domain
+    English prose, see data/README.md): a fixed text, so numbers from different runs compare."""
+    return read_text(EVAL_TEXT, "default evaluation text")
+
+
+def read_text_file(path: str | Path, what: str = "evaluation text") -> str:
+    """The UTF-8 text of a user's evaluation file (``InputError`` naming the file for a missing, binary, non-UTF-8
+    or empty one)."""
+    text = read_text(path, what)
+    if not text.strip():
+        raise InputError(f"{path}: the {what} is empty", hint="give a file with some English text (a few KB or more)")
+    return text

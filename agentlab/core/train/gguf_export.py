@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 # HF architecture -> GGUF architecture: what this exporter can write.
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 GGUF_DTYPES = ("f32", "f16")
-# llama_ftype values from llama.h; the names follow `llama-quantize --help`.
-QUANT_KINDS = {"f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
+# llama_ftype values from llama.h; the names follow `llama-quantize --help`. Largest first. The K-quants (`_k`) need
+# rows that are a multiple of 256 values; llama.cpp stores other tensors with a 32-block fallback type.
+QUANT_KINDS = {"f16": 1, "q8_0": 7, "q6_k": 18, "q5_k_m": 17, "q5_k_s": 16, "q5_1": 9, "q5_0": 8, "q4_k_m": 15,
+               "q4_k_s": 14, "q4_1": 3, "q4_0": 2, "q3_k_m": 12, "q2_k": 10}
 # Tokens that end a chat turn (ChatML, Llama 3): the first one the vocabulary has becomes llama.cpp's EOT token.
 EOT_TOKENS = ("<|im_end|>", "<|eot_id|>")
 # Per-layer HF parameter suffix -> llama.cpp tensor name (without the `blk.N.` prefix).
@@ -285,13 +287,15 @@ def _permute_rope(weights: np.ndarray, n_head: int) -> np.ndarray:
 def quantize_gguf(src: str | Path, dst: str | Path, kind: str = "q8_0", n_threads: int = 0) -> Path:
     """Quantize the GGUF ``src`` to ``dst`` with llama.cpp's own quantizer; ``n_threads`` 0 means all cores.
 
-    ``kind`` is one of :data:`QUANT_KINDS` (q8_0, q4_0, q4_k_m, ...). Tensors whose rows do not fit the kind's
-    block size fall back to a wider type inside llama.cpp. Returns ``dst`` as a Path.
+    ``kind`` is one of :data:`QUANT_KINDS` (q8_0, q4_0, q4_k_m, ...; any case). Tensors whose rows do not fit the
+    kind's block size fall back to another type inside llama.cpp (K-quants: q5_0 / q5_1 / q8_0; see
+    ``agentlab.compress.gguf.gguf_tensor_types`` for what a file really holds). Returns ``dst`` as a Path.
     """
     import ctypes
 
     import llama_cpp
 
+    kind = kind.lower()
     if kind not in QUANT_KINDS:
         raise AgentlabError(f"unknown quantization '{kind}'", hint=f"use one of: {', '.join(QUANT_KINDS)}")
     src, dst = Path(src), Path(dst)

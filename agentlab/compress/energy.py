@@ -1,0 +1,124 @@
+"""Energy and CO2e of a block of work, through codecarbon's offline tracker, with what was measured kept apart from
+what was estimated.
+
+codecarbon reads a power meter where the machine has one: RAPL (Linux, /sys/class/powercap readable), Intel Power
+Gadget or powermetrics (macOS), the Windows energy interface, NVML / AMD SMI for GPUs. Without one it *estimates* the
+CPU's power as its TDP (from codecarbon's table, or a generic constant) times the CPU load, and RAM power always
+comes from a model of the installed memory. :func:`track_energy` reads from the tracker which method each component
+used and reports ``mode``: "measured" only when every component was metered, "estimated" when none was, else
+"partly measured" (per component in ``components``). A component whose method cannot be told is counted as
+estimated: an estimate is never presented as a measurement.
+
+No network (the offline tracker), no files (no output methods), no lock file or signal handlers (multiple runs
+allowed), and codecarbon's log kept at errors. CO2e uses the yearly average carbon intensity of ``country_iso_code``
+(codecarbon's data); the default "USA" is codecarbon's own example, not a claim about where this machine is: set the
+country where the work runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agentlab.core.errors import InputError, missing_package
+
+DEFAULT_COUNTRY = "USA"
+# codecarbon CPU modes that read a power meter; every other mode (cpu_load, constant) is TDP arithmetic.
+METERED_CPU_MODES = {"intel_rapl": "RAPL", "intel_power_gadget": "Intel Power Gadget", "windows_emi": "Windows EMI"}
+
+
+@dataclass
+class Energy:
+    """What :func:`track_energy` found for its block (filled when the block ends)."""
+
+    energy_kwh: float = 0.0
+    co2e_kg: float = 0.0
+    mode: str = "estimated"  # measured | partly measured | estimated
+    components: dict[str, str] = field(default_factory=dict)  # cpu/gpu/ram -> "measured: RAPL", "estimated: ..."
+    cpu_kwh: float = 0.0
+    gpu_kwh: float = 0.0
+    ram_kwh: float = 0.0
+    duration_s: float = 0.0
+    country_iso_code: str = DEFAULT_COUNTRY
+    tracking_mode: str = "process"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextmanager
+def track_energy(*, country_iso_code: str = DEFAULT_COUNTRY, tracking_mode: str = "process",
+                 measure_power_secs: float = 1.0) -> Iterator[Energy]:
+    """Energy (kWh) and CO2e (kg) of the ``with`` block; the yielded :class:`Energy` is filled when the block ends.
+
+    ``tracking_mode`` "process": CPU and RAM estimates follow this process's share of the load (a meter such as
+    RAPL still reads the whole package); "machine": the whole machine. ``measure_power_secs``: codecarbon's sampling
+    interval. ``MissingPackage`` naming the extra ``compress`` when codecarbon is absent; ``InputError`` for a
+    country codecarbon has no data for."""
+    tracker = _tracker(country_iso_code.upper(), tracking_mode, measure_power_secs)
+    result = Energy(country_iso_code=country_iso_code.upper(), tracking_mode=tracking_mode)
+    tracker.start()
+    try:
+        yield result
+    finally:
+        tracker.stop()
+        _fill(result, tracker)
+
+
+def _tracker(country: str, tracking_mode: str, measure_power_secs: float) -> Any:
+    try:
+        from codecarbon import OfflineEmissionsTracker
+        from codecarbon.input import DataSource
+    except ImportError as exc:
+        raise missing_package(exc) or exc from None
+    if tracking_mode not in ("process", "machine"):
+        raise InputError(f"energy: tracking_mode '{tracking_mode}'", hint="use 'process' or 'machine'")
+    known = DataSource().get_global_energy_mix_data()
+    if country not in known:
+        raise InputError(f"energy: no carbon-intensity data for country '{country}'",
+                         hint="give a 3-letter ISO code such as USA, FRA, DEU, GBR, IND, CHN")
+    # Its constructor logs at INFO (and warns that multiple runs are allowed) before it applies log_level.
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    return OfflineEmissionsTracker(country_iso_code=country, tracking_mode=tracking_mode,
+                                   measure_power_secs=measure_power_secs, output_methods=[],
+                                   allow_multiple_runs=True, log_level="error")
+
+
+def _fill(result: Energy, tracker: Any) -> None:
+    data = tracker.final_emissions_data
+    result.energy_kwh = float(data.energy_consumed)
+    result.co2e_kg = float(data.emissions)
+    result.cpu_kwh, result.gpu_kwh, result.ram_kwh = (float(data.cpu_energy), float(data.gpu_energy),
+                                                      float(data.ram_energy))
+    result.duration_s = float(data.duration)
+    result.components = component_methods(getattr(tracker, "_hardware", []))
+    measured = [m.startswith("measured") for m in result.components.values()]
+    result.mode = ("measured" if measured and all(measured) else "partly measured" if any(measured)
+                   else "estimated")
+
+
+def component_methods(hardware: list[Any]) -> dict[str, str]:
+    """``{"cpu": "measured: RAPL" | "estimated: ...", "ram": ..., "gpu": ...}`` from a codecarbon tracker's
+    ``_hardware`` list (codecarbon 3.x keeps no public record of the method). Unknown objects read as estimated."""
+    out: dict[str, str] = {}
+    for hw in hardware:
+        kind = type(hw).__name__
+        if kind == "CPU":
+            mode, tdp = getattr(hw, "_mode", "unknown"), getattr(hw, "_tdp", "?")
+            out["cpu"] = (f"measured: {METERED_CPU_MODES[mode]}" if mode in METERED_CPU_MODES
+                          else f"estimated: TDP {tdp} W x CPU load" if mode == "cpu_load"
+                          else f"estimated: TDP {tdp} W x a constant share" if mode == "constant"
+                          else f"estimated: {mode}")
+        elif kind == "GPU":
+            out["gpu"] = "measured: NVML / AMD SMI"
+        elif kind in ("AppleSiliconChip", "Raspberry"):
+            part = str(getattr(hw, "chip_part", "cpu")).lower()
+            out[part] = f"measured: {'powermetrics' if kind == 'AppleSiliconChip' else 'Raspberry Pi PMIC'}"
+        elif kind == "RAM":
+            out["ram"] = "estimated: RAM power model"
+        else:
+            out[kind.lower()] = "estimated: unknown method"
+    return out
