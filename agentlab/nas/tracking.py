@@ -55,13 +55,25 @@ def _log_trial(tracker: Tracker | NullTracker, record: TrialRecord, run_path: Pa
                      tags={k: v for k, v in tags.items() if v not in ("", None)}) as child:
         child.log_metrics({"val_mse": record.value, "accepted": bool(record.accepted),
                            **{k: record.metrics.get(k) for k in _TRIAL_METRICS}})
-        for epoch, value in sorted(record.intermediate.items()):
-            child.log_metrics({"epoch_val_mse": value}, step=epoch)
         folder = run_path / "trials" / record.run_id
+        for entry in _epochs(folder, record):
+            child.log_metrics({f"epoch_{k}": v for k, v in entry.items() if k != "epoch"}, step=int(entry["epoch"]))
         child.log_artifact(folder / "config_used.yaml")
         child.log_artifact(folder / "learning_curve.png")
         if record.state == "failed":
             child.end(FAILED)
+
+
+def _epochs(folder: Path, record: TrialRecord) -> list[dict[str, Any]]:
+    """Each epoch's train loss, validation MSE and learning rate from the trial's history.json; without it (a trial
+    that failed before), the validation MSEs reported to the pruner."""
+    try:
+        history = json.loads((folder / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        history = None
+    if isinstance(history, list) and all(isinstance(e, dict) and "epoch" in e for e in history):
+        return [{k: e.get(k) for k in ("epoch", "train_loss", "val_mse", "lr")} for e in history]
+    return [{"epoch": epoch, "val_mse": value} for epoch, value in sorted(record.intermediate.items())]
 
 
 def log_results(tracker: Tracker | NullTracker, results: dict[str, Any], run_path: Path) -> None:

@@ -58,6 +58,8 @@ def test_trials_are_child_runs_and_resumes_log_none_twice(in_tmp: Path, mlflow_u
         assert child.data.metrics["test_mse"] == pytest.approx(state[name]["test_mse"])
         assert child.data.tags["decision"] == ("accepted" if state[name]["accepted"] else "rejected")
         assert set(child.data.params) == {"model.d_model", "model.n_heads", "train.learning_rate"}
+        epochs = client.get_metric_history(child.info.run_id, "epoch_val_mse")
+        assert [m.step for m in epochs] == [1, 2] == list(range(1, int(child.data.metrics["epochs"]) + 1))
     assert children["run_0000"].data.tags["planner"] == "base"
     assert {"report.md", "results.json", "optimization_history.png"} <= {
         a.path for a in client.list_artifacts(parent_id)}
