@@ -1,6 +1,6 @@
 """What every subcommand shares: option spellings, console, progress bars, error printing.
 
-One spelling per concept: -c/--config, --set, --llm, --out, --resume [DIR], --dry-run, --json, -v.
+One spelling per concept: -c/--config, --set, --llm, --out, --resume [DIR], --dry-run, --json, -v, --mlflow.
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ NoLogPromptsOpt = Annotated[bool, typer.Option(
     "--no-log-prompts", help="Do not keep LLM calls' messages and replies in the run folder's llm_calls.jsonl "
     "(events.jsonl still records each call's model, tokens and timing).")]
 VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")]
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option("--mlflow", help="Log the run to MLflow (needs mlflow, the extra `track`): a tracking URI such as "
+                 "sqlite:///mlflow.db or http://HOST:5000. Default: the config's `mlflow` (none: no tracking).",
+                 show_default=False, metavar="URI"),
+]
 
 
 # C0 controls but newline and tab, DEL, C1 controls, and the Unicode bidi embeddings / overrides / isolates.

@@ -12,6 +12,7 @@ from .common import (
     DryRunOpt,
     JsonOpt,
     LLMOpt,
+    MlflowOpt,
     NoLogPromptsOpt,
     OutOpt,
     ResumeOpt,
@@ -44,6 +45,7 @@ def nas(
     storage: Annotated[str | None, typer.Option(show_default=False,
                                                 help="Optuna storage shared by several workers: sqlite:///f.db, "
                                                 "an RDB URL, or a journal file path.")] = None,
+    mlflow: MlflowOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
     dry_run: DryRunOpt = False,
@@ -61,7 +63,8 @@ def nas(
     options = flags(("--max-iterations", "search.max_iterations", max_iterations),
                     ("--time-budget", "search.time_budget_s", time_budget), ("--patience", "search.patience", patience),
                     ("--target", "search.target", target), ("--planner", "search.planner", planner),
-                    ("--data", "data.path", data), ("--storage", "search.storage", storage))
+                    ("--data", "data.path", data), ("--storage", "search.storage", storage),
+                    ("--mlflow", "mlflow", mlflow))
     run_command("nas", NASConfig, nas_run, config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
                 prepare=lambda cfg: prepare(cfg, llm), dry_run=nas_dry_run if dry_run else None,
                 log_prompts=not no_log_prompts, json_=json_, verbose=verbose, summary=_print_summary)

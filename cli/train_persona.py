@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
+from .common import (
+    ConfigOpt,
+    JsonOpt,
+    MlflowOpt,
+    ResumeOpt,
+    SetOpt,
+    VerboseOpt,
+    console,
+    opt,
+    print_json,
+    safe_text,
+)
 from .runner import flags, run_command
 
 app = typer.Typer(help="Persona LoRA adapters with TRL: train on chat JSONL (no subcommand), or export one to GGUF.")
@@ -35,6 +46,7 @@ def train_persona(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing adapter at --out.")] = False,
     run_dir: Annotated[Path | None, opt("--run-dir", help="Exact run folder to create (default: "
                                          "runs/train-persona/<timestamp>-<name>).")] = None,
+    mlflow: MlflowOpt = None,
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -49,7 +61,8 @@ def train_persona(
     options = flags(("--data", "data.path", data), ("--out", "out", out), ("--base-model", "base_model", base_model),
                     ("--r", "lora.r", r), ("--epochs", "train.epochs", epochs), ("--bsz", "train.batch_size", bsz),
                     ("--grad-accum", "train.grad_accum", grad_accum), ("--lr", "train.learning_rate", lr),
-                    ("--max-steps", "train.max_steps", max_steps), ("--force", "force", True if force else None))
+                    ("--max-steps", "train.max_steps", max_steps), ("--force", "force", True if force else None),
+                    ("--mlflow", "mlflow", mlflow))
     run_command("train-persona", TrainPersonaConfig, run, config=config, sets=[*(set_ or []), *options], out=run_dir,
                 resume=resume, prepare=lambda cfg: prepare(cfg, resuming=resume is not None), json_=json_,
                 verbose=verbose, summary=_summary, distributed=True)

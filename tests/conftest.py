@@ -38,6 +38,28 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return make_tiny(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
+@pytest.fixture(scope="session")
+def _mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow database, made once: creating one runs MLflow's migrations (seconds on a busy machine)."""
+    import warnings
+
+    mlflow = pytest.importorskip("mlflow")
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    with warnings.catch_warnings():  # SQLAlchemy deprecations inside MLflow's store: not ours to fix
+        warnings.simplefilter("ignore")
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(in_tmp: Path, _mlflow_db: Path) -> str:
+    """``sqlite:///<test folder>/mlflow.db``: a fresh copy of the empty MLflow database, for ``--mlflow``."""
+    import shutil
+
+    shutil.copyfile(_mlflow_db, in_tmp / "mlflow.db")
+    return f"sqlite:///{in_tmp / 'mlflow.db'}"
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ScriptedServer]:
     """One scriptable loopback OpenAI-compatible server per test module; tests take ``srv``, which resets it."""

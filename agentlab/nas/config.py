@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.search.space import ParamSpec
+from agentlab.core.tracking import TrackingURI, tracking_field
 
 
 class DataConfig(StrictModel):
@@ -157,6 +158,7 @@ class NASConfig(StrictModel):
                                "from")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training of each trial")
     search: SearchConfig = Field(default_factory=SearchConfig, description="the search loop")
+    mlflow: TrackingURI = tracking_field()
 
     @model_validator(mode="after")
     def _space_keys_exist(self) -> NASConfig:

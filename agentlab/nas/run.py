@@ -26,6 +26,7 @@ from agentlab.nas.config import NASConfig, apply_changes, space_meanings
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
     from agentlab.core.search.planners import LLMPlanner, OptunaPlanner
+    from agentlab.core.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 METRIC = "val_mse"
@@ -183,11 +184,13 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
 
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[str, Any]:
     """Everything that can be checked before a run folder exists: the routing config, that ``--planner llm`` has a
-    planner model, the base config inside the search space, the device, and the data (read, split and windowed).
+    planner model, the base config inside the search space, the device, the data (read, split and windowed) and the
+    MLflow tracking URI.
     Returns ``run``'s keyword arguments ``llm`` and ``data``.
     """
     from agentlab.core.errors import UsageError
     from agentlab.core.llm.config import load_llm_config
+    from agentlab.core.tracking import check_tracking
     from agentlab.core.train.device import resolve_device_dtype
     from agentlab.nas.train import prepare_data
 
@@ -199,7 +202,9 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[s
         raise UsageError("--planner llm needs a planner model, and the routing config has none",
                          hint="give --llm FILE with a `planner` route (or models and a default route), or use "
                          "--planner tpe")
-    return {"llm": llm_cfg, "data": prepare_data(cfg)}
+    prepared = prepare_data(cfg)
+    check_tracking(cfg.mlflow)
+    return {"llm": llm_cfg, "data": prepared}
 
 
 def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
@@ -229,12 +234,22 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Search, write agent_state.json / results.json / report.md, and return the results dict.
+    """Search, write agent_state.json / results.json / report.md, and return the results dict; with ``cfg.mlflow``
+    each trial is an MLflow child run of the run's parent run (``agentlab.nas.tracking``).
 
     ``data``: the prepared data from ``prepare`` (read from ``cfg.data`` when not given).
     """
+    from agentlab.core.tracking import open_tracker
+
+    with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
+        return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce)
+
+
+def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, llm: LLMConfig | None, data: Any,
+            progress: Progress | None, announce: Callable[[str], None] | None) -> dict[str, Any]:
     from agentlab.core.search.evaluator import HybridEvaluator
     from agentlab.nas.report import render_report
+    from agentlab.nas.tracking import log_results, log_trials
     from agentlab.nas.train import evaluate_baseline, prepare_data
 
     progress = progress or NullProgress()
@@ -256,6 +271,7 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: 
         state = state_dict(records, METRIC)
         holder["best"] = state["best_value"]
         run_dir.write_json("agent_state.json", state)
+        log_trials(tracker, study, records, run_dir.path)
 
     loop = SearchLoop(study=study, space=space, base_params={k: get_dotted(cfg, k) for k in space.params},
                       objective=objective, planner=planner, evaluator=evaluator, metric=METRIC, seed=cfg.search.seed,
@@ -274,6 +290,7 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: 
     results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line, target=prepared.target)
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
+    log_results(tracker, results, run_dir.path)
     return results
 
 
@@ -315,11 +332,14 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
 def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str, Any] | str | Path | None = None,
                          *, out: str | Path | None = None, resume: str | Path | None = None,
                          llm: LLMConfig | str | Path | None = None, overrides: list[str] | None = None,
-                         progress: Progress | None = None) -> dict[str, Any]:
-    """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json."""
-    from agentlab.core.config import load_config
+                         mlflow: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json;
+    ``mlflow="sqlite:///mlflow.db"`` logs it to MLflow as ``--mlflow`` does."""
+    from agentlab.core.config import Flag, load_config
 
-    sets = [*(overrides or []), f"search.max_iterations={max_iterations}"]
+    sets: list[str | Flag] = [*(overrides or []), f"search.max_iterations={max_iterations}"]
+    if mlflow is not None:
+        sets.append(Flag("mlflow", "mlflow", mlflow))
     resume_dir = resume_target("nas", resume, out=out)
     if resume_dir is not None:
         cfg = load_config(resume_dir / "config.yaml", NASConfig, sets)

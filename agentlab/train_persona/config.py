@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from agentlab.core.config import StrictModel
+from agentlab.core.tracking import TrackingURI, tracking_field
 
 SHIPPED_DATA = Path(__file__).resolve().parent / "data"  # sft_persona_{a,b,c}.jsonl, made by personas.py
 
@@ -70,3 +71,4 @@ class TrainPersonaConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig, description="the chat data")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="the adapter")
     train: TrainSettings = Field(default_factory=TrainSettings, description="the training run")
+    mlflow: TrackingURI = tracking_field()

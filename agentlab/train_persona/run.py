@@ -26,6 +26,7 @@ from typing import Any
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
+from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from agentlab.core.train.dist import FollowerRun
 from agentlab.train_persona.config import TrainPersonaConfig
 from agentlab.train_persona.data import ChatData, load_chat_jsonl, load_tokenizer, measure
@@ -36,7 +37,7 @@ CHECKPOINTS = "checkpoints"
 
 def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any]:
     """Everything checked before a run folder exists or a model loads: the data (every line), the output folder,
-    the base model (resolved; its tokenizer alone measures the conversations) and the device."""
+    the base model (resolved; its tokenizer alone measures the conversations), the device and the MLflow URI."""
     from agentlab.core.train import resolve_device_dtype
 
     data = load_chat_jsonl(cfg.data.path)
@@ -47,15 +48,26 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
                              hint="choose another --out, or pass --force to replace that adapter when training ends")
     resolve_device_dtype(cfg.train.device, cfg.train.dtype)
     measure(data, load_tokenizer(cfg.base_model), cfg.data.max_length, cfg.data.truncate)
+    check_tracking(cfg.mlflow)
     return {"data": data}
 
 
 def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatData | None = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train (or continue from the run's last checkpoint), save the adapter and its card, write the report.
+    """Train (or continue from the run's last checkpoint), save the adapter and its card, write the report; with
+    ``cfg.mlflow`` the run is an MLflow run: the config as params, each logged step's loss (learning rate, grad
+    norm, tokens/s, ...) as metrics, the adapter's config and card, report and results as artifacts.
 
     Under ``accelerate launch`` the other processes get a ``FollowerRun`` and no ``data``: they train their shard
-    in the same folder and write nothing."""
+    in the same folder and write nothing (nor log to MLflow)."""
+    tracker = (open_tracker(cfg.mlflow, "agentlab-train-persona", run_dir, params=cfg.model_dump(mode="json"))
+               if isinstance(run_dir, RunDir) else NullTracker())
+    with tracker:
+        return _train(cfg, run_dir, tracker, data=data, progress=progress, announce=announce)
+
+
+def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Tracker | NullTracker, *,
+           data: ChatData | None, progress: Progress | None, announce: Callable[[str], None] | None) -> dict[str, Any]:
     from agentlab.core.train import (
         ProgressCallback,
         build_sft_trainer,
@@ -84,7 +96,15 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
     announce(f"base model {cfg.base_model} on {device.type}: " + ("QLoRA (4-bit NF4, double quantization)"
              if four_bit else f"LoRA, {next(model.parameters()).dtype} weights"))
     run_dir.event("data", **stats)
-    callback = ProgressCallback(progress, on_log=lambda entry: run_dir.event("train_log", **entry),
+    logged = tracker.last_step("loss")  # a resumed run: steps past its checkpoint that MLflow already has
+
+    def on_log(entry: dict[str, Any]) -> None:
+        run_dir.event("train_log", **entry)
+        if logged is None or entry["step"] > logged:
+            tracker.log_metrics({k: v for k, v in entry.items() if k not in ("step", "max_steps")},
+                                step=entry["step"])
+
+    callback = ProgressCallback(progress, on_log=on_log,
                                 on_save=lambda path, step: run_dir.event("checkpoint", step=step, path=path))
     trainer, summary = build_sft_trainer(
         model=model, tokenizer=tokenizer, train_dataset=data.rows, output_dir=run_dir.file(CHECKPOINTS),
@@ -126,7 +146,22 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
     loss_plot(losses, run_dir.file("loss.png"))
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, results, summary.preview))
+    _log_results(tracker, results, Path(out), run_dir)
     return results
+
+
+def _log_results(tracker: Tracker | NullTracker, results: dict[str, Any], out: Path,
+                 run_dir: RunDir | FollowerRun) -> None:
+    """The run's outcome on its MLflow run; the adapter's config and card, not its weights (see the adapter folder)."""
+    # At the last step: the latest values MLflow shows are the run's totals, not the last log entry's.
+    tracker.log_metrics({k: results[k] for k in ("first_loss", "final_loss", "train_loss", "tokens_seen",
+                                                  "tokens_per_s", "seconds")}, step=results["steps"])
+    tracker.set_tags({"adapter": results["adapter"], "device": results["device"], "qlora": results["qlora"],
+                      "loss_tokens": results["loss_tokens"]["line"]})
+    for name in ("adapter_config.json", "README.md"):
+        tracker.log_artifact(out / name, "adapter")
+    for name in ("report.md", "results.json", "loss.png", "trainer_state.json"):
+        tracker.log_artifact(run_dir.file(name))
 
 
 def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dict[str, Any]) -> None:
