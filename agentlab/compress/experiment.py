@@ -1,0 +1,204 @@
+"""One compression experiment, really applied and measured: load the model, prune, recover, quantize, then measure
+on the backend the result runs on (transformers, or llama.cpp for a GGUF type).
+
+Measurements (``metrics``): ``perplexity`` on the evaluation text (sliding window), ``accuracy`` on the task
+questions (greedy, the tolerant numeric parser of the debate), ``prefill_tps`` / ``decode_tps`` (p50 after a
+warm-up), ``size_mb`` (a GGUF file, or the saved state dict: unstructured zeros take the same room as weights until
+a sparse format stores them), ``memory_mb`` (peak RSS growth while evaluating), ``params`` / ``nonzero_params``,
+and ``energy_kwh`` / ``co2e_kg`` with ``energy_mode`` (measured or estimated, never one shown as the other).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentlab.compress.config import Experiment, MeasureSettings
+from agentlab.core.debate.protocol import parse_reply
+from agentlab.core.debate.task import Question, is_correct
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Inputs:
+    """What every experiment of a run is measured on."""
+
+    model: str
+    device: str
+    eval_text: str
+    calib_text: str
+    questions: list[Question]
+    measure: MeasureSettings
+    seed: int = 0
+
+
+def accuracy_hf(model: Any, tokenizer: Any, questions: list[Question], *, max_new_tokens: int = 16,
+                batch: int = 16) -> float:
+    """Greedy answers to the questions (chat template, left-padded batches); the share that are right."""
+    import torch
+
+    if not questions:
+        return 0.0
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    right = 0
+    for start in range(0, len(questions), batch):
+        group = questions[start:start + batch]
+        rows = [tokenizer.apply_chat_template([{"role": "user", "content": q.question}], add_generation_prompt=True,
+                                              tokenize=True, return_dict=False) for q in group]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=pad)
+        for q, row in zip(group, out[:, width:], strict=True):
+            answer, _ = parse_reply(tokenizer.decode(row, skip_special_tokens=True), "numeric")
+            right += is_correct(answer, q.answer)
+    return right / len(questions)
+
+
+def accuracy_gguf(path: str | Path, questions: list[Question], *, max_new_tokens: int = 16,
+                  n_ctx: int = 512) -> float:
+    """The same on llama.cpp (the GGUF's own chat template)."""
+    from agentlab.compress.gguf import open_gguf
+
+    if not questions:
+        return 0.0
+    right = 0
+    with open_gguf(path, n_ctx=n_ctx) as llm:
+        for q in questions:
+            reply = llm.create_chat_completion([{"role": "user", "content": q.question}], max_tokens=max_new_tokens,
+                                               temperature=0.0)
+            answer, _ = parse_reply(reply["choices"][0]["message"]["content"] or "", "numeric")
+            right += is_correct(answer, q.answer)
+    return right / len(questions)
+
+
+def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
+                   tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
+    """Apply ``exp`` (None: the base model as it is) and measure the result; ``work`` holds its files (removed after,
+    except a GGUF, which is the result)."""
+    from agentlab.compress.energy import track_energy
+    from agentlab.core.train.device import seed_everything
+    from agentlab.core.train.model import load_causal_lm
+
+    work.mkdir(parents=True, exist_ok=True)
+    steps: dict[str, Any] = {}
+    start = time.perf_counter()
+    with track_energy(country_iso_code=inputs.measure.country) as energy:
+        seed_everything(inputs.seed)
+        tick("loading")
+        model, tokenizer = load_causal_lm(inputs.model, device=inputs.device)
+        if exp is not None and exp.prune is not None:
+            tick("pruning")
+            steps["prune"] = _prune(model, tokenizer, exp, inputs)
+        if exp is not None and exp.recover is not None:
+            tick(f"recovery ({exp.recover.method})")
+            steps["recover"] = _recover(model, tokenizer, exp, inputs)
+        from agentlab.compress.measure import param_count
+
+        # counted before quantization: quantized tensor types (torchao's) have no count_nonzero
+        counts = {"params": param_count(model), "nonzero_params": param_count(model, nonzero=True)}
+        quant = exp.quantize if exp is not None else None
+        if quant is not None and quant.method == "gguf":
+            tick(f"GGUF {quant.gguf_type}")
+            metrics = _measure_gguf(model, tokenizer, quant.gguf_type, inputs, work, steps)
+        else:
+            if quant is not None:
+                from agentlab.compress.quantize import quantize_model
+
+                tick(quant.method)
+                steps["quantize"] = quantize_model(model, quant.method)
+            tick("measuring")
+            metrics = _measure_hf(model, tokenizer, inputs, work)
+    metrics.update({**counts, "energy_kwh": energy.energy_kwh, "co2e_kg": energy.co2e_kg, "energy_mode": energy.mode})
+    return {"label": exp.label() if exp is not None else "base model",
+            "experiment": exp.model_dump() if exp is not None else None, "steps": steps, "metrics": metrics,
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
+    from agentlab.compress import prune
+
+    p = exp.prune
+    assert p is not None
+    if p.method == "magnitude":
+        return prune.magnitude_prune(model, p.sparsity, p.pattern)
+    if p.method == "wanda":
+        return prune.wanda_prune(model, tokenizer, inputs.calib_text, p.sparsity, p.pattern, seed=inputs.seed)
+    return prune.structured_prune(model, mlp_keep=p.mlp_keep if p.mlp_keep < 1 else None,
+                                  drop_layers=p.drop_layers or None, tokenizer=tokenizer, calib_text=inputs.calib_text,
+                                  seed=inputs.seed)
+
+
+def _recover(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
+    from agentlab.compress import recover
+
+    r = exp.recover
+    assert r is not None
+    if r.method == "lora":
+        return recover.lora_recover(model, tokenizer, inputs.calib_text, steps=r.steps, lr=r.lr, seed=inputs.seed)
+    from agentlab.core.train.model import load_causal_lm
+
+    teacher, _ = load_causal_lm(inputs.model, device=inputs.device)
+    try:
+        return recover.distill(model, teacher, tokenizer, inputs.calib_text, steps=r.steps, lr=r.lr, seed=inputs.seed)
+    finally:
+        del teacher
+
+
+def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path) -> dict[str, Any]:
+    import torch
+
+    from agentlab.compress.measure import latency_hf, peak_rss, perplexity_hf
+
+    m = inputs.measure
+    with peak_rss() as memory:
+        ppl = perplexity_hf(model, tokenizer, inputs.eval_text, context=m.context, stride=m.stride,
+                            max_tokens=m.max_eval_tokens)
+        accuracy = accuracy_hf(model, tokenizer, inputs.questions)
+    latency = latency_hf(model, tokenizer, prompt_tokens=m.prompt_tokens, new_tokens=m.new_tokens, repeats=m.repeats,
+                         text=inputs.eval_text)
+    state = work / "state.pt"
+    torch.save(model.state_dict(), state)
+    size = state.stat().st_size
+    state.unlink()
+    return {"backend": "transformers", "perplexity": ppl.ppl, "accuracy": accuracy,
+            "prefill_tps": latency.prefill_tps, "decode_tps": latency.decode_tps, "size_mb": size / 2**20,
+            "memory_mb": memory.delta / 2**20}
+
+
+def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: Path,
+                  steps: dict[str, Any]) -> dict[str, Any]:
+    from agentlab.compress.gguf import gguf_tensor_types, latency_gguf, perplexity_gguf, quantize_hf_to_gguf
+    from agentlab.compress.measure import peak_rss
+
+    m = inputs.measure
+    from agentlab.core.train.convert import quiet_transformers
+
+    folder = work / "hf"
+    with quiet_transformers(logs=False):  # no "Writing model shards" bar
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    files = quantize_hf_to_gguf(folder, work, types=(kind,))
+    path = files[kind.lower()]
+    for key, other in files.items():
+        if key != kind.lower():
+            Path(other).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    steps["quantize"] = {"method": "gguf", "type": kind, "file": str(path), "tensor_types": gguf_tensor_types(path)}
+    with peak_rss() as memory:
+        ppl = perplexity_gguf(path, inputs.eval_text, context=m.context, stride=m.stride, max_tokens=m.max_eval_tokens)
+        accuracy = accuracy_gguf(path, inputs.questions)
+    latency = latency_gguf(path, prompt_tokens=m.prompt_tokens, new_tokens=m.new_tokens, repeats=m.repeats,
+                           text=inputs.eval_text)
+    return {"backend": "llama.cpp", "perplexity": ppl.ppl, "accuracy": accuracy, "prefill_tps": latency.prefill_tps,
+            "decode_tps": latency.decode_tps, "size_mb": Path(path).stat().st_size / 2**20,
+            "memory_mb": memory.delta / 2**20}
