@@ -60,6 +60,17 @@ def mlflow_uri(in_tmp: Path, _mlflow_db: Path) -> str:
     return f"sqlite:///{in_tmp / 'mlflow.db'}"
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread: the test models are tiny, and on a busy 2-core machine two threads are many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ScriptedServer]:
     """One scriptable loopback OpenAI-compatible server per test module; tests take ``srv``, which resets it."""

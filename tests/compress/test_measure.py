@@ -24,7 +24,7 @@ from agentlab.compress.measure import (
 from agentlab.core.errors import InputError, MissingPackage, missing_package
 from agentlab.core.llm.builtin import find_builtin
 
-HAMLET = Path("/work/shared/data/text/hamlet.txt")
+HAMLET = Path(__file__).resolve().parents[3] / "shared" / "data" / "text" / "hamlet.txt"  # ../shared of the repo
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ from agentlab.core.train.tiny import CORPUS, make_tiny_model  # noqa: E402
 TEXT = CORPUS.read_text(encoding="utf-8")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """One torch thread: on a busy 2-core machine two threads are many times slower for models this small."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from agentlab.core.train.model import load_causal_lm  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # minutes each on a busy CPU
 
-TEXTS = Path("/work/shared/data/text")
+TEXTS = Path(__file__).resolve().parents[3] / "shared" / "data" / "text"  # ../shared of the repo
 EVAL_TOKENS, CONTEXT, STRIDE = 2048, 256, 128
 
 

@@ -21,12 +21,7 @@ from agentlab.core.train.tiny import CORPUS  # noqa: E402
 TEXT = CORPUS.read_text(encoding="utf-8")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -31,13 +31,7 @@ END = "<|im_end|>"
 PERSONA = "You are Captain Reed, a terse sea captain."
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """One torch thread: these models are tiny, and on a busy 2-core machine two threads are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def conversation(i: int) -> dict[str, Any]:
