@@ -119,7 +119,10 @@ def make_tiny_model(
     _randomize(model, seed)
     # Chat generation should stop at the end of a turn as well as at the end of text.
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
-    model.save_pretrained(str(out))
+    from agentlab.core.train.convert import quiet_transformers
+
+    with quiet_transformers(logs=False):  # no "Writing model shards" bar under the CLI's own output
+        model.save_pretrained(str(out))
     return out
 
 
