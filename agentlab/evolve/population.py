@@ -4,9 +4,12 @@ a journal file on a shared disk for several machines).
 
 - An individual waiting to be scored is a ``WAITING`` trial whose user attrs hold its id, generation, adapter
   folder and lineage (parents, weights, rank, mutation).
-- A worker claims one by moving it to ``RUNNING`` (``set_trial_state_values`` refuses a second claim atomically, so
-  two workers never score the same child); it stores the scores in user attrs and completes the trial with the task
-  accuracy as its value, or fails it with the error.
+- A worker claims one by moving it to ``RUNNING``: ``set_trial_state_values`` refuses a second claim where the
+  database locks the row (PostgreSQL, MySQL; a journal file replays claims in order). SQLite has no row locks: two
+  processes could both read WAITING and both claim (seen here with two workers), so on SQLite claims also take an
+  exclusive file lock beside the database. The worker stores the scores in user attrs and completes the trial with
+  the task accuracy as its value, or fails it with the error. Several machines need PostgreSQL / MySQL or a journal
+  file on a shared disk, not SQLite.
 - The study's user attrs hold what every worker needs (``settings``: the base model, the fitness questions, the
   debate; ``reference``: the seeds' own debate) and which individuals make up each generation (``population_K``).
 
@@ -16,7 +19,10 @@ trial left by a killed worker goes back to ``WAITING`` when the run resumes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +54,30 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
     except KeyError:
         raise ConfigError(f"store {store or url}: holds no evolve population",
                           hint="start the run first: agentlab evolve run -c FILE (it creates the population)") from None
-    return Population(study)
+    lock = Path(url.removeprefix("sqlite:///") + ".claims.lock") if url.startswith("sqlite:///") else None
+    return Population(study, lock)
 
 
 class Population:
     """Individuals as trials of one study; see the module docstring."""
 
-    def __init__(self, study: Any):
+    def __init__(self, study: Any, claim_lock: Path | None = None):
         self.study = study
         self._storage = study._storage
         self._study_id = study._study_id
+        self._claim_lock = claim_lock
+
+    @contextlib.contextmanager
+    def _claiming(self) -> Iterator[None]:
+        if self._claim_lock is None:
+            yield
+            return
+        with open(self._claim_lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------ shared settings
 
@@ -93,31 +113,51 @@ class Population:
 
     def claim(self, limit: int, worker: str) -> list[dict[str, Any]]:
         """Up to ``limit`` waiting individuals, now ``RUNNING`` for ``worker``; none that another worker claimed."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         claimed: list[dict[str, Any]] = []
-        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            if len(claimed) >= limit:
-                break
-            if "id" not in trial.user_attrs:
-                continue
-            if self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+        with self._claiming():
+            for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+                if len(claimed) >= limit:
+                    break
+                if "id" not in trial.user_attrs:
+                    continue
+                try:
+                    if not self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                        continue
+                except UpdateFinishedTrialError:  # finished since we listed it
+                    continue
                 self._storage.set_trial_user_attr(trial._trial_id, "worker", worker)
                 claimed.append({**trial.user_attrs, "trial": trial._trial_id})
         return claimed
 
-    def complete(self, trial: int, scores: dict[str, Any]) -> None:
+    def complete(self, trial: int, scores: dict[str, Any]) -> bool:
+        """Store the scores and finish the trial; False when another worker finished it first (a claim requeued by
+        a resume while its worker still ran: wasted work, and the first scores stay)."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        for key, value in scores.items():
-            self._storage.set_trial_user_attr(trial, key, value)
-        self._storage.set_trial_state_values(trial, TrialState.COMPLETE, values=[float(scores["task"])])
+        try:
+            for key, value in scores.items():
+                self._storage.set_trial_user_attr(trial, key, value)
+            self._storage.set_trial_state_values(trial, TrialState.COMPLETE, values=[float(scores["task"])])
+        except UpdateFinishedTrialError:
+            log.warning("trial %d was finished by another worker; these scores are dropped", trial)
+            return False
+        return True
 
-    def fail(self, trial: int, error: str) -> None:
+    def fail(self, trial: int, error: str) -> bool:
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        self._storage.set_trial_user_attr(trial, "error", error)
-        self._storage.set_trial_state_values(trial, TrialState.FAIL)
+        try:
+            self._storage.set_trial_user_attr(trial, "error", error)
+            self._storage.set_trial_state_values(trial, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            log.warning("trial %d was finished by another worker", trial)
+            return False
+        return True
 
     def requeue_running(self) -> int:
         """Claims left by killed workers go back to waiting; returns how many."""

@@ -247,7 +247,7 @@ def _make_child(cfg: EvolveConfig, pop: Population, k: int, child: str, parents:
 
 def _score(cfg: EvolveConfig, pop: Population, k: int, members: list[str], run_dir: RunDir, progress: Progress,
            say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> None:
-    from agentlab.evolve.worker import spawn, work
+    from agentlab.evolve.worker import failure_line, spawn, work
 
     individuals = pop.individuals()
     waiting = [m for m in members if individuals[m]["state"] == "waiting"]
@@ -269,15 +269,15 @@ def _score(cfg: EvolveConfig, pop: Population, k: int, members: list[str], run_d
 
     if cfg.workers > 1:
         store = cfg.store or f"sqlite:///{run_dir.file('population.db').resolve()}"
-        procs = spawn(store, min(cfg.workers, len(waiting)), cfg.batch)
-        while any(p.poll() is None for p in procs):
+        procs = spawn(store, min(cfg.workers, len(waiting)), cfg.batch, run_dir.file("workers"))
+        while any(p.poll() is None for p, _ in procs):
             time.sleep(2)
             now = pop.individuals()
             bar.update(completed=sum(now[m]["state"] in ("complete", "fail") for m in waiting) * ticks)
-        for p in procs:
+        for p, log_file in procs:
             if p.returncode:
-                tail = (p.stderr.read() if p.stderr else "").strip().splitlines()[-1:]
-                say(f"a worker exited with {p.returncode}: {tail[0] if tail else 'no message'}")
+                say(f"a worker exited with {p.returncode} ({failure_line(log_file)}); its log: {log_file}; "
+                    "what it left is scored here")
         now = pop.individuals()
         for m in waiting:
             if now[m]["state"] in ("complete", "fail"):

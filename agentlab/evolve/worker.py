@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agentlab.evolve.population import Population
@@ -43,12 +44,12 @@ def work(pop: Population, *, batch: int, providers: dict[str, Any] | None = None
         for ind in claimed:
             result = scores[ind["id"]]
             if isinstance(result, str):
-                pop.fail(ind["trial"], result)
+                stored = pop.fail(ind["trial"], result)
             else:
-                pop.complete(ind["trial"], {**result, "worker": me, "scored_at": time.time()})
-            if on_scored is not None:
+                stored = pop.complete(ind["trial"], {**result, "worker": me, "scored_at": time.time()})
+            if stored and on_scored is not None:
                 on_scored(ind, result)
-            done += 1
+            done += stored
 
 
 def serve(pop: Population, *, batch: int, wait: bool, poll_s: float = 5.0,
@@ -64,11 +65,23 @@ def serve(pop: Population, *, batch: int, wait: bool, poll_s: float = 5.0,
         time.sleep(poll_s)
 
 
-def spawn(store: str, n: int, batch: int) -> list[subprocess.Popen]:
-    """``n`` worker processes on this machine, each with its share of the CPU threads."""
+def spawn(store: str, n: int, batch: int, logs: Path) -> list[tuple[subprocess.Popen, Path]]:
+    """``n`` worker processes on this machine, each with its share of the CPU threads and its log in ``logs``."""
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "agentlab", "evolve", "worker", "--store", store, "--batch", str(batch),
                "--no-wait"]
-    return [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for _ in range(n)]
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(n):
+        log_file = logs / f"worker-{i}.log"
+        with open(log_file, "a", encoding="utf-8") as handle:  # the child keeps its own descriptor
+            procs.append((subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT), log_file))
+    return procs
+
+
+def failure_line(log_file: Path) -> str:
+    """The ``error:`` line of a worker's log (the CLI prints one per failure), else its last line."""
+    lines = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines() if log_file.is_file() else []
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["no output"])[-1]

@@ -173,12 +173,17 @@ def test_novelty_and_fitness_by_hand(seeds: dict[str, Path]) -> None:
 
 def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str, Path],
                                              seeds: dict[str, Path]) -> None:
-    config, run = write_config(in_tmp, tiny_model, seeds, generations=0, workers=2), in_tmp / "RUN"
+    config = write_config(in_tmp, tiny_model, seeds, population=6, generations=1, workers=2, batch=1)
+    run = in_tmp / "RUN"
     assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 0
     pop = open_population(None, run, create=False)
     workers = {i["worker"] for i in pop.individuals().values()}
     assert len(workers) >= 1 and all(not w.endswith(f":{os.getpid()}") for w in workers), workers
-    assert sorted(e["id"] for e in events(run, "scored")) == ["g0c0", "persona_a", "persona_b", "persona_c"]
+    assert len(events(run, "scored")) == 6 + 5 and len({e["id"] for e in events(run, "scored")}) == 11
+    logs = "".join(p.read_text() for p in sorted((run / "workers").glob("worker-*.log")))
+    assert "error" not in logs
+    scored_lines = [line.split(":")[0] for line in logs.splitlines() if ": task " in line]
+    assert sorted(scored_lines) == sorted(set(scored_lines)), "two workers scored the same individual"
 
 
 @pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker"])
