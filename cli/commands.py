@@ -22,6 +22,7 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command("nas", "nas", "agentlab.nas.config:NASConfig"),
+    Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
     Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig"),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True),
     Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True),

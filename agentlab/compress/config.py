@@ -1,5 +1,5 @@
-"""The `agentlab compress` config (the command is being built and is not registered yet): the model, the goal, the
-texts, the search and its budgets, and the typed experiment a planner proposes.
+"""The `agentlab compress` config: the model, the goal, the texts, the search and its budgets, and the typed
+experiment a planner proposes.
 
 An experiment is up to three steps applied in order: ``prune`` (unstructured / 2:4 magnitude or Wanda, or
 structured: MLP channels and whole layers), ``recover`` (LoRA fine-tune or logit distillation from the base model,
@@ -118,7 +118,8 @@ class CompressConfig(StrictModel):
                                                               "`planner` route of --llm, Optuna NSGA-II or TPE, "
                                                               "or random (a baseline)")
     llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")
-    storage: str | None = Field(None, description="Optuna storage shared by workers (default: in the run folder)")
+    storage: str | None = Field(None, description="not used yet: the Optuna study is in memory, rebuilt from the "
+                                "run's experiments.jsonl at every iteration")
     carbon_budget: float | None = Field(None, gt=0, description="kg CO2e for the whole search: it stops before an "
                                         "experiment would exceed it")
     workspace: Path | None = Field(None, description="memory across runs (default runs/compress/workspace)")

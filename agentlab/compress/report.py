@@ -1,0 +1,126 @@
+"""report.md and pareto.png of `agentlab compress`: the recommendation against the base model, the Pareto plots
+(perplexity and accuracy against speedup and against size; the goal's front highlighted, the base model marked),
+every experiment, and the energy spent with how it was obtained (measured or estimated)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from agentlab.compress.objective import Goal
+
+_PANELS = (("speedup", "perplexity"), ("speedup", "accuracy"), ("size", "perplexity"), ("size", "accuracy"))
+_UNITS = {"speedup": "x base decode tok/s", "size": "MB on disk", "perplexity": "eval text", "accuracy": "task"}
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2e}"
+
+
+def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | None:
+    """pareto.png, or None when matplotlib is missing or nothing finished."""
+    from agentlab.compress.scoring import front
+
+    done = [r for r in records if r.get("state") == "done"]
+    if not done:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    on_front = {done[i]["index"] for i in front(goal, [r["derived"] for r in done])}
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    for ax, (x, y) in zip(axes.flat, _PANELS, strict=True):
+        for r in done:
+            px, py = r["derived"].get(x), r["derived"].get(y)
+            if px is None or py is None:
+                continue
+            base, best = r["index"] == 0, r["index"] in on_front
+            ax.scatter(px, py, marker="*" if base else "o", s=160 if base else 40,
+                       c="black" if base else ("tab:red" if best else "tab:blue"), zorder=3)
+            ax.annotate(str(r["index"]), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(f"{x} ({_UNITS[x]})")
+        ax.set_ylabel(f"{y} ({_UNITS[y]})")
+        if y == "perplexity":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{goal.describe()}\n* base model, red: Pareto front of the goal, numbers: experiment index",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _row(r: dict[str, Any], front: set[int]) -> str:
+    d, m = r.get("derived") or {}, r.get("metrics") or {}
+    state = r.get("state", "done")
+    flags = "failed: " + (r.get("error") or "") if state == "failed" else ("yes" if r.get("feasible") else "no")
+    return (f"| {r['index']} | {r['label']}{' (front)' if r['index'] in front else ''} | {r.get('planner', '')} | "
+            f"{fmt(d.get('speedup'))} | {fmt(d.get('perplexity'))} | {fmt(d.get('accuracy'))} | {fmt(d.get('size'))} | "
+            f"{fmt(d.get('memory'))} | {fmt(m.get('co2e_kg'))} | {m.get('energy_mode', '-')} | "
+            f"{'reused' if r.get('reused') else 'ran'} | {flags} |")
+
+
+def _recommendation(rec: dict[str, Any]) -> list[str]:
+    best, base = rec.get("best"), rec.get("base") or {}
+    if best is None:
+        return ["No experiment finished: nothing to recommend."]
+    lines = [f"**{rec['label']}** (experiment {rec['index']})" + (
+        "" if rec["feasible"] else f": **no experiment met the constraints**; this one is the closest (it breaks "
+        f"{', '.join(rec['broken'])})"), "", "| metric | base model | recommended |", "|---|---|---|"]
+    bm, rm = base.get("metrics") or {}, best.get("metrics") or {}
+    for key, name in (("perplexity", "perplexity"), ("accuracy", "accuracy"), ("decode_tps", "decode tokens/s"),
+                      ("prefill_tps", "prefill tokens/s"), ("size_mb", "size (MB)"), ("memory_mb", "peak memory (MB)"),
+                      ("nonzero_params", "non-zero parameters")):
+        lines.append(f"| {name} | {fmt(bm.get(key))} | {fmt(rm.get(key))} |")
+    d = best.get("derived") or {}
+    lines += ["", f"Speedup {fmt(d.get('speedup'))}x, compression {fmt(d.get('compression'))}x (against the base "
+              "model measured in the same way, in this run or the workspace record it reused).", "",
+              "Config:", "", "```json", _json(rec.get("experiment")), "```"]
+    return lines
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=2)
+
+
+def render_report(cfg: Any, goal: Goal, records: list[dict[str, Any]], results: dict[str, Any]) -> str:
+    energy, counts = results["energy"], results["counts"]
+    front = set(results["front"])
+    lines = [f"# agentlab compress: {cfg.model}", "", f"Goal: {goal.describe()}"
+             + (f' (from "{cfg.objective}")' if cfg.objective else ""), "",
+             f"Planner: {cfg.planner}. Stopped: {results['stop_reason']}.", "",
+             f"Experiments: {counts['experiments']} ({counts['ran']} run here including the base model, "
+             f"{counts['reused']} reused from the workspace, {counts['failed']} failed).", "",
+             "## Recommended", "", *_recommendation({**results["recommended"], "base": results["base"]}), ""]
+    if results.get("plot"):
+        lines += ["## Pareto plots", "", f"![pareto]({results['plot']})", ""]
+    lines += ["## Experiments", "", "| # | experiment | planner | speedup | perplexity | accuracy | size MB "
+              "| memory MB | kg CO2e | energy | source | meets constraints |", "|" + "---|" * 12,
+              *(_row(r, front) for r in records), ""]
+    budget = f" of a {fmt(energy['budget_kg'])} kg budget" if energy["budget_kg"] is not None else ""
+    lines += ["## Energy", "", f"Spent by the experiments run here: {fmt(energy['energy_kwh'])} kWh, "
+              f"{fmt(energy['co2e_kg'])} kg CO2e{budget}; energy mode: **{energy['mode']}** (codecarbon: "
+              "'measured' only where a power meter was read, 'estimated' from CPU TDP and load otherwise). Reused "
+              "experiments cost nothing in this run.", ""]
+    notes = [r for r in records if r.get("note")]
+    if notes:
+        lines += ["## Planner notes", "", *(f"- {r['index']} ({r['planner']}): {r['note']}" for r in notes), ""]
+    return "\n".join(lines)

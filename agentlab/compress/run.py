@@ -1,0 +1,457 @@
+"""`agentlab compress`: plan, run and judge real compression experiments on a causal LM against an objective and a
+carbon budget.
+
+base model measured -> planner proposes -> workspace lookup (reused when this model, experiment and measurement
+set-up were measured before) -> carbon check -> experiment applied and measured -> record appended to
+experiments.jsonl (fsynced) -> best.json rewritten atomically -> next. results.json, report.md (with pareto.png)
+and a knowledge note in the workspace at the end. experiments.jsonl is the run's state: ``--resume`` skips every
+experiment in it, and the planners, pure functions of the seed and these records, continue the same sequence.
+
+Texts: the evaluation text (perplexity) and the calibration text (Wanda, LoRA, distillation) must differ, or a
+recovery step trains on the text it is scored on. By default both come from the text that ships with agentlab,
+cut in two halves: the first half evaluates, the second calibrates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentlab.compress.config import CompressConfig, Experiment
+from agentlab.compress.experiment import Inputs
+from agentlab.compress.objective import Goal
+from agentlab.compress.space import Space
+from agentlab.core.errors import AgentlabError, UsageError
+from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.runs import RunDir, atomic_write_json, runs_root
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.config import LLMConfig
+
+log = logging.getLogger(__name__)
+STATE = "experiments.jsonl"
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` checked and loaded before any run folder exists."""
+
+    goal: Goal
+    inputs: Inputs
+    model_path: Path
+    space: Space
+    llm: LLMConfig | None = None
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def default_texts() -> tuple[str, str]:
+    """(evaluation, calibration): the two halves of the shipped text, cut at a paragraph break near the middle."""
+    from agentlab.compress.measure import default_eval_text
+
+    text = default_eval_text()
+    cut = text.find("\n\n", len(text) // 2)
+    cut = cut if cut > 0 else len(text) // 2
+    return text[:cut].strip() + "\n", text[cut:].strip() + "\n"
+
+
+def load_texts(cfg: CompressConfig) -> tuple[str, str]:
+    from agentlab.compress.measure import read_text_file
+
+    if cfg.eval_text and cfg.calib_text and Path(cfg.eval_text).resolve() == Path(cfg.calib_text).resolve():
+        raise UsageError(f"eval_text and calib_text are the same file ({cfg.eval_text})",
+                         hint="calibrate on a different text, or leave calib_text out to use the built-in one")
+    eval_default, calib_default = default_texts()
+    eval_text = read_text_file(cfg.eval_text, "evaluation text") if cfg.eval_text else eval_default
+    calib_text = read_text_file(cfg.calib_text, "calibration text") if cfg.calib_text else calib_default
+    if eval_text.strip() == calib_text.strip():
+        raise UsageError("the evaluation and calibration texts are the same text",
+                         hint="calibrate on a different text: recovery would train on what it is scored on")
+    return eval_text, calib_text
+
+
+def load_questions(cfg: CompressConfig) -> list[Any]:
+    from agentlab.core.debate.task import Question, load_task, make_task
+
+    if cfg.task is not None:
+        return load_task(cfg.task, limit=cfg.task_questions)
+    rows = make_task(cfg.task_questions, "easy", seed=cfg.seed)
+    return [Question(i, i + 1, r["question"], r["answer"]) for i, r in enumerate(rows)]
+
+
+def _layers(model_path: Path) -> int:
+    try:
+        config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+        return int(config.get("num_hidden_layers") or 1)
+    except (OSError, ValueError, TypeError):
+        return 1
+
+
+def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None) -> dict[str, Any]:
+    """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
+    model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
+    from agentlab.core.llm.config import LLMConfig, load_llm_config
+    from agentlab.core.llm.modelref import resolve_model
+    from agentlab.core.tracking import check_tracking
+    from agentlab.core.train.device import resolve_device_dtype
+
+    goal = cfg.goal()
+    eval_text, calib_text = load_texts(cfg)
+    questions = load_questions(cfg)
+    ref = resolve_model(cfg.model, formats=["hf"], user="agentlab compress")
+    device, _ = resolve_device_dtype(cfg.device, what="device")
+    llm_cfg = None
+    if cfg.planner == "llm":
+        llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
+        if not llm_cfg.route("planner").chain():
+            raise UsageError("--planner llm needs a planner model, and the routing config has none",
+                             hint="give --llm FILE with a `planner` route, or use --planner nsga2")
+    check_tracking(cfg.mlflow)
+    inputs = Inputs(model=str(ref.path), device=device.type, eval_text=eval_text, calib_text=calib_text,
+                    questions=questions, measure=cfg.measure, seed=cfg.seed)
+    space = Space.build(_layers(Path(ref.path)), cuda=device.type == "cuda")
+    return {"prepared": Prepared(goal, inputs, Path(ref.path), space, llm_cfg)}
+
+
+# --------------------------------------------------------------------------- the run's state
+
+
+def read_state(path: Path) -> list[dict[str, Any]]:
+    """The finished records of experiments.jsonl; a line torn by a kill (the last one) is dropped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+    return records
+
+
+def append_state(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def measure_context(inputs: Inputs) -> dict[str, Any]:
+    """What besides the model and the experiment decides the numbers: part of the workspace key, so a record is
+    only reused for the same measurement set-up."""
+    return {"measure": inputs.measure.model_dump(), "device": inputs.device, "seed": inputs.seed,
+            "eval": _digest(inputs.eval_text), "calib": _digest(inputs.calib_text),
+            "task": _digest(json.dumps([[q.question, q.answer] for q in inputs.questions]))}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(cfg: CompressConfig, run_dir: RunDir, *, prepared: Prepared | None = None, progress: Progress | None = None,
+        announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the search in ``run_dir`` (new or resumed) and return results.json's content."""
+    from agentlab.core.tracking import open_tracker
+
+    prepared = prepared or prepare(cfg)["prepared"]
+    announce = announce or log.info
+    with open_tracker(cfg.mlflow, "agentlab-compress", run_dir, params=cfg.model_dump(mode="json")) as tracker:
+        search = Search(cfg, run_dir, prepared, progress or NullProgress(), announce, tracker)
+        return search.run()
+
+
+class Search:
+    def __init__(self, cfg: CompressConfig, run_dir: RunDir, prepared: Prepared, progress: Progress,
+                 announce: Callable[[str], None], tracker: Any):
+        from agentlab.compress.workspace import Workspace
+
+        self.cfg, self.run_dir, self.p, self.announce, self.tracker = cfg, run_dir, prepared, announce, tracker
+        self.goal = prepared.goal
+        self.workspace = Workspace(cfg.workspace or runs_root() / "compress" / "workspace")
+        self.state = run_dir.file(STATE)
+        self.records = read_state(self.state)
+        self.task = progress.task("compress", total=cfg.max_iterations + 1)
+        self.router: Any = None
+        self.stop_reason = ""
+
+    def run(self) -> dict[str, Any]:
+        from agentlab.compress.tracking import log_experiments
+
+        self.announce(f"goal: {self.goal.describe()}")
+        if self.records:
+            self.announce(f"resuming: {len(self.records)} finished experiment(s) in {STATE}, not run again")
+        self.model_hash = self.workspace.model_hash(self.p.model_path)
+        self.context = measure_context(self.p.inputs)
+        log_experiments(self.tracker, self.records)
+        try:
+            self._loop()
+        finally:
+            if self.router is not None:
+                self.run_dir.write_json("llm_stats.json", self.router.stats())
+                self.router.close()
+        return self._finish()
+
+    def _loop(self) -> None:
+        if not self.records:
+            base = self._obtain(None, planner="base")
+            assert base is not None  # the carbon budget never stops the base measurement
+            self._add(base)
+        for i in range(len(self.records), self.cfg.max_iterations + 1):
+            try:
+                proposal = self._propose(i)
+            except AgentlabError as exc:
+                if type(exc).__name__ != "NoProposal":
+                    raise
+                self.stop_reason = exc.message
+                break
+            record = self._obtain(proposal.experiment, planner=proposal.planner, note=proposal.note,
+                                  extra=proposal.extra)
+            if record is None:
+                break
+            self._add(record)
+        if not self.stop_reason:
+            self.stop_reason = f"max_iterations reached ({len(self.records) - 1} experiments)"
+        self.announce(f"stopped: {self.stop_reason}")
+
+    def _propose(self, i: int) -> Any:
+        from agentlab.compress.planners import Context, propose
+
+        if self.cfg.planner == "llm" and self.router is None:
+            from agentlab.core.llm.router import Router
+
+            self.router = Router.for_run(self.p.llm, self.run_dir)  # type: ignore[arg-type]
+        ctx = Context(self.goal, self.p.space, self.cfg.seed, i, self.records, self.workspace.notes(self.model_hash))
+        return propose(self.cfg.planner, ctx, self.router)
+
+    # ------------------------------------------------------------------ one experiment
+
+    def _key(self, exp: Experiment | None) -> str:
+        technique = {"experiment": exp.model_dump() if exp is not None else None, **self.context}
+        return self.workspace.key(self.model_hash, technique)
+
+    def _obtain(self, exp: Experiment | None, *, planner: str, note: str = "",
+                extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The experiment's record: read back from the workspace, or run (None: the carbon budget stops it)."""
+        from agentlab.compress.experiment import run_experiment
+
+        index, key = len(self.records), self._key(exp)
+        label = exp.label() if exp is not None else "base model"
+        stored = self.workspace.get(key)
+        head = {"index": index, "key": key, "planner": planner, "note": note, **(extra or {})}
+        if stored is not None and stored.get("state", "done") == "done":
+            self.announce(f"[{index}] {label}: reused from the workspace")
+            return {**head, **_measured(stored), "reused": True}
+        if exp is not None and not self._carbon_ok():
+            return None
+        self.task.update(completed=index, description=f"[{index}] {label}")
+        work = self.run_dir.file("experiments", f"{index:03d}")
+        try:
+            result = run_experiment(exp, self.p.inputs, work, tick=lambda step: self.task.update(
+                description=f"[{index}] {label}: {step}"))
+        except (AgentlabError, RuntimeError, ValueError) as exc:
+            if exp is None:
+                raise  # no base measurement, nothing to compare against
+            log.warning("experiment %s failed: %s", label, exc)
+            return {**head, "label": label, "experiment": exp.model_dump(), "state": "failed",
+                    "error": str(exc).splitlines()[0][:300], "metrics": {}, "reused": False}
+        result["state"] = "done"
+        self.workspace.put(key, {**result, "model_hash": self.model_hash, "model": self.cfg.model,
+                                 "context": self.context})
+        return {**head, **_measured(result), "reused": False}
+
+    def _carbon_ok(self) -> bool:
+        budget = self.cfg.carbon_budget
+        if budget is None:
+            return True
+        spent = spent_co2e(self.records)
+        costs = [r["metrics"]["co2e_kg"] for r in self.records if r.get("metrics", {}).get("co2e_kg") is not None]
+        estimate = sum(costs) / len(costs) if costs else 0.0
+        if spent + estimate <= budget:
+            return True
+        self.stop_reason = (f"carbon budget: {spent:.3g} kg CO2e spent + about {estimate:.3g} kg for the next "
+                            f"experiment would exceed the budget of {budget:.3g} kg")
+        return False
+
+    def _add(self, record: dict[str, Any]) -> None:
+        from agentlab.compress.scoring import check, derive
+        from agentlab.compress.tracking import log_experiments
+
+        base = (self.records[0] if self.records else record).get("metrics", {})
+        if record.get("state") == "done":
+            record["derived"] = derive(record["metrics"], base)
+            base_derived = derive(base, base)
+            record["feasible"], record["violation"], record["broken"] = check(self.goal, record["derived"],
+                                                                              base_derived)
+        else:
+            record.update(derived={}, feasible=False, violation=None, broken=["failed"])
+        self.records.append(record)
+        append_state(self.state, record)
+        self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),
+                           reused=record["reused"], planner=record["planner"])
+        self._write_best()
+        log_experiments(self.tracker, self.records)
+        self.task.update(completed=len(self.records))
+
+    def _write_best(self) -> None:
+        atomic_write_json(self.run_dir.file("best.json"), best_summary(self.goal, self.records))
+        self.run_dir.event("best", index=(self.run_dir.read_json("best.json") or {}).get("index"))
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self) -> dict[str, Any]:
+        from agentlab.compress.report import render_report, write_plot
+        from agentlab.compress.tracking import log_results
+
+        results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
+        plot = write_plot(self.goal, self.records, self.run_dir.file("pareto.png"))
+        results["plot"] = plot.name if plot is not None else None
+        self.run_dir.save_results(results)
+        self.run_dir.save_report(render_report(self.cfg, self.goal, self.records, results))
+        self.workspace.add_note(self.model_hash, knowledge_note(self.goal, self.records, results,
+                                                                self.run_dir.path.name))
+        log_results(self.tracker, results, self.run_dir.path)
+        return results
+
+
+def _measured(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("label", "experiment", "steps", "metrics", "seconds", "state")
+    return {k: result.get(k, "done" if k == "state" else None) for k in keys}
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def spent_co2e(records: list[dict[str, Any]]) -> float:
+    """kg CO2e of the experiments this run really ran (reused ones cost nothing now)."""
+    return sum(r.get("metrics", {}).get("co2e_kg") or 0.0 for r in records if not r.get("reused"))
+
+
+def energy_summary(records: list[dict[str, Any]], budget: float | None) -> dict[str, Any]:
+    ran = [r for r in records if not r.get("reused") and r.get("metrics")]
+    modes = sorted({r["metrics"].get("energy_mode", "estimated") for r in ran})
+    mode = modes[0] if len(modes) == 1 else ("partly measured" if modes else "none run")
+    return {"energy_kwh": sum(r["metrics"].get("energy_kwh") or 0.0 for r in ran), "co2e_kg": spent_co2e(records),
+            "mode": mode, "modes": modes, "budget_kg": budget, "experiments_run": len(ran)}
+
+
+def best_summary(goal: Goal, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """best.json: the recommended experiment (feasible: true), else the closest one (feasible: false)."""
+    from agentlab.compress.scoring import choose_best
+
+    done = [r for r in records[1:] if r.get("state") == "done"]
+    best = choose_best(goal, done)
+    base = records[0] if records else None
+    if best is None:
+        return {"best": None, "feasible": False, "reason": "no experiment finished yet", "goal": goal.describe(),
+                "base": _brief(base)}
+    return {"index": best["index"], "label": best["label"], "feasible": best["feasible"], "goal": goal.describe(),
+            "broken": best["broken"], "experiment": best["experiment"], "best": _brief(best), "base": _brief(base)}
+
+
+def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {"index": record["index"], "label": record["label"], "metrics": record.get("metrics"),
+            "derived": record.get("derived"), "reused": record.get("reused")}
+
+
+def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], stop_reason: str,
+              workspace: str) -> dict[str, Any]:
+    from agentlab.compress.scoring import front
+
+    done = [r for r in records if r.get("state") == "done"]
+    on_front = front(goal, [r["derived"] for r in done])
+    return {
+        "model": cfg.model, "objective": cfg.objective, "goal": goal.describe(), "planner": cfg.planner,
+        "recommended": best_summary(goal, records), "base": _brief(records[0]) if records else None,
+        "front": [done[i]["index"] for i in on_front],
+        "experiments": [{k: r.get(k) for k in ("index", "label", "experiment", "state", "planner", "note", "reused",
+                                               "feasible", "broken", "violation", "metrics", "derived", "error")}
+                        for r in records],
+        "counts": {"experiments": len(records) - 1, "reused": sum(bool(r.get("reused")) for r in records),
+                   "ran": sum(not r.get("reused") for r in records),
+                   "failed": sum(r.get("state") == "failed" for r in records)},
+        "energy": energy_summary(records, cfg.carbon_budget), "stop_reason": stop_reason, "workspace": workspace,
+    }
+
+
+def knowledge_note(goal: Goal, records: list[dict[str, Any]], results: dict[str, Any], run_name: str) -> str:
+    """A short Markdown note for the workspace: the goal, the recommendation, what broke the constraints."""
+    from agentlab.compress.report import fmt
+
+    rec = results["recommended"]
+    lines = [f"### {run_name}: {goal.describe()}"]
+    if rec.get("best"):
+        d = rec["best"]["derived"] or {}
+        status = "meets the constraints" if rec["feasible"] else "closest; no experiment met the constraints"
+        lines.append(f"- best: {rec['label']} ({status}): speedup {fmt(d.get('speedup'))}, accuracy "
+                     f"{fmt(d.get('accuracy'))}, perplexity {fmt(d.get('perplexity'))}, size {fmt(d.get('size'))} MB")
+    hurt = [r for r in records[1:] if r.get("state") == "done" and not r.get("feasible")]
+    for r in sorted(hurt, key=lambda r: -(r.get("violation") or 0))[:3]:
+        lines.append(f"- hurt: {r['label']} broke {', '.join(r['broken'])}")
+    for r in records[1:]:
+        if r.get("state") == "failed":
+            lines.append(f"- failed: {r['label']}: {r.get('error')}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+def _load(model_name: str | None, objective: str | None, carbon_budget: float | None, config: Any,
+          overrides: list[str] | None, **fields: Any) -> CompressConfig:
+    from agentlab.core.config import Flag, load_config
+
+    sets: list[Any] = list(overrides or [])
+    for key, value in {"model": model_name, "objective": objective, "carbon_budget": carbon_budget,
+                       **fields}.items():
+        if value is not None:
+            sets.append(Flag(key, key, value))
+    if isinstance(config, CompressConfig):
+        return load_config(None, CompressConfig, sets, base=config.model_dump(mode="json"))
+    if isinstance(config, dict):
+        return load_config(None, CompressConfig, sets, base=config)
+    return load_config(config, CompressConfig, sets)
+
+
+def plan_compression(model_name: str | None = None, objective: str | None = None,
+                     carbon_budget: float | None = None, *, config: Any = None, overrides: list[str] | None = None,
+                     **fields: Any) -> dict[str, Any]:
+    """Parse and validate without running: the goal, the texts, the model, and the space the planner searches."""
+    cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
+    p: Prepared = prepare(cfg)["prepared"]
+    return {"model": cfg.model, "model_path": str(p.model_path), "goal": p.goal.describe(),
+            "objectives": [o.model_dump() for o in p.goal.objectives],
+            "constraints": [c.model_dump() for c in p.goal.constraints], "planner": cfg.planner,
+            "max_iterations": cfg.max_iterations, "carbon_budget": cfg.carbon_budget, "device": p.inputs.device,
+            "space": p.space.describe(), "eval_chars": len(p.inputs.eval_text),
+            "calib_chars": len(p.inputs.calib_text), "questions": len(p.inputs.questions)}
+
+
+def run_compression(model_name: str | None = None, objective: str | None = None, carbon_budget: float | None = None,
+                    *, config: Any = None, overrides: list[str] | None = None, out: str | Path | None = None,
+                    resume: str | Path | None = None, progress: Progress | None = None,
+                    **fields: Any) -> dict[str, Any]:
+    """Python API: run the search in a run folder (new, ``out``, or ``resume``) and return results.json's content.
+    ``fields``: any other config field, e.g. ``max_iterations=3``, ``planner="random"``."""
+    from agentlab.core.config import load_config
+    from agentlab.core.runs import resume_target, run_in_folder
+
+    resume_dir = resume_target("compress", resume, out=out)
+    if resume_dir is not None:
+        cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))
+    else:
+        cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
+    results, _ = run_in_folder("compress", cfg, run, inputs=prepare(cfg), out=out, resume=resume_dir,
+                               progress=progress)
+    return dict(results)

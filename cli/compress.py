@@ -1,0 +1,76 @@
+"""`agentlab compress`: plan and run real compression experiments against an objective and a carbon budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from .common import ConfigOpt, JsonOpt, LLMOpt, MlflowOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console, safe_text
+from .runner import flags, run_command
+
+
+def compress(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[str | None, typer.Option(show_default=False, help="Model to compress: smollm2-135m (default), "
+                                              "a transformers folder or a cached hub id.")] = None,
+    objective: Annotated[str | None, typer.Option(show_default=False, help='The goal in words, e.g. "maximize '
+                                                  'speedup with <2% accuracy loss".')] = None,
+    carbon_budget: Annotated[float | None, typer.Option("--carbon-budget", min=0, show_default=False,
+                                                        help="kg CO2e for the whole search: stop before an "
+                                                        "experiment would exceed it.")] = None,
+    max_iterations: Annotated[int | None, typer.Option("--max-iterations", "-n", min=1, show_default=False,
+                                                       help="Experiments, the base model not counted (default 8)."
+                                                       )] = None,
+    planner: Annotated[Literal["llm", "nsga2", "tpe", "random"] | None, typer.Option(
+        show_default=False, help="nsga2 (default), tpe, random, or llm (the `planner` route of --llm).")] = None,
+    llm: LLMOpt = None,
+    eval_text: Annotated[Path | None, typer.Option("--eval-text", show_default=False, dir_okay=False,
+                                                   help="Held-out text for perplexity (default: the built-in "
+                                                   "text's first half).")] = None,
+    calib_text: Annotated[Path | None, typer.Option("--calib-text", show_default=False, dir_okay=False,
+                                                    help="Calibration / recovery text, not the eval text (default: "
+                                                    "the built-in text's second half).")] = None,
+    mlflow: MlflowOpt = None,
+    out: OutOpt = None,
+    resume: ResumeOpt = None,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run compression experiments (pruning, recovery, quantization) on a model, each measured for real against the
+    base model, keep the Pareto front and the best result that meets the objective's constraints (best.json), and
+    write report.md. Experiments are remembered in a workspace across runs; --resume continues a killed run."""
+    from agentlab.compress import CompressConfig
+    from agentlab.compress.run import prepare
+    from agentlab.compress.run import run as compress_run
+
+    options = flags(("--model", "model", model), ("--objective", "objective", objective),
+                    ("--carbon-budget", "carbon_budget", carbon_budget),
+                    ("--max-iterations", "max_iterations", max_iterations), ("--planner", "planner", planner),
+                    ("--eval-text", "eval_text", eval_text), ("--calib-text", "calib_text", calib_text),
+                    ("--mlflow", "mlflow", mlflow))
+    run_command("compress", CompressConfig, compress_run, config=config, sets=[*(set_ or []), *options], out=out,
+                resume=resume, prepare=lambda cfg: prepare(cfg, llm), json_=json_, verbose=verbose,
+                summary=_print_summary)
+
+
+def _print_summary(results: dict, path: Path) -> None:
+    from agentlab.compress.report import fmt
+
+    rec = results["recommended"]
+    if rec.get("best") is None:
+        console.print("no experiment finished: nothing to recommend")
+    else:
+        d, b = rec["best"]["derived"] or {}, (results["base"] or {}).get("derived") or {}
+        status = "meets the constraints" if rec["feasible"] else "[yellow]closest: no experiment met the constraints[/]"
+        console.print(f"[bold]recommended[/]: {safe_text(rec['label'])} ({status})")
+        console.print(f"  speedup {fmt(d.get('speedup'))}x, perplexity {fmt(d.get('perplexity'))} (base "
+                      f"{fmt(b.get('perplexity'))}), accuracy {fmt(d.get('accuracy'))} "
+                      f"(base {fmt(b.get('accuracy'))}), "
+                      f"size {fmt(d.get('size'))} MB (base {fmt(b.get('size'))} MB)")
+    counts, energy = results["counts"], results["energy"]
+    console.print(f"{counts['experiments']} experiments ({counts['reused']} reused, {counts['failed']} failed); "
+                  f"{fmt(energy['co2e_kg'])} kg CO2e ({energy['mode']}); stopped: {safe_text(results['stop_reason'])}")
+    console.print(f"report: {safe_text(path / 'report.md')}")

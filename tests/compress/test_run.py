@@ -1,0 +1,137 @@
+"""`agentlab compress` end to end on the tiny model: the run folder, results.json / best.json / report.md with the
+Pareto plot, reuse of every experiment from the workspace, --resume after SIGKILL without re-running a finished
+experiment, the carbon budget, MLflow children, and one clear line (exit 2, no folder) for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("codecarbon")
+pytest.importorskip("optuna")
+
+from agentlab.cli import main  # noqa: E402
+
+SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
+         "measure.new_tokens=4", "measure.repeats=1", "task_questions=3"]
+
+
+def args(tiny: dict[str, Path], folder: Path, *extra: str, planner: str = "random", n: int = 3) -> list[str]:
+    sets = [x for s in SMALL for x in ("--set", s)]
+    return ["compress", "--model", str(tiny["hf"]), "--objective", "maximize speedup with <2% accuracy loss",
+            "--max-iterations", str(n), "--planner", planner, "--set", f"workspace={folder / 'ws'}", *sets, *extra]
+
+
+def records(run: Path) -> list[dict[str, Any]]:
+    path = run / "experiments.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_folder(run: Path, n: int) -> dict[str, Any]:
+    results = json.loads((run / "results.json").read_text())
+    best = json.loads((run / "best.json").read_text())
+    assert results["counts"]["experiments"] == n and len(results["experiments"]) == n + 1
+    assert results["experiments"][0]["label"] == "base model"
+    assert best["index"] == results["recommended"]["index"] and isinstance(best["feasible"], bool)
+    report = (run / "report.md").read_text()
+    assert "![pareto](pareto.png)" in report and (run / "pareto.png").stat().st_size > 1000
+    assert "energy mode: **" in report and "## Recommended" in report
+    keys = [json.dumps(r["experiment"], sort_keys=True) for r in records(run)]
+    assert len(keys) == len(set(keys)), "an experiment ran twice in one run"
+    return results
+
+
+@pytest.mark.parametrize("planner", ["random", "nsga2"])
+def test_run_then_a_second_run_reuses_every_experiment(in_tmp: Path, tiny_model: dict[str, Path], planner: str,
+                                                       capsys: Any) -> None:
+    assert main(args(tiny_model, in_tmp, "--out", str(in_tmp / "A"), planner=planner)) == 0
+    first = check_folder(in_tmp / "A", 3)
+    assert first["counts"]["reused"] == 0 and first["energy"]["co2e_kg"] > 0
+    assert first["energy"]["mode"] in ("measured", "partly measured", "estimated")
+    assert "goal: maximize speedup subject to accuracy >= 0.98 x base" in capsys.readouterr().err
+    notes = list((in_tmp / "ws" / "notes").glob("*.md"))
+    assert notes and "best:" in notes[0].read_text()
+
+    assert main(args(tiny_model, in_tmp, "--out", str(in_tmp / "B"), planner=planner)) == 0
+    second = check_folder(in_tmp / "B", 3)
+    assert second["counts"]["reused"] == 4 and second["energy"]["co2e_kg"] == 0  # the base model too
+    assert [e["label"] for e in second["experiments"]] == [e["label"] for e in first["experiments"]]
+
+
+def test_resume_after_sigkill_reruns_no_finished_experiment(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    run = in_tmp / "RUN"
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    log = open(in_tmp / "kill.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "agentlab", *args(tiny_model, in_tmp, "--out", str(run), n=4)],
+                            cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and len(records(run)) < 2:
+            time.sleep(0.02)
+        assert proc.poll() is None, (in_tmp / "kill.log").read_text()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        log.close()
+    before = records(run)
+    assert 2 <= len(before) < 5, "the kill came after the run had finished: nothing to resume"
+    assert json.loads((run / "best.json").read_text())["index"] >= 1  # valid after the first experiment
+    assert main(["compress", "--resume", str(run)]) == 0
+    after = records(run)
+    assert len(after) == 5 and after[:len(before)] == before
+    assert [e["index"] for e in after] == list(range(5))
+    started = [e for e in (json.loads(x) for x in (run / "events.jsonl").read_text().splitlines())
+               if e["kind"] == "experiment"]
+    assert sorted(e["index"] for e in started) == list(range(5)), "a finished experiment was recorded twice"
+    check_folder(run, 4)
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+def test_carbon_budget_stops_before_exceeding_it(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    assert main(args(tiny_model, in_tmp, "--out", str(in_tmp / "C"), "--carbon-budget", "1e-12")) == 0
+    results = json.loads((in_tmp / "C" / "results.json").read_text())
+    assert results["counts"]["experiments"] == 0 and results["stop_reason"].startswith("carbon budget")
+    assert results["recommended"]["best"] is None
+    assert "carbon budget" in (in_tmp / "C" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--objective", "make it nice"], "no 'maximize X' or 'minimize X'"),
+    (["--eval-text", "missing.txt"], "missing.txt"),
+    (["--eval-text", "same.txt", "--calib-text", "same.txt"], "same file"),
+])
+def test_bad_input_is_one_line_and_no_folder(in_tmp: Path, tiny_model: dict[str, Path], extra: list[str],
+                                             message: str, capsys: Any) -> None:
+    (in_tmp / "same.txt").write_text("Some English text for evaluation and calibration. " * 20)
+    code = main([*args(tiny_model, in_tmp, "--out", str(in_tmp / "BAD")), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (in_tmp / "BAD").exists()
+
+
+def test_mlflow_logs_one_child_per_experiment(in_tmp: Path, tiny_model: dict[str, Path], mlflow_uri: str) -> None:
+    import mlflow
+
+    assert main(args(tiny_model, in_tmp, "--out", str(in_tmp / "M"), "--mlflow", mlflow_uri, n=2)) == 0
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    experiment = client.get_experiment_by_name("agentlab-compress")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 3  # the base model and two experiments
+    assert {c.data.tags["agentlab.key"] for c in children} == {"exp_000", "exp_001", "exp_002"}
+    assert all("perplexity" in c.data.metrics for c in children)
+    assert parents[0].data.tags["recommended"]
