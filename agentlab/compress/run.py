@@ -98,14 +98,15 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None) -> d
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
     from agentlab.core.llm.config import LLMConfig, load_llm_config
-    from agentlab.core.llm.modelref import resolve_model
     from agentlab.core.tracking import check_tracking
     from agentlab.core.train.device import resolve_device_dtype
+    from agentlab.core.train.model import hf_model_folder
 
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
     questions = load_questions(cfg)
-    ref = resolve_model(cfg.model, formats=["hf"], user="agentlab compress")
+    # a built-in name or a GGUF is de-quantized once into a cached transformers folder (the compression starts there)
+    folder = hf_model_folder(cfg.model, user="agentlab compress")
     device, _ = resolve_device_dtype(cfg.device, what="device")
     llm_cfg = None
     if cfg.planner == "llm":
@@ -114,10 +115,10 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None) -> d
             raise UsageError("--planner llm needs a planner model, and the routing config has none",
                              hint="give --llm FILE with a `planner` route, or use --planner nsga2")
     check_tracking(cfg.mlflow)
-    inputs = Inputs(model=str(ref.path), device=device.type, eval_text=eval_text, calib_text=calib_text,
+    inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
                     questions=questions, measure=cfg.measure, seed=cfg.seed)
-    space = Space.build(_layers(Path(ref.path)), cuda=device.type == "cuda")
-    return {"prepared": Prepared(goal, inputs, Path(ref.path), space, llm_cfg)}
+    space = Space.build(_layers(folder), cuda=device.type == "cuda")
+    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg)}
 
 
 # --------------------------------------------------------------------------- the run's state
