@@ -107,9 +107,15 @@ def _study(ctx: Context, kind: str) -> Any:
         ok = record.get("state") == "done" and all(v is not None for v in values)
         study.add_trial(create_trial(state=TrialState.COMPLETE if ok else TrialState.FAIL,
                                      values=values if ok else None, params=to_params(exp, ctx.space),
-                                     distributions=dists, system_attrs=record.get("optuna", {}),
+                                     distributions=dists, system_attrs=_sampler_attrs(record),
                                      constraints={"violation": float(record.get("violation") or 0.0)} if ok else None))
     return study
+
+
+def _sampler_attrs(record: dict[str, Any]) -> dict[str, Any]:
+    """The sampler's own attributes of the trial that proposed ``record`` (NSGA-II's generation), without the
+    constraint, which ``create_trial(constraints=...)`` sets from the record (given twice, optuna warns)."""
+    return {k: v for k, v in (record.get("optuna") or {}).items() if not k.startswith("constraints")}
 
 
 def propose_optuna(ctx: Context, kind: str) -> Proposal:
