@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +87,29 @@ def srv(server: ScriptedServer) -> ScriptedServer:
     """The module's server with no scripts, defaults or recorded requests left from an earlier test."""
     server.reset()
     return server
+
+
+@pytest.fixture
+def sigkill_when(in_tmp: Path) -> Callable[[list[str], Callable[[], bool]], None]:
+    """``sigkill_when(args, ready)``: run ``python -m agentlab *args`` in the test folder (runs/ there too) and
+    SIGKILL it as soon as ``ready()`` holds (checked every 20 ms); the test fails when the run ends first or is not
+    ready within 240 s. Its output is in kill.log."""
+
+    def run(args: list[str], ready: Callable[[], bool]) -> None:
+        env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+        with open(in_tmp / "kill.log", "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "agentlab", *args], cwd=in_tmp, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 240
+                while time.monotonic() < deadline and proc.poll() is None and not ready():
+                    time.sleep(0.02)
+                assert proc.poll() is None, (in_tmp / "kill.log").read_text()[-2000:]
+                os.kill(proc.pid, signal.SIGKILL)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+
+    return run

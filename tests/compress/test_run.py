@@ -5,11 +5,6 @@ experiment, the carbon budget, MLflow children, and one clear line (exit 2, no f
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,23 +64,10 @@ def test_run_then_a_second_run_reuses_every_experiment(in_tmp: Path, tiny_model:
     assert [e["label"] for e in second["experiments"]] == [e["label"] for e in first["experiments"]]
 
 
-def test_resume_after_sigkill_reruns_no_finished_experiment(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+def test_resume_after_sigkill_reruns_no_finished_experiment(in_tmp: Path, tiny_model: dict[str, Path],
+                                                             sigkill_when: Any) -> None:
     run = in_tmp / "RUN"
-    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
-    log = open(in_tmp / "kill.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "agentlab", *args(tiny_model, in_tmp, "--out", str(run), n=4)],
-                            cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None and len(records(run)) < 2:
-            time.sleep(0.02)
-        assert proc.poll() is None, (in_tmp / "kill.log").read_text()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        log.close()
+    sigkill_when(args(tiny_model, in_tmp, "--out", str(run), n=4), lambda: len(records(run)) >= 2)
     before = records(run)
     assert 2 <= len(before) < 5, "the kill came after the run had finished: nothing to resume"
     assert json.loads((run / "best.json").read_text())["index"] >= 1  # valid after the first experiment

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -99,28 +95,12 @@ def test_population_claims_are_exclusive_and_killed_claims_requeue(tmp_path: Pat
 
 
 def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(
-        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path]) -> None:
+        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], sigkill_when: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds, population=5, generations=2, elite=1,
                           task={"fitness_questions": 6, "test_questions": 0})
     run = in_tmp / "RUN"
-    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
-    log = open(in_tmp / "kill.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "evolve", "run", "-c", str(config), "--out", str(run)],
-                            cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (run / "events.jsonl").is_file() and len(events(run, "scored")) >= 2:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, (in_tmp / "kill.log").read_text()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_when(["evolve", "run", "-c", str(config), "--out", str(run)],
+                 lambda: (run / "events.jsonl").is_file() and len(events(run, "scored")) >= 2)
     before = {e["id"]: e for e in events(run, "scored")}
     assert 2 <= len(before) < 13, "the kill came after the run had finished: nothing to resume"
     assert main(["evolve", "run", "--resume", str(run)]) == 0
