@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from agentlab.compress.objective import Goal
 from agentlab.compress.space import Space
 from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_json, runs_root
+from agentlab.core.runs import RunDir, atomic_write_json, durable_append, runs_root
 
 if TYPE_CHECKING:
     from agentlab.core.llm.config import LLMConfig
@@ -135,13 +134,6 @@ def read_state(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             break
     return records
-
-
-def append_state(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _digest(text: str) -> str:
@@ -296,7 +288,7 @@ class Search:
         else:
             record.update(derived={}, feasible=False, violation=None, broken=["failed"])
         self.records.append(record)
-        append_state(self.state, record)
+        durable_append(self.state, json.dumps(record, default=str) + "\n")
         self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),
                            reused=record["reused"], planner=record["planner"])
         self._write_best()

@@ -65,6 +65,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def durable_append(path: str | Path, text: str) -> None:
+    """Append ``text`` (whole JSONL lines) and fsync: what a run's state file gains survives a kill or a power cut;
+    a reader drops at most a torn last line."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

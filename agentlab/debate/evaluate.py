@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ from agentlab.core.debate.engine import Answer, Panel, Round, ballots, debate_ro
 from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir
+from agentlab.core.runs import RunDir, durable_append
 from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import prompt_style
 from agentlab.debate.config import DebateConfig
@@ -131,11 +130,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
         async def one(q: Question) -> None:
             async with gate:
                 record = await score_question(router, panel, cfg, q)
-            line = run_dir.scrub(json.dumps(record)) + "\n"
-            with open(run_dir.file(RECORDS), "a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            durable_append(run_dir.file(RECORDS), run_dir.scrub(json.dumps(record)) + "\n")
             records[q.id] = record
             last = f"debate round {cfg.rounds}"
             run_dir.event("question", id=q.id, line=q.line, gold=q.answer,

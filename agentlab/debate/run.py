@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from agentlab.core.debate.engine import Answer, Panel, Round, debate_rounds, jud
 from agentlab.core.debate.protocol import question_kind
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_text
+from agentlab.core.runs import RunDir, atomic_write_text, durable_append
 from agentlab.debate.agents import build_panel, prompt_style
 from agentlab.debate.config import AgentSpec, DebateConfig
 
@@ -108,10 +107,7 @@ def load_transcript(run_dir: RunDir, agents: list[str]) -> list[Round]:
 def append_round(run_dir: RunDir, number: int, answers: Round, name: str = TRANSCRIPT) -> None:
     """Append one round's answers and flush them to disk."""
     lines = "".join(run_dir.scrub(json.dumps({"round": number, **a.to_dict()})) + "\n" for a in answers)
-    with open(run_dir.file(name), "a", encoding="utf-8") as handle:
-        handle.write(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
+    durable_append(run_dir.file(name), lines)
 
 
 def describe_round(number: int, answers: Round, method: str) -> str:
