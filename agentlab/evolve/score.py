@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypeVar
 
 from agentlab.core.debate.engine import Agent, Answer, Panel, adapter_panel, ask, ballots, debate_rounds
 from agentlab.core.debate.protocol import Kind, first_prompt
@@ -27,6 +27,7 @@ from agentlab.core.debate.task import Question, is_correct
 from agentlab.core.vote import normalise, tally
 
 CONCURRENCY = 48  # questions in flight at once: enough to fill the provider's batches, few enough to stay in time
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,7 +53,30 @@ class ScoreSettings:
         return cls(**data)
 
     def task(self) -> list[tuple[Question, Kind]]:
-        return [(Question(q["id"], q["line"], q["question"], q["answer"]), q["kind"]) for q in self.questions]
+        return task_of(self.questions)
+
+
+def task_of(questions: list[dict[str, Any]]) -> list[tuple[Question, Kind]]:
+    """Stored question dicts as ``(Question, kind)`` pairs."""
+    return [(Question(q["id"], q["line"], q["question"], q["answer"]), q["kind"]) for q in questions]
+
+
+def _on_panel(panel: Panel, providers: dict[str, Any] | None,
+              work: Callable[[Any, asyncio.Semaphore], Awaitable[T]]) -> T:
+    """``work(router, gate)`` on a router over ``panel``; then the router is closed and the models freed (the next
+    batch loads another adapter set)."""
+    from agentlab.core.llm.providers.hf import unload_all
+    from agentlab.core.llm.router import Router
+
+    async def main() -> T:
+        router = Router.for_run(panel.llm, None, providers=providers)
+        try:
+            return await work(router, asyncio.Semaphore(CONCURRENCY))
+        finally:
+            await router.aclose()
+            unload_all()
+
+    return asyncio.run(main())
 
 
 def _style(kind: Kind) -> str:
@@ -86,33 +110,22 @@ def _accuracy(predicted: list[str | None], task: list[tuple[Question, Kind]]) ->
     return sum(is_correct(p, q.answer) for p, (q, _) in zip(predicted, task, strict=True)) / len(task)
 
 
-def _seat(agent: Agent, name: str) -> Agent:
-    return Agent(name, agent.route, agent.params, agent.structured, agent.source)
-
-
 def reference(s: ScoreSettings, *, providers: dict[str, Any] | None = None,
               tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """The seeds' own debate on the fitness questions: each seed's round-0 answers (and accuracy), the seed that
     individuals replace, and the reference debate's votes and accuracy."""
-    from agentlab.core.llm.router import Router
-
     task = s.task()
     panel = adapter_panel(s.base_model, s.seeds, device=s.device, batch=64)
 
-    async def main() -> tuple[dict[str, list[Answer]], list[tuple[str | None, int]]]:
-        router = Router.for_run(panel.llm, None, providers=providers)
-        gate = asyncio.Semaphore(CONCURRENCY)
-        try:
-            own = await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick) for a in panel.agents))
-            first = {a.name: answers for a, answers in zip(panel.agents, own, strict=True)}
-            votes = await asyncio.gather(*(_debate(router, panel, q, kind, [first[a.name][i] for a in panel.agents],
-                                                   s, gate, tick) for i, (q, kind) in enumerate(task)))
-            return first, list(votes)
-        finally:
-            await router.aclose()
-            _unload()
+    async def work(router: Any, gate: asyncio.Semaphore) -> tuple[dict[str, list[Answer]],
+                                                                  list[tuple[str | None, int]]]:
+        own = await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick) for a in panel.agents))
+        first = {a.name: answers for a, answers in zip(panel.agents, own, strict=True)}
+        votes = await asyncio.gather(*(_debate(router, panel, q, kind, [first[a.name][i] for a in panel.agents],
+                                               s, gate, tick) for i, (q, kind) in enumerate(task)))
+        return first, list(votes)
 
-    first, votes = asyncio.run(main())
+    first, votes = _on_panel(panel, providers, work)
     accuracy = {name: _accuracy([a.answer for a in answers], task) for name, answers in first.items()}
     names = list(s.seeds)
     replaced = names[0] if s.replace == "first" else min(reversed(names), key=lambda n: accuracy[n])
@@ -126,8 +139,6 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
                 providers: dict[str, Any] | None = None, tick: Callable[[], None] = lambda: None,
                 ) -> dict[str, dict[str, Any] | str]:
     """Scores of each individual (``{"id", "path"}`` dicts) by id, or the error (a string) that stopped it."""
-    from agentlab.core.llm.router import Router
-
     start = time.perf_counter()
     changes, out = _probe(s, {ind["id"]: ind["path"] for ind in individuals})
     live = [ind for ind in individuals if ind["id"] not in out]
@@ -144,30 +155,24 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
     def seats(who: str, mine: list[Answer]) -> list[tuple[Agent, list[Answer]]]:
         """The debate with ``who`` in the replaced seed's seat: each seat's agent and its round-0 answers."""
         kept = [name for name in seeds if name != ref["replaced"]]
-        return [(_seat(agents[who], who if who not in kept else f"{who} (2)"), mine) if name == ref["replaced"]
+        return [(replace(agents[who], name=who if who not in kept else f"{who} (2)"), mine) if name == ref["replaced"]
                 else (agents[name], first_ref[name]) for name in seeds]
 
-    async def main() -> tuple[list[list[Answer]], list[list[tuple[str | None, int]]]]:
-        router = Router.for_run(panel.llm, None, providers=providers)
-        gate = asyncio.Semaphore(CONCURRENCY)
-
+    async def work(router: Any, gate: asyncio.Semaphore) -> tuple[list[list[Answer]],
+                                                                  list[list[tuple[str | None, int]]]]:
         async def coop(ind: dict[str, Any], mine: list[Answer]) -> list[tuple[str | None, int]]:
             table = seats(ind["id"], mine)
             debate = Panel(panel.llm, [agent for agent, _ in table], panel.judge, panel.judge_source)
             return list(await asyncio.gather(*(
-                _debate(router, debate, q, kind, [_renamed(first[i], agent.name) for agent, first in table],
+                _debate(router, debate, q, kind, [replace(first[i], agent=agent.name) for agent, first in table],
                         s, gate, tick) for i, (q, kind) in enumerate(task))))
 
-        try:
-            own = await asyncio.gather(*(_answers(router, agents[ind["id"]], task, s.max_tokens, gate, tick)
-                                         for ind in live))
-            votes = await asyncio.gather(*(coop(ind, mine) for ind, mine in zip(live, own, strict=True)))
-            return list(own), list(votes)
-        finally:
-            await router.aclose()
-            _unload()
+        own = await asyncio.gather(*(_answers(router, agents[ind["id"]], task, s.max_tokens, gate, tick)
+                                     for ind in live))
+        votes = await asyncio.gather(*(coop(ind, mine) for ind, mine in zip(live, own, strict=True)))
+        return list(own), list(votes)
 
-    own, votes = asyncio.run(main())
+    own, votes = _on_panel(panel, providers, work)
     seconds = round((time.perf_counter() - start) / len(live), 2)
     for ind, mine, debate in zip(live, own, votes, strict=True):
         answers = [a.answer for a in mine]
@@ -206,39 +211,19 @@ def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], d
     return changes, errors
 
 
-def _renamed(answer: Answer, name: str) -> Answer:
-    return Answer(name, answer.text, answer.answer, answer.confidence, answer.prompt_tokens, answer.completion_tokens,
-                  answer.seconds, answer.model, answer.error)
-
-
 def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: dict[str, str], *,
                   providers: dict[str, Any] | None = None, tick: Callable[[], None] = lambda: None,
                   ) -> dict[str, dict[str, Any]]:
     """Each adapter's greedy accuracy on ``questions`` (the test split, which selection never saw)."""
-    from agentlab.core.llm.router import Router
-
-    task = ScoreSettings(**{**s.to_dict(), "questions": questions}).task()
+    task = task_of(questions)
     panel = adapter_panel(s.base_model, adapters, device=s.device, batch=64)
 
-    async def main() -> list[list[Answer]]:
-        router = Router.for_run(panel.llm, None, providers=providers)
-        gate = asyncio.Semaphore(CONCURRENCY)
-        try:
-            return list(await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick)
-                                               for a in panel.agents)))
-        finally:
-            await router.aclose()
-            _unload()
+    async def work(router: Any, gate: asyncio.Semaphore) -> list[list[Answer]]:
+        return list(await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick)
+                                           for a in panel.agents)))
 
     out = {}
-    for agent, answers in zip(panel.agents, asyncio.run(main()), strict=True):
+    for agent, answers in zip(panel.agents, _on_panel(panel, providers, work), strict=True):
         correct = sum(is_correct(a.answer, q.answer) for a, (q, _) in zip(answers, task, strict=True))
         out[agent.name] = {"correct": correct, "total": len(task), "accuracy": round(correct / len(task), 4)}
     return out
-
-
-def _unload() -> None:
-    """Free the base model and adapters of a batch: the next batch loads another adapter set."""
-    from agentlab.core.llm.providers.hf import unload_all
-
-    unload_all()
