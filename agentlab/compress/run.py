@@ -77,12 +77,11 @@ def load_texts(cfg: CompressConfig) -> tuple[str, str]:
 
 
 def load_questions(cfg: CompressConfig) -> list[Any]:
-    from agentlab.core.debate.task import Question, load_task, make_task
+    from agentlab.core.debate.task import as_questions, load_task, make_task
 
     if cfg.task is not None:
         return load_task(cfg.task, limit=cfg.task_questions)
-    rows = make_task(cfg.task_questions, "easy", seed=cfg.seed)
-    return [Question(i, i + 1, r["question"], r["answer"]) for i, r in enumerate(rows)]
+    return as_questions(make_task(cfg.task_questions, "easy", seed=cfg.seed))
 
 
 def _layers(model_path: Path) -> int:

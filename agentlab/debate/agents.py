@@ -15,19 +15,14 @@ from typing import Any
 from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes
 from agentlab.core.errors import ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
-from agentlab.debate.config import DEFAULT_PERSONAS, DebateConfig
+from agentlab.core.train.adapters import persona_adapters
+from agentlab.debate.config import DebateConfig
 
 JUDGE_ROUTE = "debate:judge"
 # The shipped persona data (train-persona's; commands do not import each other, so the path is spelled out here).
 PERSONA_DATA = Path(__file__).resolve().parents[1] / "train_persona" / "data"
 TRAIN_HINT = ("train them first: agentlab train-persona --data {data}/sft_persona_X.jsonl --out adapters/persona_X "
               "(X = a, b, c), or pass --adapters DIR / agents in -c FILE")
-
-
-def default_agents(cwd: Path | None = None) -> list[Path]:
-    """adapters/persona_a, _b, _c under ``cwd`` that exist."""
-    base = (cwd or Path.cwd()) / "adapters"
-    return [base / name for name in DEFAULT_PERSONAS if (base / name).is_dir()]
 
 
 def check_adapter(path: Path) -> None:
@@ -48,7 +43,7 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     if not specs:
         from agentlab.debate.config import AgentSpec
 
-        found = default_agents()
+        found = persona_adapters()
         if not found:
             raise UsageError("no agents: no --adapters, no agents in the config, and no adapters/persona_a, "
                              "persona_b or persona_c under the current directory",

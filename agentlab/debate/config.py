@@ -15,8 +15,6 @@ from pydantic import Field, model_validator
 from agentlab.core.config import StrictModel
 from agentlab.core.llm.config import PARAMS_HELP, Params
 
-DEFAULT_PERSONAS = ("persona_a", "persona_b", "persona_c")  # adapters/<name> under the current directory
-
 
 class AgentSpec(StrictModel):
     name: str | None = Field(None, description="the agent's name in the transcript (default: the adapter folder's "

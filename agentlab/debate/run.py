@@ -36,10 +36,10 @@ def load_panel(cfg: DebateConfig, *, batch: int = 8) -> Panel:
     """The routing config (when an agent or the judge names a model) and the panel; the default personas, when the
     config names no agents, are written into ``cfg.agents`` so config.yaml (and a resume) names them."""
     from agentlab.core.llm.config import load_llm_config
-    from agentlab.debate.agents import default_agents
+    from agentlab.core.train.adapters import persona_adapters
 
     if not cfg.agents:
-        cfg.agents = [AgentSpec(adapter=path) for path in default_agents()]
+        cfg.agents = [AgentSpec(adapter=path) for path in persona_adapters()]
     needs_llm = cfg.llm is not None or cfg.judge is not None or any(a.model is not None for a in cfg.agents)
     llm = load_llm_config(cfg.llm) if needs_llm else None
     return build_panel(cfg, llm, batch=batch)

@@ -10,8 +10,6 @@ from pydantic import Field, model_validator
 
 from agentlab.core.config import StrictModel
 
-DEFAULT_SEEDS = ("persona_a", "persona_b", "persona_c")  # adapters/<name> under the current directory
-
 
 class TaskSettings(StrictModel):
     file: Path | None = Field(None, description="JSONL task file, one {\"question\": ..., \"answer\": ...} per line; "

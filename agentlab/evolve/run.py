@@ -27,12 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.debate.task import Question, answer_kind, load_task, make_task
+from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
 from agentlab.core.vote import wilson_interval
-from agentlab.evolve.config import DEFAULT_SEEDS, EvolveConfig
+from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import Population, open_population
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 
@@ -49,7 +49,9 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     from agentlab.core.train.blend import check_compatible, read_parent
 
     if not cfg.seeds:
-        found = [Path.cwd() / "adapters" / name for name in DEFAULT_SEEDS if (Path.cwd() / "adapters" / name).is_dir()]
+        from agentlab.core.train.adapters import persona_adapters
+
+        found = persona_adapters()
         if not found:
             raise UsageError("no seeds: no --seeds, no seeds in the config, and no adapters/persona_a, persona_b or "
                              "persona_c under the current directory",
@@ -87,8 +89,7 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question]]:
     t = cfg.task
     need = t.fitness_questions + t.test_questions
     if t.file is None:
-        rows = make_task(need, t.generate, t.seed)
-        questions = [Question(i, i + 1, r["question"], r["answer"]) for i, r in enumerate(rows)]
+        questions = as_questions(make_task(need, t.generate, t.seed))
     else:
         questions = load_task(t.file)
         if len(questions) < need:

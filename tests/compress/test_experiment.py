@@ -13,7 +13,7 @@ pytest.importorskip("codecarbon")
 from agentlab.compress.config import Experiment, MeasureSettings  # noqa: E402
 from agentlab.compress.experiment import Inputs, run_experiment  # noqa: E402
 from agentlab.compress.measure import default_eval_text  # noqa: E402
-from agentlab.core.debate.task import Question, make_task  # noqa: E402
+from agentlab.core.debate.task import as_questions, make_task  # noqa: E402
 
 METRICS = {"backend", "perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "params",
            "nonzero_params", "energy_kwh", "co2e_kg", "energy_mode"}
@@ -22,7 +22,7 @@ METRICS = {"backend", "perplexity", "accuracy", "prefill_tps", "decode_tps", "si
 @pytest.fixture(scope="module")
 def inputs(tiny_model: dict[str, Path]) -> Inputs:
     text = default_eval_text()
-    questions = [Question(i, i + 1, r["question"], r["answer"]) for i, r in enumerate(make_task(3, "easy"))]
+    questions = as_questions(make_task(3, "easy"))
     return Inputs(model=str(tiny_model["hf"]), device="cpu", eval_text=text[:4000], calib_text=text[-6000:],
                   questions=questions, measure=MeasureSettings(context=32, stride=16, max_eval_tokens=160,
                                                                prompt_tokens=8, new_tokens=4, repeats=1))

@@ -46,6 +46,11 @@ def make_task(n: int, difficulty: str = "medium", seed: int = 0) -> list[dict[st
     return rows
 
 
+def as_questions(rows: list[dict[str, str]]) -> list[Question]:
+    """Rows of ``make_task`` as questions, numbered as the lines of the file ``write_task`` would write."""
+    return [Question(i, i + 1, row["question"], row["answer"]) for i, row in enumerate(rows)]
+
+
 def write_task(path: Path, rows: list[dict[str, str]], force: bool = False) -> None:
     from agentlab.core.runs import atomic_write_text
 

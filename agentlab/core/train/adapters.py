@@ -12,6 +12,15 @@ from agentlab.core.files import read_json
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _WRITTEN_BY = "give a folder saved by `agentlab train-persona` or PEFT's save_pretrained"
+# The shipped personas' adapters, where `agentlab train-persona`'s README commands put them: the default agents of
+# `debate` and seeds of `evolve`.
+PERSONAS = ("persona_a", "persona_b", "persona_c")
+
+
+def persona_adapters(cwd: Path | None = None) -> list[Path]:
+    """adapters/persona_a, _b, _c under ``cwd`` (default: the current directory), those that exist."""
+    base = (cwd or Path.cwd()) / "adapters"
+    return [base / name for name in PERSONAS if (base / name).is_dir()]
 
 
 def read_adapter(adapter: str | Path) -> dict[str, Any]:
