@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from agentlab.compress.measure import param_count
 from agentlab.core.errors import InputError
 
 if TYPE_CHECKING:
@@ -48,11 +49,6 @@ def sparsity_of(model: Any) -> Sparsity:
         zeros, total = zeros + z, total + n
         per_layer[name] = z / n
     return Sparsity(zeros / total if total else 0.0, zeros, total, per_layer)
-
-
-def param_count(model: Any) -> int:
-    """Parameters of ``model``, each shared tensor once (tied embeddings count once)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def decoder_blocks(model: Any) -> Any:
