@@ -53,6 +53,12 @@ NoLogPromptsOpt = Annotated[bool, typer.Option(
     "--no-log-prompts", help="Do not keep LLM calls' messages and replies in the run folder's llm_calls.jsonl "
     "(events.jsonl still records each call's model, tokens and timing).")]
 VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", help="Optuna storage of the search's study, shared by several workers or runs: "
+                 "sqlite:///f.db, an RDB URL, or a journal file path. Default: study.db in the run folder.",
+                 show_default=False, metavar="URL"),
+]
 MlflowOpt = Annotated[
     str | None,
     typer.Option("--mlflow", help="Log the run to MLflow (needs mlflow, the extra `track`): a tracking URI such as "

@@ -7,7 +7,19 @@ from typing import Annotated, Literal
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, LLMOpt, MlflowOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console, safe_text
+from .common import (
+    ConfigOpt,
+    JsonOpt,
+    LLMOpt,
+    MlflowOpt,
+    OutOpt,
+    ResumeOpt,
+    SetOpt,
+    StorageOpt,
+    VerboseOpt,
+    console,
+    safe_text,
+)
 from .runner import flags, run_command
 
 
@@ -33,6 +45,7 @@ def compress(
     calib_text: Annotated[Path | None, typer.Option("--calib-text", show_default=False, dir_okay=False,
                                                     help="Calibration / recovery text, not the eval text (default: "
                                                     "the built-in text's second half).")] = None,
+    storage: StorageOpt = None,
     mlflow: MlflowOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
@@ -50,7 +63,7 @@ def compress(
                     ("--carbon-budget", "carbon_budget", carbon_budget),
                     ("--max-iterations", "max_iterations", max_iterations), ("--planner", "planner", planner),
                     ("--eval-text", "eval_text", eval_text), ("--calib-text", "calib_text", calib_text),
-                    ("--mlflow", "mlflow", mlflow))
+                    ("--storage", "storage", storage), ("--mlflow", "mlflow", mlflow))
     run_command("compress", CompressConfig, compress_run, config=config, sets=[*(set_ or []), *options], out=out,
                 resume=resume, prepare=lambda cfg: prepare(cfg, llm), json_=json_, verbose=verbose,
                 summary=_print_summary)

@@ -17,6 +17,7 @@ from .common import (
     OutOpt,
     ResumeOpt,
     SetOpt,
+    StorageOpt,
     VerboseOpt,
     console,
 )
@@ -42,9 +43,7 @@ def nas(
     data: Annotated[Path | None, typer.Option(show_default=False, dir_okay=False,
                                               help="ETT-format CSV (date column + numeric columns). Default: a "
                                               "built-in synthetic series.")] = None,
-    storage: Annotated[str | None, typer.Option(show_default=False,
-                                                help="Optuna storage shared by several workers: sqlite:///f.db, "
-                                                "an RDB URL, or a journal file path.")] = None,
+    storage: StorageOpt = None,
     mlflow: MlflowOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,

@@ -1,9 +1,11 @@
 """Who proposes the next compression experiment: ``random`` (a baseline), ``nsga2`` / ``tpe`` (Optuna samplers) and
 ``llm`` (the ``planner`` route of --llm, with NSGA-II as its fallback).
 
-Every planner is a pure function of the seed, the iteration and the finished records: Optuna's study is in memory,
-rebuilt from the records each time (no storage to keep in step), so a resumed run proposes what the killed one
-would have. An experiment already in the run is never proposed again.
+Every planner is a pure function of the seed, the iteration and the finished experiments: the samplers ask an
+in-memory copy of the run's Optuna study (``core.search.study.scratch_study``), which holds one finished trial per
+finished experiment, so a resumed run proposes what the killed one would have, and a study shared through
+``--storage`` lets the samplers learn from earlier runs too. An experiment already in the run (or in the shared
+study) is never proposed again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
 
 log = logging.getLogger(__name__)
+KEY_ATTR = "agentlab:experiment"  # trial user attribute: the experiment's key (``space.experiment_key``)
 TRIES = 300  # samples drawn before a planner says the space has no untried experiment left
 
 
@@ -40,10 +43,18 @@ class Context:
     iteration: int
     records: list[dict[str, Any]]  # finished records of this run, the base model first
     notes: str = ""
+    trials: list[Any] | None = None  # the study's finished trials (None: made from ``records``)
 
     @property
     def tried(self) -> set[str]:
-        return {experiment_key(_experiment(r)) for r in self.records}
+        keys = {experiment_key(_experiment(r)) for r in self.records}
+        return keys | {t.user_attrs[KEY_ATTR] for t in self.trials or [] if KEY_ATTR in t.user_attrs}
+
+    def history(self) -> list[Any]:
+        """The trials the samplers learn from: the study's, or ``records`` as trials."""
+        if self.trials is not None:
+            return self.trials
+        return [record_trial(r, self.goal, self.space) for r in self.records if _experiment(r) is not None]
 
 
 @dataclass
@@ -80,36 +91,31 @@ def propose_random(ctx: Context) -> Proposal:
 # --------------------------------------------------------------------------- Optuna
 
 
-def _sampler(kind: str, seed: int, population: int) -> Any:
-    import optuna
+def record_trial(record: dict[str, Any], goal: Goal, space: Space, user_attrs: dict[str, Any] | None = None) -> Any:
+    """A finished experiment as a finished trial: COMPLETE with the goal's objective values and the constraint
+    violation, or FAIL when it failed."""
+    from agentlab.core.search.study import finished_trial
 
-    # Constraints reach the samplers on the trials themselves (optuna 5: a trial with a constraint makes the study
-    # constrained; constraints_func is deprecated): a violation above 0 is infeasible.
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+    exp = _experiment(record)
+    assert exp is not None, "the base model is no point of the space"
+    values = [record.get("derived", {}).get(o.metric) for o in goal.objectives]
+    ok = record.get("state") == "done" and all(v is not None for v in values)
+    return finished_trial(to_params(exp, space), space.distributions(), values if ok else None,
+                          violation=float(record.get("violation") or 0.0) if ok else None,
+                          user_attrs={KEY_ATTR: experiment_key(exp), "label": record.get("label"),
+                                      **(user_attrs or {})},
+                          system_attrs=_sampler_attrs(record))
 
 
 def _study(ctx: Context, kind: str) -> Any:
-    import optuna
-    from optuna.trial import TrialState, create_trial
+    from agentlab.core.search.study import make_sampler, scratch_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    population = max(4, min(10, len(ctx.records)))
-    study = optuna.create_study(directions=[o.direction for o in ctx.goal.objectives],
-                                sampler=_sampler(kind, ctx.seed * 7919 + ctx.iteration, population))
     dists = ctx.space.distributions()
-    for record in ctx.records:
-        exp = _experiment(record)
-        if exp is None:
-            continue  # the base model is no point of the space
-        values = [record.get("derived", {}).get(o.metric) for o in ctx.goal.objectives]
-        ok = record.get("state") == "done" and all(v is not None for v in values)
-        study.add_trial(create_trial(state=TrialState.COMPLETE if ok else TrialState.FAIL,
-                                     values=values if ok else None, params=to_params(exp, ctx.space),
-                                     distributions=dists, system_attrs=_sampler_attrs(record),
-                                     constraints={"violation": float(record.get("violation") or 0.0)} if ok else None))
-    return study
+    history = [t for t in ctx.history() if t.distributions == dists]  # a study shared with another space: skip those
+    population = max(4, min(10, len(ctx.records)))
+    sampler = make_sampler("tpe" if kind == "tpe" else "nsga2", ctx.seed * 7919 + ctx.iteration, startup=4,
+                           population=population)
+    return scratch_study(history, [o.direction for o in ctx.goal.objectives], sampler)
 
 
 def _sampler_attrs(record: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATE = "experiments.jsonl"
+RECORD_ATTR = "agentlab:record"  # trial user attribute: "<run folder>#<index>" of the experiment it stands for
 
 
 @dataclass
@@ -113,10 +114,20 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None) -> d
             raise UsageError("--planner llm needs a planner model, and the routing config has none",
                              hint="give --llm FILE with a `planner` route, or use --planner nsga2")
     check_tracking(cfg.mlflow)
+    if cfg.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
+        open_search_study(cfg, goal, Path.cwd())
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
                     questions=questions, measure=cfg.measure, seed=cfg.seed)
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
     return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg)}
+
+
+def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
+    """The search's study in ``cfg.storage`` (default study.db in the run folder), one direction per objective."""
+    from agentlab.core.search.study import open_study
+
+    return open_study(cfg.storage, run_path, name=cfg.study_name, directions=[o.direction for o in goal.objectives],
+                      objectives=[o.metric for o in goal.objectives], what="storage")
 
 
 # --------------------------------------------------------------------------- the run's state
@@ -175,6 +186,7 @@ class Search:
         self.task = progress.task("compress", total=cfg.max_iterations + 1)
         self.router: Any = None
         self.stop_reason = ""
+        self.study: Any = None
 
     def run(self) -> dict[str, Any]:
         from agentlab.compress.tracking import log_experiments
@@ -185,6 +197,7 @@ class Search:
         self.model_hash = self.workspace.model_hash(self.p.model_path)
         self.context = measure_context(self.p.inputs)
         log_experiments(self.tracker, self.records)
+        self._open_study()
         try:
             self._loop()
         finally:
@@ -222,8 +235,27 @@ class Search:
             from agentlab.core.llm.router import Router
 
             self.router = Router.for_run(self.p.llm, self.run_dir)  # type: ignore[arg-type]
-        ctx = Context(self.goal, self.p.space, self.cfg.seed, i, self.records, self.workspace.notes(self.model_hash))
+        ctx = Context(self.goal, self.p.space, self.cfg.seed, i, self.records, self.workspace.notes(self.model_hash),
+                      trials=self.study.get_trials(deepcopy=False))
         return propose(self.cfg.planner, ctx, self.router)
+
+    # ------------------------------------------------------------------ the study
+
+    def _open_study(self) -> None:
+        """The search's Optuna study (``storage``, default study.db in the run folder), brought in step with
+        experiments.jsonl, the run's durable log: a kill between the two writes loses nothing."""
+        self.study = open_search_study(self.cfg, self.goal, self.run_dir.path)
+        self._sync_study()
+
+    def _sync_study(self) -> None:
+        from agentlab.compress.planners import record_trial
+
+        have = {t.user_attrs.get(RECORD_ATTR) for t in self.study.get_trials(deepcopy=False)}
+        for record in self.records:
+            rid = f"{self.run_dir.path.resolve()}#{record['index']}"
+            if rid not in have and record.get("experiment") is not None:
+                self.study.add_trial(record_trial(record, self.goal, self.p.space, {RECORD_ATTR: rid,
+                                                                                    "planner": record["planner"]}))
 
     # ------------------------------------------------------------------ one experiment
 
@@ -291,6 +323,8 @@ class Search:
         self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),
                            reused=record["reused"], planner=record["planner"])
         self._write_best()
+        if self.study is not None:
+            self._sync_study()
         log_experiments(self.tracker, self.records)
         self.task.update(completed=len(self.records))
 

@@ -35,7 +35,7 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
     import optuna
 
     from agentlab.core.errors import ConfigError
-    from agentlab.core.search.loop import open_storage
+    from agentlab.core.search.study import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if store is None and run_path is None:

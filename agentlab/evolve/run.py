@@ -70,7 +70,7 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     check_compatible(parents)
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
-        from agentlab.core.search.loop import open_storage
+        from agentlab.core.search.study import open_storage
 
         open_storage(cfg.store, Path.cwd(), what="store")  # a bad URL: one line, before any folder exists
     fitness, test = split_task(cfg)

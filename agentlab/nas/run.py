@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agentlab.core.errors import AgentlabError, ConfigError, RunDirError
+from agentlab.core.errors import AgentlabError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder
-from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, open_storage, require_finished_trials
+from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.records import TrialRecord, llm_plan_counts, run_id, state_dict
 from agentlab.core.search.space import SearchSpace
+from agentlab.core.search.study import open_study
 from agentlab.nas.config import NASConfig, apply_changes, space_meanings
 
 if TYPE_CHECKING:
@@ -165,21 +166,10 @@ def _evaluator_router(llm: LLMConfig | None, planner_router: Router | None,
 def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if cfg.search.pruner == "median"
               else optuna.pruners.NopPruner())
-    storage = open_storage(cfg.search.storage, run_dir.path)  # a bad URL is a ConfigError here already
-    try:
-        return optuna.create_study(study_name=cfg.search.study_name, storage=storage, direction="minimize",
-                                   load_if_exists=True, pruner=pruner)
-    except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database; all mean the same here
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        if cfg.search.storage is None:
-            raise RunDirError(f"{run_dir.path / 'study.db'}: cannot open the search study ({reason})",
-                              hint="the run folder's study.db is damaged: restore it, or start a new run without "
-                              "--resume") from exc
-        raise ConfigError(f"search.storage: cannot open the study in {cfg.search.storage!r} ({reason})",
-                          hint="check the storage, or use a new one") from exc
+    return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=["minimize"],
+                      objectives=[METRIC], pruner=pruner)
 
 
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[str, Any]:
@@ -277,7 +267,8 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                       objective=objective, planner=planner, evaluator=evaluator, metric=METRIC, seed=cfg.search.seed,
                       stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
                                      cfg.search.target),
-                      on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path))
+                      on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path),
+                      summary_metrics=("test_mse", "n_params", "epochs"))
     try:
         outcome = loop.run()
     finally:

@@ -67,7 +67,11 @@ def test_run_then_a_second_run_reuses_every_experiment(in_tmp: Path, tiny_model:
 def test_resume_after_sigkill_reruns_no_finished_experiment(in_tmp: Path, tiny_model: dict[str, Path],
                                                              sigkill_when: Any) -> None:
     run = in_tmp / "RUN"
-    sigkill_when(args(tiny_model, in_tmp, "--out", str(run), n=4), lambda: len(records(run)) >= 2)
+    def one_experiment_done() -> bool:
+        best = (run / "best.json").read_text() if (run / "best.json").is_file() else "{}"
+        return len(records(run)) >= 2 and json.loads(best or "{}").get("index", 0) >= 1
+
+    sigkill_when(args(tiny_model, in_tmp, "--out", str(run), n=4), one_experiment_done)
     before = records(run)
     assert 2 <= len(before) < 5, "the kill came after the run had finished: nothing to resume"
     assert json.loads((run / "best.json").read_text())["index"] >= 1  # valid after the first experiment
@@ -80,6 +84,39 @@ def test_resume_after_sigkill_reruns_no_finished_experiment(in_tmp: Path, tiny_m
     assert sorted(e["index"] for e in started) == list(range(5)), "a finished experiment was recorded twice"
     check_folder(run, 4)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    trials = study_trials(f"sqlite:///{run / 'study.db'}")
+    assert sorted(t.user_attrs["agentlab:record"].rsplit("#")[1] for t in trials) == ["1", "2", "3", "4"]
+
+
+def study_trials(storage: str, name: str = "compress") -> list[Any]:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def test_shared_storage_keeps_one_study_across_runs(in_tmp: Path, tiny_model: dict[str, Path], capsys: Any) -> None:
+    """--storage: every finished experiment of both runs is a trial of one study, with the goal's objective values;
+    the second run (its own workspace, so nothing is reused) learns from the first and proposes none of its
+    experiments again. A goal with other objectives cannot write into that study."""
+    storage = f"sqlite:///{in_tmp / 'shared.db'}"
+    for name in ("A", "B"):
+        run = args(tiny_model, in_tmp / name, "--out", str(in_tmp / name / "run"), "--storage", storage, n=2)
+        assert main(run) == 0
+    trials = study_trials(storage)
+    assert len(trials) == 4 and not (in_tmp / "A" / "run" / "study.db").exists()
+    labels = [t.user_attrs["label"] for t in trials]
+    assert len(set(labels)) == 4, f"the second run repeated an experiment of the first: {labels}"
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert done and all(len(t.values) == 1 and t.values[0] > 0 for t in done)  # speedup, maximised
+    runs = {t.user_attrs["agentlab:record"].rsplit("#")[0] for t in trials}
+    assert runs == {str((in_tmp / n / "run").resolve()) for n in ("A", "B")}
+
+    other = args(tiny_model, in_tmp / "C", "--out", str(in_tmp / "C" / "run"), "--storage", storage, n=1)
+    other[other.index("--objective") + 1] = "minimize size with <5% accuracy loss"
+    assert main(other) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith("error: storage: the study 'compress' in sqlite:///") and "['minimize']" in err[-2]
+    assert "different goal" in err[-1] and not (in_tmp / "C" / "run").exists()
 
 
 def test_carbon_budget_stops_before_exceeding_it(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
@@ -94,6 +131,7 @@ def test_carbon_budget_stops_before_exceeding_it(in_tmp: Path, tiny_model: dict[
     (["--objective", "make it nice"], "no 'maximize X' or 'minimize X'"),
     (["--eval-text", "missing.txt"], "missing.txt"),
     (["--eval-text", "same.txt", "--calib-text", "same.txt"], "same file"),
+    (["--storage", "nosuchdb://x/y"], "storage: cannot open 'nosuchdb://x/y'"),
 ])
 def test_bad_input_is_one_line_and_no_folder(in_tmp: Path, tiny_model: dict[str, Path], extra: list[str],
                                              message: str, capsys: Any) -> None:

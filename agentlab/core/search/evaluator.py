@@ -48,8 +48,9 @@ EVALUATOR_PROMPT = (
 
 class HybridEvaluator:
     def __init__(self, min_delta: float, router: Router | None = None, route: str = "evaluator", metric: str = "value",
-                 size_key: str = "n_params"):
+                 size_key: str = "n_params", direction: str = "minimize"):
         self.min_delta, self.router, self.route, self.metric, self.size_key = min_delta, router, route, metric, size_key
+        self.sign = -1.0 if direction == "maximize" else 1.0  # gains are relative improvements either way
 
     def decide(self, value: float | None, metrics: dict[str, Any], params: dict[str, Any],
                best: TrialRecord | None) -> Decision:
@@ -58,7 +59,7 @@ class HybridEvaluator:
         if best is None or best.value is None:
             return Decision(True, "first finished trial: the reference for the rest", "rule")
         scale = abs(best.value) or 1.0
-        gain = (best.value - value) / scale
+        gain = self.sign * (best.value - value) / scale
         if gain > self.min_delta:
             return Decision(True, f"{self.metric} {value:.4g} beats best {best.value:.4g} by {gain:.1%} "
                                   f"(> {self.min_delta:.1%})", "rule")

@@ -13,15 +13,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from agentlab.core.errors import AgentlabError, ConfigError
+from agentlab.core.errors import AgentlabError
 from agentlab.core.search import records as R
-from agentlab.core.search.evaluator import HybridEvaluator
+from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.planners import PlanContext, Proposal, params_key
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
+from agentlab.core.search.study import Direction, make_sampler, scratch_study
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,21 @@ class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
     def __init__(self, metrics: dict[str, Any] | None = None):
         super().__init__("pruned")
         self.metrics = metrics or {}
+
+
+class Planner(Protocol):
+    """Proposes the next trial from what the search knows (``OptunaPlanner``, ``LLMPlanner`` in ``planners``)."""
+
+    name: str
+
+    def propose(self, ctx: PlanContext) -> Proposal: ...
+
+
+class Evaluator(Protocol):
+    """Accepts or rejects a finished trial against the best so far (``evaluator.HybridEvaluator``)."""
+
+    def decide(self, value: float | None, metrics: dict[str, Any], params: dict[str, Any],
+               best: TrialRecord | None) -> Decision: ...
 
 
 class Objective(Protocol):
@@ -63,47 +78,19 @@ class SearchOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage") -> Any:
-    """SQLite in the run folder by default; ``*.log``/``*.jsonl`` paths are journal files; else an Optuna URL.
-    ``what`` names the setting in errors."""
-    import optuna
-
-    if storage is None:
-        return f"sqlite:///{(run_path / 'study.db').resolve()}"
-    if "://" not in storage:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        Path(storage).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(storage)))
-    from sqlalchemy.exc import DBAPIError
-
-    for attempt in range(4):
-        try:
-            return optuna.storages.get_storage(storage)
-        except DBAPIError as exc:
-            # Workers started together on a new database race to create its schema (the loser gets "UNIQUE
-            # constraint failed: alembic_version" or "table ... already exists"); a moment later the schema is there.
-            error: Exception = exc
-            if attempt < 3:
-                time.sleep(0.2 * (attempt + 1))
-        except Exception as exc:  # optuna raises many kinds for a bad URL
-            error = exc
-            break
-    raise ConfigError(f"{what}: cannot open {storage!r}: {error}",
-                      hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
-
-
 class SearchLoop:
     """Drives one worker. ``planner`` has ``propose(PlanContext) -> Proposal``; ``objective`` is the executor."""
 
     def __init__(self, *, study: Any, space: SearchSpace, base_params: dict[str, Any], objective: Objective,
-                 planner: Any, evaluator: HybridEvaluator, stop: StopRules, metric: str = "value", seed: int = 0,
+                 planner: Planner, evaluator: Evaluator, stop: StopRules, metric: str = "value", seed: int = 0,
                  on_event: Callable[..., None] | None = None,
-                 on_trial: Callable[[list[TrialRecord]], None] | None = None, progress: Any = None, run_dir: str = ""):
+                 on_trial: Callable[[list[TrialRecord]], None] | None = None, progress: Any = None, run_dir: str = "",
+                 summary_metrics: tuple[str, ...] = ()):
         self.study, self.space, self.base_params = study, space, base_params
         self.objective, self.planner, self.evaluator, self.stop = objective, planner, evaluator, stop
-        self.metric, self.seed, self.run_dir = metric, seed, run_dir
+        self.metric, self.seed, self.run_dir, self.summary_metrics = metric, seed, run_dir, summary_metrics
+        # one objective, minimised or maximised: the study says which (several objectives: compress's search)
+        self.direction: Direction = "maximize" if study.direction.name == "MAXIMIZE" else "minimize"
         self.on_event = on_event or (lambda kind, **data: None)
         self.on_trial = on_trial or (lambda records: None)
         self.progress = progress
@@ -147,33 +134,30 @@ class SearchLoop:
         Draws that broke a constraint are added to the copy as bad trials, so TPE learns to avoid them instead of
         proposing the same infeasible category again (an unobserved category looks promising to TPE).
         """
-        import optuna
         from optuna.trial import TrialState, create_trial
 
         finished = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                     if set(t.distributions) == set(self.distributions)]
         seed = self.seed * 100_003 + len(finished) * 997 + attempt
-        if kind == "tpe":
-            startup = max(3, min(10, self.stop.max_iterations // 4))
-            sampler: Any = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-        else:
-            sampler = optuna.samplers.RandomSampler(seed=seed)
-        scratch = optuna.create_study(direction="minimize", sampler=sampler)
-        scratch.add_trials(finished)
+        startup = max(3, min(10, self.stop.max_iterations // 4))
+        scratch = scratch_study(finished, [self.direction], make_sampler("tpe" if kind == "tpe" else "random", seed,
+                                                                         startup=startup))
         values = [t.value for t in finished if t.value is not None and math.isfinite(t.value)]
-        penalty = (max(values) + abs(max(values)) + 1.0) if values else 1.0
+        worst = (max(values) if self.direction == "minimize" else min(values)) if values else 0.0
+        penalty = worst + (1 if self.direction == "minimize" else -1) * (abs(worst) + 1.0)
         for params in infeasible or []:
             scratch.add_trial(create_trial(params=params, distributions=self.distributions, value=penalty))
         return dict(scratch.ask(self.distributions).params)
 
     def _context(self, records: list[TrialRecord]) -> PlanContext:
-        best = best_of(records)
+        best = best_of(records, self.direction)
         return PlanContext(
             space=self.space, base_params=self.base_params, incumbent=dict(best.params) if best else self.base_params,
             records=[r for r in records if r.state != "running"], best=best,
             budget_left=self.stop.max_iterations - self.counted(records), metric=self.metric,
             check=self.objective.check, candidate=self._candidate,
-            tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running")})
+            tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running")},
+            direction=self.direction, summary_metrics=self.summary_metrics)
 
     def _propose(self, records: list[TrialRecord]) -> Proposal:
         if not any(r.state in ("complete", "pruned", "running") for r in records):
@@ -228,7 +212,7 @@ class SearchLoop:
             return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
         metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
         value = metrics.get("value")
-        decision = self.evaluator.decide(value, metrics, proposal.params, best_of(records))
+        decision = self.evaluator.decide(value, metrics, proposal.params, best_of(records, self.direction))
         trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, "accepted": decision.accepted,
                                           "reason": decision.reason, "decided_by": decision.decided_by})
         if value is None or not math.isfinite(value):
@@ -244,9 +228,10 @@ class SearchLoop:
             return f"max_iterations reached ({self.stop.max_iterations} trials)"
         if self.stop.time_budget_s is not None and time.monotonic() - started >= self.stop.time_budget_s:
             return f"time budget of {self.stop.time_budget_s:g} s used"
-        best = best_of(records)
+        best = best_of(records, self.direction)
         target = self.stop.target
-        if target is not None and best is not None and best.value is not None and best.value <= target:
+        if target is not None and best is not None and best.value is not None and (
+                best.value <= target if self.direction == "minimize" else best.value >= target):
             return f"target {target:g} reached by {best.run_id} ({best.value:.4g})"
         if self.stop.patience is not None and best is not None:
             since = sum(1 for r in records if r.number > best.number and r.state in ("complete", "pruned", "failed")
@@ -291,7 +276,7 @@ class SearchLoop:
         records = self.records()
         self.on_trial(records)
         base = next((r for r in records if r.planner == "base" and r.state == "complete"), None)
-        return SearchOutcome(records, best_of(records), base, reason, ran)
+        return SearchOutcome(records, best_of(records, self.direction), base, reason, ran)
 
     @staticmethod
     def _taken(trial: Any, records: list[TrialRecord]) -> bool:

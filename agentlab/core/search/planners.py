@@ -60,6 +60,8 @@ class PlanContext:
     check: Callable[[dict[str, Any]], list[str]]
     candidate: Callable[..., dict[str, Any]]  # (kind, attempt, infeasible draws) -> params
     tried: set[str] = field(default_factory=set)
+    direction: str = "minimize"  # of ``metric``
+    summary_metrics: tuple[str, ...] = ()  # the trial metrics besides ``metric`` an LLM planner is shown
 
 
 def params_key(params: dict[str, Any]) -> str:

@@ -164,7 +164,7 @@ def compact_messages(ctx: Any, values: dict[str, list[Any]], suggested: dict[str
     recent = [trial_line(r, ctx.metric) for r in ctx.records[-history:]] or ["(none yet)"]
     suggestion = format_changes(suggested) if suggested else "(none)"
     lines = [
-        f"Goal: the lowest {ctx.metric}. Trials left: {ctx.budget_left}.",
+        f"Goal: the {_goal_word(ctx)} {ctx.metric}. Trials left: {ctx.budget_left}.",
         f"Current config ({where}):",
         "key | now | may change to | meaning",
         *rows,
@@ -173,21 +173,29 @@ def compact_messages(ctx: Any, values: dict[str, list[Any]], suggested: dict[str
         f"Optimizer's suggestion: {suggestion}",
         # A placeholder such as "<why>" is copied word for word by a 135M model; a description is not.
         'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "..."}, where reasoning says in one '
-        f"sentence why these changes should lower {ctx.metric}.",
+        f"sentence why these changes should {'raise' if _maximize(ctx) else 'lower'} {ctx.metric}.",
     ]
     return [{"role": "system", "content": COMPACT_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def _maximize(ctx: Any) -> bool:
+    return getattr(ctx, "direction", "minimize") == "maximize"
+
+
+def _goal_word(ctx: Any) -> str:
+    return "highest" if _maximize(ctx) else "lowest"
 
 
 def rich_messages(ctx: Any, suggested: dict[str, Any] | None, history: int) -> list[dict[str, str]]:
     """The rich prompt: the full state as indented JSON (the JSON schema is added by the router)."""
     best = ctx.best
     payload = {
-        "metric": f"{ctx.metric} (lower is better)",
+        "metric": f"{ctx.metric} ({'higher' if _maximize(ctx) else 'lower'} is better)",
         "base_config": ctx.base_params,
         "incumbent": ctx.incumbent,
         "search_space": ctx.space.describe(),
-        "best_run": best.summary() | {"params": best.params} if best else None,
-        "recent_runs": [r.summary() for r in ctx.records[-history:]],
+        "best_run": best.summary(ctx.summary_metrics) | {"params": best.params} if best else None,
+        "recent_runs": [r.summary(ctx.summary_metrics) for r in ctx.records[-history:]],
         "budget_left": ctx.budget_left,
         "optimizer_candidate": suggested or {},
     }

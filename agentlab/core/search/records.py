@@ -101,11 +101,11 @@ class TrialRecord:
             intermediate=dict(trial.intermediate_values),
         )
 
-    def summary(self) -> dict[str, Any]:
-        """The compact form shown to an LLM planner."""
+    def summary(self, metrics: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The compact form shown to an LLM planner, with the command's own ``metrics`` (e.g. nas's test_mse)."""
         return {"run_id": self.run_id, "state": self.state, "value": self.value, "changes": self.changes,
                 "accepted": self.accepted, "reason": self.reason, "planner": self.planner,
-                **{k: v for k, v in self.metrics.items() if k in ("test_mse", "n_params", "epochs")}}
+                **{k: v for k, v in self.metrics.items() if k in metrics}}
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -114,10 +114,12 @@ class TrialRecord:
         return out
 
 
-def best_of(records: list[TrialRecord]) -> TrialRecord | None:
-    """The accepted finished trial with the lowest value."""
+def best_of(records: list[TrialRecord], direction: str = "minimize") -> TrialRecord | None:
+    """The accepted finished trial with the lowest value (the highest for ``direction="maximize"``); the earliest
+    of equals."""
     accepted = [r for r in records if r.state == "complete" and r.accepted and r.finite]
-    return min(accepted, key=lambda r: (r.value, r.number)) if accepted else None
+    sign = -1.0 if direction == "maximize" else 1.0
+    return min(accepted, key=lambda r: (sign * r.value, r.number)) if accepted else None  # type: ignore[operator]
 
 
 LLM_FALLBACK = "tpe (llm fallback)"  # the planner name of an iteration an LLM planner handed to TPE

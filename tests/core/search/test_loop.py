@@ -12,10 +12,11 @@ import optuna
 import pytest
 
 from agentlab.core.search.evaluator import HybridEvaluator
-from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, open_storage
+from agentlab.core.search.loop import Pruned, SearchLoop, StopRules
 from agentlab.core.search.planners import OptunaPlanner
 from agentlab.core.search.records import A_PLAN, best_of, state_dict
 from agentlab.core.search.space import ParamSpec, SearchSpace
+from agentlab.core.search.study import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -1,0 +1,138 @@
+"""Optuna studies for every search: storage, creation, samplers and proposals that commit nothing.
+
+One place decides how a study is opened (SQLite in the run folder by default, a journal file, or any Optuna storage
+URL shared by several workers or runs), what a damaged or mismatched study says to the user, and how a sampler is
+built, so ``nas`` (one minimised loss), ``compress`` (several objectives, with constraints) and ``evolve`` (its
+population) behave the same. Directions are always a list, one per objective: a study with one objective is the
+case ``["minimize"]``.
+
+A study stores what the search knows; ``scratch_study`` copies finished trials into an in-memory study, asks it for
+the next point and throws it away, so the persistent study only ever holds real, finished work (no trial asked and
+then abandoned because the planner rejected the point).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from agentlab.core.errors import ConfigError, RunDirError
+
+Direction = Literal["minimize", "maximize"]
+SamplerKind = Literal["tpe", "random", "nsga2"]
+OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
+
+
+def quiet() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db"
+                 ) -> Any:
+    """SQLite ``default`` in the run folder when ``storage`` is None; ``*.log``/``*.jsonl``-like paths (no ``://``)
+    are journal files; else an Optuna storage URL. ``what`` names the setting in errors."""
+    import optuna
+
+    if storage is None:
+        return f"sqlite:///{(run_path / default).resolve()}"
+    if "://" not in storage:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(storage)))
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(4):
+        try:
+            return optuna.storages.get_storage(storage)
+        except DBAPIError as exc:
+            # Workers started together on a new database race to create its schema (the loser gets "UNIQUE
+            # constraint failed: alembic_version" or "table ... already exists"); a moment later the schema is there.
+            error: Exception = exc
+            if attempt < 3:
+                time.sleep(0.2 * (attempt + 1))
+        except Exception as exc:  # optuna raises many kinds for a bad URL
+            error = exc
+            break
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    raise ConfigError(f"{what}: cannot open {storage!r}: {first}",
+                      hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
+
+
+def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
+               objectives: Sequence[str] | None = None, sampler: Any = None, pruner: Any = None,
+               what: str = "search.storage", default: str = "study.db") -> Any:
+    """Create or load the study ``name``. ``objectives`` (the names of the values, in order) are stored on a new
+    study and checked on an existing one, so two searches with different goals never share a study by accident."""
+    import optuna
+
+    quiet()
+    opened = open_storage(storage, run_path, what=what, default=default)
+    try:
+        study = optuna.create_study(study_name=name, storage=opened, directions=list(directions),
+                                    load_if_exists=True, sampler=sampler, pruner=pruner)
+    except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database; all mean the same here
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if storage is None:
+            raise RunDirError(f"{run_path / default}: cannot open the study ({reason})",
+                              hint="the run folder's study is damaged: restore it, or start a new run without "
+                              "--resume") from exc
+        raise ConfigError(f"{what}: cannot open the study {name!r} in {storage!r} ({reason})",
+                          hint="check the storage, or use a new one") from exc
+    where = storage or str(run_path / default)
+    have = [d.name.lower() for d in study.directions]
+    if have != list(directions):
+        raise ConfigError(f"{what}: the study {name!r} in {where} has directions {have}, this search needs "
+                          f"{list(directions)}", hint="use another study name or storage for a different goal")
+    if objectives is not None:
+        stored = study.user_attrs.get(OBJECTIVES_ATTR)
+        if stored is None:
+            study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
+        elif list(stored) != list(objectives):
+            raise ConfigError(f"{what}: the study {name!r} in {where} optimises {stored}, this search "
+                              f"{list(objectives)}", hint="use another study name or storage for a different goal")
+    return study
+
+
+def make_sampler(kind: SamplerKind, seed: int, *, startup: int = 10, population: int = 50) -> Any:
+    """TPE (``startup`` random trials first), random, or NSGA-II (``population`` per generation). Constraints reach
+    the samplers on the trials themselves (``create_trial(constraints=...)``; above 0 is infeasible)."""
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}")
+
+
+def scratch_study(trials: Iterable[Any], directions: Sequence[Direction], sampler: Any) -> Any:
+    """An in-memory study holding copies of ``trials`` (FrozenTrials), to ask the sampler for a point without
+    committing anything to the real study."""
+    import optuna
+
+    quiet()
+    study = optuna.create_study(directions=list(directions), sampler=sampler)
+    study.add_trials(list(trials))
+    return study
+
+
+def finished_trial(params: dict[str, Any], distributions: dict[str, Any], values: Sequence[float] | None, *,
+                   violation: float | None = None, user_attrs: dict[str, Any] | None = None,
+                   system_attrs: dict[str, Any] | None = None) -> Any:
+    """A FrozenTrial for work that is done: COMPLETE with ``values`` (and the constraint ``violation`` when given),
+    FAIL when ``values`` is None."""
+    from optuna.trial import TrialState, create_trial
+
+    done = values is not None
+    return create_trial(state=TrialState.COMPLETE if done else TrialState.FAIL,
+                        values=list(values) if values is not None else None, params=params, distributions=distributions,
+                        user_attrs=user_attrs, system_attrs=system_attrs,
+                        constraints={"violation": float(violation)} if done and violation is not None else None)

@@ -1,0 +1,80 @@
+"""The shared study layer (core/search/study.py) and the loop with a maximised objective: opening, checks on
+reopening, damaged databases, proposals that commit nothing, finished trials with constraints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from agentlab.core.errors import ConfigError, RunDirError  # noqa: E402
+from agentlab.core.search.evaluator import HybridEvaluator  # noqa: E402
+from agentlab.core.search.loop import SearchLoop, StopRules  # noqa: E402
+from agentlab.core.search.planners import OptunaPlanner  # noqa: E402
+from agentlab.core.search.records import best_of  # noqa: E402
+from agentlab.core.search.space import ParamSpec, SearchSpace  # noqa: E402
+from agentlab.core.search.study import finished_trial, make_sampler, open_study, scratch_study  # noqa: E402
+
+
+def test_open_study_default_storage_and_reopen_checks(tmp_path: Path) -> None:
+    study = open_study(None, tmp_path, name="s", directions=["maximize", "minimize"], objectives=["speedup", "size"])
+    assert (tmp_path / "study.db").is_file() and len(study.directions) == 2
+    again = open_study(None, tmp_path, name="s", directions=["maximize", "minimize"], objectives=["speedup", "size"])
+    assert again.user_attrs["agentlab:objectives"] == ["speedup", "size"]
+    with pytest.raises(ConfigError, match=r"has directions \['maximize', 'minimize'\], this search needs"):
+        open_study(None, tmp_path, name="s", directions=["maximize"], objectives=["speedup"])
+    with pytest.raises(ConfigError, match=r"optimises \['speedup', 'size'\], this search \['accuracy', 'size'\]"):
+        open_study(None, tmp_path, name="s", directions=["maximize", "minimize"], objectives=["accuracy", "size"])
+
+
+def test_damaged_database_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "study.db").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(RunDirError, match="study.db: cannot open the study"):
+        open_study(None, tmp_path, name="s", directions=["minimize"])
+    with pytest.raises(ConfigError, match=r"x.storage: cannot open 'sqlite:.*file is not a database$"):
+        open_study(f"sqlite:///{tmp_path / 'study.db'}", tmp_path, name="s", directions=["minimize"], what="x.storage")
+
+
+def test_scratch_study_asks_without_committing(tmp_path: Path) -> None:
+    from optuna.distributions import CategoricalDistribution
+
+    dists = {"q": CategoricalDistribution(["a", "b", "c"])}
+    study = open_study(None, tmp_path, name="s", directions=["maximize", "minimize"])
+    study.add_trial(finished_trial({"q": "a"}, dists, [2.0, 5.0], violation=0.5, user_attrs={"k": 1}))
+    study.add_trial(finished_trial({"q": "b"}, dists, None))
+    trials = study.get_trials(deepcopy=False)
+    assert trials[0].constraints == {"violation": 0.5} and trials[1].state.name == "FAIL"
+    scratch = scratch_study(trials, ["maximize", "minimize"], make_sampler("nsga2", 0, population=4))
+    assert scratch.ask(dists).params["q"] in ("a", "b", "c")
+    assert len(study.get_trials()) == 2, "asking the scratch copy wrote into the real study"
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("grid", 0)  # type: ignore[arg-type]
+
+
+class Peak:
+    """value = 10 - (x - 1)^2: maximised, best at x = 1."""
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        return []
+
+    def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+        return {"value": 10 - (params["x"] - 1.0) ** 2}
+
+
+def test_loop_maximises_when_the_study_does(tmp_path: Path) -> None:
+    space = SearchSpace({"x": ParamSpec(low=-5.0, high=5.0)})
+    study = open_study(None, tmp_path, name="max", directions=["maximize"], objectives=["score"])
+    loop = SearchLoop(study=study, space=space, base_params={"x": 4.0}, objective=Peak(),
+                      planner=OptunaPlanner("tpe"), evaluator=HybridEvaluator(0.01, direction="maximize"),
+                      metric="score", stop=StopRules(max_iterations=10, target=9.99), seed=3)
+    outcome = loop.run()
+    base = outcome.records[0]
+    assert outcome.best is not None and outcome.best.value > base.value  # 1.0 at x = 4
+    accepted = [r for r in outcome.records if r.accepted and r.planner != "base"]
+    assert accepted and all("beats best" in r.reason for r in accepted)
+    assert best_of(outcome.records, "maximize") is outcome.best or best_of(
+        outcome.records, "maximize").value == outcome.best.value
+    assert best_of(outcome.records, "minimize").value <= outcome.best.value
