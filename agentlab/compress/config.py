@@ -18,7 +18,8 @@ from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, par
 from agentlab.core.config import StrictModel
 
 GGUF_TYPES = ("Q8_0", "Q5_K_M", "Q4_K_M")
-QUANT_METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "gguf")
+QUANT_METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "bnb_8bit",
+                 "gguf")
 
 
 class PruneStep(StrictModel):
@@ -49,9 +50,9 @@ class RecoverStep(StrictModel):
 
 
 class QuantizeStep(StrictModel):
-    method: Literal["int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "gguf"] = Field(
+    method: Literal["int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "bnb_8bit", "gguf"] = Field(
         description="int8_weight_only / int8_dynamic (torchao, CPU or CUDA), torch_dynamic_int8 (torch, CPU), "
-        "bnb_4bit (CUDA), gguf (llama.cpp quantizer; measured on llama.cpp)")
+        "bnb_4bit / bnb_8bit (bitsandbytes, CUDA), gguf (llama.cpp quantizer; measured on llama.cpp)")
     gguf_type: Literal["Q8_0", "Q5_K_M", "Q4_K_M"] = Field("Q8_0", description="method gguf: the GGUF type")
 
 

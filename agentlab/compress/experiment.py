@@ -112,10 +112,14 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
             metrics = _measure_gguf(model, tokenizer, quant.gguf_type, inputs, work, steps)
         else:
             if quant is not None:
-                from agentlab.compress.quantize import quantize_model
+                from agentlab.compress.quantize import LOAD_TIME, quantize_model, reload_quantized
 
                 tick(quant.method)
-                steps["quantize"] = quantize_model(model, quant.method)
+                if quant.method in LOAD_TIME:
+                    model, steps["quantize"] = reload_quantized(model, tokenizer, quant.method, work / "hf",
+                                                                inputs.device)
+                else:
+                    steps["quantize"] = quantize_model(model, quant.method)
             tick("measuring")
             metrics = _measure_hf(model, tokenizer, inputs, work)
     metrics.update({**counts, "energy_kwh": energy.energy_kwh, "co2e_kg": energy.co2e_kg, "energy_mode": energy.mode})

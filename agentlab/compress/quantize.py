@@ -6,8 +6,9 @@ Methods (``METHODS``):
 - ``int8_dynamic`` (torchao ``Int8DynamicActivationInt8WeightConfig``): int8 weights and per-token int8 activations;
 - ``torch_dynamic_int8`` (``torch.ao.quantization.quantize_dynamic``, per-tensor int8 weights, deprecated in torch in
   favour of torchao): kept because it is the one with fast CPU kernels here;
-- ``bnb_4bit`` (bitsandbytes NF4 with double quantization, QLoRA's): CUDA only, applied at load time through
-  ``load_causal_lm(load_in_4bit=True)``. bitsandbytes 8-bit is not wired yet (``load_causal_lm`` has no 8-bit path).
+- ``bnb_4bit`` (bitsandbytes NF4 with double quantization, QLoRA's) and ``bnb_8bit`` (bitsandbytes LLM.int8()):
+  CUDA only. bitsandbytes quantizes while a model loads, so after pruning / recovery the model is saved and loaded
+  again with ``load_causal_lm(load_in_4bit=True)`` / ``load_in_8bit=True`` (:func:`reload_quantized`).
 
 Measured on this machine (SmolLM2-135M, CPU, one torch thread, greedy decoding of 32 tokens, perplexity on 6,000
 characters of Hamlet, context 256 / stride 128, with other jobs on the 2 cores): base 3.2 tokens/s, perplexity 31.50;
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import ConfigError, missing_package
 
 log = logging.getLogger(__name__)
-METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit")
-LOAD_TIME = ("bnb_4bit",)  # applied while loading the model, on CUDA
+METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "bnb_8bit")
+LOAD_TIME = ("bnb_4bit", "bnb_8bit")  # applied while loading the model, on CUDA
 
 
 def quantize_model(model: Any, method: str) -> dict[str, Any]:
@@ -37,7 +39,7 @@ def quantize_model(model: Any, method: str) -> dict[str, Any]:
         raise ConfigError(f"quantization method {method!r}: unknown", hint=f"use one of {', '.join(METHODS)}")
     if method in LOAD_TIME:
         raise ConfigError(f"{method} is applied when the model loads (bitsandbytes on CUDA)",
-                          hint="load the model with load_kwargs(method) instead")
+                          hint="use reload_quantized(model, tokenizer, method, folder, device) instead")
     from agentlab.core.train.device import quiet_imports
 
     quiet_imports()
@@ -64,4 +66,25 @@ def load_kwargs(method: str, device: str) -> dict[str, Any]:
     if device != "cuda":
         raise ConfigError(f"{method}: bitsandbytes quantization needs a CUDA GPU (this run is on {device})",
                           hint="use int8_weight_only / int8_dynamic / a GGUF type on CPU")
-    return {"load_in_4bit": True}
+    return {"load_in_8bit": True} if method == "bnb_8bit" else {"load_in_4bit": True}
+
+
+def reload_quantized(model: Any, tokenizer: Any, method: str, folder: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """``model`` (pruned / recovered in memory) saved to ``folder`` and loaded again with bitsandbytes ``method``;
+    returns the quantized model and what was done. The folder is removed afterwards."""
+    import shutil
+
+    from agentlab.core.train.convert import quiet_transformers
+    from agentlab.core.train.model import load_causal_lm
+
+    kwargs = load_kwargs(method, device)  # refuses a CPU before anything is written
+    with quiet_transformers(logs=False):
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    try:
+        quantized, _ = load_causal_lm(folder, device=device, **kwargs)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    bits = "NF4 4-bit, double quantization" if method == "bnb_4bit" else "LLM.int8() 8-bit"
+    return quantized, {"method": method, "backend": "bitsandbytes", "scope": f"every linear layer but the output "
+                       f"head ({bits})"}

@@ -22,7 +22,7 @@ from agentlab.compress.config import GGUF_TYPES, Experiment
 @dataclass(frozen=True)
 class Space:
     """The choices of each parameter. ``drop_layers`` depends on the model (never all of its layers);
-    ``bnb_4bit`` is offered on CUDA only."""
+    ``bnb_4bit`` and ``bnb_8bit`` are offered on CUDA only."""
 
     choices: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -30,7 +30,7 @@ class Space:
     def build(cls, n_layers: int, cuda: bool) -> Space:
         quantize = ["none", "int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "gguf"]
         if cuda:
-            quantize.append("bnb_4bit")
+            quantize += ["bnb_4bit", "bnb_8bit"]
         drops = [d for d in (1, 2, 4) if d < n_layers]
         return cls({
             "prune": ["none", "magnitude", "wanda", "structured"],

@@ -75,8 +75,8 @@ def _dtype(dtype: str | torch.dtype, dev: torch.device) -> torch.dtype:
 
 def _check_4bit(dev: torch.device) -> None:
     if dev.type != "cuda":
-        raise ConfigError(f"load_in_4bit needs CUDA (bitsandbytes 4-bit kernels), but the device is {dev.type}",
-                          hint="set load_in_4bit: false (plain float weights), or run on a CUDA GPU")
+        raise ConfigError(f"bitsandbytes quantization (load_in_4bit / load_in_8bit) needs CUDA, but the device is "
+                          f"{dev.type}", hint="set load_in_4bit: false (plain float weights), or run on a CUDA GPU")
 
 
 def wants_4bit(load_in_4bit: FourBit, device: str | torch.device = "auto") -> bool:
@@ -140,6 +140,14 @@ def quantization_config(*, load_in_4bit: FourBit = True, device: str | torch.dev
     _, compute = resolve_device_dtype("cuda", compute_dtype)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_use_double_quant=double_quant,
                               bnb_4bit_compute_dtype=compute)
+
+
+def int8_config() -> BitsAndBytesConfig:
+    """bitsandbytes' 8-bit config (LLM.int8(), Dettmers et al. 2022: int8 weights, outlier features kept in 16 bit).
+    CUDA only: callers check the device first."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_8bit=True)
 
 
 def cuda_index(dev: torch.device) -> int:

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from agentlab.core.errors import AgentlabError, missing_package, one_line
+from agentlab.core.errors import AgentlabError, ConfigError, missing_package, one_line
 from agentlab.core.train.device import (
     FourBit,
     cuda_index,
+    int8_config,
     quantization_config,
     quiet_imports,
     quiet_library_warnings,
@@ -43,23 +44,27 @@ def hf_model_folder(ref: str | Path, *, base: str | Path = ".", user: str = "thi
 
 
 def load_causal_lm(ref: str | Path, *, device: Any = "auto", dtype: Any = "auto", load_in_4bit: FourBit = False,
-                   adapters: Mapping[str, str | Path] | None = None, trainable: bool = False,
-                   base: str | Path = ".", attn_implementation: str | None = None) -> tuple[Any, Any]:
+                   load_in_8bit: bool = False, adapters: Mapping[str, str | Path] | None = None,
+                   trainable: bool = False, base: str | Path = ".",
+                   attn_implementation: str | None = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for the model ``ref`` (see :func:`hf_model_folder`).
 
     ``device`` / ``dtype`` as in :func:`~agentlab.core.train.device.resolve_device_dtype`. ``load_in_4bit``: True,
     False or ``auto`` (4-bit on CUDA, float weights with a one-line warning elsewhere): NF4 with double
     quantization through bitsandbytes (:func:`~agentlab.core.train.device.quantization_config`); the other weights
-    stay in ``dtype``. On CUDA the weights load straight onto the GPU of this process (the local rank under
-    ``accelerate launch``), never through a CPU copy. ``adapters``: PEFT adapter folders by name, loaded onto the
-    base in order (the first is active); the model is then a ``PeftModel``. ``trainable``: adapters load trainable
-    and the model is left in train mode; otherwise it is in eval mode. ``attn_implementation``: e.g.
-    ``flash_attention_2`` (transformers picks sdpa by default). Errors are ``AgentlabError``s with the next step.
+    stay in ``dtype``. ``load_in_8bit``: bitsandbytes LLM.int8() linear layers instead (CUDA only). On CUDA the
+    weights load straight onto the GPU of this process (the local rank under ``accelerate launch``), never through a
+    CPU copy. ``adapters``: PEFT adapter folders by name, loaded onto the base in order (the first is active); the
+    model is then a ``PeftModel``. ``trainable``: adapters load trainable and the model is left in train mode;
+    otherwise it is in eval mode. ``attn_implementation``: e.g. ``flash_attention_2`` (transformers picks sdpa by
+    default). Errors are ``AgentlabError``s with the next step.
     """
     folder = hf_model_folder(ref, base=base)
-    dev, dt = resolve_device_dtype(device, dtype, load_in_4bit=load_in_4bit is True)
+    if load_in_8bit and load_in_4bit is True:
+        raise ConfigError("load_in_4bit and load_in_8bit are both set", hint="choose one bitsandbytes precision")
+    dev, dt = resolve_device_dtype(device, dtype, load_in_4bit=load_in_4bit is True or load_in_8bit)
     kwargs: dict[str, Any] = {"dtype": dt}
-    quant = quantization_config(load_in_4bit=load_in_4bit, device=dev)
+    quant = (int8_config() if load_in_8bit else quantization_config(load_in_4bit=load_in_4bit, device=dev))
     if quant is not None:
         kwargs["quantization_config"] = quant
     if dev.type == "cuda":
