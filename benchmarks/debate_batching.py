@@ -93,8 +93,8 @@ def batched(model: Any, pad: int, names: list[str], prompts: list[list[int]], ne
     import torch
 
     width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
     out = model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, do_sample=False,
                          max_new_tokens=new, min_new_tokens=new, pad_token_id=pad)
     return out[:, width:].tolist()
@@ -106,7 +106,7 @@ def sequential(model: Any, pad: int, names: list[str], prompts: list[list[int]],
     rows = []
     for name, prompt in zip(names, prompts, strict=True):
         model.set_adapter(name, inference_mode=True)
-        ids = torch.tensor([prompt])
+        ids = torch.tensor([prompt], device=model.device)
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                              max_new_tokens=new, min_new_tokens=new, pad_token_id=pad)
         rows.append(out[0, len(prompt):].tolist())
@@ -118,8 +118,8 @@ def base_batched(model: Any, pad: int, names: list[str], prompts: list[list[int]
     import torch
 
     width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
     with model.disable_adapter():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new,
                              min_new_tokens=new, pad_token_id=pad)
@@ -132,7 +132,7 @@ def base_sequential(model: Any, pad: int, names: list[str], prompts: list[list[i
     rows = []
     with model.disable_adapter():
         for prompt in prompts:
-            ids = torch.tensor([prompt])
+            ids = torch.tensor([prompt], device=model.device)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                  max_new_tokens=new, min_new_tokens=new, pad_token_id=pad)
             rows.append(out[0, len(prompt):].tolist())
@@ -145,7 +145,7 @@ def provider_batch_sizes(args: argparse.Namespace, adapters: dict[str, str]) -> 
     from agentlab.core.llm.providers.hf import HFProvider, unload_all
     from agentlab.core.llm.types import GenParams
 
-    prov = HFProvider("bench", HFProviderConfig(device="cpu", adapters=adapters, batch_wait_ms=50))
+    prov = HFProvider("bench", HFProviderConfig(device="auto", adapters=adapters, batch_wait_ms=50))
 
     async def main() -> None:
         await prov.generate(args.model, [{"role": "user", "content": "hi"}], GenParams(temperature=0, max_tokens=1),
