@@ -1,6 +1,7 @@
 """What every subcommand shares: option spellings, console, progress bars, error printing.
 
-One spelling per concept: -c/--config, --set, --llm, --out, --resume [DIR], --dry-run, --json, -v, --mlflow.
+One spelling per concept: -c/--config, --set, --llm, --out, --resume [DIR], --dry-run, --json, -v, --mlflow,
+--otlp-endpoint.
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ MlflowOpt = Annotated[
     typer.Option("--mlflow", help="Log the run to MLflow (needs mlflow, the extra `track`): a tracking URI such as "
                  "sqlite:///mlflow.db or http://HOST:5000. Default: the config's `mlflow` (none: no tracking).",
                  show_default=False, metavar="URI"),
+]
+
+OtlpOpt = Annotated[
+    str | None,
+    typer.Option("--otlp-endpoint", help="Send OpenTelemetry spans of every LLM request and model attempt (GenAI "
+                 "attributes: models, tokens, outcome, fallbacks; no prompt text unless "
+                 "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true) to this OTLP HTTP receiver (needs the "
+                 "extra `trace`): Jaeger http://HOST:4318, Phoenix http://HOST:6006, Langfuse "
+                 "https://HOST/api/public/otel (credentials: OTEL_EXPORTER_OTLP_HEADERS).",
+                 show_default=False, metavar="URL"),
 ]
 
 

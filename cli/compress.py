@@ -7,7 +7,19 @@ from typing import Annotated, Literal
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, LLMOpt, MlflowOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console, safe_text
+from .common import (
+    ConfigOpt,
+    JsonOpt,
+    LLMOpt,
+    MlflowOpt,
+    OtlpOpt,
+    OutOpt,
+    ResumeOpt,
+    SetOpt,
+    VerboseOpt,
+    console,
+    safe_text,
+)
 from .runner import flags, run_command
 
 
@@ -34,6 +46,7 @@ def compress(
                                                     help="Calibration / recovery text, not the eval text (default: "
                                                     "the built-in text's second half).")] = None,
     mlflow: MlflowOpt = None,
+    otlp_endpoint: OtlpOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
@@ -52,7 +65,8 @@ def compress(
                     ("--eval-text", "eval_text", eval_text), ("--calib-text", "calib_text", calib_text),
                     ("--mlflow", "mlflow", mlflow))
     run_command("compress", CompressConfig, compress_run, config=config, sets=[*(set_ or []), *options], out=out,
-                resume=resume, prepare=lambda cfg: prepare(cfg, llm), json_=json_, verbose=verbose,
+                resume=resume, prepare=lambda cfg: prepare(cfg, llm), otlp_endpoint=otlp_endpoint,
+                json_=json_, verbose=verbose,
                 summary=_print_summary)
 
 
