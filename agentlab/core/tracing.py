@@ -56,7 +56,9 @@ _HINT = ("give the OTLP HTTP receiver: Jaeger http://HOST:4318, Phoenix http://H
 _IN_PROCESS_KINDS = ("llama_cpp", "hf", "scripted")  # span kind INTERNAL: the model runs in this process
 _MAX_DESCRIPTION = 1000
 
-_active: RouterTracer | None = None
+# The tracer every Router reports to, None while tracing is off. Routers read this attribute on each request (a
+# function call there would cost more than the rest of the check): read it as ``tracing.router_tracer``.
+router_tracer: RouterTracer | None = None
 # The attempts of the routed request in progress, (model, ok) each: tells a fallback attempt from a first try. The
 # list is shared by the tasks a request starts (best_of_n), which copy the context but not the list.
 _attempts: contextvars.ContextVar[list[tuple[str, bool]] | None] = contextvars.ContextVar("agentlab_attempts",
@@ -95,33 +97,28 @@ def configure_tracing(endpoint: str | None = None, *, exporter: Any = None, capt
         processor = SimpleSpanProcessor(exporter)
     provider = TracerProvider(resource=_resource())
     provider.add_span_processor(processor)
-    global _active
-    _active = RouterTracer(provider, capture_content)
+    global router_tracer
+    router_tracer = RouterTracer(provider, capture_content)
 
 
 def shutdown_tracing() -> None:
     """Export the spans still buffered and turn tracing off (nothing happens when it was off)."""
-    global _active
-    tracer, _active = _active, None
+    global router_tracer
+    tracer, router_tracer = router_tracer, None
     if tracer is not None:
         tracer.provider.shutdown()
 
 
 def tracing_enabled() -> bool:
     """Whether ``configure_tracing`` switched tracing on."""
-    return _active is not None
-
-
-def active() -> RouterTracer | None:
-    """The tracer routers report to, or None when tracing is off (the router's one check per call)."""
-    return _active
+    return router_tracer is not None
 
 
 @contextmanager
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[None]:
     """A span around the block, the parent of the LLM spans made inside it (a command's run, a gateway request);
     nothing at all when tracing is off. An exception marks it failed, with its type as ``error.type``."""
-    tracer = _active
+    tracer = router_tracer
     if tracer is None:
         yield
         return
@@ -142,21 +139,22 @@ def traces_url(endpoint: str) -> str:
     text = endpoint.strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"otlp endpoint: {_shown(text)!r} is not an http(s) URL", hint=_HINT)
+        from agentlab.core.config import scrub_text
+
+        raise ConfigError(f"otlp endpoint: {scrub_text(text)!r} is not an http(s) URL", hint=_HINT)
     if parts.path.rstrip("/").endswith("/v1/traces"):
         return text
     return text.split("?")[0].rstrip("/") + "/v1/traces"
 
 
 def _shown(url: str) -> str:
-    """A URL without user info or query (where credentials hide), for messages."""
+    """An http(s) URL without user info or query (where credentials hide), for messages."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         port = ""
-    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("?")[0].split("@")[-1]
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 def _import_sdk() -> None:

@@ -192,7 +192,7 @@ def test_stream_structured_and_the_callers_span(spans: InMemorySpanExporter, srv
 
 
 def test_off_by_default_and_after_shutdown(keyed: LLMConfig) -> None:
-    assert not tracing.tracing_enabled() and tracing.active() is None
+    assert not tracing.tracing_enabled() and tracing.router_tracer is None
     exporter = InMemorySpanExporter()
     tracing.configure_tracing(exporter=exporter)
     tracing.configure_tracing()  # neither endpoint nor exporter: off again

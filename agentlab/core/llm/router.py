@@ -123,20 +123,17 @@ class Router:
         so the completion carries ``ttft_s``; a stream cut mid-way is a retryable ``stream_cut`` failure.
         """
         rcfg, chain = self.route(route)
-        tracer = tracing.active()
-        if tracer is not None:  # one span for the request, the parent of its attempts' spans
-            return await tracer.request(self._generate(route, rcfg, chain, messages, params, stream),
-                                        "stream" if stream else "generate", route, rcfg.strategy, self._scrub)
-        return await self._generate(route, rcfg, chain, messages, params, stream)
-
-    async def _generate(self, route: str, rcfg: RouteConfig, chain: list[str], messages: Messages,
-                        params: GenParams | None, stream: bool) -> RoutedCompletion:
         call = CallState(route, self.config.deadline_s, stream)
         params = params or GenParams()
         if rcfg.strategy == "best_of_n":
-            return await best_of_n(self.try_model, call, rcfg, chain, messages, params, available=self.available,
-                                   on_invalid=self.record_invalid_output)
-        return await first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
+            work = best_of_n(self.try_model, call, rcfg, chain, messages, params, available=self.available,
+                             on_invalid=self.record_invalid_output)
+        else:
+            work = first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
+        tracer = tracing.router_tracer
+        if tracer is not None:  # one span for the request, the parent of its attempts' spans
+            return await tracer.request(work, "stream" if stream else "generate", route, rcfg.strategy, self._scrub)
+        return await work
 
     async def structured(self, messages: Messages, schema: type[ModelT], route: str = "default",
                          params: GenParams | None = None, max_repairs: int = 2, *,
@@ -156,7 +153,7 @@ class Router:
         work = structured_on_chain(self.try_model, call, chain, messages, schema, params or GenParams(), max_repairs,
                                    on_invalid=self.record_invalid_output, show_schema=show_schema,
                                    model_max_tokens=self.configured_max_tokens)
-        tracer = tracing.active()
+        tracer = tracing.router_tracer
         if tracer is not None:
             return await tracer.request(work, "structured", route, rcfg.strategy, self._scrub)
         return await work
@@ -302,7 +299,7 @@ class Router:
               params: GenParams | None = None, stream: bool = False) -> None:
         """Report one attempt: metadata to ``on_event``; what was sent and answered to ``on_call`` (only when a
         request went out, so a circuit-open skip is not a call); a span when tracing is on."""
-        tracer = tracing.active()
+        tracer = tracing.router_tracer
         if self.on_event is None and self.on_call is None and tracer is None:
             return
         provider, mcfg = self._models[name]
@@ -374,7 +371,7 @@ class Router:
         except BaseException:
             coro.close()
             raise
-        tracer = tracing.active()
+        tracer = tracing.router_tracer
         if tracer is not None:  # the caller's current span is the parent of the request's span
             coro = tracer.carry(coro)
         future = asyncio.run_coroutine_threadsafe(coro, loop)
