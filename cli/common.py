@@ -63,12 +63,10 @@ MlflowOpt = Annotated[
 
 OtlpOpt = Annotated[
     str | None,
-    typer.Option("--otlp-endpoint", help="Send OpenTelemetry spans of every LLM request and model attempt (GenAI "
-                 "attributes: models, tokens, outcome, fallbacks; no prompt text unless "
-                 "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true) to this OTLP HTTP receiver (needs the "
-                 "extra `trace`): Jaeger http://HOST:4318, Phoenix http://HOST:6006, Langfuse "
-                 "https://HOST/api/public/otel (credentials: OTEL_EXPORTER_OTLP_HEADERS).",
-                 show_default=False, metavar="URL"),
+    typer.Option("--otlp-endpoint", help="Send OpenTelemetry spans of every LLM request and model attempt (models, "
+                 "tokens, outcome, fallbacks; no prompt text: see the README's tracing section) to this OTLP HTTP "
+                 "receiver (needs the extra `trace`): Jaeger http://HOST:4318, Phoenix http://HOST:6006, Langfuse "
+                 "https://HOST/api/public/otel.", show_default=False, metavar="URL"),
 ]
 
 

@@ -136,24 +136,27 @@ def span(name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Non
 def traces_url(endpoint: str) -> str:
     """The OTLP traces URL of ``endpoint``: ``/v1/traces`` added to a base URL, as ``OTEL_EXPORTER_OTLP_ENDPOINT``
     does. ``ConfigError`` for anything but an http(s) URL with a host."""
+    from urllib.parse import urlunsplit
+
+    from agentlab.core.config import scrub_text
+
     text = endpoint.strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        from agentlab.core.config import scrub_text
-
         raise ConfigError(f"otlp endpoint: {scrub_text(text)!r} is not an http(s) URL", hint=_HINT)
+    try:
+        parts.port  # noqa: B018 (raises for a port out of range)
+    except ValueError:
+        raise ConfigError(f"otlp endpoint: {scrub_text(text)!r} has no valid port", hint=_HINT) from None
     if parts.path.rstrip("/").endswith("/v1/traces"):
         return text
-    return text.split("?")[0].rstrip("/") + "/v1/traces"
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/v1/traces"))
 
 
 def _shown(url: str) -> str:
     """An http(s) URL without user info or query (where credentials hide), for messages."""
     parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
+    port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 

@@ -206,9 +206,12 @@ def test_endpoint_urls() -> None:
     assert tracing.traces_url("https://cloud.example/api/public/otel/") == \
         "https://cloud.example/api/public/otel/v1/traces"
     assert tracing.traces_url("http://h:6006/v1/traces") == "http://h:6006/v1/traces"
+    assert tracing.traces_url("https://h/otel?tenant=t1") == "https://h/otel/v1/traces?tenant=t1"
     for bad in ("localhost:4318", "ftp://h/x", "http://", ""):
         with pytest.raises(ConfigError, match="not an http"):
             tracing.traces_url(bad)
+    with pytest.raises(ConfigError, match="no valid port"):
+        tracing.traces_url("http://h:99999")
 
 
 # --------------------------------------------------------------------------- a command over real OTLP HTTP
@@ -283,6 +286,24 @@ def test_debate_sends_spans_over_otlp_http(in_tmp: Path, srv: ScriptedServer, re
     assert first["gen_ai.operation.name"] == "chat" and first["gen_ai.provider.name"] == "openai"
     assert first["gen_ai.usage.output_tokens"] > 0 and first["gen_ai.usage.input_tokens"] > 0
     assert "3 times 4" not in repr(found)
+
+
+def test_content_env_variable_of_the_command(in_tmp: Path, srv: ScriptedServer, receiver: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dry run (``--rounds 0``) traced with the GenAI instrumentations' content variable set: prompts appear."""
+    (in_tmp / "llm.yaml").write_text(f"providers:\n  vllm: {{kind: openai, base_url: '{srv.base_url}'}}\n"
+                                     "models:\n  persona_a: {provider: vllm, model: persona_a}\n")
+    srv.default("persona_a", Reply(text="4"))
+    monkeypatch.setenv(tracing.CAPTURE_CONTENT_ENV, "true")
+    assert main(["debate", "--topic", "q", "--rounds", "0", "--set", "agents=[{model: persona_a}]", "--set",
+                 "judge=persona_a", "--llm", "llm.yaml", "--otlp-endpoint",
+                 f"http://127.0.0.1:{receiver.server_address[1]}"]) == 0
+    attempts = [s for s in received_spans(receiver.bodies) if s["name"] == "chat persona_a"]
+    assert len(attempts) == 2  # the agent and the judge
+    for attempt in attempts:
+        sent = json.loads(attempt["attributes"]["gen_ai.input.messages"])
+        assert sent[-1]["role"] == "user" and sent[-1]["parts"][0]["content"]
+        assert json.loads(attempt["attributes"]["gen_ai.output.messages"])[0]["parts"][0]["content"] == "4"
 
 
 def test_missing_extra_and_bad_endpoints_exit_2(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
