@@ -1,6 +1,7 @@
 """What every subcommand shares: option spellings, console, progress bars, error printing.
 
-One spelling per concept: -c/--config, --set, --llm, --out, --resume [DIR], --dry-run, --json, -v, --mlflow.
+One spelling per concept: -c/--config, --set, --llm, --out, --resume [DIR], --dry-run, --json, -v, --mlflow,
+--otlp-endpoint.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ MlflowOpt = Annotated[
     typer.Option("--mlflow", help="Log the run to MLflow (needs mlflow, the extra `track`): a tracking URI such as "
                  "sqlite:///mlflow.db or http://HOST:5000. Default: the config's `mlflow` (none: no tracking).",
                  show_default=False, metavar="URI"),
+]
+
+OtlpOpt = Annotated[
+    str | None,
+    typer.Option("--otlp-endpoint", help="Send OpenTelemetry spans of every LLM request and model attempt (models, "
+                 "tokens, outcome, fallbacks; no prompt text: see the README's tracing section) to this OTLP HTTP "
+                 "receiver (needs the extra `trace`): Jaeger http://HOST:4318, Phoenix http://HOST:6006, Langfuse "
+                 "https://HOST/api/public/otel.", show_default=False, metavar="URL"),
 ]
 
 

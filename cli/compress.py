@@ -12,6 +12,7 @@ from .common import (
     JsonOpt,
     LLMOpt,
     MlflowOpt,
+    OtlpOpt,
     OutOpt,
     ResumeOpt,
     SetOpt,
@@ -47,6 +48,7 @@ def compress(
                                                     "the built-in text's second half).")] = None,
     storage: StorageOpt = None,
     mlflow: MlflowOpt = None,
+    otlp_endpoint: OtlpOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
@@ -65,7 +67,8 @@ def compress(
                     ("--eval-text", "eval_text", eval_text), ("--calib-text", "calib_text", calib_text),
                     ("--storage", "storage", storage), ("--mlflow", "mlflow", mlflow))
     run_command("compress", CompressConfig, compress_run, config=config, sets=[*(set_ or []), *options], out=out,
-                resume=resume, prepare=lambda cfg: prepare(cfg, llm), json_=json_, verbose=verbose,
+                resume=resume, prepare=lambda cfg: prepare(cfg, llm), otlp_endpoint=otlp_endpoint,
+                json_=json_, verbose=verbose,
                 summary=_print_summary)
 
 

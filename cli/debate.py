@@ -13,6 +13,7 @@ from .common import (
     JsonOpt,
     LLMOpt,
     NoLogPromptsOpt,
+    OtlpOpt,
     OutOpt,
     ResumeOpt,
     SetOpt,
@@ -65,6 +66,7 @@ def debate(
     out: OutOpt = None,
     resume: ResumeOpt = None,
     no_log_prompts: NoLogPromptsOpt = False,
+    otlp_endpoint: OtlpOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -81,7 +83,7 @@ def debate(
             *_options(rounds, llm, base_model, adapters, decision, judge)]
     run_command("debate", DebateConfig, run, config=config, sets=sets, out=out, resume=resume, prepare=prepare,
                 dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), log_prompts=not no_log_prompts, json_=json_,
-                verbose=verbose, summary=_summary)
+                verbose=verbose, summary=_summary, otlp_endpoint=otlp_endpoint)
 
 
 def _dry_run(cfg: Any, json_: bool, panel: Any, **_: Any) -> dict[str, Any] | None:
@@ -128,6 +130,7 @@ def eval_cmd(
     out: OutOpt = None,
     resume: ResumeOpt = None,
     no_log_prompts: NoLogPromptsOpt = False,
+    otlp_endpoint: OtlpOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -143,7 +146,7 @@ def eval_cmd(
             *_options(rounds, llm, base_model, adapters, decision, judge)]
     run_command("debate-eval", DebateConfig, run_eval, config=config, sets=sets, out=out, resume=resume,
                 prepare=prepare_eval, rerun="debate eval -c {config}", log_prompts=not no_log_prompts, json_=json_,
-                verbose=verbose, summary=_eval_summary)
+                verbose=verbose, summary=_eval_summary, otlp_endpoint=otlp_endpoint)
 
 
 def _eval_summary(results: dict[str, Any], path: Path) -> None:

@@ -14,6 +14,7 @@ from .common import (
     LLMOpt,
     MlflowOpt,
     NoLogPromptsOpt,
+    OtlpOpt,
     OutOpt,
     ResumeOpt,
     SetOpt,
@@ -45,6 +46,7 @@ def nas(
                                               "built-in synthetic series.")] = None,
     storage: StorageOpt = None,
     mlflow: MlflowOpt = None,
+    otlp_endpoint: OtlpOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
     dry_run: DryRunOpt = False,
@@ -66,7 +68,8 @@ def nas(
                     ("--mlflow", "mlflow", mlflow))
     run_command("nas", NASConfig, nas_run, config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
                 prepare=lambda cfg: prepare(cfg, llm), dry_run=nas_dry_run if dry_run else None,
-                log_prompts=not no_log_prompts, json_=json_, verbose=verbose, summary=_print_summary)
+                log_prompts=not no_log_prompts, json_=json_, verbose=verbose, summary=_print_summary,
+                otlp_endpoint=otlp_endpoint)
 
 
 def _print_summary(results: dict, path: Path) -> None:

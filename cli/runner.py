@@ -10,6 +10,7 @@ and a bare ``--resume`` only ever finds runs that really started (``RunDir.lates
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
@@ -47,6 +48,7 @@ def run_command(
     resumable: bool = True,
     rerun: str | None = None,
     log_prompts: bool = True,
+    otlp_endpoint: str | None = None,
     json_: bool = False,
     verbose: int = 0,
     summary: Callable[[Any, Path], None] | None = None,
@@ -64,7 +66,8 @@ def run_command(
     **kwargs)``, when given and when it returns a dict (None: no dry run, go on), replaces the run: its dict is
     printed and no folder is written. ``save_config``: whether
     config.yaml is ``cfg`` (False when ``run`` writes its own); ``rerun``: the arguments after ``agentlab`` that
-    re-run it (``RunDir.create``).
+    re-run it (``RunDir.create``). ``otlp_endpoint``: trace the run's LLM calls there (``--otlp-endpoint``), under
+    one span ``agentlab <command>``; checked before ``prepare``, flushed when the command ends.
 
     ``distributed``: the command trains under ``accelerate launch`` / ``torchrun`` too. Then only the main process
     does the above; it shares ``(cfg, folder)`` once the folder is open, and every other process calls ``run(cfg,
@@ -91,6 +94,8 @@ def run_command(
         else:
             raw = base(stack) if callable(base) else base
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else config, model, overrides, base=raw)
+        if otlp_endpoint is not None:
+            _trace(stack, command, otlp_endpoint)
         kwargs = prepare(cfg) if prepare is not None else {}
         report = dry_run(cfg, **kwargs) if dry_run is not None else None
         if report is not None:
@@ -111,6 +116,16 @@ def run_command(
     if code:
         raise typer.Exit(code)
 
+
+
+def _trace(stack: ExitStack, command: str, endpoint: str) -> None:
+    """Tracing on for the rest of the command: one span for the run, the parent of its LLM calls' spans."""
+    from agentlab.core import tracing
+
+    capture = os.environ.get(tracing.CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
+    tracing.configure_tracing(endpoint, capture_content=capture)
+    stack.callback(tracing.shutdown_tracing)
+    stack.enter_context(tracing.span(f"agentlab {command}", {"agentlab.command": command}))
 
 
 class _Lead:

@@ -60,9 +60,10 @@ def test_every_help_exits_zero(args: list[str]) -> None:
 
 def test_cli_import_does_not_import_torch() -> None:
     code = ("import sys, agentlab.cli, agentlab.llm_bench, agentlab.nas, agentlab.pipeline, agentlab.core.llm.router, "
-            "agentlab.core.tracking, agentlab.train_persona.config, "
+            "agentlab.core.tracking, agentlab.core.tracing, agentlab.train_persona.config, "
             "agentlab.core.llm.resources, agentlab.core.llm.modelfiles, agentlab.core.llm.providers; "
-            "heavy = [m for m in ('torch', 'transformers', 'optuna', 'matplotlib', 'llama_cpp', 'mlflow') "
+            "heavy = [m for m in ('torch', 'transformers', 'optuna', 'matplotlib', 'llama_cpp', 'mlflow', "
+            "'opentelemetry') "
             "if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -4,7 +4,9 @@ A route (``config.route(name)``) lists models by role; ``RouteConfig.chain()`` g
 primary -> duplicate -> reserve -> fallback. Retryable failures (``LLMError.retryable``) are retried on the same model
 up to ``config.retries`` times; the others (auth, not_found, bad_request) move on at once. ``config.deadline_s``
 bounds a whole routed call. Every attempt is reported to ``on_event("llm_call", ...)`` with no key, header or prompt,
-and to ``on_call`` with the messages and the reply (a run folder's llm_calls.jsonl, keys scrubbed).
+and to ``on_call`` with the messages and the reply (a run folder's llm_calls.jsonl, keys scrubbed). Once
+``agentlab.core.tracing.configure_tracing`` has run, each routed request is also an OpenTelemetry span, with one child
+span per attempt.
 
 The API is async first. Sync callers use ``generate_sync`` / ``structured_sync``, which run on one background event
 loop owned by the router: HTTP clients are bound to the loop they first ran on, so a router is used either from
@@ -21,6 +23,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from agentlab.core import tracing
 from agentlab.core.errors import ConfigError, LLMError
 from agentlab.core.llm.config import LLMConfig, ModelConfig, RouteConfig
 from agentlab.core.llm.providers import build_provider
@@ -123,9 +126,14 @@ class Router:
         call = CallState(route, self.config.deadline_s, stream)
         params = params or GenParams()
         if rcfg.strategy == "best_of_n":
-            return await best_of_n(self.try_model, call, rcfg, chain, messages, params, available=self.available,
-                                   on_invalid=self.record_invalid_output)
-        return await first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
+            work = best_of_n(self.try_model, call, rcfg, chain, messages, params, available=self.available,
+                             on_invalid=self.record_invalid_output)
+        else:
+            work = first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
+        tracer = tracing.router_tracer
+        if tracer is not None:  # one span for the request, the parent of its attempts' spans
+            return await tracer.request(work, "stream" if stream else "generate", route, rcfg.strategy, self._scrub)
+        return await work
 
     async def structured(self, messages: Messages, schema: type[ModelT], route: str = "default",
                          params: GenParams | None = None, max_repairs: int = 2, *,
@@ -142,9 +150,13 @@ class Router:
         rcfg, chain = self.route(route)
         call = CallState(route, self.config.deadline_s)
         chain = chain if rcfg.strategy == "best_of_n" else self.order(rcfg, chain)
-        return await structured_on_chain(self.try_model, call, chain, messages, schema, params or GenParams(),
-                                         max_repairs, on_invalid=self.record_invalid_output, show_schema=show_schema,
-                                         model_max_tokens=self.configured_max_tokens)
+        work = structured_on_chain(self.try_model, call, chain, messages, schema, params or GenParams(), max_repairs,
+                                   on_invalid=self.record_invalid_output, show_schema=show_schema,
+                                   model_max_tokens=self.configured_max_tokens)
+        tracer = tracing.router_tracer
+        if tracer is not None:
+            return await tracer.request(work, "structured", route, rcfg.strategy, self._scrub)
+        return await work
 
     def configured_max_tokens(self, name: str) -> int | None:
         """The ``max_tokens`` of model ``name``'s own ``params``, if it sets one."""
@@ -257,7 +269,7 @@ class Router:
             message = self._scrub(error.message)
             if call is not None:
                 call.attempts.append(Attempt(name, error.kind, latency, message))
-            self._emit(route, name, attempt, error.kind, latency, None, message, messages, merged)
+            self._emit(route, name, attempt, error.kind, latency, None, message, messages, merged, stream)
             if error is not exc:
                 raise error from None
             raise
@@ -275,7 +287,7 @@ class Router:
             breaker.record_success()
         if call is not None:
             call.attempts.append(Attempt(name, "ok", latency))
-        self._emit(route, name, attempt, "ok", latency, completion, None, messages, merged)
+        self._emit(route, name, attempt, "ok", latency, completion, None, messages, merged, stream)
         return completion
 
     def record_invalid_output(self, name: str) -> None:
@@ -284,10 +296,11 @@ class Router:
 
     def _emit(self, route: str | None, name: str, attempt: int, outcome: str, latency: float,
               completion: Completion | None, error: str | None, messages: Messages | None = None,
-              params: GenParams | None = None) -> None:
+              params: GenParams | None = None, stream: bool = False) -> None:
         """Report one attempt: metadata to ``on_event``; what was sent and answered to ``on_call`` (only when a
-        request went out, so a circuit-open skip is not a call)."""
-        if self.on_event is None and self.on_call is None:
+        request went out, so a circuit-open skip is not a call); a span when tracing is on."""
+        tracer = tracing.router_tracer
+        if self.on_event is None and self.on_call is None and tracer is None:
             return
         provider, mcfg = self._models[name]
         usage = completion.usage if completion is not None else None
@@ -306,6 +319,12 @@ class Router:
                               "finish_reason": completion.finish_reason if completion is not None else None})
         except Exception:
             log.warning("recording an llm_call failed", exc_info=True)
+        if tracer is not None:
+            try:
+                tracer.attempt(fields, self.config.providers.get(mcfg.provider), completion, messages, params, stream,
+                               self._scrub)
+            except Exception:
+                log.warning("recording a trace span failed", exc_info=True)
 
     def _scrub(self, text: str) -> str:
         for secret in self.secrets:
@@ -352,6 +371,9 @@ class Router:
         except BaseException:
             coro.close()
             raise
+        tracer = tracing.router_tracer
+        if tracer is not None:  # the caller's current span is the parent of the request's span
+            coro = tracer.carry(coro)
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
