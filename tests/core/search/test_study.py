@@ -78,3 +78,12 @@ def test_loop_maximises_when_the_study_does(tmp_path: Path) -> None:
     assert best_of(outcome.records, "maximize") is outcome.best or best_of(
         outcome.records, "maximize").value == outcome.best.value
     assert best_of(outcome.records, "minimize").value <= outcome.best.value
+
+
+def test_bad_journal_paths_are_config_errors(tmp_path: Path) -> None:
+    not_a_journal = tmp_path / "notes.txt"
+    not_a_journal.write_text("these are notes, not an Optuna journal\n")
+    with pytest.raises(ConfigError, match=r"notes.txt.*JSONDecodeError"):
+        open_study(str(not_a_journal), tmp_path, name="s", directions=["minimize"])
+    with pytest.raises(ConfigError, match="cannot use .* as an Optuna journal file"):
+        open_study(str(not_a_journal / "x.log"), tmp_path, name="s", directions=["minimize"])
