@@ -110,6 +110,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     **dict.fromkeys(("uvicorn", "starlette"), "demo"),
     "torchao": "compress",
     "mlflow": "track",
+    "streamlit": "ui",
 }
 
 
