@@ -16,7 +16,7 @@ from agentlab.ui import pages, render
 
 
 def _options(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--runs")
     known, _ = parser.parse_known_args(argv)
     if known.runs:

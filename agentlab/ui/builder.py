@@ -68,10 +68,14 @@ def pipeline_dict(name: str, stages: list[StageForm]) -> dict[str, Any]:
 
 def validate(data: dict[str, Any], models: ModelsConfig) -> PipelineConfig:
     """``data`` checked as `pipeline run` checks a pipeline file against ``models``: ``ConfigError`` (one line per
-    field, e.g. ``config: base_pipeline.stages.1.models: a multi stage needs at least 2 models``)."""
+    field, e.g. ``base_pipeline.stages[1].models: a multi stage needs at least 2 models``)."""
     if not data["base_pipeline"]["stages"]:
         raise ConfigError("the pipeline has no stages", hint="add a stage")
-    return load_config(None, pipeline_checked(models.models), base=data)
+    try:
+        return load_config(None, pipeline_checked(models.models), base=data)
+    except ConfigError as exc:  # the form has no file and lines: name the field alone
+        message = "\n".join(line.removeprefix("config: ") for line in exc.message.splitlines())
+        raise ConfigError(message, hint="change it in the form (stages count from 0)") from None
 
 
 def header(models_path: Path, pipeline_path: Path) -> str:
