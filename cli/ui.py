@@ -26,9 +26,10 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def ui(
-    runs: Annotated[Path, typer.Option("--runs", help="The runs folder to show (every command's run folders "
-                                       "under it); runs started from the UI go there too.", file_okay=False)
-                    ] = Path("runs"),
+    runs: Annotated[Path | None, typer.Option("--runs", help="The runs folder to show (every command's run folders "
+                                              "under it); runs started from the UI go there too. Default: "
+                                              "$AGENTLAB_RUNS, else runs.", file_okay=False, show_default=False)
+                    ] = None,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 8501,
     host: Annotated[str, typer.Option("--host", help="Address to bind: 127.0.0.1 keeps it on this machine; "
                                       "0.0.0.0 serves every network interface (in a container).")] = "127.0.0.1",
@@ -36,11 +37,13 @@ def ui(
     """A web view of every run (status, result, report with its plots, config, events; running runs refresh
     live), the pipeline builder (Base / Manual / History) and the models check. Needs the extra `ui`."""
     from agentlab.core.errors import MissingPackage, UsageError
+    from agentlab.core.runs import runs_root
 
     if importlib.util.find_spec("streamlit") is None:
         raise MissingPackage("agentlab ui needs streamlit, which is not installed: pip install 'agentlab[ui]'")
-    if runs.exists() and not runs.is_dir():
-        raise UsageError(f"--runs {runs}: is a file, not a folder", hint="pass the runs folder (default: runs)")
+    runs = runs_root(runs)
+    if runs.exists() and not runs.is_dir():  # AGENTLAB_RUNS naming a file (click checks --runs itself)
+        raise UsageError(f"AGENTLAB_RUNS={runs}: is a file, not a folder", hint="pass the runs folder with --runs")
     if not _port_free(host, port):
         raise UsageError(f"--port {port}: {host}:{port} is in use (or cannot be bound)",
                          hint=f"pass another port, e.g. --port {port + 1}")
