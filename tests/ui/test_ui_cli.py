@@ -42,14 +42,16 @@ def test_without_streamlit_one_line_names_the_extra(monkeypatch: pytest.MonkeyPa
     assert line.startswith("error: agentlab ui needs streamlit") and "pip install 'agentlab[ui]'" in line
 
 
-def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("streamlit")
     (in_tmp / "afile").write_text("x")
     assert main(["ui", "--runs", "afile"]) == 2
     assert "Invalid value for '--runs': dir 'afile' is a file." in "\n".join(lines(capsys))  # click's usage error
-    os.environ["AGENTLAB_RUNS"] = "afile"  # in_tmp set it; monkeypatch puts it back
+    monkeypatch.setenv("AGENTLAB_RUNS", "afile")
     assert main(["ui"]) == 2
     assert lines(capsys)[0] == "error: AGENTLAB_RUNS=afile: is a file, not a folder"
+    monkeypatch.setenv("AGENTLAB_RUNS", str(in_tmp / "runs"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
