@@ -33,6 +33,5 @@ render.PAGES.update({
                        url_path="pipeline-history"),
     "models": st.Page(pages.models_page, title="Models", icon=":material/memory:", url_path="models"),
 })
-st.navigation({"Runs": [render.PAGES["runs"]],
-               "Pipeline": [render.PAGES[k] for k in ("base", "manual", "history")],
-               "Models": [render.PAGES["models"]]}).run()
+st.navigation({"": [render.PAGES["runs"], render.PAGES["models"]],
+               "Pipeline": [render.PAGES[k] for k in ("base", "manual", "history")]}).run()

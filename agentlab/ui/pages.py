@@ -54,6 +54,15 @@ def runs_page() -> None:
 # --------------------------------------------------------------------------- Pipeline: Base
 
 
+def _has_input(text: str) -> bool:
+    """A Run button is never disabled for an empty input (a click would only commit the text being typed): it says
+    what is missing instead."""
+    if text.strip():
+        return True
+    st.warning("type the pipeline's input first", icon=":material/edit:")
+    return False
+
+
 def _stage_rows(stages: list[Any]) -> list[dict[str, Any]]:
     return [{"stage": s.name, "type": s.type, "models": ", ".join(s.model_names()),
              "aggregation": s.aggregation or "", "reads": s.input_from if s.input_from is not None else "previous"}
@@ -77,7 +86,7 @@ def base_page() -> None:
         st.markdown(f"**{loaded.name}**: {len(loaded.pipeline.base_pipeline.stages)} stages")
         st.dataframe(_stage_rows(loaded.pipeline.base_pipeline.stages), hide_index=True)
     text = st.text_area("Input", key="base_input", placeholder="Name three uses of a paperclip.")
-    if st.button("Run", key="base_run", type="primary", disabled=loaded is None or not text.strip()):
+    if st.button("Run", key="base_run", type="primary", disabled=loaded is None) and _has_input(text):
         assert loaded is not None
         st.session_state["job_base"] = jobs.start(
             ["pipeline", "run", "--models", models_file, "--pipeline", pipeline_file, "--input", text],
@@ -146,7 +155,7 @@ def manual_page() -> None:
     forms: list[builder.StageForm] = []
     for i in range(st.session_state.setdefault("manual_n", 1)):
         forms.append(_stage_form(i, names, [f.name for f in forms]))
-    add, remove, _ = st.columns([1, 1, 6])
+    add, remove, _ = st.columns([2, 2, 5])
     add.button("Add stage", key="manual_add", on_click=_add_stage, icon=":material/add:")
     remove.button("Remove last", key="manual_remove", on_click=_remove_stage, disabled=len(forms) < 2)
 
@@ -168,7 +177,7 @@ def manual_page() -> None:
             render.error(exc)
 
     run_input = st.text_area("Input", key="manual_input", placeholder="What is 7 times 8?")
-    if st.button("Run", key="manual_run", type="primary", disabled=text is None or not run_input.strip()):
+    if st.button("Run", key="manual_run", type="primary", disabled=text is None) and _has_input(run_input):
         assert text is not None
         file = Path(tempfile.mkdtemp(prefix="agentlab-ui-")) / "pipeline.yaml"
         file.write_text(text, encoding="utf-8")  # a copy to run; the run folder keeps it as config.yaml
@@ -274,9 +283,10 @@ def models_page() -> None:
         st.dataframe([{**s.cells(), "required": "yes" if s.required else "optional"} for s in statuses],
                      hide_index=True)
         for s in statuses:
-            notes = [n for n in (s.estimate.describe() if s.estimate is not None else "", s.note) if n]
-            if notes:
-                st.caption(f"{s.name}: " + "; ".join(notes))
+            if s.estimate is not None:  # it names the model
+                st.caption(s.estimate.describe())
+            if s.note:
+                st.caption(f"{s.name}: {s.note}")
         failed = [s.name for s in statuses if s.required and not s.ok]
         if failed:
             st.error(f"not ready: {', '.join(failed)} (required by the base pipeline)")

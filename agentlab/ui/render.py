@@ -62,7 +62,9 @@ def _detail(row: runs.RunRow) -> None:
         st.warning(problem)
     view = COMMAND_VIEWS.get(row.command)
     names = ["Report", *([view[0]] if view else []), "Plots", "Config", "Events"]
-    tabs = dict(zip(names, st.tabs(names), strict=True))
+    # A running run has no report yet: it opens on the command's own view, which grows as the run goes.
+    default = view[0] if view and row.status == RUNNING else "Report"
+    tabs = dict(zip(names, st.tabs(names, default=default), strict=True))
     with tabs["Report"]:
         _report(row.path)
     if view:

@@ -60,10 +60,9 @@ def _nas_progress(path: Path, cfg: dict[str, Any]) -> list[str]:
     total = _dict(cfg.get("search")).get("max_iterations", "?")
     done = len(_dict(json_file(path / "agent_state.json")).get("runs") or trials)
     lines = [f"trial {min(done + 1, total) if isinstance(total, int) else done + 1}/{total}"]
-    epochs = _events(path, "epoch")
-    if epochs:
-        last = epochs[-1]
-        lines.append(f"epoch {last['epoch']} of trial {last['trial']}: val MSE {last['val_mse']:.4f}")
+    current = [e for e in _events(path, "epoch") if e.get("trial") == done]  # the trial being trained now
+    if current:
+        lines.append(f"run_{done:04d}: epoch {current[-1]['epoch']}, val MSE {current[-1]['val_mse']:.4f}")
     finished = [t for t in trials if t.get("state") == "complete" and isinstance(t.get("value"), (int, float))]
     if finished:
         best = min(finished, key=lambda t: t["value"])

@@ -67,7 +67,7 @@ def test_a_running_run_shows_its_progress(in_tmp: Path) -> None:
         at = app(run="nas/20260103-090000-nas")
         assert not at.exception
         progress = texts(at, "info")
-        assert "trial 2/5" in progress and "epoch 2 of trial 1" in progress
+        assert "trial 2/5" in progress and "run_0001: epoch 2, val MSE 0.3900" in progress
         assert "best so far: val MSE 0.4200" in progress
         assert at.dataframe[0].value["status"][0] == "running"
     finally:

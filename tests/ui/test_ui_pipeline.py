@@ -69,7 +69,7 @@ def test_manual_pipeline_saved_validates_and_runs(in_tmp: Path, tiny_model: dict
     at.button(key="manual_save").click().run()  # again: the file exists
     assert "manual.yaml: exists" in texts(at, "error")
 
-    at.text_area(key="manual_input").input("What is 2 plus 2?").run()
+    at.text_area(key="manual_input").input("What is 2 plus 2?")
     at.button(key="manual_run").click().run()
     at = finish(at, "job_manual")
     assert not at.exception and "completed" in texts(at, "success")
@@ -131,8 +131,9 @@ def test_base_page_runs_the_configured_pipeline(in_tmp: Path, tiny_model: dict[s
         "name: base\nbase_pipeline:\n  stages:\n    - {name: first, model: a}\n    - {name: second, model: b}\n")
     at = page("base")
     assert not at.exception and list(at.dataframe[0].value["stage"]) == ["first", "second"]
-    assert at.button(key="base_run").disabled  # no input yet
-    at.text_area(key="base_input").input("Hello.").run()
+    at.button(key="base_run").click().run()  # no input yet
+    assert "type the pipeline's input first" in texts(at, "warning") and "job_base" not in at.session_state
+    at.text_area(key="base_input").input("Hello.")
     at.button(key="base_run").click().run()
     at = finish(at, "job_base")
     (session,) = list_sessions()

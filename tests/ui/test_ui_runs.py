@@ -75,7 +75,7 @@ def test_report_is_cut_at_its_plots_and_fetches_nothing_from_outside(root: Path)
 def test_a_running_nas_run_says_trial_epoch_and_best_so_far(root: Path) -> None:
     path, fd = running_nas(root)
     os.close(fd)
-    assert views.progress("nas", path) == ["trial 2/5", "epoch 2 of trial 1: val MSE 0.3900",
+    assert views.progress("nas", path) == ["trial 2/5", "run_0001: epoch 2, val MSE 0.3900",
                                            "best so far: val MSE 0.4200 (run_0000)"]
     (path / "events.jsonl").write_text("not json\n")
     assert views.progress("nas", path)[0] == "trial 2/5"  # a torn line is skipped
