@@ -152,6 +152,9 @@ def manual_page() -> None:
         render.error(exc)
         return
     names = list(models.models)
+    if not names:
+        st.warning(f"{models_file}: no models under `models:` to build stages from (see configs/models.yaml)")
+        return
     forms: list[builder.StageForm] = []
     for i in range(st.session_state.setdefault("manual_n", 1)):
         forms.append(_stage_form(i, names, [f.name for f in forms]))
@@ -292,6 +295,8 @@ def models_page() -> None:
             st.error(f"not ready: {', '.join(failed)} (required by the base pipeline)")
         elif statuses:
             st.success("every model the base pipeline needs is on disk and fits")
+        else:
+            st.warning(f"{models_file}: no models under `models:`")
     st.subheader("Built-in models")
     rows = []
     for b in builtin_status():
