@@ -137,7 +137,7 @@ def screenshot(driver: Any, name: str, folder: Path, height: int | None = None) 
     return path
 
 
-def test_runs_nas_plot_and_a_manual_pipeline_in_chromium(server: str, browser: Any, in_tmp: Path) -> None:
+def test_runs_nas_plot_and_a_manual_pipeline_in_chromium(browser: Any, server: str, in_tmp: Path) -> None:
     shots = SHOTS or in_tmp / "screens"
     shots.mkdir(parents=True, exist_ok=True)
     (nas_run,) = (in_tmp / "runs" / "nas").iterdir()
