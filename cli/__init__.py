@@ -13,7 +13,7 @@ import sys
 import typer
 
 from agentlab import __version__
-from agentlab.cli.commands import register
+from agentlab.cli.commands import register, resumable
 
 app = typer.Typer(
     name="agentlab",
@@ -80,12 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
+    interrupted = "[yellow]interrupted[/]" + ("; continue with --resume" if resumable(args[0] if args else "") else "")
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.
         result = app(args=args, prog_name="agentlab", standalone_mode=False)
         if result == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM above) into Exit(130) and returns it
-            console.print("[yellow]interrupted[/]; continue with --resume")
+            console.print(interrupted)
         return result if isinstance(result, int) else 0
     except AgentlabError as exc:
         return fail(exc.message, exc.hint, exc.exit_code)
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         rich_utils.rich_format_error(exc)
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        console.print("[yellow]interrupted[/]; continue with --resume")
+        console.print(interrupted)
         return 130
     except ImportError as exc:
         missing = missing_package(exc)

@@ -3,7 +3,7 @@ gives the tests their list of commands. A new command is a CLI module and one li
 
 ``module`` is the CLI module under ``agentlab.cli``: a single command is its function of the same name, a group is
 its ``app``. ``config`` is the pydantic model that validates the command's ``-c`` file (``"module:Class"``, imported
-only when needed, so ``agentlab --help`` stays fast).
+only when needed, so ``agentlab --help`` stays fast). ``resumable``: Ctrl-C says "continue with --resume".
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class Command:
     module: str
     config: str | None = None
     group: bool = False
+    resumable: bool = True
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -25,11 +26,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
     Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig"),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True),
-    Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True),
+    Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True, resumable=False),
     Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),
     Command("evolve", "evolve", "agentlab.evolve.config:EvolveConfig", group=True),
-    Command("config", "config_cmd", group=True),
+    Command("config", "config_cmd", group=True, resumable=False),
+    Command("ui", "ui", resumable=False),
 )
 
 # Schemas of files that are not one command's -c: the routing config every --llm option reads.
@@ -39,6 +41,11 @@ OTHER_SCHEMAS: dict[str, str] = {"llm": "agentlab.core.llm.config:LLMConfig"}
 def schemas() -> dict[str, str]:
     """Every name `agentlab config show/validate` knows -> its "module:Class"."""
     return {**{c.name: c.config for c in COMMANDS if c.config}, **OTHER_SCHEMAS}
+
+
+def resumable(name: str) -> bool:
+    """Whether the command ``name`` has --resume (an unknown name: True, the common case)."""
+    return next((c.resumable for c in COMMANDS if c.name == name), True)
 
 
 def load_schema(name: str) -> type:

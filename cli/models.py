@@ -8,20 +8,12 @@ from typing import Annotated, Literal
 
 import typer
 
+from agentlab.core.files import human_size
+
 from .common import JsonOpt, VerboseOpt, console, print_json, safe_text, setup_logging
 
 app = typer.Typer(help="Local models: make tiny ones offline, list what is on disk, check a models.yaml.",
                   no_args_is_help=True)
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 @app.command("make-tiny")
@@ -60,7 +52,7 @@ def make_tiny(
     for role, path in paths.items():
         size = sum(p.stat().st_size for p in path.iterdir() if p.suffix == ".safetensors") if path.is_dir() \
             else path.stat().st_size
-        console.print(f"{role:>5}: {safe_text(path)} ({_size(size)})")
+        console.print(f"{role:>5}: {safe_text(path)} ({human_size(size)})")
 
 
 @app.command("list")
@@ -89,7 +81,7 @@ def list_models(
     for b in builtins:
         installed = "[green]yes[/]" if b["installed"] else "[red]no[/]"
         size = b["size_bytes"]
-        table.add_row(safe_text(b["name"]), installed, _size(size if isinstance(size, int) else None),
+        table.add_row(safe_text(b["name"]), installed, human_size(size if isinstance(size, int) else None),
                       safe_text(b["license"]), safe_text(b["path"] or "-"))
     console.print(table)
     for b in builtins:
@@ -112,7 +104,7 @@ def list_models(
         # Paths and metadata strings come from the files: shown escaped, never as terminal controls or markup.
         table.add_row(safe_text(shown), "gguf" if is_gguf else "hf", safe_text(arch),
                       safe_text(m.file_type if is_gguf else (m.dtype or "-")),
-                      _size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
+                      human_size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
                       "yes" if m.chat_template else "no")
     console.print(table)
 
@@ -145,15 +137,14 @@ def check(
         table.add_column("model", no_wrap=True)
         for column in ("backend", "on disk", "type", "size", "needs", "fits"):
             table.add_column(column, no_wrap=True)
+        colour = {"yes": "[green]yes[/]", "missing": "[red]missing[/]", "no": "[red]no[/]"}
         for s in statuses:
-            disk = "-" if s.exists is None else ("[green]yes[/]" if s.exists else "[red]missing[/]")
-            kind = safe_text(s.quantization_found or s.quantization or "-")
-            if s.quantization_mismatch:
-                kind = f"[red]{kind}[/] (declared {safe_text(s.quantization)})"
-            fits = "-" if s.fits is None else ("[green]yes[/]" if s.fits else "[red]no[/]")
-            needs = _size(s.estimate.total_bytes) if s.estimate is not None else "-"
-            name = safe_text(s.name) if s.required else f"{safe_text(s.name)} [dim](optional)[/]"
-            table.add_row(name, s.backend, disk, kind, _size(s.size_bytes), needs, fits)
+            cells = {key: safe_text(value) for key, value in s.cells().items()}
+            kind = (f"[red]{safe_text(s.quantization_found)}[/] (declared {safe_text(s.quantization)})"
+                    if s.quantization_mismatch else cells["type"])
+            name = cells["model"] if s.required else f"{cells['model']} [dim](optional)[/]"
+            table.add_row(name, s.backend, colour.get(cells["on disk"], cells["on disk"]), kind, cells["size"],
+                          cells["needs"], colour.get(cells["fits"], cells["fits"]))
         console.print(table)
         for s in statuses:  # notes under the table: a narrow terminal would fold a column of sentences to nothing
             if s.estimate is not None:

@@ -111,6 +111,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "torchao": "compress",
     "mlflow": "track",
     "opentelemetry": "trace",
+    "streamlit": "ui",
 }
 
 

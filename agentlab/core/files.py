@@ -75,3 +75,14 @@ def iter_jsonl(path: str | Path, what: str = "JSONL file") -> Iterator[tuple[int
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})",
                              hint="each line must be one JSON object") from None
+
+
+def human_size(n: float | None) -> str:
+    """A byte count for people: ``512 B``, ``1.5 KiB``, ``97.3 MiB``, ``2.1 GiB``; ``-`` for None."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

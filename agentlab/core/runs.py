@@ -215,6 +215,23 @@ def _still_running(path: str | Path, info: dict[str, Any]) -> RunDirError:
 # --------------------------------------------------------------------------- the run folder
 
 
+def new_run_path(command: str, name: str | None = None, root: str | Path | None = None) -> Path:
+    """Where a new run of ``command`` goes: ``<root>/<command>/<YYYYmmdd-HHMMSS>-<name>`` (``-2``, ``-3``... after
+    it when that folder exists already). ``RunDirError`` (exit 2) for a name that cannot be part of a folder name."""
+    if name is not None and (not name or name.startswith(".") or len(name) > 100
+                             or any(c in name for c in "/\\") or not name.isprintable()):
+        raise RunDirError(f"run name {name!r}: not usable in a folder name",
+                          hint="use letters, digits, '-', '_' and '.' (set it with --set name=NAME)")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = runs_root(root) / command
+    path = base / f"{stamp}-{name or command}"
+    suffix = 1
+    while path.exists():  # two runs in the same second
+        suffix += 1
+        path = base / f"{stamp}-{name or command}-{suffix}"
+    return path
+
+
 class RunDir:
     """A run folder. Create with ``RunDir.create`` / ``RunDir.resume`` or, from the CLI, ``RunDir.open``.
 
@@ -271,17 +288,7 @@ class RunDir:
                         "choose another --out, or leave --out out for a new folder under runs/")
                 raise RunDirError(f"--out {path}: folder exists and is not empty", hint=hint)
         else:
-            if name is not None and (not name or name.startswith(".") or len(name) > 100
-                                     or any(c in name for c in "/\\") or not name.isprintable()):
-                raise RunDirError(f"run name {name!r}: not usable in a folder name",
-                                  hint="use letters, digits, '-', '_' and '.' (set it with --set name=NAME)")
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            base = runs_root(root) / command
-            path = base / f"{stamp}-{name or command}"
-            suffix = 1
-            while path.exists():  # two runs in the same second
-                suffix += 1
-                path = base / f"{stamp}-{name or command}-{suffix}"
+            path = new_run_path(command, name, root)
         existed = path.is_dir()
         try:
             path.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,18 @@ class ModelStatus:
         return bool(self.quantization and self.quantization_found
                     and self.quantization.lower() != self.quantization_found.lower())
 
+    def cells(self) -> dict[str, str]:
+        """The row of the `models check` table as plain text: the CLI colours it, the UI shows it as it is."""
+        from agentlab.core.files import human_size
+
+        kind = self.quantization_found or self.quantization or "-"
+        return {"model": self.name, "backend": self.backend,
+                "on disk": "-" if self.exists is None else "yes" if self.exists else "missing",
+                "type": f"{kind} (declared {self.quantization})" if self.quantization_mismatch else kind,
+                "size": human_size(self.size_bytes),
+                "needs": human_size(self.estimate.total_bytes) if self.estimate is not None else "-",
+                "fits": "-" if self.fits is None else "yes" if self.fits else "no"}
+
     def to_dict(self) -> dict[str, Any]:
         est = self.estimate
         return {"name": self.name, "backend": self.backend, "path": self.path, "exists": self.exists,

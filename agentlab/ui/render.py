@@ -1,0 +1,254 @@
+"""Streamlit drawing shared by the pages: an error line, one run folder (report with its plots, the command's own
+view, plots, config, events), and a job started from the UI. Data comes from ``runs`` and ``views``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from agentlab.core.errors import AgentlabError
+from agentlab.core.runs import RUNNING, runs_root
+from agentlab.ui import runs, views
+from agentlab.ui.jobs import Job
+
+# Filled by app.py on every script run: page name -> st.Page, for links between pages.
+PAGES: dict[str, Any] = {}
+
+
+def error(exc: AgentlabError) -> None:
+    """An error as the CLI prints it: the message, and the next step."""
+    st.error(exc.message + (f"  \nhint: {exc.hint}" if exc.hint else ""), icon=":material/error:")
+
+
+def link_to_run(run_id: str, label: str = "open in Runs") -> None:
+    page = PAGES.get("runs")
+    if page is not None:
+        st.page_link(page, label=label, icon=":material/folder_open:", query_params={"run": run_id})
+
+
+def chart_rows(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    """Rows whose ``keys`` are all numbers (a chart has no place for a missing value)."""
+    return [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in keys)]
+
+
+# --------------------------------------------------------------------------- one run folder
+
+
+def run_detail(row: runs.RunRow, root: Path) -> None:
+    """The run as it is now; a running run redraws itself every 2 s until it ends."""
+    if row.status == RUNNING:
+        _live(str(row.path), str(root))
+    else:
+        _detail(row)
+
+
+@st.fragment(run_every=2.0)
+def _live(path: str, root: str) -> None:
+    row = runs.read_run(Path(path), Path(root))
+    if row.status != RUNNING:
+        st.rerun()  # the whole page: the list shows the new status too, and the timer stops
+    _detail(row)
+
+
+def _detail(row: runs.RunRow) -> None:
+    st.subheader(row.id)
+    st.caption(f"{row.command} · {row.status} · started {row.cells()['started']} · {runs.duration(row.seconds)}"
+               + (f" · {row.result}" if row.result else ""))
+    if row.status == RUNNING:
+        st.info("  \n".join(views.progress(row.command, row.path)), icon=":material/progress_activity:")
+    for problem in row.problems.values():
+        st.warning(problem)
+    view = COMMAND_VIEWS.get(row.command)
+    names = ["Report", *([view[0]] if view else []), "Plots", "Config", "Events"]
+    # A running run has no report yet: it opens on the command's own view, which grows as the run goes.
+    default = view[0] if view and row.status == RUNNING else "Report"
+    tabs = dict(zip(names, st.tabs(names, default=default), strict=True))
+    with tabs["Report"]:
+        _report(row.path)
+    if view:
+        with tabs[view[0]]:
+            view[1](row.path)
+    with tabs["Plots"]:
+        _plots(row.path)
+    with tabs["Config"]:
+        for name in ("config.yaml", "models.yaml", "llm.yaml"):
+            _text_file(row.path / name, "yaml")
+    with tabs["Events"]:
+        events = runs.event_rows(row.path)
+        st.caption(f"the last {len(events)} events of events.jsonl")
+        st.dataframe(events, hide_index=True)
+
+
+def _text_file(path: Path, language: str) -> None:
+    try:
+        text = runs.read_file_text(path)
+    except AgentlabError as exc:
+        error(exc)
+        return
+    if text is not None:
+        st.caption(path.name)
+        st.code(text, language=language)
+
+
+def _report(path: Path) -> None:
+    try:
+        parts = runs.report_parts(path)
+    except AgentlabError as exc:
+        error(exc)
+        return
+    if not parts:
+        st.caption("no report.md yet (the command writes it when it finishes)")
+    for kind, value in parts:
+        if kind == "image":
+            st.image(value, caption=Path(value).relative_to(path.resolve()).as_posix())
+        else:
+            st.markdown(value)
+
+
+def _plots(path: Path) -> None:
+    images = runs.plots(path)
+    if not images:
+        st.caption("no plots in this run folder")
+    columns = st.columns(2)
+    for i, image in enumerate(images):
+        columns[i % 2].image(str(image), caption=image.relative_to(path).as_posix())
+
+
+# --------------------------------------------------------------------------- each command's own view
+
+
+def _nas(path: Path) -> None:
+    trials = views.nas_trials(path)
+    if not trials:
+        st.caption("no finished trial yet")
+        return
+    st.line_chart(views.nas_curve(trials), x="trial", y=["val MSE", "best so far"], x_label="trial",
+                  y_label="validation MSE")
+    st.dataframe(trials, hide_index=True)
+    ids = [t["run"] for t in trials if t.get("run")]
+    if ids:
+        chosen = st.selectbox("Learning curve of trial", ids, index=len(ids) - 1, key=f"nas_trial_{path.name}")
+        curve = chart_rows(views.nas_learning_curve(path, chosen), "epoch")
+        if curve:
+            st.line_chart(curve, x="epoch", y=["train loss", "val MSE"])
+
+
+def _debate(path: Path) -> None:
+    cfg, results = views.run_config(path), views.json_file(path / "results.json") or {}
+    st.markdown(f"**Question:** {cfg.get('topic') or results.get('question') or '?'}")
+    final = (results.get("final") or {}) if isinstance(results, dict) else {}
+    if final:
+        st.success(f"final answer ({final.get('method')}): {final.get('answer')}")
+    for rnd in views.debate_rounds(path):
+        agreement = rnd["agreement"]
+        st.markdown(f"#### Round {rnd['round']}" + (f" · vote: {rnd['winner']} · agreement {agreement:.0%}"
+                                                    if isinstance(agreement, (int, float)) else ""))
+        for turn in rnd["turns"]:
+            with st.chat_message("assistant", avatar=":material/person:"):
+                confidence = turn.get("confidence")
+                st.markdown(f"**{turn.get('agent')}** · answer `{turn.get('answer')}`"
+                            + (f" · confidence {confidence:.0%}" if isinstance(confidence, (int, float)) else ""))
+                st.text(turn.get("text") or turn.get("error") or "")
+        if rnd["votes"]:
+            st.dataframe(rnd["votes"], hide_index=True)
+
+
+def _evolve(path: Path) -> None:
+    lineage = views.evolve_lineage(path)
+    if not lineage["dot"]:
+        st.caption("no results.json yet: the lineage is drawn when the run finishes")
+        return
+    st.markdown(f"**Best:** {lineage['best']}")
+    st.graphviz_chart(lineage["dot"])
+    curve = chart_rows(lineage["curve"], "generation", "best fitness", "mean fitness")
+    if curve:
+        st.line_chart(curve, x="generation", y=["best fitness", "mean fitness"], y_label="fitness")
+    st.dataframe(lineage["individuals"], hide_index=True)
+
+
+def _compress(path: Path) -> None:
+    points = views.compress_points(path)
+    left, right = st.columns(2)
+    for column, y in ((left, "perplexity"), (right, "accuracy")):
+        shown = chart_rows(points, "speedup", y)
+        if shown:
+            column.scatter_chart(shown, x="speedup", y=y, color="set", size=80)
+    st.dataframe(points, hide_index=True)
+
+
+def _bench(path: Path) -> None:
+    table, levels = views.bench_rows(path)
+    st.dataframe(table, hide_index=True)
+    st.caption("per concurrency level")
+    st.dataframe(levels, hide_index=True)
+
+
+def _pipeline(path: Path) -> None:
+    steps = views.pipeline_steps(path)
+    st.dataframe([{k: v for k, v in s.items() if k != "output"} for s in steps], hide_index=True)
+    for s in steps:
+        with st.expander(f"{s['#']:02d} {s['stage']}" if isinstance(s["#"], int) else str(s["stage"])):
+            st.text(s["output"] or "")
+    final = path / "final.txt"
+    if final.is_file():
+        st.markdown("**Final answer**")
+        st.code(final.read_text(encoding="utf-8", errors="replace"), language=None)
+
+
+def _persona(path: Path) -> None:
+    loss = chart_rows(views.persona_loss(path), "step", "loss")
+    if loss:
+        st.line_chart(loss, x="step", y="loss")
+
+
+def _eval(path: Path) -> None:
+    results = views.json_file(path / "results.json")
+    if isinstance(results, dict):
+        st.dataframe(results.get("table") or [], hide_index=True)
+
+
+COMMAND_VIEWS = {"nas": ("Trials", _nas), "debate": ("Transcript", _debate), "evolve": ("Lineage", _evolve),
+                 "compress": ("Pareto front", _compress), "llm-bench": ("Latency", _bench),
+                 "pipeline": ("Stages", _pipeline), "train-persona": ("Loss", _persona),
+                 "debate-eval": ("Scores", _eval)}
+
+
+# --------------------------------------------------------------------------- a job started from the UI
+
+
+def job_panel(key: str) -> None:
+    """The job in ``st.session_state[key]``: live while it runs, then its answer or its error line."""
+    job = st.session_state.get(key)
+    if not isinstance(job, Job):
+        return
+    if job.state == "running":
+        _job_live(key)
+    else:
+        _job_done(job)
+
+
+@st.fragment(run_every=1.0)
+def _job_live(key: str) -> None:
+    job: Job = st.session_state[key]
+    if job.state != "running":
+        st.rerun()
+    with st.status(f"running: agentlab {' '.join(job.args[:2])} → {job.out.name}", state="running", expanded=True):
+        lines = views.progress("pipeline", job.out) if job.out.is_dir() else ["starting"]
+        st.write("  \n".join(lines))
+        if st.button("Stop (Ctrl-C)", key=f"{key}_stop"):
+            job.stop()
+
+
+def _job_done(job: Job) -> None:
+    if job.state == "failed":
+        st.error(job.error() or f"exit code {job.returncode}", icon=":material/error:")
+        with st.expander("command output"):
+            st.code(job.output(), language=None)
+        return
+    st.success(f"completed: {job.out}", icon=":material/check_circle:")
+    _pipeline(job.out)
+    root = runs_root().absolute()
+    if root in job.out.parents:
+        link_to_run(job.out.relative_to(root).as_posix())

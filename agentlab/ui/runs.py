@@ -1,0 +1,239 @@
+"""The run folders as the UI lists and opens them: plain functions over the files, no Streamlit, nothing written.
+
+A run folder is any folder with a run.json, one or two levels under the runs root (``runs/<command>/<folder>``, or
+``runs/<folder>`` for an ``--out`` put there). What a file cannot give (missing, not JSON, a field of the wrong type)
+is left empty and named in ``problems``, so one damaged run never hides the others.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import AgentlabError
+from agentlab.core.files import read_json, read_text
+from agentlab.core.runs import RUNNING, run_status
+
+PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+@dataclass
+class RunRow:
+    """One run folder in the list."""
+
+    id: str  # the folder relative to the runs root: what ?run= and the selectbox name
+    path: Path
+    command: str
+    status: str
+    started: str | None
+    ended: str | None
+    seconds: float | None
+    result: str
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def cells(self) -> dict[str, Any]:
+        """The row of the runs table."""
+        return {"run": self.id, "command": self.command, "status": self.status,
+                "started": (self.started or "")[:19].replace("T", " "), "duration": duration(self.seconds),
+                "result": self.result if not self.problems else f"? {', '.join(self.problems)}"}
+
+
+def _read(path: Path, problems: dict[str, str]) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path, "run-folder file")
+    except AgentlabError as exc:
+        problems[path.name] = exc.message
+        return None
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def duration(seconds: float | None) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``; empty when unknown."""
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:.0f} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def read_run(path: Path, root: Path) -> RunRow:
+    """One run folder: run.json (command, status as it really is, times) and the key result of results.json."""
+    problems: dict[str, str] = {}
+    info = _read(path / "run.json", problems)
+    info = info if isinstance(info, dict) else {}
+    if "run.json" not in problems and not info:
+        problems["run.json"] = f"{path / 'run.json'}: expected a JSON object"
+    status = str(info.get("status") or "unknown")
+    if status == RUNNING:
+        status = run_status(path, info)  # `running` whose process died is `interrupted`
+    started, ended = _time(info.get("started")), _time(info.get("ended"))
+    end = ended or (datetime.now(timezone.utc) if status == RUNNING and started else None)
+    seconds = (end - started).total_seconds() if started and end and started.tzinfo and end.tzinfo else None
+    command = str(info.get("command") or path.parent.name)
+    results = _read(path / "results.json", problems)
+    try:
+        result = key_result(command, results) if isinstance(results, dict) else ""
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        result, problems["results.json"] = "", f"{path / 'results.json'}: not the results of a '{command}' run"
+    return RunRow(str(path.relative_to(root)), path, command, status, info.get("started"), info.get("ended"),
+                  seconds, result, problems)
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run folder under ``root`` (one or two levels down), newest start first by folder name."""
+    if not root.is_dir():
+        return []
+    found = {p.parent for pattern in ("*/run.json", "*/*/run.json") for p in root.glob(pattern) if p.is_file()}
+    return sorted(found, key=lambda p: (p.name, str(p)), reverse=True)
+
+
+def list_runs(root: Path) -> list[RunRow]:
+    """The rows of the Runs page, the newest start first."""
+    rows = [read_run(path, root) for path in find_runs(root)]
+    return sorted(rows, key=lambda r: t.timestamp() if (t := _time(r.started)) else 0.0, reverse=True)
+
+
+def filter_runs(rows: Iterable[RunRow], *, commands: Iterable[str] = (), statuses: Iterable[str] = (),
+                text: str = "") -> list[RunRow]:
+    """Rows of the given commands and statuses (empty: all) whose id or result contains ``text`` (any case)."""
+    commands, statuses, needle = set(commands), set(statuses), text.strip().lower()
+    return [r for r in rows if (not commands or r.command in commands) and (not statuses or r.status in statuses)
+            and (not needle or needle in r.id.lower() or needle in r.result.lower())]
+
+
+# --------------------------------------------------------------------------- the key result of each command
+
+
+def _nas(r: dict[str, Any]) -> str:
+    best = r["best"]
+    return f"best val MSE {best['val_mse']:.4f} ({best['run_id']}), {r['trials']} trials"
+
+
+def _compress(r: dict[str, Any]) -> str:
+    rec = r.get("recommended")
+    if not rec:
+        return f"{r['counts']['experiments']} experiments, none recommended"
+    chosen = next(e for e in r["experiments"] if e["index"] == rec["index"])
+    feasible = "" if rec.get("feasible") else " (closest; constraints not met)"
+    return f"{rec['label']}: speedup {chosen['derived']['speedup']:.2f}x{feasible}"
+
+
+def _debate(r: dict[str, Any]) -> str:
+    answer = r["final"]["answer"]
+    rounds = r.get("per_round") or []
+    agreement = f", agreement {rounds[-1]['agreement']:.0%}" if rounds else ""
+    return f"answer {answer if answer is not None else 'none'}{agreement}"
+
+
+def _debate_eval(r: dict[str, Any]) -> str:
+    best = max(r["table"], key=lambda row: row["accuracy"])
+    return f"{r['questions']} questions; best {best['method']} {best['accuracy']:.3f}"
+
+
+def _evolve(r: dict[str, Any]) -> str:
+    best = r["best"]
+    return f"best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f})"
+
+
+def _pipeline(r: dict[str, Any]) -> str:
+    final = " ".join(str(r["final"]).split())
+    return f"final: {final[:60]}{'…' if len(final) > 60 else ''}"
+
+
+def _bench(r: dict[str, Any]) -> str:
+    return f"{len(r['available'])}/{len(r['models'])} available; fastest {r.get('fastest') or '-'}"
+
+
+def _persona(r: dict[str, Any]) -> str:
+    return f"loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}, {r['steps']} steps"
+
+
+_KEY_RESULTS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "nas": _nas, "compress": _compress, "debate": _debate, "debate-eval": _debate_eval, "evolve": _evolve,
+    "pipeline": _pipeline, "llm-bench": _bench, "train-persona": _persona}
+
+
+def key_result(command: str, results: dict[str, Any]) -> str:
+    """One line that says what the run found; raises KeyError / TypeError / ValueError on results of another shape."""
+    summarise = _KEY_RESULTS.get(command)
+    return summarise(results) if summarise is not None else ""
+
+
+# --------------------------------------------------------------------------- one run's files
+
+
+def read_file_text(path: Path) -> str | None:
+    """A text file of the run, or None when it is missing; ``AgentlabError`` (one line) when it is not text."""
+    return read_text(path, "run-folder file") if path.is_file() else None
+
+
+def report_parts(path: Path) -> list[tuple[str, str]]:
+    """report.md cut at its images: ``("markdown", text)`` and ``("image", file)`` in order, so the plots it links
+    are shown where the report puts them. Any other image (outside the run folder, missing, a URL that model text
+    may have put there) becomes plain text: the browser fetches nothing the run folder does not hold."""
+    text = read_file_text(path / "report.md")
+    if text is None:
+        return []
+    parts: list[tuple[str, str]] = []
+    last, folder = 0, path.resolve()
+    for match in _IMAGE.finditer(text):
+        image = (path / match.group(2)).resolve()
+        parts.append(("markdown", text[last:match.start()]))
+        if image.is_file() and folder in image.parents:
+            parts.append(("image", str(image)))
+        else:
+            parts.append(("markdown", f"(image {match.group(1)!r}: {match.group(2)})".replace("](", "] (")))
+        last = match.end()
+    parts.append(("markdown", text[last:]))
+    return [(kind, value) for kind, value in parts if kind == "image" or value.strip()]
+
+
+def plots(path: Path, limit: int = 200) -> list[Path]:
+    """The images in the run folder and its subfolders (trials' learning curves...), at most ``limit``."""
+    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in PLOT_SUFFIXES and p.is_file())
+    return found[:limit]
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file that a live run may be appending to: a torn or bad line is skipped;
+    ``limit``: only the last ones."""
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records[-limit:] if limit else records
+
+
+def event_rows(path: Path, limit: int = 500) -> list[dict[str, Any]]:
+    """The last events of events.jsonl as table rows: time, kind, and the rest as compact JSON."""
+    rows = []
+    for e in read_jsonl(path / "events.jsonl", limit):
+        ts = e.get("ts")
+        when = datetime.fromtimestamp(ts).strftime("%H:%M:%S") if isinstance(ts, (int, float)) else ""
+        rest = {k: v for k, v in e.items() if k not in ("ts", "kind")}
+        rows.append({"time": when, "kind": str(e.get("kind", "")), "data": json.dumps(rest, default=str)[:2000]})
+    return rows

@@ -1,0 +1,68 @@
+"""`agentlab ui`: the Streamlit web view of the run folders, the pipeline builder and the models check."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, safe_text
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def ui(
+    runs: Annotated[Path | None, typer.Option("--runs", help="The runs folder to show (every command's run folders "
+                                              "under it); runs started from the UI go there too. Default: "
+                                              "$AGENTLAB_RUNS, else runs.", file_okay=False, show_default=False)
+                    ] = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 8501,
+    host: Annotated[str, typer.Option("--host", help="Address to bind: 127.0.0.1 keeps it on this machine; "
+                                      "0.0.0.0 serves every network interface (in a container).")] = "127.0.0.1",
+) -> None:
+    """A web view of every run (status, result, report with its plots, config, events; running runs refresh
+    live), the pipeline builder (Base / Manual / History) and the models check. Needs the extra `ui`."""
+    from agentlab.core.errors import MissingPackage, UsageError
+    from agentlab.core.runs import runs_root
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise MissingPackage("agentlab ui needs streamlit, which is not installed: pip install 'agentlab[ui]'")
+    runs = runs_root(runs)
+    if runs.exists() and not runs.is_dir():  # AGENTLAB_RUNS naming a file (click checks --runs itself)
+        raise UsageError(f"AGENTLAB_RUNS={runs}: is a file, not a folder", hint="pass the runs folder with --runs")
+    if not _port_free(host, port):
+        raise UsageError(f"--port {port}: {host}:{port} is in use (or cannot be bound)",
+                         hint=f"pass another port, e.g. --port {port + 1}")
+    from agentlab.ui import APP
+
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
+               host, "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType",
+               "none", "--client.toolbarMode", "minimal", "--", "--runs", str(runs.absolute())]
+    env = {**os.environ, "AGENTLAB_RUNS": str(runs.absolute())}
+    console.print(f"agentlab ui on http://{host}:{port} showing {safe_text(runs.absolute())}/ (Ctrl-C stops it)")
+    process = subprocess.Popen(command, env=env)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached streamlit too (same process group); SIGTERM only us
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    if code:
+        raise typer.Exit(1)

@@ -1,0 +1,117 @@
+"""The app in Streamlit's AppTest: the Runs page lists and filters the fixture run folders and opens one (report with
+its plots, the command's view, config, events), a running run shows its progress, each command's view draws, and the
+Models page shows the models check."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("streamlit")
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+from ui_helpers import all_runs, models_file, running_nas  # noqa: E402
+
+from agentlab.ui import APP  # noqa: E402
+
+
+def app(**query: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(query)
+    return at.run()
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_string(f"from agentlab.ui import pages\npages.{name}_page()\n", default_timeout=60).run()
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def test_runs_page_lists_filters_and_opens_a_nas_run(in_tmp: Path) -> None:
+    made = all_runs(in_tmp / "runs")
+    at = app()
+    assert not at.exception
+    listed = at.dataframe[0].value
+    assert set(listed["run"]) == {f"{p.parent.name}/{p.name}" for p in made.values()}
+    assert "best val MSE 0.2500 (run_0001), 2 trials" in set(listed["result"])
+    at.multiselect(key="runs_commands").set_value(["nas", "debate"]).run()
+    assert sorted(at.dataframe[0].value["command"]) == ["debate", "nas"]
+    at.multiselect(key="runs_commands").set_value([]).run()
+    at.multiselect(key="runs_statuses").set_value(["failed"]).run()
+    assert list(at.dataframe[0].value["run"]) == ["pipeline/20260101-090000-broken"]
+    at.multiselect(key="runs_statuses").set_value([]).run()
+
+    at.selectbox(key="runs_open_None").select("nas/20260102-100000-nas").run()
+    assert not at.exception
+    assert at.query_params["run"] == "nas/20260102-100000-nas"
+    assert [t.label for t in at.tabs] == ["Report", "Trials", "Plots", "Config", "Events"]
+    assert "Best: **run_0001**" in texts(at, "markdown")
+    captions = [e.proto.imgs[0].caption for e in at.get("image")]
+    # the report's two plots where it links them, then the Plots tab's; the outside URL is not an image
+    assert captions == ["optimization_history.png", "trials/run_0001/learning_curve.png"] * 2
+    assert "(image 'tracker': http://example.invalid/t.png)" in texts(at, "markdown")
+    trials = at.dataframe[1].value
+    assert list(trials["run"]) == ["run_0000", "run_0001"] and list(trials["val MSE"]) == [0.5, 0.25]
+    assert "max_iterations: 3" in texts(at, "code")
+    assert list(at.dataframe[-1].value["kind"]) == ["epoch", "trial", "trial"]
+
+
+def test_a_running_run_shows_its_progress(in_tmp: Path) -> None:
+    path, fd = running_nas(in_tmp / "runs")
+    try:
+        at = app(run="nas/20260103-090000-nas")
+        assert not at.exception
+        progress = texts(at, "info")
+        assert "trial 2/5" in progress and "run_0001: epoch 2, val MSE 0.3900" in progress
+        assert "best so far: val MSE 0.4200" in progress
+        assert at.dataframe[0].value["status"][0] == "running"
+    finally:
+        os.close(fd)
+    assert app(run="nas/20260103-090000-nas").dataframe[0].value["status"][0] == "interrupted"  # its owner is gone
+
+
+@pytest.mark.parametrize(("run", "view", "check"), [
+    ("debate/20260102-110000-debate", "Transcript", lambda at: len(at.get("chat_message")) == 6
+     and "final answer (reconcile): 12" in texts(at, "success")),
+    ("evolve/20260102-120000-evolve", "Lineage", lambda at: len(at.get("graphviz_chart")) == 1),
+    ("compress/20260102-130000-compress", "Pareto front", lambda at: len(at.get("vega_lite_chart")) == 2
+     and list(at.dataframe[1].value["set"]) == ["base", "Pareto front", "other"]),
+    ("llm-bench/20260102-140000-llm-bench", "Latency",
+     lambda at: list(at.dataframe[1].value["model"]) == ["fast", "dead"]),
+])
+def test_each_command_view_draws(in_tmp: Path, run: str, view: str, check: Any) -> None:
+    all_runs(in_tmp / "runs")
+    at = app(run=run)
+    assert not at.exception
+    assert view in [t.label for t in at.tabs]
+    assert check(at)
+
+
+def test_a_damaged_run_is_named_not_a_crash(in_tmp: Path) -> None:
+    all_runs(in_tmp / "runs")
+    at = app(run="pipeline/20260101-090000-broken")
+    assert not at.exception
+    assert "not UTF-8" in texts(at, "warning")
+
+
+def test_no_runs_says_how_to_start_one(in_tmp: Path) -> None:
+    at = app()
+    assert not at.exception and "no run folders under" in texts(at, "info")
+
+
+def test_models_page_is_the_models_check(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    (in_tmp / "configs").mkdir()
+    models_file(in_tmp / "configs", tiny_model["gguf"])
+    at = page("models")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["a", "b"] and set(table["on disk"]) == {"yes"} and set(table["fits"]) == {"yes"}
+    assert set(table["type"]) == {"f32"}
+    assert "every model the base pipeline needs" in texts(at, "success")
+    at.text_input(key="models_file").input("nothing.yaml").run()
+    assert "nothing.yaml: models file not found" in texts(at, "error")

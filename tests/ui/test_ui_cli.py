@@ -1,0 +1,93 @@
+"""`agentlab ui` from the shell: it starts Streamlit on 127.0.0.1 and stops on Ctrl-C (exit 130); without the extra
+it says how to install it in one line (exit 2); a --runs that is a file and a port in use are one line, exit 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentlab.cli import main
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def lines(capsys: pytest.CaptureFixture) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_without_streamlit_one_line_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "streamlit" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert main(["ui"]) == 2
+    (line,) = lines(capsys)
+    assert line.startswith("error: agentlab ui needs streamlit") and "pip install 'agentlab[ui]'" in line
+
+
+def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("streamlit")
+    (in_tmp / "afile").write_text("x")
+    assert main(["ui", "--runs", "afile"]) == 2
+    assert "Invalid value for '--runs': dir 'afile' is a file." in "\n".join(lines(capsys))  # click's usage error
+    monkeypatch.setenv("AGENTLAB_RUNS", "afile")
+    assert main(["ui"]) == 2
+    assert lines(capsys)[0] == "error: AGENTLAB_RUNS=afile: is a file, not a folder"
+    monkeypatch.setenv("AGENTLAB_RUNS", str(in_tmp / "runs"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+        out = lines(capsys)
+        assert out[0] == f"error: --port {port}: 127.0.0.1:{port} is in use (or cannot be bound)"
+        assert out[1] == f"hint: pass another port, e.g. --port {port + 1}"
+    assert main(["ui", "--port", "0"]) == 2  # click's range check
+
+
+def test_starts_streamlit_on_localhost_and_stops_on_ctrl_c(in_tmp: Path) -> None:
+    pytest.importorskip("streamlit")
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(in_tmp / "ui.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "agentlab", "ui", "--runs", "myruns", "--port", str(port)],
+                                cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline, health = time.monotonic() + 90, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).text
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert health == "ok", (in_tmp / "ui.log").read_text()
+        assert "<title>Streamlit</title>" in httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (in_tmp / "ui.log").read_text()
+    assert f"agentlab ui on http://127.0.0.1:{port} showing {in_tmp / 'myruns'}/" in log
+    assert "interrupted" in log and "--resume" not in log
+    with pytest.raises(httpx.HTTPError):  # streamlit went with it
+        httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
