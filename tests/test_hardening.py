@@ -221,7 +221,7 @@ def test_python_dash_m_agentlab() -> None:
     assert proc.returncode == 0 and "nas" in proc.stdout
 
 
-def test_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+def test_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, in_tmp: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     import builtins
 
@@ -236,6 +236,7 @@ def test_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delitem(sys.modules, "optuna", raising=False)
     assert main(["nas", "--max-iterations", "1", "--set", "train.epochs=1"]) == 2
     one_error(capsys, "optional package 'optuna'", "pip install 'agentlab[ml]'")
+    assert not (in_tmp / "runs").exists(), "a run folder was made before the missing package was found"
 
 
 _KILLED_SESSION = """

@@ -178,12 +178,16 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[s
     MLflow tracking URI.
     Returns ``run``'s keyword arguments ``llm`` and ``data``.
     """
-    from agentlab.core.errors import UsageError
+    from agentlab.core.errors import UsageError, missing_package
     from agentlab.core.llm.config import load_llm_config
     from agentlab.core.tracking import check_tracking
     from agentlab.core.train.device import resolve_device_dtype
     from agentlab.nas.train import prepare_data
 
+    try:
+        import optuna  # noqa: F401  (the search's store: missing, it is one line before any run folder exists)
+    except ImportError as exc:
+        raise missing_package(exc) or exc from None
     SearchSpace(cfg.search.space).check_base({k: get_dotted(cfg, k) for k in cfg.search.space})
     # train.device=cuda without CUDA: one error now, not a failure in every trial
     resolve_device_dtype(cfg.train.device, what="train.device")
