@@ -35,6 +35,12 @@ class PruneStep(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> PruneStep:
+        # Settings the method does not use go back to their defaults, so one experiment has one key (an LLM
+        # planner's "drop_layers: 2" on a magnitude prune is the same experiment as without it).
+        if self.method == "structured":
+            self.sparsity, self.pattern = 0.5, "unstructured"
+        else:
+            self.mlp_keep, self.drop_layers = 1.0, 0
         if self.pattern == "2:4" and self.method != "structured":
             self.sparsity = 0.5
         if self.method == "structured" and self.mlp_keep == 1.0 and self.drop_layers == 0:
@@ -54,6 +60,12 @@ class QuantizeStep(StrictModel):
         description="int8_weight_only / int8_dynamic (torchao, CPU or CUDA), torch_dynamic_int8 (torch, CPU), "
         "bnb_4bit / bnb_8bit (bitsandbytes, CUDA), gguf (llama.cpp quantizer; measured on llama.cpp)")
     gguf_type: Literal["Q8_0", "Q5_K_M", "Q4_K_M"] = Field("Q8_0", description="method gguf: the GGUF type")
+
+    @model_validator(mode="after")
+    def _unused(self) -> QuantizeStep:
+        if self.method != "gguf":
+            self.gguf_type = "Q8_0"  # unused: one experiment, one key
+        return self
 
 
 class Experiment(StrictModel):

@@ -54,3 +54,20 @@ def test_base_and_experiments_are_applied_and_measured(inputs: Inputs, tmp_path:
     assert gguf["metrics"]["backend"] == "llama.cpp" and Path(gguf["steps"]["quantize"]["file"]).is_file()
     assert gguf["metrics"]["perplexity"] == pytest.approx(m["perplexity"], rel=0.05)
     assert not (tmp_path / "gguf" / "hf").exists()
+
+
+def test_settings_a_step_does_not_use_do_not_make_another_experiment() -> None:
+    from agentlab.compress.config import Experiment
+    from agentlab.compress.space import experiment_key
+
+    def key(data: dict) -> str:
+        return experiment_key(Experiment.model_validate(data))
+
+    plain = {"prune": {"method": "magnitude", "sparsity": 0.5}, "quantize": {"method": "int8_weight_only"}}
+    noisy = {"prune": {"method": "magnitude", "sparsity": 0.5, "drop_layers": 2, "mlp_keep": 0.5},
+             "quantize": {"method": "int8_weight_only", "gguf_type": "Q4_K_M"}}
+    assert key(plain) == key(noisy)
+    structured = {"prune": {"method": "structured", "drop_layers": 1}}
+    assert key(structured) == key({"prune": {"method": "structured", "drop_layers": 1, "sparsity": 0.7,
+                                             "pattern": "2:4"}})
+    assert key({"quantize": {"method": "gguf", "gguf_type": "Q4_K_M"}}) != key({"quantize": {"method": "gguf"}})

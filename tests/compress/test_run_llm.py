@@ -25,6 +25,9 @@ SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160
 def test_llm_plan_runs_and_a_repeated_plan_falls_back_to_nsga2(in_tmp: Path, tiny_model: dict[str, Path],
                                                                  srv: ScriptedServer) -> None:
     plan = {"reasoning": "int8 weights keep accuracy", "experiment": {"quantize": {"method": "int8_weight_only"}}}
+    # the same experiment again, with a setting int8 does not use: still "already tried"
+    again = {"reasoning": "again", "experiment": {"quantize": {"method": "int8_weight_only", "gguf_type": "Q4_K_M"}}}
+    srv.script(PLANNER, [Reply(text=json.dumps(plan)), Reply(text=json.dumps(again))])
     srv.default(PLANNER, Reply(text=json.dumps(plan)))
     llm = in_tmp / "llm.yaml"
     llm.write_text(yaml.safe_dump({"providers": {"loop": {"kind": "openai", "base_url": srv.base_url}},
