@@ -29,6 +29,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),
     Command("evolve", "evolve", "agentlab.evolve.config:EvolveConfig", group=True),
+    Command("serve", "serve", "agentlab.serve.config:ServeConfig"),
     Command("config", "config_cmd", group=True),
 )
 
