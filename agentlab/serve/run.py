@@ -229,6 +229,7 @@ class Gateway:
         self.handler = _Handler(cfg, self.router, self.catalog, self.metrics, keys, [*self.router.secrets, *keys])
         self.app = build_app(self.handler)
         self.sock = sock
+        self._port: int | None = None
         self.on_started: Callable[[], None] | None = None
         self.started_at: float | None = None
         self._server: Any = None
@@ -236,7 +237,9 @@ class Gateway:
 
     @property
     def port(self) -> int:
-        return int(self.sock.getsockname()[1]) if self.sock is not None else self.cfg.port
+        if self._port is None and self.sock is not None:
+            self._port = int(self.sock.getsockname()[1])  # kept: uvicorn closes the socket at shutdown
+        return self._port if self._port is not None else self.cfg.port
 
     @property
     def base_url(self) -> str:
@@ -260,6 +263,7 @@ class Gateway:
 
         if self.sock is None:
             self.sock = bind(self.cfg.host, self.cfg.port)
+        _ = self.port
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_keep_alive=30, backlog=2048, server_header=False,
                                 timeout_graceful_shutdown=self.cfg.graceful_shutdown_s)
