@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.
         result = app(args=args, prog_name="agentlab", standalone_mode=False)
         if result == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM above) into Exit(130) and returns it
-            console.print("[yellow]interrupted[/]; continue with --resume")
+            console.print("[yellow]interrupted[/]" + ("; continue with --resume" if _resumable(args) else ""))
         return result if isinstance(result, int) else 0
     except AgentlabError as exc:
         return fail(exc.message, exc.hint, exc.exit_code)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         rich_utils.rich_format_error(exc)
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        console.print("[yellow]interrupted[/]; continue with --resume")
+        console.print("[yellow]interrupted[/]" + ("; continue with --resume" if _resumable(args) else ""))
         return 130
     except ImportError as exc:
         missing = missing_package(exc)
@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{where}{exc.strerror or exc}", "check the path, the free disk space and the permissions", 1)
     except Exception as exc:  # a bug: one line, not a traceback (AGENTLAB_DEBUG=1 shows it)
         return fail(f"internal error: {type(exc).__name__}: {exc}", _REPORT, 1)
+
+
+def _resumable(args: list[str]) -> bool:
+    from agentlab.cli.commands import COMMANDS
+
+    name = next((a for a in args if not a.startswith("-")), None)
+    return next((c.resumable for c in COMMANDS if c.name == name), True)
 
 
 _REPORT = "run again with AGENTLAB_DEBUG=1 for the traceback, and report it with the command you ran"

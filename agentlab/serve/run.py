@@ -126,6 +126,9 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise UsageError(f"port {port} on {host} is already in use",
                              hint="pick another with --port (0: any free port), or stop what listens there") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise UsageError(f"--host {host}: not an address of this machine",
+                             hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
         if exc.errno == errno.EACCES:
             raise UsageError(f"port {port} on {host} needs privileges", hint="use a port above 1023") from None
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",

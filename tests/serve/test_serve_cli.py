@@ -108,6 +108,7 @@ def test_serve_process_end_to_end_no_key_anywhere_and_ctrl_c(in_tmp: Path, srv: 
     out = serve.proc.stdout.read() if serve.proc.stdout else ""
     err_text = "".join(serve.err)
     assert "stopped (SIGINT): 4 requests, 2 answered, 2 failed, 2 fallbacks" in err_text
+    assert "--resume" not in err_text  # nothing to resume: the gateway just stopped
     assert "HTTP Request: POST" in err_text  # -vv: httpx's own request log lines are in the output too
     (run,) = (in_tmp / "runs" / "serve").iterdir()
     files = {p.name: p.read_text() for p in run.iterdir() if p.is_file()}
