@@ -91,7 +91,7 @@ class _Handler:
                 raise _too_large(len(body), limit)
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
             raise ApiError(400, "the request body is not JSON (UTF-8)", "invalid_json", kind="bad_request") from None
 
     def llm_error(self, exc: LLMError) -> ApiError:

@@ -136,15 +136,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def prepare(cfg: ServeConfig) -> dict[str, Any]:
-    """Every check before a run folder exists; returns ``run``'s keyword arguments (the port is bound here)."""
+def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
+    """Every check before a run folder exists; returns ``run``'s keyword arguments. The port is bound here, and
+    tracing configured once everything else passed. ``llm``: a routing config instead of ``cfg.llm``'s."""
     import importlib.util
 
-    for package, extra in (("starlette", "serve"), ("uvicorn", "serve"), ("prometheus_client", "serve")):
+    for package in ("starlette", "uvicorn", "prometheus_client", "jsonschema"):
         if importlib.util.find_spec(package) is None:
             raise MissingPackage(f"agentlab serve needs the package '{package}', which is not installed",
-                                 hint=f"pip install 'agentlab[{extra}]'")
-    llm = _load_llm(cfg)
+                                 hint="pip install 'agentlab[serve]'")
+    llm = llm if llm is not None else _load_llm(cfg)
     catalog = build_catalog(llm, cfg.adapters_as_models)
     if not catalog.config.models:
         where = cfg.llm or DEFAULT_LLM_CONFIG
@@ -152,7 +153,13 @@ def prepare(cfg: ServeConfig) -> dict[str, Any]:
                           hint="add providers and models (see configs/llm.yaml), or pass --llm FILE")
     keys = client_keys(cfg.api_key_env)
     check_tracing(cfg)
-    return {"llm": llm, "client_keys": keys, "sock": bind(cfg.host, cfg.port)}
+    sock = bind(cfg.host, cfg.port)
+    try:
+        _configure_tracing(cfg)
+    except BaseException:
+        sock.close()
+        raise
+    return {"llm": llm, "client_keys": keys, "sock": sock}
 
 
 def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress | None = None,
@@ -166,7 +173,6 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
     say = announce or (lambda line: log.warning("%s", line))
     for note in gateway.catalog.notes:
         say(f"note: {note}")
-    _configure_tracing(cfg)
     gateway.on_started = lambda: say(gateway.describe())
     results = gateway.serve_forever()
     if run_dir is not None:
@@ -371,7 +377,6 @@ def serve(llm: LLMConfig | str | Path | None = None, **settings: Any) -> dict[st
     """Serve from Python until Ctrl-C, with no run folder: ``serve("configs/llm.yaml", port=8000)``."""
     cfg = ServeConfig(**settings)
     if isinstance(llm, LLMConfig):
-        prepared = {"llm": llm, "client_keys": client_keys(cfg.api_key_env), "sock": bind(cfg.host, cfg.port)}
-    else:
-        prepared = prepare(cfg.model_copy(update={"llm": Path(llm) if llm is not None else None}))
-    return run(cfg, None, **prepared)
+        return run(cfg, None, **prepare(cfg, llm))
+    cfg = cfg.model_copy(update={"llm": Path(llm) if llm is not None else None})
+    return run(cfg, None, **prepare(cfg))

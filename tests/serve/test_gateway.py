@@ -158,8 +158,13 @@ def test_bad_requests_get_a_clear_4xx(gw, srv: ScriptedServer, body: dict, statu
     assert response.status_code == status
     assert says in response.json()["error"]["message"]
     assert srv.requests == []  # nothing reached the upstream
-    not_json = httpx.post(gw.base_url + "/chat/completions", content=b"\xff{not json")
-    assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]["message"]
+
+
+def test_a_body_that_is_not_json_is_400(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    for junk in (b"\xff{not json", b"[" * 100_000, b""):
+        not_json = httpx.post(gw.base_url + "/chat/completions", content=junk)
+        assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]["message"]
+    assert srv.requests == []
 
 
 def test_client_keys_wrong_or_missing_is_401(srv: ScriptedServer, gateway) -> None:  # noqa: ANN001
