@@ -51,7 +51,8 @@ def build_catalog(llm: LLMConfig, adapters_as_models: bool = True) -> Catalog:
     notes: list[str] = []
     for name, route in llm.routes.items():
         served[name] = Served(name, "route", route.chain(), route.strategy)
-    if "default" not in served:
+    if "default" not in served:  # spelled out: the router's fallback for it would take the adapters added below
+        routes["default"] = {"primary": list(llm.models)}
         served["default"] = Served("default", "route", list(llm.models), "single")
     for name, model in llm.models.items():
         if name in served:
