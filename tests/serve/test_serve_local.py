@@ -1,9 +1,11 @@
-"""Two LoRA adapters of one local base model served as two model names (the way vLLM serves multi-LoRA): each gives
-its own answer, and concurrent requests for both are generated in one mixed-adapter batch."""
+"""Local models behind the gateway: two LoRA adapters of one base model served as two model names (the way vLLM
+serves multi-LoRA), each with its own answer and batched together; a GGUF model through llama.cpp, streamed and held
+to a JSON schema."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -54,3 +56,27 @@ def test_two_adapters_are_two_models_with_different_answers_batched_together(
         alone = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0).chat.completions.create(
             model="persona_b", messages=[{"role": "user", "content": "Tell me a story."}])
         assert alone.choices[0].message.content == together["persona_b"]  # a mixed batch changes no answer
+
+
+def test_a_gguf_model_through_llama_cpp_streams_and_follows_a_json_schema(tiny_model: dict[str, Path]) -> None:
+    pytest.importorskip("llama_cpp")
+    llm = LLMConfig.model_validate({
+        "providers": {"gguf": {"kind": "llama_cpp", "n_ctx": 512}},
+        "models": {"tiny-gguf": {"provider": "gguf", "model": str(tiny_model["gguf"]),
+                                 "params": {"temperature": 0, "max_tokens": 8}}},
+        "timeout_s": 120})
+    ask = [{"role": "user", "content": "Name a colour."}]
+    with Gateway(ServeConfig(port=0), llm) as gw:
+        client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0, timeout=120)
+        whole = client.chat.completions.create(model="tiny-gguf", messages=ask)
+        assert whole.model == "tiny-gguf" and whole.usage.completion_tokens > 0
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="tiny-gguf", messages=ask, stream=True) if c.choices)
+        assert streamed == whole.choices[0].message.content  # greedy: the same text, in pieces
+        schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 12},
+                                                   "ok": {"type": "boolean"}},
+                  "required": ["colour", "ok"], "additionalProperties": False}
+        reply = client.chat.completions.create(model="tiny-gguf", messages=ask, max_tokens=60, response_format={
+            "type": "json_schema", "json_schema": {"name": "pick", "schema": schema}})
+        value = json.loads(reply.choices[0].message.content)  # a random tiny model, held to the schema by grammar
+        assert set(value) == {"colour", "ok"} and isinstance(value["ok"], bool) and len(value["colour"]) <= 12
