@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import signal
 import socket
@@ -183,34 +184,32 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
     return results
 
 
-class _Server:
-    """uvicorn's server, built on first use (lazy import), that records the stopping signal instead of raising it
-    again after the graceful shutdown (uvicorn re-raises it; we stop, write the results and exit 130 ourselves)."""
+@functools.cache
+def _server_class() -> type:
+    """uvicorn's ``Server`` (imported on first use) that records the signal that stopped it instead of raising it
+    again after the graceful shutdown, as uvicorn does: the gateway stops, writes its results and exits 130 itself."""
+    import uvicorn
 
-    def __new__(cls, config: Any) -> Any:
-        import uvicorn
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        stopped_by: str | None = None
 
-        class Server(uvicorn.Server):
-            stopped_by: str | None = None
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
 
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                if threading.current_thread() is not threading.main_thread():
-                    yield
-                    return
-                handled = (signal.SIGINT, signal.SIGTERM)
-                original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-                try:
-                    yield
-                finally:
-                    for sig, handler in original.items():
-                        signal.signal(sig, handler)
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopped_by = signal.Signals(sig).name
+            super().handle_exit(sig, frame)
 
-            def handle_exit(self, sig: int, frame: Any) -> None:
-                self.stopped_by = signal.Signals(sig).name
-                super().handle_exit(sig, frame)
-
-        return Server(config)
+    return Server
 
 
 class Gateway:
@@ -276,7 +275,7 @@ class Gateway:
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_keep_alive=30, backlog=2048, server_header=False,
                                 timeout_graceful_shutdown=self.cfg.graceful_shutdown_s)
-        return _Server(config)
+        return _server_class()(config)
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         try:
