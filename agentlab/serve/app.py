@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AllModelsFailed, LLMError
-from agentlab.serve.catalog import Catalog
+from agentlab.serve.catalog import Catalog, Served
 from agentlab.serve.metrics import GatewayMetrics
 from agentlab.serve.protocol import DONE, ApiError, ChatRequest, chunk, completion_body, error_body, new_id, parse_chat
 
@@ -229,18 +229,13 @@ class _Handler:
             self.check_auth(request)
         except ApiError as exc:
             return self.refuse("-", exc)
-        data = []
-        for served in self.catalog.served.values():
-            info: dict[str, Any] = {"kind": served.kind, "chain": served.chain}
-            if served.kind == "route":
-                info["strategy"] = served.strategy
-            else:
-                info["provider"] = served.provider
-                if served.adapter:
-                    info["adapter"] = served.adapter
-            data.append({"id": served.name, "object": "model", "created": 0, "owned_by": "agentlab",
-                         "agentlab": info})
-        return JSONResponse({"object": "list", "data": data})
+        name = request.path_params.get("name")
+        if name is None:
+            return JSONResponse({"object": "list", "data": [_model_entry(s) for s in self.catalog.served.values()]})
+        if name not in self.catalog.served:
+            return self.refuse("-", ApiError(404, f"model '{name[:100]}' is not served here", "model_not_found",
+                                             param="model", kind="not_found"))
+        return JSONResponse(_model_entry(self.catalog.served[name]))
 
     async def health(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -258,6 +253,17 @@ class _Handler:
         except ApiError as exc:
             return self.refuse("-", exc)
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _model_entry(served: Served) -> dict[str, Any]:
+    info: dict[str, Any] = {"kind": served.kind, "chain": served.chain}
+    if served.kind == "route":
+        info["strategy"] = served.strategy
+    else:
+        info["provider"] = served.provider
+        if served.adapter:
+            info["adapter"] = served.adapter
+    return {"id": served.name, "object": "model", "created": 0, "owned_by": "agentlab", "agentlab": info}
 
 
 def _meta(rc: RoutedCompletion) -> dict[str, Any]:
@@ -321,6 +327,7 @@ def build_app(handler: _Handler) -> Any:
         Route("/chat/completions", handler.chat, methods=["POST"]),  # clients whose base_url lacks /v1
         Route("/v1/models", handler.models, methods=["GET"]),
         Route("/models", handler.models, methods=["GET"]),
+        Route("/v1/models/{name:path}", handler.models, methods=["GET"]),
         Route("/health", handler.health, methods=["GET"]),
         Route("/metrics", handler.metrics_text, methods=["GET"]),
     ]

@@ -99,7 +99,7 @@ def test_a_stream_cut_mid_way_ends_with_an_error_not_a_short_answer(gw, srv: Scr
     assert "data: [DONE]" not in body
 
 
-def test_rate_limited_upstream_retry_after_then_fallback_then_429(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+def test_rate_limited_upstream_waits_retry_after_then_429(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
     srv.script("limited", [Reply(status=429, headers={"Retry-After": "0.4"}), Reply(text="after the wait")])
     start = time.monotonic()
     reply = client(gw).chat.completions.create(model="limited", messages=ASK)
@@ -210,6 +210,9 @@ def test_models_health_and_metrics(gw) -> None:  # noqa: ANN001
     models = {m["id"]: m["agentlab"] for m in httpx.get(gw.base_url + "/models").json()["data"]}
     assert models["main"] == {"kind": "route", "chain": ["down", "good"], "strategy": "single"}
     assert models["good"] == {"kind": "model", "chain": ["good"], "provider": "up"}
+    assert client(gw).models.retrieve("main").model_extra["agentlab"]["chain"] == ["down", "good"]
+    with pytest.raises(openai.NotFoundError):
+        client(gw).models.retrieve("nope")
     c = client(gw)
     c.chat.completions.create(model="main", messages=ASK)
     list(c.chat.completions.create(model="main", messages=ASK, stream=True))
@@ -219,7 +222,7 @@ def test_models_health_and_metrics(gw) -> None:  # noqa: ANN001
     text = httpx.get(root + "/metrics").text
     assert 'agentlab_requests_total{model="good",route="main"} 2.0' in text
     assert 'agentlab_fallbacks_total{model="good",route="main"} 2.0' in text
-    assert 'agentlab_request_errors_total{kind="not_found",route="-"} 1.0' in text
+    assert 'agentlab_request_errors_total{kind="not_found",route="-"} 2.0' in text
     assert 'agentlab_model_attempts_total{model="down",outcome="server_error"}' in text
     assert re.search(r'agentlab_request_duration_seconds_bucket\{le="\+Inf",model="good",route="main"\} 2.0', text)
     assert 'agentlab_time_to_first_token_seconds_count{model="good",route="main"} 1.0' in text
