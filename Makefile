@@ -53,6 +53,7 @@ demo: install
 ETTH1 ?= ../shared/data/ETTh1.csv
 bench: install
 	$(BIN)/python benchmarks/router_overhead.py
+	$(BIN)/python benchmarks/gateway_overhead.py
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/train_persona_throughput.py
 	$(BIN)/python benchmarks/debate_batching.py

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
-    interrupted = "[yellow]interrupted[/]" + ("; continue with --resume" if resumable(args[0] if args else "") else "")
+    name = next((a for a in args if not a.startswith("-")), "")
+    interrupted = "[yellow]interrupted[/]" + ("; continue with --resume" if resumable(name) else "")
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.

@@ -18,18 +18,19 @@ class Command:
     module: str
     config: str | None = None
     group: bool = False
-    resumable: bool = True
+    resumable: bool = True  # whether "continue with --resume" is the advice after Ctrl-C
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("nas", "nas", "agentlab.nas.config:NASConfig"),
     Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
-    Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig"),
+    Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig", resumable=False),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True),
     Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True, resumable=False),
     Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),
     Command("evolve", "evolve", "agentlab.evolve.config:EvolveConfig", group=True),
+    Command("serve", "serve", "agentlab.serve.config:ServeConfig", resumable=False),
     Command("config", "config_cmd", group=True, resumable=False),
     Command("ui", "ui", resumable=False),
 )

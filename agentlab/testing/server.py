@@ -9,6 +9,10 @@ retries / timeouts / fallbacks and the latency benchmark run against a real sock
 Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE when ``"stream": true``), ``GET /v1/models`` (every model
 that has a script or a default), ``GET /health``.
 
+A client that goes away before its answer is complete (it timed out, or a gateway in front cancelled the request)
+is recorded in ``abandoned`` (the model name, once per request), so tests can check that cancellation reaches the
+upstream.
+
 Token counts are deliberately naive so tests can compute them by hand: ``prompt_tokens`` is the number of
 whitespace-separated words over all message contents, ``completion_tokens`` the number of whitespace-separated
 words of the reply text. Streaming sends one chunk per word, each keeping its surrounding whitespace, so joining
@@ -155,6 +159,7 @@ class ScriptedServer:
         self.host = host
         self.port = port
         self.requests: list[dict[str, Any]] = []
+        self.abandoned: list[str] = []  # models of requests whose client left before the answer was complete
         self._scripts: dict[str, deque[Reply]] = {}
         self._defaults: dict[str, Reply] = {}
         self._lock = threading.Lock()
@@ -190,6 +195,11 @@ class ScriptedServer:
             self._scripts.clear()
             self._defaults.clear()
             self.requests.clear()
+            self.abandoned.clear()
+
+    def _abandon(self, model: Any) -> None:
+        with self._lock:
+            self.abandoned.append(str(model))
 
     def models(self) -> list[str]:
         with self._lock:
@@ -302,8 +312,9 @@ class ScriptedServer:
             reply = self._take(body, received_at)
             if reply is None:
                 return JSONResponse(_error_body(404, f"model '{body.get('model')}' not found"), status_code=404)
-            if reply.delay_s > 0:
-                await asyncio.sleep(reply.delay_s)
+            if reply.delay_s > 0 and not await _wait_unless_gone(request, reply.delay_s):
+                self._abandon(body.get("model"))
+                return Response(status_code=499)  # the client is gone; nobody reads this
             if reply.status != 200:
                 message = reply.text if reply.text != "ok" else None
                 return JSONResponse(_error_body(reply.status, message), status_code=reply.status,
@@ -314,7 +325,7 @@ class ScriptedServer:
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                chunks = _sse_chunks(reply, text, meta, usage if include_usage else None)
+                chunks = self._watched(_sse_chunks(reply, text, meta, usage if include_usage else None), body)
                 return StreamingResponse(chunks, media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", **reply.headers})
             if reply.invalid_json:
@@ -331,6 +342,38 @@ class ScriptedServer:
             Route("/v1/chat/completions", chat, methods=["POST"]),
         ]
         return Starlette(routes=routes)
+
+    async def _watched(self, chunks: AsyncIterator[str], body: dict[str, Any]) -> AsyncIterator[str]:
+        """``chunks``, recording the request as abandoned when the client leaves before the last one (starlette
+        cancels the streaming task on disconnect)."""
+        finished = False
+        try:
+            async for item in chunks:
+                yield item
+            finished = True
+        except _CutStream:
+            finished = True  # a scripted cut is the server's doing, not the client's
+            raise
+        finally:
+            if not finished:
+                self._abandon(body.get("model"))
+
+
+async def _wait_unless_gone(request: Any, seconds: float) -> bool:
+    """Sleep ``seconds``; False as soon as the client disconnects instead (ASGI receive() says so after the body)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait_for(asyncio.shield(watch), seconds)
+    except asyncio.TimeoutError:
+        return True
+    finally:
+        watch.cancel()
+    return False
 
 
 async def _sse_chunks(reply: Reply, text: str, meta: dict[str, Any],

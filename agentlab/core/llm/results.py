@@ -72,14 +72,25 @@ class StructuredResult(Generic[ModelT]):
 class CallState:
     """One routed call: its route, its overall deadline and every attempt so far."""
 
-    def __init__(self, route: str, deadline_s: float | None, stream: bool = False):
+    def __init__(self, route: str, deadline_s: float | None, stream: bool = False,
+                 on_delta: Callable[[str, str], None] | None = None):
         self.route = route
         self.stream = stream  # ask streaming-capable models to stream (answers then carry ttft_s)
+        # on_delta(model, text): streamed text handed on as it arrives (a gateway's SSE). Once any text went out, a
+        # failure ends the call: a retry or a fallback would splice two answers together.
+        self.on_delta = on_delta
+        self.delivered = False
         self.started = time.monotonic()
         self.deadline = self.started + deadline_s if deadline_s is not None else None
         self.attempts: list[Attempt] = []
         # When each model's latest attempt started: the answer's start marks the end of the time lost to failures.
         self.attempt_started: dict[str, float] = {}
+
+    def deliver(self, model: str, text: str) -> None:
+        """Hand one streamed piece of ``model``'s answer to ``on_delta``; from now on the call cannot fall back."""
+        self.delivered = True
+        if self.on_delta is not None:
+            self.on_delta(model, text)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (may be <= 0), or None without a deadline."""

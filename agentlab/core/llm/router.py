@@ -116,14 +116,18 @@ class Router:
     # ------------------------------------------------------------------ public async API
 
     async def generate(self, messages: Messages, route: str = "default", params: GenParams | None = None, *,
-                       stream: bool = False) -> RoutedCompletion:
+                       stream: bool = False, on_delta: Callable[[str, str], None] | None = None) -> RoutedCompletion:
         """Answer ``messages`` through ``route``'s strategy; raises ``AllModelsFailed`` when no model answers.
 
         With ``stream``, models that can (``stream: true`` in their config and a streaming provider) answer over SSE,
         so the completion carries ``ttft_s``; a stream cut mid-way is a retryable ``stream_cut`` failure.
+        ``on_delta(model, text)`` (with ``stream``) receives the answer's pieces as they arrive: a failure before the
+        first piece retries and falls back as usual, one after it raises that model's ``LLMError`` (the caller has
+        already passed text on). best_of_n routes never call it: their answer is known only once judged.
         """
         rcfg, chain = self.route(route)
-        call = CallState(route, self.config.deadline_s, stream)
+        call = CallState(route, self.config.deadline_s, stream,
+                         on_delta if stream and rcfg.strategy != "best_of_n" else None)
         params = params or GenParams()
         if rcfg.strategy == "best_of_n":
             work = best_of_n(self.try_model, call, rcfg, chain, messages, params, available=self.available,
@@ -219,6 +223,8 @@ class Router:
                 return await self.send(name, messages, params, timeout, route=call.route, attempt=try_no, call=call,
                                        stream=call.stream and self._can_stream(name))
             except LLMError as exc:
+                if call.delivered:  # part of this answer already went out: no retry, no fallback
+                    raise
                 wait = self._retry_wait(exc, call, breaker, try_no)
                 if wait is None:
                     return None
@@ -256,7 +262,8 @@ class Router:
             # Providers bound the whole call by timeout_s themselves (Provider protocol): a second timer here would
             # cost more per call than the rest of the routing bookkeeping together.
             if stream:
-                completion = await _stream(provider, mcfg.model, messages, merged, timeout_s)
+                deliver = (lambda text: call.deliver(name, text)) if call is not None and call.on_delta else None
+                completion = await _stream(provider, mcfg.model, messages, merged, timeout_s, deliver)
             else:
                 completion = await provider.generate(mcfg.model, messages, merged, timeout_s)
         except (LLMError, asyncio.TimeoutError) as exc:
@@ -441,8 +448,9 @@ class Router:
 
 
 async def _stream(provider: Provider, model: str, messages: Messages, params: GenParams,
-                  timeout_s: float) -> Completion:
-    """Drain a provider stream into its final ``Completion``, measuring the time to first token when it has none."""
+                  timeout_s: float, on_delta: Callable[[str], None] | None = None) -> Completion:
+    """Drain a provider stream into its final ``Completion``, measuring the time to first token when it has none;
+    ``on_delta`` gets each non-empty piece as it arrives."""
     start = time.perf_counter()
     ttft: float | None = None
     final: Completion | None = None
@@ -451,8 +459,11 @@ async def _stream(provider: Provider, model: str, messages: Messages, params: Ge
         async for item in chunks:
             if isinstance(item, Completion):
                 final = item
-            elif ttft is None and item.text:
-                ttft = time.perf_counter() - start
+            elif item.text:
+                if ttft is None:
+                    ttft = time.perf_counter() - start
+                if on_delta is not None:
+                    on_delta(item.text)
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:

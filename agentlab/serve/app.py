@@ -1,0 +1,334 @@
+"""The gateway itself: a Starlette app in front of one ``Router``.
+
+``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's
+``model`` names a route or a model of the catalog (``catalog.py``); the answer says which model answered, the
+usage, and under ``agentlab`` the route, the fallbacks and every attempt's outcome.
+
+Streams: the router hands each piece of text on as it arrives (``Router.generate(on_delta=)``). Until the first
+piece, a failing model is retried and the route falls back as for any call, and a request that no model answers
+gets a plain HTTP error (the client sees a status, not a broken stream). After the first piece the response is
+committed: a model that dies then ends the stream with an SSE ``error`` event and no ``[DONE]``, which OpenAI
+clients raise as an error, never a silently short answer.
+
+A client that disconnects cancels its request: the router call is cancelled, which closes the upstream connection
+(or stops a local generation at its next token).
+
+The hot path is lean because the gateway is benchmarked against calling the upstream directly
+(``benchmarks/gateway_overhead.py``): one pooled HTTP client per provider (the router's), no per-request logging
+unless INFO is on, prompts never copied or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from agentlab.core.errors import AllModelsFailed, LLMError
+from agentlab.serve.catalog import Catalog, Served
+from agentlab.serve.metrics import GatewayMetrics
+from agentlab.serve.protocol import DONE, ApiError, ChatRequest, chunk, completion_body, error_body, new_id, parse_chat
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.results import RoutedCompletion
+    from agentlab.core.llm.router import Router
+    from agentlab.serve.config import ServeConfig
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("agentlab.serve")
+
+# HTTP status for a request that no model answered, by the deciding error kind.
+_STATUS = {"rate_limited": 429, "timeout": 504, "deadline": 504, "bad_request": 400, "context_length": 400,
+           "unavailable": 503, "circuit_open": 503}
+_END = object()  # the router task finished (its result or error is on the task)
+
+
+class _Handler:
+    def __init__(self, cfg: ServeConfig, router: Router, catalog: Catalog, metrics: GatewayMetrics,
+                 client_keys: list[str], secrets: list[str]):
+        self.cfg = cfg
+        self.router = router
+        self.catalog = catalog
+        self.metrics = metrics
+        self.keys = [k.encode() for k in client_keys]
+        self.secrets = secrets  # provider and client keys: scrubbed from every error message sent or logged
+
+    # ------------------------------------------------------------------ checks
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def check_auth(self, request: Any) -> None:
+        if not self.keys:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        given = token.strip().encode()
+        # compare_digest against every key, so the time taken does not tell which key was close
+        ok = scheme.lower() == "bearer" and given and sum(hmac.compare_digest(given, k) for k in self.keys) > 0
+        if not ok:
+            why = "a wrong API key" if header else "no API key (send Authorization: Bearer KEY)"
+            raise ApiError(401, f"this gateway needs a client key: the request has {why}", "invalid_api_key",
+                           etype="authentication_error", headers={"WWW-Authenticate": "Bearer"}, kind="auth")
+
+    async def read_json(self, request: Any) -> Any:
+        limit = self.cfg.max_request_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise _too_large(int(length), limit)
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise _too_large(len(body), limit)
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
+            raise ApiError(400, "the request body is not JSON (UTF-8)", "invalid_json", kind="bad_request") from None
+
+    def llm_error(self, exc: LLMError) -> ApiError:
+        status = _STATUS.get(exc.kind, 502)
+        message = exc.message
+        if isinstance(exc, AllModelsFailed) and exc.attempts and exc.attempts[-1][2]:
+            message += f"; last: {exc.attempts[-1][2]}"
+        etype = "rate_limit_error" if status == 429 else "invalid_request_error" if status < 500 else "api_error"
+        return ApiError(status, self.scrub(message), exc.kind, etype=etype, kind=exc.kind)
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def chat(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        start = time.perf_counter()
+        label = "-"  # the metrics route label: only served names, so junk names cannot grow the label set
+        try:
+            self.check_auth(request)
+            req = parse_chat(await self.read_json(request), max_tokens_limit=self.cfg.max_tokens,
+                             max_messages=self.cfg.max_messages)
+            if req.model not in self.catalog.served:
+                raise ApiError(404, f"model '{req.model[:100]}' is not served here; GET /v1/models lists the "
+                               f"routes and models ({', '.join(list(self.catalog.served)[:20])})", "model_not_found",
+                               param="model", kind="not_found")
+            label = req.model
+            if req.stream:
+                return await self.stream(request, req, start)
+            rc, text = await _until_disconnect(request, self.answer(req))
+        except ApiError as exc:
+            return self.refuse(label, exc)
+        except LLMError as exc:
+            return self.refuse(label, self.llm_error(exc))
+        except _Disconnected:
+            self.metrics.failed_request(label, "client_disconnected")
+            from starlette.responses import Response
+
+            return Response(status_code=499)  # nobody reads it; uvicorn drops it on the closed connection
+        seconds = time.perf_counter() - start
+        self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks)
+        if log.isEnabledFor(logging.INFO):
+            log.info("chat %s -> %s 200 %.3fs fallbacks=%d", label, rc.model, seconds, rc.fallbacks)
+        usage = rc.completion.usage
+        body = completion_body(new_id(), rc.model, text, rc.completion.finish_reason, usage.prompt_tokens,
+                               usage.completion_tokens, _meta(rc))
+        return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": label})
+
+    def refuse(self, label: str, exc: ApiError) -> Any:
+        from starlette.responses import JSONResponse
+
+        self.metrics.failed_request(label, exc.kind)
+        level = logging.WARNING if exc.status >= 500 or exc.status == 429 else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "chat %s %d %s: %s", label, exc.status, exc.code, exc.message)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    async def answer(self, req: ChatRequest, on_delta: Callable[[str, str], None] | None = None
+                     ) -> tuple[RoutedCompletion, str]:
+        """The routed answer and its text: through the structured path when the request has a schema."""
+        if req.schema is not None:
+            from agentlab.serve.schema import schema_model
+
+            result = await self.router.structured(req.messages, schema_model(req.schema, req.schema_name), req.model,
+                                                  req.params, self.cfg.max_repairs)
+            return result.completion, json.dumps(result.value.root, ensure_ascii=False)
+        rc = await self.router.generate(req.messages, req.model, req.params, stream=req.stream, on_delta=on_delta)
+        return rc, rc.completion.text
+
+    async def stream(self, request: Any, req: ChatRequest, start: float) -> Any:
+        from starlette.responses import StreamingResponse
+
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.ensure_future(self.answer(req, lambda model, text: queue.put_nowait((model, text))))
+        task.add_done_callback(lambda _: queue.put_nowait(_END))
+        try:
+            first = await _until_disconnect(request, queue.get())
+        except BaseException:
+            task.cancel()
+            raise
+        if first is _END and task.exception() is not None:
+            # Nothing was sent yet: a plain HTTP error (an LLMError), or a bug for the server error handler.
+            raise task.exception()  # type: ignore[misc]
+        return StreamingResponse(self.events(req, task, queue, first, start), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def events(self, req: ChatRequest, task: asyncio.Future[Any], queue: asyncio.Queue[Any], first: Any,
+                     start: float) -> AsyncIterator[bytes]:
+        ident, created = new_id(), int(time.time())
+        label, model, ttft, sent = req.model, "", None, False
+        try:
+            item = first
+            while item is not _END:
+                model, text = item
+                if not sent:
+                    ttft = time.perf_counter() - start
+                    yield chunk(ident, created, model, {"role": "assistant", "content": ""})
+                    sent = True
+                yield chunk(ident, created, model, {"content": text})
+                item = await queue.get()
+            exc = task.exception()
+            if exc is not None:
+                error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
+                    500, f"internal error: {type(exc).__name__}", "internal_error", kind="internal")
+                self.metrics.failed_request(label, error.kind)
+                log.warning("chat %s: stream ended by %s after text was sent: %s", label, error.code, error.message)
+                yield b"event: error\ndata: " + json.dumps(error.body()).encode() + b"\n\n"
+                return  # no [DONE]: the client must not take this for a whole answer
+            rc, text = task.result()
+            model = rc.model
+            if not sent:  # a model that does not stream, a best_of_n route or a structured answer: all at once
+                ttft = time.perf_counter() - start
+                yield chunk(ident, created, model, {"role": "assistant", "content": ""})
+                yield chunk(ident, created, model, {"content": text})
+            yield chunk(ident, created, model, {}, rc.completion.finish_reason or "stop", meta=_meta(rc))
+            if req.include_usage:
+                usage = rc.completion.usage
+                yield chunk(ident, created, model, None, usage={
+                    "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                    "total_tokens": usage.total_tokens})
+            yield DONE
+            seconds = time.perf_counter() - start
+            self.metrics.answered_request(label, model, seconds, rc.fallbacks, ttft)
+            if log.isEnabledFor(logging.INFO):
+                log.info("chat %s -> %s 200 stream %.3fs fallbacks=%d", label, model, seconds, rc.fallbacks)
+        finally:
+            if not task.done():  # the client went away (starlette cancelled us): stop the upstream request too
+                task.cancel()
+                self.metrics.failed_request(label, "client_disconnected")
+                log.info("chat %s: client disconnected mid-stream; upstream request cancelled", label)
+
+    async def models(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        try:
+            self.check_auth(request)
+        except ApiError as exc:
+            return self.refuse("-", exc)
+        name = request.path_params.get("name")
+        if name is None:
+            return JSONResponse({"object": "list", "data": [_model_entry(s) for s in self.catalog.served.values()]})
+        if name not in self.catalog.served:
+            return self.refuse("-", ApiError(404, f"model '{name[:100]}' is not served here", "model_not_found",
+                                             param="model", kind="not_found"))
+        return JSONResponse(_model_entry(self.catalog.served[name]))
+
+    async def health(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        models = self.catalog.config.models
+        open_ = [name for name in models if not self.router.available(name)]
+        return JSONResponse({"status": "degraded" if open_ else "ok", "models": len(models), "circuit_open": open_})
+
+    async def metrics_text(self, request: Any) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST
+        from starlette.responses import Response
+
+        try:
+            self.check_auth(request)
+        except ApiError as exc:
+            return self.refuse("-", exc)
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _model_entry(served: Served) -> dict[str, Any]:
+    info: dict[str, Any] = {"kind": served.kind, "chain": served.chain}
+    if served.kind == "route":
+        info["strategy"] = served.strategy
+    else:
+        info["provider"] = served.provider
+        if served.adapter:
+            info["adapter"] = served.adapter
+    return {"id": served.name, "object": "model", "created": 0, "owned_by": "agentlab", "agentlab": info}
+
+
+def _meta(rc: RoutedCompletion) -> dict[str, Any]:
+    return {"route": rc.route, "model": rc.model, "fallbacks": rc.fallbacks,
+            "attempts": [{"model": a.model, "outcome": a.outcome} for a in rc.attempts]}
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, f"the request body has {size} bytes or more; this gateway accepts at most {limit} "
+                    "(max_request_bytes)", "request_too_large", kind="too_large")
+
+
+class _Disconnected(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+async def _until_disconnect(request: Any, awaitable: Any) -> Any:
+    """Await ``awaitable`` unless the client disconnects first; then cancel it and raise ``_Disconnected``."""
+    work = asyncio.ensure_future(awaitable)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        watch.cancel()
+        raise
+    if work.done():
+        watch.cancel()
+        return work.result()
+    work.cancel()
+    raise _Disconnected()
+
+
+async def _disconnected(request: Any) -> None:
+    while True:  # after the body, the ASGI server's receive() waits until the client disconnects
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def build_app(handler: _Handler) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, handler.scrub(str(exc)))
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", "api_error", "internal_error"),
+                            status_code=500)
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        status = getattr(exc, "status_code", 404)
+        return JSONResponse(error_body(f"{request.method} {request.url.path}: no such endpoint here (POST "
+                                       "/v1/chat/completions, GET /v1/models, /health, /metrics)",
+                                       "invalid_request_error", "not_found" if status == 404 else "method_not_allowed"),
+                            status_code=status)
+
+    routes = [
+        Route("/v1/chat/completions", handler.chat, methods=["POST"]),
+        Route("/chat/completions", handler.chat, methods=["POST"]),  # clients whose base_url lacks /v1
+        Route("/v1/models", handler.models, methods=["GET"]),
+        Route("/models", handler.models, methods=["GET"]),
+        Route("/v1/models/{name:path}", handler.models, methods=["GET"]),
+        Route("/health", handler.health, methods=["GET"]),
+        Route("/metrics", handler.metrics_text, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={Exception: server_error, 404: not_found, 405: not_found})

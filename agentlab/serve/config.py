@@ -1,0 +1,60 @@
+"""The `agentlab serve` config: where the gateway listens, who may call it, its limits; the routing config it serves
+comes from ``llm`` (``--llm FILE``).
+
+Every field has a flag of the same meaning (``--host``, ``--port``, ``--api-key-env``, ``--otlp-endpoint``, ...), so
+``configs/serve.yaml`` is optional; ``agentlab serve --llm configs/llm.yaml`` is the whole set-up.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from agentlab.core.config import StrictModel
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ServeConfig(StrictModel):
+    llm: Path | None = Field(None, description="routing config served (providers, models, routes); empty: "
+                             "configs/llm.yaml when present, else the built-in smollm2-135m through llama.cpp")
+    host: str = Field("127.0.0.1", min_length=1, description="address to bind; 127.0.0.1 keeps the gateway on this "
+                      "machine (0.0.0.0: every interface; set api_key_env then)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 picks a free one (printed at start)")
+    api_key_env: str | None = Field(None, description="name of the environment variable (or .env entry) holding "
+                                    "the client keys, comma-separated; clients send one as `Authorization: Bearer "
+                                    "KEY`; empty: no client key is asked for")
+    max_request_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (413 above)")
+    max_tokens: int = Field(4096, ge=1, description="largest max_tokens a request may ask for (400 above); a "
+                            "request without one gets the model's own max_tokens or the backend's default")
+    max_messages: int = Field(256, ge=1, description="most messages in one request (400 above)")
+    adapters_as_models: bool = Field(True, description="serve each adapter of an hf provider as a model of its "
+                                     "own name (the provider's first model without an `adapter` param answers "
+                                     "with it), the way vLLM serves multi-LoRA; concurrent requests for different "
+                                     "adapters are generated in one batch")
+    max_repairs: int = Field(2, ge=0, description="response_format: invalid JSON is sent back to the model with the "
+                             "errors at most this many times before the next model of the route is asked")
+    otlp_endpoint: str | None = Field(None, description="OpenTelemetry: export a span per request and per model "
+                                      "attempt to this OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318/v1/traces); "
+                                      "needs the extra `trace`")
+    trace_content: bool = Field(False, description="OpenTelemetry: put prompts and replies in the spans (off: "
+                                "metadata only)")
+    graceful_shutdown_s: float = Field(10.0, ge=0, description="on Ctrl-C / SIGTERM, how long requests in flight "
+                                       "may finish before they are cancelled")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"'{value}' is not an environment variable name (the gateway reads the keys from the "
+                             "variable of this name; never put a key itself here)")
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"'{value}' is not an http(s) URL, e.g. http://127.0.0.1:4318/v1/traces")
+        return value

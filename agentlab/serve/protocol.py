@@ -1,0 +1,233 @@
+"""The OpenAI chat-completions wire format: a request body -> what the router needs, and the router's answer -> the
+JSON (or SSE chunks) that OpenAI clients parse.
+
+Checks are strict where a silent misreading would hurt (a wrong type, ``n > 1``, tools, images: a 400 that says so)
+and lenient where clients differ harmlessly (``user``, ``metadata`` and other fields that change nothing here are
+ignored). Errors are OpenAI-shaped (``{"error": {"message", "type", "code", "param"}}``) so every SDK raises its usual
+exception with our message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentlab.core.llm.types import GenParams, Messages
+
+__all__ = ["ApiError", "ChatRequest", "parse_chat", "completion_body", "chunk", "error_body"]
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# Fields that would change the answer's meaning and that this gateway cannot honour: refused, never ignored.
+_REFUSED = {"tools": "tool calling", "functions": "function calling", "tool_choice": "tool calling",
+            "function_call": "function calling", "audio": "audio output", "prediction": "predicted outputs"}
+# Sampling fields passed on to the backends that understand them (GenParams.extra).
+_EXTRA_NUMBERS = {"presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
+
+
+class ApiError(Exception):
+    """A request the gateway answers with an HTTP error: status, OpenAI error type/code, message, offending field."""
+
+    def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
+                 etype: str | None = None, headers: dict[str, str] | None = None, kind: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.etype = etype or ("invalid_request_error" if status < 500 else "api_error")
+        self.headers = headers or {}
+        self.kind = kind or code  # the metrics label
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.etype, self.code, self.param)
+
+
+def error_body(message: str, etype: str, code: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": etype, "code": code, "param": param}}
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: Messages
+    params: GenParams
+    stream: bool = False
+    include_usage: bool = False
+    schema: dict[str, Any] | None = None  # response_format json_schema / json_object: the JSON schema to follow
+    schema_name: str = "output"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, message, code, param=param, kind="bad_request")
+
+
+def _number(body: dict[str, Any], key: str, low: float, high: float | None = None) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(f"'{key}' must be a number, got {json.dumps(value)[:40]}", key)
+    if value < low or (high is not None and value > high):
+        raise _bad(f"'{key}' must be between {low:g} and {high:g}, got {value:g}" if high is not None
+                   else f"'{key}' must be at least {low:g}, got {value:g}", key)
+    return float(value)
+
+
+def _integer(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"'{key}' must be an integer, got {json.dumps(value)[:40]}", key)
+    return value
+
+
+def _content(message: dict[str, Any], index: int) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if content is None and message.get("role") == "assistant":
+        return ""
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise _bad(f"messages[{index}].content: only text parts are served, got a '{kind}' part",
+                           f"messages[{index}].content")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise _bad(f"messages[{index}].content must be a string or a list of text parts", f"messages[{index}].content")
+
+
+def _messages(body: dict[str, Any], max_messages: int) -> Messages:
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise _bad("'messages' must be a non-empty list of {role, content} objects", "messages")
+    if len(raw) > max_messages:
+        raise _bad(f"'messages' has {len(raw)} messages; this gateway accepts at most {max_messages}", "messages")
+    out: Messages = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise _bad(f"messages[{i}] must be an object with role and content", f"messages[{i}]")
+        role = message.get("role")
+        if role in ("tool", "function"):
+            raise _bad(f"messages[{i}]: role '{role}' (tool results) is not served: this gateway has no tool "
+                       "calling", f"messages[{i}].role")
+        if role not in _ROLES:
+            raise _bad(f"messages[{i}].role must be one of system, developer, user, assistant; got "
+                       f"{json.dumps(role)[:40]}", f"messages[{i}].role")
+        out.append({"role": _ROLES[role], "content": _content(message, i)})
+    return out
+
+
+def _stop(body: dict[str, Any]) -> list[str] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop] if stop else None
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 16:
+        return [s for s in stop if s] or None
+    raise _bad("'stop' must be a string or a list of at most 16 strings", "stop")
+
+
+def _response_format(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None, "output"
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise _bad("'response_format.type' must be text, json_object or json_schema", "response_format")
+    if fmt["type"] == "text":
+        return None, "output"
+    if fmt["type"] == "json_object":
+        return {"type": "object"}, "object"
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+        raise _bad("'response_format.json_schema.schema' must be a JSON schema object", "response_format")
+    schema = spec["schema"]
+    if schema.get("type", "object") != "object":
+        raise _bad("'response_format.json_schema.schema' must describe an object (type: object at the top)",
+                   "response_format")
+    name = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else "output"
+    return schema, name
+
+
+def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRequest:
+    """Check an OpenAI chat-completions body and turn it into a ``ChatRequest``; ``ApiError`` (400) names the field."""
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' must name a route or a model (GET /v1/models lists them)", "model")
+    for key, what in _REFUSED.items():
+        if body.get(key):
+            raise _bad(f"'{key}': {what} is not served by this gateway; send plain chat messages", key,
+                       code="unsupported_parameter")
+    n = _integer(body, "n")
+    if n is not None and n != 1:
+        raise _bad("'n' must be 1: one choice per request (send several requests, or use a best_of_n route)", "n",
+                   code="unsupported_parameter")
+    if body.get("logprobs"):
+        raise _bad("'logprobs' is not served by this gateway", "logprobs", code="unsupported_parameter")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("'stream' must be true or false", "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise _bad("'stream_options' must be an object", "stream_options")
+    max_tokens = _integer(body, "max_completion_tokens")
+    key = "max_completion_tokens"
+    if max_tokens is None:
+        max_tokens, key = _integer(body, "max_tokens"), "max_tokens"
+    if max_tokens is not None and not 1 <= max_tokens <= max_tokens_limit:
+        raise _bad(f"'{key}' must be between 1 and {max_tokens_limit} (this gateway's limit), got {max_tokens}", key,
+                   code="max_tokens_too_large" if max_tokens > max_tokens_limit else "invalid_request")
+    extra: dict[str, Any] = {}
+    for name, (low, high) in _EXTRA_NUMBERS.items():
+        value = _number(body, name, low, high)
+        if value is not None:
+            extra[name] = value
+    params = GenParams(temperature=_number(body, "temperature", 0.0, 2.0), max_tokens=max_tokens,
+                       top_p=_number(body, "top_p", 0.0, 1.0), stop=_stop(body), seed=_integer(body, "seed"),
+                       extra=extra)
+    schema, name = _response_format(body)
+    return ChatRequest(model, _messages(body, max_messages), params, bool(stream),
+                       bool(options.get("include_usage")), schema, name)
+
+
+def new_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
+def completion_body(ident: str, model: str, text: str, finish: str | None, prompt_tokens: int,
+                    completion_tokens: int, meta: dict[str, Any]) -> dict[str, Any]:
+    """A ``chat.completion`` object; ``model`` is the model that answered, ``meta`` goes under ``agentlab``."""
+    return {
+        "id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": finish or "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+        "agentlab": meta,
+    }
+
+
+def chunk(ident: str, created: int, model: str, delta: dict[str, Any] | None, finish: str | None = None,
+          usage: dict[str, int] | None = None, meta: dict[str, Any] | None = None) -> bytes:
+    """One SSE event of a ``chat.completion.chunk``."""
+    data: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [] if delta is None else [{"index": 0, "delta": delta,
+                                                                  "finish_reason": finish, "logprobs": None}]}
+    if usage is not None:
+        data["usage"] = usage
+    if meta is not None:
+        data["agentlab"] = meta
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

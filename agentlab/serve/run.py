@@ -1,0 +1,381 @@
+"""`agentlab serve`: check everything, bind the port, then serve until Ctrl-C / SIGTERM.
+
+``prepare`` does every check before a run folder exists: the routing config and the names it serves, the client keys
+(``api_key_env``), tracing, and the port (bound and listening here, so a port in use is one line, exit 2). ``run``
+serves in the run folder: events.jsonl gets one ``llm_call`` line per model attempt (model, outcome, tokens, timing;
+never a prompt unless --log-prompts, never a key), and on stop results.json and report.md get the request counts and
+the per-model stats.
+
+:class:`Gateway` is the same server for Python callers (tests, benchmarks, notebooks): ``with Gateway(cfg, llm) as
+gw: OpenAI(base_url=gw.base_url, ...)`` serves from a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentlab.core.errors import ConfigError, MissingPackage, UsageError
+from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
+from agentlab.serve.catalog import Catalog, build_catalog
+from agentlab.serve.config import ServeConfig
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.types import Provider
+    from agentlab.core.progress import Progress
+    from agentlab.core.runs import RunDir
+
+__all__ = ["Gateway", "prepare", "run", "builtin_llm_config", "bind", "client_keys"]
+
+log = logging.getLogger("agentlab.serve")
+
+BUILTIN_MODEL = "smollm2-135m"
+
+
+def builtin_llm_config() -> LLMConfig:
+    """What the gateway serves with no routing config: the built-in smollm2-135m through llama.cpp, offline."""
+    return LLMConfig.model_validate({
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096}},
+        "models": {BUILTIN_MODEL: {"provider": "local", "model": BUILTIN_MODEL,
+                                   "params": {"temperature": 0.2, "max_tokens": 256}}},
+        "routes": {"default": {"primary": [BUILTIN_MODEL]}},
+        "timeout_s": 120,
+    })
+
+
+def _load_llm(cfg: ServeConfig) -> LLMConfig:
+    if cfg.llm is not None or DEFAULT_LLM_CONFIG.is_file():
+        return load_llm_config(cfg.llm)
+    import importlib.util
+
+    from agentlab.core.llm.builtin import builtin_path
+
+    builtin_path(BUILTIN_MODEL)  # MissingPackage naming the install command
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise MissingPackage("serving the built-in model needs llama-cpp-python, which is not installed",
+                             hint="pip install 'agentlab[gguf]', or pass --llm FILE with your models")
+    return builtin_llm_config()
+
+
+def client_keys(env_name: str | None) -> list[str]:
+    """The client keys from the variable ``env_name`` (comma-separated); none when no variable is named."""
+    if env_name is None:
+        return []
+    from agentlab.core.config import getenv
+
+    keys = [k.strip() for k in (getenv(env_name) or "").split(",") if k.strip()]
+    if not keys:
+        raise ConfigError(f"api_key_env: the environment variable {env_name} is not set (or empty)",
+                          hint=f"export {env_name}=KEY (several: comma-separated) or put it in .env; or drop "
+                          "--api-key-env to serve without client keys")
+    short = [k for k in keys if len(k) < 16]
+    if short:
+        raise ConfigError(f"api_key_env: a key in {env_name} has fewer than 16 characters",
+                          hint="use long random keys, e.g. python -c 'import secrets; print(secrets.token_urlsafe())'")
+    return keys
+
+
+def check_tracing(cfg: ServeConfig) -> None:
+    """``--otlp-endpoint`` needs the tracing module (and its extra); fail before anything starts."""
+    if cfg.otlp_endpoint is None:
+        return
+    try:
+        import agentlab.core.tracing  # noqa: F401
+    except ImportError as exc:
+        if (exc.name or "").startswith("agentlab"):
+            raise UsageError("tracing is not available in this build",
+                             hint="serve without --otlp-endpoint (otlp_endpoint)") from None
+        raise
+
+
+def _configure_tracing(cfg: ServeConfig) -> None:
+    if cfg.otlp_endpoint is None:
+        return
+    from agentlab.core.tracing import configure_tracing  # type: ignore[import-not-found, unused-ignore]
+
+    configure_tracing(cfg.otlp_endpoint, capture_content=cfg.trace_content)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free one); ``UsageError`` (exit 2) for a port in use, a
+    host that is not this machine's, or a port that needs privileges."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: not an address of this machine ({exc.strerror})",
+                         hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    family, kind, proto, _, address = infos[0]
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on accepted sockets that say so (else Nagle + delayed ACK
+    # add ~40 ms to each keep-alive request)
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # listening now: a second server fails on this port even with SO_REUSEADDR
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is already in use",
+                             hint="pick another with --port (0: any free port), or stop what listens there") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise UsageError(f"--host {host}: not an address of this machine",
+                             hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+        if exc.errno == errno.EACCES:
+            raise UsageError(f"port {port} on {host} needs privileges", hint="use a port above 1023") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                         hint="check --host (an address of this machine) and --port") from None
+    return sock
+
+
+def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
+    """Every check before a run folder exists; returns ``run``'s keyword arguments. The port is bound here, and
+    tracing configured once everything else passed. ``llm``: a routing config instead of ``cfg.llm``'s."""
+    import importlib.util
+
+    for package in ("starlette", "uvicorn", "prometheus_client", "jsonschema"):
+        if importlib.util.find_spec(package) is None:
+            raise MissingPackage(f"agentlab serve needs the package '{package}', which is not installed",
+                                 hint="pip install 'agentlab[serve]'")
+    llm = llm if llm is not None else _load_llm(cfg)
+    catalog = build_catalog(llm, cfg.adapters_as_models)
+    if not catalog.config.models:
+        where = cfg.llm or DEFAULT_LLM_CONFIG
+        raise ConfigError(f"{where}: the routing config has no models to serve",
+                          hint="add providers and models (see configs/llm.yaml), or pass --llm FILE")
+    keys = client_keys(cfg.api_key_env)
+    check_tracing(cfg)
+    sock = bind(cfg.host, cfg.port)
+    try:
+        _configure_tracing(cfg)
+    except BaseException:
+        sock.close()
+        raise
+    return {"llm": llm, "client_keys": keys, "sock": sock}
+
+
+def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress | None = None,
+        announce: Callable[[str], None] | None = None, llm: LLMConfig | None = None,
+        client_keys: list[str] | None = None, sock: socket.socket | None = None) -> dict[str, Any]:
+    """Serve until Ctrl-C / SIGTERM; returns the results (also written to the run folder)."""
+    if llm is None or sock is None:
+        prepared = prepare(cfg)
+        llm, client_keys, sock = prepared["llm"], prepared["client_keys"], prepared["sock"]
+    gateway = Gateway(cfg, llm, run_dir, client_keys=client_keys or [], sock=sock)
+    say = announce or (lambda line: log.warning("%s", line))
+    for note in gateway.catalog.notes:
+        say(f"note: {note}")
+    gateway.on_started = lambda: say(gateway.describe())
+    results = gateway.serve_forever()
+    if run_dir is not None:
+        run_dir.save_results(results)
+        from agentlab.serve.report import render
+
+        run_dir.save_report(render(results))
+    return results
+
+
+@functools.cache
+def _server_class() -> type:
+    """uvicorn's ``Server`` (imported on first use) that records the signal that stopped it instead of raising it
+    again after the graceful shutdown, as uvicorn does: the gateway stops, writes its results and exits 130 itself."""
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        stopped_by: str | None = None
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopped_by = signal.Signals(sig).name
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
+class Gateway:
+    """The gateway for ``cfg`` over the routing config ``llm``: ``serve_forever()`` in the main thread (the CLI), or
+    ``start()`` / ``stop()`` (a context manager) in a background thread. ``providers`` replace configured ones by
+    name (tests)."""
+
+    def __init__(self, cfg: ServeConfig, llm: LLMConfig, run_dir: RunDir | None = None, *,
+                 client_keys: list[str] | None = None, sock: socket.socket | None = None,
+                 providers: dict[str, Provider] | None = None, catalog: Catalog | None = None):
+        from agentlab.core.llm.router import Router
+        from agentlab.serve.app import _Handler, build_app
+        from agentlab.serve.metrics import GatewayMetrics
+
+        self.cfg = cfg
+        self.catalog = catalog or build_catalog(llm, cfg.adapters_as_models)
+        self.metrics = GatewayMetrics()
+        self.router = Router.for_run(self.catalog.config, run_dir, providers)
+        sinks = [self.metrics.on_event] + ([run_dir.event] if run_dir is not None else [])
+        self.router.on_event = sinks[0] if len(sinks) == 1 else _fan_out(sinks)
+        keys = list(client_keys or [])
+        if run_dir is not None:
+            for key in keys:
+                run_dir.add_secret(key)
+        self.handler = _Handler(cfg, self.router, self.catalog, self.metrics, keys, [*self.router.secrets, *keys])
+        self.app = build_app(self.handler)
+        self.sock = sock
+        self._port: int | None = None
+        self.on_started: Callable[[], None] | None = None
+        self.started_at: float | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None and self.sock is not None:
+            self._port = int(self.sock.getsockname()[1])  # kept: uvicorn closes the socket at shutdown
+        return self._port if self._port is not None else self.cfg.port
+
+    @property
+    def base_url(self) -> str:
+        """What an OpenAI client takes as ``base_url``."""
+        host = self.cfg.host if self.cfg.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/v1"
+
+    def describe(self) -> str:
+        kinds: dict[str, list[str]] = {}
+        for served in self.catalog.served.values():
+            kinds.setdefault(served.kind, []).append(served.name)
+        names = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in kinds.items())
+        auth = f"client keys from ${self.cfg.api_key_env}" if self.handler.keys else "no client key needed"
+        return f"serving on {self.base_url} ({auth}); {names}; Ctrl-C stops"
+
+    # ------------------------------------------------------------------ serving
+
+    def _uvicorn(self) -> Any:
+        import uvicorn
+
+        if self.sock is None:
+            self.sock = bind(self.cfg.host, self.cfg.port)
+        _ = self.port
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_keep_alive=30, backlog=2048, server_header=False,
+                                timeout_graceful_shutdown=self.cfg.graceful_shutdown_s)
+        return _server_class()(config)
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        except ImportError:
+            return asyncio.new_event_loop()
+
+    async def _serve(self) -> None:
+        self.started_at = time.time()
+        try:
+            serving = asyncio.ensure_future(self._server.serve(sockets=[self.sock]))
+            while not self._server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            if self._server.started and self.on_started is not None:
+                self.on_started()
+            await serving
+        finally:
+            await self.router.aclose()
+
+    def serve_forever(self) -> dict[str, Any]:
+        """Serve on this thread until a signal (or ``stop()``); returns the results."""
+        self._server = self._uvicorn()
+        loop = self._new_loop()
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            if self.sock is not None:
+                self.sock.close()
+        return self.results()
+
+    def results(self) -> dict[str, Any]:
+        uptime = time.time() - self.started_at if self.started_at else 0.0
+        return {"address": self.base_url, "uptime_s": round(uptime, 3),
+                "stopped_by": getattr(self._server, "stopped_by", None), **self.metrics.summary(),
+                "served": {s.name: s.kind for s in self.catalog.served.values()}, "models": self.router.stats()}
+
+    def start(self) -> Gateway:
+        """Serve from a daemon thread; returns once the port accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("this gateway is already started")
+        self._server = self._uvicorn()
+        result: dict[str, Any] = {}
+
+        def target() -> None:
+            loop = self._new_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._serve())
+            except BaseException as exc:  # reported by start() or stop()
+                result["error"] = exc
+            finally:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.close()
+
+        self._thread = threading.Thread(target=target, name=f"agentlab-serve-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start: {result.get('error')!r}")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (requests in flight get ``graceful_shutdown_s``) and close the router."""
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout=self.cfg.graceful_shutdown_s + 15)
+        self._thread = None
+        if self.sock is not None:
+            self.sock.close()
+
+    def __enter__(self) -> Gateway:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _fan_out(sinks: list[Callable[..., None]]) -> Callable[..., None]:
+    def emit(kind: str, **fields: Any) -> None:
+        for sink in sinks:
+            sink(kind, **fields)
+
+    return emit
+
+
+def serve(llm: LLMConfig | str | Path | None = None, **settings: Any) -> dict[str, Any]:
+    """Serve from Python until Ctrl-C, with no run folder: ``serve("configs/llm.yaml", port=8000)``."""
+    cfg = ServeConfig(**settings)
+    if isinstance(llm, LLMConfig):
+        return run(cfg, None, **prepare(cfg, llm))
+    cfg = cfg.model_copy(update={"llm": Path(llm) if llm is not None else None})
+    return run(cfg, None, **prepare(cfg))

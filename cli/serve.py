@@ -1,0 +1,53 @@
+"""`agentlab serve`: the router as an OpenAI-compatible gateway that any framework can point its base_url at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import ConfigOpt, JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, opt, safe_text
+from .runner import flags, run_command
+
+
+def serve(
+    config: ConfigOpt = None,
+    llm: LLMOpt = None,
+    set_: SetOpt = None,
+    host: Annotated[str | None, opt("--host", help="Address to bind (default 127.0.0.1: this machine only; "
+                                    "0.0.0.0: every interface, then set --api-key-env).")] = None,
+    port: Annotated[int | None, opt("--port", help="TCP port (default 8000; 0: any free port).")] = None,
+    api_key_env: Annotated[str | None, opt("--api-key-env", help="Ask clients for a key: NAME of the environment "
+                                           "variable (or .env entry) holding the keys, comma-separated; clients "
+                                           "send `Authorization: Bearer KEY` (401 without).")] = None,
+    otlp_endpoint: Annotated[str | None, opt("--otlp-endpoint", help="Export OpenTelemetry spans (one per request "
+                                             "and per model attempt) to this OTLP/HTTP URL (extra `trace`).")] = None,
+    log_prompts: Annotated[bool, typer.Option("--log-prompts", help="Keep every request's messages and reply in "
+                                              "the run folder's llm_calls.jsonl (off: a gateway sees other "
+                                              "people's prompts; events.jsonl still has model, tokens, timing).")
+                           ] = False,
+    out: OutOpt = None,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Serve the routing config (--llm) as an OpenAI-compatible API: POST /v1/chat/completions (streaming or not;
+    response_format json_schema through the router's structured output), GET /v1/models, /health, /metrics
+    (Prometheus). A request's `model` names a route (its fallbacks and strategy apply) or a model (that model only);
+    hf adapters are served as models of their own name and batched together. Point any OpenAI client at
+    http://HOST:PORT/v1. Ctrl-C stops (exit 130) and writes results.json and report.md to the run folder."""
+    from agentlab.serve import ServeConfig, prepare, run
+
+    options = flags(("--llm", "llm", llm), ("--host", "host", host), ("--port", "port", port),
+                    ("--api-key-env", "api_key_env", api_key_env), ("--otlp-endpoint", "otlp_endpoint", otlp_endpoint))
+    run_command("serve", ServeConfig, run, config=config, sets=[*(set_ or []), *options], prepare=prepare, out=out,
+                resumable=False, log_prompts=log_prompts, json_=json_, verbose=verbose, summary=_summary,
+                exit_code=lambda results: 130 if results.get("stopped_by") else 0)
+
+
+def _summary(results: dict[str, Any], path: Path) -> None:
+    console.print(f"stopped ({results.get('stopped_by') or 'done'}): {results['requests']} requests, "
+                  f"{results['answered']} answered, {results['failed']} failed, {results['fallbacks']} fallbacks")
+    for row in results["by_route_model"]:
+        console.print(safe_text(f"  {row['route']} -> {row['model']}: {row['requests']}"))
+    console.print(f"report: {safe_text(path / 'report.md')}")

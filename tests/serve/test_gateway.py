@@ -1,0 +1,231 @@
+"""The real `openai` SDK (sync, async, streaming) against the gateway in front of loopback upstreams: fallbacks,
+a stream cut mid-way, 429 with Retry-After, structured output, limits, client keys, disconnects, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+import httpx
+import openai
+import pytest
+from serve_helpers import UPSTREAM_KEY, upstream_llm
+
+from agentlab.testing.server import Reply, ScriptedServer
+
+ASK = [{"role": "user", "content": "Say something short."}]
+ROUTES = {"main": {"primary": ["down"], "fallback": ["good"]},
+          "cutting": {"primary": ["cut"], "fallback": ["good"]},
+          "early-cut": {"primary": ["cut0"], "fallback": ["good"]}}
+
+
+@pytest.fixture(autouse=True)
+def _upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_KEY", UPSTREAM_KEY)
+
+
+@pytest.fixture
+def gw(srv: ScriptedServer, gateway):  # noqa: ANN001, ANN201
+    srv.default("good", Reply(text="the good answer"))
+    srv.default("down", Reply(status=503))
+    srv.default("cut", Reply(text="one two three four five six", cut_after_chunks=2))
+    srv.default("cut0", Reply(text="never sent", cut_after_chunks=0))
+    return gateway(upstream_llm(srv.base_url, ["good", "down", "cut", "cut0", "limited", "json"], ROUTES))
+
+
+def client(gw, **kw) -> openai.OpenAI:  # noqa: ANN001
+    return openai.OpenAI(base_url=gw.base_url, api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
+
+
+def test_sync_sdk_falls_back_and_reports_who_answered(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    reply = client(gw).chat.completions.create(model="main", messages=ASK)
+    assert reply.choices[0].message.content == "the good answer"
+    assert reply.model == "good" and reply.choices[0].finish_reason == "stop"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (3, 3, 6)
+    meta = reply.model_extra["agentlab"]
+    assert meta["route"] == "main" and meta["fallbacks"] == 1
+    assert [a["model"] for a in meta["attempts"]] == ["down", "down", "good"]  # retries: 1, then the fallback
+    assert srv.requests[-1]["messages"] == ASK and srv.requests[-1]["model"] == "good"
+    # a model name asks that model only: no fallback
+    with pytest.raises(openai.InternalServerError, match=r"every model failed \(down: server_error") as err:
+        client(gw).chat.completions.create(model="down", messages=ASK)
+    assert err.value.status_code == 502
+
+
+def test_async_sdk_concurrent_requests_are_all_served(gw) -> None:  # noqa: ANN001
+    async def go() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0) as aclient:
+            replies = await asyncio.gather(*(aclient.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": f"question {i}"}])
+                for i, name in enumerate(["main", "good", "default"] * 5)))
+            return [r.choices[0].message.content for r in replies]
+
+    assert asyncio.run(go()) == ["the good answer"] * 15
+
+
+def test_streaming_sync_and_async_with_usage(gw) -> None:  # noqa: ANN001
+    stream = client(gw).chat.completions.create(model="main", messages=ASK, stream=True,
+                                                stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "the good answer" and len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 3
+    assert {c.model for c in chunks} == {"good"}
+    assert chunks[-2].choices[0].finish_reason == "stop" and chunks[-1].usage.completion_tokens == 3
+
+    async def go() -> str:
+        async with openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0) as aclient:
+            parts = []
+            async for c in await aclient.chat.completions.create(model="early-cut", messages=ASK, stream=True):
+                parts.extend(ch.delta.content or "" for ch in c.choices)
+            return "".join(parts)
+
+    # cut before its first token: the route falls back as for any failure, the client sees one whole answer
+    assert asyncio.run(go()) == "the good answer"
+
+
+def test_a_stream_cut_mid_way_ends_with_an_error_not_a_short_answer(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    got = []
+    with pytest.raises(openai.APIError, match="stream_cut|stream ended before"):
+        for c in client(gw).chat.completions.create(model="cutting", messages=ASK, stream=True):
+            got.extend(ch.delta.content or "" for ch in c.choices)
+    assert "".join(got) == "one two "  # what the upstream sent before it died, and then an error
+    assert srv.count("good") == 0  # no fallback once text went out: two answers would be spliced
+    with httpx.stream("POST", gw.base_url + "/chat/completions", json={"model": "cutting", "messages": ASK,
+                                                                       "stream": True}) as raw:
+        body = raw.read().decode()
+    assert raw.status_code == 200 and "event: error" in body and '"code": "stream_cut"' in body
+    assert "data: [DONE]" not in body
+
+
+def test_rate_limited_upstream_waits_retry_after_then_429(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    srv.script("limited", [Reply(status=429, headers={"Retry-After": "0.4"}), Reply(text="after the wait")])
+    start = time.monotonic()
+    reply = client(gw).chat.completions.create(model="limited", messages=ASK)
+    assert reply.choices[0].message.content == "after the wait" and time.monotonic() - start >= 0.4
+    # the only model keeps answering 429: the client gets a 429 (the SDK's RateLimitError)
+    srv.default("limited", Reply(status=429, headers={"Retry-After": "0.05"}))
+    with pytest.raises(openai.RateLimitError, match="rate_limited"):
+        client(gw).chat.completions.create(model="limited", messages=ASK)
+    assert srv.count("limited") == 4  # two tries each time (retries: 1)
+
+
+def test_retry_after_longer_than_allowed_falls_back(srv: ScriptedServer, gateway) -> None:  # noqa: ANN001
+    srv.default("limited", Reply(status=429, headers={"Retry-After": "120"}))
+    srv.default("good", Reply(text="from the fallback"))
+    gw = gateway(upstream_llm(srv.base_url, ["limited", "good"], {"r": {"primary": ["limited"],
+                                                                       "fallback": ["good"]}}))
+    start = time.monotonic()
+    reply = client(gw).chat.completions.create(model="r", messages=ASK)
+    assert reply.model == "good" and time.monotonic() - start < 5
+    assert srv.count("limited") == 1
+
+
+def test_response_format_json_schema_goes_through_the_structured_path(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "people": {"type": "integer"}},
+              "required": ["city", "people"], "additionalProperties": False}
+    srv.script("json", [Reply(text='{"city": "Oslo"}'), Reply(text='Sure: {"city": "Oslo", "people": 709000}')])
+    fmt = {"type": "json_schema", "json_schema": {"name": "town", "schema": schema}}
+    reply = client(gw).chat.completions.create(model="json", messages=ASK, response_format=fmt)
+    assert json.loads(reply.choices[0].message.content) == {"city": "Oslo", "people": 709000}
+    first, repair = srv.requests[-2], srv.requests[-1]
+    assert first["response_format"]["json_schema"]["schema"] == schema
+    assert "people" in repair["messages"][-1]["content"]  # the validation error went back to the model
+    srv.script("json", [Reply(text='{"city": "Rome", "people": 2}')])
+    chunks = list(client(gw).chat.completions.create(model="json", messages=ASK, response_format=fmt, stream=True))
+    assert json.loads("".join(c.choices[0].delta.content or "" for c in chunks if c.choices)) == {
+        "city": "Rome", "people": 2}
+    with pytest.raises(openai.BadRequestError, match="invalid JSON schema"):
+        client(gw).chat.completions.create(model="json", messages=ASK, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": 3}}})
+
+
+@pytest.mark.parametrize("body, status, says", [
+    ({"model": "good", "messages": ASK, "max_tokens": 5000}, 400, "'max_tokens' must be between 1 and 4096"),
+    ({"model": "good", "messages": ASK, "max_completion_tokens": 0}, 400, "'max_completion_tokens' must be between"),
+    ({"model": "good", "messages": ASK, "n": 2}, 400, "'n' must be 1"),
+    ({"model": "good", "messages": ASK, "tools": [{"type": "function"}]}, 400, "tool calling is not served"),
+    ({"model": "good", "messages": []}, 400, "'messages' must be a non-empty list"),
+    ({"model": "good", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role must be one of"),
+    ({"model": "good", "messages": ASK, "temperature": "hot"}, 400, "'temperature' must be a number"),
+    ({"model": "nope", "messages": ASK}, 404, "model 'nope' is not served here"),
+    ({"messages": ASK}, 400, "'model' must name a route or a model"),
+    ({"model": "good", "messages": [{"role": "user", "content": "x" * 1_100_000}]}, 413, "accepts at most 1000000"),
+])
+def test_bad_requests_get_a_clear_4xx(gw, srv: ScriptedServer, body: dict, status: int, says: str) -> None:  # noqa: ANN001
+    response = httpx.post(gw.base_url + "/chat/completions", json=body)
+    assert response.status_code == status
+    assert says in response.json()["error"]["message"]
+    assert srv.requests == []  # nothing reached the upstream
+
+
+def test_a_body_that_is_not_json_is_400(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    for junk in (b"\xff{not json", b"[" * 100_000, b""):
+        not_json = httpx.post(gw.base_url + "/chat/completions", content=junk)
+        assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]["message"]
+    assert srv.requests == []
+
+
+def test_client_keys_wrong_or_missing_is_401(srv: ScriptedServer, gateway) -> None:  # noqa: ANN001
+    srv.default("good", Reply(text="hello"))
+    key = "client-key-0123456789abcdef"
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), client_keys=[key, "another-client-key-0123456789"])
+    with pytest.raises(openai.AuthenticationError, match="wrong API key") as err:
+        client(gw, api_key="client-key-0123456789abcdeX").chat.completions.create(model="good", messages=ASK)
+    assert err.value.status_code == 401
+    assert httpx.post(gw.base_url + "/chat/completions", json={"model": "good", "messages": ASK}).status_code == 401
+    assert httpx.get(gw.base_url + "/models").status_code == 401
+    assert httpx.get(gw.base_url.removesuffix("/v1") + "/metrics").status_code == 401
+    assert httpx.get(gw.base_url.removesuffix("/v1") + "/health").status_code == 200  # for load balancers
+    assert srv.requests == []
+    assert client(gw, api_key=key).chat.completions.create(model="good", messages=ASK).choices[0].message.content \
+        == "hello"
+    assert [m.id for m in client(gw, api_key=key).models.list()] == ["default", "good"]
+
+
+def _wait_for(check, timeout: float = 5.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_client_disconnect_cancels_the_upstream_request(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    srv.default("good", Reply(text="slow answer", delay_s=5))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.base_url + "/chat/completions", json={"model": "good", "messages": ASK}, timeout=0.5)
+    assert _wait_for(lambda: srv.abandoned == ["good"])  # well before the upstream's 5 s
+    srv.default("good", Reply(text="a b c d e f g h i j", chunk_delay_s=0.3))
+    with httpx.stream("POST", gw.base_url + "/chat/completions",
+                      json={"model": "good", "messages": ASK, "stream": True}) as raw:
+        first = next(raw.iter_lines())
+        assert first.startswith("data: ")
+    assert _wait_for(lambda: srv.abandoned == ["good", "good"], timeout=3)
+
+
+def test_models_health_and_metrics(gw) -> None:  # noqa: ANN001
+    models = {m["id"]: m["agentlab"] for m in httpx.get(gw.base_url + "/models").json()["data"]}
+    assert models["main"] == {"kind": "route", "chain": ["down", "good"], "strategy": "single"}
+    assert models["good"] == {"kind": "model", "chain": ["good"], "provider": "up"}
+    assert client(gw).models.retrieve("main").model_extra["agentlab"]["chain"] == ["down", "good"]
+    with pytest.raises(openai.NotFoundError):
+        client(gw).models.retrieve("nope")
+    c = client(gw)
+    c.chat.completions.create(model="main", messages=ASK)
+    list(c.chat.completions.create(model="main", messages=ASK, stream=True))
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model="no-such-model", messages=ASK)
+    root = gw.base_url.removesuffix("/v1")
+    text = httpx.get(root + "/metrics").text
+    assert 'agentlab_requests_total{model="good",route="main"} 2.0' in text
+    assert 'agentlab_fallbacks_total{model="good",route="main"} 2.0' in text
+    assert 'agentlab_request_errors_total{kind="not_found",route="-"} 2.0' in text
+    assert 'agentlab_model_attempts_total{model="down",outcome="server_error"}' in text
+    assert re.search(r'agentlab_request_duration_seconds_bucket\{le="\+Inf",model="good",route="main"\} 2.0', text)
+    assert 'agentlab_time_to_first_token_seconds_count{model="good",route="main"} 1.0' in text
+    assert 'agentlab_model_tokens_total{model="good",type="completion"} 6.0' in text
+    health = httpx.get(root + "/health").json()
+    assert health["status"] in ("ok", "degraded") and health["models"] == 6

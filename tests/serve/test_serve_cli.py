@@ -1,0 +1,166 @@
+"""`agentlab serve` as a user runs it: a real process in front of a loopback upstream, stopped by Ctrl-C; no provider
+key in any response, log line, metric or run file; bad usage is one line and exit 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from serve_helpers import UPSTREAM_KEY, upstream_llm
+
+from agentlab.cli import main
+from agentlab.testing.server import Reply, ScriptedServer
+
+CLIENT_KEY = "client-key-for-the-gateway-0123456789"
+ASK = [{"role": "user", "content": "Hello there"}]
+
+
+def _write_llm(path: Path, base_url: str) -> None:
+    llm = upstream_llm(base_url, ["good", "leaky"], {"main": {"primary": ["leaky"], "fallback": ["good"]}},
+                       retries=0)
+    path.write_text(json.dumps(llm))  # JSON is YAML
+
+
+class _Serve:
+    """`python -m agentlab serve ...` with its stderr read line by line on a thread."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]):
+        self.proc = subprocess.Popen([sys.executable, "-m", "agentlab", "serve", *args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.err: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.err.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if text in line:
+                return line
+        raise AssertionError(f"no '{text}' line; stderr:\n{''.join(self.err)[-3000:]}")
+
+
+def test_serve_process_end_to_end_no_key_anywhere_and_ctrl_c(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.default("good", Reply(text="the good answer"))
+    # an upstream that echoes the gateway's key in its error text (some do, with headers or URLs)
+    srv.default("leaky", Reply(status=500, text=f"bad request with Authorization: Bearer {UPSTREAM_KEY}"))
+    _write_llm(in_tmp / "llm.yaml", srv.base_url)
+    env = {**os.environ, "UPSTREAM_KEY": UPSTREAM_KEY, "GATEWAY_KEYS": CLIENT_KEY,
+           "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    serve = _Serve(["--llm", "llm.yaml", "--port", "0", "--api-key-env", "GATEWAY_KEYS", "-vv"], in_tmp, env)
+    try:
+        line = serve.wait_for("serving on ")
+        base_url = line.split("serving on ", 1)[1].split()[0]
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        client = openai.OpenAI(base_url=base_url, api_key=CLIENT_KEY, max_retries=0)
+        seen = []
+        reply = client.chat.completions.create(model="main", messages=ASK)
+        assert reply.choices[0].message.content == "the good answer" and reply.model == "good"
+        seen.append(reply.model_dump_json())
+        stream = client.chat.completions.create(model="main", messages=ASK, stream=True)
+        seen.extend(c.model_dump_json() for c in stream)
+        with pytest.raises(openai.InternalServerError) as err:
+            client.chat.completions.create(model="leaky", messages=ASK)
+        seen.append(err.value.response.text)
+        assert "Authorization: Bearer ***" in err.value.response.text  # the echo arrives, scrubbed
+        with pytest.raises(openai.AuthenticationError) as err:
+            openai.OpenAI(base_url=base_url, api_key="wrong-key", max_retries=0).chat.completions.create(
+                model="main", messages=ASK)
+        seen.append(err.value.response.text)
+        auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+        root = base_url.removesuffix("/v1")
+        for url in (root + "/metrics", base_url + "/models", root + "/health"):
+            response = httpx.get(url, headers=auth)
+            assert response.status_code == 200
+            seen.append(response.text + json.dumps(dict(response.headers)))
+        assert 'agentlab_requests_total{model="good",route="main"} 2.0' in seen[-3]
+        serve.proc.send_signal(signal.SIGINT)
+        assert serve.proc.wait(timeout=30) == 130, "".join(serve.err)[-3000:]
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+            serve.proc.wait()
+    serve.reader.join(timeout=5)
+    out = serve.proc.stdout.read() if serve.proc.stdout else ""
+    err_text = "".join(serve.err)
+    assert "stopped (SIGINT): 4 requests, 2 answered, 2 failed, 2 fallbacks" in err_text
+    assert "--resume" not in err_text  # nothing to resume: the gateway just stopped
+    assert "HTTP Request: POST" in err_text  # -vv: httpx's own request log lines are in the output too
+    (run,) = (in_tmp / "runs" / "serve").iterdir()
+    files = {p.name: p.read_text() for p in run.iterdir() if p.is_file()}
+    assert {"config.yaml", "run.json", "events.jsonl", "results.json", "report.md"} <= set(files)
+    assert "llm_calls.jsonl" not in files  # no prompts kept without --log-prompts
+    results = json.loads(files["results.json"])
+    assert results["answered"] == 2 and {e["kind"] for e in results["errors"]} == {"server_error", "auth"}
+    assert json.loads(files["run.json"])["status"] == "completed"
+    events = [json.loads(x) for x in files["events.jsonl"].splitlines()]
+    assert {(e["model"], e["outcome"]) for e in events} == {("leaky", "server_error"), ("good", "ok")}
+    for where, text in [("responses", "\n".join(seen)), ("stdout", out), ("stderr", err_text), *files.items()]:
+        assert UPSTREAM_KEY not in text, f"the provider key leaked into {where}"
+        assert CLIENT_KEY not in text, f"a client key leaked into {where}"
+
+
+@pytest.fixture
+def llm_file(in_tmp: Path, srv: ScriptedServer) -> Path:
+    _write_llm(in_tmp / "llm.yaml", srv.base_url)
+    return in_tmp / "llm.yaml"
+
+
+def test_port_in_use_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--llm", str(llm_file), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: port {port} on 127.0.0.1 is already in use" in err and "--port" in err
+    assert "Traceback" not in err and not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--port", "99999"], "port: Input should be less than or equal to 65535"),
+    (["--set", "max_tokens=lots"], "max_tokens: Input should be a valid integer"),
+    (["--set", "colour=red"], "colour"),
+    (["--api-key-env", "NOT_SET_ANYWHERE"], "the environment variable NOT_SET_ANYWHERE is not set"),
+    (["--api-key-env", "sk-a-key-itself"], "is not an environment variable name"),
+    (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address of this machine"),
+    (["--llm", "missing.yaml"], "missing.yaml"),
+])
+def test_bad_usage_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: pytest.CaptureFixture,
+                                      args: list[str], says: str) -> None:
+    base = [] if "--llm" in args else ["--llm", str(llm_file)]
+    assert main(["serve", *base, *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("agentlab.core.tracing") is not None,
+                    reason="tracing is built in: tests/core test its export")
+def test_otlp_endpoint_without_tracing_module_is_exit_2(llm_file: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", "--llm", str(llm_file), "--otlp-endpoint", "http://127.0.0.1:4318/v1/traces"]) == 2
+    assert "error: tracing is not available in this build" in capsys.readouterr().err
