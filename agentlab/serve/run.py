@@ -85,23 +85,12 @@ def client_keys(env_name: str | None) -> list[str]:
     return keys
 
 
-def check_tracing(cfg: ServeConfig) -> None:
-    """``--otlp-endpoint`` needs the tracing module (and its extra); fail before anything starts."""
-    if cfg.otlp_endpoint is None:
-        return
-    try:
-        import agentlab.core.tracing  # noqa: F401
-    except ImportError as exc:
-        if (exc.name or "").startswith("agentlab"):
-            raise UsageError("tracing is not available in this build",
-                             hint="serve without --otlp-endpoint (otlp_endpoint)") from None
-        raise
-
-
 def _configure_tracing(cfg: ServeConfig) -> None:
+    """``--otlp-endpoint``: spans of every routed request and model attempt (``core.tracing``; a missing extra or
+    an endpoint that does not answer is one line, exit 2)."""
     if cfg.otlp_endpoint is None:
         return
-    from agentlab.core.tracing import configure_tracing  # type: ignore[import-not-found, unused-ignore]
+    from agentlab.core.tracing import configure_tracing
 
     configure_tracing(cfg.otlp_endpoint, capture_content=cfg.trace_content)
 
@@ -153,7 +142,6 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
         raise ConfigError(f"{where}: the routing config has no models to serve",
                           hint="add providers and models (see configs/llm.yaml), or pass --llm FILE")
     keys = client_keys(cfg.api_key_env)
-    check_tracing(cfg)
     sock = bind(cfg.host, cfg.port)
     try:
         _configure_tracing(cfg)

@@ -229,3 +229,39 @@ def test_models_health_and_metrics(gw) -> None:  # noqa: ANN001
     assert 'agentlab_model_tokens_total{model="good",type="completion"} 6.0' in text
     health = httpx.get(root + "/health").json()
     assert health["status"] in ("ok", "degraded") and health["models"] == 6
+
+
+def test_gateway_requests_are_traced_with_genai_attributes(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    """Through the gateway, one routed request is one `route` span with a child span per model attempt (GenAI
+    semantic-convention attributes: model, tokens, outcome, fallback), exported to an in-memory exporter; no
+    prompt text and no provider key in any span."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agentlab.core import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing(exporter=exporter)
+    try:
+        reply = client(gw).chat.completions.create(model="main", messages=ASK)
+        assert reply.choices[0].message.content == "the good answer"
+        deadline = time.time() + 5
+        while time.time() < deadline and not any(s.name == "route main" for s in exporter.get_finished_spans()):
+            time.sleep(0.05)
+        finished = exporter.get_finished_spans()
+    finally:
+        tracing.shutdown_tracing()
+    request = next(s for s in finished if s.name == "route main")
+    attempts = sorted((s for s in finished if s.parent is not None and s.parent.span_id == request.context.span_id),
+                      key=lambda s: s.start_time)
+    assert [s.attributes["gen_ai.request.model"] for s in attempts] == ["down", "down", "good"]
+    assert [s.attributes["agentlab.outcome"] for s in attempts][-1] == "ok"
+    assert request.attributes["agentlab.fallbacks"] == 1 and request.attributes["agentlab.model"] == "good"
+    assert attempts[-1].attributes["agentlab.fallback"] is True
+    good = attempts[-1].attributes
+    assert good["gen_ai.operation.name"] == "chat" and good["gen_ai.response.model"] == "good"
+    assert (good["gen_ai.usage.input_tokens"], good["gen_ai.usage.output_tokens"]) == (3, 3)
+    assert attempts[0].attributes.get("error.type")
+    text = json.dumps([dict(s.attributes or {}) for s in finished] + [[e.name for e in s.events] for s in finished],
+                      default=str)
+    assert "Say something short" not in text and UPSTREAM_KEY not in text

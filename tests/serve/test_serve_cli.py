@@ -3,7 +3,6 @@ key in any response, log line, metric or run file; bad usage is one line and exi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import queue
@@ -157,10 +156,3 @@ def test_bad_usage_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: pyte
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
     assert not (in_tmp / "runs").exists()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("agentlab.core.tracing") is not None,
-                    reason="tracing is built in: tests/core test its export")
-def test_otlp_endpoint_without_tracing_module_is_exit_2(llm_file: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["serve", "--llm", str(llm_file), "--otlp-endpoint", "http://127.0.0.1:4318/v1/traces"]) == 2
-    assert "error: tracing is not available in this build" in capsys.readouterr().err
