@@ -62,6 +62,8 @@ def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
     if not done:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(8, 4))
     colors = {}
     for planner in sorted({r.planner for r in done}):
@@ -80,6 +82,7 @@ def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
     if xs:
         ax.step(xs, ys, where="post", color="black", linewidth=1.2, label="best accepted")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers, even with 2 of them
     ax.set_ylabel("validation MSE")
     ax.set_title("optimisation history")
     ax.grid(alpha=0.3)
