@@ -24,6 +24,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,10 @@ class _Handler:
         if isinstance(exc, AllModelsFailed) and exc.attempts and exc.attempts[-1][2]:
             message += f"; last: {exc.attempts[-1][2]}"
         etype = "rate_limit_error" if status == 429 else "invalid_request_error" if status < 500 else "api_error"
-        return ApiError(status, self.scrub(message), exc.kind, etype=etype, kind=exc.kind)
+        headers = {}
+        if status == 429 and exc.retry_after:  # the upstream's own wait, rounded up to whole seconds (RFC 9110)
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return ApiError(status, self.scrub(message), exc.kind, etype=etype, kind=exc.kind, headers=headers)
 
     # ------------------------------------------------------------------ endpoints
 

@@ -106,9 +106,10 @@ def test_rate_limited_upstream_waits_retry_after_then_429(gw, srv: ScriptedServe
     assert reply.choices[0].message.content == "after the wait" and time.monotonic() - start >= 0.4
     # the only model keeps answering 429: the client gets a 429 (the SDK's RateLimitError)
     srv.default("limited", Reply(status=429, headers={"Retry-After": "0.05"}))
-    with pytest.raises(openai.RateLimitError, match="rate_limited"):
+    with pytest.raises(openai.RateLimitError, match="rate_limited") as info:
         client(gw).chat.completions.create(model="limited", messages=ASK)
     assert srv.count("limited") == 4  # two tries each time (retries: 1)
+    assert info.value.response.headers["retry-after"] == "1"  # the upstream's 0.05 s, in whole seconds
 
 
 def test_retry_after_longer_than_allowed_falls_back(srv: ScriptedServer, gateway) -> None:  # noqa: ANN001

@@ -23,6 +23,7 @@ class Attempt:
     outcome: str
     latency_s: float = 0.0
     message: str | None = None
+    retry_after: float | None = None  # a rate-limited model's Retry-After, in seconds
 
     @property
     def ok(self) -> bool:
@@ -104,7 +105,11 @@ class CallState:
         """The error to raise when no model answered; an exhausted deadline is the last (deciding) attempt."""
         if self.expired() and not (self.attempts and self.attempts[-1].outcome == "deadline"):
             self.attempts.append(Attempt("-", "deadline", 0.0, "the route's deadline_s ran out"))
-        return AllModelsFailed(self.route, [(a.model, a.outcome, a.message or "") for a in self.attempts])
+        error = AllModelsFailed(self.route, [(a.model, a.outcome, a.message or "") for a in self.attempts])
+        last = self.attempts[-1] if self.attempts else None
+        if last is not None and last.outcome == "rate_limited":
+            error.retry_after = last.retry_after  # what the last model asked for: a gateway passes it on
+        return error
 
     def deadline_error(self, model: str) -> AllModelsFailed:
         self.attempts.append(Attempt(model, "deadline", 0.0, "the route's deadline_s ran out before this model"))

@@ -275,7 +275,7 @@ class Router:
                 breaker.record_failure()
             message = self._scrub(error.message)
             if call is not None:
-                call.attempts.append(Attempt(name, error.kind, latency, message))
+                call.attempts.append(Attempt(name, error.kind, latency, message, error.retry_after))
             self._emit(route, name, attempt, error.kind, latency, None, message, messages, merged, stream)
             if error is not exc:
                 raise error from None
