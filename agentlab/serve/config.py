@@ -41,6 +41,9 @@ class ServeConfig(StrictModel):
                                       "needs the extra `trace`")
     trace_content: bool = Field(False, description="OpenTelemetry: put prompts and replies in the spans (off: "
                                 "metadata only)")
+    log_calls: bool = Field(True, description="events.jsonl gets one line per model attempt (model, outcome, tokens, "
+                            "timing; never prompts): ~300 bytes each, so turn it off for a busy long-running gateway "
+                            "(/metrics keeps the counts)")
     graceful_shutdown_s: float = Field(10.0, ge=0, description="on Ctrl-C / SIGTERM, how long requests in flight "
                                        "may finish before they are cancelled")
 

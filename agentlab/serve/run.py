@@ -216,7 +216,7 @@ class Gateway:
         self.catalog = catalog or build_catalog(llm, cfg.adapters_as_models)
         self.metrics = GatewayMetrics()
         self.router = Router.for_run(self.catalog.config, run_dir, providers)
-        sinks = [self.metrics.on_event] + ([run_dir.event] if run_dir is not None else [])
+        sinks = [self.metrics.on_event] + ([run_dir.event] if run_dir is not None and cfg.log_calls else [])
         self.router.on_event = sinks[0] if len(sinks) == 1 else _fan_out(sinks)
         keys = list(client_keys or [])
         if run_dir is not None:

@@ -266,3 +266,19 @@ def test_gateway_requests_are_traced_with_genai_attributes(gw, srv: ScriptedServ
     text = json.dumps([dict(s.attributes or {}) for s in finished] + [[e.name for e in s.events] for s in finished],
                       default=str)
     assert "Say something short" not in text and UPSTREAM_KEY not in text
+
+
+@pytest.mark.parametrize("log_calls", [True, False])
+def test_log_calls_decides_the_per_attempt_lines(srv: ScriptedServer, gateway, tmp_path,  # noqa: ANN001
+                                                 log_calls: bool) -> None:
+    from agentlab.core.runs import RunDir
+
+    srv.default("good", Reply(text="fine"))
+    run_dir = RunDir.create("serve", out=tmp_path / "run")
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), run_dir=run_dir, log_calls=log_calls)
+    client(gw).chat.completions.create(model="good", messages=ASK)
+    events = (tmp_path / "run" / "events.jsonl")
+    calls = [e for e in (events.read_text().splitlines() if events.is_file() else []) if '"llm_call"' in e]
+    assert len(calls) == (1 if log_calls else 0)
+    metrics = httpx.get(gw.base_url.removesuffix("/v1") + "/metrics").text  # /metrics counts either way
+    assert 'agentlab_requests_total{model="good",route="good"} 1.0' in metrics
