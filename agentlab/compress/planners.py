@@ -42,19 +42,13 @@ class Context:
     seed: int
     iteration: int
     records: list[dict[str, Any]]  # finished records of this run, the base model first
+    trials: list[Any]  # the study's trials: one per finished experiment of this run (and of runs sharing the study)
     notes: str = ""
-    trials: list[Any] | None = None  # the study's finished trials (None: made from ``records``)
 
     @property
     def tried(self) -> set[str]:
         keys = {experiment_key(_experiment(r)) for r in self.records}
-        return keys | {t.user_attrs[KEY_ATTR] for t in self.trials or [] if KEY_ATTR in t.user_attrs}
-
-    def history(self) -> list[Any]:
-        """The trials the samplers learn from: the study's, or ``records`` as trials."""
-        if self.trials is not None:
-            return self.trials
-        return [record_trial(r, self.goal, self.space) for r in self.records if _experiment(r) is not None]
+        return keys | {t.user_attrs[KEY_ATTR] for t in self.trials if KEY_ATTR in t.user_attrs}
 
 
 @dataclass
@@ -111,7 +105,7 @@ def _study(ctx: Context, kind: str) -> Any:
     from agentlab.core.search.study import make_sampler, scratch_study
 
     dists = ctx.space.distributions()
-    history = [t for t in ctx.history() if t.distributions == dists]  # a study shared with another space: skip those
+    history = [t for t in ctx.trials if t.distributions == dists]  # a study shared with another space: skip those
     population = max(4, min(10, len(ctx.records)))
     sampler = make_sampler("tpe" if kind == "tpe" else "nsga2", ctx.seed * 7919 + ctx.iteration, startup=4,
                            population=population)

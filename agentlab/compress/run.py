@@ -235,8 +235,8 @@ class Search:
             from agentlab.core.llm.router import Router
 
             self.router = Router.for_run(self.p.llm, self.run_dir)  # type: ignore[arg-type]
-        ctx = Context(self.goal, self.p.space, self.cfg.seed, i, self.records, self.workspace.notes(self.model_hash),
-                      trials=self.study.get_trials(deepcopy=False))
+        ctx = Context(self.goal, self.p.space, self.cfg.seed, i, self.records, self.study.get_trials(deepcopy=False),
+                      self.workspace.notes(self.model_hash))
         return propose(self.cfg.planner, ctx, self.router)
 
     # ------------------------------------------------------------------ the study
