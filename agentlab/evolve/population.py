@@ -35,25 +35,25 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
     import optuna
 
     from agentlab.core.errors import ConfigError
-    from agentlab.core.search.study import open_storage
+    from agentlab.core.search.study import open_storage, open_study, quiet
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet()
     if store is None and run_path is None:
         raise ConfigError("no population store", hint="pass --store URL (the run's `store`, or "
                           "sqlite:///RUN/population.db)")
     url = store if store is not None else f"sqlite:///{(Path(run_path) / 'population.db').resolve()}"  # type: ignore[arg-type]
-    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"store {url}: no such database file",
-                          hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
-    storage = open_storage(url, Path(run_path or "."), what="store")
-    try:
-        if create:
-            study = optuna.create_study(storage=storage, study_name=STUDY, direction="maximize", load_if_exists=True)
-        else:
-            study = optuna.load_study(storage=storage, study_name=STUDY)
-    except KeyError:
-        raise ConfigError(f"store {store or url}: holds no evolve population",
-                          hint="start the run first: agentlab evolve run -c FILE (it creates the population)") from None
+    if create:
+        study = open_study(url, Path(run_path or "."), name=STUDY, directions=["maximize"], what="store")
+    else:
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+            raise ConfigError(f"store {url}: no such database file",
+                              hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
+        try:
+            study = optuna.load_study(storage=open_storage(url, Path(run_path or "."), what="store"), study_name=STUDY)
+        except KeyError:
+            raise ConfigError(f"store {store or url}: holds no evolve population",
+                              hint="start the run first: agentlab evolve run -c FILE (it creates the population)"
+                              ) from None
     lock = Path(url.removeprefix("sqlite:///") + ".claims.lock") if url.startswith("sqlite:///") else None
     return Population(study, lock)
 
