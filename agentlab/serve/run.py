@@ -163,7 +163,13 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
     for note in gateway.catalog.notes:
         say(f"note: {note}")
     gateway.on_started = lambda: say(gateway.describe())
-    results = gateway.serve_forever()
+    try:
+        results = gateway.serve_forever()
+    finally:
+        if cfg.otlp_endpoint is not None:  # configured in prepare: flush the spans still batched before exit
+            from agentlab.core.tracing import shutdown_tracing
+
+            shutdown_tracing()
     if run_dir is not None:
         run_dir.save_results(results)
         from agentlab.serve.report import render
