@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install test test-all test-ui ui-browser-deps lint run demo bench clean
+.PHONY: install test test-all test-ui ui-browser-deps lint docs docs-ref docs-serve run demo bench clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,18 @@ test-ui: install ui-browser-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy agentlab/core
+
+# The docs site (mkdocs.yml, pages under docs/): built with --strict, so a broken link, a missing page or anchor, or a
+# generated reference that no longer matches the code fails. docs-ref regenerates docs/reference/ from the code.
+docs: install
+	$(BIN)/python -m agentlab.cli.docs --check
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
+docs-ref: install
+	$(BIN)/python -m agentlab.cli.docs
+
+docs-serve: install
+	$(BIN)/mkdocs serve
 
 # The main job on its built-in defaults: offline, no config, no data file.
 run: install

@@ -9,6 +9,7 @@ only when needed, so ``agentlab --help`` stays fast). ``resumable``: Ctrl-C says
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 
 
@@ -55,11 +56,20 @@ def load_schema(name: str) -> type:
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
+def first_sentence(text: str | None) -> str:
+    """The first sentence of a help text: the one line ``agentlab --help`` shows for a command (as git and uv do)."""
+    flat = " ".join((text or "").split())
+    match = re.match(r"(.+?[.!?])(\s+[A-Z`(]|$)", flat)  # "Du et al. 2023" is not an end
+    return (match.group(1) if match else flat).rstrip(".")
+
+
 def register(app: object) -> None:
-    """Add every command of the table to the Typer ``app``."""
+    """Add every command of the table to the Typer ``app``, each listed by the first sentence of its help."""
     for command in COMMANDS:
         module = importlib.import_module(f"agentlab.cli.{command.module}")
         if command.group:
-            app.add_typer(module.app, name=command.name)  # type: ignore[attr-defined]
+            sub = module.app
+            app.add_typer(sub, name=command.name, short_help=first_sentence(sub.info.help))  # type: ignore[attr-defined]
         else:
-            app.command(command.name)(getattr(module, command.module))  # type: ignore[attr-defined]
+            function = getattr(module, command.module)
+            app.command(command.name, short_help=first_sentence(function.__doc__))(function)  # type: ignore[attr-defined]

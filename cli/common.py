@@ -70,7 +70,7 @@ MlflowOpt = Annotated[
 OtlpOpt = Annotated[
     str | None,
     typer.Option("--otlp-endpoint", help="Send OpenTelemetry spans of every LLM request and model attempt (models, "
-                 "tokens, outcome, fallbacks; no prompt text: see the README's tracing section) to this OTLP HTTP "
+                 "tokens, outcome, fallbacks; no prompt text: see docs/concepts/tracking.md) to this OTLP HTTP "
                  "receiver (needs the extra `trace`): Jaeger http://HOST:4318, Phoenix http://HOST:6006, Langfuse "
                  "https://HOST/api/public/otel.", show_default=False, metavar="URL"),
 ]

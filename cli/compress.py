@@ -54,9 +54,11 @@ def compress(
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Run compression experiments (pruning, recovery, quantization) on a model, each measured for real against the
-    base model, keep the Pareto front and the best result that meets the objective's constraints (best.json), and
-    write report.md. Experiments are remembered in a workspace across runs; --resume continues a killed run."""
+    """Compression experiments (pruning, recovery, quantization) planned against a goal.
+
+    Each experiment is measured for real against the base model; agentlab keeps the Pareto front and the best result
+    that meets the objective's constraints (best.json), and writes report.md. Experiments are remembered in a
+    workspace across runs; --resume continues a killed run."""
     from agentlab.compress import CompressConfig
     from agentlab.compress.run import prepare
     from agentlab.compress.run import run as compress_run

@@ -25,8 +25,9 @@ from .common import (
 )
 from .runner import flags, run_command
 
-app = typer.Typer(help="Multi-agent debate (Du et al. 2023) between persona adapters on one base model or routed "
-                  "models, decided by a confidence-weighted vote (ReConcile) or a judge; `eval` measures it.")
+app = typer.Typer(help="Multi-agent debate between persona adapters or routed models, decided by a vote.\n\n"
+                  "Du et al. 2023 debate on one base model (adapters) or routed models, decided by a "
+                  "confidence-weighted vote (ReConcile) or a judge; `eval` measures it.")
 
 
 

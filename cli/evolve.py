@@ -11,7 +11,8 @@ import typer
 from .common import ConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
 from .runner import flags, run_command
 
-app = typer.Typer(help="Evolve LoRA adapters: `run` breeds a population from seed adapters (exact blends, "
+app = typer.Typer(help="Evolutionary search over LoRA adapters, and exact adapter blends.\n\n"
+                  "`run` breeds a population from seed adapters (exact blends, "
                   "mutation, scored on a task, in a debate and by novelty); `blend` blends parents into one child.",
                   no_args_is_help=True)
 

@@ -64,8 +64,10 @@ def llm_bench(
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Probe every configured model: availability (with the error kind), time to first token, latency p50/p90/p99
-    and output tokens/s at each concurrency level. Writes report.md (with a chart) and results.json; the run
+    """Availability, latency and throughput of every configured model.
+
+    Probes each model: availability (with the error kind), time to first token, latency p50/p90/p99 and output
+    tokens/s at each concurrency level. Writes report.md (with a chart) and results.json; the run
     folder's config.yaml repeats the measurement (`agentlab llm-bench -c RUN/config.yaml`)."""
     from agentlab.core.errors import UsageError
     from agentlab.core.llm.config import DEFAULT_LLM_CONFIG

@@ -54,8 +54,10 @@ def nas(
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Search Informer configs: a planner proposes changes, each trial trains and is judged by rules (an LLM only
-    inside the noise band), state is saved after every trial. Runs offline on built-in synthetic data by default."""
+    """Architecture search for a forecaster, planned by an LLM, TPE or random search.
+
+    A planner proposes changes to the Informer config, each trial trains and is judged by rules (an LLM only inside
+    the noise band), state is saved after every trial. Runs offline on built-in synthetic data by default."""
     from agentlab.nas import NASConfig
     from agentlab.nas import run as nas_run
     from agentlab.nas.run import dry_run as nas_dry_run

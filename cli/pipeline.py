@@ -11,7 +11,7 @@ import typer
 from .common import JsonOpt, LLMOpt, NoLogPromptsOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, safe_text
 from .runner import run_command
 
-app = typer.Typer(help="Multi-stage pipelines over local GGUF models (and routed HTTP models): single and multi "
+app = typer.Typer(help="Multi-stage pipelines over local GGUF and routed HTTP models.\n\nSingle and multi "
                   "stages with aggregation, resource checks, session history and re-runs.", no_args_is_help=True)
 
 ModelsOpt = Annotated[Path | None, typer.Option("--models", help="Models file. Default: configs/models.yaml.",

@@ -31,7 +31,9 @@ def serve(
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Serve the routing config (--llm) as an OpenAI-compatible API: POST /v1/chat/completions (streaming or not;
+    """Serve the routing config as an OpenAI-compatible API, with fallbacks and metrics.
+
+    Serves --llm as an OpenAI-compatible API: POST /v1/chat/completions (streaming or not;
     response_format json_schema through the router's structured output), GET /v1/models, /health, /metrics
     (Prometheus). A request's `model` names a route (its fallbacks and strategy apply) or a model (that model only);
     hf adapters are served as models of their own name and batched together. Point any OpenAI client at

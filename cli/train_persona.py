@@ -21,7 +21,8 @@ from .common import (
 )
 from .runner import flags, run_command
 
-app = typer.Typer(help="Persona LoRA adapters with TRL: train on chat JSONL (no subcommand), or export one to GGUF.")
+app = typer.Typer(help="Train persona LoRA adapters with TRL on chat JSONL, or export one to GGUF.\n\n"
+                  "With no subcommand it trains; `export` merges an adapter into a GGUF for llama.cpp.")
 
 
 

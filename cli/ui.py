@@ -34,7 +34,9 @@ def ui(
     host: Annotated[str, typer.Option("--host", help="Address to bind: 127.0.0.1 keeps it on this machine; "
                                       "0.0.0.0 serves every network interface (in a container).")] = "127.0.0.1",
 ) -> None:
-    """A web view of every run (status, result, report with its plots, config, events; running runs refresh
+    """A web view of the run folders, the pipeline builder and the models check.
+
+    Shows every run (status, result, report with its plots, config, events; running runs refresh
     live), the pipeline builder (Base / Manual / History) and the models check. Needs the extra `ui`."""
     from agentlab.core.errors import MissingPackage, UsageError
     from agentlab.core.runs import runs_root

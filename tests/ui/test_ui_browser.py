@@ -3,7 +3,7 @@ lists a real NAS run, opening it shows the report with its plots, and a two-stag
 runs on tiny models; the History, Base and Models pages draw.
 
 Slow (a NAS search and browser start-up): `make test-ui` installs the browser (`make ui-browser-deps`) and runs it.
-AGENTLAB_UI_SCREENSHOTS=DIR keeps the screenshots there (the README's come from `AGENTLAB_UI_SCREENSHOTS=docs`),
+AGENTLAB_UI_SCREENSHOTS=DIR keeps the screenshots there (the docs' come from `AGENTLAB_UI_SCREENSHOTS=docs/img/ui`),
 else they go to the test's folder.
 """
 
