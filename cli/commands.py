@@ -26,7 +26,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("nas", "nas", "agentlab.nas.config:NASConfig"),
     Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
     Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig", resumable=False),
-    Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True),
+    Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True, resumable=False),
     Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True, resumable=False),
     Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),

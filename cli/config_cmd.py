@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .commands import load_schema, schemas
+from .commands import OTHER_SCHEMAS, load_schema, schemas
 from .common import console, safe_text
 
 app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
@@ -42,7 +42,10 @@ def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG
     """Print a command's default config as YAML, each field with its description."""
     from agentlab.core.config import describe_model
 
-    typer.echo(describe_model(_model(command)))  # plain: a wrapped comment line would not be YAML any more
+    # The first line names the schema, as every file in configs/ does, so `config validate` reads the saved output.
+    head = f"# agentlab {command}: the routing config that --llm FILE reads" if command in OTHER_SCHEMAS \
+        else f"# agentlab {command} -c FILE"
+    typer.echo(head + "\n" + describe_model(_model(command)))  # plain: a wrapped comment would not be YAML any more
 
 
 @app.command("validate")

@@ -110,6 +110,16 @@ def test_config_show_is_valid_yaml_with_descriptions(command: str, capsys: pytes
     load_config(None, _model(command), base=yaml.safe_load(out))  # the printed defaults validate as they are
 
 
+@pytest.mark.parametrize("command", sorted(CONFIG_MODELS))
+def test_saved_config_show_validates_without_naming_the_command(command: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    assert main(["config", "show", command]) == 0
+    saved = tmp_path / "defaults.yaml"
+    saved.write_text(capsys.readouterr().out)
+    assert _command_of(saved) == command
+    assert main(["config", "validate", str(saved)]) == 0
+
+
 def test_unknown_command_is_usage_error() -> None:
     assert main(["no-such-command"]) == 2
 

@@ -95,7 +95,7 @@ def _error_classes() -> list[str]:
     from agentlab.core.errors import AgentlabError
 
     for module in pkgutil.walk_packages(agentlab.__path__, "agentlab."):
-        if module.name.startswith(("agentlab.ui.pages", "agentlab.ui.app", "agentlab.testing")):
+        if module.name.startswith(("agentlab.ui.pages", "agentlab.ui.app", "agentlab.testing", "agentlab.__main__")):
             continue
         try:
             importlib.import_module(module.name)
