@@ -264,7 +264,7 @@ def _save_snapshots(run_dir: RunDir, models_cfg: ModelsConfig, pipeline_cfg: Pip
                     routed: LLMConfig | None) -> None:
     """Both configs as resolved (absolute model paths), each opening with the command that reads it: config.yaml
     (the pipeline, as every run folder's config) and models.yaml (and llm.yaml for routed models)."""
-    folder = run_dir.path
+    folder = run_dir.path.resolve()  # absolute: the re-run line works from any folder
     llm_flag = f" --llm {folder / 'llm.yaml'}" if routed is not None else ""
     run_dir.write_text("models.yaml", f"# agentlab models check {folder / 'models.yaml'}\n"
                        + dump_yaml(models_cfg.resolved().model_dump(mode="json")))

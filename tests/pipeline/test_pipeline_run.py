@@ -20,7 +20,7 @@ from agentlab.pipeline.load import load_models, prepare
 
 def setup(folder: Path, stages: list[dict], names: list[str] = ["a", "b", "c"]):  # noqa: B006
     loaded = prepare(write_models(folder, names), write_pipeline(folder, stages))
-    return loaded.models, loaded.pipeline, RunDir.create("pipeline", out=folder / "run")
+    return loaded.models, loaded.pipeline, RunDir.create("pipeline", out=Path("run"))  # relative, as --out usually is
 
 
 def test_stages_inputs_prompts_and_step_files(in_tmp: Path) -> None:
@@ -68,7 +68,9 @@ def test_stages_inputs_prompts_and_step_files(in_tmp: Path) -> None:
     assert [e["stage"] for e in events if e["kind"] == "stage"] == ["draft", "review", "final"]
     snapshot = load_models(folder / "models.yaml")  # the snapshot is a valid models file with absolute paths
     assert snapshot.path("a") == (in_tmp / "models" / "a.gguf").resolve()
-    assert (folder / "config.yaml").read_text().startswith("# agentlab pipeline run --models ")
+    rerun = (folder / "config.yaml").read_text().splitlines()[0]
+    assert rerun.startswith(f"# agentlab pipeline run --models {folder.resolve() / 'models.yaml'} ")  # any folder
+    assert f"--input-file {folder.resolve() / 'input.txt'}" in rerun
 
 
 def test_multi_stage_vote_concat_template_and_synthesis(in_tmp: Path) -> None:
