@@ -9,6 +9,8 @@ BIN    := $(VENV)/bin
 # llama-cpp-python compiles from source: CPU build with OpenBLAS off keeps it dependency-free.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
+# Material for MkDocs prints a banner about MkDocs 2.0 on every build; the build is pinned to MkDocs 1.x (pyproject).
+export NO_MKDOCS_2_WARNING = 1
 
 .PHONY: install test test-all test-ui ui-browser-deps lint docs docs-ref docs-serve run demo bench clean
 
