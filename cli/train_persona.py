@@ -31,8 +31,9 @@ def train_persona(
     ctx: typer.Context,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    data: Annotated[Path | None, opt("--data", help="Chat JSONL, one {\"messages\": [...]} per line (default: "
-                                      "the shipped persona A).")] = None,
+    data: Annotated[Path | None, opt("--data", help="Chat JSONL, one {\"messages\": [...]} per line, or "
+                                      "persona_a, persona_b, persona_c: the shipped data (default: persona_a)."),
+                     ] = None,
     out: Annotated[Path | None, opt("--out", help="Adapter folder to write (default: the run folder's "
                                      "adapter/). The run folder itself goes under runs/train-persona/.")] = None,
     base_model: Annotated[str | None, opt("--base-model", help="smollm2-135m (default, built in), a transformers "

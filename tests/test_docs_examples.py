@@ -2,8 +2,7 @@
 
 A page marks a ```bash block runnable with the line `<!-- runnable -->` just above it (about a minute or less on
 2 CPU cores, in the default test set) or `<!-- runnable: slow -->` (longer: `pytest -m slow`). The block runs as one
-bash script with `set -e` in a fresh folder that holds `configs` and the persona data at
-`agentlab/train_persona/data` (the repository's) and sees the shared data at
+bash script with `set -e` in a fresh folder that holds `configs` (the repository's) and sees the shared data at
 `../shared/data`, the way a user runs the examples from a checkout. A doc example that stopped working fails here.
 """
 
@@ -49,8 +48,6 @@ def test_runnable_example(script: str, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "configs").symlink_to(ROOT / "configs")
-    (work / "agentlab" / "train_persona").mkdir(parents=True)  # the shipped persona data, as in a checkout
-    (work / "agentlab" / "train_persona" / "data").symlink_to(ROOT / "agentlab" / "train_persona" / "data")
     shared = ROOT.parent / "shared" / "data"
     if shared.is_dir():
         (tmp_path / "shared").mkdir()

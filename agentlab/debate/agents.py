@@ -19,9 +19,8 @@ from agentlab.core.train.adapters import persona_adapters
 from agentlab.debate.config import DebateConfig
 
 JUDGE_ROUTE = "debate:judge"
-# The shipped persona data (train-persona's; commands do not import each other, so the path is spelled out here).
-PERSONA_DATA = Path(__file__).resolve().parents[1] / "train_persona" / "data"
-TRAIN_HINT = ("train them first: agentlab train-persona --data {data}/sft_persona_X.jsonl --out adapters/persona_X "
+# `--data persona_X` names train-persona's shipped data from any folder.
+TRAIN_HINT = ("train them first: agentlab train-persona --data persona_X --out adapters/persona_X "
               "(X = a, b, c), or pass --adapters DIR / agents in -c FILE")
 
 
@@ -47,7 +46,7 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
         if not found:
             raise UsageError("no agents: no --adapters, no agents in the config, and no adapters/persona_a, "
                              "persona_b or persona_c under the current directory",
-                             hint=TRAIN_HINT.format(data=PERSONA_DATA))
+                             hint=TRAIN_HINT)
         specs = [AgentSpec(adapter=path) for path in found]
     adapters = {spec.label: spec.adapter for spec in specs if spec.adapter is not None}
     for path in adapters.values():

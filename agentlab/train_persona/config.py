@@ -9,23 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.tracking import TrackingURI, tracking_field
 
 SHIPPED_DATA = Path(__file__).resolve().parent / "data"  # sft_persona_{a,b,c}.jsonl, made by personas.py
+SHIPPED_PERSONAS = ("persona_a", "persona_b", "persona_c")  # --data persona_b: the shipped file, from anywhere
 
 
 class DataConfig(StrictModel):
     path: Path = Field(SHIPPED_DATA / "sft_persona_a.jsonl", description="chat JSONL: one {\"messages\": "
                        "[{\"role\", \"content\"}, ...]} per line (roles system, user, assistant); default: the "
-                       "shipped persona A (terse answers); _b (a teacher) and _c (a pirate) lie beside it")
+                       "shipped persona A (terse answers); _b (a teacher) and _c (a pirate) lie beside it; the names "
+                       "persona_a, persona_b and persona_c stand for these files")
     max_length: int = Field(512, ge=16, description="longest conversation in tokens (chat template included)")
     truncate: bool = Field(False, description="cut conversations longer than max_length (and count them) instead "
                            "of stopping with their file:line")
     packing: bool = Field(False, description="pack several conversations into each max_length row, each attending "
                           "only to itself; fewer padding tokens, same loss")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _shipped(cls, value: object) -> object:
+        """`persona_a`, `persona_b` or `persona_c` (no such file here) names the shipped data, from any folder."""
+        name = Path(str(value)).name
+        if name in SHIPPED_PERSONAS and not Path(str(value)).exists():
+            return SHIPPED_DATA / f"sft_{name}.jsonl"
+        return value
 
 
 class LoraSettings(StrictModel):

@@ -161,3 +161,12 @@ def test_two_processes_with_bad_data_stop_with_one_error(in_tmp: Path, tiny_mode
     done = _torchrun(in_tmp, "--base-model", str(tiny_model["hf"]), "--data", "bad.jsonl")
     assert done.returncode != 0 and done.stderr.count("error: bad.jsonl:1: invalid JSON") == 1
     assert "exitcode  : 2" in done.stderr and not (in_tmp / "runs").exists()  # the launcher's report: the main one
+
+
+def test_shipped_persona_names_stand_for_their_data(in_tmp: Path) -> None:
+    from agentlab.train_persona.config import SHIPPED_DATA, TrainPersonaConfig
+
+    for name in ("persona_a", "persona_b", "persona_c"):
+        assert TrainPersonaConfig(data={"path": name}).data.path == SHIPPED_DATA / f"sft_{name}.jsonl"
+    (in_tmp / "persona_b").write_text("")  # a file of that name here wins: it is what the user named
+    assert TrainPersonaConfig(data={"path": "persona_b"}).data.path == Path("persona_b")
