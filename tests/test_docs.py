@@ -98,7 +98,8 @@ def _error_classes() -> list[str]:
     from agentlab.core.errors import AgentlabError
 
     for module in pkgutil.walk_packages(agentlab.__path__, "agentlab."):
-        if module.name.startswith(("agentlab.ui.pages", "agentlab.ui.app", "agentlab.testing", "agentlab.__main__")):
+        if module.name.endswith("__main__") or module.name.startswith(("agentlab.ui.pages", "agentlab.ui.app",
+                                                                         "agentlab.testing")):
             continue
         try:
             importlib.import_module(module.name)
