@@ -128,6 +128,11 @@ class HFProviderConfig(StrictModel):
                                      "one with the param `adapter`")
     max_batch_size: int = Field(8, ge=1, description="concurrent requests generated together in one batch")
     batch_wait_ms: float = Field(5.0, ge=0, description="how long a request waits for others to join its batch")
+    mixed_lora: Literal["fused", "peft"] = Field(
+        "fused", description="how a batch whose rows use different LoRA adapters runs: fused (the adapters stacked "
+        "once; every layer computes every row's LoRA delta in a few batched ops, near the base model's cost) or peft "
+        "(PEFT's adapter_names, which loops over the adapters in every layer); adapters the fused forward does not "
+        "cover (DoRA, LoRA on embeddings, modules_to_save) take PEFT's path either way, with one log line")
 
 
 ProviderConfig = Annotated[

@@ -8,6 +8,8 @@
 - :func:`share`, :func:`world_size`, :func:`is_main`, :class:`FollowerRun`: one run folder for every process of
   ``accelerate launch`` / ``torchrun`` (``dist.py``)
 - :func:`blend_adapters`, :func:`read_parent`, :class:`BlendResult`: exact LoRA blends (``blend.py``)
+- ``multilora.stack_adapters`` / ``multilora.fused_rows``: the fused multi-LoRA forward of mixed-adapter batches
+  (``multilora.py``; imported as a module)
 - tiny local models for tests and demos (``tiny.py``), GGUF -> transformers conversion (``convert.py``)
 
 Names are imported on first use, so ``import agentlab.core.train`` stays cheap (no torch): the CLI's ``--help``

@@ -229,6 +229,8 @@ def test_mixed_adapters_share_one_batch_and_match_one_at_a_time(model_dir: str, 
     together = run(main())
     assert list(prov.batch_sizes) == [len(PROMPTS)]  # one generate call for every adapter and the base model
     assert [c.raw["batch_size"] for c in together] == [len(PROMPTS)] * len(PROMPTS)
+    # the fused multi-LoRA forward, by default; alpha twice: concatenate-and-mask
+    assert {c.raw["mixed"] for c in together} == {"fused-concat"}
     alone = [run(prov.generate(model_dir, chat(p), with_adapter(n, a), 30))
              for p, a, n in zip(PROMPTS, names, (10, 10, 10, 10, 4), strict=True)]
     for c, a_row, a in zip(together, alone, names, strict=True):
@@ -246,6 +248,86 @@ def test_mixed_adapters_share_one_batch_and_match_one_at_a_time(model_dir: str, 
     assert prov.batch_sizes[-1] == 4 and len({c.text for c in same}) == 4
     assert [c.text for c in same] == [run(prov.generate(model_dir, chat(PROMPTS[1]), with_adapter(12, a), 30)).text
                                       for a in four]
+
+
+def test_mixed_lora_peft_switches_back_to_peft_and_both_paths_agree(model_dir: str, adapters: dict[str, str]) -> None:
+    names = [None, "alpha", "beta", "gamma"]
+
+    def answers(prov: HFProvider) -> list[Completion]:
+        warm(prov, model_dir)
+
+        async def main() -> list[Completion]:
+            return await asyncio.gather(*(prov.generate(model_dir, chat(p), with_adapter(10, a), 30)
+                                          for p, a in zip(PROMPTS, names, strict=False)))
+
+        out = run(main())
+        assert list(prov.batch_sizes) == [len(names)]
+        return out
+
+    fused = answers(provider(adapters=adapters, batch_wait_ms=50))
+    peft = answers(provider(adapters=adapters, batch_wait_ms=50, mixed_lora="peft"))
+    # one row per adapter and the base: grouped by adapter, the batched matmul needs no gather
+    assert {c.raw["mixed"] for c in fused} == {"fused-bmm"} and {c.raw["mixed"] for c in peft} == {"peft"}
+    assert [c.text for c in fused] == [c.text for c in peft]
+    single = run(provider(adapters=adapters).generate(model_dir, chat("hi"), greedy(4, adapter="alpha"), 30))
+    assert single.raw["mixed"] is None  # a batch of one adapter is no mixed batch
+
+
+def test_fused_forward_restacks_after_an_adapter_is_added(
+        model_dir: str, adapters: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    # serve-style: the model outlives a change of its adapter set; the next mixed batch restacks
+    prov = provider(adapters={"alpha": adapters["alpha"], "beta": adapters["beta"]}, batch_wait_ms=50)
+    warm(prov, model_dir)
+    loaded = next(e for e in hf._CACHE.values() if e.adapters == ("alpha", "beta"))
+    first = loaded.stack
+    assert first is not None and first.adapters == ("alpha", "beta")  # stacked at load
+    loaded.model.load_adapter(adapters["gamma"], adapter_name="gamma")
+    loaded.adapters = (*loaded.adapters, "gamma")
+    names = ["gamma", "alpha", None]
+
+    async def main() -> list[Completion]:
+        return await asyncio.gather(*(prov.generate(model_dir, chat(p), with_adapter(8, a), 30)
+                                      for p, a in zip(PROMPTS, names, strict=False)))
+
+    try:
+        with caplog.at_level("INFO", logger=hf.__name__):
+            together = run(main())
+        assert loaded.stack is not first and loaded.stack.adapters == ("alpha", "beta", "gamma")
+        assert sum("restacked 3 adapters" in r.getMessage() for r in caplog.records) == 1
+        assert {c.raw["mixed"] for c in together} == {"fused-bmm"}
+        alone = [run(prov.generate(model_dir, chat(p), with_adapter(8, a), 30)).text
+                 for p, a in zip(PROMPTS, names, strict=False)]
+        assert [c.text for c in together] == alone
+    finally:
+        hf.unload_all()  # this model's adapter set no longer matches its cache key
+
+
+def test_fused_forward_failure_falls_back_to_peft(model_dir: str, adapters: dict[str, str],
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from agentlab.core.train import multilora
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise multilora.FusedError("a LoRA layer input of shape (6,) for a batch of 2 rows")
+
+    prov = provider(adapters={"alpha": adapters["alpha"], "gamma": adapters["gamma"]}, batch_wait_ms=50)
+    warm(prov, model_dir)
+    monkeypatch.setattr(multilora, "_concat_forward", refuse)
+    monkeypatch.setattr(multilora, "_bmm_forward", refuse)
+
+    async def main() -> list[Completion]:
+        return await asyncio.gather(*(prov.generate(model_dir, chat(p), with_adapter(6, a), 30)
+                                      for p, a in zip(PROMPTS, ["alpha", "gamma"], strict=False)))
+
+    try:
+        with caplog.at_level("WARNING", logger=hf.__name__):
+            first, second = run(main()), run(main())
+        assert {c.raw["mixed"] for c in first + second} == {"peft"}
+        assert sum("fused multi-LoRA forward failed" in r.getMessage() for r in caplog.records) == 1
+        loaded = next(e for e in hf._CACHE.values() if e.adapters == ("alpha", "gamma"))
+        assert not loaded.fused and not any("forward" in m.__dict__ for m in loaded.model.modules())
+    finally:
+        hf.unload_all()
 
 
 def test_sampling_settings_still_split_mixed_adapter_batches(model_dir: str, adapters: dict[str, str]) -> None:
@@ -277,8 +359,14 @@ def test_refused_mixed_batch_falls_back_to_one_batch_per_adapter(
 
     with caplog.at_level("WARNING", logger=hf.__name__):
         together = run(main())
-    assert sorted(prov.batch_sizes) == [1, 1, 2]
+        run(main())  # the second mixed batch logs nothing new
+    assert sorted(prov.batch_sizes) == [1, 1, 1, 1, 2, 2]
     assert [c.raw["batch_size"] for c in together] == [1, 2, 1, 2]
+    assert {c.raw["mixed"] for c in together} == {"per-adapter"}
+    # DoRA: not covered by the fused forward (one line), then refused by PEFT's mixed path (one line)
+    assert [r.getMessage() for r in caplog.records if "fused multi-LoRA" in r.getMessage()] == [
+        "the fused multi-LoRA forward does not cover adapter 'dora': DoRA: batches with it use PEFT's mixed-adapter "
+        "path"]
     assert any("refused a mixed-adapter batch" in r.getMessage() and "DoRA" in r.getMessage() for r in caplog.records)
     alone = [run(prov.generate(model_dir, chat(p), with_adapter(8, a), 30))
              for p, a in zip(PROMPTS[:4], names, strict=True)]

@@ -16,11 +16,18 @@ here: the router's structured repair loop validates and repairs the output inste
 
 A request picks an adapter with the param ``adapter`` (GenParams.extra); without one the base model answers with the
 adapters disabled; an unknown adapter is a ``bad_request``. Requests for different adapters (and the base model)
-share a batch: PEFT's mixed-adapter inference (``generate(..., adapter_names=[one per row])``, ``"__base__"`` for the
-base model) sends each row through its own LoRA only, so a row gives what it gives alone. A batch of one adapter sets
-it model-wide as before. Mixing needs LoRA adapters that are not merged, not DoRA and not on layer types PEFT cannot
-mix (``nn.MultiheadAttention``, parametrized weights); where PEFT refuses (at the first forward, before any token) or
-the adapters are not LoRA, the model logs one line and generates one batch per adapter, one after another, from then on.
+share a batch, and each row goes through its own LoRA only, so a row gives what it gives alone. By default
+(``mixed_lora: fused``) such a batch runs the fused multi-LoRA forward of ``core/train/multilora.py``: the adapters'
+weights are stacked once at load (again after adapters are added or removed) and every LoRA layer computes every
+row's delta in a few batched ops, however many adapters the batch mixes. Adapters it does not cover (DoRA, LoRA on
+embeddings, ``modules_to_save``, ...), ``mixed_lora: peft``, or a model where the fused forward failed before its
+first token use PEFT's mixed-adapter inference instead (``generate(..., adapter_names=[one per row])``, which loops
+over the adapters in every layer), with one log line. A batch of one adapter sets it model-wide as before. PEFT's
+mixing needs LoRA adapters that are not merged, not DoRA and not on layer types PEFT cannot mix
+(``nn.MultiheadAttention``, parametrized weights); where PEFT refuses (at the first forward, before any token) or the
+adapters are not LoRA, the model logs one line and generates one batch per adapter, one after another, from then on.
+``Completion.raw["mixed"]`` says how a mixed batch ran: ``fused-concat``, ``fused-bmm``, ``peft`` or
+``per-adapter``.
 
 Device, dtype, 4-bit quantization and loading (base + adapters) come from the shared builders of ``core/train``
 (``resolve_device_dtype``, ``load_causal_lm``); torch, transformers and peft are imported inside the functions that
@@ -96,6 +103,9 @@ class _Loaded:
     n_ctx: int | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     mixed: bool = True  # False once PEFT refused a mixed-adapter batch: then one generate per adapter
+    fused: bool = True  # False once the fused multi-LoRA forward failed: then PEFT's mixed path
+    stack: Any = None  # multilora.Stack of the adapters, built at load (fused) or at the first fused batch
+    told: set[str] = field(default_factory=set)  # adapters already logged as not covered by the fused forward
 
 
 @dataclass
@@ -112,6 +122,7 @@ class _Request:
     new_ids: list[int] = field(default_factory=list)
     finish: str | None = None  # stop | length | timeout | cancelled
     batch_size: int = 0
+    mixed: str | None = None  # how its mixed-adapter batch ran: fused-concat | fused-bmm | peft | per-adapter
 
 
 @dataclass
@@ -174,7 +185,7 @@ class HFProvider:
         text, finish = _finish_text(loaded.tokenizer, req)
         return Completion(text=text, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                           latency_s=time.perf_counter() - start, finish_reason=finish,
-                          raw={"batch_size": req.batch_size, "adapter": req.adapter})
+                          raw={"batch_size": req.batch_size, "adapter": req.adapter, "mixed": req.mixed})
 
     async def stream(
         self, model: str, messages: Messages, params: GenParams, timeout_s: float
@@ -189,7 +200,7 @@ class HFProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         streamer = _async_streamer(loaded.tokenizer, loop, queue)
-        work = loop.run_in_executor(None, _generate, loaded, [req], sampling, streamer)
+        work = loop.run_in_executor(None, _generate, loaded, [req], sampling, streamer, self._fused)
 
         def finished(done: asyncio.Future[list[int]]) -> None:
             # A failed generate never calls streamer.end(); a consumer that left early never awaits `work`.
@@ -232,10 +243,41 @@ class HFProvider:
         finally:
             req.cancelled = True
 
+    async def complete(self, model: str, request: Any, params: GenParams, timeout_s: float) -> list[Any]:
+        """Raw-prompt completions with per-token log-probabilities (the gateway's ``/v1/completions``): ``request``
+        is a ``core/llm/scoring.py`` ``RawRequest``, the adapter ``params.extra["adapter"]`` as for ``generate``.
+        Not batched with chat requests; it holds the model's lock like a batch does."""
+        from agentlab.core.llm.scoring import complete_hf
+
+        deadline = time.monotonic() + timeout_s
+        loaded = await self._loaded(model, timeout_s, deadline)
+        adapter = params.extra.get("adapter")
+        if adapter is not None and adapter not in loaded.adapters:
+            raise LLMError(f"{self.name}: unknown adapter '{adapter}'", "bad_request", model=model)
+
+        def work() -> list[Any]:
+            import torch
+
+            with loaded.lock, torch.inference_mode(), _adapter(loaded, adapter):
+                return complete_hf(loaded.model, loaded.tokenizer, request, eos_ids=sorted(loaded.eos_ids),
+                                   pad_id=loaded.pad_id, n_ctx=loaded.n_ctx)
+
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, work),
+                                          max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise _timeout(model, timeout_s) from None
+        except ValueError as exc:  # a prompt that does not fit
+            raise LLMError(f"{self.name}: {exc}", "bad_request", model=model) from exc
+
     async def aclose(self) -> None:
         """Models stay cached for other providers of this process; :func:`unload_all` frees them."""
         for task in list(self._tasks):
             task.cancel()
+
+    @property
+    def _fused(self) -> bool:
+        return self.cfg.mixed_lora == "fused"
 
     # ------------------------------------------------------------------ request preparation
 
@@ -300,7 +342,7 @@ class HFProvider:
             resources.check_fits([estimate], self.resources)  # ResourceError: an LLMError of kind unavailable
             start = time.perf_counter()
             try:
-                entry = _load_model(path, device, dtype, four_bit, adapters)
+                entry = _load_model(path, device, dtype, four_bit, adapters, stack=self._fused)
             except AgentlabError as exc:  # unreadable weights, a failed GGUF conversion, a missing package
                 raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from exc
             resources.register_loaded(estimate, key)
@@ -370,7 +412,7 @@ class HFProvider:
                     del self._open[key]
                 live = [r for r in batch.requests if not r.cancelled]
                 if live:
-                    sizes = await loop.run_in_executor(None, _generate, loaded, live, sampling, None)
+                    sizes = await loop.run_in_executor(None, _generate, loaded, live, sampling, None, self._fused)
                     self.batch_sizes.extend(sizes)
             for req in batch.requests:
                 if req.future is not None and not req.future.done():
@@ -391,9 +433,11 @@ class HFProvider:
 # ---------------------------------------------------------------------- loading and generation (worker threads)
 
 
-def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tuple[tuple[str, str], ...]) -> _Loaded:
+def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tuple[tuple[str, str], ...], *,
+                stack: bool = False) -> _Loaded:
     """Load through the shared builder (a GGUF is converted once and cached; 4-bit; adapters), then note what
-    generation needs: eos ids, the pad id and the context length."""
+    generation needs: eos ids, the pad id and the context length. ``stack``: stack the adapters for the fused
+    multi-LoRA forward now rather than at the first mixed batch."""
     from agentlab.core.train.model import load_causal_lm
 
     model, tokenizer = load_causal_lm(path, device=device, dtype=dtype, load_in_4bit=four_bit,
@@ -407,14 +451,19 @@ def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tu
     mixed = _mixable(model)
     if adapters and not mixed:
         log.warning("the adapters of %s are not all plain LoRA: no mixed-adapter batches, one batch per adapter", path)
-    return _Loaded(model, tokenizer, device, tuple(name for name, _ in adapters), frozenset(eos), pad,
-                   getattr(config, "max_position_embeddings", None), mixed=mixed)
+    loaded = _Loaded(model, tokenizer, device, tuple(name for name, _ in adapters), frozenset(eos), pad,
+                     getattr(config, "max_position_embeddings", None), mixed=mixed)
+    if stack and adapters:
+        _fused_stack(loaded)
+    return loaded
 
 
-def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, streamer: Any) -> list[int]:
+def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, streamer: Any, fused: bool = True
+              ) -> list[int]:
     """Generate every request of ``reqs`` in one left-padded batch (rows may mix adapters); results go into the
     requests. Returns the size of each ``model.generate`` call made: one, or one per adapter where PEFT refused a
-    mixed batch; none when every row had expired or been cancelled."""
+    mixed batch; none when every row had expired or been cancelled. ``fused``: a mixed batch goes through the fused
+    multi-LoRA forward where it covers the batch's adapters, else through PEFT's ``adapter_names``."""
     import torch
 
     with loaded.lock, torch.inference_mode():
@@ -426,9 +475,20 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
         if not live:
             return []
         adapters = list(dict.fromkeys(r.adapter for r in live))
+        if len(adapters) > 1 and fused and loaded.fused and _fused_covers(loaded, adapters):
+            from agentlab.core.train.multilora import row_order
+
+            try:  # rows grouped by adapter: a batch of one row per adapter needs no gather
+                order = row_order(loaded.stack, [r.adapter for r in live])
+                _generate_rows(loaded, [live[i] for i in order], sampling, streamer, mixed="fused")
+                return [len(live)]
+            except _MixedRefused as exc:
+                loaded.fused = False
+                log.warning("the fused multi-LoRA forward failed before the first token (%s): this model uses PEFT's "
+                            "mixed-adapter path from now on", exc)
         if len(adapters) > 1 and loaded.mixed:
             try:
-                _generate_rows(loaded, live, sampling, streamer, mixed=True)
+                _generate_rows(loaded, live, sampling, streamer, mixed="peft")
                 return [len(live)]
             except _MixedRefused as exc:
                 loaded.mixed = False
@@ -436,17 +496,47 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
                             "from now on", exc)
         groups = [[r for r in live if r.adapter == a] for a in adapters]
         for group in groups:
-            _generate_rows(loaded, group, sampling, streamer, mixed=False)
+            _generate_rows(loaded, group, sampling, streamer)
+            if len(groups) > 1:
+                for req in group:
+                    req.mixed = "per-adapter"
         return [len(g) for g in groups]
+
+
+def _fused_stack(loaded: _Loaded) -> Any:
+    """The model's adapters stacked for the fused forward: built once, again after adapters were added or removed."""
+    from agentlab.core.train import multilora
+
+    stack = multilora.current_stack(loaded.model, loaded.stack)
+    if stack is not loaded.stack:
+        if loaded.stack is not None:
+            log.info("the adapters changed: restacked %d adapters for the fused multi-LoRA forward",
+                     len(stack.adapters))
+        loaded.stack = stack
+    return stack
+
+
+def _fused_covers(loaded: _Loaded, adapters: list[str | None]) -> bool:
+    """Whether the fused forward covers every adapter of a batch; the first time one is not covered, one log line."""
+    why = _fused_stack(loaded).covers(adapters)
+    if why is None:
+        return True
+    if why not in loaded.told:
+        loaded.told.add(why)
+        log.warning("the fused multi-LoRA forward does not cover adapter %s: batches with it use PEFT's mixed-adapter "
+                    "path", why)
+    return False
 
 
 class _MixedRefused(Exception):
     """PEFT (or transformers) refused ``adapter_names`` before generating a token."""
 
 
-def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, streamer: Any, *, mixed: bool) -> None:
-    """One ``model.generate`` call for ``rows``, left-padded. ``mixed``: each row through its own adapter
-    (``adapter_names``); otherwise every row shares the first row's adapter, set model-wide."""
+def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, streamer: Any, *,
+                   mixed: str | None = None) -> None:
+    """One ``model.generate`` call for ``rows``, left-padded. ``mixed``: each row through its own adapter, by the
+    fused multi-LoRA forward (``fused``) or PEFT's ``adapter_names`` (``peft``); None: every row shares the first
+    row's adapter, set model-wide."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -461,19 +551,18 @@ def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, s
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)  # seeds CUDA too; a batch's draws depend on its composition
     stop = _row_stop_class()(rows, width, loaded)
-    if mixed:
+    if mixed == "peft":
         kwargs["adapter_names"] = [r.adapter or "__base__" for r in rows]
-    with contextlib.nullcontext() if mixed else _adapter(loaded, rows[0].adapter):
+    with _rows_context(loaded, rows, mixed) as how:
         try:
             out = loaded.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_new for r in rows),
                 pad_token_id=loaded.pad_id, eos_token_id=sorted(loaded.eos_ids),
                 stopping_criteria=StoppingCriteriaList([stop]), streamer=streamer, **kwargs)
         except BaseException as exc:
-            if mixed:
+            if mixed == "peft":
                 _drop_adapter_name_hooks(loaded.model)
-            # PEFT checks adapter_names in each LoRA layer's first forward: a refusal comes before any token.
-            if mixed and isinstance(exc, ValueError | TypeError) and stop.steps == 0 and "adapter" in str(exc).lower():
+            if mixed and stop.steps == 0 and _refusal(exc, mixed):  # before any token: the caller falls back
                 raise _MixedRefused(one_line(exc)) from exc
             raise
     for i, req in enumerate(rows):
@@ -481,6 +570,32 @@ def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, s
         req.new_ids = out[i, width:width + n_new].tolist()
         req.finish = finish
         req.batch_size = len(rows)
+        req.mixed = how
+
+
+@contextlib.contextmanager
+def _rows_context(loaded: _Loaded, rows: list[_Request], mixed: str | None) -> Iterator[str | None]:
+    """The model state a generate of ``rows`` needs; yields how a mixed batch runs (None: not mixed)."""
+    if mixed == "fused":
+        from agentlab.core.train import multilora
+
+        with multilora.fused_rows(loaded.stack, [r.adapter for r in rows]) as path:
+            yield f"fused-{path}"
+    elif mixed == "peft":
+        yield "peft"
+    else:
+        with _adapter(loaded, rows[0].adapter):
+            yield None
+
+
+def _refusal(exc: BaseException, mixed: str) -> bool:
+    """Whether ``exc`` is the mixed path refusing the batch: PEFT checks ``adapter_names`` in each LoRA layer's first
+    forward; the fused forward raises ``FusedError`` for a layer input it cannot split into rows."""
+    if mixed == "fused":
+        from agentlab.core.train.multilora import FusedError
+
+        return isinstance(exc, FusedError)
+    return isinstance(exc, ValueError | TypeError) and "adapter" in str(exc).lower()
 
 
 def _drop_adapter_name_hooks(model: Any) -> None:
