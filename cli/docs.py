@@ -65,9 +65,7 @@ def _models_in(annotation: Any) -> list[type]:
 
 
 def _default(info: Any) -> str:
-    from pydantic_core import PydanticUndefined
-
-    if info.default is PydanticUndefined and info.default_factory is None:
+    if info.is_required():
         return "required"
     value = info.default_factory() if info.default_factory is not None else info.default
     if hasattr(value, "model_dump"):
