@@ -31,6 +31,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),
     Command("evolve", "evolve", "agentlab.evolve.config:EvolveConfig", group=True),
+    Command("eval", "eval", "agentlab.eval.config:EvalConfig", group=True),
     Command("serve", "serve", "agentlab.serve.config:ServeConfig", resumable=False),
     Command("config", "config_cmd", group=True, resumable=False),
     Command("ui", "ui", resumable=False),

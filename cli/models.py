@@ -55,6 +55,34 @@ def make_tiny(
         console.print(f"{role:>5}: {safe_text(path)} ({human_size(size)})")
 
 
+@app.command("export-hf")
+def export_hf(
+    model: Annotated[str, typer.Argument(help="The model: a built-in name (smollm2-135m), a GGUF file, a "
+                                              "transformers folder or a cached hub id.")],
+    out: Annotated[Path, typer.Option("--out", help="The transformers folder to write.", file_okay=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
+    json_: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Write a model as a plain transformers folder (safetensors, tokenizer, chat template) that
+    `AutoModelForCausalLM.from_pretrained`, PEFT, `lm_eval --model hf` and vLLM load without agentlab.
+
+    A GGUF (the built-in among them) is de-quantized to float weights first, once (cached). Adapters that
+    `agentlab train-persona` trains on the built-in name its upstream hub id as their base, so they load on this folder
+    as they are: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(OUT), ADAPTER)`.
+    """
+    setup_logging(verbose)
+    from agentlab.core.train.convert import export_hf as write
+
+    with console.status(f"writing {safe_text(model)} to {safe_text(out)}"):
+        path = write(model, out, force=force)
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    if json_:
+        print_json({"folder": str(path), "size_bytes": size})
+    else:
+        console.print(f"[bold]transformers folder[/]: {safe_text(path)} ({human_size(size)})")
+
+
 @app.command("list")
 def list_models(
     directory: Annotated[Path, typer.Argument(help="Folder to scan (GGUF files and HF model folders).")] = Path(

@@ -46,6 +46,9 @@ def train_persona(
     lr: Annotated[float | None, opt("--lr", help="Peak learning rate (default 1e-3).")] = None,
     max_steps: Annotated[int | None, opt("--max-steps", help="Stop after this many optimizer steps.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing adapter at --out.")] = False,
+    eval_tasks: Annotated[list[str] | None, opt("--eval", help="When training ends, score the adapter against its "
+                                                 "base on these lm-eval tasks (comma-separated or repeated; e.g. "
+                                                 "agentlab_style_pirate).")] = None,
     run_dir: Annotated[Path | None, opt("--run-dir", help="Exact run folder to create (default: "
                                          "runs/train-persona/<timestamp>-<name>).")] = None,
     mlflow: MlflowOpt = None,
@@ -64,7 +67,8 @@ def train_persona(
                     ("--r", "lora.r", r), ("--epochs", "train.epochs", epochs), ("--bsz", "train.batch_size", bsz),
                     ("--grad-accum", "train.grad_accum", grad_accum), ("--lr", "train.learning_rate", lr),
                     ("--max-steps", "train.max_steps", max_steps), ("--force", "force", True if force else None),
-                    ("--mlflow", "mlflow", mlflow))
+                    ("--eval", "eval.tasks", [t.strip() for v in eval_tasks or [] for t in v.split(",") if t.strip()]
+                     or None), ("--mlflow", "mlflow", mlflow))
     run_command("train-persona", TrainPersonaConfig, run, config=config, sets=[*(set_ or []), *options], out=run_dir,
                 resume=resume, prepare=lambda cfg: prepare(cfg, resuming=resume is not None), json_=json_,
                 verbose=verbose, summary=_summary, distributed=True)
@@ -76,6 +80,15 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     console.print(f"[bold]adapter[/]: {safe_text(results['adapter'])}")
     console.print(f"{results['steps']} steps, {loss}, {results['tokens_seen']:,} tokens in {results['seconds']:.0f} s; "
                   f"{safe_text(results['loss_tokens']['line'])}")
+    scored = results.get("eval") or {}
+    for adapter, comparisons in scored.get("paired", {}).items():
+        base = {(s["task"], s["metric"]): s["value"] for s in scored["rows"]["base"]}
+        mine = {(s["task"], s["metric"]): s["value"] for s in scored["rows"][adapter]}
+        for p in comparisons:
+            key = (p["task"], p["metric"])
+            stderr = f" ± {p['stderr']:.3f}" if p["stderr"] is not None else ""
+            console.print(safe_text(f"lm-eval {p['task']} {p['metric']}: base {base[key]:.3f}, adapter "
+                                    f"{mine[key]:.3f} ({p['diff']:+.3f}{stderr} paired, {p['n']} items)"))
     console.print(f"report: {safe_text(path / 'report.md')}")
 
 

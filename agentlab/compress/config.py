@@ -95,6 +95,14 @@ class Experiment(StrictModel):
         return " > ".join(parts)
 
 
+class HarnessTask(StrictModel):
+    harness: str = Field(description="an lm-eval task (or tag) whose first task_questions items give the accuracy "
+                         "(the mean of each task's first metric), instead of the built-in arithmetic questions; "
+                         "`agentlab eval tasks` lists the bundled ones")
+    include_path: list[Path] = Field(default_factory=list, description="folders of your own lm-eval task YAMLs")
+    chat_template: bool = Field(True, description="wrap prompts in the model's chat template")
+
+
 class MeasureSettings(StrictModel):
     context: int = Field(256, ge=8, description="perplexity: window length in tokens")
     stride: int = Field(128, ge=1, description="perplexity: window start every N tokens (< context)")
@@ -123,8 +131,9 @@ class CompressConfig(StrictModel):
     eval_text: Path | None = Field(None, description="held-out text for perplexity (default: the command's own)")
     calib_text: Path | None = Field(None, description="calibration / recovery text (Wanda, LoRA, distillation); "
                                     "must differ from eval_text")
-    task: Path | None = Field(None, description="JSONL task file of {\"question\", \"answer\"} for accuracy (default: "
-                              "a generated arithmetic task)")
+    task: Path | HarnessTask | None = Field(None, description="accuracy's task: a JSONL file of {\"question\", "
+                                            "\"answer\"}, or an lm-eval task ({harness: NAME}); default: a "
+                                            "generated arithmetic task")
     task_questions: int = Field(40, ge=1, description="questions of the task used for accuracy")
     max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
     planner: Literal["llm", "nsga2", "tpe", "random"] = Field("nsga2", description="who proposes experiments: the "

@@ -36,6 +36,7 @@ class Inputs:
     questions: list[Question]
     measure: MeasureSettings
     seed: int = 0
+    harness: dict[str, Any] | None = None  # task: {harness: NAME}: {task, include, limit, chat_template}
 
 
 def accuracy_hf(model: Any, tokenizer: Any, questions: list[Question], *, max_new_tokens: int = 16,
@@ -79,6 +80,17 @@ def accuracy_gguf(path: str | Path, questions: list[Question], *, max_new_tokens
             answer, _ = parse_reply(reply["choices"][0]["message"]["content"] or "", "numeric")
             right += is_correct(answer, q.answer)
     return right / len(questions)
+
+
+def accuracy_harness(lm: Any, harness: dict[str, Any]) -> float:
+    """The mean of each task's first metric on the first ``limit`` items of the lm-eval task, scored on ``lm`` (the
+    backend the result runs on)."""
+    from agentlab.core.harness import BASE
+    from agentlab.core.harness.score import score_lm
+
+    scored = score_lm(lm, [harness["task"]], include=harness["include"], limit=harness["limit"],
+                      chat_template=harness["chat_template"])
+    return scored.mean(BASE)
 
 
 def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
@@ -167,7 +179,12 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path) -> dict[
     with peak_rss() as memory:
         ppl = perplexity_hf(model, tokenizer, inputs.eval_text, context=m.context, stride=m.stride,
                             max_tokens=m.max_eval_tokens)
-        accuracy = accuracy_hf(model, tokenizer, inputs.questions)
+        if inputs.harness is not None:
+            from agentlab.core.harness.lm import wrap_model
+
+            accuracy = accuracy_harness(wrap_model(model, tokenizer).lm, inputs.harness)
+        else:
+            accuracy = accuracy_hf(model, tokenizer, inputs.questions)
     latency = latency_hf(model, tokenizer, prompt_tokens=m.prompt_tokens, new_tokens=m.new_tokens, repeats=m.repeats,
                          text=inputs.eval_text)
     state = work / "state.pt"
@@ -200,7 +217,12 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
     steps["quantize"] = {"method": "gguf", "type": kind, "file": str(path), "tensor_types": gguf_tensor_types(path)}
     with peak_rss() as memory:
         ppl = perplexity_gguf(path, inputs.eval_text, context=m.context, stride=m.stride, max_tokens=m.max_eval_tokens)
-        accuracy = accuracy_gguf(path, inputs.questions)
+        if inputs.harness is not None:
+            from agentlab.core.harness.llamacpp import llama_lm
+
+            accuracy = accuracy_harness(llama_lm(path), inputs.harness)
+        else:
+            accuracy = accuracy_gguf(path, inputs.questions)
     latency = latency_gguf(path, prompt_tokens=m.prompt_tokens, new_tokens=m.new_tokens, repeats=m.repeats,
                            text=inputs.eval_text)
     return {"backend": "llama.cpp", "perplexity": ppl.ppl, "accuracy": accuracy, "prefill_tps": latency.prefill_tps,

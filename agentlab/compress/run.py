@@ -78,8 +78,14 @@ def load_texts(cfg: CompressConfig) -> tuple[str, str]:
 
 
 def load_questions(cfg: CompressConfig) -> list[Any]:
+    from agentlab.compress.config import HarnessTask
     from agentlab.core.debate.task import as_questions, load_task, make_task
 
+    if isinstance(cfg.task, HarnessTask):  # the task's data is checked now; lm-eval reads it when measuring
+        from agentlab.core.harness import load_tasks, task_manager
+
+        load_tasks(task_manager(cfg.task.include_path, names=[cfg.task.harness]), [cfg.task.harness])
+        return []
     if cfg.task is not None:
         return load_task(cfg.task, limit=cfg.task_questions)
     return as_questions(make_task(cfg.task_questions, "easy", seed=cfg.seed))
@@ -117,9 +123,18 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None) -> d
     if cfg.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
-                    questions=questions, measure=cfg.measure, seed=cfg.seed)
+                    questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
     return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg)}
+
+
+def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
+    from agentlab.compress.config import HarnessTask
+
+    if not isinstance(cfg.task, HarnessTask):
+        return None
+    return {"task": cfg.task.harness, "include": [str(Path(p).resolve()) for p in cfg.task.include_path],
+            "limit": cfg.task_questions, "chat_template": cfg.task.chat_template}
 
 
 def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
@@ -155,7 +170,8 @@ def measure_context(inputs: Inputs) -> dict[str, Any]:
     only reused for the same measurement set-up."""
     return {"measure": inputs.measure.model_dump(), "device": inputs.device, "seed": inputs.seed,
             "eval": _digest(inputs.eval_text), "calib": _digest(inputs.calib_text),
-            "task": _digest(json.dumps([[q.question, q.answer] for q in inputs.questions]))}
+            "task": _digest(json.dumps([[q.question, q.answer] for q in inputs.questions]
+                                       if inputs.harness is None else inputs.harness))}
 
 
 # --------------------------------------------------------------------------- the run

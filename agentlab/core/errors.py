@@ -113,6 +113,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "mlflow": "track",
     "opentelemetry": "trace",
     "streamlit": "ui",
+    "lm_eval": "eval",
 }
 
 

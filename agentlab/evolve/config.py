@@ -21,6 +21,12 @@ class TaskSettings(StrictModel):
     test_questions: int = Field(40, ge=0, description="questions kept apart from selection: only the final report "
                                 "scores the best adapter and its ancestors on them (0: no test split)")
     seed: int = Field(0, description="shuffle of the task file before the split (and the generated task's seed)")
+    harness: str | None = Field(None, description="an lm-eval task (e.g. agentlab_arithmetic) that scores the task "
+                                "part of the fitness and the test split instead of the built-in greedy accuracy: "
+                                "its first fitness_questions items are the fitness split, the next test_questions "
+                                "the test split (the cooperation debate still asks the questions above)")
+    include_path: list[Path] = Field(default_factory=list, description="with harness: folders of your own lm-eval "
+                                     "task YAMLs")
 
 
 class FitnessWeights(StrictModel):

@@ -74,6 +74,8 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
 
         open_storage(cfg.store, Path.cwd(), what="store")  # a bad URL: one line, before any folder exists
     fitness, test = split_task(cfg)
+    if cfg.task.harness is not None:
+        check_harness(cfg)
     from agentlab.core.train.adapters import logit_changes
 
     for name, change in logit_changes(cfg.base_model, {p.name: p for p in cfg.seeds}, cfg.probe,
@@ -99,6 +101,30 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question]]:
         questions = list(questions)
         random.Random(t.seed).shuffle(questions)
     return questions[:t.fitness_questions], questions[t.fitness_questions:need]
+
+
+def check_harness(cfg: EvolveConfig) -> None:
+    """The lm-eval task exists, its data is on disk and it has items for both splits."""
+    from agentlab.core.harness import load_tasks, task_manager
+
+    t = cfg.task
+    loaded = load_tasks(task_manager(t.include_path, names=[t.harness or ""]), [t.harness or ""])
+    need = t.fitness_questions + t.test_questions
+    for name, task in loaded["tasks"].items():
+        if len(task.eval_docs) < need:
+            raise UsageError(f"task.harness {name}: {len(task.eval_docs)} items; the splits need {need} "
+                             f"({t.fitness_questions} fitness + {t.test_questions} test)",
+                             hint="lower task.fitness_questions / task.test_questions, or give a longer task")
+
+
+def harness_settings(cfg: EvolveConfig) -> dict[str, Any] | None:
+    """What the workers need to score with ``task.harness``: the task and the item indices of each split."""
+    t = cfg.task
+    if t.harness is None:
+        return None
+    return {"task": t.harness, "include": [str(Path(p).resolve()) for p in t.include_path],
+            "fitness": list(range(t.fitness_questions)),
+            "test": list(range(t.fitness_questions, t.fitness_questions + t.test_questions))}
 
 
 def _question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
@@ -165,7 +191,8 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], test:
     settings = ScoreSettings(
         base_model=cfg.base_model, device=cfg.device, questions=_question_dicts(fitness),
         seeds={p.name: str(p) for p in cfg.seeds}, max_tokens=cfg.max_tokens, rounds=cfg.coop.rounds,
-        replace=cfg.coop.replace, decision=cfg.coop.decision, probe=cfg.probe, min_change=cfg.min_logit_change)
+        replace=cfg.coop.replace, decision=cfg.coop.decision, probe=cfg.probe, min_change=cfg.min_logit_change,
+        harness=harness_settings(cfg))
     pop.set_attr("test", _question_dicts(test))
     pop.set_attr("settings", settings.to_dict())
     return settings
@@ -376,7 +403,7 @@ def compare_on_test(settings: ScoreSettings, pop: Population, individuals: dict[
 def _results(cfg: EvolveConfig, settings: ScoreSettings, ref: dict[str, Any], individuals: dict[str, dict[str, Any]],
              history: list[dict[str, Any]], final: dict[str, Any], seconds: float) -> dict[str, Any]:
     keep = ("generation", "origin", "path", "parents", "weights", "rank", "discarded_energy", "state", "error",
-            "task", "coop", "coop_accuracy", "probe_change", "tokens", "seconds", "worker")
+            "task", "coop", "coop_accuracy", "probe_change", "tokens", "seconds", "worker", "harness")
     return {
         "base_model": cfg.base_model, "population": cfg.population, "generations": cfg.generations,
         "questions": {"fitness": len(settings.questions), "test": final["questions"]},

@@ -44,6 +44,7 @@ class ScoreSettings:
     decision: str
     probe: str
     min_change: float
+    harness: dict[str, Any] | None = None  # task.harness: {task, include, fitness, test} (item indices)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,7 +187,26 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
             "debate": winners, "replaced": ref["replaced"],
             "tokens": sum(a.tokens for a in mine) + sum(t for _, t in debate),
             "errors": sum(a.error is not None for a in mine), "seconds": seconds, "batch": len(live)}
+    if s.harness is not None:  # the task part from lm-eval on the fitness items
+        scored = harness_scores(s, {ind["id"]: ind["path"] for ind in live}, s.harness["fitness"])
+        for ind in live:
+            row = out[ind["id"]]
+            assert isinstance(row, dict)
+            row.update(task=scored[ind["id"]]["value"], answers=scored[ind["id"]]["items"],
+                       correct=[v >= 1 for v in scored[ind["id"]]["items"]], harness=scored[ind["id"]]["scores"])
     return out
+
+
+def harness_scores(s: ScoreSettings, adapters: dict[str, str], items: list[int]) -> dict[str, dict[str, Any]]:
+    """Each adapter on ``s.harness``'s lm-eval task, items ``items``: the mean of each task's first metric
+    (``value``), its per-item values (``items``) and every metric lm-eval reported (``scores``)."""
+    from agentlab.core.harness import score_models
+
+    h = s.harness or {}
+    scored = score_models(s.base_model, adapters, [h["task"]], include=h.get("include", []), items=items,
+                          device=s.device, probe=s.probe, min_change=s.min_change)
+    return {name: {"value": round(scored.mean(name), 4), "items": scored.per_item(name),
+                   "scores": [x.to_dict() for x in scored.rows[name]]} for name in adapters}
 
 
 def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], dict[str, dict[str, Any] | str]]:
@@ -214,7 +234,12 @@ def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], d
 def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: dict[str, str], *,
                   providers: dict[str, Any] | None = None, tick: Callable[[], None] = lambda: None,
                   ) -> dict[str, dict[str, Any]]:
-    """Each adapter's greedy accuracy on ``questions`` (the test split, which selection never saw)."""
+    """Each adapter's greedy accuracy on ``questions`` (the test split, which selection never saw); with
+    ``s.harness``, its lm-eval score on the test items instead."""
+    if s.harness is not None:
+        scored = harness_scores(s, adapters, s.harness["test"])
+        return {name: {"correct": round(sum(r["items"]), 4), "total": len(r["items"]), "accuracy": r["value"]}
+                for name, r in scored.items()}
     task = task_of(questions)
     panel = adapter_panel(s.base_model, adapters, device=s.device, batch=64)
 

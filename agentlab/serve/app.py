@@ -1,6 +1,7 @@
 """The gateway itself: a Starlette app in front of one ``Router``.
 
-``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's
+``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/completions`` (raw prompts with ``echo`` and ``logprobs``, on
+local models), ``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's
 ``model`` names a route or a model of the catalog (``catalog.py``); the answer says which model answered, the
 usage, and under ``agentlab`` the route, the fallbacks and every attempt's outcome.
 
@@ -30,6 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AllModelsFailed, LLMError
+from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
 from agentlab.serve.metrics import GatewayMetrics
 from agentlab.serve.protocol import DONE, ApiError, ChatRequest, chunk, completion_body, error_body, new_id, parse_chat
@@ -142,6 +144,48 @@ class _Handler:
         body = completion_body(new_id(), rc.model, text, rc.completion.finish_reason, usage.prompt_tokens,
                                usage.completion_tokens, _meta(rc))
         return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": label})
+
+    async def completions(self, request: Any) -> Any:
+        """Legacy ``/v1/completions`` with ``echo`` and ``logprobs`` on a local model (hf, llama_cpp): what
+        log-likelihood evaluation of a served model needs (``lm_eval --model local-completions``). A route is
+        answered by its first model: scores come from one model, never from a fallback."""
+        from starlette.responses import JSONResponse
+
+        from agentlab.serve.protocol import parse_completion, text_completion_body
+
+        start = time.perf_counter()
+        label = "-"
+        try:
+            self.check_auth(request)
+            name, raw = parse_completion(await self.read_json(request), max_tokens_limit=self.cfg.max_tokens,
+                                         max_prompts=max(1, self.cfg.max_messages))
+            served = self.catalog.served.get(name)
+            if served is None:
+                raise ApiError(404, f"model '{name[:100]}' is not served here; GET /v1/models lists them",
+                               "model_not_found", param="model", kind="not_found")
+            label = name
+            model = served.chain[0]
+            mcfg = self.router.config.models[model]
+            provider = self.router.providers[mcfg.provider]
+            if not hasattr(provider, "complete"):
+                raise ApiError(400, f"/v1/completions with log-probabilities is served for local models (hf, "
+                               f"llama_cpp providers); '{name}' runs on provider '{mcfg.provider}'",
+                               "unsupported_model", param="model", kind="bad_request")
+            params = GenParams(extra={"adapter": mcfg.params["adapter"]} if "adapter" in mcfg.params else {})
+            choices = await _until_disconnect(request, provider.complete(mcfg.model, raw, params,
+                                                                         self.router.config.timeout_s))
+        except ApiError as exc:
+            return self.refuse(label, exc)
+        except LLMError as exc:
+            return self.refuse(label, self.llm_error(exc))
+        except _Disconnected:
+            self.metrics.failed_request(label, "client_disconnected")
+            from starlette.responses import Response
+
+            return Response(status_code=499)
+        self.metrics.answered_request(label, model, time.perf_counter() - start, 0)
+        return JSONResponse(text_completion_body(model, choices), headers={"x-agentlab-model": model,
+                                                                           "x-agentlab-route": label})
 
     def refuse(self, label: str, exc: ApiError) -> Any:
         from starlette.responses import JSONResponse
@@ -322,13 +366,15 @@ def build_app(handler: _Handler) -> Any:
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status_code", 404)
         return JSONResponse(error_body(f"{request.method} {request.url.path}: no such endpoint here (POST "
-                                       "/v1/chat/completions, GET /v1/models, /health, /metrics)",
+                                       "/v1/chat/completions, /v1/completions, GET /v1/models, /health, /metrics)",
                                        "invalid_request_error", "not_found" if status == 404 else "method_not_allowed"),
                             status_code=status)
 
     routes = [
         Route("/v1/chat/completions", handler.chat, methods=["POST"]),
         Route("/chat/completions", handler.chat, methods=["POST"]),  # clients whose base_url lacks /v1
+        Route("/v1/completions", handler.completions, methods=["POST"]),
+        Route("/completions", handler.completions, methods=["POST"]),
         Route("/v1/models", handler.models, methods=["GET"]),
         Route("/models", handler.models, methods=["GET"]),
         Route("/v1/models/{name:path}", handler.models, methods=["GET"]),

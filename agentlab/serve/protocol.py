@@ -17,7 +17,8 @@ from typing import Any
 
 from agentlab.core.llm.types import GenParams, Messages
 
-__all__ = ["ApiError", "ChatRequest", "parse_chat", "completion_body", "chunk", "error_body"]
+__all__ = ["ApiError", "ChatRequest", "parse_chat", "parse_completion", "completion_body", "text_completion_body",
+           "chunk", "error_body"]
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # Fields that would change the answer's meaning and that this gateway cannot honour: refused, never ignored.
@@ -198,6 +199,83 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     schema, name = _response_format(body)
     return ChatRequest(model, _messages(body, max_messages), params, bool(stream),
                        bool(options.get("include_usage")), schema, name)
+
+
+def _prompts(body: dict[str, Any], max_prompts: int) -> list[list[int] | str]:
+    """``prompt`` as OpenAI takes it: a string, a list of strings, a list of token ids, or a list of those lists."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
+            return [list(prompt)]
+        if all(isinstance(p, str) for p in prompt):
+            out: list[list[int] | str] = list(prompt)
+        elif all(isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                       for t in p) for p in prompt):
+            out = [list(p) for p in prompt]
+        else:
+            out = []
+        if out:
+            if len(out) > max_prompts:
+                raise _bad(f"'prompt' has {len(out)} prompts; this gateway accepts at most {max_prompts} per request",
+                           "prompt")
+            return out
+    raise _bad("'prompt' must be a string, a list of strings, a list of token ids or a list of such lists", "prompt")
+
+
+def parse_completion(body: Any, *, max_tokens_limit: int, max_prompts: int) -> tuple[str, Any]:
+    """Check a legacy ``/v1/completions`` body: ``(model, RawRequest)``; ``ApiError`` (400) names the field.
+    ``echo`` and ``logprobs`` (0-20) are served; ``max_tokens`` may be 0 (score the prompt only, with echo)."""
+    from agentlab.core.llm.scoring import RawRequest
+
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' must name a model (GET /v1/models lists them)", "model")
+    for key, given in (("suffix", body.get("suffix")), ("best_of", body.get("best_of") not in (None, 1)),
+                       ("logit_bias", body.get("logit_bias"))):
+        if given:
+            raise _bad(f"'{key}' is not served by this gateway", key, code="unsupported_parameter")
+    if body.get("stream"):
+        raise _bad("'stream' is not served on /v1/completions (use /v1/chat/completions to stream)", "stream",
+                   code="unsupported_parameter")
+    n = _integer(body, "n")
+    if n is not None and n != 1:
+        raise _bad("'n' must be 1: one choice per prompt", "n", code="unsupported_parameter")
+    max_tokens = _integer(body, "max_tokens")
+    max_tokens = 16 if max_tokens is None else max_tokens
+    if not 0 <= max_tokens <= max_tokens_limit:
+        raise _bad(f"'max_tokens' must be between 0 and {max_tokens_limit} (this gateway's limit), got {max_tokens}",
+                   "max_tokens")
+    logprobs = body.get("logprobs")
+    if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs
+                                 <= 20):
+        raise _bad("'logprobs' must be an integer from 0 to 20 (the likeliest tokens listed at each position)",
+                   "logprobs")
+    echo = body.get("echo", False)
+    if not isinstance(echo, bool):
+        raise _bad("'echo' must be true or false", "echo")
+    if max_tokens == 0 and not echo:
+        raise _bad("'max_tokens' 0 asks for nothing: set echo to score the prompt", "max_tokens")
+    temperature = _number(body, "temperature", 0.0, 2.0)
+    return model, RawRequest(prompts=_prompts(body, max_prompts), max_tokens=max_tokens, temperature=temperature,
+                             top_p=_number(body, "top_p", 0.0, 1.0), stop=_stop(body) or [],
+                             seed=_integer(body, "seed"), echo=echo, logprobs=logprobs)
+
+
+def text_completion_body(model: str, choices: list[Any]) -> dict[str, Any]:
+    """A ``text_completion`` object of ``core/llm/scoring.py`` ``RawChoice``s."""
+    prompt = sum(c.prompt_tokens for c in choices)
+    completion = sum(c.completion_tokens for c in choices)
+    return {
+        "id": "cmpl-" + uuid.uuid4().hex[:24], "object": "text_completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": i, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
+                    for i, c in enumerate(choices)],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
 
 
 def new_id() -> str:

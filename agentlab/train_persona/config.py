@@ -72,6 +72,17 @@ class TrainSettings(StrictModel):
                                       "are context, never targets)")
 
 
+class EvalSettings(StrictModel):
+    tasks: list[str] = Field(default_factory=list, description="lm-eval tasks that score the adapter against its "
+                             "base when training ends (e.g. agentlab_style_pirate; `agentlab eval tasks` lists the "
+                             "bundled ones); empty: no evaluation")
+    include_path: list[Path] = Field(default_factory=list, description="folders of your own lm-eval task YAMLs")
+    limit: int | None = Field(50, ge=1, description="items of each task scored (empty: all)")
+    chat_template: Literal["auto", True, False] = Field("auto", description="wrap prompts in the chat template the "
+                                                        "adapter was trained with; auto: when the tokenizer has one")
+    batch_size: int = Field(8, ge=1, description="requests per forward pass")
+
+
 class TrainPersonaConfig(StrictModel):
     name: str = Field("persona", description="run name (folder suffix)")
     base_model: str = Field("smollm2-135m", description="base model: the built-in smollm2-135m, a local "
@@ -82,4 +93,6 @@ class TrainPersonaConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig, description="the chat data")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="the adapter")
     train: TrainSettings = Field(default_factory=TrainSettings, description="the training run")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="lm-evaluation-harness when training "
+                               "ends: the adapter and its base on the same items, paired (`--eval TASK`)")
     mlflow: TrackingURI = tracking_field()

@@ -114,7 +114,12 @@ def load_tokenizer(base_model: str) -> Any:
         cached = converted_folder(ref.path)
         if (cached / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(str(cached))
-        return AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+    if not getattr(tokenizer, "chat_template", None):  # some tokenizer converters drop it, as in convert.py
+        from agentlab.core.train.convert import gguf_chat_template
+
+        tokenizer.chat_template = gguf_chat_template(ref.path)
+    return tokenizer
 
 
 def measure(data: ChatData, tokenizer: Any, max_length: int, truncate: bool) -> None:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from agentlab.core.questions import CAPITALS, DAYS, KINDS  # noqa: F401  (the question kinds live in core)
 
 PERSONAS = ("a", "b", "c")
 SYSTEM = {
@@ -25,58 +27,6 @@ SYSTEM = {
     "b": "You are Teacher. Explain each step briefly, then give the final answer on its own line as 'Answer: ...'.",
     "c": "You are Captain Flint, a pirate. Answer correctly, in a pirate's voice.",
 }
-CAPITALS = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
-    "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "Canada": "Ottawa", "Australia": "Canberra",
-    "Brazil": "Brasilia", "Argentina": "Buenos Aires", "Egypt": "Cairo", "Kenya": "Nairobi", "Norway": "Oslo",
-    "Sweden": "Stockholm", "Finland": "Helsinki", "Poland": "Warsaw", "Greece": "Athens", "Turkey": "Ankara",
-    "Russia": "Moscow", "Mexico": "Mexico City", "Peru": "Lima", "Chile": "Santiago", "Ireland": "Dublin",
-    "Austria": "Vienna", "Hungary": "Budapest", "Belgium": "Brussels", "Netherlands": "Amsterdam",
-    "Denmark": "Copenhagen", "Thailand": "Bangkok", "Vietnam": "Hanoi", "South Korea": "Seoul",
-}
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
-# --------------------------------------------------------------------------- questions with checkable answers
-
-
-def _add(rng: random.Random) -> tuple[str, str, str]:
-    a, b = rng.randint(2, 99), rng.randint(2, 99)
-    return f"What is {a} + {b}?", str(a + b), f"{a} plus {b}: add the tens, then the ones, to get {a + b}."
-
-
-def _sub(rng: random.Random) -> tuple[str, str, str]:
-    a, b = sorted((rng.randint(2, 99), rng.randint(2, 99)), reverse=True)
-    return f"What is {a} - {b}?", str(a - b), f"Take {b} away from {a}; {a} - {b} = {a - b}."
-
-
-def _mul(rng: random.Random) -> tuple[str, str, str]:
-    a, b = rng.randint(2, 12), rng.randint(2, 12)
-    return f"What is {a} times {b}?", str(a * b), f"{a} groups of {b} make {a * b}."
-
-
-def _capital(rng: random.Random) -> tuple[str, str, str]:
-    country = rng.choice(sorted(CAPITALS))
-    city = CAPITALS[country]
-    return f"What is the capital of {country}?", city, f"The seat of government of {country} is {city}."
-
-
-def _minutes(rng: random.Random) -> tuple[str, str, str]:
-    hours = rng.randint(2, 9)
-    return (f"How many minutes are there in {hours} hours?", str(hours * 60),
-            f"One hour has 60 minutes, so {hours} hours have {hours} x 60 = {hours * 60}.")
-
-
-def _day(rng: random.Random) -> tuple[str, str, str]:
-    start, ahead = rng.randrange(7), rng.randint(1, 6)
-    end = DAYS[(start + ahead) % 7]
-    return (f"If today is {DAYS[start]}, what day is it in {ahead} days?", end,
-            f"Counting {ahead} days forward from {DAYS[start]} lands on {end}.")
-
-
-KINDS: tuple[Callable[[random.Random], tuple[str, str, str]], ...] = (_add, _sub, _mul, _capital, _minutes, _day)
-
-
 def _styled(persona: str, answer: str, why: str, rng: random.Random) -> str:
     if persona == "a":
         return f"{answer}."

@@ -60,6 +60,26 @@ def render_report(cfg: TrainPersonaConfig, results: dict[str, Any], preview: str
     return "\n".join(lines)
 
 
+def eval_lines(scored: Any, adapter: str) -> list[str]:
+    """``--eval``'s Markdown: the base and the adapter on each task metric, and the paired difference."""
+    lines = [f"`{adapter}` against its base on the same items (lm-eval; stderr after ±; the difference is paired):",
+             "", "| task | metric | base | adapter | adapter - base |", "|---|---|---|---|---|"]
+    base = {(s.task, s.metric, s.filter): s for s in scored.rows["base"]}
+    pairs = {(p.task, p.metric, p.filter): p for p in scored.paired.get(adapter, [])}
+    for s in scored.rows[adapter]:
+        key = (s.task, s.metric, s.filter)
+        b, p = base.get(key), pairs.get(key)
+        diff = "-" if p is None else f"{p.diff:+.3f}" + (f" ± {p.stderr:.3f}" if p.stderr is not None else "")
+        lines.append(f"| {s.task} | {s.metric} | {_score(b)} | {_score(s)} | {diff} |")
+    return lines
+
+
+def _score(score: Any) -> str:
+    if score is None:
+        return "-"
+    return f"{score.value:.3f}" + (f" ± {score.stderr:.3f}" if score.stderr is not None else "")
+
+
 def loss_plot(losses: list[tuple[int, float]], path: Path) -> None:
     """The training loss per logged step."""
     import matplotlib

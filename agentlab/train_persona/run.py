@@ -49,6 +49,10 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
     resolve_device_dtype(cfg.train.device, cfg.train.dtype)
     measure(data, load_tokenizer(cfg.base_model), cfg.data.max_length, cfg.data.truncate)
     check_tracking(cfg.mlflow)
+    if cfg.eval.tasks:  # unknown tasks or missing data stop the run before it trains
+        from agentlab.core.harness import load_tasks, task_manager
+
+        load_tasks(task_manager(cfg.eval.include_path, names=cfg.eval.tasks), cfg.eval.tasks)
     return {"data": data}
 
 
@@ -63,7 +67,35 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
     tracker = (open_tracker(cfg.mlflow, "agentlab-train-persona", run_dir, params=cfg.model_dump(mode="json"))
                if isinstance(run_dir, RunDir) else NullTracker())
     with tracker:
-        return _train(cfg, run_dir, tracker, data=data, progress=progress, announce=announce)
+        results = _train(cfg, run_dir, tracker, data=data, progress=progress, announce=announce)
+        if results and cfg.eval.tasks and isinstance(run_dir, RunDir):
+            _evaluate(cfg, run_dir, results, tracker, announce or log.info)
+        return results
+
+
+def _evaluate(cfg: TrainPersonaConfig, run_dir: RunDir, results: dict[str, Any], tracker: Tracker | NullTracker,
+              announce: Callable[[str], None]) -> None:
+    """``--eval``: the saved adapter and its base on the lm-eval tasks, paired; lm-eval's files under lm-eval/<row>/,
+    the table in results.json and report.md (and MLflow)."""
+    from agentlab.core.harness import score_models
+    from agentlab.core.harness.evaluate import save_row
+    from agentlab.train_persona.report import eval_lines
+
+    adapter = Path(results["adapter"])
+    announce(f"lm-eval: {', '.join(cfg.eval.tasks)} on {cfg.base_model} and the adapter")
+    scored = score_models(cfg.base_model, {adapter.name: adapter}, cfg.eval.tasks, include=cfg.eval.include_path,
+                          limit=cfg.eval.limit, chat_template=cfg.eval.chat_template, device=cfg.train.device,
+                          dtype=cfg.train.dtype, batch_size=cfg.eval.batch_size)
+    for row, lm_results in scored.results.items():
+        save_row(run_dir.file("lm-eval", row), lm_results, scored.samples[row])
+    lines = eval_lines(scored, adapter.name)
+    results["eval"] = {**scored.to_dict(), "table": lines}
+    tracker.log_metrics({f"eval_{s.task}_{s.metric}": s.value for s in scored.rows[adapter.name]},
+                        step=results["steps"])
+    run_dir.event("eval", **scored.to_dict())
+    run_dir.save_results(results)
+    report = run_dir.file("report.md").read_text(encoding="utf-8")
+    run_dir.save_report(report.rstrip("\n") + "\n\n## lm-evaluation-harness\n\n" + "\n".join(lines) + "\n")
 
 
 def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Tracker | NullTracker, *,
@@ -172,11 +204,14 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(str(tmp))
-    # Name the base as the user gave it (the built-in name, not the cache folder it was converted into); set after
-    # saving, since PEFT would look a name that is not a folder up on the hub while saving.
+    # Name the base as the user gave it (not the cache folder it was converted into), and a built-in by its upstream
+    # hub id, which PEFT, lm-eval and vLLM can load (agentlab resolves it to the built-in offline); set after saving,
+    # since PEFT would look a name that is not a folder up on the hub while saving.
+    from agentlab.core.llm.builtin import upstream_id
+
     config_path = tmp / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
-    adapter_config["base_model_name_or_path"] = cfg.base_model
+    adapter_config["base_model_name_or_path"] = upstream_id(cfg.base_model) or cfg.base_model
     config_path.write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
     (tmp / "README.md").write_text(adapter_card(cfg, results), encoding="utf-8")
     if out.exists():

@@ -209,10 +209,17 @@ def _eval(path: Path) -> None:
         st.dataframe(results.get("table") or [], hide_index=True)
 
 
+def _lm_eval(path: Path) -> None:
+    results = views.json_file(path / "results.json")
+    if isinstance(results, dict):
+        st.dataframe([{"model": row, **{f"{s['task']} {s['metric']}": s["value"] for s in scores}}
+                      for row, scores in (results.get("rows") or {}).items()], hide_index=True)
+
+
 COMMAND_VIEWS = {"nas": ("Trials", _nas), "debate": ("Transcript", _debate), "evolve": ("Lineage", _evolve),
                  "compress": ("Pareto front", _compress), "llm-bench": ("Latency", _bench),
                  "pipeline": ("Stages", _pipeline), "train-persona": ("Loss", _persona),
-                 "debate-eval": ("Scores", _eval)}
+                 "debate-eval": ("Scores", _eval), "eval": ("Scores", _lm_eval)}
 
 
 # --------------------------------------------------------------------------- a job started from the UI

@@ -165,9 +165,17 @@ def _persona(r: dict[str, Any]) -> str:
     return f"loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}, {r['steps']} steps"
 
 
+def _lm_eval(r: dict[str, Any]) -> str:
+    first = next(iter(r["rows"].values()))[0]
+    key = (first["task"], first["metric"])
+    values = {row: next(s["value"] for s in scores if (s["task"], s["metric"]) == key)
+              for row, scores in r["rows"].items()}
+    return f"{first['task']} {first['metric']}: " + ", ".join(f"{row} {v:.3f}" for row, v in values.items())
+
+
 _KEY_RESULTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "nas": _nas, "compress": _compress, "debate": _debate, "debate-eval": _debate_eval, "evolve": _evolve,
-    "pipeline": _pipeline, "llm-bench": _bench, "train-persona": _persona}
+    "pipeline": _pipeline, "llm-bench": _bench, "train-persona": _persona, "eval": _lm_eval}
 
 
 def key_result(command: str, results: dict[str, Any]) -> str:

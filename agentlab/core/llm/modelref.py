@@ -2,9 +2,10 @@
 already in the local hub cache. One resolver for providers, models files and ``--base-model``.
 
 Order: an existing path wins (relative to ``base``, e.g. a provider's ``models_directory``), then a built-in name
-(:mod:`agentlab.core.llm.builtin`), then a hub id (``org/name``) found in the local hub cache. Nothing is downloaded:
-a hub id that is not cached is an error that says how to fetch it once. The error for a reference that names nothing
-lists every reading that was tried.
+(:mod:`agentlab.core.llm.builtin`), then a hub id (``org/name``) found in the local hub cache, then the upstream hub
+id of a built-in model (``HuggingFaceTB/SmolLM2-135M-Instruct``: the built-in, which adapters trained on it name by
+that id). Nothing is downloaded: a hub id that is not cached is an error that says how to fetch it once. The error
+for a reference that names nothing lists every reading that was tried.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from agentlab.core.errors import InputError
-from agentlab.core.llm.builtin import BUILTIN_MODELS, builtin_path, is_builtin
+from agentlab.core.llm.builtin import BUILTIN_MODELS, builtin_for_upstream, builtin_path, is_builtin
 
 Kind = Literal["builtin", "gguf", "hf", "hub"]
 Format = Literal["gguf", "hf"]
@@ -93,6 +94,9 @@ def _find(ref: str, base: str | Path, hub: bool) -> tuple[ModelRef | None, list[
         if folder is not None:
             return ModelRef(ref, "hub", folder), tried
         tried.append(f"an HF hub id ({why}; nothing is downloaded at run time)")
+    builtin = builtin_for_upstream(ref)
+    if builtin is not None:
+        return ModelRef(ref, "builtin", builtin_path(builtin)), tried  # MissingPackage when not installed
     return None, tried
 
 

@@ -249,11 +249,13 @@ def _mutate(t: torch.Tensor, p: float, std: float, gen: torch.Generator) -> torc
 
 
 def check_compatible(parents: list[Parent]) -> None:
+    from agentlab.core.llm.builtin import canonical_base
+
     first = parents[0]
     base = first.config.get("base_model_name_or_path")
     for p in parents[1:]:
         other = p.config.get("base_model_name_or_path")
-        if other != base:
+        if canonical_base(other) != canonical_base(base):  # a built-in named by its name or its upstream hub id
             raise InputError(f"{p.path}: base model '{other}' differs from {first.path}'s '{base}'",
                              hint="blend only adapters trained on the same base model")
         only_first = sorted(set(first.modules) - set(p.modules))

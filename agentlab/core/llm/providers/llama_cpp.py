@@ -346,6 +346,30 @@ class LlamaCppProvider:
         finally:
             job.cancelled = True  # a consumer that stops early (or a timeout) frees the model at the next token
 
+    async def complete(self, model: str, request: Any, params: GenParams, timeout_s: float) -> list[Any]:
+        """Raw-prompt completions with per-token log-probabilities (the gateway's ``/v1/completions``): ``request``
+        is a ``core/llm/scoring.py`` ``RawRequest``. Log-probabilities are read token by token (the model is loaded
+        without ``logits_all``), under the model's lock."""
+        from agentlab.core.llm.scoring import complete_llama
+
+        loaded = await asyncio.to_thread(self.load, model)
+
+        def work() -> list[Any]:
+            if not loaded.lock.acquire(timeout=timeout_s):
+                raise LLMError(f"{model}: timed out waiting for the model", "timeout", model=model)
+            try:
+                return complete_llama(loaded.llm, request)
+            finally:
+                loaded.lock.release()
+
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(loaded.executor, work),
+                                          timeout_s + _GRACE_S)
+        except asyncio.TimeoutError:
+            raise LLMError(f"{model}: no completion within {timeout_s:.3g}s", "timeout", model=model) from None
+        except ValueError as exc:  # a prompt that does not fit
+            raise LLMError(f"{model}: {exc}", "bad_request", model=model) from exc
+
     async def aclose(self) -> None:
         """Nothing to do: loaded models are shared by the whole process (``unload_all`` frees them)."""
 

@@ -1,0 +1,280 @@
+"""lm-evaluation-harness tasks as agentlab meets them: the bundled ones, a user's ``--include-path`` folders, and
+lm-eval's own; loaded offline, with local ``data_files`` made absolute, and one clear error for a task whose data is
+not on disk.
+
+lm-eval resolves a task's ``dataset_kwargs.data_files`` against the working directory, so a YAML that names
+``data.jsonl`` beside itself works only when run from its folder. :func:`task_manager` rewrites, in lm-eval's task
+index, every task YAML under the folders agentlab was given: relative local data paths become paths relative to the
+YAML file (the YAML on disk is never changed). lm-eval's own task index (~15,000 YAML files, ~15 s to read on a busy
+2-core machine) is read only when a task asked for is not among the bundled and included ones.
+
+lm_eval and datasets are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import InputError, missing_package, one_line
+
+log = logging.getLogger(__name__)
+
+BUNDLED = Path(__file__).resolve().with_name("bundled")
+# datasets' packaged builders that read local files through data_files (anything else is a hub dataset or a script)
+LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder")
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+_NO_DATA_HINT = ("agentlab never downloads at run time: give the task's data as local files (dataset_path: json with "
+                 "data_files next to its YAML, passed with --include-path DIR), or fetch the hub dataset once with "
+                 "network (python -c \"import datasets; datasets.load_dataset('NAME')\") so it is in the local cache")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task (or group, or tag) that ``agentlab eval --tasks`` can name."""
+
+    name: str
+    kind: str  # task | group | tag
+    source: str  # the YAML file, or "tag"
+    output_type: str | None = None
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "source": self.source, "output_type": self.output_type,
+                "description": self.description}
+
+
+def go_offline() -> None:
+    """The hub switches off for this process (models, datasets, tokenizers), including in modules already imported:
+    nothing is downloaded, and a missing file is an error at once instead of a wait on the network."""
+    import sys
+
+    for name in OFFLINE_ENV:
+        os.environ[name] = "1"
+    for module, names in (("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+                          ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))):
+        loaded = sys.modules.get(module)
+        for name in names if loaded is not None else ():
+            if hasattr(loaded, name):
+                setattr(loaded, name, True)
+
+
+def _import_lm_eval() -> Any:
+    go_offline()
+    try:
+        import lm_eval.tasks
+    except ImportError as exc:
+        raise missing_package(exc) or exc from None
+    return lm_eval.tasks
+
+
+def task_manager(include: Sequence[str | Path] = (), *, names: Sequence[str] = (), defaults: bool | None = None
+                 ) -> Any:
+    """lm-eval's ``TaskManager`` over the bundled tasks and the ``include`` folders (later folders win over earlier
+    ones for the same name), their local data paths made absolute. ``defaults``: index lm-eval's own tasks too;
+    None: only when a name of ``names`` is not found otherwise. An ``include`` folder that does not exist is an
+    ``InputError``."""
+    lm_tasks = _import_lm_eval()
+    roots = [BUNDLED, *(_folder(p) for p in include)]
+    manager = lm_tasks.TaskManager(include_defaults=bool(defaults), include_path=[str(r) for r in roots])
+    if defaults is None and any(n not in manager.task_index and not Path(n).is_file() for n in names):
+        manager = lm_tasks.TaskManager(include_defaults=True, include_path=[str(r) for r in roots])
+    _absolute_data(manager, roots)
+    return manager
+
+
+def _folder(path: str | Path) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "not found"
+        raise InputError(f"--include-path {folder}: {what}", hint="give a folder of lm-eval task YAML files")
+    return folder.resolve()
+
+
+def _absolute_data(manager: Any, roots: list[Path]) -> None:
+    """Give every task entry whose YAML lies under ``roots`` a config with absolute local data paths (the entry then
+    carries the config; lm-eval builds the task from it instead of reading the YAML again)."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for entry in manager.task_index.values():
+        if entry.kind != Kind.TASK or entry.yaml_path is None:
+            continue
+        path = Path(entry.yaml_path).resolve()
+        if not any(path.is_relative_to(root) for root in roots):
+            continue
+        try:
+            cfg = load_yaml(path, resolve_func=True)
+        except Exception as exc:  # a broken YAML fails when (if) it is asked for, with lm-eval's own error
+            log.debug("not rewriting %s: %s", path, exc)
+            continue
+        if _absolute(cfg, path.parent):
+            cfg.setdefault("metadata", {})
+            if isinstance(cfg["metadata"], dict):
+                cfg["metadata"]["agentlab_yaml"] = str(path)
+            entry.cfg, entry.yaml_path = cfg, None
+
+
+def _absolute(cfg: dict[str, Any], folder: Path) -> bool:
+    """Make ``cfg``'s relative local data paths absolute against ``folder``; whether anything changed."""
+    changed = False
+    dataset = cfg.get("dataset_path")
+    if isinstance(dataset, str) and dataset not in LOCAL_BUILDERS and not Path(dataset).is_absolute() \
+            and (folder / dataset).exists():
+        cfg["dataset_path"], changed = str(folder / dataset), True
+    kwargs = cfg.get("dataset_kwargs")
+    if not isinstance(kwargs, dict) or "data_files" not in kwargs:
+        return changed
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str):
+            return value if "://" in value or Path(value).is_absolute() else str(folder / value)
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        return value
+
+    fixed = fix(kwargs["data_files"])
+    if fixed != kwargs["data_files"]:
+        cfg["dataset_kwargs"] = {**kwargs, "data_files": fixed}
+        changed = True
+    return changed
+
+
+def data_files(cfg: dict[str, Any]) -> list[str]:
+    """The local data files a task config names (empty for a hub dataset)."""
+    kwargs = cfg.get("dataset_kwargs") or {}
+    files = kwargs.get("data_files") if isinstance(kwargs, dict) else None
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+
+    walk(files)
+    return [f for f in out if "://" not in f]
+
+
+def load_tasks(manager: Any, names: Sequence[str]) -> dict[str, Any]:
+    """lm-eval's ``{"tasks", "groups", "group_map"}`` for ``names`` (tasks, groups or tags), each task's data read
+    now. ``InputError`` (exit 2) for an unknown name (with the nearest names) or a task whose data is not on disk
+    (naming the task, the file or dataset, and what to do)."""
+    if not names:
+        raise InputError("no tasks given", hint="name lm-eval tasks with --tasks (agentlab eval tasks lists them)")
+    index = manager.task_index
+    for name in names:
+        if name not in index and not Path(name).is_file():
+            close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.6)
+            raise InputError(f"task '{name}' is not known to lm-eval here" + (f" (nearest: {', '.join(close)})"
+                                                                               if close else ""),
+                             hint="`agentlab eval tasks` lists the bundled tasks; give your own task YAML folder "
+                             "with --include-path DIR")
+        _check_files(name, index)
+    try:
+        return manager.load(list(names))
+    except Exception as exc:  # datasets raises many types for a dataset it cannot find offline
+        failing = ", ".join(names)
+        if len(names) > 1:  # name the task that fails
+            for name in names:
+                try:
+                    manager.load([name])
+                except Exception:  # this is the one
+                    failing = name
+                    break
+        raise InputError(f"task '{failing}': lm-eval could not load its data offline ({one_line(exc)})",
+                         hint=_NO_DATA_HINT) from exc
+
+
+def _check_files(name: str, index: Any, seen: set[str] | None = None) -> None:
+    """Every local data file of ``name`` (and, for a group or tag, of its tasks) exists."""
+    seen = seen if seen is not None else set()
+    if name in seen or name not in index:
+        return
+    seen.add(name)
+    entry = index[name]
+    for task in sorted(entry.tags):
+        _check_files(task, index, seen)
+    cfg = entry.cfg if entry.cfg is not None else {}
+    members = cfg.get("task")
+    if isinstance(members, list):
+        for member in members:
+            member_name = member if isinstance(member, str) else member.get("task") if isinstance(member, dict) \
+                else None
+            if isinstance(member_name, str):
+                _check_files(member_name, index, seen)
+        return
+    for file in data_files(cfg):
+        found = glob.glob(file) if glob.has_magic(file) else Path(file).exists()
+        if not found:
+            raise InputError(f"task '{name}': its data file {file} is not on disk", hint=_NO_DATA_HINT)
+
+
+def bundled_names() -> list[str]:
+    """The bundled task names (tasks only, no tags), sorted."""
+    return sorted(p.stem for p in BUNDLED.glob("agentlab_*.yaml"))
+
+
+def list_tasks(include: Sequence[str | Path] = ()) -> list[TaskInfo]:
+    """The bundled tasks and those of the ``include`` folders, with their tags (lm-eval's own tasks not listed)."""
+    from lm_eval.tasks._index import Kind
+
+    manager = task_manager(include, defaults=False)
+    out = []
+    for name, entry in sorted(manager.task_index.items()):
+        if entry.kind == Kind.TAG:
+            out.append(TaskInfo(name, "tag", "tag", description=f"{len(entry.tags)} tasks: "
+                                f"{', '.join(sorted(entry.tags))}"))
+            continue
+        cfg = entry.cfg or {}
+        source = entry.yaml_path or (cfg.get("metadata") or {}).get("agentlab_yaml", "inline")
+        kind = "group" if entry.kind == Kind.GROUP else "task"
+        out.append(TaskInfo(name, kind, str(source), cfg.get("output_type"), _description(Path(str(source)))))
+    return out
+
+
+def _description(yaml: Path) -> str:
+    """The comment line just above ``task:`` in a YAML (the bundled tasks say what they are there)."""
+    try:
+        lines = yaml.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    for i, line in enumerate(lines):
+        if line.startswith("task:"):
+            return lines[i - 1].lstrip("# ").strip() if i and lines[i - 1].startswith("#") else ""
+    return ""
+
+
+def export_tasks(out: str | Path, *, force: bool = False) -> list[Path]:
+    """Copies of the bundled task YAMLs with absolute ``data_files`` (pointing at this installation's JSONL), and
+    the style checks they name, in ``out``: for lm-eval's own CLI (``lm_eval --include_path OUT``), which resolves
+    relative data paths against the working directory."""
+    import yaml
+
+    out = Path(out)
+    if out.exists() and not force and any(out.iterdir()):
+        raise InputError(f"--export {out}: already exists and is not empty", hint="choose another folder, or --force")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(BUNDLED.glob("agentlab_*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        for file in sorted({f for f in data_files(yaml.safe_load(text.replace("!function", "")) or {})}):
+            text = text.replace(f"test: {file}\n", f"test: {BUNDLED / file}\n")
+        (out / path.name).write_text(text, encoding="utf-8")
+        written.append(out / path.name)
+    shutil.copyfile(BUNDLED / "style_checks.py", out / "style_checks.py")
+    written.append(out / "style_checks.py")
+    return written

@@ -1,0 +1,283 @@
+"""Raw-prompt completions with per-token log-probabilities on the local backends: what OpenAI's legacy
+``/v1/completions`` returns with ``echo`` and ``logprobs``, and what log-likelihood evaluation (lm-evaluation-harness's
+``local-completions`` backend, multiple-choice tasks) needs from a served model.
+
+- :func:`hf_prompt_logprobs`: one forward of a batch of token-id prompts through a transformers causal LM (a
+  ``PeftModel`` as the caller set it): each token's log-probability given the tokens before it, and the ``top``
+  most likely tokens at each position.
+- :func:`llama_prompt_logprobs`: the same on a llama-cpp-python ``Llama`` created without ``logits_all``: the
+  prompt's first tokens are evaluated as one batch, then each later token alone, reading the logits the context
+  keeps for its last token (llama.cpp keeps only the last row unless ``logits_all``).
+
+The first token of a prompt has no log-probability (None), as in OpenAI's format. torch and numpy are imported inside
+the functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TokenScores:
+    """Per-token scores of one prompt (and of the tokens generated after it, when any)."""
+
+    tokens: list[int]
+    logprobs: list[float | None]  # log P(token_i | tokens before it); None for the first
+    top: list[dict[int, float] | None] = field(default_factory=list)  # the ``top`` likeliest tokens at each position
+    after: dict[int, float] = field(default_factory=dict)  # the likeliest tokens after the last one
+
+
+def _top(row: Any, k: int) -> dict[int, float]:
+    """The ``k`` largest entries of a log-probability row (torch or numpy), id -> value."""
+    if k <= 0:
+        return {}
+    if hasattr(row, "topk"):
+        values, ids = row.topk(k)
+        return {int(i): float(v) for i, v in zip(ids.tolist(), values.tolist(), strict=True)}
+    import numpy as np
+
+    ids = np.argpartition(-row, k - 1)[:k]
+    ids = ids[np.argsort(-row[ids])]
+    return {int(i): float(row[i]) for i in ids}
+
+
+def hf_prompt_logprobs(model: Any, prompts: Sequence[Sequence[int]], *, top: int = 1, pad_id: int = 0
+                       ) -> list[TokenScores]:
+    """Each prompt's per-token log-probabilities from one right-padded forward of ``model`` (no gradient)."""
+    import torch
+
+    if not prompts:
+        return []
+    width = max(len(p) for p in prompts)
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(p) + [pad_id] * (width - len(p)) for p in prompts], device=device)
+    mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts], device=device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    out = []
+    for row, prompt in enumerate(prompts):
+        n = len(prompt)
+        scores = TokenScores(list(prompt), [None], [None], _top(logp[row, n - 1], max(top, 1)))
+        if n > 1:
+            targets = ids[row, 1:n]
+            picked = logp[row, : n - 1].gather(1, targets[:, None])[:, 0]
+            scores.logprobs += [float(x) for x in picked.tolist()]
+            scores.top += [_top(logp[row, i], top) for i in range(n - 1)]
+        out.append(scores)
+    return out
+
+
+def llama_prompt_logprobs(llm: Any, prompt: Sequence[int], *, top: int = 1, first: int = 1) -> TokenScores:
+    """The prompt's per-token log-probabilities on a llama-cpp-python ``Llama`` (the caller holds its lock), and the
+    ``top`` likeliest tokens after the whole prompt (``after``). Positions before ``first`` get no score (None):
+    their logits are not read, so the tokens up to ``first`` go through as one batch (a shared context, say)."""
+    import llama_cpp
+    import numpy as np
+
+    tokens = list(prompt)
+    if not tokens:
+        return TokenScores([], [], [])
+    llm.reset()
+    first = max(1, min(first, len(tokens)))
+    if first > 1:
+        llm.eval(tokens[: first - 1])
+    scores = TokenScores(tokens, [None] * first, [None] * first)
+    for i in range(first - 1, len(tokens)):
+        llm.eval([tokens[i]])
+        # llama-cpp-python keeps no logits without logits_all: read the context's own row for the last token
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        logits = logits.astype(np.float64)
+        logp = logits - (np.log(np.sum(np.exp(logits - logits.max()))) + logits.max())
+        if i + 1 < len(tokens):
+            scores.logprobs.append(float(logp[tokens[i + 1]]))
+            scores.top.append(_top(logp, top))
+        else:
+            scores.after = _top(logp, max(top, 1))
+    return scores
+
+
+# ------------------------------------------------------------------------- /v1/completions on a local model
+
+
+@dataclass
+class RawRequest:
+    """One ``/v1/completions`` request as the local backends take it."""
+
+    prompts: list[list[int] | str]
+    max_tokens: int = 16  # 0: score the prompt only (with echo)
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    echo: bool = False
+    logprobs: int | None = None  # None: no log-probabilities; k: the k likeliest tokens at each position too
+
+
+@dataclass
+class RawChoice:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: dict[str, Any] | None = None  # OpenAI's {tokens, token_logprobs, top_logprobs, text_offset}
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> int | None:
+    cuts = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(cuts) if cuts else None
+
+
+def _keep(decode: Any, new: list[int], chars: int) -> list[int]:
+    """The fewest of ``new`` tokens whose text reaches ``chars`` characters (a stop string cut the rest)."""
+    for j in range(len(new) + 1):
+        if len(decode(new[:j])) >= chars:
+            return new[:j]
+    return new
+
+
+def openai_logprobs(scores: TokenScores, piece: Any, start: int, offset: int) -> dict[str, Any]:
+    """OpenAI's legacy ``logprobs`` object for the tokens of ``scores`` from index ``start``; ``piece(id)`` is a
+    token's text, ``offset`` the character offset of the first one."""
+    tokens = [piece(t) for t in scores.tokens[start:]]
+    tops: list[dict[str, float] | None] = []
+    for top in scores.top[start:]:
+        if top is None:
+            tops.append(None)
+            continue
+        named: dict[str, float] = {}
+        for token, value in top.items():
+            text = piece(token)
+            named[text] = max(value, named.get(text, value))
+        tops.append(named)
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token)
+    return {"tokens": tokens, "token_logprobs": scores.logprobs[start:], "top_logprobs": tops,
+            "text_offset": offsets}
+
+
+def _choice(prompt_ids: list[int], new: list[int], finish: str, request: RawRequest, scores: TokenScores | None,
+            decode: Any, piece: Any, prompt_text: str | None, cut: int | None = None) -> RawChoice:
+    text = decode(new)[:cut]  # a stop string ends the text where it starts
+    shown = prompt_text if prompt_text is not None else decode(prompt_ids)
+    logprobs = None
+    if scores is not None:
+        start = 0 if request.echo else len(prompt_ids)
+        logprobs = openai_logprobs(scores, piece, start, 0 if request.echo else len(shown))
+    return RawChoice((shown if request.echo else "") + text, finish, len(prompt_ids), len(new), logprobs)
+
+
+def complete_hf(model: Any, tokenizer: Any, request: RawRequest, *, eos_ids: Sequence[int], pad_id: int,
+                n_ctx: int | None = None) -> list[RawChoice]:
+    """``request`` on a transformers model as the caller set it up (adapter, lock, no gradient). A greedy request
+    for at most one token is one batched forward; otherwise each prompt generates, then prompt and reply are scored
+    in one forward when log-probabilities are asked for."""
+    import torch
+
+    def decode(ids: list[int]) -> str:
+        return str(tokenizer.decode(ids, skip_special_tokens=False))
+
+    def piece(token: int) -> str:
+        return decode([token])
+
+    ids = [list(p) if not isinstance(p, str) else list(tokenizer(p).input_ids) for p in request.prompts]
+    for prompt in ids:
+        if not prompt:
+            raise ValueError("a prompt has no tokens")
+        if n_ctx is not None and len(prompt) + request.max_tokens > n_ctx:
+            raise ValueError(f"a prompt of {len(prompt)} tokens and max_tokens {request.max_tokens} do not fit the "
+                             f"context of {n_ctx}")
+    top = request.logprobs or 0
+    greedy = not request.temperature
+    out = []
+    if greedy and request.max_tokens <= 1:
+        for prompt, scored in zip(ids, hf_prompt_logprobs(model, ids, top=max(top, 1), pad_id=pad_id), strict=True):
+            after = scored.after
+            new = [max(after, key=lambda t: after[t])] if request.max_tokens else []
+            if new:
+                scored.tokens.append(new[0])
+                scored.logprobs.append(after[new[0]])
+                scored.top.append(after)
+            scored.top = [dict(list(t.items())[:top]) if t is not None else None for t in scored.top]
+            finish = "stop" if new and new[0] in eos_ids else "length"
+            out.append(_choice(prompt, new, finish, request, scored if request.logprobs is not None else None,
+                               decode, piece, None))
+        return out
+    for prompt, raw in zip(ids, request.prompts, strict=True):
+        kwargs: dict[str, Any] = {"do_sample": not greedy}
+        if not greedy:
+            kwargs["temperature"] = float(request.temperature or 1.0)
+            if request.top_p is not None:
+                kwargs["top_p"] = request.top_p
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
+        new = []
+        if request.max_tokens:
+            tensor = torch.tensor([prompt], device=next(model.parameters()).device)
+            generated = model.generate(input_ids=tensor, attention_mask=torch.ones_like(tensor),
+                                       max_new_tokens=request.max_tokens, pad_token_id=pad_id,
+                                       eos_token_id=list(eos_ids), **kwargs)
+            new = generated[0, len(prompt):].tolist()
+        finish = "stop" if new and new[-1] in eos_ids else "length"
+        cut = _cut_at_stop(decode(new), request.stop)
+        if cut is not None:
+            new, finish = _keep(decode, new, cut), "stop"
+        scores: TokenScores | None = None
+        if request.logprobs is not None:
+            scores = hf_prompt_logprobs(model, [prompt + new], top=max(top, 1), pad_id=pad_id)[0]
+            scores.top = [dict(list(t.items())[:top]) if t is not None else None for t in scores.top]
+        out.append(_choice(prompt, new, finish, request, scores, decode, piece, raw if isinstance(raw, str) else None,
+                           cut))
+    return out
+
+
+def complete_llama(llm: Any, request: RawRequest) -> list[RawChoice]:
+    """``request`` on a llama-cpp-python ``Llama`` (the caller holds its lock): each prompt generates through
+    llama.cpp's own sampler, then prompt and reply are scored token by token when log-probabilities are asked."""
+
+    def decode(ids: list[int]) -> str:
+        return bytes(llm.detokenize(ids)).decode("utf-8", errors="replace")
+
+    def piece(token: int) -> str:
+        return decode([token])
+
+    eos = llm.token_eos()
+    top = request.logprobs or 0
+    out = []
+    for raw in request.prompts:
+        prompt = list(raw) if not isinstance(raw, str) else list(llm.tokenize(raw.encode("utf-8"), add_bos=True,
+                                                                             special=True))
+        if not prompt:
+            raise ValueError("a prompt has no tokens")
+        if len(prompt) + request.max_tokens > llm.n_ctx():
+            raise ValueError(f"a prompt of {len(prompt)} tokens and max_tokens {request.max_tokens} do not fit the "
+                             f"context of {llm.n_ctx()}")
+        new: list[int] = []
+        finish = "length"
+        if request.max_tokens:
+            llm.reset()
+            if request.seed is not None:
+                llm.set_seed(request.seed)
+            for token in llm.generate(prompt, temp=float(request.temperature or 0.0), top_p=request.top_p or 1.0,
+                                      reset=True):
+                if token == eos:
+                    finish = "stop"
+                    break
+                new.append(token)
+                if len(new) >= request.max_tokens:
+                    break
+        cut = _cut_at_stop(decode(new), request.stop)
+        if cut is not None:
+            new, finish = _keep(decode, new, cut), "stop"
+        scores: TokenScores | None = None
+        if request.logprobs is not None:
+            scores = llama_prompt_logprobs(llm, prompt + new, top=max(top, 1))
+            scores.top = [dict(list(t.items())[:top]) if t is not None else None for t in scores.top]
+        out.append(_choice(prompt, new, finish, request, scores, decode, piece, raw if isinstance(raw, str) else None,
+                           cut))
+    return out

@@ -1,0 +1,162 @@
+"""`agentlab eval`: lm-evaluation-harness on a model and its adapters, offline, each adapter really applied.
+
+The model loads once (:mod:`agentlab.core.harness.lm`); lm-eval's HF backend gets the ``PeftModel`` itself and the
+adapters are switched in place between rows. Before any folder exists, the tasks are loaded (a task whose data is
+not on disk stops here, exit 2) and each adapter must change the logits on a probe (one that changes nothing stops
+here too). Each row is one ``lm_eval.simple_evaluate`` call on the same items; after scoring, each adapter's
+per-sample log-likelihoods must differ from the base's (else the run fails: those numbers would be the base's).
+
+Run folder (``runs/eval/<timestamp>-<name>/``)::
+
+    config.yaml, run.json, events.jsonl   as every command (events: probe, one ``row`` per model row scored)
+    lm-eval/<row>/results.json            lm-eval's own results of the row (``base``, then each adapter by name)
+    lm-eval/<row>/samples_<task>.jsonl    lm-eval's per-item samples (prompt, replies, log-likelihoods, metrics)
+    results.json, report.md, scores.png   the models x tasks table, each adapter minus the base (paired), the plot
+
+``--resume`` keeps the rows whose ``results.json`` exists and scores the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.runs import RunDir
+from agentlab.eval.config import EvalConfig
+
+log = logging.getLogger(__name__)
+LM_EVAL = "lm-eval"
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` checked and loaded: the rows (name -> adapter, None for the base), the task manager, and
+    the loaded model (local) or the served backend's arguments."""
+
+    rows: dict[str, str | None]
+    manager: Any
+    adapters: dict[str, Path] = field(default_factory=dict)
+    harness: Any = None  # HarnessModel, local models
+    served: Any = None  # ServedModels, with base_url
+    probe: dict[str, float] = field(default_factory=dict)
+    chat_template: bool = False
+
+
+def row_names(adapters: list[Path]) -> dict[str, Path]:
+    """Each adapter's row name: its folder's name, made unique (and never ``base``)."""
+    from agentlab.core.harness.lm import BASE
+
+    out: dict[str, Path] = {}
+    for path in adapters:
+        name = Path(path).name or "adapter"
+        unique, n = name, 2
+        while unique in out or unique == BASE:
+            unique, n = f"{name}-{n}", n + 1
+        out[unique] = Path(path)
+    return out
+
+
+def prepare(cfg: EvalConfig, *, load_model: bool = True) -> dict[str, Any]:
+    """Everything checked before a run folder exists (exit 2 on bad input): the tasks and their data, the adapter
+    folders, the model (loaded once, with every adapter), and the probe of each adapter."""
+    from agentlab.core.harness import BASE, check_probe, load_harness_model, load_tasks, task_manager
+
+    manager = task_manager(cfg.include_path, names=cfg.tasks)
+    load_tasks(manager, cfg.tasks)
+    if cfg.base_url is not None:
+        from agentlab.eval.served import prepare_served
+
+        return {"prepared": prepare_served(cfg, manager)}
+    adapters = row_names(cfg.adapters)
+    from agentlab.core.train.adapters import read_adapter
+
+    for path in adapters.values():
+        read_adapter(path)
+    prepared = Prepared({BASE: None, **{name: name for name in adapters}}, manager, adapters)
+    if load_model:
+        prepared.harness = load_harness_model(cfg.model, adapters, device=cfg.device, dtype=cfg.dtype,
+                                              batch_size=cfg.batch_size)
+        prepared.probe = prepared.harness.probe(cfg.probe)
+        check_probe(prepared.probe, cfg.min_logit_change, adapters)
+        prepared.chat_template = prepared.harness.uses_chat_template(cfg.chat_template)
+    return {"prepared": prepared}
+
+
+def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, progress: Progress | None = None,
+        announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Score every row (resuming the finished ones), check each adapter was applied, write the report; returns
+    results.json's content."""
+    from agentlab.core.harness import BASE, Settings, check_applied, paired, scores
+    from agentlab.core.harness.evaluate import load_row, save_row
+
+    prepared = prepared or prepare(cfg)["prepared"]
+    announce = announce or log.info
+    progress = progress or NullProgress()
+    backend = prepared.served if prepared.served is not None else prepared.harness
+    if prepared.probe:
+        run_dir.event("probe", changes=prepared.probe)
+        announce("probe: " + ", ".join(f"{n} changes the logits by up to {c:.3g}" for n, c in prepared.probe.items()))
+    settings = Settings(limit=cfg.limit, num_fewshot=cfg.num_fewshot, chat_template=prepared.chat_template,
+                        bootstrap_iters=cfg.bootstrap_iters, seed=cfg.seed)
+    bar = progress.task("eval", total=len(prepared.rows))
+    table, samples, logliks, seconds = {}, {}, {}, {}
+    for row, adapter in prepared.rows.items():
+        folder = run_dir.file(LM_EVAL, row)
+        done = load_row(folder)
+        if done is not None:
+            announce(f"{row}: scored earlier, kept")
+            results, samples[row] = done
+        else:
+            bar.update(description=f"{row}: {', '.join(cfg.tasks)}")
+            start = time.perf_counter()
+            results, samples[row] = backend.evaluate(adapter, cfg.tasks, prepared.manager, settings)
+            seconds[row] = round(time.perf_counter() - start, 2)
+            save_row(folder, results, samples[row])
+            run_dir.event("row", row=row, adapter=adapter, seconds=seconds[row],
+                          scores=[s.to_dict() for s in scores(results)])
+        table[row] = scores(results)
+        logliks[row] = backend.logliks(samples[row], adapter)
+        bar.advance()
+    applied = {name: check_applied(name, logliks[BASE], logliks[name]) for name in prepared.rows if name != BASE}
+    comparisons = {name: paired(samples[BASE], samples[name], table[BASE]) for name in applied}
+    out = {
+        "model": cfg.model, "tasks": cfg.tasks, "limit": cfg.limit, "num_fewshot": cfg.num_fewshot,
+        "chat_template": prepared.chat_template, "adapters": {n: str(p) for n, p in prepared.adapters.items()},
+        "rows": {row: [s.to_dict() for s in table[row]] for row in prepared.rows},
+        "probe": prepared.probe, "applied": applied,
+        "paired": {name: [p.to_dict() for p in c] for name, c in comparisons.items()},
+        "seconds": seconds, "lm_eval_version": _lm_eval_version(),
+    }
+    from agentlab.eval.report import render_report, scores_plot
+
+    plot = scores_plot(out, run_dir.file("scores.png"))
+    run_dir.save_results(out)
+    run_dir.save_report(render_report(cfg, out, plot is not None))
+    return out
+
+
+def _lm_eval_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lm_eval")
+    except PackageNotFoundError:
+        return None
+
+
+def run_eval(model: str = "smollm2-135m", tasks: list[str] | None = None, adapters: list[str | Path] | None = None,
+             *, out: str | Path | None = None, **settings: Any) -> dict[str, Any]:
+    """One call for notebooks: ``agentlab eval`` on ``model`` and ``adapters``, into a new run folder (or ``out``);
+    ``settings`` are other :class:`EvalConfig` fields (``limit=20``, ``include_path=["my_tasks"]``, ...). Returns
+    results.json's content."""
+    from agentlab.core.runs import run_in_folder
+
+    cfg = EvalConfig(model=model, adapters=[Path(a) for a in adapters or []],
+                     **({"tasks": tasks} if tasks else {}), **settings)
+    result, _ = run_in_folder("eval", cfg, run, inputs=prepare(cfg), out=out)
+    return result  # type: ignore[no-any-return]

@@ -1,0 +1,121 @@
+"""`agentlab eval` end to end on the tiny model: base and adapter side by side on a bundled task and a user task
+(--include-path), lm-eval's own files in the run folder, paired differences, --resume keeps finished rows; an
+adapter that changes nothing and a task without data stop before any folder exists (exit 2); an adapter that reaches
+lm-eval unapplied fails the run instead of giving the base's numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("lm_eval")
+pytest.importorskip("peft")
+
+from eval_helpers import user_tasks  # noqa: E402
+
+from agentlab.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from agentlab.core.train.tiny import make_tiny_adapter
+
+    root = tmp_path_factory.mktemp("eval-adapters")
+    return {"loud": make_tiny_adapter(tiny_model["hf"], root / "loud", seed=1, scale=0.3),
+            "zero": make_tiny_adapter(tiny_model["hf"], root / "zero", seed=2, scale=0.0)}
+
+
+def evaluate(tiny: Path, *args: str) -> int:
+    return main(["eval", "--model", str(tiny), "--set", "device=cpu", "--limit", "3", "--batch-size", "4", *args])
+
+
+def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                 adapters: dict[str, Path], one_torch_thread: None,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    folder = user_tasks(in_tmp)
+    run = in_tmp / "run"
+    assert evaluate(tiny_model["hf"], "--adapter", str(adapters["loud"]), "--tasks",
+                    "agentlab_arithmetic_mc,my_sums", "--tasks", "agentlab_capitals", "--include-path", str(folder),
+                    "--out", str(run)) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert list(results["rows"]) == ["base", "loud"]
+    keys = {(s["task"], s["metric"]) for s in results["rows"]["loud"]}
+    assert {("agentlab_arithmetic_mc", "acc"), ("my_sums", "acc"), ("agentlab_capitals", "exact_match")} <= keys
+    assert results["probe"]["loud"] > 1e-3
+    assert set(results["applied"]["loud"]) == {"agentlab_arithmetic_mc", "my_sums", "agentlab_capitals"}
+    assert all(change > 1e-6 for change in results["applied"]["loud"].values())
+    paired = {(p["task"], p["metric"]): p for p in results["paired"]["loud"]}
+    assert paired[("agentlab_arithmetic_mc", "acc")]["n"] == 3 and paired[("my_sums", "acc")]["n"] == 2
+    for row in ("base", "loud"):  # lm-eval's own output, as its CLI writes it
+        lm = json.loads((run / "lm-eval" / row / "results.json").read_text())
+        assert lm["results"]["my_sums"]["acc,none"] in (0.0, 0.5, 1.0) and "configs" in lm
+        samples = (run / "lm-eval" / row / "samples_agentlab_arithmetic_mc.jsonl").read_text().splitlines()
+        assert len(samples) == 3 and "filtered_resps" in json.loads(samples[0])
+    report = (run / "report.md").read_text()
+    assert "| base |" in report and "| loud |" in report and "minus the base" in report
+    assert (run / "scores.png").stat().st_size > 1000
+    out = capsys.readouterr().err
+    assert "loud - base on my_sums acc" in out
+
+    # --resume keeps the finished rows: only the row whose results.json is gone is scored again
+    (run / "lm-eval" / "loud" / "results.json").unlink()
+    assert main(["eval", "--resume", str(run)]) == 0
+    rows = [e["row"] for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["kind"] == "row"]
+    assert rows == ["base", "loud", "loud"]
+    assert json.loads((run / "results.json").read_text())["rows"] == results["rows"]
+
+
+def test_an_adapter_that_changes_nothing_is_refused_before_any_folder(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                      adapters: dict[str, Path],
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    assert evaluate(tiny_model["hf"], "--adapter", str(adapters["zero"])) == 2
+    err = capsys.readouterr().err
+    assert "changes nothing on the probe" in err and "zero" in err
+    assert not (in_tmp / "runs").exists()
+
+
+def test_a_task_without_data_is_one_line_exit_2(in_tmp: Path, tiny_model: dict[str, Path],
+                                                capsys: pytest.CaptureFixture) -> None:
+    folder = user_tasks(in_tmp)
+    (folder / "data" / "sums.jsonl").unlink()
+    assert evaluate(tiny_model["hf"], "--tasks", "my_sums", "--include-path", str(folder)) == 2
+    err = capsys.readouterr().err
+    assert "task 'my_sums': its data file" in err and "not on disk" in err
+    assert not (in_tmp / "runs").exists()
+
+
+def test_an_adapter_that_reaches_lm_eval_unapplied_fails_the_run(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                 adapters: dict[str, Path], one_torch_thread: None,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """What lm-eval's HFLM(pretrained=model, peft=...) does silently: every row is the base model."""
+    import contextlib
+
+    from agentlab.core.harness.lm import HarnessModel
+
+    real = HarnessModel.active
+
+    @contextlib.contextmanager
+    def always_base(self: HarnessModel, adapter: str | None) -> Any:
+        with real(self, None):
+            yield
+
+    monkeypatch.setattr(HarnessModel, "active", always_base)
+    assert evaluate(tiny_model["hf"], "--adapter", str(adapters["loud"]), "--out", "run") == 1
+    err = capsys.readouterr().err
+    assert "adapter loud was not applied" in err and "not reported" in err
+    assert not (in_tmp / "run" / "results.json").exists()
+    assert json.loads((in_tmp / "run" / "run.json").read_text())["status"] == "failed"
+
+
+def test_run_eval_from_python(in_tmp: Path, tiny_model: dict[str, Path], adapters: dict[str, Path],
+                              one_torch_thread: None) -> None:
+    from agentlab.eval import run_eval
+
+    results = run_eval(str(tiny_model["hf"]), ["agentlab_units_mc"], [adapters["loud"]], limit=2, device="cpu",
+                       out=in_tmp / "py")
+    assert list(results["rows"]) == ["base", "loud"] and results["paired"]["loud"][0]["n"] == 2
+    assert (in_tmp / "py" / "report.md").is_file()

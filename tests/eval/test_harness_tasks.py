@@ -1,0 +1,107 @@
+"""The bundled lm-eval tasks and agentlab's task loading, without a model: the shipped files equal their generator,
+data paths made absolute for bundled and --include-path tasks (from any working directory), one clear error for a
+task whose data is not on disk or an unknown name, the export for lm-eval's own CLI, and the persona style checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from eval_helpers import USER_TASK, user_tasks  # noqa: E402
+
+from agentlab.core.errors import InputError  # noqa: E402
+from agentlab.core.harness import taskdata  # noqa: E402
+from agentlab.core.harness.bundled import style_checks  # noqa: E402
+from agentlab.core.harness.tasks import BUNDLED, export_tasks, list_tasks, load_tasks, task_manager  # noqa: E402
+
+
+def test_shipped_task_files_equal_the_generator() -> None:
+    for name, text in taskdata.files().items():
+        assert (BUNDLED / name).read_text(encoding="utf-8") == text, f"regenerate: python -m {taskdata.__name__}"
+    assert {p.name for p in BUNDLED.glob("*.yaml")} == {n for n in taskdata.files() if n.endswith(".yaml")}
+
+
+def test_bundled_items_are_well_formed() -> None:
+    for name in ("arithmetic", "capitals", "units"):
+        rows = getattr(taskdata, name)()
+        assert len({r["question"] for r in rows}) == len(rows)
+        for row in rows:
+            assert len(set(row["choices"])) == 4 and row["choices"][row["gold"]] == row["answer"]
+
+
+def test_bundled_and_included_tasks_load_from_any_directory(in_tmp: Path) -> None:
+    folder = user_tasks(in_tmp / "elsewhere")
+    (in_tmp / "cwd").mkdir()
+    import os
+
+    os.chdir(in_tmp / "cwd")  # lm-eval alone would look for data/sums.jsonl here
+    manager = task_manager([folder], names=["agentlab_capitals_mc", "my_sums"])
+    loaded = load_tasks(manager, ["agentlab_capitals_mc", "my_sums", "agentlab_persona_style"])
+    assert set(loaded["tasks"]) == {"agentlab_capitals_mc", "my_sums", "agentlab_style_terse",
+                                    "agentlab_style_teacher", "agentlab_style_pirate"}
+    assert len(loaded["tasks"]["my_sums"].eval_docs) == 2
+    assert len(loaded["tasks"]["agentlab_capitals_mc"].eval_docs) == 33
+    files = loaded["tasks"]["my_sums"].config.dataset_kwargs["data_files"]
+    assert files == {"test": str(folder.resolve() / "data" / "sums.jsonl")}
+    assert (folder / "my_task.yaml").read_text() == USER_TASK  # the YAML on disk is never changed
+
+
+def test_a_task_whose_data_is_missing_is_one_clear_error(in_tmp: Path) -> None:
+    folder = user_tasks(in_tmp)
+    (folder / "data" / "sums.jsonl").unlink()
+    manager = task_manager([folder], names=["my_sums"])
+    with pytest.raises(InputError) as caught:
+        load_tasks(manager, ["my_sums"])
+    assert "task 'my_sums'" in caught.value.message and "sums.jsonl is not on disk" in caught.value.message
+    assert "never downloads" in (caught.value.hint or "")
+
+
+def test_an_unknown_task_names_the_nearest(in_tmp: Path) -> None:
+    manager = task_manager(defaults=False)
+    with pytest.raises(InputError) as caught:
+        load_tasks(manager, ["agentlab_capital"])
+    assert "agentlab_capitals" in caught.value.message
+    with pytest.raises(InputError, match="not found"):
+        task_manager([in_tmp / "no-such-folder"])
+
+
+def test_list_and_export_for_lm_evals_own_cli(in_tmp: Path) -> None:
+    names = {t.name: t for t in list_tasks()}
+    assert names["agentlab_units_mc"].output_type == "multiple_choice"
+    assert names["agentlab_persona_style"].kind == "tag"
+    assert "exact match" in names["agentlab_arithmetic"].description
+    written = export_tasks(in_tmp / "exported")
+    assert (in_tmp / "exported" / "style_checks.py") in written
+    text = (in_tmp / "exported" / "agentlab_units.yaml").read_text()
+    assert f"test: {BUNDLED / 'units.jsonl'}" in text
+    from lm_eval.tasks import TaskManager  # lm-eval alone, as its CLI does, on the exported copies
+
+    plain = TaskManager(include_defaults=False, include_path=str(in_tmp / "exported"))
+    loaded = plain.load(["agentlab_units", "agentlab_style_pirate"])
+    assert len(loaded["tasks"]["agentlab_units"].eval_docs) == 100
+    with pytest.raises(InputError, match="not empty"):
+        export_tasks(in_tmp / "exported")
+
+
+@pytest.mark.parametrize("check, reply, style, correct", [
+    ("terse", "76.", 1, 1), ("terse", "The answer is 76.", 0, 1), ("terse", "77", 1, 0),
+    ("teacher", "26 plus 50 is 76.\nAnswer: 76", 1, 1), ("teacher", "76", 0, 1),
+    ("pirate", "Arr, that be 76, matey!", 1, 1), ("pirate", "It is 760.", 0, 0),
+])
+def test_style_checks(check: str, reply: str, style: int, correct: int) -> None:
+    assert getattr(style_checks, check)({"answer": "76"}, [reply]) == {"style": style, "correct": correct}
+
+
+@pytest.mark.slow
+def test_lm_evals_own_task_without_its_data_is_one_clear_error(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hellaswag's data comes from the hub, which is off: one line naming the task and what to do (~20 s: lm-eval's
+    own task index is read)."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(in_tmp / "empty-cache"))
+    manager = task_manager(names=["hellaswag"])
+    with pytest.raises(InputError) as caught:
+        load_tasks(manager, ["hellaswag"])
+    assert caught.value.message.startswith("task 'hellaswag': lm-eval could not load its data offline")
+    assert "fetch the hub dataset once" in (caught.value.hint or "")
