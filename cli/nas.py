@@ -1,4 +1,4 @@
-"""`agentlab nas`: LLM-planned architecture search for an Informer forecaster; resumable."""
+"""`agentlab nas`: LLM-planned architecture search for a forecaster (Informer and five modern families); resumable."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def nas(
 ) -> None:
     """Architecture search for a forecaster, planned by an LLM, TPE or random search.
 
-    A planner proposes changes to the Informer config, each trial trains and is judged by rules (an LLM only inside
-    the noise band), state is saved after every trial. Runs offline on built-in synthetic data by default."""
+    A planner proposes changes to the model config (the family: Informer, linear, SparseTSF, CycleNet, PatchTST or
+    iTransformer, its settings, the lookback), each trial trains and is judged by rules (an LLM only inside the
+    noise band), state is saved after every trial. Runs offline on built-in synthetic data by default."""
     from agentlab.nas import NASConfig
     from agentlab.nas import run as nas_run
     from agentlab.nas.run import dry_run as nas_dry_run
@@ -78,7 +79,14 @@ def _print_summary(results: dict, path: Path) -> None:
     best, base, gain = results["best"], results["base"], results["gain"]
     console.print(f"[bold]best trial {best['run_id']}[/]: val MSE {best['val_mse']:.4f}, test MSE "
                   f"{best['test_mse']:.4f}, test MAE {best['test_mae']:.4f}, {best['n_params']:,} params "
-                  f"({best['planner']})")
+                  f"({best['planner']}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}")
+    literature = results.get("literature") or {}
+    fair = [r for r in literature.get("rows", []) if r["protocol"] == "fair"]
+    if fair:
+        beaten = sum(1 for r in fair if best["test_mse"] < r["mse"])
+        top = min(fair, key=lambda r: r["mse"])
+        console.print(f"published ({literature['dataset']}, horizon {literature['horizon']}, every test window): "
+                      f"lower test MSE than {beaten} of {len(fair)}; the best, {top['model']}, has {top['mse']:.3f}")
     if base is not None and gain["val_mse"] is not None:
         test_gain = f", test MSE {gain['test_mse']:+.1%}" if gain["test_mse"] is not None else ""
         console.print(f"gain over the base config ({base['run_id']}, val MSE {base['val_mse']:.4f}): "

@@ -1,7 +1,9 @@
 """The `agentlab nas` config: data, base model, training, and the search.
 
 The built-in defaults are sized for a 2-core CPU with no data file: a synthetic ETT-like series and a small Informer,
-so `agentlab nas --max-iterations 20` finishes in minutes. `configs/nas_etth1.yaml` follows the paper's protocol.
+so `agentlab nas --max-iterations 20` finishes in minutes. `configs/nas_etth1.yaml` follows the Informer paper's
+protocol; `configs/nas_ett96.yaml` searches every family (``model.family``) and the lookback at horizon 96, each
+family trained under its own budget (``train.per_family``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ class DataConfig(StrictModel):
     freq: str = Field("h", description="sampling frequency for time features: h (hourly), t (minutely), d, ...")
     split: Literal["auto", "ett_hour", "ett_minute", "ratio"] = Field(
         "auto", description="auto: the standard 12/4/4-month split for ETTh*/ETTm* files, else 70/10/20 by ratio")
-    seq_len: int = Field(48, ge=1, description="encoder input length")
-    label_len: int = Field(24, ge=0, description="known steps given to the decoder (generative inference)")
+    seq_len: int = Field(48, ge=1, description="lookback: input steps of every window (searchable, e.g. {choices: "
+                         "[96, 192, 336, 512, 720]}; a value that leaves a split without a window is refused)")
+    label_len: int = Field(24, ge=0, description="known steps given to the decoder (generative inference); only "
+                           "the informer family has a decoder, the others ignore it")
     pred_len: int = Field(24, ge=1, description="forecast horizon")
     synthetic_steps: int = Field(2000, ge=200, description="length of the synthetic series (when no path)")
     synthetic_channels: int = Field(7, ge=1, description="channels of the synthetic series (when no path)")
@@ -38,24 +42,46 @@ class DataConfig(StrictModel):
         return self
 
 
+Family = Literal["informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer"]
+
+
 class ModelConfig(StrictModel):
-    d_model: int = Field(32, ge=2, description="model width (even)")
+    family: Family = Field(
+        "informer", description="the forecaster: informer (encoder-decoder, ProbSparse attention); linear "
+        "(RLinear/NLinear/DLinear: one map over time per channel); sparsetsf (a linear map over the down-sampled "
+        "period phases); cyclenet (a learnable daily cycle plus a linear/MLP forecast); patchtst (a Transformer "
+        "over patches of each channel); itransformer (a Transformer over variates as tokens). All but informer are "
+        "decoder-free (no data.label_len)")
+    d_model: int = Field(32, ge=2, description="model width (even); informer, patchtst, itransformer; the hidden "
+                         "width of cyclenet's mlp")
     n_heads: int = Field(4, ge=1, description="attention heads; must divide d_model")
     e_layers: int = Field(2, ge=1, description="encoder layers")
-    d_layers: int = Field(1, ge=1, description="decoder layers")
+    d_layers: int = Field(1, ge=1, description="decoder layers (informer)")
     d_ff: int = Field(64, ge=1, description="feed-forward width")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout")
     attn: Literal["prob", "full"] = Field("prob", description="prob: ProbSparse self-attention; full: dense (SDPA)")
     factor: int = Field(5, ge=1, description="ProbSparse sampling factor c (u = c ln L)")
     distil: bool = Field(True, description="self-attention distilling (conv + ELU + max-pool) between encoder layers")
     activation: Literal["gelu", "relu"] = Field("gelu", description="feed-forward activation")
-    revin: bool = Field(False, description="reversible instance normalisation of inputs and outputs")
+    revin: bool = Field(False, description="reversible instance normalisation of inputs and outputs (every family)")
     linear: Literal["none", "trend", "input"] = Field(
         "none", description="a linear forecast over time added to the Informer's (DLinear, Zeng et al. 2023): none; "
         "trend: series decomposition by a moving average, the linear layer forecasts the trend and the Informer the "
         "seasonal rest (as Autoformer/DLinear); input: the linear layer maps the whole input window and the Informer "
         "forecasts what it misses")
-    moving_avg: int = Field(25, ge=3, description="moving-average window of linear=trend (odd)")
+    moving_avg: int = Field(25, ge=3, description="moving-average window of linear=trend and of "
+                            "linear_variant=dlinear (odd)")
+    linear_variant: Literal["linear", "nlinear", "dlinear"] = Field(
+        "linear", description="family linear: linear (one map over time; RLinear with revin), nlinear (the last "
+        "input value subtracted, then added back), dlinear (moving-average trend and seasonal rest, one map each)")
+    individual: bool = Field(False, description="family linear: one set of weights per channel instead of one "
+                             "shared by every channel")
+    period: int | None = Field(None, ge=1, description="sparsetsf and cyclenet: the cycle in steps; empty: the "
+                               "daily cycle detected from the timestamps (24 for hourly data, 96 for 15-minute)")
+    cycle_backbone: Literal["linear", "mlp"] = Field(
+        "linear", description="cyclenet: what forecasts the input less its cycle: linear, or mlp (d_model hidden)")
+    patch_len: int = Field(16, ge=1, description="patchtst: steps per patch")
+    stride: int = Field(8, ge=1, description="patchtst: steps between patch starts")
 
     @model_validator(mode="after")
     def _heads(self) -> ModelConfig:
@@ -98,6 +124,21 @@ class TrainConfig(StrictModel):
                                 "shared CPU (2 threads measured 2-20x slower on a busy 2-core machine); empty: "
                                 "torch's default")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
+    per_family: dict[Family, dict[str, Any]] = Field(
+        default_factory=dict, description="training settings that replace this section's for the trials of one "
+        "model family: its budget, e.g. {patchtst: {epochs: 10, max_train_batches: 100, learning_rate: 1.0e-4}}; a "
+        "key the search changes in a trial still takes the search's value")
+
+    @model_validator(mode="after")
+    def _per_family(self) -> TrainConfig:
+        for family, overrides in self.per_family.items():
+            for key, value in overrides.items():
+                if key == "per_family" or key not in TrainConfig.model_fields:
+                    raise ValueError(f"train.per_family.{family}.{key}: not a train setting")
+                problem = _invalid_value(TrainConfig, key, [value])
+                if problem:
+                    raise ValueError(f"train.per_family.{family}.{key}: {problem}")
+        return self
 
 
 def default_space() -> dict[str, ParamSpec]:
@@ -135,6 +176,9 @@ class SearchConfig(StrictModel):
                                         description="searchable keys (dotted paths into this config) and bounds")
     pruner: Literal["median", "none"] = Field("median", description="stop hopeless trials early from their "
                                               "per-epoch validation loss")
+    pruner_warmup: int = Field(1, ge=1, description="the first epoch at which the median pruner may stop a trial "
+                               "(compared with the other trials' validation MSE after as many epochs); raise it "
+                               "when trials train many epochs and a slow start says little, as in nas_ett96.yaml")
     storage: str | None = Field(None, description="Optuna storage URL shared by workers (sqlite:///..., "
                                 "postgresql://..., or a journal file path); empty: SQLite in the run folder")
     study_name: str = Field("nas", description="study name inside the storage")
@@ -171,6 +215,15 @@ class NASConfig(StrictModel):
             problem = _invalid_value(model, field, spec.choices if spec.choices is not None else [spec.low, spec.high])
             if problem:
                 raise ValueError(f"search.space.{key}: {problem}")
+            for other, values in (spec.when or {}).items():
+                section, _, field = other.partition(".")
+                model = SECTIONS.get(section)
+                if model is None or field not in model.model_fields or other == key:
+                    raise ValueError(f"search.space.{key}.when: {other!r} is not a config key it can depend on (use "
+                                     "model.<field>, train.<field> or data.<field>, e.g. model.family)")
+                problem = _invalid_value(model, field, values)
+                if problem:
+                    raise ValueError(f"search.space.{key}.when.{other}: {problem}")
         return self
 
 
@@ -203,9 +256,30 @@ def space_meanings(config: NASConfig) -> dict[str, str]:
     return meanings
 
 
+def get_dotted(config: NASConfig, key: str) -> Any:
+    """The value at a dotted key (``model.d_model``) of ``config``."""
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def space_values(config: NASConfig) -> dict[str, Any]:
+    """``config``'s value of every search-space key and of every key a condition (``when``) names."""
+    keys = dict.fromkeys(config.search.space)
+    for spec in config.search.space.values():
+        keys.update(dict.fromkeys(spec.when or {}))
+    return {key: get_dotted(config, key) for key in keys}
+
+
 def apply_changes(config: NASConfig, changes: dict[str, Any]) -> NASConfig:
-    """A new config with dotted-key changes applied, validated by pydantic (raises ValidationError)."""
+    """A new config with dotted-key changes applied, validated by pydantic (raises ValidationError).
+
+    The trial's family (``model.family``, changed or not) first gets its ``train.per_family`` settings; the changes
+    come after them, so a searched key keeps the search's value."""
     data = config.model_dump(mode="json")
+    family = changes.get("model.family", data["model"]["family"])
+    data["train"].update(data["train"]["per_family"].get(family, {}))
     for key, value in changes.items():
         node = data
         *parents, last = key.split(".")

@@ -151,6 +151,9 @@ class PreparedData:
     target: str
     split: str
     borders: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))
+    period: int = 24  # the daily cycle in steps (detect_period), for the period-aware families
+    n_steps: int = 0  # rows of the whole series (literature.recognise tells the ETT files by name and shape)
+    name: str = ""  # the series' name (a CSV's file stem)
 
     @property
     def f_dim(self) -> int:
@@ -304,7 +307,25 @@ def prepare(series: SeriesData, features: str = "M", seq_len: int = 96, label_le
     n = data.shape[1]
     return PreparedData(*sets, scaler=scaler, enc_in=n, dec_in=n, c_out=n if features == "M" else 1,
                         time_features=stamps.shape[1], features=features, columns=series.columns,
-                        target=series.target, split=split, borders=(b1, b2))
+                        target=series.target, split=split, borders=(b1, b2), period=detect_period(series.dates),
+                        n_steps=len(series.values), name=series.name)
+
+
+def detect_period(dates: np.ndarray, default: int = 24) -> int:
+    """The daily cycle in steps from the timestamps' median spacing: 24 for hourly data, 96 for 15-minute data;
+    7 for daily data (a week), 52 for weekly, 12 for monthly; ``default`` when the spacing says nothing."""
+    stamps = np.asarray(dates, dtype="datetime64[s]").astype(np.int64)
+    if len(stamps) < 2:
+        return default
+    step, day = float(np.median(np.diff(stamps))), 86400.0
+    if step <= 0:
+        return default
+    if step < day and (day / step).is_integer():
+        return int(day / step)
+    for seconds, period in ((day, 7), (7 * day, 52), (30.44 * day, 12)):
+        if abs(step - seconds) <= 0.1 * seconds:
+            return period
+    return default
 
 
 def build_loaders(prepared: PreparedData, batch_size: int = 32, seed: int = 0,

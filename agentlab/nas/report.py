@@ -100,8 +100,12 @@ def plot_importances(study: Any, path: Path) -> Path | None:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 3:
         return None
+    import warnings
+
     try:
-        importances = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():  # a conditional key seen in few trials: optuna warns, the plot still holds
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
         log.info("no parameter importances: %s", exc)
         return None
@@ -123,9 +127,10 @@ def render_report(cfg: Any, outcome: Any, results: dict[str, Any], run_path: Pat
     best, base = outcome.best, outcome.base
     lines = ["# agentlab nas", ""]
     gain = results["gain"]["val_mse"]
-    lines.append(f"Best: **{best.run_id}** — val MSE {_fmt(best.value)}, "
-                 f"test MSE {_fmt(best.metrics.get('test_mse'))}, test MAE {_fmt(best.metrics.get('test_mae'))}, "
-                 f"{best.metrics.get('n_params', 0):,} parameters.")
+    chosen = results["best"]
+    lines.append(f"Best: **{best.run_id}** — {chosen['family']}, lookback {chosen['seq_len']}: val MSE "
+                 f"{_fmt(best.value)}, test MSE {_fmt(best.metrics.get('test_mse'))}, test MAE "
+                 f"{_fmt(best.metrics.get('test_mae'))}, {best.metrics.get('n_params', 0):,} parameters.")
     if base is not None:
         lines.append(f"Base config ({base.run_id}): val MSE {_fmt(base.value)}, test MSE "
                      f"{_fmt(base.metrics.get('test_mse'))}. Gain in val MSE: {gain:.1%}." if gain is not None else "")
@@ -134,6 +139,20 @@ def render_report(cfg: Any, outcome: Any, results: dict[str, Any], run_path: Pat
                  f"MAE {_fmt(naive.get('test_mae'))}.")
     lines += [f"{results['planner']}. Stopped: {results['stop_reason']}. Trials: {results['trials']} "
               f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
+    literature = results.get("literature")
+    if literature is not None:
+        from agentlab.nas.literature import render
+
+        lines += [*render(chosen, literature)[1:], ""]
+    families = results.get("families") or {}
+    if len(families) > 1:
+        lines += ["## Families", "", "| family | trials | complete | pruned | failed | best val MSE |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {f['trials']} | {f['complete']} | {f['pruned']} | {f['failed']} | "
+                  f"{_fmt(f['best_val_mse'])} |" for name, f in sorted(
+                      families.items(), key=lambda kv: math.inf if kv[1]["best_val_mse"] is None
+                      else kv[1]["best_val_mse"])]
+        lines.append("")
     lines += ["## Best config vs base", "", "| key | base | best |", "|---|---|---|"]
     base_params = base.params if base else {}
     changed = {k: v for k, v in best.params.items() if base_params.get(k) != v}

@@ -1,6 +1,7 @@
-"""`agentlab nas`: LLM-planned architecture search for Informer on the shared ask/tell search loop.
+"""`agentlab nas`: LLM-planned architecture search for a forecaster on the shared ask/tell search loop.
 
-planner (llm | tpe | random) -> executor (apply validated changes, train one Informer) -> hybrid evaluator -> update.
+planner (llm | tpe | random) -> executor (apply validated changes, train one model of the trial's family) -> hybrid
+evaluator -> update.
 State lives in the Optuna study (SQLite in the run folder by default) and is mirrored to ``agent_state.json`` after
 every trial, so a killed search resumes with ``--resume`` without losing or repeating finished trials.
 """
@@ -22,7 +23,7 @@ from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, require_fin
 from agentlab.core.search.records import TrialRecord, llm_plan_counts, run_id, state_dict
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import open_study
-from agentlab.nas.config import NASConfig, apply_changes, space_meanings
+from agentlab.nas.config import NASConfig, apply_changes, get_dotted, space_meanings, space_values
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -33,14 +34,12 @@ log = logging.getLogger(__name__)
 METRIC = "val_mse"
 
 
-def get_dotted(config: NASConfig, key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
+def search_space(cfg: NASConfig) -> SearchSpace:
+    """The search space of ``cfg`` with what each key means and the base config's values (conditions, fill-ins)."""
+    return SearchSpace(cfg.search.space, meanings=space_meanings(cfg), base=space_values(cfg))
 
 
-class InformerObjective:
+class NASObjective:
     """The executor: a plan's parameters become a validated config (YAML/pydantic only, no code) and one trial."""
 
     def __init__(self, base: NASConfig, prepared: Any, run_dir: RunDir, progress: Progress,
@@ -54,14 +53,16 @@ class InformerObjective:
             config = apply_changes(self.base, params)
         except ValidationError as exc:
             return [_pydantic_message(err) for err in exc.errors()]
-        if config.data != self.base.data:  # windows that do not fit the series: a bad plan, not a failed trial
-            from agentlab.nas.train import prepare_data
+        from agentlab.nas.train import check_model, prepare_data
 
+        prepared = self.prepared
+        if config.data != self.base.data:  # windows that do not fit the series: a bad plan, not a failed trial
             try:
-                prepare_data(config)
+                prepared = prepare_data(config)
             except AgentlabError as exc:
                 return [exc.message]
-        return []
+        problem = check_model(config, prepared)  # e.g. a lookback shorter than sparsetsf's period
+        return [problem] if problem else []
 
     def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
         from agentlab.nas.train import TrialPruned, prepare_data, train_trial
@@ -166,7 +167,8 @@ def _evaluator_router(llm: LLMConfig | None, planner_router: Router | None,
 def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
     import optuna
 
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if cfg.search.pruner == "median"
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cfg.search.pruner_warmup)
+              if cfg.search.pruner == "median"
               else optuna.pruners.NopPruner())
     return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=["minimize"],
                       objectives=[METRIC], pruner=pruner)
@@ -178,17 +180,18 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[s
     MLflow tracking URI.
     Returns ``run``'s keyword arguments ``llm`` and ``data``.
     """
-    from agentlab.core.errors import UsageError, missing_package
+    from agentlab.core.errors import ConfigError, UsageError, missing_package
     from agentlab.core.llm.config import load_llm_config
     from agentlab.core.tracking import check_tracking
     from agentlab.core.train.device import resolve_device_dtype
-    from agentlab.nas.train import prepare_data
+    from agentlab.nas.train import check_model, prepare_data
 
     try:
         import optuna  # noqa: F401  (the search's store: missing, it is one line before any run folder exists)
     except ImportError as exc:
         raise missing_package(exc) or exc from None
-    SearchSpace(cfg.search.space).check_base({k: get_dotted(cfg, k) for k in cfg.search.space})
+    space = search_space(cfg)
+    space.check_base({k: get_dotted(cfg, k) for k in cfg.search.space})
     # train.device=cuda without CUDA: one error now, not a failure in every trial
     resolve_device_dtype(cfg.train.device, what="train.device")
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
@@ -197,16 +200,19 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[s
                          hint="give --llm FILE with a `planner` route (or models and a default route), or use "
                          "--planner tpe")
     prepared = prepare_data(cfg)
+    problem = check_model(cfg, prepared)
+    if problem:  # the base config is trial 0: one error now, not a failed reference trial
+        raise ConfigError(problem, hint="change the base model or data.seq_len")
     check_tracking(cfg.mlflow)
     return {"llm": llm_cfg, "data": prepared}
 
 
 def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
     """What a run would do, without training or writing anything: data windows, base model, search space."""
-    from agentlab.nas.train import prepare_data, spec_from_config
+    from agentlab.nas.train import describe_model, prepare_data
 
     prepared = data if data is not None else prepare_data(cfg)
-    spec = spec_from_config(cfg, prepared)
+    model, line = describe_model(apply_changes(cfg, {}), prepared)
     planner = cfg.search.planner
     if planner == "auto":
         planner = "llm" if llm is not None and llm.route("planner").chain() else "tpe"
@@ -215,13 +221,11 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "train": len(prepared.train),
                  "val": len(prepared.val), "test": len(prepared.test), "channels": prepared.enc_in,
                  "split": prepared.split},
-        "model": {"d_model": spec.d_model, "n_heads": spec.n_heads, "e_layers": spec.e_layers,
-                  "d_layers": spec.d_layers, "attn": spec.attn},
+        "model": model,
         "planner": planner, "search_space": list(cfg.search.space), "max_iterations": cfg.search.max_iterations,
         "message": (f"config ok; data: {len(prepared.train)} train / {len(prepared.val)} val / {len(prepared.test)} "
                     f"test windows, {prepared.enc_in} channels ({prepared.split} split)\n"
-                    f"base model: d_model {spec.d_model}, heads {spec.n_heads}, layers {spec.e_layers}+"
-                    f"{spec.d_layers}, attn {spec.attn}; search space: {', '.join(cfg.search.space)}\n"
+                    f"base model: {line}; search space: {', '.join(cfg.search.space)}\n"
                     "dry run: nothing trained, no run folder written"),
     }
 
@@ -249,7 +253,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     progress = progress or NullProgress()
     announce = announce or log.info
     prepared = data if data is not None else prepare_data(cfg)
-    space = SearchSpace(cfg.search.space, meanings=space_meanings(cfg))
+    space = search_space(cfg)
     planner, router, planner_line = choose_planner(cfg, llm, run_dir)
     announce(planner_line)
     run_dir.event("planner", line=planner_line)
@@ -259,7 +263,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     evaluator = HybridEvaluator(cfg.search.min_delta, router=evaluator_router, metric=METRIC)
     study = _study(cfg, run_dir)
     holder: dict[str, Any] = {"best": None}
-    objective = InformerObjective(cfg, prepared, run_dir, progress, lambda: holder["best"])
+    objective = NASObjective(cfg, prepared, run_dir, progress, lambda: holder["best"])
 
     def on_trial(records: list[TrialRecord]) -> None:
         state = state_dict(records, METRIC)
@@ -267,7 +271,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         run_dir.write_json("agent_state.json", state)
         log_trials(tracker, study, records, run_dir.path)
 
-    loop = SearchLoop(study=study, space=space, base_params={k: get_dotted(cfg, k) for k in space.params},
+    loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
                       objective=objective, planner=planner, evaluator=evaluator, metric=METRIC, seed=cfg.search.seed,
                       stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
                                      cfg.search.target),
@@ -282,7 +286,8 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         for r in used:
             r.close()
     require_finished_trials(outcome)
-    results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line, target=prepared.target)
+    results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line, target=prepared.target,
+                        literature=literature_for(cfg, prepared))
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     log_results(tracker, results, run_dir.path)
@@ -295,18 +300,28 @@ def _rel_gain(base: float | None, best: float | None) -> float | None:
     return (base - best) / abs(base)
 
 
+def literature_for(cfg: NASConfig, prepared: Any) -> dict[str, Any] | None:
+    """The published results for the data at hand (an ETT file recognised by name and shape), else None."""
+    from agentlab.nas.literature import comparison, recognise
+
+    dataset = recognise(cfg.data.path, prepared.n_steps, len(prepared.columns))
+    return comparison(dataset, cfg.data.pred_len, cfg.data.features, prepared.split)
+
+
 def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,
-              target: str | None = None) -> dict[str, Any]:
-    """results.json: best and base trials, gains, trial states, the naive baseline and the data used. ``target`` is
-    the target column the data actually used (in "M" mode a CSV without ``data.target`` uses its last column)."""
+              target: str | None = None, literature: dict[str, Any] | None = None) -> dict[str, Any]:
+    """results.json: best and base trials (with their family and lookback), gains, trial states, the naive baseline,
+    the data used and the published results for it. ``target`` is the target column the data actually used (in "M"
+    mode a CSV without ``data.target`` uses its last column)."""
     best, base = outcome.best, outcome.base
 
     def brief(r: TrialRecord | None) -> dict[str, Any] | None:
         if r is None:
             return None
+        used = apply_changes(cfg, r.params)
         return {"run_id": r.run_id, "val_mse": r.value, "test_mse": r.metrics.get("test_mse"),
                 "test_mae": r.metrics.get("test_mae"), "n_params": r.metrics.get("n_params"), "params": r.params,
-                "planner": r.planner}
+                "planner": r.planner, "family": used.model.family, "seq_len": used.data.seq_len}
 
     counts: dict[str, int] = {}
     for r in outcome.records:
@@ -321,7 +336,24 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "features": cfg.data.features,
                  "target": target or cfg.data.target, "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len,
                  "pred_len": cfg.data.pred_len},
+        "families": family_counts(cfg, outcome.records),
+        "literature": literature,
     }
+
+
+def family_counts(cfg: NASConfig, records: list[TrialRecord]) -> dict[str, dict[str, Any]]:
+    """Per model family: trials by state and the best validation MSE among its finished trials."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.state == "running" or not r.counted:
+            continue
+        family = r.params.get("model.family", cfg.model.family)
+        entry = out.setdefault(family, {"trials": 0, "complete": 0, "pruned": 0, "failed": 0, "best_val_mse": None})
+        entry["trials"] += 1
+        entry[r.state if r.state in ("complete", "pruned") else "failed"] += 1
+        if r.state == "complete" and r.finite and (entry["best_val_mse"] is None or r.value < entry["best_val_mse"]):
+            entry["best_val_mse"] = r.value
+    return out
 
 
 def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str, Any] | str | Path | None = None,

@@ -1,4 +1,5 @@
-"""Train and test one Informer trial: the executor behind `agentlab nas`.
+"""Train and test one trial of any family (Informer, or one of :mod:`agentlab.nas.families`): the executor behind
+`agentlab nas`.
 
 Follows the training protocol of Zhou et al., "Informer" (AAAI 2021) and its reference ``exp_informer.py``: Adam and
 MSE on ``y[:, -pred_len:, f_dim:]`` by default (``train.optimizer`` and ``train.loss`` pick others; validation and test
@@ -38,13 +39,14 @@ from agentlab.core.train.device import resolve_device_dtype, seed_everything
 from agentlab.nas.config import DataConfig, NASConfig
 from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import PreparedData, SeriesData, WindowDataset, prepare, resolve_target, synthetic_series
-from agentlab.nas.informer import Informer, InformerSpec, build_informer, count_parameters
+from agentlab.nas.families import FamilySpec, build_forecaster
+from agentlab.nas.informer import InformerSpec, build_informer, count_parameters
 
 log = logging.getLogger(__name__)
 
 ARTIFACTS = ("config_used.yaml", "metrics.json", "history.json", "learning_curve.png", "best_model.safetensors")
 EVAL_BATCH = 256  # evaluation needs no gradients, so larger batches amortise the per-call overhead
-_CACHE_SIZE = 4
+_CACHE_SIZE = 8  # a search over data.seq_len keeps one prepared dataset per lookback
 
 
 # --------------------------------------------------------------------------- data, cached per process
@@ -117,8 +119,58 @@ def spec_from_config(config: NASConfig, prepared: PreparedData) -> InformerSpec:
     if lengths != (d.seq_len, d.label_len, d.pred_len):
         raise ConfigError(f"the prepared data has seq/label/pred lengths {lengths}, the config "
                           f"{(d.seq_len, d.label_len, d.pred_len)}", hint="prepare the data from this config")
-    return InformerSpec(**config.model.model_dump(), seq_len=d.seq_len, label_len=d.label_len, pred_len=d.pred_len,
-                        **prepared.model_kwargs())
+    fields: dict[str, Any] = {k: v for k, v in config.model.model_dump().items()
+                              if k in InformerSpec.__dataclass_fields__}
+    fields.update(seq_len=d.seq_len, label_len=d.label_len, pred_len=d.pred_len, **prepared.model_kwargs())
+    return InformerSpec(**fields)
+
+
+def family_spec(config: NASConfig, prepared: PreparedData) -> FamilySpec:
+    """The :class:`FamilySpec` of a non-Informer ``config``: its model section, lookback and horizon, the data's
+    channels, and the period (``model.period``, else the one detected from the timestamps)."""
+    m, d = config.model, config.data
+    fields = set(FamilySpec.__dataclass_fields__) - {"seq_len", "pred_len", "enc_in", "c_out", "time_features",
+                                                      "period"}
+    return FamilySpec(**{k: v for k, v in m.model_dump().items() if k in fields}, seq_len=d.seq_len,
+                      pred_len=d.pred_len, enc_in=prepared.enc_in, c_out=prepared.c_out,
+                      time_features=prepared.time_features, period=m.period or prepared.period)
+
+
+def build_model(config: NASConfig, prepared: PreparedData) -> torch.nn.Module:
+    """The freshly initialised model of ``config`` (seed torch first for repeatability)."""
+    if config.model.family == "informer":
+        return build_informer(spec_from_config(config, prepared))
+    return build_forecaster(family_spec(config, prepared))
+
+
+def describe_model(config: NASConfig, prepared: PreparedData) -> tuple[dict[str, Any], str]:
+    """The base model in brief: a dict for --json and one line for people (no weights are built)."""
+    m, d = config.model, config.data
+    if m.family == "informer":
+        spec = spec_from_config(config, prepared)
+        return ({"family": "informer", "d_model": spec.d_model, "n_heads": spec.n_heads, "e_layers": spec.e_layers,
+                 "d_layers": spec.d_layers, "attn": spec.attn},
+                f"informer, d_model {spec.d_model}, heads {spec.n_heads}, layers {spec.e_layers}+{spec.d_layers}, "
+                f"attn {spec.attn}, lookback {d.seq_len}")
+    fam = family_spec(config, prepared)
+    details: dict[str, dict[str, Any]] = {"linear": {"variant": fam.linear_variant, "individual": fam.individual},
+              "sparsetsf": {"period": fam.period}, "cyclenet": {"period": fam.period, "backbone": fam.cycle_backbone},
+              "patchtst": {"d_model": fam.d_model, "n_heads": fam.n_heads, "e_layers": fam.e_layers,
+                           "patch_len": fam.patch_len, "stride": fam.stride},
+              "itransformer": {"d_model": fam.d_model, "n_heads": fam.n_heads, "e_layers": fam.e_layers}}
+    info = {"family": fam.family, "seq_len": d.seq_len, "revin": fam.revin, **details[fam.family]}
+    return info, f"{fam.family}, " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "family")
+
+
+def check_model(config: NASConfig, prepared: PreparedData) -> str | None:
+    """Why ``config``'s model cannot be built on ``prepared`` (e.g. a lookback shorter than the period), else None."""
+    from agentlab.nas.informer import SpecError
+
+    try:
+        spec_from_config(config, prepared) if config.model.family == "informer" else family_spec(config, prepared)
+    except SpecError as exc:
+        return f"model: {exc.message}"
+    return None
 
 
 # --------------------------------------------------------------------------- results
@@ -190,9 +242,9 @@ def build_loss(name: str, huber_delta: float = 1.0) -> Callable[[torch.Tensor, t
 class _Windows:
     """A split's windows on ``device``, gathered a batch at a time; the same windows as ``WindowDataset[i]``."""
 
-    def __init__(self, ds: WindowDataset, device: torch.device):
+    def __init__(self, ds: WindowDataset, device: torch.device, offset: int = 0):
         self.data, self.stamps = ds.data.to(device), ds.stamps.to(device)
-        self.n, self.device = len(ds), device
+        self.n, self.device, self.offset = len(ds), device, offset  # offset: the split's first row in the series
         self.enc_off = torch.arange(ds.seq_len, device=device)
         self.dec_off = torch.arange(ds.seq_len - ds.label_len, ds.seq_len + ds.pred_len, device=device)
 
@@ -213,22 +265,30 @@ class _Trainer:
     def __init__(self, config: NASConfig, prepared: PreparedData, device: torch.device):
         self.cfg, self.device = config.train, device
         self.label_len, self.pred_len, self.f_dim = config.data.label_len, config.data.pred_len, prepared.f_dim
-        self.model: Informer = build_informer(spec_from_config(config, prepared)).to(device)
+        self.informer = config.model.family == "informer"
+        self.model = build_model(config, prepared).to(device)
         self.optimizer = build_optimizer(self.model, self.cfg.optimizer, self.cfg.learning_rate,
                                          self.cfg.weight_decay, self.cfg.momentum)
         self.loss = build_loss(self.cfg.loss, self.cfg.huber_delta)  # training only: evaluation is always MSE
-        self.train, self.val, self.test = (_Windows(ds, device) for ds in (prepared.train, prepared.val, prepared.test))
+        offsets = prepared.borders[0] or [0, 0, 0]
+        self.train, self.val, self.test = (_Windows(ds, device, max(offset, 0)) for ds, offset in
+                                           zip((prepared.train, prepared.val, prepared.test), offsets, strict=True))
         self.shuffle = torch.Generator().manual_seed(self.cfg.seed)
         self.amp = device.type == "cuda"  # bf16 autocast only where it pays; CPU autocast is slower for these sizes
         self.rng_devices = [torch.cuda.current_device() if device.index is None else device.index] if self.amp else []
 
-    def forward(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prediction (float32) and its target ``y[:, -pred_len:, f_dim:]``."""
+    def forward(self, batch: tuple[torch.Tensor, ...],
+                index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prediction (float32) and its target ``y[:, -pred_len:, f_dim:]``; ``index``: each window's first row in
+        the whole series (the period-aware families' phase)."""
         x, y, x_mark, y_mark = batch
-        dec = torch.cat([y[:, : self.label_len], torch.zeros_like(y[:, -self.pred_len :])], dim=1)
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with ctx:
-            out = self.model(x, x_mark, dec, y_mark)
+            if self.informer:
+                dec = torch.cat([y[:, : self.label_len], torch.zeros_like(y[:, -self.pred_len :])], dim=1)
+                out = self.model(x, x_mark, dec, y_mark)
+            else:
+                out = self.model(x, x_mark, index)
         return out.float(), y[:, -self.pred_len :, self.f_dim :]
 
     def train_batches(self) -> list[torch.Tensor]:
@@ -245,7 +305,7 @@ class _Trainer:
         total, count = 0.0, 0
         for starts in self.train_batches():
             self.optimizer.zero_grad(set_to_none=True)
-            pred, true = self.forward(self.train.take(starts))
+            pred, true = self.forward(self.train.take(starts), starts + self.train.offset)
             loss = self.loss(pred, true)
             value = loss.item()
             if not math.isfinite(value):
@@ -268,7 +328,7 @@ class _Trainer:
         with torch.random.fork_rng(devices=self.rng_devices):
             torch.manual_seed(self.cfg.seed)
             for starts in windows.chunks(max(EVAL_BATCH, self.cfg.batch_size)):
-                pred, true = self.forward(windows.take(starts))
+                pred, true = self.forward(windows.take(starts), starts + windows.offset)
                 err = (pred - true).double()
                 se, ae, count = se + err.square().sum(), ae + err.abs().sum(), count + err.numel()
         return (se / max(count, 1)).item(), (ae / max(count, 1)).item()
@@ -286,7 +346,7 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
                 report: Callable[[int, float], bool] | None = None,
                 on_epoch: Callable[[dict[str, float]], None] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> TrialResult:
-    """Train one Informer on ``prepared`` as ``config`` says, test the best epoch, and save artifacts.
+    """Train one model on ``prepared`` as ``config`` says, test the best epoch, and save artifacts.
 
     After each epoch: ``on_epoch(entry)`` with epoch, train_loss, val_mse, lr, seconds; then ``report(epoch,
     val_mse)``, and a True answer raises :class:`TrialPruned`. ``should_stop()`` is polled after every batch; True

@@ -129,7 +129,8 @@ class SearchLoop:
     # ------------------------------------------------------------------ planning helpers
 
     def _candidate(self, kind: str, attempt: int, infeasible: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Optuna's next suggestion from a throwaway copy of the study: nothing is committed.
+        """Optuna's next suggestion from a throwaway copy of the study: nothing is committed. A conditional space is
+        drawn define-by-run, so the suggestion holds only the keys active for it.
 
         Draws that broke a constraint are added to the copy as bad trials, so TPE learns to avoid them instead of
         proposing the same infeasible category again (an unobserved category looks promising to TPE).
@@ -137,17 +138,21 @@ class SearchLoop:
         from optuna.trial import TrialState, create_trial
 
         finished = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                    if set(t.distributions) == set(self.distributions)]
+                    if self.space.fits(t.params)]
         seed = self.seed * 100_003 + len(finished) * 997 + attempt
         startup = max(3, min(10, self.stop.max_iterations // 4))
-        scratch = scratch_study(finished, [self.direction], make_sampler("tpe" if kind == "tpe" else "random", seed,
-                                                                         startup=startup))
+        sampler = make_sampler("tpe" if kind == "tpe" else "random", seed, startup=startup,
+                               conditional=self.space.conditional)
+        scratch = scratch_study(finished, [self.direction], sampler)
         values = [t.value for t in finished if t.value is not None and math.isfinite(t.value)]
         worst = (max(values) if self.direction == "minimize" else min(values)) if values else 0.0
         penalty = worst + (1 if self.direction == "minimize" else -1) * (abs(worst) + 1.0)
         for params in infeasible or []:
-            scratch.add_trial(create_trial(params=params, distributions=self.distributions, value=penalty))
-        return dict(scratch.ask(self.distributions).params)
+            scratch.add_trial(create_trial(params=params, distributions=self.space.distributions(params),
+                                           value=penalty))
+        if not self.space.conditional:
+            return dict(scratch.ask(self.distributions).params)
+        return self.space.sample(scratch.ask())  # define-by-run: only the keys active for the drawn values
 
     def _context(self, records: list[TrialRecord]) -> PlanContext:
         best = best_of(records, self.direction)
@@ -179,8 +184,8 @@ class SearchLoop:
             plan["origin"] = proposal.origin
         if proposal.notes:
             plan["notes"] = proposal.notes[:8]  # why an LLM plan was re-asked or fell back (the report shows it)
-        template = create_trial(state=TrialState.RUNNING, params=proposal.params, distributions=self.distributions,
-                                user_attrs={R.A_PLAN: plan})
+        template = create_trial(state=TrialState.RUNNING, params=proposal.params,
+                                distributions=self.space.distributions(proposal.params), user_attrs={R.A_PLAN: plan})
         trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
         return optuna.Trial(self.study, trial_id)
 

@@ -138,7 +138,10 @@ class LLMPlanner:
 
     def _check(self, ctx: PlanContext, plan: PlanReply) -> tuple[dict[str, Any], list[str]]:
         changes, errors = ctx.space.validate(plan.changes)
-        params = {**ctx.incumbent, **changes}
+        # A conditional space: the keys active after the change (a family switch brings its keys, at their base
+        # values unless the plan sets them, and drops the old family's).
+        params = ctx.space.complete({**ctx.incumbent, **changes})
+        errors += ctx.space.inactive(changes, params)
         if not errors:
             errors += ctx.check(params)
         if not errors and not diff(params, ctx.incumbent):

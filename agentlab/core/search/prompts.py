@@ -157,10 +157,15 @@ def compact_messages(ctx: Any, values: dict[str, list[Any]], suggested: dict[str
              else "the base config")
     rows = []
     for key in ctx.space.params:
+        if key not in ctx.incumbent and key not in values:
+            continue  # a conditional key that applies neither now nor to the optimizer's suggestion
         allowed = ", ".join(_fmt(v) for v in values.get(key, [])) or "(fixed)"
         meaning = brief(ctx.space.meanings.get(key, ""))
         meaning = "" if meaning == key.rpartition(".")[2] else meaning
-        rows.append(f"{key} | {_fmt(ctx.incumbent.get(key))} | {allowed}" + (f" | {meaning}" if meaning else ""))
+        if ctx.space.params[key].when:
+            meaning = f"{meaning} (only if {ctx.space.condition(key)})".strip()
+        now = _fmt(ctx.incumbent[key]) if key in ctx.incumbent else "-"
+        rows.append(f"{key} | {now} | {allowed}" + (f" | {meaning}" if meaning else ""))
     recent = [trial_line(r, ctx.metric) for r in ctx.records[-history:]] or ["(none yet)"]
     suggestion = format_changes(suggested) if suggested else "(none)"
     lines = [

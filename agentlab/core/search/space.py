@@ -2,10 +2,16 @@
 
 ```yaml
 space:
-  model.d_model: {choices: [16, 32, 64]}
+  model.family: {choices: [linear, patchtst]}
+  model.d_model: {choices: [16, 32, 64], when: {model.family: [patchtst]}}   # searched for patchtst trials only
   model.e_layers: {low: 1, high: 3}               # ints when both bounds are ints
   train.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
 ```
+
+A key with ``when`` is conditional (Optuna's define-by-run): it is part of a trial only when every key it names has
+one of the listed values in that trial (a named key outside the space counts with its base value). A trial's
+parameters are therefore the keys active for it: samplers draw only those (``SearchSpace.sample``), LLM plans are
+offered only those (``SearchSpace.offered``), and records never carry a value that did not shape the trial.
 """
 
 from __future__ import annotations
@@ -36,9 +42,14 @@ class ParamSpec(StrictModel):
     high: float | int | None = Field(None, description="upper bound (inclusive)")
     log: bool = Field(False, description="sample on a log scale")
     step: float | int | None = Field(None, description="grid step for ranges")
+    when: dict[str, list[Any]] | None = Field(None, description="searched only when each named key has one of the "
+                                              "listed values, e.g. {model.family: [patchtst]}; else the key keeps "
+                                              "its base value and is not part of the trial")
 
     @model_validator(mode="after")
     def _shape(self) -> ParamSpec:
+        if self.when is not None and any(not values for values in self.when.values()):
+            raise ValueError("when: every condition needs at least one value")
         if self.choices is not None:
             if not self.choices:
                 raise ValueError("choices: must not be empty")
@@ -115,9 +126,20 @@ class ParamSpec(StrictModel):
         return min(max(_sig(value, 3), low), high)
 
     def describe(self) -> dict[str, Any]:
+        when = {"when": self.when} if self.when else {}
         if self.kind == "categorical":
-            return {"choices": self.choices}
-        return {"type": self.kind, "low": self.low, "high": self.high, **({"log": True} if self.log else {})}
+            return {"choices": self.choices, **when}
+        return {"type": self.kind, "low": self.low, "high": self.high, **({"log": True} if self.log else {}), **when}
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Draw this key from an Optuna ``trial`` (define-by-run)."""
+        if self.choices is not None:
+            return trial.suggest_categorical(name, self.choices)
+        low, high = self._bounds()
+        if self.kind == "int":
+            return trial.suggest_int(name, int(low), int(high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(low), float(high), log=self.log,
+                                   step=None if self.step is None or self.log else float(self.step))
 
     def distribution(self) -> BaseDistribution:
         import optuna.distributions as d
@@ -132,17 +154,94 @@ class ParamSpec(StrictModel):
 
 
 class SearchSpace:
-    """A set of named ``ParamSpec``. Keys are dotted paths into the command's config (``model.d_model``)."""
+    """A set of named ``ParamSpec``. Keys are dotted paths into the command's config (``model.d_model``).
 
-    def __init__(self, params: dict[str, ParamSpec], meanings: dict[str, str] | None = None):
+    ``base``: the base config's value of every key, and of every key a condition names; it fills a key a plan leaves
+    out when a change makes it active (a family switch), and decides conditions on keys outside the space.
+    """
+
+    def __init__(self, params: dict[str, ParamSpec], meanings: dict[str, str] | None = None,
+                 base: dict[str, Any] | None = None):
         self.params = dict(params)
         self.meanings = {k: v for k, v in (meanings or {}).items() if k in self.params}  # shown to LLM planners
+        self.base = dict(base or {})
+        self.order = self._order()
+
+    def _order(self) -> list[str]:
+        """Keys with every key their conditions name first (the order define-by-run draws them in)."""
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(key: str) -> None:
+            if key in order:
+                return
+            if key in visiting:
+                raise ConfigError(f"search.space.{key}.when: conditions form a cycle through {key}",
+                                  hint="a key may depend on keys that do not depend on it")
+            visiting.add(key)
+            for other in self.params[key].when or {}:
+                if other in self.params:
+                    visit(other)
+            visiting.discard(key)
+            order.append(key)
+
+        for key in self.params:
+            visit(key)
+        return order
+
+    @property
+    def conditional(self) -> bool:
+        return any(spec.when for spec in self.params.values())
 
     def __contains__(self, key: str) -> bool:
         return key in self.params
 
-    def distributions(self) -> dict[str, Any]:
-        return {key: spec.distribution() for key, spec in self.params.items()}
+    def _holds(self, key: str, values: dict[str, Any], active: set[str]) -> bool:
+        for other, allowed in (self.params[key].when or {}).items():
+            if other in self.params:
+                if other not in active or not any(same_value(values.get(other), v) for v in allowed):
+                    return False
+            elif not any(same_value(self.base.get(other), v) for v in allowed):
+                return False
+        return True
+
+    def active(self, values: dict[str, Any]) -> list[str]:
+        """The keys that are part of a trial whose keys have ``values`` (a key missing from ``values`` counts with
+        its base value), in draw order."""
+        merged = {**self.base, **values}
+        active: list[str] = []
+        for key in self.order:
+            if self._holds(key, merged, set(active)):
+                active.append(key)
+        return active
+
+    def complete(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` limited to the keys active for them, an active key missing from ``values`` taking its base
+        value (in the space's key order)."""
+        keys = set(self.active(values))
+        return {key: values[key] if key in values else self.base[key] for key in self.params
+                if key in keys and (key in values or key in self.base)}
+
+    def condition(self, key: str) -> str:
+        """When a conditional key applies, in words ("model.family in [patchtst]"); empty for the others."""
+        when = self.params[key].when or {}
+        return ", ".join(f"{k} in [{', '.join(_fmt(v) for v in vs)}]" for k, vs in when.items())
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run: draw the active keys from an Optuna ``trial``, each after the keys its conditions name."""
+        drawn: dict[str, Any] = {}
+        for key in self.order:
+            if self._holds(key, {**self.base, **drawn}, set(drawn)):
+                drawn[key] = self.params[key].suggest(trial, key)
+        return {key: drawn[key] for key in self.params if key in drawn}
+
+    def fits(self, params: dict[str, Any]) -> bool:
+        """Whether ``params`` are exactly the keys active for them (a trial of this space, not of an older one)."""
+        return all(key in self.params for key in params) and set(self.active(params)) == set(params)
+
+    def distributions(self, keys: Iterable[str] | None = None) -> dict[str, Any]:
+        chosen = self.params if keys is None else keys
+        return {key: self.params[key].distribution() for key in chosen}
 
     def validate(self, changes: Any) -> tuple[dict[str, Any], list[str]]:
         """Check a planner's changes: known keys, types, bounds. Returns (coerced changes, errors)."""
@@ -173,13 +272,22 @@ class SearchSpace:
         """``params`` with float values to 3 significant digits (``ParamSpec.rounded``)."""
         return {k: self.params[k].rounded(v) if k in self.params else v for k, v in params.items()}
 
+    def inactive(self, changes: dict[str, Any], params: dict[str, Any]) -> list[str]:
+        """Errors for the keys of ``changes`` that are not part of the trial ``params`` (their condition fails)."""
+        return [f"{key}: applies only when {self.condition(key)}" for key in changes
+                if key in self.params and key not in params]
+
     def offered(self, current: dict[str, Any], include: Iterable[dict[str, Any]] = ()) -> dict[str, list[Any]]:
         """Per key, the values an LLM plan may change it to: ``ParamSpec.offered`` (with ``current``'s value and the
         ``include`` params' values) less the current value, since "changing" a key to its own value is no change.
-        Keys with nothing to change to are left out."""
+        Keys with nothing to change to are left out, and so are conditional keys active neither for ``current`` nor
+        for any ``include`` params (a plan can still take a suggestion that switches the family, with its keys)."""
         include = list(include)
+        relevant = set(self.active(current)).union(*(self.active(p) for p in include))
         out: dict[str, list[Any]] = {}
         for key, spec in self.params.items():
+            if key not in relevant:
+                continue
             extra = [p[key] for p in include if key in p]
             now = current.get(key)
             values = [v for v in spec.offered([*extra, *([now] if key in current else [])]) if not same_value(v, now)]
@@ -188,7 +296,8 @@ class SearchSpace:
         return out
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """Bounds of every key, with what the key means where known (an LLM planner cannot guess ``model.linear``)."""
+        """Bounds of every key (and its ``when``), with what the key means where known (an LLM planner cannot guess
+        ``model.linear``)."""
         return {key: spec.describe() | ({"meaning": self.meanings[key]} if key in self.meanings else {})
                 for key, spec in self.params.items()}
 
@@ -196,6 +305,12 @@ class SearchSpace:
 def same_value(a: Any, b: Any) -> bool:
     """Equal, and not merely because True == 1."""
     return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _sig(value: float, digits: int) -> float:

@@ -104,12 +104,23 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
     return study
 
 
-def make_sampler(kind: SamplerKind, seed: int, *, startup: int = 10, population: int = 50) -> Any:
+def make_sampler(kind: SamplerKind, seed: int, *, startup: int = 10, population: int = 50,
+                 conditional: bool = False) -> Any:
     """TPE (``startup`` random trials first), random, or NSGA-II (``population`` per generation). Constraints reach
-    the samplers on the trials themselves (``create_trial(constraints=...)``; above 0 is infeasible)."""
+    the samplers on the trials themselves (``create_trial(constraints=...)``; above 0 is infeasible).
+
+    ``conditional``: the space has keys that apply to some trials only (``ParamSpec.when``); TPE then models the keys
+    jointly within each group of keys that occur together (``multivariate``, ``group``), instead of each key alone
+    over the trials that happen to have it."""
     import optuna
 
     if kind == "tpe":
+        if conditional:
+            import warnings
+
+            with warnings.catch_warnings():  # multivariate and group are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)

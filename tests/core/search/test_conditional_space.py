@@ -1,0 +1,153 @@
+"""Conditional search spaces (``when``): define-by-run sampling, LLM offers and checks, and the loop over them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from agentlab.core.errors import ConfigError
+from agentlab.core.search.evaluator import HybridEvaluator
+from agentlab.core.search.loop import SearchLoop, StopRules
+from agentlab.core.search.planners import LLMPlanner, OptunaPlanner, PlanContext
+from agentlab.core.search.prompts import compact_messages
+from agentlab.core.search.space import ParamSpec, SearchSpace
+from agentlab.core.search.study import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+PARAMS = {
+    "family": ParamSpec(choices=["lin", "tf"]),
+    "lr": ParamSpec(low=1e-3, high=1e-1, log=True, when={"family": ["lin"]}),
+    "width": ParamSpec(choices=[8, 16, 32], when={"family": ["tf"]}),
+    "heads": ParamSpec(choices=[1, 2, 4], when={"family": ["tf"], "mode": ["big"]}),  # mode: outside the space
+    "lookback": ParamSpec(choices=[24, 48, 96]),
+}
+BASE = {"family": "lin", "lr": 0.01, "width": 16, "heads": 2, "lookback": 48, "mode": "big"}
+
+
+def space(**base: Any) -> SearchSpace:
+    return SearchSpace(PARAMS, base={**BASE, **base})
+
+
+def test_only_the_keys_whose_conditions_hold_are_active() -> None:
+    s = space()
+    assert s.active({"family": "lin"}) == ["family", "lr", "lookback"]
+    assert s.active({"family": "tf"}) == ["family", "width", "heads", "lookback"]
+    assert space(mode="small").active({"family": "tf"}) == ["family", "width", "lookback"]  # base value decides
+    # a switch to tf brings its keys at their base values and drops lr
+    assert s.complete({"family": "tf", "lr": 0.05, "lookback": 96, "width": 32}) == {
+        "family": "tf", "width": 32, "heads": 2, "lookback": 96}
+    assert s.complete(s.base) == {"family": "lin", "lr": 0.01, "lookback": 48}
+    assert s.fits({"family": "lin", "lr": 0.01, "lookback": 48})
+    assert not s.fits({"family": "lin", "lr": 0.01, "width": 8, "lookback": 48})  # width does not apply to lin
+    assert s.inactive({"width": 8}, {"family": "lin", "lr": 0.01, "lookback": 48}) == [
+        "width: applies only when family in [tf]"]
+    assert s.describe()["width"]["when"] == {"family": ["tf"]}
+
+
+def test_a_cycle_of_conditions_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cycle"):
+        SearchSpace({"a": ParamSpec(choices=[1, 2], when={"b": [1]}), "b": ParamSpec(choices=[1, 2], when={"a": [1]})})
+
+
+def test_define_by_run_draws_only_active_keys() -> None:
+    s = space()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        params = s.sample(trial)
+        assert s.fits(params) and params == trial.params
+        seen.add(params["family"])
+        study.tell(trial, 1.0)
+    assert seen == {"lin", "tf"}
+
+
+def test_llm_offers_and_prompt_show_only_relevant_keys() -> None:
+    s = space()
+    incumbent = s.complete(s.base)
+    assert set(s.offered(incumbent)) == {"family", "lr", "lookback"}
+    suggestion = {"family": "tf", "width": 32, "heads": 1, "lookback": 48}
+    assert set(s.offered(incumbent, [suggestion])) == {"family", "lr", "lookback", "width", "heads"}
+    ctx = PlanContext(space=s, base_params=incumbent, incumbent=incumbent, records=[], best=None, budget_left=3,
+                      metric="val", check=lambda p: [], candidate=lambda *a: {})
+    user = compact_messages(ctx, s.offered(incumbent, [suggestion]), {"family": "tf", "width": 32}, 5)[1]["content"]
+    assert "width | - | 8, 16, 32 | (only if family in [tf])" in user
+    assert "lr | 0.01 |" in user
+    only_lin = compact_messages(ctx, s.offered(incumbent), None, 5)[1]["content"]
+    assert "width" not in only_lin and "heads" not in only_lin
+
+
+class _Reply:
+    def __init__(self, changes: dict[str, Any]):
+        self.value = type("Plan", (), {"changes": changes, "reasoning": "r",
+                                       "model_dump_json": lambda self: "{}"})()
+
+
+class _Router:
+    """Answers each structured call with the next scripted plan."""
+
+    def __init__(self, *plans: dict[str, Any]):
+        self.plans = list(plans)
+        self.calls = 0
+
+    def structured_sync(self, messages: list[dict[str, str]], schema: Any, **kwargs: Any) -> _Reply:
+        self.calls += 1
+        self.last = messages
+        return _Reply(self.plans.pop(0))
+
+
+def _ctx(s: SearchSpace) -> PlanContext:
+    incumbent = s.complete(s.base)
+    return PlanContext(space=s, base_params=incumbent, incumbent=incumbent, records=[], best=None, budget_left=3,
+                       metric="val", check=lambda p: [], candidate=lambda *a: {"family": "lin", "lr": 0.02,
+                                                                               "lookback": 24},
+                       tried={'{"family": "lin", "lookback": 48, "lr": 0.01}'})
+
+
+def test_llm_plan_on_an_inactive_key_is_re_asked_and_a_family_switch_brings_its_keys() -> None:
+    s = space()
+    router = _Router({"width": 32}, {"family": "tf", "width": 32})
+    proposal = LLMPlanner(router, retries=1).propose(_ctx(s))  # type: ignore[arg-type]
+    assert router.calls == 2 and "width: applies only when family in [tf]" in router.last[-1]["content"]
+    assert proposal.planner == "llm"
+    assert proposal.params == {"family": "tf", "width": 32, "heads": 2, "lookback": 48}
+    assert proposal.changes == {"family": "tf", "width": 32, "heads": 2}
+
+
+class _Objective:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        return []
+
+    def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+        self.calls.append(params)
+        value = (params.get("lr", 0.05) - 0.02) ** 2 if params["family"] == "lin" else 1 / params["width"]
+        return {"value": value + params["lookback"] / 1000, "n_params": 10}
+
+
+@pytest.mark.parametrize("planner", ["tpe", "random"])
+def test_the_loop_searches_a_conditional_space_and_resumes(tmp_path: Path, planner: str) -> None:
+    def loop(objective: _Objective, n: int) -> SearchLoop:
+        s = space()
+        study = optuna.create_study(study_name="c", storage=open_storage(None, tmp_path), direction="minimize",
+                                    load_if_exists=True)
+        return SearchLoop(study=study, space=s, base_params=s.complete(s.base), objective=objective,
+                          planner=OptunaPlanner(planner), evaluator=HybridEvaluator(0.01), stop=StopRules(n), seed=3)
+
+    first = _Objective()
+    loop(first, 6).run()
+    second = _Objective()
+    outcome = loop(second, 12).run()  # a resumed search: the first six trials are the sampler's history
+    assert len(first.calls) == 6 and len(second.calls) == 6 and len(outcome.records) == 12
+    s = space()
+    assert all(s.fits(r.params) for r in outcome.records)
+    assert {r.params["family"] for r in outcome.records} == {"lin", "tf"}
+    keys = [tuple(sorted(r.params.items())) for r in outcome.records]
+    assert len(set(keys)) == len(keys)
+    assert first.calls[0] == {"family": "lin", "lr": 0.01, "lookback": 48}

@@ -1,0 +1,197 @@
+"""`agentlab nas` over every model family on a tiny synthetic series: conditional keys, per-family budgets, planners
+(random, tpe, llm), resume, a second worker on shared storage, pruning, the report and the published table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from agentlab.cli import main
+from agentlab.core.llm.config import LLMConfig
+from agentlab.core.progress import NullProgress
+from agentlab.core.runs import RunDir
+from agentlab.core.search.loop import Pruned
+from agentlab.nas import run_nas_optimization
+from agentlab.nas.config import NASConfig
+from agentlab.nas.run import NASObjective, search_space
+from agentlab.nas.train import prepare_data
+from agentlab.testing.server import Reply, ScriptedServer
+
+REPO = Path(__file__).resolve().parents[2]
+FAMILIES = ["linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "informer"]
+NEURAL = ["patchtst", "itransformer", "informer"]
+SPACE = {
+    "model.family": {"choices": FAMILIES},
+    "data.seq_len": {"choices": [24, 48]},
+    "model.revin": {"choices": [True, False]},
+    "model.linear_variant": {"choices": ["linear", "nlinear", "dlinear"], "when": {"model.family": ["linear"]}},
+    "model.cycle_backbone": {"choices": ["linear", "mlp"], "when": {"model.family": ["cyclenet"]}},
+    "model.d_model": {"choices": [8, 16], "when": {"model.family": NEURAL}},
+    "train.learning_rate": {"low": 1e-3, "high": 2e-2, "log": True,
+                            "when": {"model.family": ["linear", "sparsetsf", "cyclenet"]}},
+}
+TINY: dict[str, Any] = {
+    "data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_len": 12},
+    "model": {"family": "linear", "revin": True, "d_model": 16, "n_heads": 2, "e_layers": 1, "d_ff": 32,
+              "patch_len": 8, "stride": 4, "moving_avg": 5},
+    "train": {"epochs": 2, "max_train_batches": 3, "learning_rate": 0.005,
+              "per_family": {"patchtst": {"epochs": 1, "learning_rate": 0.001}}},
+    "search": {"planner": "random", "pruner": "none", "space": SPACE},
+}
+
+
+def tiny(**search: Any) -> dict[str, Any]:
+    return {**TINY, "search": {**TINY["search"], **search}}
+
+
+def states(out: Path) -> list[dict[str, Any]]:
+    return json.loads((out / "agent_state.json").read_text())["runs"]
+
+
+def test_a_random_search_over_every_family_keeps_each_trial_to_its_own_keys(in_tmp: Path) -> None:
+    out = in_tmp / "r"
+    results = run_nas_optimization(max_iterations=8, config=tiny(seed=2), out=out)
+    runs = states(out)
+    space = search_space(NASConfig.model_validate(tiny()))
+    assert all(space.fits(r["params"]) for r in runs), [r["params"] for r in runs]
+    assert len({r["params"]["model.family"] for r in runs}) >= 4
+    assert set(results["states"]) <= {"complete", "pruned"}, results["states"]
+    assert results["best"]["family"] in FAMILIES and results["best"]["seq_len"] in (24, 48)
+    assert sum(f["trials"] for f in results["families"].values()) == 8
+    for r in runs:  # the family's budget, unless the search set the key
+        used = yaml.safe_load((out / "trials" / r["run_id"] / "config_used.yaml").read_text())
+        assert used["train"]["epochs"] == (1 if r["params"]["model.family"] == "patchtst" else 2)
+        if r["params"]["model.family"] == "patchtst":
+            assert used["train"]["learning_rate"] == 0.001
+    report = (out / "report.md").read_text()
+    assert "## Families" in report and f"lookback {results['best']['seq_len']}" in report
+    assert "Beside the published results" not in report  # synthetic data: no published table
+
+
+def test_tpe_resume_and_a_second_worker_share_one_conditional_study(in_tmp: Path) -> None:
+    storage = str(in_tmp / "shared.log")
+    run_nas_optimization(max_iterations=4, config=tiny(planner="tpe", storage=storage), out=in_tmp / "a")
+    resumed = run_nas_optimization(max_iterations=6, resume=in_tmp / "a", config=None)
+    assert resumed["trials"] == 6 and resumed["ran_here"] == 2
+    second = run_nas_optimization(max_iterations=9, config=tiny(planner="tpe", storage=storage), out=in_tmp / "b")
+    assert second["trials"] == 9 and second["ran_here"] == 3
+    runs = states(in_tmp / "b")
+    keys = [json.dumps(r["params"], sort_keys=True) for r in runs]
+    assert len(set(keys)) == len(keys), "a finished configuration was repeated"
+    space = search_space(NASConfig.model_validate(tiny()))
+    assert all(space.fits(r["params"]) for r in runs)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_pruner_stops_a_trial_of_every_family(in_tmp: Path, family: str) -> None:
+    cfg = NASConfig.model_validate(tiny())
+    space = search_space(cfg)
+    params = space.complete({**space.base, "model.family": family})
+    objective = NASObjective(cfg, prepare_data(cfg), RunDir(in_tmp, "nas"), NullProgress(), lambda: None)
+    assert objective.check(params) == []
+    with pytest.raises(Pruned) as caught:
+        objective.run(3, params, lambda step, value: True)
+    assert caught.value.metrics["epochs"] == 1 and caught.value.metrics["val_mse"] > 0
+
+
+def test_a_lookback_too_short_for_the_period_is_a_bad_plan_not_a_failed_trial(in_tmp: Path) -> None:
+    space = {"data.seq_len": {"choices": [12, 24]}, "model.family": {"choices": ["sparsetsf", "linear"]}}
+    cfg = NASConfig.model_validate({**TINY, "search": {"space": space}})
+    objective = NASObjective(cfg, prepare_data(cfg), RunDir(in_tmp, "nas"), NullProgress(), lambda: None)
+    assert "seq_len >= period" in objective.check({"data.seq_len": 12, "model.family": "sparsetsf"})[0]
+    assert objective.check({"data.seq_len": 12, "model.family": "linear"}) == []
+
+
+PLANNER = "planner-m"
+
+
+def routing(base_url: str) -> LLMConfig:
+    return LLMConfig.model_validate({
+        "providers": {"loop": {"kind": "openai", "base_url": base_url}},
+        "models": {PLANNER: {"provider": "loop", "model": PLANNER}},
+        "routes": {"planner": {"primary": [PLANNER]}}, "retries": 0, "timeout_s": 5})
+
+
+def test_the_llm_planner_switches_family_and_is_told_which_keys_apply(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.script(PLANNER, [
+        Reply(text=json.dumps({"changes": {"model.d_model": 8}, "reasoning": "narrower"})),  # not for linear
+        Reply(text=json.dumps({"changes": {"model.family": "patchtst", "model.d_model": 8},
+                               "reasoning": "patches of each channel"})),
+    ])
+    out = in_tmp / "r"
+    run_nas_optimization(max_iterations=2, config=tiny(planner="llm"), out=out, llm=routing(srv.base_url))
+    trial = states(out)[1]
+    assert trial["planner"] == "llm" and trial["params"]["model.family"] == "patchtst"
+    assert trial["params"]["model.d_model"] == 8 and "train.learning_rate" not in trial["params"]
+    asked = [r for r in srv.requests if r.get("model") == PLANNER]
+    first = "\n".join(str(m["content"]) for m in asked[0]["messages"])
+    assert "model.linear_variant |" in first  # the incumbent's family keys are offered
+    retry = "\n".join(str(m["content"]) for m in asked[1]["messages"])
+    assert "model.d_model: applies only when model.family in [patchtst, itransformer, informer]" in retry
+
+
+def ett_like(folder: Path, name: str = "ETTh1", rows: int = 17420) -> Path:
+    """A file shaped like the published ETTh1 (17420 hourly rows, 7 value columns): recognised by name and shape."""
+    rng = np.random.default_rng(0)
+    t = np.arange(rows)
+    values = np.sin(2 * np.pi * t / 24)[:, None] + rng.normal(0, 0.3, (rows, 7))
+    dates = np.datetime64("2016-07-01T00:00") + t * np.timedelta64(1, "h")
+    header = "date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT"
+    body = [str(d).replace("T", " ") + "," + ",".join(f"{v:.3f}" for v in row) for d, row in zip(dates, values,
+                                                                                                 strict=True)]
+    path = folder / f"{name}.csv"
+    path.write_text("\n".join([header, *body]) + "\n")
+    return path
+
+
+def test_the_report_puts_the_best_trial_beside_the_published_table(in_tmp: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    data = ett_like(in_tmp)
+    args = ["nas", "--data", str(data), "-n", "1", "--planner", "tpe", "--out", str(in_tmp / "r"),
+            "--set", "data.seq_len=96", "--set", "data.pred_len=96", "--set", "model.family=linear",
+            "--set", "train.epochs=1", "--set", "train.max_train_batches=2", "--set", "search.space={}"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "linear, lookback 96" in err and "published (ETTh1, horizon 96, every test window)" in err
+    report = (in_tmp / "r" / "report.md").read_text()
+    assert "## Beside the published results: ETTh1, horizon 96" in report
+    assert "| **this search: linear** | 96 |" in report and "| DUET | searched | 0.352 |" in report
+    results = json.loads((in_tmp / "r" / "results.json").read_text())
+    assert results["literature"]["dataset"] == "ETTh1"
+
+
+def test_a_file_named_like_ett_but_shaped_otherwise_is_not_compared(in_tmp: Path) -> None:
+    from agentlab.nas.literature import recognise
+
+    assert recognise(ett_like(in_tmp, rows=500), 500, 7) is None
+    assert recognise("data/ETTh1.csv", 17420, 7) == "ETTh1"
+    assert recognise("data/ETTh1.csv", 17420, 6) is None and recognise(None, 17420, 7) is None
+
+
+@pytest.mark.parametrize("name", ["nas.yaml", "nas_etth1.yaml"])
+def test_the_informer_configs_still_search_informer_alone(name: str) -> None:
+    from agentlab.core.config import load_config
+
+    cfg = load_config(REPO / "configs" / name, NASConfig, [])
+    space = search_space(cfg)
+    assert cfg.model.family == "informer" and not space.conditional
+    assert set(space.complete(space.base)) == set(cfg.search.space)
+
+
+def test_the_ett96_config_searches_every_family_and_the_lookback() -> None:
+    from agentlab.core.config import load_config
+
+    cfg = load_config(REPO / "configs" / "nas_ett96.yaml", NASConfig, [])
+    assert cfg.data.pred_len == 96 and cfg.search.space["data.seq_len"].choices == [96, 192, 336, 512, 720]
+    assert set(cfg.search.space["model.family"].choices or []) == set(FAMILIES)
+    space = search_space(cfg)
+    space.check_base({k: space.base[k] for k in cfg.search.space})
+    for family in FAMILIES:
+        keys = space.active({"model.family": family})
+        assert "data.seq_len" in keys  # every family searches its lookback
+        assert ("data.label_len" in keys) == (family == "informer")  # only informer has a decoder
