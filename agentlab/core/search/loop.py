@@ -35,7 +35,7 @@ class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
 
 
 class Planner(Protocol):
-    """Proposes the next trial from what the search knows (``OptunaPlanner``, ``LLMPlanner`` in ``planners``)."""
+    """Proposes the next trial from what the search knows (``OptunaPlanner``, ``ChooserPlanner`` in ``planners``)."""
 
     name: str
 
@@ -96,6 +96,7 @@ class SearchLoop:
         self.progress = progress
         self.worker = R.worker_id()
         self.distributions = space.distributions()
+        self.startup = max(3, min(10, stop.max_iterations // 4))  # TPE's random warm-up trials
         space.check_base(base_params)
 
     # ------------------------------------------------------------------ study state
@@ -140,8 +141,7 @@ class SearchLoop:
         finished = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                     if self.space.fits(t.params)]
         seed = self.seed * 100_003 + len(finished) * 997 + attempt
-        startup = max(3, min(10, self.stop.max_iterations // 4))
-        sampler = make_sampler("tpe" if kind == "tpe" else "random", seed, startup=startup,
+        sampler = make_sampler("tpe" if kind == "tpe" else "random", seed, startup=self.startup,
                                conditional=self.space.conditional)
         scratch = scratch_study(finished, [self.direction], sampler)
         values = [t.value for t in finished if t.value is not None and math.isfinite(t.value)]
@@ -162,7 +162,7 @@ class SearchLoop:
             budget_left=self.stop.max_iterations - self.counted(records), metric=self.metric,
             check=self.objective.check, candidate=self._candidate,
             tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running")},
-            direction=self.direction, summary_metrics=self.summary_metrics)
+            direction=self.direction, summary_metrics=self.summary_metrics, seed=self.seed, startup=self.startup)
 
     def _propose(self, records: list[TrialRecord]) -> Proposal:
         if not any(r.state in ("complete", "pruned", "running") for r in records):
@@ -181,9 +181,11 @@ class SearchLoop:
         plan = {"planner": proposal.planner, "changes": proposal.changes, "reasoning": proposal.reasoning,
                 "worker": self.worker, "run_dir": self.run_dir}
         if proposal.origin:
-            plan["origin"] = proposal.origin
+            plan.update(origin=proposal.origin, choice=proposal.choice, candidates=proposal.candidates)
+        if proposal.warmup:
+            plan["warmup"] = True
         if proposal.notes:
-            plan["notes"] = proposal.notes[:8]  # why an LLM plan was re-asked or fell back (the report shows it)
+            plan["notes"] = proposal.notes[:8]  # why the LLM was not asked, or gave no answer (the report shows it)
         template = create_trial(state=TrialState.RUNNING, params=proposal.params,
                                 distributions=self.space.distributions(proposal.params), user_attrs={R.A_PLAN: plan})
         trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
@@ -262,7 +264,7 @@ class SearchLoop:
                 log.info("planner: %s", note)
             self.on_event("plan", planner=proposal.planner, changes=proposal.changes, reasoning=proposal.reasoning,
                           expected_effect=proposal.expected_effect, notes=proposal.notes, origin=proposal.origin,
-                          suggested=proposal.suggested)
+                          choice=proposal.choice, candidates=proposal.candidates)
             if task is not None:
                 task.update(description=f"trial {self.counted(records) + 1}/{self.stop.max_iterations} "
                                         f"[{proposal.planner}]")

@@ -1,10 +1,13 @@
-"""Planners propose the next trial's parameters: Optuna's TPE or random sampling, or an LLM shown TPE's candidate.
+"""Planners propose the next trial's parameters: Optuna's TPE or random sampling, or an LLM choosing among the
+sampler's candidates.
 
-Published comparisons (e.g. LLAMBO, "Large Language Models to Enhance Bayesian Optimization", ICLR 2024) find LLM
-planners alone lose track of the search state; the LLM planner here therefore sees the optimizer's next suggestion
-and may take, adapt or reject it (each plan records which: ``Proposal.origin``). Every plan is validated against the
-search space and the command's own constraints; an invalid plan is re-asked with the errors, and still-invalid plans
-fall back to TPE for that iteration. Prompts and the plan's JSON schema are in ``prompts``.
+Published comparisons (LLAMBO, ICLR 2024; its replication on open 8B-27B models; Centaur, where a classical optimiser
+runs every trial and an LLM overrides it on about 30% of them) find that an LLM alone loses track of the search
+state, and that a bounded share of LLM decisions on top of a classical sampler is what pays. The ``llm`` planner is
+therefore a chooser (``ChooserPlanner``): each trial the sampler draws K distinct, valid, untried candidates
+(candidate 0 exactly what the sampler alone would run), and the LLM picks one, under a schema that admits only the
+candidates' indices. Every answer is valid; no answer runs candidate 0. Picks other than 0 are bounded and earned
+(``share``). Prompts and schemas are in ``prompts``.
 """
 
 from __future__ import annotations
@@ -13,19 +16,21 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentlab.core.errors import LLMError
+from agentlab.core.search import share as S
 from agentlab.core.search.prompts import (
     REASONING_CHARS,
-    PlanReply,
-    compact_messages,
+    choice_messages,
+    choice_model,
     format_changes,
+    good_trials_summary,
+    own_messages,
     plan_model,
-    rich_messages,
 )
-from agentlab.core.search.records import LLM_FALLBACK, TrialRecord
-from agentlab.core.search.space import SearchSpace, same_value
+from agentlab.core.search.records import TrialRecord
+from agentlab.core.search.space import SearchSpace
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -42,8 +47,10 @@ class Proposal:
     reasoning: str = ""
     expected_effect: str = ""
     notes: list[str] = field(default_factory=list)
-    origin: str = ""  # LLM plans: candidate | partial | own (see ``origin``)
-    suggested: dict[str, Any] | None = None  # LLM plans: the optimizer's changes shown to the model
+    origin: str = ""  # the llm planner's trials: classical | kept | picked | own | no answer (``share``)
+    choice: int | None = None  # the llm planner's trials: the index of the candidate that ran
+    candidates: int = 0  # the llm planner's trials: how many candidates there were
+    warmup: bool = False  # an LLM-picked warm-up trial (``warm_start``): outside the share and the bandit
 
 
 @dataclass
@@ -62,6 +69,8 @@ class PlanContext:
     tried: set[str] = field(default_factory=set)
     direction: str = "minimize"  # of ``metric``
     summary_metrics: tuple[str, ...] = ()  # the trial metrics besides ``metric`` an LLM planner is shown
+    seed: int = 0  # the search's seed (the LLM planner's bandit draws)
+    startup: int = 0  # TPE's random warm-up trials
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -93,23 +102,64 @@ class OptunaPlanner:
                        hint="widen the search space or relax its constraints")
 
 
-PromptStyle = Literal["compact", "rich"]
 
 
-def origin(changes: dict[str, Any], suggested: dict[str, Any] | None) -> str:
-    """How a plan relates to the optimizer's suggestion: ``candidate`` (took it as it was), ``partial`` (took some of
-    its changes), ``own`` (none of them)."""
-    if not suggested:
-        return "own"
-    if changes.keys() == suggested.keys() and all(same_value(v, suggested[k]) for k, v in changes.items()):
-        return "candidate"
-    return "partial" if any(k in suggested and same_value(v, suggested[k]) for k, v in changes.items()) else "own"
+# --------------------------------------------------------------------------- the LLM as a chooser
 
 
-def _without(values: dict[str, list[Any]], changes: dict[str, Any]) -> dict[str, list[Any]]:
-    """``values`` less each value of ``changes`` (keys left with no value dropped)."""
-    out = {k: [v for v in vs if not (k in changes and same_value(v, changes[k]))] for k, vs in values.items()}
-    return {k: vs for k, vs in out.items() if vs}
+def draw_candidates(ctx: PlanContext, k: int, kind: str = "tpe") -> list[dict[str, Any]]:
+    """Up to ``k`` distinct, valid, untried candidates. Candidate 0 is exactly ``OptunaPlanner(kind)``'s proposal;
+    the others come from the same sampler on independent seeds (``ctx.candidate``'s attempt numbers from 1000 on,
+    never used by the sampler's own draws), then from random draws when the sampler keeps repeating itself. Raises
+    like ``OptunaPlanner`` when there is no candidate 0."""
+    first = OptunaPlanner(kind).propose(ctx).params
+    out, seen = [first], {params_key(first)} | ctx.tried
+    for extra in range(1, k):
+        for source in (kind, "random"):
+            infeasible: list[dict[str, Any]] = []
+            for attempt in range(MAX_RESAMPLES // 3):
+                params = ctx.candidate(source, 1000 * extra + 37 * attempt, infeasible)
+                if ctx.check(params):
+                    infeasible.append(params)
+                elif params_key(params) not in seen:
+                    out.append(params)
+                    seen.add(params_key(params))
+                    break
+            if len(out) > extra:
+                break
+        if len(out) <= extra:
+            break  # the space is nearly exhausted: fewer candidates
+    return out
+
+
+@dataclass
+class ChoiceRequest:
+    """What a chooser is given: the prompt (an LLM reads it), and the same state as data (a scripted chooser
+    reads that): candidates and finished trials as full params, their scores, the objectives' directions, and a
+    seed for its own randomness."""
+
+    messages: list[dict[str, str]]
+    candidates: list[dict[str, Any]]
+    history: list[tuple[dict[str, Any], list[float]]]
+    directions: list[str]
+    distributions: Callable[[dict[str, Any]], dict[str, Any]]
+    seed: int = 0
+
+
+@dataclass
+class Choice:
+    index: int | None  # None: no answer
+    reasoning: str = ""
+    note: str = ""
+
+
+class Chooser(Protocol):
+    """Picks one candidate (``LLMChooser``; the benchmarks' placebo and surrogate choosers). ``name`` keys the
+    record of its picks (``share.PickMemory``)."""
+
+    name: str
+
+    def choose(self, request: ChoiceRequest) -> Choice: ...
 
 
 def _why(exc: LLMError) -> str:
@@ -121,79 +171,156 @@ def _why(exc: LLMError) -> str:
     return exc.message
 
 
-class LLMPlanner:
-    """Plans through the router's planner route, shown TPE's next proposal as a suggestion (a hybrid: the LLM may
-    take, adapt or ignore it). The answer follows a JSON schema derived from the space (``prompts.plan_model``), so
-    grammar-constrained backends can only produce plans inside it. Invalid plans are re-asked with the errors; when
-    none is valid, TPE's proposal runs for the iteration."""
+class LLMChooser:
+    """Asks the router's ``route`` for ``{"choice", "reasoning"}`` under a schema whose ``choice`` is an enum of the
+    candidates' indices: one request, no repair round (an invalid or missing answer is no answer)."""
+
+    def __init__(self, router: Router, route: str = "planner", reasoning_chars: int = REASONING_CHARS):
+        self.router, self.route, self.reasoning_chars = router, route, reasoning_chars
+        chain = router.route(route)[1]
+        self.name = chain[0] if chain else route
+
+    def choose(self, request: ChoiceRequest) -> Choice:
+        schema = choice_model(len(request.candidates), self.reasoning_chars)
+        try:
+            result = self.router.structured_sync(request.messages, schema, route=self.route, max_repairs=0,
+                                                 show_schema=False)
+        except LLMError as exc:
+            return Choice(None, note=f"no answer from the planner LLM: {exc.kind}: {_why(exc)}")
+        return Choice(result.value.choice, result.value.reasoning)
+
+    def own(self, messages: list[dict[str, str]], values: dict[str, list[Any]]) -> tuple[dict[str, Any], str]:
+        """A plan of the model's own under ``plan_model(values)``; raises ``LLMError`` when it gives none."""
+        result = self.router.structured_sync(messages, plan_model(values, self.reasoning_chars), route=self.route,
+                                             max_repairs=0, show_schema=False)
+        return dict(result.value.changes), result.value.reasoning
+
+
+def _steps(records: list[TrialRecord], name: str, maximize: bool) -> list[S.Step]:
+    """The ``name`` planner's trials as bandit steps (warm-up picks left out): a step improved when the trial was
+    accepted and beat every earlier accepted trial."""
+    done = [r for r in records if r.state != "running" and r.counted]
+    values = [r.value if r.state == "complete" and r.accepted and r.finite else None for r in done]
+    return [S.Step(r.origin or "classical", improved, gain)
+            for r, (improved, gain) in zip(done, S.improvements(values, maximize), strict=True)
+            if r.planner == name and not r.warmup]
+
+
+class ChooserPlanner:
+    """The ``llm`` planner: the sampler's K candidates, the LLM's choice among them (see the module docstring).
+
+    ``share`` bounds the picks other than candidate 0 and ``adapt`` lets a bandit earn them (``share``);
+    ``memory``/``search_id`` keep the record of this chooser's picks across searches; ``own_candidate`` adds a
+    candidate the LLM proposes itself aimed at a target score; ``warm_start`` shows the sampler's random warm-up
+    trials to the LLM too (outside the share)."""
 
     name = "llm"
 
-    def __init__(self, router: Router, route: str = "planner", retries: int = 2, history: int = 5,
-                 fallback: OptunaPlanner | None = None, prompt: PromptStyle = "compact",
-                 reasoning_chars: int = REASONING_CHARS):
-        self.router, self.route, self.retries, self.history = router, route, retries, history
-        self.fallback = fallback or OptunaPlanner("tpe")
-        self.prompt, self.reasoning_chars = prompt, reasoning_chars
-
-    def _check(self, ctx: PlanContext, plan: PlanReply) -> tuple[dict[str, Any], list[str]]:
-        changes, errors = ctx.space.validate(plan.changes)
-        # A conditional space: the keys active after the change (a family switch brings its keys, at their base
-        # values unless the plan sets them, and drops the old family's).
-        params = ctx.space.complete({**ctx.incumbent, **changes})
-        errors += ctx.space.inactive(changes, params)
-        if not errors:
-            errors += ctx.check(params)
-        if not errors and not diff(params, ctx.incumbent):
-            errors.append("no change proposed: change at least one key")
-        if not errors and params_key(params) in ctx.tried:
-            errors.append("this exact configuration was already tried: propose a different one")
-        return params, errors
-
-    def _suggestion(self, ctx: PlanContext) -> Proposal | None:
-        """TPE's proposal for this iteration (constraints met, untried), or None when it has none."""
-        try:
-            return self.fallback.propose(ctx)
-        except LLMError as exc:
-            log.info("no optimizer suggestion for the LLM planner: %s", exc.message)
-            return None
+    def __init__(self, chooser: Chooser, *, candidates: int = 4, share: float = 0.3, adapt: bool = True,
+                 memory: S.PickMemory | None = None, search_id: str = "", own_candidate: bool = False,
+                 warm_start: bool = False, history: int = 10, sampler: str = "tpe"):
+        self.chooser, self.k, self.share, self.adapt = chooser, candidates, share, adapt
+        self.memory, self.search_id = memory, search_id
+        self.own_candidate, self.warm_start, self.history, self.sampler = own_candidate, warm_start, history, sampler
+        self.prior = memory.prior(chooser.name, exclude=search_id) if memory is not None else None
 
     def propose(self, ctx: PlanContext) -> Proposal:
-        suggestion = self._suggestion(ctx)
-        shown = ctx.space.rounded(suggestion.params) if suggestion else None
-        suggested = diff(shown, ctx.incumbent) if shown else None
-        values = ctx.space.offered(ctx.incumbent, [shown] if shown else [])
-        schema = plan_model(values, self.reasoning_chars)
-        messages = (rich_messages(ctx, suggested, self.history) if self.prompt == "rich"
-                    else compact_messages(ctx, values, suggested, self.history, self.reasoning_chars))
+        maximize = ctx.direction == "maximize"
+        steps = _steps(ctx.records, self.name, maximize)
+        if self.memory is not None:
+            self.memory.record(self.chooser.name, self.search_id, S.tally(steps))
+        candidates = draw_candidates(ctx, self.k, self.sampler)
+        finished = sum(1 for r in ctx.records if r.state in ("complete", "pruned"))
+        warmup = finished < ctx.startup
+        total = len(steps) + ctx.budget_left
+        if len(candidates) < 2 and not self.own_candidate:
+            return self._run(ctx, candidates, 0, "classical", notes=["one candidate only: not shown to the LLM"])
+        if warmup and not self.warm_start:
+            return self._run(ctx, candidates, 0, "classical", notes=["a warm-up trial of the sampler"])
+        if not warmup:
+            open_, why = S.open_to_llm(self.share, steps, total, ctx.seed, self.prior, self.adapt)
+            if not open_:
+                return self._run(ctx, candidates, 0, "classical", notes=[why])
+        return self._ask(ctx, candidates, warmup)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _run(self, ctx: PlanContext, candidates: list[dict[str, Any]], index: int, origin: str,
+             reasoning: str = "", notes: list[str] | None = None, warmup: bool = False) -> Proposal:
+        params = candidates[index]
+        return Proposal(params, diff(params, ctx.incumbent), self.name, reasoning, notes=notes or [], origin=origin,
+                        choice=index, candidates=len(candidates), warmup=warmup)
+
+    def _state(self, ctx: PlanContext) -> tuple[str, list[str], list[str], dict[str, Any]]:
+        """The incumbent line, the history lines (best first), the good-trials summary, the shown incumbent."""
+        shown = ctx.space.rounded(ctx.incumbent)
+        maximize = ctx.direction == "maximize"
+        scored = [r for r in ctx.records if r.state in ("complete", "pruned") and r.finite]
+        scored.sort(key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
+        history = [f"{ctx.metric} {r.value:.4g}" + (" (pruned)" if r.state == "pruned" else "") + ": "
+                   + format_changes(diff(ctx.space.rounded(r.params), shown)) for r in scored[:self.history]]
+        complete = [(r.params, float(r.value)) for r in scored if r.state == "complete"]  # type: ignore[arg-type]
+        summary = good_trials_summary(complete, list(ctx.space.params), maximize)
+        best = ctx.best
+        where = f"{best.run_id}, {ctx.metric} {best.value:.4g}" if best is not None and best.value is not None \
+            else "the base config"
+        return f"{where}: {format_changes(shown)}", history, summary, shown
+
+    def _ask(self, ctx: PlanContext, candidates: list[dict[str, Any]], warmup: bool) -> Proposal:
+        maximize = ctx.direction == "maximize"
+        incumbent, history, summary, shown = self._state(ctx)
+        goal = f"the {'highest' if maximize else 'lowest'} {ctx.metric}"
         notes: list[str] = []
-        for attempt in range(self.retries + 1):
-            try:
-                result = self.router.structured_sync(messages, schema, route=self.route,
-                                                     show_schema=self.prompt == "rich")
-            except LLMError as exc:
-                notes.append(f"planner LLM failed: {exc.kind}: {_why(exc)}")
-                break
-            plan = result.value
-            params, errors = self._check(ctx, plan)
-            if not errors:
-                changes = diff(params, ctx.incumbent)
-                return Proposal(params, changes, "llm", plan.reasoning, notes=notes, origin=origin(changes, suggested),
-                                suggested=suggested)
-            notes.append(f"plan {attempt + 1} rejected: " + "; ".join(errors))
-            if params_key(params) in ctx.tried:
-                # A small model asked again tends to repeat itself word for word: the re-ask's schema no longer
-                # offers the values of the repeated plan, so its answer must differ.
-                values = _without(values, diff(params, ctx.incumbent))
-                schema = plan_model(values, self.reasoning_chars)
-            # Told only "rejected", a small model tends to answer the same again: name the way out that always works.
-            hint = (f" (the optimizer's suggestion is still untried: {format_changes(suggested)})" if suggested
-                    and params_key({**ctx.incumbent, **suggested}) not in ctx.tried else "")
-            messages += [{"role": "assistant", "content": plan.model_dump_json()},
-                         {"role": "user", "content": "Your plan was rejected: " + "; ".join(errors)
-                          + f". Propose a corrected plan as JSON only{hint}."}]
-        proposal = suggestion or self.fallback.propose(ctx)
-        proposal.planner = LLM_FALLBACK
-        proposal.notes = notes + ["no valid LLM plan: this iteration uses tpe"] + proposal.notes
-        log.warning("LLM planner gave no valid plan (%s); using tpe for this iteration", notes[-1] if notes else "")
-        return proposal
+        own_index = None
+        if self.own_candidate and not warmup and hasattr(self.chooser, "own"):
+            own, note = self._own(ctx, candidates, goal, incumbent, history, summary)
+            notes += [note] if note else []
+            if own is not None:
+                candidates = [*candidates, own]
+                own_index = len(candidates) - 1
+        if len(candidates) < 2:
+            return self._run(ctx, candidates, 0, "classical", notes=[*notes, "one candidate only"])
+        messages = choice_messages(goal=goal, budget_left=ctx.budget_left, incumbent=incumbent, history=history,
+                                   summary=summary, candidates=[diff(ctx.space.rounded(c), shown) for c in candidates],
+                                   metric=ctx.metric, maximize=maximize)
+        done = [r for r in ctx.records if r.state == "complete" and r.finite]
+        request = ChoiceRequest(messages, candidates, [(r.params, [float(r.value)]) for r in done],  # type: ignore
+                                [ctx.direction], ctx.space.distributions, seed=ctx.seed * 7919 + len(ctx.records))
+        choice = self.chooser.choose(request)
+        if choice.index is None or not 0 <= choice.index < len(candidates):
+            note = choice.note or f"no answer: choice {choice.index} is not a candidate"
+            log.warning("LLM planner: %s; candidate 0 runs", note)
+            return self._run(ctx, candidates, 0, "no answer", notes=[*notes, note], warmup=warmup)
+        origin = "kept" if choice.index == 0 else "own" if choice.index == own_index else "picked"
+        return self._run(ctx, candidates, choice.index, origin, choice.reasoning, notes, warmup=warmup)
+
+    def _own(self, ctx: PlanContext, candidates: list[dict[str, Any]], goal: str, incumbent: str,
+             history: list[str], summary: list[str]) -> tuple[dict[str, Any] | None, str]:
+        """The LLM's own candidate aimed at a score 5% better than the best (LLAMBO), or None and why not."""
+        best = ctx.best.value if ctx.best is not None and ctx.best.value is not None else None
+        if best is None:
+            return None, ""
+        target = best + (1 if ctx.direction == "maximize" else -1) * 0.05 * abs(best)
+        values = ctx.space.offered(ctx.incumbent)
+        messages = own_messages(goal=goal, target=f"{ctx.metric} {target:.4g}", incumbent=incumbent, history=history,
+                                summary=summary, values=values)
+        try:
+            changes, _ = self.chooser.own(messages, values)  # type: ignore[attr-defined]
+        except LLMError as exc:
+            return None, f"no own candidate: {exc.kind}: {_why(exc)}"
+        clean, errors = ctx.space.validate(changes)
+        params = ctx.space.complete({**ctx.incumbent, **clean})
+        errors += ctx.space.inactive(clean, params) or ctx.check(params)
+        taken = {params_key(c) for c in candidates} | ctx.tried
+        if not errors and (not diff(params, ctx.incumbent) or params_key(params) in taken):
+            errors.append("the same as a candidate or a trial already run")
+        return (None, "own candidate dropped: " + "; ".join(errors)) if errors else (params, "")
+
+    def contribution(self, records: list[TrialRecord], direction: str,
+                     without_llm: dict[str, Any] | None = None) -> dict[str, Any]:
+        """results.json's ``llm_contribution`` (``share.contribution``), and this search's counts into the memory."""
+        steps = _steps(records, self.name, direction == "maximize")
+        if self.memory is not None:
+            self.memory.record(self.chooser.name, self.search_id, S.tally(steps))
+        return S.contribution(steps, model=self.chooser.name, candidates=self.k, share=self.share,
+                              without_llm=without_llm)

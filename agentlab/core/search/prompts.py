@@ -1,33 +1,25 @@
-"""What an LLM planner is asked, and the schema its answer must follow.
+"""What an LLM planner is asked, and the schemas its answers must follow.
 
-The answer's JSON schema is derived from the search space (``plan_model``): ``changes`` has one optional property per
-searchable key, each an ``enum`` of the values it may change to (``SearchSpace.offered``: choices, small int ranges
-whole, wider ranges as a short grid that holds the incumbent's and the optimizer's values), and ``reasoning`` is one
-line of plain ASCII text of at most ``REASONING_CHARS``. Grammar-constrained decoding (llama.cpp) can then only
-produce plans that parse and lie in the space, and finish within a bounded number of tokens; nothing in it is a
-free-form object. The grammar cannot require a non-empty ``changes`` (llama.cpp ignores ``minProperties``): an empty
-plan is re-asked like any plan that changes nothing.
+The LLM planner chooses (``planners.ChooserPlanner``): the classical sampler proposes K candidates, the prompt
+(``choice_messages``) shows them as changes to the incumbent beside the trial history sorted by score and a per-key
+summary of what the good trials share (``good_trials_summary``, computed here, not by the model), and the answer is
+``{"choice": 0..K-1, "reasoning": "..."}`` under a JSON schema whose ``choice`` is an ``enum`` of the candidates'
+indices (``choice_model``): grammar-constrained decoding (llama.cpp) can only produce a valid choice, and a
+``reasoning`` of at most ``REASONING_CHARS`` plain ASCII characters bounds the reply's length.
 
-Two prompt styles share that schema:
-
-- ``compact`` (the default): the space as a short table (key, current value, values it may change to, a few words
-  of meaning), recent trials one line each, the optimizer's suggestion, the budget left, and a one-line answer
-  format instead of the JSON schema. Measured with SmolLM2's tokenizer on the default NAS space (13 keys) with five
-  recent trials: ~710 tokens with its chat template, about a quarter of the rich prompt's ~2,700; well inside a 2k
-  context, re-asks included.
-- ``rich``: the full state as indented JSON (base config, incumbent, space with bounds and meanings, best and recent
-  runs with their reasons) and the JSON schema itself, for large models that use the detail.
+The opt-in own candidate (LLAMBO-style) asks for a plan instead: changes to the incumbent under ``plan_model``'s
+schema, where ``changes`` has one optional property per searchable key, each an ``enum`` of the values it may change
+to (``SearchSpace.offered``). Nothing in either schema is a free-form object.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import statistics
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
-
-from agentlab.core.search.records import TrialRecord
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 REASONING_CHARS = 160  # a sentence: enough to say why, too short for a small model to ramble to max_tokens
 MEANING_CHARS = 40  # a key's meaning, cut to this in the compact table
@@ -36,21 +28,6 @@ MEANING_CHARS = 40  # a key's meaning, cut to this in the compact table
 # leave a control character or a quote in the decoded text and the JSON broken; ASCII bytes are always whole
 # characters. llama.cpp's converter reads `pattern` before `maxLength`; both bound the text.
 REASONING_CHARSET = r"[ !#-\[\]-~]"
-
-COMPACT_SYSTEM = (
-    "You plan the next trial of a hyperparameter and architecture search. Change one to three keys of the current "
-    "config, each to one of the values listed for it. Do not repeat a trial. The optimizer's suggestion is a good "
-    "default: take it, adapt it, or do better."
-)
-
-RICH_SYSTEM = (
-    "You are the planner of a hyperparameter and architecture search. Each turn you propose the next trial as changes "
-    "to the incumbent (best accepted) configuration. Only use keys of the search space, respect every bound and "
-    "choice, and do not repeat a configuration that was already tried. The optimizer's own suggestion is given as a "
-    "candidate: take it, adapt it, or ignore it. Answer with JSON only: "
-    '{"changes": {"key": value}, "reasoning": "..."}.'
-)
-
 
 class PlanReply(BaseModel):
     """A plan as an LLM returns it.
@@ -136,73 +113,136 @@ def format_changes(changes: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in changes.items()) or "no change"
 
 
-def trial_line(record: TrialRecord, metric: str) -> str:
-    """One trial in a line: who planned it, what it changed, what it scored, and the decision."""
-    if record.state == "failed":
-        result = "failed"
-    else:
-        value = f"{metric} {_fmt(record.value)}" if record.value is not None else "no value"
-        result = f"{value}, pruned" if record.state == "pruned" else value
-        if record.state == "complete":
-            result += ", accepted" if record.accepted else ", rejected"
-    return f"{record.run_id} ({record.planner}): {format_changes(record.changes)} -> {result}"
 
 
-def compact_messages(ctx: Any, values: dict[str, list[Any]], suggested: dict[str, Any] | None,
-                     history: int, reasoning_chars: int = REASONING_CHARS) -> list[dict[str, str]]:
-    """The compact prompt (module docstring). ``ctx`` is a ``PlanContext``; ``values`` what each key may change to;
-    ``suggested`` the optimizer's changes (None: no suggestion)."""
-    best = ctx.best
-    where = (f"the best so far, {best.run_id}, {ctx.metric} {_fmt(best.value)}" if best is not None
-             else "the base config")
-    rows = []
-    for key in ctx.space.params:
-        if key not in ctx.incumbent and key not in values:
-            continue  # a conditional key that applies neither now nor to the optimizer's suggestion
-        allowed = ", ".join(_fmt(v) for v in values.get(key, [])) or "(fixed)"
-        meaning = brief(ctx.space.meanings.get(key, ""))
-        meaning = "" if meaning == key.rpartition(".")[2] else meaning
-        if ctx.space.params[key].when:
-            meaning = f"{meaning} (only if {ctx.space.condition(key)})".strip()
-        now = _fmt(ctx.incumbent[key]) if key in ctx.incumbent else "-"
-        rows.append(f"{key} | {now} | {allowed}" + (f" | {meaning}" if meaning else ""))
-    recent = [trial_line(r, ctx.metric) for r in ctx.records[-history:]] or ["(none yet)"]
-    suggestion = format_changes(suggested) if suggested else "(none)"
+# --------------------------------------------------------------------------- the chooser
+
+
+class ChoiceReply(BaseModel):
+    """The LLM planner's answer: which candidate runs, and why. ``choice_model`` bounds ``choice`` to the candidates
+    shown (an answer outside them fails validation: no re-ask, the planner records it as no answer)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    choice: int = Field(description="the index of the candidate to run next")
+    reasoning: str = Field("", description="why this candidate, in one short sentence")
+    choice_schema: ClassVar[dict[str, Any]] = {}
+    candidates: ClassVar[int] = 0
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if cls.choice_schema:
+            return copy.deepcopy(cls.choice_schema)
+        return super().model_json_schema(*args, **kwargs)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ChoiceReply:
+        if self.candidates and not 0 <= self.choice < self.candidates:
+            raise ValueError(f"choice: {self.choice} is not a candidate (0..{self.candidates - 1})")
+        return self
+
+
+def choice_schema(k: int, reasoning_chars: int = REASONING_CHARS) -> dict[str, Any]:
+    """The JSON schema of a choice among ``k`` candidates: ``choice`` an enum of 0..k-1, then one line of reasoning."""
+    return {"title": "Choice", "type": "object", "properties": {
+        "choice": {"type": "integer", "enum": list(range(k)),
+                   "description": ChoiceReply.model_fields["choice"].description},
+        "reasoning": {"type": "string", "description": ChoiceReply.model_fields["reasoning"].description,
+                      "maxLength": reasoning_chars, "pattern": f"^{REASONING_CHARSET}{{0,{reasoning_chars}}}$"}},
+        "required": ["choice", "reasoning"], "additionalProperties": False}
+
+
+def choice_model(k: int, reasoning_chars: int = REASONING_CHARS) -> type[ChoiceReply]:
+    """A ``ChoiceReply`` subclass named ``Choice`` whose JSON schema is ``choice_schema(k, ...)``."""
+    model = create_model("Choice", __base__=ChoiceReply)
+    model.choice_schema = choice_schema(k, reasoning_chars)
+    model.candidates = k
+    return model
+
+
+CHOOSER_SYSTEM = (
+    "You choose the next trial of a search. An optimizer proposed the candidates; each is shown as its changes to the "
+    "best config so far. Pick the candidate most likely to beat the best so far, using what the good trials share. "
+    "Candidate 0 is the optimizer's own first choice. Answer with JSON only."
+)
+
+
+def _good_rows(rows: Sequence[tuple[dict[str, Any], float]], maximize: bool) -> tuple[list[dict[str, Any]],
+                                                                                       list[dict[str, Any]]]:
+    ranked = sorted(rows, key=lambda r: -r[1] if maximize else r[1])
+    cut = max(1, len(ranked) // 3)
+    return [p for p, _ in ranked[:cut]], [p for p, _ in ranked[cut:]]
+
+
+def good_trials_summary(rows: Sequence[tuple[dict[str, Any], float]], keys: Sequence[str], maximize: bool = False,
+                        limit: int = 12) -> list[str]:
+    """What the good trials (the best third by score, at least one) share, per key, against the others: the most
+    common value of a categorical key (``k of n``), the range and median of a numeric one. Keys on which the good
+    trials agree with the others are left out; at most ``limit`` lines. Empty below three trials."""
+    if len(rows) < 3:
+        return []
+    good, rest = _good_rows(rows, maximize)
+    lines: list[str] = []
+    for key in keys:
+        g = [p[key] for p in good if key in p]
+        r = [p[key] for p in rest if key in p]
+        if not g:
+            continue
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in g + r)
+        if numeric and len(set(g + r)) > 3:
+            gm = statistics.median(g)
+            line = f"{key}: best {_fmt(min(g))}..{_fmt(max(g))} (median {_fmt(gm)})"
+            if r:
+                if min(r) <= gm <= max(r) and min(g) == min(r) and max(g) == max(r):
+                    continue
+                line += f", others {_fmt(min(r))}..{_fmt(max(r))} (median {_fmt(statistics.median(r))})"
+        else:
+            top = max(set(map(_fmt, g)), key=lambda v: ([_fmt(x) for x in g].count(v), v))
+            count = [_fmt(x) for x in g].count(top)
+            others = [_fmt(x) for x in r].count(top)
+            if r and count / len(g) <= others / len(r):
+                continue  # no more common among the good trials than among the others
+            line = f"{key}: {top} in {count} of {len(g)} best" + (f" ({others} of {len(r)} others)" if r else "")
+        lines.append(line)
+    return lines[:limit]
+
+
+def choice_messages(*, goal: str, budget_left: int, incumbent: str, history: Sequence[str], summary: Sequence[str],
+                    candidates: Sequence[dict[str, Any]], metric: str, maximize: bool = False,
+                    notes: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The chooser prompt: goal, best config, trials sorted by score (each as changes to the best config), what the
+    good trials share, the candidates as changes to the best config, and a one-line answer format."""
     lines = [
-        f"Goal: the {_goal_word(ctx)} {ctx.metric}. Trials left: {ctx.budget_left}.",
-        f"Current config ({where}):",
-        "key | now | may change to | meaning",
-        *rows,
-        "Recent trials:",
-        *recent,
-        f"Optimizer's suggestion: {suggestion}",
-        # A placeholder such as "<why>" is copied word for word by a 135M model; a description is not.
-        'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "..."}, where reasoning says in one '
-        f"sentence why these changes should {'raise' if _maximize(ctx) else 'lower'} {ctx.metric}.",
+        f"Goal: {goal}. Trials left: {budget_left}.",
+        f"Best config so far: {incumbent}",
+        "Trials, best first (changes to the best config):", *(history or ["(none yet)"]),
     ]
-    return [{"role": "system", "content": COMPACT_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    if summary:
+        lines += ["What the best third of the trials share:", *(f"- {s}" for s in summary)]
+    lines += [*notes, "Candidates (changes to the best config):",
+              *(f"{i}: {format_changes(c)}" for i, c in enumerate(candidates)),
+              # A placeholder such as "<why>" is copied word for word by a 135M model; a description is not.
+              f'Answer as JSON: {{"choice": <0 to {len(candidates) - 1}>, "reasoning": "..."}}, where reasoning says '
+              f"in one sentence why that candidate should {'raise' if maximize else 'lower'} {metric}."]
+    return [{"role": "system", "content": CHOOSER_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
-def _maximize(ctx: Any) -> bool:
-    return getattr(ctx, "direction", "minimize") == "maximize"
+OWN_SYSTEM = (
+    "You propose one trial of a search as changes to the best config so far, each key to one of the values listed "
+    "for it, aimed at the target score. Do not repeat a trial. Answer with JSON only."
+)
 
 
-def _goal_word(ctx: Any) -> str:
-    return "highest" if _maximize(ctx) else "lowest"
-
-
-def rich_messages(ctx: Any, suggested: dict[str, Any] | None, history: int) -> list[dict[str, str]]:
-    """The rich prompt: the full state as indented JSON (the JSON schema is added by the router)."""
-    best = ctx.best
-    payload = {
-        "metric": f"{ctx.metric} ({'higher' if _maximize(ctx) else 'lower'} is better)",
-        "base_config": ctx.base_params,
-        "incumbent": ctx.incumbent,
-        "search_space": ctx.space.describe(),
-        "best_run": best.summary(ctx.summary_metrics) | {"params": best.params} if best else None,
-        "recent_runs": [r.summary(ctx.summary_metrics) for r in ctx.records[-history:]],
-        "budget_left": ctx.budget_left,
-        "optimizer_candidate": suggested or {},
-    }
-    return [{"role": "system", "content": RICH_SYSTEM},
-            {"role": "user", "content": "State of the search:\n" + json.dumps(payload, indent=1, default=str)}]
+def own_messages(*, goal: str, target: str, incumbent: str, history: Sequence[str], summary: Sequence[str],
+                 values: dict[str, list[Any]]) -> list[dict[str, str]]:
+    """LLAMBO-style: ask for a candidate of the model's own that should reach ``target`` (a score a little better
+    than the best so far)."""
+    lines = [f"Goal: {goal}. Target: {target}.", f"Best config so far: {incumbent}",
+             "Trials, best first (changes to the best config):", *(history or ["(none yet)"])]
+    if summary:
+        lines += ["What the best third of the trials share:", *(f"- {s}" for s in summary)]
+    lines += ["Keys and the values they may change to:",
+              *(f"{k}: {', '.join(_fmt(v) for v in vs)}" for k, vs in values.items()),
+              'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "..."}, changing one to three '
+              "keys, where reasoning says in one sentence why the changes should reach the target."]
+    return [{"role": "system", "content": OWN_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]

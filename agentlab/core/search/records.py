@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Two trial user attributes, each one storage write (a commit on SQLite): the plan, set when the trial starts
-# ({planner, changes, reasoning, worker, run_dir; origin and notes where the planner gave them}), and the outcome, set
-# when it ends
+# ({planner, changes, reasoning, worker, run_dir; origin, choice, candidates, warmup and notes where the planner gave
+# them}), and the outcome, set when it ends
 # ({metrics, accepted, reason, decided_by, counted}).
 A_PLAN, A_OUTCOME = "plan", "outcome"
 
@@ -54,8 +54,11 @@ class TrialRecord:
     planner: str = ""
     changes: dict[str, Any] = field(default_factory=dict)
     reasoning: str = ""
-    origin: str = ""  # LLM plans: candidate | partial | own, how the plan relates to the optimizer's suggestion
-    notes: list[str] = field(default_factory=list)  # the planner's notes: re-asked plans, why it fell back
+    origin: str = ""  # the llm planner's trials: classical | kept | picked | own | no answer (``share``)
+    choice: int | None = None  # the llm planner's trials: the index of the candidate that ran
+    candidates: int = 0  # the llm planner's trials: how many candidates there were
+    warmup: bool = False  # an LLM-picked warm-up trial (outside the share)
+    notes: list[str] = field(default_factory=list)  # the planner's notes: why the LLM was not asked, no answer
     accepted: bool | None = None
     reason: str = ""
     decided_by: str = ""
@@ -90,6 +93,9 @@ class TrialRecord:
             changes=plan.get("changes", {}),
             reasoning=plan.get("reasoning", ""),
             origin=plan.get("origin", ""),
+            choice=plan.get("choice"),
+            candidates=plan.get("candidates", 0),
+            warmup=plan.get("warmup", False),
             notes=list(plan.get("notes", [])),
             accepted=outcome.get("accepted"),
             reason=outcome.get("reason", ""),
@@ -122,23 +128,6 @@ def best_of(records: list[TrialRecord], direction: str = "minimize") -> TrialRec
     return min(accepted, key=lambda r: (sign * r.value, r.number)) if accepted else None  # type: ignore[operator]
 
 
-LLM_FALLBACK = "tpe (llm fallback)"  # the planner name of an iteration an LLM planner handed to TPE
-
-
-def llm_plan_counts(records: list[TrialRecord]) -> dict[str, int] | None:
-    """How the LLM planner's iterations went: LLM plans applied vs TPE fallbacks, and of the applied plans how many
-    took the optimizer's suggestion as it was (``candidate``), some of it (``partial``) or none (``own``). None when no
-    LLM planned."""
-    applied = [r for r in records if r.planner == "llm"]
-    fallback = sum(1 for r in records if r.planner == LLM_FALLBACK)
-    if not applied and not fallback:
-        return None
-    origins = [r.origin for r in applied]
-    return {"iterations": len(applied) + fallback, "applied": len(applied), "fallback": fallback,
-            "took_candidate": origins.count("candidate"), "partial": origins.count("partial"),
-            "own": origins.count("own")}
-
-
 def state_dict(records: list[TrialRecord], metric: str) -> dict[str, Any]:
     """agent_state.json: ``best_run_id`` and ``runs`` with run_id, the metric, test metrics, decision, planner, and
     ``counted`` (False for a trial interrupted or abandoned: it used no budget and was planned again)."""
@@ -149,7 +138,7 @@ def state_dict(records: list[TrialRecord], metric: str) -> dict[str, Any]:
             "run_id": r.run_id, "trial": r.number, "state": r.state, metric: r.value,
             **{k: v for k, v in r.metrics.items() if k != "value"},
             "accepted": r.accepted, "reason": r.reason, "decided_by": r.decided_by, "planner": r.planner,
-            "origin": r.origin, "reasoning": r.reasoning,
+            "origin": r.origin, "choice": r.choice, "candidates": r.candidates, "reasoning": r.reasoning,
             "changes": r.changes, "params": r.params, "worker": r.worker, "seconds": r.seconds,
             "counted": r.counted,
         })
