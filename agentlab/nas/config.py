@@ -183,13 +183,19 @@ class SearchConfig(StrictModel):
                                 "postgresql://..., or a journal file path); empty: SQLite in the run folder")
     study_name: str = Field("nas", description="study name inside the storage")
     seed: int = Field(0, description="sampler seed")
-    plan_retries: int = Field(2, ge=0, description="re-asks of the LLM planner after an invalid plan")
-    history: int = Field(5, ge=1, description="recent trials shown to the LLM planner")
-    planner_prompt: Literal["compact", "rich"] = Field(
-        "compact", description="compact: the space as a short table, recent trials one line each, the optimizer's "
-        "suggestion and a one-line answer format (~700 tokens on the default space; works for small local models "
-        "and large ones); rich: the whole state as indented JSON plus the plan's JSON schema (~2,700 tokens), for "
-        "large models")
+    history: int = Field(10, ge=1, description="finished trials shown to the LLM planner, best first")
+    llm_candidates: int = Field(4, ge=2, le=10, description="llm planner: TPE candidates drawn per trial for the LLM "
+                                "to choose among; candidate 0 is what TPE alone would run")
+    llm_share: float = Field(0.3, ge=0.0, le=1.0, description="llm planner: the most trials on which the LLM's pick "
+                             "may differ from candidate 0, as a fraction of the planner's trials (0: TPE trial for "
+                             "trial)")
+    llm_adapt: bool = Field(True, description="llm planner: a bandit earns the share (the LLM is asked less when its "
+                            "picks find fewer new bests than TPE's), starting from this model's record in earlier "
+                            "searches; false: asked whenever the share allows")
+    llm_own_candidate: bool = Field(False, description="llm planner, for strong models: the LLM also proposes a "
+                                    "candidate of its own aimed at a score 5% better than the best (LLAMBO)")
+    llm_warm_start: bool = Field(False, description="llm planner, for strong models: the LLM also chooses TPE's random "
+                                 "warm-up trials among K random draws (outside llm_share)")
 
 
 SECTIONS: dict[str, type[StrictModel]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}

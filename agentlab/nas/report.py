@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.runs import atomic_write_bytes
-from agentlab.core.search.records import LLM_FALLBACK, TrialRecord
+from agentlab.core.search.records import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +173,12 @@ def render_report(cfg: Any, outcome: Any, results: dict[str, Any], run_path: Pat
             f": {r.reason}" if r.reason else "")
         lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_fmt(r.value)} | {_fmt(r.metrics.get('test_mse'))} "
                      f"| {_fmt(r.metrics.get('n_params'))} | {r.state} | {decision} |")
-    lines += _llm_plans(outcome.records, results.get("llm_plans"))
+    lines += _llm_section(outcome.records, results.get("llm_contribution"))
     return "\n".join(lines) + "\n"
 
 
-ORIGINS = {"candidate": "took TPE's suggestion", "partial": "part of TPE's suggestion", "own": "its own changes"}
+ORIGINS = {"kept": "kept TPE's candidate 0", "picked": "picked candidate", "own": "its own candidate",
+           "no answer": "no answer: candidate 0"}
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -186,21 +187,19 @@ def _one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def _llm_plans(records: list[TrialRecord], counts: dict[str, int] | None) -> list[str]:
-    """The LLM planner's iterations: how many plans applied, how they relate to TPE's suggestion, each plan's
-    reasoning, and why an iteration fell back to TPE."""
-    if not counts:
+def _llm_section(records: list[TrialRecord], block: dict[str, Any] | None) -> list[str]:
+    """``## LLM contribution``: the block's counts in words, then each trial the LLM was asked about, with its
+    choice and reasoning."""
+    from agentlab.core.search.share import contribution_lines
+
+    lines = contribution_lines(block, "val MSE")
+    if not lines:
         return []
-    lines = ["", "## LLM plans", "",
-             f"{counts['applied']} of {counts['iterations']} planner iterations applied an LLM plan "
-             f"({counts['took_candidate']} took TPE's suggestion as it was, {counts['partial']} part of it, "
-             f"{counts['own']} its own changes); {counts['fallback']} fell back to TPE.", ""]
+    lines.append("")
     for r in records:
-        changes = ", ".join(f"{k}={_fmt(v)}" for k, v in r.changes.items()) or "-"
-        if r.planner == "llm":
-            why = _one_line(r.reasoning) if r.reasoning.strip() else "(no reasoning given)"
-            lines.append(f"- **{r.run_id}** ({ORIGINS.get(r.origin, 'llm')}: {changes}): {why}")
-        elif r.planner == LLM_FALLBACK:
-            why = [n for n in r.notes if n.startswith(("plan ", "planner LLM failed"))]
-            lines.append(f"- **{r.run_id}** fell back to TPE ({changes}): {_one_line('; '.join(why)) or '-'}")
+        if r.origin not in ORIGINS:
+            continue
+        why = _one_line(r.reasoning) if r.reasoning.strip() else _one_line("; ".join(r.notes)) or "-"
+        what = ORIGINS[r.origin] + (f" {r.choice} of {r.candidates}" if r.origin in ("picked", "own") else "")
+        lines.append(f"- **{r.run_id}** ({what}; val MSE {_fmt(r.value)}): {why}")
     return lines

@@ -1,7 +1,7 @@
 """`agentlab nas`: LLM-planned architecture search for a forecaster on the shared ask/tell search loop.
 
-planner (llm | tpe | random) -> executor (apply validated changes, train one model of the trial's family) -> hybrid
-evaluator -> update.
+planner (llm: the LLM chooses among TPE's candidates | tpe | random) -> executor (apply validated changes, train one
+model of the trial's family) -> hybrid evaluator -> update.
 State lives in the Optuna study (SQLite in the run folder by default) and is mirrored to ``agent_state.json`` after
 every trial, so a killed search resumes with ``--resume`` without losing or repeating finished trials.
 """
@@ -18,16 +18,16 @@ from pydantic import ValidationError
 from agentlab.core.errors import AgentlabError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, resume_target, run_in_folder
+from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, require_finished_trials
-from agentlab.core.search.records import TrialRecord, llm_plan_counts, run_id, state_dict
+from agentlab.core.search.records import TrialRecord, run_id, state_dict
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import open_study
 from agentlab.nas.config import NASConfig, apply_changes, get_dotted, space_meanings, space_values
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
-    from agentlab.core.search.planners import LLMPlanner, OptunaPlanner
+    from agentlab.core.search.planners import Chooser, ChooserPlanner, OptunaPlanner
     from agentlab.core.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -101,14 +101,17 @@ def _pydantic_message(err: Any) -> str:
 # --------------------------------------------------------------------------- planner choice
 
 
-def choose_planner(cfg: NASConfig, llm: LLMConfig | None,
-                   run_dir: RunDir | None = None) -> tuple[OptunaPlanner | LLMPlanner, Router | None, str]:
-    """(planner, router or None, one line saying which planner runs and why)."""
-    from agentlab.core.search.planners import LLMPlanner, OptunaPlanner
+def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
+                   chooser: Chooser | None = None) -> tuple[OptunaPlanner | ChooserPlanner, Router | None, str]:
+    """(planner, router or None, one line saying which planner runs and why). ``chooser``: a scripted chooser in
+    place of the planner model (the benchmarks' placebo and surrogate)."""
+    from agentlab.core.search.planners import OptunaPlanner
 
     mode = cfg.search.planner
     if mode in ("tpe", "random"):
         return OptunaPlanner(mode), None, f"planner: {mode}"
+    if chooser is not None:
+        return chooser_planner(cfg, chooser, run_dir), None, f"planner: llm ({chooser.name}, scripted), {_how(cfg)}"
     chain = llm.route("planner").chain() if llm is not None else []
     if not chain:
         if mode == "llm":
@@ -116,6 +119,7 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None,
                                 "(or models and a default route), or use --planner tpe")
         return OptunaPlanner("tpe"), None, "planner: tpe (no planner model configured; --llm FILE to use one)"
     from agentlab.core.llm.router import Router
+    from agentlab.core.search.planners import LLMChooser
 
     if mode == "auto":
         missing = _missing_keys(llm, chain)
@@ -128,9 +132,27 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None,
         except AgentlabError as exc:
             router.close()
             return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unreachable: {exc.message})"
-    planner = LLMPlanner(router, route="planner", retries=cfg.search.plan_retries, history=cfg.search.history,
-                         prompt=cfg.search.planner_prompt)
-    return planner, router, f"planner: llm via route 'planner' ({', '.join(chain)}), tpe candidate shown"
+    planner = chooser_planner(cfg, LLMChooser(router, route="planner"), run_dir)
+    return planner, router, f"planner: llm via route 'planner' ({', '.join(chain)}), {_how(cfg)}"
+
+
+def _how(cfg: NASConfig) -> str:
+    s = cfg.search
+    return (f"choosing among {s.llm_candidates} TPE candidates, llm_share {s.llm_share:g}"
+            + (", adaptive" if s.llm_adapt else "") + (", own candidate" if s.llm_own_candidate else "")
+            + (", warm start" if s.llm_warm_start else ""))
+
+
+def chooser_planner(cfg: NASConfig, chooser: Chooser, run_dir: RunDir | None = None) -> ChooserPlanner:
+    """The llm planner over ``chooser``, its record of picks in ``<runs>/nas/llm_picks.json`` (keyed by model)."""
+    from agentlab.core.search.planners import ChooserPlanner
+    from agentlab.core.search.share import PickMemory
+
+    s = cfg.search
+    return ChooserPlanner(chooser, candidates=s.llm_candidates, share=s.llm_share, adapt=s.llm_adapt,
+                          memory=PickMemory(runs_root() / "nas" / "llm_picks.json"),
+                          search_id=str(run_dir.path.resolve()) if run_dir is not None else "",
+                          own_candidate=s.llm_own_candidate, warm_start=s.llm_warm_start, history=s.history)
 
 
 def _missing_keys(llm: LLMConfig, chain: list[str]) -> str | None:
@@ -174,11 +196,12 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
                       objectives=[METRIC], pruner=pruner)
 
 
-def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[str, Any]:
+def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False) -> dict[str, Any]:
     """Everything that can be checked before a run folder exists: the routing config, that ``--planner llm`` has a
     planner model, the base config inside the search space, the device, the data (read, split and windowed) and the
     MLflow tracking URI.
-    Returns ``run``'s keyword arguments ``llm`` and ``data``.
+    Returns ``run``'s keyword arguments ``llm`` and ``data``. ``scripted``: a scripted chooser stands in for the
+    planner model (no model needed).
     """
     from agentlab.core.errors import ConfigError, UsageError, missing_package
     from agentlab.core.llm.config import load_llm_config
@@ -195,7 +218,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None) -> dict[s
     # train.device=cuda without CUDA: one error now, not a failure in every trial
     resolve_device_dtype(cfg.train.device, what="train.device")
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
-    if cfg.search.planner == "llm" and not llm_cfg.route("planner").chain():
+    if cfg.search.planner == "llm" and not scripted and not llm_cfg.route("planner").chain():
         raise UsageError("--planner llm needs a planner model, and the routing config has none",
                          hint="give --llm FILE with a `planner` route (or models and a default route), or use "
                          "--planner tpe")
@@ -231,20 +254,25 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
 
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,
-        progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+        progress: Progress | None = None, announce: Callable[[str], None] | None = None,
+        chooser: Chooser | None = None) -> dict[str, Any]:
     """Search, write agent_state.json / results.json / report.md, and return the results dict; with ``cfg.mlflow``
     each trial is an MLflow child run of the run's parent run (``agentlab.nas.tracking``).
 
-    ``data``: the prepared data from ``prepare`` (read from ``cfg.data`` when not given).
+    ``data``: the prepared data from ``prepare`` (read from ``cfg.data`` when not given). ``chooser``: a scripted
+    chooser in place of the planner model (``agentlab.testing.choosers``; the planner benchmark's placebo and
+    surrogate).
     """
     from agentlab.core.tracking import open_tracker
 
     with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
-        return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce)
+        return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce,
+                       chooser=chooser)
 
 
 def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, llm: LLMConfig | None, data: Any,
-            progress: Progress | None, announce: Callable[[str], None] | None) -> dict[str, Any]:
+            progress: Progress | None, announce: Callable[[str], None] | None,
+            chooser: Chooser | None = None) -> dict[str, Any]:
     from agentlab.core.search.evaluator import HybridEvaluator
     from agentlab.nas.report import render_report
     from agentlab.nas.tracking import log_results, log_trials
@@ -254,7 +282,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     announce = announce or log.info
     prepared = data if data is not None else prepare_data(cfg)
     space = search_space(cfg)
-    planner, router, planner_line = choose_planner(cfg, llm, run_dir)
+    planner, router, planner_line = choose_planner(cfg, llm, run_dir, chooser)
     announce(planner_line)
     run_dir.event("planner", line=planner_line)
     evaluator_router = _evaluator_router(llm, router, run_dir)
@@ -287,7 +315,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             r.close()
     require_finished_trials(outcome)
     results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line, target=prepared.target,
-                        literature=literature_for(cfg, prepared))
+                        literature=literature_for(cfg, prepared), contribution=llm_contribution(planner, outcome))
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     log_results(tracker, results, run_dir.path)
@@ -308,8 +336,23 @@ def literature_for(cfg: NASConfig, prepared: Any) -> dict[str, Any] | None:
     return comparison(dataset, cfg.data.pred_len, cfg.data.features, prepared.split)
 
 
+def llm_contribution(planner: Any, outcome: Any) -> dict[str, Any] | None:
+    """results.json's ``llm_contribution`` (None unless the llm planner ran), with the search's best without the
+    LLM's picks (the trials where it chose another candidate than TPE's) as the counterfactual."""
+    if not hasattr(planner, "contribution"):
+        return None
+    from agentlab.core.search.records import best_of
+    from agentlab.core.search.share import LLM_ORIGINS
+
+    kept = best_of([r for r in outcome.records if r.origin not in LLM_ORIGINS])
+    without = {"best_val_mse": kept.value if kept else None,
+               "best_test_mse": kept.metrics.get("test_mse") if kept else None}
+    return planner.contribution(outcome.records, "minimize", without)  # type: ignore[no-any-return]
+
+
 def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,
-              target: str | None = None, literature: dict[str, Any] | None = None) -> dict[str, Any]:
+              target: str | None = None, literature: dict[str, Any] | None = None,
+              contribution: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json: best and base trials (with their family and lookback), gains, trial states, the naive baseline,
     the data used and the published results for it. ``target`` is the target column the data actually used (in "M"
     mode a CSV without ``data.target`` uses its last column)."""
@@ -331,7 +374,7 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
         "gain": {"val_mse": _rel_gain(base.value if base else None, best.value),
                  "test_mse": _rel_gain(base.metrics.get("test_mse") if base else None, best.metrics.get("test_mse"))},
         "trials": len(outcome.records), "states": counts, "ran_here": outcome.ran_here,
-        "stop_reason": outcome.stop_reason, "planner": planner_line, "llm_plans": llm_plan_counts(outcome.records),
+        "stop_reason": outcome.stop_reason, "planner": planner_line, "llm_contribution": contribution,
         "naive_baseline": baseline,
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "features": cfg.data.features,
                  "target": target or cfg.data.target, "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len,
@@ -359,9 +402,11 @@ def family_counts(cfg: NASConfig, records: list[TrialRecord]) -> dict[str, dict[
 def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str, Any] | str | Path | None = None,
                          *, out: str | Path | None = None, resume: str | Path | None = None,
                          llm: LLMConfig | str | Path | None = None, overrides: list[str] | None = None,
-                         mlflow: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+                         mlflow: str | None = None, progress: Progress | None = None,
+                         chooser: Chooser | None = None) -> dict[str, Any]:
     """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json;
-    ``mlflow="sqlite:///mlflow.db"`` logs it to MLflow as ``--mlflow`` does."""
+    ``mlflow="sqlite:///mlflow.db"`` logs it to MLflow as ``--mlflow`` does; ``chooser`` (with ``search.planner``
+    llm) is a scripted chooser in place of the planner model."""
     from agentlab.core.config import Flag, load_config
 
     sets: list[str | Flag] = [*(overrides or []), f"search.max_iterations={max_iterations}"]
@@ -376,6 +421,6 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         cfg = load_config(None, NASConfig, sets, base=config)
     else:
         cfg = load_config(config, NASConfig, sets)
-    results, _ = run_in_folder("nas", cfg, run, inputs=prepare(cfg, llm), out=out, resume=resume_dir,
-                               progress=progress)
+    inputs = {**prepare(cfg, llm, scripted=chooser is not None), "chooser": chooser}
+    results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results  # type: ignore[no-any-return]

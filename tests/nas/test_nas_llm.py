@@ -1,6 +1,7 @@
 """The LLM planner and the hybrid evaluator of `agentlab nas` against a scripted loopback OpenAI-compatible server,
-through a real routing config: plans applied, invalid plans re-asked with the reasons, TPE fallback, the evaluator
-asked only inside the noise band, and `--planner auto` choosing llm or tpe (with the reason)."""
+through a real routing config: the LLM's choice among TPE's candidates runs with its reasoning, always choosing
+candidate 0 is the TPE search, no answer runs candidate 0, the contribution is reported, the evaluator is asked only
+inside the noise band, and `--planner auto` chooses llm or tpe (with the reason)."""
 
 from __future__ import annotations
 
@@ -49,10 +50,6 @@ def routing(base_url: str, evaluator: bool = False, api_key_env: str | None = No
     return config
 
 
-def plan(changes: dict[str, Any], reasoning: str = "try it") -> str:
-    return json.dumps({"changes": changes, "reasoning": reasoning})
-
-
 def texts(request: dict[str, Any]) -> str:
     return "\n".join(str(m.get("content", "")) for m in request["messages"])
 
@@ -72,120 +69,75 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_valid_plan_is_applied_with_its_reasoning(in_tmp: Path, srv: ScriptedServer) -> None:
-    srv.default(PLANNER, Reply(text=plan({"model.d_model": 32}, "a wider model should fit the daily cycle")))
+def choice(index: int, reasoning: str = "try it") -> str:
+    return json.dumps({"choice": index, "reasoning": reasoning})
+
+
+ASKED = {**TINY, "search": {**TINY["search"], "llm_share": 1.0, "llm_adapt": False}}
+
+
+def test_the_llm_chooses_among_tpe_candidates_with_its_reasoning(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.default(PLANNER, Reply(text=choice(1, "a wider model should fit the daily cycle")))
     out = in_tmp / "r"
-    run_nas_optimization(max_iterations=2, config=TINY, out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
-    base, trial = json.loads((out / "agent_state.json").read_text())["runs"]
-    assert base["planner"] == "base" and base["params"]["model.d_model"] == 16
-    assert trial["planner"] == "llm" and trial["changes"] == {"model.d_model": 32}
-    assert trial["params"] == {**base["params"], "model.d_model": 32}
-    assert srv.count(PLANNER) == 1  # --planner llm: no probe, one plan
+    results = run_nas_optimization(max_iterations=5, config=ASKED, out=out,
+                                   llm=LLMConfig.model_validate(routing(srv.base_url)))
+    runs = json.loads((out / "agent_state.json").read_text())["runs"]
+    assert [r["planner"] for r in runs] == ["base"] + ["llm"] * 4
+    # TPE's three random warm-up trials are the sampler's; then the LLM is asked and its pick runs
+    assert [r["origin"] for r in runs[1:]] == ["classical"] * 2 + ["picked"] * 2
+    assert [r["choice"] for r in runs[1:]] == [0, 0, 1, 1] and all(r["candidates"] == 4 for r in runs[1:])
+    assert srv.count(PLANNER) == 2  # --planner llm: no probe, one request per trial asked, no re-asks
     request = srv.requests[0]
     system, user = (m["content"] for m in request["messages"])
-    assert "JSON schema" not in system  # compact: the format in one line, the schema only as response_format
+    assert "JSON schema" not in system  # the format in one line, the schema only as response_format
     lines = user.splitlines()
-    assert "model.d_model | 16 | 32 | model width" in lines  # key | now | may change to | meaning
-    assert "model.n_heads | 2 | 1, 3 | attention heads" in lines
-    assert any(line.startswith("run_0000 (base): no change -> val_mse ") for line in lines)
-    assert lines[0] == "Goal: the lowest val_mse. Trials left: 1."
-    suggestion = next(line for line in lines if line.startswith("Optimizer's suggestion: "))
+    assert lines[0] == "Goal: the lowest val_mse. Trials left: 2."
+    assert lines[1].startswith("Best config so far: run_00")
+    assert "Trials, best first (changes to the best config):" in lines
+    assert [line[:3] for line in lines if line[:1].isdigit() and line[1:3] == ": "] == ["0: ", "1: ", "2: ", "3: "]
     schema = request["response_format"]["json_schema"]["schema"]
-    changes = schema["properties"]["changes"]
-    assert changes["additionalProperties"] is False and list(changes["properties"]) == list(TINY["search"]["space"])
-    assert changes["properties"]["model.d_model"] == {"type": "integer", "enum": [32]}  # the current 16 left out
-    rates = changes["properties"]["train.learning_rate"]["enum"]
-    assert {1e-4, 2e-4, 5e-4, 2e-3, 5e-3, 1e-2} <= set(rates) and 1e-3 not in rates  # log grid, less the current
-    assert all(f"{r:.4g}" in suggestion for r in rates if r not in (1e-4, 2e-4, 5e-4, 2e-3, 5e-3, 1e-2))  # TPE's
+    assert schema["properties"]["choice"]["enum"] == [0, 1, 2, 3] and schema["required"] == ["choice", "reasoning"]
     assert schema["properties"]["reasoning"]["maxLength"] == 160
     assert 0 < request["max_tokens"] <= 400  # bounded by the schema
+    block = results["llm_contribution"]
+    assert block["model"] == PLANNER and block["trials"] == 4 and block["asked"] == 2 and block["differed"] == 2
+    assert block["no_answer"] == 0 and block["llm_share"] == 1.0 and "best_val_mse" in block["without_llm_picks"]
     report = (out / "report.md").read_text()
-    assert "a wider model should fit the daily cycle" in report and "## LLM plans" in report
-    assert "1 of 1 planner iterations applied an LLM plan" in report
-    assert events(out, "plan")[-1]["reasoning"] == "a wider model should fit the daily cycle"
-    assert events(out, "plan")[-1]["origin"] in ("own", "partial", "candidate")
+    assert "## LLM contribution" in report and "a wider model should fit the daily cycle" in report
+    assert "its pick differed from candidate 0 on 2 (50%)" in report
+    assert events(out, "plan")[-1]["origin"] == "picked"
     calls = events(out, "llm_call")  # the planner's calls are recorded in the run like every LLM call
     assert calls and all(c["outcome"] == "ok" and c["route"] == "planner" for c in calls)
-    results = json.loads((out / "results.json").read_text())
-    assert results["llm_plans"]["applied"] == 1 and results["llm_plans"]["fallback"] == 0
+    memory = json.loads((in_tmp / "runs" / "nas" / "llm_picks.json").read_text())["models"][PLANNER]
+    assert list(memory.values()) == [{"classical": [memory[str(out.resolve())]["classical"][0], 2],
+                                      "llm": [memory[str(out.resolve())]["llm"][0], 2]}]
 
 
-def test_rich_prompt_shows_the_state_as_json_and_the_schema(in_tmp: Path, srv: ScriptedServer) -> None:
-    srv.default(PLANNER, Reply(text=plan({"model.d_model": 32})))
+def test_always_candidate_0_is_the_tpe_search(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.default(PLANNER, Reply(text=choice(0, "the optimizer knows")))
+    llm = LLMConfig.model_validate(routing(srv.base_url))
+    chosen = run_nas_optimization(max_iterations=5, config=ASKED, out=in_tmp / "llm", llm=llm)
+    tpe = run_nas_optimization(max_iterations=5, config={**TINY, "search": {**TINY["search"], "planner": "tpe"}},
+                               out=in_tmp / "tpe")
+    params = [[r["params"] for r in json.loads((in_tmp / name / "agent_state.json").read_text())["runs"]]
+              for name in ("llm", "tpe")]
+    assert params[0] == params[1] and srv.count(PLANNER) == 2
+    assert chosen["llm_contribution"]["chosen_by_llm"] == 2 and chosen["llm_contribution"]["differed"] == 0
+    assert tpe["llm_contribution"] is None
+
+
+def test_no_answer_runs_candidate_0_and_is_recorded(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.default(PLANNER, Reply(text='{"choice": 7, "reasoning": "out of range"}'))
     out = in_tmp / "r"
-    config = {**TINY, "search": {**TINY["search"], "planner_prompt": "rich"}}
-    run_nas_optimization(max_iterations=2, config=config, out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
-    system, user = (m["content"] for m in srv.requests[0]["messages"])
-    assert "JSON schema: " in system and '"model.d_model":{"type":"integer","enum":[32]}' in system
-    state = json.loads(user.partition("\n")[2])
-    assert "optimizer_candidate" in state and state["recent_runs"][0]["run_id"] == "run_0000"
-    # each key with its bounds and what it means
-    assert state["search_space"]["model.n_heads"] == {"choices": [1, 2, 3],
-                                                      "meaning": "attention heads; must divide d_model"}
-    assert json.loads((out / "agent_state.json").read_text())["runs"][1]["planner"] == "llm"
-
-
-def test_plan_that_takes_the_suggestion_is_counted(in_tmp: Path, srv: ScriptedServer) -> None:
-    def take_suggestion(body: dict[str, Any]) -> str:
-        line = next(x for x in body["messages"][-1]["content"].splitlines() if x.startswith("Optimizer's"))
-        pairs = [p.split("=") for p in line.partition(": ")[2].split(", ")]
-        return plan({k: yaml.safe_load(v) for k, v in pairs}, "the optimizer knows")
-
-    srv.default(PLANNER, Reply(fn=take_suggestion))
-    out = in_tmp / "r"
-    results = run_nas_optimization(max_iterations=3, config=TINY, out=out,
+    results = run_nas_optimization(max_iterations=5, config=ASKED, out=out,
                                    llm=LLMConfig.model_validate(routing(srv.base_url)))
-    assert results["llm_plans"] == {"iterations": 2, "applied": 2, "fallback": 0, "took_candidate": 2, "partial": 0,
-                                    "own": 0}
-    assert [r["origin"] for r in json.loads((out / "agent_state.json").read_text())["runs"]] == ["", "candidate",
-                                                                                                "candidate"]
-    assert "2 took TPE's suggestion as it was" in (out / "report.md").read_text()
-
-
-def test_invalid_plans_are_re_asked_with_reasons_then_fall_back_to_tpe(in_tmp: Path, srv: ScriptedServer) -> None:
-    srv.script(PLANNER, [
-        # trial 1: out of range, then breaking n_heads | d_model, then not JSON (repaired), then valid
-        Reply(text=plan({"model.d_model": 999})), Reply(text=plan({"model.n_heads": 3})),
-        Reply(text="Let us make the model wider."), Reply(text=plan({"model.d_model": 32}, "valid at last")),
-        # trial 2: garbage on every repair -> tpe; trial 3: out of range on every re-ask -> tpe
-        *[Reply(text="no idea")] * 3, *[Reply(text=plan({"model.d_model": 999}))] * 3,
-    ])
-    out = in_tmp / "r"
-    run_nas_optimization(max_iterations=4, config=TINY, out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
-    asked = requests_of(srv, PLANNER)
-    assert len(asked) == 10
-    assert "Your plan was rejected: model.d_model: 999 is not one of [16, 32]" in texts(asked[1])
-    assert "Your plan was rejected: model.n_heads: must divide model.d_model (16 % 3 != 0)" in texts(asked[2])
-    assert "Your answer was invalid: no JSON object found in the reply" in texts(asked[3])
-
+    assert srv.count(PLANNER) == 2  # no re-ask
     runs = json.loads((out / "agent_state.json").read_text())["runs"]
-    assert [r["planner"] for r in runs] == ["base", "llm", "tpe (llm fallback)", "tpe (llm fallback)"]
-    assert runs[1]["params"]["model.d_model"] == 32
-    assert all(r["params"]["model.d_model"] % r["params"]["model.n_heads"] == 0 for r in runs)
-    notes = [e["notes"] for e in events(out, "plan")]
-    assert notes[1][:2] == ["plan 1 rejected: model.d_model: 999 is not one of [16, 32]",
-                            "plan 2 rejected: model.n_heads: must divide model.d_model (16 % 3 != 0)"]
-    assert notes[2][0].startswith("planner LLM failed: invalid_output") and \
-        "no valid LLM plan: this iteration uses tpe" in notes[2]
-    assert [n for n in notes[3] if n.startswith("plan ")] == [
-        f"plan {i} rejected: model.d_model: 999 is not one of [16, 32]" for i in (1, 2, 3)]
-    assert "no valid LLM plan: this iteration uses tpe" in notes[3]
-
-
-def test_plans_cut_at_max_tokens_are_reported_as_cut(in_tmp: Path, srv: ScriptedServer) -> None:
-    srv.default(PLANNER, Reply(text='{"changes": {"model.d_model": 32}, "reasoning": "because', finish_reason="length"))
-    out = in_tmp / "r"
-    run_nas_optimization(max_iterations=2, config=TINY, out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
-    asked = requests_of(srv, PLANNER)
-    assert len(asked) == 3  # the reply and two repairs, each told it was cut
-    assert all(texts(r).endswith("so that it ends within the limit.") for r in asked[1:])
-    assert "Your answer was cut off at max_tokens (after 5 tokens)" in texts(asked[1])
-    note = events(out, "plan")[-1]["notes"][0]
-    assert note.startswith("planner LLM failed: invalid_output: ") and note.endswith(
-        ": the reply was cut off at max_tokens (after 5 tokens) before its JSON object was complete")
-    report = (out / "report.md").read_text()
-    assert "0 of 1 planner iterations applied an LLM plan" in report
-    assert "**run_0001** fell back to TPE" in report and "cut off at max_tokens (after 5 tokens)" in report
+    assert [r["origin"] for r in runs[3:]] == ["no answer"] * 2 and [r["choice"] for r in runs[3:]] == [0, 0]
+    assert all(r["planner"] == "llm" for r in runs[1:])  # never called a fallback
+    assert events(out, "plan")[-1]["notes"][0].startswith("no answer from the planner LLM: invalid_output")
+    assert results["llm_contribution"]["no_answer"] == 2
+    assert "without an answer: candidate 0 ran" in (out / "report.md").read_text()
 
 
 def test_evaluator_model_is_asked_only_inside_the_noise_band(srv: ScriptedServer) -> None:
@@ -224,7 +176,7 @@ def test_evaluator_model_is_asked_only_inside_the_noise_band(srv: ScriptedServer
 def test_planner_auto_uses_a_live_model_and_the_evaluator_in_the_band(in_tmp: Path, srv: ScriptedServer,
                                                                      capsys: pytest.CaptureFixture) -> None:
     def planner(body: dict[str, Any]) -> str:
-        return "OK" if "Reply with OK." in texts(body) else plan({"model.d_model": 32}, "wider")
+        return "OK" if "Reply with OK." in texts(body) else choice(0, "wider")
 
     srv.default(PLANNER, Reply(fn=planner))
     srv.default(JUDGE, Reply(text=json.dumps({"accept": False, "reason": "the curve is noisier"})))
@@ -234,9 +186,10 @@ def test_planner_auto_uses_a_live_model_and_the_evaluator_in_the_band(in_tmp: Pa
     assert main(["nas", "-c", "tiny.yaml", "--llm", "llm.yaml", "--max-iterations", "2", "--out", str(out),
                  "--set", "search.min_delta=1000"]) == 0  # every finite result is inside this band
     assert f"planner: llm via route 'planner' ({PLANNER})" in capsys.readouterr().err
-    assert srv.count(PLANNER) == 2  # the probe, then one plan
+    assert srv.count(PLANNER) == 1  # the probe; trial 1 is one of TPE's warm-up trials
     trial = json.loads((out / "agent_state.json").read_text())["runs"][1]
-    assert trial["planner"] == "llm" and trial["decided_by"] == "llm" and trial["accepted"] is False
+    assert trial["planner"] == "llm" and trial["origin"] == "classical"
+    assert trial["decided_by"] == "llm" and trial["accepted"] is False
     assert "evaluator: the curve is noisier" in trial["reason"]
     assert srv.count(JUDGE) == 1
 

@@ -11,8 +11,7 @@ import pytest
 from agentlab.core.errors import ConfigError
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import SearchLoop, StopRules
-from agentlab.core.search.planners import LLMPlanner, OptunaPlanner, PlanContext
-from agentlab.core.search.prompts import compact_messages
+from agentlab.core.search.planners import OptunaPlanner
 from agentlab.core.search.space import ParamSpec, SearchSpace
 from agentlab.core.search.study import open_storage
 
@@ -66,56 +65,12 @@ def test_define_by_run_draws_only_active_keys() -> None:
     assert seen == {"lin", "tf"}
 
 
-def test_llm_offers_and_prompt_show_only_relevant_keys() -> None:
+def test_llm_offers_show_only_relevant_keys() -> None:
     s = space()
     incumbent = s.complete(s.base)
     assert set(s.offered(incumbent)) == {"family", "lr", "lookback"}
     suggestion = {"family": "tf", "width": 32, "heads": 1, "lookback": 48}
     assert set(s.offered(incumbent, [suggestion])) == {"family", "lr", "lookback", "width", "heads"}
-    ctx = PlanContext(space=s, base_params=incumbent, incumbent=incumbent, records=[], best=None, budget_left=3,
-                      metric="val", check=lambda p: [], candidate=lambda *a: {})
-    user = compact_messages(ctx, s.offered(incumbent, [suggestion]), {"family": "tf", "width": 32}, 5)[1]["content"]
-    assert "width | - | 8, 16, 32 | (only if family in [tf])" in user
-    assert "lr | 0.01 |" in user
-    only_lin = compact_messages(ctx, s.offered(incumbent), None, 5)[1]["content"]
-    assert "width" not in only_lin and "heads" not in only_lin
-
-
-class _Reply:
-    def __init__(self, changes: dict[str, Any]):
-        self.value = type("Plan", (), {"changes": changes, "reasoning": "r",
-                                       "model_dump_json": lambda self: "{}"})()
-
-
-class _Router:
-    """Answers each structured call with the next scripted plan."""
-
-    def __init__(self, *plans: dict[str, Any]):
-        self.plans = list(plans)
-        self.calls = 0
-
-    def structured_sync(self, messages: list[dict[str, str]], schema: Any, **kwargs: Any) -> _Reply:
-        self.calls += 1
-        self.last = messages
-        return _Reply(self.plans.pop(0))
-
-
-def _ctx(s: SearchSpace) -> PlanContext:
-    incumbent = s.complete(s.base)
-    return PlanContext(space=s, base_params=incumbent, incumbent=incumbent, records=[], best=None, budget_left=3,
-                       metric="val", check=lambda p: [], candidate=lambda *a: {"family": "lin", "lr": 0.02,
-                                                                               "lookback": 24},
-                       tried={'{"family": "lin", "lookback": 48, "lr": 0.01}'})
-
-
-def test_llm_plan_on_an_inactive_key_is_re_asked_and_a_family_switch_brings_its_keys() -> None:
-    s = space()
-    router = _Router({"width": 32}, {"family": "tf", "width": 32})
-    proposal = LLMPlanner(router, retries=1).propose(_ctx(s))  # type: ignore[arg-type]
-    assert router.calls == 2 and "width: applies only when family in [tf]" in router.last[-1]["content"]
-    assert proposal.planner == "llm"
-    assert proposal.params == {"family": "tf", "width": 32, "heads": 2, "lookback": 48}
-    assert proposal.changes == {"family": "tf", "width": 32, "heads": 2}
 
 
 class _Objective:

@@ -1,5 +1,6 @@
-"""The LLM planner's space-derived plan schema and compact prompt: values offered per key, the JSON schema, and plans
-drawn under llama.cpp's grammar from it (a random-weight GGUF: anything it writes is valid only by the grammar)."""
+"""The LLM planner's schemas: values offered per key and the own candidate's plan schema, the choice schema, and
+choices and plans drawn under llama.cpp's grammar from them (a random-weight GGUF: anything it writes is valid only
+by the grammar)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,20 @@ import pytest
 
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.llm.providers import llama_cpp as lc
-from agentlab.core.llm.providers.scripted import ScriptedProvider
 from agentlab.core.llm.router import Router
-from agentlab.core.llm.structured import max_output_chars, with_instruction
+from agentlab.core.llm.structured import max_output_chars
 from agentlab.core.llm.types import GenParams
-from agentlab.core.search.planners import LLMPlanner, PlanContext, Proposal, diff, origin, params_key
+from agentlab.core.search.planners import diff
 from agentlab.core.search.prompts import (
     REASONING_CHARS,
     brief,
-    compact_messages,
+    choice_messages,
+    choice_model,
+    format_changes,
+    own_messages,
     plan_model,
     plan_schema,
-    rich_messages,
-    trial_line,
 )
-from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.space import ParamSpec, SearchSpace
 
 SPACE = SearchSpace({
@@ -97,99 +97,36 @@ def test_plan_schema_example() -> None:
     assert chars is not None and REASONING_CHARS < chars < REASONING_CHARS + 100
 
 
-def test_origin_of_a_plan() -> None:
-    suggested = {"a": 1, "b": True}
-    assert origin({"a": 1, "b": True}, suggested) == "candidate"
-    assert origin({"a": 1}, suggested) == "partial"
-    assert origin({"b": 1}, suggested) == "own"  # True is not 1 here
-    assert origin({"a": 1}, None) == "own"
-
-
-def context(records: list[TrialRecord] | None = None) -> PlanContext:
-    records = records if records is not None else [
-        TrialRecord(number=0, state="complete", value=0.52, params=dict(CURRENT), planner="base", accepted=True),
-        TrialRecord(number=1, state="pruned", value=0.9, params={**CURRENT, "model.attn": "full"}, planner="llm",
-                    changes={"model.attn": "full"}),
-        TrialRecord(number=2, state="failed", value=None, params={**CURRENT, "model.d_model": 64}, planner="tpe",
-                    changes={"model.d_model": 64}),
-    ]
-    best = records[0] if records else None
-    return PlanContext(space=SPACE, base_params=dict(CURRENT), incumbent=dict(CURRENT), records=records, best=best,
-                       budget_left=7, metric="val_mse", check=lambda p: [], candidate=lambda *a: {})
-
-
-def test_compact_prompt_is_a_table_and_one_line_per_trial() -> None:
-    ctx = context()
-    shown = SPACE.rounded(SUGGESTED)
-    values = SPACE.offered(CURRENT, [shown])
-    system, user = compact_messages(ctx, values, diff(shown, CURRENT), history=5)
-    assert system["role"] == "system" and user["role"] == "user"
+def test_choice_prompt_lists_history_summary_and_candidates() -> None:
+    system, user = choice_messages(
+        goal="the lowest val_mse", budget_left=7, incumbent="run_0000, val_mse 0.52: " + format_changes(CURRENT),
+        history=["val_mse 0.52: no change", "val_mse 0.9 (pruned): model.attn=full"],
+        summary=["model.attn: prob in 2 of 2 best (0 of 3 others)"],
+        candidates=[diff(SPACE.rounded(SUGGESTED), CURRENT), {"model.d_model": 64}], metric="val_mse")
+    assert system["role"] == "system" and "Candidate 0 is the optimizer's own first choice" in system["content"]
     assert user["content"].splitlines() == [
         "Goal: the lowest val_mse. Trials left: 7.",
-        "Current config (the best so far, run_0000, val_mse 0.52):",
-        "key | now | may change to | meaning",
-        "model.d_model | 32 | 16, 64 | model width",
-        "model.e_layers | 2 | 1, 3",
-        "model.factor | 5 | 1, 10, 15, 17, 20, 25, 30, 35, 40",
-        "model.dropout | 0.05 | 0, 0.1, 0.15, 0.2, 0.25, 0.3",
-        "model.attn | prob | full | prob: ProbSparse self-attention",
-        "model.distil | true | false",
-        "train.learning_rate | 0.001 | 0.0001, 0.0002, 0.0005, 0.002, 0.00346, 0.005, 0.01",
-        "train.momentum | 0.9 | 0.5, 0.6, 0.7, 0.8",
-        "Recent trials:",
-        "run_0000 (base): no change -> val_mse 0.52, accepted",
-        "run_0001 (llm): model.attn=full -> val_mse 0.9, pruned",
-        "run_0002 (tpe): model.d_model=64 -> failed",
-        "Optimizer's suggestion: model.factor=17, train.learning_rate=0.00346",
-        'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "..."}, where reasoning says in one '
-        "sentence why these changes should lower val_mse.",
+        "Best config so far: run_0000, val_mse 0.52: model.d_model=32, model.e_layers=2, model.factor=5, "
+        "model.dropout=0.05, model.attn=prob, model.distil=true, train.learning_rate=0.001, train.momentum=0.9",
+        "Trials, best first (changes to the best config):",
+        "val_mse 0.52: no change",
+        "val_mse 0.9 (pruned): model.attn=full",
+        "What the best third of the trials share:",
+        "- model.attn: prob in 2 of 2 best (0 of 3 others)",
+        "Candidates (changes to the best config):",
+        "0: model.factor=17, train.learning_rate=0.00346",
+        "1: model.d_model=64",
+        'Answer as JSON: {"choice": <0 to 1>, "reasoning": "..."}, where reasoning says in one sentence why that '
+        "candidate should lower val_mse.",
     ]
-    rich = with_instruction(rich_messages(ctx, diff(shown, CURRENT), history=5), plan_model(values))
-    assert len(system["content"] + user["content"]) * 2 < sum(len(m["content"]) for m in rich)
-    empty = compact_messages(context([]), values, None, history=5)[1]["content"]
-    assert "Current config (the base config):" in empty and "(none yet)" in empty and "suggestion: (none)" in empty
 
 
-def test_brief_meanings_and_trial_lines() -> None:
+def test_brief_meanings() -> None:
     assert brief("prob: ProbSparse self-attention; full: dense (SDPA)") == "prob: ProbSparse self-attention"
     assert brief("self-attention distilling (conv + ELU + max-pool) between encoder layers") == \
         "self-attention distilling"
     assert brief("a linear forecast over time added to the Informer's (DLinear, ...)") == \
         "a linear forecast over time added to..."
-    record = TrialRecord(number=4, state="complete", value=0.123456, params={}, planner="tpe (llm fallback)",
-                         changes={"train.learning_rate": 0.00123456, "model.distil": False}, accepted=False)
-    assert trial_line(record, "val_mse") == ("run_0004 (tpe (llm fallback)): train.learning_rate=0.001235, "
-                                             "model.distil=false -> val_mse 0.1235, rejected")
-
-
-class FixedTPE:
-    """Stands in for TPE: always the same proposal (the suggestion the LLM is shown, and the fallback)."""
-
-    name = "tpe"
-
-    def propose(self, ctx: PlanContext) -> Proposal:
-        return Proposal(dict(SUGGESTED), diff(SUGGESTED, ctx.incumbent), "tpe")
-
-
-def test_a_repeated_plan_is_re_asked_without_its_values() -> None:
-    provider = ScriptedProvider("p").queue(
-        '{"changes": {"model.d_model": 64}, "reasoning": "wider"}',  # tried already (run_0002)
-        '{"changes": {"model.d_model": 16}, "reasoning": "narrower then"}')
-    config = LLMConfig.model_validate({"providers": {"p": {"kind": "scripted"}},
-                                       "models": {"m": {"provider": "p", "model": "m"}}})
-    ctx = context()
-    ctx.tried = {params_key(r.params) for r in ctx.records}
-    with Router(config, {"p": provider}) as router:
-        proposal = LLMPlanner(router, fallback=FixedTPE()).propose(ctx)
-    assert proposal.planner == "llm" and proposal.changes == {"model.d_model": 16} and proposal.origin == "own"
-    assert proposal.notes == ["plan 1 rejected: this exact configuration was already tried: propose a different one"]
-    first, second = (c.params.json_schema["schema"]["properties"]["changes"]["properties"] for c in provider.calls)
-    assert first["model.d_model"]["enum"] == [16, 64] and second["model.d_model"]["enum"] == [16]
-    assert first["model.attn"] == second["model.attn"]  # the other keys keep their values
-    ask = provider.calls[1].messages[-1]["content"]
-    assert ask == ("Your plan was rejected: this exact configuration was already tried: propose a different one. "
-                   "Propose a corrected plan as JSON only (the optimizer's suggestion is still untried: "
-                   "model.factor=17, train.learning_rate=0.00346).")
 
 
 # --------------------------------------------------------------------------- under llama.cpp's grammar
@@ -209,24 +146,37 @@ def grammar_router(tiny_model: dict[str, Path]) -> Iterator[Router]:
     lc.unload_all()
 
 
-def test_twenty_constrained_plans_from_a_tiny_gguf_all_parse_and_lie_in_the_space(grammar_router: Router) -> None:
-    ctx = context()
+def test_twenty_constrained_choices_and_plans_from_a_tiny_gguf_are_all_valid(grammar_router: Router) -> None:
     shown = SPACE.rounded(SUGGESTED)
+    candidates = [diff(shown, CURRENT), {"model.d_model": 64}, {"model.attn": "full"}, {"model.e_layers": 3}]
+    messages = choice_messages(goal="the lowest val_mse", budget_left=5, incumbent=format_changes(CURRENT),
+                               history=["val_mse 0.52: no change"], summary=[], candidates=candidates,
+                               metric="val_mse")
+    schema = choice_model(len(candidates))
     values = SPACE.offered(CURRENT, [shown])
-    schema = plan_model(values)
-    messages = compact_messages(ctx, values, diff(shown, CURRENT), history=5)
+    own = own_messages(goal="the lowest val_mse", target="val_mse 0.49", incumbent=format_changes(CURRENT),
+                       history=["val_mse 0.52: no change"], summary=[], values=values)
     plans: list[dict[str, Any]] = []
+    choices: set[int] = set()
     for seed in range(20):
+        params = GenParams(seed=seed, temperature=1.0)
         result = grammar_router.structured_sync(messages, schema, route="planner", max_repairs=0, show_schema=False,
-                                                params=GenParams(seed=seed, temperature=1.0))
+                                                params=params)
         completion = result.completion.completion
         assert result.repairs == 0 and completion.finish_reason == "stop"  # complete JSON, never cut
-        assert 0 < completion.usage.completion_tokens <= max_output_chars(schema.model_json_schema())
+        reply = json.loads(completion.text)
+        assert list(reply) == ["choice", "reasoning"] and reply["choice"] in range(4)
+        choices.add(reply["choice"])
+        plan = grammar_router.structured_sync(own, plan_model(values), route="planner", max_repairs=0,
+                                              show_schema=False, params=params)
+        completion = plan.completion.completion
+        assert plan.repairs == 0 and completion.finish_reason == "stop"
+        assert 0 < completion.usage.completion_tokens <= max_output_chars(plan_model(values).model_json_schema())
         reply = json.loads(completion.text)  # the raw reply is JSON as it is
         assert list(reply) == ["changes", "reasoning"] and len(reply["reasoning"]) <= REASONING_CHARS
-        changes, errors = SPACE.validate(result.value.changes)
+        changes, errors = SPACE.validate(plan.value.changes)
         assert errors == [] and changes == reply["changes"]
         assert all(v in values[k] and v != CURRENT[k] for k, v in changes.items())  # in the space, a real change
         assert all(not isinstance(v, float) or math.isfinite(v) for v in changes.values())
         plans.append(changes)
-    assert len({json.dumps(p, sort_keys=True) for p in plans}) >= 5  # sampled plans, not one answer repeated
+    assert len(choices) >= 2 and len({json.dumps(p, sort_keys=True) for p in plans}) >= 5  # sampled, not repeated
