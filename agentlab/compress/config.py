@@ -136,10 +136,22 @@ class CompressConfig(StrictModel):
                                             "generated arithmetic task")
     task_questions: int = Field(40, ge=1, description="questions of the task used for accuracy")
     max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
-    planner: Literal["llm", "nsga2", "tpe", "random"] = Field("nsga2", description="who proposes experiments: the "
-                                                              "`planner` route of --llm, Optuna NSGA-II or TPE, "
-                                                              "or random (a baseline)")
+    planner: Literal["llm", "nsga2", "tpe", "random"] = Field(
+        "nsga2", description="who proposes experiments: the `planner` route of --llm choosing among NSGA-II's "
+        "proposals, Optuna NSGA-II or TPE, or random (a baseline)")
     llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")
+    llm_candidates: int = Field(4, ge=2, le=10, description="llm planner: NSGA-II experiments proposed per step for "
+                                "the LLM to choose among; candidate 0 is what NSGA-II alone would run")
+    llm_share: float = Field(0.3, ge=0.0, le=1.0, description="llm planner: the most experiments on which the LLM's "
+                             "pick may differ from candidate 0, as a fraction of the planner's experiments (0: "
+                             "NSGA-II experiment for experiment)")
+    llm_adapt: bool = Field(True, description="llm planner: a bandit earns the share (the LLM is asked less when its "
+                            "picks grow the feasible front less often than NSGA-II's), starting from this model's "
+                            "record in the workspace; false: asked whenever the share allows")
+    llm_own_candidate: bool = Field(False, description="llm planner, for strong models: the LLM also proposes an "
+                                    "experiment of its own")
+    llm_warm_start: bool = Field(False, description="llm planner, for strong models: the LLM also chooses the first "
+                                 "experiments (NSGA-II's random warm-up) among K random draws (outside llm_share)")
     storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per finished "
                                 "experiment (objective values and constraint violation): sqlite:///f.db, a journal "
                                 "file, or an RDB URL; shared by several runs, its samplers learn from all of them "

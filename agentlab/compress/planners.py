@@ -1,16 +1,22 @@
 """Who proposes the next compression experiment: ``random`` (a baseline), ``nsga2`` / ``tpe`` (Optuna samplers) and
-``llm`` (the ``planner`` route of --llm, with NSGA-II as its fallback).
+``llm`` (the ``planner`` route of --llm choosing among K NSGA-II proposals; ``core.search.planners``).
 
 Every planner is a pure function of the seed, the iteration and the finished experiments: the samplers ask an
 in-memory copy of the run's Optuna study (``core.search.study.scratch_study``), which holds one finished trial per
 finished experiment, so a resumed run proposes what the killed one would have, and a study shared through
 ``--storage`` lets the samplers learn from earlier runs too. An experiment already in the run (or in the shared
 study) is never proposed again.
+
+The ``llm`` planner: NSGA-II proposes K distinct untried experiments (candidate 0 exactly what ``nsga2`` alone would
+run); the LLM is shown the goal in words, the base model, the experiments so far (the Pareto front first), what the
+good ones share and the candidates, and answers with a candidate's index under a grammar. Its picks other than 0 are
+bounded by ``llm_share`` and earned by a bandit on "the experiment joined the feasible front" (``core.search.share``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,10 +27,11 @@ from agentlab.compress.config import Experiment
 from agentlab.compress.objective import Goal
 from agentlab.compress.space import Space, experiment_key, to_experiment, to_params
 from agentlab.core.config import StrictModel
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, LLMError
+from agentlab.core.search import share as S
 
 if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
+    from agentlab.core.search.planners import Chooser
 
 log = logging.getLogger(__name__)
 KEY_ATTR = "agentlab:experiment"  # trial user attribute: the experiment's key (``space.experiment_key``)
@@ -44,6 +51,7 @@ class Context:
     records: list[dict[str, Any]]  # finished records of this run, the base model first
     trials: list[Any]  # the study's trials: one per finished experiment of this run (and of runs sharing the study)
     notes: str = ""
+    budget: int = 8  # experiments of the search (NSGA-II's population, the LLM's share)
 
     @property
     def tried(self) -> set[str]:
@@ -64,11 +72,11 @@ def _experiment(record: dict[str, Any]) -> Experiment | None:
     return Experiment.model_validate(data) if data is not None else None
 
 
-def propose(kind: str, ctx: Context, router: Router | None = None) -> Proposal:
+def propose(kind: str, ctx: Context, chooser: ChooserSettings | None = None) -> Proposal:
     if kind == "random":
         return propose_random(ctx)
-    if kind == "llm" and router is not None:
-        return propose_llm(ctx, router)
+    if kind == "llm" and chooser is not None:
+        return propose_chosen(ctx, chooser)
     return propose_optuna(ctx, kind if kind in ("nsga2", "tpe") else "nsga2")
 
 
@@ -106,10 +114,17 @@ def _study(ctx: Context, kind: str) -> Any:
 
     dists = ctx.space.distributions()
     history = [t for t in ctx.trials if t.distributions == dists]  # a study shared with another space: skip those
-    population = max(4, min(10, len(ctx.records)))
+    # A population fixed by the budget: one that grew with the records (as before issue 24) kept NSGA-II in its random
+    # first generation for the first ten experiments, so "nsga2" was random search at the usual budgets.
+    population = population_size(ctx.budget)
     sampler = make_sampler("tpe" if kind == "tpe" else "nsga2", ctx.seed * 7919 + ctx.iteration, startup=4,
                            population=population)
     return scratch_study(history, [o.direction for o in ctx.goal.objectives], sampler)
+
+
+def population_size(budget: int) -> int:
+    """NSGA-II's population for a search of ``budget`` experiments: half of it, 4 to 10, so it breeds at least once."""
+    return max(4, min(10, budget // 2))
 
 
 def _sampler_attrs(record: dict[str, Any]) -> dict[str, Any]:
@@ -119,19 +134,43 @@ def _sampler_attrs(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def propose_optuna(ctx: Context, kind: str) -> Proposal:
+    return optuna_candidates(ctx, kind, 1)[0]
+
+
+def optuna_candidates(ctx: Context, kind: str, k: int) -> list[Proposal]:
+    """Up to ``k`` distinct untried experiments from one in-memory copy of the study: the first is exactly what
+    ``propose_optuna`` runs, the others the sampler's next asks (without telling it anything about the first), then
+    random draws when it keeps repeating itself."""
     from optuna.trial import TrialState
 
     study = _study(ctx, kind)
-    dists, tried = ctx.space.distributions(), ctx.tried
+    dists, tried = ctx.space.distributions(), set(ctx.tried)
+    out: list[Proposal] = []
     for _ in range(TRIES):
         trial = study.ask(dists)
         exp = to_experiment(trial.params)
         if exp is not None and experiment_key(exp) not in tried:
             attrs = study.get_trials(deepcopy=False)[-1].system_attrs  # a Trial has no system_attrs of its own
             generation = {k: v for k, v in attrs.items() if k.endswith(":generation")}
-            return Proposal(exp, kind, extra={"optuna": generation} if generation else {})
+            out.append(Proposal(exp, kind, extra={"optuna": generation} if generation else {}))
+            tried.add(experiment_key(exp))
+            if len(out) == k:
+                return out
+            continue
         study.tell(trial, state=TrialState.FAIL)  # invalid or repeated: the sampler moves on
-    raise NoProposal(f"{kind}: no untried experiment found in the space")
+        if out and _ > 3 * k:
+            break
+    if not out:
+        raise NoProposal(f"{kind}: no untried experiment found in the space")
+    rng = random.Random(ctx.seed * 100_003 + ctx.iteration + 7)
+    for _ in range(TRIES):
+        if len(out) == k:
+            break
+        exp = to_experiment(ctx.space.sample(rng))
+        if exp is not None and experiment_key(exp) not in tried:
+            out.append(Proposal(exp, kind, extra=dict(out[0].extra)))
+            tried.add(experiment_key(exp))
+    return out
 
 
 # --------------------------------------------------------------------------- LLM
@@ -163,21 +202,201 @@ def llm_messages(ctx: Context) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def propose_llm(ctx: Context, router: Router) -> Proposal:
-    """The LLM's plan; NSGA-II for this iteration (with the reason in the note) when it fails or repeats."""
-    why = ""
+@dataclass
+class ChooserSettings:
+    """The ``llm`` planner's settings (the config's ``llm_*`` keys) and its chooser (``LLMChooser`` on the planner
+    route, or a scripted one)."""
+
+    chooser: Chooser
+    candidates: int = 4
+    share: float = 0.3
+    adapt: bool = True
+    own_candidate: bool = False
+    warm_start: bool = False
+    memory: S.PickMemory | None = None
+    search_id: str = ""
+    prior: dict[str, list[int]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory is not None and self.prior is None:
+            self.prior = self.memory.prior(self.chooser.name, exclude=self.search_id)
+
+
+def _points(goal: Goal, records: list[dict[str, Any]]) -> list[list[float | None]]:
+    from agentlab.compress.scoring import objective_values
+
+    return [objective_values(goal, r.get("derived") or {}) for r in records]
+
+
+def _usable(record: dict[str, Any]) -> bool:
+    return record.get("state", "done") == "done" and bool(record.get("feasible"))
+
+
+def _hypervolume(goal: Goal, points: list[list[float | None]], reference: list[float]) -> float:
+    """The hypervolume of ``points`` against ``reference`` (one objective: how far the best lies beyond it)."""
+    from agentlab.core.search.pareto import hypervolume
+
+    directions = [o.direction for o in goal.objectives]
+    rows = [p for p in points if all(v is not None and math.isfinite(v) for v in p)]
+    if len(directions) == 1:
+        sign = 1.0 if directions[0] == "maximize" else -1.0
+        return max([0.0, *(sign * (p[0] - reference[0]) for p in rows)])  # type: ignore[operator]
+    return hypervolume(rows, directions, reference) if rows else 0.0
+
+
+def nadir(goal: Goal, records: list[dict[str, Any]]) -> list[float] | None:
+    """The worst value of each objective over the feasible experiments, the base model included: the reference
+    point of the search's hypervolume (None when some objective has no value)."""
+    points = _points(goal, [r for r in records if _usable(r)])
+    out = []
+    for i, o in enumerate(goal.objectives):
+        values = [p[i] for p in points if p[i] is not None and math.isfinite(p[i])]  # type: ignore[arg-type]
+        if not values:
+            return None
+        out.append(min(values) if o.direction == "maximize" else max(values))  # type: ignore[type-var]
+    return out
+
+
+def front_steps(goal: Goal, records: list[dict[str, Any]]) -> list[S.Step]:
+    """The ``llm`` planner's experiments as bandit steps: improved when the experiment is feasible and grows the
+    hypervolume of the feasible experiments before it (against ``nadir``), ``gain`` by how much."""
+    reference = nadir(goal, records)
+    steps, kept = [], []
+    for r in records:
+        gain = 0.0
+        if reference is not None and _usable(r) and kept:
+            before = _hypervolume(goal, _points(goal, kept), reference)
+            gain = _hypervolume(goal, _points(goal, [*kept, r]), reference) - before
+        if _usable(r):
+            kept.append(r)
+        if r.get("planner") == "llm" and not r.get("warmup"):
+            steps.append(S.Step(r.get("origin") or "classical", gain > 1e-12, max(gain, 0.0)))
+    return steps
+
+
+def contribution(goal: Goal, records: list[dict[str, Any]], settings: ChooserSettings) -> dict[str, Any]:
+    """results.json's ``llm_contribution`` (``share.contribution``), with the hypervolume of the feasible experiments
+    with and without the LLM's picks as the counterfactual; the counts go to the pick memory."""
+    steps = front_steps(goal, records)
+    if settings.memory is not None:
+        settings.memory.record(settings.chooser.name, settings.search_id, S.tally(steps))
+    reference = nadir(goal, records)
+    without = None
+    if reference is not None:
+        usable = [r for r in records if _usable(r)]
+        kept = [r for r in usable if r.get("origin") not in S.LLM_ORIGINS]
+        without = {"hypervolume": _hypervolume(goal, _points(goal, usable), reference),
+                   "hypervolume_without_llm_picks": _hypervolume(goal, _points(goal, kept), reference),
+                   "reference": reference}
+    return S.contribution(steps, model=settings.chooser.name, candidates=settings.candidates,
+                          share=settings.share, without_llm=without)
+
+
+def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
+    """For each record, how many feasible records dominate it (infeasible ones rank after every feasible one)."""
+    directions = [o.direction for o in goal.objectives]
+    points = _points(goal, records)
+
+    def better(a: list[float | None], b: list[float | None]) -> bool:
+        if any(v is None for v in a + b):
+            return False
+        pairs = [(x if d == "minimize" else -x, y if d == "minimize" else -y)  # type: ignore[operator]
+                 for x, y, d in zip(a, b, directions, strict=True)]
+        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+    return [sum(1 for j, q in enumerate(points) if j != i and _usable(records[j]) and better(q, p))
+            + (0 if _usable(records[i]) else len(records)) for i, p in enumerate(points)]
+
+
+def chooser_messages(ctx: Context, candidates: list[Experiment]) -> list[dict[str, str]]:
+    """The chooser prompt for compress: the goal in words, the base model, the experiments so far (least dominated
+    first), what the good ones share, the candidates as experiments."""
+    from agentlab.compress.report import fmt
+    from agentlab.core.search.prompts import choice_messages, good_trials_summary
+
+    base = ctx.records[0].get("metrics", {}) if ctx.records else {}
+    done = [r for r in ctx.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
+    ranks = _dominated_by(ctx.goal, done)
+    order = sorted(range(len(done)), key=lambda i: (ranks[i], done[i]["index"]))
+    shown = ("speedup", "accuracy", "perplexity", "size", "compression")
+    history = [f"{done[i]['label']}: " + ", ".join(f"{k} {fmt(v)}" for k, v in done[i].get("derived", {}).items()
+                                                   if k in shown)
+               + (" (on the front)" if ranks[i] == 0 else "" if done[i].get("feasible") else " (breaks a constraint)")
+               for i in order]
+    rows = [(to_params(_experiment(done[i]), ctx.space), float(ranks[i])) for i in order]  # type: ignore[arg-type]
+    summary = good_trials_summary(rows, list(ctx.space.choices))
+    notes = ["Notes from earlier runs:", ctx.notes[-1000:]] if ctx.notes.strip() else []
+    return choice_messages(
+        goal=ctx.goal.describe(), budget_left=ctx.budget - ctx.iteration + 1,
+        incumbent=", ".join(f"{k} {fmt(base.get(k))}" for k in ("perplexity", "accuracy", "decode_tps", "size_mb")),
+        incumbent_label="Base model", history=history, summary=summary, notes=notes,
+        history_label="Experiments so far, least dominated first", candidates_label="Candidate experiments",
+        candidates=[c.label() for c in candidates], aim="advance the goal")
+
+
+def propose_chosen(ctx: Context, settings: ChooserSettings) -> Proposal:
+    """The LLM's choice among NSGA-II's candidates (module docstring); candidate 0 when it is not asked or gives no
+    answer, with the reason in the note."""
+    from agentlab.core.search.planners import ChoiceRequest
+
+    steps = front_steps(ctx.goal, ctx.records)
+    if settings.memory is not None:
+        settings.memory.record(settings.chooser.name, settings.search_id, S.tally(steps))
+    proposals = optuna_candidates(ctx, "nsga2", settings.candidates)
+    warmup = ctx.iteration - 1 < population_size(ctx.budget) // 2  # the first half of NSGA-II's random generation
+
+    def run(index: int, origin: str, note: str = "", warm: bool = False) -> Proposal:
+        chosen = proposals[index]
+        extra = {**chosen.extra, "origin": origin, "choice": index, "candidates": len(proposals),
+                 **({"warmup": True} if warm else {})}
+        return Proposal(chosen.experiment, "llm", note=note, extra=extra)
+
+    if len(proposals) < 2 and not settings.own_candidate:
+        return run(0, "classical", "one candidate only: not shown to the LLM")
+    if warmup and not settings.warm_start:
+        return run(0, "classical", "a warm-up experiment of the sampler")
+    if not warmup:
+        open_, why = S.open_to_llm(settings.share, steps, len(steps) + ctx.budget - ctx.iteration + 1, ctx.seed,
+                                   settings.prior, settings.adapt)
+        if not open_:
+            return run(0, "classical", why)
+    own_index, notes = None, []
+    if settings.own_candidate and not warmup and hasattr(settings.chooser, "structured"):
+        own, why = _own(ctx, settings, proposals)
+        if own is not None:
+            proposals.append(Proposal(own, "llm"))
+            own_index = len(proposals) - 1
+        elif why:
+            notes.append(why)
+    if len(proposals) < 2:
+        return run(0, "classical", "; ".join([*notes, "one candidate only"]))
+    done = [r for r in ctx.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
+    request = ChoiceRequest(
+        chooser_messages(ctx, [p.experiment for p in proposals]),
+        [to_params(p.experiment, ctx.space) for p in proposals],
+        [(to_params(_experiment(r), ctx.space), [v for v in _points(ctx.goal, [r])[0]])  # type: ignore[arg-type]
+         for r in done if all(v is not None for v in _points(ctx.goal, [r])[0])],
+        [o.direction for o in ctx.goal.objectives], lambda params: ctx.space.distributions(),
+        seed=ctx.seed * 7919 + ctx.iteration)
+    choice = settings.chooser.choose(request)
+    if choice.index is None or not 0 <= choice.index < len(proposals):
+        note = choice.note or f"no answer: choice {choice.index} is not a candidate"
+        log.warning("LLM planner: %s; candidate 0 runs", note)
+        return run(0, "no answer", "; ".join([*notes, note]), warmup)
+    origin = "kept" if choice.index == 0 else "own" if choice.index == own_index else "picked"
+    return run(choice.index, origin, "; ".join([*notes, choice.reasoning]) if notes else choice.reasoning, warmup)
+
+
+def _own(ctx: Context, settings: ChooserSettings, proposals: list[Proposal]) -> tuple[Experiment | None, str]:
+    """The LLM's own experiment (opt-in), or None and why not."""
     try:
-        plan = router.structured_sync(llm_messages(ctx), LLMPlan, route="planner").value
-        exp = plan.experiment
-        if experiment_key(exp) in ctx.tried:
-            why = f"the LLM proposed an experiment already tried ({exp.label()})"
-        elif exp.quantize is not None and exp.quantize.method not in ctx.space.choices["quantize"]:
-            why = f"the LLM proposed {exp.quantize.method}, which cannot run here"
-        else:
-            return Proposal(exp, "llm", note=plan.reasoning)
-    except AgentlabError as exc:
-        why = f"planner LLM failed: {exc.message}"
-    log.warning("%s; using nsga2 for this iteration", why)
-    fallback = propose_optuna(ctx, "nsga2")
-    fallback.planner, fallback.note = "llm->nsga2", why
-    return fallback
+        plan = settings.chooser.structured(llm_messages(ctx), LLMPlan, show_schema=True)  # type: ignore[attr-defined]
+    except LLMError as exc:
+        return None, f"no own candidate: {exc.kind}: {exc.message}"
+    exp = plan.experiment
+    taken = ctx.tried | {experiment_key(p.experiment) for p in proposals}
+    if experiment_key(exp) in taken:
+        return None, f"own candidate dropped: {exp.label()} is a candidate or was tried"
+    if exp.quantize is not None and exp.quantize.method not in ctx.space.choices["quantize"]:
+        return None, f"own candidate dropped: {exp.quantize.method} cannot run here"
+    return exp, ""

@@ -120,7 +120,20 @@ def render_report(cfg: Any, goal: Goal, records: list[dict[str, Any]], results: 
               f"{fmt(energy['co2e_kg'])} kg CO2e{budget}; energy mode: **{energy['mode']}** (codecarbon: "
               "'measured' only where a power meter was read, 'estimated' from CPU TDP and load otherwise). Reused "
               "experiments cost nothing in this run.", ""]
+    block = results.get("llm_contribution")
+    if block:
+        from agentlab.core.search.share import contribution_lines
+
+        lines += [*contribution_lines(block, "hypervolume of the feasible experiments")[1:], ""]
     notes = [r for r in records if r.get("note")]
     if notes:
-        lines += ["## Planner notes", "", *(f"- {r['index']} ({r['planner']}): {r['note']}" for r in notes), ""]
+        lines += ["## Planner notes", "", *(f"- {r['index']} ({r['planner']}{_origin(r)}): {r['note']}"
+                                            for r in notes), ""]
     return "\n".join(lines)
+
+
+def _origin(record: dict[str, Any]) -> str:
+    origin = record.get("origin")
+    if not origin:
+        return ""
+    return f", {origin}" + (f" {record['choice']} of {record['candidates']}" if origin in ("picked", "own") else "")

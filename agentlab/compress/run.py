@@ -47,6 +47,7 @@ class Prepared:
     model_path: Path
     space: Space
     llm: LLMConfig | None = None
+    chooser: Any = None  # a scripted chooser in place of the planner model (the benchmarks' placebo and surrogate)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -99,7 +100,7 @@ def _layers(model_path: Path) -> int:
         return 1
 
 
-def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None) -> dict[str, Any]:
+def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
     from agentlab.core.llm.config import LLMConfig, load_llm_config
@@ -114,7 +115,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None) -> d
     folder = hf_model_folder(cfg.model, user="agentlab compress")
     device, _ = resolve_device_dtype(cfg.device, what="device")
     llm_cfg = None
-    if cfg.planner == "llm":
+    if cfg.planner == "llm" and chooser is None:
         llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
         if not llm_cfg.route("planner").chain():
             raise UsageError("--planner llm needs a planner model, and the routing config has none",
@@ -125,7 +126,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None) -> d
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
                     questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
-    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg)}
+    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg, chooser)}
 
 
 def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
@@ -201,6 +202,7 @@ class Search:
         self.records = read_state(self.state)
         self.task = progress.task("compress", total=cfg.max_iterations + 1)
         self.router: Any = None
+        self.chooser: Any = None  # planners.ChooserSettings of the llm planner, made on its first trial
         self.stop_reason = ""
         self.study: Any = None
 
@@ -214,6 +216,8 @@ class Search:
         self.context = measure_context(self.p.inputs)
         log_experiments(self.tracker, self.records)
         self._open_study()
+        if self.cfg.planner == "llm":
+            self.chooser = self._chooser()
         try:
             self._loop()
         finally:
@@ -247,13 +251,28 @@ class Search:
     def _propose(self, i: int) -> Any:
         from agentlab.compress.planners import Context, propose
 
-        if self.cfg.planner == "llm" and self.router is None:
+        ctx = Context(self.goal, self.p.space, self.cfg.seed, i, self.records, self.study.get_trials(deepcopy=False),
+                      self.workspace.notes(self.model_hash), budget=self.cfg.max_iterations)
+        return propose(self.cfg.planner, ctx, self.chooser)
+
+    def _chooser(self) -> Any:
+        """The llm planner's settings: the planner route's model (or the scripted chooser given), the config's
+        ``llm_*`` keys, the record of the model's picks in the workspace (llm_picks.json)."""
+        from agentlab.compress.planners import ChooserSettings
+        from agentlab.core.search.share import PickMemory
+
+        chooser = self.p.chooser
+        if chooser is None:
             from agentlab.core.llm.router import Router
+            from agentlab.core.search.planners import LLMChooser
 
             self.router = Router.for_run(self.p.llm, self.run_dir)  # type: ignore[arg-type]
-        ctx = Context(self.goal, self.p.space, self.cfg.seed, i, self.records, self.study.get_trials(deepcopy=False),
-                      self.workspace.notes(self.model_hash))
-        return propose(self.cfg.planner, ctx, self.router)
+            chooser = LLMChooser(self.router, route="planner")
+        c = self.cfg
+        return ChooserSettings(chooser, candidates=c.llm_candidates, share=c.llm_share, adapt=c.llm_adapt,
+                               own_candidate=c.llm_own_candidate, warm_start=c.llm_warm_start,
+                               memory=PickMemory(self.workspace.root / "llm_picks.json"),
+                               search_id=str(self.run_dir.path.resolve()))
 
     # ------------------------------------------------------------------ the study
 
@@ -355,6 +374,10 @@ class Search:
         from agentlab.compress.tracking import log_results
 
         results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
+        if self.cfg.planner == "llm":
+            from agentlab.compress.planners import contribution
+
+            results["llm_contribution"] = contribution(self.goal, self.records, self.chooser)
         plot = write_plot(self.goal, self.records, self.run_dir.file("pareto.png"))
         results["plot"] = plot.name if plot is not None else None
         self.run_dir.save_results(results)
@@ -417,13 +440,15 @@ def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], st
         "model": cfg.model, "objective": cfg.objective, "goal": goal.describe(), "planner": cfg.planner,
         "recommended": best_summary(goal, records), "base": _brief(records[0]) if records else None,
         "front": [done[i]["index"] for i in on_front],
-        "experiments": [{k: r.get(k) for k in ("index", "label", "experiment", "state", "planner", "note", "reused",
-                                               "feasible", "broken", "violation", "metrics", "derived", "error")}
+        "experiments": [{k: r.get(k) for k in ("index", "label", "experiment", "state", "planner", "origin", "choice",
+                                               "candidates", "note", "reused", "feasible", "broken", "violation",
+                                               "metrics", "derived", "error")}
                         for r in records],
         "counts": {"experiments": len(records) - 1, "reused": sum(bool(r.get("reused")) for r in records),
                    "ran": sum(not r.get("reused") for r in records),
                    "failed": sum(r.get("state") == "failed" for r in records)},
         "energy": energy_summary(records, cfg.carbon_budget), "stop_reason": stop_reason, "workspace": workspace,
+        "llm_contribution": None,
     }
 
 
@@ -482,10 +507,11 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
 
 def run_compression(model_name: str | None = None, objective: str | None = None, carbon_budget: float | None = None,
                     *, config: Any = None, overrides: list[str] | None = None, out: str | Path | None = None,
-                    resume: str | Path | None = None, progress: Progress | None = None,
+                    resume: str | Path | None = None, progress: Progress | None = None, chooser: Any = None,
                     **fields: Any) -> dict[str, Any]:
     """Python API: run the search in a run folder (new, ``out``, or ``resume``) and return results.json's content.
-    ``fields``: any other config field, e.g. ``max_iterations=3``, ``planner="random"``."""
+    ``fields``: any other config field, e.g. ``max_iterations=3``, ``planner="random"``; ``chooser`` (with
+    ``planner="llm"``): a scripted chooser in place of the planner model (``agentlab.testing.choosers``)."""
     from agentlab.core.config import load_config
     from agentlab.core.runs import resume_target, run_in_folder
 
@@ -494,6 +520,6 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
         cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
-    results, _ = run_in_folder("compress", cfg, run, inputs=prepare(cfg), out=out, resume=resume_dir,
+    results, _ = run_in_folder("compress", cfg, run, inputs=prepare(cfg, chooser=chooser), out=out, resume=resume_dir,
                                progress=progress)
     return dict(results)

@@ -1,6 +1,6 @@
-"""The LLM planner of `agentlab compress` against a scripted loopback OpenAI-compatible server: the plan (a validated
-experiment) runs with its reasoning, the prompt carries the goal and the base model, and a repeated plan falls back
-to NSGA-II for that iteration with the reason recorded."""
+"""The LLM planner of `agentlab compress` against a scripted loopback OpenAI-compatible server: it chooses among
+NSGA-II's proposals (the prompt carries the goal in words and the base model), its pick runs with its reasoning,
+always choosing candidate 0 is the NSGA-II search, and results.json / report.md say what the LLM contributed."""
 
 from __future__ import annotations
 
@@ -19,26 +19,49 @@ from agentlab.testing.server import Reply, ScriptedServer  # noqa: E402
 
 PLANNER = "planner-m"
 SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
-         "measure.new_tokens=4", "measure.repeats=1", "task_questions=3"]
+         "measure.new_tokens=4", "measure.repeats=1", "task_questions=3", "llm_share=1.0", "llm_adapt=false"]
 
 
-def test_llm_plan_runs_and_a_repeated_plan_falls_back_to_nsga2(in_tmp: Path, tiny_model: dict[str, Path],
-                                                                 srv: ScriptedServer) -> None:
-    plan = {"reasoning": "int8 weights keep accuracy", "experiment": {"quantize": {"method": "int8_weight_only"}}}
-    # the same experiment again, with a setting int8 does not use: still "already tried"
-    again = {"reasoning": "again", "experiment": {"quantize": {"method": "int8_weight_only", "gguf_type": "Q4_K_M"}}}
-    srv.script(PLANNER, [Reply(text=json.dumps(plan)), Reply(text=json.dumps(again))])
-    srv.default(PLANNER, Reply(text=json.dumps(plan)))
+def routing(in_tmp: Path, srv: ScriptedServer) -> str:
     llm = in_tmp / "llm.yaml"
     llm.write_text(yaml.safe_dump({"providers": {"loop": {"kind": "openai", "base_url": srv.base_url}},
                                    "models": {PLANNER: {"provider": "loop", "model": PLANNER}},
                                    "routes": {"planner": {"primary": [PLANNER]}}, "retries": 0, "timeout_s": 5}))
+    return str(llm)
+
+
+def test_llm_chooses_among_nsga2_proposals(in_tmp: Path, tiny_model: dict[str, Path], srv: ScriptedServer) -> None:
+    srv.default(PLANNER, Reply(text=json.dumps({"choice": 1, "reasoning": "int8 weights keep accuracy"})))
     results = run_compression(str(tiny_model["hf"]), "maximize speedup with <2% accuracy loss", planner="llm",
-                              llm=str(llm), max_iterations=2, workspace=str(in_tmp / "ws"), out=in_tmp / "R",
-                              overrides=SMALL)
-    first, second = results["experiments"][1:]
-    assert first["planner"] == "llm" and first["label"] == "int8_weight_only"
-    assert first["note"] == "int8 weights keep accuracy"
-    assert second["planner"] == "llm->nsga2" and "already tried" in second["note"]
-    prompt = "\n".join(m["content"] for m in srv.requests[0]["messages"])
-    assert "maximize speedup subject to accuracy >= 0.98 x base" in prompt and "Base model: perplexity" in prompt
+                              llm=routing(in_tmp, srv), max_iterations=4, workspace=str(in_tmp / "ws"),
+                              out=in_tmp / "R", overrides=SMALL)
+    runs = results["experiments"][1:]
+    assert [r["planner"] for r in runs] == ["llm"] * 4
+    assert [r["origin"] for r in runs] == ["classical", "classical", "picked", "picked"]  # two warm-up experiments
+    assert [r["choice"] for r in runs] == [0, 0, 1, 1] and runs[2]["note"] == "int8 weights keep accuracy"
+    assert srv.count(PLANNER) == 2
+    request = srv.requests[0]
+    prompt = "\n".join(m["content"] for m in request["messages"])
+    assert "Goal: maximize speedup subject to accuracy >= 0.98 x base. Trials left: 2." in prompt
+    assert "Base model: perplexity" in prompt and "Candidate experiments:" in prompt
+    assert request["response_format"]["json_schema"]["schema"]["properties"]["choice"]["enum"] == [0, 1, 2, 3]
+    block = results["llm_contribution"]
+    assert block["model"] == PLANNER and block["trials"] == 4 and block["asked"] == 2 and block["differed"] == 2
+    assert "hypervolume" in block["without_llm_picks"]
+    report = (in_tmp / "R" / "report.md").read_text()
+    assert "## LLM contribution" in report and "picked 1 of 4" in report
+    picks = json.loads((in_tmp / "ws" / "llm_picks.json").read_text())["models"][PLANNER]
+    assert list(picks) == [str((in_tmp / "R").resolve())]
+
+
+def test_always_candidate_0_is_the_nsga2_search(in_tmp: Path, tiny_model: dict[str, Path],
+                                                srv: ScriptedServer) -> None:
+    srv.default(PLANNER, Reply(text=json.dumps({"choice": 0, "reasoning": "the sampler's"})))
+    common = {"max_iterations": 4, "workspace": str(in_tmp / "ws"), "overrides": SMALL}
+    goal = "maximize speedup with <2% accuracy loss"
+    chosen = run_compression(str(tiny_model["hf"]), goal, planner="llm", llm=routing(in_tmp, srv),
+                             out=in_tmp / "L", **common)
+    nsga2 = run_compression(str(tiny_model["hf"]), goal, planner="nsga2", out=in_tmp / "N", **common)
+    assert [r["label"] for r in chosen["experiments"]] == [r["label"] for r in nsga2["experiments"]]
+    assert chosen["llm_contribution"]["chosen_by_llm"] == 2 and chosen["llm_contribution"]["differed"] == 0
+    assert nsga2["llm_contribution"] is None

@@ -189,11 +189,15 @@ class LLMChooser:
             return Choice(None, note=f"no answer from the planner LLM: {exc.kind}: {_why(exc)}")
         return Choice(result.value.choice, result.value.reasoning)
 
+    def structured(self, messages: list[dict[str, str]], schema: Any, show_schema: bool = False) -> Any:
+        """One structured answer (the validated object), no repair round; raises ``LLMError`` when there is none."""
+        return self.router.structured_sync(messages, schema, route=self.route, max_repairs=0,
+                                           show_schema=show_schema).value
+
     def own(self, messages: list[dict[str, str]], values: dict[str, list[Any]]) -> tuple[dict[str, Any], str]:
         """A plan of the model's own under ``plan_model(values)``; raises ``LLMError`` when it gives none."""
-        result = self.router.structured_sync(messages, plan_model(values, self.reasoning_chars), route=self.route,
-                                             max_repairs=0, show_schema=False)
-        return dict(result.value.changes), result.value.reasoning
+        plan = self.structured(messages, plan_model(values, self.reasoning_chars))
+        return dict(plan.changes), plan.reasoning
 
 
 def _steps(records: list[TrialRecord], name: str, maximize: bool) -> list[S.Step]:

@@ -208,22 +208,27 @@ def good_trials_summary(rows: Sequence[tuple[dict[str, Any], float]], keys: Sequ
 
 
 def choice_messages(*, goal: str, budget_left: int, incumbent: str, history: Sequence[str], summary: Sequence[str],
-                    candidates: Sequence[dict[str, Any]], metric: str, maximize: bool = False,
-                    notes: Sequence[str] = ()) -> list[dict[str, str]]:
+                    candidates: Sequence[dict[str, Any] | str], metric: str = "", maximize: bool = False,
+                    notes: Sequence[str] = (), aim: str = "", incumbent_label: str = "Best config so far",
+                    history_label: str = "Trials, best first (changes to the best config)",
+                    candidates_label: str = "Candidates (changes to the best config)") -> list[dict[str, str]]:
     """The chooser prompt: goal, best config, trials sorted by score (each as changes to the best config), what the
-    good trials share, the candidates as changes to the best config, and a one-line answer format."""
+    good trials share, the candidates as changes to the best config (or as given, when a string), and a one-line
+    answer format. ``aim``: what the choice should do (default: lower or raise ``metric``); the labels let a
+    command name its own things (compress: experiments, the Pareto front)."""
     lines = [
         f"Goal: {goal}. Trials left: {budget_left}.",
-        f"Best config so far: {incumbent}",
-        "Trials, best first (changes to the best config):", *(history or ["(none yet)"]),
+        f"{incumbent_label}: {incumbent}",
+        f"{history_label}:", *(history or ["(none yet)"]),
     ]
     if summary:
         lines += ["What the best third of the trials share:", *(f"- {s}" for s in summary)]
-    lines += [*notes, "Candidates (changes to the best config):",
-              *(f"{i}: {format_changes(c)}" for i, c in enumerate(candidates)),
+    aim = aim or f"{'raise' if maximize else 'lower'} {metric}"
+    lines += [*notes, f"{candidates_label}:",
+              *(f"{i}: {c if isinstance(c, str) else format_changes(c)}" for i, c in enumerate(candidates)),
               # A placeholder such as "<why>" is copied word for word by a 135M model; a description is not.
               f'Answer as JSON: {{"choice": <0 to {len(candidates) - 1}>, "reasoning": "..."}}, where reasoning says '
-              f"in one sentence why that candidate should {'raise' if maximize else 'lower'} {metric}."]
+              f"in one sentence why that candidate should {aim}."]
     return [{"role": "system", "content": CHOOSER_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
