@@ -1,65 +1,155 @@
-"""Sample efficiency of the NAS planners: the LLM planner (the built-in SmolLM2-135M on llama.cpp, shown TPE's
-candidate) against TPE and random search, at the same trial budget, over several seeds, on ETTh1.
+"""Sample efficiency of the NAS planners at equal budget over several seeds: the LLM planner (the built-in SmolLM2-135M
+on llama.cpp choosing among TPE's candidates) against the planners a user would choose instead, and against two
+scripted choosers that bracket it.
 
-Protocol: configs/nas_etth1.yaml (the Informer paper's multivariate ETTh1 setting: seq_len 96, label_len 48, the
-12/4/4-month split) at pred_len 96. Every (planner, seed) search is one `agentlab nas` run folder under --out, run
---jobs at a time; an interrupted benchmark resumes its unfinished searches, and finished ones are only read.
+Planners (``--planners``):
 
-Printed: each planner's best validation MSE and the test MSE of that trial after every 5 trials (mean +- standard
-deviation over seeds), the planners' wall time, what the LLM planner did (plans applied, TPE fallbacks, how often
-it took TPE's candidate, the keys it changed), and `ratio: X` = the LLM planner's final best test MSE / TPE's
-(means over seeds).
+- ``llm``: ``--planner llm`` with ``--llm`` (default configs/llm.local.yaml, the built-in SmolLM2-135M), choosing
+  among 4 TPE candidates on at most 30% of the trials (the defaults of search.llm_*);
+- ``placebo``: the same chooser with a uniform random pick in place of the model (what choosing is worth by luck);
+- ``oracle``: the same chooser picking the candidate a surrogate fitted on the finished trials ranks best (kernel
+  ridge regression, ``agentlab.testing.choosers.SurrogateChooser``), standing in for a good LLM;
+- ``tpe`` (nas's default sampler, multivariate and grouped on a conditional space), ``tpe_independent`` (one key at
+  a time), ``tpe_multivariate`` (run on non-conditional spaces only: on a conditional one it is ``tpe``), ``cmaes``
+  (Optuna's CMA-ES on the numeric keys every trial has, the others random) and ``random``.
 
-    python benchmarks/nas_planners.py --data ../shared/data/ETTh1.csv --trials 15 --seeds 0,1,2
+Datasets (``--datasets``): ``etth1``: configs/nas_ett96.yaml (ETTh1, multivariate, horizon 96, the family space of
+the NAS issue before this one) made cheaper per trial: only ``--families`` (default the fast ones: linear, sparsetsf,
+cyclenet), at most ``--epochs`` epochs (default 6, patience 2; the pruner from epoch 3); ``synthetic``: the built-in
+synthetic series on the built-in defaults (a small Informer, 4 epochs). The settings are written to OUT/<dataset>.yaml
+and printed. Every (dataset, planner, seed) search is one ``agentlab nas`` run folder under --out (the seed sets
+search.seed and train.seed, so every planner of a seed starts from the same trial 0), run --jobs at a time in worker
+processes, each with its own runs root (no search starts from another's record of the model's picks); an
+interrupted benchmark resumes its unfinished searches, and finished ones are only read.
+
+Printed per dataset: each planner's best validation MSE and the test MSE of that trial after 5, 10 and --trials
+trials (the first n trials of each search; mean +- sd over seeds) and wall time; for each chooser (llm, placebo,
+oracle) the ratio of its test MSE to tpe's, per seed, as a geometric mean with min-max, a bootstrap 90% interval over
+seeds and the number of seeds at or below 1 (the same for validation MSE); what the LLM did (asked, chose, picks
+other than candidate 0, no answers, new bests) and its calls' time. The last line, ``ratio: X``, is llm/tpe's
+geometric mean on test MSE at --trials on the first dataset. Designed to take about 2 hours on 2 cores with the
+defaults (not yet timed).
+
+    python benchmarks/nas_planners.py --data ../shared/data/ETTh1.csv
+    python benchmarks/nas_planners.py --datasets synthetic --trials 2 --seeds 0 --planners tpe,placebo   # smoke
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+PLANNERS = ["llm", "placebo", "oracle", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"]
+CHOOSERS = ("llm", "placebo", "oracle")
+FAST = "linear,sparsetsf,cyclenet"
 
 
-def run_search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One search (resumed if a previous benchmark left it unfinished); its agent_state.json and wall time."""
-    out = args.out / f"{planner}-s{seed}"
-    state = out / "agent_state.json"
+# --------------------------------------------------------------------------- the settings
+
+
+def bench_config(dataset: str, args: argparse.Namespace) -> Path:
+    """The dataset's config, made cheaper per trial, written to OUT/<dataset>.yaml."""
+    import yaml
+
+    if dataset == "synthetic":
+        config: dict[str, Any] = {"name": "bench-synthetic"}
+    else:
+        config = yaml.safe_load((REPO / "configs" / "nas_ett96.yaml").read_text())
+        families = args.families.split(",")
+        config["data"]["path"] = str(args.data)
+        config["name"] = "bench-etth1"
+        space = config["search"]["space"]
+        space["model.family"]["choices"] = families
+        if config["model"]["family"] not in families:
+            config["model"]["family"] = families[0]
+        for key in list(space):  # keys of families left out apply to no trial: drop them
+            when = (space[key] or {}).get("when", {}).get("model.family")
+            if when is not None and not set(when) & set(families):
+                del space[key]
+            elif when is not None:
+                space[key]["when"]["model.family"] = [f for f in when if f in families]
+        train = config["train"]
+        train["epochs"], train["patience"] = min(train["epochs"], args.epochs), min(train["patience"], 2)
+        for budget in train.get("per_family", {}).values():
+            budget["epochs"] = min(budget["epochs"], args.epochs)
+        config["search"]["pruner_warmup"] = max(1, args.epochs // 2)
+    path = args.out / f"{dataset}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def conditional(config: Path) -> bool:
+    import yaml
+
+    space = (yaml.safe_load(config.read_text()).get("search") or {}).get("space")
+    return bool(space) and any((spec or {}).get("when") for spec in space.values())
+
+
+# --------------------------------------------------------------------------- one search (in a worker process)
+
+
+def worker(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> None:
+    from agentlab.nas import run_nas_optimization
+    from agentlab.testing.choosers import RandomChooser, SurrogateChooser
+
+    out = args.out / dataset / f"{planner}-s{seed}"
+    chooser = {"placebo": RandomChooser(), "oracle": SurrogateChooser()}.get(planner)
+    sets = [f"search.planner={'llm' if planner in CHOOSERS else planner}", f"search.seed={seed}",
+            f"train.seed={seed}"]
+    resume = out if (out / "run.json").is_file() else None
+    run_nas_optimization(args.trials, config=None if resume else args.out / f"{dataset}.yaml", out=None if resume
+                         else out, resume=resume, overrides=sets, chooser=chooser,
+                         llm=args.llm if planner == "llm" else None)
+
+
+def run_search(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One search (resumed if a previous benchmark left it unfinished): its agent_state, results and wall time."""
+    out = args.out / dataset / f"{planner}-s{seed}"
     done = out / "results.json"
-    if done.is_file() and len(json.loads(state.read_text())["runs"]) >= args.trials:
-        return {"state": json.loads(state.read_text()), "wall_s": json.loads((out / "wall.json").read_text())["s"]}
-    cmd = [sys.executable, "-m", "agentlab.cli", "nas", "-c", str(args.config), "--data", str(args.data),
-           "--planner", planner, "--max-iterations", str(args.trials), "--json",
-           "--set", f"data.pred_len={args.horizon}", "--set", f"search.seed={seed}", "--set", f"train.seed={seed}"]
-    if planner == "llm":
-        cmd += ["--llm", str(args.llm)]
-    cmd += ["--resume", str(out)] if (out / "run.json").is_file() else ["--out", str(out)]
-    start = time.perf_counter()
-    with open(args.out / f"{planner}-s{seed}.log", "a") as log:
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                              cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{planner} seed {seed} failed (exit {proc.returncode}); see {out}.log")
-    wall = time.perf_counter() - start
-    (out / "wall.json").write_text(json.dumps({"s": wall}))
-    print(f"done: {planner:6} seed {seed}: {wall / 60:.1f} min", flush=True)
-    return {"state": json.loads(state.read_text()), "wall_s": wall}
+    if not (done.is_file() and len(json.loads((out / "agent_state.json").read_text())["runs"]) >= args.trials):
+        cmd = [sys.executable, __file__, "--worker", f"{planner},{seed},{dataset}", "--trials", str(args.trials),
+               "--out", str(args.out), "--llm", str(args.llm)]
+        start = time.perf_counter()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f"{planner}-s{seed}.log", "a") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=log, cwd=REPO,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                       # its own runs root: no record of a model's picks carries between searches
+                                       "AGENTLAB_RUNS": str(out.parent / f"{planner}-s{seed}.runs")})
+        if proc.returncode != 0:
+            raise RuntimeError(f"{dataset} {planner} seed {seed} failed (exit {proc.returncode}); see {out}.log")
+        (out / "wall.json").write_text(json.dumps({"s": time.perf_counter() - start}))
+        print(f"done: {dataset} {planner:16} seed {seed}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    return {"state": json.loads((out / "agent_state.json").read_text()), "results": json.loads(done.read_text()),
+            "wall_s": json.loads((out / "wall.json").read_text())["s"] if (out / "wall.json").is_file() else 0.0,
+            "calls": _calls(out)}
+
+
+def _calls(out: Path) -> list[dict[str, Any]]:
+    path = out / "llm_calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+# --------------------------------------------------------------------------- statistics
 
 
 def best_after(runs: list[dict[str, Any]], n: int) -> tuple[float, float] | None:
     """(best validation MSE, that trial's test MSE) over the first ``n`` trials of the budget (a trial interrupted
     and planned again does not count), among those that finished."""
     counted = [r for r in runs if r.get("counted", True)][:n]
-    finished = [r for r in counted if r.get("val_mse") is not None and r.get("test_mse") is not None]
+    finished = [r for r in counted if r.get("val_mse") is not None and r.get("test_mse") is not None
+                and r.get("state") == "complete"]
     if not finished:
         return None
     best = min(finished, key=lambda r: r["val_mse"])
@@ -73,75 +163,123 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f}+-{sd:.3f}"
 
 
-def llm_behaviour(states: list[dict[str, Any]]) -> list[str]:
-    """What the LLM planner did over every seed: plans applied, fallbacks, TPE's candidate taken, keys changed."""
-    plans = [r for s in states for r in s["runs"] if r.get("planner") not in ("base", None)]
-    applied = [r for r in plans if r["planner"] == "llm"]
-    fallbacks = [r for r in plans if r["planner"] != "llm"]
-    origins = Counter(r.get("origin") or "?" for r in applied)
-    keys = Counter(k for r in applied for k in (r.get("changes") or {}))
-    sizes = Counter(len(r.get("changes") or {}) for r in applied)
-    lines = [f"llm planner: {len(applied)}/{len(plans)} plans from the LLM, {len(fallbacks)} TPE fallbacks; "
-             f"took TPE's suggestion as is in {origins['candidate']}, part of it in {origins['partial']}, its own "
-             f"changes in {origins['own']}",
-             "keys changed per plan: " + ", ".join(f"{n} keys x{c}" for n, c in sorted(sizes.items())),
-             "keys the LLM changed (plans): " + ", ".join(f"{k} {n}" for k, n in keys.most_common())]
-    reasons = [r.get("reasoning") for r in applied if r.get("reasoning")]
-    if reasons:
-        lines.append("sample reasoning: " + " | ".join(repr(x[:100]) for x in reasons[:3]))
+def ratio_summary(ratios: list[float], reps: int = 2000) -> str:
+    """Geometric mean, min-max, bootstrap 90% interval over seeds, seeds at or below 1."""
+    if not ratios:
+        return "-"
+    logs = [math.log(r) for r in ratios]
+    rng = random.Random(0)
+    boot = sorted(math.exp(statistics.mean(rng.choices(logs, k=len(logs)))) for _ in range(reps))
+    low, high = boot[int(0.05 * reps)], boot[int(0.95 * reps) - 1]
+    return (f"{math.exp(statistics.mean(logs)):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}; 90% CI "
+            f"{low:.3f}-{high:.3f}; {sum(r <= 1 for r in ratios)}/{len(ratios)} seeds <= 1)")
+
+
+def per_seed(results: dict[tuple[str, int], dict[str, Any]], planner: str, seeds: list[int], n: int,
+             which: int) -> list[float]:
+    """Per seed, ``planner``'s metric (0: val, 1: test MSE of the best trial) over tpe's, after ``n`` trials."""
+    out = []
+    for s in seeds:
+        a = best_after(results[(planner, s)]["state"]["runs"], n)
+        b = best_after(results[("tpe", s)]["state"]["runs"], n)
+        if a is not None and b is not None and b[which] > 0:
+            out.append(a[which] / b[which])
+    return out
+
+
+def llm_lines(name: str, runs: list[dict[str, Any]]) -> list[str]:
+    blocks = [r["results"].get("llm_contribution") or {} for r in runs]
+    total = {k: sum(b.get(k, 0) for b in blocks) for k in ("trials", "asked", "chosen_by_llm", "differed",
+                                                             "no_answer")}
+    bests = [sum((b.get("new_bests") or {}).get(k, 0) for b in blocks) for k in ("llm_picks", "sampler")]
+    lines = [f"{name}: of {total['trials']} planner trials asked {total['asked']}, answered "
+             f"{total['chosen_by_llm']}, picked other than candidate 0 {total['differed']}, no answer "
+             f"{total['no_answer']}; new bests from its picks {bests[0]}, from TPE's candidate 0 {bests[1]}"]
+    calls = [c for r in runs for c in r["calls"]]
+    if calls:
+        seconds = [c["latency_s"] for c in calls]
+        lines.append(f"{name} calls: {len(calls)}, {sum(seconds) / 60:.1f} min in all, "
+                     f"{statistics.median(seconds):.1f} s median, {max(seconds):.1f} s longest")
     return lines
+
+
+def report(dataset: str, config: Path, planners: list[str], seeds: list[int],
+           results: dict[tuple[str, int], dict[str, Any]], args: argparse.Namespace) -> float | None:
+    checkpoints = sorted({n for n in (5, 10) if n < args.trials} | {args.trials})
+    print(f"\n{dataset} ({config}); {args.trials} trials per search (the base config first), seeds {args.seeds}; "
+          "best validation MSE so far / the test MSE of that trial, mean+-sd over seeds")
+    print(f"{'planner':<17}" + "".join(f"{f'after {n}':>31}" for n in checkpoints) + f"{'wall (min)':>16}")
+    for p in planners:
+        row = f"{p:<17}"
+        for n in checkpoints:
+            pairs = [b for s in seeds if (b := best_after(results[(p, s)]["state"]["runs"], n)) is not None]
+            row += f" {mean_sd([v for v, _ in pairs]) + ' / ' + mean_sd([t for _, t in pairs]):>30}"
+        print(row + f" {mean_sd([results[(p, s)]['wall_s'] / 60 for s in seeds]):>15}")
+    final = None
+    if "tpe" in planners:
+        print()
+        for p in [c for c in CHOOSERS if c in planners]:
+            for n in checkpoints:
+                test, val = per_seed(results, p, seeds, n, 1), per_seed(results, p, seeds, n, 0)
+                print(f"{p}/tpe after {n}: test MSE {ratio_summary(test)}; val MSE {ratio_summary(val)}")
+                if p == "llm" and n == args.trials and test:
+                    final = math.exp(statistics.mean(math.log(r) for r in test))
+    for p in [c for c in CHOOSERS if c in planners]:
+        for line in llm_lines(p, [results[(p, s)] for s in seeds]):
+            print(line)
+    return final
+
+
+# --------------------------------------------------------------------------- main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="path to ETTh1.csv")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ETTh1.csv",
+                        help="ETTh1.csv (for the etth1 dataset)")
+    parser.add_argument("--datasets", default="etth1,synthetic", help="etth1 and/or synthetic")
     parser.add_argument("--trials", type=int, default=15, help="trial budget of every search (the base included)")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--planners", default="llm,tpe,random")
-    parser.add_argument("--horizon", type=int, default=96)
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="at least 5; 10 before any claim of 'better'")
+    parser.add_argument("--planners", default=",".join(PLANNERS))
+    parser.add_argument("--families", default=FAST, help="etth1: the model families searched")
+    parser.add_argument("--epochs", type=int, default=6, help="etth1: the most epochs of any trial")
     parser.add_argument("--jobs", type=int, default=2, help="searches run at once")
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "nas_etth1.yaml")
     parser.add_argument("--llm", type=Path, default=REPO / "configs" / "llm.local.yaml",
                         help="routing config of the llm planner (default: the built-in model on llama.cpp)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-nas-planners")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # planner,seed,dataset: run one search in-process
     args = parser.parse_args()
-    if not args.data.is_file():
-        sys.exit(f"error: {args.data}: not found (the ETT benchmark file, e.g. ../shared/data/ETTh1.csv)")
-    args.data, args.out, args.llm = args.data.resolve(), args.out.resolve(), args.llm.resolve()
+    args.out, args.llm = args.out.resolve(), args.llm.resolve()
+    if args.worker:
+        planner, seed, dataset = args.worker.split(",")
+        worker(planner, int(seed), dataset, args)
+        return
+    datasets = args.datasets.split(",")
+    if "etth1" in datasets and not args.data.is_file():
+        sys.exit(f"error: {args.data}: not found (give --data ETTh1.csv, or --datasets synthetic)")
+    unknown = set(args.planners.split(",")) - set(PLANNERS)
+    if unknown or set(datasets) - {"etth1", "synthetic"}:
+        sys.exit(f"error: unknown planner(s) {sorted(unknown)} or dataset(s) {datasets}")
+    if "llm" in args.planners.split(",") and not args.llm.is_file():
+        sys.exit(f"error: --llm {args.llm}: not found")
+    args.data = args.data.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    planners, seeds = args.planners.split(","), [int(s) for s in args.seeds.split(",")]
-    jobs = [(p, s) for s in seeds for p in planners]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    configs = {d: bench_config(d, args) for d in datasets}
+    plan = {d: [p for p in args.planners.split(",") if not (p == "tpe_multivariate" and conditional(configs[d]))]
+            for d in datasets}
+    for d in datasets:
+        if "tpe_multivariate" in args.planners and "tpe_multivariate" not in plan[d]:
+            print(f"{d}: tpe_multivariate left out: on its conditional space tpe is multivariate and grouped")
+    jobs = [(p, s, d) for d in datasets for s in seeds for p in plan[d]]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = dict(zip(jobs, pool.map(lambda job: run_search(*job, args), jobs), strict=True))
-
-    checkpoints = sorted({*range(5, args.trials + 1, 5), args.trials})
-    print(f"\nETTh1 multivariate, pred_len {args.horizon}; {args.trials} trials per search (the base config first), "
-          f"seeds {args.seeds}; best validation MSE so far / the test MSE of that trial, mean+-sd over seeds")
-    print(f"{'planner':<8}" + "".join(f"{f'after {n}':>31}" for n in checkpoints) + f"{'wall (min)':>16}")
-    finals: dict[str, float] = {}
-    for p in planners:
-        row = f"{p:<8}"
-        for n in checkpoints:
-            pairs = [b for s in seeds if (b := best_after(results[(p, s)]["state"]["runs"], n)) is not None]
-            row += f" {mean_sd([v for v, _ in pairs]) + ' / ' + mean_sd([t for _, t in pairs]):>30}"
-            if n == checkpoints[-1] and pairs:
-                finals[p] = statistics.mean(t for _, t in pairs)
-        walls = [results[(p, s)]["wall_s"] / 60 for s in seeds]
-        print(row + f" {mean_sd(walls):>15}")
-    if "llm" in planners:
-        print()
-        for line in llm_behaviour([results[("llm", s)]["state"] for s in seeds]):
-            print(line)
-        calls = [json.loads(line) for s in seeds if (args.out / f"llm-s{s}" / "llm_calls.jsonl").is_file()
-                 for line in (args.out / f"llm-s{s}" / "llm_calls.jsonl").read_text().splitlines()]
-        if calls:
-            seconds = [c["latency_s"] for c in calls]
-            print(f"planner LLM calls: {len(calls)}, {sum(seconds) / 60:.1f} min in all, "
-                  f"{statistics.median(seconds):.1f} s median, {max(seconds):.1f} s longest; prompt tokens median "
-                  f"{statistics.median(c['prompt_tokens'] or 0 for c in calls):.0f}")
+        done = dict(zip(jobs, pool.map(lambda job: run_search(*job, args), jobs), strict=True))
+    finals = [report(d, configs[d], plan[d], seeds, {(p, s): done[(p, s, d)] for p in plan[d] for s in seeds}, args)
+              for d in datasets]
     print(f"\nrun folders under {args.out}")
-    if "llm" in finals and "tpe" in finals:
-        print(f"ratio: {finals['llm'] / finals['tpe']:.3f} (llm final best test MSE / tpe's, means over seeds)")
+    if finals and finals[0] is not None:
+        print(f"ratio: {finals[0]:.3f} (llm/tpe test MSE at {args.trials} trials, geometric mean over seeds, "
+              f"{datasets[0]})")
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def nas(
                                                  help="Stop after this many trials without a new best.")] = None,
     target: Annotated[float | None, typer.Option(show_default=False,
                                                  help="Stop once the best validation MSE is at or below this.")] = None,
-    planner: Annotated[Literal["auto", "llm", "tpe", "random"] | None, typer.Option(
-        show_default=False, help="auto (default): llm when a planner model is configured and reachable, else tpe.")
+    planner: Annotated[Literal["auto", "llm", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"] | None,
+                       typer.Option(show_default=False, help="auto (default): llm (choosing among TPE's candidates) "
+                                    "when a planner model is configured and reachable, else tpe.")
     ] = None,
     data: Annotated[Path | None, typer.Option(show_default=False, dir_okay=False,
                                               help="ETT-format CSV (date column + numeric columns). Default: a "

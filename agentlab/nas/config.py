@@ -163,8 +163,11 @@ def default_space() -> dict[str, ParamSpec]:
 
 
 class SearchConfig(StrictModel):
-    planner: Literal["auto", "llm", "tpe", "random"] = Field(
-        "auto", description="auto: llm when a planner model is configured and reachable, else tpe")
+    planner: Literal["auto", "llm", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"] = Field(
+        "auto", description="auto: llm when a planner model is configured and reachable, else tpe; llm: the LLM "
+        "chooses among TPE's candidates; tpe: TPE, multivariate on a conditional space; tpe_independent / "
+        "tpe_multivariate: always one key at a time / always joint; cmaes: CMA-ES on the numeric keys every trial "
+        "has (the others random); random")
     max_iterations: int = Field(20, ge=1, description="total trials of the search (calling again with a higher "
                                 "number continues it)")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")

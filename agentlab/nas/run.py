@@ -108,7 +108,7 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None
     from agentlab.core.search.planners import OptunaPlanner
 
     mode = cfg.search.planner
-    if mode in ("tpe", "random"):
+    if mode not in ("auto", "llm"):
         return OptunaPlanner(mode), None, f"planner: {mode}"
     if chooser is not None:
         return chooser_planner(cfg, chooser, run_dir), None, f"planner: llm ({chooser.name}, scripted), {_how(cfg)}"

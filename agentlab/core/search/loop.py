@@ -97,6 +97,7 @@ class SearchLoop:
         self.worker = R.worker_id()
         self.distributions = space.distributions()
         self.startup = max(3, min(10, stop.max_iterations // 4))  # TPE's random warm-up trials
+        self._sampler_attrs: dict[str, dict[str, Any]] = {}
         space.check_base(base_params)
 
     # ------------------------------------------------------------------ study state
@@ -141,8 +142,7 @@ class SearchLoop:
         finished = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                     if self.space.fits(t.params)]
         seed = self.seed * 100_003 + len(finished) * 997 + attempt
-        sampler = make_sampler("tpe" if kind == "tpe" else "random", seed, startup=self.startup,
-                               conditional=self.space.conditional)
+        sampler = make_sampler(kind, seed, startup=self.startup, conditional=self.space.conditional)  # type: ignore
         scratch = scratch_study(finished, [self.direction], sampler)
         values = [t.value for t in finished if t.value is not None and math.isfinite(t.value)]
         worst = (max(values) if self.direction == "minimize" else min(values)) if values else 0.0
@@ -151,8 +151,13 @@ class SearchLoop:
             scratch.add_trial(create_trial(params=params, distributions=self.space.distributions(params),
                                            value=penalty))
         if not self.space.conditional:
-            return dict(scratch.ask(self.distributions).params)
-        return self.space.sample(scratch.ask())  # define-by-run: only the keys active for the drawn values
+            params = dict(scratch.ask(self.distributions).params)
+        else:
+            params = self.space.sample(scratch.ask())  # define-by-run: only the keys active for the drawn values
+        # The sampler's own state on the trial (CMA-ES's generation and optimizer): kept with the trial if it runs,
+        # so the next scratch copy restores it instead of starting afresh.
+        self._sampler_attrs[params_key(params)] = dict(scratch.get_trials(deepcopy=False)[-1].system_attrs)
+        return params
 
     def _context(self, records: list[TrialRecord]) -> PlanContext:
         best = best_of(records, self.direction)
@@ -186,7 +191,9 @@ class SearchLoop:
             plan["warmup"] = True
         if proposal.notes:
             plan["notes"] = proposal.notes[:8]  # why the LLM was not asked, or gave no answer (the report shows it)
-        template = create_trial(state=TrialState.RUNNING, params=proposal.params,
+        system = self._sampler_attrs.get(params_key(proposal.params)) or None
+        self._sampler_attrs.clear()
+        template = create_trial(state=TrialState.RUNNING, params=proposal.params, system_attrs=system,
                                 distributions=self.space.distributions(proposal.params), user_attrs={R.A_PLAN: plan})
         trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
         return optuna.Trial(self.study, trial_id)

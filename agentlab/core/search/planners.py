@@ -82,10 +82,13 @@ def diff(params: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
 
 
 class OptunaPlanner:
-    """TPE or random sampling; draws that break a constraint (e.g. n_heads not dividing d_model) are redrawn."""
+    """One of Optuna's samplers (``study.OPTUNA_PLANNERS``: TPE, its independent and multivariate forms, CMA-ES,
+    random); draws that break a constraint (e.g. n_heads not dividing d_model) are redrawn."""
 
     def __init__(self, kind: str):
-        if kind not in ("tpe", "random"):
+        from agentlab.core.search.study import OPTUNA_PLANNERS
+
+        if kind not in OPTUNA_PLANNERS:
             raise ValueError(f"unknown optuna planner {kind!r}")
         self.name = kind
 

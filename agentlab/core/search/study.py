@@ -21,7 +21,8 @@ from typing import Any, Literal
 from agentlab.core.errors import ConfigError, RunDirError
 
 Direction = Literal["minimize", "maximize"]
-SamplerKind = Literal["tpe", "random", "nsga2"]
+SamplerKind = Literal["tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random", "nsga2"]
+OPTUNA_PLANNERS = ("tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random")  # nas's sampler planners
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
 
 
@@ -106,26 +107,33 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
 
 def make_sampler(kind: SamplerKind, seed: int, *, startup: int = 10, population: int = 50,
                  conditional: bool = False) -> Any:
-    """TPE (``startup`` random trials first), random, or NSGA-II (``population`` per generation). Constraints reach
-    the samplers on the trials themselves (``create_trial(constraints=...)``; above 0 is infeasible).
+    """TPE (``startup`` random trials first), random, NSGA-II (``population`` per generation) or CMA-ES. Constraints
+    reach the samplers on the trials themselves (``create_trial(constraints=...)``; above 0 is infeasible).
 
-    ``conditional``: the space has keys that apply to some trials only (``ParamSpec.when``); TPE then models the keys
+    ``tpe``: on a ``conditional`` space (keys that apply to some trials only, ``ParamSpec.when``) TPE models the keys
     jointly within each group of keys that occur together (``multivariate``, ``group``), instead of each key alone
-    over the trials that happen to have it."""
+    over the trials that happen to have it; else one key at a time. ``tpe_independent`` is always one key at a
+    time, ``tpe_multivariate`` always joint (grouped on a conditional space). ``cmaes``: Optuna's CMA-ES over the
+    numeric keys every trial has; categorical and conditional keys are drawn at random (its independent sampler)."""
+    import warnings
+
     import optuna
 
-    if kind == "tpe":
-        if conditional:
-            import warnings
-
+    if kind in ("tpe", "tpe_independent", "tpe_multivariate"):
+        joint = kind == "tpe_multivariate" or (kind == "tpe" and conditional)
+        if joint:
             with warnings.catch_warnings():  # multivariate and group are marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True)
+                return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
+                                                  group=conditional)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False,
+                                            independent_sampler=optuna.samplers.RandomSampler(seed=seed))
     raise ValueError(f"unknown sampler {kind!r}")
 
 

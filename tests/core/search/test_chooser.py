@@ -236,3 +236,22 @@ def test_good_trials_summary() -> None:
     assert lines[0] == "kind: a in 3 of 3 best (0 of 6 others)"
     assert lines[1].startswith("x: best 1..1.2 (median 1.1), others -4..1")
     assert good_trials_summary(rows[:2], ["kind"]) == []
+
+
+def test_cmaes_keeps_its_state_on_the_trials_and_breeds() -> None:
+    space = SearchSpace({"x": ParamSpec(low=-5.0, high=5.0), "y": ParamSpec(low=-5.0, high=5.0)})
+
+    class Sphere:
+        def check(self, params: dict[str, Any]) -> list[str]:
+            return []
+
+        def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+            return {"value": (params["x"] - 1) ** 2 + (params["y"] + 2) ** 2}
+
+    study = optuna.create_study(direction="minimize")
+    SearchLoop(study=study, space=space, base_params={"x": 4.0, "y": 4.0}, objective=Sphere(),
+               planner=OptunaPlanner("cmaes"), evaluator=HybridEvaluator(0.0), stop=StopRules(20), seed=0).run()
+    generations = [t.system_attrs.get("cma:generation") for t in study.trials]
+    assert max(g for g in generations if g is not None) >= 1  # restored from the trials, not restarted each ask
+    with pytest.raises(ValueError, match="unknown optuna planner"):
+        OptunaPlanner("nsga2")
