@@ -1,46 +1,68 @@
-"""Compression search planners at the same budget on the same model: NSGA-II, random and (with --llm) the LLM planner.
+"""Compression search planners at equal budget on the same model, over several seeds: the LLM planner (choosing among
+NSGA-II's proposals) against NSGA-II, and the other planners and scripted choosers beside them.
 
-    python benchmarks/compress_search.py --model smollm2-135m --iterations 6
-    python benchmarks/compress_search.py --model smollm2-135m --iterations 6 --llm configs/llm.local.yaml
+    python benchmarks/compress_search.py --model smollm2-135m --llm configs/llm.local.yaml
+    python benchmarks/compress_search.py --model smollm2-135m --planners nsga2,placebo,oracle --seeds 0
 
-Each planner runs `agentlab compress` (through `run_compression`) with the goal "maximize speedup, minimize
-perplexity" for ``--iterations`` experiments, all with one workspace, so an experiment two planners both propose is
-measured once and read back by the second (the same numbers for both; the budget is counted in experiments). The
-hypervolume of each planner's experiments is taken against the reference point (speedup 1.0, perplexity 2 x the
-base model's): the area of (speedup, perplexity) space its experiments dominate beyond "as fast as the base, twice
-as perplexed". Prints the table and ``ratio: X`` = the best planner's hypervolume / random's.
+Planners (``--planners``; ``llm`` only with ``--llm``): ``llm`` (the ``planner`` route choosing among 4 NSGA-II
+proposals on at most 30% of the experiments, the defaults of ``llm_*``), ``placebo`` (the same chooser with a
+uniform random pick), ``oracle`` (the same chooser picking the proposal a surrogate fitted on the finished
+experiments ranks best, standing in for a good LLM), ``nsga2`` (the reference), ``tpe`` and ``random``.
 
-A planner whose run folder already holds results.json is read, not run again (delete ``OUT/<planner>`` to redo it).
+Each (planner, seed) runs `agentlab compress` (``run_compression``) with the goal "maximize speedup, minimize
+perplexity" for ``--iterations`` experiments (default 8), seeds ``--seeds`` (default 0,1,2), all with one workspace,
+so an experiment two planners of a seed both propose is measured once and read back by the second (the same numbers
+for both; the budget is counted in experiments). The record of the LLM's picks (``llm_picks.json`` in the workspace)
+is removed before each search, so every search starts without one. The hypervolume of a search's experiments is
+taken against the reference point (speedup 1.0, perplexity 2 x the base model's).
+
+Printed: per planner the experiments done, the front size and the hypervolume (mean +- sd over seeds); for each
+planner the ratio of its hypervolume to NSGA-II's per seed as a geometric mean with min-max, a bootstrap 90%
+interval and the seeds at or above 0.95 (a seed where NSGA-II's hypervolume is 0 has no ratio: it is counted and
+named); what the LLM did (asked, answered, picks other than candidate 0, no answers). The last line, ``ratio: X``, is
+llm/nsga2 (placebo/nsga2 without --llm).
+
+A planner whose run folder already holds results.json is read, not run again (delete ``OUT/<planner>-s<seed>`` to
+redo it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 GOAL = "maximize speedup, minimize perplexity"
+PLANNERS = ["llm", "placebo", "oracle", "nsga2", "tpe", "random"]
 
 
-def search(planner: str, args: argparse.Namespace) -> dict[str, Any]:
+def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from agentlab.compress import run_compression
+    from agentlab.testing.choosers import RandomChooser, SurrogateChooser
 
-    out = args.out / planner
+    out = args.out / f"{planner}-s{seed}"
     if (out / "results.json").is_file():
         return json.loads((out / "results.json").read_text())
-    fields: dict[str, Any] = {"planner": planner, "max_iterations": args.iterations, "seed": args.seed,
-                              "workspace": str(args.out / "workspace"), "task_questions": args.questions}
+    chooser = {"placebo": RandomChooser(), "oracle": SurrogateChooser()}.get(planner)
+    fields: dict[str, Any] = {"planner": "llm" if chooser else planner, "max_iterations": args.iterations,
+                              "seed": seed, "workspace": str(args.out / "workspace"),
+                              "task_questions": args.questions}
     if planner == "llm":
         fields["llm"] = str(args.llm)
+    (args.out / "workspace" / "llm_picks.json").unlink(missing_ok=True)  # every search starts without a record
     overrides = [f"measure.max_eval_tokens={args.eval_tokens}", "measure.repeats=2"]
     start = time.perf_counter()
     results = run_compression(args.model, GOAL, overrides=overrides, out=out, resume=out if out.exists() else None,
-                              **fields)
+                              chooser=chooser, **fields)
     results["bench_seconds"] = round(time.perf_counter() - start, 1)
     (out / "bench.json").write_text(json.dumps({"seconds": results["bench_seconds"]}))
+    print(f"done: {planner:8} seed {seed}: {results['bench_seconds'] / 60:.1f} min", flush=True)
     return results
 
 
@@ -49,40 +71,82 @@ def points(results: dict[str, Any]) -> list[tuple[float, float]]:
     return [(r["derived"]["speedup"], r["metrics"]["perplexity"]) for r in done]
 
 
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.mean(values):.3f}+-{statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
+
+
+def ratio_summary(ratios: list[float], undefined: list[int], reps: int = 2000) -> str:
+    """Geometric mean, min-max, bootstrap 90% interval over seeds, seeds at or above 0.95 (a ratio of 0 counts as
+    a tiny positive number in the mean)."""
+    note = f"; no ratio on seed(s) {undefined} (nsga2's hypervolume 0)" if undefined else ""
+    if not ratios:
+        return "-" + note
+    logs = [math.log(max(r, 1e-6)) for r in ratios]
+    rng = random.Random(0)
+    boot = sorted(math.exp(statistics.mean(rng.choices(logs, k=len(logs)))) for _ in range(reps))
+    return (f"{math.exp(statistics.mean(logs)):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}; 90% CI "
+            f"{boot[int(0.05 * reps)]:.3f}-{boot[int(0.95 * reps) - 1]:.3f}; {sum(r >= 0.95 for r in ratios)}/"
+            f"{len(ratios)} seeds >= 0.95{note})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--iterations", type=int, default=6, help="experiments per planner")
+    parser.add_argument("--iterations", type=int, default=8, help="experiments per search (at least 8 for a claim)")
+    parser.add_argument("--seeds", default="0,1,2", help="at least 3")
+    parser.add_argument("--planners", default=",".join(PLANNERS), help="llm runs only with --llm")
     parser.add_argument("--llm", type=Path, help="routing config with a `planner` route: adds the LLM planner")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-compress"))
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--questions", type=int, default=20, help="task questions for accuracy")
-    parser.add_argument("--eval-tokens", type=int, default=2048, help="tokens of the evaluation text")
+    parser.add_argument("--eval-tokens", type=int, default=1024, help="tokens of the evaluation text")
     args = parser.parse_args()
     if args.llm is not None and not args.llm.is_file():
         sys.exit(f"error: --llm {args.llm}: not found")
+    planners = [p for p in args.planners.split(",") if p != "llm" or args.llm is not None]
+    if set(planners) - set(PLANNERS) or "nsga2" not in planners:
+        sys.exit(f"error: planners must be among {PLANNERS} and include nsga2 (the reference)")
     from agentlab.core.search.pareto import hypervolume, pareto_front
 
-    planners = ["random", "nsga2"] + (["llm"] if args.llm else [])
-    results = {p: search(p, args) for p in planners}
-    base = results["random"]["experiments"][0]["metrics"]["perplexity"]
-    reference = (1.0, 2.0 * base)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = {(p, s): search(p, s, args) for s in seeds for p in planners}
     directions = ["maximize", "minimize"]
-    rows = []
-    for planner, res in results.items():
-        pts = points(res)
-        front = pareto_front(pts, directions)
-        rows.append((planner, len(pts), len(front), hypervolume(pts, directions, reference),
-                     max((s for s, p in pts if p <= 1.1 * base), default=None), res["counts"]["reused"]))
-    print(f"goal: {GOAL}; base perplexity {base:.2f}; reference (speedup 1.0, perplexity {reference[1]:.2f}); "
-          f"{args.iterations} experiments each")
-    print(f"{'planner':8} {'done':>5} {'front':>6} {'hypervolume':>12} {'best speedup, ppl<=1.1x':>24} {'reused':>7}")
-    for planner, done, front, hv, best, reused in rows:
-        shown = f"{best:.2f}" if best is not None else "-"
-        print(f"{planner:8} {done:5d} {front:6d} {hv:12.3f} {shown:>24} {reused:7d}")
-    random_hv = next(hv for p, _, _, hv, _, _ in rows if p == "random")
-    best_hv = max(hv for p, _, _, hv, _, _ in rows if p != "random")
-    print(f"ratio: {best_hv / random_hv:.3f}" if random_hv > 0 else "ratio: inf (random's hypervolume is 0)")
+    hv: dict[tuple[str, int], float] = {}
+    print(f"\ngoal: {GOAL}; {args.iterations} experiments per search; seeds {args.seeds}; reference (speedup 1.0, "
+          "perplexity 2 x the base model's)")
+    print(f"{'planner':8} {'done':>6} {'front':>6} {'hypervolume':>16} {'reused':>7} {'min':>6}")
+    for p in planners:
+        done, front, reused, minutes = [], [], [], []
+        for s in seeds:
+            res = results[(p, s)]
+            pts = points(res)
+            reference = (1.0, 2.0 * res["experiments"][0]["metrics"]["perplexity"])
+            hv[(p, s)] = hypervolume(pts, directions, reference)
+            done.append(len(pts))
+            front.append(len(pareto_front(pts, directions)))
+            reused.append(res["counts"]["reused"])
+            minutes.append(res.get("bench_seconds", 0.0) / 60)
+        print(f"{p:8} {statistics.mean(done):6.1f} {statistics.mean(front):6.1f} "
+              f"{mean_sd([hv[(p, s)] for s in seeds]):>16} {statistics.mean(reused):7.1f} {sum(minutes):6.1f}")
+    print()
+    final = None
+    for p in [q for q in planners if q != "nsga2"]:
+        ratios = [hv[(p, s)] / hv[("nsga2", s)] for s in seeds if hv[("nsga2", s)] > 0]
+        undefined = [s for s in seeds if hv[("nsga2", s)] <= 0]
+        print(f"{p}/nsga2 hypervolume: {ratio_summary(ratios, undefined)}")
+        if p == ("llm" if "llm" in planners else "placebo") and ratios:
+            final = math.exp(statistics.mean(math.log(max(r, 1e-6)) for r in ratios))
+    for p in [q for q in ("llm", "placebo", "oracle") if q in planners]:
+        blocks = [results[(p, s)].get("llm_contribution") or {} for s in seeds]
+        total = {k: sum(b.get(k, 0) for b in blocks) for k in ("trials", "asked", "chosen_by_llm", "differed",
+                                                                 "no_answer")}
+        print(f"{p}: of {total['trials']} experiments asked {total['asked']}, answered {total['chosen_by_llm']}, "
+              f"picked other than candidate 0 {total['differed']}, no answer (fallbacks) {total['no_answer']}")
+    print(f"\nrun folders under {args.out}")
+    if final is not None:
+        print(f"ratio: {final:.3f} ({'llm' if 'llm' in planners else 'placebo'}/nsga2 hypervolume, geometric mean "
+              "over seeds)")
 
 
 if __name__ == "__main__":
