@@ -117,22 +117,29 @@ def routing(base_url: str) -> LLMConfig:
         "routes": {"planner": {"primary": [PLANNER]}}, "retries": 0, "timeout_s": 5})
 
 
-def test_the_llm_planner_switches_family_and_is_told_which_keys_apply(in_tmp: Path, srv: ScriptedServer) -> None:
+def test_the_llm_planners_own_candidate_switches_family_with_its_keys(in_tmp: Path, srv: ScriptedServer) -> None:
     srv.script(PLANNER, [
-        Reply(text=json.dumps({"changes": {"model.d_model": 8}, "reasoning": "narrower"})),  # not for linear
+        # trial 3: an own candidate that is no valid change of the incumbent (dropped), then a choice
+        Reply(text=json.dumps({"changes": {"model.d_model": 8}, "reasoning": "narrower"})),
+        Reply(text=json.dumps({"choice": 0, "reasoning": "the optimizer's"})),
+        # trial 4: an own candidate that switches family, chosen
         Reply(text=json.dumps({"changes": {"model.family": "patchtst", "model.d_model": 8},
                                "reasoning": "patches of each channel"})),
+        Reply(text=json.dumps({"choice": 4, "reasoning": "my own"})),
     ])
     out = in_tmp / "r"
-    run_nas_optimization(max_iterations=2, config=tiny(planner="llm"), out=out, llm=routing(srv.base_url))
-    trial = states(out)[1]
-    assert trial["planner"] == "llm" and trial["params"]["model.family"] == "patchtst"
-    assert trial["params"]["model.d_model"] == 8 and "train.learning_rate" not in trial["params"]
+    config = tiny(planner="llm", llm_share=1.0, llm_adapt=False, llm_own_candidate=True, seed=1)
+    run_nas_optimization(max_iterations=5, config=config, out=out, llm=routing(srv.base_url))
+    runs = states(out)
+    assert [r["origin"] for r in runs[3:]] == ["kept", "own"]
+    assert runs[3]["candidates"] == 4 and runs[4]["candidates"] == 5
+    own = runs[4]["params"]
+    assert own["model.family"] == "patchtst" and own["model.d_model"] == 8 and "train.learning_rate" not in own
+    plan = [e for e in map(json.loads, (out / "events.jsonl").read_text().splitlines()) if e["kind"] == "plan"]
+    assert plan[3]["notes"][0].startswith("own candidate dropped: ")  # inactive for its family, or no change
     asked = [r for r in srv.requests if r.get("model") == PLANNER]
     first = "\n".join(str(m["content"]) for m in asked[0]["messages"])
-    assert "model.linear_variant |" in first  # the incumbent's family keys are offered
-    retry = "\n".join(str(m["content"]) for m in asked[1]["messages"])
-    assert "model.d_model: applies only when model.family in [patchtst, itransformer, informer]" in retry
+    assert "Target: val_mse " in first and "Keys and the values they may change to:" in first
 
 
 def ett_like(folder: Path, name: str = "ETTh1", rows: int = 17420) -> Path:
