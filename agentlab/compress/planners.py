@@ -146,7 +146,7 @@ def optuna_candidates(ctx: Context, kind: str, k: int) -> list[Proposal]:
     study = _study(ctx, kind)
     dists, tried = ctx.space.distributions(), set(ctx.tried)
     out: list[Proposal] = []
-    for _ in range(TRIES):
+    for asked in range(TRIES):
         trial = study.ask(dists)
         exp = to_experiment(trial.params)
         if exp is not None and experiment_key(exp) not in tried:
@@ -158,7 +158,7 @@ def optuna_candidates(ctx: Context, kind: str, k: int) -> list[Proposal]:
                 return out
             continue
         study.tell(trial, state=TrialState.FAIL)  # invalid or repeated: the sampler moves on
-        if out and _ > 3 * k:
+        if out and asked > 3 * k:
             break
     if not out:
         raise NoProposal(f"{kind}: no untried experiment found in the space")

@@ -183,8 +183,8 @@ class SearchLoop:
         import optuna
         from optuna.trial import TrialState, create_trial
 
-        plan = {"planner": proposal.planner, "changes": proposal.changes, "reasoning": proposal.reasoning,
-                "worker": self.worker, "run_dir": self.run_dir}
+        plan: dict[str, Any] = {"planner": proposal.planner, "changes": proposal.changes,
+                                "reasoning": proposal.reasoning, "worker": self.worker, "run_dir": self.run_dir}
         if proposal.origin:
             plan.update(origin=proposal.origin, choice=proposal.choice, candidates=proposal.candidates)
         if proposal.warmup:

@@ -112,8 +112,8 @@ class OptunaPlanner:
 
 def draw_candidates(ctx: PlanContext, k: int, kind: str = "tpe") -> list[dict[str, Any]]:
     """Up to ``k`` distinct, valid, untried candidates. Candidate 0 is exactly ``OptunaPlanner(kind)``'s proposal;
-    the others come from the same sampler on independent seeds (``ctx.candidate``'s attempt numbers from 1000 on,
-    never used by the sampler's own draws), then from random draws when the sampler keeps repeating itself. Raises
+    the others come from the same sampler on independent seeds (``ctx.candidate``'s attempt numbers from a million
+    on, far from the sampler's own draws), then from random draws when the sampler keeps repeating itself. Raises
     like ``OptunaPlanner`` when there is no candidate 0."""
     first = OptunaPlanner(kind).propose(ctx).params
     out, seen = [first], {params_key(first)} | ctx.tried
@@ -121,7 +121,7 @@ def draw_candidates(ctx: PlanContext, k: int, kind: str = "tpe") -> list[dict[st
         for source in (kind, "random"):
             infeasible: list[dict[str, Any]] = []
             for attempt in range(MAX_RESAMPLES // 3):
-                params = ctx.candidate(source, 1000 * extra + 37 * attempt, infeasible)
+                params = ctx.candidate(source, 1_000_003 * extra + attempt, infeasible)
                 if ctx.check(params):
                     infeasible.append(params)
                 elif params_key(params) not in seen:
