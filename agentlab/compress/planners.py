@@ -288,8 +288,9 @@ def contribution(goal: Goal, records: list[dict[str, Any]], settings: ChooserSet
         without = {"hypervolume": _hypervolume(goal, _points(goal, usable), reference),
                    "hypervolume_without_llm_picks": _hypervolume(goal, _points(goal, kept), reference),
                    "reference": reference}
+    warmup = sum(1 for r in records if r.get("planner") == "llm" and r.get("warmup"))
     return S.contribution(steps, model=settings.chooser.name, candidates=settings.candidates,
-                          share=settings.share, without_llm=without)
+                          share=settings.share, warmup=warmup, without_llm=without)
 
 
 def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
@@ -344,6 +345,7 @@ def propose_chosen(ctx: Context, settings: ChooserSettings) -> Proposal:
         settings.memory.record(settings.chooser.name, settings.search_id, S.tally(steps))
     proposals = optuna_candidates(ctx, "nsga2", settings.candidates)
     warmup = ctx.iteration - 1 < population_size(ctx.budget) // 2  # the first half of NSGA-II's random generation
+    left = ctx.budget - ctx.iteration + 1  # experiments left, this one included
 
     def run(index: int, origin: str, note: str = "", warm: bool = False) -> Proposal:
         chosen = proposals[index]
@@ -354,10 +356,10 @@ def propose_chosen(ctx: Context, settings: ChooserSettings) -> Proposal:
     if len(proposals) < 2 and not settings.own_candidate:
         return run(0, "classical", "one candidate only: not shown to the LLM")
     if warmup and not settings.warm_start:
-        return run(0, "classical", "a warm-up experiment of the sampler")
+        return run(0, "classical", "a warm-up experiment of the sampler", warm=True)
     if not warmup:
-        open_, why = S.open_to_llm(settings.share, steps, len(steps) + ctx.budget - ctx.iteration + 1, ctx.seed,
-                                   settings.prior, settings.adapt)
+        open_, why = S.open_to_llm(settings.share, steps, len(steps) + left, ctx.seed, settings.prior,
+                                   settings.adapt)
         if not open_:
             return run(0, "classical", why)
     own_index, notes = None, []

@@ -46,7 +46,8 @@ def test_llm_chooses_among_nsga2_proposals(in_tmp: Path, tiny_model: dict[str, P
     assert "Base model: perplexity" in prompt and "Candidate experiments:" in prompt
     assert request["response_format"]["json_schema"]["schema"]["properties"]["choice"]["enum"] == [0, 1, 2, 3]
     block = results["llm_contribution"]
-    assert block["model"] == PLANNER and block["trials"] == 4 and block["asked"] == 2 and block["differed"] == 2
+    assert block["model"] == PLANNER and block["warmup_trials"] == 2 and block["trials"] == 2
+    assert block["asked"] == 2 and block["differed"] == 2
     assert "hypervolume" in block["without_llm_picks"]
     report = (in_tmp / "R" / "report.md").read_text()
     assert "## LLM contribution" in report and "picked 1 of 4" in report

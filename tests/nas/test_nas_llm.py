@@ -100,17 +100,18 @@ def test_the_llm_chooses_among_tpe_candidates_with_its_reasoning(in_tmp: Path, s
     assert schema["properties"]["reasoning"]["maxLength"] == 160
     assert 0 < request["max_tokens"] <= 400  # bounded by the schema
     block = results["llm_contribution"]
-    assert block["model"] == PLANNER and block["trials"] == 4 and block["asked"] == 2 and block["differed"] == 2
+    assert block["model"] == PLANNER and block["warmup_trials"] == 2 and block["trials"] == 2
+    assert block["asked"] == 2 and block["differed"] == 2
     assert block["no_answer"] == 0 and block["llm_share"] == 1.0 and "best_val_mse" in block["without_llm_picks"]
     report = (out / "report.md").read_text()
     assert "## LLM contribution" in report and "a wider model should fit the daily cycle" in report
-    assert "its pick differed from candidate 0 on 2 (50%)" in report
+    assert "its pick differed from candidate 0 on 2 (100%)" in report
     assert events(out, "plan")[-1]["origin"] == "picked"
     calls = events(out, "llm_call")  # the planner's calls are recorded in the run like every LLM call
     assert calls and all(c["outcome"] == "ok" and c["route"] == "planner" for c in calls)
     memory = json.loads((in_tmp / "runs" / "nas" / "llm_picks.json").read_text())["models"][PLANNER]
-    assert list(memory.values()) == [{"classical": [memory[str(out.resolve())]["classical"][0], 2],
-                                      "llm": [memory[str(out.resolve())]["llm"][0], 2]}]
+    assert list(memory) == [str(out.resolve())]  # the warm-up trials count in neither arm
+    assert memory[str(out.resolve())]["classical"] == [0, 0] and memory[str(out.resolve())]["llm"][1] == 2
 
 
 def test_always_candidate_0_is_the_tpe_search(in_tmp: Path, srv: ScriptedServer) -> None:

@@ -50,7 +50,7 @@ class Proposal:
     origin: str = ""  # the llm planner's trials: classical | kept | picked | own | no answer (``share``)
     choice: int | None = None  # the llm planner's trials: the index of the candidate that ran
     candidates: int = 0  # the llm planner's trials: how many candidates there were
-    warmup: bool = False  # an LLM-picked warm-up trial (``warm_start``): outside the share and the bandit
+    warmup: bool = False  # one of the sampler's warm-up trials: outside the share and the bandit
 
 
 @dataclass
@@ -204,8 +204,8 @@ class LLMChooser:
 
 
 def _steps(records: list[TrialRecord], name: str, maximize: bool) -> list[S.Step]:
-    """The ``name`` planner's trials as bandit steps (warm-up picks left out): a step improved when the trial was
-    accepted and beat every earlier accepted trial."""
+    """The ``name`` planner's trials after the warm-up as bandit steps: a step improved when the trial was accepted
+    and beat every earlier accepted trial."""
     done = [r for r in records if r.state != "running" and r.counted]
     values = [r.value if r.state == "complete" and r.accepted and r.finite else None for r in done]
     return [S.Step(r.origin or "classical", improved, gain)
@@ -243,7 +243,7 @@ class ChooserPlanner:
         if len(candidates) < 2 and not self.own_candidate:
             return self._run(ctx, candidates, 0, "classical", notes=["one candidate only: not shown to the LLM"])
         if warmup and not self.warm_start:
-            return self._run(ctx, candidates, 0, "classical", notes=["a warm-up trial of the sampler"])
+            return self._run(ctx, candidates, 0, "classical", notes=["a warm-up trial of the sampler"], warmup=True)
         if not warmup:
             open_, why = S.open_to_llm(self.share, steps, total, ctx.seed, self.prior, self.adapt)
             if not open_:
@@ -329,5 +329,6 @@ class ChooserPlanner:
         steps = _steps(records, self.name, direction == "maximize")
         if self.memory is not None:
             self.memory.record(self.chooser.name, self.search_id, S.tally(steps))
-        return S.contribution(steps, model=self.chooser.name, candidates=self.k, share=self.share,
+        warmup = sum(1 for r in records if r.planner == self.name and r.warmup)
+        return S.contribution(steps, model=self.chooser.name, candidates=self.k, share=self.share, warmup=warmup,
                               without_llm=without_llm)

@@ -57,7 +57,7 @@ class TrialRecord:
     origin: str = ""  # the llm planner's trials: classical | kept | picked | own | no answer (``share``)
     choice: int | None = None  # the llm planner's trials: the index of the candidate that ran
     candidates: int = 0  # the llm planner's trials: how many candidates there were
-    warmup: bool = False  # an LLM-picked warm-up trial (outside the share)
+    warmup: bool = False  # one of the sampler's warm-up trials (outside the LLM's share and its bandit)
     notes: list[str] = field(default_factory=list)  # the planner's notes: why the LLM was not asked, no answer
     accepted: bool | None = None
     reason: str = ""

@@ -1,11 +1,14 @@
 """The LLM planner's bounded, earned share of the trials, and what its picks did.
 
-- Bounded: picks other than candidate 0 run on at most ``llm_share`` of a search's planner trials: never more than
-  ``ceil(share * n)`` of the first n, and never more than ``share`` times the budget in all.
+- Bounded: picks other than candidate 0 run on at most ``llm_share`` of a search's planner trials after the
+  sampler's warm-up: never more than ``ceil(share * n)`` of the first n, and never more than ``share`` times those
+  trials in all.
 - Earned: Thompson sampling over two arms, ``classical`` (candidate 0 ran) and ``llm`` (an LLM pick other than 0
-  ran), each a Beta posterior of "the trial set a new best". A trial is open to the LLM when the ``llm`` arm's draw
-  is at least the ``classical`` arm's, and the bound allows; a model whose picks do not find new bests is asked less
-  and less. The draws come from a generator seeded by the search's seed and the trial's number, so a resumed search
+  ran), each a Beta posterior of "the trial set a new best" (the ``llm`` arm's prior centred on the ``classical``
+  arm's rate, worth ``PRIOR_WEIGHT`` trials). A trial is open to the LLM when the ``llm`` arm's draw is at least the
+  ``classical`` arm's, and the bound allows; a model whose picks do not find new bests is asked less and less. The
+  sampler's warm-up trials count in neither arm nor the bound: the LLM could not pick them, and early trials find
+  new bests easily. The draws come from a generator seeded by the search's seed and the trial's number, so a resumed search
   decides as the killed one would have, and the sampler's own random sequence is never touched.
 - Remembered: ``PickMemory`` keeps, per model name, each search's counts in a JSON file of the workspace, written
   atomically; the next search with the same model starts its arms from the other searches' counts (at most
@@ -24,6 +27,7 @@ from typing import Any
 
 ARMS = ("classical", "llm")
 PRIOR_CAP = 20
+PRIOR_WEIGHT = 2.0
 # How a planner trial of the LLM planner came about (the trial's ``origin``):
 #   classical  not shown to the LLM (the share was used, the bandit chose the sampler, or a warm-up trial)
 #   kept       the LLM was asked and chose candidate 0
@@ -101,7 +105,12 @@ def open_to_llm(share: float, steps: Sequence[Step], total: int, seed: int, prio
             scale = min(1.0, PRIOR_CAP / trials)
             counts[arm] = [counts[arm][0] + wins * scale, counts[arm][1] + trials * scale]  # type: ignore[list-item]
     rng = random.Random(seed * 1_000_003 + n)
-    draws = {arm: rng.betavariate(1 + w, 1 + (t - w)) for arm, (w, t) in counts.items()}
+    (wc, tc), (wl, tl) = counts["classical"], counts["llm"]
+    rate = (1 + wc) / (2 + tc)
+    # The LLM arm's prior is centred on the sampler's rate (PRIOR_WEIGHT trials' worth): new bests get rarer as a
+    # search goes on, and a flat prior would favour whichever arm has less data.
+    draws = {"classical": rng.betavariate(1 + wc, 1 + tc - wc),
+             "llm": rng.betavariate(PRIOR_WEIGHT * rate + wl, PRIOR_WEIGHT * (1 - rate) + tl - wl)}
     if draws["llm"] >= draws["classical"]:
         return True, ""
     return False, (f"the bandit chose the sampler (new bests: llm picks {counts['llm'][0]:g} of {counts['llm'][1]:g},"
@@ -148,7 +157,7 @@ class PickMemory:
             pass
 
 
-def contribution(steps: Sequence[Step], *, model: str, candidates: int, share: float,
+def contribution(steps: Sequence[Step], *, model: str, candidates: int, share: float, warmup: int = 0,
                  without_llm: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json's ``llm_contribution``: how many planner trials the LLM was asked about and chose, how often its
     pick differed from candidate 0, the new bests and the improvement (sum of gains over the best so far) of its
@@ -160,7 +169,7 @@ def contribution(steps: Sequence[Step], *, model: str, candidates: int, share: f
     total = sum(gains.values())
     differed = counts["llm"][1]
     return {
-        "model": model, "candidates": candidates, "llm_share": share, "trials": len(steps),
+        "model": model, "candidates": candidates, "llm_share": share, "warmup_trials": warmup, "trials": len(steps),
         "asked": sum(origins.count(o) for o in ASKED), "chosen_by_llm": sum(origins.count(o) for o in ASKED[:3]),
         "no_answer": origins.count("no answer"), "differed": differed, "own": origins.count("own"),
         "differed_fraction": round(differed / len(steps), 4) if steps else 0.0,
@@ -178,7 +187,8 @@ def contribution_lines(block: dict[str, Any] | None, unit: str) -> list[str]:
     imp = block["improvement"]
     lines = ["", "## LLM contribution", "",
              f"Model: {block['model']}; {block['candidates']} candidates per trial; llm_share {block['llm_share']:g}.",
-             f"Of {block['trials']} planner trials the LLM was asked about {block['asked']} and chose "
+             f"Of {block['trials']} planner trials after the sampler's {block.get('warmup_trials', 0)} warm-up trials, "
+             f"the LLM was asked about {block['asked']} and chose "
              f"{block['chosen_by_llm']} ({block['no_answer']} without an answer: candidate 0 ran); its pick differed "
              f"from candidate 0 on {block['differed']} ({block['differed_fraction']:.0%})"
              + (f", {block['own']} of them its own candidate" if block.get("own") else "") + ".",

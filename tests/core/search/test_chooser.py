@@ -110,7 +110,7 @@ def test_the_record_of_a_models_picks_carries_over(tmp_path: Path) -> None:
     records = search(planner, seed=0, trials=8)
     block = planner.contribution(records, "minimize")
     stored = json.loads(memory.path.read_text())["models"]["m"]["run-a"]
-    assert sum(n for _, n in stored.values()) == block["trials"] == 7
+    assert sum(n for _, n in stored.values()) == block["trials"] == 5 and block["warmup_trials"] == 2
     assert memory.prior("m", exclude="run-a") == {"classical": [0, 0], "llm": [0, 0]}
     assert memory.prior("m", exclude="run-b") == stored
     assert ChooserPlanner(FixedChooser(1, name="m"), memory=memory, search_id="run-b").prior == stored
