@@ -8,8 +8,8 @@
   arm's rate, worth ``PRIOR_WEIGHT`` trials). A trial is open to the LLM when the ``llm`` arm's draw is at least the
   ``classical`` arm's, and the bound allows; a model whose picks do not find new bests is asked less and less. The
   sampler's warm-up trials count in neither arm nor the bound: the LLM could not pick them, and early trials find
-  new bests easily. The draws come from a generator seeded by the search's seed and the trial's number, so a resumed search
-  decides as the killed one would have, and the sampler's own random sequence is never touched.
+  new bests easily. The draws come from a generator seeded by the search's seed and the trial's number, so a
+  resumed search decides as the killed one would have, and the sampler's own random sequence is never touched.
 - Remembered: ``PickMemory`` keeps, per model name, each search's counts in a JSON file of the workspace, written
   atomically; the next search with the same model starts its arms from the other searches' counts (at most
   ``PRIOR_CAP`` trials' worth, so this search's own evidence takes over quickly).
