@@ -66,3 +66,14 @@ def test_a_scripted_choice_runs_and_warm_up_is_the_samplers() -> None:
     picked = propose_chosen(ctx, settings)
     assert picked.extra["origin"] == "picked" and picked.extra["choice"] == 2
     assert picked.experiment == optuna_candidates(ctx, "nsga2", 4)[2].experiment
+
+
+def test_the_surrogate_chooser_ranks_nsga2_proposals_on_both_objectives() -> None:
+    from agentlab.testing.choosers import SurrogateChooser
+
+    done = [record(0, 1.0, 10.0, "base")] + [
+        record(i, 1.0 + i / 10, 10.0 + i, experiment={"quantize": {"method": m}})
+        for i, m in ((1, "int8_weight_only"), (2, "int8_dynamic"), (3, "torch_dynamic_int8"))]
+    ctx = Context(GOAL, SPACE, 0, 4, done, [], budget=8)
+    picked = propose_chosen(ctx, ChooserSettings(SurrogateChooser(), share=1.0, adapt=False))
+    assert picked.extra["origin"] in ("kept", "picked") and 0 <= picked.extra["choice"] < 4
