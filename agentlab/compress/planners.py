@@ -353,15 +353,16 @@ def propose_chosen(ctx: Context, settings: ChooserSettings) -> Proposal:
                  **({"warmup": True} if warm else {})}
         return Proposal(chosen.experiment, "llm", note=note, extra=extra)
 
-    if len(proposals) < 2 and not settings.own_candidate:
-        return run(0, "classical", "one candidate only: not shown to the LLM")
-    if warmup and not settings.warm_start:
-        return run(0, "classical", "a warm-up experiment of the sampler", warm=True)
+    closed = "a warm-up experiment of the sampler" if warmup and not settings.warm_start else ""
     if not warmup:
         open_, why = S.open_to_llm(settings.share, steps, len(steps) + left, ctx.seed, settings.prior,
                                    settings.adapt)
-        if not open_:
-            return run(0, "classical", why)
+        closed = "" if open_ else why
+    if closed:  # not shown to the LLM: candidate 0 alone (what nsga2 runs)
+        del proposals[1:]
+        return run(0, "classical", closed, warm=warmup)
+    if len(proposals) < 2 and not settings.own_candidate:
+        return run(0, "classical", "one candidate only: not shown to the LLM", warm=warmup)
     own_index, notes = None, []
     if settings.own_candidate and not warmup and hasattr(settings.chooser, "structured"):
         own, why = _own(ctx, settings, proposals)

@@ -85,7 +85,7 @@ def test_the_llm_chooses_among_tpe_candidates_with_its_reasoning(in_tmp: Path, s
     assert [r["planner"] for r in runs] == ["base"] + ["llm"] * 4
     # TPE's three random warm-up trials are the sampler's; then the LLM is asked and its pick runs
     assert [r["origin"] for r in runs[1:]] == ["classical"] * 2 + ["picked"] * 2
-    assert [r["choice"] for r in runs[1:]] == [0, 0, 1, 1] and all(r["candidates"] == 4 for r in runs[1:])
+    assert [r["choice"] for r in runs[1:]] == [0, 0, 1, 1] and [r["candidates"] for r in runs[1:]] == [1, 1, 4, 4]
     assert srv.count(PLANNER) == 2  # --planner llm: no probe, one request per trial asked, no re-asks
     request = srv.requests[0]
     system, user = (m["content"] for m in request["messages"])

@@ -236,18 +236,20 @@ class ChooserPlanner:
         steps = _steps(ctx.records, self.name, maximize)
         if self.memory is not None:
             self.memory.record(self.chooser.name, self.search_id, S.tally(steps))
-        candidates = draw_candidates(ctx, self.k, self.sampler)
         finished = sum(1 for r in ctx.records if r.state in ("complete", "pruned"))
         warmup = finished < ctx.startup
-        total = len(steps) + ctx.budget_left
-        if len(candidates) < 2 and not self.own_candidate:
-            return self._run(ctx, candidates, 0, "classical", notes=["one candidate only: not shown to the LLM"])
-        if warmup and not self.warm_start:
-            return self._run(ctx, candidates, 0, "classical", notes=["a warm-up trial of the sampler"], warmup=True)
+        if warmup and not self.warm_start:  # only candidate 0 is drawn when the LLM is not asked
+            return self._run(ctx, draw_candidates(ctx, 1, self.sampler), 0, "classical",
+                             notes=["a warm-up trial of the sampler"], warmup=True)
         if not warmup:
-            open_, why = S.open_to_llm(self.share, steps, total, ctx.seed, self.prior, self.adapt)
+            open_, why = S.open_to_llm(self.share, steps, len(steps) + ctx.budget_left, ctx.seed, self.prior,
+                                       self.adapt)
             if not open_:
-                return self._run(ctx, candidates, 0, "classical", notes=[why])
+                return self._run(ctx, draw_candidates(ctx, 1, self.sampler), 0, "classical", notes=[why])
+        candidates = draw_candidates(ctx, self.k, self.sampler)
+        if len(candidates) < 2 and not self.own_candidate:
+            return self._run(ctx, candidates, 0, "classical", notes=["one candidate only: not shown to the LLM"],
+                             warmup=warmup)
         return self._ask(ctx, candidates, warmup)
 
     # ------------------------------------------------------------------ helpers
