@@ -36,7 +36,7 @@ def render_report(cfg: EvalConfig, results: dict[str, Any], plot: bool) -> str:
     limit = f", the first {cfg.limit} items of each task" if cfg.limit else ""
     shots = f"{cfg.num_fewshot}-shot" if cfg.num_fewshot is not None else "each task's own few-shot setting"
     lines = [
-        f"# eval `{cfg.name}`", "",
+        "# agentlab eval" if cfg.name == "eval" else f"# agentlab eval: {cfg.name}", "",
         f"`{cfg.model}` and {len(results['rows']) - 1} adapter(s) on lm-evaluation-harness "
         f"{results.get('lm_eval_version') or ''} tasks {', '.join(f'`{t}`' for t in cfg.tasks)}{limit}; {shots}, chat "
         f"template {'on' if results['chat_template'] else 'off'}. Each cell: the metric ± its standard error.", "",
