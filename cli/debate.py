@@ -41,15 +41,22 @@ AdaptersOpt = Annotated[list[Path] | None, opt(
     "config's agents, else adapters/persona_a, _b, _c under the current directory.")]
 DecisionOpt = Annotated[str | None, opt("--decision", help="reconcile (default: confidence-weighted vote, "
                                          "ReConcile's bins), confidence (raw confidences), majority, or judge.")]
+RuleOpt = Annotated[str | None, opt("--rule", help="Which rounds decide: last_round (default, provisional), "
+                                    "all_rounds, on_disagreement (debate only when round 0 is split), keep_round0 "
+                                    "(round 0 unless the last round converged).")]
+VisibilityOpt = Annotated[str | None, opt("--visibility", help="What agents see of each other: full (default), "
+                                          "answer, answer_confidence.")]
 JudgeOpt = Annotated[str | None, opt("--judge", help="The judge's model or route of --llm (default: the base "
                                       "model without adapter).")]
 
 
 def _options(rounds: int | None, llm: Path | None, base_model: str | None, adapters: list[Path] | None,
-             decision: str | None, judge: str | None) -> list[Any]:
+             decision: str | None, judge: str | None, rule: str | None = None,
+             visibility: str | None = None) -> list[Any]:
     agents = [{"adapter": str(path)} for path in adapters] if adapters else None
     return flags(("--rounds", "rounds", rounds), ("--llm", "llm", llm), ("--base-model", "base_model", base_model),
-                 ("--adapters", "agents", agents), ("--decision", "decision", decision), ("--judge", "judge", judge))
+                 ("--adapters", "agents", agents), ("--decision", "decision", decision), ("--judge", "judge", judge),
+                 ("--rule", "rule", rule), ("--visibility", "visibility", visibility))
 
 
 @app.callback(invoke_without_command=True)
@@ -63,6 +70,8 @@ def debate(
     base_model: BaseModelOpt = None,
     adapters: AdaptersOpt = None,
     decision: DecisionOpt = None,
+    rule: RuleOpt = None,
+    visibility: VisibilityOpt = None,
     judge: JudgeOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
@@ -81,7 +90,7 @@ def debate(
     from agentlab.debate.run import prepare, run
 
     sets = [*(set_ or []), *flags(("--topic", "topic", topic)),
-            *_options(rounds, llm, base_model, adapters, decision, judge)]
+            *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
     run_command("debate", DebateConfig, run, config=config, sets=sets, out=out, resume=resume, prepare=prepare,
                 dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), log_prompts=not no_log_prompts, json_=json_,
                 verbose=verbose, summary=_summary, otlp_endpoint=otlp_endpoint)
@@ -127,6 +136,8 @@ def eval_cmd(
     base_model: BaseModelOpt = None,
     adapters: AdaptersOpt = None,
     decision: DecisionOpt = None,
+    rule: RuleOpt = None,
+    visibility: VisibilityOpt = None,
     judge: JudgeOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
@@ -144,7 +155,7 @@ def eval_cmd(
 
     sets = [*(set_ or []), *flags(("--task", "eval.task", task), ("--concurrency", "eval.concurrency", concurrency),
                                   ("--limit", "eval.limit", limit)),
-            *_options(rounds, llm, base_model, adapters, decision, judge)]
+            *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
     run_command("debate-eval", DebateConfig, run_eval, config=config, sets=sets, out=out, resume=resume,
                 prepare=prepare_eval, rerun="debate eval -c {config}", log_prompts=not no_log_prompts, json_=json_,
                 verbose=verbose, summary=_eval_summary, otlp_endpoint=otlp_endpoint)
@@ -157,7 +168,7 @@ def _eval_summary(results: dict[str, Any], path: Path) -> None:
     for column in ("method", "correct", "accuracy", "95% CI", "unparsed", "tokens/q"):
         table.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
     for r in results["table"]:
-        table.add_row(safe_text(r["method"]), f"{r['correct']}/{r['total']}", f"{r['accuracy']:.3f}",
+        table.add_row(safe_text(r["method"]) + (" (default)" if r.get("default") else ""), f"{r['correct']}/{r['total']}", f"{r['accuracy']:.3f}",
                       f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}", str(r["unparsed"]), f"{r['tokens_per_question']:.1f}")
     console.print(table)
     console.print(f"report: {safe_text(path / 'report.md')}")
