@@ -168,7 +168,8 @@ def _eval_summary(results: dict[str, Any], path: Path) -> None:
     for column in ("method", "correct", "accuracy", "95% CI", "unparsed", "tokens/q"):
         table.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
     for r in results["table"]:
-        table.add_row(safe_text(r["method"]) + (" (default)" if r.get("default") else ""), f"{r['correct']}/{r['total']}", f"{r['accuracy']:.3f}",
+        name = safe_text(r["method"]) + (" (default)" if r.get("default") else "")
+        table.add_row(name, f"{r['correct']}/{r['total']}", f"{r['accuracy']:.3f}",
                       f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}", str(r["unparsed"]), f"{r['tokens_per_question']:.1f}")
     console.print(table)
     console.print(f"report: {safe_text(path / 'report.md')}")

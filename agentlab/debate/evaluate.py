@@ -4,9 +4,9 @@ For every question: each agent alone (its round-0 answer), the majority of the r
 equal compute (the majority of agents x (rounds + 1) independent samples at ``eval.sc_temperature``, cycling over
 the agents), the debate's vote after each round and every decision rule (``core/debate/rules.py``), under each
 visibility of ``eval.visibilities`` (round 0 is asked once and shared; each visibility debates on from it). Rule
-tokens count only the rounds the rule needs (``on_disagreement`` on a unanimous round 0: round 0 alone). Accuracy with its 95% Wilson interval and tokens (prompt +
-completion) per question; an unparseable answer is wrong. ``eval.concurrency`` questions run at once, so an
-in-process backend batches their requests.
+tokens count only the rounds the rule needs (``on_disagreement`` on a unanimous round 0: round 0 alone).
+Accuracy with its 95% Wilson interval and tokens (prompt + completion) per question; an unparseable answer is
+wrong. ``eval.concurrency`` questions run at once, so an in-process backend batches their requests.
 
 Run folder (``runs/debate-eval/<timestamp>-<name>/``): ``questions.jsonl`` (one record per finished question,
 appended and flushed: what ``--resume`` skips), ``results.json`` (the table), ``report.md``.
@@ -181,7 +181,8 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     ordered = [records[q.id] for q in task if q.id in records]
     results = {"task": str(cfg.eval.task), "questions": len(ordered), "agents": [a.name for a in panel.agents],
                "rounds": cfg.rounds, "decision": cfg.decision, "rule": cfg.rule, "visibility": cfg.visibility,
-               "visibilities": visibilities(cfg), "default": default_method(cfg), "sc_samples": len(panel.agents) * (cfg.rounds + 1),
+               "visibilities": visibilities(cfg), "default": default_method(cfg),
+               "sc_samples": len(panel.agents) * (cfg.rounds + 1),
                "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered, default_method(cfg)),
                "seconds": round(time.perf_counter() - start, 2)}
     from agentlab.debate.report import render_eval

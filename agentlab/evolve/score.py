@@ -16,9 +16,9 @@ provider of ``core/debate``), so concurrent requests of different adapters share
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
-import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 

@@ -64,7 +64,8 @@ def _cma_study(cfg: EvolveConfig, pop: Population, seeds: int, generation: int) 
     import optuna
 
     seed = (cfg.seed * 1000 + generation) % (2**31)
-    sampler = optuna.samplers.CmaEsSampler(n_startup_trials=0, popsize=cfg.population - cfg.elite, seed=seed,
+    # popsize under 4 leaves CMA-ES one parent per generation (its weights divide by zero)
+    sampler = optuna.samplers.CmaEsSampler(n_startup_trials=0, popsize=max(4, cfg.population - cfg.elite), seed=seed,
                                            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
                                            warn_independent_sampling=False)
     return optuna.create_study(storage=pop.study._storage, study_name=CMA_STUDY, sampler=sampler,

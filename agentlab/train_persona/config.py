@@ -24,8 +24,8 @@ class DataConfig(StrictModel):
     path: Path = Field(SHIPPED_DATA / "sft_persona_a.jsonl", description="chat JSONL: one {\"messages\": "
                        "[{\"role\", \"content\"}, ...]} per line (roles system, user, assistant); default: the "
                        "shipped persona A (terse answers); _b (a teacher) and _c (a pirate) lie beside it; the names "
-                       "persona_a, persona_b and persona_c stand for these files; skill_arithmetic, skill_geography and "
-                       "skill_units for the shipped skill data (evolve's seeds)")
+                       "persona_a, persona_b and persona_c stand for these files; skill_arithmetic, skill_geography "
+                       "and skill_units for the shipped skill data (evolve's seeds)")
     max_length: int = Field(512, ge=16, description="longest conversation in tokens (chat template included)")
     truncate: bool = Field(False, description="cut conversations longer than max_length (and count them) instead "
                            "of stopping with their file:line")
