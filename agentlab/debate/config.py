@@ -57,9 +57,10 @@ class DebateConfig(StrictModel):
     name: str = Field("debate", description="run name (folder suffix)")
     topic: str | None = Field(None, description="the question or topic to debate (`question` is the same)")
     question: str | None = Field(None, description="alias of topic")
-    kind: Literal["auto", "numeric", "open"] = Field(
+    kind: Literal["auto", "numeric", "open", "text"] = Field(
         "auto", description="numeric: agents vote on a number; open: on a stance (yes / no / mixed) and the judge "
-        "writes the summary; auto: numeric when the question holds a digit")
+        "writes the summary; text: on a short factual answer (a city); auto: numeric when the question holds a "
+        "digit (in `debate eval`: by the gold answer: a number, a stance, else text)")
     base_model: str = Field("smollm2-135m", description="base model of the adapter agents: the built-in "
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
     agents: list[AgentSpec] = Field(default_factory=list, description="the debaters; empty: adapters/persona_a, "

@@ -111,7 +111,7 @@ class EvolveConfig(StrictModel):
                        "model's logits before it is scored")
     min_logit_change: float = Field(1e-4, gt=0, description="an adapter whose largest logit change on the probe is "
                                     "below this is an error (it changes nothing), not a score")
-    max_tokens: int = Field(24, ge=1, description="most tokens per answer")
+    max_tokens: int = Field(16, ge=1, description="most tokens per greedy answer (the skill seeds answer in a few)")
     store: str | None = Field(None, description="the population store (an Optuna storage: sqlite:///..., "
                               "postgresql://..., or a journal file path) that workers on several machines share; "
                               "empty: population.db in the run folder")

@@ -107,7 +107,7 @@ async def _answers(router: Any, agent: Agent, task: list[tuple[Question, Kind]],
         async with gate:
             messages = [{"role": "user", "content": first_prompt(q.question, kind, _style(kind))}]  # type: ignore[arg-type]
             answer = await ask(router, agent, messages, kind, temperature=0.0, max_tokens=max_tokens)
-        if kind == "open" and answer.error is None:  # a fact (a city, a continent): read as text, not a stance
+        if kind == "text" and answer.error is None:  # a fact (a city, a continent): the gold named on line one
             answer.answer = text_answer(answer.text, q.answer)
         tick()
         return answer

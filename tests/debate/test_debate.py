@@ -215,3 +215,16 @@ def test_visibility_and_on_disagreement_in_a_debate(in_tmp: Path, visibility: st
     results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
     assert len(provider.calls) == 3 and results["rounds_asked"] == 0 and results["final"]["rounds_used"] == 1
     assert results["final"]["answer"] == "56" and "asked no debate round" in (folder / "report.md").read_text()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Paris.", "Paris"), ("The capital is far away.\nAnswer: **Canberra**\nConfidence: 70%", "Canberra"),
+    ("The answer is Buenos Aires!", "Buenos Aires"), ("", None)])
+def test_text_answers_parse_and_score(text: str, expected: str | None) -> None:
+    from agentlab.core.debate.task import Question, answer_kind, is_correct
+
+    assert parse_reply(text, "text")[0] == expected
+    q = Question(0, 1, "What is the capital of France?", "Paris")
+    assert answer_kind(q) == "text" and answer_kind(Question(0, 1, "Is it?", "yes")) == "open"
+    assert is_correct("Arr, that be Paris, matey", "Paris") and not is_correct("Parisian", "Paris")
+    assert not is_correct("156", "56") and is_correct("56.0", "56")
