@@ -1,19 +1,25 @@
-"""`agentlab evolve run`: evolutionary search over LoRA adapters.
+"""`agentlab evolve run`: search over blends of LoRA adapters.
 
-gen_0 is the seeds plus children blended from random pairs of them, up to ``population``. Each later generation
-keeps the ``elite`` best unchanged (they are not scored again) and breeds the rest: two parents by tournament, an
-exact blend with the first parent's weight drawn from ``alpha_range`` (``core/train/blend.py``), Gaussian mutation
-of the factors. Every individual is scored once (``score.py``): task accuracy on the fitness split and cooperation
-in the seeds' debate; novelty (distance to the rest of its generation, in answers or weights) is computed from
-those stored scores each generation. Fitness = the weighted sum, each part recorded. The best individual of the last
-generation and its ancestors are scored on the test split, which selection never saw.
+``search`` picks how children are made (``search.py`` for all but the GA): ``cmaes`` (default) asks CMA-ES for one
+blend weight per seed, ``random`` draws them, ``uniform`` / ``task_arithmetic`` / ``ties`` are the merge baselines
+as searches; ``ga`` is the genetic algorithm: gen_0 is the seeds plus children blended from random pairs of them, up
+to ``population``; each later generation keeps the ``elite`` best unchanged (not scored again) and breeds the rest
+(two parents by tournament, an exact blend with the first parent's weight from ``alpha_range``,
+``core/train/blend.py``, Gaussian mutation). Every method scores the same number of children
+(``EvolveConfig.children``). Every individual is scored once (``score.py``): the task part (by default the mean
+per-token log-likelihood of the gold answers of the fitness split, greedy accuracy beside it), its validation score,
+and, when weighted, cooperation in the seeds' debate; novelty is computed from those stored scores each generation.
+Fitness = the weighted sum, each part recorded. Then the ``baselines`` run (``baseline_budget`` children each), the
+best validation score picks the best evolved child and each baseline's, and they, the seeds and the best's
+ancestors are scored on the test split, which neither selection nor the pick saw (the report's headline).
 
 Run folder (``runs/evolve/<timestamp>-<name>/``)::
 
     config.yaml, run.json, events.jsonl   as every command (events: ``scored`` per individual, ``generation``)
     population.db     the population store (Optuna; see population.py), unless ``store`` names another
     adapters/gen_K/gKcJ/   each child: a PEFT adapter folder with lineage.json (parents, weights, rank, mutation)
-    task.jsonl        the generated task, when no task file was given
+    adapters/baselines/    the baselines' children
+    task.jsonl        the three splits' questions, when no task file was given
     results.json      every individual (lineage, scores), every generation (fitness parts), the test comparison
     report.md         fitness curves (fitness.png), the lineage tree, the best adapter against its ancestors
 """
