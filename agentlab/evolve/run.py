@@ -183,19 +183,21 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     elif pop.attr("reference") is None:
         pop.set_attr("reference", reference(settings))  # no cooperation part: no debate, nothing asked
     ref = pop.attr("reference")
+    # progress ticks per individual: its greedy answers (fitness, and validation under accuracy), its debates
+    ticks = n + (len(settings.validation) if settings.score != "loglik" else 0) + (n if settings.coop else 0)
     history: list[dict[str, Any]] = []
     for k in range(cfg.generations + 1):
         members = pop.members(k)
         if members is None:
             members = breed(cfg, pop, k, run_dir, history[-1] if history else None)
-        _score(cfg, pop, k, members, run_dir, progress, say, providers, 2 * n)
+        _score(cfg, pop, k, members, run_dir, progress, say, providers, ticks)
         history.append(generation_row(cfg, pop.individuals(), k, members))
         if cfg.search == "cmaes":
             _tell(cfg, pop, k, history[-1])
         best = history[-1]["best"]
         say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
             f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {history[-1]['mean']['fitness']:.3f}")
-    baselines = run_baselines(cfg, pop, run_dir, progress, say, providers, 2 * n)
+    baselines = run_baselines(cfg, pop, run_dir, progress, say, providers, ticks)
     individuals = pop.individuals()
     best, picks = final_picks(cfg, individuals, history, baselines)
     final = pop.attr("final")
@@ -332,11 +334,16 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
         start = (cfg.population - len(seeds)) + (k - 1) * (cfg.population - cfg.elite)
         count = cfg.population - cfg.elite
     count = max(0, min(count, total - start))
+    known = pop.individuals()
     if cfg.search == "cmaes":
-        specs = cma_ask(cfg, pop, len(seeds), k, count) if count else []
+        # children stored before a crash keep their CMA-ES trials; only the rest are asked
+        made = [known[f"g{k}c{j}"] for j in range(count) if f"g{k}c{j}" in known]
+        specs = [{"method": "cmaes", "weights": ind["weights"], "search_trial": ind.get("search_trial")}
+                 for ind in made]
+        keep = {int(ind["search_trial"]) for ind in made if ind.get("search_trial") is not None}
+        specs += cma_ask(cfg, pop, len(seeds), k, count - len(made), keep=keep) if count > len(made) else []
     else:
         specs = [fixed_spec(cfg, cfg.search, start + j, total, len(seeds)) for j in range(count)]
-    known = pop.individuals()
     for j, spec in enumerate(specs):
         child = f"g{k}c{j}"
         members.append(child)

@@ -72,14 +72,17 @@ def _cma_study(cfg: EvolveConfig, pop: Population, seeds: int, generation: int) 
                                direction="maximize", load_if_exists=True)
 
 
-def cma_ask(cfg: EvolveConfig, pop: Population, seeds: int, generation: int, n: int) -> list[dict[str, Any]]:
-    """``n`` CMA-ES children. Trials asked before a crash whose children were never stored are failed first."""
+def cma_ask(cfg: EvolveConfig, pop: Population, seeds: int, generation: int, n: int,
+            keep: set[int] | None = None) -> list[dict[str, Any]]:
+    """``n`` CMA-ES children. Trials asked before a crash whose children were never stored (running, not in
+    ``keep``) are failed first."""
     import optuna
     from optuna.trial import TrialState
 
     study = _cma_study(cfg, pop, seeds, generation)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
+        if trial.number not in (keep or set()):
+            study.tell(trial.number, state=TrialState.FAIL)
     low, high = cfg.weight_range
     if not study.get_trials(deepcopy=False):  # the centre, where CMA-ES starts; the rest of gen 0 is random
         study.enqueue_trial({f"w{i}": (low + high) / 2 for i in range(seeds)})

@@ -187,3 +187,29 @@ def test_a_search_over_weights_needs_two_seeds(in_tmp: Path, tiny_model: dict[st
     assert main(["evolve", "run", "-c", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: search cmaes combines the seeds") and not (in_tmp / "runs").exists()
+
+
+def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                seeds: dict[str, Path]) -> None:
+    """Children stored before a crash (their generation's list not yet written) keep their CMA-ES trials; the rest
+    are asked again, and the trials asked for children that never got stored are failed."""
+    import optuna
+
+    from agentlab.core.runs import RunDir
+    from agentlab.evolve.run import _make_spec_child, breed_weights
+    from agentlab.evolve.search import cma_ask
+
+    cfg = EvolveConfig.model_validate({"seeds": [str(seeds[n]) for n in SEEDS], "population": 5, "elite": 1})
+    run_dir = RunDir(in_tmp / "RUN", "evolve")
+    run_dir.path.mkdir()
+    pop = open_population(None, run_dir.path, create=True)
+    first = cma_ask(cfg, pop, 3, 0, 2)  # the crashed attempt: two asked, one child stored
+    _make_spec_child(cfg, pop, 0, "g0c0", first[0], run_dir.file("adapters", "gen_0", "g0c0"))
+    members = breed_weights(cfg, pop, 0, run_dir, None)
+    assert members == [*SEEDS, "g0c0", "g0c1"]
+    ind = pop.individuals()
+    assert ind["g0c0"]["search_trial"] == first[0]["search_trial"]
+    study = optuna.load_study(storage=pop.study._storage, study_name=CMA_STUDY)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[first[0]["search_trial"]] == "RUNNING" and states[first[1]["search_trial"]] == "FAIL"
+    assert states[ind["g0c1"]["search_trial"]] == "RUNNING"
