@@ -75,7 +75,8 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
                          hint=f"raise population to at least {len(cfg.seeds)}, or give fewer seeds")
     needs = [m for m in (cfg.search, *cfg.baselines) if m != "ga"]
     if needs and len(cfg.seeds) < 2:
-        raise UsageError(f"search {needs[0]} combines the seeds: it needs at least 2 (got {len(cfg.seeds)})",
+        what = "search" if needs[0] == cfg.search else "baseline"
+        raise UsageError(f"{what} {needs[0]} combines the seeds: it needs at least 2 (got {len(cfg.seeds)})",
                          hint="give more --seeds, or --set search=ga --set baselines=[]")
     parents = [read_parent(p) for p in cfg.seeds]  # InputError (exit 2) naming the folder
     check_compatible(parents)
