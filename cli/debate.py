@@ -114,7 +114,8 @@ def _dry_run(cfg: Any, json_: bool, panel: Any, **_: Any) -> dict[str, Any] | No
 def _summary(results: dict[str, Any], path: Path) -> None:
     final = results["final"]
     answer = final["answer"] if final["answer"] is not None else "none (no agent gave a parseable answer)"
-    console.print(f"[bold]final answer[/] ({safe_text(final['method'])}): {safe_text(answer)}"
+    rule = f", rule {final['rule']}" if final.get("rule") else ""
+    console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"
                   + (" (tie broken)" if final["tie"] else ""))
     if results.get("judge_reply") and results["kind"] == "open":
         console.print(f"[bold]judge[/]: {safe_text(results['judge_reply']['text'].strip())}")
