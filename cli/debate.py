@@ -148,8 +148,9 @@ def eval_cmd(
     verbose: VerboseOpt = 0,
 ) -> None:
     """Score the debate on a task: each agent alone, the majority of round 0, self-consistency at equal compute
-    (agents x (rounds+1) samples at temperature 0.7) and the debate after each round, as accuracy with a 95%
-    Wilson interval and tokens per question; unparseable answers count as wrong. Writes questions.jsonl,
+    (agents x (rounds+1) samples at temperature 0.7), the debate after each round and every decision rule under
+    every visibility (eval.visibilities), as accuracy with a 95% Wilson interval and tokens per question;
+    unparseable answers count as wrong; the configured rule's row is marked default. Writes questions.jsonl,
     results.json and report.md under runs/debate-eval/; --resume skips the questions already scored."""
     from agentlab.debate.config import DebateConfig
     from agentlab.debate.evaluate import prepare_eval, run_eval
