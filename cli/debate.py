@@ -41,15 +41,22 @@ AdaptersOpt = Annotated[list[Path] | None, opt(
     "config's agents, else adapters/persona_a, _b, _c under the current directory.")]
 DecisionOpt = Annotated[str | None, opt("--decision", help="reconcile (default: confidence-weighted vote, "
                                          "ReConcile's bins), confidence (raw confidences), majority, or judge.")]
+RuleOpt = Annotated[str | None, opt("--rule", help="Which rounds decide: last_round (default, provisional), "
+                                    "all_rounds, on_disagreement (debate only when round 0 is split), keep_round0 "
+                                    "(round 0 unless the last round converged).")]
+VisibilityOpt = Annotated[str | None, opt("--visibility", help="What agents see of each other: full (default), "
+                                          "answer, answer_confidence.")]
 JudgeOpt = Annotated[str | None, opt("--judge", help="The judge's model or route of --llm (default: the base "
                                       "model without adapter).")]
 
 
 def _options(rounds: int | None, llm: Path | None, base_model: str | None, adapters: list[Path] | None,
-             decision: str | None, judge: str | None) -> list[Any]:
+             decision: str | None, judge: str | None, rule: str | None = None,
+             visibility: str | None = None) -> list[Any]:
     agents = [{"adapter": str(path)} for path in adapters] if adapters else None
     return flags(("--rounds", "rounds", rounds), ("--llm", "llm", llm), ("--base-model", "base_model", base_model),
-                 ("--adapters", "agents", agents), ("--decision", "decision", decision), ("--judge", "judge", judge))
+                 ("--adapters", "agents", agents), ("--decision", "decision", decision), ("--judge", "judge", judge),
+                 ("--rule", "rule", rule), ("--visibility", "visibility", visibility))
 
 
 @app.callback(invoke_without_command=True)
@@ -63,6 +70,8 @@ def debate(
     base_model: BaseModelOpt = None,
     adapters: AdaptersOpt = None,
     decision: DecisionOpt = None,
+    rule: RuleOpt = None,
+    visibility: VisibilityOpt = None,
     judge: JudgeOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
@@ -81,7 +90,7 @@ def debate(
     from agentlab.debate.run import prepare, run
 
     sets = [*(set_ or []), *flags(("--topic", "topic", topic)),
-            *_options(rounds, llm, base_model, adapters, decision, judge)]
+            *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
     run_command("debate", DebateConfig, run, config=config, sets=sets, out=out, resume=resume, prepare=prepare,
                 dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), log_prompts=not no_log_prompts, json_=json_,
                 verbose=verbose, summary=_summary, otlp_endpoint=otlp_endpoint)
@@ -105,7 +114,8 @@ def _dry_run(cfg: Any, json_: bool, panel: Any, **_: Any) -> dict[str, Any] | No
 def _summary(results: dict[str, Any], path: Path) -> None:
     final = results["final"]
     answer = final["answer"] if final["answer"] is not None else "none (no agent gave a parseable answer)"
-    console.print(f"[bold]final answer[/] ({safe_text(final['method'])}): {safe_text(answer)}"
+    rule = f", rule {final['rule']}" if final.get("rule") else ""
+    console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"
                   + (" (tie broken)" if final["tie"] else ""))
     if results.get("judge_reply") and results["kind"] == "open":
         console.print(f"[bold]judge[/]: {safe_text(results['judge_reply']['text'].strip())}")
@@ -127,6 +137,8 @@ def eval_cmd(
     base_model: BaseModelOpt = None,
     adapters: AdaptersOpt = None,
     decision: DecisionOpt = None,
+    rule: RuleOpt = None,
+    visibility: VisibilityOpt = None,
     judge: JudgeOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
@@ -136,15 +148,16 @@ def eval_cmd(
     verbose: VerboseOpt = 0,
 ) -> None:
     """Score the debate on a task: each agent alone, the majority of round 0, self-consistency at equal compute
-    (agents x (rounds+1) samples at temperature 0.7) and the debate after each round, as accuracy with a 95%
-    Wilson interval and tokens per question; unparseable answers count as wrong. Writes questions.jsonl,
+    (agents x (rounds+1) samples at temperature 0.7), the debate after each round and every decision rule under
+    every visibility (eval.visibilities), as accuracy with a 95% Wilson interval and tokens per question;
+    unparseable answers count as wrong; the configured rule's row is marked default. Writes questions.jsonl,
     results.json and report.md under runs/debate-eval/; --resume skips the questions already scored."""
     from agentlab.debate.config import DebateConfig
     from agentlab.debate.evaluate import prepare_eval, run_eval
 
     sets = [*(set_ or []), *flags(("--task", "eval.task", task), ("--concurrency", "eval.concurrency", concurrency),
                                   ("--limit", "eval.limit", limit)),
-            *_options(rounds, llm, base_model, adapters, decision, judge)]
+            *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
     run_command("debate-eval", DebateConfig, run_eval, config=config, sets=sets, out=out, resume=resume,
                 prepare=prepare_eval, rerun="debate eval -c {config}", log_prompts=not no_log_prompts, json_=json_,
                 verbose=verbose, summary=_eval_summary, otlp_endpoint=otlp_endpoint)
@@ -157,7 +170,8 @@ def _eval_summary(results: dict[str, Any], path: Path) -> None:
     for column in ("method", "correct", "accuracy", "95% CI", "unparsed", "tokens/q"):
         table.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
     for r in results["table"]:
-        table.add_row(safe_text(r["method"]), f"{r['correct']}/{r['total']}", f"{r['accuracy']:.3f}",
+        name = safe_text(r["method"]) + (" (default)" if r.get("default") else "")
+        table.add_row(name, f"{r['correct']}/{r['total']}", f"{r['accuracy']:.3f}",
                       f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}", str(r["unparsed"]), f"{r['tokens_per_question']:.1f}")
     console.print(table)
     console.print(f"report: {safe_text(path / 'report.md')}")

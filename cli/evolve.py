@@ -22,13 +22,15 @@ def run_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     seeds: Annotated[list[Path] | None, opt("--seeds", help="A seed adapter folder (repeatable). Default: the "
-                                             "config's seeds, else adapters/persona_a, _b, _c under the current "
-                                             "directory.")] = None,
+                                             "config's seeds, else adapters/skill_arithmetic, _geography, _units "
+                                             "(else adapters/persona_a, _b, _c) under the current directory.")] = None,
     task: Annotated[Path | None, opt("--task", help="JSONL task file, one {\"question\", \"answer\"} per line, "
-                                      "split into fitness and test questions. Default: a generated arithmetic "
-                                      "task.")] = None,
-    generations: Annotated[int | None, opt("--generations", help="Generations bred after gen_0 (default 3).")] = None,
-    population: Annotated[int | None, opt("--population", help="Individuals per generation (default 6).")] = None,
+                                      "split into fitness, validation and test questions. Default: the shipped "
+                                      "mixed task of the three seed skills.")] = None,
+    search: Annotated[str | None, opt("--search", help="cmaes (default, provisional), ga, random, uniform, "
+                                       "task_arithmetic or ties.")] = None,
+    generations: Annotated[int | None, opt("--generations", help="Generations bred after gen_0 (default 4).")] = None,
+    population: Annotated[int | None, opt("--population", help="Individuals per generation (default 8).")] = None,
     workers: Annotated[int | None, opt("--workers", help="Scoring processes on this machine (default 1; each "
                                         "loads the base model).")] = None,
     store: Annotated[str | None, opt("--store", help="Population store shared with workers elsewhere: an "
@@ -41,17 +43,19 @@ def run_cmd(
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Evolve LoRA adapters: gen_0 is the seeds plus blends of them; each generation keeps the elite and breeds the
-    rest (tournament selection, exact blend with random weights, mutation). Every individual must change the base
-    model's logits on a probe, then is scored once: task accuracy on held-out questions, cooperation (the seeds'
-    debate with it in place of the weakest seed, against the debate without it) and novelty. Writes
-    adapters/gen_K/, results.json and report.md (fitness curves, lineage tree, the best against its ancestors on
-    a test split); --resume never scores a finished individual again."""
+    """Evolve LoRA adapters: search blend weights over the seeds (CMA-ES by default; or the genetic algorithm:
+    tournament selection, exact blends, mutation; random; uniform; task arithmetic; TIES), then run the merge
+    baselines at a small budget each. Every individual must change the base model's logits on a probe, then is
+    scored once: the per-token log-likelihood of the gold answers of held-out questions (greedy accuracy beside
+    it), optionally cooperation in the seeds' debate and novelty. The best validation score picks the final child;
+    report.md's headline compares it with every seed and baseline on a test split (95% intervals). Writes
+    adapters/, results.json and report.md; --resume never scores a finished individual again."""
     from agentlab.evolve.config import EvolveConfig
     from agentlab.evolve.run import prepare, run
 
     sets = [*(set_ or []), *flags(("--seeds", "seeds", [str(p) for p in seeds] if seeds else None),
-                                  ("--task", "task.file", task), ("--generations", "generations", generations),
+                                  ("--task", "task.file", task), ("--search", "search", search),
+                                  ("--generations", "generations", generations),
                                   ("--population", "population", population), ("--workers", "workers", workers),
                                   ("--store", "store", store), ("--base-model", "base_model", base_model))]
     run_command("evolve", EvolveConfig, run, config=config, sets=sets, out=out, resume=resume, prepare=prepare,
@@ -60,12 +64,17 @@ def run_cmd(
 
 def _summary(results: dict[str, Any], path: Path) -> None:
     best = results["best"]
-    console.print(f"[bold]best[/]: {safe_text(best['id'])} fitness {best['fitness']:.3f} (task {best['task']:.3f}, "
-                  f"coop {best['coop']:+.3f}, novelty {best['novelty']:.3f}): "
+    console.print(f"[bold]best[/] ({safe_text(results.get('search', 'ga'))}): {safe_text(best['id'])} fitness "
+                  f"{best['fitness']:.3f} (task {best['task']:.3f}, validation "
+                  f"{best['validation'] if best.get('validation') is not None else '-'}): "
                   f"{safe_text(results['individuals'][best['id']]['path'])}")
     for row in results["final"]["rows"]:
-        console.print(f"  test split: {safe_text(row['id'])} ({row['relation']}) {row['correct']}/{row['total']} "
-                      f"= {row['accuracy']:.3f}")
+        diff = row.get("best_minus")
+        versus = (f"; best minus it {100 * diff['mean']:+.1f} points (95% CI {100 * diff['ci'][0]:+.1f} to "
+                  f"{100 * diff['ci'][1]:+.1f})") if diff else ""
+        console.print(f"  test split: {safe_text(row['id'])} ({safe_text(row['relation'])}) "
+                      f"{row['correct']}/{row['total']} = {row['accuracy']:.3f} (95% CI {row['ci'][0]:.3f}-"
+                      f"{row['ci'][1]:.3f}){versus}")
     console.print(f"{len(results['individuals'])} individuals in {results['seconds']:.0f} s; "
                   f"report: {safe_text(path / 'report.md')}")
 

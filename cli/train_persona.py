@@ -32,7 +32,9 @@ def train_persona(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     data: Annotated[Path | None, opt("--data", help="Chat JSONL, one {\"messages\": [...]} per line, or "
-                                      "persona_a, persona_b, persona_c: the shipped data (default: persona_a)."),
+                                      "persona_a, persona_b, persona_c: the shipped data (default: persona_a); "
+                                      "skill_arithmetic, skill_geography, skill_units: the seed skills of "
+                                      "`evolve run`."),
                      ] = None,
     out: Annotated[Path | None, opt("--out", help="Adapter folder to write (default: the run folder's "
                                      "adapter/). The run folder itself goes under runs/train-persona/.")] = None,

@@ -90,12 +90,13 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
 
 
 def prompt_style(cfg: DebateConfig, panel: Panel, kind: str = "numeric") -> str:
-    """``cfg.prompt_style``, with ``auto`` resolved: plain for numeric questions when every agent is an adapter, else
-    format (an open topic needs the ``Stance:`` line: the personas' plain replies to one held no stance at all)."""
+    """``cfg.prompt_style``, with ``auto`` resolved: plain for numeric and text questions when every agent is an
+    adapter, else format (an open topic needs the ``Stance:`` line: the personas' plain replies to one held no
+    stance at all)."""
     if cfg.prompt_style != "auto":
         return cfg.prompt_style
     adapters_only = all(a.source.startswith("adapter ") for a in panel.agents)
-    return "plain" if adapters_only and kind == "numeric" else "format"
+    return "plain" if adapters_only and kind in ("numeric", "text") else "format"
 
 
 def _route_for(name: str, llm: LLMConfig, where: str) -> RouteConfig:

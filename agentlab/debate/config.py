@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from agentlab.core.config import StrictModel
+from agentlab.core.debate.rules import VISIBILITIES, Rule, Visibility
 from agentlab.core.llm.config import PARAMS_HELP, Params
 
 
@@ -46,15 +47,20 @@ class EvalSettings(StrictModel):
     concurrency: int = Field(8, ge=1, description="questions debated at once (their requests batch together)")
     sc_temperature: float = Field(0.7, ge=0, description="temperature of the self-consistency samples")
     limit: int | None = Field(None, ge=1, description="only the first N questions of the task")
+    visibilities: list[Visibility] = Field(default_factory=lambda: list(VISIBILITIES),  # type: ignore[arg-type]
+                                           min_length=1, description="the debate is run once per visibility "
+                                           "(round 0, shared, is asked once) and every rule is scored on each: "
+                                           "full, answer, answer_confidence")
 
 
 class DebateConfig(StrictModel):
     name: str = Field("debate", description="run name (folder suffix)")
     topic: str | None = Field(None, description="the question or topic to debate (`question` is the same)")
     question: str | None = Field(None, description="alias of topic")
-    kind: Literal["auto", "numeric", "open"] = Field(
+    kind: Literal["auto", "numeric", "open", "text"] = Field(
         "auto", description="numeric: agents vote on a number; open: on a stance (yes / no / mixed) and the judge "
-        "writes the summary; auto: numeric when the question holds a digit")
+        "writes the summary; text: on a short factual answer (a city); auto: numeric when the question holds a "
+        "digit (in `debate eval`: by the gold answer: a number, a stance, else text)")
     base_model: str = Field("smollm2-135m", description="base model of the adapter agents: the built-in "
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
     agents: list[AgentSpec] = Field(default_factory=list, description="the debaters; empty: adapters/persona_a, "
@@ -66,6 +72,14 @@ class DebateConfig(StrictModel):
     decision: Literal["reconcile", "confidence", "majority", "judge"] = Field(
         "reconcile", description="reconcile: confidence-weighted vote with ReConcile's binning; confidence: raw "
         "confidences as weights; majority: one agent one vote; judge: the judge model decides from the last round")
+    rule: Rule = Field(
+        "last_round", description="which rounds decide (core/debate/rules.py): last_round (the vote of the last "
+        "round), all_rounds (one vote over every round's answers), on_disagreement (debate only when round 0 is "
+        "split; a unanimous round 0 stops there), keep_round0 (round 0's vote unless the last round converged). "
+        "The default is provisional: benchmarks/debate_rules.py measures every rule and picks it")
+    visibility: Visibility = Field(
+        "full", description="what each agent sees of the others' previous answers: full (their replies), answer "
+        "(the parsed answers only), answer_confidence (answer and confidence)")
     judge: str | None = Field(None, description="the judge's model or route (decision judge, topic summaries); "
                               "empty: base_model without adapter when there are adapter agents, else the routing "
                               "config's `judge` route (or its default)")

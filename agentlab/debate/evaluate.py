@@ -2,9 +2,11 @@
 
 For every question: each agent alone (its round-0 answer), the majority of the round-0 answers, self-consistency at
 equal compute (the majority of agents x (rounds + 1) independent samples at ``eval.sc_temperature``, cycling over
-the agents) and the debate's decision after each round. Accuracy with its 95% Wilson interval and tokens (prompt +
-completion) per question; an unparseable answer is wrong. ``eval.concurrency`` questions run at once, so an
-in-process backend batches their requests.
+the agents), the debate's vote after each round and every decision rule (``core/debate/rules.py``), under each
+visibility of ``eval.visibilities`` (round 0 is asked once and shared; each visibility debates on from it). Rule
+tokens count only the rounds the rule needs (``on_disagreement`` on a unanimous round 0: round 0 alone).
+Accuracy with its 95% Wilson interval and tokens (prompt + completion) per question; an unparseable answer is
+wrong. ``eval.concurrency`` questions run at once, so an in-process backend batches their requests.
 
 Run folder (``runs/debate-eval/<timestamp>-<name>/``): ``questions.jsonl`` (one record per finished question,
 appended and flushed: what ``--resume`` skips), ``results.json`` (the table), ``report.md``.
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentlab.core.debate.engine import Answer, Panel, Round, ballots, debate_rounds, judge, samples
+from agentlab.core.debate.rules import RULES, decide
 from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
@@ -41,36 +44,66 @@ def prepare_eval(cfg: DebateConfig) -> dict[str, Any]:
     return {"panel": panel, "task": task}
 
 
+def visibilities(cfg: DebateConfig) -> list[str]:
+    """The visibilities the eval debates under: ``eval.visibilities``, and the configured one."""
+    shown = list(dict.fromkeys(cfg.eval.visibilities))
+    return shown if cfg.visibility in shown else [*shown, cfg.visibility]
+
+
+def suffix(cfg: DebateConfig, visibility: str) -> str:
+    return f" [{visibility}]" if len(visibilities(cfg)) > 1 else ""
+
+
+def default_method(cfg: DebateConfig) -> str:
+    """The table row of the configured rule and visibility (``"default": true`` in results.json)."""
+    return f"rule {cfg.rule}{suffix(cfg, cfg.visibility)}"
+
+
 async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Question) -> dict[str, Any]:
-    """Debate one question and score every method on it."""
+    """Debate one question under every visibility (round 0 asked once, shared) and score every method and rule."""
     kind = answer_kind(q, cfg.kind)
     n = len(panel.agents) * (cfg.rounds + 1)
-    rounds, sc = await asyncio.gather(
-        debate_rounds(router, panel, q.question, kind, cfg.rounds, temperature=cfg.temperature,  # type: ignore[arg-type]
-                      max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel, kind)),
+    style = prompt_style(cfg, panel, kind)
+    common = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "style": style}
+    first, sc = await asyncio.gather(
+        debate_rounds(router, panel, q.question, kind, 0, **common),  # type: ignore[arg-type]
         samples(router, panel, q.question, kind, n, temperature=cfg.eval.sc_temperature,  # type: ignore[arg-type]
-                max_tokens=cfg.max_tokens, style=prompt_style(cfg, panel, kind)))
-    verdicts: list[Answer | None] = [None] * len(rounds)
+                max_tokens=cfg.max_tokens, style=style))
+    shown = visibilities(cfg)
+    debates = await asyncio.gather(*(debate_rounds(router, panel, q.question, kind, cfg.rounds, done=first,
+                                                   visibility=v, **common) for v in shown))  # type: ignore[arg-type]
+    verdicts: dict[str, list[Answer | None]] = {v: [None] * (cfg.rounds + 1) for v in shown}
     if cfg.decision == "judge":
-        verdicts = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,  # type: ignore[arg-type]
-                                                     max_tokens=cfg.max_tokens) for r in rounds)))
+        for v, rounds in zip(shown, debates, strict=True):
+            verdicts[v] = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,  # type: ignore[arg-type]
+                                                            max_tokens=cfg.max_tokens) for r in rounds)))
     methods: dict[str, dict[str, Any]] = {}
 
     def add(name: str, predicted: str | None, tokens: int) -> None:
         methods[name] = {"answer": predicted, "correct": is_correct(predicted, q.answer), "tokens": tokens}
 
-    for answer in rounds[0]:
+    for answer in first[0]:
         add(f"agent {answer.agent}", answer.answer, answer.tokens)
-    add("majority of round 0", tally(ballots(rounds[0]), "majority").winner, _tokens(rounds[0]))
+    add("majority of round 0", tally(ballots(first[0]), "majority").winner, _tokens(first[0]))
     add("self-consistency", tally(ballots(sc), "majority").winner, _tokens(sc))
-    spent = 0
-    for k, (answers, verdict) in enumerate(zip(rounds, verdicts, strict=True)):
-        spent += _tokens(answers)
-        add(f"debate round {k}", final_decision(cfg.decision, answers, verdict)["answer"],
-            spent + (verdict.tokens if verdict is not None else 0))
+    for v, rounds in zip(shown, debates, strict=True):
+        spent = []
+        for answers in rounds:
+            spent.append((spent[-1] if spent else 0) + _tokens(answers))
+        for k, verdict in enumerate(verdicts[v]):
+            if k == 0 and v != shown[0]:
+                continue  # round 0 is the same under every visibility
+            name = "debate round 0" if k == 0 else f"debate round {k}{suffix(cfg, v)}"
+            add(name, final_decision(cfg.decision, rounds[: k + 1], verdict)["answer"],
+                spent[k] + (verdict.tokens if verdict is not None else 0))
+        for rule in RULES:
+            decision = decide(rule, rounds, "reconcile" if cfg.decision == "judge" else cfg.decision)
+            add(f"rule {rule}{suffix(cfg, v)}", decision.winner, spent[decision.rounds_used - 1])
     return {"id": q.id, "line": q.line, "question": q.question, "gold": q.answer, "kind": kind, "methods": methods,
-            "rounds": [[a.to_dict() for a in r] for r in rounds], "self_consistency": [a.to_dict() for a in sc],
-            "judge": [v.to_dict() if v is not None else None for v in verdicts]}
+            "rounds": {v: [[a.to_dict() for a in r] for r in rounds] for v, rounds in zip(shown, debates,
+                                                                                         strict=True)},
+            "self_consistency": [a.to_dict() for a in sc],
+            "judge": {v: [x.to_dict() if x is not None else None for x in verdicts[v]] for v in shown}}
 
 
 def _tokens(answers: Round) -> int:
@@ -91,8 +124,9 @@ def load_records(run_dir: RunDir) -> dict[int, dict[str, Any]]:
     return records
 
 
-def score_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per method, in the order the methods appear: correct / total, accuracy, Wilson CI, tokens."""
+def score_table(records: list[dict[str, Any]], default: str | None = None) -> list[dict[str, Any]]:
+    """One row per method, in the order the methods appear: correct / total, accuracy, Wilson CI, tokens; the row
+    named ``default`` (the configured rule) has ``"default": true``."""
     order: list[str] = []
     for record in records:
         order += [m for m in record["methods"] if m not in order]
@@ -104,7 +138,8 @@ def score_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "accuracy": round(correct / total, 4) if total else 0.0,
                      "ci": [round(x, 4) for x in wilson_interval(correct, total)],
                      "unparsed": sum(s["answer"] is None for s in scored),
-                     "tokens_per_question": round(sum(s["tokens"] for s in scored) / total, 1) if total else 0.0})
+                     "tokens_per_question": round(sum(s["tokens"] for s in scored) / total, 1) if total else 0.0,
+                     "default": method == default})
     return rows
 
 
@@ -132,7 +167,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
                 record = await score_question(router, panel, cfg, q)
             durable_append(run_dir.file(RECORDS), run_dir.scrub(json.dumps(record)) + "\n")
             records[q.id] = record
-            last = f"debate round {cfg.rounds}"
+            last = default_method(cfg)
             run_dir.event("question", id=q.id, line=q.line, gold=q.answer,
                           debate=record["methods"][last]["answer"], correct=record["methods"][last]["correct"])
             bar.advance()
@@ -145,8 +180,10 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     asyncio.run(main())
     ordered = [records[q.id] for q in task if q.id in records]
     results = {"task": str(cfg.eval.task), "questions": len(ordered), "agents": [a.name for a in panel.agents],
-               "rounds": cfg.rounds, "decision": cfg.decision, "sc_samples": len(panel.agents) * (cfg.rounds + 1),
-               "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered),
+               "rounds": cfg.rounds, "decision": cfg.decision, "rule": cfg.rule, "visibility": cfg.visibility,
+               "visibilities": visibilities(cfg), "default": default_method(cfg),
+               "sc_samples": len(panel.agents) * (cfg.rounds + 1),
+               "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered, default_method(cfg)),
                "seconds": round(time.perf_counter() - start, 2)}
     from agentlab.debate.report import render_eval
 

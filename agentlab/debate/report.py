@@ -28,12 +28,15 @@ def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
         "# debate", "", f"**Question:** {results['question']}", "",
         f"{len(agents)} agents ({_sources(results['agents'])}), "
         f"{results['rounds']} debate round(s) after the independent answers of round 0; decision: "
-        f"`{results['decision']}`; judge: {results['judge']}.", "",
+        f"`{results['decision']}`, rule `{results.get('rule', 'last_round')}`; agents see "
+        f"`{results.get('visibility', 'full')}` of each other; judge: {results['judge']}.", "",
         f"**Final answer:** {final['answer'] if final['answer'] is not None else 'none (no agent gave one)'}"
         + (" (a tie, broken by core.vote's rule: more ballots, then the first given)" if final["tie"] else ""), "",
     ]
     if final.get("note"):
         lines += [final["note"] + ".", ""]
+    if results.get("rounds_asked", results["rounds"]) < results["rounds"]:
+        lines += [f"Round 0 was unanimous: the rule `{results['rule']}` asked no debate round.", ""]
     if results.get("judge_reply"):
         lines += ["## The judge", "", _quote(results["judge_reply"]["text"]), ""]
     lines += ["## Votes per round", "", "| round | " + " | ".join(agents) + " | vote | agreement | no vote |",
@@ -80,7 +83,12 @@ def agreement_plot(agreement: list[float], path: Path) -> None:
 def render_eval(results: dict[str, Any]) -> str:
     lines = [
         "# debate eval", "", f"Task: `{results['task']}`, {results['questions']} questions; agents: "
-        f"{', '.join(results['agents'])}; {results['rounds']} debate round(s); decision `{results['decision']}`.",
+        f"{', '.join(results['agents'])}; {results['rounds']} debate round(s); votes `{results['decision']}`; "
+        f"visibilities: {', '.join(results.get('visibilities', ['full']))}.",
+        "", f"Default (the configured rule and visibility, marked **bold**): `{results.get('default')}`. Rules "
+        "(core/debate/rules.py): `last_round` the last round's vote, `all_rounds` one vote over every round, "
+        "`on_disagreement` debate only when round 0 is split, `keep_round0` round 0 unless the last round "
+        "converged; their tokens count only the rounds they need.",
         "", "Accuracy with its 95% Wilson interval; an answer that cannot be parsed counts as wrong. Tokens: prompt "
         "+ completion per question. Self-consistency: the majority of as many independent samples as the debate "
         f"spent answers ({results['sc_samples']}, at temperature {results['sc_temperature']}, cycling over the "
@@ -92,6 +100,7 @@ def render_eval(results: dict[str, Any]) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| method | correct | accuracy | 95% CI | unparsed | tokens / question |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['correct']}/{r['total']} | {r['accuracy']:.3f} | "
+        name = f"**{r['method']}**" if r.get("default") else r["method"]
+        lines.append(f"| {name} | {r['correct']}/{r['total']} | {r['accuracy']:.3f} | "
                      f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f} | {r['unparsed']} | {r['tokens_per_question']:.1f} |")
     return "\n".join(lines)

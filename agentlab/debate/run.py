@@ -152,10 +152,11 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
         try:
             rounds = await debate_rounds(router, panel, question, kind, cfg.rounds, temperature=cfg.temperature,
                                          max_tokens=cfg.max_tokens, done=done, on_round=finished,
-                                         style=prompt_style(cfg, panel, kind))
+                                         style=prompt_style(cfg, panel, kind), visibility=cfg.visibility,
+                                         rule=cfg.rule)
             verdict = None
             if cfg.decision == "judge" or kind == "open":
-                verdict = await judge(router, panel, question, kind, rounds[cfg.rounds], max_tokens=cfg.max_tokens)
+                verdict = await judge(router, panel, question, kind, rounds[-1], max_tokens=cfg.max_tokens)
             return rounds, verdict
         finally:
             await router.aclose()
@@ -171,9 +172,15 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     return results
 
 
-def final_decision(method: str, last: Round, verdict: Answer | None) -> dict[str, Any]:
-    t = vote(last, method)
-    final = {"answer": t.winner, "tie": t.tie, "method": t.method, "no_votes": t.no_votes, "note": None}
+def final_decision(method: str, rounds: list[Round], verdict: Answer | None, rule: str = "last_round"
+                   ) -> dict[str, Any]:
+    """The final answer: ``rule`` over the rounds (``core/debate/rules.py``) voting by ``method``, or the judge's."""
+    from agentlab.core.debate.rules import decide
+
+    decision = decide(rule, rounds, method)
+    t = decision.tally
+    final = {"answer": t.winner, "tie": t.tie, "method": t.method, "rule": rule, "rounds_used": decision.rounds_used,
+             "no_votes": t.no_votes, "note": None}
     if method == "judge":
         if verdict is not None and verdict.answer is not None:
             final.update(answer=verdict.answer, tie=False, method="judge")
@@ -192,11 +199,12 @@ def summarise(cfg: DebateConfig, panel: Panel, question: str, kind: str, rounds:
                           "agreement": round(t.share(), 4)})
     every = [a for answers in rounds for a in answers]
     return {
-        "question": question, "kind": kind, "rounds": cfg.rounds, "decision": cfg.decision,
+        "question": question, "kind": kind, "rounds": cfg.rounds, "decision": cfg.decision, "rule": cfg.rule,
+        "visibility": cfg.visibility, "rounds_asked": len(rounds) - 1,
         "agents": [{"name": a.name, "source": a.source, "structured": a.structured} for a in panel.agents],
         "judge": panel.judge_source, "prompt_style": prompt_style(cfg, panel, kind),
         "per_round": per_round,
-        "final": final_decision(cfg.decision, rounds[-1], verdict),
+        "final": final_decision(cfg.decision, rounds, verdict, cfg.rule),
         "judge_reply": verdict.to_dict() if verdict is not None else None,
         "answers": len(every),
         "unparseable": sum(a.answer is None and a.error is None for a in every),

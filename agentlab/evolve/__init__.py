@@ -1,5 +1,6 @@
-"""agentlab evolve: evolutionary search over LoRA adapters. Children are exact blends of their parents
-(``core/train/blend.py``) with Gaussian mutation; each is scored once on the real model (task accuracy, cooperation
+"""agentlab evolve: search over blends of LoRA adapters (CMA-ES, the genetic algorithm, random search and the merge
+baselines: uniform, task arithmetic, TIES). Children are exact blends of the seeds (``core/train/blend.py``); each is
+scored once on the real model (the per-token log-likelihood of gold answers, greedy accuracy, optionally cooperation
 in a debate of the seeds) and by novelty; the population lives in an Optuna store that workers can share.
 
 Importing this package is light (no torch): models load when scoring starts.

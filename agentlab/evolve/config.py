@@ -10,16 +10,28 @@ from pydantic import Field, model_validator
 
 from agentlab.core.config import StrictModel
 
+SEARCHES = ("ga", "cmaes", "random", "uniform", "task_arithmetic", "ties")
+Search = Literal["ga", "cmaes", "random", "uniform", "task_arithmetic", "ties"]
+Baseline = Literal["uniform", "task_arithmetic", "ties", "random"]
+
 
 class TaskSettings(StrictModel):
-    file: Path | None = Field(None, description="JSONL task file, one {\"question\": ..., \"answer\": ...} per line; "
-                              "empty: a generated arithmetic task (`generate`), written into the run folder")
-    generate: Literal["easy", "medium", "hard"] = Field("easy", description="with no file: the arithmetic task "
-                                                         "generated (easy a+b, medium a+b*c, hard Du et al.'s)")
-    fitness_questions: int = Field(20, ge=2, description="questions every individual is scored on (the fitness "
+    file: Path | None = Field(None, description="JSONL task file, one {\"question\": ..., \"answer\": ...} per line, "
+                              "shuffled and split into fitness, validation and test; empty: `generate`")
+    generate: Literal["mixed", "easy", "medium", "hard"] = Field(
+        "mixed", description="with no file: mixed is the shipped mixed task of the three seed skills (arithmetic, "
+        "geography, units; its own fitness, validation and test files, agentlab/core/skilldata); easy, medium, "
+        "hard: a generated arithmetic task (a+b, a+b*c, Du et al.'s), written into the run folder")
+    fitness_questions: int = Field(36, ge=2, description="questions every individual is scored on (the fitness "
                                    "split); the adapters were never trained on them")
-    test_questions: int = Field(40, ge=0, description="questions kept apart from selection: only the final report "
-                                "scores the best adapter and its ancestors on them (0: no test split)")
+    validation_questions: int = Field(36, ge=0, description="questions that pick the final individual of the search "
+                                      "and of each baseline (the best validation score; 0: the best fitness)")
+    test_questions: int = Field(90, ge=0, description="questions kept apart from selection: only the final report "
+                                "scores the best adapter, the seeds and the baselines on them (0: no test split)")
+    score: Literal["loglik", "accuracy"] = Field(
+        "loglik", description="the task part of the fitness: loglik, the mean per-token log-likelihood of the gold "
+        "answer after the question (one forward pass per question, no generation; smooth, so one question does "
+        "not decide selection), with greedy accuracy reported beside it; accuracy: greedy accuracy alone")
     seed: int = Field(0, description="shuffle of the task file before the split (and the generated task's seed)")
     harness: str | None = Field(None, description="an lm-eval task (e.g. agentlab_arithmetic) that scores the task "
                                 "part of the fitness and the test split instead of the built-in greedy accuracy: "
@@ -30,10 +42,11 @@ class TaskSettings(StrictModel):
 
 
 class FitnessWeights(StrictModel):
-    task: float = Field(1.0, description="weight of the task accuracy on the fitness split (0-1)")
-    coop: float = Field(0.5, description="weight of the cooperation: the accuracy of the debate with the individual "
-                        "replacing one seed, minus the seeds' debate (-1 to 1)")
-    novelty: float = Field(0.1, description="weight of the novelty: mean distance to the rest of the population "
+    task: float = Field(1.0, description="weight of the task score on the fitness split (task.score: the mean "
+                        "per-token log-likelihood, <= 0, or the accuracy, 0-1)")
+    coop: float = Field(0.0, description="weight of the cooperation: the accuracy of the debate with the individual "
+                        "replacing one seed, minus the seeds' debate (-1 to 1); 0: no debate is asked at all")
+    novelty: float = Field(0.0, description="weight of the novelty: mean distance to the rest of the population "
                            "(0-1)")
 
 
@@ -51,11 +64,32 @@ class EvolveConfig(StrictModel):
     base_model: str = Field("smollm2-135m", description="the base model every adapter belongs to: the built-in "
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
     seeds: list[Path] = Field(default_factory=list, description="the adapters the population is seeded from (PEFT "
-                              "LoRA folders on base_model); empty: adapters/persona_a, _b, _c under the current "
-                              "directory, those that exist")
+                              "LoRA folders on base_model); empty: adapters/skill_arithmetic, _geography, _units "
+                              "under the current directory (`agentlab train-persona --data skill_X --out "
+                              "adapters/skill_X`), else adapters/persona_a, _b, _c, those that exist")
     task: TaskSettings = Field(default_factory=TaskSettings, description="what the individuals are scored on")
-    population: int = Field(6, ge=2, description="individuals per generation: the seeds, then children of them")
-    generations: int = Field(3, ge=0, description="generations bred after the initial population (gen_0)")
+    search: Search = Field(
+        "cmaes", description="how children are made: cmaes (CMA-ES over one blend weight per seed, Optuna's "
+        "CmaEsSampler), ga (tournament selection, two-parent blends, mutation), random (weights drawn uniformly in "
+        "weight_range), uniform (the average of the seeds: one child), task_arithmetic (the sum of the seeds times "
+        "one global scale, a grid over scale_range), ties (TIES merging, a grid over ties_density x scale_range). "
+        "Every method scores the same number of children: (population - seeds) + generations x (population - "
+        "elite). The default is provisional: benchmarks/evolve_search.py compares them")
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: ["uniform", "task_arithmetic", "ties", "random"],  # type: ignore[arg-type]
+        description="methods also run after the search, baseline_budget children each (uniform: one), so the "
+        "report compares the best evolved against them on the test split; [] for none")
+    baseline_budget: int = Field(6, ge=1, description="children scored per baseline (the grid or random draws); "
+                                 "benchmarks/evolve_search.py gives every method the full search budget instead")
+    weight_range: tuple[float, float] = Field((-0.5, 1.5), description="cmaes and random: the range of each seed's "
+                                              "blend weight; CMA-ES starts at its centre with a step of a sixth of "
+                                              "its width (Optuna's CmaEsSampler defaults)")
+    scale_range: tuple[float, float] = Field((0.3, 1.5), description="task_arithmetic and ties: the global scale's "
+                                             "grid runs over this range")
+    ties_density: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.8], min_length=1,
+                                      description="ties: the shares of each delta's largest entries kept")
+    population: int = Field(8, ge=2, description="individuals per generation: the seeds, then children of them")
+    generations: int = Field(4, ge=0, description="generations bred after the initial population (gen_0)")
     elite: int = Field(2, ge=0, description="the best individuals of a generation carried into the next unchanged "
                        "(not scored again)")
     tournament: int = Field(3, ge=1, description="tournament size of the parent selection")
@@ -64,7 +98,7 @@ class EvolveConfig(StrictModel):
     mut: float = Field(0.03, ge=0, le=1, description="mutation: probability that an element of a child's A/B "
                        "factors gets Gaussian noise")
     mut_std: float = Field(0.01, ge=0, description="mutation: the noise's standard deviation")
-    max_rank: int = Field(32, ge=1, description="a child's rank is the sum of its parents' ranks (an exact blend) "
+    max_rank: int = Field(48, ge=1, description="a child's rank is the sum of its parents' ranks (an exact blend) "
                           "up to this; above it, the best rank-max_rank approximation (the discarded energy is "
                           "recorded)")
     fitness: FitnessWeights = Field(default_factory=FitnessWeights, description="fitness = task * accuracy + "
@@ -77,7 +111,7 @@ class EvolveConfig(StrictModel):
                        "model's logits before it is scored")
     min_logit_change: float = Field(1e-4, gt=0, description="an adapter whose largest logit change on the probe is "
                                     "below this is an error (it changes nothing), not a score")
-    max_tokens: int = Field(24, ge=1, description="most tokens per answer")
+    max_tokens: int = Field(16, ge=1, description="most tokens per greedy answer (the skill seeds answer in a few)")
     store: str | None = Field(None, description="the population store (an Optuna storage: sqlite:///..., "
                               "postgresql://..., or a journal file path) that workers on several machines share; "
                               "empty: population.db in the run folder")
@@ -95,4 +129,14 @@ class EvolveConfig(StrictModel):
             raise ValueError(f"alpha_range: {low} > {high}; give [low, high]")
         if self.elite >= self.population:
             raise ValueError(f"elite: {self.elite} must be below population ({self.population}), or no child is bred")
+        for name in ("weight_range", "scale_range"):
+            low, high = getattr(self, name)
+            if not low <= high:
+                raise ValueError(f"{name}: {low} > {high}; give [low, high]")
+        if any(not 0 < d <= 1 for d in self.ties_density):
+            raise ValueError(f"ties_density: every density must be in (0, 1] (got {self.ties_density})")
         return self
+
+    def children(self, seeds: int) -> int:
+        """Children every search method scores: gen_0's free places, then population - elite per generation."""
+        return max(0, self.population - seeds) + self.generations * (self.population - self.elite)

@@ -74,21 +74,69 @@ def lineage_text(individuals: dict[str, dict[str, Any]], who: str, depth: int = 
     return out
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def headline(results: dict[str, Any]) -> list[str]:
+    """The best evolved against each seed and each baseline on the test split: accuracy with its 95% Wilson
+    interval, the per-token log-likelihood, and the best's paired accuracy difference with its 95% interval."""
+    final = results["final"]
+    rows = [r for r in final["rows"] if r["relation"] == "best" or r["relation"] == "seed"
+            or r["relation"].startswith("baseline")]
+    if not rows:
+        return []
+    best = rows[0]
+    others = [r for r in rows[1:] if "best_minus" in r]
+    beaten = sum(r["best_minus"]["mean"] > 0 for r in others)
+    lines = ["## Headline: the best evolved against every seed and baseline (test split)", "",
+             f"{final['questions']} test questions that neither selection nor the final pick saw. The best evolved "
+             f"({best['id']}, search `{results.get('search', 'ga')}`) is ahead of {beaten} of {len(others)}; "
+             "difference: the best's accuracy minus the other's, in points, with its paired 95% interval "
+             "(significant when it excludes 0).", "",
+             "| adapter | relation | test accuracy | 95% CI | per-token log-lik | best minus it (points) | 95% CI |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        diff = r.get("best_minus")
+        ll = f"{r['loglik']:.3f}" if r.get("loglik") is not None else "-"
+        lines.append(f"| {r['id']} | {r['relation']} | {r['correct']}/{r['total']} = {r['accuracy']:.3f} | "
+                     f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f} | {ll} | "
+                     + (f"{_pct(diff['mean'])} | {_pct(diff['ci'][0])} to {_pct(diff['ci'][1])} |" if diff
+                        else "- | - |"))
+    return [*lines, ""]
+
+
 def render_report(results: dict[str, Any], plot: str | None) -> str:
     ind = results["individuals"]
     best = results["best"]
     w = results["fitness_weights"]
     ref = results["reference"]
+    score = results.get("score", "accuracy")
+    task_name = "per-token log-likelihood of the gold answer" if score == "loglik" else "task accuracy"
+    coop = (f"Cooperation: the debate's accuracy with the individual in place of {ref['replaced']} minus the seeds' "
+            f"own debate ({ref['debate_accuracy']:.3f})." if ref.get("debate_accuracy") is not None else
+            "No cooperation debate (its weight is 0).")
+    q = results["questions"]
     lines = [
         "# evolve", "",
-        f"Population {results['population']}, {results['generations']} generations after gen_0, base "
-        f"{results['base_model']}; {results['questions']['fitness']} fitness questions, "
-        f"{results['questions']['test']} test questions; {results['seconds']:.0f} s.", "",
-        f"Fitness = {w['task']:g} x task accuracy + {w['coop']:g} x cooperation + {w['novelty']:g} x novelty "
-        f"({results['novelty']}). Cooperation: the debate's accuracy with the individual in place of "
-        f"{ref['replaced']} minus the seeds' own debate ({ref['debate_accuracy']:.3f}).", "",
-        f"**Best: {best['id']}**, fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
-        f"{best['coop']:+.3f}, novelty {best['novelty']:.3f}): `{ind[best['id']]['path']}`", ""]
+        f"Search `{results.get('search', 'ga')}`; population {results['population']}, {results['generations']} "
+        f"generations after gen_0, base {results['base_model']}; {q['fitness']} fitness, {q.get('validation', 0)} "
+        f"validation and {q['test']} test questions; {results['seconds']:.0f} s.", "",
+        f"Fitness = {w['task']:g} x {task_name} + {w['coop']:g} x cooperation + {w['novelty']:g} x novelty "
+        f"({results['novelty']}). {coop} The final pick is the child with the best validation score.", "",
+        f"**Best: {best['id']}**, fitness {_num(best['fitness'])} (task {_num(best['task'])}, validation "
+        f"{_num(best.get('validation'))}): `{ind[best['id']]['path']}`", "", *headline(results)]
+    if results.get("baselines"):
+        lines += ["## Baselines", "", "| baseline | children | best (validation) | its validation | its fitness-split "
+                  "task |", "|---|---|---|---|---|"]
+        picks = {r["relation"].removeprefix("baseline "): r["id"] for r in results["final"]["rows"]
+                 if r["relation"].startswith("baseline")}
+        for name, ids in results["baselines"].items():
+            pick = picks.get(name)
+            lines.append(f"| {name} | {len(ids)} | {pick or '-'} | "
+                         f"{_num(ind[pick].get('validation')) if pick else '-'} | "
+                         f"{_num(ind[pick].get('task')) if pick else '-'} |")
+        lines.append("")
     if plot:
         lines += [f"![fitness per generation]({plot})", ""]
     lines += ["## Generations", "",
@@ -99,7 +147,7 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
         lines.append(f"| {h['generation']} | {h['best']['id']} | {h['best']['fitness']:.3f} | {m['fitness']:.3f} | "
                      f"{m['task']:.3f} | {m['coop']:+.3f} | {m['novelty']:.3f} |")
     final = results["final"]
-    lines += ["", "## The best against its ancestors and the seeds on the test split", ""]
+    lines += ["", "## Every adapter scored on the test split", ""]
     if final["rows"]:
         lines += [f"{final['questions']} questions that selection never saw (accuracy, 95% Wilson interval).", "",
                   "| adapter | relation | gen | fitness-split task | test accuracy | 95% CI |",
@@ -117,10 +165,14 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
         parents = ", ".join(f"{p} ({w:.2f})" for p, w in zip(i.get("parents") or [], i.get("weights") or [],
                                                                strict=False)) or "seed"
         energy = f"{i['discarded_energy']:.2g}" if i.get("discarded_energy") is not None else "-"
+        if i.get("origin") not in (None, "seed", "blend"):
+            parents = f"{i['origin']}: " + (f"density {i['density']}, scale {i['scale']}" if i.get("density")
+                                             else ", ".join(f"{w:.2f}" for w in i.get("weights") or []))
         state = i["state"] if not i.get("error") else f"{i['state']}: {i['error']}"
         lines.append(f"| {m} | {i['generation']} | {parents} | {i.get('rank')} | {energy} | {_num(i.get('task'))} | "
                      f"{_num(i.get('coop'), True)} | {i.get('probe_change') or '-'} | {i.get('seconds') or '-'} | "
                      f"{state} |")
-    seeds = ", ".join(f"{k} {v:.3f}" for k, v in ref["accuracy"].items())
-    lines += ["", f"Seeds alone on the fitness split: {seeds}; their debate: {ref['debate_accuracy']:.3f}.", ""]
+    if ref.get("debate_accuracy") is not None:
+        seeds = ", ".join(f"{k} {v:.3f}" for k, v in ref["accuracy"].items())
+        lines += ["", f"Seeds alone on the fitness split: {seeds}; their debate: {ref['debate_accuracy']:.3f}.", ""]
     return "\n".join(lines)

@@ -1,19 +1,25 @@
-"""`agentlab evolve run`: evolutionary search over LoRA adapters.
+"""`agentlab evolve run`: search over blends of LoRA adapters.
 
-gen_0 is the seeds plus children blended from random pairs of them, up to ``population``. Each later generation
-keeps the ``elite`` best unchanged (they are not scored again) and breeds the rest: two parents by tournament, an
-exact blend with the first parent's weight drawn from ``alpha_range`` (``core/train/blend.py``), Gaussian mutation
-of the factors. Every individual is scored once (``score.py``): task accuracy on the fitness split and cooperation
-in the seeds' debate; novelty (distance to the rest of its generation, in answers or weights) is computed from
-those stored scores each generation. Fitness = the weighted sum, each part recorded. The best individual of the last
-generation and its ancestors are scored on the test split, which selection never saw.
+``search`` picks how children are made (``search.py`` for all but the GA): ``cmaes`` (default) asks CMA-ES for one
+blend weight per seed, ``random`` draws them, ``uniform`` / ``task_arithmetic`` / ``ties`` are the merge baselines
+as searches; ``ga`` is the genetic algorithm: gen_0 is the seeds plus children blended from random pairs of them, up
+to ``population``; each later generation keeps the ``elite`` best unchanged (not scored again) and breeds the rest
+(two parents by tournament, an exact blend with the first parent's weight from ``alpha_range``,
+``core/train/blend.py``, Gaussian mutation). Every method scores the same number of children
+(``EvolveConfig.children``). Every individual is scored once (``score.py``): the task part (by default the mean
+per-token log-likelihood of the gold answers of the fitness split, greedy accuracy beside it), its validation score,
+and, when weighted, cooperation in the seeds' debate; novelty is computed from those stored scores each generation.
+Fitness = the weighted sum, each part recorded. Then the ``baselines`` run (``baseline_budget`` children each), the
+best validation score picks the best evolved child and each baseline's, and they, the seeds and the best's
+ancestors are scored on the test split, which neither selection nor the pick saw (the report's headline).
 
 Run folder (``runs/evolve/<timestamp>-<name>/``)::
 
     config.yaml, run.json, events.jsonl   as every command (events: ``scored`` per individual, ``generation``)
     population.db     the population store (Optuna; see population.py), unless ``store`` names another
     adapters/gen_K/gKcJ/   each child: a PEFT adapter folder with lineage.json (parents, weights, rank, mutation)
-    task.jsonl        the generated task, when no task file was given
+    adapters/baselines/    the baselines' children
+    task.jsonl        the three splits' questions, when no task file was given
     results.json      every individual (lineage, scores), every generation (fitness parts), the test comparison
     report.md         fitness curves (fitness.png), the lineage tree, the best adapter against its ancestors
 """
@@ -49,13 +55,14 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     from agentlab.core.train.blend import check_compatible, read_parent
 
     if not cfg.seeds:
-        from agentlab.core.train.adapters import persona_adapters
+        from agentlab.core.train.adapters import persona_adapters, skill_adapters
 
-        found = persona_adapters()
+        found = skill_adapters() or persona_adapters()
         if not found:
-            raise UsageError("no seeds: no --seeds, no seeds in the config, and no adapters/persona_a, persona_b or "
-                             "persona_c under the current directory",
-                             hint="train them with `agentlab train-persona`, or pass --seeds DIR ...")
+            raise UsageError("no seeds: no --seeds, no seeds in the config, and no adapters/skill_arithmetic, "
+                             "_geography, _units (or adapters/persona_a, _b, _c) under the current directory",
+                             hint="train them: agentlab train-persona --data skill_X --out adapters/skill_X (X = "
+                             "arithmetic, geography, units), or pass --seeds DIR ...")
         cfg.seeds = found
     cfg.seeds = [Path(p).expanduser().resolve() for p in cfg.seeds]
     names = [p.name for p in cfg.seeds]
@@ -66,6 +73,11 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     if len(cfg.seeds) > cfg.population:
         raise UsageError(f"seeds: {len(cfg.seeds)} seeds do not fit a population of {cfg.population}",
                          hint=f"raise population to at least {len(cfg.seeds)}, or give fewer seeds")
+    needs = [m for m in (cfg.search, *cfg.baselines) if m != "ga"]
+    if needs and len(cfg.seeds) < 2:
+        what = "search" if needs[0] == cfg.search else "baseline"
+        raise UsageError(f"{what} {needs[0]} combines the seeds: it needs at least 2 (got {len(cfg.seeds)})",
+                         hint="give more --seeds, or --set search=ga --set baselines=[]")
     parents = [read_parent(p) for p in cfg.seeds]  # InputError (exit 2) naming the folder
     check_compatible(parents)
     resolve_model(cfg.base_model, user="base_model")
@@ -73,7 +85,7 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
         from agentlab.core.search.study import open_storage
 
         open_storage(cfg.store, Path.cwd(), what="store")  # a bad URL: one line, before any folder exists
-    fitness, test = split_task(cfg)
+    fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)
     from agentlab.core.train.adapters import logit_changes
@@ -84,23 +96,41 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
             raise InputError(f"seed {Path(cfg.seeds[names.index(name)])}: the adapter changes nothing (largest "
                              f"logit change on the probe {change:.3g} < min_logit_change {cfg.min_logit_change:g})",
                              hint="an untrained adapter (B = 0) or one for another model; train it, or drop it")
-    return {"fitness": fitness, "test": test}
+    return {"fitness": fitness, "validation": validation, "test": test}
 
 
-def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question]]:
+def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[Question]]:
+    """The fitness, validation and test questions: the shipped mixed task's own splits, or a task file (or a
+    generated arithmetic task) shuffled and cut in three."""
     t = cfg.task
-    need = t.fitness_questions + t.test_questions
+    sizes = {"fitness": t.fitness_questions, "validation": t.validation_questions, "test": t.test_questions}
+    if t.file is None and t.generate == "mixed":
+        from agentlab.core.skills import mixed_file
+
+        out = []
+        for split, n in sizes.items():
+            questions = load_task(mixed_file(split))
+            if len(questions) < n:
+                raise UsageError(f"task: the shipped mixed task's {split} split has {len(questions)} questions; "
+                                 f"task.{split}_questions asks for {n}",
+                                 hint=f"lower task.{split}_questions to at most {len(questions)}")
+            out.append(questions[:n])
+        return out[0], out[1], out[2]
+    need = sum(sizes.values())
     if t.file is None:
         questions = as_questions(make_task(need, t.generate, t.seed))
     else:
         questions = load_task(t.file)
         if len(questions) < need:
             raise UsageError(f"{t.file}: {len(questions)} questions; the splits need {need} "
-                             f"({t.fitness_questions} fitness + {t.test_questions} test)",
-                             hint="lower task.fitness_questions / task.test_questions, or give a longer task file")
+                             f"({t.fitness_questions} fitness + {t.validation_questions} validation + "
+                             f"{t.test_questions} test)",
+                             hint="lower task.fitness_questions / validation_questions / test_questions, or give a "
+                             "longer task file")
         questions = list(questions)
         random.Random(t.seed).shuffle(questions)
-    return questions[:t.fitness_questions], questions[t.fitness_questions:need]
+    a, b = t.fitness_questions, t.fitness_questions + t.validation_questions
+    return questions[:a], questions[a:b], questions[b:need]
 
 
 def check_harness(cfg: EvolveConfig) -> None:
@@ -136,39 +166,49 @@ def _question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
 
 
 def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: list[Question],
-        progress: Progress | None = None, announce: Callable[[str], None] | None = None,
-        providers: dict[str, Any] | None = None) -> dict[str, Any]:
+        validation: list[Question] | None = None, progress: Progress | None = None,
+        announce: Callable[[str], None] | None = None, providers: dict[str, Any] | None = None) -> dict[str, Any]:
     progress = progress or NullProgress()
     say = announce or log.info
     start = time.perf_counter()
     pop = open_population(cfg.store, run_dir.path, create=True)
-    settings = _settings(cfg, pop, fitness, test, run_dir)
+    settings = _settings(cfg, pop, fitness, validation or [], test, run_dir)
     requeued = pop.requeue_running()
     if requeued:
         say(f"resuming: {requeued} individuals that were being scored go back to the queue")
     n = len(settings.questions)
-    if pop.attr("reference") is None:
+    if pop.attr("reference") is None and settings.coop:
         bar = progress.task("the seeds' own debate (reference)", total=len(settings.seeds) * n + n)
         pop.set_attr("reference", reference(settings, providers=providers, tick=bar.advance))
         run_dir.event("reference", **{k: v for k, v in pop.attr("reference").items() if k not in ("round0", "debate")})
+    elif pop.attr("reference") is None:
+        pop.set_attr("reference", reference(settings))  # no cooperation part: no debate, nothing asked
     ref = pop.attr("reference")
+    # progress ticks per individual: its greedy answers (fitness, and validation under accuracy), its debates
+    ticks = n + (len(settings.validation) if settings.score != "loglik" else 0) + (n if settings.coop else 0)
     history: list[dict[str, Any]] = []
     for k in range(cfg.generations + 1):
         members = pop.members(k)
         if members is None:
             members = breed(cfg, pop, k, run_dir, history[-1] if history else None)
-        _score(cfg, pop, k, members, run_dir, progress, say, providers, 2 * n)
+        _score(cfg, pop, k, members, run_dir, progress, say, providers, ticks)
         history.append(generation_row(cfg, pop.individuals(), k, members))
+        if cfg.search == "cmaes":
+            _tell(cfg, pop, k, history[-1])
         best = history[-1]["best"]
-        say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.2f}, coop "
+        say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
             f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {history[-1]['mean']['fitness']:.3f}")
+    baselines = run_baselines(cfg, pop, run_dir, progress, say, providers, ticks)
     individuals = pop.individuals()
+    best, picks = final_picks(cfg, individuals, history, baselines)
     final = pop.attr("final")
     if final is None:
-        final = compare_on_test(settings, pop, individuals, history[-1]["best"]["id"], progress, providers)
+        final = compare_on_test(settings, pop, individuals, best, progress, providers, picks)
         pop.set_attr("final", final)
     pop.set_attr("finished", True)
     results = _results(cfg, settings, ref, individuals, history, final, time.perf_counter() - start)
+    results["search"], results["baselines"] = cfg.search, {b: ids for b, ids in baselines.items()}
+    results["best"] = best_row(individuals, history, best)
     from agentlab.evolve.report import fitness_plot, render_report
 
     run_dir.save_results(results)
@@ -177,8 +217,8 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     return results
 
 
-def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], test: list[Question],
-              run_dir: RunDir) -> ScoreSettings:
+def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], validation: list[Question],
+              test: list[Question], run_dir: RunDir) -> ScoreSettings:
     """The stored settings (a resumed run keeps its questions and seeds), or new ones."""
     stored = pop.attr("settings")
     if stored is not None:
@@ -186,13 +226,14 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], test:
     if cfg.task.file is None:
         from agentlab.core.debate.task import write_task
 
-        rows = [{"question": q.question, "answer": q.answer} for q in [*fitness, *test]]
+        rows = [{"question": q.question, "answer": q.answer} for q in [*fitness, *validation, *test]]
         write_task(run_dir.file(TASK_FILE), rows, force=True)
     settings = ScoreSettings(
         base_model=cfg.base_model, device=cfg.device, questions=_question_dicts(fitness),
         seeds={p.name: str(p) for p in cfg.seeds}, max_tokens=cfg.max_tokens, rounds=cfg.coop.rounds,
         replace=cfg.coop.replace, decision=cfg.coop.decision, probe=cfg.probe, min_change=cfg.min_logit_change,
-        harness=harness_settings(cfg))
+        harness=harness_settings(cfg), score=cfg.task.score, validation=_question_dicts(validation),
+        coop=cfg.fitness.coop != 0)
     pop.set_attr("test", _question_dicts(test))
     pop.set_attr("settings", settings.to_dict())
     return settings
@@ -210,6 +251,8 @@ def _rank(path: str | Path) -> int:
 def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, last: dict[str, Any] | None) -> list[str]:
     """Generation ``k``'s members: created (adapter folders written, individuals queued) and stored. The random draws
     are the same on every call for the same seed and scores, so a crash while breeding breeds the same children."""
+    if cfg.search != "ga":
+        return breed_weights(cfg, pop, k, run_dir, last)
     rng = random.Random(f"{cfg.seed}:{k}")
     known = pop.individuals()
     if k == 0:
@@ -270,13 +313,150 @@ def _make_child(cfg: EvolveConfig, pop: Population, k: int, child: str, parents:
              "noise_seed": noise_seed})
 
 
+def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
+                  last: dict[str, Any] | None) -> list[str]:
+    """Generation ``k`` of a search over the seeds' blend weights (``search.py``): gen_0 is the seeds and the first
+    proposals; each later generation carries the ``elite`` best so far and adds ``population - elite`` proposals,
+    until the search's budget is spent (uniform: one child in all)."""
+    from agentlab.evolve.search import budget, cma_ask, fixed_spec
+
+    seeds = [p.name for p in cfg.seeds]
+    total = budget(cfg, cfg.search, len(seeds), baseline=False)
+    if k == 0:
+        members, start, count = list(seeds), 0, cfg.population - len(seeds)
+        for path in cfg.seeds:
+            if path.name not in pop.individuals():
+                pop.add({"id": path.name, "generation": 0, "origin": "seed", "path": str(path), "parents": [],
+                         "weights": [], "rank": _rank(path)})
+    else:
+        assert last is not None
+        ranked = sorted((r for r in last["members"] if r["fitness"] is not None), key=lambda r: -r["fitness"])
+        members = [r["id"] for r in ranked[:cfg.elite]]
+        start = (cfg.population - len(seeds)) + (k - 1) * (cfg.population - cfg.elite)
+        count = cfg.population - cfg.elite
+    count = max(0, min(count, total - start))
+    known = pop.individuals()
+    if cfg.search == "cmaes":
+        # children stored before a crash keep their CMA-ES trials; only the rest are asked
+        made = [known[f"g{k}c{j}"] for j in range(count) if f"g{k}c{j}" in known]
+        specs = [{"method": "cmaes", "weights": ind["weights"], "search_trial": ind.get("search_trial")}
+                 for ind in made]
+        keep = {int(ind["search_trial"]) for ind in made if ind.get("search_trial") is not None}
+        specs += cma_ask(cfg, pop, len(seeds), k, count - len(made), keep=keep) if count > len(made) else []
+    else:
+        specs = [fixed_spec(cfg, cfg.search, start + j, total, len(seeds)) for j in range(count)]
+    for j, spec in enumerate(specs):
+        child = f"g{k}c{j}"
+        members.append(child)
+        if child not in known:
+            _make_spec_child(cfg, pop, k, child, spec, run_dir.file("adapters", f"gen_{k}", child))
+    pop.set_members(k, members)
+    return members
+
+
+def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, child: str, spec: dict[str, Any],
+                     folder: Path, baseline: str | None = None) -> None:
+    """A child of every seed as ``spec`` says (an exact blend with its weights, or TIES), queued for scoring."""
+    from agentlab.core.train.blend import blend_adapters, ties_merge
+
+    seeds = [str(p) for p in cfg.seeds]
+    rank = min(sum(_rank(p) for p in seeds), cfg.max_rank)
+    if spec["method"] == "ties":
+        result = ties_merge(seeds, folder, density=spec["density"], scale=spec["scale"], rank=rank, force=True)
+    else:
+        result = blend_adapters(seeds, spec["weights"], folder, rank=rank, force=True)
+    pop.add({"id": child, "generation": generation, "origin": spec["method"], "path": str(folder),
+             "parents": [p.name for p in cfg.seeds], "weights": spec["weights"], "rank": rank,
+             "discarded_energy": result.discarded_energy, "baseline": baseline,
+             **{key: spec[key] for key in ("density", "scale", "search_trial") if key in spec}})
+
+
+def _tell(cfg: EvolveConfig, pop: Population, k: int, row: dict[str, Any]) -> None:
+    """CMA-ES learns generation ``k``'s fitness (its own children only; the elite were told before)."""
+    from agentlab.evolve.search import cma_tell
+
+    individuals = pop.individuals()
+    fitness = {int(individuals[r["id"]]["search_trial"]): r["fitness"] for r in row["members"]
+               if individuals[r["id"]].get("search_trial") is not None}
+    cma_tell(cfg, pop, len(cfg.seeds), k, fitness)
+
+
+def run_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, progress: Progress,
+                  say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> dict[str, list[str]]:
+    """The merge baselines (``cfg.baselines`` other than the search itself), ``baseline_budget`` children each,
+    created once and scored together (workers included); their ids by baseline."""
+    from agentlab.evolve.search import budget, fixed_spec
+
+    out: dict[str, list[str]] = {}
+    seeds = len(cfg.seeds)
+    for name in dict.fromkeys(cfg.baselines):
+        if name == cfg.search:
+            continue
+        members = pop.members(f"baseline_{name}")
+        if members is None:
+            known = pop.individuals()
+            total = budget(cfg, name, seeds, baseline=True)
+            members = []
+            for j in range(total):
+                child = f"{name}{j}"
+                members.append(child)
+                if child not in known:
+                    _make_spec_child(cfg, pop, "baseline", child, fixed_spec(cfg, name, j, total, seeds),
+                                     run_dir.file("adapters", "baselines", child), baseline=name)
+            pop.set_members(f"baseline_{name}", members)
+        out[name] = members
+    every = [m for ids in out.values() for m in ids]
+    if every:
+        _score(cfg, pop, "baseline", every, run_dir, progress, say, providers, ticks)
+    return out
+
+
+def selection_score(ind: dict[str, Any]) -> float:
+    """What picks the final individual: its validation score, else its fitness-split task score."""
+    value = ind.get("validation")
+    if value is None or (isinstance(value, float) and value != value):
+        value = ind.get("task")
+    return float(value) if value is not None else float("-inf")
+
+
+def final_picks(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], history: list[dict[str, Any]],
+                baselines: dict[str, list[str]]) -> tuple[str, dict[str, str]]:
+    """The best evolved individual (the best validation score among the search's children; the last generation's
+    best by fitness when no child could be scored, or with no validation split under the GA's fitness) and the best
+    of each baseline by the same rule."""
+    scored = {m: ind for m, ind in individuals.items() if ind["state"] == "complete"}
+    children = [m for m, ind in scored.items() if ind.get("origin") != "seed" and not ind.get("baseline")]
+    if cfg.task.validation_questions and children:
+        best = max(children, key=lambda m: selection_score(scored[m]))
+    else:
+        best = history[-1]["best"]["id"]
+    picks = {}
+    for name, ids in baselines.items():
+        done = [m for m in ids if m in scored]
+        if done:
+            picks[name] = max(done, key=lambda m: selection_score(scored[m]))
+    return best, picks
+
+
+def best_row(individuals: dict[str, dict[str, Any]], history: list[dict[str, Any]], best: str) -> dict[str, Any]:
+    """``best``'s row of the last generation that holds it (fitness parts), with its validation score."""
+    for h in reversed(history):
+        for r in h["members"]:
+            if r["id"] == best and r["fitness"] is not None:
+                return {**r, "validation": individuals[best].get("validation")}
+    ind = individuals[best]
+    return {"id": best, "task": ind.get("task"), "coop": ind.get("coop") or 0.0, "novelty": 0.0,
+            "fitness": ind.get("task"), "validation": ind.get("validation"), "error": None}
+
+
 # ---------------------------------------------------------------------- scoring
 
 
-def _score(cfg: EvolveConfig, pop: Population, k: int, members: list[str], run_dir: RunDir, progress: Progress,
+def _score(cfg: EvolveConfig, pop: Population, k: int | str, members: list[str], run_dir: RunDir, progress: Progress,
            say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> None:
     from agentlab.evolve.worker import failure_line, spawn, work
 
+    label = f"gen {k}" if isinstance(k, int) else f"{k}s"
     individuals = pop.individuals()
     waiting = [m for m in members if individuals[m]["state"] == "waiting"]
     if not waiting:
@@ -284,8 +464,8 @@ def _score(cfg: EvolveConfig, pop: Population, k: int, members: list[str], run_d
     born = [m for m in members if individuals[m]["generation"] == k]
     done = len(born) - len([m for m in born if m in waiting])
     if done:
-        say(f"gen {k}: {done} of its {len(born)} new individuals already scored; not scored again")
-    bar = progress.task(f"gen {k}: scoring {len(waiting)}", total=len(waiting) * ticks)
+        say(f"{label}: {done} of its {len(born)} new individuals already scored; not scored again")
+    bar = progress.task(f"{label}: scoring {len(waiting)}", total=len(waiting) * ticks)
 
     def scored(ind: dict[str, Any], result: dict[str, Any] | str) -> None:
         if isinstance(result, str):
@@ -379,34 +559,60 @@ def ancestors(individuals: dict[str, dict[str, Any]], who: str) -> list[str]:
 
 
 def compare_on_test(settings: ScoreSettings, pop: Population, individuals: dict[str, dict[str, Any]], best: str,
-                    progress: Progress, providers: dict[str, Any] | None) -> dict[str, Any]:
-    """The best individual, its ancestors and the other seeds on the test split."""
+                    progress: Progress, providers: dict[str, Any] | None,
+                    picks: dict[str, str] | None = None) -> dict[str, Any]:
+    """The best individual against its ancestors, every seed and the best of each baseline on the test split:
+    accuracy with its Wilson interval, the mean per-token log-likelihood (task.score loglik), and the best's paired
+    accuracy difference to each (a 95% normal interval over the questions)."""
     questions = pop.attr("test") or []
+    picks = picks or {}
     line = [best, *ancestors(individuals, best)]
     line += [m for m, ind in individuals.items() if ind.get("origin") == "seed" and m not in line]
-    lineage = set(line[:1] + ancestors(individuals, best))
+    line += [m for m in picks.values() if m not in line]
+    lineage = set(ancestors(individuals, best))
+    baseline_of = {m: name for name, m in picks.items()}
     if not questions:
         return {"best": best, "questions": 0, "rows": []}
-    bar = progress.task("best and its ancestors on the test split", total=len(line) * len(questions))
+    bar = progress.task("the best, seeds and baselines on the test split", total=len(line) * len(questions))
     scores = test_accuracy(settings, questions, {m: individuals[m]["path"] for m in line}, providers=providers,
                            tick=bar.advance)
     rows = []
     for m in line:
-        s = scores[m]
-        relation = "best" if m == best else "ancestor" if m in lineage else "seed"
-        rows.append({"id": m, "relation": relation,
-                     "generation": individuals[m]["generation"], "fitness_split": individuals[m].get("task"), **s,
-                     "ci": [round(x, 4) for x in wilson_interval(s["correct"], s["total"])]})
+        s = dict(scores[m])
+        items = s.pop("items", None)
+        s.pop("loglik_items", None)
+        ind = individuals[m]
+        relation = ("best" if m == best else f"baseline {baseline_of[m]}" if m in baseline_of else
+                    "seed" if ind.get("origin") == "seed" else "ancestor" if m in lineage else "other")
+        row = {"id": m, "relation": relation, "generation": ind["generation"], "origin": ind.get("origin"),
+               "fitness_split": ind.get("task"), "validation": ind.get("validation"), **s,
+               "ci": [round(x, 4) for x in wilson_interval(s["correct"], s["total"])]}
+        best_items = scores[best].get("items")
+        if m != best and items is not None and best_items is not None:
+            row["best_minus"] = paired_difference(best_items, items)
+        rows.append(row)
     return {"best": best, "questions": len(questions), "rows": rows}
+
+
+def paired_difference(a: list[bool], b: list[bool]) -> dict[str, Any]:
+    """Mean of ``a - b`` over paired items with its 95% normal interval (the same questions for both)."""
+    diffs = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
+    n = len(diffs)
+    mean = sum(diffs) / n if n else 0.0
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+    half = 1.96 * (var / n) ** 0.5 if n else 0.0
+    return {"mean": round(mean, 4), "ci": [round(mean - half, 4), round(mean + half, 4)]}
 
 
 def _results(cfg: EvolveConfig, settings: ScoreSettings, ref: dict[str, Any], individuals: dict[str, dict[str, Any]],
              history: list[dict[str, Any]], final: dict[str, Any], seconds: float) -> dict[str, Any]:
     keep = ("generation", "origin", "path", "parents", "weights", "rank", "discarded_energy", "state", "error",
-            "task", "coop", "coop_accuracy", "probe_change", "tokens", "seconds", "worker", "harness")
+            "task", "accuracy", "validation", "coop", "coop_accuracy", "probe_change", "tokens", "seconds", "worker",
+            "harness", "baseline", "density", "scale", "search_trial")
     return {
         "base_model": cfg.base_model, "population": cfg.population, "generations": cfg.generations,
-        "questions": {"fitness": len(settings.questions), "test": final["questions"]},
+        "questions": {"fitness": len(settings.questions), "validation": len(settings.validation),
+                      "test": final["questions"]}, "score": settings.score,
         "fitness_weights": cfg.fitness.model_dump(), "novelty": cfg.novelty,
         "reference": {k: v for k, v in ref.items() if k not in ("round0", "debate")},
         "individuals": {m: {k: ind.get(k) for k in keep} for m, ind in individuals.items()},

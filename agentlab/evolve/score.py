@@ -16,9 +16,10 @@ provider of ``core/debate``), so concurrent requests of different adapters share
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 from agentlab.core.debate.engine import Agent, Answer, Panel, adapter_panel, ask, ballots, debate_rounds
@@ -45,6 +46,9 @@ class ScoreSettings:
     probe: str
     min_change: float
     harness: dict[str, Any] | None = None  # task.harness: {task, include, fitness, test} (item indices)
+    score: str = "accuracy"  # the task part: accuracy (greedy) or loglik (mean per-token log-likelihood of the gold)
+    validation: list[dict[str, Any]] = field(default_factory=list)  # what picks the final individual
+    coop: bool = True  # ask the cooperation debate (its fitness weight is not 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +85,20 @@ def _on_panel(panel: Panel, providers: dict[str, Any] | None,
 
 
 def _style(kind: Kind) -> str:
-    return "plain" if kind == "numeric" else "format"
+    return "plain"  # the seeds were trained on the question alone (personas, skills)
+
+
+def text_answer(text: str, gold: str) -> str | None:
+    """A text (not numeric) answer read from a reply: the gold answer when the reply's first line names it as whole
+    words ("Paris.", "It is Paris"), else that first line; None for an empty reply."""
+    lines = text.strip().splitlines()
+    if not lines:
+        return None
+    first = normalise(lines[0])
+    target = normalise(gold)
+    if target and re.search(rf"(?<!\w){re.escape(target)}(?!\w)", first):
+        return gold
+    return first or None
 
 
 async def _answers(router: Any, agent: Agent, task: list[tuple[Question, Kind]], max_tokens: int,
@@ -90,6 +107,8 @@ async def _answers(router: Any, agent: Agent, task: list[tuple[Question, Kind]],
         async with gate:
             messages = [{"role": "user", "content": first_prompt(q.question, kind, _style(kind))}]  # type: ignore[arg-type]
             answer = await ask(router, agent, messages, kind, temperature=0.0, max_tokens=max_tokens)
+        if kind == "text" and answer.error is None:  # a fact (a city, a continent): the gold named on line one
+            answer.answer = text_answer(answer.text, q.answer)
         tick()
         return answer
 
@@ -115,6 +134,9 @@ def reference(s: ScoreSettings, *, providers: dict[str, Any] | None = None,
               tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """The seeds' own debate on the fitness questions: each seed's round-0 answers (and accuracy), the seed that
     individuals replace, and the reference debate's votes and accuracy."""
+    if not s.coop:  # no cooperation part: no debate to compare against
+        return {"round0": {}, "accuracy": {}, "replaced": None, "debate": [], "debate_accuracy": None,
+                "skipped": True}
     task = s.task()
     panel = adapter_panel(s.base_model, s.seeds, device=s.device, batch=64)
 
@@ -141,11 +163,17 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
                 ) -> dict[str, dict[str, Any] | str]:
     """Scores of each individual (``{"id", "path"}`` dicts) by id, or the error (a string) that stopped it."""
     start = time.perf_counter()
-    changes, out = _probe(s, {ind["id"]: ind["path"] for ind in individuals})
+    paths = {ind["id"]: ind["path"] for ind in individuals}
+    logliks: dict[str, dict[str, list[float]]] = {}
+    if s.score == "loglik":
+        changes, out, logliks = _probe_and_logliks(s, paths, {"fitness": s.questions, "validation": s.validation})
+    else:
+        changes, out = _probe(s, paths)
     live = [ind for ind in individuals if ind["id"] not in out]
     if not live:
         return out
     task = s.task()
+    greedy = task if s.score == "loglik" else task + task_of(s.validation)  # accuracy picks on validation answers
     # the seeds (named as in the reference) and the individuals; a seed scored as an individual is the same adapter
     panel = adapter_panel(s.base_model, {**s.seeds, **{ind["id"]: ind["path"] for ind in live}}, device=s.device,
                           batch=64)
@@ -168,25 +196,38 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
                 _debate(router, debate, q, kind, [replace(first[i], agent=agent.name) for agent, first in table],
                         s, gate, tick) for i, (q, kind) in enumerate(task))))
 
-        own = await asyncio.gather(*(_answers(router, agents[ind["id"]], task, s.max_tokens, gate, tick)
+        own = await asyncio.gather(*(_answers(router, agents[ind["id"]], greedy, s.max_tokens, gate, tick)
                                      for ind in live))
-        votes = await asyncio.gather(*(coop(ind, mine) for ind, mine in zip(live, own, strict=True)))
+        if not s.coop:
+            return list(own), [[] for _ in live]
+        votes = await asyncio.gather(*(coop(ind, mine[:len(task)]) for ind, mine in zip(live, own, strict=True)))
         return list(own), list(votes)
 
     own, votes = _on_panel(panel, providers, work)
     seconds = round((time.perf_counter() - start) / len(live), 2)
-    for ind, mine, debate in zip(live, own, votes, strict=True):
+    for ind, both, debate in zip(live, own, votes, strict=True):
+        mine, held = both[:len(task)], both[len(task):]
         answers = [a.answer for a in mine]
         winners = [w for w, _ in debate]
-        task_acc, coop_acc = _accuracy(answers, task), _accuracy(winners, task)
-        out[ind["id"]] = {
-            "task": round(task_acc, 4), "coop": round(coop_acc - ref["debate_accuracy"], 4),
-            "coop_accuracy": round(coop_acc, 4), "probe_change": round(changes[ind["id"]], 5),
+        task_acc = _accuracy(answers, task)
+        coop_acc = _accuracy(winners, task) if s.coop else None
+        row: dict[str, Any] = {
+            "task": round(task_acc, 4), "accuracy": round(task_acc, 4),
+            "coop": round(coop_acc - ref["debate_accuracy"], 4) if coop_acc is not None else 0.0,
+            "coop_accuracy": round(coop_acc, 4) if coop_acc is not None else None,
+            "probe_change": round(changes[ind["id"]], 5),
             "answers": [normalise(a) if a is not None else None for a in answers],
             "correct": [is_correct(a, q.answer) for a, (q, _) in zip(answers, task, strict=True)],
-            "debate": winners, "replaced": ref["replaced"],
-            "tokens": sum(a.tokens for a in mine) + sum(t for _, t in debate),
-            "errors": sum(a.error is not None for a in mine), "seconds": seconds, "batch": len(live)}
+            "debate": winners, "replaced": ref.get("replaced"),
+            "tokens": sum(a.tokens for a in both) + sum(t for _, t in debate),
+            "errors": sum(a.error is not None for a in both), "seconds": seconds, "batch": len(live)}
+        if s.validation and s.score != "loglik":
+            row["validation"] = round(_accuracy([a.answer for a in held], task_of(s.validation)), 4)
+        if s.score == "loglik":
+            mine_ll = logliks[ind["id"]]
+            row.update(task=_mean(mine_ll["fitness"]), loglik=mine_ll["fitness"],
+                       validation=_mean(mine_ll["validation"]) if s.validation else None)
+        out[ind["id"]] = row
     if s.harness is not None:  # the task part from lm-eval on the fitness items
         scored = harness_scores(s, {ind["id"]: ind["path"] for ind in live}, s.harness["fitness"])
         for ind in live:
@@ -207,6 +248,52 @@ def harness_scores(s: ScoreSettings, adapters: dict[str, str], items: list[int])
                           device=s.device, probe=s.probe, min_change=s.min_change)
     return {name: {"value": round(scored.mean(name), 4), "items": scored.per_item(name),
                    "scores": [x.to_dict() for x in scored.rows[name]]} for name in adapters}
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 5) if values else float("nan")
+
+
+def _probe_and_logliks(s: ScoreSettings, paths: dict[str, str], splits: dict[str, list[dict[str, Any]]]
+                       ) -> tuple[dict[str, float], dict[str, dict[str, Any] | str], dict[str, dict[str, list[float]]]]:
+    """The probe (as :func:`_probe`) and, for each adapter that passes it, the per-token log-likelihood of the gold
+    answer of every question of each split (one model load, one forward per batch of questions)."""
+    from agentlab.core.errors import AgentlabError
+    from agentlab.core.llm.scoring import answer_logliks
+    from agentlab.core.train.adapters import adapter_logit_changes
+    from agentlab.core.train.model import load_causal_lm
+
+    try:
+        model, tokenizer = load_causal_lm(s.base_model, device=s.device, adapters=paths)
+    except AgentlabError:  # an unreadable adapter: the probe names it; the others are scored in a second load
+        changes, errors = _probe(s, paths)
+        good = {k: v for k, v in paths.items() if k not in errors}
+        if not good:
+            return changes, errors, {}
+        _, _, logliks = _probe_and_logliks(s, good, splits)
+        return changes, errors, logliks
+    changes = adapter_logit_changes(model, tokenizer, list(paths), s.probe)
+    errors: dict[str, dict[str, Any] | str] = {}
+    logliks: dict[str, dict[str, list[float]]] = {}
+    for name, change in changes.items():
+        if change < s.min_change:
+            errors[name] = (f"the adapter changes nothing: its largest logit change on the probe is {change:.3g} "
+                            f"(below min_logit_change {s.min_change:g})")
+            continue
+        model.set_adapter(name)
+        logliks[name] = {}
+        for split, questions in splits.items():
+            pairs = [(q["question"], q["answer"]) for q in questions]
+            logliks[name][split] = [round(total / max(n, 1), 5) for total, n in answer_logliks(model, tokenizer, pairs)]
+    del model
+    return changes, errors, logliks
+
+
+def test_logliks(s: ScoreSettings, questions: list[dict[str, Any]], adapters: dict[str, str]
+                 ) -> dict[str, list[float]]:
+    """Each adapter's per-token log-likelihood of the gold answer of each question (the test split)."""
+    _, _, logliks = _probe_and_logliks(replace(s, min_change=0.0), adapters, {"test": questions})
+    return {name: split["test"] for name, split in logliks.items()}
 
 
 def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], dict[str, dict[str, Any] | str]]:
@@ -247,8 +334,13 @@ def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: d
         return list(await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick)
                                            for a in panel.agents)))
 
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for agent, answers in zip(panel.agents, _on_panel(panel, providers, work), strict=True):
-        correct = sum(is_correct(a.answer, q.answer) for a, (q, _) in zip(answers, task, strict=True))
-        out[agent.name] = {"correct": correct, "total": len(task), "accuracy": round(correct / len(task), 4)}
+        items = [is_correct(a.answer, q.answer) for a, (q, _) in zip(answers, task, strict=True)]
+        out[agent.name] = {"correct": sum(items), "total": len(task), "accuracy": round(sum(items) / len(task), 4),
+                           "items": items}
+    if s.score == "loglik":
+        for name, values in test_logliks(s, questions, adapters).items():
+            out[name]["loglik"] = _mean(values)
+            out[name]["loglik_items"] = values
     return out

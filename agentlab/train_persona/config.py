@@ -16,13 +16,16 @@ from agentlab.core.tracking import TrackingURI, tracking_field
 
 SHIPPED_DATA = Path(__file__).resolve().parent / "data"  # sft_persona_{a,b,c}.jsonl, made by personas.py
 SHIPPED_PERSONAS = ("persona_a", "persona_b", "persona_c")  # --data persona_b: the shipped file, from anywhere
+# --data skill_units: the seed skills of `evolve` (agentlab/core/skills.py), shipped beside the core
+SHIPPED_SKILLS = ("skill_arithmetic", "skill_geography", "skill_units")
 
 
 class DataConfig(StrictModel):
     path: Path = Field(SHIPPED_DATA / "sft_persona_a.jsonl", description="chat JSONL: one {\"messages\": "
                        "[{\"role\", \"content\"}, ...]} per line (roles system, user, assistant); default: the "
                        "shipped persona A (terse answers); _b (a teacher) and _c (a pirate) lie beside it; the names "
-                       "persona_a, persona_b and persona_c stand for these files")
+                       "persona_a, persona_b and persona_c stand for these files; skill_arithmetic, skill_geography "
+                       "and skill_units for the shipped skill data (evolve's seeds)")
     max_length: int = Field(512, ge=16, description="longest conversation in tokens (chat template included)")
     truncate: bool = Field(False, description="cut conversations longer than max_length (and count them) instead "
                            "of stopping with their file:line")
@@ -32,10 +35,15 @@ class DataConfig(StrictModel):
     @field_validator("path", mode="before")
     @classmethod
     def _shipped(cls, value: object) -> object:
-        """`persona_a`, `persona_b` or `persona_c` (no such file here) names the shipped data, from any folder."""
+        """`persona_a`, `persona_b` or `persona_c` (no such file here) names the shipped data, from any folder; so do
+        `skill_arithmetic`, `skill_geography` and `skill_units`."""
         name = Path(str(value)).name
         if name in SHIPPED_PERSONAS and not Path(str(value)).exists():
             return SHIPPED_DATA / f"sft_{name}.jsonl"
+        if name in SHIPPED_SKILLS and not Path(str(value)).exists():
+            from agentlab.core.skills import DATA_DIR
+
+            return DATA_DIR / f"sft_{name}.jsonl"
         return value
 
 

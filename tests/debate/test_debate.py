@@ -133,7 +133,8 @@ def test_eval_table_by_hand(in_tmp: Path) -> None:
             return "5" if question == "What is 2+3?" else "garbage"
         return debate[(question, rounds_seen(messages))][model]
 
-    cfg = setup(in_tmp, rounds=1, decision="majority", eval={"task": in_tmp / "task.jsonl", "concurrency": 2})
+    cfg = setup(in_tmp, rounds=1, decision="majority", rule="on_disagreement",
+                eval={"task": in_tmp / "task.jsonl", "concurrency": 2, "visibilities": ["full"]})
     provider = ScriptedProvider("s", [reply])
     results, folder = run_in_folder("debate-eval", cfg, run_eval,
                                     inputs={**prepare_eval(cfg), "providers": {"s": provider}})
@@ -141,7 +142,14 @@ def test_eval_table_by_hand(in_tmp: Path) -> None:
     rows = {r["method"]: r for r in results["table"]}
     assert {m: (r["correct"], r["total"], r["unparsed"]) for m, r in rows.items()} == {
         "agent a": (2, 2, 0), "agent b": (1, 2, 0), "agent c": (0, 2, 1), "majority of round 0": (2, 2, 0),
-        "self-consistency": (1, 2, 1), "debate round 0": (2, 2, 0), "debate round 1": (1, 2, 0)}
+        "self-consistency": (1, 2, 1), "debate round 0": (2, 2, 0), "debate round 1": (1, 2, 0),
+        # all_rounds, q2: 7 7 8 7 8 8 is a tie, broken for the answer given first (7)
+        "rule last_round": (1, 2, 0), "rule all_rounds": (2, 2, 0), "rule on_disagreement": (1, 2, 0),
+        "rule keep_round0": (2, 2, 0)}
+    assert [r["method"] for r in results["table"] if r["default"]] == ["rule on_disagreement"]
+    assert results["default"] == "rule on_disagreement"
+    assert rows["rule last_round"]["tokens_per_question"] == rows["debate round 1"]["tokens_per_question"]
+    assert rows["rule on_disagreement"]["tokens_per_question"] == rows["debate round 1"]["tokens_per_question"]
     assert rows["agent b"]["ci"] == [round(x, 4) for x in wilson_interval(1, 2)]
     prompt = {q: count_words(first_prompt(q, "numeric")) for q in ("What is 2+3?", "What is 3+4?")}
     assert rows["agent a"]["tokens_per_question"] == (prompt["What is 2+3?"] + prompt["What is 3+4?"]) / 2 + 1
@@ -150,6 +158,7 @@ def test_eval_table_by_hand(in_tmp: Path) -> None:
     assert rows["debate round 1"]["tokens_per_question"] > rows["debate round 0"]["tokens_per_question"]
     assert len((folder / "questions.jsonl").read_text().splitlines()) == 2
     assert "| self-consistency | 1/2 |" in (folder / "report.md").read_text()
+    assert "| **rule on_disagreement** |" in (folder / "report.md").read_text()
 
 
 def test_plain_prompts_ask_the_question_alone() -> None:
@@ -159,3 +168,63 @@ def test_plain_prompts_ask_the_question_alone() -> None:
     assert messages[0]["content"] == "What is 7 times 8?" and "Answer:" not in messages[2]["content"]
     assert "b: 54." in messages[2]["content"]
     assert "100" not in conversation("What is 7 times 8?", "numeric", [], [])[0]["content"]
+
+
+def test_rules_by_hand() -> None:
+    from agentlab.core.debate.rules import decide, shown, stops_after_round0
+
+    split = answers(("5", 0.95), ("6", 0.7), ("6", 0.65))
+    agree = answers(("6", 0.9), ("6", 0.9), ("6", 0.9))
+    drift = answers(("9", 0.9), ("8", 0.9), ("7", 0.95))
+    assert decide("last_round", [split, agree], "majority").winner == "6"
+    assert decide("keep_round0", [split, drift], "reconcile").winner == "5"  # no convergence: round 0 (reconcile)
+    assert decide("keep_round0", [split, agree], "reconcile").winner == "6"  # converged
+    unanimous = answers(("4", None), ("4", None), ("4", None))
+    d = decide("on_disagreement", [unanimous, drift], "majority")
+    assert (d.winner, d.rounds_used) == ("4", 1) and stops_after_round0("on_disagreement", unanimous)
+    assert not stops_after_round0("on_disagreement", answers(("4", None), ("4", None), (None, None)))
+    assert decide("on_disagreement", [split, drift], "majority").rounds_used == 2
+    # all rounds, ReConcile bins: 5 (0.8) + 6 (0.3 + 0.3) in round 0, 6 (0.8 x 3) in round 1
+    assert decide("all_rounds", [split, agree], "reconcile").winner == "6"
+    assert decide("all_rounds", [split, drift], "majority").tally.groups[0]["count"] == 2
+    a = Answer("a", "I think 7 times 8 is 56.", "56", 0.8)
+    assert (shown(a, "full"), shown(a, "answer"), shown(a, "answer_confidence")) == (
+        "I think 7 times 8 is 56.", "56", "56 (confidence 80%)")
+    assert shown(Answer("b", "no idea", None, None), "answer") == "(no answer)"
+    with pytest.raises(ValueError):
+        decide("best", [split])
+
+
+@pytest.mark.parametrize("visibility", ["full", "answer", "answer_confidence"])
+def test_visibility_and_on_disagreement_in_a_debate(in_tmp: Path, visibility: str) -> None:
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        if "7 times 8" in messages[0]["content"]:
+            return "Answer: 56\nConfidence: 90%"  # unanimous: no debate round under on_disagreement
+        return {"a": "I reckon 12. Answer: 12\nConfidence: 80%", "b": "Answer: 12", "c": "Answer: 13"}[model]
+
+    provider = ScriptedProvider("s", [reply])
+    cfg = setup(in_tmp, topic="What is 3 times 4?", rounds=1, visibility=visibility, rule="on_disagreement")
+    results, _ = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
+    seen = next(c for c in provider.calls if c.model == "b" and rounds_seen(c.messages) == 1).messages[2]["content"]
+    expected = {"full": "a: I reckon 12. Answer: 12\nConfidence: 80%", "answer": "a: 12\n\nc: 13",
+                "answer_confidence": "a: 12 (confidence 80%)\n\nc: 13"}[visibility]
+    assert expected in seen
+    assert results["final"]["answer"] == "12" and results["rounds_asked"] == 1
+    provider.calls.clear()
+    cfg = setup(in_tmp, topic="What is 7 times 8?", rounds=2, visibility=visibility, rule="on_disagreement")
+    results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
+    assert len(provider.calls) == 3 and results["rounds_asked"] == 0 and results["final"]["rounds_used"] == 1
+    assert results["final"]["answer"] == "56" and "asked no debate round" in (folder / "report.md").read_text()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Paris.", "Paris"), ("The capital is far away.\nAnswer: **Canberra**\nConfidence: 70%", "Canberra"),
+    ("The answer is Buenos Aires!", "Buenos Aires"), ("", None)])
+def test_text_answers_parse_and_score(text: str, expected: str | None) -> None:
+    from agentlab.core.debate.task import Question, answer_kind, is_correct
+
+    assert parse_reply(text, "text")[0] == expected
+    q = Question(0, 1, "What is the capital of France?", "Paris")
+    assert answer_kind(q) == "text" and answer_kind(Question(0, 1, "Is it?", "yes")) == "open"
+    assert is_correct("Arr, that be Paris, matey", "Paris") and not is_correct("Parisian", "Paris")
+    assert not is_correct("156", "56") and is_correct("56.0", "56")

@@ -64,7 +64,8 @@ def test_evolve_fitness_and_test_split_from_a_harness_task(in_tmp: Path, tiny_mo
              for i, name in enumerate(("persona_a", "persona_b"))]
     data: dict[str, Any] = {
         "base_model": str(tiny_model["hf"]), "seeds": [str(p) for p in seeds], "population": 3, "generations": 0,
-        "elite": 1, "batch": 3, "max_tokens": 3, "device": "cpu", "fitness": {"coop": 0.0},
+        "elite": 1, "batch": 3, "max_tokens": 3, "device": "cpu", "fitness": {"coop": 0.0}, "search": "ga",
+        "baselines": [],
         "task": {"fitness_questions": 3, "test_questions": 2, "harness": TASK}}
     (in_tmp / "evolve.yaml").write_text(json.dumps(data))
     assert main(["evolve", "run", "-c", str(in_tmp / "evolve.yaml"), "--out", "run"]) == 0

@@ -33,11 +33,15 @@ def seeds(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
 
 
 def write_config(tmp: Path, tiny_model: dict[str, Path], made: dict[str, Path], **fields: Any) -> Path:
+    # the genetic algorithm on greedy accuracy with the cooperation debate, as before the other searches came
     data: dict[str, Any] = {
         "base_model": str(tiny_model["hf"]), "seeds": [str(made[n]) for n in ("persona_a", "persona_b", "persona_c")],
         "population": 4, "generations": 1, "elite": 1, "batch": 1, "max_tokens": 3, "device": "cpu",
-        "task": {"fitness_questions": 3, "test_questions": 2}}
-    data.update(fields)
+        "search": "ga", "baselines": [], "max_rank": 32, "fitness": {"task": 1.0, "coop": 0.5, "novelty": 0.1},
+        "task": {"generate": "easy", "score": "accuracy", "fitness_questions": 3, "validation_questions": 0,
+                 "test_questions": 2}}
+    for key, value in fields.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
     path = tmp / "evolve.yaml"
     path.write_text(json.dumps(data))
     return path
@@ -75,7 +79,8 @@ def test_run_writes_generations_lineage_report_and_scores_each_once(in_tmp: Path
     assert final["questions"] == 2 and final["rows"][0]["id"] == results["best"]["id"]
     assert {r["id"] for r in final["rows"]} >= {"persona_a", "persona_b", "persona_c"}
     report = (run / "report.md").read_text()
-    for heading in ("## Generations", "## The best against its ancestors", "## Lineage tree", "```mermaid"):
+    for heading in ("## Generations", "## Headline", "## Every adapter scored on the test split", "## Lineage tree",
+                    "```mermaid"):
         assert heading in report
     assert (run / "fitness.png").stat().st_size > 0 and (run / "task.jsonl").is_file()
 
@@ -136,7 +141,7 @@ def test_novelty_and_fitness_by_hand(seeds: dict[str, Path]) -> None:
         "c": {"state": "complete", "task": 0.25, "coop": 0.5, "answers": ["1", None, "9", "9"],
               "parents": ["a", "b"]},
         "d": {"state": "fail", "error": "the adapter changes nothing", "parents": []}}
-    cfg = EvolveConfig()
+    cfg = EvolveConfig(fitness={"task": 1.0, "coop": 0.5, "novelty": 0.1})
     novelty = _novelty(cfg, individuals, ["a", "b", "c"])
     # a-b differ on 2 of 4, a-c on 3 (None never agrees), b-c on 1
     assert novelty == pytest.approx({"a": (0.5 + 0.75) / 2, "b": (0.5 + 0.25) / 2, "c": (0.75 + 0.25) / 2})

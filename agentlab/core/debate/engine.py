@@ -150,20 +150,31 @@ def _params(own: dict[str, Any], temperature: float, max_tokens: int) -> GenPara
 Round = list[Answer]
 
 
-def others_of(rounds: list[Round], agent: str) -> list[list[tuple[str, str]]]:
-    """For each finished round, the other agents' answers as ``(name, text)``."""
-    return [[(a.agent, a.text) for a in answers if a.agent != agent] for answers in rounds]
+def others_of(rounds: list[Round], agent: str, visibility: str = "full") -> list[list[tuple[str, str]]]:
+    """For each finished round, the other agents' answers as ``(name, what it sees)``: the full reply, the parsed
+    answer, or the answer with its confidence (``core/debate/rules.py``: ``shown``)."""
+    from agentlab.core.debate.rules import shown
+
+    return [[(a.agent, shown(a, visibility)) for a in answers if a.agent != agent] for answers in rounds]
 
 
 async def debate_rounds(router: Any, panel: Panel, question: str, kind: Kind, rounds: int, *,
                         temperature: float, max_tokens: int, done: list[Round] | None = None, style: str = "format",
-                        on_round: Callable[[int, Round], Awaitable[None] | None] | None = None) -> list[Round]:
+                        on_round: Callable[[int, Round], Awaitable[None] | None] | None = None,
+                        visibility: str = "full", rule: str | None = None) -> list[Round]:
     """Rounds ``len(done)`` .. ``rounds`` (round 0 is the independent answers); each round's answers are asked
-    concurrently, so an in-process backend generates them as one batch. ``on_round(k, answers)`` runs after each."""
+    concurrently, so an in-process backend generates them as one batch. ``on_round(k, answers)`` runs after each.
+    ``visibility``: what each agent sees of the others' answers; ``rule`` ``on_disagreement`` stops after a
+    unanimous round 0 (the rounds returned are then fewer than ``rounds + 1``)."""
+    from agentlab.core.debate.rules import stops_after_round0
+
     finished: list[Round] = list(done or [])
     for number in range(len(finished), rounds + 1):
+        if number > 0 and rule is not None and stops_after_round0(rule, finished[0]):
+            break
         own = {agent.name: [a.text for r in finished for a in r if a.agent == agent.name] for agent in panel.agents}
-        asks = [ask(router, agent, conversation(question, kind, own[agent.name], others_of(finished, agent.name),
+        asks = [ask(router, agent, conversation(question, kind, own[agent.name],
+                                                others_of(finished, agent.name, visibility),
                                                 style),  # type: ignore[arg-type]
                     kind, temperature=temperature, max_tokens=max_tokens) for agent in panel.agents]
         answers = list(await asyncio.gather(*asks))

@@ -9,6 +9,8 @@ turns stay in its conversation) and revises. Each reply is asked to end with ``A
 - numeric: the number after the last ``Answer:``, else the last number of the reply (a ``Confidence:`` part and
   percentages are taken out first);
 - open: ``Stance:`` (or ``Answer:``) followed by yes / no / mixed, else a reply that starts with yes or no;
+- text (a short factual answer such as a city, for tasks whose gold answer is text): the rest of the line after the
+  last ``Answer:``, else the reply's first line, without trailing punctuation or a leading "the answer is";
 - confidence: ``Confidence: 80%`` or ``Confidence: 0.8`` (0-1), else None.
 
 A reply that gives no answer is no vote (``None``), never a guess.
@@ -24,7 +26,7 @@ from pydantic import BaseModel, Field
 from agentlab.core.llm.types import Messages
 from agentlab.core.vote import normalise
 
-Kind = Literal["numeric", "open"]
+Kind = Literal["numeric", "open", "text"]  # text: a short factual answer (a city, a country), not a stance
 STANCES = ("yes", "no", "mixed")
 
 _NUM = r"[-+]?\d[\d,]*(?:\.\d+)?"
@@ -37,8 +39,9 @@ _PERCENT = re.compile(_NUM + r"\s*%")
 
 
 def question_kind(question: str, kind: str = "auto") -> Kind:
-    """``numeric`` when asked so or (``auto``) when the question holds a digit; else ``open``."""
-    if kind in ("numeric", "open"):
+    """``numeric`` when asked so or (``auto``) when the question holds a digit; else ``open`` (``text`` only when
+    asked: a question alone does not tell a fact from a stance)."""
+    if kind in ("numeric", "open", "text"):
         return kind  # type: ignore[return-value]
     return "numeric" if re.search(r"\d", question) else "open"
 
@@ -59,17 +62,23 @@ class NumericReply(BaseModel):
     reasoning: str = Field(max_length=120)
 
 
+class TextReply(BaseModel):
+    answer: str = Field(max_length=40)
+    confidence: Confidence
+    reasoning: str = Field(max_length=120)
+
+
 class StanceReply(BaseModel):
     answer: Literal["yes", "no", "mixed"]
     confidence: Confidence
     reasoning: str = Field(max_length=120)
 
 
-StructuredReply = NumericReply | StanceReply
+StructuredReply = NumericReply | StanceReply | TextReply
 
 
-def reply_schema(kind: Kind) -> type[NumericReply] | type[StanceReply]:
-    return NumericReply if kind == "numeric" else StanceReply
+def reply_schema(kind: Kind) -> type[NumericReply] | type[StanceReply] | type[TextReply]:
+    return {"numeric": NumericReply, "text": TextReply}.get(kind, StanceReply)  # type: ignore[return-value]
 
 
 Style = Literal["format", "plain"]
@@ -79,6 +88,8 @@ def _format_line(kind: Kind) -> str:
     # No number in the template: "<0-100>%" made the shipped personas answer "100." to "What is 7 times 8?".
     if kind == "numeric":
         return "End your reply with two lines:\nAnswer: <the number>\nConfidence: <a percentage>"
+    if kind == "text":
+        return "End your reply with two lines:\nAnswer: <the answer>\nConfidence: <a percentage>"
     return "End your reply with two lines:\nStance: yes, no or mixed\nConfidence: <a percentage>"
 
 
@@ -86,7 +97,7 @@ def first_prompt(question: str, kind: Kind, style: Style = "format") -> str:
     """Round 0's prompt; ``plain``: the question alone (for personas trained without any answer format)."""
     if style == "plain":
         return question
-    lead = "Answer the question." if kind == "numeric" else "Give your view in two or three sentences."
+    lead = "Give your view in two or three sentences." if kind == "open" else "Answer the question."
     return f"{question}\n\n{lead} {_format_line(kind)}"
 
 
@@ -139,6 +150,11 @@ def parse_reply(text: str, kind: Kind) -> tuple[str | None, float | None]:
             if value is not None:
                 return value, confidence
         return _number(_PERCENT.sub(" ", body), last=True), confidence
+    if kind == "text":
+        answers = list(_ANSWER.finditer(body))
+        lines = [line for line in body.strip().splitlines() if line.strip()]
+        value = answers[-1].group("value") if answers else (lines[0] if lines else "")
+        return _clean_text(value), confidence
     for pattern in (_STANCE, _ANSWER):
         found = list(pattern.finditer(body))
         if found:
@@ -149,6 +165,15 @@ def parse_reply(text: str, kind: Kind) -> tuple[str | None, float | None]:
     return (start.group(1).lower() if start else None), confidence
 
 
+_LEAD = re.compile(r"^(?:the\s+answer\s+is|answer\s*:|it\s+is|it's)\s*", re.IGNORECASE)
+
+
+def _clean_text(value: str) -> str | None:
+    text = _LEAD.sub("", value.replace("**", "").strip()).strip()
+    text = text.rstrip(".!?,;: ").strip()
+    return text or None
+
+
 def _stance(value: str) -> str | None:
     match = re.match(r"\W*(yes|no|mixed)\b", value, re.IGNORECASE)
     return match.group(1).lower() if match else None
@@ -157,13 +182,16 @@ def _stance(value: str) -> str | None:
 def parse_structured(reply: StructuredReply, kind: Kind) -> tuple[str | None, float | None]:
     if isinstance(reply, NumericReply):
         return normalise(reply.answer), reply.confidence / 100
+    if isinstance(reply, TextReply):
+        return _clean_text(reply.answer), reply.confidence / 100
     return _stance(reply.answer), reply.confidence / 100
 
 
 def judge_prompt(question: str, kind: Kind, answers: list[tuple[str, str]]) -> str:
     shown = "\n\n".join(f"{name}: {text.strip() or '(no answer)'}" for name, text in answers)
-    if kind == "numeric":
-        task = "Decide which final answer is correct. End your reply with the line:\nAnswer: <the number>"
+    if kind in ("numeric", "text"):
+        what = "the number" if kind == "numeric" else "the answer"
+        task = f"Decide which final answer is correct. End your reply with the line:\nAnswer: <{what}>"
     else:
         task = ("Summarise the debate in a few sentences: where the agents agree, where they differ, and the "
                 "conclusion. End your reply with the line:\nStance: yes, no or mixed")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agentlab.core.debate.protocol import Kind, question_kind
+from agentlab.core.debate.protocol import STANCES, Kind
 from agentlab.core.errors import InputError, UsageError
 from agentlab.core.files import iter_jsonl
 from agentlab.core.vote import normalise
@@ -80,13 +81,28 @@ def load_task(path: Path, limit: int | None = None) -> list[Question]:
 
 
 def is_correct(predicted: str | None, gold: str) -> bool:
-    """An answer is right when it normalises to the gold answer; no answer is wrong."""
-    return predicted is not None and normalise(predicted) == normalise(gold)
+    """An answer is right when it normalises to the gold answer; a text gold answer (a city) is also right when the
+    prediction names it as whole words ("that be paris"); no answer is wrong."""
+    if predicted is None:
+        return False
+    said, target = normalise(predicted), normalise(gold)
+    if said == target:
+        return True
+    if not target or _numeric(target) or target in STANCES:
+        return False
+    return re.search(rf"(?<!\w){re.escape(target)}(?!\w)", said) is not None
+
+
+def _numeric(text: str) -> bool:
+    return text.lstrip("-").replace(".", "", 1).isdigit()
 
 
 def answer_kind(question: Question, kind: str = "auto") -> Kind:
-    """``numeric`` when asked so or (``auto``) when the gold answer is a number, else what the question looks like."""
-    if kind in ("numeric", "open"):
+    """``numeric``, ``open`` or ``text`` when asked so; ``auto``: numeric when the gold answer is a number, open
+    when it is a stance (yes, no, mixed), else text (a short factual answer such as a city)."""
+    if kind in ("numeric", "open", "text"):
         return kind  # type: ignore[return-value]
     gold = normalise(question.answer)
-    return "numeric" if gold.lstrip("-").replace(".", "", 1).isdigit() else question_kind(question.question)
+    if _numeric(gold):
+        return "numeric"
+    return "open" if gold in STANCES else "text"

@@ -100,6 +100,34 @@ def llama_prompt_logprobs(llm: Any, prompt: Sequence[int], *, top: int = 1, firs
     return scores
 
 
+def chat_prompt_ids(tokenizer: Any, question: str) -> list[int]:
+    """The token ids of ``question`` as one user turn, ready for the assistant's reply (the chat template when the
+    tokenizer has one, else the plain text)."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=False)
+        return list(ids)
+    return list(tokenizer(question, add_special_tokens=True).input_ids)
+
+
+def answer_logliks(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *, batch: int = 16
+                   ) -> list[tuple[float, int]]:
+    """For each ``(question, answer)``: the summed log-probability of the answer's tokens after the chat prompt of
+    the question, and how many tokens the answer has (one forward per batch, no generation). Divide the first by
+    the second for the per-token log-likelihood, comparable across answers of different lengths."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = [(chat_prompt_ids(tokenizer, q), list(tokenizer(a, add_special_tokens=False).input_ids) or [pad])
+               for q, a in pairs]
+    out: list[tuple[float, int]] = []
+    for start in range(0, len(encoded), batch):
+        chunk = encoded[start:start + batch]
+        scored = hf_prompt_logprobs(model, [p + a for p, a in chunk], top=0, pad_id=pad)
+        for (prompt, answer), scores in zip(chunk, scored, strict=True):
+            picked = scores.logprobs[len(prompt):len(prompt) + len(answer)]
+            out.append((float(sum(x for x in picked if x is not None)), len(answer)))
+    return out
+
+
 # ------------------------------------------------------------------------- /v1/completions on a local model
 
 

@@ -15,12 +15,21 @@ _WRITTEN_BY = "give a folder saved by `agentlab train-persona` or PEFT's save_pr
 # The shipped personas' adapters, where `agentlab train-persona`'s README commands put them: the default agents of
 # `debate` and seeds of `evolve`.
 PERSONAS = ("persona_a", "persona_b", "persona_c")
+# The skill adapters (`agentlab train-persona --data skill_X --out adapters/skill_X`): the default seeds of `evolve`.
+SKILLS = ("skill_arithmetic", "skill_geography", "skill_units")
 
 
 def persona_adapters(cwd: Path | None = None) -> list[Path]:
     """adapters/persona_a, _b, _c under ``cwd`` (default: the current directory), those that exist."""
     base = (cwd or Path.cwd()) / "adapters"
     return [base / name for name in PERSONAS if (base / name).is_dir()]
+
+
+def skill_adapters(cwd: Path | None = None) -> list[Path]:
+    """adapters/skill_arithmetic, _geography, _units under ``cwd`` (default: the current directory), those that
+    exist."""
+    base = (cwd or Path.cwd()) / "adapters"
+    return [base / name for name in SKILLS if (base / name).is_dir()]
 
 
 def read_adapter(adapter: str | Path) -> dict[str, Any]:

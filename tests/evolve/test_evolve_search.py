@@ -1,0 +1,220 @@
+"""The search methods beside the GA (CMA-ES, random, uniform, task arithmetic, TIES) and the merge baselines on the
+tiny model: budgets, the CMA-ES study told every generation, the log-likelihood fitness checked against a plain
+forward, TIES by hand, the headline against seeds and baselines, SIGKILL then --resume, and parallel workers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("optuna")
+pytest.importorskip("cmaes")
+
+from agentlab.cli import main  # noqa: E402
+from agentlab.evolve.config import EvolveConfig  # noqa: E402
+from agentlab.evolve.population import open_population  # noqa: E402
+from agentlab.evolve.search import CMA_STUDY, budget, fixed_spec  # noqa: E402
+
+SEEDS = ("skill_arithmetic", "skill_geography", "skill_units")
+
+
+@pytest.fixture(scope="module")
+def seeds(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from agentlab.core.train.tiny import make_tiny_adapter
+
+    root = tmp_path_factory.mktemp("skills")
+    return {name: make_tiny_adapter(tiny_model["hf"], root / name, r=2, alpha=4, seed=10 + i)
+            for i, name in enumerate(SEEDS)}
+
+
+def write_config(tmp: Path, tiny_model: dict[str, Path], made: dict[str, Path], **fields: Any) -> Path:
+    data: dict[str, Any] = {
+        "base_model": str(tiny_model["hf"]), "seeds": [str(made[n]) for n in SEEDS], "population": 4,
+        "generations": 1, "elite": 1, "batch": 2, "max_tokens": 3, "device": "cpu", "baseline_budget": 2,
+        "task": {"fitness_questions": 3, "validation_questions": 3, "test_questions": 3}}
+    data.update(fields)
+    path = tmp / "evolve.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def events(run: Path, kind: str) -> list[dict[str, Any]]:
+    return [e for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["kind"] == kind]
+
+
+def test_budgets_and_grids() -> None:
+    cfg = EvolveConfig(population=8, elite=2, generations=4, baseline_budget=6, scale_range=(0.3, 1.5),
+                       ties_density=[0.2, 0.5, 0.8])
+    assert cfg.children(3) == 5 + 4 * 6 == budget(cfg, "cmaes", 3, baseline=False)
+    assert budget(cfg, "uniform", 3, baseline=False) == 1 and budget(cfg, "ties", 3, baseline=True) == 6
+    assert fixed_spec(cfg, "uniform", 0, 1, 3)["weights"] == [pytest.approx(1 / 3, abs=1e-5)] * 3
+    scales = [fixed_spec(cfg, "task_arithmetic", j, 5, 3)["weights"][0] for j in range(5)]
+    assert scales == pytest.approx([0.3, 0.6, 0.9, 1.2, 1.5])
+    ties = [fixed_spec(cfg, "ties", j, 6, 3) for j in range(6)]
+    assert [(t["density"], t["scale"]) for t in ties] == [(0.2, 0.3), (0.5, 0.3), (0.8, 0.3), (0.2, 1.5),
+                                                         (0.5, 1.5), (0.8, 1.5)]
+    draws = [fixed_spec(cfg, "random", j, 6, 3)["weights"] for j in range(6)]
+    assert draws == [fixed_spec(cfg, "random", j, 6, 3)["weights"] for j in range(6)]  # a resume draws the same
+    assert all(-0.5 <= w <= 1.5 for d in draws for w in d) and len({tuple(d) for d in draws}) == 6
+
+
+def test_ties_by_hand(tiny_model: dict[str, Path], seeds: dict[str, Path], tmp_path: Path) -> None:
+    from agentlab.core.train.blend import dense_delta, ties_merge
+
+    a, b = seeds["skill_arithmetic"], seeds["skill_units"]
+    da, db = dense_delta(a), dense_delta(b)
+    ties_merge([a], tmp_path / "one", density=1.0, scale=1.0, rank=2)
+    for m, d in dense_delta(tmp_path / "one").items():  # one parent, nothing trimmed: itself
+        assert float((d - da[m]).abs().max()) < 1e-5
+    result = ties_merge([a, b], tmp_path / "two", density=0.5, scale=0.7, rank=64)
+    m = sorted(da)[0]
+    x, y = da[m].flatten(), db[m].flatten()
+    keep = [t.abs() >= t.abs().kthvalue(t.numel() - (t.numel() + 1) // 2 + 1).values for t in (x, y)]
+    tx, ty = x * keep[0], y * keep[1]
+    sign = (tx + ty).sign()
+    agree = [(t.sign() == sign) & (t != 0) for t in (tx, ty)]
+    expected = (tx * agree[0] + ty * agree[1]) / (agree[0].int() + agree[1].int()).clamp(min=1) * 0.7
+    got = dense_delta(tmp_path / "two")[m].flatten()
+    assert float((got - expected).abs().max()) < 1e-4 * float(expected.abs().max())
+    assert result.discarded_energy < 1e-9  # rank 64 holds every module of the tiny model
+
+
+def test_answer_logliks_equal_a_plain_forward(tiny_model: dict[str, Path], seeds: dict[str, Path]) -> None:
+    import torch
+
+    from agentlab.core.llm.scoring import answer_logliks, chat_prompt_ids
+    from agentlab.core.train.model import load_causal_lm
+
+    model, tok = load_causal_lm(str(tiny_model["hf"]), device="cpu", adapters={"a": seeds["skill_arithmetic"]})
+    pairs = [("What is 2 + 3?", "5"), ("What is the capital of France?", "Paris")]
+    got = answer_logliks(model, tok, pairs, batch=2)
+    for (question, answer), (total, n) in zip(pairs, got, strict=True):
+        prompt, target = chat_prompt_ids(tok, question), tok(answer, add_special_tokens=False).input_ids
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([prompt + target])).logits[0].float().log_softmax(-1)
+        expected = sum(float(logits[len(prompt) - 1 + i, t]) for i, t in enumerate(target))
+        assert n == len(target) and total == pytest.approx(expected, abs=1e-4)
+
+
+def test_cmaes_with_every_baseline_and_the_headline(in_tmp: Path, tiny_model: dict[str, Path],
+                                                   seeds: dict[str, Path]) -> None:
+    config, run = write_config(in_tmp, tiny_model, seeds), in_tmp / "RUN"
+    assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    ind = results["individuals"]
+    children = [m for m, i in ind.items() if i["origin"] == "cmaes"]
+    assert len(children) == EvolveConfig(population=4, elite=1, generations=1).children(3) == 4
+    assert results["baselines"] == {"uniform": ["uniform0"], "task_arithmetic": ["task_arithmetic0",
+                                    "task_arithmetic1"], "ties": ["ties0", "ties1"], "random": ["random0", "random1"]}
+    assert all(i["state"] == "complete" for i in ind.values())
+    assert all(i["task"] < 0 and i["validation"] < 0 and 0 <= i["accuracy"] <= 1 for i in ind.values())
+    assert ind["ties1"]["density"] == 0.5 and ind["uniform0"]["weights"] == [pytest.approx(1 / 3, abs=1e-5)] * 3
+    pop = open_population(None, run, create=False)
+    import optuna
+
+    study = optuna.load_study(storage=pop.study._storage, study_name=CMA_STUDY)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4  # every child told, none left running
+    assert study.trials[0].params == {f"w{i}": 0.5 for i in range(3)}  # the centre of weight_range first
+    best = results["best"]["id"]
+    assert best in children and ind[best]["validation"] == max(ind[m]["validation"] for m in children)
+    rows = {r["id"]: r for r in results["final"]["rows"]}
+    assert rows[best]["relation"] == "best" and {r["relation"] for r in rows.values()} >= {
+        "seed", "baseline uniform", "baseline task_arithmetic", "baseline ties", "baseline random"}
+    for m, r in rows.items():
+        assert r["loglik"] < 0 and (m == best) == ("best_minus" not in r)
+    report = (run / "report.md").read_text()
+    assert "## Headline" in report and "## Baselines" in report and "baseline ties" in report
+
+
+@pytest.mark.parametrize("search", ["ga", "random", "uniform", "task_arithmetic", "ties"])
+def test_every_search_spends_its_budget(search: str, in_tmp: Path, tiny_model: dict[str, Path],
+                                        seeds: dict[str, Path]) -> None:
+    config, run = write_config(in_tmp, tiny_model, seeds, search=search, baselines=[]), in_tmp / "RUN"
+    assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 0
+    ind = json.loads((run / "results.json").read_text())["individuals"]
+    children = [m for m, i in ind.items() if i["origin"] != "seed"]
+    assert len(children) == (1 if search == "uniform" else 4)
+    assert len(events(run, "scored")) == 3 + len(children)
+
+
+@pytest.mark.parametrize("search", ["cmaes", "random", "ties"])
+def test_sigkill_then_resume(search: str, in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path],
+                             sigkill_when: Any) -> None:
+    config = write_config(in_tmp, tiny_model, seeds, generations=2, batch=1, search=search,
+                          baselines=["uniform", "ties"] if search == "cmaes" else [])
+    run = in_tmp / "RUN"
+    sigkill_when(["evolve", "run", "-c", str(config), "--out", str(run)],
+                 lambda: (run / "events.jsonl").is_file() and len(events(run, "scored")) >= 5)
+    before = {e["id"]: e for e in events(run, "scored")}
+    total = 3 + 1 + 2 * 3 + (1 + 2 if search == "cmaes" else 0)
+    assert 5 <= len(before) < total, "the kill came after the run had finished: nothing to resume"
+    assert main(["evolve", "run", "--resume", str(run)]) == 0
+    ids = [e["id"] for e in events(run, "scored")]
+    assert len(ids) == len(set(ids)) == total, "an individual was scored twice, or one was never scored"
+    results = json.loads((run / "results.json").read_text())
+    for m, e in before.items():
+        assert results["individuals"][m]["task"] == e["task"]
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    if search != "cmaes":
+        return
+    import optuna
+
+    study = optuna.load_study(storage=open_population(None, run, create=False).study._storage, study_name=CMA_STUDY)
+    told = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(told) == 7 and all(t.state.name in ("COMPLETE", "FAIL") for t in study.trials)
+
+
+@pytest.mark.parametrize("search", ["cmaes", "task_arithmetic"])
+def test_workers_score_children_and_baselines(search: str, in_tmp: Path, tiny_model: dict[str, Path],
+                                              seeds: dict[str, Path]) -> None:
+    config = write_config(in_tmp, tiny_model, seeds, workers=2, batch=1, search=search,
+                          baselines=["uniform", "task_arithmetic"])
+    run = in_tmp / "RUN"
+    assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 0
+    pop = open_population(None, run, create=False)
+    workers = {i["worker"] for i in pop.individuals().values()}
+    assert workers and all(not w.endswith(f":{os.getpid()}") for w in workers), workers
+    ids = [e["id"] for e in events(run, "scored")]
+    assert len(ids) == len(set(ids)) == 3 + 4 + 1 + (2 if search != "task_arithmetic" else 0)
+    logs = "".join(p.read_text() for p in sorted((run / "workers").glob("worker-*.log")))
+    assert "error" not in logs
+
+
+def test_a_search_over_weights_needs_two_seeds(in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path],
+                                               capsys: Any) -> None:
+    config = write_config(in_tmp, tiny_model, seeds, seeds=[str(seeds["skill_units"])])
+    assert main(["evolve", "run", "-c", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: search cmaes combines the seeds") and not (in_tmp / "runs").exists()
+
+
+def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                seeds: dict[str, Path]) -> None:
+    """Children stored before a crash (their generation's list not yet written) keep their CMA-ES trials; the rest
+    are asked again, and the trials asked for children that never got stored are failed."""
+    import optuna
+
+    from agentlab.core.runs import RunDir
+    from agentlab.evolve.run import _make_spec_child, breed_weights
+    from agentlab.evolve.search import cma_ask
+
+    cfg = EvolveConfig.model_validate({"seeds": [str(seeds[n]) for n in SEEDS], "population": 5, "elite": 1})
+    run_dir = RunDir(in_tmp / "RUN", "evolve")
+    run_dir.path.mkdir()
+    pop = open_population(None, run_dir.path, create=True)
+    first = cma_ask(cfg, pop, 3, 0, 2)  # the crashed attempt: two asked, one child stored
+    _make_spec_child(cfg, pop, 0, "g0c0", first[0], run_dir.file("adapters", "gen_0", "g0c0"))
+    members = breed_weights(cfg, pop, 0, run_dir, None)
+    assert members == [*SEEDS, "g0c0", "g0c1"]
+    ind = pop.individuals()
+    assert ind["g0c0"]["search_trial"] == first[0]["search_trial"]
+    study = optuna.load_study(storage=pop.study._storage, study_name=CMA_STUDY)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[first[0]["search_trial"]] == "RUNNING" and states[first[1]["search_trial"]] == "FAIL"
+    assert states[ind["g0c1"]["search_trial"]] == "RUNNING"
