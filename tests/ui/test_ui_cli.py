@@ -63,13 +63,21 @@ def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys:
     assert main(["ui", "--port", "0"]) == 2  # click's range check
 
 
+def _ctrl_c_default() -> None:
+    """In the child: SIGINT delivered and handled as from a terminal. A child inherits an ignored or blocked SIGINT,
+    and after the rest of the suite the pytest process can have either (the test passed alone and failed in the
+    full run, with streamlit never stopping)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_starts_streamlit_on_localhost_and_stops_on_ctrl_c(in_tmp: Path) -> None:
     pytest.importorskip("streamlit")
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(in_tmp / "ui.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "agentlab", "ui", "--runs", "myruns", "--port", str(port)],
-                                cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_ctrl_c_default)
     try:
         deadline, health = time.monotonic() + 90, None
         while time.monotonic() < deadline and proc.poll() is None:
