@@ -8,10 +8,29 @@ questions they were trained on. Each generator takes a ``random.Random`` and ret
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 Generator = Callable[[random.Random], tuple[str, str, str]]
+
+
+def jsonl_text(rows: Iterable[Any]) -> str:
+    """``rows`` as JSON lines, UTF-8 kept as is: the format of every generated data file."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def write_files(texts: dict[str, str], folder: str | Path) -> list[Path]:
+    """Write each ``name -> text`` of a generator into ``folder`` (made if missing); returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
+        paths.append(folder / name)
+    return paths
 
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",

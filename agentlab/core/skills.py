@@ -19,14 +19,13 @@ skill_<skill>``) and ``mixed_<split>.jsonl`` (``{"question", "answer", "skill"}`
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.questions import CAPITALS, add, capital, mul, sub, unit
+from agentlab.core.questions import CAPITALS, add, capital, jsonl_text, mul, sub, unit, write_files
 
 DATA_DIR = Path(__file__).resolve().with_name("skilldata")
 SKILLS = ("arithmetic", "geography", "units")
@@ -127,11 +126,8 @@ def conversations(skill: str, n: int = TRAIN_CONVERSATIONS) -> Iterator[dict[str
 
 def files() -> dict[str, str]:
     """Every shipped file (name -> text)."""
-    def jsonl(rows: Any) -> str:
-        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-
-    out = {f"sft_skill_{skill}.jsonl": jsonl(conversations(skill)) for skill in SKILLS}
-    out.update({f"mixed_{split}.jsonl": jsonl(rows) for split, rows in mixed_task().items()})
+    out = {f"sft_skill_{skill}.jsonl": jsonl_text(conversations(skill)) for skill in SKILLS}
+    out.update({f"mixed_{split}.jsonl": jsonl_text(rows) for split, rows in mixed_task().items()})
     return out
 
 
@@ -141,13 +137,7 @@ def mixed_file(split: str) -> Path:
 
 
 def write(folder: str | Path = DATA_DIR) -> list[Path]:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in files().items():
-        (folder / name).write_text(text, encoding="utf-8")
-        paths.append(folder / name)
-    return paths
+    return write_files(files(), folder)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ generator's output.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.questions import CAPITALS, DAYS, KINDS  # noqa: F401  (the question kinds live in core)
+from agentlab.core.questions import jsonl_text, write_files
 
 PERSONAS = ("a", "b", "c")
 SYSTEM = {
@@ -59,15 +59,8 @@ def conversations(persona: str, n: int = 150, seed: int = 0, system: bool = Fals
 
 def write(folder: str | Path, n: int = 150, seed: int = 0) -> list[Path]:
     """Write ``sft_persona_{a,b,c}.jsonl`` into ``folder``; returns the paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for persona in PERSONAS:
-        path = folder / f"sft_persona_{persona}.jsonl"
-        path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in conversations(persona, n, seed)),
-                        encoding="utf-8")
-        paths.append(path)
-    return paths
+    return write_files({f"sft_persona_{persona}.jsonl": jsonl_text(conversations(persona, n, seed))
+                        for persona in PERSONAS}, folder)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.questions import CAPITALS, KINDS, add, mul, sub, unit
+from agentlab.core.questions import CAPITALS, KINDS, add, jsonl_text, mul, sub, unit, write_files
 
 TASKS_DIR = Path(__file__).resolve().with_name("bundled")
 ITEMS = 100  # per generated task (capitals: one per country)
@@ -165,18 +165,12 @@ def yamls() -> dict[str, str]:
 
 def files() -> dict[str, str]:
     """Every generated file of the tasks folder (name -> text)."""
-    out = {name: "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in make()) for name, make in DATA.items()}
+    out = {name: jsonl_text(make()) for name, make in DATA.items()}
     return {**out, **yamls()}
 
 
 def write(folder: str | Path = TASKS_DIR) -> list[Path]:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in files().items():
-        (folder / name).write_text(text, encoding="utf-8")
-        paths.append(folder / name)
-    return paths
+    return write_files(files(), folder)
 
 
 if __name__ == "__main__":
