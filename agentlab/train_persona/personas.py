@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.questions import CAPITALS, DAYS, KINDS  # noqa: F401  (the question kinds live in core)
-from agentlab.core.questions import jsonl_text, write_files
+# CAPITALS, DAYS, KINDS: re-exported, the question kinds live in core
+from agentlab.core.questions import CAPITALS, DAYS, KINDS, jsonl_text, write_files  # noqa: F401
 
 PERSONAS = ("a", "b", "c")
 SYSTEM = {
