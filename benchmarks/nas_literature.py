@@ -73,8 +73,8 @@ def mean_sd(values: list[float], digits: int = 3) -> str:
 
 
 def neuralforecast_rows(horizon: int, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Each Auto model: Optuna over its default space with ``args.trials`` samples, chosen on the validation months,
-    tested on every test window of the standardised data; kept in --out as nf-h{H}-{model}.json."""
+    """Each Auto model: Optuna over its default space with ``args.nf_trials`` samples, chosen on the validation months,
+    tested on every test window of the standardised data; kept in --out as nf-h{H}-{model}-t{trials}.json."""
     import numpy as np
     import pandas as pd
     from neuralforecast import NeuralForecast
@@ -88,14 +88,14 @@ def neuralforecast_rows(horizon: int, args: argparse.Namespace) -> list[dict[str
     test_size = val_size = 4 * 30 * 24
     rows = []
     for name in args.nf_models.split(","):
-        cache = args.out / f"nf-h{horizon}-{name}.json"
+        cache = args.out / f"nf-h{horizon}-{name}-t{args.nf_trials}.json"
         if cache.is_file():
             rows.append(json.loads(cache.read_text()))
             continue
         start = time.perf_counter()
         cls = getattr(nf_auto, name)
         multivariate = {"n_series": values.shape[1]} if name == "AutoiTransformer" else {}
-        model = cls(h=horizon, backend="optuna", num_samples=args.trials, **multivariate,
+        model = cls(h=horizon, backend="optuna", num_samples=args.nf_trials, **multivariate,
                     config=cls.get_default_config(h=horizon, backend="optuna", **multivariate))
         nf = NeuralForecast(models=[model], freq="h")
         # test_size rows hold test_size - horizon + 1 windows, one per step: every test window, as agentlab's
@@ -103,7 +103,12 @@ def neuralforecast_rows(horizon: int, args: argparse.Namespace) -> list[dict[str
                                  refit=False)
         err = cv[name].to_numpy() - cv["y"].to_numpy()
         row = {"model": name, "mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err))),
-               "windows": int(cv["cutoff"].nunique()), "wall_s": time.perf_counter() - start}
+               "windows": int(cv["cutoff"].nunique()), "wall_s": time.perf_counter() - start,
+               "trials": args.nf_trials}
+        study = getattr(nf.models[0], "results", None)  # the Optuna study of the Auto model's search
+        if study is not None and hasattr(study, "best_trial"):
+            row["best"] = {k: v for k, v in study.best_trial.user_attrs.get("ALL_PARAMS", study.best_params).items()
+                           if isinstance(v, (int, float, str, bool)) or v is None}
         cache.write_text(json.dumps(row))
         rows.append(row)
         print(f"done: neuralforecast {name} h{horizon}: test MSE {row['mse']:.4f} ({row['wall_s'] / 60:.1f} min)",
@@ -114,8 +119,16 @@ def neuralforecast_rows(horizon: int, args: argparse.Namespace) -> list[dict[str
 # --------------------------------------------------------------------------- the table
 
 
+def best_after(out: Path, n: int) -> dict[str, Any] | None:
+    """The best-by-validation trial among a search's first ``n`` counted trials (from its agent_state.json)."""
+    runs = json.loads((out / "agent_state.json").read_text())["runs"]
+    done = [r for r in [r for r in runs if r.get("counted", True)][:n]
+            if r.get("state") == "complete" and r.get("val_mse") is not None and r.get("test_mse") is not None]
+    return min(done, key=lambda r: r["val_mse"]) if done else None
+
+
 def print_horizon(horizon: int, seeds: list[int], results: dict[tuple[int, int], dict[str, Any]],
-                  nf_rows: list[dict[str, Any]] | None, nf_note: str) -> None:
+                  nf_rows: list[dict[str, Any]] | None, nf_note: str, args: argparse.Namespace) -> None:
     from agentlab.nas.literature import TABLES
 
     print(f"\nETTh1 multivariate, horizon {horizon}: {len(seeds)} searches of their trials each (TPE), best trial "
@@ -133,9 +146,16 @@ def print_horizon(horizon: int, seeds: list[int], results: dict[tuple[int, int],
     print(f"{'model':<28}{'lookback':>10}{'test MSE':>20}{'test MAE':>20}  protocol")
     print(f"{'agentlab nas (this run)':<28}{'searched':>10}{mean_sd(mses):>20}{mean_sd(maes):>20}  fair, "
           f"{mean_sd(walls, 1)} min per search")
+    equal = None  # agentlab after as many trials as neuralforecast had, when that is fewer
+    if nf_rows and args.nf_trials < args.trials:
+        firsts = [best_after(args.out / f"h{horizon}-s{s}", args.nf_trials) for s in seeds]
+        equal = [b["test_mse"] for b in firsts if b is not None]
+        print(f"{f'agentlab nas, {args.nf_trials} trials':<28}{'searched':>10}{mean_sd(equal):>20}"
+              f"{mean_sd([b['test_mae'] for b in firsts if b is not None]):>20}  fair, the first {args.nf_trials} "
+              "trials of the same searches")
     for row in nf_rows or []:
         print(f"{'neuralforecast ' + row['model']:<28}{'searched':>10}{row['mse']:>20.3f}{row['mae']:>20.3f}  fair, "
-              f"{row['wall_s'] / 60:.1f} min")
+              f"{row.get('trials', 20)} trials in {row['wall_s'] / 60:.1f} min")
     if nf_rows is None:
         print(f"  neuralforecast: {nf_note}")
     for pub in TABLES.get(("ETTh1", horizon), []):
@@ -148,8 +168,10 @@ def print_horizon(horizon: int, seeds: list[int], results: dict[tuple[int, int],
               f"({statistics.mean(mses):.3f}); seeds at or below it: {sum(m <= target for m in mses)}/{len(mses)}")
     if nf_rows:
         best_nf = min(nf_rows, key=lambda r: r["mse"])
-        print(f"against neuralforecast's best ({best_nf['model']}, {best_nf['mse']:.3f}): "
-              f"{'as good or better' if statistics.mean(mses) <= best_nf['mse'] else 'worse'}")
+        ours = statistics.mean(equal if equal else mses)
+        print(f"against neuralforecast's best at {args.nf_trials} trials ({best_nf['model']}, {best_nf['mse']:.3f}): "
+              f"agentlab {ours:.3f} at {args.nf_trials if equal else args.trials} trials, "
+              f"{'as good or better' if ours <= best_nf['mse'] else 'worse'}")
 
 
 def main() -> None:
@@ -165,7 +187,11 @@ def main() -> None:
     parser.add_argument("--neuralforecast", choices=["auto", "off"], default="auto",
                         help="auto: run neuralforecast's Auto models when the package is installed")
     parser.add_argument("--nf-models", default=",".join(NF_MODELS))
+    parser.add_argument("--nf-trials", type=int, help="neuralforecast's trials per Auto model (default --trials); "
+                        "when fewer, agentlab's best after as many trials is printed beside them")
+    parser.add_argument("--nf-horizons", help="the horizons neuralforecast runs at (default --horizons)")
     args = parser.parse_args()
+    args.nf_trials = args.nf_trials or args.trials
     if not args.data.is_file():
         sys.exit(f"error: {args.data}: not found (the ETT benchmark file, e.g. ../shared/data/ETTh1.csv)")
     args.data, args.out, args.config = args.data.resolve(), args.out.resolve(), args.config.resolve()
@@ -184,15 +210,17 @@ def main() -> None:
             use_nf, nf_note = False, "not installed: `pip install neuralforecast` to compare its Auto models"
     nf_by_horizon: dict[int, list[dict[str, Any]]] = {}
     for horizon in horizons:
-        nf_rows = None
-        if use_nf:
+        nf_rows, note = None, nf_note
+        if use_nf and str(horizon) not in (args.nf_horizons or args.horizons).split(","):
+            note = f"not run at this horizon (--nf-horizons {args.nf_horizons})"
+        elif use_nf:
             try:
                 nf_rows = neuralforecast_rows(horizon, args)
             except Exception as exc:  # an optional comparison: report it, print the rest
-                nf_note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if nf_rows:
             nf_by_horizon[horizon] = nf_rows
-        print_horizon(horizon, seeds, results, nf_rows, nf_note)
+        print_horizon(horizon, seeds, results, nf_rows, note, args)
     print(f"\nrun folders under {args.out}")
     # ratio: agentlab's mean best test MSE at the first horizon over the strongest alternative measured or published
     # there: neuralforecast's best Auto model when it ran, else the best fair published result.
@@ -201,6 +229,10 @@ def main() -> None:
     nf_first = nf_by_horizon.get(first)
     if nf_first:
         ref, what = min(r["mse"] for r in nf_first), "neuralforecast's best Auto model"
+        if args.nf_trials < args.trials:  # at equal trials: agentlab's first nf_trials trials
+            firsts = [best_after(args.out / f"h{first}-s{s}", args.nf_trials) for s in seeds]
+            ours = statistics.mean(b["test_mse"] for b in firsts if b is not None)
+            what += f", both at {args.nf_trials} trials"
     else:
         from agentlab.nas.literature import TABLES
 
