@@ -119,16 +119,12 @@ def neuralforecast_rows(horizon: int, args: argparse.Namespace) -> list[dict[str
 # --------------------------------------------------------------------------- the table
 
 
-def best_after(out: Path, n: int) -> dict[str, Any] | None:
-    """The best-by-validation trial among a search's first ``n`` counted trials (from its agent_state.json)."""
-    runs = json.loads((out / "agent_state.json").read_text())["runs"]
-    done = [r for r in [r for r in runs if r.get("counted", True)][:n]
-            if r.get("state") == "complete" and r.get("val_mse") is not None and r.get("test_mse") is not None]
-    return min(done, key=lambda r: r["val_mse"]) if done else None
-
-
 def print_horizon(horizon: int, seeds: list[int], results: dict[tuple[int, int], dict[str, Any]],
-                  nf_rows: list[dict[str, Any]] | None, nf_note: str, args: argparse.Namespace) -> None:
+                  nf_rows: list[dict[str, Any]] | None, nf_note: str, args: argparse.Namespace) -> float:
+    """Print the horizon's table; return agentlab's mean test MSE as compared with neuralforecast (after as many
+    trials as it had), or after every trial when it did not run."""
+    from nas_planners import best_run  # benchmarks/ is on sys.path when a script in it runs
+
     from agentlab.nas.literature import TABLES
 
     print(f"\nETTh1 multivariate, horizon {horizon}: {len(seeds)} searches of their trials each (TPE), best trial "
@@ -148,14 +144,15 @@ def print_horizon(horizon: int, seeds: list[int], results: dict[tuple[int, int],
           f"{mean_sd(walls, 1)} min per search")
     equal = None  # agentlab after as many trials as neuralforecast had, when that is fewer
     if nf_rows and args.nf_trials < args.trials:
-        firsts = [best_after(args.out / f"h{horizon}-s{s}", args.nf_trials) for s in seeds]
+        firsts = [best_run(json.loads((args.out / f"h{horizon}-s{s}" / "agent_state.json").read_text())["runs"],
+                           args.nf_trials) for s in seeds]
         equal = [b["test_mse"] for b in firsts if b is not None]
         print(f"{f'agentlab nas, {args.nf_trials} trials':<28}{'searched':>10}{mean_sd(equal):>20}"
               f"{mean_sd([b['test_mae'] for b in firsts if b is not None]):>20}  fair, the first {args.nf_trials} "
               "trials of the same searches")
     for row in nf_rows or []:
         print(f"{'neuralforecast ' + row['model']:<28}{'searched':>10}{row['mse']:>20.3f}{row['mae']:>20.3f}  fair, "
-              f"{row.get('trials', 20)} trials in {row['wall_s'] / 60:.1f} min")
+              f"{row['trials']} trials in {row['wall_s'] / 60:.1f} min")
     if nf_rows is None:
         print(f"  neuralforecast: {nf_note}")
     for pub in TABLES.get(("ETTh1", horizon), []):
@@ -166,12 +163,13 @@ def print_horizon(horizon: int, seeds: list[int], results: dict[tuple[int, int],
         met = statistics.mean(mses) <= target
         print(f"target: test MSE <= {target} (mean over seeds): {'met' if met else 'missed'} "
               f"({statistics.mean(mses):.3f}); seeds at or below it: {sum(m <= target for m in mses)}/{len(mses)}")
+    ours = statistics.mean(equal if equal else mses)
     if nf_rows:
         best_nf = min(nf_rows, key=lambda r: r["mse"])
-        ours = statistics.mean(equal if equal else mses)
         print(f"against neuralforecast's best at {args.nf_trials} trials ({best_nf['model']}, {best_nf['mse']:.3f}): "
               f"agentlab {ours:.3f} at {args.nf_trials if equal else args.trials} trials, "
               f"{'as good or better' if ours <= best_nf['mse'] else 'worse'}")
+    return ours
 
 
 def main() -> None:
@@ -209,6 +207,7 @@ def main() -> None:
         except ImportError:
             use_nf, nf_note = False, "not installed: `pip install neuralforecast` to compare its Auto models"
     nf_by_horizon: dict[int, list[dict[str, Any]]] = {}
+    compared: dict[int, float] = {}  # agentlab's mean test MSE per horizon, at neuralforecast's trials when it ran
     for horizon in horizons:
         nf_rows, note = None, nf_note
         if use_nf and str(horizon) not in (args.nf_horizons or args.horizons).split(","):
@@ -220,18 +219,16 @@ def main() -> None:
                 note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if nf_rows:
             nf_by_horizon[horizon] = nf_rows
-        print_horizon(horizon, seeds, results, nf_rows, note, args)
+        compared[horizon] = print_horizon(horizon, seeds, results, nf_rows, note, args)
     print(f"\nrun folders under {args.out}")
     # ratio: agentlab's mean best test MSE at the first horizon over the strongest alternative measured or published
     # there: neuralforecast's best Auto model when it ran, else the best fair published result.
     first = horizons[0]
-    ours = statistics.mean(results[(first, s)]["results"]["best"]["test_mse"] for s in seeds)
+    ours = compared[first]
     nf_first = nf_by_horizon.get(first)
     if nf_first:
         ref, what = min(r["mse"] for r in nf_first), "neuralforecast's best Auto model"
-        if args.nf_trials < args.trials:  # at equal trials: agentlab's first nf_trials trials
-            firsts = [best_after(args.out / f"h{first}-s{s}", args.nf_trials) for s in seeds]
-            ours = statistics.mean(b["test_mse"] for b in firsts if b is not None)
+        if args.nf_trials < args.trials:
             what += f", both at {args.nf_trials} trials"
     else:
         from agentlab.nas.literature import TABLES

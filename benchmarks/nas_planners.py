@@ -144,16 +144,20 @@ def _calls(out: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- statistics
 
 
-def best_after(runs: list[dict[str, Any]], n: int) -> tuple[float, float] | None:
-    """(best validation MSE, that trial's test MSE) over the first ``n`` trials of the budget (a trial interrupted
-    and planned again does not count), among those that finished."""
+def best_run(runs: list[dict[str, Any]], n: int) -> dict[str, Any] | None:
+    """The trial with the best validation MSE among the first ``n`` trials of the budget (a trial interrupted and
+    planned again does not count) that finished; ``runs`` is a search's agent_state.json "runs". nas_literature.py
+    uses it too."""
     counted = [r for r in runs if r.get("counted", True)][:n]
     finished = [r for r in counted if r.get("val_mse") is not None and r.get("test_mse") is not None
                 and r.get("state") == "complete"]
-    if not finished:
-        return None
-    best = min(finished, key=lambda r: r["val_mse"])
-    return best["val_mse"], best["test_mse"]
+    return min(finished, key=lambda r: r["val_mse"]) if finished else None
+
+
+def best_after(runs: list[dict[str, Any]], n: int) -> tuple[float, float] | None:
+    """(best validation MSE, that trial's test MSE) over the first ``n`` trials of the budget."""
+    best = best_run(runs, n)
+    return None if best is None else (best["val_mse"], best["test_mse"])
 
 
 def mean_sd(values: list[float]) -> str:
