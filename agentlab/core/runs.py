@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +44,33 @@ RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "int
 LOCK_FILE = "run.lock"
 # What a run folder holds before its command has done anything: a folder with nothing else never started.
 _STUB_FILES = frozenset({"config.yaml", "run.json", LOCK_FILE})
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them.
+
+    A KeyboardInterrupt raised inside a database commit (Optuna's SQLite storage) leaves the session half-committed:
+    the next write fails with ``StorageInternalError`` instead of recording the interruption, and the user sees an
+    internal error where ``interrupted; continue with --resume`` belongs. Storage writes run inside this block, so the
+    signal lands between writes. Off the main thread (where handlers cannot be set) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        if caught:
+            signal.raise_signal(caught[0])  # the restored handler runs now: KeyboardInterrupt, or the default
 
 
 # --------------------------------------------------------------------------- atomic file writes

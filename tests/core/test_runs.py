@@ -198,3 +198,28 @@ def test_run_name_must_be_a_plain_folder_name(in_tmp: Path, name: str) -> None:
     with pytest.raises(RunDirError, match="not usable in a folder name"):
         RunDir.create("demo", name=name)
     assert not (in_tmp / "runs").exists()
+
+
+def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_block_ends() -> None:
+    import os
+    import signal
+
+    from agentlab.core.runs import deferred_interrupts
+
+    def to_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, to_interrupt)
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            done = []
+            with pytest.raises(KeyboardInterrupt), deferred_interrupts():
+                os.kill(os.getpid(), sig)
+                done.append("the block ran to its end")
+            assert done
+        assert signal.getsignal(signal.SIGTERM) is to_interrupt
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with deferred_interrupts():  # nothing caught: nothing raised
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, before)

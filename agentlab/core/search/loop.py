@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentlab.core.errors import AgentlabError
+from agentlab.core.runs import deferred_interrupts
 from agentlab.core.search import records as R
 from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.planners import PlanContext, Proposal, params_key
@@ -195,7 +196,8 @@ class SearchLoop:
         self._sampler_attrs.clear()
         template = create_trial(state=TrialState.RUNNING, params=proposal.params, system_attrs=system,
                                 distributions=self.space.distributions(proposal.params), user_attrs={R.A_PLAN: plan})
-        trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+        with deferred_interrupts():
+            trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
         return optuna.Trial(self.study, trial_id)
 
     def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> TrialRecord:
@@ -205,20 +207,26 @@ class SearchLoop:
             if proposal.planner == "base":  # the reference is never pruned: every gain is measured against it
                 return False
             if math.isfinite(value):
-                trial.report(value, step)
-                return trial.should_prune()
+                with deferred_interrupts():  # a Ctrl-C inside the commit would break the storage, not stop the trial
+                    trial.report(value, step)
+                    return trial.should_prune()
             return False
 
         start = time.perf_counter()
         try:
             metrics = self.objective.run(trial.number, dict(proposal.params), report)
         except KeyboardInterrupt:
-            self._fail(trial, "interrupted (Ctrl-C / SIGTERM): not counted, planned again on --resume", counted=False)
+            try:
+                self._fail(trial, "interrupted (Ctrl-C / SIGTERM): not counted, planned again on --resume",
+                           counted=False)
+            except Exception:  # the storage could not record it: the trial stays RUNNING and --resume recovers it
+                log.warning("could not record trial %d as interrupted", trial.number, exc_info=True)
             raise
         except Pruned as exc:
-            trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
-                                              "reason": "pruned: validation loss hopeless next to earlier trials"})
-            self.study.tell(trial, state=TrialState.PRUNED)
+            with deferred_interrupts():
+                trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
+                                                  "reason": "pruned: validation loss hopeless next to earlier trials"})
+                self.study.tell(trial, state=TrialState.PRUNED)
             return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
         except Exception as exc:  # one bad config (e.g. out of memory) must not end the search
             log.warning("trial %d failed", trial.number, exc_info=True)
@@ -227,12 +235,13 @@ class SearchLoop:
         metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
         value = metrics.get("value")
         decision = self.evaluator.decide(value, metrics, proposal.params, best_of(records, self.direction))
-        trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, "accepted": decision.accepted,
-                                          "reason": decision.reason, "decided_by": decision.decided_by})
-        if value is None or not math.isfinite(value):
-            self.study.tell(trial, state=TrialState.FAIL)  # counted: it consumed budget
-        else:
-            self.study.tell(trial, value)
+        with deferred_interrupts():
+            trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, "accepted": decision.accepted,
+                                              "reason": decision.reason, "decided_by": decision.decided_by})
+            if value is None or not math.isfinite(value):
+                self.study.tell(trial, state=TrialState.FAIL)  # counted: it consumed budget
+            else:
+                self.study.tell(trial, value)
         return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
 
     # ------------------------------------------------------------------ the loop
@@ -302,9 +311,10 @@ class SearchLoop:
     def _fail(self, trial: Any, reason: str, counted: bool) -> None:
         from optuna.trial import TrialState
 
-        trial.set_user_attr(R.A_OUTCOME, {"counted": counted, "accepted": False, "reason": reason,
-                                          "decided_by": "loop"})
-        self.study.tell(trial, state=TrialState.FAIL)
+        with deferred_interrupts():
+            trial.set_user_attr(R.A_OUTCOME, {"counted": counted, "accepted": False, "reason": reason,
+                                              "decided_by": "loop"})
+            self.study.tell(trial, state=TrialState.FAIL)
 
 
 def require_finished_trials(outcome: SearchOutcome) -> None:

@@ -142,3 +142,36 @@ def test_base_outside_space_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="base value 128"):
         SearchLoop(study=study, space=SPACE, base_params={**BASE, "width": 128}, objective=Quadratic(),
                    planner=OptunaPlanner("tpe"), evaluator=HybridEvaluator(0.01), stop=StopRules(3))
+
+
+def test_a_ctrl_c_during_a_storage_write_is_recorded_and_the_run_resumes(tmp_path: Path) -> None:
+    """The signal lands inside trial.report's commit: it is delivered after the write, the trial is recorded as
+    interrupted (not counted) instead of a broken session's StorageInternalError, and the search resumes."""
+    import os
+    import signal
+
+    from optuna.storages import RDBStorage
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    original = RDBStorage.set_trial_intermediate_value
+    state = {"fired": False}
+
+    def interrupted_write(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not state["fired"]:
+            state["fired"] = True
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-write, as a user's Ctrl-C would
+        return original(self, *args, **kwargs)
+
+    loop = make_loop(tmp_path, Quadratic(), 3, storage=storage)
+    RDBStorage.set_trial_intermediate_value = interrupted_write  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run()
+    finally:
+        RDBStorage.set_trial_intermediate_value = original  # type: ignore[method-assign]
+    *before, trial = loop.study.get_trials()  # the base trial never reports: the first report is trial 1's
+    assert [t.state.name for t in before] == ["COMPLETE"]
+    assert trial.state.name == "FAIL" and trial.user_attrs["outcome"]["counted"] is False
+    assert trial.intermediate_values == {0: trial.intermediate_values[0]}, "the interrupted write was lost"
+    outcome = make_loop(tmp_path, Quadratic(), 3, storage=storage).run()
+    assert outcome.ran_here == 2 and sum(r.counted for r in outcome.records) == 3  # the base is not run again
