@@ -55,10 +55,12 @@ def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
                               "task_questions": args.questions}
     if planner == "llm":
         fields["llm"] = str(args.llm)
-    (args.out / "workspace" / "llm_picks.json").unlink(missing_ok=True)  # every search starts without a record
+    resume = out if out.exists() else None
+    if resume is None:  # every search starts without a record of the model's picks (a resumed one keeps its own)
+        (args.out / "workspace" / "llm_picks.json").unlink(missing_ok=True)
     overrides = [f"measure.max_eval_tokens={args.eval_tokens}", "measure.repeats=2"]
     start = time.perf_counter()
-    results = run_compression(args.model, GOAL, overrides=overrides, out=out, resume=out if out.exists() else None,
+    results = run_compression(args.model, GOAL, overrides=overrides, out=None if resume else out, resume=resume,
                               chooser=chooser, **fields)
     results["bench_seconds"] = round(time.perf_counter() - start, 1)
     (out / "bench.json").write_text(json.dumps({"seconds": results["bench_seconds"]}))
