@@ -110,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         return fail(f"{where}{exc.strerror or exc}", "check the path, the free disk space and the permissions", 1)
     except Exception as exc:  # a bug: one line, not a traceback (AGENTLAB_DEBUG=1 shows it)
+        from agentlab.core.runs import caused_by_interrupt
+
+        if caused_by_interrupt(exc):  # raised while a Ctrl-C / SIGTERM was handled: the run was interrupted
+            if debug:
+                console.print_exception()
+            console.print(interrupted)
+            return 130
         return fail(f"internal error: {type(exc).__name__}: {exc}", _REPORT, 1)
 
 

@@ -131,3 +131,19 @@ def test_every_config_in_repo_validates(path: Path, monkeypatch: pytest.MonkeyPa
     assert path.read_text().splitlines()[0].startswith(f"# agentlab {command}")
     monkeypatch.chdir(REPO)
     assert main(["config", "validate", str(path)]) == 0
+
+
+def test_an_error_raised_while_handling_ctrl_c_exits_130_not_internal_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import agentlab.cli as cli
+
+    def broken_by_interrupt(**kwargs: object) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("StorageInternalError: An exception is raised during the commit.") from None
+
+    monkeypatch.setattr(cli, "app", broken_by_interrupt)
+    assert main(["nas"]) == 130
+    out = capsys.readouterr().out
+    assert "interrupted" in out and "internal error" not in out

@@ -49,6 +49,18 @@ _STUB_FILES = frozenset({"config.yaml", "run.json", LOCK_FILE})
 # --------------------------------------------------------------------------- interrupts
 
 
+def caused_by_interrupt(exc: BaseException | None) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C / SIGTERM was being handled (a storage write that the interrupt
+    broke, say): the user stopped the run; the error is its consequence, not a failure to report."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block ends, then deliver them.
@@ -417,7 +429,7 @@ class RunDir:
             return
         if exc_type is None:
             self.finish(COMPLETED)
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif issubclass(exc_type, KeyboardInterrupt) or caused_by_interrupt(exc):
             self.finish(INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
         else:
             self.finish(FAILED, error=f"{exc_type.__name__}: {self.scrub(str(exc))}")

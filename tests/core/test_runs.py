@@ -223,3 +223,17 @@ def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_block_ends() -> N
             pass
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_an_error_raised_while_an_interrupt_is_handled_counts_as_the_interruption(in_tmp: Path) -> None:
+    """A storage write broken by Ctrl-C fails in the handler: the run is interrupted (resumable), not failed."""
+    from agentlab.core.runs import caused_by_interrupt
+
+    with pytest.raises(RuntimeError), RunDir.create("demo") as run:
+        run.event("trial", n=0)
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("An exception is raised during the commit.") from None  # context kept, as Optuna's
+    assert run.status == "interrupted"
+    assert not caused_by_interrupt(ValueError("plain")) and not caused_by_interrupt(None)
