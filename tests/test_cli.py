@@ -133,9 +133,12 @@ def test_every_config_in_repo_validates(path: Path, monkeypatch: pytest.MonkeyPa
     assert main(["config", "validate", str(path)]) == 0
 
 
-def test_an_error_raised_while_handling_ctrl_c_exits_130_not_internal_error(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_error_raised_while_handling_ctrl_c_exits_130_not_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import agentlab.cli as cli
+    from agentlab.cli.common import console
+
+    printed: list[str] = []
+    monkeypatch.setattr(console, "print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
 
     def broken_by_interrupt(**kwargs: object) -> int:
         try:
@@ -145,5 +148,5 @@ def test_an_error_raised_while_handling_ctrl_c_exits_130_not_internal_error(
 
     monkeypatch.setattr(cli, "app", broken_by_interrupt)
     assert main(["nas"]) == 130
-    out = capsys.readouterr().out
+    out = "\n".join(printed)
     assert "interrupted" in out and "internal error" not in out

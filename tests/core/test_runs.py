@@ -209,7 +209,7 @@ def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_block_ends() -> N
     def to_interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, to_interrupt)
+    before = {sig: signal.signal(sig, to_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}  # as the CLI sets
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             done = []
@@ -217,12 +217,12 @@ def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_block_ends() -> N
                 os.kill(os.getpid(), sig)
                 done.append("the block ran to its end")
             assert done
-        assert signal.getsignal(signal.SIGTERM) is to_interrupt
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert signal.getsignal(sig) is to_interrupt
         with deferred_interrupts():  # nothing caught: nothing raised
             pass
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def test_an_error_raised_while_an_interrupt_is_handled_counts_as_the_interruption(in_tmp: Path) -> None:

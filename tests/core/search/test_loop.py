@@ -164,11 +164,13 @@ def test_a_ctrl_c_during_a_storage_write_is_recorded_and_the_run_resumes(tmp_pat
 
     loop = make_loop(tmp_path, Quadratic(), 3, storage=storage)
     RDBStorage.set_trial_intermediate_value = interrupted_write  # type: ignore[method-assign]
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal, whatever ran before
     try:
         with pytest.raises(KeyboardInterrupt):
             loop.run()
     finally:
         RDBStorage.set_trial_intermediate_value = original  # type: ignore[method-assign]
+        signal.signal(signal.SIGINT, handler)
     *before, trial = loop.study.get_trials()  # the base trial never reports: the first report is trial 1's
     assert [t.state.name for t in before] == ["COMPLETE"]
     assert trial.state.name == "FAIL" and trial.user_attrs["outcome"]["counted"] is False
