@@ -24,7 +24,7 @@ from typing import Any
 from agentlab.core.debate.engine import Answer, Panel, Round, ballots, debate_rounds, judge, samples
 from agentlab.core.debate.rules import RULES, decide
 from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
-from agentlab.core.errors import UsageError
+from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, durable_append
 from agentlab.core.vote import tally, wilson_interval
@@ -157,6 +157,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     bar = progress.task("questions", total=len(task))
     bar.update(completed=len(task) - len(todo))
     start = time.perf_counter()
+    failed: list[tuple[Question, str]] = []
 
     async def main() -> None:
         router = Router.for_run(panel.llm, run_dir, providers=providers)
@@ -165,6 +166,12 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
         async def one(q: Question) -> None:
             async with gate:
                 record = await score_question(router, panel, cfg, q)
+            errors = failed_calls(record)
+            if errors:  # a timeout or a dead route is not a wrong answer: not recorded, asked again on resume
+                failed.append((q, errors[0]))
+                run_dir.event("question_failed", id=q.id, line=q.line, calls=len(errors), error=errors[0])
+                bar.advance()
+                return
             durable_append(run_dir.file(RECORDS), run_dir.scrub(json.dumps(record)) + "\n")
             records[q.id] = record
             last = default_method(cfg)
@@ -189,4 +196,17 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
 
     run_dir.save_results(results)
     run_dir.save_report(render_eval(results))
+    if failed:
+        q, error = failed[0]
+        raise AgentlabError(f"{len(failed)} of {len(task)} questions were not scored: a model call failed (first: "
+                            f"line {q.line}: {error}); results.json holds the {len(ordered)} scored",
+                            hint=f"fix the route (see llm_calls.jsonl), then `agentlab debate eval --resume "
+                                 f"{run_dir.path}` asks only those again")
     return results
+
+
+def failed_calls(record: dict[str, Any]) -> list[str]:
+    """The errors of the model calls behind one question's record (rounds, self-consistency samples, judge)."""
+    answers = [a for rounds in record["rounds"].values() for r in rounds for a in r] + record["self_consistency"]
+    answers += [j for verdicts in record["judge"].values() for j in verdicts if j is not None]
+    return [str(a["error"]) for a in answers if a.get("error")]

@@ -228,3 +228,32 @@ def test_text_answers_parse_and_score(text: str, expected: str | None) -> None:
     assert answer_kind(q) == "text" and answer_kind(Question(0, 1, "Is it?", "yes")) == "open"
     assert is_correct("Arr, that be Paris, matey", "Paris") and not is_correct("Parisian", "Paris")
     assert not is_correct("156", "56") and is_correct("56.0", "56")
+
+
+def test_eval_does_not_score_a_question_whose_model_call_failed_and_resume_asks_it_again(in_tmp: Path) -> None:
+    from agentlab.core.errors import AgentlabError, LLMError
+
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 2+3?", "answer": "5"}\n'
+                                       '{"question": "What is 3+4?", "answer": 7}\n')
+
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        question = messages[0]["content"].split("\n")[0]
+        if question == "What is 3+4?" and model == "b":
+            raise LLMError("b: no answer within 60s", "timeout", model="b")
+        return "5" if question == "What is 2+3?" else "7"
+
+    # one question at a time: b's failures on the second open its circuit only after the first is scored
+    cfg = setup(in_tmp, rounds=1, eval={"task": in_tmp / "task.jsonl", "concurrency": 1, "visibilities": ["full"]})
+    folder = in_tmp / "RUN"
+    with pytest.raises(AgentlabError, match=r"1 of 2 questions were not scored: a model call failed \(first: line 2"):
+        run_in_folder("debate-eval", cfg, run_eval, out=folder,
+                      inputs={**prepare_eval(cfg), "providers": {"s": ScriptedProvider("s", [reply])}})
+    assert [json.loads(x)["id"] for x in (folder / "questions.jsonl").read_text().splitlines()] == [0]
+    assert json.loads((folder / "results.json").read_text())["questions"] == 1  # the scored one, not a zero for it
+
+    healthy = ScriptedProvider("s", [lambda model, messages, params: "7"])
+    results, _ = run_in_folder("debate-eval", cfg, run_eval, resume=folder,
+                               inputs={**prepare_eval(cfg), "providers": {"s": healthy}})
+    assert results["questions"] == 2 and {c.messages[0]["content"].split("\n")[0] for c in healthy.calls} == {
+        "What is 3+4?"}
+    assert all(r["correct"] == r["total"] for r in results["table"] if r["method"].startswith("agent"))
