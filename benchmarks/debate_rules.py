@@ -108,8 +108,14 @@ def main() -> int:
         return 2
     paths = write_tasks(args.out / "tasks", args.limit)
     tables: dict[str, dict[str, dict[str, Any]]] = {}
+    from agentlab.core.errors import AgentlabError
+
     for name in args.tasks:
-        results = run_task(args, name, paths[name])
+        try:
+            results = run_task(args, name, paths[name])
+        except AgentlabError as exc:  # e.g. questions whose model calls failed: not scored, asked again on a rerun
+            print(f"error: task {name}: {exc.message}\nrun the same command again to resume", file=sys.stderr)
+            return 1
         tables[name] = {r["method"]: r for r in results["table"]}
         print(f"\n## {name}: {results['questions']} questions, {results['rounds']} rounds")
         print(f"{'method':40s} {'accuracy':>8s} {'95% CI':>13s} {'tokens/q':>9s}")
