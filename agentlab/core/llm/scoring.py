@@ -15,6 +15,8 @@ the functions.
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,17 +128,13 @@ def answer_logliks(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
                for q, a in pairs]
     if not encoded:
         return []
-    shared = _common_prefix([p for p, _ in encoded]) if share_prefix else 0
-    shared = min(shared, min(len(p) for p, _ in encoded) - 1)  # each prompt keeps a token to predict its answer from
-    cache = None
+    prompts = [p for p, _ in encoded]
     device = next(model.parameters()).device
-    if shared >= 2:
-        with torch.inference_mode():
-            cache = model(input_ids=torch.tensor([encoded[0][0][:shared]], device=device), use_cache=True
-                          ).past_key_values
-        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-            cache, shared = None, 0
-    else:
+    # the prompts' common first tokens (commonprefix works on any sequences), less one: each prompt keeps a token
+    # to predict its answer from
+    shared = min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 1) if share_prefix else 0
+    cache = _prefix_cache(model, prompts[0][:shared], device) if shared >= 2 else None
+    if cache is None:
         shared = 0
     out: list[tuple[float, int]] = []
     for begin in range(0, len(encoded), batch):
@@ -147,8 +145,6 @@ def answer_logliks(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
         mask = torch.tensor([[1] * (shared + len(r)) + [0] * (width - len(r)) for r in rows], device=device)
         kwargs: dict[str, Any] = {}
         if cache is not None:
-            import copy
-
             past = copy.deepcopy(cache)  # the forward appends to it: every batch starts from the prefix alone
             past.batch_repeat_interleave(len(rows))
             kwargs.update(past_key_values=past, use_cache=True)
@@ -162,13 +158,14 @@ def answer_logliks(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
     return out
 
 
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """How many first tokens every row shares."""
-    first, n = rows[0], min(len(r) for r in rows)
-    for i in range(n):
-        if any(r[i] != first[i] for r in rows):
-            return i
-    return n
+def _prefix_cache(model: Any, prefix: list[int], device: Any) -> Any:
+    """The key/value cache of one forward of ``prefix``, or None when the model's cache cannot be repeated over a
+    batch (then every prompt runs whole)."""
+    import torch
+
+    with torch.inference_mode():
+        cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+    return cache if hasattr(cache, "batch_repeat_interleave") else None
 
 
 # ------------------------------------------------------------------------- /v1/completions on a local model
