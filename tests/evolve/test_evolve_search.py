@@ -83,6 +83,10 @@ def test_ties_by_hand(tiny_model: dict[str, Path], seeds: dict[str, Path], tmp_p
     got = dense_delta(tmp_path / "two")[m].flatten()
     assert float((got - expected).abs().max()) < 1e-4 * float(expected.abs().max())
     assert result.discarded_energy < 1e-9  # rank 64 holds every module of the tiny model
+    lineage = json.loads((tmp_path / "two" / "lineage.json").read_text())
+    assert lineage["method"] == "ties" and lineage["parents"] == [str(a), str(b)] and lineage["rank"] == 64
+    assert (lineage["density"], lineage["scale"], len(lineage["parent_ranks"])) == (0.5, 0.7, 2)
+    assert lineage["base_model_name_or_path"] and lineage["discarded_energy"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_answer_logliks_equal_a_plain_forward(tiny_model: dict[str, Path], seeds: dict[str, Path]) -> None:

@@ -204,21 +204,12 @@ def blend_adapters(parents: list[str | Path], weights: list[float], child: str |
             discarded[module] = float("nan")
     energy = dropped_sq / total_sq if method == "exact" and total_sq > 0 else (0.0 if method == "exact" else
                                                                                    float("nan"))
-    dtype = read[0].dtype if all(p.dtype == read[0].dtype for p in read) else torch.float32
-    config = _child_config(read, r, alpha)
-    seconds = time.perf_counter() - start
-    result = BlendResult(child, method, r, alpha, [float(w) for w in weights], energy, discarded, seconds)
-    lineage = {"parents": [str(p.path) for p in read], "parent_ranks": ranks,
-               "parent_alphas": [p.config.get("lora_alpha") for p in read],
-               "parent_rslora": [bool(p.config.get("use_rslora")) for p in read],
-               "weights": result.weights, "method": method, "exact": method == "exact",
-               "rank": r, "lora_alpha": alpha, "mutation": {"p": mut, "std": mut_std}, "seed": seed,
-               "discarded_energy": _json_number(energy),
-               "module_discarded_energy": {m: _json_number(e) for m, e in discarded.items()},
-               "base_model_name_or_path": config.get("base_model_name_or_path")}
-    _write_child(child, config, {k: v.to(dtype).contiguous() for k, v in out.items()}, lineage, force)
-    result.seconds = time.perf_counter() - start
-    return result
+    result = BlendResult(child, method, r, alpha, [float(w) for w in weights], energy, discarded, 0.0)
+    return _save_child(result, read, out, force, start, {
+        "parent_alphas": [p.config.get("lora_alpha") for p in read],
+        "parent_rslora": [bool(p.config.get("use_rslora")) for p in read],
+        "weights": result.weights, "method": method, "exact": method == "exact",
+        "rank": r, "lora_alpha": alpha, "mutation": {"p": mut, "std": mut_std}, "seed": seed})
 
 
 def ties_merge(parents: list[str | Path], child: str | Path, *, density: float = 0.2, scale: float = 1.0,
@@ -277,15 +268,25 @@ def ties_merge(parents: list[str | Path], child: str | Path, *, density: float =
         total_sq += kept + dropped
         dropped_sq += dropped
     energy = dropped_sq / total_sq if total_sq > 0 else 0.0
-    dtype = read[0].dtype if all(p.dtype == read[0].dtype for p in read) else torch.float32
-    config = _child_config(read, r, float(r))
     result = BlendResult(child, "ties", r, float(r), [scale] * len(read), energy, discarded, 0.0)
-    lineage = {"parents": [str(p.path) for p in read], "parent_ranks": ranks, "method": "ties", "exact": False,
-               "density": density, "scale": scale, "rank": r, "lora_alpha": float(r),
-               "discarded_energy": _json_number(energy),
-               "module_discarded_energy": {m: _json_number(e) for m, e in discarded.items()},
+    return _save_child(result, read, out, force, start, {
+        "method": "ties", "exact": False, "density": density, "scale": scale, "rank": r, "lora_alpha": float(r)})
+
+
+def _save_child(result: BlendResult, read: list[Parent], tensors: dict[str, torch.Tensor], force: bool,
+                start: float, lineage: dict[str, Any]) -> BlendResult:
+    """Write ``result``'s child folder (the parents' dtype when they share one, else float32) with its lineage: the
+    method's own fields plus the parents, their ranks, the discarded energy and the base model."""
+    import torch
+
+    dtype = read[0].dtype if all(p.dtype == read[0].dtype for p in read) else torch.float32
+    config = _child_config(read, result.rank, result.lora_alpha)
+    lineage = {"parents": [str(p.path) for p in read],
+               "parent_ranks": [next(iter(p.modules.values()))[0].shape[0] for p in read], **lineage,
+               "discarded_energy": _json_number(result.discarded_energy),
+               "module_discarded_energy": {m: _json_number(e) for m, e in result.module_energy.items()},
                "base_model_name_or_path": config.get("base_model_name_or_path")}
-    _write_child(child, config, {k2: v.to(dtype).contiguous() for k2, v in out.items()}, lineage, force)
+    _write_child(result.child, config, {k: v.to(dtype).contiguous() for k, v in tensors.items()}, lineage, force)
     result.seconds = time.perf_counter() - start
     return result
 
