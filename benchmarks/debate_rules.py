@@ -9,15 +9,16 @@ train-persona --data persona_X --out adapters/persona_X``) answer three tasks th
   text answer.
 
 On each: every agent alone, the majority of round 0, self-consistency at equal compute, the debate's vote after each
-round and every decision rule (``last_round``, ``all_rounds``, ``on_disagreement``, ``keep_round0``) under every
-visibility (``full``, ``answer``, ``answer_confidence``), with 95% Wilson intervals and tokens per question. Each
+round and every decision rule (``vote``, ``last_round``, ``all_rounds``, ``on_disagreement``, ``keep_round0``) under
+every visibility (``full``, ``answer``, ``answer_confidence``), with 95% Wilson intervals and tokens per question. Each
 task's run folder is kept under ``--out``: run again, finished questions are not asked again.
 
 The verdict: among the rule x visibility pairs never below the round-0 majority on any task, the one with the best
 mean accuracy (ties: fewer tokens) is the default to set in ``agentlab/debate/config.py`` (``rule``,
-``visibility``); none qualifying means the round-0 majority itself should decide (``on_disagreement`` with zero
-rounds is that). Target: the default at or above the round-0 majority on every task, and at or below its compute when
-``on_disagreement`` is the default. The last line is ``ratio: X``: the chosen pair's mean accuracy over the round-0
+``visibility``). ``vote`` (round 0's vote, no debate round) is one of the candidates: the round-0 majority weighted
+by the vote method, so unless a rule that debates does better, the default asks no debate round. Target: the default
+at or above the round-0 majority on every task, and at or below its compute when ``on_disagreement`` is the
+default. The last line is ``ratio: X``: the chosen pair's mean accuracy over the round-0
 majority's.
 
     python benchmarks/debate_rules.py                          # the three tasks, 2 rounds, concurrency 8
@@ -125,7 +126,7 @@ def main() -> int:
     best, ratio, lines = verdict(tables)
     print("\n## every rule x visibility over the tasks")
     print("\n".join(lines))
-    print(f"\ndefault: {best or 'none is never below the round-0 majority: keep the vote of round 0'}")
+    print(f"\ndefault: {best or 'none is never below the round-0 majority: keep the vote of round 0 (rule vote)'}")
     (args.out / "summary.json").write_text(json.dumps({"tables": tables, "default": best, "ratio": ratio}, indent=1))
     print(f"ratio: {ratio:.3f}")
     return 0

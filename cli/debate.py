@@ -41,9 +41,10 @@ AdaptersOpt = Annotated[list[Path] | None, opt(
     "config's agents, else adapters/persona_a, _b, _c under the current directory.")]
 DecisionOpt = Annotated[str | None, opt("--decision", help="reconcile (default: confidence-weighted vote, "
                                          "ReConcile's bins), confidence (raw confidences), majority, or judge.")]
-RuleOpt = Annotated[str | None, opt("--rule", help="Which rounds decide: last_round (default, provisional), "
-                                    "all_rounds, on_disagreement (debate only when round 0 is split), keep_round0 "
-                                    "(round 0 unless the last round converged).")]
+RuleOpt = Annotated[str | None, opt("--rule", help="Which rounds decide: vote (default: round 0's vote, no debate "
+                                    "round asked; measured best on the built-in model), last_round, all_rounds, "
+                                    "on_disagreement (debate only when round 0 is split), keep_round0 (round 0 "
+                                    "unless the last round converged).")]
 VisibilityOpt = Annotated[str | None, opt("--visibility", help="What agents see of each other: full (default), "
                                           "answer, answer_confidence.")]
 JudgeOpt = Annotated[str | None, opt("--judge", help="The judge's model or route of --llm (default: the base "
@@ -117,6 +118,9 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     rule = f", rule {final['rule']}" if final.get("rule") else ""
     console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"
                   + (" (tie broken)" if final["tie"] else ""))
+    if final.get("rule") == "vote" and results.get("rounds"):
+        console.print("rule vote: round 0's answers decided, no debate round asked (on the built-in personas every "
+                      "rule that debates scored lower); --rule last_round (or keep_round0, ...) to debate")
     if results.get("judge_reply") and results["kind"] == "open":
         console.print(f"[bold]judge[/]: {safe_text(results['judge_reply']['text'].strip())}")
     console.print(f"{results['answers']} answers, {results['unparseable']} unparseable, {results['errors']} failed; "

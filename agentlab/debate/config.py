@@ -73,10 +73,11 @@ class DebateConfig(StrictModel):
         "reconcile", description="reconcile: confidence-weighted vote with ReConcile's binning; confidence: raw "
         "confidences as weights; majority: one agent one vote; judge: the judge model decides from the last round")
     rule: Rule = Field(
-        "last_round", description="which rounds decide (core/debate/rules.py): last_round (the vote of the last "
-        "round), all_rounds (one vote over every round's answers), on_disagreement (debate only when round 0 is "
-        "split; a unanimous round 0 stops there), keep_round0 (round 0's vote unless the last round converged). "
-        "The default is provisional: benchmarks/debate_rules.py measures every rule and picks it")
+        "vote", description="which rounds decide (core/debate/rules.py): vote (round 0's vote alone: no debate round "
+        "is asked), last_round (the vote of the last round), all_rounds (one vote over every round's answers), "
+        "on_disagreement (debate only when round 0 is split; a unanimous round 0 stops there), keep_round0 (round "
+        "0's vote unless the last round converged). The default is measured by benchmarks/debate_rules.py: on the "
+        "built-in SmolLM2 personas every rule that debates fell below round 0's vote")
     visibility: Visibility = Field(
         "full", description="what each agent sees of the others' previous answers: full (their replies), answer "
         "(the parsed answers only), answer_confidence (answer and confidence)")

@@ -56,7 +56,7 @@ def suffix(cfg: DebateConfig, visibility: str) -> str:
 
 def default_method(cfg: DebateConfig) -> str:
     """The table row of the configured rule and visibility (``"default": true`` in results.json)."""
-    return f"rule {cfg.rule}{suffix(cfg, cfg.visibility)}"
+    return rule_row(cfg, cfg.rule, cfg.visibility)
 
 
 async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Question) -> dict[str, Any]:
@@ -77,17 +77,36 @@ async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Questi
         for v, rounds in zip(shown, debates, strict=True):
             verdicts[v] = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,  # type: ignore[arg-type]
                                                             max_tokens=cfg.max_tokens) for r in rounds)))
+    methods = score_methods(cfg, q.answer, first[0], sc, dict(zip(shown, debates, strict=True)), verdicts)
+    return {"id": q.id, "line": q.line, "question": q.question, "gold": q.answer, "kind": kind, "methods": methods,
+            "rounds": {v: [[a.to_dict() for a in r] for r in rounds] for v, rounds in zip(shown, debates,
+                                                                                         strict=True)},
+            "self_consistency": [a.to_dict() for a in sc],
+            "judge": {v: [x.to_dict() if x is not None else None for x in verdicts[v]] for v in shown}}
+
+
+def rule_row(cfg: DebateConfig, rule: str, visibility: str) -> str:
+    """A rule's table row: ``vote`` decides on round 0, the same under every visibility, so it has one row."""
+    return "rule vote" if rule == "vote" else f"rule {rule}{suffix(cfg, visibility)}"
+
+
+def score_methods(cfg: DebateConfig, gold: str, first: Round, sc: Round, debates: dict[str, list[Round]],
+                  verdicts: dict[str, list[Answer | None]]) -> dict[str, dict[str, Any]]:
+    """Every method's answer, correctness and tokens for one question, from its finished rounds: each agent alone,
+    the round-0 majority, self-consistency, the debate's vote after each round and every rule, per visibility.
+    Pure, so a finished run is scored again from its transcripts (a new rule needs no model call)."""
     methods: dict[str, dict[str, Any]] = {}
 
     def add(name: str, predicted: str | None, tokens: int) -> None:
-        methods[name] = {"answer": predicted, "correct": is_correct(predicted, q.answer), "tokens": tokens}
+        methods[name] = {"answer": predicted, "correct": is_correct(predicted, gold), "tokens": tokens}
 
-    for answer in first[0]:
+    for answer in first:
         add(f"agent {answer.agent}", answer.answer, answer.tokens)
-    add("majority of round 0", tally(ballots(first[0]), "majority").winner, _tokens(first[0]))
+    add("majority of round 0", tally(ballots(first), "majority").winner, _tokens(first))
     add("self-consistency", tally(ballots(sc), "majority").winner, _tokens(sc))
-    for v, rounds in zip(shown, debates, strict=True):
-        spent = []
+    shown = list(debates)
+    for v, rounds in debates.items():
+        spent: list[int] = []
         for answers in rounds:
             spent.append((spent[-1] if spent else 0) + _tokens(answers))
         for k, verdict in enumerate(verdicts[v]):
@@ -97,13 +116,24 @@ async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Questi
             add(name, final_decision(cfg.decision, rounds[: k + 1], verdict)["answer"],
                 spent[k] + (verdict.tokens if verdict is not None else 0))
         for rule in RULES:
+            if rule == "vote" and v != shown[0]:
+                continue
             decision = decide(rule, rounds, "reconcile" if cfg.decision == "judge" else cfg.decision)
-            add(f"rule {rule}{suffix(cfg, v)}", decision.winner, spent[decision.rounds_used - 1])
-    return {"id": q.id, "line": q.line, "question": q.question, "gold": q.answer, "kind": kind, "methods": methods,
-            "rounds": {v: [[a.to_dict() for a in r] for r in rounds] for v, rounds in zip(shown, debates,
-                                                                                         strict=True)},
-            "self_consistency": [a.to_dict() for a in sc],
-            "judge": {v: [x.to_dict() if x is not None else None for x in verdicts[v]] for v in shown}}
+            add(rule_row(cfg, rule, v), decision.winner, spent[decision.rounds_used - 1])
+    return methods
+
+
+def rescore(cfg: DebateConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` (a line of questions.jsonl) with its methods scored again from its stored transcripts."""
+    try:
+        debates = {v: [[Answer.from_dict(a) for a in answers] for answers in rounds]
+                   for v, rounds in record["rounds"].items()}
+        sc = [Answer.from_dict(a) for a in record["self_consistency"]]
+        verdicts = {v: [Answer.from_dict(x) if x else None for x in record["judge"][v]] for v in debates}
+        first = next(iter(debates.values()))[0]
+    except (KeyError, TypeError, IndexError, StopIteration):
+        return record  # not a transcript this version wrote: its stored scores stand
+    return {**record, "methods": score_methods(cfg, record["gold"], first, sc, debates, verdicts)}
 
 
 def _tokens(answers: Round) -> int:
@@ -150,7 +180,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
 
     progress = progress or NullProgress()
     announce = announce or log.info
-    records = load_records(run_dir)
+    records = {k: rescore(cfg, r) for k, r in load_records(run_dir).items()}  # the current rules' scores
     todo = [q for q in task if q.id not in records]
     if records:
         announce(f"resuming: {len(records)} of {len(task)} questions already scored")

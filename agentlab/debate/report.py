@@ -35,7 +35,10 @@ def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
     ]
     if final.get("note"):
         lines += [final["note"] + ".", ""]
-    if results.get("rounds_asked", results["rounds"]) < results["rounds"]:
+    if results.get("rule") == "vote":
+        lines += ["The rule `vote` decides on round 0's answers: no debate round was asked (set `rule` to debate).",
+                  ""]
+    elif results.get("rounds_asked", results["rounds"]) < results["rounds"]:
         lines += [f"Round 0 was unanimous: the rule `{results['rule']}` asked no debate round.", ""]
     if results.get("judge_reply"):
         lines += ["## The judge", "", _quote(results["judge_reply"]["text"]), ""]
@@ -86,9 +89,9 @@ def render_eval(results: dict[str, Any]) -> str:
         f"{', '.join(results['agents'])}; {results['rounds']} debate round(s); votes `{results['decision']}`; "
         f"visibilities: {', '.join(results.get('visibilities', ['full']))}.",
         "", f"Default (the configured rule and visibility, marked **bold**): `{results.get('default')}`. Rules "
-        "(core/debate/rules.py): `last_round` the last round's vote, `all_rounds` one vote over every round, "
-        "`on_disagreement` debate only when round 0 is split, `keep_round0` round 0 unless the last round "
-        "converged; their tokens count only the rounds they need.",
+        "(core/debate/rules.py): `vote` round 0's vote (no debate round), `last_round` the last round's vote, "
+        "`all_rounds` one vote over every round, `on_disagreement` debate only when round 0 is split, "
+        "`keep_round0` round 0 unless the last round converged; their tokens count only the rounds they need.",
         "", "Accuracy with its 95% Wilson interval; an answer that cannot be parsed counts as wrong. Tokens: prompt "
         "+ completion per question. Self-consistency: the majority of as many independent samples as the debate "
         f"spent answers ({results['sc_samples']}, at temperature {results['sc_temperature']}, cycling over the "

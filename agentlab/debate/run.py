@@ -134,7 +134,7 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
         announce(f"resuming after round {len(done) - 1}: {len(done)} of {cfg.rounds + 1} rounds in {TRANSCRIPT}")
     for number, answers in enumerate(done):
         announce(describe_round(number, answers, cfg.decision))
-    task = progress.task("debate rounds", total=cfg.rounds + 1)
+    task = progress.task("debate rounds", total=1 if cfg.rule == "vote" else cfg.rounds + 1)
     task.update(completed=min(len(done), cfg.rounds + 1))
     start = time.perf_counter()
 

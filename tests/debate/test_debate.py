@@ -60,7 +60,7 @@ def test_decision_weights_bins_ties_and_no_votes() -> None:
 def setup(tmp: Path, **fields: Any) -> DebateConfig:
     (tmp / "llm.yaml").write_text(LLM)
     agents = [{"model": "a"}, {"model": "b"}, {"model": "c"}]
-    return DebateConfig.model_validate({"llm": tmp / "llm.yaml", "agents": agents, **fields})
+    return DebateConfig.model_validate({"llm": tmp / "llm.yaml", "agents": agents, "rule": "last_round", **fields})
 
 
 def rounds_seen(messages: list[dict[str, str]]) -> int:
@@ -144,8 +144,8 @@ def test_eval_table_by_hand(in_tmp: Path) -> None:
         "agent a": (2, 2, 0), "agent b": (1, 2, 0), "agent c": (0, 2, 1), "majority of round 0": (2, 2, 0),
         "self-consistency": (1, 2, 1), "debate round 0": (2, 2, 0), "debate round 1": (1, 2, 0),
         # all_rounds, q2: 7 7 8 7 8 8 is a tie, broken for the answer given first (7)
-        "rule last_round": (1, 2, 0), "rule all_rounds": (2, 2, 0), "rule on_disagreement": (1, 2, 0),
-        "rule keep_round0": (2, 2, 0)}
+        "rule vote": (2, 2, 0), "rule last_round": (1, 2, 0), "rule all_rounds": (2, 2, 0),
+        "rule on_disagreement": (1, 2, 0), "rule keep_round0": (2, 2, 0)}
     assert [r["method"] for r in results["table"] if r["default"]] == ["rule on_disagreement"]
     assert results["default"] == "rule on_disagreement"
     assert rows["rule last_round"]["tokens_per_question"] == rows["debate round 1"]["tokens_per_question"]
@@ -159,6 +159,17 @@ def test_eval_table_by_hand(in_tmp: Path) -> None:
     assert len((folder / "questions.jsonl").read_text().splitlines()) == 2
     assert "| self-consistency | 1/2 |" in (folder / "report.md").read_text()
     assert "| **rule on_disagreement** |" in (folder / "report.md").read_text()
+    assert rows["rule vote"]["tokens_per_question"] == rows["debate round 0"]["tokens_per_question"]
+    # a run scored before a rule existed: --resume scores it from the stored transcripts, no model call
+    path = folder / "questions.jsonl"
+    old = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in old:
+        record["methods"].pop("rule vote")
+    path.write_text("".join(json.dumps(r) + "\n" for r in old))
+    idle = ScriptedProvider("s", [])
+    again, _ = run_in_folder("debate-eval", cfg, run_eval, resume=folder,
+                             inputs={**prepare_eval(cfg), "providers": {"s": idle}})
+    assert not idle.calls and again["table"] == results["table"]
 
 
 def test_plain_prompts_ask_the_question_alone() -> None:
@@ -177,6 +188,8 @@ def test_rules_by_hand() -> None:
     agree = answers(("6", 0.9), ("6", 0.9), ("6", 0.9))
     drift = answers(("9", 0.9), ("8", 0.9), ("7", 0.95))
     assert decide("last_round", [split, agree], "majority").winner == "6"
+    assert (decide("vote", [split, agree], "majority").winner, decide("vote", [split, agree]).rounds_used) == ("6", 1)
+    assert decide("vote", [split, agree], "reconcile").winner == "5" and stops_after_round0("vote", split)
     assert decide("keep_round0", [split, drift], "reconcile").winner == "5"  # no convergence: round 0 (reconcile)
     assert decide("keep_round0", [split, agree], "reconcile").winner == "6"  # converged
     unanimous = answers(("4", None), ("4", None), ("4", None))
@@ -215,6 +228,12 @@ def test_visibility_and_on_disagreement_in_a_debate(in_tmp: Path, visibility: st
     results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
     assert len(provider.calls) == 3 and results["rounds_asked"] == 0 and results["final"]["rounds_used"] == 1
     assert results["final"]["answer"] == "56" and "asked no debate round" in (folder / "report.md").read_text()
+    provider.calls.clear()
+    assert DebateConfig.model_fields["rule"].default == "vote"
+    cfg = setup(in_tmp, topic="What is 3 times 4?", rounds=2, visibility=visibility, rule="vote")
+    results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
+    assert len(provider.calls) == 3 and results["rounds_asked"] == 0 and results["final"]["rule"] == "vote"
+    assert results["final"]["answer"] == "12" and "no debate round was asked" in (folder / "report.md").read_text()
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEBATE_YAML = """# agentlab debate -c debate.yaml
 topic: What is 3 times 4?
 rounds: 1
+rule: last_round
 agents:
   - {model: persona_a}
   - {model: persona_b}
@@ -74,7 +75,8 @@ def adapters(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 def test_adapters_in_process_end_to_end_and_dry_run(in_tmp: Path, tiny_model: dict[str, Path], adapters: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     args = ["debate", "--base-model", str(tiny_model["hf"]), "--adapters", str(adapters / "persona_a"),
-            "--adapters", str(adapters / "persona_c"), "--topic", "What is 2 plus 2?", "--set", "max_tokens=6"]
+            "--adapters", str(adapters / "persona_c"), "--topic", "What is 2 plus 2?", "--set", "max_tokens=6",
+            "--rule", "last_round"]
     assert main([*args, "--rounds", "0"]) == 0
     err = capsys.readouterr().err
     assert "OK   persona_a" in err and "OK   persona_c" in err and "OK   judge" in err
@@ -131,7 +133,7 @@ def test_gguf_agents_on_llama_cpp_answer_through_the_schema(topic: str, kind: st
     (in_tmp / "llm.yaml").write_text(
         "providers:\n  local: {kind: llama_cpp, n_ctx: 2048, n_threads: 1, seed: 0}\nmodels:\n"
         + "".join(f"  {x}: {{provider: local, model: '{tiny_model['gguf']}'}}\n" for x in ("p1", "p2")))
-    (in_tmp / "debate.yaml").write_text(f"topic: {topic}\nrounds: 1\nmax_tokens: 96\nagents:\n"
+    (in_tmp / "debate.yaml").write_text(f"topic: {topic}\nrounds: 1\nrule: last_round\nmax_tokens: 96\nagents:\n"
                                         "  - {model: p1}\n  - {model: p2}\njudge: p1\n")
     assert main(["debate", "-c", "debate.yaml", "--llm", "llm.yaml"]) == 0
     transcript = [json.loads(line) for line in (only_run(in_tmp) / "transcript.jsonl").read_text().splitlines()]

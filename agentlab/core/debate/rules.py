@@ -4,6 +4,8 @@ Most of what multi-agent debate gains over one agent is the vote ("Debate or Vot
 going MAD?", Smit et al. 2024), and small models shown the others' answers can drift away from a right round 0. So
 the final answer is one of these rules, over the rounds of one debate (round 0: the independent answers):
 
+- ``vote``: the vote of round 0 alone; no debate round is asked (on the built-in SmolLM2 personas every rule that
+  debates fell below it on the easy arithmetic task: ``benchmarks/debate_rules.py``);
 - ``last_round``: the vote of the last round (Du et al. 2023);
 - ``all_rounds``: one vote over every answer of every round, each weighted by the vote method (``reconcile``:
   ReConcile's binned confidences, Chen et al. 2024);
@@ -26,8 +28,8 @@ from agentlab.core.vote import Tally, normalise, tally
 if TYPE_CHECKING:
     from agentlab.core.debate.engine import Answer
 
-Rule = Literal["last_round", "all_rounds", "on_disagreement", "keep_round0"]
-RULES: tuple[str, ...] = ("last_round", "all_rounds", "on_disagreement", "keep_round0")
+Rule = Literal["vote", "last_round", "all_rounds", "on_disagreement", "keep_round0"]
+RULES: tuple[str, ...] = ("vote", "last_round", "all_rounds", "on_disagreement", "keep_round0")
 # What the agents see of each other's previous answers in a debate round.
 Visibility = Literal["full", "answer", "answer_confidence"]
 VISIBILITIES: tuple[str, ...] = ("full", "answer", "answer_confidence")
@@ -60,6 +62,8 @@ def decide(rule: str, rounds: list[list[Answer]], method: str = "reconcile") -> 
     """The decision of ``rule`` over finished ``rounds`` (at least round 0), votes weighted by ``method``."""
     if not rounds:
         raise ValueError("no rounds to decide from")
+    if rule == "vote":
+        return Decision(_vote(rounds[0], method), 1)
     if rule == "last_round":
         return Decision(_vote(rounds[-1], method), len(rounds))
     if rule == "all_rounds":
@@ -79,8 +83,9 @@ def decide(rule: str, rounds: list[list[Answer]], method: str = "reconcile") -> 
 
 
 def stops_after_round0(rule: str, round0: list[Answer]) -> bool:
-    """Whether ``rule`` needs no debate round after this round 0 (``on_disagreement`` on a unanimous one)."""
-    return rule == "on_disagreement" and unanimous(round0)
+    """Whether ``rule`` needs no debate round after this round 0 (``vote`` never does, ``on_disagreement`` not after
+    a unanimous one)."""
+    return rule == "vote" or (rule == "on_disagreement" and unanimous(round0))
 
 
 def shown(answer: Answer, visibility: str) -> str:
