@@ -2,7 +2,10 @@
 
 - :func:`normalise`: the form answers are compared in (case, spaces, trailing punctuation; numbers canonical, so
   ``"56."``, ``" 56 "`` and ``"56.0"`` are one vote).
-- :func:`tally`: a vote over :class:`Ballot`\\ s. ``method``:
+- :func:`tally`: a vote over :class:`Ballot`\\ s. A long answer (more than ``SHORT_WORDS`` words) that names
+  exactly one of the short answers given as whole words votes for it: ``"Arr, that be Lima, matey"`` and ``"Lima"``
+  are one vote (the rule by which ``core.debate.task.is_correct`` accepts a text answer), so agents that phrase the
+  same answer differently are not split. ``method``:
 
   - ``majority``: one ballot, one vote;
   - ``confidence``: each ballot weighs its own confidence (0-1);
@@ -29,6 +32,7 @@ from typing import Any, Literal
 VoteMethod = Literal["majority", "confidence", "reconcile"]
 VOTE_METHODS: tuple[str, ...] = ("majority", "confidence", "reconcile")
 MISSING_CONFIDENCE = 0.5
+SHORT_WORDS = 4  # an answer of at most this many words can be named inside a longer one
 
 _TRAILING = string.punctuation + "…。！？、，；： \t\n"
 _NUMBER = re.compile(r"[-+]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?")
@@ -93,18 +97,35 @@ class Tally:
         return self.groups[0]["count"] / voted if voted and self.winner is not None else 0.0
 
 
+def _names(text: str, key: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(key) + r"(?!\w)", text) is not None
+
+
+def canonical(keys: Sequence[str]) -> dict[str, str]:
+    """Each normalised answer's vote: a long one (more than ``SHORT_WORDS`` words) that names exactly one of the
+    short ones as whole words (the most specific: ``new delhi`` over ``delhi``) goes to it; every other to itself."""
+    short = {k for k in keys if len(re.findall(r"\w+", k)) <= SHORT_WORDS}
+    out = {}
+    for key in keys:
+        hits = [] if key in short else [s for s in short if _names(key, s)]
+        hits = [h for h in hits if not any(h != o and _names(o, h) for o in hits)]
+        out[key] = hits[0] if len(hits) == 1 else key
+    return out
+
+
 def tally(ballots: Sequence[Ballot], method: VoteMethod = "majority") -> Tally:
-    """The vote (see the module docstring for weights and the tie rule)."""
+    """The vote (see the module docstring for the grouping, the weights and the tie rule)."""
     if method not in VOTE_METHODS:
         raise ValueError(f"unknown vote method {method!r} (use one of {', '.join(VOTE_METHODS)})")
     groups: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     no_votes = 0
+    votes = canonical([normalise(b.answer) for b in ballots if b.answer is not None and normalise(b.answer)])
     for ballot in ballots:
         if ballot.answer is None or not normalise(ballot.answer):
             no_votes += 1
             continue
-        key = normalise(ballot.answer)
+        key = votes[normalise(ballot.answer)]
         if key not in groups:
             order.append(key)
             groups[key] = {"answer": key, "text": (ballot.text or ballot.answer).strip(), "weight": 0.0, "count": 0,

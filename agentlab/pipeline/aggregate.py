@@ -2,8 +2,8 @@
 
 - ``concat``: every answer under a header with its model name, in model order.
 - ``vote``: majority over normalised answers (``agentlab.core.vote``: strip, casefold, collapse whitespace, drop
-  trailing punctuation, numbers canonical); a tie goes to the answer given first in model order; the winning text is
-  that first model's own wording.
+  trailing punctuation, numbers canonical; a long answer that names exactly one short answer given votes for it); a
+  tie goes to the answer given first in model order; the winning text is that first model's own wording.
 - ``synthesis_messages``: the Mixture-of-Agents aggregate-and-synthesise prompt (Wang et al. 2024) for the
   ``aggregator`` model, which the run makes one call with.
 - ``render_template``: the stage's Jinja2 ``template`` over the answers, in the sandbox of ``templates``.

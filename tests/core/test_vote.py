@@ -62,3 +62,20 @@ def test_wilson_interval() -> None:
     assert wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError):
         tally([], "plurality")  # type: ignore[arg-type]
+
+
+def test_a_long_answer_naming_one_short_answer_votes_for_it() -> None:
+    from agentlab.core.vote import canonical
+
+    ballots = [Ballot("a", "Warszawa"), Ballot("b", "Warsaw"), Ballot("c", "Yo ho, that be Warsaw, sailor")]
+    t = tally(ballots)
+    assert (t.winner, t.tie, t.groups[0]["count"], t.groups[0]["voters"]) == ("warsaw", False, 2, ["b", "c"])
+    # the most specific short answer named; two named, or none: the long answer keeps its own vote
+    assert canonical(["new delhi", "delhi", "arr, that be new delhi, matey"])["arr, that be new delhi, matey"] == \
+        "new delhi"
+    assert canonical(["delhi", "new delhi"]) == {"delhi": "delhi", "new delhi": "new delhi"}  # both short: apart
+    long = "not sydney but canberra, me hearty"
+    assert canonical(["sydney", "canberra", long])[long] == long
+    assert canonical(["paris", "the capital of france is lyon"])["the capital of france is lyon"] == \
+        "the capital of france is lyon"
+    assert tally([Ballot("a", "12"), Ballot("b", "3 times 4 is 12 in all")]).groups[0]["count"] == 2
