@@ -79,3 +79,11 @@ def test_a_long_answer_naming_one_short_answer_votes_for_it() -> None:
     assert canonical(["paris", "the capital of france is lyon"])["the capital of france is lyon"] == \
         "the capital of france is lyon"
     assert tally([Ballot("a", "12"), Ballot("b", "3 times 4 is 12 in all")]).groups[0]["count"] == 2
+
+
+def test_unanimous_groups_as_the_vote_does() -> None:
+    from agentlab.core.debate.engine import Answer
+    from agentlab.core.debate.rules import unanimous
+
+    said = [Answer("a", "Lima", "Lima", None), Answer("c", "", "Yo ho, that be Lima, sailor", None)]
+    assert unanimous(said) and not unanimous([*said, Answer("b", "Cusco", "Cusco", None)])

@@ -13,7 +13,7 @@ the final answer is one of these rules, over the rounds of one debate (round 0: 
   (its answer, and no further compute), a split one is decided by the last round's vote;
 - ``keep_round0``: the round-0 vote, unless the last round converged (every agent gave the same answer), then that.
 
-"Unanimous" / "converged": every agent gave a parseable answer and all of them normalise to the same one.
+"Unanimous" / "converged": every agent gave a parseable answer and all of them are one vote (``core.vote.canonical``).
 :func:`decide` is pure: it takes finished rounds. Which of them is the default of ``agentlab debate`` is measured by
 ``benchmarks/debate_rules.py``.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from agentlab.core.vote import Tally, normalise, tally
+from agentlab.core.vote import Tally, canonical, normalise, tally
 
 if TYPE_CHECKING:
     from agentlab.core.debate.engine import Answer
@@ -49,7 +49,9 @@ def unanimous(answers: list[Answer]) -> bool:
     """Every agent answered and all answers normalise to one."""
     if not answers or any(a.answer is None for a in answers):
         return False
-    return len({normalise(str(a.answer)) for a in answers}) == 1
+    keys = [normalise(str(a.answer)) for a in answers]
+    votes = canonical(keys)  # grouped as the vote groups them: "that be Lima, sailor" is "Lima"
+    return len({votes[k] for k in keys}) == 1
 
 
 def _vote(answers: list[Answer], method: str) -> Tally:
