@@ -77,9 +77,16 @@ def main() -> int:
         return 2
     table: dict[str, list[dict[str, Any]]] = {}
     seeds_test: dict[str, dict[str, Any]] = {}
+    from agentlab.core.errors import AgentlabError
+
     for method in args.methods:
         for seed in args.seeds[:1] if method in DETERMINISTIC else args.seeds:
-            results = one_run(args, method, seed)
+            try:
+                results = one_run(args, method, seed)
+            except AgentlabError as exc:  # e.g. the run folder is still held by another process
+                print(f"error: {method} seed {seed}: {exc.message}\nrun the same command again to resume",
+                      file=sys.stderr)
+                return 1
             rows = {r["id"]: r for r in results["final"]["rows"]}
             best = rows[results["final"]["best"]]
             children = sum(1 for i in results["individuals"].values() if i.get("origin") != "seed")
