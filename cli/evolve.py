@@ -27,7 +27,7 @@ def run_cmd(
     task: Annotated[Path | None, opt("--task", help="JSONL task file, one {\"question\", \"answer\"} per line, "
                                       "split into fitness, validation and test questions. Default: the shipped "
                                       "mixed task of the three seed skills.")] = None,
-    search: Annotated[str | None, opt("--search", help="cmaes (default, provisional), ga, random, uniform, "
+    search: Annotated[str | None, opt("--search", help="cmaes (default), ga, random, uniform, "
                                        "task_arithmetic or ties.")] = None,
     generations: Annotated[int | None, opt("--generations", help="Generations bred after gen_0 (default 4).")] = None,
     population: Annotated[int | None, opt("--population", help="Individuals per generation (default 8).")] = None,

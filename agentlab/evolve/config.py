@@ -74,7 +74,8 @@ class EvolveConfig(StrictModel):
         "weight_range), uniform (the average of the seeds: one child), task_arithmetic (the sum of the seeds times "
         "one global scale, a grid over scale_range), ties (TIES merging, a grid over ties_density x scale_range). "
         "Every method scores the same number of children: (population - seeds) + generations x (population - "
-        "elite). The default is provisional: benchmarks/evolve_search.py compares them")
+        "elite). Default cmaes: in benchmarks/evolve_search.py it tied the GA and the merge baselines on test accuracy "
+        "and its picks had the best validation log-likelihood of the searches")
     baselines: list[Baseline] = Field(
         default_factory=lambda: ["uniform", "task_arithmetic", "ties", "random"],  # type: ignore[arg-type]
         description="methods also run after the search, baseline_budget children each (uniform: one), so the "
