@@ -270,7 +270,7 @@ def test_debate_sends_spans_over_otlp_http(in_tmp: Path, srv: ScriptedServer, re
     srv.default("persona_a", Reply(text="12."))
     srv.default("persona_b", Reply(text="It is 12.\nConfidence: 90%"))
     endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
-    assert main(["debate", "--topic", "What is 3 times 4?", "--rounds", "1", "--set",
+    assert main(["debate", "--topic", "What is 3 times 4?", "--rounds", "1", "--rule", "last_round", "--set",
                  "agents=[{model: persona_a}, {model: persona_b}]", "--llm", "llm.yaml",
                  "--otlp-endpoint", endpoint]) == 0
     assert not tracing.tracing_enabled()  # the command flushed and switched it off
