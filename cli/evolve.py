@@ -75,6 +75,10 @@ def _summary(results: dict[str, Any], path: Path) -> None:
         console.print(f"  test split: {safe_text(row['id'])} ({safe_text(row['relation'])}) "
                       f"{row['correct']}/{row['total']} = {row['accuracy']:.3f} (95% CI {row['ci'][0]:.3f}-"
                       f"{row['ci'][1]:.3f}){versus}")
+    rec = results.get("recommended")
+    if rec and rec["id"] != best["id"]:
+        console.print(f"[bold]recommended[/]: {safe_text(rec['id'])} ({safe_text(rec['relation'])}): a better "
+                      f"validation score than the best evolved; use {safe_text(rec['path'])}")
     console.print(f"{len(results['individuals'])} individuals in {results['seconds']:.0f} s; "
                   f"report: {safe_text(path / 'report.md')}")
 

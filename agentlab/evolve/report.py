@@ -106,6 +106,14 @@ def headline(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _recommended(results: dict[str, Any]) -> list[str]:
+    rec = results.get("recommended")
+    if not rec or rec["id"] == results["best"]["id"]:
+        return []
+    return [f"**Recommended: {rec['id']}** ({rec['relation']}): its validation score {_num(rec['validation'])} beats "
+            f"the best evolved's; the adapter to use is `{rec['path']}`.", ""]
+
+
 def render_report(results: dict[str, Any], plot: str | None) -> str:
     ind = results["individuals"]
     best = results["best"]
@@ -125,7 +133,8 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
         f"Fitness = {w['task']:g} x {task_name} + {w['coop']:g} x cooperation + {w['novelty']:g} x novelty "
         f"({results['novelty']}). {coop} The final pick is the child with the best validation score.", "",
         f"**Best: {best['id']}**, fitness {_num(best['fitness'])} (task {_num(best['task'])}, validation "
-        f"{_num(best.get('validation'))}): `{ind[best['id']]['path']}`", "", *headline(results)]
+        f"{_num(best.get('validation'))}): `{ind[best['id']]['path']}`", "", *_recommended(results),
+        *headline(results)]
     if results.get("baselines"):
         lines += ["## Baselines", "", "| baseline | children | best (validation) | its validation | its fitness-split "
                   "task |", "|---|---|---|---|---|"]

@@ -209,6 +209,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     results = _results(cfg, settings, ref, individuals, history, final, time.perf_counter() - start)
     results["search"], results["baselines"] = cfg.search, {b: ids for b, ids in baselines.items()}
     results["best"] = best_row(individuals, history, best)
+    results["recommended"] = recommended(individuals, best, picks)
     from agentlab.evolve.report import fitness_plot, render_report
 
     run_dir.save_results(results)
@@ -436,6 +437,16 @@ def final_picks(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], histo
         if done:
             picks[name] = max(done, key=lambda m: selection_score(scored[m]))
     return best, picks
+
+
+def recommended(individuals: dict[str, dict[str, Any]], best: str, picks: dict[str, str]) -> dict[str, Any]:
+    """The adapter to use: the best validation score among the best evolved and each baseline's pick (the best
+    evolved on a tie), so a run never recommends less than a merge baseline did on validation; the test split never
+    chooses."""
+    candidates = {best: "best evolved", **{m: f"baseline {name}" for name, m in picks.items() if m != best}}
+    chosen = max(candidates, key=lambda m: selection_score(individuals[m]))
+    return {"id": chosen, "relation": candidates[chosen], "validation": individuals[chosen].get("validation"),
+            "path": individuals[chosen]["path"]}
 
 
 def best_row(individuals: dict[str, dict[str, Any]], history: list[dict[str, Any]], best: str) -> dict[str, Any]:

@@ -140,6 +140,11 @@ def test_cmaes_with_every_baseline_and_the_headline(in_tmp: Path, tiny_model: di
         assert r["loglik"] < 0 and (m == best) == ("best_minus" not in r)
     report = (run / "report.md").read_text()
     assert "## Headline" in report and "## Baselines" in report and "baseline ties" in report
+    picks = [m for m, r in rows.items() if r["relation"].startswith("baseline")]
+    rec = results["recommended"]  # the best validation among the best evolved and the baselines' picks
+    assert rec["id"] == max([best, *picks], key=lambda m: ind[m]["validation"])
+    assert rec["relation"] == rows[rec["id"]]["relation"].replace("best", "best evolved")
+    assert (rec["id"] != best) == ("**Recommended:" in report)
 
 
 @pytest.mark.parametrize("search", ["ga", "random", "uniform", "task_arithmetic", "ties"])
@@ -228,3 +233,13 @@ def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, ti
     states = {t.number: t.state.name for t in study.trials}
     assert states[first[0]["search_trial"]] == "RUNNING" and states[first[1]["search_trial"]] == "FAIL"
     assert states[ind["g0c1"]["search_trial"]] == "RUNNING"
+
+
+def test_recommended_is_the_best_validation_of_the_best_and_the_baselines() -> None:
+    from agentlab.evolve.run import recommended
+
+    ind = {"g1c0": {"validation": -1.3, "path": "a"}, "ties4": {"validation": -1.2, "path": "t"},
+           "uniform0": {"validation": -1.3, "path": "u"}}
+    assert recommended(ind, "g1c0", {"ties": "ties4", "uniform": "uniform0"}) == {
+        "id": "ties4", "relation": "baseline ties", "validation": -1.2, "path": "t"}
+    assert recommended(ind, "g1c0", {"uniform": "uniform0"})["id"] == "g1c0"  # a tie stays with the best evolved
