@@ -18,8 +18,7 @@ mean accuracy (ties: fewer tokens) is the default to set in ``agentlab/debate/co
 ``visibility``). ``vote`` (round 0's vote, no debate round) is one of the candidates: the round-0 majority weighted
 by the vote method, so unless a rule that debates does better, the default asks no debate round. Target: the default
 at or above the round-0 majority on every task, and at or below its compute when ``on_disagreement`` is the
-default. The last line is ``ratio: X``: the chosen pair's mean accuracy over the round-0
-majority's.
+default. The last line is ``ratio: X``: the chosen pair's mean accuracy over the round-0 majority's.
 
     python benchmarks/debate_rules.py                          # the three tasks, 2 rounds, concurrency 8
     python benchmarks/debate_rules.py --limit 20 --rounds 1    # a quick look

@@ -120,12 +120,13 @@ def tally(ballots: Sequence[Ballot], method: VoteMethod = "majority") -> Tally:
     groups: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     no_votes = 0
-    votes = canonical([normalise(b.answer) for b in ballots if b.answer is not None and normalise(b.answer)])
-    for ballot in ballots:
-        if ballot.answer is None or not normalise(ballot.answer):
+    keys = [normalise(b.answer) if b.answer is not None else "" for b in ballots]
+    votes = canonical([k for k in keys if k])
+    for ballot, key in zip(ballots, keys, strict=True):
+        if not key:
             no_votes += 1
             continue
-        key = votes[normalise(ballot.answer)]
+        key = votes[key]
         if key not in groups:
             order.append(key)
             groups[key] = {"answer": key, "text": (ballot.text or ballot.answer).strip(), "weight": 0.0, "count": 0,

@@ -5,7 +5,7 @@ going MAD?", Smit et al. 2024), and small models shown the others' answers can d
 the final answer is one of these rules, over the rounds of one debate (round 0: the independent answers):
 
 - ``vote``: the vote of round 0 alone; no debate round is asked (on the built-in SmolLM2 personas every rule that
-  debates fell below it on the easy arithmetic task: ``benchmarks/debate_rules.py``);
+  debates fell below it on at least one of the three tasks of ``benchmarks/debate_rules.py``);
 - ``last_round``: the vote of the last round (Du et al. 2023);
 - ``all_rounds``: one vote over every answer of every round, each weighted by the vote method (``reconcile``:
   ReConcile's binned confidences, Chen et al. 2024);
@@ -46,11 +46,11 @@ class Decision:
 
 
 def unanimous(answers: list[Answer]) -> bool:
-    """Every agent answered and all answers normalise to one."""
+    """Every agent answered and all answers are one vote (grouped as :func:`core.vote.tally` groups them)."""
     if not answers or any(a.answer is None for a in answers):
         return False
     keys = [normalise(str(a.answer)) for a in answers]
-    votes = canonical(keys)  # grouped as the vote groups them: "that be Lima, sailor" is "Lima"
+    votes = canonical(keys)  # "that be Lima, sailor" is "Lima"
     return len({votes[k] for k in keys}) == 1
 
 
