@@ -11,6 +11,12 @@ gets a plain HTTP error (the client sees a status, not a broken stream). After t
 committed: a model that dies then ends the stream with an SSE ``error`` event and no ``[DONE]``, which OpenAI
 clients raise as an error, never a silently short answer.
 
+Tool calls: ``tools``, ``tool_choice``, ``parallel_tool_calls``, assistant ``tool_calls`` and ``tool`` messages go
+through the route to every model (HTTP upstreams get them as sent; local models render them and decode under a
+grammar). The router validates the calls against the tools' schemas and repairs or falls back before anything is
+sent, so a request with tools streams its answer at the end: its text, then each call (id and name, then the
+arguments) and ``finish_reason: "tool_calls"``.
+
 A client that disconnects cancels its request: the router call is cancelled, which closes the upstream connection
 (or stops a local generation at its next token).
 
@@ -34,7 +40,18 @@ from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
 from agentlab.serve.metrics import GatewayMetrics
-from agentlab.serve.protocol import DONE, ApiError, ChatRequest, chunk, completion_body, error_body, new_id, parse_chat
+from agentlab.serve.protocol import (
+    DONE,
+    ApiError,
+    ChatRequest,
+    call_deltas,
+    chunk,
+    completion_body,
+    error_body,
+    finish_of,
+    new_id,
+    parse_chat,
+)
 
 if TYPE_CHECKING:
     from agentlab.core.llm.results import RoutedCompletion
@@ -137,12 +154,12 @@ class _Handler:
 
             return Response(status_code=499)  # nobody reads it; uvicorn drops it on the closed connection
         seconds = time.perf_counter() - start
-        self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks)
+        self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks, tool_calls=len(rc.completion.tool_calls))
         if log.isEnabledFor(logging.INFO):
             log.info("chat %s -> %s 200 %.3fs fallbacks=%d", label, rc.model, seconds, rc.fallbacks)
         usage = rc.completion.usage
         body = completion_body(new_id(), rc.model, text, rc.completion.finish_reason, usage.prompt_tokens,
-                               usage.completion_tokens, _meta(rc))
+                               usage.completion_tokens, _meta(rc), rc.completion.tool_calls)
         return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": label})
 
     async def completions(self, request: Any) -> Any:
@@ -248,12 +265,16 @@ class _Handler:
                 yield b"event: error\ndata: " + json.dumps(error.body()).encode() + b"\n\n"
                 return  # no [DONE]: the client must not take this for a whole answer
             rc, text = task.result()
-            model = rc.model
-            if not sent:  # a model that does not stream, a best_of_n route or a structured answer: all at once
+            model, calls = rc.model, rc.completion.tool_calls
+            if not sent:  # a model that does not stream, a best_of_n route, tools or a structured answer: all at once
                 ttft = time.perf_counter() - start
-                yield chunk(ident, created, model, {"role": "assistant", "content": ""})
-                yield chunk(ident, created, model, {"content": text})
-            yield chunk(ident, created, model, {}, rc.completion.finish_reason or "stop", meta=_meta(rc))
+                yield chunk(ident, created, model, {"role": "assistant", "content": None if calls and not text
+                                                    else ""})
+                if text or not calls:
+                    yield chunk(ident, created, model, {"content": text})
+            for piece in call_deltas(calls):
+                yield chunk(ident, created, model, {"tool_calls": [piece]})
+            yield chunk(ident, created, model, {}, finish_of(rc.completion.finish_reason, calls), meta=_meta(rc))
             if req.include_usage:
                 usage = rc.completion.usage
                 yield chunk(ident, created, model, None, usage={
@@ -261,7 +282,7 @@ class _Handler:
                     "total_tokens": usage.total_tokens})
             yield DONE
             seconds = time.perf_counter() - start
-            self.metrics.answered_request(label, model, seconds, rc.fallbacks, ttft)
+            self.metrics.answered_request(label, model, seconds, rc.fallbacks, ttft, tool_calls=len(calls))
             if log.isEnabledFor(logging.INFO):
                 log.info("chat %s -> %s 200 stream %.3fs fallbacks=%d", label, model, seconds, rc.fallbacks)
         finally:

@@ -6,7 +6,9 @@ kind, or the gateway's own: auth, too_large, bad_request, not_found, ...), ``age
 (models given up on before the answer), ``agentlab_request_duration_seconds{route, model}`` and, for streams,
 ``agentlab_time_to_first_token_seconds{route, model}``. Per model attempt (the router's ``llm_call`` events):
 ``agentlab_model_attempts_total{model, outcome}``, ``agentlab_model_latency_seconds{model}`` and
-``agentlab_model_tokens_total{model, type}``. Also ``agentlab_requests_in_flight``.
+``agentlab_model_tokens_total{model, type}``. Tool calls: ``agentlab_tool_calls_total{route, model}`` (calls in the
+answers sent) and ``agentlab_invalid_tool_calls_total{model}`` (model replies whose calls failed validation, from the
+router's ``invalid_tool_call`` events; each was repaired or fallen back from). Also ``agentlab_requests_in_flight``.
 
 Labels are config names only (routes, models, error kinds): never a key, a URL or prompt text. Each gateway has its
 own registry, so several can live in one process (tests).
@@ -46,14 +48,20 @@ class GatewayMetrics:
                                        ["model"], buckets=_BUCKETS, registry=r)
         self.tokens = Counter("agentlab_model_tokens", "Tokens of successful model attempts",
                               ["model", "type"], registry=r)
+        self.tool_calls = Counter("agentlab_tool_calls", "Tool calls in the answers sent", ["route", "model"],
+                                  registry=r)
+        self.invalid_tool_calls = Counter("agentlab_invalid_tool_calls", "Model replies whose tool calls failed "
+                                          "validation (repaired or fallen back from)", ["model"], registry=r)
         self.in_flight = Gauge("agentlab_requests_in_flight", "Requests being answered now", registry=r)
         # Plain tallies for results.json (prometheus_client's values are awkward to read back).
         self.answered: Tally[tuple[str, str]] = Tally()
         self.failed: Tally[tuple[str, str]] = Tally()
         self.fallback_count = 0
+        self.tool_call_count = 0
+        self.invalid_tool_call_count = 0
 
     def answered_request(self, route: str, model: str, seconds: float, fallbacks: int,
-                         ttft: float | None = None) -> None:
+                         ttft: float | None = None, tool_calls: int = 0) -> None:
         self.requests.labels(route, model).inc()
         self.duration.labels(route, model).observe(seconds)
         if fallbacks:
@@ -62,13 +70,21 @@ class GatewayMetrics:
         if ttft is not None:
             self.ttft.labels(route, model).observe(ttft)
         self.answered[(route, model)] += 1
+        if tool_calls:
+            self.tool_calls.labels(route, model).inc(tool_calls)
+            self.tool_call_count += tool_calls
 
     def failed_request(self, route: str, kind: str) -> None:
         self.errors.labels(route, kind).inc()
         self.failed[(route, kind)] += 1
 
     def on_event(self, kind: str, **fields: Any) -> None:
-        """The router's ``on_event``: one ``llm_call`` per model attempt."""
+        """The router's ``on_event``: one ``llm_call`` per model attempt, one ``invalid_tool_call`` per reply whose
+        calls failed validation."""
+        if kind == "invalid_tool_call":
+            self.invalid_tool_calls.labels(fields["model"]).inc()
+            self.invalid_tool_call_count += 1
+            return
         if kind != "llm_call":
             return
         model, outcome = fields["model"], fields["outcome"]
@@ -92,6 +108,8 @@ class GatewayMetrics:
             "answered": sum(self.answered.values()),
             "failed": sum(self.failed.values()),
             "fallbacks": self.fallback_count,
+            "tool_calls": self.tool_call_count,
+            "invalid_tool_calls": self.invalid_tool_call_count,
             "by_route_model": [{"route": r, "model": m, "requests": n} for (r, m), n in sorted(self.answered.items())],
             "errors": [{"route": r, "kind": k, "requests": n} for (r, k), n in sorted(self.failed.items())],
         }

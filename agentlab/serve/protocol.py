@@ -15,15 +15,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentlab.core.llm.types import GenParams, Messages
+from agentlab.core.errors import LLMError
+from agentlab.core.llm.tools import check_tools
+from agentlab.core.llm.types import GenParams, Messages, ToolCall
 
 __all__ = ["ApiError", "ChatRequest", "parse_chat", "parse_completion", "completion_body", "text_completion_body",
            "chunk", "error_body"]
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 # Fields that would change the answer's meaning and that this gateway cannot honour: refused, never ignored.
-_REFUSED = {"tools": "tool calling", "functions": "function calling", "tool_choice": "tool calling",
-            "function_call": "function calling", "audio": "audio output", "prediction": "predicted outputs"}
+# (The legacy `functions` / `function_call` are refused: `tools` / `tool_choice` are served.)
+_REFUSED = {"functions": "legacy function calling (send 'tools' instead)",
+            "function_call": "legacy function calling (send 'tool_choice' instead)", "audio": "audio output",
+            "prediction": "predicted outputs"}
 # Sampling fields passed on to the backends that understand them (GenParams.extra).
 _EXTRA_NUMBERS = {"presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
 
@@ -116,14 +120,58 @@ def _messages(body: dict[str, Any], max_messages: int) -> Messages:
         if not isinstance(message, dict):
             raise _bad(f"messages[{i}] must be an object with role and content", f"messages[{i}]")
         role = message.get("role")
-        if role in ("tool", "function"):
-            raise _bad(f"messages[{i}]: role '{role}' (tool results) is not served: this gateway has no tool "
-                       "calling", f"messages[{i}].role")
         if role not in _ROLES:
-            raise _bad(f"messages[{i}].role must be one of system, developer, user, assistant; got "
+            raise _bad(f"messages[{i}].role must be one of system, developer, user, assistant, tool; got "
                        f"{json.dumps(role)[:40]}", f"messages[{i}].role")
-        out.append({"role": _ROLES[role], "content": _content(message, i)})
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise _bad(f"messages[{i}]: a tool message needs 'tool_call_id' (the id of the call it answers)",
+                           f"messages[{i}].tool_call_id")
+            out.append({"role": "tool", "tool_call_id": call_id, "content": _content(message, i)})
+        elif role == "assistant" and message.get("tool_calls"):
+            out.append({"role": "assistant", "content": _content(message, i) or None,
+                        "tool_calls": _tool_calls(message["tool_calls"], i)})
+        else:
+            out.append({"role": _ROLES[role], "content": _content(message, i)})
     return out
+
+
+def _tool_calls(raw: Any, index: int) -> list[dict[str, Any]]:
+    """An assistant message's ``tool_calls``, checked and normalised to OpenAI's shape (arguments as JSON text)."""
+    where = f"messages[{index}].tool_calls"
+    if not isinstance(raw, list):
+        raise _bad(f"{where} must be a list of calls", where)
+    out = []
+    for j, call in enumerate(raw):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(call.get("id"), str) or not isinstance(fn.get("name"), str):
+            raise _bad(f"{where}[{j}] must be {{\"id\": str, \"type\": \"function\", \"function\": {{\"name\": "
+                       "str, \"arguments\": str}}}", f"{where}[{j}]")
+        args = fn.get("arguments", "{}")
+        if not isinstance(args, str):
+            raise _bad(f"{where}[{j}].function.arguments must be a string of JSON", f"{where}[{j}]")
+        out.append({"id": call["id"], "type": "function", "function": {"name": fn["name"], "arguments": args}})
+    return out
+
+
+def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any, bool | None]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls``, checked (each tool's parameters a valid JSON schema,
+    a named tool_choice one of the tools)."""
+    tools, choice, parallel = body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls")
+    if tools is not None and not isinstance(tools, list):
+        raise _bad("'tools' must be a list of {type: function, function: {name, description, parameters}}", "tools")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _bad("'parallel_tool_calls' must be true or false", "parallel_tool_calls")
+    if not tools:
+        if choice not in (None, "none", "auto"):
+            raise _bad("'tool_choice' needs 'tools'", "tool_choice")
+        return None, None, None
+    try:
+        check_tools(tools, choice)
+    except LLMError as exc:
+        raise _bad(exc.message, "tool_choice" if exc.message.startswith("tool_choice") else "tools") from None
+    return tools, choice, parallel
 
 
 def _stop(body: dict[str, Any]) -> list[str] | None:
@@ -193,10 +241,14 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
         value = _number(body, name, low, high)
         if value is not None:
             extra[name] = value
+    tools, tool_choice, parallel = _tools(body)
     params = GenParams(temperature=_number(body, "temperature", 0.0, 2.0), max_tokens=max_tokens,
                        top_p=_number(body, "top_p", 0.0, 1.0), stop=_stop(body), seed=_integer(body, "seed"),
-                       extra=extra)
+                       tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel, extra=extra)
     schema, name = _response_format(body)
+    if schema is not None and tools:
+        raise _bad("'response_format' with 'tools' is not served: ask for one or the other", "response_format",
+                   code="unsupported_parameter")
     return ChatRequest(model, _messages(body, max_messages), params, bool(stream),
                        bool(options.get("include_usage")), schema, name)
 
@@ -282,13 +334,25 @@ def new_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
+def finish_of(finish: str | None, calls: list[ToolCall]) -> str:
+    """The ``finish_reason`` sent: ``tool_calls`` when the answer calls tools (unless it was cut at the limit)."""
+    if calls and finish != "length":
+        return "tool_calls"
+    return finish or "stop"
+
+
 def completion_body(ident: str, model: str, text: str, finish: str | None, prompt_tokens: int,
-                    completion_tokens: int, meta: dict[str, Any]) -> dict[str, Any]:
-    """A ``chat.completion`` object; ``model`` is the model that answered, ``meta`` goes under ``agentlab``."""
+                    completion_tokens: int, meta: dict[str, Any],
+                    calls: list[ToolCall] | None = None) -> dict[str, Any]:
+    """A ``chat.completion`` object; ``model`` is the model that answered, ``meta`` goes under ``agentlab``. With
+    ``calls``, the message carries ``tool_calls`` (and ``content`` is null when there is no text), as OpenAI sends."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": [c.to_openai() for c in calls]}
     return {
         "id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": finish or "stop", "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_of(finish, calls or []),
+                     "logprobs": None}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
         "agentlab": meta,
@@ -306,6 +370,17 @@ def chunk(ident: str, created: int, model: str, delta: dict[str, Any] | None, fi
     if meta is not None:
         data["agentlab"] = meta
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def call_deltas(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """A stream's ``delta.tool_calls`` items for whole calls, as OpenAI sends them: per call, one item with its
+    index, id, type and name (arguments empty), then one with its arguments."""
+    out: list[dict[str, Any]] = []
+    for index, call in enumerate(calls):
+        out.append({"index": index, "id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}})
+        out.append({"index": index, "function": {"arguments": call.arguments}})
+    return out
 
 
 DONE = b"data: [DONE]\n\n"

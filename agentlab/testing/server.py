@@ -3,8 +3,10 @@
 Each model name (the request's ``"model"`` field) gets a queue of :class:`Reply` objects, consumed one per request,
 and an optional default used once the queue is empty. A reply can be a normal answer, an HTTP error (with headers
 such as ``Retry-After``), a slow answer (``delay_s`` before the headers, ``chunk_delay_s`` between streamed chunks),
-a stream cut mid-way, a body that is not JSON, or an empty answer. That lets the HTTP provider, the router's
-retries / timeouts / fallbacks and the latency benchmark run against a real socket instead of mocks.
+a stream cut mid-way, a body that is not JSON, an empty answer, or tool calls (streamed as OpenAI does: each call's
+id and name first, then its arguments in small pieces, several calls interleaved by index when asked). That lets the
+HTTP provider, the router's retries / timeouts / fallbacks and the latency benchmark run against a real socket
+instead of mocks.
 
 Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE when ``"stream": true``), ``GET /v1/models`` (every model
 that has a script or a default), ``GET /health``.
@@ -67,8 +69,22 @@ class Reply:
     cut_after_chunks: int | None = None  # streaming: drop the connection after N content chunks, no [DONE]
     invalid_json: bool = False  # 200 whose body (or one data: line) is not JSON
     empty: bool = False  # 200 with content ""
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # "tool_calls" is sent instead when the reply has tool calls
     fn: Callable[[dict[str, Any]], str] | None = None  # text from the request JSON; in-process only
+    # Tool calls: [{"name": str, "arguments": dict or JSON text, "id": optional}]; ids default to call_N.
+    tool_calls: list[dict[str, Any]] | None = None
+    args_chunk_chars: int = 5  # streaming: the arguments of a call are sent in pieces of this many characters
+    interleave_calls: bool = False  # streaming: send the calls' pieces round-robin (parallel calls by index)
+
+    def openai_calls(self) -> list[dict[str, Any]]:
+        """``tool_calls`` in OpenAI's message shape."""
+        out = []
+        for i, call in enumerate(self.tool_calls or []):
+            args = call.get("arguments", {})
+            out.append({"id": call.get("id") or f"call_{i + 1}", "type": "function",
+                        "function": {"name": call["name"],
+                                     "arguments": args if isinstance(args, str) else json.dumps(args)}})
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
@@ -331,9 +347,13 @@ class ScriptedServer:
             if reply.invalid_json:
                 return Response('{"id": "' + meta["id"] + '", "choices": [{"message": ', media_type="application/json",
                                 headers=reply.headers)
-            message = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            finish = reply.finish_reason
+            if reply.tool_calls:
+                message = {"role": "assistant", "content": text or None, "tool_calls": reply.openai_calls()}
+                finish = "tool_calls" if finish == "stop" else finish
             payload = {**meta, "object": "chat.completion", "usage": usage,
-                       "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}]}
+                       "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
             return JSONResponse(payload, headers=reply.headers)
 
         routes = [
@@ -398,10 +418,36 @@ async def _sse_chunks(reply: Reply, text: str, meta: dict[str, Any],
         yield event({"content": word})
     if reply.cut_after_chunks is not None:  # N >= number of words: cut before finish_reason and [DONE]
         raise _CutStream()
-    yield event({}, reply.finish_reason)
+    finish = reply.finish_reason
+    if reply.tool_calls:
+        finish = "tool_calls" if finish == "stop" else finish
+        for piece in _call_pieces(reply):
+            if reply.chunk_delay_s > 0:
+                await asyncio.sleep(reply.chunk_delay_s)
+            yield event({"tool_calls": [piece]})
+    yield event({}, finish)
     if usage is not None:
         yield event(None, with_usage=True)
     yield "data: [DONE]\n\n"
+
+
+def _call_pieces(reply: Reply) -> list[dict[str, Any]]:
+    """The ``delta.tool_calls`` items of a streamed reply: per call, one with index, id, type and name (and empty
+    arguments), then its arguments ``args_chunk_chars`` at a time; interleaved across calls when asked."""
+    per_call = []
+    for index, call in enumerate(reply.openai_calls()):
+        args = call["function"]["arguments"]
+        size = max(1, reply.args_chunk_chars)
+        pieces = [{"index": index, "id": call["id"], "type": "function",
+                   "function": {"name": call["function"]["name"], "arguments": ""}}]
+        pieces += [{"index": index, "function": {"arguments": args[i:i + size]}} for i in range(0, len(args), size)]
+        per_call.append(pieces)
+    if not reply.interleave_calls:
+        return [p for pieces in per_call for p in pieces]
+    out = []
+    for row in itertools.zip_longest(*per_call):
+        out += [p for p in row if p is not None]
+    return out
 
 
 # -- process mode ------------------------------------------------------------------------------------------------

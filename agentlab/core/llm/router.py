@@ -31,6 +31,7 @@ from agentlab.core.llm.results import Attempt, CallState, Candidate, ModelT, Rou
 from agentlab.core.llm.stats import CLOSED, CircuitBreaker, ModelStats
 from agentlab.core.llm.strategies import best_of_n, fastest_order, first_answer
 from agentlab.core.llm.structured import structured_on_chain
+from agentlab.core.llm.tools import check_tools, checking_calls
 from agentlab.core.llm.types import Completion, GenParams, Messages, Provider
 
 if TYPE_CHECKING:
@@ -124,16 +125,25 @@ class Router:
         ``on_delta(model, text)`` (with ``stream``) receives the answer's pieces as they arrive: a failure before the
         first piece retries and falls back as usual, one after it raises that model's ``LLMError`` (the caller has
         already passed text on). best_of_n routes never call it: their answer is known only once judged.
+
+        With ``params.tools`` the answer's ``tool_calls`` are validated against the tools' schemas (and
+        ``tool_choice``, ``parallel_tool_calls``): an invalid reply is repaired once by showing the model the
+        validation error, then the next model is asked (``tools.checking_calls``); ``on_delta`` is not called (the
+        answer is only known once its calls validate). A malformed ``tools`` raises ``LLMError("bad_request")``.
         """
         rcfg, chain = self.route(route)
-        call = CallState(route, self.config.deadline_s, stream,
-                         on_delta if stream and rcfg.strategy != "best_of_n" else None)
         params = params or GenParams()
+        try_model = self.try_model
+        if params.tools:  # calls are validated (and repaired) before the answer is known: nothing streams out early
+            check_tools(params.tools, params.tool_choice)
+            try_model = checking_calls(self.try_model, self.record_invalid_tool_call)
+        call = CallState(route, self.config.deadline_s, stream,
+                         on_delta if stream and rcfg.strategy != "best_of_n" and not params.tools else None)
         if rcfg.strategy == "best_of_n":
-            work = best_of_n(self.try_model, call, rcfg, chain, messages, params, available=self.available,
+            work = best_of_n(try_model, call, rcfg, chain, messages, params, available=self.available,
                              on_invalid=self.record_invalid_output)
         else:
-            work = first_answer(self.try_model, call, self.order(rcfg, chain), messages, params)
+            work = first_answer(try_model, call, self.order(rcfg, chain), messages, params)
         tracer = tracing.router_tracer
         if tracer is not None:  # one span for the request, the parent of its attempts' spans
             return await tracer.request(work, "stream" if stream else "generate", route, rcfg.strategy, self._scrub)
@@ -301,6 +311,17 @@ class Router:
         """Count a reply of ``name`` that failed structured-output validation (it does not trip the breaker)."""
         self._stats[name].invalid_outputs += 1
 
+    def record_invalid_tool_call(self, route: str, name: str, problem: str) -> None:
+        """Count a reply of ``name`` whose tool calls failed validation (it does not trip the breaker) and report it
+        as an ``invalid_tool_call`` event (metadata and the validation error: no prompt, no arguments' values
+        beyond what the error quotes)."""
+        self._stats[name].invalid_tool_calls += 1
+        if self.on_event is not None:
+            try:
+                self.on_event("invalid_tool_call", route=route, model=name, error=self._scrub(problem)[:500])
+            except Exception:
+                log.warning("recording an invalid_tool_call failed", exc_info=True)
+
     def _emit(self, route: str | None, name: str, attempt: int, outcome: str, latency: float,
               completion: Completion | None, error: str | None, messages: Messages | None = None,
               params: GenParams | None = None, stream: bool = False) -> None:
@@ -323,6 +344,8 @@ class Router:
                 sent = {k: v for k, v in vars(params).items() if v is not None and v != {}}
                 self.on_call({**fields, "messages": messages, "params": sent,
                               "reply": completion.text if completion is not None else None,
+                              **({"tool_calls": [c.to_openai() for c in completion.tool_calls]}
+                                 if completion is not None and completion.tool_calls else {}),
                               "finish_reason": completion.finish_reason if completion is not None else None})
         except Exception:
             log.warning("recording an llm_call failed", exc_info=True)

@@ -74,6 +74,7 @@ class ModelStats:
     successes: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     invalid_outputs: int = 0
+    invalid_tool_calls: int = 0  # replies whose tool calls failed validation (the transport call itself succeeded)
     ewma_latency_s: float | None = None
     total_latency_s: float = 0.0
     tokens_in: int = 0
@@ -104,6 +105,7 @@ class ModelStats:
             "successes": self.successes,
             "errors": dict(self.errors),
             "invalid_outputs": self.invalid_outputs,
+            "invalid_tool_calls": self.invalid_tool_calls,
             "mean_latency_s": self.total_latency_s / self.successes if self.successes else None,
             "ewma_latency_s": self.ewma_latency_s,
             "p50_latency_s": statistics.median(latencies) if latencies else None,

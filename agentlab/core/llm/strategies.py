@@ -17,6 +17,7 @@ from agentlab.core.llm.config import RouteConfig
 from agentlab.core.llm.results import CallState, Candidate, RoutedCompletion, TryModel
 from agentlab.core.llm.stats import CircuitBreaker, ModelStats
 from agentlab.core.llm.structured import structured_on_chain
+from agentlab.core.llm.tools import describe_calls
 from agentlab.core.llm.types import Completion, GenParams, Messages
 
 _JUDGE_SYSTEM = ("You judge answers. Read the conversation and the numbered candidate answers, then pick the most "
@@ -86,7 +87,9 @@ async def best_of_n(try_model: TryModel, call: CallState, rcfg: RouteConfig, cha
             raise call.failed()
         return await first_answer(try_model, call, rest, messages, params)
     failed = [a for a in call.attempts if not a.ok]
-    candidates = [Candidate(name, completion.text) for name, completion in answers]
+    # With tools, each candidate's calls were validated (or repaired) by try_model; the judge reads them as
+    # `calls name(arguments)` lines after the candidate's text, and the picked candidate's calls are returned whole.
+    candidates = [Candidate(name, describe_calls(completion)) for name, completion in answers]
     index, reason = await _judge(try_model, call, rcfg, messages, candidates, on_invalid)
     name, completion = answers[index]
     answered = {n for n, _ in answers}

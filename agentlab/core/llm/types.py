@@ -1,16 +1,19 @@
 """Plain data types shared by every LLM provider and the router.
 
 Messages are OpenAI-style dicts (``{"role": "user", "content": "..."}``) because every backend we route to speaks
-that shape natively (HTTP APIs, llama.cpp chat templates, transformers chat templates).
+that shape natively (HTTP APIs, llama.cpp chat templates, transformers chat templates). Tool calling uses OpenAI's
+shapes too: an assistant message may carry ``tool_calls`` (and ``content: None``), a ``tool`` message answers one call
+by ``tool_call_id`` (see ``core/llm/tools.py``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-Message = dict[str, str]
+Message = dict[str, Any]
 Messages = list[Message]
 
 
@@ -25,6 +28,12 @@ class GenParams:
     seed: int | None = None
     # JSON schema the output must follow: {"name": str, "schema": dict}. Backends that cannot enforce it ignore it.
     json_schema: dict[str, Any] | None = None
+    # Tool calling, in OpenAI's shapes: tools [{"type": "function", "function": {"name", "description",
+    # "parameters"}}], tool_choice "auto" | "none" | "required" | {"type": "function", "function": {"name": ...}},
+    # parallel_tool_calls (None: the backend's default, several calls allowed).
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def merged(self, defaults: dict[str, Any] | None) -> GenParams:
@@ -57,8 +66,32 @@ class Usage:
 
 
 @dataclass
+class ToolCall:
+    """One call of a tool by the model: ``arguments`` is the JSON text as the model wrote it; ``args`` parses it."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The arguments as a dict; raises ``ValueError`` when they are not a JSON object (the router only returns
+        calls that validated, whose arguments always are)."""
+        value = json.loads(self.arguments or "{}")
+        if not isinstance(value, dict):
+            raise ValueError(f"the arguments of {self.name} are not a JSON object")
+        return value
+
+    def to_openai(self) -> dict[str, Any]:
+        """The call as an OpenAI ``tool_calls`` item."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass
 class Completion:
-    """One finished generation. ``latency_s`` is wall time of the whole call; ``ttft_s`` only when streamed."""
+    """One finished generation. ``latency_s`` is wall time of the whole call; ``ttft_s`` only when streamed.
+    ``tool_calls`` are the calls the model made (then ``finish_reason`` is ``"tool_calls"`` and ``text`` is often
+    empty)."""
 
     text: str
     model: str
@@ -67,6 +100,7 @@ class Completion:
     ttft_s: float | None = None
     finish_reason: str | None = None
     raw: dict[str, Any] | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass

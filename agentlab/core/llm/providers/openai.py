@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from agentlab.core.errors import LLMError
+from agentlab.core.llm.tools import ToolCallAssembler, calls_from_message
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
@@ -286,6 +287,12 @@ class OpenAIProvider:
                 "json_schema": {"name": schema.get("name") or "output", "schema": schema.get("schema", {}),
                                 "strict": schema.get("strict", False)},
             }
+        if params.tools:  # passed through as they are: the router validates the calls that come back
+            body["tools"] = params.tools
+            if params.tool_choice is not None:
+                body["tool_choice"] = params.tool_choice
+            if params.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = params.parallel_tool_calls
         if params.extra:
             body.update(params.extra)
         if stream:
@@ -428,8 +435,9 @@ class OpenAIProvider:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s: %.3fs, %d+%d tokens", self.name, model, latency, used.prompt_tokens,
                       used.completion_tokens)
+        calls = calls_from_message(message) if message.get("tool_calls") else []
         return Completion(text=content or "", model=model, usage=used, latency_s=latency,
-                          finish_reason=choice.get("finish_reason"), raw=data)
+                          finish_reason=choice.get("finish_reason"), raw=data, tool_calls=calls)
 
     # -- stream ----------------------------------------------------------------------------------------------------
 
@@ -472,7 +480,7 @@ class OpenAIProvider:
             ttft: float | None = None
             usage: dict[str, Any] | None = None
             finish: str | None = None
-            tool_calls = False
+            tool_calls = ToolCallAssembler()  # a call's pieces arrive by index: id and name first, then arguments
             done = False
             buffer = b""
             data: bytes | None = None  # the pending SSE event's data (several data: lines join with \n)
@@ -530,7 +538,9 @@ class OpenAIProvider:
                             parts.append(piece)
                             yield StreamDelta(piece)
                         if delta.get("tool_calls"):
-                            tool_calls = True
+                            if ttft is None:
+                                ttft = time.perf_counter() - start
+                            tool_calls.add(delta["tool_calls"])
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
             if not done:
@@ -552,7 +562,7 @@ class OpenAIProvider:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s: stream %.3fs ttft=%s, %d chunks", self.name, model, latency, ttft, len(parts))
             yield Completion(text=text, model=model, usage=used, latency_s=latency, ttft_s=ttft,
-                             finish_reason=finish)
+                             finish_reason=finish, tool_calls=tool_calls.calls())
         finally:
             self._done(shard)
             await response.aclose()
@@ -589,7 +599,8 @@ class OpenAIProvider:
             yield StreamDelta(text)
         yield Completion(text=text, model=model, usage=Usage(usage.get("prompt_tokens") or 0,
                                                              usage.get("completion_tokens") or 0),
-                         latency_s=latency, ttft_s=latency, finish_reason=data["choices"][0].get("finish_reason"))
+                         latency_s=latency, ttft_s=latency, finish_reason=data["choices"][0].get("finish_reason"),
+                         tool_calls=calls_from_message(message))
 
     # -- models ----------------------------------------------------------------------------------------------------
 

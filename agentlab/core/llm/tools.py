@@ -1,0 +1,365 @@
+"""Tool calls: checking a request's tools, validating a model's calls, and the text format of local models.
+
+Everything is in OpenAI's shapes: a tool is ``{"type": "function", "function": {"name", "description",
+"parameters"}}``, ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"`` or ``{"type": "function", "function":
+{"name": ...}}``, an assistant message may carry ``tool_calls`` and a ``tool`` message answers one call by its
+``tool_call_id``.
+
+Validation (``call_problem``) is what makes a call usable: its tool exists and is allowed by ``tool_choice``, its
+arguments are one JSON object that validates against the tool's ``parameters`` (jsonschema), and ``required`` /
+``parallel_tool_calls: false`` are honoured. The router repairs an invalid call once with ``repair_messages``.
+
+Local models (llama.cpp, transformers) have no tool API: they write calls as text. Their format is SmolLM2's own (the
+one its published chat templates write, and the one Hermes-style templates use): the tools are listed as JSON in the
+system prompt and the model answers ``<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>``.
+``calls_schema`` is the JSON schema of that list for the request's tools, from which the providers build a grammar,
+so a constrained call always parses and validates; ``parse_tagged`` turns the text back into ``ToolCall``s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agentlab.core.errors import LLMError
+from agentlab.core.llm.results import Attempt, CallState, TryModel
+from agentlab.core.llm.types import Completion, GenParams, Messages, ToolCall
+
+__all__ = ["check_tools", "call_problem", "calls_schema", "parse_tagged", "ToolCallAssembler", "tool_prompt",
+           "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls", "checking_calls",
+           "calls_from_message", "forced_name", "without_tools",
+           "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE"]
+
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+_TAGGED = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
+_MAX_PROBLEM_CHARS = 1000  # a repair prompt stays short: the first errors say what the model must fix
+
+# SmolLM2's tool-calling system prompt (from its model card), with the tools inserted as JSON.
+_SMOLLM2_PROMPT = (
+    "You are an expert in composing functions. You are given a question and a set of possible functions. Based on "
+    "the question, you will need to make one or more function/tool calls to achieve the purpose. If none of the "
+    "functions can be used, point it out and refuse to answer. If the given question lacks the parameters required "
+    "by the function, also point it out.\n\nYou have access to the following tools:\n<tools>{tools}</tools>\n\n"
+    "The output MUST strictly adhere to the following format, and NO other text MUST be included.\n"
+    "The example format is as follows. Please make sure the parameter type is correct. If no function call is "
+    "needed, please make the tool calls an empty list '[]'.\n"
+    '<tool_call>[\n{{"name": "func_name1", "arguments": {{"argument1": "value1", "argument2": "value2"}}}},\n'
+    "... (more tool calls as required)\n]</tool_call>")
+
+
+def new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def _function(tool: Any, where: str) -> dict[str, Any]:
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(
+            tool.get("function"), dict):
+        raise LLMError(f"{where} must be {{\"type\": \"function\", \"function\": {{\"name\": ..., \"parameters\": "
+                       "...}}}", "bad_request")
+    return tool["function"]
+
+
+def check_tools(tools: list[dict[str, Any]] | None, tool_choice: Any = None) -> dict[str, dict[str, Any]]:
+    """Each tool's name -> its ``parameters`` schema; raises ``LLMError("bad_request")`` naming the faulty field
+    (a missing name, a duplicate, a ``parameters`` that is not a valid JSON schema, a ``tool_choice`` naming an
+    unknown tool)."""
+    from jsonschema import SchemaError
+    from jsonschema.validators import validator_for
+
+    out: dict[str, dict[str, Any]] = {}
+    for i, tool in enumerate(tools or []):
+        fn = _function(tool, f"tools[{i}]")
+        name = fn.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", name):
+            raise LLMError(f"tools[{i}].function.name must be 1-64 letters, digits, _ . : or -; got "
+                           f"{json.dumps(name)[:70]}", "bad_request")
+        if name in out:
+            raise LLMError(f"tools[{i}].function.name '{name}' is given twice", "bad_request")
+        params = fn.get("parameters")
+        if params is None:
+            params = {"type": "object", "properties": {}}
+        if not isinstance(params, dict):
+            raise LLMError(f"tools[{i}].function.parameters must be a JSON schema object", "bad_request")
+        try:
+            validator_for(params).check_schema(params)
+        except SchemaError as exc:
+            raise LLMError(f"tools[{i}].function.parameters is not a valid JSON schema: {exc.message}"[:300],
+                           "bad_request") from None
+        out[name] = params
+    forced = forced_name(tool_choice)
+    if tool_choice is not None and not (tool_choice in ("auto", "none", "required") or forced):
+        raise LLMError("tool_choice must be auto, none, required or {\"type\": \"function\", \"function\": "
+                       "{\"name\": ...}}", "bad_request")
+    if forced and forced not in out:
+        raise LLMError(f"tool_choice names '{forced}', which is not one of the tools", "bad_request")
+    if tool_choice in ("required",) or forced:
+        if not out:
+            raise LLMError(f"tool_choice {json.dumps(tool_choice)} needs at least one tool", "bad_request")
+    return out
+
+
+def forced_name(tool_choice: Any) -> str | None:
+    """The tool that a named ``tool_choice`` forces, else None."""
+    if isinstance(tool_choice, dict):
+        fn = tool_choice.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            return str(fn["name"])
+    return None
+
+
+def wants_calls(params: GenParams) -> bool:
+    """Whether the model may call a tool on this request (tools given and ``tool_choice`` is not ``none``)."""
+    return bool(params.tools) and params.tool_choice != "none"
+
+
+def call_problem(completion: Completion, params: GenParams) -> str | None:
+    """Why ``completion``'s tool calls are not acceptable for ``params``' tools, or None when they are (or the request
+    has no tools)."""
+    if not params.tools:
+        return None
+    tools = check_tools(params.tools, params.tool_choice)
+    calls, choice = completion.tool_calls, params.tool_choice
+    forced = forced_name(choice)
+    if choice == "none" and calls:
+        return "tool_choice is none, but the reply calls " + ", ".join(c.name for c in calls)
+    if (choice == "required" or forced) and not calls:
+        return ("the reply calls no tool, but a tool call is required" +
+                (f" (call {forced})" if forced else f"; the tools: {', '.join(tools)}"))
+    if params.parallel_tool_calls is False and len(calls) > 1:
+        return f"the reply makes {len(calls)} calls, but parallel_tool_calls is false: make one call"
+    problems = []
+    for i, call in enumerate(calls):
+        if call.name not in tools:
+            problems.append(f"call {i + 1}: there is no tool '{call.name}' (the tools: {', '.join(tools)})")
+            continue
+        if forced and call.name != forced:
+            problems.append(f"call {i + 1}: tool_choice asks for '{forced}', not '{call.name}'")
+            continue
+        problem = _arguments_problem(call, tools[call.name])
+        if problem:
+            problems.append(f"call {i + 1} ({call.name}): {problem}")
+    return "; ".join(problems)[:_MAX_PROBLEM_CHARS] or None
+
+
+def _arguments_problem(call: ToolCall, schema: dict[str, Any]) -> str | None:
+    from jsonschema.validators import validator_for
+
+    try:
+        args = json.loads(call.arguments or "{}")
+    except ValueError as exc:
+        return f"the arguments are not JSON ({exc.msg} at character {exc.pos})"
+    if not isinstance(args, dict):
+        return "the arguments must be a JSON object"
+    errors = sorted(validator_for(schema)(schema).iter_errors(args), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    shown = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.absolute_path) or "(arguments)"
+        shown.append(f"{where}: {err.message[:200]}")
+    return "; ".join(shown)
+
+
+def calls_schema(params: GenParams) -> dict[str, Any] | None:
+    """The JSON schema of the list of calls a local model may write for ``params`` (one item per allowed tool:
+    ``{"name": const, "arguments": the tool's parameters}``), or None when no call is allowed. At most one call
+    when ``parallel_tool_calls`` is false."""
+    if not wants_calls(params):
+        return None
+    tools = check_tools(params.tools, params.tool_choice)
+    forced = forced_name(params.tool_choice)
+    items = [{"type": "object", "properties": {"name": {"const": name}, "arguments": _closed(schema)},
+              "required": ["name", "arguments"], "additionalProperties": False}
+             for name, schema in tools.items() if forced is None or name == forced]
+    schema: dict[str, Any] = {"type": "array", "items": items[0] if len(items) == 1 else {"anyOf": items},
+                              "minItems": 1}
+    if params.parallel_tool_calls is False:
+        schema["maxItems"] = 1
+    return schema
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """A tool's parameters as the grammar takes them: an object at the top (a schema without a type is one)."""
+    if "type" not in schema and "properties" in schema:
+        return {**schema, "type": "object"}
+    return schema
+
+
+def tool_prompt(tools: list[dict[str, Any]]) -> str:
+    """SmolLM2's system prompt listing ``tools`` (their ``function`` objects) as JSON."""
+    functions = [_function(t, "tool") for t in tools]
+    return _SMOLLM2_PROMPT.format(tools=json.dumps(functions, ensure_ascii=False))
+
+
+def render_tool_messages(messages: Messages, params: GenParams, *, roles: tuple[str, ...] = ()) -> Messages:
+    """``messages`` as a chat template without tool support takes them: SmolLM2's tool prompt in (or as) the system
+    message when a call is allowed, assistant ``tool_calls`` written as ``<tool_call>[...]</tool_call>`` text, and
+    ``tool`` results as ``<tool_response>`` text in a ``user`` message (a ``tool`` message when ``"tool"`` is in
+    ``roles``, the template's own roles); every content a string."""
+    out: Messages = []
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        text = content if isinstance(content, str) else "" if content is None else _parts_text(content)
+        if role == "assistant" and message.get("tool_calls"):
+            calls = [{"name": c["function"]["name"], "arguments": _loads(c["function"].get("arguments"))}
+                     for c in message["tool_calls"]]
+            text = (text + "\n" if text else "") + TOOL_CALL_OPEN + json.dumps(calls, ensure_ascii=False) + \
+                TOOL_CALL_CLOSE
+            out.append({"role": "assistant", "content": text})
+        elif role == "tool":
+            body = f"<tool_response>{text}</tool_response>"
+            out.append({"role": "tool" if "tool" in roles else "user", "content": body})
+        else:
+            out.append({"role": role, "content": text})
+    if wants_calls(params):
+        prompt = tool_prompt(params.tools or [])
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": prompt + "\n\n" + out[0]["content"]}
+        else:
+            out.insert(0, {"role": "system", "content": prompt})
+    return out
+
+
+def _parts_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def _loads(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text if text is not None else {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_tagged(text: str) -> tuple[str, list[ToolCall]]:
+    """(the text outside ``<tool_call>`` blocks, the calls inside them). A block holds a JSON list of
+    ``{"name", "arguments"}`` objects or one such object; a block that does not parse is kept as text, so the
+    router's validation reports the reply as calling no tool (and repairs it)."""
+    calls: list[ToolCall] = []
+    kept: list[str] = []
+    last = 0
+    for match in _TAGGED.finditer(text):
+        try:
+            data = json.loads(match.group(1))
+        except ValueError:
+            continue
+        items = data if isinstance(data, list) else [data]
+        if not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
+            continue
+        kept.append(text[last:match.start()])
+        last = match.end()
+        for item in items:
+            args = item.get("arguments", item.get("parameters", {}))
+            calls.append(ToolCall(new_call_id(), item["name"],
+                                  args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)))
+    kept.append(text[last:])
+    return "".join(kept).strip() if calls else text, calls
+
+
+@dataclass
+class _Partial:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class ToolCallAssembler:
+    """Whole calls from a stream's ``delta.tool_calls`` pieces: each piece names its call by ``index``; the first
+    piece of a call brings its id and name, the following ones append to its arguments (split anywhere, even
+    inside a string or an escape)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _Partial] = {}
+
+    def add(self, pieces: list[dict[str, Any]]) -> None:
+        for n, piece in enumerate(pieces):
+            if not isinstance(piece, dict):
+                continue
+            index = piece.get("index", n)
+            call = self._calls.setdefault(index if isinstance(index, int) else n, _Partial())
+            if piece.get("id"):
+                call.id = str(piece["id"])
+            fn = piece.get("function") or {}
+            if fn.get("name"):
+                call.name += str(fn["name"])
+            if fn.get("arguments"):
+                call.arguments.append(str(fn["arguments"]))
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def calls(self) -> list[ToolCall]:
+        return [ToolCall(c.id or new_call_id(), c.name, "".join(c.arguments))
+                for _, c in sorted(self._calls.items())]
+
+
+def calls_from_message(message: dict[str, Any]) -> list[ToolCall]:
+    """The ``ToolCall``s of an OpenAI assistant message (``message.tool_calls``)."""
+    out = []
+    for raw in message.get("tool_calls") or []:
+        if not isinstance(raw, dict):
+            continue
+        fn = raw.get("function") or {}
+        args = fn.get("arguments")
+        out.append(ToolCall(str(raw.get("id") or new_call_id()), str(fn.get("name") or ""),
+                            args if isinstance(args, str) else json.dumps(args if args is not None else {})))
+    return out
+
+
+def repair_messages(messages: Messages, completion: Completion, problem: str) -> Messages:
+    """The conversation extended with the invalid reply and the validation error, so the model can call again:
+    each call is answered by a ``tool`` message carrying the error (OpenAI requires every call to be answered);
+    a reply without calls gets a user message."""
+    reply: dict[str, Any] = {"role": "assistant", "content": completion.text or None}
+    fix = f"The tool call was invalid: {problem}. Call the tool again with arguments that match its JSON schema."
+    if not completion.tool_calls:
+        return [*messages, {**reply, "content": completion.text}, {"role": "user", "content": fix}]
+    reply["tool_calls"] = [c.to_openai() for c in completion.tool_calls]
+    answers = [{"role": "tool", "tool_call_id": c.id, "content": f"error: {fix}"} for c in completion.tool_calls]
+    return [*messages, reply, *answers]
+
+
+def describe_calls(completion: Completion) -> str:
+    """A candidate as a judge reads it: its text, then each call as ``name(arguments)``."""
+    lines = [completion.text] if completion.text else []
+    lines += [f"calls {c.name}({c.arguments})" for c in completion.tool_calls]
+    return "\n".join(lines)
+
+
+def without_tools(params: GenParams) -> GenParams:
+    return replace(params, tools=None, tool_choice=None, parallel_tool_calls=None)
+
+
+def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], None]) -> TryModel:
+    """``try_model`` whose answers to a request with tools are validated (``call_problem``): an invalid reply is
+    shown to the same model once with the validation error (``repair_messages``); a second invalid reply is an
+    ``invalid_tool_call`` attempt and the strategy moves on to the next model. ``on_invalid(route, model, problem)``
+    is told of every invalid reply (the router counts them)."""
+
+    async def attempt(call: CallState, name: str, messages: Messages, params: GenParams) -> Completion | None:
+        completion = await try_model(call, name, messages, params)
+        if completion is None or not params.tools:
+            return completion
+        problem = call_problem(completion, params)
+        if problem is None:
+            return completion
+        on_invalid(call.route, name, problem)
+        completion = await try_model(call, name, repair_messages(messages, completion, problem), params)
+        if completion is None:
+            return None
+        problem = call_problem(completion, params)
+        if problem is None:
+            return completion
+        on_invalid(call.route, name, problem)
+        call.attempts.append(Attempt(name, "invalid_tool_call", 0.0, problem))
+        return None
+
+    return attempt

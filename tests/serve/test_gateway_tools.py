@@ -1,0 +1,127 @@
+"""Tool calling through the gateway with the real `openai` SDK: calls from an HTTP upstream (plain and streamed,
+parallel calls interleaved by index) through a fallback chain, a full tool round trip, validation with one repair,
+the wire format (finish_reason tool_calls, content null) and the tool-call metrics."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from serve_helpers import UPSTREAM_KEY, upstream_llm
+
+from agentlab.testing.server import Reply, ScriptedServer
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "unit": {"type": "string", "enum": ["c", "f"]}},
+                   "required": ["city"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}},
+                                       "required": ["zone"]}}}
+ASK = [{"role": "user", "content": "What is the weather in Paris and the time in Tokyo?"}]
+ROUTES = {"main": {"primary": ["down"], "fallback": ["good"]}, "checked": {"primary": ["bad"], "fallback": ["good"]}}
+
+
+@pytest.fixture(autouse=True)
+def _upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_KEY", UPSTREAM_KEY)
+
+
+@pytest.fixture
+def gw(srv: ScriptedServer, gateway):  # noqa: ANN001, ANN201
+    srv.default("down", Reply(status=503))
+    return gateway(upstream_llm(srv.base_url, ["good", "down", "bad"], ROUTES))
+
+
+def client(gw) -> openai.OpenAI:  # noqa: ANN001
+    return openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+
+
+def two_calls(**kw: object) -> Reply:
+    return Reply(text="", tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}},
+                                      {"name": "get_time", "arguments": {"zone": "Asia/Tokyo"}}], **kw)
+
+
+def test_plain_tool_calls_through_a_fallback_chain_and_a_round_trip(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    srv.script("good", [two_calls(), Reply(text="It is 18 C in Paris and 09:00 in Tokyo.")])
+    reply = client(gw).chat.completions.create(model="main", messages=ASK, tools=[WEATHER, TIME],
+                                               tool_choice="auto", parallel_tool_calls=True)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None and reply.model == "good"
+    calls = choice.message.tool_calls
+    assert [(c.id, c.type, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("call_1", "function", "get_weather", {"city": "Paris", "unit": "c"}),
+        ("call_2", "function", "get_time", {"zone": "Asia/Tokyo"})]
+    assert reply.model_extra["agentlab"]["fallbacks"] == 1
+    sent = srv.requests[-1]  # the upstream got the tools as the client sent them
+    assert sent["tools"] == [WEATHER, TIME] and sent["tool_choice"] == "auto" and sent["parallel_tool_calls"] is True
+
+    # the round trip: the assistant's calls and the tool results go back through the route
+    history = [*ASK, choice.message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 18}'},
+               {"role": "tool", "tool_call_id": "call_2", "content": '"09:00"'}]
+    final = client(gw).chat.completions.create(model="main", messages=history, tools=[WEATHER, TIME])
+    assert final.choices[0].message.content == "It is 18 C in Paris and 09:00 in Tokyo."
+    assert final.choices[0].finish_reason == "stop"
+    upstream = srv.requests[-1]["messages"]
+    assert upstream[1]["tool_calls"][1]["function"] == {"name": "get_time", "arguments": '{"zone": "Asia/Tokyo"}'}
+    assert upstream[2] == {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 18}'}
+
+
+def test_streamed_tool_calls_are_assembled_and_sent_in_openai_format(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    # upstream: arguments in 3-character pieces, the two calls interleaved by index
+    srv.script("good", [two_calls(args_chunk_chars=3, interleave_calls=True)])
+    chunks = list(client(gw).chat.completions.create(model="main", messages=ASK, tools=[WEATHER, TIME],
+                                                     stream=True, stream_options={"include_usage": True}))
+    pieces = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    by_index: dict[int, dict[str, str]] = {}
+    for tc in pieces:
+        call = by_index.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+        call["id"] += tc.id or ""
+        call["name"] += (tc.function.name or "") if tc.function else ""
+        call["arguments"] += (tc.function.arguments or "") if tc.function else ""
+    assert by_index == {0: {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris", "unit": "c"}'},
+                        1: {"id": "call_2", "name": "get_time", "arguments": '{"zone": "Asia/Tokyo"}'}}
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["tool_calls"] and chunks[-1].usage is not None
+    assert srv.requests[-1]["stream"] is True  # the upstream streamed; the router assembled its pieces
+
+
+def test_invalid_call_is_repaired_once_then_the_chain_moves_on(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    srv.script("bad", [Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": 7}}]),
+                       Reply(tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"'}])])
+    srv.script("good", [Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}])])
+    reply = client(gw).chat.completions.create(model="checked", messages=ASK, tools=[WEATHER], tool_choice="required")
+    assert reply.model == "good" and reply.choices[0].message.tool_calls[0].function.arguments == '{"city": "Paris"}'
+    outcomes = [(a["model"], a["outcome"]) for a in reply.model_extra["agentlab"]["attempts"]]
+    assert outcomes == [("bad", "ok"), ("bad", "ok"), ("bad", "invalid_tool_call"), ("good", "ok")]
+    repair = [r for r in srv.requests if r["model"] == "bad"][1]["messages"]
+    # the repair shows the model its call and the validation error, as a tool result answering that call
+    assert repair[-2]["tool_calls"][0]["function"]["arguments"] == '{"city": 7}'
+    assert repair[-1]["role"] == "tool" and repair[-1]["tool_call_id"] == "call_1"
+    assert "city: 7 is not of type 'string'" in repair[-1]["content"]
+    metrics = httpx.get(gw.base_url.removesuffix("/v1") + "/metrics").text
+    assert 'agentlab_invalid_tool_calls_total{model="bad"} 2.0' in metrics
+    assert 'agentlab_tool_calls_total{model="good",route="checked"} 1.0' in metrics
+    assert gw.router.stats()["bad"]["invalid_tool_calls"] == 2
+
+
+def test_tool_requests_are_checked_before_any_upstream_call(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    url = gw.base_url + "/chat/completions"
+    cases = [
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+         "tool_choice names 'nope'"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                                                                                  "required": 3}}}]},
+         "tools[0].function.parameters is not a valid JSON schema"),
+        ({"tool_choice": "required"}, "'tool_choice' needs 'tools'"),
+        ({"tools": [WEATHER, WEATHER]}, "given twice"),
+        ({"tools": [WEATHER], "parallel_tool_calls": "yes"}, "'parallel_tool_calls' must be true or false"),
+    ]
+    for extra, says in cases:
+        response = httpx.post(url, json={"model": "good", "messages": ASK, **extra})
+        assert response.status_code == 400 and says in response.json()["error"]["message"], response.text
+    assert srv.requests == []
