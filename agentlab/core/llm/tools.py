@@ -166,8 +166,9 @@ def _arguments_problem(call: ToolCall, schema: dict[str, Any]) -> str | None:
 
 def calls_schema(params: GenParams) -> dict[str, Any] | None:
     """The JSON schema of the list of calls a local model may write for ``params`` (one item per allowed tool:
-    ``{"name": const, "arguments": the tool's parameters}``), or None when no call is allowed. At most one call
-    when ``parallel_tool_calls`` is false."""
+    ``{"name": const, "arguments": the tool's parameters}``), or None when no call is allowed. At least one call
+    when one is required (``required`` or a named tool; with ``auto`` SmolLM2's prompt lets the model write an empty
+    list), at most one when ``parallel_tool_calls`` is false."""
     if not wants_calls(params):
         return None
     tools = check_tools(params.tools, params.tool_choice)
@@ -176,7 +177,7 @@ def calls_schema(params: GenParams) -> dict[str, Any] | None:
               "required": ["name", "arguments"], "additionalProperties": False}
              for name, schema in tools.items() if forced is None or name == forced]
     schema: dict[str, Any] = {"type": "array", "items": items[0] if len(items) == 1 else {"anyOf": items},
-                              "minItems": 1}
+                              "minItems": 1 if params.tool_choice == "required" or forced else 0}
     if params.parallel_tool_calls is False:
         schema["maxItems"] = 1
     return schema
@@ -245,7 +246,7 @@ def parse_tagged(text: str) -> tuple[str, list[ToolCall]]:
     router's validation reports the reply as calling no tool (and repairs it)."""
     calls: list[ToolCall] = []
     kept: list[str] = []
-    last = 0
+    last, consumed = 0, False
     for match in _TAGGED.finditer(text):
         try:
             data = json.loads(match.group(1))
@@ -255,13 +256,13 @@ def parse_tagged(text: str) -> tuple[str, list[ToolCall]]:
         if not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
             continue
         kept.append(text[last:match.start()])
-        last = match.end()
+        last, consumed = match.end(), True
         for item in items:
             args = item.get("arguments", item.get("parameters", {}))
             calls.append(ToolCall(new_call_id(), item["name"],
                                   args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)))
     kept.append(text[last:])
-    return "".join(kept).strip() if calls else text, calls
+    return "".join(kept).strip() if consumed else text, calls
 
 
 @dataclass

@@ -12,6 +12,15 @@ model that does not fit is refused with ``ResourceError`` and nothing is loaded.
 The prompt is rendered here with the GGUF's own chat template (the same formatter llama-cpp-python's chat handler
 builds from ``tokenizer.chat_template``) and tokenized once: that gives exact prompt token counts for streams and a
 context-length check before llama.cpp sees the prompt, which never silently truncates.
+
+Tool calls (``params.tools``): the model writes SmolLM2's format, ``<tool_call>[{"name": ..., "arguments": {...}}]
+</tool_call>``, under a GBNF grammar built from the tools' schemas by llama.cpp's JSON-schema converter
+(``_tool_grammar``): each call names one of the allowed tools and its arguments follow that tool's schema, so a call
+always parses and validates. ``required`` and a named tool ask for at least one call; ``auto`` allows an empty list
+(SmolLM2's "no tool fits"), and free text once the last message is a tool result (the answer built from the
+results). A chat template that handles tools itself (it mentions ``tools``) is given them; any other template gets
+SmolLM2's system prompt listing the tools as JSON, and every template gets earlier calls and tool results as text
+(``tools.render_tool_messages``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import asyncio
 import codecs
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +49,8 @@ from agentlab.core.llm.resources import (
     register_loaded,
     unregister_loaded,
 )
-from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
+from agentlab.core.llm.tools import calls_schema, parse_tagged, render_tool_messages, wants_calls, without_tools
+from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +80,7 @@ class LoadedModel:
     # pipeline_overhead.py: ~5% of generation time at the default size).
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp"))
+    template_tools: bool = False  # the GGUF's chat template renders `tools` itself
 
 
 _cache: dict[tuple[Any, ...], LoadedModel] = {}
@@ -179,7 +191,8 @@ class LlamaCppProvider:
             estimate = estimate_gguf(path, n_ctx, cfg.cache_type, n_gpu_layers, name=model, n_batch=cfg.n_batch)
             check_fits([estimate], self.resources)  # raises ResourceError before anything is loaded
             llm = self._construct(model, path, n_ctx, n_gpu_layers)
-            loaded = LoadedModel(key, str(path), llm, threading.Lock(), _formatter(llm, model), llm.n_ctx())
+            loaded = LoadedModel(key, str(path), llm, threading.Lock(), _formatter(llm, model), llm.n_ctx(),
+                                 template_tools="tools" in (llm.metadata.get("tokenizer.chat_template") or ""))
             _tap_sampling(loaded)
             _cache[key] = loaded
             _loads += 1
@@ -224,8 +237,17 @@ class LlamaCppProvider:
     def _prepare(self, loaded: LoadedModel, model: str, messages: Messages,
                  params: GenParams) -> tuple[list[int], dict[str, Any]]:
         """Render and tokenize the prompt, check it against n_ctx, and build create_completion's arguments."""
+        extra: dict[str, Any] = {}
+        after_results = bool(messages) and messages[-1].get("role") == "tool"
+        if params.tools or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
+            if loaded.template_tools:
+                messages = render_tool_messages(messages, without_tools(params), roles=("tool",))
+                if wants_calls(params):
+                    extra = {"tools": params.tools, "tool_choice": params.tool_choice}
+            else:
+                messages = render_tool_messages(messages, params)
         try:
-            rendered = loaded.formatter(messages=messages)
+            rendered = loaded.formatter(messages=messages, **extra)
         except Exception as exc:  # jinja raises on roles or shapes the template rejects
             raise LLMError(f"{model}: the chat template rejected the messages ({exc})", "bad_request", model=model,
                            hint="check the message roles and their order for this model's template") from exc
@@ -249,13 +271,20 @@ class LlamaCppProvider:
         if params.top_p is not None:
             kwargs["top_p"] = params.top_p
         kwargs.update({k: params.extra[k] for k in EXTRA_SAMPLING if k in params.extra})
-        if params.json_schema:
+        calls = calls_schema(params)
+        if calls is not None:
+            # auto: SmolLM2's format answers "no tool fits" with an empty list, so a fresh question gets the list
+            # (the small model, offered free text, writes prose about functions instead of calling one); free text
+            # is allowed once tool results came back, for the answer built from them.
+            kwargs["grammar"] = _tool_grammar(calls, free_text=params.tool_choice in (None, "auto") and after_results)
+        elif params.json_schema:
             kwargs["grammar"] = _grammar(params.json_schema.get("schema") or {})
         return tokens, kwargs
 
     def _run(self, loaded: LoadedModel, model: str, messages: Messages, params: GenParams, job: _Job,
-             on_text: Callable[[str], None] | None = None) -> tuple[str, str | None, Usage]:
-        """Generate under the model's lock in the calling (worker) thread; returns text, finish reason, usage.
+             on_text: Callable[[str], None] | None = None) -> tuple[str, str | None, Usage, list[ToolCall]]:
+        """Generate under the model's lock in the calling (worker) thread; returns text, finish reason, usage and
+        the tool calls (read from the text when the request has tools).
 
         With ``on_text`` the answer is also passed on piece by piece as tokens are sampled (see ``_StreamText``);
         the pieces always add up to the returned text.
@@ -286,7 +315,12 @@ class LlamaCppProvider:
             raise _timeout(model, job, f"after {usage['completion_tokens']} tokens")
         text = choice["text"] if streamer is None else streamer.finish(choice["text"])
         finish = "length" if job.context_full else choice["finish_reason"]
-        return text, finish, Usage(usage["prompt_tokens"], usage["completion_tokens"])
+        calls: list[ToolCall] = []
+        if params.tools:
+            text, calls = parse_tagged(text)
+            if calls and finish != "length":
+                finish = "tool_calls"
+        return text, finish, Usage(usage["prompt_tokens"], usage["completion_tokens"]), calls
 
     async def generate(self, model: str, messages: Messages, params: GenParams, timeout_s: float) -> Completion:
         """One completion; ``timeout_s`` bounds the request from the moment the model is loaded."""
@@ -296,12 +330,12 @@ class LlamaCppProvider:
         try:
             work = asyncio.get_running_loop().run_in_executor(
                 loaded.executor, self._run, loaded, model, messages, params, job)
-            text, finish, usage = await asyncio.wait_for(work, timeout_s + _GRACE_S)
+            text, finish, usage, calls = await asyncio.wait_for(work, timeout_s + _GRACE_S)
         except asyncio.TimeoutError:
             job.cancelled = True
             raise _timeout(model, job, "in a step llama.cpp cannot interrupt (prompt evaluation)") from None
         return Completion(text=text, model=model, usage=usage, latency_s=time.perf_counter() - start,
-                          finish_reason=finish)
+                          finish_reason=finish, tool_calls=calls)
 
     async def stream(self, model: str, messages: Messages, params: GenParams,
                      timeout_s: float) -> AsyncIterator[StreamDelta | Completion]:
@@ -339,9 +373,9 @@ class LlamaCppProvider:
                 elif kind == "error":
                     raise payload
                 else:
-                    text, finish, usage = payload
+                    text, finish, usage, calls = payload
                     yield Completion(text=text, model=model, usage=usage, latency_s=time.perf_counter() - start,
-                                     ttft_s=ttft, finish_reason=finish)
+                                     ttft_s=ttft, finish_reason=finish, tool_calls=calls)
                     return
         finally:
             job.cancelled = True  # a consumer that stops early (or a timeout) frees the model at the next token
@@ -407,6 +441,29 @@ def _grammar(schema: dict[str, Any]) -> Any:
     if text not in _grammars:
         _grammars[text] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     return _grammars[text]
+
+
+def tool_grammar_text(calls: dict[str, Any], free_text: bool) -> str:
+    """GBNF for ``<tool_call>`` + a JSON list following ``calls`` (``tools.calls_schema``) + ``</tool_call>``, from
+    llama.cpp's own JSON-schema converter; with ``free_text`` a plain text answer (one that does not start with
+    ``<``) is allowed instead."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    body = re.sub(r"^root ::=", "tool-calls ::=", json_schema_to_gbnf(json.dumps(calls)), flags=re.MULTILINE)
+    root = 'root ::= "<tool_call>" tool-calls "</tool_call>"'
+    if free_text:
+        root += ' | free-text\nfree-text ::= [^<] [^\\x00]*'
+    return root + "\n" + body
+
+
+def _tool_grammar(calls: dict[str, Any], free_text: bool) -> Any:
+    """The compiled ``tool_grammar_text`` (cached like ``_grammar``)."""
+    from llama_cpp import LlamaGrammar
+
+    key = json.dumps([calls, free_text], sort_keys=True)
+    if key not in _grammars:
+        _grammars[key] = LlamaGrammar.from_string(tool_grammar_text(calls, free_text), verbose=False)
+    return _grammars[key]
 
 
 def _tap_sampling(loaded: LoadedModel) -> None:

@@ -1,0 +1,245 @@
+"""Tool calls in the router: validation against the tools' JSON schemas, one repair, the invalid_tool_call kind and
+its stats and events, every strategy (fallback chain, fastest, best_of_n), the HTTP provider's stream delta assembly
+against the loopback server, and the local text format (SmolLM2's ``<tool_call>[...]</tool_call>``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from agentlab.core.errors import AllModelsFailed, LLMError
+from agentlab.core.llm import GenParams, LLMConfig, Router, ScriptedProvider
+from agentlab.core.llm.providers.openai import OpenAIProvider
+from agentlab.core.llm.providers.scripted import Calls
+from agentlab.core.llm.tools import (
+    ToolCallAssembler,
+    call_problem,
+    calls_schema,
+    check_tools,
+    parse_tagged,
+    render_tool_messages,
+)
+from agentlab.core.llm.types import Completion, ToolCall
+from agentlab.testing.server import Reply, ScriptedServer
+
+T = TypeVar("T")
+ASK = [{"role": "user", "content": "Weather in Paris?"}]
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+        "required": ["city"], "additionalProperties": False}}}
+NEWS = {"type": "function", "function": {"name": "get_news", "parameters": {
+    "type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}}}
+TOOLS = GenParams(tools=[WEATHER, NEWS], tool_choice="required")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def make_router(providers: dict[str, ScriptedProvider], route: dict[str, Any] | None = None,
+                events: list[tuple[str, dict[str, Any]]] | None = None, **settings: Any) -> Router:
+    config = LLMConfig.model_validate({
+        "providers": {name: {"kind": "scripted"} for name in providers},
+        "models": {name: {"provider": name, "model": name} for name in providers},
+        "routes": {"default": route or {"primary": list(providers)}}, "retries": 0, **settings})
+    on_event = (lambda kind, **data: events.append((kind, data))) if events is not None else None
+    return Router(config, dict(providers), on_event, rng=random.Random(0))
+
+
+def completion(*calls: tuple[str, str], text: str = "") -> Completion:
+    return Completion(text, "m", tool_calls=[ToolCall(f"c{i}", n, a) for i, (n, a) in enumerate(calls)])
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("calls, params, problem", [
+    ([("get_weather", '{"city": "Paris", "days": 3}')], TOOLS, None),
+    ([("get_weather", '{"city": "Paris", "days": 9}')], TOOLS, "days: 9 is greater than the maximum of 7"),
+    ([("get_weather", '{"town": "Paris"}')], TOOLS, "'city' is a required property"),
+    ([("get_weather", '{"city": "Paris"')], TOOLS, "the arguments are not JSON"),
+    ([("get_weather", '["Paris"]')], TOOLS, "must be a JSON object"),
+    ([("get_time", "{}")], TOOLS, "there is no tool 'get_time'"),
+    ([], TOOLS, "calls no tool, but a tool call is required"),
+    ([], GenParams(tools=[WEATHER], tool_choice="auto"), None),
+    ([("get_weather", '{"city": "A"}')], GenParams(tools=[WEATHER], tool_choice="none"), "tool_choice is none"),
+    ([("get_news", '{"topic": "x"}')], GenParams(tools=[WEATHER, NEWS], tool_choice={
+        "type": "function", "function": {"name": "get_weather"}}), "tool_choice asks for 'get_weather'"),
+    ([("get_weather", '{"city": "A"}'), ("get_weather", '{"city": "B"}')],
+     GenParams(tools=[WEATHER], parallel_tool_calls=False), "parallel_tool_calls is false"),
+    ([("get_weather", '{"city": "A"}'), ("get_news", '{"topic": "B"}')], TOOLS, None),
+])
+def test_call_problem(calls: list[tuple[str, str]], params: GenParams, problem: str | None) -> None:
+    found = call_problem(completion(*calls), params)
+    assert (found is None) if problem is None else (found is not None and problem in found), found
+
+
+def test_check_tools_names_the_faulty_field() -> None:
+    assert set(check_tools([WEATHER, NEWS])) == {"get_weather", "get_news"}
+    bad = [([{"type": "function", "function": {"name": "a b"}}], None, "tools[0].function.name"),
+           ([{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}], None, "not a valid JSON"),
+           ([WEATHER], {"type": "function", "function": {"name": "x"}}, "tool_choice names 'x'"),
+           ([WEATHER], "sometimes", "tool_choice must be"), ([], "required", "needs at least one tool")]
+    for tools, choice, says in bad:
+        with pytest.raises(LLMError, match=re.escape(says)) as exc:
+            check_tools(tools, choice)
+        assert exc.value.kind == "bad_request"
+
+
+# --------------------------------------------------------------------------- the router
+
+
+def test_valid_call_passes_and_args_parse() -> None:
+    router = make_router({"a": ScriptedProvider("a", [Calls([("get_weather", {"city": "Paris", "days": 2})])])})
+    rc = run(router.generate(ASK, params=TOOLS))
+    call = rc.completion.tool_calls[0]
+    assert (call.name, call.args, rc.completion.finish_reason) == ("get_weather", {"city": "Paris", "days": 2},
+                                                                  "tool_calls")
+    assert json.loads(call.arguments) == call.args and call.to_openai()["type"] == "function"
+    assert router.providers["a"].calls[0].params.tools == [WEATHER, NEWS]  # the tools reached the provider
+
+
+def test_invalid_call_is_repaired_with_the_validation_error() -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    a = ScriptedProvider("a", [Calls([("get_weather", {"city": "Paris", "days": 30})]),
+                               Calls([("get_weather", {"city": "Paris", "days": 7})])])
+    router = make_router({"a": a}, events=events)
+    rc = run(router.generate(ASK, params=TOOLS))
+    assert rc.completion.tool_calls[0].args == {"city": "Paris", "days": 7} and rc.model == "a"
+    repair = a.calls[1].messages
+    assert repair[-2]["role"] == "assistant" and repair[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert repair[-1]["role"] == "tool" and repair[-1]["tool_call_id"] == "call_1"
+    assert "days: 30 is greater than the maximum of 7" in repair[-1]["content"]
+    assert router.stats()["a"]["invalid_tool_calls"] == 1 and router.stats()["a"]["errors"] == {}
+    invalid = [data for kind, data in events if kind == "invalid_tool_call"]
+    assert invalid == [{"route": "default", "model": "a", "error": invalid[0]["error"]}]
+    assert "days: 30" in invalid[0]["error"]
+
+
+def test_a_second_invalid_reply_moves_the_chain_on_and_is_its_own_kind() -> None:
+    a = ScriptedProvider("a", ["I would rather chat.", Calls([("get_time", {})])])
+    b = ScriptedProvider("b", [Calls([("get_news", {"topic": "rain"})])])
+    router = make_router({"a": a, "b": b}, {"primary": ["a"], "fallback": ["b"]})
+    rc = run(router.generate(ASK, params=TOOLS))
+    assert rc.model == "b" and rc.fallbacks == 1
+    assert [(x.model, x.outcome) for x in rc.attempts] == [("a", "ok"), ("a", "ok"), ("a", "invalid_tool_call"),
+                                                           ("b", "ok")]
+    assert a.calls[1].messages[-1] == {"role": "user", "content": a.calls[1].messages[-1]["content"]}
+    assert "a tool call is required" in a.calls[1].messages[-1]["content"]  # no call: a user message says so
+    assert router.stats()["a"]["invalid_tool_calls"] == 2
+    only_a = make_router({"a": ScriptedProvider("a", ["no", "still no"])})
+    with pytest.raises(AllModelsFailed) as failed:
+        run(only_a.generate(ASK, params=TOOLS))
+    assert failed.value.kind == "invalid_tool_call"
+
+
+def test_a_malformed_tools_list_fails_before_any_call() -> None:
+    a = ScriptedProvider("a")
+    with pytest.raises(LLMError, match="not a valid JSON schema") as exc:
+        run(make_router({"a": a}).generate(ASK, params=GenParams(tools=[
+            {"type": "function", "function": {"name": "f", "parameters": {"required": "x"}}}])))
+    assert exc.value.kind == "bad_request" and a.calls == []
+
+
+def test_fastest_and_best_of_n_carry_tools() -> None:
+    fast = make_router({"a": ScriptedProvider("a", [Calls([("get_weather", {"city": "Oslo"})])])},
+                       {"primary": ["a"], "strategy": "fastest"})
+    assert run(fast.generate(ASK, params=TOOLS)).completion.tool_calls[0].args == {"city": "Oslo"}
+
+    judge = ScriptedProvider("j", ['{"best": 2, "reason": "it asks for the right city"}'])
+    a = ScriptedProvider("a", [Calls([("get_weather", {"city": "Lyon"})], text="Checking.")])
+    b = ScriptedProvider("b", [Calls([("get_weather", {"city": "Paris"})])])
+    router = make_router({"a": a, "b": b, "j": judge}, {"primary": ["a", "b"], "strategy": "best_of_n", "n": 2,
+                                                        "judge": "j"})
+    rc = run(router.generate(ASK, params=TOOLS))
+    assert rc.model == "b" and rc.completion.tool_calls[0].args == {"city": "Paris"}
+    assert [c.text for c in rc.candidates or []] == ['Checking.\ncalls get_weather({"city": "Lyon"})',
+                                                     'calls get_weather({"city": "Paris"})']
+    assert judge.calls[0].params.tools is None  # the judge is asked for its verdict, not offered the tools
+
+
+def test_streaming_with_tools_hands_nothing_on_early() -> None:
+    pieces: list[str] = []
+    router = make_router({"a": ScriptedProvider("a", [Calls([("get_weather", {"city": "Rome"})], text="One sec.")])})
+    rc = run(router.generate(ASK, params=TOOLS, stream=True, on_delta=lambda m, t: pieces.append(t)))
+    assert pieces == [] and rc.text == "One sec." and rc.completion.tool_calls[0].name == "get_weather"
+
+
+# --------------------------------------------------------------------------- HTTP: streamed deltas
+
+
+def test_assembler_joins_pieces_split_anywhere_and_by_index() -> None:
+    asm = ToolCallAssembler()
+    asm.add([{"index": 1, "id": "b", "type": "function", "function": {"name": "get_news", "arguments": ""}}])
+    asm.add([{"index": 0, "id": "a", "function": {"name": "get_weather", "arguments": '{"ci'}}])
+    asm.add([{"index": 1, "function": {"arguments": '{"topic": "\\u00e9t'}}])
+    asm.add([{"index": 0, "function": {"arguments": 'ty": "Par'}}, {"index": 1, "function": {"arguments": 'é"}'}}])
+    asm.add([{"index": 0, "function": {"arguments": 'is"}'}}])
+    calls = asm.calls()
+    assert [(c.id, c.name, c.args) for c in calls] == [("a", "get_weather", {"city": "Paris"}),
+                                                       ("b", "get_news", {"topic": "été"})]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_http_provider_returns_whole_calls(server: ScriptedServer, stream: bool) -> None:
+    server.reset()
+    calls = [{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}, "id": "call_w"},
+             {"name": "get_news", "arguments": {"topic": "the weather in Paris, long enough to split"}}]
+    server.script("m", [Reply(text="Let me look.", tool_calls=calls, args_chunk_chars=4, interleave_calls=True)])
+    provider = OpenAIProvider("up", server.base_url)
+
+    async def go() -> Completion:
+        try:
+            if not stream:
+                return await provider.generate("m", ASK, TOOLS, 10)
+            items = [item async for item in provider.stream("m", ASK, TOOLS, 10)]
+            assert isinstance(items[-1], Completion)
+            return items[-1]
+        finally:
+            await provider.aclose()
+
+    done = run(go())
+    assert done.text == "Let me look." and done.finish_reason == "tool_calls"
+    assert [(c.id, c.name, c.args) for c in done.tool_calls] == [
+        ("call_w", "get_weather", {"city": "Paris", "days": 3}),
+        ("call_2", "get_news", {"topic": "the weather in Paris, long enough to split"})]
+    sent = server.requests[-1]
+    assert sent["tools"] == [WEATHER, NEWS] and sent["tool_choice"] == "required"
+
+
+# --------------------------------------------------------------------------- the local text format
+
+
+def test_parse_tagged_and_render_round_trip() -> None:
+    text, calls = parse_tagged('<tool_call>[{"name": "get_weather", "arguments": {"city": "Nice"}}]</tool_call>')
+    assert text == "" and [(c.name, c.args) for c in calls] == [("get_weather", {"city": "Nice"})]
+    assert parse_tagged("<tool_call>[]</tool_call>") == ("", [])
+    assert parse_tagged("<tool_call>[{oops</tool_call>") == ("<tool_call>[{oops</tool_call>", [])
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [calls[0].to_openai()]},
+               {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"}]
+    shown = render_tool_messages(history, GenParams(tools=[WEATHER]))
+    assert shown[0]["role"] == "system" and '"name": "get_weather"' in shown[0]["content"]
+    assert shown[2] == {"role": "assistant", "content":
+                        '<tool_call>[{"name": "get_weather", "arguments": {"city": "Nice"}}]</tool_call>'}
+    assert shown[3] == {"role": "user", "content": "<tool_response>sunny</tool_response>"}
+    assert render_tool_messages(history, GenParams(tools=[WEATHER], tool_choice="none"))[0] == ASK[0]
+
+
+def test_calls_schema_follows_tool_choice() -> None:
+    required = calls_schema(TOOLS)
+    assert required is not None and required["minItems"] == 1 and len(required["items"]["anyOf"]) == 2
+    named = calls_schema(GenParams(tools=[WEATHER, NEWS], tool_choice={"type": "function",
+                                                                      "function": {"name": "get_news"}},
+                                   parallel_tool_calls=False))
+    assert named is not None and named["items"]["properties"]["name"] == {"const": "get_news"}
+    assert named["maxItems"] == 1
+    auto = calls_schema(GenParams(tools=[WEATHER]))
+    assert auto is not None and auto["minItems"] == 0
+    assert calls_schema(GenParams(tools=[WEATHER], tool_choice="none")) is None
