@@ -184,10 +184,38 @@ def calls_schema(params: GenParams) -> dict[str, Any] | None:
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """A tool's parameters as the grammar takes them: an object at the top (a schema without a type is one)."""
-    if "type" not in schema and "properties" in schema:
-        return {**schema, "type": "object"}
-    return schema
+    """A tool's parameters as a grammar takes them: an object at the top (a schema without a type is one), and
+    integer ranges as enums (llama.cpp's JSON-schema converter ignores ``minimum`` / ``maximum``: measured, a random
+    model wrote 5044444444444444 for an integer of 0-9)."""
+    out = _bounded_integers(schema)
+    if "type" not in out and "properties" in out:
+        return {**out, "type": "object"}
+    return out
+
+
+_MAX_ENUM_RANGE = 256
+
+
+def _bounded_integers(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_bounded_integers(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_bounded_integers(v) if k in ("items", "anyOf", "oneOf", "allOf", "additionalProperties") else
+               {n: _bounded_integers(sub) for n, sub in v.items()} if k in ("properties", "$defs", "definitions")
+               and isinstance(v, dict) else v) for k, v in schema.items()}
+    if out.get("type") == "integer" and "enum" not in out:
+        low, high = out.get("minimum"), out.get("maximum")
+        if isinstance(out.get("exclusiveMinimum"), (int, float)) and not isinstance(out["exclusiveMinimum"], bool):
+            low = int(out["exclusiveMinimum"]) + 1
+        if isinstance(out.get("exclusiveMaximum"), (int, float)) and not isinstance(out["exclusiveMaximum"], bool):
+            high = -int(-out["exclusiveMaximum"]) - 1
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 <= high - low < _MAX_ENUM_RANGE:
+            start = int(low) if float(low).is_integer() else int(low) + 1
+            out = {k: v for k, v in out.items() if k not in ("minimum", "maximum", "exclusiveMinimum",
+                                                              "exclusiveMaximum")}
+            out["enum"] = list(range(start, int(high) + 1))
+    return out
 
 
 def tool_prompt(tools: list[dict[str, Any]]) -> str:

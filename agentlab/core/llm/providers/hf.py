@@ -51,7 +51,8 @@ from typing import Any
 from agentlab.core.errors import AgentlabError, LLMError, one_line
 from agentlab.core.llm import resources
 from agentlab.core.llm.config import HFProviderConfig, ResourceConfig
-from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
+from agentlab.core.llm.tools import parse_tagged, render_tool_messages, wants_calls, without_tools
+from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
 
 __all__ = ["HFProvider", "load_count", "unload_all"]
 
@@ -183,9 +184,11 @@ class HFProvider:
         if req.finish == "timeout":
             raise _timeout(model, timeout_s)
         text, finish = _finish_text(loaded.tokenizer, req)
+        text, finish, calls = _tool_calls(text, finish, params)
         return Completion(text=text, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                           latency_s=time.perf_counter() - start, finish_reason=finish,
-                          raw={"batch_size": req.batch_size, "adapter": req.adapter, "mixed": req.mixed})
+                          raw={"batch_size": req.batch_size, "adapter": req.adapter, "mixed": req.mixed},
+                          tool_calls=calls)
 
     async def stream(
         self, model: str, messages: Messages, params: GenParams, timeout_s: float
@@ -237,9 +240,10 @@ class HFProvider:
                 out += held
                 yield StreamDelta(held)
             finish = "stop" if stopped or req.finish in ("stop", "cancelled") else "length"
+            out, finish, calls = _tool_calls(out, finish, params)
             yield Completion(text=out, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                              latency_s=time.perf_counter() - start, ttft_s=ttft, finish_reason=finish,
-                             raw={"batch_size": 1, "adapter": req.adapter})
+                             raw={"batch_size": 1, "adapter": req.adapter}, tool_calls=calls)
         finally:
             req.cancelled = True
 
@@ -367,9 +371,17 @@ class HFProvider:
             known = ", ".join(loaded.adapters) or "none configured"
             raise LLMError(f"{self.name}: unknown adapter '{adapter}' (known: {known})", "bad_request", model=model,
                            hint=f"use one of the adapters of providers.{self.name}.adapters, or drop the param")
+        extra: dict[str, Any] = {}
+        if params.tools or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
+            # Tool calls as text in SmolLM2's format (core/llm/tools.py); a template that renders tools gets them.
+            if "tools" in (getattr(loaded.tokenizer, "chat_template", None) or ""):
+                messages = render_tool_messages(messages, without_tools(params), roles=("tool",))
+                extra = {"tools": params.tools} if wants_calls(params) else {}
+            else:
+                messages = render_tool_messages(messages, params)
         try:
             ids = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                       return_dict=False)
+                                                       return_dict=False, **extra)
         except Exception as exc:  # jinja errors: a missing template, a role the template rejects
             raise LLMError(f"{self.name}: chat template failed: {exc}", "bad_request", model=model,
                            hint="the model folder needs a tokenizer chat template that accepts these roles") from exc
@@ -709,6 +721,15 @@ def _finish_text(tokenizer: Any, req: _Request) -> tuple[str, str]:
     if cut is not None:
         return text[:cut], "stop"
     return text, "stop" if req.finish in ("stop", "cancelled") else "length"
+
+
+def _tool_calls(text: str, finish: str, params: GenParams) -> tuple[str, str, list[ToolCall]]:
+    """The calls written as ``<tool_call>`` text when the request has tools (decoding is not constrained here: the
+    router validates them and repairs once)."""
+    if not params.tools:
+        return text, finish, []
+    text, calls = parse_tagged(text)
+    return text, "tool_calls" if calls and finish != "length" else finish, calls
 
 
 def _consume(future: asyncio.Future) -> None:
