@@ -347,13 +347,13 @@ class ScriptedServer:
             if reply.invalid_json:
                 return Response('{"id": "' + meta["id"] + '", "choices": [{"message": ', media_type="application/json",
                                 headers=reply.headers)
-            message: dict[str, Any] = {"role": "assistant", "content": text}
+            answer: dict[str, Any] = {"role": "assistant", "content": text}
             finish = reply.finish_reason
             if reply.tool_calls:
-                message = {"role": "assistant", "content": text or None, "tool_calls": reply.openai_calls()}
+                answer = {"role": "assistant", "content": text or None, "tool_calls": reply.openai_calls()}
                 finish = "tool_calls" if finish == "stop" else finish
             payload = {**meta, "object": "chat.completion", "usage": usage,
-                       "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+                       "choices": [{"index": 0, "message": answer, "finish_reason": finish}]}
             return JSONResponse(payload, headers=reply.headers)
 
         routes = [

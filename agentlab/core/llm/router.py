@@ -27,7 +27,15 @@ from agentlab.core import tracing
 from agentlab.core.errors import ConfigError, LLMError
 from agentlab.core.llm.config import LLMConfig, ModelConfig, RouteConfig
 from agentlab.core.llm.providers import build_provider
-from agentlab.core.llm.results import Attempt, CallState, Candidate, ModelT, RoutedCompletion, StructuredResult
+from agentlab.core.llm.results import (
+    Attempt,
+    CallState,
+    Candidate,
+    ModelT,
+    RoutedCompletion,
+    StructuredResult,
+    TryModel,
+)
 from agentlab.core.llm.stats import CLOSED, CircuitBreaker, ModelStats
 from agentlab.core.llm.strategies import best_of_n, fastest_order, first_answer
 from agentlab.core.llm.structured import structured_on_chain
@@ -133,7 +141,7 @@ class Router:
         """
         rcfg, chain = self.route(route)
         params = params or GenParams()
-        try_model = self.try_model
+        try_model: TryModel = self.try_model
         if params.tools:  # calls are validated (and repaired) before the answer is known: nothing streams out early
             check_tools(params.tools, params.tool_choice)
             try_model = checking_calls(self.try_model, self.record_invalid_tool_call)

@@ -19,6 +19,7 @@ so a constrained call always parses and validates; ``parse_tagged`` turns the te
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -150,7 +151,7 @@ def _arguments_problem(call: ToolCall, schema: dict[str, Any]) -> str | None:
 
     try:
         args = json.loads(call.arguments or "{}")
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return f"the arguments are not JSON ({exc.msg} at character {exc.pos})"
     if not isinstance(args, dict):
         return "the arguments must be a JSON object"
@@ -201,15 +202,21 @@ def _bounded_integers(schema: Any) -> Any:
         return [_bounded_integers(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: (_bounded_integers(v) if k in ("items", "anyOf", "oneOf", "allOf", "additionalProperties") else
-               {n: _bounded_integers(sub) for n, sub in v.items()} if k in ("properties", "$defs", "definitions")
-               and isinstance(v, dict) else v) for k, v in schema.items()}
+    out: dict[str, Any] = {}
+    for k, v in schema.items():
+        if k in ("items", "anyOf", "oneOf", "allOf", "additionalProperties"):
+            out[k] = _bounded_integers(v)
+        elif k in ("properties", "$defs", "definitions") and isinstance(v, dict):
+            out[k] = {n: _bounded_integers(sub) for n, sub in v.items()}
+        else:
+            out[k] = v
     if out.get("type") == "integer" and "enum" not in out:
         low, high = out.get("minimum"), out.get("maximum")
-        if isinstance(out.get("exclusiveMinimum"), (int, float)) and not isinstance(out["exclusiveMinimum"], bool):
-            low = int(out["exclusiveMinimum"]) + 1
-        if isinstance(out.get("exclusiveMaximum"), (int, float)) and not isinstance(out["exclusiveMaximum"], bool):
-            high = -int(-out["exclusiveMaximum"]) - 1
+        above, below = out.get("exclusiveMinimum"), out.get("exclusiveMaximum")
+        if isinstance(above, (int, float)) and not isinstance(above, bool):
+            low = math.floor(above) + 1
+        if isinstance(below, (int, float)) and not isinstance(below, bool):
+            high = math.ceil(below) - 1
         if isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 <= high - low < _MAX_ENUM_RANGE:
             start = int(low) if float(low).is_integer() else int(low) + 1
             out = {k: v for k, v in out.items() if k not in ("minimum", "maximum", "exclusiveMinimum",
