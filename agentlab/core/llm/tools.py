@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agentlab.core.errors import LLMError
+from agentlab.core.errors import LLMError, missing_package
 from agentlab.core.llm.results import Attempt, CallState, TryModel
 from agentlab.core.llm.types import Completion, GenParams, Messages, ToolCall
 
@@ -68,9 +68,7 @@ def check_tools(tools: list[dict[str, Any]] | None, tool_choice: Any = None) -> 
     """Each tool's name -> its ``parameters`` schema; raises ``LLMError("bad_request")`` naming the faulty field
     (a missing name, a duplicate, a ``parameters`` that is not a valid JSON schema, a ``tool_choice`` naming an
     unknown tool)."""
-    from jsonschema import SchemaError
-    from jsonschema.validators import validator_for
-
+    jsonschema = _jsonschema()
     out: dict[str, dict[str, Any]] = {}
     for i, tool in enumerate(tools or []):
         fn = _function(tool, f"tools[{i}]")
@@ -86,8 +84,8 @@ def check_tools(tools: list[dict[str, Any]] | None, tool_choice: Any = None) -> 
         if not isinstance(params, dict):
             raise LLMError(f"tools[{i}].function.parameters must be a JSON schema object", "bad_request")
         try:
-            validator_for(params).check_schema(params)
-        except SchemaError as exc:
+            jsonschema.validators.validator_for(params).check_schema(params)
+        except jsonschema.SchemaError as exc:
             raise LLMError(f"tools[{i}].function.parameters is not a valid JSON schema: {exc.message}"[:300],
                            "bad_request") from None
         out[name] = params
@@ -146,9 +144,18 @@ def call_problem(completion: Completion, params: GenParams) -> str | None:
     return "; ".join(problems)[:_MAX_PROBLEM_CHARS] or None
 
 
-def _arguments_problem(call: ToolCall, schema: dict[str, Any]) -> str | None:
-    from jsonschema.validators import validator_for
+def _jsonschema() -> Any:
+    """The ``jsonschema`` module (the ``serve`` extra installs it); a missing one is a one-line ``MissingPackage``."""
+    try:
+        import jsonschema
+        import jsonschema.validators
+    except ImportError as exc:
+        raise (missing_package(exc) or exc) from None
+    return jsonschema
 
+
+def _arguments_problem(call: ToolCall, schema: dict[str, Any]) -> str | None:
+    validator_for = _jsonschema().validators.validator_for
     try:
         args = json.loads(call.arguments or "{}")
     except json.JSONDecodeError as exc:
