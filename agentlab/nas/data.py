@@ -262,7 +262,7 @@ def time_features(dates: np.ndarray, freq: str = "h") -> np.ndarray:
         "monthofyear": (day.astype("datetime64[M]").astype(np.int64) % 12) / 11.0,
         "weekofyear": ((thursday - thursday.astype("datetime64[Y]")).astype(np.int64) // 7) / 52.0,
     }
-    cols = [fields[name] - 0.5 for name in _FREQ_FEATURES[normalize_freq(freq)]]
+    cols = [fields[name] - 0.5 for name in _FREQ_FEATURES[resolve_freq(freq, d)]]
     return np.stack(cols, axis=1).astype(np.float32)
 
 
