@@ -356,7 +356,7 @@ def data_line(prepared: PreparedData, freq_setting: str = AUTO, target_setting: 
         target += " (the last column; --set data.target=NAME for another)"
     freq = f"frequency {prepared.freq} ({FREQ_NAMES.get(prepared.freq, prepared.freq)}"
     if normalize_freq(freq_setting) == AUTO:
-        freq += ", detected from the timestamps)"
+        freq += ", detected from the timestamps)" if prepared.source else ")"  # the built-in series is hourly
     elif prepared.detected_freq != prepared.freq:
         freq += f", as set; the timestamps look {FREQ_NAMES.get(prepared.detected_freq, prepared.detected_freq)}: "
         freq += f"--set data.freq={prepared.detected_freq} or auto)"

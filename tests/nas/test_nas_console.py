@@ -65,7 +65,9 @@ def test_a_daily_csv_gets_daily_time_features(tmp_path: Path) -> None:
 
 
 def test_synthetic_default_is_hourly() -> None:
-    assert synthetic_series(n_steps=200, freq="auto").freq == "h"
+    series = synthetic_series(n_steps=300, freq="auto")
+    assert series.freq == "h"
+    assert "frequency h (hourly), period 24" in data_line(prepare(series, "M", seq_len=14, label_len=7, pred_len=7))
     assert NASConfig().data.freq == "auto"
 
 
