@@ -63,22 +63,10 @@ def run_cmd(
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:
-    best = results["best"]
-    console.print(f"[bold]best[/] ({safe_text(results.get('search', 'ga'))}): {safe_text(best['id'])} fitness "
-                  f"{best['fitness']:.3f} (task {best['task']:.3f}, validation "
-                  f"{best['validation'] if best.get('validation') is not None else '-'}): "
-                  f"{safe_text(results['individuals'][best['id']]['path'])}")
-    for row in results["final"]["rows"]:
-        diff = row.get("best_minus")
-        versus = (f"; best minus it {100 * diff['mean']:+.1f} points (95% CI {100 * diff['ci'][0]:+.1f} to "
-                  f"{100 * diff['ci'][1]:+.1f})") if diff else ""
-        console.print(f"  test split: {safe_text(row['id'])} ({safe_text(row['relation'])}) "
-                      f"{row['correct']}/{row['total']} = {row['accuracy']:.3f} (95% CI {row['ci'][0]:.3f}-"
-                      f"{row['ci'][1]:.3f}){versus}")
-    rec = results.get("recommended")
-    if rec and rec["id"] != best["id"]:
-        console.print(f"[bold]recommended[/]: {safe_text(rec['id'])} ({safe_text(rec['relation'])}): a better "
-                      f"validation score than the best evolved; use {safe_text(rec['path'])}")
+    from agentlab.evolve.report import console_lines
+
+    for line in console_lines(results):
+        console.print(safe_text(line))
     console.print(f"{len(results['individuals'])} individuals in {results['seconds']:.0f} s; "
                   f"report: {safe_text(path / 'report.md')}")
 

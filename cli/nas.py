@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -21,6 +21,7 @@ from .common import (
     StorageOpt,
     VerboseOpt,
     console,
+    safe_text,
 )
 from .runner import flags, run_command
 
@@ -70,28 +71,32 @@ def nas(
                     ("--target", "search.target", target), ("--planner", "search.planner", planner),
                     ("--data", "data.path", data), ("--storage", "search.storage", storage),
                     ("--mlflow", "mlflow", mlflow))
+
+    def prepare_and_say(cfg: NASConfig) -> dict[str, Any]:
+        """prepare (the data read, data.freq resolved), then the data line and, resuming, what the folder keeps."""
+        from agentlab.core.runs import resume_target
+        from agentlab.nas.data import data_line
+        from agentlab.nas.report import resume_line
+
+        freq, target = cfg.data.freq, cfg.data.target
+        kwargs = prepare(cfg, llm)
+        if not json_:
+            console.print(safe_text(data_line(kwargs["data"], freq, target)))
+            folder = resume_target("nas", resume) if resume is not None else None
+            kept = resume_line(folder, cfg.search.max_iterations) if folder is not None else None
+            if kept:
+                console.print(safe_text(kept))
+        return kwargs
+
     run_command("nas", NASConfig, nas_run, config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
-                prepare=lambda cfg: prepare(cfg, llm), dry_run=nas_dry_run if dry_run else None,
+                prepare=prepare_and_say, dry_run=nas_dry_run if dry_run else None,
                 log_prompts=not no_log_prompts, json_=json_, verbose=verbose, summary=_print_summary,
                 otlp_endpoint=otlp_endpoint)
 
 
-def _print_summary(results: dict, path: Path) -> None:
-    best, base, gain = results["best"], results["base"], results["gain"]
-    console.print(f"[bold]best trial {best['run_id']}[/]: val MSE {best['val_mse']:.4f}, test MSE "
-                  f"{best['test_mse']:.4f}, test MAE {best['test_mae']:.4f}, {best['n_params']:,} params "
-                  f"({best['planner']}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}")
-    literature = results.get("literature") or {}
-    fair = [r for r in literature.get("rows", []) if r["protocol"] == "fair"]
-    if fair:
-        beaten = sum(1 for r in fair if best["test_mse"] < r["mse"])
-        top = min(fair, key=lambda r: r["mse"])
-        console.print(f"published ({literature['dataset']}, horizon {literature['horizon']}, every test window): "
-                      f"lower test MSE than {beaten} of {len(fair)}; the best, {top['model']}, has {top['mse']:.3f}")
-    if base is not None and gain["val_mse"] is not None:
-        test_gain = f", test MSE {gain['test_mse']:+.1%}" if gain["test_mse"] is not None else ""
-        console.print(f"gain over the base config ({base['run_id']}, val MSE {base['val_mse']:.4f}): "
-                      f"val MSE {gain['val_mse']:+.1%}{test_gain}")
-    changed = {k: v for k, v in best["params"].items() if base is None or base["params"].get(k) != v}
-    console.print("best changes: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "none (base is best)"))
-    console.print(f"stopped: {results['stop_reason']}; report: {path / 'report.md'}")
+def _print_summary(results: dict[str, Any], path: Path) -> None:
+    from agentlab.nas.report import summary_lines
+
+    for line in summary_lines(results):
+        console.print(safe_text(line))
+    console.print(f"stopped: {safe_text(results['stop_reason'])}; report: {safe_text(path / 'report.md')}")

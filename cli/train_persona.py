@@ -80,8 +80,9 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     first, final = results["first_loss"], results["final_loss"]
     loss = f"loss {first:.4f} -> {final:.4f}" if first is not None and final is not None else "no loss logged"
     console.print(f"[bold]adapter[/]: {safe_text(results['adapter'])}")
-    console.print(f"{results['steps']} steps, {loss}, {results['tokens_seen']:,} tokens in {results['seconds']:.0f} s; "
-                  f"{safe_text(results['loss_tokens']['line'])}")
+    steps = results["steps"]  # which tokens carry the loss was said before training: not repeated here
+    console.print(f"{steps} step{'' if steps == 1 else 's'}, {loss}, {results['tokens_seen']:,} tokens in "
+                  f"{results['seconds']:.0f} s")
     scored = results.get("eval") or {}
     for adapter, comparisons in scored.get("paired", {}).items():
         base = {(s["task"], s["metric"]): s["value"] for s in scored["rows"]["base"]}

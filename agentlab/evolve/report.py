@@ -185,3 +185,104 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
         seeds = ", ".join(f"{k} {v:.3f}" for k, v in ref["accuracy"].items())
         lines += ["", f"Seeds alone on the fitness split: {seeds}; their debate: {ref['debate_accuracy']:.3f}.", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- the console
+
+
+def task_meaning(score: str, questions: int | None = None) -> str:
+    """What the task part of the fitness measures, for a reader of the console."""
+    what, scale = (("the mean per-token log-likelihood of the gold answers", "<= 0, nearer 0 is better")
+                   if score == "loglik" else ("greedy accuracy", "0-1"))
+    return f"{what}{f' on {questions} fitness questions' if questions else ''}, {scale}"
+
+
+def fitness_line(weights: dict[str, float], score: str, questions: int, novelty: str = "answers") -> str:
+    """The fitness the generations are ranked by, in one line (said when a run starts)."""
+    parts = [f"{weights['task']:g} x task"]
+    if weights.get("coop"):
+        parts.append(f"{weights['coop']:g} x cooperation (the seeds' debate with it, minus theirs alone)")
+    if weights.get("novelty"):
+        parts.append(f"{weights['novelty']:g} x novelty (distance of its {novelty} to the others)")
+    return f"fitness = {' + '.join(parts)}; task = {task_meaning(score, questions)}; higher fitness is better"
+
+
+def _selected_by(results: dict[str, Any]) -> str:
+    q = results.get("questions", {})
+    if not q.get("validation"):
+        return "fitness-split task score"
+    return "validation log-likelihood" if results.get("score") == "loglik" else "validation accuracy"
+
+
+def _test(row: dict[str, Any]) -> str:
+    return (f"{row['correct']}/{row['total']} = {row['accuracy']:.3f} (95% CI {row['ci'][0]:.3f}-{row['ci'][1]:.3f})"
+            f", validation {_num(row.get('validation'))}")
+
+
+def console_lines(results: dict[str, Any]) -> list[str]:
+    """The end of `evolve run` on the console: the best evolved (its fitness explained), what is recommended and
+    why, its test score beside the best seed's and the best baseline's, and whether validation and test agree."""
+    ind = results["individuals"]
+    best = results["best"]
+    chooser = _selected_by(results)
+    by_validation = bool(results.get("questions", {}).get("validation"))
+
+    def chosen_by(m: str) -> float | None:
+        """The value the recommendation compares: the validation score, else the fitness-split task score."""
+        value = ind[m].get("validation") if by_validation else ind[m].get("task")
+        return float(value) if value is not None else None
+
+    w = results.get("fitness_weights") or {}
+    parts = [f"task {_num(best['task'])}"] + [f"{key} {_num(best.get(key), True)}" for key in ("coop", "novelty")
+                                              if w.get(key) and best.get(key) is not None]
+    lines = [f"best evolved ({results.get('search', 'ga')}): {best['id']}, fitness {_num(best['fitness'])} "
+             f"({', '.join(parts)}; task: {task_meaning(results.get('score', 'accuracy'))}), validation "
+             f"{_num(best.get('validation'))}"]
+    rec = results.get("recommended") or {"id": best["id"], "relation": "best evolved", "path": ind[best["id"]]["path"]}
+    rows = results["final"]["rows"]
+    picks = [r for r in rows if r["relation"].startswith("baseline")]
+    rivals = [f"{r['relation'].removeprefix('baseline ')} {_num(chosen_by(r['id']))}" for r in picks
+              if r["id"] != rec["id"]]
+    if rec["id"] != best["id"]:
+        rivals.insert(0, f"the best evolved {_num(chosen_by(best['id']))}")
+    lines.append(f"recommended: {rec['id']} ({rec['relation']}): the highest {chooser} ({_num(chosen_by(rec['id']))})"
+                 + (f", against {', '.join(rivals)}" if rivals else "") + "; the candidates are the best evolved "
+                 f"and each baseline's pick (not the seeds), and the test split never chooses. Adapter: {rec['path']}")
+    by_id = {r["id"]: r for r in rows}
+    mine = by_id.get(rec["id"])
+    if mine is None:
+        lines.append("no test split (task.test_questions: 0)" if not rows else "")
+        return [line for line in lines if line]
+    shown = [("recommended", mine)]
+    if rec["id"] != best["id"] and best["id"] in by_id:
+        shown.append(("best evolved", by_id[best["id"]]))
+    seeds = [r for r in rows if r["relation"] == "seed"]
+    if seeds:
+        shown.append(("best seed", max(seeds, key=lambda r: r["accuracy"])))
+    others = [r for r in picks if r["id"] != rec["id"]]
+    if others:
+        label = "best other baseline" if rec["relation"].startswith("baseline") else "best baseline"
+        shown.append((label, max(others, key=lambda r: r["accuracy"])))
+    lines.append(f"test split, {results['final']['questions']} questions no selection saw (greedy accuracy; every "
+                 "adapter in report.md):")
+    lines += [f"  {label}: {r['id']} ({'best evolved' if r['relation'] == 'best' else r['relation']}) {_test(r)}"
+              for label, r in shown]
+    ahead = [(label, r) for label, r in shown[1:] if r["accuracy"] > mine["accuracy"]]
+    if not ahead:
+        lines.append("validation and test agree: none of these scores higher than the recommendation on test")
+    mine_value = chosen_by(mine["id"])
+    for label, r in ahead:
+        diff = r.get("best_minus") if mine["relation"] == "best" else None  # the best's paired difference to it
+        noise = ""
+        if diff:
+            low, high = -100 * diff["ci"][1], -100 * diff["ci"][0]
+            noise = f" (paired 95% CI {low:+.1f} to {high:+.1f}" + ("; it includes 0)" if low <= 0 <= high else ")")
+        value, points = chosen_by(r["id"]), f"{100 * (r['accuracy'] - mine['accuracy']):+.1f} points{noise}"
+        if value is not None and mine_value is not None and value < mine_value:
+            lines.append(f"validation and test disagree: the {label} {r['id']} is below the recommendation on "
+                         f"{chooser} ({_num(value)} vs {_num(mine_value)}) but above it on test by {points}")
+        else:
+            why = "seeds are not candidates for the recommendation" if r["relation"] == "seed" else "a tie"
+            lines.append(f"note: the {label} {r['id']} is above the recommendation on test by {points} and not "
+                         f"below it on {chooser} ({_num(value)} vs {_num(mine_value)}): {why}")
+    return lines

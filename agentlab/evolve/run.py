@@ -40,6 +40,7 @@ from agentlab.core.runs import RunDir
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import Population, open_population
+from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     elif pop.attr("reference") is None:
         pop.set_attr("reference", reference(settings))  # no cooperation part: no debate, nothing asked
     ref = pop.attr("reference")
+    say(fitness_line(cfg.fitness.model_dump(), settings.score, n, cfg.novelty))
     # progress ticks per individual: its greedy answers (fitness, and validation under accuracy), its debates
     ticks = n + (len(settings.validation) if settings.score != "loglik" else 0) + (n if settings.coop else 0)
     history: list[dict[str, Any]] = []
@@ -210,7 +212,6 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     results["search"], results["baselines"] = cfg.search, {b: ids for b, ids in baselines.items()}
     results["best"] = best_row(individuals, history, best)
     results["recommended"] = recommended(individuals, best, picks)
-    from agentlab.evolve.report import fitness_plot, render_report
 
     run_dir.save_results(results)
     plot = fitness_plot(results, run_dir.file("fitness.png"))

@@ -24,7 +24,7 @@ class DataConfig(StrictModel):
     features: Literal["M", "S", "MS"] = Field("M", description="M: all channels -> all; S: target -> target; "
                                               "MS: all channels -> target")
     target: str = Field("OT", description="target column (S and MS)")
-    freq: str = Field("h", description="sampling frequency for time features: h (hourly), t (minutely), d, ...")
+    freq: str = Field("auto", description="time-feature frequency: auto (from the timestamps), s, t, h, d, b, w, m")
     split: Literal["auto", "ett_hour", "ett_minute", "ratio"] = Field(
         "auto", description="auto: the standard 12/4/4-month split for ETTh*/ETTm* files, else 70/10/20 by ratio")
     seq_len: int = Field(48, ge=1, description="lookback: input steps of every window (searchable, e.g. {choices: "

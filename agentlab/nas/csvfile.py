@@ -33,7 +33,7 @@ _YAML_KEY = re.compile(r"^\s*(---|[\w.-]+:(\s|$))")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # values are stored as float32: anything larger becomes inf
 
 
-def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: str = "h") -> SeriesData:
+def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: str = "auto") -> SeriesData:
     """Read an ETT-format CSV: a ``date`` column plus numeric columns. Any file of that shape works.
 
     The target is moved to the last column; for "S" only the target is kept. In "M" mode a ``target`` that is not a

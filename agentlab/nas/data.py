@@ -39,6 +39,9 @@ _FREQ_FEATURES = {
     "m": ("monthofyear",),
 }
 _STEP_SECONDS = {"s": 1, "t": 900, "h": 3600, "d": 86400}  # synthetic data: "t" steps by 15 minutes like ETTm
+AUTO = "auto"  # data.freq: the frequency detected from the timestamps' spacing (detect_freq)
+FREQ_NAMES = {"s": "secondly", "t": "minutely", "h": "hourly", "d": "daily", "b": "business-daily", "w": "weekly",
+              "m": "monthly"}
 
 
 class DataError(ConfigError, ValueError):
@@ -60,7 +63,7 @@ class SeriesData:
     def __post_init__(self) -> None:
         self.dates = np.asarray(self.dates, dtype="datetime64[s]")
         self.values = np.asarray(self.values, dtype=np.float32)
-        self.freq = normalize_freq(self.freq)
+        self.freq = resolve_freq(self.freq, self.dates)
         if self.values.ndim != 2 or len(self.dates) != len(self.values) or self.values.shape[1] != len(self.columns):
             raise DataError(f"{self.where}: dates {self.dates.shape}, values {self.values.shape} and "
                             f"{len(self.columns)} columns do not match")
@@ -154,6 +157,9 @@ class PreparedData:
     period: int = 24  # the daily cycle in steps (detect_period), for the period-aware families
     n_steps: int = 0  # rows of the whole series (literature.recognise tells the ETT files by name and shape)
     name: str = ""  # the series' name (a CSV's file stem)
+    freq: str = "h"  # the time features' frequency code (data.freq, or the one detected from the timestamps)
+    detected_freq: str = "h"  # the frequency the timestamps' spacing says (detect_freq), whatever data.freq is
+    source: str = ""  # where the series came from (a file path), empty for the synthetic series
 
     @property
     def f_dim(self) -> int:
@@ -200,12 +206,38 @@ def _listed(names: list[str], limit: int = 20) -> str:
 
 
 def normalize_freq(freq: str) -> str:
-    """Map a frequency string ("h", "1H", "15min", "t", "d", ...) to the reference code's one-letter code."""
+    """Map a frequency string ("h", "1H", "15min", "t", "d", ...) to the reference code's one-letter code;
+    ``auto`` stays ``auto`` (:func:`resolve_freq` turns it into a code once the timestamps are known)."""
+    if str(freq).strip().lower() == AUTO:
+        return AUTO
     code = str(freq).strip().lstrip("0123456789")
     code = {"min": "t", "T": "t", "H": "h", "D": "d", "B": "b", "W": "w", "S": "s", "M": "m"}.get(code, code)
     if code not in _FREQ_FEATURES:
-        raise DataError(f"unsupported freq {freq!r}", hint=f"use one of {', '.join(_FREQ_FEATURES)} (h = hourly)")
+        raise DataError(f"unsupported freq {freq!r}",
+                        hint=f"use auto (detected from the timestamps) or one of {', '.join(_FREQ_FEATURES)} "
+                        "(h = hourly)")
     return code
+
+
+def detect_freq(dates: np.ndarray, default: str = "h") -> str:
+    """The time-feature frequency code the timestamps' median spacing says: s (under a minute), t (minutes, e.g.
+    ETTm's 15), h (hours), d (days), w (weeks), m (a month or more); ``default`` when the spacing says nothing."""
+    stamps = np.asarray(dates, dtype="datetime64[s]").astype(np.int64)
+    if len(stamps) < 2:
+        return default
+    step = float(np.median(np.diff(stamps)))
+    if step <= 0:
+        return default
+    for limit, code in ((60, "s"), (3600, "t"), (86400, "h"), (7 * 86400, "d"), (28 * 86400, "w")):
+        if step < limit * 0.95:  # 23-hour or 6.9-day medians (a daylight-saving shift) still count as the longer unit
+            return code
+    return "m"
+
+
+def resolve_freq(freq: str, dates: np.ndarray) -> str:
+    """``freq`` as a one-letter code; ``auto`` becomes the one the timestamps say (:func:`detect_freq`)."""
+    code = normalize_freq(freq)
+    return detect_freq(dates) if code == AUTO else code
 
 
 def time_feature_count(freq: str) -> int:
@@ -230,7 +262,7 @@ def time_features(dates: np.ndarray, freq: str = "h") -> np.ndarray:
         "monthofyear": (day.astype("datetime64[M]").astype(np.int64) % 12) / 11.0,
         "weekofyear": ((thursday - thursday.astype("datetime64[Y]")).astype(np.int64) // 7) / 52.0,
     }
-    cols = [fields[name] - 0.5 for name in _FREQ_FEATURES[normalize_freq(freq)]]
+    cols = [fields[name] - 0.5 for name in _FREQ_FEATURES[resolve_freq(freq, d)]]
     return np.stack(cols, axis=1).astype(np.float32)
 
 
@@ -308,7 +340,34 @@ def prepare(series: SeriesData, features: str = "M", seq_len: int = 96, label_le
     return PreparedData(*sets, scaler=scaler, enc_in=n, dec_in=n, c_out=n if features == "M" else 1,
                         time_features=stamps.shape[1], features=features, columns=series.columns,
                         target=series.target, split=split, borders=(b1, b2), period=detect_period(series.dates),
-                        n_steps=len(series.values), name=series.name)
+                        n_steps=len(series.values), name=series.name, freq=series.freq,
+                        detected_freq=detect_freq(series.dates), source=series.source)
+
+
+def data_line(prepared: PreparedData, freq_setting: str = AUTO, target_setting: str | None = None) -> str:
+    """One line saying what a search trains on: the file, rows, columns, target, frequency, period and split.
+
+    ``freq_setting`` is ``data.freq`` as the user left it (``auto``: detected, else set by hand; a hand-set code the
+    timestamps contradict is pointed out); ``target_setting`` is ``data.target`` (a different used target means the
+    default was not a column and the last column stands in)."""
+    where = prepared.source or f"{prepared.name} (built-in series)"
+    target = f"target {prepared.target}"
+    if target_setting is not None and target_setting != prepared.target:
+        target += " (the last column; --set data.target=NAME for another)"
+    freq = f"frequency {prepared.freq} ({FREQ_NAMES.get(prepared.freq, prepared.freq)}"
+    if normalize_freq(freq_setting) == AUTO:
+        freq += ", detected from the timestamps)" if prepared.source else ")"  # the built-in series is hourly
+    elif prepared.detected_freq != prepared.freq:
+        freq += f", as set; the timestamps look {FREQ_NAMES.get(prepared.detected_freq, prepared.detected_freq)}: "
+        freq += f"--set data.freq={prepared.detected_freq} or auto)"
+    else:
+        freq += ")"
+    (b1, b2) = prepared.borders
+    rows = f" ({b2[0]}/{b2[1] - b2[0]}/{b2[2] - b2[1]} rows)" if len(b2) == 3 else ""
+    split = {"ratio": "70/10/20", "ett_hour": "ETT 12/4/4 months", "ett_minute": "ETT 12/4/4 months"}.get(
+        prepared.split, prepared.split)
+    return (f"data: {where}, {prepared.n_steps} rows, {len(prepared.columns)} columns, {target}, {freq}, "
+            f"period {prepared.period}, split {split} train/val/test{rows}, features {prepared.features}")
 
 
 def detect_period(dates: np.ndarray, default: int = 24) -> int:
@@ -353,6 +412,7 @@ def synthetic_series(n_steps: int = 4000, n_channels: int = 7, seed: int = 0, fr
     slow AR(1) drift; each channel adds its own trend, level, scale and noise; OT also follows x0 with a lag.
     """
     freq = normalize_freq(freq)
+    freq = "h" if freq == AUTO else freq  # the built-in series is hourly unless asked otherwise
     if freq not in _STEP_SECONDS:
         raise DataError(f"synthetic data supports freq in {tuple(_STEP_SECONDS)}, got {freq!r}",
                         hint="use --set data.freq=h (or t, d, s), or give a CSV with --data")

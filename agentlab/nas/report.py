@@ -21,6 +21,72 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+STANDARDISED = "on standardised data"  # every MSE / MAE of a search: each channel scaled by the train split's stats
+
+
+def _short(value: Any, digits: int = 3) -> str:
+    """A value for the console: floats to ``digits`` significant digits (0.157, 0.01), anything else as is."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _change(base: float | None, best: float | None) -> str | None:
+    """``-44% (0.77 -> 0.43)``: the relative change from ``base`` to ``best`` (negative: lower, i.e. better)."""
+    if base is None or best is None or not base or not (math.isfinite(base) and math.isfinite(best)):
+        return None
+    return f"{(best - base) / abs(base):+.0%} ({_short(base)} -> {_short(best)})"
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """The console summary of a search (results.json): the best trial, the published comparison, the change from
+    the base config, the best config's changes (rounded), why it stopped; every MSE said to be on standardised
+    data."""
+    best, base = results["best"], results["base"]
+    lines = [f"best trial {best['run_id']}: val MSE {_short(best['val_mse'], 4)}, test MSE "
+             f"{_short(best['test_mse'], 4)}, test MAE {_short(best['test_mae'], 4)} ({STANDARDISED}), "
+             f"{best['n_params']:,} params "
+             f"({best['planner']}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
+    literature = results.get("literature") or {}
+    fair = [r for r in literature.get("rows", []) if r["protocol"] == "fair"]
+    if fair and best["test_mse"] is not None:
+        beaten = sum(1 for r in fair if best["test_mse"] < r["mse"])
+        top = min(fair, key=lambda r: r["mse"])
+        lines.append(f"published ({literature['dataset']}, horizon {literature['horizon']}, every test window): "
+                     f"lower test MSE than {beaten} of {len(fair)}; the best, {top['model']}, has {top['mse']:.3f} "
+                     f"({STANDARDISED})")
+    if base is not None:
+        val = _change(base["val_mse"], best["val_mse"])
+        test = _change(base.get("test_mse"), best.get("test_mse"))
+        if val is not None:
+            lines.append(f"best vs the base config ({base['run_id']}): val MSE {val}"
+                         + (f", test MSE {test}" if test is not None else "") + f", {STANDARDISED}")
+    changed = {k: v for k, v in best["params"].items() if base is None or base["params"].get(k) != v}
+    lines.append("best changes: " + (", ".join(f"{k}={_short(v)}" for k, v in changed.items())
+                                     or "none (base is best)"))
+    ran, total = results.get("ran_here"), results.get("trials")
+    if isinstance(ran, int) and isinstance(total, int) and total > ran:
+        lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")
+    return lines
+
+
+def resume_line(folder: Path, max_iterations: int) -> str | None:
+    """Before a resumed search starts: how many finished trials its folder keeps (``agent_state.json``) and how many
+    it may still run; None when the folder has no state yet (it stopped before its first trial ended)."""
+    import json
+
+    try:
+        runs = json.loads((folder / "agent_state.json").read_text(encoding="utf-8"))["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    done = [r for r in runs if r.get("counted", True) and r.get("state") in ("complete", "pruned", "failed")]
+    states = {s: sum(1 for r in done if r["state"] == s) for s in ("complete", "pruned", "failed")}
+    detail = ", ".join(f"{n} {s}" for s, n in states.items() if n)
+    left = max(0, max_iterations - len(done))
+    return (f"resuming {folder}: kept {len(done)} finished trial(s)" + (f" ({detail})" if detail else "")
+            + f"; up to {left} more to reach {max_iterations}")
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -133,7 +199,10 @@ def render_report(cfg: Any, outcome: Any, results: dict[str, Any], run_path: Pat
                  f"{_fmt(best.metrics.get('test_mae'))}, {best.metrics.get('n_params', 0):,} parameters.")
     if base is not None:
         lines.append(f"Base config ({base.run_id}): val MSE {_fmt(base.value)}, test MSE "
-                     f"{_fmt(base.metrics.get('test_mse'))}. Gain in val MSE: {gain:.1%}." if gain is not None else "")
+                     f"{_fmt(base.metrics.get('test_mse'))}. Change in val MSE from the base: {-gain:+.1%} "
+                     "(negative: lower error)." if gain is not None else "")
+    lines.append("Every MSE and MAE here is on standardised data: each channel scaled by the mean and standard "
+                 "deviation of its train split.")
     naive = results["naive_baseline"]
     lines.append(f"Naive last-value forecast on the same test windows: MSE {_fmt(naive.get('test_mse'))}, "
                  f"MAE {_fmt(naive.get('test_mae'))}.")

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 METRIC = "val_mse"
+OFFLINE = "no planner model configured; offline"  # the planner line's reason when the user configured none
 
 
 def search_space(cfg: NASConfig) -> SearchSpace:
@@ -117,14 +118,15 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None
         if mode == "llm":
             raise AgentlabError("planner 'llm' needs a planner model", hint="give --llm FILE with a `planner` route "
                                 "(or models and a default route), or use --planner tpe")
-        return OptunaPlanner("tpe"), None, "planner: tpe (no planner model configured; --llm FILE to use one)"
+        return OptunaPlanner("tpe"), None, f"planner: tpe ({OFFLINE})"
     from agentlab.core.llm.router import Router
     from agentlab.core.search.planners import LLMChooser
 
     if mode == "auto":
         missing = _missing_keys(llm, chain)
         if missing is not None:  # no request goes out without a key: it could only fail with an auth error
-            return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unavailable: {missing} not set)"
+            why = OFFLINE if _default_routing(llm) else f"planner model unavailable: {missing} not set"
+            return OptunaPlanner("tpe"), None, f"planner: tpe ({why})"
     router = Router.for_run(llm, run_dir)  # planner calls land in events.jsonl, keys scrubbed
     if mode == "auto":
         try:
@@ -134,6 +136,17 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None
             return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unreachable: {exc.message})"
     planner = chooser_planner(cfg, LLMChooser(router, route="planner"), run_dir)
     return planner, router, f"planner: llm via route 'planner' ({', '.join(chain)}), {_how(cfg)}"
+
+
+def _default_routing(llm: LLMConfig) -> bool:
+    """Whether ``llm`` is the routing a user gets without --llm (``configs/llm.yaml`` as found): with none of its
+    keys set, nothing was configured, and TPE is the planner of an offline run, not a failure."""
+    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, load_llm_config
+
+    try:
+        return DEFAULT_LLM_CONFIG.is_file() and llm == load_llm_config(None)
+    except AgentlabError:
+        return False
 
 
 def _how(cfg: NASConfig) -> str:
@@ -223,6 +236,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
                          hint="give --llm FILE with a `planner` route (or models and a default route), or use "
                          "--planner tpe")
     prepared = prepare_data(cfg)
+    cfg.data.freq = prepared.freq  # data.freq auto: config.yaml records the frequency detected from the timestamps
     problem = check_model(cfg, prepared)
     if problem:  # the base config is trial 0: one error now, not a failed reference trial
         raise ConfigError(problem, hint="change the base model or data.seq_len")

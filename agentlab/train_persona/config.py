@@ -6,10 +6,11 @@ The defaults train a rank-16 all-linear LoRA of the built-in SmolLM2-135M on a s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.tracking import TrackingURI, tracking_field
@@ -92,7 +93,8 @@ class EvalSettings(StrictModel):
 
 
 class TrainPersonaConfig(StrictModel):
-    name: str = Field("persona", description="run name (folder suffix)")
+    name: str | None = Field(None, description="run name (folder suffix); empty: the --out folder's name, else the "
+                             "data's (persona_a, skill_units, chats for chats.jsonl)")
     base_model: str = Field("smollm2-135m", description="base model: the built-in smollm2-135m, a local "
                             "transformers folder, a GGUF file, or an HF hub id already in the local hub cache")
     out: Path | None = Field(None, description="the adapter folder to write (a plain PEFT adapter and its card); "
@@ -104,3 +106,12 @@ class TrainPersonaConfig(StrictModel):
     eval: EvalSettings = Field(default_factory=EvalSettings, description="lm-evaluation-harness when training "
                                "ends: the adapter and its base on the same items, paired (`--eval TASK`)")
     mlflow: TrackingURI = tracking_field()
+
+    @model_validator(mode="after")
+    def _name(self) -> TrainPersonaConfig:
+        """No name given: the adapter's folder names the run, else the data file (``sft_`` dropped), so the runs of
+        several personas and skills can be told apart in runs/train-persona/."""
+        if self.name is None:
+            source = self.out.absolute().name if self.out is not None else self.data.path.stem.removeprefix("sft_")
+            self.name = re.sub(r"[^\w.-]+", "_", source).strip("._")[:100] or "persona"
+        return self

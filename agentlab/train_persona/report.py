@@ -9,6 +9,22 @@ from typing import Any
 from agentlab.train_persona.config import TrainPersonaConfig
 
 
+def loss_line(summary: dict[str, Any]) -> str:
+    """Which tokens carry the loss, in one line without brackets inside brackets (``LossSummary.to_dict()``):
+    ``loss on 1069 of 9207 tokens (11.6%), assistant tokens only, marked by <template>; 240 conversations``."""
+    tokens, loss_tokens = summary["tokens"], summary["loss_tokens"]
+    share = f" ({loss_tokens / tokens:.1%})" if tokens else ""
+    what = f"assistant tokens only, marked by {summary['template']}" if summary["assistant_only"] else "every token"
+    examples, sequences = summary["examples"], summary["sequences"]
+    if summary["packing"]:
+        rows = f", packed into {sequences} rows"
+    elif sequences < examples:
+        rows = f"; {examples - sequences} left out: no loss token within max_length"
+    else:
+        rows = ""
+    return f"loss on {loss_tokens} of {tokens} tokens{share}, {what}; {examples} conversations{rows}"
+
+
 def _hyper(cfg: TrainPersonaConfig) -> list[str]:
     t, lora = cfg.train, cfg.lora
     return [

@@ -30,6 +30,7 @@ from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tr
 from agentlab.core.train.dist import FollowerRun
 from agentlab.train_persona.config import TrainPersonaConfig
 from agentlab.train_persona.data import ChatData, load_chat_jsonl, load_tokenizer, measure
+from agentlab.train_persona.report import adapter_card, eval_lines, loss_line, loss_plot, render_report
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -79,7 +80,6 @@ def _evaluate(cfg: TrainPersonaConfig, run_dir: RunDir, results: dict[str, Any],
     the table in results.json and report.md (and MLflow)."""
     from agentlab.core.harness import score_models
     from agentlab.core.harness.evaluate import save_row
-    from agentlab.train_persona.report import eval_lines
 
     adapter = Path(results["adapter"])
     announce(f"lm-eval: {', '.join(cfg.eval.tasks)} on {cfg.base_model} and the adapter")
@@ -148,7 +148,8 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         warmup=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay, logging_steps=cfg.train.logging_steps,
         save_steps=cfg.train.save_steps, seed=cfg.train.seed,
         gradient_checkpointing=cfg.train.gradient_checkpointing, callbacks=[callback])
-    announce(summary.describe())
+    loss_tokens = {**summary.to_dict(), "line": loss_line(summary.to_dict())}
+    announce(loss_tokens["line"])
     run_dir.event("loss_tokens", **summary.to_dict())
     resume_from = last_checkpoint(run_dir.file(CHECKPOINTS))
     if resume_from is not None:
@@ -170,10 +171,9 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         "first_loss": losses[0][1] if losses else None, "final_loss": losses[-1][1] if losses else None,
         "train_loss": output.training_loss, "tokens_seen": state.num_input_tokens_seen,
         "tokens_per_s": callback.tokens_per_s, "seconds": round(seconds, 2), "data": stats,
-        "loss_tokens": {**summary.to_dict(), "line": summary.describe()},
+        "loss_tokens": loss_tokens,
     }
     _save_adapter(trainer, cfg, Path(out), results)
-    from agentlab.train_persona.report import loss_plot, render_report
 
     loss_plot(losses, run_dir.file("loss.png"))
     run_dir.save_results(results)
@@ -198,8 +198,6 @@ def _log_results(tracker: Tracker | NullTracker, results: dict[str, Any], out: P
 
 def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dict[str, Any]) -> None:
     """The adapter and its card, written beside ``out`` and renamed into place (``--force`` replaces an old one)."""
-    from agentlab.train_persona.report import adapter_card
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)

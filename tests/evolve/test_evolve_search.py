@@ -113,9 +113,14 @@ def test_answer_logliks_equal_a_plain_forward(tiny_model: dict[str, Path], seeds
 
 
 def test_cmaes_with_every_baseline_and_the_headline(in_tmp: Path, tiny_model: dict[str, Path],
-                                                   seeds: dict[str, Path]) -> None:
+                                                   seeds: dict[str, Path], capsys: Any) -> None:
     config, run = write_config(in_tmp, tiny_model, seeds), in_tmp / "RUN"
     assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "fitness = 1 x task; task = the mean per-token log-likelihood of the gold answers on " in err
+    assert "recommended: " in err and "the candidates are the best evolved and each baseline's pick" in err
+    assert " best seed: " in err and (" best baseline: " in err or " best other baseline: " in err)
+    assert "validation and test agree" in err or "validation and test disagree" in err or "note: the " in err
     results = json.loads((run / "results.json").read_text())
     ind = results["individuals"]
     children = [m for m, i in ind.items() if i["origin"] == "cmaes"]

@@ -46,7 +46,7 @@ def test_cli_prints_best_trial_and_gain(in_tmp: Path, capsys: pytest.CaptureFixt
     config.write_text(yaml.safe_dump(TINY))
     assert main(["nas", "-c", str(config), "--max-iterations", "3", "--out", str(in_tmp / "r")]) == 0
     err = capsys.readouterr().err
-    assert "best trial run_" in err and "gain over the base config (run_0000" in err
+    assert "best trial run_" in err and "best vs the base config (run_0000)" in err
     assert "planner: tpe" in err
 
 

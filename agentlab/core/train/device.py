@@ -81,11 +81,11 @@ def _check_4bit(dev: torch.device) -> None:
 
 def wants_4bit(load_in_4bit: FourBit, device: str | torch.device = "auto") -> bool:
     """Whether ``load_in_4bit`` (True, False or ``auto``: 4-bit exactly when the device is CUDA) means 4-bit here.
-    ``auto`` on a CPU logs :data:`CPU_NOTICE` once as a warning; True on a CPU is a ``ConfigError``."""
+    ``auto`` on a CPU logs :data:`CPU_NOTICE` once (info: -v); True on a CPU is a ``ConfigError``."""
     dev, _ = resolve_device_dtype(device, "float32", load_in_4bit=load_in_4bit is True)
     if load_in_4bit == "auto":
         if dev.type != "cuda":
-            log.warning(CPU_NOTICE)
+            log.info(CPU_NOTICE)
         return dev.type == "cuda"
     return bool(load_in_4bit)
 

@@ -67,10 +67,10 @@ def test_4bit_needs_cuda(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(ConfigError):
         resolve_device_dtype("auto", load_in_4bit=True)
     assert quantization_config(load_in_4bit=False) is None
-    with caplog.at_level(logging.WARNING):
-        assert quantization_config(load_in_4bit="auto") is None  # plain LoRA in float32, with one notice
-    assert [r.getMessage() for r in caplog.records] == [
-        "no CUDA GPU: plain LoRA on float32 weights instead of 4-bit QLoRA (bitsandbytes needs CUDA)"]
+    with caplog.at_level(logging.INFO):
+        assert quantization_config(load_in_4bit="auto") is None  # plain LoRA in float32, with one notice at -v
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "no CUDA GPU: plain LoRA on float32 weights instead of 4-bit QLoRA (bitsandbytes needs CUDA)")]
     assert wants_4bit(False) is False
 
 

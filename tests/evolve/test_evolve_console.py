@@ -1,0 +1,80 @@
+"""What `agentlab evolve run` says at the end: fitness explained, why the recommendation, its test score beside the
+best seed's and the best baseline's, and where validation and test disagree (the case of issue 35: the pick lost
+on test to a seed and to task arithmetic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentlab.evolve.report import console_lines, fitness_line
+
+
+def row(m: str, relation: str, correct: int, validation: float, best_minus: dict | None = None) -> dict[str, Any]:
+    r = {"id": m, "relation": relation, "generation": 0, "correct": correct, "total": 90,
+         "accuracy": round(correct / 90, 4), "ci": [0.1, 0.3], "validation": validation, "fitness_split": -2.3}
+    if best_minus is not None:
+        r["best_minus"] = best_minus
+    return r
+
+
+def results(rec: str = "g0c1") -> dict[str, Any]:
+    validation = {"g0c1": -2.10, "s0": -2.40, "s1": -2.05, "ta3": -2.20, "ties1": -2.60}
+    individuals = {m: {"path": f"RUN/adapters/{m}", "validation": v, "task": -2.3} for m, v in validation.items()}
+    rows = [row("g0c1", "best", 17, -2.10),
+            row("s0", "seed", 24, -2.40, {"mean": -0.0778, "ci": [-0.18, 0.03]}),
+            row("s1", "seed", 15, -2.05, {"mean": 0.022, "ci": [-0.05, 0.09]}),
+            row("ta3", "baseline task_arithmetic", 25, -2.20, {"mean": -0.0889, "ci": [-0.17, -0.01]}),
+            row("ties1", "baseline ties", 12, -2.60, {"mean": 0.055, "ci": [-0.02, 0.13]})]
+    relation = {"g0c1": "best evolved", "ta3": "baseline task_arithmetic"}[rec]
+    return {"search": "cmaes", "score": "loglik", "questions": {"fitness": 36, "validation": 36, "test": 90},
+            "individuals": individuals, "final": {"questions": 90, "rows": rows},
+            "best": {"id": "g0c1", "fitness": -2.254, "task": -2.254, "validation": -2.10},
+            "recommended": {"id": rec, "relation": relation, "path": f"RUN/adapters/{rec}"}}
+
+
+def test_fitness_is_explained() -> None:
+    line = fitness_line({"task": 1.0, "coop": 0.0, "novelty": 0.0}, "loglik", 36)
+    assert line == ("fitness = 1 x task; task = the mean per-token log-likelihood of the gold answers on 36 fitness "
+                    "questions, <= 0, nearer 0 is better; higher fitness is better")
+    assert "0.5 x cooperation" in fitness_line({"task": 1.0, "coop": 0.5, "novelty": 0.2}, "accuracy", 10)
+    plain = {"task": 1.0, "coop": 0.0, "novelty": 0.0}
+    assert "greedy accuracy on 10 fitness questions, 0-1" in fitness_line(plain, "accuracy", 10)
+
+
+def test_console_says_why_and_where_test_disagrees() -> None:
+    lines = console_lines(results())
+    assert lines[0] == ("best evolved (cmaes): g0c1, fitness -2.254 (task -2.254; task: the mean per-token "
+                        "log-likelihood of the gold answers, <= 0, nearer 0 is better), validation -2.100")
+    assert lines[1].startswith("recommended: g0c1 (best evolved): the highest validation log-likelihood (-2.100), "
+                               "against task_arithmetic -2.200, ties -2.600; the candidates are the best evolved "
+                               "and each baseline's pick (not the seeds)")
+    assert "  recommended: g0c1 (best evolved) 17/90 = 0.189" in lines[3]
+    assert lines[4].startswith("  best seed: s0 (seed) 24/90 = 0.267")
+    assert lines[5].startswith("  best baseline: ta3 (baseline task_arithmetic) 25/90 = 0.278")
+    assert lines[6] == ("validation and test disagree: the best seed s0 is below the recommendation on validation "
+                        "log-likelihood (-2.400 vs -2.100) but above it on test by +7.8 points (paired 95% CI -3.0 "
+                        "to +18.0; it includes 0)")
+    assert lines[7] == ("validation and test disagree: the best baseline ta3 is below the recommendation on "
+                        "validation log-likelihood (-2.200 vs -2.100) but above it on test by +8.9 points (paired "
+                        "95% CI +1.0 to +17.0)")
+    assert len(lines) == 8
+
+
+def test_console_when_the_test_agrees() -> None:
+    res = results()
+    for r in res["final"]["rows"]:
+        if r["id"] in ("s0", "ta3"):
+            r["correct"], r["accuracy"] = 10, round(10 / 90, 4)
+    lines = console_lines(res)
+    assert lines[-1] == "validation and test agree: none of these scores higher than the recommendation on test"
+    assert not any("disagree" in line for line in lines)
+
+
+def test_console_when_a_baseline_is_recommended() -> None:
+    res = results("ta3")
+    res["individuals"]["ta3"]["validation"] = -2.0
+    lines = console_lines(res)
+    assert lines[1].startswith("recommended: ta3 (baseline task_arithmetic): the highest validation log-likelihood "
+                               "(-2.000), against the best evolved -2.100, ties -2.600")
+    labels = [line.split(":")[0].strip() for line in lines[3:]]
+    assert labels[:4] == ["recommended", "best evolved", "best seed", "best other baseline"]

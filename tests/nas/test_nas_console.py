@@ -1,0 +1,137 @@
+"""What `agentlab nas` tells a first-time user: the data line (file, rows, columns, target, the frequency detected
+from the timestamps, period, split), MSE said to be on standardised data, a summary that reads right (a drop in
+error is negative, values rounded), the offline planner line, and what a resumed search kept."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from agentlab.cli import main
+from agentlab.core.llm.config import LLMConfig, load_llm_config
+from agentlab.nas.config import NASConfig
+from agentlab.nas.csvfile import load_csv
+from agentlab.nas.data import data_line, detect_freq, prepare, synthetic_series
+from agentlab.nas.report import resume_line, summary_lines
+from agentlab.nas.run import choose_planner
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["data.seq_len=14", "data.label_len=7", "data.pred_len=7", "model.d_model=16", "model.n_heads=2",
+        "model.d_ff=32", "train.epochs=1", "train.max_train_batches=2", "search.planner=tpe"]
+
+
+def sets(items: list[str]) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def daily_csv(folder: Path, rows: int = 300) -> Path:
+    start = np.datetime64("2020-01-01")
+    lines = ["date,sales,visits"]
+    for i in range(rows):
+        day = str(start + np.timedelta64(i, "D"))
+        lines.append(f"{day},{10 + 3 * math.sin(2 * math.pi * i / 7):.3f},{i % 7 + 0.5 * math.cos(i / 5):.3f}")
+    path = folder / "my_daily.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("step", "code"), [(1, "s"), (900, "t"), (300, "t"), (3600, "h"), (86400, "d"),
+                                            (7 * 86400, "w"), (30 * 86400, "m"), (23 * 3600, "d")])
+def test_detect_freq_from_the_spacing(step: int, code: str) -> None:
+    dates = np.datetime64("2021-03-01T00:00:00") + np.arange(50) * np.timedelta64(step, "s")
+    assert detect_freq(dates) == code
+
+
+def test_a_daily_csv_gets_daily_time_features(tmp_path: Path) -> None:
+    series = load_csv(daily_csv(tmp_path), target="visits")
+    assert series.freq == "d"
+    prepared = prepare(series, "M", seq_len=14, label_len=7, pred_len=7)
+    assert prepared.freq == "d" and prepared.time_features == 3 and prepared.period == 7
+    line = data_line(prepared, "auto", "visits")
+    assert line.startswith(f"data: {tmp_path / 'my_daily.csv'}, 300 rows, 2 columns, target visits, ")
+    assert "frequency d (daily, detected from the timestamps), period 7, split 70/10/20 train/val/test " \
+           "(210/30/60 rows)" in line
+    # an hourly setting on daily stamps is run as asked, and the line says what the timestamps look like
+    hourly = prepare(load_csv(tmp_path / "my_daily.csv", freq="h"), "M", seq_len=14, label_len=7, pred_len=7)
+    assert "frequency h (hourly, as set; the timestamps look daily: --set data.freq=d or auto)" in data_line(
+        hourly, "h", "OT")
+    assert "target visits (the last column; --set data.target=NAME for another)" in data_line(hourly, "h", "OT")
+
+
+def test_synthetic_default_is_hourly() -> None:
+    series = synthetic_series(n_steps=300, freq="auto")
+    assert series.freq == "h"
+    assert "frequency h (hourly), period 24" in data_line(prepare(series, "M", seq_len=14, label_len=7, pred_len=7))
+    assert NASConfig().data.freq == "auto"
+
+
+def test_cli_names_the_data_and_records_the_detected_freq(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    data = daily_csv(in_tmp)
+    out = in_tmp / "r"
+    assert main(["nas", "--data", str(data), *sets(TINY), "--max-iterations", "2", "--out", str(out)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["freq"] == "d"
+    assert "300 rows, 2 columns, target visits (the last column" in err
+    assert "frequency d (daily, detected from the timestamps), period 7" in err
+    assert "test MAE" in err and err.count("on standardised data") >= 2
+    assert "best vs the base config (run_0000): val MSE " in err
+    # resumed: the folder's finished trials are counted before and after
+    capsys.readouterr()
+    assert main(["nas", "--resume", str(out), "--max-iterations", "3"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"resuming {out}: kept 2 finished trial(s) (2 complete); up to 1 more to reach 3" in err
+    assert "frequency d (daily), period 7" in err  # config.yaml says d now: no longer "detected"
+    assert "resumed: 2 trial(s) kept from before, 1 run now" in err
+
+
+def test_summary_reads_a_drop_in_error_as_negative_and_rounds() -> None:
+    def trial(run_id: str, val: float, test: float, params: dict) -> dict:
+        return {"run_id": run_id, "val_mse": val, "test_mse": test, "test_mae": 0.5, "n_params": 1234,
+                "planner": "tpe", "family": "informer", "seq_len": 48, "params": params}
+
+    results = {"best": trial("run_0004", 0.4312, 0.52, {"model.dropout": 0.15734042030137152, "model.d_ff": 64}),
+               "base": trial("run_0000", 0.7706, 0.81, {"model.dropout": 0.05, "model.d_ff": 64}),
+               "trials": 5, "ran_here": 5, "literature": None}
+    lines = summary_lines(results)
+    assert lines[0].startswith("best trial run_0004: val MSE 0.4312, test MSE 0.52, test MAE 0.5 "
+                               "(on standardised data), 1,234 params")
+    assert lines[1] == ("best vs the base config (run_0000): val MSE -44% (0.771 -> 0.431), test MSE -36% "
+                        "(0.81 -> 0.52), on standardised data")
+    assert lines[2] == "best changes: model.dropout=0.157"
+    assert len(lines) == 3  # not resumed: no "resumed" line
+    assert summary_lines({**results, "ran_here": 2})[-1] == "resumed: 3 trial(s) kept from before, 2 run now"
+
+
+def test_resume_line_counts_finished_trials(tmp_path: Path) -> None:
+    assert resume_line(tmp_path, 10) is None  # no state yet
+    runs = [{"state": "complete", "counted": True}, {"state": "pruned", "counted": True},
+            {"state": "failed", "counted": False}, {"state": "running", "counted": True}]
+    (tmp_path / "agent_state.json").write_text(json.dumps({"runs": runs}))
+    assert resume_line(tmp_path, 10) == f"resuming {tmp_path}: kept 2 finished trial(s) (1 complete, 1 pruned); " \
+                                        "up to 8 more to reach 10"
+
+
+def test_planner_line_offline_without_any_configured_model(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = NASConfig.model_validate({"search": {"planner": "auto"}})
+    # no configs/llm.yaml here: nothing configured
+    _, router, line = choose_planner(cfg, load_llm_config(None))
+    assert line == "planner: tpe (no planner model configured; offline)" and router is None
+    # the shipped routing (configs/llm.yaml) with none of its keys set: still nothing configured by the user
+    (in_tmp / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "llm.yaml", in_tmp / "configs" / "llm.yaml")
+    for name in ("OPENROUTER_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    default = load_llm_config(None)
+    assert default.route("planner").chain()
+    _, router, line = choose_planner(cfg, default)
+    assert line == "planner: tpe (no planner model configured; offline)" and router is None
+    # a routing file the user wrote, its key unset: the line names the variable to set
+    mine = LLMConfig.model_validate({**default.model_dump(mode="json"), "timeout_s": 30})
+    _, router, line = choose_planner(cfg, mine)
+    assert line.startswith("planner: tpe (planner model unavailable: OPENROUTER_API_KEY") and router is None
