@@ -61,7 +61,7 @@ def test_every_help_exits_zero(args: list[str]) -> None:
 def test_cli_import_does_not_import_torch() -> None:
     code = ("import sys, agentlab.cli, agentlab.llm_bench, agentlab.nas, agentlab.pipeline, agentlab.core.llm.router, "
             "agentlab.core.tracking, agentlab.core.tracing, agentlab.train_persona.config, "
-            "agentlab.core.llm.resources, agentlab.core.llm.modelfiles, agentlab.core.llm.providers; "
+            "agentlab.core.llm.resources, agentlab.core.models.modelfiles, agentlab.core.llm.providers; "
             "heavy = [m for m in ('torch', 'transformers', 'optuna', 'matplotlib', 'llama_cpp', 'mlflow', "
             "'opentelemetry') "
             "if m in sys.modules]; "

@@ -15,7 +15,7 @@ from typing import Any
 from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes
 from agentlab.core.errors import ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
-from agentlab.core.train.adapters import persona_adapters
+from agentlab.core.models.adapters import persona_adapters
 from agentlab.debate.config import DebateConfig
 
 JUDGE_ROUTE = "debate:judge"
@@ -26,7 +26,7 @@ TRAIN_HINT = ("train them first: agentlab train-persona --data persona_X --out a
 
 def check_adapter(path: Path) -> None:
     """A PEFT adapter folder, or one line saying what is wrong (exit 2)."""
-    from agentlab.core.train.adapters import read_adapter
+    from agentlab.core.models.adapters import read_adapter
 
     try:
         read_adapter(path)
@@ -55,7 +55,7 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     providers, models, routes = dict(base.providers), dict(base.models), dict(base.routes)
     update: dict[str, Any] = {}
     if adapters:
-        from agentlab.core.llm.modelref import resolve_model
+        from agentlab.core.models.modelref import resolve_model
 
         resolve_model(cfg.base_model, user="--base-model")  # one line naming what was tried when it names nothing
         more_providers, more_models, more_routes = adapter_routes(cfg.base_model, adapters, device=cfg.device,

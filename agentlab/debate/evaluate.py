@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agentlab.core.debate.engine import Answer, Panel, Round, ballots, debate_rounds, judge, samples
+from agentlab.core.debate.answers import Answer, Round, ballots
+from agentlab.core.debate.engine import Panel, debate_rounds, judge, samples
 from agentlab.core.debate.rules import RULES, decide
 from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
 from agentlab.core.errors import AgentlabError, UsageError

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.debate.engine import Answer, Panel, Round, debate_rounds, judge, vote
+from agentlab.core.debate.answers import Answer, Round, vote
+from agentlab.core.debate.engine import Panel, debate_rounds, judge
 from agentlab.core.debate.protocol import question_kind
 from agentlab.core.errors import UsageError
 from agentlab.core.progress import NullProgress, Progress
@@ -36,7 +37,7 @@ def load_panel(cfg: DebateConfig, *, batch: int = 8) -> Panel:
     """The routing config (when an agent or the judge names a model) and the panel; the default personas, when the
     config names no agents, are written into ``cfg.agents`` so config.yaml (and a resume) names them."""
     from agentlab.core.llm.config import load_llm_config
-    from agentlab.core.train.adapters import persona_adapters
+    from agentlab.core.models.adapters import persona_adapters
 
     if not cfg.agents:
         cfg.agents = [AgentSpec(adapter=path) for path in persona_adapters()]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +30,6 @@ from agentlab.eval.config import EvalConfig
 
 log = logging.getLogger(__name__)
 LM_EVAL = "lm-eval"
-
-
-@dataclass
-class Prepared:
-    """What ``prepare`` checked and loaded: the rows (name -> adapter, None for the base), the task manager, and
-    the loaded model (local) or the served backend's arguments."""
-
-    rows: dict[str, str | None]
-    manager: Any
-    adapters: dict[str, Path] = field(default_factory=dict)
-    harness: Any = None  # HarnessModel, local models
-    served: Any = None  # ServedModels, with base_url
-    probe: dict[str, float] = field(default_factory=dict)
-    chat_template: bool = False
 
 
 def row_names(adapters: list[Path]) -> dict[str, Path]:
@@ -73,7 +58,7 @@ def prepare(cfg: EvalConfig, *, load_model: bool = True) -> dict[str, Any]:
 
         return {"prepared": prepare_served(cfg, manager)}
     adapters = row_names(cfg.adapters)
-    from agentlab.core.train.adapters import read_adapter
+    from agentlab.core.models.adapters import read_adapter
 
     for path in adapters.values():
         read_adapter(path)

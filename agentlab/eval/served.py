@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import InputError, UsageError
+from agentlab.core.harness.lm import BASE, check_probe
+from agentlab.core.models.load import hf_model_folder
 from agentlab.eval.config import EvalConfig
+from agentlab.eval.prepared import Prepared
 
 
 @dataclass
@@ -110,10 +113,6 @@ def _prompt_logprobs(base_url: str, model: str, prompt: str) -> list[float]:
 
 def prepare_served(cfg: EvalConfig, manager: Any) -> Any:
     """The served rows (probed), for ``run``."""
-    from agentlab.core.harness.lm import BASE, check_probe
-    from agentlab.core.train.model import hf_model_folder
-    from agentlab.eval.run import Prepared
-
     if cfg.api_key_env:
         key = os.environ.get(cfg.api_key_env)
         if not key:

@@ -51,11 +51,11 @@ TASK_FILE = "task.jsonl"
 
 def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     """The seeds (LoRA adapters on one base, blendable together), the base model and the task's two splits."""
-    from agentlab.core.llm.modelref import resolve_model
+    from agentlab.core.models.modelref import resolve_model
     from agentlab.core.train.blend import check_compatible, read_parent
 
     if not cfg.seeds:
-        from agentlab.core.train.adapters import persona_adapters, skill_adapters
+        from agentlab.core.models.adapters import persona_adapters, skill_adapters
 
         found = skill_adapters() or persona_adapters()
         if not found:
@@ -88,7 +88,7 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)
-    from agentlab.core.train.adapters import logit_changes
+    from agentlab.core.models.adapters import logit_changes
 
     for name, change in logit_changes(cfg.base_model, {p.name: p for p in cfg.seeds}, cfg.probe,
                                       device=cfg.device).items():
@@ -244,7 +244,7 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
 
 
 def _rank(path: str | Path) -> int:
-    from agentlab.core.train.adapters import read_adapter
+    from agentlab.core.models.adapters import read_adapter
 
     return int(read_adapter(path).get("r") or 8)
 

@@ -4,7 +4,7 @@ A batch of individuals is scored together: their adapters and the seeds' load on
 provider of ``core/debate``), so concurrent requests of different adapters share mixed-adapter batches.
 
 - Probe: each adapter must change the base model's next-token logits on ``probe`` by at least ``min_change``
-  (:func:`agentlab.core.train.adapters.logit_changes`); one that does not is an error, never a score.
+  (:func:`agentlab.core.models.adapters.logit_changes`); one that does not is an error, never a score.
 - Task accuracy: the individual's greedy answer to each fitness question (round 0 of a debate: the question alone
   for numeric questions, as the personas were trained), checked against the gold answer.
 - Cooperation: the seeds debate the fitness questions once (the reference, :func:`reference`); then, for each
@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
-from agentlab.core.debate.engine import Agent, Answer, Panel, adapter_panel, ask, ballots, debate_rounds
+from agentlab.core.debate.answers import Answer, ballots
+from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask, debate_rounds
 from agentlab.core.debate.protocol import Kind, first_prompt
 from agentlab.core.debate.task import Question, is_correct
 from agentlab.core.vote import normalise, tally
@@ -68,9 +69,8 @@ def task_of(questions: list[dict[str, Any]]) -> list[tuple[Question, Kind]]:
 
 def _on_panel(panel: Panel, providers: dict[str, Any] | None,
               work: Callable[[Any, asyncio.Semaphore], Awaitable[T]]) -> T:
-    """``work(router, gate)`` on a router over ``panel``; then the router is closed and the models freed (the next
+    """``work(router, gate)`` on a router over ``panel``; then the router is closed, which frees its models (the next
     batch loads another adapter set)."""
-    from agentlab.core.llm.providers.hf import unload_all
     from agentlab.core.llm.router import Router
 
     async def main() -> T:
@@ -79,7 +79,6 @@ def _on_panel(panel: Panel, providers: dict[str, Any] | None,
             return await work(router, asyncio.Semaphore(CONCURRENCY))
         finally:
             await router.aclose()
-            unload_all()
 
     return asyncio.run(main())
 
@@ -260,8 +259,8 @@ def _probe_and_logliks(s: ScoreSettings, paths: dict[str, str], splits: dict[str
     answer of every question of each split (one model load, one forward per batch of questions)."""
     from agentlab.core.errors import AgentlabError
     from agentlab.core.llm.scoring import answer_logliks
-    from agentlab.core.train.adapters import adapter_logit_changes
-    from agentlab.core.train.model import load_causal_lm
+    from agentlab.core.models.adapters import adapter_logit_changes
+    from agentlab.core.models.load import load_causal_lm
 
     try:
         model, tokenizer = load_causal_lm(s.base_model, device=s.device, adapters=paths)
@@ -299,7 +298,7 @@ def test_logliks(s: ScoreSettings, questions: list[dict[str, Any]], adapters: di
 def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], dict[str, dict[str, Any] | str]]:
     """Each adapter's largest logit change on the probe, and the error of each that cannot load or changes nothing."""
     from agentlab.core.errors import AgentlabError
-    from agentlab.core.train.adapters import logit_changes
+    from agentlab.core.models.adapters import logit_changes
 
     errors: dict[str, dict[str, Any] | str] = {}
     try:

@@ -15,8 +15,8 @@ from pydantic import Field, create_model, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import MissingPackage
-from agentlab.core.llm.builtin import builtin_path, is_builtin
 from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig
+from agentlab.core.models.builtin import builtin_path, is_builtin
 
 Aggregation = Literal["concat", "vote", "synthesis", "template"]
 

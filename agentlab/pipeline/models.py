@@ -143,8 +143,8 @@ class ModelStatus:
 
 def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
     """Every model of the file: does it exist, what type is it, how much memory will it take, does it fit alone."""
-    from agentlab.core.llm.modelfiles import gguf_info, hf_info
     from agentlab.core.llm.resources import check_fits as fits
+    from agentlab.core.models.modelfiles import gguf_info, hf_info
 
     out = []
     for name, entry in models_cfg.models.items():
@@ -194,7 +194,7 @@ def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
 
 def _conversion_note(gguf: Path) -> str:
     """Whether the transformers folder of a GGUF run on the hf backend is cached yet."""
-    from agentlab.core.train.convert import MARKER, converted_folder
+    from agentlab.core.models.convert import MARKER, converted_folder
 
     folder = converted_folder(gguf)
     if (folder / MARKER).is_file():

@@ -58,7 +58,7 @@ def _load_llm(cfg: ServeConfig) -> LLMConfig:
         return load_llm_config(cfg.llm)
     import importlib.util
 
-    from agentlab.core.llm.builtin import builtin_path
+    from agentlab.core.models.builtin import builtin_path
 
     builtin_path(BUILTIN_MODEL)  # MissingPackage naming the install command
     if importlib.util.find_spec("llama_cpp") is None:

@@ -104,8 +104,8 @@ def load_tokenizer(base_model: str) -> Any:
     transformers folder, or a GGUF's metadata (its cached conversion when there is one)."""
     from transformers import AutoTokenizer
 
-    from agentlab.core.llm.modelref import resolve_model
-    from agentlab.core.train.convert import converted_folder, quiet_transformers
+    from agentlab.core.models.convert import converted_folder, quiet_transformers
+    from agentlab.core.models.modelref import resolve_model
 
     ref = resolve_model(base_model, user="train-persona")
     with quiet_transformers():
@@ -116,7 +116,7 @@ def load_tokenizer(base_model: str) -> Any:
             return AutoTokenizer.from_pretrained(str(cached))
         tokenizer = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
     if not getattr(tokenizer, "chat_template", None):  # some tokenizer converters drop it, as in convert.py
-        from agentlab.core.train.convert import gguf_chat_template
+        from agentlab.core.models.convert import gguf_chat_template
 
         tokenizer.chat_template = gguf_chat_template(ref.path)
     return tokenizer

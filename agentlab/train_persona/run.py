@@ -207,7 +207,7 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
     # Name the base as the user gave it (not the cache folder it was converted into), and a built-in by its upstream
     # hub id, which PEFT, lm-eval and vLLM can load (agentlab resolves it to the built-in offline); set after saving,
     # since PEFT would look a name that is not a folder up on the hub while saving.
-    from agentlab.core.llm.builtin import upstream_id
+    from agentlab.core.models.builtin import upstream_id
 
     config_path = tmp / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text(encoding="utf-8"))

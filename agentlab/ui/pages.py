@@ -270,7 +270,7 @@ def history_page() -> None:
 
 
 def models_page() -> None:
-    from agentlab.core.llm.builtin import builtin_status
+    from agentlab.core.models.builtin import builtin_status
     from agentlab.pipeline.load import load_models
     from agentlab.pipeline.models import check_models
 

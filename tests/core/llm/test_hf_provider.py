@@ -305,7 +305,7 @@ def test_fused_forward_restacks_after_an_adapter_is_added(
 def test_fused_forward_failure_falls_back_to_peft(model_dir: str, adapters: dict[str, str],
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    from agentlab.core.train import multilora
+    from agentlab.core.models import multilora
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise multilora.FusedError("a LoRA layer input of shape (6,) for a batch of 2 rows")

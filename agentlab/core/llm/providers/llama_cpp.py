@@ -141,7 +141,7 @@ class LlamaCppProvider:
         """The GGUF file for a model id: a path (relative ids resolve against ``models_directory``, else the cwd) or a
         built-in model name (``smollm2-135m``); see ``modelref.resolve_model``."""
         from agentlab.core.errors import MissingPackage
-        from agentlab.core.llm.modelref import ModelNotFound, resolve_model
+        from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
         try:
             return resolve_model(model, base=self.cfg.models_directory, formats=["gguf"], hub=False,
