@@ -15,7 +15,7 @@ from typing import Any
 from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes
 from agentlab.core.errors import ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
-from agentlab.core.models.adapters import persona_adapters
+from agentlab.core.models.adapters import persona_adapters, read_adapter
 from agentlab.debate.config import DebateConfig
 
 JUDGE_ROUTE = "debate:judge"
@@ -26,8 +26,6 @@ TRAIN_HINT = ("train them first: agentlab train-persona --data persona_X --out a
 
 def check_adapter(path: Path) -> None:
     """A PEFT adapter folder, or one line saying what is wrong (exit 2)."""
-    from agentlab.core.models.adapters import read_adapter
-
     try:
         read_adapter(path)
     except InputError as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import InputError, UsageError
+from agentlab.core.harness.evaluate import _env_info_once, logliks_of, quiet_bars
 from agentlab.core.harness.lm import BASE, check_probe
 from agentlab.core.models.load import hf_model_folder
 from agentlab.eval.config import EvalConfig
@@ -57,8 +58,6 @@ class ServedModels:
                  ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         from lm_eval import simple_evaluate
 
-        from agentlab.core.harness.evaluate import _env_info_once, quiet_bars
-
         _env_info_once()
         with quiet_bars():
             out = simple_evaluate(model=self.lm(adapter), tasks=list(tasks), task_manager=manager,
@@ -75,8 +74,6 @@ class ServedModels:
         return [float(ll) for ll, _ in self.lm(adapter).loglikelihood(requests, disable_tqdm=True)] if pairs else []
 
     def logliks(self, samples: dict[str, list[dict[str, Any]]], adapter: str | None) -> dict[str, list[float]]:
-        from agentlab.core.harness.evaluate import logliks_of
-
         return logliks_of(self, samples, adapter)
 
     def probe(self, prompt: str, adapters: Sequence[str]) -> dict[str, float]:

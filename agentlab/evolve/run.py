@@ -35,12 +35,19 @@ from typing import Any
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, InputError, UsageError
+from agentlab.core.harness import load_tasks, task_manager
+from agentlab.core.models.adapters import logit_changes, read_adapter
+from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
+from agentlab.core.train.blend import blend_adapters, check_compatible, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import Population, open_population
+from agentlab.evolve.report import fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
+from agentlab.evolve.search import budget, cma_ask, cma_tell, fixed_spec
+from agentlab.evolve.worker import failure_line, spawn, work
 
 log = logging.getLogger(__name__)
 TASK_FILE = "task.jsonl"
@@ -51,9 +58,6 @@ TASK_FILE = "task.jsonl"
 
 def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     """The seeds (LoRA adapters on one base, blendable together), the base model and the task's two splits."""
-    from agentlab.core.models.modelref import resolve_model
-    from agentlab.core.train.blend import check_compatible, read_parent
-
     if not cfg.seeds:
         from agentlab.core.models.adapters import persona_adapters, skill_adapters
 
@@ -88,8 +92,6 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)
-    from agentlab.core.models.adapters import logit_changes
-
     for name, change in logit_changes(cfg.base_model, {p.name: p for p in cfg.seeds}, cfg.probe,
                                       device=cfg.device).items():
         if change < cfg.min_logit_change:
@@ -135,8 +137,6 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
 
 def check_harness(cfg: EvolveConfig) -> None:
     """The lm-eval task exists, its data is on disk and it has items for both splits."""
-    from agentlab.core.harness import load_tasks, task_manager
-
     t = cfg.task
     loaded = load_tasks(task_manager(t.include_path, names=[t.harness or ""]), [t.harness or ""])
     need = t.fitness_questions + t.test_questions
@@ -210,8 +210,6 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     results["search"], results["baselines"] = cfg.search, {b: ids for b, ids in baselines.items()}
     results["best"] = best_row(individuals, history, best)
     results["recommended"] = recommended(individuals, best, picks)
-    from agentlab.evolve.report import fitness_plot, render_report
-
     run_dir.save_results(results)
     plot = fitness_plot(results, run_dir.file("fitness.png"))
     run_dir.save_report(render_report(results, plot.name if plot else None))
@@ -244,8 +242,6 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
 
 
 def _rank(path: str | Path) -> int:
-    from agentlab.core.models.adapters import read_adapter
-
     return int(read_adapter(path).get("r") or 8)
 
 
@@ -302,8 +298,6 @@ def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, last: dic
 
 def _make_child(cfg: EvolveConfig, pop: Population, k: int, child: str, parents: list[dict[str, Any]],
                 weights: list[float], noise_seed: int, run_dir: RunDir) -> None:
-    from agentlab.core.train.blend import blend_adapters
-
     folder = run_dir.file("adapters", f"gen_{k}", child)
     rank = min(sum(int(p["rank"]) for p in parents), cfg.max_rank)
     result = blend_adapters([p["path"] for p in parents], weights, folder, rank=rank, mut=cfg.mut,
@@ -319,8 +313,6 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
     """Generation ``k`` of a search over the seeds' blend weights (``search.py``): gen_0 is the seeds and the first
     proposals; each later generation carries the ``elite`` best so far and adds ``population - elite`` proposals,
     until the search's budget is spent (uniform: one child in all)."""
-    from agentlab.evolve.search import budget, cma_ask, fixed_spec
-
     seeds = [p.name for p in cfg.seeds]
     total = budget(cfg, cfg.search, len(seeds), baseline=False)
     if k == 0:
@@ -358,8 +350,6 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
 def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, child: str, spec: dict[str, Any],
                      folder: Path, baseline: str | None = None) -> None:
     """A child of every seed as ``spec`` says (an exact blend with its weights, or TIES), queued for scoring."""
-    from agentlab.core.train.blend import blend_adapters, ties_merge
-
     seeds = [str(p) for p in cfg.seeds]
     rank = min(sum(_rank(p) for p in seeds), cfg.max_rank)
     if spec["method"] == "ties":
@@ -374,8 +364,6 @@ def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, 
 
 def _tell(cfg: EvolveConfig, pop: Population, k: int, row: dict[str, Any]) -> None:
     """CMA-ES learns generation ``k``'s fitness (its own children only; the elite were told before)."""
-    from agentlab.evolve.search import cma_tell
-
     individuals = pop.individuals()
     fitness = {int(individuals[r["id"]]["search_trial"]): r["fitness"] for r in row["members"]
                if individuals[r["id"]].get("search_trial") is not None}
@@ -386,8 +374,6 @@ def run_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, progress:
                   say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> dict[str, list[str]]:
     """The merge baselines (``cfg.baselines`` other than the search itself), ``baseline_budget`` children each,
     created once and scored together (workers included); their ids by baseline."""
-    from agentlab.evolve.search import budget, fixed_spec
-
     out: dict[str, list[str]] = {}
     seeds = len(cfg.seeds)
     for name in dict.fromkeys(cfg.baselines):
@@ -465,8 +451,6 @@ def best_row(individuals: dict[str, dict[str, Any]], history: list[dict[str, Any
 
 def _score(cfg: EvolveConfig, pop: Population, k: int | str, members: list[str], run_dir: RunDir, progress: Progress,
            say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> None:
-    from agentlab.evolve.worker import failure_line, spawn, work
-
     label = f"gen {k}" if isinstance(k, int) else f"{k}s"
     individuals = pop.individuals()
     waiting = [m for m in members if individuals[m]["state"] == "waiting"]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.config import absolute_paths, dump_yaml, redact
 from agentlab.core.errors import ConfigError, LLMError
 from agentlab.core.llm.config import LLMConfig
+from agentlab.core.llm.router import Router
 from agentlab.core.llm.types import GenParams, Messages, Provider
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir, now_iso
@@ -120,8 +121,6 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
         run_dir.update_info(parent_run_id=parent_run_id)
 
     progress = progress or NullProgress()
-    from agentlab.core.llm.router import Router  # here: importing this module stays light
-
     router = Router.for_run(llm_cfg, run_dir, providers=given)
     outputs: dict[str, str] = {}
     steps: list[dict[str, Any]] = []

@@ -34,7 +34,18 @@ from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
 from agentlab.serve.metrics import GatewayMetrics
-from agentlab.serve.protocol import DONE, ApiError, ChatRequest, chunk, completion_body, error_body, new_id, parse_chat
+from agentlab.serve.protocol import (
+    DONE,
+    ApiError,
+    ChatRequest,
+    chunk,
+    completion_body,
+    error_body,
+    new_id,
+    parse_chat,
+    parse_completion,
+    text_completion_body,
+)
 
 if TYPE_CHECKING:
     from agentlab.core.llm.results import RoutedCompletion
@@ -150,8 +161,6 @@ class _Handler:
         log-likelihood evaluation of a served model needs (``lm_eval --model local-completions``). A route is
         answered by its first model: scores come from one model, never from a fallback."""
         from starlette.responses import JSONResponse
-
-        from agentlab.serve.protocol import parse_completion, text_completion_body
 
         start = time.perf_counter()
         label = "-"

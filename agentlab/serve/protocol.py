@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlab.core.llm.scoring import RawRequest
 from agentlab.core.llm.types import GenParams, Messages
 
 __all__ = ["ApiError", "ChatRequest", "parse_chat", "parse_completion", "completion_body", "text_completion_body",
@@ -227,8 +228,6 @@ def _prompts(body: dict[str, Any], max_prompts: int) -> list[list[int] | str]:
 def parse_completion(body: Any, *, max_tokens_limit: int, max_prompts: int) -> tuple[str, Any]:
     """Check a legacy ``/v1/completions`` body: ``(model, RawRequest)``; ``ApiError`` (400) names the field.
     ``echo`` and ``logprobs`` (0-20) are served; ``max_tokens`` may be 0 (score the prompt only, with echo)."""
-    from agentlab.core.llm.scoring import RawRequest
-
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     model = body.get("model")

@@ -16,6 +16,8 @@ from typing import Any
 
 from agentlab.core.errors import InputError
 from agentlab.core.files import iter_jsonl
+from agentlab.core.models.convert import converted_folder, quiet_transformers
+from agentlab.core.models.modelref import resolve_model
 
 ROLES = ("system", "user", "assistant")
 _SHOWN = 5  # problems listed in one error; the rest are counted
@@ -103,9 +105,6 @@ def load_tokenizer(base_model: str) -> Any:
     """The base model's tokenizer alone (no weights), to measure the data before any model loads: from the
     transformers folder, or a GGUF's metadata (its cached conversion when there is one)."""
     from transformers import AutoTokenizer
-
-    from agentlab.core.models.convert import converted_folder, quiet_transformers
-    from agentlab.core.models.modelref import resolve_model
 
     ref = resolve_model(base_model, user="train-persona")
     with quiet_transformers():

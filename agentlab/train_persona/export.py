@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, InputError, missing_package
+from agentlab.core.models import gguf_export
 from agentlab.core.models.adapters import ADAPTER_CONFIG, read_adapter
+from agentlab.core.models.builtin import BUILTIN_MODELS
+from agentlab.core.models.convert import quiet_transformers
+from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
+from agentlab.core.models.modelfiles import gguf_info, hf_config
+from agentlab.core.models.modelref import ModelNotFound, resolve_model
 from agentlab.core.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -59,8 +65,6 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     found (naming every reading tried), an unsupported architecture, a bad dtype/quantize or an existing ``out``;
     ``AgentlabError`` when the adapter does not fit the base; ``MissingPackage`` naming the extra to install.
     """
-    from agentlab.core.train import gguf_export
-
     adapter, out = Path(adapter_dir), Path(out)
     if dtype not in gguf_export.GGUF_DTYPES:
         raise InputError(f"unsupported GGUF dtype '{dtype}'", hint=f"use one of: {', '.join(gguf_export.GGUF_DTYPES)}")
@@ -106,11 +110,6 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
 def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str | None) -> ExportBase:
     """The base to merge into: ``base_model`` if given, else the adapter's ``base_model_name_or_path``, resolved by
     ``resolve_model`` (relative paths from the current folder); a GGUF is de-quantized (cached) first."""
-    from agentlab.core.models.builtin import BUILTIN_MODELS
-    from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
-    from agentlab.core.models.modelfiles import gguf_info, hf_config
-    from agentlab.core.models.modelref import ModelNotFound, resolve_model
-
     ref = base_model or adapter_config.get("base_model_name_or_path")
     source = "" if base_model else f" (from {ADAPTER_CONFIG})"
     hint = ("pass the base model the adapter was trained on (--base-model NAME_OR_PATH, e.g. "
@@ -144,8 +143,6 @@ def merge_adapter(adapter: Path, base: ExportBase, out_dir: Path, progress: Prog
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    from agentlab.core.models.convert import quiet_transformers
 
     task = progress.task("merging adapter", total=3)
     with quiet_transformers():

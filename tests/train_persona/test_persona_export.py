@@ -20,7 +20,8 @@ pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from agentlab.core.errors import AgentlabError, InputError  # noqa: E402
-from agentlab.core.train import gguf_export, tiny  # noqa: E402
+from agentlab.core.models import gguf_export  # noqa: E402
+from agentlab.core.train import tiny  # noqa: E402
 from agentlab.train_persona import export_gguf  # noqa: E402
 
 F32 = 0  # GGML_TYPE_F32: an f32 KV cache, so the comparison sees the export and not llama.cpp's f16 cache

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agentlab.core.errors import AgentlabError
+from agentlab.core.runs import atomic_write_text
 
 
 class ScoredModel(Protocol):
@@ -121,8 +122,6 @@ def save_row(folder: Path, results: dict[str, Any], samples: dict[str, list[dict
     """lm-eval's files of one row: ``samples_<task>.jsonl`` first, ``results.json`` last (its presence marks the row
     done for ``--resume``), each written atomically."""
     from lm_eval.utils import handle_non_serializable
-
-    from agentlab.core.runs import atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     for task, rows in samples.items():

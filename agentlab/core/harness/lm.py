@@ -2,7 +2,7 @@
 
 lm-eval's ``HFLM(pretrained=<model object>, peft=...)`` ignores ``peft`` without a word (0.4.13: log-likelihoods
 equal to the base's), and lm-eval has had silent no-op adapter loads before (its issues #808, #511). So agentlab
-loads the base and every adapter itself (:func:`agentlab.core.train.load_causal_lm`: a built-in or GGUF is
+loads the base and every adapter itself (:func:`agentlab.core.models.load.load_causal_lm`: a built-in or GGUF is
 de-quantized once and cached, no hub lookup), gives ``HFLM`` the ``PeftModel`` itself, and switches adapters with
 ``set_adapter`` / ``disable_adapter`` between evaluations. Each adapter must change the next-token logits on a probe
 before it is scored (:meth:`HarnessModel.probe`); after scoring, its per-sample log-likelihoods must differ from the

