@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import InputError, UsageError
+from agentlab.core.errors import InputError, MissingPackage, UsageError
 from agentlab.core.harness.evaluate import _env_info_once, logliks_of, quiet_bars
 from agentlab.core.harness.lm import BASE, check_probe
 from agentlab.core.models.load import hf_model_folder
@@ -41,8 +41,6 @@ class ServedModels:
         name = self.name(adapter)
         if name not in self.lms:
             from lm_eval.api.registry import get_model
-
-            from agentlab.core.errors import MissingPackage
 
             try:
                 self.lms[name] = get_model("local-completions")(

@@ -33,14 +33,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task
+from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
 from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.harness import load_tasks, task_manager
-from agentlab.core.models.adapters import logit_changes, read_adapter
+from agentlab.core.models.adapters import logit_changes, persona_adapters, read_adapter, skill_adapters
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
-from agentlab.core.train.blend import blend_adapters, check_compatible, read_parent, ties_merge
+from agentlab.core.search.study import open_storage
+from agentlab.core.skills import mixed_file
+from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import Population, open_population
@@ -59,8 +61,6 @@ TASK_FILE = "task.jsonl"
 def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     """The seeds (LoRA adapters on one base, blendable together), the base model and the task's two splits."""
     if not cfg.seeds:
-        from agentlab.core.models.adapters import persona_adapters, skill_adapters
-
         found = skill_adapters() or persona_adapters()
         if not found:
             raise UsageError("no seeds: no --seeds, no seeds in the config, and no adapters/skill_arithmetic, "
@@ -86,8 +86,6 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     check_compatible(parents)
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
-        from agentlab.core.search.study import open_storage
-
         open_storage(cfg.store, Path.cwd(), what="store")  # a bad URL: one line, before any folder exists
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
@@ -107,8 +105,6 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
     t = cfg.task
     sizes = {"fitness": t.fitness_questions, "validation": t.validation_questions, "test": t.test_questions}
     if t.file is None and t.generate == "mixed":
-        from agentlab.core.skills import mixed_file
-
         out = []
         for split, n in sizes.items():
             questions = load_task(mixed_file(split))
@@ -223,8 +219,6 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
     if stored is not None:
         return ScoreSettings.from_dict(stored)
     if cfg.task.file is None:
-        from agentlab.core.debate.task import write_task
-
         rows = [{"question": q.question, "answer": q.answer} for q in [*fitness, *validation, *test]]
         write_task(run_dir.file(TASK_FILE), rows, force=True)
     settings = ScoreSettings(
@@ -521,8 +515,6 @@ def _novelty(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], ids: lis
     if len(ids) < 2:
         return dict.fromkeys(ids, 0.0)
     if cfg.novelty == "weights":
-        from agentlab.core.train.blend import delta_distance, read_parent
-
         parents = {m: read_parent(individuals[m]["path"]) for m in ids}
 
         def distance(a: str, b: str) -> float:

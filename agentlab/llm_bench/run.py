@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentlab.core.errors import LLMError, UsageError
 from agentlab.core.llm.router import Router
@@ -24,9 +24,7 @@ from agentlab.core.llm.types import Completion, GenParams
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir
 from agentlab.llm_bench.config import BenchConfig, BenchSettings
-
-if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
+from agentlab.llm_bench.report import best_model, render_report
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +171,6 @@ async def run_async(cfg: BenchConfig, run_dir: RunDir | None = None, progress: P
                     ) -> dict[str, Any]:
     """Measure ``cfg.bench`` over ``cfg``'s models and return the results dict (also written to the run folder when
     one is given)."""
-    from .report import best_model, render_report
-
     progress = progress or NullProgress()
     llm, settings = cfg, cfg.bench
     names = settings.models or list(llm.models)

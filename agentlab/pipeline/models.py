@@ -82,8 +82,6 @@ def check_fits(models_cfg: ModelsConfig, names: list[str]) -> list[Any]:
     local = [n for n in names if models_cfg.backend(n) != "routed"]
     estimates = [estimate(models_cfg, n) for n in local]
     if estimates and models_cfg.resources.check:
-        from agentlab.core.llm.resources import check_fits as fits
-
         fits(_one_per_load(models_cfg, local, estimates), models_cfg.resources)
     return estimates
 

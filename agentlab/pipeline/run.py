@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentlab.core.config import absolute_paths, dump_yaml, redact
 from agentlab.core.errors import ConfigError, LLMError
@@ -35,9 +35,6 @@ from agentlab.pipeline.config import ModelsConfig, PipelineConfig, StageConfig, 
 from agentlab.pipeline.load import Loaded
 from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits
 from agentlab.pipeline.templates import render
-
-if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
 
 
 @dataclass

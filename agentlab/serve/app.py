@@ -46,6 +46,7 @@ from agentlab.serve.protocol import (
     parse_completion,
     text_completion_body,
 )
+from agentlab.serve.schema import schema_model
 
 if TYPE_CHECKING:
     from agentlab.core.llm.results import RoutedCompletion
@@ -209,8 +210,6 @@ class _Handler:
                      ) -> tuple[RoutedCompletion, str]:
         """The routed answer and its text: through the structured path when the request has a schema."""
         if req.schema is not None:
-            from agentlab.serve.schema import schema_model
-
             result = await self.router.structured(req.messages, schema_model(req.schema, req.schema_name), req.model,
                                                   req.params, self.cfg.max_repairs)
             return result.completion, json.dumps(result.value.root, ensure_ascii=False)

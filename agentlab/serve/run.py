@@ -30,11 +30,12 @@ from agentlab.core.errors import ConfigError, MissingPackage, UsageError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.models.builtin import builtin_path
-from agentlab.core.tracing import configure_tracing
+from agentlab.core.tracing import configure_tracing, shutdown_tracing
 from agentlab.serve.app import _Handler, build_app
 from agentlab.serve.catalog import Catalog, build_catalog
 from agentlab.serve.config import ServeConfig
 from agentlab.serve.metrics import GatewayMetrics
+from agentlab.serve.report import render
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
@@ -167,13 +168,9 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
         results = gateway.serve_forever()
     finally:
         if cfg.otlp_endpoint is not None:  # configured in prepare: flush the spans still batched before exit
-            from agentlab.core.tracing import shutdown_tracing
-
             shutdown_tracing()
     if run_dir is not None:
         run_dir.save_results(results)
-        from agentlab.serve.report import render
-
         run_dir.save_report(render(results))
     return results
 

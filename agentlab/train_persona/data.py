@@ -16,7 +16,7 @@ from typing import Any
 
 from agentlab.core.errors import InputError
 from agentlab.core.files import iter_jsonl
-from agentlab.core.models.convert import converted_folder, quiet_transformers
+from agentlab.core.models.convert import converted_folder, gguf_chat_template, quiet_transformers
 from agentlab.core.models.modelref import resolve_model
 
 ROLES = ("system", "user", "assistant")
@@ -115,8 +115,6 @@ def load_tokenizer(base_model: str) -> Any:
             return AutoTokenizer.from_pretrained(str(cached))
         tokenizer = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
     if not getattr(tokenizer, "chat_template", None):  # some tokenizer converters drop it, as in convert.py
-        from agentlab.core.models.convert import gguf_chat_template
-
         tokenizer.chat_template = gguf_chat_template(ref.path)
     return tokenizer
 

@@ -22,7 +22,7 @@ from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.models import gguf_export
 from agentlab.core.models.adapters import ADAPTER_CONFIG, read_adapter
 from agentlab.core.models.builtin import BUILTIN_MODELS
-from agentlab.core.models.convert import quiet_transformers
+from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
 from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
 from agentlab.core.models.modelfiles import gguf_info, hf_config
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
@@ -128,8 +128,6 @@ def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str 
             raise InputError(f"{description}: cannot export architecture '{arch}' to GGUF "
                              f"(supported: {', '.join(ARCHITECTURES.values())})",
                              hint="use llama.cpp's convert_hf_to_gguf.py and convert_lora_to_gguf.py")
-        from agentlab.core.models.convert import gguf_to_hf
-
         return ExportBase(ref, gguf_to_hf(found.path), found.path, description)
     try:
         gguf_architecture(hf_config(found.path)[0], description)

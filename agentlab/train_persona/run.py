@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
-from agentlab.core.harness import score_models
+from agentlab.core.harness import load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
 from agentlab.core.models.builtin import upstream_id
 from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
@@ -55,8 +55,6 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
     measure(data, load_tokenizer(cfg.base_model), cfg.data.max_length, cfg.data.truncate)
     check_tracking(cfg.mlflow)
     if cfg.eval.tasks:  # unknown tasks or missing data stop the run before it trains
-        from agentlab.core.harness import load_tasks, task_manager
-
         load_tasks(task_manager(cfg.eval.include_path, names=cfg.eval.tasks), cfg.eval.tasks)
     return {"data": data}
 

@@ -19,7 +19,7 @@ from agentlab.core.files import human_size
 from agentlab.core.models.builtin import builtin_status
 from agentlab.core.runs import runs_root
 from agentlab.pipeline.config import PipelineConfig, execution_order
-from agentlab.pipeline.load import load_models
+from agentlab.pipeline.load import DEFAULT_PIPELINE, load_models, prepare
 from agentlab.pipeline.models import check_models
 from agentlab.pipeline.sessions import list_sessions, load_session, session_tree, sessions_root
 from agentlab.ui import builder, jobs, render, runs
@@ -76,8 +76,6 @@ def _stage_rows(stages: list[Any]) -> list[dict[str, Any]]:
 
 
 def base_page() -> None:
-    from agentlab.pipeline.load import DEFAULT_PIPELINE, prepare
-
     st.title("Pipeline · Base")
     st.caption("The configured pipeline on one input, as `agentlab pipeline run --models M --pipeline P --input ...`")
     left, right = st.columns(2)
