@@ -151,8 +151,8 @@ async def judge(router: Any, panel: Panel, question: str, kind: Kind, answers: R
                 max_tokens: int) -> Answer:
     """The judge's reply on the last round: a decision (numeric) or a summary with a stance (open)."""
     judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
-    shown = [(a.agent, a.text) for a in answers]
-    messages = [{"role": "user", "content": judge_prompt(question, kind, shown)}]
+    replies = [(a.agent, a.text) for a in answers]
+    messages = [{"role": "user", "content": judge_prompt(question, kind, replies)}]
     reply = await ask(router, judge_agent, messages, kind, temperature=0.0, max_tokens=max(max_tokens, 160))
     if reply.error is None:
         reply.answer, reply.confidence = parse_reply(reply.text, kind)
