@@ -41,9 +41,11 @@ ui-browser-deps:
 test-ui: install ui-browser-deps
 	$(BIN)/pytest -q -m slow tests/ui
 
+# lint-imports: the import boundaries of docs/design/architecture.md ([tool.importlinter] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy agentlab/core
+	$(BIN)/lint-imports
 
 # The docs site (mkdocs.yml, pages under docs/): built with --strict, so a broken link, a missing page or anchor, or a
 # generated reference that no longer matches the code fails. docs-ref regenerates docs/reference/ from the code.

@@ -1,5 +1,5 @@
-# The shell face lives in the top-level cli/ folder but installs as the package `agentlab.cli`
-# (see ARCHITECTURE.md); pyproject.toml cannot combine package discovery with that mapping, so it is done here.
+# The shell face lives in the top-level cli/ folder but installs as the package `agentlab.cli` (see "Layout" in
+# docs/design/architecture.md); pyproject.toml cannot combine package discovery with that mapping, so it is done here.
 from setuptools import find_packages, setup
 
 setup(

@@ -108,7 +108,7 @@ class Bench:
     """The model, its stack and the generate call every side shares."""
 
     def __init__(self, model: Any, tokenizer: Any, new: int):
-        from agentlab.core.train import multilora
+        from agentlab.core.models import multilora
 
         self.model, self.tokenizer, self.new = model, tokenizer, new
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -131,7 +131,7 @@ class Bench:
         return out[:, width:].tolist()
 
     def fused(self, names: list[str], prompts: list[list[int]], mode: str = "auto") -> list[list[int]]:
-        from agentlab.core.train import multilora
+        from agentlab.core.models import multilora
 
         with multilora.fused_rows(self.stack, names, mode=mode):  # type: ignore[arg-type]
             return self.generate(prompts)
@@ -165,7 +165,7 @@ class Bench:
 def provider_check(args: argparse.Namespace, adapters: dict[str, str]) -> tuple[list[int], set[Any]]:
     """Three persona requests sent concurrently through the hf provider: its batch sizes and how it mixed them."""
     from agentlab.core.llm.config import HFProviderConfig
-    from agentlab.core.llm.providers.hf import HFProvider, unload_all
+    from agentlab.core.llm.providers.hf import HFProvider
     from agentlab.core.llm.types import GenParams
 
     three = dict(list(adapters.items())[:MAIN])
@@ -175,13 +175,15 @@ def provider_check(args: argparse.Namespace, adapters: dict[str, str]) -> tuple[
         await prov.generate(args.model, [{"role": "user", "content": "hi"}], GenParams(temperature=0, max_tokens=1),
                             600)  # load first: requests that wait for the load may miss each other's batch
         prov.batch_sizes.clear()
-        return await asyncio.gather(*(prov.generate(args.model, persona_messages(system_prompt(k)),
-                                                    GenParams(temperature=0, max_tokens=4, extra={"adapter": name}),
-                                                    600) for k, name in enumerate(three)))
+        try:
+            return await asyncio.gather(*(prov.generate(args.model, persona_messages(system_prompt(k)),
+                                                        GenParams(temperature=0, max_tokens=4, extra={"adapter": name}),
+                                                        600) for k, name in enumerate(three)))
+        finally:
+            await prov.aclose()  # frees the model
 
     completions = asyncio.run(main())
     sizes = list(prov.batch_sizes)
-    unload_all()
     return sizes, {c.raw.get("mixed") for c in completions}
 
 

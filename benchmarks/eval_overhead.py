@@ -46,7 +46,7 @@ def random_adapter(model: str, out: Path) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from agentlab.core.train.model import load_causal_lm
+    from agentlab.core.models.load import load_causal_lm
 
     if (out / "adapter_config.json").is_file():
         return out

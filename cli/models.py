@@ -37,7 +37,7 @@ def make_tiny(
     The model answers gibberish; it exists so tests, demos and benchmarks exercise real loading and generation.
     """
     setup_logging(verbose)
-    from agentlab.core.train.gguf_export import QUANT_KINDS
+    from agentlab.core.models.gguf_export import QUANT_KINDS
     from agentlab.core.train.tiny import make_tiny as build
 
     if quantize is not None and quantize not in QUANT_KINDS:
@@ -72,7 +72,7 @@ def export_hf(
     as they are: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(OUT), ADAPTER)`.
     """
     setup_logging(verbose)
-    from agentlab.core.train.convert import export_hf as write
+    from agentlab.core.models.export import export_hf as write
 
     with console.status(f"writing {safe_text(model)} to {safe_text(out)}"):
         path = write(model, out, force=force)
@@ -91,8 +91,8 @@ def list_models(
 ) -> None:
     """List the built-in models (name them anywhere a model is named, e.g. `file: smollm2-135m`) and the local models
     under a folder with what their metadata says (nothing is loaded)."""
-    from agentlab.core.llm.builtin import builtin_status
-    from agentlab.core.llm.modelfiles import GGUFInfo, find_local_models
+    from agentlab.core.models.builtin import builtin_status
+    from agentlab.core.models.modelfiles import GGUFInfo, find_local_models
 
     found = find_local_models(directory)
     builtins = builtin_status()

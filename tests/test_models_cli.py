@@ -27,7 +27,7 @@ def test_make_tiny_writes_hf_gguf_and_quantized_copy(in_tmp: Path, capsys: pytes
     paths = json.loads(capsys.readouterr().out)  # stdout is pure JSON: llama.cpp's quantizer log is kept off it
     assert set(paths) == {"hf", "gguf", "q8_0"}
     assert (in_tmp / "m" / "config.json").is_file() and (in_tmp / "m" / "tokenizer.json").is_file()
-    from agentlab.core.llm.modelfiles import gguf_info
+    from agentlab.core.models.modelfiles import gguf_info
 
     f32, q8 = gguf_info(paths["gguf"]), gguf_info(paths["q8_0"])
     assert (f32.file_type, q8.file_type) == ("f32", "q8_0") and q8.size_bytes < f32.size_bytes / 2

@@ -98,8 +98,8 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
     """Apply ``exp`` (None: the base model as it is) and measure the result; ``work`` holds its files (removed after,
     except a GGUF, which is the result)."""
     from agentlab.compress.energy import track_energy
-    from agentlab.core.train.device import seed_everything
-    from agentlab.core.train.model import load_causal_lm
+    from agentlab.core.models.device import seed_everything
+    from agentlab.core.models.load import load_causal_lm
 
     work.mkdir(parents=True, exist_ok=True)
     steps: dict[str, Any] = {}
@@ -141,7 +141,7 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
 
 
 def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
-    from agentlab.compress import prune
+    import agentlab.compress.prune as prune
 
     p = exp.prune
     assert p is not None
@@ -155,13 +155,13 @@ def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[
 
 
 def _recover(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
-    from agentlab.compress import recover
+    import agentlab.compress.recover as recover
 
     r = exp.recover
     assert r is not None
     if r.method == "lora":
         return recover.lora_recover(model, tokenizer, inputs.calib_text, steps=r.steps, lr=r.lr, seed=inputs.seed)
-    from agentlab.core.train.model import load_causal_lm
+    from agentlab.core.models.load import load_causal_lm
 
     teacher, _ = load_causal_lm(inputs.model, device=inputs.device)
     try:
@@ -202,7 +202,7 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
     from agentlab.compress.measure import peak_rss
 
     m = inputs.measure
-    from agentlab.core.train.convert import quiet_transformers
+    from agentlab.core.models.convert import quiet_transformers
 
     folder = work / "hf"
     with quiet_transformers(logs=False):  # no "Writing model shards" bar

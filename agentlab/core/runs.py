@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from agentlab.core import files
 from agentlab.core.config import absolute_paths, dump_yaml, redact, scrub_text, secret_values
-from agentlab.core.errors import AgentlabError, InputError, RunDirError
+from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -583,8 +583,6 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
 
     A resumed run reads its own config.yaml, so a config file or ``--out`` beside it is a usage error.
     """
-    from agentlab.core.errors import UsageError
-
     if resume is None:
         return None
     if config is not None:

@@ -40,7 +40,17 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from agentlab.core.errors import AgentlabError, ConfigError, LLMError, MissingPackage, missing_package, one_line
+from agentlab import __version__
+from agentlab.core.config import scrub_text, secret_values
+from agentlab.core.errors import (
+    AgentlabError,
+    AllModelsFailed,
+    ConfigError,
+    LLMError,
+    MissingPackage,
+    missing_package,
+    one_line,
+)
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Completion, GenParams, Messages
@@ -138,8 +148,6 @@ def traces_url(endpoint: str) -> str:
     does. ``ConfigError`` for anything but an http(s) URL with a host."""
     from urllib.parse import urlunsplit
 
-    from agentlab.core.config import scrub_text
-
     text = endpoint.strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -205,8 +213,6 @@ def _otlp_headers() -> dict[str, str]:
 def _resource() -> Any:
     from opentelemetry.sdk.resources import Resource
 
-    from agentlab import __version__
-
     resource = Resource.create({"service.version": __version__})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "agentlab"}))
@@ -223,9 +229,6 @@ class RouterTracer:
         from opentelemetry import context, trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
-        from agentlab import __version__
-        from agentlab.core.config import secret_values
-
         self.provider, self.capture_content = provider, capture_content
         self._known = secret_values()  # the environment's and .env's secrets, besides the router's own list
         self.tracer = provider.get_tracer("agentlab", __version__)
@@ -235,8 +238,6 @@ class RouterTracer:
 
     def clean(self, text: str, scrub: Callable[[str], str] = str) -> str:
         """``text`` without the router's secrets (``scrub``), secret environment values and URL credentials."""
-        from agentlab.core.config import scrub_text
-
         return scrub_text(scrub(text), known=self._known)
 
     async def request(self, work: Awaitable[T], kind: str, route: str, strategy: str,
@@ -382,8 +383,6 @@ def _answered(current: Any, result: Any) -> None:
 
 def _failed(current: Any, exc: BaseException, scrub: Callable[[str], str]) -> None:
     from opentelemetry.trace import Status, StatusCode
-
-    from agentlab.core.errors import AllModelsFailed
 
     if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) or type(exc).__name__ == "CancelledError":
         kind, outcome = "cancelled", "cancelled"

@@ -46,6 +46,7 @@ from pydantic import AfterValidator, Field
 
 from agentlab.core.config import redact, scrub_text
 from agentlab.core.errors import ConfigError, MissingPackage, missing_package, one_line
+from agentlab.core.runs import runs_root
 
 if TYPE_CHECKING:
     from agentlab.core.runs import RunDir
@@ -475,8 +476,6 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
         db = Path(unquote(uri.removeprefix("sqlite:///").partition("?")[0]))
         return (db.absolute().parent / "mlartifacts" / experiment).as_uri()
     if scheme in _DATABASES:
-        from agentlab.core.runs import runs_root
-
         return (runs_root().absolute() / "mlartifacts" / experiment).as_uri()
     return None
 

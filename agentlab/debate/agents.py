@@ -15,8 +15,9 @@ from typing import Any
 from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes
 from agentlab.core.errors import ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
-from agentlab.core.train.adapters import persona_adapters
-from agentlab.debate.config import DebateConfig
+from agentlab.core.models.adapters import persona_adapters, read_adapter
+from agentlab.core.models.modelref import resolve_model
+from agentlab.debate.config import AgentSpec, DebateConfig
 
 JUDGE_ROUTE = "debate:judge"
 # `--data persona_X` names train-persona's shipped data from any folder.
@@ -26,8 +27,6 @@ TRAIN_HINT = ("train them first: agentlab train-persona --data persona_X --out a
 
 def check_adapter(path: Path) -> None:
     """A PEFT adapter folder, or one line saying what is wrong (exit 2)."""
-    from agentlab.core.train.adapters import read_adapter
-
     try:
         read_adapter(path)
     except InputError as exc:
@@ -40,8 +39,6 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     """The panel of ``cfg``: every adapter checked, every model name found in ``llm`` (``ConfigError`` otherwise)."""
     specs = list(cfg.agents)
     if not specs:
-        from agentlab.debate.config import AgentSpec
-
         found = persona_adapters()
         if not found:
             raise UsageError("no agents: no --adapters, no agents in the config, and no adapters/persona_a, "
@@ -55,8 +52,6 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     providers, models, routes = dict(base.providers), dict(base.models), dict(base.routes)
     update: dict[str, Any] = {}
     if adapters:
-        from agentlab.core.llm.modelref import resolve_model
-
         resolve_model(cfg.base_model, user="--base-model")  # one line naming what was tried when it names nothing
         more_providers, more_models, more_routes = adapter_routes(cfg.base_model, adapters, device=cfg.device,
                                                                   batch=batch)

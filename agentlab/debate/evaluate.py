@@ -21,15 +21,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agentlab.core.debate.engine import Answer, Panel, Round, ballots, debate_rounds, judge, samples
+from agentlab.core.debate.answers import Answer, Round, ballots
+from agentlab.core.debate.engine import Panel, debate_rounds, judge, samples
 from agentlab.core.debate.rules import RULES, decide
 from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
 from agentlab.core.errors import AgentlabError, UsageError
+from agentlab.core.llm.router import Router
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, durable_append
 from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import prompt_style
 from agentlab.debate.config import DebateConfig
+from agentlab.debate.report import render_eval
 from agentlab.debate.run import final_decision, load_panel
 
 log = logging.getLogger(__name__)
@@ -176,8 +179,6 @@ def score_table(records: list[dict[str, Any]], default: str | None = None) -> li
 def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Question],
              providers: dict[str, Any] | None = None, progress: Progress | None = None,
              announce: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from agentlab.core.llm.router import Router
-
     progress = progress or NullProgress()
     announce = announce or log.info
     records = {k: rescore(cfg, r) for k, r in load_records(run_dir).items()}  # the current rules' scores
@@ -222,8 +223,6 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
                "sc_samples": len(panel.agents) * (cfg.rounds + 1),
                "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered, default_method(cfg)),
                "seconds": round(time.perf_counter() - start, 2)}
-    from agentlab.debate.report import render_eval
-
     run_dir.save_results(results)
     run_dir.save_report(render_eval(results))
     if failed:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.debate.engine import Answer
+from agentlab.core.debate.answers import Answer
 
 
 def _conf(value: float | None) -> str:

@@ -19,13 +19,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.debate.engine import Answer, Panel, Round, debate_rounds, judge, vote
+from agentlab.core.debate.answers import Answer, Round, vote
+from agentlab.core.debate.engine import Agent, Panel, ask, debate_rounds, judge
 from agentlab.core.debate.protocol import question_kind
+from agentlab.core.debate.rules import decide
 from agentlab.core.errors import UsageError
+from agentlab.core.llm.config import load_llm_config
+from agentlab.core.llm.router import Router
+from agentlab.core.models.adapters import persona_adapters
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_text, durable_append
 from agentlab.debate.agents import build_panel, prompt_style
 from agentlab.debate.config import AgentSpec, DebateConfig
+from agentlab.debate.report import agreement_plot, render_report
 
 log = logging.getLogger(__name__)
 TRANSCRIPT = "transcript.jsonl"
@@ -35,9 +41,6 @@ CHECK_QUESTION = "What is 2 plus 3?"
 def load_panel(cfg: DebateConfig, *, batch: int = 8) -> Panel:
     """The routing config (when an agent or the judge names a model) and the panel; the default personas, when the
     config names no agents, are written into ``cfg.agents`` so config.yaml (and a resume) names them."""
-    from agentlab.core.llm.config import load_llm_config
-    from agentlab.core.train.adapters import persona_adapters
-
     if not cfg.agents:
         cfg.agents = [AgentSpec(adapter=path) for path in persona_adapters()]
     needs_llm = cfg.llm is not None or cfg.judge is not None or any(a.model is not None for a in cfg.agents)
@@ -55,9 +58,6 @@ def prepare(cfg: DebateConfig) -> dict[str, Any]:
 
 def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dry run (``--rounds 0``): every agent and the judge answer one short question; nothing is written."""
-    from agentlab.core.debate.engine import Agent, ask
-    from agentlab.core.llm.router import Router
-
     judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
     everyone = [*panel.agents, judge_agent]
 
@@ -121,8 +121,6 @@ def describe_round(number: int, answers: Round, method: str) -> str:
 def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, providers: dict[str, Any] | None = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Debate ``cfg``'s question (continuing a resumed run from its last finished round), then write the results."""
-    from agentlab.core.llm.router import Router
-
     progress = progress or NullProgress()
     announce = announce or log.info
     panel = panel or prepare(cfg)["panel"]
@@ -164,8 +162,6 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     rounds, verdict = asyncio.run(main())
     results = summarise(cfg, panel, question, kind, rounds[: cfg.rounds + 1], verdict)
     results["seconds"] = round(time.perf_counter() - start, 2)
-    from agentlab.debate.report import agreement_plot, render_report
-
     agreement_plot([r["agreement"] for r in results["per_round"]], run_dir.file("agreement.png"))
     run_dir.save_results(results)
     run_dir.save_report(render_report(results, rounds[: cfg.rounds + 1]))
@@ -175,8 +171,6 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
 def final_decision(method: str, rounds: list[Round], verdict: Answer | None, rule: str = "last_round"
                    ) -> dict[str, Any]:
     """The final answer: ``rule`` over the rounds (``core/debate/rules.py``) voting by ``method``, or the judge's."""
-    from agentlab.core.debate.rules import decide
-
     decision = decide(rule, rounds, method)
     t = decision.tally
     final = {"answer": t.winner, "tie": t.tie, "method": t.method, "rule": rule, "rounds_used": decision.rounds_used,

@@ -21,36 +21,35 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.harness import (
+    BASE,
+    Settings,
+    check_applied,
+    check_probe,
+    load_harness_model,
+    load_tasks,
+    paired,
+    scores,
+    task_manager,
+)
+from agentlab.core.harness.evaluate import load_row, save_row
+from agentlab.core.models.adapters import read_adapter
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir
+from agentlab.core.runs import RunDir, run_in_folder
 from agentlab.eval.config import EvalConfig
+from agentlab.eval.prepared import Prepared
+from agentlab.eval.report import render_report, scores_plot
+from agentlab.eval.served import prepare_served
 
 log = logging.getLogger(__name__)
 LM_EVAL = "lm-eval"
 
 
-@dataclass
-class Prepared:
-    """What ``prepare`` checked and loaded: the rows (name -> adapter, None for the base), the task manager, and
-    the loaded model (local) or the served backend's arguments."""
-
-    rows: dict[str, str | None]
-    manager: Any
-    adapters: dict[str, Path] = field(default_factory=dict)
-    harness: Any = None  # HarnessModel, local models
-    served: Any = None  # ServedModels, with base_url
-    probe: dict[str, float] = field(default_factory=dict)
-    chat_template: bool = False
-
-
 def row_names(adapters: list[Path]) -> dict[str, Path]:
     """Each adapter's row name: its folder's name, made unique (and never ``base``)."""
-    from agentlab.core.harness.lm import BASE
-
     out: dict[str, Path] = {}
     for path in adapters:
         name = Path(path).name or "adapter"
@@ -64,17 +63,11 @@ def row_names(adapters: list[Path]) -> dict[str, Path]:
 def prepare(cfg: EvalConfig, *, load_model: bool = True) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the tasks and their data, the adapter
     folders, the model (loaded once, with every adapter), and the probe of each adapter."""
-    from agentlab.core.harness import BASE, check_probe, load_harness_model, load_tasks, task_manager
-
     manager = task_manager(cfg.include_path, names=cfg.tasks)
     load_tasks(manager, cfg.tasks)
     if cfg.base_url is not None:
-        from agentlab.eval.served import prepare_served
-
         return {"prepared": prepare_served(cfg, manager)}
     adapters = row_names(cfg.adapters)
-    from agentlab.core.train.adapters import read_adapter
-
     for path in adapters.values():
         read_adapter(path)
     prepared = Prepared({BASE: None, **{name: name for name in adapters}}, manager, adapters)
@@ -91,9 +84,6 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
         announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Score every row (resuming the finished ones), check each adapter was applied, write the report; returns
     results.json's content."""
-    from agentlab.core.harness import BASE, Settings, check_applied, paired, scores
-    from agentlab.core.harness.evaluate import load_row, save_row
-
     prepared = prepared or prepare(cfg)["prepared"]
     announce = announce or log.info
     progress = progress or NullProgress()
@@ -132,8 +122,6 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
         "paired": {name: [p.to_dict() for p in c] for name, c in comparisons.items()},
         "seconds": seconds, "lm_eval_version": _lm_eval_version(),
     }
-    from agentlab.eval.report import render_report, scores_plot
-
     plot = scores_plot(out, run_dir.file("scores.png"))
     run_dir.save_results(out)
     run_dir.save_report(render_report(cfg, out, plot is not None))
@@ -154,8 +142,6 @@ def run_eval(model: str = "smollm2-135m", tasks: list[str] | None = None, adapte
     """One call for notebooks: ``agentlab eval`` on ``model`` and ``adapters``, into a new run folder (or ``out``);
     ``settings`` are other :class:`EvalConfig` fields (``limit=20``, ``include_path=["my_tasks"]``, ...). Returns
     results.json's content."""
-    from agentlab.core.runs import run_in_folder
-
     cfg = EvalConfig(model=model, adapters=[Path(a) for a in adapters or []],
                      **({"tasks": tasks} if tasks else {}), **settings)
     result, _ = run_in_folder("eval", cfg, run, inputs=prepare(cfg), out=out)

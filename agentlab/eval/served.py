@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import InputError, UsageError
+from agentlab.core.errors import InputError, MissingPackage, UsageError
+from agentlab.core.harness.evaluate import _env_info_once, logliks_of, quiet_bars
+from agentlab.core.harness.lm import BASE, check_probe
+from agentlab.core.models.load import hf_model_folder
 from agentlab.eval.config import EvalConfig
+from agentlab.eval.prepared import Prepared
 
 
 @dataclass
@@ -38,8 +42,6 @@ class ServedModels:
         if name not in self.lms:
             from lm_eval.api.registry import get_model
 
-            from agentlab.core.errors import MissingPackage
-
             try:
                 self.lms[name] = get_model("local-completions")(
                     base_url=f"{self.base_url}/completions", model=name, tokenizer=self.tokenizer,
@@ -53,8 +55,6 @@ class ServedModels:
     def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: Any, settings: Any
                  ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         from lm_eval import simple_evaluate
-
-        from agentlab.core.harness.evaluate import _env_info_once, quiet_bars
 
         _env_info_once()
         with quiet_bars():
@@ -72,8 +72,6 @@ class ServedModels:
         return [float(ll) for ll, _ in self.lm(adapter).loglikelihood(requests, disable_tqdm=True)] if pairs else []
 
     def logliks(self, samples: dict[str, list[dict[str, Any]]], adapter: str | None) -> dict[str, list[float]]:
-        from agentlab.core.harness.evaluate import logliks_of
-
         return logliks_of(self, samples, adapter)
 
     def probe(self, prompt: str, adapters: Sequence[str]) -> dict[str, float]:
@@ -110,10 +108,6 @@ def _prompt_logprobs(base_url: str, model: str, prompt: str) -> list[float]:
 
 def prepare_served(cfg: EvalConfig, manager: Any) -> Any:
     """The served rows (probed), for ``run``."""
-    from agentlab.core.harness.lm import BASE, check_probe
-    from agentlab.core.train.model import hf_model_folder
-    from agentlab.eval.run import Prepared
-
     if cfg.api_key_env:
         key = os.environ.get(cfg.api_key_env)
         if not key:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.runs import run_in_folder
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.run import prepare, run
 
@@ -21,8 +22,6 @@ def run_evolution(cfg: EvolveConfig | dict[str, Any] | None = None, *, out: str 
                   resume: str | Path | None = None) -> dict[str, Any]:
     """One call for notebooks: validate ``cfg``, check the seeds and the task, run (or resume) in a run folder and
     return the results (``results.json``'s content)."""
-    from agentlab.core.runs import run_in_folder
-
     config = cfg if isinstance(cfg, EvolveConfig) else EvolveConfig.model_validate(cfg or {})
     result, _ = run_in_folder("evolve", config, run, inputs=prepare(config), out=out,
                               resume=Path(resume) if resume else None)

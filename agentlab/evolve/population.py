@@ -26,6 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.errors import ConfigError
+from agentlab.core.search.study import open_storage, open_study, quiet
+
 log = logging.getLogger(__name__)
 STUDY = "evolve"
 
@@ -33,9 +36,6 @@ STUDY = "evolve"
 def open_population(store: str | None, run_path: Path | None, *, create: bool) -> Population:
     """The run's population: ``store`` (an Optuna storage URL or journal path) or population.db in ``run_path``."""
     import optuna
-
-    from agentlab.core.errors import ConfigError
-    from agentlab.core.search.study import open_storage, open_study, quiet
 
     quiet()
     if store is None and run_path is None:

@@ -33,15 +33,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task
+from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
 from agentlab.core.errors import AgentlabError, InputError, UsageError
+from agentlab.core.harness import load_tasks, task_manager
+from agentlab.core.models.adapters import logit_changes, persona_adapters, read_adapter, skill_adapters
+from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
+from agentlab.core.search.study import open_storage
+from agentlab.core.skills import mixed_file
+from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import Population, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
+from agentlab.evolve.search import budget, cma_ask, cma_tell, fixed_spec
+from agentlab.evolve.worker import failure_line, spawn, work
 
 log = logging.getLogger(__name__)
 TASK_FILE = "task.jsonl"
@@ -52,12 +60,7 @@ TASK_FILE = "task.jsonl"
 
 def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     """The seeds (LoRA adapters on one base, blendable together), the base model and the task's two splits."""
-    from agentlab.core.llm.modelref import resolve_model
-    from agentlab.core.train.blend import check_compatible, read_parent
-
     if not cfg.seeds:
-        from agentlab.core.train.adapters import persona_adapters, skill_adapters
-
         found = skill_adapters() or persona_adapters()
         if not found:
             raise UsageError("no seeds: no --seeds, no seeds in the config, and no adapters/skill_arithmetic, "
@@ -83,14 +86,10 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     check_compatible(parents)
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
-        from agentlab.core.search.study import open_storage
-
         open_storage(cfg.store, Path.cwd(), what="store")  # a bad URL: one line, before any folder exists
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)
-    from agentlab.core.train.adapters import logit_changes
-
     for name, change in logit_changes(cfg.base_model, {p.name: p for p in cfg.seeds}, cfg.probe,
                                       device=cfg.device).items():
         if change < cfg.min_logit_change:
@@ -106,8 +105,6 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
     t = cfg.task
     sizes = {"fitness": t.fitness_questions, "validation": t.validation_questions, "test": t.test_questions}
     if t.file is None and t.generate == "mixed":
-        from agentlab.core.skills import mixed_file
-
         out = []
         for split, n in sizes.items():
             questions = load_task(mixed_file(split))
@@ -136,8 +133,6 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
 
 def check_harness(cfg: EvolveConfig) -> None:
     """The lm-eval task exists, its data is on disk and it has items for both splits."""
-    from agentlab.core.harness import load_tasks, task_manager
-
     t = cfg.task
     loaded = load_tasks(task_manager(t.include_path, names=[t.harness or ""]), [t.harness or ""])
     need = t.fitness_questions + t.test_questions
@@ -212,7 +207,6 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     results["search"], results["baselines"] = cfg.search, {b: ids for b, ids in baselines.items()}
     results["best"] = best_row(individuals, history, best)
     results["recommended"] = recommended(individuals, best, picks)
-
     run_dir.save_results(results)
     plot = fitness_plot(results, run_dir.file("fitness.png"))
     run_dir.save_report(render_report(results, plot.name if plot else None))
@@ -226,8 +220,6 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
     if stored is not None:
         return ScoreSettings.from_dict(stored)
     if cfg.task.file is None:
-        from agentlab.core.debate.task import write_task
-
         rows = [{"question": q.question, "answer": q.answer} for q in [*fitness, *validation, *test]]
         write_task(run_dir.file(TASK_FILE), rows, force=True)
     settings = ScoreSettings(
@@ -245,8 +237,6 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
 
 
 def _rank(path: str | Path) -> int:
-    from agentlab.core.train.adapters import read_adapter
-
     return int(read_adapter(path).get("r") or 8)
 
 
@@ -303,8 +293,6 @@ def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, last: dic
 
 def _make_child(cfg: EvolveConfig, pop: Population, k: int, child: str, parents: list[dict[str, Any]],
                 weights: list[float], noise_seed: int, run_dir: RunDir) -> None:
-    from agentlab.core.train.blend import blend_adapters
-
     folder = run_dir.file("adapters", f"gen_{k}", child)
     rank = min(sum(int(p["rank"]) for p in parents), cfg.max_rank)
     result = blend_adapters([p["path"] for p in parents], weights, folder, rank=rank, mut=cfg.mut,
@@ -320,8 +308,6 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
     """Generation ``k`` of a search over the seeds' blend weights (``search.py``): gen_0 is the seeds and the first
     proposals; each later generation carries the ``elite`` best so far and adds ``population - elite`` proposals,
     until the search's budget is spent (uniform: one child in all)."""
-    from agentlab.evolve.search import budget, cma_ask, fixed_spec
-
     seeds = [p.name for p in cfg.seeds]
     total = budget(cfg, cfg.search, len(seeds), baseline=False)
     if k == 0:
@@ -359,8 +345,6 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
 def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, child: str, spec: dict[str, Any],
                      folder: Path, baseline: str | None = None) -> None:
     """A child of every seed as ``spec`` says (an exact blend with its weights, or TIES), queued for scoring."""
-    from agentlab.core.train.blend import blend_adapters, ties_merge
-
     seeds = [str(p) for p in cfg.seeds]
     rank = min(sum(_rank(p) for p in seeds), cfg.max_rank)
     if spec["method"] == "ties":
@@ -375,8 +359,6 @@ def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, 
 
 def _tell(cfg: EvolveConfig, pop: Population, k: int, row: dict[str, Any]) -> None:
     """CMA-ES learns generation ``k``'s fitness (its own children only; the elite were told before)."""
-    from agentlab.evolve.search import cma_tell
-
     individuals = pop.individuals()
     fitness = {int(individuals[r["id"]]["search_trial"]): r["fitness"] for r in row["members"]
                if individuals[r["id"]].get("search_trial") is not None}
@@ -387,8 +369,6 @@ def run_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, progress:
                   say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> dict[str, list[str]]:
     """The merge baselines (``cfg.baselines`` other than the search itself), ``baseline_budget`` children each,
     created once and scored together (workers included); their ids by baseline."""
-    from agentlab.evolve.search import budget, fixed_spec
-
     out: dict[str, list[str]] = {}
     seeds = len(cfg.seeds)
     for name in dict.fromkeys(cfg.baselines):
@@ -466,8 +446,6 @@ def best_row(individuals: dict[str, dict[str, Any]], history: list[dict[str, Any
 
 def _score(cfg: EvolveConfig, pop: Population, k: int | str, members: list[str], run_dir: RunDir, progress: Progress,
            say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> None:
-    from agentlab.evolve.worker import failure_line, spawn, work
-
     label = f"gen {k}" if isinstance(k, int) else f"{k}s"
     individuals = pop.individuals()
     waiting = [m for m in members if individuals[m]["state"] == "waiting"]
@@ -538,8 +516,6 @@ def _novelty(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], ids: lis
     if len(ids) < 2:
         return dict.fromkeys(ids, 0.0)
     if cfg.novelty == "weights":
-        from agentlab.core.train.blend import delta_distance, read_parent
-
         parents = {m: read_parent(individuals[m]["path"]) for m in ids}
 
         def distance(a: str, b: str) -> float:

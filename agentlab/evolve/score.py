@@ -4,7 +4,7 @@ A batch of individuals is scored together: their adapters and the seeds' load on
 provider of ``core/debate``), so concurrent requests of different adapters share mixed-adapter batches.
 
 - Probe: each adapter must change the base model's next-token logits on ``probe`` by at least ``min_change``
-  (:func:`agentlab.core.train.adapters.logit_changes`); one that does not is an error, never a score.
+  (:func:`agentlab.core.models.adapters.logit_changes`); one that does not is an error, never a score.
 - Task accuracy: the individual's greedy answer to each fitness question (round 0 of a debate: the question alone
   for numeric questions, as the personas were trained), checked against the gold answer.
 - Cooperation: the seeds debate the fitness questions once (the reference, :func:`reference`); then, for each
@@ -22,9 +22,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
-from agentlab.core.debate.engine import Agent, Answer, Panel, adapter_panel, ask, ballots, debate_rounds
+from agentlab.core.debate.answers import Answer, ballots
+from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask, debate_rounds
 from agentlab.core.debate.protocol import Kind, first_prompt
 from agentlab.core.debate.task import Question, is_correct
+from agentlab.core.errors import AgentlabError
+from agentlab.core.harness import score_models
+from agentlab.core.llm.router import Router
+from agentlab.core.llm.scoring import answer_logliks
+from agentlab.core.models.adapters import adapter_logit_changes, logit_changes
+from agentlab.core.models.load import load_causal_lm
 from agentlab.core.vote import normalise, tally
 
 CONCURRENCY = 48  # questions in flight at once: enough to fill the provider's batches, few enough to stay in time
@@ -68,18 +75,14 @@ def task_of(questions: list[dict[str, Any]]) -> list[tuple[Question, Kind]]:
 
 def _on_panel(panel: Panel, providers: dict[str, Any] | None,
               work: Callable[[Any, asyncio.Semaphore], Awaitable[T]]) -> T:
-    """``work(router, gate)`` on a router over ``panel``; then the router is closed and the models freed (the next
+    """``work(router, gate)`` on a router over ``panel``; then the router is closed, which frees its models (the next
     batch loads another adapter set)."""
-    from agentlab.core.llm.providers.hf import unload_all
-    from agentlab.core.llm.router import Router
-
     async def main() -> T:
         router = Router.for_run(panel.llm, None, providers=providers)
         try:
             return await work(router, asyncio.Semaphore(CONCURRENCY))
         finally:
             await router.aclose()
-            unload_all()
 
     return asyncio.run(main())
 
@@ -241,8 +244,6 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
 def harness_scores(s: ScoreSettings, adapters: dict[str, str], items: list[int]) -> dict[str, dict[str, Any]]:
     """Each adapter on ``s.harness``'s lm-eval task, items ``items``: the mean of each task's first metric
     (``value``), its per-item values (``items``) and every metric lm-eval reported (``scores``)."""
-    from agentlab.core.harness import score_models
-
     h = s.harness or {}
     scored = score_models(s.base_model, adapters, [h["task"]], include=h.get("include", []), items=items,
                           device=s.device, probe=s.probe, min_change=s.min_change)
@@ -258,11 +259,6 @@ def _probe_and_logliks(s: ScoreSettings, paths: dict[str, str], splits: dict[str
                        ) -> tuple[dict[str, float], dict[str, dict[str, Any] | str], dict[str, dict[str, list[float]]]]:
     """The probe (as :func:`_probe`) and, for each adapter that passes it, the per-token log-likelihood of the gold
     answer of every question of each split (one model load, one forward per batch of questions)."""
-    from agentlab.core.errors import AgentlabError
-    from agentlab.core.llm.scoring import answer_logliks
-    from agentlab.core.train.adapters import adapter_logit_changes
-    from agentlab.core.train.model import load_causal_lm
-
     try:
         model, tokenizer = load_causal_lm(s.base_model, device=s.device, adapters=paths)
     except AgentlabError:  # an unreadable adapter: the probe names it; the others are scored in a second load
@@ -298,9 +294,6 @@ def test_logliks(s: ScoreSettings, questions: list[dict[str, Any]], adapters: di
 
 def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], dict[str, dict[str, Any] | str]]:
     """Each adapter's largest logit change on the probe, and the error of each that cannot load or changes nothing."""
-    from agentlab.core.errors import AgentlabError
-    from agentlab.core.train.adapters import logit_changes
-
     errors: dict[str, dict[str, Any] | str] = {}
     try:
         changes = logit_changes(s.base_model, paths, s.probe, device=s.device)

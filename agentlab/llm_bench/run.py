@@ -16,16 +16,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agentlab.core.errors import LLMError
+from agentlab.core.errors import LLMError, UsageError
+from agentlab.core.llm.router import Router
 from agentlab.core.llm.types import Completion, GenParams
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir
 from agentlab.llm_bench.config import BenchConfig, BenchSettings
-
-if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
+from agentlab.llm_bench.report import best_model, render_report
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +162,6 @@ async def bench_route(router: Router, route: str, settings: BenchSettings, task:
 
 def prepare(cfg: BenchConfig) -> dict[str, Any]:
     """Checks before a run folder exists (the schema already checked the names in ``bench``): something to measure."""
-    from agentlab.core.errors import UsageError
-
     if not cfg.models:
         raise UsageError("no models configured", hint="add models to the --llm/-c config, or try --demo")
     return {}
@@ -174,10 +171,6 @@ async def run_async(cfg: BenchConfig, run_dir: RunDir | None = None, progress: P
                     ) -> dict[str, Any]:
     """Measure ``cfg.bench`` over ``cfg``'s models and return the results dict (also written to the run folder when
     one is given)."""
-    from agentlab.core.llm.router import Router
-
-    from .report import best_model, render_report
-
     progress = progress or NullProgress()
     llm, settings = cfg, cfg.bench
     names = settings.models or list(llm.models)

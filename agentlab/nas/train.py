@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from agentlab.core.config import dump_yaml
 from agentlab.core.errors import ConfigError
+from agentlab.core.models.device import resolve_device_dtype, seed_everything
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
-from agentlab.core.train.device import resolve_device_dtype, seed_everything
 from agentlab.nas.config import DataConfig, NASConfig
 from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import PreparedData, SeriesData, WindowDataset, prepare, resolve_target, synthetic_series

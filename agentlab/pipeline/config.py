@@ -15,8 +15,9 @@ from pydantic import Field, create_model, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import MissingPackage
-from agentlab.core.llm.builtin import builtin_path, is_builtin
 from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig
+from agentlab.core.models.builtin import builtin_path, is_builtin
+from agentlab.pipeline.templates import syntax_error
 
 Aggregation = Literal["concat", "vote", "synthesis", "template"]
 
@@ -227,8 +228,6 @@ class PipelineConfig(StrictModel):
 
 
 def _check_stage_fields(stage: StageConfig, at: str) -> None:
-    from agentlab.pipeline.templates import syntax_error
-
     def wrong(field: str, why: str) -> ValueError:
         return ValueError(f"{at}.{field}: {why}")
 

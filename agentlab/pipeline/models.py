@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, ConfigError, MissingPackage
+from agentlab.core.files import human_size
 from agentlab.core.llm.config import HFProviderConfig, LlamaCppProviderConfig, LLMConfig, ModelConfig
+from agentlab.core.llm.resources import check_fits as fits
+from agentlab.core.llm.resources import estimate_gguf, estimate_hf
+from agentlab.core.models.convert import MARKER, converted_folder
+from agentlab.core.models.modelfiles import gguf_info, hf_info
 from agentlab.pipeline.config import ModelsConfig, ModelSettings
 
 LOCAL_PREFIX = "local:"
@@ -55,8 +60,6 @@ def build_llm_config(models_cfg: ModelsConfig, routed: LLMConfig | None, used: s
 
 def estimate(models_cfg: ModelsConfig, name: str) -> Any:
     """The memory estimate of a local model (``resources.MemoryEstimate``); the file must exist."""
-    from agentlab.core.llm.resources import estimate_gguf, estimate_hf
-
     settings, path = models_cfg.settings(name), models_cfg.path(name)
     assert path is not None, f"{name} is a routed model"
     if models_cfg.backend(name) == "hf":
@@ -79,8 +82,6 @@ def check_fits(models_cfg: ModelsConfig, names: list[str]) -> list[Any]:
     local = [n for n in names if models_cfg.backend(n) != "routed"]
     estimates = [estimate(models_cfg, n) for n in local]
     if estimates and models_cfg.resources.check:
-        from agentlab.core.llm.resources import check_fits as fits
-
         fits(_one_per_load(models_cfg, local, estimates), models_cfg.resources)
     return estimates
 
@@ -123,8 +124,6 @@ class ModelStatus:
 
     def cells(self) -> dict[str, str]:
         """The row of the `models check` table as plain text: the CLI colours it, the UI shows it as it is."""
-        from agentlab.core.files import human_size
-
         kind = self.quantization_found or self.quantization or "-"
         return {"model": self.name, "backend": self.backend,
                 "on disk": "-" if self.exists is None else "yes" if self.exists else "missing",
@@ -143,9 +142,6 @@ class ModelStatus:
 
 def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
     """Every model of the file: does it exist, what type is it, how much memory will it take, does it fit alone."""
-    from agentlab.core.llm.modelfiles import gguf_info, hf_info
-    from agentlab.core.llm.resources import check_fits as fits
-
     out = []
     for name, entry in models_cfg.models.items():
         backend, builtin = models_cfg.backend(name), models_cfg.builtin(name)
@@ -194,8 +190,6 @@ def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
 
 def _conversion_note(gguf: Path) -> str:
     """Whether the transformers folder of a GGUF run on the hf backend is cached yet."""
-    from agentlab.core.train.convert import MARKER, converted_folder
-
     folder = converted_folder(gguf)
     if (folder / MARKER).is_file():
         return f"transformers folder cached: {folder}"

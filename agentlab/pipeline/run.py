@@ -21,22 +21,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentlab.core.config import absolute_paths, dump_yaml, redact
 from agentlab.core.errors import ConfigError, LLMError
 from agentlab.core.llm.config import LLMConfig
+from agentlab.core.llm.router import Router
 from agentlab.core.llm.types import GenParams, Messages, Provider
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir, now_iso
-from agentlab.pipeline import aggregate
+from agentlab.pipeline.aggregate import Answer, concat, render_template, synthesis_messages, vote
 from agentlab.pipeline.config import ModelsConfig, PipelineConfig, StageConfig, dependencies, execution_order
 from agentlab.pipeline.load import Loaded
 from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits
 from agentlab.pipeline.templates import render
-
-if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
 
 
 @dataclass
@@ -120,8 +118,6 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
         run_dir.update_info(parent_run_id=parent_run_id)
 
     progress = progress or NullProgress()
-    from agentlab.core.llm.router import Router  # here: importing this module stays light
-
     router = Router.for_run(llm_cfg, run_dir, providers=given)
     outputs: dict[str, str] = {}
     steps: list[dict[str, Any]] = []
@@ -216,23 +212,23 @@ async def _run_stage(router: Router, llm_cfg: LLMConfig, stage: StageConfig, tex
     names = [stage.model] if stage.type == "single" else list(stage.models or [])
     # All models of a multi stage at once: HTTP requests overlap, local models generate in worker threads.
     calls = list(await asyncio.gather(*(_call(router, llm_cfg, stage, n, messages, params, task) for n in names)))
-    answers = [aggregate.Answer(c["model"], c["text"]) for c in calls]
+    answers = [Answer(c["model"], c["text"]) for c in calls]
     aggregation: dict[str, Any] | None = None
     if stage.type == "single":
         answer = calls[0]["text"]
     elif stage.aggregation == "concat":
-        answer, aggregation = aggregate.concat(answers), {"kind": "concat"}
+        answer, aggregation = concat(answers), {"kind": "concat"}
     elif stage.aggregation == "vote":
-        answer, details = aggregate.vote(answers)
+        answer, details = vote(answers)
         aggregation = {"kind": "vote", **details}
     elif stage.aggregation == "synthesis":
         assert stage.aggregator is not None
-        call_messages = aggregate.synthesis_messages(prompt, answers)
+        call_messages = synthesis_messages(prompt, answers)
         call = await _call(router, llm_cfg, stage, stage.aggregator, call_messages, params, task)
         answer, aggregation = call["text"], {"kind": "synthesis", "call": {**call, "messages": call_messages}}
     else:
         assert stage.template is not None
-        answer = aggregate.render_template(stage.template, answers, input=text_in, original=original,
+        answer = render_template(stage.template, answers, input=text_in, original=original,
                                            stages=outputs, where=f"stage '{stage.name}': template")
         aggregation = {"kind": "template"}
     output = f"{text_in.rstrip()}\n\n{answer}" if stage.output_mode == "input_plus_answer" else answer

@@ -17,7 +17,7 @@ from agentlab.core.config import load_config
 from agentlab.core.errors import InputError, UsageError
 from agentlab.core.files import read_json
 from agentlab.core.runs import run_status, runs_root
-from agentlab.pipeline.config import execution_order
+from agentlab.pipeline.config import execution_order, pipeline_checked
 from agentlab.pipeline.load import Loaded, check_used_models, load_models, load_routed, used_models
 
 COMMAND = "pipeline"
@@ -223,8 +223,6 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
                   input_text: str | None = None, llm_path: str | Path | None = None) -> Rerun:
     """The parent's saved configs with ``sets`` applied; its step records for the stages before ``from_stage``
     (default: the first stage, i.e. run everything again); the parent's input unless ``input_text`` is given."""
-    from agentlab.pipeline.config import pipeline_checked
-
     models_path = parent / "models.yaml"
     models = load_models(models_path)
     # config.yaml is the pipeline (sessions made before it was called so: pipeline.yaml)

@@ -51,7 +51,10 @@ from agentlab.serve.protocol import (
     finish_of,
     new_id,
     parse_chat,
+    parse_completion,
+    text_completion_body,
 )
+from agentlab.serve.schema import schema_model
 
 if TYPE_CHECKING:
     from agentlab.core.llm.results import RoutedCompletion
@@ -168,8 +171,6 @@ class _Handler:
         answered by its first model: scores come from one model, never from a fallback."""
         from starlette.responses import JSONResponse
 
-        from agentlab.serve.protocol import parse_completion, text_completion_body
-
         start = time.perf_counter()
         label = "-"
         try:
@@ -217,8 +218,6 @@ class _Handler:
                      ) -> tuple[RoutedCompletion, str]:
         """The routed answer and its text: through the structured path when the request has a schema."""
         if req.schema is not None:
-            from agentlab.serve.schema import schema_model
-
             result = await self.router.structured(req.messages, schema_model(req.schema, req.schema_name), req.model,
                                                   req.params, self.cfg.max_repairs)
             return result.completion, json.dumps(result.value.root, ensure_ascii=False)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlab.core.errors import LLMError
+from agentlab.core.llm.scoring import RawRequest
 from agentlab.core.llm.tools import check_tools
 from agentlab.core.llm.types import GenParams, Messages, ToolCall
 
@@ -279,8 +280,6 @@ def _prompts(body: dict[str, Any], max_prompts: int) -> list[list[int] | str]:
 def parse_completion(body: Any, *, max_tokens_limit: int, max_prompts: int) -> tuple[str, Any]:
     """Check a legacy ``/v1/completions`` body: ``(model, RawRequest)``; ``ApiError`` (400) names the field.
     ``echo`` and ``logprobs`` (0-20) are served; ``max_tokens`` may be 0 (score the prompt only, with echo)."""
-    from agentlab.core.llm.scoring import RawRequest
-
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     model = body.get("model")

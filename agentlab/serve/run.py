@@ -25,10 +25,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError, MissingPackage, UsageError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
+from agentlab.core.llm.router import Router
+from agentlab.core.models.builtin import builtin_path
+from agentlab.core.tracing import configure_tracing, shutdown_tracing
+from agentlab.serve.app import _Handler, build_app
 from agentlab.serve.catalog import Catalog, build_catalog
 from agentlab.serve.config import ServeConfig
+from agentlab.serve.metrics import GatewayMetrics
+from agentlab.serve.report import render
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
@@ -58,8 +65,6 @@ def _load_llm(cfg: ServeConfig) -> LLMConfig:
         return load_llm_config(cfg.llm)
     import importlib.util
 
-    from agentlab.core.llm.builtin import builtin_path
-
     builtin_path(BUILTIN_MODEL)  # MissingPackage naming the install command
     if importlib.util.find_spec("llama_cpp") is None:
         raise MissingPackage("serving the built-in model needs llama-cpp-python, which is not installed",
@@ -71,8 +76,6 @@ def client_keys(env_name: str | None) -> list[str]:
     """The client keys from the variable ``env_name`` (comma-separated); none when no variable is named."""
     if env_name is None:
         return []
-    from agentlab.core.config import getenv
-
     keys = [k.strip() for k in (getenv(env_name) or "").split(",") if k.strip()]
     if not keys:
         raise ConfigError(f"api_key_env: the environment variable {env_name} is not set (or empty)",
@@ -90,8 +93,6 @@ def _configure_tracing(cfg: ServeConfig) -> None:
     an endpoint that does not answer is one line, exit 2)."""
     if cfg.otlp_endpoint is None:
         return
-    from agentlab.core.tracing import configure_tracing
-
     configure_tracing(cfg.otlp_endpoint, capture_content=cfg.trace_content)
 
 
@@ -167,13 +168,9 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
         results = gateway.serve_forever()
     finally:
         if cfg.otlp_endpoint is not None:  # configured in prepare: flush the spans still batched before exit
-            from agentlab.core.tracing import shutdown_tracing
-
             shutdown_tracing()
     if run_dir is not None:
         run_dir.save_results(results)
-        from agentlab.serve.report import render
-
         run_dir.save_report(render(results))
     return results
 
@@ -214,10 +211,6 @@ class Gateway:
     def __init__(self, cfg: ServeConfig, llm: LLMConfig, run_dir: RunDir | None = None, *,
                  client_keys: list[str] | None = None, sock: socket.socket | None = None,
                  providers: dict[str, Provider] | None = None, catalog: Catalog | None = None):
-        from agentlab.core.llm.router import Router
-        from agentlab.serve.app import _Handler, build_app
-        from agentlab.serve.metrics import GatewayMetrics
-
         self.cfg = cfg
         self.catalog = catalog or build_catalog(llm, cfg.adapters_as_models)
         self.metrics = GatewayMetrics()

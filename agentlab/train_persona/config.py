@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from agentlab.core.config import StrictModel
+from agentlab.core.skills import DATA_DIR
 from agentlab.core.tracking import TrackingURI, tracking_field
 
 SHIPPED_DATA = Path(__file__).resolve().parent / "data"  # sft_persona_{a,b,c}.jsonl, made by personas.py
@@ -42,8 +43,6 @@ class DataConfig(StrictModel):
         if name in SHIPPED_PERSONAS and not Path(str(value)).exists():
             return SHIPPED_DATA / f"sft_{name}.jsonl"
         if name in SHIPPED_SKILLS and not Path(str(value)).exists():
-            from agentlab.core.skills import DATA_DIR
-
             return DATA_DIR / f"sft_{name}.jsonl"
         return value
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from agentlab.core.errors import InputError
 from agentlab.core.files import iter_jsonl
+from agentlab.core.models.convert import converted_folder, gguf_chat_template, quiet_transformers
+from agentlab.core.models.modelref import resolve_model
 
 ROLES = ("system", "user", "assistant")
 _SHOWN = 5  # problems listed in one error; the rest are counted
@@ -104,9 +106,6 @@ def load_tokenizer(base_model: str) -> Any:
     transformers folder, or a GGUF's metadata (its cached conversion when there is one)."""
     from transformers import AutoTokenizer
 
-    from agentlab.core.llm.modelref import resolve_model
-    from agentlab.core.train.convert import converted_folder, quiet_transformers
-
     ref = resolve_model(base_model, user="train-persona")
     with quiet_transformers():
         if ref.format == "hf":
@@ -116,8 +115,6 @@ def load_tokenizer(base_model: str) -> Any:
             return AutoTokenizer.from_pretrained(str(cached))
         tokenizer = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
     if not getattr(tokenizer, "chat_template", None):  # some tokenizer converters drop it, as in convert.py
-        from agentlab.core.train.convert import gguf_chat_template
-
         tokenizer.chat_template = gguf_chat_template(ref.path)
     return tokenizer
 

@@ -2,7 +2,7 @@
 the persona runs on llama.cpp (``agentlab pipeline``, ``llm-bench``, ``serve``) without PEFT or transformers.
 
 The merge runs in float32 with PEFT's ``merge_and_unload``; the merged model goes to a temporary transformers folder,
-then through ``core/train/gguf_export`` (the same writer as the tiny test models) and, if asked, llama.cpp's
+then through ``core/models/gguf_export`` (the same writer as the tiny test models) and, if asked, llama.cpp's
 quantizer. torch, transformers, peft, gguf and llama_cpp are imported inside the functions.
 """
 
@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, InputError, missing_package
+from agentlab.core.models import gguf_export
+from agentlab.core.models.adapters import ADAPTER_CONFIG, read_adapter
+from agentlab.core.models.builtin import BUILTIN_MODELS
+from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
+from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
+from agentlab.core.models.modelfiles import gguf_info, hf_config
+from agentlab.core.models.modelref import ModelNotFound, resolve_model
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.train.adapters import ADAPTER_CONFIG, read_adapter
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     - ``adapter_dir``: a PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``), e.g. one written by
       ``agentlab train-persona``.
     - ``base_model``: the model the adapter was trained on; default the adapter config's ``base_model_name_or_path``.
-      Either is resolved like every model reference (``core.llm.modelref``): a built-in name (``smollm2-135m``), a
+      Either is resolved like every model reference (``core.models.modelref``): a built-in name (``smollm2-135m``), a
       GGUF file (de-quantized once through ``convert.gguf_to_hf``; its tokenizer keys are copied into ``out``), a
       transformers folder, or a hub id already in the local hub cache. Llama and Qwen2 architectures are supported.
     - ``dtype``: "f16" (2-D weights in float16, norms in float32) or "f32". ``quantize``: a llama.cpp kind from
@@ -59,8 +65,6 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     found (naming every reading tried), an unsupported architecture, a bad dtype/quantize or an existing ``out``;
     ``AgentlabError`` when the adapter does not fit the base; ``MissingPackage`` naming the extra to install.
     """
-    from agentlab.core.train import gguf_export
-
     adapter, out = Path(adapter_dir), Path(out)
     if dtype not in gguf_export.GGUF_DTYPES:
         raise InputError(f"unsupported GGUF dtype '{dtype}'", hint=f"use one of: {', '.join(gguf_export.GGUF_DTYPES)}")
@@ -106,11 +110,6 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
 def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str | None) -> ExportBase:
     """The base to merge into: ``base_model`` if given, else the adapter's ``base_model_name_or_path``, resolved by
     ``resolve_model`` (relative paths from the current folder); a GGUF is de-quantized (cached) first."""
-    from agentlab.core.llm.builtin import BUILTIN_MODELS
-    from agentlab.core.llm.modelfiles import gguf_info, hf_config
-    from agentlab.core.llm.modelref import ModelNotFound, resolve_model
-    from agentlab.core.train.gguf_export import ARCHITECTURES, gguf_architecture
-
     ref = base_model or adapter_config.get("base_model_name_or_path")
     source = "" if base_model else f" (from {ADAPTER_CONFIG})"
     hint = ("pass the base model the adapter was trained on (--base-model NAME_OR_PATH, e.g. "
@@ -129,8 +128,6 @@ def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str 
             raise InputError(f"{description}: cannot export architecture '{arch}' to GGUF "
                              f"(supported: {', '.join(ARCHITECTURES.values())})",
                              hint="use llama.cpp's convert_hf_to_gguf.py and convert_lora_to_gguf.py")
-        from agentlab.core.train.convert import gguf_to_hf
-
         return ExportBase(ref, gguf_to_hf(found.path), found.path, description)
     try:
         gguf_architecture(hf_config(found.path)[0], description)
@@ -144,8 +141,6 @@ def merge_adapter(adapter: Path, base: ExportBase, out_dir: Path, progress: Prog
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    from agentlab.core.train.convert import quiet_transformers
 
     task = progress.task("merging adapter", total=3)
     with quiet_transformers():

@@ -24,10 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
+from agentlab.core.harness import load_tasks, score_models, task_manager
+from agentlab.core.harness.evaluate import save_row
+from agentlab.core.models.builtin import upstream_id
+from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
+from agentlab.core.models.load import load_causal_lm
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
 from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from agentlab.core.train.dist import FollowerRun
+from agentlab.core.train.model import lora_config
 from agentlab.train_persona.config import TrainPersonaConfig
 from agentlab.train_persona.data import ChatData, load_chat_jsonl, load_tokenizer, measure
 from agentlab.train_persona.report import adapter_card, eval_lines, loss_line, loss_plot, render_report
@@ -39,8 +45,6 @@ CHECKPOINTS = "checkpoints"
 def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any]:
     """Everything checked before a run folder exists or a model loads: the data (every line), the output folder,
     the base model (resolved; its tokenizer alone measures the conversations), the device and the MLflow URI."""
-    from agentlab.core.train import resolve_device_dtype
-
     data = load_chat_jsonl(cfg.data.path)
     out = cfg.out
     if out is not None and not resuming and out.exists() and not cfg.force:
@@ -51,8 +55,6 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
     measure(data, load_tokenizer(cfg.base_model), cfg.data.max_length, cfg.data.truncate)
     check_tracking(cfg.mlflow)
     if cfg.eval.tasks:  # unknown tasks or missing data stop the run before it trains
-        from agentlab.core.harness import load_tasks, task_manager
-
         load_tasks(task_manager(cfg.eval.include_path, names=cfg.eval.tasks), cfg.eval.tasks)
     return {"data": data}
 
@@ -78,9 +80,6 @@ def _evaluate(cfg: TrainPersonaConfig, run_dir: RunDir, results: dict[str, Any],
               announce: Callable[[str], None]) -> None:
     """``--eval``: the saved adapter and its base on the lm-eval tasks, paired; lm-eval's files under lm-eval/<row>/,
     the table in results.json and report.md (and MLflow)."""
-    from agentlab.core.harness import score_models
-    from agentlab.core.harness.evaluate import save_row
-
     adapter = Path(results["adapter"])
     announce(f"lm-eval: {', '.join(cfg.eval.tasks)} on {cfg.base_model} and the adapter")
     scored = score_models(cfg.base_model, {adapter.name: adapter}, cfg.eval.tasks, include=cfg.eval.include_path,
@@ -100,15 +99,9 @@ def _evaluate(cfg: TrainPersonaConfig, run_dir: RunDir, results: dict[str, Any],
 
 def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Tracker | NullTracker, *,
            data: ChatData | None, progress: Progress | None, announce: Callable[[str], None] | None) -> dict[str, Any]:
-    from agentlab.core.train import (
-        ProgressCallback,
-        build_sft_trainer,
-        last_checkpoint,
-        load_causal_lm,
-        lora_config,
-        seed_everything,
-        wants_4bit,
-    )
+    # here: these modules import torch, transformers and trl at their top
+    from agentlab.core.train.callbacks import ProgressCallback
+    from agentlab.core.train.sft import build_sft_trainer, last_checkpoint
 
     progress = progress or NullProgress()
     announce = announce or log.info
@@ -174,7 +167,6 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         "loss_tokens": loss_tokens,
     }
     _save_adapter(trainer, cfg, Path(out), results)
-
     loss_plot(losses, run_dir.file("loss.png"))
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, results, summary.preview))
@@ -205,8 +197,6 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
     # Name the base as the user gave it (not the cache folder it was converted into), and a built-in by its upstream
     # hub id, which PEFT, lm-eval and vLLM can load (agentlab resolves it to the built-in offline); set after saving,
     # since PEFT would look a name that is not a folder up on the hub while saving.
-    from agentlab.core.llm.builtin import upstream_id
-
     config_path = tmp / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
     adapter_config["base_model_name_or_path"] = upstream_id(cfg.base_model) or cfg.base_model

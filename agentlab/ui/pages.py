@@ -13,9 +13,15 @@ from typing import Any
 
 import streamlit as st
 
+from agentlab.core.config import load_config
 from agentlab.core.errors import AgentlabError
 from agentlab.core.files import human_size
+from agentlab.core.models.builtin import builtin_status
 from agentlab.core.runs import runs_root
+from agentlab.pipeline.config import PipelineConfig, execution_order
+from agentlab.pipeline.load import DEFAULT_PIPELINE, load_models, prepare
+from agentlab.pipeline.models import check_models
+from agentlab.pipeline.sessions import list_sessions, load_session, session_tree, sessions_root
 from agentlab.ui import builder, jobs, render, runs
 
 DEFAULT_MODELS = "configs/models.yaml"
@@ -70,8 +76,6 @@ def _stage_rows(stages: list[Any]) -> list[dict[str, Any]]:
 
 
 def base_page() -> None:
-    from agentlab.pipeline.load import DEFAULT_PIPELINE, prepare
-
     st.title("Pipeline · Base")
     st.caption("The configured pipeline on one input, as `agentlab pipeline run --models M --pipeline P --input ...`")
     left, right = st.columns(2)
@@ -139,8 +143,6 @@ def _remove_stage() -> None:
 
 
 def manual_page() -> None:
-    from agentlab.pipeline.load import load_models
-
     st.title("Pipeline · Manual")
     st.caption("Build the stages here, save them as a pipeline file, run it (`agentlab pipeline run`).")
     left, right = st.columns(2)
@@ -204,9 +206,6 @@ def _flatten(roots: list[dict[str, Any]], children: dict[str, list[dict[str, Any
 
 def _stage_names(path: Path, steps: list[dict[str, Any]]) -> list[str]:
     """The session's stages in run order (its config.yaml), else the stages it has step files for."""
-    from agentlab.core.config import load_config
-    from agentlab.pipeline.config import PipelineConfig, execution_order
-
     try:
         cfg = load_config(path / "config.yaml", PipelineConfig)
         return [s.name for s in execution_order(cfg.base_pipeline.stages)]
@@ -215,8 +214,6 @@ def _stage_names(path: Path, steps: list[dict[str, Any]]) -> list[str]:
 
 
 def history_page() -> None:
-    from agentlab.pipeline.sessions import list_sessions, load_session, session_tree, sessions_root
-
     st.title("Pipeline · History")
     sessions = list_sessions()
     if not sessions:
@@ -270,10 +267,6 @@ def history_page() -> None:
 
 
 def models_page() -> None:
-    from agentlab.core.llm.builtin import builtin_status
-    from agentlab.pipeline.load import load_models
-    from agentlab.pipeline.models import check_models
-
     st.title("Models")
     st.caption("`agentlab models check`: on disk, type, size, memory needed at the configured context, fits")
     models_file = st.text_input("Models file", DEFAULT_MODELS, key="models_file")

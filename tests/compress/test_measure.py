@@ -22,7 +22,7 @@ from agentlab.compress.measure import (
     windows,
 )
 from agentlab.core.errors import InputError, MissingPackage, missing_package
-from agentlab.core.llm.builtin import find_builtin
+from agentlab.core.models.builtin import find_builtin
 
 HAMLET = Path(__file__).resolve().parents[3] / "shared" / "data" / "text" / "hamlet.txt"  # ../shared of the repo
 
@@ -311,7 +311,7 @@ def test_smollm2_q8_0_perplexity_within_one_percent_of_f16(tmp_path: Path) -> No
     pytest.importorskip("llama_cpp")
     pytest.importorskip("transformers")
     from agentlab.compress.gguf import gguf_tensor_types, perplexity_gguf, quantize_hf_to_gguf
-    from agentlab.core.train.model import hf_model_folder
+    from agentlab.core.models.load import hf_model_folder
 
     start = time.perf_counter()
     folder = hf_model_folder("smollm2-135m")  # cached under $AGENTLAB_CACHE after the first conversion

@@ -24,7 +24,7 @@ from agentlab.compress.prune import (  # noqa: E402
     wanda_prune,
 )
 from agentlab.core.errors import InputError  # noqa: E402
-from agentlab.core.train.model import load_causal_lm  # noqa: E402
+from agentlab.core.models.load import load_causal_lm  # noqa: E402
 from agentlab.core.train.tiny import CORPUS, make_tiny_model  # noqa: E402
 
 TEXT = CORPUS.read_text(encoding="utf-8")

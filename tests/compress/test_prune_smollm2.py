@@ -22,7 +22,7 @@ pytest.importorskip("peft")
 from agentlab.compress.measure import perplexity_hf  # noqa: E402
 from agentlab.compress.prune import magnitude_prune, param_count, structured_prune, wanda_prune  # noqa: E402
 from agentlab.compress.recover import distill, lora_recover  # noqa: E402
-from agentlab.core.train.model import load_causal_lm  # noqa: E402
+from agentlab.core.models.load import load_causal_lm  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # minutes each on a busy CPU
 

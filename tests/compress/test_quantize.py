@@ -16,7 +16,7 @@ from agentlab.core.errors import ConfigError  # noqa: E402
 
 @pytest.mark.parametrize("method", ["int8_weight_only", "int8_dynamic", "torch_dynamic_int8"])
 def test_cpu_methods_quantize_and_still_run(method: str, tiny_model: dict[str, Path]) -> None:
-    from agentlab.core.train.model import load_causal_lm
+    from agentlab.core.models.load import load_causal_lm
 
     model, _ = load_causal_lm(tiny_model["hf"], device="cpu")
     ids = torch.tensor([[5, 17, 42, 99, 7]])

@@ -15,7 +15,7 @@ pytest.importorskip("peft")
 from agentlab.compress.prune import decoder_linears, magnitude_prune, sparsity_of, structured_prune  # noqa: E402
 from agentlab.compress.recover import distill, kd_loss, lora_recover, pruning_masks  # noqa: E402
 from agentlab.core.errors import InputError  # noqa: E402
-from agentlab.core.train.model import load_causal_lm  # noqa: E402
+from agentlab.core.models.load import load_causal_lm  # noqa: E402
 from agentlab.core.train.tiny import CORPUS  # noqa: E402
 
 TEXT = CORPUS.read_text(encoding="utf-8")

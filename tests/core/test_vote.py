@@ -82,7 +82,7 @@ def test_a_long_answer_naming_one_short_answer_votes_for_it() -> None:
 
 
 def test_unanimous_groups_as_the_vote_does() -> None:
-    from agentlab.core.debate.engine import Answer
+    from agentlab.core.debate.answers import Answer
     from agentlab.core.debate.rules import unanimous
 
     said = [Answer("a", "Lima", "Lima", None), Answer("c", "", "Yo ho, that be Lima, sailor", None)]

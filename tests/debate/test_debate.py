@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentlab.core.debate.engine import Answer, vote
+from agentlab.core.debate.answers import Answer, vote
 from agentlab.core.debate.protocol import first_prompt, parse_reply
 from agentlab.core.llm.providers.scripted import ScriptedProvider, count_words
 from agentlab.core.runs import run_in_folder

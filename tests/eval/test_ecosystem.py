@@ -21,7 +21,7 @@ pytest.importorskip("peft")
 from eval_helpers import user_tasks  # noqa: E402
 
 from agentlab.cli import main  # noqa: E402
-from agentlab.core.llm import builtin  # noqa: E402
+from agentlab.core.models import builtin  # noqa: E402
 
 UPSTREAM = "agentlab-test/Tiny-Chat"
 
@@ -39,7 +39,7 @@ def tiny_builtin(tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -
 
 def test_the_upstream_id_of_a_built_in_is_the_built_in(tiny_builtin: str, tiny_model: dict[str, Path],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentlab.core.llm import modelref
+    from agentlab.core.models import modelref
 
     found = modelref.resolve_model(UPSTREAM)
     assert found.kind == "builtin" and found.path == tiny_model["hf"]

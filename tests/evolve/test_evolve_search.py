@@ -93,7 +93,7 @@ def test_answer_logliks_equal_a_plain_forward(tiny_model: dict[str, Path], seeds
     import torch
 
     from agentlab.core.llm.scoring import answer_logliks, chat_prompt_ids
-    from agentlab.core.train.model import load_causal_lm
+    from agentlab.core.models.load import load_causal_lm
 
     model, tok = load_causal_lm(str(tiny_model["hf"]), device="cpu", adapters={"a": seeds["skill_arithmetic"]})
     pairs = [("What is 2 + 3?", "5"), ("What is the capital of France?", "Paris"), ("How many m in 2 km?", "2000")]

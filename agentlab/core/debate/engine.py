@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.debate.answers import Answer, Round
 from agentlab.core.debate.protocol import (
     Kind,
     conversation,
@@ -24,11 +25,11 @@ from agentlab.core.debate.protocol import (
     parse_structured,
     reply_schema,
 )
+from agentlab.core.debate.rules import shown, stops_after_round0
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.config import HFProviderConfig, LLMConfig, ModelConfig, ProviderConfig, RouteConfig
 from agentlab.core.llm.structured import schema_max_tokens
 from agentlab.core.llm.types import GenParams, Messages
-from agentlab.core.vote import Ballot, Tally, tally
 
 HF_PROVIDER = "debate-hf"
 BASE_MODEL = "debate-base"
@@ -51,39 +52,6 @@ class Panel:
     agents: list[Agent]
     judge: str
     judge_source: str
-
-
-@dataclass
-class Answer:
-    """One reply: what the transcript records."""
-
-    agent: str
-    text: str
-    answer: str | None
-    confidence: float | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    model: str | None = None
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("extra")
-        return {**data, **self.extra}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Answer:
-        known = {k: data.get(k) for k in ("agent", "text", "answer", "confidence", "model", "error")}
-        return cls(**known, prompt_tokens=int(data.get("prompt_tokens") or 0),  # type: ignore[arg-type]
-                   completion_tokens=int(data.get("completion_tokens") or 0),
-                   seconds=float(data.get("seconds") or 0.0))
-
 
 
 def adapter_routes(base_model: str, adapters: Mapping[str, str | Path], *, device: str = "auto",
@@ -147,14 +115,9 @@ def _params(own: dict[str, Any], temperature: float, max_tokens: int) -> GenPara
     return merged
 
 
-Round = list[Answer]
-
-
 def others_of(rounds: list[Round], agent: str, visibility: str = "full") -> list[list[tuple[str, str]]]:
     """For each finished round, the other agents' answers as ``(name, what it sees)``: the full reply, the parsed
     answer, or the answer with its confidence (``core/debate/rules.py``: ``shown``)."""
-    from agentlab.core.debate.rules import shown
-
     return [[(a.agent, shown(a, visibility)) for a in answers if a.agent != agent] for answers in rounds]
 
 
@@ -166,8 +129,6 @@ async def debate_rounds(router: Any, panel: Panel, question: str, kind: Kind, ro
     concurrently, so an in-process backend generates them as one batch. ``on_round(k, answers)`` runs after each.
     ``visibility``: what each agent sees of the others' answers; ``rule`` ``on_disagreement`` stops after a
     unanimous round 0 (the rounds returned are then fewer than ``rounds + 1``)."""
-    from agentlab.core.debate.rules import stops_after_round0
-
     finished: list[Round] = list(done or [])
     for number in range(len(finished), rounds + 1):
         if number > 0 and rule is not None and stops_after_round0(rule, finished[0]):
@@ -186,21 +147,12 @@ async def debate_rounds(router: Any, panel: Panel, question: str, kind: Kind, ro
     return finished
 
 
-def ballots(answers: Round) -> list[Ballot]:
-    return [Ballot(a.agent, a.answer, a.confidence) for a in answers]
-
-
-def vote(answers: Round, method: str) -> Tally:
-    """The vote of one round (``judge`` decides elsewhere; its rounds are shown with the ReConcile vote)."""
-    return tally(ballots(answers), "reconcile" if method == "judge" else method)  # type: ignore[arg-type]
-
-
 async def judge(router: Any, panel: Panel, question: str, kind: Kind, answers: Round, *,
                 max_tokens: int) -> Answer:
     """The judge's reply on the last round: a decision (numeric) or a summary with a stance (open)."""
     judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
-    shown = [(a.agent, a.text) for a in answers]
-    messages = [{"role": "user", "content": judge_prompt(question, kind, shown)}]
+    replies = [(a.agent, a.text) for a in answers]
+    messages = [{"role": "user", "content": judge_prompt(question, kind, replies)}]
     reply = await ask(router, judge_agent, messages, kind, temperature=0.0, max_tokens=max(max_tokens, 160))
     if reply.error is None:
         reply.answer, reply.confidence = parse_reply(reply.text, kind)

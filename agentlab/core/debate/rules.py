@@ -21,12 +21,10 @@ the final answer is one of these rules, over the rounds of one debate (round 0: 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from agentlab.core.debate.answers import Answer, ballots, vote
 from agentlab.core.vote import Tally, canonical, normalise, tally
-
-if TYPE_CHECKING:
-    from agentlab.core.debate.engine import Answer
 
 Rule = Literal["vote", "last_round", "all_rounds", "on_disagreement", "keep_round0"]
 RULES: tuple[str, ...] = ("vote", "last_round", "all_rounds", "on_disagreement", "keep_round0")
@@ -55,8 +53,6 @@ def unanimous(answers: list[Answer]) -> bool:
 
 
 def _vote(answers: list[Answer], method: str) -> Tally:
-    from agentlab.core.debate.engine import vote
-
     return vote(answers, method)
 
 
@@ -69,8 +65,6 @@ def decide(rule: str, rounds: list[list[Answer]], method: str = "reconcile") -> 
     if rule == "last_round":
         return Decision(_vote(rounds[-1], method), len(rounds))
     if rule == "all_rounds":
-        from agentlab.core.debate.engine import ballots
-
         every = [b for answers in rounds for b in ballots(answers)]
         return Decision(tally(every, "reconcile" if method == "judge" else method), len(rounds))  # type: ignore[arg-type]
     if rule == "on_disagreement":

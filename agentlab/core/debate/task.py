@@ -18,6 +18,7 @@ from typing import Literal
 from agentlab.core.debate.protocol import STANCES, Kind
 from agentlab.core.errors import InputError, UsageError
 from agentlab.core.files import iter_jsonl
+from agentlab.core.runs import atomic_write_text
 from agentlab.core.vote import normalise
 
 Difficulty = Literal["easy", "medium", "hard"]
@@ -53,8 +54,6 @@ def as_questions(rows: list[dict[str, str]]) -> list[Question]:
 
 
 def write_task(path: Path, rows: list[dict[str, str]], force: bool = False) -> None:
-    from agentlab.core.runs import atomic_write_text
-
     if path.exists() and not force:
         raise UsageError(f"--out {path}: already exists", hint="choose another file, or pass --force")
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))

@@ -14,10 +14,22 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agentlab.core.errors import AgentlabError
-from agentlab.core.harness.lm import HarnessModel
+from agentlab.core.runs import atomic_write_text
+
+
+class ScoredModel(Protocol):
+    """What scoring needs of a loaded model (``lm.py``'s ``HarnessModel``): lm-eval's ``lm`` over it, a block run as
+    one adapter, and log-likelihoods under one."""
+
+    lm: Any
+
+    def active(self, adapter: str | None) -> contextlib.AbstractContextManager[None]: ...
+
+    def loglikelihoods(self, pairs: Sequence[tuple[str, str]], adapter: str | None) -> list[float]: ...
+
 
 # A per-sample log-likelihood that moves less than this between base and adapter counts as unchanged.
 LOGLIK_TOLERANCE = 1e-6
@@ -37,7 +49,7 @@ class Settings:
     samples: dict[str, list[int]] | None = None  # task -> the item indices to score (instead of limit)
 
 
-def evaluate_row(hm: HarnessModel, adapter: str | None, tasks: Sequence[str], manager: Any,
+def evaluate_row(hm: ScoredModel, adapter: str | None, tasks: Sequence[str], manager: Any,
                  settings: Settings) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """``(results, samples)`` of ``tasks`` scored by lm-eval on ``hm`` as ``adapter`` (None: the base)."""
     from lm_eval import simple_evaluate
@@ -110,8 +122,6 @@ def save_row(folder: Path, results: dict[str, Any], samples: dict[str, list[dict
     """lm-eval's files of one row: ``samples_<task>.jsonl`` first, ``results.json`` last (its presence marks the row
     done for ``--resume``), each written atomically."""
     from lm_eval.utils import handle_non_serializable
-
-    from agentlab.core.runs import atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     for task, rows in samples.items():
@@ -224,7 +234,7 @@ def _context(sample: dict[str, Any]) -> str | None:
     return None
 
 
-def logliks_of(hm: HarnessModel | Any, samples: dict[str, list[dict[str, Any]]], adapter: str | None
+def logliks_of(hm: ScoredModel, samples: dict[str, list[dict[str, Any]]], adapter: str | None
                ) -> dict[str, list[float]]:
     """Per task, the per-sample log-likelihoods of a row: from lm-eval's samples for log-likelihood tasks; for
     generation tasks (whose samples carry text), log P(target | prompt) of the first items, computed now through

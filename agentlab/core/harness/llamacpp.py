@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import missing_package
+from agentlab.core.llm.providers.llama_cpp import _formatter
+from agentlab.core.llm.scoring import RawRequest, complete_llama, llama_prompt_logprobs
 
 
 def llama_lm(path: str | Path, *, n_ctx: int = 2048, threads: int | None = None) -> Any:
@@ -23,8 +25,6 @@ def llama_lm(path: str | Path, *, n_ctx: int = 2048, threads: int | None = None)
         from lm_eval.api.model import TemplateLM
     except ImportError as exc:
         raise missing_package(exc) or exc from None
-    from agentlab.core.llm.scoring import llama_prompt_logprobs
-
     class LlamaCppLM(TemplateLM):
         def __init__(self) -> None:
             super().__init__()
@@ -62,8 +62,6 @@ def llama_lm(path: str | Path, *, n_ctx: int = 2048, threads: int | None = None)
             return out
 
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-            from agentlab.core.llm.scoring import RawRequest, complete_llama
-
             out = []
             for request in requests:
                 context, kwargs = request.args
@@ -74,8 +72,6 @@ def llama_lm(path: str | Path, *, n_ctx: int = 2048, threads: int | None = None)
             return out
 
         def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-            from agentlab.core.llm.providers.llama_cpp import _formatter
-
             rendered = _formatter(self.llm, self.path)(messages=chat_history)
             return str(rendered.prompt)
 

@@ -2,7 +2,7 @@
 
 lm-eval's ``HFLM(pretrained=<model object>, peft=...)`` ignores ``peft`` without a word (0.4.13: log-likelihoods
 equal to the base's), and lm-eval has had silent no-op adapter loads before (its issues #808, #511). So agentlab
-loads the base and every adapter itself (:func:`agentlab.core.train.load_causal_lm`: a built-in or GGUF is
+loads the base and every adapter itself (:func:`agentlab.core.models.load.load_causal_lm`: a built-in or GGUF is
 de-quantized once and cached, no hub lookup), gives ``HFLM`` the ``PeftModel`` itself, and switches adapters with
 ``set_adapter`` / ``disable_adapter`` between evaluations. Each adapter must change the next-token logits on a probe
 before it is scored (:meth:`HarnessModel.probe`); after scoring, its per-sample log-likelihoods must differ from the
@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, InputError, missing_package
+from agentlab.core.harness.evaluate import evaluate_row, logliks_of
+from agentlab.core.harness.tasks import go_offline
+from agentlab.core.models.adapters import adapter_logit_changes, read_adapter
+from agentlab.core.models.load import load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,6 @@ class HarnessModel:
 
     def probe(self, prompt: str) -> dict[str, float]:
         """Each adapter's largest absolute change to the next-token logits after ``prompt`` (a chat turn)."""
-        from agentlab.core.train.adapters import adapter_logit_changes
-
         if not self.adapters:
             return {}
         return adapter_logit_changes(self.model, self.tokenizer, list(self.adapters), prompt)
@@ -76,14 +78,10 @@ class HarnessModel:
     def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: Any, settings: Any
                  ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         """lm-eval's ``(results, samples)`` of ``tasks`` as ``adapter`` (:func:`~.evaluate.evaluate_row`)."""
-        from agentlab.core.harness.evaluate import evaluate_row
-
         return evaluate_row(self, adapter, tasks, manager, settings)
 
     def logliks(self, samples: dict[str, list[dict[str, Any]]], adapter: str | None) -> dict[str, list[float]]:
         """Per task, the per-sample log-likelihoods of a row (:func:`~.evaluate.logliks_of`)."""
-        from agentlab.core.harness.evaluate import logliks_of
-
         return logliks_of(self, samples, adapter)
 
     def uses_chat_template(self, setting: bool | str) -> bool:
@@ -100,10 +98,6 @@ def load_harness_model(ref: str, adapters: Mapping[str, str | Path] | None = Non
     PEFT folder) once, in eval mode, and wrap them in lm-eval's ``HFLM``. ``on_requests(kind, n)`` is told each batch
     of requests lm-eval sends (``loglikelihood``, ``generate_until``, ...), instead of lm-eval's own progress bars.
     ``InputError`` for an adapter folder that is not a PEFT adapter."""
-    from agentlab.core.harness.tasks import go_offline
-    from agentlab.core.train.adapters import read_adapter
-    from agentlab.core.train.model import load_causal_lm
-
     go_offline()
     folders = {name: Path(path) for name, path in (adapters or {}).items()}
     for path in folders.values():

@@ -15,10 +15,13 @@ from agentlab.core.harness.evaluate import (
     Paired,
     Score,
     Settings,
+    _env_info_once,
     check_applied,
     evaluate_row,
     logliks_of,
     paired,
+    per_item,
+    quiet_bars,
     scores,
 )
 from agentlab.core.harness.lm import BASE, HarnessModel, check_probe, load_harness_model
@@ -46,8 +49,6 @@ class HarnessScores:
 
     def per_item(self, row: str) -> list[float]:
         """The per-item values of each task's first metric on ``row``, task after task, in item order."""
-        from agentlab.core.harness.evaluate import per_item
-
         firsts: dict[str, Score] = {}
         for score in self.rows[row]:
             firsts.setdefault(score.task, score)
@@ -119,8 +120,6 @@ def score_lm(lm: Any, tasks: Sequence[str], *, include: Sequence[str | Path] = (
     """One row: any lm-eval ``LM`` (a compressed model wrapped by :func:`~agentlab.core.harness.lm.wrap_model`'s
     ``.lm``, a GGUF's :func:`~agentlab.core.harness.llamacpp.llama_lm`) on ``tasks``."""
     from lm_eval import simple_evaluate
-
-    from agentlab.core.harness.evaluate import _env_info_once, quiet_bars
 
     manager = task_manager(include, names=tasks)
     load_tasks(manager, tasks)

@@ -23,7 +23,7 @@ from typing import Any
 
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.llm.config import ResourceConfig
-from agentlab.core.llm.modelfiles import hf_config, safetensors_numels
+from agentlab.core.models.modelfiles import gguf_info, hf_config, safetensors_numels
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,6 @@ def kv_cache_bytes(n_layers: int, n_ctx: int, n_kv_heads: int | Sequence[int], k
 
 def gguf_dims(path: str | Path) -> dict[str, Any]:
     """The sizes an estimate needs, from the GGUF header (:func:`modelfiles.gguf_info`, cached; no weights read)."""
-    from agentlab.core.llm.modelfiles import gguf_info
-
     try:
         info = gguf_info(path)
     except AgentlabError as exc:
@@ -214,8 +212,6 @@ def _config_numels(cfg: dict[str, Any]) -> list[tuple[str, int]]:
 def _gguf_as_hf_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The config.json fields an HF estimate reads, from a GGUF header (``n_params`` added; dtype float32 as the
     de-quantized model is saved)."""
-    from agentlab.core.llm.modelfiles import gguf_info
-
     try:
         info = gguf_info(path)
     except AgentlabError as exc:
@@ -238,7 +234,7 @@ def estimate_hf(path: str | Path, dtype: str = "float32", n_ctx: int | None = No
     folder = Path(path)
     if folder.is_file():
         raw, cfg = _gguf_as_hf_config(folder)
-        # The transformers provider de-quantizes a GGUF into a model of these parameters (see core/train/convert.py)
+        # The transformers provider de-quantizes a GGUF into a model of these parameters (see core/models/convert.py)
         numels = [("gguf.tensors", raw["n_params"])] if raw["n_params"] and not load_in_4bit else None
     else:
         try:

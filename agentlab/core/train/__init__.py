@@ -1,16 +1,18 @@
 """Flat builders over torch / transformers / peft / trl, shared by every command that loads or trains a model.
 
-- :func:`resolve_device_dtype`, :func:`seed_everything`, :func:`quantization_config` (``device.py``)
-- :func:`load_causal_lm` (base + optional 4-bit + optional adapters), :func:`lora_config` (``model.py``)
+- :func:`resolve_device_dtype`, :func:`seed_everything`, :func:`quantization_config`, :func:`load_causal_lm` (base +
+  optional 4-bit + optional adapters), :func:`hf_model_folder`: re-exported from ``agentlab.core.models``, where
+  model loading lives (used by the providers of ``core/llm`` too)
+- :func:`lora_config` (``model.py``)
 - :func:`build_sft_trainer` over TRL's ``SFTTrainer``, :class:`LossSummary`, :func:`last_checkpoint` (``sft.py``)
 - :class:`ProgressCallback`: a ``TrainerCallback`` reporting to agentlab's ``Progress`` (``callbacks.py``)
 - :func:`training_chat_template`: chat templates that mark assistant turns (``chat.py``)
 - :func:`share`, :func:`world_size`, :func:`is_main`, :class:`FollowerRun`: one run folder for every process of
   ``accelerate launch`` / ``torchrun`` (``dist.py``)
 - :func:`blend_adapters`, :func:`read_parent`, :class:`BlendResult`: exact LoRA blends (``blend.py``)
-- ``multilora.stack_adapters`` / ``multilora.fused_rows``: the fused multi-LoRA forward of mixed-adapter batches
-  (``multilora.py``; imported as a module)
-- tiny local models for tests and demos (``tiny.py``), GGUF -> transformers conversion (``convert.py``)
+- tiny local models for tests and demos (``tiny.py``)
+
+GGUF <-> transformers conversion, adapter folders and the fused multi-LoRA forward are in ``agentlab.core.models``.
 
 Names are imported on first use, so ``import agentlab.core.train`` stays cheap (no torch): the CLI's ``--help``
 must not import torch.
@@ -22,23 +24,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agentlab.core.models.device import quantization_config, resolve_device_dtype, seed_everything, wants_4bit
+    from agentlab.core.models.load import hf_model_folder, load_causal_lm
     from agentlab.core.train.blend import BlendResult, blend_adapters, read_parent
     from agentlab.core.train.callbacks import ProgressCallback
     from agentlab.core.train.chat import TrainingTemplate, training_chat_template
-    from agentlab.core.train.device import quantization_config, resolve_device_dtype, seed_everything, wants_4bit
     from agentlab.core.train.dist import FollowerRun, is_main, share, world_size
-    from agentlab.core.train.model import hf_model_folder, load_causal_lm, lora_config
+    from agentlab.core.train.model import lora_config
     from agentlab.core.train.sft import LossSummary, build_sft_trainer, last_checkpoint
 
 _EXPORTS = {
-    "resolve_device_dtype": "device", "seed_everything": "device", "quantization_config": "device",
-    "wants_4bit": "device",
-    "load_causal_lm": "model", "lora_config": "model", "hf_model_folder": "model",
-    "build_sft_trainer": "sft", "LossSummary": "sft", "last_checkpoint": "sft",
-    "ProgressCallback": "callbacks",
-    "share": "dist", "world_size": "dist", "is_main": "dist", "FollowerRun": "dist",
-    "training_chat_template": "chat", "TrainingTemplate": "chat",
-    "blend_adapters": "blend", "read_parent": "blend", "BlendResult": "blend",
+    "resolve_device_dtype": "agentlab.core.models.device", "seed_everything": "agentlab.core.models.device",
+    "quantization_config": "agentlab.core.models.device", "wants_4bit": "agentlab.core.models.device",
+    "load_causal_lm": "agentlab.core.models.load", "hf_model_folder": "agentlab.core.models.load",
+    "lora_config": f"{__name__}.model",
+    "build_sft_trainer": f"{__name__}.sft", "LossSummary": f"{__name__}.sft", "last_checkpoint": f"{__name__}.sft",
+    "ProgressCallback": f"{__name__}.callbacks",
+    "share": f"{__name__}.dist", "world_size": f"{__name__}.dist", "is_main": f"{__name__}.dist",
+    "FollowerRun": f"{__name__}.dist",
+    "training_chat_template": f"{__name__}.chat", "TrainingTemplate": f"{__name__}.chat",
+    "blend_adapters": f"{__name__}.blend", "read_parent": f"{__name__}.blend", "BlendResult": f"{__name__}.blend",
 }
 __all__ = ["BlendResult", "FollowerRun", "LossSummary", "ProgressCallback", "TrainingTemplate", "blend_adapters",
            "build_sft_trainer", "hf_model_folder", "is_main", "last_checkpoint", "load_causal_lm", "lora_config",
@@ -50,6 +55,6 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

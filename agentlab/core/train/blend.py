@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package
-from agentlab.core.train.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
+from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
+from agentlab.core.models.builtin import canonical_base
 
 if TYPE_CHECKING:
     import torch
@@ -319,8 +320,6 @@ def _mutate(t: torch.Tensor, p: float, std: float, gen: torch.Generator) -> torc
 
 
 def check_compatible(parents: list[Parent]) -> None:
-    from agentlab.core.llm.builtin import canonical_base
-
     first = parents[0]
     base = first.config.get("base_model_name_or_path")
     for p in parents[1:]:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.models.device import quiet_imports
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
-from agentlab.core.train.device import quiet_imports
 
 quiet_imports()  # transformers' trainer imports bitsandbytes
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import ConfigError
+from agentlab.core.files import read_text
 
 START, END = "<|im_start|>", "<|im_end|>"
 _MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -149,7 +150,5 @@ def _chatml(default_system: str | None) -> str:
 def _read_template(value: str | Path) -> str:
     path = Path(value)
     if isinstance(value, Path) or (path.suffix in (".jinja", ".j2") and "\n" not in str(value)):
-        from agentlab.core.files import read_text
-
         return read_text(path)
     return str(value)

@@ -1,121 +1,21 @@
-"""Loading causal LMs (base + optional 4-bit + optional PEFT adapters) and LoRA configs: flat builders shared by the
-transformers provider, ``train-persona`` and the commands after it.
+"""LoRA configs for training: :func:`lora_config`, shared by ``train-persona``, ``compress``'s recovery and the
+benchmarks. Loading a model is ``core/models/load.py``.
 
-torch, transformers and peft are imported inside the functions.
+peft is imported inside the function.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from agentlab.core.errors import AgentlabError, ConfigError, missing_package, one_line
-from agentlab.core.train.device import (
-    FourBit,
-    cuda_index,
-    int8_config,
-    quantization_config,
-    quiet_imports,
-    quiet_library_warnings,
-    resolve_device_dtype,
-)
+from agentlab.core.models.device import quiet_imports
 
-log = logging.getLogger(__name__)
+# Re-exported for agentlab/compress/run.py, which helper "planner" restructures: its owner points it at
+# agentlab.core.models.load after merging, and these two names go.
+from agentlab.core.models.load import hf_model_folder, load_causal_lm
 
-
-def hf_model_folder(ref: str | Path, *, base: str | Path = ".", user: str = "this") -> Path:
-    """The transformers folder of a model reference (whatever ``modelref.resolve_model`` accepts: a built-in name,
-    a GGUF file, a transformers folder, a cached hub id); a GGUF is converted once and cached
-    (``core/train/convert.py``). Raises ``ModelNotFound`` / ``MissingPackage`` / ``AgentlabError`` with the next
-    step."""
-    from agentlab.core.llm.modelref import resolve_model
-
-    found = resolve_model(str(ref), base=base, user=user)
-    if found.format == "hf":
-        return found.path
-    from agentlab.core.train.convert import gguf_to_hf
-
-    try:
-        return gguf_to_hf(found.path)
-    except ImportError as exc:
-        raise missing_package(exc) or exc from None
-
-
-def load_causal_lm(ref: str | Path, *, device: Any = "auto", dtype: Any = "auto", load_in_4bit: FourBit = False,
-                   load_in_8bit: bool = False, adapters: Mapping[str, str | Path] | None = None,
-                   trainable: bool = False, base: str | Path = ".",
-                   attn_implementation: str | None = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for the model ``ref`` (see :func:`hf_model_folder`).
-
-    ``device`` / ``dtype`` as in :func:`~agentlab.core.train.device.resolve_device_dtype`. ``load_in_4bit``: True,
-    False or ``auto`` (4-bit on CUDA, float weights with a one-line warning elsewhere): NF4 with double
-    quantization through bitsandbytes (:func:`~agentlab.core.train.device.quantization_config`); the other weights
-    stay in ``dtype``. ``load_in_8bit``: bitsandbytes LLM.int8() linear layers instead (CUDA only). On CUDA the
-    weights load straight onto the GPU of this process (the local rank under ``accelerate launch``), never through a
-    CPU copy. ``adapters``: PEFT adapter folders by name, loaded onto the base in order (the first is active); the
-    model is then a ``PeftModel``. ``trainable``: adapters load trainable and the model is left in train mode;
-    otherwise it is in eval mode. ``attn_implementation``: e.g. ``flash_attention_2`` (transformers picks sdpa by
-    default). Errors are ``AgentlabError``s with the next step.
-    """
-    folder = hf_model_folder(ref, base=base)
-    if load_in_8bit and load_in_4bit is True:
-        raise ConfigError("load_in_4bit and load_in_8bit are both set", hint="choose one bitsandbytes precision")
-    dev, dt = resolve_device_dtype(device, dtype, load_in_4bit=load_in_4bit is True or load_in_8bit)
-    kwargs: dict[str, Any] = {"dtype": dt}
-    quant = (int8_config() if load_in_8bit else quantization_config(load_in_4bit=load_in_4bit, device=dev))
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-    if dev.type == "cuda":
-        # Straight onto the GPU (accelerate): a CPU copy first would need the whole model in RAM too.
-        kwargs["device_map"] = {"": cuda_index(dev)}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    model, tokenizer = _from_pretrained(folder, kwargs)
-    if dev.type != "cuda":
-        model = model.to(dev)
-    if adapters:
-        model = _with_adapters(model, adapters, trainable)
-    model.train(trainable)
-    return model, tokenizer
-
-
-def _from_pretrained(folder: Path, kwargs: dict[str, Any]) -> tuple[Any, Any]:
-    quiet_imports()
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:
-        raise missing_package(exc) or exc from None
-    from agentlab.core.train.convert import quiet_transformers
-
-    try:
-        with quiet_transformers(logs=False):  # no progress bars over the CLI's own
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except ImportError as exc:  # bitsandbytes / accelerate missing for 4-bit or device_map
-        raise missing_package(exc) or exc from None
-    except Exception as exc:  # transformers raises many types for unreadable or mismatched weights
-        raise AgentlabError(f"could not load {folder}: {one_line(exc)}",
-                            hint="check the folder loads with AutoModelForCausalLM.from_pretrained") from exc
-    return model, tokenizer
-
-
-def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bool) -> Any:
-    quiet_imports()
-    from peft import PeftModel
-
-    (first, first_path), *rest = adapters.items()
-    try:
-        with quiet_library_warnings():
-            model = PeftModel.from_pretrained(model, str(first_path), adapter_name=first, is_trainable=trainable)
-            for name, folder in rest:
-                model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
-    except Exception as exc:  # a folder without adapter_config.json, an adapter for another base model
-        raise AgentlabError(f"could not load the adapters {', '.join(adapters)}: {one_line(exc)}",
-                            hint="check that each adapter folder holds adapter_config.json and was trained on this "
-                            "base model") from exc
-    return model
+__all__ = ["hf_model_folder", "load_causal_lm", "lora_config"]
 
 
 def lora_config(*, r: int = 16, alpha: int | None = None, dropout: float = 0.05,

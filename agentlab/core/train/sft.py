@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import ConfigError, InputError
+from agentlab.core.models.device import quiet_imports, quiet_library_warnings
 from agentlab.core.train.chat import training_chat_template
-from agentlab.core.train.device import quiet_imports, quiet_library_warnings
 
 quiet_imports()  # trl imports peft, which imports bitsandbytes
 
@@ -118,7 +118,7 @@ def build_sft_trainer(
 ) -> tuple[SFTTrainer, LossSummary]:
     """A TRL ``SFTTrainer`` for chat data, and the :class:`LossSummary` of its prepared training data.
 
-    ``model``/``tokenizer``: from :func:`~agentlab.core.train.model.load_causal_lm` (any device, dtype, 4-bit).
+    ``model``/``tokenizer``: from :func:`~agentlab.core.models.load.load_causal_lm` (any device, dtype, 4-bit).
     ``train_dataset``/``eval_dataset``: a ``datasets.Dataset`` or a list of ``{"messages": [{"role", "content"},
     ...]}`` rows. ``peft_config``: a LoRA config (:func:`~agentlab.core.train.model.lora_config`) to wrap ``model``
     in; None trains ``model`` as it is (e.g. a ``PeftModel`` loaded with trainable adapters).

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError, InputError
-from agentlab.core.train.gguf_export import export_gguf, quantize_gguf
+from agentlab.core.models.convert import quiet_transformers
+from agentlab.core.models.gguf_export import export_gguf, quantize_gguf
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -119,8 +120,6 @@ def make_tiny_model(
     _randomize(model, seed)
     # Chat generation should stop at the end of a turn as well as at the end of text.
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
-    from agentlab.core.train.convert import quiet_transformers
-
     with quiet_transformers(logs=False):  # no "Writing model shards" bar under the CLI's own output
         model.save_pretrained(str(out))
     return out

@@ -305,7 +305,7 @@ def test_fused_forward_restacks_after_an_adapter_is_added(
 def test_fused_forward_failure_falls_back_to_peft(model_dir: str, adapters: dict[str, str],
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    from agentlab.core.train import multilora
+    from agentlab.core.models import multilora
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise multilora.FusedError("a LoRA layer input of shape (6,) for a batch of 2 rows")
@@ -522,3 +522,41 @@ def test_router_answers_through_hf(model_dir: str, adapters: dict[str, str]) -> 
     assert routed.model == "tiny" and routed.text and routed.completion.usage.completion_tokens <= 6
     assert alpha.raw["adapter"] == "alpha" and alpha.text != routed.text
     assert streamed.text == routed.text and streamed.ttft_s is not None
+
+
+def test_closing_the_router_frees_its_models(model_dir: str, adapters: dict[str, str]) -> None:
+    """The providers own the models they load: a model two open providers share stays loaded while one of them is
+    open, and goes (cache, resource registry, memory) when the last one closes; no unload_all needed."""
+    import gc
+    import weakref
+
+    from agentlab.core.llm.resources import loaded_estimates
+    from agentlab.core.llm.router import Router
+
+    hf.unload_all()
+    loads, held = hf.load_count(), len(loaded_estimates())
+    one = {"alpha": adapters["alpha"]}
+    router = Router.from_config(LLMConfig.model_validate({
+        "providers": {"local": {"kind": "hf", "device": "cpu", "adapters": one}},
+        "models": {"tiny": {"provider": "local", "model": model_dir, "params": {"max_tokens": 2, "temperature": 0}}},
+        "routes": {"default": {"primary": ["tiny"]}},
+    }))
+    other = provider(adapters=one)
+
+    async def main() -> weakref.ref[Any]:
+        await router.generate(chat("hi"))
+        await other.generate(model_dir, chat("hi"), greedy(1), 60)  # the router's model, shared
+        assert hf.load_count() - loads == 1 and len(loaded_estimates()) == held + 1
+        model = weakref.ref(next(iter(hf._CACHE.values())).model)
+        await router.aclose()
+        assert len(hf._CACHE) == 1 and len(loaded_estimates()) == held + 1  # the other provider still uses it
+        await other.aclose()
+        with pytest.raises(LLMError) as err:
+            await other.generate(model_dir, chat("hi"), greedy(1), 60)
+        assert err.value.kind == "unavailable" and "closed" in err.value.message
+        return model
+
+    model = run(main())
+    gc.collect()
+    assert not hf._CACHE and len(loaded_estimates()) == held
+    assert model() is None  # freed, not merely forgotten

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from agentlab.core.errors import AgentlabError, ConfigError  # noqa: E402
+from agentlab.core.models.device import quiet_library_warnings  # noqa: E402
 from agentlab.core.train import (  # noqa: E402
     load_causal_lm,
     lora_config,
@@ -25,7 +26,6 @@ from agentlab.core.train import (  # noqa: E402
     seed_everything,
     wants_4bit,
 )
-from agentlab.core.train.device import quiet_library_warnings  # noqa: E402
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 
@@ -75,7 +75,7 @@ def test_4bit_needs_cuda(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_each_process_loads_onto_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentlab.core.train.device import cuda_index
+    from agentlab.core.models.device import cuda_index
 
     monkeypatch.setenv("LOCAL_RANK", "3")  # set by accelerate launch / torchrun
     assert cuda_index(torch.device("cuda")) == 3

@@ -17,7 +17,7 @@ pytest.importorskip("trl")
 from transformers import TrainerCallback  # noqa: E402
 
 from agentlab.core.errors import ConfigError, InputError  # noqa: E402
-from agentlab.core.llm.builtin import find_builtin  # noqa: E402
+from agentlab.core.models.builtin import find_builtin  # noqa: E402
 from agentlab.core.train import (  # noqa: E402
     ProgressCallback,
     build_sft_trainer,

@@ -18,7 +18,8 @@ pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from agentlab.core.errors import AgentlabError  # noqa: E402
-from agentlab.core.train import gguf_export, tiny  # noqa: E402
+from agentlab.core.models import gguf_export  # noqa: E402
+from agentlab.core.train import tiny  # noqa: E402
 
 GGML_TYPE_F32 = 0
 TEXTS = [

@@ -14,6 +14,8 @@ from agentlab.core.llm.config import (
 )
 from agentlab.core.llm.types import Provider
 
+from .hf import HFProvider
+from .llama_cpp import LlamaCppProvider
 from .scripted import ScriptedProvider
 
 __all__ = ["build_provider", "ScriptedProvider"]
@@ -41,12 +43,8 @@ def build_provider(name: str, cfg: ProviderConfig, secrets: list[str] | None = N
     if isinstance(cfg, ScriptedProviderConfig):
         return ScriptedProvider(name, replies=list(cfg.replies), latency_s=cfg.latency_s)
     if isinstance(cfg, LlamaCppProviderConfig):
-        from .llama_cpp import LlamaCppProvider  # lazy: llama_cpp loads a shared library
-
         return LlamaCppProvider(name, cfg, resources or ResourceConfig())
     if isinstance(cfg, HFProviderConfig):
-        from .hf import HFProvider  # lazy: torch and transformers
-
         return HFProvider(name, cfg, resources or ResourceConfig())
     raise ConfigError(f"providers.{name}: unsupported provider kind '{getattr(cfg, 'kind', type(cfg).__name__)}'",
                       hint="use one of: openai, llama_cpp, hf, scripted")

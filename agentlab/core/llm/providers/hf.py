@@ -2,9 +2,11 @@
 
 A model's ``model`` is a local model folder (relative paths resolve against ``models_directory``, else the cwd), a
 GGUF file or a built-in model name (``smollm2-135m``): a GGUF is de-quantized into a transformers folder once and
-cached (``core/train/convert.py``); a hub id is read from the local hub cache, never downloaded. The
-base model, its tokenizer and every configured adapter load once per process (see :func:`load_count`) and are shared
-by every provider and router that asks for the same folder, device, dtype, quantization and adapter set.
+cached (``core/models/convert.py``); a hub id is read from the local hub cache, never downloaded. The
+base model, its tokenizer and every configured adapter load once (see :func:`load_count`) and are shared by every open
+provider (and router) that asks for the same folder, device, dtype, quantization and adapter set. The providers own
+the models they use: closing a provider (``Router.aclose()`` closes its providers) releases them, and a model no open
+provider uses any more is freed then (dropped from the cache and the resource registry, its memory returned).
 
 Concurrent ``generate`` calls are gathered for up to ``batch_wait_ms`` (at most ``max_batch_size``) and generated
 together, left-padded, when their sampling settings match; ``max_tokens``, ``stop`` and timeouts stay per request (each
@@ -17,7 +19,7 @@ here: the router's structured repair loop validates and repairs the output inste
 A request picks an adapter with the param ``adapter`` (GenParams.extra); without one the base model answers with the
 adapters disabled; an unknown adapter is a ``bad_request``. Requests for different adapters (and the base model)
 share a batch, and each row goes through its own LoRA only, so a row gives what it gives alone. By default
-(``mixed_lora: fused``) such a batch runs the fused multi-LoRA forward of ``core/train/multilora.py``: the adapters'
+(``mixed_lora: fused``) such a batch runs the fused multi-LoRA forward of ``core/models/multilora.py``: the adapters'
 weights are stacked once at load (again after adapters are added or removed) and every LoRA layer computes every
 row's delta in a few batched ops, however many adapters the batch mixes. Adapters it does not cover (DoRA, LoRA on
 embeddings, ``modules_to_save``, ...), ``mixed_lora: peft``, or a model where the fused forward failed before its
@@ -29,7 +31,7 @@ adapters are not LoRA, the model logs one line and generates one batch per adapt
 ``Completion.raw["mixed"]`` says how a mixed batch ran: ``fused-concat``, ``fused-bmm``, ``peft`` or
 ``per-adapter``.
 
-Device, dtype, 4-bit quantization and loading (base + adapters) come from the shared builders of ``core/train``
+Device, dtype, 4-bit quantization and loading (base + adapters) come from the shared builders of ``core/models``
 (``resolve_device_dtype``, ``load_causal_lm``); torch, transformers and peft are imported inside the functions that
 use them.
 """
@@ -48,11 +50,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import AgentlabError, LLMError, one_line
-from agentlab.core.llm import resources
+from agentlab.core.errors import AgentlabError, ConfigError, LLMError, MissingPackage, one_line
 from agentlab.core.llm.config import HFProviderConfig, ResourceConfig
+from agentlab.core.llm.resources import check_fits, estimate_hf, register_loaded, unregister_loaded
+from agentlab.core.llm.scoring import complete_hf
 from agentlab.core.llm.tools import parse_tagged, render_tool_messages, wants_calls, without_tools
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
+from agentlab.core.models import multilora
+from agentlab.core.models.device import dtype_name, resolve_device_dtype
+from agentlab.core.models.load import load_causal_lm
+from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
 __all__ = ["HFProvider", "load_count", "unload_all"]
 
@@ -61,7 +68,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 256
 
 _CACHE: dict[tuple[Any, ...], _Loaded] = {}
-_CACHE_LOCK = threading.Lock()  # one load at a time: two first requests must not both load the same model
+# The open providers that use each cached model (their tokens): a model is freed when its last holder closes.
+_HOLDERS: dict[tuple[Any, ...], set[object]] = {}
+_LOAD_LOCK = threading.Lock()  # one load at a time: two first requests must not both load the same model
+_CACHE_LOCK = threading.Lock()  # guards _CACHE and _HOLDERS (held briefly, never during a load)
 _LOADS = 0
 
 
@@ -71,13 +81,21 @@ def load_count() -> int:
 
 
 def unload_all() -> None:
-    """Drop every cached model (tests; freeing memory between experiments)."""
+    """Drop every cached model, held or not (tests). Programs close their routers instead: that frees the models."""
     with _CACHE_LOCK:
-        keys, entries = list(_CACHE), list(_CACHE.values())
+        keys = list(_CACHE)
         _CACHE.clear()
+        _HOLDERS.clear()
+    _free(keys)
+
+
+def _free(keys: list[tuple[Any, ...]]) -> None:
+    """Return the memory of models just dropped from the cache: their resource-registry entries, then the objects
+    (a generation still running on one keeps it alive until it ends) and CUDA's cached blocks."""
+    if not keys:
+        return
     for key in keys:
-        resources.unregister_loaded(key)
-    del entries
+        unregister_loaded(key)
     import gc
 
     gc.collect()
@@ -159,6 +177,8 @@ class HFProvider:
         self._open: dict[tuple[Any, ...], _Batch] = {}
         self._tasks: set[asyncio.Task] = set()
         self._gates: dict[tuple[int, int], asyncio.Lock] = {}  # (loop, model): one batch in flight at a time
+        self._token = object()  # this provider in _HOLDERS
+        self._closed = False
 
     # ------------------------------------------------------------------ Provider protocol
 
@@ -251,8 +271,6 @@ class HFProvider:
         """Raw-prompt completions with per-token log-probabilities (the gateway's ``/v1/completions``): ``request``
         is a ``core/llm/scoring.py`` ``RawRequest``, the adapter ``params.extra["adapter"]`` as for ``generate``.
         Not batched with chat requests; it holds the model's lock like a batch does."""
-        from agentlab.core.llm.scoring import complete_hf
-
         deadline = time.monotonic() + timeout_s
         loaded = await self._loaded(model, timeout_s, deadline)
         adapter = params.extra.get("adapter")
@@ -275,9 +293,32 @@ class HFProvider:
             raise LLMError(f"{self.name}: {exc}", "bad_request", model=model) from exc
 
     async def aclose(self) -> None:
-        """Models stay cached for other providers of this process; :func:`unload_all` frees them."""
+        """Cancel the open batches and release the models this provider used: one that no other open provider uses
+        is freed (dropped from the cache and the resource registry, its memory returned)."""
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
+        self._release()
+
+    def _hold(self, key: tuple[Any, ...]) -> _Loaded | None:
+        """The cached model of ``key``, now held by this provider; None when it is not cached."""
+        with _CACHE_LOCK:
+            entry = _CACHE.get(key)
+            if entry is not None:
+                _HOLDERS.setdefault(key, set()).add(self._token)
+            return entry
+
+    def _release(self) -> None:
+        dropped = []
+        with _CACHE_LOCK:
+            for key in list(_HOLDERS):
+                holders = _HOLDERS[key]
+                holders.discard(self._token)
+                if not holders:
+                    del _HOLDERS[key]
+                    _CACHE.pop(key, None)
+                    dropped.append(key)
+        _free(dropped)
 
     @property
     def _fused(self) -> bool:
@@ -288,19 +329,13 @@ class HFProvider:
     def _path(self, model: str) -> Path:
         """The model's transformers folder, or the GGUF file that ``_load`` converts to one (a built-in name, a
         .gguf path); a hub id only from the local hub cache. See ``modelref.resolve_model``."""
-        from agentlab.core.errors import MissingPackage
-        from agentlab.core.llm.modelref import ModelNotFound, resolve_model
-
         try:
             return resolve_model(model, base=self.cfg.models_directory, user=f"the hf provider '{self.name}'").path
         except (ModelNotFound, MissingPackage) as exc:  # unavailable: a router falls back to the next model
             raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from None
 
     def _device_dtype(self, model: str) -> tuple[str, str]:
-        """The device type and dtype name this provider loads onto (``core/train/device.py`` decides)."""
-        from agentlab.core.errors import ConfigError
-        from agentlab.core.train.device import dtype_name, resolve_device_dtype
-
+        """The device type and dtype name this provider loads onto (``core/models/device.py`` decides)."""
         try:
             device, dtype = resolve_device_dtype(self.cfg.device, self.cfg.dtype, load_in_4bit=self.cfg.load_in_4bit,
                                                  what=f"providers.{self.name}.device")
@@ -314,11 +349,15 @@ class HFProvider:
         adapters = tuple(sorted((name, str(self._adapter_path(name, folder, model)))
                                 for name, folder in self.cfg.adapters.items()))
         key = (str(path), device, dtype, self.cfg.load_in_4bit, adapters)
-        cached = _CACHE.get(key)
+        if self._closed:
+            raise LLMError(f"{self.name}: the provider is closed", "unavailable", model=model,
+                           hint="open a new router: a closed one has released its models")
+        cached = self._hold(key)
         if cached is not None:
             return cached
         # Loading takes seconds to minutes, so it runs off the event loop. The request stops waiting at its deadline
-        # but the load goes on and lands in the cache: a retry waits for it (on _CACHE_LOCK) instead of restarting.
+        # but the load goes on and lands in the cache, held by this provider: a retry waits for it (on _LOAD_LOCK)
+        # instead of restarting.
         loading = asyncio.get_running_loop().run_in_executor(None, self._load, key, model)
         try:
             return await asyncio.wait_for(asyncio.shield(loading), max(0.0, deadline - time.monotonic()))
@@ -335,27 +374,32 @@ class HFProvider:
         return path.resolve()
 
     def _load(self, key: tuple[Any, ...], model: str) -> _Loaded:
-        with _CACHE_LOCK:
-            if key in _CACHE:
-                return _CACHE[key]
+        with _LOAD_LOCK:
+            cached = self._hold(key)
+            if cached is not None:
+                return cached
             path, device, dtype, four_bit, adapters = key
             # Refuse a model that will not fit before any weight is read (or a GGUF converted). The KV part of the
             # estimate is one sequence at the model's full context: the dynamic cache of a batch of short chats
             # stays below it.
-            estimate = resources.estimate_hf(path, dtype=dtype, load_in_4bit=four_bit, device=device, name=model)
-            resources.check_fits([estimate], self.resources)  # ResourceError: an LLMError of kind unavailable
+            estimate = estimate_hf(path, dtype=dtype, load_in_4bit=four_bit, device=device, name=model)
+            check_fits([estimate], self.resources)  # ResourceError: an LLMError of kind unavailable
             start = time.perf_counter()
             try:
                 entry = _load_model(path, device, dtype, four_bit, adapters, stack=self._fused)
             except AgentlabError as exc:  # unreadable weights, a failed GGUF conversion, a missing package
                 raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from exc
-            resources.register_loaded(estimate, key)
+            register_loaded(estimate, key)
             log.info("loaded %s on %s (%s%s, %d adapters) in %.1fs", path, device, dtype, ", 4-bit" if four_bit else "",
                      len(adapters), time.perf_counter() - start)
             global _LOADS
             _LOADS += 1
-            _CACHE[key] = entry
-            return entry
+            with _CACHE_LOCK:
+                _CACHE[key] = entry
+                _HOLDERS.setdefault(key, set()).add(self._token)
+        if self._closed:  # closed while loading: released now, so a model nobody else holds goes again
+            self._release()
+        return entry
 
     @staticmethod
     def _sampling(params: GenParams) -> _Sampling:
@@ -450,8 +494,6 @@ def _load_model(path: str, device: str, dtype: str, four_bit: bool, adapters: tu
     """Load through the shared builder (a GGUF is converted once and cached; 4-bit; adapters), then note what
     generation needs: eos ids, the pad id and the context length. ``stack``: stack the adapters for the fused
     multi-LoRA forward now rather than at the first mixed batch."""
-    from agentlab.core.train.model import load_causal_lm
-
     model, tokenizer = load_causal_lm(path, device=device, dtype=dtype, load_in_4bit=four_bit,
                                       adapters=dict(adapters))
     gen_eos = model.generation_config.eos_token_id
@@ -488,10 +530,8 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
             return []
         adapters = list(dict.fromkeys(r.adapter for r in live))
         if len(adapters) > 1 and fused and loaded.fused and _fused_covers(loaded, adapters):
-            from agentlab.core.train.multilora import row_order
-
             try:  # rows grouped by adapter: a batch of one row per adapter needs no gather
-                order = row_order(loaded.stack, [r.adapter for r in live])
+                order = multilora.row_order(loaded.stack, [r.adapter for r in live])
                 _generate_rows(loaded, [live[i] for i in order], sampling, streamer, mixed="fused")
                 return [len(live)]
             except _MixedRefused as exc:
@@ -517,8 +557,6 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
 
 def _fused_stack(loaded: _Loaded) -> Any:
     """The model's adapters stacked for the fused forward: built once, again after adapters were added or removed."""
-    from agentlab.core.train import multilora
-
     stack = multilora.current_stack(loaded.model, loaded.stack)
     if stack is not loaded.stack:
         if loaded.stack is not None:
@@ -589,8 +627,6 @@ def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, s
 def _rows_context(loaded: _Loaded, rows: list[_Request], mixed: str | None) -> Iterator[str | None]:
     """The model state a generate of ``rows`` needs; yields how a mixed batch runs (None: not mixed)."""
     if mixed == "fused":
-        from agentlab.core.train import multilora
-
         with multilora.fused_rows(loaded.stack, [r.adapter for r in rows]) as path:
             yield f"fused-{path}"
     elif mixed == "peft":
@@ -604,9 +640,7 @@ def _refusal(exc: BaseException, mixed: str) -> bool:
     """Whether ``exc`` is the mixed path refusing the batch: PEFT checks ``adapter_names`` in each LoRA layer's first
     forward; the fused forward raises ``FusedError`` for a layer input it cannot split into rows."""
     if mixed == "fused":
-        from agentlab.core.train.multilora import FusedError
-
-        return isinstance(exc, FusedError)
+        return isinstance(exc, multilora.FusedError)
     return isinstance(exc, ValueError | TypeError) and "adapter" in str(exc).lower()
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import LLMError
+from agentlab.core.errors import LLMError, MissingPackage
 from agentlab.core.llm.config import LlamaCppProviderConfig, ResourceConfig
 from agentlab.core.llm.resources import (
     QUANT_BLOCK,
@@ -49,8 +49,10 @@ from agentlab.core.llm.resources import (
     register_loaded,
     unregister_loaded,
 )
+from agentlab.core.llm.scoring import complete_llama
 from agentlab.core.llm.tools import calls_schema, parse_tagged, render_tool_messages, wants_calls, without_tools
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
+from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +154,6 @@ class LlamaCppProvider:
     def resolve(self, model: str) -> Path:
         """The GGUF file for a model id: a path (relative ids resolve against ``models_directory``, else the cwd) or a
         built-in model name (``smollm2-135m``); see ``modelref.resolve_model``."""
-        from agentlab.core.errors import MissingPackage
-        from agentlab.core.llm.modelref import ModelNotFound, resolve_model
-
         try:
             return resolve_model(model, base=self.cfg.models_directory, formats=["gguf"], hub=False,
                                  user=f"the llama_cpp provider '{self.name}'").path
@@ -384,8 +383,6 @@ class LlamaCppProvider:
         """Raw-prompt completions with per-token log-probabilities (the gateway's ``/v1/completions``): ``request``
         is a ``core/llm/scoring.py`` ``RawRequest``. Log-probabilities are read token by token (the model is loaded
         without ``logits_all``), under the model's lock."""
-        from agentlab.core.llm.scoring import complete_llama
-
         loaded = await asyncio.to_thread(self.load, model)
 
         def work() -> list[Any]:

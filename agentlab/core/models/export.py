@@ -1,0 +1,63 @@
+"""A model as a plain transformers folder (``agentlab models export-hf``): loadable by
+``AutoModelForCausalLM.from_pretrained`` with no agentlab installed."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from agentlab.core.errors import UsageError
+from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream
+from agentlab.core.models.convert import MARKER
+from agentlab.core.models.load import hf_model_folder
+
+log = logging.getLogger(__name__)
+
+
+def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
+    """Write model ``ref`` (a built-in name, a GGUF file, a transformers folder, a cached hub id) as a plain
+    transformers folder ``out`` that ``AutoModelForCausalLM.from_pretrained(out)`` loads with no agentlab installed:
+    the one a GGUF de-quantizes into (cached, as for every local load), copied under a temporary name and renamed
+    into place. A built-in model's folder also gets a README.md naming its upstream hub id, which adapters trained
+    on it record as their base. ``force``: replace an existing ``out``. Returns ``out``."""
+    out = Path(out)
+    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: already exists and is not empty; nothing was written",
+                         hint="choose another --out, or pass --force to replace it")
+    folder = hf_model_folder(ref, user="the transformers export")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for file in sorted(folder.iterdir()):
+            if file.is_file() and file.name != MARKER and not file.name.endswith(".lock"):
+                shutil.copyfile(file, tmp / file.name)
+        name = builtin_for_upstream(str(ref)) or str(ref)
+        if name in BUILTIN_MODELS:
+            model = BUILTIN_MODELS[name]
+            (tmp / "README.md").write_text(
+                f"# {name}: {model.description}\n\nWritten by `agentlab models export-hf {name}`: the built-in GGUF "
+                f"de-quantized to float weights. Upstream model: `{model.upstream}` ({model.license}).\n\nAdapters "
+                f"trained on it by agentlab name `{model.upstream}` as their base; load one on this folder with\n\n"
+                "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
+                "model = PeftModel.from_pretrained(\n"
+                f"    AutoModelForCausalLM.from_pretrained(\"{out.resolve()}\"), ADAPTER)\n```\n",
+                encoding="utf-8")
+        tmp.chmod(0o755)
+        if out.exists():
+            old = out.parent / f".{out.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if out.is_dir():
+                out.rename(old)
+            else:
+                out.unlink()
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %s to the transformers folder %s", ref, out)
+    return out
