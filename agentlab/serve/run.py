@@ -171,6 +171,7 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
 
             shutdown_tracing()
     if run_dir is not None:
+        run_dir.stopped_by = results["stopped_by"]  # Ctrl-C / SIGTERM, the only way out: run.json says interrupted
         run_dir.save_results(results)
         from agentlab.serve.report import render
 
