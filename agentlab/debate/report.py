@@ -24,7 +24,8 @@ def _sources(agents: list[dict[str, Any]]) -> str:
 # The decision in words, for the summary and report.md: what `reconcile` or `keep_round0` mean, without the docs.
 _METHOD_WORDS = {
     "reconcile": "a confidence-weighted vote (ReConcile): each answer counts by its agent's stated confidence, "
-                 "binned 100% -> 1.0, 90-99% -> 0.8, 80-89% -> 0.5, 61-79% -> 0.3, lower -> 0.1 (none stated: 0.5)",
+                 "binned 100% -> 1.0, 90% or more -> 0.8, 80% or more -> 0.5, over 60% -> 0.3, else 0.1 "
+                 "(none stated: 0.5)",
     "confidence": "a vote weighted by each agent's stated confidence (none stated: 0.5)",
     "majority": "a majority vote (one agent, one vote)",
 }
