@@ -113,11 +113,14 @@ def _dry_run(cfg: Any, json_: bool, panel: Any, **_: Any) -> dict[str, Any] | No
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:
+    from agentlab.debate.report import decision_words
+
     final = results["final"]
     answer = final["answer"] if final["answer"] is not None else "none (no agent gave a parseable answer)"
     rule = f", rule {final['rule']}" if final.get("rule") else ""
     console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"
                   + (" (tie broken)" if final["tie"] else ""))
+    console.print(safe_text(decision_words(final["method"], final.get("rule") or "last_round")), highlight=False)
     if final.get("rule") == "vote" and results.get("rounds"):
         console.print("rule vote: round 0's answers decided, no debate round asked (on the built-in personas every "
                       "rule that debates scored lower); --rule last_round (or keep_round0, ...) to debate")

@@ -1,4 +1,5 @@
-"""`agentlab models`: make tiny local chat models, list the models on disk, check a models.yaml against the disk."""
+"""`agentlab models`: make tiny local chat models, list the models and trained adapters on disk, check a models.yaml
+against the disk."""
 
 from __future__ import annotations
 
@@ -87,17 +88,23 @@ def export_hf(
 def list_models(
     directory: Annotated[Path, typer.Argument(help="Folder to scan (GGUF files and HF model folders).")] = Path(
         "models"),
+    adapters: Annotated[Path, typer.Option("--adapters", help="Folder to scan for PEFT adapter folders (what "
+                                           "`agentlab train-persona --out` writes).")] = Path("adapters"),
     json_: JsonOpt = False,
 ) -> None:
-    """List the built-in models (name them anywhere a model is named, e.g. `file: smollm2-135m`) and the local models
-    under a folder with what their metadata says (nothing is loaded)."""
+    """List the built-in models (name them anywhere a model is named, e.g. `file: smollm2-135m`), the local models
+    under a folder and the trained adapters under `adapters/` with their base model, from what their metadata says
+    (nothing is loaded)."""
+    from agentlab.core.models.adapters import find_adapters
     from agentlab.core.models.builtin import builtin_status
     from agentlab.core.models.modelfiles import GGUFInfo, find_local_models
 
     found = find_local_models(directory)
+    trained = find_adapters(adapters)
     builtins = builtin_status()
     if json_:
         print_json([{"format": "gguf" if isinstance(m, GGUFInfo) else "hf", **m.to_dict()} for m in found]
+                   + [{"format": "adapter", **a.to_dict()} for a in trained]
                    + [{"format": "builtin", **b} for b in builtins])
         return
     from rich.table import Table
@@ -119,21 +126,33 @@ def list_models(
     if not found:
         console.print(f"no models under {safe_text(directory)}/ (make one with `agentlab models make-tiny "
                       f"{safe_text(directory)}/tiny`)")
+    else:
+        table = Table(title=f"models under {safe_text(directory)}/", title_justify="left", pad_edge=False)
+        table.add_column("path", overflow="fold", min_width=20)
+        for column in ("format", "arch", "type", "size", "layers", "ctx", "template"):
+            table.add_column(column, no_wrap=True)
+        for m in found:
+            is_gguf = isinstance(m, GGUFInfo)
+            arch = m.arch.removesuffix("ForCausalLM").lower()
+            shown = os.path.relpath(m.path, directory)  # "." for an HF folder that is the directory itself
+            # Paths and metadata strings come from the files: shown escaped, never as terminal controls or markup.
+            table.add_row(safe_text(shown), "gguf" if is_gguf else "hf", safe_text(arch),
+                          safe_text(m.file_type if is_gguf else (m.dtype or "-")),
+                          human_size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
+                          "yes" if m.chat_template else "no")
+        console.print(table)
+    if not trained:
+        console.print(f"no adapters under {safe_text(adapters)}/ (train one with `agentlab train-persona --out "
+                      f"{safe_text(adapters)}/NAME`)")
         return
-
-    table = Table(title=f"models under {safe_text(directory)}/", title_justify="left", pad_edge=False)
-    table.add_column("path", overflow="fold", min_width=20)
-    for column in ("format", "arch", "type", "size", "layers", "ctx", "template"):
+    table = Table(title=f"adapters under {safe_text(adapters)}/", title_justify="left", pad_edge=False)
+    table.add_column("path", overflow="fold", min_width=12)
+    for column in ("type", "rank", "size"):
         table.add_column(column, no_wrap=True)
-    for m in found:
-        is_gguf = isinstance(m, GGUFInfo)
-        arch = m.arch.removesuffix("ForCausalLM").lower()
-        shown = os.path.relpath(m.path, directory)  # "." for an HF folder that is the directory itself
-        # Paths and metadata strings come from the files: shown escaped, never as terminal controls or markup.
-        table.add_row(safe_text(shown), "gguf" if is_gguf else "hf", safe_text(arch),
-                      safe_text(m.file_type if is_gguf else (m.dtype or "-")),
-                      human_size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
-                      "yes" if m.chat_template else "no")
+    table.add_column("base model", overflow="fold", min_width=12)
+    for a in trained:
+        table.add_row(safe_text(os.path.relpath(a.path, adapters)), safe_text(a.peft_type), str(a.r or "-"),
+                      human_size(a.size_bytes), safe_text(a.base or "-"))
     console.print(table)
 
 

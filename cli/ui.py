@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +57,10 @@ def ui(
                "none", "--client.toolbarMode", "minimal", "--", "--runs", str(runs.absolute())]
     env = {**os.environ, "AGENTLAB_RUNS": str(runs.absolute())}
     console.print(f"agentlab ui on http://{host}:{port} showing {safe_text(runs.absolute())}/ (Ctrl-C stops it)")
+    # A shell that starts a command in the background (`agentlab ui &`, a script, nohup) hands it SIGINT ignored, and
+    # Python then never turns SIGINT into KeyboardInterrupt: `kill -INT` did nothing. Stop on it as on Ctrl-C (the
+    # handler resets to the default in streamlit's process, so Ctrl-C stops it too).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     process = subprocess.Popen(command, env=env)
     try:
         code = process.wait()

@@ -3,7 +3,9 @@
 A page marks a ```bash block runnable with the line `<!-- runnable -->` just above it (about a minute or less on
 2 CPU cores, in the default test set) or `<!-- runnable: slow -->` (longer: `pytest -m slow`). The block runs as one
 bash script with `set -e` in a fresh folder that holds `configs` (the repository's) and sees the shared data at
-`../shared/data`, the way a user runs the examples from a checkout. A doc example that stopped working fails here.
+`../shared/data`, the way a user runs the examples from a checkout; the shared data files (ETTh1.csv) are also in the
+folder, as a user who followed the docs' download line has them (the examples download only a file that is missing,
+and the tests run offline). A doc example that stopped working fails here.
 """
 
 from __future__ import annotations
@@ -48,10 +50,13 @@ def test_runnable_example(script: str, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "configs").symlink_to(ROOT / "configs")
-    shared = ROOT.parent / "shared" / "data"
-    if shared.is_dir():
+    shared = next((d for d in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data")
+                   if d.is_dir()), None)  # beside the checkout (or beside a worktree's folder)
+    if shared is not None:
         (tmp_path / "shared").mkdir()
         (tmp_path / "shared" / "data").symlink_to(shared)
+        for data in shared.glob("*.csv"):
+            (work / data.name).symlink_to(data)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "COLUMNS": "120", "AGENTLAB_DEBUG": "1"}
     env.pop("AGENTLAB_RUNS", None)

@@ -127,3 +127,35 @@ def test_make_tiny_force_writes_over_a_folder(in_tmp: Path, capsys: pytest.Captu
     assert main(["models", "make-tiny", "empty-but-there", "--json"]) == 0  # a new folder needs no --force
     (in_tmp / "empty").mkdir()
     assert main(["models", "make-tiny", "empty", "--json"]) == 0  # nor does an empty one
+
+
+def _fake_adapter(folder: Path, base: str, r: int = 8) -> None:
+    """A PEFT adapter folder as train-persona leaves it (config + weights file); `models list` reads, never loads."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": r,
+                                                            "base_model_name_or_path": base}))
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 2048)
+
+
+def test_list_shows_trained_adapters_with_their_base(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """Right after `train-persona --out adapters/X` the adapters are listed (it used to say only "no models under
+    models/"); a half-written `.X.partial` folder and a folder without weights are not."""
+    _fake_adapter(in_tmp / "adapters" / "persona_a", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    _fake_adapter(in_tmp / "adapters" / "skill_units", "models/tiny", r=4)
+    _fake_adapter(in_tmp / "adapters" / ".persona_b.partial", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    (in_tmp / "adapters" / "empty").mkdir()
+    (in_tmp / "adapters" / "empty" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+
+    assert main(["models", "list", "--json"]) == 0
+    listed = {Path(m["path"]).name: m for m in json.loads(capsys.readouterr().out) if m["format"] == "adapter"}
+    assert set(listed) == {"persona_a", "skill_units"}
+    assert listed["persona_a"]["base"] == "smollm2-135m" and listed["persona_a"]["r"] == 8
+    assert listed["skill_units"]["base"] == "models/tiny" and listed["skill_units"]["size_bytes"] == 2048
+
+    assert main(["models", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "adapters under adapters/" in err and "persona_a" in err and "smollm2-135m" in err
+    assert "partial" not in err and "Traceback" not in err
+
+    assert main(["models", "list", "--adapters", "elsewhere"]) == 0
+    assert "no adapters under elsewhere/" in capsys.readouterr().err

@@ -278,8 +278,9 @@ class RunDir:
     The process that creates or resumes a run owns it (an exclusive lock on ``run.lock``) until ``finish``: a second
     process cannot resume a run that is still going, and a run whose owner died shows as ``interrupted``.
     Used as a context manager it records the outcome: ``completed`` on normal exit, ``interrupted`` on Ctrl-C or
-    SIGTERM, ``failed`` (with the error) on any other exception, which is re-raised. A failure before the command
-    wrote anything leaves no trace: a resumed run gets its previous run.json and config.yaml back, and a new run
+    SIGTERM (or when the command set ``stopped_by`` after catching one itself), ``failed`` (with the error) on any
+    other exception, which is re-raised. A failure before the command wrote anything leaves no trace: a resumed run
+    gets its previous run.json and config.yaml back, and a new run
     stopped by bad input (exit code 2) is removed, so a bare ``--resume`` never finds a run that never started.
     """
 
@@ -296,6 +297,9 @@ class RunDir:
         self._worked = False
         self._known = secret_values()  # read once: scrub runs on every event
         self.log_prompts = True  # llm_calls.jsonl: every LLM call's messages and reply (--no-log-prompts: off)
+        # Set by a command that catches Ctrl-C / SIGTERM itself and returns its results (serve): the signal's name;
+        # the run is then recorded as interrupted, not completed.
+        self.stopped_by: str | None = None
 
     # ------------------------------------------------------------------ creation
 
@@ -427,7 +431,9 @@ class RunDir:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc_type is not None and not self._worked and self._undo(exc):
             return
-        if exc_type is None:
+        if exc_type is None and self.stopped_by:
+            self.finish(INTERRUPTED, error=f"interrupted ({self.stopped_by})")
+        elif exc_type is None:
             self.finish(COMPLETED)
         elif issubclass(exc_type, KeyboardInterrupt) or caused_by_interrupt(exc):
             self.finish(INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")

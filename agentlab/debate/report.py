@@ -21,6 +21,33 @@ def _sources(agents: list[dict[str, Any]]) -> str:
     return ", ".join(f"{a['name']}: {a['source']}" for a in agents)
 
 
+# The decision in words, for the summary and report.md: what `reconcile` or `keep_round0` mean, without the docs.
+_METHOD_WORDS = {
+    "reconcile": "a confidence-weighted vote (ReConcile): each answer counts by its agent's stated confidence, "
+                 "binned 100% -> 1.0, 90% or more -> 0.8, 80% or more -> 0.5, over 60% -> 0.3, else 0.1 "
+                 "(none stated: 0.5)",
+    "confidence": "a vote weighted by each agent's stated confidence (none stated: 0.5)",
+    "majority": "a majority vote (one agent, one vote)",
+}
+_RULE_WORDS = {
+    "vote": "round 0's independent answers (no debate round asked)",
+    "last_round": "the last round's answers",
+    "all_rounds": "every answer of every round",
+    "on_disagreement": "round 0's answers when every agent agreed there, else the last round's",
+    "keep_round0": "round 0's answers, unless every agent gave the same answer in the last round (then that one)",
+}
+
+
+def decision_words(method: str, rule: str) -> str:
+    """One sentence saying how the final answer was decided: ``final['method']`` (the vote method, or ``judge``
+    when the judge decided) over the rounds ``rule`` picks."""
+    if method == "judge":
+        return "Decided by the judge model, which read the agents' last-round answers."
+    return (f"Decided by {_METHOD_WORDS.get(method, f'the vote {method}')} over "
+            f"{_RULE_WORDS.get(rule, f'the rounds rule {rule} picks')}; a tie goes to the answer more agents gave, "
+            "then to the first given.")
+
+
 def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
     final = results["final"]
     agents = [a["name"] for a in results["agents"]]
@@ -33,6 +60,7 @@ def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
         f"**Final answer:** {final['answer'] if final['answer'] is not None else 'none (no agent gave one)'}"
         + (" (a tie, broken by core.vote's rule: more ballots, then the first given)" if final["tie"] else ""), "",
     ]
+    lines += [decision_words(final["method"], final.get("rule", "last_round")), ""]
     if final.get("note"):
         lines += [final["note"] + ".", ""]
     if results.get("rule") == "vote":

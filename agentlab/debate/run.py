@@ -132,8 +132,11 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
         announce(f"resuming after round {len(done) - 1}: {len(done)} of {cfg.rounds + 1} rounds in {TRANSCRIPT}")
     for number, answers in enumerate(done):
         announce(describe_round(number, answers, cfg.decision))
-    task = progress.task("debate rounds", total=1 if cfg.rule == "vote" else cfg.rounds + 1)
-    task.update(completed=min(len(done), cfg.rounds + 1))
+    # The bar counts debate rounds as the user gave them (--rounds 1: 1/1; round 0, the independent answers, is its
+    # description until it is done); a rule that asks no debate round counts round 0 alone.
+    debating = 0 if cfg.rule == "vote" else cfg.rounds
+    task = progress.task("debate rounds" if done else "round 0: independent answers", total=max(debating, 1))
+    task.update(completed=min(max(len(done) - 1, 0), debating) if debating else min(len(done), 1))
     start = time.perf_counter()
 
     def finished(number: int, answers: Round) -> None:
@@ -143,7 +146,10 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
                       unparseable=sum(a.answer is None and a.error is None for a in answers),
                       errors=sum(a.error is not None for a in answers))
         announce(describe_round(number, answers, cfg.decision))
-        task.advance()
+        if number == 0 and debating:
+            task.update(description="debate rounds")
+        else:
+            task.advance()
 
     async def main() -> tuple[list[Round], Answer | None]:
         router = Router.for_run(panel.llm, run_dir, providers=providers)

@@ -170,6 +170,7 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
         if cfg.otlp_endpoint is not None:  # configured in prepare: flush the spans still batched before exit
             shutdown_tracing()
     if run_dir is not None:
+        run_dir.stopped_by = results["stopped_by"]  # Ctrl-C / SIGTERM, the only way out: run.json says interrupted
         run_dir.save_results(results)
         run_dir.save_report(render(results))
     return results

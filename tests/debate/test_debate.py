@@ -276,3 +276,64 @@ def test_eval_does_not_score_a_question_whose_model_call_failed_and_resume_asks_
     assert results["questions"] == 2 and {c.messages[0]["content"].split("\n")[0] for c in healthy.calls} == {
         "What is 3+4?"}
     assert all(r["correct"] == r["total"] for r in results["table"] if r["method"].startswith("agent"))
+
+
+class _Bar:
+    def __init__(self, description: str, total: float | None) -> None:
+        self.description, self.total, self.completed = description, total, 0.0
+        self.seen = [(description, 0.0)]
+
+    def advance(self, n: float = 1, description: str | None = None) -> None:
+        self.update(completed=self.completed + n, description=description)
+
+    def update(self, *, completed: float | None = None, total: float | None = None,
+               description: str | None = None) -> None:
+        self.completed = self.completed if completed is None else completed
+        self.total = self.total if total is None else total
+        self.description = description or self.description
+        if self.seen[-1] != (self.description, self.completed):
+            self.seen.append((self.description, self.completed))
+
+
+class _Bars:
+    def __init__(self) -> None:
+        self.bars: list[_Bar] = []
+
+    def task(self, description: str, total: float | None = None) -> _Bar:
+        self.bars.append(_Bar(description, total))
+        return self.bars[-1]
+
+
+@pytest.mark.parametrize("rule, rounds, total, seen", [
+    ("last_round", 1, 1, [("round 0: independent answers", 0), ("debate rounds", 0), ("debate rounds", 1)]),
+    ("last_round", 2, 2, [("round 0: independent answers", 0), ("debate rounds", 0), ("debate rounds", 1),
+                          ("debate rounds", 2)]),
+    ("vote", 3, 1, [("round 0: independent answers", 0), ("round 0: independent answers", 1)]),
+])
+def test_progress_counts_debate_rounds_as_given(in_tmp: Path, rule: str, rounds: int, total: int,
+                                                seen: list[tuple[str, float]]) -> None:
+    """--rounds 1 is one debate round on the bar (it said 2/2: round 0 counted as a round)."""
+    provider = ScriptedProvider("s", [lambda model, messages, params: f"Answer: {model}"])
+    cfg = setup(in_tmp, topic="What is 1 plus 2?", rounds=rounds, rule=rule)
+    bars = _Bars()
+    run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}}, progress=bars)
+    (bar,) = bars.bars
+    assert bar.total == total and bar.completed == total and bar.seen == seen
+
+
+@pytest.mark.parametrize("decision, rule, words", [
+    ("reconcile", "last_round", "Decided by a confidence-weighted vote (ReConcile): each answer counts by its "
+                                "agent's stated confidence, binned 100% -> 1.0"),
+    ("majority", "keep_round0", "Decided by a majority vote (one agent, one vote) over round 0's answers, unless"),
+])
+def test_summary_and_report_say_the_decision_rule_in_words(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                           decision: str, rule: str, words: str) -> None:
+    from agentlab.cli.debate import _summary
+
+    provider = ScriptedProvider("s", [lambda model, messages, params: "Answer: 3\nConfidence: 90%"])
+    cfg = setup(in_tmp, topic="What is 1 plus 2?", rounds=1, rule=rule, decision=decision)
+    results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
+    _summary(results, folder)
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert words in err and "a tie goes to the answer more agents gave" in err
+    assert words in (folder / "report.md").read_text()

@@ -115,7 +115,8 @@ def test_serve_process_end_to_end_no_key_anywhere_and_ctrl_c(in_tmp: Path, srv: 
     assert "llm_calls.jsonl" not in files  # no prompts kept without --log-prompts
     results = json.loads(files["results.json"])
     assert results["answered"] == 2 and {e["kind"] for e in results["errors"]} == {"server_error", "auth"}
-    assert json.loads(files["run.json"])["status"] == "completed"
+    info = json.loads(files["run.json"])  # stopped by Ctrl-C: interrupted (it said "completed")
+    assert info["status"] == "interrupted" and info["error"] == "interrupted (SIGINT)"
     events = [json.loads(x) for x in files["events.jsonl"].splitlines()]
     assert {(e["model"], e["outcome"]) for e in events} == {("leaky", "server_error"), ("good", "ok")}
     for where, text in [("responses", "\n".join(seen)), ("stdout", out), ("stderr", err_text), *files.items()]:

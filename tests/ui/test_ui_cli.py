@@ -71,13 +71,21 @@ def _ctrl_c_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_starts_streamlit_on_localhost_and_stops_on_ctrl_c(in_tmp: Path) -> None:
+def _started_in_background() -> None:
+    """In the child: SIGINT ignored, as a shell leaves it for `agentlab ui &` in a script (or nohup); `kill -INT`
+    must still stop it (it used to do nothing: Python raises no KeyboardInterrupt for an ignored SIGINT)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("start", [_ctrl_c_default, _started_in_background], ids=["terminal", "background"])
+def test_starts_streamlit_on_localhost_and_stops_on_ctrl_c(in_tmp: Path, start: Any) -> None:
     pytest.importorskip("streamlit")
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(in_tmp / "ui.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "agentlab", "ui", "--runs", "myruns", "--port", str(port)],
-                                cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_ctrl_c_default)
+                                cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=start)
     try:
         deadline, health = time.monotonic() + 90, None
         while time.monotonic() < deadline and proc.poll() is None:

