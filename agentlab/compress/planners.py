@@ -31,7 +31,7 @@ from agentlab.compress.space import Space, experiment_key, to_experiment, to_par
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.search import share as S
-from agentlab.core.search.planners import Chooser, ChooserPlanner, ChoiceRequest, PlanContext, Proposal, params_key
+from agentlab.core.search.planners import ChoiceRequest, Chooser, ChooserPlanner, PlanContext, Proposal, params_key
 
 log = logging.getLogger(__name__)
 KEY_ATTR = "agentlab:experiment"  # trial user attribute: the experiment's key (``space.experiment_key``)
