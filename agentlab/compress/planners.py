@@ -270,12 +270,12 @@ def nadir(goal: Goal, records: list[dict[str, Any]]) -> list[float] | None:
     """The worst value of each objective over the feasible experiments, the base model included: the reference
     point of the search's hypervolume (None when some objective has no value)."""
     points = _points(goal, [r for r in records if _usable(r)])
-    out = []
+    out: list[float] = []
     for i, o in enumerate(goal.objectives):
-        values = [p[i] for p in points if p[i] is not None and math.isfinite(p[i])]  # type: ignore[arg-type]
+        values = [float(v) for p in points if (v := p[i]) is not None and math.isfinite(v)]
         if not values:
             return None
-        out.append(min(values) if o.direction == "maximize" else max(values))  # type: ignore[type-var]
+        out.append(min(values) if o.direction == "maximize" else max(values))
     return out
 
 
@@ -283,7 +283,8 @@ def front_steps(goal: Goal, records: list[dict[str, Any]], planner: str = "llm")
     """The ``planner``'s experiments as bandit steps: improved when the experiment is feasible and grows the
     hypervolume of the feasible experiments before it (against ``nadir``), ``gain`` by how much."""
     reference = nadir(goal, records)
-    steps, kept = [], []
+    steps: list[S.Step] = []
+    kept: list[dict[str, Any]] = []
     for r in records:
         gain = 0.0
         if reference is not None and _usable(r) and kept:
@@ -319,8 +320,8 @@ def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
     def better(a: list[float | None], b: list[float | None]) -> bool:
         if any(v is None for v in a + b):
             return False
-        pairs = [(x if d == "minimize" else -x, y if d == "minimize" else -y)  # type: ignore[operator]
-                 for x, y, d in zip(a, b, directions, strict=True)]
+        pairs = [(x if d == "minimize" else -x, y if d == "minimize" else -y)
+                 for x, y, d in zip(a, b, directions, strict=True) if x is not None and y is not None]
         return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
     return [sum(1 for j, q in enumerate(points) if j != i and _usable(records[j]) and better(q, p))
@@ -328,9 +329,9 @@ def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
 
 
 def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget_left: int,
-                     history: int = 10) -> list[dict[str, str]]:
-    """The chooser prompt for compress: the goal in words, the base model, the experiments so far (the ``history``
-    least dominated first), what the good ones share, the candidates as experiments."""
+                     limit: int = 10) -> list[dict[str, str]]:
+    """The chooser prompt for compress: the goal in words, the base model, the experiments so far (least
+    dominated first, ``limit`` at most), what the good ones share, the candidates as experiments."""
     from agentlab.compress.report import fmt
     from agentlab.core.search.prompts import choice_messages, good_trials_summary
 
@@ -342,7 +343,7 @@ def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget
     history = [f"{done[i]['label']}: " + ", ".join(f"{k} {fmt(v)}" for k, v in done[i].get("derived", {}).items()
                                                    if k in shown)
                + (" (on the front)" if ranks[i] == 0 else "" if done[i].get("feasible") else " (breaks a constraint)")
-               for i in order][:history]
+               for i in order][:limit]
     rows = [(to_params(_experiment(done[i]), ctx.space), float(ranks[i])) for i in order]  # type: ignore[arg-type]
     summary = good_trials_summary(rows, list(ctx.space.choices))
     notes = ["Notes from earlier runs:", ctx.notes[-1000:]] if ctx.notes.strip() else []

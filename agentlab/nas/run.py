@@ -349,4 +349,4 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         cfg = load_config(config, NASConfig, sets)
     inputs = {**prepare(cfg, llm, scripted=chooser is not None), "chooser": chooser}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
-    return results  # type: ignore[no-any-return]
+    return results
