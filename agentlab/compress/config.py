@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
 from agentlab.core.config import StrictModel
+from agentlab.core.search.settings import LLMPlannerSettings
 
 GGUF_TYPES = ("Q8_0", "Q5_K_M", "Q4_K_M")
 QUANT_METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "bnb_8bit",
@@ -119,7 +120,10 @@ class MeasureSettings(StrictModel):
         return self
 
 
-class CompressConfig(StrictModel):
+class CompressConfig(LLMPlannerSettings):
+    """The `agentlab compress` config; the LLM planner's keys (``history``, ``llm_*``) come from
+    ``LLMPlannerSettings``."""
+
     name: str = Field("compress", description="run name (folder suffix)")
     model: str = Field("smollm2-135m", description="the model to compress: the built-in smollm2-135m, a "
                        "transformers folder or a cached hub id")
@@ -140,18 +144,6 @@ class CompressConfig(StrictModel):
         "nsga2", description="who proposes experiments: the `planner` route of --llm choosing among NSGA-II's "
         "proposals, Optuna NSGA-II or TPE, or random (a baseline)")
     llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")
-    llm_candidates: int = Field(4, ge=2, le=10, description="llm planner: NSGA-II experiments proposed per step for "
-                                "the LLM to choose among; candidate 0 is what NSGA-II alone would run")
-    llm_share: float = Field(0.3, ge=0.0, le=1.0, description="llm planner: the most experiments on which the LLM's "
-                             "pick may differ from candidate 0, as a fraction of the planner's experiments (0: "
-                             "NSGA-II experiment for experiment)")
-    llm_adapt: bool = Field(True, description="llm planner: a bandit earns the share (the LLM is asked less when its "
-                            "picks grow the feasible front less often than NSGA-II's), starting from this model's "
-                            "record in the workspace; false: asked whenever the share allows")
-    llm_own_candidate: bool = Field(False, description="llm planner, for strong models: the LLM also proposes an "
-                                    "experiment of its own")
-    llm_warm_start: bool = Field(False, description="llm planner, for strong models: the LLM also chooses the first "
-                                 "experiments (NSGA-II's random warm-up) among K random draws (outside llm_share)")
     storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per finished "
                                 "experiment (objective values and constraint violation): sqlite:///f.db, a journal "
                                 "file, or an RDB URL; shared by several runs, its samplers learn from all of them "

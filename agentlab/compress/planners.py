@@ -1,5 +1,7 @@
-"""Who proposes the next compression experiment: ``random`` (a baseline), ``nsga2`` / ``tpe`` (Optuna samplers) and
-``llm`` (the ``planner`` route of --llm choosing among K NSGA-II proposals; ``core.search.planners``).
+"""compress's search as the planners of ``core.search`` see it (``ExperimentDomain``): who proposes the next
+compression experiment is one of the planners every search shares (``core.search.session.PLANNERS``): ``random``
+(a baseline), ``nsga2`` / ``tpe`` (Optuna samplers, ``OptunaPlanner``) and ``llm`` (``ChooserPlanner``: the
+``planner`` route of --llm choosing among K NSGA-II proposals).
 
 Every planner is a pure function of the seed, the iteration and the finished experiments: the samplers ask an
 in-memory copy of the run's Optuna study (``core.search.study.scratch_study``), which holds one finished trial per
@@ -19,7 +21,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field
 
@@ -29,13 +31,12 @@ from agentlab.compress.space import Space, experiment_key, to_experiment, to_par
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.search import share as S
-
-if TYPE_CHECKING:
-    from agentlab.core.search.planners import Chooser
+from agentlab.core.search.planners import ChoiceRequest, Chooser, ChooserPlanner, PlanContext, Proposal, params_key
 
 log = logging.getLogger(__name__)
 KEY_ATTR = "agentlab:experiment"  # trial user attribute: the experiment's key (``space.experiment_key``)
 TRIES = 300  # samples drawn before a planner says the space has no untried experiment left
+SAMPLERS = ("nsga2", "tpe", "random")  # compress's classical samplers (``planner``); nsga2 is the llm planner's
 
 
 class NoProposal(AgentlabError):
@@ -43,7 +44,12 @@ class NoProposal(AgentlabError):
 
 
 @dataclass
-class Context:
+class ExperimentDomain:
+    """compress's search as the planners see it (``core.search.planners.Domain``): the experiments of this run so
+    far (``records``, the base model first), the study's trials (this run's, and those of runs sharing it), the
+    ``iteration`` about to be planned. A candidate's params are its point of the space (``to_params``);
+    ``experiment(params)`` is the experiment they stand for (the LLM's own one exactly as it gave it)."""
+
     goal: Goal
     space: Space
     seed: int
@@ -52,42 +58,82 @@ class Context:
     trials: list[Any]  # the study's trials: one per finished experiment of this run (and of runs sharing the study)
     notes: str = ""
     budget: int = 8  # experiments of the search (NSGA-II's population, the LLM's share)
+    experiments: dict[str, Experiment] = field(default_factory=dict)  # params_key -> the experiment proposed
 
     @property
     def tried(self) -> set[str]:
         keys = {experiment_key(_experiment(r)) for r in self.records}
         return keys | {t.user_attrs[KEY_ATTR] for t in self.trials if KEY_ATTR in t.user_attrs}
 
+    def context(self) -> PlanContext:
+        """The planner's context for this iteration: the experiments left (this one included)."""
+        return PlanContext(self, budget_left=self.budget - self.iteration + 1, seed=self.seed)
 
-@dataclass
-class Proposal:
-    experiment: Experiment
-    planner: str
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)  # kept in the record (the sampler's generation)
+    def experiment(self, params: dict[str, Any]) -> Experiment:
+        exp = self.experiments.get(params_key(params)) or to_experiment(params)
+        assert exp is not None, "a proposal's params stand for an experiment"
+        return exp
+
+    def _proposal(self, exp: Experiment, kind: str, extra: dict[str, Any] | None = None) -> Proposal:
+        params = to_params(exp, self.space)
+        self.experiments[params_key(params)] = exp
+        return Proposal(params, {}, kind, extra=extra or {})
+
+    def draw(self, kind: str, k: int) -> list[Proposal]:
+        if kind == "random":
+            return [self._random()]
+        return optuna_candidates(self, kind, k)
+
+    def _random(self) -> Proposal:
+        rng = random.Random(self.seed * 100_003 + self.iteration)
+        tried = self.tried
+        for _ in range(TRIES):
+            exp = to_experiment(self.space.sample(rng))
+            if exp is not None and experiment_key(exp) not in tried:
+                return self._proposal(exp, "random")
+        raise NoProposal("random: no untried experiment found in the space")
+
+    def changes(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def steps(self, planner: str) -> list[S.Step]:
+        return front_steps(self.goal, self.records, planner)
+
+    def warmup(self) -> bool:
+        return self.iteration - 1 < population_size(self.budget) // 2  # the first half of NSGA-II's random generation
+
+    def request(self, candidates: list[dict[str, Any]], budget_left: int, history: int) -> ChoiceRequest:
+        done = [r for r in self.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
+        rows = [(to_params(_experiment(r), self.space), _points(self.goal, [r])[0]) for r in done]  # type: ignore
+        return ChoiceRequest(
+            chooser_messages(self, [self.experiment(c) for c in candidates], budget_left, history), candidates,
+            [(params, values) for params, values in rows if all(v is not None for v in values)],  # type: ignore
+            [o.direction for o in self.goal.objectives], lambda params: self.space.distributions(),
+            seed=self.seed * 7919 + self.iteration)
+
+    def own(self, chooser: Chooser, candidates: list[dict[str, Any]], history: int) -> tuple[dict[str, Any] | None,
+                                                                                             str]:
+        """The LLM's own experiment (opt-in), or None and why not."""
+        if not hasattr(chooser, "structured"):
+            return None, ""
+        try:
+            plan = chooser.structured(llm_messages(self), LLMPlan, show_schema=True)
+        except LLMError as exc:
+            return None, f"no own candidate: {exc.kind}: {exc.message}"
+        exp = plan.experiment
+        taken = self.tried | {experiment_key(self.experiment(c)) for c in candidates}
+        if experiment_key(exp) in taken:
+            return None, f"own candidate dropped: {exp.label()} is a candidate or was tried"
+        if exp.quantize is not None and exp.quantize.method not in self.space.choices["quantize"]:
+            return None, f"own candidate dropped: {exp.quantize.method} cannot run here"
+        if params_key(to_params(exp, self.space)) in {params_key(c) for c in candidates}:
+            return None, f"own candidate dropped: {exp.label()} is a candidate's point of the space"
+        return self._proposal(exp, "llm").params, ""
 
 
 def _experiment(record: dict[str, Any]) -> Experiment | None:
     data = record.get("experiment")
     return Experiment.model_validate(data) if data is not None else None
-
-
-def propose(kind: str, ctx: Context, chooser: ChooserSettings | None = None) -> Proposal:
-    if kind == "random":
-        return propose_random(ctx)
-    if kind == "llm" and chooser is not None:
-        return propose_chosen(ctx, chooser)
-    return propose_optuna(ctx, kind if kind in ("nsga2", "tpe") else "nsga2")
-
-
-def propose_random(ctx: Context) -> Proposal:
-    rng = random.Random(ctx.seed * 100_003 + ctx.iteration)
-    tried = ctx.tried
-    for _ in range(TRIES):
-        exp = to_experiment(ctx.space.sample(rng))
-        if exp is not None and experiment_key(exp) not in tried:
-            return Proposal(exp, "random")
-    raise NoProposal("random: no untried experiment found in the space")
 
 
 # --------------------------------------------------------------------------- Optuna
@@ -109,7 +155,7 @@ def record_trial(record: dict[str, Any], goal: Goal, space: Space, user_attrs: d
                           system_attrs=_sampler_attrs(record))
 
 
-def _study(ctx: Context, kind: str) -> Any:
+def _study(ctx: ExperimentDomain, kind: str) -> Any:
     from agentlab.core.search.study import make_sampler, scratch_study
 
     dists = ctx.space.distributions()
@@ -133,14 +179,10 @@ def _sampler_attrs(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in (record.get("optuna") or {}).items() if not k.startswith("constraints")}
 
 
-def propose_optuna(ctx: Context, kind: str) -> Proposal:
-    return optuna_candidates(ctx, kind, 1)[0]
-
-
-def optuna_candidates(ctx: Context, kind: str, k: int) -> list[Proposal]:
-    """Up to ``k`` distinct untried experiments from one in-memory copy of the study: the first is exactly what
-    ``propose_optuna`` runs, the others the sampler's next asks (without telling it anything about the first), then
-    random draws when it keeps repeating itself."""
+def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal]:
+    """Up to ``k`` distinct untried experiments from one in-memory copy of the study: the first is exactly what the
+    ``kind`` sampler alone runs, the others the sampler's next asks (without telling it anything about the first),
+    then random draws when it keeps repeating itself."""
     from optuna.trial import TrialState
 
     study = _study(ctx, kind)
@@ -152,7 +194,7 @@ def optuna_candidates(ctx: Context, kind: str, k: int) -> list[Proposal]:
         if exp is not None and experiment_key(exp) not in tried:
             attrs = study.get_trials(deepcopy=False)[-1].system_attrs  # a Trial has no system_attrs of its own
             generation = {k: v for k, v in attrs.items() if k.endswith(":generation")}
-            out.append(Proposal(exp, kind, extra={"optuna": generation} if generation else {}))
+            out.append(ctx._proposal(exp, kind, {"optuna": generation} if generation else {}))
             tried.add(experiment_key(exp))
             if len(out) == k:
                 return out
@@ -168,7 +210,7 @@ def optuna_candidates(ctx: Context, kind: str, k: int) -> list[Proposal]:
             break
         exp = to_experiment(ctx.space.sample(rng))
         if exp is not None and experiment_key(exp) not in tried:
-            out.append(Proposal(exp, kind, extra=dict(out[0].extra)))
+            out.append(ctx._proposal(exp, kind, dict(out[0].extra)))
             tried.add(experiment_key(exp))
     return out
 
@@ -181,7 +223,7 @@ class LLMPlan(StrictModel):
     experiment: Experiment = Field(description="the experiment to run next")
 
 
-def llm_messages(ctx: Context) -> list[dict[str, str]]:
+def llm_messages(ctx: ExperimentDomain) -> list[dict[str, str]]:
     from agentlab.compress.report import fmt
 
     base = ctx.records[0].get("metrics", {}) if ctx.records else {}
@@ -200,26 +242,6 @@ def llm_messages(ctx: Context) -> list[dict[str, str]]:
         *(["Notes from earlier runs:", ctx.notes[-2000:]] if ctx.notes.strip() else []),
         "Propose the next experiment."])
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
-@dataclass
-class ChooserSettings:
-    """The ``llm`` planner's settings (the config's ``llm_*`` keys) and its chooser (``LLMChooser`` on the planner
-    route, or a scripted one)."""
-
-    chooser: Chooser
-    candidates: int = 4
-    share: float = 0.3
-    adapt: bool = True
-    own_candidate: bool = False
-    warm_start: bool = False
-    memory: S.PickMemory | None = None
-    search_id: str = ""
-    prior: dict[str, list[int]] | None = None
-
-    def __post_init__(self) -> None:
-        if self.memory is not None and self.prior is None:
-            self.prior = self.memory.prior(self.chooser.name, exclude=self.search_id)
 
 
 def _points(goal: Goal, records: list[dict[str, Any]]) -> list[list[float | None]]:
@@ -248,20 +270,21 @@ def nadir(goal: Goal, records: list[dict[str, Any]]) -> list[float] | None:
     """The worst value of each objective over the feasible experiments, the base model included: the reference
     point of the search's hypervolume (None when some objective has no value)."""
     points = _points(goal, [r for r in records if _usable(r)])
-    out = []
+    out: list[float] = []
     for i, o in enumerate(goal.objectives):
-        values = [p[i] for p in points if p[i] is not None and math.isfinite(p[i])]  # type: ignore[arg-type]
+        values = [float(v) for p in points if (v := p[i]) is not None and math.isfinite(v)]
         if not values:
             return None
-        out.append(min(values) if o.direction == "maximize" else max(values))  # type: ignore[type-var]
+        out.append(min(values) if o.direction == "maximize" else max(values))
     return out
 
 
-def front_steps(goal: Goal, records: list[dict[str, Any]]) -> list[S.Step]:
-    """The ``llm`` planner's experiments as bandit steps: improved when the experiment is feasible and grows the
+def front_steps(goal: Goal, records: list[dict[str, Any]], planner: str = "llm") -> list[S.Step]:
+    """The ``planner``'s experiments as bandit steps: improved when the experiment is feasible and grows the
     hypervolume of the feasible experiments before it (against ``nadir``), ``gain`` by how much."""
     reference = nadir(goal, records)
-    steps, kept = [], []
+    steps: list[S.Step] = []
+    kept: list[dict[str, Any]] = []
     for r in records:
         gain = 0.0
         if reference is not None and _usable(r) and kept:
@@ -269,17 +292,14 @@ def front_steps(goal: Goal, records: list[dict[str, Any]]) -> list[S.Step]:
             gain = _hypervolume(goal, _points(goal, [*kept, r]), reference) - before
         if _usable(r):
             kept.append(r)
-        if r.get("planner") == "llm" and not r.get("warmup"):
+        if r.get("planner") == planner and not r.get("warmup"):
             steps.append(S.Step(r.get("origin") or "classical", gain > 1e-12, max(gain, 0.0)))
     return steps
 
 
-def contribution(goal: Goal, records: list[dict[str, Any]], settings: ChooserSettings) -> dict[str, Any]:
-    """results.json's ``llm_contribution`` (``share.contribution``), with the hypervolume of the feasible experiments
-    with and without the LLM's picks as the counterfactual; the counts go to the pick memory."""
-    steps = front_steps(goal, records)
-    if settings.memory is not None:
-        settings.memory.record(settings.chooser.name, settings.search_id, S.tally(steps))
+def contribution(goal: Goal, records: list[dict[str, Any]], planner: ChooserPlanner) -> dict[str, Any]:
+    """results.json's ``llm_contribution`` (``ChooserPlanner.contribution``), with the hypervolume of the feasible
+    experiments with and without the LLM's picks as the counterfactual."""
     reference = nadir(goal, records)
     without = None
     if reference is not None:
@@ -288,9 +308,8 @@ def contribution(goal: Goal, records: list[dict[str, Any]], settings: ChooserSet
         without = {"hypervolume": _hypervolume(goal, _points(goal, usable), reference),
                    "hypervolume_without_llm_picks": _hypervolume(goal, _points(goal, kept), reference),
                    "reference": reference}
-    warmup = sum(1 for r in records if r.get("planner") == "llm" and r.get("warmup"))
-    return S.contribution(steps, model=settings.chooser.name, candidates=settings.candidates,
-                          share=settings.share, warmup=warmup, without_llm=without)
+    warmup = sum(1 for r in records if r.get("planner") == planner.name and r.get("warmup"))
+    return planner.contribution(front_steps(goal, records, planner.name), warmup, without)
 
 
 def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
@@ -301,17 +320,18 @@ def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
     def better(a: list[float | None], b: list[float | None]) -> bool:
         if any(v is None for v in a + b):
             return False
-        pairs = [(x if d == "minimize" else -x, y if d == "minimize" else -y)  # type: ignore[operator]
-                 for x, y, d in zip(a, b, directions, strict=True)]
+        pairs = [(x if d == "minimize" else -x, y if d == "minimize" else -y)
+                 for x, y, d in zip(a, b, directions, strict=True) if x is not None and y is not None]
         return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
     return [sum(1 for j, q in enumerate(points) if j != i and _usable(records[j]) and better(q, p))
             + (0 if _usable(records[i]) else len(records)) for i, p in enumerate(points)]
 
 
-def chooser_messages(ctx: Context, candidates: list[Experiment]) -> list[dict[str, str]]:
-    """The chooser prompt for compress: the goal in words, the base model, the experiments so far (least dominated
-    first), what the good ones share, the candidates as experiments."""
+def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget_left: int,
+                     limit: int = 10) -> list[dict[str, str]]:
+    """The chooser prompt for compress: the goal in words, the base model, the experiments so far (least
+    dominated first, ``limit`` at most), what the good ones share, the candidates as experiments."""
     from agentlab.compress.report import fmt
     from agentlab.core.search.prompts import choice_messages, good_trials_summary
 
@@ -323,83 +343,13 @@ def chooser_messages(ctx: Context, candidates: list[Experiment]) -> list[dict[st
     history = [f"{done[i]['label']}: " + ", ".join(f"{k} {fmt(v)}" for k, v in done[i].get("derived", {}).items()
                                                    if k in shown)
                + (" (on the front)" if ranks[i] == 0 else "" if done[i].get("feasible") else " (breaks a constraint)")
-               for i in order]
+               for i in order][:limit]
     rows = [(to_params(_experiment(done[i]), ctx.space), float(ranks[i])) for i in order]  # type: ignore[arg-type]
     summary = good_trials_summary(rows, list(ctx.space.choices))
     notes = ["Notes from earlier runs:", ctx.notes[-1000:]] if ctx.notes.strip() else []
     return choice_messages(
-        goal=ctx.goal.describe(), budget_left=ctx.budget - ctx.iteration + 1,
+        goal=ctx.goal.describe(), budget_left=budget_left,
         incumbent=", ".join(f"{k} {fmt(base.get(k))}" for k in ("perplexity", "accuracy", "decode_tps", "size_mb")),
         incumbent_label="Base model", history=history, summary=summary, notes=notes,
         history_label="Experiments so far, least dominated first", candidates_label="Candidate experiments",
         candidates=[c.label() for c in candidates], aim="advance the goal")
-
-
-def propose_chosen(ctx: Context, settings: ChooserSettings) -> Proposal:
-    """The LLM's choice among NSGA-II's candidates (module docstring); candidate 0 when it is not asked or gives no
-    answer, with the reason in the note."""
-    from agentlab.core.search.planners import ChoiceRequest
-
-    steps = front_steps(ctx.goal, ctx.records)
-    if settings.memory is not None:
-        settings.memory.record(settings.chooser.name, settings.search_id, S.tally(steps))
-    proposals = optuna_candidates(ctx, "nsga2", settings.candidates)
-    warmup = ctx.iteration - 1 < population_size(ctx.budget) // 2  # the first half of NSGA-II's random generation
-    left = ctx.budget - ctx.iteration + 1  # experiments left, this one included
-
-    def run(index: int, origin: str, note: str = "", warm: bool = False) -> Proposal:
-        chosen = proposals[index]
-        extra = {**chosen.extra, "origin": origin, "choice": index, "candidates": len(proposals),
-                 **({"warmup": True} if warm else {})}
-        return Proposal(chosen.experiment, "llm", note=note, extra=extra)
-
-    closed = "a warm-up experiment of the sampler" if warmup and not settings.warm_start else ""
-    if not warmup:
-        open_, why = S.open_to_llm(settings.share, steps, len(steps) + left, ctx.seed, settings.prior,
-                                   settings.adapt)
-        closed = "" if open_ else why
-    if closed:  # not shown to the LLM: candidate 0 alone (what nsga2 runs)
-        del proposals[1:]
-        return run(0, "classical", closed, warm=warmup)
-    if len(proposals) < 2 and not settings.own_candidate:
-        return run(0, "classical", "one candidate only: not shown to the LLM", warm=warmup)
-    own_index, notes = None, []
-    if settings.own_candidate and not warmup and hasattr(settings.chooser, "structured"):
-        own, why = _own(ctx, settings, proposals)
-        if own is not None:
-            proposals.append(Proposal(own, "llm"))
-            own_index = len(proposals) - 1
-        elif why:
-            notes.append(why)
-    if len(proposals) < 2:
-        return run(0, "classical", "; ".join([*notes, "one candidate only"]))
-    done = [r for r in ctx.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
-    request = ChoiceRequest(
-        chooser_messages(ctx, [p.experiment for p in proposals]),
-        [to_params(p.experiment, ctx.space) for p in proposals],
-        [(to_params(_experiment(r), ctx.space), [v for v in _points(ctx.goal, [r])[0]])  # type: ignore[arg-type]
-         for r in done if all(v is not None for v in _points(ctx.goal, [r])[0])],
-        [o.direction for o in ctx.goal.objectives], lambda params: ctx.space.distributions(),
-        seed=ctx.seed * 7919 + ctx.iteration)
-    choice = settings.chooser.choose(request)
-    if choice.index is None or not 0 <= choice.index < len(proposals):
-        note = choice.note or f"no answer: choice {choice.index} is not a candidate"
-        log.warning("LLM planner: %s; candidate 0 runs", note)
-        return run(0, "no answer", "; ".join([*notes, note]), warmup)
-    origin = "kept" if choice.index == 0 else "own" if choice.index == own_index else "picked"
-    return run(choice.index, origin, "; ".join([*notes, choice.reasoning]) if notes else choice.reasoning, warmup)
-
-
-def _own(ctx: Context, settings: ChooserSettings, proposals: list[Proposal]) -> tuple[Experiment | None, str]:
-    """The LLM's own experiment (opt-in), or None and why not."""
-    try:
-        plan = settings.chooser.structured(llm_messages(ctx), LLMPlan, show_schema=True)  # type: ignore[attr-defined]
-    except LLMError as exc:
-        return None, f"no own candidate: {exc.kind}: {exc.message}"
-    exp = plan.experiment
-    taken = ctx.tried | {experiment_key(p.experiment) for p in proposals}
-    if experiment_key(exp) in taken:
-        return None, f"own candidate dropped: {exp.label()} is a candidate or was tried"
-    if exp.quantize is not None and exp.quantize.method not in ctx.space.choices["quantize"]:
-        return None, f"own candidate dropped: {exp.quantize.method} cannot run here"
-    return exp, ""

@@ -25,10 +25,13 @@ from typing import TYPE_CHECKING, Any
 from agentlab.compress.config import CompressConfig, Experiment
 from agentlab.compress.experiment import Inputs
 from agentlab.compress.objective import Goal
+from agentlab.compress.planners import SAMPLERS, ExperimentDomain, NoProposal, contribution, record_trial
 from agentlab.compress.space import Space
 from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, durable_append, runs_root
+from agentlab.core.search.planners import ChooserPlanner, Proposal
+from agentlab.core.search.session import PlannerSession, PlannerSpec, open_planner
 
 if TYPE_CHECKING:
     from agentlab.core.llm.config import LLMConfig
@@ -105,8 +108,8 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
     from agentlab.core.llm.config import LLMConfig, load_llm_config
     from agentlab.core.tracking import check_tracking
-    from agentlab.core.train.device import resolve_device_dtype
-    from agentlab.core.train.model import hf_model_folder
+    from agentlab.core.models.device import resolve_device_dtype
+    from agentlab.core.models.load import hf_model_folder
 
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
@@ -201,8 +204,7 @@ class Search:
         self.state = run_dir.file(STATE)
         self.records = read_state(self.state)
         self.task = progress.task("compress", total=cfg.max_iterations + 1)
-        self.router: Any = None
-        self.chooser: Any = None  # planners.ChooserSettings of the llm planner, made on its first trial
+        self.session: PlannerSession | None = None
         self.stop_reason = ""
         self.study: Any = None
 
@@ -216,14 +218,11 @@ class Search:
         self.context = measure_context(self.p.inputs)
         log_experiments(self.tracker, self.records)
         self._open_study()
-        if self.cfg.planner == "llm":
-            self.chooser = self._chooser()
-        try:
+        spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", samplers=SAMPLERS, settings=self.cfg,
+                           llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
+                           memory=self.workspace.root / "llm_picks.json")  # the record of the model's picks
+        with open_planner(spec) as self.session:  # closes the planner route's router (llm_stats.json)
             self._loop()
-        finally:
-            if self.router is not None:
-                self.run_dir.write_json("llm_stats.json", self.router.stats())
-                self.router.close()
         return self._finish()
 
     def _loop(self) -> None:
@@ -233,14 +232,12 @@ class Search:
             self._add(base)
         for i in range(len(self.records), self.cfg.max_iterations + 1):
             try:
-                proposal = self._propose(i)
-            except AgentlabError as exc:
-                if type(exc).__name__ != "NoProposal":
-                    raise
+                exp, proposal = self._propose(i)
+            except NoProposal as exc:
                 self.stop_reason = exc.message
                 break
-            record = self._obtain(proposal.experiment, planner=proposal.planner, note=proposal.note,
-                                  extra=proposal.extra)
+            note = "; ".join(n for n in [*proposal.notes, proposal.reasoning] if n)
+            record = self._obtain(exp, planner=proposal.planner, note=note, extra=_record_extra(proposal))
             if record is None:
                 break
             self._add(record)
@@ -248,31 +245,14 @@ class Search:
             self.stop_reason = f"max_iterations reached ({len(self.records) - 1} experiments)"
         self.announce(f"stopped: {self.stop_reason}")
 
-    def _propose(self, i: int) -> Any:
-        from agentlab.compress.planners import Context, propose
-
-        ctx = Context(self.goal, self.p.space, self.cfg.seed, i, self.records, self.study.get_trials(deepcopy=False),
-                      self.workspace.notes(self.model_hash), budget=self.cfg.max_iterations)
-        return propose(self.cfg.planner, ctx, self.chooser)
-
-    def _chooser(self) -> Any:
-        """The llm planner's settings: the planner route's model (or the scripted chooser given), the config's
-        ``llm_*`` keys, the record of the model's picks in the workspace (llm_picks.json)."""
-        from agentlab.compress.planners import ChooserSettings
-        from agentlab.core.search.share import PickMemory
-
-        chooser = self.p.chooser
-        if chooser is None:
-            from agentlab.core.llm.router import Router
-            from agentlab.core.search.planners import LLMChooser
-
-            self.router = Router.for_run(self.p.llm, self.run_dir)  # type: ignore[arg-type]
-            chooser = LLMChooser(self.router, route="planner")
-        c = self.cfg
-        return ChooserSettings(chooser, candidates=c.llm_candidates, share=c.llm_share, adapt=c.llm_adapt,
-                               own_candidate=c.llm_own_candidate, warm_start=c.llm_warm_start,
-                               memory=PickMemory(self.workspace.root / "llm_picks.json"),
-                               search_id=str(self.run_dir.path.resolve()))
+    def _propose(self, i: int) -> tuple[Experiment, Proposal]:
+        """The planner's proposal for experiment ``i`` and the experiment it stands for."""
+        assert self.session is not None
+        domain = ExperimentDomain(self.goal, self.p.space, self.cfg.seed, i, self.records,
+                                  self.study.get_trials(deepcopy=False), self.workspace.notes(self.model_hash),
+                                  budget=self.cfg.max_iterations)
+        proposal = self.session.planner.propose(domain.context())
+        return domain.experiment(proposal.params), proposal
 
     # ------------------------------------------------------------------ the study
 
@@ -283,8 +263,6 @@ class Search:
         self._sync_study()
 
     def _sync_study(self) -> None:
-        from agentlab.compress.planners import record_trial
-
         have = {t.user_attrs.get(RECORD_ATTR) for t in self.study.get_trials(deepcopy=False)}
         for record in self.records:
             rid = f"{self.run_dir.path.resolve()}#{record['index']}"
@@ -374,10 +352,9 @@ class Search:
         from agentlab.compress.tracking import log_results
 
         results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
-        if self.cfg.planner == "llm":
-            from agentlab.compress.planners import contribution
-
-            results["llm_contribution"] = contribution(self.goal, self.records, self.chooser)
+        planner = self.session.planner if self.session is not None else None
+        if isinstance(planner, ChooserPlanner):
+            results["llm_contribution"] = contribution(self.goal, self.records, planner)
         plot = write_plot(self.goal, self.records, self.run_dir.file("pareto.png"))
         results["plot"] = plot.name if plot is not None else None
         self.run_dir.save_results(results)
@@ -386,6 +363,17 @@ class Search:
                                                                 self.run_dir.path.name))
         log_results(self.tracker, results, self.run_dir.path)
         return results
+
+
+def _record_extra(proposal: Proposal) -> dict[str, Any]:
+    """What an experiment's record keeps of its proposal: the sampler's attributes (NSGA-II's generation) and, for
+    the llm planner, how it came about (origin, choice, candidates, warmup)."""
+    extra = dict(proposal.extra)
+    if proposal.origin:
+        extra.update(origin=proposal.origin, choice=proposal.choice, candidates=proposal.candidates)
+        if proposal.warmup:
+            extra["warmup"] = True
+    return extra
 
 
 def _measured(result: dict[str, Any]) -> dict[str, Any]:

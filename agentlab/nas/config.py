@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from agentlab.core.config import StrictModel
+from agentlab.core.search.settings import LLMPlannerSettings
 from agentlab.core.search.space import ParamSpec
 from agentlab.core.tracking import TrackingURI, tracking_field
 
@@ -162,7 +163,9 @@ def default_space() -> dict[str, ParamSpec]:
     }
 
 
-class SearchConfig(StrictModel):
+class SearchConfig(LLMPlannerSettings):
+    """The search loop; the LLM planner's keys (``history``, ``llm_*``) come from ``LLMPlannerSettings``."""
+
     planner: Literal["auto", "llm", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"] = Field(
         "auto", description="auto: llm when a planner model is configured and reachable, else tpe; llm: the LLM "
         "chooses among TPE's candidates; tpe: TPE, multivariate on a conditional space; tpe_independent / "
@@ -186,19 +189,6 @@ class SearchConfig(StrictModel):
                                 "postgresql://..., or a journal file path); empty: SQLite in the run folder")
     study_name: str = Field("nas", description="study name inside the storage")
     seed: int = Field(0, description="sampler seed")
-    history: int = Field(10, ge=1, description="finished trials shown to the LLM planner, best first")
-    llm_candidates: int = Field(4, ge=2, le=10, description="llm planner: TPE candidates drawn per trial for the LLM "
-                                "to choose among; candidate 0 is what TPE alone would run")
-    llm_share: float = Field(0.3, ge=0.0, le=1.0, description="llm planner: the most trials on which the LLM's pick "
-                             "may differ from candidate 0, as a fraction of the planner's trials (0: TPE trial for "
-                             "trial)")
-    llm_adapt: bool = Field(True, description="llm planner: a bandit earns the share (the LLM is asked less when its "
-                            "picks find fewer new bests than TPE's), starting from this model's record in earlier "
-                            "searches; false: asked whenever the share allows")
-    llm_own_candidate: bool = Field(False, description="llm planner, for strong models: the LLM also proposes a "
-                                    "candidate of its own aimed at a score 5% better than the best (LLAMBO)")
-    llm_warm_start: bool = Field(False, description="llm planner, for strong models: the LLM also chooses TPE's random "
-                                 "warm-up trials among K random draws (outside llm_share)")
 
 
 SECTIONS: dict[str, type[StrictModel]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}

@@ -20,19 +20,19 @@ from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, require_finished_trials
-from agentlab.core.search.records import TrialRecord, run_id, state_dict
+from agentlab.core.search.planners import Chooser, ChooserPlanner, trial_steps
+from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
+from agentlab.core.search.session import PlannerSession, PlannerSpec, open_planner
+from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import open_study
+from agentlab.core.search.study import OPTUNA_PLANNERS, open_study
 from agentlab.nas.config import NASConfig, apply_changes, get_dotted, space_meanings, space_values
 
 if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
-    from agentlab.core.search.planners import Chooser, ChooserPlanner, OptunaPlanner
     from agentlab.core.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 METRIC = "val_mse"
-OFFLINE = "no planner model configured; offline"  # the planner line's reason when the user configured none
 
 
 def search_space(cfg: NASConfig) -> SearchSpace:
@@ -102,98 +102,20 @@ def _pydantic_message(err: Any) -> str:
 # --------------------------------------------------------------------------- planner choice
 
 
+def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
+                 chooser: Chooser | None = None) -> PlannerSpec:
+    """What nas asks of ``core.search.session``: its planner kind, TPE as the classical sampler, the pick memory in
+    ``<runs>/nas/llm_picks.json`` (keyed by model). ``chooser``: a scripted chooser in place of the planner model
+    (the benchmarks' placebo and surrogate)."""
+    return PlannerSpec(kind=cfg.search.planner, sampler="tpe", samplers=OPTUNA_PLANNERS, settings=cfg.search,
+                       llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json")
+
+
 def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
-                   chooser: Chooser | None = None) -> tuple[OptunaPlanner | ChooserPlanner, Router | None, str]:
-    """(planner, router or None, one line saying which planner runs and why). ``chooser``: a scripted chooser in
-    place of the planner model (the benchmarks' placebo and surrogate)."""
-    from agentlab.core.search.planners import OptunaPlanner
-
-    mode = cfg.search.planner
-    if mode not in ("auto", "llm"):
-        return OptunaPlanner(mode), None, f"planner: {mode}"
-    if chooser is not None:
-        return chooser_planner(cfg, chooser, run_dir), None, f"planner: llm ({chooser.name}, scripted), {_how(cfg)}"
-    chain = llm.route("planner").chain() if llm is not None else []
-    if not chain:
-        if mode == "llm":
-            raise AgentlabError("planner 'llm' needs a planner model", hint="give --llm FILE with a `planner` route "
-                                "(or models and a default route), or use --planner tpe")
-        return OptunaPlanner("tpe"), None, f"planner: tpe ({OFFLINE})"
-    from agentlab.core.llm.router import Router
-    from agentlab.core.search.planners import LLMChooser
-
-    if mode == "auto":
-        missing = _missing_keys(llm, chain)
-        if missing is not None:  # no request goes out without a key: it could only fail with an auth error
-            why = OFFLINE if _default_routing(llm) else f"planner model unavailable: {missing} not set"
-            return OptunaPlanner("tpe"), None, f"planner: tpe ({why})"
-    router = Router.for_run(llm, run_dir)  # planner calls land in events.jsonl, keys scrubbed
-    if mode == "auto":
-        try:
-            router.generate_sync([{"role": "user", "content": "Reply with OK."}], route="planner")
-        except AgentlabError as exc:
-            router.close()
-            return OptunaPlanner("tpe"), None, f"planner: tpe (planner model unreachable: {exc.message})"
-    planner = chooser_planner(cfg, LLMChooser(router, route="planner"), run_dir)
-    return planner, router, f"planner: llm via route 'planner' ({', '.join(chain)}), {_how(cfg)}"
-
-
-def _default_routing(llm: LLMConfig) -> bool:
-    """Whether ``llm`` is the routing a user gets without --llm (``configs/llm.yaml`` as found): with none of its
-    keys set, nothing was configured, and TPE is the planner of an offline run, not a failure."""
-    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, load_llm_config
-
-    try:
-        return DEFAULT_LLM_CONFIG.is_file() and llm == load_llm_config(None)
-    except AgentlabError:
-        return False
-
-
-def _how(cfg: NASConfig) -> str:
-    s = cfg.search
-    return (f"choosing among {s.llm_candidates} TPE candidates, llm_share {s.llm_share:g}"
-            + (", adaptive" if s.llm_adapt else "") + (", own candidate" if s.llm_own_candidate else "")
-            + (", warm start" if s.llm_warm_start else ""))
-
-
-def chooser_planner(cfg: NASConfig, chooser: Chooser, run_dir: RunDir | None = None) -> ChooserPlanner:
-    """The llm planner over ``chooser``, its record of picks in ``<runs>/nas/llm_picks.json`` (keyed by model)."""
-    from agentlab.core.search.planners import ChooserPlanner
-    from agentlab.core.search.share import PickMemory
-
-    s = cfg.search
-    return ChooserPlanner(chooser, candidates=s.llm_candidates, share=s.llm_share, adapt=s.llm_adapt,
-                          memory=PickMemory(runs_root() / "nas" / "llm_picks.json"),
-                          search_id=str(run_dir.path.resolve()) if run_dir is not None else "",
-                          own_candidate=s.llm_own_candidate, warm_start=s.llm_warm_start, history=s.history)
-
-
-def _missing_keys(llm: LLMConfig, chain: list[str]) -> str | None:
-    """The unset API-key variables when every model of ``chain`` needs one (``api_key_env``); else None."""
-    from agentlab.core.config import getenv
-
-    missing: list[str] = []
-    for name in chain:
-        env = getattr(llm.providers[llm.models[name].provider], "api_key_env", None)
-        if not env or getenv(env):
-            return None  # this model needs no key, or has one: worth a probe
-        if env not in missing:
-            missing.append(env)
-    return ", ".join(missing) if missing else None
-
-
-def _evaluator_router(llm: LLMConfig | None, planner_router: Router | None,
-                      run_dir: RunDir | None = None) -> Router | None:
-    """A router for the explicitly configured `evaluator` route (whatever the planner), unless its keys are unset."""
-    if llm is None or not llm.has_route("evaluator") or not llm.route("evaluator").chain():
-        return None
-    if _missing_keys(llm, llm.route("evaluator").chain()) is not None:
-        return None
-    if planner_router is not None:
-        return planner_router
-    from agentlab.core.llm.router import Router
-
-    return Router.for_run(llm, run_dir)
+                   chooser: Chooser | None = None) -> PlannerSession:
+    """The planner session (planner, line saying which planner runs and why, the router of the planner and evaluator
+    routes); close it (``with``) when the search ends."""
+    return open_planner(planner_spec(cfg, llm, run_dir, chooser), evaluator=True)
 
 
 # --------------------------------------------------------------------------- the run
@@ -219,7 +141,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     from agentlab.core.errors import ConfigError, UsageError, missing_package
     from agentlab.core.llm.config import load_llm_config
     from agentlab.core.tracking import check_tracking
-    from agentlab.core.train.device import resolve_device_dtype
+    from agentlab.core.models.device import resolve_device_dtype
     from agentlab.nas.train import check_model, prepare_data
 
     try:
@@ -296,40 +218,32 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     announce = announce or log.info
     prepared = data if data is not None else prepare_data(cfg)
     space = search_space(cfg)
-    planner, router, planner_line = choose_planner(cfg, llm, run_dir, chooser)
-    announce(planner_line)
-    run_dir.event("planner", line=planner_line)
-    evaluator_router = _evaluator_router(llm, router, run_dir)
-    if evaluator_router is not None:
-        announce("evaluator: rules, and the 'evaluator' route inside the noise band")
-    evaluator = HybridEvaluator(cfg.search.min_delta, router=evaluator_router, metric=METRIC)
-    study = _study(cfg, run_dir)
-    holder: dict[str, Any] = {"best": None}
-    objective = NASObjective(cfg, prepared, run_dir, progress, lambda: holder["best"])
+    with choose_planner(cfg, llm, run_dir, chooser) as session:
+        announce(session.line)
+        run_dir.event("planner", line=session.line)
+        if session.evaluator is not None:
+            announce("evaluator: rules, and the 'evaluator' route inside the noise band")
+        evaluator = HybridEvaluator(cfg.search.min_delta, router=session.evaluator, metric=METRIC)
+        study = _study(cfg, run_dir)
+        holder: dict[str, Any] = {"best": None}
+        objective = NASObjective(cfg, prepared, run_dir, progress, lambda: holder["best"])
 
-    def on_trial(records: list[TrialRecord]) -> None:
-        state = state_dict(records, METRIC)
-        holder["best"] = state["best_value"]
-        run_dir.write_json("agent_state.json", state)
-        log_trials(tracker, study, records, run_dir.path)
+        def on_trial(records: list[TrialRecord]) -> None:
+            state = state_dict(records, METRIC)
+            holder["best"] = state["best_value"]
+            run_dir.write_json("agent_state.json", state)
+            log_trials(tracker, study, records, run_dir.path)
 
-    loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
-                      objective=objective, planner=planner, evaluator=evaluator, metric=METRIC, seed=cfg.search.seed,
-                      stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
-                                     cfg.search.target),
-                      on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path),
-                      summary_metrics=("test_mse", "n_params", "epochs"))
-    try:
+        loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
+                          objective=objective, planner=session.planner, evaluator=evaluator, metric=METRIC,
+                          seed=cfg.search.seed, stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s,
+                                                               cfg.search.patience, cfg.search.target),
+                          on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path),
+                          summary_metrics=("test_mse", "n_params", "epochs"))
         outcome = loop.run()
-    finally:
-        used = {id(r): r for r in (router, evaluator_router) if r is not None}.values()
-        if used:
-            run_dir.write_json("llm_stats.json", {k: v for r in used for k, v in r.stats().items()})
-        for r in used:
-            r.close()
     require_finished_trials(outcome)
-    results = summarise(cfg, outcome, evaluate_baseline(prepared), planner_line, target=prepared.target,
-                        literature=literature_for(cfg, prepared), contribution=llm_contribution(planner, outcome))
+    results = summarise(cfg, outcome, evaluate_baseline(prepared), session.line, target=prepared.target,
+                        literature=literature_for(cfg, prepared), contribution=llm_contribution(session, outcome))
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     log_results(tracker, results, run_dir.path)
@@ -350,18 +264,17 @@ def literature_for(cfg: NASConfig, prepared: Any) -> dict[str, Any] | None:
     return comparison(dataset, cfg.data.pred_len, cfg.data.features, prepared.split)
 
 
-def llm_contribution(planner: Any, outcome: Any) -> dict[str, Any] | None:
+def llm_contribution(session: PlannerSession, outcome: Any) -> dict[str, Any] | None:
     """results.json's ``llm_contribution`` (None unless the llm planner ran), with the search's best without the
     LLM's picks (the trials where it chose another candidate than TPE's) as the counterfactual."""
-    if not hasattr(planner, "contribution"):
+    if not isinstance(session.planner, ChooserPlanner):
         return None
-    from agentlab.core.search.records import best_of
-    from agentlab.core.search.share import LLM_ORIGINS
-
     kept = best_of([r for r in outcome.records if r.origin not in LLM_ORIGINS])
     without = {"best_val_mse": kept.value if kept else None,
                "best_test_mse": kept.metrics.get("test_mse") if kept else None}
-    return planner.contribution(outcome.records, "minimize", without)  # type: ignore[no-any-return]
+    name = session.planner.name
+    warmup = sum(1 for r in outcome.records if r.planner == name and r.warmup)
+    return session.contribution(trial_steps(outcome.records, name, False), warmup, without)
 
 
 def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,
@@ -437,4 +350,4 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         cfg = load_config(config, NASConfig, sets)
     inputs = {**prepare(cfg, llm, scripted=chooser is not None), "chooser": chooser}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
-    return results  # type: ignore[no-any-return]
+    return results

@@ -12,16 +12,14 @@ pytest.importorskip("optuna")
 
 from agentlab.compress.objective import parse_objective  # noqa: E402
 from agentlab.compress.planners import (  # noqa: E402
-    ChooserSettings,
-    Context,
+    ExperimentDomain,
     contribution,
     front_steps,
     optuna_candidates,
     population_size,
-    propose_chosen,
-    propose_optuna,
 )
 from agentlab.compress.space import Space, experiment_key  # noqa: E402
+from agentlab.core.search.planners import ChooserPlanner, OptunaPlanner  # noqa: E402
 from agentlab.testing.choosers import FixedChooser  # noqa: E402
 
 GOAL = parse_objective("maximize speedup, minimize perplexity")
@@ -35,10 +33,12 @@ def record(index: int, speedup: float, perplexity: float, planner: str = "llm", 
 
 
 def test_candidates_are_distinct_and_the_first_is_nsga2s() -> None:
-    ctx = Context(GOAL, SPACE, seed=3, iteration=1, records=[record(0, 1.0, 10.0, "base")], trials=[], budget=8)
+    ctx = ExperimentDomain(GOAL, SPACE, seed=3, iteration=1, records=[record(0, 1.0, 10.0, "base")], trials=[],
+                           budget=8)
     cands = optuna_candidates(ctx, "nsga2", 4)
-    assert len(cands) == 4 and len({experiment_key(c.experiment) for c in cands}) == 4
-    assert cands[0].experiment == propose_optuna(ctx, "nsga2").experiment
+    assert len(cands) == 4 and len({experiment_key(ctx.experiment(c.params)) for c in cands}) == 4
+    alone = OptunaPlanner("nsga2", ("nsga2",)).propose(ctx.context())
+    assert ctx.experiment(cands[0].params) == ctx.experiment(alone.params) and alone.planner == "nsga2"
     assert population_size(8) == 4 and population_size(40) == 10 and population_size(3) == 4
 
 
@@ -48,7 +48,7 @@ def test_steps_count_growth_of_the_feasible_front_and_contribution_compares_hype
     steps = front_steps(GOAL, records)
     assert [(s.origin, s.improved) for s in steps] == [("classical", True), ("picked", False), ("picked", True),
                                                        ("classical", False)]
-    block = contribution(GOAL, records, ChooserSettings(FixedChooser(0, "m"), share=0.3))
+    block = contribution(GOAL, records, ChooserPlanner(FixedChooser(0, "m"), share=0.3, sampler="nsga2"))
     assert block["differed"] == 2 and block["new_bests"] == {"llm_picks": 1, "sampler": 1}
     without = block["without_llm_picks"]
     assert without["reference"] == [1.0, 20.0]
@@ -57,15 +57,15 @@ def test_steps_count_growth_of_the_feasible_front_and_contribution_compares_hype
 
 def test_a_scripted_choice_runs_and_warm_up_is_the_samplers() -> None:
     base = [record(0, 1.0, 10.0, "base")]
-    settings = ChooserSettings(FixedChooser(2, "m"), share=1.0, adapt=False)
-    warm = propose_chosen(Context(GOAL, SPACE, 0, 1, base, [], budget=8), settings)
-    assert warm.extra["origin"] == "classical" and warm.extra["choice"] == 0
+    planner = ChooserPlanner(FixedChooser(2, "m"), share=1.0, adapt=False, sampler="nsga2")
+    warm = planner.propose(ExperimentDomain(GOAL, SPACE, 0, 1, base, [], budget=8).context())
+    assert warm.origin == "classical" and warm.choice == 0 and warm.warmup
     done = base + [record(i, 1.0 + i / 10, 10.0 + i, experiment={"quantize": {"method": m}})
                    for i, m in ((1, "int8_weight_only"), (2, "int8_dynamic"))]
-    ctx = Context(GOAL, SPACE, 0, 3, done, [], budget=8)
-    picked = propose_chosen(ctx, settings)
-    assert picked.extra["origin"] == "picked" and picked.extra["choice"] == 2
-    assert picked.experiment == optuna_candidates(ctx, "nsga2", 4)[2].experiment
+    ctx = ExperimentDomain(GOAL, SPACE, 0, 3, done, [], budget=8)
+    picked = planner.propose(ctx.context())
+    assert picked.origin == "picked" and picked.choice == 2 and picked.planner == "llm"
+    assert ctx.experiment(picked.params) == ctx.experiment(optuna_candidates(ctx, "nsga2", 4)[2].params)
 
 
 def test_the_surrogate_chooser_ranks_nsga2_proposals_on_both_objectives() -> None:
@@ -74,6 +74,6 @@ def test_the_surrogate_chooser_ranks_nsga2_proposals_on_both_objectives() -> Non
     done = [record(0, 1.0, 10.0, "base")] + [
         record(i, 1.0 + i / 10, 10.0 + i, experiment={"quantize": {"method": m}})
         for i, m in ((1, "int8_weight_only"), (2, "int8_dynamic"), (3, "torch_dynamic_int8"))]
-    ctx = Context(GOAL, SPACE, 0, 4, done, [], budget=8)
-    picked = propose_chosen(ctx, ChooserSettings(SurrogateChooser(), share=1.0, adapt=False))
-    assert picked.extra["origin"] in ("kept", "picked") and 0 <= picked.extra["choice"] < 4
+    ctx = ExperimentDomain(GOAL, SPACE, 0, 4, done, [], budget=8)
+    picked = ChooserPlanner(SurrogateChooser(), share=1.0, adapt=False, sampler="nsga2").propose(ctx.context())
+    assert picked.origin in ("kept", "picked") and picked.choice is not None and 0 <= picked.choice < 4

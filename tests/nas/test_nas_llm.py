@@ -212,14 +212,11 @@ def test_planner_auto_sends_nothing_without_the_api_key(in_tmp: Path, srv: Scrip
     cfg = NASConfig.model_validate({"search": {"planner": "auto"}})
     llm = LLMConfig.model_validate(routing(srv.base_url, api_key_env="OPENROUTER_API_KEY"))
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
-    planner, router, line = choose_planner(cfg, llm)
-    assert line == "planner: tpe (planner model unavailable: OPENROUTER_API_KEY not set)"
-    assert planner.name == "tpe" and router is None and srv.count(PLANNER) == 0
+    with choose_planner(cfg, llm) as session:
+        assert session.line == "planner: tpe (planner model unavailable: OPENROUTER_API_KEY not set)"
+        assert session.planner.name == "tpe" and session.evaluator is None and srv.count(PLANNER) == 0
 
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-test")
-    planner, router, line = choose_planner(cfg, llm)
-    try:
-        assert planner.name == "llm" and line.startswith("planner: llm via route 'planner'")
+    with choose_planner(cfg, llm) as session:
+        assert session.planner.name == "llm" and session.line.startswith("planner: llm via route 'planner'")
         assert srv.count(PLANNER) == 1
-    finally:
-        router.close()

@@ -19,7 +19,7 @@ from agentlab.core.errors import AgentlabError
 from agentlab.core.runs import deferred_interrupts
 from agentlab.core.search import records as R
 from agentlab.core.search.evaluator import Decision
-from agentlab.core.search.planners import PlanContext, Proposal, params_key
+from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, params_key
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import Direction, make_sampler, scratch_study
@@ -33,14 +33,6 @@ class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
     def __init__(self, metrics: dict[str, Any] | None = None):
         super().__init__("pruned")
         self.metrics = metrics or {}
-
-
-class Planner(Protocol):
-    """Proposes the next trial from what the search knows (``OptunaPlanner``, ``ChooserPlanner`` in ``planners``)."""
-
-    name: str
-
-    def propose(self, ctx: PlanContext) -> Proposal: ...
 
 
 class Evaluator(Protocol):
@@ -162,13 +154,13 @@ class SearchLoop:
 
     def _context(self, records: list[TrialRecord]) -> PlanContext:
         best = best_of(records, self.direction)
-        return PlanContext(
+        domain = TrialDomain(
             space=self.space, base_params=self.base_params, incumbent=dict(best.params) if best else self.base_params,
-            records=[r for r in records if r.state != "running"], best=best,
-            budget_left=self.stop.max_iterations - self.counted(records), metric=self.metric,
+            records=[r for r in records if r.state != "running"], best=best, metric=self.metric,
             check=self.objective.check, candidate=self._candidate,
             tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running")},
             direction=self.direction, summary_metrics=self.summary_metrics, seed=self.seed, startup=self.startup)
+        return PlanContext(domain, budget_left=self.stop.max_iterations - self.counted(records), seed=self.seed)
 
     def _propose(self, records: list[TrialRecord]) -> Proposal:
         if not any(r.state in ("complete", "pruned", "running") for r in records):

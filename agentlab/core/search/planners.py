@@ -1,5 +1,7 @@
-"""Planners propose the next trial's parameters: Optuna's TPE or random sampling, or an LLM choosing among the
-sampler's candidates.
+"""Planners propose the next trial's parameters: a classical sampler (Optuna's TPE, NSGA-II, ...; random), or an
+LLM choosing among the sampler's candidates. One design for every search: a planner sees a ``PlanContext`` whose
+``Domain`` says how the search's sampler draws and what the LLM is shown (``TrialDomain``: the search loop's, nas;
+``compress.planners.ExperimentDomain``: compress's), and returns a ``Proposal``.
 
 Published comparisons (LLAMBO, ICLR 2024; its replication on open 8B-27B models; Centaur, where a classical optimiser
 runs every trial and an LLM overrides it on about 30% of them) find that an LLM alone loses track of the search
@@ -51,26 +53,60 @@ class Proposal:
     choice: int | None = None  # the llm planner's trials: the index of the candidate that ran
     candidates: int = 0  # the llm planner's trials: how many candidates there were
     warmup: bool = False  # one of the sampler's warm-up trials: outside the share and the bandit
+    extra: dict[str, Any] = field(default_factory=dict)  # the sampler's own attributes the command keeps (NSGA-II's
+    # generation in compress's records)
+
+
+class Domain(Protocol):
+    """What a planner needs to know about one search: how its sampler draws, what counts as a better trial, what
+    the LLM is shown. ``TrialDomain`` is the search loop's (nas: trials over a ``SearchSpace``, one objective);
+    ``compress.planners.ExperimentDomain`` is compress's (experiments, several objectives, the Pareto front). The
+    planners (``OptunaPlanner``, ``ChooserPlanner``) are the same for both."""
+
+    def draw(self, kind: str, k: int) -> list[Proposal]:
+        """Up to ``k`` distinct, valid, untried candidates of the ``kind`` sampler; candidate 0 is exactly what the
+        sampler alone would run. Raises when there is none."""
+        ...
+
+    def steps(self, planner: str) -> list[S.Step]:
+        """The ``planner``'s trials after the warm-up as bandit steps (``share``)."""
+        ...
+
+    def warmup(self) -> bool:
+        """Whether the next trial is one of the sampler's random warm-up trials."""
+        ...
+
+    def request(self, candidates: list[dict[str, Any]], budget_left: int, history: int) -> ChoiceRequest:
+        """What the chooser is shown (``history``: how many finished trials at most)."""
+        ...
+
+    def own(self, chooser: Chooser, candidates: list[dict[str, Any]], history: int) -> tuple[dict[str, Any] | None,
+                                                                                             str]:
+        """A candidate the LLM proposes itself (its params), or None and why not ("" when the chooser cannot)."""
+        ...
+
+    def changes(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What ``params`` changes against the search's best (the trial's ``changes``)."""
+        ...
 
 
 @dataclass
 class PlanContext:
-    """What a planner may look at. ``candidate(kind)`` samples Optuna's next suggestion without committing it."""
+    """What a planner may look at: the search (``domain``), the trials left, and the search's seed (the LLM
+    planner's bandit draws)."""
 
-    space: SearchSpace
-    base_params: dict[str, Any]
-    incumbent: dict[str, Any]
-    records: list[TrialRecord]
-    best: TrialRecord | None
+    domain: Domain
     budget_left: int
-    metric: str
-    check: Callable[[dict[str, Any]], list[str]]
-    candidate: Callable[..., dict[str, Any]]  # (kind, attempt, infeasible draws) -> params
-    tried: set[str] = field(default_factory=set)
-    direction: str = "minimize"  # of ``metric``
-    summary_metrics: tuple[str, ...] = ()  # the trial metrics besides ``metric`` an LLM planner is shown
-    seed: int = 0  # the search's seed (the LLM planner's bandit draws)
-    startup: int = 0  # TPE's random warm-up trials
+    seed: int = 0
+
+
+class Planner(Protocol):
+    """Proposes the next trial from what the search knows: ``OptunaPlanner``, ``ChooserPlanner``; the table of
+    planner kinds is ``session.PLANNERS``."""
+
+    name: str
+
+    def propose(self, ctx: PlanContext) -> Proposal: ...
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -82,47 +118,149 @@ def diff(params: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
 
 
 class OptunaPlanner:
-    """One of Optuna's samplers (``study.OPTUNA_PLANNERS``: TPE, its independent and multivariate forms, CMA-ES,
-    random); draws that break a constraint (e.g. n_heads not dividing d_model) are redrawn."""
+    """A classical sampler alone (nas: ``study.OPTUNA_PLANNERS``, TPE, its independent and multivariate forms,
+    CMA-ES, random; compress: NSGA-II, TPE, random): its candidate 0 runs. ``kinds``: the samplers the search's
+    domain draws from."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, kinds: tuple[str, ...] | None = None):
         from agentlab.core.search.study import OPTUNA_PLANNERS
 
-        if kind not in OPTUNA_PLANNERS:
+        if kind not in (kinds or OPTUNA_PLANNERS):
             raise ValueError(f"unknown optuna planner {kind!r}")
         self.name = kind
 
     def propose(self, ctx: PlanContext) -> Proposal:
+        proposal = ctx.domain.draw(self.name, 1)[0]
+        proposal.planner = self.name
+        return proposal
+
+
+# --------------------------------------------------------------------------- the search loop's domain
+
+
+@dataclass
+class TrialDomain:
+    """The search loop's trials over a ``SearchSpace`` and one objective (nas). ``candidate(kind, attempt,
+    infeasible draws)`` samples Optuna's next suggestion without committing it."""
+
+    space: SearchSpace
+    base_params: dict[str, Any]
+    incumbent: dict[str, Any]
+    records: list[TrialRecord]
+    best: TrialRecord | None
+    metric: str
+    check: Callable[[dict[str, Any]], list[str]]
+    candidate: Callable[..., dict[str, Any]]  # (kind, attempt, infeasible draws) -> params
+    tried: set[str] = field(default_factory=set)
+    direction: str = "minimize"  # of ``metric``
+    summary_metrics: tuple[str, ...] = ()  # the trial metrics besides ``metric`` an LLM planner is shown
+    seed: int = 0  # the search's seed (the chooser's request seed)
+    startup: int = 0  # TPE's random warm-up trials
+
+    def sample(self, kind: str) -> Proposal:
+        """The sampler's proposal; draws that break a constraint (e.g. n_heads not dividing d_model) are redrawn."""
         infeasible: list[dict[str, Any]] = []
         for attempt in range(MAX_RESAMPLES):
-            params = ctx.candidate(self.name, attempt, infeasible)
-            if ctx.check(params):
+            params = self.candidate(kind, attempt, infeasible)
+            if self.check(params):
                 infeasible.append(params)
-            elif params_key(params) not in ctx.tried:
+            elif params_key(params) not in self.tried:
                 note = [f"{len(infeasible)} draws broke constraints and were redrawn"] if infeasible else []
-                return Proposal(params, diff(params, ctx.incumbent), self.name, notes=note)
-        raise LLMError(f"{self.name}: no valid, untried parameters in {MAX_RESAMPLES} draws", "invalid_output",
+                return Proposal(params, self.changes(params), kind, notes=note)
+        raise LLMError(f"{kind}: no valid, untried parameters in {MAX_RESAMPLES} draws", "invalid_output",
                        hint="widen the search space or relax its constraints")
 
+    def draw(self, kind: str, k: int) -> list[Proposal]:
+        first = self.sample(kind)
+        return [first, *(Proposal(p, self.changes(p), kind) for p in draw_candidates(self, k, kind, first.params)[1:])]
 
+    def changes(self, params: dict[str, Any]) -> dict[str, Any]:
+        return diff(params, self.incumbent)
+
+    def steps(self, planner: str) -> list[S.Step]:
+        return trial_steps(self.records, planner, self.direction == "maximize")
+
+    def warmup(self) -> bool:
+        return sum(1 for r in self.records if r.state in ("complete", "pruned")) < self.startup
+
+    def _state(self, history: int) -> tuple[str, list[str], list[str], dict[str, Any]]:
+        """The incumbent line, the history lines (best first), the good-trials summary, the shown incumbent."""
+        shown = self.space.rounded(self.incumbent)
+        maximize = self.direction == "maximize"
+        scored = [r for r in self.records if r.state in ("complete", "pruned") and r.finite]
+        scored.sort(key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
+        lines = [f"{self.metric} {r.value:.4g}" + (" (pruned)" if r.state == "pruned" else "") + ": "
+                 + format_changes(diff(self.space.rounded(r.params), shown)) for r in scored[:history]]
+        complete = [(r.params, float(r.value)) for r in scored if r.state == "complete"]  # type: ignore[arg-type]
+        summary = good_trials_summary(complete, list(self.space.params), maximize)
+        best = self.best
+        where = f"{best.run_id}, {self.metric} {best.value:.4g}" if best is not None and best.value is not None \
+            else "the base config"
+        return f"{where}: {format_changes(shown)}", lines, summary, shown
+
+    def _goal(self) -> str:
+        return f"the {'highest' if self.direction == 'maximize' else 'lowest'} {self.metric}"
+
+    def request(self, candidates: list[dict[str, Any]], budget_left: int, history: int) -> ChoiceRequest:
+        incumbent, lines, summary, shown = self._state(history)
+        messages = choice_messages(goal=self._goal(), budget_left=budget_left, incumbent=incumbent, history=lines,
+                                   summary=summary, metric=self.metric, maximize=self.direction == "maximize",
+                                   candidates=[diff(self.space.rounded(c), shown) for c in candidates])
+        done = [r for r in self.records if r.state == "complete" and r.finite]
+        return ChoiceRequest(messages, candidates, [(r.params, [float(r.value)]) for r in done],  # type: ignore
+                             [self.direction], self.space.distributions, seed=self.seed * 7919 + len(self.records))
+
+    def own(self, chooser: Chooser, candidates: list[dict[str, Any]], history: int) -> tuple[dict[str, Any] | None,
+                                                                                             str]:
+        """The LLM's own candidate aimed at a score 5% better than the best (LLAMBO), or None and why not."""
+        best = self.best.value if self.best is not None and self.best.value is not None else None
+        if best is None or not hasattr(chooser, "own"):
+            return None, ""
+        target = best + (1 if self.direction == "maximize" else -1) * 0.05 * abs(best)
+        incumbent, lines, summary, _ = self._state(history)
+        values = self.space.offered(self.incumbent)
+        messages = own_messages(goal=self._goal(), target=f"{self.metric} {target:.4g}", incumbent=incumbent,
+                                history=lines, summary=summary, values=values)
+        try:
+            changes, _ = chooser.own(messages, values)
+        except LLMError as exc:
+            return None, f"no own candidate: {exc.kind}: {_why(exc)}"
+        clean, errors = self.space.validate(changes)
+        params = self.space.complete({**self.incumbent, **clean})
+        errors += self.space.inactive(clean, params) or self.check(params)
+        taken = {params_key(c) for c in candidates} | self.tried
+        if not errors and (not diff(params, self.incumbent) or params_key(params) in taken):
+            errors.append("the same as a candidate or a trial already run")
+        return (None, "own candidate dropped: " + "; ".join(errors)) if errors else (params, "")
+
+
+def trial_steps(records: list[TrialRecord], name: str, maximize: bool) -> list[S.Step]:
+    """The ``name`` planner's trials after the warm-up as bandit steps: a step improved when the trial was accepted
+    and beat every earlier accepted trial."""
+    done = [r for r in records if r.state != "running" and r.counted]
+    values = [r.value if r.state == "complete" and r.accepted and r.finite else None for r in done]
+    return [S.Step(r.origin or "classical", improved, gain)
+            for r, (improved, gain) in zip(done, S.improvements(values, maximize), strict=True)
+            if r.planner == name and not r.warmup]
 
 
 # --------------------------------------------------------------------------- the LLM as a chooser
 
 
-def draw_candidates(ctx: PlanContext, k: int, kind: str = "tpe") -> list[dict[str, Any]]:
-    """Up to ``k`` distinct, valid, untried candidates. Candidate 0 is exactly ``OptunaPlanner(kind)``'s proposal;
-    the others come from the same sampler on independent seeds (``ctx.candidate``'s attempt numbers from a million
-    on, far from the sampler's own draws), then from random draws when the sampler keeps repeating itself. Raises
-    like ``OptunaPlanner`` when there is no candidate 0."""
-    first = OptunaPlanner(kind).propose(ctx).params
-    out, seen = [first], {params_key(first)} | ctx.tried
+def draw_candidates(domain: TrialDomain, k: int, kind: str = "tpe",
+                    first: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Up to ``k`` distinct, valid, untried candidates. Candidate 0 is exactly ``OptunaPlanner(kind)``'s proposal
+    (``first`` when already drawn); the others come from the same sampler on independent seeds
+    (``domain.candidate``'s attempt numbers from a million on, far from the sampler's own draws), then from random
+    draws when the sampler keeps repeating itself. Raises like ``OptunaPlanner`` when there is no candidate 0."""
+    first = first if first is not None else domain.sample(kind).params
+    out, seen = [first], {params_key(first)} | domain.tried
     for extra in range(1, k):
         for source in (kind, "random"):
             infeasible: list[dict[str, Any]] = []
             for attempt in range(MAX_RESAMPLES // 3):
-                params = ctx.candidate(source, 1_000_003 * extra + attempt, infeasible)
-                if ctx.check(params):
+                params = domain.candidate(source, 1_000_003 * extra + attempt, infeasible)
+                if domain.check(params):
                     infeasible.append(params)
                 elif params_key(params) not in seen:
                     out.append(params)
@@ -203,23 +341,14 @@ class LLMChooser:
         return dict(plan.changes), plan.reasoning
 
 
-def _steps(records: list[TrialRecord], name: str, maximize: bool) -> list[S.Step]:
-    """The ``name`` planner's trials after the warm-up as bandit steps: a step improved when the trial was accepted
-    and beat every earlier accepted trial."""
-    done = [r for r in records if r.state != "running" and r.counted]
-    values = [r.value if r.state == "complete" and r.accepted and r.finite else None for r in done]
-    return [S.Step(r.origin or "classical", improved, gain)
-            for r, (improved, gain) in zip(done, S.improvements(values, maximize), strict=True)
-            if r.planner == name and not r.warmup]
-
-
 class ChooserPlanner:
-    """The ``llm`` planner: the sampler's K candidates, the LLM's choice among them (see the module docstring).
+    """The ``llm`` planner: the sampler's K candidates, the LLM's choice among them (see the module docstring), on
+    any ``Domain`` (nas's trials, compress's experiments).
 
     ``share`` bounds the picks other than candidate 0 and ``adapt`` lets a bandit earn them (``share``);
     ``memory``/``search_id`` keep the record of this chooser's picks across searches; ``own_candidate`` adds a
-    candidate the LLM proposes itself aimed at a target score; ``warm_start`` shows the sampler's random warm-up
-    trials to the LLM too (outside the share)."""
+    candidate the LLM proposes itself; ``warm_start`` shows the sampler's random warm-up trials to the LLM too
+    (outside the share); ``history``: finished trials shown; ``sampler``: the classical sampler (candidate 0)."""
 
     name = "llm"
 
@@ -232,69 +361,45 @@ class ChooserPlanner:
         self.prior = memory.prior(chooser.name, exclude=search_id) if memory is not None else None
 
     def propose(self, ctx: PlanContext) -> Proposal:
-        maximize = ctx.direction == "maximize"
-        steps = _steps(ctx.records, self.name, maximize)
+        domain = ctx.domain
+        steps = domain.steps(self.name)
         if self.memory is not None:
             self.memory.record(self.chooser.name, self.search_id, S.tally(steps))
-        finished = sum(1 for r in ctx.records if r.state in ("complete", "pruned"))
-        warmup = finished < ctx.startup
+        warmup = domain.warmup()
         if warmup and not self.warm_start:  # only candidate 0 is drawn when the LLM is not asked
-            return self._run(ctx, draw_candidates(ctx, 1, self.sampler), 0, "classical",
+            return self._run(ctx, domain.draw(self.sampler, 1), 0, "classical",
                              notes=["a warm-up trial of the sampler"], warmup=True)
         if not warmup:
             open_, why = S.open_to_llm(self.share, steps, len(steps) + ctx.budget_left, ctx.seed, self.prior,
                                        self.adapt)
             if not open_:
-                return self._run(ctx, draw_candidates(ctx, 1, self.sampler), 0, "classical", notes=[why])
-        candidates = draw_candidates(ctx, self.k, self.sampler)
+                return self._run(ctx, domain.draw(self.sampler, 1), 0, "classical", notes=[why])
+        candidates = domain.draw(self.sampler, self.k)
         if len(candidates) < 2 and not self.own_candidate:
             return self._run(ctx, candidates, 0, "classical", notes=["one candidate only: not shown to the LLM"],
                              warmup=warmup)
         return self._ask(ctx, candidates, warmup)
 
-    # ------------------------------------------------------------------ helpers
+    def _run(self, ctx: PlanContext, candidates: list[Proposal], index: int, origin: str, reasoning: str = "",
+             notes: list[str] | None = None, warmup: bool = False) -> Proposal:
+        chosen = candidates[index]
+        return Proposal(chosen.params, ctx.domain.changes(chosen.params), self.name, reasoning, notes=notes or [],
+                        origin=origin, choice=index, candidates=len(candidates), warmup=warmup,
+                        extra=dict(chosen.extra))
 
-    def _run(self, ctx: PlanContext, candidates: list[dict[str, Any]], index: int, origin: str,
-             reasoning: str = "", notes: list[str] | None = None, warmup: bool = False) -> Proposal:
-        params = candidates[index]
-        return Proposal(params, diff(params, ctx.incumbent), self.name, reasoning, notes=notes or [], origin=origin,
-                        choice=index, candidates=len(candidates), warmup=warmup)
-
-    def _state(self, ctx: PlanContext) -> tuple[str, list[str], list[str], dict[str, Any]]:
-        """The incumbent line, the history lines (best first), the good-trials summary, the shown incumbent."""
-        shown = ctx.space.rounded(ctx.incumbent)
-        maximize = ctx.direction == "maximize"
-        scored = [r for r in ctx.records if r.state in ("complete", "pruned") and r.finite]
-        scored.sort(key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
-        history = [f"{ctx.metric} {r.value:.4g}" + (" (pruned)" if r.state == "pruned" else "") + ": "
-                   + format_changes(diff(ctx.space.rounded(r.params), shown)) for r in scored[:self.history]]
-        complete = [(r.params, float(r.value)) for r in scored if r.state == "complete"]  # type: ignore[arg-type]
-        summary = good_trials_summary(complete, list(ctx.space.params), maximize)
-        best = ctx.best
-        where = f"{best.run_id}, {ctx.metric} {best.value:.4g}" if best is not None and best.value is not None \
-            else "the base config"
-        return f"{where}: {format_changes(shown)}", history, summary, shown
-
-    def _ask(self, ctx: PlanContext, candidates: list[dict[str, Any]], warmup: bool) -> Proposal:
-        maximize = ctx.direction == "maximize"
-        incumbent, history, summary, shown = self._state(ctx)
-        goal = f"the {'highest' if maximize else 'lowest'} {ctx.metric}"
+    def _ask(self, ctx: PlanContext, candidates: list[Proposal], warmup: bool) -> Proposal:
+        domain = ctx.domain
         notes: list[str] = []
         own_index = None
-        if self.own_candidate and not warmup and hasattr(self.chooser, "own"):
-            own, note = self._own(ctx, candidates, goal, incumbent, history, summary)
+        if self.own_candidate and not warmup:
+            own, note = domain.own(self.chooser, [c.params for c in candidates], self.history)
             notes += [note] if note else []
             if own is not None:
-                candidates = [*candidates, own]
+                candidates = [*candidates, Proposal(own, domain.changes(own), self.name)]
                 own_index = len(candidates) - 1
         if len(candidates) < 2:
             return self._run(ctx, candidates, 0, "classical", notes=[*notes, "one candidate only"])
-        messages = choice_messages(goal=goal, budget_left=ctx.budget_left, incumbent=incumbent, history=history,
-                                   summary=summary, candidates=[diff(ctx.space.rounded(c), shown) for c in candidates],
-                                   metric=ctx.metric, maximize=maximize)
-        done = [r for r in ctx.records if r.state == "complete" and r.finite]
-        request = ChoiceRequest(messages, candidates, [(r.params, [float(r.value)]) for r in done],  # type: ignore
-                                [ctx.direction], ctx.space.distributions, seed=ctx.seed * 7919 + len(ctx.records))
+        request = domain.request([c.params for c in candidates], ctx.budget_left, self.history)
         choice = self.chooser.choose(request)
         if choice.index is None or not 0 <= choice.index < len(candidates):
             note = choice.note or f"no answer: choice {choice.index} is not a candidate"
@@ -303,34 +408,11 @@ class ChooserPlanner:
         origin = "kept" if choice.index == 0 else "own" if choice.index == own_index else "picked"
         return self._run(ctx, candidates, choice.index, origin, choice.reasoning, notes, warmup=warmup)
 
-    def _own(self, ctx: PlanContext, candidates: list[dict[str, Any]], goal: str, incumbent: str,
-             history: list[str], summary: list[str]) -> tuple[dict[str, Any] | None, str]:
-        """The LLM's own candidate aimed at a score 5% better than the best (LLAMBO), or None and why not."""
-        best = ctx.best.value if ctx.best is not None and ctx.best.value is not None else None
-        if best is None:
-            return None, ""
-        target = best + (1 if ctx.direction == "maximize" else -1) * 0.05 * abs(best)
-        values = ctx.space.offered(ctx.incumbent)
-        messages = own_messages(goal=goal, target=f"{ctx.metric} {target:.4g}", incumbent=incumbent, history=history,
-                                summary=summary, values=values)
-        try:
-            changes, _ = self.chooser.own(messages, values)  # type: ignore[attr-defined]
-        except LLMError as exc:
-            return None, f"no own candidate: {exc.kind}: {_why(exc)}"
-        clean, errors = ctx.space.validate(changes)
-        params = ctx.space.complete({**ctx.incumbent, **clean})
-        errors += ctx.space.inactive(clean, params) or ctx.check(params)
-        taken = {params_key(c) for c in candidates} | ctx.tried
-        if not errors and (not diff(params, ctx.incumbent) or params_key(params) in taken):
-            errors.append("the same as a candidate or a trial already run")
-        return (None, "own candidate dropped: " + "; ".join(errors)) if errors else (params, "")
-
-    def contribution(self, records: list[TrialRecord], direction: str,
+    def contribution(self, steps: list[S.Step], warmup: int = 0,
                      without_llm: dict[str, Any] | None = None) -> dict[str, Any]:
-        """results.json's ``llm_contribution`` (``share.contribution``), and this search's counts into the memory."""
-        steps = _steps(records, self.name, direction == "maximize")
+        """results.json's ``llm_contribution`` (``share.contribution``) from the search's bandit ``steps`` (the
+        domain's, after the search) and its ``warmup`` trials; the counts go to the pick memory."""
         if self.memory is not None:
             self.memory.record(self.chooser.name, self.search_id, S.tally(steps))
-        warmup = sum(1 for r in records if r.planner == self.name and r.warmup)
         return S.contribution(steps, model=self.chooser.name, candidates=self.k, share=self.share, warmup=warmup,
                               without_llm=without_llm)

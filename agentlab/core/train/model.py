@@ -11,11 +11,7 @@ from typing import Any, Literal
 
 from agentlab.core.models.device import quiet_imports
 
-# Re-exported for agentlab/compress/run.py, which helper "planner" restructures: its owner points it at
-# agentlab.core.models.load after merging, and these two names go.
-from agentlab.core.models.load import hf_model_folder, load_causal_lm
-
-__all__ = ["hf_model_folder", "load_causal_lm", "lora_config"]
+__all__ = ["lora_config"]
 
 
 def lora_config(*, r: int = 16, alpha: int | None = None, dropout: float = 0.05,

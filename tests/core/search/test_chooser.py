@@ -27,6 +27,7 @@ from agentlab.core.search.planners import (
     PlanContext,
     draw_candidates,
     params_key,
+    trial_steps,
 )
 from agentlab.core.search.prompts import choice_model, choice_schema, good_trials_summary
 from agentlab.core.search.space import ParamSpec, SearchSpace
@@ -109,7 +110,8 @@ def test_the_record_of_a_models_picks_carries_over(tmp_path: Path) -> None:
     memory = S.PickMemory(tmp_path / "ws" / "llm_picks.json")
     planner = ChooserPlanner(FixedChooser(1, name="m"), share=1.0, adapt=False, memory=memory, search_id="run-a")
     records = search(planner, seed=0, trials=8)
-    block = planner.contribution(records, "minimize")
+    warmup = sum(1 for r in records if r.planner == "llm" and r.warmup)
+    block = planner.contribution(trial_steps(records, "llm", False), warmup)
     stored = json.loads(memory.path.read_text())["models"]["m"]["run-a"]
     assert sum(n for _, n in stored.values()) == block["trials"] == 5 and block["warmup_trials"] == 2
     assert memory.prior("m", exclude="run-a") == {"classical": [0, 0], "llm": [0, 0]}
@@ -159,10 +161,10 @@ def _ctx(records: list[Any] | None = None) -> PlanContext:
 
 def test_candidates_are_distinct_untried_and_0_is_tpes() -> None:
     ctx = _ctx()
-    cands = draw_candidates(ctx, 5)
+    cands = draw_candidates(ctx.domain, 5)  # type: ignore[arg-type]
     assert cands[0] == OptunaPlanner("tpe").propose(ctx).params
     keys = [params_key(c) for c in cands]
-    assert len(cands) == 5 and len(set(keys)) == 5 and not set(keys) & ctx.tried
+    assert len(cands) == 5 and len(set(keys)) == 5 and not set(keys) & ctx.domain.tried  # type: ignore[attr-defined]
 
 
 class _Result:
@@ -193,7 +195,7 @@ def test_the_llm_is_shown_candidates_history_and_summary_and_answers_under_the_s
     assert kwargs == {"route": "planner", "max_repairs": 0, "show_schema": False}  # no re-ask
     assert schema.model_json_schema()["properties"]["choice"]["enum"] == [0, 1, 2, 3]
     assert proposal.origin == "picked" and proposal.choice == 2 and proposal.reasoning == "kind a scored best"
-    assert proposal.params == draw_candidates(ctx, 4)[2]
+    assert proposal.params == draw_candidates(ctx.domain, 4)[2]  # type: ignore[arg-type]
     user = messages[1]["content"].splitlines()
     assert user[0] == "Goal: the lowest value. Trials left: 4."
     assert "Trials, best first (changes to the best config):" in user

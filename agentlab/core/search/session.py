@@ -1,0 +1,206 @@
+"""Choosing a search's planner, and owning what it opened: one table of planner kinds for every search command.
+
+``open_planner(spec)`` looks the kind up in ``PLANNERS`` (kind -> builder) and returns a ``PlannerSession``: the
+planner, the line that says which planner runs and why, and the run's router for the ``planner`` and ``evaluator``
+routes (one router, opened only when a route is used). The session is a context manager: ``close()`` writes the
+router's llm_stats.json into the run folder and closes it, once. A new planner kind is one entry in ``PLANNERS``
+(and the kind in each command's ``planner`` field that offers it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from agentlab.core.config import getenv
+from agentlab.core.errors import AgentlabError
+from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
+from agentlab.core.llm.router import Router
+from agentlab.core.runs import RunDir
+from agentlab.core.search.planners import Chooser, ChooserPlanner, LLMChooser, OptunaPlanner, Planner
+from agentlab.core.search.settings import LLMPlannerSettings
+from agentlab.core.search.share import PickMemory
+
+OFFLINE = "no planner model configured; offline"  # the planner line's reason when the user configured none
+
+SAMPLER_NAMES = {"tpe": "TPE", "nsga2": "NSGA-II"}
+
+
+@dataclass
+class PlannerSpec:
+    """What a command asks for: the ``kind`` (its config's ``planner``), its classical ``sampler`` (the ``llm``
+    planner's candidate 0, ``auto``'s fallback) and the ``samplers`` its domain draws from, the LLM planner's
+    ``settings``, the routing config, the run folder (calls recorded there; the search's id in the pick memory), a
+    scripted ``chooser`` in place of the planner model (tests, benchmarks), and the pick memory's file."""
+
+    kind: str
+    sampler: str
+    samplers: tuple[str, ...]
+    settings: LLMPlannerSettings
+    llm: LLMConfig | None = None
+    run_dir: RunDir | None = None
+    chooser: Chooser | None = None
+    memory: Path | None = None
+
+
+class PlannerSession:
+    """The chosen planner (``planner``, ``line``) and the router it and the evaluator use (``evaluator``: the
+    router for an explicitly configured ``evaluator`` route, else None). Closes what it opened."""
+
+    def __init__(self, spec: PlannerSpec):
+        self.spec = spec
+        self.planner: Planner = OptunaPlanner(spec.sampler, spec.samplers)
+        self.line = ""
+        self.evaluator: Router | None = None
+        self._router: Router | None = None
+        self._closed = False
+
+    def router(self) -> Router:
+        """The run's router (opened on first use): its calls land in the run folder's events, keys scrubbed."""
+        if self._router is None:
+            assert self.spec.llm is not None, "a router needs a routing config"
+            self._router = Router.for_run(self.spec.llm, self.spec.run_dir)
+        return self._router
+
+    def drop_router(self) -> None:
+        """Close the router without keeping its stats (a probe that failed: nothing was planned with it)."""
+        if self._router is not None:
+            self._router.close()
+            self._router = None
+
+    def contribution(self, steps: list[Any], warmup: int = 0,
+                     without_llm: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """results.json's ``llm_contribution`` (None unless the llm planner ran)."""
+        if not isinstance(self.planner, ChooserPlanner):
+            return None
+        return self.planner.contribution(steps, warmup, without_llm)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        router, self._router = self._router, None
+        if router is None:
+            return
+        try:
+            if self.spec.run_dir is not None:
+                self.spec.run_dir.write_json("llm_stats.json", router.stats())
+        finally:
+            router.close()
+
+    def __enter__(self) -> PlannerSession:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+Builder = Callable[[PlannerSession], tuple[Planner, str]]
+
+
+def missing_keys(llm: LLMConfig, chain: list[str]) -> str | None:
+    """The unset API-key variables when every model of ``chain`` needs one (``api_key_env``); else None."""
+    missing: list[str] = []
+    for name in chain:
+        env = getattr(llm.providers[llm.models[name].provider], "api_key_env", None)
+        if not env or getenv(env):
+            return None  # this model needs no key, or has one: worth a probe
+        if env not in missing:
+            missing.append(env)
+    return ", ".join(missing) if missing else None
+
+
+def _planner_chain(spec: PlannerSpec) -> list[str]:
+    return spec.llm.route("planner").chain() if spec.llm is not None else []
+
+
+def _how(spec: PlannerSpec) -> str:
+    s = spec.settings
+    return (f"choosing among {s.llm_candidates} {SAMPLER_NAMES.get(spec.sampler, spec.sampler)} candidates, "
+            f"llm_share {s.llm_share:g}" + (", adaptive" if s.llm_adapt else "")
+            + (", own candidate" if s.llm_own_candidate else "") + (", warm start" if s.llm_warm_start else ""))
+
+
+def chooser_planner(spec: PlannerSpec, chooser: Chooser) -> ChooserPlanner:
+    """The llm planner over ``chooser`` with the spec's settings, its record of picks in ``spec.memory``."""
+    s = spec.settings
+    return ChooserPlanner(chooser, candidates=s.llm_candidates, share=s.llm_share, adapt=s.llm_adapt,
+                          memory=PickMemory(spec.memory) if spec.memory is not None else None,
+                          search_id=str(spec.run_dir.path.resolve()) if spec.run_dir is not None else "",
+                          own_candidate=s.llm_own_candidate, warm_start=s.llm_warm_start, history=s.history,
+                          sampler=spec.sampler)
+
+
+def _classical(session: PlannerSession) -> tuple[Planner, str]:
+    kind = session.spec.kind
+    return OptunaPlanner(kind, session.spec.samplers), f"planner: {kind}"
+
+
+def _llm(session: PlannerSession) -> tuple[Planner, str]:
+    """The LLM choosing among the sampler's candidates, on the ``planner`` route (or a scripted chooser)."""
+    spec = session.spec
+    if spec.chooser is not None:
+        return chooser_planner(spec, spec.chooser), f"planner: llm ({spec.chooser.name}, scripted), {_how(spec)}"
+    chain = _planner_chain(spec)
+    if not chain:
+        raise AgentlabError("planner 'llm' needs a planner model", hint="give --llm FILE with a `planner` route "
+                            f"(or models and a default route), or use --planner {spec.sampler}")
+    planner = chooser_planner(spec, LLMChooser(session.router(), route="planner"))
+    return planner, f"planner: llm via route 'planner' ({', '.join(chain)}), {_how(spec)}"
+
+
+def _default_routing(llm: LLMConfig) -> bool:
+    """Whether ``llm`` is the routing a user gets without --llm (``configs/llm.yaml`` as found): with none of its
+    keys set, nothing was configured, and the classical sampler is the planner of an offline run, not a failure."""
+    try:
+        return DEFAULT_LLM_CONFIG.is_file() and llm == load_llm_config(None)
+    except AgentlabError:
+        return False
+
+
+def _auto(session: PlannerSession) -> tuple[Planner, str]:
+    """``llm`` when a planner model is configured, its keys are set and it answers; else the classical sampler."""
+    spec = session.spec
+    if spec.chooser is not None:
+        return _llm(session)
+    chain = _planner_chain(spec)
+    fallback = OptunaPlanner(spec.sampler, spec.samplers)
+    if not chain or spec.llm is None:
+        return fallback, f"planner: {spec.sampler} ({OFFLINE})"
+    missing = missing_keys(spec.llm, chain)
+    if missing is not None:  # no request goes out without a key: it could only fail with an auth error
+        why = OFFLINE if _default_routing(spec.llm) else f"planner model unavailable: {missing} not set"
+        return fallback, f"planner: {spec.sampler} ({why})"
+    try:
+        session.router().generate_sync([{"role": "user", "content": "Reply with OK."}], route="planner")
+    except AgentlabError as exc:
+        session.drop_router()
+        return fallback, f"planner: {spec.sampler} (planner model unreachable: {exc.message})"
+    return _llm(session)
+
+
+# kind -> builder; a kind not listed here is one of the command's classical samplers (``PlannerSpec.samplers``)
+PLANNERS: dict[str, Builder] = {"llm": _llm, "auto": _auto}
+
+
+def open_planner(spec: PlannerSpec, *, evaluator: bool = False) -> PlannerSession:
+    """The planner ``spec.kind`` names, in a session that owns its router; ``evaluator``: also a router for an
+    explicitly configured ``evaluator`` route (whatever the planner), unless its keys are unset."""
+    session = PlannerSession(spec)
+    build = PLANNERS.get(spec.kind) or (_classical if spec.kind in spec.samplers else None)
+    if build is None:
+        raise AgentlabError(f"unknown planner {spec.kind!r}",
+                            hint=f"use one of {', '.join([*PLANNERS, *spec.samplers])}")
+    try:
+        session.planner, session.line = build(session)
+        llm = spec.llm
+        if evaluator and llm is not None and llm.has_route("evaluator") and llm.route("evaluator").chain() \
+                and missing_keys(llm, llm.route("evaluator").chain()) is None:
+            session.evaluator = session.router()
+    except BaseException:
+        session.close()
+        raise
+    return session
