@@ -107,9 +107,9 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
     from agentlab.core.llm.config import LLMConfig, load_llm_config
-    from agentlab.core.tracking import check_tracking
     from agentlab.core.models.device import resolve_device_dtype
     from agentlab.core.models.load import hf_model_folder
+    from agentlab.core.tracking import check_tracking
 
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)

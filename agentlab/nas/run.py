@@ -140,8 +140,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     """
     from agentlab.core.errors import ConfigError, UsageError, missing_package
     from agentlab.core.llm.config import load_llm_config
-    from agentlab.core.tracking import check_tracking
     from agentlab.core.models.device import resolve_device_dtype
+    from agentlab.core.tracking import check_tracking
     from agentlab.nas.train import check_model, prepare_data
 
     try:

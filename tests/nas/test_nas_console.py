@@ -120,7 +120,8 @@ def test_resume_line_counts_finished_trials(tmp_path: Path) -> None:
 def test_planner_line_offline_without_any_configured_model(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = NASConfig.model_validate({"search": {"planner": "auto"}})
     # no configs/llm.yaml here: nothing configured
-    _, router, line = choose_planner(cfg, load_llm_config(None))
+    with choose_planner(cfg, load_llm_config(None)) as session:
+        line, router = session.line, session._router
     assert line == "planner: tpe (no planner model configured; offline)" and router is None
     # the shipped routing (configs/llm.yaml) with none of its keys set: still nothing configured by the user
     (in_tmp / "configs").mkdir()
@@ -129,9 +130,11 @@ def test_planner_line_offline_without_any_configured_model(in_tmp: Path, monkeyp
         monkeypatch.delenv(name, raising=False)
     default = load_llm_config(None)
     assert default.route("planner").chain()
-    _, router, line = choose_planner(cfg, default)
+    with choose_planner(cfg, default) as session:
+        line, router = session.line, session._router
     assert line == "planner: tpe (no planner model configured; offline)" and router is None
     # a routing file the user wrote, its key unset: the line names the variable to set
     mine = LLMConfig.model_validate({**default.model_dump(mode="json"), "timeout_s": 30})
-    _, router, line = choose_planner(cfg, mine)
+    with choose_planner(cfg, mine) as session:
+        line, router = session.line, session._router
     assert line.startswith("planner: tpe (planner model unavailable: OPENROUTER_API_KEY") and router is None
