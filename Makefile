@@ -43,7 +43,7 @@ test-ui: install ui-browser-deps
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy agentlab/core
+	$(BIN)/mypy agentlab cli
 
 # The docs site (mkdocs.yml, pages under docs/): built with --strict, so a broken link, a missing page or anchor, or a
 # generated reference that no longer matches the code fails. docs-ref regenerates docs/reference/ from the code.

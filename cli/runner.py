@@ -93,6 +93,7 @@ def run_command(
             cfg = load(overrides)
         else:
             raw = base(stack) if callable(base) else base
+            assert model is not None, "run_command needs `model` or `load`"
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else config, model, overrides, base=raw)
         if otlp_endpoint is not None:
             _trace(stack, command, otlp_endpoint)

@@ -19,7 +19,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field
 
@@ -248,12 +248,12 @@ def nadir(goal: Goal, records: list[dict[str, Any]]) -> list[float] | None:
     """The worst value of each objective over the feasible experiments, the base model included: the reference
     point of the search's hypervolume (None when some objective has no value)."""
     points = _points(goal, [r for r in records if _usable(r)])
-    out = []
+    out: list[float] = []
     for i, o in enumerate(goal.objectives):
-        values = [p[i] for p in points if p[i] is not None and math.isfinite(p[i])]  # type: ignore[arg-type]
+        values = [v for p in points if (v := p[i]) is not None and math.isfinite(v)]
         if not values:
             return None
-        out.append(min(values) if o.direction == "maximize" else max(values))  # type: ignore[type-var]
+        out.append(min(values) if o.direction == "maximize" else max(values))
     return out
 
 
@@ -261,7 +261,8 @@ def front_steps(goal: Goal, records: list[dict[str, Any]]) -> list[S.Step]:
     """The ``llm`` planner's experiments as bandit steps: improved when the experiment is feasible and grows the
     hypervolume of the feasible experiments before it (against ``nadir``), ``gain`` by how much."""
     reference = nadir(goal, records)
-    steps, kept = [], []
+    steps: list[S.Step] = []
+    kept: list[dict[str, Any]] = []
     for r in records:
         gain = 0.0
         if reference is not None and _usable(r) and kept:
@@ -301,8 +302,8 @@ def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
     def better(a: list[float | None], b: list[float | None]) -> bool:
         if any(v is None for v in a + b):
             return False
-        pairs = [(x if d == "minimize" else -x, y if d == "minimize" else -y)  # type: ignore[operator]
-                 for x, y, d in zip(a, b, directions, strict=True)]
+        pairs = [(x if d == "minimize" else -x, y if d == "minimize" else -y)
+                 for x, y, d in zip(cast("list[float]", a), cast("list[float]", b), directions, strict=True)]
         return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
     return [sum(1 for j, q in enumerate(points) if j != i and _usable(records[j]) and better(q, p))
@@ -377,7 +378,7 @@ def propose_chosen(ctx: Context, settings: ChooserSettings) -> Proposal:
     request = ChoiceRequest(
         chooser_messages(ctx, [p.experiment for p in proposals]),
         [to_params(p.experiment, ctx.space) for p in proposals],
-        [(to_params(_experiment(r), ctx.space), [v for v in _points(ctx.goal, [r])[0]])  # type: ignore[arg-type]
+        [(to_params(_experiment(r), ctx.space), [cast(float, v) for v in _points(ctx.goal, [r])[0]])  # type: ignore[arg-type]
          for r in done if all(v is not None for v in _points(ctx.goal, [r])[0])],
         [o.direction for o in ctx.goal.objectives], lambda params: ctx.space.distributions(),
         seed=ctx.seed * 7919 + ctx.iteration)

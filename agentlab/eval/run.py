@@ -23,11 +23,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
 from agentlab.eval.config import EvalConfig
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
+
+    from agentlab.core.harness.lm import HarnessModel
+    from agentlab.eval.served import ServedModels
 
 log = logging.getLogger(__name__)
 LM_EVAL = "lm-eval"
@@ -39,10 +45,10 @@ class Prepared:
     the loaded model (local) or the served backend's arguments."""
 
     rows: dict[str, str | None]
-    manager: Any
+    manager: TaskManager
     adapters: dict[str, Path] = field(default_factory=dict)
-    harness: Any = None  # HarnessModel, local models
-    served: Any = None  # ServedModels, with base_url
+    harness: HarnessModel | None = None  # local models
+    served: ServedModels | None = None  # with base_url
     probe: dict[str, float] = field(default_factory=dict)
     chat_template: bool = False
 
@@ -98,6 +104,7 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
     announce = announce or log.info
     progress = progress or NullProgress()
     backend = prepared.served if prepared.served is not None else prepared.harness
+    assert backend is not None, "prepare loads the local model or the served backend"
     if prepared.probe:
         run_dir.event("probe", changes=prepared.probe)
         announce("probe: " + ", ".join(f"{n} changes the logits by up to {c:.3g}" for n, c in prepared.probe.items()))
@@ -159,4 +166,4 @@ def run_eval(model: str = "smollm2-135m", tasks: list[str] | None = None, adapte
     cfg = EvalConfig(model=model, adapters=[Path(a) for a in adapters or []],
                      **({"tasks": tasks} if tasks else {}), **settings)
     result, _ = run_in_folder("eval", cfg, run, inputs=prepare(cfg), out=out)
-    return result  # type: ignore[no-any-return]
+    return result

@@ -14,10 +14,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, UsageError
 from agentlab.eval.config import EvalConfig
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
+
+    from agentlab.core.harness.evaluate import Settings
+    from agentlab.eval.run import Prepared
 
 
 @dataclass
@@ -50,7 +56,7 @@ class ServedModels:
                                      hint="pip install 'agentlab[eval]' (it brings lm-eval[api])") from None
         return self.lms[name]
 
-    def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: Any, settings: Any
+    def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: TaskManager, settings: Settings
                  ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         from lm_eval import simple_evaluate
 
@@ -108,7 +114,7 @@ def _prompt_logprobs(base_url: str, model: str, prompt: str) -> list[float]:
     return values
 
 
-def prepare_served(cfg: EvalConfig, manager: Any) -> Any:
+def prepare_served(cfg: EvalConfig, manager: TaskManager) -> Prepared:
     """The served rows (probed), for ``run``."""
     from agentlab.core.harness.lm import BASE, check_probe
     from agentlab.core.train.model import hf_model_folder

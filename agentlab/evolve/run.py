@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, InputError, UsageError
@@ -41,6 +41,9 @@ from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import Population, open_population
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.types import Provider
 
 log = logging.getLogger(__name__)
 TASK_FILE = "task.jsonl"
@@ -167,7 +170,7 @@ def _question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
 
 def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: list[Question],
         validation: list[Question] | None = None, progress: Progress | None = None,
-        announce: Callable[[str], None] | None = None, providers: dict[str, Any] | None = None) -> dict[str, Any]:
+        announce: Callable[[str], None] | None = None, providers: dict[str, Provider] | None = None) -> dict[str, Any]:
     progress = progress or NullProgress()
     say = announce or log.info
     start = time.perf_counter()
@@ -360,7 +363,7 @@ def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, 
     """A child of every seed as ``spec`` says (an exact blend with its weights, or TIES), queued for scoring."""
     from agentlab.core.train.blend import blend_adapters, ties_merge
 
-    seeds = [str(p) for p in cfg.seeds]
+    seeds: list[str | Path] = [str(p) for p in cfg.seeds]
     rank = min(sum(_rank(p) for p in seeds), cfg.max_rank)
     if spec["method"] == "ties":
         result = ties_merge(seeds, folder, density=spec["density"], scale=spec["scale"], rank=rank, force=True)
@@ -383,7 +386,8 @@ def _tell(cfg: EvolveConfig, pop: Population, k: int, row: dict[str, Any]) -> No
 
 
 def run_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, progress: Progress,
-                  say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> dict[str, list[str]]:
+                  say: Callable[[str], None], providers: dict[str, Provider] | None,
+                  ticks: int) -> dict[str, list[str]]:
     """The merge baselines (``cfg.baselines`` other than the search itself), ``baseline_budget`` children each,
     created once and scored together (workers included); their ids by baseline."""
     from agentlab.evolve.search import budget, fixed_spec
@@ -464,7 +468,7 @@ def best_row(individuals: dict[str, dict[str, Any]], history: list[dict[str, Any
 
 
 def _score(cfg: EvolveConfig, pop: Population, k: int | str, members: list[str], run_dir: RunDir, progress: Progress,
-           say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> None:
+           say: Callable[[str], None], providers: dict[str, Provider] | None, ticks: int) -> None:
     from agentlab.evolve.worker import failure_line, spawn, work
 
     label = f"gen {k}" if isinstance(k, int) else f"{k}s"
@@ -570,7 +574,7 @@ def ancestors(individuals: dict[str, dict[str, Any]], who: str) -> list[str]:
 
 
 def compare_on_test(settings: ScoreSettings, pop: Population, individuals: dict[str, dict[str, Any]], best: str,
-                    progress: Progress, providers: dict[str, Any] | None,
+                    progress: Progress, providers: dict[str, Provider] | None,
                     picks: dict[str, str] | None = None) -> dict[str, Any]:
     """The best individual against its ancestors, every seed and the best of each baseline on the test split:
     accuracy with its Wilson interval, the mean per-token log-likelihood (task.score loglik), and the best's paired

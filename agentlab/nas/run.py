@@ -121,6 +121,7 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None
     from agentlab.core.llm.router import Router
     from agentlab.core.search.planners import LLMChooser
 
+    assert llm is not None  # a chain came from it
     if mode == "auto":
         missing = _missing_keys(llm, chain)
         if missing is not None:  # no request goes out without a key: it could only fail with an auth error
@@ -347,7 +348,7 @@ def llm_contribution(planner: Any, outcome: Any) -> dict[str, Any] | None:
     kept = best_of([r for r in outcome.records if r.origin not in LLM_ORIGINS])
     without = {"best_val_mse": kept.value if kept else None,
                "best_test_mse": kept.metrics.get("test_mse") if kept else None}
-    return planner.contribution(outcome.records, "minimize", without)  # type: ignore[no-any-return]
+    return planner.contribution(outcome.records, "minimize", without)
 
 
 def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,
@@ -423,4 +424,4 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         cfg = load_config(config, NASConfig, sets)
     inputs = {**prepare(cfg, llm, scripted=chooser is not None), "chooser": chooser}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
-    return results  # type: ignore[no-any-return]
+    return results

@@ -14,10 +14,13 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError
 from agentlab.core.harness.lm import HarnessModel
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
 
 # A per-sample log-likelihood that moves less than this between base and adapter counts as unchanged.
 LOGLIK_TOLERANCE = 1e-6
@@ -37,7 +40,7 @@ class Settings:
     samples: dict[str, list[int]] | None = None  # task -> the item indices to score (instead of limit)
 
 
-def evaluate_row(hm: HarnessModel, adapter: str | None, tasks: Sequence[str], manager: Any,
+def evaluate_row(hm: HarnessModel, adapter: str | None, tasks: Sequence[str], manager: TaskManager,
                  settings: Settings) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """``(results, samples)`` of ``tasks`` scored by lm-eval on ``hm`` as ``adapter`` (None: the base)."""
     from lm_eval import simple_evaluate
