@@ -32,6 +32,7 @@ from agentlab.core.runs import RunDir, atomic_write_json, durable_append, runs_r
 
 if TYPE_CHECKING:
     from agentlab.core.llm.config import LLMConfig
+    from agentlab.core.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 STATE = "experiments.jsonl"
@@ -192,7 +193,7 @@ def run(cfg: CompressConfig, run_dir: RunDir, *, prepared: Prepared | None = Non
 
 class Search:
     def __init__(self, cfg: CompressConfig, run_dir: RunDir, prepared: Prepared, progress: Progress,
-                 announce: Callable[[str], None], tracker: Any):
+                 announce: Callable[[str], None], tracker: Tracker | NullTracker):
         from agentlab.compress.workspace import Workspace
 
         self.cfg, self.run_dir, self.p, self.announce, self.tracker = cfg, run_dir, prepared, announce, tracker

@@ -19,7 +19,7 @@ from agentlab.core.errors import AgentlabError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root
-from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, require_finished_trials
+from agentlab.core.search.loop import Pruned, SearchLoop, SearchOutcome, StopRules, require_finished_trials
 from agentlab.core.search.records import TrialRecord, run_id, state_dict
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import open_study
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
     from agentlab.core.search.planners import Chooser, ChooserPlanner, OptunaPlanner
     from agentlab.core.tracking import NullTracker, Tracker
+    from agentlab.nas.data import PreparedData
 
 log = logging.getLogger(__name__)
 METRIC = "val_mse"
@@ -42,7 +43,7 @@ def search_space(cfg: NASConfig) -> SearchSpace:
 class NASObjective:
     """The executor: a plan's parameters become a validated config (YAML/pydantic only, no code) and one trial."""
 
-    def __init__(self, base: NASConfig, prepared: Any, run_dir: RunDir, progress: Progress,
+    def __init__(self, base: NASConfig, prepared: PreparedData, run_dir: RunDir, progress: Progress,
                  best_value: Callable[[], float | None]):
         self.base, self.prepared, self.run_dir = base, prepared, run_dir
         self.best_value = best_value
@@ -329,7 +330,7 @@ def _rel_gain(base: float | None, best: float | None) -> float | None:
     return (base - best) / abs(base)
 
 
-def literature_for(cfg: NASConfig, prepared: Any) -> dict[str, Any] | None:
+def literature_for(cfg: NASConfig, prepared: PreparedData) -> dict[str, Any] | None:
     """The published results for the data at hand (an ETT file recognised by name and shape), else None."""
     from agentlab.nas.literature import comparison, recognise
 
@@ -337,7 +338,7 @@ def literature_for(cfg: NASConfig, prepared: Any) -> dict[str, Any] | None:
     return comparison(dataset, cfg.data.pred_len, cfg.data.features, prepared.split)
 
 
-def llm_contribution(planner: Any, outcome: Any) -> dict[str, Any] | None:
+def llm_contribution(planner: Any, outcome: SearchOutcome) -> dict[str, Any] | None:
     """results.json's ``llm_contribution`` (None unless the llm planner ran), with the search's best without the
     LLM's picks (the trials where it chose another candidate than TPE's) as the counterfactual."""
     if not hasattr(planner, "contribution"):
