@@ -21,7 +21,10 @@ import typer
 from .common import console, print_json, rich_progress, safe_text, setup_logging
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from agentlab.core.config import Flag
+    from agentlab.core.runs import RunDir
 
 
 def flags(*items: tuple[str, str, Any]) -> list[Flag]:
@@ -135,7 +138,7 @@ class _Lead:
     def __init__(self, run: Callable[..., Any], follower: bool) -> None:
         self._run, self.follower, self._shared = run, follower, False
 
-    def run(self, cfg: Any, run_dir: Any, **kwargs: Any) -> Any:
+    def run(self, cfg: BaseModel, run_dir: RunDir, **kwargs: Any) -> Any:
         from agentlab.core.train.dist import leave, share
 
         share((cfg, str(run_dir.path)))
