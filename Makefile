@@ -44,7 +44,7 @@ test-ui: install ui-browser-deps
 # lint-imports: the import boundaries of docs/design/architecture.md ([tool.importlinter] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy agentlab/core
+	$(BIN)/mypy agentlab cli
 	$(BIN)/lint-imports
 
 # The docs site (mkdocs.yml, pages under docs/): built with --strict, so a broken link, a missing page or anchor, or a

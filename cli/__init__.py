@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Any, cast
 
 import typer
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # click's usage errors (vendored by typer): exit code 2
         from typer import rich_utils
 
-        rich_utils.rich_format_error(exc)
+        rich_utils.rich_format_error(cast(Any, exc))  # a click usage error (ClickException subclasses it)
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
         console.print(interrupted)

@@ -54,7 +54,7 @@ def resumable(name: str) -> bool:
 def load_schema(name: str) -> type:
     """The pydantic model named by ``schemas()[name]``."""
     module, _, cls = schemas()[name].partition(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)
 
 
 def first_sentence(text: str | None) -> str:

@@ -13,10 +13,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichBars
+    from rich.progress import TaskID
+
+    from agentlab.core.progress import Progress
 
 # Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
 # No emoji codes: model text saying ":fire:" prints as written (see safe_text).
@@ -122,7 +128,7 @@ def print_json(data: Any) -> None:
 
 
 class _RichTask:
-    def __init__(self, progress: Any, task_id: Any):
+    def __init__(self, progress: RichBars, task_id: TaskID):
         self._progress, self._id = progress, task_id
 
     def advance(self, n: float = 1, description: str | None = None) -> None:
@@ -133,15 +139,15 @@ class _RichTask:
 
     def update(self, *, completed: float | None = None, total: float | None = None,
                description: str | None = None) -> None:
-        fields = {k: v for k, v in {"completed": completed, "total": total, "description": description}.items()
-                  if v is not None}
+        given = {"completed": completed, "total": total, "description": description}
+        fields: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         self._progress.update(self._id, **fields)
 
 
 class RichProgress:
     """The library's ``Progress`` protocol drawn as rich progress bars on stderr."""
 
-    def __init__(self, progress: Any):
+    def __init__(self, progress: RichBars):
         self._progress = progress
 
     def task(self, description: str, total: float | None = None) -> _RichTask:
@@ -149,7 +155,7 @@ class RichProgress:
 
 
 @contextmanager
-def rich_progress(enabled: bool = True) -> Iterator[Any]:
+def rich_progress(enabled: bool = True) -> Iterator[Progress]:
     """Progress bars while the block runs; a no-op progress when disabled (e.g. --json or not a terminal)."""
     from agentlab.core.progress import NullProgress
 

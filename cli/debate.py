@@ -4,7 +4,7 @@ against single agents and self-consistency on a task file; `debate make-task` wr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +24,10 @@ from .common import (
     safe_text,
 )
 from .runner import flags, run_command
+
+if TYPE_CHECKING:
+    from agentlab.core.debate.engine import Panel
+    from agentlab.debate.config import DebateConfig
 
 app = typer.Typer(help="Multi-agent debate between persona adapters or routed models, decided by a vote.\n\n"
                   "Du et al. 2023 debate on one base model (adapters) or routed models, decided by a "
@@ -97,7 +101,7 @@ def debate(
                 verbose=verbose, summary=_summary, otlp_endpoint=otlp_endpoint)
 
 
-def _dry_run(cfg: Any, json_: bool, panel: Any, **_: Any) -> dict[str, Any] | None:
+def _dry_run(cfg: DebateConfig, json_: bool, panel: Panel, **_: Any) -> dict[str, Any] | None:
     if cfg.rounds != 0:
         return None
     from agentlab.debate.run import check

@@ -4,12 +4,15 @@ novelty); `worker` adds a scoring process to a run through its population store;
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .common import ConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
 from .runner import flags, run_command
+
+if TYPE_CHECKING:
+    from agentlab.core.config import Flag
 
 app = typer.Typer(help="Evolutionary search over LoRA adapters, and exact adapter blends.\n\n"
                   "`run` breeds a population from seed adapters (exact blends, "
@@ -53,7 +56,7 @@ def run_cmd(
     from agentlab.evolve.config import EvolveConfig
     from agentlab.evolve.run import prepare, run
 
-    sets = [*(set_ or []), *flags(("--seeds", "seeds", [str(p) for p in seeds] if seeds else None),
+    sets: list[str | Flag] = [*(set_ or []), *flags(("--seeds", "seeds", [str(p) for p in seeds] if seeds else None),
                                   ("--task", "task.file", task), ("--search", "search", search),
                                   ("--generations", "generations", generations),
                                   ("--population", "population", population), ("--workers", "workers", workers),
@@ -124,7 +127,7 @@ def blend(
     unknown = [a for a in extra if a.startswith("-")]
     if unknown:
         raise UsageError(f"no such option: {unknown[0]}", hint="see `agentlab evolve blend --help`")
-    folders = [*parents, *map(Path, extra)]
+    folders: list[str | Path] = [*parents, *map(Path, extra)]
     if alpha is not None and weights is not None:
         raise UsageError("--alpha and --weights exclude each other",
                          hint="--alpha a for two parents, --weights for any number")

@@ -137,7 +137,7 @@ def list_models(
             shown = os.path.relpath(m.path, directory)  # "." for an HF folder that is the directory itself
             # Paths and metadata strings come from the files: shown escaped, never as terminal controls or markup.
             table.add_row(safe_text(shown), "gguf" if is_gguf else "hf", safe_text(arch),
-                          safe_text(m.file_type if is_gguf else (m.dtype or "-")),
+                          safe_text(m.file_type if isinstance(m, GGUFInfo) else (m.dtype or "-")),
                           human_size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
                           "yes" if m.chat_template else "no")
         console.print(table)

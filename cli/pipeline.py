@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .common import JsonOpt, LLMOpt, NoLogPromptsOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, safe_text
 from .runner import run_command
+
+if TYPE_CHECKING:
+    from agentlab.pipeline.load import Loaded
+    from agentlab.pipeline.run import PipelineResult
 
 app = typer.Typer(help="Multi-stage pipelines over local GGUF and routed HTTP models.\n\nSingle and multi "
                   "stages with aggregation, resource checks, session history and re-runs.", no_args_is_help=True)
@@ -41,7 +45,7 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
     return text
 
 
-def _execute(loaded: Any, out: Path | None, json_: bool, verbose: int, log_prompts: bool, **inputs: Any) -> None:
+def _execute(loaded: Loaded, out: Path | None, json_: bool, verbose: int, log_prompts: bool, **inputs: Any) -> None:
     from agentlab.pipeline.run import run_session
 
     run_command("pipeline", None, run_session, load=lambda sets: loaded, prepare=lambda _: inputs, out=out,
@@ -49,7 +53,7 @@ def _execute(loaded: Any, out: Path | None, json_: bool, verbose: int, log_promp
                 summary=_summary, to_json=lambda result: result.summary())
 
 
-def _summary(result: Any, path: Path) -> None:
+def _summary(result: PipelineResult, path: Path) -> None:
     _stage_table(result.summary()["stages"])
     console.print(f"[bold]final answer[/] ({path / 'final.txt'}):")
     typer.echo(safe_text(result.final, stdout=True), color=True)  # stdout: `... > answer.txt` keeps only the answer

@@ -21,7 +21,10 @@ import typer
 from .common import console, print_json, rich_progress, safe_text, setup_logging
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from agentlab.core.config import Flag
+    from agentlab.core.runs import RunDir
 
 
 def flags(*items: tuple[str, str, Any]) -> list[Flag]:
@@ -93,6 +96,7 @@ def run_command(
             cfg = load(overrides)
         else:
             raw = base(stack) if callable(base) else base
+            assert model is not None, "run_command needs `model` or `load`"
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else config, model, overrides, base=raw)
         if otlp_endpoint is not None:
             _trace(stack, command, otlp_endpoint)
@@ -134,7 +138,7 @@ class _Lead:
     def __init__(self, run: Callable[..., Any], follower: bool) -> None:
         self._run, self.follower, self._shared = run, follower, False
 
-    def run(self, cfg: Any, run_dir: Any, **kwargs: Any) -> Any:
+    def run(self, cfg: BaseModel, run_dir: RunDir, **kwargs: Any) -> Any:
         from agentlab.core.train.dist import leave, share
 
         share((cfg, str(run_dir.path)))

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.compress.measure import (
     Latency,
@@ -34,6 +34,9 @@ from agentlab.compress.measure import (
 )
 from agentlab.core.errors import AgentlabError, InputError, missing_package, one_line
 from agentlab.core.models.gguf_export import GGUF_DTYPES, QUANT_KINDS, export_gguf, quantize_gguf
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def open_gguf(path: str | Path, *, n_ctx: int, logits_all: bool = False, n_threa
         llm.close()  # now, not in __del__ at interpreter exit, when llama.cpp's free functions may be gone
 
 
-def tokenize_gguf(llm: Any, text: str) -> list[int]:
+def tokenize_gguf(llm: Llama, text: str) -> list[int]:
     """``text`` as llama.cpp's tokenizer splits it, without BOS and with special-token text kept as plain text (what
     ``tokenizer(text, add_special_tokens=False)`` gives on the HF side)."""
     return list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -117,7 +120,7 @@ def latency_gguf(path: str | Path, *, prompt_tokens: int = 128, new_tokens: int 
                              new_tokens=new_tokens, warmup=warmup)
 
 
-def _timed_greedy(llm: Any, prompt: list[int], new_tokens: int) -> tuple[float, list[float]]:
+def _timed_greedy(llm: Llama, prompt: list[int], new_tokens: int) -> tuple[float, list[float]]:
     """Start time and one time stamp per new token of a greedy generation from an empty cache."""
     llm.reset()  # no prefix reuse: generate() would otherwise skip the prompt it evaluated last time
     stamps: list[float] = []

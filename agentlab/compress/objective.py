@@ -127,7 +127,7 @@ def _objectives(head: str, text: str) -> list[ObjectiveSpec]:
             raise UsageError(f"objective '{text}': unknown metric '{word}'",
                              hint=f"use one of {', '.join(METRICS)}, e.g. {EXAMPLE}")
         direction = "maximize" if verb.startswith(("maxim", "increase", "raise")) else "minimize"
-        out.append(ObjectiveSpec(metric=metric, direction=direction))  # type: ignore[arg-type]
+        out.append(ObjectiveSpec(metric=metric, direction=direction))
     if not out:
         raise UsageError(f"objective '{text}': no 'maximize X' or 'minimize X' found",
                          hint=f"for example {EXAMPLE}")
@@ -163,7 +163,7 @@ def _constraint(clause: str) -> ConstraintSpec | None:
                 return None
             op = "<=" if op_word.startswith(("<", "less", "under", "below", "at most")) else ">="
             value = float(number) * (1000 if unit == "gb" else 1)
-            return ConstraintSpec(metric=metric, op=op, value=value, text=clause)  # type: ignore[arg-type]
+            return ConstraintSpec(metric=metric, op=op, value=value, text=clause)
         metric = _metric(word) or _metric(word.split()[-1])
         if metric is None:
             return None

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.compress.objective import Goal
+
+if TYPE_CHECKING:
+    from agentlab.compress.config import CompressConfig
 
 _PANELS = (("speedup", "perplexity"), ("speedup", "accuracy"), ("size", "perplexity"), ("size", "accuracy"))
 _UNITS = {"speedup": "x base decode tok/s", "size": "MB on disk", "perplexity": "eval text", "accuracy": "task"}
@@ -101,7 +104,7 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2)
 
 
-def render_report(cfg: Any, goal: Goal, records: list[dict[str, Any]], results: dict[str, Any]) -> str:
+def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], results: dict[str, Any]) -> str:
     energy, counts = results["energy"], results["counts"]
     front = set(results["front"])
     lines = [f"# agentlab compress: {cfg.model}", "", f"Goal: {goal.describe()}"

@@ -35,6 +35,7 @@ from agentlab.core.search.session import PlannerSession, PlannerSpec, open_plann
 
 if TYPE_CHECKING:
     from agentlab.core.llm.config import LLMConfig
+    from agentlab.core.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 STATE = "experiments.jsonl"
@@ -195,7 +196,7 @@ def run(cfg: CompressConfig, run_dir: RunDir, *, prepared: Prepared | None = Non
 
 class Search:
     def __init__(self, cfg: CompressConfig, run_dir: RunDir, prepared: Prepared, progress: Progress,
-                 announce: Callable[[str], None], tracker: Any):
+                 announce: Callable[[str], None], tracker: Tracker | NullTracker):
         from agentlab.compress.workspace import Workspace
 
         self.cfg, self.run_dir, self.p, self.announce, self.tracker = cfg, run_dir, prepared, announce, tracker

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentlab.core.tracking import NullTracker, Tracker
 
 _RAW = ("perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "params", "nonzero_params",
         "energy_kwh", "co2e_kg")
@@ -16,7 +19,7 @@ def _key(record: dict[str, Any]) -> str:
     return f"exp_{record['index']:03d}"
 
 
-def log_experiments(tracker: Any, records: list[dict[str, Any]]) -> None:
+def log_experiments(tracker: Tracker | NullTracker, records: list[dict[str, Any]]) -> None:
     if not tracker.enabled:
         return
     for record in records:
@@ -33,7 +36,7 @@ def log_experiments(tracker: Any, records: list[dict[str, Any]]) -> None:
                                "violation": record.get("violation")})
 
 
-def log_results(tracker: Any, results: dict[str, Any], run_path: Path) -> None:
+def log_results(tracker: Tracker | NullTracker, results: dict[str, Any], run_path: Path) -> None:
     if not tracker.enabled:
         return
     rec = results["recommended"]

@@ -38,8 +38,9 @@ class Workspace:
         """sha256 over the model's files (a file, or every file of a folder by relative path), remembered."""
         path = Path(path).resolve()
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        stamp = [[str(p.relative_to(path) if path.is_dir() else p.name), p.stat().st_size, p.stat().st_mtime_ns]
-                 for p in files]
+        stamp: list[list[Any]] = [
+            [str(p.relative_to(path) if path.is_dir() else p.name), p.stat().st_size, p.stat().st_mtime_ns]
+            for p in files]
         known_file = self.root / "hashes.json"
         known = read_json(known_file) if known_file.is_file() else {}
         entry = known.get(str(path))

@@ -26,16 +26,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from agentlab.core import files
 from agentlab.core.config import absolute_paths, dump_yaml, redact, scrub_text, secret_values
 from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError
+
+if TYPE_CHECKING:
+    from agentlab.core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -604,10 +607,11 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
     return Path(resume)
 
 
-def run_in_folder(command: str, cfg: Any, run: Any, *, inputs: dict[str, Any] | None = None,
+def run_in_folder(command: str, cfg: BaseModel, run: Callable[..., Any], *, inputs: dict[str, Any] | None = None,
                   out: str | Path | None = None, resume: Path | None = None, save_config: bool = True,
-                  resumable: bool = True, rerun: str | None = None, log_prompts: bool = True, progress: Any = None,
-                  announce: Any = None, on_open: Any = None) -> tuple[Any, Path]:
+                  resumable: bool = True, rerun: str | None = None, log_prompts: bool = True,
+                  progress: Progress | None = None, announce: Callable[[str], None] | None = None,
+                  on_open: Callable[[RunDir], None] | None = None) -> tuple[Any, Path]:
     """Open the run folder (new, or ``resume``), call ``run(cfg, run_dir, progress=, announce=, **inputs)`` in it,
     record the outcome, and return ``(result, folder)``. Callers validate ``cfg`` and ``inputs`` first.
 

@@ -53,6 +53,7 @@ from agentlab.core.errors import (
 )
 
 if TYPE_CHECKING:
+    from agentlab.core.llm.config import ProviderConfig
     from agentlab.core.llm.types import Completion, GenParams, Messages
 
 T = TypeVar("T")
@@ -274,7 +275,7 @@ class RouterTracer:
 
         return carried()
 
-    def attempt(self, record: Mapping[str, Any], provider_cfg: Any, completion: Completion | None,
+    def attempt(self, record: Mapping[str, Any], provider_cfg: ProviderConfig | None, completion: Completion | None,
                 messages: Messages | None, params: GenParams | None, stream: bool,
                 scrub: Callable[[str], str]) -> None:
         """One span for one model attempt, from the router's ``llm_call`` record (the fields of ``on_event``), the
@@ -312,7 +313,7 @@ class RouterTracer:
         attempt.end(end_time=end)
 
 
-def _server(provider_cfg: Any) -> dict[str, Any]:
+def _server(provider_cfg: ProviderConfig | None) -> dict[str, Any]:
     """``server.address`` / ``server.port`` of an HTTP provider: the host only, never user info, path or query."""
     base_url = getattr(provider_cfg, "base_url", None)
     if not base_url:

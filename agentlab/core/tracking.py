@@ -49,6 +49,8 @@ from agentlab.core.errors import ConfigError, MissingPackage, missing_package, o
 from agentlab.core.runs import runs_root
 
 if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
     from agentlab.core.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -217,7 +219,7 @@ class RunLog:
 
     enabled = True
 
-    def __init__(self, client: Any, run_id: str, scrub: Callable[[str], str], guard: Callable[..., Any]):
+    def __init__(self, client: MlflowClient, run_id: str, scrub: Callable[[str], str], guard: Callable[..., Any]):
         self.client, self.run_id, self._scrub, self._guard = client, run_id, scrub, guard
         self.status: str | None = None  # set when the run has ended
 
@@ -329,7 +331,7 @@ class Tracker(RunLog):
     Used as a context manager it ends the parent: FINISHED, KILLED on Ctrl-C / SIGTERM, FAILED on an error.
     """
 
-    def __init__(self, client: Any, experiment_id: str, run_id: str, scrub: Callable[[str], str]):
+    def __init__(self, client: MlflowClient, experiment_id: str, run_id: str, scrub: Callable[[str], str]):
         self._warned = False
         super().__init__(client, run_id, scrub, self._call)
         self.experiment_id, self.parent_id = experiment_id, run_id
@@ -454,7 +456,7 @@ def open_tracker(uri: str | None, experiment: str, run_dir: RunDir, *, params: M
     return tracker
 
 
-def _experiment(client: Any, name: str, uri: str) -> str:
+def _experiment(client: MlflowClient, name: str, uri: str) -> str:
     """The id of experiment ``name``, created (or restored from the bin) when needed."""
     found = client.get_experiment_by_name(name)
     if found is None:
@@ -480,7 +482,7 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
-def _parent(client: Any, experiment_id: str, run_dir: RunDir, shown: str) -> str:
+def _parent(client: MlflowClient, experiment_id: str, run_dir: RunDir, shown: str) -> str:
     """The run's parent run: run.json's, reopened, when it is in this store and experiment; else a new one."""
     previous = run_dir.info.get("mlflow") or {}
     if previous.get("uri") == shown and previous.get("run_id"):

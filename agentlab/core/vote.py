@@ -129,8 +129,8 @@ def tally(ballots: Sequence[Ballot], method: VoteMethod = "majority") -> Tally:
         key = votes[key]
         if key not in groups:
             order.append(key)
-            groups[key] = {"answer": key, "text": (ballot.text or ballot.answer).strip(), "weight": 0.0, "count": 0,
-                           "voters": []}
+            groups[key] = {"answer": key, "text": (ballot.text or ballot.answer or "").strip(), "weight": 0.0,
+                           "count": 0, "voters": []}
         group = groups[key]
         group["weight"] += weight(ballot, method)
         group["count"] += 1

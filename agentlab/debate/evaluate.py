@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round, ballots
 from agentlab.core.debate.engine import Panel, debate_rounds, judge, samples
@@ -35,6 +35,10 @@ from agentlab.debate.config import DebateConfig
 from agentlab.debate.report import render_eval
 from agentlab.debate.run import final_decision, load_panel
 
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
+    from agentlab.core.llm.types import Provider
+
 log = logging.getLogger(__name__)
 RECORDS = "questions.jsonl"
 
@@ -49,7 +53,7 @@ def prepare_eval(cfg: DebateConfig) -> dict[str, Any]:
 
 def visibilities(cfg: DebateConfig) -> list[str]:
     """The visibilities the eval debates under: ``eval.visibilities``, and the configured one."""
-    shown = list(dict.fromkeys(cfg.eval.visibilities))
+    shown: list[str] = list(dict.fromkeys(cfg.eval.visibilities))
     return shown if cfg.visibility in shown else [*shown, cfg.visibility]
 
 
@@ -62,23 +66,23 @@ def default_method(cfg: DebateConfig) -> str:
     return rule_row(cfg, cfg.rule, cfg.visibility)
 
 
-async def score_question(router: Any, panel: Panel, cfg: DebateConfig, q: Question) -> dict[str, Any]:
+async def score_question(router: Router, panel: Panel, cfg: DebateConfig, q: Question) -> dict[str, Any]:
     """Debate one question under every visibility (round 0 asked once, shared) and score every method and rule."""
     kind = answer_kind(q, cfg.kind)
     n = len(panel.agents) * (cfg.rounds + 1)
     style = prompt_style(cfg, panel, kind)
-    common = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "style": style}
+    common: dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "style": style}
     first, sc = await asyncio.gather(
-        debate_rounds(router, panel, q.question, kind, 0, **common),  # type: ignore[arg-type]
-        samples(router, panel, q.question, kind, n, temperature=cfg.eval.sc_temperature,  # type: ignore[arg-type]
+        debate_rounds(router, panel, q.question, kind, 0, **common),
+        samples(router, panel, q.question, kind, n, temperature=cfg.eval.sc_temperature,
                 max_tokens=cfg.max_tokens, style=style))
     shown = visibilities(cfg)
     debates = await asyncio.gather(*(debate_rounds(router, panel, q.question, kind, cfg.rounds, done=first,
-                                                   visibility=v, **common) for v in shown))  # type: ignore[arg-type]
+                                                   visibility=v, **common) for v in shown))
     verdicts: dict[str, list[Answer | None]] = {v: [None] * (cfg.rounds + 1) for v in shown}
     if cfg.decision == "judge":
         for v, rounds in zip(shown, debates, strict=True):
-            verdicts[v] = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,  # type: ignore[arg-type]
+            verdicts[v] = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,
                                                             max_tokens=cfg.max_tokens) for r in rounds)))
     methods = score_methods(cfg, q.answer, first[0], sc, dict(zip(shown, debates, strict=True)), verdicts)
     return {"id": q.id, "line": q.line, "question": q.question, "gold": q.answer, "kind": kind, "methods": methods,
@@ -177,7 +181,7 @@ def score_table(records: list[dict[str, Any]], default: str | None = None) -> li
 
 
 def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Question],
-             providers: dict[str, Any] | None = None, progress: Progress | None = None,
+             providers: dict[str, Provider] | None = None, progress: Progress | None = None,
              announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     progress = progress or NullProgress()
     announce = announce or log.info

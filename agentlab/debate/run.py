@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round, vote
 from agentlab.core.debate.engine import Agent, Panel, ask, debate_rounds, judge
@@ -32,6 +32,9 @@ from agentlab.core.runs import RunDir, atomic_write_text, durable_append
 from agentlab.debate.agents import build_panel, prompt_style
 from agentlab.debate.config import AgentSpec, DebateConfig
 from agentlab.debate.report import agreement_plot, render_report
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.types import Provider
 
 log = logging.getLogger(__name__)
 TRANSCRIPT = "transcript.jsonl"
@@ -56,7 +59,7 @@ def prepare(cfg: DebateConfig) -> dict[str, Any]:
     return {"panel": load_panel(cfg)}
 
 
-def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Any] | None = None) -> dict[str, Any]:
+def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Provider] | None = None) -> dict[str, Any]:
     """The dry run (``--rounds 0``): every agent and the judge answer one short question; nothing is written."""
     judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
     everyone = [*panel.agents, judge_agent]
@@ -118,7 +121,7 @@ def describe_round(number: int, answers: Round, method: str) -> str:
             f"(agreement {t.share():.0%}{', tie' if t.tie else ''})")
 
 
-def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, providers: dict[str, Any] | None = None,
+def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, providers: dict[str, Provider] | None = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Debate ``cfg``'s question (continuing a resumed run from its last finished round), then write the results."""
     progress = progress or NullProgress()

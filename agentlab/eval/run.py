@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.harness import (
     BASE,
@@ -43,6 +43,10 @@ from agentlab.eval.config import EvalConfig
 from agentlab.eval.prepared import Prepared
 from agentlab.eval.report import render_report, scores_plot
 from agentlab.eval.served import prepare_served
+
+if TYPE_CHECKING:
+
+    pass
 
 log = logging.getLogger(__name__)
 LM_EVAL = "lm-eval"
@@ -88,6 +92,7 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
     announce = announce or log.info
     progress = progress or NullProgress()
     backend = prepared.served if prepared.served is not None else prepared.harness
+    assert backend is not None, "prepare loads the local model or the served backend"
     if prepared.probe:
         run_dir.event("probe", changes=prepared.probe)
         announce("probe: " + ", ".join(f"{n} changes the logits by up to {c:.3g}" for n, c in prepared.probe.items()))
@@ -145,4 +150,4 @@ def run_eval(model: str = "smollm2-135m", tasks: list[str] | None = None, adapte
     cfg = EvalConfig(model=model, adapters=[Path(a) for a in adapters or []],
                      **({"tasks": tasks} if tasks else {}), **settings)
     result, _ = run_in_folder("eval", cfg, run, inputs=prepare(cfg), out=out)
-    return result  # type: ignore[no-any-return]
+    return result

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, MissingPackage, UsageError
 from agentlab.core.harness.evaluate import _env_info_once, logliks_of, quiet_bars
@@ -22,6 +22,12 @@ from agentlab.core.harness.lm import BASE, check_probe
 from agentlab.core.models.load import hf_model_folder
 from agentlab.eval.config import EvalConfig
 from agentlab.eval.prepared import Prepared
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
+
+    from agentlab.core.harness.evaluate import Settings
+    from agentlab.eval.run import Prepared
 
 
 @dataclass
@@ -52,7 +58,7 @@ class ServedModels:
                                      hint="pip install 'agentlab[eval]' (it brings lm-eval[api])") from None
         return self.lms[name]
 
-    def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: Any, settings: Any
+    def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: TaskManager, settings: Settings
                  ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         from lm_eval import simple_evaluate
 
@@ -106,7 +112,7 @@ def _prompt_logprobs(base_url: str, model: str, prompt: str) -> list[float]:
     return values
 
 
-def prepare_served(cfg: EvalConfig, manager: Any) -> Any:
+def prepare_served(cfg: EvalConfig, manager: TaskManager) -> Prepared:
     """The served rows (probed), for ``run``."""
     if cfg.api_key_env:
         key = os.environ.get(cfg.api_key_env)

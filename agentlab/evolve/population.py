@@ -24,7 +24,10 @@ import fcntl
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optuna import Study
 
 from agentlab.core.errors import ConfigError
 from agentlab.core.search.study import open_storage, open_study, quiet
@@ -61,7 +64,7 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
 class Population:
     """Individuals as trials of one study; see the module docstring."""
 
-    def __init__(self, study: Any, claim_lock: Path | None = None):
+    def __init__(self, study: Study, claim_lock: Path | None = None):
         self.study = study
         self._storage = study._storage
         self._study_id = study._study_id
@@ -87,10 +90,10 @@ class Population:
     def set_attr(self, key: str, value: Any) -> None:
         self._storage.set_study_user_attr(self._study_id, key, value)
 
-    def members(self, generation: int) -> list[str] | None:
+    def members(self, generation: int | str) -> list[str] | None:
         return self.attr(f"population_{generation}")
 
-    def set_members(self, generation: int, ids: list[str]) -> None:
+    def set_members(self, generation: int | str, ids: list[str]) -> None:
         self.set_attr(f"population_{generation}", ids)
 
     # ------------------------------------------------------------------ individuals

@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
 from agentlab.core.errors import AgentlabError, InputError, UsageError
@@ -50,6 +50,9 @@ from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 from agentlab.evolve.search import budget, cma_ask, cma_tell, fixed_spec
 from agentlab.evolve.worker import failure_line, spawn, work
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.types import Provider
 
 log = logging.getLogger(__name__)
 TASK_FILE = "task.jsonl"
@@ -163,7 +166,7 @@ def _question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
 
 def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: list[Question],
         validation: list[Question] | None = None, progress: Progress | None = None,
-        announce: Callable[[str], None] | None = None, providers: dict[str, Any] | None = None) -> dict[str, Any]:
+        announce: Callable[[str], None] | None = None, providers: dict[str, Provider] | None = None) -> dict[str, Any]:
     progress = progress or NullProgress()
     say = announce or log.info
     start = time.perf_counter()
@@ -345,7 +348,7 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
 def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, child: str, spec: dict[str, Any],
                      folder: Path, baseline: str | None = None) -> None:
     """A child of every seed as ``spec`` says (an exact blend with its weights, or TIES), queued for scoring."""
-    seeds = [str(p) for p in cfg.seeds]
+    seeds: list[str | Path] = [str(p) for p in cfg.seeds]
     rank = min(sum(_rank(p) for p in seeds), cfg.max_rank)
     if spec["method"] == "ties":
         result = ties_merge(seeds, folder, density=spec["density"], scale=spec["scale"], rank=rank, force=True)
@@ -366,7 +369,8 @@ def _tell(cfg: EvolveConfig, pop: Population, k: int, row: dict[str, Any]) -> No
 
 
 def run_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, progress: Progress,
-                  say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> dict[str, list[str]]:
+                  say: Callable[[str], None], providers: dict[str, Provider] | None,
+                  ticks: int) -> dict[str, list[str]]:
     """The merge baselines (``cfg.baselines`` other than the search itself), ``baseline_budget`` children each,
     created once and scored together (workers included); their ids by baseline."""
     out: dict[str, list[str]] = {}
@@ -445,7 +449,7 @@ def best_row(individuals: dict[str, dict[str, Any]], history: list[dict[str, Any
 
 
 def _score(cfg: EvolveConfig, pop: Population, k: int | str, members: list[str], run_dir: RunDir, progress: Progress,
-           say: Callable[[str], None], providers: dict[str, Any] | None, ticks: int) -> None:
+           say: Callable[[str], None], providers: dict[str, Provider] | None, ticks: int) -> None:
     label = f"gen {k}" if isinstance(k, int) else f"{k}s"
     individuals = pop.individuals()
     waiting = [m for m in members if individuals[m]["state"] == "waiting"]
@@ -547,7 +551,7 @@ def ancestors(individuals: dict[str, dict[str, Any]], who: str) -> list[str]:
 
 
 def compare_on_test(settings: ScoreSettings, pop: Population, individuals: dict[str, dict[str, Any]], best: str,
-                    progress: Progress, providers: dict[str, Any] | None,
+                    progress: Progress, providers: dict[str, Provider] | None,
                     picks: dict[str, str] | None = None) -> dict[str, Any]:
     """The best individual against its ancestors, every seed and the best of each baseline on the test split:
     accuracy with its Wilson interval, the mean per-token log-likelihood (task.score loglik), and the best's paired

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentlab.core.debate.answers import Answer, ballots
 from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask, debate_rounds
@@ -33,6 +33,10 @@ from agentlab.core.llm.scoring import answer_logliks
 from agentlab.core.models.adapters import adapter_logit_changes, logit_changes
 from agentlab.core.models.load import load_causal_lm
 from agentlab.core.vote import normalise, tally
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
+    from agentlab.core.llm.types import Provider
 
 CONCURRENCY = 48  # questions in flight at once: enough to fill the provider's batches, few enough to stay in time
 T = TypeVar("T")
@@ -73,8 +77,8 @@ def task_of(questions: list[dict[str, Any]]) -> list[tuple[Question, Kind]]:
     return [(Question(q["id"], q["line"], q["question"], q["answer"]), q["kind"]) for q in questions]
 
 
-def _on_panel(panel: Panel, providers: dict[str, Any] | None,
-              work: Callable[[Any, asyncio.Semaphore], Awaitable[T]]) -> T:
+def _on_panel(panel: Panel, providers: dict[str, Provider] | None,
+              work: Callable[[Router, asyncio.Semaphore], Awaitable[T]]) -> T:
     """``work(router, gate)`` on a router over ``panel``; then the router is closed, which frees its models (the next
     batch loads another adapter set)."""
     async def main() -> T:
@@ -104,7 +108,7 @@ def text_answer(text: str, gold: str) -> str | None:
     return first or None
 
 
-async def _answers(router: Any, agent: Agent, task: list[tuple[Question, Kind]], max_tokens: int,
+async def _answers(router: Router, agent: Agent, task: list[tuple[Question, Kind]], max_tokens: int,
                    gate: asyncio.Semaphore, tick: Callable[[], None]) -> list[Answer]:
     async def one(q: Question, kind: Kind) -> Answer:
         async with gate:
@@ -118,7 +122,7 @@ async def _answers(router: Any, agent: Agent, task: list[tuple[Question, Kind]],
     return list(await asyncio.gather(*(one(q, kind) for q, kind in task)))
 
 
-async def _debate(router: Any, panel: Panel, q: Question, kind: Kind, first: list[Answer], s: ScoreSettings,
+async def _debate(router: Router, panel: Panel, q: Question, kind: Kind, first: list[Answer], s: ScoreSettings,
                   gate: asyncio.Semaphore, tick: Callable[[], None]) -> tuple[str | None, int]:
     """The vote of the last round of a debate whose round 0 is ``first``; and the tokens of the rounds asked."""
     async with gate:
@@ -133,7 +137,7 @@ def _accuracy(predicted: list[str | None], task: list[tuple[Question, Kind]]) ->
     return sum(is_correct(p, q.answer) for p, (q, _) in zip(predicted, task, strict=True)) / len(task)
 
 
-def reference(s: ScoreSettings, *, providers: dict[str, Any] | None = None,
+def reference(s: ScoreSettings, *, providers: dict[str, Provider] | None = None,
               tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """The seeds' own debate on the fitness questions: each seed's round-0 answers (and accuracy), the seed that
     individuals replace, and the reference debate's votes and accuracy."""
@@ -143,7 +147,7 @@ def reference(s: ScoreSettings, *, providers: dict[str, Any] | None = None,
     task = s.task()
     panel = adapter_panel(s.base_model, s.seeds, device=s.device, batch=64)
 
-    async def work(router: Any, gate: asyncio.Semaphore) -> tuple[dict[str, list[Answer]],
+    async def work(router: Router, gate: asyncio.Semaphore) -> tuple[dict[str, list[Answer]],
                                                                   list[tuple[str | None, int]]]:
         own = await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick) for a in panel.agents))
         first = {a.name: answers for a, answers in zip(panel.agents, own, strict=True)}
@@ -162,7 +166,7 @@ def reference(s: ScoreSettings, *, providers: dict[str, Any] | None = None,
 
 
 def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[str, Any]], *,
-                providers: dict[str, Any] | None = None, tick: Callable[[], None] = lambda: None,
+                providers: dict[str, Provider] | None = None, tick: Callable[[], None] = lambda: None,
                 ) -> dict[str, dict[str, Any] | str]:
     """Scores of each individual (``{"id", "path"}`` dicts) by id, or the error (a string) that stopped it."""
     start = time.perf_counter()
@@ -190,7 +194,7 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
         return [(replace(agents[who], name=who if who not in kept else f"{who} (2)"), mine) if name == ref["replaced"]
                 else (agents[name], first_ref[name]) for name in seeds]
 
-    async def work(router: Any, gate: asyncio.Semaphore) -> tuple[list[list[Answer]],
+    async def work(router: Router, gate: asyncio.Semaphore) -> tuple[list[list[Answer]],
                                                                   list[list[tuple[str | None, int]]]]:
         async def coop(ind: dict[str, Any], mine: list[Answer]) -> list[tuple[str | None, int]]:
             table = seats(ind["id"], mine)
@@ -234,9 +238,9 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
     if s.harness is not None:  # the task part from lm-eval on the fitness items
         scored = harness_scores(s, {ind["id"]: ind["path"] for ind in live}, s.harness["fitness"])
         for ind in live:
-            row = out[ind["id"]]
-            assert isinstance(row, dict)
-            row.update(task=scored[ind["id"]]["value"], answers=scored[ind["id"]]["items"],
+            entry = out[ind["id"]]
+            assert isinstance(entry, dict)
+            entry.update(task=scored[ind["id"]]["value"], answers=scored[ind["id"]]["items"],
                        correct=[v >= 1 for v in scored[ind["id"]]["items"]], harness=scored[ind["id"]]["scores"])
     return out
 
@@ -269,8 +273,8 @@ def _probe_and_logliks(s: ScoreSettings, paths: dict[str, str], splits: dict[str
         _, _, logliks = _probe_and_logliks(s, good, splits)
         return changes, errors, logliks
     changes = adapter_logit_changes(model, tokenizer, list(paths), s.probe)
-    errors: dict[str, dict[str, Any] | str] = {}
-    logliks: dict[str, dict[str, list[float]]] = {}
+    errors = {}  # typed by the except branch above (as the return annotation says)
+    logliks = {}
     for name, change in changes.items():
         if change < s.min_change:
             errors[name] = (f"the adapter changes nothing: its largest logit change on the probe is {change:.3g} "
@@ -312,7 +316,7 @@ def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], d
 
 
 def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: dict[str, str], *,
-                  providers: dict[str, Any] | None = None, tick: Callable[[], None] = lambda: None,
+                  providers: dict[str, Provider] | None = None, tick: Callable[[], None] = lambda: None,
                   ) -> dict[str, dict[str, Any]]:
     """Each adapter's greedy accuracy on ``questions`` (the test split, which selection never saw); with
     ``s.harness``, its lm-eval score on the test items instead."""
@@ -323,7 +327,7 @@ def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: d
     task = task_of(questions)
     panel = adapter_panel(s.base_model, adapters, device=s.device, batch=64)
 
-    async def work(router: Any, gate: asyncio.Semaphore) -> list[list[Answer]]:
+    async def work(router: Router, gate: asyncio.Semaphore) -> list[list[Answer]]:
         return list(await asyncio.gather(*(_answers(router, a, task, s.max_tokens, gate, tick)
                                            for a in panel.agents)))
 

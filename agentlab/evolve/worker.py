@@ -15,10 +15,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.evolve.population import Population
 from agentlab.evolve.score import ScoreSettings, score_batch
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.types import Provider
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def work(pop: Population, *, batch: int, providers: dict[str, Any] | None = None,
+def work(pop: Population, *, batch: int, providers: dict[str, Provider] | None = None,
          tick: Callable[[], None] = lambda: None,
          on_scored: Callable[[dict[str, Any], dict[str, Any] | str], None] | None = None) -> int:
     """Score waiting individuals ``batch`` at a time until none waits; returns how many this worker scored."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -334,10 +334,10 @@ def prepare(series: SeriesData, features: str = "M", seq_len: int = 96, label_le
     scaler = Scaler.fit(series.values[b1[0]:b2[0]])
     data = scaler.transform(series.values)
     stamps = time_features(series.dates, series.freq)
-    sets = [WindowDataset(data[lo:hi], stamps[lo:hi], seq_len, label_len, pred_len)
-            for lo, hi in zip(b1, b2, strict=True)]
+    train, val, test = (WindowDataset(data[lo:hi], stamps[lo:hi], seq_len, label_len, pred_len)
+                        for lo, hi in zip(b1, b2, strict=True))
     n = data.shape[1]
-    return PreparedData(*sets, scaler=scaler, enc_in=n, dec_in=n, c_out=n if features == "M" else 1,
+    return PreparedData(train, val, test, scaler=scaler, enc_in=n, dec_in=n, c_out=n if features == "M" else 1,
                         time_features=stamps.shape[1], features=features, columns=series.columns,
                         target=series.target, split=split, borders=(b1, b2), period=detect_period(series.dates),
                         n_steps=len(series.values), name=series.name, freq=series.freq,
@@ -391,16 +391,18 @@ def build_loaders(prepared: PreparedData, batch_size: int = 32, seed: int = 0,
                   num_workers: int = 0) -> tuple[Any, Any, Any]:
     """Train/val/test ``DataLoader``s; only train is shuffled, by a generator seeded with ``seed``."""
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Dataset
 
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
     gen = torch.Generator().manual_seed(seed)
     # Full train batches keep the loss scale steady (as the reference code); evaluation keeps every window.
-    train = DataLoader(prepared.train, batch_size=batch_size, shuffle=True, generator=gen,
-                       drop_last=len(prepared.train) >= batch_size, num_workers=num_workers)
-    val = DataLoader(prepared.val, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    test = DataLoader(prepared.test, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # WindowDataset is map-style (__len__, __getitem__) without subclassing torch's Dataset (torch loads lazily).
+    sets = [cast("Dataset[Any]", d) for d in (prepared.train, prepared.val, prepared.test)]
+    train: DataLoader[Any] = DataLoader(sets[0], batch_size=batch_size, shuffle=True, generator=gen,
+                                        drop_last=len(prepared.train) >= batch_size, num_workers=num_workers)
+    val: DataLoader[Any] = DataLoader(sets[1], batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    test: DataLoader[Any] = DataLoader(sets[2], batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return train, val, test
 
 

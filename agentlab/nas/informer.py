@@ -191,6 +191,8 @@ class AttentionLayer(nn.Module):
 class DataEmbedding(nn.Module):
     """Value (circular Conv1d, k=3) + fixed sinusoidal position + linear time-feature ('timeF') embedding."""
 
+    pe: torch.Tensor  # the buffer registered in __init__
+
     def __init__(self, c_in: int, d_model: int, time_features: int, max_len: int, dropout: float):
         super().__init__()
         self.value = nn.Conv1d(c_in, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False)
@@ -359,12 +361,13 @@ class Informer(nn.Module):
             mean, std = self.revin.stats(x_enc)
             x_enc, known = self.revin.normalize(x_enc, mean, std), self.revin.normalize(known, mean, std)
         base = None
-        if s.linear == "trend":  # the Informer sees the seasonal part; the linear head forecasts the trend
+        # (self.linear is None exactly when s.linear is "none")
+        if self.linear is not None and s.linear == "trend":  # the Informer sees the seasonal part; the head the trend
             trend = moving_average(x_enc, s.moving_avg)
             x_enc = x_enc - trend
             known = known - moving_average(known, s.moving_avg) if s.label_len else known
             base = self.linear(trend)
-        elif s.linear == "input":  # the Informer forecasts what the linear forecast of the whole window misses
+        elif self.linear is not None and s.linear == "input":  # the Informer forecasts what the linear head misses
             base = self.linear(x_enc)
         dec_in = torch.cat([known, known.new_zeros(known.shape[0], s.pred_len, s.dec_in)], dim=1)
 

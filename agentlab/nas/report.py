@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.runs import atomic_write_bytes
 from agentlab.core.search.records import TrialRecord
+
+if TYPE_CHECKING:
+    from optuna import Study
+
+    from agentlab.core.search.loop import SearchOutcome
+    from agentlab.nas.config import NASConfig
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +137,7 @@ def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    colors = {}
+    colors: dict[str, Any] = {}
     for planner in sorted({r.planner for r in done}):
         for state, marker in (("complete", "o"), ("pruned", "x")):
             pts = [r for r in done if r.planner == planner and r.state == state]
@@ -142,7 +148,7 @@ def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
                 colors.setdefault(planner, dots.get_facecolor()[0] if state == "complete" else dots.get_edgecolor())
     best, xs, ys = math.inf, [], []
     for r in sorted((r for r in done if r.state == "complete" and r.accepted), key=lambda r: r.number):
-        best = min(best, r.value)
+        best = min(best, cast(float, r.value))  # `done` holds finite values only
         xs.append(r.number)
         ys.append(best)
     if xs:
@@ -159,7 +165,7 @@ def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
     return path
 
 
-def plot_importances(study: Any, path: Path) -> Path | None:
+def plot_importances(study: Study, path: Path) -> Path | None:
     """fANOVA parameter importances (Optuna); skipped while too few trials have finished."""
     import optuna
 
@@ -189,8 +195,10 @@ def plot_importances(study: Any, path: Path) -> Path | None:
     return path
 
 
-def render_report(cfg: Any, outcome: Any, results: dict[str, Any], run_path: Path, study: Any) -> str:
+def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any], run_path: Path,
+                  study: Study) -> str:
     best, base = outcome.best, outcome.base
+    assert best is not None, "require_finished_trials runs before the report"
     lines = ["# agentlab nas", ""]
     gain = results["gain"]["val_mse"]
     chosen = results["best"]

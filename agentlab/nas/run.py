@@ -30,6 +30,7 @@ from agentlab.nas.config import NASConfig, apply_changes, get_dotted, space_mean
 
 if TYPE_CHECKING:
     from agentlab.core.tracking import NullTracker, Tracker
+    from agentlab.nas.data import PreparedData
 
 log = logging.getLogger(__name__)
 METRIC = "val_mse"
@@ -43,7 +44,7 @@ def search_space(cfg: NASConfig) -> SearchSpace:
 class NASObjective:
     """The executor: a plan's parameters become a validated config (YAML/pydantic only, no code) and one trial."""
 
-    def __init__(self, base: NASConfig, prepared: Any, run_dir: RunDir, progress: Progress,
+    def __init__(self, base: NASConfig, prepared: PreparedData, run_dir: RunDir, progress: Progress,
                  best_value: Callable[[], float | None]):
         self.base, self.prepared, self.run_dir = base, prepared, run_dir
         self.best_value = best_value
@@ -256,7 +257,7 @@ def _rel_gain(base: float | None, best: float | None) -> float | None:
     return (base - best) / abs(base)
 
 
-def literature_for(cfg: NASConfig, prepared: Any) -> dict[str, Any] | None:
+def literature_for(cfg: NASConfig, prepared: PreparedData) -> dict[str, Any] | None:
     """The published results for the data at hand (an ETT file recognised by name and shape), else None."""
     from agentlab.nas.literature import comparison, recognise
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.search.records import A_PLAN, TrialRecord, best_of
 from agentlab.core.tracking import FAILED, NullTracker, Tracker
 
+if TYPE_CHECKING:
+    from optuna import Study
+
 _TRIAL_METRICS = ("test_mse", "test_mae", "n_params", "epochs", "seconds")
 
 
-def log_trials(tracker: Tracker | NullTracker, study: Any, records: list[TrialRecord], run_path: Path) -> None:
+def log_trials(tracker: Tracker | NullTracker, study: Study, records: list[TrialRecord], run_path: Path) -> None:
     """A child run for each finished trial of this run folder not logged yet, and the running best on the parent."""
     if not tracker.enabled:
         return
@@ -34,7 +37,7 @@ def log_trials(tracker: Tracker | NullTracker, study: Any, records: list[TrialRe
                                 step=record.number)
 
 
-def _own_trials(study: Any, run_path: Path) -> set[int]:
+def _own_trials(study: Study, run_path: Path) -> set[int]:
     """Trials planned by this run folder (their plan names it): the others belong to workers sharing the storage."""
     here = run_path.resolve()
     return {t.number for t in study.get_trials(deepcopy=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import Field, create_model, model_validator
 
@@ -44,13 +44,21 @@ def _all_optional(model: type[StrictModel], name: str, doc: str) -> type[StrictM
     """The same fields as ``model``, each optional with no default: one source of truth for names, bounds, docs."""
     fields: dict[str, Any] = {}
     for key, info in model.model_fields.items():
-        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        args = (info.annotation, *info.metadata)
+        annotation: Any = cast(Any, Annotated)[args] if info.metadata else info.annotation
         fields[key] = (annotation | None, Field(None, description=info.description))
     return create_model(name, __base__=StrictModel, __doc__=doc, **fields)
 
 
-ModelOverrides = _all_optional(ModelSettings, "ModelOverrides",
-                               "Per-model settings over `defaults`; `params` are merged key by key.")
+if TYPE_CHECKING:
+    class ModelOverrides(StrictModel):
+        """What mypy sees of the model made below (at run time every field of ModelSettings, optional): only the
+        field the code reads by attribute; the others are read through ``model_dump``."""
+
+        params: Params | None = None
+else:
+    ModelOverrides = _all_optional(ModelSettings, "ModelOverrides",
+                                   "Per-model settings over `defaults`; `params` are merged key by key.")
 
 
 class ModelEntry(StrictModel):

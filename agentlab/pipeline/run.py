@@ -209,7 +209,7 @@ async def _run_stage(router: Router, llm_cfg: LLMConfig, stage: StageConfig, tex
     messages: Messages = [{"role": "system", "content": stage.system}] if stage.system else []
     messages.append({"role": "user", "content": prompt})
     params = GenParams().merged(stage.params)
-    names = [stage.model] if stage.type == "single" else list(stage.models or [])
+    names = [stage.model] if stage.type == "single" and stage.model is not None else list(stage.models or [])
     # All models of a multi stage at once: HTTP requests overlap, local models generate in worker threads.
     calls = list(await asyncio.gather(*(_call(router, llm_cfg, stage, n, messages, params, task) for n in names)))
     answers = [Answer(c["model"], c["text"]) for c in calls]

@@ -57,6 +57,8 @@ from agentlab.serve.protocol import (
 from agentlab.serve.schema import schema_model
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+
     from agentlab.core.llm.results import RoutedCompletion
     from agentlab.core.llm.router import Router
     from agentlab.serve.config import ServeConfig
@@ -89,7 +91,7 @@ class _Handler:
                 text = text.replace(secret, "***")
         return text
 
-    def check_auth(self, request: Any) -> None:
+    def check_auth(self, request: Request) -> None:
         if not self.keys:
             return
         header = request.headers.get("authorization", "")
@@ -102,7 +104,7 @@ class _Handler:
             raise ApiError(401, f"this gateway needs a client key: the request has {why}", "invalid_api_key",
                            etype="authentication_error", headers={"WWW-Authenticate": "Bearer"}, kind="auth")
 
-    async def read_json(self, request: Any) -> Any:
+    async def read_json(self, request: Request) -> Any:
         limit = self.cfg.max_request_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -130,7 +132,7 @@ class _Handler:
 
     # ------------------------------------------------------------------ endpoints
 
-    async def chat(self, request: Any) -> Any:
+    async def chat(self, request: Request) -> Any:
         from starlette.responses import JSONResponse
 
         start = time.perf_counter()
@@ -165,7 +167,7 @@ class _Handler:
                                usage.completion_tokens, _meta(rc), rc.completion.tool_calls)
         return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": label})
 
-    async def completions(self, request: Any) -> Any:
+    async def completions(self, request: Request) -> Any:
         """Legacy ``/v1/completions`` with ``echo`` and ``logprobs`` on a local model (hf, llama_cpp): what
         log-likelihood evaluation of a served model needs (``lm_eval --model local-completions``). A route is
         answered by its first model: scores come from one model, never from a fallback."""
@@ -224,7 +226,7 @@ class _Handler:
         rc = await self.router.generate(req.messages, req.model, req.params, stream=req.stream, on_delta=on_delta)
         return rc, rc.completion.text
 
-    async def stream(self, request: Any, req: ChatRequest, start: float) -> Any:
+    async def stream(self, request: Request, req: ChatRequest, start: float) -> Any:
         from starlette.responses import StreamingResponse
 
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -290,7 +292,7 @@ class _Handler:
                 self.metrics.failed_request(label, "client_disconnected")
                 log.info("chat %s: client disconnected mid-stream; upstream request cancelled", label)
 
-    async def models(self, request: Any) -> Any:
+    async def models(self, request: Request) -> Any:
         from starlette.responses import JSONResponse
 
         try:
@@ -305,14 +307,14 @@ class _Handler:
                                              param="model", kind="not_found"))
         return JSONResponse(_model_entry(self.catalog.served[name]))
 
-    async def health(self, request: Any) -> Any:
+    async def health(self, request: Request) -> Any:
         from starlette.responses import JSONResponse
 
         models = self.catalog.config.models
         open_ = [name for name in models if not self.router.available(name)]
         return JSONResponse({"status": "degraded" if open_ else "ok", "models": len(models), "circuit_open": open_})
 
-    async def metrics_text(self, request: Any) -> Any:
+    async def metrics_text(self, request: Request) -> Any:
         from prometheus_client import CONTENT_TYPE_LATEST
         from starlette.responses import Response
 
@@ -348,7 +350,7 @@ class _Disconnected(Exception):
     """The client closed the connection before its answer was ready."""
 
 
-async def _until_disconnect(request: Any, awaitable: Any) -> Any:
+async def _until_disconnect(request: Request, awaitable: Any) -> Any:
     """Await ``awaitable`` unless the client disconnects first; then cancel it and raise ``_Disconnected``."""
     work = asyncio.ensure_future(awaitable)
     watch = asyncio.ensure_future(_disconnected(request))
@@ -365,7 +367,7 @@ async def _until_disconnect(request: Any, awaitable: Any) -> Any:
     raise _Disconnected()
 
 
-async def _disconnected(request: Any) -> None:
+async def _disconnected(request: Request) -> None:
     while True:  # after the body, the ASGI server's receive() waits until the client disconnects
         message = await request.receive()
         if message["type"] == "http.disconnect":
@@ -374,7 +376,6 @@ async def _disconnected(request: Any) -> None:
 
 def build_app(handler: _Handler) -> Any:
     from starlette.applications import Starlette
-    from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 

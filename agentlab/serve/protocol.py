@@ -203,8 +203,8 @@ def _response_format(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if schema.get("type", "object") != "object":
         raise _bad("'response_format.json_schema.schema' must describe an object (type: object at the top)",
                    "response_format")
-    name = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else "output"
-    return schema, name
+    name = spec.get("name")
+    return schema, name if isinstance(name, str) and name else "output"
 
 
 def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRequest:

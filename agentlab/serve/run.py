@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError, MissingPackage, UsageError
@@ -182,7 +182,7 @@ def _server_class() -> type:
     again after the graceful shutdown, as uvicorn does: the gateway stops, writes its results and exits 130 itself."""
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):
         stopped_by: str | None = None
 
         @contextlib.contextmanager
@@ -262,14 +262,15 @@ class Gateway:
         _ = self.port
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_keep_alive=30, backlog=2048, server_header=False,
-                                timeout_graceful_shutdown=self.cfg.graceful_shutdown_s)
+                                # uvicorn annotates int; it is an asyncio timeout, so a float works
+                                timeout_graceful_shutdown=cast(int, self.cfg.graceful_shutdown_s))
         return _server_class()(config)
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         try:
             import uvloop
 
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+            return uvloop.new_event_loop()
         except ImportError:
             return asyncio.new_event_loop()
 

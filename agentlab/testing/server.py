@@ -50,7 +50,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 __all__ = ["Reply", "ScriptedServer", "spawn_server_process", "demo_config", "demo_server", "DEMO_TEXT", "main"]
 
@@ -262,6 +265,7 @@ class ScriptedServer:
     def _run(self, sock: socket.socket) -> None:
         # Our own loop rather than uvicorn.Server.run(): older uvicorn installs a process-wide uvloop event loop
         # policy there, which would leak into the test process.
+        loop: asyncio.AbstractEventLoop
         try:
             import uvloop
 
@@ -305,7 +309,6 @@ class ScriptedServer:
 
     def _build_app(self) -> Any:
         from starlette.applications import Starlette
-        from starlette.requests import Request
         from starlette.responses import JSONResponse, Response, StreamingResponse
         from starlette.routing import Route
 
@@ -332,11 +335,12 @@ class ScriptedServer:
                 self._abandon(body.get("model"))
                 return Response(status_code=499)  # the client is gone; nobody reads this
             if reply.status != 200:
-                message = reply.text if reply.text != "ok" else None
-                return JSONResponse(_error_body(reply.status, message), status_code=reply.status,
+                error = reply.text if reply.text != "ok" else None
+                return JSONResponse(_error_body(reply.status, error), status_code=reply.status,
                                     headers=reply.headers)
             text = "" if reply.empty else (reply.fn(body) if reply.fn is not None else reply.text)
-            meta = {"id": f"chatcmpl-{next(self._ids)}", "created": int(time.time()), "model": body.get("model")}
+            meta: dict[str, Any] = {"id": f"chatcmpl-{next(self._ids)}", "created": int(time.time()),
+                                    "model": body.get("model")}
             usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": count_words(text)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             if body.get("stream"):
@@ -379,7 +383,7 @@ class ScriptedServer:
                 self._abandon(body.get("model"))
 
 
-async def _wait_unless_gone(request: Any, seconds: float) -> bool:
+async def _wait_unless_gone(request: Request, seconds: float) -> bool:
     """Sleep ``seconds``; False as soon as the client disconnects instead (ASGI receive() says so after the body)."""
 
     async def gone() -> None:

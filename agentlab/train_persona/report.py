@@ -96,7 +96,7 @@ def _score(score: Any) -> str:
     return f"{score.value:.3f}" + (f" ± {score.stderr:.3f}" if score.stderr is not None else "")
 
 
-def loss_plot(losses: list[tuple[int, float]], path: Path) -> None:
+def loss_plot(losses: list[tuple[float, float]], path: Path) -> None:
     """The training loss per logged step."""
     import matplotlib
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round
 from agentlab.core.debate.protocol import (
@@ -30,6 +30,9 @@ from agentlab.core.errors import LLMError
 from agentlab.core.llm.config import HFProviderConfig, LLMConfig, ModelConfig, ProviderConfig, RouteConfig
 from agentlab.core.llm.structured import schema_max_tokens
 from agentlab.core.llm.types import GenParams, Messages
+
+if TYPE_CHECKING:
+    from agentlab.core.llm.router import Router
 
 HF_PROVIDER = "debate-hf"
 BASE_MODEL = "debate-base"
@@ -79,7 +82,7 @@ def adapter_panel(base_model: str, adapters: Mapping[str, str | Path], *, device
     return Panel(llm, agents, "debate:judge", f"{base_model} without adapter")
 
 
-async def ask(router: Any, agent: Agent, messages: Messages, kind: Kind, *, temperature: float,
+async def ask(router: Router, agent: Agent, messages: Messages, kind: Kind, *, temperature: float,
               max_tokens: int) -> Answer:
     """One reply of ``agent``: parsed, timed; a failed call is recorded as no vote with its error."""
     params = _params(agent.params, temperature, max_tokens)
@@ -121,7 +124,7 @@ def others_of(rounds: list[Round], agent: str, visibility: str = "full") -> list
     return [[(a.agent, shown(a, visibility)) for a in answers if a.agent != agent] for answers in rounds]
 
 
-async def debate_rounds(router: Any, panel: Panel, question: str, kind: Kind, rounds: int, *,
+async def debate_rounds(router: Router, panel: Panel, question: str, kind: Kind, rounds: int, *,
                         temperature: float, max_tokens: int, done: list[Round] | None = None, style: str = "format",
                         on_round: Callable[[int, Round], Awaitable[None] | None] | None = None,
                         visibility: str = "full", rule: str | None = None) -> list[Round]:
@@ -147,7 +150,7 @@ async def debate_rounds(router: Any, panel: Panel, question: str, kind: Kind, ro
     return finished
 
 
-async def judge(router: Any, panel: Panel, question: str, kind: Kind, answers: Round, *,
+async def judge(router: Router, panel: Panel, question: str, kind: Kind, answers: Round, *,
                 max_tokens: int) -> Answer:
     """The judge's reply on the last round: a decision (numeric) or a summary with a stance (open)."""
     judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
@@ -159,7 +162,7 @@ async def judge(router: Any, panel: Panel, question: str, kind: Kind, answers: R
     return reply
 
 
-async def samples(router: Any, panel: Panel, question: str, kind: Kind, n: int, *, temperature: float,
+async def samples(router: Router, panel: Panel, question: str, kind: Kind, n: int, *, temperature: float,
                   max_tokens: int, style: str = "format") -> list[Answer]:
     """Self-consistency: ``n`` independent round-0 answers at ``temperature``, cycling over the agents."""
     messages = [{"role": "user", "content": first_prompt(question, kind, style)}]  # type: ignore[arg-type]

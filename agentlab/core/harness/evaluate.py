@@ -14,13 +14,19 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentlab.core.errors import AgentlabError
 from agentlab.core.runs import atomic_write_text
 
 
-class ScoredModel(Protocol):
+class LoglikModel(Protocol):
+    """What per-sample log-likelihoods need of a model: log P(target | prompt) under one adapter."""
+
+    def loglikelihoods(self, pairs: Sequence[tuple[str, str]], adapter: str | None) -> list[float]: ...
+
+
+class ScoredModel(LoglikModel, Protocol):
     """What scoring needs of a loaded model (``lm.py``'s ``HarnessModel``): lm-eval's ``lm`` over it, a block run as
     one adapter, and log-likelihoods under one."""
 
@@ -28,8 +34,9 @@ class ScoredModel(Protocol):
 
     def active(self, adapter: str | None) -> contextlib.AbstractContextManager[None]: ...
 
-    def loglikelihoods(self, pairs: Sequence[tuple[str, str]], adapter: str | None) -> list[float]: ...
 
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
 
 # A per-sample log-likelihood that moves less than this between base and adapter counts as unchanged.
 LOGLIK_TOLERANCE = 1e-6
@@ -49,7 +56,7 @@ class Settings:
     samples: dict[str, list[int]] | None = None  # task -> the item indices to score (instead of limit)
 
 
-def evaluate_row(hm: ScoredModel, adapter: str | None, tasks: Sequence[str], manager: Any,
+def evaluate_row(hm: ScoredModel, adapter: str | None, tasks: Sequence[str], manager: TaskManager,
                  settings: Settings) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """``(results, samples)`` of ``tasks`` scored by lm-eval on ``hm`` as ``adapter`` (None: the base)."""
     from lm_eval import simple_evaluate
@@ -234,7 +241,7 @@ def _context(sample: dict[str, Any]) -> str | None:
     return None
 
 
-def logliks_of(hm: ScoredModel, samples: dict[str, list[dict[str, Any]]], adapter: str | None
+def logliks_of(hm: LoglikModel, samples: dict[str, list[dict[str, Any]]], adapter: str | None
                ) -> dict[str, list[float]]:
     """Per task, the per-sample log-likelihoods of a row: from lm-eval's samples for log-likelihood tasks; for
     generation tasks (whose samples carry text), log P(target | prompt) of the first items, computed now through

@@ -19,13 +19,18 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.harness.evaluate import evaluate_row, logliks_of
 from agentlab.core.harness.tasks import go_offline
 from agentlab.core.models.adapters import adapter_logit_changes, read_adapter
 from agentlab.core.models.load import load_causal_lm
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
+
+    from agentlab.core.harness.evaluate import Settings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,7 @@ class HarnessModel:
         with self.active(adapter):
             return [float(ll) for ll, _ in self.lm.loglikelihood(requests)]
 
-    def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: Any, settings: Any
+    def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: TaskManager, settings: Settings
                  ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         """lm-eval's ``(results, samples)`` of ``tasks`` as ``adapter`` (:func:`~.evaluate.evaluate_row`)."""
         return evaluate_row(self, adapter, tasks, manager, settings)

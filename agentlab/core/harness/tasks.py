@@ -21,9 +21,12 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package, one_line
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ def _import_lm_eval() -> Any:
 
 
 def task_manager(include: Sequence[str | Path] = (), *, names: Sequence[str] = (), defaults: bool | None = None
-                 ) -> Any:
+                 ) -> TaskManager:
     """lm-eval's ``TaskManager`` over the bundled tasks and the ``include`` folders (later folders win over earlier
     ones for the same name), their local data paths made absolute. ``defaults``: index lm-eval's own tasks too;
     None: only when a name of ``names`` is not found otherwise. An ``include`` folder that does not exist is an
@@ -98,7 +101,7 @@ def _folder(path: str | Path) -> Path:
     return folder.resolve()
 
 
-def _absolute_data(manager: Any, roots: list[Path]) -> None:
+def _absolute_data(manager: TaskManager, roots: list[Path]) -> None:
     """Give every task entry whose YAML lies under ``roots`` a config with absolute local data paths (the entry then
     carries the config; lm-eval builds the task from it instead of reading the YAML again)."""
     from lm_eval.tasks._index import Kind
@@ -169,7 +172,7 @@ def data_files(cfg: dict[str, Any]) -> list[str]:
     return [f for f in out if "://" not in f]
 
 
-def load_tasks(manager: Any, names: Sequence[str]) -> dict[str, Any]:
+def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
     """lm-eval's ``{"tasks", "groups", "group_map"}`` for ``names`` (tasks, groups or tags), each task's data read
     now. ``InputError`` (exit 2) for an unknown name (with the nearest names) or a task whose data is not on disk
     (naming the task, the file or dataset, and what to do)."""
