@@ -15,16 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, storage_error
 from agentlab.core.runs import deferred_interrupts
 from agentlab.core.search import records as R
 from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.planners import PlanContext, Proposal, params_key
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import Direction, make_sampler, scratch_study
+from agentlab.core.search.study import Direction, make_sampler, scratch_study, storage_where
 
 log = logging.getLogger(__name__)
+# Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
+# the same process (a notebook, a test) recovers them like a dead worker's. (study name, trial number).
+_STRANDED: set[tuple[str, int]] = set()
 
 
 class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
@@ -99,6 +102,7 @@ class SearchLoop:
         self.distributions = space.distributions()
         self.startup = max(3, min(10, stop.max_iterations // 4))  # TPE's random warm-up trials
         self._sampler_attrs: dict[str, dict[str, Any]] = {}
+        self._current: Any = None  # the trial being run, until its end is recorded
         space.check_base(base_params)
 
     # ------------------------------------------------------------------ study state
@@ -117,12 +121,14 @@ class SearchLoop:
         failed = []
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get(R.A_PLAN, {}).get("worker")
-            if worker != self.worker and not R.worker_alive(worker):
+            stranded = (self.study.study_name, trial.number) in _STRANDED
+            if stranded or (worker != self.worker and not R.worker_alive(worker)):
                 storage = self.study._storage
                 storage.set_trial_user_attr(trial._trial_id, R.A_OUTCOME, {
                     "counted": False, "accepted": False, "decided_by": "recovery",
                     "reason": "interrupted: its worker died; not counted, planned again"})
                 storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                _STRANDED.discard((self.study.study_name, trial.number))
                 failed.append(trial.number)
         if failed:
             log.warning("marked interrupted trial(s) %s as failed; they will be planned again", failed)
@@ -228,7 +234,13 @@ class SearchLoop:
                                                   "reason": "pruned: validation loss hopeless next to earlier trials"})
                 self.study.tell(trial, state=TrialState.PRUNED)
             return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
-        except Exception as exc:  # one bad config (e.g. out of memory) must not end the search
+        except Exception as exc:
+            full = storage_error(exc, where=self.run_dir or None)
+            if full is not None:  # the disk, not the config: the search stops, the trial runs again on --resume
+                self._interrupted(trial, full.message)
+                self._current = None
+                raise full from exc
+            # one bad config (e.g. out of memory) must not end the search
             log.warning("trial %d failed", trial.number, exc_info=True)
             self._fail(trial, f"error: {type(exc).__name__}: {exc}", counted=True)
             return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
@@ -264,6 +276,28 @@ class SearchLoop:
         return None
 
     def run(self) -> SearchOutcome:
+        try:
+            return self._run()
+        except Exception as exc:  # the study's commit on a full disk: name the database, not StorageInternalError
+            full = storage_error(exc, where=storage_where(self.study))
+            if full is None:
+                raise
+            if self._current is not None:  # its end was not recorded (the study's commit failed)
+                self._interrupted(self._current, full.message)
+            if full is exc:
+                raise
+            raise full from exc
+
+    def _interrupted(self, trial: Any, message: str) -> None:
+        """Record a trial the disk stopped as interrupted (not counted, planned again); when the study cannot take
+        even that, it stays RUNNING and the next search recovers it."""
+        try:
+            self._fail(trial, f"interrupted: {message}; not counted, planned again on --resume", counted=False)
+        except Exception:  # the study is on the full disk too
+            log.info("could not record trial %d as interrupted", trial.number)
+            _STRANDED.add((self.study.study_name, trial.number))
+
+    def _run(self) -> SearchOutcome:
         self.recover()
         started = time.monotonic()
         ran = 0
@@ -284,7 +318,7 @@ class SearchLoop:
             if task is not None:
                 task.update(description=f"trial {self.counted(records) + 1}/{self.stop.max_iterations} "
                                         f"[{proposal.planner}]")
-            trial = self._commit(proposal)
+            trial = self._current = self._commit(proposal)
             current = self.records()
             if self.counted(current) > self.stop.max_iterations:  # another worker took the last slot
                 self._fail(trial, "budget taken by another worker", counted=False)
@@ -293,6 +327,7 @@ class SearchLoop:
                 self._fail(trial, "the same configuration was started by another worker", counted=False)
                 continue
             record = self._execute(trial, proposal, records)
+            self._current = None
             ran += 1
             self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
             self.on_trial(self.records())

@@ -43,12 +43,20 @@ def run_id(number: int) -> str:
     return f"run_{number:04d}"
 
 
+def _state(name: str, outcome: dict[str, Any]) -> str:
+    """The trial's state as the report reads it: a FAIL that was an interruption (Ctrl-C, a dead worker, a full
+    disk: not counted, planned again) is ``interrupted``, not ``failed``."""
+    if name == "FAIL" and not outcome.get("counted", True) and str(outcome.get("reason", "")).startswith("interrupt"):
+        return "interrupted"
+    return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}.get(name, name.lower())
+
+
 @dataclass
 class TrialRecord:
     """One trial as the planner, evaluator, state file and report see it."""
 
     number: int
-    state: str  # complete | pruned | failed | running
+    state: str  # complete | pruned | failed | interrupted | running
     value: float | None
     params: dict[str, Any]
     planner: str = ""
@@ -85,8 +93,7 @@ class TrialRecord:
         value = trial.value if trial.state.name == "COMPLETE" else outcome.get("metrics", {}).get("value")
         return cls(
             number=trial.number,
-            state={"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}.get(
-                trial.state.name, trial.state.name.lower()),
+            state=_state(trial.state.name, outcome),
             value=value,
             params=dict(trial.params),
             planner=plan.get("planner", ""),

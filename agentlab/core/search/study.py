@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from agentlab.core.config import scrub_text
 from agentlab.core.errors import ConfigError, RunDirError
 
 Direction = Literal["minimize", "maximize"]
@@ -68,6 +69,20 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     raise ConfigError(f"{what}: cannot open {storage!r}: {first}",
                       hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
+
+
+def storage_where(study: Any) -> str | None:
+    """The file (an SQLite database, a journal) or the URL, password hidden, that holds ``study``: for errors."""
+    storage = getattr(study, "_storage", None)
+    storage = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps the RDB storage
+    url = getattr(storage, "url", None)
+    if isinstance(url, str):
+        if url.startswith("sqlite:///"):
+            return url[len("sqlite:///"):]
+        return scrub_text(url)
+    backend = getattr(storage, "_backend", None)
+    path = getattr(backend, "_file_path", None)
+    return str(path) if path is not None else None
 
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
