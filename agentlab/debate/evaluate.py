@@ -217,7 +217,8 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     asyncio.run(main())
     ordered = [records[q.id] for q in task if q.id in records]
     results = {"task": str(cfg.eval.task), "questions": len(ordered), "agents": [a.name for a in panel.agents],
-               "rounds": cfg.eval_rounds, "decision": cfg.decision, "rule": cfg.decision_rule, "visibility": cfg.visibility,
+               "rounds": cfg.eval_rounds, "decision": cfg.decision, "rule": cfg.decision_rule,
+               "visibility": cfg.visibility,
                "visibilities": visibilities(cfg), "default": default_method(cfg),
                "sc_samples": len(panel.agents) * (cfg.eval_rounds + 1),
                "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered, default_method(cfg)),
