@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agentlab.core.search.records import TrialRecord
+
 pytest.importorskip("optuna")
 
 BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -134,7 +136,8 @@ def test_three_nas_workers_one_killed_mid_trial(postgres: str, in_tmp: Path) -> 
     keys = [json.dumps(t.params, sort_keys=True) for t in complete]
     assert len(set(keys)) == len(keys), "a configuration ran twice"
     lost = study._storage.get_trial(killed._trial_id)
-    assert lost.state.name == "FAIL" and lost.user_attrs["outcome"]["counted"] is False
+    record = TrialRecord.from_frozen(lost)
+    assert lost.state.name == "FAIL" and record.state == "interrupted" and record.counted is False
     retried = [t for t in complete if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retried) == 1 and retried[0].params == killed.params  # the same trial, finished by another worker
     bests = {json.loads((in_tmp / f"w{i}" / "results.json").read_text())["best"]["run_id"] for i in (0, 2)}

@@ -138,25 +138,18 @@ class SearchLoop:
 
     def _fail_stale(self) -> list[int]:
         """On a database server (heartbeats on): fail the trials whose worker stopped beating for the grace period;
-        Optuna's retry callback queues each again (WAITING) for the next free worker. Not counted themselves."""
+        Optuna's retry callback queues each again (WAITING) for the next free worker. A finished trial takes no
+        attribute, so the record of one failed here is told by its missing outcome (``records._state``)."""
         from optuna.storages import fail_stale_trials
         from optuna.storages._heartbeat import is_heartbeat_enabled
-        from optuna.trial import TrialState
 
         storage = self.study._storage
         if not is_heartbeat_enabled(storage):
             return []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental since Optuna 2.9, stable in use
-            fail_stale_trials(self.study)
-        stale = []
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if R.A_OUTCOME not in trial.user_attrs:  # failed by the heartbeat check, not by a worker
-                storage.set_trial_user_attr(trial._trial_id, R.A_OUTCOME, {
-                    "counted": False, "accepted": False, "decided_by": "recovery",
-                    "reason": "interrupted: its worker stopped (no heartbeat); not counted, retried"})
-                stale.append(trial.number)
-        return stale
+            fail_stale_trials(self.study)  # a FAIL with no outcome: TrialRecord reads it as interrupted, not counted
+        return []
 
     def _beat(self) -> float:
         return float(getattr(self.study._storage, "heartbeat_interval", None) or 1)

@@ -46,6 +46,8 @@ def run_id(number: int) -> str:
 def _state(name: str, outcome: dict[str, Any]) -> str:
     """The trial's state as the report reads it: a FAIL that was an interruption (Ctrl-C, a dead worker, a full
     disk: not counted, planned again) is ``interrupted``, not ``failed``."""
+    if name == "FAIL" and not outcome:  # failed by the heartbeat check: its worker died, a retry runs it again
+        return "interrupted"
     if name == "FAIL" and not outcome.get("counted", True) and str(outcome.get("reason", "")).startswith("interrupt"):
         return "interrupted"
     return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}.get(name, name.lower())
@@ -105,11 +107,12 @@ class TrialRecord:
             warmup=plan.get("warmup", False),
             notes=list(plan.get("notes", [])),
             accepted=outcome.get("accepted"),
-            reason=outcome.get("reason", ""),
+            reason=outcome.get("reason", "" if outcome or trial.state.name != "FAIL" else
+                               "interrupted: its worker stopped (no heartbeat); not counted, retried"),
             decided_by=outcome.get("decided_by", ""),
             metrics=outcome.get("metrics", {}),
             worker=plan.get("worker", ""),
-            counted=outcome.get("counted", True),
+            counted=outcome.get("counted", trial.state.name != "FAIL"),  # a FAIL without outcome: stale
             seconds=seconds,
             intermediate=dict(trial.intermediate_values),
         )

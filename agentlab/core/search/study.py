@@ -56,10 +56,10 @@ def server_storage(url: str) -> Any:
                           hint="unset it for the default, 10") from None
     # Optuna 4.9 renamed the retry callback and its argument; older versions have only the first names.
     retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
-    callback = {"heartbeat_stale_trial_callback": retry(max_retry=3)} if retry is not None else {
-        "failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=3)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = {"heartbeat_stale_trial_callback": retry(max_retry=3)} if retry is not None else {
+            "failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=3)}
         # grace: five beats, so a worker busy on two loaded cores is not taken for dead
         return storages.RDBStorage(url, heartbeat_interval=beat, grace_period=5 * beat,
                                    engine_kwargs={"pool_pre_ping": True}, **callback)
