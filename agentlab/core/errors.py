@@ -146,6 +146,8 @@ _STORAGE_ERRNOS = {28: ("ENOSPC", "no space left on device"), 122: ("EDQUOT", "d
 _STORAGE_TEXTS = (("database or disk is full", 28), ("no space left on device", 28), ("os error 28", 28),
                   ("disk quota exceeded", 122), ("read-only file system", 30), ("readonly database", 30),
                   ("disk i/o error", 5), ("could not extend file", 28))
+# torch.save's words for a write the disk refused (no errno): checked against the free space where it wrote
+_WRITE_FAILED = ("file write failed", "failed writing", "inline_container.cc", "pytorchstreamwriter")
 STORAGE_HINT = "free space there (or fix the disk), then continue with --resume; nothing finished is lost"
 
 
@@ -182,7 +184,7 @@ def storage_error(exc: BaseException, where: str | None = None) -> StorageError 
         if code not in _STORAGE_ERRNOS:
             text = str(e).lower()
             code = next((c for phrase, c in _STORAGE_TEXTS if phrase in text), None)
-            if code is None and where and ("file write failed" in text or "failed writing" in text):
+            if code is None and where and any(p in text for p in _WRITE_FAILED):
                 code = 28 if _nearly_full(where) else None  # torch.save reports a full disk without its errno
         if code is None:
             continue
