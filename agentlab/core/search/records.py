@@ -112,7 +112,7 @@ class TrialRecord:
             decided_by=outcome.get("decided_by", ""),
             metrics=outcome.get("metrics", {}),
             worker=plan.get("worker", ""),
-            counted=outcome.get("counted", trial.state.name != "FAIL"),  # a FAIL without outcome: stale
+            counted=outcome.get("counted", bool(outcome) or trial.state.name != "FAIL"),  # no outcome: stale
             seconds=seconds,
             intermediate=dict(trial.intermediate_values),
         )
