@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     code, a missing optional package with the extra that installs it (exit 2), anything else as an internal error
     (exit 1) with the way to see and report the traceback.
     """
-    from agentlab.core.errors import AgentlabError, missing_package
+    from agentlab.core.errors import AgentlabError, missing_package, storage_error
 
     from .common import console, safe_text
 
@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"internal error: {type(exc).__name__}: {exc}", _REPORT, 1)
         return fail(missing.message, missing.hint, missing.exit_code)
     except OSError as exc:  # the disk or the system, not a bug: a full disk, a folder we may not write
+        full = storage_error(exc)
+        if full is not None:
+            return fail(full.message, full.hint, full.exit_code)
         where = f"{exc.filename}: " if exc.filename else ""
         return fail(f"{where}{exc.strerror or exc}", "check the path, the free disk space and the permissions", 1)
     except Exception as exc:  # a bug: one line, not a traceback (AGENTLAB_DEBUG=1 shows it)
@@ -118,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                 console.print_exception()
             console.print(interrupted)
             return 130
+        full = storage_error(exc)  # a full disk under a library (an SQLite study's commit, safetensors): not a bug
+        if full is not None:
+            return fail(full.message, full.hint, full.exit_code)
         return fail(f"internal error: {type(exc).__name__}: {exc}", _REPORT, 1)
 
 

@@ -35,9 +35,12 @@ app = typer.Typer(help="Multi-agent debate between persona adapters or routed mo
 
 
 
-RoundsOpt = Annotated[int | None, opt("--rounds", help="Debate rounds after the independent answers (default 3). "
-                                       "0: a dry run: every agent and the judge answer one short question, "
-                                       "OK/FAIL each, nothing written.")]
+RoundsOpt = Annotated[int | None, opt("--rounds", help="Debate rounds after the independent answers. Default: the "
+                                       "rule's own (vote, the default rule: none; every other rule: 3; `debate "
+                                       "eval`: 3). N > 0 with no --rule debates N rounds under keep_round0, the best "
+                                       "debating rule measured; with --rule vote it is refused. 0: a dry run: every "
+                                       "agent and the judge answer one short question, OK/FAIL each, nothing "
+                                       "written.")]
 BaseModelOpt = Annotated[str | None, opt("--base-model", help="Base model of the adapter agents: smollm2-135m "
                                           "(default, built in), a transformers folder, a GGUF file, a cached hub id.")]
 AdaptersOpt = Annotated[list[Path] | None, opt(
@@ -45,10 +48,11 @@ AdaptersOpt = Annotated[list[Path] | None, opt(
     "config's agents, else adapters/persona_a, _b, _c under the current directory.")]
 DecisionOpt = Annotated[str | None, opt("--decision", help="reconcile (default: confidence-weighted vote, "
                                          "ReConcile's bins), confidence (raw confidences), majority, or judge.")]
-RuleOpt = Annotated[str | None, opt("--rule", help="Which rounds decide: vote (default: round 0's vote, no debate "
-                                    "round asked; measured best on the built-in model), last_round, all_rounds, "
+RuleOpt = Annotated[str | None, opt("--rule", help="Which rounds decide: vote (default without --rounds: round 0's "
+                                    "vote, no debate round asked; measured best on the built-in model), last_round, "
+                                    "all_rounds, "
                                     "on_disagreement (debate only when round 0 is split), keep_round0 (round 0 "
-                                    "unless the last round converged).")]
+                                    "unless the last round converged; default with --rounds N > 0).")]
 VisibilityOpt = Annotated[str | None, opt("--visibility", help="What agents see of each other: full (default), "
                                           "answer, answer_confidence.")]
 JudgeOpt = Annotated[str | None, opt("--judge", help="The judge's model or route of --llm (default: the base "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.compress.objective import Goal
+from agentlab.core.runs import save_figure
 
 if TYPE_CHECKING:
     from agentlab.compress.config import CompressConfig
@@ -64,7 +65,7 @@ def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | 
     fig.suptitle(f"{goal.describe()}\n* base model, red: Pareto front of the goal, numbers: experiment index",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -27,7 +27,7 @@ from agentlab.compress.experiment import Inputs
 from agentlab.compress.objective import Goal
 from agentlab.compress.planners import SAMPLERS, ExperimentDomain, NoProposal, contribution, record_trial
 from agentlab.compress.space import Space
-from agentlab.core.errors import AgentlabError, UsageError
+from agentlab.core.errors import AgentlabError, UsageError, storage_error
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, durable_append, runs_root
 from agentlab.core.search.planners import ChooserPlanner, Proposal
@@ -297,6 +297,9 @@ class Search:
             result = run_experiment(exp, self.p.inputs, work, tick=lambda step: self.task.update(
                 description=f"[{index}] {label}: {step}"))
         except (AgentlabError, RuntimeError, ValueError) as exc:
+            full = storage_error(exc, where=str(work))
+            if full is not None:  # the disk, not the experiment: stop; --resume runs it again
+                raise full from exc
             if exp is None:
                 raise  # no base measurement, nothing to compare against
             log.warning("experiment %s failed: %s", label, exc)

@@ -131,3 +131,66 @@ def missing_package(exc: ImportError) -> MissingPackage | None:
         return None
     return MissingPackage(f"this needs the optional package '{name}', which is not installed",
                           hint=f"pip install 'agentlab[{extra}]'")
+
+
+class StorageError(AgentlabError):
+    """The disk or file system refused a write (full, over quota, read-only, I/O error): not a bug and not a trial's
+    failure. The run stops (exit 1) and records ``interrupted``; ``--resume`` continues once the cause is fixed."""
+
+    exit_code = 1
+
+
+# errno -> what the user reads; sqlite and Rust/C libraries report the same causes in their own words
+_STORAGE_ERRNOS = {28: ("ENOSPC", "no space left on device"), 122: ("EDQUOT", "disk quota exceeded"),
+                   30: ("EROFS", "read-only file system"), 5: ("EIO", "input/output error")}
+_STORAGE_TEXTS = (("database or disk is full", 28), ("no space left on device", 28), ("os error 28", 28),
+                  ("disk quota exceeded", 122), ("read-only file system", 30), ("readonly database", 30),
+                  ("disk i/o error", 5), ("could not extend file", 28))
+# torch.save's words for a write the disk refused (no errno): checked against the free space where it wrote
+_WRITE_FAILED = ("file write failed", "failed writing", "inline_container.cc", "pytorchstreamwriter")
+STORAGE_HINT = "free space there (or fix the disk), then continue with --resume; nothing finished is lost"
+
+
+def _nearly_full(path: str) -> bool:
+    import os
+
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 1 << 20
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]  # sqlalchemy keeps the DBAPI error as .orig
+    return seen
+
+
+def storage_error(exc: BaseException, where: str | None = None) -> StorageError | None:
+    """A :class:`StorageError` naming the path and the cause when ``exc`` (or an error it was raised from) is a full
+    disk, an exceeded quota, a read-only file system or an I/O error; else None. ``where``: the path to name when
+    the error carries none (an SQLite study, a library that reports only ``os error 28``)."""
+    if isinstance(exc, StorageError):
+        return exc
+    for e in _chain(exc):
+        code = e.errno if isinstance(e, OSError) else None
+        if code not in _STORAGE_ERRNOS:
+            text = str(e).lower()
+            code = next((c for phrase, c in _STORAGE_TEXTS if phrase in text), None)
+            if code is None and where and any(p in text for p in _WRITE_FAILED):
+                code = 28 if _nearly_full(where) else None  # torch.save reports a full disk without its errno
+        if code is None:
+            continue
+        name, cause = _STORAGE_ERRNOS[code]
+        path = (e.filename if isinstance(e, OSError) and e.filename else None) or where
+        detail = "" if isinstance(e, OSError) else f" ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        return StorageError(f"{path or 'a write'}: {cause} ({name}){detail}; the run stopped and is kept as "
+                            "interrupted", hint=STORAGE_HINT)
+    return None

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from agentlab.core import files
 from agentlab.core.config import absolute_paths, dump_yaml, redact, scrub_text, secret_values
-from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError
+from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError, storage_error
 
 if TYPE_CHECKING:
     from agentlab.core.progress import Progress
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 DEFAULT_RUNS_ROOT = Path("runs")
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 LOCK_FILE = "run.lock"
+# run.json is written with this much trailing whitespace (valid JSON), so that when the disk is full its final
+# status can still be written over it in place, in the blocks it already has.
+RUN_JSON_RESERVE = 1024
 # What a run folder holds before its command has done anything: a folder with nothing else never started.
 _STUB_FILES = frozenset({"config.yaml", "run.json", LOCK_FILE})
 
@@ -102,27 +105,67 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write through the descriptor names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
-def durable_append(path: str | Path, text: str) -> None:
+def durable_append(path: str | Path, text: str, *, sync: bool = True) -> None:
     """Append ``text`` (whole JSONL lines) and fsync: what a run's state file gains survives a kill or a power cut;
-    a reader drops at most a torn last line."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    a reader drops at most a torn last line. A write the disk refuses (full) is cut back off, so no torn line is
+    left behind, and the error raised."""
+    data = memoryview(text.encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+            if sync:
+                os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """``fig.savefig`` into memory, then an atomic write: a full disk leaves the previous plot, never half a PNG."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _overwrite_in_place(path: Path, data: bytes) -> bool:
+    """Write ``data`` over ``path``'s own bytes, padded with spaces to its size, when it fits: no new block is needed,
+    so it works on a full disk. Not atomic; used only when the atomic write could not get space."""
+    try:
+        size = path.stat().st_size
+        if len(data) > size:
+            return False
+        with open(path, "r+b") as handle:
+            handle.write(data + b" " * (size - len(data)))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        return False
+    return True
 
 
 def read_json(path: str | Path) -> Any:
@@ -432,7 +475,8 @@ class RunDir:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc_type is not None and not self._worked and self._undo(exc):
+        full = storage_error(exc, where=str(self.path)) if exc is not None else None
+        if exc_type is not None and not self._worked and full is None and self._undo(exc):
             return
         if exc_type is None and self.stopped_by:
             self.finish(INTERRUPTED, error=f"interrupted ({self.stopped_by})")
@@ -440,6 +484,8 @@ class RunDir:
             self.finish(COMPLETED)
         elif issubclass(exc_type, KeyboardInterrupt) or caused_by_interrupt(exc):
             self.finish(INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
+        elif full is not None:  # the disk, not the run: --resume continues once there is space again
+            self.finish(INTERRUPTED, error=self.scrub(full.message))
         else:
             self.finish(FAILED, error=f"{exc_type.__name__}: {self.scrub(str(exc))}")
 
@@ -523,9 +569,8 @@ class RunDir:
         self._worked = True
         record = {"ts": round(time.time(), 3), "kind": kind, **data}
         line = self.scrub(json.dumps(record, default=_json_default)) + "\n"
-        with self._lock, open(self.file("events.jsonl"), "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
+        with self._lock:
+            durable_append(self.file("events.jsonl"), line, sync=False)
 
     def llm_call(self, record: dict[str, Any]) -> None:
         """Append one LLM call (messages sent, params, reply, tokens, outcome) to llm_calls.jsonl, secrets scrubbed;
@@ -534,9 +579,8 @@ class RunDir:
             return
         self._worked = True
         line = self.scrub(json.dumps({"ts": round(time.time(), 3), **record}, default=_json_default)) + "\n"
-        with self._lock, open(self.file("llm_calls.jsonl"), "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
+        with self._lock:
+            durable_append(self.file("llm_calls.jsonl"), line, sync=False)
 
     def events(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
         """Replay events.jsonl (a torn last line from a crash is skipped)."""
@@ -570,14 +614,26 @@ class RunDir:
             self._write_run_json(info)
 
     def finish(self, status: str, error: str | None = None) -> None:
+        """Record how the run ended and give up ownership. A run.json that cannot be written (the disk failed) is
+        logged, not raised: the lock goes anyway, and a ``running`` run with no owner reads as ``interrupted``."""
         fields: dict[str, Any] = {"status": status, "ended": now_iso()}
         if error:
-            fields["error"] = error
-        self.update_info(**fields)
-        self.release()
+            fields["error"] = error[:400]  # within run.json's reserve
+        try:
+            self.update_info(**fields)
+        except (OSError, AgentlabError) as exc:
+            log.warning("%s: could not record status %s: %s", self.file("run.json"), status, exc)
+        finally:
+            self.release()
 
     def _write_run_json(self, info: dict[str, Any]) -> None:
-        atomic_write_json(self.file("run.json"), info)
+        path = self.file("run.json")
+        data = (json.dumps(info, indent=2, default=_json_default) + "\n").encode("utf-8")
+        try:
+            atomic_write_bytes(path, data + b" " * RUN_JSON_RESERVE + b"\n")
+        except OSError as exc:
+            if storage_error(exc) is None or not _overwrite_in_place(path, data):
+                raise
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -626,4 +682,10 @@ def run_in_folder(command: str, cfg: BaseModel, run: Callable[..., Any], *, inpu
         run_dir.log_prompts = log_prompts
         if on_open is not None:
             on_open(run_dir)
-        return run(cfg, run_dir, progress=progress, announce=announce, **(inputs or {})), run_dir.path
+        try:
+            return run(cfg, run_dir, progress=progress, announce=announce, **(inputs or {})), run_dir.path
+        except Exception as exc:
+            full = storage_error(exc, where=str(run_dir.path))  # a full disk: one line naming the path, exit 1
+            if full is None or full is exc:
+                raise
+            raise full from exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.debate.rules import VISIBILITIES, Rule, Visibility
@@ -53,6 +53,11 @@ class EvalSettings(StrictModel):
                                            "full, answer, answer_confidence")
 
 
+# The rule that debates with the best mean accuracy in docs/benchmarks/debate_rules.md (keep_round0 [full]).
+DEBATING_RULE: Rule = "keep_round0"
+DEFAULT_ROUNDS = 3
+
+
 class DebateConfig(StrictModel):
     name: str = Field("debate", description="run name (folder suffix)")
     topic: str | None = Field(None, description="the question or topic to debate (`question` is the same)")
@@ -67,17 +72,21 @@ class DebateConfig(StrictModel):
                                     "_b, _c under the current directory, those that exist")
     llm: Path | None = Field(None, description="routing config for model agents (--llm; default configs/llm.yaml "
                              "when an agent names a model)")
-    rounds: int = Field(3, ge=0, description="debate rounds after the independent answers of round 0; 0: a dry run "
-                        "that checks every agent answers and writes nothing")
+    rounds: int | None = Field(None, ge=0, description="debate rounds after the independent answers of round 0; "
+                               "empty: the rule's own (vote: none, every other rule: 3; `debate eval`: 3); 0: a dry "
+                               "run that checks every agent answers and writes nothing; N > 0 with no rule given: the "
+                               "best debating rule measured, keep_round0 (docs/benchmarks/debate_rules.md); N > 0 "
+                               "with rule vote is refused (vote asks no debate round)")
     decision: Literal["reconcile", "confidence", "majority", "judge"] = Field(
         "reconcile", description="reconcile: confidence-weighted vote with ReConcile's binning; confidence: raw "
         "confidences as weights; majority: one agent one vote; judge: the judge model decides from the last round")
-    rule: Rule = Field(
-        "vote", description="which rounds decide (core/debate/rules.py): vote (round 0's vote alone: no debate round "
+    rule: Rule | None = Field(
+        None, description="which rounds decide (core/debate/rules.py): vote (round 0's vote alone: no debate round "
         "is asked), last_round (the vote of the last round), all_rounds (one vote over every round's answers), "
         "on_disagreement (debate only when round 0 is split; a unanimous round 0 stops there), keep_round0 (round "
-        "0's vote unless the last round converged). The default is measured by benchmarks/debate_rules.py: on the "
-        "built-in SmolLM2 personas every rule that debates fell below round 0's vote")
+        "0's vote unless the last round converged). Empty: vote, or keep_round0 when rounds > 0 is given (the best "
+        "rule that debates). Measured by benchmarks/debate_rules.py: on the built-in SmolLM2 personas every rule "
+        "that debates fell below round 0's vote, keep_round0 least")
     visibility: Visibility = Field(
         "full", description="what each agent sees of the others' previous answers: full (their replies), answer "
         "(the parsed answers only), answer_confidence (answer and confidence)")
@@ -94,6 +103,8 @@ class DebateConfig(StrictModel):
     temperature: float = Field(0.0, ge=0, description="temperature of the debate's answers (0: greedy)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="adapter agents: where the base model runs")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="`agentlab debate eval`")
+    # True when the rule was not given and rounds > 0 picked DEBATING_RULE (the output names it).
+    _rule_chosen: bool = PrivateAttr(False)
 
     @model_validator(mode="after")
     def _one_question(self) -> DebateConfig:
@@ -103,7 +114,32 @@ class DebateConfig(StrictModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"agents: name {twice[0]!r} used twice; give each agent its own `name`")
+        if self.rule is None:  # an explicit rounds > 0 asks for a debate: the best debating rule measured decides
+            self._rule_chosen = bool(self.rounds)
+            self.rule = DEBATING_RULE if self.rounds else "vote"
         return self
+
+    @property
+    def rule_chosen(self) -> bool:
+        """True when no rule was given and rounds > 0 picked :data:`DEBATING_RULE`."""
+        return self._rule_chosen
+
+    @property
+    def decision_rule(self) -> Rule:
+        """The rule, resolved (the validator fills an empty one)."""
+        return self.rule or "vote"
+
+    @property
+    def debate_rounds(self) -> int:
+        """The rounds `agentlab debate` asks after round 0: the given number, else the rule's own (vote: none)."""
+        if self.rounds is not None:
+            return self.rounds
+        return 0 if self.decision_rule == "vote" else DEFAULT_ROUNDS
+
+    @property
+    def eval_rounds(self) -> int:
+        """The rounds `debate eval` asks: every rule is scored, so the debating ones need rounds (default 3)."""
+        return self.rounds if self.rounds is not None else DEFAULT_ROUNDS
 
     @property
     def text(self) -> str | None:

@@ -63,13 +63,13 @@ def suffix(cfg: DebateConfig, visibility: str) -> str:
 
 def default_method(cfg: DebateConfig) -> str:
     """The table row of the configured rule and visibility (``"default": true`` in results.json)."""
-    return rule_row(cfg, cfg.rule, cfg.visibility)
+    return rule_row(cfg, cfg.decision_rule, cfg.visibility)
 
 
 async def score_question(router: Router, panel: Panel, cfg: DebateConfig, q: Question) -> dict[str, Any]:
     """Debate one question under every visibility (round 0 asked once, shared) and score every method and rule."""
     kind = answer_kind(q, cfg.kind)
-    n = len(panel.agents) * (cfg.rounds + 1)
+    n = len(panel.agents) * (cfg.eval_rounds + 1)
     style = prompt_style(cfg, panel, kind)
     common: dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "style": style}
     first, sc = await asyncio.gather(
@@ -77,9 +77,9 @@ async def score_question(router: Router, panel: Panel, cfg: DebateConfig, q: Que
         samples(router, panel, q.question, kind, n, temperature=cfg.eval.sc_temperature,
                 max_tokens=cfg.max_tokens, style=style))
     shown = visibilities(cfg)
-    debates = await asyncio.gather(*(debate_rounds(router, panel, q.question, kind, cfg.rounds, done=first,
+    debates = await asyncio.gather(*(debate_rounds(router, panel, q.question, kind, cfg.eval_rounds, done=first,
                                                    visibility=v, **common) for v in shown))
-    verdicts: dict[str, list[Answer | None]] = {v: [None] * (cfg.rounds + 1) for v in shown}
+    verdicts: dict[str, list[Answer | None]] = {v: [None] * (cfg.eval_rounds + 1) for v in shown}
     if cfg.decision == "judge":
         for v, rounds in zip(shown, debates, strict=True):
             verdicts[v] = list(await asyncio.gather(*(judge(router, panel, q.question, kind, r,
@@ -222,9 +222,10 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     asyncio.run(main())
     ordered = [records[q.id] for q in task if q.id in records]
     results = {"task": str(cfg.eval.task), "questions": len(ordered), "agents": [a.name for a in panel.agents],
-               "rounds": cfg.rounds, "decision": cfg.decision, "rule": cfg.rule, "visibility": cfg.visibility,
+               "rounds": cfg.eval_rounds, "decision": cfg.decision, "rule": cfg.decision_rule,
+               "visibility": cfg.visibility,
                "visibilities": visibilities(cfg), "default": default_method(cfg),
-               "sc_samples": len(panel.agents) * (cfg.rounds + 1),
+               "sc_samples": len(panel.agents) * (cfg.eval_rounds + 1),
                "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered, default_method(cfg)),
                "seconds": round(time.perf_counter() - start, 2)}
     run_dir.save_results(results)

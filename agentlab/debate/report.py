@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.debate.answers import Answer
+from agentlab.core.runs import save_figure
 
 
 def _conf(value: float | None) -> str:
@@ -107,7 +108,7 @@ def agreement_plot(agreement: list[float], path: Path) -> None:
     ax.set_title("debate: agreement per round")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

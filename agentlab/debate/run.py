@@ -30,7 +30,7 @@ from agentlab.core.models.adapters import persona_adapters
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_text, durable_append
 from agentlab.debate.agents import build_panel, prompt_style
-from agentlab.debate.config import AgentSpec, DebateConfig
+from agentlab.debate.config import DEBATING_RULE, AgentSpec, DebateConfig
 from agentlab.debate.report import agreement_plot, render_report
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ def prepare(cfg: DebateConfig) -> dict[str, Any]:
     and every routed name."""
     if not cfg.text or not cfg.text.strip():
         raise UsageError("no question to debate", hint='pass --topic "..." (or topic: in the -c file)')
+    if cfg.decision_rule == "vote" and cfg.rounds:
+        raise UsageError(f"rounds: {cfg.rounds} debate rounds asked, but rule vote decides on round 0 alone and asks "
+                         "none", hint=f"drop --rounds for the vote, or pick a rule that debates: --rule "
+                         f"{DEBATING_RULE} (the best measured), last_round, all_rounds, on_disagreement")
     return {"panel": load_panel(cfg)}
 
 
@@ -130,14 +134,18 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     question = str(cfg.text)
     kind = question_kind(question, cfg.kind)
     names = [a.name for a in panel.agents]
+    n_rounds, rule = cfg.debate_rounds, cfg.decision_rule
+    if cfg.rule_chosen:
+        announce(f"rule {rule}: {n_rounds} debate rounds asked with no --rule, so the best debating rule measured "
+                 "decides (docs/benchmarks/debate_rules.md); --rule to choose another")
     done = load_transcript(run_dir, names)
     if done:
-        announce(f"resuming after round {len(done) - 1}: {len(done)} of {cfg.rounds + 1} rounds in {TRANSCRIPT}")
+        announce(f"resuming after round {len(done) - 1}: {len(done)} of {n_rounds + 1} rounds in {TRANSCRIPT}")
     for number, answers in enumerate(done):
         announce(describe_round(number, answers, cfg.decision))
     # The bar counts debate rounds as the user gave them (--rounds 1: 1/1; round 0, the independent answers, is its
     # description until it is done); a rule that asks no debate round counts round 0 alone.
-    debating = 0 if cfg.rule == "vote" else cfg.rounds
+    debating = 0 if rule == "vote" else n_rounds
     task = progress.task("debate rounds" if done else "round 0: independent answers", total=max(debating, 1))
     task.update(completed=min(max(len(done) - 1, 0), debating) if debating else min(len(done), 1))
     start = time.perf_counter()
@@ -157,10 +165,10 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     async def main() -> tuple[list[Round], Answer | None]:
         router = Router.for_run(panel.llm, run_dir, providers=providers)
         try:
-            rounds = await debate_rounds(router, panel, question, kind, cfg.rounds, temperature=cfg.temperature,
+            rounds = await debate_rounds(router, panel, question, kind, n_rounds, temperature=cfg.temperature,
                                          max_tokens=cfg.max_tokens, done=done, on_round=finished,
                                          style=prompt_style(cfg, panel, kind), visibility=cfg.visibility,
-                                         rule=cfg.rule)
+                                         rule=rule)
             verdict = None
             if cfg.decision == "judge" or kind == "open":
                 verdict = await judge(router, panel, question, kind, rounds[-1], max_tokens=cfg.max_tokens)
@@ -169,11 +177,11 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
             await router.aclose()
 
     rounds, verdict = asyncio.run(main())
-    results = summarise(cfg, panel, question, kind, rounds[: cfg.rounds + 1], verdict)
+    results = summarise(cfg, panel, question, kind, rounds[: n_rounds + 1], verdict)
     results["seconds"] = round(time.perf_counter() - start, 2)
     agreement_plot([r["agreement"] for r in results["per_round"]], run_dir.file("agreement.png"))
     run_dir.save_results(results)
-    run_dir.save_report(render_report(results, rounds[: cfg.rounds + 1]))
+    run_dir.save_report(render_report(results, rounds[: n_rounds + 1]))
     return results
 
 
@@ -202,12 +210,13 @@ def summarise(cfg: DebateConfig, panel: Panel, question: str, kind: str, rounds:
                           "agreement": round(t.share(), 4)})
     every = [a for answers in rounds for a in answers]
     return {
-        "question": question, "kind": kind, "rounds": cfg.rounds, "decision": cfg.decision, "rule": cfg.rule,
+        "question": question, "kind": kind, "rounds": cfg.debate_rounds, "decision": cfg.decision,
+        "rule": cfg.decision_rule, "rule_chosen": cfg.rule_chosen,
         "visibility": cfg.visibility, "rounds_asked": len(rounds) - 1,
         "agents": [{"name": a.name, "source": a.source, "structured": a.structured} for a in panel.agents],
         "judge": panel.judge_source, "prompt_style": prompt_style(cfg, panel, kind),
         "per_round": per_round,
-        "final": final_decision(cfg.decision, rounds, verdict, cfg.rule),
+        "final": final_decision(cfg.decision, rounds, verdict, cfg.decision_rule),
         "judge_reply": verdict.to_dict() if verdict is not None else None,
         "answers": len(every),
         "unparseable": sum(a.answer is None and a.error is None for a in every),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.runs import save_figure
 from agentlab.eval.config import EvalConfig
 
 
@@ -102,6 +103,6 @@ def scores_plot(results: dict[str, Any], path: Path) -> Path | None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
     from agentlab.core.harness.evaluate import Settings
-    from agentlab.eval.run import Prepared
 
 
 @dataclass

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.runs import save_figure
+
 
 def _num(x: float | None, signed: bool = False) -> str:
     if x is None:
@@ -38,7 +40,7 @@ def fitness_plot(results: dict[str, Any], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.runs import save_figure
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
     ax.legend(loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from agentlab.core.runs import atomic_write_bytes
+from agentlab.core.runs import atomic_write_bytes, save_figure
 from agentlab.core.search.records import TrialRecord
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -190,7 +190,7 @@ def plot_importances(study: Study, path: Path) -> Path | None:
     ax.set_xlabel("importance (fANOVA)")
     ax.set_title("parameter importances")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

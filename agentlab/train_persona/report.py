@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.runs import save_figure
 from agentlab.train_persona.config import TrainPersonaConfig
 
 
@@ -111,7 +112,7 @@ def loss_plot(losses: list[tuple[float, float]], path: Path) -> None:
     ax.set_title("train-persona: loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

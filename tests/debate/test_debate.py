@@ -229,8 +229,8 @@ def test_visibility_and_on_disagreement_in_a_debate(in_tmp: Path, visibility: st
     assert len(provider.calls) == 3 and results["rounds_asked"] == 0 and results["final"]["rounds_used"] == 1
     assert results["final"]["answer"] == "56" and "asked no debate round" in (folder / "report.md").read_text()
     provider.calls.clear()
-    assert DebateConfig.model_fields["rule"].default == "vote"
-    cfg = setup(in_tmp, topic="What is 3 times 4?", rounds=2, visibility=visibility, rule="vote")
+    assert DebateConfig().rule == "vote" and DebateConfig().debate_rounds == 0  # the default: the vote, no round
+    cfg = setup(in_tmp, topic="What is 3 times 4?", visibility=visibility, rule="vote")
     results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
     assert len(provider.calls) == 3 and results["rounds_asked"] == 0 and results["final"]["rule"] == "vote"
     assert results["final"]["answer"] == "12" and "no debate round was asked" in (folder / "report.md").read_text()

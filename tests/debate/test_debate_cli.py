@@ -107,6 +107,42 @@ def test_eval_through_the_cli_with_make_task(in_tmp: Path, srv: ScriptedServer) 
     assert all(r["correct"] == 0 and r["unparsed"] == 3 and r["total"] == 3 for r in results["table"])
 
 
+def routed(in_tmp: Path, srv: ScriptedServer) -> None:
+    (in_tmp / "llm.yaml").write_text(
+        f"providers:\n  vllm: {{kind: openai, base_url: '{srv.base_url}'}}\nmodels:\n"
+        + "".join(f"  persona_{x}: {{provider: vllm, model: persona_{x}}}\n" for x in "abc"))
+    for x in "abc":
+        srv.default(f"persona_{x}", Reply(text="12."))
+
+
+@pytest.mark.parametrize("given, rounds, rule", [([], 0, "vote"), (["--rounds", "2"], 2, "keep_round0"),
+                                                 (["--rounds", "1", "--rule", "last_round"], 1, "last_round"),
+                                                 (["--rule", "all_rounds"], 3, "all_rounds")])
+def test_rounds_act_the_default_asks_the_rules_own(given: list[str], rounds: int, rule: str, in_tmp: Path,
+                                                   srv: ScriptedServer, capsys: pytest.CaptureFixture) -> None:
+    routed(in_tmp, srv)
+    agents = "agents=[{model: persona_a}, {model: persona_b}, {model: persona_c}]"
+    assert main(["debate", "--topic", "What is 3 times 4?", "--llm", "llm.yaml", "--set", agents, *given]) == 0
+    run = only_run(in_tmp)
+    transcript = [json.loads(line) for line in (run / "transcript.jsonl").read_text().splitlines()]
+    assert sorted({t["round"] for t in transcript}) == list(range(rounds + 1)) and srv.count("persona_a") == rounds + 1
+    results = json.loads((run / "results.json").read_text())
+    assert (results["rounds"], results["rule"], results["final"]["rule"]) == (rounds, rule, rule)
+    out = " ".join(capsys.readouterr().err.split())  # the console is stderr
+    assert ("best debating rule measured" in out) == (given == ["--rounds", "2"])
+    assert f"rule {rule}" in out
+
+
+def test_rounds_with_the_vote_rule_is_refused(in_tmp: Path, srv: ScriptedServer,
+                                               capsys: pytest.CaptureFixture) -> None:
+    routed(in_tmp, srv)
+    assert main(["debate", "--topic", "q", "--llm", "llm.yaml", "--set", "agents=[{model: persona_a}]",
+                 "--rounds", "2", "--rule", "vote"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "rule vote decides on round 0 alone" in err and "--rule keep_round0" in err and "Traceback" not in err
+    assert not (in_tmp / "runs").exists()
+
+
 @pytest.mark.parametrize("case", ["missing-adapter", "not-peft", "bad-task-line", "no-agents"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "plain").mkdir()

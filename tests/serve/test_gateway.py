@@ -207,6 +207,10 @@ def test_client_disconnect_cancels_the_upstream_request(gw, srv: ScriptedServer)
         first = next(raw.iter_lines())
         assert first.startswith("data: ")
     assert _wait_for(lambda: srv.abandoned == ["good", "good"], timeout=3)
+    # each cancelled upstream call is still an attempt, counted as `cancelled` (issue 39)
+    root = gw.base_url.removesuffix("/v1")
+    assert _wait_for(lambda: 'agentlab_model_attempts_total{model="good",outcome="cancelled"} 2.0'
+                     in httpx.get(root + "/metrics").text, timeout=3)
 
 
 def test_models_health_and_metrics(gw) -> None:  # noqa: ANN001

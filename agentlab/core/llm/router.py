@@ -298,9 +298,13 @@ class Router:
             if error is not exc:
                 raise error from None
             raise
-        except BaseException:
+        except BaseException as exc:
             if holds_trial:
                 breaker.release()  # cancelled or a provider bug: no verdict on the model's health
+            if isinstance(exc, asyncio.CancelledError):  # the caller gave up (a client disconnected): still an
+                latency = time.perf_counter() - start  # attempt, counted and logged as `cancelled`
+                self._emit(route, name, attempt, "cancelled", latency, None, "cancelled by the caller", messages,
+                           merged, stream)
             raise
         latency = time.perf_counter() - start
         # Latency estimates (fastest, p50) use the provider's own request time when it has one: our wall time also

@@ -11,20 +11,24 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, storage_error
 from agentlab.core.runs import deferred_interrupts
 from agentlab.core.search import records as R
 from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, params_key
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import Direction, make_sampler, scratch_study
+from agentlab.core.search.study import Direction, make_sampler, scratch_study, storage_where
 
 log = logging.getLogger(__name__)
+# Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
+# the same process (a notebook, a test) recovers them like a dead worker's. (study name, trial number).
+_STRANDED: set[tuple[str, int]] = set()
 
 
 class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
@@ -91,6 +95,7 @@ class SearchLoop:
         self.distributions = space.distributions()
         self.startup = max(3, min(10, stop.max_iterations // 4))  # TPE's random warm-up trials
         self._sampler_attrs: dict[str, dict[str, Any]] = {}
+        self._current: Any = None  # the trial being run, until its end is recorded
         space.check_base(base_params)
 
     # ------------------------------------------------------------------ study state
@@ -106,20 +111,64 @@ class SearchLoop:
         """Fail trials left RUNNING by dead workers (SIGKILL, power loss): not counted, planned again."""
         from optuna.trial import TrialState
 
-        failed = []
+        failed = self._fail_stale()
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get(R.A_PLAN, {}).get("worker")
-            if worker != self.worker and not R.worker_alive(worker):
+            stranded = (self.study.study_name, trial.number) in _STRANDED
+            if stranded or (worker != self.worker and not R.worker_alive(worker)):
                 storage = self.study._storage
                 storage.set_trial_user_attr(trial._trial_id, R.A_OUTCOME, {
                     "counted": False, "accepted": False, "decided_by": "recovery",
                     "reason": "interrupted: its worker died; not counted, planned again"})
                 storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                _STRANDED.discard((self.study.study_name, trial.number))
                 failed.append(trial.number)
         if failed:
             log.warning("marked interrupted trial(s) %s as failed; they will be planned again", failed)
             self.on_event("recovered", trials=failed)
         return failed
+
+    def _fail_stale(self) -> list[int]:
+        """On a database server (heartbeats on): fail the trials whose worker stopped beating for the grace period;
+        Optuna's retry callback queues each again (WAITING) for the next free worker. A finished trial takes no
+        attribute, so the record of one failed here is told by its missing outcome (``records._state``)."""
+        from optuna.storages import fail_stale_trials
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        storage = self.study._storage
+        if not is_heartbeat_enabled(storage):
+            return []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental since Optuna 2.9, stable in use
+            fail_stale_trials(self.study)  # a FAIL with no outcome: TrialRecord reads it as interrupted, not counted
+        return []
+
+    def _beat(self) -> float:
+        return float(getattr(self.study._storage, "heartbeat_interval", None) or 1)
+
+    def _others_running(self, records: list[TrialRecord]) -> bool:
+        """On a database server: whether another worker's trial is still running (the budget counts it, but if its
+        worker dies it is queued again, and the report of every worker should hold its result)."""
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        return is_heartbeat_enabled(self.study._storage) and any(
+            r.state == "running" and r.worker != self.worker for r in records)
+
+    def _retry(self) -> tuple[Any, Proposal] | None:
+        """A trial queued again by the retry callback (its worker died), taken by this worker: the same params."""
+        import optuna
+
+        trial_id = self.study._pop_waiting_trial_id()
+        if trial_id is None:
+            return None
+        frozen = self.study._storage.get_trial(trial_id)
+        plan = dict(frozen.user_attrs.get(R.A_PLAN, {}))
+        failed = frozen.system_attrs.get("failed_trial")
+        plan.update(worker=self.worker, run_dir=self.run_dir, retry_of=failed)
+        self.study._storage.set_trial_user_attr(trial_id, R.A_PLAN, plan)
+        proposal = Proposal(dict(frozen.params), plan.get("changes", {}), plan.get("planner", "retry"),
+                            f"retry of trial {failed}: its worker died mid-trial")
+        return optuna.Trial(self.study, trial_id), proposal
 
     # ------------------------------------------------------------------ planning helpers
 
@@ -193,20 +242,27 @@ class SearchLoop:
         return optuna.Trial(self.study, trial_id)
 
     def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> TrialRecord:
+        import optuna
         from optuna.trial import TrialState
 
         def report(step: int, value: float) -> bool:
             if proposal.planner == "base":  # the reference is never pruned: every gain is measured against it
                 return False
             if math.isfinite(value):
-                with deferred_interrupts():  # a Ctrl-C inside the commit would break the storage, not stop the trial
-                    trial.report(value, step)
-                    return trial.should_prune()
+                try:
+                    with deferred_interrupts():  # a Ctrl-C inside the commit would break the storage, not the trial
+                        trial.report(value, step)
+                        return trial.should_prune()
+                except optuna.exceptions.UpdateFinishedTrialError:  # taken for dead by another worker: see below
+                    return False
             return False
+
+        from optuna.storages._heartbeat import get_heartbeat_thread
 
         start = time.perf_counter()
         try:
-            metrics = self.objective.run(trial.number, dict(proposal.params), report)
+            with get_heartbeat_thread(trial._trial_id, self.study._storage):  # a database server: proof of life
+                metrics = self.objective.run(trial.number, dict(proposal.params), report)
         except KeyboardInterrupt:
             try:
                 self._fail(trial, "interrupted (Ctrl-C / SIGTERM): not counted, planned again on --resume",
@@ -220,20 +276,30 @@ class SearchLoop:
                                                   "reason": "pruned: validation loss hopeless next to earlier trials"})
                 self.study.tell(trial, state=TrialState.PRUNED)
             return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
-        except Exception as exc:  # one bad config (e.g. out of memory) must not end the search
+        except Exception as exc:
+            full = storage_error(exc, where=self.run_dir or None)
+            if full is not None:  # the disk, not the config: the search stops, the trial runs again on --resume
+                self._interrupted(trial, full.message)
+                self._current = None
+                raise full from exc
+            # one bad config (e.g. out of memory) must not end the search
             log.warning("trial %d failed", trial.number, exc_info=True)
             self._fail(trial, f"error: {type(exc).__name__}: {exc}", counted=True)
             return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
         metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
         value = metrics.get("value")
         decision = self.evaluator.decide(value, metrics, proposal.params, best_of(records, self.direction))
-        with deferred_interrupts():
-            trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, "accepted": decision.accepted,
-                                              "reason": decision.reason, "decided_by": decision.decided_by})
-            if value is None or not math.isfinite(value):
-                self.study.tell(trial, state=TrialState.FAIL)  # counted: it consumed budget
-            else:
-                self.study.tell(trial, value)
+        try:
+            with deferred_interrupts():
+                trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, "accepted": decision.accepted,
+                                                  "reason": decision.reason, "decided_by": decision.decided_by})
+                if value is None or not math.isfinite(value):
+                    self.study.tell(trial, state=TrialState.FAIL)  # counted: it consumed budget
+                else:
+                    self.study.tell(trial, value)
+        except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeat lagged past the grace period on a busy
+            log.warning("trial %d was taken for dead by another worker (no heartbeat in time); its retry counts "
+                        "instead", trial.number)  # machine: it is failed and queued again; the retry counts
         return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
 
     # ------------------------------------------------------------------ the loop
@@ -256,15 +322,53 @@ class SearchLoop:
         return None
 
     def run(self) -> SearchOutcome:
+        try:
+            return self._run()
+        except Exception as exc:  # the study's commit on a full disk: name the database, not StorageInternalError
+            full = storage_error(exc, where=storage_where(self.study))
+            if full is None:
+                raise
+            if self._current is not None:  # its end was not recorded (the study's commit failed)
+                self._interrupted(self._current, full.message)
+            if full is exc:
+                raise
+            raise full from exc
+
+    def _interrupted(self, trial: Any, message: str) -> None:
+        """Record a trial the disk stopped as interrupted (not counted, planned again); when the study cannot take
+        even that, it stays RUNNING and the next search recovers it."""
+        try:
+            self._fail(trial, f"interrupted: {message}; not counted, planned again on --resume", counted=False)
+        except Exception:  # the study is on the full disk too
+            log.info("could not record trial %d as interrupted", trial.number)
+            _STRANDED.add((self.study.study_name, trial.number))
+
+    def _run(self) -> SearchOutcome:
         self.recover()
         started = time.monotonic()
         ran = 0
         task = self.progress.task("search", total=self.stop.max_iterations) if self.progress else None
         while True:
+            retry = self._retry()
+            if retry is not None:  # a dead worker's trial, queued again: it holds budget already, run it first
+                trial, proposal = retry
+                self._current = trial
+                self.on_event("plan", planner=proposal.planner, changes=proposal.changes,
+                              reasoning=proposal.reasoning, retry_of=trial.number)
+                record = self._execute(trial, proposal, self.records())
+                self._current = None
+                ran += 1
+                self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
+                self.on_trial(self.records())
+                continue
+            self._fail_stale()
             records = self.records()
             if task is not None:
                 task.update(completed=min(self.counted(records), self.stop.max_iterations))
             reason = self._should_stop(records, started)
+            if reason and reason.startswith("max_iterations") and self._others_running(records):
+                time.sleep(self._beat())  # a trial of another worker may still die and come back to be retried
+                continue
             if reason:
                 break
             proposal = self._propose(records)
@@ -276,7 +380,7 @@ class SearchLoop:
             if task is not None:
                 task.update(description=f"trial {self.counted(records) + 1}/{self.stop.max_iterations} "
                                         f"[{proposal.planner}]")
-            trial = self._commit(proposal)
+            trial = self._current = self._commit(proposal)
             current = self.records()
             if self.counted(current) > self.stop.max_iterations:  # another worker took the last slot
                 self._fail(trial, "budget taken by another worker", counted=False)
@@ -285,6 +389,7 @@ class SearchLoop:
                 self._fail(trial, "the same configuration was started by another worker", counted=False)
                 continue
             record = self._execute(trial, proposal, records)
+            self._current = None
             ran += 1
             self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
             self.on_trial(self.records())

@@ -43,12 +43,22 @@ def run_id(number: int) -> str:
     return f"run_{number:04d}"
 
 
+def _state(name: str, outcome: dict[str, Any]) -> str:
+    """The trial's state as the report reads it: a FAIL that was an interruption (Ctrl-C, a dead worker, a full
+    disk: not counted, planned again) is ``interrupted``, not ``failed``."""
+    if name == "FAIL" and not outcome:  # failed by the heartbeat check: its worker died, a retry runs it again
+        return "interrupted"
+    if name == "FAIL" and not outcome.get("counted", True) and str(outcome.get("reason", "")).startswith("interrupt"):
+        return "interrupted"
+    return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}.get(name, name.lower())
+
+
 @dataclass
 class TrialRecord:
     """One trial as the planner, evaluator, state file and report see it."""
 
     number: int
-    state: str  # complete | pruned | failed | running
+    state: str  # complete | pruned | failed | interrupted | running
     value: float | None
     params: dict[str, Any]
     planner: str = ""
@@ -85,8 +95,7 @@ class TrialRecord:
         value = trial.value if trial.state.name == "COMPLETE" else outcome.get("metrics", {}).get("value")
         return cls(
             number=trial.number,
-            state={"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}.get(
-                trial.state.name, trial.state.name.lower()),
+            state=_state(trial.state.name, outcome),
             value=value,
             params=dict(trial.params),
             planner=plan.get("planner", ""),
@@ -98,11 +107,12 @@ class TrialRecord:
             warmup=plan.get("warmup", False),
             notes=list(plan.get("notes", [])),
             accepted=outcome.get("accepted"),
-            reason=outcome.get("reason", ""),
+            reason=outcome.get("reason", "" if outcome or trial.state.name != "FAIL" else
+                               "interrupted: its worker stopped (no heartbeat); not counted, retried"),
             decided_by=outcome.get("decided_by", ""),
             metrics=outcome.get("metrics", {}),
             worker=plan.get("worker", ""),
-            counted=outcome.get("counted", True),
+            counted=outcome.get("counted", bool(outcome) or trial.state.name != "FAIL"),  # no outcome: stale
             seconds=seconds,
             intermediate=dict(trial.intermediate_values),
         )

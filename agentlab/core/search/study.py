@@ -13,11 +13,14 @@ then abandoned because the planner rejected the point).
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from agentlab.core.config import scrub_text
 from agentlab.core.errors import ConfigError, RunDirError
 
 Direction = Literal["minimize", "maximize"]
@@ -30,6 +33,36 @@ def quiet() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# A database server shared by workers on several machines: a worker that dies there (SIGKILL, a lost node) cannot be
+# seen from the others' process tables, so trials carry a heartbeat and a trial whose heartbeat stops for the grace
+# period is failed and retried by another worker (Optuna's RetryFailedTrialCallback).
+SERVER_URLS = ("postgresql", "mysql")
+HEARTBEAT_ENV = "AGENTLAB_STUDY_HEARTBEAT_S"
+
+
+def server_storage(url: str) -> Any:
+    """Optuna's RDB storage on a database server, with a heartbeat every ``$AGENTLAB_STUDY_HEARTBEAT_S`` seconds
+    (default 10), a grace period of five beats, and a trial whose worker stopped beating retried (up to 3 times)."""
+    import optuna
+    from optuna import storages
+
+    quiet()
+    try:
+        beat = max(1, int(float(os.environ.get(HEARTBEAT_ENV) or 10)))
+    except ValueError:
+        raise ConfigError(f"${HEARTBEAT_ENV}: {os.environ.get(HEARTBEAT_ENV)!r} is not a number of seconds",
+                          hint="unset it for the default, 10") from None
+    # Optuna 4.9 renamed the retry callback and its argument; older versions have only the first names.
+    retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = {"heartbeat_stale_trial_callback": retry(max_retry=3)} if retry is not None else {
+            "failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=3)}
+        # grace: five beats, so a worker busy on two loaded cores is not taken for dead
+        return storages.RDBStorage(url, heartbeat_interval=beat, grace_period=5 * beat,
+                                   engine_kwargs={"pool_pre_ping": True}, **callback)
 
 
 def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db"
@@ -55,6 +88,8 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
 
     for attempt in range(4):
         try:
+            if storage.startswith(SERVER_URLS):
+                return server_storage(storage)
             return optuna.storages.get_storage(storage)
         except DBAPIError as exc:
             # Workers started together on a new database race to create its schema (the loser gets "UNIQUE
@@ -68,6 +103,20 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     raise ConfigError(f"{what}: cannot open {storage!r}: {first}",
                       hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
+
+
+def storage_where(study: Any) -> str | None:
+    """The file (an SQLite database, a journal) or the URL, password hidden, that holds ``study``: for errors."""
+    storage = getattr(study, "_storage", None)
+    storage = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps the RDB storage
+    url = getattr(storage, "url", None)
+    if isinstance(url, str):
+        if url.startswith("sqlite:///"):
+            return url[len("sqlite:///"):]
+        return scrub_text(url)
+    backend = getattr(storage, "_backend", None)
+    path = getattr(backend, "_file_path", None)
+    return str(path) if path is not None else None
 
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],

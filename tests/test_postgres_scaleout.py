@@ -1,0 +1,156 @@
+"""Distributed `agentlab nas` on a real PostgreSQL server: a throwaway server (Debian's `postgresql` package: initdb
+in a temporary folder as a non-root user, loopback only, a free port, stopped at the end), three workers on one
+``postgresql+psycopg://`` storage, one SIGKILLed mid-trial: its trial is retried by another worker (heartbeat +
+Optuna's RetryFailedTrialCallback), the finished trials are exactly the budget, none duplicated, and every worker's
+results agree. Skipped, saying why, without a postgres binary or psycopg."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agentlab.core.search.records import TrialRecord
+
+pytest.importorskip("optuna")
+
+BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+INITDB = os.path.join(BIN[-1], "initdb") if BIN else shutil.which("initdb")
+PG_CTL = os.path.join(BIN[-1], "pg_ctl") if BIN else shutil.which("pg_ctl")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not INITDB or not os.path.exists(str(INITDB)),
+                       reason="no PostgreSQL server binary: apt-get install -y postgresql (Debian)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def as_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run it as the `postgres` user (or `nobody`) then."""
+    if os.geteuid() != 0:
+        return cmd
+    user = "postgres" if shutil.which("runuser") and subprocess.run(["id", "postgres"], capture_output=True
+                                                                   ).returncode == 0 else "nobody"
+    return ["runuser", "-u", user, "--", *cmd]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'agentlab[postgres]'")
+    # Not under pytest's tmp (mode 700, root's): the server's user must reach its data folder.
+    root = Path(tempfile.mkdtemp(prefix="agentlab-pg-"))
+    os.chmod(root, 0o755)
+    data = root / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres" if subprocess.run(["id", "postgres"], capture_output=True).returncode == 0
+                     else "nobody")
+    subprocess.run(as_user([str(INITDB), "-D", str(data), "-A", "trust", "-U", "agentlab"]), check=True,
+                   capture_output=True)
+    port = free_port()
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=100"
+    subprocess.run(as_user([str(PG_CTL), "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"]),
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://agentlab@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user([str(PG_CTL), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+NAS = {"data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_len": 12},
+       "model": {"d_model": 16, "n_heads": 2, "d_ff": 32},
+       "train": {"epochs": 4, "max_train_batches": 8, "patience": 10},
+       "search": {"planner": "random", "pruner": "none",
+                  "space": {"model.d_model": {"choices": [16, 32, 48]}, "model.n_heads": {"choices": [1, 2]},
+                            "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}}}
+
+
+def start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
+    env = {**os.environ, "AGENTLAB_RUNS": str(cwd / "runs"), "PYTHONUNBUFFERED": "1",
+           "AGENTLAB_STUDY_HEARTBEAT_S": "1"}
+    with open(cwd / log, "wb") as handle:
+        return subprocess.Popen([sys.executable, "-m", "agentlab.cli", *args], cwd=cwd, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+
+
+def test_three_nas_workers_one_killed_mid_trial(postgres: str, in_tmp: Path) -> None:
+    import optuna
+
+    (in_tmp / "nas.yaml").write_text(yaml.safe_dump({**NAS, "search": {**NAS["search"], "storage": postgres,
+                                                                       "study_name": "pg-nas"}}))
+    budget = 6
+    workers = [start(["nas", "-c", "nas.yaml", "--max-iterations", str(budget), "--out", f"w{i}"], in_tmp,
+                     f"w{i}.log") for i in range(3)]
+    victim = workers[1]
+    storage = optuna.storages.RDBStorage(postgres)
+    deadline, killed = time.monotonic() + 240, None
+    try:
+        while time.monotonic() < deadline and killed is None:  # its trial has started and run past an epoch
+            time.sleep(0.2)
+            with _quiet():
+                try:
+                    study = optuna.load_study(study_name="pg-nas", storage=storage)
+                except KeyError:
+                    continue
+            for t in study.get_trials(deepcopy=False):
+                worker = t.user_attrs.get("plan", {}).get("worker", "")
+                if t.state.name == "RUNNING" and worker.endswith(f":{victim.pid}") and t.intermediate_values:
+                    killed = t
+                    break
+            if killed is None and (in_tmp / "w1" / "agent_state.json").is_file() and len(
+                    [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) >= budget - 1:
+                break
+        assert killed is not None, "worker 1 never ran a trial long enough to be killed"
+        victim.send_signal(signal.SIGKILL)
+        for w in workers:
+            if w is not victim:
+                assert w.wait(timeout=300) == 0, (in_tmp / f"w{workers.index(w)}.log").read_text()[-3000:]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    study = optuna.load_study(study_name="pg-nas", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == budget, [(t.number, t.state.name) for t in trials]
+    keys = [json.dumps(t.params, sort_keys=True) for t in complete]
+    assert len(set(keys)) == len(keys), "a configuration ran twice"
+    lost = study._storage.get_trial(killed._trial_id)
+    record = TrialRecord.from_frozen(lost)
+    assert lost.state.name == "FAIL" and record.state == "interrupted" and record.counted is False
+    retried = [t for t in complete if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].params == killed.params  # the same trial, finished by another worker
+    bests = {json.loads((in_tmp / f"w{i}" / "results.json").read_text())["best"]["run_id"] for i in (0, 2)}
+    assert len(bests) == 1, bests  # every worker's report agrees
+
+
+class _quiet:
+    def __enter__(self) -> None:
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.__exit__(*exc)
