@@ -83,7 +83,7 @@ def perplexity_hf(model: Any, tokenizer: Any, text: str, *, context: int = 512, 
             keep = max(end - first for _, end, first in group) + 1  # the scored positions' logits, and the last
             rows = torch.stack([ids[begin:end] for begin, end, _ in group]).to(device)
             logits = _logits(model, rows, keep)[:, :-1]
-            for row, (begin, end, first) in enumerate(group):
+            for row, (_, end, first) in enumerate(group):
                 n = end - first  # tokens first .. end - 1, predicted by the last n kept positions
                 logp = torch.log_softmax(logits[row, -n:].float(), dim=-1)
                 scored = logp.gather(1, rows[row, -n:, None])[:, 0]
