@@ -1,8 +1,8 @@
 """The fast measurement path of `agentlab compress` on the tiny model: perplexity with batched windows and only the
 scored positions' logits equals one window at a time with every logit; batched greedy answers (left padding, KV
 cache, sorted by length) equal one-at-a-time answers, so accuracy is the same; each phase reports its count and ETA;
-the base measurement is kept in the workspace, reused by a second run on the same model and settings, and measured
-again when the settings or the model change."""
+the base measurement's workspace key is the same for the same model and settings and changes with either (so a
+second run reuses it and a changed one measures again; the end-to-end reuse is test_run.py's)."""
 
 from __future__ import annotations
 
@@ -91,32 +91,29 @@ def test_each_measurement_phase_reports_its_count_and_eta(tiny_model: dict[str, 
 # ------------------------------------------------------------------------- the base measurement in the workspace
 
 
-def compress(tiny: Path, folder: Path, out: str, *sets: str) -> dict[str, Any]:
-    from agentlab.cli import main
+def base_key(workspace: Any, model: Path, **measure: Any) -> str:
+    """The workspace key of the base measurement, as a run computes it (run.measure_context + Workspace.key)."""
+    from agentlab.compress.run import measure_context
 
-    small = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
-             "measure.new_tokens=4", "measure.repeats=1", "task_questions=3", *sets]
-    argv = ["compress", "--model", str(tiny), "--objective", "maximize speedup with <2% accuracy loss",
-            "--max-iterations", "1", "--planner", "random", "--set", f"workspace={folder / 'ws'}",
-            "--out", str(folder / out), *[x for s in small for x in ("--set", s)]]
-    assert main(argv) == 0
-    return json.loads((folder / out / "results.json").read_text())
+    text = default_eval_text()
+    inputs = Inputs(model=str(model), device="cpu", eval_text=text[:4000], calib_text=text[-6000:],
+                    questions=as_questions(make_task(3, "easy")), measure=MeasureSettings(**measure))
+    return workspace.key(workspace.model_hash(model), {"experiment": None, **measure_context(inputs)})
 
 
-def test_base_measurement_is_reused_and_measured_again_when_model_or_settings_change(
-        in_tmp: Path, tiny_model: dict[str, Path]) -> None:
-    pytest.importorskip("codecarbon")
-    pytest.importorskip("optuna")
-    first = compress(tiny_model["hf"], in_tmp, "A")
-    assert first["experiments"][0]["reused"] is False
-    again = compress(tiny_model["hf"], in_tmp, "B")
-    assert again["experiments"][0]["reused"] is True
-    assert again["experiments"][0]["metrics"] == first["experiments"][0]["metrics"]
-    other_settings = compress(tiny_model["hf"], in_tmp, "C", "measure.context=48")
-    assert other_settings["experiments"][0]["reused"] is False
-    changed = in_tmp / "changed-model"
+def test_base_measurement_key_changes_with_the_model_and_the_settings(tmp_path: Path,
+                                                                      tiny_model: dict[str, Path]) -> None:
+    """A second run on the same model and settings finds the base measurement under the same key (the end-to-end
+    reuse is test_run.py's); other settings or other weights give another key, so the base is measured again."""
+    from agentlab.compress.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    key = base_key(ws, tiny_model["hf"], context=32, stride=16)
+    assert base_key(Workspace(tmp_path / "ws"), tiny_model["hf"], context=32, stride=16) == key
+    assert base_key(ws, tiny_model["hf"], context=48, stride=16) != key
+    assert base_key(ws, tiny_model["hf"], context=32, stride=16, dtype="bfloat16") != key
+    changed = tmp_path / "changed-model"
     shutil.copytree(tiny_model["hf"], changed)
     config = json.loads((changed / "config.json").read_text())
-    (changed / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))
-    other_model = compress(changed, in_tmp, "E")
-    assert other_model["experiments"][0]["reused"] is False
+    (changed / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}, indent=1))
+    assert base_key(ws, changed, context=32, stride=16) != key
