@@ -112,6 +112,12 @@ class MeasureSettings(StrictModel):
     new_tokens: int = Field(32, ge=1, description="latency: tokens decoded")
     repeats: int = Field(3, ge=1, description="latency: timed repeats after one warm-up (p50 reported)")
     country: str = Field("USA", description="codecarbon: ISO code of the grid's country (CO2e per kWh)")
+    perplexity_batch: int = Field(4, ge=1, description="perplexity: windows scored together (1: one at a time)")
+    accuracy_batch: int = Field(32, ge=1, description="accuracy: questions decoded together, left-padded, with the KV "
+                                "cache (1: one at a time)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype while the model is compressed and measured: auto is the dtype it "
+        "deploys in on the device (float32 on CPU, bfloat16 on CUDA)")
 
     @model_validator(mode="after")
     def _check(self) -> MeasureSettings:

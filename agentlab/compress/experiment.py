@@ -40,29 +40,50 @@ class Inputs:
 
 
 def accuracy_hf(model: Any, tokenizer: Any, questions: list[Question], *, max_new_tokens: int = 16,
-                batch: int = 16) -> float:
-    """Greedy answers to the questions (chat template, left-padded batches); the share that are right."""
-    import torch
-
+                batch: int = 32, on_step: Callable[[int, int], None] | None = None) -> float:
+    """Greedy answers to the questions (chat template); the share that are right (:func:`answers_hf`)."""
     if not questions:
         return 0.0
+    replies = answers_hf(model, tokenizer, [q.question for q in questions], max_new_tokens=max_new_tokens,
+                         batch=batch, on_step=on_step)
+    right = 0
+    for q, reply in zip(questions, replies, strict=True):
+        answer, _ = parse_reply(reply, "numeric")
+        right += is_correct(answer, q.answer)
+    return right / len(questions)
+
+
+def answers_hf(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 16, batch: int = 32,
+               on_step: Callable[[int, int], None] | None = None) -> list[str]:
+    """Greedy replies to ``prompts`` (each a user turn of the chat template), ``batch`` at a time: the prompts
+    sorted by length (little padding), left-padded with an attention mask, decoded with the KV cache; a row stops at
+    its own end-of-turn token (later steps only pad it) and the batch when every row has stopped or after
+    ``max_new_tokens``. ``batch=1`` is one prompt at a time, without padding. ``on_step(done, total)`` is told after
+    each batch, in prompts. Replies come back in the order of ``prompts``."""
+    import torch
+
+    if not prompts:
+        return []
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    right = 0
-    for start in range(0, len(questions), batch):
-        group = questions[start:start + batch]
-        rows = [tokenizer.apply_chat_template([{"role": "user", "content": q.question}], add_generation_prompt=True,
-                                              tokenize=True, return_dict=False) for q in group]
+    encoded = [list(tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False)) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+    replies: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), max(1, batch)):
+        group = order[start:start + max(1, batch)]
+        rows = [encoded[i] for i in group]
         width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], device=device)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad)
-        for q, row in zip(group, out[:, width:], strict=True):
-            answer, _ = parse_reply(tokenizer.decode(row, skip_special_tokens=True), "numeric")
-            right += is_correct(answer, q.answer)
-    return right / len(questions)
+        for i, row in zip(group, out[:, width:], strict=True):
+            replies[i] = tokenizer.decode(row, skip_special_tokens=True)
+        if on_step is not None:
+            on_step(min(start + len(group), len(order)), len(order))
+    return replies
 
 
 def accuracy_gguf(path: str | Path, questions: list[Question], *, max_new_tokens: int = 16,
@@ -107,7 +128,7 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
     with track_energy(country_iso_code=inputs.measure.country) as energy:
         seed_everything(inputs.seed)
         tick("loading")
-        model, tokenizer = load_causal_lm(inputs.model, device=inputs.device)
+        model, tokenizer = load_causal_lm(inputs.model, device=inputs.device, dtype=inputs.measure.dtype)
         if exp is not None and exp.prune is not None:
             tick("pruning")
             steps["prune"] = _prune(model, tokenizer, exp, inputs)
@@ -121,7 +142,7 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
         quant = exp.quantize if exp is not None else None
         if quant is not None and quant.method == "gguf":
             tick(f"GGUF {quant.gguf_type}")
-            metrics = _measure_gguf(model, tokenizer, quant.gguf_type, inputs, work, steps)
+            metrics = _measure_gguf(model, tokenizer, quant.gguf_type, inputs, work, steps, tick)
         else:
             if quant is not None:
                 from agentlab.compress.quantize import LOAD_TIME, quantize_model, reload_quantized
@@ -132,8 +153,7 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
                                                                 inputs.device)
                 else:
                     steps["quantize"] = quantize_model(model, quant.method)
-            tick("measuring")
-            metrics = _measure_hf(model, tokenizer, inputs, work)
+            metrics = _measure_hf(model, tokenizer, inputs, work, tick)
     metrics.update({**counts, "energy_kwh": energy.energy_kwh, "co2e_kg": energy.co2e_kg, "energy_mode": energy.mode})
     return {"label": exp.label() if exp is not None else "base model",
             "experiment": exp.model_dump() if exp is not None else None, "steps": steps, "metrics": metrics,
@@ -163,30 +183,35 @@ def _recover(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dic
         return recover.lora_recover(model, tokenizer, inputs.calib_text, steps=r.steps, lr=r.lr, seed=inputs.seed)
     from agentlab.core.models.load import load_causal_lm
 
-    teacher, _ = load_causal_lm(inputs.model, device=inputs.device)
+    teacher, _ = load_causal_lm(inputs.model, device=inputs.device, dtype=inputs.measure.dtype)
     try:
         return recover.distill(model, teacher, tokenizer, inputs.calib_text, steps=r.steps, lr=r.lr, seed=inputs.seed)
     finally:
         del teacher
 
 
-def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path) -> dict[str, Any]:
+def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,
+                tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
     import torch
 
-    from agentlab.compress.measure import latency_hf, peak_rss, perplexity_hf
+    from agentlab.compress.measure import latency_hf, peak_rss, perplexity_hf, phase_eta
 
     m = inputs.measure
     with peak_rss() as memory:
         ppl = perplexity_hf(model, tokenizer, inputs.eval_text, context=m.context, stride=m.stride,
-                            max_tokens=m.max_eval_tokens)
+                            max_tokens=m.max_eval_tokens, batch=m.perplexity_batch,
+                            on_step=phase_eta(tick, "perplexity"))
         if inputs.harness is not None:
             from agentlab.core.harness.lm import wrap_model
 
-            accuracy = accuracy_harness(wrap_model(model, tokenizer).lm, inputs.harness)
+            tick("accuracy (lm-eval)")
+            accuracy = accuracy_harness(wrap_model(model, tokenizer, batch_size=m.accuracy_batch).lm, inputs.harness)
         else:
-            accuracy = accuracy_hf(model, tokenizer, inputs.questions)
+            accuracy = accuracy_hf(model, tokenizer, inputs.questions, batch=m.accuracy_batch,
+                                   on_step=phase_eta(tick, "accuracy"))
     latency = latency_hf(model, tokenizer, prompt_tokens=m.prompt_tokens, new_tokens=m.new_tokens, repeats=m.repeats,
-                         text=inputs.eval_text)
+                         text=inputs.eval_text, on_step=phase_eta(tick, "latency"))
+    tick("size")
     state = work / "state.pt"
     torch.save(model.state_dict(), state)
     size = state.stat().st_size
@@ -196,8 +221,8 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path) -> dict[
             "memory_mb": memory.delta / 2**20}
 
 
-def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: Path,
-                  steps: dict[str, Any]) -> dict[str, Any]:
+def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: Path, steps: dict[str, Any],
+                  tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
     from agentlab.compress.gguf import gguf_tensor_types, latency_gguf, perplexity_gguf, quantize_hf_to_gguf
     from agentlab.compress.measure import peak_rss
 
@@ -215,6 +240,7 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
             Path(other).unlink(missing_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
     steps["quantize"] = {"method": "gguf", "type": kind, "file": str(path), "tensor_types": gguf_tensor_types(path)}
+    tick(f"GGUF {kind}: perplexity, accuracy, latency on llama.cpp")
     with peak_rss() as memory:
         ppl = perplexity_gguf(path, inputs.eval_text, context=m.context, stride=m.stride, max_tokens=m.max_eval_tokens)
         if inputs.harness is not None:

@@ -17,7 +17,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,8 +60,14 @@ def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
 
 
 def perplexity_hf(model: Any, tokenizer: Any, text: str, *, context: int = 512, stride: int = 256,
-                  max_tokens: int | None = None) -> Perplexity:
-    """Perplexity of a transformers causal LM on ``text`` (no special tokens added), by sliding window."""
+                  max_tokens: int | None = None, batch: int = 4,
+                  on_step: Callable[[int, int], None] | None = None) -> Perplexity:
+    """Perplexity of a transformers causal LM on ``text`` (no special tokens added), by sliding window.
+
+    Windows of the same length run ``batch`` at a time (no padding: every full window has ``context`` tokens), and
+    the head computes logits only for the positions a window scores (``logits_to_keep``): the same numbers as one
+    window at a time with every logit, up to float rounding. ``on_step(done, total)`` is told after each batch,
+    in windows."""
     import torch
 
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
@@ -70,17 +76,46 @@ def perplexity_hf(model: Any, tokenizer: Any, text: str, *, context: int = 512, 
     if len(ids) < 2:
         raise InputError("perplexity: the text has fewer than 2 tokens", hint="give a longer evaluation text")
     device = next(model.parameters()).device
-    nll, count = 0.0, 0
+    spans = windows(len(ids), context, stride)
+    nll, count, done = 0.0, 0, 0
     with torch.inference_mode():
-        for begin, end, first in windows(len(ids), context, stride):
-            window = ids[begin:end].unsqueeze(0).to(device)
-            logits = model(input_ids=window).logits[0, :-1].float()
-            logp = torch.log_softmax(logits, dim=-1).gather(1, window[0, 1:, None])[:, 0]
-            scored = logp[first - begin - 1:]
-            nll -= float(scored.sum())
-            count += len(scored)
+        for group in _same_length_groups(spans, max(1, batch)):
+            keep = max(end - first for _, end, first in group) + 1  # the scored positions' logits, and the last
+            rows = torch.stack([ids[begin:end] for begin, end, _ in group]).to(device)
+            logits = _logits(model, rows, keep)[:, :-1]
+            for row, (_, end, first) in enumerate(group):
+                n = end - first  # tokens first .. end - 1, predicted by the last n kept positions
+                logp = torch.log_softmax(logits[row, -n:].float(), dim=-1)
+                scored = logp.gather(1, rows[row, -n:, None])[:, 0]
+                nll -= float(scored.sum())
+                count += n
+            done += len(group)
+            if on_step is not None:
+                on_step(done, len(spans))
     mean = nll / count
     return Perplexity(math.exp(mean), mean, count, context, stride)
+
+
+def _same_length_groups(spans: list[tuple[int, int, int]], batch: int) -> list[list[tuple[int, int, int]]]:
+    """Consecutive windows of equal length, at most ``batch`` per group."""
+    groups: list[list[tuple[int, int, int]]] = []
+    for span in spans:
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < batch and last[0][1] - last[0][0] == span[1] - span[0]:
+            last.append(span)
+        else:
+            groups.append([span])
+    return groups
+
+
+def _logits(model: Any, rows: Any, keep: int) -> Any:
+    """The logits of the last ``keep`` positions (all of them from a model whose forward has no ``logits_to_keep``,
+    e.g. an older architecture or a wrapper)."""
+    try:
+        out = model(input_ids=rows, logits_to_keep=keep).logits
+    except TypeError:
+        out = model(input_ids=rows).logits
+    return out[:, -keep:]
 
 
 # ----------------------------------------------------------------------------------------------------- latency
@@ -135,11 +170,12 @@ def summarize_latency(runs: list[tuple[float, float]], *, backend: str, device: 
 
 
 def latency_hf(model: Any, tokenizer: Any, *, prompt_tokens: int = 128, new_tokens: int = 32, repeats: int = 5,
-               warmup: int = 1, text: str | None = None) -> Latency:
+               warmup: int = 1, text: str | None = None,
+               on_step: Callable[[int, int], None] | None = None) -> Latency:
     """Prefill and decode speed of a transformers causal LM with ``generate`` (greedy, KV cache, batch 1, end of text
     suppressed until ``new_tokens``), on the prompt made of the first ``prompt_tokens`` tokens of ``text`` (default:
     :func:`default_eval_text`). New tokens are time-stamped as ``generate`` streams them, so the split between prompt
-    and decode needs no second run."""
+    and decode needs no second run. ``on_step(done, total)`` is told after each run, warm-up included."""
     import torch
     from transformers import GenerationConfig
 
@@ -161,6 +197,8 @@ def latency_hf(model: Any, tokenizer: Any, *, prompt_tokens: int = 128, new_toke
                 raise AgentlabError(f"latency: generate made {len(clock.stamps)} tokens, asked for {new_tokens}")
             if i >= warmup:
                 runs.append((clock.stamps[0] - clock.start, clock.stamps[-1] - clock.stamps[0]))
+            if on_step is not None:
+                on_step(i + 1, warmup + repeats)
     return summarize_latency(runs, backend="transformers", device=str(device), threads=torch.get_num_threads(),
                              prompt_tokens=prompt_tokens, new_tokens=new_tokens, warmup=warmup)
 
@@ -181,6 +219,22 @@ class _TokenClock:
 
     def end(self) -> None:
         pass
+
+
+# ----------------------------------------------------------------------------------------------- progress
+
+
+def phase_eta(tick: Callable[[str], None], phase: str) -> Callable[[int, int], None]:
+    """An ``on_step(done, total)`` for one measurement phase that tells ``tick`` the phase, its count and its ETA
+    (the time left at the pace so far), e.g. ``perplexity 12/31 windows, ETA 0:24``."""
+    start = time.perf_counter()
+    tick(phase)
+
+    def on_step(done: int, total: int) -> None:
+        left = (time.perf_counter() - start) / max(done, 1) * (total - done)
+        tick(f"{phase} {done}/{total}, ETA {int(left) // 60}:{int(left) % 60:02d}")
+
+    return on_step
 
 
 # ----------------------------------------------------------------------------------------------- size, memory
