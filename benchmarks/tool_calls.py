@@ -22,8 +22,8 @@ may contain dots, which OpenAI's tool names may not: they are sent with ``_`` fo
 
 Then throughput: the grammar run's answers are replayed by a loopback upstream (``agentlab.testing.server``, one
 model per item answering its recorded calls after ``--latency`` seconds) and the same requests, with their tools,
-are sent by a router over HTTP straight to it (direct) and through an in-process gateway (the server `agentlab
-serve` runs) in front of it, ``--concurrency`` at a time; rounds alternate and the best of each counts. The last line
+are sent by a router over HTTP straight to it (direct) and through ``python -m agentlab serve`` (a process of its
+own) in front of it, ``--concurrency`` at a time; rounds alternate and the best of each counts. The last line
 is ``ratio: X`` = gateway throughput / direct throughput (target >= 0.95).
 
     python benchmarks/tool_calls.py --per-category 20
@@ -35,16 +35,19 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import random
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AllModelsFailed
 from agentlab.core.llm import GenParams, LLMConfig, Router
-from agentlab.serve import Gateway, ServeConfig
 from agentlab.testing.server import spawn_server_process
 
 CATEGORIES = ("simple_python", "multiple", "parallel", "irrelevance")
@@ -218,22 +221,67 @@ async def drive(base_url: str, items: list[dict[str, Any]], expected: dict[str, 
         await router.aclose()
 
 
+def start_gateway(llm: dict[str, Any], folder: Path) -> tuple[subprocess.Popen[str], str]:
+    """``python -m agentlab serve`` over ``llm`` in a process of its own (as a user runs it: it must not share this
+    client's interpreter); returns the process and its base URL."""
+    (folder / "llm.yaml").write_text(json.dumps(llm), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "serve", "--llm", str(folder / "llm.yaml"), "--port",
+                             "0", "--out", str(folder / "run")], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        if "serving on " in line:
+            return proc, line.split("serving on ", 1)[1].split()[0]
+    proc.kill()
+    raise RuntimeError("agentlab serve did not start")
+
+
 def throughput(items: list[dict[str, Any]], recorded: dict[str, dict[str, Any]], latency: float, requests: int,
                concurrency: int, rounds: int) -> tuple[float, float]:
     os.environ.setdefault("BENCH_UPSTREAM_KEY", "sk-bench")
-    proc, upstream = spawn_server_process(replay_config(recorded, latency))
     expected = {i: r["calls"] for i, r in recorded.items()}
-    gateway = Gateway(ServeConfig(port=0), LLMConfig.model_validate(http_llm(upstream, list(recorded))), None).start()
-    try:
-        direct, through = [], []
-        for _ in range(rounds):
-            direct.append(asyncio.run(drive(upstream, items, expected, requests, concurrency)))
-            through.append(asyncio.run(drive(gateway.base_url, items, expected, requests, concurrency)))
-        return max(direct), max(through)
-    finally:
-        gateway.stop()
-        proc.kill()
-        proc.wait()
+    proc, upstream = spawn_server_process(replay_config(recorded, latency))
+    with tempfile.TemporaryDirectory(prefix="bench-tool-calls-") as tmp:
+        gateway, base_url = start_gateway(http_llm(upstream, list(recorded)), Path(tmp))
+        try:
+            asyncio.run(drive(upstream, items, expected, concurrency, concurrency))  # warm both paths up
+            asyncio.run(drive(base_url, items, expected, concurrency, concurrency))
+            direct, through = [], []
+            for _ in range(rounds):
+                direct.append(asyncio.run(drive(upstream, items, expected, requests, concurrency)))
+                through.append(asyncio.run(drive(base_url, items, expected, requests, concurrency)))
+            return max(direct), max(through)
+        finally:
+            gateway.send_signal(signal.SIGINT)
+            try:
+                gateway.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                gateway.wait()
+            proc.kill()
+            proc.wait()
+
+
+def row(category: str, mode: str, results: list[dict[str, Any]]) -> str:
+    n = len(results)
+    return (f"| {category} | {mode} | {n} | {sum(r['correct'] for r in results) / n:.2f} | "
+            f"{sum(bool(r['calls']) for r in results) / n:.2f} | {sum(r['valid_first'] for r in results) / n:.2f} | "
+            f"{sum(r['answered'] for r in results) / n:.2f} | {sum(r['tokens'] for r in results) / n:.1f} | "
+            f"{sum(r['seconds'] for r in results) / n:.2f} |")
 
 
 def main() -> None:
@@ -249,6 +297,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="write every item's answer and verdict here (JSON)")
+    ap.add_argument("--replay", type=Path, default=None, help="an --out file of an earlier run with the same items: "
+                    "print its table and measure the gateway on its answers, without running the model")
     args = ap.parse_args()
 
     data = bfcl_data(args.bfcl_python)
@@ -258,32 +308,31 @@ def main() -> None:
     print(f"BFCL v4 ({data}), seed {args.seed}, {args.per_category or 'all'} per category; SmolLM2-135M Q4_1 "
           f"through agentlab's router, temperature 0, tool_choice auto")
     rows: list[str] = []
-    dump: dict[str, Any] = {}
+    dump: dict[str, Any] = json.loads(args.replay.read_text(encoding="utf-8")) if args.replay else {}
+    if not args.replay:
+        with Router(local_config(args.max_tokens), on_event=None) as router:
+            invalid: list[str] = []
+            router.on_event = (lambda kind, **f: invalid.append(f.get("error", ""))
+                               if kind == "invalid_tool_call" else None)
+            for category in categories:
+                for mode in modes:
+                    results = [ask(router, mode, item, invalid) for item in items[category]]
+                    verdicts = check(args.bfcl_python, items[category], results)
+                    for res, ok in zip(results, verdicts, strict=True):
+                        res["correct"] = ok
+                    dump[f"{category}/{mode}"] = results
+                    print(row(category, mode, results), flush=True)
     recorded: dict[str, dict[str, Any]] = {}
-    with Router(local_config(args.max_tokens), on_event=None) as router:
-        invalid: list[str] = []
-        router.on_event = lambda kind, **f: invalid.append(f.get("error", "")) if kind == "invalid_tool_call" else None
-        for category in categories:
-            for mode in modes:
-                results = [ask(router, mode, item, invalid) for item in items[category]]
-                verdicts = check(args.bfcl_python, items[category], results)
-                n = len(results)
-                rows.append(f"| {category} | {mode} | {n} | {sum(verdicts) / n:.2f} | "
-                            f"{sum(bool(r['calls']) for r in results) / n:.2f} | "
-                            f"{sum(r['valid_first'] for r in results) / n:.2f} | "
-                            f"{sum(r['answered'] for r in results) / n:.2f} | "
-                            f"{sum(r['tokens'] for r in results) / n:.1f} | "
-                            f"{sum(r['seconds'] for r in results) / n:.2f} |")
-                print(rows[-1], flush=True)
-                for res, ok in zip(results, verdicts, strict=True):
-                    res["correct"] = ok
-                dump[f"{category}/{mode}"] = results
-                if mode == "grammar" or "grammar" not in modes:
-                    recorded.update({r["id"]: r for r in results})
+    for category in categories:
+        for mode in modes:
+            results = dump[f"{category}/{mode}"]
+            rows.append(row(category, mode, results))
+            if mode == "grammar" or "grammar" not in modes:
+                recorded.update({r["id"]: r for r in results})
     print("\n| category | mode | items | accuracy | called | valid | answered | tokens/item | s/item |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    if args.out:
+    if args.out and not args.replay:
         args.out.write_text(json.dumps(dump, indent=1), encoding="utf-8")
     every = [i for c in categories for i in items[c]]
     direct, gateway = throughput(every, recorded, args.latency, args.requests, args.concurrency, args.rounds)
