@@ -95,7 +95,7 @@ def _error_classes() -> list[str]:
     import pkgutil
 
     import agentlab
-    from agentlab.core.errors import AgentlabError
+    from agentlab.core.errors import AgentlabError, MissingPackage
 
     for module in pkgutil.walk_packages(agentlab.__path__, "agentlab."):
         if module.name.endswith("__main__") or module.name.startswith(("agentlab.ui.pages", "agentlab.ui.app",
@@ -103,7 +103,7 @@ def _error_classes() -> list[str]:
             continue
         try:
             importlib.import_module(module.name)
-        except ImportError:
+        except (ImportError, MissingPackage):  # agentlab.integrations.* say which extra is missing
             continue
     found: list[str] = []
     queue = [AgentlabError]

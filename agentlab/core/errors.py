@@ -114,6 +114,8 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "opentelemetry": "trace",
     "streamlit": "ui",
     "lm_eval": "eval",
+    **dict.fromkeys(("langchain_core", "langgraph"), "langchain"),
+    "crewai": "crewai",
 }
 
 

@@ -26,6 +26,8 @@ class BenchSettings(StrictModel):
     route: str | None = Field(None, description="also send the requests through this route's strategy and "
                               "fallbacks, and report who answered")
     stream: bool = Field(True, description="stream answers (needed to measure the time to first token)")
+    tools: bool = Field(True, description="probe tool calling: one request per working model offering one tool "
+                        "with tool_choice required; the report says whether it called it, validly, and how fast")
 
     @field_validator("concurrency", mode="before")
     @classmethod

@@ -80,6 +80,17 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
             f"| {_fmt(m['output_tokens_per_s'], 1, '')} |")
     if chart is not None:
         lines += ["", f"![latency]({chart.name})"]
+    probed = [m for m in models if m.get("tool_call")]
+    if probed:
+        lines += ["", "## Tool calling", "", "One request per working model offering one tool with "
+                  "`tool_choice: required`, sent once (no repair).", "",
+                  "| model | called a tool | valid call | latency | problem |", "|---|---|---|---|---|"]
+        for m in probed:
+            tc = m["tool_call"]
+            valid = "-" if tc["valid"] is None else ("yes" if tc["valid"] else "no")
+            problem = (tc["problem"] or tc["error_kind"] or "").replace("|", "\\|")
+            lines.append(f"| {m['name']} | {'yes' if tc['called'] else 'no'} | {valid} | {_fmt(tc['latency_s'])} "
+                         f"| {problem} |")
     level_rows = [(m["name"], lv) for m in models for lv in m.get("levels", [])]
     if level_rows:
         lines += ["", "## By concurrency", "",

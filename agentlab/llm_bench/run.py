@@ -2,11 +2,15 @@
 
 Per model: one probe request decides availability (and the error kind when it fails); then ``requests`` requests at
 each ``concurrency`` level, streamed when the model supports it so TTFT is real. With ``route`` set, requests go through
-the router instead, and the report says which model answered each one and the time lost to fallbacks.
+the router instead, and the report says which model answered each one and the time lost to fallbacks. With ``tools``
+(the default), each working model also gets one tool-calling probe (``probe_tools``): a request offering one tool
+with ``tool_choice: required``, sent once with no repair, and the report says whether it answered with a call,
+whether the call validated against the tool's schema and its latency.
 
 ``results.json`` is a contract for scripts:
 ``{"models": [{"name", "available", "error_kind", "requests", "ok", "ttft_s": {"p50","p90","p99"}, "latency_s": {...},
-"output_tokens_per_s", ...}], "route": [{"request", "model", "fallbacks", "latency_s", ...}]}``.
+"output_tokens_per_s", "tool_call": {"called", "valid", "problem", "latency_s", "error_kind"}, ...}], "route":
+[{"request", "model", "fallbacks", "latency_s", ...}]}``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentlab.core.errors import LLMError, UsageError
+from agentlab.core.errors import LLMError, MissingPackage, UsageError
 from agentlab.core.llm.router import Router
+from agentlab.core.llm.tools import call_problem
 from agentlab.core.llm.types import Completion, GenParams
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir
@@ -100,6 +105,35 @@ async def _level(make_call: Any, requests: int, concurrency: int, task: Progress
     return list(samples), time.perf_counter() - start
 
 
+# The tool-calling probe: a tool no model was trained on, a question only it answers, and a call that is required.
+PROBE_TOOL = {"type": "function", "function": {
+    "name": "get_parcel_status", "description": "The delivery status of a parcel, by its tracking number.",
+    "parameters": {"type": "object", "properties": {"tracking_number": {"type": "string"}},
+                   "required": ["tracking_number"], "additionalProperties": False}}}
+PROBE_MESSAGES = [{"role": "user", "content": "Where is my parcel? The tracking number is ZX-4471."}]
+
+
+async def probe_tools(router: Router, name: str, max_tokens: int) -> dict[str, Any]:
+    """One tool-calling request to model ``name`` (no repair, no fallback): ``called`` (it answered with at least one
+    call), ``valid`` (its calls validate against the tool's schema; None when jsonschema is missing), ``problem``
+    (why not), ``latency_s`` and ``error_kind`` (the request failed)."""
+    params = GenParams(max_tokens=max_tokens, tools=[PROBE_TOOL], tool_choice="required")
+    start = time.perf_counter()
+    try:
+        completion = await router.call_model(name, PROBE_MESSAGES, params)
+    except LLMError as exc:
+        return {"called": False, "valid": False, "problem": None, "latency_s": round(time.perf_counter() - start, 6),
+                "error_kind": exc.kind}
+    latency = round(time.perf_counter() - start, 6)
+    try:
+        problem = call_problem(completion, params)
+    except MissingPackage:  # jsonschema (the serve extra) validates calls
+        return {"called": bool(completion.tool_calls), "valid": None, "problem": "jsonschema is not installed",
+                "latency_s": latency, "error_kind": None}
+    return {"called": bool(completion.tool_calls), "valid": problem is None, "problem": problem,
+            "latency_s": latency, "error_kind": None}
+
+
 async def bench_model(router: Router, name: str, settings: BenchSettings, stream: bool, task: ProgressTask) -> dict:
     """Probe one model, then load it at each concurrency level."""
     messages = [{"role": "user", "content": settings.prompt}]
@@ -112,6 +146,9 @@ async def bench_model(router: Router, name: str, settings: BenchSettings, stream
         entry.update(_summarise([]))
         entry["levels"] = []
         return entry
+
+    if settings.tools:
+        entry["tool_call"] = await probe_tools(router, name, settings.max_tokens)
 
     async def call(_: int) -> Sample:
         return await _timed(router.call_model(name, messages, params, stream=stream))

@@ -50,7 +50,8 @@ def test_repo_llm_yaml_against_loopback_reports_dead_model(srv: ScriptedServer, 
     assert "![latency](latency.png)" in report and "connection" in report
     assert json.loads((out / "run.json").read_text())["status"] == "completed"
     calls = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    assert sum(1 for c in calls if c["kind"] == "llm_call" and c["model"] == "local-gguf") == 7  # probe + 6
+    # the availability probe, the tool-calling probe, 6 requests
+    assert sum(1 for c in calls if c["kind"] == "llm_call" and c["model"] == "local-gguf") == 8
 
 
 def test_route_reports_who_answered_and_fallbacks(srv: ScriptedServer, in_tmp: Path,
@@ -101,3 +102,31 @@ def test_missing_key_is_auth_error_without_leaking(srv: ScriptedServer, in_tmp: 
     for path in out.iterdir():
         if path.suffix in (".json", ".jsonl", ".md", ".yaml"):
             assert "sk-do-not-leak-123" not in path.read_text(), path.name
+
+
+def test_tool_calling_probe_per_model(srv: ScriptedServer, in_tmp: Path) -> None:
+    call = {"name": "get_parcel_status", "arguments": {"tracking_number": "ZX-4471"}}
+    # each model's first request is the availability probe, its second the tool-calling probe
+    srv.script("caller", [Reply(text="ok"), Reply(text="", tool_calls=[call], delay_s=0.02)])
+    srv.script("bad-caller", [Reply(text="ok"), Reply(text="", tool_calls=[{**call, "arguments": {"number": 7}}])])
+    srv.script("talker", [Reply(text="ok"), Reply(text="It is on its way.")])
+    for name in ("caller", "bad-caller", "talker"):
+        srv.default(name, Reply(text="one two three"))
+    config = in_tmp / "llm.yaml"
+    config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
+                      "models:\n  caller: {provider: loop, model: caller}\n"
+                      "  bad-caller: {provider: loop, model: bad-caller}\n  talker: {provider: loop, model: talker}\n"
+                      "retries: 0\n")
+    out = in_tmp / "r"
+    assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1", "--out", str(out)]) == 0
+    probes = {m["name"]: m["tool_call"] for m in json.loads((out / "results.json").read_text())["models"]}
+    assert probes["caller"]["called"] and probes["caller"]["valid"] and probes["caller"]["problem"] is None
+    assert probes["caller"]["latency_s"] >= 0.02
+    assert probes["bad-caller"]["called"] and probes["bad-caller"]["valid"] is False
+    assert "'tracking_number' is a required property" in probes["bad-caller"]["problem"]
+    assert not probes["talker"]["called"] and probes["talker"]["valid"] is False
+    assert "a tool call is required" in probes["talker"]["problem"]
+    sent = [r for r in srv.requests if r["model"] == "caller" and r.get("tools")]
+    assert len(sent) == 1 and sent[0]["tool_choice"] == "required"
+    report = (out / "report.md").read_text()
+    assert "## Tool calling" in report and "| caller | yes | yes |" in report and "| talker | no | no |" in report

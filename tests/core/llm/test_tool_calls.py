@@ -276,6 +276,21 @@ def test_llama_cpp_grammar_makes_even_a_random_model_call_validly(tiny_model: di
     assert again.completion.tool_calls and all(c.name == "set_mode" for c in again.completion.tool_calls)
 
 
+def test_llama_cpp_tool_grammar_false_leaves_the_random_model_free(tiny_model: dict[str, Any]) -> None:
+    # the same random model, the grammar off (model param tool_grammar: false, the BFCL benchmark's baseline): it
+    # writes no call, the repair does not help, and the route fails with invalid_tool_call
+    cfg = LLMConfig.model_validate({
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096}},
+        "models": {"tiny": {"provider": "local", "model": str(tiny_model["gguf"]),
+                            "params": {"max_tokens": 24, "temperature": 0, "tool_grammar": False}}},
+        "routes": {"default": {"primary": ["tiny"]}}, "retries": 0, "timeout_s": 120})
+    with Router.from_config(cfg) as router:
+        with pytest.raises(AllModelsFailed) as failed:
+            router.generate_sync(ASK, params=GenParams(tools=[BOUNDED], tool_choice="required"))
+        stats = router.stats()["tiny"]
+    assert failed.value.kind == "invalid_tool_call" and stats["invalid_tool_calls"] == 2
+
+
 def test_hf_reads_calls_from_the_text() -> None:
     # (The tiny hf model's 512-token context cannot hold SmolLM2's tool prompt, so this checks the parsing alone.)
     from agentlab.core.llm.providers.hf import _tool_calls

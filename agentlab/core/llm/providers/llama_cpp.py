@@ -20,7 +20,8 @@ always parses and validates. ``required`` and a named tool ask for at least one 
 (SmolLM2's "no tool fits"), and free text once the last message is a tool result (the answer built from the
 results). A chat template that handles tools itself (it mentions ``tools``) is given them; any other template gets
 SmolLM2's system prompt listing the tools as JSON, and every template gets earlier calls and tool results as text
-(``tools.render_tool_messages``).
+(``tools.render_tool_messages``). A model param ``tool_grammar: false`` turns the grammar off (the same prompt, the
+calls read from free text: the BFCL benchmark's baseline).
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ class LlamaCppProvider:
             kwargs["top_p"] = params.top_p
         kwargs.update({k: params.extra[k] for k in EXTRA_SAMPLING if k in params.extra})
         calls = calls_schema(params)
-        if calls is not None:
+        if calls is not None and params.extra.get("tool_grammar", True) is not False:
             # auto: SmolLM2's format answers "no tool fits" with an empty list, so a fresh question gets the list
             # (the small model, offered free text, writes prose about functions instead of calling one); free text
             # is allowed once tool results came back, for the answer built from them.

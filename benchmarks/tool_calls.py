@@ -1,0 +1,346 @@
+"""BFCL tool calling through agentlab's router on the built-in SmolLM2, with and without the grammar, and the same
+answers through `agentlab serve`.
+
+Data and scoring come from the Berkeley Function Calling Leaderboard's own package, ``bfcl-eval``, which is never a
+project dependency: install it in a venv of its own (``python3 -m venv /work/bfcl-venv && /work/bfcl-venv/bin/pip
+install --no-deps bfcl-eval``: the checker needs nothing beyond the standard library once its model table, which
+imports every API client, is replaced by a one-entry table; see ``CHECKER``). This script reads the non-live
+categories ``simple_python``, ``multiple``, ``parallel`` and ``irrelevance`` from that install (``--bfcl-python``
+finds it) and calls ``bfcl_eval.eval_checker.ast_eval.ast_checker`` in a subprocess with that venv's python.
+``irrelevance`` is scored as BFCL scores it: correct when the model makes no call.
+
+Per category and mode (``grammar``: the llama_cpp provider's GBNF grammar built from the tools; ``free``: the same
+prompt, model param ``tool_grammar: false``, calls read from free text) it prints accuracy, the share of items
+answered with at least one call (``called``), the share of items whose first reply validated against the tools'
+schemas (``valid``), the share answered with a valid reply after the router's one repair (``answered``), completion
+tokens and seconds per item. Every item is asked with ``tool_choice: auto`` (BFCL does not tell the model whether to
+call; ``parallel_tool_calls: false`` in the single-call categories ``simple_python`` and ``multiple``), temperature
+0, at most ``--max-tokens``, through ``Router.generate``: the router validates and repairs as it does for any
+caller. Items: a seeded sample of ``--per-category`` per category (``--per-category 0``: all). BFCL's function names
+may contain dots, which OpenAI's tool names may not: they are sent with ``_`` for ``.`` and the checker is told so
+(``underscore_to_dot``, as BFCL does for OpenAI's models).
+
+Then throughput: the grammar run's answers are replayed by a loopback upstream (``agentlab.testing.server``, one
+model per item answering its recorded calls after ``--latency`` seconds) and the same requests, with their tools,
+are sent by a router over HTTP straight to it (direct) and through ``python -m agentlab serve`` (a process of its
+own) in front of it, ``--concurrency`` at a time; rounds alternate and the best of each counts. The last line
+is ``ratio: X`` = gateway throughput / direct throughput (target >= 0.95).
+
+    python benchmarks/tool_calls.py --per-category 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import AllModelsFailed
+from agentlab.core.llm import GenParams, LLMConfig, Router
+from agentlab.testing.server import spawn_server_process
+
+CATEGORIES = ("simple_python", "multiple", "parallel", "irrelevance")
+MODES = ("free", "grammar")
+TYPES = {"dict": "object", "float": "number", "tuple": "array"}
+
+# Runs under bfcl-eval's venv: reads [{"category", "function", "output", "answer"}] on stdin, prints one verdict per
+# item. bfcl-eval's model table (constants.model_config) imports every API client; the checker only asks it whether
+# a model's tool names had "." replaced by "_", so a one-entry table stands in for it.
+CHECKER = r"""
+import json, sys, types
+table = types.ModuleType("bfcl_eval.constants.model_config")
+table.MODEL_CONFIG_MAPPING = {"agentlab": types.SimpleNamespace(underscore_to_dot=True)}
+sys.modules["bfcl_eval.constants.model_config"] = table
+from bfcl_eval.constants.enums import Language
+from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker
+out = []
+for item in json.load(sys.stdin):
+    try:
+        r = ast_checker(item["function"], item["output"], item["answer"], Language.PYTHON, item["category"], "agentlab")
+        out.append({"valid": bool(r["valid"]), "error": (r.get("error") or [""])[0][:200]})
+    except Exception as exc:
+        out.append({"valid": False, "error": f"checker: {exc!r}"[:200]})
+json.dump(out, sys.stdout)
+"""
+
+
+def bfcl_data(python: str) -> Path:
+    """The ``bfcl_eval/data`` folder of the install ``python`` imports."""
+    code = "import bfcl_eval, os; print(os.path.join(os.path.dirname(bfcl_eval.__file__), 'data'))"
+    try:
+        found = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"--bfcl-python {python}: cannot import bfcl_eval ({exc}); install it: python3 -m venv "
+                 "/work/bfcl-venv && /work/bfcl-venv/bin/pip install --no-deps bfcl-eval")
+    return Path(found.stdout.strip())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_items(data: Path, category: str, n: int, seed: int) -> list[dict[str, Any]]:
+    items = read_jsonl(data / f"BFCL_v4_{category}.json")
+    answers_path = data / "possible_answer" / f"BFCL_v4_{category}.json"
+    answers = {a["id"]: a["ground_truth"] for a in read_jsonl(answers_path)} if answers_path.is_file() else {}
+    for item in items:
+        item["answer"] = answers.get(item["id"], [])
+        item["category"] = category
+    if n and n < len(items):
+        items = sorted(random.Random(f"{seed}:{category}").sample(items, n), key=lambda i: int(i["id"].split("_")[-1]))
+    return items
+
+
+def json_schema(node: Any) -> Any:
+    """BFCL's parameter schema (Gorilla types: dict, float, tuple, any) as JSON schema."""
+    if isinstance(node, list):
+        return [json_schema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: json_schema(v) for k, v in node.items() if k not in ("optional",)}
+    kind = node.get("type")
+    if kind == "any":
+        out.pop("type")
+    elif isinstance(kind, str):
+        out["type"] = TYPES.get(kind, kind)
+    return out
+
+
+def tools_of(item: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": {"name": f["name"].replace(".", "_"),
+                                              "description": f.get("description", ""),
+                                              "parameters": json_schema(f["parameters"])}}
+            for f in item["function"]]
+
+
+def request_params(item: dict[str, Any]) -> GenParams:
+    """``tool_choice: auto``; one call at most in BFCL's single-call categories (``parallel_tool_calls: false``, as a
+    client that wants one call says): under the grammar, greedy SmolLM2 otherwise repeats its call until max_tokens."""
+    single = item["category"] in ("simple_python", "multiple")
+    return GenParams(tools=tools_of(item), tool_choice="auto", parallel_tool_calls=False if single else None)
+
+
+def local_config(max_tokens: int) -> LLMConfig:
+    params = {"temperature": 0, "max_tokens": max_tokens}
+    return LLMConfig.model_validate({
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096, "seed": 0}},
+        "models": {"grammar": {"provider": "local", "model": "smollm2-135m", "params": params},
+                   "free": {"provider": "local", "model": "smollm2-135m", "params": {**params, "tool_grammar": False}}},
+        "routes": {mode: {"primary": [mode]} for mode in MODES}, "retries": 0, "timeout_s": 300})
+
+
+def ask(router: Router, mode: str, item: dict[str, Any], invalid: list[str]) -> dict[str, Any]:
+    """One item through the router; returns its calls, text, validity, tokens and seconds."""
+    before = router.stats()[mode]["tokens_out"]
+    invalid.clear()
+    start = time.perf_counter()
+    calls: list[dict[str, Any]] = []
+    text = ""
+    answered = True
+    try:
+        rc = router.generate_sync(item["question"][0], route=mode, params=request_params(item))
+        calls = [{"name": c.name, "arguments": c.args} for c in rc.completion.tool_calls]
+        text = rc.completion.text
+    except AllModelsFailed:
+        answered = False
+    return {"id": item["id"], "calls": calls, "text": text, "answered": answered, "valid_first": not invalid,
+            "tokens": router.stats()[mode]["tokens_out"] - before, "seconds": time.perf_counter() - start}
+
+
+def check(python: str, items: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[bool]:
+    """BFCL's verdict per item: its AST checker, or no call at all for irrelevance."""
+    verdicts: list[bool | None] = []
+    batch = []
+    for item, res in zip(items, results, strict=True):
+        if item["category"] == "irrelevance":
+            verdicts.append(not res["calls"])
+            continue
+        verdicts.append(None)
+        batch.append({"category": item["category"], "function": item["function"], "answer": item["answer"],
+                      "output": [{c["name"]: c["arguments"]} for c in res["calls"]]})
+    if batch:
+        done = subprocess.run([python, "-c", CHECKER], input=json.dumps(batch), capture_output=True, text=True,
+                              check=True, timeout=600)
+        checked = iter(v["valid"] for v in json.loads(done.stdout))
+        verdicts = [next(checked) if v is None else v for v in verdicts]
+    return [bool(v) for v in verdicts]
+
+
+# --------------------------------------------------------------------------- the gateway on replayed answers
+
+
+def replay_config(recorded: dict[str, dict[str, Any]], latency: float) -> dict[str, Any]:
+    defaults = {}
+    for item_id, res in recorded.items():
+        reply: dict[str, Any] = {"delay_s": latency, "text": res["text"] or "No function fits the question."}
+        if res["calls"]:
+            reply = {**reply, "text": res["text"], "tool_calls": res["calls"]}
+        defaults[item_id] = reply
+    return {"defaults": defaults}
+
+
+def http_llm(base_url: str, ids: list[str]) -> dict[str, Any]:
+    """One model and one route per item (a route the config does not name would be every model in turn)."""
+    return {"providers": {"up": {"kind": "openai", "base_url": base_url, "api_key_env": "BENCH_UPSTREAM_KEY"}},
+            "models": {i: {"provider": "up", "model": i} for i in ids},
+            "routes": {i: {"primary": [i]} for i in ids}, "retries": 0, "timeout_s": 30}
+
+
+async def drive(base_url: str, items: list[dict[str, Any]], expected: dict[str, list[dict[str, Any]]], requests: int,
+                concurrency: int) -> float:
+    """``requests`` routed calls (items in turn, with their tools) at ``concurrency``, each checked against its
+    recorded calls; returns requests per second."""
+    router = Router.from_config(LLMConfig.model_validate(http_llm(base_url, [i["id"] for i in items])))
+    counter = iter(range(requests))
+
+    async def worker() -> None:
+        for n in counter:
+            item = items[n % len(items)]
+            rc = await router.generate(item["question"][0], route=item["id"],
+                                       params=request_params(item))
+            got = [{"name": c.name, "arguments": c.args} for c in rc.completion.tool_calls]
+            if got != expected[item["id"]]:
+                raise RuntimeError(f"{item['id']}: the replayed answer came back as {got}")
+
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return requests / (time.perf_counter() - start)
+    finally:
+        await router.aclose()
+
+
+def start_gateway(llm: dict[str, Any], folder: Path) -> tuple[subprocess.Popen[str], str]:
+    """``python -m agentlab serve`` over ``llm`` in a process of its own (as a user runs it: it must not share this
+    client's interpreter); returns the process and its base URL."""
+    (folder / "llm.yaml").write_text(json.dumps(llm), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "serve", "--llm", str(folder / "llm.yaml"), "--port",
+                             "0", "--out", str(folder / "run")], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        if "serving on " in line:
+            return proc, line.split("serving on ", 1)[1].split()[0]
+    proc.kill()
+    raise RuntimeError("agentlab serve did not start")
+
+
+def throughput(items: list[dict[str, Any]], recorded: dict[str, dict[str, Any]], latency: float, requests: int,
+               concurrency: int, rounds: int) -> tuple[float, float]:
+    os.environ.setdefault("BENCH_UPSTREAM_KEY", "sk-bench")
+    expected = {i: r["calls"] for i, r in recorded.items()}
+    proc, upstream = spawn_server_process(replay_config(recorded, latency))
+    with tempfile.TemporaryDirectory(prefix="bench-tool-calls-") as tmp:
+        gateway, base_url = start_gateway(http_llm(upstream, list(recorded)), Path(tmp))
+        try:
+            asyncio.run(drive(upstream, items, expected, concurrency, concurrency))  # warm both paths up
+            asyncio.run(drive(base_url, items, expected, concurrency, concurrency))
+            direct, through = [], []
+            for _ in range(rounds):
+                direct.append(asyncio.run(drive(upstream, items, expected, requests, concurrency)))
+                through.append(asyncio.run(drive(base_url, items, expected, requests, concurrency)))
+            return max(direct), max(through)
+        finally:
+            gateway.send_signal(signal.SIGINT)
+            try:
+                gateway.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                gateway.wait()
+            proc.kill()
+            proc.wait()
+
+
+def row(category: str, mode: str, results: list[dict[str, Any]]) -> str:
+    n = len(results)
+    return (f"| {category} | {mode} | {n} | {sum(r['correct'] for r in results) / n:.2f} | "
+            f"{sum(bool(r['calls']) for r in results) / n:.2f} | {sum(r['valid_first'] for r in results) / n:.2f} | "
+            f"{sum(r['answered'] for r in results) / n:.2f} | {sum(r['tokens'] for r in results) / n:.1f} | "
+            f"{sum(r['seconds'] for r in results) / n:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bfcl-python", default="/work/bfcl-venv/bin/python", help="a python that imports bfcl_eval")
+    ap.add_argument("--per-category", type=int, default=20, help="seeded sample per category (0: all items)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--categories", default=",".join(CATEGORIES))
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--latency", type=float, default=0.25, help="the replaying upstream's latency, seconds")
+    ap.add_argument("--requests", type=int, default=200, help="requests per throughput round")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None, help="write every item's answer and verdict here (JSON)")
+    ap.add_argument("--replay", type=Path, default=None, help="an --out file of an earlier run with the same items: "
+                    "print its table and measure the gateway on its answers, without running the model")
+    args = ap.parse_args()
+
+    data = bfcl_data(args.bfcl_python)
+    categories = [c for c in args.categories.split(",") if c]
+    modes = [m for m in args.modes.split(",") if m]
+    items = {c: load_items(data, c, args.per_category, args.seed) for c in categories}
+    print(f"BFCL v4 ({data}), seed {args.seed}, {args.per_category or 'all'} per category; SmolLM2-135M Q4_1 "
+          f"through agentlab's router, temperature 0, tool_choice auto")
+    rows: list[str] = []
+    dump: dict[str, Any] = json.loads(args.replay.read_text(encoding="utf-8")) if args.replay else {}
+    if not args.replay:
+        with Router(local_config(args.max_tokens), on_event=None) as router:
+            invalid: list[str] = []
+            router.on_event = (lambda kind, **f: invalid.append(f.get("error", ""))
+                               if kind == "invalid_tool_call" else None)
+            for category in categories:
+                for mode in modes:
+                    results = [ask(router, mode, item, invalid) for item in items[category]]
+                    verdicts = check(args.bfcl_python, items[category], results)
+                    for res, ok in zip(results, verdicts, strict=True):
+                        res["correct"] = ok
+                    dump[f"{category}/{mode}"] = results
+                    print(row(category, mode, results), flush=True)
+    recorded: dict[str, dict[str, Any]] = {}
+    for category in categories:
+        for mode in modes:
+            results = dump[f"{category}/{mode}"]
+            rows.append(row(category, mode, results))
+            if mode == "grammar" or "grammar" not in modes:
+                recorded.update({r["id"]: r for r in results})
+    print("\n| category | mode | items | accuracy | called | valid | answered | tokens/item | s/item |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    if args.out and not args.replay:
+        args.out.write_text(json.dumps(dump, indent=1), encoding="utf-8")
+    every = [i for c in categories for i in items[c]]
+    direct, gateway = throughput(every, recorded, args.latency, args.requests, args.concurrency, args.rounds)
+    print(f"\nreplayed through the gateway ({len(every)} items, {args.requests} requests a round, concurrency "
+          f"{args.concurrency}, upstream latency {args.latency * 1000:.0f} ms, best of {args.rounds}): direct "
+          f"{direct:.1f} req/s, gateway {gateway:.1f} req/s")
+    print(f"ratio: {gateway / direct:.3f}")
+
+
+if __name__ == "__main__":
+    main()
