@@ -44,7 +44,8 @@ from agentlab.nas.informer import InformerSpec, build_informer, count_parameters
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS = ("config_used.yaml", "metrics.json", "history.json", "learning_curve.png", "best_model.safetensors")
+ARTIFACTS = ("config_used.yaml", "metrics.json", "history.json", "learning_curve.png", "best_model.safetensors",
+             "scaler.json")
 EVAL_BATCH = 256  # evaluation needs no gradients, so larger batches amortise the per-call overhead
 _CACHE_SIZE = 8  # a search over data.seq_len keeps one prepared dataset per lookback
 
@@ -375,7 +376,7 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
     log.info("trial: val_mse %.4g test_mse %.4g test_mae %.4g, %d epochs (%s), %.1fs", result.val_mse,
              result.test_mse, result.test_mae, result.epochs, stop_reason, result.seconds)
     if trial_dir is not None:
-        save_trial(Path(trial_dir), config, result, best_state)
+        save_trial(Path(trial_dir), config, result, best_state, scaler=scaler_record(prepared))
     return result
 
 
@@ -439,9 +440,17 @@ def _write_config_and_history(trial_dir: Path, config: NASConfig, history: list[
     atomic_write_json(trial_dir / "history.json", history)
 
 
+def scaler_record(prepared: PreparedData) -> dict[str, Any]:
+    """scaler.json: the columns the model reads (in its channel order) and the train split's mean/std of each, so
+    `agentlab nas predict` undoes the standardisation the model was trained with."""
+    return {"columns": list(prepared.columns), "target": prepared.target, "features": prepared.features,
+            "mean": [float(v) for v in prepared.scaler.mean], "std": [float(v) for v in prepared.scaler.std]}
+
+
 def save_trial(trial_dir: Path, config: NASConfig, result: TrialResult,
-               best_state: dict[str, torch.Tensor] | None) -> None:
-    """Write the files in :data:`ARTIFACTS` to ``trial_dir`` (no checkpoint when no epoch finished)."""
+               best_state: dict[str, torch.Tensor] | None, scaler: dict[str, Any] | None = None) -> None:
+    """Write the files in :data:`ARTIFACTS` to ``trial_dir`` (no checkpoint when no epoch finished; scaler.json when
+    ``scaler`` is given)."""
     from safetensors.torch import save as save_safetensors
 
     from agentlab.nas.report import plot_learning_curve
@@ -453,3 +462,5 @@ def save_trial(trial_dir: Path, config: NASConfig, result: TrialResult,
     if best_state is not None and not result.diverged:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in best_state.items()}
         atomic_write_bytes(trial_dir / "best_model.safetensors", save_safetensors(tensors))
+    if scaler is not None:
+        atomic_write_json(trial_dir / "scaler.json", scaler)
