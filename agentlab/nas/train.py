@@ -366,6 +366,8 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     trainer = _Trainer(config, prepared, resolve_device_dtype(cfg.device, what="train.device")[0])
+    history: list[dict[str, float]]
+    best_state: dict[str, torch.Tensor] | None
     if trainer.naive:  # a naive forecast trains nothing: zero epochs, validated once
         history, best_val, best_state, stop_reason = [], trainer.evaluate(trainer.val)[0], trainer.state(), "naive"
     else:
