@@ -23,7 +23,7 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("nas", "nas", "agentlab.nas.config:NASConfig"),
+    Command("nas", "nas", "agentlab.nas.config:NASConfig", group=True),
     Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
     Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig", resumable=False),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True, resumable=False),

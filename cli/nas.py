@@ -1,4 +1,5 @@
-"""`agentlab nas`: LLM-planned architecture search for a forecaster (Informer and five modern families); resumable."""
+"""`agentlab nas`: LLM-planned architecture search for a forecaster (Informer and five modern families); resumable.
+`agentlab nas predict RUN --data CSV` forecasts with a finished search's model."""
 
 from __future__ import annotations
 
@@ -21,12 +22,23 @@ from .common import (
     StorageOpt,
     VerboseOpt,
     console,
+    print_json,
     safe_text,
 )
 from .runner import flags, run_command
 
+app = typer.Typer(help="Architecture search for a forecaster, planned by an LLM, TPE or random search.\n\n"
+                  "A planner proposes changes to the model config (the family: Informer, linear, SparseTSF, "
+                  "CycleNet, PatchTST or iTransformer, its settings, the lookback), each trial trains and is judged "
+                  "by rules (an LLM only inside the noise band), state is saved after every trial. Runs offline on "
+                  "built-in synthetic data by default.\n\n"
+                  "`agentlab nas [OPTIONS]` runs the search; `agentlab nas predict RUN --data CSV` forecasts with "
+                  "its final model.", invoke_without_command=True, no_args_is_help=False)
 
+
+@app.callback(invoke_without_command=True)
 def nas(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     llm: LLMOpt = None,
@@ -60,7 +72,10 @@ def nas(
 
     A planner proposes changes to the model config (the family: Informer, linear, SparseTSF, CycleNet, PatchTST or
     iTransformer, its settings, the lookback), each trial trains and is judged by rules (an LLM only inside the
-    noise band), state is saved after every trial. Runs offline on built-in synthetic data by default."""
+    noise band), state is saved after every trial. Runs offline on built-in synthetic data by default.
+    `agentlab nas predict RUN --data CSV` forecasts with the search's final model."""
+    if ctx.invoked_subcommand is not None:
+        return
     from agentlab.nas import NASConfig
     from agentlab.nas import run as nas_run
     from agentlab.nas.run import dry_run as nas_dry_run
@@ -100,3 +115,38 @@ def _print_summary(results: dict[str, Any], path: Path) -> None:
     for line in summary_lines(results):
         console.print(safe_text(line))
     console.print(f"stopped: {safe_text(results['stop_reason'])}; report: {safe_text(path / 'report.md')}")
+
+
+@app.command("predict")
+def predict(
+    run: Annotated[Path, typer.Argument(help="A finished `agentlab nas` run folder (also one copied from another "
+                                        "machine).", show_default=False)],
+    data: Annotated[Path, typer.Option("--data", help="CSV with the run's columns (date + the same numeric "
+                                       "columns); the forecast starts after its last row.", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", help="Forecast CSV to write (the plot goes beside it as "
+                                             ".png). Default: RUN/forecast.csv.", show_default=False)] = None,
+    backtest: Annotated[bool, typer.Option("--backtest", help="Also forecast every test window of the CSV and "
+                                           "report MSE/MAE (standardised and original units) beside the run's "
+                                           "recorded test MSE.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Forecast the next pred_len steps after the last row of a CSV with a finished search's final model (the best
+    trial's checkpoint), in the CSV's original units: a CSV (date + one column per forecast channel) and a plot."""
+    from agentlab.nas.predict import backtest as run_backtest
+    from agentlab.nas.predict import backtest_lines, forecast, load_final_model, write_forecast
+
+    final = load_final_model(run)
+    result = forecast(final, data)
+    target = out if out is not None else final.run / "forecast.csv"
+    plot = write_forecast(result, target)
+    bt = run_backtest(final, data) if backtest else None
+    if json_:
+        print_json({"run_id": final.run_id, "forecast": str(target), "plot": str(plot), "steps": len(result["dates"]),
+                    "columns": list(result["columns"]), "backtest": bt})
+        return
+    first, last = (str(result["dates"][i].astype("datetime64[s]")).replace("T", " ") for i in (0, -1))
+    console.print(f"forecast of {final.run_id}: {len(result['dates'])} steps ({first} .. {last}), "
+                  f"{len(result['columns'])} column(s) -> {safe_text(target)}; plot: {safe_text(plot)}")
+    if bt is not None:
+        for line in backtest_lines(bt):
+            console.print(safe_text(line))

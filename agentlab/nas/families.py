@@ -12,6 +12,9 @@ models that lead the fair ETT tables, each written from its paper in plain torch
   from the input and added back to the forecast; the rest is forecast by a linear map or a two-layer MLP.
 - ``patchtst``: PatchTST (Nie et al., ICLR 2023): each channel cut into patches (``patch_len``, ``stride``), a
   Transformer encoder over the patches (batch norm, as the paper), a flatten head.
+- ``naive_last`` and ``naive_seasonal``: the naive forecasts as models, so validation can pick them where nothing
+  beats them (a random walk): repeat the last value; repeat the last ``period`` steps (seasonal naive, the period
+  detected from the timestamps unless ``model.period`` sets it). No weights: they train nothing (zero epochs).
 - ``itransformer``: iTransformer (Liu et al., ICLR 2024): every variate (and time feature) is one token embedded
   from its whole window; a Transformer encoder mixes the variates; a linear head forecasts each.
 
@@ -34,7 +37,8 @@ from torch import nn
 
 from agentlab.nas.informer import RevIN, SpecError, moving_average
 
-FAMILIES = ("informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer")
+FAMILIES = ("informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "naive_last", "naive_seasonal")
+NAIVE_FAMILIES = ("naive_last", "naive_seasonal")  # no weights, nothing to train
 LINEAR_VARIANTS = ("linear", "nlinear", "dlinear")
 BACKBONES = ("linear", "mlp")
 
@@ -85,6 +89,9 @@ class FamilySpec:
             raise SpecError(f"cycle_backbone must be one of {BACKBONES}, got {self.cycle_backbone!r}")
         if self.family == "sparsetsf" and self.seq_len < self.period:
             raise SpecError(f"sparsetsf needs seq_len >= period ({self.seq_len} < {self.period}): use a longer "
+                            "data.seq_len or a shorter model.period")
+        if self.family == "naive_seasonal" and self.seq_len < self.period:
+            raise SpecError(f"naive_seasonal needs seq_len >= period ({self.seq_len} < {self.period}): use a longer "
                             "data.seq_len or a shorter model.period")
         if self.family == "patchtst" and self.seq_len < self.patch_len:
             raise SpecError(f"patchtst needs seq_len >= patch_len ({self.seq_len} < {self.patch_len})")
@@ -149,6 +156,20 @@ class SparseTSFCore(nn.Module):
         z = (self.conv(z) + z).reshape(b * c, self.n_in, self.period).transpose(1, 2)  # [B*C, period, n_in]
         y = self.linear(z).transpose(1, 2).reshape(b, c, -1)[..., : self.pred_len]  # [B, C, H]
         return y.transpose(1, 2) + mean
+
+
+class NaiveCore(nn.Module):
+    """The naive forecasts, [B, L, C] -> [B, H, C], no weights: the last value repeated (``period`` 1), or the last
+    ``period`` steps repeated (seasonal naive)."""
+
+    def __init__(self, pred_len: int, period: int = 1):
+        super().__init__()
+        self.pred_len, self.period = pred_len, period
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cycle = x[:, -self.period :]
+        reps = math.ceil(self.pred_len / self.period)
+        return cycle.repeat(1, reps, 1)[:, : self.pred_len]
 
 
 class CycleNetCore(nn.Module):
@@ -272,10 +293,13 @@ class Forecaster(nn.Module):
         super().__init__()
         spec.validate()
         self.spec = spec
-        self.revin = RevIN(spec.enc_in) if spec.revin else None
+        naive = spec.family in NAIVE_FAMILIES
+        self.revin = RevIN(spec.enc_in) if spec.revin and not naive else None  # a naive forecast needs no scaling
         s = spec
-        if s.family == "linear":
-            self.core: nn.Module = LinearCore(s.seq_len, s.pred_len, s.enc_in, s.linear_variant, s.individual,
+        if naive:
+            self.core: nn.Module = NaiveCore(s.pred_len, s.period if s.family == "naive_seasonal" else 1)
+        elif s.family == "linear":
+            self.core = LinearCore(s.seq_len, s.pred_len, s.enc_in, s.linear_variant, s.individual,
                                               s.moving_avg)
         elif s.family == "sparsetsf":
             self.core = SparseTSFCore(s.seq_len, s.pred_len, s.period)

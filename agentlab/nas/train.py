@@ -39,12 +39,13 @@ from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_wri
 from agentlab.nas.config import DataConfig, NASConfig
 from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import PreparedData, SeriesData, WindowDataset, prepare, resolve_target, synthetic_series
-from agentlab.nas.families import FamilySpec, build_forecaster
+from agentlab.nas.families import NAIVE_FAMILIES, FamilySpec, build_forecaster
 from agentlab.nas.informer import InformerSpec, build_informer, count_parameters
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS = ("config_used.yaml", "metrics.json", "history.json", "learning_curve.png", "best_model.safetensors")
+ARTIFACTS = ("config_used.yaml", "metrics.json", "history.json", "learning_curve.png", "best_model.safetensors",
+             "scaler.json")
 EVAL_BATCH = 256  # evaluation needs no gradients, so larger batches amortise the per-call overhead
 _CACHE_SIZE = 8  # a search over data.seq_len keeps one prepared dataset per lookback
 
@@ -157,7 +158,8 @@ def describe_model(config: NASConfig, prepared: PreparedData) -> tuple[dict[str,
               "sparsetsf": {"period": fam.period}, "cyclenet": {"period": fam.period, "backbone": fam.cycle_backbone},
               "patchtst": {"d_model": fam.d_model, "n_heads": fam.n_heads, "e_layers": fam.e_layers,
                            "patch_len": fam.patch_len, "stride": fam.stride},
-              "itransformer": {"d_model": fam.d_model, "n_heads": fam.n_heads, "e_layers": fam.e_layers}}
+              "itransformer": {"d_model": fam.d_model, "n_heads": fam.n_heads, "e_layers": fam.e_layers},
+              "naive_last": {}, "naive_seasonal": {"period": fam.period}}
     info = {"family": fam.family, "seq_len": d.seq_len, "revin": fam.revin, **details[fam.family]}
     return info, f"{fam.family}, " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "family")
 
@@ -188,7 +190,7 @@ class TrialResult:
     epochs: int
     history: list[dict[str, float]] = field(default_factory=list)
     diverged: bool = False
-    stop_reason: str = "epochs"  # epochs | early_stopping | should_stop | diverged
+    stop_reason: str = "epochs"  # epochs | early_stopping | should_stop | diverged | naive (nothing trained)
     device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
@@ -267,8 +269,10 @@ class _Trainer:
         self.label_len, self.pred_len, self.f_dim = config.data.label_len, config.data.pred_len, prepared.f_dim
         self.informer = config.model.family == "informer"
         self.model = build_model(config, prepared).to(device)
-        self.optimizer = build_optimizer(self.model, self.cfg.optimizer, self.cfg.learning_rate,
-                                         self.cfg.weight_decay, self.cfg.momentum)
+        self.naive = config.model.family in NAIVE_FAMILIES  # no weights: nothing to optimise
+        self.optimizer = None if self.naive else build_optimizer(self.model, self.cfg.optimizer,
+                                                                 self.cfg.learning_rate, self.cfg.weight_decay,
+                                                                 self.cfg.momentum)
         self.loss = build_loss(self.cfg.loss, self.cfg.huber_delta)  # training only: evaluation is always MSE
         offsets = prepared.borders[0] or [0, 0, 0]
         self.train, self.val, self.test = (_Windows(ds, device, max(offset, 0)) for ds, offset in
@@ -303,6 +307,7 @@ class _Trainer:
         """Mean training loss of one epoch (inf when it diverged) and whether ``should_stop`` cut it short."""
         self.model.train()
         total, count = 0.0, 0
+        assert self.optimizer is not None
         for starts in self.train_batches():
             self.optimizer.zero_grad(set_to_none=True)
             pred, true = self.forward(self.train.take(starts), starts + self.train.offset)
@@ -334,6 +339,7 @@ class _Trainer:
         return (se / max(count, 1)).item(), (ae / max(count, 1)).item()
 
     def set_lr(self, lr: float) -> None:
+        assert self.optimizer is not None
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -360,8 +366,13 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     trainer = _Trainer(config, prepared, resolve_device_dtype(cfg.device, what="train.device")[0])
-    history, best_val, best_state, stop_reason = _fit(trainer, config, trial_dir, report, on_epoch,
-                                                      should_stop or (lambda: False))
+    history: list[dict[str, float]]
+    best_state: dict[str, torch.Tensor] | None
+    if trainer.naive:  # a naive forecast trains nothing: zero epochs, validated once
+        history, best_val, best_state, stop_reason = [], trainer.evaluate(trainer.val)[0], trainer.state(), "naive"
+    else:
+        history, best_val, best_state, stop_reason = _fit(trainer, config, trial_dir, report, on_epoch,
+                                                          should_stop or (lambda: False))
     diverged = stop_reason == "diverged"
     if diverged or best_state is None:
         test_mse = test_mae = best_val = math.inf
@@ -375,7 +386,7 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
     log.info("trial: val_mse %.4g test_mse %.4g test_mae %.4g, %d epochs (%s), %.1fs", result.val_mse,
              result.test_mse, result.test_mae, result.epochs, stop_reason, result.seconds)
     if trial_dir is not None:
-        save_trial(Path(trial_dir), config, result, best_state)
+        save_trial(Path(trial_dir), config, result, best_state, scaler=scaler_record(prepared))
     return result
 
 
@@ -439,9 +450,17 @@ def _write_config_and_history(trial_dir: Path, config: NASConfig, history: list[
     atomic_write_json(trial_dir / "history.json", history)
 
 
+def scaler_record(prepared: PreparedData) -> dict[str, Any]:
+    """scaler.json: the columns the model reads (in its channel order) and the train split's mean/std of each, so
+    `agentlab nas predict` undoes the standardisation the model was trained with."""
+    return {"columns": list(prepared.columns), "target": prepared.target, "features": prepared.features,
+            "mean": [float(v) for v in prepared.scaler.mean], "std": [float(v) for v in prepared.scaler.std]}
+
+
 def save_trial(trial_dir: Path, config: NASConfig, result: TrialResult,
-               best_state: dict[str, torch.Tensor] | None) -> None:
-    """Write the files in :data:`ARTIFACTS` to ``trial_dir`` (no checkpoint when no epoch finished)."""
+               best_state: dict[str, torch.Tensor] | None, scaler: dict[str, Any] | None = None) -> None:
+    """Write the files in :data:`ARTIFACTS` to ``trial_dir`` (no checkpoint when no epoch finished; scaler.json when
+    ``scaler`` is given)."""
     from safetensors.torch import save as save_safetensors
 
     from agentlab.nas.report import plot_learning_curve
@@ -453,3 +472,5 @@ def save_trial(trial_dir: Path, config: NASConfig, result: TrialResult,
     if best_state is not None and not result.diverged:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in best_state.items()}
         atomic_write_bytes(trial_dir / "best_model.safetensors", save_safetensors(tensors))
+    if scaler is not None:
+        atomic_write_json(trial_dir / "scaler.json", scaler)

@@ -1,0 +1,275 @@
+"""`agentlab nas predict`: forecast with a finished search's final model (today: the best trial's checkpoint).
+
+The run folder is read through paths relative to it (``results.json`` names the best trial, ``trials/<id>/`` holds
+its ``config_used.yaml``, ``best_model.safetensors`` and ``scaler.json``), so a folder copied from another machine
+works. The given CSV is read and split as the run's config says (``data.split``, lookback, horizon); the forecast
+covers the ``pred_len`` steps after its last row, in the original units: the standardisation is undone with the
+mean/std the model was trained with (``scaler.json``; for runs older than that file, the scaler refitted on the CSV's
+train split, as the run did). ``backtest`` forecasts every test window of the CSV as the trial's test did and reports
+MSE/MAE on the standardised data (equal to the run's recorded test MSE on the run's own CSV) and in original units.
+
+This module imports torch inside functions only; it is imported by the CLI lazily anyway.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from agentlab.core.errors import InputError
+from agentlab.core.files import read_json, read_text
+from agentlab.core.runs import atomic_write_bytes, atomic_write_text
+from agentlab.nas.config import NASConfig
+from agentlab.nas.csvfile import load_csv
+from agentlab.nas.data import DataError, PreparedData, Scaler, SeriesData, prepare, time_features
+
+HISTORY_SHOWN = 4  # the plot shows this many horizons of history before the forecast
+
+
+@dataclass
+class FinalModel:
+    """What a finished run's final model needs: its config, trial folder and stored scaler (None: an older run)."""
+
+    run: Path
+    trial: Path
+    run_id: str
+    config: NASConfig
+    recorded: dict[str, Any]  # results.json's "best": val/test MSE, family, ...
+    scaler: dict[str, Any] | None
+
+
+def load_final_model(run: str | Path) -> FinalModel:
+    """The best trial of the finished nas run folder ``run``; :class:`InputError` (exit 2) with one line otherwise."""
+    run = Path(run)
+    if not run.exists():
+        raise InputError(f"{run}: no such run folder", hint="pass a folder `agentlab nas` wrote (see runs/)")
+    if not run.is_dir():
+        raise InputError(f"{run}: not a folder", hint="pass the run folder `agentlab nas` wrote, not a file in it")
+    meta = run / "run.json"
+    info = read_json(meta, what="run.json") if meta.is_file() else None
+    if not isinstance(info, dict) or info.get("command") != "nas":
+        raise InputError(f"{run}: not a nas run folder (no run.json with command nas)",
+                         hint="pass a folder `agentlab nas` wrote")
+    results_path = run / "results.json"
+    results = read_json(results_path, what="results.json") if results_path.is_file() else None
+    best = results.get("best") if isinstance(results, dict) else None
+    if not isinstance(best, dict) or not isinstance(best.get("run_id"), str):
+        raise InputError(f"{run}: the search has not finished (no best trial in results.json; status "
+                         f"{info.get('status', '?')})", hint=f"finish it first: agentlab nas --resume {run}")
+    run_id = best["run_id"]
+    trial = run / "trials" / run_id
+    checkpoint = trial / "best_model.safetensors"
+    if not checkpoint.is_file() or not (trial / "config_used.yaml").is_file():
+        raise InputError(f"{trial}: the best trial has no checkpoint (best_model.safetensors, config_used.yaml)",
+                         hint="copy the whole run folder, trials/ included")
+    try:
+        config = NASConfig.model_validate(yaml.safe_load(read_text(trial / "config_used.yaml", what="config")))
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InputError(f"{trial / 'config_used.yaml'}: not a valid nas config ({str(exc).splitlines()[0]})",
+                         hint="the run folder is damaged; rerun the search") from None
+    scaler_path = trial / "scaler.json"
+    scaler = read_json(scaler_path, what="scaler.json") if scaler_path.is_file() else None
+    return FinalModel(run, trial, run_id, config, best, scaler if isinstance(scaler, dict) else None)
+
+
+def _read_series(final: FinalModel, data: str | Path) -> SeriesData:
+    """The CSV read as the run read its data, refused (one line) when its columns are not the run's."""
+    path = Path(data)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder, not a CSV file", hint="pass the CSV to forecast from")
+    d = final.config.data
+    series = load_csv(path, features="M", target=d.target, freq=d.freq)
+    if final.scaler is not None:
+        wanted = final.scaler["columns"]
+        ok = final.scaler["target"] in series.columns if d.features == "S" else sorted(series.columns) == sorted(wanted)
+        if not ok:
+            raise InputError(f"{path}: columns {_names(series.columns)} are not the run's ({_names(wanted)})",
+                             hint="forecast from a CSV with the columns the model was trained on")
+        if final.scaler["target"] != series.target:
+            series = SeriesData(series.dates, series.values, series.columns, final.scaler["target"], series.name,
+                                series.freq, series.source)
+    return series
+
+
+def _names(columns: list[str], limit: int = 12) -> str:
+    return ", ".join(columns[:limit]) + (f", ... ({len(columns)} in all)" if len(columns) > limit else "")
+
+
+def _prepared(final: FinalModel, series: SeriesData) -> PreparedData:
+    d = final.config.data
+    return prepare(series, d.features, d.seq_len, d.label_len, d.pred_len, d.split)
+
+
+def _model(final: FinalModel, prepared: PreparedData) -> Any:
+    """The trial's model with its checkpoint loaded, wrapped in train's ``_Trainer`` (the same forward as the
+    trial's test), on the CPU unless the config asks for a device."""
+    import torch
+    from safetensors.torch import load_file
+
+    from agentlab.core.models.device import resolve_device_dtype
+    from agentlab.nas.train import _Trainer
+
+    device = resolve_device_dtype(final.config.train.device, what="train.device")[0]
+    trainer = _Trainer(final.config, prepared, device)
+    state = load_file(str(final.trial / "best_model.safetensors"))
+    try:
+        trainer.model.load_state_dict(state)
+    except RuntimeError:
+        raise InputError(f"the CSV gives {prepared.enc_in} channels; the model in {final.trial} was trained on "
+                         "a different number", hint="forecast from a CSV with the run's columns") from None
+    trainer.model.eval()
+    return trainer, torch
+
+
+def _scaler(final: FinalModel, prepared: PreparedData | None) -> Scaler:
+    """The scaler the model was trained with: scaler.json, else the refit on the CSV's train split."""
+    if final.scaler is None:
+        assert prepared is not None
+        return prepared.scaler
+    return Scaler(np.asarray(final.scaler["mean"], dtype=np.float32), np.asarray(final.scaler["std"],
+                                                                                  dtype=np.float32))
+
+
+def _step(dates: np.ndarray) -> np.timedelta64:
+    diffs = np.diff(dates.astype("datetime64[s]").astype(np.int64))
+    return np.timedelta64(int(np.median(diffs)) if len(diffs) else 3600, "s")
+
+
+def forecast(final: FinalModel, data: str | Path) -> dict[str, Any]:
+    """The next ``pred_len`` steps after the last row of ``data``: dates, columns, values [pred_len, C] in original
+    units, and the history tail for the plot."""
+    series = _read_series(final, data)
+    d = final.config.data
+    selected = series.select(d.features)
+    if len(selected.values) < d.seq_len:
+        raise InputError(f"{series.where}: {len(selected.values)} rows, fewer than the model's lookback "
+                         f"({d.seq_len})", hint=f"give at least {d.seq_len} rows of history")
+    try:
+        prepared: PreparedData | None = _prepared(final, series)
+    except DataError:  # too short for the run's split: the stored scaler and the lookback suffice
+        if final.scaler is None:
+            raise
+        prepared = None
+    scaler = _scaler(final, prepared)
+    n = len(selected.values)
+    step = _step(selected.dates)
+    future = selected.dates[-1] + step * np.arange(1, d.pred_len + 1)
+    stamps = time_features(np.concatenate([selected.dates[n - d.seq_len:], future]), selected.freq)
+    scaled = scaler.transform(selected.values[n - d.seq_len:])
+    if prepared is None:  # build only the model: windows of the (short) CSV are not needed
+        prepared = _stub_prepared(final, selected, scaler)
+    trainer, torch = _model(final, prepared)
+    x = torch.from_numpy(scaled)[None]
+    y = torch.cat([x[:, d.seq_len - d.label_len:], torch.zeros(1, d.pred_len, x.shape[-1])], dim=1)
+    marks = torch.from_numpy(stamps.astype(np.float32))[None]
+    batch = (x, y, marks[:, : d.seq_len], marks[:, d.seq_len - d.label_len:])
+    with torch.inference_mode(), torch.random.fork_rng(devices=trainer.rng_devices):
+        torch.manual_seed(final.config.train.seed)
+        pred, _ = trainer.forward(tuple(t.to(trainer.device) for t in batch),
+                                  torch.tensor([n - d.seq_len], device=trainer.device))
+    values = scaler.inverse_transform(pred[0].cpu().numpy())
+    columns = selected.columns[-values.shape[1]:]
+    tail = min(n, HISTORY_SHOWN * d.pred_len + d.seq_len)
+    return {"dates": future, "columns": columns, "values": values, "history_dates": selected.dates[n - tail:],
+            "history": selected.values[n - tail:, -values.shape[1]:], "run_id": final.run_id,
+            "source": str(data)}
+
+
+def _stub_prepared(final: FinalModel, selected: SeriesData, scaler: Scaler) -> PreparedData:
+    """A PreparedData with one window of the last rows: enough to build the model when the CSV is shorter than the
+    run's split needs (forecasting needs only the lookback)."""
+    from agentlab.nas.data import WindowDataset, detect_freq, detect_period
+
+    d = final.config.data
+    rows = selected.values[-(d.seq_len + d.pred_len):] if len(selected.values) >= d.seq_len + d.pred_len else \
+        np.concatenate([selected.values, np.repeat(selected.values[-1:], d.pred_len, axis=0)])
+    stamps = np.zeros((len(rows), time_features(selected.dates[:1], selected.freq).shape[1]), dtype=np.float32)
+    ds = WindowDataset(scaler.transform(rows), stamps, d.seq_len, d.label_len, d.pred_len)
+    c = rows.shape[1]
+    return PreparedData(ds, ds, ds, scaler=scaler, enc_in=c, dec_in=c, c_out=c if d.features == "M" else 1,
+                        time_features=stamps.shape[1], features=d.features, columns=selected.columns,
+                        target=selected.target, split="ratio", period=detect_period(selected.dates),
+                        n_steps=len(selected.values), name=selected.name, freq=selected.freq,
+                        detected_freq=detect_freq(selected.dates), source=selected.source)
+
+
+def backtest(final: FinalModel, data: str | Path) -> dict[str, Any]:
+    """MSE/MAE over the CSV's test windows, standardised (as the trial's test) and in original units."""
+    series = _read_series(final, data)
+    prepared = _prepared(final, series)
+    trainer, torch = _model(final, prepared)
+    windows = trainer.test
+    scaler = prepared.scaler  # the test windows are standardised with the refit, as in the run
+    from agentlab.nas.train import EVAL_BATCH
+
+    se = ae = se_o = ae_o = 0.0
+    count = 0
+    with torch.inference_mode(), torch.random.fork_rng(devices=trainer.rng_devices):
+        torch.manual_seed(final.config.train.seed)
+        for starts in windows.chunks(max(EVAL_BATCH, final.config.train.batch_size)):
+            pred, true = trainer.forward(windows.take(starts), starts + windows.offset)
+            err = (pred - true).double()
+            se, ae, count = se + err.square().sum().item(), ae + err.abs().sum().item(), count + err.numel()
+            p, t = (scaler.inverse_transform(a.cpu().numpy()).astype(np.float64) for a in (pred, true))
+            se_o, ae_o = se_o + float(np.square(p - t).sum()), ae_o + float(np.abs(p - t).sum())
+    n = max(count, 1)
+    return {"run_id": final.run_id, "windows": windows.n, "mse": se / n, "mae": ae / n, "mse_original": se_o / n,
+            "mae_original": ae_o / n, "recorded_test_mse": final.recorded.get("test_mse"),
+            "recorded_test_mae": final.recorded.get("test_mae")}
+
+
+def write_forecast(result: dict[str, Any], out: Path) -> Path:
+    """The forecast as CSV (``date`` + one column per forecast channel) at ``out``, the plot beside it (.png);
+    both atomic. Returns the plot's path."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["date", *result["columns"]])
+    for date, row in zip(result["dates"], result["values"], strict=True):
+        writer.writerow([str(date.astype("datetime64[s]")).replace("T", " "), *(f"{v:.6g}" for v in row)])
+    atomic_write_text(out, buffer.getvalue())
+    plot = out.with_suffix(".png")
+    atomic_write_bytes(plot, plot_forecast(result))
+    return plot
+
+
+def plot_forecast(result: dict[str, Any]) -> bytes:
+    """History tail and forecast of each channel (at most 4 panels: the last channels, the target last), PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = list(range(len(result["columns"])))[-4:]
+    fig = Figure(figsize=(7, 2.2 * len(shown)), dpi=100)
+    FigureCanvasAgg(fig)
+    hist_x = result["history_dates"].astype("datetime64[s]").astype(object)
+    fut_x = result["dates"].astype("datetime64[s]").astype(object)
+    for i, c in enumerate(shown):
+        ax = fig.add_subplot(len(shown), 1, i + 1)
+        ax.plot(hist_x, result["history"][:, c], color="0.3", lw=1, label="history")
+        ax.plot(fut_x, result["values"][:, c], color="C1", lw=1.5, label=f"forecast ({result['run_id']})")
+        ax.set_ylabel(str(result["columns"][c]))
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def backtest_lines(bt: dict[str, Any]) -> list[str]:
+    """The console lines of a backtest."""
+    rec = bt["recorded_test_mse"]
+    same = "" if not isinstance(rec, (int, float)) or not math.isfinite(rec) else (
+        f"; the run recorded test MSE {rec:.4g}" + (" (same)" if math.isclose(bt["mse"], rec, rel_tol=1e-4)
+                                                     else " (differs: another CSV or split)"))
+    return [f"backtest {bt['run_id']}: {bt['windows']} test windows, MSE {bt['mse']:.4g}, MAE {bt['mae']:.4g} "
+            f"(standardised){same}",
+            f"in original units: MSE {bt['mse_original']:.4g}, MAE {bt['mae_original']:.4g}"]

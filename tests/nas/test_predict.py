@@ -1,0 +1,151 @@
+"""`agentlab nas predict`: forecasts in original units after a tiny finished search, a backtest that reproduces the
+run's recorded test MSE, a run folder copied elsewhere, and one error line (exit 2) for every bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agentlab.cli import main
+from agentlab.nas import run_nas_optimization
+from agentlab.nas.data import synthetic_series
+
+PRED_LEN = 12
+
+
+def write_csv(path: Path, n_steps: int = 400, columns: list[str] | None = None) -> np.ndarray:
+    """A synthetic hourly CSV far from standardised (values around 100 + 10 x the synthetic series); its values."""
+    series = synthetic_series(n_steps=n_steps, n_channels=3, seed=0)
+    values = series.values * 10 + 100
+    names = columns or series.columns
+    lines = ["date," + ",".join(names)]
+    lines += [str(d).replace("T", " ") + "," + ",".join(f"{x:.4f}" for x in row)
+              for d, row in zip(series.dates, values, strict=True)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return values
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
+    """A finished 2-trial search on a CSV: (run folder, CSV, its values)."""
+    root = tmp_path_factory.mktemp("predict")
+    data = root / "d.csv"
+    values = write_csv(data)
+    config = {"data": {"path": str(data), "seq_len": 24, "label_len": 12, "pred_len": PRED_LEN},
+              "model": {"d_model": 16, "n_heads": 2, "d_ff": 32},
+              "train": {"epochs": 2, "max_train_batches": 3},
+              "search": {"planner": "tpe", "space": {"train.learning_rate": {"low": 1e-4, "high": 1e-2,
+                                                                              "log": True}}}}
+    run_nas_optimization(max_iterations=2, config=config, out=root / "run")
+    return root / "run", data, values
+
+
+def read_forecast(path: Path) -> tuple[list[str], list[list[str]]]:
+    rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    return rows[0], rows[1:]
+
+
+def test_forecast_is_pred_len_rows_in_original_units(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    run, data, values = finished
+    out = in_tmp / "f.csv"
+    assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "forecast of run_" in captured.out + captured.err
+    header, rows = read_forecast(out)
+    assert header == ["date", "x0", "x1", "OT"]  # the target last, as the model reads the channels
+    assert len(rows) == PRED_LEN
+    assert rows[0][0] == "2020-01-17 16:00:00" and rows[-1][0] == "2020-01-18 03:00:00"  # after the last row, hourly
+    forecast = np.array([[float(v) for v in r[1:]] for r in rows])
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    assert np.all(np.abs(forecast.mean(axis=0) - mean) < 3 * std)  # the data's scale, not standardised values
+    assert np.all(np.abs(forecast.mean(axis=0)) > 10)
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_backtest_reproduces_the_recorded_test_mse(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    run, data, _ = finished
+    recorded = json.loads((run / "results.json").read_text())["best"]
+    assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(in_tmp / "f.csv"), "--backtest",
+                 "--json"]) == 0
+    bt = json.loads(capsys.readouterr().out)["backtest"]
+    assert bt["mse"] == pytest.approx(recorded["test_mse"], rel=1e-5)
+    assert bt["mae"] == pytest.approx(recorded["test_mae"], rel=1e-5)
+    assert bt["mse_original"] > 10 * bt["mse"]  # the data's std is ~10x the standardised one
+
+
+def test_a_copied_run_folder_and_an_older_run_without_scaler_json(finished: tuple[Path, Path, np.ndarray],
+                                                                  in_tmp: Path) -> None:
+    run, data, _ = finished
+    assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(in_tmp / "a.csv")]) == 0
+    copy = in_tmp / "elsewhere" / "run"
+    shutil.copytree(run, copy)
+    moved = in_tmp / "moved.csv"
+    shutil.copy(data, moved)
+    best = json.loads((copy / "results.json").read_text())["best"]["run_id"]
+    assert (copy / "trials" / best / "scaler.json").is_file()
+    (copy / "trials" / best / "scaler.json").unlink()  # as written before scaler.json existed: refit on train split
+    assert main(["nas", "predict", str(copy), "--data", str(moved), "--out", str(in_tmp / "b.csv")]) == 0
+    assert read_forecast(in_tmp / "a.csv") == read_forecast(in_tmp / "b.csv")
+
+
+def _one_error(code: int, output: str, needle: str) -> None:
+    assert code == 2, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], output
+
+
+@pytest.mark.parametrize("case", ["other-columns", "too-few-rows", "not-utf8", "directory", "missing"])
+def test_bad_data_is_one_error_line(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
+                                    capsys: pytest.CaptureFixture, case: str) -> None:
+    run, _, _ = finished
+    bad = in_tmp / "bad.csv"
+    needle = "bad.csv"
+    if case == "other-columns":
+        write_csv(bad, columns=["a", "b", "OT"])
+        needle = "not the run's"
+    elif case == "too-few-rows":
+        write_csv(bad, n_steps=10)
+        needle = "lookback"
+    elif case == "not-utf8":
+        bad.write_bytes(b"date,x0,x1,OT\n2020-01-01 00:00:00,\xff\xfe,1,2\n")
+    elif case == "directory":
+        bad.mkdir()
+    code = main(["nas", "predict", str(run), "--data", str(bad), "--out", str(in_tmp / "f.csv")])
+    captured = capsys.readouterr()
+    _one_error(code, captured.out + captured.err, needle)
+    assert not (in_tmp / "f.csv").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "a-file", "not-nas", "unfinished", "no-checkpoint"])
+def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
+                                          capsys: pytest.CaptureFixture, case: str) -> None:
+    run, data, _ = finished
+    folder = in_tmp / "run"
+    needle = "run"
+    if case == "a-file":
+        folder.write_text("x")
+        needle = "not a folder"
+    elif case == "not-nas":
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps({"command": "debate", "status": "completed"}))
+        needle = "not a nas run"
+    elif case in ("unfinished", "no-checkpoint"):
+        shutil.copytree(run, folder)
+        if case == "unfinished":
+            (folder / "results.json").unlink()
+            needle = "not finished"
+        else:
+            for checkpoint in folder.glob("trials/*/best_model.safetensors"):
+                checkpoint.unlink()
+            needle = "no checkpoint"
+    code = main(["nas", "predict", str(folder), "--data", str(data), "--out", str(in_tmp / "f.csv")])
+    captured = capsys.readouterr()
+    _one_error(code, captured.out + captured.err, needle)
