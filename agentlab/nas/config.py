@@ -43,7 +43,8 @@ class DataConfig(StrictModel):
         return self
 
 
-Family = Literal["informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer"]
+Family = Literal["informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "naive_last",
+                 "naive_seasonal"]
 
 
 class ModelConfig(StrictModel):
@@ -51,8 +52,9 @@ class ModelConfig(StrictModel):
         "informer", description="the forecaster: informer (encoder-decoder, ProbSparse attention); linear "
         "(RLinear/NLinear/DLinear: one map over time per channel); sparsetsf (a linear map over the down-sampled "
         "period phases); cyclenet (a learnable daily cycle plus a linear/MLP forecast); patchtst (a Transformer "
-        "over patches of each channel); itransformer (a Transformer over variates as tokens). All but informer are "
-        "decoder-free (no data.label_len)")
+        "over patches of each channel); itransformer (a Transformer over variates as tokens); naive_last (repeat the "
+        "last value) and naive_seasonal (repeat the last period): no weights, nothing trained, the baselines a "
+        "search must beat. All but informer are decoder-free (no data.label_len)")
     d_model: int = Field(32, ge=2, description="model width (even); informer, patchtst, itransformer; the hidden "
                          "width of cyclenet's mlp")
     n_heads: int = Field(4, ge=1, description="attention heads; must divide d_model")
