@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.compress.objective import Goal
+from agentlab.compress.scoring import front
+from agentlab.core.search.share import contribution_lines
 
 _PANELS = (("speedup", "perplexity"), ("speedup", "accuracy"), ("size", "perplexity"), ("size", "accuracy"))
 _UNITS = {"speedup": "x base decode tok/s", "size": "MB on disk", "perplexity": "eval text", "accuracy": "task"}
@@ -30,8 +32,6 @@ def fmt(value: Any) -> str:
 
 def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | None:
     """pareto.png, or None when matplotlib is missing or nothing finished."""
-    from agentlab.compress.scoring import front
-
     done = [r for r in records if r.get("state") == "done"]
     if not done:
         return None
@@ -122,8 +122,6 @@ def render_report(cfg: Any, goal: Goal, records: list[dict[str, Any]], results: 
               "experiments cost nothing in this run.", ""]
     block = results.get("llm_contribution")
     if block:
-        from agentlab.core.search.share import contribution_lines
-
         lines += [*contribution_lines(block, "hypervolume of the feasible experiments")[1:], ""]
     notes = [r for r in records if r.get("note")]
     if notes:

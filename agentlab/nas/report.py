@@ -9,6 +9,8 @@ from typing import Any
 
 from agentlab.core.runs import atomic_write_bytes
 from agentlab.core.search.records import TrialRecord
+from agentlab.core.search.share import contribution_lines
+from agentlab.nas.literature import render
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +212,6 @@ def render_report(cfg: Any, outcome: Any, results: dict[str, Any], run_path: Pat
               f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
     literature = results.get("literature")
     if literature is not None:
-        from agentlab.nas.literature import render
-
         lines += [*render(chosen, literature)[1:], ""]
     families = results.get("families") or {}
     if len(families) > 1:
@@ -259,8 +259,6 @@ def _one_line(text: str, limit: int = 300) -> str:
 def _llm_section(records: list[TrialRecord], block: dict[str, Any] | None) -> list[str]:
     """``## LLM contribution``: the block's counts in words, then each trial the LLM was asked about, with its
     choice and reasoning."""
-    from agentlab.core.search.share import contribution_lines
-
     lines = contribution_lines(block, "val MSE")
     if not lines:
         return []
