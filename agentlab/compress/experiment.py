@@ -18,9 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import agentlab.compress.prune as prune
+import agentlab.compress.recover as recover
 from agentlab.compress.config import Experiment, MeasureSettings
+from agentlab.compress.energy import track_energy
+from agentlab.compress.gguf import gguf_tensor_types, latency_gguf, open_gguf, perplexity_gguf, quantize_hf_to_gguf
+from agentlab.compress.measure import latency_hf, param_count, peak_rss, perplexity_hf, phase_eta
+from agentlab.compress.quantize import LOAD_TIME, quantize_model, reload_quantized
 from agentlab.core.debate.protocol import parse_reply
 from agentlab.core.debate.task import Question, is_correct
+from agentlab.core.harness import BASE
+from agentlab.core.harness.llamacpp import llama_lm
+from agentlab.core.harness.lm import wrap_model
+from agentlab.core.harness.score import score_lm
+from agentlab.core.models.convert import quiet_transformers
+from agentlab.core.models.device import seed_everything
+from agentlab.core.models.load import load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +102,6 @@ def answers_hf(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens
 def accuracy_gguf(path: str | Path, questions: list[Question], *, max_new_tokens: int = 16,
                   n_ctx: int = 512) -> float:
     """The same on llama.cpp (the GGUF's own chat template)."""
-    from agentlab.compress.gguf import open_gguf
-
     if not questions:
         return 0.0
     right = 0
@@ -106,9 +117,6 @@ def accuracy_gguf(path: str | Path, questions: list[Question], *, max_new_tokens
 def accuracy_harness(lm: Any, harness: dict[str, Any]) -> float:
     """The mean of each task's first metric on the first ``limit`` items of the lm-eval task, scored on ``lm`` (the
     backend the result runs on)."""
-    from agentlab.core.harness import BASE
-    from agentlab.core.harness.score import score_lm
-
     scored = score_lm(lm, [harness["task"]], include=harness["include"], limit=harness["limit"],
                       chat_template=harness["chat_template"])
     return scored.mean(BASE)
@@ -118,10 +126,6 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
                    tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
     """Apply ``exp`` (None: the base model as it is) and measure the result; ``work`` holds its files (removed after,
     except a GGUF, which is the result)."""
-    from agentlab.compress.energy import track_energy
-    from agentlab.core.models.device import seed_everything
-    from agentlab.core.models.load import load_causal_lm
-
     work.mkdir(parents=True, exist_ok=True)
     steps: dict[str, Any] = {}
     start = time.perf_counter()
@@ -135,8 +139,6 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
         if exp is not None and exp.recover is not None:
             tick(f"recovery ({exp.recover.method})")
             steps["recover"] = _recover(model, tokenizer, exp, inputs)
-        from agentlab.compress.measure import param_count
-
         # counted before quantization: quantized tensor types (torchao's) have no count_nonzero
         counts = {"params": param_count(model), "nonzero_params": param_count(model, nonzero=True)}
         quant = exp.quantize if exp is not None else None
@@ -145,8 +147,6 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
             metrics = _measure_gguf(model, tokenizer, quant.gguf_type, inputs, work, steps, tick)
         else:
             if quant is not None:
-                from agentlab.compress.quantize import LOAD_TIME, quantize_model, reload_quantized
-
                 tick(quant.method)
                 if quant.method in LOAD_TIME:
                     model, steps["quantize"] = reload_quantized(model, tokenizer, quant.method, work / "hf",
@@ -161,8 +161,6 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
 
 
 def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
-    import agentlab.compress.prune as prune
-
     p = exp.prune
     assert p is not None
     if p.method == "magnitude":
@@ -175,14 +173,10 @@ def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[
 
 
 def _recover(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
-    import agentlab.compress.recover as recover
-
     r = exp.recover
     assert r is not None
     if r.method == "lora":
         return recover.lora_recover(model, tokenizer, inputs.calib_text, steps=r.steps, lr=r.lr, seed=inputs.seed)
-    from agentlab.core.models.load import load_causal_lm
-
     teacher, _ = load_causal_lm(inputs.model, device=inputs.device, dtype=inputs.measure.dtype)
     try:
         return recover.distill(model, teacher, tokenizer, inputs.calib_text, steps=r.steps, lr=r.lr, seed=inputs.seed)
@@ -194,16 +188,12 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,
                 tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
     import torch
 
-    from agentlab.compress.measure import latency_hf, peak_rss, perplexity_hf, phase_eta
-
     m = inputs.measure
     with peak_rss() as memory:
         ppl = perplexity_hf(model, tokenizer, inputs.eval_text, context=m.context, stride=m.stride,
                             max_tokens=m.max_eval_tokens, batch=m.perplexity_batch,
                             on_step=phase_eta(tick, "perplexity"))
         if inputs.harness is not None:
-            from agentlab.core.harness.lm import wrap_model
-
             tick("accuracy (lm-eval)")
             accuracy = accuracy_harness(wrap_model(model, tokenizer, batch_size=m.accuracy_batch).lm, inputs.harness)
         else:
@@ -223,12 +213,7 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,
 
 def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: Path, steps: dict[str, Any],
                   tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
-    from agentlab.compress.gguf import gguf_tensor_types, latency_gguf, perplexity_gguf, quantize_hf_to_gguf
-    from agentlab.compress.measure import peak_rss
-
     m = inputs.measure
-    from agentlab.core.models.convert import quiet_transformers
-
     folder = work / "hf"
     with quiet_transformers(logs=False):  # no "Writing model shards" bar
         model.save_pretrained(folder)
@@ -244,8 +229,6 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
     with peak_rss() as memory:
         ppl = perplexity_gguf(path, inputs.eval_text, context=m.context, stride=m.stride, max_tokens=m.max_eval_tokens)
         if inputs.harness is not None:
-            from agentlab.core.harness.llamacpp import llama_lm
-
             accuracy = accuracy_harness(llama_lm(path), inputs.harness)
         else:
             accuracy = accuracy_gguf(path, inputs.questions)

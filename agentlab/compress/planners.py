@@ -27,11 +27,16 @@ from pydantic import Field
 
 from agentlab.compress.config import Experiment
 from agentlab.compress.objective import Goal
+from agentlab.compress.report import fmt
+from agentlab.compress.scoring import objective_values
 from agentlab.compress.space import Space, experiment_key, to_experiment, to_params
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.search import share as S
+from agentlab.core.search.pareto import hypervolume
 from agentlab.core.search.planners import ChoiceRequest, Chooser, ChooserPlanner, PlanContext, Proposal, params_key
+from agentlab.core.search.prompts import choice_messages, good_trials_summary
+from agentlab.core.search.study import finished_trial, make_sampler, scratch_study
 
 log = logging.getLogger(__name__)
 KEY_ATTR = "agentlab:experiment"  # trial user attribute: the experiment's key (``space.experiment_key``)
@@ -142,8 +147,6 @@ def _experiment(record: dict[str, Any]) -> Experiment | None:
 def record_trial(record: dict[str, Any], goal: Goal, space: Space, user_attrs: dict[str, Any] | None = None) -> Any:
     """A finished experiment as a finished trial: COMPLETE with the goal's objective values and the constraint
     violation, or FAIL when it failed."""
-    from agentlab.core.search.study import finished_trial
-
     exp = _experiment(record)
     assert exp is not None, "the base model is no point of the space"
     values = [record.get("derived", {}).get(o.metric) for o in goal.objectives]
@@ -156,8 +159,6 @@ def record_trial(record: dict[str, Any], goal: Goal, space: Space, user_attrs: d
 
 
 def _study(ctx: ExperimentDomain, kind: str) -> Any:
-    from agentlab.core.search.study import make_sampler, scratch_study
-
     dists = ctx.space.distributions()
     history = [t for t in ctx.trials if t.distributions == dists]  # a study shared with another space: skip those
     # A population fixed by the budget: one that grew with the records (as before issue 24) kept NSGA-II in its random
@@ -224,8 +225,6 @@ class LLMPlan(StrictModel):
 
 
 def llm_messages(ctx: ExperimentDomain) -> list[dict[str, str]]:
-    from agentlab.compress.report import fmt
-
     base = ctx.records[0].get("metrics", {}) if ctx.records else {}
     lines = [f"- {r['label']}: " + ", ".join(f"{k} {fmt(v)}" for k, v in r.get("derived", {}).items()
                                              if k in ("speedup", "accuracy", "perplexity", "size", "compression"))
@@ -245,8 +244,6 @@ def llm_messages(ctx: ExperimentDomain) -> list[dict[str, str]]:
 
 
 def _points(goal: Goal, records: list[dict[str, Any]]) -> list[list[float | None]]:
-    from agentlab.compress.scoring import objective_values
-
     return [objective_values(goal, r.get("derived") or {}) for r in records]
 
 
@@ -256,8 +253,6 @@ def _usable(record: dict[str, Any]) -> bool:
 
 def _hypervolume(goal: Goal, points: list[list[float | None]], reference: list[float]) -> float:
     """The hypervolume of ``points`` against ``reference`` (one objective: how far the best lies beyond it)."""
-    from agentlab.core.search.pareto import hypervolume
-
     directions = [o.direction for o in goal.objectives]
     rows = [p for p in points if all(v is not None and math.isfinite(v) for v in p)]
     if len(directions) == 1:
@@ -332,9 +327,6 @@ def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget
                      limit: int = 10) -> list[dict[str, str]]:
     """The chooser prompt for compress: the goal in words, the base model, the experiments so far (least
     dominated first, ``limit`` at most), what the good ones share, the candidates as experiments."""
-    from agentlab.compress.report import fmt
-    from agentlab.core.search.prompts import choice_messages, good_trials_summary
-
     base = ctx.records[0].get("metrics", {}) if ctx.records else {}
     done = [r for r in ctx.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
     ranks = _dominated_by(ctx.goal, done)

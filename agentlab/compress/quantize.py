@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import ConfigError, missing_package
+from agentlab.core.models.convert import quiet_transformers
+from agentlab.core.models.device import quiet_imports
+from agentlab.core.models.load import load_causal_lm
 
 log = logging.getLogger(__name__)
 METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "bnb_8bit")
@@ -40,8 +43,6 @@ def quantize_model(model: Any, method: str) -> dict[str, Any]:
     if method in LOAD_TIME:
         raise ConfigError(f"{method} is applied when the model loads (bitsandbytes on CUDA)",
                           hint="use reload_quantized(model, tokenizer, method, folder, device) instead")
-    from agentlab.core.models.device import quiet_imports
-
     quiet_imports()
     import torch
 
@@ -73,9 +74,6 @@ def reload_quantized(model: Any, tokenizer: Any, method: str, folder: Path, devi
     """``model`` (pruned / recovered in memory) saved to ``folder`` and loaded again with bitsandbytes ``method``;
     returns the quantized model and what was done. The folder is removed afterwards."""
     import shutil
-
-    from agentlab.core.models.convert import quiet_transformers
-    from agentlab.core.models.load import load_causal_lm
 
     kwargs = load_kwargs(method, device)  # refuses a CPU before anything is written
     with quiet_transformers(logs=False):

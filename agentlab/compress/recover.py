@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.compress.prune import decoder_linears, sparsity_of, token_chunks
 from agentlab.core.errors import InputError
+from agentlab.core.models.device import quiet_imports, quiet_library_warnings, seed_everything
 from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.train.model import lora_config
 
 if TYPE_CHECKING:
     import torch
@@ -60,9 +62,6 @@ def lora_recover(model: Any, tokenizer: Any, text: str, *, steps: int = 50, seq_
     of the update's squared norm that fell there and was dropped (about the sparsity for an update that ignores
     the mask); ``loss_before`` / ``loss_after`` are measured on the same fixed chunks of ``text`` with the final,
     merged and masked, weights."""
-    from agentlab.core.models.device import quiet_imports, quiet_library_warnings, seed_everything
-    from agentlab.core.train.model import lora_config
-
     quiet_imports()  # peft imports bitsandbytes and torchao
     from peft import get_peft_model
 

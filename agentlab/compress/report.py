@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.compress.objective import Goal
+from agentlab.compress.scoring import front
 from agentlab.core.runs import save_figure
+from agentlab.core.search.share import contribution_lines
 
 if TYPE_CHECKING:
     from agentlab.compress.config import CompressConfig
@@ -34,8 +36,6 @@ def fmt(value: Any) -> str:
 
 def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | None:
     """pareto.png, or None when matplotlib is missing or nothing finished."""
-    from agentlab.compress.scoring import front
-
     done = [r for r in records if r.get("state") == "done"]
     if not done:
         return None
@@ -126,8 +126,6 @@ def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]]
               "experiments cost nothing in this run.", ""]
     block = results.get("llm_contribution")
     if block:
-        from agentlab.core.search.share import contribution_lines
-
         lines += [*contribution_lines(block, "hypervolume of the feasible experiments")[1:], ""]
     notes = [r for r in records if r.get("note")]
     if notes:

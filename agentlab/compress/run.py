@@ -22,19 +22,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.compress.config import CompressConfig, Experiment
-from agentlab.compress.experiment import Inputs
+from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
+from agentlab.compress.experiment import Inputs, run_experiment
+from agentlab.compress.measure import default_eval_text, read_text_file
 from agentlab.compress.objective import Goal
 from agentlab.compress.planners import SAMPLERS, ExperimentDomain, NoProposal, contribution, record_trial
+from agentlab.compress.report import fmt, render_report, write_plot
+from agentlab.compress.scoring import check, choose_best, derive, front
 from agentlab.compress.space import Space
+from agentlab.compress.tracking import log_experiments, log_results
+from agentlab.compress.workspace import Workspace
+from agentlab.core.config import Flag, load_config
+from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, UsageError, storage_error
+from agentlab.core.harness import load_tasks, task_manager
+from agentlab.core.llm.config import LLMConfig, load_llm_config
+from agentlab.core.models.device import resolve_device_dtype
+from agentlab.core.models.load import hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_json, durable_append, runs_root
+from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume_target, run_in_folder, runs_root
 from agentlab.core.search.planners import ChooserPlanner, Proposal
 from agentlab.core.search.session import PlannerSession, PlannerSpec, open_planner
+from agentlab.core.search.study import open_study
+from agentlab.core.tracking import check_tracking, open_tracker
 
 if TYPE_CHECKING:
-    from agentlab.core.llm.config import LLMConfig
     from agentlab.core.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -59,8 +71,6 @@ class Prepared:
 
 def default_texts() -> tuple[str, str]:
     """(evaluation, calibration): the two halves of the shipped text, cut at a paragraph break near the middle."""
-    from agentlab.compress.measure import default_eval_text
-
     text = default_eval_text()
     cut = text.find("\n\n", len(text) // 2)
     cut = cut if cut > 0 else len(text) // 2
@@ -68,8 +78,6 @@ def default_texts() -> tuple[str, str]:
 
 
 def load_texts(cfg: CompressConfig) -> tuple[str, str]:
-    from agentlab.compress.measure import read_text_file
-
     if cfg.eval_text and cfg.calib_text and Path(cfg.eval_text).resolve() == Path(cfg.calib_text).resolve():
         raise UsageError(f"eval_text and calib_text are the same file ({cfg.eval_text})",
                          hint="calibrate on a different text, or leave calib_text out to use the built-in one")
@@ -83,12 +91,7 @@ def load_texts(cfg: CompressConfig) -> tuple[str, str]:
 
 
 def load_questions(cfg: CompressConfig) -> list[Any]:
-    from agentlab.compress.config import HarnessTask
-    from agentlab.core.debate.task import as_questions, load_task, make_task
-
     if isinstance(cfg.task, HarnessTask):  # the task's data is checked now; lm-eval reads it when measuring
-        from agentlab.core.harness import load_tasks, task_manager
-
         load_tasks(task_manager(cfg.task.include_path, names=[cfg.task.harness]), [cfg.task.harness])
         return []
     if cfg.task is not None:
@@ -107,11 +110,6 @@ def _layers(model_path: Path) -> int:
 def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
-    from agentlab.core.llm.config import LLMConfig, load_llm_config
-    from agentlab.core.models.device import resolve_device_dtype
-    from agentlab.core.models.load import hf_model_folder
-    from agentlab.core.tracking import check_tracking
-
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
     questions = load_questions(cfg)
@@ -134,8 +132,6 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
 
 
 def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
-    from agentlab.compress.config import HarnessTask
-
     if not isinstance(cfg.task, HarnessTask):
         return None
     return {"task": cfg.task.harness, "include": [str(Path(p).resolve()) for p in cfg.task.include_path],
@@ -144,8 +140,6 @@ def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
 
 def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
     """The search's study in ``cfg.storage`` (default study.db in the run folder), one direction per objective."""
-    from agentlab.core.search.study import open_study
-
     return open_study(cfg.storage, run_path, name=cfg.study_name, directions=[o.direction for o in goal.objectives],
                       objectives=[o.metric for o in goal.objectives], what="storage")
 
@@ -185,8 +179,6 @@ def measure_context(inputs: Inputs) -> dict[str, Any]:
 def run(cfg: CompressConfig, run_dir: RunDir, *, prepared: Prepared | None = None, progress: Progress | None = None,
         announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the search in ``run_dir`` (new or resumed) and return results.json's content."""
-    from agentlab.core.tracking import open_tracker
-
     prepared = prepared or prepare(cfg)["prepared"]
     announce = announce or log.info
     with open_tracker(cfg.mlflow, "agentlab-compress", run_dir, params=cfg.model_dump(mode="json")) as tracker:
@@ -197,8 +189,6 @@ def run(cfg: CompressConfig, run_dir: RunDir, *, prepared: Prepared | None = Non
 class Search:
     def __init__(self, cfg: CompressConfig, run_dir: RunDir, prepared: Prepared, progress: Progress,
                  announce: Callable[[str], None], tracker: Tracker | NullTracker):
-        from agentlab.compress.workspace import Workspace
-
         self.cfg, self.run_dir, self.p, self.announce, self.tracker = cfg, run_dir, prepared, announce, tracker
         self.goal = prepared.goal
         self.workspace = Workspace(cfg.workspace or runs_root() / "compress" / "workspace")
@@ -210,8 +200,6 @@ class Search:
         self.study: Any = None
 
     def run(self) -> dict[str, Any]:
-        from agentlab.compress.tracking import log_experiments
-
         self.announce(f"goal: {self.goal.describe()}")
         if self.records:
             self.announce(f"resuming: {len(self.records)} finished experiment(s) in {STATE}, not run again")
@@ -280,8 +268,6 @@ class Search:
     def _obtain(self, exp: Experiment | None, *, planner: str, note: str = "",
                 extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The experiment's record: read back from the workspace, or run (None: the carbon budget stops it)."""
-        from agentlab.compress.experiment import run_experiment
-
         index, key = len(self.records), self._key(exp)
         label = exp.label() if exp is not None else "base model"
         stored = self.workspace.get(key)
@@ -324,9 +310,6 @@ class Search:
         return False
 
     def _add(self, record: dict[str, Any]) -> None:
-        from agentlab.compress.scoring import check, derive
-        from agentlab.compress.tracking import log_experiments
-
         base = (self.records[0] if self.records else record).get("metrics", {})
         if record.get("state") == "done":
             record["derived"] = derive(record["metrics"], base)
@@ -352,9 +335,6 @@ class Search:
     # ------------------------------------------------------------------ the end
 
     def _finish(self) -> dict[str, Any]:
-        from agentlab.compress.report import render_report, write_plot
-        from agentlab.compress.tracking import log_results
-
         results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
         planner = self.session.planner if self.session is not None else None
         if isinstance(planner, ChooserPlanner):
@@ -403,8 +383,6 @@ def energy_summary(records: list[dict[str, Any]], budget: float | None) -> dict[
 
 def best_summary(goal: Goal, records: list[dict[str, Any]]) -> dict[str, Any]:
     """best.json: the recommended experiment (feasible: true), else the closest one (feasible: false)."""
-    from agentlab.compress.scoring import choose_best
-
     done = [r for r in records[1:] if r.get("state") == "done"]
     best = choose_best(goal, done)
     base = records[0] if records else None
@@ -424,8 +402,6 @@ def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], stop_reason: str,
               workspace: str) -> dict[str, Any]:
-    from agentlab.compress.scoring import front
-
     done = [r for r in records if r.get("state") == "done"]
     on_front = front(goal, [r["derived"] for r in done])
     return {
@@ -446,8 +422,6 @@ def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], st
 
 def knowledge_note(goal: Goal, records: list[dict[str, Any]], results: dict[str, Any], run_name: str) -> str:
     """A short Markdown note for the workspace: the goal, the recommendation, what broke the constraints."""
-    from agentlab.compress.report import fmt
-
     rec = results["recommended"]
     lines = [f"### {run_name}: {goal.describe()}"]
     if rec.get("best"):
@@ -469,8 +443,6 @@ def knowledge_note(goal: Goal, records: list[dict[str, Any]], results: dict[str,
 
 def _load(model_name: str | None, objective: str | None, carbon_budget: float | None, config: Any,
           overrides: list[str] | None, **fields: Any) -> CompressConfig:
-    from agentlab.core.config import Flag, load_config
-
     sets: list[Any] = list(overrides or [])
     for key, value in {"model": model_name, "objective": objective, "carbon_budget": carbon_budget,
                        **fields}.items():
@@ -504,9 +476,6 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
     """Python API: run the search in a run folder (new, ``out``, or ``resume``) and return results.json's content.
     ``fields``: any other config field, e.g. ``max_iterations=3``, ``planner="random"``; ``chooser`` (with
     ``planner="llm"``): a scripted chooser in place of the planner model (``agentlab.testing.choosers``)."""
-    from agentlab.core.config import load_config
-    from agentlab.core.runs import resume_target, run_in_folder
-
     resume_dir = resume_target("compress", resume, out=out)
     if resume_dir is not None:
         cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from agentlab.compress.objective import Goal
+from agentlab.core.search.pareto import pareto_front
 
 
 def derive(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
@@ -56,8 +57,6 @@ def objective_values(goal: Goal, derived: dict[str, float | None]) -> list[float
 
 def front(goal: Goal, rows: list[dict[str, float | None]]) -> list[int]:
     """Indices of ``rows`` (derived metrics) on the Pareto front of the goal's objectives."""
-    from agentlab.core.search.pareto import pareto_front
-
     return pareto_front([objective_values(goal, r) for r in rows], [o.direction for o in goal.objectives])
 
 

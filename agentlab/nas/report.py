@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.runs import atomic_write_bytes, save_figure
 from agentlab.core.search.records import TrialRecord
+from agentlab.core.search.share import contribution_lines
+from agentlab.nas.literature import render
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -218,8 +220,6 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
               f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
     literature = results.get("literature")
     if literature is not None:
-        from agentlab.nas.literature import render
-
         lines += [*render(chosen, literature)[1:], ""]
     families = results.get("families") or {}
     if len(families) > 1:
@@ -267,8 +267,6 @@ def _one_line(text: str, limit: int = 300) -> str:
 def _llm_section(records: list[TrialRecord], block: dict[str, Any] | None) -> list[str]:
     """``## LLM contribution``: the block's counts in words, then each trial the LLM was asked about, with its
     choice and reasoning."""
-    from agentlab.core.search.share import contribution_lines
-
     lines = contribution_lines(block, "val MSE")
     if not lines:
         return []

@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agentlab.core.errors import AgentlabError
-from agentlab.core.llm.config import LLMConfig
+from agentlab.core.config import Flag, load_config
+from agentlab.core.errors import AgentlabError, ConfigError, UsageError, missing_package
+from agentlab.core.llm.config import LLMConfig, load_llm_config
+from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root
+from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.planners import Chooser, ChooserPlanner, trial_steps
 from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
@@ -26,7 +29,11 @@ from agentlab.core.search.session import PlannerSession, PlannerSpec, open_plann
 from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, open_study
+from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.config import NASConfig, apply_changes, get_dotted, space_meanings, space_values
+from agentlab.nas.literature import comparison, recognise
+from agentlab.nas.report import render_report
+from agentlab.nas.tracking import log_results, log_trials
 
 if TYPE_CHECKING:
     from agentlab.core.tracking import NullTracker, Tracker
@@ -55,7 +62,7 @@ class NASObjective:
             config = apply_changes(self.base, params)
         except ValidationError as exc:
             return [_pydantic_message(err) for err in exc.errors()]
-        from agentlab.nas.train import check_model, prepare_data
+        from agentlab.nas.train import check_model, prepare_data  # lazy: imports torch
 
         prepared = self.prepared
         if config.data != self.base.data:  # windows that do not fit the series: a bad plan, not a failed trial
@@ -67,7 +74,7 @@ class NASObjective:
         return [problem] if problem else []
 
     def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
-        from agentlab.nas.train import TrialPruned, prepare_data, train_trial
+        from agentlab.nas.train import TrialPruned, prepare_data, train_trial  # lazy: imports torch
 
         config = apply_changes(self.base, params)
         # A plan may change the data section (data.seq_len, data.pred_len, ...): the windows then come from this
@@ -139,11 +146,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     Returns ``run``'s keyword arguments ``llm`` and ``data``. ``scripted``: a scripted chooser stands in for the
     planner model (no model needed).
     """
-    from agentlab.core.errors import ConfigError, UsageError, missing_package
-    from agentlab.core.llm.config import load_llm_config
-    from agentlab.core.models.device import resolve_device_dtype
-    from agentlab.core.tracking import check_tracking
-    from agentlab.nas.train import check_model, prepare_data
+    from agentlab.nas.train import check_model, prepare_data  # lazy: imports torch
 
     try:
         import optuna  # noqa: F401  (the search's store: missing, it is one line before any run folder exists)
@@ -169,7 +172,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
 
 def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
     """What a run would do, without training or writing anything: data windows, base model, search space."""
-    from agentlab.nas.train import describe_model, prepare_data
+    from agentlab.nas.train import describe_model, prepare_data  # lazy: imports torch
 
     prepared = data if data is not None else prepare_data(cfg)
     model, line = describe_model(apply_changes(cfg, {}), prepared)
@@ -200,8 +203,6 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: 
     chooser in place of the planner model (``agentlab.testing.choosers``; the planner benchmark's placebo and
     surrogate).
     """
-    from agentlab.core.tracking import open_tracker
-
     with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
         return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce,
                        chooser=chooser)
@@ -210,10 +211,7 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: 
 def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, llm: LLMConfig | None, data: Any,
             progress: Progress | None, announce: Callable[[str], None] | None,
             chooser: Chooser | None = None) -> dict[str, Any]:
-    from agentlab.core.search.evaluator import HybridEvaluator
-    from agentlab.nas.report import render_report
-    from agentlab.nas.tracking import log_results, log_trials
-    from agentlab.nas.train import evaluate_baseline, prepare_data
+    from agentlab.nas.train import evaluate_baseline, prepare_data  # lazy: imports torch
 
     progress = progress or NullProgress()
     announce = announce or log.info
@@ -259,8 +257,6 @@ def _rel_gain(base: float | None, best: float | None) -> float | None:
 
 def literature_for(cfg: NASConfig, prepared: PreparedData) -> dict[str, Any] | None:
     """The published results for the data at hand (an ETT file recognised by name and shape), else None."""
-    from agentlab.nas.literature import comparison, recognise
-
     dataset = recognise(cfg.data.path, prepared.n_steps, len(prepared.columns))
     return comparison(dataset, cfg.data.pred_len, cfg.data.features, prepared.split)
 
@@ -335,8 +331,6 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
     """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json;
     ``mlflow="sqlite:///mlflow.db"`` logs it to MLflow as ``--mlflow`` does; ``chooser`` (with ``search.planner``
     llm) is a scripted chooser in place of the planner model."""
-    from agentlab.core.config import Flag, load_config
-
     sets: list[str | Flag] = [*(overrides or []), f"search.max_iterations={max_iterations}"]
     if mlflow is not None:
         sets.append(Flag("mlflow", "mlflow", mlflow))

@@ -40,7 +40,8 @@ from agentlab.nas.config import DataConfig, NASConfig
 from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import PreparedData, SeriesData, WindowDataset, prepare, resolve_target, synthetic_series
 from agentlab.nas.families import NAIVE_FAMILIES, FamilySpec, build_forecaster
-from agentlab.nas.informer import InformerSpec, build_informer, count_parameters
+from agentlab.nas.informer import InformerSpec, SpecError, build_informer, count_parameters
+from agentlab.nas.report import plot_learning_curve
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,6 @@ def describe_model(config: NASConfig, prepared: PreparedData) -> tuple[dict[str,
 
 def check_model(config: NASConfig, prepared: PreparedData) -> str | None:
     """Why ``config``'s model cannot be built on ``prepared`` (e.g. a lookback shorter than the period), else None."""
-    from agentlab.nas.informer import SpecError
-
     try:
         spec_from_config(config, prepared) if config.model.family == "informer" else family_spec(config, prepared)
     except SpecError as exc:
@@ -462,8 +461,6 @@ def save_trial(trial_dir: Path, config: NASConfig, result: TrialResult,
     """Write the files in :data:`ARTIFACTS` to ``trial_dir`` (no checkpoint when no epoch finished; scaler.json when
     ``scaler`` is given)."""
     from safetensors.torch import save as save_safetensors
-
-    from agentlab.nas.report import plot_learning_curve
 
     _write_config_and_history(trial_dir, config, result.history)
     metrics = {k: v for k, v in result.to_dict().items() if k != "history"}

@@ -33,6 +33,7 @@ from agentlab.core.search.prompts import (
 )
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.space import SearchSpace
+from agentlab.core.search.study import OPTUNA_PLANNERS
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -123,8 +124,6 @@ class OptunaPlanner:
     domain draws from."""
 
     def __init__(self, kind: str, kinds: tuple[str, ...] | None = None):
-        from agentlab.core.search.study import OPTUNA_PLANNERS
-
         if kind not in (kinds or OPTUNA_PLANNERS):
             raise ValueError(f"unknown optuna planner {kind!r}")
         self.name = kind

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.runs import atomic_write_json
+
 ARMS = ("classical", "llm")
 PRIOR_CAP = 20
 PRIOR_WEIGHT = 2.0
@@ -144,8 +146,6 @@ class PickMemory:
         return out
 
     def record(self, model: str, search: str, counts: dict[str, list[int]]) -> None:
-        from agentlab.core.runs import atomic_write_json
-
         data = self._read()
         if data["models"].get(model, {}).get(search) == counts:
             return
