@@ -308,13 +308,14 @@ class _Bars:
     ("last_round", 1, 1, [("round 0: independent answers", 0), ("debate rounds", 0), ("debate rounds", 1)]),
     ("last_round", 2, 2, [("round 0: independent answers", 0), ("debate rounds", 0), ("debate rounds", 1),
                           ("debate rounds", 2)]),
-    ("vote", 3, 1, [("round 0: independent answers", 0), ("round 0: independent answers", 1)]),
+    ("vote", None, 1, [("round 0: independent answers", 0), ("round 0: independent answers", 1)]),
 ])
-def test_progress_counts_debate_rounds_as_given(in_tmp: Path, rule: str, rounds: int, total: int,
+def test_progress_counts_debate_rounds_as_given(in_tmp: Path, rule: str, rounds: int | None, total: int,
                                                 seen: list[tuple[str, float]]) -> None:
     """--rounds 1 is one debate round on the bar (it said 2/2: round 0 counted as a round)."""
     provider = ScriptedProvider("s", [lambda model, messages, params: f"Answer: {model}"])
-    cfg = setup(in_tmp, topic="What is 1 plus 2?", rounds=rounds, rule=rule)
+    given = {} if rounds is None else {"rounds": rounds}  # the vote asks no round: an explicit --rounds is refused
+    cfg = setup(in_tmp, topic="What is 1 plus 2?", rule=rule, **given)
     bars = _Bars()
     run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}}, progress=bars)
     (bar,) = bars.bars
