@@ -210,7 +210,7 @@ def test_llm_bench_config_yaml_repeats_the_run(in_tmp: Path) -> None:
                  "a: b", "--out", "first"]) == 0
     saved = yaml.safe_load((in_tmp / "first" / "config.yaml").read_text())
     assert saved["bench"] == {"models": ["n"], "concurrency": [2], "requests": 3, "prompt": "a: b", "max_tokens": 64,
-                              "route": None, "stream": True}
+                              "route": None, "stream": True, "tools": True}
     assert main(["llm-bench", "-c", "first/config.yaml", "--out", "again"]) == 0
     again = json.loads((in_tmp / "again" / "results.json").read_text())
     assert [m["name"] for m in again["models"]] == ["n"] and again["models"][0]["requests"] == 3
