@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import queue
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import aiohttp
 
+from agentlab.testing.gateway import serve_process
 from agentlab.testing.server import spawn_server_process
 
 MESSAGES = [{"role": "user", "content": "Say ok."}]
@@ -82,30 +79,7 @@ def start_gateway(upstream: str, latencies: list[float], concurrency: int, folde
     llm = {"providers": {"up": {"kind": "openai", "base_url": upstream, "max_connections": concurrency}},
            "models": {model_name(lat): {"provider": "up", "model": model_name(lat)} for lat in latencies},
            "timeout_s": 60, "retries": 0}
-    (folder / "llm.yaml").write_text(json.dumps(llm))
-    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "serve", "--llm", str(folder / "llm.yaml"),
-                             "--port", "0", "--out", str(folder / "run")], cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if "serving on " in line:
-            return proc, line.split("serving on ", 1)[1].split()[0]
-    proc.kill()
-    raise RuntimeError("agentlab serve did not start")
+    return serve_process(llm, folder, timeout=60)
 
 
 def main() -> None:

@@ -30,18 +30,16 @@ import argparse
 import asyncio
 import json
 import os
-import queue
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from agentlab.testing.gateway import serve_process
 from agentlab.testing.server import spawn_server_process
 
 REPLY = "ok, here is a short answer of about a dozen words for the soak."
@@ -63,30 +61,7 @@ def start_gateway(urls: dict[str, str], folder: Path) -> tuple[subprocess.Popen[
                       "kill": {"primary": ["victim"], "fallback": ["fast_b"]},
                       "freeze": {"primary": ["icy"], "fallback": ["fast_b"]}},
            "timeout_s": TIMEOUT_S, "retries": 0}
-    (folder / "llm.yaml").write_text(json.dumps(llm))
-    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "serve", "--llm", str(folder / "llm.yaml"),
-                             "--host", "127.0.0.1", "--port", "0", "--out", str(folder / "run")], cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if "serving on " in line:
-            return proc, line.split("serving on ", 1)[1].split()[0]
-    proc.kill()
-    raise RuntimeError("agentlab serve did not start")
+    return serve_process(llm, folder, timeout=90, extra=("--host", "127.0.0.1"))
 
 
 def rss_mib(pid: int) -> float:

@@ -35,19 +35,18 @@ import argparse
 import asyncio
 import json
 import os
-import queue
 import random
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AllModelsFailed
 from agentlab.core.llm import GenParams, LLMConfig, Router
+from agentlab.testing.gateway import serve_process
 from agentlab.testing.server import spawn_server_process
 
 CATEGORIES = ("simple_python", "multiple", "parallel", "irrelevance")
@@ -224,30 +223,7 @@ async def drive(base_url: str, items: list[dict[str, Any]], expected: dict[str, 
 def start_gateway(llm: dict[str, Any], folder: Path) -> tuple[subprocess.Popen[str], str]:
     """``python -m agentlab serve`` over ``llm`` in a process of its own (as a user runs it: it must not share this
     client's interpreter); returns the process and its base URL."""
-    (folder / "llm.yaml").write_text(json.dumps(llm), encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "serve", "--llm", str(folder / "llm.yaml"), "--port",
-                             "0", "--out", str(folder / "run")], cwd=folder, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if "serving on " in line:
-            return proc, line.split("serving on ", 1)[1].split()[0]
-    proc.kill()
-    raise RuntimeError("agentlab serve did not start")
+    return serve_process(llm, folder, timeout=120)
 
 
 def throughput(items: list[dict[str, Any]], recorded: dict[str, dict[str, Any]], latency: float, requests: int,
