@@ -87,8 +87,8 @@ def old_path(inputs: Inputs, work: Path) -> tuple[dict[str, Any], dict[str, floa
     import torch
 
     from agentlab.compress.energy import track_energy
-    from agentlab.core.train.device import seed_everything
-    from agentlab.core.train.model import load_causal_lm
+    from agentlab.core.models.device import seed_everything
+    from agentlab.core.models.load import load_causal_lm
 
     m, phases = inputs.measure, {}
     with track_energy(country_iso_code=m.country):
@@ -136,7 +136,7 @@ def new_path(inputs: Inputs, work: Path) -> tuple[dict[str, Any], dict[str, floa
 
 def llamacpp_path(inputs: Inputs, threads: int) -> dict[str, Any]:
     from agentlab.compress.gguf import latency_gguf
-    from agentlab.core.llm.builtin import builtin_path
+    from agentlab.core.models.builtin import builtin_path
 
     path = builtin_path("smollm2-135m")
     m = inputs.measure
