@@ -12,12 +12,24 @@ import sys
 from typing import Any, cast
 
 import typer
+import typer.core
 
 from agentlab import __version__
-from agentlab.cli.commands import register, resumable
+from agentlab.cli.commands import COMMANDS, register, resumable
+
+
+class _TableOrder(typer.core.TyperGroup):
+    """Lists the commands in the order of the table in commands.py (Typer puts groups after single commands, which
+    sent `nas`, the main job, to the middle of `agentlab --help` once it gained `nas predict`)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        order = {c.name: i for i, c in enumerate(COMMANDS)}
+        return sorted(super().list_commands(ctx), key=lambda name: order.get(name, len(order)))
+
 
 app = typer.Typer(
     name="agentlab",
+    cls=_TableOrder,
     help="LLM-driven ML experiments from the shell. Each command reads YAML and writes a run folder under runs/.",
     no_args_is_help=True,
     add_completion=False,
