@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
-from agentlab.testing.gateway import serve_process
+from agentlab.testing.gateway import serve_process, stop_process
 from agentlab.testing.server import spawn_server_process
 
 MESSAGES = [{"role": "user", "content": "Say ok."}]
@@ -108,11 +107,7 @@ def main() -> None:
                       f"{through[-1][1] * 1000:6.1f} ms", flush=True)
             results[lat] = {"direct": max(direct), "gateway": max(through)}
     finally:
-        gateway_proc.send_signal(signal.SIGINT)
-        try:
-            gateway_proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            gateway_proc.kill()
+        stop_process(gateway_proc)
         upstream_proc.kill()
         upstream_proc.wait()
     print(f"\n{args.requests} requests at concurrency {args.concurrency}, best of {args.rounds} rounds each; "

@@ -39,7 +39,7 @@ from typing import Any
 
 import aiohttp
 
-from agentlab.testing.gateway import serve_process
+from agentlab.testing.gateway import serve_process, stop_process
 from agentlab.testing.server import spawn_server_process
 
 REPLY = "ok, here is a short answer of about a dozen words for the soak."
@@ -288,11 +288,7 @@ def main() -> None:
               f"{min(waited, default=float('nan')):.2f}-{max(waited, default=float('nan')):.2f} s (timeout "
               f"{TIMEOUT_S:g} s)", flush=True)
     finally:
-        gateway.send_signal(signal.SIGINT)
-        try:
-            gateway.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        stop_process(gateway)
         for proc in procs.values():
             proc.kill()
             proc.wait()

@@ -36,7 +36,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from typing import Any
 
 from agentlab.core.errors import AllModelsFailed
 from agentlab.core.llm import GenParams, LLMConfig, Router
-from agentlab.testing.gateway import serve_process
+from agentlab.testing.gateway import serve_process, stop_process
 from agentlab.testing.server import spawn_server_process
 
 CATEGORIES = ("simple_python", "multiple", "parallel", "irrelevance")
@@ -242,12 +241,7 @@ def throughput(items: list[dict[str, Any]], recorded: dict[str, dict[str, Any]],
                 through.append(asyncio.run(drive(base_url, items, expected, requests, concurrency)))
             return max(direct), max(through)
         finally:
-            gateway.send_signal(signal.SIGINT)
-            try:
-                gateway.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
-                gateway.wait()
+            stop_process(gateway)
             proc.kill()
             proc.wait()
 

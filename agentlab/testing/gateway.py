@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -42,3 +43,14 @@ def serve_process(llm: dict[str, Any], folder: Path, *, timeout: float = 90.0,
             return proc, line.split("serving on ", 1)[1].split()[0]
     proc.kill()
     raise RuntimeError("agentlab serve did not start")
+
+
+def stop_process(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Stop a gateway the way a user does (Ctrl-C: it records its run as interrupted), killing it when it does not
+    exit within ``timeout`` seconds."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
