@@ -167,3 +167,51 @@ def rich_progress(enabled: bool = True) -> Iterator[Progress]:
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         yield RichProgress(progress)
+
+
+def _format_action(action: dict[str, Any]) -> str:
+    args = action.get("args", {})
+    what = (f"candidate {args['candidate']}" if "candidate" in args
+            else ", ".join(f"{k}={v}" for k, v in (args.get("changes") or {}).items()))
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in (action.get("params") or {}).items())
+    return f"the agent wants to run {what}: {params}\n  why: {action.get('reason') or '-'}"
+
+
+def terminal_approver(action: dict[str, Any]) -> dict[str, Any]:
+    """--approve: shows the agent's next trial and asks yes / no / edit on the terminal (the progress bars pause).
+    edit takes ``key=value`` changes of the best config; no takes an optional note the agent is shown."""
+    lives = list(getattr(console, "_live_stack", []) or [])
+    for live in lives:
+        live.stop()
+    try:
+        console.print(safe_text(_format_action(action)))
+        while True:
+            answer = console.input("approve? [y]es / [n]o / [e]dit: ").strip().lower()
+            if answer in ("", "y", "yes"):
+                return {"answer": "yes"}
+            if answer in ("n", "no"):
+                return {"answer": "no", "note": console.input("note for the agent (optional): ").strip()}
+            if answer in ("e", "edit"):
+                text = console.input("changes (key=value, comma-separated): ")
+                changes: dict[str, Any] = {}
+                for item in filter(None, (p.strip() for p in text.split(","))):
+                    key, _, value = item.partition("=")
+                    changes[key.strip()] = yaml_value(value.strip())
+                return {"answer": "edit", "args": {"changes": changes, "reason": "edited by the user"}}
+            console.print("answer y, n or e")
+    except EOFError:
+        raise typer.Exit(130) from None
+    finally:
+        for live in lives:
+            live.start()
+
+
+def yaml_value(text: str) -> Any:
+    """A value typed as YAML reads it (``64`` an int, ``0.1`` a float, ``true`` a bool, else the text)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text else text
+    except yaml.YAMLError:
+        return text

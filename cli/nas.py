@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+
+from agentlab.core.errors import UsageError
 
 from .common import (
     ConfigOpt,
@@ -24,6 +27,7 @@ from .common import (
     console,
     print_json,
     safe_text,
+    terminal_approver,
 )
 from .runner import flags, run_command
 
@@ -51,10 +55,14 @@ def nas(
                                                  help="Stop after this many trials without a new best.")] = None,
     target: Annotated[float | None, typer.Option(show_default=False,
                                                  help="Stop once the best validation MSE is at or below this.")] = None,
-    planner: Annotated[Literal["auto", "llm", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"] | None,
+    planner: Annotated[Literal["auto", "llm", "agent", "tpe", "tpe_independent", "tpe_multivariate", "cmaes",
+                               "random"] | None,
                        typer.Option(show_default=False, help="auto (default): llm (choosing among TPE's candidates) "
-                                    "when a planner model is configured and reachable, else tpe.")
+                                    "when a planner model is configured and reachable, else tpe. agent: an LLM "
+                                    "agent plans through tools, TPE its guard (needs --llm).")
     ] = None,
+    approve: Annotated[bool, typer.Option("--approve", help="With --planner agent: stop before each trial, show "
+                                          "the agent's plan and ask yes / no / edit.")] = False,
     data: Annotated[Path | None, typer.Option(show_default=False, dir_okay=False,
                                               help="ETT-format CSV (date column + numeric columns). Default: a "
                                               "built-in synthetic series.")] = None,
@@ -85,7 +93,7 @@ def nas(
                     ("--time-budget", "search.time_budget_s", time_budget), ("--patience", "search.patience", patience),
                     ("--target", "search.target", target), ("--planner", "search.planner", planner),
                     ("--data", "data.path", data), ("--storage", "search.storage", storage),
-                    ("--mlflow", "mlflow", mlflow))
+                    ("--mlflow", "mlflow", mlflow), ("--approve", "search.agent.approve", True if approve else None))
 
     def prepare_and_say(cfg: NASConfig) -> dict[str, Any]:
         """prepare (the data read, data.freq resolved), then the data line and, resuming, what the folder keeps."""
@@ -95,6 +103,13 @@ def nas(
 
         freq, target = cfg.data.freq, cfg.data.target
         kwargs = prepare(cfg, llm)
+        if cfg.search.agent.approve:
+            if cfg.search.planner != "agent":
+                raise UsageError("--approve asks before each trial of the agent planner", hint="add --planner agent")
+            if not sys.stdin.isatty():
+                raise UsageError("--approve asks in the terminal, and stdin is not one",
+                                 hint="run it in a terminal, or without --approve")
+            kwargs["approver"] = terminal_approver
         if not json_:
             console.print(safe_text(data_line(kwargs["data"], freq, target)))
             folder = resume_target("nas", resume) if resume is not None else None

@@ -168,9 +168,10 @@ def default_space() -> dict[str, ParamSpec]:
 class SearchConfig(LLMPlannerSettings):
     """The search loop; the LLM planner's keys (``history``, ``llm_*``) come from ``LLMPlannerSettings``."""
 
-    planner: Literal["auto", "llm", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"] = Field(
+    planner: Literal["auto", "llm", "agent", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"] = Field(
         "auto", description="auto: llm when a planner model is configured and reachable, else tpe; llm: the LLM "
-        "chooses among TPE's candidates; tpe: TPE, multivariate on a conditional space; tpe_independent / "
+        "chooses among TPE's candidates; agent: an LLM agent plans through tools (data facts, the literature, TPE's "
+        "candidates), TPE its guard (search.agent); tpe: TPE, multivariate on a conditional space; tpe_independent / "
         "tpe_multivariate: always one key at a time / always joint; cmaes: CMA-ES on the numeric keys every trial "
         "has (the others random); random")
     max_iterations: int = Field(20, ge=1, description="total trials of the search (calling again with a higher "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.runs import atomic_write_bytes, save_figure
+from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.share import contribution_lines
 from agentlab.nas.literature import render
@@ -72,6 +74,9 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     changed = {k: v for k, v in best["params"].items() if base is None or base["params"].get(k) != v}
     lines.append("best changes: " + (", ".join(f"{k}={_short(v)}" for k, v in changed.items())
                                      or "none (base is best)"))
+    agent = agent_summary(results.get("agent"))
+    if agent:
+        lines.append(agent)
     ran, total = results.get("ran_here"), results.get("trials")
     if isinstance(ran, int) and isinstance(total, int) and total > ran:
         lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")
@@ -251,7 +256,21 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
         lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_fmt(r.value)} | {_fmt(r.metrics.get('test_mse'))} "
                      f"| {_fmt(r.metrics.get('n_params'))} | {r.state} | {decision} |")
     lines += _llm_section(outcome.records, results.get("llm_contribution"))
+    lines += agent_story(results.get("agent"), _events(run_path))
     return "\n".join(lines) + "\n"
+
+
+def _events(run_path: Path) -> list[dict[str, Any]]:
+    path = run_path / "events.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 ORIGINS = {"kept": "kept TPE's candidate 0", "picked": "picked candidate", "own": "its own candidate",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from agentlab.core.agent.runtime import AgentModel
 from agentlab.core.config import Flag, load_config
 from agentlab.core.errors import AgentlabError, ConfigError, UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
@@ -30,6 +31,7 @@ from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
+from agentlab.nas.agent import nas_kit
 from agentlab.nas.config import NASConfig, apply_changes, get_dotted, space_meanings, space_values
 from agentlab.nas.literature import comparison, recognise
 from agentlab.nas.report import render_report
@@ -111,19 +113,28 @@ def _pydantic_message(err: Any) -> str:
 
 
 def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
-                 chooser: Chooser | None = None) -> PlannerSpec:
+                 chooser: Chooser | None = None, *, prepared: PreparedData | None = None,
+                 agent_model: AgentModel | None = None,
+                 approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> PlannerSpec:
     """What nas asks of ``core.search.session``: its planner kind, TPE as the classical sampler, the pick memory in
     ``<runs>/nas/llm_picks.json`` (keyed by model). ``chooser``: a scripted chooser in place of the planner model
-    (the benchmarks' placebo and surrogate)."""
+    (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), a
+    scripted ``agent_model``, the ``approver`` of --approve."""
+    kit = None
+    if cfg.search.planner == "agent" and prepared is not None:
+        spec = cfg.search.space.get("model.family")
+        families = list(spec.choices) if spec is not None and spec.choices else [cfg.model.family]
+        kit = nas_kit(cfg, prepared, [str(f) for f in families])
     return PlannerSpec(kind=cfg.search.planner, sampler="tpe", samplers=OPTUNA_PLANNERS, settings=cfg.search,
-                       llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json")
+                       llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
+                       agent_model=agent_model, kit=kit, approver=approver)
 
 
 def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
-                   chooser: Chooser | None = None) -> PlannerSession:
+                   chooser: Chooser | None = None, **agent: Any) -> PlannerSession:
     """The planner session (planner, line saying which planner runs and why, the router of the planner and evaluator
-    routes); close it (``with``) when the search ends."""
-    return open_planner(planner_spec(cfg, llm, run_dir, chooser), evaluator=True)
+    routes); close it (``with``) when the search ends. ``agent``: ``planner_spec``'s agent arguments."""
+    return open_planner(planner_spec(cfg, llm, run_dir, chooser, **agent), evaluator=True)
 
 
 # --------------------------------------------------------------------------- the run
@@ -157,10 +168,10 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     # train.device=cuda without CUDA: one error now, not a failure in every trial
     resolve_device_dtype(cfg.train.device, what="train.device")
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
-    if cfg.search.planner == "llm" and not scripted and not llm_cfg.route("planner").chain():
-        raise UsageError("--planner llm needs a planner model, and the routing config has none",
-                         hint="give --llm FILE with a `planner` route (or models and a default route), or use "
-                         "--planner tpe")
+    if cfg.search.planner in ("llm", "agent") and not scripted and not llm_cfg.route("planner").chain():
+        raise UsageError(f"--planner {cfg.search.planner} needs a planner model, and the routing config has none",
+                         hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
+                         "or use --planner tpe")
     prepared = prepare_data(cfg)
     cfg.data.freq = prepared.freq  # data.freq auto: config.yaml records the frequency detected from the timestamps
     problem = check_model(cfg, prepared)
@@ -195,29 +206,33 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None,
-        chooser: Chooser | None = None) -> dict[str, Any]:
+        chooser: Chooser | None = None, agent_model: AgentModel | None = None,
+        approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Search, write agent_state.json / results.json / report.md, and return the results dict; with ``cfg.mlflow``
     each trial is an MLflow child run of the run's parent run (``agentlab.nas.tracking``).
 
     ``data``: the prepared data from ``prepare`` (read from ``cfg.data`` when not given). ``chooser``: a scripted
     chooser in place of the planner model (``agentlab.testing.choosers``; the planner benchmark's placebo and
-    surrogate).
+    surrogate). ``agent_model``: a scripted model in place of the agent planner's (``agentlab.testing.agents``);
+    ``approver``: answers --approve's questions (the CLI asks in the terminal).
     """
     with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
         return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce,
-                       chooser=chooser)
+                       chooser=chooser, agent_model=agent_model, approver=approver)
 
 
 def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, llm: LLMConfig | None, data: Any,
             progress: Progress | None, announce: Callable[[str], None] | None,
-            chooser: Chooser | None = None) -> dict[str, Any]:
+            chooser: Chooser | None = None, agent_model: AgentModel | None = None,
+            approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
     from agentlab.nas.train import evaluate_baseline, prepare_data  # lazy: imports torch
 
     progress = progress or NullProgress()
     announce = announce or log.info
     prepared = data if data is not None else prepare_data(cfg)
     space = search_space(cfg)
-    with choose_planner(cfg, llm, run_dir, chooser) as session:
+    with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, agent_model=agent_model,
+                        approver=approver) as session:
         announce(session.line)
         run_dir.event("planner", line=session.line)
         if session.evaluator is not None:
@@ -240,9 +255,12 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                           on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path),
                           summary_metrics=("test_mse", "n_params", "epochs"))
         outcome = loop.run()
+        agent = session.agent(outcome.records)
     require_finished_trials(outcome)
     results = summarise(cfg, outcome, evaluate_baseline(prepared), session.line, target=prepared.target,
                         literature=literature_for(cfg, prepared), contribution=llm_contribution(session, outcome))
+    if agent is not None:
+        results["agent"] = agent
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     log_results(tracker, results, run_dir.path)
@@ -327,10 +345,11 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
                          *, out: str | Path | None = None, resume: str | Path | None = None,
                          llm: LLMConfig | str | Path | None = None, overrides: list[str] | None = None,
                          mlflow: str | None = None, progress: Progress | None = None,
-                         chooser: Chooser | None = None) -> dict[str, Any]:
+                         chooser: Chooser | None = None, agent_model: AgentModel | None = None) -> dict[str, Any]:
     """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json;
     ``mlflow="sqlite:///mlflow.db"`` logs it to MLflow as ``--mlflow`` does; ``chooser`` (with ``search.planner``
-    llm) is a scripted chooser in place of the planner model."""
+    llm) is a scripted chooser in place of the planner model; ``agent_model`` (with ``search.planner`` agent) a
+    scripted agent model (``agentlab.testing.agents``)."""
     sets: list[str | Flag] = [*(overrides or []), f"search.max_iterations={max_iterations}"]
     if mlflow is not None:
         sets.append(Flag("mlflow", "mlflow", mlflow))
@@ -343,6 +362,7 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         cfg = load_config(None, NASConfig, sets, base=config)
     else:
         cfg = load_config(config, NASConfig, sets)
-    inputs = {**prepare(cfg, llm, scripted=chooser is not None), "chooser": chooser}
+    inputs = {**prepare(cfg, llm, scripted=chooser is not None or agent_model is not None), "chooser": chooser,
+              "agent_model": agent_model}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results

@@ -15,11 +15,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from agentlab.core.agent.runtime import AgentModel, RouterModel
 from agentlab.core.config import getenv
 from agentlab.core.errors import AgentlabError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.runs import RunDir
+from agentlab.core.search.agent import AgentKit, AgentPlanner, agent_block
 from agentlab.core.search.planners import Chooser, ChooserPlanner, LLMChooser, OptunaPlanner, Planner
 from agentlab.core.search.settings import LLMPlannerSettings
 from agentlab.core.search.share import PickMemory
@@ -34,7 +36,9 @@ class PlannerSpec:
     """What a command asks for: the ``kind`` (its config's ``planner``), its classical ``sampler`` (the ``llm``
     planner's candidate 0, ``auto``'s fallback) and the ``samplers`` its domain draws from, the LLM planner's
     ``settings``, the routing config, the run folder (calls recorded there; the search's id in the pick memory), a
-    scripted ``chooser`` in place of the planner model (tests, benchmarks), and the pick memory's file."""
+    scripted ``chooser`` in place of the planner model (tests, benchmarks), and the pick memory's file. The
+    ``agent`` planner's: a scripted ``agent_model`` in place of the planner model, the command's ``kit`` (its
+    tools and facts), and the ``approver`` that answers ``--approve``."""
 
     kind: str
     sampler: str
@@ -44,6 +48,9 @@ class PlannerSpec:
     run_dir: RunDir | None = None
     chooser: Chooser | None = None
     memory: Path | None = None
+    agent_model: AgentModel | None = None
+    kit: AgentKit | None = None
+    approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 class PlannerSession:
@@ -78,10 +85,18 @@ class PlannerSession:
             return None
         return self.planner.contribution(steps, warmup, without_llm)
 
+    def agent(self, records: list[Any], maximize: bool = False) -> dict[str, Any] | None:
+        """results.json's ``agent`` block (None unless the agent planner ran)."""
+        if not isinstance(self.planner, AgentPlanner):
+            return None
+        return agent_block(self.planner, records, maximize)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if isinstance(self.planner, AgentPlanner):
+            self.planner.close()
         router, self._router = self._router, None
         if router is None:
             return
@@ -152,6 +167,36 @@ def _llm(session: PlannerSession) -> tuple[Planner, str]:
     return planner, f"planner: llm via route 'planner' ({', '.join(chain)}), {_how(spec)}"
 
 
+def _agent(session: PlannerSession) -> tuple[Planner, str]:
+    """The agent planning through tools on the ``planner`` route (or a scripted agent model), the sampler its tool
+    and its guard; its LangGraph checkpoints in the run folder (agent.sqlite)."""
+    spec = session.spec
+    settings = spec.settings.agent
+    if spec.run_dir is None:
+        raise AgentlabError("planner 'agent' needs a run folder (its checkpoints live there)")
+    if spec.agent_model is not None:
+        model: AgentModel = spec.agent_model
+        how = f"{model.name}, scripted"
+    else:
+        chain = _planner_chain(spec)
+        if not chain:
+            raise AgentlabError("planner 'agent' needs a planner model", hint="give --llm FILE with a `planner` "
+                                "route (configs/llm.local.yaml runs the built-in model), or use "
+                                f"--planner {spec.sampler}")
+        model = RouterModel(session.router(), route="planner")
+        how = f"route 'planner' ({', '.join(chain)})"
+    if settings.approve and spec.approver is None:
+        raise AgentlabError("--approve needs a terminal to ask in", hint="run it in a terminal, or answer from "
+                            "`agentlab ui`")
+    planner = AgentPlanner(model, settings, spec.run_dir.path / "agent.sqlite", spec.kit or AgentKit("a search"),
+                           sampler=spec.sampler, approver=spec.approver if settings.approve else None,
+                           on_event=spec.run_dir.event)
+    sampler = SAMPLER_NAMES.get(spec.sampler, spec.sampler)
+    return planner, (f"planner: agent via {how}, tools over {settings.candidates} {sampler} candidates; guard: "
+                     f"{sampler} after {settings.guard_patience} trials without a new best"
+                     + ("; asks approval before each trial" if settings.approve else ""))
+
+
 def _default_routing(llm: LLMConfig) -> bool:
     """Whether ``llm`` is the routing a user gets without --llm (``configs/llm.yaml`` as found): with none of its
     keys set, nothing was configured, and the classical sampler is the planner of an offline run, not a failure."""
@@ -183,7 +228,7 @@ def _auto(session: PlannerSession) -> tuple[Planner, str]:
 
 
 # kind -> builder; a kind not listed here is one of the command's classical samplers (``PlannerSpec.samplers``)
-PLANNERS: dict[str, Builder] = {"llm": _llm, "auto": _auto}
+PLANNERS: dict[str, Builder] = {"llm": _llm, "auto": _auto, "agent": _agent}
 
 
 def open_planner(spec: PlannerSpec, *, evaluator: bool = False) -> PlannerSession:

@@ -9,6 +9,23 @@ from pydantic import Field
 from agentlab.core.config import StrictModel
 
 
+class AgentSettings(StrictModel):
+    """The ``agent`` planner (``core.search.agent``): an LLM agent planning through tools, the classical sampler its
+    tool and its guard."""
+
+    guard_patience: int = Field(3, ge=1, description="agent planner: after this many trials by the agent without a "
+                                "new best, the classical sampler runs the next ones (until a new best, or as many "
+                                "guard trials), and the agent is told")
+    candidates: int = Field(4, ge=1, le=10, description="agent planner: the classical sampler's candidates its "
+                            "`suggest` tool lists (candidate 0: what the sampler alone would run)")
+    max_steps: int = Field(6, ge=1, le=50, description="agent planner: model steps (tool calls) per trial; past "
+                           "them, candidate 0 runs")
+    keep: int = Field(12, ge=2, le=200, description="agent planner: the last messages shown to the model besides "
+                      "the brief (a small model's context is short)")
+    approve: bool = Field(False, description="agent planner: stop before each trial for a yes / no / edit from the "
+                          "terminal or `agentlab ui` (--approve)")
+
+
 class LLMPlannerSettings(StrictModel):
     """The ``llm`` planner (``planners.ChooserPlanner``): the classical sampler's candidates (nas: TPE's, compress:
     NSGA-II's) and the LLM's bounded, earned choice among them."""
@@ -29,3 +46,4 @@ class LLMPlannerSettings(StrictModel):
                                     "candidate of its own (nas: aimed at a score 5% better than the best, LLAMBO)")
     llm_warm_start: bool = Field(False, description="llm planner, for strong models: the LLM also chooses the "
                                  "sampler's random warm-up trials among K random draws (outside llm_share)")
+    agent: AgentSettings = Field(default_factory=AgentSettings, description="the agent planner (planner: agent)")

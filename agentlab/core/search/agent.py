@@ -1,0 +1,393 @@
+"""The ``agent`` planner: an LLM agent that plans a search through tools (``core.agent.runtime`` on LangGraph), with
+the classical sampler as one of its tools and as its guard.
+
+Each trial the search loop asks ``AgentPlanner.propose``; the agent's graph resumes with the last trial's result
+and runs the model's tool calls (``suggest``: the classical sampler's K candidates, candidate 0 what it would run
+alone; ``history``; ``note``; ``todo``; the command's own tools, e.g. nas's ``inspect_data`` and ``literature``)
+until it calls ``run_trial`` (a suggested candidate) or ``try_config`` (a change of the best config, validated
+against the space); that trial is the proposal. Every fact the model sees is computed in code.
+
+The guard keeps results: after ``agent.guard_patience`` trials by the agent without a new best, the classical
+sampler runs the next trials (origin ``guard``) until the search finds a new best or ``guard_patience`` guard trials
+have run; the agent is told what the guard ran when it gets the next trial. An agent that always calls ``suggest``
+and runs candidate 0 is the classical sampler trial for trial (the property tests).
+
+A trial is never run twice: after ``kill -9`` the graph resumes at its pending action; a finished trial with those
+params is read back from the study (by its params key), an unfinished one runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.agent.runtime import AgentModel, AgentRun, Tool
+from agentlab.core.runs import atomic_write_text
+from agentlab.core.search import share as S
+from agentlab.core.search.planners import PlanContext, Proposal, TrialDomain, diff, params_key
+from agentlab.core.search.prompts import REASONING_CHARSET, format_changes, good_trials_summary, plan_schema
+from agentlab.core.search.records import TrialRecord
+from agentlab.core.search.settings import AgentSettings
+
+AGENT_ORIGINS = ("agent", "default")  # trials the agent chose (default: it gave no valid action, candidate 0 ran)
+REASON_CHARS = 120
+SAMPLER_NAMES = {"tpe": "TPE", "nsga2": "NSGA-II", "random": "random", "cmaes": "CMA-ES"}
+
+
+@dataclass
+class AgentKit:
+    """What a command adds to the agent: the search's ``what`` (a line for the system prompt), ``facts`` (text
+    computed in code: the data inspection, the literature), its own ``tools(ctx)``, and the ``knowledge`` file
+    (notes kept for the next search on data like this, under ``signature``)."""
+
+    what: str
+    facts: Callable[[], str] = lambda: ""
+    tools: Callable[[PlanContext], list[Tool]] = lambda ctx: []
+    knowledge: Path | None = None
+    signature: str = ""
+
+
+def _reason_prop() -> dict[str, Any]:
+    return {"type": "string", "maxLength": REASON_CHARS, "pattern": f"^{REASONING_CHARSET}{{0,{REASON_CHARS}}}$",
+            "description": "why, in one short sentence"}
+
+
+def agent_streak(records: list[TrialRecord], patience: int, maximize: bool = False) -> tuple[int, bool]:
+    """(agent trials since the last new best, whether the guard holds the next trial): the guard takes over after
+    ``patience`` agent trials without a new best and hands back after a new best or ``patience`` guard trials."""
+    done = [r for r in records if r.state != "running" and r.counted]
+    values = [r.value if r.state == "complete" and r.accepted is not False and r.finite else None for r in done]
+    streak = guard = 0
+    for r, (improved, _) in zip(done, S.improvements(values, maximize), strict=True):
+        if improved:
+            streak = guard = 0
+        elif r.origin == "guard":
+            guard += 1
+            if guard >= patience:
+                streak = guard = 0
+        elif r.planner == "agent":
+            streak += 1
+    return streak, streak >= patience
+
+
+class AgentPlanner:
+    """The ``agent`` planner on a ``TrialDomain`` (see the module docstring); ``approver`` (``--approve``) answers
+    the graph's approval before each trial; ``on_event`` writes the steps to events.jsonl."""
+
+    name = "agent"
+    actions: tuple[str, ...] = ("run_trial", "try_config")
+
+    def __init__(self, model: AgentModel, settings: AgentSettings, path: Path, kit: AgentKit, *,
+                 sampler: str = "tpe", approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 on_event: Callable[..., None] | None = None, unit: str = "trial"):
+        self.model, self.settings, self.kit, self.sampler, self.unit = model, settings, kit, sampler, unit
+        self.ctx: PlanContext | None = None
+        self._suggested: list[Proposal] = []
+        self._todo: list[str] = []
+        self.run = AgentRun(self, model, path, max_steps=settings.max_steps, keep=settings.keep,
+                            approver=approver, on_event=on_event)
+
+    # ------------------------------------------------------------------ the planner
+
+    @property
+    def domain(self) -> TrialDomain:
+        assert self.ctx is not None and isinstance(self.ctx.domain, TrialDomain)
+        return self.ctx.domain
+
+    def propose(self, ctx: PlanContext) -> Proposal:
+        self.ctx, self._suggested = ctx, []
+        domain = self.domain
+        maximize = domain.direction == "maximize"
+        streak, guarded = agent_streak(domain.records, self.settings.guard_patience, maximize)
+        if guarded:
+            first = domain.draw(self.sampler, 1)[0]
+            return Proposal(first.params, domain.changes(first.params), self.name, origin="guard",
+                            notes=[f"guard: {streak} {self.unit}s by the agent without a new best; "
+                                   f"{SAMPLER_NAMES.get(self.sampler, self.sampler)} runs this one"],
+                            extra=dict(first.extra))
+        waiting = self.run.pending()
+        result: str | None = None
+        if waiting is not None and waiting["kind"] == "execute":
+            record = self._finished(waiting["action"]["key"])
+            if record is None:  # killed before it finished (or never started): run it now, not twice
+                return self._proposal(waiting["action"], resumed=True)
+            result = self._result(waiting["action"], record)
+        action = self.run.advance(result)
+        return self._proposal(action)
+
+    def _finished(self, key: str) -> TrialRecord | None:
+        return next((r for r in self.domain.records if params_key(r.params) == key
+                     and r.state in ("complete", "pruned", "failed") and r.counted), None)
+
+    def _proposal(self, action: dict[str, Any], resumed: bool = False) -> Proposal:
+        params = action["params"]
+        origin = "default" if action.get("default") else "agent"
+        notes = [f"the agent gave no valid action ({action['default']}): candidate 0 runs"] if action.get("default") \
+            else []
+        if resumed:
+            notes.append("resumed: the agent's pending action runs (it had not finished)")
+        choice = action.get("candidate")
+        return Proposal(dict(params), self.domain.changes(params), self.name, action.get("reason", ""),
+                        notes=notes, origin=origin, choice=choice, candidates=action.get("of", 0))
+
+    def stats(self) -> dict[str, Any]:
+        return self.run.counts()
+
+    def close(self) -> None:
+        self.run.close()
+
+    # ------------------------------------------------------------------ what the model is told (computed here)
+
+    def _best_line(self) -> str:
+        best = self.domain.best
+        if best is None or best.value is None:
+            return "no finished trial yet"
+        return (f"best so far {best.run_id}: {self.domain.metric} {best.value:.4g} "
+                f"({format_changes(self.domain.space.rounded(best.params))})")
+
+    def _outcome(self, r: TrialRecord) -> str:
+        metric = self.domain.metric
+        if r.state == "complete" and r.value is not None and math.isfinite(r.value):
+            return f"{metric} {r.value:.4g}" + ("" if r.accepted is not False else f" (not accepted: {r.reason})")
+        if r.state == "pruned":
+            return f"pruned ({metric} {r.value:.4g} at the last epoch)" if r.value is not None else "pruned"
+        return f"failed: {r.reason[:200]}"
+
+    def _result(self, action: dict[str, Any], record: TrialRecord) -> str:
+        records = self.domain.records
+        maximize = self.domain.direction == "maximize"
+        earlier = [r.value for r in records if r.number < record.number and r.state == "complete" and r.finite
+                   and r.accepted is not False]
+        best_before = (max if maximize else min)(earlier) if earlier else None  # type: ignore[type-var]
+        verdict = ""
+        if record.state == "complete" and record.finite and best_before is not None:
+            better = record.value > best_before if maximize else record.value < best_before  # type: ignore[operator]
+            rel = (record.value - best_before) / abs(best_before) * 100 if best_before else 0.0  # type: ignore
+            verdict = " - a new best" if better else f" - {abs(rel):.1f}% {'below' if maximize else 'above'} the best"
+        lines = [f"{record.run_id}: {self._outcome(record)}{verdict}"]
+        guard = [r for r in records if r.number > record.number and r.origin == "guard" and r.state != "running"]
+        if guard:
+            lines.append(f"meanwhile the guard ({SAMPLER_NAMES.get(self.sampler, self.sampler)}) ran: " + "; ".join(
+                f"{r.run_id} {format_changes(diff(self.domain.space.rounded(r.params), self.domain.incumbent))}: "
+                f"{self._outcome(r)}" for r in guard[-3:]))
+        return "\n".join(lines)
+
+    def reflect(self) -> str:
+        assert self.ctx is not None
+        domain = self.domain
+        streak, _ = agent_streak(domain.records, self.settings.guard_patience, domain.direction == "maximize")
+        left = self.settings.guard_patience - streak
+        lines = [f"{self.ctx.budget_left - 1} {self.unit}s left. {self._best_line()}.",
+                 f"{left} more {self.unit}(s) without a new best and the guard runs "
+                 f"{SAMPLER_NAMES.get(self.sampler, self.sampler)} instead."]
+        if self._todo:
+            lines.append("your todo: " + "; ".join(self._todo[:5]))
+        lines.append("Next: call suggest, then run_trial with a candidate (or try_config).")
+        return "\n".join(lines)
+
+    def brief(self) -> list[dict[str, Any]]:
+        sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
+        system = (f"You plan {self.kit.what}. Call exactly one tool per step. suggest lists {sampler}'s candidates "
+                  f"(candidate 0 is what {sampler} would run alone); run_trial runs one of them; try_config runs a "
+                  "change of the best config; history, note, todo and the other tools inform you. Facts come from "
+                  "the tools: trust them over your own guesses.")
+        facts = [self.kit.facts()]
+        notes = self._notes()
+        if notes:
+            facts.append("notes from earlier searches on data like this:\n" + "\n".join(f"- {n}" for n in notes))
+        facts.append(f"The search starts from {self._best_line()}. Plan, then run the first {self.unit}.")
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": "\n\n".join(f for f in facts if f)}]
+
+    # ------------------------------------------------------------------ tools
+
+    def tools(self) -> list[Tool]:
+        assert self.ctx is not None
+        k = max(len(self._suggested), 1) if self._suggested else self.settings.candidates
+        values = self.domain.space.offered(self.domain.incumbent)
+        changes = plan_schema(values)["properties"]["changes"] if values else {"type": "object"}
+        return [
+            Tool("suggest", f"{SAMPLER_NAMES.get(self.sampler, self.sampler)}'s {self.settings.candidates} "
+                 "candidates for the next trial, as changes to the best config", {"type": "object", "properties": {}},
+                 self._suggest),
+            Tool("run_trial", "run one of the suggested candidates (it counts against the budget)",
+                 {"type": "object", "properties": {"candidate": {"type": "integer", "enum": list(range(k))},
+                                                   "reason": _reason_prop()},
+                  "required": ["candidate", "reason"], "additionalProperties": False}),
+            Tool("try_config", "run the best config with these changes (it counts against the budget)",
+                 {"type": "object", "properties": {"changes": changes, "reason": _reason_prop()},
+                  "required": ["changes", "reason"], "additionalProperties": False}),
+            Tool("history", "the finished trials, best first, and what the good ones share",
+                 {"type": "object", "properties": {"top": {"type": "integer", "minimum": 1, "maximum": 20}},
+                  "additionalProperties": False}, self._history),
+            Tool("note", "keep a fact for the next search on data like this",
+                 {"type": "object", "properties": {"text": {"type": "string", "maxLength": 200}},
+                  "required": ["text"], "additionalProperties": False}, self._note),
+            Tool("todo", "replace your plan (shown at each step)",
+                 {"type": "object", "properties": {"items": {"type": "array", "maxItems": 5,
+                                                             "items": {"type": "string", "maxLength": 80}}},
+                  "required": ["items"], "additionalProperties": False}, self._set_todo),
+            *self.kit.tools(self.ctx),
+        ]
+
+    def _draw(self) -> list[Proposal]:
+        if not self._suggested:
+            self._suggested = self.domain.draw(self.sampler, self.settings.candidates)
+        return self._suggested
+
+    def _suggest(self, args: dict[str, Any]) -> str:
+        shown = self.domain.space.rounded(self.domain.incumbent)
+        lines = [f"candidate {i}: {format_changes(diff(self.domain.space.rounded(p.params), shown))}"
+                 for i, p in enumerate(self._draw())]
+        return "\n".join(lines)
+
+    def _history(self, args: dict[str, Any]) -> str:
+        domain = self.domain
+        maximize = domain.direction == "maximize"
+        done = [r for r in domain.records if r.state in ("complete", "pruned") and r.finite]
+        done.sort(key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
+        top = int(args.get("top") or 8)
+        shown = domain.space.rounded(domain.incumbent)
+        lines = [f"{r.run_id} {self._outcome(r)}: {format_changes(diff(domain.space.rounded(r.params), shown))}"
+                 for r in done[:top]] or ["no finished trial yet"]
+        summary = good_trials_summary([(r.params, float(r.value)) for r in done if r.state == "complete"],  # type: ignore
+                                      list(domain.space.params), maximize)
+        if summary:
+            lines += ["what the good trials share:", *summary]
+        return "\n".join(lines)
+
+    def _notes(self) -> list[str]:
+        path = self.kit.knowledge
+        if path is None or not path.is_file():
+            return []
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [str(n) for n in data.get(self.kit.signature, [])][-5:]
+
+    def _note(self, args: dict[str, Any]) -> str:
+        text = " ".join(str(args.get("text", "")).split())[:200]
+        path = self.kit.knowledge
+        if not text or path is None:
+            return "nothing noted"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError):
+            data = {}
+        notes = [*data.get(self.kit.signature, []), text][-20:]
+        data[self.kit.signature] = notes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data, indent=1))
+        return f"noted for the next search on {self.kit.signature}"
+
+    def _set_todo(self, args: dict[str, Any]) -> str:
+        self._todo = [" ".join(str(i).split())[:80] for i in args.get("items", [])][:5]
+        return "todo: " + "; ".join(self._todo) if self._todo else "todo cleared"
+
+    # ------------------------------------------------------------------ the action
+
+    def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        domain = self.domain
+        reason = " ".join(str(args.get("reason", "")).split())[:REASON_CHARS]
+        if "candidate" in args:
+            candidates = self._draw()
+            index = args.get("candidate")
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(candidates):
+                return None, f"candidate must be 0..{len(candidates) - 1}"
+            params = candidates[index].params
+            return {"args": {"candidate": index, "reason": reason}, "params": params, "key": params_key(params),
+                    "candidate": index, "of": len(candidates), "reason": reason}, ""
+        clean, errors = domain.space.validate(args.get("changes"))
+        if not clean and not errors:
+            errors = ["changes is empty"]
+        params = domain.space.complete({**domain.incumbent, **clean})
+        errors = errors or domain.space.inactive(clean, params) or domain.check(params)
+        if not errors and params_key(params) in domain.tried:
+            errors = ["this config was run already: change something else"]
+        if errors:
+            return None, "; ".join(errors)[:400]
+        return {"args": {"changes": clean, "reason": reason}, "params": params, "key": params_key(params),
+                "reason": reason}, ""
+
+    def default_action(self, why: str) -> dict[str, Any]:
+        first = self._draw()[0]
+        return {"args": {"candidate": 0, "reason": "default"}, "params": first.params,
+                "key": params_key(first.params), "candidate": 0, "of": len(self._suggested), "reason": why[:200]}
+
+
+def agent_block(planner: AgentPlanner, records: list[TrialRecord], maximize: bool = False) -> dict[str, Any]:
+    """results.json's ``agent`` block: the graph's counters, trials by the agent and by the guard, and the search's
+    best with and without the agent's trials (what the agent's trials are worth)."""
+    counts = planner.stats()
+    done = [r for r in records if r.state != "running" and r.counted]
+
+    def best(rows: list[TrialRecord]) -> float | None:
+        values = [float(r.value) for r in rows if r.state == "complete" and r.finite and r.accepted is not False]  # type: ignore[arg-type]
+        return (max if maximize else min)(values) if values else None
+
+    by_agent = [r for r in done if r.origin in AGENT_ORIGINS]
+    with_all, without = best(done), best([r for r in done if r.origin not in AGENT_ORIGINS])
+    improvement = None
+    if with_all is not None and without is not None and without:
+        improvement = ((with_all - without) if maximize else (without - with_all)) / abs(without)
+    actions = max(counts.get("actions", 0), 1)
+    return {"model": planner.model.name, "steps": counts["steps"], "tool_calls": counts["tool_calls"],
+            "invalid_tool_calls": counts["invalid_tool_calls"], "rejected_calls": counts["rejected_calls"],
+            "defaulted": counts["defaulted"], "tokens": counts["tokens"], "model_seconds": counts["model_seconds"],
+            "tokens_per_trial": round(counts["tokens"] / actions, 1),
+            "seconds_per_trial": round(counts["model_seconds"] / actions, 3),
+            "trials_by_agent": len(by_agent), "trials_by_guard": sum(1 for r in done if r.origin == "guard"),
+            "best_without_agent_trials": without, "improvement_from_agent_trials": improvement}
+
+
+def agent_summary(block: dict[str, Any] | None, unit: str = "trial") -> str | None:
+    """The agent block in one sentence (the console, report.md)."""
+    if not block:
+        return None
+    line = (f"agent ({block['model']}): {block['steps']} steps, {block['tool_calls']} tool calls "
+            f"({block['invalid_tool_calls']} invalid, {block['rejected_calls']} refused by the search, "
+            f"{block['defaulted']} defaulted to candidate 0); {block['trials_by_agent']} {unit}s by the agent, "
+            f"{block['trials_by_guard']} by the guard; {block['tokens_per_trial']:g} tokens and "
+            f"{block['seconds_per_trial']:g} s of the model per {unit}")
+    gain = block.get("improvement_from_agent_trials")
+    if gain is not None:
+        line += f"; the agent's {unit}s improved the best by {gain * 100:.1f}%"
+    return line
+
+
+def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit: str = "trial",
+                limit: int = 80) -> list[str]:
+    """report.md's ``## The agent``: the summary, then each step as a table row (tool, arguments, result), the
+    guard's trials among them, from the run's events."""
+    summary = agent_summary(block, unit)
+    if summary is None:
+        return []
+    rows: list[list[str]] = []
+
+    def cell(text: Any) -> str:
+        flat = " ".join(str(text).split()).replace("|", "/")
+        return flat if len(flat) <= 160 else flat[:157] + "..."
+
+    for e in events:
+        kind = e.get("kind")
+        if kind == "agent_step":
+            rows.append([str(e.get("step", "")), e.get("tool", ""), cell(e.get("arguments", "")), ""])
+        elif kind == "agent_default":
+            rows.append(["-", "(candidate 0)", cell(e.get("why", "")), ""])
+        elif kind in ("agent_tool", "agent_observe") and rows and not rows[-1][3]:
+            rows[-1][3] = cell(e.get("summary", ""))
+        elif kind == "plan" and e.get("origin") == "guard":
+            rows.append(["-", "(guard)", cell(", ".join(f"{k}={v}" for k, v in (e.get("changes") or {}).items())),
+                         ""])
+        elif kind == "trial" and rows and rows[-1][1] == "(guard)" and not rows[-1][3]:
+            rows[-1][3] = cell(f"{e.get('state')} {e.get('value')}")
+    lines = ["", "## The agent", "", summary + ".", "", "| step | tool | arguments | result |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(r)} |" for r in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"\n{len(rows) - limit} more steps in events.jsonl (kind agent_*).")
+    return lines

@@ -1,0 +1,191 @@
+"""The agent planner on a cheap objective with scripted agent models: an agent that always calls ``suggest`` and
+runs candidate 0 is TPE trial for trial; the guard takes over after ``guard_patience`` trials without a new best and
+tells the agent; every tool answers from code; a killed search resumes from the graph's checkpoint without running a
+trial twice; approval answers yes / no / edit; results count the steps and tool calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from agentlab.core.agent.runtime import AgentRun, Reply, window
+from agentlab.core.errors import LLMError
+from agentlab.core.search.agent import AgentKit, AgentPlanner, agent_block, agent_streak
+from agentlab.core.search.evaluator import HybridEvaluator
+from agentlab.core.search.loop import SearchLoop, StopRules
+from agentlab.core.search.planners import OptunaPlanner
+from agentlab.core.search.records import TrialRecord
+from agentlab.core.search.settings import AgentSettings
+from agentlab.core.search.space import ParamSpec, SearchSpace
+from agentlab.core.llm.types import ToolCall
+from agentlab.testing.agents import ScriptAgent, SuggestAgent
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = SearchSpace({"x": ParamSpec(low=-5.0, high=5.0), "y": ParamSpec(low=-5.0, high=5.0),
+                     "kind": ParamSpec(choices=["a", "b", "c"]), "width": ParamSpec(choices=[8, 16, 32, 64])})
+BASE = {"x": 4.0, "y": 4.0, "kind": "c", "width": 64}
+
+
+class Bowl:
+    def __init__(self, die_at: int | None = None):
+        self.runs: list[dict[str, Any]] = []
+        self.die_at = die_at
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        return []
+
+    def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+        if self.die_at is not None and number == self.die_at:
+            raise KeyboardInterrupt  # the process is stopped mid-trial
+        self.runs.append(dict(params))
+        value = ((params["x"] - 1) ** 2 + (params["y"] + 2) ** 2 + {"a": 0.0, "b": 1.0, "c": 3.0}[params["kind"]]
+                 + params["width"] / 32)
+        return {"value": value}
+
+
+def search(planner: Any, seed: int, trials: int = 12, study: Any = None, objective: Any = None,
+           events: list[tuple[str, dict[str, Any]]] | None = None) -> list[TrialRecord]:
+    study = study or optuna.create_study(direction="minimize")
+    loop = SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=objective or Bowl(),
+                      planner=planner, evaluator=HybridEvaluator(0.0), stop=StopRules(trials), seed=seed,
+                      metric="val", on_event=(lambda kind, **f: events.append((kind, f))) if events is not None
+                      else None)
+    return loop.run().records
+
+
+def agent(model: Any, tmp_path: Path, name: str = "a", **settings: Any) -> AgentPlanner:
+    return AgentPlanner(model, AgentSettings(**settings), tmp_path / name / "agent.sqlite",
+                        AgentKit("a test search", facts=lambda: "the bowl is smooth"))
+
+
+def test_an_agent_that_runs_suggest_candidate_0_is_tpe_trial_for_trial(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        tpe = [r.params for r in search(OptunaPlanner("tpe"), seed)]
+        model = SuggestAgent()
+        planner = agent(model, tmp_path, f"s{seed}", guard_patience=2)
+        records = search(planner, seed)
+        assert [r.params for r in records] == tpe
+        origins = {r.origin for r in records[1:]}
+        assert origins <= {"agent", "guard"} and "agent" in origins
+        block = agent_block(planner, records)
+        assert model.steps == block["tool_calls"] == 2 * block["trials_by_agent"]  # suggest + run_trial per trial
+        assert block["invalid_tool_calls"] == 0 and block["trials_by_agent"] + block["trials_by_guard"] == 11
+        planner.close()
+
+
+def test_the_guard_takes_over_after_patience_and_the_agent_is_told(tmp_path: Path) -> None:
+    # an agent that keeps trying the worst config it can name never improves: the guard runs TPE
+    worst = ScriptAgent([("try_config", {"changes": {"kind": "c", "width": 8}, "reason": "r"}),
+                         *[("try_config", {"changes": {"x": v}, "reason": "r"}) for v in (-5.0, 5.0, -4.0, 4.5)],
+                         ("suggest", {}), ("run_trial", {"candidate": 1, "reason": "r"})])
+    planner = agent(worst, tmp_path, guard_patience=2)
+    records = search(planner, 0, trials=10)
+    origins = [r.origin for r in records[1:]]
+    assert "guard" in origins
+    first_guard = origins.index("guard")
+    streak, _ = agent_streak(records[: first_guard + 1], 2)
+    assert streak >= 2  # the guard came only after two agent trials without a new best
+    told = [m["content"] for step in worst.seen for m in step if m.get("role") == "tool"
+            and "meanwhile the guard" in str(m.get("content"))]
+    assert told, "the agent is told what the guard ran"
+    planner.close()
+
+
+def test_tools_answer_from_code_and_invalid_actions_are_shown_the_error(tmp_path: Path) -> None:
+    model = ScriptAgent([("history", {"top": 3}), ("todo", {"items": ["try kind a"]}),
+                         ("try_config", {"changes": {"x": 99.0}, "reason": "out of range"}),
+                         ("try_config", {"changes": {"kind": "a"}, "reason": "kind a is cheap"})])
+    planner = agent(model, tmp_path)
+    events: list[tuple[str, dict[str, Any]]] = []
+    planner.run.on_event = lambda kind, **f: events.append((kind, f))
+    records = search(planner, 0, trials=2)
+    assert records[1].params["kind"] == "a" and records[1].reasoning == "kind a is cheap"
+    tool_results = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
+    assert tool_results[0].startswith("trial 0") or "val" in tool_results[0]  # history: the base trial
+    assert tool_results[1] == "todo: try kind a"
+    assert tool_results[2].startswith("not run: x:")  # the space's own error, naming the key
+    counts = planner.stats()
+    assert counts["rejected_calls"] == 1 and counts["steps"] == 4
+    assert [k for k, _ in events].count("agent_step") == 4
+    brief = planner.run.messages()[1]["content"]
+    assert "the bowl is smooth" in brief
+    planner.close()
+
+
+def test_no_tool_call_or_an_error_runs_candidate_0(tmp_path: Path) -> None:
+    class Mute:
+        name = "mute"
+
+        def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
+            raise LLMError("all models failed", "timeout")
+
+    tpe = [r.params for r in search(OptunaPlanner("tpe"), 3, trials=6)]
+    planner = agent(Mute(), tmp_path, guard_patience=50)
+    records = search(planner, 3, trials=6)
+    assert [r.params for r in records] == tpe
+    assert {r.origin for r in records[1:]} == {"default"}
+    assert planner.stats()["defaulted"] == 5
+    planner.close()
+
+
+def test_a_killed_search_resumes_from_the_checkpoint_without_running_a_trial_twice(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(direction="minimize", storage=storage, study_name="s")
+    first = Bowl(die_at=4)
+    model = SuggestAgent()
+    planner = agent(model, tmp_path, guard_patience=50)
+    with pytest.raises(KeyboardInterrupt):
+        search(planner, 0, trials=8, study=study, objective=first)
+    pending = planner.run.pending()
+    assert pending is not None and pending["kind"] == "execute"
+    planner.close()
+    # a new process: a new planner on the same checkpoint and study
+    again = Bowl()
+    planner = agent(SuggestAgent(), tmp_path, guard_patience=50)
+    study = optuna.load_study(study_name="s", storage=storage)
+    records = search(planner, 0, trials=8, study=study, objective=again)
+    assert again.runs[0] == pending["action"]["params"]  # the pending trial runs first, not planned again
+    done = [json.dumps(r.params, sort_keys=True) for r in records if r.state == "complete"]
+    assert len(done) == 8 and len(set(done)) == 8  # every trial once
+    assert len(first.runs) + len(again.runs) == 8
+    planner.close()
+
+
+def test_approval_yes_no_edit(tmp_path: Path) -> None:
+    answers = iter([{"answer": "no", "note": "not that one"}, {"answer": "edit", "args": {"changes": {"kind": "b"}}},
+                    {"answer": "yes"}])
+    asked: list[dict[str, Any]] = []
+
+    def approver(action: dict[str, Any]) -> dict[str, Any]:
+        asked.append(action)
+        return next(answers)
+
+    model = ScriptAgent([("try_config", {"changes": {"kind": "a"}, "reason": "r"})] * 2
+                        + [("try_config", {"changes": {"width": 8}, "reason": "r"})])
+    planner = AgentPlanner(model, AgentSettings(approve=True), tmp_path / "agent.sqlite", AgentKit("t"),
+                           approver=approver)
+    records = search(planner, 0, trials=3)
+    assert records[1].params["kind"] == "b"  # the user's edit ran
+    assert len(asked) >= 3
+    declined = [m["content"] for m in planner.run.messages() if m.get("role") == "tool" and "declined" in m["content"]]
+    assert declined and "not that one" in declined[0]
+    planner.close()
+
+
+def test_window_keeps_the_brief_and_never_starts_with_a_tool_result() -> None:
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "b"}]
+    for i in range(10):
+        msgs += [{"role": "assistant", "content": None,
+                  "tool_calls": [ToolCall(f"c{i}", "suggest", "{}").to_openai()]},
+                 {"role": "tool", "tool_call_id": f"c{i}", "content": "r"}]
+    shown = window(msgs, 2, 5)
+    assert shown[:2] == msgs[:2] and shown[2]["role"] == "assistant" and len(shown) <= 7
+
+
+def test_agent_run_needs_an_approver_only_when_approval_is_pending(tmp_path: Path) -> None:
+    assert AgentRun.__dataclass_fields__["approver"].default is None

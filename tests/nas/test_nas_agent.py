@@ -1,0 +1,123 @@
+"""`agentlab nas --planner agent` end to end in real subprocesses, its model a scripted OpenAI-compatible server that
+answers with tool calls: a search killed with SIGKILL mid-trial resumes from the agent's checkpoint and finishes
+every trial once, results.json counts the agent's tool calls; `--approve` asks in a pseudo-terminal and the answers
+steer the search; bad uses of --approve get one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentlab.testing.server import spawn_server_process
+
+from test_nas_resume import FAST, SLOW, events, start, wait_mid_trial, write_config
+
+MODEL = "agent-model"
+
+
+@pytest.fixture()
+def server() -> Any:
+    calls = [{"name": "suggest", "arguments": {}}, {"name": "run_trial", "arguments": {"candidate": 1, "reason": "x"}}]
+    proc, base_url = spawn_server_process({"scripts": {MODEL: [{"tool_calls": [c]} for c in calls * 50]}})
+    yield base_url
+    proc.kill()
+    proc.wait()
+
+
+def routing(folder: Path, base_url: str) -> Path:
+    config = {"providers": {"loop": {"kind": "openai", "base_url": base_url}},
+              "models": {MODEL: {"provider": "loop", "model": MODEL}},
+              "routes": {"planner": {"primary": [MODEL]}}, "retries": 0, "timeout_s": 10}
+    path = folder / "llm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_agent_search_killed_mid_trial_resumes_and_runs_each_trial_once(tmp_path: Path, server: str) -> None:
+    cfg, llm = write_config(tmp_path, SLOW), routing(tmp_path, server)
+    args = ["nas", "-c", str(cfg), "--llm", str(llm), "--planner", "agent", "-n", "4", "--out", "run"]
+    proc = start(args, tmp_path, "first.log")
+    run = tmp_path / "run"
+    try:
+        wait_mid_trial(proc, run, finished=2, log=tmp_path / "first.log", timeout=120)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert (run / "agent.sqlite").is_file()
+    resumed = start(["nas", "--resume", "run", "--llm", str(llm), "-n", "4"], tmp_path, "second.log")
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    finished = [e for e in events(run, "trial") if e["state"] == "complete"]
+    keys = [json.dumps(e["params"], sort_keys=True) for e in finished]
+    assert len(keys) == 4 and len(set(keys)) == 4
+    block = results["agent"]
+    assert block["tool_calls"] >= 3 and block["invalid_tool_calls"] == 0
+    assert block["trials_by_agent"] + block["trials_by_guard"] == 3
+    assert "planner: agent" in results["planner"]
+    report = (run / "report.md").read_text()
+    assert "## The agent" in report and "| suggest |" in report
+
+
+def _read_until(fd: int, needle: str, buffer: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in "".join(buffer):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {needle!r} in:\n{''.join(buffer)[-3000:]}")
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                buffer.append(os.read(fd, 4096).decode(errors="replace"))
+            except OSError:
+                break
+
+
+def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: str) -> None:
+    cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
+    master, slave = pty.openpty()
+    env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm),
+                             "--planner", "agent", "--approve", "-n", "3", "--out", "run"],
+                            cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out: list[str] = []
+    try:
+        _read_until(master, "approve?", out, 120)
+        assert "the agent wants to run candidate 1" in "".join(out)
+        os.write(master, b"e\n")
+        _read_until(master, "changes (key=value", out, 30)
+        os.write(master, b"model.d_model=32, model.n_heads=1\n")
+        _read_until(master, "approve?", out[-1:] and out, 120)
+        out.clear()
+        _read_until(master, "approve?", out, 120)
+        os.write(master, b"y\n")
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    trials = {e["number"]: e for e in events(tmp_path / "run", "trial")}
+    assert trials[1]["params"]["model.d_model"] == 32 and trials[1]["params"]["model.n_heads"] == 1
+    assert any(e["answer"] == "edit" for e in events(tmp_path / "run", "agent_approval"))
+
+
+def test_approve_without_a_terminal_or_without_the_agent_is_refused(tmp_path: Path, server: str) -> None:
+    cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
+    env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs")}
+    base = [sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm), "-n", "2"]
+    no_tty = subprocess.run([*base, "--planner", "agent", "--approve"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert no_tty.returncode == 2 and "stdin is not one" in no_tty.stderr and "Traceback" not in no_tty.stderr
+    not_agent = subprocess.run([*base, "--planner", "tpe", "--approve"], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert not_agent.returncode == 2 and "--planner agent" in not_agent.stderr
