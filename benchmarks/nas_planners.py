@@ -9,6 +9,10 @@ Planners (``--planners``):
 - ``placebo``: the same chooser with a uniform random pick in place of the model (what choosing is worth by luck);
 - ``oracle``: the same chooser picking the candidate a surrogate fitted on the finished trials ranks best (kernel
   ridge regression, ``agentlab.testing.choosers.SurrogateChooser``), standing in for a good LLM;
+- ``agent``: ``--planner agent`` with ``--llm``: the LangGraph agent planning through tools (data facts, the
+  literature, TPE's candidates), TPE its guard after search.agent.guard_patience trials without a new best;
+- ``agent-suggest``: the same agent with a scripted model that calls ``suggest`` and runs candidate 0 every trial
+  (``agentlab.testing.agents.SuggestAgent``): it must be TPE trial for trial (checked and printed);
 - ``tpe`` (nas's default sampler, multivariate and grouped on a conditional space), ``tpe_independent`` (one key at
   a time), ``tpe_multivariate`` (run on non-conditional spaces only: on a conditional one it is ``tpe``), ``cmaes``
   (Optuna's CMA-ES on the numeric keys every trial has, the others random) and ``random``.
@@ -16,7 +20,9 @@ Planners (``--planners``):
 Datasets (``--datasets``): ``etth1``: configs/nas_ett96.yaml (ETTh1, multivariate, horizon 96, the family space of
 the NAS issue before this one) made cheaper per trial: only ``--families`` (default the fast ones: linear, sparsetsf,
 cyclenet), at most ``--epochs`` epochs (default 6, patience 2; the pruner from epoch 3); ``synthetic``: the built-in
-synthetic series on the built-in defaults (a small Informer, 4 epochs). The settings are written to OUT/<dataset>.yaml
+synthetic series on the built-in defaults (a small Informer, 4 epochs). ``--base informer`` starts every search from
+the seeds' Informer base instead of the config's hand-picked base (the knowledge warm start: the same full family
+space, the base only changes). The settings are written to OUT/<dataset>.yaml
 and printed. Every (dataset, planner, seed) search is one ``agentlab nas`` run folder under --out (the seed sets
 search.seed and train.seed, so every planner of a seed starts from the same trial 0), run --jobs at a time in worker
 processes, each with its own runs root (no search starts from another's record of the model's picks); an
@@ -50,7 +56,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PLANNERS = ["llm", "placebo", "oracle", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"]
+PLANNERS = ["llm", "placebo", "oracle", "agent", "agent-suggest", "tpe", "tpe_independent", "tpe_multivariate",
+            "cmaes", "random"]
 CHOOSERS = ("llm", "placebo", "oracle")
 FAST = "linear,sparsetsf,cyclenet"
 
@@ -84,6 +91,8 @@ def bench_config(dataset: str, args: argparse.Namespace) -> Path:
         for budget in train.get("per_family", {}).values():
             budget["epochs"] = min(budget["epochs"], args.epochs)
         config["search"]["pruner_warmup"] = max(1, args.epochs // 2)
+    if args.base:
+        config.setdefault("model", {})["family"] = args.base
     path = args.out / f"{dataset}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -101,16 +110,18 @@ def conditional(config: Path) -> bool:
 
 def worker(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> None:
     from agentlab.nas import run_nas_optimization
+    from agentlab.testing.agents import SuggestAgent
     from agentlab.testing.choosers import RandomChooser, SurrogateChooser
 
     out = args.out / dataset / f"{planner}-s{seed}"
     chooser = {"placebo": RandomChooser(), "oracle": SurrogateChooser()}.get(planner)
-    sets = [f"search.planner={'llm' if planner in CHOOSERS else planner}", f"search.seed={seed}",
-            f"train.seed={seed}"]
+    kind = "llm" if planner in CHOOSERS else "agent" if planner.startswith("agent") else planner
+    sets = [f"search.planner={kind}", f"search.seed={seed}", f"train.seed={seed}"]
     resume = out if (out / "run.json").is_file() else None
     run_nas_optimization(args.trials, config=None if resume else args.out / f"{dataset}.yaml", out=None if resume
                          else out, resume=resume, overrides=sets, chooser=chooser,
-                         llm=args.llm if planner == "llm" else None)
+                         agent_model=SuggestAgent() if planner == "agent-suggest" else None,
+                         llm=args.llm if planner in ("llm", "agent") else None)
 
 
 def run_search(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -229,10 +240,31 @@ def report(dataset: str, config: Path, planners: list[str], seeds: list[int],
                 print(f"{p}/tpe after {n}: test MSE {ratio_summary(test)}; val MSE {ratio_summary(val)}")
                 if p == "llm" and n == args.trials and test:
                     final = math.exp(statistics.mean(math.log(r) for r in test))
+        for p in [a for a in ("agent", "agent-suggest") if a in planners]:
+            for n in checkpoints:
+                test, val = per_seed(results, p, seeds, n, 1), per_seed(results, p, seeds, n, 0)
+                print(f"{p}/tpe after {n}: test MSE {ratio_summary(test)}; val MSE {ratio_summary(val)}")
+        if "agent-suggest" in planners:
+            same = [s for s in seeds if params_of(results[("agent-suggest", s)]) == params_of(results[("tpe", s)])]
+            print(f"agent-suggest is TPE trial for trial in {len(same)} of {len(seeds)} seeds")
     for p in [c for c in CHOOSERS if c in planners]:
         for line in llm_lines(p, [results[(p, s)] for s in seeds]):
             print(line)
+    for p in [a for a in ("agent", "agent-suggest") if a in planners]:
+        blocks = [results[(p, s)]["results"].get("agent") or {} for s in seeds]
+        keys = ("steps", "tool_calls", "invalid_tool_calls", "rejected_calls", "defaulted", "trials_by_agent",
+                "trials_by_guard")
+        total = {k: sum(b.get(k, 0) for b in blocks) for k in keys}
+        per_trial = [(b["tokens_per_trial"], b["seconds_per_trial"]) for b in blocks if b]
+        print(f"{p}: " + ", ".join(f"{k} {v}" for k, v in total.items())
+              + (f"; per agent trial {statistics.mean(t for t, _ in per_trial):.0f} tokens and "
+                 f"{statistics.mean(x for _, x in per_trial):.1f} s of the model (TPE: 0 tokens)" if per_trial
+                 else ""))
     return final
+
+
+def params_of(result: dict[str, Any]) -> list[str]:
+    return [json.dumps(r.get("params"), sort_keys=True) for r in result["state"]["runs"] if r.get("counted", True)]
 
 
 # --------------------------------------------------------------------------- main
@@ -248,6 +280,8 @@ def main() -> None:
     parser.add_argument("--planners", default=",".join(PLANNERS))
     parser.add_argument("--families", default=FAST, help="etth1: the model families searched")
     parser.add_argument("--epochs", type=int, default=6, help="etth1: the most epochs of any trial")
+    parser.add_argument("--base", default=None, help="start every search from this model family instead of the "
+                        "config's base (informer: the knowledge warm start)")
     parser.add_argument("--jobs", type=int, default=2, help="searches run at once")
     parser.add_argument("--llm", type=Path, default=REPO / "configs" / "llm.local.yaml",
                         help="routing config of the llm planner (default: the built-in model on llama.cpp)")
@@ -265,7 +299,7 @@ def main() -> None:
     unknown = set(args.planners.split(",")) - set(PLANNERS)
     if unknown or set(datasets) - {"etth1", "synthetic"}:
         sys.exit(f"error: unknown planner(s) {sorted(unknown)} or dataset(s) {datasets}")
-    if "llm" in args.planners.split(",") and not args.llm.is_file():
+    if {"llm", "agent"} & set(args.planners.split(",")) and not args.llm.is_file():
         sys.exit(f"error: --llm {args.llm}: not found")
     args.data = args.data.resolve()
     args.out.mkdir(parents=True, exist_ok=True)

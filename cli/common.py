@@ -178,6 +178,21 @@ def _format_action(action: dict[str, Any]) -> str:
     return f"the agent wants to run {what}: {params}\n  why: {action.get('reason') or '-'}"
 
 
+def approver_for(planner: str, approve: bool) -> Any:
+    """--approve's approver (``terminal_approver``), or None without --approve; refused (exit 2) with another planner
+    than the agent, or when stdin is not a terminal to ask in."""
+    if not approve:
+        return None
+    from agentlab.core.errors import UsageError
+
+    if planner != "agent":
+        raise UsageError("--approve asks before each step of the agent planner", hint="add --planner agent")
+    if not sys.stdin.isatty():
+        raise UsageError("--approve asks in the terminal, and stdin is not one",
+                         hint="run it in a terminal, or without --approve")
+    return terminal_approver
+
+
 def terminal_approver(action: dict[str, Any]) -> dict[str, Any]:
     """--approve: shows the agent's next trial and asks yes / no / edit on the terminal (the progress bars pause).
     edit takes ``key=value`` changes of the best config; no takes an optional note the agent is shown."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -18,6 +18,7 @@ from .common import (
     SetOpt,
     StorageOpt,
     VerboseOpt,
+    approver_for,
     console,
     safe_text,
 )
@@ -37,8 +38,11 @@ def compress(
     max_iterations: Annotated[int | None, typer.Option("--max-iterations", "-n", min=1, show_default=False,
                                                        help="Experiments, the base model not counted (default 8)."
                                                        )] = None,
-    planner: Annotated[Literal["llm", "nsga2", "tpe", "random"] | None, typer.Option(
-        show_default=False, help="nsga2 (default), tpe, random, or llm (the `planner` route of --llm).")] = None,
+    planner: Annotated[Literal["llm", "agent", "nsga2", "tpe", "random"] | None, typer.Option(
+        show_default=False, help="nsga2 (default), tpe, random, llm (the `planner` route of --llm chooses among "
+        "NSGA-II's proposals), or agent (an LLM agent plans through tools, NSGA-II its guard; needs --llm).")] = None,
+    approve: Annotated[bool, typer.Option("--approve", help="With --planner agent: stop before each experiment, "
+                                          "show the agent's plan and ask yes / no / edit.")] = False,
     llm: LLMOpt = None,
     eval_text: Annotated[Path | None, typer.Option("--eval-text", show_default=False, dir_okay=False,
                                                    help="Held-out text for perplexity (default: the built-in "
@@ -67,9 +71,17 @@ def compress(
                     ("--carbon-budget", "carbon_budget", carbon_budget),
                     ("--max-iterations", "max_iterations", max_iterations), ("--planner", "planner", planner),
                     ("--eval-text", "eval_text", eval_text), ("--calib-text", "calib_text", calib_text),
-                    ("--storage", "storage", storage), ("--mlflow", "mlflow", mlflow))
+                    ("--storage", "storage", storage), ("--mlflow", "mlflow", mlflow),
+                    ("--approve", "agent.approve", True if approve else None))
+
+    def prepare_all(cfg: Any) -> dict[str, Any]:
+        approver = approver_for(cfg.planner, cfg.agent.approve)
+        kwargs = prepare(cfg, llm)
+        kwargs["prepared"].approver = approver
+        return kwargs
+
     run_command("compress", CompressConfig, compress_run, config=config, sets=[*(set_ or []), *options], out=out,
-                resume=resume, prepare=lambda cfg: prepare(cfg, llm), otlp_endpoint=otlp_endpoint,
+                resume=resume, prepare=prepare_all, otlp_endpoint=otlp_endpoint,
                 json_=json_, verbose=verbose,
                 summary=_print_summary)
 

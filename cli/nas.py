@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-
-from agentlab.core.errors import UsageError
 
 from .common import (
     ConfigOpt,
@@ -24,10 +21,10 @@ from .common import (
     SetOpt,
     StorageOpt,
     VerboseOpt,
+    approver_for,
     console,
     print_json,
     safe_text,
-    terminal_approver,
 )
 from .runner import flags, run_command
 
@@ -103,13 +100,9 @@ def nas(
 
         freq, target = cfg.data.freq, cfg.data.target
         kwargs = prepare(cfg, llm)
-        if cfg.search.agent.approve:
-            if cfg.search.planner != "agent":
-                raise UsageError("--approve asks before each trial of the agent planner", hint="add --planner agent")
-            if not sys.stdin.isatty():
-                raise UsageError("--approve asks in the terminal, and stdin is not one",
-                                 hint="run it in a terminal, or without --approve")
-            kwargs["approver"] = terminal_approver
+        approver = approver_for(cfg.search.planner, cfg.search.agent.approve)
+        if approver is not None:
+            kwargs["approver"] = approver
         if not json_:
             console.print(safe_text(data_line(kwargs["data"], freq, target)))
             folder = resume_target("nas", resume) if resume is not None else None

@@ -146,7 +146,7 @@ class CompressConfig(LLMPlannerSettings):
                                             "generated arithmetic task")
     task_questions: int = Field(40, ge=1, description="questions of the task used for accuracy")
     max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
-    planner: Literal["llm", "nsga2", "tpe", "random"] = Field(
+    planner: Literal["llm", "agent", "nsga2", "tpe", "random"] = Field(
         "nsga2", description="who proposes experiments: the `planner` route of --llm choosing among NSGA-II's "
         "proposals, Optuna NSGA-II or TPE, or random (a baseline)")
     llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")

@@ -274,11 +274,10 @@ def nadir(goal: Goal, records: list[dict[str, Any]]) -> list[float] | None:
     return out
 
 
-def front_steps(goal: Goal, records: list[dict[str, Any]], planner: str = "llm") -> list[S.Step]:
-    """The ``planner``'s experiments as bandit steps: improved when the experiment is feasible and grows the
-    hypervolume of the feasible experiments before it (against ``nadir``), ``gain`` by how much."""
+def front_gains(goal: Goal, records: list[dict[str, Any]]) -> list[float]:
+    """Per record, how much it grew the hypervolume of the feasible experiments before it (against ``nadir``)."""
     reference = nadir(goal, records)
-    steps: list[S.Step] = []
+    gains: list[float] = []
     kept: list[dict[str, Any]] = []
     for r in records:
         gain = 0.0
@@ -287,9 +286,27 @@ def front_steps(goal: Goal, records: list[dict[str, Any]], planner: str = "llm")
             gain = _hypervolume(goal, _points(goal, [*kept, r]), reference) - before
         if _usable(r):
             kept.append(r)
-        if r.get("planner") == planner and not r.get("warmup"):
-            steps.append(S.Step(r.get("origin") or "classical", gain > 1e-12, max(gain, 0.0)))
-    return steps
+        gains.append(gain)
+    return gains
+
+
+def front_steps(goal: Goal, records: list[dict[str, Any]], planner: str = "llm") -> list[S.Step]:
+    """The ``planner``'s experiments as bandit steps: improved when the experiment is feasible and grows the
+    hypervolume of the feasible experiments before it (``front_gains``), ``gain`` by how much."""
+    return [S.Step(r.get("origin") or "classical", gain > 1e-12, max(gain, 0.0))
+            for r, gain in zip(records, front_gains(goal, records), strict=True)
+            if r.get("planner") == planner and not r.get("warmup")]
+
+
+def hypervolumes(goal: Goal, records: list[dict[str, Any]], leave_out: tuple[str, ...]) -> tuple[float | None,
+                                                                                                 float | None]:
+    """The hypervolume of the feasible experiments, and without those whose origin is in ``leave_out``."""
+    reference = nadir(goal, records)
+    if reference is None:
+        return None, None
+    usable = [r for r in records if _usable(r)]
+    kept = [r for r in usable if r.get("origin") not in leave_out]
+    return (_hypervolume(goal, _points(goal, usable), reference), _hypervolume(goal, _points(goal, kept), reference))
 
 
 def contribution(goal: Goal, records: list[dict[str, Any]], planner: ChooserPlanner) -> dict[str, Any]:

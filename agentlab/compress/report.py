@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from agentlab.compress.objective import Goal
 from agentlab.compress.scoring import front
 from agentlab.core.runs import save_figure
+from agentlab.core.search.agent import agent_story
 from agentlab.core.search.share import contribution_lines
 
 if TYPE_CHECKING:
@@ -105,7 +106,9 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2)
 
 
-def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], results: dict[str, Any]) -> str:
+def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], results: dict[str, Any],
+                  events: list[dict[str, Any]] | None = None) -> str:
+    """report.md; ``events``: the run's events (the agent planner's steps, told as a table)."""
     energy, counts = results["energy"], results["counts"]
     front = set(results["front"])
     lines = [f"# agentlab compress: {cfg.model}", "", f"Goal: {goal.describe()}"
@@ -131,6 +134,7 @@ def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]]
     if notes:
         lines += ["## Planner notes", "", *(f"- {r['index']} ({r['planner']}{_origin(r)}): {r['note']}"
                                             for r in notes), ""]
+    lines += agent_story(results.get("agent"), events or [], unit="experiment")
     return "\n".join(lines)
 
 

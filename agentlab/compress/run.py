@@ -22,11 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.compress.agent import compress_kit
 from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
 from agentlab.compress.experiment import Inputs, run_experiment
 from agentlab.compress.measure import default_eval_text, read_text_file
 from agentlab.compress.objective import Goal
-from agentlab.compress.planners import SAMPLERS, ExperimentDomain, NoProposal, contribution, record_trial
+from agentlab.compress.planners import (
+    SAMPLERS,
+    ExperimentDomain,
+    NoProposal,
+    contribution,
+    hypervolumes,
+    record_trial,
+)
 from agentlab.compress.report import fmt, render_report, write_plot
 from agentlab.compress.scoring import check, choose_best, derive, front
 from agentlab.compress.space import Space
@@ -41,6 +49,7 @@ from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.models.load import hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume_target, run_in_folder, runs_root
+from agentlab.core.search.agent import AGENT_ORIGINS, AgentPlanner, agent_block
 from agentlab.core.search.planners import ChooserPlanner, Proposal
 from agentlab.core.search.session import PlannerSession, PlannerSpec, open_planner
 from agentlab.core.search.study import open_study
@@ -64,6 +73,8 @@ class Prepared:
     space: Space
     llm: LLMConfig | None = None
     chooser: Any = None  # a scripted chooser in place of the planner model (the benchmarks' placebo and surrogate)
+    agent_model: Any = None  # a scripted model in place of the agent planner's (agentlab.testing.agents)
+    approver: Any = None  # answers --approve (the CLI asks in the terminal)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -107,7 +118,8 @@ def _layers(model_path: Path) -> int:
         return 1
 
 
-def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None) -> dict[str, Any]:
+def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None,
+            agent_model: Any = None) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
     goal = cfg.goal()
@@ -117,18 +129,19 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     folder = hf_model_folder(cfg.model, user="agentlab compress")
     device, _ = resolve_device_dtype(cfg.device, what="device")
     llm_cfg = None
-    if cfg.planner == "llm" and chooser is None:
+    if (cfg.planner == "llm" and chooser is None) or (cfg.planner == "agent" and agent_model is None):
         llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
         if not llm_cfg.route("planner").chain():
-            raise UsageError("--planner llm needs a planner model, and the routing config has none",
-                             hint="give --llm FILE with a `planner` route, or use --planner nsga2")
+            raise UsageError(f"--planner {cfg.planner} needs a planner model, and the routing config has none",
+                             hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in "
+                             "model), or use --planner nsga2")
     check_tracking(cfg.mlflow)
     if cfg.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
                     questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
-    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg, chooser)}
+    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg, chooser, agent_model)}
 
 
 def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
@@ -207,9 +220,12 @@ class Search:
         self.context = measure_context(self.p.inputs)
         log_experiments(self.tracker, self.records)
         self._open_study()
+        kit = compress_kit(self.goal.describe(), lambda: self.records[0].get("metrics") or {}, self.workspace,
+                           self.model_hash) if self.cfg.planner == "agent" else None
         spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", samplers=SAMPLERS, settings=self.cfg,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
-                           memory=self.workspace.root / "llm_picks.json")  # the record of the model's picks
+                           memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks
+                           agent_model=self.p.agent_model, kit=kit, approver=self.p.approver)
         with open_planner(spec) as self.session:  # closes the planner route's router (llm_stats.json)
             self._loop()
         return self._finish()
@@ -339,10 +355,14 @@ class Search:
         planner = self.session.planner if self.session is not None else None
         if isinstance(planner, ChooserPlanner):
             results["llm_contribution"] = contribution(self.goal, self.records, planner)
+        if isinstance(planner, AgentPlanner):
+            with_all, without = hypervolumes(self.goal, self.records, AGENT_ORIGINS)
+            results["agent"] = agent_block(planner, [str(r.get("origin", "")) for r in self.records[1:]], with_all,
+                                           without, higher_is_better=True, what="hypervolume")
         plot = write_plot(self.goal, self.records, self.run_dir.file("pareto.png"))
         results["plot"] = plot.name if plot is not None else None
         self.run_dir.save_results(results)
-        self.run_dir.save_report(render_report(self.cfg, self.goal, self.records, results))
+        self.run_dir.save_report(render_report(self.cfg, self.goal, self.records, results, list(self.run_dir.events())))
         self.workspace.add_note(self.model_hash, knowledge_note(self.goal, self.records, results,
                                                                 self.run_dir.path.name))
         log_results(self.tracker, results, self.run_dir.path)
@@ -472,15 +492,17 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
 def run_compression(model_name: str | None = None, objective: str | None = None, carbon_budget: float | None = None,
                     *, config: Any = None, overrides: list[str] | None = None, out: str | Path | None = None,
                     resume: str | Path | None = None, progress: Progress | None = None, chooser: Any = None,
-                    **fields: Any) -> dict[str, Any]:
+                    agent_model: Any = None, **fields: Any) -> dict[str, Any]:
     """Python API: run the search in a run folder (new, ``out``, or ``resume``) and return results.json's content.
     ``fields``: any other config field, e.g. ``max_iterations=3``, ``planner="random"``; ``chooser`` (with
-    ``planner="llm"``): a scripted chooser in place of the planner model (``agentlab.testing.choosers``)."""
+    ``planner="llm"``): a scripted chooser in place of the planner model (``agentlab.testing.choosers``);
+    ``agent_model`` (with ``planner="agent"``): a scripted agent model (``agentlab.testing.agents``)."""
     resume_dir = resume_target("compress", resume, out=out)
     if resume_dir is not None:
         cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
-    results, _ = run_in_folder("compress", cfg, run, inputs=prepare(cfg, chooser=chooser), out=out, resume=resume_dir,
+    inputs = prepare(cfg, chooser=chooser, agent_model=agent_model)
+    results, _ = run_in_folder("compress", cfg, run, inputs=inputs, out=out, resume=resume_dir,
                                progress=progress)
     return dict(results)

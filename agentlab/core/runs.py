@@ -192,6 +192,21 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def read_events(folder: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    """Replay a run folder's events.jsonl (a torn last line from a crash is skipped); nothing when there is none."""
+    path = Path(folder) / "events.jsonl"
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if kind is None or record.get("kind") == kind:
+                yield record
+
+
 def runs_root(root: str | Path | None = None) -> Path:
     """Where run folders go: ``root``, else $AGENTLAB_RUNS, else ./runs."""
     return Path(root or os.environ.get("AGENTLAB_RUNS") or DEFAULT_RUNS_ROOT)
@@ -584,17 +599,7 @@ class RunDir:
 
     def events(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
         """Replay events.jsonl (a torn last line from a crash is skipped)."""
-        path = self.file("events.jsonl")
-        if not path.is_file():
-            return
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if kind is None or record.get("kind") == kind:
-                    yield record
+        return read_events(self.path, kind)
 
     # ------------------------------------------------------------------ status
 

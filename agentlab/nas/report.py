@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from agentlab.core.runs import atomic_write_bytes, save_figure
+from agentlab.core.runs import atomic_write_bytes, read_events, save_figure
 from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.share import contribution_lines
@@ -86,7 +86,6 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
 def resume_line(folder: Path, max_iterations: int) -> str | None:
     """Before a resumed search starts: how many finished trials its folder keeps (``agent_state.json``) and how many
     it may still run; None when the folder has no state yet (it stopped before its first trial ended)."""
-    import json
 
     try:
         runs = json.loads((folder / "agent_state.json").read_text(encoding="utf-8"))["runs"]
@@ -256,21 +255,8 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
         lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_fmt(r.value)} | {_fmt(r.metrics.get('test_mse'))} "
                      f"| {_fmt(r.metrics.get('n_params'))} | {r.state} | {decision} |")
     lines += _llm_section(outcome.records, results.get("llm_contribution"))
-    lines += agent_story(results.get("agent"), _events(run_path))
+    lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])
     return "\n".join(lines) + "\n"
-
-
-def _events(run_path: Path) -> list[dict[str, Any]]:
-    path = run_path / "events.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
 
 
 ORIGINS = {"kept": "kept TPE's candidate 0", "picked": "picked candidate", "own": "its own candidate",

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agentlab.core.agent.runtime import AgentModel, AgentRun, Tool
 from agentlab.core.runs import atomic_write_text
@@ -39,14 +39,50 @@ SAMPLER_NAMES = {"tpe": "TPE", "nsga2": "NSGA-II", "random": "random", "cmaes": 
 
 
 @dataclass
+class Done:
+    """A finished trial (or experiment) as the agent sees it: its params' key, label, who ran it, whether it was a
+    new best (nas: a lower validation MSE; compress: it grew the feasible front's hypervolume) and its outcome."""
+
+    key: str
+    label: str
+    planner: str
+    origin: str
+    improved: bool
+    text: str
+
+
+class AgentView(Protocol):
+    """A search as the agent sees it, over the planners' ``Domain`` (``TrialView``: nas's trials; compress's
+    ``ExperimentView``). ``done()``: the finished trials in order; ``config(changes)``: the params of the best config
+    with ``changes`` (try_config), or the errors."""
+
+    unit: str
+
+    def done(self) -> list[Done]: ...
+
+    def best_line(self) -> str: ...
+
+    def history(self, top: int) -> str: ...
+
+    def describe(self, params: dict[str, Any]) -> str: ...
+
+    def changes_schema(self) -> dict[str, Any]: ...
+
+    def config(self, changes: Any) -> tuple[dict[str, Any] | None, str]: ...
+
+
+@dataclass
 class AgentKit:
     """What a command adds to the agent: the search's ``what`` (a line for the system prompt), ``facts`` (text
-    computed in code: the data inspection, the literature), its own ``tools(ctx)``, and the ``knowledge`` file
-    (notes kept for the next search on data like this, under ``signature``)."""
+    computed in code: the data inspection, the literature), its own ``tools(ctx)``, its ``view`` of the domain (nas:
+    ``TrialView``), the action names (run a suggested candidate, run a config of its own), and the ``knowledge``
+    file (notes kept for the next search on data like this, under ``signature``)."""
 
     what: str
     facts: Callable[[], str] = lambda: ""
     tools: Callable[[PlanContext], list[Tool]] = lambda ctx: []
+    view: Callable[[Any], AgentView] = lambda domain: TrialView(domain)
+    actions: tuple[str, str] = ("run_trial", "try_config")
     knowledge: Path | None = None
     signature: str = ""
 
@@ -56,83 +92,157 @@ def _reason_prop() -> dict[str, Any]:
             "description": "why, in one short sentence"}
 
 
-def agent_streak(records: list[TrialRecord], patience: int, maximize: bool = False) -> tuple[int, bool]:
-    """(agent trials since the last new best, whether the guard holds the next trial): the guard takes over after
-    ``patience`` agent trials without a new best and hands back after a new best or ``patience`` guard trials."""
-    done = [r for r in records if r.state != "running" and r.counted]
-    values = [r.value if r.state == "complete" and r.accepted is not False and r.finite else None for r in done]
+def agent_streak(done: list[Done], patience: int) -> tuple[int, bool]:
+    """(the agent's trials since the last new best, whether the guard holds the next trial): the guard takes over
+    after ``patience`` agent trials without a new best and hands back after a new best or ``patience`` guard
+    trials."""
     streak = guard = 0
-    for r, (improved, _) in zip(done, S.improvements(values, maximize), strict=True):
-        if improved:
+    for d in done:
+        if d.improved:
             streak = guard = 0
-        elif r.origin == "guard":
+        elif d.origin == "guard":
             guard += 1
             if guard >= patience:
                 streak = guard = 0
-        elif r.planner == "agent":
+        elif d.planner == "agent":
             streak += 1
     return streak, streak >= patience
 
 
+class TrialView:
+    """The search loop's trials (``TrialDomain``: nas) as the agent sees them."""
+
+    unit = "trial"
+
+    def __init__(self, domain: TrialDomain):
+        self.d = domain
+
+    def _outcome(self, r: TrialRecord) -> str:
+        metric = self.d.metric
+        if r.state == "complete" and r.value is not None and math.isfinite(r.value):
+            return f"{metric} {r.value:.4g}" + ("" if r.accepted is not False else f" (not accepted: {r.reason})")
+        if r.state == "pruned":
+            return f"pruned ({metric} {r.value:.4g} at the last epoch)" if r.value is not None else "pruned"
+        return f"failed: {r.reason[:200]}"
+
+    def done(self) -> list[Done]:
+        rows = [r for r in self.d.records if r.state != "running" and r.counted]
+        values = [r.value if r.state == "complete" and r.accepted is not False and r.finite else None for r in rows]
+        maximize = self.d.direction == "maximize"
+        best: float | None = None
+        out = []
+        for r, (improved, _) in zip(rows, S.improvements(values, maximize), strict=True):
+            verdict = ""
+            if r.state == "complete" and r.finite and best is not None:
+                rel = abs(r.value - best) / abs(best) * 100 if best else 0.0  # type: ignore[operator]
+                verdict = " - a new best" if improved else \
+                    f" - {rel:.1f}% {'below' if maximize else 'above'} the best before it"
+            if r.state == "complete" and r.finite and r.accepted is not False and (
+                    best is None or improved):
+                best = r.value
+            out.append(Done(params_key(r.params), r.run_id, r.planner, r.origin, improved,
+                            f"{r.run_id}: {self._outcome(r)}{verdict} ({self.describe(r.params)})"))
+        return out
+
+    def best_line(self) -> str:
+        best = self.d.best
+        if best is None or best.value is None:
+            return "no finished trial yet"
+        return (f"best so far {best.run_id}: {self.d.metric} {best.value:.4g} "
+                f"({format_changes(self.d.space.rounded(best.params))})")
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return format_changes(diff(self.d.space.rounded(params), self.d.space.rounded(self.d.incumbent)))
+
+    def history(self, top: int) -> str:
+        maximize = self.d.direction == "maximize"
+        rows = [r for r in self.d.records if r.state in ("complete", "pruned") and r.finite]
+        rows.sort(key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
+        lines = [f"{r.run_id} {self._outcome(r)}: {self.describe(r.params)}" for r in rows[:top]]
+        summary = good_trials_summary([(r.params, float(r.value)) for r in rows if r.state == "complete"],  # type: ignore
+                                      list(self.d.space.params), maximize)
+        return "\n".join((lines or ["no finished trial yet"]) + (["what the good trials share:", *summary]
+                                                                  if summary else []))
+
+    def changes_schema(self) -> dict[str, Any]:
+        values = self.d.space.offered(self.d.incumbent)
+        return plan_schema(values)["properties"]["changes"] if values else {"type": "object"}
+
+    def config(self, changes: Any) -> tuple[dict[str, Any] | None, str]:
+        space = self.d.space
+        clean, errors = space.validate(changes)
+        if not clean and not errors:
+            errors = ["changes is empty"]
+        params = space.complete({**self.d.incumbent, **clean})
+        errors = errors or space.inactive(clean, params) or self.d.check(params)
+        if not errors and params_key(params) in self.d.tried:
+            errors = ["this config was run already: change something else"]
+        return (None, "; ".join(errors)[:400]) if errors else (params, "")
+
+
 class AgentPlanner:
-    """The ``agent`` planner on a ``TrialDomain`` (see the module docstring); ``approver`` (``--approve``) answers
-    the graph's approval before each trial; ``on_event`` writes the steps to events.jsonl."""
+    """The ``agent`` planner on a search's ``Domain`` seen through the kit's ``AgentView`` (see the module
+    docstring); ``approver`` (``--approve``) answers the graph's approval before each trial; ``on_event`` writes the
+    steps to events.jsonl."""
 
     name = "agent"
-    actions: tuple[str, ...] = ("run_trial", "try_config")
 
     def __init__(self, model: AgentModel, settings: AgentSettings, path: Path, kit: AgentKit, *,
                  sampler: str = "tpe", approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 on_event: Callable[..., None] | None = None, unit: str = "trial"):
-        self.model, self.settings, self.kit, self.sampler, self.unit = model, settings, kit, sampler, unit
+                 on_event: Callable[..., None] | None = None):
+        self.model, self.settings, self.kit, self.sampler = model, settings, kit, sampler
+        self.actions: tuple[str, ...] = kit.actions
         self.ctx: PlanContext | None = None
+        self.view: AgentView | None = None
         self._suggested: list[Proposal] = []
         self._todo: list[str] = []
         self.run = AgentRun(self, model, path, max_steps=settings.max_steps, keep=settings.keep,
                             approver=approver, on_event=on_event)
 
+    @property
+    def unit(self) -> str:
+        return self.view.unit if self.view is not None else "trial"
+
     # ------------------------------------------------------------------ the planner
 
-    @property
-    def domain(self) -> TrialDomain:
-        assert self.ctx is not None and isinstance(self.ctx.domain, TrialDomain)
-        return self.ctx.domain
+    def _view(self) -> AgentView:
+        assert self.view is not None
+        return self.view
 
     def propose(self, ctx: PlanContext) -> Proposal:
         self.ctx, self._suggested = ctx, []
-        domain = self.domain
-        maximize = domain.direction == "maximize"
-        streak, guarded = agent_streak(domain.records, self.settings.guard_patience, maximize)
+        self.view = self.kit.view(ctx.domain)
+        done = self.view.done()
+        streak, guarded = agent_streak(done, self.settings.guard_patience)
         if guarded:
-            first = domain.draw(self.sampler, 1)[0]
-            return Proposal(first.params, domain.changes(first.params), self.name, origin="guard",
+            first = ctx.domain.draw(self.sampler, 1)[0]
+            return Proposal(first.params, ctx.domain.changes(first.params), self.name, origin="guard",
                             notes=[f"guard: {streak} {self.unit}s by the agent without a new best; "
                                    f"{SAMPLER_NAMES.get(self.sampler, self.sampler)} runs this one"],
                             extra=dict(first.extra))
         waiting = self.run.pending()
         result: str | None = None
         if waiting is not None and waiting["kind"] == "execute":
-            record = self._finished(waiting["action"]["key"])
-            if record is None:  # killed before it finished (or never started): run it now, not twice
+            key = waiting["action"]["key"]
+            finished = next((i for i, d in enumerate(done) if d.key == key), None)
+            if finished is None:  # killed before it finished (or never started): run it now, not twice
                 return self._proposal(waiting["action"], resumed=True)
-            result = self._result(waiting["action"], record)
+            result = self._result(done, finished)
         action = self.run.advance(result)
         return self._proposal(action)
 
-    def _finished(self, key: str) -> TrialRecord | None:
-        return next((r for r in self.domain.records if params_key(r.params) == key
-                     and r.state in ("complete", "pruned", "failed") and r.counted), None)
-
     def _proposal(self, action: dict[str, Any], resumed: bool = False) -> Proposal:
+        assert self.ctx is not None
         params = action["params"]
         origin = "default" if action.get("default") else "agent"
         notes = [f"the agent gave no valid action ({action['default']}): candidate 0 runs"] if action.get("default") \
             else []
         if resumed:
             notes.append("resumed: the agent's pending action runs (it had not finished)")
-        choice = action.get("candidate")
-        return Proposal(dict(params), self.domain.changes(params), self.name, action.get("reason", ""),
-                        notes=notes, origin=origin, choice=choice, candidates=action.get("of", 0))
+        extra = next((dict(p.extra) for p in self._suggested if params_key(p.params) == action["key"]), {})
+        return Proposal(dict(params), self.ctx.domain.changes(params), self.name, action.get("reason", ""),
+                        notes=notes, origin=origin, choice=action.get("candidate"), candidates=action.get("of", 0),
+                        extra=extra)
 
     def stats(self) -> dict[str, Any]:
         return self.run.counts()
@@ -142,64 +252,39 @@ class AgentPlanner:
 
     # ------------------------------------------------------------------ what the model is told (computed here)
 
-    def _best_line(self) -> str:
-        best = self.domain.best
-        if best is None or best.value is None:
-            return "no finished trial yet"
-        return (f"best so far {best.run_id}: {self.domain.metric} {best.value:.4g} "
-                f"({format_changes(self.domain.space.rounded(best.params))})")
-
-    def _outcome(self, r: TrialRecord) -> str:
-        metric = self.domain.metric
-        if r.state == "complete" and r.value is not None and math.isfinite(r.value):
-            return f"{metric} {r.value:.4g}" + ("" if r.accepted is not False else f" (not accepted: {r.reason})")
-        if r.state == "pruned":
-            return f"pruned ({metric} {r.value:.4g} at the last epoch)" if r.value is not None else "pruned"
-        return f"failed: {r.reason[:200]}"
-
-    def _result(self, action: dict[str, Any], record: TrialRecord) -> str:
-        records = self.domain.records
-        maximize = self.domain.direction == "maximize"
-        earlier = [r.value for r in records if r.number < record.number and r.state == "complete" and r.finite
-                   and r.accepted is not False]
-        best_before = (max if maximize else min)(earlier) if earlier else None  # type: ignore[type-var]
-        verdict = ""
-        if record.state == "complete" and record.finite and best_before is not None:
-            better = record.value > best_before if maximize else record.value < best_before  # type: ignore[operator]
-            rel = (record.value - best_before) / abs(best_before) * 100 if best_before else 0.0  # type: ignore
-            verdict = " - a new best" if better else f" - {abs(rel):.1f}% {'below' if maximize else 'above'} the best"
-        lines = [f"{record.run_id}: {self._outcome(record)}{verdict}"]
-        guard = [r for r in records if r.number > record.number and r.origin == "guard" and r.state != "running"]
+    def _result(self, done: list[Done], index: int) -> str:
+        lines = [done[index].text]
+        guard = [d for d in done[index + 1:] if d.origin == "guard"]
         if guard:
-            lines.append(f"meanwhile the guard ({SAMPLER_NAMES.get(self.sampler, self.sampler)}) ran: " + "; ".join(
-                f"{r.run_id} {format_changes(diff(self.domain.space.rounded(r.params), self.domain.incumbent))}: "
-                f"{self._outcome(r)}" for r in guard[-3:]))
+            lines.append(f"meanwhile the guard ({SAMPLER_NAMES.get(self.sampler, self.sampler)}) ran: "
+                         + "; ".join(d.text for d in guard[-3:]))
         return "\n".join(lines)
 
     def reflect(self) -> str:
         assert self.ctx is not None
-        domain = self.domain
-        streak, _ = agent_streak(domain.records, self.settings.guard_patience, domain.direction == "maximize")
+        view = self._view()
+        streak, _ = agent_streak(view.done(), self.settings.guard_patience)
         left = self.settings.guard_patience - streak
-        lines = [f"{self.ctx.budget_left - 1} {self.unit}s left. {self._best_line()}.",
-                 f"{left} more {self.unit}(s) without a new best and the guard runs "
-                 f"{SAMPLER_NAMES.get(self.sampler, self.sampler)} instead."]
+        sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
+        lines = [f"{self.ctx.budget_left - 1} {self.unit}s left. {view.best_line()}.",
+                 f"{left} more {self.unit}(s) without a new best and the guard runs {sampler} instead."]
         if self._todo:
             lines.append("your todo: " + "; ".join(self._todo[:5]))
-        lines.append("Next: call suggest, then run_trial with a candidate (or try_config).")
+        lines.append(f"Next: call suggest, then {self.actions[0]} with a candidate (or {self.actions[1]}).")
         return "\n".join(lines)
 
     def brief(self) -> list[dict[str, Any]]:
         sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
+        run, own = self.actions
         system = (f"You plan {self.kit.what}. Call exactly one tool per step. suggest lists {sampler}'s candidates "
-                  f"(candidate 0 is what {sampler} would run alone); run_trial runs one of them; try_config runs a "
-                  "change of the best config; history, note, todo and the other tools inform you. Facts come from "
+                  f"(candidate 0 is what {sampler} would run alone); {run} runs one of them; {own} runs a "
+                  f"{self.unit} of your own; history, note, todo and the other tools inform you. Facts come from "
                   "the tools: trust them over your own guesses.")
         facts = [self.kit.facts()]
         notes = self._notes()
         if notes:
             facts.append("notes from earlier searches on data like this:\n" + "\n".join(f"- {n}" for n in notes))
-        facts.append(f"The search starts from {self._best_line()}. Plan, then run the first {self.unit}.")
+        facts.append(f"The search starts from {self._view().best_line()}. Plan, then run the first {self.unit}.")
         return [{"role": "system", "content": system},
                 {"role": "user", "content": "\n\n".join(f for f in facts if f)}]
 
@@ -207,23 +292,23 @@ class AgentPlanner:
 
     def tools(self) -> list[Tool]:
         assert self.ctx is not None
-        k = max(len(self._suggested), 1) if self._suggested else self.settings.candidates
-        values = self.domain.space.offered(self.domain.incumbent)
-        changes = plan_schema(values)["properties"]["changes"] if values else {"type": "object"}
+        view = self._view()
+        k = len(self._suggested) if self._suggested else self.settings.candidates
+        sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
+        run, own = self.actions
         return [
-            Tool("suggest", f"{SAMPLER_NAMES.get(self.sampler, self.sampler)}'s {self.settings.candidates} "
-                 "candidates for the next trial, as changes to the best config", {"type": "object", "properties": {}},
-                 self._suggest),
-            Tool("run_trial", "run one of the suggested candidates (it counts against the budget)",
-                 {"type": "object", "properties": {"candidate": {"type": "integer", "enum": list(range(k))},
+            Tool("suggest", f"{sampler}'s {self.settings.candidates} candidates for the next {self.unit}",
+                 {"type": "object", "properties": {}}, self._suggest),
+            Tool(run, "run one of the suggested candidates (it counts against the budget)",
+                 {"type": "object", "properties": {"candidate": {"type": "integer", "enum": list(range(max(k, 1)))},
                                                    "reason": _reason_prop()},
                   "required": ["candidate", "reason"], "additionalProperties": False}),
-            Tool("try_config", "run the best config with these changes (it counts against the budget)",
-                 {"type": "object", "properties": {"changes": changes, "reason": _reason_prop()},
+            Tool(own, f"run a {self.unit} of your own (it counts against the budget)",
+                 {"type": "object", "properties": {"changes": view.changes_schema(), "reason": _reason_prop()},
                   "required": ["changes", "reason"], "additionalProperties": False}),
-            Tool("history", "the finished trials, best first, and what the good ones share",
+            Tool("history", f"the finished {self.unit}s, best first, and what the good ones share",
                  {"type": "object", "properties": {"top": {"type": "integer", "minimum": 1, "maximum": 20}},
-                  "additionalProperties": False}, self._history),
+                  "additionalProperties": False}, lambda args: view.history(int(args.get("top") or 8))),
             Tool("note", "keep a fact for the next search on data like this",
                  {"type": "object", "properties": {"text": {"type": "string", "maxLength": 200}},
                   "required": ["text"], "additionalProperties": False}, self._note),
@@ -235,30 +320,14 @@ class AgentPlanner:
         ]
 
     def _draw(self) -> list[Proposal]:
+        assert self.ctx is not None
         if not self._suggested:
-            self._suggested = self.domain.draw(self.sampler, self.settings.candidates)
+            self._suggested = self.ctx.domain.draw(self.sampler, self.settings.candidates)
         return self._suggested
 
     def _suggest(self, args: dict[str, Any]) -> str:
-        shown = self.domain.space.rounded(self.domain.incumbent)
-        lines = [f"candidate {i}: {format_changes(diff(self.domain.space.rounded(p.params), shown))}"
-                 for i, p in enumerate(self._draw())]
-        return "\n".join(lines)
-
-    def _history(self, args: dict[str, Any]) -> str:
-        domain = self.domain
-        maximize = domain.direction == "maximize"
-        done = [r for r in domain.records if r.state in ("complete", "pruned") and r.finite]
-        done.sort(key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
-        top = int(args.get("top") or 8)
-        shown = domain.space.rounded(domain.incumbent)
-        lines = [f"{r.run_id} {self._outcome(r)}: {format_changes(diff(domain.space.rounded(r.params), shown))}"
-                 for r in done[:top]] or ["no finished trial yet"]
-        summary = good_trials_summary([(r.params, float(r.value)) for r in done if r.state == "complete"],  # type: ignore
-                                      list(domain.space.params), maximize)
-        if summary:
-            lines += ["what the good trials share:", *summary]
-        return "\n".join(lines)
+        view = self._view()
+        return "\n".join(f"candidate {i}: {view.describe(p.params)}" for i, p in enumerate(self._draw()))
 
     def _notes(self) -> list[str]:
         path = self.kit.knowledge
@@ -279,8 +348,7 @@ class AgentPlanner:
             data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         except (OSError, ValueError):
             data = {}
-        notes = [*data.get(self.kit.signature, []), text][-20:]
-        data[self.kit.signature] = notes
+        data[self.kit.signature] = [*data.get(self.kit.signature, []), text][-20:]
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(data, indent=1))
         return f"noted for the next search on {self.kit.signature}"
@@ -292,7 +360,6 @@ class AgentPlanner:
     # ------------------------------------------------------------------ the action
 
     def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        domain = self.domain
         reason = " ".join(str(args.get("reason", "")).split())[:REASON_CHARS]
         if "candidate" in args:
             candidates = self._draw()
@@ -302,17 +369,11 @@ class AgentPlanner:
             params = candidates[index].params
             return {"args": {"candidate": index, "reason": reason}, "params": params, "key": params_key(params),
                     "candidate": index, "of": len(candidates), "reason": reason}, ""
-        clean, errors = domain.space.validate(args.get("changes"))
-        if not clean and not errors:
-            errors = ["changes is empty"]
-        params = domain.space.complete({**domain.incumbent, **clean})
-        errors = errors or domain.space.inactive(clean, params) or domain.check(params)
-        if not errors and params_key(params) in domain.tried:
-            errors = ["this config was run already: change something else"]
-        if errors:
-            return None, "; ".join(errors)[:400]
-        return {"args": {"changes": clean, "reason": reason}, "params": params, "key": params_key(params),
-                "reason": reason}, ""
+        own, error = self._view().config(args.get("changes"))
+        if own is None:
+            return None, error
+        return {"args": {"changes": args.get("changes"), "reason": reason}, "params": own,
+                "key": params_key(own), "reason": reason}, ""
 
     def default_action(self, why: str) -> dict[str, Any]:
         first = self._draw()[0]
@@ -320,29 +381,38 @@ class AgentPlanner:
                 "key": params_key(first.params), "candidate": 0, "of": len(self._suggested), "reason": why[:200]}
 
 
-def agent_block(planner: AgentPlanner, records: list[TrialRecord], maximize: bool = False) -> dict[str, Any]:
-    """results.json's ``agent`` block: the graph's counters, trials by the agent and by the guard, and the search's
-    best with and without the agent's trials (what the agent's trials are worth)."""
+def agent_block(planner: AgentPlanner, origins: list[str], with_all: float | None, without: float | None,
+                higher_is_better: bool = False, what: str = "best") -> dict[str, Any]:
+    """results.json's ``agent`` block: the graph's counters, the finished trials by the agent and by the guard
+    (``origins``: each one's origin), and the search's ``what`` (nas: best val MSE; compress: feasible hypervolume)
+    with and without the agent's trials: the improvement attributable to them."""
     counts = planner.stats()
-    done = [r for r in records if r.state != "running" and r.counted]
-
-    def best(rows: list[TrialRecord]) -> float | None:
-        values = [float(r.value) for r in rows if r.state == "complete" and r.finite and r.accepted is not False]  # type: ignore[arg-type]
-        return (max if maximize else min)(values) if values else None
-
-    by_agent = [r for r in done if r.origin in AGENT_ORIGINS]
-    with_all, without = best(done), best([r for r in done if r.origin not in AGENT_ORIGINS])
     improvement = None
     if with_all is not None and without is not None and without:
-        improvement = ((with_all - without) if maximize else (without - with_all)) / abs(without)
+        improvement = ((with_all - without) if higher_is_better else (without - with_all)) / abs(without)
     actions = max(counts.get("actions", 0), 1)
     return {"model": planner.model.name, "steps": counts["steps"], "tool_calls": counts["tool_calls"],
             "invalid_tool_calls": counts["invalid_tool_calls"], "rejected_calls": counts["rejected_calls"],
             "defaulted": counts["defaulted"], "tokens": counts["tokens"], "model_seconds": counts["model_seconds"],
             "tokens_per_trial": round(counts["tokens"] / actions, 1),
             "seconds_per_trial": round(counts["model_seconds"] / actions, 3),
-            "trials_by_agent": len(by_agent), "trials_by_guard": sum(1 for r in done if r.origin == "guard"),
-            "best_without_agent_trials": without, "improvement_from_agent_trials": improvement}
+            "trials_by_agent": sum(1 for o in origins if o in AGENT_ORIGINS),
+            "trials_by_guard": sum(1 for o in origins if o == "guard"),
+            f"{what}_without_agent_trials": without, f"{what}_with_them": with_all,
+            "improvement_from_agent_trials": improvement}
+
+
+def trial_agent_block(planner: AgentPlanner, records: list[TrialRecord], maximize: bool = False) -> dict[str, Any]:
+    """``agent_block`` for the search loop's trials (nas): the best value with and without the agent's trials."""
+    done = [r for r in records if r.state != "running" and r.counted]
+
+    def best(rows: list[TrialRecord]) -> float | None:
+        values = [float(r.value) for r in rows  # type: ignore[arg-type]
+                  if r.state == "complete" and r.finite and r.accepted is not False]
+        return (max if maximize else min)(values) if values else None
+
+    return agent_block(planner, [r.origin for r in done], best(done),
+                       best([r for r in done if r.origin not in AGENT_ORIGINS]), maximize)
 
 
 def agent_summary(block: dict[str, Any] | None, unit: str = "trial") -> str | None:

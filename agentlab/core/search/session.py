@@ -21,7 +21,7 @@ from agentlab.core.errors import AgentlabError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.runs import RunDir
-from agentlab.core.search.agent import AgentKit, AgentPlanner, agent_block
+from agentlab.core.search.agent import AgentKit, AgentPlanner, trial_agent_block
 from agentlab.core.search.planners import Chooser, ChooserPlanner, LLMChooser, OptunaPlanner, Planner
 from agentlab.core.search.settings import LLMPlannerSettings
 from agentlab.core.search.share import PickMemory
@@ -86,10 +86,10 @@ class PlannerSession:
         return self.planner.contribution(steps, warmup, without_llm)
 
     def agent(self, records: list[Any], maximize: bool = False) -> dict[str, Any] | None:
-        """results.json's ``agent`` block (None unless the agent planner ran)."""
+        """results.json's ``agent`` block for the search loop's trials (None unless the agent planner ran)."""
         if not isinstance(self.planner, AgentPlanner):
             return None
-        return agent_block(self.planner, records, maximize)
+        return trial_agent_block(self.planner, records, maximize)
 
     def close(self) -> None:
         if self._closed:

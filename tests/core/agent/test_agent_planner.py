@@ -14,14 +14,14 @@ import pytest
 
 from agentlab.core.agent.runtime import AgentRun, Reply, window
 from agentlab.core.errors import LLMError
-from agentlab.core.search.agent import AgentKit, AgentPlanner, agent_block, agent_streak
+from agentlab.core.llm.types import ToolCall
+from agentlab.core.search.agent import AgentKit, AgentPlanner, TrialView, agent_streak, trial_agent_block
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import SearchLoop, StopRules
 from agentlab.core.search.planners import OptunaPlanner
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.settings import AgentSettings
 from agentlab.core.search.space import ParamSpec, SearchSpace
-from agentlab.core.llm.types import ToolCall
 from agentlab.testing.agents import ScriptAgent, SuggestAgent
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -72,7 +72,7 @@ def test_an_agent_that_runs_suggest_candidate_0_is_tpe_trial_for_trial(tmp_path:
         assert [r.params for r in records] == tpe
         origins = {r.origin for r in records[1:]}
         assert origins <= {"agent", "guard"} and "agent" in origins
-        block = agent_block(planner, records)
+        block = trial_agent_block(planner, records)
         assert model.steps == block["tool_calls"] == 2 * block["trials_by_agent"]  # suggest + run_trial per trial
         assert block["invalid_tool_calls"] == 0 and block["trials_by_agent"] + block["trials_by_guard"] == 11
         planner.close()
@@ -87,9 +87,10 @@ def test_the_guard_takes_over_after_patience_and_the_agent_is_told(tmp_path: Pat
     records = search(planner, 0, trials=10)
     origins = [r.origin for r in records[1:]]
     assert "guard" in origins
-    first_guard = origins.index("guard")
-    streak, _ = agent_streak(records[: first_guard + 1], 2)
-    assert streak >= 2  # the guard came only after two agent trials without a new best
+    first_guard = origins.index("guard") + 1  # records[0] is the base
+    assert [r.origin for r in records[first_guard - 2:first_guard]] == ["agent", "agent"]
+    streak, guarded = agent_streak(TrialView(planner.ctx.domain).done()[:first_guard], 2)  # type: ignore[union-attr]
+    assert guarded and streak >= 2  # the guard came only after two agent trials without a new best
     told = [m["content"] for step in worst.seen for m in step if m.get("role") == "tool"
             and "meanwhile the guard" in str(m.get("content"))]
     assert told, "the agent is told what the guard ran"

@@ -1,0 +1,53 @@
+"""The agent planner of `agentlab compress` with scripted agent models: an agent that calls ``suggest`` and runs
+candidate 0 is the NSGA-II search experiment for experiment; an agent's own experiment runs as it gave it; the tools
+answer from the measurements; results.json and report.md say what the agent did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("codecarbon")
+pytest.importorskip("optuna")
+pytest.importorskip("langgraph")
+
+from agentlab.compress import run_compression  # noqa: E402
+from agentlab.testing.agents import ScriptAgent, SuggestAgent  # noqa: E402
+
+SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
+         "measure.new_tokens=4", "measure.repeats=1", "task_questions=3"]
+GOAL = "maximize speedup with <2% accuracy loss"
+
+
+def test_agent_suggest_is_the_nsga2_search(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    common = {"max_iterations": 3, "workspace": str(in_tmp / "ws"), "overrides": [*SMALL, "agent.guard_patience=2"]}
+    model = SuggestAgent(action="run_experiment")
+    agent = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, out=in_tmp / "A",
+                            **common)
+    nsga2 = run_compression(str(tiny_model["hf"]), GOAL, planner="nsga2", out=in_tmp / "N", **common)
+    assert [r["label"] for r in agent["experiments"]] == [r["label"] for r in nsga2["experiments"]]
+    block = agent["agent"]
+    assert block["invalid_tool_calls"] == 0 and block["trials_by_agent"] + block["trials_by_guard"] == 3
+    assert block["tool_calls"] == model.steps == 2 * block["trials_by_agent"]
+    assert {r["origin"] for r in agent["experiments"][1:]} <= {"agent", "guard"}
+    assert "## The agent" in (in_tmp / "A" / "report.md").read_text()
+    assert nsga2.get("agent") is None
+
+
+def test_the_agents_own_experiment_runs_and_the_tools_answer(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    model = ScriptAgent([("measure_base", {}), ("pareto_front", {}), ("workspace", {}),
+                         ("try_experiment", {"changes": {"prune": "nothing"}, "reason": "bad value"}),
+                         ("try_experiment", {"changes": {"quantize": "int8_dynamic"}, "reason": "int8 is cheap"}),
+                         ("suggest", {}), ("run_experiment", {"candidate": 1, "reason": "r"})])
+    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, max_iterations=2,
+                              workspace=str(in_tmp / "ws"), out=in_tmp / "R", overrides=SMALL)
+    first = results["experiments"][1]
+    assert first["label"] == "int8_dynamic" and first["note"].endswith("int8 is cheap")
+    tool_results = [m["content"] for m in model.seen[4] if m.get("role") == "tool"]
+    assert tool_results[0].startswith("base model: perplexity")
+    assert tool_results[1] == "no feasible experiment yet"
+    assert tool_results[3].startswith("not run: prune: one of")
+    assert "techniques" in model.seen[0][1]["content"].lower()  # the knowledge base in the brief
+    assert results["agent"]["rejected_calls"] == 1
