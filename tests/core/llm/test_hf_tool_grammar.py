@@ -232,3 +232,19 @@ def test_builtin_smollm2_does_not_mangle_the_tags() -> None:
     text = '<tool_call>[{"name": "f", "arguments": {}}]</tool_call>'
     assert tok.decode(tok.encode(text), skip_special_tokens=True) == text
 
+
+
+@pytest.mark.slow  # the built-in SmolLM2-135M on the CPU (converted from its GGUF once, then cached)
+def test_builtin_smollm2_calls_a_tool_it_never_saw() -> None:
+    try:
+        resolve_model("smollm2-135m")
+    except ModelNotFound:
+        pytest.skip("the built-in model is not installed")
+    params = GenParams(temperature=0, max_tokens=120, tools=[FORECAST, CLOCK], tool_choice="required",
+                       parallel_tool_calls=False)
+    provider = HFProvider("local", HFProviderConfig(device="cpu"))
+    try:
+        out = run(provider.generate("smollm2-135m", ASK, params, 300))
+    finally:
+        run(provider.aclose())
+    assert len(out.tool_calls) == 1 and call_problem(out, params) is None, (out.text, out.tool_calls)

@@ -134,7 +134,7 @@ class _Loaded:
     fused: bool = True  # False once the fused multi-LoRA forward failed: then PEFT's mixed path
     stack: Any = None  # multilora.Stack of the adapters, built at load (fused) or at the first fused batch
     told: set[str] = field(default_factory=set)  # adapters already logged as not covered by the fused forward
-    ll_tokenizer: Any = None  # llguidance's view of the tokenizer, built at the first constrained request
+    ll_tokenizer: Any = None  # llguidance's tokenizer, made at the first constrained request (False: failed)
 
 
 @dataclass
@@ -648,11 +648,16 @@ def _matchers(loaded: _Loaded, rows: list[_Request]) -> list[LLGuidanceMatcher |
     if loaded.ll_tokenizer is None:
         config = loaded.model.config
         config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        loaded.ll_tokenizer = ll_tokenizer(loaded.tokenizer, config.vocab_size, sorted(loaded.eos_ids))
+        try:
+            loaded.ll_tokenizer = ll_tokenizer(loaded.tokenizer, config.vocab_size, sorted(loaded.eos_ids))
+        except Exception as exc:  # a slow (non-Rust) tokenizer, a vocabulary llguidance cannot read
+            loaded.ll_tokenizer = False
+            log.warning("llguidance cannot read this model's tokenizer (%s): its tool calls are not constrained",
+                        one_line(exc))
     out: list[LLGuidanceMatcher | None] = []
     for row in rows:
         matcher = None
-        if row.grammar is not None:
+        if row.grammar is not None and loaded.ll_tokenizer is not False:
             try:
                 matcher = LLGuidanceMatcher(loaded.ll_tokenizer, row.grammar)
             except ValueError as exc:
