@@ -102,7 +102,7 @@ def one_line(exc: BaseException) -> str:
 # Optional packages -> the extra of pyproject.toml that installs them.
 OPTIONAL_PACKAGES: dict[str, str] = {
     **dict.fromkeys(("torch", "transformers", "peft", "trl", "bitsandbytes", "safetensors", "accelerate", "datasets",
-                     "optuna", "cmaes", "sqlalchemy", "tokenizers", "numpy", "huggingface_hub"), "ml"),
+                     "optuna", "cmaes", "sqlalchemy", "tokenizers", "numpy", "huggingface_hub", "llguidance"), "ml"),
     **dict.fromkeys(("llama_cpp", "gguf", "jinja2"), "gguf"),
     "matplotlib": "plot",
     "codecarbon": "compress",

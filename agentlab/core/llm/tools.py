@@ -32,7 +32,7 @@ from agentlab.core.llm.types import Completion, GenParams, Messages, ToolCall
 
 __all__ = ["check_tools", "call_problem", "calls_schema", "parse_tagged", "ToolCallAssembler", "tool_prompt",
            "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls", "checking_calls",
-           "calls_from_message", "forced_name", "without_tools",
+           "calls_from_message", "forced_name", "without_tools", "tool_constraint",
            "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE"]
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -189,6 +189,21 @@ def calls_schema(params: GenParams) -> dict[str, Any] | None:
     if params.parallel_tool_calls is False:
         schema["maxItems"] = 1
     return schema
+
+
+def tool_constraint(messages: Messages, params: GenParams) -> tuple[dict[str, Any], bool] | None:
+    """What a local provider's grammar allows for this request: (the calls' schema, ``calls_schema``; whether a
+    plain text answer is allowed instead), or None when the output is not constrained (no call allowed, or the
+    model param ``tool_grammar: false``). Shared by the llama.cpp (GBNF) and transformers (llguidance) providers.
+
+    ``required`` and a named tool ask for at least one call. ``auto`` allows an empty list (SmolLM2's "no tool
+    fits"), and free text only once the last message is a tool result (the answer built from the results): offered
+    free text on a fresh question, the small model writes prose about functions instead of calling one."""
+    calls = calls_schema(params)
+    if calls is None or params.extra.get("tool_grammar", True) is False:
+        return None
+    after_results = bool(messages) and messages[-1].get("role") == "tool"
+    return calls, params.tool_choice in (None, "auto") and after_results
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,14 @@ request sent alone; inside a batch the draws depend on its other rows). Stop str
 the text; ``completion_tokens`` counts generated tokens, eos included, padding never. ``json_schema`` is not enforced
 here: the router's structured repair loop validates and repairs the output instead.
 
+Tool calls (``params.tools``): the model writes SmolLM2's format, ``<tool_call>[{"name": ..., "arguments": {...}}]
+</tool_call>``, under a grammar built from the tools (``tools.tool_constraint``, the same rules as the llama.cpp
+provider: ``required`` / a named tool force a call, ``parallel_tool_calls: false`` one call, ``auto`` an empty list
+or, after tool results, free text). llguidance compiles it (``core/llm/grammar.py``) and masks each constrained row's
+logits at every step, so a call always parses and validates; rows of a batch may have different grammars or none. A
+chat template that mentions ``tools`` renders the tools itself; any other gets SmolLM2's tool prompt. The model param
+``tool_grammar: false`` turns the grammar off (the calls are then read from free text).
+
 A request picks an adapter with the param ``adapter`` (GenParams.extra); without one the base model answers with the
 adapters disabled; an unknown adapter is a ``bad_request``. Requests for different adapters (and the base model)
 share a batch, and each row goes through its own LoRA only, so a row gives what it gives alone. By default
@@ -52,9 +60,10 @@ from typing import Any
 
 from agentlab.core.errors import AgentlabError, ConfigError, LLMError, MissingPackage, one_line
 from agentlab.core.llm.config import HFProviderConfig, ResourceConfig
+from agentlab.core.llm.grammar import LLGuidanceMatcher, check_grammar, grammar_mask, ll_tokenizer, tool_lark
 from agentlab.core.llm.resources import check_fits, estimate_hf, register_loaded, unregister_loaded
 from agentlab.core.llm.scoring import complete_hf
-from agentlab.core.llm.tools import parse_tagged, render_tool_messages, wants_calls, without_tools
+from agentlab.core.llm.tools import parse_tagged, render_tool_messages, tool_constraint, wants_calls, without_tools
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models import multilora
 from agentlab.core.models.device import dtype_name, resolve_device_dtype
@@ -125,6 +134,7 @@ class _Loaded:
     fused: bool = True  # False once the fused multi-LoRA forward failed: then PEFT's mixed path
     stack: Any = None  # multilora.Stack of the adapters, built at load (fused) or at the first fused batch
     told: set[str] = field(default_factory=set)  # adapters already logged as not covered by the fused forward
+    ll_tokenizer: Any = None  # llguidance's tokenizer, made at the first constrained request (False: failed)
 
 
 @dataclass
@@ -142,6 +152,7 @@ class _Request:
     finish: str | None = None  # stop | length | timeout | cancelled
     batch_size: int = 0
     mixed: str | None = None  # how its mixed-adapter batch ran: fused-concat | fused-bmm | peft | per-adapter
+    grammar: str | None = None  # the Lark grammar its output follows (tool calls), None: free
 
 
 @dataclass
@@ -416,6 +427,10 @@ class HFProvider:
             raise LLMError(f"{self.name}: unknown adapter '{adapter}' (known: {known})", "bad_request", model=model,
                            hint=f"use one of the adapters of providers.{self.name}.adapters, or drop the param")
         extra: dict[str, Any] = {}
+        constraint = tool_constraint(messages, params)
+        grammar = tool_lark(*constraint) if constraint is not None else None
+        if grammar is not None:
+            check_grammar(grammar, model)
         if params.tools or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
             # Tool calls as text in SmolLM2's format (core/llm/tools.py); a template that renders tools gets them.
             if "tools" in (getattr(loaded.tokenizer, "chat_template", None) or ""):
@@ -435,7 +450,8 @@ class HFProvider:
                 raise LLMError(f"{self.name}: prompt of {len(ids)} tokens does not fit the context of {loaded.n_ctx}",
                                "bad_request", model=model, hint="shorten the prompt or use a longer-context model")
             max_new = min(max_new, loaded.n_ctx - len(ids))
-        return _Request(list(ids), max(1, max_new), [s for s in params.stop or [] if s], deadline, adapter)
+        return _Request(list(ids), max(1, max_new), [s for s in params.stop or [] if s], deadline, adapter,
+                        grammar=grammar)
 
     # ------------------------------------------------------------------ micro-batching
 
@@ -588,7 +604,7 @@ def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, s
     fused multi-LoRA forward (``fused``) or PEFT's ``adapter_names`` (``peft``); None: every row shares the first
     row's adapter, set model-wide."""
     import torch
-    from transformers import StoppingCriteriaList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     width = max(len(r.ids) for r in rows)
     ids = torch.tensor([[loaded.pad_id] * (width - len(r.ids)) + r.ids for r in rows], device=loaded.device)
@@ -601,6 +617,8 @@ def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, s
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)  # seeds CUDA too; a batch's draws depend on its composition
     stop = _row_stop_class()(rows, width, loaded)
+    if any(r.grammar for r in rows):
+        kwargs["logits_processor"] = LogitsProcessorList([grammar_mask(_matchers(loaded, rows), loaded.eos_ids)])
     if mixed == "peft":
         kwargs["adapter_names"] = [r.adapter or "__base__" for r in rows]
     with _rows_context(loaded, rows, mixed) as how:
@@ -621,6 +639,32 @@ def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, s
         req.finish = finish
         req.batch_size = len(rows)
         req.mixed = how
+
+
+def _matchers(loaded: _Loaded, rows: list[_Request]) -> list[LLGuidanceMatcher | None]:
+    """A fresh llguidance matcher per constrained row (None for a free row). The grammar was checked when the
+    request came in; one llguidance still refuses with this tokenizer leaves its row free, with a log line (the
+    router's validation and repair then do the work)."""
+    if loaded.ll_tokenizer is None:
+        config = loaded.model.config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        try:
+            loaded.ll_tokenizer = ll_tokenizer(loaded.tokenizer, config.vocab_size, sorted(loaded.eos_ids))
+        except Exception as exc:  # a slow (non-Rust) tokenizer, a vocabulary llguidance cannot read
+            loaded.ll_tokenizer = False
+            log.warning("llguidance cannot read this model's tokenizer (%s): its tool calls are not constrained",
+                        one_line(exc))
+    out: list[LLGuidanceMatcher | None] = []
+    for row in rows:
+        matcher = None
+        if row.grammar is not None and loaded.ll_tokenizer is not False:
+            try:
+                matcher = LLGuidanceMatcher(loaded.ll_tokenizer, row.grammar)
+            except ValueError as exc:
+                log.warning("llguidance refused a tool-call grammar (%s): that request is not constrained",
+                            one_line(exc))
+        out.append(matcher)
+    return out
 
 
 @contextlib.contextmanager
@@ -758,8 +802,8 @@ def _finish_text(tokenizer: Any, req: _Request) -> tuple[str, str]:
 
 
 def _tool_calls(text: str, finish: str, params: GenParams) -> tuple[str, str, list[ToolCall]]:
-    """The calls written as ``<tool_call>`` text when the request has tools (decoding is not constrained here: the
-    router validates them and repairs once)."""
+    """The calls written as ``<tool_call>`` text when the request has tools (constrained by the tools' grammar unless
+    ``tool_grammar: false``; the router validates them either way and repairs once)."""
     if not params.tools:
         return text, finish, []
     text, calls = parse_tagged(text)

@@ -51,7 +51,7 @@ from agentlab.core.llm.resources import (
     unregister_loaded,
 )
 from agentlab.core.llm.scoring import complete_llama
-from agentlab.core.llm.tools import calls_schema, parse_tagged, render_tool_messages, wants_calls, without_tools
+from agentlab.core.llm.tools import parse_tagged, render_tool_messages, tool_constraint, wants_calls, without_tools
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
@@ -238,7 +238,7 @@ class LlamaCppProvider:
                  params: GenParams) -> tuple[list[int], dict[str, Any]]:
         """Render and tokenize the prompt, check it against n_ctx, and build create_completion's arguments."""
         extra: dict[str, Any] = {}
-        after_results = bool(messages) and messages[-1].get("role") == "tool"
+        original = messages
         if params.tools or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
             if loaded.template_tools:
                 messages = render_tool_messages(messages, without_tools(params), roles=("tool",))
@@ -271,12 +271,9 @@ class LlamaCppProvider:
         if params.top_p is not None:
             kwargs["top_p"] = params.top_p
         kwargs.update({k: params.extra[k] for k in EXTRA_SAMPLING if k in params.extra})
-        calls = calls_schema(params)
-        if calls is not None and params.extra.get("tool_grammar", True) is not False:
-            # auto: SmolLM2's format answers "no tool fits" with an empty list, so a fresh question gets the list
-            # (the small model, offered free text, writes prose about functions instead of calling one); free text
-            # is allowed once tool results came back, for the answer built from them.
-            kwargs["grammar"] = _tool_grammar(calls, free_text=params.tool_choice in (None, "auto") and after_results)
+        constraint = tool_constraint(original, params)  # what the grammar allows: shared with the hf provider
+        if constraint is not None:
+            kwargs["grammar"] = _tool_grammar(*constraint)
         elif params.json_schema:
             kwargs["grammar"] = _grammar(params.json_schema.get("schema") or {})
         return tokens, kwargs
