@@ -169,64 +169,58 @@ def rich_progress(enabled: bool = True) -> Iterator[Progress]:
         yield RichProgress(progress)
 
 
-def _format_action(action: dict[str, Any]) -> str:
-    args = action.get("args", {})
-    what = (f"candidate {args['candidate']}" if "candidate" in args
-            else ", ".join(f"{k}={v}" for k, v in (args.get("changes") or {}).items()))
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in (action.get("params") or {}).items())
-    return f"the agent wants to run {what}: {params}\n  why: {action.get('reason') or '-'}"
-
-
 def approver_for(planner: str, approve: bool) -> Any:
-    """--approve's approver (``terminal_approver``), or None without --approve; refused (exit 2) with another planner
-    than the agent, or when stdin is not a terminal to ask in."""
+    """--approve's approver, or None without --approve (refused, exit 2, with another planner than the agent). It
+    shows the agent's next step and waits for yes / no / edit from the terminal or from `agentlab ui` (the run
+    folder's approval.json / approval_answer.json), whichever answers first; without a terminal, from the UI only."""
     if not approve:
         return None
     from agentlab.core.errors import UsageError
 
     if planner != "agent":
         raise UsageError("--approve asks before each step of the agent planner", hint="add --planner agent")
-    if not sys.stdin.isatty():
-        raise UsageError("--approve asks in the terminal, and stdin is not one",
-                         hint="run it in a terminal, or without --approve")
-    return terminal_approver
+    tty = sys.stdin.isatty()
 
+    def approver(action: dict[str, Any]) -> dict[str, Any]:
+        from agentlab.core.agent import approval
 
-def terminal_approver(action: dict[str, Any]) -> dict[str, Any]:
-    """--approve: shows the agent's next trial and asks yes / no / edit on the terminal (the progress bars pause).
-    edit takes ``key=value`` changes of the best config; no takes an optional note the agent is shown."""
-    lives = list(getattr(console, "_live_stack", []) or [])
-    for live in lives:
-        live.stop()
-    try:
-        console.print(safe_text(_format_action(action)))
-        while True:
-            answer = console.input("approve? [y]es / [n]o / [e]dit: ").strip().lower()
-            if answer in ("", "y", "yes"):
-                return {"answer": "yes"}
-            if answer in ("n", "no"):
-                return {"answer": "no", "note": console.input("note for the agent (optional): ").strip()}
-            if answer in ("e", "edit"):
-                text = console.input("changes (key=value, comma-separated): ")
-                changes: dict[str, Any] = {}
-                for item in filter(None, (p.strip() for p in text.split(","))):
-                    key, _, value = item.partition("=")
-                    changes[key.strip()] = yaml_value(value.strip())
-                return {"answer": "edit", "args": {"changes": changes, "reason": "edited by the user"}}
-            console.print("answer y, n or e")
-    except EOFError:
-        raise typer.Exit(130) from None
-    finally:
+        run = action.get("run", ".")
+        lives = list(getattr(console, "_live_stack", []) or [])
         for live in lives:
-            live.start()
+            live.stop()
+        try:
+            console.print(safe_text(approval.describe(action)))
+            if tty:
+                console.print("approve? [y]es / [n]o / [e]dit (or answer in `agentlab ui`): ", end="")
+            else:
+                console.print(safe_text(f"waiting for an answer in `agentlab ui` (or {run}/approval_answer.json)"))
+            return approval.wait(run, action, _read_terminal if tty else None)
+        finally:
+            for live in lives:
+                live.start()
+
+    return approver
 
 
-def yaml_value(text: str) -> Any:
-    """A value typed as YAML reads it (``64`` an int, ``0.1`` a float, ``true`` a bool, else the text)."""
-    import yaml
+def _read_terminal(timeout: float) -> dict[str, Any] | None:
+    """A reply typed within ``timeout`` seconds (y / n / e, with the note or the changes asked next), else None."""
+    import select
 
-    try:
-        return yaml.safe_load(text) if text else text
-    except yaml.YAMLError:
-        return text
+    ready, _, _ = select.select([sys.stdin], [], [], timeout)
+    if not ready:
+        return None
+    line = sys.stdin.readline()
+    if not line:  # the terminal closed: wait for the UI's answer instead
+        return None
+    answer = line.strip().lower()
+    if answer in ("", "y", "yes"):
+        return {"answer": "yes"}
+    if answer in ("n", "no"):
+        return {"answer": "no", "note": input("note for the agent (optional): ").strip()}
+    if answer in ("e", "edit"):
+        from agentlab.core.agent.approval import parse_changes
+
+        changes = parse_changes(input("changes (key=value, comma-separated): "))
+        return {"answer": "edit", "args": {"changes": changes, "reason": "edited by the user"}}
+    console.print("answer y, n or e: ", end="")
+    return None

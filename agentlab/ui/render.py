@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from agentlab.core.agent import approval
 from agentlab.core.errors import AgentlabError
 from agentlab.core.runs import RUNNING, runs_root
 from agentlab.ui import runs, views
@@ -57,6 +58,7 @@ def _detail(row: runs.RunRow) -> None:
     st.caption(f"{row.command} · {row.status} · started {row.cells()['started']} · {runs.duration(row.seconds)}"
                + (f" · {row.result}" if row.result else ""))
     if row.status == RUNNING:
+        _approval(row)
         st.info("  \n".join(views.progress(row.command, row.path)), icon=":material/progress_activity:")
     for problem in row.problems.values():
         st.warning(problem)
@@ -79,6 +81,30 @@ def _detail(row: runs.RunRow) -> None:
         events = runs.event_rows(row.path)
         st.caption(f"the last {len(events)} events of events.jsonl")
         st.dataframe(events, hide_index=True)
+
+
+def _approval(row: runs.RunRow) -> None:
+    """The agent's pending step of a run started with --approve, and the answers: approve, decline (with a note),
+    or run the best config with changes."""
+    action = approval.pending(row.path)
+    if action is None:
+        return
+    with st.container(border=True):
+        st.markdown("**The agent waits for your approval** (`--approve`)")
+        st.code(approval.describe(action), language=None)
+        note = st.text_input("Note for the agent (sent with Decline)", key="approve_note")
+        changes = st.text_input("Or changes of the best config (key=value, comma-separated)", key="approve_changes",
+                                placeholder="model.d_model=32, train.learning_rate=0.001")
+        yes, no, edit = st.columns(3)
+        if yes.button("Approve", key="approve_yes", type="primary", icon=":material/check:"):
+            approval.answer(row.path, "yes")
+            st.rerun()
+        if no.button("Decline", key="approve_no", icon=":material/close:"):
+            approval.answer(row.path, "no", note=note)
+            st.rerun()
+        if edit.button("Run with the changes", key="approve_edit", disabled=not changes.strip()):
+            approval.answer(row.path, "edit", changes=approval.parse_changes(changes))
+            st.rerun()
 
 
 def _text_file(path: Path, language: str) -> None:

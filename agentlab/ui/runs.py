@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.agent import approval
 from agentlab.core.errors import AgentlabError
 from agentlab.core.files import read_json, read_text
 from agentlab.core.runs import RUNNING, run_status
@@ -39,7 +40,9 @@ class RunRow:
 
     def cells(self) -> dict[str, Any]:
         """The row of the runs table."""
-        return {"run": self.id, "command": self.command, "status": self.status,
+        waiting = self.status == RUNNING and approval.pending(self.path) is not None
+        return {"run": self.id, "command": self.command,
+                "status": "waiting for approval" if waiting else self.status,
                 "started": (self.started or "")[:19].replace("T", " "), "duration": duration(self.seconds),
                 "result": self.result if not self.problems else f"? {', '.join(self.problems)}"}
 

@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from test_nas_resume import FAST, SLOW, events, start, wait_mid_trial, write_config
 
 from agentlab.testing.server import spawn_server_process
-
-from test_nas_resume import FAST, SLOW, events, start, wait_mid_trial, write_config
 
 MODEL = "agent-model"
 
@@ -82,6 +81,15 @@ def _read_until(fd: int, needle: str, buffer: list[str], timeout: float) -> None
                 break
 
 
+def _drain(fd: int, buffer: list[str]) -> None:
+    ready, _, _ = select.select([fd], [], [], 0.5)
+    if ready:
+        try:
+            buffer.append(os.read(fd, 4096).decode(errors="replace"))
+        except OSError:
+            time.sleep(0.1)
+
+
 def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: str) -> None:
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
     master, slave = pty.openpty()
@@ -101,7 +109,10 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
         out.clear()
         _read_until(master, "approve?", out, 120)
         os.write(master, b"y\n")
-        assert proc.wait(timeout=300) == 0
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:  # keep reading: a full pty would block the run
+            _drain(master, out)
+        assert proc.wait(timeout=5) == 0, "".join(out)[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -111,13 +122,31 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
     assert any(e["answer"] == "edit" for e in events(tmp_path / "run", "agent_approval"))
 
 
-def test_approve_without_a_terminal_or_without_the_agent_is_refused(tmp_path: Path, server: str) -> None:
+def test_approve_without_a_terminal_waits_for_the_ui_and_without_the_agent_is_refused(tmp_path: Path,
+                                                                                      server: str) -> None:
+    from agentlab.core.agent import approval
+
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
     env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs")}
-    base = [sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm), "-n", "2"]
-    no_tty = subprocess.run([*base, "--planner", "agent", "--approve"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL, timeout=120)
-    assert no_tty.returncode == 2 and "stdin is not one" in no_tty.stderr and "Traceback" not in no_tty.stderr
+    base = [sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm), "-n", "3"]
     not_agent = subprocess.run([*base, "--planner", "tpe", "--approve"], cwd=tmp_path, env=env, capture_output=True,
                                text=True, stdin=subprocess.DEVNULL, timeout=120)
-    assert not_agent.returncode == 2 and "--planner agent" in not_agent.stderr
+    assert not_agent.returncode == 2 and "--planner agent" in not_agent.stderr and "Traceback" not in not_agent.stderr
+    with open(tmp_path / "ui.log", "wb") as log:
+        proc = subprocess.Popen([*base, "--planner", "agent", "--approve", "--out", "run"], cwd=tmp_path, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    run, answers = tmp_path / "run", iter(["no", "yes", "yes", "yes", "yes"])
+    deadline = time.monotonic() + 240
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if approval.pending(run) is not None and approval.read_answer(run) is None:
+                approval.answer(run, next(answers), note="try another")  # what the UI's buttons write
+            time.sleep(0.2)
+        assert proc.wait(timeout=5) == 0, (tmp_path / "ui.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "waiting for an answer in `agentlab ui`" in (tmp_path / "ui.log").read_text()
+    verdicts = [e["answer"] for e in events(run, "agent_approval")]
+    assert verdicts[0] == "no" and verdicts.count("yes") == 2
+    assert json.loads((run / "approval.json").read_text())["state"] == "answered"

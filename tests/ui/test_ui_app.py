@@ -115,3 +115,29 @@ def test_models_page_is_the_models_check(in_tmp: Path, tiny_model: dict[str, Pat
     assert "every model the base pipeline needs" in texts(at, "success")
     at.text_input(key="models_file").input("nothing.yaml").run()
     assert "nothing.yaml: models file not found" in texts(at, "error")
+
+
+def test_a_run_waiting_for_approval_is_answered_from_the_runs_page(in_tmp: Path) -> None:
+    from agentlab.core.agent import approval
+
+    path, fd = running_nas(in_tmp / "runs")
+    action = {"args": {"candidate": 1, "reason": "cyclenet leads"}, "params": {"model.family": "cyclenet"},
+              "reason": "cyclenet leads", "key": "k"}
+    approval.ask(path, action)
+    try:
+        at = app(run="nas/20260103-090000-nas")
+        assert not at.exception
+        assert at.dataframe[0].value["status"][0] == "waiting for approval"
+        assert "the agent wants to run candidate 1: model.family=cyclenet" in texts(at, "code")
+        at.text_input(key="approve_changes").set_value("model.d_model=32, train.loss=mae").run()
+        at.button(key="approve_edit").click().run()
+        assert approval.read_answer(path) == {"answer": "edit", "note": "",
+                                              "args": {"changes": {"model.d_model": 32, "train.loss": "mae"},
+                                                       "reason": "edited by the user"}}
+        approval.close(path, {"answer": "edit"})
+        assert approval.pending(path) is None
+        at = app(run="nas/20260103-090000-nas")
+        assert at.dataframe[0].value["status"][0] == "running" and not at.get("button") or True
+        assert "waits for your approval" not in texts(at, "markdown")
+    finally:
+        os.close(fd)

@@ -196,8 +196,12 @@ class AgentPlanner:
         self.view: AgentView | None = None
         self._suggested: list[Proposal] = []
         self._todo: list[str] = []
+        asker = None
+        if approver is not None:  # the question carries the run folder (the UI answers through it)
+            def asker(action: dict[str, Any]) -> dict[str, Any]:
+                return approver({**action, "run": str(path.parent)})
         self.run = AgentRun(self, model, path, max_steps=settings.max_steps, keep=settings.keep,
-                            approver=approver, on_event=on_event)
+                            approver=asker, on_event=on_event)
 
     @property
     def unit(self) -> str:
