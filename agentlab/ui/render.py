@@ -63,7 +63,8 @@ def _detail(row: runs.RunRow) -> None:
     for problem in row.problems.values():
         st.warning(problem)
     view = COMMAND_VIEWS.get(row.command)
-    names = ["Report", *([view[0]] if view else []), "Plots", "Config", "Events"]
+    agent = views.agent_timeline(row.path) if row.command in ("nas", "compress") else []
+    names = ["Report", *([view[0]] if view else []), *(["Agent"] if agent else []), "Plots", "Config", "Events"]
     # A running run has no report yet: it opens on the command's own view, which grows as the run goes.
     default = view[0] if view and row.status == RUNNING else "Report"
     tabs = dict(zip(names, st.tabs(names, default=default), strict=True))
@@ -72,6 +73,11 @@ def _detail(row: runs.RunRow) -> None:
     if view:
         with tabs[view[0]]:
             view[1](row.path)
+    if agent:
+        with tabs["Agent"]:
+            st.caption("the agent planner's steps: each tool it called, the arguments and the result computed in "
+                       "code; (guard): a trial the classical sampler ran; (approval): your answers")
+            st.dataframe(agent, hide_index=True)
     with tabs["Plots"]:
         _plots(row.path)
     with tabs["Config"]:

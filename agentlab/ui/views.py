@@ -6,6 +6,7 @@ Every function reads a run that may still be running (a file not written yet is 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ def run_config(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _events(path: Path, kind: str) -> list[dict[str, Any]]:
-    return [e for e in read_jsonl(path / "events.jsonl") if e.get("kind") == kind]
+def _events(path: Path, kind: str | None) -> list[dict[str, Any]]:
+    return [e for e in read_jsonl(path / "events.jsonl") if kind is None or e.get("kind") == kind]
 
 
 # --------------------------------------------------------------------------- a running run, in one line or three
@@ -149,6 +150,31 @@ def nas_trials(path: Path) -> list[dict[str, Any]]:
                      "epochs": r.get("epochs"), "state": r.get("state"),
                      "decision": ("accepted" if r.get("accepted") else "rejected") if "accepted" in r else None,
                      "changes": changes or "-", "reason": r.get("reason")})
+    return rows
+
+
+def agent_timeline(path: Path) -> list[dict[str, Any]]:
+    """The agent planner's steps, one row each (time, step, tool, arguments, result), the guard's trials and the
+    approvals among them: events.jsonl's agent_* events."""
+    rows: list[dict[str, Any]] = []
+    for e in _events(path, None):
+        kind = str(e.get("kind", ""))
+        ts = e.get("ts")
+        when = time.strftime("%H:%M:%S", time.localtime(ts)) if isinstance(ts, (int, float)) else ""
+        if kind == "agent_step":
+            rows.append({"time": when, "step": e.get("step"), "tool": e.get("tool"), "arguments": e.get("arguments"),
+                         "result": "", "tokens": e.get("tokens"), "seconds": e.get("seconds")})
+        elif kind in ("agent_tool", "agent_observe") and rows and not rows[-1]["result"]:
+            rows[-1]["result"] = e.get("summary")
+        elif kind == "agent_default":
+            rows.append({"time": when, "step": None, "tool": "(candidate 0)", "arguments": e.get("why"),
+                         "result": "", "tokens": None, "seconds": None})
+        elif kind == "agent_approval":
+            rows.append({"time": when, "step": None, "tool": "(approval)", "arguments": e.get("note"),
+                         "result": e.get("answer"), "tokens": None, "seconds": None})
+        elif kind == "plan" and e.get("origin") == "guard":
+            rows.append({"time": when, "step": None, "tool": "(guard)", "arguments": "; ".join(e.get("notes") or []),
+                         "result": "", "tokens": None, "seconds": None})
     return rows
 
 

@@ -137,7 +137,27 @@ def test_a_run_waiting_for_approval_is_answered_from_the_runs_page(in_tmp: Path)
         approval.close(path, {"answer": "edit"})
         assert approval.pending(path) is None
         at = app(run="nas/20260103-090000-nas")
-        assert at.dataframe[0].value["status"][0] == "running" and not at.get("button") or True
+        assert at.dataframe[0].value["status"][0] == "running"
         assert "waits for your approval" not in texts(at, "markdown")
+    finally:
+        os.close(fd)
+
+
+def test_the_agent_tab_shows_the_agents_timeline(in_tmp: Path) -> None:
+    import json
+
+    path, fd = running_nas(in_tmp / "runs")
+    steps = [{"kind": "agent_step", "ts": 1.0, "step": 1, "tool": "suggest", "arguments": "{}", "tokens": 9},
+             {"kind": "agent_tool", "ts": 2.0, "tool": "suggest", "summary": "candidate 0: model.d_model=32"},
+             {"kind": "plan", "ts": 3.0, "origin": "guard", "notes": ["guard: 3 trials without a new best"]}]
+    with open(path / "events.jsonl", "a") as handle:
+        handle.writelines(json.dumps(e) + "\n" for e in steps)
+    try:
+        at = app(run="nas/20260103-090000-nas")
+        assert not at.exception
+        assert "Agent" in [t.label for t in at.tabs]
+        rows = [df.value for df in at.dataframe if "tool" in getattr(df.value, "columns", [])]
+        assert rows and list(rows[0]["tool"]) == ["suggest", "(guard)"]
+        assert rows[0]["result"][0] == "candidate 0: model.d_model=32"
     finally:
         os.close(fd)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.llm.types import GenParams, ToolCall
+from agentlab.core.tracing import span
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -204,7 +205,8 @@ class AgentRun:
             return self._default(messages, counts, state, why)
         tools = [t.spec() for t in self.driver.tools()]
         try:
-            reply = self.model.step(window(messages, state.get("head", 2), self.keep), tools)
+            with span("agent.act", {"agent.step": state["counts"]["steps"] + 1, "agent.model": self.model.name}):
+                reply = self.model.step(window(messages, state.get("head", 2), self.keep), tools)
         except LLMError as exc:
             counts["steps"] += 1
             return self._default(messages, counts, state, f"no answer from the model: {exc.kind}: {exc.message}",
@@ -253,7 +255,8 @@ class AgentRun:
             result = f"not run: {error}"
         elif name in tools and tools[name].run is not None:
             try:
-                result = tools[name].run(args)  # type: ignore[misc]
+                with span("agent.tool", {"agent.tool": name}):
+                    result = tools[name].run(args)  # type: ignore[misc]
             except AgentlabError as exc:
                 result = f"error: {exc.message}"
         else:
