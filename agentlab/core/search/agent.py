@@ -165,7 +165,9 @@ class TrialView:
                                                                   if summary else []))
 
     def changes_schema(self) -> dict[str, Any]:
-        values = self.d.space.offered(self.d.incumbent)
+        """Over the values offered from the base config, not the incumbent: the tools the model is shown stay the
+        same all search, so a local model's prompt cache (the tools are rendered first) keeps its prefix."""
+        values = self.d.space.offered(self.d.base_params)
         return plan_schema(values)["properties"]["changes"] if values else {"type": "object"}
 
     def config(self, changes: Any) -> tuple[dict[str, Any] | None, str]:
@@ -297,7 +299,7 @@ class AgentPlanner:
     def tools(self) -> list[Tool]:
         assert self.ctx is not None
         view = self._view()
-        k = len(self._suggested) if self._suggested else self.settings.candidates
+        k = self.settings.candidates  # fixed (check_action checks the real count): the prompt's tools stay the same
         sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
         run, own = self.actions
         return [
