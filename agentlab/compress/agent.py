@@ -10,6 +10,7 @@ growing the front."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,8 @@ from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experim
 from agentlab.compress.report import fmt
 from agentlab.compress.space import experiment_key, to_experiment, to_params
 from agentlab.compress.workspace import Workspace
-from agentlab.core.agent.runtime import Tool
+from agentlab.core.agent.runtime import AgentModel, Tool
+from agentlab.core.agent.subagent import SubAgent
 from agentlab.core.search.agent import AgentKit, Done
 from agentlab.core.search.planners import PlanContext, params_key
 from agentlab.core.search.prompts import plan_schema
@@ -140,8 +142,72 @@ def measured_techniques(workspace: Workspace, model_hash: str) -> str:
     return "Measured on this machine for this model (the workspace):\n" + "\n".join(lines)
 
 
+def damage(domain: ExperimentDomain, workspace: Workspace, model_hash: str, method: str) -> str:
+    """What prunes of ``method`` did to this model so far (this run, and earlier runs in the workspace): accuracy
+    and perplexity against the base measurement, by recovery and its steps, with the minutes each took."""
+    base = (domain.records[0].get("metrics") or {}) if domain.records else {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    seen: set[str] = set()
+    for r in [*domain.records[1:], *workspace.experiments(model_hash)]:
+        exp = r.get("experiment") or {}
+        prune = exp.get("prune") or {}
+        if prune.get("method") != method or r.get("state", "done") != "done":
+            continue
+        key = json.dumps(exp, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        recover = exp.get("recover") or {}
+        name = f"{recover.get('method', 'none')}" + (f" {recover.get('steps')} steps" if recover else "")
+        rows.setdefault(name, []).append(r)
+    if not rows or not base:
+        return f"no {method} prune measured on this model yet"
+    lines = [f"{method} prunes measured on this model (base accuracy {fmt(base.get('accuracy'))}, perplexity "
+             f"{fmt(base.get('perplexity'))}):"]
+    for name, group in sorted(rows.items()):
+        metrics = [g.get("metrics") or {} for g in group]
+        acc = [m["accuracy"] for m in metrics if m.get("accuracy") is not None]
+        ppl = [m["perplexity"] for m in metrics if m.get("perplexity") is not None]
+        secs = [float(g["seconds"]) for g in group if isinstance(g.get("seconds"), (int, float))]
+        lines.append(f"- recovery {name}: {len(group)} run(s)"
+                     + (f", accuracy {statistics.median(acc):.3f}" if acc else "")
+                     + (f", perplexity {statistics.median(ppl):.4g}" if ppl else "")
+                     + (f", {statistics.median(secs) / 60:.1f} min each" if secs else ""))
+    return "\n".join(lines)
+
+
+RECOVERY_SYSTEM = ("You are the recovery sub-agent of a model compression search. Pruning damages a model; a short "
+                   "training run (lora: low-rank adapters on the pruned model; distill: the base model teaches it) "
+                   "wins part of the damage back at a cost in minutes. Given the measured damage, choose the "
+                   "recovery and its steps. Answer with the answer tool.")
+
+
+def recovery(domain: ExperimentDomain, workspace: Workspace, model_hash: str, model: AgentModel,
+             changes: dict[str, Any], on_event: Callable[..., None] | None = None) -> str:
+    """The recovery sub-agent's advice for prune ``changes``: the recovery it chose (validated against the space)
+    and the settings to run with it."""
+    prune = changes.get("prune", "none")
+    if prune == "none":
+        return "no prune in these settings: nothing to recover"
+    choices = domain.space.choices
+    schema = {"type": "object", "properties": {
+        "recover": {"type": "string", "enum": list(choices["recover"])},
+        "recover_steps": {"type": "integer", "enum": list(choices["recover_steps"])},
+        "reason": {"type": "string", "maxLength": 120, "pattern": "^[ !#-\\[\\]-~]{0,120}$"}},
+        "required": ["recover", "recover_steps", "reason"], "additionalProperties": False}
+    agent = SubAgent("recovery", RECOVERY_SYSTEM, schema, model, on_event=on_event)
+    facts = (f"prune settings: {json.dumps(changes, sort_keys=True)}\n"
+             f"{damage(domain, workspace, model_hash, str(prune))}")
+    answer, problem = agent.ask(facts)
+    if answer is None:
+        return f"the recovery sub-agent gave no answer ({problem}); without advice, lora 50 steps is the usual"
+    settings = {**changes, "recover": answer["recover"], "recover_steps": answer["recover_steps"]}
+    return (f"recovery sub-agent: {answer['recover']}, {answer['recover_steps']} steps ({answer.get('reason', '')}). "
+            f"To run it: try_experiment with changes {json.dumps(settings, sort_keys=True)}")
+
+
 def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], workspace: Workspace,
-                 model_hash: str) -> AgentKit:
+                 model_hash: str, on_event: Callable[..., None] | None = None) -> AgentKit:
     """The agent's kit for compress; ``base_metrics()``: the base model's measurement (taken before the agent's
     first step)."""
     measured = measured_techniques(workspace, model_hash)
@@ -150,11 +216,18 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
         metrics = base_metrics()
         return ", ".join(f"{k} {fmt(metrics.get(k))}" for k in ("perplexity", "accuracy", "decode_tps", "size_mb"))
 
-    def tools(ctx: PlanContext) -> list[Tool]:
+    def tools(ctx: PlanContext, model: AgentModel) -> list[Tool]:
         domain = ctx.domain
         assert isinstance(domain, ExperimentDomain)
         view = ExperimentView(domain)
+        settings = view.changes_schema()
         return [
+            Tool("recovery", "ask the recovery sub-agent which recovery (none, lora, distill) and how many steps "
+                 "suit these prune settings, given the damage measured so far",
+                 {"type": "object", "properties": {"changes": settings}, "required": ["changes"],
+                  "additionalProperties": False},
+                 lambda args: recovery(domain, workspace, model_hash, model, args.get("changes") or {},
+                                       on_event)),
             Tool("measure_base", "the base model's measured figures", {"type": "object", "properties": {}},
                  lambda args: f"base model: {base_line()}"),
             Tool("pareto_front", "the feasible experiments no other beats on every objective",

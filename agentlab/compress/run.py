@@ -221,7 +221,7 @@ class Search:
         log_experiments(self.tracker, self.records)
         self._open_study()
         kit = compress_kit(self.goal.describe(), lambda: self.records[0].get("metrics") or {}, self.workspace,
-                           self.model_hash) if self.cfg.planner == "agent" else None
+                           self.model_hash, self.run_dir.event) if self.cfg.planner == "agent" else None
         spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", samplers=SAMPLERS, settings=self.cfg,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
                            memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks

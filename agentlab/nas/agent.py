@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agentlab.core.agent.runtime import Tool
+from agentlab.core.agent.runtime import AgentModel, Tool
 from agentlab.core.runs import runs_root
 from agentlab.core.search.agent import AgentKit
 from agentlab.core.search.planners import PlanContext, TrialDomain
@@ -107,7 +107,7 @@ def nas_kit(cfg: NASConfig, prepared: PreparedData, families: list[str]) -> Agen
     data_facts = inspect_data(prepared)
     published = literature(cfg, prepared, families)
 
-    def tools(ctx: PlanContext) -> list[Tool]:
+    def tools(ctx: PlanContext, model: AgentModel) -> list[Tool]:
         domain = ctx.domain
         assert isinstance(domain, TrialDomain)
         return [

@@ -51,3 +51,23 @@ def test_the_agents_own_experiment_runs_and_the_tools_answer(in_tmp: Path, tiny_
     assert tool_results[3].startswith("not run: prune: one of")
     assert "techniques" in model.seen[0][1]["content"].lower()  # the knowledge base in the brief
     assert results["agent"]["rejected_calls"] == 1
+
+
+def test_the_recovery_sub_agent_answers_from_the_measured_damage(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    prune = {"prune": "magnitude", "sparsity": 0.5, "pattern": "unstructured"}
+    model = ScriptAgent([("try_experiment", {"changes": prune, "reason": "see the damage"}),
+                         ("recovery", {"changes": prune}),
+                         ("answer", {"recover": "best", "recover_steps": 50, "reason": "r"}),  # refused: not a choice
+                         ("answer", {"recover": "lora", "recover_steps": 50, "reason": "accuracy fell"}),
+                         ("try_experiment", {"changes": {**prune, "recover": "lora", "recover_steps": 50},
+                                             "reason": "the sub-agent's advice"})])
+    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, max_iterations=2,
+                              workspace=str(in_tmp / "ws"), out=in_tmp / "R", overrides=SMALL)
+    labels = [r["label"] for r in results["experiments"][1:]]
+    assert labels[0].startswith("magnitude") and "lora" in labels[1]
+    sub_facts = model.seen[2][1]["content"]  # the sub-agent's own prompt: the damage measured in code
+    assert model.seen[2][0]["content"].startswith("You are the recovery sub-agent")
+    assert "magnitude prunes measured on this model" in sub_facts and "recovery none: 1 run(s)" in sub_facts
+    assert "not accepted" in model.seen[3][-1]["content"]  # one repair
+    advice = [m["content"] for m in model.seen[4] if m.get("role") == "tool"][-1]
+    assert advice.startswith("recovery sub-agent: lora, 50 steps (accuracy fell)")

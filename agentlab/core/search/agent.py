@@ -80,7 +80,7 @@ class AgentKit:
 
     what: str
     facts: Callable[[], str] = lambda: ""
-    tools: Callable[[PlanContext], list[Tool]] = lambda ctx: []
+    tools: Callable[[PlanContext, AgentModel], list[Tool]] = lambda ctx, model: []
     view: Callable[[Any], AgentView] = lambda domain: TrialView(domain)
     actions: tuple[str, str] = ("run_trial", "try_config")
     knowledge: Path | None = None
@@ -322,7 +322,7 @@ class AgentPlanner:
                  {"type": "object", "properties": {"items": {"type": "array", "maxItems": 5,
                                                              "items": {"type": "string", "maxLength": 80}}},
                   "required": ["items"], "additionalProperties": False}, self._set_todo),
-            *self.kit.tools(self.ctx),
+            *self.kit.tools(self.ctx, self.model),
         ]
 
     def _draw(self) -> list[Proposal]:
