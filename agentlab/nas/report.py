@@ -55,6 +55,9 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
              f"{_short(best['test_mse'], 4)}, test MAE {_short(best['test_mae'], 4)} ({STANDARDISED}), "
              f"{best['n_params']:,} params "
              f"({best['planner']}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
+    ensemble = results.get("ensemble")
+    if ensemble:
+        lines.append(ensemble_line(ensemble, best))
     literature = results.get("literature") or {}
     fair = [r for r in literature.get("rows", []) if r["protocol"] == "fair"]
     if fair and best["test_mse"] is not None:
@@ -76,6 +79,23 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     if isinstance(ran, int) and isinstance(total, int) and total > ran:
         lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")
     return lines
+
+
+def _members(ensemble: dict[str, Any], limit: int = 6) -> str:
+    """``run_0003 0.48, run_0001 0.36 (naive_last), ...``: the members and their weights."""
+    shown = [f"{m['run_id']} {m['weight']:.2f}" + (f" ({m['family']})" if m.get("family") else "")
+             for m in ensemble["members"][:limit]]
+    more = len(ensemble["members"]) - limit
+    return ", ".join(shown) + (f", and {more} more" if more > 0 else "")
+
+
+def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any]) -> str:
+    """The console line of the ensemble (the final model), beside the best single trial."""
+    n = len(ensemble["members"])
+    return (f"final model: ensemble of {n} trial{'s' if n != 1 else ''} ({_members(ensemble)}): val MSE "
+            f"{_short(ensemble['val_mse'], 4)}, test MSE {_short(ensemble['test_mse'], 4)}, test MAE "
+            f"{_short(ensemble['test_mae'], 4)} (best single trial: val {_short(best['val_mse'], 4)}, test "
+            f"{_short(best['test_mse'], 4)}; chosen on validation only)")
 
 
 def resume_line(folder: Path, max_iterations: int) -> str | None:
@@ -218,6 +238,7 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
                  f"MAE {_fmt(naive.get('test_mae'))}.")
     lines += [f"{results['planner']}. Stopped: {results['stop_reason']}. Trials: {results['trials']} "
               f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
+    lines += _ensemble_section(results.get("ensemble"), chosen)
     literature = results.get("literature")
     if literature is not None:
         lines += [*render(chosen, literature)[1:], ""]
@@ -252,6 +273,25 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
                      f"| {_fmt(r.metrics.get('n_params'))} | {r.state} | {decision} |")
     lines += _llm_section(outcome.records, results.get("llm_contribution"))
     return "\n".join(lines) + "\n"
+
+
+def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any]) -> list[str]:
+    """``## Final model``: the ensemble beside the best single trial, and its members with their weights."""
+    if not ensemble:
+        return []
+    lines = ["## Final model: ensemble", "",
+             f"Greedy ensemble selection with replacement (Caruana et al. 2004) on validation MSE over "
+             f"{ensemble['pool']} finished trial(s), {ensemble['rounds']} rounds; the test windows are only scored. "
+             "`agentlab nas predict` forecasts with it (the weighted mean of its members' forecasts).", "",
+             "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",
+             f"| ensemble ({len(ensemble['members'])} members) | {_fmt(ensemble['val_mse'])} | "
+             f"{_fmt(ensemble['val_mae'])} | {_fmt(ensemble['test_mse'])} | {_fmt(ensemble['test_mae'])} |",
+             f"| best single trial {best['run_id']} | {_fmt(best['val_mse'])} | - | {_fmt(best['test_mse'])} | "
+             f"{_fmt(best['test_mae'])} |", "", "| member | family | weight | val MSE | test MSE |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {m['run_id']} | {m.get('family') or '-'} | {m['weight']:.3f} | {_fmt(m['val_mse'])} | "
+              f"{_fmt(m['test_mse'])} |" for m in ensemble["members"]]
+    return [*lines, ""]
 
 
 ORIGINS = {"kept": "kept TPE's candidate 0", "picked": "picked candidate", "own": "its own candidate",
