@@ -63,9 +63,11 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     if fair and best["test_mse"] is not None:
         beaten = sum(1 for r in fair if best["test_mse"] < r["mse"])
         top = min(fair, key=lambda r: r["mse"])
+        by_ensemble = "" if not ensemble else (
+            f"; the ensemble: lower than {sum(1 for r in fair if ensemble['test_mse'] < r['mse'])}")
         lines.append(f"published ({literature['dataset']}, horizon {literature['horizon']}, every test window): "
-                     f"lower test MSE than {beaten} of {len(fair)}; the best, {top['model']}, has {top['mse']:.3f} "
-                     f"({STANDARDISED})")
+                     f"lower test MSE than {beaten} of {len(fair)}{by_ensemble}; the best, {top['model']}, has "
+                     f"{top['mse']:.3f} ({STANDARDISED})")
     if base is not None:
         val = _change(base["val_mse"], best["val_mse"])
         test = _change(base.get("test_mse"), best.get("test_mse"))
@@ -241,7 +243,7 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
     lines += _ensemble_section(results.get("ensemble"), chosen)
     literature = results.get("literature")
     if literature is not None:
-        lines += [*render(chosen, literature)[1:], ""]
+        lines += [*render(chosen, literature, results.get("ensemble"))[1:], ""]
     families = results.get("families") or {}
     if len(families) > 1:
         lines += ["## Families", "", "| family | trials | complete | pruned | failed | best val MSE |",

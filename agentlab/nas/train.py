@@ -389,11 +389,13 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
         test_mse = test_mae = best_val = math.inf
     else:
         trainer.model.load_state_dict(best_state)
-        tested: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if predictions else None
-        test_mse, test_mae = trainer.evaluate(trainer.test, tested)
-        if tested is not None:
+        if not predictions:
+            test_mse, test_mae = trainer.evaluate(trainer.test)
+        else:
+            tested: list[tuple[torch.Tensor, torch.Tensor]] = []
             validated: list[tuple[torch.Tensor, torch.Tensor]] = []
-            trainer.evaluate(trainer.val, validated)
+            test_mse, test_mae = trainer.evaluate(trainer.test, collect=tested)
+            trainer.evaluate(trainer.val, collect=validated)
             kept = {split: (torch.cat([p for p, _ in batches]).numpy(), torch.cat([t for _, t in batches]).numpy())
                     for split, batches in (("val", validated), ("test", tested))}
     result = TrialResult(val_mse=best_val, test_mse=test_mse, test_mae=test_mae,

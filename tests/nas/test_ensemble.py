@@ -101,6 +101,23 @@ def test_a_candidate_with_an_infinite_error_is_never_picked() -> None:
 # --------------------------------------------------------------------------- the files and the builder
 
 
+def test_a_trial_keeps_the_forecasts_its_metrics_were_measured_on() -> None:
+    from agentlab.nas.train import prepare_data
+
+    cfg = NASConfig.model_validate({"data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_len": 6},
+                                    "model": {"family": "linear"}, "train": {"epochs": 2, "max_train_batches": 3}})
+    prepared = prepare_data(cfg)
+    result = train_trial(cfg, prepared, None, predictions=True)
+    assert result.predictions is not None and "predictions" not in result.to_dict()
+    (val, val_true), (test, test_true) = result.predictions["val"], result.predictions["test"]
+    assert val.shape == val_true.shape == (len(prepared.val), 6, prepared.c_out)
+    assert test.shape == (len(prepared.test), 6, prepared.c_out)
+    assert float(np.mean((val.astype(np.float64) - val_true) ** 2)) == pytest.approx(result.val_mse, rel=1e-5)
+    assert float(np.mean((test.astype(np.float64) - test_true) ** 2)) == pytest.approx(result.test_mse, rel=1e-5)
+    assert float(np.mean(np.abs(test.astype(np.float64) - test_true))) == pytest.approx(result.test_mae, rel=1e-5)
+    assert train_trial(cfg, prepared, None).predictions is None
+
+
 def _record(number: int, value: float, state: str = "complete", **params: Any) -> TrialRecord:
     return TrialRecord(number=number, state=state, value=value, params=params, accepted=True,
                        metrics={"test_mse": value})
