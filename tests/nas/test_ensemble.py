@@ -279,3 +279,21 @@ def test_combinations_of_the_selection_are_exhaustive_on_a_tiny_case() -> None:
     best_pair = min(walked)
     assert mse == pytest.approx(min(single, best_pair[0]))
     assert counts.sum() == (2 if best_pair[0] < single else 1)
+
+
+def test_a_pruned_trial_keeps_no_forecasts_and_stays_out_of_the_ensemble(in_tmp: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    # the median pruner stops trial 3 (trained: 0 is the base, 1 and 2 the naive ones) after its first epoch
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: trial.number == 3)
+    data = in_tmp / "walk.csv"
+    write_random_walk(data, seed=2)
+    config = walk_config(data, pruner="median")
+    results = run_nas_optimization(max_iterations=5, config=config, out=in_tmp / "run")
+    runs = json.loads((in_tmp / "run" / "agent_state.json").read_text())["runs"]
+    assert runs[3]["state"] == "pruned"
+    assert not (in_tmp / "run" / "trials" / "run_0003" / PREDICTIONS).exists()
+    complete = {r["run_id"] for r in runs if r["state"] == "complete"}
+    assert results["ensemble"]["pool"] == len(complete) == 4
+    assert {m["run_id"] for m in results["ensemble"]["members"]} <= complete
