@@ -63,14 +63,17 @@ MODELS = ("best", "ensemble")
 
 def load_model(run: str | Path, model: str | None = None) -> FinalModel | EnsembleModel:
     """The final model of the finished nas run folder ``run``: ``model`` ensemble, best (the best single trial), or
-    None: the ensemble when results.json has one, else the best trial. :class:`InputError` (exit 2) with one line
-    when the folder or the model asked for is missing."""
+    None: results.json's ``final_model`` (the ensemble when it has one that is not worse on validation), else the
+    best trial. :class:`InputError` (exit 2) with one line when the folder or the model asked for is missing."""
     if model is not None and model not in MODELS:
         raise InputError(f"--model {model}: not a model of a nas run", hint="use --model best or --model ensemble")
     run = Path(run)
     results = _finished_results(run)
     block = results.get("ensemble")
-    if model == "best" or (model is None and not isinstance(block, dict)):
+    if model is None:
+        model = "ensemble" if isinstance(block, dict) and results.get("final_model", "ensemble") == "ensemble" \
+            else "best"
+    if model == "best":
         return load_final_model(run)
     if not isinstance(block, dict) or not block.get("members"):
         raise InputError(f"{run}: the run has no ensemble (search.ensemble was off, or it is older than ensembles)",

@@ -57,7 +57,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
              f"({best['planner']}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
     ensemble = results.get("ensemble")
     if ensemble:
-        lines.append(ensemble_line(ensemble, best))
+        lines.append(ensemble_line(ensemble, best, results.get("final_model", "ensemble") == "ensemble"))
     literature = results.get("literature") or {}
     fair = [r for r in literature.get("rows", []) if r["protocol"] == "fair"]
     if fair and best["test_mse"] is not None:
@@ -91,10 +91,13 @@ def _members(ensemble: dict[str, Any], limit: int = 6) -> str:
     return ", ".join(shown) + (f", and {more} more" if more > 0 else "")
 
 
-def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any]) -> str:
-    """The console line of the ensemble (the final model), beside the best single trial."""
+def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = True) -> str:
+    """The console line of the ensemble (the final model unless ``final`` is False), beside the best single
+    trial."""
     n = len(ensemble["members"])
-    return (f"final model: ensemble of {n} trial{'s' if n != 1 else ''} ({_members(ensemble)}): val MSE "
+    head = "final model: ensemble" if final else "ensemble (not the final model: worse on validation than the best " \
+        "trial, whose forecasts it lacks)"
+    return (f"{head} of {n} trial{'s' if n != 1 else ''} ({_members(ensemble)}): val MSE "
             f"{_short(ensemble['val_mse'], 4)}, test MSE {_short(ensemble['test_mse'], 4)}, test MAE "
             f"{_short(ensemble['test_mae'], 4)} (best single trial: val {_short(best['val_mse'], 4)}, test "
             f"{_short(best['test_mse'], 4)}; chosen on validation only)")
@@ -240,7 +243,7 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
                  f"MAE {_fmt(naive.get('test_mae'))}.")
     lines += [f"{results['planner']}. Stopped: {results['stop_reason']}. Trials: {results['trials']} "
               f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
-    lines += _ensemble_section(results.get("ensemble"), chosen)
+    lines += _ensemble_section(results.get("ensemble"), chosen, results.get("final_model", "ensemble"))
     literature = results.get("literature")
     if literature is not None:
         lines += [*render(chosen, literature, results.get("ensemble"))[1:], ""]
@@ -277,14 +280,17 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
     return "\n".join(lines) + "\n"
 
 
-def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any]) -> list[str]:
+def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], final: str) -> list[str]:
     """``## Final model``: the ensemble beside the best single trial, and its members with their weights."""
     if not ensemble:
         return []
-    lines = ["## Final model: ensemble", "",
+    use = ("`agentlab nas predict` forecasts with it (the weighted mean of its members' forecasts)." if final ==
+           "ensemble" else f"It is worse on validation than the best trial, whose forecasts it lacks, so the final "
+           f"model is the best trial {best['run_id']}.")
+    lines = [f"## Final model: {'ensemble' if final == 'ensemble' else 'best trial'}", "",
              f"Greedy ensemble selection with replacement (Caruana et al. 2004) on validation MSE over "
              f"{ensemble['pool']} finished trial(s), {ensemble['rounds']} rounds; the test windows are only scored. "
-             "`agentlab nas predict` forecasts with it (the weighted mean of its members' forecasts).", "",
+             + use, "",
              "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",
              f"| ensemble ({len(ensemble['members'])} members) | {_fmt(ensemble['val_mse'])} | "
              f"{_fmt(ensemble['val_mae'])} | {_fmt(ensemble['test_mse'])} | {_fmt(ensemble['test_mae'])} |",

@@ -275,9 +275,9 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
 
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
                           objective=objective, planner=NaiveFirst(session.planner), evaluator=evaluator,
-                          metric=METRIC,
-                          seed=cfg.search.seed, stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s,
-                                                               cfg.search.patience, cfg.search.target),
+                          metric=METRIC, seed=cfg.search.seed,
+                          stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
+                                         cfg.search.target),
                           on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path),
                           summary_metrics=("test_mse", "n_params", "epochs"))
         outcome = loop.run()
@@ -363,8 +363,19 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
         "families": family_counts(cfg, outcome.records),
         "literature": literature,
         "ensemble": ensemble,
-        "final_model": "ensemble" if ensemble is not None else "best",
+        "final_model": final_model(ensemble, best),
     }
+
+
+def final_model(ensemble: dict[str, Any] | None, best: TrialRecord | None) -> str:
+    """``ensemble`` when there is one and it is not worse on validation than the best trial, else ``best``. It can
+    be worse only when the best trial is not in its pool (a run resumed from before trials kept forecasts, or whose
+    files went missing); 1e-3 of slack for the float16 forecasts it is measured on."""
+    if ensemble is None:
+        return "best"
+    if best is not None and best.value is not None and ensemble["val_mse"] > best.value * (1 + 1e-3):
+        return "best"
+    return "ensemble"
 
 
 def family_counts(cfg: NASConfig, records: list[TrialRecord]) -> dict[str, dict[str, Any]]:

@@ -297,3 +297,20 @@ def test_a_pruned_trial_keeps_no_forecasts_and_stays_out_of_the_ensemble(in_tmp:
     complete = {r["run_id"] for r in runs if r["state"] == "complete"}
     assert results["ensemble"]["pool"] == len(complete) == 4
     assert {m["run_id"] for m in results["ensemble"]["members"]} <= complete
+
+
+def test_an_ensemble_without_the_best_trial_that_is_worse_on_validation_is_not_the_final_model() -> None:
+    from agentlab.nas.report import summary_lines
+    from agentlab.nas.run import final_model
+
+    best = _record(3, 0.50)
+    block = {"members": [{"run_id": "run_0004", "weight": 1.0, "family": "linear"}], "val_mse": 0.60,
+             "test_mse": 0.7, "test_mae": 0.6}
+    assert final_model(block, best) == "best"  # the best trial's forecasts are missing (an older run, resumed)
+    assert final_model({**block, "val_mse": 0.5004}, best) == "ensemble"  # float16 slack
+    assert final_model({**block, "val_mse": 0.45}, best) == "ensemble"
+    assert final_model(None, best) == "best"
+    results = {"best": {"run_id": "run_0003", "val_mse": 0.5, "test_mse": 0.55, "test_mae": 0.5, "n_params": 10,
+                        "planner": "tpe", "params": {}}, "base": None, "ensemble": block, "final_model": "best"}
+    text = "\n".join(summary_lines(results))
+    assert "ensemble (not the final model" in text and "final model: ensemble" not in text

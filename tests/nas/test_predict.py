@@ -119,7 +119,7 @@ def test_model_ensemble_of_a_run_without_one_is_one_error_line(finished: tuple[P
     folder = in_tmp / "run"
     shutil.copytree(run, folder)
     results = json.loads((folder / "results.json").read_text())
-    results["ensemble"] = None  # as search.ensemble=false writes it
+    results["ensemble"], results["final_model"] = None, "best"  # as search.ensemble=false writes it
     (folder / "results.json").write_text(json.dumps(results))
     assert main(["nas", "predict", str(folder), "--data", str(data), "--out", str(in_tmp / "b.csv"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "best"  # the default falls back to the best trial
