@@ -314,3 +314,12 @@ def test_an_ensemble_without_the_best_trial_that_is_worse_on_validation_is_not_t
                         "planner": "tpe", "params": {}}, "base": None, "ensemble": block, "final_model": "best"}
     text = "\n".join(summary_lines(results))
     assert "ensemble (not the final model" in text and "final model: ensemble" not in text
+
+
+def test_the_run_browser_shows_the_ensemble_beside_the_best_trial() -> None:
+    from agentlab.ui.runs import key_result
+
+    results = {"best": {"run_id": "run_0001", "val_mse": 0.25}, "trials": 4, "final_model": "ensemble",
+               "ensemble": {"val_mse": 0.2, "members": [{}, {}]}}
+    assert key_result("nas", results) == "best val MSE 0.2500 (run_0001), ensemble val MSE 0.2000 (2 trials), 4 trials"
+    assert key_result("nas", {**results, "ensemble": None}) == "best val MSE 0.2500 (run_0001), 4 trials"
