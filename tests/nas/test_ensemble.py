@@ -323,3 +323,37 @@ def test_the_run_browser_shows_the_ensemble_beside_the_best_trial() -> None:
                "ensemble": {"val_mse": 0.2, "members": [{}, {}]}}
     assert key_result("nas", results) == "best val MSE 0.2500 (run_0001), ensemble val MSE 0.2000 (2 trials), 4 trials"
     assert key_result("nas", {**results, "ensemble": None}) == "best val MSE 0.2500 (run_0001), 4 trials"
+
+
+def test_tpe_leaves_a_best_naive_forecast_it_cannot_vary_instead_of_redrawing_it(in_tmp: Path) -> None:
+    """On a random walk the naive trial is best and has no keys of its own: TPE kept drawing it, every draw a repeat,
+    and the search stopped with "no valid, untried parameters". Repeats are bad trials in the next draw's copy."""
+    data = in_tmp / "walk.csv"
+    write_random_walk(data, seed=3)
+    config = walk_config(data, planner="tpe")
+    config["search"]["space"]["train.learning_rate"] = {"low": 1e-3, "high": 1e-1, "log": True,
+                                                        "when": {"model.family": ["linear", "patchtst"]}}
+    results = run_nas_optimization(max_iterations=7, config=config, out=in_tmp / "run")
+    runs = json.loads((in_tmp / "run" / "agent_state.json").read_text())["runs"]
+    assert len(runs) == 7 and all(r["state"] == "complete" for r in runs)
+    assert [r["planner"] for r in runs][3:] == ["tpe"] * 4  # past TPE's 3 warm-up trials
+    assert results["best"]["family"] in ("naive_last", "naive_seasonal")
+
+
+def test_a_draw_that_repeats_a_trial_is_a_bad_trial_in_the_next_draws_copy() -> None:
+    from agentlab.core.search.planners import TrialDomain, params_key
+    from agentlab.core.search.space import ParamSpec, SearchSpace
+
+    space = SearchSpace({"model.family": ParamSpec(choices=["a", "b"])}, base={"model.family": "a"})
+    seen: list[int] = []
+
+    def candidate(kind: str, attempt: int, infeasible: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        seen.append(len(infeasible or []))
+        return {"model.family": "a" if len(infeasible or []) < 3 else "b"}  # a sampler that learns from them
+
+    domain = TrialDomain(space=space, base_params={"model.family": "a"}, incumbent={"model.family": "a"},
+                         records=[], best=None, metric="val_mse", check=lambda p: [], candidate=candidate,
+                         tried={params_key({"model.family": "a"})})
+    proposal = domain.sample("tpe")
+    assert proposal.params == {"model.family": "b"} and seen == [0, 1, 2, 3]
+    assert proposal.notes == []  # repeats are not constraint breaks
