@@ -136,24 +136,32 @@ def predict(
     backtest: Annotated[bool, typer.Option("--backtest", help="Also forecast every test window of the CSV and "
                                            "report MSE/MAE (standardised and original units) beside the run's "
                                            "recorded test MSE.")] = False,
+    model: Annotated[Literal["best", "ensemble"] | None, typer.Option(
+        "--model", show_default=False, help="ensemble: the run's ensemble of trials (the weighted mean of their "
+        "forecasts); best: the best single trial. Default: the ensemble when the run has one, else best.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Forecast the next pred_len steps after the last row of a CSV with a finished search's final model (the best
-    trial's checkpoint), in the CSV's original units: a CSV (date + one column per forecast channel) and a plot."""
+    """Forecast the next pred_len steps after the last row of a CSV with a finished search's final model (its
+    ensemble of trials when it has one, else the best trial's checkpoint; --model chooses), in the CSV's original
+    units: a CSV (date + one column per forecast channel) and a plot."""
     from agentlab.nas.predict import backtest as run_backtest
-    from agentlab.nas.predict import backtest_lines, forecast, load_final_model, write_forecast
+    from agentlab.nas.predict import backtest_lines, forecast, load_model, write_forecast
 
-    final = load_final_model(run)
+    final = load_model(run, model)
     result = forecast(final, data)
     target = out if out is not None else final.run / "forecast.csv"
     plot = write_forecast(result, target)
     bt = run_backtest(final, data) if backtest else None
+    members = [(m.run_id, w) for m, w in getattr(final, "members", [])]
     if json_:
-        print_json({"run_id": final.run_id, "forecast": str(target), "plot": str(plot), "steps": len(result["dates"]),
+        print_json({"run_id": final.run_id, "model": "ensemble" if members else "best",
+                    "members": [{"run_id": r, "weight": w} for r, w in members] or None,
+                    "forecast": str(target), "plot": str(plot), "steps": len(result["dates"]),
                     "columns": list(result["columns"]), "backtest": bt})
         return
     first, last = (str(result["dates"][i].astype("datetime64[s]")).replace("T", " ") for i in (0, -1))
-    console.print(f"forecast of {final.run_id}: {len(result['dates'])} steps ({first} .. {last}), "
+    name = f"the ensemble ({', '.join(f'{r} {w:.2f}' for r, w in members)})" if members else final.run_id
+    console.print(f"forecast of {name}: {len(result['dates'])} steps ({first} .. {last}), "
                   f"{len(result['columns'])} column(s) -> {safe_text(target)}; plot: {safe_text(plot)}")
     if bt is not None:
         for line in backtest_lines(bt):

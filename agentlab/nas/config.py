@@ -45,6 +45,7 @@ class DataConfig(StrictModel):
 
 Family = Literal["informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "naive_last",
                  "naive_seasonal"]
+NAIVE_FAMILIES = ("naive_last", "naive_seasonal")  # no weights, nothing to train
 
 
 class ModelConfig(StrictModel):
@@ -191,6 +192,11 @@ class SearchConfig(LLMPlannerSettings):
     storage: str | None = Field(None, description="Optuna storage URL shared by workers (sqlite:///..., "
                                 "postgresql://..., or a journal file path); empty: SQLite in the run folder")
     study_name: str = Field("nas", description="study name inside the storage")
+    ensemble: bool = Field(True, description="keep every finished trial's validation and test forecasts (float16, "
+                           "in its folder) and build the final model by greedy ensemble selection with replacement "
+                           "on validation MSE over them (Caruana et al. 2004), after every trial and at the end; "
+                           "results.json's `ensemble` block sits beside the best single trial and `nas predict` "
+                           "uses it. false: no forecasts kept, the best trial is the final model")
     seed: int = Field(0, description="sampler seed")
 
 

@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agentlab.nas.config import NAIVE_FAMILIES
 from agentlab.nas.informer import RevIN, SpecError, moving_average
 
 FAMILIES = ("informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "naive_last", "naive_seasonal")
-NAIVE_FAMILIES = ("naive_last", "naive_seasonal")  # no weights, nothing to train
 LINEAR_VARIANTS = ("linear", "nlinear", "dlinear")
 BACKBONES = ("linear", "mlp")
 

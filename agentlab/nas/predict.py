@@ -1,12 +1,15 @@
-"""`agentlab nas predict`: forecast with a finished search's final model (today: the best trial's checkpoint).
+"""`agentlab nas predict`: forecast with a finished search's final model: its ensemble when results.json has one
+(the weighted mean of its member trials' forecasts), else the best trial's checkpoint (``--model`` chooses).
 
-The run folder is read through paths relative to it (``results.json`` names the best trial, ``trials/<id>/`` holds
-its ``config_used.yaml``, ``best_model.safetensors`` and ``scaler.json``), so a folder copied from another machine
-works. The given CSV is read and split as the run's config says (``data.split``, lookback, horizon); the forecast
-covers the ``pred_len`` steps after its last row, in the original units: the standardisation is undone with the
-mean/std the model was trained with (``scaler.json``; for runs older than that file, the scaler refitted on the CSV's
-train split, as the run did). ``backtest`` forecasts every test window of the CSV as the trial's test did and reports
-MSE/MAE on the standardised data (equal to the run's recorded test MSE on the run's own CSV) and in original units.
+The run folder is read through paths relative to it (``results.json`` names the best trial and the ensemble's
+members, ``trials/<id>/`` holds each one's ``config_used.yaml``, ``best_model.safetensors`` and ``scaler.json``), so
+a folder copied from another machine works (an ensemble member trained by another worker is read from that worker's
+run folder, named by its absolute path). The given CSV is read and split as the run's config says (``data.split``,
+lookback, horizon); the forecast covers the ``pred_len`` steps after its last row, in the original units: the
+standardisation is undone with the mean/std the model was trained with (``scaler.json``; for runs older than that
+file, the scaler refitted on the CSV's train split, as the run did). ``backtest`` forecasts every test window of the
+CSV as the trial's test did and reports MSE/MAE on the standardised data (equal to the run's recorded test MSE on the
+run's own CSV; an ensemble's to about 1e-3, its record coming from float16 forecasts) and in original units.
 
 This module imports torch inside functions only; it is imported by the CLI lazily anyway.
 """
@@ -45,9 +48,47 @@ class FinalModel:
     scaler: dict[str, Any] | None
 
 
-def load_final_model(run: str | Path) -> FinalModel:
-    """The best trial of the finished nas run folder ``run``; :class:`InputError` (exit 2) with one line otherwise."""
+@dataclass
+class EnsembleModel:
+    """A finished run's ensemble: its member trials and their weights (results.json's ``ensemble`` block)."""
+
+    run: Path
+    members: list[tuple[FinalModel, float]]
+    recorded: dict[str, Any]  # results.json's "ensemble": val/test MSE of the ensemble, members, ...
+    run_id: str = "ensemble"
+
+
+MODELS = ("best", "ensemble")
+
+
+def load_model(run: str | Path, model: str | None = None) -> FinalModel | EnsembleModel:
+    """The final model of the finished nas run folder ``run``: ``model`` ensemble, best (the best single trial), or
+    None: results.json's ``final_model`` (the ensemble when it has one that is not worse on validation), else the
+    best trial. :class:`InputError` (exit 2) with one line when the folder or the model asked for is missing."""
+    if model is not None and model not in MODELS:
+        raise InputError(f"--model {model}: not a model of a nas run", hint="use --model best or --model ensemble")
     run = Path(run)
+    results = _finished_results(run)
+    block = results.get("ensemble")
+    if model is None:
+        model = "ensemble" if isinstance(block, dict) and results.get("final_model", "ensemble") == "ensemble" \
+            else "best"
+    if model == "best":
+        return load_final_model(run)
+    if not isinstance(block, dict) or not block.get("members"):
+        raise InputError(f"{run}: the run has no ensemble (search.ensemble was off, or it is older than ensembles)",
+                         hint="use --model best, or rerun the search with search.ensemble=true")
+    members = []
+    for entry in block["members"]:
+        folder = Path(entry["path"]) if Path(entry["path"]).is_absolute() else run / entry["path"]
+        if not folder.is_dir() and (run / "trials" / entry["run_id"]).is_dir():  # a copied run: its own trials/
+            folder = run / "trials" / entry["run_id"]
+        members.append((_load_trial(folder, entry["run_id"], run, entry), float(entry["weight"])))
+    return EnsembleModel(run, members, block)
+
+
+def _finished_results(run: Path) -> dict[str, Any]:
+    """results.json of the finished nas run folder ``run`` (with a best trial); one error line otherwise."""
     if not run.exists():
         raise InputError(f"{run}: no such run folder", hint="pass a folder `agentlab nas` wrote (see runs/)")
     if not run.is_dir():
@@ -63,11 +104,22 @@ def load_final_model(run: str | Path) -> FinalModel:
     if not isinstance(best, dict) or not isinstance(best.get("run_id"), str):
         raise InputError(f"{run}: the search has not finished (no best trial in results.json; status "
                          f"{info.get('status', '?')})", hint=f"finish it first: agentlab nas --resume {run}")
-    run_id = best["run_id"]
-    trial = run / "trials" / run_id
+    assert isinstance(results, dict)
+    return results
+
+
+def load_final_model(run: str | Path) -> FinalModel:
+    """The best trial of the finished nas run folder ``run``; :class:`InputError` (exit 2) with one line otherwise."""
+    run = Path(run)
+    best = _finished_results(run)["best"]
+    return _load_trial(run / "trials" / best["run_id"], best["run_id"], run, best)
+
+
+def _load_trial(trial: Path, run_id: str, run: Path, recorded: dict[str, Any]) -> FinalModel:
+    """One trial of a run as a model: its config, checkpoint and scaler."""
     checkpoint = trial / "best_model.safetensors"
     if not checkpoint.is_file() or not (trial / "config_used.yaml").is_file():
-        raise InputError(f"{trial}: the best trial has no checkpoint (best_model.safetensors, config_used.yaml)",
+        raise InputError(f"{trial}: the trial {run_id} has no checkpoint (best_model.safetensors, config_used.yaml)",
                          hint="copy the whole run folder, trials/ included")
     try:
         config = NASConfig.model_validate(yaml.safe_load(read_text(trial / "config_used.yaml", what="config")))
@@ -76,7 +128,7 @@ def load_final_model(run: str | Path) -> FinalModel:
                          hint="the run folder is damaged; rerun the search") from None
     scaler_path = trial / "scaler.json"
     scaler = read_json(scaler_path, what="scaler.json") if scaler_path.is_file() else None
-    return FinalModel(run, trial, run_id, config, best, scaler if isinstance(scaler, dict) else None)
+    return FinalModel(run, trial, run_id, config, recorded, scaler if isinstance(scaler, dict) else None)
 
 
 def _read_series(final: FinalModel, data: str | Path) -> SeriesData:
@@ -142,9 +194,14 @@ def _step(dates: np.ndarray) -> np.timedelta64:
     return np.timedelta64(int(np.median(diffs)) if len(diffs) else 3600, "s")
 
 
-def forecast(final: FinalModel, data: str | Path) -> dict[str, Any]:
+def forecast(final: FinalModel | EnsembleModel, data: str | Path) -> dict[str, Any]:
     """The next ``pred_len`` steps after the last row of ``data``: dates, columns, values [pred_len, C] in original
-    units, and the history tail for the plot."""
+    units, and the history tail for the plot. An ensemble's forecast is the weighted mean of its members' (the
+    standardisation is linear, so the mean in original units is the mean in standardised ones)."""
+    if isinstance(final, EnsembleModel):
+        parts = [(forecast(member, data), weight) for member, weight in final.members]
+        values = sum(weight * part["values"].astype(np.float64) for part, weight in parts)
+        return {**parts[0][0], "values": np.asarray(values, dtype=np.float32), "run_id": final.run_id}
     series = _read_series(final, data)
     d = final.config.data
     selected = series.select(d.features)
@@ -200,29 +257,50 @@ def _stub_prepared(final: FinalModel, selected: SeriesData, scaler: Scaler) -> P
                         detected_freq=detect_freq(selected.dates), source=selected.source)
 
 
-def backtest(final: FinalModel, data: str | Path) -> dict[str, Any]:
-    """MSE/MAE over the CSV's test windows, standardised (as the trial's test) and in original units."""
+def _test_forecasts(final: FinalModel, data: str | Path) -> tuple[np.ndarray, np.ndarray, Scaler]:
+    """The trial's forecasts and the targets of every test window of the CSV, standardised (float32, [windows,
+    pred_len, channels]), and the scaler of the windows."""
     series = _read_series(final, data)
     prepared = _prepared(final, series)
     trainer, torch = _model(final, prepared)
     windows = trainer.test
-    scaler = prepared.scaler  # the test windows are standardised with the refit, as in the run
     from agentlab.nas.train import EVAL_BATCH
 
-    se = ae = se_o = ae_o = 0.0
-    count = 0
+    preds, trues = [], []
     with torch.inference_mode(), torch.random.fork_rng(devices=trainer.rng_devices):
         torch.manual_seed(final.config.train.seed)
         for starts in windows.chunks(max(EVAL_BATCH, final.config.train.batch_size)):
             pred, true = trainer.forward(windows.take(starts), starts + windows.offset)
-            err = (pred - true).double()
-            se, ae, count = se + err.square().sum().item(), ae + err.abs().sum().item(), count + err.numel()
-            p, t = (scaler.inverse_transform(a.cpu().numpy()).astype(np.float64) for a in (pred, true))
-            se_o, ae_o = se_o + float(np.square(p - t).sum()), ae_o + float(np.abs(p - t).sum())
-    n = max(count, 1)
-    return {"run_id": final.run_id, "windows": windows.n, "mse": se / n, "mae": ae / n, "mse_original": se_o / n,
-            "mae_original": ae_o / n, "recorded_test_mse": final.recorded.get("test_mse"),
-            "recorded_test_mae": final.recorded.get("test_mae")}
+            preds.append(pred.cpu().numpy())
+            trues.append(true.float().cpu().numpy())
+    # the test windows are standardised with the refit on the CSV's train split, as in the run
+    return np.concatenate(preds), np.concatenate(trues), prepared.scaler
+
+
+def backtest(final: FinalModel | EnsembleModel, data: str | Path) -> dict[str, Any]:
+    """MSE/MAE over the CSV's test windows, standardised (as the trial's test) and in original units; an
+    ensemble's forecast of each window is the weighted mean of its members'."""
+    if isinstance(final, EnsembleModel):
+        pred: np.ndarray | None = None
+        for member, weight in final.members:
+            p, true, scaler = _test_forecasts(member, data)
+            if pred is not None and p.shape != pred.shape:
+                raise InputError(f"{data}: the members of the ensemble forecast different test windows "
+                                 f"({member.run_id}: {p.shape[0]}, others {pred.shape[0]})",
+                                 hint="backtest one trial: --model best")
+            pred = weight * p.astype(np.float64) + (pred if pred is not None else 0.0)
+        assert pred is not None
+        # stored float16 forecasts: the recorded MSE matches to about 1e-3, not to the last digit
+        tolerance = 2e-3
+    else:
+        pred, true, scaler = _test_forecasts(final, data)
+        tolerance = 1e-4
+    err = pred.astype(np.float64) - true
+    p, t = (scaler.inverse_transform(a.astype(np.float32)).astype(np.float64) for a in (pred, true))
+    return {"run_id": final.run_id, "windows": len(true), "mse": float(np.mean(np.square(err))),
+            "mae": float(np.mean(np.abs(err))), "mse_original": float(np.mean(np.square(p - t))),
+            "mae_original": float(np.mean(np.abs(p - t))), "recorded_test_mse": final.recorded.get("test_mse"),
+            "recorded_test_mae": final.recorded.get("test_mae"), "tolerance": tolerance}
 
 
 def write_forecast(result: dict[str, Any], out: Path) -> Path:
@@ -268,7 +346,8 @@ def backtest_lines(bt: dict[str, Any]) -> list[str]:
     """The console lines of a backtest."""
     rec = bt["recorded_test_mse"]
     same = "" if not isinstance(rec, (int, float)) or not math.isfinite(rec) else (
-        f"; the run recorded test MSE {rec:.4g}" + (" (same)" if math.isclose(bt["mse"], rec, rel_tol=1e-4)
+        f"; the run recorded test MSE {rec:.4g}" + (" (same)" if math.isclose(bt["mse"], rec,
+                                                                              rel_tol=bt.get("tolerance", 1e-4))
                                                      else " (differs: another CSV or split)"))
     return [f"backtest {bt['run_id']}: {bt['windows']} test windows, MSE {bt['mse']:.4g}, MAE {bt['mae']:.4g} "
             f"(standardised){same}",

@@ -57,14 +57,19 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
              f"{_short(best['test_mse'], 4)}, test MAE {_short(best['test_mae'], 4)} ({STANDARDISED}), "
              f"{best['n_params']:,} params "
              f"({best['planner']}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
+    ensemble = results.get("ensemble")
+    if ensemble:
+        lines.append(ensemble_line(ensemble, best, results.get("final_model", "ensemble") == "ensemble"))
     literature = results.get("literature") or {}
     fair = [r for r in literature.get("rows", []) if r["protocol"] == "fair"]
     if fair and best["test_mse"] is not None:
         beaten = sum(1 for r in fair if best["test_mse"] < r["mse"])
         top = min(fair, key=lambda r: r["mse"])
+        by_ensemble = "" if not ensemble else (
+            f"; the ensemble: lower than {sum(1 for r in fair if ensemble['test_mse'] < r['mse'])}")
         lines.append(f"published ({literature['dataset']}, horizon {literature['horizon']}, every test window): "
-                     f"lower test MSE than {beaten} of {len(fair)}; the best, {top['model']}, has {top['mse']:.3f} "
-                     f"({STANDARDISED})")
+                     f"lower test MSE than {beaten} of {len(fair)}{by_ensemble}; the best, {top['model']}, has "
+                     f"{top['mse']:.3f} ({STANDARDISED})")
     if base is not None:
         val = _change(base["val_mse"], best["val_mse"])
         test = _change(base.get("test_mse"), best.get("test_mse"))
@@ -81,6 +86,26 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     if isinstance(ran, int) and isinstance(total, int) and total > ran:
         lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")
     return lines
+
+
+def _members(ensemble: dict[str, Any], limit: int = 6) -> str:
+    """``run_0003 0.48, run_0001 0.36 (naive_last), ...``: the members and their weights."""
+    shown = [f"{m['run_id']} {m['weight']:.2f}" + (f" ({m['family']})" if m.get("family") else "")
+             for m in ensemble["members"][:limit]]
+    more = len(ensemble["members"]) - limit
+    return ", ".join(shown) + (f", and {more} more" if more > 0 else "")
+
+
+def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = True) -> str:
+    """The console line of the ensemble (the final model unless ``final`` is False), beside the best single
+    trial."""
+    n = len(ensemble["members"])
+    head = "final model: ensemble" if final else "ensemble (not the final model: worse on validation than the best " \
+        "trial, whose forecasts it lacks)"
+    return (f"{head} of {n} trial{'s' if n != 1 else ''} ({_members(ensemble)}): val MSE "
+            f"{_short(ensemble['val_mse'], 4)}, test MSE {_short(ensemble['test_mse'], 4)}, test MAE "
+            f"{_short(ensemble['test_mae'], 4)} (best single trial: val {_short(best['val_mse'], 4)}, test "
+            f"{_short(best['test_mse'], 4)}; chosen on validation only)")
 
 
 def resume_line(folder: Path, max_iterations: int) -> str | None:
@@ -222,9 +247,10 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
                  f"MAE {_fmt(naive.get('test_mae'))}.")
     lines += [f"{results['planner']}. Stopped: {results['stop_reason']}. Trials: {results['trials']} "
               f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
+    lines += _ensemble_section(results.get("ensemble"), chosen, results.get("final_model", "ensemble"))
     literature = results.get("literature")
     if literature is not None:
-        lines += [*render(chosen, literature)[1:], ""]
+        lines += [*render(chosen, literature, results.get("ensemble"))[1:], ""]
     families = results.get("families") or {}
     if len(families) > 1:
         lines += ["## Families", "", "| family | trials | complete | pruned | failed | best val MSE |",
@@ -257,6 +283,28 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
     lines += _llm_section(outcome.records, results.get("llm_contribution"))
     lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])
     return "\n".join(lines) + "\n"
+
+
+def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], final: str) -> list[str]:
+    """``## Final model``: the ensemble beside the best single trial, and its members with their weights."""
+    if not ensemble:
+        return []
+    use = ("`agentlab nas predict` forecasts with it (the weighted mean of its members' forecasts)." if final ==
+           "ensemble" else f"It is worse on validation than the best trial, whose forecasts it lacks, so the final "
+           f"model is the best trial {best['run_id']}.")
+    lines = [f"## Final model: {'ensemble' if final == 'ensemble' else 'best trial'}", "",
+             f"Greedy ensemble selection with replacement (Caruana et al. 2004) on validation MSE over "
+             f"{ensemble['pool']} finished trial(s), {ensemble['rounds']} rounds; the test windows are only scored. "
+             + use, "",
+             "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",
+             f"| ensemble ({len(ensemble['members'])} members) | {_fmt(ensemble['val_mse'])} | "
+             f"{_fmt(ensemble['val_mae'])} | {_fmt(ensemble['test_mse'])} | {_fmt(ensemble['test_mae'])} |",
+             f"| best single trial {best['run_id']} | {_fmt(best['val_mse'])} | - | {_fmt(best['test_mse'])} | "
+             f"{_fmt(best['test_mae'])} |", "", "| member | family | weight | val MSE | test MSE |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {m['run_id']} | {m.get('family') or '-'} | {m['weight']:.3f} | {_fmt(m['val_mse'])} | "
+              f"{_fmt(m['test_mse'])} |" for m in ensemble["members"]]
+    return [*lines, ""]
 
 
 ORIGINS = {"kept": "kept TPE's candidate 0", "picked": "picked candidate", "own": "its own candidate",

@@ -24,7 +24,16 @@ from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, require_finished_trials
-from agentlab.core.search.planners import Chooser, ChooserPlanner, trial_steps
+from agentlab.core.search.planners import (
+    Chooser,
+    ChooserPlanner,
+    PlanContext,
+    Planner,
+    Proposal,
+    TrialDomain,
+    params_key,
+    trial_steps,
+)
 from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
 from agentlab.core.search.session import PlannerSession, PlannerSpec, open_planner
 from agentlab.core.search.share import LLM_ORIGINS
@@ -32,7 +41,8 @@ from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import nas_kit
-from agentlab.nas.config import NASConfig, apply_changes, get_dotted, space_meanings, space_values
+from agentlab.nas.config import NAIVE_FAMILIES, NASConfig, apply_changes, get_dotted, space_meanings, space_values
+from agentlab.nas.ensemble import EnsembleBuilder, save_predictions
 from agentlab.nas.literature import comparison, recognise
 from agentlab.nas.report import render_report
 from agentlab.nas.tracking import log_results, log_trials
@@ -93,14 +103,39 @@ class NASObjective:
                              description=f"{label} epoch {int(entry['epoch'])} val {entry['val_mse']:.4f}{shown}")
             self.run_dir.event("epoch", trial=number, **entry)
 
+        folder = self.run_dir.file("trials", label)
         try:
-            result = train_trial(config, prepared, self.run_dir.file("trials", label), report=report,
-                                 on_epoch=on_epoch)
+            result = train_trial(config, prepared, folder, report=report, on_epoch=on_epoch,
+                                 predictions=self.base.search.ensemble)
         except TrialPruned as exc:
             raise Pruned({"value": exc.val_mse, "val_mse": exc.val_mse, "epochs": exc.epoch}) from None
+        if result.predictions is not None:
+            save_predictions(self.run_dir.path, folder, result.predictions["val"], result.predictions["test"])
         return {"value": result.val_mse, "val_mse": result.val_mse, "test_mse": result.test_mse,
                 "test_mae": result.test_mae, "n_params": result.n_params, "epochs": result.epochs,
                 "diverged": result.diverged, "stop": result.stop_reason, "seconds": round(result.seconds, 3)}
+
+
+class NaiveFirst:
+    """The planner, except that the naive families of the space (``naive_last`` and ``naive_seasonal`` among the
+    choices of ``model.family``) run right after the base config, each once: they train nothing (seconds), and with
+    them in the pool the best trial and the ensemble are never worse on validation than the naive forecasts, whatever
+    the sampler would have drawn. Every other trial is the wrapped planner's."""
+
+    def __init__(self, planner: Planner):
+        self.inner, self.name = planner, planner.name
+
+    def propose(self, ctx: PlanContext) -> Proposal:
+        domain = ctx.domain
+        if isinstance(domain, TrialDomain) and ctx.budget_left > 0:
+            spec = domain.space.params.get("model.family")
+            seen = {params_key(r.params) for r in domain.records if r.state != "interrupted"} | domain.tried
+            for family in (f for f in NAIVE_FAMILIES if spec is not None and f in (spec.choices or [])):
+                params = domain.space.complete({**domain.base_params, "model.family": family})
+                if params_key(params) not in seen and not domain.check(params):
+                    return Proposal(params, domain.changes(params), "naive",
+                                    f"the {family} forecast: trains nothing, the reference every model must beat")
+        return self.inner.propose(ctx)
 
 
 def _pydantic_message(err: Any) -> str:
@@ -239,32 +274,53 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             announce("evaluator: rules, and the 'evaluator' route inside the noise band")
         evaluator = HybridEvaluator(cfg.search.min_delta, router=session.evaluator, metric=METRIC)
         study = _study(cfg, run_dir)
-        holder: dict[str, Any] = {"best": None}
+        holder: dict[str, Any] = {"best": None, "ensemble": None}
         objective = NASObjective(cfg, prepared, run_dir, progress, lambda: holder["best"])
+        builder = EnsembleBuilder(run_dir.path) if cfg.search.ensemble else None
 
         def on_trial(records: list[TrialRecord]) -> None:
             state = state_dict(records, METRIC)
             holder["best"] = state["best_value"]
             run_dir.write_json("agent_state.json", state)
             log_trials(tracker, study, records, run_dir.path)
+            if builder is not None:
+                holder["ensemble"] = build_ensemble(cfg, builder, records, study)
+                if holder["ensemble"] is not None:
+                    run_dir.write_json("ensemble.json", holder["ensemble"])
 
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
-                          objective=objective, planner=session.planner, evaluator=evaluator, metric=METRIC,
-                          seed=cfg.search.seed, stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s,
-                                                               cfg.search.patience, cfg.search.target),
+                          objective=objective, planner=NaiveFirst(session.planner), evaluator=evaluator,
+                          metric=METRIC, seed=cfg.search.seed,
+                          stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
+                                         cfg.search.target),
                           on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path),
                           summary_metrics=("test_mse", "n_params", "epochs"))
         outcome = loop.run()
         agent = session.agent(outcome.records)
     require_finished_trials(outcome)
     results = summarise(cfg, outcome, evaluate_baseline(prepared), session.line, target=prepared.target,
-                        literature=literature_for(cfg, prepared), contribution=llm_contribution(session, outcome))
+                        literature=literature_for(cfg, prepared), contribution=llm_contribution(session, outcome),
+                        ensemble=holder["ensemble"])
     if agent is not None:
         results["agent"] = agent
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     log_results(tracker, results, run_dir.path)
     return results
+
+
+def build_ensemble(cfg: NASConfig, builder: EnsembleBuilder, records: list[TrialRecord],
+                   study: Any) -> dict[str, Any] | None:
+    """The ensemble over the finished trials of the study (of every worker: each trial's plan names the run folder
+    that holds its predictions); None when none has predictions. A failure to read or build is one log line: the
+    search goes on, and the best trial stays the final model."""
+    run_dirs = {t.number: str(t.user_attrs.get("plan", {}).get("run_dir") or "")
+                for t in study.get_trials(deepcopy=False)}
+    try:
+        return builder.build(records, run_dirs, family=lambda r: r.params.get("model.family", cfg.model.family))
+    except (OSError, ValueError) as exc:
+        log.warning("ensemble: not built (%s); the best trial is the final model", exc)
+        return None
 
 
 def _rel_gain(base: float | None, best: float | None) -> float | None:
@@ -294,10 +350,11 @@ def llm_contribution(session: PlannerSession, outcome: Any) -> dict[str, Any] | 
 
 def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,
               target: str | None = None, literature: dict[str, Any] | None = None,
-              contribution: dict[str, Any] | None = None) -> dict[str, Any]:
+              contribution: dict[str, Any] | None = None, ensemble: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json: best and base trials (with their family and lookback), gains, trial states, the naive baseline,
-    the data used and the published results for it. ``target`` is the target column the data actually used (in "M"
-    mode a CSV without ``data.target`` uses its last column)."""
+    the data used and the published results for it, the ensemble (``final_model``: ensemble when there is one, else
+    best). ``target`` is the target column the data actually used (in "M" mode a CSV without ``data.target`` uses
+    its last column)."""
     best, base = outcome.best, outcome.base
 
     def brief(r: TrialRecord | None) -> dict[str, Any] | None:
@@ -323,7 +380,20 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
                  "pred_len": cfg.data.pred_len},
         "families": family_counts(cfg, outcome.records),
         "literature": literature,
+        "ensemble": ensemble,
+        "final_model": final_model(ensemble, best),
     }
+
+
+def final_model(ensemble: dict[str, Any] | None, best: TrialRecord | None) -> str:
+    """``ensemble`` when there is one and it is not worse on validation than the best trial, else ``best``. It can
+    be worse only when the best trial is not in its pool (a run resumed from before trials kept forecasts, or whose
+    files went missing); 1e-3 of slack for the float16 forecasts it is measured on."""
+    if ensemble is None:
+        return "best"
+    if best is not None and best.value is not None and ensemble["val_mse"] > best.value * (1 + 1e-3):
+        return "best"
+    return "ensemble"
 
 
 def family_counts(cfg: NASConfig, records: list[TrialRecord]) -> dict[str, dict[str, Any]]:

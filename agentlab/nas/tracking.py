@@ -80,14 +80,19 @@ def _epochs(folder: Path, record: TrialRecord) -> list[dict[str, Any]]:
 
 
 def log_results(tracker: Tracker | NullTracker, results: dict[str, Any], run_path: Path) -> None:
-    """The best trial, the gain over the base config and the stop reason on the parent, with report.md,
-    results.json, agent_state.json and the report's plots as artifacts. (``best_val_mse`` is the per-trial series
-    ``log_trials`` wrote: its last step is the result.)"""
+    """The best trial, the ensemble's metrics and members, the gain over the base config and the stop reason on the
+    parent, with report.md, results.json, agent_state.json and the report's plots as artifacts. (``best_val_mse`` is
+    the per-trial series ``log_trials`` wrote: its last step is the result.)"""
     best, base, gain = results["best"] or {}, results["base"] or {}, results["gain"]
     tracker.log_metrics({"best_test_mse": best.get("test_mse"), "best_test_mae": best.get("test_mae"),
                          "best_n_params": best.get("n_params"), "base_val_mse": base.get("val_mse"),
                          "gain_val_mse": gain.get("val_mse"), "gain_test_mse": gain.get("test_mse"),
                          "trials": results["trials"]})
+    ensemble = results.get("ensemble")
+    if ensemble:  # the final model
+        tracker.log_metrics({f"ensemble_{k}": ensemble[k] for k in ("val_mse", "val_mae", "test_mse", "test_mae")})
+        tracker.set_tags({"ensemble_members": json.dumps({m["run_id"]: round(m["weight"], 4)
+                                                          for m in ensemble["members"]})})
     tracker.set_tags({"best_run_id": best.get("run_id"), "best_params": json.dumps(best.get("params")),
                       "stop_reason": results["stop_reason"], "planner": results["planner"]})
     for name in ("report.md", "results.json", "agent_state.json", *sorted(p.name for p in run_path.glob("*.png"))):

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,10 +191,15 @@ class TrialResult:
     diverged: bool = False
     stop_reason: str = "epochs"  # epochs | early_stopping | should_stop | diverged | naive (nothing trained)
     device: str = "cpu"
+    # With train_trial(predictions=True): {"val": (pred, true), "test": (pred, true)}, float32 numpy arrays of shape
+    # [windows, pred_len, channels]; not part of to_dict.
+    predictions: dict[str, tuple[Any, Any]] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready; a diverged trial keeps ``inf``, which Python's json writes as Infinity)."""
-        return asdict(self)
+        out = asdict(replace(self, predictions=None))
+        del out["predictions"]
+        return out
 
 
 class TrialPruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned, which the caller maps it to
@@ -322,8 +327,10 @@ class _Trainer:
         return total / max(count, 1), False
 
     @torch.inference_mode()
-    def evaluate(self, windows: _Windows) -> tuple[float, float]:
-        """MSE and MAE over every element of every window of a split."""
+    def evaluate(self, windows: _Windows,
+                 collect: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> tuple[float, float]:
+        """MSE and MAE over every element of every window of a split; ``collect`` gains each batch's (prediction,
+        target) on the CPU (the ensemble's stored predictions)."""
         self.model.eval()
         se = torch.zeros((), dtype=torch.float64, device=self.device)
         ae = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -335,6 +342,8 @@ class _Trainer:
                 pred, true = self.forward(windows.take(starts), starts + windows.offset)
                 err = (pred - true).double()
                 se, ae, count = se + err.square().sum(), ae + err.abs().sum(), count + err.numel()
+                if collect is not None:
+                    collect.append((pred.cpu(), true.float().cpu()))
         return (se / max(count, 1)).item(), (ae / max(count, 1)).item()
 
     def set_lr(self, lr: float) -> None:
@@ -350,14 +359,16 @@ class _Trainer:
 def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | None,
                 report: Callable[[int, float], bool] | None = None,
                 on_epoch: Callable[[dict[str, float]], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> TrialResult:
+                should_stop: Callable[[], bool] | None = None, predictions: bool = False) -> TrialResult:
     """Train one model on ``prepared`` as ``config`` says, test the best epoch, and save artifacts.
 
     After each epoch: ``on_epoch(entry)`` with epoch, train_loss, val_mse, lr, seconds; then ``report(epoch,
     val_mse)``, and a True answer raises :class:`TrialPruned`. ``should_stop()`` is polled after every batch; True
     ends training after validating the current epoch, then tests as usual. A non-finite loss ends the trial with
     ``diverged=True`` and infinite metrics instead of an exception. With ``trial_dir``, the files in
-    :data:`ARTIFACTS` are written there atomically (the checkpoint only when an epoch finished).
+    :data:`ARTIFACTS` are written there atomically (the checkpoint only when an epoch finished). ``predictions``:
+    the best epoch's forecasts of every validation and test window are kept in ``result.predictions`` (for the
+    ensemble; one more pass over the validation windows).
     """
     start = time.perf_counter()
     cfg = config.train
@@ -367,6 +378,7 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
     trainer = _Trainer(config, prepared, resolve_device_dtype(cfg.device, what="train.device")[0])
     history: list[dict[str, float]]
     best_state: dict[str, torch.Tensor] | None
+    kept: dict[str, tuple[Any, Any]] | None = None
     if trainer.naive:  # a naive forecast trains nothing: zero epochs, validated once
         history, best_val, best_state, stop_reason = [], trainer.evaluate(trainer.val)[0], trainer.state(), "naive"
     else:
@@ -377,11 +389,19 @@ def train_trial(config: NASConfig, prepared: PreparedData, trial_dir: Path | Non
         test_mse = test_mae = best_val = math.inf
     else:
         trainer.model.load_state_dict(best_state)
-        test_mse, test_mae = trainer.evaluate(trainer.test)
+        if not predictions:
+            test_mse, test_mae = trainer.evaluate(trainer.test)
+        else:
+            tested: list[tuple[torch.Tensor, torch.Tensor]] = []
+            validated: list[tuple[torch.Tensor, torch.Tensor]] = []
+            test_mse, test_mae = trainer.evaluate(trainer.test, collect=tested)
+            trainer.evaluate(trainer.val, collect=validated)
+            kept = {split: (torch.cat([p for p, _ in batches]).numpy(), torch.cat([t for _, t in batches]).numpy())
+                    for split, batches in (("val", validated), ("test", tested))}
     result = TrialResult(val_mse=best_val, test_mse=test_mse, test_mae=test_mae,
                          n_params=count_parameters(trainer.model), seconds=time.perf_counter() - start,
                          epochs=len(history), history=history, diverged=diverged, stop_reason=stop_reason,
-                         device=str(trainer.device))
+                         device=str(trainer.device), predictions=kept)
     log.info("trial: val_mse %.4g test_mse %.4g test_mae %.4g, %d epochs (%s), %.1fs", result.val_mse,
              result.test_mse, result.test_mae, result.epochs, stop_reason, result.seconds)
     if trial_dir is not None:

@@ -125,8 +125,10 @@ def filter_runs(rows: Iterable[RunRow], *, commands: Iterable[str] = (), statuse
 
 
 def _nas(r: dict[str, Any]) -> str:
-    best = r["best"]
-    return f"best val MSE {best['val_mse']:.4f} ({best['run_id']}), {r['trials']} trials"
+    best, ensemble = r["best"], r.get("ensemble")
+    final = (f", ensemble val MSE {ensemble['val_mse']:.4f} ({len(ensemble['members'])} trials)"
+             if ensemble and r.get("final_model", "ensemble") == "ensemble" else "")
+    return f"best val MSE {best['val_mse']:.4f} ({best['run_id']}){final}, {r['trials']} trials"
 
 
 def _compress(r: dict[str, Any]) -> str:

@@ -195,13 +195,16 @@ def test_the_ett96_config_searches_every_family_and_the_lookback() -> None:
 
     cfg = load_config(REPO / "configs" / "nas_ett96.yaml", NASConfig, [])
     assert cfg.data.pred_len == 96 and cfg.search.space["data.seq_len"].choices == [96, 192, 336, 512, 720]
-    assert set(cfg.search.space["model.family"].choices or []) == set(FAMILIES)
+    naive = ["naive_last", "naive_seasonal"]  # the naive forecasts as models, nothing of theirs searched
+    assert set(cfg.search.space["model.family"].choices or []) == {*FAMILIES, *naive}
     space = search_space(cfg)
     space.check_base({k: space.base[k] for k in cfg.search.space})
     for family in FAMILIES:
         keys = space.active({"model.family": family})
         assert "data.seq_len" in keys  # every family searches its lookback
         assert ("data.label_len" in keys) == (family == "informer")  # only informer has a decoder
+    for family in naive:
+        assert space.active({"model.family": family}) == ["model.family"]  # one trial each
 
 
 ETTH1 = REPO.parent / "shared" / "data" / "ETTh1.csv"

@@ -165,6 +165,17 @@ def test_two_workers_share_one_storage_and_budget(in_tmp: Path) -> None:
     assert sum(read(in_tmp / n / "results.json")["ran_here"] for n in ("w1", "w2")) == 6
     params = [json.dumps(t.params, sort_keys=True) for t in counted]
     assert len(set(params)) == 6, "two workers ran the same configuration"
+    # each worker's ensemble reads the forecasts of every finished trial it saw, from either run folder: the worker
+    # that ended last saw them all, and reads the other's from the other's folder
+    complete = [t for t in counted if t.state.name == "COMPLETE"]
+    ensembles = {n: read(in_tmp / n / "results.json")["ensemble"] for n in ("w1", "w2")}
+    last = max(ensembles, key=lambda n: ensembles[n]["pool"])
+    assert ensembles[last]["pool"] == len(complete)
+    other = "w2" if last == "w1" else "w1"
+    if any(t.state.name == "COMPLETE" for t in by_worker[other]):
+        assert ensembles[last]["pool"] > sum(t.state.name == "COMPLETE" for t in by_worker[last])
+    for m in ensembles[last]["members"]:
+        assert (in_tmp / last / m["path"] / "pred_val.npy").is_file()  # relative, or the other's absolute path
 
 
 def test_sigterm_records_interrupted_and_exits_130_then_resumes(in_tmp: Path) -> None:

@@ -32,7 +32,7 @@ def write_csv(path: Path, n_steps: int = 400, columns: list[str] | None = None) 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
-    """A finished 2-trial search on a CSV: (run folder, CSV, its values)."""
+    """A finished 3-trial search on a CSV: (run folder, CSV, its values)."""
     root = tmp_path_factory.mktemp("predict")
     data = root / "d.csv"
     values = write_csv(data)
@@ -41,7 +41,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.n
               "train": {"epochs": 2, "max_train_batches": 3},
               "search": {"planner": "tpe", "space": {"train.learning_rate": {"low": 1e-4, "high": 1e-2,
                                                                               "log": True}}}}
-    run_nas_optimization(max_iterations=2, config=config, out=root / "run")
+    run_nas_optimization(max_iterations=3, config=config, out=root / "run")
     return root / "run", data, values
 
 
@@ -56,7 +56,7 @@ def test_forecast_is_pred_len_rows_in_original_units(finished: tuple[Path, Path,
     out = in_tmp / "f.csv"
     assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "forecast of run_" in captured.out + captured.err
+    assert "forecast of the ensemble (run_" in captured.out + captured.err  # the final model: the ensemble
     header, rows = read_forecast(out)
     assert header == ["date", "x0", "x1", "OT"]  # the target last, as the model reads the channels
     assert len(rows) == PRED_LEN
@@ -73,11 +73,59 @@ def test_backtest_reproduces_the_recorded_test_mse(finished: tuple[Path, Path, n
     run, data, _ = finished
     recorded = json.loads((run / "results.json").read_text())["best"]
     assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(in_tmp / "f.csv"), "--backtest",
-                 "--json"]) == 0
-    bt = json.loads(capsys.readouterr().out)["backtest"]
+                 "--model", "best", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    bt = out["backtest"]
+    assert out["model"] == "best" and out["run_id"] == recorded["run_id"]
     assert bt["mse"] == pytest.approx(recorded["test_mse"], rel=1e-5)
     assert bt["mae"] == pytest.approx(recorded["test_mae"], rel=1e-5)
     assert bt["mse_original"] > 10 * bt["mse"]  # the data's std is ~10x the standardised one
+
+
+def test_the_ensemble_is_the_default_and_its_backtest_reproduces_its_recorded_test_mse(
+        finished: tuple[Path, Path, np.ndarray], in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    run, data, _ = finished
+    results = json.loads((run / "results.json").read_text())
+    ensemble = results["ensemble"]
+    assert results["final_model"] == "ensemble" and ensemble["members"]
+    assert abs(sum(m["weight"] for m in ensemble["members"]) - 1) < 1e-9
+    assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(in_tmp / "f.csv"), "--backtest",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "ensemble"
+    assert [m["run_id"] for m in out["members"]] == [m["run_id"] for m in ensemble["members"]]
+    # the recorded MSE comes from the stored float16 forecasts, the backtest from the checkpoints
+    assert out["backtest"]["mse"] == pytest.approx(ensemble["test_mse"], rel=2e-3)
+    assert out["backtest"]["mae"] == pytest.approx(ensemble["test_mae"], rel=2e-3)
+    # the ensemble's forecast is the weighted mean of its members' forecasts
+    rows = []
+    for m in ensemble["members"]:
+        single = in_tmp / f"{m['run_id']}.csv"
+        trial_results = json.loads((run / "results.json").read_text())
+        trial_results["ensemble"] = {**ensemble, "members": [{**m, "weight": 1.0}]}
+        alone = in_tmp / "alone"
+        shutil.rmtree(alone, ignore_errors=True)
+        shutil.copytree(run, alone)
+        (alone / "results.json").write_text(json.dumps(trial_results))
+        assert main(["nas", "predict", str(alone), "--data", str(data), "--out", str(single)]) == 0
+        rows.append((m["weight"], np.array([[float(v) for v in r[1:]] for r in read_forecast(single)[1]])))
+    mixed = np.array([[float(v) for v in r[1:]] for r in read_forecast(in_tmp / "f.csv")[1]])
+    assert np.allclose(mixed, sum(w * f for w, f in rows), rtol=1e-4, atol=1e-3)
+
+
+def test_model_ensemble_of_a_run_without_one_is_one_error_line(finished: tuple[Path, Path, np.ndarray],
+                                                               in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    run, data, _ = finished
+    folder = in_tmp / "run"
+    shutil.copytree(run, folder)
+    results = json.loads((folder / "results.json").read_text())
+    results["ensemble"], results["final_model"] = None, "best"  # as search.ensemble=false writes it
+    (folder / "results.json").write_text(json.dumps(results))
+    assert main(["nas", "predict", str(folder), "--data", str(data), "--out", str(in_tmp / "b.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "best"  # the default falls back to the best trial
+    code = main(["nas", "predict", str(folder), "--data", str(data), "--model", "ensemble"])
+    captured = capsys.readouterr()
+    _one_error(code, captured.out + captured.err, "no ensemble")
 
 
 def test_a_copied_run_folder_and_an_older_run_without_scaler_json(finished: tuple[Path, Path, np.ndarray],

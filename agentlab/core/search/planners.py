@@ -157,14 +157,21 @@ class TrialDomain:
     startup: int = 0  # TPE's random warm-up trials
 
     def sample(self, kind: str) -> Proposal:
-        """The sampler's proposal; draws that break a constraint (e.g. n_heads not dividing d_model) are redrawn."""
+        """The sampler's proposal; draws that break a constraint (e.g. n_heads not dividing d_model) or repeat a
+        trial are redrawn, each one a bad trial in the next draw's copy of the study: a sampler that keeps drawing a
+        configuration already run (a best trial with no keys of its own to vary, such as a naive forecast) learns to
+        leave it."""
         infeasible: list[dict[str, Any]] = []
+        broken = 0
         for attempt in range(MAX_RESAMPLES):
             params = self.candidate(kind, attempt, infeasible)
             if self.check(params):
                 infeasible.append(params)
-            elif params_key(params) not in self.tried:
-                note = [f"{len(infeasible)} draws broke constraints and were redrawn"] if infeasible else []
+                broken += 1
+            elif params_key(params) in self.tried:
+                infeasible.append(params)
+            else:
+                note = [f"{broken} draws broke constraints and were redrawn"] if broken else []
                 return Proposal(params, self.changes(params), kind, notes=note)
         raise LLMError(f"{kind}: no valid, untried parameters in {MAX_RESAMPLES} draws", "invalid_output",
                        hint="widen the search space or relax its constraints")

@@ -1,0 +1,292 @@
+"""The search's final model: greedy ensemble selection (Caruana et al., ICML 2004) over its finished trials.
+
+Every finished trial keeps its forecasts of the validation and test windows (``pred_val.npy`` / ``pred_test.npy`` in
+its folder, float16, standardised units) and ``predictions.json`` naming the targets they forecast; the targets are
+stored once per run (``targets/<key>.npz``, float32; the key is a hash of them, so trials whose windows differ, e.g.
+another horizon, are never mixed). After every trial and at the end, greedy selection with replacement builds the
+ensemble on validation MSE only: start empty, add the trial (again, if it is already in) whose addition gives the
+lowest validation MSE of the mean, ``ROUNDS`` times, and keep the prefix with the lowest validation MSE. Its first
+pick is the single trial with the lowest validation MSE, so the ensemble is never worse than that trial on
+validation. The weights are the counts over the rounds. The test windows are only scored, never used to choose.
+
+Selection runs on the Gram matrix of the validation residuals (``mean(r_i * r_j)``, float64): the MSE of any weighted
+mean is ``w' G w`` because the weights sum to one, so each round costs O(trials^2) instead of a pass over the data;
+the matrix is filled a chunk of windows at a time, and only the rows of new trials are computed after the first build.
+
+Pure numpy: no torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentlab.core.runs import atomic_write_bytes, atomic_write_json
+from agentlab.core.search.records import TrialRecord
+
+log = logging.getLogger(__name__)
+
+ROUNDS = 25  # greedy rounds: the most members (with repeats) an ensemble has
+PRED_VAL, PRED_TEST, PREDICTIONS = "pred_val.npy", "pred_test.npy", "predictions.json"
+TARGETS = "targets"
+_CHUNK = 1 << 16  # window elements per block while the Gram matrix is filled
+_F16_MAX = float(np.finfo(np.float16).max)
+
+
+# --------------------------------------------------------------------------- the selection (pure)
+
+
+def residual_gram(residuals: Sequence[np.ndarray]) -> np.ndarray:
+    """``G[i, j] = mean(r_i * r_j)`` in float64 for equally long residual vectors (prediction minus target)."""
+    flat = [np.asarray(r, dtype=np.float64).ravel() for r in residuals]
+    n = flat[0].size if flat else 0
+    if any(r.size != n for r in flat):
+        raise ValueError("residuals of different lengths")
+    matrix = np.stack(flat) if flat else np.zeros((0, 0))
+    return matrix @ matrix.T / max(n, 1)
+
+
+def greedy_selection(gram: np.ndarray, rounds: int = ROUNDS) -> tuple[np.ndarray, float]:
+    """Caruana's forward selection with replacement on a residual Gram matrix: the counts per candidate of the best
+    prefix (by MSE, the earliest of equals) and its MSE. Ties go to the lower index, so order the candidates best
+    first. The first pick is the candidate with the lowest MSE (``G[i, i]``), so the result never exceeds it."""
+    k = gram.shape[0]
+    if k == 0 or gram.shape != (k, k):
+        raise ValueError("greedy_selection needs a square, non-empty Gram matrix")
+    counts = np.zeros(k, dtype=np.int64)
+    gc = np.zeros(k)  # G @ counts
+    quad = 0.0  # counts' G counts
+    diag = np.diag(gram).astype(np.float64)
+    best_counts, best_mse = counts.copy(), math.inf
+    for size in range(1, rounds + 1):
+        scores = (quad + 2 * gc + diag) / size**2  # the MSE of the mean after adding each candidate once more
+        scores = np.where(np.isfinite(scores), scores, np.inf)
+        pick = int(np.argmin(scores))
+        if not math.isfinite(scores[pick]):
+            break
+        quad += 2 * gc[pick] + diag[pick]
+        gc += gram[:, pick]
+        counts[pick] += 1
+        if scores[pick] < best_mse - 1e-15 * abs(best_mse if math.isfinite(best_mse) else 0.0):
+            best_mse, best_counts = float(scores[pick]), counts.copy()
+    return best_counts, best_mse
+
+
+# --------------------------------------------------------------------------- the files
+
+
+def targets_key(val: np.ndarray, test: np.ndarray) -> str:
+    """A short hash of the targets (shapes and float32 bytes): trials with equal keys forecast the same windows."""
+    digest = hashlib.sha1()
+    for array in (val, test):
+        a = np.ascontiguousarray(array, dtype=np.float32)
+        digest.update(repr(a.shape).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _half(array: np.ndarray) -> np.ndarray:
+    """float16, clipped to its finite range (an absurd forecast stays absurd but finite)."""
+    return np.clip(np.nan_to_num(array.astype(np.float32), nan=_F16_MAX), -_F16_MAX, _F16_MAX).astype(np.float16)
+
+
+def save_predictions(run_path: Path, trial_dir: Path, val: tuple[np.ndarray, np.ndarray],
+                     test: tuple[np.ndarray, np.ndarray]) -> str:
+    """Write a trial's (prediction, target) pairs of the validation and test windows: the predictions in float16 to
+    its folder, the targets once per run to ``targets/<key>.npz``; every file atomic, ``predictions.json`` last (its
+    presence says the rest is whole). Returns the targets key."""
+    key = targets_key(val[1], test[1])
+    targets = run_path / TARGETS / f"{key}.npz"
+    if not targets.is_file():
+        buffer = io.BytesIO()
+        np.savez(buffer, val=val[1].astype(np.float32), test=test[1].astype(np.float32))
+        atomic_write_bytes(targets, buffer.getvalue())
+    atomic_write_bytes(trial_dir / PRED_VAL, _npy(_half(val[0])))
+    atomic_write_bytes(trial_dir / PRED_TEST, _npy(_half(test[0])))
+    atomic_write_json(trial_dir / PREDICTIONS, {"targets": key, "val_shape": list(val[0].shape),
+                                                "test_shape": list(test[0].shape), "dtype": "float16"})
+    return key
+
+
+@dataclass
+class Member:
+    """A finished trial with predictions on disk."""
+
+    record: TrialRecord
+    folder: Path  # its trial folder
+    run_path: Path  # the run folder that holds it (another worker's, with several workers)
+    key: str
+    stamp: tuple[str, int]  # what the Gram cache is keyed by: folder and the predictions' mtime
+
+    def val(self) -> np.ndarray:
+        return np.load(self.folder / PRED_VAL, mmap_mode="r", allow_pickle=False)
+
+    def test(self) -> np.ndarray:
+        return np.load(self.folder / PRED_TEST, mmap_mode="r", allow_pickle=False)
+
+
+def _errors(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
+    err = pred.astype(np.float64) - true
+    return float(np.mean(np.square(err))), float(np.mean(np.abs(err)))
+
+
+class EnsembleBuilder:
+    """Builds the ensemble of one search, again after every trial; remembers the Gram entries it computed."""
+
+    def __init__(self, run_path: Path, rounds: int = ROUNDS):
+        self.run_path, self.rounds = Path(run_path), rounds
+        self._gram: dict[tuple[tuple[str, int], tuple[str, int]], float] = {}
+        self._targets: dict[str, dict[str, np.ndarray]] = {}
+        self._skipped: set[str] = set()  # what was logged as skipped already
+
+    # ---------------------------------------------------------------- the pool
+
+    def _skip(self, run_id: str, why: str) -> None:
+        if run_id + why not in self._skipped:
+            self._skipped.add(run_id + why)
+            log.info("ensemble: %s skipped (%s)", run_id, why)
+
+    def members(self, records: list[TrialRecord], run_dirs: dict[int, str]) -> list[Member]:
+        """The finished trials (complete, finite validation MSE) whose predictions can be read: from this run's
+        folder, else from the run folder of the worker that ran it (``run_dirs``); a trial without them is skipped
+        with one log line."""
+        out = []
+        for r in records:
+            if r.state != "complete" or not r.finite:
+                continue
+            folders = [self.run_path / "trials" / r.run_id]
+            if run_dirs.get(r.number):
+                folders.append(Path(run_dirs[r.number]) / "trials" / r.run_id)
+            folder = next((f for f in folders if (f / PREDICTIONS).is_file()), None)
+            if folder is None:
+                self._skip(r.run_id, f"no {PREDICTIONS} in {' or '.join(str(f) for f in dict.fromkeys(folders))}")
+                continue
+            try:
+                info = json.loads((folder / PREDICTIONS).read_text(encoding="utf-8"))
+                key = str(info["targets"])
+                stamp = (str(folder.resolve()), (folder / PRED_VAL).stat().st_mtime_ns)
+                (folder / PRED_TEST).stat()
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self._skip(r.run_id, f"unreadable predictions in {folder}: {exc}")
+                continue
+            out.append(Member(r, folder, folder.parent.parent, key, stamp))
+        return out
+
+    def _targets_of(self, members: list[Member]) -> dict[str, np.ndarray] | None:
+        key = members[0].key
+        if key not in self._targets:
+            for m in members:
+                path = m.run_path / TARGETS / f"{key}.npz"
+                try:
+                    with np.load(path, allow_pickle=False) as data:
+                        self._targets[key] = {"val": data["val"].astype(np.float32),
+                                              "test": data["test"].astype(np.float32)}
+                    break
+                except (OSError, ValueError, KeyError):
+                    continue
+            else:
+                log.info("ensemble: no targets file %s.npz in the members' run folders: no ensemble", key)
+                return None
+        return self._targets[key]
+
+    # ---------------------------------------------------------------- the Gram matrix
+
+    def _fill(self, members: list[Member], true: np.ndarray) -> np.ndarray | None:
+        """The residual Gram matrix of ``members`` on validation, computing only the entries not cached."""
+        k = len(members)
+        new = [i for i in range(k) if (members[i].stamp, members[i].stamp) not in self._gram]
+        if new:
+            try:
+                arrays = [m.val().reshape(-1) for m in members]
+            except (OSError, ValueError) as exc:
+                log.info("ensemble: could not read the validation predictions (%s): no ensemble", exc)
+                return None
+            flat = true.reshape(-1)
+            if any(a.size != flat.size for a in arrays):
+                log.info("ensemble: validation predictions of another shape than their targets: no ensemble")
+                return None
+            block = np.zeros((len(new), k))
+            for lo in range(0, flat.size, _CHUNK):
+                t = flat[lo:lo + _CHUNK].astype(np.float64)
+                res = np.stack([a[lo:lo + _CHUNK].astype(np.float64) - t for a in arrays])
+                block += res[new] @ res.T
+            block /= max(flat.size, 1)
+            for row, i in enumerate(new):
+                for j in range(k):
+                    self._gram[(members[i].stamp, members[j].stamp)] = block[row, j]
+                    self._gram[(members[j].stamp, members[i].stamp)] = block[row, j]
+        return np.array([[self._gram[(a.stamp, b.stamp)] for b in members] for a in members], dtype=np.float64)
+
+    # ---------------------------------------------------------------- the ensemble
+
+    def build(self, records: list[TrialRecord], run_dirs: dict[int, str] | None = None,
+              family: Callable[[TrialRecord], str] | None = None) -> dict[str, Any] | None:
+        """results.json's ``ensemble`` block, or None when no finished trial has predictions. Members are the trials
+        that forecast the same windows as the finished trial with the lowest validation MSE."""
+        pool = self.members(records, run_dirs or {})
+        if not pool:
+            return None
+        pool.sort(key=lambda m: (m.record.value, m.record.number))  # best first: ties go to the better trial
+        lead = pool[0].key
+        others = [m for m in pool if m.key != lead]
+        for m in others:
+            self._skip(m.record.run_id, f"forecasts other windows than {pool[0].record.run_id} (another horizon)")
+        pool = [m for m in pool if m.key == lead]
+        targets = self._targets_of(pool)
+        if targets is None:
+            return None
+        gram = self._fill(pool, targets["val"])
+        if gram is None:
+            return None
+        counts, _ = greedy_selection(gram, self.rounds)
+        chosen = [(m, int(c)) for m, c in zip(pool, counts, strict=True) if c > 0]
+        total = sum(c for _, c in chosen)
+        scores: dict[str, tuple[float, float]] = {}
+        for split in ("val", "test"):
+            mean = np.zeros(targets[split].shape, dtype=np.float64)
+            for m, c in chosen:
+                pred = m.val() if split == "val" else m.test()
+                if pred.shape != targets[split].shape:
+                    log.info("ensemble: %s's %s predictions have shape %s, the targets %s: no ensemble",
+                             m.record.run_id, split, pred.shape, targets[split].shape)
+                    return None
+                mean += (c / total) * pred.astype(np.float64)
+            scores[split] = _errors(mean, targets[split])
+        best = pool[0]
+        best_val = float(gram[0, 0])
+        return {
+            "members": [{"run_id": m.record.run_id, "weight": c / total, "count": c,
+                         "family": family(m.record) if family else None,
+                         "path": self._relative(m.folder), "val_mse": m.record.value,
+                         "test_mse": m.record.metrics.get("test_mse"), "test_mae": m.record.metrics.get("test_mae")}
+                        for m, c in sorted(chosen, key=lambda mc: (-mc[1], mc[0].record.number))],
+            "val_mse": scores["val"][0], "val_mae": scores["val"][1],
+            "test_mse": scores["test"][0], "test_mae": scores["test"][1],
+            "best_single": {"run_id": best.record.run_id, "val_mse": best_val},
+            "rounds": self.rounds, "pool": len(pool), "skipped": len(others), "targets": lead,
+            "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE; MSE/MAE over every "
+                    "window element, on standardised data, from the stored float16 predictions",
+        }
+
+    def _relative(self, folder: Path) -> str:
+        """The member's folder relative to this run folder when it is inside it (a copied run still works), else
+        absolute (another worker's run folder)."""
+        try:
+            return folder.resolve().relative_to(self.run_path.resolve()).as_posix()
+        except ValueError:
+            return str(folder.resolve())
