@@ -74,6 +74,8 @@ def bench_config(dataset: str, args: argparse.Namespace) -> Path:
     else:
         config = yaml.safe_load((REPO / "configs" / "nas_ett96.yaml").read_text())
         families = args.families.split(",")
+        if args.base and args.base not in families:  # the warm start's base family is part of the space
+            families.append(args.base)
         config["data"]["path"] = str(args.data)
         config["name"] = "bench-etth1"
         space = config["search"]["space"]

@@ -214,3 +214,66 @@ def test_runs_nas_plot_and_a_manual_pipeline_in_chromium(browser: Any, server: s
         wait(browser, text_on_page(expected))
         settle(browser)
         screenshot(browser, "ui-" + path.strip("/"), shots, height=1000)
+
+
+def test_an_agent_run_waiting_for_approval_is_approved_in_chromium(browser: Any, in_tmp: Path) -> None:
+    """`agentlab nas --planner agent --approve` without a terminal waits for the UI: the Runs page lists it as
+    waiting for approval, shows the agent's step, and its Approve button lets the search go on to the end."""
+    import yaml
+
+    from agentlab.core.agent import approval
+    from agentlab.testing.server import spawn_server_process
+
+    calls = [{"name": "suggest", "arguments": {}}, {"name": "run_trial", "arguments": {"candidate": 1, "reason": "x"}}]
+    upstream, base_url = spawn_server_process({"scripts": {"m": [{"tool_calls": [c]} for c in calls * 20]}})
+    (in_tmp / "llm.yaml").write_text(yaml.safe_dump({
+        "providers": {"loop": {"kind": "openai", "base_url": base_url}},
+        "models": {"m": {"provider": "loop", "model": "m"}},
+        "routes": {"planner": {"primary": ["m"]}}, "retries": 0, "timeout_s": 10}))
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    with open(in_tmp / "nas.log", "wb") as log:
+        nas = subprocess.Popen([sys.executable, "-m", "agentlab", "nas", "--llm", "llm.yaml", "--planner", "agent",
+                                "--approve", "-n", "2", "--set", "train.epochs=1", "--out", "runs/nas/agent"],
+                               cwd=in_tmp, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    port = free_port()
+    ui_log = open(in_tmp / "ui.log", "w")  # noqa: SIM115 (closed below)
+    ui = subprocess.Popen([sys.executable, "-m", "agentlab", "ui", "--port", str(port)], cwd=in_tmp, env=env,
+                          stdout=ui_log, stderr=subprocess.STDOUT)
+    run = in_tmp / "runs" / "nas" / "agent"
+    try:
+        deadline = time.monotonic() + 180
+        while approval.pending(run) is None:
+            assert nas.poll() is None and time.monotonic() < deadline, (in_tmp / "nas.log").read_text()[-3000:]
+            time.sleep(0.3)
+        server = f"http://127.0.0.1:{port}"
+        while True:
+            assert ui.poll() is None and time.monotonic() < deadline, (in_tmp / "ui.log").read_text()
+            try:
+                if httpx.get(f"{server}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        browser.get(server + "/?run=nas%2Fagent")
+        wait(browser, text_on_page("The agent waits for your approval"), 120)
+        assert "waiting for approval" in browser.find_element(By.TAG_NAME, "body").text
+        assert "the agent wants to run candidate 1" in browser.find_element(By.TAG_NAME, "body").text
+        settle(browser)
+        shots = SHOTS or in_tmp / "screens"
+        shots.mkdir(parents=True, exist_ok=True)
+        screenshot(browser, "ui-agent-approval", shots, height=900)
+        button(browser, "Approve").click()
+        assert nas.wait(timeout=180) == 0, (in_tmp / "nas.log").read_text()[-3000:]
+    finally:
+        for proc in (nas, ui):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        ui_log.close()
+        upstream.kill()
+        upstream.wait()
+    answers = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()
+               if '"agent_approval"' in line]
+    assert [a["answer"] for a in answers] == ["yes"]
