@@ -4,7 +4,9 @@ NSGA-II's proposals) against NSGA-II, and the other planners and scripted choose
     python benchmarks/compress_search.py --model smollm2-135m --llm configs/llm.local.yaml
     python benchmarks/compress_search.py --model smollm2-135m --planners nsga2,placebo,oracle --seeds 0
 
-Planners (``--planners``; ``llm`` only with ``--llm``): ``llm`` (the ``planner`` route choosing among 4 NSGA-II
+Planners (``--planners``; ``llm`` and ``agent`` only with ``--llm``): ``agent`` (the agent planner, NSGA-II its
+guard), ``agent-suggest`` (the agent with a scripted model that runs NSGA-II's candidate 0: NSGA-II experiment for
+experiment), ``llm`` (the ``planner`` route choosing among 4 NSGA-II
 proposals on at most 30% of the experiments, the defaults of ``llm_*``), ``placebo`` (the same chooser with a
 uniform random pick), ``oracle`` (the same chooser picking the proposal a surrogate fitted on the finished
 experiments ranks best, standing in for a good LLM), ``nsga2`` (the reference), ``tpe`` and ``random``.
@@ -39,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 GOAL = "maximize speedup, minimize perplexity"
-PLANNERS = ["llm", "placebo", "oracle", "nsga2", "tpe", "random"]
+PLANNERS = ["llm", "placebo", "oracle", "agent", "agent-suggest", "nsga2", "tpe", "random"]
 
 
 def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from agentlab.compress import run_compression
+    from agentlab.testing.agents import SuggestAgent
     from agentlab.testing.choosers import RandomChooser, SurrogateChooser
 
     out = args.out / f"{planner}-s{seed}"
@@ -52,10 +55,11 @@ def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if (out / "results.json").is_file():
         return {**json.loads((out / "results.json").read_text()), "bench_seconds": before}
     chooser = {"placebo": RandomChooser(), "oracle": SurrogateChooser()}.get(planner)
-    fields: dict[str, Any] = {"planner": "llm" if chooser else planner, "max_iterations": args.iterations,
+    kind = "llm" if chooser else "agent" if planner.startswith("agent") else planner
+    fields: dict[str, Any] = {"planner": kind, "max_iterations": args.iterations,
                               "seed": seed, "workspace": str(args.out / "workspace"),
                               "task_questions": args.questions}
-    if planner == "llm":
+    if planner in ("llm", "agent"):
         fields["llm"] = str(args.llm)
     resume = out if out.exists() else None
     if resume is None:  # every search starts without a record of the model's picks (a resumed one keeps its own)
@@ -63,7 +67,8 @@ def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     overrides = [f"measure.max_eval_tokens={args.eval_tokens}", "measure.repeats=2"]
     start = time.perf_counter()
     results = run_compression(args.model, GOAL, overrides=overrides, out=None if resume else out, resume=resume,
-                              chooser=chooser, **fields)
+                              chooser=chooser, agent_model=SuggestAgent("run_experiment") if planner == "agent-suggest"
+                              else None, **fields)
     results["bench_seconds"] = round(before + time.perf_counter() - start, 1)
     timing.write_text(json.dumps({"seconds": results["bench_seconds"]}))
     print(f"done: {planner:8} seed {seed}: {results['bench_seconds'] / 60:.1f} min", flush=True)
@@ -108,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.llm is not None and not args.llm.is_file():
         sys.exit(f"error: --llm {args.llm}: not found")
-    planners = [p for p in args.planners.split(",") if p != "llm" or args.llm is not None]
+    planners = [p for p in args.planners.split(",") if p not in ("llm", "agent") or args.llm is not None]
     if set(planners) - set(PLANNERS) or "nsga2" not in planners:
         sys.exit(f"error: planners must be among {PLANNERS} and include nsga2 (the reference)")
     from agentlab.core.search.pareto import hypervolume, pareto_front
@@ -147,6 +152,18 @@ def main() -> None:
                                                                  "no_answer")}
         print(f"{p}: of {total['trials']} experiments asked {total['asked']}, answered {total['chosen_by_llm']}, "
               f"picked other than candidate 0 {total['differed']}, no answer (fallbacks) {total['no_answer']}")
+    for p in [q for q in ("agent", "agent-suggest") if q in planners]:
+        blocks = [results[(p, s)].get("agent") or {} for s in seeds]
+        keys = ("steps", "tool_calls", "invalid_tool_calls", "rejected_calls", "defaulted", "trials_by_agent",
+                "trials_by_guard")
+        per = [(b["tokens_per_trial"], b["seconds_per_trial"]) for b in blocks if b]
+        print(f"{p}: " + ", ".join(f"{k} {sum(b.get(k, 0) for b in blocks)}" for k in keys)
+              + (f"; per agent experiment {statistics.mean(t for t, _ in per):.0f} tokens and "
+                 f"{statistics.mean(x for _, x in per):.1f} s of the model" if per else ""))
+    if "agent-suggest" in planners:
+        same = [s for s in seeds if [r["label"] for r in results[("agent-suggest", s)]["experiments"]]
+                == [r["label"] for r in results[("nsga2", s)]["experiments"]]]
+        print(f"agent-suggest is NSGA-II experiment for experiment in {len(same)} of {len(seeds)} seeds")
     print(f"\nrun folders under {args.out}")
     if final is not None:
         print(f"ratio: {final:.3f} ({'llm' if 'llm' in planners else 'placebo'}/nsga2 hypervolume, geometric mean "

@@ -5,6 +5,7 @@ answer from the measurements; results.json and report.md say what the agent did.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,44 @@ def test_the_recovery_sub_agent_answers_from_the_measured_damage(in_tmp: Path, t
     assert "not accepted" in model.seen[3][-1]["content"]  # one repair
     advice = [m["content"] for m in model.seen[4] if m.get("role") == "tool"][-1]
     assert advice.startswith("recovery sub-agent: lora, 50 steps (accuracy fell)")
+
+
+def test_agent_compress_killed_resumes_from_its_checkpoint(in_tmp: Path, tiny_model: dict[str, Path],
+                                                           sigkill_when: Any) -> None:
+    import json
+
+    import yaml
+
+    from agentlab.cli import main
+    from agentlab.testing.server import spawn_server_process
+
+    calls = [{"name": "suggest", "arguments": {}},
+             {"name": "run_experiment", "arguments": {"candidate": 1, "reason": "x"}}]
+    upstream, base_url = spawn_server_process({"scripts": {"m": [{"tool_calls": [c]} for c in calls * 30]}})
+    llm = in_tmp / "llm.yaml"
+    llm.write_text(yaml.safe_dump({"providers": {"loop": {"kind": "openai", "base_url": base_url}},
+                                   "models": {"m": {"provider": "loop", "model": "m"}},
+                                   "routes": {"planner": {"primary": ["m"]}}, "retries": 0, "timeout_s": 10}))
+    run = in_tmp / "RUN"
+    sets = [x for s in SMALL for x in ("--set", s)]
+    cmd = ["compress", "--model", str(tiny_model["hf"]), "--objective", GOAL, "--max-iterations", "3",
+           "--planner", "agent", "--llm", str(llm), "--set", f"workspace={in_tmp / 'ws'}", *sets, "--out", str(run)]
+
+    def lines() -> list[dict[str, Any]]:
+        path = run / "experiments.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+    try:
+        sigkill_when(cmd, lambda: len(lines()) >= 2)  # the base and the agent's first experiment
+        before = lines()
+        assert (run / "agent.sqlite").is_file() and 2 <= len(before) < 4
+        assert main(["compress", "--resume", str(run), "--llm", str(llm)]) == 0
+    finally:
+        upstream.kill()
+        upstream.wait()
+    after = lines()
+    assert len(after) == 4 and after[:len(before)] == before
+    keys = [json.dumps(r["experiment"], sort_keys=True) for r in after]
+    assert len(set(keys)) == 4, "an experiment ran twice"
+    block = json.loads((run / "results.json").read_text())["agent"]
+    assert block["tool_calls"] >= 4 and block["trials_by_agent"] + block["trials_by_guard"] == 3
