@@ -55,7 +55,8 @@ def _live(path: str, root: str) -> None:
 
 def _detail(row: runs.RunRow) -> None:
     st.subheader(row.id)
-    st.caption(f"{row.command} · {row.status} · started {row.cells()['started']} · {runs.duration(row.seconds)}"
+    cells = row.cells()
+    st.caption(f"{row.command} · {cells['status']} · started {cells['started']} · {runs.duration(row.seconds)}"
                + (f" · {row.result}" if row.result else ""))
     if row.status == RUNNING:
         _approval(row)

@@ -255,8 +255,8 @@ def test_an_agent_run_waiting_for_approval_is_approved_in_chromium(browser: Any,
                 time.sleep(0.3)
         browser.get(server + "/?run=nas%2Fagent")
         wait(browser, text_on_page("The agent waits for your approval"), 120)
-        assert "waiting for approval" in browser.find_element(By.TAG_NAME, "body").text
-        assert "the agent wants to run candidate 1" in browser.find_element(By.TAG_NAME, "body").text
+        wait(browser, text_on_page("nas · waiting for approval"), 60)  # the run's caption
+        wait(browser, text_on_page("the agent wants to run candidate 1"), 60)
         settle(browser)
         shots = SHOTS or in_tmp / "screens"
         shots.mkdir(parents=True, exist_ok=True)
