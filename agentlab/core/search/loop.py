@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from agentlab.core.errors import AgentlabError, storage_error
@@ -23,12 +24,13 @@ from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, params_key
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import Direction, make_sampler, scratch_study, storage_where
+from agentlab.core.search.study import MAX_RETRIES, Direction, make_sampler, scratch_study, storage_where
 
 log = logging.getLogger(__name__)
 # Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
 # the same process (a notebook, a test) recovers them like a dead worker's. (study name, trial number).
 _STRANDED: set[tuple[str, int]] = set()
+RETRY_QUEUE_S = 60.0  # how long a trial failed by the heartbeat check holds its slot while its retry is queued
 
 
 class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
@@ -101,7 +103,19 @@ class SearchLoop:
     # ------------------------------------------------------------------ study state
 
     def records(self) -> list[TrialRecord]:
-        return [TrialRecord.from_frozen(t) for t in self.study.get_trials(deepcopy=False)]
+        trials = self.study.get_trials(deepcopy=False)
+        records = [TrialRecord.from_frozen(t) for t in trials]
+        # A trial failed by the heartbeat check gets its retry in a second storage write by the worker that failed
+        # it; in between, its slot is still taken (counted), so no worker plans a trial past the budget or stops
+        # before the retry ran. Bounded in time: a worker that dies between the two writes leaves no retry.
+        retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+        now = datetime.now()
+        for trial, record in zip(trials, records, strict=True):
+            if (record.state == "interrupted" and not trial.user_attrs.get(R.A_OUTCOME) and trial.number not in retried
+                    and len(trial.system_attrs.get("retry_history", [])) < MAX_RETRIES and trial.datetime_complete
+                    and (now - trial.datetime_complete).total_seconds() < RETRY_QUEUE_S):
+                record.counted = True
+        return records
 
     def counted(self, records: list[TrialRecord]) -> int:
         """Trials that use budget: finished or running, except interrupted or abandoned ones."""
@@ -152,7 +166,8 @@ class SearchLoop:
         from optuna.storages._heartbeat import is_heartbeat_enabled
 
         return is_heartbeat_enabled(self.study._storage) and any(
-            r.state == "running" and r.worker != self.worker for r in records)
+            (r.state == "running" and r.worker != self.worker) or r.state == "waiting"
+            or (r.state == "interrupted" and r.counted) for r in records)  # a retry queued, or about to be
 
     def _retry(self) -> tuple[Any, Proposal] | None:
         """A trial queued again by the retry callback (its worker died), taken by this worker: the same params."""
@@ -349,6 +364,7 @@ class SearchLoop:
         ran = 0
         task = self.progress.task("search", total=self.stop.max_iterations) if self.progress else None
         while True:
+            self._fail_stale()  # first: a trial it fails is queued again and taken by the _retry below
             retry = self._retry()
             if retry is not None:  # a dead worker's trial, queued again: it holds budget already, run it first
                 trial, proposal = retry
@@ -361,7 +377,6 @@ class SearchLoop:
                 self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
                 self.on_trial(self.records())
                 continue
-            self._fail_stale()
             records = self.records()
             if task is not None:
                 task.update(completed=min(self.counted(records), self.stop.max_iterations))
