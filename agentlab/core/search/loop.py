@@ -14,7 +14,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from agentlab.core.errors import AgentlabError, storage_error
@@ -105,15 +104,9 @@ class SearchLoop:
     def records(self) -> list[TrialRecord]:
         trials = self.study.get_trials(deepcopy=False)
         records = [TrialRecord.from_frozen(t) for t in trials]
-        # A trial failed by the heartbeat check gets its retry in a second storage write by the worker that failed
-        # it; in between, its slot is still taken (counted), so no worker plans a trial past the budget or stops
-        # before the retry ran. Bounded in time: a worker that dies between the two writes leaves no retry.
-        retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-        now = datetime.now()
-        for trial, record in zip(trials, records, strict=True):
-            if (record.state == "interrupted" and not trial.user_attrs.get(R.A_OUTCOME) and trial.number not in retried
-                    and len(trial.system_attrs.get("retry_history", [])) < MAX_RETRIES and trial.datetime_complete
-                    and (now - trial.datetime_complete).total_seconds() < RETRY_QUEUE_S):
+        waiting = R.awaiting_retry(trials, MAX_RETRIES, RETRY_QUEUE_S)  # its slot stays taken until the retry is queued
+        for record in records:
+            if record.number in waiting:
                 record.counted = True
         return records
 
