@@ -245,8 +245,12 @@ class SearchLoop:
         self._sampler_attrs.clear()
         template = create_trial(state=TrialState.RUNNING, params=proposal.params, system_attrs=system,
                                 distributions=self.space.distributions(proposal.params), user_attrs={R.A_PLAN: plan})
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
         with deferred_interrupts():
             trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+            if is_heartbeat_enabled(self.study._storage):  # at once: a worker killed before its first beat goes stale
+                self.study._storage.record_heartbeat(trial_id)
         return optuna.Trial(self.study, trial_id)
 
     def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> TrialRecord:
