@@ -421,7 +421,10 @@ class Search:
                                                               note=plan.get("note", ""), extra=plan.get("extra"),
                                                               index=self.ran))
         except BaseException as exc:  # Ctrl-C, a full disk, a base that cannot be measured: not counted
-            share.abandon(trial_id, f"interrupted: {type(exc).__name__}; not counted, planned again")
+            try:
+                share.abandon(trial_id, f"interrupted: {type(exc).__name__}; not counted, planned again")
+            except Exception:  # the server is gone too: the claim stops beating and another worker retries it
+                log.warning("could not give back trial %d", frozen.number, exc_info=True)
             raise
         if record is None:
             share.abandon(trial_id, self.stop_reason)
