@@ -228,6 +228,8 @@ def test_two_compress_workers_one_killed_mid_experiment(postgres: str, in_tmp: P
     assert labels[0] == labels[1]  # every worker's report names the same experiments ...
     assert results[0]["recommended"].get("index") == results[1]["recommended"].get("index")  # ... and the same best
     assert results[0]["base"] == results[1]["base"]  # one base measurement for both
+    for i in (0, 1):
+        assert "of the shared search including the base model" in (in_tmp / f"c{i}" / "report.md").read_text()
 
 
 class _quiet:
