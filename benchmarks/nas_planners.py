@@ -82,6 +82,8 @@ def bench_config(dataset: str, args: argparse.Namespace) -> Path:
         space["model.family"]["choices"] = families
         if config["model"]["family"] not in families:
             config["model"]["family"] = families[0]
+        if "informer" not in families:  # no decoder in the search: data.label_len would be refused as unread
+            config["data"]["label_len"] = 0
         for key in list(space):  # keys of families left out apply to no trial: drop them
             when = (space[key] or {}).get("when", {}).get("model.family")
             if when is not None and not set(when) & set(families):

@@ -167,14 +167,18 @@ def fill_on_call(monkeypatch: pytest.MonkeyPatch, disk: SmallDisk, module: Any, 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-@pytest.mark.parametrize("point", ["checkpoint", "state", "plot"])
+@pytest.mark.parametrize("point", ["checkpoint", "state", "log", "plot"])
 def test_compress_full_disk_stops_with_one_line_and_resume_finishes(point: str, disk: SmallDisk, in_tmp: Path,
                                                                    tiny_model: dict[str, Path],
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("codecarbon")
+    import importlib
+
     import torch
+
+    compress_run = importlib.import_module("agentlab.compress.run")  # the module (the package's `run` is a function)
 
     run = disk.root / "RUN"
     small = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
@@ -185,6 +189,8 @@ def test_compress_full_disk_stops_with_one_line_and_resume_finishes(point: str, 
     with monkeypatch.context() as patch:
         if point == "checkpoint":
             fill_on_call(patch, disk, torch, "save", 1)  # the base measurement's weights
+        elif point == "log":  # experiments.jsonl, the run's state: the first experiment's line (the base's is 1st)
+            fill_on_call(patch, disk, compress_run, "durable_append", 2)
         else:
             fill_at(patch, disk, {"state": "best.json", "plot": "pareto.png"}[point], 1)
         code = main([*args, "--out", str(run)])

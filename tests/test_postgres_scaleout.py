@@ -1,8 +1,9 @@
-"""Distributed `agentlab nas` on a real PostgreSQL server: a throwaway server (Debian's `postgresql` package: initdb
-in a temporary folder as a non-root user, loopback only, a free port, stopped at the end), three workers on one
-``postgresql+psycopg://`` storage, one SIGKILLed mid-trial: its trial is retried by another worker (heartbeat +
-Optuna's RetryFailedTrialCallback), the finished trials are exactly the budget, none duplicated, and every worker's
-results agree. Skipped, saying why, without a postgres binary or psycopg."""
+"""Distributed `agentlab nas` and `agentlab compress` on a real PostgreSQL server: a throwaway server (Debian's
+`postgresql` package: initdb in a temporary folder as a non-root user, loopback only, a free port, stopped at the
+end); three nas workers, then two compress workers (the tiny test model), on one ``postgresql+psycopg://`` storage,
+one of each SIGKILLed mid-trial: its trial is retried by another worker (heartbeat + Optuna's retry callback), the
+finished trials are exactly the budget, none duplicated, and every worker's results agree. Skipped, saying why,
+without a postgres binary or psycopg."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,8 +32,10 @@ BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 INITDB = os.path.join(BIN[-1], "initdb") if BIN else shutil.which("initdb")
 PG_CTL = os.path.join(BIN[-1], "pg_ctl") if BIN else shutil.which("pg_ctl")
 
-# Slow-marked (run by hand, about 70 s): it passed alone, but failed once in a full run on a loaded 2-core machine
-# (two trials retried where one was expected: {'run_0006', 'run_0009'}); the cause is not found yet.
+# Slow-marked (about 25 s alone here). It once failed under load with two workers naming different bests
+# ({'run_0006', 'run_0009'}): a worker at the budget stopped while the killed trial's retry was still queued (it
+# checked for retries before failing stale trials, and took a queued retry for no running work); fixed in
+# SearchLoop, with unit tests in tests/core/search/test_loop.py that fail without the fix.
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(600),
@@ -69,7 +73,9 @@ def postgres() -> Iterator[str]:
     subprocess.run(as_user([str(INITDB), "-D", str(data), "-A", "trust", "-U", "agentlab"]), check=True,
                    capture_output=True)
     port = free_port()
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=100"
+    # a throwaway server: no fsync, so a busy shared disk does not hold up the workers' heartbeats
+    options = (f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off "
+               "-c synchronous_commit=off -c full_page_writes=off")
     subprocess.run(as_user([str(PG_CTL), "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"]),
                    check=True, capture_output=True)
     try:
@@ -89,7 +95,7 @@ NAS = {"data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_le
 
 def start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
     env = {**os.environ, "AGENTLAB_RUNS": str(cwd / "runs"), "PYTHONUNBUFFERED": "1",
-           "AGENTLAB_STUDY_HEARTBEAT_S": "1"}
+           "AGENTLAB_STUDY_HEARTBEAT_S": "2"}
     with open(cwd / log, "wb") as handle:
         return subprocess.Popen([sys.executable, "-m", "agentlab.cli", *args], cwd=cwd, env=env, stdout=handle,
                                 stderr=subprocess.STDOUT)
@@ -145,6 +151,85 @@ def test_three_nas_workers_one_killed_mid_trial(postgres: str, in_tmp: Path) -> 
     assert len(retried) == 1 and retried[0].params == killed.params  # the same trial, finished by another worker
     bests = {json.loads((in_tmp / f"w{i}" / "results.json").read_text())["best"]["run_id"] for i in (0, 2)}
     assert len(bests) == 1, bests  # every worker's report agrees
+    finished = {f"run_{t.number:04d}" for t in complete}
+    for i in (0, 2):  # ... and holds every finished trial, the retry included
+        runs = json.loads((in_tmp / f"w{i}" / "agent_state.json").read_text())["runs"]
+        assert {r["run_id"] for r in runs if r["state"] == "complete"} == finished, (i, runs)
+
+
+SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
+         "measure.new_tokens=4", "measure.repeats=1", "task_questions=3"]
+
+
+def test_two_compress_workers_one_killed_mid_experiment(postgres: str, in_tmp: Path,
+                                                        tiny_model: dict[str, Path]) -> None:
+    """Two `agentlab compress` workers on one study: the base measured once, one worker SIGKILLed mid-experiment,
+    its experiment retried by the other, exactly the budget of experiments finished, none twice; the killed
+    worker's run resumed with the same budget writes the same results as the survivor's."""
+    pytest.importorskip("torch")
+    pytest.importorskip("codecarbon")
+    import optuna
+
+    from agentlab.compress.planners import KEY_ATTR
+    from agentlab.compress.shared import BASE_ATTR, RESULT_ATTR
+
+    budget = 3
+    args = ["compress", "--model", str(tiny_model["hf"]), "--objective", "maximize speedup with <2% accuracy loss",
+            "--max-iterations", str(budget), "--planner", "random", "--storage", postgres,
+            "--set", "study_name=pg-compress", "--set", f"workspace={in_tmp / 'ws'}",
+            *[x for s in SMALL for x in ("--set", s)]]
+    workers = [start([*args, "--out", f"c{i}"], in_tmp, f"c{i}.log") for i in range(2)]
+    victim = workers[1]
+    storage = optuna.storages.RDBStorage(postgres)
+    deadline, killed = time.monotonic() + 300, None
+    try:
+        while time.monotonic() < deadline and killed is None and victim.poll() is None:
+            time.sleep(0.1)
+            with _quiet():
+                try:
+                    study = optuna.load_study(study_name="pg-compress", storage=storage)
+                except KeyError:
+                    continue
+            for t in study.get_trials(deepcopy=False):
+                worker = t.user_attrs.get("plan", {}).get("worker", "")
+                if (t.state.name == "RUNNING" and KEY_ATTR in t.user_attrs and worker.endswith(f":{victim.pid}")
+                        and t.datetime_start is not None and (datetime.now() - t.datetime_start).total_seconds() > 1):
+                    killed = t  # mid-experiment: running for a second
+                    break
+        assert killed is not None, "worker 1 never ran an experiment: " + (in_tmp / "c1.log").read_text()[-3000:]
+        victim.send_signal(signal.SIGKILL)
+        assert workers[0].wait(timeout=400) == 0, (in_tmp / "c0.log").read_text()[-3000:]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    study = optuna.load_study(study_name="pg-compress", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    shown = [(t.number, t.state.name, t.user_attrs.get("outcome"), t.system_attrs.get("failed_trial")) for t in trials]
+    assert len([t for t in trials if t.user_attrs.get(BASE_ATTR) and RESULT_ATTR in t.user_attrs]) == 1, shown
+    finished = [t for t in trials if KEY_ATTR in t.user_attrs and RESULT_ATTR in t.user_attrs]
+    assert len(finished) == budget, shown
+    keys = [t.user_attrs[KEY_ATTR] for t in finished]
+    assert len(set(keys)) == len(keys), "an experiment ran twice"
+    lost = study._storage.get_trial(killed._trial_id)
+    assert lost.state.name == "FAIL" and RESULT_ATTR not in lost.user_attrs, shown
+    retried = [t for t in finished if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].params == killed.params, shown  # the same experiment, by the survivor
+
+    resumed = start(["compress", "--resume", "c1", "--max-iterations", str(budget)], in_tmp, "c1-resume.log")
+    assert resumed.wait(timeout=300) == 0, (in_tmp / "c1-resume.log").read_text()[-3000:]
+    assert len([t for t in optuna.load_study(study_name="pg-compress", storage=storage).get_trials()
+                if KEY_ATTR in t.user_attrs and RESULT_ATTR in t.user_attrs]) == budget  # nothing more ran
+    results = [json.loads((in_tmp / f"c{i}" / "results.json").read_text()) for i in (0, 1)]
+    for r in results:
+        assert r["counts"]["experiments"] == budget, r["counts"]
+    labels = [[(e["index"], e["label"], e["state"]) for e in r["experiments"]] for r in results]
+    assert labels[0] == labels[1]  # every worker's report names the same experiments ...
+    assert results[0]["recommended"].get("index") == results[1]["recommended"].get("index")  # ... and the same best
+    assert results[0]["base"] == results[1]["base"]  # one base measurement for both
+    for i in (0, 1):
+        assert "of the shared search including the base model" in (in_tmp / f"c{i}" / "report.md").read_text()
 
 
 class _quiet:

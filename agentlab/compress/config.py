@@ -152,8 +152,9 @@ class CompressConfig(LLMPlannerSettings):
     llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")
     storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per finished "
                                 "experiment (objective values and constraint violation): sqlite:///f.db, a journal "
-                                "file, or an RDB URL; shared by several runs, its samplers learn from all of them "
-                                "(default: study.db in the run folder)")
+                                "file, or an RDB URL; shared by several runs, its samplers learn from all of them; "
+                                "on a database server (postgresql, mysql) the workers run one search with one "
+                                "budget (default: study.db in the run folder)")
     study_name: str = Field("compress", min_length=1, description="the study's name in storage (one goal per study)")
     carbon_budget: float | None = Field(None, gt=0, description="kg CO2e for the whole search: it stops before an "
                                         "experiment would exceed it")

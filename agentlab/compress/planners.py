@@ -68,7 +68,9 @@ class ExperimentDomain:
     @property
     def tried(self) -> set[str]:
         keys = {experiment_key(_experiment(r)) for r in self.records}
-        return keys | {t.user_attrs[KEY_ATTR] for t in self.trials if KEY_ATTR in t.user_attrs}
+        # a claim given back unrun (another worker's budget slot, Ctrl-C) is no tried experiment
+        return keys | {t.user_attrs[KEY_ATTR] for t in self.trials if KEY_ATTR in t.user_attrs
+                       and t.user_attrs.get("outcome", {}).get("counted", True)}
 
     def context(self) -> PlanContext:
         """The planner's context for this iteration: the experiments left (this one included)."""
@@ -160,7 +162,8 @@ def record_trial(record: dict[str, Any], goal: Goal, space: Space, user_attrs: d
 
 def _study(ctx: ExperimentDomain, kind: str) -> Any:
     dists = ctx.space.distributions()
-    history = [t for t in ctx.trials if t.distributions == dists]  # a study shared with another space: skip those
+    # a study shared with another space: skip those; workers on a server: their running claims too
+    history = [t for t in ctx.trials if t.distributions == dists and t.state.is_finished()]
     # A population fixed by the budget: one that grew with the records (as before issue 24) kept NSGA-II in its random
     # first generation for the first ten experiments, so "nsga2" was random search at the usual budgets.
     population = population_size(ctx.budget)
@@ -177,7 +180,12 @@ def population_size(budget: int) -> int:
 def _sampler_attrs(record: dict[str, Any]) -> dict[str, Any]:
     """The sampler's own attributes of the trial that proposed ``record`` (NSGA-II's generation), without the
     constraint, which ``create_trial(constraints=...)`` sets from the record (given twice, optuna warns)."""
-    return {k: v for k, v in (record.get("optuna") or {}).items() if not k.startswith("constraints")}
+    return sampler_attrs(record)
+
+
+def sampler_attrs(extra: dict[str, Any]) -> dict[str, Any]:
+    """The sampler's attributes in a record or a proposal's ``extra`` (``optuna``), the constraint left out."""
+    return {k: v for k, v in (extra.get("optuna") or {}).items() if not k.startswith("constraints")}
 
 
 def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal]:

@@ -111,10 +111,12 @@ def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]]
     """report.md; ``events``: the run's events (the agent planner's steps, told as a table)."""
     energy, counts = results["energy"], results["counts"]
     front = set(results["front"])
+    workers = len({r["worker"] for r in records if r.get("worker")})  # workers sharing a search on a server
+    here = f"by {workers} worker{'s' if workers != 1 else ''} of the shared search" if workers else "here"
     lines = [f"# agentlab compress: {cfg.model}", "", f"Goal: {goal.describe()}"
              + (f' (from "{cfg.objective}")' if cfg.objective else ""), "",
              f"Planner: {cfg.planner}. Stopped: {results['stop_reason']}.", "",
-             f"Experiments: {counts['experiments']} ({counts['ran']} run here including the base model, "
+             f"Experiments: {counts['experiments']} ({counts['ran']} run {here} including the base model, "
              f"{counts['reused']} reused from the workspace, {counts['failed']} failed).", "",
              "## Recommended", "", *_recommendation({**results["recommended"], "base": results["base"]}), ""]
     if results.get("plot"):
@@ -123,7 +125,7 @@ def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]]
               "| memory MB | kg CO2e | energy | source | meets constraints |", "|" + "---|" * 12,
               *(_row(r, front) for r in records), ""]
     budget = f" of a {fmt(energy['budget_kg'])} kg budget" if energy["budget_kg"] is not None else ""
-    lines += ["## Energy", "", f"Spent by the experiments run here: {fmt(energy['energy_kwh'])} kWh, "
+    lines += ["## Energy", "", f"Spent by the experiments run {here}: {fmt(energy['energy_kwh'])} kWh, "
               f"{fmt(energy['co2e_kg'])} kg CO2e{budget}; energy mode: **{energy['mode']}** (codecarbon: "
               "'measured' only where a power meter was read, 'estimated' from CPU TDP and load otherwise). Reused "
               "experiments cost nothing in this run.", ""]

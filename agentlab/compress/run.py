@@ -6,6 +6,7 @@ set-up were measured before) -> carbon check -> experiment applied and measured 
 experiments.jsonl (fsynced) -> best.json rewritten atomically -> next. results.json, report.md (with pareto.png)
 and a knowledge note in the workspace at the end. experiments.jsonl is the run's state: ``--resume`` skips every
 experiment in it, and the planners, pure functions of the seed and these records, continue the same sequence.
+On a database server (``storage: postgresql://...``) the workers run one search instead: ``compress.shared``.
 
 Texts: the evaluation text (perplexity) and the calibration text (Wanda, LoRA, distillation) must differ, or a
 recovery step trains on the text it is scored on. By default both come from the text that ships with agentlab,
@@ -28,16 +29,19 @@ from agentlab.compress.experiment import Inputs, run_experiment
 from agentlab.compress.measure import default_eval_text, read_text_file
 from agentlab.compress.objective import Goal
 from agentlab.compress.planners import (
+    KEY_ATTR,
     SAMPLERS,
     ExperimentDomain,
     NoProposal,
     contribution,
     hypervolumes,
     record_trial,
+    sampler_attrs,
 )
 from agentlab.compress.report import fmt, render_report, write_plot
-from agentlab.compress.scoring import check, choose_best, derive, front
-from agentlab.compress.space import Space
+from agentlab.compress.scoring import check, choose_best, derive, front, objective_values
+from agentlab.compress.shared import BASE_ATTR, SharedStudy, is_shared
+from agentlab.compress.space import Space, experiment_key
 from agentlab.compress.tracking import log_experiments, log_results
 from agentlab.compress.workspace import Workspace
 from agentlab.core.config import Flag, load_config
@@ -49,6 +53,7 @@ from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.models.load import hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume_target, run_in_folder, runs_root
+from agentlab.core.search import records as R
 from agentlab.core.search.agent import AGENT_ORIGINS, AgentPlanner, agent_block
 from agentlab.core.search.planners import ChooserPlanner, Proposal
 from agentlab.core.search.session import PlannerSession, PlannerSpec, open_planner
@@ -211,6 +216,8 @@ class Search:
         self.session: PlannerSession | None = None
         self.stop_reason = ""
         self.study: Any = None
+        self.shared = False  # a study on a database server: the workers run one search (``compress.shared``)
+        self.ran = len(self.records)  # lines of experiments.jsonl: this run's own experiments (and its base)
 
     def run(self) -> dict[str, Any]:
         self.announce(f"goal: {self.goal.describe()}")
@@ -231,6 +238,9 @@ class Search:
         return self._finish()
 
     def _loop(self) -> None:
+        if self.shared:
+            self._shared_loop()
+            return
         if not self.records:
             base = self._obtain(None, planner="base")
             assert base is not None  # the carbon budget never stops the base measurement
@@ -265,7 +275,9 @@ class Search:
         """The search's Optuna study (``storage``, default study.db in the run folder), brought in step with
         experiments.jsonl, the run's durable log: a kill between the two writes loses nothing."""
         self.study = open_search_study(self.cfg, self.goal, self.run_dir.path)
-        self._sync_study()
+        self.shared = is_shared(self.study)
+        if not self.shared:  # shared: the study holds every finished experiment already
+            self._sync_study()
 
     def _sync_study(self) -> None:
         have = {t.user_attrs.get(RECORD_ATTR) for t in self.study.get_trials(deepcopy=False)}
@@ -282,9 +294,9 @@ class Search:
         return self.workspace.key(self.model_hash, technique)
 
     def _obtain(self, exp: Experiment | None, *, planner: str, note: str = "",
-                extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+                extra: dict[str, Any] | None = None, index: int | None = None) -> dict[str, Any] | None:
         """The experiment's record: read back from the workspace, or run (None: the carbon budget stops it)."""
-        index, key = len(self.records), self._key(exp)
+        index, key = len(self.records) if index is None else index, self._key(exp)
         label = exp.label() if exp is not None else "base model"
         stored = self.workspace.get(key)
         head = {"index": index, "key": key, "planner": planner, "note": note, **(extra or {})}
@@ -325,8 +337,8 @@ class Search:
                             f"experiment would exceed the budget of {budget:.3g} kg")
         return False
 
-    def _add(self, record: dict[str, Any]) -> None:
-        base = (self.records[0] if self.records else record).get("metrics", {})
+    def _score(self, record: dict[str, Any], base: dict[str, Any]) -> None:
+        """The goal's metrics of ``record`` against the base's ``metrics``, and whether it meets the constraints."""
         if record.get("state") == "done":
             record["derived"] = derive(record["metrics"], base)
             base_derived = derive(base, base)
@@ -334,6 +346,9 @@ class Search:
                                                                               base_derived)
         else:
             record.update(derived={}, feasible=False, violation=None, broken=["failed"])
+
+    def _add(self, record: dict[str, Any]) -> None:
+        self._score(record, (self.records[0] if self.records else record).get("metrics", {}))
         self.records.append(record)
         durable_append(self.state, json.dumps(record, default=str) + "\n")
         self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),
@@ -347,6 +362,99 @@ class Search:
     def _write_best(self) -> None:
         atomic_write_json(self.run_dir.file("best.json"), best_summary(self.goal, self.records))
         self.run_dir.event("best", index=(self.run_dir.read_json("best.json") or {}).get("index"))
+
+    # ------------------------------------------------------------------ one search over every worker
+
+    def _shared_loop(self) -> None:
+        """Workers on a database server: claim, run and finish experiments of one search (``compress.shared``)."""
+        share = SharedStudy(self.study, budget=self.cfg.max_iterations, base_key=self._key(None),
+                            run_dir=str(self.run_dir.path))
+        reason = ""
+        while True:
+            share.fail_stale()  # first: a trial it fails is queued again and taken just below
+            retry = share.pop_retry()
+            if retry is not None:  # a dead worker's claim: it holds a slot already, run it first
+                self._run_claim(share, retry)
+                continue
+            trials = share.trials()
+            base = share.base(trials)
+            if base is None:  # measured once for the study: every worker scores against the same base
+                if share.busy(trials):
+                    share.wait()
+                    continue
+                claim = share.claim(params={}, distributions={}, user_attrs={BASE_ATTR: share.base_key,
+                                                                              R.A_PLAN: {"planner": "base"}})
+                why = share.give_way(claim)
+                if why:
+                    share.abandon(claim, why)
+                else:
+                    self._run_claim(share, claim)
+                continue
+            self.records = share.records(trials, base)
+            if not reason and share.counted(trials) >= self.cfg.max_iterations:
+                reason = f"max_iterations reached ({self.cfg.max_iterations} experiments over every worker)"
+            if reason:
+                if share.busy(trials):  # another worker's experiment may still die and come back to be retried
+                    share.wait()
+                    continue
+                break
+            try:
+                exp, proposal = self._propose(share.counted(trials) + 1)
+            except NoProposal as exc:
+                reason = exc.message
+                continue
+            note = "; ".join(n for n in [*proposal.notes, proposal.reasoning] if n)
+            plan = {"planner": proposal.planner, "note": note, "extra": _record_extra(proposal),
+                    "experiment": exp.model_dump(mode="json")}
+            claim = share.claim(params=proposal.params, distributions=self.p.space.distributions(),
+                                user_attrs={KEY_ATTR: experiment_key(exp), "label": exp.label(), R.A_PLAN: plan},
+                                system_attrs=sampler_attrs(proposal.extra))
+            why = share.give_way(claim)
+            if why:
+                share.abandon(claim, why)
+            elif not self._run_claim(share, claim):
+                reason = self.stop_reason  # the carbon budget
+        self.stop_reason = reason
+        trials = share.trials()
+        self.records = share.records(trials, share.base(trials) or {})
+        self.announce(f"stopped: {self.stop_reason}")
+
+    def _run_claim(self, share: SharedStudy, trial_id: int) -> bool:
+        """Run the claimed trial (the base, or an experiment) under its heartbeat and store its record; False when
+        the carbon budget stopped it (the claim is given back)."""
+        frozen = share.storage.get_trial(trial_id)
+        plan = frozen.user_attrs.get(R.A_PLAN, {})
+        is_base = BASE_ATTR in frozen.user_attrs
+        exp = None if is_base else Experiment.model_validate(plan["experiment"])
+        try:
+            record = share.run(trial_id, lambda: self._obtain(exp, planner=plan.get("planner", "retry"),
+                                                              note=plan.get("note", ""), extra=plan.get("extra"),
+                                                              index=self.ran))
+        except BaseException as exc:  # Ctrl-C, a full disk, a base that cannot be measured: not counted
+            try:
+                share.abandon(trial_id, f"interrupted: {type(exc).__name__}; not counted, planned again")
+            except Exception:  # the server is gone too: the claim stops beating and another worker retries it
+                log.warning("could not give back trial %d", frozen.number, exc_info=True)
+            raise
+        if record is None:
+            share.abandon(trial_id, self.stop_reason)
+            return False
+        base = record if is_base else share.base(share.trials())
+        assert base is not None, "experiments run after the base measurement"
+        self._score(record, base.get("metrics", {}))
+        record.update(trial=frozen.number, worker=share.worker)
+        values = objective_values(self.goal, record["derived"]) if record.get("state") == "done" else None
+        share.finish(trial_id, record, values, record.get("violation"))
+        self.ran += 1
+        durable_append(self.state, json.dumps(record, default=str) + "\n")
+        self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),
+                           reused=record["reused"], planner=record["planner"], trial=frozen.number)
+        trials = share.trials()
+        self.records = share.records(trials, share.base(trials) or record)
+        self._write_best()
+        log_experiments(self.tracker, self.records)
+        self.task.update(completed=min(share.counted(trials), self.cfg.max_iterations) + 1)
+        return True
 
     # ------------------------------------------------------------------ the end
 

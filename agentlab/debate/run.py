@@ -60,6 +60,12 @@ def prepare(cfg: DebateConfig) -> dict[str, Any]:
         raise UsageError(f"rounds: {cfg.rounds} debate rounds asked, but rule vote decides on round 0 alone and asks "
                          "none", hint=f"drop --rounds for the vote, or pick a rule that debates: --rule "
                          f"{DEBATING_RULE} (the best measured), last_round, all_rounds, on_disagreement")
+    kind = question_kind(cfg.text, cfg.kind)
+    if cfg.judge is not None and cfg.rounds != 0 and cfg.decision != "judge" and kind != "open":
+        # the dry run (rounds 0) does ask it; a debate asks it only to decide, or to sum up an open topic
+        raise UsageError(f"judge: {cfg.judge!r} would never be asked: this {kind} question is decided by the "
+                         f"{cfg.decision} vote, and a judge only decides with decision judge (or sums up an open "
+                         "topic)", hint="add --decision judge, or drop --judge")
     return {"panel": load_panel(cfg)}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.search.settings import LLMPlannerSettings
@@ -31,7 +31,8 @@ class DataConfig(StrictModel):
     seq_len: int = Field(48, ge=1, description="lookback: input steps of every window (searchable, e.g. {choices: "
                          "[96, 192, 336, 512, 720]}; a value that leaves a split without a window is refused)")
     label_len: int = Field(24, ge=0, description="known steps given to the decoder (generative inference); only "
-                           "the informer family has a decoder, the others ignore it")
+                           "the informer family has a decoder: set (not 0) where no trial is an informer, "
+                           "it is refused")
     pred_len: int = Field(24, ge=1, description="forecast horizon")
     synthetic_steps: int = Field(2000, ge=200, description="length of the synthetic series (when no path)")
     synthetic_channels: int = Field(7, ge=1, description="channels of the synthetic series (when no path)")
@@ -112,7 +113,8 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="weight decay of every optimizer: an L2 term added to the "
                                 "gradient for adam and sgd, decoupled decay for adamw; 0 (the default) is none, "
                                 "also for adamw (torch's own AdamW default is 0.01)")
-    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd; adam and adamw ignore it")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd; adam and adamw have none: set (or "
+                            "searched) where no trial uses sgd, it is refused")
     loss: Literal["mse", "mae", "huber"] = Field(
         "mse", description="training loss on the scaled data: mse (the paper's), mae (L1), or huber (squared "
         "below train.huber_delta, linear above: robust to outliers; SmoothL1Loss at delta 1). Validation, early "
@@ -201,6 +203,8 @@ class SearchConfig(LLMPlannerSettings):
 
 
 SECTIONS: dict[str, type[StrictModel]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+# ModelConfig's keys that only the informer family reads (the other families' options are FamilySpec's fields)
+INFORMER_ONLY = ("d_layers", "attn", "factor", "distil", "linear")
 
 
 class NASConfig(StrictModel):
@@ -211,6 +215,48 @@ class NASConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig, description="training of each trial")
     search: SearchConfig = Field(default_factory=SearchConfig, description="the search loop")
     mlflow: TrackingURI = tracking_field()
+
+    @model_validator(mode="after")
+    def _nothing_ignored(self, info: ValidationInfo) -> NASConfig:
+        """A setting no trial of this search can read (momentum without sgd, the Informer's own keys for another
+        family) is refused, naming it, instead of being silently ignored. Set means: not its default, or searched.
+        Checked on the trials' configs too (``apply_changes``), which keep the search and so pass alike; not on a
+        finished trial's saved config (``context={"saved": True}``: a run made before this check still predicts)."""
+        if info.context and info.context.get("saved"):
+            return self
+        families = self._reachable("model.family", self.model.family)
+        optimizers = self._reachable("train.optimizer", self.train.optimizer)
+        space = self.search.space
+        if "sgd" not in optimizers and (self.train.momentum != TrainConfig.model_fields["momentum"].default
+                                        or "train.momentum" in space):
+            where = "search.space.train.momentum" if "train.momentum" in space else "train.momentum"
+            raise ValueError(f"{where}: only sgd has momentum, and no trial of this search uses sgd "
+                             f"(train.optimizer: {self.train.optimizer}); set train.optimizer: sgd (or search it), "
+                             "or leave train.momentum out")
+        if "informer" in families:
+            return self
+        user_space = set(space) != set(default_space())  # the default space is the Informer's: see below
+        for name in INFORMER_ONLY:
+            key = f"model.{name}"
+            if (user_space and key in space) or getattr(self.model, name) != ModelConfig.model_fields[name].default:
+                where = f"search.space.{key}" if user_space and key in space else key
+                raise ValueError(f"{where}: only the informer family reads it, and no trial of this search is an "
+                                 f"informer (model.family: {self.model.family}); leave it out, or search "
+                                 "model.family with informer among the choices")
+        if self.data.label_len not in (0, DataConfig.model_fields["label_len"].default):
+            raise ValueError(f"data.label_len: only the informer family has a decoder to give known steps to, and "
+                             f"no trial of this search is an informer (model.family: {self.model.family}); leave "
+                             "it out or set it to 0")
+        return self
+
+    def _reachable(self, key: str, base: Any) -> set[Any]:
+        """The values of ``key`` a trial can have: the base's, the searched ones and train.per_family's."""
+        spec = self.search.space.get(key)
+        values = {base, *(spec.choices or [] if spec is not None else [])}
+        section, _, field = key.partition(".")
+        if section == "train":
+            values |= {o[field] for o in self.train.per_family.values() if field in o}
+        return values
 
     @model_validator(mode="after")
     def _space_keys_exist(self) -> NASConfig:

@@ -122,7 +122,8 @@ def _load_trial(trial: Path, run_id: str, run: Path, recorded: dict[str, Any]) -
         raise InputError(f"{trial}: the trial {run_id} has no checkpoint (best_model.safetensors, config_used.yaml)",
                          hint="copy the whole run folder, trials/ included")
     try:
-        config = NASConfig.model_validate(yaml.safe_load(read_text(trial / "config_used.yaml", what="config")))
+        config = NASConfig.model_validate(yaml.safe_load(read_text(trial / "config_used.yaml", what="config")),
+                                          context={"saved": True})  # as it ran, whatever checks came later
     except (ValueError, yaml.YAMLError) as exc:
         raise InputError(f"{trial / 'config_used.yaml'}: not a valid nas config ({str(exc).splitlines()[0]})",
                          hint="the run folder is damaged; rerun the search") from None

@@ -143,6 +143,33 @@ def test_rounds_with_the_vote_rule_is_refused(in_tmp: Path, srv: ScriptedServer,
     assert not (in_tmp / "runs").exists()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["debate", "--topic", "What is 3 times 4?"], "this numeric question is decided by the reconcile vote"),
+    (["debate", "--topic", "Name the capital of France", "--set", "kind=text", "--decision", "majority"],
+     "this text question is decided by the majority vote"),
+    (["debate", "eval", "--task", "task.jsonl"], "`debate eval` asks a judge only with decision judge"),
+])
+def test_a_judge_that_would_never_be_asked_is_refused(args: list[str], says: str, in_tmp: Path, srv: ScriptedServer,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    routed(in_tmp, srv)
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    agents = ["--llm", "llm.yaml", "--set", "agents=[{model: persona_a}, {model: persona_b}]"]
+    assert main([*args, *agents, "--judge", "persona_c"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "judge: 'persona_c' would never be asked" in err and says in err and "--decision judge" in err, err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert not (in_tmp / "runs").exists() and srv.count("persona_c") == 0
+
+
+def test_a_judge_is_accepted_where_it_is_asked(in_tmp: Path, srv: ScriptedServer) -> None:
+    """The same --judge on an open topic (it sums up) and with --decision judge (it decides) runs and is asked."""
+    routed(in_tmp, srv)
+    srv.default("persona_c", Reply(text="Answer: 12\nConfidence: 90%"))
+    agents = ["--llm", "llm.yaml", "--set", "agents=[{model: persona_a}, {model: persona_b}]", "--judge", "persona_c"]
+    assert main(["debate", "--topic", "What is 3 times 4?", "--decision", "judge", *agents]) == 0
+    assert srv.count("persona_c") == 1
+
+
 @pytest.mark.parametrize("case", ["missing-adapter", "not-peft", "bad-task-line", "no-agents"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "plain").mkdir()
@@ -170,7 +197,8 @@ def test_gguf_agents_on_llama_cpp_answer_through_the_schema(topic: str, kind: st
         "providers:\n  local: {kind: llama_cpp, n_ctx: 2048, n_threads: 1, seed: 0}\nmodels:\n"
         + "".join(f"  {x}: {{provider: local, model: '{tiny_model['gguf']}'}}\n" for x in ("p1", "p2")))
     (in_tmp / "debate.yaml").write_text(f"topic: {topic}\nrounds: 1\nrule: last_round\nmax_tokens: 96\nagents:\n"
-                                        "  - {model: p1}\n  - {model: p2}\njudge: p1\n")
+                                        "  - {model: p1}\n  - {model: p2}\n"
+                                        + ("judge: p1\n" if kind == "open" else ""))  # a judge sums up open topics
     assert main(["debate", "-c", "debate.yaml", "--llm", "llm.yaml"]) == 0
     transcript = [json.loads(line) for line in (only_run(in_tmp) / "transcript.jsonl").read_text().splitlines()]
     assert len(transcript) == 4

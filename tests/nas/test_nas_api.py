@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,56 @@ def test_a_value_valid_only_with_other_values_stays_allowed() -> None:
     cfg = NASConfig.model_validate({"search": {"space": {"model.n_heads": {"choices": [3, 4]},
                                                          "model.d_model": {"choices": [32, 48]}}}})
     assert cfg.search.space["model.n_heads"].choices == [3, 4]
+
+
+@pytest.mark.parametrize("yaml_text, needle", [
+    # momentum with no sgd trial: adam and adamw have none
+    ("train:\n  optimizer: adam\n  momentum: 0.5\nsearch:\n  space: {}\n",
+     "bad.yaml:3: train.momentum: only sgd has momentum, and no trial of this search uses sgd"),
+    ("search:\n  space:\n    train.momentum: {low: 0.5, high: 0.95}\n",  # train.optimizer not searched here
+     "search.space.train.momentum: only sgd has momentum"),
+    # the Informer's own keys on another family
+    ("model:\n  family: linear\n  attn: full\nsearch:\n  space: {}\n",
+     "bad.yaml:3: model.attn: only the informer family reads it, and no trial of this search is an informer"),
+    ("model:\n  family: patchtst\nsearch:\n  space:\n    model.distil: {choices: [true, false]}\n",
+     "search.space.model.distil: only the informer family reads it"),
+    ("data:\n  label_len: 12\nmodel:\n  family: cyclenet\nsearch:\n  space: {}\n",
+     "bad.yaml:2: data.label_len: only the informer family has a decoder"),
+])
+def test_a_setting_no_trial_reads_is_refused_naming_it(in_tmp: Path, capsys: pytest.CaptureFixture, yaml_text: str,
+                                                       needle: str) -> None:
+    (in_tmp / "bad.yaml").write_text(yaml_text)
+    assert main(["nas", "-c", "bad.yaml", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert needle in " ".join(err.split()) and err.count("error:") == 1 and "Traceback" not in err, err
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("config", [
+    {"train": {"optimizer": "sgd", "momentum": 0.5}, "search": {"space": {}}},
+    {"train": {"momentum": 0.5}},  # the default space searches train.optimizer, sgd among its choices
+    {"train": {"momentum": 0.5, "per_family": {"informer": {"optimizer": "sgd"}}}, "search": {"space": {}}},
+    {"model": {"family": "linear", "attn": "full"},
+     "search": {"space": {"model.family": {"choices": ["linear", "informer"]}}}},
+    {"model": {"family": "linear"}, "data": {"label_len": 0}, "search": {"space": {}}},
+    {"model": {"family": "linear"}},  # the default space (the Informer's) with another base family: left as it was
+])
+def test_a_setting_some_trial_reads_stays_allowed(config: dict[str, Any]) -> None:
+    from agentlab.nas.config import NASConfig, apply_changes
+
+    cfg = NASConfig.model_validate(config)
+    if "model.family" in cfg.search.space:  # a trial of the other family validates too
+        assert apply_changes(cfg, {"model.family": "informer"}).model.family == "informer"
+
+
+def test_a_saved_trial_config_from_before_the_check_still_loads() -> None:
+    """`nas predict` reads a finished trial's config_used.yaml as it ran: a run made before a setting was refused
+    still predicts."""
+    from pydantic import ValidationError
+
+    from agentlab.nas.config import NASConfig
+
+    old = {"model": {"family": "linear"}, "data": {"label_len": 12}, "search": {"space": {}}}
+    with pytest.raises(ValidationError, match="data.label_len"):
+        NASConfig.model_validate(old)
+    assert NASConfig.model_validate(old, context={"saved": True}).data.label_len == 12

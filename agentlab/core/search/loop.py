@@ -23,12 +23,13 @@ from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, params_key
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import Direction, make_sampler, scratch_study, storage_where
+from agentlab.core.search.study import MAX_RETRIES, Direction, make_sampler, scratch_study, storage_where
 
 log = logging.getLogger(__name__)
 # Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
 # the same process (a notebook, a test) recovers them like a dead worker's. (study name, trial number).
 _STRANDED: set[tuple[str, int]] = set()
+RETRY_QUEUE_S = 60.0  # how long a trial failed by the heartbeat check holds its slot while its retry is queued
 
 
 class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
@@ -101,7 +102,13 @@ class SearchLoop:
     # ------------------------------------------------------------------ study state
 
     def records(self) -> list[TrialRecord]:
-        return [TrialRecord.from_frozen(t) for t in self.study.get_trials(deepcopy=False)]
+        trials = self.study.get_trials(deepcopy=False)
+        records = [TrialRecord.from_frozen(t) for t in trials]
+        waiting = R.awaiting_retry(trials, MAX_RETRIES, RETRY_QUEUE_S)  # its slot stays taken until the retry is queued
+        for record in records:
+            if record.number in waiting:
+                record.counted = True
+        return records
 
     def counted(self, records: list[TrialRecord]) -> int:
         """Trials that use budget: finished or running, except interrupted or abandoned ones."""
@@ -152,7 +159,8 @@ class SearchLoop:
         from optuna.storages._heartbeat import is_heartbeat_enabled
 
         return is_heartbeat_enabled(self.study._storage) and any(
-            r.state == "running" and r.worker != self.worker for r in records)
+            (r.state == "running" and r.worker != self.worker) or r.state == "waiting"
+            or (r.state == "interrupted" and r.counted) for r in records)  # a retry queued, or about to be
 
     def _retry(self) -> tuple[Any, Proposal] | None:
         """A trial queued again by the retry callback (its worker died), taken by this worker: the same params."""
@@ -237,8 +245,12 @@ class SearchLoop:
         self._sampler_attrs.clear()
         template = create_trial(state=TrialState.RUNNING, params=proposal.params, system_attrs=system,
                                 distributions=self.space.distributions(proposal.params), user_attrs={R.A_PLAN: plan})
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
         with deferred_interrupts():
             trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+            if is_heartbeat_enabled(self.study._storage):  # at once: a worker killed before its first beat goes stale
+                self.study._storage.record_heartbeat(trial_id)
         return optuna.Trial(self.study, trial_id)
 
     def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> TrialRecord:
@@ -349,6 +361,7 @@ class SearchLoop:
         ran = 0
         task = self.progress.task("search", total=self.stop.max_iterations) if self.progress else None
         while True:
+            self._fail_stale()  # first: a trial it fails is queued again and taken by the _retry below
             retry = self._retry()
             if retry is not None:  # a dead worker's trial, queued again: it holds budget already, run it first
                 trial, proposal = retry
@@ -361,7 +374,6 @@ class SearchLoop:
                 self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
                 self.on_trial(self.records())
                 continue
-            self._fail_stale()
             records = self.records()
             if task is not None:
                 task.update(completed=min(self.counted(records), self.stop.max_iterations))

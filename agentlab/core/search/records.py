@@ -39,6 +39,21 @@ def worker_alive(worker: str | None) -> bool:
     return True
 
 
+def awaiting_retry(trials: list[Any], max_retries: int, wait_s: float = 60.0) -> set[int]:
+    """Numbers of the trials failed by the heartbeat check (a FAIL without an outcome) whose retry is not queued yet:
+    Optuna fails a stale trial and queues its retry in two storage writes, and in between the trial's slot is still
+    taken (no worker should plan past the budget, or stop before the retry ran). Bounded by ``wait_s`` after the
+    failure: a worker that died between the two writes leaves no retry."""
+    from datetime import datetime
+
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    now = datetime.now()
+    return {t.number for t in trials
+            if t.state.name == "FAIL" and not t.user_attrs.get(A_OUTCOME) and t.number not in retried
+            and len(t.system_attrs.get("retry_history", [])) < max_retries and t.datetime_complete is not None
+            and (now - t.datetime_complete).total_seconds() < wait_s}
+
+
 def run_id(number: int) -> str:
     return f"run_{number:04d}"
 

@@ -40,6 +40,7 @@ def quiet() -> None:
 # period is failed and retried by another worker (Optuna's RetryFailedTrialCallback).
 SERVER_URLS = ("postgresql", "mysql")
 HEARTBEAT_ENV = "AGENTLAB_STUDY_HEARTBEAT_S"
+MAX_RETRIES = 3  # a trial whose worker stopped beating is run again up to this many times
 
 
 def server_storage(url: str) -> Any:
@@ -58,8 +59,8 @@ def server_storage(url: str) -> Any:
     retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = {"heartbeat_stale_trial_callback": retry(max_retry=3)} if retry is not None else {
-            "failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=3)}
+        callback = {"heartbeat_stale_trial_callback": retry(max_retry=MAX_RETRIES)} if retry is not None else {
+            "failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)}
         # grace: five beats, so a worker busy on two loaded cores is not taken for dead
         return storages.RDBStorage(url, heartbeat_interval=beat, grace_period=5 * beat,
                                    engine_kwargs={"pool_pre_ping": True}, **callback)

@@ -177,3 +177,83 @@ def test_a_ctrl_c_during_a_storage_write_is_recorded_and_the_run_resumes(tmp_pat
     assert trial.intermediate_values == {0: trial.intermediate_values[0]}, "the interrupted write was lost"
     outcome = make_loop(tmp_path, Quadratic(), 3, storage=storage).run()
     assert outcome.ran_here == 2 and sum(r.counted for r in outcome.records) == 3  # the base is not run again
+
+
+def heartbeat_loop(tmp_path: Path, objective: Quadratic, max_iterations: int) -> SearchLoop:
+    """A loop on a study with heartbeats (as on a database server; SQLite here): a trial whose worker has not beaten
+    for a second is failed and queued again by Optuna's retry callback."""
+    import warnings
+
+    from optuna import storages
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", storages.RetryFailedTrialCallback)(max_retry=3)
+        storage = storages.RDBStorage(f"sqlite:///{tmp_path / 'beat.db'}", heartbeat_interval=1, grace_period=1,
+                                      **{"heartbeat_stale_trial_callback" if hasattr(
+                                          storages, "RetryHeartbeatStaleTrialCallback") else "failed_trial_callback":
+                                         retry})
+    study = optuna.create_study(study_name="t", storage=storage, direction="minimize", load_if_exists=True)
+    return SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=objective,
+                      planner=OptunaPlanner("random"), evaluator=HybridEvaluator(0.01), metric="val",
+                      stop=StopRules(max_iterations=max_iterations), seed=1)
+
+
+def foreign_trial(loop: SearchLoop, params: dict[str, Any]) -> int:
+    """A trial started by a worker on another host (alive for all this host can see), with one heartbeat."""
+    from optuna.trial import TrialState, create_trial
+
+    template = create_trial(state=TrialState.RUNNING, params=params, distributions=SPACE.distributions(params),
+                            user_attrs={A_PLAN: {"planner": "random", "worker": "elsewhere:1"}})
+    trial_id = loop.study._storage.create_new_trial(loop.study._study_id, template_trial=template)
+    loop.study._storage.record_heartbeat(trial_id)
+    return trial_id
+
+
+def test_a_trial_whose_worker_stops_beating_mid_search_is_run_again_before_the_search_stops(tmp_path: Path) -> None:
+    """Another worker dies while this one runs its last trial: the budget is used up once that trial ends, but the
+    dead worker's trial, failed by the heartbeat check and queued again, is run here before the search stops (it
+    used to stop first, leaving the retry queued and its report short of that trial's result)."""
+    import time
+
+    other = {"x": 1.0, "width": 8, "heads": 1}
+
+    class DiesMeanwhile(Quadratic):
+        def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+            if not self.calls:
+                foreign_trial(loop, other)
+                time.sleep(2.2)  # past the grace period: the other worker is taken for dead
+            return super().run(number, params, report)
+
+    objective = DiesMeanwhile()
+    loop = heartbeat_loop(tmp_path, objective, 2)
+    outcome = loop.run()
+    assert objective.calls == [BASE, other]
+    states = [(r.state, r.counted) for r in outcome.records]
+    assert states == [("complete", True), ("interrupted", False), ("complete", True)], states
+    assert outcome.best is not None and outcome.best.params == other
+
+
+def test_a_trial_failed_by_the_heartbeat_check_holds_its_slot_until_its_retry_is_queued(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna fails a stale trial and queues its retry in two writes; in between its slot stays taken, so no worker
+    plans a trial past the budget, and none stops before the retry ran."""
+    from optuna.trial import TrialState
+
+    from agentlab.core.search import loop as loop_module
+
+    loop = heartbeat_loop(tmp_path, Quadratic(), 2)
+    loop.run()
+    trial_id = foreign_trial(loop, {"x": 0.0, "width": 8, "heads": 1})
+    loop.study._storage.set_trial_state_values(trial_id, TrialState.FAIL)  # the first write only
+    records = loop.records()
+    assert records[-1].state == "interrupted" and loop.counted(records) == 3 and loop._others_running(records)
+    monkeypatch.setattr(loop_module, "RETRY_QUEUE_S", 0.0)  # its failer died before the second write: no retry
+    records = loop.records()
+    assert loop.counted(records) == 2 and not loop._others_running(records)
+    monkeypatch.undo()
+    callback = loop.study._storage.get_heartbeat_stale_trial_callback()
+    callback(loop.study, loop.study._storage.get_trial(trial_id))  # the second write: the retry, waiting
+    records = loop.records()
+    assert [r.state for r in records][-2:] == ["interrupted", "waiting"]
+    assert loop.counted(records) == 3 and loop._others_running(records)
