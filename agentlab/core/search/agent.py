@@ -29,7 +29,7 @@ from agentlab.core.agent.runtime import AgentModel, AgentRun, Tool
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search import share as S
 from agentlab.core.search.planners import PlanContext, Proposal, TrialDomain, diff, params_key
-from agentlab.core.search.prompts import REASONING_CHARSET, format_changes, good_trials_summary, plan_schema
+from agentlab.core.search.prompts import format_changes, good_trials_summary, plan_schema
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.settings import AgentSettings
 
@@ -87,9 +87,13 @@ class AgentKit:
     signature: str = ""
 
 
+REASON_CHARSET = r"[A-Za-z0-9 ,.;'()%+=_-]"  # words, numbers and plain punctuation: no braces, quotes or colons, which
+# a small model under a grammar otherwise fills with JSON-like debris
+
+
 def _reason_prop() -> dict[str, Any]:
-    return {"type": "string", "maxLength": REASON_CHARS, "pattern": f"^{REASONING_CHARSET}{{0,{REASON_CHARS}}}$",
-            "description": "why, in one short sentence"}
+    # no description: a small model copies it into the answer instead of giving a reason
+    return {"type": "string", "maxLength": REASON_CHARS, "pattern": f"^{REASON_CHARSET}{{0,{REASON_CHARS}}}$"}
 
 
 def agent_streak(done: list[Done], patience: int) -> tuple[int, bool]:
@@ -333,7 +337,10 @@ class AgentPlanner:
 
     def _suggest(self, args: dict[str, Any]) -> str:
         view = self._view()
-        return "\n".join(f"candidate {i}: {view.describe(p.params)}" for i, p in enumerate(self._draw()))
+        again = bool(self._suggested)
+        lines = [f"candidate {i}: {view.describe(p.params)}" for i, p in enumerate(self._draw())]
+        head = ["the same candidates as before (nothing ran since):"] if again else []
+        return "\n".join([*head, *lines, f"Next: call {self.actions[0]} with one of candidates 0-{len(lines) - 1}."])
 
     def _notes(self) -> list[str]:
         path = self.kit.knowledge
