@@ -403,13 +403,14 @@ def agent_block(planner: AgentPlanner, origins: list[str], with_all: float | Non
     improvement = None
     if with_all is not None and without is not None and without:
         improvement = ((with_all - without) if higher_is_better else (without - with_all)) / abs(without)
-    actions = max(counts.get("actions", 0), 1)
+    chosen = sum(1 for o in origins if o in AGENT_ORIGINS)
+    actions = max(chosen, 1)  # the trials the agent chose (the last one's result never reaches the graph)
     return {"model": planner.model.name, "steps": counts["steps"], "tool_calls": counts["tool_calls"],
             "invalid_tool_calls": counts["invalid_tool_calls"], "rejected_calls": counts["rejected_calls"],
             "defaulted": counts["defaulted"], "tokens": counts["tokens"], "model_seconds": counts["model_seconds"],
             "tokens_per_trial": round(counts["tokens"] / actions, 1),
             "seconds_per_trial": round(counts["model_seconds"] / actions, 3),
-            "trials_by_agent": sum(1 for o in origins if o in AGENT_ORIGINS),
+            "trials_by_agent": chosen,
             "trials_by_guard": sum(1 for o in origins if o == "guard"),
             f"{what}_without_agent_trials": without, f"{what}_with_them": with_all,
             "improvement_from_agent_trials": improvement}
