@@ -56,7 +56,7 @@ from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume
 from agentlab.core.search import records as R
 from agentlab.core.search.agent import AGENT_ORIGINS, AgentPlanner, agent_block
 from agentlab.core.search.planners import ChooserPlanner, Proposal
-from agentlab.core.search.session import PlannerSession, PlannerSpec, open_planner
+from agentlab.core.search.session import PlannerSession, PlannerSpec, check_agent_keys, open_planner
 from agentlab.core.search.study import open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 
@@ -140,6 +140,8 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
             raise UsageError(f"--planner {cfg.planner} needs a planner model, and the routing config has none",
                              hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in "
                              "model), or use --planner nsga2")
+        if cfg.planner == "agent":
+            check_agent_keys(llm_cfg)
     check_tracking(cfg.mlflow)
     if cfg.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())

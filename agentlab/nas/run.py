@@ -35,7 +35,7 @@ from agentlab.core.search.planners import (
     trial_steps,
 )
 from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
-from agentlab.core.search.session import PlannerSession, PlannerSpec, open_planner
+from agentlab.core.search.session import PlannerSession, PlannerSpec, check_agent_keys, open_planner
 from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, open_study
@@ -207,6 +207,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         raise UsageError(f"--planner {cfg.search.planner} needs a planner model, and the routing config has none",
                          hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
                          "or use --planner tpe")
+    if cfg.search.planner == "agent" and not scripted:
+        check_agent_keys(llm_cfg)
     prepared = prepare_data(cfg)
     cfg.data.freq = prepared.freq  # data.freq auto: config.yaml records the frequency detected from the timestamps
     problem = check_model(cfg, prepared)

@@ -150,3 +150,18 @@ def test_approve_without_a_terminal_waits_for_the_ui_and_without_the_agent_is_re
     verdicts = [e["answer"] for e in events(run, "agent_approval")]
     assert verdicts[0] == "no" and verdicts.count("yes") == 2
     assert json.loads((run / "approval.json").read_text())["state"] == "answered"
+
+
+def test_agent_without_its_api_key_is_one_line_and_no_folder(in_tmp: Path, monkeypatch: Any, capsys: Any) -> None:
+    from agentlab.cli import main
+
+    monkeypatch.delenv("AGENTLAB_TEST_KEY", raising=False)
+    llm = in_tmp / "llm.yaml"
+    llm.write_text(yaml.safe_dump({"providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                                       "api_key_env": "AGENTLAB_TEST_KEY"}},
+                                   "models": {"m": {"provider": "p", "model": "m"}},
+                                   "routes": {"planner": {"primary": ["m"]}}}))
+    assert main(["nas", "--planner", "agent", "--llm", str(llm), "-n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "need AGENTLAB_TEST_KEY, which is not set" in err and "Traceback" not in err
+    assert not (in_tmp / "runs").exists()

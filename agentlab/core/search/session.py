@@ -17,7 +17,7 @@ from typing import Any
 
 from agentlab.core.agent.runtime import AgentModel, RouterModel
 from agentlab.core.config import getenv
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.runs import RunDir
@@ -167,6 +167,16 @@ def _llm(session: PlannerSession) -> tuple[Planner, str]:
     return planner, f"planner: llm via route 'planner' ({', '.join(chain)}), {_how(spec)}"
 
 
+def check_agent_keys(llm: LLMConfig) -> None:
+    """The agent planner's models need their API keys: every step would fail on authentication, so say it before
+    the search starts (exit 2), not after a slow search of candidate 0s."""
+    missing = missing_keys(llm, llm.route("planner").chain())
+    if missing is not None:
+        raise UsageError(f"--planner agent: the planner route's models need {missing}, which is not set",
+                         hint="set it (environment or .env), or give --llm configs/llm.local.yaml (the built-in "
+                         "model, offline)")
+
+
 def _agent(session: PlannerSession) -> tuple[Planner, str]:
     """The agent planning through tools on the ``planner`` route (or a scripted agent model), the sampler its tool
     and its guard; its LangGraph checkpoints in the run folder (agent.sqlite)."""
@@ -183,6 +193,8 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
             raise AgentlabError("planner 'agent' needs a planner model", hint="give --llm FILE with a `planner` "
                                 "route (configs/llm.local.yaml runs the built-in model), or use "
                                 f"--planner {spec.sampler}")
+        assert spec.llm is not None
+        check_agent_keys(spec.llm)
         model = RouterModel(session.router(), route="planner")
         how = f"route 'planner' ({', '.join(chain)})"
     if settings.approve and spec.approver is None:
