@@ -225,7 +225,9 @@ def llm_lines(name: str, runs: list[dict[str, Any]]) -> list[str]:
 def report(dataset: str, config: Path, planners: list[str], seeds: list[int],
            results: dict[tuple[str, int], dict[str, Any]], args: argparse.Namespace) -> float | None:
     checkpoints = sorted({n for n in (5, 10) if n < args.trials} | {args.trials})
-    cheap = f"families {args.families}, at most {args.epochs} epochs; " if dataset == "etth1" else ""
+    families = args.families + (f",{args.base}" if args.base and args.base not in args.families.split(",") else "")
+    base = f"base family {args.base}, " if args.base else ""
+    cheap = f"families {families}, {base}at most {args.epochs} epochs; " if dataset == "etth1" else ""
     print(f"\n{dataset} ({config}: {cheap}{args.trials} trials per search, the base config first; seeds "
           f"{args.seeds}); best validation MSE so far / the test MSE of that trial, mean+-sd over seeds")
     print(f"{'planner':<17}" + "".join(f"{f'after {n}':>31}" for n in checkpoints) + f"{'wall (min)':>16}")
