@@ -104,7 +104,7 @@ def test_a_candidate_with_an_infinite_error_is_never_picked() -> None:
 def test_a_trial_keeps_the_forecasts_its_metrics_were_measured_on() -> None:
     from agentlab.nas.train import prepare_data
 
-    cfg = NASConfig.model_validate({"data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_len": 6},
+    cfg = NASConfig.model_validate({"data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 0, "pred_len": 6},
                                     "model": {"family": "linear"}, "train": {"epochs": 2, "max_train_batches": 3}})
     prepared = prepare_data(cfg)
     result = train_trial(cfg, prepared, None, predictions=True)
@@ -197,7 +197,7 @@ def write_random_walk(path: Path, n: int = 360, seed: int = 0) -> None:
 
 
 def walk_config(path: Path, **search: Any) -> dict[str, Any]:
-    return {"data": {"path": str(path), "seq_len": 28, "label_len": 7, "pred_len": 7},
+    return {"data": {"path": str(path), "seq_len": 28, "label_len": 0, "pred_len": 7},
             "model": {"family": "linear", "period": 7},
             "train": {"epochs": 2, "max_train_batches": 4, "learning_rate": 0.01},
             "search": {"planner": "random", "pruner": "none",
