@@ -22,6 +22,7 @@ SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160
 GOAL = "maximize speedup with <2% accuracy loss"
 
 
+@pytest.mark.timeout(900)  # two compress searches on the tiny model: minutes on a busy 2-core machine
 def test_agent_suggest_is_the_nsga2_search(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
     common = {"max_iterations": 3, "workspace": str(in_tmp / "ws"), "overrides": [*SMALL, "agent.guard_patience=2"]}
     model = SuggestAgent(action="run_experiment")
@@ -74,6 +75,7 @@ def test_the_recovery_sub_agent_answers_from_the_measured_damage(in_tmp: Path, t
     assert advice.startswith("recovery sub-agent: lora, 50 steps (accuracy fell)")
 
 
+@pytest.mark.timeout(900)  # a killed compress search and its resume
 def test_agent_compress_killed_resumes_from_its_checkpoint(in_tmp: Path, tiny_model: dict[str, Path],
                                                            sigkill_when: Any) -> None:
     import json
