@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -101,6 +102,26 @@ def start(args: list[str], cwd: Path, log: str) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT)
 
 
+def _study(storage: Any, name: str) -> Any:
+    """The study on the server, or None while no worker has created it yet."""
+    import optuna
+
+    with _quiet():
+        try:
+            return optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            return None
+
+
+def _running_trial_of(study: Any, pid: int, ready: Callable[[Any], bool]) -> Any:
+    """The trial worker ``pid`` is running, once ``ready(trial)`` holds; else None."""
+    for t in study.get_trials(deepcopy=False):
+        worker = t.user_attrs.get("plan", {}).get("worker", "")
+        if t.state.name == "RUNNING" and worker.endswith(f":{pid}") and ready(t):
+            return t
+    return None
+
+
 def test_three_nas_workers_one_killed_mid_trial(postgres: str, in_tmp: Path) -> None:
     import optuna
 
@@ -115,16 +136,10 @@ def test_three_nas_workers_one_killed_mid_trial(postgres: str, in_tmp: Path) -> 
     try:
         while time.monotonic() < deadline and killed is None:  # its trial has started and run past an epoch
             time.sleep(0.2)
-            with _quiet():
-                try:
-                    study = optuna.load_study(study_name="pg-nas", storage=storage)
-                except KeyError:
-                    continue
-            for t in study.get_trials(deepcopy=False):
-                worker = t.user_attrs.get("plan", {}).get("worker", "")
-                if t.state.name == "RUNNING" and worker.endswith(f":{victim.pid}") and t.intermediate_values:
-                    killed = t
-                    break
+            study = _study(storage, "pg-nas")
+            if study is None:
+                continue
+            killed = _running_trial_of(study, victim.pid, lambda t: bool(t.intermediate_values))
             if killed is None and (in_tmp / "w1" / "agent_state.json").is_file() and len(
                     [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) >= budget - 1:
                 break
@@ -185,17 +200,12 @@ def test_two_compress_workers_one_killed_mid_experiment(postgres: str, in_tmp: P
     try:
         while time.monotonic() < deadline and killed is None and victim.poll() is None:
             time.sleep(0.1)
-            with _quiet():
-                try:
-                    study = optuna.load_study(study_name="pg-compress", storage=storage)
-                except KeyError:
-                    continue
-            for t in study.get_trials(deepcopy=False):
-                worker = t.user_attrs.get("plan", {}).get("worker", "")
-                if (t.state.name == "RUNNING" and KEY_ATTR in t.user_attrs and worker.endswith(f":{victim.pid}")
-                        and t.datetime_start is not None and (datetime.now() - t.datetime_start).total_seconds() > 1):
-                    killed = t  # mid-experiment: running for a second
-                    break
+            study = _study(storage, "pg-compress")
+            if study is None:
+                continue
+            killed = _running_trial_of(  # mid-experiment: running for a second
+                study, victim.pid, lambda t: KEY_ATTR in t.user_attrs and t.datetime_start is not None
+                and (datetime.now() - t.datetime_start).total_seconds() > 1)
         assert killed is not None, "worker 1 never ran an experiment: " + (in_tmp / "c1.log").read_text()[-3000:]
         victim.send_signal(signal.SIGKILL)
         assert workers[0].wait(timeout=400) == 0, (in_tmp / "c0.log").read_text()[-3000:]

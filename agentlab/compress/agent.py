@@ -74,10 +74,13 @@ class ExperimentView:
                             self._text(record, on_front) + (" - it grew the front" if gain > 1e-12 else "")))
         return out
 
-    def front(self) -> list[str]:
+    def _ranked(self) -> list[tuple[dict[str, Any], int]]:
+        """The finished experiments with how many feasible ones dominate each (0 and feasible: on the front)."""
         done = [r for r in self.d.records[1:] if r.get("state") == "done"]
-        ranks = _dominated_by(self.d.goal, done)
-        return [self._text(r, True) for r, rank in zip(done, ranks, strict=True) if rank == 0 and r.get("feasible")]
+        return list(zip(done, _dominated_by(self.d.goal, done), strict=True))
+
+    def front(self) -> list[str]:
+        return [self._text(r, True) for r, rank in self._ranked() if rank == 0 and r.get("feasible")]
 
     def best_line(self) -> str:
         front = self.front()
@@ -87,10 +90,8 @@ class ExperimentView:
         return self.d.experiment(params).label()
 
     def history(self, top: int) -> str:
-        done = [r for r in self.d.records[1:] if r.get("state") == "done"]
-        ranks = _dominated_by(self.d.goal, done)
-        order = sorted(range(len(done)), key=lambda i: (ranks[i], done[i]["index"]))
-        lines = [self._text(done[i], ranks[i] == 0 and bool(done[i].get("feasible"))) for i in order[:top]]
+        ranked = sorted(self._ranked(), key=lambda pair: (pair[1], pair[0]["index"]))
+        lines = [self._text(r, rank == 0 and bool(r.get("feasible"))) for r, rank in ranked[:top]]
         return "\n".join(lines) or "no finished experiment yet"
 
     def changes_schema(self) -> dict[str, Any]:

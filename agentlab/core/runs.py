@@ -192,9 +192,10 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def read_events(folder: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
-    """Replay a run folder's events.jsonl (a torn last line from a crash is skipped); nothing when there is none."""
-    path = Path(folder) / "events.jsonl"
+def live_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file a live run may be appending to: a torn or bad line (a crash mid-write) and
+    a line that is not an object are skipped; nothing when there is no file."""
+    path = Path(path)
     if not path.is_file():
         return
     with open(path, encoding="utf-8", errors="replace") as handle:
@@ -203,8 +204,13 @@ def read_events(folder: str | Path, kind: str | None = None) -> Iterator[dict[st
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if kind is None or record.get("kind") == kind:
+            if isinstance(record, dict):
                 yield record
+
+
+def read_events(folder: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    """Replay a run folder's events.jsonl (``live_jsonl``), only ``kind``'s events when given."""
+    return (e for e in live_jsonl(Path(folder) / "events.jsonl") if kind is None or e.get("kind") == kind)
 
 
 def runs_root(root: str | Path | None = None) -> Path:

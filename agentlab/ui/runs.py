@@ -18,7 +18,7 @@ from typing import Any
 from agentlab.core.agent import approval
 from agentlab.core.errors import AgentlabError
 from agentlab.core.files import read_json, read_text
-from agentlab.core.runs import RUNNING, run_status
+from agentlab.core.runs import RUNNING, live_jsonl, run_status
 
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
@@ -227,17 +227,7 @@ def plots(path: Path, limit: int = 200) -> list[Path]:
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file that a live run may be appending to: a torn or bad line is skipped;
     ``limit``: only the last ones."""
-    if not path.is_file():
-        return []
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
+    records = list(live_jsonl(path))
     return records[-limit:] if limit else records
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from agentlab.core.runs import read_events
 from agentlab.ui.runs import read_jsonl
 
 
@@ -36,7 +37,7 @@ def run_config(path: Path) -> dict[str, Any]:
 
 
 def _events(path: Path, kind: str | None) -> list[dict[str, Any]]:
-    return [e for e in read_jsonl(path / "events.jsonl") if kind is None or e.get("kind") == kind]
+    return list(read_events(path, kind))
 
 
 # --------------------------------------------------------------------------- a running run, in one line or three

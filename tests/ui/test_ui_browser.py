@@ -47,6 +47,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def until_healthy(proc: subprocess.Popen, port: int, log: Path, deadline: float) -> str:
+    """The UI's URL once `agentlab ui` answers its health check; fails when it exits or the deadline passes."""
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).text == "ok":
+                return f"http://127.0.0.1:{port}"
+        except httpx.HTTPError:
+            time.sleep(0.3)
+
+
 @pytest.fixture
 def server(in_tmp: Path, tiny_model: dict[str, Path]) -> Iterator[str]:
     """`agentlab ui` over a folder with a real NAS run and a models file of two tiny GGUF models."""
@@ -61,15 +72,7 @@ def server(in_tmp: Path, tiny_model: dict[str, Path]) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "agentlab", "ui", "--port", str(port)], cwd=in_tmp,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, (in_tmp / "ui.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).text == "ok":
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
+        yield until_healthy(proc, port, in_tmp / "ui.log", time.monotonic() + 90)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -245,14 +248,7 @@ def test_an_agent_run_waiting_for_approval_is_approved_in_chromium(browser: Any,
         while approval.pending(run) is None:
             assert nas.poll() is None and time.monotonic() < deadline, (in_tmp / "nas.log").read_text()[-3000:]
             time.sleep(0.3)
-        server = f"http://127.0.0.1:{port}"
-        while True:
-            assert ui.poll() is None and time.monotonic() < deadline, (in_tmp / "ui.log").read_text()
-            try:
-                if httpx.get(f"{server}/_stcore/health", timeout=2).text == "ok":
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        server = until_healthy(ui, port, in_tmp / "ui.log", deadline)
         browser.get(server + "/?run=nas%2Fagent")
         wait(browser, text_on_page("The agent waits for your approval"), 120)
         wait(browser, text_on_page("nas · waiting for approval"), 60)  # the run's caption

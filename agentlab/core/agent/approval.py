@@ -24,16 +24,21 @@ def ask(run: str | Path, action: dict[str, Any]) -> None:
     atomic_write_json(Path(run) / PENDING, {"state": "waiting", "action": action, "asked": now_iso()})
 
 
-def pending(run: str | Path) -> dict[str, Any] | None:
-    """The action waiting for an answer in ``run``, or None."""
-    path = Path(run) / PENDING
+def _read(path: Path) -> dict[str, Any]:
+    """A file of the approval as a dict; empty when it is missing, being replaced or not an object."""
     if not path.is_file():
-        return None
+        return {}
     try:
         data = read_json(path)
-    except Exception:  # a file being replaced: nothing to answer this instant
-        return None
-    return data.get("action") if isinstance(data, dict) and data.get("state") == "waiting" else None
+    except Exception:  # a file being replaced: nothing to read this instant
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def pending(run: str | Path) -> dict[str, Any] | None:
+    """The action waiting for an answer in ``run``, or None."""
+    data = _read(Path(run) / PENDING)
+    return data.get("action") if data.get("state") == "waiting" else None
 
 
 def answer(run: str | Path, verdict: str, note: str = "", changes: dict[str, Any] | None = None) -> None:
@@ -46,14 +51,8 @@ def answer(run: str | Path, verdict: str, note: str = "", changes: dict[str, Any
 
 def read_answer(run: str | Path) -> dict[str, Any] | None:
     """The answer file as the graph takes it (``{"answer", "note", "args"}``), or None while there is none."""
-    path = Path(run) / ANSWER
-    if not path.is_file():
-        return None
-    try:
-        data = read_json(path)
-    except Exception:
-        return None
-    if not isinstance(data, dict) or data.get("answer") not in ANSWERS:
+    data = _read(Path(run) / ANSWER)
+    if data.get("answer") not in ANSWERS:
         return None
     out: dict[str, Any] = {"answer": data["answer"], "note": str(data.get("note") or "")}
     if data["answer"] == "edit":
@@ -64,9 +63,7 @@ def read_answer(run: str | Path) -> dict[str, Any] | None:
 def close(run: str | Path, reply: dict[str, Any]) -> None:
     """Mark the approval answered (the run folder keeps the last question and its answer)."""
     path = Path(run) / PENDING
-    previous = read_json(path) if path.is_file() else {}
-    atomic_write_json(path, {**(previous if isinstance(previous, dict) else {}), "state": "answered",
-                             "reply": reply, "answered": now_iso()})
+    atomic_write_json(path, {**_read(path), "state": "answered", "reply": reply, "answered": now_iso()})
     (Path(run) / ANSWER).unlink(missing_ok=True)
 
 

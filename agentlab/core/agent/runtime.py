@@ -118,14 +118,13 @@ class AgentState(TypedDict, total=False):
     messages: list[dict[str, Any]]
     since_action: int  # model steps since the last action
     pending: dict[str, Any] | None  # the action waiting to run
-    counts: dict[str, int]  # steps, tool_calls, invalid_tool_calls, actions, defaulted, tokens
+    counts: dict[str, int]  # steps, tool_calls, invalid_tool_calls, rejected_calls, defaulted, tokens
     seconds: float
     head: int  # messages of the brief (always shown)
 
 
 def new_counts() -> dict[str, int]:
-    return {"steps": 0, "tool_calls": 0, "invalid_tool_calls": 0, "rejected_calls": 0, "actions": 0,
-            "defaulted": 0, "tokens": 0}
+    return {"steps": 0, "tool_calls": 0, "invalid_tool_calls": 0, "rejected_calls": 0, "defaulted": 0, "tokens": 0}
 
 
 def window(messages: list[dict[str, Any]], head: int, keep: int) -> list[dict[str, Any]]:
@@ -165,7 +164,7 @@ class AgentRun:
 
     def _graph(self) -> Any:
         from langgraph.checkpoint.sqlite import SqliteSaver
-        from langgraph.graph import END, START, StateGraph
+        from langgraph.graph import START, StateGraph
 
         graph = StateGraph(AgentState)
         graph.add_node("plan", self._plan)
@@ -182,7 +181,6 @@ class AgentRun:
                                     ["execute", "reflect"])
         graph.add_edge("execute", "reflect")
         graph.add_edge("reflect", "act")
-        del END
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
         return graph.compile(checkpointer=SqliteSaver(self._conn))
@@ -204,14 +202,13 @@ class AgentRun:
             why = f"{self.max_steps} steps without a valid {' or '.join(self.driver.actions)}"
             return self._default(messages, counts, state, why)
         tools = [t.spec() for t in self.driver.tools()]
+        counts["steps"] += 1
         try:
-            with span("agent.act", {"agent.step": state["counts"]["steps"] + 1, "agent.model": self.model.name}):
+            with span("agent.act", {"agent.step": counts["steps"], "agent.model": self.model.name}):
                 reply = self.model.step(window(messages, state.get("head", 2), self.keep), tools)
         except LLMError as exc:
-            counts["steps"] += 1
             return self._default(messages, counts, state, f"no answer from the model: {exc.kind}: {exc.message}",
                                  since + 1)
-        counts["steps"] += 1
         counts["tokens"] += reply.tokens
         counts["invalid_tool_calls"] += reply.invalid
         calls = reply.calls[:1]  # one call per step: the next step sees its result
@@ -277,9 +274,10 @@ class AgentRun:
 
         pending = state["pending"]
         assert pending is not None
-        answer = interrupt({"kind": "approve", "action": pending})
-        verdict = (answer or {}).get("answer", "yes")
-        self._event("agent_approval", answer=verdict, note=str((answer or {}).get("note", ""))[:300])
+        answer = interrupt({"kind": "approve", "action": pending}) or {}
+        verdict = answer.get("answer", "yes")
+        note = answer.get("note")
+        self._event("agent_approval", answer=verdict, note=str(note or "")[:300])
         if verdict == "yes":
             return {}
         messages = list(state["messages"])
@@ -290,7 +288,6 @@ class AgentRun:
             text = f"the user's edit was not valid ({error}); not run"
         else:
             text = "the user declined this; propose something else"
-        note = (answer or {}).get("note")
         messages.append({"role": "tool", "tool_call_id": pending["call_id"],
                          "content": text + (f". The user says: {note}" if note else "")})
         return {"messages": messages, "pending": None, "since_action": 0}
@@ -301,11 +298,10 @@ class AgentRun:
         pending = state["pending"]
         assert pending is not None
         result = interrupt({"kind": "execute", "action": pending})
-        messages, counts = list(state["messages"]), dict(state["counts"])
-        counts["actions"] += 1
-        messages.append({"role": "tool", "tool_call_id": pending["call_id"], "content": str(result)[:RESULT_CHARS]})
+        messages = [*state["messages"],
+                    {"role": "tool", "tool_call_id": pending["call_id"], "content": str(result)[:RESULT_CHARS]}]
         self._event("agent_observe", summary=_summary(str(result)))
-        return {"messages": messages, "counts": counts, "pending": None, "since_action": 0}
+        return {"messages": messages, "pending": None, "since_action": 0}
 
     def _reflect(self, state: AgentState) -> AgentState:
         text = self.driver.reflect()

@@ -201,6 +201,8 @@ class AgentPlanner:
         self.ctx: PlanContext | None = None
         self.view: AgentView | None = None
         self._suggested: list[Proposal] = []
+        self._done: list[Done] = []  # the view's finished trials, read once per proposal
+        self._tools: list[Tool] = []  # built once per proposal (each step asks for them twice)
         self._todo: list[str] = []
         asker = None
         if approver is not None:  # the question carries the run folder (the UI answers through it)
@@ -220,9 +222,9 @@ class AgentPlanner:
         return self.view
 
     def propose(self, ctx: PlanContext) -> Proposal:
-        self.ctx, self._suggested = ctx, []
+        self.ctx, self._suggested, self._tools = ctx, [], []
         self.view = self.kit.view(ctx.domain)
-        done = self.view.done()
+        done = self._done = self.view.done()
         streak, guarded = agent_streak(done, self.settings.guard_patience)
         if guarded:
             first = ctx.domain.draw(self.sampler, 1)[0]
@@ -273,7 +275,7 @@ class AgentPlanner:
     def reflect(self) -> str:
         assert self.ctx is not None
         view = self._view()
-        streak, _ = agent_streak(view.done(), self.settings.guard_patience)
+        streak, _ = agent_streak(self._done, self.settings.guard_patience)  # the records change only between proposals
         left = self.settings.guard_patience - streak
         sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
         lines = [f"{self.ctx.budget_left - 1} {self.unit}s left. {view.best_line()}.",
@@ -301,6 +303,11 @@ class AgentPlanner:
     # ------------------------------------------------------------------ tools
 
     def tools(self) -> list[Tool]:
+        if not self._tools:
+            self._tools = self._build_tools()
+        return self._tools
+
+    def _build_tools(self) -> list[Tool]:
         assert self.ctx is not None
         view = self._view()
         k = self.settings.candidates  # fixed (check_action checks the real count): the prompt's tools stay the same
@@ -342,25 +349,26 @@ class AgentPlanner:
         head = ["the same candidates as before (nothing ran since):"] if again else []
         return "\n".join([*head, *lines, f"Next: call {self.actions[0]} with one of candidates 0-{len(lines) - 1}."])
 
-    def _notes(self) -> list[str]:
+    def _knowledge(self) -> dict[str, Any]:
+        """The knowledge file (signature -> notes); empty when there is none or it cannot be read."""
         path = self.kit.knowledge
         if path is None or not path.is_file():
-            return []
+            return {}
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return []
-        return [str(n) for n in data.get(self.kit.signature, [])][-5:]
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _notes(self) -> list[str]:
+        return [str(n) for n in self._knowledge().get(self.kit.signature, [])][-5:]
 
     def _note(self, args: dict[str, Any]) -> str:
         text = " ".join(str(args.get("text", "")).split())[:200]
         path = self.kit.knowledge
         if not text or path is None:
             return "nothing noted"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        except (OSError, ValueError):
-            data = {}
+        data = self._knowledge()
         data[self.kit.signature] = [*data.get(self.kit.signature, []), text][-20:]
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(data, indent=1))
@@ -379,9 +387,7 @@ class AgentPlanner:
             index = args.get("candidate")
             if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(candidates):
                 return None, f"candidate must be 0..{len(candidates) - 1}"
-            params = candidates[index].params
-            return {"args": {"candidate": index, "reason": reason}, "params": params, "key": params_key(params),
-                    "candidate": index, "of": len(candidates), "reason": reason}, ""
+            return self._candidate_action(index, reason, reason), ""
         own, error = self._view().config(args.get("changes"))
         if own is None:
             return None, error
@@ -389,9 +395,15 @@ class AgentPlanner:
                 "key": params_key(own), "reason": reason}, ""
 
     def default_action(self, why: str) -> dict[str, Any]:
-        first = self._draw()[0]
-        return {"args": {"candidate": 0, "reason": "default"}, "params": first.params,
-                "key": params_key(first.params), "candidate": 0, "of": len(self._suggested), "reason": why[:200]}
+        return self._candidate_action(0, "default", why[:200])
+
+    def _candidate_action(self, index: int, stated: str, reason: str) -> dict[str, Any]:
+        """The action that runs suggested candidate ``index``: the call as written (``stated``: its reason) and
+        the trial's params, key and reason."""
+        candidates = self._draw()
+        params = candidates[index].params
+        return {"args": {"candidate": index, "reason": stated}, "params": params, "key": params_key(params),
+                "candidate": index, "of": len(candidates), "reason": reason}
 
 
 def agent_block(planner: AgentPlanner, origins: list[str], with_all: float | None, without: float | None,
