@@ -102,7 +102,8 @@ class ExperimentView:
         if not isinstance(changes, dict) or not changes:
             return None, "changes must name the experiment's settings (prune, quantize, ...)"
         space = self.d.space.choices
-        wrong = [f"{k}: one of {space[k]}" for k, v in changes.items() if k not in space or v not in space[k]]
+        wrong = [f"{k}: not a setting (settings: {', '.join(space)})" if k not in space else f"{k}: one of {space[k]}"
+                 for k, v in changes.items() if k not in space or v not in space[k]]
         if wrong:
             return None, "; ".join(wrong)[:400]
         params = {k: v[0] for k, v in space.items()} | changes

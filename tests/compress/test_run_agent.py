@@ -115,3 +115,14 @@ def test_agent_compress_killed_resumes_from_its_checkpoint(in_tmp: Path, tiny_mo
     assert len(set(keys)) == 4, "an experiment ran twice"
     block = json.loads((run / "results.json").read_text())["agent"]
     assert block["tool_calls"] >= 4 and block["trials_by_agent"] + block["trials_by_guard"] == 3
+
+
+def test_an_unknown_setting_is_named_not_a_crash() -> None:
+    from agentlab.compress.agent import ExperimentView
+    from agentlab.compress.space import Space
+
+    class Domain:
+        space = Space.build(n_layers=4, cuda=False)
+
+    config, error = ExperimentView(Domain()).config({"prune": "magnitude", "speed": "max"})  # type: ignore[arg-type]
+    assert config is None and error.startswith("speed: not a setting (settings: prune, sparsity")
