@@ -118,7 +118,7 @@ NAS = {"data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_le
 
 @pytest.mark.parametrize("point, name, nth, after, path", [
     ("checkpoint", "best_model.safetensors", 2, False, "best_model.safetensors"),
-    ("study", "scaler.json", 2, True, "study.db"),  # scaler.json: the last file of a trial, then the study commit
+    ("study", "predictions.json", 2, True, "study.db"),  # predictions.json: a trial's last file, then the study commit
     ("state", "agent_state.json", 2, False, "agent_state.json"),
     ("plot", "optimization_history.png", 1, False, "optimization_history.png"),
 ])
