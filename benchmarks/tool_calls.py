@@ -45,10 +45,13 @@ from typing import Any
 
 from agentlab.core.errors import AllModelsFailed
 from agentlab.core.llm import GenParams, LLMConfig, Router
+from agentlab.core.llm.tools import tool_gate
 from agentlab.testing.gateway import serve_process, stop_process
 from agentlab.testing.server import spawn_server_process
 
 CATEGORIES = ("simple_python", "multiple", "parallel", "irrelevance")
+# Unseen data: never tuned on, read only to check that the gate's rule carries over.
+LIVE = ("live_simple", "live_multiple", "live_parallel", "live_relevance", "live_irrelevance")
 MODES = ("free", "grammar")
 TYPES = {"dict": "object", "float": "number", "tuple": "array"}
 
@@ -246,6 +249,17 @@ def throughput(items: list[dict[str, Any]], recorded: dict[str, dict[str, Any]],
             proc.wait()
 
 
+def gate_table(data: Path) -> list[str]:
+    """Per category, every item: the share that ``tool_gate`` lets through to a call (computed in code, no model):
+    for the categories that need a call, what the gate may cost; for the irrelevance ones, what it saves."""
+    lines = ["| category | items | let through to a call | answered in text |", "|---|---|---|---|"]
+    for category in (*CATEGORIES, *LIVE):
+        items = load_items(data, category, 0, 0)
+        through = sum(tool_gate(i["question"][0], request_params(i)).tool_choice != "none" for i in items)
+        lines.append(f"| {category} | {len(items)} | {through / len(items):.3f} | {1 - through / len(items):.3f} |")
+    return lines
+
+
 def row(category: str, mode: str, results: list[dict[str, Any]]) -> str:
     n = len(results)
     return (f"| {category} | {mode} | {n} | {sum(r['correct'] for r in results) / n:.2f} | "
@@ -263,7 +277,7 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--latency", type=float, default=0.25, help="the replaying upstream's latency, seconds")
-    ap.add_argument("--requests", type=int, default=200, help="requests per throughput round")
+    ap.add_argument("--requests", type=int, default=200, help="requests per throughput round (0: no gateway)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="write every item's answer and verdict here (JSON)")
@@ -277,6 +291,8 @@ def main() -> None:
     items = {c: load_items(data, c, args.per_category, args.seed) for c in categories}
     print(f"BFCL v4 ({data}), seed {args.seed}, {args.per_category or 'all'} per category; SmolLM2-135M Q4_1 "
           f"through agentlab's router, temperature 0, tool_choice auto")
+    print("\ntool_gate on every item (the live_* files: unseen data, never tuned on):")
+    print("\n".join(gate_table(data)) + "\n")
     rows: list[str] = []
     dump: dict[str, Any] = json.loads(args.replay.read_text(encoding="utf-8")) if args.replay else {}
     if not args.replay:
@@ -304,6 +320,8 @@ def main() -> None:
     print("\n".join(rows))
     if args.out and not args.replay:
         args.out.write_text(json.dumps(dump, indent=1), encoding="utf-8")
+    if args.requests <= 0:
+        return
     every = [i for c in categories for i in items[c]]
     direct, gateway = throughput(every, recorded, args.latency, args.requests, args.concurrency, args.rounds)
     print(f"\nreplayed through the gateway ({len(every)} items, {args.requests} requests a round, concurrency "

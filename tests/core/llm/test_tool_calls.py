@@ -300,3 +300,46 @@ def test_hf_reads_calls_from_the_text() -> None:
     assert (out, finish, [(c.name, c.args) for c in calls]) == ("Sure.", "tool_calls",
                                                                [("set_mode", {"mode": "eco", "level": 2})])
     assert _tool_calls(text, "stop", GenParams()) == (text, "stop", [])
+
+
+# ----------------------------------------------------------------------- auto on a small local model: gate, repeats
+
+AREA = {"type": "function", "function": {
+    "name": "triangle_area", "description": "Area of a triangle from its base and height.",
+    "parameters": {"type": "object", "properties": {"base": {"type": "number"}, "height": {"type": "number"}}}}}
+
+
+@pytest.mark.parametrize("messages, params, choice", [
+    (ASK, GenParams(tools=[WEATHER, NEWS], tool_choice="auto"), "auto"),  # "weather" is in the tool's name
+    (ASK, GenParams(tools=[AREA], tool_choice="auto"), "none"),  # nothing in common: answered in text
+    (ASK, GenParams(tools=[AREA]), "none"),  # tool_choice unset is auto
+    (ASK, GenParams(tools=[AREA], tool_choice="required"), "required"),  # only auto is gated
+    (ASK, GenParams(tools=[AREA], tool_choice="auto", extra={"tool_gate": False}), "auto"),  # switched off
+    ([{"role": "user", "content": "How big is a triangle with base 3 and height 4?"}],
+     GenParams(tools=[AREA], tool_choice="auto"), "auto"),  # a parameter's name counts
+    ([*ASK, {"role": "tool", "tool_call_id": "c1", "content": "21 C"}],
+     GenParams(tools=[AREA], tool_choice="auto"), "auto"),  # after a tool result: not a fresh question
+    ([{"role": "user", "content": [{"type": "text", "text": "The areaOfTriangles please"}]}],
+     GenParams(tools=[AREA], tool_choice="auto"), "auto"),  # content parts, camelCase split
+])
+def test_tool_gate_answers_in_text_only_when_no_tool_shares_a_word(messages: list[dict[str, Any]],
+                                                                   params: GenParams, choice: str) -> None:
+    from agentlab.core.llm.tools import tool_gate
+
+    gated = tool_gate(messages, params)
+    assert gated.tool_choice == choice
+    assert gated.tools == params.tools  # the tools stay: the reply is still checked against them
+
+
+def test_close_repeats_keeps_the_distinct_calls_of_a_looping_reply() -> None:
+    from agentlab.core.llm.tools import close_repeats
+
+    one, two = '{"name": "f", "arguments": {"a": 1}}', '{"name": "f", "arguments": {"a": 2}}'
+    looped = f"<tool_call>[{one}, {two},\n {one}, " + '{"name": "f", "argu'
+    closed = close_repeats(looped)
+    assert closed is not None
+    text, calls = parse_tagged(closed)
+    assert text == "" and [json.loads(c.arguments) for c in calls] == [{"a": 1}, {"a": 2}]
+    assert close_repeats(f"<tool_call>[{one}, {two}, " + '{"na') is None  # cut, but not looping
+    assert close_repeats(f"<tool_call>[{one}, {one}]</tool_call>") is None  # a closed block is the model's
+    assert close_repeats("no call here") is None and close_repeats("<tool_call>{") is None

@@ -83,3 +83,28 @@ def test_named_tool_through_the_gateway_plain_and_streamed() -> None:
             "tool_calls"]
     finally:
         gw.stop()
+
+
+CIRCLE = {"type": "function", "function": {
+    "name": "circle_area", "description": "Area of a circle from its radius.",
+    "parameters": {"type": "object", "properties": {"radius": {"type": "number"}}, "required": ["radius"]}}}
+GCD = {"type": "function", "function": {
+    "name": "number_gcd", "description": "Compute the greatest common divisor of two given integers.",
+    "parameters": {"type": "object", "required": ["number1", "number2"], "properties": {
+        "number1": {"type": "integer", "description": "The first integer."},
+        "number2": {"type": "integer", "description": "The second integer."}}}}}
+
+
+def test_auto_answers_an_unrelated_question_in_text_and_a_looping_reply_stops_at_its_repeat(router: Router) -> None:
+    unrelated = router.generate_sync([{"role": "user", "content": "Who wrote Hamlet?"}],
+                                     params=GenParams(tools=[CIRCLE], tool_choice="auto"))
+    assert unrelated.completion.tool_calls == [] and unrelated.text.strip()  # tool_gate: no shared word
+    # Greedy under the grammar, SmolLM2 writes this call, then the same call again and again until max_tokens (no
+    # call parsed at all before the repeat watch); now it stops at the repeat with its distinct calls.
+    ask = [{"role": "user", "content": "Can you help me find the greatest common divisor of the following pairs of "
+                                       "integers: (45, 60) and (81, 63)? Please use the gcd function."}]
+    params = GenParams(tools=[GCD], tool_choice="auto", max_tokens=128)
+    rc = router.generate_sync(ask, params=params)
+    calls = [json.loads(c.arguments) for c in rc.completion.tool_calls]
+    assert calls and len({json.dumps(c, sort_keys=True) for c in calls}) == len(calls)  # no call twice
+    assert rc.completion.finish_reason == "tool_calls" and rc.completion.usage.completion_tokens < 128

@@ -63,7 +63,15 @@ from agentlab.core.llm.config import HFProviderConfig, ResourceConfig
 from agentlab.core.llm.grammar import LLGuidanceMatcher, check_grammar, grammar_mask, ll_tokenizer, tool_lark
 from agentlab.core.llm.resources import check_fits, estimate_hf, register_loaded, unregister_loaded
 from agentlab.core.llm.scoring import complete_hf
-from agentlab.core.llm.tools import parse_tagged, render_tool_messages, tool_constraint, wants_calls, without_tools
+from agentlab.core.llm.tools import (
+    close_repeats,
+    parse_tagged,
+    render_tool_messages,
+    tool_constraint,
+    tool_gate,
+    wants_calls,
+    without_tools,
+)
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models import multilora
 from agentlab.core.models.device import dtype_name, resolve_device_dtype
@@ -427,6 +435,7 @@ class HFProvider:
             raise LLMError(f"{self.name}: unknown adapter '{adapter}' (known: {known})", "bad_request", model=model,
                            hint=f"use one of the adapters of providers.{self.name}.adapters, or drop the param")
         extra: dict[str, Any] = {}
+        params = tool_gate(messages, params)
         constraint = tool_constraint(messages, params)
         grammar = tool_lark(*constraint) if constraint is not None else None
         if grammar is not None:
@@ -806,6 +815,9 @@ def _tool_calls(text: str, finish: str, params: GenParams) -> tuple[str, str, li
     ``tool_grammar: false``; the router validates them either way and repairs once)."""
     if not params.tools:
         return text, finish, []
+    if finish == "length":  # cut while looping on a call: its distinct calls, the block closed
+        closed = close_repeats(text)
+        text, finish = (closed, "stop") if closed is not None else (text, finish)
     text, calls = parse_tagged(text)
     return text, "tool_calls" if calls and finish != "length" else finish, calls
 

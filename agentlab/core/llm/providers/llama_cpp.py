@@ -21,7 +21,9 @@ always parses and validates. ``required`` and a named tool ask for at least one 
 results). A chat template that handles tools itself (it mentions ``tools``) is given them; any other template gets
 SmolLM2's system prompt listing the tools as JSON, and every template gets earlier calls and tool results as text
 (``tools.render_tool_messages``). A model param ``tool_grammar: false`` turns the grammar off (the same prompt, the
-calls read from free text: the BFCL benchmark's baseline).
+calls read from free text: the BFCL benchmark's baseline). Under ``auto``, a question that shares no content word with
+any tool is answered in text (``tools.tool_gate``; model param ``tool_gate: false`` turns that off), and a reply that
+starts repeating one of its calls is stopped there and closed after its distinct calls (``_repeat_watch``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,15 @@ from agentlab.core.llm.resources import (
     unregister_loaded,
 )
 from agentlab.core.llm.scoring import complete_llama
-from agentlab.core.llm.tools import parse_tagged, render_tool_messages, tool_constraint, wants_calls, without_tools
+from agentlab.core.llm.tools import (
+    close_repeats,
+    parse_tagged,
+    render_tool_messages,
+    tool_constraint,
+    tool_gate,
+    wants_calls,
+    without_tools,
+)
 from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
@@ -125,6 +135,9 @@ class _Job:
         self.cancelled = False
         self.timed_out = False
         self.context_full = False
+        # Set for a request whose calls may repeat (see ``_repeat_watch``): called with the generated token ids.
+        self.watch: Callable[[Any], bool] | None = None
+        self.repeated = False
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -137,7 +150,9 @@ class _Job:
             self.context_full = True
         if not self.timed_out and self.remaining() <= 0:
             self.timed_out = True
-        return self.cancelled or self.timed_out or self.context_full
+        if self.watch is not None and not self.repeated and self.watch(input_ids):
+            self.repeated = True
+        return self.cancelled or self.timed_out or self.context_full or self.repeated
 
 
 class LlamaCppProvider:
@@ -293,7 +308,10 @@ class LlamaCppProvider:
             raise _timeout(model, job, "waiting for the model (another request holds it)")
         streamer = None
         try:
+            params = tool_gate(messages, params)
             tokens, kwargs = self._prepare(loaded, model, messages, params)
+            if "grammar" in kwargs and params.tools and params.parallel_tool_calls is not False:
+                job.watch = _repeat_watch(loaded.llm, len(tokens))
             if on_text is not None:
                 streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
                 loaded.on_token = streamer.add_token
@@ -312,6 +330,8 @@ class LlamaCppProvider:
             raise _timeout(model, job, f"after {usage['completion_tokens']} tokens")
         text = choice["text"] if streamer is None else streamer.finish(choice["text"])
         finish = "length" if job.context_full else choice["finish_reason"]
+        if job.repeated:  # the model looped on a call: its distinct calls, the block closed
+            text, finish = close_repeats(text) or text, "stop"
         calls: list[ToolCall] = []
         if params.tools:
             text, calls = parse_tagged(text)
@@ -401,6 +421,19 @@ class LlamaCppProvider:
 
     async def aclose(self) -> None:
         """Nothing to do: loaded models are shared by the whole process (``unload_all`` frees them)."""
+
+
+def _repeat_watch(llm: Any, n_prompt: int) -> Callable[[Any], bool]:
+    """Whether the calls generated so far repeat one (``tools.close_repeats``): checked when a token closes a brace,
+    so greedy decoding that loops on its first call stops there instead of running to ``max_tokens`` (it did on
+    every BFCL ``parallel`` item before this check)."""
+    def watch(input_ids: Any) -> bool:
+        if len(input_ids) <= n_prompt or b"}" not in llm.detokenize([int(input_ids[-1])]):
+            return False
+        text = llm.detokenize([int(t) for t in input_ids[n_prompt:]]).decode("utf-8", "replace")
+        return close_repeats(text) is not None
+
+    return watch
 
 
 def _timeout(model: str, job: _Job, during: str) -> LLMError:
