@@ -53,6 +53,7 @@ CATEGORIES = ("simple_python", "multiple", "parallel", "irrelevance")
 # Unseen data: never tuned on, read only to check that the gate's rule carries over.
 LIVE = ("live_simple", "live_multiple", "live_parallel", "live_relevance", "live_irrelevance")
 MODES = ("free", "grammar")
+SERVED = "served"  # the grammar mode's model behind `agentlab serve`, asked over HTTP: accuracy through the gateway
 TYPES = {"dict": "object", "float": "number", "tuple": "array"}
 
 # Runs under bfcl-eval's venv: reads [{"category", "function", "output", "answer"}] on stdin, prints one verdict per
@@ -133,12 +134,42 @@ def request_params(item: dict[str, Any]) -> GenParams:
 
 
 def local_config(max_tokens: int) -> LLMConfig:
+    return LLMConfig.model_validate(local_llm(max_tokens))
+
+
+def local_llm(max_tokens: int) -> dict[str, Any]:
     params = {"temperature": 0, "max_tokens": max_tokens}
-    return LLMConfig.model_validate({
+    return {
         "providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096, "seed": 0}},
         "models": {"grammar": {"provider": "local", "model": "smollm2-135m", "params": params},
                    "free": {"provider": "local", "model": "smollm2-135m", "params": {**params, "tool_grammar": False}}},
-        "routes": {mode: {"primary": [mode]} for mode in MODES}, "retries": 0, "timeout_s": 300})
+        "routes": {mode: {"primary": [mode]} for mode in MODES}, "retries": 0, "timeout_s": 300}
+
+
+def run_served(python: str, items: dict[str, list[dict[str, Any]]], max_tokens: int) -> dict[str, list[Any]]:
+    """Every item through ``python -m agentlab serve`` over the local grammar model (its own process), asked by a
+    router over HTTP with the item's tools, as any OpenAI client would: BFCL's verdict on what came back."""
+    os.environ.setdefault("BENCH_UPSTREAM_KEY", "sk-bench")
+    out: dict[str, list[Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-tool-calls-served-") as tmp:
+        proc, base_url = serve_process(local_llm(max_tokens), Path(tmp), timeout=300)
+        http = {"providers": {"gw": {"kind": "openai", "base_url": base_url, "api_key_env": "BENCH_UPSTREAM_KEY"}},
+                "models": {SERVED: {"provider": "gw", "model": "grammar"}},
+                "routes": {SERVED: {"primary": [SERVED]}}, "retries": 0, "timeout_s": 600}
+        try:
+            with Router(LLMConfig.model_validate(http), on_event=None) as router:
+                invalid: list[str] = []
+                router.on_event = (lambda kind, **f: invalid.append(f.get("error", ""))
+                                   if kind == "invalid_tool_call" else None)
+                for category, group in items.items():
+                    results = [ask(router, SERVED, item, invalid) for item in group]
+                    for res, ok in zip(results, check(python, group, results), strict=True):
+                        res["correct"] = ok
+                    out[category] = results
+                    print(row(category, SERVED, results), flush=True)
+        finally:
+            stop_process(proc)
+    return out
 
 
 def ask(router: Router, mode: str, item: dict[str, Any], invalid: list[str]) -> dict[str, Any]:
@@ -274,7 +305,8 @@ def main() -> None:
     ap.add_argument("--per-category", type=int, default=20, help="seeded sample per category (0: all items)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--categories", default=",".join(CATEGORIES))
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=",".join(MODES), help=f"free, grammar, {SERVED} (the grammar model behind "
+                    "agentlab serve, over HTTP)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--latency", type=float, default=0.25, help="the replaying upstream's latency, seconds")
     ap.add_argument("--requests", type=int, default=200, help="requests per throughput round (0: no gateway)")
@@ -301,13 +333,16 @@ def main() -> None:
             router.on_event = (lambda kind, **f: invalid.append(f.get("error", ""))
                                if kind == "invalid_tool_call" else None)
             for category in categories:
-                for mode in modes:
+                for mode in (m for m in modes if m != SERVED):
                     results = [ask(router, mode, item, invalid) for item in items[category]]
                     verdicts = check(args.bfcl_python, items[category], results)
                     for res, ok in zip(results, verdicts, strict=True):
                         res["correct"] = ok
                     dump[f"{category}/{mode}"] = results
                     print(row(category, mode, results), flush=True)
+        if SERVED in modes:
+            for category, results in run_served(args.bfcl_python, items, args.max_tokens).items():
+                dump[f"{category}/{SERVED}"] = results
     recorded: dict[str, dict[str, Any]] = {}
     for category in categories:
         for mode in modes:
