@@ -1,8 +1,10 @@
 """compress's side of the ``agent`` planner (``core.search.agent``): its experiments as the agent sees them
 (``ExperimentView``) and its tools, every result computed in code: ``measure_base`` (the base model's measured
 figures), ``pareto_front`` (the feasible front so far), ``workspace`` (what each technique did to this model in
-earlier runs, from the workspace). The system prompt carries the knowledge base: the techniques, what each costs
-and buys, with the figures measured on this machine where the workspace has them.
+earlier runs, from the workspace), ``evaluate`` (an lm-eval task on the base or a finished experiment:
+``compress.evaluate``), and two sub-agents: ``recovery`` (which recovery, how many steps) and ``evaluation`` (which
+task and how many questions settle a question about an accuracy). The system prompt carries the knowledge base:
+the techniques, what each costs and buys, with the figures measured on this machine where the workspace has them.
 
 An experiment is "a new best" for the guard when it grows the hypervolume of the feasible experiments (the same
 rule the llm planner's bandit uses), so the guard hands the search to NSGA-II when the agent's experiments stop
@@ -288,7 +290,7 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
         if acc is not None and base_acc is not None:
             diff = acc - base_acc
             lines.append(f"- difference {diff:+.3f} (not paired item by item)")
-    earlier = evaluator.results(target) + ([] if target == "base" else evaluator.results("base"))
+    earlier = evaluator.results(found[target]) + ([] if target == "base" else evaluator.results(found["base"]))
     sd = 0.5
     for result in earlier:
         lines.append(f"evaluated: {describe(result)}")

@@ -145,14 +145,15 @@ class Evaluator:
                 best = found["items"]
         return best
 
-    def results(self, target_id: str) -> list[dict[str, Any]]:
-        """The cached evaluations of ``target_id`` ("base" or an experiment's index), with the paired difference
-        against the base where the base was scored on the same items."""
+    def results(self, target: Target) -> list[dict[str, Any]]:
+        """The cached evaluations of ``target``, with the paired difference against the base where the base was
+        scored on the same items."""
         out = []
-        for path in sorted(self.folder.glob(f"{target_id}-*.json")):
+        for path in sorted(self.folder.glob(f"{target.id}-*.json")):
             found = read_json(path)
-            if isinstance(found, dict) and found.get("target") == target_id:
-                base = None if target_id == "base" else self.base_items(str(found.get("task")))
+            if isinstance(found, dict) and found.get("target") == target.id and \
+                    found.get("experiment") == target.experiment:
+                base = None if target.id == "base" else self.base_items(str(found.get("task")))
                 out.append({**found, "cached": True,
                             "paired": paired_difference(found["items"], base) if base else None})
         return out
@@ -177,8 +178,9 @@ class Evaluator:
             if not values:
                 raise AgentlabError(f"evaluate: {task} scored no item on {target.label}")
             low, high = accuracy_interval(values)
-            found = {"target": target.id, "label": target.label, "task": task, "limit": limit, "metric": metric,
-                     "n": len(values), "accuracy": sum(values) / len(values), "low": low, "high": high,
+            found = {"target": target.id, "label": target.label, "experiment": target.experiment, "task": task,
+                     "limit": limit, "metric": metric, "n": len(values), "accuracy": sum(values) / len(values),
+                     "low": low, "high": high,
                      "model": how, "seconds": round(time.perf_counter() - start, 2), "items": items}
             atomic_write_json(path, found)
             cached = False

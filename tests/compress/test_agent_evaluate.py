@@ -112,12 +112,17 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert block["trials_by_agent"] == 2 and block["tool_calls"] == model.steps - 1 == 9
     assert block["rejected_calls"] == 0
 
-    # a resumed run reads the evaluation back: nothing is scored again
+    # a resumed run reads the evaluation back: nothing is scored again; a GGUF experiment is scored on the file it kept
     again_model = ScriptAgent([("evaluate", {"target": "1", **score}),
+                               ("try_experiment", {"changes": {"quantize": "gguf", "gguf_type": "Q8_0"},
+                                                   "reason": "r"}),
+                               ("evaluate", {"target": "3", **score}),
                                ("try_experiment", {"changes": {"quantize": "torch_dynamic_int8"}, "reason": "r"})])
-    resumed = run_compression(resume=run, agent_model=again_model, overrides=["max_iterations=3"])
-    assert len(resumed["experiments"]) == 4
-    assert [(e["target"], e["cached"]) for e in _events(run, "agent_evaluate")][-1] == ("1", True)
+    resumed = run_compression(resume=run, agent_model=again_model, overrides=["max_iterations=4"])
+    assert [r["label"] for r in resumed["experiments"][3:]] == ["gguf Q8_0", "torch_dynamic_int8"]
+    assert [(e["target"], e["cached"]) for e in _events(run, "agent_evaluate")][-2:] == [("1", True), ("3", False)]
+    gguf = [m["content"] for m in again_model.seen[-1] if m.get("role") == "tool"][-1]
+    assert "Model: the GGUF the experiment kept (" in gguf and "against the base on the same 10 items" in gguf
 
 
 def test_an_experiment_with_recovery_keeps_no_model(tmp_path: Path) -> None:
@@ -128,7 +133,7 @@ def test_an_experiment_with_recovery_keeps_no_model(tmp_path: Path) -> None:
 
     inputs = Inputs(model="unused", device="cpu", eval_text="a", calib_text="b", questions=[],
                     measure=MeasureSettings())
-    exp = {"prune": PRUNE, "recover": {"method": "lora", "steps": 40, "lr": 2e-4}}
+    exp = {"prune": {"method": "magnitude", "sparsity": 0.5}, "recover": {"method": "lora", "steps": 40, "lr": 2e-4}}
     with pytest.raises(AgentlabError, match=r"experiment 3 \(m\) keeps no model: .* \(lora, 40 steps\)"):
         Evaluator(inputs, tmp_path).evaluate(Target("3", "m", exp, {}), TASK, 10)
     assert not list(tmp_path.glob("*.json"))
