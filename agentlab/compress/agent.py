@@ -298,7 +298,8 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
         if paired and paired["n"] > 1:
             diff = paired["diff"]
             sd = max(0.05, math.sqrt(max(0.0, (paired["better"] + paired["worse"]) / paired["n"] - diff ** 2)))
-    lines.append(f"items needed for a paired 90% interval narrower than the difference: {items_needed(diff, sd)}")
+    lines.append(f"items needed for a paired 90% interval narrower than the difference: {items_needed(diff, sd)}"
+                 + (" (no difference measured: the most offered)" if not diff else ""))
     lines.append("tasks (items): " + ", ".join(f"{t} ({task_items(t) or '?'})" for t in evaluator.tasks))
     schema = {"type": "object", "properties": {
         "task": {"type": "string", "enum": list(evaluator.tasks)},
