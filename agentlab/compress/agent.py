@@ -1,8 +1,10 @@
 """compress's side of the ``agent`` planner (``core.search.agent``): its experiments as the agent sees them
 (``ExperimentView``) and its tools, every result computed in code: ``measure_base`` (the base model's measured
 figures), ``pareto_front`` (the feasible front so far), ``workspace`` (what each technique did to this model in
-earlier runs, from the workspace). The system prompt carries the knowledge base: the techniques, what each costs
-and buys, with the figures measured on this machine where the workspace has them.
+earlier runs, from the workspace), ``evaluate`` (an lm-eval task on the base or a finished experiment:
+``compress.evaluate``), and two sub-agents: ``recovery`` (which recovery, how many steps) and ``evaluation`` (which
+task and how many questions settle a question about an accuracy). The system prompt carries the knowledge base:
+the techniques, what each costs and buys, with the figures measured on this machine where the workspace has them.
 
 An experiment is "a new best" for the guard when it grows the hypervolume of the feasible experiments (the same
 rule the llm planner's bandit uses), so the guard hands the search to NSGA-II when the agent's experiments stop
@@ -11,18 +13,21 @@ growing the front."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agentlab.compress.config import Experiment
+from agentlab.compress.evaluate import LIMITS, Z90, Evaluator, Target, describe, measured_line, task_items
 from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains
 from agentlab.compress.report import fmt
 from agentlab.compress.space import experiment_key, to_experiment, to_params
 from agentlab.compress.workspace import Workspace
 from agentlab.core.agent.runtime import AgentModel, Tool
 from agentlab.core.agent.subagent import SubAgent
+from agentlab.core.errors import AgentlabError
 from agentlab.core.search.agent import AgentKit, Done
 from agentlab.core.search.planners import PlanContext, params_key
 from agentlab.core.search.prompts import plan_schema
@@ -208,10 +213,117 @@ def recovery(domain: ExperimentDomain, workspace: Workspace, model_hash: str, mo
             f"To run it: try_experiment with changes {json.dumps(settings, sort_keys=True)}")
 
 
+def targets(domain: ExperimentDomain) -> dict[str, Target]:
+    """What ``evaluate`` can score: "base" and each finished experiment, by its index."""
+    out = {"base": Target("base", "base model", None, {})}
+    for r in domain.records[1:]:
+        if r.get("state") == "done" and r.get("experiment"):
+            out[str(r["index"])] = Target(str(r["index"]), str(r.get("label")), r["experiment"], r.get("steps") or {})
+    return out
+
+
+def evaluate_schema(ids: list[str], tasks: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": {
+        "target": {"type": "string", "enum": ids},
+        "task": {"type": "string", "enum": tasks},
+        "limit": {"type": "integer", "minimum": LIMITS[0], "maximum": LIMITS[1]}},
+        "required": ["target", "task", "limit"], "additionalProperties": False}
+
+
+def evaluate(evaluator: Evaluator, domain: ExperimentDomain, args: dict[str, Any],
+             on_event: Callable[..., None] | None = None) -> str:
+    """The ``evaluate`` tool: its arguments checked (a scripted or unconstrained model's too), then the evaluation
+    (cached) in words; a bad argument is an ``AgentlabError`` the agent reads."""
+    found = targets(domain)
+    target, task, limit = args.get("target"), args.get("task"), args.get("limit")
+    if str(target) not in found:
+        raise AgentlabError(f"evaluate: target {target!r} is not the base or a finished experiment "
+                            f"(one of {', '.join(found)})")
+    if task not in evaluator.tasks:
+        raise AgentlabError(f"evaluate: task {task!r} is not offered (one of {', '.join(evaluator.tasks)})")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not LIMITS[0] <= limit <= LIMITS[1]:
+        raise AgentlabError(f"evaluate: limit {limit!r} must be a whole number of questions from {LIMITS[0]} to "
+                            f"{LIMITS[1]}")
+    result = evaluator.evaluate(found[str(target)], str(task), limit)
+    if on_event is not None:
+        on_event("agent_evaluate", target=result["target"], label=result["label"], task=result["task"],
+                 limit=limit, n=result["n"], metric=result["metric"], accuracy=result["accuracy"],
+                 low=result["low"], high=result["high"], paired=result["paired"], cached=result["cached"],
+                 seconds=0.0 if result["cached"] else result["seconds"])
+    return describe(result)
+
+
+EVALUATION_SYSTEM = ("You are the evaluation sub-agent of a model compression search. An accuracy measured on few "
+                     "questions is noisy: a drop can be chance. Given the question, the figures measured so far with "
+                     "their 90% intervals, and the items needed computed from them, choose the task and how many "
+                     "questions would settle it: more questions for a small difference, a task that tests what the "
+                     "compression may have broken. Answer with the answer tool.")
+EVAL_LIMITS = (10, 20, 50, 100, 200)
+
+
+def items_needed(diff: float | None, sd: float = 0.5) -> int:
+    """Items a paired 90% interval needs so its half-width is below ``|diff|`` (``sd``: of a per-item
+    difference), within ``LIMITS``."""
+    if diff is None or abs(diff) < 1e-9:
+        return LIMITS[1]
+    return max(LIMITS[0], min(LIMITS[1], math.ceil((Z90 * sd / abs(diff)) ** 2)))
+
+
+def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel, question: str, target: str,
+               on_event: Callable[..., None] | None = None) -> str:
+    """The evaluation sub-agent's advice for ``question`` about ``target``: the task and the questions (validated),
+    and the exact ``evaluate`` calls to make."""
+    found = targets(domain)
+    if target not in found:
+        raise AgentlabError(f"evaluation: target {target!r} is not the base or a finished experiment "
+                            f"(one of {', '.join(found)})")
+    n = evaluator.measured_n()
+    base_record = domain.records[0] if domain.records else {}
+    record = next((r for r in domain.records[1:] if str(r.get("index")) == target), base_record)
+    lines = [f"question: {question}", f"measured by the search on {n} questions each:",
+             f"- {measured_line(base_record, n)}"]
+    diff = None
+    if target != "base":
+        lines.append(f"- {measured_line(record, n)}")
+        acc, base_acc = (record.get("metrics") or {}).get("accuracy"), (base_record.get("metrics") or {}).get(
+            "accuracy")
+        if acc is not None and base_acc is not None:
+            diff = acc - base_acc
+            lines.append(f"- difference {diff:+.3f} (not paired item by item)")
+    earlier = evaluator.results(found[target]) + ([] if target == "base" else evaluator.results(found["base"]))
+    sd = 0.5
+    for result in earlier:
+        lines.append(f"evaluated: {describe(result)}")
+        paired = result.get("paired")
+        if paired and paired["n"] > 1:
+            diff = paired["diff"]
+            sd = max(0.05, math.sqrt(max(0.0, (paired["better"] + paired["worse"]) / paired["n"] - diff ** 2)))
+    lines.append(f"items needed for a paired 90% interval narrower than the difference: {items_needed(diff, sd)}"
+                 + (" (no difference measured: the most offered)" if not diff else ""))
+    lines.append("tasks (items): " + ", ".join(f"{t} ({task_items(t) or '?'})" for t in evaluator.tasks))
+    schema = {"type": "object", "properties": {
+        "task": {"type": "string", "enum": list(evaluator.tasks)},
+        "limit": {"type": "integer", "enum": list(EVAL_LIMITS)},
+        "reason": {"type": "string", "maxLength": 120, "pattern": "^[ !#-\\[\\]-~]{0,120}$"}},
+        "required": ["task", "limit", "reason"], "additionalProperties": False}
+    agent = SubAgent("evaluation", EVALUATION_SYSTEM, schema, model, on_event=on_event)
+    answer, problem = agent.ask("\n".join(lines))
+    if answer is None:
+        return f"the evaluation sub-agent gave no answer ({problem}); without advice, {items_needed(diff, sd)} " \
+               f"questions of {evaluator.tasks[0]} is what the figures call for"
+    task, limit = answer["task"], answer["limit"]
+    items = task_items(task)
+    note = f" ({task} has {items} items: all of them)" if items is not None and limit > items else ""
+    calls = [json.dumps({"target": t, "task": task, "limit": limit}) for t in dict.fromkeys([target, "base"])]
+    return (f"evaluation sub-agent: {task}, {limit} questions{note} ({answer.get('reason', '')}). To settle it: "
+            + " then ".join(f"evaluate {c}" for c in calls))
+
+
 def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], workspace: Workspace,
-                 model_hash: str, on_event: Callable[..., None] | None = None) -> AgentKit:
+                 model_hash: str, on_event: Callable[..., None] | None = None,
+                 evaluator: Evaluator | None = None) -> AgentKit:
     """The agent's kit for compress; ``base_metrics()``: the base model's measurement (taken before the agent's
-    first step)."""
+    first step); ``evaluator``: the ``evaluate`` tool and the ``evaluation`` sub-agent (None: neither)."""
     measured = measured_techniques(workspace, model_hash)
 
     def base_line() -> str:
@@ -223,7 +335,7 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
         assert isinstance(domain, ExperimentDomain)
         view = ExperimentView(domain)
         settings = view.changes_schema()
-        return [
+        out = [
             Tool("recovery", "ask the recovery sub-agent which recovery (none, lora, distill) and how many steps "
                  "suit these prune settings, given the damage measured so far",
                  {"type": "object", "properties": {"changes": settings}, "required": ["changes"],
@@ -238,6 +350,23 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
             Tool("workspace", "what each technique did to this model in earlier runs on this machine",
                  {"type": "object", "properties": {}}, lambda args: measured or "no earlier runs of this model"),
         ]
+        if evaluator is not None:
+            ids = list(targets(domain))
+            out += [
+                Tool("evaluate", "score the base model or a finished experiment on an lm-eval task's first `limit` "
+                     "questions: accuracy with a 90% interval, and against the base on the same items; not an "
+                     "experiment (the budget is not used)", evaluate_schema(ids, list(evaluator.tasks)),
+                     lambda args: evaluate(evaluator, domain, args, on_event)),
+                Tool("evaluation", "ask the evaluation sub-agent which task and how many questions would settle a "
+                     "question about an experiment's accuracy (is its drop real?)",
+                     {"type": "object", "properties": {
+                         "question": {"type": "string", "maxLength": 160, "pattern": "^[ !#-\\[\\]-~]{0,160}$"},
+                         "target": {"type": "string", "enum": ids}},
+                      "required": ["question", "target"], "additionalProperties": False},
+                     lambda args: evaluation(evaluator, domain, model, str(args.get("question", ""))[:300],
+                                             str(args.get("target")), on_event)),
+            ]
+        return out
 
     return AgentKit(what=f"a model compression search; the goal: {domain_goal}",
                     facts=lambda: "\n".join(x for x in (f"base model: {base_line()}", TECHNIQUES, measured) if x),
@@ -246,4 +375,4 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
                     knowledge=Path(workspace.root) / "agent_knowledge.json", signature=model_hash[:16])
 
 
-__all__ = ["ExperimentView", "compress_kit", "measured_techniques", "Experiment"]
+__all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "measured_techniques", "targets", "Experiment"]

@@ -127,37 +127,46 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
     """Apply ``exp`` (None: the base model as it is) and measure the result; ``work`` holds its files (removed after,
     except a GGUF, which is the result)."""
     work.mkdir(parents=True, exist_ok=True)
-    steps: dict[str, Any] = {}
     start = time.perf_counter()
     with track_energy(country_iso_code=inputs.measure.country) as energy:
-        seed_everything(inputs.seed)
-        tick("loading")
-        model, tokenizer = load_causal_lm(inputs.model, device=inputs.device, dtype=inputs.measure.dtype)
-        if exp is not None and exp.prune is not None:
-            tick("pruning")
-            steps["prune"] = _prune(model, tokenizer, exp, inputs)
-        if exp is not None and exp.recover is not None:
-            tick(f"recovery ({exp.recover.method})")
-            steps["recover"] = _recover(model, tokenizer, exp, inputs)
-        # counted before quantization: quantized tensor types (torchao's) have no count_nonzero
-        counts = {"params": param_count(model), "nonzero_params": param_count(model, nonzero=True)}
+        model, tokenizer, steps, counts = apply_steps(exp, inputs, work, tick)
         quant = exp.quantize if exp is not None else None
         if quant is not None and quant.method == "gguf":
             tick(f"GGUF {quant.gguf_type}")
             metrics = _measure_gguf(model, tokenizer, quant.gguf_type, inputs, work, steps, tick)
         else:
-            if quant is not None:
-                tick(quant.method)
-                if quant.method in LOAD_TIME:
-                    model, steps["quantize"] = reload_quantized(model, tokenizer, quant.method, work / "hf",
-                                                                inputs.device)
-                else:
-                    steps["quantize"] = quantize_model(model, quant.method)
             metrics = _measure_hf(model, tokenizer, inputs, work, tick)
     metrics.update({**counts, "energy_kwh": energy.energy_kwh, "co2e_kg": energy.co2e_kg, "energy_mode": energy.mode})
     return {"label": exp.label() if exp is not None else "base model",
             "experiment": exp.model_dump() if exp is not None else None, "steps": steps, "metrics": metrics,
             "seconds": round(time.perf_counter() - start, 2)}
+
+
+def apply_steps(exp: Experiment | None, inputs: Inputs, work: Path, tick: Callable[[str], None] = lambda step: None
+                ) -> tuple[Any, Any, dict[str, Any], dict[str, int]]:
+    """``(model, tokenizer, steps, counts)``: the model loaded (seeded) with ``exp``'s prune, recovery and
+    transformers quantization applied, as :func:`run_experiment` measures it; a GGUF quantization is left to the
+    caller (:func:`make_gguf`). ``counts``: parameters and non-zero parameters before quantization."""
+    steps: dict[str, Any] = {}
+    seed_everything(inputs.seed)
+    tick("loading")
+    model, tokenizer = load_causal_lm(inputs.model, device=inputs.device, dtype=inputs.measure.dtype)
+    if exp is not None and exp.prune is not None:
+        tick("pruning")
+        steps["prune"] = _prune(model, tokenizer, exp, inputs)
+    if exp is not None and exp.recover is not None:
+        tick(f"recovery ({exp.recover.method})")
+        steps["recover"] = _recover(model, tokenizer, exp, inputs)
+    # counted before quantization: quantized tensor types (torchao's) have no count_nonzero
+    counts = {"params": param_count(model), "nonzero_params": param_count(model, nonzero=True)}
+    quant = exp.quantize if exp is not None else None
+    if quant is not None and quant.method != "gguf":
+        tick(quant.method)
+        if quant.method in LOAD_TIME:
+            model, steps["quantize"] = reload_quantized(model, tokenizer, quant.method, work / "hf", inputs.device)
+        else:
+            steps["quantize"] = quantize_model(model, quant.method)
+    return model, tokenizer, steps, counts
 
 
 def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
@@ -214,16 +223,7 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,
 def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: Path, steps: dict[str, Any],
                   tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
     m = inputs.measure
-    folder = work / "hf"
-    with quiet_transformers(logs=False):  # no "Writing model shards" bar
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    files = quantize_hf_to_gguf(folder, work, types=(kind,))
-    path = files[kind.lower()]
-    for key, other in files.items():
-        if key != kind.lower():
-            Path(other).unlink(missing_ok=True)
-    shutil.rmtree(folder, ignore_errors=True)
+    path = make_gguf(model, tokenizer, kind, work)
     steps["quantize"] = {"method": "gguf", "type": kind, "file": str(path), "tensor_types": gguf_tensor_types(path)}
     tick(f"GGUF {kind}: perplexity, accuracy, latency on llama.cpp")
     with peak_rss() as memory:
@@ -237,3 +237,18 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
     return {"backend": "llama.cpp", "perplexity": ppl.ppl, "accuracy": accuracy, "prefill_tps": latency.prefill_tps,
             "decode_tps": latency.decode_tps, "size_mb": Path(path).stat().st_size / 2**20,
             "memory_mb": memory.delta / 2**20}
+
+
+def make_gguf(model: Any, tokenizer: Any, kind: str, work: Path) -> Path:
+    """The model quantized to the GGUF type ``kind`` in ``work`` (the transformers copy it is made from removed)."""
+    folder = work / "hf"
+    with quiet_transformers(logs=False):  # no "Writing model shards" bar
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    files = quantize_hf_to_gguf(folder, work, types=(kind,))
+    path = Path(files[kind.lower()])
+    for key, other in files.items():
+        if key != kind.lower():
+            Path(other).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    return path

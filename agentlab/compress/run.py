@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.compress.agent import compress_kit
 from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
+from agentlab.compress.evaluate import FOLDER as EVALS
+from agentlab.compress.evaluate import Evaluator
 from agentlab.compress.experiment import Inputs, run_experiment
 from agentlab.compress.measure import default_eval_text, read_text_file
 from agentlab.compress.objective import Goal
@@ -230,7 +232,9 @@ class Search:
         log_experiments(self.tracker, self.records)
         self._open_study()
         kit = compress_kit(self.goal.describe(), lambda: self.records[0].get("metrics") or {}, self.workspace,
-                           self.model_hash, self.run_dir.event) if self.cfg.planner == "agent" else None
+                           self.model_hash, self.run_dir.event,
+                           evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS))) \
+            if self.cfg.planner == "agent" else None
         spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", samplers=SAMPLERS, settings=self.cfg,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
                            memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks

@@ -1,6 +1,7 @@
 """Sub-agents: an agent's tool that is itself a small agent, with its own system prompt and graph (LangGraph:
 ask -> check -> answer, one repair), answering one question under a schema from facts the caller computed in code.
-compress's agent has a ``recovery`` sub-agent (which recovery, how many steps, given the measured damage).
+compress's agent has a ``recovery`` sub-agent (which recovery, how many steps, given the measured damage) and an
+``evaluation`` sub-agent (which task and how many questions settle a question about an accuracy).
 
 The answer is the sub-agent's one tool call (``answer``, whose JSON schema is the answer's); ``check(answer)`` may
 refuse it with a reason the sub-agent is shown once; a sub-agent that gives no valid answer returns None and the

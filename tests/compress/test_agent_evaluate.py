@@ -1,0 +1,139 @@
+"""compress's ``evaluate`` tool and ``evaluation`` sub-agent: a scripted agent asks the sub-agent, then scores the
+base and an experiment on an lm-eval task; the figures (interval, paired difference) are computed in code, cached in
+the run folder (a repeated call and a resumed run read them back), bad arguments are errors the agent reads, and the
+tool calls do not use the experiment budget."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlab.compress.agent import items_needed
+from agentlab.compress.evaluate import accuracy_interval, bootstrap, paired_difference, task_items, wilson
+
+
+def test_wilson_interval_matches_the_formula() -> None:
+    low, high = wilson(7, 10)  # 90%: z = 1.645; the Wilson interval of 7/10 is about [0.442, 0.873]
+    assert low == pytest.approx(0.4417, abs=1e-3) and high == pytest.approx(0.8731, abs=1e-3)
+    for bound in (low, high):  # its defining property: each bound b is z standard errors (at b) from 7/10
+        assert abs(0.7 - bound) == pytest.approx(1.6449 * math.sqrt(bound * (1 - bound) / 10), rel=1e-4)
+    assert wilson(0, 20)[0] == 0.0 and 0.0 < wilson(0, 20)[1] < 0.15
+    assert accuracy_interval([1.0, 0.0, 1.0, 1.0]) == wilson(3, 4)  # 0/1 items: Wilson
+    low, high = accuracy_interval([0.5, 0.25, 0.75, 0.5])  # fractional scores: a (seeded) bootstrap
+    assert 0.25 <= low < 0.5 < high <= 0.75 and (low, high) == bootstrap([0.5, 0.25, 0.75, 0.5])
+
+
+def test_paired_difference_uses_the_common_items_only() -> None:
+    base = {"0": 1.0, "1": 1.0, "2": 0.0, "3": 1.0}
+    target = {"0": 0.0, "1": 1.0, "2": 0.0, "9": 1.0}
+    paired = paired_difference(target, base)
+    assert paired is not None and paired["n"] == 3 and paired["diff"] == pytest.approx(-1 / 3)
+    assert paired["worse"] == 1 and paired["better"] == 0 and paired["low"] <= paired["diff"] <= paired["high"]
+    assert paired_difference({"5": 1.0}, base) is None
+
+
+def test_items_needed_grow_as_the_difference_shrinks() -> None:
+    assert items_needed(-0.3) < items_needed(-0.1) < items_needed(-0.05) == 200
+    assert items_needed(None) == 200 and items_needed(-0.9) == 10
+    assert task_items("agentlab_capitals_mc") == 33 and task_items("not_a_task") is None
+
+
+pytest.importorskip("torch")
+pytest.importorskip("codecarbon")
+pytest.importorskip("optuna")
+pytest.importorskip("langgraph")
+pytest.importorskip("lm_eval")
+
+SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
+         "measure.new_tokens=4", "measure.repeats=1", "task_questions=3", "agent.max_steps=12",
+         "agent.keep=40"]
+GOAL = "maximize speedup with <2% accuracy loss"
+TASK = "agentlab_arithmetic_mc"
+PRUNE = {"prune": "magnitude", "sparsity": 0.5, "pattern": "unstructured"}
+
+
+def _events(run: Path, kind: str) -> list[dict[str, Any]]:
+    lines = (run / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e.get("kind", e.get("event")) == kind]
+
+
+@pytest.mark.timeout(900)  # two compress searches (a run and its resume) on the tiny model
+def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    from agentlab.compress import run_compression
+    from agentlab.testing.agents import ScriptAgent
+
+    score = {"task": TASK, "limit": 10}
+    model = ScriptAgent([
+        ("try_experiment", {"changes": PRUNE, "reason": "prune half"}),
+        ("evaluation", {"question": "is experiment 1's accuracy drop real?", "target": "1"}),
+        ("answer", {"task": TASK, "limit": 10, "reason": "a quick look"}),  # the sub-agent's own step
+        ("evaluate", {"target": "base", **score}),
+        ("evaluate", {"target": "1", **score}),
+        ("evaluate", {"target": "1", **score}),  # the same again: read back
+        ("evaluate", {"target": "7", **score}),  # no such experiment
+        ("evaluate", {"target": "1", "task": TASK, "limit": 500}),  # out of range
+        ("evaluate", {"target": "1", "task": "mmlu", "limit": 10}),  # not offered
+        ("try_experiment", {"changes": {"quantize": "int8_dynamic"}, "reason": "int8 is cheap"})])
+    run = in_tmp / "R"
+    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, max_iterations=2,
+                              workspace=str(in_tmp / "ws"), out=run, overrides=SMALL)
+    assert [r["label"] for r in results["experiments"][1:]] == ["magnitude 50% unstructured", "int8_dynamic"]
+
+    # the sub-agent saw the figures computed in code and its advice names the exact calls
+    sub = model.seen[2]
+    assert sub[0]["content"].startswith("You are the evaluation sub-agent")
+    assert "90% interval" in sub[1]["content"] and "items needed" in sub[1]["content"]
+    assert "agentlab_capitals_mc (33)" in sub[1]["content"]
+    tools = [m["content"] for m in model.seen[-1] if m.get("role") == "tool"]
+    advice, base, first, again, unknown, too_many, task = tools[-7:]
+    assert advice.startswith(f"evaluation sub-agent: {TASK}, 10 questions (a quick look). To settle it: evaluate "
+                             f'{{"target": "1", "task": "{TASK}", "limit": 10}} then evaluate {{"target": "base"')
+    assert base.startswith(f"base model on {TASK} (acc, 10 items): accuracy") and "Model: the base model" in base
+    assert "against the base on the same 10 items" in first and "built again from its steps" in first
+    assert "cached: " in again and again.split(". Model")[0] == first.split(". Model")[0]
+    assert unknown.startswith("error: evaluate: target '7' is not the base or a finished experiment (one of base, 1)")
+    assert too_many.startswith("error: evaluate: limit 500 must be a whole number of questions from 10 to 200")
+    assert task.startswith("error: evaluate: task 'mmlu' is not offered")
+
+    # in events.jsonl and cached in the run folder
+    evals = _events(run, "agent_evaluate")
+    assert [(e["target"], e["cached"]) for e in evals] == [("base", False), ("1", False), ("1", True)]
+    assert evals[2]["seconds"] == 0.0 and evals[1]["paired"]["n"] == 10
+    assert 0.0 <= evals[1]["low"] <= evals[1]["accuracy"] <= evals[1]["high"] <= 1.0
+    assert len(list((run / "agent_evals").glob("*.json"))) == 2 and not (run / "agent_evals" / "work").exists()
+    assert [e["name"] for e in _events(run, "agent_subagent")] == ["evaluation"]
+
+    # the budget: two experiments; every call of the agent counted, the sub-agent's answer is not the agent's
+    block = results["agent"]
+    assert block["trials_by_agent"] == 2 and block["tool_calls"] == model.steps - 1 == 9
+    assert block["rejected_calls"] == 0
+
+    # a resumed run reads the evaluation back: nothing is scored again; a GGUF experiment is scored on the file it kept
+    again_model = ScriptAgent([("evaluate", {"target": "1", **score}),
+                               ("try_experiment", {"changes": {"quantize": "gguf", "gguf_type": "Q8_0"},
+                                                   "reason": "r"}),
+                               ("evaluate", {"target": "3", **score}),
+                               ("try_experiment", {"changes": {"quantize": "torch_dynamic_int8"}, "reason": "r"})])
+    resumed = run_compression(resume=run, agent_model=again_model, overrides=["max_iterations=4"])
+    assert [r["label"] for r in resumed["experiments"][3:]] == ["gguf Q8_0", "torch_dynamic_int8"]
+    assert [(e["target"], e["cached"]) for e in _events(run, "agent_evaluate")][-2:] == [("1", True), ("3", False)]
+    gguf = [m["content"] for m in again_model.seen[-1] if m.get("role") == "tool"][-1]
+    assert "Model: the GGUF the experiment kept (" in gguf and "against the base on the same 10 items" in gguf
+
+
+def test_an_experiment_with_recovery_keeps_no_model(tmp_path: Path) -> None:
+    from agentlab.compress.config import MeasureSettings
+    from agentlab.compress.evaluate import Evaluator, Target
+    from agentlab.compress.experiment import Inputs
+    from agentlab.core.errors import AgentlabError
+
+    inputs = Inputs(model="unused", device="cpu", eval_text="a", calib_text="b", questions=[],
+                    measure=MeasureSettings())
+    exp = {"prune": {"method": "magnitude", "sparsity": 0.5}, "recover": {"method": "lora", "steps": 40, "lr": 2e-4}}
+    with pytest.raises(AgentlabError, match=r"experiment 3 \(m\) keeps no model: .* \(lora, 40 steps\)"):
+        Evaluator(inputs, tmp_path).evaluate(Target("3", "m", exp, {}), TASK, 10)
+    assert not list(tmp_path.glob("*.json"))
