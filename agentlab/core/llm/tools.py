@@ -301,9 +301,11 @@ def close_repeats(text: str) -> str | None:
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """A tool's parameters as a grammar takes them: an object at the top (a schema without a type is one), and
-    integer ranges as enums (llama.cpp's JSON-schema converter ignores ``minimum`` / ``maximum``: measured, a random
-    model wrote 5044444444444444 for an integer of 0-9)."""
+    """A tool's parameters as a grammar takes them: an object at the top (a schema without a type is one), integer
+    ranges as enums (llama.cpp's JSON-schema converter ignores ``minimum`` / ``maximum``: measured, a random model
+    wrote 5044444444444444 for an integer of 0-9), and no annotations (``description``, ``title``, ...: they do not
+    constrain, and llama.cpp's converter rejects a schema made of annotations alone, as BFCL's ``any`` parameters
+    are once typed: ``{"description": "The training data."}``)."""
     out = _bounded_integers(schema)
     if "type" not in out and "properties" in out:
         return {**out, "type": "object"}
@@ -311,6 +313,7 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _MAX_ENUM_RANGE = 256
+_ANNOTATIONS = frozenset(("description", "title", "examples", "$comment", "deprecated", "readOnly", "writeOnly"))
 
 
 def _bounded_integers(schema: Any) -> Any:
@@ -320,6 +323,8 @@ def _bounded_integers(schema: Any) -> Any:
         return schema
     out: dict[str, Any] = {}
     for k, v in schema.items():
+        if k in _ANNOTATIONS:
+            continue
         if k in ("items", "anyOf", "oneOf", "allOf", "additionalProperties"):
             out[k] = _bounded_integers(v)
         elif k in ("properties", "$defs", "definitions") and isinstance(v, dict):

@@ -291,6 +291,27 @@ def test_llama_cpp_tool_grammar_false_leaves_the_random_model_free(tiny_model: d
     assert failed.value.kind == "invalid_tool_call" and stats["invalid_tool_calls"] == 2
 
 
+def test_annotation_only_parameters_get_a_grammar_and_an_unbuildable_one_is_a_bad_request(
+        tiny_model: dict[str, Any]) -> None:
+    # BFCL's "any" parameters arrive as {"description": ...}: a valid JSON schema that llama.cpp's converter rejected
+    # with an AssertionError (a traceback out of the router); annotations are left out of the grammar now
+    anything = {"type": "function", "function": {"name": "fit", "parameters": {"type": "object", "properties": {
+        "data": {"description": "The training data."}, "description": {"type": "string", "title": "a name"}},
+        "required": ["data", "description"]}}}
+    schema = calls_schema(GenParams(tools=[anything], tool_choice="required"))
+    assert schema is not None
+    assert schema["items"]["properties"]["arguments"]["properties"] == {"data": {}, "description": {"type": "string"}}
+    no_string = {"type": "function", "function": {"name": "odd", "parameters": {"type": "object", "properties": {
+        "x": {"not": {"type": "string"}}}}}}
+    from agentlab.core.llm.providers.llama_cpp import _tool_grammar
+
+    assert _tool_grammar(schema, False) is not None  # llama.cpp compiles it
+    with local_router("llama_cpp", str(tiny_model["gguf"]), n_ctx=4096) as router:
+        with pytest.raises(AllModelsFailed) as failed:
+            router.generate_sync(ASK, params=GenParams(tools=[no_string], tool_choice="required"))
+    assert failed.value.kind == "bad_request" and "cannot build a grammar" in failed.value.attempts[-1][2]
+
+
 def test_hf_reads_calls_from_the_text() -> None:
     # (The tiny hf model's 512-token context cannot hold SmolLM2's tool prompt, so this checks the parsing alone.)
     from agentlab.core.llm.providers.hf import _tool_calls

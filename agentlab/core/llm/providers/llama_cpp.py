@@ -287,10 +287,17 @@ class LlamaCppProvider:
             kwargs["top_p"] = params.top_p
         kwargs.update({k: params.extra[k] for k in EXTRA_SAMPLING if k in params.extra})
         constraint = tool_constraint(original, params)  # what the grammar allows: shared with the hf provider
-        if constraint is not None:
-            kwargs["grammar"] = _tool_grammar(*constraint)
-        elif params.json_schema:
-            kwargs["grammar"] = _grammar(params.json_schema.get("schema") or {})
+        try:
+            if constraint is not None:
+                kwargs["grammar"] = _tool_grammar(*constraint)
+            elif params.json_schema:
+                kwargs["grammar"] = _grammar(params.json_schema.get("schema") or {})
+        except (AssertionError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # the converter asserts
+            what = "the tools' parameters" if constraint is not None else "response_format's schema"
+            raise LLMError(f"{model}: llama.cpp cannot build a grammar from {what} ({exc})"[:300], "bad_request",
+                           model=model, hint="simplify that schema (llama.cpp's JSON-schema converter supports "
+                           "types, properties, items, enum, const, anyOf, pattern and $ref), or set the model param "
+                           "tool_grammar: false") from None
         return tokens, kwargs
 
     def _run(self, loaded: LoadedModel, model: str, messages: Messages, params: GenParams, job: _Job,
