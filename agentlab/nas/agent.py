@@ -1,8 +1,10 @@
 """nas's tools for the ``agent`` planner (``core.search.agent``), every result computed in code: ``inspect_data``
 (length, period, trend and seasonal strength, scale per column, channel correlation), ``literature`` (the bundled
 fair table: which families and lookbacks lead on data like this), ``learning_curve`` (a trial's validation loss per
-epoch). The facts of ``inspect_data`` and ``literature`` are also in the agent's brief, so even a small model starts
-from them; its notes go to ``<runs>/nas/knowledge.json`` under the data's signature (frequency, period, length)."""
+epoch). The literature's leading families and lookbacks are also candidate configs (``literature_leads``: the
+``suggest`` tool lists the untried ones in place of TPE's extra draws). The facts of ``inspect_data`` and
+``literature`` are also in the agent's brief, so even a small model starts from them; its notes go to
+``<runs>/nas/knowledge.json`` under the data's signature (frequency, period, length)."""
 
 from __future__ import annotations
 
@@ -88,6 +90,31 @@ def literature(cfg: NASConfig, prepared: PreparedData, families: list[str]) -> s
     return "\n".join(lines)
 
 
+def literature_leads(cfg: NASConfig, prepared: PreparedData, families: list[str]) -> list[tuple[dict[str, Any], str]]:
+    """The bundled fair table as configs to try, best published first: per family of this search's space, its best
+    fair result's family and lookback (when the lookback is a number the space offers; else the family alone). The
+    agent's ``suggest`` shows the untried ones among its candidates."""
+    horizon = prepared.test.pred_len
+    dataset = recognise(cfg.data.path, prepared.n_steps, len(prepared.columns))
+    keys = [k for k in TABLES if k[0] == dataset] or list(TABLES)
+    key = min(keys, key=lambda k: abs(k[1] - horizon))
+    spec = cfg.search.space.get("data.seq_len")
+    lookbacks = set(spec.choices or []) if spec is not None else set()
+    where = "" if key[0] == dataset else f" on {key[0]}, a hint"
+    out: list[tuple[dict[str, Any], str]] = []
+    seen: set[str] = set()
+    for r in sorted(TABLES[key], key=lambda r: (r.protocol != "fair", r.mse)):
+        family = FAMILY_OF.get(r.model)
+        if not family or family not in families or family in seen or r.protocol != "fair":
+            continue
+        seen.add(family)
+        changes: dict[str, Any] = {"model.family": family}
+        if r.lookback.isdigit() and int(r.lookback) in lookbacks:
+            changes["data.seq_len"] = int(r.lookback)
+        out.append((changes, f"from the literature: {r.model} {r.mse:.3f}{where}"))
+    return out
+
+
 def learning_curve(domain: TrialDomain, args: dict[str, Any]) -> str:
     number = args.get("trial")
     record = next((r for r in domain.records if r.number == number), None)
@@ -106,6 +133,7 @@ def signature(prepared: PreparedData) -> str:
 def nas_kit(cfg: NASConfig, prepared: PreparedData, families: list[str]) -> AgentKit:
     data_facts = inspect_data(prepared)
     published = literature(cfg, prepared, families)
+    leads = literature_leads(cfg, prepared, families)
 
     def tools(ctx: PlanContext, model: AgentModel) -> list[Tool]:
         domain = ctx.domain
@@ -124,4 +152,5 @@ def nas_kit(cfg: NASConfig, prepared: PreparedData, families: list[str]) -> Agen
     return AgentKit(what=f"an architecture search for a forecaster (minimise validation MSE, {cfg.data.features} "
                     f"mode, horizon {prepared.test.pred_len})",
                     facts=lambda: f"{data_facts}\n{published}", tools=tools,
-                    knowledge=runs_root() / "nas" / "knowledge.json", signature=signature(prepared))
+                    knowledge=runs_root() / "nas" / "knowledge.json", signature=signature(prepared),
+                    leads=lambda: leads)

@@ -75,8 +75,9 @@ class AgentView(Protocol):
 class AgentKit:
     """What a command adds to the agent: the search's ``what`` (a line for the system prompt), ``facts`` (text
     computed in code: the data inspection, the literature), its own ``tools(ctx)``, its ``view`` of the domain (nas:
-    ``TrialView``), the action names (run a suggested candidate, run a config of its own), and the ``knowledge``
-    file (notes kept for the next search on data like this, under ``signature``)."""
+    ``TrialView``), the action names (run a suggested candidate, run a config of its own), the ``knowledge``
+    file (notes kept for the next search on data like this, under ``signature``) and ``leads``, the knowledge as
+    candidate configs."""
 
     what: str
     facts: Callable[[], str] = lambda: ""
@@ -85,6 +86,11 @@ class AgentKit:
     actions: tuple[str, str] = ("run_trial", "try_config")
     knowledge: Path | None = None
     signature: str = ""
+    # Knowledge as configs: (changes of the best config, where they come from), best first, computed in code (nas:
+    # the published fair table's leading families and lookbacks). ``suggest`` shows those no trial has followed yet
+    # (no trial has all of those settings) as its last candidates, in place of the sampler's extra draws; candidate
+    # 0 stays the sampler's own.
+    leads: Callable[[], list[tuple[dict[str, Any], str]]] = lambda: []
 
 
 REASON_CHARSET = r"[A-Za-z0-9 ,.;'()%+=_-]"  # words, numbers and plain punctuation: no braces, quotes or colons, which
@@ -337,15 +343,33 @@ class AgentPlanner:
         ]
 
     def _draw(self) -> list[Proposal]:
+        """The sampler's candidates, the untried ``leads`` of the kit in place of its last draws (candidate 0 is
+        always the sampler's own: an agent that runs candidate 0 is the sampler)."""
         assert self.ctx is not None
         if not self._suggested:
-            self._suggested = self.ctx.domain.draw(self.sampler, self.settings.candidates)
+            drawn = self.ctx.domain.draw(self.sampler, self.settings.candidates)
+            leads: list[Proposal] = []
+            seen = {params_key(p.params) for p in drawn}
+            tried = [getattr(r, "params", None) or {} for r in getattr(self.ctx.domain, "records", [])]
+            for changes, source in self.kit.leads():
+                if len(leads) >= len(drawn) - 1:
+                    break
+                if any(all(t.get(k) == v for k, v in changes.items()) for t in tried):
+                    continue  # a trial with these settings ran: the lead was followed
+                params, _ = self._view().config(changes)
+                if params is not None and params_key(params) not in seen:
+                    seen.add(params_key(params))
+                    leads.append(Proposal(params, self.ctx.domain.changes(params), self.name, origin="lead",
+                                          notes=[source]))
+            keep = len(drawn) - len(leads)
+            self._suggested = drawn[:keep] + leads[::-1]  # the best lead last
         return self._suggested
 
     def _suggest(self, args: dict[str, Any]) -> str:
         view = self._view()
         again = bool(self._suggested)
-        lines = [f"candidate {i}: {view.describe(p.params)}" for i, p in enumerate(self._draw())]
+        lines = [f"candidate {i}" + (f" ({p.notes[0]})" if p.origin == "lead" and p.notes else "") +
+                 f": {view.describe(p.params)}" for i, p in enumerate(self._draw())]
         head = ["the same candidates as before (nothing ran since):"] if again else []
         return "\n".join([*head, *lines, f"Next: call {self.actions[0]} with one of candidates 0-{len(lines) - 1}."])
 

@@ -190,3 +190,28 @@ def test_window_keeps_the_brief_and_never_starts_with_a_tool_result() -> None:
 
 def test_agent_run_needs_an_approver_only_when_approval_is_pending(tmp_path: Path) -> None:
     assert AgentRun.__dataclass_fields__["approver"].default is None
+
+
+def test_the_kits_leads_are_the_last_candidates_until_tried_and_candidate_0_stays_tpes(tmp_path: Path) -> None:
+    leads = [({"kind": "a", "width": 8}, "from the literature: best"), ({"kind": "b"}, "from the literature: next"),
+             ({"kind": "zzz"}, "not in the space: left out")]
+    kit = AgentKit("a test search", leads=lambda: leads)
+    # the script: suggest, then run the last candidate, every trial
+    model = ScriptAgent([("suggest", {}), ("run_trial", {"candidate": 3, "reason": "last"})] * 5)
+    planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", kit)
+    records = search(planner, 0, trials=5)
+    # trial 1: the best lead (the incumbent, the base, with kind a and width 8); trial 2: the next lead, changed
+    # from the best so far; then TPE's own last draw again
+    assert {k: records[1].params[k] for k in ("kind", "width")} == {"kind": "a", "width": 8}
+    assert records[2].params["kind"] == "b"
+    suggested = [str(step[-1].get("content")) for step in model.seen  # each suggest's answer, in order
+                 if step[-1].get("role") == "tool" and "candidate 0:" in str(step[-1].get("content"))]
+    assert "candidate 3 (from the literature: best)" in suggested[0]
+    assert "candidate 2 (from the literature: next)" in suggested[0] and "zzz" not in " ".join(suggested)
+    assert "from the literature" not in suggested[-1]  # both leads ran: the sampler's draws again
+    planner.close()
+    # candidate 0 is still TPE's own: the suggest-candidate-0 agent with leads is TPE trial for trial
+    tpe = [r.params for r in search(OptunaPlanner("tpe"), 1, trials=8)]
+    zero = AgentPlanner(SuggestAgent(), AgentSettings(guard_patience=50), tmp_path / "z" / "agent.sqlite", kit)
+    assert [r.params for r in search(zero, 1, trials=8)] == tpe
+    zero.close()
