@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import math
 import random
 import shutil
 import time
@@ -36,6 +35,7 @@ from agentlab.core.harness.lm import BASE, wrap_model
 from agentlab.core.harness.score import score_lm
 from agentlab.core.harness.tasks import BUNDLED, bundled_names
 from agentlab.core.runs import atomic_write_json, read_json
+from agentlab.core.vote import wilson_interval
 
 LIMITS = (10, 200)  # questions per evaluate call, at least / at most
 Z90 = 1.6448536269514722  # the normal quantile of a two-sided 90% interval
@@ -66,13 +66,8 @@ def task_items(task: str) -> int | None:
 
 
 def wilson(successes: float, n: int, z: float = Z90) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (default 90%)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """The Wilson score interval of a proportion (``core.vote.wilson_interval``), 90% by default."""
+    return wilson_interval(successes, n, z)
 
 
 def bootstrap(values: list[float], seed: int = 0) -> tuple[float, float]:

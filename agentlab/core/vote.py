@@ -144,7 +144,7 @@ def tally(ballots: Sequence[Ballot], method: VoteMethod = "majority") -> Tally:
     return Tally(best["answer"], best["text"], tie, no_votes, method, listed)
 
 
-def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+def wilson_interval(correct: float, total: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of ``correct / total`` (95% for z 1.96); ``(0, 1)`` when ``total`` is 0."""
     if total <= 0:
         return 0.0, 1.0
