@@ -17,7 +17,7 @@ from agentlab.core.runs import runs_root
 from agentlab.core.search.agent import AgentKit
 from agentlab.core.search.planners import PlanContext, TrialDomain
 from agentlab.nas.data import FREQ_NAMES
-from agentlab.nas.literature import TABLES, recognise
+from agentlab.nas.literature import TABLES, Published, recognise
 
 if TYPE_CHECKING:
     from agentlab.nas.config import NASConfig
@@ -69,22 +69,31 @@ def inspect_data(prepared: PreparedData) -> str:
             f"{scale}; horizon {prepared.test.pred_len}")
 
 
-def literature(cfg: NASConfig, prepared: PreparedData, families: list[str]) -> str:
-    """The bundled fair table for this data (an ETT file), else for the closest stored setting (ETTh1 at the
-    nearest horizon), as families of this search's space ranked by published test MSE."""
+def _leading(cfg: NASConfig, prepared: PreparedData,
+             families: list[str]) -> tuple[tuple[str, int], str | None, list[Published]]:
+    """The bundled table for this data (an ETT file), else for the closest stored setting (ETTh1 at the nearest
+    horizon): its key, the data's own name, and per family of this search's space its best published row (fair rows
+    first), best first."""
     horizon = prepared.test.pred_len
     dataset = recognise(cfg.data.path, prepared.n_steps, len(prepared.columns))
     keys = [k for k in TABLES if k[0] == dataset] or list(TABLES)
     key = min(keys, key=lambda k: abs(k[1] - horizon))
-    rows = TABLES[key]
-    seen: dict[str, str] = {}
-    for r in sorted(rows, key=lambda r: (r.protocol != "fair", r.mse)):
+    rows: dict[str, Published] = {}
+    for r in sorted(TABLES[key], key=lambda r: (r.protocol != "fair", r.mse)):
         family = FAMILY_OF.get(r.model)
-        if family and family in families and family not in seen:
-            seen[family] = f"{family} {r.mse:.3f} (lookback {r.lookback}, {r.model}, {r.protocol})"
+        if family and family in families and family not in rows:
+            rows[family] = r
+    return key, dataset, list(rows.values())
+
+
+def literature(cfg: NASConfig, prepared: PreparedData, families: list[str]) -> str:
+    """The bundled fair table for this data (an ETT file), else for the closest stored setting (ETTh1 at the
+    nearest horizon), as families of this search's space ranked by published test MSE."""
+    key, dataset, rows = _leading(cfg, prepared, families)
+    seen = [f"{FAMILY_OF[r.model]} {r.mse:.3f} (lookback {r.lookback}, {r.model}, {r.protocol})" for r in rows]
     which = "this data" if key[0] == dataset else f"the closest stored setting, {key[0]}"
     lines = [f"published test MSE on {which} at horizon {key[1]}, the families of this search best first: "
-             + "; ".join(seen.values())] if seen else ["no published figures for the families of this search"]
+             + "; ".join(seen)] if seen else ["no published figures for the families of this search"]
     if key[0] != dataset:
         lines.append(f"(this data is not {key[0]}: a hint, not a fact about it)")
     return "\n".join(lines)
@@ -94,21 +103,15 @@ def literature_leads(cfg: NASConfig, prepared: PreparedData, families: list[str]
     """The bundled fair table as configs to try, best published first: per family of this search's space, its best
     fair result's family and lookback (when the lookback is a number the space offers; else the family alone). The
     agent's ``suggest`` shows the untried ones among its candidates."""
-    horizon = prepared.test.pred_len
-    dataset = recognise(cfg.data.path, prepared.n_steps, len(prepared.columns))
-    keys = [k for k in TABLES if k[0] == dataset] or list(TABLES)
-    key = min(keys, key=lambda k: abs(k[1] - horizon))
+    key, dataset, rows = _leading(cfg, prepared, families)
     spec = cfg.search.space.get("data.seq_len")
     lookbacks = set(spec.choices or []) if spec is not None else set()
     where = "" if key[0] == dataset else f" on {key[0]}, a hint"
     out: list[tuple[dict[str, Any], str]] = []
-    seen: set[str] = set()
-    for r in sorted(TABLES[key], key=lambda r: (r.protocol != "fair", r.mse)):
-        family = FAMILY_OF.get(r.model)
-        if not family or family not in families or family in seen or r.protocol != "fair":
+    for r in rows:
+        if r.protocol != "fair":  # a family's best row is its fair one when it has one
             continue
-        seen.add(family)
-        changes: dict[str, Any] = {"model.family": family}
+        changes: dict[str, Any] = {"model.family": FAMILY_OF[r.model]}
         if r.lookback.isdigit() and int(r.lookback) in lookbacks:
             changes["data.seq_len"] = int(r.lookback)
         out.append((changes, f"from the literature: {r.model} {r.mse:.3f}{where}"))
