@@ -306,7 +306,7 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
     wrote 5044444444444444 for an integer of 0-9), and no annotations (``description``, ``title``, ...: they do not
     constrain, and llama.cpp's converter rejects a schema made of annotations alone, as BFCL's ``any`` parameters
     are once typed: ``{"description": "The training data."}``)."""
-    out = _bounded_integers(schema)
+    out = _grammar_ready(schema)
     if "type" not in out and "properties" in out:
         return {**out, "type": "object"}
     return out
@@ -316,9 +316,10 @@ _MAX_ENUM_RANGE = 256
 _ANNOTATIONS = frozenset(("description", "title", "examples", "$comment", "deprecated", "readOnly", "writeOnly"))
 
 
-def _bounded_integers(schema: Any) -> Any:
+def _grammar_ready(schema: Any) -> Any:
+    """``schema`` with bounded integer ranges as enums and without annotations, at every depth (see ``_closed``)."""
     if isinstance(schema, list):
-        return [_bounded_integers(s) for s in schema]
+        return [_grammar_ready(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
@@ -326,9 +327,9 @@ def _bounded_integers(schema: Any) -> Any:
         if k in _ANNOTATIONS:
             continue
         if k in ("items", "anyOf", "oneOf", "allOf", "additionalProperties"):
-            out[k] = _bounded_integers(v)
+            out[k] = _grammar_ready(v)
         elif k in ("properties", "$defs", "definitions") and isinstance(v, dict):
-            out[k] = {n: _bounded_integers(sub) for n, sub in v.items()}
+            out[k] = {n: _grammar_ready(sub) for n, sub in v.items()}
         else:
             out[k] = v
     if out.get("type") == "integer" and "enum" not in out:
