@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,19 +159,31 @@ def run_served(python: str, items: dict[str, list[dict[str, Any]]], max_tokens: 
                 "models": {SERVED: {"provider": "gw", "model": "grammar"}},
                 "routes": {SERVED: {"primary": [SERVED]}}, "retries": 0, "timeout_s": 600}
         try:
-            with Router(LLMConfig.model_validate(http), on_event=None) as router:
-                invalid: list[str] = []
-                router.on_event = (lambda kind, **f: invalid.append(f.get("error", ""))
-                                   if kind == "invalid_tool_call" else None)
+            with counting_invalid(LLMConfig.model_validate(http)) as (router, invalid):
                 for category, group in items.items():
-                    results = [ask(router, SERVED, item, invalid) for item in group]
-                    for res, ok in zip(results, check(python, group, results), strict=True):
-                        res["correct"] = ok
-                    out[category] = results
-                    print(row(category, SERVED, results), flush=True)
+                    out[category] = scored(python, router, category, SERVED, group, invalid)
         finally:
             stop_process(proc)
     return out
+
+
+@contextlib.contextmanager
+def counting_invalid(config: LLMConfig) -> Iterator[tuple[Router, list[str]]]:
+    """A router over ``config`` and the list its ``invalid_tool_call`` events land in (``ask`` reads and clears it)."""
+    invalid: list[str] = []
+    with Router(config, on_event=lambda kind, **f: invalid.append(f.get("error", ""))
+                if kind == "invalid_tool_call" else None) as router:
+        yield router, invalid
+
+
+def scored(python: str, router: Router, category: str, mode: str, group: list[dict[str, Any]],
+           invalid: list[str]) -> list[dict[str, Any]]:
+    """Every item of ``group`` asked in ``mode``, with BFCL's verdict in ``correct``; prints the mode's table row."""
+    results = [ask(router, mode, item, invalid) for item in group]
+    for res, ok in zip(results, check(python, group, results), strict=True):
+        res["correct"] = ok
+    print(row(category, mode, results), flush=True)
+    return results
 
 
 def ask(router: Router, mode: str, item: dict[str, Any], invalid: list[str]) -> dict[str, Any]:
@@ -328,18 +342,11 @@ def main() -> None:
     rows: list[str] = []
     dump: dict[str, Any] = json.loads(args.replay.read_text(encoding="utf-8")) if args.replay else {}
     if not args.replay:
-        with Router(local_config(args.max_tokens), on_event=None) as router:
-            invalid: list[str] = []
-            router.on_event = (lambda kind, **f: invalid.append(f.get("error", ""))
-                               if kind == "invalid_tool_call" else None)
+        with counting_invalid(local_config(args.max_tokens)) as (router, invalid):
             for category in categories:
                 for mode in (m for m in modes if m != SERVED):
-                    results = [ask(router, mode, item, invalid) for item in items[category]]
-                    verdicts = check(args.bfcl_python, items[category], results)
-                    for res, ok in zip(results, verdicts, strict=True):
-                        res["correct"] = ok
-                    dump[f"{category}/{mode}"] = results
-                    print(row(category, mode, results), flush=True)
+                    dump[f"{category}/{mode}"] = scored(args.bfcl_python, router, category, mode, items[category],
+                                                       invalid)
         if SERVED in modes:
             for category, results in run_served(args.bfcl_python, items, args.max_tokens).items():
                 dump[f"{category}/{SERVED}"] = results
