@@ -183,6 +183,11 @@ def damage(domain: ExperimentDomain, workspace: Workspace, model_hash: str, meth
     return "\n".join(lines)
 
 
+# A sub-agent's reason: printable ASCII without a double quote, at most 120 characters (the answer stays one line of
+# JSON a small model cannot break).
+SUBAGENT_REASON = {"type": "string", "maxLength": 120, "pattern": "^[ !#-\\[\\]-~]{0,120}$"}
+
+
 RECOVERY_SYSTEM = ("You are the recovery sub-agent of a model compression search. Pruning damages a model; a short "
                    "training run (lora: low-rank adapters on the pruned model; distill: the base model teaches it) "
                    "wins part of the damage back at a cost in minutes. Given the measured damage, choose the "
@@ -200,7 +205,7 @@ def recovery(domain: ExperimentDomain, workspace: Workspace, model_hash: str, mo
     schema = {"type": "object", "properties": {
         "recover": {"type": "string", "enum": list(choices["recover"])},
         "recover_steps": {"type": "integer", "enum": list(choices["recover_steps"])},
-        "reason": {"type": "string", "maxLength": 120, "pattern": "^[ !#-\\[\\]-~]{0,120}$"}},
+        "reason": SUBAGENT_REASON},
         "required": ["recover", "recover_steps", "reason"], "additionalProperties": False}
     agent = SubAgent("recovery", RECOVERY_SYSTEM, schema, model, on_event=on_event)
     facts = (f"prune settings: {json.dumps(changes, sort_keys=True)}\n"
@@ -222,6 +227,13 @@ def targets(domain: ExperimentDomain) -> dict[str, Target]:
     return out
 
 
+def check_target(found: dict[str, Target], target: Any, tool: str) -> None:
+    """A ``target`` argument that names no entry of ``targets``: an ``AgentlabError`` the agent reads."""
+    if str(target) not in found:
+        raise AgentlabError(f"{tool}: target {target!r} is not the base or a finished experiment "
+                            f"(one of {', '.join(found)})")
+
+
 def evaluate_schema(ids: list[str], tasks: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": {
         "target": {"type": "string", "enum": ids},
@@ -236,9 +248,7 @@ def evaluate(evaluator: Evaluator, domain: ExperimentDomain, args: dict[str, Any
     (cached) in words; a bad argument is an ``AgentlabError`` the agent reads."""
     found = targets(domain)
     target, task, limit = args.get("target"), args.get("task"), args.get("limit")
-    if str(target) not in found:
-        raise AgentlabError(f"evaluate: target {target!r} is not the base or a finished experiment "
-                            f"(one of {', '.join(found)})")
+    check_target(found, target, "evaluate")
     if task not in evaluator.tasks:
         raise AgentlabError(f"evaluate: task {task!r} is not offered (one of {', '.join(evaluator.tasks)})")
     if not isinstance(limit, int) or isinstance(limit, bool) or not LIMITS[0] <= limit <= LIMITS[1]:
@@ -274,9 +284,7 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
     """The evaluation sub-agent's advice for ``question`` about ``target``: the task and the questions (validated),
     and the exact ``evaluate`` calls to make."""
     found = targets(domain)
-    if target not in found:
-        raise AgentlabError(f"evaluation: target {target!r} is not the base or a finished experiment "
-                            f"(one of {', '.join(found)})")
+    check_target(found, target, "evaluation")
     n = evaluator.measured_n()
     base_record = domain.records[0] if domain.records else {}
     record = next((r for r in domain.records[1:] if str(r.get("index")) == target), base_record)
@@ -304,7 +312,7 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
     schema = {"type": "object", "properties": {
         "task": {"type": "string", "enum": list(evaluator.tasks)},
         "limit": {"type": "integer", "enum": list(EVAL_LIMITS)},
-        "reason": {"type": "string", "maxLength": 120, "pattern": "^[ !#-\\[\\]-~]{0,120}$"}},
+        "reason": SUBAGENT_REASON},
         "required": ["task", "limit", "reason"], "additionalProperties": False}
     agent = SubAgent("evaluation", EVALUATION_SYSTEM, schema, model, on_event=on_event)
     answer, problem = agent.ask("\n".join(lines))
