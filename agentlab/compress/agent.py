@@ -23,7 +23,7 @@ from agentlab.compress.config import Experiment
 from agentlab.compress.evaluate import LIMITS, Z90, Evaluator, Target, describe, measured_line, task_items
 from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains
 from agentlab.compress.report import fmt
-from agentlab.compress.space import experiment_key, to_experiment, to_params
+from agentlab.compress.space import Space, experiment_key, to_experiment, to_params
 from agentlab.compress.workspace import Workspace
 from agentlab.core.agent.runtime import AgentModel, Tool
 from agentlab.core.agent.subagent import SubAgent
@@ -120,6 +120,19 @@ class ExperimentView:
         params = to_params(exp, self.d.space)
         self.d.experiments[params_key(params)] = exp
         return params, ""
+
+
+def knowledge_leads(choices: dict[str, list[Any]]) -> list[tuple[dict[str, Any], str]]:
+    """The knowledge base as experiments to try, best first (``AgentKit.leads``): llama.cpp's GGUF formats of the
+    whole model, nothing pruned, the least lossy first. On a CPU they are the fastest deployment with the least
+    damage (TECHNIQUES), so they are the experiments a compression engineer runs first; pruning has to beat them.
+    Only the types the space offers; none when it offers no GGUF."""
+    if "gguf" not in choices.get("quantize", []):
+        return []
+    why = {"Q8_0": "nearly lossless", "Q5_K_M": "smaller, a little damage", "Q4_K_M": "smallest, more damage"}
+    return [({"prune": "none", "quantize": "gguf", "gguf_type": t},
+             f"from the knowledge base: GGUF {t} of the whole model, {why[t]}, usually the fastest on CPU")
+            for t in why if t in choices.get("gguf_type", [])]
 
 
 def measured_techniques(workspace: Workspace, model_hash: str) -> str:
@@ -329,9 +342,11 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
 
 def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], workspace: Workspace,
                  model_hash: str, on_event: Callable[..., None] | None = None,
-                 evaluator: Evaluator | None = None) -> AgentKit:
+                 evaluator: Evaluator | None = None, space: Space | None = None) -> AgentKit:
     """The agent's kit for compress; ``base_metrics()``: the base model's measurement (taken before the agent's
-    first step); ``evaluator``: the ``evaluate`` tool and the ``evaluation`` sub-agent (None: neither)."""
+    first step); ``evaluator``: the ``evaluate`` tool and the ``evaluation`` sub-agent (None: neither); ``space``:
+    the experiments offered, for the knowledge base's leads (None: no leads)."""
+    leads = knowledge_leads(space.choices) if space is not None else []
     measured = measured_techniques(workspace, model_hash)
 
     def base_line() -> str:
@@ -380,7 +395,9 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
                     facts=lambda: "\n".join(x for x in (f"base model: {base_line()}", TECHNIQUES, measured) if x),
                     tools=tools, view=lambda domain: ExperimentView(domain),
                     actions=("run_experiment", "try_experiment"),
-                    knowledge=Path(workspace.root) / "agent_knowledge.json", signature=model_hash[:16])
+                    knowledge=Path(workspace.root) / "agent_knowledge.json", signature=model_hash[:16],
+                    leads=lambda: leads)
 
 
-__all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "measured_techniques", "targets", "Experiment"]
+__all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "knowledge_leads", "measured_techniques",
+           "targets", "Experiment"]

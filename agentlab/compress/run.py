@@ -233,7 +233,7 @@ class Search:
         self._open_study()
         kit = compress_kit(self.goal.describe(), lambda: self.records[0].get("metrics") or {}, self.workspace,
                            self.model_hash, self.run_dir.event,
-                           evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS))) \
+                           evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS)), space=self.p.space) \
             if self.cfg.planner == "agent" else None
         spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", samplers=SAMPLERS, settings=self.cfg,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,

@@ -126,3 +126,27 @@ def test_an_unknown_setting_is_named_not_a_crash() -> None:
 
     config, error = ExperimentView(Domain()).config({"prune": "magnitude", "speed": "max"})  # type: ignore[arg-type]
     assert config is None and error.startswith("speed: not a setting (settings: prune, sparsity")
+
+
+def test_the_knowledge_base_leads_are_whole_model_gguf_experiments_least_lossy_first(tmp_path: Path) -> None:
+    from agentlab.compress.agent import ExperimentView, compress_kit, knowledge_leads
+    from agentlab.compress.space import Space
+    from agentlab.compress.workspace import Workspace
+
+    space = Space.build(n_layers=4, cuda=False)
+
+    class Domain:
+        def __init__(self) -> None:
+            self.space, self.tried, self.experiments = space, set(), {}
+
+    leads = knowledge_leads(space.choices)
+    assert [c["gguf_type"] for c, _ in leads] == ["Q8_0", "Q5_K_M", "Q4_K_M"]
+    assert all(why.startswith("from the knowledge base: GGUF") for _, why in leads)
+    view = ExperimentView(Domain())  # type: ignore[arg-type]
+    for changes, _ in leads:  # each lead is an experiment of the space: nothing pruned, the whole model quantized
+        params, error = view.config(changes)
+        assert error == "" and params is not None and params["prune"] == "none" and params["quantize"] == "gguf"
+    assert knowledge_leads({**space.choices, "quantize": ["none", "int8_dynamic"]}) == []  # no GGUF offered
+    kit = compress_kit("a goal", dict, Workspace(tmp_path / "ws"), "0" * 32, space=space)
+    assert kit.leads() == leads
+    assert compress_kit("a goal", dict, Workspace(tmp_path / "ws"), "0" * 32).leads() == []
