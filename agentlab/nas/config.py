@@ -186,11 +186,14 @@ class SearchConfig(LLMPlannerSettings):
                              "than this fraction is accepted, worse by more is rejected, in between is judged")
     space: dict[str, ParamSpec] = Field(default_factory=default_space,
                                         description="searchable keys (dotted paths into this config) and bounds")
-    pruner: Literal["median", "none"] = Field("median", description="stop hopeless trials early from their "
-                                              "per-epoch validation loss")
-    pruner_warmup: int = Field(1, ge=1, description="the first epoch at which the median pruner may stop a trial "
-                               "(compared with the other trials' validation MSE after as many epochs); raise it "
-                               "when trials train many epochs and a slow start says little, as in nas_ett96.yaml")
+    pruner: Literal["median", "hyperband", "halving", "none"] = Field(
+        "median", description="stop hopeless trials early from their per-epoch validation MSE: median (below the "
+        "median of the other trials at the same epoch), hyperband (Optuna's Hyperband: successive halving in "
+        "brackets of different aggressiveness, rungs every 3x epochs), halving (one bracket of successive halving)")
+    pruner_warmup: int = Field(1, ge=1, description="the first epoch at which a pruner may stop a trial (median: "
+                               "compared with the other trials' validation MSE after as many epochs; hyperband, "
+                               "halving: the first rung); raise it when trials train many epochs and a slow start "
+                               "says little, as in nas_ett96.yaml")
     storage: str | None = Field(None, description="Optuna storage URL shared by workers (sqlite:///..., "
                                 "postgresql://..., or a journal file path); empty: SQLite in the run folder")
     study_name: str = Field("nas", description="study name inside the storage")

@@ -175,14 +175,24 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None
 # --------------------------------------------------------------------------- the run
 
 
-def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
+def make_pruner(search: Any) -> Any:
+    """The Optuna pruner ``search.pruner`` names. Every trial reports its validation MSE after each epoch (the step),
+    so the multi-fidelity pruners cut across families on the same epochs."""
     import optuna
 
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cfg.search.pruner_warmup)
-              if cfg.search.pruner == "median"
-              else optuna.pruners.NopPruner())
+    first = search.pruner_warmup
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource="auto", reduction_factor=3)
+    if search.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
     return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=["minimize"],
-                      objectives=[METRIC], pruner=pruner)
+                      objectives=[METRIC], pruner=make_pruner(cfg.search))
 
 
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False) -> dict[str, Any]:

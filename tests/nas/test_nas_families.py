@@ -87,6 +87,40 @@ def test_tpe_resume_and_a_second_worker_share_one_conditional_study(in_tmp: Path
     assert all(space.fits(r["params"]) for r in runs)
 
 
+def test_the_pruners_are_optunas_with_the_warmup_as_first_rung() -> None:
+    import optuna
+
+    from agentlab.nas.run import make_pruner
+
+    def made(name: str) -> Any:
+        return make_pruner(NASConfig.model_validate(tiny(pruner=name, pruner_warmup=2)).search)
+
+    assert isinstance(made("median"), optuna.pruners.MedianPruner)
+    hyperband = made("hyperband")
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._min_resource == 2
+    assert hyperband._reduction_factor == 3 and hyperband._max_resource == "auto"
+    halving = made("halving")
+    assert isinstance(halving, optuna.pruners.SuccessiveHalvingPruner) and halving._min_resource == 2
+    assert isinstance(made("none"), optuna.pruners.NopPruner)
+
+
+@pytest.mark.parametrize("name", ["hyperband", "halving"])
+def test_a_multi_fidelity_search_runs_every_family_to_its_budget(in_tmp: Path, name: str) -> None:
+    """Trials of families with different epoch budgets under one Hyperband / successive-halving study: the search
+    ends at its budget, every trial finished or pruned after an epoch it reported, and the pruner did stop some
+    (seed 3: hyperband stops 3 of the 7 trials, halving 5)."""
+    out = in_tmp / name
+    config = tiny(seed=3, pruner=name, planner="tpe")
+    config["train"] = {**config["train"], "epochs": 4}
+    results = run_nas_optimization(max_iterations=7, config=config, out=out)
+    runs = states(out)
+    assert len(runs) == 7 and {r["state"] for r in runs} <= {"complete", "pruned"}
+    assert any(r["state"] == "pruned" for r in runs) and results["best"] is not None
+    for r in runs:
+        if r["state"] == "pruned":
+            assert r["epochs"] >= 1
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_pruner_stops_a_trial_of_every_family(in_tmp: Path, family: str) -> None:
     cfg = NASConfig.model_validate(tiny())
