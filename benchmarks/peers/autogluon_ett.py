@@ -10,18 +10,22 @@ for files named ETTh1/ETTh2 (12/4/4 months of 30 days: 8640/2880/2880 rows at on
 ETTm) and 70/10/20 otherwise; each column standardised by the train part's mean and population std (a constant
 column gets std 1); every score on that standardised scale. AutoGluon's ``TimeSeriesPredictor`` (eval_metric MSE,
 ``prediction_length`` = the horizon) is fitted within ``--time-limit`` seconds on the train and validation rows (one
-item per column; it holds out the last window of each for its own validation and builds its own weighted ensemble)
-with models that need no pretrained weights (no Chronos): DLinear, PatchTST, TiDE, DeepAR and SeasonalNaive by
-default. Then every test window is forecast: window ``i`` starts at row ``val_end + i`` and covers ``horizon`` rows,
-``i`` = 0 .. test_rows - horizon, stride 1 (exactly agentlab's test windows, whatever the lookback); its history is
-every row before it, cut to ``--context`` rows. The windows are predicted as items of one TimeSeriesDataFrame (item =
-window x column), ``--chunk`` items a call. ``--stride K`` keeps every K-th window (an honest subset when predicting
-all of them takes too long; the JSON says which).
+item per column) with models that need no pretrained weights (no Chronos): DLinear, PatchTST, TiDE, DeepAR and
+SeasonalNaive by default, each with AutoGluon's own defaults. Like agentlab, it chooses on the validation months:
+``--val-windows`` (10) windows of the horizon spread over them (``num_val_windows``, ``val_step_size``, each model
+trained once on the rows before the first, ``refit_every_n_windows=None``); AutoGluon builds its own weighted ensemble
+on them and predicts with the best model on that validation score. Then every test window is forecast: window ``i``
+starts at row ``val_end + i`` and covers ``horizon`` rows, ``i`` = 0 .. test_rows - horizon, stride 1 (exactly
+agentlab's test windows, whatever the lookback); its history is every row before it, cut to ``--context`` rows. The
+windows are predicted as items of one TimeSeriesDataFrame (item = window x column), ``--chunk`` items a call.
+``--stride K`` keeps every K-th window (an honest subset when predicting all of them takes too long; the JSON says
+which).
 
 Prints one JSON object on stdout: test MSE and MAE over every kept window, step and column, the windows, the time
 spent fitting and predicting, AutoGluon's leaderboard. Progress goes to stderr.
 
-pandas and numpy are imported at the top (the pure helpers below use them); autogluon only inside :func:`fit`.
+pandas and numpy are imported at the top (the pure helpers below use them); autogluon only inside the functions that
+fit and predict.
 """
 
 from __future__ import annotations
@@ -150,16 +154,31 @@ def hyperparameters(models: list[str]) -> dict[str, dict[str, Any]]:
     return {name: {} for name in models}
 
 
+def val_step(train_end: int, val_end: int, horizon: int, windows: int) -> int | None:
+    """AutoGluon's ``val_step_size`` for ``windows`` validation windows ending at ``val_end`` spread over the
+    validation part (the first starts at or after ``train_end``); None for one window (AutoGluon's default)."""
+    if windows < 1:
+        raise ValueError("--val-windows must be >= 1")
+    if windows == 1:
+        return None
+    step = (val_end - train_end - horizon) // (windows - 1)
+    if step < 1:
+        raise ValueError(f"{windows} validation windows of {horizon} steps do not fit in {val_end - train_end} rows")
+    return step
+
+
 def fit(train_long: pd.DataFrame, horizon: int, freq: str, models: list[str], time_limit: float, seed: int,
-        path: str) -> Any:
-    """A TimeSeriesPredictor (eval_metric MSE) fitted on ``train_long`` within ``time_limit`` seconds."""
+        path: str, val_windows: int = 1, step: int | None = None) -> Any:
+    """A TimeSeriesPredictor (eval_metric MSE) fitted on ``train_long`` within ``time_limit`` seconds, validated on
+    the last ``val_windows`` windows ``step`` rows apart (each model trained once, before the first of them)."""
     from autogluon.timeseries import TimeSeriesDataFrame, TimeSeriesPredictor
 
     data = TimeSeriesDataFrame.from_data_frame(train_long, id_column="item_id", timestamp_column="timestamp")
     predictor = TimeSeriesPredictor(prediction_length=horizon, eval_metric="MSE", freq=freq, path=path,
                                     target="target", verbosity=1)
-    predictor.fit(data, hyperparameters=hyperparameters(models), time_limit=time_limit, random_seed=seed,
-                  enable_ensemble=True)
+    predictor.fit(data, hyperparameters=hyperparameters(models), time_limit=int(time_limit), random_seed=seed,
+                  enable_ensemble=True, num_val_windows=val_windows, val_step_size=step,
+                  refit_every_n_windows=None)
     return predictor
 
 
@@ -202,8 +221,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     all_windows = len(test_starts(val_end, test_end, args.horizon))
     with tempfile.TemporaryDirectory(prefix="ag-ett-") as tmp:
         begun = time.perf_counter()
+        step = val_step(train_end, val_end, args.horizon, args.val_windows)
         predictor = fit(history, args.horizon, freq, models, args.time_limit, args.seed,
-                        args.path or str(Path(tmp) / "predictor"))
+                        args.path or str(Path(tmp) / "predictor"), args.val_windows, step)
         fit_s = time.perf_counter() - begun
         board = predictor.leaderboard(silent=True)
         begun = time.perf_counter()
@@ -219,6 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "windows": int(len(starts)), "all_windows": all_windows, "stride": args.stride, "context": args.context,
         "time_limit_s": args.time_limit, "fit_s": fit_s, "predict_s": predict_s, "seed": args.seed,
         "models": models, "best_model": best,
+        "val_windows": args.val_windows, "val_step": val_step(train_end, val_end, args.horizon, args.val_windows),
         "leaderboard": [{"model": str(r["model"]), "score_val": float(r["score_val"])
                          if r["score_val"] is not None and math.isfinite(float(r["score_val"])) else None}
                         for _, r in board.iterrows()],
@@ -237,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--context", type=int, default=512, help="history rows given for each test window")
     parser.add_argument("--chunk", type=int, default=4096, help="items (window x column) per predict call")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="AutoGluon model names")
+    parser.add_argument("--val-windows", type=int, default=10, help="AutoGluon's validation windows, spread over the "
+                        "validation part (1: AutoGluon's default, the last horizon of the history only)")
     parser.add_argument("--split", default="auto", choices=SPLITS)
     parser.add_argument("--target", default="OT", help="the column put last (agentlab's data.target)")
     parser.add_argument("--path", help="where AutoGluon keeps its models (default: a temporary folder)")

@@ -95,3 +95,13 @@ def test_constant_column_and_bad_split(peer: ModuleType) -> None:
     np.testing.assert_allclose(scaled[:, 0], [-1, 1, 3, 5])
     with pytest.raises(ValueError, match="needs 14400 rows"):
         peer.split_ends(1000, "ett_hour")
+
+
+@pytest.mark.parametrize("horizon", [96, 192, 336, 720])
+def test_validation_windows_cover_the_validation_part(peer: ModuleType, horizon: int) -> None:
+    step = peer.val_step(8640, 11520, horizon, 10)
+    first = 11520 - horizon - 9 * step  # AutoGluon's windows end at the history's end, ``step`` rows apart
+    assert 8640 <= first < 8640 + 9  # inside the validation part, and spread over nearly all of it
+    assert peer.val_step(8640, 11520, horizon, 1) is None
+    with pytest.raises(ValueError, match="do not fit"):
+        peer.val_step(8640, 8740, horizon, 10)
