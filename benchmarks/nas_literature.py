@@ -149,7 +149,8 @@ def autogluon_rows(horizon: int, seeds: list[int], time_limit: float, args: argp
                "--time-limit", f"{time_limit:.0f}", "--seed", str(seed), "--stride", str(args.ag_stride)]
         start = time.perf_counter()
         with open(args.out / f"{name}.log", "a") as log:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
+                                  env={"OMP_NUM_THREADS": "1", **os.environ})  # one thread, as each search
         if proc.returncode != 0 or not proc.stdout.strip():
             raise RuntimeError(f"exit {proc.returncode}; see {args.out / name}.log")
         row = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -120,3 +120,25 @@ def test_autogluon_row_from_its_kept_result(tmp_path: Path, monkeypatch: pytest.
     line = next(x for x in text.splitlines() if x.startswith("AutoGluon-TimeSeries"))
     assert "0.390 +- 0.000" in line and "0.410 +- 0.000" in line
     assert "every 24th test window (117 of 2785)" in line and "fit limit 15.0 min" in line
+
+
+def test_autogluon_runs_the_peer_script_with_the_mean_wall_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--autogluon names a python: it runs benchmarks/peers/autogluon_ett.py with the horizon, the seed, the stride and
+    a fit limit of agentlab's mean wall time per search; its JSON is kept in --out and printed in the table."""
+    module = _load(monkeypatch)
+    _write(tmp_path, 0, best=(0.370, 0.396), base=(0.372, 0.398), ensemble=(0.360, 0.390), wall=600.0)
+    _write(tmp_path, 1, best=(0.374, 0.400), base=(0.374, 0.400), ensemble=(0.362, 0.392), wall=1200.0)
+    row = {"mse": 0.45, "mae": 0.43, "stride": 1, "windows": 2785, "all_windows": 2785, "time_limit_s": 900.0,
+           "fit_s": 800.0, "predict_s": 60.0, "best_model": "DLinear"}
+    python = tmp_path / "fake-python"
+    python.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'args.txt'}\necho '{json.dumps(row)}'\n")
+    python.chmod(0o755)
+    text = _run(module, monkeypatch, capsys, tmp_path, "0,1", "--autogluon", str(python), "--ag-seeds", "1")
+    args = (tmp_path / "args.txt").read_text().split()
+    assert args[0].endswith("benchmarks/peers/autogluon_ett.py")
+    assert args[args.index("--time-limit") + 1] == "900" and args[args.index("--seed") + 1] == "1"
+    assert args[args.index("--horizon") + 1] == "96" and args[args.index("--stride") + 1] == "1"
+    assert json.loads((tmp_path / "ag-h96-s1-t900-k1.json").read_text())["mse"] == 0.45
+    line = next(x for x in text.splitlines() if x.startswith("AutoGluon-TimeSeries"))
+    assert "0.450 +- 0.000" in line and "every test window;" in line and "best DLinear" in line
