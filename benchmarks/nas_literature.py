@@ -188,12 +188,12 @@ def _score(block: dict[str, Any] | None) -> tuple[float, float] | None:
 def seed_models(results: dict[str, Any]) -> dict[str, Any]:
     """One finished search's models on test: ``best`` (the best trial by validation), ``trial0`` (the base config,
     trial 0), ``ensemble`` (results.json's ensemble block; None for a search finished before searches kept one) and
-    ``final`` (the search's final model: the ensemble when ``final_model`` says so and there is one, else the best
-    trial; a results.json without ``final_model`` predates ensembles, so its final model is the best trial), each as
-    (test MSE, test MAE) or None; ``final_is`` says which the final model is."""
+    ``final`` (the search's final model: the ensemble when there is one and ``final_model`` does not say "best", as
+    agentlab's own readers take it, else the best trial), each as (test MSE, test MAE) or None; ``final_is`` says
+    which the final model is."""
     ensemble = _score(results.get("ensemble"))
     best = _score(results.get("best"))
-    use_ensemble = ensemble is not None and results.get("final_model", "best") == "ensemble"
+    use_ensemble = ensemble is not None and results.get("final_model", "ensemble") == "ensemble"
     return {"best": best, "trial0": _score(results.get("base")), "ensemble": ensemble,
             "final": ensemble if use_ensemble else best, "final_is": "ensemble" if use_ensemble else "best",
             "members": len((results.get("ensemble") or {}).get("members") or [])}
