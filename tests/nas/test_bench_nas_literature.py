@@ -119,7 +119,7 @@ def test_autogluon_row_from_its_kept_result(tmp_path: Path, monkeypatch: pytest.
     text = _run(module, monkeypatch, capsys, tmp_path, "0,1", "--autogluon", str(python), "--ag-stride", "24")
     line = next(x for x in text.splitlines() if x.startswith("AutoGluon-TimeSeries"))
     assert "0.390 +- 0.000" in line and "0.410 +- 0.000" in line
-    assert "every 24th test window (117 of 2785)" in line and "fit limit 15.0 min" in line
+    assert "every 24th test window (117 of 2785)" in line and "fit limit 15.0 min (agentlab 15.0 min a search" in line
 
 
 def test_autogluon_runs_the_peer_script_with_the_mean_wall_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
