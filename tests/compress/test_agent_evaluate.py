@@ -73,7 +73,7 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
         ("answer", {"task": TASK, "limit": 10, "reason": "a quick look"}),  # the sub-agent's own step
         ("evaluate", {"target": "base", **score}),
         ("evaluate", {"target": "1", **score}),
-        ("evaluate", {"target": "1", **score}),  # the same again: read back
+        ("evaluate", {"target": "1", **score}),  # the same again: the earlier answer, not run again
         ("evaluate", {"target": "7", **score}),  # no such experiment
         ("evaluate", {"target": "1", "task": TASK, "limit": 500}),  # out of range
         ("evaluate", {"target": "1", "task": "mmlu", "limit": 10}),  # not offered
@@ -94,15 +94,16 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
                              f'{{"target": "1", "task": "{TASK}", "limit": 10}} then evaluate {{"target": "base"')
     assert base.startswith(f"base model on {TASK} (acc, 10 items): accuracy") and "Model: the base model" in base
     assert "against the base on the same 10 items" in first and "built again from its steps" in first
-    assert "cached: " in again and again.split(". Model")[0] == first.split(". Model")[0]
+    assert again.startswith("you made this same call already since the last run_experiment; its answer was: ")
+    assert first[:300] in again and again.endswith("Decide now: call run_experiment or try_experiment.")
     assert unknown.startswith("error: evaluate: target '7' is not the base or a finished experiment (one of base, 1)")
     assert too_many.startswith("error: evaluate: limit 500 must be a whole number of questions from 10 to 200")
     assert task.startswith("error: evaluate: task 'mmlu' is not offered")
 
-    # in events.jsonl and cached in the run folder
+    # in events.jsonl and cached in the run folder (the repeated call scored nothing)
     evals = _events(run, "agent_evaluate")
-    assert [(e["target"], e["cached"]) for e in evals] == [("base", False), ("1", False), ("1", True)]
-    assert evals[2]["seconds"] == 0.0 and evals[1]["paired"]["n"] == 10
+    assert [(e["target"], e["cached"]) for e in evals] == [("base", False), ("1", False)]
+    assert evals[1]["paired"]["n"] == 10
     assert 0.0 <= evals[1]["low"] <= evals[1]["accuracy"] <= evals[1]["high"] <= 1.0
     assert len(list((run / "agent_evals").glob("*.json"))) == 2 and not (run / "agent_evals" / "work").exists()
     assert [e["name"] for e in _events(run, "agent_subagent")] == ["evaluation"]

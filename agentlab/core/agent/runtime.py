@@ -138,6 +138,24 @@ def window(messages: list[dict[str, Any]], head: int, keep: int) -> list[dict[st
     return [*messages[:head], *tail]
 
 
+def _answered(messages: list[dict[str, Any]], name: str, args: dict[str, Any],
+              actions: tuple[str, ...]) -> str | None:
+    """The answer to an identical call (same tool, same arguments) made since the last action call, or None."""
+    answers = {m.get("tool_call_id"): m.get("content") for m in messages if m.get("role") == "tool"}
+    for message in reversed(messages):
+        for call in message.get("tool_calls") or []:
+            function = call.get("function", {})
+            if function.get("name") in actions:
+                return None
+            try:
+                same = function.get("name") == name and json.loads(function.get("arguments") or "{}") == args
+            except json.JSONDecodeError:
+                same = False
+            if same and isinstance(answers.get(call.get("id")), str):
+                return str(answers[call.get("id")])
+    return None
+
+
 def _summary(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= SUMMARY_CHARS else line[:SUMMARY_CHARS - 3] + "..."
@@ -244,6 +262,13 @@ class AgentRun:
         except json.JSONDecodeError:
             args = {}
         tools = {t.name: t for t in self.driver.tools()}
+        earlier = None if name in self.driver.actions else _answered(messages[:-1], name, args, self.driver.actions)
+        if earlier is not None:  # a small model repeats calls: the same answer again, and a push to decide
+            result = (f"you made this same call already since the last {self.driver.actions[0]}; its answer was: "
+                      f"{earlier[:600]}\nDecide now: call {' or '.join(self.driver.actions)}.")
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": result[:RESULT_CHARS]})
+            self._event("agent_tool", tool=name, summary=_summary("repeated call: " + earlier))
+            return {"messages": messages, "counts": counts}
         if name in self.driver.actions:
             action, error = self.driver.check_action(args)
             if action is not None:

@@ -118,6 +118,24 @@ def test_tools_answer_from_code_and_invalid_actions_are_shown_the_error(tmp_path
     planner.close()
 
 
+def test_a_repeated_call_gets_its_earlier_answer_and_a_push_not_a_second_run(tmp_path: Path) -> None:
+    model = ScriptAgent([("history", {"top": 3}), ("history", {"top": 3}), ("history", {"top": 2}),
+                         ("try_config", {"changes": {"kind": "a"}, "reason": "decided"}), ("history", {"top": 3}),
+                         ("try_config", {"changes": {"kind": "b"}, "reason": "again"})])
+    planner = agent(model, tmp_path)
+    events: list[tuple[str, dict[str, Any]]] = []
+    planner.run.on_event = lambda kind, **f: events.append((kind, f))
+    search(planner, 0, trials=3)
+    results = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
+    assert results[1].startswith("you made this same call already since the last run_trial; its answer was: ")
+    assert results[0] in results[1] and results[1].endswith("Decide now: call run_trial or try_config.")
+    assert not results[2].startswith("you made")  # other arguments: a new call
+    assert not results[4].startswith("you made")  # an action ran since: the same call is answered afresh
+    tools = [f["summary"] for kind, f in events if kind == "agent_tool"]
+    assert len(tools) == 4 and sum(t.startswith("repeated call: ") for t in tools) == 1  # not run again
+    planner.close()
+
+
 def test_no_tool_call_or_an_error_runs_candidate_0(tmp_path: Path) -> None:
     class Mute:
         name = "mute"
