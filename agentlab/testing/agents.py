@@ -44,9 +44,11 @@ class ScriptAgent:
     def __init__(self, calls: list[tuple[str, dict[str, Any]]]):
         self.calls, self.steps = calls, 0
         self.seen: list[list[dict[str, Any]]] = []  # the messages of each step
+        self.offered: list[list[str]] = []  # the tools offered at each step, by name
 
     def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
         self.seen.append(messages)
+        self.offered.append([t["function"]["name"] for t in tools])
         name, args = self.calls[min(self.steps, len(self.calls) - 1)]
         self.steps += 1
         return Reply([ToolCall(f"call_{self.steps}", name, json.dumps(args))], model=self.name)

@@ -13,8 +13,10 @@ opens the same thread and continues from the last checkpoint (the pending action
 
 Guards against a weak model, all in code: every call is constrained and validated by the router (one repair, then
 the next model); a step that yields no tool call, or ``max_steps`` calls without the action, runs the driver's
-``default_action`` (the classical sampler's candidate); the conversation sent to the model is windowed (the brief
-and the last exchanges) so it fits a small context.
+``default_action`` (the classical sampler's candidate); a call repeated since the last action is answered with its
+earlier answer, not run again, and the next step offers only the action that runs a suggested candidate (the model
+still chooses which); the conversation sent to the model is windowed (the brief and the last exchanges) so it fits
+a small context.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
 
 RESULT_CHARS = 1500  # a tool's result as the model sees it, at most
+REPEATED = "you made this same call already"  # the answer to a call repeated since the last action
 SUMMARY_CHARS = 200  # a tool's result in events.jsonl
 
 
@@ -151,8 +154,9 @@ def _answered(messages: list[dict[str, Any]], name: str, args: dict[str, Any],
                 same = function.get("name") == name and json.loads(function.get("arguments") or "{}") == args
             except json.JSONDecodeError:
                 same = False
-            if same and isinstance(answers.get(call.get("id")), str):
-                return str(answers[call.get("id")])
+            answer = answers.get(call.get("id"))
+            if same and isinstance(answer, str) and not answer.startswith(REPEATED):  # the first answer, not a repeat's
+                return answer
     return None
 
 
@@ -220,6 +224,10 @@ class AgentRun:
             why = f"{self.max_steps} steps without a valid {' or '.join(self.driver.actions)}"
             return self._default(messages, counts, state, why)
         tools = [t.spec() for t in self.driver.tools()]
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool" and str(last.get("content", "")).startswith(REPEATED):
+            # it repeated itself: the next step may only run one of the suggested candidates (still its choice)
+            tools = [t for t in tools if t["function"]["name"] == self.driver.actions[0]] or tools
         counts["steps"] += 1
         try:
             with span("agent.act", {"agent.step": counts["steps"], "agent.model": self.model.name}):
@@ -264,8 +272,8 @@ class AgentRun:
         tools = {t.name: t for t in self.driver.tools()}
         earlier = None if name in self.driver.actions else _answered(messages[:-1], name, args, self.driver.actions)
         if earlier is not None:  # a small model repeats calls: the same answer again, and a push to decide
-            result = (f"you made this same call already since the last {self.driver.actions[0]}; its answer was: "
-                      f"{earlier[:600]}\nDecide now: call {' or '.join(self.driver.actions)}.")
+            result = (f"{REPEATED} since the last {self.driver.actions[0]}; its answer was: {earlier[:600]}\n"
+                      f"Decide now: call {self.driver.actions[0]} with one of the suggested candidates.")
             messages.append({"role": "tool", "tool_call_id": call_id, "content": result[:RESULT_CHARS]})
             self._event("agent_tool", tool=name, summary=_summary("repeated call: " + earlier))
             return {"messages": messages, "counts": counts}
