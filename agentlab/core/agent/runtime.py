@@ -9,14 +9,15 @@ the action, the command runs it (a trial) and resumes the graph with the result 
 ``approve`` the graph stops before the action too, and the answer (yes / no / edit) is the resume value.
 
 The checkpointer is LangGraph's SQLite saver on ``agent.sqlite`` in the run folder: after ``kill -9`` a new process
-opens the same thread and continues from the last checkpoint (the pending action, or the approval it waited for).
+opens the same thread and continues from the last checkpoint (the pending action, the approval it waited for, or
+the step after the last one checkpointed when it was killed during a model step).
 
 Guards against a weak model, all in code: every call is constrained and validated by the router (one repair, then
 the next model); a step that yields no tool call, or ``max_steps`` calls without the action, runs the driver's
 ``default_action`` (the classical sampler's candidate); a call repeated since the last action is answered with its
-earlier answer, not run again, and the next step offers only the action that runs a suggested candidate (the model
-still chooses which); the conversation sent to the model is windowed (the brief and the last exchanges) so it fits
-a small context.
+earlier answer, not run again, and the next step offers only ``suggest`` and the action that runs a suggested
+candidate (the model still chooses which); the conversation sent to the model is windowed (the brief and the last
+exchanges) so it fits a small context.
 """
 
 from __future__ import annotations
@@ -143,20 +144,24 @@ def window(messages: list[dict[str, Any]], head: int, keep: int) -> list[dict[st
 
 def _answered(messages: list[dict[str, Any]], name: str, args: dict[str, Any],
               actions: tuple[str, ...]) -> str | None:
-    """The answer to an identical call (same tool, same arguments) made since the last action call, or None."""
-    answers = {m.get("tool_call_id"): m.get("content") for m in messages if m.get("role") == "tool"}
-    for message in reversed(messages):
-        for call in message.get("tool_calls") or []:
-            function = call.get("function", {})
-            if function.get("name") in actions:
-                return None
-            try:
-                same = function.get("name") == name and json.loads(function.get("arguments") or "{}") == args
-            except json.JSONDecodeError:
-                same = False
-            answer = answers.get(call.get("id"))
-            if same and isinstance(answer, str) and not answer.startswith(REPEATED):  # the first answer, not a repeat's
-                return answer
+    """The answer to an identical call (same tool, same arguments) made since the last action call, or None. A call's
+    answer is the tool message right after it (call ids need not be unique: a provider may number them per reply);
+    a repeat's answer or an error is not an answer to give again."""
+    for i in range(len(messages) - 1, -1, -1):
+        calls = messages[i].get("tool_calls") or []
+        if not calls:
+            continue
+        function = calls[0].get("function", {})
+        if function.get("name") in actions:
+            return None
+        try:
+            same = function.get("name") == name and json.loads(function.get("arguments") or "{}") == args
+        except json.JSONDecodeError:
+            same = False
+        after = messages[i + 1] if i + 1 < len(messages) else {}
+        answer = after.get("content") if after.get("role") == "tool" else None
+        if same and isinstance(answer, str) and not answer.startswith((REPEATED, "error:")):
+            return answer
     return None
 
 
@@ -226,8 +231,9 @@ class AgentRun:
         tools = [t.spec() for t in self.driver.tools()]
         last = messages[-1] if messages else {}
         if last.get("role") == "tool" and str(last.get("content", "")).startswith(REPEATED):
-            # it repeated itself: the next step may only run one of the suggested candidates (still its choice)
-            tools = [t for t in tools if t["function"]["name"] == self.driver.actions[0]] or tools
+            # it repeated itself: the next step may only run one of the suggested candidates (still its choice), or
+            # see them first
+            tools = [t for t in tools if t["function"]["name"] in (self.driver.actions[0], "suggest")] or tools
         counts["steps"] += 1
         try:
             with span("agent.act", {"agent.step": counts["steps"], "agent.model": self.model.name}):
@@ -272,9 +278,10 @@ class AgentRun:
         tools = {t.name: t for t in self.driver.tools()}
         earlier = None if name in self.driver.actions else _answered(messages[:-1], name, args, self.driver.actions)
         if earlier is not None:  # a small model repeats calls: the same answer again, and a push to decide
-            result = (f"{REPEATED} since the last {self.driver.actions[0]}; its answer was: {earlier[:600]}\n"
-                      f"Decide now: call {self.driver.actions[0]} with one of the suggested candidates.")
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": result[:RESULT_CHARS]})
+            head = f"{REPEATED} since the last {self.driver.actions[0]}; its answer was: "
+            tail = f"\nDecide now: call {self.driver.actions[0]} with one of the suggested candidates."
+            result = head + earlier[:RESULT_CHARS - len(head) - len(tail)] + tail
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
             self._event("agent_tool", tool=name, summary=_summary("repeated call: " + earlier))
             return {"messages": messages, "counts": counts}
         if name in self.driver.actions:
@@ -365,7 +372,8 @@ class AgentRun:
         self.open()
         waiting = self.pending()
         if waiting is None:
-            value: Any = {"messages": []}
+            # a fresh thread starts at plan; one stopped between checkpoints (killed during a model step) continues
+            value: Any = None if self._app.get_state(self._config()).next else {"messages": []}
         elif waiting["kind"] == "execute":
             if result is None:
                 return dict(waiting["action"])  # nothing new: the same action is still to run (a resumed search)

@@ -130,8 +130,8 @@ def test_a_repeated_call_gets_its_earlier_answer_and_a_push_not_a_second_run(tmp
     assert results[1].startswith("you made this same call already since the last run_trial; its answer was: ")
     assert results[0] in results[1]
     assert results[1].endswith("Decide now: call run_trial with one of the suggested candidates.")
-    # the step after a repeat may only run a suggested candidate: the script's history(top=2) was not offered
-    assert model.offered[2] == ["run_trial"] and "history" in model.offered[0]
+    # the step after a repeat may only see or run the suggested candidates: history(top=2) was not offered
+    assert model.offered[2] == ["suggest", "run_trial"] and "history" in model.offered[0]
     assert not results[4].startswith("you made")  # an action ran since: the same call is answered afresh
     tools = [f["summary"] for kind, f in events if kind == "agent_tool"]
     assert sum(t.startswith("repeated call: ") for t in tools) == 1  # not run again
@@ -235,3 +235,67 @@ def test_the_kits_leads_are_the_last_candidates_until_tried_and_candidate_0_stay
     zero = AgentPlanner(SuggestAgent(), AgentSettings(guard_patience=50), tmp_path / "z" / "agent.sqlite", kit)
     assert [r.params for r in search(zero, 1, trials=8)] == tpe
     zero.close()
+
+
+class _Driver:
+    """The smallest driver: one action ``run`` (and ``own``), two information tools."""
+
+    actions = ("run", "own")
+
+    def brief(self) -> list[dict[str, Any]]:
+        return [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+
+    def tools(self) -> list[Any]:
+        from agentlab.core.agent.runtime import Tool
+
+        return [Tool("run", "r", {"type": "object"}), Tool("own", "o", {"type": "object"}),
+                Tool("history", "h", {"type": "object"}, lambda a: "HISTORY"),
+                Tool("note", "n", {"type": "object"}, lambda a: "NOTED")]
+
+    def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        return {"args": args}, ""
+
+    def default_action(self, why: str) -> dict[str, Any]:
+        return {"args": {"candidate": 0}}
+
+    def reflect(self) -> str:
+        return ""
+
+
+class _Steps:
+    """Scripted steps whose call ids repeat (a provider may number calls per reply); dies at step ``die_at``."""
+
+    name = "steps"
+
+    def __init__(self, script: list[tuple[str, dict[str, Any]]], die_at: int | None = None):
+        self.script, self.die_at, self.i = script, die_at, 0
+
+    def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
+        self.i += 1
+        if self.i == self.die_at:
+            raise KeyboardInterrupt  # killed during a model step, between checkpoints
+        name, args = self.script[min(self.i - 1, len(self.script) - 1)]
+        return Reply([ToolCall("call_1", name, json.dumps(args))], model=self.name)
+
+
+def test_a_repeat_is_matched_to_its_own_answer_when_call_ids_repeat(tmp_path: Path) -> None:
+    model = _Steps([("history", {}), ("note", {"text": "x"}), ("history", {}), ("run", {"candidate": 1})])
+    run = AgentRun(_Driver(), model, tmp_path / "a.sqlite")
+    assert run.advance(None)["args"] == {"candidate": 1}
+    results = [m["content"] for m in run.messages() if m.get("role") == "tool"]
+    assert results[:2] == ["HISTORY", "NOTED"] and "its answer was: HISTORY\n" in results[2]
+    run.close()
+
+
+def test_killed_during_a_model_step_the_graph_continues_from_its_last_checkpoint(tmp_path: Path) -> None:
+    script = [("history", {}), ("note", {"text": "x"}), ("run", {"candidate": 2})]
+    run = AgentRun(_Driver(), _Steps(script, die_at=3), tmp_path / "a.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        run.advance(None)
+    kept = run.messages()
+    run.close()
+    resumed = AgentRun(_Driver(), _Steps(script[2:]), tmp_path / "a.sqlite")
+    assert resumed.advance(None)["args"] == {"candidate": 2}
+    assert resumed.messages()[:len(kept)] == kept and len(kept) == 6  # brief + two answered calls, not started over
+    assert resumed.counts()["steps"] == 3
+    resumed.close()
