@@ -236,6 +236,10 @@ class NASConfig(StrictModel):
             raise ValueError(f"{where}: only sgd has momentum, and no trial of this search uses sgd "
                              f"(train.optimizer: {self.train.optimizer}); set train.optimizer: sgd (or search it), "
                              "or leave train.momentum out")
+        if self.search.pruner in ("hyperband", "halving") and self.search.pruner_warmup > self.max_epochs():
+            raise ValueError(f"search.pruner_warmup: {self.search.pruner_warmup} is past the most epochs any trial "
+                             f"trains ({self.max_epochs()}), so {self.search.pruner}'s first rung is never reached "
+                             "and nothing is pruned; lower it, or raise train.epochs")
         if "informer" in families:
             return self
         user_space = set(space) != set(default_space())  # the default space is the Informer's: see below
@@ -251,6 +255,14 @@ class NASConfig(StrictModel):
                              f"no trial of this search is an informer (model.family: {self.model.family}); leave "
                              "it out or set it to 0")
         return self
+
+    def max_epochs(self) -> int:
+        """The most epochs a trial of this search can train: train.epochs, train.per_family's, a searched range."""
+        epochs = [int(v) for v in self._reachable("train.epochs", self.train.epochs) if v is not None]
+        spec = self.search.space.get("train.epochs")
+        if spec is not None and spec.high is not None:
+            epochs.append(int(spec.high))
+        return max(epochs)
 
     def _reachable(self, key: str, base: Any) -> set[Any]:
         """The values of ``key`` a trial can have: the base's, the searched ones and train.per_family's."""

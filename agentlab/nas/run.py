@@ -175,16 +175,20 @@ def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None
 # --------------------------------------------------------------------------- the run
 
 
-def make_pruner(search: Any) -> Any:
+def make_pruner(cfg: NASConfig) -> Any:
     """The Optuna pruner ``search.pruner`` names. Every trial reports its validation MSE after each epoch (the step),
-    so the multi-fidelity pruners cut across families on the same epochs."""
+    so the multi-fidelity pruners cut across families on the same epochs. Hyperband's largest resource is the most
+    epochs a trial can train (fixed, not Optuna's "auto", which reads it from whichever trial finished first: an
+    early-stopped one, or another worker's, would change the brackets mid-study)."""
     import optuna
 
+    search = cfg.search
     first = search.pruner_warmup
     if search.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
     if search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource="auto", reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=cfg.max_epochs(),
+                                              reduction_factor=3)
     if search.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -192,7 +196,7 @@ def make_pruner(search: Any) -> Any:
 
 def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
     return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=["minimize"],
-                      objectives=[METRIC], pruner=make_pruner(cfg.search))
+                      objectives=[METRIC], pruner=make_pruner(cfg))
 
 
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False) -> dict[str, Any]:

@@ -93,15 +93,20 @@ def test_the_pruners_are_optunas_with_the_warmup_as_first_rung() -> None:
     from agentlab.nas.run import make_pruner
 
     def made(name: str) -> Any:
-        return make_pruner(NASConfig.model_validate(tiny(pruner=name, pruner_warmup=2)).search)
+        config = tiny(pruner=name, pruner_warmup=2)
+        config["train"] = {**config["train"], "per_family": {"patchtst": {"epochs": 7}}}  # the most epochs: 7
+        return make_pruner(NASConfig.model_validate(config))
 
     assert isinstance(made("median"), optuna.pruners.MedianPruner)
     hyperband = made("hyperband")
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._min_resource == 2
-    assert hyperband._reduction_factor == 3 and hyperband._max_resource == "auto"
+    assert hyperband._reduction_factor == 3 and hyperband._max_resource == 7  # fixed, not "auto"
     halving = made("halving")
     assert isinstance(halving, optuna.pruners.SuccessiveHalvingPruner) and halving._min_resource == 2
     assert isinstance(made("none"), optuna.pruners.NopPruner)
+    with pytest.raises(ValueError, match="search.pruner_warmup: 3 is past the most epochs any trial trains"):
+        NASConfig.model_validate(tiny(pruner="halving", pruner_warmup=3))  # TINY trains 2 epochs: no rung reached
+    NASConfig.model_validate(tiny(pruner="median", pruner_warmup=3))  # the median pruner's warmup is another thing
 
 
 @pytest.mark.parametrize("name", ["hyperband", "halving"])
