@@ -62,14 +62,18 @@ def records(run: Path) -> list[TrialRecord]:
 
 
 def band_choice(recs: list[TrialRecord], band: float) -> TrialRecord | None:
-    """The incumbent after replaying the evaluator's rule (no LLM) over ``recs`` in order."""
-    evaluator, best = HybridEvaluator(band, metric="val_mse"), None
+    """What the search hands over under the evaluator's rule (no LLM), replayed over ``recs`` in order: as in the
+    search loop, each trial is judged against the best accepted so far (``records.best_of``: the accepted trial with
+    the lowest value), and the best accepted one is the result. A smaller trial accepted inside the band does not
+    become the best unless its value is lower."""
+    evaluator, accepted = HybridEvaluator(band, metric="val_mse"), []
     for r in recs:
         if r.state != "complete" or not r.finite:
             continue
+        best = min(accepted, key=lambda a: (a.value, a.number)) if accepted else None
         if evaluator.decide(r.value, r.metrics, r.params, best).accepted:
-            best = r
-    return best
+            accepted.append(r)
+    return min(accepted, key=lambda a: (a.value, a.number)) if accepted else None
 
 
 def test_of(record: TrialRecord | None) -> float:
@@ -133,9 +137,12 @@ def main() -> None:
         for rule in rules:
             ratios = [r[rule] / r["band 0%"] for r in rows if r[rule] > 0 and r["band 0%"] > 0]
             held = sum(r.get(f"{rule} holds trial 0", False) for r in rows)
-            mean = statistics.fmean(r[rule] for r in rows if not math.isnan(r[rule]))
-            print(f"  {rule:12} test {mean:.4f}  ratio {geo(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}, "
-                  f"{sum(x <= 1 + 1e-12 for x in ratios)}/{len(ratios)} <= 1)"
+            known = [r[rule] for r in rows if not math.isnan(r[rule])]
+            if not known or not ratios:  # e.g. no ensemble: searches run with search.ensemble false
+                print(f"  {rule:12} -")
+                continue
+            print(f"  {rule:12} test {statistics.fmean(known):.4f}  ratio {geo(ratios):.3f} ({min(ratios):.3f}-"
+                  f"{max(ratios):.3f}, {sum(x <= 1 + 1e-12 for x in ratios)}/{len(ratios)} <= 1)"
                   + (f"  holds trial 0: {held}/{len(rows)}" if rule.startswith("band") else ""))
     default = [r["band 1%"] / r["band 0%"] for r in table[last]] if "band 1%" in rules else []
     print(f"ratio: {geo(default):.3f}" if default else "ratio: n/a (no 1% band replayed)")
