@@ -26,6 +26,7 @@ import logging
 import math
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agentlab.core.search.evaluator import HybridEvaluator  # noqa: E402
-from agentlab.core.search.records import TrialRecord  # noqa: E402
+from agentlab.core.search.records import TrialRecord, best_of  # noqa: E402
 from agentlab.nas.ensemble import EnsembleBuilder  # noqa: E402
 
 
@@ -70,10 +71,9 @@ def band_choice(recs: list[TrialRecord], band: float) -> TrialRecord | None:
     for r in recs:
         if r.state != "complete" or not r.finite:
             continue
-        best = min(accepted, key=lambda a: (a.value, a.number)) if accepted else None
-        if evaluator.decide(r.value, r.metrics, r.params, best).accepted:
-            accepted.append(r)
-    return min(accepted, key=lambda a: (a.value, a.number)) if accepted else None
+        if evaluator.decide(r.value, r.metrics, r.params, best_of(accepted)).accepted:
+            accepted.append(replace(r, accepted=True))  # this replay's decision, not the search's
+    return best_of(accepted)
 
 
 def test_of(record: TrialRecord | None) -> float:
