@@ -80,8 +80,9 @@ def test_of(record: TrialRecord | None) -> float:
     return float(record.metrics.get("test_mse", math.nan)) if record is not None else math.nan
 
 
-def scores(run: Path, n: int, recs: list[TrialRecord], bands: list[float]) -> dict[str, Any]:
-    """Each rule's test MSE after the first ``n`` trials; ``bands`` in percent."""
+def scores(builder: EnsembleBuilder, n: int, recs: list[TrialRecord], bands: list[float]) -> dict[str, Any]:
+    """Each rule's test MSE after the first ``n`` trials; ``bands`` in percent; ``builder``: the run's ensemble
+    builder, one per run, so the Gram entries of earlier checkpoints are reused."""
     first = recs[:n]
     out: dict[str, Any] = {}
     argmin = band_choice(first, 0.0)
@@ -91,7 +92,7 @@ def scores(run: Path, n: int, recs: list[TrialRecord], bands: list[float]) -> di
         # the rule holds trial 0 while a later trial validated better: what the issue asks about
         out[f"band {band:g}% holds trial 0"] = bool(chosen is not None and chosen.number == first[0].number
                                                    and argmin is not None and argmin.number != chosen.number)
-    ensemble = EnsembleBuilder(run).build(first)
+    ensemble = builder.build(first)
     out["ensemble"] = float(ensemble["test_mse"]) if ensemble else math.nan
     out["trial 0"] = test_of(first[0]) if first and first[0].state == "complete" else math.nan
     return out
@@ -117,11 +118,11 @@ def main() -> None:
     rules = [f"band {b:g}%" for b in bands] + ["ensemble", "trial 0"]
     table: dict[int, list[dict[str, Any]]] = {}
     for run in runs:
-        recs = records(run)
+        recs, builder = records(run), EnsembleBuilder(run)
         checkpoints = sorted({n for n in range(args.every, len(recs) + 1, args.every)} | {len(recs)})
         line = []
         for n in checkpoints:
-            row = scores(run, n, recs, bands)
+            row = scores(builder, n, recs, bands)
             table.setdefault(n, []).append(row)
             line.append(f"n={n}: " + "  ".join(f"{k} {row[k]:.4f}" for k in rules))
         print(f"{run} ({len(recs)} trials)\n  " + "\n  ".join(line))
