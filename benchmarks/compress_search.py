@@ -15,8 +15,10 @@ Each (planner, seed) runs `agentlab compress` (``run_compression``) with the goa
 perplexity" for ``--iterations`` experiments (default 8), seeds ``--seeds`` (default 0,1,2), all with one workspace,
 so an experiment two planners of a seed both propose is measured once and read back by the second (the same numbers
 for both; the budget is counted in experiments). The record of the LLM's picks (``llm_picks.json`` in the workspace)
-is removed before each search, so every search starts without one. The hypervolume of a search's experiments is
-taken against the reference point (speedup 1.0, perplexity 2 x the base model's).
+and the agent's notes (``agent_knowledge.json``) are removed before each search, so every search starts without
+them; the agent still reads the workspace's measured figures per technique (its knowledge base: earlier searches'
+experiments, NSGA-II's of the same seed included), which NSGA-II does not use. The hypervolume of a search's
+experiments is taken against the reference point (speedup 1.0, perplexity 2 x the base model's).
 
 Printed: per planner the experiments done, the front size and the hypervolume (mean +- sd over seeds); for each
 planner the ratio of its hypervolume to NSGA-II's per seed as a geometric mean with min-max, a bootstrap 90%
@@ -62,8 +64,10 @@ def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if planner in ("llm", "agent"):
         fields["llm"] = str(args.llm)
     resume = out if out.exists() else None
-    if resume is None:  # every search starts without a record of the model's picks (a resumed one keeps its own)
-        (args.out / "workspace" / "llm_picks.json").unlink(missing_ok=True)
+    if resume is None:  # every search starts without a record of the model's picks or the agent's notes (a
+        # resumed one keeps its own): the seeds stay independent
+        for name in ("llm_picks.json", "agent_knowledge.json"):
+            (args.out / "workspace" / name).unlink(missing_ok=True)
     overrides = [f"measure.max_eval_tokens={args.eval_tokens}", "measure.repeats=2"]
     start = time.perf_counter()
     results = run_compression(args.model, GOAL, overrides=overrides, out=None if resume else out, resume=resume,
