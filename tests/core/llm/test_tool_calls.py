@@ -276,6 +276,28 @@ def test_llama_cpp_grammar_makes_even_a_random_model_call_validly(tiny_model: di
     assert again.completion.tool_calls and all(c.name == "set_mode" for c in again.completion.tool_calls)
 
 
+def test_llama_cpp_grammar_keeps_control_characters_out_of_strings(tiny_model: dict[str, Any]) -> None:
+    # llama-cpp-python's converter let a string hold a raw newline, which JSON forbids: SmolLM2 wrote such a `note`
+    # and the call was refused as "calls no tool". A random model at temperature 1 over a free string finds the
+    # newline quickly; under the grammar every reply must parse.
+    from agentlab.core.llm.providers.llama_cpp import json_gbnf
+
+    assert "\\x00-\\x1F" in json_gbnf({"type": "string"})
+    note = {"type": "function", "function": {"name": "note", "parameters": {"type": "object", "properties": {
+        "text": {"type": "string", "maxLength": 60}}, "required": ["text"], "additionalProperties": False}}}
+    with local_router("llama_cpp", str(tiny_model["gguf"]), n_ctx=4096) as router:
+        outcomes = []
+        for seed in range(6):
+            params = GenParams(tools=[note], tool_choice="required", parallel_tool_calls=False, temperature=1.0,
+                               seed=seed, max_tokens=120)
+            try:
+                rc = router.generate_sync(ASK, params=params)
+                outcomes.append([a.outcome for a in rc.attempts])
+            except AllModelsFailed as exc:
+                outcomes.append([exc.kind])
+    assert outcomes == [["ok"]] * 6
+
+
 def test_llama_cpp_tool_grammar_false_leaves_the_random_model_free(tiny_model: dict[str, Any]) -> None:
     # the same random model, the grammar off (model param tool_grammar: false, the BFCL benchmark's baseline): it
     # writes no call, the repair does not help, and the route fails with invalid_tool_call

@@ -467,6 +467,20 @@ def _formatter(llm: Any, model: str) -> Any:
 
 _grammars: dict[str, Any] = {}
 
+# llama-cpp-python's JSON-schema converter (0.3.x) lets a JSON string hold raw control characters (its `char` rule
+# is [^"\\]); JSON forbids them, and llama.cpp's own converter leaves them out. With the loose rule a model that
+# writes a newline inside a string writes a call or an answer no JSON parser reads: SmolLM2 did, in the compress
+# agent benchmark (`{"text" : "}},<newline>{ ..."}` to `note`, refused twice as "calls no tool").
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def json_gbnf(schema: dict[str, Any]) -> str:
+    """GBNF for ``schema`` from llama.cpp's converter, with JSON's string characters (no raw control characters)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(json.dumps(schema)).replace(_LOOSE_CHAR, _STRICT_CHAR)
+
 
 def _grammar(schema: dict[str, Any]) -> Any:
     """A GBNF grammar constraining output to ``schema`` (cached: converting a schema costs milliseconds)."""
@@ -474,7 +488,7 @@ def _grammar(schema: dict[str, Any]) -> Any:
 
     text = json.dumps(schema, sort_keys=True)
     if text not in _grammars:
-        _grammars[text] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        _grammars[text] = LlamaGrammar.from_string(json_gbnf(schema), verbose=False)
     return _grammars[text]
 
 
@@ -482,9 +496,7 @@ def tool_grammar_text(calls: dict[str, Any], free_text: bool) -> str:
     """GBNF for ``<tool_call>`` + a JSON list following ``calls`` (``tools.calls_schema``) + ``</tool_call>``, from
     llama.cpp's own JSON-schema converter; with ``free_text`` a plain text answer (one that does not start with
     ``<``) is allowed instead."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    body = re.sub(r"^root ::=", "tool-calls ::=", json_schema_to_gbnf(json.dumps(calls)), flags=re.MULTILINE)
+    body = re.sub(r"^root ::=", "tool-calls ::=", json_gbnf(calls), flags=re.MULTILINE)
     root = 'root ::= "<tool_call>" tool-calls "</tool_call>"'
     if free_text:
         root += ' | free-text\nfree-text ::= [^<] [^\\x00]*'
