@@ -142,6 +142,8 @@ def main() -> None:
             minutes.append(res.get("bench_seconds", 0.0) / 60)
         print(f"{p:8} {statistics.mean(done):6.1f} {statistics.mean(front):6.1f} "
               f"{mean_sd([hv[(p, s)] for s in seeds]):>16} {statistics.mean(reused):7.1f} {sum(minutes):6.1f}")
+    print("hypervolume per seed (" + ", ".join(str(s) for s in seeds) + "): "
+          + "; ".join(f"{p} " + ", ".join(f"{hv[(p, s)]:.1f}" for s in seeds) for p in planners))
     print()
     final = None
     for p in [q for q in planners if q != "nsga2"]:
