@@ -122,7 +122,7 @@ async def sustained(url: str, model: str, clients: int, seconds: float) -> tuple
                 start = time.perf_counter()
                 try:
                     why = await request(client, url, model, stream)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     why = f"{type(exc).__name__}: {exc}"
                 if why is None:
                     (tally.stream if stream else tally.plain).append(time.perf_counter() - start)
@@ -203,7 +203,7 @@ async def batch(url: str, model: str, n: int) -> Tally:
             start = time.perf_counter()
             try:
                 why = await request(client, url, model, stream=i % 2 == 1)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 why = f"{type(exc).__name__}: {exc}"
             if why is None:
                 (tally.stream if i % 2 else tally.plain).append(time.perf_counter() - start)

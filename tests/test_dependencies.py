@@ -7,10 +7,9 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
-
-import tomllib
 
 from agentlab.core.errors import OPTIONAL_PACKAGES
 

@@ -393,7 +393,7 @@ async def _wait_unless_gone(request: Request, seconds: float) -> bool:
     watch = asyncio.ensure_future(gone())
     try:
         await asyncio.wait_for(asyncio.shield(watch), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return True
     finally:
         watch.cancel()

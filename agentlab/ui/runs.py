@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ def read_run(path: Path, root: Path) -> RunRow:
     if status == RUNNING:
         status = run_status(path, info)  # `running` whose process died is `interrupted`
     started, ended = _time(info.get("started")), _time(info.get("ended"))
-    end = ended or (datetime.now(timezone.utc) if status == RUNNING and started else None)
+    end = ended or (datetime.now(UTC) if status == RUNNING and started else None)
     seconds = (end - started).total_seconds() if started and end and started.tzinfo and end.tzinfo else None
     command = str(info.get("command") or path.parent.name)
     results = _read(path / "results.json", problems)

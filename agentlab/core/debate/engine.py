@@ -100,7 +100,7 @@ async def ask(router: Router, agent: Agent, messages: Messages, kind: Kind, *, t
             routed = await router.generate(messages, agent.route, params)
             completion, model, text = routed.completion, routed.model, routed.completion.text
             answer, confidence = parse_reply(text, kind)
-    except (LLMError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, LLMError) as exc:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         return Answer(agent.name, "", None, None, seconds=round(time.perf_counter() - start, 3), error=message)
     usage = completion.usage

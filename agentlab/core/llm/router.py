@@ -284,7 +284,7 @@ class Router:
                 completion = await _stream(provider, mcfg.model, messages, merged, timeout_s, deliver)
             else:
                 completion = await provider.generate(mcfg.model, messages, merged, timeout_s)
-        except (LLMError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, LLMError) as exc:
             latency = time.perf_counter() - start
             error = exc if isinstance(exc, LLMError) else LLMError(
                 f"{name}: no answer within {timeout_s:.3g}s", "timeout", model=name)

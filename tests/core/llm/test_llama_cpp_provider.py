@@ -202,7 +202,7 @@ def test_gpu_layers_without_gpu_build_warns(tiny_model: dict[str, Path], caplog:
     assert "no GPU offload" in caplog.text and out.text is not None
 
 
-class Mood(str, enum.Enum):
+class Mood(enum.StrEnum):
     calm = "calm"
     stormy = "stormy"
 

@@ -256,7 +256,7 @@ class HFProvider:
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise _timeout(model, timeout_s) from None
                 if item is None:
                     break
@@ -306,7 +306,7 @@ class HFProvider:
         try:
             return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, work),
                                           max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _timeout(model, timeout_s) from None
         except ValueError as exc:  # a prompt that does not fit
             raise LLMError(f"{self.name}: {exc}", "bad_request", model=model) from exc
@@ -380,7 +380,7 @@ class HFProvider:
         loading = asyncio.get_running_loop().run_in_executor(None, self._load, key, model)
         try:
             return await asyncio.wait_for(asyncio.shield(loading), max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             loading.add_done_callback(_consume)  # an error after we left must not be logged as "never retrieved"
             raise LLMError(f"{model}: still loading the model after {timeout_s:.3g}s", "timeout", model=model,
                            hint="retry: the load goes on in the background; or raise timeout_s") from None

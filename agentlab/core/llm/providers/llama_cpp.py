@@ -355,7 +355,7 @@ class LlamaCppProvider:
             work = asyncio.get_running_loop().run_in_executor(
                 loaded.executor, self._run, loaded, model, messages, params, job)
             text, finish, usage, calls = await asyncio.wait_for(work, timeout_s + _GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             job.cancelled = True
             raise _timeout(model, job, "in a step llama.cpp cannot interrupt (prompt evaluation)") from None
         return Completion(text=text, model=model, usage=usage, latency_s=time.perf_counter() - start,
@@ -388,7 +388,7 @@ class LlamaCppProvider:
             while True:
                 try:
                     kind, payload = await asyncio.wait_for(queue.get(), max(job.remaining(), 0) + _GRACE_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise _timeout(model, job, "in a step llama.cpp cannot interrupt (prompt evaluation)") from None
                 if kind == "text":
                     if ttft is None:
@@ -421,7 +421,7 @@ class LlamaCppProvider:
         try:
             return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(loaded.executor, work),
                                           timeout_s + _GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise LLMError(f"{model}: no completion within {timeout_s:.3g}s", "timeout", model=model) from None
         except ValueError as exc:  # a prompt that does not fit
             raise LLMError(f"{model}: {exc}", "bad_request", model=model) from exc

@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import ssl
-import sys
 import time
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
@@ -42,34 +41,7 @@ _SHARD = 4
 # How long we keep reading after [DONE] so the connection goes back to the pool instead of being closed.
 _DRAIN_S = 1.0
 
-if sys.version_info >= (3, 11):
-    _timeout_at = asyncio.timeout_at
-else:  # pragma: no cover - exercised only on Python 3.10
-
-    class _timeout_at:  # named like the asyncio.timeout_at it stands in for
-        """Minimal ``asyncio.timeout_at`` for 3.10: cancel the current task at ``when``, surface TimeoutError."""
-
-        def __init__(self, when: float) -> None:
-            self._when = when
-            self._fired = False
-            self._handle: asyncio.TimerHandle | None = None
-
-        async def __aenter__(self) -> _timeout_at:
-            task = asyncio.current_task()
-            assert task is not None
-
-            def fire() -> None:
-                self._fired = True
-                task.cancel()
-
-            self._handle = asyncio.get_running_loop().call_at(self._when, fire)
-            return self
-
-        async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-            if self._handle is not None:
-                self._handle.cancel()
-            if self._fired and exc_type is asyncio.CancelledError:
-                raise asyncio.TimeoutError from exc
+_timeout_at = asyncio.timeout_at
 
 
 class _Secret:
