@@ -1,8 +1,10 @@
-# The shell face lives in the top-level cli/ folder but installs as the package `agentlab.cli` (see "Layout" in
-# docs/design/architecture.md); pyproject.toml cannot combine package discovery with that mapping, so it is done here.
+# The shell face lives in the top-level cli/ folder but installs as the package `agentlab.cli`, and the example configs
+# of configs/ install as `agentlab.configs` (`agentlab config examples` writes them out for a user without a checkout);
+# see "Layout" in docs/design/architecture.md. pyproject.toml cannot combine package discovery with these mappings, so
+# they are done here.
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(include=["agentlab", "agentlab.*"]) + ["agentlab.cli"],
-    package_dir={"agentlab.cli": "cli"},
+    packages=find_packages(include=["agentlab", "agentlab.*"]) + ["agentlab.cli", "agentlab.configs"],
+    package_dir={"agentlab.cli": "cli", "agentlab.configs": "configs"},
 )

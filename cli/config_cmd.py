@@ -65,3 +65,40 @@ def validate(
                          hint="pass --command CMD, or start the file with a line like `# agentlab llm-bench -c FILE`")
     load_config(file, _model(command), set_)
     console.print(f"[green]ok[/] {safe_text(file)} is a valid '{safe_text(command)}' config")
+
+
+def bundled_configs() -> dict[str, bytes]:
+    """The example configs of the repository's configs/ folder, as installed inside the package (agentlab.configs)."""
+    from importlib import resources
+
+    folder = resources.files("agentlab.configs")
+    return {item.name: item.read_bytes() for item in folder.iterdir() if item.name.endswith(".yaml")}
+
+
+@app.command("examples")
+def examples(
+    folder: Annotated[Path, typer.Argument(help="Where to create configs/ (default: the current folder).",
+                                           file_okay=False)] = Path("."),
+) -> None:
+    """Write the example configs the docs name (configs/llm.local.yaml, configs/nas.yaml, ...) into FOLDER/configs/.
+
+    For an install from the wheel, which has no checkout: afterwards the docs' commands run as written from FOLDER.
+    A file that is already there is kept as it is (and named when it differs from the bundled one).
+    """
+    from agentlab.core.errors import UsageError
+    from agentlab.core.runs import atomic_write_bytes
+
+    target = folder / "configs"
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not a folder", hint="choose another FOLDER")
+    written, kept = [], []
+    for name, data in sorted(bundled_configs().items()):
+        path = target / name
+        if path.exists():
+            if path.read_bytes() != data:
+                kept.append(name)
+            continue
+        atomic_write_bytes(path, data)
+        written.append(name)
+    console.print(f"wrote {len(written)} example config(s) to {safe_text(target)}"
+                  + (f"; kept yours, which differ from the bundled ones: {', '.join(kept)}" if kept else ""))

@@ -158,3 +158,21 @@ def test_an_error_raised_while_handling_ctrl_c_exits_130_not_internal_error(monk
     assert main(["nas"]) == 130
     out = "\n".join(printed)
     assert "interrupted" in out and "internal error" not in out
+
+
+def test_config_examples_writes_the_bundled_configs_and_keeps_the_users(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    repo = {p.name: p.read_bytes() for p in (REPO / "configs").glob("*.yaml")}
+    assert main(["config", "examples", str(tmp_path)]) == 0
+    written = {p.name: p.read_bytes() for p in (tmp_path / "configs").glob("*.yaml")}
+    assert written == repo and "llm.local.yaml" in written  # every example, byte for byte
+    mine = tmp_path / "configs" / "nas.yaml"
+    mine.write_text("# agentlab nas -c configs/nas.yaml\nmax_iterations: 2\n")
+    (tmp_path / "configs" / "llm.yaml").unlink()
+    capsys.readouterr()
+    assert main(["config", "examples", str(tmp_path)]) == 0
+    err = capsys.readouterr().err  # the console is stderr's: stdout stays for data
+    assert "wrote 1 example config(s)" in err and "nas.yaml" in err
+    assert mine.read_text().endswith("max_iterations: 2\n")  # the user's file is never overwritten
+    (tmp_path / "file").write_text("x")
+    assert main(["config", "examples", str(tmp_path / "file")]) == 2

@@ -1,0 +1,1 @@
+"""The example configs the docs name: installed as the package `agentlab.configs` (`agentlab config examples`)."""
