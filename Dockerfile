@@ -1,5 +1,5 @@
-# agentlab, CPU image: the toolkit with every extra, installed by the README's `make install`; `agentlab` is the
-# entrypoint.
+# agentlab, CPU image: the toolkit with every extra, installed from the lock (uv.lock) by the README's `make install`;
+# `agentlab` is the entrypoint. The CUDA image is Dockerfile.cuda.
 #   docker build -t agentlab:cpu .
 #   docker run --rm -v "$PWD/runs:/app/runs" agentlab:cpu nas --max-iterations 5
 #   docker compose up ui          (docker-compose.yml: the UI, agentlab serve, and vLLM with the persona LoRAs)
@@ -12,16 +12,17 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml setup.py Makefile README.md ./
+COPY pyproject.toml uv.lock setup.py Makefile README.md ./
 COPY agentlab agentlab
 COPY cli cli
 COPY configs configs
 COPY benchmarks benchmarks
 
-# The README's install command. PyPI's Linux torch wheel is the CUDA build (several GB): TORCH_INDEX takes the CPU
-# build from PyTorch's own index instead.
+# The README's install command. PyPI's Linux torch wheel is the CUDA build (several GB with its libraries):
+# TORCH_INDEX takes the lock's torch version as the CPU build from PyTorch's own index instead. The caches go (uv's;
+# pip's holds uv itself, which the Makefile installs into .tools/).
 RUN make install TORCH_INDEX=https://download.pytorch.org/whl/cpu \
-    && rm -rf /root/.cache/pip
+    && rm -rf /root/.cache/uv /root/.cache/pip
 
 ENV PATH=/app/.venv/bin:$PATH \
     AGENTLAB_RUNS=/app/runs \

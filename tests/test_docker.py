@@ -1,6 +1,7 @@
-"""Dockerfile and docker-compose.yml: `docker compose config` accepts the compose file (skipped where docker compose
-is not installed), the image installs with the README's own install command, and the vLLM service serves the persona
-names that the debate's routing config asks for."""
+"""Dockerfile, Dockerfile.cuda and docker-compose.yml: `docker compose config` accepts the compose file (skipped where
+docker compose is not installed), both images install from the lock with the README's own install command, and the
+vLLM service serves the persona names that the debate's routing config asks for. No image is built here (no Docker
+daemon, no GPU)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]  # CPU, CUDA
 
 
 def compose_cli() -> list[str]:
@@ -33,7 +35,7 @@ def test_docker_compose_config_accepts_the_file(profile: str | None) -> None:
     out = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
     services = set(yaml.safe_load(out.stdout)["services"])
-    assert services == ({"ui", "serve", "agentlab", "vllm"} if profile else {"ui", "serve"})
+    assert services == ({"ui", "serve", "agentlab", "agentlab-cuda", "vllm"} if profile else {"ui", "serve"})
 
 
 def readme_install_commands() -> list[str]:
@@ -43,26 +45,64 @@ def readme_install_commands() -> list[str]:
     return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.split("#")[0].strip()]
 
 
-def dockerfile_runs() -> list[str]:
-    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
-    return [" ".join(line.split()[1:]) for line in text.splitlines() if line.startswith("RUN ")]
+def dockerfile_instructions(name: str) -> list[tuple[str, str]]:
+    """(instruction, arguments) of each line of a Dockerfile, continuation lines joined, comments dropped."""
+    text = (REPO / name).read_text().replace("\\\n", " ")
+    return [(line.split()[0], " ".join(line.split()[1:])) for line in text.splitlines()
+            if line.strip() and not line.startswith("#")]
 
 
-def test_the_image_installs_with_the_readme_install_command() -> None:
+def dockerfile_runs(name: str) -> list[str]:
+    return [args for instruction, args in dockerfile_instructions(name) if instruction == "RUN"]
+
+
+def dockerfile_installs(name: str) -> list[str]:
+    parts = [part.strip() for run in dockerfile_runs(name) for part in run.split("&&")]
+    return [part for part in parts if part.startswith("make ") or "pip install" in part
+            or part.split()[0].rsplit("/", 1)[-1] in ("uv", "uvx")]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_the_image_installs_with_the_readme_install_command(dockerfile: str) -> None:
     readme = readme_install_commands()
     assert "make install" in readme
-    parts = [part.strip() for run in dockerfile_runs() for part in run.split("&&")]
-    installs = [part for part in parts if part.startswith("make ") or "pip install" in part]
-    assert installs, "the Dockerfile installs nothing"
+    installs = dockerfile_installs(dockerfile)
+    assert installs, f"{dockerfile} installs nothing"
     makefile = (REPO / "Makefile").read_text()
     readme_text = (REPO / "README.md").read_text()
     for command in installs:
         words = command.split()
-        assert words[:2] == ["make", "install"], f"Dockerfile: `{command}` is not the README's `make install`"
+        assert words[:2] == ["make", "install"], f"{dockerfile}: `{command}` is not the README's `make install`"
         for assignment in words[2:]:  # only the Makefile's variables, each explained in the README
             name = assignment.split("=")[0]
             assert re.search(rf"^{name}\s*\?=", makefile, re.M), f"{name} is not a variable of the Makefile"
             assert f"{name}=" in readme_text, f"the README does not say what {name} does"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_the_image_copies_the_lock_before_it_installs(dockerfile: str) -> None:
+    """`make install` runs `uv sync --locked`, which needs uv.lock beside pyproject.toml in the image."""
+    steps = dockerfile_instructions(dockerfile)
+    copied = [i for i, (instruction, args) in enumerate(steps)
+              if instruction == "COPY" and "uv.lock" in args.split()[:-1]]  # a source, not the destination
+    install = next(i for i, (instruction, args) in enumerate(steps) if instruction == "RUN" and "make install" in args)
+    assert copied and copied[0] < install, f"{dockerfile} does not COPY uv.lock before `make install`"
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert not {"uv.lock", "*.lock"} & set(ignored), ".dockerignore keeps uv.lock out of the build context"
+    assert any("/root/.cache/uv" in run for run in dockerfile_runs(dockerfile)), "uv's cache stays in the image"
+
+
+def test_the_cuda_image_builds_llama_cpp_with_cuda_and_uses_the_gpu_in_compose() -> None:
+    steps = dockerfile_instructions("Dockerfile.cuda")
+    assert steps[0][0] == "FROM" and steps[0][1].startswith("nvidia/cuda:") and "-devel-" in steps[0][1]
+    cmake_args = [args for instruction, args in steps
+                  if instruction in ("ARG", "ENV") and args.startswith("CMAKE_ARGS")]
+    assert cmake_args and "-DGGML_CUDA=on" in cmake_args[0] and "-DGGML_NATIVE=OFF" in cmake_args[0]
+    assert not any("TORCH_INDEX" in command for command in dockerfile_installs("Dockerfile.cuda"))  # PyPI's CUDA torch
+    service = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["agentlab-cuda"]
+    assert service["build"] == {"context": ".", "dockerfile": "Dockerfile.cuda"} and service["profiles"] == ["gpu"]
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
 
 
 def test_compose_vllm_serves_the_personas_the_debate_routing_config_names() -> None:
@@ -79,7 +119,7 @@ def test_compose_vllm_serves_the_personas_the_debate_routing_config_names() -> N
     base = command[command.index("--model") + 1]
     assert base.split(":-")[-1].rstrip("}") == llm["models"]["base"]["model"]  # the judge's model name
     assert "${VLLM_BASE_URL" in llm["providers"]["vllm"]["base_url"]
-    for name in ("ui", "serve", "agentlab"):
+    for name in ("ui", "serve", "agentlab", "agentlab-cuda"):
         service = services[name]
         assert service["environment"]["VLLM_BASE_URL"] == "http://vllm:8000/v1"
         assert {v.split(":")[1] for v in service["volumes"]} == {"/app/configs", "/app/models", "/app/adapters",
