@@ -33,9 +33,14 @@ $(UV):
 # With TORCH_INDEX, torch's CUDA libraries are left out and the lock's torch version comes from that index instead.
 LOCKED_TORCH = $(shell sed -n '/^name = "torch"$$/{n;s/^version = "\(.*\)"/\1/p;q}' uv.lock)
 CUDA_ONLY = $(shell grep -o '^name = "\(nvidia-[^"]*\|cuda-[^"]*\|triton\)"' uv.lock | sed 's/name = "\(.*\)"/--no-install-package \1/')
-$(VENV)/.installed: uv.lock pyproject.toml setup.py | $(UV)
-	$(UV) sync --locked --python $(PYTHON) $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
+# The first sync takes every file from uv's cache (offline), so a warm cache never re-downloads or rebuilds (behind a
+# proxy that strips HTTP cache headers uv otherwise re-fetches each sdist and rebuilds llama-cpp-python, ~5 min);
+# when the cache lacks a file it fails before touching the venv, and the second sync downloads. Both install the lock.
+SYNC = $(UV) sync --locked --python $(PYTHON) $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
 	  $(if $(TORCH_INDEX),--no-install-package torch $(CUDA_ONLY))
+$(VENV)/.installed: uv.lock pyproject.toml setup.py | $(UV)
+	@$(SYNC) --offline --quiet 2>/dev/null || { echo "not all of the lock is in uv's cache: syncing with the package index"; \
+	  $(SYNC); }
 	$(if $(TORCH_INDEX),$(UV) pip install --python $(BIN)/python --no-deps --index-url $(TORCH_INDEX) "torch==$(LOCKED_TORCH)")
 	@touch $@
 comma := ,
