@@ -191,7 +191,8 @@ def approver_for(planner: str, approve: bool) -> Any:
         try:
             console.print(safe_text(approval.describe(action)))
             if tty:
-                console.print("approve? [y]es / [n]o / [e]dit (or answer in `agentlab ui`): ", end="")
+                # markup off: Rich would read [y] and [e] as style tags and print "approve? es / o / dit"
+                console.print("approve? [y]es / [n]o / [e]dit (or answer in `agentlab ui`): ", end="", markup=False)
             else:
                 console.print(safe_text(f"waiting for an answer in `agentlab ui` (or {run}/approval_answer.json)"))
             return approval.wait(run, action, _read_terminal if tty else None)

@@ -102,6 +102,7 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
     try:
         _read_until(master, "approve?", out, 120)
         assert "the agent wants to run candidate 1" in "".join(out)
+        assert "approve? [y]es / [n]o / [e]dit" in "".join(out)  # not Rich's "es / o / dit"
         os.write(master, b"e\n")
         _read_until(master, "changes (key=value", out, 30)
         os.write(master, b"model.d_model=32, model.n_heads=1\n")
