@@ -200,8 +200,10 @@ def ask(router: Router, mode: str, item: dict[str, Any], invalid: list[str]) -> 
         text = rc.completion.text
     except AllModelsFailed:
         answered = False
-    return {"id": item["id"], "calls": calls, "text": text, "answered": answered, "valid_first": not invalid,
-            "tokens": router.stats()[mode]["tokens_out"] - before, "seconds": time.perf_counter() - start}
+    # a reply cut at max_tokens is no invalid_tool_call event (its attempt is of kind max_tokens): not answered either
+    return {"id": item["id"], "calls": calls, "text": text, "answered": answered,
+            "valid_first": answered and not invalid, "tokens": router.stats()[mode]["tokens_out"] - before,
+            "seconds": time.perf_counter() - start}
 
 
 def check(python: str, items: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[bool]:

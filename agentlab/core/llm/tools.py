@@ -496,11 +496,20 @@ def without_tools(params: GenParams) -> GenParams:
     return replace(params, tools=None, tool_choice=None, parallel_tool_calls=None)
 
 
+def _cut(call: CallState, name: str, params: GenParams) -> None:
+    """A reply cut at max_tokens before its tool call closed is that, kind ``max_tokens``, not an invalid call: a
+    repair under the same limit would be cut again, so the strategy moves on to the next model."""
+    limit = f" ({params.max_tokens})" if params.max_tokens else ""
+    call.attempts.append(Attempt(name, "max_tokens", 0.0, f"the reply was cut at max_tokens{limit} before its tool "
+                                 "call ended (finish_reason length): raise max_tokens"))
+
+
 def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], None]) -> TryModel:
     """``try_model`` whose answers to a request with tools are validated (``call_problem``): an invalid reply is
     shown to the same model once with the validation error (``repair_messages``); a second invalid reply is an
-    ``invalid_tool_call`` attempt and the strategy moves on to the next model. ``on_invalid(route, model, problem)``
-    is told of every invalid reply (the router counts them)."""
+    ``invalid_tool_call`` attempt and the strategy moves on to the next model. A reply cut at max_tokens is a
+    ``max_tokens`` attempt instead, never repaired. ``on_invalid(route, model, problem)`` is told of every invalid
+    reply (the router counts them)."""
 
     async def attempt(call: CallState, name: str, messages: Messages, params: GenParams) -> Completion | None:
         completion = await try_model(call, name, messages, params)
@@ -509,6 +518,9 @@ def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], No
         problem = call_problem(completion, params)
         if problem is None:
             return completion
+        if completion.finish_reason == "length":
+            _cut(call, name, params)
+            return None
         on_invalid(call.route, name, problem)
         completion = await try_model(call, name, repair_messages(messages, completion, problem), params)
         if completion is None:
@@ -516,6 +528,9 @@ def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], No
         problem = call_problem(completion, params)
         if problem is None:
             return completion
+        if completion.finish_reason == "length":
+            _cut(call, name, params)
+            return None
         on_invalid(call.route, name, problem)
         call.attempts.append(Attempt(name, "invalid_tool_call", 0.0, problem))
         return None

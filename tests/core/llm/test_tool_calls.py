@@ -300,7 +300,7 @@ def test_llama_cpp_grammar_keeps_control_characters_out_of_strings(tiny_model: d
 
 def test_llama_cpp_tool_grammar_false_leaves_the_random_model_free(tiny_model: dict[str, Any]) -> None:
     # the same random model, the grammar off (model param tool_grammar: false, the BFCL benchmark's baseline): it
-    # writes no call, the repair does not help, and the route fails with invalid_tool_call
+    # writes no call and runs into max_tokens, so the route fails with max_tokens (no repair under the same limit)
     cfg = LLMConfig.model_validate({
         "providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096}},
         "models": {"tiny": {"provider": "local", "model": str(tiny_model["gguf"]),
@@ -310,7 +310,7 @@ def test_llama_cpp_tool_grammar_false_leaves_the_random_model_free(tiny_model: d
         with pytest.raises(AllModelsFailed) as failed:
             router.generate_sync(ASK, params=GenParams(tools=[BOUNDED], tool_choice="required"))
         stats = router.stats()["tiny"]
-    assert failed.value.kind == "invalid_tool_call" and stats["invalid_tool_calls"] == 2
+    assert failed.value.kind == "max_tokens" and stats["invalid_tool_calls"] == 0
 
 
 def test_annotation_only_parameters_get_a_grammar_and_an_unbuildable_one_is_a_bad_request(
@@ -386,3 +386,29 @@ def test_close_repeats_keeps_the_distinct_calls_of_a_looping_reply() -> None:
     assert close_repeats(f"<tool_call>[{one}, {two}, " + '{"na') is None  # cut, but not looping
     assert close_repeats(f"<tool_call>[{one}, {one}]</tool_call>") is None  # a closed block is the model's
     assert close_repeats("no call here") is None and close_repeats("<tool_call>{") is None
+
+
+class _CutProvider(ScriptedProvider):
+    """Answers like a local model under the tool grammar that ran out of max_tokens inside a JSON string."""
+
+    async def generate(self, model: str, messages: Any, params: GenParams, timeout_s: float) -> Completion:
+        await self._answer(model, messages, params, timeout_s)  # recorded in self.calls
+        return Completion('<tool_call>[{"name": "get_weather", "arguments": {"city": "Paris]}}]</tool_call>... ',
+                          model, finish_reason="length")
+
+
+def test_a_reply_cut_at_max_tokens_is_reported_as_that_not_as_an_invalid_call() -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    cut = _CutProvider("a")
+    only_a = make_router({"a": cut}, events=events)
+    with pytest.raises(AllModelsFailed) as failed:
+        run(only_a.generate(ASK, params=GenParams(tools=[WEATHER], tool_choice="required", max_tokens=64)))
+    assert failed.value.kind == "max_tokens", failed.value
+    assert "cut at max_tokens (64)" in failed.value.attempts[-1][2] and "calls no tool" not in str(failed.value)
+    assert len(cut.calls) == 1  # no repair round: the same limit would cut it again
+    assert not [kind for kind, _ in events if kind == "invalid_tool_call"]
+    b = ScriptedProvider("b", [Calls([("get_weather", {"city": "Paris"})])])
+    router = make_router({"a": _CutProvider("a"), "b": b}, {"primary": ["a"], "fallback": ["b"]})
+    rc = run(router.generate(ASK, params=TOOLS))
+    assert rc.model == "b" and [(x.model, x.outcome) for x in rc.attempts] == [("a", "ok"), ("a", "max_tokens"),
+                                                                               ("b", "ok")]
