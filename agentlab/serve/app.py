@@ -163,7 +163,9 @@ class _Handler:
         if log.isEnabledFor(logging.INFO):
             log.info("chat %s -> %s 200 %.3fs fallbacks=%d", label, rc.model, seconds, rc.fallbacks)
         usage = rc.completion.usage
-        body = completion_body(new_id(), rc.model, text, rc.completion.finish_reason, usage.prompt_tokens,
+        # `model` is the name the client asked for (as OpenAI's API and LangChain expect); who answered is in the
+        # x-agentlab-model header and the `agentlab` block
+        body = completion_body(new_id(), req.model, text, rc.completion.finish_reason, usage.prompt_tokens,
                                usage.completion_tokens, _meta(rc), rc.completion.tool_calls)
         return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": label})
 
@@ -204,8 +206,8 @@ class _Handler:
 
             return Response(status_code=499)
         self.metrics.answered_request(label, model, time.perf_counter() - start, 0)
-        return JSONResponse(text_completion_body(model, choices), headers={"x-agentlab-model": model,
-                                                                           "x-agentlab-route": label})
+        return JSONResponse(text_completion_body(name, choices), headers={"x-agentlab-model": model,
+                                                                          "x-agentlab-route": label})
 
     def refuse(self, label: str, exc: ApiError) -> Any:
         from starlette.responses import JSONResponse
@@ -253,9 +255,9 @@ class _Handler:
                 model, text = item
                 if not sent:
                     ttft = time.perf_counter() - start
-                    yield chunk(ident, created, model, {"role": "assistant", "content": ""})
+                    yield chunk(ident, created, label, {"role": "assistant", "content": ""})
                     sent = True
-                yield chunk(ident, created, model, {"content": text})
+                yield chunk(ident, created, label, {"content": text})
                 item = await queue.get()
             exc = task.exception()
             if exc is not None:
@@ -269,16 +271,16 @@ class _Handler:
             model, calls = rc.model, rc.completion.tool_calls
             if not sent:  # a model that does not stream, a best_of_n route, tools or a structured answer: all at once
                 ttft = time.perf_counter() - start
-                yield chunk(ident, created, model, {"role": "assistant", "content": None if calls and not text
+                yield chunk(ident, created, label, {"role": "assistant", "content": None if calls and not text
                                                     else ""})
                 if text or not calls:
-                    yield chunk(ident, created, model, {"content": text})
+                    yield chunk(ident, created, label, {"content": text})
             for piece in call_deltas(calls):
-                yield chunk(ident, created, model, {"tool_calls": [piece]})
-            yield chunk(ident, created, model, {}, finish_of(rc.completion.finish_reason, calls), meta=_meta(rc))
+                yield chunk(ident, created, label, {"tool_calls": [piece]})
+            yield chunk(ident, created, label, {}, finish_of(rc.completion.finish_reason, calls), meta=_meta(rc))
             if req.include_usage:
                 usage = rc.completion.usage
-                yield chunk(ident, created, model, None, usage={
+                yield chunk(ident, created, label, None, usage={
                     "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                     "total_tokens": usage.total_tokens})
             yield DONE

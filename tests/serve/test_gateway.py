@@ -42,7 +42,9 @@ def client(gw, **kw) -> openai.OpenAI:  # noqa: ANN001
 def test_sync_sdk_falls_back_and_reports_who_answered(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
     reply = client(gw).chat.completions.create(model="main", messages=ASK)
     assert reply.choices[0].message.content == "the good answer"
-    assert reply.model == "good" and reply.choices[0].finish_reason == "stop"
+    # the name asked for comes back (OpenAI's API, LangChain's *_with_model_override tests); who answered: agentlab
+    assert reply.model == "main" and reply.model_extra["agentlab"]["model"] == "good"
+    assert reply.choices[0].finish_reason == "stop"
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (3, 3, 6)
     meta = reply.model_extra["agentlab"]
     assert meta["route"] == "main" and meta["fallbacks"] == 1
@@ -71,7 +73,8 @@ def test_streaming_sync_and_async_with_usage(gw) -> None:  # noqa: ANN001
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "the good answer" and len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 3
-    assert {c.model for c in chunks} == {"good"}
+    assert {c.model for c in chunks} == {"main"}  # the name asked for; who answered: the last chunk's agentlab block
+    assert chunks[-2].model_extra["agentlab"]["model"] == "good"
     assert chunks[-2].choices[0].finish_reason == "stop" and chunks[-1].usage.completion_tokens == 3
 
     async def go() -> str:
@@ -118,8 +121,10 @@ def test_retry_after_longer_than_allowed_falls_back(srv: ScriptedServer, gateway
     gw = gateway(upstream_llm(srv.base_url, ["limited", "good"], {"r": {"primary": ["limited"],
                                                                        "fallback": ["good"]}}))
     start = time.monotonic()
-    reply = client(gw).chat.completions.create(model="r", messages=ASK)
-    assert reply.model == "good" and time.monotonic() - start < 5
+    raw = client(gw).chat.completions.with_raw_response.create(model="r", messages=ASK)
+    reply = raw.parse()
+    assert reply.model == "r" and reply.model_extra["agentlab"]["model"] == "good" and time.monotonic() - start < 5
+    assert raw.headers["x-agentlab-model"] == "good" and raw.headers["x-agentlab-route"] == "r"
     assert srv.count("limited") == 1
 
 

@@ -50,7 +50,7 @@ def test_plain_tool_calls_through_a_fallback_chain_and_a_round_trip(gw, srv: Scr
     reply = client(gw).chat.completions.create(model="main", messages=ASK, tools=[WEATHER, TIME],
                                                tool_choice="auto", parallel_tool_calls=True)
     choice = reply.choices[0]
-    assert choice.finish_reason == "tool_calls" and choice.message.content is None and reply.model == "good"
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None and reply.model == "main"
     calls = choice.message.tool_calls
     assert [(c.id, c.type, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
         ("call_1", "function", "get_weather", {"city": "Paris", "unit": "c"}),
@@ -95,7 +95,8 @@ def test_invalid_call_is_repaired_once_then_the_chain_moves_on(gw, srv: Scripted
                        Reply(tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"'}])])
     srv.script("good", [Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}])])
     reply = client(gw).chat.completions.create(model="checked", messages=ASK, tools=[WEATHER], tool_choice="required")
-    assert reply.model == "good" and reply.choices[0].message.tool_calls[0].function.arguments == '{"city": "Paris"}'
+    assert reply.model == "checked" and reply.model_extra["agentlab"]["model"] == "good"
+    assert reply.choices[0].message.tool_calls[0].function.arguments == '{"city": "Paris"}'
     outcomes = [(a["model"], a["outcome"]) for a in reply.model_extra["agentlab"]["attempts"]]
     assert outcomes == [("bad", "ok"), ("bad", "ok"), ("bad", "invalid_tool_call"), ("good", "ok")]
     repair = [r for r in srv.requests if r["model"] == "bad"][1]["messages"]

@@ -78,7 +78,7 @@ def test_serve_process_end_to_end_no_key_anywhere_and_ctrl_c(in_tmp: Path, srv: 
         client = openai.OpenAI(base_url=base_url, api_key=CLIENT_KEY, max_retries=0)
         seen = []
         reply = client.chat.completions.create(model="main", messages=ASK)
-        assert reply.choices[0].message.content == "the good answer" and reply.model == "good"
+        assert reply.choices[0].message.content == "the good answer" and reply.model == "main"
         seen.append(reply.model_dump_json())
         stream = client.chat.completions.create(model="main", messages=ASK, stream=True)
         seen.extend(c.model_dump_json() for c in stream)
