@@ -139,7 +139,9 @@ def command_summary_lines(results: dict[str, Any]) -> list[str]:
     metric, best, base = results["metric"], results["best"], results["base"]
     lines = [f"best trial {best['run_id']}: {metric} {_short(best[metric])} ({best['planner']})"]
     gain = results["gain"].get(metric)
-    if base is not None and gain is not None:
+    if base is not None and base["run_id"] == best["run_id"]:
+        lines.append("no trial beat the base params")
+    elif base is not None and gain is not None:
         lines.append(f"best vs the base params ({base['run_id']}): {metric} {_short(base[metric])} -> "
                      f"{_short(best[metric])} ({gain:+.1%}, positive: better)")
     changed = {k: v for k, v in best["params"].items() if base is None or base["params"].get(k) != v}
