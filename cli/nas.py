@@ -33,6 +33,8 @@ app = typer.Typer(help="Architecture search for a forecaster, planned by an LLM,
                   "CycleNet, PatchTST or iTransformer, its settings, the lookback), each trial trains and is judged "
                   "by rules (an LLM only inside the noise band), state is saved after every trial. Runs offline on "
                   "built-in synthetic data by default.\n\n"
+                  "With an `objective:` section in the YAML it searches your own training command instead (its "
+                  "params, its metric; docs/commands/nas-own-code.md).\n\n"
                   "`agentlab nas [OPTIONS]` runs the search; `agentlab nas predict RUN --data CSV` forecasts with "
                   "its final model.", invoke_without_command=True, no_args_is_help=False)
 
@@ -77,7 +79,8 @@ def nas(
 
     A planner proposes changes to the model config (the family: Informer, linear, SparseTSF, CycleNet, PatchTST or
     iTransformer, its settings, the lookback), each trial trains and is judged by rules (an LLM only inside the
-    noise band), state is saved after every trial. Runs offline on built-in synthetic data by default.
+    noise band), state is saved after every trial. Runs offline on built-in synthetic data by default. With an
+    `objective:` section in the YAML it searches your own training command instead (docs/commands/nas-own-code.md).
     `agentlab nas predict RUN --data CSV` forecasts with the search's final model."""
     if ctx.invoked_subcommand is not None:
         return
@@ -96,15 +99,17 @@ def nas(
         """prepare (the data read, data.freq resolved), then the data line and, resuming, what the folder keeps."""
         from agentlab.core.runs import resume_target
         from agentlab.nas.data import data_line
+        from agentlab.nas.own_code import objective_line
         from agentlab.nas.report import resume_line
 
         freq, target = cfg.data.freq, cfg.data.target
-        kwargs = prepare(cfg, llm)
+        kwargs = prepare(cfg, llm, config_file=config)
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve)
         if approver is not None:
             kwargs["approver"] = approver
         if not json_:
-            console.print(safe_text(data_line(kwargs["data"], freq, target)))
+            console.print(safe_text(data_line(kwargs["data"], freq, target) if cfg.objective is None
+                                    else objective_line(cfg)))
             folder = resume_target("nas", resume) if resume is not None else None
             kept = resume_line(folder, cfg.search.max_iterations) if folder is not None else None
             if kept:
@@ -118,9 +123,10 @@ def nas(
 
 
 def _print_summary(results: dict[str, Any], path: Path) -> None:
+    from agentlab.nas.own_code import command_summary_lines
     from agentlab.nas.report import summary_lines
 
-    for line in summary_lines(results):
+    for line in (command_summary_lines(results) if "objective" in results else summary_lines(results)):
         console.print(safe_text(line))
     console.print(f"stopped: {safe_text(results['stop_reason'])}; report: {safe_text(path / 'report.md')}")
 

@@ -110,7 +110,7 @@ def run_command(
             result, folder = run_in_folder(
                 command, cfg, run, inputs=kwargs, out=out, resume=resume_dir, save_config=save_config,
                 resumable=resumable, rerun=rerun, log_prompts=log_prompts, progress=progress,
-                announce=lambda line: console.print(f"[cyan]{line}[/]"),
+                announce=lambda line: console.print(f"[cyan]{safe_text(line)}[/]"),
                 on_open=None if json_ else lambda run_dir: console.print(f"run folder: {safe_text(run_dir.path)}"))
     if json_:
         print_json(to_json(result))

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.search.settings import LLMPlannerSettings
-from agentlab.core.search.space import ParamSpec
+from agentlab.core.search.space import ParamSpec, lookup
 from agentlab.core.tracking import TrackingURI, tracking_field
 
 
@@ -205,6 +205,25 @@ class SearchConfig(LLMPlannerSettings):
     seed: int = Field(0, description="sampler seed")
 
 
+class CommandObjectiveConfig(StrictModel):
+    """The user's own training command as the objective (``core.search.command`` holds the contract)."""
+
+    command: str = Field(description="the command that trains and evaluates one trial, split like a shell line "
+                         "but run without a shell; {params} becomes the path of the trial's params.json, e.g. "
+                         "`python train.py --params {params}`")
+    metric: str = Field(description="the key of the command's result (its last JSON line on stdout, or "
+                        "metrics.json in the trial folder) that the search optimises, e.g. val_loss")
+    direction: Literal["minimize", "maximize"] = Field("minimize", description="minimize (a loss) or maximize (an "
+                                                       "accuracy) the metric")
+    params: dict[str, Any] = Field(default_factory=dict, description="the command's current parameters: trial 0, "
+                                   "and the base every trial's values update (a dotted key of search.space, "
+                                   "optimizer.lr, updates a nested mapping)")
+    timeout_s: float | None = Field(None, gt=0, description="a trial running longer is stopped and failed; empty: "
+                                    "no limit")
+    cwd: Path | None = Field(None, description="the folder the command runs in (relative: to the YAML file's "
+                             "folder); empty: the YAML file's folder (the current folder without a file)")
+
+
 SECTIONS: dict[str, type[StrictModel]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
 # ModelConfig's keys that only the informer family reads (the other families' options are FamilySpec's fields)
 INFORMER_ONLY = ("d_layers", "attn", "factor", "distil", "linear")
@@ -218,6 +237,10 @@ class NASConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig, description="training of each trial")
     search: SearchConfig = Field(default_factory=SearchConfig, description="the search loop")
     mlflow: TrackingURI = tracking_field()
+    objective: CommandObjectiveConfig | None = Field(
+        None, description="search your own training code: a command, its params and the metric it reports "
+        "(docs/commands/nas-own-code.md); the keys of search.space are then keys of objective.params, and the "
+        "data, model and train sections are not used. Empty: the built-in forecaster")
 
     @model_validator(mode="after")
     def _nothing_ignored(self, info: ValidationInfo) -> NASConfig:
@@ -225,7 +248,7 @@ class NASConfig(StrictModel):
         family) is refused, naming it, instead of being silently ignored. Set means: not its default, or searched.
         Checked on the trials' configs too (``apply_changes``), which keep the search and so pass alike; not on a
         finished trial's saved config (``context={"saved": True}``: a run made before this check still predicts)."""
-        if info.context and info.context.get("saved"):
+        if (info.context and info.context.get("saved")) or self.objective is not None:
             return self
         families = self._reachable("model.family", self.model.family)
         optimizers = self._reachable("train.optimizer", self.train.optimizer)
@@ -275,6 +298,8 @@ class NASConfig(StrictModel):
 
     @model_validator(mode="after")
     def _space_keys_exist(self) -> NASConfig:
+        if self.objective is not None:
+            return self._objective_space()
         for key, spec in self.search.space.items():
             section, _, field = key.partition(".")
             model = SECTIONS.get(section)
@@ -293,6 +318,24 @@ class NASConfig(StrictModel):
                 problem = _invalid_value(model, field, values)
                 if problem:
                     raise ValueError(f"search.space.{key}.when.{other}: {problem}")
+        return self
+
+    def _objective_space(self) -> NASConfig:
+        """With a command objective: search.space is given, and each of its keys (and each key a ``when`` names) is
+        a key of objective.params (a dotted key may name a nested one)."""
+        assert self.objective is not None
+        if "space" not in self.search.model_fields_set:
+            raise ValueError("search.space: give the keys of objective.params to search, e.g. {lr: {low: 0.0001, "
+                             "high: 0.1, log: true}} (the default space is the built-in forecaster's)")
+        params = self.objective.params
+        for key, spec in self.search.space.items():
+            if not lookup(params, key)[0]:
+                raise ValueError(f"search.space.{key}: not a key of objective.params (add it there with its current "
+                                 "value: that is trial 0)")
+            for other in spec.when or {}:
+                if other not in self.search.space and not lookup(params, other)[0]:
+                    raise ValueError(f"search.space.{key}.when: {other!r} is neither searched nor a key of "
+                                     "objective.params")
         return self
 
 

@@ -23,28 +23,34 @@ from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root
 from agentlab.core.search.evaluator import HybridEvaluator
-from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, require_finished_trials
+from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.planners import (
     Chooser,
-    ChooserPlanner,
     PlanContext,
     Planner,
     Proposal,
     TrialDomain,
     params_key,
-    trial_steps,
 )
-from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
+from agentlab.core.search.records import TrialRecord, run_id, state_dict
 from agentlab.core.search.session import PlannerSession, PlannerSpec, check_agent_keys, open_planner
-from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import OPTUNA_PLANNERS, open_study
+from agentlab.core.search.study import OPTUNA_PLANNERS, Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import nas_kit
 from agentlab.nas.config import NAIVE_FAMILIES, NASConfig, apply_changes, get_dotted, space_meanings, space_values
 from agentlab.nas.ensemble import EnsembleBuilder, save_predictions
-from agentlab.nas.literature import comparison, recognise
+from agentlab.nas.own_code import (
+    command_objective,
+    command_space,
+    dry_run_command,
+    prepare_command,
+    render_command_report,
+    summarise_command,
+    trial_line,
+)
 from agentlab.nas.report import render_report
+from agentlab.nas.results import build_ensemble, literature_for, llm_contribution, summarise
 from agentlab.nas.tracking import log_results, log_trials
 
 if TYPE_CHECKING:
@@ -56,7 +62,10 @@ METRIC = "val_mse"
 
 
 def search_space(cfg: NASConfig) -> SearchSpace:
-    """The search space of ``cfg`` with what each key means and the base config's values (conditions, fill-ins)."""
+    """The search space of ``cfg`` with what each key means and the base config's values (conditions, fill-ins); a
+    command objective's is over its params."""
+    if cfg.objective is not None:
+        return command_space(cfg)
     return SearchSpace(cfg.search.space, meanings=space_meanings(cfg), base=space_values(cfg))
 
 
@@ -156,11 +165,12 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
     (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), a
     scripted ``agent_model``, the ``approver`` of --approve."""
     kit = None
+    kind = "tpe" if cfg.objective is not None and cfg.search.planner == "auto" else cfg.search.planner
     if cfg.search.planner == "agent" and prepared is not None:
         spec = cfg.search.space.get("model.family")
         families = list(spec.choices) if spec is not None and spec.choices else [cfg.model.family]
         kit = nas_kit(cfg, prepared, [str(f) for f in families])
-    return PlannerSpec(kind=cfg.search.planner, sampler="tpe", samplers=OPTUNA_PLANNERS, settings=cfg.search,
+    return PlannerSpec(kind=kind, sampler="tpe", samplers=OPTUNA_PLANNERS, settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
                        agent_model=agent_model, kit=kit, approver=approver)
 
@@ -186,26 +196,39 @@ def make_pruner(cfg: NASConfig) -> Any:
     first = search.pruner_warmup
     if search.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
-    if search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=cfg.max_epochs(),
+    if search.pruner == "hyperband":  # a command's steps are its own: Optuna reads their range from the trials
+        return optuna.pruners.HyperbandPruner(min_resource=first,
+                                              max_resource="auto" if cfg.objective else cfg.max_epochs(),
                                               reduction_factor=3)
     if search.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
+def metric_of(cfg: NASConfig) -> tuple[str, Direction]:
+    """The search's metric and its direction: the forecaster's validation MSE, or the command objective's."""
+    if cfg.objective is not None:
+        return cfg.objective.metric, cfg.objective.direction
+    return METRIC, "minimize"
+
+
 def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
-    return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=["minimize"],
-                      objectives=[METRIC], pruner=make_pruner(cfg))
+    metric, direction = metric_of(cfg)
+    return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=[direction],
+                      objectives=[metric], pruner=make_pruner(cfg))
 
 
-def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False) -> dict[str, Any]:
+def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False,
+            config_file: str | Path | None = None) -> dict[str, Any]:
     """Everything that can be checked before a run folder exists: the routing config, that ``--planner llm`` has a
     planner model, the base config inside the search space, the device, the data (read, split and windowed) and the
-    MLflow tracking URI.
+    MLflow tracking URI; for a command objective, ``own_code.prepare_command`` (``config_file``: the YAML file,
+    whose folder the command runs in).
     Returns ``run``'s keyword arguments ``llm`` and ``data``. ``scripted``: a scripted chooser stands in for the
     planner model (no model needed).
     """
+    if cfg.objective is not None:
+        return prepare_command(cfg, llm, config_file)
     from agentlab.nas.train import check_model, prepare_data  # lazy: imports torch
 
     try:
@@ -234,6 +257,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
 
 def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
     """What a run would do, without training or writing anything: data windows, base model, search space."""
+    if cfg.objective is not None:
+        return dry_run_command(cfg)
     from agentlab.nas.train import describe_model, prepare_data  # lazy: imports torch
 
     prepared = data if data is not None else prepare_data(cfg)
@@ -276,11 +301,11 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             progress: Progress | None, announce: Callable[[str], None] | None,
             chooser: Chooser | None = None, agent_model: AgentModel | None = None,
             approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
-    from agentlab.nas.train import evaluate_baseline, prepare_data  # lazy: imports torch
-
     progress = progress or NullProgress()
     announce = announce or log.info
-    prepared = data if data is not None else prepare_data(cfg)
+    metric, direction = metric_of(cfg)
+    own = cfg.objective is not None  # the user's command: no data, families, ensemble or literature
+    prepared = None if own else _prepared(cfg, data)
     space = search_space(cfg)
     with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, agent_model=agent_model,
                         approver=approver) as session:
@@ -288,32 +313,30 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         run_dir.event("planner", line=session.line)
         if session.evaluator is not None:
             announce("evaluator: rules, and the 'evaluator' route inside the noise band")
-        evaluator = HybridEvaluator(cfg.search.min_delta, router=session.evaluator, metric=METRIC)
+        evaluator = HybridEvaluator(cfg.search.min_delta, router=session.evaluator, metric=metric,
+                                    direction=direction)
         study = _study(cfg, run_dir)
         holder: dict[str, Any] = {"best": None, "ensemble": None}
-        objective = NASObjective(cfg, prepared, run_dir, progress, lambda: holder["best"])
-        builder = EnsembleBuilder(run_dir.path) if cfg.search.ensemble else None
-
-        def on_trial(records: list[TrialRecord]) -> None:
-            state = state_dict(records, METRIC)
-            holder["best"] = state["best_value"]
-            run_dir.write_json("agent_state.json", state)
-            log_trials(tracker, study, records, run_dir.path)
-            if builder is not None:
-                holder["ensemble"] = build_ensemble(cfg, builder, records, study)
-                if holder["ensemble"] is not None:
-                    run_dir.write_json("ensemble.json", holder["ensemble"])
-
+        objective = _objective(cfg, prepared, run_dir, progress, lambda: holder["best"])
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
                           objective=objective, planner=NaiveFirst(session.planner), evaluator=evaluator,
-                          metric=METRIC, seed=cfg.search.seed,
+                          metric=metric, seed=cfg.search.seed,
                           stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
                                          cfg.search.target),
-                          on_event=run_dir.event, on_trial=on_trial, progress=progress, run_dir=str(run_dir.path),
-                          summary_metrics=("test_mse", "n_params", "epochs"))
+                          on_event=run_dir.event, on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce),
+                          progress=progress, run_dir=str(run_dir.path),
+                          summary_metrics=() if own else ("test_mse", "n_params", "epochs"))
         outcome = loop.run()
         agent = session.agent(outcome.records)
     require_finished_trials(outcome)
+    if own:
+        results = summarise_command(cfg, outcome, session.line)
+        run_dir.save_results(results)
+        run_dir.save_report(render_command_report(cfg, outcome, results, run_dir.path, study))
+        return results
+    assert prepared is not None
+    from agentlab.nas.train import evaluate_baseline  # lazy: imports torch
+
     results = summarise(cfg, outcome, evaluate_baseline(prepared), session.line, target=prepared.target,
                         literature=literature_for(cfg, prepared), contribution=llm_contribution(session, outcome),
                         ensemble=holder["ensemble"])
@@ -325,106 +348,48 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     return results
 
 
-def build_ensemble(cfg: NASConfig, builder: EnsembleBuilder, records: list[TrialRecord],
-                   study: Any) -> dict[str, Any] | None:
-    """The ensemble over the finished trials of the study (of every worker: each trial's plan names the run folder
-    that holds its predictions); None when none has predictions. A failure to read or build is one log line: the
-    search goes on, and the best trial stays the final model."""
-    run_dirs = {t.number: str(t.user_attrs.get("plan", {}).get("run_dir") or "")
-                for t in study.get_trials(deepcopy=False)}
-    try:
-        return builder.build(records, run_dirs, family=lambda r: r.params.get("model.family", cfg.model.family))
-    except (OSError, ValueError) as exc:
-        log.warning("ensemble: not built (%s); the best trial is the final model", exc)
-        return None
+def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, study: Any, holder: dict[str, Any],
+              announce: Callable[[str], None]) -> Callable[[list[TrialRecord]], None]:
+    """After every trial: agent_state.json and ``holder["best"]``; for a command objective one console line per
+    trial finished here; for the forecaster the MLflow trials and the ensemble (``holder["ensemble"]``)."""
+    metric, direction = metric_of(cfg)
+    builder = EnsembleBuilder(run_dir.path) if cfg.search.ensemble and cfg.objective is None else None
+    shown = {t.number for t in study.get_trials(deepcopy=False)}  # kept from before: not announced again
+
+    def on_trial(records: list[TrialRecord]) -> None:
+        state = state_dict(records, metric, direction)
+        holder["best"] = state["best_value"]
+        run_dir.write_json("agent_state.json", state)
+        if cfg.objective is not None:
+            for r in records:
+                if r.number not in shown and r.state in ("complete", "pruned", "failed"):
+                    shown.add(r.number)
+                    announce(trial_line(r, metric))
+            return
+        log_trials(tracker, study, records, run_dir.path)
+        if builder is not None:
+            holder["ensemble"] = build_ensemble(cfg, builder, records, study)
+            if holder["ensemble"] is not None:
+                run_dir.write_json("ensemble.json", holder["ensemble"])
+
+    return on_trial
 
 
-def _rel_gain(base: float | None, best: float | None) -> float | None:
-    if base is None or best is None or not base:
-        return None
-    return (base - best) / abs(base)
+def _prepared(cfg: NASConfig, data: Any) -> PreparedData:
+    from agentlab.nas.train import prepare_data  # lazy: imports torch
+
+    return data if data is not None else prepare_data(cfg)
 
 
-def literature_for(cfg: NASConfig, prepared: PreparedData) -> dict[str, Any] | None:
-    """The published results for the data at hand (an ETT file recognised by name and shape), else None."""
-    dataset = recognise(cfg.data.path, prepared.n_steps, len(prepared.columns))
-    return comparison(dataset, cfg.data.pred_len, cfg.data.features, prepared.split)
-
-
-def llm_contribution(session: PlannerSession, outcome: Any) -> dict[str, Any] | None:
-    """results.json's ``llm_contribution`` (None unless the llm planner ran), with the search's best without the
-    LLM's picks (the trials where it chose another candidate than TPE's) as the counterfactual."""
-    if not isinstance(session.planner, ChooserPlanner):
-        return None
-    kept = best_of([r for r in outcome.records if r.origin not in LLM_ORIGINS])
-    without = {"best_val_mse": kept.value if kept else None,
-               "best_test_mse": kept.metrics.get("test_mse") if kept else None}
-    name = session.planner.name
-    warmup = sum(1 for r in outcome.records if r.planner == name and r.warmup)
-    return session.contribution(trial_steps(outcome.records, name, False), warmup, without)
-
-
-def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,
-              target: str | None = None, literature: dict[str, Any] | None = None,
-              contribution: dict[str, Any] | None = None, ensemble: dict[str, Any] | None = None) -> dict[str, Any]:
-    """results.json: best and base trials (with their family and lookback), gains, trial states, the naive baseline,
-    the data used and the published results for it, the ensemble (``final_model``: ensemble when there is one, else
-    best). ``target`` is the target column the data actually used (in "M" mode a CSV without ``data.target`` uses
-    its last column)."""
-    best, base = outcome.best, outcome.base
-
-    def brief(r: TrialRecord | None) -> dict[str, Any] | None:
-        if r is None:
-            return None
-        used = apply_changes(cfg, r.params)
-        return {"run_id": r.run_id, "val_mse": r.value, "test_mse": r.metrics.get("test_mse"),
-                "test_mae": r.metrics.get("test_mae"), "n_params": r.metrics.get("n_params"), "params": r.params,
-                "planner": r.planner, "family": used.model.family, "seq_len": used.data.seq_len}
-
-    counts: dict[str, int] = {}
-    for r in outcome.records:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    return {
-        "best": brief(best), "base": brief(base),
-        "gain": {"val_mse": _rel_gain(base.value if base else None, best.value),
-                 "test_mse": _rel_gain(base.metrics.get("test_mse") if base else None, best.metrics.get("test_mse"))},
-        "trials": len(outcome.records), "states": counts, "ran_here": outcome.ran_here,
-        "stop_reason": outcome.stop_reason, "planner": planner_line, "llm_contribution": contribution,
-        "naive_baseline": baseline,
-        "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "features": cfg.data.features,
-                 "target": target or cfg.data.target, "seq_len": cfg.data.seq_len, "label_len": cfg.data.label_len,
-                 "pred_len": cfg.data.pred_len},
-        "families": family_counts(cfg, outcome.records),
-        "literature": literature,
-        "ensemble": ensemble,
-        "final_model": final_model(ensemble, best),
-    }
-
-
-def final_model(ensemble: dict[str, Any] | None, best: TrialRecord | None) -> str:
-    """``ensemble`` when there is one and it is not worse on validation than the best trial, else ``best``. It can
-    be worse only when the best trial is not in its pool (a run resumed from before trials kept forecasts, or whose
-    files went missing); 1e-3 of slack for the float16 forecasts it is measured on."""
-    if ensemble is None:
-        return "best"
-    if best is not None and best.value is not None and ensemble["val_mse"] > best.value * (1 + 1e-3):
-        return "best"
-    return "ensemble"
-
-
-def family_counts(cfg: NASConfig, records: list[TrialRecord]) -> dict[str, dict[str, Any]]:
-    """Per model family: trials by state and the best validation MSE among its finished trials."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.state == "running" or not r.counted:
-            continue
-        family = r.params.get("model.family", cfg.model.family)
-        entry = out.setdefault(family, {"trials": 0, "complete": 0, "pruned": 0, "failed": 0, "best_val_mse": None})
-        entry["trials"] += 1
-        entry[r.state if r.state in ("complete", "pruned") else "failed"] += 1
-        if r.state == "complete" and r.finite and (entry["best_val_mse"] is None or r.value < entry["best_val_mse"]):
-            entry["best_val_mse"] = r.value
-    return out
+def _objective(cfg: NASConfig, prepared: PreparedData | None, run_dir: RunDir, progress: Progress,
+               best: Callable[[], float | None]) -> Objective:
+    """What a trial runs: the user's command (``objective``), else the built-in forecaster on ``prepared``."""
+    if cfg.objective is not None:
+        objective = command_objective(cfg, run_dir)
+        objective.validate()
+        return objective
+    assert prepared is not None
+    return NASObjective(cfg, prepared, run_dir, progress, best)
 
 
 def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str, Any] | str | Path | None = None,
@@ -448,7 +413,9 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         cfg = load_config(None, NASConfig, sets, base=config)
     else:
         cfg = load_config(config, NASConfig, sets)
-    inputs = {**prepare(cfg, llm, scripted=chooser is not None or agent_model is not None), "chooser": chooser,
+    config_file = config if isinstance(config, (str, Path)) and resume_dir is None else None
+    inputs = {**prepare(cfg, llm, scripted=chooser is not None or agent_model is not None, config_file=config_file),
+              "chooser": chooser,
               "agent_model": agent_model}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results

@@ -301,7 +301,7 @@ def test_a_pruned_trial_keeps_no_forecasts_and_stays_out_of_the_ensemble(in_tmp:
 
 def test_an_ensemble_without_the_best_trial_that_is_worse_on_validation_is_not_the_final_model() -> None:
     from agentlab.nas.report import summary_lines
-    from agentlab.nas.run import final_model
+    from agentlab.nas.results import final_model
 
     best = _record(3, 0.50)
     block = {"members": [{"run_id": "run_0004", "weight": 1.0, "family": "linear"}], "val_mse": 0.60,

@@ -40,6 +40,12 @@ class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
         self.metrics = metrics or {}
 
 
+class TrialFailed(Exception):  # noqa: N818 - a trial's outcome, like Pruned
+    """Raised by an objective for a trial that failed the way trials do (the user's command exited non-zero, gave
+    no metric, timed out): a failed trial, counted, with this message as its reason and no traceback; the search
+    goes on."""
+
+
 class Evaluator(Protocol):
     """Accepts or rejects a finished trial against the best so far (``evaluator.HybridEvaluator``)."""
 
@@ -287,6 +293,10 @@ class SearchLoop:
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
                                                   "reason": "pruned: validation loss hopeless next to earlier trials"})
                 self.study.tell(trial, state=TrialState.PRUNED)
+            return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
+        except TrialFailed as exc:
+            log.warning("trial %d failed: %s", trial.number, str(exc).splitlines()[0] if str(exc) else "")
+            self._fail(trial, f"failed: {exc}", counted=True)
             return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
         except Exception as exc:
             full = storage_error(exc, where=self.run_dir or None)

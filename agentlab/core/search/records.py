@@ -153,10 +153,10 @@ def best_of(records: list[TrialRecord], direction: str = "minimize") -> TrialRec
     return min(accepted, key=lambda r: (sign * r.value, r.number)) if accepted else None  # type: ignore[operator]
 
 
-def state_dict(records: list[TrialRecord], metric: str) -> dict[str, Any]:
+def state_dict(records: list[TrialRecord], metric: str, direction: str = "minimize") -> dict[str, Any]:
     """agent_state.json: ``best_run_id`` and ``runs`` with run_id, the metric, test metrics, decision, planner, and
     ``counted`` (False for a trial interrupted or abandoned: it used no budget and was planned again)."""
-    best = best_of(records)
+    best = best_of(records, direction)
     runs = []
     for r in records:
         runs.append({

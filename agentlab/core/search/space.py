@@ -302,6 +302,18 @@ class SearchSpace:
                 for key, spec in self.params.items()}
 
 
+def lookup(params: dict[str, Any], key: str) -> tuple[bool, Any]:
+    """(found, value) of ``key`` in ``params``: the key itself, else its dotted path through nested dicts."""
+    if key in params:
+        return True, params[key]
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
 def same_value(a: Any, b: Any) -> bool:
     """Equal, and not merely because True == 1."""
     return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)

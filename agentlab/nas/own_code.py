@@ -1,0 +1,187 @@
+"""`agentlab nas` on the user's own training code: the ``objective`` section's command as the search's objective.
+
+What differs from the built-in forecaster, in one place: the checks before a run (the command can start, the space
+is the params'), the search space over the user's param names, the objective (``core.search.command``), and the
+summary and report under the metric's own name. The search itself (planners, study, resume) is nas's.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentlab.core.errors import UsageError, missing_package
+from agentlab.core.llm.config import LLMConfig, load_llm_config
+from agentlab.core.runs import RunDir
+from agentlab.core.search.command import CommandObjective, flat_values
+from agentlab.core.search.records import TrialRecord, run_id
+from agentlab.core.search.space import SearchSpace
+from agentlab.core.tracking import check_tracking
+from agentlab.nas.config import CommandObjectiveConfig, NASConfig
+
+if TYPE_CHECKING:
+    from agentlab.core.search.loop import SearchOutcome
+
+CLASSICAL = ("auto", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random")
+
+
+def objective_of(cfg: NASConfig) -> CommandObjectiveConfig:
+    assert cfg.objective is not None, "a command objective's function called without one"
+    return cfg.objective
+
+
+def resolve_cwd(cfg: NASConfig, config_file: str | Path | None) -> None:
+    """Set ``objective.cwd`` to an absolute folder: the YAML file's folder when empty, a relative one taken from
+    there (the current folder when there is no file). config.yaml then records it, so ``--resume`` runs the
+    command where the first run did, wherever it is started from."""
+    objective = objective_of(cfg)
+    home = Path(config_file).resolve().parent if config_file is not None else Path.cwd()
+    cwd = objective.cwd if objective.cwd is not None else Path(".")
+    objective.cwd = Path(cwd if cwd.is_absolute() else (home / cwd).resolve())
+
+
+def command_space(cfg: NASConfig) -> SearchSpace:
+    """The search space over the user's param names, the base values read from objective.params."""
+    params = objective_of(cfg).params
+    keys = list(cfg.search.space)
+    for spec in cfg.search.space.values():
+        keys += [k for k in spec.when or {} if k not in keys]
+    return SearchSpace(cfg.search.space, base=flat_values(params, keys))
+
+
+def command_objective(cfg: NASConfig, run_dir: RunDir | None) -> CommandObjective:
+    """The objective; without a run folder (a check before it exists) trial folders would go to a temp path."""
+    objective = objective_of(cfg)
+    root = run_dir.path if run_dir is not None else Path(".")
+    return CommandObjective(objective.command, objective.metric, objective.params, cwd=objective.cwd or Path.cwd(),
+                            trial_dir=lambda number: root / "trials" / run_id(number),
+                            timeout_s=objective.timeout_s, space_keys=tuple(cfg.search.space))
+
+
+def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
+                    config_file: str | Path | None = None) -> dict[str, Any]:
+    """nas's ``prepare`` for a command objective: the planner is a classical one, the command can start, the
+    base params lie in the space, the tracking URI works. No data is read."""
+    try:
+        import optuna  # noqa: F401  (the search's store)
+    except ImportError as exc:
+        raise missing_package(exc) or exc from None
+    if cfg.search.planner not in CLASSICAL:
+        raise UsageError(f"--planner {cfg.search.planner} is not available for a command objective yet; use tpe, "
+                         "cmaes or random")
+    resolve_cwd(cfg, config_file)
+    command_objective(cfg, None).validate()
+    space = command_space(cfg)
+    space.check_base(space.complete(space.base))
+    check_tracking(cfg.mlflow)
+    return {"llm": llm if isinstance(llm, LLMConfig) else load_llm_config(llm), "data": None}
+
+
+def objective_line(cfg: NASConfig) -> str:
+    objective = objective_of(cfg)
+    return (f"objective: {objective.direction} {objective.metric} of `{objective.command}` in {objective.cwd}"
+            + (f", {objective.timeout_s:g} s per trial at most" if objective.timeout_s else ""))
+
+
+def dry_run_command(cfg: NASConfig) -> dict[str, Any]:
+    objective = objective_of(cfg)
+    planner = "tpe" if cfg.search.planner == "auto" else cfg.search.planner
+    return {"config": "ok", "objective": objective.model_dump(mode="json"), "planner": planner,
+            "search_space": list(cfg.search.space), "max_iterations": cfg.search.max_iterations,
+            "message": f"config ok; {objective_line(cfg)}\nsearch space: {', '.join(cfg.search.space)}; planner "
+                       f"{planner}\ndry run: nothing run, no run folder written"}
+
+
+def trial_line(record: TrialRecord, metric: str) -> str:
+    """The console's line for a finished trial: what changed, the metric, the seconds, or why it failed."""
+    changes = ", ".join(f"{k}={_short(v)}" for k, v in record.changes.items()) or "base params"
+    seconds = record.metrics.get("seconds", record.seconds)
+    took = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+    if record.state == "failed":
+        return f"{record.run_id} ({record.planner}) {changes}: failed{took}: {record.reason.splitlines()[0]}"
+    return f"{record.run_id} ({record.planner}) {changes}: {metric} {_short(record.value)} ({record.state}{took})"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _brief(record: TrialRecord | None, metric: str) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {"run_id": record.run_id, metric: record.value, "params": record.params, "planner": record.planner,
+            "metrics": {k: v for k, v in record.metrics.items() if k != "value"}}
+
+
+def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str) -> dict[str, Any]:
+    """results.json of a command objective: best and base trials under the metric's own name, the relative gain
+    (positive: better, whichever the direction), the trial states."""
+    objective = objective_of(cfg)
+    metric, best, base = objective.metric, outcome.best, outcome.base
+    gain = None
+    if best is not None and base is not None and base.value and best.value is not None:
+        sign = 1.0 if objective.direction == "maximize" else -1.0
+        gain = sign * (best.value - base.value) / abs(base.value)
+    states: dict[str, int] = {}
+    for r in outcome.records:
+        states[r.state] = states.get(r.state, 0) + 1
+    return {"objective": objective.model_dump(mode="json"), "metric": metric, "direction": objective.direction,
+            "best": _brief(best, metric), "base": _brief(base, metric), "gain": {metric: gain},
+            "trials": len(outcome.records), "states": states, "ran_here": outcome.ran_here,
+            "stop_reason": outcome.stop_reason, "planner": planner_line}
+
+
+def command_summary_lines(results: dict[str, Any]) -> list[str]:
+    """The console summary of a command objective's search."""
+    metric, best, base = results["metric"], results["best"], results["base"]
+    lines = [f"best trial {best['run_id']}: {metric} {_short(best[metric])} ({best['planner']})"]
+    gain = results["gain"].get(metric)
+    if base is not None and base["run_id"] == best["run_id"]:
+        lines.append("no trial beat the base params")
+    elif base is not None and gain is not None:
+        lines.append(f"best vs the base params ({base['run_id']}): {metric} {_short(base[metric])} -> "
+                     f"{_short(best[metric])} ({gain:+.1%}, positive: better)")
+    changed = {k: v for k, v in best["params"].items() if base is None or base["params"].get(k) != v}
+    lines.append("best params: " + (", ".join(f"{k}={_short(v)}" for k, v in changed.items()) or "the base params"))
+    ran, total = results.get("ran_here"), results.get("trials")
+    if isinstance(ran, int) and isinstance(total, int) and total > ran:
+        lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")
+    return lines
+
+
+def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any], run_path: Path,
+                          study: Any) -> str:
+    """report.md of a command objective: the best trial, its params against the base, every trial."""
+    from agentlab.nas.report import plot_importances
+
+    metric = results["metric"]
+    best, base = outcome.best, outcome.base
+    assert best is not None, "require_finished_trials runs before the report"
+    lines = ["# agentlab nas: your own training code", "", f"Command: `{objective_of(cfg).command}` "
+             f"({results['direction']} {metric}).", "",
+             f"Best: **{best.run_id}**: {metric} {_short(best.value)}."]
+    if base is not None:
+        lines.append(f"Base params ({base.run_id}): {metric} {_short(base.value)}.")
+    lines += [f"{results['planner']}. Stopped: {results['stop_reason']}. Trials: {results['trials']} "
+              f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", "",
+              "## Best params vs base", "", "| key | base | best |", "|---|---|---|"]
+    base_params = base.params if base else {}
+    changed = {k: v for k, v in best.params.items() if base_params.get(k) != v}
+    lines += [f"| {k} | {_short(base_params.get(k))} | **{_short(v)}** |" for k, v in changed.items()] or [
+        "| (none) | | |"]
+    importances = plot_importances(study, run_path / "param_importances.png")
+    if importances is not None:
+        lines += ["", f"![parameter importances]({importances.relative_to(run_path)})"]
+    lines += ["", "## Trials", "", f"| run | planner | changes | {metric} | seconds | state | decision |",
+              "|---|---|---|---|---|---|---|"]
+    for r in outcome.records:
+        changes = ", ".join(f"{k}={_short(v)}" for k, v in r.changes.items()) or "-"
+        decision = ("accepted" if r.accepted else "rejected" if r.accepted is False else "") + (
+            f": {r.reason}" if r.reason else "")
+        decision = " ".join(decision.split()).replace("|", "/")
+        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_short(r.value)} | "
+                     f"{_short(r.metrics.get('seconds', r.seconds))} | {r.state} | {decision} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,171 @@
+"""The user's own command as a search objective: params file, result line or metrics.json, step lines, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from agentlab.core.errors import UsageError
+from agentlab.core.search.command import CommandObjective, nested_params
+from agentlab.core.search.evaluator import HybridEvaluator
+from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, TrialFailed
+from agentlab.core.search.planners import OptunaPlanner
+from agentlab.core.search.space import ParamSpec, SearchSpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+PYTHON = shlex.quote(sys.executable)
+BASE = {"x": 4.0, "optimizer": {"lr": 0.1, "name": "sgd"}}
+
+
+def objective(tmp_path: Path, body: str, metric: str = "loss", **kwargs: Any) -> CommandObjective:
+    """A CommandObjective whose command is ``body``, a Python script that gets the params file as argv[1]."""
+    script = tmp_path / "train.py"
+    script.write_text("import json, os, sys, time\np = json.load(open(sys.argv[1]))\n" + textwrap.dedent(body))
+    return CommandObjective(f"{PYTHON} train.py {{params}}", metric, BASE, cwd=tmp_path,
+                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}", **kwargs)
+
+
+def never(step: int, value: float) -> bool:
+    return False
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_nested_params_update_nested_dicts_and_keep_the_base() -> None:
+    out = nested_params(BASE, {"x": 1.0, "optimizer.lr": 0.01})
+    assert out == {"x": 1.0, "optimizer": {"lr": 0.01, "name": "sgd"}}
+    assert BASE["optimizer"] == {"lr": 0.1, "name": "sgd"}  # a copy
+
+
+def test_params_file_env_cwd_and_the_last_result_line(tmp_path: Path) -> None:
+    obj = objective(tmp_path, """
+        print("epoch 1 done")
+        print(json.dumps({"loss": 99.0}))  # an earlier result line: the last one counts
+        print(json.dumps({"loss": p["optimizer"]["lr"] + p["x"], "dir": os.environ["AGENTLAB_TRIAL_DIR"],
+                          "params": os.environ["AGENTLAB_PARAMS"], "cwd": os.getcwd(), "nested": {"a": 1}}))
+        print("bye", file=sys.stderr)
+    """)
+    metrics = obj.run(3, {"x": 1.0, "optimizer.lr": 0.5}, never)
+    folder = tmp_path / "run" / "trials" / "run_0003"
+    assert json.loads((folder / "params.json").read_text()) == {"x": 1.0, "optimizer": {"lr": 0.5, "name": "sgd"}}
+    assert metrics["value"] == metrics["loss"] == 1.5
+    assert metrics["dir"] == str(folder) and metrics["params"] == str(folder / "params.json")
+    assert metrics["cwd"] == str(tmp_path) and "nested" not in metrics and metrics["seconds"] > 0
+    assert "epoch 1 done" in (folder / "stdout.log").read_text()
+    assert (folder / "stderr.log").read_text() == "bye\n"
+
+
+def test_metric_from_metrics_json_when_stdout_has_none(tmp_path: Path) -> None:
+    obj = objective(tmp_path, """
+        print(json.dumps({"step": 1, "loss": 5.0}))  # a step line is not a result
+        json.dump({"loss": 0.25, "acc": 0.9}, open(os.path.join(os.environ["AGENTLAB_TRIAL_DIR"], "metrics.json"), "w"))
+    """)
+    metrics = obj.run(0, {}, never)
+    assert metrics["value"] == 0.25 and metrics["acc"] == 0.9
+
+
+def test_maximised_metric_is_the_value(tmp_path: Path) -> None:
+    obj = objective(tmp_path, 'print(json.dumps({"loss": 1.0, "accuracy": 0.75}))', metric="accuracy")
+    assert obj.run(0, {}, never)["value"] == 0.75
+
+
+def test_step_lines_reach_the_pruner_and_a_stop_ends_the_child(tmp_path: Path) -> None:
+    obj = objective(tmp_path, """
+        open("child.pid", "w").write(str(os.getpid()))
+        for step in range(1, 100):
+            print(json.dumps({"step": step, "loss": 10.0 / step}), flush=True)
+            time.sleep(0.05 if step < 3 else 30)
+        print(json.dumps({"loss": 0.0}))
+    """)
+    seen: list[tuple[int, float]] = []
+
+    def report(step: int, value: float) -> bool:
+        seen.append((step, value))
+        return step == 2
+
+    start = time.monotonic()
+    with pytest.raises(Pruned) as caught:
+        obj.run(0, {}, report)
+    assert time.monotonic() - start < 15
+    assert seen == [(1, 10.0), (2, 5.0)] and caught.value.metrics == {"value": 5.0, "loss": 5.0, "step": 2}
+    assert not alive(int((tmp_path / "child.pid").read_text()))
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ("for i in range(20): print(f'err line {i}', file=sys.stderr)\nsys.exit(1)", "exit code 1"),
+    ("for i in range(20): print(f'err line {i}', file=sys.stderr)\nprint(json.dumps({'acc': 1}))", "no result"),
+    ("for i in range(20): print(f'err line {i}', file=sys.stderr)\nprint('{\"loss\": NaN}')", "not a finite number"),
+    ("for i in range(20): print(f'err line {i}', file=sys.stderr, flush=True)\ntime.sleep(30)", "timed out after 1 s"),
+], ids=["exit-1", "missing-metric", "nan", "timeout"])
+def test_each_failure_is_a_failed_trial_with_the_stderr_tail(tmp_path: Path, body: str, why: str) -> None:
+    obj = objective(tmp_path, body, timeout_s=1)
+    start = time.monotonic()
+    with pytest.raises(TrialFailed) as caught:
+        obj.run(0, {}, never)
+    reason = str(caught.value)
+    assert why in reason and "err line 19" in reason and "err line 10" in reason and "err line 9\n" not in reason
+    assert time.monotonic() - start < 10
+    assert (tmp_path / "run" / "trials" / "run_0000" / "stderr.log").is_file()
+
+
+def test_the_search_goes_on_past_failed_trials(tmp_path: Path) -> None:
+    obj = objective(tmp_path, """
+        if p["x"] != 4.0:
+            print("boom", file=sys.stderr)
+            sys.exit(3)
+        print(json.dumps({"loss": 1.0}))
+    """)
+    space = SearchSpace({"x": ParamSpec(low=-5.0, high=5.0)}, base={"x": 4.0})
+    study = optuna.create_study(direction="minimize")
+    loop = SearchLoop(study=study, space=space, base_params={"x": 4.0}, objective=obj, planner=OptunaPlanner("random"),
+                      evaluator=HybridEvaluator(0.01), stop=StopRules(max_iterations=3), seed=0)
+    outcome = loop.run()
+    assert [r.state for r in outcome.records] == ["complete", "failed", "failed"]
+    assert all(r.counted for r in outcome.records)
+    assert outcome.records[1].reason.startswith("failed: exit code 3") and "boom" in outcome.records[1].reason
+    assert outcome.best is not None and outcome.best.number == 0
+
+
+def test_a_command_that_cannot_start_is_refused(tmp_path: Path) -> None:
+    for command, words in (("no-such-program-46 {params}", "not found on PATH"),
+                           ("./missing.sh {params}", "does not exist"), ("", "empty"), ("'unclosed", "split")):
+        obj = CommandObjective(command, "loss", BASE, cwd=tmp_path, trial_dir=lambda n: tmp_path)
+        with pytest.raises(UsageError, match=words):
+            obj.validate()
+    (tmp_path / "plain.sh").write_text("echo hi\n")  # not executable
+    with pytest.raises(UsageError, match="not an executable"):
+        CommandObjective("./plain.sh", "loss", BASE, cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
+
+
+def test_a_space_key_the_params_lack_is_refused(tmp_path: Path) -> None:
+    obj = CommandObjective(f"{PYTHON} -c pass", "loss", BASE, cwd=tmp_path, trial_dir=lambda n: tmp_path,
+                           space_keys=("x", "optimizer.lr", "optimizer.momentum"))
+    with pytest.raises(UsageError, match=r"search\.space\.optimizer\.momentum: not a key of objective\.params"):
+        obj.validate()
+
+
+def test_check_finds_params_that_are_no_json(tmp_path: Path) -> None:
+    obj = CommandObjective(f"{PYTHON} -c pass", "loss", BASE, cwd=tmp_path, trial_dir=lambda n: tmp_path)
+    assert obj.check({"x": 1.0}) == []
+    assert obj.check({"x": math.inf}) and obj.check({"x": object()})
+
+
+def test_the_child_runs_in_its_own_process_group(tmp_path: Path) -> None:
+    obj = objective(tmp_path, 'print(json.dumps({"loss": float(os.getpgid(0) == os.getpid())}))')
+    assert obj.run(0, {}, never)["value"] == 1.0

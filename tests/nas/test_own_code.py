@@ -1,0 +1,173 @@
+"""`agentlab nas` on the user's own command (an `objective:` section): every classical planner end to end, resume,
+refusals before any trial (exit 2), and no child process left behind when agentlab is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentlab.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+# A user's "training script" in pure Python: a quadratic bowl with step lines, fast and with no torch.
+SCRIPT = """\
+import json, sys
+p = json.load(open(sys.argv[1]))
+x, w = p["x"], p["model"]["width"]
+for step in range(1, 3):
+    print(json.dumps({"step": step, "loss": (x - 1) ** 2 + w / 100 + 2 - step}), flush=True)
+print(json.dumps({"loss": (x - 1) ** 2 + w / 100, "accuracy": 1 / (1 + (x - 1) ** 2)}))
+"""
+# Sleeps, after writing its pid where the test can read it.
+SLEEPER = "import os, sys, time\nopen('child.pid', 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+
+
+def write_project(folder: Path, script: str = SCRIPT, **objective: Any) -> Path:
+    """A project folder with train.py and nas.yaml (the objective's keys overridable); returns the YAML's path."""
+    project = folder / "project"
+    project.mkdir(exist_ok=True)
+    (project / "train.py").write_text(script)
+    config = {"objective": {"command": f"{sys.executable} train.py {{params}}", "metric": "loss",
+                            "direction": "minimize", "params": {"x": 4.0, "model": {"width": 16}}, **objective},
+              "search": {"pruner": "none", "space": {"x": {"low": -5.0, "high": 5.0},
+                                                     "model.width": {"choices": [8, 16, 32]}}}}
+    path = project / "nas.yaml"
+    path.write_text("# agentlab nas -c nas.yaml\n" + yaml.safe_dump(config))
+    return path
+
+
+def run_folders(root: Path) -> list[Path]:
+    return sorted((root / "runs" / "nas").glob("*")) if (root / "runs" / "nas").is_dir() else []
+
+
+@pytest.mark.parametrize("planner", ["tpe", "random", "cmaes"])
+def test_every_classical_planner_searches_the_command(in_tmp: Path, planner: str) -> None:
+    config = write_project(in_tmp)
+    assert main(["nas", "-c", str(config), "--max-iterations", "4", "--planner", planner]) == 0
+    (run,) = run_folders(in_tmp)
+    results = json.loads((run / "results.json").read_text())
+    assert results["trials"] == 4 and results["metric"] == "loss" and results["states"].get("complete", 0) >= 2
+    assert results["base"]["params"] == {"x": 4.0, "model.width": 16} and results["base"]["loss"] == 9.16
+    assert results["best"]["loss"] <= 9.16 and "accuracy" in results["best"]["metrics"]
+    assert f"planner: {planner}" in results["planner"]
+    params = json.loads((run / "trials" / "run_0000" / "params.json").read_text())
+    assert params == {"x": 4.0, "model": {"width": 16}}
+    assert (run / "trials" / "run_0003" / "stdout.log").is_file()
+    assert "| loss |" in (run / "report.md").read_text()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["objective"]["cwd"] == str(config.parent)  # the YAML's folder, kept for --resume
+
+
+def test_maximize_and_resume_keeps_the_finished_trials(in_tmp: Path) -> None:
+    config = write_project(in_tmp, metric="accuracy", direction="maximize")
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random"]) == 0
+    (run,) = run_folders(in_tmp)
+    before = json.loads((run / "agent_state.json").read_text())["runs"]
+    assert main(["nas", "--resume", str(run), "--max-iterations", "4"]) == 0
+    after = json.loads((run / "agent_state.json").read_text())["runs"]
+    assert len(after) == 4 and [(r["params"], r["accuracy"]) for r in after[:2]] == [
+        (r["params"], r["accuracy"]) for r in before]
+    results = json.loads((run / "results.json").read_text())
+    assert results["direction"] == "maximize" and results["ran_here"] == 2
+    assert results["best"]["accuracy"] == max(r["accuracy"] for r in after if r["state"] == "complete")
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"command": "no-such-program-46 train.py {params}"}, "not found on PATH"),
+    ({"params": {"x": 4.0}}, "search.space.model.width: not a key of objective.params"),
+    ({"direction": "up"}, "objective.direction"),
+], ids=["no-program", "space-key-not-in-params", "bad-direction"])
+def test_refused_before_any_trial(in_tmp: Path, capsys: pytest.CaptureFixture, change: dict[str, Any],
+                                  words: str) -> None:
+    config = write_project(in_tmp, **change)
+    assert main(["nas", "-c", str(config), "--max-iterations", "2"]) == 2
+    out = capsys.readouterr().err
+    assert words in " ".join(out.split())
+    assert run_folders(in_tmp) == []
+
+
+def test_config_errors_name_the_yaml_line(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    config = write_project(in_tmp)
+    text = config.read_text().replace("model.width:", "model.depth:")
+    config.write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "model.depth" in row)
+    assert main(["nas", "-c", str(config)]) == 2
+    assert f"nas.yaml:{line}: search.space.model.depth: not a key of objective.params" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("planner", ["llm", "agent"])
+def test_llm_planners_are_refused_for_a_command(in_tmp: Path, capsys: pytest.CaptureFixture, planner: str) -> None:
+    config = write_project(in_tmp)
+    assert main(["nas", "-c", str(config), "--planner", planner]) == 2
+    assert "not available for a command objective yet" in capsys.readouterr().err
+    assert run_folders(in_tmp) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_the_command_dies_with_agentlab(in_tmp: Path, sig: signal.Signals) -> None:
+    config = write_project(in_tmp, script=SLEEPER)
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    with open(in_tmp / "agentlab.log", "wb") as log:
+        agentlab = subprocess.Popen([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(config), "-n", "2"],
+                                    cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    pid_file = config.parent / "child.pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            assert agentlab.poll() is None, (in_tmp / "agentlab.log").read_text()
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        assert _alive(child)
+        agentlab.send_signal(sig)
+        code = agentlab.wait(timeout=20)
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the training command outlived agentlab"
+        assert code == (130 if sig == signal.SIGTERM else -signal.SIGKILL)
+    finally:
+        if agentlab.poll() is None:
+            agentlab.kill()
+        if pid_file.is_file() and pid_file.read_text() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*/nas.yaml")), ids=lambda p: p.parent.name)
+def test_example_configs_validate_and_say_how_to_run(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith(f"# agentlab nas -c {path.relative_to(REPO)}")
+    monkeypatch.chdir(REPO)
+    assert main(["config", "validate", str(path)]) == 0
+    assert main(["nas", "-c", str(path), "--dry-run"]) == 0
+
+
+@pytest.mark.slow
+def test_the_example_project_trains_for_real(in_tmp: Path) -> None:
+    pytest.importorskip("torch")
+    config = REPO / "examples" / "own_code" / "nas.yaml"
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(config), "-n", "2"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = run_folders(in_tmp)
+    results = json.loads((run / "results.json").read_text())
+    assert results["states"] == {"complete": 2} and 0 < results["best"]["val_loss"] < 2
