@@ -439,4 +439,4 @@ class SearchLoop:
 def require_finished_trials(outcome: SearchOutcome) -> None:
     if outcome.best is None:
         raise AgentlabError("the search finished without a successful trial",
-                            hint="see events.jsonl and trials/*/ for the errors; try a smaller learning rate")
+                            hint="see events.jsonl and each trial's folder under trials/ for the errors")
