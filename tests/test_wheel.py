@@ -157,3 +157,9 @@ def test_the_wheel_installed_by_pip_runs(dist: Path, tmp_path: Path) -> None:
     done = subprocess.run([str(venv / "bin" / "agentlab"), "nas", "--max-iterations", "1"], cwd=work, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "pip install 'agentlab[ml]'" in done.stderr, done.stderr[-2000:]
+    # then the extra it names, at the lock's versions: the search runs
+    constraints = _lock_constraints(tmp_path, "ml")
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--constraint", str(constraints),
+          f"{_wheel(dist)}[ml]"], cwd=tmp_path)
+    out = _run([str(venv / "bin" / "agentlab"), "nas", "--max-iterations", "1", "--json"], work, env)
+    assert json.loads(out)["states"] == {"complete": 1}, out[-2000:]
