@@ -1,0 +1,156 @@
+"""`agentlab nas` on the user's own training code (examples/own_code): the planners at equal budget, and what agentlab
+costs per trial against running the same command in a plain loop.
+
+Quality: for each planner of ``--planners`` (tpe, cmaes, random) and each seed of ``--seeds``, one ``agentlab nas -c
+examples/own_code/nas.yaml`` search of ``--trials`` trials; the seed sets ``search.seed`` and the script's own
+``seed`` param (trial 0's training noise differs between seeds, the same for every planner of a seed). Printed: the
+best validation loss after each of ``--at`` trials (the first n trials of each search; pruned, failed and interrupted
+trials do not count) as mean +- sd over seeds with every seed's figure, and "trial 0 alone" (the base params, what a
+user had before searching). The LLM chooser and the agent do not run on a command objective yet, so they are not here.
+
+Overhead: one search of ``--overhead-trials`` trials with the random planner and no pruner, then the same trials'
+commands (the same params files, in the same folder) run one after another in a plain Python loop. Printed: both wall
+times, agentlab's overhead per trial (its wall time minus the loop's, over the trials; agentlab's start-up included)
+and as a share of the loop's time. The last line, ``ratio: X``, is agentlab's wall time over the plain loop's.
+
+    python benchmarks/own_code.py                                   # 3 planners x 5 seeds x 12 trials, then overhead
+    python benchmarks/own_code.py --seeds 0 --trials 4 --overhead-trials 3     # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "own_code"
+AGENTLAB = [sys.executable, "-m", "agentlab.cli"]
+# the example's command is `python train.py ...`: this interpreter's environment (torch) first on PATH, as a user's
+# activated venv would be
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "NO_COLOR": "1"}
+
+
+def settings(seed: int, extra: dict | None = None) -> dict:
+    """The example's YAML with the folder made absolute, the seed in the search and in the script's params."""
+    cfg = yaml.safe_load((EXAMPLE / "nas.yaml").read_text(encoding="utf-8"))
+    cfg["objective"]["cwd"] = str(EXAMPLE)
+    cfg["objective"]["params"]["seed"] = seed
+    cfg.setdefault("search", {})["seed"] = seed
+    for key, value in (extra or {}).items():
+        cfg["search"][key] = value
+    return cfg
+
+
+def search(out: Path, planner: str, seed: int, trials: int, extra: dict | None = None) -> tuple[Path, float]:
+    """One agentlab search (resumed when its folder holds an unfinished one); its run folder and wall time."""
+    folder = out / f"{planner}-s{seed}"
+    if (folder / "results.json").exists():
+        return folder, json.loads((folder / "bench_wall.json").read_text())["seconds"]
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / f"{planner}-s{seed}.yaml"
+    config.write_text("# agentlab nas -c " + config.name + "\n" + yaml.safe_dump(settings(seed, extra)))
+    args = ["--resume", str(folder)] if folder.exists() else ["-c", str(config), "--out", str(folder)]
+    start = time.perf_counter()
+    done = subprocess.run([*AGENTLAB, "nas", *args, "--max-iterations", str(trials), "--planner", planner],
+                          cwd=out, env=ENV, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{planner} seed {seed}: agentlab nas exited {done.returncode}:\n{done.stderr[-2000:]}")
+    (folder / "bench_wall.json").write_text(json.dumps({"seconds": wall}))
+    return folder, wall
+
+
+def trials(folder: Path) -> list[dict]:
+    """The search's trial events, the last one per number, in number order."""
+    by_number = {}
+    for line in (folder / "events.jsonl").read_text(encoding="utf-8").splitlines():
+        event = json.loads(line)
+        if event.get("kind") == "trial":
+            by_number[event["number"]] = event
+    return [by_number[n] for n in sorted(by_number)]
+
+
+def best_after(records: list[dict], n: int) -> float | None:
+    values = [r["value"] for r in records[:n] if r["state"] == "complete" and r.get("value") is not None]
+    return min(values) if values else None
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} +- {sd:.4f}"
+
+
+def quality(out: Path, planners: list[str], seeds: list[int], n_trials: int, at: list[int], jobs: int) -> None:
+    jobs_list = [(p, s) for p in planners for s in seeds]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = dict(zip(jobs_list, pool.map(lambda job: search(out, job[0], job[1], n_trials), jobs_list),
+                        strict=True))
+    print(f"\nbest val_loss after n trials (mean +- sd over seeds {seeds}; per seed in brackets), lower is better")
+    print("| planner | " + " | ".join(f"after {n}" for n in at) + " | wall s (mean) |")
+    print("|---|" + "---|" * (len(at) + 1))
+    base = [trials(done[(planners[0], s)][0])[0]["value"] for s in seeds]
+    print("| trial 0 alone | " + " | ".join(f"{spread(base)} [{', '.join(f'{v:.4f}' for v in base)}]"
+                                          for _ in at) + " | - |")
+    for planner in planners:
+        cells = []
+        for n in at:
+            per_seed = [best_after(trials(done[(planner, s)][0]), n) for s in seeds]
+            shown = [v for v in per_seed if v is not None]
+            cells.append(f"{spread(shown)} [{', '.join('-' if v is None else f'{v:.4f}' for v in per_seed)}]")
+        wall = statistics.mean(done[(planner, s)][1] for s in seeds)
+        states = [r["state"] for s in seeds for r in trials(done[(planner, s)][0])]
+        print(f"| {planner} | " + " | ".join(cells) + f" | {wall:.0f} |"
+              f"  ({states.count('complete')} complete, {states.count('pruned')} pruned of {len(states)})")
+
+
+def overhead(out: Path, n_trials: int) -> float:
+    folder, wall = search(out / "overhead", "random", 0, n_trials, {"pruner": "none"})
+    command = settings(0)["objective"]["command"]
+    start = time.perf_counter()
+    for trial_dir in sorted((folder / "trials").glob("run_*")):
+        params = trial_dir / "params.json"
+        argv = [part.replace("{params}", str(params)) for part in shlex.split(command)]
+        subprocess.run(argv, cwd=EXAMPLE, env={**ENV, "AGENTLAB_TRIAL_DIR": str(trial_dir),
+                                               "AGENTLAB_PARAMS": str(params)},
+                       capture_output=True, check=True)
+    plain = time.perf_counter() - start
+    n = len(list((folder / "trials").glob("run_*")))
+    per_trial = (wall - plain) / n
+    print(f"\noverhead: {n} trials, agentlab {wall:.1f} s, the same commands in a plain loop {plain:.1f} s: "
+          f"{per_trial:.2f} s per trial ({100 * (wall - plain) / plain:.1f}% of the loop; target: under "
+          f"max(1 s, 2%) = {max(1.0, 0.02 * plain / n):.2f} s per trial)")
+    return wall / plain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--planners", default="tpe,cmaes,random")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--at", default="4,8,12", help="print the best after these numbers of trials")
+    parser.add_argument("--overhead-trials", type=int, default=8)
+    parser.add_argument("--jobs", type=int, default=2, help="searches run at a time (quality part)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "own_code")
+    args = parser.parse_args()
+    at = [int(n) for n in args.at.split(",") if int(n) <= args.trials]
+    quality(args.out.absolute(), args.planners.split(","), [int(s) for s in args.seeds.split(",")], args.trials, at,
+            args.jobs)
+    ratio = overhead(args.out.absolute(), args.overhead_trials)
+    print(f"ratio: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
