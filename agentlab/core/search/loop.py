@@ -293,11 +293,11 @@ class SearchLoop:
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
                                                   "reason": "pruned: validation loss hopeless next to earlier trials"})
                 self.study.tell(trial, state=TrialState.PRUNED)
-            return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
+            return self._record(trial)
         except TrialFailed as exc:
             log.warning("trial %d failed: %s", trial.number, str(exc).splitlines()[0] if str(exc) else "")
             self._fail(trial, f"failed: {exc}", counted=True)
-            return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
+            return self._record(trial)
         except Exception as exc:
             full = storage_error(exc, where=self.run_dir or None)
             if full is not None:  # the disk, not the config: the search stops, the trial runs again on --resume
@@ -307,7 +307,7 @@ class SearchLoop:
             # one bad config (e.g. out of memory) must not end the search
             log.warning("trial %d failed", trial.number, exc_info=True)
             self._fail(trial, f"error: {type(exc).__name__}: {exc}", counted=True)
-            return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
+            return self._record(trial)
         metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
         value = metrics.get("value")
         decision = self.evaluator.decide(value, metrics, proposal.params, best_of(records, self.direction))
@@ -322,6 +322,10 @@ class SearchLoop:
         except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeat lagged past the grace period on a busy
             log.warning("trial %d was taken for dead by another worker (no heartbeat in time); its retry counts "
                         "instead", trial.number)  # machine: it is failed and queued again; the retry counts
+        return self._record(trial)
+
+    def _record(self, trial: Any) -> TrialRecord:
+        """The record of ``trial`` as the storage holds it now (one read; ``study.get_trials`` would read them all)."""
         return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
 
     # ------------------------------------------------------------------ the loop
