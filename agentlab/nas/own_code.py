@@ -7,7 +7,6 @@ summary and report under the metric's own name. The search itself (planners, stu
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +14,12 @@ from agentlab.core.errors import UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir
 from agentlab.core.search.command import CommandObjective, flat_values
-from agentlab.core.search.records import TrialRecord, run_id
+from agentlab.core.search.planners import diff
+from agentlab.core.search.records import TrialRecord, run_id, state_counts
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig
+from agentlab.nas.report import plot_importances, short
 
 if TYPE_CHECKING:
     from agentlab.core.search.loop import SearchOutcome
@@ -104,9 +105,8 @@ def trial_line(record: TrialRecord, metric: str) -> str:
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.4g}"
-    return str(value)
+    """The metric and params as the console and report show them: 4 significant digits."""
+    return short(value, digits=4)
 
 
 def _brief(record: TrialRecord | None, metric: str) -> dict[str, Any] | None:
@@ -125,12 +125,9 @@ def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str)
     if best is not None and base is not None and base.value and best.value is not None:
         sign = 1.0 if objective.direction == "maximize" else -1.0
         gain = sign * (best.value - base.value) / abs(base.value)
-    states: dict[str, int] = {}
-    for r in outcome.records:
-        states[r.state] = states.get(r.state, 0) + 1
     return {"objective": objective.model_dump(mode="json"), "metric": metric, "direction": objective.direction,
             "best": _brief(best, metric), "base": _brief(base, metric), "gain": {metric: gain},
-            "trials": len(outcome.records), "states": states, "ran_here": outcome.ran_here,
+            "trials": len(outcome.records), "states": state_counts(outcome.records), "ran_here": outcome.ran_here,
             "stop_reason": outcome.stop_reason, "planner": planner_line}
 
 
@@ -144,7 +141,7 @@ def command_summary_lines(results: dict[str, Any]) -> list[str]:
     elif base is not None and gain is not None:
         lines.append(f"best vs the base params ({base['run_id']}): {metric} {_short(base[metric])} -> "
                      f"{_short(best[metric])} ({gain:+.1%}, positive: better)")
-    changed = {k: v for k, v in best["params"].items() if base is None or base["params"].get(k) != v}
+    changed = best["params"] if base is None else diff(best["params"], base["params"])
     lines.append("best params: " + (", ".join(f"{k}={_short(v)}" for k, v in changed.items()) or "the base params"))
     ran, total = results.get("ran_here"), results.get("trials")
     if isinstance(ran, int) and isinstance(total, int) and total > ran:
@@ -155,8 +152,6 @@ def command_summary_lines(results: dict[str, Any]) -> list[str]:
 def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any], run_path: Path,
                           study: Any) -> str:
     """report.md of a command objective: the best trial, its params against the base, every trial."""
-    from agentlab.nas.report import plot_importances
-
     metric = results["metric"]
     best, base = outcome.best, outcome.base
     assert best is not None, "require_finished_trials runs before the report"
@@ -169,7 +164,7 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
               f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", "",
               "## Best params vs base", "", "| key | base | best |", "|---|---|---|"]
     base_params = base.params if base else {}
-    changed = {k: v for k, v in best.params.items() if base_params.get(k) != v}
+    changed = diff(best.params, base_params)
     lines += [f"| {k} | {_short(base_params.get(k))} | **{_short(v)}** |" for k, v in changed.items()] or [
         "| (none) | | |"]
     importances = plot_importances(study, run_path / "param_importances.png")

@@ -34,7 +34,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 STANDARDISED = "on standardised data"  # every MSE / MAE of a search: each channel scaled by the train split's stats
 
 
-def _short(value: Any, digits: int = 3) -> str:
+def short(value: Any, digits: int = 3) -> str:
     """A value for the console: floats to ``digits`` significant digits (0.157, 0.01), anything else as is."""
     if isinstance(value, float) and math.isfinite(value):
         return f"{value:.{digits}g}"
@@ -45,7 +45,7 @@ def _change(base: float | None, best: float | None) -> str | None:
     """``-44% (0.77 -> 0.43)``: the relative change from ``base`` to ``best`` (negative: lower, i.e. better)."""
     if base is None or best is None or not base or not (math.isfinite(base) and math.isfinite(best)):
         return None
-    return f"{(best - base) / abs(base):+.0%} ({_short(base)} -> {_short(best)})"
+    return f"{(best - base) / abs(base):+.0%} ({short(base)} -> {short(best)})"
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
@@ -53,8 +53,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     the base config, the best config's changes (rounded), why it stopped; every MSE said to be on standardised
     data."""
     best, base = results["best"], results["base"]
-    lines = [f"best trial {best['run_id']}: val MSE {_short(best['val_mse'], 4)}, test MSE "
-             f"{_short(best['test_mse'], 4)}, test MAE {_short(best['test_mae'], 4)} ({STANDARDISED}), "
+    lines = [f"best trial {best['run_id']}: val MSE {short(best['val_mse'], 4)}, test MSE "
+             f"{short(best['test_mse'], 4)}, test MAE {short(best['test_mae'], 4)} ({STANDARDISED}), "
              f"{best['n_params']:,} params "
              f"({best['planner']}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
     ensemble = results.get("ensemble")
@@ -77,7 +77,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"best vs the base config ({base['run_id']}): val MSE {val}"
                          + (f", test MSE {test}" if test is not None else "") + f", {STANDARDISED}")
     changed = {k: v for k, v in best["params"].items() if base is None or base["params"].get(k) != v}
-    lines.append("best changes: " + (", ".join(f"{k}={_short(v)}" for k, v in changed.items())
+    lines.append("best changes: " + (", ".join(f"{k}={short(v)}" for k, v in changed.items())
                                      or "none (base is best)"))
     agent = agent_summary(results.get("agent"))
     if agent:
@@ -103,9 +103,9 @@ def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = 
     head = "final model: ensemble" if final else "ensemble (not the final model: worse on validation than the best " \
         "trial, whose forecasts it lacks)"
     return (f"{head} of {n} trial{'s' if n != 1 else ''} ({_members(ensemble)}): val MSE "
-            f"{_short(ensemble['val_mse'], 4)}, test MSE {_short(ensemble['test_mse'], 4)}, test MAE "
-            f"{_short(ensemble['test_mae'], 4)} (best single trial: val {_short(best['val_mse'], 4)}, test "
-            f"{_short(best['test_mse'], 4)}; chosen on validation only)")
+            f"{short(ensemble['val_mse'], 4)}, test MSE {short(ensemble['test_mse'], 4)}, test MAE "
+            f"{short(ensemble['test_mae'], 4)} (best single trial: val {short(best['val_mse'], 4)}, test "
+            f"{short(best['test_mse'], 4)}; chosen on validation only)")
 
 
 def resume_line(folder: Path, max_iterations: int) -> str | None:

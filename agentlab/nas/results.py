@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.search.planners import ChooserPlanner, trial_steps
-from agentlab.core.search.records import TrialRecord, best_of
+from agentlab.core.search.records import TrialRecord, best_of, state_counts
 from agentlab.core.search.session import PlannerSession
 from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.nas.config import NASConfig, apply_changes
@@ -76,14 +76,11 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
                 "test_mae": r.metrics.get("test_mae"), "n_params": r.metrics.get("n_params"), "params": r.params,
                 "planner": r.planner, "family": used.model.family, "seq_len": used.data.seq_len}
 
-    counts: dict[str, int] = {}
-    for r in outcome.records:
-        counts[r.state] = counts.get(r.state, 0) + 1
     return {
         "best": brief(best), "base": brief(base),
         "gain": {"val_mse": _rel_gain(base.value if base else None, best.value),
                  "test_mse": _rel_gain(base.metrics.get("test_mse") if base else None, best.metrics.get("test_mse"))},
-        "trials": len(outcome.records), "states": counts, "ran_here": outcome.ran_here,
+        "trials": len(outcome.records), "states": state_counts(outcome.records), "ran_here": outcome.ran_here,
         "stop_reason": outcome.stop_reason, "planner": planner_line, "llm_contribution": contribution,
         "naive_baseline": baseline,
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "features": cfg.data.features,

@@ -153,6 +153,14 @@ def best_of(records: list[TrialRecord], direction: str = "minimize") -> TrialRec
     return min(accepted, key=lambda r: (sign * r.value, r.number)) if accepted else None  # type: ignore[operator]
 
 
+def state_counts(records: list[TrialRecord]) -> dict[str, int]:
+    """results.json's ``states``: how many trials ended in each state, in the order the states first occur."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return counts
+
+
 def state_dict(records: list[TrialRecord], metric: str, direction: str = "minimize") -> dict[str, Any]:
     """agent_state.json: ``best_run_id`` and ``runs`` with run_id, the metric, test metrics, decision, planner, and
     ``counted`` (False for a trial interrupted or abandoned: it used no budget and was planned again)."""
