@@ -164,8 +164,7 @@ class CommandObjective:
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     run.stop()
-                    raise TrialFailed(f"timed out after {self.timeout_s:g} s (objective.timeout_s)"
-                                      + _tail(run.folder / "stderr.log")) from None
+                    raise self._timed_out(run) from None
                 continue
             if line is None:  # stdout closed: the command is ending
                 break
@@ -185,9 +184,12 @@ class CommandObjective:
         try:
             code = run.process.wait(timeout=left)
         except subprocess.TimeoutExpired:
-            raise TrialFailed(f"timed out after {self.timeout_s:g} s (objective.timeout_s)"
-                              + _tail(run.folder / "stderr.log")) from None
+            raise self._timed_out(run) from None
         return result, code
+
+    def _timed_out(self, run: _Child) -> TrialFailed:
+        return TrialFailed(f"timed out after {self.timeout_s:g} s (objective.timeout_s)"
+                           + _tail(run.folder / "stderr.log"))
 
     def _metrics_file(self, folder: Path) -> dict[str, Any]:
         path = folder / "metrics.json"
