@@ -4,7 +4,7 @@ needed: the script imports it only inside its training and prediction functions.
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -18,13 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def peer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("autogluon_ett_under_test",
-                                                  REPO / "benchmarks" / "peers" / "autogluon_ett.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def peer(load_script: Callable[[str], ModuleType]) -> ModuleType:
+    return load_script("benchmarks/peers/autogluon_ett.py")
 
 
 def _csv(path: Path, n_steps: int, n_channels: int = 3) -> Path:

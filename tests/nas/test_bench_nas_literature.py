@@ -3,9 +3,9 @@ columns, issue 38's target line and the ratio lines, with and without an ``ensem
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,14 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+@pytest.fixture
+def module(monkeypatch: pytest.MonkeyPatch, load_script: Callable[[str], ModuleType]) -> ModuleType:
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when the script runs: nas_planners is importable
-    spec = importlib.util.spec_from_file_location("nas_literature_under_test",
-                                                  REPO / "benchmarks" / "nas_literature.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/nas_literature.py")
 
 
 def _trial(run_id: str, val: float, test: float, mae: float) -> dict[str, Any]:
@@ -60,8 +56,7 @@ def _row(text: str, name: str) -> tuple[str, str]:
 
 
 def test_ensemble_columns_target_and_ratios(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    module = _load(monkeypatch)
+                                            capsys: pytest.CaptureFixture[str], module: ModuleType) -> None:
     _write(tmp_path, 0, best=(0.370, 0.396), base=(0.372, 0.398), ensemble=(0.360, 0.390))
     _write(tmp_path, 1, best=(0.374, 0.400), base=(0.374, 0.400), ensemble=(0.362, 0.392))
     text = _run(module, monkeypatch, capsys, tmp_path, "0,1")
@@ -79,8 +74,7 @@ def test_ensemble_columns_target_and_ratios(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_searches_without_an_ensemble_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    module = _load(monkeypatch)
+                                            capsys: pytest.CaptureFixture[str], module: ModuleType) -> None:
     _write(tmp_path, 0, best=(0.370, 0.396), base=(0.370, 0.396), ensemble=None, final=None)  # before ensembles
     _write(tmp_path, 1, best=(0.374, 0.400), base=(0.380, 0.401), ensemble=(0.362, 0.392))
     _write(tmp_path, 2, best=(0.371, 0.399), base=(0.373, 0.400), ensemble=(0.369, 0.398), final="best")
@@ -95,8 +89,7 @@ def test_searches_without_an_ensemble_block(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_autogluon_missing_python_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    module = _load(monkeypatch)
+                                              capsys: pytest.CaptureFixture[str], module: ModuleType) -> None:
     _write(tmp_path, 0, best=(0.370, 0.396), base=(0.372, 0.398), ensemble=(0.360, 0.390))
     text = _run(module, monkeypatch, capsys, tmp_path, "0", "--autogluon", str(tmp_path / "nope" / "python"))
     assert [x for x in text.splitlines() if "autogluon:" in x.lower()] == [
@@ -105,10 +98,9 @@ def test_autogluon_missing_python_is_one_line(tmp_path: Path, monkeypatch: pytes
 
 
 def test_autogluon_row_from_its_kept_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+                                            capsys: pytest.CaptureFixture[str], module: ModuleType) -> None:
     """A peer result kept in --out is read back (never re-run) and printed with its windows and the fit limit, which
     defaults to agentlab's mean wall time per search at that horizon."""
-    module = _load(monkeypatch)
     _write(tmp_path, 0, best=(0.370, 0.396), base=(0.372, 0.398), ensemble=(0.360, 0.390), wall=600.0)
     _write(tmp_path, 1, best=(0.374, 0.400), base=(0.374, 0.400), ensemble=(0.362, 0.392), wall=1200.0)
     kept = {"mse": 0.39, "mae": 0.41, "stride": 24, "windows": 117, "all_windows": 2785, "time_limit_s": 900.0,
@@ -123,10 +115,10 @@ def test_autogluon_row_from_its_kept_result(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_autogluon_runs_the_peer_script_with_the_mean_wall_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               module: ModuleType) -> None:
     """--autogluon names a python: it runs benchmarks/peers/autogluon_ett.py with the horizon, the seed, the stride and
     a fit limit of agentlab's mean wall time per search; its JSON is kept in --out and printed in the table."""
-    module = _load(monkeypatch)
     _write(tmp_path, 0, best=(0.370, 0.396), base=(0.372, 0.398), ensemble=(0.360, 0.390), wall=600.0)
     _write(tmp_path, 1, best=(0.374, 0.400), base=(0.374, 0.400), ensemble=(0.362, 0.392), wall=1200.0)
     row = {"mse": 0.45, "mae": 0.43, "stride": 1, "windows": 2785, "all_windows": 2785, "time_limit_s": 900.0,

@@ -3,21 +3,10 @@ the best accepted so far, the best accepted handed over."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 from agentlab.core.search.records import TrialRecord
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def selection() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("nas_selection_under_test", REPO / "benchmarks" / "nas_selection.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def trial(number: int, value: float, params: int, test: float) -> TrialRecord:
@@ -25,8 +14,9 @@ def trial(number: int, value: float, params: int, test: float) -> TrialRecord:
                        metrics={"n_params": params, "test_mse": test})
 
 
-def test_a_smaller_trial_accepted_inside_the_band_is_not_handed_over_unless_it_is_better() -> None:
-    band_choice = selection().band_choice
+def test_a_smaller_trial_accepted_inside_the_band_is_not_handed_over_unless_it_is_better(
+        load_script: Callable[[str], ModuleType]) -> None:
+    band_choice = load_script("benchmarks/nas_selection.py").band_choice
     recs = [trial(0, 1.000, 1000, 0.5), trial(1, 1.005, 500, 0.6), trial(2, 0.996, 2000, 0.7)]
     # 1%: trial 1 is accepted (smaller, inside the band) but the best accepted stays trial 0; trial 2 is judged
     # against trial 0, inside the band and larger: rejected

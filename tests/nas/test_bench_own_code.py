@@ -3,23 +3,21 @@ complete trials in "best after n"; its settings keep the example's search and se
 
 from __future__ import annotations
 
-import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
 
 
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("own_code_bench_under_test", REPO / "benchmarks" / "own_code.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(load_script: Callable[[str], ModuleType]) -> ModuleType:
+    return load_script("benchmarks/own_code.py")
 
 
-def test_best_after_counts_complete_trials_only_and_the_last_event_per_trial(tmp_path: Path) -> None:
+def test_best_after_counts_complete_trials_only_and_the_last_event_per_trial(tmp_path: Path,
+                                                                            bench: ModuleType) -> None:
     events = [{"kind": "trial", "number": 0, "state": "complete", "value": 1.0},
               {"kind": "trial", "number": 1, "state": "pruned", "value": 0.2},  # a partial curve, not a result
               {"kind": "epoch", "trial": 2},
@@ -28,14 +26,13 @@ def test_best_after_counts_complete_trials_only_and_the_last_event_per_trial(tmp
               {"kind": "trial", "number": 3, "state": "failed", "value": None},
               {"kind": "trial", "number": 4, "state": "complete", "value": 0.5}]
     (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    module = bench()
-    records = module.trials(tmp_path)
+    records = bench.trials(tmp_path)
     assert [r["number"] for r in records] == [0, 1, 2, 3, 4]
-    assert [module.best_after(records, n) for n in (1, 2, 3, 5)] == [1.0, 1.0, 0.9, 0.5]
+    assert [bench.best_after(records, n) for n in (1, 2, 3, 5)] == [1.0, 1.0, 0.9, 0.5]
 
 
-def test_settings_seed_the_search_and_the_scripts_own_seed() -> None:
-    cfg = bench().settings(3, {"pruner": "none"})
+def test_settings_seed_the_search_and_the_scripts_own_seed(bench: ModuleType) -> None:
+    cfg = bench.settings(3, {"pruner": "none"})
     assert cfg["search"]["seed"] == 3 and cfg["objective"]["params"]["seed"] == 3
     assert cfg["search"]["pruner"] == "none" and Path(cfg["objective"]["cwd"]).is_dir()
     assert cfg["search"]["space"]  # the example's own space, unchanged

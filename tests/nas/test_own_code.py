@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,17 +113,9 @@ def test_llm_planners_are_refused_for_a_command(in_tmp: Path, capsys: pytest.Cap
     assert run_folders(in_tmp) == []
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
-def test_the_command_dies_with_agentlab(in_tmp: Path, sig: signal.Signals) -> None:
+def test_the_command_dies_with_agentlab(in_tmp: Path, sig: signal.Signals, pid_alive: Callable[[int], bool]) -> None:
     config = write_project(in_tmp, script=SLEEPER)
     env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
     with open(in_tmp / "agentlab.log", "wb") as log:
@@ -135,18 +128,18 @@ def test_the_command_dies_with_agentlab(in_tmp: Path, sig: signal.Signals) -> No
             assert agentlab.poll() is None, (in_tmp / "agentlab.log").read_text()
             time.sleep(0.1)
         child = int(pid_file.read_text())
-        assert _alive(child)
+        assert pid_alive(child)
         agentlab.send_signal(sig)
         code = agentlab.wait(timeout=20)
         deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
+        while pid_alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(child), "the training command outlived agentlab"
+        assert not pid_alive(child), "the training command outlived agentlab"
         assert code == (130 if sig == signal.SIGTERM else -signal.SIGKILL)
     finally:
         if agentlab.poll() is None:
             agentlab.kill()
-        if pid_file.is_file() and pid_file.read_text() and _alive(int(pid_file.read_text())):
+        if pid_file.is_file() and pid_file.read_text() and pid_alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 

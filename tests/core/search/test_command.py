@@ -8,6 +8,7 @@ import shlex
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,6 @@ def objective(tmp_path: Path, body: str, metric: str = "loss", **kwargs: Any) ->
 
 def never(step: int, value: float) -> bool:
     return False
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not reaped, counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def test_nested_params_update_nested_dicts_and_keep_the_base() -> None:
@@ -85,7 +77,8 @@ def test_maximised_metric_is_the_value(tmp_path: Path) -> None:
     assert obj.run(0, {}, never)["value"] == 0.75
 
 
-def test_step_lines_reach_the_pruner_and_a_stop_ends_the_child(tmp_path: Path) -> None:
+def test_step_lines_reach_the_pruner_and_a_stop_ends_the_child(tmp_path: Path,
+                                                               pid_alive: Callable[[int], bool]) -> None:
     obj = objective(tmp_path, """
         open("child.pid", "w").write(str(os.getpid()))
         for step in range(1, 100):
@@ -104,7 +97,7 @@ def test_step_lines_reach_the_pruner_and_a_stop_ends_the_child(tmp_path: Path) -
         obj.run(0, {}, report)
     assert time.monotonic() - start < 15
     assert seen == [(1, 10.0), (2, 5.0)] and caught.value.metrics == {"value": 5.0, "loss": 5.0, "step": 2}
-    assert not alive(int((tmp_path / "child.pid").read_text()))
+    assert not pid_alive(int((tmp_path / "child.pid").read_text()))
 
 
 @pytest.mark.parametrize(("body", "why"), [
