@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,16 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AGENTLAB_RUNS", str(tmp_path / "runs"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def uv() -> str:
+    """The uv that `make install` pinned (.tools/bin/uv), else one on PATH: what builds, exports and checks the lock."""
+    pinned = REPO / ".tools" / "bin" / "uv"
+    found = str(pinned) if pinned.exists() else shutil.which("uv")
+    if found is None:
+        pytest.fail("uv is not installed: `make install` puts the pinned uv in .tools/")
+    return found
 
 
 @pytest.fixture(scope="session")

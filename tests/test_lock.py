@@ -6,35 +6,26 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _uv() -> str:
-    found = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
-    if not Path(found).exists():
-        pytest.fail("uv is not installed: `make install` puts the pinned uv in .tools/")
-    return found
+def _check(uv: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([uv, "lock", "--check"], cwd=folder, capture_output=True, text=True, timeout=300)
 
 
-def _check(folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_uv(), "lock", "--check"], cwd=folder, capture_output=True, text=True, timeout=300)
-
-
-def test_the_lock_matches_pyproject() -> None:
-    done = _check(REPO)
+def test_the_lock_matches_pyproject(uv: str) -> None:
+    done = _check(uv, REPO)
     assert done.returncode == 0, f"uv.lock is stale: run `make lock` and commit it\n{done.stderr}"
 
 
-def test_a_dependency_changed_without_make_lock_fails_the_check(tmp_path: Path) -> None:
+def test_a_dependency_changed_without_make_lock_fails_the_check(tmp_path: Path, uv: str) -> None:
     for name in ("pyproject.toml", "setup.py", "uv.lock", "README.md"):
         shutil.copy(REPO / name, tmp_path / name)
     pyproject = tmp_path / "pyproject.toml"
     text = pyproject.read_text(encoding="utf-8")
     assert '"typer>=0.12"' in text
     pyproject.write_text(text.replace('"typer>=0.12"', '"typer>=0.12.1"'), encoding="utf-8")
-    done = _check(tmp_path)
+    done = _check(uv, tmp_path)
     assert done.returncode != 0 and "needs to be updated" in done.stderr, done.stderr
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,13 +27,6 @@ DATA_ROOTS = {"agentlab": "agentlab", "cli": "agentlab/cli", "configs": "agentla
 SDIST_EXTRA = ["pyproject.toml", "setup.py", "uv.lock", "README.md", "CHANGELOG.md", "Makefile"]
 
 
-def _uv() -> str:
-    found = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
-    if not Path(found).exists():
-        pytest.fail("uv is not installed: `make install` puts the pinned uv in .tools/")
-    return found
-
-
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900) -> str:
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     tail = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -43,10 +35,10 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dist(tmp_path_factory: pytest.TempPathFactory, uv: str) -> Path:
     """`uv build`: the sdist, then the wheel built from the sdist (so the sdist is proven complete)."""
     out = tmp_path_factory.mktemp("dist")
-    _run([_uv(), "build", "--quiet", "--out-dir", str(out), str(REPO)], cwd=REPO)
+    _run([uv, "build", "--quiet", "--out-dir", str(out), str(REPO)], cwd=REPO)
     return out
 
 
@@ -94,10 +86,10 @@ def test_the_sdist_rebuilds_the_release(dist: Path) -> None:
     assert not missing, f"missing from the sdist: {missing}"
 
 
-def _lock_constraints(tmp: Path, *extras: str) -> Path:
+def _lock_constraints(uv: str, tmp: Path, *extras: str) -> Path:
     """The lock's versions for these extras, as a constraints file for pip and uv pip."""
     out = tmp / "constraints.txt"
-    cmd = [_uv(), "export", "--frozen", "--no-hashes", "--no-emit-project", "--format", "requirements.txt",
+    cmd = [uv, "export", "--frozen", "--no-hashes", "--no-emit-project", "--format", "requirements.txt",
            "--output-file", str(out), *[arg for extra in extras for arg in ("--extra", extra)]]
     _run(cmd, cwd=REPO)
     return out
@@ -122,12 +114,11 @@ def _check_cli(venv: Path, cwd: Path, env: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_the_wheel_installed_by_uv_runs_a_search(dist: Path, tmp_path: Path) -> None:
+def test_the_wheel_installed_by_uv_runs_a_search(dist: Path, tmp_path: Path, uv: str) -> None:
     venv, work = tmp_path / "venv", tmp_path / "work"
     work.mkdir()
-    uv = _uv()
     _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], cwd=tmp_path)
-    constraints = _lock_constraints(tmp_path, "ml")
+    constraints = _lock_constraints(uv, tmp_path, "ml")
     _run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "--constraint", str(constraints),
           f"{_wheel(dist)}[ml]"], cwd=tmp_path)
     env = _user_env(venv, tmp_path)
@@ -142,11 +133,11 @@ def test_the_wheel_installed_by_uv_runs_a_search(dist: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_the_wheel_installed_by_pip_runs(dist: Path, tmp_path: Path) -> None:
+def test_the_wheel_installed_by_pip_runs(dist: Path, tmp_path: Path, uv: str) -> None:
     venv, work = tmp_path / "venv", tmp_path / "work"
     work.mkdir()
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
-    constraints = _lock_constraints(tmp_path)
+    constraints = _lock_constraints(uv, tmp_path)
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--constraint", str(constraints),
           str(_wheel(dist))], cwd=tmp_path)
     env = _user_env(venv, tmp_path)
@@ -158,7 +149,7 @@ def test_the_wheel_installed_by_pip_runs(dist: Path, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "pip install 'agentlab[ml]'" in done.stderr, done.stderr[-2000:]
     # then the extra it names, at the lock's versions: the search runs
-    constraints = _lock_constraints(tmp_path, "ml")
+    constraints = _lock_constraints(uv, tmp_path, "ml")
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--constraint", str(constraints),
           f"{_wheel(dist)}[ml]"], cwd=tmp_path)
     out = _run([str(venv / "bin" / "agentlab"), "nas", "--max-iterations", "1", "--json"], work, env)
