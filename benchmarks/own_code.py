@@ -98,20 +98,21 @@ def quality(out: Path, planners: list[str], seeds: list[int], n_trials: int, at:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         done = dict(zip(jobs_list, pool.map(lambda job: search(out, job[0], job[1], n_trials), jobs_list),
                         strict=True))
+    records = {job: trials(folder) for job, (folder, _) in done.items()}  # each search's events read once
     print(f"\nbest val_loss after n trials (mean +- sd over seeds {seeds}; per seed in brackets), lower is better")
     print("| planner | " + " | ".join(f"after {n}" for n in at) + " | wall s (mean) |")
     print("|---|" + "---|" * (len(at) + 1))
-    base = [trials(done[(planners[0], s)][0])[0]["value"] for s in seeds]
+    base = [records[(planners[0], s)][0]["value"] for s in seeds]
     print("| trial 0 alone | " + " | ".join(f"{spread(base)} [{', '.join(f'{v:.4f}' for v in base)}]"
                                           for _ in at) + " | - |")
     for planner in planners:
         cells = []
         for n in at:
-            per_seed = [best_after(trials(done[(planner, s)][0]), n) for s in seeds]
+            per_seed = [best_after(records[(planner, s)], n) for s in seeds]
             shown = [v for v in per_seed if v is not None]
             cells.append(f"{spread(shown)} [{', '.join('-' if v is None else f'{v:.4f}' for v in per_seed)}]")
         wall = statistics.mean(done[(planner, s)][1] for s in seeds)
-        states = [r["state"] for s in seeds for r in trials(done[(planner, s)][0])]
+        states = [r["state"] for s in seeds for r in records[(planner, s)]]
         print(f"| {planner} | " + " | ".join(cells) + f" | {wall:.0f} |"
               f"  ({states.count('complete')} complete, {states.count('pruned')} pruned of {len(states)})")
 
