@@ -425,32 +425,35 @@ class Search:
         self.records = share.records(trials, share.base(trials) or {})
         self.announce(f"stopped: {self.stop_reason}")
 
-    def _run_claim(self, share: SharedStudy, trial_id: int) -> bool:
+    def _run_claim(self, share: SharedStudy, number: int) -> bool:
         """Run the claimed trial (the base, or an experiment) under its heartbeat and store its record; False when
         the carbon budget stopped it (the claim is given back)."""
-        frozen = share.storage.get_trial(trial_id)
+        frozen = share.get(number)
         plan = frozen.user_attrs.get(R.A_PLAN, {})
         is_base = BASE_ATTR in frozen.user_attrs
         exp = None if is_base else Experiment.model_validate(plan["experiment"])
         try:
-            record = share.run(trial_id, lambda: self._obtain(exp, planner=plan.get("planner", "retry"),
-                                                              note=plan.get("note", ""), extra=plan.get("extra"),
-                                                              index=self.ran))
+            record = share.run(number, lambda: self._obtain(exp, planner=plan.get("planner", "retry"),
+                                                            note=plan.get("note", ""), extra=plan.get("extra"),
+                                                            index=self.ran))
         except BaseException as exc:  # Ctrl-C, a full disk, a base that cannot be measured: not counted
             try:
-                share.abandon(trial_id, f"interrupted: {type(exc).__name__}; not counted, planned again")
+                if isinstance(exc, KeyboardInterrupt):  # back to the queue whole: it runs again first
+                    share.requeue(number)
+                else:
+                    share.abandon(number, f"interrupted: {type(exc).__name__}; not counted, planned again")
             except Exception:  # the server is gone too: the claim stops beating and another worker retries it
-                log.warning("could not give back trial %d", frozen.number, exc_info=True)
+                log.warning("could not give back trial %d", number, exc_info=True)
             raise
         if record is None:
-            share.abandon(trial_id, self.stop_reason)
+            share.abandon(number, self.stop_reason)
             return False
         base = record if is_base else share.base(share.trials())
         assert base is not None, "experiments run after the base measurement"
         self._score(record, base.get("metrics", {}))
         record.update(trial=frozen.number, worker=share.worker)
         values = objective_values(self.goal, record["derived"]) if record.get("state") == "done" else None
-        share.finish(trial_id, record, values, record.get("violation"))
+        share.finish(number, record, values, record.get("violation"))
         self.ran += 1
         durable_append(self.state, json.dumps(record, default=str) + "\n")
         self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),

@@ -4,25 +4,23 @@ a journal file on a shared disk for several machines).
 
 - An individual waiting to be scored is a ``WAITING`` trial whose user attrs hold its id, generation, adapter
   folder and lineage (parents, weights, rank, mutation).
-- A worker claims one by moving it to ``RUNNING``: ``set_trial_state_values`` refuses a second claim where the
-  database locks the row (PostgreSQL, MySQL; a journal file replays claims in order). SQLite has no row locks: two
-  processes could both read WAITING and both claim (seen here with two workers), so on SQLite claims also take an
-  exclusive file lock beside the database. The worker stores the scores in user attrs and completes the trial with
-  the task accuracy as its value, or fails it with the error. Several machines need PostgreSQL / MySQL or a journal
+- A worker claims one by moving it to ``RUNNING`` (``core.search.engine.TrialStore.claim``, the claims of every
+  search): the storage refuses a second claim where the database locks the row (PostgreSQL, MySQL; a journal file
+  replays claims in order). SQLite has no row locks: two processes could both read WAITING and both claim (seen
+  here with two workers), so on SQLite claims also take an exclusive file lock beside the database. The worker
+  stores the scores in user attrs and completes the trial with the task accuracy as its value, or fails it with the
+  error. Several machines need PostgreSQL / MySQL or a journal
   file on a shared disk, not SQLite.
 - The study's user attrs hold what every worker needs (``settings``: the base model, the fitness questions, the
   debate; ``reference``: the seeds' own debate) and which individuals make up each generation (``population_K``).
 
 A finished (``COMPLETE`` or ``FAIL``) trial is never scored again: that is what ``--resume`` relies on. A ``RUNNING``
-trial left by a killed worker goes back to ``WAITING`` when the run resumes.
+trial left by a killed worker on this host goes back to ``WAITING`` when the run resumes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +28,8 @@ if TYPE_CHECKING:
     from optuna import Study
 
 from agentlab.core.errors import ConfigError
-from agentlab.core.search.study import open_storage, open_study, quiet
+from agentlab.core.search.engine import storage_object, store_of
+from agentlab.core.search.study import attach_opened, open_storage, open_study, quiet
 
 log = logging.getLogger(__name__)
 STUDY = "evolve"
@@ -51,44 +50,31 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
             raise ConfigError(f"store {url}: no such database file",
                               hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
+        opened = open_storage(url, Path(run_path or "."), what="store")
+        backend = storage_object(opened)
         try:
-            study = optuna.load_study(storage=open_storage(url, Path(run_path or "."), what="store"), study_name=STUDY)
+            study = attach_opened(optuna.load_study(storage=backend, study_name=STUDY), backend, url, opened)
         except KeyError:
             raise ConfigError(f"store {store or url}: holds no evolve population",
                               hint="start the run first: agentlab evolve run -c FILE (it creates the population)"
                               ) from None
-    lock = Path(url.removeprefix("sqlite:///") + ".claims.lock") if url.startswith("sqlite:///") else None
-    return Population(study, lock)
+    return Population(study)
 
 
 class Population:
-    """Individuals as trials of one study; see the module docstring."""
+    """Individuals as trials of one study (named by trial number); see the module docstring."""
 
-    def __init__(self, study: Study, claim_lock: Path | None = None):
+    def __init__(self, study: Study):
         self.study = study
-        self._storage = study._storage
-        self._study_id = study._study_id
-        self._claim_lock = claim_lock
-
-    @contextlib.contextmanager
-    def _claiming(self) -> Iterator[None]:
-        if self._claim_lock is None:
-            yield
-            return
-        with open(self._claim_lock, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        self.store = store_of(study)
 
     # ------------------------------------------------------------------ shared settings
 
     def attr(self, key: str, default: Any = None) -> Any:
-        return self._storage.get_study_user_attrs(self._study_id).get(key, default)
+        return self.store.study_attr(key, default)
 
     def set_attr(self, key: str, value: Any) -> None:
-        self._storage.set_study_user_attr(self._study_id, key, value)
+        self.store.set_study_attr(key, value)
 
     def members(self, generation: int | str) -> list[str] | None:
         return self.attr(f"population_{generation}")
@@ -101,78 +87,44 @@ class Population:
     def individuals(self) -> dict[str, dict[str, Any]]:
         """Every individual by id: its user attrs plus ``state`` (waiting, running, complete, fail) and ``trial``."""
         out: dict[str, dict[str, Any]] = {}
-        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False):
+        for trial in self.store.trials():
             attrs = dict(trial.user_attrs)
             if "id" in attrs:
-                out[attrs["id"]] = {**attrs, "state": trial.state.name.lower(), "trial": trial._trial_id}
+                out[attrs["id"]] = {**attrs, "state": trial.state.name.lower(), "trial": trial.number}
         return out
 
     def add(self, record: dict[str, Any]) -> int:
-        """A new individual, waiting to be scored."""
-        from optuna.trial import TrialState, create_trial
+        """A new individual, waiting to be scored; its trial number."""
+        from optuna.trial import TrialState
 
-        template = create_trial(state=TrialState.WAITING, user_attrs=record)
-        return int(self._storage.create_new_trial(self._study_id, template_trial=template))
+        return self.store.create(state=TrialState.WAITING, user_attrs=record)
 
     def claim(self, limit: int, worker: str) -> list[dict[str, Any]]:
         """Up to ``limit`` waiting individuals, now ``RUNNING`` for ``worker``; none that another worker claimed."""
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        claimed: list[dict[str, Any]] = []
-        with self._claiming():
-            for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-                if len(claimed) >= limit:
-                    break
-                if "id" not in trial.user_attrs:
-                    continue
-                try:
-                    if not self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                        continue
-                except UpdateFinishedTrialError:  # finished since we listed it
-                    continue
-                self._storage.set_trial_user_attr(trial._trial_id, "worker", worker)
-                claimed.append({**trial.user_attrs, "trial": trial._trial_id})
-        return claimed
+        claimed = self.store.claim(limit, accept=lambda t: "id" in t.user_attrs, attrs=lambda t: {"worker": worker})
+        return [{**trial.user_attrs, "worker": worker, "trial": trial.number} for trial in claimed]
 
     def complete(self, trial: int, scores: dict[str, Any]) -> bool:
         """Store the scores and finish the trial; False when another worker finished it first (a claim requeued by
         a resume while its worker still ran: wasted work, and the first scores stay)."""
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        try:
-            for key, value in scores.items():
-                self._storage.set_trial_user_attr(trial, key, value)
-            self._storage.set_trial_state_values(trial, TrialState.COMPLETE, values=[float(scores["task"])])
-        except UpdateFinishedTrialError:
+        if not self.store.finish(trial, [float(scores["task"])], attrs=scores):
             log.warning("trial %d was finished by another worker; these scores are dropped", trial)
             return False
         return True
 
     def fail(self, trial: int, error: str) -> bool:
-        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        try:
-            self._storage.set_trial_user_attr(trial, "error", error)
-            self._storage.set_trial_state_values(trial, TrialState.FAIL)
-        except UpdateFinishedTrialError:
+        if not self.store.finish(trial, state=TrialState.FAIL, attrs={"error": error}):
             log.warning("trial %d was finished by another worker", trial)
             return False
         return True
 
     def requeue_running(self) -> int:
-        """Claims left by killed workers go back to waiting; returns how many."""
-        from optuna.trial import TrialState
-
-        n = 0
-        for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            if self._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING):
-                n += 1
-        return n
+        """Claims left by workers on this host that are gone (killed, crashed) go back to waiting; returns how many."""
+        return len(self.store.recover())
 
     def waiting(self) -> int:
         from optuna.trial import TrialState
 
-        return len(self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,)))
+        return len(self.store.trials((TrialState.WAITING,)))

@@ -68,7 +68,7 @@ def _cma_study(cfg: EvolveConfig, pop: Population, seeds: int, generation: int) 
     sampler = optuna.samplers.CmaEsSampler(n_startup_trials=0, popsize=max(4, cfg.population - cfg.elite), seed=seed,
                                            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
                                            warn_independent_sampling=False)
-    return optuna.create_study(storage=pop.study._storage, study_name=CMA_STUDY, sampler=sampler,
+    return optuna.create_study(storage=pop.store.storage, study_name=CMA_STUDY, sampler=sampler,
                                direction="maximize", load_if_exists=True)
 
 

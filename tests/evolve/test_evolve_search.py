@@ -133,7 +133,7 @@ def test_cmaes_with_every_baseline_and_the_headline(in_tmp: Path, tiny_model: di
     pop = open_population(None, run, create=False)
     import optuna
 
-    study = optuna.load_study(storage=pop.study._storage, study_name=CMA_STUDY)
+    study = optuna.load_study(storage=pop.store.storage, study_name=CMA_STUDY)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4  # every child told, none left running
     assert study.trials[0].params == {f"w{i}": 0.5 for i in range(3)}  # the centre of weight_range first
     best = results["best"]["id"]
@@ -185,7 +185,7 @@ def test_sigkill_then_resume(search: str, in_tmp: Path, tiny_model: dict[str, Pa
         return
     import optuna
 
-    study = optuna.load_study(storage=open_population(None, run, create=False).study._storage, study_name=CMA_STUDY)
+    study = optuna.load_study(storage=open_population(None, run, create=False).store.storage, study_name=CMA_STUDY)
     told = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(told) == 7 and all(t.state.name in ("COMPLETE", "FAIL") for t in study.trials)
 
@@ -234,7 +234,7 @@ def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, ti
     assert members == [*SEEDS, "g0c0", "g0c1"]
     ind = pop.individuals()
     assert ind["g0c0"]["search_trial"] == first[0]["search_trial"]
-    study = optuna.load_study(storage=pop.study._storage, study_name=CMA_STUDY)
+    study = optuna.load_study(storage=pop.store.storage, study_name=CMA_STUDY)
     states = {t.number: t.state.name for t in study.trials}
     assert states[first[0]["search_trial"]] == "RUNNING" and states[first[1]["search_trial"]] == "FAIL"
     assert states[ind["g0c1"]["search_trial"]] == "RUNNING"

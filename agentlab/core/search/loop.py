@@ -2,8 +2,9 @@
 
 The study (SQLite in the run folder by default, or any Optuna storage URL / journal file shared by several workers)
 is the state: each trial carries its plan and decision as user attributes. The budget ``max_iterations`` is a total
-over the study, counted across workers; a trial left RUNNING by a dead worker is marked failed, not counted, and
-planned again. Trials that finished are never repeated.
+over the study, counted across workers; a trial left RUNNING by a dead worker (or stopped by Ctrl-C) goes back to
+WAITING whole and runs again once, first (``engine.TrialStore.recover``). Trials that finished are never repeated.
+Every storage access goes through ``core.search.engine``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from agentlab.core.errors import AgentlabError, storage_error
 from agentlab.core.runs import deferred_interrupts
 from agentlab.core.search import records as R
+from agentlab.core.search.engine import store_of
 from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, params_key
 from agentlab.core.search.records import TrialRecord, best_of
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 # Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
 # the same process (a notebook, a test) recovers them like a dead worker's. (study name, trial number).
 _STRANDED: set[tuple[str, int]] = set()
+PRUNED_REASON = "pruned: its intermediate values were hopeless next to earlier trials' at the same step"
 RETRY_QUEUE_S = 60.0  # how long a trial failed by the heartbeat check holds its slot while its retry is queued
 
 
@@ -98,7 +101,8 @@ class SearchLoop:
         self.on_event = on_event or (lambda kind, **data: None)
         self.on_trial = on_trial or (lambda records: None)
         self.progress = progress
-        self.worker = R.worker_id()
+        self.store = store_of(study)
+        self.worker = self.store.worker
         self.distributions = space.distributions()
         self.startup = max(3, min(10, stop.max_iterations // 4))  # TPE's random warm-up trials
         self._sampler_attrs: dict[str, dict[str, Any]] = {}
@@ -121,68 +125,44 @@ class SearchLoop:
         return sum(1 for r in records if r.counted)
 
     def recover(self) -> list[int]:
-        """Fail trials left RUNNING by dead workers (SIGKILL, power loss): not counted, planned again."""
-        from optuna.trial import TrialState
-
-        failed = self._fail_stale()
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = trial.user_attrs.get(R.A_PLAN, {}).get("worker")
-            stranded = (self.study.study_name, trial.number) in _STRANDED
-            if stranded or (worker != self.worker and not R.worker_alive(worker)):
-                storage = self.study._storage
-                storage.set_trial_user_attr(trial._trial_id, R.A_OUTCOME, {
-                    "counted": False, "accepted": False, "decided_by": "recovery",
-                    "reason": "interrupted: its worker died; not counted, planned again"})
-                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                _STRANDED.discard((self.study.study_name, trial.number))
-                failed.append(trial.number)
-        if failed:
-            log.warning("marked interrupted trial(s) %s as failed; they will be planned again", failed)
-            self.on_event("recovered", trials=failed)
-        return failed
-
-    def _fail_stale(self) -> list[int]:
-        """On a database server (heartbeats on): fail the trials whose worker stopped beating for the grace period;
-        Optuna's retry callback queues each again (WAITING) for the next free worker. A finished trial takes no
-        attribute, so the record of one failed here is told by its missing outcome (``records._state``)."""
-        from optuna.storages import fail_stale_trials
-        from optuna.storages._heartbeat import is_heartbeat_enabled
-
-        storage = self.study._storage
-        if not is_heartbeat_enabled(storage):
-            return []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental since Optuna 2.9, stable in use
-            fail_stale_trials(self.study)  # a FAIL with no outcome: TrialRecord reads it as interrupted, not counted
-        return []
-
-    def _beat(self) -> float:
-        return float(getattr(self.study._storage, "heartbeat_interval", None) or 1)
+        """Trials left RUNNING by dead workers (SIGKILL, power loss) or by this process on a full disk go back to
+        WAITING whole: the next free worker runs each again, once, before planning anything new."""
+        name = self.study.study_name
+        back = self.store.recover(also=lambda t: (name, t.number) in _STRANDED)  # first: the trial stays whole
+        self.store.fail_stale()  # workers on other hosts: a failed trial and a queued copy, after the grace period
+        for number in back:
+            _STRANDED.discard((name, number))
+        if back:
+            log.warning("trial(s) %s were interrupted; they run again first", back)
+            self.on_event("recovered", trials=back)
+        return back
 
     def _others_running(self, records: list[TrialRecord]) -> bool:
         """On a database server: whether another worker's trial is still running (the budget counts it, but if its
         worker dies it is queued again, and the report of every worker should hold its result)."""
-        from optuna.storages._heartbeat import is_heartbeat_enabled
-
-        return is_heartbeat_enabled(self.study._storage) and any(
+        return self.store.heartbeats and any(
             (r.state == "running" and r.worker != self.worker) or r.state == "waiting"
             or (r.state == "interrupted" and r.counted) for r in records)  # a retry queued, or about to be
 
     def _retry(self) -> tuple[Any, Proposal] | None:
-        """A trial queued again by the retry callback (its worker died), taken by this worker: the same params."""
-        import optuna
+        """A trial waiting to run again (its worker died, or Ctrl-C stopped it; or a copy queued by the retry
+        callback on a database server), taken by this worker: the same params, the same plan."""
+        def mine(trial: Any) -> dict[str, Any]:
+            plan = dict(trial.user_attrs.get(R.A_PLAN, {}))
+            again = trial.system_attrs.get("failed_trial")
+            plan.update(worker=self.worker, run_dir=self.run_dir, retry_of=trial.number if again is None else again)
+            return {R.A_PLAN: plan}
 
-        trial_id = self.study._pop_waiting_trial_id()
-        if trial_id is None:
+        claimed = self.store.claim(1, attrs=mine)
+        if not claimed:
             return None
-        frozen = self.study._storage.get_trial(trial_id)
-        plan = dict(frozen.user_attrs.get(R.A_PLAN, {}))
+        frozen = claimed[0]
+        plan = frozen.user_attrs.get(R.A_PLAN, {})
         failed = frozen.system_attrs.get("failed_trial")
-        plan.update(worker=self.worker, run_dir=self.run_dir, retry_of=failed)
-        self.study._storage.set_trial_user_attr(trial_id, R.A_PLAN, plan)
-        proposal = Proposal(dict(frozen.params), plan.get("changes", {}), plan.get("planner", "retry"),
-                            f"retry of trial {failed}: its worker died mid-trial")
-        return optuna.Trial(self.study, trial_id), proposal
+        why = (f"retry of trial {failed}: its worker died mid-trial" if failed is not None else
+               "run again: it was interrupted before its result was recorded")
+        proposal = Proposal(dict(frozen.params), plan.get("changes", {}), plan.get("planner", "retry"), why)
+        return self.store.trial(frozen.number), proposal
 
     # ------------------------------------------------------------------ planning helpers
 
@@ -236,9 +216,6 @@ class SearchLoop:
         """Create the trial with exactly the proposed params and its plan in one storage write, so no other worker
         ever sees it half-made: without params (the duplicate check would miss it) or without a worker id
         (``recover`` would take it for a dead worker's)."""
-        import optuna
-        from optuna.trial import TrialState, create_trial
-
         plan: dict[str, Any] = {"planner": proposal.planner, "changes": proposal.changes,
                                 "reasoning": proposal.reasoning, "worker": self.worker, "run_dir": self.run_dir}
         if proposal.origin:
@@ -249,15 +226,9 @@ class SearchLoop:
             plan["notes"] = proposal.notes[:8]  # why the LLM was not asked, or gave no answer (the report shows it)
         system = self._sampler_attrs.get(params_key(proposal.params)) or None
         self._sampler_attrs.clear()
-        template = create_trial(state=TrialState.RUNNING, params=proposal.params, system_attrs=system,
-                                distributions=self.space.distributions(proposal.params), user_attrs={R.A_PLAN: plan})
-        from optuna.storages._heartbeat import is_heartbeat_enabled
-
-        with deferred_interrupts():
-            trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
-            if is_heartbeat_enabled(self.study._storage):  # at once: a worker killed before its first beat goes stale
-                self.study._storage.record_heartbeat(trial_id)
-        return optuna.Trial(self.study, trial_id)
+        number = self.store.create(params=proposal.params, system_attrs=system, user_attrs={R.A_PLAN: plan},
+                                   distributions=self.space.distributions(proposal.params))
+        return self.store.trial(number)
 
     def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> TrialRecord:
         import optuna
@@ -268,30 +239,28 @@ class SearchLoop:
                 return False
             if math.isfinite(value):
                 try:
-                    with deferred_interrupts():  # a Ctrl-C inside the commit would break the storage, not the trial
+                    with deferred_interrupts(), warnings.catch_warnings():  # a Ctrl-C inside the commit would break
+                        warnings.simplefilter("ignore")  # the storage; a trial run again reports its steps again
                         trial.report(value, step)
                         return trial.should_prune()
                 except optuna.exceptions.UpdateFinishedTrialError:  # taken for dead by another worker: see below
                     return False
             return False
 
-        from optuna.storages._heartbeat import get_heartbeat_thread
-
         start = time.perf_counter()
         try:
-            with get_heartbeat_thread(trial._trial_id, self.study._storage):  # a database server: proof of life
+            with self.store.beating(trial.number):  # a database server: proof of life
                 metrics = self.objective.run(trial.number, dict(proposal.params), report)
         except KeyboardInterrupt:
-            try:
-                self._fail(trial, "interrupted (Ctrl-C / SIGTERM): not counted, planned again on --resume",
-                           counted=False)
+            try:  # back to WAITING: --resume runs it again first
+                self.store.requeue(trial.number)
             except Exception:  # the storage could not record it: the trial stays RUNNING and --resume recovers it
-                log.warning("could not record trial %d as interrupted", trial.number, exc_info=True)
+                log.warning("could not put trial %d back in the queue", trial.number, exc_info=True)
             raise
         except Pruned as exc:
             with deferred_interrupts():
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
-                                                  "reason": "pruned: validation loss hopeless next to earlier trials"})
+                                                  "reason": PRUNED_REASON})
                 self.study.tell(trial, state=TrialState.PRUNED)
             return self._record(trial)
         except TrialFailed as exc:
@@ -326,7 +295,7 @@ class SearchLoop:
 
     def _record(self, trial: Any) -> TrialRecord:
         """The record of ``trial`` as the storage holds it now (one read; ``study.get_trials`` would read them all)."""
-        return TrialRecord.from_frozen(self.study._storage.get_trial(trial._trial_id))
+        return TrialRecord.from_frozen(self.store.get(trial.number))
 
     # ------------------------------------------------------------------ the loop
 
@@ -361,21 +330,21 @@ class SearchLoop:
             raise full from exc
 
     def _interrupted(self, trial: Any, message: str) -> None:
-        """Record a trial the disk stopped as interrupted (not counted, planned again); when the study cannot take
-        even that, it stays RUNNING and the next search recovers it."""
+        """A trial the disk stopped goes back to WAITING (``message`` says why the search stops); when the study
+        cannot take even that, it stays RUNNING and the next search here recovers it."""
         try:
-            self._fail(trial, f"interrupted: {message}; not counted, planned again on --resume", counted=False)
+            if self.store.requeue(trial.number):
+                return
         except Exception:  # the study is on the full disk too
-            log.info("could not record trial %d as interrupted", trial.number)
-            _STRANDED.add((self.study.study_name, trial.number))
+            log.info("could not put trial %d back in the queue", trial.number)
+        _STRANDED.add((self.study.study_name, trial.number))
 
     def _run(self) -> SearchOutcome:
-        self.recover()
         started = time.monotonic()
         ran = 0
         task = self.progress.task("search", total=self.stop.max_iterations) if self.progress else None
         while True:
-            self._fail_stale()  # first: a trial it fails is queued again and taken by the _retry below
+            self.recover()  # first: a dead worker's trial goes back to the queue and the _retry below takes it
             retry = self._retry()
             if retry is not None:  # a dead worker's trial, queued again: it holds budget already, run it first
                 trial, proposal = retry
@@ -393,7 +362,7 @@ class SearchLoop:
                 task.update(completed=min(self.counted(records), self.stop.max_iterations))
             reason = self._should_stop(records, started)
             if reason and reason.startswith("max_iterations") and self._others_running(records):
-                time.sleep(self._beat())  # a trial of another worker may still die and come back to be retried
+                time.sleep(self.store.beat_s)  # a trial of another worker may still die and come back to be retried
                 continue
             if reason:
                 break

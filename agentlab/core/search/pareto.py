@@ -1,8 +1,10 @@
 """Pareto fronts and hypervolumes of results with several objectives, each maximised or minimised.
 
-Thin wrappers over Optuna's own implementations (the non-dominated sort of its multi-objective studies and its WFG
-hypervolume), so fronts agree with what an NSGA-II study reports. Points are rows of objective values in the order
-of ``directions``; a point with a missing or non-finite value is never on the front.
+Written here rather than taken from Optuna, whose implementations of both are private modules that may change in
+any release. Fronts use the same dominance as Optuna's NSGA-II (no worse in every objective, better in one; equal
+points are all on the front); the hypervolume is exact, by slicing along the last objective (a search's front has
+tens of points and two or three objectives). Points are rows of objective values in the order of ``directions``; a
+point with a missing or non-finite value is never on the front.
 """
 
 from __future__ import annotations
@@ -28,30 +30,39 @@ def _losses(points: Sequence[Sequence[float | None]], directions: Sequence[Direc
     return rows
 
 
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
 def pareto_front(points: Sequence[Sequence[float | None]], directions: Sequence[Direction]) -> list[int]:
     """Indices of the non-dominated points, in input order (duplicates of a front point are all on it)."""
-    import numpy as np
-    from optuna.study._multi_objective import _is_pareto_front
-
     losses = _losses(points, directions)
-    valid = [i for i, row in enumerate(losses) if row is not None]
-    if not valid:
-        return []
-    mask = _is_pareto_front(np.array([losses[i] for i in valid]), assume_unique_lexsorted=False)
-    return [i for i, keep in zip(valid, mask, strict=True) if keep]
+    valid = [(i, row) for i, row in enumerate(losses) if row is not None]
+    return [i for i, row in valid if not any(_dominates(other, row) for _, other in valid)]
+
+
+def _volume(rows: list[list[float]], ref: list[float]) -> float:
+    """The volume dominated by ``rows`` (losses, each below ``ref`` in every objective) up to ``ref``."""
+    if not rows:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(r[0] for r in rows)
+    rows = sorted(rows, key=lambda r: r[-1])
+    total = 0.0
+    for k, row in enumerate(rows):  # the slab from this point's last value to the next one's (or the reference)
+        top = rows[k + 1][-1] if k + 1 < len(rows) else ref[-1]
+        if top > row[-1]:
+            total += (top - row[-1]) * _volume([r[:-1] for r in rows[:k + 1]], ref[:-1])
+    return total
 
 
 def hypervolume(points: Sequence[Sequence[float | None]], directions: Sequence[Direction],
                 reference: Sequence[float]) -> float:
     """The volume dominated by ``points`` and bounded by ``reference`` (a point worse than any of interest in every
     objective, in the objectives' own units); points that do not dominate the reference add nothing."""
-    import numpy as np
-    from optuna._hypervolume import compute_hypervolume
-
     ref = _losses([reference], directions)[0]
     if ref is None:
         raise ValueError("the reference point needs a finite value for every objective")
     rows = [r for r in _losses(points, directions) if r is not None and all(a < b for a, b in zip(r, ref, strict=True))]
-    if not rows:
-        return 0.0
-    return float(compute_hypervolume(np.array(rows), np.array(ref)))
+    front = [rows[i] for i in pareto_front(rows, ["minimize"] * len(ref))]
+    return float(_volume(front, ref))

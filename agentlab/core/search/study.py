@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from agentlab.core.config import scrub_text
 from agentlab.core.errors import ConfigError, RunDirError
+from agentlab.core.search.engine import attach, storage_object, store_of
 
 Direction = Literal["minimize", "maximize"]
 SamplerKind = Literal["tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random", "nsga2"]
@@ -108,16 +109,27 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
 
 def storage_where(study: Any) -> str | None:
     """The file (an SQLite database, a journal) or the URL, password hidden, that holds ``study``: for errors."""
-    storage = getattr(study, "_storage", None)
-    storage = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps the RDB storage
-    url = getattr(storage, "url", None)
-    if isinstance(url, str):
-        if url.startswith("sqlite:///"):
-            return url[len("sqlite:///"):]
-        return scrub_text(url)
-    backend = getattr(storage, "_backend", None)
-    path = getattr(backend, "_file_path", None)
-    return str(path) if path is not None else None
+    try:
+        return store_of(study).where
+    except ValueError:  # a study opened outside agentlab
+        return None
+
+
+def describe_storage(storage: str | None, opened: Any) -> str | None:
+    """``storage_where``'s text for a storage setting (``opened``: what ``open_storage`` returned for it)."""
+    url = opened if isinstance(opened, str) else storage
+    if url is None:
+        return None
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):]
+    return scrub_text(url) if "://" in url else url
+
+
+def attach_opened(study: Any, backend: Any, storage: str | None, opened: Any) -> Any:
+    """``study``, created or loaded on ``backend`` (``storage_object(opened)``), attached for the engine; ``storage``
+    is the setting, ``opened`` what ``open_storage`` made of it."""
+    return attach(study, backend, url=opened if isinstance(opened, str) else storage,
+                  where=describe_storage(storage, opened))
 
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
@@ -130,7 +142,8 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
     quiet()
     opened = open_storage(storage, run_path, what=what, default=default)
     try:
-        study = optuna.create_study(study_name=name, storage=opened, directions=list(directions),
+        backend = storage_object(opened)
+        study = optuna.create_study(study_name=name, storage=backend, directions=list(directions),
                                     load_if_exists=True, sampler=sampler, pruner=pruner)
     except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database; all mean the same here
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -140,6 +153,7 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
                               "--resume") from exc
         raise ConfigError(f"{what}: cannot open the study {name!r} in {storage!r} ({reason})",
                           hint="check the storage, or use a new one") from exc
+    attach_opened(study, backend, storage, opened)
     where = storage or str(run_path / default)
     have = [d.name.lower() for d in study.directions]
     if have != list(directions):

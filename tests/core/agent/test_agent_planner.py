@@ -16,6 +16,7 @@ from agentlab.core.agent.runtime import AgentRun, Reply, window
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.types import ToolCall
 from agentlab.core.search.agent import AgentKit, AgentPlanner, TrialView, agent_streak, trial_agent_block
+from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import SearchLoop, StopRules
 from agentlab.core.search.planners import OptunaPlanner
@@ -50,7 +51,7 @@ class Bowl:
 
 def search(planner: Any, seed: int, trials: int = 12, study: Any = None, objective: Any = None,
            events: list[tuple[str, dict[str, Any]]] | None = None) -> list[TrialRecord]:
-    study = study or optuna.create_study(direction="minimize")
+    study = study or new_study(direction="minimize")
     loop = SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=objective or Bowl(),
                       planner=planner, evaluator=HybridEvaluator(0.0), stop=StopRules(trials), seed=seed,
                       metric="val", on_event=(lambda kind, **f: events.append((kind, f))) if events is not None
@@ -156,7 +157,7 @@ def test_no_tool_call_or_an_error_runs_candidate_0(tmp_path: Path) -> None:
 
 def test_a_killed_search_resumes_from_the_checkpoint_without_running_a_trial_twice(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(direction="minimize", storage=storage, study_name="s")
+    study = new_study(direction="minimize", storage=storage, study_name="s")
     first = Bowl(die_at=4)
     model = SuggestAgent()
     planner = agent(model, tmp_path, guard_patience=50)
@@ -168,7 +169,7 @@ def test_a_killed_search_resumes_from_the_checkpoint_without_running_a_trial_twi
     # a new process: a new planner on the same checkpoint and study
     again = Bowl()
     planner = agent(SuggestAgent(), tmp_path, guard_patience=50)
-    study = optuna.load_study(study_name="s", storage=storage)
+    study = new_study(storage, study_name="s", direction="minimize", load_if_exists=True)
     records = search(planner, 0, trials=8, study=study, objective=again)
     assert again.runs[0] == pending["action"]["params"]  # the pending trial runs first, not planned again
     done = [json.dumps(r.params, sort_keys=True) for r in records if r.state == "complete"]

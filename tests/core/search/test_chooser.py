@@ -16,6 +16,7 @@ import pytest
 
 from agentlab.core.errors import LLMError
 from agentlab.core.search import share as S
+from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import SearchLoop, StopRules
 from agentlab.core.search.planners import (
@@ -53,7 +54,7 @@ class Bowl:
 
 
 def search(planner: Any, seed: int, trials: int = 12) -> list[Any]:
-    study = optuna.create_study(direction="minimize")
+    study = new_study(direction="minimize")
     loop = SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=Bowl(), planner=planner,
                       evaluator=HybridEvaluator(0.0), stop=StopRules(trials), seed=seed, metric="val")
     return loop.run().records
@@ -150,7 +151,7 @@ def test_surrogate_chooser_picks_the_candidate_nearest_the_optimum() -> None:
 
 
 def _ctx(records: list[Any] | None = None) -> PlanContext:
-    study = optuna.create_study(direction="minimize")
+    study = new_study(direction="minimize")
     loop = SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=Bowl(),
                       planner=OptunaPlanner("tpe"), evaluator=HybridEvaluator(0.0), stop=StopRules(6), seed=0)
     loop.run()
@@ -251,7 +252,7 @@ def test_cmaes_keeps_its_state_on_the_trials_and_breeds() -> None:
         def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
             return {"value": (params["x"] - 1) ** 2 + (params["y"] + 2) ** 2}
 
-    study = optuna.create_study(direction="minimize")
+    study = new_study(direction="minimize")
     SearchLoop(study=study, space=space, base_params={"x": 4.0, "y": 4.0}, objective=Sphere(),
                planner=OptunaPlanner("cmaes"), evaluator=HybridEvaluator(0.0), stop=StopRules(20), seed=0).run()
     generations = [t.system_attrs.get("cma:generation") for t in study.trials]

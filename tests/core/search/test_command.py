@@ -17,6 +17,7 @@ import pytest
 
 from agentlab.core.errors import UsageError
 from agentlab.core.search.command import CommandObjective, nested_params
+from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, TrialFailed
 from agentlab.core.search.planners import OptunaPlanner
@@ -125,7 +126,7 @@ def test_the_search_goes_on_past_failed_trials(tmp_path: Path) -> None:
         print(json.dumps({"loss": 1.0}))
     """)
     space = SearchSpace({"x": ParamSpec(low=-5.0, high=5.0)}, base={"x": 4.0})
-    study = optuna.create_study(direction="minimize")
+    study = new_study(direction="minimize")
     loop = SearchLoop(study=study, space=space, base_params={"x": 4.0}, objective=obj, planner=OptunaPlanner("random"),
                       evaluator=HybridEvaluator(0.01), stop=StopRules(max_iterations=3), seed=0)
     outcome = loop.run()

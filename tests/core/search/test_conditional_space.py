@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from agentlab.core.errors import ConfigError
+from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import SearchLoop, StopRules
 from agentlab.core.search.planners import OptunaPlanner
@@ -54,7 +55,7 @@ def test_a_cycle_of_conditions_is_a_config_error() -> None:
 
 def test_define_by_run_draws_only_active_keys() -> None:
     s = space()
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study = new_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(30):
         trial = study.ask()
@@ -90,7 +91,7 @@ class _Objective:
 def test_the_loop_searches_a_conditional_space_and_resumes(tmp_path: Path, planner: str) -> None:
     def loop(objective: _Objective, n: int) -> SearchLoop:
         s = space()
-        study = optuna.create_study(study_name="c", storage=open_storage(None, tmp_path), direction="minimize",
+        study = new_study(study_name="c", storage=open_storage(None, tmp_path), direction="minimize",
                                     load_if_exists=True)
         return SearchLoop(study=study, space=s, base_params=s.complete(s.base), objective=objective,
                           planner=OptunaPlanner(planner), evaluator=HybridEvaluator(0.01), stop=StopRules(n), seed=3)

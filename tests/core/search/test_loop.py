@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 import pytest
 
+from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules
 from agentlab.core.search.planners import OptunaPlanner
@@ -46,7 +47,7 @@ class Quadratic:
 
 def make_loop(tmp_path: Path, objective: Quadratic, max_iterations: int, storage: str | None = None,
               planner: str = "tpe", pruner: Any = None) -> SearchLoop:
-    study = optuna.create_study(study_name="t", storage=open_storage(storage, tmp_path), direction="minimize",
+    study = new_study(study_name="t", storage=open_storage(storage, tmp_path), direction="minimize",
                                 load_if_exists=True, pruner=pruner or optuna.pruners.NopPruner())
     return SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=objective,
                       planner=OptunaPlanner(planner), evaluator=HybridEvaluator(0.01), metric="val",
@@ -74,16 +75,17 @@ def test_max_iterations_is_a_total_and_continues(tmp_path: Path) -> None:
     assert len(set(params)) == len(params), "a finished configuration was repeated"
 
 
-def test_dead_workers_running_trial_is_failed_uncounted_and_replanned(tmp_path: Path) -> None:
+def test_a_dead_workers_running_trial_runs_again_first_as_the_same_trial(tmp_path: Path) -> None:
     loop = make_loop(tmp_path, Quadratic(), 3)
     loop.run()
     orphan = loop.study.ask(loop.distributions)  # as if a worker on this host died mid-trial
     orphan.set_user_attr(A_PLAN, {"planner": "tpe", "worker": f"{socket.gethostname()}:999999"})
-    loop2 = make_loop(tmp_path, Quadratic(), 5)
-    outcome = loop2.run()
-    failed = [r for r in outcome.records if r.state == "interrupted"]  # not counted, planned again
-    assert [r.number for r in failed] == [orphan.number] and not failed[0].counted
-    assert sum(1 for r in outcome.records if r.counted) == 5 and outcome.ran_here == 2
+    objective = Quadratic()
+    outcome = make_loop(tmp_path, objective, 5).run()
+    assert [r.number for r in outcome.records] == [0, 1, 2, 3, 4]  # no lost trial, none repeated, none extra
+    assert all(r.state == "complete" and r.counted for r in outcome.records) and outcome.ran_here == 2
+    assert objective.calls[0] == orphan.params  # the interrupted trial ran first, with its own params
+    assert outcome.records[3].params == orphan.params
 
 
 def test_evaluator_rules_and_pruning(tmp_path: Path) -> None:
@@ -138,15 +140,16 @@ def test_diverged_trial_is_rejected_and_counted(tmp_path: Path) -> None:
 def test_base_outside_space_is_config_error(tmp_path: Path) -> None:
     from agentlab.core.errors import ConfigError
 
-    study = optuna.create_study()
+    study = new_study()
     with pytest.raises(ConfigError, match="base value 128"):
         SearchLoop(study=study, space=SPACE, base_params={**BASE, "width": 128}, objective=Quadratic(),
                    planner=OptunaPlanner("tpe"), evaluator=HybridEvaluator(0.01), stop=StopRules(3))
 
 
 def test_a_ctrl_c_during_a_storage_write_is_recorded_and_the_run_resumes(tmp_path: Path) -> None:
-    """The signal lands inside trial.report's commit: it is delivered after the write, the trial is recorded as
-    interrupted (not counted) instead of a broken session's StorageInternalError, and the search resumes."""
+    """The signal lands inside trial.report's commit: it is delivered after the write, the trial goes back to the
+    queue (waiting, its slot kept) instead of a broken session's StorageInternalError, and the search resumes with
+    it: the same trial, run again first."""
     import os
     import signal
 
@@ -173,10 +176,13 @@ def test_a_ctrl_c_during_a_storage_write_is_recorded_and_the_run_resumes(tmp_pat
         signal.signal(signal.SIGINT, handler)
     *before, trial = loop.study.get_trials()  # the base trial never reports: the first report is trial 1's
     assert [t.state.name for t in before] == ["COMPLETE"]
-    assert trial.state.name == "FAIL" and trial.user_attrs["outcome"]["counted"] is False
+    assert trial.state.name == "WAITING"
     assert trial.intermediate_values == {0: trial.intermediate_values[0]}, "the interrupted write was lost"
-    outcome = make_loop(tmp_path, Quadratic(), 3, storage=storage).run()
-    assert outcome.ran_here == 2 and sum(r.counted for r in outcome.records) == 3  # the base is not run again
+    objective = Quadratic()
+    outcome = make_loop(tmp_path, objective, 3, storage=storage).run()
+    assert objective.calls[0] == trial.params  # the interrupted trial first, then one new one; the base not again
+    assert outcome.ran_here == 2 and [(r.number, r.state) for r in outcome.records] == [
+        (0, "complete"), (1, "complete"), (2, "complete")]
 
 
 def heartbeat_loop(tmp_path: Path, objective: Quadratic, max_iterations: int) -> SearchLoop:
@@ -193,21 +199,17 @@ def heartbeat_loop(tmp_path: Path, objective: Quadratic, max_iterations: int) ->
                                       **{"heartbeat_stale_trial_callback" if hasattr(
                                           storages, "RetryHeartbeatStaleTrialCallback") else "failed_trial_callback":
                                          retry})
-    study = optuna.create_study(study_name="t", storage=storage, direction="minimize", load_if_exists=True)
+    study = new_study(study_name="t", storage=storage, direction="minimize", load_if_exists=True)
     return SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=objective,
                       planner=OptunaPlanner("random"), evaluator=HybridEvaluator(0.01), metric="val",
                       stop=StopRules(max_iterations=max_iterations), seed=1)
 
 
 def foreign_trial(loop: SearchLoop, params: dict[str, Any]) -> int:
-    """A trial started by a worker on another host (alive for all this host can see), with one heartbeat."""
-    from optuna.trial import TrialState, create_trial
-
-    template = create_trial(state=TrialState.RUNNING, params=params, distributions=SPACE.distributions(params),
-                            user_attrs={A_PLAN: {"planner": "random", "worker": "elsewhere:1"}})
-    trial_id = loop.study._storage.create_new_trial(loop.study._study_id, template_trial=template)
-    loop.study._storage.record_heartbeat(trial_id)
-    return trial_id
+    """A trial started by a worker on another host (alive for all this host can see), with one heartbeat; its
+    number."""
+    return loop.store.create(params=params, distributions=SPACE.distributions(params),
+                             user_attrs={A_PLAN: {"planner": "random", "worker": "elsewhere:1"}})
 
 
 def test_a_trial_whose_worker_stops_beating_mid_search_is_run_again_before_the_search_stops(tmp_path: Path) -> None:
@@ -244,16 +246,16 @@ def test_a_trial_failed_by_the_heartbeat_check_holds_its_slot_until_its_retry_is
 
     loop = heartbeat_loop(tmp_path, Quadratic(), 2)
     loop.run()
-    trial_id = foreign_trial(loop, {"x": 0.0, "width": 8, "heads": 1})
-    loop.study._storage.set_trial_state_values(trial_id, TrialState.FAIL)  # the first write only
+    number = foreign_trial(loop, {"x": 0.0, "width": 8, "heads": 1})
+    loop.store.storage.set_trial_state_values(loop.store.trial_id(number), TrialState.FAIL)  # the first write only
     records = loop.records()
     assert records[-1].state == "interrupted" and loop.counted(records) == 3 and loop._others_running(records)
     monkeypatch.setattr(loop_module, "RETRY_QUEUE_S", 0.0)  # its failer died before the second write: no retry
     records = loop.records()
     assert loop.counted(records) == 2 and not loop._others_running(records)
     monkeypatch.undo()
-    callback = loop.study._storage.get_heartbeat_stale_trial_callback()
-    callback(loop.study, loop.study._storage.get_trial(trial_id))  # the second write: the retry, waiting
+    callback = loop.store.storage.get_heartbeat_stale_trial_callback()
+    callback(loop.study, loop.store.get(number))  # the second write: the retry, waiting
     records = loop.records()
     assert [r.state for r in records][-2:] == ["interrupted", "waiting"]
     assert loop.counted(records) == 3 and loop._others_running(records)

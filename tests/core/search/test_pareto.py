@@ -26,3 +26,25 @@ def test_hypervolume_by_hand() -> None:
     assert hypervolume([(2.0, 10.0), (3.0, 15.0), (1.5, 16.0), (0.5, 1.0)], directions, (1.0, 20.0)) == \
         pytest.approx(15.0)
     assert hypervolume([(0.5, 30.0)], directions, (1.0, 20.0)) == 0.0
+
+
+def test_hypervolume_and_front_match_a_brute_force_on_random_points() -> None:
+    """Against inclusion-exclusion over the boxes [point, reference] (exact for a handful of points) and the
+    definition of dominance, in 2 to 4 objectives."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    for d in (2, 3, 4):
+        for _ in range(40):
+            points = [[rng.random() for _ in range(d)] for _ in range(rng.randint(1, 7))]
+            ref = [1.1] * d
+            union = 0.0
+            for k in range(1, len(points) + 1):
+                for subset in itertools.combinations(points, k):
+                    union += (-1) ** (k + 1) * math.prod(r - max(p[j] for p in subset) for j, r in enumerate(ref))
+            assert hypervolume(points, ["minimize"] * d, ref) == pytest.approx(union)
+            pairs = [[list(zip(q, p, strict=True)) for q in points] for p in points]
+            front = [i for i, row in enumerate(pairs) if not any(
+                all(a <= b for a, b in pair) and any(a < b for a, b in pair) for pair in row)]
+            assert pareto_front(points, ["minimize"] * d) == front
