@@ -354,7 +354,8 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
     trial finished here; for the forecaster the MLflow trials and the ensemble (``holder["ensemble"]``)."""
     metric, direction = metric_of(cfg)
     builder = EnsembleBuilder(run_dir.path) if cfg.search.ensemble and cfg.objective is None else None
-    shown = {t.number for t in study.get_trials(deepcopy=False)}  # kept from before: not announced again
+    # finished before: not announced again (an interrupted trial, waiting to run again, is announced when it ends)
+    shown = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
     def on_trial(records: list[TrialRecord]) -> None:
         state = state_dict(records, metric, direction)

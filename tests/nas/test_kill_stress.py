@@ -136,21 +136,23 @@ def check_exact(study: Any, root: Path, budget: int, kills: list[str]) -> None:
     assert {Path(d).name for d in ends} <= finished | {f"run_{r.number:04d}" for r in records}
 
 
-def stress(root: Path, *, kills: int, budget: int, seed: int, window_s: float = 1.5) -> list[str]:
-    """One search on SQLite, killed ``kills`` times and resumed; the kills' moments."""
-    config = project(root)
+def stress(root: Path, *, kills: int, budget: int, seed: int, window_s: float = 1.5, planner: str = "tpe",
+           extra: tuple[str, ...] = ()) -> list[str]:
+    """One search on SQLite, killed ``kills`` times and resumed; the kills' moments. ``extra``: more options for
+    every start (``--llm FILE`` for the agent)."""
+    config = project(root, planner=planner)
     run = root / "run"
     rng = random.Random(seed)
     landed: list[str] = []
-    args = ["nas", "-c", str(config), "--max-iterations", str(budget), "--out", str(run)]
+    args = ["nas", "-c", str(config), "--max-iterations", str(budget), "--out", str(run), *extra]
     for _ in range(kills):
         proc = start(root, args, root / "agentlab.log")
         if not kill_at_random(proc, run, rng, window_s):
             assert proc.returncode == 0, (root / "agentlab.log").read_text()[-3000:]
             break
         landed.append(moment(load(f"sqlite:///{run / 'study.db'}", "nas"), root))
-        args = ["nas", "--resume", str(run)]
-    proc = start(root, ["nas", "--resume", str(run)], root / "agentlab.log")
+        args = ["nas", "--resume", str(run), *extra]
+    proc = start(root, ["nas", "--resume", str(run), *extra], root / "agentlab.log")
     assert proc.wait(timeout=300) == 0, (root / "agentlab.log").read_text()[-3000:]
     study = load(f"sqlite:///{run / 'study.db'}", "nas")
     check_exact(study, root, budget, landed)
@@ -204,3 +206,27 @@ def test_twenty_sigkills_at_random_moments_on_sqlite(tmp_path: Path) -> None:
     landed = stress(tmp_path, kills=20, budget=30, seed=7)
     assert len(landed) >= 15
     assert len(set(landed)) >= 2, landed  # the kills landed in more than one kind of moment
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_an_agent_search_sigkilled_at_random_moments_keeps_the_exact_budget(tmp_path: Path) -> None:
+    """The agent planner (its model a scripted server: suggest, then run a candidate) adds moments inside the
+    agent's step: its graph checkpoints, its tool calls, the model's answers."""
+    from agentlab.testing.server import spawn_server_process
+
+    model = "agent-model"
+    calls = [{"name": "suggest", "arguments": {}}, {"name": "run_trial", "arguments": {"candidate": 1, "reason": "x"}}]
+    proc, base_url = spawn_server_process({"scripts": {model: [{"tool_calls": [c]} for c in calls * 400]}})
+    try:
+        llm = tmp_path / "llm.yaml"
+        llm.write_text(yaml.safe_dump({"providers": {"loop": {"kind": "openai", "base_url": base_url}},
+                                       "models": {model: {"provider": "loop", "model": model}},
+                                       "routes": {"planner": {"primary": [model]}}, "retries": 0, "timeout_s": 10}))
+        landed = stress(tmp_path / "project", kills=10, budget=20, seed=11, planner="agent", extra=("--llm", str(llm)))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(landed) >= 6, landed
+    results = json.loads((tmp_path / "project" / "run" / "results.json").read_text())
+    assert "planner: agent" in results["planner"]
