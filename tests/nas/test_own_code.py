@@ -1,5 +1,6 @@
 """`agentlab nas` on the user's own command (an `objective:` section): every classical planner end to end, resume,
-refusals before any trial (exit 2), and no child process left behind when agentlab is killed."""
+refusals before any trial (exit 2), and no child process left behind when agentlab is killed. The LLM planners on a
+command: test_own_code_llm.py."""
 
 from __future__ import annotations
 
@@ -103,14 +104,6 @@ def test_config_errors_name_the_yaml_line(in_tmp: Path, capsys: pytest.CaptureFi
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "model.depth" in row)
     assert main(["nas", "-c", str(config)]) == 2
     assert f"nas.yaml:{line}: search.space.model.depth: not a key of objective.params" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("planner", ["llm", "agent"])
-def test_llm_planners_are_refused_for_a_command(in_tmp: Path, capsys: pytest.CaptureFixture, planner: str) -> None:
-    config = write_project(in_tmp)
-    assert main(["nas", "-c", str(config), "--planner", planner]) == 2
-    assert "not available for a command objective yet" in capsys.readouterr().err
-    assert run_folders(in_tmp) == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
