@@ -199,6 +199,31 @@ def test_an_agent_that_always_runs_candidate_0_is_tpe_trial_for_trial_on_a_comma
         assert model.steps == 2 * block["trials_by_agent"]
 
 
+def test_approve_edits_the_agents_trial_on_a_command(in_tmp: Path) -> None:
+    from agentlab.core.agent.approval import describe
+    from agentlab.core.config import load_config
+    from agentlab.core.runs import run_in_folder
+    from agentlab.nas.run import prepare, run
+
+    asked: list[str] = []
+    answers = iter([{"answer": "edit", "args": {"changes": {"x": 1.0}}}, {"answer": "yes"}])
+
+    def approver(action: dict[str, Any]) -> dict[str, Any]:
+        asked.append(describe(action))
+        return next(answers)
+
+    project = write_project(in_tmp, metric="accuracy", direction="maximize")
+    cfg = load_config(project, NASConfig, ["search.planner=agent", "search.agent.approve=true",
+                                           "search.max_iterations=3"])
+    model = ScriptAgent([("try_config", {"changes": {"x": -3.0}, "reason": "far left"})])
+    inputs = {**prepare(cfg, None, scripted=True, config_file=project), "agent_model": model, "approver": approver}
+    results, folder = run_in_folder("nas", cfg, run, inputs=inputs, out=in_tmp / "r")
+    runs = json.loads((folder / "agent_state.json").read_text())["runs"]
+    assert runs[1]["params"]["x"] == 1.0 and runs[1]["accuracy"] == 1.0  # the edit ran
+    assert asked[0] == "the agent wants to run x=-3.0: model.width=16, x=-3\n  why: far left"
+    assert results["best"]["run_id"] == "run_0001" and results["agent"]["trials_by_agent"] == 2
+
+
 @pytest.mark.slow
 def test_the_builtin_model_runs_the_agent_on_the_example(in_tmp: Path) -> None:
     """Three trials of examples/own_code with --planner agent on smollm2-135m (llama.cpp, in process)."""
