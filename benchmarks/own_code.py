@@ -1,9 +1,10 @@
 """`agentlab nas` on the user's own training code (examples/own_code): the planners at equal budget, and what agentlab
 costs per trial against running the same command in a plain loop.
 
-Quality: for each planner of ``--planners`` (tpe, cmaes, random) and each seed of ``--seeds``, one ``agentlab nas -c
-examples/own_code/nas.yaml`` search of ``--trials`` trials; the seed sets ``search.seed`` and the script's own
-``seed`` param (trial 0's training noise differs between seeds, the same for every planner of a seed). Printed: the
+Quality: for each planner of ``--planners`` (tpe, cmaes, random, agent, llm) and each seed of ``--seeds``, one
+``agentlab nas -c examples/own_code/nas.yaml`` search of ``--trials`` trials; the seed sets ``search.seed`` and the
+script's own ``seed`` param (trial 0's training noise differs between seeds, the same for every planner of a seed).
+Printed: the
 best validation loss after each of ``--at`` trials (the first n trials of each search; pruned, failed and interrupted
 trials do not count) as mean +- sd over seeds with every seed's figure, and "trial 0 alone" (the base params, what a
 user had before searching). ``agent`` (the agent planner) and ``llm`` (the LLM chooser) run on the planner model of
@@ -16,7 +17,7 @@ commands (the same params files, in the same folder) run one after another in a 
 times, agentlab's overhead per trial (its wall time minus the loop's, over the trials; agentlab's start-up included)
 and as a share of the loop's time. The last line, ``ratio: X``, is agentlab's wall time over the plain loop's.
 
-    python benchmarks/own_code.py                                   # 3 planners x 5 seeds x 12 trials, then overhead
+    python benchmarks/own_code.py                                   # 5 planners x 5 seeds x 12 trials, then overhead
     python benchmarks/own_code.py --planners agent,llm --overhead-trials 0     # the LLM planners, no overhead run
     python benchmarks/own_code.py --seeds 0 --trials 4 --overhead-trials 3     # smoke
 """
@@ -172,7 +173,7 @@ def overhead(out: Path, n_trials: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--planners", default="tpe,cmaes,random")
+    parser.add_argument("--planners", default="tpe,cmaes,random,agent,llm")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--at", default="4,8,12", help="print the best after these numbers of trials")
