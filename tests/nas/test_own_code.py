@@ -69,6 +69,12 @@ def test_every_classical_planner_searches_the_command(in_tmp: Path, planner: str
     assert saved["objective"]["cwd"] == str(config.parent)  # the YAML's folder, kept for --resume
 
 
+def test_a_relative_out_folder_still_gives_the_command_its_params_file(in_tmp: Path) -> None:
+    config = write_project(in_tmp)  # the command runs in project/, the run folder is ./run: the paths are absolute
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random", "--out", "run"]) == 0
+    assert json.loads((in_tmp / "run" / "results.json").read_text())["states"] == {"complete": 2}
+
+
 def test_maximize_and_resume_keeps_the_finished_trials(in_tmp: Path) -> None:
     config = write_project(in_tmp, metric="accuracy", direction="maximize")
     assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random"]) == 0
