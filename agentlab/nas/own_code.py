@@ -28,6 +28,7 @@ from agentlab.nas.report import llm_section, plot_importances, short
 if TYPE_CHECKING:
     from agentlab.core.search.loop import SearchOutcome
 
+
 def objective_of(cfg: NASConfig) -> CommandObjectiveConfig:
     assert cfg.objective is not None, "a command objective's function called without one"
     return cfg.objective
