@@ -1,19 +1,24 @@
 """`agentlab nas` on the user's own training code (examples/own_code): the planners at equal budget, and what agentlab
 costs per trial against running the same command in a plain loop.
 
-Quality: for each planner of ``--planners`` (tpe, cmaes, random) and each seed of ``--seeds``, one ``agentlab nas -c
-examples/own_code/nas.yaml`` search of ``--trials`` trials; the seed sets ``search.seed`` and the script's own
-``seed`` param (trial 0's training noise differs between seeds, the same for every planner of a seed). Printed: the
+Quality: for each planner of ``--planners`` (tpe, cmaes, random, agent, llm) and each seed of ``--seeds``, one
+``agentlab nas -c examples/own_code/nas.yaml`` search of ``--trials`` trials; the seed sets ``search.seed`` and the
+script's own ``seed`` param (trial 0's training noise differs between seeds, the same for every planner of a seed).
+Printed: the
 best validation loss after each of ``--at`` trials (the first n trials of each search; pruned, failed and interrupted
 trials do not count) as mean +- sd over seeds with every seed's figure, and "trial 0 alone" (the base params, what a
-user had before searching). The LLM chooser and the agent do not run on a command objective yet, so they are not here.
+user had before searching). ``agent`` (the agent planner) and ``llm`` (the LLM chooser) run on the planner model of
+``--llm`` (default: configs/llm.local.yaml, the built-in smollm2-135m on llama.cpp, in process); each search has its
+own runs root, so no search reads the pick memory or the agent's notes of another; after the table, one line per
+LLM planner says what the model did (tool calls, defaults, guard trials, model seconds; or picks that differed).
 
 Overhead: one search of ``--overhead-trials`` trials with the random planner and no pruner, then the same trials'
 commands (the same params files, in the same folder) run one after another in a plain Python loop. Printed: both wall
 times, agentlab's overhead per trial (its wall time minus the loop's, over the trials; agentlab's start-up included)
 and as a share of the loop's time. The last line, ``ratio: X``, is agentlab's wall time over the plain loop's.
 
-    python benchmarks/own_code.py                                   # 3 planners x 5 seeds x 12 trials, then overhead
+    python benchmarks/own_code.py                                   # 5 planners x 5 seeds x 12 trials, then overhead
+    python benchmarks/own_code.py --planners agent,llm --overhead-trials 0     # the LLM planners, no overhead run
     python benchmarks/own_code.py --seeds 0 --trials 4 --overhead-trials 3     # smoke
 """
 
@@ -39,6 +44,7 @@ AGENTLAB = [sys.executable, "-m", "agentlab.cli"]
 # activated venv would be
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "NO_COLOR": "1"}
+LLM_PLANNERS = ("agent", "llm")  # these take --llm
 
 
 def settings(seed: int, extra: dict | None = None) -> dict:
@@ -52,8 +58,10 @@ def settings(seed: int, extra: dict | None = None) -> dict:
     return cfg
 
 
-def search(out: Path, planner: str, seed: int, trials: int, extra: dict | None = None) -> tuple[Path, float]:
-    """One agentlab search (resumed when its folder holds an unfinished one); its run folder and wall time."""
+def search(out: Path, planner: str, seed: int, trials: int, extra: dict | None = None,
+           llm: Path | None = None) -> tuple[Path, float]:
+    """One agentlab search (resumed when its folder holds an unfinished one); its run folder and wall time. An LLM
+    planner gets ``llm`` as --llm and a runs root of its own (the pick memory and the agent's notes live there)."""
     folder = out / f"{planner}-s{seed}"
     if (folder / "results.json").exists():
         return folder, json.loads((folder / "bench_wall.json").read_text())["seconds"]
@@ -61,9 +69,12 @@ def search(out: Path, planner: str, seed: int, trials: int, extra: dict | None =
     config = out / f"{planner}-s{seed}.yaml"
     config.write_text("# agentlab nas -c " + config.name + "\n" + yaml.safe_dump(settings(seed, extra)))
     args = ["--resume", str(folder)] if folder.exists() else ["-c", str(config), "--out", str(folder)]
+    if planner in LLM_PLANNERS:
+        args += ["--llm", str(llm or REPO / "configs" / "llm.local.yaml")]
+    env = {**ENV, "AGENTLAB_RUNS": str(out / "home" / folder.name)}
     start = time.perf_counter()
     done = subprocess.run([*AGENTLAB, "nas", *args, "--max-iterations", str(trials), "--planner", planner],
-                          cwd=out, env=ENV, capture_output=True, text=True)
+                          cwd=out, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{planner} seed {seed}: agentlab nas exited {done.returncode}:\n{done.stderr[-2000:]}")
@@ -93,10 +104,30 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} +- {sd:.4f}"
 
 
-def quality(out: Path, planners: list[str], seeds: list[int], n_trials: int, at: list[int], jobs: int) -> None:
+def llm_line(planner: str, folders: list[Path]) -> str | None:
+    """What the planner model did over the searches (results.json's agent / llm_contribution blocks)."""
+    results = [json.loads((f / "results.json").read_text(encoding="utf-8")) for f in folders]
+    if planner == "agent":
+        blocks = [r["agent"] for r in results if r.get("agent")]
+        total = {k: sum(b[k] for b in blocks) for k in ("tool_calls", "invalid_tool_calls", "defaulted",
+                                                        "trials_by_agent", "trials_by_guard", "model_seconds")}
+        return (f"agent: {total['tool_calls']} tool calls ({total['invalid_tool_calls']} invalid), "
+                f"{total['defaulted']} defaulted to candidate 0; {total['trials_by_agent']} trials by the agent, "
+                f"{total['trials_by_guard']} by the guard (TPE); "
+                f"{total['model_seconds'] / max(total['trials_by_agent'], 1):.1f} s of the model per agent trial")
+    if planner == "llm":
+        blocks = [r["llm_contribution"] for r in results if r.get("llm_contribution")]
+        asked, differed = sum(b["asked"] for b in blocks), sum(b["differed"] for b in blocks)
+        return (f"llm: asked on {asked} trials, its pick differed from TPE's candidate 0 on {differed}; "
+                f"{sum(b['no_answer'] for b in blocks)} without an answer")
+    return None
+
+
+def quality(out: Path, planners: list[str], seeds: list[int], n_trials: int, at: list[int], jobs: int,
+            llm: Path | None = None) -> None:
     jobs_list = [(p, s) for p in planners for s in seeds]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done = dict(zip(jobs_list, pool.map(lambda job: search(out, job[0], job[1], n_trials), jobs_list),
+        done = dict(zip(jobs_list, pool.map(lambda job: search(out, job[0], job[1], n_trials, llm=llm), jobs_list),
                         strict=True))
     records = {job: trials(folder) for job, (folder, _) in done.items()}  # each search's events read once
     print(f"\nbest val_loss after n trials (mean +- sd over seeds {seeds}; per seed in brackets), lower is better")
@@ -115,6 +146,10 @@ def quality(out: Path, planners: list[str], seeds: list[int], n_trials: int, at:
         states = [r["state"] for s in seeds for r in records[(planner, s)]]
         print(f"| {planner} | " + " | ".join(cells) + f" | {wall:.0f} |"
               f"  ({states.count('complete')} complete, {states.count('pruned')} pruned of {len(states)})")
+    for planner in planners:
+        line = llm_line(planner, [done[(planner, s)][0] for s in seeds])
+        if line:
+            print(line)
 
 
 def overhead(out: Path, n_trials: int) -> float:
@@ -138,19 +173,22 @@ def overhead(out: Path, n_trials: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--planners", default="tpe,cmaes,random")
+    parser.add_argument("--planners", default="tpe,cmaes,random,agent,llm")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--at", default="4,8,12", help="print the best after these numbers of trials")
-    parser.add_argument("--overhead-trials", type=int, default=8)
+    parser.add_argument("--overhead-trials", type=int, default=8, help="0: no overhead run")
+    parser.add_argument("--llm", type=Path, default=REPO / "configs" / "llm.local.yaml",
+                        help="routing config of the agent and llm planners")
     parser.add_argument("--jobs", type=int, default=2, help="searches run at a time (quality part)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "own_code")
     args = parser.parse_args()
     at = [int(n) for n in args.at.split(",") if int(n) <= args.trials]
     quality(args.out.absolute(), args.planners.split(","), [int(s) for s in args.seeds.split(",")], args.trials, at,
-            args.jobs)
-    ratio = overhead(args.out.absolute(), args.overhead_trials)
-    print(f"ratio: {ratio:.3f}")
+            args.jobs, args.llm.absolute())
+    if args.overhead_trials:
+        ratio = overhead(args.out.absolute(), args.overhead_trials)
+        print(f"ratio: {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -53,12 +53,14 @@ def nas(
     patience: Annotated[int | None, typer.Option(min=1, show_default=False,
                                                  help="Stop after this many trials without a new best.")] = None,
     target: Annotated[float | None, typer.Option(show_default=False,
-                                                 help="Stop once the best validation MSE is at or below this.")] = None,
+                                                 help="Stop once the best result reaches this: validation MSE at "
+                                                 "or below it, or your command's metric in its direction.")] = None,
     planner: Annotated[Literal["auto", "llm", "agent", "tpe", "tpe_independent", "tpe_multivariate", "cmaes",
                                "random"] | None,
                        typer.Option(show_default=False, help="auto (default): llm (choosing among TPE's candidates) "
                                     "when a planner model is configured and reachable, else tpe. agent: an LLM "
-                                    "agent plans through tools, TPE its guard (needs --llm).")
+                                    "agent plans through tools, TPE its guard (needs --llm). Each one also "
+                                    "searches your own command (an objective: section).")
     ] = None,
     approve: Annotated[bool, typer.Option("--approve", help="With --planner agent: stop before each trial, show "
                                           "the agent's plan and ask yes / no / edit.")] = False,

@@ -14,7 +14,7 @@ import numpy as np
 
 from agentlab.core.agent.runtime import AgentModel, Tool
 from agentlab.core.runs import runs_root
-from agentlab.core.search.agent import AgentKit
+from agentlab.core.search.agent import AgentKit, learning_curve
 from agentlab.core.search.planners import PlanContext, TrialDomain
 from agentlab.nas.data import FREQ_NAMES
 from agentlab.nas.literature import TABLES, Published, recognise
@@ -118,15 +118,6 @@ def literature_leads(cfg: NASConfig, prepared: PreparedData, families: list[str]
     return out
 
 
-def learning_curve(domain: TrialDomain, args: dict[str, Any]) -> str:
-    number = args.get("trial")
-    record = next((r for r in domain.records if r.number == number), None)
-    if record is None:
-        return f"no finished trial {number}; trials: {', '.join(str(r.number) for r in domain.records)}"
-    curve = ", ".join(f"{step}:{value:.4g}" for step, value in sorted(record.intermediate.items()))
-    return f"{record.run_id} validation MSE by epoch: {curve or 'none recorded'} ({record.state})"
-
-
 def signature(prepared: PreparedData) -> str:
     """Data like this: its frequency, period, length (order of magnitude) and channel count."""
     return (f"{prepared.freq}/period {prepared.period}/{10 ** int(np.log10(max(prepared.n_steps, 1)))}+ rows/"
@@ -146,10 +137,7 @@ def nas_kit(cfg: NASConfig, prepared: PreparedData, families: list[str]) -> Agen
                  {"type": "object", "properties": {}}, lambda args: data_facts),
             Tool("literature", "published test MSE of the families of this search on data like this",
                  {"type": "object", "properties": {}}, lambda args: published),
-            Tool("learning_curve", "a finished trial's validation MSE per epoch",
-                 {"type": "object", "properties": {"trial": {"type": "integer", "minimum": 0}},
-                  "required": ["trial"], "additionalProperties": False},
-                 lambda args: learning_curve(domain, args)),
+            learning_curve(domain, "validation MSE by epoch"),
         ]
 
     return AgentKit(what=f"an architecture search for a forecaster (minimise validation MSE, {cfg.data.features} "

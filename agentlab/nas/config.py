@@ -174,14 +174,16 @@ class SearchConfig(LLMPlannerSettings):
     planner: Literal["auto", "llm", "agent", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"] = Field(
         "auto", description="auto: llm when a planner model is configured and reachable, else tpe; llm: the LLM "
         "chooses among TPE's candidates; agent: an LLM agent plans through tools (data facts, the literature, TPE's "
-        "candidates), TPE its guard (search.agent); tpe: TPE, multivariate on a conditional space; tpe_independent / "
+        "candidates; for an objective command: its project's files and the trials' step lines), TPE its guard "
+        "(search.agent); tpe: TPE, multivariate on a conditional space; tpe_independent / "
         "tpe_multivariate: always one key at a time / always joint; cmaes: CMA-ES on the numeric keys every trial "
         "has (the others random); random")
     max_iterations: int = Field(20, ge=1, description="total trials of the search (calling again with a higher "
                                 "number continues it)")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
     patience: int | None = Field(None, ge=1, description="stop after this many trials without a new best")
-    target: float | None = Field(None, description="stop once the best validation MSE is at or below this")
+    target: float | None = Field(None, description="stop once the best validation MSE is at or below this (an "
+                                 "objective command's metric: at or past it in its direction)")
     min_delta: float = Field(0.01, ge=0, description="noise band, relative: a trial better than the best by more "
                              "than this fraction is accepted, worse by more is rejected, in between is judged")
     space: dict[str, ParamSpec] = Field(default_factory=default_space,

@@ -12,19 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
-from agentlab.core.runs import RunDir
+from agentlab.core.runs import RunDir, read_events
+from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.command import CommandObjective, flat_values
-from agentlab.core.search.planners import diff
-from agentlab.core.search.records import TrialRecord, run_id, state_counts
+from agentlab.core.search.planners import ChooserPlanner, diff, trial_steps
+from agentlab.core.search.records import TrialRecord, best_of, run_id, state_counts
+from agentlab.core.search.session import PlannerSession, check_agent_keys
+from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig
-from agentlab.nas.report import plot_importances, short
+from agentlab.nas.own_code_agent import better
+from agentlab.nas.report import llm_section, plot_importances, short
 
 if TYPE_CHECKING:
     from agentlab.core.search.loop import SearchOutcome
-
-CLASSICAL = ("auto", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random")
 
 
 def objective_of(cfg: NASConfig) -> CommandObjectiveConfig:
@@ -61,33 +63,42 @@ def command_objective(cfg: NASConfig, run_dir: RunDir | None) -> CommandObjectiv
 
 
 def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
-                    config_file: str | Path | None = None) -> dict[str, Any]:
-    """nas's ``prepare`` for a command objective: the planner is a classical one, the command can start, the
-    base params lie in the space, the tracking URI works. No data is read."""
+                    config_file: str | Path | None = None, scripted: bool = False) -> dict[str, Any]:
+    """nas's ``prepare`` for a command objective: ``--planner llm`` / ``agent`` have a planner model (unless
+    ``scripted``: a scripted chooser or agent model stands in), the command can start, the base params lie in the
+    space, the tracking URI works. No data is read."""
     try:
         import optuna  # noqa: F401  (the search's store)
     except ImportError as exc:
         raise missing_package(exc) or exc from None
-    if cfg.search.planner not in CLASSICAL:
-        raise UsageError(f"--planner {cfg.search.planner} is not available for a command objective yet; use tpe, "
-                         "cmaes or random")
+    llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
+    planner = cfg.search.planner
+    if planner in ("llm", "agent") and not scripted and not llm_cfg.route("planner").chain():
+        raise UsageError(f"--planner {planner} needs a planner model, and the routing config has none",
+                         hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
+                         "or use --planner tpe")
+    if planner == "agent" and not scripted:
+        check_agent_keys(llm_cfg)
     resolve_cwd(cfg, config_file)
     command_objective(cfg, None).validate()
     space = command_space(cfg)
     space.check_base(space.complete(space.base))
     check_tracking(cfg.mlflow)
-    return {"llm": llm if isinstance(llm, LLMConfig) else load_llm_config(llm), "data": None}
+    return {"llm": llm_cfg, "data": None}
 
 
 def objective_line(cfg: NASConfig) -> str:
     objective = objective_of(cfg)
-    return (f"objective: {objective.direction} {objective.metric} of `{objective.command}` in {objective.cwd}"
+    return (f"objective: {objective.direction} {objective.metric} ({better(objective.direction)}) of "
+            f"`{objective.command}` in {objective.cwd}"
             + (f", {objective.timeout_s:g} s per trial at most" if objective.timeout_s else ""))
 
 
-def dry_run_command(cfg: NASConfig) -> dict[str, Any]:
+def dry_run_command(cfg: NASConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
     objective = objective_of(cfg)
-    planner = "tpe" if cfg.search.planner == "auto" else cfg.search.planner
+    planner = cfg.search.planner
+    if planner == "auto":  # as for the forecaster: llm when a planner model is configured (a real run probes it)
+        planner = "llm" if llm is not None and llm.route("planner").chain() else "tpe"
     return {"config": "ok", "objective": objective.model_dump(mode="json"), "planner": planner,
             "search_space": list(cfg.search.space), "max_iterations": cfg.search.max_iterations,
             "message": f"config ok; {objective_line(cfg)}\nsearch space: {', '.join(cfg.search.space)}; planner "
@@ -116,9 +127,25 @@ def _brief(record: TrialRecord | None, metric: str) -> dict[str, Any] | None:
             "metrics": {k: v for k, v in record.metrics.items() if k != "value"}}
 
 
-def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str) -> dict[str, Any]:
+def command_contribution(session: PlannerSession, outcome: SearchOutcome, metric: str,
+                         direction: str) -> dict[str, Any] | None:
+    """results.json's ``llm_contribution`` for a command objective (None unless the llm planner ran): as the
+    forecaster's, in the metric's direction, with the best without the LLM's picks under the metric's name."""
+    if not isinstance(session.planner, ChooserPlanner):
+        return None
+    kept = best_of([r for r in outcome.records if r.origin not in LLM_ORIGINS], direction)
+    name = session.planner.name
+    warmup = sum(1 for r in outcome.records if r.planner == name and r.warmup)
+    return session.contribution(trial_steps(outcome.records, name, direction == "maximize"), warmup,
+                                {f"best_{metric}": kept.value if kept else None})
+
+
+def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str,
+                      contribution: dict[str, Any] | None = None,
+                      agent: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json of a command objective: best and base trials under the metric's own name, the relative gain
-    (positive: better, whichever the direction), the trial states."""
+    (positive: better, whichever the direction), the trial states; the LLM chooser's ``llm_contribution`` and the
+    agent's block when they ran."""
     objective = objective_of(cfg)
     metric, best, base = objective.metric, outcome.best, outcome.base
     gain = None
@@ -128,7 +155,9 @@ def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str)
     return {"objective": objective.model_dump(mode="json"), "metric": metric, "direction": objective.direction,
             "best": _brief(best, metric), "base": _brief(base, metric), "gain": {metric: gain},
             "trials": len(outcome.records), "states": state_counts(outcome.records), "ran_here": outcome.ran_here,
-            "stop_reason": outcome.stop_reason, "planner": planner_line}
+            "stop_reason": outcome.stop_reason, "planner": planner_line,
+            **({"llm_contribution": contribution} if contribution is not None else {}),
+            **({"agent": agent} if agent is not None else {})}
 
 
 def command_summary_lines(results: dict[str, Any]) -> list[str]:
@@ -143,6 +172,9 @@ def command_summary_lines(results: dict[str, Any]) -> list[str]:
                      f"{_short(best[metric])} ({gain:+.1%}, positive: better)")
     changed = best["params"] if base is None else diff(best["params"], base["params"])
     lines.append("best params: " + (", ".join(f"{k}={_short(v)}" for k, v in changed.items()) or "the base params"))
+    agent = agent_summary(results.get("agent"))
+    if agent:
+        lines.append(agent)
     ran, total = results.get("ran_here"), results.get("trials")
     if isinstance(ran, int) and isinstance(total, int) and total > ran:
         lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")
@@ -156,7 +188,7 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
     best, base = outcome.best, outcome.base
     assert best is not None, "require_finished_trials runs before the report"
     lines = ["# agentlab nas: your own training code", "", f"Command: `{objective_of(cfg).command}` "
-             f"({results['direction']} {metric}).", "",
+             f"({results['direction']} {metric}, {better(results['direction'])}).", "",
              f"Best: **{best.run_id}**: {metric} {_short(best.value)}."]
     if base is not None:
         lines.append(f"Base params ({base.run_id}): {metric} {_short(base.value)}.")
@@ -174,9 +206,18 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
               "|---|---|---|---|---|---|---|"]
     for r in outcome.records:
         changes = ", ".join(f"{k}={_short(v)}" for k, v in r.changes.items()) or "-"
+        reason = _pruned(metric) if r.state == "pruned" else r.reason
         decision = ("accepted" if r.accepted else "rejected" if r.accepted is False else "") + (
-            f": {r.reason}" if r.reason else "")
+            f": {reason}" if reason else "")
         decision = " ".join(decision.split()).replace("|", "/")
         lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_short(r.value)} | "
                      f"{_short(r.metrics.get('seconds', r.seconds))} | {r.state} | {decision} |")
+    lines += llm_section(outcome.records, results.get("llm_contribution"), metric)
+    lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])
     return "\n".join(lines) + "\n"
+
+
+def _pruned(metric: str) -> str:
+    """A pruned trial's reason in the metric's words (the loop records the forecaster's wording for every
+    objective)."""
+    return f"pruned: its {metric} at the same step was hopeless next to earlier trials"

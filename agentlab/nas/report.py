@@ -280,7 +280,7 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
             f": {r.reason}" if r.reason else "")
         lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_fmt(r.value)} | {_fmt(r.metrics.get('test_mse'))} "
                      f"| {_fmt(r.metrics.get('n_params'))} | {r.state} | {decision} |")
-    lines += _llm_section(outcome.records, results.get("llm_contribution"))
+    lines += llm_section(outcome.records, results.get("llm_contribution"))
     lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])
     return "\n".join(lines) + "\n"
 
@@ -317,10 +317,10 @@ def _one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def _llm_section(records: list[TrialRecord], block: dict[str, Any] | None) -> list[str]:
+def llm_section(records: list[TrialRecord], block: dict[str, Any] | None, metric: str = "val MSE") -> list[str]:
     """``## LLM contribution``: the block's counts in words, then each trial the LLM was asked about, with its
-    choice and reasoning."""
-    lines = contribution_lines(block, "val MSE")
+    choice and reasoning; ``metric``: the search's metric as the report names it (a command objective's own)."""
+    lines = contribution_lines(block, metric)
     if not lines:
         return []
     lines.append("")
@@ -329,5 +329,5 @@ def _llm_section(records: list[TrialRecord], block: dict[str, Any] | None) -> li
             continue
         why = _one_line(r.reasoning) if r.reasoning.strip() else _one_line("; ".join(r.notes)) or "-"
         what = ORIGINS[r.origin] + (f" {r.choice} of {r.candidates}" if r.origin in ("picked", "own") else "")
-        lines.append(f"- **{r.run_id}** ({what}; val MSE {_fmt(r.value)}): {why}")
+        lines.append(f"- **{r.run_id}** ({what}; {metric} {_fmt(r.value)}): {why}")
     return lines

@@ -41,6 +41,7 @@ from agentlab.nas.agent import nas_kit
 from agentlab.nas.config import NAIVE_FAMILIES, NASConfig, apply_changes, get_dotted, space_meanings, space_values
 from agentlab.nas.ensemble import EnsembleBuilder, save_predictions
 from agentlab.nas.own_code import (
+    command_contribution,
     command_objective,
     command_space,
     dry_run_command,
@@ -49,6 +50,7 @@ from agentlab.nas.own_code import (
     summarise_command,
     trial_line,
 )
+from agentlab.nas.own_code_agent import command_kit
 from agentlab.nas.report import render_report
 from agentlab.nas.results import build_ensemble, literature_for, llm_contribution, summarise
 from agentlab.nas.tracking import log_results, log_trials
@@ -163,10 +165,13 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
     """What nas asks of ``core.search.session``: its planner kind, TPE as the classical sampler, the pick memory in
     ``<runs>/nas/llm_picks.json`` (keyed by model). ``chooser``: a scripted chooser in place of the planner model
     (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), a
-    scripted ``agent_model``, the ``approver`` of --approve."""
+    scripted ``agent_model``, the ``approver`` of --approve. A command objective's agent works on its project
+    (``nas.own_code_agent``)."""
     kit = None
-    kind = "tpe" if cfg.objective is not None and cfg.search.planner == "auto" else cfg.search.planner
-    if cfg.search.planner == "agent" and prepared is not None:
+    kind = cfg.search.planner
+    if kind == "agent" and cfg.objective is not None:
+        kit = command_kit(cfg)
+    elif kind == "agent" and prepared is not None:
         spec = cfg.search.space.get("model.family")
         families = list(spec.choices) if spec is not None and spec.choices else [cfg.model.family]
         kit = nas_kit(cfg, prepared, [str(f) for f in families])
@@ -228,7 +233,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     planner model (no model needed).
     """
     if cfg.objective is not None:
-        return prepare_command(cfg, llm, config_file)
+        return prepare_command(cfg, llm, config_file, scripted=scripted)
     from agentlab.nas.train import check_model, prepare_data  # lazy: imports torch
 
     try:
@@ -258,7 +263,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
 def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
     """What a run would do, without training or writing anything: data windows, base model, search space."""
     if cfg.objective is not None:
-        return dry_run_command(cfg)
+        return dry_run_command(cfg, llm)
     from agentlab.nas.train import describe_model, prepare_data  # lazy: imports torch
 
     prepared = data if data is not None else prepare_data(cfg)
@@ -327,10 +332,11 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                           progress=progress, run_dir=str(run_dir.path),
                           summary_metrics=() if own else ("test_mse", "n_params", "epochs"))
         outcome = loop.run()
-        agent = session.agent(outcome.records)
+        agent = session.agent(outcome.records, maximize=direction == "maximize")
+        contribution = command_contribution(session, outcome, metric, direction) if own else None
     require_finished_trials(outcome)
     if own:
-        results = summarise_command(cfg, outcome, session.line)
+        results = summarise_command(cfg, outcome, session.line, contribution, agent)
         run_dir.save_results(results)
         run_dir.save_report(render_command_report(cfg, outcome, results, run_dir.path, study))
         return results

@@ -1,5 +1,6 @@
 """benchmarks/own_code.py reads a search's trials from events.jsonl (the last event per trial number) and counts only
-complete trials in "best after n"; its settings keep the example's search and seed the script's own params."""
+complete trials in "best after n"; its settings keep the example's search and seed the script's own params; the LLM
+planners' line adds up their results.json blocks."""
 
 from __future__ import annotations
 
@@ -36,3 +37,21 @@ def test_settings_seed_the_search_and_the_scripts_own_seed(bench: ModuleType) ->
     assert cfg["search"]["seed"] == 3 and cfg["objective"]["params"]["seed"] == 3
     assert cfg["search"]["pruner"] == "none" and Path(cfg["objective"]["cwd"]).is_dir()
     assert cfg["search"]["space"]  # the example's own space, unchanged
+
+
+def test_llm_line_adds_up_the_agent_and_chooser_blocks(tmp_path: Path, bench: ModuleType) -> None:
+    agent = {"tool_calls": 5, "invalid_tool_calls": 1, "defaulted": 0, "trials_by_agent": 4, "trials_by_guard": 2,
+             "model_seconds": 20.0}
+    chooser = {"asked": 3, "differed": 1, "no_answer": 1}
+    folders = []
+    for i in range(2):
+        folder = tmp_path / f"s{i}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"agent": agent, "llm_contribution": chooser}))
+        folders.append(folder)
+    assert bench.llm_line("agent", folders) == ("agent: 10 tool calls (2 invalid), 0 defaulted to candidate 0; 8 "
+                                                "trials by the agent, 4 by the guard (TPE); 5.0 s of the model per "
+                                                "agent trial")
+    assert bench.llm_line("llm", folders) == ("llm: asked on 6 trials, its pick differed from TPE's candidate 0 on "
+                                              "2; 2 without an answer")
+    assert bench.llm_line("tpe", folders) is None

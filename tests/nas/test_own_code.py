@@ -1,5 +1,6 @@
 """`agentlab nas` on the user's own command (an `objective:` section): every classical planner end to end, resume,
-refusals before any trial (exit 2), and no child process left behind when agentlab is killed."""
+refusals before any trial (exit 2), and no child process left behind when agentlab is killed. The LLM planners on a
+command: test_own_code_llm.py."""
 
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def test_every_classical_planner_searches_the_command(in_tmp: Path, planner: str
     assert saved["objective"]["cwd"] == str(config.parent)  # the YAML's folder, kept for --resume
 
 
+def test_a_relative_out_folder_still_gives_the_command_its_params_file(in_tmp: Path) -> None:
+    config = write_project(in_tmp)  # the command runs in project/, the run folder is ./run: the paths are absolute
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random", "--out", "run"]) == 0
+    assert json.loads((in_tmp / "run" / "results.json").read_text())["states"] == {"complete": 2}
+
+
 def test_maximize_and_resume_keeps_the_finished_trials(in_tmp: Path) -> None:
     config = write_project(in_tmp, metric="accuracy", direction="maximize")
     assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random"]) == 0
@@ -103,14 +110,6 @@ def test_config_errors_name_the_yaml_line(in_tmp: Path, capsys: pytest.CaptureFi
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "model.depth" in row)
     assert main(["nas", "-c", str(config)]) == 2
     assert f"nas.yaml:{line}: search.space.model.depth: not a key of objective.params" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("planner", ["llm", "agent"])
-def test_llm_planners_are_refused_for_a_command(in_tmp: Path, capsys: pytest.CaptureFixture, planner: str) -> None:
-    config = write_project(in_tmp)
-    assert main(["nas", "-c", str(config), "--planner", planner]) == 2
-    assert "not available for a command objective yet" in capsys.readouterr().err
-    assert run_folders(in_tmp) == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")

@@ -41,7 +41,8 @@ SAMPLER_NAMES = {"tpe": "TPE", "nsga2": "NSGA-II", "random": "random", "cmaes": 
 @dataclass
 class Done:
     """A finished trial (or experiment) as the agent sees it: its params' key, label, who ran it, whether it was a
-    new best (nas: a lower validation MSE; compress: it grew the feasible front's hypervolume) and its outcome."""
+    new best (nas: a better value of its metric in its direction, lower validation MSE for the forecaster; compress:
+    it grew the feasible front's hypervolume) and its outcome."""
 
     key: str
     label: str
@@ -76,8 +77,8 @@ class AgentKit:
     """What a command adds to the agent: the search's ``what`` (a line for the system prompt), ``facts`` (text
     computed in code: the data inspection, the literature), its own ``tools(ctx)``, its ``view`` of the domain (nas:
     ``TrialView``), the action names (run a suggested candidate, run a config of its own), the ``knowledge``
-    file (notes kept for the next search on data like this, under ``signature``) and ``leads``, the knowledge as
-    candidate configs."""
+    file (notes kept for the next search on data like this, under ``signature``; ``scope`` names what the notes
+    are kept for, as the model reads it) and ``leads``, the knowledge as candidate configs."""
 
     what: str
     facts: Callable[[], str] = lambda: ""
@@ -86,6 +87,7 @@ class AgentKit:
     actions: tuple[str, str] = ("run_trial", "try_config")
     knowledge: Path | None = None
     signature: str = ""
+    scope: str = "data like this"  # what ``note`` keeps facts for: nas's data; a command objective's project
     # Knowledge as configs: (changes of the best config, where they come from), best first, computed in code (nas:
     # the published fair table's leading families and lookbacks). ``suggest`` shows those no trial has followed yet
     # (no trial has all of those settings) as its last candidates, in place of the sampler's extra draws; candidate
@@ -120,19 +122,20 @@ def agent_streak(done: list[Done], patience: int) -> tuple[int, bool]:
 
 
 class TrialView:
-    """The search loop's trials (``TrialDomain``: nas) as the agent sees them."""
+    """The search loop's trials (``TrialDomain``: nas) as the agent sees them; ``step``: what a trial's intermediate
+    values are counted in (the forecaster's epochs; a command's step lines)."""
 
     unit = "trial"
 
-    def __init__(self, domain: TrialDomain):
-        self.d = domain
+    def __init__(self, domain: TrialDomain, step: str = "epoch"):
+        self.d, self.step = domain, step
 
     def _outcome(self, r: TrialRecord) -> str:
         metric = self.d.metric
         if r.state == "complete" and r.value is not None and math.isfinite(r.value):
             return f"{metric} {r.value:.4g}" + ("" if r.accepted is not False else f" (not accepted: {r.reason})")
         if r.state == "pruned":
-            return f"pruned ({metric} {r.value:.4g} at the last epoch)" if r.value is not None else "pruned"
+            return f"pruned ({metric} {r.value:.4g} at the last {self.step})" if r.value is not None else "pruned"
         return f"failed: {r.reason[:200]}"
 
     def done(self) -> list[Done]:
@@ -190,6 +193,24 @@ class TrialView:
         if not errors and params_key(params) in self.d.tried:
             errors = ["this config was run already: change something else"]
         return (None, "; ".join(errors)[:400]) if errors else (params, "")
+
+
+def learning_curve(domain: TrialDomain, label: str) -> Tool:
+    """The ``learning_curve`` tool: a finished trial's intermediate values as the study holds them (what it
+    reported at each step, the values the pruner saw: the forecaster's validation MSE per epoch, a command's step
+    lines), under ``label`` (e.g. ``validation MSE by epoch``)."""
+
+    def curve(args: dict[str, Any]) -> str:
+        number = args.get("trial")
+        record = next((r for r in domain.records if r.number == number), None)
+        if record is None:
+            return f"no finished trial {number}; trials: {', '.join(str(r.number) for r in domain.records)}"
+        points = ", ".join(f"{step}:{value:.4g}" for step, value in sorted(record.intermediate.items()))
+        return f"{record.run_id} {label}: {points or 'none recorded'} ({record.state})"
+
+    return Tool("learning_curve", f"a finished trial's {label}",
+                {"type": "object", "properties": {"trial": {"type": "integer", "minimum": 0}},
+                 "required": ["trial"], "additionalProperties": False}, curve)
 
 
 class AgentPlanner:
@@ -301,7 +322,7 @@ class AgentPlanner:
         facts = [self.kit.facts()]
         notes = self._notes()
         if notes:
-            facts.append("notes from earlier searches on data like this:\n" + "\n".join(f"- {n}" for n in notes))
+            facts.append(f"notes from earlier searches on {self.kit.scope}:\n" + "\n".join(f"- {n}" for n in notes))
         facts.append(f"The search starts from {self._view().best_line()}. Plan, then run the first {self.unit}.")
         return [{"role": "system", "content": system},
                 {"role": "user", "content": "\n\n".join(f for f in facts if f)}]
@@ -332,7 +353,7 @@ class AgentPlanner:
             Tool("history", f"the finished {self.unit}s, best first, and what the good ones share",
                  {"type": "object", "properties": {"top": {"type": "integer", "minimum": 1, "maximum": 20}},
                   "additionalProperties": False}, lambda args: view.history(int(args.get("top") or 8))),
-            Tool("note", "keep a fact for the next search on data like this",
+            Tool("note", f"keep a fact for the next search on {self.kit.scope}",
                  {"type": "object", "properties": {"text": {"type": "string", "maxLength": 200}},
                   "required": ["text"], "additionalProperties": False}, self._note),
             Tool("todo", "replace your plan (shown at each step)",
@@ -433,7 +454,8 @@ class AgentPlanner:
 def agent_block(planner: AgentPlanner, origins: list[str], with_all: float | None, without: float | None,
                 higher_is_better: bool = False, what: str = "best") -> dict[str, Any]:
     """results.json's ``agent`` block: the graph's counters, the finished trials by the agent and by the guard
-    (``origins``: each one's origin), and the search's ``what`` (nas: best val MSE; compress: feasible hypervolume)
+    (``origins``: each one's origin), and the search's ``what`` (nas: the best value of its metric; compress:
+    feasible hypervolume)
     with and without the agent's trials: the improvement attributable to them."""
     counts = planner.stats()
     improvement = None

@@ -131,7 +131,7 @@ class CommandObjective:
     # ------------------------------------------------------------------ one trial
 
     def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
-        folder = self.trial_dir(number)
+        folder = self.trial_dir(number).absolute()  # the command runs in cwd: a relative --out would miss it
         folder.mkdir(parents=True, exist_ok=True)
         params_path = folder / "params.json"
         atomic_write_json(params_path, nested_params(self.base_params, params))

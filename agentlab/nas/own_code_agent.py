@@ -1,0 +1,168 @@
+"""nas's tools for the ``agent`` planner on the user's own command (an ``objective:`` section), every result computed
+in code: ``read_project`` (the project's files, read-only: the command's script, its README and config files, each
+cut at ``READ_CHARS``) and ``learning_curve`` (a finished trial's step lines, as the pruner saw them). The brief
+states the objective in code too: the metric and its direction, the command, every searched key with its base
+value and range, the params kept at their base, the files ``read_project`` offers. Notes go to
+``<runs>/nas/knowledge.json`` under the project's folder and metric. Nothing here is about forecasters."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.agent.runtime import AgentModel, Tool
+from agentlab.core.runs import runs_root
+from agentlab.core.search.agent import AgentKit, TrialView, learning_curve
+from agentlab.core.search.command import flat_values
+from agentlab.core.search.planners import PlanContext, TrialDomain
+from agentlab.core.search.space import ParamSpec
+from agentlab.nas.config import CommandObjectiveConfig, NASConfig
+
+READ_CHARS = 4000  # one read_project answer at most (the runtime cuts a tool's result further for the model)
+MAX_FILE_BYTES = 1_000_000  # larger files are not read at all
+MAX_FILES = 40  # files listed
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml", ".cfg", ".ini")
+
+
+def better(direction: str) -> str:
+    """``higher is better`` / ``lower is better``: the direction in the words the model and the user read."""
+    return "higher is better" if direction == "maximize" else "lower is better"
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, links resolved, lies in ``root`` (itself resolved)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def script_of(command: str, cwd: Path) -> str | None:
+    """The command's script: the first of its arguments (the program included, ``./train.sh``) that is an existing
+    file inside ``cwd``, as a path relative to it; None when there is none (``python -m package``)."""
+    try:
+        parts = shlex.split(command)
+    except ValueError:
+        return None
+    root = cwd.resolve()
+    for part in parts:
+        if "{params}" in part or part.startswith("-"):
+            continue
+        path = Path(part) if Path(part).is_absolute() else cwd / part
+        if path.is_file() and _inside(root, path):
+            return path.resolve().relative_to(root).as_posix()
+    return None
+
+
+def project_files(objective: CommandObjectiveConfig) -> list[str]:
+    """The files ``read_project`` reads, relative to ``objective.cwd``: the script first, then the README files and
+    the config files of the folder itself (not its sub-folders, not hidden files, none whose link leaves it)."""
+    cwd = Path(objective.cwd or ".")
+    root = cwd.resolve()
+    script = script_of(objective.command, cwd)
+    found = [script] if script else []
+    try:
+        entries = sorted(cwd.iterdir(), key=lambda p: (not p.name.upper().startswith("README"), p.name))
+    except OSError:
+        return found
+    for path in entries:
+        name = path.name
+        wanted = name.upper().startswith("README") or path.suffix.lower() in CONFIG_SUFFIXES
+        if wanted and not name.startswith(".") and path.is_file() and _inside(root, path) and name not in found:
+            found.append(name)
+    return found[:MAX_FILES]
+
+
+def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any) -> str:
+    """One answer of ``read_project``: the listing without ``path``; else the file's text, cut at ``READ_CHARS``.
+    Refused, with the reason: a path outside the project folder (a link leaving it included), a file that is not
+    one of ``files``, a binary or non-UTF-8 file, a file too large to read."""
+    cwd = Path(objective.cwd or ".")
+    root = cwd.resolve()
+    text = str(path or "").strip()
+    if not text:
+        return (f"readable files of the project ({root.name}/): {', '.join(files) or 'none'}. Call read_project "
+                f"with one of them as path (the first {READ_CHARS} characters are shown).")
+    target = Path(text) if Path(text).is_absolute() else cwd / text
+    if not _inside(root, target):
+        return f"refused: {text} is outside the project folder {root.name}/ (only its files are readable)"
+    relative = target.resolve().relative_to(root).as_posix()
+    if relative not in files:
+        return (f"refused: {text} is not one of the project's readable files (the command's script, README and "
+                f"config files): {', '.join(files) or 'none'}")
+    try:
+        size = target.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return f"refused: {relative} is {size / 1e6:.1f} MB, too large to read here"
+        data = target.read_bytes()
+    except OSError as exc:
+        return f"cannot read {relative}: {exc.strerror or exc}"
+    if b"\0" in data:
+        return f"refused: {relative} is a binary file, not text"
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"refused: {relative} is not UTF-8 text"
+    if len(content) <= READ_CHARS:
+        return f"{relative} ({len(content)} characters):\n{content}"
+    return (f"{relative} (cut: the first {READ_CHARS} of {len(content)} characters):\n{content[:READ_CHARS]}\n"
+            f"[cut at {READ_CHARS} characters]")
+
+
+def _range(spec: ParamSpec) -> str:
+    if spec.choices is not None:
+        return "one of " + ", ".join(str(c) for c in spec.choices)
+    extra = ", log scale" if spec.log else f", step {spec.step:g}" if spec.step else ""
+    return f"{spec.low:g}..{spec.high:g}{extra}"
+
+
+def objective_facts(cfg: NASConfig, files: list[str]) -> str:
+    """The search's facts as the brief states them: the metric and its direction, the command, the searched keys
+    (base value, range, condition), the params kept at their base, the project's readable files."""
+    objective = cfg.objective
+    assert objective is not None
+    base = flat_values(objective.params, list(cfg.search.space))
+    searched = []
+    for key, spec in cfg.search.space.items():
+        when = ", only when " + ", ".join(f"{k} is {' or '.join(map(str, v))}" for k, v in spec.when.items()) \
+            if spec.when else ""
+        searched.append(f"- {key}: base {base.get(key)!r}, range {_range(spec)}{when}")
+    top = {k.split(".")[0] for k in cfg.search.space}
+    kept = {k: v for k, v in objective.params.items() if k not in top}
+    lines = [f"objective: {objective.metric} of each trial ({better(objective.direction)}), the last JSON line of "
+             f"`{objective.command}` run in {Path(objective.cwd or '.').name}/ with the trial's params file",
+             "searched params (base value: trial 0, range):", *searched]
+    if kept:
+        lines.append("params kept at their base: " + ", ".join(f"{k}={v!r}" for k, v in kept.items()))
+    lines.append(f"project files read_project shows: {', '.join(files) or 'none'}")
+    return "\n".join(lines)
+
+
+def command_kit(cfg: NASConfig) -> AgentKit:
+    """The agent's kit for a command objective (see the module docstring); no leads: nothing is known about the
+    project but its files, which the agent reads itself."""
+    objective = cfg.objective
+    assert objective is not None, "command_kit is for a command objective"
+    files = project_files(objective)
+    facts = objective_facts(cfg, files)
+    metric, direction = objective.metric, objective.direction
+
+    def tools(ctx: PlanContext, model: AgentModel) -> list[Tool]:
+        domain = ctx.domain
+        assert isinstance(domain, TrialDomain)
+        path: dict[str, Any] = {"type": "string", "enum": ["", *files]} if files else {"type": "string"}
+        return [
+            Tool("read_project", "read one of the project's files (the training script, README, config files); "
+                 "no path: the list", {"type": "object", "properties": {"path": path},
+                                       "additionalProperties": False},
+                 lambda args: read_project(objective, files, args.get("path"))),
+            learning_curve(domain, f"{metric} by step ({better(direction)})"),
+        ]
+
+    verb = "maximise" if direction == "maximize" else "minimise"
+    return AgentKit(what=f"a hyperparameter search of the user's own training command (`{objective.command}`): "
+                    f"{verb} {metric}, {better(direction)}",
+                    facts=lambda: facts, tools=tools, view=lambda domain: TrialView(domain, step="step"),
+                    knowledge=runs_root() / "nas" / "knowledge.json",
+                    signature=f"project {Path(objective.cwd or '.').resolve()}: {metric}", scope="this project")

@@ -1,0 +1,240 @@
+"""The LLM planners on the user's own command (an `objective:` section): the agent on the example project with a
+scripted model calling every tool (read_project, learning_curve, suggest, run_trial, try_config); read_project's
+refusals; the chooser on a maximized metric picks as scripted and says so in the metric's words; `auto` chooses
+llm with a live planner model; an agent that always runs candidate 0 is TPE trial for trial; the built-in
+smollm2-135m runs the agent end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_own_code import run_folders, write_project
+
+from agentlab.cli import main
+from agentlab.core.agent.runtime import Reply
+from agentlab.core.llm.config import LLMConfig
+from agentlab.nas import run_nas_optimization
+from agentlab.nas.config import NASConfig
+from agentlab.nas.own_code_agent import READ_CHARS, command_kit, project_files, read_project, script_of
+from agentlab.testing.agents import ScriptAgent, SuggestAgent
+from agentlab.testing.server import Reply as ServerReply
+from agentlab.testing.server import ScriptedServer
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "own_code"
+PLANNER = "planner-m"
+FORECASTER_WORDS = ("MSE", "forecast", "famil", "literature", "inspect_data")
+
+
+def example_config(**search: Any) -> dict[str, Any]:
+    """examples/own_code/nas.yaml run in its folder, on the script's synthetic lines (no --text-dir: fast, the same
+    everywhere), with this interpreter (torch) as its python."""
+    cfg = yaml.safe_load((EXAMPLE / "nas.yaml").read_text())
+    cfg["objective"].update(cwd=str(EXAMPLE), command=f"{sys.executable} train.py --params {{params}}")
+    cfg["search"].update(search)
+    return cfg
+
+
+class Recorder(ScriptAgent):
+    """A ScriptAgent that also keeps the tool specs it was offered (their descriptions are text the model reads)."""
+
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]]):
+        super().__init__(calls)
+        self.specs: list[dict[str, Any]] = []
+
+    def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
+        self.specs = tools
+        return super().step(messages, tools)
+
+
+def tool_results(model: ScriptAgent) -> list[str]:
+    """Each tool result the model saw, in order (the last message of a step after a call; the window the model
+    sees drops early ones, so they are read step by step)."""
+    return [str(step[-1]["content"]) for step in model.seen if step[-1].get("role") == "tool"]
+
+
+def test_the_agent_on_the_example_project_uses_every_tool(in_tmp: Path) -> None:
+    model = Recorder([("read_project", {}), ("read_project", {"path": "train.py"}),
+                      ("read_project", {"path": "../../README.md"}), ("suggest", {}),
+                      ("run_trial", {"candidate": 1, "reason": "a wider net"}), ("learning_curve", {"trial": 1}),
+                      ("try_config", {"changes": {"lr": 0.01, "epochs": 2}, "reason": "a faster rate"})])
+    out = in_tmp / "r"
+    results = run_nas_optimization(max_iterations=3, config=example_config(planner="agent"), out=out,
+                                   agent_model=model)
+    runs = json.loads((out / "agent_state.json").read_text())["runs"]
+    assert [r["planner"] for r in runs] == ["base", "agent", "agent"]
+    assert runs[2]["params"]["lr"] == 0.01 and runs[2]["params"]["epochs"] == 2
+    assert runs[2]["reasoning"] == "a faster rate"
+    listing, script, escape, suggested, curve = tool_results(model)[:5]
+    assert "train.py" in listing and "README.md" in listing and "nas.yaml" in listing
+    assert script.startswith(f"train.py (cut: the first {READ_CHARS} of ") and "import torch" in script
+    assert escape.startswith("refused: ../../README.md is outside the project folder")
+    assert "candidate 0:" in suggested and "candidate 3:" in suggested
+    assert curve.startswith("run_0001 val_loss by step (lower is better): 1:") and "(complete)" in curve
+    brief = "\n".join(str(m["content"]) for m in model.seen[0])
+    assert "minimise val_loss, lower is better" in brief and "- lr: base 0.001, range 0.0003..0.3, log scale" in brief
+    assert "params kept at their base: batch_size=256, seed=0" in brief
+    told = brief + json.dumps(model.specs)
+    assert not [w for w in FORECASTER_WORDS if w in told], "forecaster words shown for a command objective"
+    assert "read_project" in [t["function"]["name"] for t in model.specs]
+    block = results["agent"]
+    assert block["trials_by_agent"] == 2 and block["tool_calls"] == 7 and block["rejected_calls"] == 0
+    report = (out / "report.md").read_text()
+    assert "## The agent" in report and "| read_project |" in report and "| learning_curve |" in report
+    assert "agent (agent-script)" in report
+
+
+def test_read_project_reads_the_projects_text_files_and_refuses_the_rest(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "train.py").write_text("print('x')\n" * 1000)
+    (project / "README.md").write_text("# my project\n")
+    (project / "config.yaml").write_text("lr: 0.1\n")
+    (project / "weights.json").write_bytes(b"\x00\x01binary")
+    (project / "notes.toml").write_bytes("caf\xe9".encode("latin-1"))
+    (project / "data.csv").write_text("a,b\n")  # not a config file
+    (tmp_path / "secret.yaml").write_text("key: 1\n")
+    (project / "leak.yaml").symlink_to(tmp_path / "secret.yaml")
+    cfg = NASConfig.model_validate({"objective": {"command": "python src/train.py --params {params}", "metric": "m",
+                                                  "params": {"lr": 0.1}, "cwd": str(project)},
+                                    "search": {"space": {"lr": {"low": 0.01, "high": 1.0}}}})
+    objective = cfg.objective
+    assert objective is not None and script_of(objective.command, project) == "src/train.py"
+    files = project_files(objective)
+    assert files == ["src/train.py", "README.md", "config.yaml", "notes.toml", "weights.json"]  # no link out
+
+    def read(path: str) -> str:
+        return read_project(objective, files, path)
+
+    assert "src/train.py, README.md, config.yaml" in read("")
+    assert read("README.md") == "README.md (13 characters):\n# my project\n"
+    long = read("src/train.py")
+    assert long.endswith(f"[cut at {READ_CHARS} characters]") and "the first 4000 of 11000 characters" in long
+    for path in ("../secret.yaml", str(tmp_path / "secret.yaml"), "leak.yaml", "src/../../secret.yaml"):
+        assert read(path).startswith(f"refused: {path} is outside the project folder"), path
+    assert read("data.csv").startswith("refused: data.csv is not one of the project's readable files")
+    assert read("weights.json") == "refused: weights.json is a binary file, not text"
+    assert read("notes.toml") == "refused: notes.toml is not UTF-8 text"
+    kit = command_kit(cfg)
+    assert "maximise" not in kit.what and "minimise m, lower is better" in kit.what and kit.scope == "this project"
+
+
+def routing(base_url: str) -> dict[str, Any]:
+    return {"providers": {"loop": {"kind": "openai", "base_url": base_url}},
+            "models": {PLANNER: {"provider": "loop", "model": PLANNER}},
+            "routes": {"planner": {"primary": [PLANNER]}}, "retries": 0, "timeout_s": 5}
+
+
+def quick_project(folder: Path, **search: Any) -> dict[str, Any]:
+    """test_own_code's pure-Python bowl as a config dict: accuracy, maximized (no torch, a fraction of a second a
+    trial)."""
+    config = yaml.safe_load(write_project(folder, metric="accuracy", direction="maximize").read_text())
+    config["objective"]["cwd"] = str(folder / "project")
+    config["search"].update(search)
+    return config
+
+
+def test_the_chooser_on_a_maximized_metric_picks_as_scripted(in_tmp: Path, srv: ScriptedServer) -> None:
+    srv.default(PLANNER, ServerReply(text=json.dumps({"choice": 2, "reasoning": "closer to x=1"})))
+    out = in_tmp / "r"
+    results = run_nas_optimization(max_iterations=6, config=quick_project(in_tmp, planner="llm", llm_share=1.0,
+                                                                           llm_adapt=False),
+                                   out=out, llm=LLMConfig.model_validate(routing(srv.base_url)))
+    runs = json.loads((out / "agent_state.json").read_text())["runs"]
+    assert [r["origin"] for r in runs[1:]] == ["classical"] * 2 + ["picked"] * 3  # TPE's warm-up, then its picks
+    assert [r["choice"] for r in runs[3:]] == [2, 2, 2]
+    user = srv.requests[0]["messages"][1]["content"]
+    assert user.startswith("Goal: the highest accuracy.") and "should raise accuracy" in user
+    assert not [w for w in FORECASTER_WORDS if w in user]
+    block = results["llm_contribution"]
+    assert block["differed"] == 3 and "best_accuracy" in block["without_llm_picks"]
+    assert results["best"]["accuracy"] == max(r["accuracy"] for r in runs if r["state"] == "complete")
+    report = (out / "report.md").read_text()
+    assert "## LLM contribution" in report and "closer to x=1" in report and "; accuracy " in report
+    assert "higher is better" in report
+
+
+def test_auto_chooses_the_llm_with_a_live_planner_model(in_tmp: Path, srv: ScriptedServer,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    srv.default(PLANNER, ServerReply(text="OK"))
+    (in_tmp / "llm.yaml").write_text(yaml.safe_dump(routing(srv.base_url)))
+    config = write_project(in_tmp)
+    assert main(["nas", "-c", str(config), "--llm", "llm.yaml", "-n", "2", "--dry-run"]) == 0
+    assert "planner llm" in capsys.readouterr().err
+    assert main(["nas", "-c", str(config), "--llm", "llm.yaml", "-n", "2"]) == 0
+    assert f"planner: llm via route 'planner' ({PLANNER})" in capsys.readouterr().err
+    assert srv.count(PLANNER) == 1  # the probe; trial 1 is a warm-up trial of TPE
+
+
+@pytest.mark.parametrize("planner", ["llm", "agent"])
+def test_llm_planners_without_a_planner_model_are_one_line(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                          planner: str) -> None:
+    (in_tmp / "llm.yaml").write_text("{}\n")  # no model at all
+    config = write_project(in_tmp)
+    assert main(["nas", "-c", str(config), "--llm", "llm.yaml", "--planner", planner]) == 2
+    err = capsys.readouterr().err
+    assert f"--planner {planner} needs a planner model" in err and "Traceback" not in err
+    assert run_folders(in_tmp) == []
+
+
+def test_an_agent_that_always_runs_candidate_0_is_tpe_trial_for_trial_on_a_command(in_tmp: Path) -> None:
+    for seed in (0, 1):
+        tpe = run_nas_optimization(max_iterations=7, config=quick_project(in_tmp, planner="tpe", seed=seed),
+                                   out=in_tmp / f"tpe{seed}")
+        model = SuggestAgent()
+        agent = run_nas_optimization(max_iterations=7, out=in_tmp / f"agent{seed}", agent_model=model,
+                                     config=quick_project(in_tmp, planner="agent", seed=seed, agent={
+                                         "guard_patience": 2}))
+        params = [[r["params"] for r in json.loads((in_tmp / f"{name}{seed}" / "agent_state.json").read_text())
+                   ["runs"]] for name in ("tpe", "agent")]
+        assert params[0] == params[1]
+        assert (agent["best"]["run_id"], agent["best"]["accuracy"]) == (tpe["best"]["run_id"], tpe["best"]["accuracy"])
+        block = agent["agent"]
+        assert block["trials_by_agent"] + block["trials_by_guard"] == 6 and block["invalid_tool_calls"] == 0
+        assert model.steps == 2 * block["trials_by_agent"]
+
+
+def test_approve_edits_the_agents_trial_on_a_command(in_tmp: Path) -> None:
+    from agentlab.core.agent.approval import describe
+    from agentlab.core.config import load_config
+    from agentlab.core.runs import run_in_folder
+    from agentlab.nas.run import prepare, run
+
+    asked: list[str] = []
+    answers = iter([{"answer": "edit", "args": {"changes": {"x": 1.0}}}, {"answer": "yes"}])
+
+    def approver(action: dict[str, Any]) -> dict[str, Any]:
+        asked.append(describe(action))
+        return next(answers)
+
+    project = write_project(in_tmp, metric="accuracy", direction="maximize")
+    cfg = load_config(project, NASConfig, ["search.planner=agent", "search.agent.approve=true",
+                                           "search.max_iterations=3"])
+    model = ScriptAgent([("try_config", {"changes": {"x": -3.0}, "reason": "far left"})])
+    inputs = {**prepare(cfg, None, scripted=True, config_file=project), "agent_model": model, "approver": approver}
+    results, folder = run_in_folder("nas", cfg, run, inputs=inputs, out=in_tmp / "r")
+    runs = json.loads((folder / "agent_state.json").read_text())["runs"]
+    assert runs[1]["params"]["x"] == 1.0 and runs[1]["accuracy"] == 1.0  # the edit ran
+    assert asked[0] == "the agent wants to run x=-3.0: model.width=16, x=-3\n  why: far left"
+    assert results["best"]["run_id"] == "run_0001" and results["agent"]["trials_by_agent"] == 2
+
+
+@pytest.mark.slow
+def test_the_builtin_model_runs_the_agent_on_the_example(in_tmp: Path) -> None:
+    """Three trials of examples/own_code with --planner agent on smollm2-135m (llama.cpp, in process)."""
+    pytest.importorskip("llama_cpp")
+    config = in_tmp / "nas.yaml"
+    config.write_text(yaml.safe_dump(example_config()))
+    assert main(["nas", "-c", str(config), "--llm", str(REPO / "configs" / "llm.local.yaml"), "--planner", "agent",
+                 "-n", "3", "--out", "run"]) == 0
+    results = json.loads((in_tmp / "run" / "results.json").read_text())
+    assert results["trials"] == 3 and results["metric"] == "val_loss"
+    block = results["agent"]
+    assert "smollm2" in results["planner"]
+    assert block["trials_by_agent"] + block["trials_by_guard"] == 2 and block["steps"] >= 2
+    assert "## The agent" in (in_tmp / "run" / "report.md").read_text()
