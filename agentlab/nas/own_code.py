@@ -206,7 +206,7 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
               "|---|---|---|---|---|---|---|"]
     for r in outcome.records:
         changes = ", ".join(f"{k}={_short(v)}" for k, v in r.changes.items()) or "-"
-        reason = _pruned(metric) if r.state == "pruned" else r.reason
+        reason = r.reason
         decision = ("accepted" if r.accepted else "rejected" if r.accepted is False else "") + (
             f": {reason}" if reason else "")
         decision = " ".join(decision.split()).replace("|", "/")
@@ -215,9 +215,3 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
     lines += llm_section(outcome.records, results.get("llm_contribution"), metric)
     lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])
     return "\n".join(lines) + "\n"
-
-
-def _pruned(metric: str) -> str:
-    """A pruned trial's reason in the metric's words (the loop records the forecaster's wording for every
-    objective)."""
-    return f"pruned: its {metric} at the same step was hopeless next to earlier trials"

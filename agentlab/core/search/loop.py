@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 # Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
 # the same process (a notebook, a test) recovers them like a dead worker's. (study name, trial number).
 _STRANDED: set[tuple[str, int]] = set()
-PRUNED_REASON = "pruned: its intermediate values were hopeless next to earlier trials' at the same step"
 RETRY_QUEUE_S = 60.0  # how long a trial failed by the heartbeat check holds its slot while its retry is queued
 
 
@@ -260,7 +259,8 @@ class SearchLoop:
         except Pruned as exc:
             with deferred_interrupts():
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
-                                                  "reason": PRUNED_REASON})
+                                                  "reason": f"pruned: its {self.metric} at the same step was "
+                                                            "hopeless next to earlier trials"})
                 self.study.tell(trial, state=TrialState.PRUNED)
             return self._record(trial)
         except TrialFailed as exc:
