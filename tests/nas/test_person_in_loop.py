@@ -182,3 +182,31 @@ def test_an_edit_changes_the_proposal_shown_not_the_best_config(in_tmp: Path, sr
     shown = asked[0]["params"]
     assert ran[1] == {**shown, "model.d_model": 32}  # the proposal's learning rate and heads, the user's width
     assert ran[1]["train.learning_rate"] != ran[0]["train.learning_rate"]  # not the base (the best) config's
+
+
+def test_the_console_says_how_often_the_llm_was_asked() -> None:
+    from agentlab.core.search.share import contribution_lines
+    from agentlab.nas.report import summary_lines
+
+    best = {"run_id": "run_0000", "val_mse": 1.0, "test_mse": 1.0, "test_mae": 1.0, "n_params": 10,
+            "planner": "base", "params": {}}
+    block = {"model": "m", "candidates": 4, "llm_share": 0.3, "trials": 2, "warmup_trials": 2, "asked": 0,
+             "chosen_by_llm": 0, "no_answer": 0, "differed": 0, "differed_fraction": 0.0,
+             "new_bests": {"llm_picks": 0, "sampler": 0},
+             "improvement": {"llm_picks": 0.0, "sampler": 0.0, "llm_fraction": 0.0}}
+    lines = summary_lines({"best": best, "base": None, "llm_contribution": block})
+    assert "llm planner: asked about 0 of 2 planner trials (the llm_share bound or the bandit" in lines[-1]
+    assert any("The LLM was asked about none" in line for line in contribution_lines(block, "val MSE"))
+    lines = summary_lines({"best": best, "base": None, "llm_contribution": {**block, "asked": 1}})
+    assert lines[-1] == "llm planner: asked about 1 of 2 planner trials; its prompts and replies are in llm_calls.jsonl"
+
+
+def test_a_model_never_asked_is_asked_once_before_the_bandit_weighs_it() -> None:
+    from agentlab.core.search import share as S
+
+    # 2 planner trials at llm_share 0.3, a record of the sampler's trials only (an earlier search never asked it)
+    never = {"classical": [0, 2], "llm": [0, 0]}
+    assert all(S.open_to_llm(0.3, [], 2, seed, never)[0] for seed in range(50))
+    # asked once in this search: the bound (one pick in 2 trials) holds it back
+    assert S.open_to_llm(0.3, [S.Step("picked")], 2, 0, never) == (
+        False, "llm_share 0.3 used (1 of 1 trials were LLM picks)")

@@ -102,8 +102,8 @@ def open_to_llm(share: float, steps: Sequence[Step], total: int, seed: int, prio
         return False, f"llm_share {share:g} used ({deviations} of {n - 1} trials were LLM picks)"
     if not adapt:
         return True, ""
-    if deviations == 0 and not any(trials for _, trials in (prior or {}).values()):
-        return True, ""  # an arm never tried, in this search or remembered: tried once before the bandit weighs it
+    if deviations == 0 and not ((prior or {}).get("llm") or [0, 0])[1]:
+        return True, ""  # the LLM never asked, in this search or remembered: asked once before the bandit weighs it
     counts = tally(steps)
     for arm, (wins, trials) in (prior or {}).items():
         if arm in counts and trials > 0:
@@ -198,6 +198,9 @@ def contribution_lines(block: dict[str, Any] | None, unit: str) -> list[str]:
              f"New bests: {block['new_bests']['llm_picks']} from LLM picks, {block['new_bests']['sampler']} from the "
              f"sampler's candidate 0. Improvement over the best so far ({unit}): LLM picks {imp['llm_picks']:.4g}, "
              f"sampler {imp['sampler']:.4g} ({imp['llm_fraction']:.0%} from the LLM)."]
+    if not block["asked"]:
+        lines.append("The LLM was asked about none: the llm_share bound or the bandit chose the sampler each time "
+                     "(each trial's notes say which); raise search.llm_share or the trials to ask it more.")
     without = block.get("without_llm_picks")
     if without:
         lines.append("Without the LLM's picks: " + ", ".join(f"{k} {_fmt(v)}" for k, v in without.items()) + ".")
