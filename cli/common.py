@@ -172,14 +172,22 @@ def rich_progress(enabled: bool = True) -> Iterator[Progress]:
 def approver_for(planner: str, approve: bool) -> Any:
     """--approve's approver, or None without --approve (refused, exit 2, with another planner than the agent). It
     shows the agent's next step and waits for yes / no / edit from the terminal or from `agentlab ui` (the run
-    folder's approval.json / approval_answer.json), whichever answers first; without a terminal, from the UI only."""
+    folder's approval.json / approval_answer.json), whichever answers first. Without a terminal it is refused
+    (exit 2) unless ``AGENTLAB_APPROVE_UI=1`` says the answers come from the UI (set for the runs the UI starts)."""
     if not approve:
         return None
     from agentlab.core.errors import UsageError
 
     if planner != "agent":
         raise UsageError("--approve asks before each step of the agent planner", hint="add --planner agent")
+    from agentlab.core.agent.approval import APPROVE_UI_ENV, ui_answers
+
     tty = sys.stdin.isatty()
+    if not tty and not ui_answers():
+        # nobody could answer: refused before anything runs, not a search that waits for ever
+        raise UsageError("--approve needs a terminal to ask in, and stdin is not one",
+                         hint=f"run it in a terminal, or set {APPROVE_UI_ENV}=1 to answer in `agentlab ui` (or in "
+                         "the run folder's approval_answer.json), or leave out --approve")
 
     def approver(action: dict[str, Any]) -> dict[str, Any]:
         from agentlab.core.agent import approval
@@ -195,12 +203,27 @@ def approver_for(planner: str, approve: bool) -> Any:
                 console.print("approve? [y]es / [n]o / [e]dit (or answer in `agentlab ui`): ", end="", markup=False)
             else:
                 console.print(safe_text(f"waiting for an answer in `agentlab ui` (or {run}/approval_answer.json)"))
-            return approval.wait(run, action, _read_terminal if tty else None)
+            reply = approval.wait(run, action, _read_terminal if tty else None)
+            console.print(safe_text(_echo(action, reply)))
+            return reply
         finally:
             for live in lives:
                 live.start()
 
     return approver
+
+
+def _echo(action: dict[str, Any], reply: dict[str, Any]) -> str:
+    """What the answer does, in one line: the console says what runs (an edit: the proposal with the changes)."""
+    if reply.get("answer") == "edit":
+        changes = (reply.get("args") or {}).get("changes") or {}
+        params = {**(action.get("params") or {}), **changes}
+        return "edited: runs " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in params.items()) + " (checked first; if not valid, not run)"
+    if reply.get("answer") == "no":
+        note = reply.get("note")
+        return "declined" + (f" ({note})" if note else "") + ": the agent proposes something else, never this again"
+    return "approved: it runs"
 
 
 def _read_terminal(timeout: float) -> dict[str, Any] | None:
@@ -221,7 +244,7 @@ def _read_terminal(timeout: float) -> dict[str, Any] | None:
     if answer in ("e", "edit"):
         from agentlab.core.agent.approval import parse_changes
 
-        changes = parse_changes(input("changes (key=value, comma-separated): "))
+        changes = parse_changes(input("changes (key=value, comma-separated) to this proposal: "))
         return {"answer": "edit", "args": {"changes": changes, "reason": "edited by the user"}}
     console.print("answer y, n or e: ", end="")
     return None

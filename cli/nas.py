@@ -99,20 +99,23 @@ def nas(
 
     def prepare_and_say(cfg: NASConfig) -> dict[str, Any]:
         """prepare (the data read, data.freq resolved), then the data line and, resuming, what the folder keeps."""
-        from agentlab.core.runs import resume_target
+        from agentlab.core.runs import resume_target, saved_llm_config
         from agentlab.nas.data import data_line
         from agentlab.nas.own_code import objective_line
         from agentlab.nas.report import resume_line
 
         freq, target = cfg.data.freq, cfg.data.target
-        kwargs = prepare(cfg, llm, config_file=config)
+        folder = resume_target("nas", resume) if resume is not None else None
+        saved = saved_llm_config(folder) if llm is None else None  # resumed: the first run's --llm
+        kwargs = prepare(cfg, llm if saved is None else saved, config_file=config)
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve)
         if approver is not None:
             kwargs["approver"] = approver
         if not json_:
             console.print(safe_text(data_line(kwargs["data"], freq, target) if cfg.objective is None
                                     else objective_line(cfg)))
-            folder = resume_target("nas", resume) if resume is not None else None
+            if saved is not None:
+                console.print(safe_text(f"routing config: the first run's ({saved})"))
             kept = resume_line(folder, cfg.search.max_iterations) if folder is not None else None
             if kept:
                 console.print(safe_text(kept))
@@ -169,7 +172,8 @@ def predict(
         return
     first, last = (str(result["dates"][i].astype("datetime64[s]")).replace("T", " ") for i in (0, -1))
     name = f"the ensemble ({', '.join(f'{r} {w:.2f}' for r, w in members)})" if members else final.run_id
-    console.print(f"forecast of {name}: {len(result['dates'])} steps ({first} .. {last}), "
+    console.print(f"forecast of {name}: {len(result['dates'])} step{'' if len(result['dates']) == 1 else 's'} "
+                  f"({first} .. {last}), "
                   f"{len(result['columns'])} column(s) -> {safe_text(target)}; plot: {safe_text(plot)}")
     if bt is not None:
         for line in backtest_lines(bt):

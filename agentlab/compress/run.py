@@ -58,7 +58,13 @@ from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume
 from agentlab.core.search import records as R
 from agentlab.core.search.agent import AGENT_ORIGINS, AgentPlanner, agent_block
 from agentlab.core.search.planners import ChooserPlanner, Proposal
-from agentlab.core.search.session import PlannerSession, PlannerSpec, check_agent_keys, open_planner
+from agentlab.core.search.session import (
+    PlannerSession,
+    PlannerSpec,
+    check_agent_keys,
+    check_planner_model,
+    open_planner,
+)
 from agentlab.core.search.study import open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 
@@ -144,6 +150,8 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
                              "model), or use --planner nsga2")
         if cfg.planner == "agent":
             check_agent_keys(llm_cfg)
+        source = llm if isinstance(llm, str | Path) else cfg.llm if llm is None else None
+        check_planner_model(llm_cfg, cfg.planner, source=str(source) if source else None, fallback="nsga2")
     check_tracking(cfg.mlflow)
     if cfg.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RUNS_ROOT = Path("runs")
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 LOCK_FILE = "run.lock"
+LLM_FILE = "llm.yaml"  # the routing config (--llm) the run used, secrets redacted: --resume reuses it
 # run.json is written with this much trailing whitespace (valid JSON), so that when the disk is full its final
 # status can still be written over it in place, in the blocks it already has.
 RUN_JSON_RESERVE = 1024
@@ -563,6 +564,14 @@ class RunDir:
         header = f"# agentlab {rerun}\n"
         atomic_write_text(path, header + dump_yaml(redact(config, self._secrets)))
 
+    def save_llm_config(self, llm: BaseModel) -> None:
+        """llm.yaml: the routing config the run uses (--llm), as config.yaml is written (secrets redacted, paths
+        absolute; a key read from the environment comes back as ``${NAME}``), so ``--resume`` asks the same models
+        unless it is given --llm again (``saved_llm_config``)."""
+        data = absolute_paths(llm).model_dump(mode="json")
+        header = "# the routing config (--llm) of this run, secrets redacted; --resume reuses it\n"
+        atomic_write_text(self.file(LLM_FILE), header + dump_yaml(redact(data, self._secrets)))
+
     def write_json(self, name: str, data: Any) -> Path:
         self._worked = True
         path = self.file(name)
@@ -672,6 +681,15 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
     if is_live(resume):  # and before its inputs are loaded: no point preparing data for a refusal
         raise _still_running(resume, info)
     return Path(resume)
+
+
+def saved_llm_config(folder: str | Path | None) -> Path | None:
+    """The routing config a run folder's first run used (``RunDir.save_llm_config``), or None (no folder, or a run
+    that used none): what ``--resume`` without --llm reads."""
+    if folder is None:
+        return None
+    path = Path(folder) / LLM_FILE
+    return path if path.is_file() else None
 
 
 def run_in_folder(command: str, cfg: BaseModel, run: Callable[..., Any], *, inputs: dict[str, Any] | None = None,

@@ -82,6 +82,12 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     agent = agent_summary(results.get("agent"))
     if agent:
         lines.append(agent)
+    chooser = results.get("llm_contribution")
+    if chooser:  # whether the LLM was asked at all: a short search or the bandit may ask it about none
+        asked, trials = chooser.get("asked", 0), chooser.get("trials", 0)
+        lines.append(f"llm planner: asked about {asked} of {trials} planner trial{'' if trials == 1 else 's'}"
+                     + ("; its prompts and replies are in llm_calls.jsonl" if asked else
+                        " (the llm_share bound or the bandit chose the sampler each time: see the trials' notes)"))
     ran, total = results.get("ran_here"), results.get("trials")
     if isinstance(ran, int) and isinstance(total, int) and total > ran:
         lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")

@@ -21,7 +21,7 @@ from agentlab.core.errors import AgentlabError, ConfigError, UsageError, missing
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root
+from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root, saved_llm_config
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.planners import (
@@ -33,7 +33,13 @@ from agentlab.core.search.planners import (
     params_key,
 )
 from agentlab.core.search.records import TrialRecord, run_id, state_dict
-from agentlab.core.search.session import PlannerSession, PlannerSpec, check_agent_keys, open_planner
+from agentlab.core.search.session import (
+    PlannerSession,
+    PlannerSpec,
+    check_agent_keys,
+    check_planner_model,
+    open_planner,
+)
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
@@ -251,6 +257,9 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
                          "or use --planner tpe")
     if cfg.search.planner == "agent" and not scripted:
         check_agent_keys(llm_cfg)
+    if cfg.search.planner in ("llm", "agent") and not scripted:  # a configured model that cannot answer: exit 2 now
+        check_planner_model(llm_cfg, cfg.search.planner, source=None if isinstance(llm, LLMConfig) or llm is None
+                            else str(llm))
     prepared = prepare_data(cfg)
     cfg.data.freq = prepared.freq  # data.freq auto: config.yaml records the frequency detected from the timestamps
     problem = check_model(cfg, prepared)
@@ -297,6 +306,8 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: 
     surrogate). ``agent_model``: a scripted model in place of the agent planner's (``agentlab.testing.agents``);
     ``approver``: answers --approve's questions (the CLI asks in the terminal).
     """
+    if llm is not None and llm.models:  # --resume asks the same models (llm.yaml) unless given --llm again
+        run_dir.save_llm_config(llm)
     with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
         return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce,
                        chooser=chooser, agent_model=agent_model, approver=approver)
@@ -421,6 +432,8 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
     else:
         cfg = load_config(config, NASConfig, sets)
     config_file = config if isinstance(config, (str, Path)) and resume_dir is None else None
+    if llm is None:  # resumed: the routing config the first run used
+        llm = saved_llm_config(resume_dir)
     inputs = {**prepare(cfg, llm, scripted=chooser is not None or agent_model is not None, config_file=config_file),
               "chooser": chooser,
               "agent_model": agent_model}

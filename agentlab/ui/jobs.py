@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentlab.core.agent import approval
 from agentlab.core.runs import new_run_path, runs_root
 
 
@@ -67,7 +68,9 @@ def start(args: list[str], command: str, name: str | None, *, root: Path | None 
     out = new_run_path(command, name, root).absolute()
     logs = Path(tempfile.mkdtemp(prefix="agentlab-ui-"))
     log = logs / "output.log"
-    env = {**os.environ, "AGENTLAB_RUNS": str(root.absolute()), "COLUMNS": "120", "NO_COLOR": "1"}
+    # a run started here has no terminal: --approve's questions are answered on the Runs page
+    env = {**os.environ, "AGENTLAB_RUNS": str(root.absolute()), "COLUMNS": "120", "NO_COLOR": "1",
+           approval.APPROVE_UI_ENV: "1"}
     full = [*args, "--out", str(out)]
     with open(log, "wb") as handle:
         process = subprocess.Popen([sys.executable, "-m", "agentlab", *full], stdout=handle,

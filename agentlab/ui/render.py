@@ -100,7 +100,7 @@ def _approval(row: runs.RunRow) -> None:
         st.markdown("**The agent waits for your approval** (`--approve`)")
         st.code(approval.describe(action), language=None)
         note = st.text_input("Note for the agent (sent with Decline)", key="approve_note")
-        changes = st.text_input("Or changes of the best config (key=value, comma-separated)", key="approve_changes",
+        changes = st.text_input("Or changes to this proposal (key=value, comma-separated)", key="approve_changes",
                                 placeholder="model.d_model=32, train.learning_rate=0.001")
         yes, no, edit = st.columns(3)
         if yes.button("Approve", key="approve_yes", type="primary", icon=":material/check:"):

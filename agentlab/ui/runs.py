@@ -124,17 +124,22 @@ def filter_runs(rows: Iterable[RunRow], *, commands: Iterable[str] = (), statuse
 # --------------------------------------------------------------------------- the key result of each command
 
 
+def _n(count: Any, word: str) -> str:
+    """``1 trial``, ``2 trials``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _nas(r: dict[str, Any]) -> str:
     best, ensemble = r["best"], r.get("ensemble")
-    final = (f", ensemble val MSE {ensemble['val_mse']:.4f} ({len(ensemble['members'])} trials)"
+    final = (f", ensemble val MSE {ensemble['val_mse']:.4f} ({_n(len(ensemble['members']), 'trial')})"
              if ensemble and r.get("final_model", "ensemble") == "ensemble" else "")
-    return f"best val MSE {best['val_mse']:.4f} ({best['run_id']}){final}, {r['trials']} trials"
+    return f"best val MSE {best['val_mse']:.4f} ({best['run_id']}){final}, {_n(r['trials'], 'trial')}"
 
 
 def _compress(r: dict[str, Any]) -> str:
     rec = r.get("recommended")
     if not rec:
-        return f"{r['counts']['experiments']} experiments, none recommended"
+        return f"{_n(r['counts']['experiments'], 'experiment')}, none recommended"
     chosen = next(e for e in r["experiments"] if e["index"] == rec["index"])
     feasible = "" if rec.get("feasible") else " (closest; constraints not met)"
     return f"{rec['label']}: speedup {chosen['derived']['speedup']:.2f}x{feasible}"
@@ -167,7 +172,7 @@ def _bench(r: dict[str, Any]) -> str:
 
 
 def _persona(r: dict[str, Any]) -> str:
-    return f"loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}, {r['steps']} steps"
+    return f"loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}, {_n(r['steps'], 'step')}"
 
 
 def _lm_eval(r: dict[str, Any]) -> str:

@@ -171,12 +171,15 @@ def agent_timeline(path: Path) -> list[dict[str, Any]]:
             rows.append({"time": when, "step": None, "tool": "(candidate 0)", "arguments": e.get("why"),
                          "result": "", "tokens": None, "seconds": None})
         elif kind == "agent_approval":
-            rows.append({"time": when, "step": None, "tool": "(approval)", "arguments": e.get("note"),
-                         "result": e.get("answer"), "tokens": None, "seconds": None})
+            edit = ", ".join(f"{k}={v}" for k, v in (e.get("changes") or {}).items())
+            rows.append({"time": when, "step": None, "tool": "(approval)",
+                         "arguments": "; ".join(filter(None, [edit, e.get("note")])), "result": e.get("answer"),
+                         "tokens": None, "seconds": None})
         elif kind == "plan" and e.get("origin") == "guard":
             rows.append({"time": when, "step": None, "tool": "(guard)", "arguments": "; ".join(e.get("notes") or []),
                          "result": "", "tokens": None, "seconds": None})
-    return rows
+    # a cell with nothing to show is a dash, not "None" (and one type per column: text)
+    return [{k: "-" if v is None or v == "" else str(v) for k, v in row.items()} for row in rows]
 
 
 def _short(value: Any) -> str:

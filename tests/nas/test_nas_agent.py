@@ -1,7 +1,8 @@
 """`agentlab nas --planner agent` end to end in real subprocesses, its model a scripted OpenAI-compatible server that
 answers with tool calls: a search killed with SIGKILL mid-trial resumes from the agent's checkpoint and finishes
 every trial once, results.json counts the agent's tool calls; `--approve` asks in a pseudo-terminal and the answers
-steer the search; bad uses of --approve get one line and exit 2."""
+steer the search; with AGENTLAB_APPROVE_UI=1 a run without a terminal waits for the UI's answers; bad uses of --approve
+get one line and exit 2."""
 
 from __future__ import annotations
 
@@ -123,12 +124,13 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
     assert any(e["answer"] == "edit" for e in events(tmp_path / "run", "agent_approval"))
 
 
-def test_approve_without_a_terminal_waits_for_the_ui_and_without_the_agent_is_refused(tmp_path: Path,
-                                                                                      server: str) -> None:
+def test_approve_without_a_terminal_waits_for_the_ui_when_told_and_without_the_agent_is_refused(
+        tmp_path: Path, server: str) -> None:
     from agentlab.core.agent import approval
 
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
-    env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs")}
+    # AGENTLAB_APPROVE_UI=1: the answers come from the UI (without it, no terminal is exit 2: test_person_in_loop)
+    env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs"), approval.APPROVE_UI_ENV: "1"}
     base = [sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm), "-n", "3"]
     not_agent = subprocess.run([*base, "--planner", "tpe", "--approve"], cwd=tmp_path, env=env, capture_output=True,
                                text=True, stdin=subprocess.DEVNULL, timeout=120)

@@ -104,3 +104,20 @@ def test_command_views(root: Path) -> None:
                         "p90 (ms)": 200.0, "p99 (ms)": 300.0, "tokens/s": 50.0}
     assert table[1]["available"] == "no: server_error" and len(levels) == 1
     assert views.progress("unknown-command", made["nas"]) == ["3 events; last: trial"]
+
+
+def test_the_agent_timeline_shows_a_dash_not_none_and_what_an_edit_changed(tmp_path: Path) -> None:
+    import json
+
+    events = [{"kind": "agent_step", "ts": 1.0, "step": 1, "tool": "run_trial", "arguments": "{}", "tokens": 9},
+              {"kind": "agent_approval", "ts": 2.0, "answer": "edit", "note": "",
+               "changes": {"model.d_model": 32}},
+              {"kind": "agent_approval", "ts": 3.0, "answer": "no", "note": "too big"},
+              {"kind": "agent_default", "ts": 4.0, "why": "no tool call"}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    rows = views.agent_timeline(tmp_path)
+    assert [(r["tool"], r["arguments"], r["result"]) for r in rows[1:]] == [
+        ("(approval)", "model.d_model=32", "edit"), ("(approval)", "too big", "no"),
+        ("(candidate 0)", "no tool call", "-")]
+    assert all(v != "None" and v is not None for r in rows for v in r.values())
+    assert rows[1]["step"] == rows[1]["tokens"] == rows[1]["seconds"] == "-" and rows[0]["tokens"] == "9"

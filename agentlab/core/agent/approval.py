@@ -1,11 +1,13 @@
 """Approval through the run folder: the agent's pending action in ``approval.json`` (``{"state": "waiting",
 "action": ...}``) and the answer in ``approval_answer.json`` (``{"answer": "yes" | "no" | "edit", "note": ...,
 "changes": {...}}``), both written atomically. The terminal (``agentlab nas --approve``) and ``agentlab ui`` answer
-the same way: whichever answers first is taken; a run without a terminal waits for the UI (or any program that
-writes the answer file)."""
+the same way: whichever answers first is taken. A run without a terminal waits for the UI (or any program that
+writes the answer file) only when ``AGENTLAB_APPROVE_UI=1`` says so (``agentlab ui`` sets it for the runs it starts);
+otherwise the CLI refuses --approve there (exit 2): nobody would answer."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,13 @@ from agentlab.core.runs import atomic_write_json, now_iso, read_json
 PENDING = "approval.json"
 ANSWER = "approval_answer.json"
 ANSWERS = ("yes", "no", "edit")
+APPROVE_UI_ENV = "AGENTLAB_APPROVE_UI"  # 1: a run without a terminal waits for answers from `agentlab ui`
+
+
+def ui_answers() -> bool:
+    """Whether the answers to --approve come from `agentlab ui` (``AGENTLAB_APPROVE_UI=1``) when there is no
+    terminal."""
+    return os.environ.get(APPROVE_UI_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def ask(run: str | Path, action: dict[str, Any]) -> None:

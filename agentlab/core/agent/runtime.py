@@ -125,6 +125,7 @@ class AgentState(TypedDict, total=False):
     counts: dict[str, int]  # steps, tool_calls, invalid_tool_calls, rejected_calls, defaulted, tokens
     seconds: float
     head: int  # messages of the brief (always shown)
+    declined: list[str]  # keys of the actions the user declined (--approve "no"): never run
 
 
 def new_counts() -> dict[str, int]:
@@ -286,6 +287,8 @@ class AgentRun:
             return {"messages": messages, "counts": counts}
         if name in self.driver.actions:
             action, error = self.driver.check_action(args)
+            if action is not None and action.get("key") in (state.get("declined") or []):
+                action, error = None, "the user declined this one: choose another"
             if action is not None:
                 return {"pending": {**action, "call_id": call_id}}
             counts["rejected_calls"] += 1
@@ -317,20 +320,31 @@ class AgentRun:
         answer = interrupt({"kind": "approve", "action": pending}) or {}
         verdict = answer.get("answer", "yes")
         note = answer.get("note")
-        self._event("agent_approval", answer=verdict, note=str(note or "")[:300])
+        changes = (answer.get("args") or {}).get("changes") if verdict == "edit" else None
+        self._event("agent_approval", answer=verdict, note=str(note or "")[:300], **({"changes": changes}
+                                                                                      if changes else {}))
         if verdict == "yes":
             return {}
         messages = list(state["messages"])
+        declined = list(state.get("declined") or [])
         if verdict == "edit":
-            action, error = self.driver.check_action(answer.get("args") or {})
+            args = dict(answer.get("args") or {})
+            if isinstance(args.get("changes"), dict) and isinstance(pending.get("params"), dict):
+                args["changes"] = {**pending["params"], **args["changes"]}  # the proposal shown, edited
+            action, error = self.driver.check_action(args)
             if action is not None:
                 return {"pending": {**action, "call_id": pending["call_id"], "edited": True}}
             text = f"the user's edit was not valid ({error}); not run"
         else:
             text = "the user declined this; propose something else"
+            if pending.get("key") and pending["key"] not in declined:
+                declined.append(pending["key"])  # never proposed again: refused in observe, not drawn again
+            decline = getattr(self.driver, "decline", None)
+            if decline is not None:
+                decline(pending)
         messages.append({"role": "tool", "tool_call_id": pending["call_id"],
                          "content": text + (f". The user says: {note}" if note else "")})
-        return {"messages": messages, "pending": None, "since_action": 0}
+        return {"messages": messages, "pending": None, "since_action": 0, "declined": declined}
 
     def _execute(self, state: AgentState) -> AgentState:
         from langgraph.types import interrupt
@@ -399,6 +413,11 @@ class AgentRun:
         self.open()
         values = self._app.get_state(self._config()).values
         return {**new_counts(), **values.get("counts", {}), "model_seconds": round(values.get("seconds", 0.0), 3)}
+
+    def declined(self) -> list[str]:
+        """The keys of the actions the user declined (--approve), kept in the checkpoint."""
+        self.open()
+        return list(self._app.get_state(self._config()).values.get("declined") or [])
 
     def messages(self) -> list[dict[str, Any]]:
         self.open()

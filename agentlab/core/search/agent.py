@@ -250,6 +250,7 @@ class AgentPlanner:
 
     def propose(self, ctx: PlanContext) -> Proposal:
         self.ctx, self._suggested, self._tools = ctx, [], []
+        self._exclude(self.run.declined())
         self.view = self.kit.view(ctx.domain)
         done = self._done = self.view.done()
         streak, guarded = agent_streak(done, self.settings.guard_patience)
@@ -269,6 +270,17 @@ class AgentPlanner:
             result = self._result(done, finished)
         action = self.run.advance(result)
         return self._proposal(action)
+
+    def _exclude(self, keys: list[str]) -> None:
+        """Configs the user declined (--approve) are never drawn again: they count as tried (nas's domain)."""
+        tried = getattr(self.ctx.domain, "tried", None) if self.ctx is not None else None
+        if isinstance(tried, set):
+            tried.update(keys)
+
+    def decline(self, action: dict[str, Any]) -> None:
+        """The runtime's call on --approve's "no": the next ``suggest`` draws again, without the declined config."""
+        self._exclude([action["key"]] if action.get("key") else [])
+        self._suggested = []
 
     def _proposal(self, action: dict[str, Any], resumed: bool = False) -> Proposal:
         assert self.ctx is not None
@@ -305,8 +317,10 @@ class AgentPlanner:
         streak, _ = agent_streak(self._done, self.settings.guard_patience)  # the records change only between proposals
         left = self.settings.guard_patience - streak
         sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
-        lines = [f"{self.ctx.budget_left - 1} {self.unit}s left. {view.best_line()}.",
-                 f"{left} more {self.unit}(s) without a new best and the guard runs {sampler} instead."]
+        # budget_left counts the trial being planned now (PlanContext): "0 left" with one to plan misled the agent
+        lines = [f"{_count(self.ctx.budget_left, self.unit)} left, the one you plan now included. "
+                 f"{view.best_line()}.",
+                 f"{_count(left, 'more ' + self.unit)} without a new best and the guard runs {sampler} instead."]
         if self._todo:
             lines.append("your todo: " + "; ".join(self._todo[:5]))
         lines.append(f"Next: call suggest, then {self.actions[0]} with a candidate (or {self.actions[1]}).")
@@ -487,14 +501,19 @@ def trial_agent_block(planner: AgentPlanner, records: list[TrialRecord], maximiz
                        best([r for r in done if r.origin not in AGENT_ORIGINS]), maximize)
 
 
+def _count(n: int, word: str) -> str:
+    """``1 step``, ``2 steps``: a count and its noun (the last word plural unless the count is 1)."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def agent_summary(block: dict[str, Any] | None, unit: str = "trial") -> str | None:
     """The agent block in one sentence (the console, report.md)."""
     if not block:
         return None
-    line = (f"agent ({block['model']}): {block['steps']} steps, {block['tool_calls']} tool calls "
+    line = (f"agent ({block['model']}): {_count(block['steps'], 'step')}, {_count(block['tool_calls'], 'tool call')} "
             f"({block['invalid_tool_calls']} invalid, {block['rejected_calls']} refused by the search, "
-            f"{block['defaulted']} defaulted to candidate 0); {block['trials_by_agent']} {unit}s by the agent, "
-            f"{block['trials_by_guard']} by the guard; {block['tokens_per_trial']:g} tokens and "
+            f"{block['defaulted']} defaulted to candidate 0); {_count(block['trials_by_agent'], unit)} by the agent, "
+            f"{block['trials_by_guard']} by the guard; {round(block['tokens_per_trial']):,} tokens and "
             f"{block['seconds_per_trial']:g} s of the model per {unit}")
     gain = block.get("improvement_from_agent_trials")
     if gain is not None:

@@ -301,7 +301,8 @@ class SearchLoop:
 
     def _should_stop(self, records: list[TrialRecord], started: float) -> str | None:
         if self.counted(records) >= self.stop.max_iterations:
-            return f"max_iterations reached ({self.stop.max_iterations} trials)"
+            n = self.stop.max_iterations
+            return f"max_iterations reached ({n} trial{'' if n == 1 else 's'})"
         if self.stop.time_budget_s is not None and time.monotonic() - started >= self.stop.time_budget_s:
             return f"time budget of {self.stop.time_budget_s:g} s used"
         best = best_of(records, self.direction)
@@ -313,7 +314,7 @@ class SearchLoop:
             since = sum(1 for r in records if r.number > best.number and r.state in ("complete", "pruned", "failed")
                         and r.counted)
             if since >= self.stop.patience:
-                return f"no new best in {since} trials (patience {self.stop.patience})"
+                return f"no new best in {since} trial{'' if since == 1 else 's'} (patience {self.stop.patience})"
         return None
 
     def run(self) -> SearchOutcome:

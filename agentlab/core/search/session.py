@@ -18,6 +18,7 @@ from typing import Any
 from agentlab.core.agent.runtime import AgentModel, RouterModel
 from agentlab.core.config import getenv
 from agentlab.core.errors import AgentlabError, UsageError
+from agentlab.core.llm.check import http_problem, local_problem
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.runs import RunDir
@@ -177,6 +178,30 @@ def check_agent_keys(llm: LLMConfig) -> None:
                          "model, offline)")
 
 
+def check_planner_model(llm: LLMConfig, kind: str, source: str | None = None, fallback: str = "tpe") -> None:
+    """``--planner llm`` / ``agent`` with a configured planner model that cannot be used: refused before trial 0
+    (exit 2) rather than a whole search of candidate 0s with the error only in events.jsonl. Every local model of
+    the ``planner`` route must exist (a wrong name is a config error), and at least one model of the route must be
+    reachable (HTTP: its key set and its server answering a quick probe). ``source``: the routing config's file,
+    named in the hint; ``fallback``: the command's classical planner, offered instead. ``auto`` is not checked
+    here: it probes and falls back to the sampler, saying why."""
+    chain = llm.route("planner").chain()
+    where = source or "the routing config (--llm)"
+    for name in chain:
+        problem = local_problem(llm, name)
+        if problem is not None:
+            raise UsageError(f"--planner {kind}: the planner model '{name}' cannot be loaded: {problem}",
+                             hint=f"fix models.{name}.model in {where} (`agentlab models list` shows the models "
+                             "here; configs/llm.local.yaml runs the built-in smollm2-135m), or use --planner "
+                             f"{fallback}")
+    problems = {name: http_problem(llm, name) for name in chain}
+    if chain and all(problems.values()):
+        why = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+        raise UsageError(f"--planner {kind}: no model of the planner route can be reached ({why})",
+                         hint=f"start the server or set the key (environment or .env), fix {where}, or give --llm "
+                         f"configs/llm.local.yaml (the built-in model, offline), or use --planner {fallback}")
+
+
 def _agent(session: PlannerSession) -> tuple[Planner, str]:
     """The agent planning through tools on the ``planner`` route (or a scripted agent model), the sampler its tool
     and its guard; its LangGraph checkpoints in the run folder (agent.sqlite)."""
@@ -204,8 +229,9 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
                            sampler=spec.sampler, approver=spec.approver if settings.approve else None,
                            on_event=spec.run_dir.event)
     sampler = SAMPLER_NAMES.get(spec.sampler, spec.sampler)
+    patience = settings.guard_patience
     return planner, (f"planner: agent via {how}, tools over {settings.candidates} {sampler} candidates; guard: "
-                     f"{sampler} after {settings.guard_patience} trials without a new best"
+                     f"{sampler} after {patience} trial{'' if patience == 1 else 's'} without a new best"
                      + ("; asks approval before each trial" if settings.approve else ""))
 
 

@@ -85,8 +85,9 @@ def improvements(values: Sequence[float | None], maximize: bool = False) -> list
 
 def within_bound(share: float, deviations: int, n: int, total: int) -> bool:
     """Whether one more LLM pick keeps the bound: at most ``ceil(share * n)`` of the first ``n`` planner trials (this
-    one included) and ``share * total`` of all."""
-    return deviations + 1 <= math.ceil(share * n - 1e-9) and deviations + 1 <= share * total + 1e-9
+    one included) and ``share * total`` of all, but one pick in any search (a 5-trial search at llm_share 0.3 has
+    2 planner trials: ``share * total`` alone never asked the LLM there, and its llm_calls.jsonl stayed empty)."""
+    return deviations + 1 <= math.ceil(share * n - 1e-9) and deviations + 1 <= max(1.0, share * total) + 1e-9
 
 
 def open_to_llm(share: float, steps: Sequence[Step], total: int, seed: int, prior: dict[str, list[int]] | None = None,
@@ -101,6 +102,8 @@ def open_to_llm(share: float, steps: Sequence[Step], total: int, seed: int, prio
         return False, f"llm_share {share:g} used ({deviations} of {n - 1} trials were LLM picks)"
     if not adapt:
         return True, ""
+    if deviations == 0 and not ((prior or {}).get("llm") or [0, 0])[1]:
+        return True, ""  # the LLM never asked, in this search or remembered: asked once before the bandit weighs it
     counts = tally(steps)
     for arm, (wins, trials) in (prior or {}).items():
         if arm in counts and trials > 0:
@@ -195,6 +198,9 @@ def contribution_lines(block: dict[str, Any] | None, unit: str) -> list[str]:
              f"New bests: {block['new_bests']['llm_picks']} from LLM picks, {block['new_bests']['sampler']} from the "
              f"sampler's candidate 0. Improvement over the best so far ({unit}): LLM picks {imp['llm_picks']:.4g}, "
              f"sampler {imp['sampler']:.4g} ({imp['llm_fraction']:.0%} from the LLM)."]
+    if not block["asked"]:
+        lines.append("The LLM was asked about none: the llm_share bound or the bandit chose the sampler each time "
+                     "(each trial's notes say which); raise search.llm_share or the trials to ask it more.")
     without = block.get("without_llm_picks")
     if without:
         lines.append("Without the LLM's picks: " + ", ".join(f"{k} {_fmt(v)}" for k, v in without.items()) + ".")
