@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.errors import UsageError, missing_package
+from agentlab.core.errors import missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.command import CommandObjective, flat_values
 from agentlab.core.search.planners import ChooserPlanner, diff, trial_steps
 from agentlab.core.search.records import TrialRecord, best_of, run_id, state_counts
-from agentlab.core.search.session import PlannerSession, check_agent_keys
+from agentlab.core.search.session import PlannerSession, llm_source, require_planner_model
 from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.tracking import check_tracking
@@ -72,13 +72,7 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
     except ImportError as exc:
         raise missing_package(exc) or exc from None
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
-    planner = cfg.search.planner
-    if planner in ("llm", "agent") and not scripted and not llm_cfg.route("planner").chain():
-        raise UsageError(f"--planner {planner} needs a planner model, and the routing config has none",
-                         hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
-                         "or use --planner tpe")
-    if planner == "agent" and not scripted:
-        check_agent_keys(llm_cfg)
+    require_planner_model(llm_cfg, cfg.search.planner, scripted=scripted, source=llm_source(llm))
     resolve_cwd(cfg, config_file)
     command_objective(cfg, None).validate()
     space = command_space(cfg)

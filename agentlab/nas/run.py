@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from agentlab.core.agent.runtime import AgentModel
 from agentlab.core.config import Flag, load_config
-from agentlab.core.errors import AgentlabError, ConfigError, UsageError, missing_package
+from agentlab.core.errors import AgentlabError, ConfigError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
@@ -36,9 +36,9 @@ from agentlab.core.search.records import TrialRecord, run_id, state_dict
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
-    check_agent_keys,
-    check_planner_model,
+    llm_source,
     open_planner,
+    require_planner_model,
 )
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, Direction, open_study
@@ -251,15 +251,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     # train.device=cuda without CUDA: one error now, not a failure in every trial
     resolve_device_dtype(cfg.train.device, what="train.device")
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
-    if cfg.search.planner in ("llm", "agent") and not scripted and not llm_cfg.route("planner").chain():
-        raise UsageError(f"--planner {cfg.search.planner} needs a planner model, and the routing config has none",
-                         hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
-                         "or use --planner tpe")
-    if cfg.search.planner == "agent" and not scripted:
-        check_agent_keys(llm_cfg)
-    if cfg.search.planner in ("llm", "agent") and not scripted:  # a configured model that cannot answer: exit 2 now
-        check_planner_model(llm_cfg, cfg.search.planner, source=None if isinstance(llm, LLMConfig) or llm is None
-                            else str(llm))
+    require_planner_model(llm_cfg, cfg.search.planner, scripted=scripted, source=llm_source(llm))
     prepared = prepare_data(cfg)
     cfg.data.freq = prepared.freq  # data.freq auto: config.yaml records the frequency detected from the timestamps
     problem = check_model(cfg, prepared)

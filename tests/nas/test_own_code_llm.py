@@ -182,6 +182,19 @@ def test_llm_planners_without_a_planner_model_are_one_line(in_tmp: Path, capsys:
     assert run_folders(in_tmp) == []
 
 
+@pytest.mark.parametrize("planner", ["llm", "agent"])
+def test_a_planner_model_that_does_not_exist_is_refused_on_a_command(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                                     planner: str) -> None:
+    (in_tmp / "llm.yaml").write_text(yaml.safe_dump({
+        "providers": {"local": {"kind": "llama_cpp"}}, "models": {"big": {"provider": "local", "model": "smollm2-1b7"}},
+        "routes": {"planner": {"primary": ["big"]}}}))
+    config = write_project(in_tmp)
+    assert main(["nas", "-c", str(config), "--llm", "llm.yaml", "--planner", planner]) == 2
+    err = capsys.readouterr().err
+    assert "the planner model 'big' cannot be loaded: model 'smollm2-1b7' not found" in err
+    assert "Traceback" not in err and run_folders(in_tmp) == []
+
+
 def test_an_agent_that_always_runs_candidate_0_is_tpe_trial_for_trial_on_a_command(in_tmp: Path) -> None:
     for seed in (0, 1):
         tpe = run_nas_optimization(max_iterations=7, config=quick_project(in_tmp, planner="tpe", seed=seed),

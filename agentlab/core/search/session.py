@@ -202,6 +202,27 @@ def check_planner_model(llm: LLMConfig, kind: str, source: str | None = None, fa
                          f"configs/llm.local.yaml (the built-in model, offline), or use --planner {fallback}")
 
 
+def llm_source(llm: LLMConfig | str | Path | None) -> str | None:
+    """The routing config's file, for hints; None for a config given as an object or the default."""
+    return None if isinstance(llm, LLMConfig) or llm is None else str(llm)
+
+
+def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = None, scripted: bool = False,
+                          fallback: str = "tpe") -> None:
+    """Everything ``--planner llm`` / ``agent`` needs before trial 0 (nas's forecaster and command objectives): a
+    ``planner`` route, the agent's keys, and a model on it that can be used (``check_planner_model``). A scripted
+    model (tests) stands in for all of it."""
+    if kind not in ("llm", "agent") or scripted:
+        return
+    if not llm.route("planner").chain():
+        raise UsageError(f"--planner {kind} needs a planner model, and the routing config has none",
+                         hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
+                         f"or use --planner {fallback}")
+    if kind == "agent":
+        check_agent_keys(llm)
+    check_planner_model(llm, kind, source=source, fallback=fallback)
+
+
 def _agent(session: PlannerSession) -> tuple[Planner, str]:
     """The agent planning through tools on the ``planner`` route (or a scripted agent model), the sampler its tool
     and its guard; its LangGraph checkpoints in the run folder (agent.sqlite)."""
