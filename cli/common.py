@@ -162,9 +162,18 @@ def rich_progress(enabled: bool = True) -> Iterator[Progress]:
     if not enabled:
         yield NullProgress()
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    # elapsed, then the time left as rich estimates it from the pace so far ("-:--:--" until it can)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         yield RichProgress(progress)
 
