@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, model_validator
 
 from agentlab.core.config import StrictModel
+from agentlab.core.errors import ConfigError
 from agentlab.core.search.settings import LLMPlannerSettings
 from agentlab.core.search.space import ParamSpec, lookup
 from agentlab.core.tracking import TrackingURI, tracking_field
@@ -205,6 +206,12 @@ class SearchConfig(LLMPlannerSettings):
                            "results.json's `ensemble` block sits beside the best single trial and `nas predict` "
                            "uses it. false: no forecasts kept, the best trial is the final model")
     seed: int = Field(0, description="sampler seed")
+    warm_start: bool | list[dict[str, Any]] = Field(
+        False, description="knowledge as the first trials after the base config, for every planner: true: the "
+        "bundled literature's leads for this data (the built-in forecaster: each family's best published fair "
+        "result and its lookback); a list: your own configs, each a mapping of space keys to values changed from "
+        "the base params (the form for your own training command). Leads outside the space or already run are "
+        "skipped; they count against max_iterations")
 
 
 class CommandObjectiveConfig(StrictModel):
@@ -401,3 +408,17 @@ def apply_changes(config: NASConfig, changes: dict[str, Any]) -> NASConfig:
             node = node[part]
         node[last] = value
     return NASConfig.model_validate(data)
+
+
+def check_warm_start(cfg: NASConfig, space: Any) -> None:
+    """``search.warm_start`` before any trial: a list's configs are changes of space keys to values the space
+    allows; ``true`` needs the built-in forecaster (the literature is about forecasting)."""
+    warm = cfg.search.warm_start
+    if warm is True and cfg.objective is not None:
+        raise ConfigError("search.warm_start: true means the literature's forecaster leads; your own command has "
+                          "none", hint="give a list of your own configs instead, e.g. warm_start: [{lr: 0.01}]")
+    for i, changes in enumerate(warm if isinstance(warm, list) else []):
+        _, errors = space.validate(changes)
+        if errors or not changes:
+            raise ConfigError(f"search.warm_start[{i}]: {'; '.join(errors) or 'an empty config'}",
+                              hint="each entry maps search.space keys to values inside their ranges or choices")

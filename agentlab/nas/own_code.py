@@ -21,7 +21,7 @@ from agentlab.core.search.session import PlannerSession, llm_source, require_pla
 from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.tracking import check_tracking
-from agentlab.nas.config import CommandObjectiveConfig, NASConfig
+from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.own_code_agent import better
 from agentlab.nas.report import llm_section, plot_importances, short
 
@@ -77,6 +77,7 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
     command_objective(cfg, None).validate()
     space = command_space(cfg)
     space.check_base(space.complete(space.base))
+    check_warm_start(cfg, space)
     check_tracking(cfg.mlflow)
     return {"llm": llm_cfg, "data": None}
 

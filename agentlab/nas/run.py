@@ -30,6 +30,7 @@ from agentlab.core.search.planners import (
     Planner,
     Proposal,
     TrialDomain,
+    WarmStart,
     params_key,
 )
 from agentlab.core.search.records import TrialRecord, run_id, state_dict
@@ -43,8 +44,16 @@ from agentlab.core.search.session import (
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
-from agentlab.nas.agent import nas_kit
-from agentlab.nas.config import NAIVE_FAMILIES, NASConfig, apply_changes, get_dotted, space_meanings, space_values
+from agentlab.nas.agent import literature_leads, nas_kit
+from agentlab.nas.config import (
+    NAIVE_FAMILIES,
+    NASConfig,
+    apply_changes,
+    check_warm_start,
+    get_dotted,
+    space_meanings,
+    space_values,
+)
 from agentlab.nas.ensemble import EnsembleBuilder, save_predictions
 from agentlab.nas.own_code import (
     command_contribution,
@@ -133,6 +142,22 @@ class NASObjective:
                 "diverged": result.diverged, "stop": result.stop_reason, "seconds": round(result.seconds, 3)}
 
 
+def space_families(cfg: NASConfig) -> list[str]:
+    """The forecaster families this search may try: ``model.family``'s choices, or the base model's family."""
+    spec = cfg.search.space.get("model.family")
+    return [str(f) for f in (spec.choices if spec is not None and spec.choices else [cfg.model.family])]
+
+
+def warm_leads(cfg: NASConfig, prepared: PreparedData | None) -> list[tuple[dict[str, Any], str]]:
+    """``search.warm_start`` as leads for ``WarmStart``: the literature's (true, the forecaster) or the user's."""
+    warm = cfg.search.warm_start
+    if isinstance(warm, list):
+        return [(dict(c), f"search.warm_start[{i}]") for i, c in enumerate(warm)]
+    if warm and prepared is not None:
+        return literature_leads(cfg, prepared, space_families(cfg))
+    return []
+
+
 class NaiveFirst:
     """The planner, except that the naive families of the space (``naive_last`` and ``naive_seasonal`` among the
     choices of ``model.family``) run right after the base config, each once: they train nothing (seconds), and with
@@ -178,9 +203,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
     if kind == "agent" and cfg.objective is not None:
         kit = command_kit(cfg)
     elif kind == "agent" and prepared is not None:
-        spec = cfg.search.space.get("model.family")
-        families = list(spec.choices) if spec is not None and spec.choices else [cfg.model.family]
-        kit = nas_kit(cfg, prepared, [str(f) for f in families])
+        kit = nas_kit(cfg, prepared, space_families(cfg))
     return PlannerSpec(kind=kind, sampler="tpe", samplers=OPTUNA_PLANNERS, settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
                        agent_model=agent_model, kit=kit, approver=approver)
@@ -248,6 +271,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         raise missing_package(exc) or exc from None
     space = search_space(cfg)
     space.check_base({k: get_dotted(cfg, k) for k in cfg.search.space})
+    check_warm_start(cfg, space)
     # train.device=cuda without CUDA: one error now, not a failure in every trial
     resolve_device_dtype(cfg.train.device, what="train.device")
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
@@ -325,9 +349,13 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                                     direction=direction)
         study = _study(cfg, run_dir)
         holder: dict[str, Any] = {"best": None, "ensemble": None}
+        leads = warm_leads(cfg, prepared)
+        if leads:
+            announce(f"warm start: {len(leads)} lead(s) run first after the base config (search.warm_start)")
         objective = _objective(cfg, prepared, run_dir, progress, lambda: holder["best"])
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
-                          objective=objective, planner=NaiveFirst(session.planner), evaluator=evaluator,
+                          objective=objective, planner=NaiveFirst(WarmStart(session.planner, leads)),
+                          evaluator=evaluator,
                           metric=metric, seed=cfg.search.seed,
                           stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
                                          cfg.search.target),

@@ -207,3 +207,25 @@ def test_a_saved_trial_config_from_before_the_check_still_loads() -> None:
     with pytest.raises(ValidationError, match="data.label_len"):
         NASConfig.model_validate(old)
     assert NASConfig.model_validate(old, context={"saved": True}).data.label_len == 12
+
+
+def test_warm_start_true_runs_the_literatures_leads_for_any_sampler(in_tmp: Path) -> None:
+    """search.warm_start: true gives a plain sampler the knowledge the agent has (the literature's leads), right
+    after the base config and the naive forecasts."""
+    from agentlab.nas.agent import literature_leads
+    from agentlab.nas.config import NASConfig
+    from agentlab.nas.train import prepare_data
+
+    families = ["informer", "linear", "patchtst", "naive_last"]
+    config = {**TINY, "search": {**TINY["search"], "planner": "random", "warm_start": True,
+                                 "space": {**TINY["search"]["space"], "model.family": {"choices": families}}}}
+    cfg = NASConfig.model_validate(config)
+    leads = literature_leads(cfg, prepare_data(cfg), families)
+    assert leads, "the literature has leads for these families"
+    results = run_nas_optimization(max_iterations=3 + len(leads), config=config, out=in_tmp / "run")
+    runs = json.loads((in_tmp / "run" / "agent_state.json").read_text())["runs"]
+    ran = [r for r in runs if r["planner"] == "leads"]
+    assert [r["planner"] for r in runs[:2]] == ["base", "naive"] and runs[2]["planner"] == "leads"
+    assert [r["params"]["model.family"] for r in ran] == [c["model.family"] for c, _ in leads][:len(ran)]
+    assert all("warm start: from the literature" in r["reasoning"] for r in ran)
+    assert results["trials"] == 3 + len(leads)

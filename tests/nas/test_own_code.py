@@ -163,3 +163,34 @@ def test_the_example_project_trains_for_real(in_tmp: Path) -> None:
     (run,) = run_folders(in_tmp)
     results = json.loads((run / "results.json").read_text())
     assert results["states"] == {"complete": 2} and 0 < results["best"]["val_loss"] < 2
+
+
+@pytest.mark.parametrize("planner", ["tpe", "cmaes", "random"])
+def test_a_warm_start_runs_the_users_configs_right_after_the_base(in_tmp: Path, planner: str) -> None:
+    config = write_project(in_tmp)
+    data = yaml.safe_load(config.read_text())
+    data["search"]["warm_start"] = [{"x": 1.0}, {"x": 1.0}, {"x": 0.5, "model.width": 8}]  # a repeat is skipped
+    config.write_text(yaml.safe_dump(data))
+    assert main(["nas", "-c", str(config), "--planner", planner, "-n", "5", "--out", "run"]) == 0
+    runs = json.loads((in_tmp / "run" / "agent_state.json").read_text())["runs"]
+    assert [r["planner"] for r in runs] == ["base", "leads", "leads", planner, planner]
+    assert runs[1]["params"] == {"x": 1.0, "model.width": 16} and runs[2]["params"] == {"x": 0.5, "model.width": 8}
+    assert main(["nas", "--resume", "run", "-n", "6"]) == 0  # resumed: the leads are not run again
+    runs = json.loads((in_tmp / "run" / "agent_state.json").read_text())["runs"]
+    assert [r["planner"] for r in runs].count("leads") == 2 and len(runs) == 6
+
+
+@pytest.mark.parametrize(("warm", "message"), [
+    (True, "search.warm_start: true means the literature's forecaster leads"),
+    ([{"x": 9.0}], "search.warm_start[0]: x"),
+    ([{"nosuch": 1}], "search.warm_start[0]:"),
+])
+def test_a_bad_warm_start_is_refused_before_any_trial(in_tmp: Path, capsys: pytest.CaptureFixture, warm: Any,
+                                                      message: str) -> None:
+    config = write_project(in_tmp)
+    data = yaml.safe_load(config.read_text())
+    data["search"]["warm_start"] = warm
+    config.write_text(yaml.safe_dump(data))
+    assert main(["nas", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and run_folders(in_tmp) == []

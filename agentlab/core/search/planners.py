@@ -118,6 +118,34 @@ def diff(params: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if reference.get(k) != v}
 
 
+class WarmStart:
+    """Knowledge as a warm start for any planner: right after the base config, each of ``leads`` (changes of the
+    base config, with a line saying where the lead comes from) runs once, in order, before the wrapped planner gets
+    a trial; then every trial is the planner's. A lead outside the space, one that breaks a constraint and one
+    already run are skipped. Deterministic and stateless (it reads the finished trials), so ``--resume`` and several
+    workers skip what ran; the sampler learns from the leads' results as from any trial. This is how nas's
+    ``search.warm_start`` gives TPE, CMA-ES, random, the chooser and the agent the same knowledge, so a planner is
+    compared with the sampler given what it was given."""
+
+    def __init__(self, planner: Planner, leads: list[tuple[dict[str, Any], str]]):
+        self.inner, self.leads = planner, leads
+        self.name = getattr(planner, "name", "planner")
+
+    def propose(self, ctx: PlanContext) -> Proposal:
+        domain = ctx.domain
+        if isinstance(domain, TrialDomain) and ctx.budget_left > 0:
+            seen = {params_key(r.params) for r in domain.records if r.state != "interrupted"} | domain.tried
+            for changes, why in self.leads:
+                clean, errors = domain.space.validate(changes)
+                if errors or not clean:
+                    continue
+                params = domain.space.complete({**domain.base_params, **clean})
+                if params_key(params) in seen or domain.space.inactive(clean, params) or domain.check(params):
+                    continue
+                return Proposal(params, domain.changes(params), "leads", f"warm start: {why}")
+        return self.inner.propose(ctx)
+
+
 class OptunaPlanner:
     """A classical sampler alone (nas: ``study.OPTUNA_PLANNERS``, TPE, its independent and multivariate forms,
     CMA-ES, random; compress: NSGA-II, TPE, random): its candidate 0 runs. ``kinds``: the samplers the search's
