@@ -23,7 +23,7 @@ from agentlab.compress.config import Experiment
 from agentlab.compress.evaluate import LIMITS, Z90, Evaluator, Target, describe, measured_line, task_items
 from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains
 from agentlab.compress.report import fmt
-from agentlab.compress.space import Space, experiment_key, to_experiment, to_params
+from agentlab.compress.space import Space, to_params
 from agentlab.compress.workspace import Workspace
 from agentlab.core.agent.runtime import AgentModel, Tool
 from agentlab.core.agent.subagent import SubAgent
@@ -106,20 +106,7 @@ class ExperimentView:
     def config(self, changes: Any) -> tuple[dict[str, Any] | None, str]:
         if not isinstance(changes, dict) or not changes:
             return None, "changes must name the experiment's settings (prune, quantize, ...)"
-        space = self.d.space.choices
-        wrong = [f"{k}: not a setting (settings: {', '.join(space)})" if k not in space else f"{k}: one of {space[k]}"
-                 for k, v in changes.items() if k not in space or v not in space[k]]
-        if wrong:
-            return None, "; ".join(wrong)[:400]
-        params = {k: v[0] for k, v in space.items()} | changes
-        exp = to_experiment(params)
-        if exp is None:
-            return None, "these settings make no experiment (nothing pruned or quantized, or a prune removing nothing)"
-        if experiment_key(exp) in self.d.tried:
-            return None, f"{exp.label()} was run already: change something else"
-        params = to_params(exp, self.d.space)
-        self.d.experiments[params_key(params)] = exp
-        return params, ""
+        return self.d.lead(changes)
 
 
 def knowledge_leads(choices: dict[str, list[Any]]) -> list[tuple[dict[str, Any], str]]:

@@ -10,7 +10,7 @@ on llama.cpp). Every field is validated, so a planner (LLM or Optuna) can only p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -163,6 +163,11 @@ class CompressConfig(LLMPlannerSettings):
     measure: MeasureSettings = Field(default_factory=MeasureSettings, description="how experiments are measured")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     seed: int = Field(0, description="seed of the planners and the recovery training")
+    warm_start: bool | list[dict[str, Any]] = Field(
+        False, description="knowledge as the first experiments after the base model, for every planner: true: the "
+        "knowledge base's leads (llama.cpp's GGUF types of the whole model, the least lossy first, where the space "
+        "offers GGUF); a list: your own experiments, each a mapping of settings (prune, quantize, gguf_type, ...) "
+        "to values of the space. One already run is skipped; they count against max_iterations")
 
     @model_validator(mode="after")
     def _goal(self) -> CompressConfig:

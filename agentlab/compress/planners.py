@@ -103,6 +103,23 @@ class ExperimentDomain:
     def changes(self, params: dict[str, Any]) -> dict[str, Any]:
         return {}
 
+    def lead(self, changes: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """The experiment of ``changes`` (settings of the space; the others at their first choice), or None and why
+        not: a setting or value the space lacks, no experiment, one run already."""
+        space = self.space.choices
+        wrong = [f"{k}: not a setting (settings: {', '.join(space)})" if k not in space else f"{k}: one of {space[k]}"
+                 for k, v in changes.items() if k not in space or v not in space[k]]
+        if wrong:
+            return None, "; ".join(wrong)[:400]
+        exp = to_experiment({k: v[0] for k, v in space.items()} | changes)
+        if exp is None:
+            return None, "these settings make no experiment (nothing pruned or quantized, or a prune removing nothing)"
+        if experiment_key(exp) in self.tried:
+            return None, f"{exp.label()} was run already: change something else"
+        params = to_params(exp, self.space)
+        self.experiments[params_key(params)] = exp
+        return params, ""
+
     def steps(self, planner: str) -> list[S.Step]:
         return front_steps(self.goal, self.records, planner)
 

@@ -19,11 +19,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.compress.agent import compress_kit
+from agentlab.compress.agent import compress_kit, knowledge_leads
 from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
 from agentlab.compress.evaluate import FOLDER as EVALS
 from agentlab.compress.evaluate import Evaluator
@@ -48,7 +48,7 @@ from agentlab.compress.tracking import log_experiments, log_results
 from agentlab.compress.workspace import Workspace
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
-from agentlab.core.errors import AgentlabError, UsageError, storage_error
+from agentlab.core.errors import AgentlabError, ConfigError, UsageError, storage_error
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
@@ -57,7 +57,7 @@ from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
 from agentlab.core.search.agent import AGENT_ORIGINS, AgentPlanner, agent_block
-from agentlab.core.search.planners import ChooserPlanner, Proposal
+from agentlab.core.search.planners import ChooserPlanner, Proposal, WarmStart
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
@@ -88,6 +88,7 @@ class Prepared:
     chooser: Any = None  # a scripted chooser in place of the planner model (the benchmarks' placebo and surrogate)
     agent_model: Any = None  # a scripted model in place of the agent planner's (agentlab.testing.agents)
     approver: Any = None  # answers --approve (the CLI asks in the terminal)
+    leads: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # warm_start: run first, any planner
 
 
 # --------------------------------------------------------------------------- inputs
@@ -158,7 +159,24 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
                     questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
-    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg, chooser, agent_model)}
+    leads = warm_leads(cfg, goal, space)
+    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg, chooser, agent_model, leads=leads)}
+
+
+def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict[str, Any], str]]:
+    """``warm_start`` as leads for ``WarmStart``: the knowledge base's (true) or the user's own experiments (a list,
+    each checked against the space now: exit 2 before any folder exists)."""
+    if cfg.warm_start is True:
+        return knowledge_leads(space.choices)
+    leads = []
+    for i, changes in enumerate(cfg.warm_start or []):
+        _, error = ExperimentDomain(goal, space, cfg.seed, 1, [], []).lead(changes)
+        if error:
+            raise ConfigError(f"warm_start[{i}]: {error}",
+                              hint="each entry maps settings of the space (agentlab compress --dry-run lists them) "
+                              "to one of their values, e.g. {quantize: gguf, gguf_type: Q8_0}")
+        leads.append((dict(changes), f"warm_start[{i}]"))
+    return leads
 
 
 def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
@@ -280,7 +298,8 @@ class Search:
         domain = ExperimentDomain(self.goal, self.p.space, self.cfg.seed, i, self.records,
                                   self.study.get_trials(deepcopy=False), self.workspace.notes(self.model_hash),
                                   budget=self.cfg.max_iterations)
-        proposal = self.session.planner.propose(domain.context())
+        planner = WarmStart(self.session.planner, self.p.leads) if self.p.leads else self.session.planner
+        proposal = planner.propose(domain.context())
         return domain.experiment(proposal.params), proposal
 
     # ------------------------------------------------------------------ the study

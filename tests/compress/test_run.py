@@ -155,3 +155,48 @@ def test_mlflow_logs_one_child_per_experiment(in_tmp: Path, tiny_model: dict[str
     assert {c.data.tags["agentlab.key"] for c in children} == {"exp_000", "exp_001", "exp_002"}
     assert all("perplexity" in c.data.metrics for c in children)
     assert parents[0].data.tags["recommended"]
+
+
+@pytest.mark.parametrize("planner", ["nsga2", "tpe", "random"])
+def test_a_warm_start_runs_its_experiments_first_for_every_planner(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                   planner: str) -> None:
+    """warm_start: the given experiments run right after the base model, whichever planner runs; one already run is
+    skipped; then the planner's own. A resumed run does not run them again."""
+    leads = '[{quantize: int8_dynamic}, {quantize: int8_dynamic}, {prune: magnitude, sparsity: 0.5}]'
+    run = in_tmp / "W"
+    assert main(args(tiny_model, in_tmp, "--out", str(run), "--set", f"warm_start={leads}", planner=planner,
+                     n=3)) == 0
+    rows = records(run)
+    assert [r["planner"] for r in rows] == ["base", "leads", "leads", planner]
+    assert rows[1]["experiment"]["quantize"]["method"] == "int8_dynamic"
+    assert rows[2]["experiment"]["prune"]["method"] == "magnitude" and rows[2]["experiment"]["quantize"] is None
+    assert "warm start: warm_start[2]" in rows[2]["note"]
+    assert main(["compress", "--resume", str(run), "--max-iterations", "4"]) == 0
+    assert [r["planner"] for r in records(run)].count("leads") == 2
+
+
+def test_warm_start_true_is_the_knowledge_bases_gguf_leads() -> None:
+    from agentlab.compress.agent import knowledge_leads
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.run import warm_leads
+    from agentlab.compress.space import Space
+
+    cfg = CompressConfig(warm_start=True)
+    space = Space.build(4, cuda=False)
+    leads = warm_leads(cfg, cfg.goal(), space)
+    assert leads == knowledge_leads(space.choices) and [c["gguf_type"] for c, _ in leads] == ["Q8_0", "Q5_K_M",
+                                                                                                 "Q4_K_M"]
+    assert warm_leads(CompressConfig(), cfg.goal(), space) == []
+
+
+@pytest.mark.parametrize("leads, message", [
+    ("[{quantize: nosuch}]", "warm_start[0]: quantize: one of"),
+    ("[{colour: red}]", "warm_start[0]: colour: not a setting"),
+    ("[{}]", "warm_start[0]: these settings make no experiment"),
+])
+def test_a_bad_warm_start_is_one_line_and_no_folder(in_tmp: Path, tiny_model: dict[str, Path], leads: str,
+                                                    message: str, capsys: Any) -> None:
+    code = main(args(tiny_model, in_tmp, "--out", str(in_tmp / "BAD"), "--set", f"warm_start={leads}"))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (in_tmp / "BAD").exists()

@@ -121,11 +121,17 @@ def test_an_unknown_setting_is_named_not_a_crash() -> None:
     from agentlab.compress.agent import ExperimentView
     from agentlab.compress.space import Space
 
-    class Domain:
-        space = Space.build(n_layers=4, cuda=False)
-
-    config, error = ExperimentView(Domain()).config({"prune": "magnitude", "speed": "max"})  # type: ignore[arg-type]
+    config, error = ExperimentView(domain(Space.build(n_layers=4, cuda=False))).config({"prune": "magnitude",
+                                                                                        "speed": "max"})
     assert config is None and error.startswith("speed: not a setting (settings: prune, sparsity")
+
+
+def domain(space: Any) -> Any:
+    """A search of ``space`` with nothing run yet."""
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.planners import ExperimentDomain
+
+    return ExperimentDomain(CompressConfig().goal(), space, 0, 1, [], [])
 
 
 def test_the_knowledge_base_leads_are_whole_model_gguf_experiments_least_lossy_first(tmp_path: Path) -> None:
@@ -134,15 +140,10 @@ def test_the_knowledge_base_leads_are_whole_model_gguf_experiments_least_lossy_f
     from agentlab.compress.workspace import Workspace
 
     space = Space.build(n_layers=4, cuda=False)
-
-    class Domain:
-        def __init__(self) -> None:
-            self.space, self.tried, self.experiments = space, set(), {}
-
     leads = knowledge_leads(space.choices)
     assert [c["gguf_type"] for c, _ in leads] == ["Q8_0", "Q5_K_M", "Q4_K_M"]
     assert all(why.startswith("from the knowledge base: GGUF") for _, why in leads)
-    view = ExperimentView(Domain())  # type: ignore[arg-type]
+    view = ExperimentView(domain(space))
     for changes, _ in leads:  # each lead is an experiment of the space: nothing pruned, the whole model quantized
         params, error = view.config(changes)
         assert error == "" and params is not None and params["prune"] == "none" and params["quantize"] == "gguf"

@@ -90,6 +90,11 @@ class Domain(Protocol):
         """What ``params`` changes against the search's best (the trial's ``changes``)."""
         ...
 
+    def lead(self, changes: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """``changes`` of the base config as a trial's params, or None and why not (outside the space, breaking a
+        constraint, already run): a warm start's lead (``WarmStart``)."""
+        ...
+
 
 @dataclass
 class PlanContext:
@@ -121,28 +126,22 @@ def diff(params: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
 class WarmStart:
     """Knowledge as a warm start for any planner: right after the base config, each of ``leads`` (changes of the
     base config, with a line saying where the lead comes from) runs once, in order, before the wrapped planner gets
-    a trial; then every trial is the planner's. A lead outside the space, one that breaks a constraint and one
-    already run are skipped. Deterministic and stateless (it reads the finished trials), so ``--resume`` and several
-    workers skip what ran; the sampler learns from the leads' results as from any trial. This is how nas's
-    ``search.warm_start`` gives TPE, CMA-ES, random, the chooser and the agent the same knowledge, so a planner is
-    compared with the sampler given what it was given."""
+    a trial; then every trial is the planner's. A lead the domain refuses (``Domain.lead``: outside the space,
+    breaking a constraint, already run) is skipped. Deterministic and stateless (it reads the finished trials), so
+    ``--resume`` and several workers skip what ran; the sampler learns from the leads' results as from any trial.
+    This is how ``search.warm_start`` (nas) and ``warm_start`` (compress) give every planner the same knowledge, so
+    a planner is compared with the sampler given what it was given."""
 
     def __init__(self, planner: Planner, leads: list[tuple[dict[str, Any], str]]):
         self.inner, self.leads = planner, leads
         self.name = getattr(planner, "name", "planner")
 
     def propose(self, ctx: PlanContext) -> Proposal:
-        domain = ctx.domain
-        if isinstance(domain, TrialDomain) and ctx.budget_left > 0:
-            seen = {params_key(r.params) for r in domain.records if r.state != "interrupted"} | domain.tried
+        if ctx.budget_left > 0:
             for changes, why in self.leads:
-                clean, errors = domain.space.validate(changes)
-                if errors or not clean:
-                    continue
-                params = domain.space.complete({**domain.base_params, **clean})
-                if params_key(params) in seen or domain.space.inactive(clean, params) or domain.check(params):
-                    continue
-                return Proposal(params, domain.changes(params), "leads", f"warm start: {why}")
+                params, _ = ctx.domain.lead(changes)
+                if params is not None:
+                    return Proposal(params, ctx.domain.changes(params), "leads", f"warm start: {why}")
         return self.inner.propose(ctx)
 
 
@@ -210,6 +209,17 @@ class TrialDomain:
 
     def changes(self, params: dict[str, Any]) -> dict[str, Any]:
         return diff(params, self.incumbent)
+
+    def lead(self, changes: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        clean, errors = self.space.validate(changes)
+        if not clean and not errors:
+            errors = ["no change of the base config"]
+        params = self.space.complete({**self.base_params, **clean})
+        errors = errors or self.space.inactive(clean, params) or self.check(params)
+        if not errors and params_key(params) in self.tried | {params_key(r.params) for r in self.records
+                                                             if r.state != "interrupted"}:
+            errors = ["run already"]
+        return (None, "; ".join(errors)) if errors else (params, "")
 
     def steps(self, planner: str) -> list[S.Step]:
         return trial_steps(self.records, planner, self.direction == "maximize")
