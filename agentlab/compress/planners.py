@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,15 +324,15 @@ def front_steps(goal: Goal, records: list[dict[str, Any]], planner: str = "llm")
             if r.get("planner") == planner and not r.get("warmup")]
 
 
-def hypervolumes(goal: Goal, records: list[dict[str, Any]], leave_out: tuple[str, ...]) -> tuple[float | None,
-                                                                                                 float | None]:
-    """The hypervolume of the feasible experiments, and without those whose origin is in ``leave_out``."""
+def hypervolume_of(goal: Goal, records: list[dict[str, Any]], keep: Callable[[str, Any, str], bool]) -> float | None:
+    """The hypervolume of the feasible experiments that ``keep(origin, choice, planner)`` keeps, against the nadir
+    of all of them (so leaving experiments out never moves the reference)."""
     reference = nadir(goal, records)
     if reference is None:
-        return None, None
-    usable = [r for r in records if _usable(r)]
-    kept = [r for r in usable if r.get("origin") not in leave_out]
-    return (_hypervolume(goal, _points(goal, usable), reference), _hypervolume(goal, _points(goal, kept), reference))
+        return None
+    kept = [r for r in records if _usable(r) and keep(str(r.get("origin", "")), r.get("choice"),
+                                                      str(r.get("planner", "")))]
+    return _hypervolume(goal, _points(goal, kept), reference)
 
 
 def contribution(goal: Goal, records: list[dict[str, Any]], planner: ChooserPlanner) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from agentlab.compress.planners import (
     ExperimentDomain,
     NoProposal,
     contribution,
-    hypervolumes,
+    hypervolume_of,
     record_trial,
     sampler_attrs,
 )
@@ -56,7 +56,7 @@ from agentlab.core.models.load import hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
-from agentlab.core.search.agent import AGENT_ORIGINS, AgentPlanner, agent_block
+from agentlab.core.search.agent import AgentPlanner, agent_block
 from agentlab.core.search.planners import ChooserPlanner, Proposal, WarmStart
 from agentlab.core.search.session import (
     PlannerSession,
@@ -500,9 +500,9 @@ class Search:
         if isinstance(planner, ChooserPlanner):
             results["llm_contribution"] = contribution(self.goal, self.records, planner)
         if isinstance(planner, AgentPlanner):
-            with_all, without = hypervolumes(self.goal, self.records, AGENT_ORIGINS)
-            results["agent"] = agent_block(planner, [str(r.get("origin", "")) for r in self.records[1:]], with_all,
-                                           without, higher_is_better=True, what="hypervolume")
+            rows = [(str(r.get("origin", "")), r.get("choice"), str(r.get("planner", ""))) for r in self.records[1:]]
+            results["agent"] = agent_block(planner, rows, lambda keep: hypervolume_of(self.goal, self.records, keep),
+                                           higher_is_better=True, what="hypervolume")
         plot = write_plot(self.goal, self.records, self.run_dir.file("pareto.png"))
         results["plot"] = plot.name if plot is not None else None
         self.run_dir.save_results(results)

@@ -72,7 +72,7 @@ def test_approve_without_a_terminal_is_refused_unless_the_ui_answers(in_tmp: Pat
     assert "--approve needs a terminal to ask in" in err and APPROVE_UI_ENV in err and "Traceback" not in err
     assert not (in_tmp / "runs").exists() and srv.count(PLANNER) == 0
 
-    from cli.common import approver_for
+    from agentlab.cli.common import approver_for
 
     monkeypatch.setenv(APPROVE_UI_ENV, "1")  # what `agentlab ui` sets for the runs it starts
     assert approver_for("agent", True) is not None
@@ -210,3 +210,41 @@ def test_a_model_never_asked_is_asked_once_before_the_bandit_weighs_it() -> None
     # asked once in this search: the bound (one pick in 2 trials) holds it back
     assert S.open_to_llm(0.3, [S.Step("picked")], 2, 0, never) == (
         False, "llm_share 0.3 used (1 of 1 trials were LLM picks)")
+
+
+class _Counted:
+    """A planner as agent_block reads it: the graph's counters and the model's name."""
+
+    model = type("M", (), {"name": "m"})()
+
+    def stats(self) -> dict[str, Any]:
+        return {"steps": 4, "tool_calls": 4, "invalid_tool_calls": 0, "rejected_calls": 0, "defaulted": 1,
+                "tokens": 400, "model_seconds": 2.0}
+
+
+def _block(rows: list[tuple[str, Any, str, float]]) -> dict[str, Any]:
+    from agentlab.core.search.agent import agent_block
+
+    def score(keep: Any) -> float | None:
+        values = [v for o, c, p, v in rows if keep(o, c, p)]
+        return min(values) if values else None
+
+    return agent_block(_Counted(), [(o, c, p) for o, c, p, _ in rows], score)  # type: ignore[arg-type]
+
+
+def test_the_agent_is_credited_with_its_own_picks_only_and_the_leads_with_theirs() -> None:
+    """The base config is no counterfactual: an agent that ran the sampler's candidate 0 (or gave no answer) gets
+    no credit however much the best improved on the base; the warm start's leads are credited to the knowledge."""
+    base = ("", None, "base", 1.0)
+    same = _block([base, ("agent", 0, "agent", 0.5), ("default", 0, "agent", 0.4)])
+    assert same["agent_picks"] == 0 and same["improvement_from_agent_picks"] == 0.0
+    line = agent_summary(same)
+    assert line is not None and "no gain is the agent's" in line and "improved" not in line
+
+    picked = _block([base, ("", None, "leads", 0.8), ("agent", 2, "agent", 0.6), ("agent", 0, "agent", 0.7)])
+    assert picked["agent_picks"] == 1 and picked["trials_from_leads"] == 1
+    assert picked["best_without_agent_picks"] == 0.7 and picked["improvement_from_agent_picks"] == pytest.approx(1 / 7)
+    assert picked["best_without_leads"] == 0.6 and picked["improvement_from_leads"] == 0.0
+    line = agent_summary(picked)
+    assert line is not None and "its 1 pick other than the sampler's candidate 0 improved the best by 14.3%" in line
+    assert "the warm start's 1 lead did not improve the best" in line

@@ -465,40 +465,60 @@ class AgentPlanner:
                 "candidate": index, "of": len(candidates), "reason": reason}
 
 
-def agent_block(planner: AgentPlanner, origins: list[str], with_all: float | None, without: float | None,
-                higher_is_better: bool = False, what: str = "best") -> dict[str, Any]:
-    """results.json's ``agent`` block: the graph's counters, the finished trials by the agent and by the guard
-    (``origins``: each one's origin), and the search's ``what`` (nas: the best value of its metric; compress:
-    feasible hypervolume)
-    with and without the agent's trials: the improvement attributable to them."""
+def agent_pick(origin: str, choice: Any) -> bool:
+    """Whether a trial is one the agent chose itself: not the sampler's candidate 0 (which the sampler alone would
+    have run), not a default, not the guard's, not a warm start's lead. Only these are credited to the agent."""
+    return origin == "agent" and choice != 0
+
+
+def _gain(with_all: float | None, without: float | None, higher_is_better: bool) -> float | None:
+    if with_all is None or without is None or not without:
+        return None
+    return ((with_all - without) if higher_is_better else (without - with_all)) / abs(without)
+
+
+def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
+                score: Callable[[Callable[[str, Any, str], bool]], float | None], higher_is_better: bool = False,
+                what: str = "best") -> dict[str, Any]:
+    """results.json's ``agent`` block: the graph's counters, the finished trials (``rows``: each one's origin,
+    candidate choice and planner) by the agent and by the guard, and the search's ``what`` (nas: the best value of
+    its metric; compress: feasible hypervolume), ``score(keep)`` over the trials ``keep(origin, choice, planner)``
+    keeps: with every trial, without the agent's own picks (``agent_pick``), without the warm start's leads. The
+    agent is credited with its picks only, the knowledge with its leads; a pick of the sampler's candidate 0 is the
+    sampler's trial."""
     counts = planner.stats()
-    improvement = None
-    if with_all is not None and without is not None and without:
-        improvement = ((with_all - without) if higher_is_better else (without - with_all)) / abs(without)
-    chosen = sum(1 for o in origins if o in AGENT_ORIGINS)
+    with_all = score(lambda origin, choice, planner: True)
+    without_picks = score(lambda origin, choice, planner: not agent_pick(origin, choice))
+    leads = sum(1 for _, _, p in rows if p == "leads")
+    without_leads = score(lambda origin, choice, planner: planner != "leads") if leads else None
+    chosen = sum(1 for o, _, _ in rows if o in AGENT_ORIGINS)
     actions = max(chosen, 1)  # the trials the agent chose (the last one's result never reaches the graph)
     return {"model": planner.model.name, "steps": counts["steps"], "tool_calls": counts["tool_calls"],
             "invalid_tool_calls": counts["invalid_tool_calls"], "rejected_calls": counts["rejected_calls"],
             "defaulted": counts["defaulted"], "tokens": counts["tokens"], "model_seconds": counts["model_seconds"],
             "tokens_per_trial": round(counts["tokens"] / actions, 1),
             "seconds_per_trial": round(counts["model_seconds"] / actions, 3),
-            "trials_by_agent": chosen,
-            "trials_by_guard": sum(1 for o in origins if o == "guard"),
-            f"{what}_without_agent_trials": without, f"{what}_with_them": with_all,
-            "improvement_from_agent_trials": improvement}
+            "trials_by_agent": sum(1 for o, _, _ in rows if o == "agent"),
+            "agent_picks": sum(1 for o, c, _ in rows if agent_pick(o, c)),
+            "trials_by_guard": sum(1 for o, _, _ in rows if o == "guard"),
+            "trials_from_leads": leads,
+            f"{what}_with_all_trials": with_all, f"{what}_without_agent_picks": without_picks,
+            "improvement_from_agent_picks": _gain(with_all, without_picks, higher_is_better),
+            f"{what}_without_leads": without_leads,
+            "improvement_from_leads": _gain(with_all, without_leads, higher_is_better) if leads else None}
 
 
 def trial_agent_block(planner: AgentPlanner, records: list[TrialRecord], maximize: bool = False) -> dict[str, Any]:
-    """``agent_block`` for the search loop's trials (nas): the best value with and without the agent's trials."""
+    """``agent_block`` for the search loop's trials (nas): the best value with and without the agent's picks."""
     done = [r for r in records if r.state != "running" and r.counted]
 
-    def best(rows: list[TrialRecord]) -> float | None:
-        values = [float(r.value) for r in rows  # type: ignore[arg-type]
-                  if r.state == "complete" and r.finite and r.accepted is not False]
+    def score(keep: Callable[[str, Any, str], bool]) -> float | None:
+        values = [float(r.value) for r in done  # type: ignore[arg-type]
+                  if r.state == "complete" and r.finite and r.accepted is not False and keep(r.origin, r.choice,
+                                                                                              r.planner)]
         return (max if maximize else min)(values) if values else None
 
-    return agent_block(planner, [r.origin for r in done], best(done),
-                       best([r for r in done if r.origin not in AGENT_ORIGINS]), maximize)
+    return agent_block(planner, [(r.origin, r.choice, r.planner) for r in done], score, maximize)
 
 
 def _count(n: int, word: str) -> str:
@@ -515,9 +535,24 @@ def agent_summary(block: dict[str, Any] | None, unit: str = "trial") -> str | No
             f"{block['defaulted']} defaulted to candidate 0); {_count(block['trials_by_agent'], unit)} by the agent, "
             f"{block['trials_by_guard']} by the guard; {round(block['tokens_per_trial']):,} tokens and "
             f"{block['seconds_per_trial']:g} s of the model per {unit}")
-    gain = block.get("improvement_from_agent_trials")
-    if gain is not None:
-        line += f"; the agent's {unit}s improved the best by {gain * 100:.1f}%"
+    return line + "; " + credit_line(block, unit)
+
+
+def credit_line(block: dict[str, Any], unit: str = "trial") -> str:
+    """What the agent's own picks and the warm start's leads each bought, against the same search without them."""
+    picks = block.get("agent_picks", 0)
+    gain = block.get("improvement_from_agent_picks")
+    if not picks:
+        line = f"the agent picked no {unit} other than the sampler's candidate 0: no gain is the agent's"
+    elif gain:
+        line = (f"its {_count(picks, 'pick')} other than the sampler's candidate 0 improved the best by "
+                f"{gain * 100:.1f}% over the same {unit}s without them")
+    else:
+        line = f"its {_count(picks, 'pick')} other than the sampler's candidate 0 did not improve the best"
+    leads, lead_gain = block.get("trials_from_leads", 0), block.get("improvement_from_leads")
+    if leads:
+        line += (f"; the warm start's {_count(leads, 'lead')} improved the best by {lead_gain * 100:.1f}%"
+                 if lead_gain else f"; the warm start's {_count(leads, 'lead')} did not improve the best")
     return line
 
 
