@@ -194,3 +194,34 @@ def test_a_bad_warm_start_is_refused_before_any_trial(in_tmp: Path, capsys: pyte
     assert main(["nas", "-c", str(config)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and run_folders(in_tmp) == []
+
+
+# Fails (exit 3) unless x is near the base's 4.0: most of the space fails.
+PICKY = """\
+import json, sys
+p = json.load(open(sys.argv[1]))
+if abs(p["x"] - 4.0) > 0.5:
+    sys.exit(3)
+print(json.dumps({"loss": (p["x"] - 1) ** 2}))
+"""
+
+
+@pytest.mark.parametrize("planner", ["tpe", "random", "cmaes"])
+def test_a_failed_config_is_not_proposed_again(in_tmp: Path, planner: str) -> None:
+    """A config the command failed on is tried, counted, and never drawn again: the sampler's copy of the study
+    holds it as a bad trial (Optuna's samplers skip failed trials, so the same draw came back every time)."""
+    config = write_project(in_tmp, PICKY)
+    assert main(["nas", "-c", str(config), "-n", "6", "--planner", planner, "--out", "run"]) == 0
+    runs = json.loads((in_tmp / "run" / "agent_state.json").read_text())["runs"]
+    keys = [json.dumps(r["params"], sort_keys=True) for r in runs]
+    assert len(runs) == 6 and len(set(keys)) == 6, keys
+    assert sum(r["state"] == "failed" for r in runs) >= 2
+
+
+def test_a_failed_base_config_stops_the_search_at_once(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    config = write_project(in_tmp, "import sys\nprint('no such column: lr', file=sys.stderr)\nsys.exit(3)\n")
+    assert main(["nas", "-c", str(config), "-n", "4", "--out", "run"]) == 1
+    err = capsys.readouterr().err
+    assert "the base config (run_0000, the reference of every trial) failed: " in err and "exit code 3" in err
+    assert "no such column: lr" in err and "Traceback" not in err
+    assert sorted(p.name for p in (in_tmp / "run" / "trials").iterdir()) == ["run_0000"]  # not run 4 times

@@ -176,6 +176,12 @@ class SearchLoop:
 
         finished = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                     if self.space.fits(t.params)]
+        # Failed trials (the command failed: an exit code, no metric, NaN, a timeout) teach the sampler like the
+        # draws that broke a constraint: as bad trials in the copy (Optuna's samplers skip FAIL trials, and would
+        # draw the same point again).
+        failed = [dict(t.params) for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if t.params and self.space.fits(t.params) and t.user_attrs.get(R.A_OUTCOME, {}).get("counted", True)]
+        infeasible = [*failed, *(infeasible or [])]
         seed = self.seed * 100_003 + len(finished) * 997 + attempt
         sampler = make_sampler(kind, seed, startup=self.startup, conditional=self.space.conditional)  # type: ignore
         scratch = scratch_study(finished, [self.direction], sampler)
@@ -200,7 +206,8 @@ class SearchLoop:
             space=self.space, base_params=self.base_params, incumbent=dict(best.params) if best else self.base_params,
             records=[r for r in records if r.state != "running"], best=best, metric=self.metric,
             check=self.objective.check, candidate=self._candidate,
-            tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running")},
+            # a failed config is not run again either (the command failed on it: it would fail again)
+            tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running", "failed")},
             direction=self.direction, summary_metrics=self.summary_metrics, seed=self.seed, startup=self.startup)
         return PlanContext(domain, budget_left=self.stop.max_iterations - self.counted(records), seed=self.seed)
 
@@ -300,6 +307,8 @@ class SearchLoop:
     # ------------------------------------------------------------------ the loop
 
     def _should_stop(self, records: list[TrialRecord], started: float) -> str | None:
+        if base_failed(records):  # every trial is measured against it: running more would repeat it
+            return "the base config failed"
         if self.counted(records) >= self.stop.max_iterations:
             n = self.stop.max_iterations
             return f"max_iterations reached ({n} trial{'' if n == 1 else 's'})"
@@ -410,7 +419,21 @@ class SearchLoop:
             self.study.tell(trial, state=TrialState.FAIL)
 
 
+def base_failed(records: list[TrialRecord]) -> TrialRecord | None:
+    """The base config's trial when it failed and none of it finished: the search has no reference."""
+    bases = [r for r in records if r.planner == "base" and r.counted]
+    if any(r.state in ("complete", "pruned", "running") for r in bases):
+        return None
+    return next((r for r in bases if r.state == "failed"), None)
+
+
 def require_finished_trials(outcome: SearchOutcome) -> None:
+    failed = base_failed(outcome.records)
+    if failed is not None and outcome.best is None:
+        raise AgentlabError(f"the base config ({failed.run_id}, the reference of every trial) failed: "
+                            f"{' '.join(failed.reason.split())[:300]}",
+                            hint=f"its output is in trials/{failed.run_id}/ of the run folder; fix it, then start a "
+                            "new search (a --resume of this one stops here again)")
     if outcome.best is None:
         raise AgentlabError("the search finished without a successful trial",
                             hint="see events.jsonl and each trial's folder under trials/ for the errors")
