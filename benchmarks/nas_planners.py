@@ -16,6 +16,10 @@ Planners (``--planners``):
 - ``tpe`` (nas's default sampler, multivariate and grouped on a conditional space), ``tpe_independent`` (one key at
   a time), ``tpe_multivariate`` (run on non-conditional spaces only: on a conditional one it is ``tpe``), ``cmaes``
   (Optuna's CMA-ES on the numeric keys every trial has, the others random) and ``random``.
+- ``P+leads`` for any of them (``tpe+leads``, ``random+leads``, ``agent+leads``): the same planner with
+  ``search.warm_start: true``, the literature's leads run right after the base config. The agent sees the same leads
+  among its candidates, so ``agent/tpe+leads`` compares it with the sampler given the same knowledge (printed beside
+  ``agent/tpe``), and ``tpe+leads/tpe`` is what the knowledge alone buys.
 
 Datasets (``--datasets``): ``etth1``: configs/nas_ett96.yaml (ETTh1, multivariate, horizon 96, the family space of
 the NAS issue before this one) made cheaper per trial: only ``--families`` (default the fast ones: linear, sparsetsf,
@@ -147,14 +151,16 @@ def worker(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> N
     from agentlab.testing.choosers import RandomChooser, SurrogateChooser
 
     out = args.out / dataset / f"{planner}-s{seed}"
-    chooser = {"placebo": RandomChooser(), "oracle": SurrogateChooser()}.get(planner)
-    kind = "llm" if planner in CHOOSERS else "agent" if planner.startswith("agent") else planner
-    sets = [f"search.planner={kind}", f"search.seed={seed}", f"train.seed={seed}"]
+    name, _, leads = planner.partition("+")
+    chooser = {"placebo": RandomChooser(), "oracle": SurrogateChooser()}.get(name)
+    kind = "llm" if name in CHOOSERS else "agent" if name.startswith("agent") else name
+    sets = [f"search.planner={kind}", f"search.seed={seed}", f"train.seed={seed}",
+            f"search.warm_start={'true' if leads else 'false'}"]
     resume = out if (out / "run.json").is_file() else None
     run_nas_optimization(args.trials, config=None if resume else args.out / f"{dataset}.yaml", out=None if resume
                          else out, resume=resume, overrides=sets, chooser=chooser,
-                         agent_model=SuggestAgent() if planner == "agent-suggest" else None,
-                         llm=args.llm if planner in ("llm", "agent") else None)
+                         agent_model=SuggestAgent() if name == "agent-suggest" else None,
+                         llm=args.llm if name in ("llm", "agent") else None)
 
 
 def run_search(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -226,12 +232,13 @@ def ratio_summary(ratios: list[float], reps: int = 2000) -> str:
 
 
 def per_seed(results: dict[tuple[str, int], dict[str, Any]], planner: str, seeds: list[int], n: int,
-             which: int) -> list[float]:
-    """Per seed, ``planner``'s metric (0: val, 1: test MSE of the best trial) over tpe's, after ``n`` trials."""
+             which: int, baseline: str = "tpe") -> list[float]:
+    """Per seed, ``planner``'s metric (0: val, 1: test MSE of the best trial) over ``baseline``'s, after ``n``
+    trials."""
     out = []
     for s in seeds:
         a = best_after(results[(planner, s)]["state"]["runs"], n)
-        b = best_after(results[("tpe", s)]["state"]["runs"], n)
+        b = best_after(results[(baseline, s)]["state"]["runs"], n)
         if a is not None and b is not None and b[which] > 0:
             out.append(a[which] / b[which])
     return out
@@ -277,20 +284,23 @@ def report(dataset: str, config: Path, planners: list[str], seeds: list[int],
                 print(f"{p}/tpe after {n}: test MSE {ratio_summary(test)}; val MSE {ratio_summary(val)}")
                 if p == "llm" and n == args.trials and test:
                     final = math.exp(statistics.mean(math.log(r) for r in test))
-        for p in [a for a in ("agent", "agent-suggest") if a in planners]:
+        pairs = [(a, "tpe") for a in ("agent", "agent-suggest", "agent+leads", "tpe+leads") if a in planners]
+        pairs += [(a, "tpe+leads") for a in ("agent", "agent+leads") if a in planners and "tpe+leads" in planners]
+        for p, baseline in pairs:  # the agent against the sampler alone and against the sampler with its knowledge
             for n in checkpoints:
-                test, val = per_seed(results, p, seeds, n, 1), per_seed(results, p, seeds, n, 0)
-                print(f"{p}/tpe after {n}: test MSE {ratio_summary(test)}; val MSE {ratio_summary(val)}")
+                test = per_seed(results, p, seeds, n, 1, baseline)
+                val = per_seed(results, p, seeds, n, 0, baseline)
+                print(f"{p}/{baseline} after {n}: test MSE {ratio_summary(test)}; val MSE {ratio_summary(val)}")
         if "agent-suggest" in planners:
             same = [s for s in seeds if params_of(results[("agent-suggest", s)]) == params_of(results[("tpe", s)])]
             print(f"agent-suggest is TPE trial for trial in {len(same)} of {len(seeds)} seeds")
     for p in [c for c in CHOOSERS if c in planners]:
         for line in llm_lines(p, [results[(p, s)] for s in seeds]):
             print(line)
-    for p in [a for a in ("agent", "agent-suggest") if a in planners]:
+    for p in [a for a in ("agent", "agent-suggest", "agent+leads") if a in planners]:
         blocks = [results[(p, s)]["results"].get("agent") or {} for s in seeds]
         keys = ("steps", "tool_calls", "invalid_tool_calls", "rejected_calls", "defaulted", "trials_by_agent",
-                "trials_by_guard")
+                "agent_picks", "trials_by_guard", "trials_from_leads")
         total = {k: sum(b.get(k, 0) for b in blocks) for k in keys}
         per_trial = [(b["tokens_per_trial"], b["seconds_per_trial"]) for b in blocks if b]
         print(f"{p}: " + ", ".join(f"{k} {v}" for k, v in total.items())
@@ -333,10 +343,10 @@ def main() -> None:
     datasets = args.datasets.split(",")
     if "etth1" in datasets and not args.data.is_file():
         sys.exit(f"error: {args.data}: not found (give --data ETTh1.csv, or --datasets synthetic)")
-    unknown = set(args.planners.split(",")) - set(PLANNERS)
+    unknown = {p for p in args.planners.split(",") if p.removesuffix("+leads") not in PLANNERS}
     if unknown or set(datasets) - {"etth1", "synthetic"}:
         sys.exit(f"error: unknown planner(s) {sorted(unknown)} or dataset(s) {datasets}")
-    if {"llm", "agent"} & set(args.planners.split(",")) and not args.llm.is_file():
+    if {"llm", "agent"} & {p.removesuffix("+leads") for p in args.planners.split(",")} and not args.llm.is_file():
         sys.exit(f"error: --llm {args.llm}: not found")
     args.data = args.data.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
