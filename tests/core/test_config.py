@@ -182,3 +182,12 @@ def test_duplicate_keys_and_recursive_aliases_are_config_errors(in_tmp: Path) ->
     path.write_text("name: x\nmodel: &m [1, *m]\n")
     with pytest.raises(ConfigError, match=r"c.yaml:2: model\[1\]: an alias that contains itself"):
         load_config(path, NASConfig)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing set yet\n", "---\n"])
+def test_an_empty_config_file_is_refused_not_taken_for_the_defaults(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="the config file is empty") as info:
+        load_config(path, Cfg)
+    assert str(path) in info.value.message
