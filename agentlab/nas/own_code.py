@@ -16,7 +16,7 @@ from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.command import CommandObjective, flat_values
 from agentlab.core.search.planners import ChooserPlanner, diff, trial_steps
-from agentlab.core.search.records import TrialRecord, best_of, run_id, state_counts
+from agentlab.core.search.records import TrialRecord, best_of, reason_line, run_id, state_counts
 from agentlab.core.search.session import PlannerSession, llm_source, require_planner_model
 from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
@@ -106,7 +106,7 @@ def trial_line(record: TrialRecord, metric: str) -> str:
     seconds = record.metrics.get("seconds", record.seconds)
     took = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     if record.state == "failed":
-        return f"{record.run_id} ({record.planner}) {changes}: failed{took}: {record.reason.splitlines()[0]}"
+        return f"{record.run_id} ({record.planner}) {changes}: failed{took}: {reason_line(record.reason).removeprefix('failed: ')}"
     return f"{record.run_id} ({record.planner}) {changes}: {metric} {_short(record.value)} ({record.state}{took})"
 
 

@@ -222,6 +222,7 @@ def test_a_failed_base_config_stops_the_search_at_once(in_tmp: Path, capsys: pyt
     config = write_project(in_tmp, "import sys\nprint('no such column: lr', file=sys.stderr)\nsys.exit(3)\n")
     assert main(["nas", "-c", str(config), "-n", "4", "--out", "run"]) == 1
     err = capsys.readouterr().err
-    assert "the base config (run_0000, the reference of every trial) failed: " in err and "exit code 3" in err
-    assert "no such column: lr" in err and "Traceback" not in err
+    assert "the base config (run_0000, the reference of every trial) failed: exit code 3" in err
+    assert "run_0000 (base) base params: failed, " in err and "; stderr: no such column: lr" in err
+    assert "Traceback" not in err
     assert sorted(p.name for p in (in_tmp / "run" / "trials").iterdir()) == ["run_0000"]  # not run 4 times

@@ -271,7 +271,7 @@ class SearchLoop:
                 self.study.tell(trial, state=TrialState.PRUNED)
             return self._record(trial)
         except TrialFailed as exc:
-            log.warning("trial %d failed: %s", trial.number, str(exc).splitlines()[0] if str(exc) else "")
+            log.warning("trial %d failed: %s", trial.number, R.reason_line(str(exc)))
             self._fail(trial, f"failed: {exc}", counted=True)
             return self._record(trial)
         except Exception as exc:
@@ -431,7 +431,7 @@ def require_finished_trials(outcome: SearchOutcome) -> None:
     failed = base_failed(outcome.records)
     if failed is not None and outcome.best is None:
         raise AgentlabError(f"the base config ({failed.run_id}, the reference of every trial) failed: "
-                            f"{' '.join(failed.reason.split())[:300]}",
+                            f"{R.reason_line(failed.reason).removeprefix('failed: ')[:300]}",
                             hint=f"its output is in trials/{failed.run_id}/ of the run folder; fix it, then start a "
                             "new search (a --resume of this one stops here again)")
     if outcome.best is None:

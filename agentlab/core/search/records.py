@@ -177,3 +177,15 @@ def state_dict(records: list[TrialRecord], metric: str, direction: str = "minimi
         })
     return {"best_run_id": best.run_id if best else None, "best_value": best.value if best else None,
             "metric": metric, "runs": runs}
+
+
+def reason_line(reason: str) -> str:
+    """A failure's reason in one line (the console): its first line, with the stderr tail's header followed by the
+    last line of stderr, the one that usually says what went wrong."""
+    lines = [line for line in reason.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    head = lines[0]
+    if len(lines) > 1 and "; stderr (last " in head:
+        head = head[:head.index("; stderr (last ")] + "; stderr: " + lines[-1].strip()
+    return head
