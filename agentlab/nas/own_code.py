@@ -106,7 +106,8 @@ def trial_line(record: TrialRecord, metric: str) -> str:
     seconds = record.metrics.get("seconds", record.seconds)
     took = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     if record.state == "failed":
-        return f"{record.run_id} ({record.planner}) {changes}: failed{took}: {reason_line(record.reason).removeprefix('failed: ')}"
+        why = reason_line(record.reason).removeprefix("failed: ")
+        return f"{record.run_id} ({record.planner}) {changes}: failed{took}: {why}"
     return f"{record.run_id} ({record.planner}) {changes}: {metric} {_short(record.value)} ({record.state}{took})"
 
 
