@@ -154,7 +154,8 @@ def predict(
 ) -> None:
     """Forecast the next pred_len steps after the last row of a CSV with a finished search's final model (its
     ensemble of trials when it has one, else the best trial's checkpoint; --model chooses), in the CSV's original
-    units: a CSV (date + one column per forecast channel) and a plot."""
+    units: a CSV (date + one column per forecast channel) and a plot. For the built-in forecaster only: a search
+    of your own command (an objective: section) keeps no model of agentlab's to forecast with."""
     from agentlab.nas.predict import backtest as run_backtest
     from agentlab.nas.predict import backtest_lines, forecast, load_model, write_forecast
 

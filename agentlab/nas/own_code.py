@@ -182,19 +182,21 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
     """report.md of a command objective: the best trial, its params against the base, every trial."""
     metric = results["metric"]
     best, base = outcome.best, outcome.base
-    assert best is not None, "require_finished_trials runs before the report"
     lines = ["# agentlab nas: your own training code", "", f"Command: `{objective_of(cfg).command}` "
              f"({results['direction']} {metric}, {better(results['direction'])}).", "",
-             f"Best: **{best.run_id}**: {metric} {_short(best.value)}."]
+             f"Best: **{best.run_id}**: {metric} {_short(best.value)}." if best is not None else
+             "Best: none: no trial succeeded (each one's reason is in the table below, its output in its folder "
+             "under trials/)."]
     if base is not None:
         lines.append(f"Base params ({base.run_id}): {metric} {_short(base.value)}.")
     lines += [f"{results['planner']}. Stopped: {results['stop_reason']}. Trials: {results['trials']} "
-              f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", "",
-              "## Best params vs base", "", "| key | base | best |", "|---|---|---|"]
-    base_params = base.params if base else {}
-    changed = diff(best.params, base_params)
-    lines += [f"| {k} | {_short(base_params.get(k))} | **{_short(v)}** |" for k, v in changed.items()] or [
-        "| (none) | | |"]
+              f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
+    if best is not None:
+        lines += ["## Best params vs base", "", "| key | base | best |", "|---|---|---|"]
+        base_params = base.params if base else {}
+        changed = diff(best.params, base_params)
+        lines += [f"| {k} | {_short(base_params.get(k))} | **{_short(v)}** |" for k, v in changed.items()] or [
+            "| (none) | | |"]
     importances = plot_importances(study, run_path / "param_importances.png")
     if importances is not None:
         lines += ["", f"![parameter importances]({importances.relative_to(run_path)})"]

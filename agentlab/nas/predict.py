@@ -100,7 +100,14 @@ def _finished_results(run: Path) -> dict[str, Any]:
                          hint="pass a folder `agentlab nas` wrote")
     results_path = run / "results.json"
     results = read_json(results_path, what="results.json") if results_path.is_file() else None
+    if isinstance(results, dict) and results.get("objective"):
+        raise InputError(f"{run}: this search ran your own command ({results['objective'].get('command')}); "
+                         "nas predict forecasts with the built-in forecaster's trained models only",
+                         hint="the best params are in results.json (best.params); run your command with them")
     best = results.get("best") if isinstance(results, dict) else None
+    if isinstance(results, dict) and best is None and results.get("states") and info.get("status") != "running":
+        raise InputError(f"{run}: the search finished without a successful trial ({results.get('stop_reason')})",
+                         hint="its report.md says why each trial failed; fix that and start a new search")
     if not isinstance(best, dict) or not isinstance(best.get("run_id"), str):
         raise InputError(f"{run}: the search has not finished (no best trial in results.json; status "
                          f"{info.get('status', '?')})", hint=f"finish it first: agentlab nas --resume {run}")

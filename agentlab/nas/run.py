@@ -365,12 +365,13 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         outcome = loop.run()
         agent = session.agent(outcome.records, maximize=direction == "maximize")
         contribution = command_contribution(session, outcome, metric, direction) if own else None
-    require_finished_trials(outcome)
-    if own:
+    if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them
         results = summarise_command(cfg, outcome, session.line, contribution, agent)
         run_dir.save_results(results)
         run_dir.save_report(render_command_report(cfg, outcome, results, run_dir.path, study))
+        require_finished_trials(outcome)
         return results
+    require_finished_trials(outcome)
     assert prepared is not None
     from agentlab.nas.train import evaluate_baseline  # lazy: imports torch
 

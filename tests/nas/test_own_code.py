@@ -226,3 +226,23 @@ def test_a_failed_base_config_stops_the_search_at_once(in_tmp: Path, capsys: pyt
     assert "run_0000 (base) base params: failed, " in err and "; stderr: no such column: lr" in err
     assert "Traceback" not in err
     assert sorted(p.name for p in (in_tmp / "run" / "trials").iterdir()) == ["run_0000"]  # not run 4 times
+    results = json.loads((in_tmp / "run" / "results.json").read_text())  # written all the same, with the reason
+    assert results["best"] is None and results["states"] == {"failed": 1}
+    report = (in_tmp / "run" / "report.md").read_text()
+    assert "no trial succeeded" in report and "no such column: lr" in report
+
+
+def test_nas_predict_on_a_search_of_your_own_command_says_what_it_is(in_tmp: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    config = write_project(in_tmp)
+    assert main(["nas", "-c", str(config), "-n", "2", "--out", "run"]) == 0
+    (in_tmp / "x.csv").write_text("date,a\n2020-01-01,1\n")
+    assert main(["nas", "predict", "run", "--data", "x.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "this search ran your own command" in err and "no checkpoint" not in err and "Traceback" not in err
+    (in_tmp / "f").mkdir()
+    failing = write_project(in_tmp / "f", "import sys\nsys.exit(1)\n")
+    assert main(["nas", "-c", str(failing), "-n", "2", "--out", "bad"]) == 1
+    capsys.readouterr()
+    assert main(["nas", "predict", "bad", "--data", "x.csv"]) == 2
+    assert "--resume" not in capsys.readouterr().err
