@@ -236,3 +236,40 @@ def test_structured_reply_cut_at_max_tokens_is_reported_as_cut(tiny_model: dict[
     assert [a[1] for a in info.value.attempts] == ["ok", "ok", "invalid_output"]
     assert info.value.attempts[-1][2] == ("the reply was cut off at max_tokens (after 4 tokens) before its JSON "
                                           "object was complete")
+
+
+def test_a_cancelled_request_stops_decoding_at_the_next_token(tiny_model: dict[str, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in a sync caller cancels the router's task: the request's job is told, so llama.cpp's stopping
+    criterion ends decoding at the next token instead of at max_tokens (it kept the model, and agentlab's exit, busy
+    for half a minute on the built-in model). Decoding is stood in for by a loop that runs until the job is
+    cancelled, or 10 s."""
+    import time
+
+    from agentlab.core.llm.types import Usage
+
+    provider, model = _provider(), str(tiny_model["gguf"])
+    provider.load(model)
+    seen: list[tuple[bool, float]] = []
+
+    def decoding(loaded: object, model: str, messages: object, params: object, job: lc._Job) -> object:
+        t0 = time.monotonic()
+        while not job.should_stop([]) and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        seen.append((job.cancelled, time.monotonic() - t0))
+        return "", "stop", Usage(0, 0), []
+
+    monkeypatch.setattr(provider, "_run", decoding)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(provider.generate(model, MSGS, GREEDY, 60))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        while not seen:
+            await asyncio.sleep(0.02)
+
+    _run(asyncio.wait_for(scenario(), 30))
+    (cancelled, seconds), = seen
+    assert cancelled and seconds < 5, seen

@@ -358,6 +358,9 @@ class LlamaCppProvider:
         except TimeoutError:
             job.cancelled = True
             raise _timeout(model, job, "in a step llama.cpp cannot interrupt (prompt evaluation)") from None
+        except asyncio.CancelledError:  # the caller gave up (Ctrl-C): stop decoding at the next token, not at the end
+            job.cancelled = True
+            raise
         return Completion(text=text, model=model, usage=usage, latency_s=time.perf_counter() - start,
                           finish_reason=finish, tool_calls=calls)
 
