@@ -7,11 +7,13 @@ value and range, the params kept at their base, the files ``read_project`` offer
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.agent.runtime import AgentModel, Tool
+from agentlab.core.config import redact
 from agentlab.core.runs import runs_root
 from agentlab.core.search.agent import AgentKit, TrialView, learning_curve
 from agentlab.core.search.command import flat_values
@@ -23,6 +25,9 @@ READ_CHARS = 4000  # one read_project answer at most (the runtime cuts a tool's 
 MAX_FILE_BYTES = 1_000_000  # larger files are not read at all
 MAX_FILES = 40  # files listed
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml", ".cfg", ".ini")
+# Files whose names say they hold secrets are never listed or read: the model may be a remote API.
+SECRET_NAME = re.compile(r"secret|credential|token|passw|api[_-]?key|private|service[_-]?account|auth|\.env",
+                         re.IGNORECASE)
 
 
 def better(direction: str) -> str:
@@ -69,7 +74,8 @@ def project_files(objective: CommandObjectiveConfig) -> list[str]:
     for path in entries:
         name = path.name
         wanted = name.upper().startswith("README") or path.suffix.lower() in CONFIG_SUFFIXES
-        if wanted and not name.startswith(".") and path.is_file() and _inside(root, path) and name not in found:
+        if wanted and not name.startswith(".") and not SECRET_NAME.search(name) and path.is_file() \
+                and _inside(root, path) and name not in found:
             found.append(name)
     return found[:MAX_FILES]
 
@@ -104,6 +110,7 @@ def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any)
         content = data.decode("utf-8")
     except UnicodeDecodeError:
         return f"refused: {relative} is not UTF-8 text"
+    content = redact(content)  # the values of secret environment variables and URL credentials, scrubbed
     if len(content) <= READ_CHARS:
         return f"{relative} ({len(content)} characters):\n{content}"
     return (f"{relative} (cut: the first {READ_CHARS} of {len(content)} characters):\n{content[:READ_CHARS]}\n"

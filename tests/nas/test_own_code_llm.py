@@ -251,3 +251,25 @@ def test_the_builtin_model_runs_the_agent_on_the_example(in_tmp: Path) -> None:
     assert "smollm2" in results["planner"]
     assert block["trials_by_agent"] + block["trials_by_guard"] == 2 and block["steps"] >= 2
     assert "## The agent" in (in_tmp / "run" / "report.md").read_text()
+
+
+def test_read_project_never_lists_or_reads_files_named_for_secrets_and_scrubs_known_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner model may be a remote API: credentials.json, secrets.yaml, an auth config are not the project's
+    readable files, and a secret environment variable's value is scrubbed from what is read."""
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789abcdef")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print(1)\n")
+    for name in ("credentials.json", "secrets.yaml", "auth.toml", "api_key.cfg", "service-account.json"):
+        (project / name).write_text("{}\n")
+    (project / "config.yaml").write_text("url: https://user:hunter22@example.org/db\ntoken: tok-0123456789abcdef\n")
+    cfg = NASConfig.model_validate({"objective": {"command": "python train.py {params}", "metric": "m",
+                                                  "params": {"lr": 0.1}, "cwd": str(project)},
+                                    "search": {"space": {"lr": {"low": 0.01, "high": 1.0}}}})
+    assert cfg.objective is not None
+    files = project_files(cfg.objective)
+    assert files == ["train.py", "config.yaml"]
+    assert read_project(cfg.objective, files, "credentials.json").startswith("refused: credentials.json is not one")
+    text = read_project(cfg.objective, files, "config.yaml")
+    assert "tok-0123456789abcdef" not in text and "hunter22" not in text and "url:" in text
