@@ -505,13 +505,22 @@ def describe_model(model: type[BaseModel], indent: int = 0) -> str:
         if info.description:
             lines.append(f"{pad}# {info.description}")
         annotation = info.annotation
-        value = instance_defaults.get(name) if instance_defaults else None
+        if instance_defaults is not None:
+            value = instance_defaults.get(name)
+        else:  # a section with required keys (shown commented out): each key's own default, or that it is required
+            value = "(required)" if info.is_required() else info.get_default(call_default_factory=True)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
             lines.append(f"{pad}{name}:")
             lines.append(describe_model(annotation, indent + 1))
         else:
             rendered = dump_yaml({name: value}).rstrip("\n")
             lines.extend(pad + line for line in rendered.splitlines())
+            optional = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if value is None and get_origin(annotation) in (Union, UnionType) and len(optional) == 1:
+                # an optional section off by default: its keys, commented out, so the output stays valid YAML
+                lines.append(f"{pad}# {name}, as a mapping: these keys")
+                inner = describe_model(optional[0], 1).splitlines()
+                lines.extend(f"{pad}# {line}" for line in inner)
     return "\n".join(lines)
 
 

@@ -191,3 +191,17 @@ def test_an_empty_config_file_is_refused_not_taken_for_the_defaults(tmp_path: Pa
     with pytest.raises(ConfigError, match="the config file is empty") as info:
         load_config(path, Cfg)
     assert str(path) in info.value.message
+
+
+def test_config_show_lists_an_optional_sections_keys_commented_out() -> None:
+    """An optional section off by default (nas's objective:) shows its keys, commented out: the output stays
+    valid YAML that loads as the defaults."""
+    import yaml
+
+    from agentlab.core.config import describe_model
+    from agentlab.nas.config import NASConfig
+
+    text = describe_model(NASConfig)
+    assert "objective: null\n# objective, as a mapping: these keys\n" in text
+    assert "#   command: (required)" in text and "#   direction: minimize" in text
+    assert yaml.safe_load(text)["objective"] is None
