@@ -9,6 +9,7 @@ import typer
 
 from .common import (
     ConfigOpt,
+    DryRunOpt,
     JsonOpt,
     LLMOpt,
     MlflowOpt,
@@ -52,6 +53,7 @@ def compress(
                                                     "the built-in text's second half).")] = None,
     storage: StorageOpt = None,
     mlflow: MlflowOpt = None,
+    dry_run: DryRunOpt = False,
     otlp_endpoint: OtlpOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
@@ -64,6 +66,7 @@ def compress(
     that meets the objective's constraints (best.json), and writes report.md. Experiments are remembered in a
     workspace across runs; --resume continues a killed run."""
     from agentlab.compress import CompressConfig
+    from agentlab.compress.run import dry_run as compress_dry_run
     from agentlab.compress.run import prepare
     from agentlab.compress.run import run as compress_run
 
@@ -82,6 +85,7 @@ def compress(
 
     run_command("compress", CompressConfig, compress_run, config=config, sets=[*(set_ or []), *options], out=out,
                 resume=resume, prepare=prepare_all, otlp_endpoint=otlp_endpoint,
+                dry_run=compress_dry_run if dry_run else None,
                 json_=json_, verbose=verbose,
                 summary=_print_summary)
 

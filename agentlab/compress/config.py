@@ -10,13 +10,13 @@ on llama.cpp). Every field is validated, so a planner (LLM or Optuna) can only p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
 from agentlab.core.config import StrictModel
-from agentlab.core.search.settings import LLMPlannerSettings
+from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
 
 GGUF_TYPES = ("Q8_0", "Q5_K_M", "Q4_K_M")
 QUANT_METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "bnb_8bit",
@@ -163,7 +163,7 @@ class CompressConfig(LLMPlannerSettings):
     measure: MeasureSettings = Field(default_factory=MeasureSettings, description="how experiments are measured")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     seed: int = Field(0, description="seed of the planners and the recovery training")
-    warm_start: bool | list[dict[str, Any]] = Field(
+    warm_start: WarmStartSpec = Field(
         False, description="knowledge as the first experiments after the base model, for every planner: true: the "
         "knowledge base's leads (llama.cpp's GGUF types of the whole model, the least lossy first, where the space "
         "offers GGUF); a list: your own experiments, each a mapping of settings (prune, quantize, gguf_type, ...) "

@@ -619,6 +619,21 @@ def _load(model_name: str | None, objective: str | None, carbon_budget: float | 
     return load_config(config, CompressConfig, sets)
 
 
+def dry_run(cfg: CompressConfig, prepared: Prepared) -> dict[str, Any]:
+    """What a run would do, without measuring or writing anything: the goal, the space, the warm start's leads."""
+    p = prepared
+    return {"config": "ok", "goal": p.goal.describe(), "planner": cfg.planner, "max_iterations": cfg.max_iterations,
+            "device": p.inputs.device, "space": p.space.describe(), "warm_start": [c for c, _ in p.leads],
+            "message": "\n".join([
+                f"config ok; goal: {p.goal.describe()}; model {cfg.model} on {p.inputs.device}",
+                f"planner: {cfg.planner}, {cfg.max_iterations} experiment(s) after the base model",
+                "space (the settings an experiment, and warm_start's entries, choose from):",
+                *(f"  {k}: {', '.join(str(v) for v in values)}" for k, values in p.space.describe().items()),
+                *([f"warm start: {len(p.leads)} experiment(s) first: "
+                   + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c, _ in p.leads)] if p.leads else []),
+                "dry run: nothing measured, no run folder written"])}
+
+
 def plan_compression(model_name: str | None = None, objective: str | None = None,
                      carbon_budget: float | None = None, *, config: Any = None, overrides: list[str] | None = None,
                      **fields: Any) -> dict[str, Any]:

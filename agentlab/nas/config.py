@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import ConfigError
-from agentlab.core.search.settings import LLMPlannerSettings
+from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
 from agentlab.core.search.space import ParamSpec, lookup
 from agentlab.core.tracking import TrackingURI, tracking_field
 
@@ -206,7 +206,7 @@ class SearchConfig(LLMPlannerSettings):
                            "results.json's `ensemble` block sits beside the best single trial and `nas predict` "
                            "uses it. false: no forecasts kept, the best trial is the final model")
     seed: int = Field(0, description="sampler seed")
-    warm_start: bool | list[dict[str, Any]] = Field(
+    warm_start: WarmStartSpec = Field(
         False, description="knowledge as the first trials after the base config, for every planner: true: the "
         "bundled literature's leads for this data (the built-in forecaster: each family's best published fair "
         "result and its lookback); a list: your own configs, each a mapping of space keys to values changed from "

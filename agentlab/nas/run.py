@@ -151,8 +151,10 @@ def space_families(cfg: NASConfig) -> list[str]:
 def warm_leads(cfg: NASConfig, prepared: PreparedData | None) -> list[tuple[dict[str, Any], str]]:
     """``search.warm_start`` as leads for ``WarmStart``: the literature's (true, the forecaster) or the user's."""
     warm = cfg.search.warm_start
-    if isinstance(warm, list):
-        return [(dict(c), f"search.warm_start[{i}]") for i, c in enumerate(warm)]
+    if isinstance(warm, list):  # a repeated entry once (it would be skipped, and the count would say one more)
+        seen: set[str] = set()
+        return [(dict(c), f"search.warm_start[{i}]") for i, c in enumerate(warm)
+                if not (params_key(c) in seen or seen.add(params_key(c)))]  # type: ignore[func-returns-value]
     if warm and prepared is not None:
         return literature_leads(cfg, prepared, space_families(cfg))
     return []

@@ -200,3 +200,12 @@ def test_a_bad_warm_start_is_one_line_and_no_folder(in_tmp: Path, tiny_model: di
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (in_tmp / "BAD").exists()
+
+
+def test_dry_run_lists_the_space_and_the_warm_start_and_writes_nothing(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                      capsys: Any) -> None:
+    code = main([*args(tiny_model, in_tmp, "--out", str(in_tmp / "D"), "--set", "warm_start=[{quantize: gguf}]"),
+                 "--dry-run"])
+    out = capsys.readouterr().err  # the console
+    assert code == 0 and "  quantize: none, int8_weight_only" in out and "warm start: 1 experiment(s) first" in out
+    assert "dry run: nothing measured" in out and not (in_tmp / "D").exists()

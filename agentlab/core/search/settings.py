@@ -4,9 +4,22 @@ and a saved run's config.yaml loads as it was written."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
 
 from agentlab.core.config import StrictModel
+
+
+def _warm_start(value: Any) -> Any:
+    if isinstance(value, bool) or (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+        return value
+    raise ValueError(f"must be true, false or a list of configs, each a mapping of keys to values (e.g. "
+                     f"[{{lr: 0.01}}]), got {value!r}"[:300])
+
+
+# ``warm_start`` (nas's search section, compress): true (the command's own knowledge), false, or the user's configs.
+WarmStartSpec = Annotated[bool | list[dict[str, Any]], BeforeValidator(_warm_start)]
 
 
 class AgentSettings(StrictModel):
