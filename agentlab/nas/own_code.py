@@ -100,6 +100,19 @@ def dry_run_command(cfg: NASConfig, llm: LLMConfig | None = None) -> dict[str, A
                        f"{planner}\ndry run: nothing run, no run folder written"}
 
 
+def who(record: TrialRecord) -> str:
+    """Who chose the trial, as the console says it: the planner, and for the LLM chooser whether the LLM was asked
+    and what it answered (``share``'s origins): ``llm: sampler warm-up``, ``llm: not asked``, ``llm: kept
+    candidate 0``, ``llm: picked candidate 2``."""
+    if record.planner != "llm" or not record.origin:
+        return record.planner
+    if record.warmup:
+        return "llm: sampler warm-up"
+    said = {"classical": "not asked", "kept": "kept candidate 0", "own": "its own config",
+            "picked": f"picked candidate {record.choice}"}
+    return f"llm: {said.get(record.origin, record.origin)}"
+
+
 def trial_line(record: TrialRecord, metric: str) -> str:
     """The console's line for a finished trial: what changed, the metric, the seconds, or why it failed."""
     changes = ", ".join(f"{k}={_short(v)}" for k, v in record.changes.items()) or "base params"
@@ -107,8 +120,8 @@ def trial_line(record: TrialRecord, metric: str) -> str:
     took = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     if record.state == "failed":
         why = reason_line(record.reason).removeprefix("failed: ")
-        return f"{record.run_id} ({record.planner}) {changes}: failed{took}: {why}"
-    return f"{record.run_id} ({record.planner}) {changes}: {metric} {_short(record.value)} ({record.state}{took})"
+        return f"{record.run_id} ({who(record)}) {changes}: failed{took}: {why}"
+    return f"{record.run_id} ({who(record)}) {changes}: {metric} {_short(record.value)} ({record.state}{took})"
 
 
 def _short(value: Any) -> str:

@@ -273,3 +273,19 @@ def test_read_project_never_lists_or_reads_files_named_for_secrets_and_scrubs_kn
     assert read_project(cfg.objective, files, "credentials.json").startswith("refused: credentials.json is not one")
     text = read_project(cfg.objective, files, "config.yaml")
     assert "tok-0123456789abcdef" not in text and "hunter22" not in text and "url:" in text
+
+
+def test_the_console_says_whether_the_llm_was_asked_about_a_trial() -> None:
+    """Every trial of the chooser read "(llm)", warm-up trials and trials the LLM never saw included."""
+    from agentlab.core.search.records import TrialRecord
+    from agentlab.nas.own_code import trial_line
+
+    def line(**kw: Any) -> str:
+        return trial_line(TrialRecord(number=3, state="complete", value=0.5, params={"x": 1}, planner="llm",
+                                      changes={"x": 1}, **kw), "loss")
+
+    assert line(origin="classical", warmup=True).startswith("run_0003 (llm: sampler warm-up) x=1: loss 0.5")
+    assert "(llm: not asked)" in line(origin="classical")
+    assert "(llm: kept candidate 0)" in line(origin="kept", choice=0)
+    assert "(llm: picked candidate 2)" in line(origin="picked", choice=2)
+    assert "(tpe)" in trial_line(TrialRecord(number=1, state="complete", value=1.0, params={}, planner="tpe"), "m")

@@ -248,3 +248,17 @@ def test_the_agent_is_credited_with_its_own_picks_only_and_the_leads_with_theirs
     line = agent_summary(picked)
     assert line is not None and "its 1 pick other than the sampler's candidate 0 improved the best by 14.3%" in line
     assert "the warm start's 1 lead did not improve the best" in line
+
+
+def test_the_agent_table_shows_the_last_trials_outcome_too() -> None:
+    """The last action's result never reaches the graph (the search ends first): its row takes the trial's own
+    outcome from the events, as every other row does."""
+    from agentlab.core.search.agent import agent_story
+
+    block = _block([("", None, "base", 1.0), ("agent", 1, "agent", 0.5)])
+    events = [{"kind": "agent_step", "step": 1, "tool": "suggest", "arguments": "{}"},
+              {"kind": "agent_tool", "summary": "candidates: ..."},
+              {"kind": "agent_step", "step": 2, "tool": "run_trial", "arguments": '{"candidate": 1}'},
+              {"kind": "plan", "origin": "agent"}, {"kind": "trial", "state": "complete", "value": 0.5}]
+    rows = [line for line in agent_story(block, events) if line.startswith("| 2 |")]
+    assert rows == ['| 2 | run_trial | {"candidate": 1} | complete 0.5 |']

@@ -33,6 +33,7 @@ from agentlab.core.search.prompts import format_changes, good_trials_summary, pl
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.settings import AgentSettings
 
+ACTIONS = ("run_trial", "try_config", "run_experiment", "try_experiment")  # the tools whose call runs a trial
 AGENT_ORIGINS = ("agent", "default")  # trials the agent chose (default: it gave no valid action, candidate 0 ran)
 REASON_CHARS = 120
 SAMPLER_NAMES = {"tpe": "TPE", "nsga2": "NSGA-II", "random": "random", "cmaes": "CMA-ES"}
@@ -580,8 +581,11 @@ def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit
         elif kind == "plan" and e.get("origin") == "guard":
             rows.append(["-", "(guard)", cell(", ".join(f"{k}={v}" for k, v in (e.get("changes") or {}).items())),
                          ""])
-        elif kind == "trial" and rows and rows[-1][1] == "(guard)" and not rows[-1][3]:
+        elif kind == "trial" and rows and not rows[-1][3] and rows[-1][1] in ("(guard)", "(candidate 0)", *ACTIONS):
+            # the trial's outcome (the last action's result never reaches the graph: the search ends first)
             rows[-1][3] = cell(f"{e.get('state')} {e.get('value')}")
+        elif kind == "experiment" and rows and not rows[-1][3] and rows[-1][1] in ("(candidate 0)", *ACTIONS):
+            rows[-1][3] = cell(f"{e.get('label')}: {e.get('state')}")
     lines = ["", "## The agent", "", summary + ".", "", "| step | tool | arguments | result |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(r)} |" for r in rows[:limit]]
     if len(rows) > limit:
