@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.errors import missing_package
+from agentlab.core.errors import ConfigError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
@@ -32,6 +32,26 @@ if TYPE_CHECKING:
 def objective_of(cfg: NASConfig) -> CommandObjectiveConfig:
     assert cfg.objective is not None, "a command objective's function called without one"
     return cfg.objective
+
+
+def refuse_empty_objective(config_file: str | Path) -> None:
+    """``objective:`` written with no value (its keys commented out, say) would run the built-in forecaster, which
+    nobody who wrote the key meant: refused, naming the line."""
+    import re
+
+    import yaml
+
+    try:
+        text = Path(config_file).read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # load_config has read this file already: nothing new to say
+    if isinstance(data, dict) and "objective" in data and data["objective"] is None:
+        match = re.search(r"^objective\s*:", text, re.MULTILINE)
+        line = text.count("\n", 0, match.start()) + 1 if match else 1
+        raise ConfigError(f"{config_file}:{line}: objective: is empty (the built-in forecaster would run instead)",
+                          hint="give its keys: command, metric, params (`agentlab config show nas` lists them), or "
+                          "remove the line to search the built-in forecaster")
 
 
 def resolve_cwd(cfg: NASConfig, config_file: str | Path | None) -> None:

@@ -61,6 +61,7 @@ from agentlab.nas.own_code import (
     command_space,
     dry_run_command,
     prepare_command,
+    refuse_empty_objective,
     render_command_report,
     summarise_command,
     trial_line,
@@ -265,6 +266,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     """
     if cfg.objective is not None:
         return prepare_command(cfg, llm, config_file, scripted=scripted)
+    if config_file is not None:
+        refuse_empty_objective(config_file)
     from agentlab.nas.train import check_model, prepare_data  # lazy: imports torch
 
     try:

@@ -246,3 +246,11 @@ def test_nas_predict_on_a_search_of_your_own_command_says_what_it_is(in_tmp: Pat
     capsys.readouterr()
     assert main(["nas", "predict", "bad", "--data", "x.csv"]) == 2
     assert "--resume" not in capsys.readouterr().err
+
+
+def test_an_empty_objective_section_is_refused_not_taken_for_the_forecaster(in_tmp: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "nas.yaml").write_text("search:\n  max_iterations: 2\nobjective:\n#  command: python train.py\n")
+    assert main(["nas", "-c", "nas.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "nas.yaml:3: objective: is empty" in err and "Traceback" not in err and run_folders(in_tmp) == []
