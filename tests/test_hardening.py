@@ -74,7 +74,18 @@ def test_malformed_yaml_configs(content: bytes, in_tmp: Path, capsys: pytest.Cap
     code = main(["nas", "-c", str(path), "--dry-run"])
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error" not in err
-    assert code == (0 if content == b"" else 2), err
+    assert code == 2, err  # an empty file too: given on purpose, it is never taken for the defaults
+    if content == b"":
+        assert "the config file is empty" in err
+
+
+def test_a_latin1_file_is_told_apart_from_binary_data(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    path = in_tmp / "c.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert main(["nas", "-c", str(path), "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "not UTF-8 text (byte 0xe9" in err and "another encoding (Latin-1 / Windows-1252?)" in err
+    assert "binary" not in err
 
 
 def test_internal_errors_are_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

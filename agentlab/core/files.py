@@ -46,11 +46,24 @@ def decode(data: bytes, path: str | Path, what: str = "file") -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise InputError(f"{path}:{line}: the {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                         f"{exc.start})", hint=f"save it as UTF-8; {_BINARY_HINT}") from None
+                         f"{exc.start})", hint=_encoding_hint(data, path)) from None
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise InputError(f"{path}:{line}: the {what} contains NUL bytes, not text", hint=_BINARY_HINT)
     return text
+
+
+def _encoding_hint(data: bytes, path: str | Path) -> str:
+    """Text in a legacy 8-bit encoding (printable as Windows-1252, no control bytes) or binary data."""
+    sample = data[:65536]
+    if b"\x00" not in sample and all(b >= 0x20 or b in b"\t\n\r" for b in sample):
+        try:
+            sample.decode("cp1252")
+            return (f"it looks like text in another encoding (Latin-1 / Windows-1252?): save it as UTF-8, e.g. "
+                    f"iconv -f cp1252 -t utf-8 {path} > utf8-copy")
+        except UnicodeDecodeError:
+            pass
+    return f"save it as UTF-8; {_BINARY_HINT}"
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
