@@ -116,8 +116,9 @@ def dry_run_command(cfg: NASConfig, llm: LLMConfig | None = None) -> dict[str, A
         planner = "llm" if llm is not None and llm.route("planner").chain() else "tpe"
     return {"config": "ok", "objective": objective.model_dump(mode="json"), "planner": planner,
             "search_space": list(cfg.search.space), "max_iterations": cfg.search.max_iterations,
-            "message": f"config ok; {objective_line(cfg)}\nsearch space: {', '.join(cfg.search.space)}; planner "
-                       f"{planner}\ndry run: nothing run, no run folder written"}
+            # the objective's line is the CLI's first line already (as the data line is for the forecaster)
+            "message": f"config ok; search space: {', '.join(cfg.search.space)}; planner {planner}\n"
+                       "dry run: nothing run, no run folder written"}
 
 
 def who(record: TrialRecord) -> str:
