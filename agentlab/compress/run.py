@@ -264,7 +264,8 @@ class Search:
         spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", samplers=SAMPLERS, settings=self.cfg,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
                            memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks
-                           agent_model=self.p.agent_model, kit=kit, approver=self.p.approver)
+                           agent_model=self.p.agent_model, kit=kit, approver=self.p.approver,
+                           announce=self.announce)
         with open_planner(spec) as self.session:  # closes the planner route's router (llm_stats.json)
             self._loop()
         return self._finish()

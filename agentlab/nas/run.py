@@ -195,7 +195,8 @@ def _pydantic_message(err: Any) -> str:
 def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
                  chooser: Chooser | None = None, *, prepared: PreparedData | None = None,
                  agent_model: AgentModel | None = None,
-                 approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> PlannerSpec:
+                 approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 announce: Callable[[str], None] | None = None) -> PlannerSpec:
     """What nas asks of ``core.search.session``: its planner kind, TPE as the classical sampler, the pick memory in
     ``<runs>/nas/llm_picks.json`` (keyed by model). ``chooser``: a scripted chooser in place of the planner model
     (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), a
@@ -209,7 +210,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
         kit = nas_kit(cfg, prepared, space_families(cfg))
     return PlannerSpec(kind=kind, sampler="tpe", samplers=OPTUNA_PLANNERS, settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
-                       agent_model=agent_model, kit=kit, approver=approver)
+                       agent_model=agent_model, kit=kit, approver=approver, announce=announce)
 
 
 def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
@@ -345,7 +346,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     prepared = None if own else _prepared(cfg, data)
     space = search_space(cfg)
     with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, agent_model=agent_model,
-                        approver=approver) as session:
+                        approver=approver, announce=announce) as session:
         announce(session.line)
         run_dir.event("planner", line=session.line)
         if session.evaluator is not None:

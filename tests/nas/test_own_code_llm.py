@@ -289,3 +289,16 @@ def test_the_console_says_whether_the_llm_was_asked_about_a_trial() -> None:
     assert "(llm: kept candidate 0)" in line(origin="kept", choice=0)
     assert "(llm: picked candidate 2)" in line(origin="picked", choice=2)
     assert "(tpe)" in trial_line(TrialRecord(number=1, state="complete", value=1.0, params={}, planner="tpe"), "m")
+
+
+def test_each_agent_step_is_a_console_line(in_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One line per model step (tool, arguments, seconds, tokens): a search never stands still for a model step
+    without saying what the agent does."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="agentlab")
+    run_nas_optimization(max_iterations=3, out=in_tmp / "a", agent_model=SuggestAgent(),
+                         config=quick_project(in_tmp, planner="agent"))
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("agent step ")]
+    assert steps[0].startswith("agent step 1: suggest") and steps[1].startswith("agent step 2: run_trial {")
+    assert len(steps) == 4 and all(s.endswith(" tokens)") for s in steps)

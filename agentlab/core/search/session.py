@@ -52,6 +52,34 @@ class PlannerSpec:
     agent_model: AgentModel | None = None
     kit: AgentKit | None = None
     approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    announce: Callable[[str], None] | None = None  # the console: one line per agent step
+
+
+def step_line(kind: str, fields: dict[str, Any]) -> str | None:
+    """The console's line for an agent event: each model step (its tool, arguments, seconds and tokens) and a
+    default, so a long search shows what the agent does instead of a bar that stands still."""
+    if kind == "agent_step":
+        args = " ".join(str(fields.get("arguments", "")).split())
+        args = args if len(args) <= 120 else args[:117] + "..."
+        return (f"agent step {fields.get('step')}: {fields.get('tool')} {args} ({fields.get('seconds', 0):.1f} s, "
+                f"{fields.get('tokens', 0):,} tokens)")
+    if kind == "agent_default":
+        return f"agent: no valid action ({fields.get('why', '')}): the sampler's candidate 0 runs"
+    return None
+
+
+def _events(spec: PlannerSpec) -> Callable[..., None]:
+    """The agent's ``on_event``: every event to events.jsonl, and its step lines to the console."""
+    assert spec.run_dir is not None
+    record, announce = spec.run_dir.event, spec.announce
+
+    def on_event(kind: str, **fields: Any) -> None:
+        record(kind, **fields)
+        line = step_line(kind, fields) if announce is not None else None
+        if line is not None and announce is not None:
+            announce(line)
+
+    return on_event
 
 
 class PlannerSession:
@@ -248,7 +276,7 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
                             "`agentlab ui`")
     planner = AgentPlanner(model, settings, spec.run_dir.path / "agent.sqlite", spec.kit or AgentKit("a search"),
                            sampler=spec.sampler, approver=spec.approver if settings.approve else None,
-                           on_event=spec.run_dir.event)
+                           on_event=_events(spec))
     sampler = SAMPLER_NAMES.get(spec.sampler, spec.sampler)
     patience = settings.guard_patience
     return planner, (f"planner: agent via {how}, tools over {settings.candidates} {sampler} candidates; guard: "
