@@ -1,7 +1,7 @@
 """The gateway itself: a Starlette app in front of one ``Router``.
 
 ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/responses`` (OpenAI's Responses API on the same routes,
-``responses.py``), ``POST /v1/completions`` (raw prompts with ``echo``
+``responses.py``), ``POST /v1/embeddings`` (``embeddings.py``), ``POST /v1/completions`` (raw prompts with ``echo``
 and ``logprobs``, on local models), ``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's
 ``model`` names a route or a model of the catalog (``catalog.py``); the answer says which model answered, the
 usage, and under ``agentlab`` the route, the fallbacks and every attempt's outcome.
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
+from agentlab.serve.embeddings import embeddings_body, parse_embeddings
 from agentlab.serve.metrics import GatewayMetrics
 from agentlab.serve.protocol import (
     DONE,
@@ -396,6 +397,40 @@ class _Handler:
                 self.metrics.failed_request(label, "client_disconnected")
                 log.info("responses %s: client disconnected mid-stream; upstream request cancelled", label)
 
+    async def embeddings(self, request: Request) -> Any:
+        """``POST /v1/embeddings`` on the first model of the name asked for: vectors of different models are not
+        comparable, so there is no fallback. llama_cpp, hf and openai providers embed; others get a 400."""
+        from starlette.responses import JSONResponse
+
+        start = time.perf_counter()
+        label = "-"
+        try:
+            self.check_auth(request)
+            ereq = parse_embeddings(await self.read_json(request))
+            served = self.served(ereq.model)
+            label = ereq.model
+            model = served.chain[0]
+            mcfg = self.router.config.models[model]
+            provider = self.router.providers[mcfg.provider]
+            embed = getattr(provider, "embed", None)
+            if embed is None:
+                kind = self.router.config.providers[mcfg.provider].kind
+                raise ApiError(400, f"model '{ereq.model[:100]}' does not support embeddings: it runs on provider "
+                               f"'{mcfg.provider}' (kind {kind}); embeddings are served for llama_cpp, hf and "
+                               "openai providers", "model_not_supported", param="model", kind="bad_request")
+            params = GenParams(extra={"adapter": mcfg.params["adapter"]} if "adapter" in mcfg.params else {})
+            result = await _until_disconnect(request, embed(mcfg.model, ereq.texts, params,
+                                                            self.router.config.timeout_s, ereq.dimensions))
+        except ApiError as exc:
+            return self.refuse(label, exc)
+        except LLMError as exc:
+            return self.refuse(label, self.llm_error(exc))
+        except _Disconnected:
+            return self.disconnected(label)
+        self.metrics.answered_request(label, model, time.perf_counter() - start, 0)
+        return JSONResponse(embeddings_body(ereq.model, result, ereq.encoding),
+                            headers={"x-agentlab-model": model, "x-agentlab-route": label})
+
     def disconnected(self, label: str) -> Any:
         from starlette.responses import Response
 
@@ -497,7 +532,7 @@ def build_app(handler: _Handler) -> Any:
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status_code", 404)
         return JSONResponse(error_body(f"{request.method} {request.url.path}: no such endpoint here (POST "
-                                       "/v1/chat/completions, /v1/responses, /v1/completions, GET "
+                                       "/v1/chat/completions, /v1/responses, /v1/embeddings, /v1/completions, GET "
                                        "/v1/models, /health, /metrics)",
                                        "invalid_request_error", "not_found" if status == 404 else "method_not_allowed"),
                             status_code=status)
@@ -509,6 +544,8 @@ def build_app(handler: _Handler) -> Any:
         Route("/completions", handler.completions, methods=["POST"]),
         Route("/v1/responses", handler.responses, methods=["POST"]),
         Route("/responses", handler.responses, methods=["POST"]),
+        Route("/v1/embeddings", handler.embeddings, methods=["POST"]),
+        Route("/embeddings", handler.embeddings, methods=["POST"]),
         Route("/v1/models", handler.models, methods=["GET"]),
         Route("/models", handler.models, methods=["GET"]),
         Route("/v1/models/{name:path}", handler.models, methods=["GET"]),
