@@ -275,7 +275,8 @@ def response_body(ident: str, created: int, req: ResponsesRequest, output: list[
         "model": req.chat.model, "output": output or [], "reasoning": {"effort": None, "summary": None},
         "truncation": "disabled", "user": None, **req.echo,
         "usage": None if usage is None else {
-            "input_tokens": usage[0], "input_tokens_details": {"cached_tokens": 0}, "output_tokens": usage[1],
+            "input_tokens": usage[0], "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": usage[1],
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": usage[0] + usage[1]},
     }
     if meta is not None:

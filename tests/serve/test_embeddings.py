@@ -10,6 +10,7 @@ import math
 import httpx
 import openai
 import pytest
+from openai.types import CreateEmbeddingResponse
 from serve_helpers import UPSTREAM_KEY, upstream_llm
 
 from agentlab.testing.server import Reply, ScriptedServer, embedding_of
@@ -48,6 +49,8 @@ def test_embeddings_through_an_http_upstream(srv: ScriptedServer, gateway) -> No
                                              dimensions=4)
     assert as_floats.data[0].embedding == pytest.approx(embedding_of("the cat sat", 4))
     assert srv.requests[-1]["dimensions"] == 4
+    body = httpx.post(gw.base_url + "/embeddings", json={"model": "emb", "input": ["x"]}).json()
+    CreateEmbeddingResponse.model_validate(body)  # the SDK's own type, validated
     # an upstream without embeddings for the model, a provider that cannot embed: 400
     for name, says in (("chat-only", "model does not support embeddings"),
                        ("canned", "model 'canned' does not support embeddings")):

@@ -10,6 +10,8 @@ import json
 import httpx
 import openai
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 from serve_helpers import UPSTREAM_KEY, upstream_llm
 
 from agentlab.testing.server import Reply, ScriptedServer
@@ -35,6 +37,19 @@ def client(gw) -> openai.OpenAI:  # noqa: ANN001
     return openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
 
 
+def sdk_checked_events(gw, body: dict) -> list[dict]:  # noqa: ANN001
+    """The raw events of a streamed request, each validated as the SDK's own event type (the SDK's parse does not
+    validate), each SSE event name its type."""
+    with httpx.stream("POST", gw.base_url + "/responses", json={**body, "stream": True}) as response:
+        lines = list(response.iter_lines())
+    kinds = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    payloads = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert kinds == [p["type"] for p in payloads]
+    for payload in payloads:
+        TypeAdapter(ResponseStreamEvent).validate_python(payload)
+    return payloads
+
+
 def test_plain_response_through_a_fallback_route(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
     srv.default("good", Reply(text="Paris is the capital."))
     raw = client(gw).responses.with_raw_response.create(model="main", input="What is the capital of France?",
@@ -47,6 +62,7 @@ def test_plain_response_through_a_fallback_route(gw, srv: ScriptedServer) -> Non
     message = reply.output[0]
     assert message.type == "message" and message.role == "assistant" and message.content[0].type == "output_text"
     assert (reply.usage.input_tokens, reply.usage.output_tokens, reply.usage.total_tokens) == (10, 4, 14)
+    Response.model_validate(raw.http_response.json())  # the SDK's own type, validated (its parse does not check)
     assert reply.instructions == "Answer in one sentence." and reply.max_output_tokens == 50
     assert reply.model_extra["agentlab"]["fallbacks"] == 1
     sent = srv.requests[-1]
@@ -82,6 +98,7 @@ def test_streamed_events_are_the_sdks_and_add_up_to_the_answer(gw, srv: Scripted
     assert final.status == "completed" and final.model == "main" and final.usage.output_tokens == 4
     assert events[-3].part.text == text and events[-2].item.content[0].text == text
     assert len({e.item_id for e in events if hasattr(e, "item_id")}) == 1
+    assert len(sdk_checked_events(gw, {"model": "main", "input": "Count."})) == len(events)
     # the streamed response is stored too
     srv.default("good", Reply(text="five"))
     client(gw).responses.create(model="good", input="Go on.", previous_response_id=final.id)
@@ -98,7 +115,10 @@ def test_tool_round_trip_by_previous_response_id_and_by_the_whole_input(gw, srv:
     ask = "What is the weather in Paris?"
     srv.script("good", [Reply(text="", tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}]),
                         Reply(text="18 C and sunny in Paris."), Reply(text="Sunny, 18 C.")])
-    first = client(gw).responses.create(model="main", input=ask, tools=[WEATHER], tool_choice="required")
+    raw = client(gw).responses.with_raw_response.create(model="main", input=ask, tools=[WEATHER],
+                                                        tool_choice="required")
+    Response.model_validate(raw.http_response.json())
+    first = raw.parse()
     call = first.output[0]
     assert [item.type for item in first.output] == ["function_call"] and first.output_text == ""
     assert (call.call_id, call.name, json.loads(call.arguments)) == ("call_1", "get_weather", {"city": "Paris"})
@@ -140,6 +160,10 @@ def test_streamed_tool_calls_send_the_argument_events(gw, srv: ScriptedServer) -
     assert events[2].item.type == "function_call" and events[2].item.arguments == ""
     assert events[4].arguments == '{"city": "Oslo"}' and events[4].name == "get_weather"
     assert events[-1].response.output[0].call_id == "call_1"
+    srv.script("good", [Reply(text="Let me check.",
+                              tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}])])
+    payloads = sdk_checked_events(gw, {"model": "good", "input": "Weather in Oslo?", "tools": [WEATHER]})
+    assert [item["type"] for item in payloads[-1]["response"]["output"]] == ["message", "function_call"]
 
 
 def test_a_reply_cut_at_max_output_tokens_is_incomplete(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
