@@ -1,4 +1,5 @@
-"""`agentlab serve`: the router as an OpenAI-compatible gateway (chat completions, models, health, metrics).
+"""`agentlab serve`: the router as an OpenAI-compatible gateway (chat completions, the Responses API, embeddings,
+models, health, metrics).
 
 Importing this package is cheap: starlette, uvicorn and prometheus_client load when a gateway is built.
 """

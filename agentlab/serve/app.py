@@ -1,7 +1,8 @@
 """The gateway itself: a Starlette app in front of one ``Router``.
 
-``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/completions`` (raw prompts with ``echo`` and ``logprobs``, on
-local models), ``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's
+``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/responses`` (OpenAI's Responses API on the same routes,
+``responses.py``), ``POST /v1/embeddings`` (``embeddings.py``), ``POST /v1/completions`` (raw prompts with ``echo``
+and ``logprobs``, on local models), ``GET /v1/models``, ``GET /health``, ``GET /metrics``. The request's
 ``model`` names a route or a model of the catalog (``catalog.py``); the answer says which model answered, the
 usage, and under ``agentlab`` the route, the fallbacks and every attempt's outcome.
 
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
+from agentlab.serve.embeddings import embeddings_body, parse_embeddings
 from agentlab.serve.metrics import GatewayMetrics
 from agentlab.serve.protocol import (
     DONE,
@@ -53,6 +55,16 @@ from agentlab.serve.protocol import (
     parse_chat,
     parse_completion,
     text_completion_body,
+)
+from agentlab.serve.responses import (
+    ResponseEvents,
+    ResponsesRequest,
+    ResponseStore,
+    answer_message,
+    new_response_id,
+    output_items,
+    parse_responses,
+    response_body,
 )
 from agentlab.serve.schema import schema_model
 
@@ -82,6 +94,7 @@ class _Handler:
         self.metrics = metrics
         self.keys = [k.encode() for k in client_keys]
         self.secrets = secrets  # provider and client keys: scrubbed from every error message sent or logged
+        self.store = ResponseStore(cfg.max_stored_responses)  # /v1/responses conversations, for follow-ups
 
     # ------------------------------------------------------------------ checks
 
@@ -130,6 +143,15 @@ class _Handler:
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return ApiError(status, self.scrub(message), exc.kind, etype=etype, kind=exc.kind, headers=headers)
 
+    def served(self, name: str) -> Served:
+        """The served name ``name``; a 404 listing the served names otherwise."""
+        found = self.catalog.served.get(name)
+        if found is None:
+            raise ApiError(404, f"model '{name[:100]}' is not served here; GET /v1/models lists the routes and "
+                           f"models ({', '.join(list(self.catalog.served)[:20])})", "model_not_found",
+                           param="model", kind="not_found")
+        return found
+
     # ------------------------------------------------------------------ endpoints
 
     async def chat(self, request: Request) -> Any:
@@ -141,10 +163,7 @@ class _Handler:
             self.check_auth(request)
             req = parse_chat(await self.read_json(request), max_tokens_limit=self.cfg.max_tokens,
                              max_messages=self.cfg.max_messages)
-            if req.model not in self.catalog.served:
-                raise ApiError(404, f"model '{req.model[:100]}' is not served here; GET /v1/models lists the "
-                               f"routes and models ({', '.join(list(self.catalog.served)[:20])})", "model_not_found",
-                               param="model", kind="not_found")
+            self.served(req.model)
             label = req.model
             if req.stream:
                 return await self.stream(request, req, start)
@@ -228,7 +247,10 @@ class _Handler:
         rc = await self.router.generate(req.messages, req.model, req.params, stream=req.stream, on_delta=on_delta)
         return rc, rc.completion.text
 
-    async def stream(self, request: Request, req: ChatRequest, start: float) -> Any:
+    async def stream(self, request: Request, req: ChatRequest, start: float,
+                     events: Callable[..., AsyncIterator[bytes]] | None = None) -> Any:
+        """Start the routed answer and, once its first piece (or the whole answer) is there, stream it as
+        ``events(req, task, queue, first, start)`` gives it (chat completion chunks by default)."""
         from starlette.responses import StreamingResponse
 
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -242,7 +264,8 @@ class _Handler:
         if first is _END and task.exception() is not None:
             # Nothing was sent yet: a plain HTTP error (an LLMError), or a bug for the server error handler.
             raise task.exception()  # type: ignore[misc]
-        return StreamingResponse(self.events(req, task, queue, first, start), media_type="text/event-stream",
+        body = (events or self.events)(req, task, queue, first, start)
+        return StreamingResponse(body, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def events(self, req: ChatRequest, task: asyncio.Future[Any], queue: asyncio.Queue[Any], first: Any,
@@ -293,6 +316,126 @@ class _Handler:
                 task.cancel()
                 self.metrics.failed_request(label, "client_disconnected")
                 log.info("chat %s: client disconnected mid-stream; upstream request cancelled", label)
+
+    async def responses(self, request: Request) -> Any:
+        """``POST /v1/responses``: a Responses API request answered through the same route as a chat request
+        (``responses.py`` maps the formats); the conversation is kept for a follow-up unless ``store: false``."""
+        from starlette.responses import JSONResponse
+
+        start = time.perf_counter()
+        label = "-"
+        try:
+            self.check_auth(request)
+            rreq = parse_responses(await self.read_json(request), max_tokens_limit=self.cfg.max_tokens,
+                                   max_messages=self.cfg.max_messages, history=self.store.get)
+            req = rreq.chat
+            self.served(req.model)
+            label = req.model
+            if req.stream:
+                return await self.stream(request, req, start, lambda *args: self.response_events(rreq, *args))
+            rc, text = await _until_disconnect(request, self.answer(req))
+        except ApiError as exc:
+            return self.refuse(label, exc)
+        except LLMError as exc:
+            return self.refuse(label, self.llm_error(exc))
+        except _Disconnected:
+            return self.disconnected(label)
+        calls, usage, finish = rc.completion.tool_calls, rc.completion.usage, rc.completion.finish_reason
+        seconds = time.perf_counter() - start
+        self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks, tool_calls=len(calls))
+        if log.isEnabledFor(logging.INFO):
+            log.info("responses %s -> %s 200 %.3fs fallbacks=%d", label, rc.model, seconds, rc.fallbacks)
+        ident = new_response_id()
+        if rreq.store:
+            self.store.put(ident, [*rreq.conversation, answer_message(text, calls)])
+        body = response_body(ident, int(time.time()), rreq, output_items(text, calls, finish == "length"), finish,
+                             (usage.prompt_tokens, usage.completion_tokens), _meta(rc))
+        return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": label})
+
+    async def response_events(self, rreq: ResponsesRequest, req: ChatRequest, task: asyncio.Future[Any],
+                              queue: asyncio.Queue[Any], first: Any, start: float) -> AsyncIterator[bytes]:
+        """The Responses SSE events of a streamed answer (see ``stream`` and ``events``, its chat twin)."""
+        out = ResponseEvents(new_response_id(), int(time.time()), rreq)
+        label, ttft, sent = req.model, None, False
+        try:
+            item = first
+            while item is not _END:
+                if not sent:
+                    ttft, sent = time.perf_counter() - start, True
+                    for event in out.start():
+                        yield event
+                for event in out.delta(item[1]):
+                    yield event
+                item = await queue.get()
+            exc = task.exception()
+            if exc is not None:
+                error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
+                    500, f"internal error: {type(exc).__name__}", "internal_error", kind="internal")
+                self.metrics.failed_request(label, error.kind)
+                log.warning("responses %s: stream ended by %s after text was sent: %s", label, error.code,
+                            error.message)
+                yield out.error(error.body())
+                return  # no response.completed: the client must not take this for a whole answer
+            rc, text = task.result()
+            if not sent:
+                ttft = time.perf_counter() - start
+                for event in out.start():
+                    yield event
+            calls, usage = rc.completion.tool_calls, rc.completion.usage
+            for event in out.finish(text, calls, rc.completion.finish_reason,
+                                    (usage.prompt_tokens, usage.completion_tokens), _meta(rc)):
+                yield event
+            if rreq.store:
+                self.store.put(out.ident, [*rreq.conversation, answer_message(text, calls)])
+            seconds = time.perf_counter() - start
+            self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks, ttft, tool_calls=len(calls))
+            if log.isEnabledFor(logging.INFO):
+                log.info("responses %s -> %s 200 stream %.3fs fallbacks=%d", label, rc.model, seconds, rc.fallbacks)
+        finally:
+            if not task.done():  # the client went away: stop the upstream request too
+                task.cancel()
+                self.metrics.failed_request(label, "client_disconnected")
+                log.info("responses %s: client disconnected mid-stream; upstream request cancelled", label)
+
+    async def embeddings(self, request: Request) -> Any:
+        """``POST /v1/embeddings`` on the first model of the name asked for: vectors of different models are not
+        comparable, so there is no fallback. llama_cpp, hf and openai providers embed; others get a 400."""
+        from starlette.responses import JSONResponse
+
+        start = time.perf_counter()
+        label = "-"
+        try:
+            self.check_auth(request)
+            ereq = parse_embeddings(await self.read_json(request))
+            served = self.served(ereq.model)
+            label = ereq.model
+            model = served.chain[0]
+            mcfg = self.router.config.models[model]
+            provider = self.router.providers[mcfg.provider]
+            embed = getattr(provider, "embed", None)
+            if embed is None:
+                kind = self.router.config.providers[mcfg.provider].kind
+                raise ApiError(400, f"model '{ereq.model[:100]}' does not support embeddings: it runs on provider "
+                               f"'{mcfg.provider}' (kind {kind}); embeddings are served for llama_cpp, hf and "
+                               "openai providers", "model_not_supported", param="model", kind="bad_request")
+            params = GenParams(extra={"adapter": mcfg.params["adapter"]} if "adapter" in mcfg.params else {})
+            result = await _until_disconnect(request, embed(mcfg.model, ereq.texts, params,
+                                                            self.router.config.timeout_s, ereq.dimensions))
+        except ApiError as exc:
+            return self.refuse(label, exc)
+        except LLMError as exc:
+            return self.refuse(label, self.llm_error(exc))
+        except _Disconnected:
+            return self.disconnected(label)
+        self.metrics.answered_request(label, model, time.perf_counter() - start, 0)
+        return JSONResponse(embeddings_body(ereq.model, result, ereq.encoding),
+                            headers={"x-agentlab-model": model, "x-agentlab-route": label})
+
+    def disconnected(self, label: str) -> Any:
+        from starlette.responses import Response
+
+        self.metrics.failed_request(label, "client_disconnected")
+        return Response(status_code=499)  # nobody reads it; uvicorn drops it on the closed connection
 
     async def models(self, request: Request) -> Any:
         from starlette.responses import JSONResponse
@@ -389,7 +532,8 @@ def build_app(handler: _Handler) -> Any:
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status_code", 404)
         return JSONResponse(error_body(f"{request.method} {request.url.path}: no such endpoint here (POST "
-                                       "/v1/chat/completions, /v1/completions, GET /v1/models, /health, /metrics)",
+                                       "/v1/chat/completions, /v1/responses, /v1/embeddings, /v1/completions, GET "
+                                       "/v1/models, /health, /metrics)",
                                        "invalid_request_error", "not_found" if status == 404 else "method_not_allowed"),
                             status_code=status)
 
@@ -398,6 +542,10 @@ def build_app(handler: _Handler) -> Any:
         Route("/chat/completions", handler.chat, methods=["POST"]),  # clients whose base_url lacks /v1
         Route("/v1/completions", handler.completions, methods=["POST"]),
         Route("/completions", handler.completions, methods=["POST"]),
+        Route("/v1/responses", handler.responses, methods=["POST"]),
+        Route("/responses", handler.responses, methods=["POST"]),
+        Route("/v1/embeddings", handler.embeddings, methods=["POST"]),
+        Route("/embeddings", handler.embeddings, methods=["POST"]),
         Route("/v1/models", handler.models, methods=["GET"]),
         Route("/models", handler.models, methods=["GET"]),
         Route("/v1/models/{name:path}", handler.models, methods=["GET"]),

@@ -34,6 +34,10 @@ class ServeConfig(StrictModel):
                                      "own name (the provider's first model without an `adapter` param answers "
                                      "with it), the way vLLM serves multi-LoRA; concurrent requests for different "
                                      "adapters are generated in one batch")
+    max_stored_responses: int = Field(1000, ge=0, description="/v1/responses: the conversations of this many "
+                                      "responses are kept in memory (least recently used dropped first), so a "
+                                      "follow-up can name previous_response_id; 0 keeps none (store: false is "
+                                      "always honoured)")
     max_repairs: int = Field(2, ge=0, description="response_format: invalid JSON is sent back to the model with the "
                              "errors at most this many times before the next model of the route is asked")
     otlp_endpoint: str | None = Field(None, description="OpenTelemetry: export a span per request and per model "

@@ -8,8 +8,9 @@ id and name first, then its arguments in small pieces, several calls interleaved
 HTTP provider, the router's retries / timeouts / fallbacks and the latency benchmark run against a real socket
 instead of mocks.
 
-Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE when ``"stream": true``), ``GET /v1/models`` (every model
-that has a script or a default), ``GET /health``.
+Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE when ``"stream": true``), ``POST /v1/embeddings`` (a
+model's next reply decides the status; the vectors are ``embedding_of(text, dimensions or 8)``, deterministic, in
+the ``encoding_format`` asked for), ``GET /v1/models`` (every model that has a script or a default), ``GET /health``.
 
 A client that goes away before its answer is complete (it timed out, or a gateway in front cancelled the request)
 is recorded in ``abandoned`` (the model name, once per request), so tests can check that cancellation reaches the
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import itertools
 import json
 import logging
@@ -42,6 +44,7 @@ import os
 import queue
 import re
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -55,7 +58,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-__all__ = ["Reply", "ScriptedServer", "spawn_server_process", "demo_config", "demo_server", "DEMO_TEXT", "main"]
+__all__ = ["Reply", "ScriptedServer", "spawn_server_process", "demo_config", "demo_server", "DEMO_TEXT", "main",
+           "embedding_of"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +144,17 @@ def _content_text(content: Any) -> str:
 def prompt_tokens(body: dict[str, Any]) -> int:
     messages = body.get("messages") or []
     return sum(count_words(_content_text(m.get("content"))) for m in messages if isinstance(m, dict))
+
+
+def embedding_of(text: str, dimensions: int = 8) -> list[float]:
+    """The server's embedding of ``text``: ``dimensions`` numbers from its SHA-256, L2-normalised (tests compute it
+    by hand)."""
+    import hashlib
+
+    raw = b"".join(hashlib.sha256(f"{text}/{i}".encode()).digest() for i in range(-(-dimensions // 32)))
+    vector = [b / 127.5 - 1.0 for b in raw[:dimensions]]
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
 
 
 class _CutStream(Exception):
@@ -360,7 +375,27 @@ class ScriptedServer:
                        "choices": [{"index": 0, "message": answer, "finish_reason": finish}]}
             return JSONResponse(payload, headers=reply.headers)
 
+        async def embeddings(request: Request) -> Response:
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                return JSONResponse(_error_body(400, "request body is not valid JSON"), status_code=400)
+            reply = self._take(body, time.monotonic()) if isinstance(body, dict) else None
+            if reply is None:
+                return JSONResponse(_error_body(404, f"model '{body.get('model')}' not found"), status_code=404)
+            if reply.status != 200:
+                return JSONResponse(_error_body(reply.status, reply.text if reply.text != "ok" else None),
+                                    status_code=reply.status, headers=reply.headers)
+            texts = [body["input"]] if isinstance(body.get("input"), str) else list(body.get("input") or [])
+            vectors = [embedding_of(t, body.get("dimensions") or 8) for t in texts]
+            data = [{"object": "embedding", "index": i, "embedding": v if body.get("encoding_format") != "base64"
+                     else base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()} for i, v in enumerate(vectors)]
+            words = sum(count_words(t) for t in texts)
+            return JSONResponse({"object": "list", "model": body.get("model"), "data": data,
+                                 "usage": {"prompt_tokens": words, "total_tokens": words}}, headers=reply.headers)
+
         routes = [
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/chat/completions", chat, methods=["POST"]),

@@ -104,6 +104,17 @@ class Completion:
 
 
 @dataclass
+class Embeddings:
+    """One vector per input text (in order) and the tokens read; ``model`` is the backend's model id. Providers that
+    can embed have ``embed(model, texts, params, timeout_s, dimensions=None) -> Embeddings`` (not part of
+    ``Provider``: chat-only backends lack it)."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+    model: str
+
+
+@dataclass
 class StreamDelta:
     """A piece of streamed text; the provider's stream ends with exactly one ``Completion``."""
 

@@ -72,7 +72,7 @@ from agentlab.core.llm.tools import (
     wants_calls,
     without_tools,
 )
-from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
+from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models import multilora
 from agentlab.core.models.device import dtype_name, resolve_device_dtype
 from agentlab.core.models.load import load_causal_lm
@@ -310,6 +310,28 @@ class HFProvider:
             raise _timeout(model, timeout_s) from None
         except ValueError as exc:  # a prompt that does not fit
             raise LLMError(f"{self.name}: {exc}", "bad_request", model=model) from exc
+
+    async def embed(self, model: str, texts: list[str], params: GenParams, timeout_s: float,
+                    dimensions: int | None = None) -> Embeddings:
+        """One vector per text: the last hidden state mean-pooled over the text's tokens and L2-normalised
+        (``embed_hf``), through the adapter ``params.extra["adapter"]`` when given. Holds the model's lock."""
+        deadline = time.monotonic() + timeout_s
+        loaded = await self._loaded(model, timeout_s, deadline)
+        adapter = params.extra.get("adapter")
+        if adapter is not None and adapter not in loaded.adapters:
+            raise LLMError(f"{self.name}: unknown adapter '{adapter}'", "bad_request", model=model)
+
+        def work() -> Embeddings:
+            import torch
+
+            with loaded.lock, torch.inference_mode(), _adapter(loaded, adapter):
+                return embed_hf(loaded, model, texts, dimensions)
+
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, work),
+                                          max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise _timeout(model, timeout_s) from None
 
     async def aclose(self) -> None:
         """Cancel the open batches and release the models this provider used: one that no other open provider uses
@@ -578,6 +600,35 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
                 for req in group:
                     req.mixed = "per-adapter"
         return [len(g) for g in groups]
+
+
+def embed_hf(loaded: _Loaded, model: str, texts: list[str], dimensions: int | None = None,
+             batch_size: int = 16) -> Embeddings:
+    """Mean-pooled last hidden state (after the final norm), L2-normalised: each text tokenized as the tokenizer
+    does by default (its special tokens, no chat template), right-padded in batches of ``batch_size``, padding
+    masked out of the mean. Caller holds the model's lock under ``torch.inference_mode``."""
+    import torch
+
+    size = loaded.model.get_input_embeddings().embedding_dim
+    if dimensions is not None and dimensions != size:
+        raise LLMError(f"{model} gives {size}-dimensional embeddings and cannot shorten them ('dimensions': "
+                       f"{dimensions})", "bad_request", model=model, hint=f"drop 'dimensions' or ask for {size}")
+    ids = [loaded.tokenizer(text)["input_ids"] for text in texts]
+    for i, row in enumerate(ids):
+        if loaded.n_ctx is not None and len(row) > loaded.n_ctx:
+            raise LLMError(f"{model}: input[{i}] is {len(row)} tokens; the model's context is {loaded.n_ctx}",
+                           "context_length", model=model, hint="shorten the input")
+    vectors: list[list[float]] = []
+    for start in range(0, len(ids), batch_size):
+        rows = ids[start:start + batch_size]
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([r + [loaded.pad_id] * (width - len(r)) for r in rows], device=loaded.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=loaded.device)
+        hidden = loaded.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+        vectors += torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().tolist()
+    return Embeddings(vectors, sum(len(r) for r in ids), model)
 
 
 def _fused_stack(loaded: _Loaded) -> Any:

@@ -62,7 +62,7 @@ from agentlab.core.llm.tools import (
     wants_calls,
     without_tools,
 )
-from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, ToolCall, Usage
+from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
 log = logging.getLogger(__name__)
@@ -429,8 +429,71 @@ class LlamaCppProvider:
         except ValueError as exc:  # a prompt that does not fit
             raise LLMError(f"{model}: {exc}", "bad_request", model=model) from exc
 
+    async def embed(self, model: str, texts: list[str], params: GenParams, timeout_s: float,
+                    dimensions: int | None = None) -> Embeddings:
+        """One vector per text from the loaded (chat) model itself: see ``embed_llama``. Runs under the model's lock
+        on its worker thread, like a generation."""
+        loaded = await asyncio.to_thread(self.load, model)
+
+        def work() -> Embeddings:
+            if not loaded.lock.acquire(timeout=timeout_s):
+                raise LLMError(f"{model}: timed out waiting for the model", "timeout", model=model)
+            try:
+                return embed_llama(loaded.llm, model, texts, dimensions)
+            finally:
+                loaded.lock.release()
+
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(loaded.executor, work),
+                                          timeout_s + _GRACE_S)
+        except TimeoutError:
+            raise LLMError(f"{model}: no embeddings within {timeout_s:.3g}s", "timeout", model=model) from None
+
     async def aclose(self) -> None:
         """Nothing to do: loaded models are shared by the whole process (``unload_all`` frees them)."""
+
+
+def embed_llama(llm: Any, model: str, texts: list[str], dimensions: int | None = None) -> Embeddings:
+    """Embeddings from a model loaded for chat (without ``embedding=True``): llama.cpp's ``llama_set_embeddings``
+    turns the context's embedding output on for these decodes only, so no second copy of the model is loaded.
+    A causal LM's context pools nothing (``LLAMA_POOLING_TYPE_NONE``): its per-token outputs (the last hidden
+    state, after the final norm) are mean-pooled here; a GGUF that names its own pooling (an embedding model) gets
+    llama.cpp's. Vectors are L2-normalised. Measured on the test GGUF: the same vector (cosine 1.0) as a second
+    instance loaded with ``embedding=True`` and mean pooling, and the next generation unchanged. Caller holds the
+    model's lock."""
+    import llama_cpp
+
+    size = llm.n_embd()
+    if dimensions is not None and dimensions != size:
+        raise LLMError(f"{model} gives {size}-dimensional embeddings and cannot shorten them ('dimensions': "
+                       f"{dimensions})", "bad_request", model=model, hint=f"drop 'dimensions' or ask for {size}")
+    limit = min(llm.n_batch, llm.n_ctx())
+    for i, text in enumerate(texts):
+        n = len(llm.tokenize(text.encode("utf-8")))
+        if n > limit:
+            raise LLMError(f"{model}: input[{i}] is {n} tokens; this model embeds at most {limit} (n_batch, n_ctx)",
+                           "context_length", model=model, hint="shorten the input or raise n_batch and n_ctx")
+    ctx, was = llm._ctx.ctx, llm.context_params.embeddings
+    llama_cpp.llama_set_embeddings(ctx, True)
+    llm.context_params.embeddings = True  # the flag Llama.embed checks
+    try:
+        out, total = llm.embed(texts, normalize=False, truncate=False, return_count=True)
+    except (RuntimeError, ValueError) as exc:
+        raise LLMError(f"{model}: llama.cpp failed while embedding ({exc})", "server_error", model=model) from exc
+    finally:
+        llama_cpp.llama_set_embeddings(ctx, was)
+        llm.context_params.embeddings = was
+    pooled = llm.pooling_type() == llama_cpp.LLAMA_POOLING_TYPE_NONE
+    return Embeddings([_unit(_mean(v) if pooled else list(v)) for v in out], total, model)
+
+
+def _mean(rows: list[list[float]]) -> list[float]:
+    return [sum(column) / len(rows) for column in zip(*rows, strict=True)]
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = sum(x * x for x in vector) ** 0.5
+    return [x / norm for x in vector] if norm > 0 else list(vector)
 
 
 def _repeat_watch(llm: Any, n_prompt: int) -> Callable[[Any], bool]:

@@ -29,7 +29,7 @@ import httpx
 
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.tools import ToolCallAssembler, calls_from_message
-from agentlab.core.llm.types import Completion, GenParams, Messages, StreamDelta, Usage
+from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, Usage
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
@@ -151,6 +151,19 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
     return ""
+
+
+def _vector(value: Any) -> list[float]:
+    """An embedding as floats: a list, or base64 of little-endian float32s (what some servers send anyway)."""
+    if isinstance(value, str):
+        import base64
+        import struct
+
+        raw = base64.b64decode(value)
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    if not isinstance(value, list):
+        raise TypeError("an embedding must be a list of numbers")
+    return [float(x) for x in value]
 
 
 @functools.lru_cache(maxsize=1)
@@ -573,6 +586,42 @@ class OpenAIProvider:
                                                              usage.get("completion_tokens") or 0),
                          latency_s=latency, ttft_s=latency, finish_reason=data["choices"][0].get("finish_reason"),
                          tool_calls=calls_from_message(message))
+
+    # -- embeddings ------------------------------------------------------------------------------------------------
+
+    async def embed(self, model: str, texts: list[str], params: GenParams, timeout_s: float,
+                    dimensions: int | None = None) -> Embeddings:
+        """``POST {base_url}/embeddings``: the upstream's vectors (asked for as floats), in input order. An upstream
+        without embeddings for ``model`` (404) is a ``bad_request``: the model does not embed here."""
+        client, shard = self._client_for_loop()
+        body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        try:
+            async with _timeout_at(asyncio.get_running_loop().time() + timeout_s):
+                response = await client.post(self.base_url + "/embeddings", json=body, timeout=timeout_s)
+        except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+            raise self._transport_error(model, exc, timeout_s) from exc
+        finally:
+            self._done(shard)
+        if response.status_code == 404:
+            raise self._error("bad_request", model, "model does not support embeddings: the upstream answered "
+                              f"HTTP 404 ({_server_message(response.content)})", status=404,
+                              hint=f"check that {self.base_url}/embeddings serves '{model}'")
+        if not 200 <= response.status_code < 300:
+            raise self._status_error(model, response)
+        try:
+            data = json.loads(response.content)
+            items = sorted(data["data"], key=lambda item: item.get("index", 0))
+            vectors = [_vector(item["embedding"]) for item in items]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._error("malformed", model, "the answer is not an OpenAI embeddings list",
+                              status=response.status_code) from exc
+        if len(vectors) != len(texts):
+            raise self._error("malformed", model, f"{len(vectors)} embeddings for {len(texts)} inputs",
+                              status=response.status_code)
+        usage = data.get("usage") or {}
+        return Embeddings(vectors, int(usage.get("prompt_tokens") or 0), model)
 
     # -- models ----------------------------------------------------------------------------------------------------
 
