@@ -104,7 +104,8 @@ class Step(_Middleware):
     """One model step with the guards around it (see the module docstring)."""
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
-        state, run = request.state, self.run
+        state: Any = request.state
+        run = self.run
         counts, since = {**new_counts(), **state.get("counts", {})}, state.get("since_action", 0)
         if since >= run.max_steps:
             return self._default(state, counts, since, f"{run.max_steps} steps without a valid "
@@ -121,7 +122,7 @@ class Step(_Middleware):
             return self._default(state, counts, since + 1, f"no answer from the model: {exc.kind}: {exc.message}")
         reply = next(m for m in reversed(response.result) if isinstance(m, AIMessage))
         meta = reply.response_metadata
-        tokens = (reply.usage_metadata or {}).get("total_tokens", 0)
+        tokens = reply.usage_metadata["total_tokens"] if reply.usage_metadata else 0
         counts["tokens"] += tokens
         counts["invalid_tool_calls"] += meta.get("invalid_tool_calls", 0)
         counts["seconds"] += meta.get("seconds", 0.0)
@@ -223,7 +224,7 @@ class Tools(_Middleware):
                                    "counts": counts})
         out = handler(request.override(tool=tool))
         update = dict(out.update) if isinstance(out, Command) and isinstance(out.update, dict) else {"messages": [out]}
-        message = update["messages"][-1]
+        message: Any = update["messages"][-1]
         self.run.event("agent_tool", tool=call["name"], summary=summary(str(message.content)))
         if message.status != "error":
             update["answers"] = {**answers, key: str(message.content)}

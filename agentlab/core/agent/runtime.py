@@ -23,7 +23,6 @@ windowed (the brief and the last exchanges) so it fits a small context.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable
