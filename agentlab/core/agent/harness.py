@@ -247,7 +247,7 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
         func: Callable[..., Any] = act
     else:
         def answer(runtime: ToolRuntime, **args: Any) -> ToolMessage | Command:
-            assert tool.run is not None
+            assert tool.run is not None  # AgentRun.tools offers only the tools that run
             try:
                 with span("agent.tool", {"agent.tool": tool.name}):
                     out = tool.run(args)

@@ -164,7 +164,8 @@ class AgentRun:
         """The driver's tools of this step as LangChain tools (the schemas may change: the candidates' indices)."""
         from agentlab.core.agent.harness import as_langchain
 
-        return [as_langchain(self, t) for t in self.driver.tools()]
+        actions = self.driver.actions
+        return [as_langchain(self, t) for t in self.driver.tools() if t.run is not None or t.name in actions]
 
     def reflect(self, state: dict[str, Any]) -> str:
         """What the model is told after each action: its todo and the driver's reflection."""
