@@ -13,12 +13,10 @@ The checkpointer is LangGraph's SQLite saver on ``agent.sqlite`` in the run fold
 is in the graph's state (messages, counters, the pending action, declined actions, its todo and notes): after
 ``kill -9`` a new process opens the same thread and continues from the last checkpoint.
 
-Guards against a weak model, all in code (middleware, never the text of a message): every call is constrained and
-validated by the router (one repair, then the next model); a step that yields no tool call, or ``max_steps`` calls
-without the action, runs the driver's ``default_action`` (the classical sampler's candidate); a call repeated since
-the last action is answered with its earlier answer, not run again, and the next step offers only ``suggest`` and
-the action that runs a suggested candidate (the model still chooses which); the conversation sent to the model is
-windowed (the brief and the last exchanges) so it fits a small context.
+Guards against a weak model are in code (``harness.py``'s middleware, never the text of a message): every call is
+validated by the router; no tool call, or ``max_steps`` calls without the action, runs the driver's
+``default_action``; a call repeated since the last action gets its earlier answer and the next step offers only
+``suggest`` and the action; the model sees the brief and the last exchanges.
 """
 
 from __future__ import annotations
