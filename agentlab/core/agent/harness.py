@@ -49,6 +49,8 @@ def to_openai(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     for msg in out:
         if msg.get("tool_calls") and not msg.get("content"):
             msg["content"] = None  # OpenAI's shape of an assistant message that only calls tools
+        if msg["role"] == "tool":
+            msg.pop("name", None)  # not a field of OpenAI's tool message (the tool node names some answers)
     return out
 
 

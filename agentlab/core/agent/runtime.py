@@ -230,7 +230,8 @@ class AgentRun:
     def counts(self) -> dict[str, Any]:
         """The agent's counters (steps, tool_calls, invalid_tool_calls, ...) and seconds spent by the model."""
         counts = {**new_counts(), **self._values().get("counts", {})}
-        return {**counts, "model_seconds": round(counts.pop("seconds"), 3)}
+        seconds = counts.pop("seconds")
+        return {**counts, "model_seconds": round(seconds, 3)}
 
     def declined(self) -> list[str]:
         """The keys of the actions the user declined (--approve), kept in the checkpoint."""
