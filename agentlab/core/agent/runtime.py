@@ -203,7 +203,13 @@ class AgentRun:
             # a fresh thread starts with the brief; one stopped between checkpoints (killed during a model step)
             # continues from its last one
             value: Any = None
-            if not self._values().get("messages"):
+            messages = self._values().get("messages") or []
+            if messages and isinstance(messages[0], dict):
+                raise AgentlabError(f"{self.path} holds an agent written by an earlier agentlab (its own graph, before "
+                                    "LangChain's create_agent), which this one cannot continue",
+                                    hint=f"move {self.path.name} out of the run folder and resume: the agent starts "
+                                    "afresh from the study, whose trials are all kept")
+            if not messages:
                 brief = self.driver.brief()
                 self.event("agent_plan", messages=len(brief), summary=summary(brief[-1]["content"]))
                 value = {"messages": brief, "head": len(brief)}

@@ -116,3 +116,34 @@ def test_the_repeat_watch_is_a_flag_in_the_state_not_the_text(tmp_path: Path) ->
     assert script.offered[2] == ["run", "suggest"]  # after a real repeat: only the action and suggest
     assert script.offered[3] == script.offered[0]  # one step only
     run.close()
+
+
+def test_a_checkpoint_of_the_earlier_runtime_is_refused_with_the_next_step(tmp_path: Path) -> None:
+    import sqlite3
+    from typing import TypedDict
+
+    import pytest
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    from agentlab.core.errors import AgentlabError
+
+    class Old(TypedDict):  # the earlier runtime's state: plain dicts, no reducer
+        messages: list[dict[str, Any]]
+
+    path = tmp_path / "agent.sqlite"
+    graph = StateGraph(Old)
+    graph.add_node("plan", lambda s: {"messages": [{"role": "system", "content": "s"}]})
+    graph.add_edge(START, "plan")
+    graph.add_edge("plan", END)
+    with sqlite3.connect(str(path), check_same_thread=False) as conn:
+        graph.compile(checkpointer=SqliteSaver(conn)).invoke({"messages": []}, {"configurable": {"thread_id": "agent"}})
+    run = AgentRun(Memo(), Script([("run", {"candidate": 0})]), path)
+    with pytest.raises(AgentlabError) as err:
+        run.advance(None)
+    assert "earlier agentlab" in err.value.message and "agent.sqlite" in (err.value.hint or "")
+    run.close()
+    path.unlink()  # the hint's next step: the agent starts afresh
+    fresh = AgentRun(Memo(), Script([("run", {"candidate": 0})]), path)
+    assert fresh.advance(None)["args"] == {"candidate": 0}
+    fresh.close()
