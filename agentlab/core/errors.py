@@ -115,6 +115,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "streamlit": "ui",
     "lm_eval": "eval",
     **dict.fromkeys(("langchain_core", "langgraph"), "langchain"),
+    "langchain": "agent",  # create_agent: the agent planner's harness (core/agent/harness.py)
     "crewai": "crewai",
 }
 

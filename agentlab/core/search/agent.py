@@ -231,7 +231,6 @@ class AgentPlanner:
         self._suggested: list[Proposal] = []
         self._done: list[Done] = []  # the view's finished trials, read once per proposal
         self._tools: list[Tool] = []  # built once per proposal (each step asks for them twice)
-        self._todo: list[str] = []
         asker = None
         if approver is not None:  # the question carries the run folder (the UI answers through it)
             def asker(action: dict[str, Any]) -> dict[str, Any]:
@@ -322,8 +321,6 @@ class AgentPlanner:
         lines = [f"{_count(self.ctx.budget_left, self.unit)} left, the one you plan now included. "
                  f"{view.best_line()}.",
                  f"{_count(left, 'more ' + self.unit)} without a new best and the guard runs {sampler} instead."]
-        if self._todo:
-            lines.append("your todo: " + "; ".join(self._todo[:5]))
         lines.append(f"Next: call suggest, then {self.actions[0]} with a candidate (or {self.actions[1]}).")
         return "\n".join(lines)
 
@@ -423,20 +420,24 @@ class AgentPlanner:
     def _notes(self) -> list[str]:
         return [str(n) for n in self._knowledge().get(self.kit.signature, [])][-5:]
 
-    def _note(self, args: dict[str, Any]) -> str:
+    def _note(self, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Kept in the agent's state (``notes``) and, with a knowledge file, for the next search on this data."""
         text = " ".join(str(args.get("text", "")).split())[:200]
         path = self.kit.knowledge
-        if not text or path is None:
-            return "nothing noted"
+        if not text:
+            return "nothing noted", {}
+        if path is None:
+            return "noted for the rest of this search", {"notes": [text]}
         data = self._knowledge()
         data[self.kit.signature] = [*data.get(self.kit.signature, []), text][-20:]
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(data, indent=1))
-        return f"noted for the next search on {self.kit.signature}"
+        return f"noted for the next search on {self.kit.signature}", {"notes": [text]}
 
-    def _set_todo(self, args: dict[str, Any]) -> str:
-        self._todo = [" ".join(str(i).split())[:80] for i in args.get("items", [])][:5]
-        return "todo: " + "; ".join(self._todo) if self._todo else "todo cleared"
+    def _set_todo(self, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The agent's plan, in its state (``todo``): the runtime shows it after each action."""
+        todo = [" ".join(str(i).split())[:80] for i in args.get("items", [])][:5]
+        return ("todo: " + "; ".join(todo) if todo else "todo cleared"), {"todo": todo}
 
     # ------------------------------------------------------------------ the action
 

@@ -1,0 +1,269 @@
+"""The agent runtime on LangChain's harness: ``create_agent`` over an ``AgentModel``, with agentlab's guards as
+middleware and the run's state in the graph (imported by ``AgentRun.open``: it needs the ``agent`` extra).
+
+The graph is create_agent's own (model -> tools -> model ...); what agentlab adds is middleware:
+
+- ``Step`` (``wrap_model_call``): the tools of this step (the driver's, or only ``suggest`` and the action after a
+  repeat), the window (the brief and the last ``keep`` messages), one call per step, the counters, and the step
+  budget: after ``max_steps`` steps without an action, a failed model call or a reply with no tool call, the
+  driver's default action is written as the action call (``defaulted``). An action call is checked here, in the
+  model node, so a resume never checks it again: accepted, it is ``pending``; refused, it gets "not run: ...".
+- ``Approval`` (``after_model``): with an approver, an interrupt before the pending action runs (yes / no / edit).
+- ``Tools`` (``wrap_tool_call``): the driver's tools as LangChain tools, and the repeat watch (a call made since the
+  last action gets its earlier answer and sets ``repeated``, which ``Step`` reads).
+
+The action tool leaves the graph at ``interrupt({"kind": "execute", "action": pending})``; the search loop runs the
+trial and resumes with its result, which becomes the tool's answer, followed by the driver's reflection.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, NotRequired
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, AgentState, ExtendedModelResponse, ModelRequest, ModelResponse
+from langchain.tools import ToolRuntime
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage, convert_to_openai_messages
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import StructuredTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.types import Command, interrupt
+
+from agentlab.core.agent.runtime import RESULT_CHARS, Tool, new_counts, summary, window
+from agentlab.core.errors import AgentlabError, LLMError
+from agentlab.core.tracing import span
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    from agentlab.core.agent.runtime import AgentRun
+
+
+def to_openai(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages as OpenAI-style dicts (what an ``AgentModel`` reads and ``AgentRun.messages`` returns)."""
+    out = convert_to_openai_messages(list(messages))
+    for msg in out:
+        if msg.get("tool_calls") and not msg.get("content"):
+            msg["content"] = None  # OpenAI's shape of an assistant message that only calls tools
+        if msg["role"] == "tool":
+            msg.pop("name", None)  # not a field of OpenAI's tool message (the tool node names some answers)
+    return out
+
+
+class AgentChatModel(BaseChatModel):
+    """A LangChain chat model over an ``AgentModel`` (a route of the router or a scripted model): the messages and
+    the bound tools go to ``step`` in OpenAI's shapes; the reply's calls come back as the message's tool calls, its
+    tokens in ``usage_metadata`` (the reply knows only the total) and its seconds, invalid calls and model in
+    ``response_metadata``."""
+
+    agent: Any
+
+    @property
+    def _llm_type(self) -> str:
+        return "agentlab-agent"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools])
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        reply = self.agent.step(to_openai(messages), list(kwargs.get("tools") or []))
+        calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in reply.calls]
+        message = AIMessage(reply.text or "", tool_calls=calls,
+                            usage_metadata={"input_tokens": 0, "output_tokens": 0, "total_tokens": reply.tokens},
+                            response_metadata={"model_name": reply.model or self.agent.name, "seconds": reply.seconds,
+                                               "invalid_tool_calls": reply.invalid})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class RunState(AgentState):
+    """The agent's state in the checkpoint: create_agent's messages (``add_messages``) and agentlab's own fields."""
+
+    head: NotRequired[int]  # messages of the brief (always shown)
+    counts: NotRequired[dict[str, float]]  # steps, tool_calls, invalid_tool_calls, rejected_calls, defaulted, ...
+    since_action: NotRequired[int]  # model steps since the last action
+    pending: NotRequired[dict[str, Any] | None]  # the checked action waiting to run
+    declined: NotRequired[list[str]]  # keys of the actions the user declined: never run
+    answers: NotRequired[dict[str, str]]  # the repeat watch: each call since the last action -> its answer
+    repeated: NotRequired[bool]  # the last call was a repeat: the next step offers only suggest and the action
+    todo: NotRequired[list[str]]  # the agent's plan (the todo tool), shown after each action
+    notes: NotRequired[Annotated[list[str], operator.add]]  # the facts it noted this run (the note tool)
+
+
+class _Middleware(AgentMiddleware):
+    state_schema = RunState
+
+    def __init__(self, run: AgentRun):
+        super().__init__()
+        self.run, self.driver = run, run.driver
+
+
+class Step(_Middleware):
+    """One model step with the guards around it (see the module docstring)."""
+
+    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
+        state: Any = request.state
+        run = self.run
+        counts, since = {**new_counts(), **state.get("counts", {})}, state.get("since_action", 0)
+        if since >= run.max_steps:
+            return self._default(state, counts, since, f"{run.max_steps} steps without a valid "
+                                 f"{' or '.join(self.driver.actions)}")
+        counts["steps"] += 1
+        tools = run.tools()
+        if state.get("repeated"):  # it repeated itself: see the candidates, or run one (still its choice)
+            tools = [t for t in tools if t.name in (self.driver.actions[0], "suggest")] or tools
+        try:
+            with span("agent.act", {"agent.step": counts["steps"], "agent.model": run.model.name}):
+                response = handler(request.override(tools=list(tools), messages=window(
+                    request.messages, state.get("head", 2), run.keep)))
+        except LLMError as exc:
+            return self._default(state, counts, since + 1, f"no answer from the model: {exc.kind}: {exc.message}")
+        reply = next(m for m in reversed(response.result) if isinstance(m, AIMessage))
+        meta = reply.response_metadata
+        tokens = reply.usage_metadata["total_tokens"] if reply.usage_metadata else 0
+        counts["tokens"] += tokens
+        counts["invalid_tool_calls"] += meta.get("invalid_tool_calls", 0)
+        counts["seconds"] += meta.get("seconds", 0.0)
+        if not reply.tool_calls:
+            return self._default(state, counts, since + 1, "the model called no tool")
+        call = reply.tool_calls[0]  # one call per step: the next step sees its result
+        counts["tool_calls"] += 1
+        run.event("agent_step", step=counts["steps"], tool=call["name"], arguments=json.dumps(call["args"])[:500],
+                  model=meta.get("model_name", run.model.name), tokens=tokens,
+                  seconds=round(meta.get("seconds", 0.0), 3), invalid=meta.get("invalid_tool_calls", 0))
+        update: dict[str, Any] = {"counts": counts, "since_action": since + 1, "repeated": False}
+        message = reply.model_copy(update={"tool_calls": [call]})
+        if call["name"] in self.driver.actions:
+            update["answers"] = {}  # an action call ends the repeat watch's window
+            action, error = self.driver.check_action(call["args"])
+            if action is not None and action.get("key") in state.get("declined", []):
+                action, error = None, "the user declined this one: choose another"
+            if action is not None:
+                update["pending"] = {**action, "call_id": call["id"]}
+            else:
+                counts["rejected_calls"] += 1
+                text = f"not run: {error}"[:RESULT_CHARS]
+                update["messages"] = [ToolMessage(text, tool_call_id=call["id"], status="error")]
+                run.event("agent_tool", tool=call["name"], summary=summary(text))
+        return ExtendedModelResponse(ModelResponse([message]), Command(update=update))
+
+    def _default(self, state: Any, counts: dict[str, Any], since: int, why: str) -> ExtendedModelResponse:
+        """The driver's default action, written as a call the agent made (so the conversation stays well formed)."""
+        action = self.driver.default_action(why)
+        counts["defaulted"] += 1
+        call_id = f"call_default_{counts['steps']}"
+        message = AIMessage("", tool_calls=[{"name": self.driver.actions[0], "args": action.get("args", {}),
+                                             "id": call_id, "type": "tool_call"}])
+        self.run.event("agent_default", why=why[:300], action=summary(json.dumps(action.get("args", {}))))
+        return ExtendedModelResponse(ModelResponse([message]), Command(update={
+            "counts": counts, "since_action": since, "answers": {}, "repeated": False,
+            "pending": {**action, "call_id": call_id, "default": why}}))
+
+
+class Approval(_Middleware):
+    """Before the pending action runs: an interrupt answered by the approver (``AgentRun.advance``). "edit" changes
+    the proposal shown (its params updated by the edit's changes) and checks it again; "no" declines it for good."""
+
+    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        pending = state.get("pending")
+        if self.run.approver is None or not pending:
+            return None
+        answer = interrupt({"kind": "approve", "action": pending}) or {}
+        verdict, note = answer.get("answer", "yes"), answer.get("note")
+        changes = (answer.get("args") or {}).get("changes") if verdict == "edit" else None
+        self.run.event("agent_approval", answer=verdict, note=str(note or "")[:300],
+                       **({"changes": changes} if changes else {}))
+        if verdict == "yes":
+            return None
+        declined = list(state.get("declined", []))
+        if verdict == "edit":
+            args = dict(answer.get("args") or {})
+            if isinstance(args.get("changes"), dict) and isinstance(pending.get("params"), dict):
+                args["changes"] = {**pending["params"], **args["changes"]}  # the proposal shown, edited
+            action, error = self.driver.check_action(args)
+            if action is not None:
+                return {"pending": {**action, "call_id": pending["call_id"], "edited": True}}
+            text = f"the user's edit was not valid ({error}); not run"
+        else:
+            text = "the user declined this; propose something else"
+            if pending.get("key") and pending["key"] not in declined:
+                declined.append(pending["key"])  # never proposed again: refused in Step, not drawn again
+            decline = getattr(self.driver, "decline", None)
+            if decline is not None:
+                decline(pending)
+        message = ToolMessage(text + (f". The user says: {note}" if note else ""), tool_call_id=pending["call_id"])
+        return {"messages": [message], "pending": None, "since_action": 0, "declined": declined}
+
+
+class Tools(_Middleware):
+    """Runs the driver's tools (given per step, so they are not registered with the tool node) and watches for
+    repeats: an identical call since the last action gets its earlier answer, not a second run."""
+
+    def wrap_tool_call(self, request: Any, handler: Callable[[Any], ToolMessage | Command]) -> ToolMessage | Command:
+        call, state = request.tool_call, request.state
+        tool = next((t for t in self.run.tools() if t.name == call["name"]), None)
+        if call["name"] in self.driver.actions:
+            return handler(request.override(tool=tool))
+        key = json.dumps([call["name"], call["args"]], sort_keys=True)
+        answers = dict(state.get("answers", {}))
+        if key in answers:  # a small model repeats calls: the same answer again, and a push to decide
+            action = self.driver.actions[0]
+            head = f"you made this same call already since the last {action}; its answer was: "
+            tail = f"\nDecide now: call {action} with one of the suggested candidates."
+            text = head + answers[key][:RESULT_CHARS - len(head) - len(tail)] + tail
+            self.run.event("agent_tool", tool=call["name"], summary=summary("repeated call: " + answers[key]))
+            return Command(update={"messages": [ToolMessage(text, tool_call_id=call["id"])], "repeated": True})
+        if tool is None:
+            counts = {**new_counts(), **state.get("counts", {})}
+            counts["rejected_calls"] += 1
+            text = f"error: unknown tool {call['name']!r}"
+            self.run.event("agent_tool", tool=call["name"], summary=text)
+            return Command(update={"messages": [ToolMessage(text, tool_call_id=call["id"], status="error")],
+                                   "counts": counts})
+        out = handler(request.override(tool=tool))
+        update = dict(out.update) if isinstance(out, Command) and isinstance(out.update, dict) else {"messages": [out]}
+        message: Any = update["messages"][-1]
+        self.run.event("agent_tool", tool=call["name"], summary=summary(str(message.content)))
+        if message.status != "error":
+            update["answers"] = {**answers, key: str(message.content)}
+        return Command(update=update)
+
+
+def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
+    """A driver's tool as a LangChain tool whose arguments' schema is the tool's JSON schema. Its answer is the
+    ``run`` function's text (with a state update when it returns one: todo, notes); the action's runs the trial."""
+    if tool.name in run.driver.actions:
+        def act(runtime: ToolRuntime, **args: Any) -> Command:
+            pending = runtime.state.get("pending")
+            assert pending is not None, "an action call reaches the tool node only once checked (Step)"
+            result = str(interrupt({"kind": "execute", "action": pending}))
+            run.event("agent_observe", summary=summary(result))
+            reflection = run.reflect(runtime.state)
+            return Command(update={"pending": None, "since_action": 0, "messages": [
+                ToolMessage(result[:RESULT_CHARS], tool_call_id=runtime.tool_call_id),
+                *([HumanMessage(reflection)] if reflection else [])]})
+        func: Callable[..., Any] = act
+    else:
+        def answer(runtime: ToolRuntime, **args: Any) -> ToolMessage | Command:
+            assert tool.run is not None  # AgentRun.tools offers only the tools that run
+            try:
+                with span("agent.tool", {"agent.tool": tool.name}):
+                    out = tool.run(args)
+            except AgentlabError as exc:
+                return ToolMessage(f"error: {exc.message}"[:RESULT_CHARS], tool_call_id=runtime.tool_call_id,
+                                   status="error")
+            text, update = (out, {}) if isinstance(out, str) else out
+            message = ToolMessage(text[:RESULT_CHARS], tool_call_id=runtime.tool_call_id)
+            return Command(update={**update, "messages": [message]}) if update else message
+        func = answer
+    return StructuredTool(name=tool.name, description=tool.description, args_schema=tool.parameters, func=func)
+
+
+def build(run: AgentRun, checkpointer: BaseCheckpointSaver) -> Any:
+    """The agent's graph: create_agent on ``run.model`` with the middleware above, checkpointed."""
+    middleware = [Step(run), Approval(run), Tools(run)]
+    return create_agent(AgentChatModel(agent=run.model), middleware=middleware, checkpointer=checkpointer)
