@@ -233,7 +233,8 @@ def test_an_agent_run_waiting_for_approval_is_approved_in_chromium(browser: Any,
         "providers": {"loop": {"kind": "openai", "base_url": base_url}},
         "models": {"m": {"provider": "loop", "model": "m"}},
         "routes": {"planner": {"primary": ["m"]}}, "retries": 0, "timeout_s": 10}))
-    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    # no terminal: the answers come from the UI, as for a run `agentlab ui` starts (without it --approve exits 2)
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs"), approval.APPROVE_UI_ENV: "1"}
     with open(in_tmp / "nas.log", "wb") as log:
         nas = subprocess.Popen([sys.executable, "-m", "agentlab", "nas", "--llm", "llm.yaml", "--planner", "agent",
                                 "--approve", "-n", "2", "--set", "train.epochs=1", "--out", "runs/nas/agent"],
