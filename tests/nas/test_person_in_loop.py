@@ -262,3 +262,18 @@ def test_the_agent_table_shows_the_last_trials_outcome_too() -> None:
               {"kind": "plan", "origin": "agent"}, {"kind": "trial", "state": "complete", "value": 0.5}]
     rows = [line for line in agent_story(block, events) if line.startswith("| 2 |")]
     assert rows == ['| 2 | run_trial | {"candidate": 1} | complete 0.5 |']
+
+
+def test_an_edit_that_is_not_valid_goes_back_to_the_person_with_the_reason(in_tmp: Path,
+                                                                          srv: ScriptedServer) -> None:
+    """The error of a refused edit is the person's to read: they are asked again about the same proposal, told
+    why, and nothing ran in between (it went to the model before, and the person never saw it)."""
+    from agentlab.core.agent.approval import describe
+
+    bad = {"answer": "edit", "args": {"changes": {"model.d_model": 7}}}  # not a choice of the space
+    asked, ran = approval_search(in_tmp, srv, [bad, {"answer": "yes"}], trials=2)
+    assert asked[1]["key"] == asked[0]["key"] and "model.d_model" in asked[1]["refused_edit"]
+    assert describe(asked[1]).startswith("your edit was not valid (") and "refused_edit" not in asked[0]
+    assert ran[1] == asked[0]["params"] and len(ran) == 2
+    events = [json.loads(line) for line in (in_tmp / "r" / "events.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events if e["kind"].startswith("agent_edit")] == ["agent_edit_refused"]

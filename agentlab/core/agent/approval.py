@@ -99,7 +99,9 @@ def describe(action: dict[str, Any]) -> str:
             else ", ".join(f"{k}={v}" for k, v in (args.get("changes") or {}).items()))
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in (action.get("params") or {}).items())
-    return f"the agent wants to run {what}: {params}\n  why: {action.get('reason') or '-'}"
+    refused = (f"your edit was not valid ({action['refused_edit']}): nothing ran; answer again\n"
+               if action.get("refused_edit") else "")
+    return f"{refused}the agent wants to run {what}: {params}\n  why: {action.get('reason') or '-'}"
 
 
 def parse_changes(text: str) -> dict[str, Any]:

@@ -172,31 +172,43 @@ class Approval(_Middleware):
         pending = state.get("pending")
         if self.run.approver is None or not pending:
             return None
-        answer = interrupt({"kind": "approve", "action": pending}) or {}
-        verdict, note = answer.get("answer", "yes"), answer.get("note")
-        changes = (answer.get("args") or {}).get("changes") if verdict == "edit" else None
-        self.run.event("agent_approval", answer=verdict, note=str(note or "")[:300],
-                       **({"changes": changes} if changes else {}))
-        if verdict == "yes":
-            return None
-        declined = list(state.get("declined", []))
-        if verdict == "edit":
+        refused, events = "", []
+        # An edit that is not valid goes back to the person with the reason, not to the model. LangGraph replays
+        # the node's earlier interrupts on each resume, so the events are written once, when the node completes.
+        while True:
+            shown = {**pending, "refused_edit": refused} if refused else pending
+            answer = interrupt({"kind": "approve", "action": shown}) or {}
+            verdict, note = answer.get("answer", "yes"), answer.get("note")
+            changes = (answer.get("args") or {}).get("changes") if verdict == "edit" else None
+            events.append(("agent_approval", {"answer": verdict, "note": str(note or "")[:300],
+                                              **({"changes": changes} if changes else {})}))
+            if verdict != "edit":
+                break
             args = dict(answer.get("args") or {})
             if isinstance(args.get("changes"), dict) and isinstance(pending.get("params"), dict):
                 args["changes"] = {**pending["params"], **args["changes"]}  # the proposal shown, edited
             action, error = self.driver.check_action(args)
             if action is not None:
+                self._write(events)
                 return {"pending": {**action, "call_id": pending["call_id"], "edited": True}}
-            text = f"the user's edit was not valid ({error}); not run"
-        else:
-            text = "the user declined this; propose something else"
-            if pending.get("key") and pending["key"] not in declined:
-                declined.append(pending["key"])  # never proposed again: refused in Step, not drawn again
-            decline = getattr(self.driver, "decline", None)
-            if decline is not None:
-                decline(pending)
+            refused = error or "not a valid config"
+            events.append(("agent_edit_refused", {"error": refused[:300]}))
+        self._write(events)
+        if verdict == "yes":
+            return None
+        declined = list(state.get("declined", []))
+        if pending.get("key") and pending["key"] not in declined:
+            declined.append(pending["key"])  # never proposed again: refused in Step, not drawn again
+        decline = getattr(self.driver, "decline", None)
+        if decline is not None:
+            decline(pending)
+        text = "the user declined this; propose something else"
         message = ToolMessage(text + (f". The user says: {note}" if note else ""), tool_call_id=pending["call_id"])
         return {"messages": [message], "pending": None, "since_action": 0, "declined": declined}
+
+    def _write(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        for kind, fields in events:
+            self.run.event(kind, **fields)
 
 
 class Tools(_Middleware):
