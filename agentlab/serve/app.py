@@ -173,10 +173,7 @@ class _Handler:
         except LLMError as exc:
             return self.refuse(label, self.llm_error(exc))
         except _Disconnected:
-            self.metrics.failed_request(label, "client_disconnected")
-            from starlette.responses import Response
-
-            return Response(status_code=499)  # nobody reads it; uvicorn drops it on the closed connection
+            return self.disconnected(label)
         seconds = time.perf_counter() - start
         self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks, tool_calls=len(rc.completion.tool_calls))
         if log.isEnabledFor(logging.INFO):
@@ -220,10 +217,7 @@ class _Handler:
         except LLMError as exc:
             return self.refuse(label, self.llm_error(exc))
         except _Disconnected:
-            self.metrics.failed_request(label, "client_disconnected")
-            from starlette.responses import Response
-
-            return Response(status_code=499)
+            return self.disconnected(label)
         self.metrics.answered_request(label, model, time.perf_counter() - start, 0)
         return JSONResponse(text_completion_body(name, choices), headers={"x-agentlab-model": model,
                                                                           "x-agentlab-route": label})

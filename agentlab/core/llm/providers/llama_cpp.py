@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agentlab.core.errors import LLMError, MissingPackage
 from agentlab.core.llm.config import LlamaCppProviderConfig, ResourceConfig
@@ -66,6 +66,7 @@ from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages,
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # ggml_type ids (ggml.h) for the KV cache element types of LlamaCppProviderConfig.cache_type.
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
@@ -411,21 +412,8 @@ class LlamaCppProvider:
         """Raw-prompt completions with per-token log-probabilities (the gateway's ``/v1/completions``): ``request``
         is a ``core/llm/scoring.py`` ``RawRequest``. Log-probabilities are read token by token (the model is loaded
         without ``logits_all``), under the model's lock."""
-        loaded = await asyncio.to_thread(self.load, model)
-
-        def work() -> list[Any]:
-            if not loaded.lock.acquire(timeout=timeout_s):
-                raise LLMError(f"{model}: timed out waiting for the model", "timeout", model=model)
-            try:
-                return complete_llama(loaded.llm, request)
-            finally:
-                loaded.lock.release()
-
         try:
-            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(loaded.executor, work),
-                                          timeout_s + _GRACE_S)
-        except TimeoutError:
-            raise LLMError(f"{model}: no completion within {timeout_s:.3g}s", "timeout", model=model) from None
+            return await self._locked(model, timeout_s, "completion", lambda llm: complete_llama(llm, request))
         except ValueError as exc:  # a prompt that does not fit
             raise LLMError(f"{model}: {exc}", "bad_request", model=model) from exc
 
@@ -433,13 +421,18 @@ class LlamaCppProvider:
                     dimensions: int | None = None) -> Embeddings:
         """One vector per text from the loaded (chat) model itself: see ``embed_llama``. Runs under the model's lock
         on its worker thread, like a generation."""
+        return await self._locked(model, timeout_s, "embeddings",
+                                  lambda llm: embed_llama(llm, model, texts, dimensions))
+
+    async def _locked(self, model: str, timeout_s: float, what: str, fn: Callable[[Any], T]) -> T:
+        """``fn(llm)`` on the loaded model's worker thread, under its lock, within ``timeout_s``."""
         loaded = await asyncio.to_thread(self.load, model)
 
-        def work() -> Embeddings:
+        def work() -> T:
             if not loaded.lock.acquire(timeout=timeout_s):
                 raise LLMError(f"{model}: timed out waiting for the model", "timeout", model=model)
             try:
-                return embed_llama(loaded.llm, model, texts, dimensions)
+                return fn(loaded.llm)
             finally:
                 loaded.lock.release()
 
@@ -447,7 +440,7 @@ class LlamaCppProvider:
             return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(loaded.executor, work),
                                           timeout_s + _GRACE_S)
         except TimeoutError:
-            raise LLMError(f"{model}: no embeddings within {timeout_s:.3g}s", "timeout", model=model) from None
+            raise LLMError(f"{model}: no {what} within {timeout_s:.3g}s", "timeout", model=model) from None
 
     async def aclose(self) -> None:
         """Nothing to do: loaded models are shared by the whole process (``unload_all`` frees them)."""
