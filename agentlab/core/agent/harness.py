@@ -118,8 +118,9 @@ class Step(_Middleware):
             tools = [t for t in tools if t.name in (self.driver.actions[0], "suggest")] or tools
         try:
             with span("agent.act", {"agent.step": counts["steps"], "agent.model": run.model.name}):
-                response = handler(request.override(tools=list(tools), messages=window(
-                    request.messages, state.get("head", 2), run.keep)))
+                shown = window(request.messages, state.get("head", 2), run.keep) if run.profile.window \
+                    else request.messages  # a strong model sees the whole conversation
+                response = handler(request.override(tools=list(tools), messages=shown))
         except LLMError as exc:
             return self._default(state, counts, since + 1, f"no answer from the model: {exc.kind}: {exc.message}")
         reply = next(m for m in reversed(response.result) if isinstance(m, AIMessage))
@@ -222,7 +223,8 @@ class Tools(_Middleware):
             return handler(request.override(tool=tool))
         key = json.dumps([call["name"], call["args"]], sort_keys=True)
         answers = dict(state.get("answers", {}))
-        if key in answers:  # a small model repeats calls: the same answer again, and a push to decide
+        if key in answers and self.run.profile.repeat_watch:  # a small model repeats calls: the same answer
+            # again, and a push to decide
             action = self.driver.actions[0]
             head = f"you made this same call already since the last {action}; its answer was: "
             tail = f"\nDecide now: call {action} with one of the suggested candidates."

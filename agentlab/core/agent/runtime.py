@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agentlab.core.errors import AgentlabError
+from agentlab.core.llm.config import PROFILES, ModelProfile
 from agentlab.core.llm.types import GenParams, ToolCall
 
 if TYPE_CHECKING:
@@ -69,11 +70,19 @@ class Reply:
 
 
 class AgentModel(Protocol):
-    """What plans: ``RouterModel`` (a route of the routing config) or a scripted model (``agentlab.testing``)."""
+    """What plans: ``RouterModel`` (a route of the routing config) or a scripted model (``agentlab.testing``). A
+    model may carry a ``profile`` (``core.llm.config.ModelProfile``: which guards it needs); one that does not is
+    taken for a small model (``profile_of``)."""
 
     name: str
 
     def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply: ...
+
+
+def profile_of(model: AgentModel) -> ModelProfile:
+    """The agent model's profile: its own, else ``small`` (scripted models stand in for the built-in one)."""
+    profile = getattr(model, "profile", None)
+    return profile if isinstance(profile, ModelProfile) else PROFILES["small"]
 
 
 class RouterModel:
@@ -83,6 +92,8 @@ class RouterModel:
         self.router, self.route, self.max_tokens = router, route, max_tokens
         chain = router.route(route)[1]
         self.name = chain[0] if chain else route
+        # the first model's: the one that answers unless it fails (a fallback of another kind gets the same guards)
+        self.profile = router.config.profile(chain[0]) if chain else PROFILES["full"]
 
     def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
         params = GenParams(tools=tools, tool_choice="required", parallel_tool_calls=False, max_tokens=self.max_tokens)
@@ -153,6 +164,11 @@ class AgentRun:
     on_event: Callable[..., None] | None = None
     _app: Any = field(default=None, init=False, repr=False)
     _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The planner model's profile: which of the guards it gets (the window, the repeat watch)."""
+        return profile_of(self.model)
 
     def event(self, kind: str, **fields: Any) -> None:
         if self.on_event is not None:

@@ -148,11 +148,38 @@ class ResourceConfig(StrictModel):
     check: bool = Field(True, description="refuse to load local models whose estimate does not fit")
 
 
+class ModelProfile(StrictModel):
+    """What a model needs around it, named once in the routing config and applied where each need arises: the
+    providers' tool gate (the router's request params) and the agent runtime's guards (``core/agent``). A small
+    local model gets help; a strong model behind an API gets none of it, so its context and its choices are its own.
+    """
+
+    tool_gate: bool = Field(description="a question that shares no word with any tool is answered in text "
+                            "(tool_choice auto on a local model; core/llm/tools.py)")
+    repeat_watch: bool = Field(description="agent: a call repeated since the last trial gets its earlier answer, and "
+                               "the next step offers only suggest and the action")
+    window: bool = Field(description="agent: the model sees the brief and the last `agent.keep` messages, not the "
+                         "whole conversation")
+    short_tools: bool = Field(description="agent: tools described by their name and argument schema only (a small "
+                              "model copies descriptions into its answers)")
+
+
+PROFILES: dict[str, ModelProfile] = {
+    "small": ModelProfile(tool_gate=True, repeat_watch=True, window=True, short_tools=True),
+    "full": ModelProfile(tool_gate=False, repeat_watch=False, window=False, short_tools=False),
+}
+LOCAL_KINDS = ("llama_cpp", "hf")  # their models' profile is `small` unless a model says otherwise
+
+
 class ModelConfig(StrictModel):
     provider: str = Field(description="a key of `providers`")
     model: str = Field(description="the provider's model id, e.g. anthropic/claude-3.5-sonnet")
     params: Params = Field(default_factory=dict, description=f"default {PARAMS_HELP}; a request's own params win")
     stream: bool = Field(True, description="whether the endpoint supports SSE streaming (llm-bench measures TTFT)")
+    profile: Literal["small", "full"] | None = Field(
+        None, description="what the model needs around it: small (a grammar-bound local model: the tool gate, and "
+        "for the agent the repeat watch, a windowed history and short tool descriptions) or full (none of it); "
+        "empty: small for llama_cpp and hf models, full for HTTP ones")
 
 
 class RouteConfig(StrictModel):
@@ -224,6 +251,24 @@ class LLMConfig(StrictModel):
 
     def has_route(self, name: str) -> bool:
         return name in self.routes
+
+    def profile(self, model: str) -> ModelProfile:
+        """The model's profile (``ModelConfig.profile``; empty: by its provider's kind)."""
+        mcfg = self.models[model]
+        name = mcfg.profile
+        if name is None:
+            provider = self.providers.get(mcfg.provider)
+            name = "small" if provider is not None and provider.kind in LOCAL_KINDS else "full"
+        return PROFILES[name]
+
+    def model_params(self, model: str) -> dict[str, Any]:
+        """The model's default request params: its ``params`` over what its profile sets for a local model (the tool
+        gate; an HTTP request carries no such key: its upstream would refuse it)."""
+        mcfg = self.models[model]
+        provider = self.providers.get(mcfg.provider)
+        if provider is None or provider.kind not in LOCAL_KINDS:
+            return dict(mcfg.params)
+        return {"tool_gate": self.profile(model).tool_gate, **mcfg.params}
 
 
 def load_llm_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LLMConfig:

@@ -81,11 +81,13 @@ class Router:
                          for name, cfg in config.providers.items()}
         self.providers = providers
         self._models: dict[str, tuple[Provider, ModelConfig]] = {}
+        self._params: dict[str, dict[str, Any]] = {}
         for name, mcfg in config.models.items():
             if mcfg.provider not in providers:
                 raise ConfigError(f"models.{name}: provider '{mcfg.provider}' was not given to the router",
                                   hint=f"pass providers for: {', '.join(sorted(config.providers))}")
             self._models[name] = (providers[mcfg.provider], mcfg)
+            self._params[name] = config.model_params(name)  # the profile's defaults under the model's own params
         breaker = config.circuit_breaker
         self._stats = {name: ModelStats(config.ewma_alpha) for name in config.models}
         self._breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown_s) for name in config.models}
@@ -270,7 +272,7 @@ class Router:
                    use_breaker: bool = True) -> Completion:
         """Send one request to model ``name`` and record its outcome (stats, breaker, attempt, event)."""
         provider, mcfg = self._models[name]
-        merged = params.merged(mcfg.params)
+        merged = params.merged(self._params[name])
         stats, breaker = self._stats[name], self._breakers[name]
         # try_model claims the half-open trial right before calling us, with no await in between: if a trial is in
         # flight now, it is ours.

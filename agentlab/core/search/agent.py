@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentlab.core.agent.runtime import AgentModel, AgentRun, Tool
+from agentlab.core.agent.runtime import AgentModel, AgentRun, Tool, profile_of
+from agentlab.core.llm.config import ModelProfile
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search import share as S
 from agentlab.core.search.planners import PlanContext, Proposal, TrialDomain, diff, params_key
@@ -100,8 +101,12 @@ REASON_CHARSET = r"[A-Za-z0-9 ,.;'()%+=_-]"  # words, numbers and plain punctuat
 # a small model under a grammar otherwise fills with JSON-like debris
 
 
-def _reason_prop() -> dict[str, Any]:
-    # no description: a small model copies it into the answer instead of giving a reason
+def _reason_prop(profile: ModelProfile) -> dict[str, Any]:
+    """The ``reason`` argument of the run tools. For a small model (``short_tools``) no description, which it copies
+    into the answer instead of giving a reason, and a character set its grammar keeps to words; a strong model gets
+    the description and any text."""
+    if not profile.short_tools:
+        return {"type": "string", "maxLength": REASON_CHARS, "description": "why this one, in a sentence"}
     return {"type": "string", "maxLength": REASON_CHARS, "pattern": f"^{REASON_CHARSET}{{0,{REASON_CHARS}}}$"}
 
 
@@ -352,15 +357,16 @@ class AgentPlanner:
         k = self.settings.candidates  # fixed (check_action checks the real count): the prompt's tools stay the same
         sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
         run, own = self.actions
+        profile = profile_of(self.model)
         return [
             Tool("suggest", f"{sampler}'s {self.settings.candidates} candidates for the next {self.unit}",
                  {"type": "object", "properties": {}}, self._suggest),
             Tool(run, "run one of the suggested candidates (it counts against the budget)",
                  {"type": "object", "properties": {"candidate": {"type": "integer", "enum": list(range(max(k, 1)))},
-                                                   "reason": _reason_prop()},
+                                                   "reason": _reason_prop(profile)},
                   "required": ["candidate", "reason"], "additionalProperties": False}),
             Tool(own, f"run a {self.unit} of your own (it counts against the budget)",
-                 {"type": "object", "properties": {"changes": view.changes_schema(), "reason": _reason_prop()},
+                 {"type": "object", "properties": {"changes": view.changes_schema(), "reason": _reason_prop(profile)},
                   "required": ["changes", "reason"], "additionalProperties": False}),
             Tool("history", f"the finished {self.unit}s, best first, and what the good ones share",
                  {"type": "object", "properties": {"top": {"type": "integer", "minimum": 1, "maximum": 20}},

@@ -147,3 +147,37 @@ def test_a_checkpoint_of_the_earlier_runtime_is_refused_with_the_next_step(tmp_p
     fresh = AgentRun(Memo(), Script([("run", {"candidate": 0})]), path)
     assert fresh.advance(None)["args"] == {"candidate": 0}
     fresh.close()
+
+
+def test_a_model_of_the_full_profile_gets_no_small_model_guards(tmp_path: Path) -> None:
+    """Model profiles: a strong model (profile full, the default of HTTP models) sees its repeated call run again
+    and the whole conversation; a small one (the default of local models, and of scripted ones) gets the repeat
+    watch and the window."""
+    from agentlab.core.llm.config import PROFILES
+
+    calls = [("history", {}), ("history", {}), ("suggest", {}), ("run", {"candidate": 0})]
+    small, full = Script(calls), Script(calls)
+    full.profile = PROFILES["full"]  # type: ignore[attr-defined]
+    for script, name in ((small, "s"), (full, "f")):
+        run = AgentRun(Memo(), script, tmp_path / f"{name}.sqlite", keep=2)
+        assert run.advance(None)["args"] == {"candidate": 0}
+        run.close()
+    assert small.offered[2] == ["run", "suggest"] and full.offered[2] == full.offered[0]
+    # the window: the brief and the last `keep` messages for the small model, everything for the full one
+    assert len(small.seen[3]) < len(full.seen[3]) == 2 + 2 * 3
+
+
+def test_the_profile_comes_from_the_routing_config_by_provider_kind() -> None:
+    from agentlab.core.llm.config import PROFILES, LLMConfig
+
+    cfg = LLMConfig.model_validate({
+        "providers": {"local": {"kind": "llama_cpp"}, "api": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}},
+        "models": {"tiny": {"provider": "local", "model": "smollm2-135m"},
+                   "tiny-full": {"provider": "local", "model": "smollm2-135m", "profile": "full"},
+                   "big": {"provider": "api", "model": "gpt"},
+                   "big-small": {"provider": "api", "model": "gpt", "profile": "small", "params": {"top_p": 0.9}}}})
+    assert cfg.profile("tiny") == PROFILES["small"] and cfg.profile("tiny-full") == PROFILES["full"]
+    assert cfg.profile("big") == PROFILES["full"] and cfg.profile("big-small") == PROFILES["small"]
+    # the tool gate is a local model's request param; an HTTP request carries no such key
+    assert cfg.model_params("tiny") == {"tool_gate": True} and cfg.model_params("tiny-full") == {"tool_gate": False}
+    assert cfg.model_params("big-small") == {"top_p": 0.9}
