@@ -266,9 +266,9 @@ class LLMConfig(StrictModel):
         gate; an HTTP request carries no such key: its upstream would refuse it)."""
         mcfg = self.models[model]
         provider = self.providers.get(mcfg.provider)
-        if provider is None or provider.kind not in LOCAL_KINDS:
-            return dict(mcfg.params)
-        return {"tool_gate": self.profile(model).tool_gate, **mcfg.params}
+        if provider is None or provider.kind not in LOCAL_KINDS or self.profile(model).tool_gate:
+            return dict(mcfg.params)  # the gate is on unless a param turns it off (core/llm/tools.py)
+        return {"tool_gate": False, **mcfg.params}
 
 
 def load_llm_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LLMConfig:

@@ -179,5 +179,5 @@ def test_the_profile_comes_from_the_routing_config_by_provider_kind() -> None:
     assert cfg.profile("tiny") == PROFILES["small"] and cfg.profile("tiny-full") == PROFILES["full"]
     assert cfg.profile("big") == PROFILES["full"] and cfg.profile("big-small") == PROFILES["small"]
     # the tool gate is a local model's request param; an HTTP request carries no such key
-    assert cfg.model_params("tiny") == {"tool_gate": True} and cfg.model_params("tiny-full") == {"tool_gate": False}
+    assert cfg.model_params("tiny") == {} and cfg.model_params("tiny-full") == {"tool_gate": False}
     assert cfg.model_params("big-small") == {"top_p": 0.9}
