@@ -1,5 +1,6 @@
 """The agent runtime on LangChain's harness: ``create_agent`` over an ``AgentModel``, with agentlab's guards as
-middleware and the run's state in the graph (imported by ``AgentRun.open``: it needs the ``agent`` extra).
+middleware and the run's state in the graph, and ``AgentRun``, which drives it (imported when an agent planner is
+built: it needs the ``agent`` extra).
 
 The graph is create_agent's own (model -> tools -> model ...); what agentlab adds is middleware:
 
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 import json
 import operator
+import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 
 from langchain.agents import create_agent
@@ -33,14 +37,23 @@ from langchain_core.tools import StructuredTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.types import Command, interrupt
 
-from agentlab.core.agent.runtime import RESULT_CHARS, Tool, new_counts, summary, window
+from agentlab.core.agent.runtime import (
+    RESULT_CHARS,
+    AgentModel,
+    Driver,
+    Tool,
+    new_counts,
+    profile_of,
+    summary,
+    window,
+)
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.tracing import span
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
 
-    from agentlab.core.agent.runtime import AgentRun
+    from agentlab.core.llm.config import ModelProfile
 
 
 def to_openai(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
@@ -281,3 +294,126 @@ def build(run: AgentRun, checkpointer: BaseCheckpointSaver) -> Any:
     """The agent's graph: create_agent on ``run.model`` with the middleware above, checkpointed."""
     middleware = [Step(run), Approval(run), Tools(run)]
     return create_agent(AgentChatModel(agent=run.model), middleware=middleware, checkpointer=checkpointer)
+
+
+@dataclass
+class AgentRun:
+    """One agent (``harness.build``: create_agent and its middleware) over a checkpoint file. ``advance(result)``
+    resumes it with the last action's result (None the first time) and returns the next action; ``approver(action)
+    -> answer`` answers approvals (None: no approval asked). ``on_event(kind, **fields)`` receives each step
+    (events.jsonl)."""
+
+    driver: Driver
+    model: AgentModel
+    path: Path
+    thread: str = "agent"
+    max_steps: int = 6
+    keep: int = 12
+    approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    on_event: Callable[..., None] | None = None
+    _app: Any = field(default=None, init=False, repr=False)
+    _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The planner model's profile: which of the guards it gets (the window, the repeat watch)."""
+        return profile_of(self.model)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, **fields)
+
+    def tools(self) -> list[Any]:
+        """The driver's tools of this step as LangChain tools (the schemas may change: the candidates' indices)."""
+        actions = self.driver.actions
+        return [as_langchain(self, t) for t in self.driver.tools() if t.run is not None or t.name in actions]
+
+    def reflect(self, state: dict[str, Any]) -> str:
+        """What the model is told after each action: its todo and the driver's reflection."""
+        todo = state.get("todo") or []
+        return "\n".join(filter(None, ["your todo: " + "; ".join(todo[:5]) if todo else "", self.driver.reflect()]))
+
+    def open(self) -> None:
+        if self._app is None:
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
+            self._app = build(self, SqliteSaver(self._conn))
+
+    def _config(self) -> dict[str, Any]:
+        return {"configurable": {"thread_id": self.thread}, "recursion_limit": 8 * self.max_steps + 40}
+
+    def _values(self) -> dict[str, Any]:
+        self.open()
+        return dict(self._app.get_state(self._config()).values)
+
+    def pending(self) -> dict[str, Any] | None:
+        """The interrupt the graph waits at ({"kind": "execute" | "approve", "action": ...}), or None."""
+        self.open()
+        interrupts = self._app.get_state(self._config()).interrupts
+        return interrupts[0].value if interrupts else None
+
+    def advance(self, result: str | None) -> dict[str, Any]:
+        """Resume with ``result`` (the pending action's outcome; None when nothing waits: the first call) and run the
+        agent to the next action to execute, answering approvals on the way; returns that action."""
+        from langgraph.types import Command
+
+        waiting = self.pending()
+        if waiting is None:
+            # a fresh thread starts with the brief; one stopped between checkpoints (killed during a model step)
+            # continues from its last one
+            value: Any = None
+            messages = self._values().get("messages") or []
+            if messages and isinstance(messages[0], dict):
+                raise AgentlabError(f"{self.path} holds an agent written by an earlier agentlab (its own graph, before "
+                                    "LangChain's create_agent), which this one cannot continue",
+                                    hint=f"move {self.path.name} out of the run folder and resume: the agent starts "
+                                    "afresh from the study, whose trials are all kept")
+            if not messages:
+                brief = self.driver.brief()
+                self.event("agent_plan", messages=len(brief), summary=summary(brief[-1]["content"]))
+                value = {"messages": brief, "head": len(brief)}
+        elif waiting["kind"] == "execute":
+            if result is None:
+                return dict(waiting["action"])  # nothing new: the same action is still to run (a resumed search)
+            value = Command(resume=result)
+        else:
+            value = Command(resume=self._ask(waiting["action"]))
+        while True:
+            out = self._app.invoke(value, self._config())
+            interrupts = out.get("__interrupt__") or ()
+            if not interrupts:
+                raise AgentlabError("the agent's graph ended without an action", hint="a bug: see events.jsonl")
+            payload = interrupts[0].value
+            if payload["kind"] == "execute":
+                return dict(payload["action"])
+            value = Command(resume=self._ask(payload["action"]))
+
+    def _ask(self, action: dict[str, Any]) -> dict[str, Any]:
+        assert self.approver is not None, "an approval is pending but no approver was given (--approve)"
+        return self.approver(action)
+
+    def counts(self) -> dict[str, Any]:
+        """The agent's counters (steps, tool_calls, invalid_tool_calls, ...) and seconds spent by the model."""
+        counts = {**new_counts(), **self._values().get("counts", {})}
+        seconds = counts.pop("seconds")
+        return {**counts, "model_seconds": round(seconds, 3)}
+
+    def declined(self) -> list[str]:
+        """The keys of the actions the user declined (--approve), kept in the checkpoint."""
+        return list(self._values().get("declined") or [])
+
+    def memory(self) -> dict[str, list[str]]:
+        """The agent's todo and notes, kept in the checkpoint."""
+        values = self._values()
+        return {"todo": list(values.get("todo") or []), "notes": list(values.get("notes") or [])}
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation as OpenAI-style dicts."""
+        return to_openai(self._values().get("messages", []))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn, self._app = None, None

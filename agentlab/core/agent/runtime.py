@@ -1,5 +1,7 @@
-"""The agent runtime: LangChain's agent harness (``create_agent`` with agentlab's middleware, ``harness.py``) on the
-router's tool calling, with its checkpoints in the run folder.
+"""The agent runtime's light half: the types a command gives the agent (``Driver``, ``Tool``, ``AgentModel``,
+``RouterModel``, the model's profile) and the helpers the middleware shares. ``harness.py`` is the other half, which
+needs LangChain: ``AgentRun``, LangChain's agent harness (``create_agent`` with agentlab's middleware) on the router's
+tool calling, with its checkpoints in the run folder. Imports run one way, harness -> runtime.
 
 A command gives a ``Driver``: the brief (system prompt and the first user message, with the facts computed in code),
 the tools (``Tool``: a name, a JSON schema for the arguments, a function that computes the result in code), and the
@@ -21,14 +23,11 @@ validated by the router; no tool call, or ``max_steps`` calls without the action
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentlab.core.errors import AgentlabError
 from agentlab.core.llm.config import PROFILES, ModelProfile
 from agentlab.core.llm.types import GenParams, ToolCall
 
@@ -145,132 +144,3 @@ def window(messages: list[Any], head: int, keep: int) -> list[Any]:
 def summary(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= SUMMARY_CHARS else line[:SUMMARY_CHARS - 3] + "..."
-
-
-@dataclass
-class AgentRun:
-    """One agent (``harness.build``: create_agent and its middleware) over a checkpoint file. ``advance(result)``
-    resumes it with the last action's result (None the first time) and returns the next action; ``approver(action)
-    -> answer`` answers approvals (None: no approval asked). ``on_event(kind, **fields)`` receives each step
-    (events.jsonl)."""
-
-    driver: Driver
-    model: AgentModel
-    path: Path
-    thread: str = "agent"
-    max_steps: int = 6
-    keep: int = 12
-    approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    on_event: Callable[..., None] | None = None
-    _app: Any = field(default=None, init=False, repr=False)
-    _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
-
-    @property
-    def profile(self) -> ModelProfile:
-        """The planner model's profile: which of the guards it gets (the window, the repeat watch)."""
-        return profile_of(self.model)
-
-    def event(self, kind: str, **fields: Any) -> None:
-        if self.on_event is not None:
-            self.on_event(kind, **fields)
-
-    def tools(self) -> list[Any]:
-        """The driver's tools of this step as LangChain tools (the schemas may change: the candidates' indices)."""
-        from agentlab.core.agent.harness import as_langchain
-
-        actions = self.driver.actions
-        return [as_langchain(self, t) for t in self.driver.tools() if t.run is not None or t.name in actions]
-
-    def reflect(self, state: dict[str, Any]) -> str:
-        """What the model is told after each action: its todo and the driver's reflection."""
-        todo = state.get("todo") or []
-        return "\n".join(filter(None, ["your todo: " + "; ".join(todo[:5]) if todo else "", self.driver.reflect()]))
-
-    def open(self) -> None:
-        if self._app is None:
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
-            from agentlab.core.agent.harness import build
-
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
-            self._app = build(self, SqliteSaver(self._conn))
-
-    def _config(self) -> dict[str, Any]:
-        return {"configurable": {"thread_id": self.thread}, "recursion_limit": 8 * self.max_steps + 40}
-
-    def _values(self) -> dict[str, Any]:
-        self.open()
-        return dict(self._app.get_state(self._config()).values)
-
-    def pending(self) -> dict[str, Any] | None:
-        """The interrupt the graph waits at ({"kind": "execute" | "approve", "action": ...}), or None."""
-        self.open()
-        interrupts = self._app.get_state(self._config()).interrupts
-        return interrupts[0].value if interrupts else None
-
-    def advance(self, result: str | None) -> dict[str, Any]:
-        """Resume with ``result`` (the pending action's outcome; None when nothing waits: the first call) and run the
-        agent to the next action to execute, answering approvals on the way; returns that action."""
-        from langgraph.types import Command
-
-        waiting = self.pending()
-        if waiting is None:
-            # a fresh thread starts with the brief; one stopped between checkpoints (killed during a model step)
-            # continues from its last one
-            value: Any = None
-            messages = self._values().get("messages") or []
-            if messages and isinstance(messages[0], dict):
-                raise AgentlabError(f"{self.path} holds an agent written by an earlier agentlab (its own graph, before "
-                                    "LangChain's create_agent), which this one cannot continue",
-                                    hint=f"move {self.path.name} out of the run folder and resume: the agent starts "
-                                    "afresh from the study, whose trials are all kept")
-            if not messages:
-                brief = self.driver.brief()
-                self.event("agent_plan", messages=len(brief), summary=summary(brief[-1]["content"]))
-                value = {"messages": brief, "head": len(brief)}
-        elif waiting["kind"] == "execute":
-            if result is None:
-                return dict(waiting["action"])  # nothing new: the same action is still to run (a resumed search)
-            value = Command(resume=result)
-        else:
-            value = Command(resume=self._ask(waiting["action"]))
-        while True:
-            out = self._app.invoke(value, self._config())
-            interrupts = out.get("__interrupt__") or ()
-            if not interrupts:
-                raise AgentlabError("the agent's graph ended without an action", hint="a bug: see events.jsonl")
-            payload = interrupts[0].value
-            if payload["kind"] == "execute":
-                return dict(payload["action"])
-            value = Command(resume=self._ask(payload["action"]))
-
-    def _ask(self, action: dict[str, Any]) -> dict[str, Any]:
-        assert self.approver is not None, "an approval is pending but no approver was given (--approve)"
-        return self.approver(action)
-
-    def counts(self) -> dict[str, Any]:
-        """The agent's counters (steps, tool_calls, invalid_tool_calls, ...) and seconds spent by the model."""
-        counts = {**new_counts(), **self._values().get("counts", {})}
-        seconds = counts.pop("seconds")
-        return {**counts, "model_seconds": round(seconds, 3)}
-
-    def declined(self) -> list[str]:
-        """The keys of the actions the user declined (--approve), kept in the checkpoint."""
-        return list(self._values().get("declined") or [])
-
-    def memory(self) -> dict[str, list[str]]:
-        """The agent's todo and notes, kept in the checkpoint."""
-        values = self._values()
-        return {"todo": list(values.get("todo") or []), "notes": list(values.get("notes") or [])}
-
-    def messages(self) -> list[dict[str, Any]]:
-        """The conversation as OpenAI-style dicts."""
-        from agentlab.core.agent.harness import to_openai
-
-        return to_openai(self._values().get("messages", []))
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn, self._app = None, None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentlab.core.agent.runtime import AgentModel, AgentRun, Tool, profile_of
+from agentlab.core.agent.runtime import AgentModel, Tool, profile_of
 from agentlab.core.llm.config import ModelProfile
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search import share as S
@@ -240,6 +240,8 @@ class AgentPlanner:
         if approver is not None:  # the question carries the run folder (the UI answers through it)
             def asker(action: dict[str, Any]) -> dict[str, Any]:
                 return approver({**action, "run": str(path.parent)})
+        from agentlab.core.agent.harness import AgentRun  # lazy: LangChain loads only when an agent runs
+
         self.run = AgentRun(self, model, path, max_steps=settings.max_steps, keep=settings.keep,
                             approver=asker, on_event=on_event)
 

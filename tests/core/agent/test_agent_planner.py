@@ -12,7 +12,8 @@ from typing import Any
 import optuna
 import pytest
 
-from agentlab.core.agent.runtime import AgentRun, Reply, window
+from agentlab.core.agent.harness import AgentRun
+from agentlab.core.agent.runtime import Reply, window
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.types import ToolCall
 from agentlab.core.search.agent import AgentKit, AgentPlanner, TrialView, agent_streak, trial_agent_block

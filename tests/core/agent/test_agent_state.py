@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.agent.runtime import AgentRun, Reply, Tool
+from agentlab.core.agent.harness import AgentRun
+from agentlab.core.agent.runtime import Reply, Tool
 from agentlab.core.llm.types import ToolCall
 
 HERE = Path(__file__).parent
