@@ -154,19 +154,20 @@ class _Handler:
 
     # ------------------------------------------------------------------ endpoints
 
-    async def chat(self, request: Request) -> Any:
-        from starlette.responses import JSONResponse
-
+    async def routed(self, request: Request, what: str, parse: Callable[[Any], tuple[ChatRequest, Any]],
+                     events: Callable[[Any], Callable[..., AsyncIterator[bytes]]] | None = None) -> Any:
+        """What the chat and Responses endpoints share: auth, ``parse(body) -> (chat request, parsed)``, the served
+        name, a stream (``events(parsed)``, chat chunks by default) or the routed answer with its metrics and log
+        line; refusals in OpenAI's error shape. Returns ``(req, parsed, rc, text)`` or the response to send."""
         start = time.perf_counter()
         label = "-"  # the metrics route label: only served names, so junk names cannot grow the label set
         try:
             self.check_auth(request)
-            req = parse_chat(await self.read_json(request), max_tokens_limit=self.cfg.max_tokens,
-                             max_messages=self.cfg.max_messages)
+            req, parsed = parse(await self.read_json(request))
             self.served(req.model)
             label = req.model
             if req.stream:
-                return await self.stream(request, req, start)
+                return await self.stream(request, req, start, events(parsed) if events is not None else None)
             rc, text = await _until_disconnect(request, self.answer(req))
         except ApiError as exc:
             return self.refuse(label, exc)
@@ -177,13 +178,25 @@ class _Handler:
         seconds = time.perf_counter() - start
         self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks, tool_calls=len(rc.completion.tool_calls))
         if log.isEnabledFor(logging.INFO):
-            log.info("chat %s -> %s 200 %.3fs fallbacks=%d", label, rc.model, seconds, rc.fallbacks)
+            log.info("%s %s -> %s 200 %.3fs fallbacks=%d", what, label, rc.model, seconds, rc.fallbacks)
+        return req, parsed, rc, text
+
+    async def chat(self, request: Request) -> Any:
+        from starlette.responses import JSONResponse
+
+        def parse(body: Any) -> tuple[ChatRequest, None]:
+            return parse_chat(body, max_tokens_limit=self.cfg.max_tokens, max_messages=self.cfg.max_messages), None
+
+        out = await self.routed(request, "chat", parse)
+        if not isinstance(out, tuple):
+            return out
+        req, _, rc, text = out
         usage = rc.completion.usage
         # `model` is the name the client asked for (as OpenAI's API and LangChain expect); who answered is in the
         # x-agentlab-model header and the `agentlab` block
         body = completion_body(new_id(), req.model, text, rc.completion.finish_reason, usage.prompt_tokens,
                                usage.completion_tokens, _meta(rc), rc.completion.tool_calls)
-        return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": label})
+        return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": req.model})
 
     async def completions(self, request: Request) -> Any:
         """Legacy ``/v1/completions`` with ``echo`` and ``logprobs`` on a local model (hf, llama_cpp): what
@@ -316,35 +329,23 @@ class _Handler:
         (``responses.py`` maps the formats); the conversation is kept for a follow-up unless ``store: false``."""
         from starlette.responses import JSONResponse
 
-        start = time.perf_counter()
-        label = "-"
-        try:
-            self.check_auth(request)
-            rreq = parse_responses(await self.read_json(request), max_tokens_limit=self.cfg.max_tokens,
-                                   max_messages=self.cfg.max_messages, history=self.store.get)
-            req = rreq.chat
-            self.served(req.model)
-            label = req.model
-            if req.stream:
-                return await self.stream(request, req, start, lambda *args: self.response_events(rreq, *args))
-            rc, text = await _until_disconnect(request, self.answer(req))
-        except ApiError as exc:
-            return self.refuse(label, exc)
-        except LLMError as exc:
-            return self.refuse(label, self.llm_error(exc))
-        except _Disconnected:
-            return self.disconnected(label)
+        def parse(body: Any) -> tuple[ChatRequest, ResponsesRequest]:
+            rreq = parse_responses(body, max_tokens_limit=self.cfg.max_tokens, max_messages=self.cfg.max_messages,
+                                   history=self.store.get)
+            return rreq.chat, rreq
+
+        out = await self.routed(request, "responses", parse,
+                                lambda rreq: lambda *args: self.response_events(rreq, *args))
+        if not isinstance(out, tuple):
+            return out
+        req, rreq, rc, text = out
         calls, usage, finish = rc.completion.tool_calls, rc.completion.usage, rc.completion.finish_reason
-        seconds = time.perf_counter() - start
-        self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks, tool_calls=len(calls))
-        if log.isEnabledFor(logging.INFO):
-            log.info("responses %s -> %s 200 %.3fs fallbacks=%d", label, rc.model, seconds, rc.fallbacks)
         ident = new_response_id()
         if rreq.store:
             self.store.put(ident, [*rreq.conversation, answer_message(text, calls)])
         body = response_body(ident, int(time.time()), rreq, output_items(text, calls, finish == "length"), finish,
                              (usage.prompt_tokens, usage.completion_tokens), _meta(rc))
-        return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": label})
+        return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": req.model})
 
     async def response_events(self, rreq: ResponsesRequest, req: ChatRequest, task: asyncio.Future[Any],
                               queue: asyncio.Queue[Any], first: Any, start: float) -> AsyncIterator[bytes]:
