@@ -174,13 +174,15 @@ class SearchLoop:
         """
         from optuna.trial import TrialState, create_trial
 
-        finished = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                    if self.space.fits(t.params)]
+        trials = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                           TrialState.FAIL))
+                  if self.space.fits(t.params)]  # one read of the study per draw
+        finished = [t for t in trials if t.state != TrialState.FAIL]
         # Failed trials (the command failed: an exit code, no metric, NaN, a timeout) teach the sampler like the
         # draws that broke a constraint: as bad trials in the copy (Optuna's samplers skip FAIL trials, and would
         # draw the same point again).
-        failed = [dict(t.params) for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                  if t.params and self.space.fits(t.params) and t.user_attrs.get(R.A_OUTCOME, {}).get("counted", True)]
+        failed = [dict(t.params) for t in trials if t.state == TrialState.FAIL and t.params
+                  and t.user_attrs.get(R.A_OUTCOME, {}).get("counted", True)]
         infeasible = [*failed, *(infeasible or [])]
         seed = self.seed * 100_003 + len(finished) * 997 + attempt
         sampler = make_sampler(kind, seed, startup=self.startup, conditional=self.space.conditional)  # type: ignore
