@@ -168,9 +168,9 @@ def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict
     each checked against the space now: exit 2 before any folder exists)."""
     if cfg.warm_start is True:
         return knowledge_leads(space.choices)
-    leads = []
+    leads, empty = [], ExperimentDomain(goal, space, cfg.seed, 1, [], [])  # a search with nothing run yet
     for i, changes in enumerate(cfg.warm_start or []):
-        _, error = ExperimentDomain(goal, space, cfg.seed, 1, [], []).lead(changes)
+        _, error = empty.lead(changes)
         if error:
             raise ConfigError(f"warm_start[{i}]: {error}",
                               hint="each entry maps settings of the space (agentlab compress --dry-run lists them) "

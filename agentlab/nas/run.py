@@ -153,9 +153,10 @@ def warm_leads(cfg: NASConfig, prepared: PreparedData | None) -> list[tuple[dict
     """``search.warm_start`` as leads for ``WarmStart``: the literature's (true, the forecaster) or the user's."""
     warm = cfg.search.warm_start
     if isinstance(warm, list):  # a repeated entry once (it would be skipped, and the count would say one more)
-        seen: set[str] = set()
-        return [(dict(c), f"search.warm_start[{i}]") for i, c in enumerate(warm)
-                if not (params_key(c) in seen or seen.add(params_key(c)))]  # type: ignore[func-returns-value]
+        leads: dict[str, tuple[dict[str, Any], str]] = {}
+        for i, changes in enumerate(warm):
+            leads.setdefault(params_key(changes), (dict(changes), f"search.warm_start[{i}]"))
+        return list(leads.values())
     if warm and prepared is not None:
         return literature_leads(cfg, prepared, space_families(cfg))
     return []
