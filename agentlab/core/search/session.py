@@ -72,11 +72,13 @@ def _events(spec: PlannerSpec) -> Callable[..., None]:
     """The agent's ``on_event``: every event to events.jsonl, and its step lines to the console."""
     assert spec.run_dir is not None
     record, announce = spec.run_dir.event, spec.announce
+    if announce is None:
+        return record
 
     def on_event(kind: str, **fields: Any) -> None:
         record(kind, **fields)
-        line = step_line(kind, fields) if announce is not None else None
-        if line is not None and announce is not None:
+        line = step_line(kind, fields)
+        if line is not None:
             announce(line)
 
     return on_event
