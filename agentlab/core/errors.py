@@ -51,7 +51,8 @@ class LLMError(AgentlabError):
 
     Kinds: timeout, connection, rate_limited, server_error, auth, bad_request, not_found, malformed, empty,
     stream_cut, deadline, circuit_open, invalid_output, unavailable (a local model missing or over the memory budget),
-    context_length (a prompt longer than a local model's n_ctx).
+    context_length (a prompt longer than a local model's n_ctx), out_of_memory (CUDA, Metal or host memory ran out
+    loading or running a local model: ``core/llm/oom.py``; not retried on the same settings).
     """
 
     # Failures worth retrying on the same model; auth/bad_request/not_found are not.

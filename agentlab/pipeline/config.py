@@ -93,6 +93,8 @@ class ModelsConfig(StrictModel):
     resources: ResourceConfig = Field(default_factory=ResourceConfig,
                                       description="memory check before the pipeline's local models load")
     timeout_s: float = Field(600.0, gt=0, description="per-call timeout (local CPU generation can be slow)")
+    retries: int = Field(1, ge=0, description="retries on the same model for retryable failures (timeout, "
+                         "connection, HTTP 5xx / 429, an empty reply) before a stage's fallbacks")
     models: dict[str, ModelEntry] = Field(default_factory=dict, description="named models the pipeline uses")
 
     def settings(self, name: str) -> ModelSettings:
@@ -189,6 +191,10 @@ class StageConfig(StrictModel):
                                                "joins the outputs under headers; [] reads the pipeline input")
     output_mode: Literal["answer_only", "input_plus_answer"] = Field(
         "answer_only", description="input_plus_answer: the output is the stage input followed by the answer")
+    fallbacks: list[str] = Field(default_factory=list, description="models asked in order when the stage's model "
+                                 "(each model of a multi stage, the aggregator) cannot answer: a load error, out of "
+                                 "memory (after one retry on smaller settings), a timeout or HTTP error (after the "
+                                 "models file's retries)")
 
     def model_names(self) -> list[str]:
         """Every model the stage calls (aggregator included), in call order."""
@@ -330,6 +336,7 @@ def pipeline_checked(known_models: Iterable[str]) -> type[PipelineConfig]:
                 at = f"base_pipeline.stages.{index}"
                 refs = [("model", stage.model), ("aggregator", stage.aggregator)]
                 refs += [(f"models.{i}", name) for i, name in enumerate(stage.models or [])]
+                refs += [(f"fallbacks.{i}", name) for i, name in enumerate(stage.fallbacks)]
                 for field, name in refs:
                     if name is not None and name not in known:
                         raise ValueError(f"{at}.{field}: unknown model '{name}' (known: {', '.join(known) or 'none'})")

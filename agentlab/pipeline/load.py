@@ -100,7 +100,7 @@ def add_stages(pipeline: PipelineConfig, specs: Iterable[str], models: ModelsCon
 
 
 def used_models(stages: Iterable[StageConfig]) -> set[str]:
-    return {name for stage in stages for name in stage.model_names()}
+    return {name for stage in stages for name in [*stage.model_names(), *stage.fallbacks]}
 
 
 def load_routed(path: str | Path | None, models: ModelsConfig, used: set[str]) -> LLMConfig | None:

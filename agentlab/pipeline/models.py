@@ -54,7 +54,7 @@ def build_llm_config(models_cfg: ModelsConfig, routed: LLMConfig | None, used: s
         providers[provider] = local_provider(settings, backend)
         models[name] = ModelConfig(provider=provider, model=str(path.resolve() if path else ""),
                                    params=dict(settings.params), stream=False)
-    return LLMConfig(providers=providers, models=models, timeout_s=models_cfg.timeout_s, retries=0,
+    return LLMConfig(providers=providers, models=models, timeout_s=models_cfg.timeout_s, retries=models_cfg.retries,
                      resources=models_cfg.resources)
 
 
@@ -73,14 +73,22 @@ def estimate(models_cfg: ModelsConfig, name: str) -> Any:
                          n_gpu_layers=settings.n_gpu_layers, name=name, n_batch=settings.n_batch)
 
 
-def check_fits(models_cfg: ModelsConfig, names: list[str]) -> list[Any]:
+def check_fits(models_cfg: ModelsConfig, names: list[str], *, skip_unreadable: bool = False) -> list[Any]:
     """Estimates of the local ``names`` (one per name), checked together (the process-wide cache holds them all at
-    once). Raises ``ResourceError`` before anything loads when they do not fit.
+    once). Raises ``ResourceError`` before anything loads when they do not fit. ``skip_unreadable``: a model whose
+    file cannot be read (not a GGUF) is left out instead of raising; loading it fails later, as a model call.
 
     Names that share a file and every load setting are one model in memory (the provider cache loads it once), so
     they count once, under their names joined by ``+``."""
-    local = [n for n in names if models_cfg.backend(n) != "routed"]
-    estimates = [estimate(models_cfg, n) for n in local]
+    local, estimates = [], []
+    for name in [n for n in names if models_cfg.backend(n) != "routed"]:
+        try:
+            estimates.append(estimate(models_cfg, name))
+        except AgentlabError:
+            if not skip_unreadable:
+                raise
+            continue
+        local.append(name)
     if estimates and models_cfg.resources.check:
         fits(_one_per_load(models_cfg, local, estimates), models_cfg.resources)
     return estimates

@@ -17,6 +17,7 @@ process-wide model cache keeps them all loaded at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.config import absolute_paths, dump_yaml, redact
-from agentlab.core.errors import ConfigError, LLMError
+from agentlab.core.errors import ConfigError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.llm.router import Router
 from agentlab.core.llm.types import GenParams, Messages, Provider
@@ -34,6 +35,7 @@ from agentlab.pipeline.aggregate import Answer, concat, render_template, synthes
 from agentlab.pipeline.config import ModelsConfig, PipelineConfig, StageConfig, dependencies, execution_order
 from agentlab.pipeline.load import Loaded
 from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits
+from agentlab.pipeline.serving import StageFailed, StageServer
 from agentlab.pipeline.templates import render
 
 
@@ -96,16 +98,19 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
     unknown = sorted(set(reuse) - {s.name for s in stages})
     if unknown:
         raise ConfigError(f"reused stage(s) not in the pipeline: {', '.join(unknown)}")
-    used = {m for s in stages if s.name not in reuse for m in s.model_names()}
+    primary = {m for s in stages if s.name not in reuse for m in s.model_names()}
+    used = primary | {m for s in stages if s.name not in reuse for m in s.fallbacks}
     missing = sorted(used - set(models_cfg.models))
     if missing:
         raise ConfigError(f"model(s) not in the models file: {', '.join(missing)}",
                           hint=f"known: {', '.join(models_cfg.models) or 'none'}")
     llm_cfg = build_llm_config(models_cfg, llm, used)
     given = dict(providers or {})
-    loading = [n for n in models_cfg.models if n in used and f"{LOCAL_PREFIX}{n}" in llm_cfg.providers
+    # Fallbacks load only when needed (their provider checks the memory budget then); a primary model whose file
+    # cannot be read is left to fail at its stage, where its fallbacks take over.
+    loading = [n for n in models_cfg.models if n in primary and f"{LOCAL_PREFIX}{n}" in llm_cfg.providers
                and f"{LOCAL_PREFIX}{n}" not in given]
-    estimates = check_fits(models_cfg, loading)  # before anything loads
+    estimates = check_fits(models_cfg, loading, skip_unreadable=True)  # before anything loads
     loads_before = _load_count()
     from_stage = next((s.name for s in stages if s.name not in reuse), None) if reuse or parent_run_id else None
     routed = llm if any(models_cfg.backend(n) == "routed" for n in used) else None
@@ -119,6 +124,7 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
 
     progress = progress or NullProgress()
     router = Router.for_run(llm_cfg, run_dir, providers=given)
+    server = StageServer(router, llm_cfg, models_cfg, run_dir, given)
     outputs: dict[str, str] = {}
     steps: list[dict[str, Any]] = []
     try:
@@ -130,7 +136,11 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
             else:
                 task = progress.task(f"{index:02d} {stage.name}", total=_calls_of(stage))
                 text_in = _stage_input(deps[stage.name], stage, outputs, input_text)
-                step = await _run_stage(router, llm_cfg, stage, text_in, input_text, outputs, task)
+                try:
+                    step = await _run_stage(server, stage, text_in, input_text, outputs, task)
+                except StageFailed as exc:
+                    _record_failure(run_dir, stage.name, index, exc)
+                    raise
                 step["index"] = index
             step["step_file"] = f"steps/{index:02d}-{stage.name}.json"
             run_dir.write_json(step["step_file"], step)
@@ -140,6 +150,7 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
             outputs[stage.name] = step["output"]
             steps.append(step)
     finally:
+        await server.aclose()
         await router.aclose()
     loaded = [{"name": e.name, "backend": e.backend, "path": str(e.path), "estimate_bytes": e.total_bytes,
                "estimate": e.describe()} for e in estimates]
@@ -201,7 +212,7 @@ def _stage_input(sources: list[str], stage: StageConfig, outputs: dict[str, str]
     return "\n\n".join(f"## {name}\n{outputs[name].strip()}" for name in sources)
 
 
-async def _run_stage(router: Router, llm_cfg: LLMConfig, stage: StageConfig, text_in: str, original: str,
+async def _run_stage(server: StageServer, stage: StageConfig, text_in: str, original: str,
                      outputs: dict[str, str], task: ProgressTask) -> dict[str, Any]:
     start = time.perf_counter()
     variables = {"input": text_in, "original": original, "stages": dict(outputs)}
@@ -211,7 +222,7 @@ async def _run_stage(router: Router, llm_cfg: LLMConfig, stage: StageConfig, tex
     params = GenParams().merged(stage.params)
     names = [stage.model] if stage.type == "single" and stage.model is not None else list(stage.models or [])
     # All models of a multi stage at once: HTTP requests overlap, local models generate in worker threads.
-    calls = list(await asyncio.gather(*(_call(router, llm_cfg, stage, n, messages, params, task) for n in names)))
+    calls = list(await asyncio.gather(*(_call(server, stage, n, messages, params, task) for n in names)))
     answers = [Answer(c["model"], c["text"]) for c in calls]
     aggregation: dict[str, Any] | None = None
     if stage.type == "single":
@@ -224,7 +235,7 @@ async def _run_stage(router: Router, llm_cfg: LLMConfig, stage: StageConfig, tex
     elif stage.aggregation == "synthesis":
         assert stage.aggregator is not None
         call_messages = synthesis_messages(prompt, answers)
-        call = await _call(router, llm_cfg, stage, stage.aggregator, call_messages, params, task)
+        call = await _call(server, stage, stage.aggregator, call_messages, params, task)
         answer, aggregation = call["text"], {"kind": "synthesis", "call": {**call, "messages": call_messages}}
     else:
         assert stage.template is not None
@@ -240,20 +251,27 @@ async def _run_stage(router: Router, llm_cfg: LLMConfig, stage: StageConfig, tex
             "seconds": round(time.perf_counter() - start, 4), "reused": False}
 
 
-async def _call(router: Router, llm_cfg: LLMConfig, stage: StageConfig, name: str, messages: Messages,
+async def _call(server: StageServer, stage: StageConfig, name: str, messages: Messages,
                 params: GenParams, task: ProgressTask) -> dict[str, Any]:
+    """One slot of a stage, served by its model or a fallback (``serving.StageServer``). ``model`` is the model that
+    answered, ``asked`` the stage's own, ``serving`` every attempt (retries, the out-of-memory retry, fallbacks)."""
     start = time.perf_counter()
-    try:
-        completion = await router.call_model(name, messages, params)
-    except LLMError as exc:
-        raise LLMError(f"stage '{stage.name}': model '{name}': {exc.message}", exc.kind, model=name,
-                       hint=exc.hint or "check the model with `agentlab models check`") from exc
+    completion, served_by, serving = await server.serve(stage.name, name, stage.fallbacks, messages, params)
     task.advance()
-    model_cfg = llm_cfg.models[name]
-    return {"model": name, "provider_model": model_cfg.model, "text": completion.text,
+    model_cfg = server.llm_cfg.models[served_by]
+    return {"model": served_by, "asked": name, "provider_model": model_cfg.model, "text": completion.text,
             "params": {**model_cfg.params, **stage.params}, "prompt_tokens": completion.usage.prompt_tokens,
             "completion_tokens": completion.usage.completion_tokens, "finish_reason": completion.finish_reason,
-            "seconds": round(time.perf_counter() - start, 4)}
+            "seconds": round(time.perf_counter() - start, 4), "serving": serving}
+
+
+def _record_failure(run_dir: RunDir, stage: str, index: int, exc: StageFailed) -> None:
+    """What happened to a stage no model served: in session.json (``failed_stage``) and as a stage_failed event."""
+    session = run_dir.path / "session.json"
+    data = json.loads(session.read_text(encoding="utf-8")) if session.is_file() else {}
+    data["failed_stage"] = {"name": stage, "index": index, "error": exc.message, "serving": exc.serving}
+    run_dir.write_json("session.json", data)
+    run_dir.event("stage_failed", stage=stage, index=index, outcome=exc.kind, error=exc.message)
 
 
 def _save_snapshots(run_dir: RunDir, models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig,

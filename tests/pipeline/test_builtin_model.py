@@ -118,5 +118,5 @@ def test_hf_load_failure_reaches_the_terminal_as_one_line(in_tmp: Path, capsys: 
     assert main(["pipeline", "run", "--models", "models.yaml", "--stage", "a=broken", "--input", "hi"]) == 1
     lines = capsys.readouterr().err.splitlines()
     [index] = [i for i, line in enumerate(lines) if line.startswith("error:")]
-    assert "stage 'a': model 'broken'" in lines[index] and "could not load" in lines[index]
+    assert "stage 'a' could not be served: model 'broken'" in lines[index] and "could not load" in lines[index]
     assert lines[index + 1].startswith("hint:")

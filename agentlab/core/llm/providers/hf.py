@@ -61,6 +61,7 @@ from typing import Any
 from agentlab.core.errors import AgentlabError, ConfigError, LLMError, MissingPackage, one_line
 from agentlab.core.llm.config import HFProviderConfig, ResourceConfig
 from agentlab.core.llm.grammar import LLGuidanceMatcher, check_grammar, grammar_mask, ll_tokenizer, tool_lark
+from agentlab.core.llm.oom import OOM_KIND, oom_memory, oom_message
 from agentlab.core.llm.resources import check_fits, estimate_hf, register_loaded, unregister_loaded
 from agentlab.core.llm.scoring import complete_hf
 from agentlab.core.llm.tools import (
@@ -430,6 +431,12 @@ class HFProvider:
                 entry = _load_model(path, device, dtype, four_bit, adapters, stack=self._fused)
             except AgentlabError as exc:  # unreadable weights, a failed GGUF conversion, a missing package
                 raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from exc
+            except Exception as exc:  # torch's out-of-memory errors (CUDA, MPS, host); anything else as before
+                memory = oom_memory(exc)
+                if memory is None:
+                    raise
+                raise LLMError(oom_message(model, memory, "loading", exc), OOM_KIND, model=model,
+                               hint="use dtype bfloat16, 4-bit weights, or device cpu") from exc
             register_loaded(estimate, key)
             log.info("loaded %s on %s (%s%s, %d adapters) in %.1fs", path, device, dtype, ", 4-bit" if four_bit else "",
                      len(adapters), time.perf_counter() - start)
@@ -521,8 +528,10 @@ class HFProvider:
                 if req.future is not None and not req.future.done():
                     req.future.set_result(None)
         except BaseException as exc:
-            error = exc if isinstance(exc, LLMError) else LLMError(f"{self.name}: generation failed: {one_line(exc)}",
-                                                                   "server_error")
+            memory = None if isinstance(exc, LLMError) else oom_memory(exc)
+            error = exc if isinstance(exc, LLMError) else LLMError(
+                oom_message(self.name, memory, "generating", exc), OOM_KIND) if memory is not None else LLMError(
+                f"{self.name}: generation failed: {one_line(exc)}", "server_error")
             for req in batch.requests:
                 if req.future is not None and not req.future.done():
                     req.future.set_exception(error)

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 from agentlab.core.errors import LLMError, MissingPackage
 from agentlab.core.llm.config import LlamaCppProviderConfig, ResourceConfig
+from agentlab.core.llm.oom import OOM_KIND, oom_memory, oom_message
 from agentlab.core.llm.resources import (
     QUANT_BLOCK,
     allocated_n_ctx,
@@ -111,6 +112,22 @@ def load_count() -> int:
 def loaded_models() -> list[LoadedModel]:
     with _cache_lock:
         return list(_cache.values())
+
+
+def unload(path: str | Path) -> int:
+    """Free every cached model loaded from ``path`` (whatever its load settings); how many were freed. A caller
+    that saw a model run out of memory frees it before loading it again with smaller settings."""
+    target = str(Path(path).resolve())
+    with _cache_lock:
+        items = [item for key, item in _cache.items() if str(Path(item.path).resolve()) == target]
+        for item in items:
+            del _cache[item.key]
+    for item in items:
+        with item.lock:
+            item.llm.close()
+        item.executor.shutdown(wait=False)
+        unregister_loaded(item.key)
+    return len(items)
 
 
 def unload_all() -> None:
@@ -240,6 +257,10 @@ class LlamaCppProvider:
                 flash_attn=cfg.cache_type in QUANT_BLOCK, logits_all=False, verbose=False,
             )
         except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError with llama.cpp's reason lost
+            memory = oom_memory(exc, offloaded=n_gpu_layers != 0)
+            if memory is not None:  # a caller may retry with a smaller context or on the CPU (see core/llm/oom.py)
+                raise LLMError(oom_message(model, memory, "loading", exc), OOM_KIND, model=model,
+                               hint="lower n_ctx / n_batch, or n_gpu_layers") from exc
             raise LLMError(f"{model}: llama.cpp could not load {path} ({exc})", "unavailable", model=model,
                            hint="check that the file is a complete GGUF this llama-cpp-python supports; load it "
                            "with llama_cpp.Llama(path, verbose=True) to see llama.cpp's log") from exc
@@ -327,6 +348,10 @@ class LlamaCppProvider:
                 out = loaded.llm.create_completion(tokens, stopping_criteria=StoppingCriteriaList([job.should_stop]),
                                                    **kwargs)
             except Exception as exc:  # llama_decode / grammar failures surface as RuntimeError or ValueError
+                memory = oom_memory(exc)
+                if memory is not None:
+                    raise LLMError(oom_message(model, memory, "generating", exc), OOM_KIND, model=model,
+                                   hint="lower n_ctx / n_batch, or n_gpu_layers") from exc
                 raise LLMError(f"{model}: llama.cpp failed while generating ({exc})", "server_error", model=model,
                                hint="retry; if it persists, load the model with verbose=True to see llama.cpp's "
                                "log") from exc
