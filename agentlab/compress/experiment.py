@@ -4,7 +4,9 @@ on the backend the result runs on (transformers, or llama.cpp for a GGUF type).
 Measurements (``metrics``): ``perplexity`` on the evaluation text (sliding window), ``accuracy`` on the task
 questions (greedy, the tolerant numeric parser of the debate), ``prefill_tps`` / ``decode_tps`` (p50 after a
 warm-up), ``size_mb`` (a GGUF file, or the saved state dict: unstructured zeros take the same room as weights until
-a sparse format stores them), ``memory_mb`` (peak RSS growth while evaluating), ``params`` / ``nonzero_params``,
+a sparse format stores them), ``memory_mb`` (peak RSS growth while evaluating), ``gpu``
+/ ``gpu_memory_mb`` / ``gpu_power_w`` (the GPU's name, torch's peak allocation and NVML's mean power while
+evaluating; "no GPU" and None on a CPU machine, see core/gpu.py), ``params`` / ``nonzero_params``,
 and ``energy_kwh`` / ``co2e_kg`` with ``energy_mode`` (measured or estimated, never one shown as the other).
 """
 
@@ -27,6 +29,7 @@ from agentlab.compress.measure import latency_hf, param_count, peak_rss, perplex
 from agentlab.compress.quantize import LOAD_TIME, quantize_model, reload_quantized
 from agentlab.core.debate.protocol import parse_reply
 from agentlab.core.debate.task import Question, is_correct
+from agentlab.core.gpu import gpu_usage
 from agentlab.core.harness import BASE
 from agentlab.core.harness.llamacpp import llama_lm
 from agentlab.core.harness.lm import wrap_model
@@ -198,7 +201,7 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,
     import torch
 
     m = inputs.measure
-    with peak_rss() as memory:
+    with peak_rss() as memory, gpu_usage() as gpu:
         ppl = perplexity_hf(model, tokenizer, inputs.eval_text, context=m.context, stride=m.stride,
                             max_tokens=m.max_eval_tokens, batch=m.perplexity_batch,
                             on_step=phase_eta(tick, "perplexity"))
@@ -217,7 +220,7 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,
     state.unlink()
     return {"backend": "transformers", "perplexity": ppl.ppl, "accuracy": accuracy,
             "prefill_tps": latency.prefill_tps, "decode_tps": latency.decode_tps, "size_mb": size / 2**20,
-            "memory_mb": memory.delta / 2**20}
+            "memory_mb": memory.delta / 2**20, **gpu.to_dict()}
 
 
 def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: Path, steps: dict[str, Any],
@@ -226,7 +229,7 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
     path = make_gguf(model, tokenizer, kind, work)
     steps["quantize"] = {"method": "gguf", "type": kind, "file": str(path), "tensor_types": gguf_tensor_types(path)}
     tick(f"GGUF {kind}: perplexity, accuracy, latency on llama.cpp")
-    with peak_rss() as memory:
+    with peak_rss() as memory, gpu_usage() as gpu:
         ppl = perplexity_gguf(path, inputs.eval_text, context=m.context, stride=m.stride, max_tokens=m.max_eval_tokens)
         if inputs.harness is not None:
             accuracy = accuracy_harness(llama_lm(path), inputs.harness)
@@ -236,7 +239,7 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
                            text=inputs.eval_text)
     return {"backend": "llama.cpp", "perplexity": ppl.ppl, "accuracy": accuracy, "prefill_tps": latency.prefill_tps,
             "decode_tps": latency.decode_tps, "size_mb": Path(path).stat().st_size / 2**20,
-            "memory_mb": memory.delta / 2**20}
+            "memory_mb": memory.delta / 2**20, **gpu.to_dict()}
 
 
 def make_gguf(model: Any, tokenizer: Any, kind: str, work: Path) -> Path:

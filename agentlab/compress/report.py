@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.compress.objective import Goal
 from agentlab.compress.scoring import front
+from agentlab.core.gpu import NO_GPU
 from agentlab.core.runs import save_figure
 from agentlab.core.search.agent import agent_story
 from agentlab.core.search.share import contribution_lines
@@ -90,14 +91,22 @@ def _recommendation(rec: dict[str, Any]) -> list[str]:
         f"{', '.join(rec['broken'])})"), "", "| metric | base model | recommended |", "|---|---|---|"]
     bm, rm = base.get("metrics") or {}, best.get("metrics") or {}
     for key, name in (("perplexity", "perplexity"), ("accuracy", "accuracy"), ("decode_tps", "decode tokens/s"),
-                      ("prefill_tps", "prefill tokens/s"), ("size_mb", "size (MB)"), ("memory_mb", "peak memory (MB)"),
+                      ("prefill_tps", "prefill tokens/s"), ("size_mb", "size (MB)"), ("memory_mb", "peak RSS (MB)"),
+                      ("gpu_memory_mb", "peak GPU memory (MB)"), ("gpu_power_w", "mean GPU power (W)"),
                       ("nonzero_params", "non-zero parameters")):
-        lines.append(f"| {name} | {fmt(bm.get(key))} | {fmt(rm.get(key))} |")
+        lines.append(f"| {name} | {_cell(bm, key)} | {_cell(rm, key)} |")
     d = best.get("derived") or {}
     lines += ["", f"Speedup {fmt(d.get('speedup'))}x, compression {fmt(d.get('compression'))}x (against the base "
               "model measured in the same way, in this run or the workspace record it reused).", "",
               "Config:", "", "```json", _json(rec.get("experiment")), "```"]
     return lines
+
+
+def _cell(metrics: dict[str, Any], key: str) -> str:
+    """A metric for the table; a GPU figure measured on a machine without one reads "no GPU", not "-"."""
+    if key.startswith("gpu_") and metrics.get("gpu") == NO_GPU:
+        return NO_GPU
+    return fmt(metrics.get(key))
 
 
 def _json(data: Any) -> str:

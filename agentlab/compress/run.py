@@ -49,6 +49,7 @@ from agentlab.compress.workspace import Workspace
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, ConfigError, UsageError, storage_error
+from agentlab.core.gpu import describe as describe_gpu
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
@@ -354,6 +355,10 @@ class Search:
             return {**head, "label": label, "experiment": exp.model_dump(), "state": "failed",
                     "error": str(exc).splitlines()[0][:300], "metrics": {}, "reused": False}
         result["state"] = "done"
+        metrics = result.get("metrics") or {}
+        if "gpu" in metrics:
+            self.announce(f"[{index}] {label}: peak RSS growth {fmt(metrics.get('memory_mb'))} MB; GPU: "
+                          f"{describe_gpu(metrics)}")
         self.workspace.put(key, {**result, "model_hash": self.model_hash, "model": self.cfg.model,
                                  "context": self.context})
         return {**head, **_measured(result), "reused": False}

@@ -98,9 +98,9 @@ class StageServer:
                           for a in serving)
         last = serving[-1] if serving else {"outcome": "unavailable", "error": None}
         detail = f"; last error: {last['error']}" if last.get("error") else ""
-        raise StageFailed(stage, f"stage '{stage}' could not be served: {tried}{detail}", last["outcome"], serving,
-                          hint=f"the steps before it are kept: fix the model or add `fallbacks:` to the stage, then "
-                          f"`agentlab pipeline rerun {self.run_dir.path.name} --from {stage}`")
+        raise StageFailed(stage, f"stage '{stage}' could not be served: {tried}{detail}", str(last["outcome"]),
+                          serving, hint=f"the steps before it are kept: fix the model or add `fallbacks:` to the "
+                          f"stage, then `agentlab pipeline rerun {self.run_dir.path.name} --from {stage}`")
 
     async def _ask(self, stage: str, name: str, messages: Messages, params: GenParams,
                    serving: list[dict[str, Any]]) -> Completion | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.gpu import describe as describe_gpu
 from agentlab.core.runs import save_figure
 from agentlab.train_persona.config import TrainPersonaConfig
 
@@ -70,6 +71,7 @@ def render_report(cfg: TrainPersonaConfig, results: dict[str, Any], preview: str
         "| steps | tokens seen | tokens/s | first loss | final loss | seconds |", "|---|---|---|---|---|---|",
         f"| {results['steps']} | {results['tokens_seen']:,} | {_num(results['tokens_per_s'], '.0f')} | "
         f"{_num(results['first_loss'])} | {_num(results['final_loss'])} | {results['seconds']:.0f} |", "",
+        *_memory_lines(results),
         "![loss](loss.png)", "", "## Settings", "", *_hyper(cfg), "",
         "## Which tokens carried the loss", "", results["loss_tokens"]["line"] + ".", "",
         "The start of the first training row, loss tokens inside `[[...]]`:", "", "```text", preview, "```", "",
@@ -118,3 +120,11 @@ def loss_plot(losses: list[tuple[float, float]], path: Path) -> None:
 
 def _num(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _memory_lines(results: dict[str, Any]) -> list[str]:
+    """Peak RSS of the process and the GPU figures of training ("no GPU" on a CPU machine); none for a results.json
+    written before they were recorded."""
+    if "gpu" not in results:
+        return []
+    return [f"Memory: peak RSS {results['peak_rss_mb']:.0f} MB; GPU: {describe_gpu(results)}.", ""]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
+from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
 from agentlab.core.models.builtin import upstream_id
@@ -148,7 +149,8 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
     if resume_from is not None:
         announce(f"resuming from {Path(resume_from).name}")
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=resume_from)
+    with gpu_usage() as gpu:
+        output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
     if not trainer.is_world_process_zero():
         return {}  # under `accelerate launch`, the main process writes the adapter and the run folder
@@ -164,8 +166,9 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         "first_loss": losses[0][1] if losses else None, "final_loss": losses[-1][1] if losses else None,
         "train_loss": output.training_loss, "tokens_seen": state.num_input_tokens_seen,
         "tokens_per_s": callback.tokens_per_s, "seconds": round(seconds, 2), "data": stats,
-        "loss_tokens": loss_tokens,
+        "loss_tokens": loss_tokens, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **gpu.to_dict(),
     }
+    announce(f"memory: peak RSS {results['peak_rss_mb']:.0f} MB; GPU: {gpu.describe()}")
     _save_adapter(trainer, cfg, Path(out), results)
     loss_plot(losses, run_dir.file("loss.png"))
     run_dir.save_results(results)

@@ -16,7 +16,7 @@ from agentlab.compress.measure import default_eval_text  # noqa: E402
 from agentlab.core.debate.task import as_questions, make_task  # noqa: E402
 
 METRICS = {"backend", "perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "params",
-           "nonzero_params", "energy_kwh", "co2e_kg", "energy_mode"}
+           "nonzero_params", "energy_kwh", "co2e_kg", "energy_mode", "gpu", "gpu_memory_mb", "gpu_power_w"}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def test_base_and_experiments_are_applied_and_measured(inputs: Inputs, tmp_path:
     assert m["decode_tps"] > 0 and m["size_mb"] > 0 and m["energy_mode"] in ("measured", "partly measured",
                                                                               "estimated")
     assert m["nonzero_params"] <= m["params"]
+    assert (m["gpu"], m["gpu_memory_mb"], m["gpu_power_w"]) == ("no GPU", None, None)  # CPU: "no GPU", not a zero
 
     sparse = run_experiment(Experiment.model_validate({"prune": {"method": "wanda", "sparsity": 0.5},
                                                        "recover": {"method": "lora", "steps": 2},
@@ -52,6 +53,7 @@ def test_base_and_experiments_are_applied_and_measured(inputs: Inputs, tmp_path:
     gguf = run_experiment(Experiment.model_validate({"quantize": {"method": "gguf", "gguf_type": "Q8_0"}}),
                           inputs, tmp_path / "gguf")
     assert gguf["metrics"]["backend"] == "llama.cpp" and Path(gguf["steps"]["quantize"]["file"]).is_file()
+    assert gguf["metrics"]["gpu"] == "no GPU"
     assert gguf["metrics"]["perplexity"] == pytest.approx(m["perplexity"], rel=0.05)
     assert not (tmp_path / "gguf" / "hf").exists()
 

@@ -28,7 +28,8 @@ def only_run(root: Path) -> Path:
     return run
 
 
-def test_trains_an_adapter_peft_loads_and_that_changes_the_output(tiny_model: dict[str, Path], in_tmp: Path) -> None:
+def test_trains_an_adapter_peft_loads_and_that_changes_the_output(tiny_model: dict[str, Path], in_tmp: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -45,6 +46,10 @@ def test_trains_an_adapter_peft_loads_and_that_changes_the_output(tiny_model: di
     assert results["steps"] == 3 and results["tokens_seen"] > 0 and (run / "loss.png").stat().st_size > 1000
     assert 0 < results["loss_tokens"]["loss_tokens"] < results["loss_tokens"]["tokens"]
     assert "loss tokens inside `[[...]]`" in (run / "report.md").read_text()
+    # peak RSS beside the GPU figures, which on a CPU machine say "no GPU" (results.json, report.md), never a zero
+    assert results["peak_rss_mb"] > 0 and results["gpu"] == "no GPU" and results["gpu_memory_mb"] is None
+    assert results["gpu_power_w"] is None and "GPU: no GPU." in (run / "report.md").read_text()
+    assert "; GPU: no GPU" in capsys.readouterr().err
     base = AutoModelForCausalLM.from_pretrained(tiny_model["hf"])
     ids = torch.tensor([[1, 5, 9, 13, 17]])
     with torch.no_grad():
