@@ -52,6 +52,8 @@ def eval_command(
     batch_size: Annotated[int | None, opt("--batch-size", help="Requests per forward pass (default 8).")] = None,
     base_url: Annotated[str | None, opt("--base-url", help="Score models an OpenAI-compatible server serves "
                                          "(agentlab serve, vLLM): http://HOST:PORT/v1.")] = None,
+    backend: Annotated[str | None, opt("--backend", help="lm-eval (default). lighteval is refused with the reason "
+                                        "and the peer script that runs it (docs/commands/eval.md#lighteval).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: OutOpt = None,
@@ -72,7 +74,8 @@ def eval_command(
                     ("--tasks", "tasks", _split(tasks)), ("--include-path", "include_path",
                                                           [str(p) for p in include_path or []] or None),
                     ("--limit", "limit", limit), ("--num-fewshot", "num_fewshot", num_fewshot),
-                    ("--batch-size", "batch_size", batch_size), ("--base-url", "base_url", base_url))
+                    ("--batch-size", "batch_size", batch_size), ("--base-url", "base_url", base_url),
+                    ("--backend", "backend", backend))
     run_command("eval", EvalConfig, run, config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
                 prepare=prepare, json_=json_, verbose=verbose, summary=_summary)
 

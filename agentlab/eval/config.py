@@ -13,6 +13,11 @@ from agentlab.core.config import StrictModel
 
 class EvalConfig(StrictModel):
     name: str = Field("eval", description="run name (folder suffix)")
+    backend: Literal["lm-eval", "lighteval"] = Field("lm-eval", description="the evaluation library: lm-eval "
+                                                     "(lm-evaluation-harness). lighteval is refused with the reason: "
+                                                     "it is not one of agentlab's dependencies; "
+                                                     "benchmarks/peers/lighteval_vs_lmeval.py scores the same items "
+                                                     "with it in its own venv")
     model: str = Field("smollm2-135m", description="the model: the built-in smollm2-135m, a transformers folder, a "
                        "GGUF file (de-quantized once, cached) or a cached hub id; with base_url: a model or route "
                        "name the server serves")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.core.errors import UsageError
 from agentlab.core.harness import (
     BASE,
     Settings,
@@ -64,9 +65,18 @@ def row_names(adapters: list[Path]) -> dict[str, Path]:
     return out
 
 
+# Why `--backend lighteval` is refused, and what to run instead (docs/commands/eval.md#lighteval has the evidence).
+LIGHTEVAL_REFUSAL = ("--backend lighteval: LightEval is not installed with agentlab (not one of its dependencies), "
+                     "and LightEval 0.13.0 runs offline only with its task registry patched and xxhash<4")
+LIGHTEVAL_NEXT = ("score the same items with LightEval beside lm-eval in LightEval's own venv: "
+                  "python benchmarks/peers/lighteval_vs_lmeval.py --model DIR (benchmarks/peers/lighteval/README.md)")
+
+
 def prepare(cfg: EvalConfig, *, load_model: bool = True) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the tasks and their data, the adapter
     folders, the model (loaded once, with every adapter), and the probe of each adapter."""
+    if cfg.backend == "lighteval":
+        raise UsageError(LIGHTEVAL_REFUSAL, hint=LIGHTEVAL_NEXT)
     manager = task_manager(cfg.include_path, names=cfg.tasks)
     load_tasks(manager, cfg.tasks)
     if cfg.base_url is not None:

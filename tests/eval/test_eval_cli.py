@@ -119,3 +119,15 @@ def test_run_eval_from_python(in_tmp: Path, tiny_model: dict[str, Path], adapter
                        out=in_tmp / "py")
     assert list(results["rows"]) == ["base", "loud"] and results["paired"]["loud"][0]["n"] == 2
     assert (in_tmp / "py" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("how", [["--backend", "lighteval"], ["--set", "backend=lighteval"]])
+def test_backend_lighteval_is_refused_with_the_reason_and_the_peer_script(
+        how: list[str], in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", *how]) == 2
+    err = capsys.readouterr().err
+    [error] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "LightEval is not installed with agentlab" in error and "xxhash<4" in error
+    [hint] = [line for line in err.splitlines() if line.startswith("hint:")]
+    assert "benchmarks/peers/lighteval_vs_lmeval.py" in hint
+    assert "Traceback" not in err and not (in_tmp / "runs").exists()  # refused before any folder or model load
