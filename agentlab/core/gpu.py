@@ -1,9 +1,10 @@
 """GPU figures of a block of work: peak GPU memory (torch's allocator) and mean board power (NVML), or "no GPU".
 
 ``torch.cuda.max_memory_allocated`` counts what torch's tensors held at their peak (not llama.cpp's buffers, not
-the CUDA context); its peak counter is reset at the block's start. Power comes from NVML (``pynvml``, the
-``nvidia-ml-py`` package) only when it is installed and answers: sampled every ``interval_s`` on a thread, averaged
-over the block. Without a CUDA device every figure is None and the figures say "no GPU", never a zero.
+the CUDA context); its peak counter is reset at the block's start. Power comes from NVML through
+``torch.cuda.power_draw`` (which reads it with ``pynvml``, the ``nvidia-ml-py`` package) only when that is
+installed and answers: sampled every ``interval_s`` on a thread, averaged over the block. Without a CUDA device
+every figure is None and the figures say "no GPU", never a zero.
 """
 
 from __future__ import annotations
@@ -80,19 +81,6 @@ def _cuda() -> Any:
     return torch if torch.cuda.is_available() else None
 
 
-def _nvml_handle(index: int) -> tuple[Any, Any, str]:
-    """(pynvml, the device handle, "") or (None, None, why not)."""
-    if importlib.util.find_spec("pynvml") is None:
-        return None, None, "pynvml (nvidia-ml-py) is not installed"
-    import pynvml
-
-    try:
-        pynvml.nvmlInit()
-        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index), ""
-    except pynvml.NVMLError as exc:
-        return None, None, f"NVML: {exc}"
-
-
 @contextmanager
 def gpu_usage(interval_s: float = 0.1) -> Iterator[GpuFigures]:
     """Measure the block's peak GPU memory and mean power (see the module docstring); fields are filled at exit."""
@@ -105,27 +93,28 @@ def gpu_usage(interval_s: float = 0.1) -> Iterator[GpuFigures]:
     figures.device = torch.cuda.get_device_name(index)
     torch.cuda.synchronize(index)
     torch.cuda.reset_peak_memory_stats(index)
-    nvml, handle, figures.power_note = _nvml_handle(index)
     stop = threading.Event()
 
     def sample() -> None:
+        # torch.cuda.power_draw reads NVML through pynvml (nvidia-ml-py) when it is installed, else raises.
         while True:
             try:
-                figures.power_w.append(nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)  # milliwatts
-            except nvml.NVMLError as exc:
-                figures.power_note = f"NVML: {exc}"
+                figures.power_w.append(torch.cuda.power_draw(index) / 1000.0)  # milliwatts
+            except ModuleNotFoundError:
+                figures.power_note = "nvidia-ml-py (pynvml) is not installed"
+                return
+            except Exception as exc:  # NVML errors (no permission, an unsupported board), a driver not loaded
+                figures.power_note = f"NVML: {' '.join(str(exc).split()) or type(exc).__name__}"
                 return
             if stop.wait(interval_s):
                 return
 
-    thread = threading.Thread(target=sample, name="gpu-power", daemon=True) if nvml is not None else None
-    if thread is not None:
-        thread.start()
+    thread = threading.Thread(target=sample, name="gpu-power", daemon=True)
+    thread.start()
     try:
         yield figures
     finally:
         stop.set()
-        if thread is not None:
-            thread.join()
+        thread.join()
         torch.cuda.synchronize(index)
         figures.peak_bytes = int(torch.cuda.max_memory_allocated(index))

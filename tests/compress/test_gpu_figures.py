@@ -2,7 +2,8 @@
 a GPU, torch's peak allocation since the block began and NVML's mean power, or why there is no power figure.
 
 The GPU path runs for real only where CUDA is (the `gpu` marker); the arithmetic and the NVML sampling are checked
-here with torch.cuda and NVML stood in for, since no GPU is lent to the default test set."""
+here with torch.cuda (power_draw, which reads NVML, included) stood in for, since no GPU is lent to the default
+test set."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ def test_on_a_cpu_machine_every_figure_says_no_gpu(monkeypatch: pytest.MonkeyPat
 
 
 class _Cuda:
-    """torch.cuda's calls that gpu_usage makes, on a pretend device whose allocator peaks at 3 MiB."""
+    """torch.cuda's calls that gpu_usage makes, on a pretend device whose allocator peaks at 3 MiB and whose board
+    reads ``watts`` (then fails as ``error``, the way torch.cuda.power_draw does without NVML)."""
 
-    def __init__(self) -> None:
+    def __init__(self, watts: list[float], error: Exception) -> None:
         self.reset = 0
+        self.watts, self.error = list(watts), error
 
     def is_available(self) -> bool:
         return True
@@ -48,24 +51,19 @@ class _Cuda:
     def max_memory_allocated(self, index: int) -> int:
         return 3 * 2**20
 
-
-class _Nvml:
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, watts: list[float]) -> None:
-        self.watts = list(watts)
-
-    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:  # noqa: N802 (NVML's name)
+    def power_draw(self, index: int) -> int:
         if not self.watts:
-            raise self.NVMLError("no more readings")
+            raise self.error
         return int(self.watts.pop(0) * 1000)
 
 
+def _torch(cuda: _Cuda) -> Any:
+    return type("Torch", (), {"cuda": cuda})()
+
+
 def test_on_a_gpu_peak_memory_and_mean_power_are_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    cuda = _Cuda()
-    monkeypatch.setattr(gpu, "_cuda", lambda: type("T", (), {"cuda": cuda})())
-    monkeypatch.setattr(gpu, "_nvml_handle", lambda index: (_Nvml([200.0, 300.0]), object(), ""))
+    cuda = _Cuda([200.0, 300.0], RuntimeError("NVML_ERROR_NOT_SUPPORTED"))
+    monkeypatch.setattr(gpu, "_cuda", lambda: _torch(cuda))
     with gpu_usage(interval_s=0.001) as figures:
         deadline = time.monotonic() + 10
         while len(figures.power_w) < 2 and time.monotonic() < deadline:  # both readings taken (then NVML errors)
@@ -77,12 +75,12 @@ def test_on_a_gpu_peak_memory_and_mean_power_are_recorded(monkeypatch: pytest.Mo
 
 
 def test_without_nvml_the_power_figure_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpu, "_cuda", lambda: type("T", (), {"cuda": _Cuda()})())
-    monkeypatch.setattr(gpu, "_nvml_handle", lambda index: (None, None, "pynvml (nvidia-ml-py) is not installed"))
+    missing = ModuleNotFoundError("nvidia-ml-py does not seem to be installed or it can't be imported.")
+    monkeypatch.setattr(gpu, "_cuda", lambda: _torch(_Cuda([], missing)))
     with gpu_usage() as figures:
         pass
     assert figures.to_dict()["gpu_power_w"] is None
-    assert "power not measured (pynvml (nvidia-ml-py) is not installed)" in gpu.describe(figures.to_dict())
+    assert "power not measured (nvidia-ml-py (pynvml) is not installed)" in gpu.describe(figures.to_dict())
     assert GpuFigures().to_dict()["gpu"] == NO_GPU
 
 
