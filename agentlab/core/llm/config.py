@@ -92,6 +92,19 @@ class OpenAIProviderConfig(StrictModel):
     max_connections: int = Field(128, ge=1, description="connection pool size for this provider")
 
 
+class AnthropicProviderConfig(StrictModel):
+    kind: Literal["anthropic"] = Field("anthropic", description="Anthropic's Messages API (Claude), tools and "
+                                       "streaming mapped to agentlab's types")
+    base_url: str = Field("https://api.anthropic.com", description="API root, without /v1")
+    api_key_env: str | None = Field("ANTHROPIC_API_KEY", description="name of the environment variable holding the "
+                                    "API key (sent as x-api-key; never written anywhere)")
+    version: str = Field("2023-06-01", description="the anthropic-version header")
+    default_max_tokens: int = Field(1024, ge=1, description="max_tokens of a request that sets none (the API needs "
+                                    "one)")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (e.g. anthropic-beta)")
+    max_connections: int = Field(64, ge=1, description="connection pool size for this provider")
+
+
 class ScriptedProviderConfig(StrictModel):
     kind: Literal["scripted"] = Field("scripted", description="replays fixed replies offline: tests and --dry-run")
     replies: list[str] = Field(default_factory=lambda: ["ok"], description="replies returned in turn (cycled)")
@@ -137,7 +150,8 @@ class HFProviderConfig(StrictModel):
 
 
 ProviderConfig = Annotated[
-    OpenAIProviderConfig | ScriptedProviderConfig | LlamaCppProviderConfig | HFProviderConfig,
+    OpenAIProviderConfig | AnthropicProviderConfig | ScriptedProviderConfig | LlamaCppProviderConfig
+    | HFProviderConfig,
     Field(discriminator="kind"),
 ]
 
