@@ -346,13 +346,23 @@ class _Handler:
         try:
             item = first
             while item is not _END:
-                model, text = item
+                out = b""
                 if not sent:
                     ttft = time.perf_counter() - start
-                    yield chunk(ident, created, label, {"role": "assistant", "content": ""})
+                    out = chunk(ident, created, label, {"role": "assistant", "content": ""})
                     sent = True
-                yield chunk(ident, created, label, {"content": text})
-                item = await queue.get()
+                while True:  # the pieces already queued go out in one write (a write is a syscall)
+                    model = item[0]
+                    out += chunk(ident, created, label, {"content": item[1]})
+                    if queue.empty():
+                        item = None
+                        break
+                    item = queue.get_nowait()
+                    if item is _END:
+                        break
+                yield out
+                if item is None:
+                    item = await queue.get()
             exc = task.exception()
             if exc is not None:
                 error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
@@ -419,13 +429,21 @@ class _Handler:
         try:
             item = first
             while item is not _END:
+                pending: list[bytes] = []
                 if not sent:
                     ttft, sent = time.perf_counter() - start, True
-                    for event in out.start():
-                        yield event
-                for event in out.delta(item[1]):
-                    yield event
-                item = await queue.get()
+                    pending += out.start()
+                while True:  # the pieces already queued go out in one write
+                    pending += out.delta(item[1])
+                    if queue.empty():
+                        item = None
+                        break
+                    item = queue.get_nowait()
+                    if item is _END:
+                        break
+                yield b"".join(pending)
+                if item is None:
+                    item = await queue.get()
             exc = task.exception()
             if exc is not None:
                 error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
