@@ -157,3 +157,28 @@ def test_router_falls_back_from_an_overloaded_claude(srv: AnthropicServer, monke
     assert result.model == "ok" and result.text == "fine" and result.fallbacks == 1
     assert [e["outcome"] for e in events] == ["server_error", "ok"]
     assert KEY in router.secrets and KEY not in json.dumps(events)
+
+
+def test_the_gateway_serves_a_claude_model_to_the_openai_sdk(srv: AnthropicServer,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import openai
+
+    from agentlab.serve import Gateway, ServeConfig
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    srv.default("claude-x", Reply(text="hello from claude"))
+    llm = LLMConfig.model_validate({
+        "providers": {"claude": {"kind": "anthropic", "base_url": srv.base_url.removesuffix("/v1")}},
+        "models": {"sonnet": {"provider": "claude", "model": "claude-x"}}})
+    with Gateway(ServeConfig(port=0), llm) as gw:
+        check_gateway(gw, openai)
+
+
+def check_gateway(gw: Any, openai: Any) -> None:
+    client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "hello from claude" and reply.model == "sonnet"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (1, 3)
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="sonnet", messages=[{"role": "user", "content": "hi"}], stream=True) if c.choices]
+    assert "".join(pieces) == "hello from claude" and len([p for p in pieces if p]) == 3
