@@ -21,6 +21,9 @@ def serve(
     api_key_env: Annotated[str | None, opt("--api-key-env", help="Ask clients for a key: NAME of the environment "
                                            "variable (or .env entry) holding the keys, comma-separated; clients "
                                            "send `Authorization: Bearer KEY` (401 without).")] = None,
+    keys: Annotated[Path | None, opt("--keys", help="Client keys with names, rate limits, budgets and allowed "
+                                     "routes (YAML naming each key's variable or SHA-256; see docs/commands/"
+                                     "serve.md).")] = None,
     otlp_endpoint: Annotated[str | None, opt("--otlp-endpoint", help="Export OpenTelemetry spans (one per request "
                                              "and per model attempt) to this OTLP/HTTP URL (extra `trace`).")] = None,
     log_prompts: Annotated[bool, typer.Option("--log-prompts", help="Keep every request's messages and reply in "
@@ -41,7 +44,8 @@ def serve(
     from agentlab.serve import ServeConfig, prepare, run
 
     options = flags(("--llm", "llm", llm), ("--host", "host", host), ("--port", "port", port),
-                    ("--api-key-env", "api_key_env", api_key_env), ("--otlp-endpoint", "otlp_endpoint", otlp_endpoint))
+                    ("--api-key-env", "api_key_env", api_key_env), ("--keys", "keys_file", keys),
+                    ("--otlp-endpoint", "otlp_endpoint", otlp_endpoint))
     run_command("serve", ServeConfig, run, config=config, sets=[*(set_ or []), *options], prepare=prepare, out=out,
                 resumable=False, log_prompts=log_prompts, json_=json_, verbose=verbose, summary=_summary,
                 exit_code=lambda results: 130 if results.get("stopped_by") else 0)

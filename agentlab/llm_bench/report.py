@@ -91,6 +91,17 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
             problem = (tc["problem"] or tc["error_kind"] or "").replace("|", "\\|")
             lines.append(f"| {m['name']} | {'yes' if tc['called'] else 'no'} | {valid} | {_fmt(tc['latency_s'])} "
                          f"| {problem} |")
+    stats = results.get("router_stats") or {}
+    quality = {name: st for name, st in stats.items() if st.get("calls")}
+    if quality:
+        lines += ["", "## Answer quality", "", "Per model over this run's calls: replies that failed structured-output "
+                  "validation, replies whose tool calls failed validation, and for best_of_n routes the answers shown "
+                  "to the judge and those it picked.", "",
+                  "| model | calls | invalid outputs | invalid tool calls | judged | judge wins |",
+                  "|---|---|---|---|---|---|"]
+        for name, st in quality.items():
+            lines.append(f"| {name} | {st['calls']} | {st.get('invalid_outputs', 0)} | "
+                         f"{st.get('invalid_tool_calls', 0)} | {st.get('judged', 0)} | {st.get('judge_wins', 0)} |")
     level_rows = [(m["name"], lv) for m in models for lv in m.get("levels", [])]
     if level_rows:
         lines += ["", "## By concurrency", "",

@@ -213,6 +213,7 @@ async def run_async(cfg: BenchConfig, run_dir: RunDir | None = None, progress: P
     names = settings.models or list(llm.models)
     prepare(cfg)
     router = Router.for_run(llm, run_dir)
+    router.cache = None  # llm-bench measures the models: an answer from the response cache would measure nothing
     results: dict[str, Any] = {"settings": settings.model_dump(mode="json"), "models": []}
     try:
         per_model = 1 + settings.requests * len(settings.concurrency)

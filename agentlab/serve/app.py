@@ -29,7 +29,6 @@ unless INFO is on, prompts never copied or logged.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
 from agentlab.serve.embeddings import embeddings_body, parse_embeddings
+from agentlab.serve.keys import KeyRing, KeyState, load_keys
 from agentlab.serve.metrics import GatewayMetrics
 from agentlab.serve.protocol import (
     DONE,
@@ -87,12 +87,14 @@ _END = object()  # the router task finished (its result or error is on the task)
 
 class _Handler:
     def __init__(self, cfg: ServeConfig, router: Router, catalog: Catalog, metrics: GatewayMetrics,
-                 client_keys: list[str], secrets: list[str]):
+                 client_keys: list[str] | KeyRing, secrets: list[str]):
         self.cfg = cfg
         self.router = router
         self.catalog = catalog
         self.metrics = metrics
-        self.keys = [k.encode() for k in client_keys]
+        self.keys = client_keys if isinstance(client_keys, KeyRing) else load_keys(None, client_keys)[0]
+        self.keys.on_spend = metrics.key_spend
+        self.keys.on_refuse = metrics.key_refused
         self.secrets = secrets  # provider and client keys: scrubbed from every error message sent or logged
         self.store = ResponseStore(cfg.max_stored_responses)  # /v1/responses conversations, for follow-ups
 
@@ -104,18 +106,48 @@ class _Handler:
                 text = text.replace(secret, "***")
         return text
 
-    def check_auth(self, request: Request) -> None:
+    def check_auth(self, request: Request) -> KeyState | None:
+        """The client key of ``request`` (None when the gateway asks for none); 401 without a known one. Keys are
+        looked up by their SHA-256, so the time taken does not tell how close a wrong key was."""
         if not self.keys:
-            return
+            return None
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         given = token.strip().encode()
-        # compare_digest against every key, so the time taken does not tell which key was close
-        ok = scheme.lower() == "bearer" and given and sum(hmac.compare_digest(given, k) for k in self.keys) > 0
-        if not ok:
+        key = self.keys.find(given) if scheme.lower() == "bearer" and given else None
+        if key is None:
             why = "a wrong API key" if header else "no API key (send Authorization: Bearer KEY)"
             raise ApiError(401, f"this gateway needs a client key: the request has {why}", "invalid_api_key",
                            etype="authentication_error", headers={"WWW-Authenticate": "Bearer"}, kind="auth")
+        return key
+
+    def admit(self, request: Request, req: ChatRequest, body: Any, key: KeyState | None, served: Served) -> None:
+        """What the request carries besides its body: ``metadata`` (routing by task), ``Cache-Control: no-cache``
+        (skip the response cache), the key's tenant, and a limited key's admission (``keys.KeyRing.admit``)."""
+        metadata = body.get("metadata") if isinstance(body, dict) else None
+        if isinstance(metadata, dict):
+            req.metadata = metadata
+        control = request.headers.get("cache-control")
+        if control is not None and ("no-cache" in control or "no-store" in control):
+            req.use_cache = False
+        if key is None:
+            return
+        req.key, req.tenant = key, key.tenant
+        if not key.limited:
+            return
+        max_tokens = req.params.max_tokens
+        if max_tokens is None:
+            configured = [self.router.configured_max_tokens(m) for m in served.chain]
+            if configured and all(c is not None for c in configured):
+                max_tokens = max(c for c in configured if c is not None)
+            elif key.budgeted:  # the bound must hold: the request gets one
+                max_tokens = req.params.max_tokens = self.cfg.max_tokens
+            else:
+                max_tokens = 0
+        texts = json.dumps(req.messages, ensure_ascii=False) + json.dumps(req.params.tools or [], ensure_ascii=False)
+        # tokens <= UTF-8 bytes for byte-level BPE vocabularies, plus the chat template's few tokens per message
+        prompt_bound = len(texts.encode()) + 8 * len(req.messages) + 16
+        req.ticket = self.keys.admit(key, req.model, served.chain, prompt_bound, max_tokens)
 
     async def read_json(self, request: Request) -> Any:
         limit = self.cfg.max_request_bytes
@@ -152,6 +184,18 @@ class _Handler:
                            param="model", kind="not_found")
         return found
 
+    def first_model(self, served: Served, key: KeyState | None) -> str:
+        """The model answering ``served`` where one model must answer (embeddings, log-probabilities), once the
+        key may use that name."""
+        if key is not None and key.spec.routes and served.name not in key.spec.routes:
+            raise ApiError(403, f"key '{key.name}' may not use '{served.name[:100]}' (allowed: "
+                           f"{', '.join(key.spec.routes)})", "model_not_allowed", etype="permission_error",
+                           kind="forbidden")
+        if not served.chain:
+            raise ApiError(400, f"'{served.name[:100]}' classifies requests among routes; name one of those routes",
+                           "unsupported_model", param="model", kind="bad_request")
+        return served.chain[0]
+
     # ------------------------------------------------------------------ endpoints
 
     async def routed(self, request: Request, what: str, parse: Callable[[Any], tuple[ChatRequest, Any]],
@@ -162,10 +206,12 @@ class _Handler:
         start = time.perf_counter()
         label = "-"  # the metrics route label: only served names, so junk names cannot grow the label set
         try:
-            self.check_auth(request)
-            req, parsed = parse(await self.read_json(request))
-            self.served(req.model)
+            key = self.check_auth(request)
+            body = await self.read_json(request)
+            req, parsed = parse(body)
+            served = self.served(req.model)
             label = req.model
+            self.admit(request, req, body, key, served)
             if req.stream:
                 return await self.stream(request, req, start, events(parsed) if events is not None else None)
             rc, text = await _until_disconnect(request, self.answer(req))
@@ -207,7 +253,7 @@ class _Handler:
         start = time.perf_counter()
         label = "-"
         try:
-            self.check_auth(request)
+            key = self.check_auth(request)
             name, raw = parse_completion(await self.read_json(request), max_tokens_limit=self.cfg.max_tokens,
                                          max_prompts=max(1, self.cfg.max_messages))
             served = self.catalog.served.get(name)
@@ -215,7 +261,7 @@ class _Handler:
                 raise ApiError(404, f"model '{name[:100]}' is not served here; GET /v1/models lists them",
                                "model_not_found", param="model", kind="not_found")
             label = name
-            model = served.chain[0]
+            model = self.first_model(served, key)
             mcfg = self.router.config.models[model]
             provider = self.router.providers[mcfg.provider]
             if not hasattr(provider, "complete"):
@@ -246,13 +292,31 @@ class _Handler:
 
     async def answer(self, req: ChatRequest, on_delta: Callable[[str, str], None] | None = None
                      ) -> tuple[RoutedCompletion, str]:
-        """The routed answer and its text: through the structured path when the request has a schema."""
-        if req.schema is not None:
-            result = await self.router.structured(req.messages, schema_model(req.schema, req.schema_name), req.model,
-                                                  req.params, self.cfg.max_repairs)
-            return result.completion, json.dumps(result.value.root, ensure_ascii=False)
-        rc = await self.router.generate(req.messages, req.model, req.params, stream=req.stream, on_delta=on_delta)
-        return rc, rc.completion.text
+        """The routed answer and its text: through the structured path when the request has a schema. A client
+        key's spend is settled here (its reservation released when no answer came)."""
+        try:
+            if req.schema is not None:
+                result = await self.router.structured(req.messages, schema_model(req.schema, req.schema_name),
+                                                      req.model, req.params, self.cfg.max_repairs)
+                rc, text = result.completion, json.dumps(result.value.root, ensure_ascii=False)
+            else:
+                rc = await self.router.generate(req.messages, req.model, req.params, stream=req.stream,
+                                                on_delta=on_delta, metadata=req.metadata, tenant=req.tenant,
+                                                use_cache=req.use_cache)
+                text = rc.completion.text
+        except BaseException:
+            if req.ticket is not None:
+                self.keys.settle(req.ticket, None, 0, 0)
+            raise
+        if req.key is not None:
+            usage = rc.completion.usage
+            spent = (0, 0) if rc.attempts and rc.attempts[0].outcome == "cache_hit" else (
+                usage.prompt_tokens, usage.completion_tokens)
+            if req.ticket is not None:
+                self.keys.settle(req.ticket, rc.model, *spent)
+            else:
+                self.keys.count_request(req.key, rc.model, *spent)
+        return rc, text
 
     async def stream(self, request: Request, req: ChatRequest, start: float,
                      events: Callable[..., AsyncIterator[bytes]] | None = None) -> Any:
@@ -282,13 +346,23 @@ class _Handler:
         try:
             item = first
             while item is not _END:
-                model, text = item
+                out = b""
                 if not sent:
                     ttft = time.perf_counter() - start
-                    yield chunk(ident, created, label, {"role": "assistant", "content": ""})
+                    out = chunk(ident, created, label, {"role": "assistant", "content": ""})
                     sent = True
-                yield chunk(ident, created, label, {"content": text})
-                item = await queue.get()
+                while True:  # the pieces already queued go out in one write (a write is a syscall)
+                    model = item[0]
+                    out += chunk(ident, created, label, {"content": item[1]})
+                    if queue.empty():
+                        item = None
+                        break
+                    item = queue.get_nowait()
+                    if item is _END:
+                        break
+                yield out
+                if item is None:
+                    item = await queue.get()
             exc = task.exception()
             if exc is not None:
                 error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
@@ -355,13 +429,21 @@ class _Handler:
         try:
             item = first
             while item is not _END:
+                pending: list[bytes] = []
                 if not sent:
                     ttft, sent = time.perf_counter() - start, True
-                    for event in out.start():
-                        yield event
-                for event in out.delta(item[1]):
-                    yield event
-                item = await queue.get()
+                    pending += out.start()
+                while True:  # the pieces already queued go out in one write
+                    pending += out.delta(item[1])
+                    if queue.empty():
+                        item = None
+                        break
+                    item = queue.get_nowait()
+                    if item is _END:
+                        break
+                yield b"".join(pending)
+                if item is None:
+                    item = await queue.get()
             exc = task.exception()
             if exc is not None:
                 error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
@@ -400,11 +482,11 @@ class _Handler:
         start = time.perf_counter()
         label = "-"
         try:
-            self.check_auth(request)
+            key = self.check_auth(request)
             ereq = parse_embeddings(await self.read_json(request))
             served = self.served(ereq.model)
             label = ereq.model
-            model = served.chain[0]
+            model = self.first_model(served, key)
             mcfg = self.router.config.models[model]
             provider = self.router.providers[mcfg.provider]
             embed = getattr(provider, "embed", None)
@@ -446,6 +528,22 @@ class _Handler:
             return self.refuse("-", ApiError(404, f"model '{name[:100]}' is not served here", "model_not_found",
                                              param="model", kind="not_found"))
         return JSONResponse(_model_entry(self.catalog.served[name]))
+
+    async def key_usage(self, request: Request) -> Any:
+        """``GET /v1/keys/usage``: every key's spend, limits and refusals (names only, never a key); admin keys."""
+        from starlette.responses import JSONResponse
+
+        try:
+            key = self.check_auth(request)
+            if key is None:
+                raise ApiError(404, "this gateway has no client keys (--keys FILE or --api-key-env)", "not_found",
+                               kind="not_found")
+            if not key.spec.admin:
+                raise ApiError(403, f"key '{key.name}' is not an admin key (admin: true in the keys file)",
+                               "permission_denied", etype="permission_error", kind="forbidden")
+        except ApiError as exc:
+            return self.refuse("-", exc)
+        return JSONResponse({"object": "list", "data": self.keys.usage()})
 
     async def health(self, request: Request) -> Any:
         from starlette.responses import JSONResponse
@@ -546,5 +644,6 @@ def build_app(handler: _Handler) -> Any:
         Route("/v1/models/{name:path}", handler.models, methods=["GET"]),
         Route("/health", handler.health, methods=["GET"]),
         Route("/metrics", handler.metrics_text, methods=["GET"]),
+        Route("/v1/keys/usage", handler.key_usage, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={Exception: server_error, 404: not_found, 405: not_found})

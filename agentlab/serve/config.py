@@ -26,6 +26,9 @@ class ServeConfig(StrictModel):
     api_key_env: str | None = Field(None, description="name of the environment variable (or .env entry) holding "
                                     "the client keys, comma-separated; clients send one as `Authorization: Bearer "
                                     "KEY`; empty: no client key is asked for")
+    keys_file: Path | None = Field(None, description="client keys with names, rate limits, budgets and allowed "
+                                   "routes (YAML; serve/keys.py shows the format); the file names each key's "
+                                   "variable or SHA-256, never a key; with api_key_env both sets of keys work")
     max_request_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (413 above)")
     max_tokens: int = Field(4096, ge=1, description="largest max_tokens a request may ask for (400 above); a "
                             "request without one gets the model's own max_tokens or the backend's default")

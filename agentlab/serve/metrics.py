@@ -10,6 +10,14 @@ kind, or the gateway's own: auth, too_large, bad_request, not_found, ...), ``age
 answers sent) and ``agentlab_invalid_tool_calls_total{model}`` (model replies whose calls failed validation, from the
 router's ``invalid_tool_call`` events; each was repaired or fallen back from). Also ``agentlab_requests_in_flight``.
 
+Response cache: ``agentlab_cache_lookups_total{route, result}`` (hit or miss). Routing by task:
+``agentlab_route_choices_total{route, chosen}``. Answer quality per model, read from the router's stats at scrape
+time: ``agentlab_model_invalid_outputs_total{model}`` (replies that failed structured-output validation),
+``agentlab_model_judged_total{model}`` and ``agentlab_model_judge_wins_total{model}`` (best_of_n: answers shown to
+the judge, answers it picked). Client keys, by key *name*: ``agentlab_key_requests_total{key}``,
+``agentlab_key_tokens_total{key, type}``, ``agentlab_key_cost_usd_total{key}``,
+``agentlab_key_refusals_total{key, reason}`` (route, rpm, tpm, budget).
+
 Labels are config names only (routes, models, error kinds): never a key, a URL or prompt text. Each gateway has its
 own registry, so several can live in one process (tests).
 """
@@ -17,6 +25,7 @@ own registry, so several can live in one process (tests).
 from __future__ import annotations
 
 from collections import Counter as Tally
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["GatewayMetrics"]
@@ -53,6 +62,22 @@ class GatewayMetrics:
         self.invalid_tool_calls = Counter("agentlab_invalid_tool_calls", "Model replies whose tool calls failed "
                                           "validation (repaired or fallen back from)", ["model"], registry=r)
         self.in_flight = Gauge("agentlab_requests_in_flight", "Requests being answered now", registry=r)
+        self.cache = Counter("agentlab_cache_lookups", "Response cache lookups, by result (hit, miss)",
+                             ["route", "result"], registry=r)
+        self.route_choices = Counter("agentlab_route_choices", "Routing by task: the route each request went to",
+                                     ["route", "chosen"], registry=r)
+        self.key_requests = Counter("agentlab_key_requests", "Requests answered, by client key name", ["key"],
+                                    registry=r)
+        self.key_tokens = Counter("agentlab_key_tokens", "Tokens spent, by client key name", ["key", "type"],
+                                  registry=r)
+        self.key_cost = Counter("agentlab_key_cost_usd", "Cost spent in USD (from the keys file's prices), by "
+                                "client key name", ["key"], registry=r)
+        self.key_refusals = Counter("agentlab_key_refusals", "Requests refused by a key's limits, by reason",
+                                    ["key", "reason"], registry=r)
+        self.model_stats: Callable[[], dict[str, dict[str, Any]]] | None = None  # the router's stats, for quality
+        r.register(_Quality(self))
+        self.cache_hits = 0
+        self.cache_misses = 0
         # Plain tallies for results.json (prometheus_client's values are awkward to read back).
         self.answered: Tally[tuple[str, str]] = Tally()
         self.failed: Tally[tuple[str, str]] = Tally()
@@ -81,6 +106,16 @@ class GatewayMetrics:
     def on_event(self, kind: str, **fields: Any) -> None:
         """The router's ``on_event``: one ``llm_call`` per model attempt, one ``invalid_tool_call`` per reply whose
         calls failed validation."""
+        if kind == "cache":
+            self.cache.labels(fields["route"], fields["result"]).inc()
+            if fields["result"] == "hit":
+                self.cache_hits += 1
+            else:
+                self.cache_misses += 1
+            return
+        if kind == "route_choice":
+            self.route_choices.labels(fields["route"], fields["chosen"]).inc()
+            return
         if kind == "invalid_tool_call":
             self.invalid_tool_calls.labels(fields["model"]).inc()
             self.invalid_tool_call_count += 1
@@ -96,6 +131,18 @@ class GatewayMetrics:
             if fields.get("completion_tokens"):
                 self.tokens.labels(model, "completion").inc(fields["completion_tokens"])
 
+    def key_spend(self, key: str, prompt: int, completion: int, cost: float) -> None:
+        self.key_requests.labels(key).inc()
+        if prompt:
+            self.key_tokens.labels(key, "prompt").inc(prompt)
+        if completion:
+            self.key_tokens.labels(key, "completion").inc(completion)
+        if cost:
+            self.key_cost.labels(key).inc(cost)
+
+    def key_refused(self, key: str, reason: str) -> None:
+        self.key_refusals.labels(key, reason).inc()
+
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
 
@@ -110,6 +157,31 @@ class GatewayMetrics:
             "fallbacks": self.fallback_count,
             "tool_calls": self.tool_call_count,
             "invalid_tool_calls": self.invalid_tool_call_count,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
             "by_route_model": [{"route": r, "model": m, "requests": n} for (r, m), n in sorted(self.answered.items())],
             "errors": [{"route": r, "kind": k, "requests": n} for (r, k), n in sorted(self.failed.items())],
         }
+
+
+class _Quality:
+    """A collector reading the router's per-model quality counts at scrape time (no bookkeeping per request)."""
+
+    def __init__(self, metrics: GatewayMetrics):
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []  # unchecked collector: its series appear once the router's stats are wired
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        stats = self.metrics.model_stats() if self.metrics.model_stats is not None else {}
+        families = [("invalid_outputs", "Replies that failed structured-output validation"),
+                    ("judged", "best_of_n: answers shown to the judge"),
+                    ("judge_wins", "best_of_n: answers the judge picked")]
+        for field, doc in families:
+            family = CounterMetricFamily(f"agentlab_model_{field}", doc, labels=["model"])
+            for model, values in stats.items():
+                family.add_metric([model], values.get(field, 0))
+            yield family

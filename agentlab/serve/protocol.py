@@ -65,6 +65,13 @@ class ChatRequest:
     schema: dict[str, Any] | None = None  # response_format json_schema / json_object: the JSON schema to follow
     schema_name: str = "output"
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by the gateway from the request around the body: the routing rule's metadata, the cache's tenant and
+    # opt-out (Cache-Control: no-cache), the client key (keys.KeyState) and its budget reservation (keys.Ticket).
+    metadata: dict[str, Any] | None = None
+    tenant: str = ""
+    use_cache: bool = True
+    key: Any = None
+    ticket: Any = None
 
 
 def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:

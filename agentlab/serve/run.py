@@ -34,6 +34,7 @@ from agentlab.core.tracing import configure_tracing, shutdown_tracing
 from agentlab.serve.app import _Handler, build_app
 from agentlab.serve.catalog import Catalog, build_catalog
 from agentlab.serve.config import ServeConfig
+from agentlab.serve.keys import load_keys
 from agentlab.serve.metrics import GatewayMetrics
 from agentlab.serve.report import render
 
@@ -143,6 +144,7 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
         raise ConfigError(f"{where}: the routing config has no models to serve",
                           hint="add providers and models (see configs/llm.yaml), or pass --llm FILE")
     keys = client_keys(cfg.api_key_env)
+    load_keys(cfg.keys_file, keys)  # a bad keys file (or an unset key variable) is one line, exit 2
     sock = bind(cfg.host, cfg.port)
     try:
         _configure_tracing(cfg)
@@ -218,11 +220,13 @@ class Gateway:
         self.router = Router.for_run(self.catalog.config, run_dir, providers)
         sinks = [self.metrics.on_event] + ([run_dir.event] if run_dir is not None and cfg.log_calls else [])
         self.router.on_event = sinks[0] if len(sinks) == 1 else _fan_out(sinks)
-        keys = list(client_keys or [])
+        self.metrics.model_stats = self.router.stats
+        keyring, keys = load_keys(cfg.keys_file, list(client_keys or []))
         if run_dir is not None:
             for key in keys:
                 run_dir.add_secret(key)
-        self.handler = _Handler(cfg, self.router, self.catalog, self.metrics, keys, [*self.router.secrets, *keys])
+        self.keyring = keyring
+        self.handler = _Handler(cfg, self.router, self.catalog, self.metrics, keyring, [*self.router.secrets, *keys])
         self.app = build_app(self.handler)
         self.sock = sock
         self._port: int | None = None
@@ -249,7 +253,9 @@ class Gateway:
         for served in self.catalog.served.values():
             kinds.setdefault(served.kind, []).append(served.name)
         names = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in kinds.items())
-        auth = f"client keys from ${self.cfg.api_key_env}" if self.handler.keys else "no client key needed"
+        where = [w for w in (f"${self.cfg.api_key_env}" if self.cfg.api_key_env else None,
+                             str(self.cfg.keys_file) if self.cfg.keys_file else None) if w]
+        auth = f"client keys from {' and '.join(where)}" if self.handler.keys else "no client key needed"
         return f"serving on {self.base_url} ({auth}); {names}; Ctrl-C stops"
 
     # ------------------------------------------------------------------ serving
@@ -284,6 +290,7 @@ class Gateway:
                 self.on_started()
             await serving
         finally:
+            self.keyring.save()  # the keys' spend, when a usage_file keeps it
             await self.router.aclose()
 
     def serve_forever(self) -> dict[str, Any]:

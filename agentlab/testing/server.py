@@ -187,12 +187,19 @@ def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
 
 
 class ScriptedServer:
-    """An OpenAI-compatible server whose answers are scripted per model; uvicorn runs in a daemon thread."""
+    """An OpenAI-compatible server whose answers are scripted per model; uvicorn runs in a daemon thread.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    ``keep_requests`` bounds ``requests`` (the bodies received, newest last): None keeps every one (tests inspect
+    them), N keeps the last N, 0 none. A long-running upstream (benchmarks, ``python -m agentlab.testing.server``,
+    which keeps 100 by default) must bound it, or its memory grows with every request. ``count(model)`` counts every
+    request either way."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, keep_requests: int | None = None) -> None:
         self.host = host
         self.port = port
+        self.keep_requests = keep_requests
         self.requests: list[dict[str, Any]] = []
+        self._counts: dict[str, int] = {}
         self.abandoned: list[str] = []  # models of requests whose client left before the answer was complete
         self._scripts: dict[str, deque[Reply]] = {}
         self._defaults: dict[str, Reply] = {}
@@ -221,7 +228,7 @@ class ScriptedServer:
     def count(self, model: str) -> int:
         """How many chat requests named ``model`` so far."""
         with self._lock:
-            return sum(1 for r in self.requests if r.get("model") == model)
+            return self._counts.get(model, 0)
 
     def reset(self) -> None:
         """Forget scripts, defaults and recorded requests."""
@@ -229,6 +236,7 @@ class ScriptedServer:
             self._scripts.clear()
             self._defaults.clear()
             self.requests.clear()
+            self._counts.clear()
             self.abandoned.clear()
 
     def _abandon(self, model: Any) -> None:
@@ -242,7 +250,13 @@ class ScriptedServer:
     def _take(self, body: dict[str, Any], received_at: float) -> Reply | None:
         model = body.get("model")
         with self._lock:
-            self.requests.append({**body, "_received_at": received_at})
+            if isinstance(model, str):
+                self._counts[model] = self._counts.get(model, 0) + 1
+            keep = self.keep_requests
+            if keep is None or keep > 0:
+                self.requests.append({**body, "_received_at": received_at})
+                if keep is not None and len(self.requests) > 2 * keep:  # trimmed in batches: O(1) a request
+                    del self.requests[:-keep]
             pending = self._scripts.get(model) if isinstance(model, str) else None
             if pending:
                 return pending.popleft()
@@ -587,8 +601,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--config", help='JSON: {"defaults": {model: reply}, "scripts": {model: [reply, ...]}}')
+    parser.add_argument("--keep-requests", type=int, default=100,
+                        help="request bodies kept in memory (the last N; 0: none): a long run must not grow")
     args = parser.parse_args(argv)
-    server = ScriptedServer(args.host, args.port)
+    server = ScriptedServer(args.host, args.port, keep_requests=max(0, args.keep_requests))
     if args.config:
         with open(args.config, encoding="utf-8") as f:
             load_script(server, json.load(f))

@@ -130,3 +130,25 @@ def test_tool_calling_probe_per_model(srv: ScriptedServer, in_tmp: Path) -> None
     assert len(sent) == 1 and sent[0]["tool_choice"] == "required"
     report = (out / "report.md").read_text()
     assert "## Tool calling" in report and "| caller | yes | yes |" in report and "| talker | no | no |" in report
+
+
+def test_quality_per_model_and_the_cache_never_answers_a_measurement(srv: ScriptedServer, in_tmp: Path) -> None:
+    for name in ("cand-a", "cand-b"):
+        srv.default(name, Reply(text=f"answer of {name}"))
+    srv.default("judge", Reply(text='{"best": 2, "reason": "the second is better"}'))
+    config = in_tmp / "llm.yaml"
+    config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
+                      "models:\n  cand-a: {provider: loop, model: cand-a, params: {temperature: 0}}\n"
+                      "  cand-b: {provider: loop, model: cand-b, params: {temperature: 0}}\n"
+                      "  judge: {provider: loop, model: judge, params: {temperature: 0}}\n"
+                      "routes:\n  default: {primary: [cand-a, cand-b], strategy: best_of_n, judge: judge}\n"
+                      "cache: {enabled: true}\nretries: 0\n")
+    out = in_tmp / "r"
+    assert main(["llm-bench", "-c", str(config), "-m", "cand-a", "--route", "default", "--requests", "3",
+                 "--concurrency", "1", "--out", str(out)]) == 0
+    stats = json.loads((out / "results.json").read_text())["router_stats"]
+    assert (stats["cand-a"]["judged"], stats["cand-a"]["judge_wins"]) == (3, 0)
+    assert (stats["cand-b"]["judged"], stats["cand-b"]["judge_wins"]) == (3, 3)
+    assert srv.count("cand-b") == 3  # the same request three times: each reached the model, none from the cache
+    report = (out / "report.md").read_text()
+    assert "## Answer quality" in report and "| cand-b | 3 | 0 | 0 | 3 | 3 |" in report

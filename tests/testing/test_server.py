@@ -232,3 +232,26 @@ def test_process_mode(process_server: tuple[Any, str]) -> None:
 def test_process_mode_reports_bad_config() -> None:
     with pytest.raises(RuntimeError, match="unknown reply field"):
         spawn_server_process({"defaults": {"p": {"txt": "typo"}}})
+
+
+def test_a_bounded_server_keeps_only_the_last_requests_and_still_counts_all() -> None:
+    # The benchmarks' upstream answers thousands of requests: kept bodies must not grow without bound.
+    server = ScriptedServer(keep_requests=3).start()
+    try:
+        server.default("m", Reply(text="ok"))
+        with httpx.Client(base_url=server.base_url, timeout=5) as c:
+            for i in range(20):
+                c.post("/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": str(i)}]})
+        assert server.count("m") == 20
+        assert 3 <= len(server.requests) <= 6
+        assert server.requests[-1]["messages"][0]["content"] == "19"
+    finally:
+        server.stop()
+    silent = ScriptedServer(keep_requests=0).start()
+    try:
+        silent.default("m", Reply(text="ok"))
+        with httpx.Client(base_url=silent.base_url, timeout=5) as c:
+            c.post("/chat/completions", json={"model": "m", "messages": MESSAGES})
+        assert silent.requests == [] and silent.count("m") == 1
+    finally:
+        silent.stop()

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from agentlab.core.config import StrictModel, load_config
+from agentlab.core.llm.cache import CacheConfig
 
 DEFAULT_LLM_CONFIG = Path("configs/llm.yaml")
 
@@ -91,6 +92,19 @@ class OpenAIProviderConfig(StrictModel):
     max_connections: int = Field(128, ge=1, description="connection pool size for this provider")
 
 
+class AnthropicProviderConfig(StrictModel):
+    kind: Literal["anthropic"] = Field("anthropic", description="Anthropic's Messages API (Claude), tools and "
+                                       "streaming mapped to agentlab's types")
+    base_url: str = Field("https://api.anthropic.com", description="API root, without /v1")
+    api_key_env: str | None = Field("ANTHROPIC_API_KEY", description="name of the environment variable holding the "
+                                    "API key (sent as x-api-key; never written anywhere)")
+    version: str = Field("2023-06-01", description="the anthropic-version header")
+    default_max_tokens: int = Field(1024, ge=1, description="max_tokens of a request that sets none (the API needs "
+                                    "one)")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (e.g. anthropic-beta)")
+    max_connections: int = Field(64, ge=1, description="connection pool size for this provider")
+
+
 class ScriptedProviderConfig(StrictModel):
     kind: Literal["scripted"] = Field("scripted", description="replays fixed replies offline: tests and --dry-run")
     replies: list[str] = Field(default_factory=lambda: ["ok"], description="replies returned in turn (cycled)")
@@ -136,7 +150,8 @@ class HFProviderConfig(StrictModel):
 
 
 ProviderConfig = Annotated[
-    OpenAIProviderConfig | ScriptedProviderConfig | LlamaCppProviderConfig | HFProviderConfig,
+    OpenAIProviderConfig | AnthropicProviderConfig | ScriptedProviderConfig | LlamaCppProviderConfig
+    | HFProviderConfig,
     Field(discriminator="kind"),
 ]
 
@@ -182,7 +197,31 @@ class ModelConfig(StrictModel):
         "empty: small for llama_cpp and hf models, full for HTTP ones")
 
 
+class ClassChoice(StrictModel):
+    keywords: list[str] = Field(default_factory=list, description="by: keywords: the choice when the last user "
+                                "message holds one of these words (case-insensitive, whole words)")
+    metadata: list[str] = Field(default_factory=list, description="by: metadata: the choice when the request's "
+                                "metadata field holds one of these values (its own name always matches)")
+    description: str = Field("", description="by: model: what this route is for, shown to the classifying model")
+
+
+class ClassifyConfig(StrictModel):
+    """Routing by task: the route's request goes to one of ``choices`` (route names), picked by a rule."""
+
+    by: Literal["keywords", "metadata", "model"] = Field(description="keywords: the first choice whose keywords "
+                                                         "occur in the last user message; metadata: the request's "
+                                                         "metadata field; model: a small model picks a choice")
+    choices: dict[str, ClassChoice] = Field(min_length=1, description="route name -> how it is recognised, in "
+                                            "order of precedence")
+    default: str = Field(description="the route when no rule matches (or the classifying model fails)")
+    field: str = Field("task", description="by: metadata: the key of the request's metadata read")
+    model: str | None = Field(None, description="by: model: the model (a name of `models`) that picks a choice")
+
+
 class RouteConfig(StrictModel):
+    classify: ClassifyConfig | None = Field(None, description="routing by task: this route names no models; each "
+                                            "request goes to one of the classifier's choices (the choice is an "
+                                            "event: route_choice)")
     primary: list[str] = Field(default_factory=list, description="models tried first, in order")
     duplicate: list[str] = Field(default_factory=list, description="same-quality stand-ins; also the default judges "
                                  "for best_of_n")
@@ -224,6 +263,8 @@ class LLMConfig(StrictModel):
                                       description="memory checks before local models load")
     ewma_alpha: float = Field(0.3, gt=0, le=1, description="fastest: weight of the newest latency sample")
     explore: float = Field(0.1, ge=0, le=1, description="fastest: chance of trying a non-fastest model first")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="response cache for repeated requests "
+                               "(off by default)")
 
     @model_validator(mode="after")
     def _check_references(self) -> LLMConfig:
@@ -239,7 +280,25 @@ class LLMConfig(StrictModel):
                         raise ValueError(f"routes.{route_name}.{role}: unknown model '{model_name}' (known: {known})")
             if route.judge is not None and route.judge not in self.models:
                 raise ValueError(f"routes.{route_name}.judge: unknown model '{route.judge}'")
+            if route.classify is not None:
+                self._check_classify(route_name, route.classify)
         return self
+
+    def _check_classify(self, route_name: str, classify: ClassifyConfig) -> None:
+        where = f"routes.{route_name}.classify"
+        for target, place in [*((c, f"choices.{c}") for c in classify.choices), (classify.default, "default")]:
+            found = self.routes.get(target)
+            if found is None:
+                raise ValueError(f"{where}.{place}: unknown route '{target}' (known: {', '.join(self.routes)})")
+            if found.classify is not None:
+                raise ValueError(f"{where}.{place}: route '{target}' classifies too; a choice must name models")
+        if classify.by == "model":
+            if classify.model is None:
+                raise ValueError(f"{where}.model: by: model needs the model that classifies (a name of `models`)")
+            if classify.model not in self.models:
+                raise ValueError(f"{where}.model: unknown model '{classify.model}'")
+        if classify.by == "keywords" and not any(c.keywords for c in classify.choices.values()):
+            raise ValueError(f"{where}.choices: by: keywords needs keywords in at least one choice")
 
     def route(self, name: str) -> RouteConfig:
         """The named route, else ``default``, else every model in file order."""

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentlab.core import tracing
 from agentlab.core.errors import ConfigError, LLMError
+from agentlab.core.llm.cache import ResponseCache, build_cache
+from agentlab.core.llm.classify import choose_route
 from agentlab.core.llm.config import LLMConfig, ModelConfig, RouteConfig
 from agentlab.core.llm.providers import build_provider
 from agentlab.core.llm.results import (
@@ -92,6 +94,8 @@ class Router:
         self._stats = {name: ModelStats(config.ewma_alpha) for name in config.models}
         self._breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown_s) for name in config.models}
         self._routes: dict[str, tuple[RouteConfig, list[str]]] = {}
+        # The response cache (core/llm/cache.py), None when off; a caller may share one between routers.
+        self.cache: ResponseCache | None = build_cache(config.cache)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -127,8 +131,16 @@ class Router:
     # ------------------------------------------------------------------ public async API
 
     async def generate(self, messages: Messages, route: str = "default", params: GenParams | None = None, *,
-                       stream: bool = False, on_delta: Callable[[str, str], None] | None = None) -> RoutedCompletion:
+                       stream: bool = False, on_delta: Callable[[str, str], None] | None = None,
+                       metadata: dict[str, Any] | None = None, tenant: str = "",
+                       use_cache: bool = True) -> RoutedCompletion:
         """Answer ``messages`` through ``route``'s strategy; raises ``AllModelsFailed`` when no model answers.
+
+        A route with ``classify`` first picks one of its choices (``classify.py``; ``metadata`` is what the
+        metadata rule reads), reported as a ``route_choice`` event. With the response cache on (``cache.py``) a
+        repeated request is answered from it (attempt outcome ``cache_hit``, ``fallbacks`` 0) unless ``use_cache``
+        is false; ``tenant`` is part of the cache key, so tenants never share answers. Hits and misses are
+        ``cache`` events.
 
         With ``stream``, models that can (``stream: true`` in their config and a streaming provider) answer over SSE,
         so the completion carries ``ttft_s``; a stream cut mid-way is a retryable ``stream_cut`` failure.
@@ -142,7 +154,44 @@ class Router:
         answer is only known once its calls validate). A malformed ``tools`` raises ``LLMError("bad_request")``.
         """
         rcfg, chain = self.route(route)
+        if rcfg.classify is not None:
+            chosen, why = await choose_route(rcfg.classify, messages, metadata, self._ask_classifier)
+            self._event("route_choice", route=route, chosen=chosen, by=rcfg.classify.by, reason=why)
+            route = chosen
+            rcfg, chain = self.route(route)
         params = params or GenParams()
+        cache_key = None
+        if self.cache is not None and use_cache:
+            default_temperature = self._params[chain[0]].get("temperature") if chain else None
+            cache_key = self.cache.key(route, messages, params, default_temperature, tenant)
+            if cache_key is not None:
+                hit = self.cache.get(cache_key)
+                self._event("cache", route=route, result="hit" if hit is not None else "miss",
+                            model=hit[0] if hit is not None else None)
+                if hit is not None:
+                    model, completion = hit
+                    if stream and on_delta is not None and completion.text and rcfg.strategy != "best_of_n" \
+                            and not params.tools:
+                        on_delta(model, completion.text)
+                    return RoutedCompletion(completion, route, model, [Attempt(model, "cache_hit", 0.0)])
+        result = await self._generate(rcfg, chain, messages, route, params, stream, on_delta)
+        if cache_key is not None and self.cache is not None:
+            self.cache.put(cache_key, result.model, result.completion)
+        return result
+
+    async def _ask_classifier(self, model: str, messages: Messages, params: GenParams) -> Completion:
+        return await self.send(model, messages, params, self.config.timeout_s, route="classify", attempt=1)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, **fields)
+            except Exception:
+                log.warning("recording a %s event failed", kind, exc_info=True)
+
+    async def _generate(self, rcfg: RouteConfig, chain: list[str], messages: Messages, route: str,
+                        params: GenParams, stream: bool, on_delta: Callable[[str, str], None] | None
+                        ) -> RoutedCompletion:
         try_model: TryModel = self.try_model
         if params.tools:  # calls are validated (and repaired) before the answer is known: nothing streams out early
             check_tools(params.tools, params.tool_choice)
@@ -156,8 +205,14 @@ class Router:
             work = first_answer(try_model, call, self.order(rcfg, chain), messages, params)
         tracer = tracing.router_tracer
         if tracer is not None:  # one span for the request, the parent of its attempts' spans
-            return await tracer.request(work, "stream" if stream else "generate", route, rcfg.strategy, self._scrub)
-        return await work
+            result = await tracer.request(work, "stream" if stream else "generate", route, rcfg.strategy, self._scrub)
+        else:
+            result = await work
+        if result.candidates:  # best_of_n: each candidate's model was judged, the answer's model won
+            for candidate in result.candidates:
+                self._stats[candidate.model].judged += 1
+            self._stats[result.model].judge_wins += 1
+        return result
 
     async def structured(self, messages: Messages, schema: type[ModelT], route: str = "default",
                          params: GenParams | None = None, max_repairs: int = 2, *,
@@ -172,6 +227,11 @@ class Router:
         request's ``json_schema`` (a grammar for llama.cpp, ``response_format`` over HTTP).
         """
         rcfg, chain = self.route(route)
+        if rcfg.classify is not None:
+            chosen, why = await choose_route(rcfg.classify, messages, None, self._ask_classifier)
+            self._event("route_choice", route=route, chosen=chosen, by=rcfg.classify.by, reason=why)
+            route = chosen
+            rcfg, chain = self.route(route)
         call = CallState(route, self.config.deadline_s)
         chain = chain if rcfg.strategy == "best_of_n" else self.order(rcfg, chain)
         work = structured_on_chain(self.try_model, call, chain, messages, schema, params or GenParams(), max_repairs,

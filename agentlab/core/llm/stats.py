@@ -75,6 +75,8 @@ class ModelStats:
     errors: dict[str, int] = field(default_factory=dict)
     invalid_outputs: int = 0
     invalid_tool_calls: int = 0  # replies whose tool calls failed validation (the transport call itself succeeded)
+    judged: int = 0  # best_of_n: answers of this model shown to a judge
+    judge_wins: int = 0  # best_of_n: answers of this model the judge picked
     ewma_latency_s: float | None = None
     total_latency_s: float = 0.0
     tokens_in: int = 0
@@ -106,6 +108,8 @@ class ModelStats:
             "errors": dict(self.errors),
             "invalid_outputs": self.invalid_outputs,
             "invalid_tool_calls": self.invalid_tool_calls,
+            "judged": self.judged,
+            "judge_wins": self.judge_wins,
             "mean_latency_s": self.total_latency_s / self.successes if self.successes else None,
             "ewma_latency_s": self.ewma_latency_s,
             "p50_latency_s": statistics.median(latencies) if latencies else None,

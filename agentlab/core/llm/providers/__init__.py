@@ -5,6 +5,7 @@ from __future__ import annotations
 from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError
 from agentlab.core.llm.config import (
+    AnthropicProviderConfig,
     HFProviderConfig,
     LlamaCppProviderConfig,
     OpenAIProviderConfig,
@@ -40,6 +41,15 @@ def build_provider(name: str, cfg: ProviderConfig, secrets: list[str] | None = N
             secrets.append(api_key)
         return OpenAIProvider(name, cfg.base_url, api_key=api_key, headers=dict(cfg.headers),
                               max_connections=cfg.max_connections, api_key_env=cfg.api_key_env)
+    if isinstance(cfg, AnthropicProviderConfig):
+        from .anthropic import AnthropicProvider
+
+        api_key = getenv(cfg.api_key_env) if cfg.api_key_env else None
+        if api_key and secrets is not None and api_key not in secrets:
+            secrets.append(api_key)
+        return AnthropicProvider(name, cfg.base_url, api_key, version=cfg.version,
+                                 default_max_tokens=cfg.default_max_tokens, max_connections=cfg.max_connections,
+                                 headers=dict(cfg.headers), api_key_env=cfg.api_key_env)
     if isinstance(cfg, ScriptedProviderConfig):
         return ScriptedProvider(name, replies=list(cfg.replies), latency_s=cfg.latency_s)
     if isinstance(cfg, LlamaCppProviderConfig):
@@ -47,4 +57,4 @@ def build_provider(name: str, cfg: ProviderConfig, secrets: list[str] | None = N
     if isinstance(cfg, HFProviderConfig):
         return HFProvider(name, cfg, resources or ResourceConfig())
     raise ConfigError(f"providers.{name}: unsupported provider kind '{getattr(cfg, 'kind', type(cfg).__name__)}'",
-                      hint="use one of: openai, llama_cpp, hf, scripted")
+                      hint="use one of: openai, anthropic, llama_cpp, hf, scripted")

@@ -470,64 +470,71 @@ class OpenAIProvider:
             buffer = b""
             data: bytes | None = None  # the pending SSE event's data (several data: lines join with \n)
             chunks = response.aiter_bytes()
-            while not done:
-                try:
-                    async with _timeout_at(deadline):
-                        chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
-                    raise self._transport_error(model, exc, timeout_s, cut=True) from exc
-                lines = (buffer + chunk).split(b"\n")
-                buffer = lines.pop()
-                for line in lines:
-                    if line.endswith(b"\r"):
-                        line = line[:-1]
-                    if line:
-                        if line.startswith(b"data:"):
-                            payload = line[6:] if line[5:6] == b" " else line[5:]
-                            data = payload if data is None else data + b"\n" + payload
-                        # Anything else (": keepalive" comments, event:, id:, retry:) carries nothing for us.
-                        continue
-                    if data is None:
-                        continue
-                    event, data = data, None
-                    if event == b"[DONE]":
-                        done = True
-                        break
-                    try:
-                        obj = json.loads(event)
-                    except ValueError as exc:
-                        raise self._error("malformed", model, f"stream event is not JSON: {event[:80]!r}",
-                                          status=response.status_code) from exc
-                    if not isinstance(obj, dict):
-                        raise self._error("malformed", model, "stream event is not a JSON object",
-                                          status=response.status_code)
-                    err = obj.get("error")
-                    if err:
-                        raise self._payload_error(model, err, response.status_code)
-                    if obj.get("usage"):
-                        usage = obj["usage"]
-                    choices = obj.get("choices")
-                    if not choices:
-                        continue
-                    choice = choices[0]
-                    delta = choice.get("delta")
-                    if delta:
-                        piece = delta.get("content")
-                        if piece:
-                            if ttft is None:
-                                ttft = time.perf_counter() - start
-                            if piece.__class__ is not str:
-                                piece = _text_of(piece)
-                            parts.append(piece)
-                            yield StreamDelta(piece)
-                        if delta.get("tool_calls"):
-                            if ttft is None:
-                                ttft = time.perf_counter() - start
-                            tool_calls.add(delta["tool_calls"])
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
+            # One timer for the whole read, not one per chunk: entering asyncio.timeout_at costs ~40 us, twenty
+            # times a streamed answer. Every await of the consuming task between here and the end is inside
+            # this generator (the router drains it with nothing awaited in between), so the timer can only
+            # cancel a read of ours.
+            try:
+                async with _timeout_at(deadline):
+                    while not done:
+                        try:
+                            chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+                            raise self._transport_error(model, exc, timeout_s, cut=True) from exc
+                        lines = (buffer + chunk).split(b"\n")
+                        buffer = lines.pop()
+                        for line in lines:
+                            if line.endswith(b"\r"):
+                                line = line[:-1]
+                            if line:
+                                if line.startswith(b"data:"):
+                                    payload = line[6:] if line[5:6] == b" " else line[5:]
+                                    data = payload if data is None else data + b"\n" + payload
+                                # Anything else (": keepalive" comments, event:, id:, retry:) carries nothing for us.
+                                continue
+                            if data is None:
+                                continue
+                            event, data = data, None
+                            if event == b"[DONE]":
+                                done = True
+                                break
+                            try:
+                                obj = json.loads(event)
+                            except ValueError as exc:
+                                raise self._error("malformed", model, f"stream event is not JSON: {event[:80]!r}",
+                                                  status=response.status_code) from exc
+                            if not isinstance(obj, dict):
+                                raise self._error("malformed", model, "stream event is not a JSON object",
+                                                  status=response.status_code)
+                            err = obj.get("error")
+                            if err:
+                                raise self._payload_error(model, err, response.status_code)
+                            if obj.get("usage"):
+                                usage = obj["usage"]
+                            choices = obj.get("choices")
+                            if not choices:
+                                continue
+                            choice = choices[0]
+                            delta = choice.get("delta")
+                            if delta:
+                                piece = delta.get("content")
+                                if piece:
+                                    if ttft is None:
+                                        ttft = time.perf_counter() - start
+                                    if piece.__class__ is not str:
+                                        piece = _text_of(piece)
+                                    parts.append(piece)
+                                    yield StreamDelta(piece)
+                                if delta.get("tool_calls"):
+                                    if ttft is None:
+                                        ttft = time.perf_counter() - start
+                                    tool_calls.add(delta["tool_calls"])
+                            if choice.get("finish_reason"):
+                                finish = choice["finish_reason"]
+            except TimeoutError as exc:
+                raise self._transport_error(model, exc, timeout_s, cut=True) from exc
             if not done:
                 if buffer.strip() == b"data: [DONE]" or data == b"[DONE]":
                     pass  # [DONE] without its trailing blank line: the server finished, we just lack the newline

@@ -1,0 +1,346 @@
+"""Client keys with names, rate limits, budgets and allowed routes (``agentlab serve --keys FILE``).
+
+The keys file (YAML) holds no secret: each key is named by the environment variable that holds it (``key_env``,
+read from the environment or .env) or by its SHA-256 (``key_sha256``: ``python -c "import hashlib, sys;
+print(hashlib.sha256(sys.argv[1].encode()).hexdigest())" KEY``)::
+
+    keys:
+      - name: team-a              # what logs, events, metrics and /v1/keys/usage show (never the key)
+        key_env: TEAM_A_KEY
+        rpm: 60                   # requests per minute (429 with Retry-After above)
+        tpm: 200000               # tokens per minute, counted on the answers' usage (429 with Retry-After above)
+        max_tokens: 5000000       # token budget: refused (429 insufficient_quota) once spent
+        max_cost_usd: 20          # cost budget, from `prices`
+        routes: [fast, default]   # the served names it may ask for (empty: all)
+        tenant: team-a            # the response cache's tenant (default: the name): tenants never share answers
+      - name: ops
+        key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+        admin: true               # may read GET /v1/keys/usage
+    prices:                       # USD per million tokens, by model config name
+      gpt-4o-mini: {prompt: 0.15, completion: 0.60}
+    usage_file: keys.usage.json   # spend survives a restart (written at most once a second and at stop)
+
+Budgets are never overspent, concurrency included: a request reserves, before it is sent, the most it can cost (an
+upper bound of its prompt tokens, the request's UTF-8 bytes plus a few per message, plus its ``max_tokens``, times
+the answers a best_of_n route asks for) and is refused when spent + reserved + that bound passes the budget; the
+check and the reservation run with no await in between, so concurrent requests cannot all pass on the same
+remaining budget. Once answered, the reservation is replaced by the answer's usage. A budgeted key's request with no
+``max_tokens`` gets the route's configured one, else the gateway's ``max_tokens``, so its bound holds.
+
+Keys from ``api_key_env`` (comma-separated) are keys too, named ``env-1``, ``env-2``, ... with no limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from agentlab.core.config import StrictModel, getenv, load_config
+from agentlab.core.errors import ConfigError
+from agentlab.core.runs import atomic_write_text
+from agentlab.serve.protocol import ApiError
+
+__all__ = ["KeySpec", "KeysFile", "KeyState", "KeyRing", "Ticket", "load_keys"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_WINDOW_S = 60.0
+
+
+class KeySpec(StrictModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$",
+                      description="the key's name: what logs, events, metrics and the usage endpoint show")
+    key_env: str | None = Field(None, description="environment variable (or .env entry) holding the key")
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="the key's SHA-256, in hex "
+                                   "(the file then holds no secret)")
+    tenant: str | None = Field(None, description="response-cache tenant (default: the name)")
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute (prompt + completion of the answers)")
+    max_tokens: int | None = Field(None, ge=1, description="token budget (prompt + completion)")
+    max_cost_usd: float | None = Field(None, gt=0, description="cost budget in USD (needs `prices`)")
+    routes: list[str] = Field(default_factory=list, description="served names this key may ask for; empty: all")
+    admin: bool = Field(False, description="may read GET /v1/keys/usage")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> KeySpec:
+        if (self.key_env is None) == (self.key_sha256 is None):
+            raise ValueError(f"key '{self.name}': give exactly one of key_env (a variable name) and key_sha256")
+        if self.key_env is not None and not _ENV_NAME.match(self.key_env):
+            raise ValueError(f"key '{self.name}': key_env is not an environment variable name (never put "
+                             "a key itself in this file)")
+        return self
+
+
+class Price(StrictModel):
+    prompt: float = Field(ge=0, description="USD per million prompt tokens")
+    completion: float = Field(ge=0, description="USD per million completion tokens")
+
+
+class KeysFile(StrictModel):
+    keys: list[KeySpec] = Field(default_factory=list, description="the client keys")
+    prices: dict[str, Price] = Field(default_factory=dict, description="USD per million tokens, by model name")
+    usage_file: Path | None = Field(None, description="JSON file keeping each key's spend across restarts "
+                                    "(relative to the keys file)")
+
+
+@dataclass
+class Ticket:
+    """One admitted request's reservation."""
+
+    key: KeyState
+    tokens: int
+    cost: float
+    settled: bool = False
+
+
+@dataclass
+class KeyState:
+    spec: KeySpec
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    reserved_tokens: int = 0
+    reserved_cost: float = 0.0
+    refused: dict[str, int] = field(default_factory=dict)
+    recent: deque[float] = field(default_factory=deque)  # request times in the last minute
+    recent_tokens: deque[tuple[float, int]] = field(default_factory=deque)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def tenant(self) -> str:
+        return self.spec.tenant or self.spec.name
+
+    @property
+    def limited(self) -> bool:
+        s = self.spec
+        return bool(s.rpm or s.tpm or s.max_tokens or s.max_cost_usd or s.routes)
+
+    @property
+    def budgeted(self) -> bool:
+        return self.spec.max_tokens is not None or self.spec.max_cost_usd is not None
+
+    def usage(self) -> dict[str, Any]:
+        s = self.spec
+        spent = self.prompt_tokens + self.completion_tokens
+        return {"name": s.name, "tenant": self.tenant, "requests": self.requests,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cost_usd": round(self.cost_usd, 6), "max_tokens": s.max_tokens, "max_cost_usd": s.max_cost_usd,
+                "tokens_left": None if s.max_tokens is None else max(0, s.max_tokens - spent),
+                "in_flight_tokens": self.reserved_tokens, "rpm": s.rpm, "tpm": s.tpm, "routes": s.routes or None,
+                "refused": dict(self.refused)}
+
+
+def _refuse(status: int, message: str, code: str, kind: str, retry_after: float | None = None) -> ApiError:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
+    etype = "rate_limit_error" if code == "rate_limit_exceeded" else "insufficient_quota" if status == 429 \
+        else "permission_error"
+    return ApiError(status, message, code, etype=etype, kind=kind, headers=headers)
+
+
+class KeyRing:
+    """The gateway's client keys: authentication (by SHA-256 of the bearer token), admission (routes, rate limits,
+    budgets) and spend. Runs on the gateway's event loop: admission is synchronous, hence atomic."""
+
+    def __init__(self, keys: list[tuple[KeySpec, str]], prices: dict[str, Price] | None = None,
+                 usage_file: Path | None = None):
+        self.states: dict[bytes, KeyState] = {}
+        self.by_name: dict[str, KeyState] = {}
+        for spec, digest in keys:
+            state = KeyState(spec)
+            self.states[bytes.fromhex(digest)] = state
+            self.by_name[spec.name] = state
+        self.prices = prices or {}
+        self.usage_file = usage_file
+        self._saved_at = 0.0
+        self._dirty = False
+        self.on_spend: Any = None  # (key name, prompt, completion, cost) -> None: the metrics
+        self.on_refuse: Any = None  # (key name, reason) -> None
+        if usage_file is not None and usage_file.is_file():
+            self._load(usage_file)
+
+    def __bool__(self) -> bool:
+        return bool(self.states)
+
+    def find(self, token: bytes) -> KeyState | None:
+        return self.states.get(hashlib.sha256(token).digest())
+
+    # ------------------------------------------------------------------ admission
+
+    def admit(self, key: KeyState, served_name: str, models: list[str], prompt_bound: int, max_tokens: int,
+              answers: int = 1) -> Ticket | None:
+        """Check ``key`` may send this request now and reserve its most cost; raises ``ApiError`` (403 for a route
+        it may not use, 429 with Retry-After for a rate limit, 429 insufficient_quota for a spent budget)."""
+        spec = key.spec
+        if spec.routes and served_name not in spec.routes:
+            self._count(key, "route")
+            raise _refuse(403, f"key '{spec.name}' may not use '{served_name[:100]}' (allowed: "
+                          f"{', '.join(spec.routes)})", "model_not_allowed", "forbidden")
+        now = time.monotonic()
+        if spec.rpm is not None:
+            recent = key.recent
+            while recent and recent[0] <= now - _WINDOW_S:
+                recent.popleft()
+            if len(recent) >= spec.rpm:
+                self._count(key, "rpm")
+                raise _refuse(429, f"key '{spec.name}' is over its rate limit of {spec.rpm} requests per minute",
+                              "rate_limit_exceeded", "rate_limited", recent[0] + _WINDOW_S - now)
+        if spec.tpm is not None:
+            window = key.recent_tokens
+            while window and window[0][0] <= now - _WINDOW_S:
+                window.popleft()
+            used = sum(n for _, n in window)
+            if used >= spec.tpm:
+                wait, left = _WINDOW_S, used
+                for at, n in window:  # until enough of the minute's tokens age out
+                    left -= n
+                    if left < spec.tpm:
+                        wait = at + _WINDOW_S - now
+                        break
+                self._count(key, "tpm")
+                raise _refuse(429, f"key '{spec.name}' is over its rate limit of {spec.tpm} tokens per minute",
+                              "rate_limit_exceeded", "rate_limited", wait)
+        tokens = (prompt_bound + max_tokens) * answers
+        cost = 0.0
+        if spec.max_tokens is not None:
+            spent = key.prompt_tokens + key.completion_tokens
+            if spent + key.reserved_tokens + tokens > spec.max_tokens:
+                self._count(key, "budget")
+                left = spec.max_tokens - spent - key.reserved_tokens
+                raise _refuse(429, f"key '{spec.name}' has spent its token budget: {spent} of {spec.max_tokens} "
+                              f"used, {max(0, left)} not reserved by requests in flight; this request may use up "
+                              f"to {tokens} (lower max_tokens, or ask the admin for more)", "insufficient_quota",
+                              "budget")
+        if spec.max_cost_usd is not None:
+            cost = max((self._cost(m, prompt_bound, max_tokens) for m in models), default=0.0) * answers
+            if key.cost_usd + key.reserved_cost + cost > spec.max_cost_usd:
+                self._count(key, "budget")
+                raise _refuse(429, f"key '{spec.name}' has spent its cost budget: ${key.cost_usd:.4f} of "
+                              f"${spec.max_cost_usd:g} used; this request may cost up to ${cost:.4f}",
+                              "insufficient_quota", "budget")
+        if spec.rpm is not None:
+            key.recent.append(now)
+        key.reserved_tokens += tokens
+        key.reserved_cost += cost
+        return Ticket(key, tokens, cost)
+
+    def _cost(self, model: str, prompt: int, completion: int) -> float:
+        price = self.prices.get(model)
+        if price is None:
+            return 0.0
+        return (prompt * price.prompt + completion * price.completion) / 1e6
+
+    def _count(self, key: KeyState, reason: str) -> None:
+        key.refused[reason] = key.refused.get(reason, 0) + 1
+        if self.on_refuse is not None:
+            self.on_refuse(key.name, reason)
+
+    def settle(self, ticket: Ticket, model: str | None, prompt: int, completion: int) -> None:
+        """Replace ``ticket``'s reservation by what the answer used (``model`` None: no answer, nothing spent)."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        key = ticket.key
+        key.reserved_tokens -= ticket.tokens
+        key.reserved_cost -= ticket.cost
+        if model is None:
+            return
+        cost = self._cost(model, prompt, completion)
+        key.requests += 1
+        key.prompt_tokens += prompt
+        key.completion_tokens += completion
+        key.cost_usd += cost
+        if key.spec.tpm is not None:
+            key.recent_tokens.append((time.monotonic(), prompt + completion))
+        if self.on_spend is not None:
+            self.on_spend(key.name, prompt, completion, cost)
+        self._dirty = True
+        if self.usage_file is not None and time.monotonic() - self._saved_at > 1.0:
+            self.save()
+
+    def count_request(self, key: KeyState, model: str, prompt: int, completion: int) -> None:
+        """Spend of an unlimited key's request (no reservation)."""
+        self.settle(Ticket(key, 0, 0.0), model, prompt, completion)
+
+    # ------------------------------------------------------------------ spend on disk
+
+    def usage(self) -> list[dict[str, Any]]:
+        return [state.usage() for state in self.by_name.values()]
+
+    def save(self) -> None:
+        if self.usage_file is None or not self._dirty:
+            return
+        data = {s.name: {"requests": s.requests, "prompt_tokens": s.prompt_tokens,
+                         "completion_tokens": s.completion_tokens, "cost_usd": s.cost_usd}
+                for s in self.by_name.values()}
+        atomic_write_text(self.usage_file, json.dumps(data, indent=1) + "\n")
+        self._saved_at = time.monotonic()
+        self._dirty = False
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: the keys' usage file cannot be read ({exc})",
+                              hint="fix or remove it (each key's spend then starts at 0)") from None
+        for name, spent in data.items():
+            state = self.by_name.get(name)
+            if state is not None and isinstance(spent, dict):
+                state.requests = int(spent.get("requests", 0))
+                state.prompt_tokens = int(spent.get("prompt_tokens", 0))
+                state.completion_tokens = int(spent.get("completion_tokens", 0))
+                state.cost_usd = float(spent.get("cost_usd", 0.0))
+
+
+def load_keys(path: Path | None, env_keys: list[str]) -> tuple[KeyRing, list[str]]:
+    """The key ring of ``path`` (a keys file) plus ``env_keys`` (unlimited keys env-1, env-2, ...), and the secrets
+    to scrub. ``ConfigError`` (exit 2) names the file, the key's name and what to do."""
+    pairs: list[tuple[KeySpec, str]] = []
+    secrets: list[str] = []
+    prices: dict[str, Price] = {}
+    usage_file = None
+    for i, key in enumerate(env_keys, 1):
+        pairs.append((KeySpec(name=f"env-{i}", key_sha256=hashlib.sha256(key.encode()).hexdigest()),
+                      hashlib.sha256(key.encode()).hexdigest()))
+        secrets.append(key)
+    if path is not None:
+        parsed = load_config(path, KeysFile)
+        prices = parsed.prices
+        if parsed.usage_file is not None:
+            usage_file = parsed.usage_file if parsed.usage_file.is_absolute() else path.parent / parsed.usage_file
+        names = set()
+        for spec in parsed.keys:
+            if spec.name in names:
+                raise ConfigError(f"{path}: two keys are named '{spec.name}'", hint="give each key its own name")
+            names.add(spec.name)
+            if spec.key_env is not None:
+                value = getenv(spec.key_env) or os.environ.get(spec.key_env)
+                if not value:
+                    raise ConfigError(f"{path}: key '{spec.name}': the environment variable {spec.key_env} is not "
+                                      "set (or empty)", hint=f"export {spec.key_env}=KEY or put it in .env")
+                if len(value) < 16:
+                    raise ConfigError(f"{path}: key '{spec.name}': the key in {spec.key_env} has fewer than 16 "
+                                      "characters", hint="use a long random key, e.g. python -c 'import secrets; "
+                                      "print(secrets.token_urlsafe())'")
+                secrets.append(value)
+                digest = hashlib.sha256(value.encode()).hexdigest()
+            else:
+                assert spec.key_sha256 is not None
+                digest = spec.key_sha256.lower()
+            pairs.append((spec, digest))
+    digests = [d for _, d in pairs]
+    if len(set(digests)) != len(digests):
+        raise ConfigError("two client keys are the same key", hint="give each client its own key")
+    return KeyRing(pairs, prices, usage_file), secrets

@@ -1,0 +1,247 @@
+"""The gateway's response cache (Cache-Control, tenants, metrics), client keys with limits and budgets (32 concurrent
+clients never overspend), the usage endpoint, routing by request metadata, and keys kept out of every record."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from serve_helpers import UPSTREAM_KEY, upstream_llm
+
+from agentlab.core.errors import ConfigError
+from agentlab.serve.keys import load_keys
+from agentlab.testing.server import Reply, ScriptedServer
+
+ASK = [{"role": "user", "content": "Say something short."}]
+KEY_A = "team-a-key-0123456789-SECRET-A"
+KEY_B = "team-b-key-0123456789-SECRET-B"
+KEY_ADMIN = "admin-key-0123456789-SECRET-ADMIN"
+KEY_HASHED = "hashed-key-0123456789-SECRET-H"
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_KEY", UPSTREAM_KEY)
+    monkeypatch.setenv("TEAM_A_KEY", KEY_A)
+    monkeypatch.setenv("TEAM_B_KEY", KEY_B)
+    monkeypatch.setenv("ADMIN_KEY", KEY_ADMIN)
+
+
+def keys_file(tmp_path: Path, *entries: dict[str, Any], **top: Any) -> Path:
+    path = tmp_path / "keys.yaml"
+    path.write_text(json.dumps({"keys": list(entries), **top}), encoding="utf-8")
+    return path
+
+
+def client(gw: Any, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
+
+
+def metrics(gw: Any, key: str = KEY_ADMIN) -> str:
+    return httpx.get(gw.base_url.removesuffix("/v1") + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
+
+
+CACHED = {"enabled": True}
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_repeated_request_is_answered_from_the_cache_unless_no_cache(srv: ScriptedServer, gateway) -> None:  # noqa: ANN001
+    srv.default("good", Reply(text="the good answer"))
+    gw = gateway(upstream_llm(srv.base_url, ["good"], cache=CACHED))
+    c = client(gw)
+    first = c.chat.completions.create(model="good", messages=ASK, temperature=0)
+    again = c.chat.completions.create(model="good", messages=ASK, temperature=0)
+    assert again.choices[0].message.content == first.choices[0].message.content == "the good answer"
+    assert srv.count("good") == 1
+    assert again.model == "good" and again.model_extra["agentlab"]["attempts"] == [
+        {"model": "good", "outcome": "cache_hit"}]
+    streamed = c.chat.completions.create(model="good", messages=ASK, temperature=0, stream=True)
+    assert "".join(ch.choices[0].delta.content or "" for ch in streamed if ch.choices) == "the good answer"
+    assert srv.count("good") == 1
+    c.chat.completions.create(model="good", messages=ASK, temperature=0,
+                              extra_headers={"Cache-Control": "no-cache"})
+    assert srv.count("good") == 2
+    c.chat.completions.create(model="good", messages=ASK, temperature=0.8)  # sampled: never cached
+    c.chat.completions.create(model="good", messages=ASK, temperature=0.8)
+    assert srv.count("good") == 4
+    text = metrics(gw)
+    assert 'agentlab_cache_lookups_total{result="hit",route="good"} 2.0' in text
+    assert 'agentlab_cache_lookups_total{result="miss",route="good"} 1.0' in text
+
+
+def test_tenants_never_share_cached_answers(srv: ScriptedServer, gateway, tmp_path: Path) -> None:  # noqa: ANN001
+    srv.default("good", Reply(text="the good answer"))
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY"}, {"name": "b", "key_env": "TEAM_B_KEY"},
+                     {"name": "a2", "key_sha256": hashlib.sha256(KEY_HASHED.encode()).hexdigest(), "tenant": "a"})
+    gw = gateway(upstream_llm(srv.base_url, ["good"], cache=CACHED), keys_file=path)
+    client(gw, KEY_A).chat.completions.create(model="good", messages=ASK, temperature=0)
+    client(gw, KEY_B).chat.completions.create(model="good", messages=ASK, temperature=0)
+    assert srv.count("good") == 2  # b is another tenant: its own call
+    hit = client(gw, KEY_HASHED).chat.completions.create(model="good", messages=ASK, temperature=0)
+    assert srv.count("good") == 2 and hit.model_extra["agentlab"]["attempts"][0]["outcome"] == "cache_hit"
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_rate_limit_is_429_with_retry_after_and_routes_are_enforced(srv: ScriptedServer, gateway,  # noqa: ANN001
+                                                                    tmp_path: Path) -> None:
+    srv.default("good", Reply(text="fine"))
+    srv.default("other", Reply(text="fine"))
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "rpm": 2, "routes": ["good"]})
+    gw = gateway(upstream_llm(srv.base_url, ["good", "other"]), keys_file=path)
+    c = client(gw, KEY_A)
+    with pytest.raises(openai.PermissionDeniedError, match="key 'a' may not use 'other'"):
+        c.chat.completions.create(model="other", messages=ASK)
+    for _ in range(2):
+        c.chat.completions.create(model="good", messages=ASK)
+    with pytest.raises(openai.RateLimitError, match="2 requests per minute") as err:
+        c.chat.completions.create(model="good", messages=ASK)
+    assert 1 <= int(err.value.response.headers["Retry-After"]) <= 60
+    assert err.value.code == "rate_limit_exceeded"
+    assert 'agentlab_key_refusals_total{key="a",reason="rpm"} 1.0' in metrics(gw, KEY_A)
+
+
+def test_tokens_per_minute_limit(srv: ScriptedServer, gateway, tmp_path: Path) -> None:  # noqa: ANN001
+    srv.default("good", Reply(text="one two three four five six seven eight nine ten"))
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "tpm": 20})
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), keys_file=path)
+    c = client(gw, KEY_A)
+    c.chat.completions.create(model="good", messages=ASK)  # 3 + 10 tokens
+    c.chat.completions.create(model="good", messages=ASK)  # 26: over the minute's 20 from now on
+    with pytest.raises(openai.RateLimitError, match="20 tokens per minute") as err:
+        c.chat.completions.create(model="good", messages=ASK)
+    assert "Retry-After" in err.value.response.headers
+
+
+def test_32_concurrent_clients_never_overspend_a_token_budget(srv: ScriptedServer, gateway,  # noqa: ANN001
+                                                              tmp_path: Path) -> None:
+    words = " ".join(["word"] * 20)
+    srv.default("good", Reply(text=words, delay_s=0.5))
+    max_tokens = 20
+    bound = len(json.dumps(ASK).encode()) + len(b"[]") + 8 + 16 + max_tokens  # what one request reserves
+    budget = 5 * bound + bound // 2
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "max_tokens": budget},
+                     {"name": "ops", "key_env": "ADMIN_KEY", "admin": True})
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), keys_file=path)
+
+    async def one(aclient: openai.AsyncOpenAI) -> str:
+        try:
+            await aclient.chat.completions.create(model="good", messages=ASK, max_tokens=max_tokens)
+            return "ok"
+        except openai.RateLimitError as exc:
+            assert exc.code == "insufficient_quota" and "token budget" in str(exc)
+            return "refused"
+
+    async def burst() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=gw.base_url, api_key=KEY_A, max_retries=0) as aclient:
+            return await asyncio.gather(*(one(aclient) for _ in range(32)))
+
+    outcomes = asyncio.run(burst())
+    usage = httpx.get(gw.base_url + "/keys/usage", headers={"Authorization": f"Bearer {KEY_ADMIN}"}).json()
+    row = next(r for r in usage["data"] if r["name"] == "a")
+    spent = row["prompt_tokens"] + row["completion_tokens"]
+    assert outcomes.count("ok") >= 1 and outcomes.count("refused") >= 1
+    assert row["requests"] == outcomes.count("ok") == srv.count("good")
+    assert spent <= budget and row["in_flight_tokens"] == 0
+    # each answer used 3 + 20 tokens: without the reservation all 32 would have passed (32 * 23 > budget)
+    assert 32 * 23 > budget
+    assert row["completion_tokens"] == 20 * outcomes.count("ok")
+
+
+def test_usage_endpoint_needs_an_admin_key_and_shows_names_only(srv: ScriptedServer, gateway,  # noqa: ANN001
+                                                                tmp_path: Path) -> None:
+    srv.default("good", Reply(text="one two"))
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY"},
+                     {"name": "ops", "key_env": "ADMIN_KEY", "admin": True},
+                     prices={"good": {"prompt": 1000.0, "completion": 2000.0}})
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), keys_file=path)
+    client(gw, KEY_A).chat.completions.create(model="good", messages=ASK)
+    refused = httpx.get(gw.base_url + "/keys/usage", headers={"Authorization": f"Bearer {KEY_A}"})
+    assert refused.status_code == 403 and "not an admin key" in refused.text
+    body = httpx.get(gw.base_url + "/keys/usage", headers={"Authorization": f"Bearer {KEY_ADMIN}"})
+    row = next(r for r in body.json()["data"] if r["name"] == "a")
+    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (1, 3, 2)
+    assert row["cost_usd"] == pytest.approx((3 * 1000 + 2 * 2000) / 1e6)
+    assert KEY_A not in body.text and KEY_ADMIN not in body.text
+    assert 'agentlab_key_tokens_total{key="a",type="completion"} 2.0' in metrics(gw)
+
+
+def test_cost_budget_refuses_clearly_once_spent(srv: ScriptedServer, gateway, tmp_path: Path) -> None:  # noqa: ANN001
+    srv.default("good", Reply(text="one two"))
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "max_cost_usd": 0.2},
+                     prices={"good": {"prompt": 1000.0, "completion": 1000.0}}, usage_file="usage.json")
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), keys_file=path)
+    c = client(gw, KEY_A)
+    answered = 0
+    with pytest.raises(openai.RateLimitError, match=r"key 'a' has spent its cost budget"):
+        for _ in range(100):
+            c.chat.completions.create(model="good", messages=ASK, max_tokens=50)
+            answered += 1
+    assert 1 <= answered < 100
+    gw.stop()
+    saved = json.loads((tmp_path / "usage.json").read_text())
+    assert saved["a"]["requests"] == answered and saved["a"]["cost_usd"] <= 0.2
+
+
+def test_keys_never_appear_in_logs_events_or_errors(srv: ScriptedServer, gateway, tmp_path: Path,  # noqa: ANN001
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from agentlab.core.runs import RunDir
+
+    srv.default("good", Reply(text="fine"))
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "rpm": 1, "routes": ["good"]},
+                     {"name": "b", "key_env": "TEAM_B_KEY", "max_tokens": 10})
+    run_dir = RunDir.create("serve", out=tmp_path / "run")
+    caplog.set_level(logging.DEBUG)
+    gw = gateway(upstream_llm(srv.base_url, ["good"], cache=CACHED), run_dir=run_dir, keys_file=path)
+    bodies = []
+    for key, model in [(KEY_A, "good"), (KEY_A, "good"), (KEY_A, "default"), (KEY_B, "good"),
+                       (KEY_A + "x", "good"), (KEY_B[:-1], "good")]:
+        r = httpx.post(gw.base_url + "/chat/completions", json={"model": model, "messages": ASK, "temperature": 0},
+                       headers={"Authorization": f"Bearer {key}"})
+        bodies.append(r.text + json.dumps(dict(r.headers)))
+    assert [b[:8] for b in bodies][0].startswith("{")
+    gw.stop()
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "run").rglob("*") if p.is_file())
+    for secret in (KEY_A, KEY_B, KEY_B[:-1]):
+        for where, text in (("responses", "".join(bodies)), ("logs", caplog.text), ("run folder", written)):
+            assert secret not in text, f"a client key in the {where}"
+    assert "key 'a'" in "".join(bodies)  # refusals name the key by its name
+
+
+def test_bad_keys_file_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_KEY", raising=False)
+    path = keys_file(tmp_path, {"name": "a", "key_env": "NOT_SET_KEY"})
+    with pytest.raises(ConfigError, match=r"key 'a': the environment variable NOT_SET_KEY is not set"):
+        load_keys(path, [])
+    literal = keys_file(tmp_path, {"name": "a", "key_env": "sk-live-abcdef0123456789"})
+    with pytest.raises(ConfigError) as err:
+        load_keys(literal, [])
+    assert "key_env is not an environment variable name" in str(err.value)
+    assert "sk-live-abcdef0123456789" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- routing by task
+
+
+def test_metadata_routes_a_request_and_the_choice_is_counted(srv: ScriptedServer, gateway) -> None:  # noqa: ANN001
+    srv.default("big", Reply(text="from big"))
+    srv.default("small", Reply(text="from small"))
+    routes = {"auto": {"classify": {"by": "metadata", "default": "chat", "choices": {"code": {}}}},
+              "code": {"primary": ["big"]}, "chat": {"primary": ["small"]}}
+    gw = gateway(upstream_llm(srv.base_url, ["big", "small"], routes))
+    c = client(gw)
+    reply = c.chat.completions.create(model="auto", messages=ASK, extra_body={"metadata": {"task": "code"}})
+    assert reply.choices[0].message.content == "from big" and reply.model == "auto"
+    assert c.chat.completions.create(model="auto", messages=ASK).choices[0].message.content == "from small"
+    assert 'agentlab_route_choices_total{chosen="code",route="auto"} 1.0' in metrics(gw)
+    assert "agentlab_model_judged_total" in metrics(gw)
