@@ -103,6 +103,8 @@ class RunState(AgentState):
     declined: NotRequired[list[str]]  # keys of the actions the user declined: never run
     answers: NotRequired[dict[str, str]]  # the repeat watch: each call since the last action -> its answer
     repeated: NotRequired[bool]  # the last call was a repeat: the next step offers only suggest and the action
+    suggested: NotRequired[list[dict[str, Any]]]  # the candidates the last suggest offered (the driver's
+    # ``restore`` reads them before each step), cleared by each action
     todo: NotRequired[list[str]]  # the agent's plan (the todo tool), shown after each action
     notes: NotRequired[Annotated[list[str], operator.add]]  # the facts it noted this run (the note tool)
 
@@ -122,6 +124,9 @@ class Step(_Middleware):
         state: Any = request.state
         run = self.run
         counts, since = {**new_counts(), **state.get("counts", {})}, state.get("since_action", 0)
+        restore = getattr(self.driver, "restore", None)
+        if restore is not None:  # the driver's view of the state (its pending suggestions) is the checkpoint's
+            restore(state)
         if since >= run.max_steps:
             return self._default(state, counts, since, f"{run.max_steps} steps without a valid "
                                  f"{' or '.join(self.driver.actions)}")
@@ -218,7 +223,7 @@ class Approval(_Middleware):
             decline(pending)
         text = "the user declined this; propose something else"
         message = ToolMessage(text + (f". The user says: {note}" if note else ""), tool_call_id=pending["call_id"])
-        return {"messages": [message], "pending": None, "since_action": 0, "declined": declined}
+        return {"messages": [message], "pending": None, "since_action": 0, "declined": declined, "suggested": []}
 
     def _write(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         for kind, fields in events:
@@ -270,7 +275,7 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
             result = str(interrupt({"kind": "execute", "action": pending}))
             run.event("agent_observe", summary=summary(result))
             reflection = run.reflect(runtime.state)
-            return Command(update={"pending": None, "since_action": 0, "messages": [
+            return Command(update={"pending": None, "since_action": 0, "suggested": [], "messages": [
                 ToolMessage(result[:RESULT_CHARS], tool_call_id=runtime.tool_call_id),
                 *([HumanMessage(reflection)] if reflection else [])]})
         func: Callable[..., Any] = act
@@ -381,7 +386,9 @@ class AgentRun:
         else:
             value = Command(resume=self._ask(waiting["action"]))
         while True:
-            out = self._app.invoke(value, self._config())
+            # durability "sync": each step is on disk before the next one starts (a kill -9 loses at most the step it
+            # interrupts); LangGraph's default writes in the background while the next step runs
+            out = self._app.invoke(value, self._config(), durability="sync")
             interrupts = out.get("__interrupt__") or ()
             if not interrupts:
                 raise AgentlabError("the agent's graph ended without an action", hint="a bug: see events.jsonl")
