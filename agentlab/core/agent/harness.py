@@ -87,7 +87,9 @@ class AgentChatModel(BaseChatModel):
         reply = self.agent.step(to_openai(messages), list(kwargs.get("tools") or []))
         calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in reply.calls]
         message = AIMessage(reply.text or "", tool_calls=calls,
-                            usage_metadata={"input_tokens": 0, "output_tokens": 0, "total_tokens": reply.tokens},
+                            usage_metadata={"input_tokens": reply.prompt_tokens,
+                                            "output_tokens": max(reply.tokens - reply.prompt_tokens, 0),
+                                            "total_tokens": reply.tokens},
                             response_metadata={"model_name": reply.model or self.agent.name, "seconds": reply.seconds,
                                                "invalid_tool_calls": reply.invalid})
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -145,6 +147,8 @@ class Step(_Middleware):
         meta = reply.response_metadata
         tokens = reply.usage_metadata["total_tokens"] if reply.usage_metadata else 0
         counts["tokens"] += tokens
+        if reply.usage_metadata:  # the largest prompt so far: what the model's context must hold
+            counts["largest_prompt_tokens"] = max(counts["largest_prompt_tokens"], reply.usage_metadata["input_tokens"])
         counts["invalid_tool_calls"] += meta.get("invalid_tool_calls", 0)
         counts["seconds"] += meta.get("seconds", 0.0)
         if not reply.tool_calls:
