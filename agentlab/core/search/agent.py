@@ -608,9 +608,19 @@ def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit
             rows.append(["-", "(candidate 0)", cell(e.get("why", "")), ""])
         elif kind in ("agent_tool", "agent_observe") and rows and not rows[-1][3]:
             rows[-1][3] = cell(e.get("summary", ""))
+        elif kind == "agent_approval":  # --approve: the person's answer and what it made run
+            answer, note, changes = e.get("answer", ""), e.get("note") or "", e.get("changes") or {}
+            what = ", ".join(f"{k}={v}" for k, v in changes.items()) if changes else note
+            rows.append(["-", "(approval)", cell(f"{answer}: {what}" if what else answer),
+                         {"yes": "approved", "no": "declined: not run, not proposed again",
+                          "edit": "edited"}.get(answer, answer)])
+        elif kind == "agent_edit_refused" and rows and rows[-1][1] == "(approval)":
+            rows[-1][3] = cell(f"edit not valid ({e.get('error', '')}): asked again")
         elif kind == "plan" and e.get("origin") == "guard":
             rows.append(["-", "(guard)", cell(", ".join(f"{k}={v}" for k, v in (e.get("changes") or {}).items())),
                          ""])
+        elif kind == "trial" and rows and rows[-1][1] == "(approval)" and rows[-1][3] in ("approved", "edited"):
+            rows[-1][3] = cell(f"{rows[-1][3]}; ran: {e.get('state')} {e.get('value')}")
         elif kind == "trial" and rows and not rows[-1][3] and rows[-1][1] in ("(guard)", "(candidate 0)", *ACTIONS):
             # the trial's outcome (the last action's result never reaches the graph: the search ends first)
             rows[-1][3] = cell(f"{e.get('state')} {e.get('value')}")
