@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import operator
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired
@@ -30,13 +30,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, AgentState, ExtendedModelResponse, ModelRequest, ModelResponse
 from langchain.tools import ToolRuntime
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage, convert_to_openai_messages
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import StructuredTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.types import Command, interrupt
 
+from agentlab.core.agent.chat import AgentlabChatModel, to_messages
 from agentlab.core.agent.runtime import (
     RESULT_CHARS,
     AgentModel,
@@ -54,45 +52,6 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
 
     from agentlab.core.llm.config import ModelProfile
-
-
-def to_openai(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages as OpenAI-style dicts (what an ``AgentModel`` reads and ``AgentRun.messages`` returns)."""
-    out = convert_to_openai_messages(list(messages))
-    for msg in out:
-        if msg.get("tool_calls") and not msg.get("content"):
-            msg["content"] = None  # OpenAI's shape of an assistant message that only calls tools
-        if msg["role"] == "tool":
-            msg.pop("name", None)  # not a field of OpenAI's tool message (the tool node names some answers)
-    return out
-
-
-class AgentChatModel(BaseChatModel):
-    """A LangChain chat model over an ``AgentModel`` (a route of the router or a scripted model): the messages and
-    the bound tools go to ``step`` in OpenAI's shapes; the reply's calls come back as the message's tool calls, its
-    tokens in ``usage_metadata`` (the reply knows only the total) and its seconds, invalid calls and model in
-    ``response_metadata``."""
-
-    agent: Any
-
-    @property
-    def _llm_type(self) -> str:
-        return "agentlab-agent"
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools])
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        reply = self.agent.step(to_openai(messages), list(kwargs.get("tools") or []))
-        calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in reply.calls]
-        message = AIMessage(reply.text or "", tool_calls=calls,
-                            usage_metadata={"input_tokens": reply.prompt_tokens,
-                                            "output_tokens": max(reply.tokens - reply.prompt_tokens, 0),
-                                            "total_tokens": reply.tokens},
-                            response_metadata={"model_name": reply.model or self.agent.name, "seconds": reply.seconds,
-                                               "invalid_tool_calls": reply.invalid})
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 class RunState(AgentState):
@@ -302,7 +261,7 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
 def build(run: AgentRun, checkpointer: BaseCheckpointSaver) -> Any:
     """The agent's graph: create_agent on ``run.model`` with the middleware above, checkpointed."""
     middleware = [Step(run), Approval(run), Tools(run)]
-    return create_agent(AgentChatModel(agent=run.model), middleware=middleware, checkpointer=checkpointer)
+    return create_agent(AgentlabChatModel(agent=run.model), middleware=middleware, checkpointer=checkpointer)
 
 
 @dataclass
@@ -422,7 +381,7 @@ class AgentRun:
 
     def messages(self) -> list[dict[str, Any]]:
         """The conversation as OpenAI-style dicts."""
-        return to_openai(self._values().get("messages", []))
+        return to_messages(self._values().get("messages", []))
 
     def close(self) -> None:
         if self._conn is not None:
