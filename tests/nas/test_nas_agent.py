@@ -94,6 +94,7 @@ def _drain(fd: int, buffer: list[str]) -> None:
 def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: str) -> None:
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
     master, slave = pty.openpty()
+    before = ""
     env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     proc = subprocess.Popen([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm),
                              "--planner", "agent", "--approve", "-n", "3", "--out", "run"],
@@ -108,6 +109,7 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
         _read_until(master, "changes (key=value", out, 30)
         os.write(master, b"model.d_model=32, model.n_heads=1\n")
         _read_until(master, "approve?", out[-1:] and out, 120)
+        before = "".join(out)
         out.clear()
         _read_until(master, "approve?", out, 120)
         os.write(master, b"y\n")
@@ -119,6 +121,9 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+    # the console echoes what each answer runs
+    said = before + "".join(out)
+    assert "edited: runs" in said and "model.d_model=32" in said and "approved: it runs" in said
     trials = {e["number"]: e for e in events(tmp_path / "run", "trial")}
     assert trials[1]["params"]["model.d_model"] == 32 and trials[1]["params"]["model.n_heads"] == 1
     assert any(e["answer"] == "edit" for e in events(tmp_path / "run", "agent_approval"))

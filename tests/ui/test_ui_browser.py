@@ -219,6 +219,7 @@ def test_runs_nas_plot_and_a_manual_pipeline_in_chromium(browser: Any, server: s
         screenshot(browser, "ui-" + path.strip("/"), shots, height=1000)
 
 
+@pytest.mark.timeout(900)  # three CLI processes (the run, the UI, the resumed run) on a shared CPU
 def test_an_agent_run_waiting_for_approval_is_approved_in_chromium(browser: Any, in_tmp: Path) -> None:
     """`agentlab nas --planner agent --approve` without a terminal, as the UI starts it, stops at the approval (the
     question in the agent's checkpoint): the Runs page lists it as waiting for approval, shows the agent's step, and
