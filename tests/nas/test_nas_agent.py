@@ -91,6 +91,7 @@ def _drain(fd: int, buffer: list[str]) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.timeout(900)  # a CLI process training three trials on a shared CPU
 def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: str) -> None:
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
     master, slave = pty.openpty()
@@ -102,7 +103,7 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
     os.close(slave)
     out: list[str] = []
     try:
-        _read_until(master, "approve?", out, 120)
+        _read_until(master, "approve?", out, 300)  # trial 0 trains first (a shared CPU: minutes at worst)
         assert "the agent wants to run candidate 1" in "".join(out)
         assert "approve? [y]es / [n]o / [e]dit" in "".join(out)  # not Rich's "es / o / dit"
         os.write(master, b"e\n")
