@@ -307,7 +307,22 @@ def report(dataset: str, config: Path, planners: list[str], seeds: list[int],
               + (f"; per agent trial {statistics.mean(t for t, _ in per_trial):.0f} tokens and "
                  f"{statistics.mean(x for _, x in per_trial):.1f} s of the model (TPE: 0 tokens)" if per_trial
                  else ""))
+        prompts = [b.get("largest_prompt_tokens", 0) for b in blocks if b]
+        if p == "agent" and prompts:
+            print(f"{p}: the largest prompt per seed {prompts} tokens; the planner model's context "
+                  f"{planner_context(args.llm)}")
     return final
+
+
+def planner_context(llm: Path) -> str:
+    """The context of the planner route's first model, as the routing config sets it (llama.cpp's ``n_ctx``)."""
+    from agentlab.core.llm.config import load_llm_config
+
+    cfg = load_llm_config(llm)
+    chain = cfg.route("planner").primary or list(cfg.models)
+    model = cfg.models[chain[0]]
+    n_ctx = getattr(cfg.providers[model.provider], "n_ctx", None)
+    return f"{n_ctx} tokens ({chain[0]}, n_ctx of {llm.name})" if n_ctx else f"not set in {llm.name} ({chain[0]})"
 
 
 def params_of(result: dict[str, Any]) -> list[str]:

@@ -48,6 +48,12 @@ OutOpt = Annotated[
     typer.Option("--out", help="Exact run folder to create (default: runs/<command>/<timestamp>-<name>).",
                  show_default=False, file_okay=False),
 ]
+AnswerOpt = Annotated[
+    str | None,
+    typer.Option("--answer", help="With --resume of a run stopped at an --approve question: the answer, yes, no or "
+                 'JSON {"answer": "edit", "changes": {...}, "note": "..."} (what `agentlab ui` passes).',
+                 show_default=False),
+]
 ResumeOpt = Annotated[
     str | None,
     typer.Option("--resume", help="Continue a stopped run: --resume DIR, or a bare --resume for the latest run.",
@@ -178,41 +184,55 @@ def rich_progress(enabled: bool = True) -> Iterator[Progress]:
         yield RichProgress(progress)
 
 
-def approver_for(planner: str, approve: bool) -> Any:
-    """--approve's approver, or None without --approve (refused, exit 2, with another planner than the agent). It
-    shows the agent's next step and waits for yes / no / edit from the terminal or from `agentlab ui` (the run
-    folder's approval.json / approval_answer.json), whichever answers first. Without a terminal it is refused
-    (exit 2) unless ``AGENTLAB_APPROVE_UI=1`` says the answers come from the UI (set for the runs the UI starts)."""
-    if not approve:
-        return None
+def approver_for(planner: str, approve: bool, answer: str | None = None) -> Any:
+    """--approve's approver, or None without --approve (refused, exit 2, with another planner than the agent). The
+    agent's graph stops at an interrupt before each step it wants to run; the approver's reply resumes it
+    (``core.agent.approval``). ``answer`` (--answer, what `agentlab ui` passes when it resumes a run) answers the
+    approval the run stopped at. Then, in a terminal, it shows the step and reads yes / no / edit; without one,
+    under `agentlab ui` (``AGENTLAB_APPROVE_UI=1``), the run stops at the approval (run.json: waiting for approval)
+    for the UI to answer; otherwise --approve is refused before anything runs (exit 2)."""
     from agentlab.core.errors import UsageError
 
+    if not approve:
+        if answer is not None:
+            raise UsageError("--answer answers an approval of --approve", hint="resume a run started with "
+                             "--planner agent --approve, or leave out --answer")
+        return None
     if planner != "agent":
         raise UsageError("--approve asks before each step of the agent planner", hint="add --planner agent")
-    from agentlab.core.agent.approval import APPROVE_UI_ENV, ui_answers
+    from agentlab.core.agent import approval
 
+    given: list[dict[str, Any]] = []
+    if answer is not None:
+        try:
+            given.append(approval.parse_answer(answer))
+        except ValueError as exc:
+            raise UsageError(str(exc), hint='e.g. --answer yes, or --answer \'{"answer": "edit", "changes": '
+                             '{"model.d_model": 32}}\'') from None
     tty = sys.stdin.isatty()
-    if not tty and not ui_answers():
+    if not tty and not given and not approval.ui_answers():
         # nobody could answer: refused before anything runs, not a search that waits for ever
         raise UsageError("--approve needs a terminal to ask in, and stdin is not one",
-                         hint=f"run it in a terminal, or set {APPROVE_UI_ENV}=1 to answer in `agentlab ui` (or in "
-                         "the run folder's approval_answer.json), or leave out --approve")
+                         hint=f"run it in a terminal, or start it from `agentlab ui` (or set "
+                         f"{approval.APPROVE_UI_ENV}=1 and answer with --resume RUN --answer yes), or leave out "
+                         "--approve")
 
     def approver(action: dict[str, Any]) -> dict[str, Any]:
-        from agentlab.core.agent import approval
-
-        run = action.get("run", ".")
         lives = list(getattr(console, "_live_stack", []) or [])
         for live in lives:
             live.stop()
         try:
             console.print(safe_text(approval.describe(action)))
-            if tty:
-                # markup off: Rich would read [y] and [e] as style tags and print "approve? es / o / dit"
-                console.print("approve? [y]es / [n]o / [e]dit (or answer in `agentlab ui`): ", end="", markup=False)
+            if given:
+                reply = given.pop()
+                console.print(safe_text(f"answer given with --answer: {reply['answer']}"))
+            elif tty:
+                reply = _ask_terminal()
             else:
-                console.print(safe_text(f"waiting for an answer in `agentlab ui` (or {run}/approval_answer.json)"))
-            reply = approval.wait(run, action, _read_terminal if tty else None)
+                run = action.get("run", ".")
+                console.print(safe_text(f"{approval.WAITING}: answer on the run's page in `agentlab ui`, or "
+                                        f"resume with --resume {run} --answer yes|no|JSON"))
+                raise approval.AwaitingApproval
             console.print(safe_text(_echo(action, reply)))
             return reply
         finally:
@@ -235,25 +255,22 @@ def _echo(action: dict[str, Any], reply: dict[str, Any]) -> str:
     return "approved: it runs"
 
 
-def _read_terminal(timeout: float) -> dict[str, Any] | None:
-    """A reply typed within ``timeout`` seconds (y / n / e, with the note or the changes asked next), else None."""
-    import select
+def _ask_terminal() -> dict[str, Any]:
+    """y / n / e read from the terminal (with the note or the changes asked next), asked again until one of them."""
+    from agentlab.core.agent.approval import AwaitingApproval, make_answer, parse_changes
 
-    ready, _, _ = select.select([sys.stdin], [], [], timeout)
-    if not ready:
-        return None
-    line = sys.stdin.readline()
-    if not line:  # the terminal closed: wait for the UI's answer instead
-        return None
-    answer = line.strip().lower()
-    if answer in ("", "y", "yes"):
-        return {"answer": "yes"}
-    if answer in ("n", "no"):
-        return {"answer": "no", "note": input("note for the agent (optional): ").strip()}
-    if answer in ("e", "edit"):
-        from agentlab.core.agent.approval import parse_changes
-
-        changes = parse_changes(input("changes (key=value, comma-separated) to this proposal: "))
-        return {"answer": "edit", "args": {"changes": changes, "reason": "edited by the user"}}
-    console.print("answer y, n or e: ", end="")
-    return None
+    while True:
+        # markup off: Rich would read [y] and [e] as style tags and print "approve? es / o / dit"
+        console.print("approve? [y]es / [n]o / [e]dit: ", end="", markup=False)
+        line = sys.stdin.readline()
+        if not line:  # the terminal closed: nobody can answer; the approval stays in the checkpoint
+            raise AwaitingApproval
+        answer = line.strip().lower()
+        if answer in ("", "y", "yes"):
+            return make_answer("yes")
+        if answer in ("n", "no"):
+            return make_answer("no", input("note for the agent (optional): ").strip())
+        if answer in ("e", "edit"):
+            return make_answer("edit", changes=parse_changes(
+                input("changes (key=value, comma-separated) to this proposal: ")))
+        console.print("answer y, n or e")

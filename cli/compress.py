@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from .common import (
+    AnswerOpt,
     ConfigOpt,
     DryRunOpt,
     JsonOpt,
@@ -57,6 +58,7 @@ def compress(
     otlp_endpoint: OtlpOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
+    answer: AnswerOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -78,7 +80,7 @@ def compress(
                     ("--approve", "agent.approve", True if approve else None))
 
     def prepare_all(cfg: Any) -> dict[str, Any]:
-        approver = approver_for(cfg.planner, cfg.agent.approve)
+        approver = approver_for(cfg.planner, cfg.agent.approve, answer)
         kwargs = prepare(cfg, llm)
         kwargs["prepared"].approver = approver
         return kwargs

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from .common import (
+    AnswerOpt,
     ConfigOpt,
     DryRunOpt,
     JsonOpt,
@@ -72,6 +73,7 @@ def nas(
     otlp_endpoint: OtlpOpt = None,
     out: OutOpt = None,
     resume: ResumeOpt = None,
+    answer: AnswerOpt = None,
     dry_run: DryRunOpt = False,
     no_log_prompts: NoLogPromptsOpt = False,
     json_: JsonOpt = False,
@@ -108,7 +110,7 @@ def nas(
         folder = resume_target("nas", resume) if resume is not None else None
         saved = saved_llm_config(folder) if llm is None else None  # resumed: the first run's --llm
         kwargs = prepare(cfg, llm if saved is None else saved, config_file=config)
-        approver = approver_for(cfg.search.planner, cfg.search.agent.approve)
+        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
         if approver is not None:
             kwargs["approver"] = approver
         if not json_:

@@ -505,7 +505,8 @@ class RunDir:
         elif exc_type is None:
             self.finish(COMPLETED)
         elif issubclass(exc_type, KeyboardInterrupt) or caused_by_interrupt(exc):
-            self.finish(INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
+            # a stop with its own reason (the agent's --approve waiting for `agentlab ui`), else Ctrl-C / SIGTERM
+            self.finish(INTERRUPTED, error=str(getattr(exc, "reason", "") or "interrupted (Ctrl-C or SIGTERM)"))
         elif full is not None:  # the disk, not the run: --resume continues once there is space again
             self.finish(INTERRUPTED, error=self.scrub(full.message))
         else:

@@ -76,3 +76,20 @@ def start(args: list[str], command: str, name: str | None, *, root: Path | None 
         process = subprocess.Popen([sys.executable, "-m", "agentlab", *full], stdout=handle,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
     return Job(full, out, log, process)
+
+
+def answer(run: Path, command: str, reply: dict[str, object], *, root: Path | None = None,
+           cwd: Path | None = None) -> Job:
+    """Answer the approval a run stopped at (``--approve`` without a terminal): the CLI resumes the run folder with
+    ``--answer``, which LangGraph hands to the waiting interrupt (``Command(resume=...)``); the run goes on to its
+    next approval or its end."""
+    root = runs_root(root)
+    logs = Path(tempfile.mkdtemp(prefix="agentlab-ui-"))
+    log = logs / "output.log"
+    env = {**os.environ, "AGENTLAB_RUNS": str(root.absolute()), "COLUMNS": "120", "NO_COLOR": "1",
+           approval.APPROVE_UI_ENV: "1"}
+    args = approval.resume_args(command, Path(run).absolute(), dict(reply))
+    with open(log, "wb") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "agentlab", *args], stdout=handle,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+    return Job(args, Path(run), log, process)

@@ -11,7 +11,7 @@ import streamlit as st
 from agentlab.core.agent import approval
 from agentlab.core.errors import AgentlabError
 from agentlab.core.runs import RUNNING, runs_root
-from agentlab.ui import runs, views
+from agentlab.ui import jobs, runs, views
 from agentlab.ui.jobs import Job
 
 # Filled by app.py on every script run: page name -> st.Page, for links between pages.
@@ -58,8 +58,9 @@ def _detail(row: runs.RunRow) -> None:
     cells = row.cells()
     st.caption(f"{row.command} · {cells['status']} · started {cells['started']} · {runs.duration(row.seconds)}"
                + (f" · {row.result}" if row.result else ""))
-    if row.status == RUNNING:
+    if row.waiting():
         _approval(row)
+    if row.status == RUNNING:
         st.info("  \n".join(views.progress(row.command, row.path)), icon=":material/progress_activity:")
     for problem in row.problems.values():
         st.warning(problem)
@@ -91,26 +92,35 @@ def _detail(row: runs.RunRow) -> None:
 
 
 def _approval(row: runs.RunRow) -> None:
-    """The agent's pending step of a run started with --approve, and the answers: approve, decline (with a note),
-    or run the best config with changes."""
+    """A run stopped at the agent's approval (--approve without a terminal): the step it wants to run, read from
+    the agent's checkpoint, and the answers: approve, decline (with a note), or run the proposal shown with
+    changes. An answer resumes the run with it (``jobs.answer``: ``--resume RUN --answer ...``)."""
     action = approval.pending(row.path)
     if action is None:
         return
+    sent: Job | None = st.session_state.get("approval_jobs", {}).get(row.id)
     with st.container(border=True):
         st.markdown("**The agent waits for your approval** (`--approve`)")
         st.code(approval.describe(action), language=None)
+        if sent is not None and sent.returncode is None:
+            st.info("your answer was sent: the run resumes", icon=":material/progress_activity:")
+            return
+        if sent is not None and sent.returncode not in (0, 130):
+            st.error(f"the resumed run stopped: {sent.error()}")
         note = st.text_input("Note for the agent (sent with Decline)", key="approve_note")
         changes = st.text_input("Or changes to this proposal (key=value, comma-separated)", key="approve_changes",
                                 placeholder="model.d_model=32, train.learning_rate=0.001")
         yes, no, edit = st.columns(3)
+        reply = None
         if yes.button("Approve", key="approve_yes", type="primary", icon=":material/check:"):
-            approval.answer(row.path, "yes")
-            st.rerun()
+            reply = approval.make_answer("yes")
         if no.button("Decline", key="approve_no", icon=":material/close:"):
-            approval.answer(row.path, "no", note=note)
-            st.rerun()
+            reply = approval.make_answer("no", note)
         if edit.button("Run with the changes", key="approve_edit", disabled=not changes.strip()):
-            approval.answer(row.path, "edit", changes=approval.parse_changes(changes))
+            reply = approval.make_answer("edit", changes=approval.parse_changes(changes))
+        if reply is not None:
+            job = jobs.answer(row.path, row.command, reply)
+            st.session_state.setdefault("approval_jobs", {})[row.id] = job
             st.rerun()
 
 

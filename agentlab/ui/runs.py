@@ -18,7 +18,7 @@ from typing import Any
 from agentlab.core.agent import approval
 from agentlab.core.errors import AgentlabError
 from agentlab.core.files import read_json, read_text
-from agentlab.core.runs import RUNNING, live_jsonl, run_status
+from agentlab.core.runs import INTERRUPTED, RUNNING, live_jsonl, run_status
 
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
@@ -38,9 +38,13 @@ class RunRow:
     result: str
     problems: dict[str, str] = field(default_factory=dict)
 
+    def waiting(self) -> bool:
+        """Stopped at an approval of --approve (the question in the agent's checkpoint), for the UI to answer."""
+        return self.status == INTERRUPTED and approval.pending(self.path) is not None
+
     def cells(self) -> dict[str, Any]:
         """The row of the runs table."""
-        waiting = self.status == RUNNING and approval.pending(self.path) is not None
+        waiting = self.waiting()
         return {"run": self.id, "command": self.command,
                 "status": "waiting for approval" if waiting else self.status,
                 "started": (self.started or "")[:19].replace("T", " "), "duration": duration(self.seconds),

@@ -91,9 +91,11 @@ def _drain(fd: int, buffer: list[str]) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.timeout(900)  # a CLI process training three trials on a shared CPU
 def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: str) -> None:
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
     master, slave = pty.openpty()
+    before = ""
     env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     proc = subprocess.Popen([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm),
                              "--planner", "agent", "--approve", "-n", "3", "--out", "run"],
@@ -101,13 +103,14 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
     os.close(slave)
     out: list[str] = []
     try:
-        _read_until(master, "approve?", out, 120)
+        _read_until(master, "approve?", out, 300)  # trial 0 trains first (a shared CPU: minutes at worst)
         assert "the agent wants to run candidate 1" in "".join(out)
         assert "approve? [y]es / [n]o / [e]dit" in "".join(out)  # not Rich's "es / o / dit"
         os.write(master, b"e\n")
         _read_until(master, "changes (key=value", out, 30)
         os.write(master, b"model.d_model=32, model.n_heads=1\n")
         _read_until(master, "approve?", out[-1:] and out, 120)
+        before = "".join(out)
         out.clear()
         _read_until(master, "approve?", out, 120)
         os.write(master, b"y\n")
@@ -119,40 +122,55 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+    # the console echoes what each answer runs
+    said = before + "".join(out)
+    assert "edited: runs" in said and "model.d_model=32" in said and "approved: it runs" in said
     trials = {e["number"]: e for e in events(tmp_path / "run", "trial")}
     assert trials[1]["params"]["model.d_model"] == 32 and trials[1]["params"]["model.n_heads"] == 1
     assert any(e["answer"] == "edit" for e in events(tmp_path / "run", "agent_approval"))
 
 
-def test_approve_without_a_terminal_waits_for_the_ui_when_told_and_without_the_agent_is_refused(
+@pytest.mark.timeout(900)  # four processes of the CLI, each loading torch
+def test_approve_without_a_terminal_stops_at_the_interrupt_and_resumes_with_the_answer(
         tmp_path: Path, server: str) -> None:
+    """Under the UI (no terminal) the run stops at each approval with the question in the graph's checkpoint (no
+    file polled); ``--resume RUN --answer`` (what the UI's buttons run) hands the answer to the interrupt. A
+    declined config is not proposed again; run.json says why the run stopped."""
     from agentlab.core.agent import approval
 
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
-    # AGENTLAB_APPROVE_UI=1: the answers come from the UI (without it, no terminal is exit 2: test_person_in_loop)
     env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs"), approval.APPROVE_UI_ENV: "1"}
-    base = [sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm), "-n", "3"]
-    not_agent = subprocess.run([*base, "--planner", "tpe", "--approve"], cwd=tmp_path, env=env, capture_output=True,
-                               text=True, stdin=subprocess.DEVNULL, timeout=120)
+    base = [sys.executable, "-m", "agentlab.cli", "nas"]
+    not_agent = subprocess.run([*base, "-c", str(cfg), "--llm", str(llm), "-n", "3", "--planner", "tpe",
+                                "--approve"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL, timeout=120)
     assert not_agent.returncode == 2 and "--planner agent" in not_agent.stderr and "Traceback" not in not_agent.stderr
-    with open(tmp_path / "ui.log", "wb") as log:
-        proc = subprocess.Popen([*base, "--planner", "agent", "--approve", "--out", "run"], cwd=tmp_path, env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    run, answers = tmp_path / "run", iter(["no", "yes", "yes", "yes", "yes"])
-    deadline = time.monotonic() + 240
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if approval.pending(run) is not None and approval.read_answer(run) is None:
-                approval.answer(run, next(answers), note="try another")  # what the UI's buttons write
-            time.sleep(0.2)
-        assert proc.wait(timeout=5) == 0, (tmp_path / "ui.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert "waiting for an answer in `agentlab ui`" in (tmp_path / "ui.log").read_text()
+    run = tmp_path / "run"
+    first = subprocess.run([*base, "-c", str(cfg), "--llm", str(llm), "-n", "2", "--planner", "agent", "--approve",
+                            "--out", "run"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=240)
+    assert first.returncode == 130, first.stdout[-3000:] + first.stderr[-3000:]
+    assert approval.WAITING in first.stderr and "Traceback" not in first.stderr
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["error"] == approval.WAITING
+    asked = approval.pending(run)  # read from agent.sqlite
+    assert asked is not None and asked["params"] and not list(run.glob("approval*.json"))
+    answers = [{"answer": "no", "note": "try another"}, "yes"]
+    for _ in range(2):
+        if approval.pending(run) is None:
+            break
+        reply = answers.pop(0)
+        proc = subprocess.run([*base, "--resume", str(run), "--answer",
+                               reply if isinstance(reply, str) else json.dumps(reply)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=240)
+        assert proc.returncode in (0, 130), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
     verdicts = [e["answer"] for e in events(run, "agent_approval")]
-    assert verdicts[0] == "no" and verdicts.count("yes") == 2
-    assert json.loads((run / "approval.json").read_text())["state"] == "answered"
+    assert verdicts == ["no", "yes"]
+    trials = [e["params"] for e in events(run, "trial") if e.get("number", 0) > 0]
+    assert asked["params"] not in trials  # declined: never run, never proposed again
+    report = (run / "report.md").read_text()
+    assert "(approval)" in report and "try another" in report
 
 
 def test_agent_without_its_api_key_is_one_line_and_no_folder(in_tmp: Path, monkeypatch: Any, capsys: Any) -> None:

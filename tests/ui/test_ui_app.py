@@ -4,6 +4,7 @@ Models page shows the models check."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 pytest.importorskip("streamlit")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from ui_helpers import all_runs, models_file, running_nas  # noqa: E402
+from ui_helpers import all_runs, models_file, run_folder, running_nas  # noqa: E402
 
 from agentlab.ui import APP  # noqa: E402
 
@@ -117,30 +118,80 @@ def test_models_page_is_the_models_check(in_tmp: Path, tiny_model: dict[str, Pat
     assert "nothing.yaml: models file not found" in texts(at, "error")
 
 
-def test_a_run_waiting_for_approval_is_answered_from_the_runs_page(in_tmp: Path) -> None:
-    from agentlab.core.agent import approval
+def _stopped_at_an_approval(path: Path, action: dict[str, Any]) -> None:
+    """The agent's checkpoint of a run stopped at --approve without a terminal: the graph waits at the approval's
+    interrupt (a real AgentRun whose approver raises AwaitingApproval, as the CLI's does under the UI)."""
+    from agentlab.core.agent.approval import AwaitingApproval
+    from agentlab.core.agent.harness import AgentRun
+    from agentlab.core.agent.runtime import Reply, Tool
+    from agentlab.core.llm.types import ToolCall
 
-    path, fd = running_nas(in_tmp / "runs")
+    class Driver:
+        actions = ("run_trial",)
+
+        def brief(self) -> list[dict[str, Any]]:
+            return [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+
+        def tools(self) -> list[Tool]:
+            return [Tool("run_trial", "r", {"type": "object"})]
+
+        def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+            return dict(action), ""
+
+        def default_action(self, why: str) -> dict[str, Any]:
+            return dict(action)
+
+        def reflect(self) -> str:
+            return ""
+
+    class Model:
+        name = "m"
+
+        def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
+            return Reply([ToolCall("c1", "run_trial", json.dumps(action["args"]))])
+
+    def nobody(question: dict[str, Any]) -> dict[str, Any]:
+        raise AwaitingApproval
+
+    run = AgentRun(Driver(), Model(), path / "agent.sqlite", approver=nobody)
+    with pytest.raises(AwaitingApproval):
+        run.advance(None)
+    run.close()
+
+
+def test_a_run_waiting_for_approval_is_answered_from_the_runs_page(in_tmp: Path, monkeypatch: Any) -> None:
+    """The question is read from the agent's checkpoint; a button resumes the run with the answer (``--resume RUN
+    --answer ...``: the graph's interrupt gets it), no file is written."""
+    from agentlab.core.agent import approval
+    from agentlab.ui import jobs
+
+    path = run_folder(in_tmp / "runs", "nas", "20260103-090000-nas", status="interrupted",
+                      config="search:\n  max_iterations: 5\n")
     action = {"args": {"candidate": 1, "reason": "cyclenet leads"}, "params": {"model.family": "cyclenet"},
               "reason": "cyclenet leads", "key": "k"}
-    approval.ask(path, action)
-    try:
-        at = app(run="nas/20260103-090000-nas")
-        assert not at.exception
-        assert at.dataframe[0].value["status"][0] == "waiting for approval"
-        assert "the agent wants to run candidate 1: model.family=cyclenet" in texts(at, "code")
-        at.text_input(key="approve_changes").set_value("model.d_model=32, train.loss=mae").run()
-        at.button(key="approve_edit").click().run()
-        assert approval.read_answer(path) == {"answer": "edit", "note": "",
-                                              "args": {"changes": {"model.d_model": 32, "train.loss": "mae"},
-                                                       "reason": "edited by the user"}}
-        approval.close(path, {"answer": "edit"})
-        assert approval.pending(path) is None
-        at = app(run="nas/20260103-090000-nas")
-        assert at.dataframe[0].value["status"][0] == "running"
-        assert "waits for your approval" not in texts(at, "markdown")
-    finally:
-        os.close(fd)
+    _stopped_at_an_approval(path, action)
+    assert approval.pending(path) == {**action, "call_id": "c1"}
+    started: list[list[str]] = []
+
+    class Started:
+        returncode = None
+
+    def answer(run: Path, command: str, reply: dict[str, Any], **_: Any) -> Any:
+        started.append(approval.resume_args(command, run, reply))
+        return Started()
+
+    monkeypatch.setattr(jobs, "answer", answer)
+    at = app(run="nas/20260103-090000-nas")
+    assert not at.exception
+    assert at.dataframe[0].value["status"][0] == "waiting for approval"
+    assert "the agent wants to run candidate 1: model.family=cyclenet" in texts(at, "code")
+    at.text_input(key="approve_changes").set_value("model.d_model=32, train.loss=mae").run()
+    at.button(key="approve_edit").click().run()
+    assert not at.exception
+    assert started == [["nas", "--resume", str(path), "--answer", json.dumps(
+        {"answer": "edit", "note": "", "changes": {"model.d_model": 32, "train.loss": "mae"}})]]
+    assert "your answer was sent" in texts(at, "info")
+    assert not list(path.glob("approval*.json"))
 
 
 def test_the_agent_tab_shows_the_agents_timeline(in_tmp: Path) -> None:

@@ -219,9 +219,11 @@ def test_runs_nas_plot_and_a_manual_pipeline_in_chromium(browser: Any, server: s
         screenshot(browser, "ui-" + path.strip("/"), shots, height=1000)
 
 
+@pytest.mark.timeout(900)  # three CLI processes (the run, the UI, the resumed run) on a shared CPU
 def test_an_agent_run_waiting_for_approval_is_approved_in_chromium(browser: Any, in_tmp: Path) -> None:
-    """`agentlab nas --planner agent --approve` without a terminal waits for the UI: the Runs page lists it as
-    waiting for approval, shows the agent's step, and its Approve button lets the search go on to the end."""
+    """`agentlab nas --planner agent --approve` without a terminal, as the UI starts it, stops at the approval (the
+    question in the agent's checkpoint): the Runs page lists it as waiting for approval, shows the agent's step, and
+    its Approve button resumes the run with the answer, which goes on to the end."""
     import yaml
 
     from agentlab.core.agent import approval
@@ -235,20 +237,19 @@ def test_an_agent_run_waiting_for_approval_is_approved_in_chromium(browser: Any,
         "routes": {"planner": {"primary": ["m"]}}, "retries": 0, "timeout_s": 10}))
     # no terminal: the answers come from the UI, as for a run `agentlab ui` starts (without it --approve exits 2)
     env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs"), approval.APPROVE_UI_ENV: "1"}
+    run = in_tmp / "runs" / "nas" / "agent"
     with open(in_tmp / "nas.log", "wb") as log:
-        nas = subprocess.Popen([sys.executable, "-m", "agentlab", "nas", "--llm", "llm.yaml", "--planner", "agent",
+        first = subprocess.run([sys.executable, "-m", "agentlab", "nas", "--llm", "llm.yaml", "--planner", "agent",
                                 "--approve", "-n", "2", "--set", "train.epochs=1", "--out", "runs/nas/agent"],
-                               cwd=in_tmp, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                               cwd=in_tmp, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                               timeout=300)
+    assert first.returncode == 130 and approval.pending(run) is not None, (in_tmp / "nas.log").read_text()[-3000:]
     port = free_port()
     ui_log = open(in_tmp / "ui.log", "w")  # noqa: SIM115 (closed below)
     ui = subprocess.Popen([sys.executable, "-m", "agentlab", "ui", "--port", str(port)], cwd=in_tmp, env=env,
                           stdout=ui_log, stderr=subprocess.STDOUT)
-    run = in_tmp / "runs" / "nas" / "agent"
     try:
         deadline = time.monotonic() + 180
-        while approval.pending(run) is None:
-            assert nas.poll() is None and time.monotonic() < deadline, (in_tmp / "nas.log").read_text()[-3000:]
-            time.sleep(0.3)
         server = until_healthy(ui, port, in_tmp / "ui.log", deadline)
         browser.get(server + "/?run=nas%2Fagent")
         wait(browser, text_on_page("The agent waits for your approval"), 120)
@@ -259,15 +260,17 @@ def test_an_agent_run_waiting_for_approval_is_approved_in_chromium(browser: Any,
         shots.mkdir(parents=True, exist_ok=True)
         screenshot(browser, "ui-agent-approval", shots, height=900)
         button(browser, "Approve").click()
-        assert nas.wait(timeout=180) == 0, (in_tmp / "nas.log").read_text()[-3000:]
+        deadline = time.monotonic() + 240  # the UI resumes the run with --answer: it goes on to its end
+        while json.loads((run / "run.json").read_text()).get("status") != "completed":
+            assert time.monotonic() < deadline, (run / "run.json").read_text()
+            time.sleep(0.5)
     finally:
-        for proc in (nas, ui):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if ui.poll() is None:
+            ui.send_signal(signal.SIGINT)
+            try:
+                ui.wait(30)
+            except subprocess.TimeoutExpired:
+                ui.kill()
         ui_log.close()
         upstream.kill()
         upstream.wait()

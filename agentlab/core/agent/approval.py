@@ -1,24 +1,36 @@
-"""Approval through the run folder: the agent's pending action in ``approval.json`` (``{"state": "waiting",
-"action": ...}``) and the answer in ``approval_answer.json`` (``{"answer": "yes" | "no" | "edit", "note": ...,
-"changes": {...}}``), both written atomically. The terminal (``agentlab nas --approve``) and ``agentlab ui`` answer
-the same way: whichever answers first is taken. A run without a terminal waits for the UI (or any program that
-writes the answer file) only when ``AGENTLAB_APPROVE_UI=1`` says so (``agentlab ui`` sets it for the runs it starts);
-otherwise the CLI refuses --approve there (exit 2): nobody would answer."""
+"""--approve through the graph's checkpoint: before each action the agent's graph stops at a LangGraph
+``interrupt({"kind": "approve", "action": ...})`` (``harness.Approval``), kept in the run folder's ``agent.sqlite``,
+and is resumed with ``Command(resume=answer)``, ``answer`` being ``{"answer": "yes" | "no" | "edit", "note": ...,
+"args": {"changes": {...}}}``. No file is polled.
+
+- In a terminal, the CLI asks and resumes at once.
+- Without one, under ``agentlab ui`` (``AGENTLAB_APPROVE_UI=1``, set for the runs it starts), the approver raises
+  ``AwaitingApproval``: the process stops (run.json ``interrupted``, ``waiting for approval``) with the question in the
+  checkpoint; the UI reads it there (``pending``) and answers by resuming the run: ``agentlab nas --resume RUN
+  --answer JSON`` (``resume_args``), whose approver gives that answer to the waiting interrupt.
+- Without a terminal and without the UI, the CLI refuses --approve (exit 2): nobody would answer.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import time
-from collections.abc import Callable
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.runs import atomic_write_json, now_iso, read_json
-
-PENDING = "approval.json"
-ANSWER = "approval_answer.json"
 ANSWERS = ("yes", "no", "edit")
-APPROVE_UI_ENV = "AGENTLAB_APPROVE_UI"  # 1: a run without a terminal waits for answers from `agentlab ui`
+APPROVE_UI_ENV = "AGENTLAB_APPROVE_UI"  # 1: a run without a terminal stops at each approval for `agentlab ui`
+CHECKPOINT = "agent.sqlite"  # the agent's graph in the run folder (core.search.session)
+THREAD = "agent"  # its thread (harness.AgentRun)
+WAITING = "waiting for approval"  # run.json's error of a run stopped at an approval
+
+
+class AwaitingApproval(KeyboardInterrupt):
+    """The run stops at an approval nobody can answer now (no terminal): the question stays in the checkpoint and
+    ``--resume --answer`` continues. A KeyboardInterrupt, so the run folder records it as a stop, not a failure."""
+
+    reason = WAITING
 
 
 def ui_answers() -> bool:
@@ -27,69 +39,66 @@ def ui_answers() -> bool:
     return os.environ.get(APPROVE_UI_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def ask(run: str | Path, action: dict[str, Any]) -> None:
-    """Record ``action`` as waiting for an answer (any earlier answer file is dropped first)."""
-    (Path(run) / ANSWER).unlink(missing_ok=True)
-    atomic_write_json(Path(run) / PENDING, {"state": "waiting", "action": action, "asked": now_iso()})
-
-
-def _read(path: Path) -> dict[str, Any]:
-    """A file of the approval as a dict; empty when it is missing, being replaced or not an object."""
-    if not path.is_file():
-        return {}
-    try:
-        data = read_json(path)
-    except Exception:  # a file being replaced: nothing to read this instant
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def pending(run: str | Path) -> dict[str, Any] | None:
-    """The action waiting for an answer in ``run``, or None."""
-    data = _read(Path(run) / PENDING)
-    return data.get("action") if data.get("state") == "waiting" else None
-
-
-def answer(run: str | Path, verdict: str, note: str = "", changes: dict[str, Any] | None = None) -> None:
-    """Answer the pending action (the UI's side)."""
-    if verdict not in ANSWERS:
-        raise ValueError(f"answer must be one of {ANSWERS}")
-    atomic_write_json(Path(run) / ANSWER, {"answer": verdict, "note": note, "changes": changes or {},
-                                           "answered": now_iso()})
-
-
-def read_answer(run: str | Path) -> dict[str, Any] | None:
-    """The answer file as the graph takes it (``{"answer", "note", "args"}``), or None while there is none."""
-    data = _read(Path(run) / ANSWER)
-    if data.get("answer") not in ANSWERS:
+    """The action the agent's graph waits to have approved in ``run`` (read from its checkpoint), or None: no
+    agent, no approval waiting, or a checkpoint that cannot be read now."""
+    path = Path(run) / CHECKPOINT
+    if not path.is_file():
         return None
-    out: dict[str, Any] = {"answer": data["answer"], "note": str(data.get("note") or "")}
-    if data["answer"] == "edit":
-        out["args"] = {"changes": data.get("changes") or {}, "reason": "edited by the user"}
+    try:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+    except ImportError:  # no agent extra: no agent ran here
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False) as conn:
+            saved = SqliteSaver(conn).get_tuple({"configurable": {"thread_id": THREAD}})
+    except sqlite3.Error:
+        return None
+    for _task, channel, value in (saved.pending_writes or []) if saved is not None else []:
+        if channel != "__interrupt__":
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            payload = getattr(item, "value", None)
+            if isinstance(payload, dict) and payload.get("kind") == "approve":
+                return dict(payload.get("action") or {})
+    return None
+
+
+def make_answer(verdict: str, note: str = "", changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The resume value of an approval: ``{"answer", "note"}``, and for an edit the changes to the proposal shown."""
+    if verdict not in ANSWERS:
+        raise ValueError(f"answer must be one of {ANSWERS}, not {verdict!r}")
+    out: dict[str, Any] = {"answer": verdict, "note": str(note or "")}
+    if verdict == "edit":
+        out["args"] = {"changes": dict(changes or {}), "reason": "edited by the user"}
     return out
 
 
-def close(run: str | Path, reply: dict[str, Any]) -> None:
-    """Mark the approval answered (the run folder keeps the last question and its answer)."""
-    path = Path(run) / PENDING
-    atomic_write_json(path, {**_read(path), "state": "answered", "reply": reply, "answered": now_iso()})
-    (Path(run) / ANSWER).unlink(missing_ok=True)
+def parse_answer(text: str) -> dict[str, Any]:
+    """``--answer``'s value: ``yes``, ``no``, or JSON ``{"answer": "yes" | "no" | "edit", "note": "...", "changes":
+    {...}}``, as the resume value; a ValueError names what is wrong."""
+    text = text.strip()
+    if text in ANSWERS:
+        return make_answer(text)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError(f"--answer {text!r}: not yes, no or a JSON object") from None
+    if not isinstance(data, dict) or data.get("answer") not in ANSWERS:
+        raise ValueError(f"--answer: the field 'answer' must be one of {', '.join(ANSWERS)}")
+    changes = data.get("changes") or {}
+    if not isinstance(changes, dict):
+        raise ValueError("--answer: the field 'changes' must be an object of key: value")
+    if data["answer"] == "edit" and not changes:
+        raise ValueError("--answer: an edit needs 'changes' (key: value of the proposal to change)")
+    return make_answer(data["answer"], str(data.get("note") or ""), changes)
 
 
-def wait(run: str | Path, action: dict[str, Any], terminal: Callable[[float], dict[str, Any] | None] | None = None,
-         poll_s: float = 0.5) -> dict[str, Any]:
-    """Ask, then wait for the answer file, or for ``terminal(timeout)`` (a reply typed within ``timeout`` seconds,
-    else None) when given; returns the reply and marks the approval answered."""
-    ask(run, action)
-    while True:
-        reply = terminal(poll_s) if terminal is not None else None
-        if reply is None:
-            reply = read_answer(run)
-        if reply is not None:
-            close(run, reply)
-            return reply
-        if terminal is None:
-            time.sleep(poll_s)
+def resume_args(command: str, run: str | Path, answer: dict[str, Any]) -> list[str]:
+    """The arguments after ``agentlab`` that resume ``run`` with ``answer`` to its waiting approval (the UI's)."""
+    flat = {"answer": answer["answer"], "note": answer.get("note", ""),
+            "changes": (answer.get("args") or {}).get("changes") or {}}
+    return [command, "--resume", str(run), "--answer", json.dumps(flat)]
 
 
 def describe(action: dict[str, Any]) -> str:

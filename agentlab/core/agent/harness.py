@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import operator
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired
@@ -30,13 +30,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, AgentState, ExtendedModelResponse, ModelRequest, ModelResponse
 from langchain.tools import ToolRuntime
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage, convert_to_openai_messages
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import StructuredTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.types import Command, interrupt
 
+from agentlab.core.agent.chat import AgentlabChatModel, to_messages
 from agentlab.core.agent.runtime import (
     RESULT_CHARS,
     AgentModel,
@@ -56,43 +54,6 @@ if TYPE_CHECKING:
     from agentlab.core.llm.config import ModelProfile
 
 
-def to_openai(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages as OpenAI-style dicts (what an ``AgentModel`` reads and ``AgentRun.messages`` returns)."""
-    out = convert_to_openai_messages(list(messages))
-    for msg in out:
-        if msg.get("tool_calls") and not msg.get("content"):
-            msg["content"] = None  # OpenAI's shape of an assistant message that only calls tools
-        if msg["role"] == "tool":
-            msg.pop("name", None)  # not a field of OpenAI's tool message (the tool node names some answers)
-    return out
-
-
-class AgentChatModel(BaseChatModel):
-    """A LangChain chat model over an ``AgentModel`` (a route of the router or a scripted model): the messages and
-    the bound tools go to ``step`` in OpenAI's shapes; the reply's calls come back as the message's tool calls, its
-    tokens in ``usage_metadata`` (the reply knows only the total) and its seconds, invalid calls and model in
-    ``response_metadata``."""
-
-    agent: Any
-
-    @property
-    def _llm_type(self) -> str:
-        return "agentlab-agent"
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools])
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        reply = self.agent.step(to_openai(messages), list(kwargs.get("tools") or []))
-        calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in reply.calls]
-        message = AIMessage(reply.text or "", tool_calls=calls,
-                            usage_metadata={"input_tokens": 0, "output_tokens": 0, "total_tokens": reply.tokens},
-                            response_metadata={"model_name": reply.model or self.agent.name, "seconds": reply.seconds,
-                                               "invalid_tool_calls": reply.invalid})
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-
 class RunState(AgentState):
     """The agent's state in the checkpoint: create_agent's messages (``add_messages``) and agentlab's own fields."""
 
@@ -103,6 +64,8 @@ class RunState(AgentState):
     declined: NotRequired[list[str]]  # keys of the actions the user declined: never run
     answers: NotRequired[dict[str, str]]  # the repeat watch: each call since the last action -> its answer
     repeated: NotRequired[bool]  # the last call was a repeat: the next step offers only suggest and the action
+    suggested: NotRequired[list[dict[str, Any]]]  # the candidates the last suggest offered (the driver's
+    # ``restore`` reads them before each step), cleared by each action
     todo: NotRequired[list[str]]  # the agent's plan (the todo tool), shown after each action
     notes: NotRequired[Annotated[list[str], operator.add]]  # the facts it noted this run (the note tool)
 
@@ -122,6 +85,9 @@ class Step(_Middleware):
         state: Any = request.state
         run = self.run
         counts, since = {**new_counts(), **state.get("counts", {})}, state.get("since_action", 0)
+        restore = getattr(self.driver, "restore", None)
+        if restore is not None:  # the driver's view of the state (its pending suggestions) is the checkpoint's
+            restore(state)
         if since >= run.max_steps:
             return self._default(state, counts, since, f"{run.max_steps} steps without a valid "
                                  f"{' or '.join(self.driver.actions)}")
@@ -140,6 +106,8 @@ class Step(_Middleware):
         meta = reply.response_metadata
         tokens = reply.usage_metadata["total_tokens"] if reply.usage_metadata else 0
         counts["tokens"] += tokens
+        if reply.usage_metadata:  # the largest prompt so far: what the model's context must hold
+            counts["largest_prompt_tokens"] = max(counts["largest_prompt_tokens"], reply.usage_metadata["input_tokens"])
         counts["invalid_tool_calls"] += meta.get("invalid_tool_calls", 0)
         counts["seconds"] += meta.get("seconds", 0.0)
         if not reply.tool_calls:
@@ -218,7 +186,7 @@ class Approval(_Middleware):
             decline(pending)
         text = "the user declined this; propose something else"
         message = ToolMessage(text + (f". The user says: {note}" if note else ""), tool_call_id=pending["call_id"])
-        return {"messages": [message], "pending": None, "since_action": 0, "declined": declined}
+        return {"messages": [message], "pending": None, "since_action": 0, "declined": declined, "suggested": []}
 
     def _write(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         for kind, fields in events:
@@ -270,7 +238,7 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
             result = str(interrupt({"kind": "execute", "action": pending}))
             run.event("agent_observe", summary=summary(result))
             reflection = run.reflect(runtime.state)
-            return Command(update={"pending": None, "since_action": 0, "messages": [
+            return Command(update={"pending": None, "since_action": 0, "suggested": [], "messages": [
                 ToolMessage(result[:RESULT_CHARS], tool_call_id=runtime.tool_call_id),
                 *([HumanMessage(reflection)] if reflection else [])]})
         func: Callable[..., Any] = act
@@ -293,7 +261,7 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
 def build(run: AgentRun, checkpointer: BaseCheckpointSaver) -> Any:
     """The agent's graph: create_agent on ``run.model`` with the middleware above, checkpointed."""
     middleware = [Step(run), Approval(run), Tools(run)]
-    return create_agent(AgentChatModel(agent=run.model), middleware=middleware, checkpointer=checkpointer)
+    return create_agent(AgentlabChatModel(agent=run.model), middleware=middleware, checkpointer=checkpointer)
 
 
 @dataclass
@@ -381,7 +349,9 @@ class AgentRun:
         else:
             value = Command(resume=self._ask(waiting["action"]))
         while True:
-            out = self._app.invoke(value, self._config())
+            # durability "sync": each step is on disk before the next one starts (a kill -9 loses at most the step it
+            # interrupts); LangGraph's default writes in the background while the next step runs
+            out = self._app.invoke(value, self._config(), durability="sync")
             interrupts = out.get("__interrupt__") or ()
             if not interrupts:
                 raise AgentlabError("the agent's graph ended without an action", hint="a bug: see events.jsonl")
@@ -411,7 +381,7 @@ class AgentRun:
 
     def messages(self) -> list[dict[str, Any]]:
         """The conversation as OpenAI-style dicts."""
-        return to_openai(self._values().get("messages", []))
+        return to_messages(self._values().get("messages", []))
 
     def close(self) -> None:
         if self._conn is not None:

@@ -177,11 +177,14 @@ class ModelProfile(StrictModel):
                          "whole conversation")
     short_tools: bool = Field(description="agent: tools described by their name and argument schema only (a small "
                               "model copies descriptions into its answers)")
+    short_brief: bool = Field(description="agent: a short brief that names the order of the calls once (suggest, "
+                              "then the action); otherwise the full brief (the tools, the guard, the leads, the "
+                              "budget) and no order")
 
 
 PROFILES: dict[str, ModelProfile] = {
-    "small": ModelProfile(tool_gate=True, repeat_watch=True, window=True, short_tools=True),
-    "full": ModelProfile(tool_gate=False, repeat_watch=False, window=False, short_tools=False),
+    "small": ModelProfile(tool_gate=True, repeat_watch=True, window=True, short_tools=True, short_brief=True),
+    "full": ModelProfile(tool_gate=False, repeat_watch=False, window=False, short_tools=False, short_brief=False),
 }
 LOCAL_KINDS = ("llama_cpp", "hf")  # their models' profile is `small` unless a model says otherwise
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -328,16 +328,24 @@ class AgentPlanner:
         lines = [f"{_count(self.ctx.budget_left, self.unit)} left, the one you plan now included. "
                  f"{view.best_line()}.",
                  f"{_count(left, 'more ' + self.unit)} without a new best and the guard runs {sampler} instead."]
-        lines.append(f"Next: call suggest, then {self.actions[0]} with a candidate (or {self.actions[1]}).")
         return "\n".join(lines)
 
     def brief(self) -> list[dict[str, Any]]:
         sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
         run, own = self.actions
-        system = (f"You plan {self.kit.what}. Call exactly one tool per step. suggest lists {sampler}'s candidates "
-                  f"(candidate 0 is what {sampler} would run alone); {run} runs one of them; {own} runs a "
-                  f"{self.unit} of your own; history, note, todo and the other tools inform you. Facts come from "
-                  "the tools: trust them over your own guesses.")
+        unit, patience = self.unit, self.settings.guard_patience
+        if profile_of(self.model).short_brief:  # a small model: short, and the order of the calls said once, here
+            system = (f"You plan {self.kit.what}. Call exactly one tool per step: first suggest, then {run} with "
+                      f"one of its candidates (or {own} with changes of your own). Facts come from the tools.")
+        else:
+            system = (f"You plan {self.kit.what}, one {unit} at a time, within a fixed budget of {unit}s. suggest "
+                      f"lists {sampler}'s candidates for the next {unit}: candidate 0 is what {sampler} would run "
+                      f"alone, the others its further draws and, marked as such, untried leads from published "
+                      f"results. {run} runs a suggested candidate; {own} runs changes of your own to the best config "
+                      f"(checked against the search space first). history and the other tools inform you; todo "
+                      f"keeps your plan, note a fact for later searches. After {patience} of your "
+                      f"{unit}s without a new best, {sampler} runs the next ones (the guard) until one improves. "
+                      "Every fact comes from the tools and is computed in code: trust it over your own guesses.")
         facts = [self.kit.facts()]
         notes = self._notes()
         if notes:
@@ -403,16 +411,26 @@ class AgentPlanner:
                     leads.append(Proposal(params, self.ctx.domain.changes(params), self.name, origin="lead",
                                           notes=[source]))
             keep = len(drawn) - len(leads)
-            self._suggested = drawn[:keep] + leads[::-1]  # the best lead last
+            # the sampler's own first, then the leads best first, then the sampler's other draws: the order says
+            # where each comes from, never where one model tends to pick
+            self._suggested = drawn[:1] + leads + drawn[1:keep]
         return self._suggested
 
-    def _suggest(self, args: dict[str, Any]) -> str:
+    def _suggest(self, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The candidates as text, and as the agent's state (``suggested``): a ``run_trial`` after a resume runs
+        the candidate the model was shown, not a new draw."""
         view = self._view()
         again = bool(self._suggested)
+        drawn = self._draw()
         lines = [f"candidate {i}" + (f" ({p.notes[0]})" if p.origin == "lead" and p.notes else "") +
-                 f": {view.describe(p.params)}" for i, p in enumerate(self._draw())]
+                 f": {view.describe(p.params)}" for i, p in enumerate(drawn)]
         head = ["the same candidates as before (nothing ran since):"] if again else []
-        return "\n".join([*head, *lines, f"Next: call {self.actions[0]} with one of candidates 0-{len(lines) - 1}."])
+        return "\n".join([*head, *lines]), {"suggested": [asdict(p) for p in drawn]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """The runtime's call before each step: the candidates of the last ``suggest`` come from the graph's state
+        (empty after each action), so a process that resumes after ``kill -9`` offers the same ones."""
+        self._suggested = [Proposal(**p) for p in state.get("suggested") or []]
 
     def _knowledge(self) -> dict[str, Any]:
         """The knowledge file (signature -> notes); empty when there is none or it cannot be read."""
@@ -452,7 +470,9 @@ class AgentPlanner:
     def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         reason = " ".join(str(args.get("reason", "")).split())[:REASON_CHARS]
         if "candidate" in args:
-            candidates = self._draw()
+            if not self._suggested:  # the graph's state: no suggest since the last action
+                return None, f"no candidates were suggested since the last {self.unit}: call suggest first"
+            candidates = self._suggested
             index = args.get("candidate")
             if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(candidates):
                 return None, f"candidate must be 0..{len(candidates) - 1}"
@@ -506,6 +526,7 @@ def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
     return {"model": planner.model.name, "steps": counts["steps"], "tool_calls": counts["tool_calls"],
             "invalid_tool_calls": counts["invalid_tool_calls"], "rejected_calls": counts["rejected_calls"],
             "defaulted": counts["defaulted"], "tokens": counts["tokens"], "model_seconds": counts["model_seconds"],
+            "largest_prompt_tokens": counts.get("largest_prompt_tokens", 0),
             "tokens_per_trial": round(counts["tokens"] / actions, 1),
             "seconds_per_trial": round(counts["model_seconds"] / actions, 3),
             "trials_by_agent": sum(1 for o, _, _ in rows if o == "agent"),
@@ -587,9 +608,19 @@ def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit
             rows.append(["-", "(candidate 0)", cell(e.get("why", "")), ""])
         elif kind in ("agent_tool", "agent_observe") and rows and not rows[-1][3]:
             rows[-1][3] = cell(e.get("summary", ""))
+        elif kind == "agent_approval":  # --approve: the person's answer and what it made run
+            answer, note, changes = e.get("answer", ""), e.get("note") or "", e.get("changes") or {}
+            what = ", ".join(f"{k}={v}" for k, v in changes.items()) if changes else note
+            rows.append(["-", "(approval)", cell(f"{answer}: {what}" if what else answer),
+                         {"yes": "approved", "no": "declined: not run, not proposed again",
+                          "edit": "edited"}.get(answer, answer)])
+        elif kind == "agent_edit_refused" and rows and rows[-1][1] == "(approval)":
+            rows[-1][3] = cell(f"edit not valid ({e.get('error', '')}): asked again")
         elif kind == "plan" and e.get("origin") == "guard":
             rows.append(["-", "(guard)", cell(", ".join(f"{k}={v}" for k, v in (e.get("changes") or {}).items())),
                          ""])
+        elif kind == "trial" and rows and rows[-1][1] == "(approval)" and rows[-1][3] in ("approved", "edited"):
+            rows[-1][3] = cell(f"{rows[-1][3]}; ran: {e.get('state')} {e.get('value')}")
         elif kind == "trial" and rows and not rows[-1][3] and rows[-1][1] in ("(guard)", "(candidate 0)", *ACTIONS):
             # the trial's outcome (the last action's result never reaches the graph: the search ends first)
             rows[-1][3] = cell(f"{e.get('state')} {e.get('value')}")

@@ -214,22 +214,25 @@ def test_agent_run_needs_an_approver_only_when_approval_is_pending(tmp_path: Pat
     assert AgentRun.__dataclass_fields__["approver"].default is None
 
 
-def test_the_kits_leads_are_the_last_candidates_until_tried_and_candidate_0_stays_tpes(tmp_path: Path) -> None:
+def test_the_kits_leads_follow_candidate_0_best_first_until_tried_and_candidate_0_stays_tpes(tmp_path: Path) -> None:
+    """No order chosen for one model's position habit: candidate 0 is the sampler's, then the leads best first,
+    then the sampler's other draws."""
     leads = [({"kind": "a", "width": 8}, "from the literature: best"), ({"kind": "b"}, "from the literature: next"),
              ({"kind": "zzz"}, "not in the space: left out")]
     kit = AgentKit("a test search", leads=lambda: leads)
-    # the script: suggest, then run the last candidate, every trial
-    model = ScriptAgent([("suggest", {}), ("run_trial", {"candidate": 3, "reason": "last"})] * 5)
+    # the script: suggest, then run candidate 1, every trial
+    model = ScriptAgent([("suggest", {}), ("run_trial", {"candidate": 1, "reason": "first lead"})] * 5)
     planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", kit)
     records = search(planner, 0, trials=5)
     # trial 1: the best lead (the incumbent, the base, with kind a and width 8); trial 2: the next lead, changed
-    # from the best so far; then TPE's own last draw again
+    # from the best so far; then TPE's own draw again
     assert {k: records[1].params[k] for k in ("kind", "width")} == {"kind": "a", "width": 8}
     assert records[2].params["kind"] == "b"
     suggested = [str(step[-1].get("content")) for step in model.seen  # each suggest's answer, in order
                  if step[-1].get("role") == "tool" and "candidate 0:" in str(step[-1].get("content"))]
-    assert "candidate 3 (from the literature: best)" in suggested[0]
+    assert "candidate 1 (from the literature: best)" in suggested[0]
     assert "candidate 2 (from the literature: next)" in suggested[0] and "zzz" not in " ".join(suggested)
+    assert "candidate 3:" in suggested[0] and "(from" not in suggested[0].split("candidate 3:")[1]
     assert "from the literature" not in suggested[-1]  # both leads ran: the sampler's draws again
     planner.close()
     # candidate 0 is still TPE's own: the suggest-candidate-0 agent with leads is TPE trial for trial

@@ -1,0 +1,254 @@
+"""The one LangChain chat model of agentlab, ``AgentlabChatModel``, and its message converters. Two backends:
+
+- a route of agentlab's router (``router`` and ``route``): what ``agentlab.integrations.langchain`` exports for
+  users' own LangChain / LangGraph agents, and what the agent planner's ``RouterModel`` is;
+- an ``AgentModel`` (``agent``: anything with ``step(messages, tools) -> Reply``, the agent planner's
+  ``RouterModel`` or a scripted model of ``agentlab.testing``): what ``harness.AgentRun`` gives ``create_agent``.
+  The reply's seconds, invalid calls and model go in ``response_metadata``, its prompt and total tokens in
+  ``usage_metadata``.
+
+Both read LangChain messages through ``to_messages`` (OpenAI's shapes: what the router and an ``AgentModel`` read).
+
+LangGraph's prebuilt ReAct agent (``langgraph.prebuilt.create_react_agent``) and LangChain's ``create_agent`` run on
+it as they are: ``bind_tools`` (OpenAI tool shapes, LangChain tools, pydantic classes or functions), ``invoke`` /
+``ainvoke``, ``stream`` / ``astream`` and ``usage_metadata``. Every request goes through a route of a routing config,
+so the agent gets the route's fallbacks, ``fastest`` choice, tool-call validation (one repair, then the next model),
+stats and events.
+
+    from agentlab.integrations.langchain import AgentlabChatModel
+    model = AgentlabChatModel.from_config("llm.yaml", route="default")
+    agent = create_react_agent(model, [my_tool])
+
+The router's sync and async callers share its background event loop (its HTTP clients are bound to one loop), so
+one model may be invoked from sync code, from the caller's event loop and from several threads alike. Streaming with
+tools bound yields the whole answer as one chunk: the router only knows an answer once its calls validate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import MissingPackage
+from agentlab.core.llm.config import LLMConfig, load_llm_config
+from agentlab.core.llm.results import RoutedCompletion
+from agentlab.core.llm.router import Router
+from agentlab.core.llm.types import GenParams, Messages
+
+try:
+    from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+    from langchain_core.language_models import LanguageModelInput
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
+    from langchain_core.messages.ai import UsageMetadata
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+    from langchain_core.runnables import Runnable
+    from langchain_core.tools import BaseTool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+    from pydantic import ConfigDict, Field
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingPackage(f"agentlab.integrations.langchain needs the package '{exc.name}', which is not installed",
+                         hint="pip install 'agentlab[langchain]' (the agent planner: 'agentlab[agent]')") from None
+
+__all__ = ["AgentlabChatModel", "to_messages", "to_ai_message"]
+
+_DONE = object()
+
+
+def to_messages(messages: Sequence[BaseMessage]) -> Messages:
+    """LangChain messages as the router's OpenAI-style dicts (assistant ``tool_calls`` and ``tool`` results kept)."""
+    out: Messages = []
+    for msg in convert_to_openai_messages(list(messages)):
+        if msg.get("tool_calls") and not msg.get("content"):
+            msg["content"] = None  # OpenAI's shape of an assistant message that only calls tools
+        if msg["role"] == "tool":
+            msg.pop("name", None)  # not a field of OpenAI's tool message (LangGraph's tool node names some answers)
+        out.append(msg)
+    return out
+
+
+def _usage(rc: RoutedCompletion) -> UsageMetadata:
+    u = rc.completion.usage
+    return UsageMetadata(input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, total_tokens=u.total_tokens)
+
+
+def _metadata(rc: RoutedCompletion) -> dict[str, Any]:
+    c = rc.completion
+    return {"model_name": c.model, "finish_reason": c.finish_reason, "route": rc.route, "model": rc.model,
+            "fallbacks": rc.fallbacks, "latency_s": c.latency_s, "ttft_s": c.ttft_s}
+
+
+def to_ai_message(rc: RoutedCompletion) -> AIMessage:
+    """A routed answer as an ``AIMessage``: its text, its tool calls (validated by the router), usage and metadata."""
+    calls = [{"name": call.name, "args": call.args, "id": call.id, "type": "tool_call"}
+             for call in rc.completion.tool_calls]
+    return AIMessage(content=rc.completion.text, tool_calls=calls, usage_metadata=_usage(rc),
+                     response_metadata=_metadata(rc))
+
+
+def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> str | dict[str, Any] | None:
+    """LangChain's tool_choice spellings as OpenAI's: ``any`` / ``True`` -> ``required``, a tool's name -> that tool."""
+    if choice is None or choice in ("auto", "none", "required") or isinstance(choice, dict):
+        return choice
+    if choice is True or choice == "any":
+        return "required"
+    if choice is False:
+        return "none"
+    names = [t["function"]["name"] for t in tools]
+    if isinstance(choice, str) and choice in names:
+        return {"type": "function", "function": {"name": choice}}
+    raise ValueError(f"tool_choice {choice!r} is not auto, none, required, any or one of the tools: {names}")
+
+
+class AgentlabChatModel(BaseChatModel):
+    """A LangChain chat model whose every call goes through ``router`` on ``route``.
+
+    Build it with ``AgentlabChatModel(router=Router.from_config(cfg))`` or ``AgentlabChatModel.from_config(path)``.
+    ``temperature``, ``max_tokens`` and ``seed`` are sent when set (else each model's own params apply); tools come
+    from ``bind_tools``. The model does not close the router: its owner does (``router.close()``).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    router: Router | None = None
+    agent: Any = None  # an AgentModel (``step(messages, tools) -> Reply``): the other backend
+    route: str = "default"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: list[str] | None = Field(default=None)
+
+    @classmethod
+    def from_config(cls, config: LLMConfig | str | Path, route: str = "default", **fields: Any) -> AgentlabChatModel:
+        """A model over a new router built from ``config`` (an ``LLMConfig`` or the path of a routing YAML)."""
+        cfg = config if isinstance(config, LLMConfig) else load_llm_config(config)
+        return cls(router=Router.from_config(cfg), route=route, **fields)
+
+    @property
+    def _llm_type(self) -> str:
+        return "agentlab" if self.agent is None else "agentlab-agent"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"route": self.route, "temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], *,
+                   tool_choice: str | bool | dict[str, Any] | None = None,
+                   parallel_tool_calls: bool | None = None, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind ``tools`` (any shape ``convert_to_openai_tool`` reads) and optionally ``tool_choice`` (``auto``,
+        ``none``, ``required`` / ``any``, a tool's name or OpenAI's dict) and ``parallel_tool_calls``."""
+        converted = [convert_to_openai_tool(tool) for tool in tools]
+        bound: dict[str, Any] = {"tools": converted, **kwargs}
+        choice = _tool_choice(tool_choice, converted)
+        if choice is not None:
+            bound["tool_choice"] = choice
+        if parallel_tool_calls is not None:
+            bound["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(**bound)
+
+    # ------------------------------------------------------------------ the router's calls
+
+    def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> GenParams:
+        fields = set(GenParams.__dataclass_fields__) - {"extra"}
+        params = GenParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed,
+                           stop=stop or self.stop)
+        for key, value in kwargs.items():
+            if key in fields and value is not None:
+                setattr(params, key, value)
+        return params
+
+    def _submit(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], *,
+                on_delta: Callable[[str, str], None] | None = None) -> Future[RoutedCompletion]:
+        """Start the routed call on the router's own loop (sync and async callers share it)."""
+        assert self.router is not None, "AgentlabChatModel needs a router or an agent model"
+        coro = self.router.generate(to_messages(messages), self.route, self._params(stop, kwargs),
+                                    stream=on_delta is not None, on_delta=on_delta)
+        return asyncio.run_coroutine_threadsafe(coro, self.router._background())
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        if self.agent is not None:
+            return ChatResult(generations=[ChatGeneration(message=self._step(messages, kwargs))])
+        future = self._submit(messages, stop, kwargs)
+        try:
+            rc = future.result()
+        except BaseException:
+            future.cancel()
+            raise
+        return ChatResult(generations=[ChatGeneration(message=to_ai_message(rc))])
+
+    def _step(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        """The agent backend: one ``step`` of the ``AgentModel`` with the bound tools."""
+        reply = self.agent.step(to_messages(messages), list(kwargs.get("tools") or []))
+        calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in reply.calls]
+        usage = UsageMetadata(input_tokens=reply.prompt_tokens, output_tokens=max(reply.tokens - reply.prompt_tokens,
+                                                                                    0), total_tokens=reply.tokens)
+        return AIMessage(reply.text or "", tool_calls=calls, usage_metadata=usage,
+                         response_metadata={"model_name": reply.model or self.agent.name, "seconds": reply.seconds,
+                                            "invalid_tool_calls": reply.invalid})
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        rc = await asyncio.wrap_future(self._submit(messages, stop, kwargs))
+        return ChatResult(generations=[ChatGeneration(message=to_ai_message(rc))])
+
+    def _last_chunk(self, rc: RoutedCompletion, streamed: bool) -> ChatGenerationChunk:
+        """The stream's end: the text not streamed yet (all of it when nothing streamed), the calls, the usage."""
+        calls = [{"name": c.name, "args": c.arguments, "id": c.id, "index": i, "type": "tool_call_chunk"}
+                 for i, c in enumerate(rc.completion.tool_calls)]
+        return ChatGenerationChunk(message=AIMessageChunk(
+            content="" if streamed else rc.completion.text, tool_call_chunks=calls, usage_metadata=_usage(rc),
+            response_metadata=_metadata(rc), chunk_position="last"))
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        if self.agent is not None:  # an AgentModel answers whole: one chunk
+            message = self._step(messages, kwargs)
+            yield ChatGenerationChunk(message=AIMessageChunk(
+                content=message.content, tool_call_chunks=[
+                    {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i,
+                     "type": "tool_call_chunk"} for i, c in enumerate(message.tool_calls)],
+                usage_metadata=message.usage_metadata, response_metadata=message.response_metadata,
+                chunk_position="last"))
+            return
+        pieces: queue.Queue[Any] = queue.Queue()
+        future = self._submit(messages, stop, kwargs, on_delta=lambda _model, text: pieces.put(text))
+        future.add_done_callback(lambda _f: pieces.put(_DONE))
+        streamed = False
+        try:
+            while (piece := pieces.get()) is not _DONE:
+                streamed = True
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(piece)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            yield self._last_chunk(future.result(), streamed)
+        finally:
+            future.cancel()  # the consumer stopped early: do not leave the request running
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[Any] = asyncio.Queue()
+
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+        future = self._submit(messages, stop, kwargs, on_delta=lambda _model, text: put(text))
+        future.add_done_callback(lambda _f: put(_DONE))
+        streamed = False
+        try:
+            while (piece := await pieces.get()) is not _DONE:
+                streamed = True
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(piece)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            yield self._last_chunk(await asyncio.wrap_future(future), streamed)
+        finally:
+            future.cancel()
+

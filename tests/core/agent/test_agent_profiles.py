@@ -1,0 +1,139 @@
+"""Model profiles applied in one place, and the candidates of ``suggest`` in the graph's state: an HTTP model (the
+``full`` profile) gets none of the small model's crutches (the order of the calls, the short brief, tools without
+descriptions); a small one is told the order of the calls once; ``run_trial`` of a candidate never suggested is
+refused by the state, not by a text; the candidates shown survive ``kill -9`` and are the ones that run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from agentlab.core.agent.runtime import Reply, RouterModel
+from agentlab.core.llm.config import PROFILES, LLMConfig
+from agentlab.core.llm.router import Router
+from agentlab.core.llm.types import ToolCall
+from agentlab.core.search.agent import AgentKit, AgentPlanner, trial_agent_block
+from agentlab.core.search.settings import AgentSettings
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from test_agent_planner import search  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class Recorder:
+    """A scripted model that keeps what it was shown: the messages and the tools' full specs of each step."""
+
+    name = "recorder"
+
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]], profile: Any = None):
+        self.calls, self.i = calls, 0
+        self.seen: list[list[dict[str, Any]]] = []
+        self.tools: list[list[dict[str, Any]]] = []
+        if profile is not None:
+            self.profile = profile
+
+    def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
+        self.seen.append(messages)
+        self.tools.append(tools)
+        name, args = self.calls[min(self.i, len(self.calls) - 1)]
+        self.i += 1
+        return Reply([ToolCall(f"call_{self.i}", name, json.dumps(args))], model=self.name)
+
+
+CALLS = [("suggest", {}), ("run_trial", {"candidate": 1, "reason": "the second"})] * 3
+
+
+def _reason(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    spec = next(t for t in tools if t["function"]["name"] == "run_trial")
+    return spec["function"]["parameters"]["properties"]["reason"]
+
+
+def test_an_http_model_gets_none_of_the_small_profiles_crutches(tmp_path: Path) -> None:
+    cfg = LLMConfig.model_validate({
+        "providers": {"api": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}},
+        "models": {"big": {"provider": "api", "model": "gpt"}}, "routes": {"planner": {"primary": ["big"]}}})
+    router = Router.from_config(cfg)
+    try:
+        assert RouterModel(router, "planner").profile == PROFILES["full"]  # an HTTP model's profile: full
+    finally:
+        router.close()
+    runs = {}
+    for name, profile in (("full", PROFILES["full"]), ("small", PROFILES["small"])):
+        model = Recorder(CALLS, profile)
+        planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / name / "agent.sqlite",
+                               AgentKit("a test search"))
+        search(planner, 0, trials=3)
+        planner.close()
+        runs[name] = model
+    full, small = runs["full"], runs["small"]
+    # the order of the calls: said once, in the small profile's brief only; never in a tool's answer or reflection
+    said = "first suggest, then run_trial"
+    assert said in small.seen[0][0]["content"] and said not in full.seen[0][0]["content"]
+    for model in (full, small):
+        later = [m for m in model.seen[-1][1:] if said in str(m.get("content"))]
+        assert later == [] and not any("Next: call" in str(m.get("content")) for m in model.seen[-1])
+    # the full brief explains the guard and the leads; the short one does not
+    assert "the guard" in full.seen[0][0]["content"] and "the guard" not in small.seen[0][0]["content"]
+    assert len(small.seen[0][0]["content"]) < len(full.seen[0][0]["content"]) / 2
+    # descriptions: kept for the full profile, the small one's reason has none (and a plain character set)
+    assert "description" in _reason(full.tools[0]) and "pattern" not in _reason(full.tools[0])
+    assert "description" not in _reason(small.tools[0]) and "pattern" in _reason(small.tools[0])
+
+
+def test_run_trial_of_a_candidate_never_suggested_is_refused(tmp_path: Path) -> None:
+    model = Recorder([("run_trial", {"candidate": 2, "reason": "blind"}), ("suggest", {}),
+                      ("run_trial", {"candidate": 2, "reason": "seen"})])
+    planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", AgentKit("t"))
+    records = search(planner, 0, trials=2)
+    tool_answers = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
+    assert tool_answers[0].startswith("not run: no candidates were suggested")
+    assert records[1].origin == "agent" and records[1].choice == 2  # after suggest, the same call runs
+    assert trial_agent_block(planner, records)["rejected_calls"] == 1
+    planner.close()
+
+
+class KillAfterSuggest:
+    """Calls suggest, then dies (SIGKILL) in the next model step: the candidates are in the checkpoint only."""
+
+    name = "killer"
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
+        self.steps += 1
+        if self.steps == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return Reply([ToolCall("call_1", "suggest", "{}")], model=self.name)
+
+
+def first_life(path: str) -> None:
+    planner = AgentPlanner(KillAfterSuggest(), AgentSettings(guard_patience=50), Path(path), AgentKit("t"))
+    search(planner, 0, trials=2)
+
+
+def test_the_suggested_candidates_survive_a_sigkill_and_are_the_ones_that_run(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sqlite"
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_agent_profiles as t; "
+            f"t.first_life({str(path)!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    # a new process (another seed: its sampler would draw other candidates) continues the same graph: candidate 2
+    # is the one the killed process showed the model
+    model = Recorder([("run_trial", {"candidate": 2, "reason": "the third"})])
+    planner = AgentPlanner(model, AgentSettings(guard_patience=50), path, AgentKit("t"))
+    shown = planner.run._values()["suggested"]
+    assert len(shown) == 4
+    records = search(planner, 5, trials=2)
+    assert records[1].params == shown[2]["params"] and records[1].choice == 2
+    assert trial_agent_block(planner, records)["rejected_calls"] == 0
+    planner.close()
