@@ -101,3 +101,30 @@ def test_killed_mid_round_resumes_from_the_checkpoint_to_the_same_files(frozen: 
         assert (killed / name).read_bytes() == (folder / name).read_bytes(), name
     assert results["final"] == whole["final"] and results["per_round"] == whole["per_round"]
     assert results["judge_reply"] == whole["judge_reply"]
+
+
+def test_a_finished_debate_resumed_with_more_rounds_asks_only_those_and_the_judge_again(frozen: Path) -> None:
+    from agentlab.core.llm.providers.scripted import ScriptedProvider
+    from agentlab.core.runs import run_in_folder
+    from agentlab.debate.config import DebateConfig
+    from agentlab.debate.run import prepare, run
+
+    (frozen / "llm.yaml").write_text(parity_cases.LLM)
+    fields = {"llm": "llm.yaml", "agents": [{"model": x} for x in "abc"], "rule": "last_round",
+              "topic": "What is the result of 3+9*2?", "decision": "judge", "judge": "a"}
+
+    def debate(rounds: int, out: str, resume: Path | None = None) -> tuple[dict[str, Any], ScriptedProvider, Path]:
+        cfg = DebateConfig.model_validate({**fields, "rounds": rounds})
+        provider = ScriptedProvider("s", [parity_cases.greedy])
+        results, folder = run_in_folder("debate", cfg, run, out=None if resume else out, resume=resume,
+                                        inputs={**prepare(cfg), "providers": {"s": provider}})
+        return results, provider, folder
+
+    _, _, folder = debate(1, "runs/short")
+    results, provider, _ = debate(2, "", resume=folder)
+    judged = [c for c in provider.calls if "Several agents" in c.messages[0]["content"]]
+    asked = sorted(sum(m["role"] == "assistant" for m in c.messages) for c in provider.calls if c not in judged)
+    assert asked == [2, 2, 2] and len(judged) == 1
+    whole, _, fresh = debate(2, "runs/whole")
+    assert (folder / "transcript.jsonl").read_bytes() == (fresh / "transcript.jsonl").read_bytes()
+    assert results["final"] == whole["final"] and results["judge_reply"] == whole["judge_reply"]
