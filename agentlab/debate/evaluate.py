@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round, ballots
-from agentlab.core.debate.engine import Panel, debate_rounds, judge, samples
+from agentlab.core.debate.engine import Panel, judge, samples
+from agentlab.core.debate.graph import debate_rounds
 from agentlab.core.debate.rules import RULES, decide
 from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
 from agentlab.core.errors import AgentlabError, UsageError

@@ -4,7 +4,9 @@ Run folder (``runs/debate/<timestamp>-<name>/``)::
 
     config.yaml, run.json, events.jsonl, llm_calls.jsonl   as every command (events: one ``round`` per round)
     transcript.jsonl   every answer: round, agent, text, parsed answer, confidence, tokens, seconds; a round's
-                       answers are appended and flushed when the round finishes (what --resume continues from)
+                       answers are appended and flushed when the round finishes
+    debate.sqlite      the LangGraph checkpoints of the debate's graph (``core/debate/graph.py``), saved after every
+                       node: what --resume continues from (a run killed mid-round asks that round again)
     results.json       the votes per round, the final answer, the judge's reply, tokens
     report.md          the debate as text, the votes per round, agreement.png
 """
@@ -20,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round, vote
-from agentlab.core.debate.engine import Agent, Panel, ask, debate_rounds, judge
+from agentlab.core.debate.engine import Agent, Panel, ask
+from agentlab.core.debate.graph import debate_graph
 from agentlab.core.debate.protocol import question_kind
 from agentlab.core.debate.rules import decide
 from agentlab.core.errors import UsageError
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TRANSCRIPT = "transcript.jsonl"
+CHECKPOINT = "debate.sqlite"
 CHECK_QUESTION = "What is 2 plus 3?"
 
 
@@ -157,7 +161,8 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     start = time.perf_counter()
 
     def finished(number: int, answers: Round) -> None:
-        append_round(run_dir, number, answers)
+        if len(load_transcript(run_dir, names)) <= number:  # killed after writing it, before its checkpoint: once
+            append_round(run_dir, number, answers)
         t = vote(answers, cfg.decision)
         run_dir.event("round", round=number, votes=t.to_dict(), agreement=t.share(),
                       unparseable=sum(a.answer is None and a.error is None for a in answers),
@@ -171,14 +176,11 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     async def main() -> tuple[list[Round], Answer | None]:
         router = Router.for_run(panel.llm, run_dir, providers=providers)
         try:
-            rounds = await debate_rounds(router, panel, question, kind, n_rounds, temperature=cfg.temperature,
-                                         max_tokens=cfg.max_tokens, done=done, on_round=finished,
-                                         style=prompt_style(cfg, panel, kind), visibility=cfg.visibility,
-                                         rule=rule)
-            verdict = None
-            if cfg.decision == "judge" or kind == "open":
-                verdict = await judge(router, panel, question, kind, rounds[-1], max_tokens=cfg.max_tokens)
-            return rounds, verdict
+            return await debate_graph(router, panel, question, kind, n_rounds, temperature=cfg.temperature,
+                                      max_tokens=cfg.max_tokens, done=done, on_round=finished,
+                                      style=prompt_style(cfg, panel, kind), visibility=cfg.visibility, rule=rule,
+                                      ask_judge=cfg.decision == "judge" or kind == "open",
+                                      checkpoint=run_dir.file(CHECKPOINT))
         finally:
             await router.aclose()
 

@@ -41,13 +41,21 @@ class TaskSettings(StrictModel):
                                      "task YAMLs")
 
 
+# The seed's fitness is task + cooperation + novelty: both extra parts are on by default, weighted so that they break
+# near-ties of the task score without overriding it (benchmarks/evolve_search.py --weights task-only default: the
+# recommended child's test score under these weights against the task alone, docs/commands/evolve.md).
+DEFAULT_COOP = 0.1
+DEFAULT_NOVELTY = 0.05
+
+
 class FitnessWeights(StrictModel):
     task: float = Field(1.0, description="weight of the task score on the fitness split (task.score: the mean "
                         "per-token log-likelihood, <= 0, or the accuracy, 0-1)")
-    coop: float = Field(0.0, description="weight of the cooperation: the accuracy of the debate with the individual "
-                        "replacing one seed, minus the seeds' debate (-1 to 1); 0: no debate is asked at all")
-    novelty: float = Field(0.0, description="weight of the novelty: mean distance to the rest of the population "
-                           "(0-1)")
+    coop: float = Field(DEFAULT_COOP, description="weight of the cooperation: the accuracy of the debate with the "
+                        "individual replacing one seed, minus the seeds' debate (-1 to 1); 0: no debate is asked at "
+                        "all (the task alone, faster)")
+    novelty: float = Field(DEFAULT_NOVELTY, description="weight of the novelty: mean distance to the rest of the "
+                           "population (0-1); 0: none")
 
 
 class CoopSettings(StrictModel):

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentlab.core.debate.answers import Answer, ballots
-from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask, debate_rounds
+from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask
+from agentlab.core.debate.graph import debate_rounds
 from agentlab.core.debate.protocol import Kind, first_prompt
 from agentlab.core.debate.task import Question, is_correct
 from agentlab.core.errors import AgentlabError

@@ -78,3 +78,15 @@ def test_console_when_a_baseline_is_recommended() -> None:
                                "(-2.000), against the best evolved -2.100, ties -2.600")
     labels = [line.split(":")[0].strip() for line in lines[3:]]
     assert labels[:4] == ["recommended", "best evolved", "best seed", "best other baseline"]
+
+
+def test_the_default_fitness_is_the_seeds_task_cooperation_and_novelty() -> None:
+    """Cooperation and novelty are on by default (weights measured by benchmarks/evolve_search.py --weights), so a
+    default run asks the cooperation debate; 0 turns each off."""
+    from agentlab.evolve.config import EvolveConfig
+
+    weights = EvolveConfig().fitness
+    assert weights.task == 1.0 and weights.coop == 0.1 and weights.novelty == 0.05
+    line = fitness_line(weights.model_dump(), "loglik", 36)
+    assert "0.1 x cooperation" in line and "0.05 x novelty" in line
+    assert fitness_line({"task": 1.0, "coop": 0.0, "novelty": 0.0}, "loglik", 36).startswith("fitness = 1 x task;")

@@ -37,7 +37,10 @@ def write_config(tmp: Path, tiny_model: dict[str, Path], made: dict[str, Path], 
     data: dict[str, Any] = {
         "base_model": str(tiny_model["hf"]), "seeds": [str(made[n]) for n in SEEDS], "population": 4,
         "generations": 1, "elite": 1, "batch": 2, "max_tokens": 3, "device": "cpu", "baseline_budget": 2,
-        "task": {"fitness_questions": 3, "validation_questions": 3, "test_questions": 3}}
+        "task": {"fitness_questions": 3, "validation_questions": 3, "test_questions": 3},
+        # the task alone: these tests are about the search and the baselines, so no debate per child (a run with
+        # cooperation and novelty is tests/evolve/test_evolve.py's)
+        "fitness": {"coop": 0, "novelty": 0}}
     data.update(fields)
     path = tmp / "evolve.yaml"
     path.write_text(json.dumps(data))

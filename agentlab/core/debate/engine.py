@@ -1,4 +1,5 @@
-"""One question debated: the agents, one answer per call, rounds of concurrent answers, the vote per round, the judge.
+"""The debate's parts: the agents, one answer per call, what each agent sees of the others, the judge (the rounds run
+on the LangGraph graph of ``graph.py``).
 
 An agent is a route of one routing config (``Panel.llm``) plus its own params. :func:`adapter_routes` builds, in
 memory, the routing entries for PEFT adapters on one base model: one ``hf`` provider whose ``adapters`` are the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.debate.answers import Answer, Round
 from agentlab.core.debate.protocol import (
     Kind,
-    conversation,
     first_prompt,
     judge_prompt,
     parse_reply,
     parse_structured,
     reply_schema,
 )
-from agentlab.core.debate.rules import shown, stops_after_round0
+from agentlab.core.debate.rules import shown
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.config import HFProviderConfig, LLMConfig, ModelConfig, ProviderConfig, RouteConfig
 from agentlab.core.llm.structured import schema_max_tokens
@@ -122,32 +122,6 @@ def others_of(rounds: list[Round], agent: str, visibility: str = "full") -> list
     """For each finished round, the other agents' answers as ``(name, what it sees)``: the full reply, the parsed
     answer, or the answer with its confidence (``core/debate/rules.py``: ``shown``)."""
     return [[(a.agent, shown(a, visibility)) for a in answers if a.agent != agent] for answers in rounds]
-
-
-async def debate_rounds(router: Router, panel: Panel, question: str, kind: Kind, rounds: int, *,
-                        temperature: float, max_tokens: int, done: list[Round] | None = None, style: str = "format",
-                        on_round: Callable[[int, Round], Awaitable[None] | None] | None = None,
-                        visibility: str = "full", rule: str | None = None) -> list[Round]:
-    """Rounds ``len(done)`` .. ``rounds`` (round 0 is the independent answers); each round's answers are asked
-    concurrently, so an in-process backend generates them as one batch. ``on_round(k, answers)`` runs after each.
-    ``visibility``: what each agent sees of the others' answers; ``rule`` ``on_disagreement`` stops after a
-    unanimous round 0 (the rounds returned are then fewer than ``rounds + 1``)."""
-    finished: list[Round] = list(done or [])
-    for number in range(len(finished), rounds + 1):
-        if number > 0 and rule is not None and stops_after_round0(rule, finished[0]):
-            break
-        own = {agent.name: [a.text for r in finished for a in r if a.agent == agent.name] for agent in panel.agents}
-        asks = [ask(router, agent, conversation(question, kind, own[agent.name],
-                                                others_of(finished, agent.name, visibility),
-                                                style),  # type: ignore[arg-type]
-                    kind, temperature=temperature, max_tokens=max_tokens) for agent in panel.agents]
-        answers = list(await asyncio.gather(*asks))
-        finished.append(answers)
-        if on_round is not None:
-            result = on_round(number, answers)
-            if asyncio.iscoroutine(result):
-                await result
-    return finished
 
 
 async def judge(router: Router, panel: Panel, question: str, kind: Kind, answers: Round, *,
