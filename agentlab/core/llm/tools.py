@@ -33,8 +33,8 @@ from agentlab.core.llm.types import Completion, GenParams, Messages, ToolCall
 __all__ = ["check_tools", "call_problem", "calls_schema", "parse_tagged", "ToolCallAssembler", "tool_prompt",
            "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls", "checking_calls",
            "calls_from_message", "forced_name", "without_tools", "tool_constraint", "tool_gate", "close_repeats",
-           "answered_calls", "answer_messages", "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS", "TOOL_CALL_OPEN",
-           "TOOL_CALL_CLOSE"]
+           "answered_calls", "answered_tools", "answer_messages", "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS",
+           "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE"]
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 _TAGGED = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
@@ -315,6 +315,15 @@ def answered_calls(messages: Messages) -> set[str]:
             for fn in [c.get("function") or {}]}
 
 
+def answered_tools(messages: Messages) -> set[str]:
+    """The tools that answered a call since the last user message (this turn's results)."""
+    start = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1) + 1
+    turn = messages[start:]
+    answered = {m.get("tool_call_id") for m in turn if m.get("role") == "tool"}
+    return {str((c.get("function") or {}).get("name") or "") for m in turn if m.get("role") == "assistant"
+            for c in m.get("tool_calls") or [] if isinstance(c, dict) and c.get("id") in answered}
+
+
 def answer_messages(messages: Messages) -> Messages:
     """``messages`` as a small model answers from tool results in text: each assistant call and its results become
     one exchange in words ("I called multiply({...})." / "The result of multiply is: 437") and the user's question
@@ -579,18 +588,22 @@ def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], No
     reply (the router counts them).
 
     ``small(model)`` says whether a model has the ``small`` profile: under ``tool_choice: auto`` its calls that repeat
-    one already answered in the conversation (same tool, same arguments) are dropped, and when none is left it
-    answers from the results in text (``answer_messages``, no tools). SmolLM2-135M under the grammar calls the same
-    tool with the same arguments after every result until an agent's step limit (0 of 5 LangGraph questions ended
-    before this); a new call (the next step of a multi-step question) goes through."""
+    one already answered in the conversation (same tool, same arguments), or call again a tool that already answered
+    in this turn (since the user's last message), are dropped, and when none is left it answers from the results in
+    text (``answer_messages``, no tools). SmolLM2-135M under the grammar calls the same tool after every result until
+    an agent's step limit, with the same arguments (the weather of Paris twice) or fed its own result (23 x 19 = 437,
+    then 437 x 19, then 8303 x 19): 0 of 5 LangGraph questions ended before this. A call to another tool (the next
+    step of a multi-step question) goes through; a chain through one tool twice (multiply, then multiply its
+    result) is what the small profile gives up."""
 
     async def attempt(call: CallState, name: str, messages: Messages, params: GenParams) -> Completion | None:
         completion = await try_model(call, name, messages, params)
         if completion is None or not params.tools:
             return completion
         if small is not None and completion.tool_calls and params.tool_choice in (None, "auto") and small(name):
-            answered = answered_calls(messages)
-            fresh = [c for c in completion.tool_calls if _call_key(c.name, c.arguments) not in answered]
+            answered, tools_done = answered_calls(messages), answered_tools(messages)
+            fresh = [c for c in completion.tool_calls
+                     if _call_key(c.name, c.arguments) not in answered and c.name not in tools_done]
             if not fresh:
                 return await try_model(call, name, answer_messages(messages), without_tools(params))
             completion = replace(completion, tool_calls=fresh)

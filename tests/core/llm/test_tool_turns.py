@@ -116,3 +116,10 @@ def test_llama_cpp_string_closes_under_the_bound_and_a_cut_reply_is_max_tokens(t
         r.generate_sync([{"role": "user", "content": "note this"}],
                         params=GenParams(tools=[note], tool_choice="required"))
     assert failed.value.kind == "max_tokens" and "calls no tool" not in str(failed.value)
+
+
+def test_small_profile_does_not_feed_a_tool_its_own_result() -> None:
+    # SmolLM2: 23 x 19 = 437, then multiply(437, 19), then multiply(8303, 19), until LangGraph's step limit
+    provider = ScriptedProvider("p", [Calls([("multiply", {"a": 437, "b": 19})]), "23 times 19 is 437."])
+    rc = asyncio.run(router(provider, "small").generate(history(("multiply", {"a": 23, "b": 19}, "437")), params=AUTO))
+    assert rc.completion.tool_calls == [] and rc.text == "23 times 19 is 437."
