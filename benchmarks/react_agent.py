@@ -12,7 +12,8 @@ and ``full`` (none of it: the baseline, measured in the same invocation). The fi
 a one-tool or two-step question is right when the agent ended with an answer that contains the tools' result
 (digits compared without separators); a no-tool question when it ended with a text answer and called no tool. Per
 question: the agent's model steps and tokens. Temperature 0 (greedy; ``--seeds`` > 1 samples at temperature 0.7,
-one run per seed, each kept). The last lines give, per group, small / full accuracy.
+one run per seed, each kept). The last lines give, per group, small / full accuracy, and ``ratio:`` one-tool
+accuracy small / full.
 
     python benchmarks/react_agent.py --paths inproc,served --profiles small,full
 """
@@ -135,7 +136,7 @@ def ask(agent: Any, question: str, limit: int) -> dict[str, Any]:
 
 
 def run_path(path: str, profile: str, seed: int | None, args: argparse.Namespace,
-             questions: list[tuple[str, str, str | None]]) -> list[dict[str, Any]]:
+             questions: list[tuple[str, str, str | None]], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from langgraph.prebuilt import create_react_agent
 
     from agentlab.core.llm import LLMConfig, Router
@@ -163,6 +164,8 @@ def run_path(path: str, profile: str, seed: int | None, args: argparse.Namespace
             r.update(group=group, question=question, expected=expected, path=path, profile=profile, seed=seed,
                      correct=right(group, expected, r["answer"], r["calls"], r["finished"]))
             results.append(r)
+            if args.out:  # every answer kept as it comes: an interrupted run loses nothing
+                args.out.write_text(json.dumps(done + results, indent=1), encoding="utf-8")
             print(f"  {path}/{profile}/seed {seed}: {'ok ' if r['correct'] else 'BAD'} {question[:50]!r} -> "
                   f"{r['answer'][:60]!r} tools={r['tools']} steps={r['steps']} {r['seconds']:.1f}s", flush=True)
     finally:
@@ -192,19 +195,27 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def spaced(items: list[Any], n: int) -> list[Any]:
+    """``n`` items evenly spaced over ``items`` (all when ``n`` is 0 or covers them)."""
+    if n <= 0 or n >= len(items):
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--paths", default="inproc,served", help="inproc, served")
     ap.add_argument("--profiles", default="small,full", help="small (the local default), full (the baseline)")
     ap.add_argument("--groups", default="one_tool,two_step,no_tool")
-    ap.add_argument("--limit", type=int, default=0, help="the first N questions of each group (0: all)")
+    ap.add_argument("--limit", type=int, default=0, help="N questions of each group, evenly spaced over it (so every "
+                    "tool is asked; 0: all)")
     ap.add_argument("--seeds", type=int, default=1, help="1: greedy; N > 1: N seeds at temperature 0.7")
     ap.add_argument("--recursion-limit", type=int, default=8, help="LangGraph's step limit (the issue's: 8)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--out", type=Path, default=None, help="write every question's record here (JSON)")
     args = ap.parse_args()
     groups = args.groups.split(",")
-    questions = [q for g in groups for q in [x for x in QUESTIONS if x[0] == g][:args.limit or None]]
+    questions = [q for g in groups for q in spaced([x for x in QUESTIONS if x[0] == g], args.limit)]
     seeds: list[int | None] = [None] if args.seeds <= 1 else list(range(args.seeds))
     print(f"LangGraph create_react_agent, 6 tools, recursion limit {args.recursion_limit}, SmolLM2-135M Q4_1 "
           f"(llama.cpp), {len(questions)} questions, seeds {seeds}", flush=True)
@@ -212,9 +223,7 @@ def main() -> None:
     for path in args.paths.split(","):
         for profile in args.profiles.split(","):
             for seed in seeds:
-                results += run_path(path, profile, seed, args, questions)
-                if args.out:
-                    args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
+                results += run_path(path, profile, seed, args, questions, results)
     print("\n" + "\n".join(table(results)))
     for path in args.paths.split(","):
         for group in groups:
@@ -223,6 +232,11 @@ def main() -> None:
                    if any((r["path"], r["group"], r["profile"]) == (path, group, p) for r in results)}
             if {"small", "full"} <= set(acc):
                 print(f"{path} {group}: small {acc['small']:.2f} / full {acc['full']:.2f}")
+    one = {p: [r["correct"] for r in results if r["group"] == "one_tool" and r["profile"] == p]
+           for p in ("small", "full")}
+    if one["small"] and one["full"]:
+        small, full = statistics.mean(one["small"]), statistics.mean(one["full"])
+        print(f"ratio: {small / full:.3f}" if full else f"ratio: inf (one-tool small {small:.2f}, full 0)")
     sys.stdout.flush()
 
 

@@ -123,3 +123,18 @@ def test_small_profile_does_not_feed_a_tool_its_own_result() -> None:
     provider = ScriptedProvider("p", [Calls([("multiply", {"a": 437, "b": 19})]), "23 times 19 is 437."])
     rc = asyncio.run(router(provider, "small").generate(history(("multiply", {"a": 23, "b": 19}, "437")), params=AUTO))
     assert rc.completion.tool_calls == [] and rc.text == "23 times 19 is 437."
+
+
+def test_parallel_calls_stay_several_and_distinct_under_the_small_profile() -> None:
+    # BFCL `parallel`: with parallel_tool_calls (OpenAI's default) the grammar's call list is open and the small
+    # profile keeps every distinct call of a reply, after a result too
+    schema = calls_schema(AUTO)
+    assert schema is not None and "maxItems" not in schema
+    two = Calls([("multiply", {"a": 2, "b": 3}), ("add", {"a": 4, "b": 5})])
+    provider = ScriptedProvider("p", [two, Calls([("multiply", {"a": 2, "b": 3}), ("add", {"a": 1, "b": 1})])])
+    r = router(provider, "small")
+    rc = asyncio.run(r.generate([{"role": "user", "content": "2 times 3, and 4 plus 5?"}], params=AUTO))
+    assert [c.name for c in rc.completion.tool_calls] == ["multiply", "add"]
+    rc = asyncio.run(r.generate(history(("multiply", {"a": 2, "b": 3}, "6"), question="2 times 3, and 1 plus 1?"),
+                                params=AUTO))
+    assert [(c.name, c.args) for c in rc.completion.tool_calls] == [("add", {"a": 1, "b": 1})]
