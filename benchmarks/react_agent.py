@@ -131,7 +131,7 @@ def ask(agent: Any, question: str, limit: int) -> dict[str, Any]:
     finished = finished and last is not None and not last.tool_calls
     return {"answer": str(last.content) if last is not None and finished else "", "finished": finished,
             "steps": len(ais), "calls": sum(len(m.tool_calls) for m in ais),
-            "tokens": sum((m.usage_metadata or {}).get("total_tokens", 0) for m in ais),
+            "tokens": sum(m.usage_metadata["total_tokens"] if m.usage_metadata else 0 for m in ais),
             "tools": [c["name"] for m in ais for c in m.tool_calls], "seconds": time.perf_counter() - start}
 
 
@@ -195,6 +195,42 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def probe(questions: list[tuple[str, str, str | None]]) -> list[str]:
+    """Call or text, decided in code against decided by the model: per group, the share of questions the word gate
+    (``tools.tool_gate``) lets through to a call, and the built-in model's probability of opening a call at the
+    first token (``<``, the first token of ``<tool_call>``) under the tool prompt, as llama.cpp's lazy grammars
+    decide. A rule by the model is only worth having if its probabilities separate the groups."""
+    import numpy as np
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from agentlab.core.llm import GenParams, LLMConfig, Router
+    from agentlab.core.llm.tools import TOOL_CALL_OPEN, render_tool_messages, tool_gate
+
+    tools = [convert_to_openai_tool(t) for t in TOOLS]
+    params = GenParams(tools=tools, tool_choice="auto")
+    with Router.from_config(LLMConfig.model_validate(llm_config("small", 0.0, 8))) as router:
+        loaded = router.providers["local"].load("smollm2-135m")  # type: ignore[attr-defined]
+        llm = loaded.llm
+        first = llm.tokenize(TOOL_CALL_OPEN.encode(), add_bos=False, special=True)[0]
+        by_group: dict[str, list[tuple[bool, float]]] = {}
+        for group, question, _ in questions:
+            ask_ = [{"role": "user", "content": question}]
+            through = tool_gate(ask_, params).tool_choice != "none"
+            prompt = loaded.formatter(messages=render_tool_messages(ask_, params)).prompt
+            llm.reset()
+            llm.eval(llm.tokenize(prompt.encode(), add_bos=False, special=True))
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+            p = np.exp(logits - logits.max())
+            by_group.setdefault(group, []).append((through, float(p[first] / p.sum())))
+    lines = ["| group | questions | word gate lets through | P(open a call) min | median | max |",
+             "|---|---|---|---|---|---|"]
+    for group, rows in by_group.items():
+        ps = sorted(p for _, p in rows)
+        lines.append(f"| {group} | {len(rows)} | {sum(t for t, _ in rows) / len(rows):.2f} | {ps[0]:.4f} | "
+                     f"{statistics.median(ps):.4f} | {ps[-1]:.4f} |")
+    return lines
+
+
 def spaced(items: list[Any], n: int) -> list[Any]:
     """``n`` items evenly spaced over ``items`` (all when ``n`` is 0 or covers them)."""
     if n <= 0 or n >= len(items):
@@ -213,9 +249,14 @@ def main() -> None:
     ap.add_argument("--recursion-limit", type=int, default=8, help="LangGraph's step limit (the issue's: 8)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--out", type=Path, default=None, help="write every question's record here (JSON)")
+    ap.add_argument("--probe", action="store_true", help="only the call-or-text probe: the word gate against the "
+                    "model's first-token probability of opening a call, per group (no agent runs)")
     args = ap.parse_args()
     groups = args.groups.split(",")
     questions = [q for g in groups for q in spaced([x for x in QUESTIONS if x[0] == g], args.limit)]
+    if args.probe:
+        print("\n".join(probe(questions)))
+        return
     seeds: list[int | None] = [None] if args.seeds <= 1 else list(range(args.seeds))
     print(f"LangGraph create_react_agent, 6 tools, recursion limit {args.recursion_limit}, SmolLM2-135M Q4_1 "
           f"(llama.cpp), {len(questions)} questions, seeds {seeds}", flush=True)
