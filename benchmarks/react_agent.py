@@ -116,6 +116,9 @@ def right(group: str, expected: str | None, answer: str, calls: int, finished: b
     return expected.lower() in digits.lower()
 
 
+STEP_LIMIT = "Sorry, need more steps to process this request."
+
+
 def ask(agent: Any, question: str, limit: int) -> dict[str, Any]:
     from langchain_core.messages import AIMessage, HumanMessage
     from langgraph.errors import GraphRecursionError
@@ -128,7 +131,8 @@ def ask(agent: Any, question: str, limit: int) -> dict[str, Any]:
         messages, finished = [], False
     ais = [m for m in messages if isinstance(m, AIMessage)]
     last = ais[-1] if ais else None
-    finished = finished and last is not None and not last.tool_calls
+    # at its step limit LangGraph's prebuilt agent answers this itself instead of raising
+    finished = finished and last is not None and not last.tool_calls and last.content != STEP_LIMIT
     return {"answer": str(last.content) if last is not None and finished else "", "finished": finished,
             "steps": len(ais), "calls": sum(len(m.tool_calls) for m in ais),
             "tokens": sum(m.usage_metadata["total_tokens"] if m.usage_metadata else 0 for m in ais),
