@@ -51,7 +51,7 @@ from agentlab.core.llm.tools import tool_gate
 from agentlab.testing.gateway import serve_process, stop_process
 from agentlab.testing.server import spawn_server_process
 
-CATEGORIES = ("simple_python", "multiple", "parallel", "irrelevance")
+CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
 # Unseen data: never tuned on, read only to check that the gate's rule carries over.
 LIVE = ("live_simple", "live_multiple", "live_parallel", "live_relevance", "live_irrelevance")
 MODES = ("free", "grammar")

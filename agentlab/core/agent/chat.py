@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import MissingPackage
+from agentlab.core.errors import LLMError, MissingPackage
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.llm.results import RoutedCompletion
 from agentlab.core.llm.router import Router
@@ -42,7 +42,7 @@ from agentlab.core.llm.types import GenParams, Messages
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-    from langchain_core.language_models import LanguageModelInput
+    from langchain_core.language_models import LangSmithParams, LanguageModelInput
     from langchain_core.language_models.chat_models import BaseChatModel
     from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
     from langchain_core.messages.ai import UsageMetadata
@@ -109,11 +109,16 @@ class AgentlabChatModel(BaseChatModel):
     """A LangChain chat model whose every call goes through ``router`` on ``route``.
 
     Build it with ``AgentlabChatModel(router=Router.from_config(cfg))`` or ``AgentlabChatModel.from_config(path)``.
-    ``temperature``, ``max_tokens`` and ``seed`` are sent when set (else each model's own params apply); tools come
-    from ``bind_tools``. The model does not close the router: its owner does (``router.close()``).
+    ``temperature``, ``max_tokens``, ``seed`` and ``stop`` are sent when set (else each model's own params apply);
+    tools come from ``bind_tools``. LangChain's other standard arguments: ``timeout`` bounds each routed call
+    (seconds, fallbacks included: ``LLMError`` kind ``timeout`` past it), ``max_retries`` asks the whole route again
+    that many times after a retryable failure (the router's own per-model ``retries`` come first), ``streaming``
+    makes ``invoke`` stream. A per-call ``model=`` names the route for that call (the gateway's meaning of
+    ``model``). Any other argument is refused (pydantic's ``extra_forbidden``), not silently dropped. The model does
+    not close the router: its owner does (``router.close()``).
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     router: Router | None = None
     agent: Any = None  # an AgentModel (``step(messages, tools) -> Reply``): the other backend
@@ -122,6 +127,9 @@ class AgentlabChatModel(BaseChatModel):
     max_tokens: int | None = None
     seed: int | None = None
     stop: list[str] | None = Field(default=None)
+    timeout: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=0, ge=0)
+    streaming: bool = False
 
     @classmethod
     def from_config(cls, config: LLMConfig | str | Path, route: str = "default", **fields: Any) -> AgentlabChatModel:
@@ -136,6 +144,21 @@ class AgentlabChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"route": self.route, "temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """LangSmith's standard tracing params: provider ``agentlab``, the route (or a per-call ``model``) as the
+        model name, and the sampling params this model sends."""
+        params = LangSmithParams(ls_provider="agentlab", ls_model_name=str(kwargs.get("model") or self.route),
+                                 ls_model_type="chat")
+        temperature = kwargs.get("temperature", self.temperature)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if temperature is not None:
+            params["ls_temperature"] = float(temperature)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = int(max_tokens)
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
 
     def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], *,
                    tool_choice: str | bool | dict[str, Any] | None = None,
@@ -154,7 +177,7 @@ class AgentlabChatModel(BaseChatModel):
     # ------------------------------------------------------------------ the router's calls
 
     def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> GenParams:
-        fields = set(GenParams.__dataclass_fields__) - {"extra"}
+        fields = set(GenParams.__dataclass_fields__) - {"extra", "model"}
         params = GenParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed,
                            stop=stop or self.stop)
         for key, value in kwargs.items():
@@ -166,9 +189,38 @@ class AgentlabChatModel(BaseChatModel):
                 on_delta: Callable[[str, str], None] | None = None) -> Future[RoutedCompletion]:
         """Start the routed call on the router's own loop (sync and async callers share it)."""
         assert self.router is not None, "AgentlabChatModel needs a router or an agent model"
-        coro = self.router.generate(to_messages(messages), self.route, self._params(stop, kwargs),
-                                    stream=on_delta is not None, on_delta=on_delta)
+        coro = self._call(to_messages(messages), str(kwargs.get("model") or self.route), self._params(stop, kwargs),
+                          on_delta)
         return asyncio.run_coroutine_threadsafe(coro, self.router._background())
+
+    async def _call(self, messages: Messages, route: str, params: GenParams,
+                    on_delta: Callable[[str, str], None] | None) -> RoutedCompletion:
+        """The routed call within ``timeout``, asked again up to ``max_retries`` times after a retryable failure
+        (none once part of a streamed answer went out)."""
+        assert self.router is not None
+        sent = False
+
+        def delta(model: str, text: str) -> None:
+            nonlocal sent
+            sent = True
+            assert on_delta is not None
+            on_delta(model, text)
+
+        for attempt in range(self.max_retries + 1):
+            work = self.router.generate(messages, route, params, stream=on_delta is not None,
+                                        on_delta=delta if on_delta is not None else None)
+            try:
+                if self.timeout is None:
+                    return await work
+                try:
+                    return await asyncio.wait_for(work, self.timeout)
+                except TimeoutError:
+                    raise LLMError(f"route '{route}': no answer within the model's timeout ({self.timeout:g}s)",
+                                   "timeout", hint="raise the chat model's timeout") from None
+            except LLMError as exc:
+                if sent or not exc.retryable or attempt == self.max_retries:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:

@@ -195,7 +195,7 @@ class Router:
         try_model: TryModel = self.try_model
         if params.tools:  # calls are validated (and repaired) before the answer is known: nothing streams out early
             check_tools(params.tools, params.tool_choice)
-            try_model = checking_calls(self.try_model, self.record_invalid_tool_call)
+            try_model = checking_calls(self.try_model, self.record_invalid_tool_call, self.small)
         call = CallState(route, self.config.deadline_s, stream,
                          on_delta if stream and rcfg.strategy != "best_of_n" and not params.tools else None)
         if rcfg.strategy == "best_of_n":
@@ -241,6 +241,11 @@ class Router:
         if tracer is not None:
             return await tracer.request(work, "structured", route, rcfg.strategy, self._scrub)
         return await work
+
+    def small(self, name: str) -> bool:
+        """Whether model ``name`` gets the ``small`` profile's help with tools (its profile's tool gate, not turned
+        off by its params): answered calls are not repeated (``tools.checking_calls``)."""
+        return self.config.profile(name).tool_gate and self._params[name].get("tool_gate", True) is not False
 
     def configured_max_tokens(self, name: str) -> int | None:
         """The ``max_tokens`` of model ``name``'s own ``params``, if it sets one."""

@@ -33,6 +33,7 @@ from agentlab.core.llm.types import Completion, GenParams, Messages, ToolCall
 __all__ = ["check_tools", "call_problem", "calls_schema", "parse_tagged", "ToolCallAssembler", "tool_prompt",
            "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls", "checking_calls",
            "calls_from_message", "forced_name", "without_tools", "tool_constraint", "tool_gate", "close_repeats",
+           "answered_calls", "answered_tools", "answer_messages", "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS",
            "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE"]
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -300,8 +301,67 @@ def close_repeats(text: str) -> str | None:
     return text[:start] + TOOL_CALL_OPEN + json.dumps(calls, ensure_ascii=False) + TOOL_CALL_CLOSE
 
 
+def _call_key(name: str, arguments: Any) -> str:
+    """A call's identity: its name and its arguments as canonical JSON (key order and spacing do not count)."""
+    return json.dumps([name, _loads(arguments)], sort_keys=True, ensure_ascii=False)
+
+
+def answered_calls(messages: Messages) -> set[str]:
+    """The calls (``_call_key``) that an assistant message of ``messages`` made and a ``tool`` message answered."""
+    answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    return {_call_key(str(fn.get("name") or ""), fn.get("arguments"))
+            for m in messages if m.get("role") == "assistant"
+            for c in m.get("tool_calls") or [] if isinstance(c, dict) and c.get("id") in answered
+            for fn in [c.get("function") or {}]}
+
+
+def answered_tools(messages: Messages) -> set[str]:
+    """The tools that answered a call since the last user message (this turn's results)."""
+    start = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1) + 1
+    turn = messages[start:]
+    answered = {m.get("tool_call_id") for m in turn if m.get("role") == "tool"}
+    return {str((c.get("function") or {}).get("name") or "") for m in turn if m.get("role") == "assistant"
+            for c in m.get("tool_calls") or [] if isinstance(c, dict) and c.get("id") in answered}
+
+
+def answer_messages(messages: Messages) -> Messages:
+    """``messages`` as a small model answers from tool results in text: each assistant call and its results become
+    one exchange in words ("I called multiply({...})." / "The result of multiply is: 437") and the user's question
+    is asked again after the last result. Given the tool messages as ``<tool_response>`` blocks, SmolLM2-135M copies
+    the block back, tags and all, and drops digits of a number (13960000 came back as 1396000); in words it answers
+    with the result ("5 km is equal to 3.107 miles.")."""
+    question = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), None)
+    question = question if isinstance(question, str) else _parts_text(question or "")
+    names: dict[str, str] = {}
+    out: Messages = []
+    for message in messages:
+        role = message.get("role")
+        if role == "assistant" and message.get("tool_calls"):
+            said = []
+            for c in message["tool_calls"]:
+                fn = c.get("function") or {}
+                names[str(c.get("id"))] = str(fn.get("name") or "the tool")
+                said.append(f"{fn.get('name')}({json.dumps(_loads(fn.get('arguments')), ensure_ascii=False)})")
+            text = message.get("content") if isinstance(message.get("content"), str) else ""
+            out.append({"role": "assistant", "content": ((text or "") + " I called " + ", ".join(said) + ".").strip()})
+        elif role == "tool":
+            content = message.get("content")
+            text = content if isinstance(content, str) else _parts_text(content or "")
+            line = f"The result of {names.get(str(message.get('tool_call_id')), 'the tool')} is: {text}"
+            if out and out[-1]["role"] == "user" and out[-1].get("_results"):
+                out[-1]["content"] += "\n" + line
+            else:
+                out.append({"role": "user", "content": line, "_results": True})
+        else:
+            out.append(dict(message))
+    if out and out[-1].get("_results") and question:
+        out[-1]["content"] += f"\nUsing this result, answer: {question}"
+    return [{k: v for k, v in m.items() if k != "_results"} for m in out]
+
+
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """A tool's parameters as a grammar takes them: an object at the top (a schema without a type is one), integer
+    """A tool's parameters as a grammar takes them: strings and arrays bounded where the schema leaves them open
+    (``STRING_MAX_CHARS``, ``ARRAY_MAX_ITEMS``), an object at the top (a schema without a type is one), integer
     ranges as enums (llama.cpp's JSON-schema converter ignores ``minimum`` / ``maximum``: measured, a random model
     wrote 5044444444444444 for an integer of 0-9), and no annotations (``description``, ``title``, ...: they do not
     constrain, and llama.cpp's converter rejects a schema made of annotations alone, as BFCL's ``any`` parameters
@@ -313,11 +373,19 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _MAX_ENUM_RANGE = 256
+# The grammar's bounds where a tool's schema sets none: a JSON string holds at most STRING_MAX_CHARS characters and
+# an array at most ARRAY_MAX_ITEMS items. Unbounded, a small model under the grammar can stay inside a string (it
+# wrote `"]}}]</tool_call>...` inside one until max_tokens) or a list (24 of BFCL's 400 simple_python replies ran to
+# max_tokens that way); bounded, the grammar closes them. A schema's own maxLength / maxItems (or an enum, const or
+# pattern) wins.
+STRING_MAX_CHARS = 256
+ARRAY_MAX_ITEMS = 16
 _ANNOTATIONS = frozenset(("description", "title", "examples", "$comment", "deprecated", "readOnly", "writeOnly"))
 
 
 def _grammar_ready(schema: Any) -> Any:
-    """``schema`` with bounded integer ranges as enums and without annotations, at every depth (see ``_closed``)."""
+    """``schema`` with bounded integer ranges as enums, open strings and arrays bounded and without annotations, at
+    every depth (see ``_closed``)."""
     if isinstance(schema, list):
         return [_grammar_ready(s) for s in schema]
     if not isinstance(schema, dict):
@@ -344,6 +412,13 @@ def _grammar_ready(schema: Any) -> Any:
             out = {k: v for k, v in out.items() if k not in ("minimum", "maximum", "exclusiveMinimum",
                                                               "exclusiveMaximum")}
             out["enum"] = list(range(start, int(high) + 1))
+    kinds = out.get("type")
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    free = not any(k in out for k in ("enum", "const", "pattern", "format"))
+    if "string" in kinds and free and "maxLength" not in out:
+        out["maxLength"] = max(STRING_MAX_CHARS, int(out.get("minLength") or 0))
+    if "array" in kinds and free and "maxItems" not in out:
+        out["maxItems"] = max(ARRAY_MAX_ITEMS, int(out.get("minItems") or 0))
     return out
 
 
@@ -504,17 +579,34 @@ def _cut(call: CallState, name: str, params: GenParams) -> None:
                                  "call ended (finish_reason length): raise max_tokens"))
 
 
-def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], None]) -> TryModel:
+def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], None],
+                   small: Callable[[str], bool] | None = None) -> TryModel:
     """``try_model`` whose answers to a request with tools are validated (``call_problem``): an invalid reply is
     shown to the same model once with the validation error (``repair_messages``); a second invalid reply is an
     ``invalid_tool_call`` attempt and the strategy moves on to the next model. A reply cut at max_tokens is a
     ``max_tokens`` attempt instead, never repaired. ``on_invalid(route, model, problem)`` is told of every invalid
-    reply (the router counts them)."""
+    reply (the router counts them).
+
+    ``small(model)`` says whether a model has the ``small`` profile: under ``tool_choice: auto`` its calls that repeat
+    one already answered in the conversation (same tool, same arguments), or call again a tool that already answered
+    in this turn (since the user's last message), are dropped, and when none is left it answers from the results in
+    text (``answer_messages``, no tools). SmolLM2-135M under the grammar calls the same tool after every result until
+    an agent's step limit, with the same arguments (the weather of Paris twice) or fed its own result (23 x 19 = 437,
+    then 437 x 19, then 8303 x 19): 0 of 5 LangGraph questions ended before this. A call to another tool (the next
+    step of a multi-step question) goes through; a chain through one tool twice (multiply, then multiply its
+    result) is what the small profile gives up."""
 
     async def attempt(call: CallState, name: str, messages: Messages, params: GenParams) -> Completion | None:
         completion = await try_model(call, name, messages, params)
         if completion is None or not params.tools:
             return completion
+        if small is not None and completion.tool_calls and params.tool_choice in (None, "auto") and small(name):
+            answered, tools_done = answered_calls(messages), answered_tools(messages)
+            fresh = [c for c in completion.tool_calls
+                     if _call_key(c.name, c.arguments) not in answered and c.name not in tools_done]
+            if not fresh:
+                return await try_model(call, name, answer_messages(messages), without_tools(params))
+            completion = replace(completion, tool_calls=fresh)
         problem = call_problem(completion, params)
         if problem is None:
             return completion

@@ -322,7 +322,8 @@ def test_annotation_only_parameters_get_a_grammar_and_an_unbuildable_one_is_a_ba
         "required": ["data", "description"]}}}
     schema = calls_schema(GenParams(tools=[anything], tool_choice="required"))
     assert schema is not None
-    assert schema["items"]["properties"]["arguments"]["properties"] == {"data": {}, "description": {"type": "string"}}
+    assert schema["items"]["properties"]["arguments"]["properties"] == {
+        "data": {}, "description": {"type": "string", "maxLength": 256}}  # bounded: tools.STRING_MAX_CHARS
     no_string = {"type": "function", "function": {"name": "odd", "parameters": {"type": "object", "properties": {
         "x": {"not": {"type": "string"}}}}}}
     from agentlab.core.llm.providers.llama_cpp import _tool_grammar

@@ -344,6 +344,12 @@ class LlamaCppProvider:
             if on_text is not None:
                 streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
                 loaded.on_token = streamer.add_token
+            if params.seed is not None:
+                # A seeded request evaluates its whole prompt: llama-cpp-python reuses the longest cached prefix and
+                # evaluates only the rest, and those logits differ in the last bits from a whole evaluation, enough
+                # to change a draw at temperature 1 (measured: the same request and seed answered differently after
+                # itself than after another request). Costs the prompt cache, for seeded requests only.
+                loaded.llm.reset()
             try:
                 out = loaded.llm.create_completion(tokens, stopping_criteria=StoppingCriteriaList([job.should_stop]),
                                                    **kwargs)
