@@ -6,7 +6,9 @@ NSGA-II's proposals) against NSGA-II, and the other planners and scripted choose
 
 Planners (``--planners``; ``llm`` and ``agent`` only with ``--llm``): ``agent`` (the agent planner, NSGA-II its
 guard), ``agent-suggest`` (the agent with a scripted model that runs NSGA-II's candidate 0: NSGA-II experiment for
-experiment), ``llm`` (the ``planner`` route choosing among 4 NSGA-II
+experiment), ``nsga2+leads`` (NSGA-II with ``warm_start: true``: the knowledge base's leads, llama.cpp's GGUF types,
+run first; ``agent`` gets the same warm start, so agent/(nsga2+leads) is what the agent adds), ``llm`` (the
+``planner`` route choosing among 4 NSGA-II
 proposals on at most 30% of the experiments, the defaults of ``llm_*``), ``placebo`` (the same chooser with a
 uniform random pick), ``oracle`` (the same chooser picking the proposal a surrogate fitted on the finished
 experiments ranks best, standing in for a good LLM), ``nsga2`` (the reference), ``tpe`` and ``random``.
@@ -23,8 +25,10 @@ experiments is taken against the reference point (speedup 1.0, perplexity 2 x th
 Printed: per planner the experiments done, the front size and the hypervolume (mean +- sd over seeds); for each
 planner the ratio of its hypervolume to NSGA-II's per seed as a geometric mean with min-max, a bootstrap 90%
 interval and the seeds at or above 0.95 (a seed where NSGA-II's hypervolume is 0 has no ratio: it is counted and
-named); what the LLM did (asked, answered, picks other than candidate 0, no answers). The last line, ``ratio: X``, is
-llm/nsga2 (placebo/nsga2 without --llm).
+named; the difference of the hypervolumes is printed for every seed, so none is dropped); agent/(nsga2+leads) too,
+what the agent adds to the same warm start; what the LLM did (asked, answered, picks other than candidate 0, no
+answers). The last line, ``ratio: X``, is agent/(nsga2+leads) when both ran, else llm/nsga2 (placebo/nsga2 without
+--llm).
 
 A planner whose run folder already holds results.json is read, not run again (delete ``OUT/<planner>-s<seed>`` to
 redo it).
@@ -43,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 GOAL = "maximize speedup, minimize perplexity"
-PLANNERS = ["llm", "placebo", "oracle", "agent", "agent-suggest", "nsga2", "tpe", "random"]
+PLANNERS = ["llm", "placebo", "oracle", "agent", "agent-suggest", "nsga2", "nsga2+leads", "tpe", "random"]
+LEADS = ("nsga2+leads", "agent")  # searches with warm_start: true (the knowledge base's leads run first)
 
 
 def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -57,10 +62,10 @@ def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if (out / "results.json").is_file():
         return {**json.loads((out / "results.json").read_text()), "bench_seconds": before}
     chooser = {"placebo": RandomChooser(), "oracle": SurrogateChooser()}.get(planner)
-    kind = "llm" if chooser else "agent" if planner.startswith("agent") else planner
+    kind = "llm" if chooser else "agent" if planner.startswith("agent") else planner.split("+")[0]
     fields: dict[str, Any] = {"planner": kind, "max_iterations": args.iterations,
                               "seed": seed, "workspace": str(args.out / "workspace"),
-                              "task_questions": args.questions}
+                              "task_questions": args.questions, "warm_start": planner in LEADS}
     if planner in ("llm", "agent"):
         fields["llm"] = str(args.llm)
     resume = out if out.exists() else None
@@ -90,10 +95,17 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f}+-{statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
 
 
-def ratio_summary(ratios: list[float], undefined: list[int], reps: int = 2000) -> str:
+def final_pair(planners: list[str]) -> tuple[str, str]:
+    """The ratio of the last line: agent/(nsga2+leads) when both ran, else llm/nsga2 (placebo/nsga2 without it)."""
+    if "agent" in planners and "nsga2+leads" in planners:
+        return "agent", "nsga2+leads"
+    return ("llm" if "llm" in planners else "placebo"), "nsga2"
+
+
+def ratio_summary(ratios: list[float], undefined: list[int], ref: str = "nsga2", reps: int = 2000) -> str:
     """Geometric mean, min-max, bootstrap 90% interval over seeds, seeds at or above 0.95 (a ratio of 0 counts as
     a tiny positive number in the mean)."""
-    note = f"; no ratio on seed(s) {undefined} (nsga2's hypervolume 0)" if undefined else ""
+    note = f"; no ratio on seed(s) {undefined} ({ref}'s hypervolume 0)" if undefined else ""
     if not ratios:
         return "-" + note
     logs = [math.log(max(r, 1e-6)) for r in ratios]
@@ -146,11 +158,16 @@ def main() -> None:
           + "; ".join(f"{p} " + ", ".join(f"{hv[(p, s)]:.1f}" for s in seeds) for p in planners))
     print()
     final = None
-    for p in [q for q in planners if q != "nsga2"]:
-        ratios = [hv[(p, s)] / hv[("nsga2", s)] for s in seeds if hv[("nsga2", s)] > 0]
-        undefined = [s for s in seeds if hv[("nsga2", s)] <= 0]
-        print(f"{p}/nsga2 hypervolume: {ratio_summary(ratios, undefined)}")
-        if p == ("llm" if "llm" in planners else "placebo") and ratios:
+    pairs = [(p, "nsga2") for p in planners if p != "nsga2"]
+    if "agent" in planners and "nsga2+leads" in planners:
+        pairs.append(("agent", "nsga2+leads"))  # what the agent adds to the same warm start
+    for p, ref in pairs:
+        ratios = [hv[(p, s)] / hv[(ref, s)] for s in seeds if hv[(ref, s)] > 0]
+        undefined = [s for s in seeds if hv[(ref, s)] <= 0]
+        diffs = [hv[(p, s)] - hv[(ref, s)] for s in seeds]  # every seed, also those without a ratio
+        print(f"{p}/{ref} hypervolume: {ratio_summary(ratios, undefined, ref)}; difference per seed "
+              + ", ".join(f"{d:+.1f}" for d in diffs) + f" (mean {statistics.mean(diffs):+.1f})")
+        if (p, ref) == final_pair(planners) and ratios:
             final = math.exp(statistics.mean(math.log(max(r, 1e-6)) for r in ratios))
     for p in [q for q in ("llm", "placebo", "oracle") if q in planners]:
         blocks = [results[(p, s)].get("llm_contribution") or {} for s in seeds]
@@ -172,8 +189,8 @@ def main() -> None:
         print(f"agent-suggest is NSGA-II experiment for experiment in {len(same)} of {len(seeds)} seeds")
     print(f"\nrun folders under {args.out}")
     if final is not None:
-        print(f"ratio: {final:.3f} ({'llm' if 'llm' in planners else 'placebo'}/nsga2 hypervolume, geometric mean "
-              "over seeds)")
+        p, ref = final_pair(planners)
+        print(f"ratio: {final:.3f} ({p}/{ref} hypervolume, geometric mean over seeds)")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 (``ExperimentView``) and its tools, every result computed in code: ``measure_base`` (the base model's measured
 figures), ``pareto_front`` (the feasible front so far), ``workspace`` (what each technique did to this model in
 earlier runs, from the workspace), ``evaluate`` (an lm-eval task on the base or a finished experiment:
-``compress.evaluate``), and two sub-agents: ``recovery`` (which recovery, how many steps) and ``evaluation`` (which
-task and how many questions settle a question about an accuracy). The system prompt carries the knowledge base:
-the techniques, what each costs and buys, with the figures measured on this machine where the workspace has them.
+``compress.evaluate``), ``query_experiments`` and ``best_config`` (the measured experiments, from MLflow with
+``--mlflow``: ``compress.queries``), ``task`` (the ``lora`` and ``distill`` sub-agents, each with its own tools:
+``compress.subagents``) and the ``evaluation`` sub-agent (which task and how many questions settle a question about
+an accuracy). The brief carries the knowledge base (``compress.knowledge``: techniques, measured costs, a decision
+guide, the success criteria), sized by the planner model's profile.
 
 An experiment is "a new best" for the guard when it grows the hypervolume of the feasible experiments (the same
 rule the llm planner's bandit uses), so the guard hands the search to NSGA-II when the agent's experiments stop
@@ -21,9 +23,14 @@ from typing import Any
 
 from agentlab.compress.config import Experiment
 from agentlab.compress.evaluate import LIMITS, Z90, Evaluator, Target, describe, measured_line, task_items
+from agentlab.compress.knowledge import TECHNIQUES_FULL, knowledge_base
+from agentlab.compress.objective import Goal
 from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains
+from agentlab.compress.queries import FIGURES, best_config, local_rows, mlflow_rows, query_experiments
+from agentlab.compress.queries import TECHNIQUES as QUERY_TECHNIQUES
 from agentlab.compress.report import fmt
 from agentlab.compress.space import Space, to_params
+from agentlab.compress.subagents import task, task_schema
 from agentlab.compress.workspace import Workspace
 from agentlab.core.agent.runtime import AgentModel, Tool
 from agentlab.core.agent.subagent import SubAgent
@@ -34,14 +41,7 @@ from agentlab.core.search.prompts import plan_schema
 
 SHOWN = ("speedup", "accuracy", "perplexity", "size", "compression")
 
-TECHNIQUES = """Techniques (what each costs and buys):
-- prune magnitude / wanda (sparsity 0.3-0.7, unstructured or 2:4): zeros weights; on CPU no speedup by itself, accuracy
-  drops with sparsity (wanda keeps more than magnitude); 2:4 is the pattern GPUs accelerate.
-- prune structured (mlp_keep, drop_layers): removes channels or whole layers: real speedup and smaller size, the
-  largest accuracy damage; recovery (lora or distill, 20-50 steps) wins part of it back.
-- quantize int8 (weight_only, dynamic, torch_dynamic_int8): about 2-4x smaller; speed depends on the kernel.
-- quantize gguf (q8_0, q4_k_m, ...): llama.cpp's formats: much smaller and usually the fastest on CPU.
-- recover lora / distill: training steps after pruning: costs minutes, buys back accuracy."""
+TECHNIQUES = TECHNIQUES_FULL  # the knowledge base's techniques (compress.knowledge)
 
 
 class ExperimentView:
@@ -149,73 +149,9 @@ def measured_techniques(workspace: Workspace, model_hash: str) -> str:
     return "Measured on this machine for this model (the workspace):\n" + "\n".join(lines)
 
 
-def damage(domain: ExperimentDomain, workspace: Workspace, model_hash: str, method: str) -> str:
-    """What prunes of ``method`` did to this model so far (this run, and earlier runs in the workspace): accuracy
-    and perplexity against the base measurement, by recovery and its steps, with the minutes each took."""
-    base = (domain.records[0].get("metrics") or {}) if domain.records else {}
-    rows: dict[str, list[dict[str, Any]]] = {}
-    seen: set[str] = set()
-    for r in [*domain.records[1:], *workspace.experiments(model_hash)]:
-        exp = r.get("experiment") or {}
-        prune = exp.get("prune") or {}
-        if prune.get("method") != method or r.get("state", "done") != "done":
-            continue
-        key = json.dumps(exp, sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        recover = exp.get("recover") or {}
-        name = f"{recover.get('method', 'none')}" + (f" {recover.get('steps')} steps" if recover else "")
-        rows.setdefault(name, []).append(r)
-    if not rows or not base:
-        return f"no {method} prune measured on this model yet"
-    lines = [f"{method} prunes measured on this model (base accuracy {fmt(base.get('accuracy'))}, perplexity "
-             f"{fmt(base.get('perplexity'))}):"]
-    for name, group in sorted(rows.items()):
-        metrics = [g.get("metrics") or {} for g in group]
-        acc = [m["accuracy"] for m in metrics if m.get("accuracy") is not None]
-        ppl = [m["perplexity"] for m in metrics if m.get("perplexity") is not None]
-        secs = [float(g["seconds"]) for g in group if isinstance(g.get("seconds"), (int, float))]
-        lines.append(f"- recovery {name}: {len(group)} run(s)"
-                     + (f", accuracy {statistics.median(acc):.3f}" if acc else "")
-                     + (f", perplexity {statistics.median(ppl):.4g}" if ppl else "")
-                     + (f", {statistics.median(secs) / 60:.1f} min each" if secs else ""))
-    return "\n".join(lines)
-
-
 # A sub-agent's reason: printable ASCII without a double quote, at most 120 characters (the answer stays one line of
 # JSON a small model cannot break).
 SUBAGENT_REASON = {"type": "string", "maxLength": 120, "pattern": "^[ !#-\\[\\]-~]{0,120}$"}
-
-
-RECOVERY_SYSTEM = ("You are the recovery sub-agent of a model compression search. Pruning damages a model; a short "
-                   "training run (lora: low-rank adapters on the pruned model; distill: the base model teaches it) "
-                   "wins part of the damage back at a cost in minutes. Given the measured damage, choose the "
-                   "recovery and its steps. Answer with the answer tool.")
-
-
-def recovery(domain: ExperimentDomain, workspace: Workspace, model_hash: str, model: AgentModel,
-             changes: dict[str, Any], on_event: Callable[..., None] | None = None) -> str:
-    """The recovery sub-agent's advice for prune ``changes``: the recovery it chose (validated against the space)
-    and the settings to run with it."""
-    prune = changes.get("prune", "none")
-    if prune == "none":
-        return "no prune in these settings: nothing to recover"
-    choices = domain.space.choices
-    schema = {"type": "object", "properties": {
-        "recover": {"type": "string", "enum": list(choices["recover"])},
-        "recover_steps": {"type": "integer", "enum": list(choices["recover_steps"])},
-        "reason": SUBAGENT_REASON},
-        "required": ["recover", "recover_steps", "reason"], "additionalProperties": False}
-    agent = SubAgent("recovery", RECOVERY_SYSTEM, schema, model, on_event=on_event)
-    facts = (f"prune settings: {json.dumps(changes, sort_keys=True)}\n"
-             f"{damage(domain, workspace, model_hash, str(prune))}")
-    answer, problem = agent.ask(facts)
-    if answer is None:
-        return f"the recovery sub-agent gave no answer ({problem}); without advice, lora 50 steps is the usual"
-    settings = {**changes, "recover": answer["recover"], "recover_steps": answer["recover_steps"]}
-    return (f"recovery sub-agent: {answer['recover']}, {answer['recover_steps']} steps ({answer.get('reason', '')}). "
-            f"To run it: try_experiment with changes {json.dumps(settings, sort_keys=True)}")
 
 
 def targets(domain: ExperimentDomain) -> dict[str, Target]:
@@ -223,7 +159,8 @@ def targets(domain: ExperimentDomain) -> dict[str, Target]:
     out = {"base": Target("base", "base model", None, {})}
     for r in domain.records[1:]:
         if r.get("state") == "done" and r.get("experiment"):
-            out[str(r["index"])] = Target(str(r["index"]), str(r.get("label")), r["experiment"], r.get("steps") or {})
+            out[str(r["index"])] = Target(str(r["index"]), str(r.get("label")), r["experiment"], r.get("steps") or {},
+                                          str(r.get("key") or ""))
     return out
 
 
@@ -329,12 +266,17 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
 
 def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], workspace: Workspace,
                  model_hash: str, on_event: Callable[..., None] | None = None,
-                 evaluator: Evaluator | None = None, space: Space | None = None) -> AgentKit:
+                 evaluator: Evaluator | None = None, space: Space | None = None, *, goal: Goal | None = None,
+                 short: bool = True, budget: int = 8, mlflow: str | None = None,
+                 context: dict[str, Any] | None = None) -> AgentKit:
     """The agent's kit for compress; ``base_metrics()``: the base model's measurement (taken before the agent's
     first step); ``evaluator``: the ``evaluate`` tool and the ``evaluation`` sub-agent (None: neither); ``space``:
-    the experiments offered, for the knowledge base's leads (None: no leads)."""
+    the experiments offered, for the knowledge base's leads (None: no leads); ``short``: the knowledge base's short
+    form (the planner model's profile is ``small``); ``mlflow``: the tracking URI ``query_experiments`` and
+    ``best_config`` read (None: the run's records and the workspace, measured under ``context``)."""
     leads = knowledge_leads(space.choices) if space is not None else []
     measured = measured_techniques(workspace, model_hash)
+    kb = knowledge_base(domain_goal, budget, workspace, model_hash, short)
 
     def base_line() -> str:
         metrics = base_metrics()
@@ -345,13 +287,30 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
         assert isinstance(domain, ExperimentDomain)
         view = ExperimentView(domain)
         settings = view.changes_schema()
+        objective = goal or domain.goal
+
+        def rows() -> list[dict[str, Any]]:
+            return mlflow_rows(mlflow) if mlflow else local_rows(domain.records, workspace, model_hash, context)
+
+        source = "the MLflow store's compress runs" if mlflow else "this run and the workspace"
         out = [
-            Tool("recovery", "ask the recovery sub-agent which recovery (none, lora, distill) and how many steps "
-                 "suit these prune settings, given the damage measured so far",
-                 {"type": "object", "properties": {"changes": settings}, "required": ["changes"],
-                  "additionalProperties": False},
-                 lambda args: recovery(domain, workspace, model_hash, model, args.get("changes") or {},
-                                       on_event)),
+            Tool("task", "hand the recovery of a prune to a sub-agent with its own tools: lora (low-rank adapters) "
+                 "or distill (the base model teaches); it answers with the settings to run",
+                 task_schema(settings),
+                 lambda args: task(domain, workspace, model_hash, model, args, on_event)),
+            Tool("query_experiments", f"the experiments measured so far ({source}), filtered by technique, best "
+                 "first by a figure",
+                 {"type": "object", "properties": {
+                     "technique": {"type": "string", "enum": list(QUERY_TECHNIQUES)},
+                     "sort_by": {"type": "string", "enum": list(FIGURES)},
+                     "top": {"type": "integer", "minimum": 1, "maximum": 10}},
+                  "required": ["technique", "sort_by"], "additionalProperties": False},
+                 lambda args: query_experiments(rows(), str(args.get("technique")), str(args.get("sort_by")),
+                                                  objective, int(args.get("top") or 5))),
+            Tool("best_config", f"the best measured experiment by a figure ({source}) and its settings",
+                 {"type": "object", "properties": {"metric": {"type": "string", "enum": list(FIGURES)}},
+                  "required": ["metric"], "additionalProperties": False},
+                 lambda args: best_config(rows(), str(args.get("metric")), objective)),
             Tool("measure_base", "the base model's measured figures", {"type": "object", "properties": {}},
                  lambda args: f"base model: {base_line()}"),
             Tool("pareto_front", "the feasible experiments no other beats on every objective",
@@ -379,7 +338,7 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
         return out
 
     return AgentKit(what=f"a model compression search; the goal: {domain_goal}",
-                    facts=lambda: "\n".join(x for x in (f"base model: {base_line()}", TECHNIQUES, measured) if x),
+                    facts=lambda: "\n\n".join((f"base model: {base_line()}", kb)),
                     tools=tools, view=lambda domain: ExperimentView(domain),
                     actions=("run_experiment", "try_experiment"),
                     knowledge=Path(workspace.root) / "agent_knowledge.json", signature=model_hash[:16],
@@ -387,4 +346,4 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
 
 
 __all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "knowledge_leads", "measured_techniques",
-           "targets", "Experiment"]
+           "targets", "Experiment", "TECHNIQUES"]

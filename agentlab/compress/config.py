@@ -159,7 +159,11 @@ class CompressConfig(LLMPlannerSettings):
     carbon_budget: float | None = Field(None, gt=0, description="kg CO2e for the whole search: it stops before an "
                                         "experiment would exceed it")
     workspace: Path | None = Field(None, description="memory across runs (default runs/compress/workspace)")
-    mlflow: str | None = Field(None, description="MLflow tracking URI (e.g. sqlite:///mlflow.db)")
+    mlflow: str | None = Field(None, description="MLflow tracking URI (e.g. sqlite:///mlflow.db); the agent's "
+                               "query_experiments and best_config read it")
+    checkpoints_mb: float = Field(2048, ge=0, description="MB of compressed models kept in the workspace's "
+                                  "checkpoints/ (the Pareto front's, so the agent's evaluate reloads them instead of "
+                                  "building them again); the least recently used go first beyond it; 0 keeps none")
     measure: MeasureSettings = Field(default_factory=MeasureSettings, description="how experiments are measured")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     seed: int = Field(0, description="seed of the planners and the recovery training")

@@ -2,11 +2,13 @@
 compressed model, ``limit`` items, every figure computed in code (accuracy with a 90% interval, and the paired
 difference against the base when the base was scored on the same items).
 
-What an experiment keeps: compress keeps a GGUF experiment's file (``experiments/NNN/``), nothing of the others.
-So the model is the kept GGUF when it is on disk, else it is built again from the experiment's steps, seeded as the
-experiment was (load, prune, quantize: seconds; the same code as ``run_experiment``, so the same model). An
-experiment with a recovery step is not built again (its training costs minutes, an experiment's cost): evaluate
-says so, and names what it can score.
+What an experiment keeps: the workspace's checkpoints/ hold the Pareto front's compressed models (``checkpoints_mb``:
+a GGUF file, or the pruned / recovered model before its int8 quantization), and a GGUF experiment keeps its file in
+``experiments/NNN/``. So the model is reloaded from its checkpoint when one is kept (int8 applied again: seconds),
+else the kept GGUF, else it is built again from the experiment's steps, seeded as the experiment was (load, prune,
+quantize: seconds; the same code as ``run_experiment``, so the same model). An experiment with a recovery step and
+no checkpoint is not built again (its training costs minutes, an experiment's cost): evaluate says so, and names
+what it can score.
 
 Each result is cached in ``RUN/agent_evals/<target>-<task>-<limit>-<digest>.json`` (written atomically, per-item
 values included), so a repeated call or a resumed run reads it back instead of scoring again. The tool runs in the
@@ -21,12 +23,14 @@ import json
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentlab.compress.config import Experiment
-from agentlab.compress.experiment import Inputs, apply_steps, make_gguf
+from agentlab.compress.experiment import Inputs, apply_steps, load_kept, make_gguf
+from agentlab.compress.quantize import LOAD_TIME, quantize_model, reload_quantized
 from agentlab.compress.report import fmt
 from agentlab.core.errors import AgentlabError
 from agentlab.core.harness.evaluate import per_item
@@ -109,13 +113,15 @@ class Target:
     label: str
     experiment: dict[str, Any] | None
     steps: dict[str, Any]
+    key: str = ""  # its workspace key (its checkpoint's name)
 
 
 class Evaluator:
     """Scores targets of one compress run on lm-eval tasks, cached in ``folder``."""
 
-    def __init__(self, inputs: Inputs, folder: Path):
+    def __init__(self, inputs: Inputs, folder: Path, checkpoint: Callable[[str], Path | None] | None = None):
         self.inputs, self.folder = inputs, folder
+        self.checkpoint = checkpoint or (lambda key: None)  # an experiment's kept model by its workspace key
         self.tasks = eval_tasks(inputs.harness)
 
     # ------------------------------------------------------------------ the cache
@@ -208,6 +214,9 @@ class Evaluator:
         """(an lm-eval LM over the target's model, how it was obtained, what must stay alive while it scores)."""
         exp = Experiment.model_validate(target.experiment) if target.experiment is not None else None
         quant = exp.quantize if exp is not None else None
+        checkpoint = self.checkpoint(target.key) if target.key else None
+        if checkpoint is not None:
+            return self._reload(checkpoint, quant, work)
         kept = (target.steps.get("quantize") or {}).get("file")
         if quant is not None and quant.method == "gguf" and kept and Path(kept).is_file():
             return llama_lm(kept), f"the GGUF the experiment kept ({Path(kept).name})", None
@@ -226,6 +235,26 @@ class Evaluator:
             raise AgentlabError(f"evaluate: building {target.label} again failed: {str(exc).splitlines()[0]}"
                                 ) from exc
         how = "the base model" if exp is None else "built again from its steps (seeded as the experiment was)"
+        return wrap_model(model, tokenizer, batch_size=self.inputs.measure.accuracy_batch).lm, how, model
+
+
+    def _reload(self, checkpoint: Path, quant: Any, work: Path) -> tuple[Any, str, Any]:
+        """The model kept in the workspace's checkpoint: the GGUF as it is, the transformers one with its int8
+        quantization applied again."""
+        how = f"reloaded from the workspace's checkpoint ({checkpoint.parent.name[:8]})"
+        if checkpoint.suffix == ".gguf":
+            return llama_lm(str(checkpoint)), how, None
+        from transformers import AutoTokenizer
+
+        model = load_kept(checkpoint, self.inputs.device)
+        tokenizer = AutoTokenizer.from_pretrained(self.inputs.model)
+        if quant is not None and quant.method == "gguf":
+            work.mkdir(parents=True, exist_ok=True)
+            return llama_lm(make_gguf(model, tokenizer, quant.gguf_type, work)), how, None
+        if quant is not None and quant.method in LOAD_TIME:  # bitsandbytes: applied while loading (CUDA)
+            model, _ = reload_quantized(model, tokenizer, quant.method, work / "hf", self.inputs.device)
+        elif quant is not None:
+            quantize_model(model, quant.method)  # in place
         return wrap_model(model, tokenizer, batch_size=self.inputs.measure.accuracy_batch).lm, how, model
 
 

@@ -126,17 +126,23 @@ def accuracy_harness(lm: Any, harness: dict[str, Any]) -> float:
 
 
 def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
-                   tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
+                   tick: Callable[[str], None] = lambda step: None, keep: Path | None = None) -> dict[str, Any]:
     """Apply ``exp`` (None: the base model as it is) and measure the result; ``work`` holds its files (removed after,
-    except a GGUF, which is the result)."""
+    except a GGUF, which is the result). ``keep``: a folder where the compressed model is kept (``keep_model``)."""
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with track_energy(country_iso_code=inputs.measure.country) as energy:
-        model, tokenizer, steps, counts = apply_steps(exp, inputs, work, tick)
+        model, tokenizer, steps, counts = apply_steps(exp, inputs, work, tick,
+                                                      keep=keep if exp is not None and exp.prune else None)
         quant = exp.quantize if exp is not None else None
         if quant is not None and quant.method == "gguf":
             tick(f"GGUF {quant.gguf_type}")
             metrics = _measure_gguf(model, tokenizer, quant.gguf_type, inputs, work, steps, tick)
+            if keep is not None:  # the GGUF is the compressed model: kept instead of the transformers one
+                shutil.rmtree(keep, ignore_errors=True)
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(steps["quantize"]["file"], keep / "model.gguf.tmp")
+                (keep / "model.gguf.tmp").replace(keep / "model.gguf")
         else:
             metrics = _measure_hf(model, tokenizer, inputs, work, tick)
     metrics.update({**counts, "energy_kwh": energy.energy_kwh, "co2e_kg": energy.co2e_kg, "energy_mode": energy.mode})
@@ -145,11 +151,12 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
             "seconds": round(time.perf_counter() - start, 2)}
 
 
-def apply_steps(exp: Experiment | None, inputs: Inputs, work: Path, tick: Callable[[str], None] = lambda step: None
-                ) -> tuple[Any, Any, dict[str, Any], dict[str, int]]:
+def apply_steps(exp: Experiment | None, inputs: Inputs, work: Path, tick: Callable[[str], None] = lambda step: None,
+                keep: Path | None = None) -> tuple[Any, Any, dict[str, Any], dict[str, int]]:
     """``(model, tokenizer, steps, counts)``: the model loaded (seeded) with ``exp``'s prune, recovery and
     transformers quantization applied, as :func:`run_experiment` measures it; a GGUF quantization is left to the
-    caller (:func:`make_gguf`). ``counts``: parameters and non-zero parameters before quantization."""
+    caller (:func:`make_gguf`). ``counts``: parameters and non-zero parameters before quantization. ``keep``: the
+    pruned (and recovered) model is saved there before any quantization (``model.pt``)."""
     steps: dict[str, Any] = {}
     seed_everything(inputs.seed)
     tick("loading")
@@ -160,6 +167,8 @@ def apply_steps(exp: Experiment | None, inputs: Inputs, work: Path, tick: Callab
     if exp is not None and exp.recover is not None:
         tick(f"recovery ({exp.recover.method})")
         steps["recover"] = _recover(model, tokenizer, exp, inputs)
+    if keep is not None:
+        keep_model(model, keep)
     # counted before quantization: quantized tensor types (torchao's) have no count_nonzero
     counts = {"params": param_count(model), "nonzero_params": param_count(model, nonzero=True)}
     quant = exp.quantize if exp is not None else None
@@ -170,6 +179,25 @@ def apply_steps(exp: Experiment | None, inputs: Inputs, work: Path, tick: Callab
         else:
             steps["quantize"] = quantize_model(model, quant.method)
     return model, tokenizer, steps, counts
+
+
+def keep_model(model: Any, keep: Path) -> Path:
+    """The whole module (a structured prune changes its shapes, which a config cannot describe) saved to
+    ``keep/model.pt``, written to a temporary name and renamed: a killed run leaves no torn checkpoint."""
+    import torch
+
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True, exist_ok=True)
+    torch.save(model, keep / "model.pt.tmp")
+    (keep / "model.pt.tmp").replace(keep / "model.pt")
+    return keep / "model.pt"
+
+
+def load_kept(path: Path, device: str) -> Any:
+    """A model ``keep_model`` saved (this machine's own file: loaded as the pickled module it is)."""
+    import torch
+
+    return torch.load(path, map_location=device, weights_only=False)
 
 
 def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.compress.agent import compress_kit, knowledge_leads
+from agentlab.compress.agent import ExperimentView, compress_kit, knowledge_leads
 from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
 from agentlab.compress.evaluate import FOLDER as EVALS
 from agentlab.compress.evaluate import Evaluator
@@ -40,12 +40,14 @@ from agentlab.compress.planners import (
     record_trial,
     sampler_attrs,
 )
+from agentlab.compress.reflect import reflect
 from agentlab.compress.report import fmt, render_report, write_plot
 from agentlab.compress.scoring import check, choose_best, derive, front, objective_values
 from agentlab.compress.shared import BASE_ATTR, SharedStudy, is_shared
 from agentlab.compress.space import Space, experiment_key
-from agentlab.compress.tracking import log_experiments, log_results
+from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_results
 from agentlab.compress.workspace import Workspace
+from agentlab.core.agent.runtime import profile_of
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, ConfigError, UsageError, storage_error
@@ -230,7 +232,7 @@ def run(cfg: CompressConfig, run_dir: RunDir, *, prepared: Prepared | None = Non
     """Run the search in ``run_dir`` (new or resumed) and return results.json's content."""
     prepared = prepared or prepare(cfg)["prepared"]
     announce = announce or log.info
-    with open_tracker(cfg.mlflow, "agentlab-compress", run_dir, params=cfg.model_dump(mode="json")) as tracker:
+    with open_tracker(cfg.mlflow, MLFLOW_EXPERIMENT, run_dir, params=cfg.model_dump(mode="json")) as tracker:
         search = Search(cfg, run_dir, prepared, progress or NullProgress(), announce, tracker)
         return search.run()
 
@@ -260,7 +262,10 @@ class Search:
         self._open_study()
         kit = compress_kit(self.goal.describe(), lambda: self.records[0].get("metrics") or {}, self.workspace,
                            self.model_hash, self.run_dir.event,
-                           evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS)), space=self.p.space) \
+                           evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS),
+                                               checkpoint=self.workspace.checkpoint), space=self.p.space,
+                           goal=self.goal, short=self._short_profile(), budget=self.cfg.max_iterations,
+                           mlflow=self.cfg.mlflow, context=self.context) \
             if self.cfg.planner == "agent" else None
         spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", samplers=SAMPLERS, settings=self.cfg,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
@@ -270,6 +275,14 @@ class Search:
         with open_planner(spec) as self.session:  # closes the planner route's router (llm_stats.json)
             self._loop()
         return self._finish()
+
+    def _short_profile(self) -> bool:
+        """Whether the planner model's profile is ``small`` (the knowledge base's short form): a scripted model's
+        own profile (small when it has none), else the `planner` route's first model's."""
+        if self.p.agent_model is not None:
+            return profile_of(self.p.agent_model).short_tools
+        chain = self.p.llm.route("planner").chain() if self.p.llm is not None else []
+        return self.p.llm.profile(chain[0]).short_tools if self.p.llm is not None and chain else True
 
     def _loop(self) -> None:
         if self.shared:
@@ -297,12 +310,16 @@ class Search:
     def _propose(self, i: int) -> tuple[Experiment, Proposal]:
         """The planner's proposal for experiment ``i`` and the experiment it stands for."""
         assert self.session is not None
-        domain = ExperimentDomain(self.goal, self.p.space, self.cfg.seed, i, self.records,
-                                  self.study.get_trials(deepcopy=False), self.workspace.notes(self.model_hash),
-                                  budget=self.cfg.max_iterations)
         planner = WarmStart(self.session.planner, self.p.leads) if self.p.leads else self.session.planner
+        domain = self._domain(i)
         proposal = planner.propose(domain.context())
         return domain.experiment(proposal.params), proposal
+
+    def _domain(self, i: int | None = None) -> ExperimentDomain:
+        """The search as the planners see it before experiment ``i`` (None: after the last one)."""
+        return ExperimentDomain(self.goal, self.p.space, self.cfg.seed, len(self.records) if i is None else i,
+                                self.records, self.study.get_trials(deepcopy=False) if self.study is not None else [],
+                                self.workspace.notes(self.model_hash), budget=self.cfg.max_iterations)
 
     # ------------------------------------------------------------------ the study
 
@@ -343,8 +360,9 @@ class Search:
         self.task.update(completed=index, description=f"[{index}] {label}")
         work = self.run_dir.file("experiments", f"{index:03d}")
         try:
+            keep = self.workspace.checkpoint_dir(key) if self.cfg.checkpoints_mb > 0 and exp is not None else None
             result = run_experiment(exp, self.p.inputs, work, tick=lambda step: self.task.update(
-                description=f"[{index}] {label}: {step}"))
+                description=f"[{index}] {label}: {step}"), keep=keep)
         except (AgentlabError, RuntimeError, ValueError) as exc:
             full = storage_error(exc, where=str(work))
             if full is not None:  # the disk, not the experiment: stop; --resume runs it again
@@ -393,10 +411,20 @@ class Search:
         self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),
                            reused=record["reused"], planner=record["planner"])
         self._write_best()
+        self._keep_front()
         if self.study is not None:
             self._sync_study()
         log_experiments(self.tracker, self.records)
         self.task.update(completed=len(self.records))
+
+    def _keep_front(self) -> None:
+        """The front's compressed models stay in the workspace's checkpoints/ (within ``checkpoints_mb``); the
+        others of this run go."""
+        done = [r for r in self.records[1:] if r.get("state") == "done" and r.get("key")]
+        on = {done[i]["key"] for i in front(self.goal, [r["derived"] for r in done])} if done else set()
+        dropped = self.workspace.keep_checkpoints(on, {r["key"] for r in done}, self.cfg.checkpoints_mb)
+        if dropped:
+            self.run_dir.event("checkpoints", kept=sorted(on - set(dropped)), dropped=dropped)
 
     def _write_best(self) -> None:
         atomic_write_json(self.run_dir.file("best.json"), best_summary(self.goal, self.records))
@@ -494,6 +522,7 @@ class Search:
         trials = share.trials()
         self.records = share.records(trials, share.base(trials) or record)
         self._write_best()
+        self._keep_front()
         log_experiments(self.tracker, self.records)
         self.task.update(completed=min(share.counted(trials), self.cfg.max_iterations) + 1)
         return True
@@ -513,8 +542,15 @@ class Search:
         results["plot"] = plot.name if plot is not None else None
         self.run_dir.save_results(results)
         self.run_dir.save_report(render_report(self.cfg, self.goal, self.records, results, list(self.run_dir.events())))
-        self.workspace.add_note(self.model_hash, knowledge_note(self.goal, self.records, results,
-                                                                self.run_dir.path.name))
+        note = knowledge_note(self.goal, self.records, results, self.run_dir.path.name)
+        if isinstance(planner, AgentPlanner):  # the model's own note, each number checked against the measurements
+            facts = note + "\n" + "\n".join(f"- {line}" for line in ExperimentView(self._domain()).history(12)
+                                             .splitlines())
+            results["reflection"] = reflect(planner.model, facts, self.records, self.run_dir.event)
+            self.run_dir.save_results(results)
+            if results["reflection"]["note"]:
+                note += f"\n- the agent's note (its numbers checked): {results['reflection']['note']}"
+        self.workspace.add_note(self.model_hash, note)
         log_results(self.tracker, results, self.run_dir.path)
         return results
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agentlab.core.tracking import NullTracker, Tracker
 
+MLFLOW_EXPERIMENT = "agentlab-compress"  # the MLflow experiment `agentlab compress --mlflow` logs to
 _RAW = ("perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "params", "nonzero_params",
         "energy_kwh", "co2e_kg")
 

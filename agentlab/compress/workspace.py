@@ -5,6 +5,10 @@
   instead of run again, by any later run on the same model;
 - ``notes/<model hash>.md``: knowledge notes (what worked for which objective), appended after each run and shown to
   the LLM planner the next time;
+- ``checkpoints/<key>/``: the compressed model of a finished experiment on the Pareto front (``model.gguf``, or
+  ``model.pt``: the pruned / recovered model before any int8 quantization, which takes seconds to apply again), so
+  the agent's ``evaluate`` reloads it instead of building it again (a recovery's training costs minutes); only the
+  front's are kept, the least recently used dropped first beyond ``checkpoints_mb``;
 - ``hashes.json``: model content hashes, remembered by path, size and modification time (hashing a 540 MB model
   takes seconds).
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +87,48 @@ class Workspace:
         folder = self.root / "experiments"
         records = [self.get(p.stem) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
         return [r for r in records if r is not None and (model_hash is None or r.get("model_hash") == model_hash)]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_dir(self, key: str) -> Path:
+        return self.root / "checkpoints" / key
+
+    def checkpoint(self, key: str) -> Path | None:
+        """The kept model of experiment ``key`` (its file), None when none is kept."""
+        for name in ("model.gguf", "model.pt"):
+            path = self.checkpoint_dir(key) / name
+            if path.is_file():
+                return path
+        return None
+
+    def drop_checkpoint(self, key: str) -> None:
+        shutil.rmtree(self.checkpoint_dir(key), ignore_errors=True)
+
+    def checkpoints_mb(self) -> dict[str, tuple[float, float]]:
+        """key -> (MB on disk, last use as a modification time) of every kept checkpoint."""
+        folder = self.root / "checkpoints"
+        out = {}
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            files = [f for f in path.rglob("*") if f.is_file()]
+            out[path.name] = (sum(f.stat().st_size for f in files) / 2**20,
+                              max((f.stat().st_mtime for f in files), default=0.0))
+        return out
+
+    def keep_checkpoints(self, front: set[str], others: set[str], cap_mb: float) -> list[str]:
+        """Drop the checkpoints of ``others`` (experiments off the front), then the least recently used until the
+        rest fits in ``cap_mb`` (those off ``front`` first); returns the keys dropped."""
+        dropped = [k for k in sorted(others - front) if self.checkpoint_dir(k).exists()]
+        for key in dropped:
+            self.drop_checkpoint(key)
+        kept = self.checkpoints_mb()
+        total = sum(mb for mb, _ in kept.values())
+        for key in sorted(kept, key=lambda k: (k in front, kept[k][1])):
+            if total <= cap_mb:
+                break
+            self.drop_checkpoint(key)
+            total -= kept[key][0]
+            dropped.append(key)
+        return dropped
 
     # ------------------------------------------------------------------ knowledge notes
 

@@ -93,7 +93,7 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert advice.startswith(f"evaluation sub-agent: {TASK}, 10 questions (a quick look). To settle it: evaluate "
                              f'{{"target": "1", "task": "{TASK}", "limit": 10}} then evaluate {{"target": "base"')
     assert base.startswith(f"base model on {TASK} (acc, 10 items): accuracy") and "Model: the base model" in base
-    assert "against the base on the same 10 items" in first and "built again from its steps" in first
+    assert "against the base on the same 10 items" in first and "reloaded from the workspace's checkpoint" in first
     assert again.startswith("you made this same call already since the last run_experiment; its answer was: ")
     assert first[:300] in again
     assert again.endswith("Decide now: call run_experiment with one of the suggested candidates.")

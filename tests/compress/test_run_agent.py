@@ -4,6 +4,7 @@ answer from the measurements; results.json and report.md say what the agent did.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +56,35 @@ def test_the_agents_own_experiment_runs_and_the_tools_answer(in_tmp: Path, tiny_
     assert results["agent"]["rejected_calls"] == 1
 
 
-def test_the_recovery_sub_agent_answers_from_the_measured_damage(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+@pytest.mark.timeout(900)  # two experiments on the tiny model, one with a LoRA recovery
+def test_the_lora_sub_agent_uses_its_own_tools_through_task(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
     prune = {"prune": "magnitude", "sparsity": 0.5, "pattern": "unstructured"}
     model = ScriptAgent([("try_experiment", {"changes": prune, "reason": "see the damage"}),
-                         ("recovery", {"changes": prune}),
-                         ("answer", {"recover": "best", "recover_steps": 50, "reason": "r"}),  # refused: not a choice
-                         ("answer", {"recover": "lora", "recover_steps": 50, "reason": "accuracy fell"}),
+                         ("task", {"subagent": "lora", "changes": prune}),
+                         ("estimate", {"steps": 50}),  # the sub-agent's own tools, in its own graph
+                         ("compare", {"steps_a": 0, "steps_b": 50}),
+                         ("configure", {"steps": 7}),  # refused: not a step count the space offers
+                         ("configure", {"steps": 50}),
                          ("try_experiment", {"changes": {**prune, "recover": "lora", "recover_steps": 50},
                                              "reason": "the sub-agent's advice"})])
     results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, max_iterations=2,
                               workspace=str(in_tmp / "ws"), out=in_tmp / "R", overrides=SMALL)
     labels = [r["label"] for r in results["experiments"][1:]]
-    assert labels[0].startswith("magnitude") and "lora" in labels[1]
-    sub_facts = model.seen[2][1]["content"]  # the sub-agent's own prompt: the damage measured in code
-    assert model.seen[2][0]["content"].startswith("You are the recovery sub-agent")
-    assert "magnitude prunes measured on this model" in sub_facts and "recovery none: 1 run(s)" in sub_facts
-    assert "not accepted" in model.seen[3][-1]["content"]  # one repair
-    advice = [m["content"] for m in model.seen[4] if m.get("role") == "tool"][-1]
-    assert advice.startswith("recovery sub-agent: lora, 50 steps (accuracy fell)")
+    assert labels[0].startswith("magnitude") and labels[1].endswith("+lora 50")
+    sub = model.seen[2]  # the sub-agent's own conversation: its prompt, then the prune it was handed
+    assert sub[0]["role"] == "system" and sub[0]["content"].startswith("You are the lora sub-agent")
+    assert '"prune": "magnitude"' in sub[1]["content"] and len(sub) == 2
+    assert model.offered[2] == ["estimate", "compare", "configure"]
+    answers = [m["content"] for m in model.seen[5] if m.get("role") == "tool"]
+    assert "magnitude prune + lora 50 steps: not measured on this model yet" in answers[0]
+    assert "magnitude prune without recovery: 1 run(s), accuracy" in answers[0]
+    assert "no difference measured yet" in answers[1]
+    assert answers[2].startswith("error: steps: 7 is not one of [20, 50]")
+    advice = [m["content"] for m in model.seen[6] if m.get("role") == "tool"][-1]
+    assert advice.startswith("lora sub-agent: magnitude 50% unstructured > +lora 50. To run it: try_experiment")
+    events = [json.loads(x) for x in (in_tmp / "R" / "events.jsonl").read_text().splitlines()]
+    sub_event = next(e for e in events if e["kind"] == "agent_subagent" and e["name"] == "lora")
+    assert sub_event["calls"] == ["estimate", "compare", "configure", "configure"] and sub_event["answer"]
 
 
 @pytest.mark.timeout(900)  # a killed compress search and its resume
