@@ -132,7 +132,7 @@ class ToolSubAgent:
         from langchain_core.tools import StructuredTool
         from langgraph.types import Command
 
-        from agentlab.core.agent.harness import AgentChatModel
+        from agentlab.core.agent.chat import AgentlabChatModel
 
         class State(AgentState):
             answer: NotRequired[str | None]
@@ -172,7 +172,7 @@ class ToolSubAgent:
                                   func=call)
 
         middleware: list[Any] = [Done(), ModelCallLimitMiddleware(run_limit=self.max_calls, exit_behavior="end")]
-        return create_agent(AgentChatModel(agent=self.model), tools=[wrap(t) for t in self.tools],
+        return create_agent(AgentlabChatModel(agent=self.model), tools=[wrap(t) for t in self.tools],
                             system_prompt=self.system, middleware=middleware)
 
     def ask(self, facts: str) -> SubAgentRun:
