@@ -108,7 +108,7 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert evals[1]["paired"]["n"] == 10
     assert 0.0 <= evals[1]["low"] <= evals[1]["accuracy"] <= evals[1]["high"] <= 1.0
     assert len(list((run / "agent_evals").glob("*.json"))) == 2 and not (run / "agent_evals" / "work").exists()
-    assert [e["name"] for e in _events(run, "agent_subagent")] == ["evaluation"]
+    assert [e["name"] for e in _events(run, "agent_subagent")] == ["evaluation", "reflection"]  # then the note
 
     # the budget: two experiments; every call of the agent counted, the sub-agent's answer is not the agent's
     block = results["agent"]
