@@ -88,7 +88,8 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert sub[0]["content"].startswith("You are the evaluation sub-agent")
     assert "90% interval" in sub[1]["content"] and "items needed" in sub[1]["content"]
     assert "agentlab_capitals_mc (33)" in sub[1]["content"]
-    tools = [m["content"] for m in model.seen[-1] if m.get("role") == "tool"]
+    main = [c for c in model.seen if str(c[0].get("content", "")).startswith("You plan")]  # not the reflection's
+    tools = [m["content"] for m in main[-1] if m.get("role") == "tool"]
     advice, base, first, again, unknown, too_many, task = tools[-7:]
     assert advice.startswith(f"evaluation sub-agent: {TASK}, 10 questions (a quick look). To settle it: evaluate "
                              f'{{"target": "1", "task": "{TASK}", "limit": 10}} then evaluate {{"target": "base"')
@@ -107,7 +108,7 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert evals[1]["paired"]["n"] == 10
     assert 0.0 <= evals[1]["low"] <= evals[1]["accuracy"] <= evals[1]["high"] <= 1.0
     assert len(list((run / "agent_evals").glob("*.json"))) == 2 and not (run / "agent_evals" / "work").exists()
-    assert [e["name"] for e in _events(run, "agent_subagent")] == ["evaluation"]
+    assert [e["name"] for e in _events(run, "agent_subagent")] == ["evaluation", "reflection"]  # then the note
 
     # the budget: two experiments; every call of the agent counted, the sub-agent's answer is not the agent's
     block = results["agent"]
@@ -123,7 +124,8 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     resumed = run_compression(resume=run, agent_model=again_model, overrides=["max_iterations=4"])
     assert [r["label"] for r in resumed["experiments"][3:]] == ["gguf Q8_0", "torch_dynamic_int8"]
     assert [(e["target"], e["cached"]) for e in _events(run, "agent_evaluate")][-2:] == [("1", True), ("3", False)]
-    gguf = [m["content"] for m in again_model.seen[-1] if m.get("role") == "tool"][-1]
+    main = [c for c in again_model.seen if str(c[0].get("content", "")).startswith("You plan")]
+    gguf = [m["content"] for m in main[-1] if m.get("role") == "tool"][-1]
     assert "Model: the GGUF the experiment kept (" in gguf and "against the base on the same 10 items" in gguf
 
 

@@ -61,7 +61,9 @@ def test_evaluate_reloads_a_front_member_instead_of_rebuilding(in_tmp: Path, tin
     first = results["experiments"][1]
     assert first["label"].endswith("+lora 20") and first["state"] == "done"
     ws = Workspace(in_tmp / "ws")
-    answers = [m["content"] for m in model.seen[-1] if m.get("role") == "tool"][-2:]
+    main = [c for c in model.seen if str(c[0].get("content", "")).startswith("You plan")]  # not the reflection's
+    answers = [m["content"] for m in main[-1] if m.get("role") == "tool"][-2:]
+    assert len(answers) == 2
     for answer in answers:  # a recovery's model: without the checkpoint evaluate could not score it at all
         assert "Model: reloaded from the workspace's checkpoint" in answer, answer
     import json
