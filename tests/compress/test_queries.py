@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_reflect import RECORDS  # tests/compress is on sys.path (pytest's rootdir-less prepend import)
 
 from agentlab.compress.objective import parse_objective
 from agentlab.compress.queries import best_config, local_rows, mlflow_rows, query_experiments, technique_of
 from agentlab.compress.workspace import Workspace
-from tests.compress.test_reflect import RECORDS
 
 GOAL = parse_objective("maximize speedup, minimize perplexity")
 CONTEXT = {"measure": "same"}
