@@ -112,7 +112,7 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
 
     # the budget: two experiments; every call of the agent counted, the sub-agent's answer is not the agent's
     block = results["agent"]
-    assert block["trials_by_agent"] == 2 and block["tool_calls"] == model.steps - 1 == 9
+    assert block["trials_by_agent"] == 2 and block["tool_calls"] == len(main) == 9  # the main agent's steps
     assert block["rejected_calls"] == 0
 
     # a resumed run reads the evaluation back: nothing is scored again; a GGUF experiment is scored on the file it kept
@@ -126,7 +126,9 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert [(e["target"], e["cached"]) for e in _events(run, "agent_evaluate")][-2:] == [("1", True), ("3", False)]
     main = [c for c in again_model.seen if str(c[0].get("content", "")).startswith("You plan")]
     gguf = [m["content"] for m in main[-1] if m.get("role") == "tool"][-1]
-    assert "Model: the GGUF the experiment kept (" in gguf and "against the base on the same 10 items" in gguf
+    # the Pareto front's GGUF is kept in the workspace's checkpoints/: evaluate reloads it from there
+    assert "Model: reloaded from the workspace's checkpoint (" in gguf
+    assert "against the base on the same 10 items" in gguf
 
 
 def test_an_experiment_with_recovery_keeps_no_model(tmp_path: Path) -> None:
