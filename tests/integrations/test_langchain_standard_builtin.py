@@ -66,10 +66,3 @@ class TestAgentlabChatModelBuiltin(standard.ChatModelIntegrationTests):
     def supports_model_override(self) -> bool:
         return False
 
-    @pytest.mark.xfail(strict=False, reason=(
-        "a known bug, not a skip: the suite's magic_function takes an integer with exclusive bounds -1000 and 1000; "
-        "agentlab's grammar turns integer ranges under 256 values into enums, but llama-cpp-python's JSON-schema "
-        "converter ignores minimum / maximum (its TODO), so a wider range is not constrained and SmolLM2 writes "
-        "1000 for 'Hello!', refused by the schema check twice (measured)"))
-    def test_tool_choice(self, model: Any) -> None:
-        super().test_tool_choice(model)

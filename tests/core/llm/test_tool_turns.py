@@ -138,3 +138,31 @@ def test_parallel_calls_stay_several_and_distinct_under_the_small_profile() -> N
     rc = asyncio.run(r.generate(history(("multiply", {"a": 2, "b": 3}, "6"), question="2 times 3, and 1 plus 1?"),
                                 params=AUTO))
     assert [(c.name, c.args) for c in rc.completion.tool_calls] == [("add", {"a": 1, "b": 1})]
+
+
+def test_llama_cpp_grammar_keeps_integer_bounds_that_its_converter_ignores() -> None:
+    # llama-cpp-python's converter drops minimum / maximum: SmolLM2 wrote 1000 for an integer of -999..999 (LangChain's
+    # standard test_tool_choice). Each bounded integer becomes a rule of exactly the values in range.
+    import re
+
+    from llama_cpp import LlamaGrammar
+
+    from agentlab.core.llm.providers.llama_cpp import int_range_gbnf, json_gbnf
+
+    rng = random.Random(0)
+    for _ in range(400):
+        low = rng.randint(-(10 ** rng.randint(0, 5)), 10 ** rng.randint(0, 5))
+        high = low + rng.randint(0, 10 ** rng.randint(0, 5))
+        pattern = re.compile("(" + int_range_gbnf(low, high).replace('"', "").replace(" ", "") + ")")
+        for v in [*range(low - 2, low + 3), *range(high - 2, high + 3), *(rng.randint(low - 99, high + 99)
+                                                                        for _ in range(10))]:
+            assert bool(pattern.fullmatch(str(v))) == (low <= v <= high), (low, high, v)
+        assert not pattern.fullmatch("-0") and not pattern.fullmatch("007")
+    schema = {"type": "object", "properties": {"x": {"type": "integer", "exclusiveMinimum": -1000,
+                                                     "exclusiveMaximum": 1000},
+                                               "n": {"type": "integer", "minimum": 1}}}
+    text = json_gbnf(schema)
+    assert "agentlab-int-range" not in text and text.count("int-range-") == 4
+    LlamaGrammar.from_string(text, verbose=False)  # compiles
+    with pytest.raises(ValueError, match="no integer lies"):
+        json_gbnf({"type": "integer", "minimum": 3, "maximum": 2})

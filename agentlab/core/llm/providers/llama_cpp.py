@@ -32,6 +32,7 @@ import asyncio
 import codecs
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -566,10 +567,101 @@ _STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
 def json_gbnf(schema: dict[str, Any]) -> str:
-    """GBNF for ``schema`` from llama.cpp's converter, with JSON's string characters (no raw control characters)."""
+    """GBNF for ``schema`` from llama.cpp's converter, with JSON's string characters (no raw control characters) and
+    integer bounds (``minimum`` / ``maximum`` and their exclusive forms) kept: the converter ignores them (its
+    TODO), so each bounded integer goes through it as a placeholder constant that is then swapped for a rule of the
+    digits the range allows (``int_range_gbnf``). Unbounded, SmolLM2 wrote 1000 for an integer of -999..999 in
+    LangChain's standard ``test_tool_choice``."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return json_schema_to_gbnf(json.dumps(schema)).replace(_LOOSE_CHAR, _STRICT_CHAR)
+    ranges: list[tuple[int, int]] = []
+    text = json_schema_to_gbnf(json.dumps(_mark_int_ranges(schema, ranges))).replace(_LOOSE_CHAR, _STRICT_CHAR)
+    for i, (low, high) in enumerate(ranges):
+        text = text.replace(json.dumps(json.dumps(_INT_MARK.format(i))), f"int-range-{i}")
+        text += f"\nint-range-{i} ::= ({int_range_gbnf(low, high)}) space"
+    return text
+
+
+_INT_MARK = "agentlab-int-range-{}"
+# An integer bound on one side only is closed at 16 digits on the other (the converter's own integer has at most 16).
+_INT_OPEN = 10**16 - 1
+
+
+def _mark_int_ranges(schema: Any, ranges: list[tuple[int, int]]) -> Any:
+    """``schema`` with each bounded integer (``"type": "integer"`` with a bound and no enum or const) replaced by a
+    placeholder constant; its (lowest, highest) allowed value appended to ``ranges``."""
+    if isinstance(schema, list):
+        return [_mark_int_ranges(s, ranges) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+    if schema.get("type") == "integer" and "enum" not in schema and "const" not in schema and any(
+            isinstance(schema.get(k), (int, float)) and not isinstance(schema.get(k), bool) for k in bounds):
+        low, high = -_INT_OPEN, _INT_OPEN
+        for key, value in schema.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or key not in bounds:
+                continue
+            if key == "minimum":
+                low = max(low, math.ceil(value))
+            elif key == "exclusiveMinimum":
+                low = max(low, math.floor(value) + 1)
+            elif key == "maximum":
+                high = min(high, math.floor(value))
+            else:
+                high = min(high, math.ceil(value) - 1)
+        if low > high:
+            given = {k: schema[k] for k in bounds if k in schema}
+            raise ValueError(f"no integer lies in the bounds {json.dumps(given)}")
+        ranges.append((low, high))
+        return {"const": _INT_MARK.format(len(ranges) - 1)}
+    return {k: _mark_int_ranges(v, ranges) if k not in ("enum", "const") else v for k, v in schema.items()}
+
+
+def int_range_gbnf(low: int, high: int) -> str:
+    """A GBNF expression matching exactly the JSON integers from ``low`` to ``high`` (no leading zeros, ``-0`` not
+    written): the negative part as "-" and the range of its magnitudes, each range of magnitudes split by digit count
+    and then into digit-class runs (23..419 is 2[3-9] | [3-9][0-9] | [1-3][0-9][0-9] | 4[0-1][0-9])."""
+    parts: list[str] = []
+    if low < 0:
+        magnitudes = _positive_runs(max(1, -high), -low)
+        parts.append('"-" (' + " | ".join(magnitudes) + ")")
+    if high >= 0:
+        parts.extend(_positive_runs(max(0, low), high))
+    return " | ".join(parts)
+
+
+def _positive_runs(low: int, high: int) -> list[str]:
+    out: list[str] = []
+    for digits in range(len(str(low)), len(str(high)) + 1):
+        first = 0 if digits == 1 else 10 ** (digits - 1)
+        lo, hi = max(low, first), min(high, 10**digits - 1)
+        if lo <= hi:
+            out.extend(" ".join(run) for run in _same_length_runs(str(lo), str(hi)))
+    return out
+
+
+def _same_length_runs(low: str, high: str) -> list[list[str]]:
+    """Runs of GBNF items (a digit literal or a class) covering the digit strings from ``low`` to ``high``, which
+    have the same length."""
+    if not low:
+        return [[]]
+    if low == high:
+        return [[f'"{d}"' for d in low]]
+    if low[0] == high[0]:
+        return [[f'"{low[0]}"', *run] for run in _same_length_runs(low[1:], high[1:])]
+    rest = len(low) - 1
+    out: list[list[str]] = []
+    start, end = int(low[0]), int(high[0])
+    if low[1:] != "0" * rest:
+        out += [[f'"{low[0]}"', *run] for run in _same_length_runs(low[1:], "9" * rest)]
+        start += 1
+    tail: list[list[str]] = []
+    if high[1:] != "9" * rest:
+        tail = [[f'"{high[0]}"', *run] for run in _same_length_runs("0" * rest, high[1:])]
+        end -= 1
+    if start <= end:
+        out.append([f'"{start}"' if start == end else f"[{start}-{end}]", *["[0-9]"] * rest])
+    return out + tail
 
 
 def _grammar(schema: dict[str, Any]) -> Any:
