@@ -97,7 +97,7 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert "against the base on the same 10 items" in first and "reloaded from the workspace's checkpoint" in first
     assert again.startswith("you made this same call already since the last run_experiment; its answer was: ")
     assert first[:300] in again
-    assert again.endswith("Decide now: call run_experiment with one of the suggested candidates.")
+    assert again.endswith("Decide now: call suggest, then run_experiment with one of the suggested candidates.")
     assert unknown.startswith("error: evaluate: target '7' is not the base or a finished experiment (one of base, 1)")
     assert too_many.startswith("error: evaluate: limit 500 must be a whole number of questions from 10 to 200")
     assert task.startswith("error: evaluate: task 'mmlu' is not offered")

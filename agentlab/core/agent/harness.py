@@ -4,7 +4,8 @@ built: it needs the ``agent`` extra).
 
 The graph is create_agent's own (model -> tools -> model ...); what agentlab adds is middleware:
 
-- ``Step`` (``wrap_model_call``): the tools of this step (the driver's, or only ``suggest`` and the action after a
+- ``Step`` (``wrap_model_call``): the tools of this step (the driver's, without the action that picks a suggested
+  candidate while none is suggested (a driver's ``pick_needs_suggest``), or only ``suggest`` and the action after a
   repeat), the window (the brief and the last ``keep`` messages), one call per step, the counters, and the step
   budget: after ``max_steps`` steps without an action, a failed model call or a reply with no tool call, the
   driver's default action is written as the action call (``defaulted``). An action call is checked here, in the
@@ -93,6 +94,10 @@ class Step(_Middleware):
                                  f"{' or '.join(self.driver.actions)}")
         counts["steps"] += 1
         tools = run.tools()
+        if getattr(self.driver, "pick_needs_suggest", False) and not state.get("suggested"):
+            # the action that picks a suggested candidate, with none suggested since the last action, can only be
+            # refused: it is not offered (SmolLM2 called it first, then suggest, 45 steps for 11 trials)
+            tools = [t for t in tools if t.name != self.driver.actions[0]] or tools
         if state.get("repeated"):  # it repeated itself: see the candidates, or run one (still its choice)
             tools = [t for t in tools if t.name in (self.driver.actions[0], "suggest")] or tools
         try:
@@ -208,7 +213,9 @@ class Tools(_Middleware):
             # again, and a push to decide
             action = self.driver.actions[0]
             head = f"you made this same call already since the last {action}; its answer was: "
-            tail = f"\nDecide now: call {action} with one of the suggested candidates."
+            none = getattr(self.driver, "pick_needs_suggest", False) and not state.get("suggested")
+            tail = ("\nDecide now: call suggest, then " if none else "\nDecide now: call ") + \
+                f"{action} with one of the suggested candidates."
             text = head + answers[key][:RESULT_CHARS - len(head) - len(tail)] + tail
             self.run.event("agent_tool", tool=call["name"], summary=summary("repeated call: " + answers[key]))
             return Command(update={"messages": [ToolMessage(text, tool_call_id=call["id"])], "repeated": True})

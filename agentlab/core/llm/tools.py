@@ -364,9 +364,9 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
     (``STRING_MAX_CHARS``, ``ARRAY_MAX_ITEMS``), an object at the top (a schema without a type is one), integer
     ranges of under 256 values as enums (llama.cpp's JSON-schema converter ignores ``minimum`` / ``maximum``:
     measured, a random model wrote 5044444444444444 for an integer of 0-9; wider ranges get a digit rule from the
-    llama.cpp provider, ``llama_cpp.json_gbnf``, and llguidance reads the bounds itself), and no annotations (``description``, ``title``, ...: they do not
-    constrain, and llama.cpp's converter rejects a schema made of annotations alone, as BFCL's ``any`` parameters
-    are once typed: ``{"description": "The training data."}``)."""
+    llama.cpp provider, ``llama_cpp.json_gbnf``, and llguidance reads the bounds itself), and no annotations
+    (``description``, ``title``, ...: they do not constrain, and llama.cpp's converter rejects a schema made of
+    annotations alone, as BFCL's ``any`` parameters are once typed: ``{"description": "The training data."}``)."""
     out = _grammar_ready(schema)
     if "type" not in out and "properties" in out:
         return {**out, "type": "object"}

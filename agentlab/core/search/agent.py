@@ -225,6 +225,7 @@ class AgentPlanner:
     steps to events.jsonl."""
 
     name = "agent"
+    pick_needs_suggest = True  # the runtime offers the first action (run a candidate) only once suggest has run
 
     def __init__(self, model: AgentModel, settings: AgentSettings, path: Path, kit: AgentKit, *,
                  sampler: str = "tpe", approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,

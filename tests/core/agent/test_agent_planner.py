@@ -131,9 +131,11 @@ def test_a_repeated_call_gets_its_earlier_answer_and_a_push_not_a_second_run(tmp
     results = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
     assert results[1].startswith("you made this same call already since the last run_trial; its answer was: ")
     assert results[0] in results[1]
-    assert results[1].endswith("Decide now: call run_trial with one of the suggested candidates.")
-    # the step after a repeat may only see or run the suggested candidates: history(top=2) was not offered
-    assert model.offered[2] == ["suggest", "run_trial"] and "history" in model.offered[0]
+    assert results[1].endswith("Decide now: call suggest, then run_trial with one of the suggested candidates.")
+    # the step after a repeat may only see or run the suggested candidates: history(top=2) was not offered; nothing
+    # was suggested yet, so run_trial (which could only be refused) was not offered either
+    assert model.offered[2] == ["suggest"] and "history" in model.offered[0]
+    assert "run_trial" not in model.offered[0] and "try_config" in model.offered[0]
     assert not results[4].startswith("you made")  # an action ran since: the same call is answered afresh
     tools = [f["summary"] for kind, f in events if kind == "agent_tool"]
     assert sum(t.startswith("repeated call: ") for t in tools) == 1  # not run again

@@ -85,8 +85,9 @@ def test_an_http_model_gets_none_of_the_small_profiles_crutches(tmp_path: Path) 
     assert "the guard" in full.seen[0][0]["content"] and "the guard" not in small.seen[0][0]["content"]
     assert len(small.seen[0][0]["content"]) < len(full.seen[0][0]["content"]) / 2
     # descriptions: kept for the full profile, the small one's reason has none (and a plain character set)
-    assert "description" in _reason(full.tools[0]) and "pattern" not in _reason(full.tools[0])
-    assert "description" not in _reason(small.tools[0]) and "pattern" in _reason(small.tools[0])
+    # (step 2: run_trial is offered once suggest has run)
+    assert "description" in _reason(full.tools[1]) and "pattern" not in _reason(full.tools[1])
+    assert "description" not in _reason(small.tools[1]) and "pattern" in _reason(small.tools[1])
 
 
 def test_run_trial_of_a_candidate_never_suggested_is_refused(tmp_path: Path) -> None:
@@ -98,6 +99,9 @@ def test_run_trial_of_a_candidate_never_suggested_is_refused(tmp_path: Path) -> 
     assert tool_answers[0].startswith("not run: no candidates were suggested")
     assert records[1].origin == "agent" and records[1].choice == 2  # after suggest, the same call runs
     assert trial_agent_block(planner, records)["rejected_calls"] == 1
+    # a model under a grammar could not have made the blind call: run_trial is offered only once suggest has run
+    offered = [[t["function"]["name"] for t in step] for step in model.tools]
+    assert "run_trial" not in offered[0] and "try_config" in offered[0] and "run_trial" in offered[2]
     planner.close()
 
 
