@@ -372,7 +372,25 @@ def test_tool_gate_answers_in_text_only_when_no_tool_shares_a_word(messages: lis
 
     gated = tool_gate(messages, params)
     assert gated.tool_choice == choice
-    assert gated.tools == params.tools  # the tools stay: the reply is still checked against them
+    if choice == "none" or len(params.tools or []) == 1:
+        assert gated.tools == params.tools  # the tools stay: the reply is still checked against them
+
+
+def test_tool_gate_offers_only_the_tools_that_share_a_word_with_the_question() -> None:
+    from agentlab.core.llm.tools import tool_gate
+
+    miles = {"type": "function", "function": {"name": "km_to_miles", "description": "Convert kilometres to miles.",
+                                              "parameters": {"type": "object", "properties": {"km": {}}}}}
+    people = {"type": "function", "function": {"name": "get_population", "description": "People living in a city.",
+                                               "parameters": {"type": "object", "properties": {"city": {}}}}}
+    convert = [{"role": "user", "content": "Convert 5 km to miles."}]
+    assert tool_gate(convert, GenParams(tools=[people, miles], tool_choice="auto")).tools == [miles]
+    both = [{"role": "user", "content": "Convert 5 km to miles, then the population of Paris."}]
+    assert tool_gate(both, GenParams(tools=[people, miles], tool_choice="auto")).tools == [people, miles]
+    assert tool_gate(ASK, GenParams(tools=[WEATHER, NEWS], tool_choice="auto")).tools == [WEATHER]
+    for off in (GenParams(tools=[people, miles], tool_choice="required"),
+                GenParams(tools=[people, miles], tool_choice="auto", extra={"tool_gate": False})):
+        assert tool_gate(convert, off).tools == [people, miles]  # only the gate narrows
 
 
 def test_close_repeats_keeps_the_distinct_calls_of_a_looping_reply() -> None:
