@@ -121,15 +121,25 @@ async def _drive(client: aiohttp.ClientSession, url: str, model: str, requests: 
             "ttft": statistics.median(ttfts) if ttfts else None}
 
 
+UPSTREAM_PID: int | None = None  # the loopback upstream's process: its CPU is counted in every round
+
+
 async def one_round(base_url: str, model: str, requests: int, concurrency: int, stream: bool, pid: int | None,
                     headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One measured round; besides the gateway's CPU per request (``cpu_ms``), the CPU per request of the rest of
+    the path, the same on every path: this client and the upstream (``rest_ms``), and the wall time (``wall_s``)."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as client:
         url = base_url + "/chat/completions"
         headers, extra = headers or {}, extra or {}
         await _drive(client, url, model, concurrency, concurrency, stream, headers, extra)  # open the connections
         cpu0 = cpu_seconds(pid) if pid else 0.0
+        rest0 = cpu_seconds(os.getpid()) + (cpu_seconds(UPSTREAM_PID) if UPSTREAM_PID else 0.0)
+        wall0 = time.perf_counter()
         out = await _drive(client, url, model, requests, concurrency, stream, headers, extra)
+        out["wall_s"] = time.perf_counter() - wall0
+        rest = cpu_seconds(os.getpid()) + (cpu_seconds(UPSTREAM_PID) if UPSTREAM_PID else 0.0) - rest0
+        out["rest_ms"] = rest / requests * 1000
         if pid:
             out["cpu_ms"] = (cpu_seconds(pid) - cpu0) / requests * 1000
         return out
@@ -180,6 +190,8 @@ def main() -> None:
     model = f"bench-{round(args.latency * 1000)}ms"
     script = {"defaults": {model: {"text": REPLY, "delay_s": args.latency}}}
     upstream_proc, upstream = spawn_server_process(script)
+    global UPSTREAM_PID
+    UPSTREAM_PID = upstream_proc.pid
     folder = Path(tempfile.mkdtemp(prefix="gateway-peers-"))
     llm = {"providers": {"up": {"kind": "openai", "base_url": upstream, "max_connections": 256}},
            "models": {model: {"provider": "up", "model": model}}, "timeout_s": 60, "retries": 0}
@@ -285,6 +297,21 @@ def main() -> None:
           f"cost {statistics.median(cost) * 100:+.1f}% (rounds: {', '.join(f'{c * 100:+.1f}%' for c in cost)}); "
           f"CPU off {statistics.median([r['cpu_ms'] for r in off_rounds]):.2f} on "
           f"{statistics.median([r['cpu_ms'] for r in on_rounds]):.2f} ms/req")
+    # The machine's CPU as the bound: the client and the upstream cost the same on every path (rest_ms), the gateway
+    # adds its own (cpu_ms); with the CPU busy (cores x wall time spent), a path can do at most
+    # cores / (its CPU per request) requests a second, whatever the gateway does with its own share.
+    cores = os.cpu_count() or 1
+    print("\nCPU per request of the whole path (client + upstream, + the gateway), the machine's CPU in use during "
+          f"the round ({cores} cores), and the throughput the CPU allows each path at most:")
+    for (concurrency, stream), cell in results.items():
+        for name in names:
+            rows = cell[name]
+            rest = statistics.median(r["rest_ms"] for r in rows)
+            own = statistics.median(r["cpu_ms"] for r in rows) if "cpu_ms" in rows[0] else 0.0
+            busy = statistics.median((r["rest_ms"] + r.get("cpu_ms", 0.0)) * r["rps"] / 1000 for r in rows)
+            print(f"  c{concurrency} {'stream' if stream else 'plain'} {name}: client+upstream {rest:.2f} ms/req"
+                  + (f" + gateway {own:.2f}" if own else "") + f" = {rest + own:.2f} ms/req; CPU in use "
+                  f"{busy:.2f} of {cores} cores; CPU bound {cores / (rest + own) * 1000:.0f} req/s")
     c64 = results.get((64, False)), results.get((64, True))
     if c64[0] and c64[1]:
         plain = statistics.median(r["rps"] / d["rps"] for r, d in zip(c64[0]["agentlab"], c64[0]["direct"],
