@@ -63,6 +63,12 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def own_cpu_seconds() -> float:
+    """This client's CPU time alone (its children, the upstream and the gateways, are counted apart)."""
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
 def rss_mb(pid: int) -> float:
     proc = psutil.Process(pid)
     total = 0
@@ -134,11 +140,11 @@ async def one_round(base_url: str, model: str, requests: int, concurrency: int, 
         headers, extra = headers or {}, extra or {}
         await _drive(client, url, model, concurrency, concurrency, stream, headers, extra)  # open the connections
         cpu0 = cpu_seconds(pid) if pid else 0.0
-        rest0 = cpu_seconds(os.getpid()) + (cpu_seconds(UPSTREAM_PID) if UPSTREAM_PID else 0.0)
+        rest0 = own_cpu_seconds() + (cpu_seconds(UPSTREAM_PID) if UPSTREAM_PID else 0.0)
         wall0 = time.perf_counter()
         out = await _drive(client, url, model, requests, concurrency, stream, headers, extra)
         out["wall_s"] = time.perf_counter() - wall0
-        rest = cpu_seconds(os.getpid()) + (cpu_seconds(UPSTREAM_PID) if UPSTREAM_PID else 0.0) - rest0
+        rest = own_cpu_seconds() + (cpu_seconds(UPSTREAM_PID) if UPSTREAM_PID else 0.0) - rest0
         out["rest_ms"] = rest / requests * 1000
         if pid:
             out["cpu_ms"] = (cpu_seconds(pid) - cpu0) / requests * 1000
