@@ -78,6 +78,10 @@ class _Middleware(AgentMiddleware):
         super().__init__()
         self.run, self.driver = run, run.driver
 
+    def unsuggested(self, state: Any) -> bool:
+        """Whether the driver's first action picks a suggested candidate and none is suggested since the last action."""
+        return bool(getattr(self.driver, "pick_needs_suggest", False)) and not state.get("suggested")
+
 
 class Step(_Middleware):
     """One model step with the guards around it (see the module docstring)."""
@@ -94,7 +98,7 @@ class Step(_Middleware):
                                  f"{' or '.join(self.driver.actions)}")
         counts["steps"] += 1
         tools = run.tools()
-        if getattr(self.driver, "pick_needs_suggest", False) and not state.get("suggested"):
+        if self.unsuggested(state):
             # the action that picks a suggested candidate, with none suggested since the last action, can only be
             # refused: it is not offered (SmolLM2 called it first, then suggest, 45 steps for 11 trials)
             tools = [t for t in tools if t.name != self.driver.actions[0]] or tools
@@ -213,7 +217,7 @@ class Tools(_Middleware):
             # again, and a push to decide
             action = self.driver.actions[0]
             head = f"you made this same call already since the last {action}; its answer was: "
-            none = getattr(self.driver, "pick_needs_suggest", False) and not state.get("suggested")
+            none = self.unsuggested(state)
             tail = ("\nDecide now: call suggest, then " if none else "\nDecide now: call ") + \
                 f"{action} with one of the suggested candidates."
             text = head + answers[key][:RESULT_CHARS - len(head) - len(tail)] + tail
