@@ -342,27 +342,17 @@ class _Handler:
     async def events(self, req: ChatRequest, task: asyncio.Future[Any], queue: asyncio.Queue[Any], first: Any,
                      start: float) -> AsyncIterator[bytes]:
         ident, created = new_id(), int(time.time())
-        label, model, ttft, sent = req.model, "", None, False
+        label, ttft, sent = req.model, None, False
         try:
-            item = first
-            while item is not _END:
+            async for batch in _batches(queue, first):
                 out = b""
                 if not sent:
                     ttft = time.perf_counter() - start
                     out = chunk(ident, created, label, {"role": "assistant", "content": ""})
                     sent = True
-                while True:  # the pieces already queued go out in one write (a write is a syscall)
-                    model = item[0]
+                for item in batch:
                     out += chunk(ident, created, label, {"content": item[1]})
-                    if queue.empty():
-                        item = None
-                        break
-                    item = queue.get_nowait()
-                    if item is _END:
-                        break
                 yield out
-                if item is None:
-                    item = await queue.get()
             exc = task.exception()
             if exc is not None:
                 error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
@@ -427,23 +417,14 @@ class _Handler:
         out = ResponseEvents(new_response_id(), int(time.time()), rreq)
         label, ttft, sent = req.model, None, False
         try:
-            item = first
-            while item is not _END:
+            async for batch in _batches(queue, first):
                 pending: list[bytes] = []
                 if not sent:
                     ttft, sent = time.perf_counter() - start, True
                     pending += out.start()
-                while True:  # the pieces already queued go out in one write
+                for item in batch:
                     pending += out.delta(item[1])
-                    if queue.empty():
-                        item = None
-                        break
-                    item = queue.get_nowait()
-                    if item is _END:
-                        break
                 yield b"".join(pending)
-                if item is None:
-                    item = await queue.get()
             exc = task.exception()
             if exc is not None:
                 error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
@@ -586,6 +567,24 @@ def _too_large(size: int, limit: int) -> ApiError:
 
 class _Disconnected(Exception):
     """The client closed the connection before its answer was ready."""
+
+
+async def _batches(queue: asyncio.Queue[Any], first: Any) -> AsyncIterator[list[Any]]:
+    """A stream's pieces from ``first`` on, in batches of those already queued when the last batch went out (each
+    batch is one write: a write is a syscall), until ``_END``."""
+    item = first
+    while item is not _END:
+        batch = [item]
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is _END:
+                break
+            batch.append(item)
+        else:
+            item = None
+        yield batch
+        if item is None:
+            item = await queue.get()
 
 
 async def _until_disconnect(request: Request, awaitable: Any) -> Any:
