@@ -7,18 +7,21 @@ install --no-deps bfcl-eval``: the checker needs nothing beyond the standard lib
 imports every API client, is replaced by a one-entry table; see ``CHECKER``). This script reads the non-live
 categories ``simple_python``, ``multiple``, ``parallel`` and ``irrelevance`` from that install (``--bfcl-python``
 finds it) and calls ``bfcl_eval.eval_checker.ast_eval.ast_checker`` in a subprocess with that venv's python.
-``irrelevance`` is scored as BFCL scores it: correct when the model makes no call.
+``irrelevance`` is scored as BFCL scores it: correct when the model makes no call. ``--categories`` may name the
+unseen ``live_*`` files (``live_simple``, ``live_multiple``, ``live_parallel``, ``live_parallel_multiple``,
+``live_relevance``: correct when the model makes a call, ``live_irrelevance``): they are for a report at the end,
+never for tuning.
 
 Per category and mode (``grammar``: the llama_cpp provider's GBNF grammar built from the tools; ``free``: the same
 prompt, model param ``tool_grammar: false``, calls read from free text) it prints accuracy, the share of items
 answered with at least one call (``called``), the share of items whose first reply validated against the tools'
 schemas (``valid``), the share answered with a valid reply after the router's one repair (``answered``), completion
 tokens and seconds per item. Every item is asked with ``tool_choice: auto`` (BFCL does not tell the model whether to
-call; ``parallel_tool_calls: false`` in the single-call categories ``simple_python`` and ``multiple``), temperature
-0, at most ``--max-tokens``, through ``Router.generate``: the router validates and repairs as it does for any
-caller. Items: a seeded sample of ``--per-category`` per category (``--per-category 0``: all). BFCL's function names
-may contain dots, which OpenAI's tool names may not: they are sent with ``_`` for ``.`` and the checker is told so
-(``underscore_to_dot``, as BFCL does for OpenAI's models).
+call; ``parallel_tool_calls: false`` in the single-call categories ``simple_python``, ``multiple`` and their live
+forms), temperature 0, at most ``--max-tokens``, through ``Router.generate``: the router validates and repairs
+as it does for any caller. Items: a seeded sample of ``--per-category`` per category (``--per-category 0``: all).
+BFCL's function names may contain dots, which OpenAI's tool names may not: they are sent with ``_`` for ``.`` and the
+checker is told so (``underscore_to_dot``, as BFCL does for OpenAI's models).
 
 Then throughput: the grammar run's answers are replayed by a loopback upstream (``agentlab.testing.server``, one
 model per item answering its recorded calls after ``--latency`` seconds) and the same requests, with their tools,
@@ -131,7 +134,7 @@ def tools_of(item: dict[str, Any]) -> list[dict[str, Any]]:
 def request_params(item: dict[str, Any]) -> GenParams:
     """``tool_choice: auto``; one call at most in BFCL's single-call categories (``parallel_tool_calls: false``, as a
     client that wants one call says): under the grammar, greedy SmolLM2 otherwise repeats its call until max_tokens."""
-    single = item["category"] in ("simple_python", "multiple")
+    single = item["category"] in ("simple_python", "multiple", "live_simple", "live_multiple")
     return GenParams(tools=tools_of(item), tool_choice="auto", parallel_tool_calls=False if single else None)
 
 
@@ -207,12 +210,13 @@ def ask(router: Router, mode: str, item: dict[str, Any], invalid: list[str]) -> 
 
 
 def check(python: str, items: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[bool]:
-    """BFCL's verdict per item: its AST checker, or no call at all for irrelevance."""
+    """BFCL's verdict per item: its AST checker; for the irrelevance categories no call at all, for
+    ``live_relevance`` at least one (BFCL has no answer for it: any call counts)."""
     verdicts: list[bool | None] = []
     batch = []
     for item, res in zip(items, results, strict=True):
-        if item["category"] == "irrelevance":
-            verdicts.append(not res["calls"])
+        if item["category"] in ("irrelevance", "live_irrelevance", "live_relevance"):
+            verdicts.append(bool(res["calls"]) == (item["category"] == "live_relevance"))
             continue
         verdicts.append(None)
         batch.append({"category": item["category"], "function": item["function"], "answer": item["answer"],

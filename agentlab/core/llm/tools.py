@@ -234,11 +234,22 @@ _GATE_STOP = frozenset(
     "calculate get given number value values list use using based provided specific data information".split())
 
 
+# Arithmetic written as a word or a sign between numbers names the operation a tool is called after: "What is 12
+# times 7?" shares no word with multiply(a, b). Each adds the operation's stem beside the words themselves.
+_GATE_OPERATIONS = {"times": "multiply", "multiplied": "multiply", "plus": "add", "added": "add",
+                    "minus": "subtract", "subtracted": "subtract", "divided": "divide"}
+_GATE_SIGNS = ((re.compile(r"\d\s*[x×*]\s*\d"), "multiply"), (re.compile(r"\d\s*\+\s*\d"), "add"),
+               (re.compile(r"\d\s+[-−]\s+\d"), "subtract"), (re.compile(r"\d\s*[/÷]\s*\d"), "divide"))
+
+
 def _content_stems(text: str) -> set[str]:
     """Lower-cased words of three letters or more, camelCase and snake_case split, stop words out, each cut to its
-    first five letters (a crude stem: "calculates" and "calculation" meet)."""
+    first five letters (a crude stem: "calculates" and "calculation" meet); an arithmetic word or sign between
+    numbers adds its operation's stem (``_GATE_OPERATIONS``, ``_GATE_SIGNS``)."""
+    signs = {op[:5] for pattern, op in _GATE_SIGNS if pattern.search(text)}
     text = re.sub(r"([a-z])([A-Z])", r"\1 \2", text).replace("_", " ").lower()
-    return {w[:5] for w in re.findall(r"[a-z]+", text) if len(w) > 2 and w not in _GATE_STOP}
+    words = [w for w in re.findall(r"[a-z]+", text) if len(w) > 2 and w not in _GATE_STOP]
+    return {w[:5] for w in words} | {_GATE_OPERATIONS[w][:5] for w in words if w in _GATE_OPERATIONS} | signs
 
 
 def _tool_stems(tool: dict[str, Any]) -> set[str]:

@@ -376,6 +376,38 @@ def test_tool_gate_answers_in_text_only_when_no_tool_shares_a_word(messages: lis
         assert gated.tools == params.tools  # the tools stay: the reply is still checked against them
 
 
+MULTIPLY = {"type": "function", "function": {"name": "multiply", "description": "Multiply two numbers a and b.",
+                                              "parameters": {"type": "object", "properties": {"a": {}, "b": {}}}}}
+ADD = {"type": "function", "function": {"name": "add", "description": "Add two numbers a and b.",
+                                         "parameters": {"type": "object", "properties": {"a": {}, "b": {}}}}}
+SUBTRACT = {"type": "function", "function": {"name": "subtract", "description": "Subtract b from a.",
+                                              "parameters": {"type": "object", "properties": {"a": {}, "b": {}}}}}
+
+
+@pytest.mark.parametrize("question, kept", [
+    ("What is 12 times 7?", ["multiply"]),  # shares no word with multiply(a, b): answered in text before
+    ("What is 15 multiplied by 4?", ["multiply"]),
+    ("What is 6 x 9?", ["multiply"]), ("6*9?", ["multiply"]), ("What is 6 × 9?", ["multiply"]),
+    ("What is 234 plus 589?", ["add"]), ("234 + 589 = ?", ["add"]),
+    ("What is 12 times 7, plus 3?", ["multiply", "add"]),
+    ("What is the weather in Paris?", ["get_weather"]),
+    ("Who wrote Hamlet?", None),  # still nothing in common: text
+    ("What is 84 minus 12?", ["subtract"]), ("84 - 12", ["subtract"]),
+    ("Some x-rays and a 3-1 win", None),  # a sign needs a number on each side (a minus, spaces around it too)
+])
+def test_tool_gate_reads_arithmetic_words_and_signs_as_the_operation(question: str, kept: list[str] | None) -> None:
+    from agentlab.core.llm.tools import tool_gate
+
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+                                                "parameters": {"type": "object", "properties": {"city": {}}}}}
+    gated = tool_gate([{"role": "user", "content": question}],
+                      GenParams(tools=[MULTIPLY, ADD, SUBTRACT, weather], tool_choice="auto"))
+    if kept is None:
+        assert gated.tool_choice == "none"
+    else:
+        assert gated.tool_choice == "auto" and [t["function"]["name"] for t in gated.tools or []] == kept
+
+
 def test_tool_gate_offers_only_the_tools_that_share_a_word_with_the_question() -> None:
     from agentlab.core.llm.tools import tool_gate
 
