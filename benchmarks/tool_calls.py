@@ -56,7 +56,7 @@ from agentlab.testing.server import spawn_server_process
 
 CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
 # Unseen data: never tuned on, read only to check that the gate's rule carries over.
-LIVE = ("live_simple", "live_multiple", "live_parallel", "live_relevance", "live_irrelevance")
+LIVE = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple", "live_relevance", "live_irrelevance")
 MODES = ("free", "grammar")
 SERVED = "served"  # the grammar mode's model behind `agentlab serve`, asked over HTTP: accuracy through the gateway
 TYPES = {"dict": "object", "float": "number", "tuple": "array"}
