@@ -16,6 +16,7 @@ the functions.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ def answer_logliks(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
         if cache is not None:
             past = copy.deepcopy(cache)  # the forward appends to it: every batch starts from the prefix alone
             past.batch_repeat_interleave(len(rows))
-            kwargs.update(past_key_values=past, use_cache=True)
+            kwargs.update({_cache_arg(model): past, "use_cache": True})
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits
         for row, (prompt, answer) in enumerate(chunk):
@@ -164,8 +165,16 @@ def _prefix_cache(model: Any, prefix: list[int], device: Any) -> Any:
     import torch
 
     with torch.inference_mode():
-        cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+        out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+    cache = out["cache"] if "cache" in out else out.get("past_key_values")
     return cache if hasattr(cache, "batch_repeat_interleave") else None
+
+
+def _cache_arg(model: Any) -> str:
+    """The name of the key/value cache argument of ``model``'s forward: ``cache`` since transformers 5.2x renamed
+    it (``past_key_values`` warns there, on every forward, until 5.40), ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model passes it through
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 # ------------------------------------------------------------------------- /v1/completions on a local model
