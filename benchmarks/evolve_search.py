@@ -106,6 +106,8 @@ def print_weights(compared: dict[str, dict[str, list[dict[str, Any]]]], labels: 
     for lab in labels:
         print(f"{lab}: mean test accuracy {mean[lab]:.3f} (seeds {spread[lab][0]:.3f}-{spread[lab][1]:.3f}), "
               f"mean test loglik {ll[lab]:.4f}")
+    if new == base:  # one weighting: nothing to compare it with
+        return
     ratio = mean[new] / mean[base] if mean[base] else (1.0 if mean[new] == mean[base] else float("inf"))
     print(f"weights ratio: {ratio:.3f} (mean test accuracy, {new} over {base}); loglik gap "
           f"{ll[new] - ll[base]:+.4f} (target: ratio >= 1)")
@@ -166,6 +168,9 @@ def main() -> int:
                                                  "children": children, "seconds": results["seconds"]})
             seeds_test.update({m: r for m, r in rows.items() if r["relation"] == "seed"})
             compared.setdefault("default", {}).setdefault(method, []).append(recommended_row(results, seed))
+    if not table:  # only non-default weights ran: their recommended children, no method table
+        print_weights(compared, args.weights)
+        return 0
     print(f"{'adapter / method':18s} {'test accuracy (mean)':>21s}  per seed (95% CI)  children  s")
     for name, r in sorted(seeds_test.items()):
         print(f"{name:18s} {r['accuracy']:21.3f}  {r['ci'][0]:.3f}-{r['ci'][1]:.3f}")
