@@ -407,10 +407,14 @@ class SearchLoop:
 
     @staticmethod
     def _taken(trial: Any, records: list[TrialRecord]) -> bool:
-        """Whether an earlier trial that finished or still runs has exactly ``trial``'s params."""
+        """Whether an earlier trial that finished, still runs or will run again has exactly ``trial``'s params: a
+        dead worker's trial back in the queue (``waiting``), or failed by the heartbeat check with its retry not
+        queued yet (``interrupted`` and still counted, ``records``). Without the last two a worker could plan the
+        dead trial's params afresh while its retry waited, and both ran (seen once in the PostgreSQL stress test)."""
         key = params_key(trial.params)
-        return any(r.number < trial.number and r.state in ("complete", "pruned", "running")
-                   and params_key(r.params) == key for r in records)
+        return any(r.number < trial.number and params_key(r.params) == key
+                   and (r.state in ("complete", "pruned", "running", "waiting")
+                        or (r.state == "interrupted" and r.counted)) for r in records)
 
     def _fail(self, trial: Any, reason: str, counted: bool) -> None:
         from optuna.trial import TrialState

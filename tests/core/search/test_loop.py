@@ -259,3 +259,21 @@ def test_a_trial_failed_by_the_heartbeat_check_holds_its_slot_until_its_retry_is
     records = loop.records()
     assert [r.state for r in records][-2:] == ["interrupted", "waiting"]
     assert loop.counted(records) == 3 and loop._others_running(records)
+
+
+@pytest.mark.parametrize("state, counted, taken", [
+    ("complete", True, True), ("running", True, True),
+    ("waiting", True, True),  # a dead worker's trial back in the queue: it runs again, so its params are taken
+    ("interrupted", True, True),  # failed by the heartbeat check, its retry not queued yet (its slot still counted)
+    ("interrupted", False, False),  # stopped and not retried: the planner may propose its params again
+    ("failed", True, False),
+])
+def test_a_trial_whose_params_a_queued_retry_will_run_is_taken(state: str, counted: bool, taken: bool) -> None:
+    from types import SimpleNamespace
+
+    from agentlab.core.search.records import TrialRecord
+
+    earlier = TrialRecord(number=3, state=state, value=None, params={"lr": 0.1, "layers": 2}, counted=counted)
+    fresh = SimpleNamespace(number=4, params={"layers": 2, "lr": 0.1})
+    assert SearchLoop._taken(fresh, [earlier]) is taken
+    assert SearchLoop._taken(SimpleNamespace(number=2, params=fresh.params), [earlier]) is False  # only earlier ones
