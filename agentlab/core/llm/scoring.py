@@ -137,6 +137,7 @@ def answer_logliks(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
     cache = _prefix_cache(model, prompts[0][:shared], device) if shared >= 2 else None
     if cache is None:
         shared = 0
+    cache_arg = _cache_arg(model) if cache is not None else ""  # looked up once, not per batch
     out: list[tuple[float, int]] = []
     for begin in range(0, len(encoded), batch):
         chunk = encoded[begin:begin + batch]
@@ -148,7 +149,7 @@ def answer_logliks(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
         if cache is not None:
             past = copy.deepcopy(cache)  # the forward appends to it: every batch starts from the prefix alone
             past.batch_repeat_interleave(len(rows))
-            kwargs.update({_cache_arg(model): past, "use_cache": True})
+            kwargs.update({cache_arg: past, "use_cache": True})
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits
         for row, (prompt, answer) in enumerate(chunk):
