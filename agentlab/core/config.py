@@ -87,7 +87,12 @@ def scrub_text(text: str, secrets: Iterable[str] = (), known: dict[str, str] | N
         secret = match.group("secret")
         return match.group(0) if _ENV_RE.fullmatch(secret) else match.group("head") + REDACTED
 
-    return _URL_PARAM_RE.sub(hide, _URL_USERINFO_RE.sub(hide, text))
+    # Each pattern needs its marker in the text: most texts (a run's event lines) skip both scans.
+    if "://" in text:
+        text = _URL_USERINFO_RE.sub(hide, text)
+    if "=" in text:
+        text = _URL_PARAM_RE.sub(hide, text)
+    return text
 
 
 def getenv(name: str, dotenv: dict[str, str] | None = None) -> str | None:

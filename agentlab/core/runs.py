@@ -357,6 +357,7 @@ class RunDir:
         self.command = command
         self.rerun = rerun
         self._lock = threading.Lock()
+        self._events_file: str | None = None
         self._secrets: list[str] = []
         self._lock_fd: int | None = None
         self._stub = False  # made by this object: its files go again if bad input stops it before any work
@@ -600,8 +601,11 @@ class RunDir:
         self._worked = True
         record = {"ts": round(time.time(), 3), "kind": kind, **data}
         line = self.scrub(json.dumps(record, default=_json_default)) + "\n"
+        path = self._events_file
+        if path is None:  # joined once: a gateway writes an event per request
+            path = self._events_file = str(self.file("events.jsonl"))
         with self._lock:
-            durable_append(self.file("events.jsonl"), line, sync=False)
+            durable_append(path, line, sync=False)
 
     def llm_call(self, record: dict[str, Any]) -> None:
         """Append one LLM call (messages sent, params, reply, tokens, outcome) to llm_calls.jsonl, secrets scrubbed;

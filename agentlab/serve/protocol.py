@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -376,6 +377,19 @@ def chunk(ident: str, created: int, model: str, delta: dict[str, Any] | None, fi
     if meta is not None:
         data["agentlab"] = meta
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def content_chunks(ident: str, created: int, model: str) -> Callable[[str], bytes]:
+    """``chunk(ident, created, model, {"content": piece})`` for one stream, byte for byte, from a prefix and suffix
+    built once: the per-piece cost of a streamed answer is one ``json.dumps`` of the piece, not of the whole event."""
+    marker = uuid.uuid4().hex  # a placeholder no model name or id contains
+    head, _, tail = chunk(ident, created, model, {"content": marker}).partition(f'"{marker}"'.encode())
+    dumps = json.dumps
+
+    def content(piece: str) -> bytes:
+        return head + dumps(piece).encode() + tail
+
+    return content
 
 
 def call_deltas(calls: list[ToolCall]) -> list[dict[str, Any]]:

@@ -83,7 +83,7 @@ def test_plain_response_through_a_fallback_route(gw, srv: ScriptedServer) -> Non
 
 
 def test_streamed_events_are_the_sdks_and_add_up_to_the_answer(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
-    srv.default("good", Reply(text="one two three four"))
+    srv.default("good", Reply(text="one two three four", chunk_delay_s=0.02))  # apart: one delta a piece
     whole = client(gw).responses.create(model="main", input="Count.")
     events = list(client(gw).responses.create(model="main", input="Count.", stream=True))
     kinds = [e.type for e in events]

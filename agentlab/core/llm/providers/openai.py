@@ -1,7 +1,10 @@
 """OpenAI-compatible chat completions over httpx: OpenRouter, OpenAI, vLLM, llama.cpp server, Ollama.
 
-Pooled ``httpx.AsyncClient``s per provider (a few connections each: see ``_client_for_loop``), created lazily inside
-the running event loop. Every failure becomes an
+Chat completions go over ``http1.Http1Pool`` (asyncio and httptools' parser: a fifth of httpx's CPU a request, which
+is what bounds a gateway at high concurrency) wherever it applies (http or https, no proxy from the environment,
+httptools installed, as it is with ``agentlab[serve]``); otherwise, and for ``/models`` and ``/embeddings``, over
+pooled ``httpx.AsyncClient``s (a few connections each: see ``_client_for_loop``). Both are created lazily inside the
+running event loop. Every failure becomes an
 ``LLMError`` whose ``kind`` is all the router needs to decide on retries and fallbacks. ``timeout_s`` is a *total*
 deadline for the whole call (httpx timeouts are per operation, so a server trickling bytes would never trip them).
 
@@ -24,10 +27,12 @@ import time
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from agentlab.core.errors import LLMError
+from agentlab.core.llm.providers import http1
 from agentlab.core.llm.tools import ToolCallAssembler, calls_from_message
 from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, Usage
 
@@ -199,6 +204,12 @@ class OpenAIProvider:
         self.max_connections = max_connections
         self.api_key_env = api_key_env
         self._chat_url = self.base_url + "/chat/completions"
+        chat = urlsplit(self._chat_url)
+        self._chat_path = chat.path + ("?" + chat.query if chat.query else "")
+        # The lean client for chat completions where it applies (see the module's docstring); httpx otherwise.
+        self._lean = http1.usable_for(self.base_url)
+        self._pool: http1.Http1Pool | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
         # httpx.Headers masks Authorization in its repr; the key is kept nowhere else in clear except _Secret.
         self._headers = httpx.Headers(headers or {})
         self._secret = _Secret(api_key) if api_key else None
@@ -240,16 +251,49 @@ class OpenAIProvider:
         return self._clients[index], index
 
     def _done(self, index: int) -> None:
-        if index < len(self._busy):  # aclose() may have dropped the clients meanwhile
+        if 0 <= index < len(self._busy):  # aclose() may have dropped the clients meanwhile
             self._busy[index] -= 1
+
+    def _pool_for_loop(self) -> http1.Http1Pool:
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._pool_loop is not loop:
+            headers = {name: value for name, value in self._headers.items()}
+            self._pool = http1.Http1Pool(self.base_url, headers, self.max_connections,
+                                         _ssl_context() if self.base_url.startswith("https:") else None)
+            self._pool_loop = loop
+        return self._pool
+
+    async def _open(self, body: dict[str, Any], timeout_s: float) -> tuple[Any, int]:
+        """POST ``body`` to chat completions; returns the response once its headers are in (the body unread) and
+        the httpx shard to hand back (-1 for the lean pool). Close it with ``_close``."""
+        if self._lean:
+            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            return await self._pool_for_loop().post(self._chat_path, payload), -1
+        client, shard = self._client_for_loop()
+        try:
+            request = client.build_request("POST", self._chat_url, json=body, timeout=timeout_s)  # may fail to encode
+            return await client.send(request, stream=True), shard
+        except BaseException:
+            self._done(shard)
+            raise
+
+    async def _close(self, response: Any, shard: int) -> None:
+        try:
+            await response.aclose()
+        finally:
+            self._done(shard)
 
     async def aclose(self) -> None:
         """Close the connection pools; the next call opens new ones."""
         clients, loop, self._clients, self._busy, self._loop = self._clients, self._loop, [], [], None
+        pool, pool_loop, self._pool, self._pool_loop = self._pool, self._pool_loop, None, None
         # A pool made in another (usually finished) loop cannot be closed from this one: its sockets die with it.
-        if loop is asyncio.get_running_loop():
+        running = asyncio.get_running_loop()
+        if loop is running:
             for client in clients:
                 await client.aclose()
+        if pool is not None and pool_loop is running:
+            await pool.aclose()
 
     # -- request ---------------------------------------------------------------------------------------------------
 
@@ -339,7 +383,7 @@ class OpenAIProvider:
             return "the connection dropped mid-stream; retry, or set stream: false for this model"
         return "see the message above"
 
-    def _status_error(self, model: str | None, response: httpx.Response) -> LLMError:
+    def _status_error(self, model: str | None, response: Any) -> LLMError:
         status = response.status_code
         kind = _kind_for_status(status)
         retry_after = parse_retry_after(response.headers) if status == 429 or status >= 500 else None
@@ -369,7 +413,7 @@ class OpenAIProvider:
         reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
         if cut:
             return self._error("stream_cut", model, f"stream ended before [DONE]: {reason}")
-        if isinstance(exc, httpx.DecodingError):
+        if isinstance(exc, (httpx.DecodingError, http1.BodyDecodingError)):
             return self._error("malformed", model, f"undecodable body: {reason}")
         if isinstance(cause, (TypeError, ValueError)):  # the request itself could not be encoded (e.g. NaN, objects)
             return self._error("bad_request", model, f"cannot send the request: {reason}",
@@ -380,16 +424,17 @@ class OpenAIProvider:
 
     async def generate(self, model: str, messages: Messages, params: GenParams, timeout_s: float) -> Completion:
         """One non-streamed completion; raises ``LLMError`` on any failure."""
-        client, shard = self._client_for_loop()
         body = self._body(model, messages, params, stream=False)
         start = time.perf_counter()
         try:
             async with _timeout_at(asyncio.get_running_loop().time() + timeout_s):
-                response = await client.post(self._chat_url, json=body, timeout=timeout_s)
+                response, shard = await self._open(body, timeout_s)
+                try:
+                    await response.aread()
+                finally:
+                    await self._close(response, shard)
         except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
             raise self._transport_error(model, exc, timeout_s) from exc
-        finally:
-            self._done(shard)
         latency = time.perf_counter() - start
         if response.status_code != 200 and not 200 <= response.status_code < 300:
             raise self._status_error(model, response)
@@ -433,20 +478,15 @@ class OpenAIProvider:
 
         A stream that ends without ``data: [DONE]`` raises ``LLMError(kind="stream_cut")``.
         """
-        client, shard = self._client_for_loop()
         body = self._body(model, messages, params, stream=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         start = time.perf_counter()
         try:
-            request = client.build_request("POST", self._chat_url, json=body, timeout=timeout_s)  # may fail to encode
             async with _timeout_at(deadline):
-                response = await client.send(request, stream=True)
-        except BaseException as exc:
-            self._done(shard)
-            if isinstance(exc, Exception):  # transport failures come as httpx, OSError or anyio groups
-                raise self._transport_error(model, exc, timeout_s) from exc
-            raise
+                response, shard = await self._open(body, timeout_s)
+        except Exception as exc:  # transport failures come as httpx, OSError or anyio groups
+            raise self._transport_error(model, exc, timeout_s) from exc
         try:
             if not 200 <= response.status_code < 300:
                 try:
@@ -485,54 +525,21 @@ class OpenAIProvider:
                             raise self._transport_error(model, exc, timeout_s, cut=True) from exc
                         lines = (buffer + chunk).split(b"\n")
                         buffer = lines.pop()
-                        for line in lines:
-                            if line.endswith(b"\r"):
-                                line = line[:-1]
-                            if line:
-                                if line.startswith(b"data:"):
-                                    payload = line[6:] if line[5:6] == b" " else line[5:]
-                                    data = payload if data is None else data + b"\n" + payload
-                                # Anything else (": keepalive" comments, event:, id:, retry:) carries nothing for us.
-                                continue
-                            if data is None:
-                                continue
-                            event, data = data, None
-                            if event == b"[DONE]":
-                                done = True
-                                break
-                            try:
-                                obj = json.loads(event)
-                            except ValueError as exc:
-                                raise self._error("malformed", model, f"stream event is not JSON: {event[:80]!r}",
-                                                  status=response.status_code) from exc
-                            if not isinstance(obj, dict):
-                                raise self._error("malformed", model, "stream event is not a JSON object",
-                                                  status=response.status_code)
-                            err = obj.get("error")
-                            if err:
-                                raise self._payload_error(model, err, response.status_code)
-                            if obj.get("usage"):
-                                usage = obj["usage"]
-                            choices = obj.get("choices")
-                            if not choices:
-                                continue
-                            choice = choices[0]
-                            delta = choice.get("delta")
-                            if delta:
-                                piece = delta.get("content")
-                                if piece:
-                                    if ttft is None:
-                                        ttft = time.perf_counter() - start
-                                    if piece.__class__ is not str:
-                                        piece = _text_of(piece)
-                                    parts.append(piece)
-                                    yield StreamDelta(piece)
-                                if delta.get("tool_calls"):
-                                    if ttft is None:
-                                        ttft = time.perf_counter() - start
-                                    tool_calls.add(delta["tool_calls"])
-                            if choice.get("finish_reason"):
-                                finish = choice["finish_reason"]
+                        # The pieces of one read go on as one delta: the text and its timing are the same, and
+                        # a dozen generator hops a streamed answer become one or two (the gateway's CPU).
+                        pending: list[str] = []
+                        try:
+                            done, data, usage, finish = self._events(model, response.status_code, lines, data,
+                                                                     parts, pending, tool_calls, usage, finish)
+                        except LLMError:
+                            if pending:
+                                yield StreamDelta("".join(pending))
+                            raise
+                        if pending or (ttft is None and tool_calls):
+                            if ttft is None:
+                                ttft = time.perf_counter() - start
+                            if pending:
+                                yield StreamDelta("".join(pending) if len(pending) > 1 else pending[0])
             except TimeoutError as exc:
                 raise self._transport_error(model, exc, timeout_s, cut=True) from exc
             if not done:
@@ -556,8 +563,57 @@ class OpenAIProvider:
             yield Completion(text=text, model=model, usage=used, latency_s=latency, ttft_s=ttft,
                              finish_reason=finish, tool_calls=tool_calls.calls())
         finally:
-            self._done(shard)
-            await response.aclose()
+            await self._close(response, shard)
+
+    def _events(self, model: str, status: int, lines: list[bytes], data: bytes | None, parts: list[str],
+                pending: list[str], tool_calls: ToolCallAssembler, usage: dict[str, Any] | None,
+                finish: str | None) -> tuple[bool, bytes | None, dict[str, Any] | None, str | None]:
+        """The SSE events in ``lines`` (whole lines of one read): content pieces appended to ``parts`` and
+        ``pending``, tool-call pieces to ``tool_calls``; returns (``[DONE]`` seen, the event still being read,
+        usage, finish reason)."""
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line:
+                if line.startswith(b"data:"):
+                    payload = line[6:] if line[5:6] == b" " else line[5:]
+                    data = payload if data is None else data + b"\n" + payload
+                # Anything else (": keepalive" comments, event:, id:, retry:) carries nothing for us.
+                continue
+            if data is None:
+                continue
+            event, data = data, None
+            if event == b"[DONE]":
+                return True, data, usage, finish
+            try:
+                obj = json.loads(event)
+            except ValueError as exc:
+                raise self._error("malformed", model, f"stream event is not JSON: {event[:80]!r}",
+                                  status=status) from exc
+            if not isinstance(obj, dict):
+                raise self._error("malformed", model, "stream event is not a JSON object", status=status)
+            err = obj.get("error")
+            if err:
+                raise self._payload_error(model, err, status)
+            if obj.get("usage"):
+                usage = obj["usage"]
+            choices = obj.get("choices")
+            if not choices:
+                continue
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta:
+                piece = delta.get("content")
+                if piece:
+                    if piece.__class__ is not str:
+                        piece = _text_of(piece)
+                    parts.append(piece)
+                    pending.append(piece)
+                if delta.get("tool_calls"):
+                    tool_calls.add(delta["tool_calls"])
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        return False, data, usage, finish
 
     async def _drain(self, chunks: AsyncIterator[bytes], deadline: float) -> None:
         """Read what follows [DONE] (the chunked terminator) so the connection can be reused; failures don't matter."""
@@ -569,7 +625,7 @@ class OpenAIProvider:
         except Exception:  # the answer is complete; a failed drain only costs the pooled connection
             pass
 
-    async def _plain_as_stream(self, model: str, response: httpx.Response, deadline: float, start: float,
+    async def _plain_as_stream(self, model: str, response: Any, deadline: float, start: float,
                                timeout_s: float) -> AsyncIterator[StreamDelta | Completion]:
         try:
             async with _timeout_at(deadline):
