@@ -380,15 +380,17 @@ class _Handler:
                                                     else ""})
                 if text or not calls:
                     yield chunk(ident, created, label, {"content": text})
-            for piece in call_deltas(calls):
-                yield chunk(ident, created, label, {"tool_calls": [piece]})
-            yield chunk(ident, created, label, {}, finish_of(rc.completion.finish_reason, calls), meta=_meta(rc))
+            # the end in one write: the calls, the finish chunk, usage and [DONE]
+            tail = [chunk(ident, created, label, {"tool_calls": [piece]}) for piece in call_deltas(calls)]
+            tail.append(chunk(ident, created, label, {}, finish_of(rc.completion.finish_reason, calls),
+                              meta=_meta(rc)))
             if req.include_usage:
                 usage = rc.completion.usage
-                yield chunk(ident, created, label, None, usage={
+                tail.append(chunk(ident, created, label, None, usage={
                     "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.total_tokens})
-            yield DONE
+                    "total_tokens": usage.total_tokens}))
+            tail.append(DONE)
+            yield b"".join(tail)
             seconds = time.perf_counter() - start
             self.metrics.answered_request(label, model, seconds, rc.fallbacks, ttft, tool_calls=len(calls))
             if log.isEnabledFor(logging.INFO):

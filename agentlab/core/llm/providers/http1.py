@@ -154,6 +154,11 @@ class Http1Response:
         return self._content
 
     @property
+    def complete(self) -> bool:
+        """The whole body has arrived and been read."""
+        return self._done and not self._chunks
+
+    @property
     def content(self) -> bytes:
         if self._content is None:
             raise RuntimeError("the body was not read: await aread() first")

@@ -415,6 +415,8 @@ class OpenAIProvider:
             return self._error("stream_cut", model, f"stream ended before [DONE]: {reason}")
         if isinstance(exc, (httpx.DecodingError, http1.BodyDecodingError)):
             return self._error("malformed", model, f"undecodable body: {reason}")
+        if isinstance(cause, ssl.SSLError):  # a certificate that does not verify is a ValueError too
+            return self._error("connection", model, reason)
         if isinstance(cause, (TypeError, ValueError)):  # the request itself could not be encoded (e.g. NaN, objects)
             return self._error("bad_request", model, f"cannot send the request: {reason}",
                                hint="params and messages must be JSON-serialisable (no NaN, no objects)")
@@ -548,7 +550,7 @@ class OpenAIProvider:
                 else:
                     raise self._error("stream_cut", model, f"stream ended before [DONE] after {len(parts)} chunks",
                                       status=response.status_code)
-            else:
+            elif not getattr(response, "complete", False):  # the lean client often has the terminator already
                 await self._drain(chunks, deadline)
             latency = time.perf_counter() - start
             text = "".join(parts)
@@ -586,7 +588,7 @@ class OpenAIProvider:
             if event == b"[DONE]":
                 return True, data, usage, finish
             try:
-                obj = json.loads(event)
+                obj = json.loads(event.decode())  # str: json.loads would detect the encoding of bytes each time
             except ValueError as exc:
                 raise self._error("malformed", model, f"stream event is not JSON: {event[:80]!r}",
                                   status=status) from exc
