@@ -229,7 +229,8 @@ def test_a_local_llama_cpp_model_streams_what_it_answers_whole(gateway, tiny_mod
 @pytest.mark.slow
 def test_the_builtin_smollm2_answers_responses_and_embeddings(gateway) -> None:  # noqa: ANN001
     """End to end on the built-in smollm2-135m (configs/llm.local.yaml, llama.cpp): a Responses answer, the same
-    text streamed at temperature 0, a follow-up by previous_response_id, embeddings that tell topics apart."""
+    text streamed at temperature 0, a follow-up by previous_response_id, embeddings that tell topics apart, and a tool
+    round trip (a function call, then an answer from its output)."""
     from pathlib import Path
 
     import yaml
@@ -259,3 +260,13 @@ def test_the_builtin_smollm2_answers_responses_and_embeddings(gateway) -> None: 
         return sum(x * y for x, y in zip(a, b, strict=True))  # normalised vectors
 
     assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
+    # a tool round trip: the model calls the tool (the grammar makes the call valid), then answers from its output
+    first = c.responses.create(model="fast", input="What is the weather in Paris?", tools=[WEATHER], temperature=0,
+                               max_output_tokens=64)
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather", first.output
+    assert isinstance(json.loads(calls[0].arguments).get("city"), str)
+    result = {"type": "function_call_output", "call_id": calls[0].call_id, "output": '{"temp": 18, "sky": "sunny"}'}
+    answer = c.responses.create(model="fast", previous_response_id=first.id, input=[result], tools=[WEATHER],
+                                temperature=0, max_output_tokens=48)
+    assert answer.status == "completed" and answer.output_text.strip(), answer.output
