@@ -340,7 +340,7 @@ class _Handler:
             watch.stop()
             task.cancel()
             raise
-        return _EventStream((events or self.events)(req, task, queue, first, start), watch)
+        return _EventStream((events or self.events)(req, task, queue, first, start), watch, task)
 
     def client_gone(self, what: str, label: str, task: asyncio.Future[Any]) -> None:
         """A stream's client went away: its answer is (or was just) cancelled, which stops the upstream request."""
@@ -616,11 +616,12 @@ class _EventStream:
     ``StreamingResponse`` without its task group: see ``_DisconnectWatch``). A disconnect cancels the answer, so the
     body's iterator ends; the server's sends after a disconnect are no-ops."""
 
-    __slots__ = ("body", "watch")
+    __slots__ = ("body", "watch", "task")
 
-    def __init__(self, body: AsyncIterator[bytes], watch: _DisconnectWatch) -> None:
+    def __init__(self, body: AsyncIterator[bytes], watch: _DisconnectWatch, task: asyncio.Future[Any]) -> None:
         self.body = body
         self.watch = watch
+        self.task = task  # the answer: cancelled if this ends before it does (a server whose send raised)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
@@ -632,6 +633,8 @@ class _EventStream:
         finally:
             self.watch.stop()
             await self.body.aclose()  # type: ignore[attr-defined]
+            if not self.task.done():
+                self.task.cancel()
 
 
 async def _batches(queue: asyncio.Queue[Any], first: Any) -> AsyncIterator[list[Any]]:

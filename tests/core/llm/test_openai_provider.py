@@ -31,6 +31,10 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     (where it does not: a proxy in the environment, httptools missing)."""
     if request.param == "httpx":
         monkeypatch.setattr(http1, "usable_for", lambda base_url: False)
+    else:  # a proxy in the environment would quietly send both runs through httpx
+        for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        assert OpenAIProvider("t", "http://127.0.0.1:8000/v1")._lean
     return str(request.param)
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to me"}]

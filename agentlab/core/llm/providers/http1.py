@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import ssl
 import zlib
 from collections import deque
@@ -183,8 +184,7 @@ class _Connection(asyncio.Protocol):
         self.response: Http1Response | None = None
         self.closed = False
         self.keep_alive = True
-        self.used = False  # served a response already: a failure before any byte may be a stale keep-alive
-        self.got_bytes = False
+        self.informational = False  # a 1xx response is being parsed: the real one follows on the same connection
         self.paused = False
         self.error_class = httptools.HttpParserError
 
@@ -194,7 +194,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
+        if self.response is None:  # bytes on an idle connection: nothing to give them to, and the stream is off
+            self.abort()
+            return
         try:
             self.parser.feed_data(data)
         except self.error_class as exc:
@@ -204,8 +206,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         response = self.response
         if response is not None and not response._done:
-            if response.status_code and self._close_delimited():
-                response._finish()  # a body without length or chunks ends with the connection
+            if exc is None and response.status_code and self._close_delimited():
+                response._finish()  # a body without length or chunks ends with the connection (a clean close)
             else:
                 response._finish(ConnectionError(f"the server closed the connection{f': {exc}' if exc else ''}"))
         self.pool._forget(self)
@@ -214,11 +216,18 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.response is not None:
-            self.response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+            headers, key = self.response.headers, name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text  # repeated names join, as httpx
 
     def on_headers_complete(self) -> None:
         if self.response is not None:
-            self.response.status_code = self.parser.get_status_code()
+            status = self.parser.get_status_code()
+            if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the final response follows
+                self.informational = True
+                self.response.headers.clear()
+                return
+            self.response.status_code = status
             self.response._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -226,6 +235,9 @@ class _Connection(asyncio.Protocol):
             self.response._feed(body)
 
     def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
         self.keep_alive = self.parser.should_keep_alive()
         if self.response is not None:
             self.response._finish()
@@ -239,7 +251,7 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: BaseException) -> None:
         if self.response is not None:
             self.response._finish(error)
-        self.close()
+        self.abort()
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None and not self.closed:
@@ -256,23 +268,46 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once (a request given up: nothing it still had to send matters)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def idle_and_open(self) -> bool:
+        """Not closed, and (plain TCP) nothing to read: an idle connection with bytes waiting has an EOF from the
+        server (its keep-alive ran out) that the loop has not processed yet. TLS sockets are not checked this way
+        (a session ticket can wait there); their EOF shows as ``closed``."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        if self.pool.tls:
+            return True
+        sock = self.transport.get_extra_info("socket")
+        try:
+            return not select.select([sock], [], [], 0)[0]
+        except (OSError, ValueError, TypeError):
+            return False
+
     def release(self, reusable: bool) -> None:
         self.response = None
         self.resume()
         if reusable and self.keep_alive and not self.closed:
-            self.used, self.got_bytes = True, False
             self.pool._idle_put(self)
         else:
-            self.close()
+            if reusable:
+                self.close()
+            else:
+                self.abort()
             self.pool._forget(self)
 
 
 class Http1Pool:
     """Keep-alive connections to one origin (``base_url``'s scheme, host and port), at most ``max_connections``;
-    a request waits for a free one past that. Bound to the event loop it was first used in."""
+    past that a request waits its turn (first come, first served: a freed connection goes to the longest waiter).
+    Bound to the event loop it was first used in."""
 
     def __init__(self, base_url: str, headers: dict[str, str], max_connections: int,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, user_agent: str = "agentlab") -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or ""
         self.tls = parts.scheme == "https"
@@ -280,115 +315,147 @@ class Http1Pool:
         self.ssl_context = ssl_context if self.tls else None
         self.max_connections = max(1, max_connections)
         self.origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-        host_header = self.host if parts.port is None else f"{self.host}:{parts.port}"
-        if ":" in self.host and not self.host.startswith("["):
-            host_header = f"[{self.host}]" if parts.port is None else f"[{self.host}]:{parts.port}"
-        lines = [f"Host: {host_header}", "Accept: */*", "Accept-Encoding: gzip, deflate",
-                 "Connection: keep-alive", "User-Agent: agentlab", "Content-Type: application/json"]
-        lines += [f"{name}: {value}" for name, value in headers.items()
-                  if name.lower() not in ("host", "content-length", "content-type", "connection")]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        # Defaults first, then the configured headers over them (case-insensitively), as httpx merges them; the
+        # framing headers are this client's own.
+        merged = {"host": ("Host", host if parts.port is None else f"{host}:{parts.port}"),
+                  "accept": ("Accept", "*/*"), "accept-encoding": ("Accept-Encoding", "gzip, deflate"),
+                  "connection": ("Connection", "keep-alive"), "user-agent": ("User-Agent", user_agent),
+                  "content-type": ("Content-Type", "application/json")}
+        for name, value in headers.items():
+            if name.lower() not in ("host", "content-length", "connection", "transfer-encoding"):
+                merged[name.lower()] = (name, value)
+        lines = [f"{name}: {value}" for name, value in merged.values()]
         self._head_tail = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Each waiter gets a connection (handed over) or None (a slot is free: open one).
+        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self._closed = False
 
     def __repr__(self) -> str:  # the headers (an API key among them) are never shown
-        return f"Http1Pool({'https' if self.tls else 'http'}://{self.host}:{self.port}, open={len(self._open)})"
+        return f"Http1Pool({self.origin}, open={len(self._open)})"
 
     # -- connections -------------------------------------------------------------------------------------------------
 
-    async def _acquire(self) -> _Connection:
-        while True:
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed:
-                    return conn
-            if len(self._open) < self.max_connections:
-                conn = _Connection(self)
-                self._open.add(conn)
-                try:
-                    await asyncio.get_running_loop().create_connection(
-                        lambda conn=conn: conn, self.host, self.port, ssl=self.ssl_context,
-                        server_hostname=self.host if self.tls else None)
-                except BaseException:
-                    self._forget(conn)
-                    raise
+    async def _connect(self) -> _Connection:
+        conn = _Connection(self)
+        self._open.add(conn)
+        loop = asyncio.get_running_loop()
+        # asyncio's own loop tries IPv6 and IPv4 side by side, as httpx (anyio) does; uvloop takes no such option
+        extra: dict[str, Any] = {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
+        try:
+            await loop.create_connection(lambda: conn, self.host, self.port, ssl=self.ssl_context,
+                                         server_hostname=self.host if self.tls else None, **extra)
+        except BaseException:
+            self._forget(conn)
+            raise
+        return conn
+
+    def _take_idle(self) -> _Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.idle_and_open():
                 return conn
-            waiter = asyncio.get_running_loop().create_future()
+            conn.abort()
+            self._forget(conn)
+        return None
+
+    async def _acquire(self) -> _Connection:
+        if self._closed:
+            raise ConnectionError("the connection pool was closed")
+        if not self._waiters:  # nobody is ahead: an idle connection, or a new one
+            conn = self._take_idle()
+            if conn is not None:
+                return conn
+            if len(self._open) < self.max_connections:
+                return await self._connect()
+        while True:
+            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                handed = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # we were handed a turn we will not take: pass it on
-                raise
-            finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    conn = waiter.result()  # our turn came as we were cancelled: pass it on
+                    if conn is not None:
+                        self._idle_put(conn)
+                    else:
+                        self._hand(None)
+                raise
+            if handed is not None:
+                if handed.idle_and_open():
+                    return handed
+                handed.abort()
+                self._forget(handed)  # hands the freed slot on; this waiter queues again
+                continue
+            if len(self._open) < self.max_connections:
+                return await self._connect()
 
-    def _wake_one(self) -> None:
+    def _hand(self, conn: _Connection | None) -> bool:
+        """Give ``conn`` (or a free slot, None) to the longest waiter; False when nobody waits."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(conn)
+                return True
+        return False
 
     def _idle_put(self, conn: _Connection) -> None:
         if self._closed:
             conn.close()
+            self._forget(conn)
             return
-        self._idle.append(conn)
-        self._wake_one()
+        if not self._hand(conn):
+            self._idle.append(conn)
 
     def _forget(self, conn: _Connection) -> None:
         if conn in self._open:
             self._open.discard(conn)
-            self._wake_one()
+            self._hand(None)
 
     # -- requests ----------------------------------------------------------------------------------------------------
 
     async def post(self, path: str, body: bytes) -> Http1Response:
         """Send ``POST path`` with a JSON ``body``; returns once the status and headers are in (read the body with
-        ``aread`` or ``aiter_bytes``, then ``aclose``). A reused connection that the server had closed meanwhile is
-        retried once on a new one (nothing of the answer had arrived)."""
+        ``aread`` or ``aiter_bytes``, then ``aclose``). Never sent twice: a connection the server closed without
+        an answer is a ``ConnectionError``, as with httpx (idle connections the server has closed are found and
+        dropped before a request goes out on them)."""
         head = b"POST " + path.encode("latin-1") + b" HTTP/1.1\r\n" + self._head_tail + \
             str(len(body)).encode() + b"\r\n\r\n"
-        for attempt in (0, 1):
-            conn = await self._acquire()
-            response = Http1Response(conn)
-            conn.response = response
-            try:
-                assert conn.transport is not None
-                conn.transport.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    conn.transport.write(body)
-                while not response.status_code and not response._done:
-                    await response._wait()
-            except BaseException:
-                conn.response = None
-                conn.close()
-                self._forget(conn)
-                raise
-            if response.status_code:
-                if log.isEnabledFor(logging.DEBUG):  # as httpx logs its requests (-vv shows them)
-                    log.debug('HTTP Request: POST %s%s "HTTP/1.1 %d"', self.origin, path, response.status_code)
-                return response
-            stale = conn.used and not conn.got_bytes
+        conn = await self._acquire()
+        response = Http1Response(conn)
+        conn.response = response
+        try:
+            assert conn.transport is not None
+            conn.transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                conn.transport.write(body)
+            while not response.status_code and not response._done:
+                await response._wait()
+        except BaseException:
+            conn.response = None
+            conn.abort()
+            self._forget(conn)
+            raise
+        if not response.status_code:
             await response.aclose()
-            if not stale or attempt:
-                assert response._error is not None
-                raise response._error
-        raise AssertionError("unreachable")
+            assert response._error is not None
+            raise response._error
+        if log.isEnabledFor(logging.DEBUG):  # as httpx logs its requests (-vv shows them)
+            log.debug('HTTP Request: POST %s%s "HTTP/1.1 %d"', self.origin, path, response.status_code)
+        return response
 
     async def aclose(self) -> None:
-        """Close every connection; the pool is not used again."""
+        """Close every connection; requests still waiting for one get a ``ConnectionError``."""
         self._closed = True
         for conn in list(self._open):
-            conn.close()
+            conn.abort()
         self._idle.clear()
         self._open.clear()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.cancel()
+                waiter.set_exception(ConnectionError("the connection pool was closed"))
