@@ -353,14 +353,19 @@ class _Handler:
         ident, created = new_id(), int(time.time())
         label, ttft, sent = req.model, None, False
         content = content_chunks(ident, created, label)
+        held = b""  # the last batch, when the answer ended with it: sent with the end, in one write
         try:
-            async for batch in _batches(queue, first):
+            async for batch, last in _batches(queue, first):
                 out = b""
                 if not sent:
                     ttft = time.perf_counter() - start
                     out = chunk(ident, created, label, {"role": "assistant", "content": ""})
                     sent = True
-                yield out + b"".join([content(item[1]) for item in batch])
+                out += b"".join([content(item[1]) for item in batch])
+                if last:
+                    held = out
+                else:
+                    yield out
             if task.cancelled():
                 self.client_gone("chat", label, task)
                 return
@@ -370,7 +375,7 @@ class _Handler:
                     500, f"internal error: {type(exc).__name__}", "internal_error", kind="internal")
                 self.metrics.failed_request(label, error.kind)
                 log.warning("chat %s: stream ended by %s after text was sent: %s", label, error.code, error.message)
-                yield b"event: error\ndata: " + json.dumps(error.body()).encode() + b"\n\n"
+                yield held + b"event: error\ndata: " + json.dumps(error.body()).encode() + b"\n\n"
                 return  # no [DONE]: the client must not take this for a whole answer
             rc, text = task.result()
             model, calls = rc.model, rc.completion.tool_calls
@@ -380,8 +385,8 @@ class _Handler:
                                                     else ""})
                 if text or not calls:
                     yield chunk(ident, created, label, {"content": text})
-            # the end in one write: the calls, the finish chunk, usage and [DONE]
-            tail = [chunk(ident, created, label, {"tool_calls": [piece]}) for piece in call_deltas(calls)]
+            # the end in one write: the last text, the calls, the finish chunk, usage and [DONE]
+            tail = [held, *(chunk(ident, created, label, {"tool_calls": [piece]}) for piece in call_deltas(calls))]
             tail.append(chunk(ident, created, label, {}, finish_of(rc.completion.finish_reason, calls),
                               meta=_meta(rc)))
             if req.include_usage:
@@ -428,7 +433,7 @@ class _Handler:
         out = ResponseEvents(new_response_id(), int(time.time()), rreq)
         label, ttft, sent = req.model, None, False
         try:
-            async for batch in _batches(queue, first):
+            async for batch, _ in _batches(queue, first):
                 pending: list[bytes] = []
                 if not sent:
                     ttft, sent = time.perf_counter() - start, True
@@ -637,9 +642,10 @@ class _EventStream:
                 self.task.cancel()
 
 
-async def _batches(queue: asyncio.Queue[Any], first: Any) -> AsyncIterator[list[Any]]:
+async def _batches(queue: asyncio.Queue[Any], first: Any) -> AsyncIterator[tuple[list[Any], bool]]:
     """A stream's pieces from ``first`` on, in batches of those already queued when the last batch went out (each
-    batch is one write: a write is a syscall), until ``_END``."""
+    batch is one write: a write is a syscall), until ``_END``; with each batch, whether ``_END`` came right after
+    it (the answer is done: the caller can send that batch with the end, in one write)."""
     item = first
     while item is not _END:
         batch = [item]
@@ -650,7 +656,7 @@ async def _batches(queue: asyncio.Queue[Any], first: Any) -> AsyncIterator[list[
             batch.append(item)
         else:
             item = None
-        yield batch
+        yield batch, item is _END
         if item is None:
             item = await queue.get()
 
