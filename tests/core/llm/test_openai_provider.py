@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from agentlab.core.errors import LLMError
-from agentlab.core.llm.providers import http1
+from agentlab.core.llm.providers import openai as openai_provider
 from agentlab.core.llm.providers.openai import OpenAIProvider, parse_retry_after
 from agentlab.core.llm.types import Completion, GenParams, Provider, StreamDelta
 from agentlab.testing.server import Reply, ScriptedServer
@@ -30,7 +30,7 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """Every test runs on both transports: the lean HTTP/1.1 client (chat completions wherever it applies) and httpx
     (where it does not: a proxy in the environment, httptools missing)."""
     if request.param == "httpx":
-        monkeypatch.setattr(http1, "usable_for", lambda base_url: False)
+        monkeypatch.setattr(openai_provider, "usable_for", lambda base_url: False)
     else:  # a proxy in the environment would quietly send both runs through httpx
         for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             monkeypatch.delenv(name, raising=False)

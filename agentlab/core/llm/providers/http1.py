@@ -5,10 +5,11 @@ busy time inside httpx, httpcore and anyio (request models, the pool's bookkeepi
 operation), 1.5 ms of CPU a request on this 2-core machine; the single loop saturated at about half the direct
 rate. One POST of a JSON body and one response (a length-delimited, chunked or close-delimited body, read whole or
 piece by piece for SSE) is all the provider sends, so this module does only that, over ``asyncio.Protocol`` with
-``httptools.HttpResponseParser`` (uvicorn's parser; ``agentlab[serve]`` installs it through ``uvicorn[standard]``).
+``httptools.HttpResponseParser`` (uvicorn's parser; the ``serve`` extra installs it).
 
-What it leaves to httpx (``OpenAIProvider`` keeps an httpx client for these): proxies from the environment, redirects
-(never followed for the API anyway), HTTP/2, and the rare calls (``/models``, ``/embeddings``).
+What it leaves to httpx (``OpenAIProvider`` keeps an httpx client for these): proxies from the environment,
+credentials in the URL, redirects (never followed for the API anyway), HTTP/2, and the rare calls (``/models``,
+``/embeddings``).
 
 Responses answer to the names of ``httpx.Response`` the provider reads: ``status_code``, ``headers`` (lower-case
 names), ``content``, ``aread()``, ``aiter_bytes()``, ``aclose()``. Deadlines are the caller's (``asyncio.timeout_at``
@@ -132,7 +133,7 @@ class Http1Response:
         """The body's pieces as they arrive; raises ``ConnectionError`` when the connection ends before the body."""
         while True:
             if self._chunks:
-                data = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+                data = b"".join(self._chunks)
                 self._chunks.clear()
                 self._size = 0
                 if self._conn is not None:

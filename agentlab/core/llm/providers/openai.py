@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from agentlab.core.errors import LLMError
-from agentlab.core.llm.providers import http1
+from agentlab.core.llm.providers.http1 import BodyDecodingError, Http1Pool, usable_for
 from agentlab.core.llm.tools import ToolCallAssembler, calls_from_message
 from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, Usage
 
@@ -214,8 +214,8 @@ class OpenAIProvider:
         chat = urlsplit(self._chat_url)
         self._chat_path = chat.path + ("?" + chat.query if chat.query else "")
         # The lean client for chat completions where it applies (see the module's docstring); httpx otherwise.
-        self._lean = http1.usable_for(self.base_url)
-        self._pool: http1.Http1Pool | None = None
+        self._lean = usable_for(self.base_url)
+        self._pool: Http1Pool | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         # httpx.Headers masks Authorization in its repr; the key is kept nowhere else in clear except _Secret.
         self._headers = httpx.Headers(headers or {})
@@ -261,13 +261,12 @@ class OpenAIProvider:
         if 0 <= index < len(self._busy):  # aclose() may have dropped the clients meanwhile
             self._busy[index] -= 1
 
-    def _pool_for_loop(self) -> http1.Http1Pool:
+    def _pool_for_loop(self) -> Http1Pool:
         loop = asyncio.get_running_loop()
         if self._pool is None or self._pool_loop is not loop:
-            headers = {name: value for name, value in self._headers.items()}
-            self._pool = http1.Http1Pool(self.base_url, headers, self.max_connections,
-                                         _ssl_context() if self.base_url.startswith("https:") else None,
-                                         user_agent=_user_agent())
+            self._pool = Http1Pool(self.base_url, dict(self._headers.items()), self.max_connections,
+                                   _ssl_context() if self.base_url.startswith("https:") else None,
+                                   user_agent=_user_agent())
             self._pool_loop = loop
         return self._pool
 
@@ -421,7 +420,7 @@ class OpenAIProvider:
         reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
         if cut:
             return self._error("stream_cut", model, f"stream ended before [DONE]: {reason}")
-        if isinstance(exc, (httpx.DecodingError, http1.BodyDecodingError)):
+        if isinstance(exc, (httpx.DecodingError, BodyDecodingError)):
             return self._error("malformed", model, f"undecodable body: {reason}")
         if isinstance(cause, ssl.SSLError):  # a certificate that does not verify is a ValueError too
             return self._error("connection", model, reason)
@@ -545,11 +544,10 @@ class OpenAIProvider:
                             if pending:
                                 yield StreamDelta("".join(pending))
                             raise
-                        if pending or (ttft is None and tool_calls):
-                            if ttft is None:
-                                ttft = time.perf_counter() - start
-                            if pending:
-                                yield StreamDelta("".join(pending) if len(pending) > 1 else pending[0])
+                        if ttft is None and (pending or tool_calls):
+                            ttft = time.perf_counter() - start
+                        if pending:
+                            yield StreamDelta("".join(pending))
             except TimeoutError as exc:
                 raise self._transport_error(model, exc, timeout_s, cut=True) from exc
             if not done:
