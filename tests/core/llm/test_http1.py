@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,8 +33,9 @@ class Server:
     (None: close the connection without answering). Counts connections and requests."""
 
     def __init__(self, answer: Callable[[int], bytes | None], delay_s: float = 0.0,
-                 close_idle_after_s: float | None = None, after: bytes = b"") -> None:
-        self.answer, self.delay_s = answer, delay_s
+                 close_idle_after_s: float | None = None, after: bytes = b"", tls: ssl.SSLContext | None = None
+                 ) -> None:
+        self.answer, self.delay_s, self.tls = answer, delay_s, tls
         self.close_idle_after_s, self.after = close_idle_after_s, after
         self.connections = 0
         self.requests = 0
@@ -43,8 +45,10 @@ class Server:
         self.base_url = ""
 
     async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.base_url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
+        port = self._server.sockets[0].getsockname()[1]
+        # TLS: the name its test certificate is for
+        self.base_url = f"https://localhost:{port}/v1" if self.tls else f"http://127.0.0.1:{port}/v1"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -89,7 +93,7 @@ class Server:
                 if self.after:
                     await asyncio.sleep(0.02)
                     writer.write(self.after)  # bytes nobody asked for, on the idle connection
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):  # SSLError: a client refused our cert
             pass
         finally:
             writer.close()
@@ -252,7 +256,6 @@ def test_the_pool_never_shows_its_headers() -> None:
 def test_https_with_a_verified_certificate(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """TLS as hosted APIs use it: the server's certificate is verified against the provider's trust store."""
     import shutil
-    import ssl
     import subprocess
 
     from agentlab.core.errors import LLMError
@@ -267,42 +270,23 @@ def test_https_with_a_verified_certificate(tmp_path: Any, monkeypatch: pytest.Mo
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
 
-    async def main(trusted: bool) -> tuple[str | LLMError, int]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def main() -> str | LLMError:
+        async with Server(lambda n: ok(), tls=server_ctx) as server:
+            provider = OpenAIProvider("p", server.base_url)
+            assert provider._lean
             try:
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length:"))
-                    await reader.readexactly(length)
-                    writer.write(ok())
-                    await writer.drain()
-            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-                pass
+                await generate(provider)  # the second request reuses the TLS connection
+                return await generate(provider)
+            except LLMError as exc:
+                return exc
             finally:
-                writer.close()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
-        port = server.sockets[0].getsockname()[1]
-        provider = OpenAIProvider("p", f"https://localhost:{port}/v1")
-        assert provider._lean
-        out: list[str | LLMError] = []
-        try:
-            for _ in range(2):
-                try:
-                    out.append(await generate(provider))
-                except LLMError as exc:
-                    out.append(exc)
-        finally:
-            await provider.aclose()
-            server.close()
-        return out[-1], len(provider._pool._open) if provider._pool else 0
+                await provider.aclose()
 
     client_ctx = ssl.create_default_context(cafile=str(cert))
     monkeypatch.setattr(openai_provider, "_ssl_context", lambda: client_ctx)
-    assert run(lambda: main(True))[0] == "hi"
+    assert run(main) == "hi"
     monkeypatch.setattr(openai_provider, "_ssl_context", lambda: ssl.create_default_context())  # not trusted
-    err, _ = run(lambda: main(False))
+    err = run(main)
     assert isinstance(err, LLMError) and err.kind == "connection" and "CERTIFICATE_VERIFY_FAILED" in str(err)
 
 
