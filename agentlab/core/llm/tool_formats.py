@@ -1,0 +1,250 @@
+"""Each local model's own tool-call format: how its prompt lists the tools, how earlier calls and results read in the
+history, which text is a call, and the shape the grammar constrains an answer to.
+
+Local models (llama.cpp, transformers) have no tool API: they write calls as text, each family in the form it was
+trained on. Two formats are known:
+
+- ``smollm2``: SmolLM2's (its model card's tool prompt): one ``<tool_call>[...]</tool_call>`` block holding a JSON list
+  of ``{"name", "arguments"}`` objects; "no tool fits" is the empty list, and free text is allowed only after tool
+  results (offered free text on a fresh question, SmolLM2-135M writes prose about functions instead of calling one).
+- ``qwen``: Qwen2.5's (and the Hermes templates'): one block per call,
+  ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``, blocks separated by a newline; a model that
+  needs no tool answers in plain text. Qwen's chat template renders the tools (``# Tools ... <tools>...</tools>``)
+  and the history (assistant ``tool_calls``, ``tool`` messages as ``<tool_response>``) itself, so the messages reach
+  it as structures, not as text.
+
+Which format a model uses is decided in one place, ``format_for``: the model param ``tool_format``, else the built-in
+model table's entry, else its chat template (a template that writes ``<tool_call>`` blocks around one call is
+``qwen``), else ``smollm2`` (whose prompt agentlab writes itself, for templates that know no tools). Parsing is
+lenient where the grammar is off (``tool_grammar: false``): a ``qwen`` reply of bare or fenced JSON naming a call is
+read as that call (Qwen2.5-Coder answers so without a grammar).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agentlab.core.llm.tools import (
+    ARRAY_MAX_ITEMS,
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    close_repeats,
+    new_call_id,
+    parse_tagged,
+    tool_prompt,
+    wants_calls,
+)
+from agentlab.core.llm.types import GenParams, Messages, ToolCall
+
+__all__ = ["ToolFormat", "FORMATS", "format_for", "detect_format", "FORMAT_NAMES"]
+
+# Qwen2.5's own tool prompt (its chat template's words), for a model given the qwen format whose template does not
+# render tools itself.
+_QWEN_PROMPT = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function "
+    "signatures within <tools></tools> XML tags:\n<tools>{tools}\n</tools>\n\nFor each function call, return a json "
+    "object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": "
+    "<function-name>, \"arguments\": <args-json-object>}}\n</tool_call>")
+_BLOCK = re.compile(re.escape(TOOL_CALL_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    """One model family's tool-call text (see the module's doc). ``per_call``: one block per call (else one block
+    holding a JSON list); ``open`` / ``close``: a block's delimiters as the grammar writes them; ``separator``:
+    between blocks; ``text_anytime``: under ``tool_choice: auto`` a plain-text answer is allowed on a fresh question
+    (else only after tool results, and "no call" is an empty list)."""
+
+    name: str
+    per_call: bool
+    open: str
+    close: str
+    separator: str
+    text_anytime: bool
+
+    def prompt(self, tools: list[dict[str, Any]]) -> str:
+        """The system prompt listing ``tools`` (OpenAI's ``{"type": "function", "function": ...}`` objects), for a
+        template that does not render tools itself."""
+        if not self.per_call:
+            return tool_prompt(tools)
+        functions = "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools)
+        return _QWEN_PROMPT.format(tools=functions)
+
+    def calls_text(self, calls: list[dict[str, Any]]) -> str:
+        """An assistant's calls (``{"name", "arguments"}`` with arguments as objects) as the model writes them."""
+        if not self.per_call:
+            return TOOL_CALL_OPEN + json.dumps(calls, ensure_ascii=False) + TOOL_CALL_CLOSE
+        return self.separator.join(self.open + json.dumps(c, ensure_ascii=False) + self.close for c in calls)
+
+    def result_text(self, text: str) -> str:
+        """A tool's result as the model reads it in a user (or tool) turn."""
+        if self.per_call:
+            return f"<tool_response>\n{text}\n</tool_response>"
+        return f"<tool_response>{text}</tool_response>"
+
+    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
+        """(the text outside calls, the calls): see the module's doc."""
+        if not self.per_call:
+            return parse_tagged(text)
+        return parse_blocks(text)
+
+    def close_repeats(self, text: str) -> str | None:
+        """When the answer so far repeats a call it already made (greedy decoding loops on its first call), the
+        answer cut after its distinct calls; else None."""
+        if not self.per_call:
+            return close_repeats(text)
+        starts = [m.start() for m in re.finditer(re.escape(TOOL_CALL_OPEN), text)]
+        if len(starts) < 2:
+            return None
+        seen: list[Any] = []
+        for i, start in enumerate(starts):
+            body = text[start + len(TOOL_CALL_OPEN): starts[i + 1] if i + 1 < len(starts) else len(text)]
+            body = body.split(TOOL_CALL_CLOSE, 1)[0].strip()
+            try:
+                call = json.JSONDecoder().raw_decode(body)[0]
+            except ValueError:
+                return None
+            if call in seen:
+                return text[:start].rstrip()
+            seen.append(call)
+        return None
+
+    def render(self, messages: Messages, params: GenParams, *, template_tools: bool) -> tuple[Messages, bool]:
+        """(``messages`` as this model's chat template takes them, whether the template gets ``tools``): a template
+        that renders tools gets the history as structures (``qwen``) or as this format's text (``smollm2``, whose
+        template knows no tool roles); any other template gets this format's tool prompt in the system message and
+        the history as text (results in a ``user`` turn)."""
+        if template_tools and self.per_call:
+            return template_messages(messages), wants_calls(params)
+        out: Messages = []
+        for message in messages:
+            role, content = message.get("role"), message.get("content")
+            text = content if isinstance(content, str) else "" if content is None else _parts_text(content)
+            if role == "assistant" and message.get("tool_calls"):
+                calls = [{"name": (c.get("function") or {}).get("name"),
+                          "arguments": _loads((c.get("function") or {}).get("arguments"))}
+                         for c in message["tool_calls"] if isinstance(c, dict)]
+                out.append({"role": "assistant", "content": (text + "\n" if text else "") + self.calls_text(calls)})
+            elif role == "tool":
+                out.append({"role": "tool" if template_tools else "user", "content": self.result_text(text)})
+            else:
+                out.append({"role": role, "content": text})
+        if template_tools:
+            return out, wants_calls(params)
+        if wants_calls(params):
+            prompt = self.prompt(list(params.tools or []))
+            if out and out[0]["role"] == "system":
+                out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + prompt if self.per_call
+                          else prompt + "\n\n" + out[0]["content"]}
+            else:
+                out.insert(0, {"role": "system", "content": prompt})
+        return out, False
+
+    def grammar_counts(self, calls: dict[str, Any]) -> tuple[int, int]:
+        """(fewest, most) calls a constrained answer holds, from ``tools.calls_schema``."""
+        return int(calls.get("minItems") or 0), int(calls.get("maxItems") or ARRAY_MAX_ITEMS)
+
+
+FORMATS: dict[str, ToolFormat] = {
+    "smollm2": ToolFormat("smollm2", per_call=False, open=TOOL_CALL_OPEN, close=TOOL_CALL_CLOSE, separator="",
+                          text_anytime=False),
+    "qwen": ToolFormat("qwen", per_call=True, open=TOOL_CALL_OPEN + "\n", close="\n" + TOOL_CALL_CLOSE,
+                       separator="\n", text_anytime=True),
+}
+FORMAT_NAMES = tuple(FORMATS)
+
+
+def detect_format(template: str | None) -> str:
+    """The format a chat template writes: ``qwen`` when it renders tools and wraps each call in ``<tool_call>``
+    (Qwen2.5's and Hermes' templates), else ``smollm2``."""
+    if template and "tools" in template and TOOL_CALL_OPEN in template and "tool_call" in template.replace(
+            TOOL_CALL_OPEN, ""):
+        return "qwen"
+    return "smollm2"
+
+
+def format_for(template: str | None, param: Any = None, builtin: str | None = None) -> ToolFormat:
+    """The one place a local model's format is chosen: the model param ``tool_format`` (``param``), else the built-in
+    table's (``builtin``), else ``detect_format(template)``."""
+    for name in (param, builtin):
+        if isinstance(name, str) and name:
+            if name not in FORMATS:
+                raise ValueError(f"unknown tool_format '{name}' (known: {', '.join(FORMATS)})")
+            return FORMATS[name]
+    return FORMATS[detect_format(template)]
+
+
+def _as_calls(data: Any) -> list[ToolCall] | None:
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(i, dict) and isinstance(i.get("name"), str) and (
+            "arguments" in i or "parameters" in i) for i in items):
+        return None
+    out = []
+    for item in items:
+        args = item.get("arguments", item.get("parameters", {}))
+        out.append(ToolCall(new_call_id(), item["name"],
+                            args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)))
+    return out
+
+
+def parse_blocks(text: str) -> tuple[str, list[ToolCall]]:
+    """The ``qwen`` format read back: each ``<tool_call>`` block holds one call (or a list of calls); a block that
+    does not parse stays text. A reply with no block that is one JSON call (or a list of them), bare or in a
+    ```` ``` ```` fence, is that call."""
+    calls: list[ToolCall] = []
+    kept: list[str] = []
+    last = 0
+    for match in _BLOCK.finditer(text):
+        try:
+            found = _as_calls(json.loads(match.group(1)))
+        except ValueError:
+            found = None
+        if found is None:
+            continue
+        kept.append(text[last:match.start()])
+        last = match.end()
+        calls += found
+    if calls:
+        kept.append(text[last:])
+        return "".join(kept).strip(), calls
+    body = text.strip()
+    fenced = _FENCE.match(body)
+    try:
+        found = _as_calls(json.loads(fenced.group(1) if fenced else body)) if body[:1] in "[{`" else None
+    except ValueError:
+        found = None
+    return ("", found) if found else (text, [])
+
+
+def template_messages(messages: Messages) -> Messages:
+    """``messages`` as a chat template that renders tools takes them: assistant ``tool_calls`` with their arguments
+    as objects (Qwen's template writes them with ``tojson``), every content a string."""
+    out: Messages = []
+    for message in messages:
+        copy = dict(message)
+        content = copy.get("content")
+        copy["content"] = "" if content is None else content if isinstance(content, str) else _parts_text(content)
+        if copy.get("tool_calls"):
+            copy["tool_calls"] = [{**c, "function": {**c.get("function", {}), "arguments": _loads(
+                (c.get("function") or {}).get("arguments"))}} for c in copy["tool_calls"] if isinstance(c, dict)]
+        out.append(copy)
+    return out
+
+
+def _parts_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def _loads(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text if text is not None else {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
