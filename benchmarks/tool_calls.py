@@ -1,5 +1,5 @@
-"""BFCL tool calling through agentlab's router on the built-in SmolLM2, with and without the grammar, and the same
-answers through `agentlab serve`.
+"""BFCL tool calling through agentlab's router on a built-in model (``--model``: SmolLM2 by default, the Qwen2.5-Coder
+models), with and without the grammar, and the same answers through `agentlab serve`.
 
 Data and scoring come from the Berkeley Function Calling Leaderboard's own package, ``bfcl-eval``, which is never a
 project dependency: install it in a venv of its own (``python3 -m venv /work/bfcl-venv && /work/bfcl-venv/bin/pip
@@ -139,16 +139,21 @@ def request_params(item: dict[str, Any]) -> GenParams:
     return GenParams(tools=tools_of(item), tool_choice="auto", parallel_tool_calls=False if single else None)
 
 
+MODEL = {"name": "smollm2-135m", "profile": None, "threads": None}  # set by --model, --profile, --threads
+
+
 def local_config(max_tokens: int) -> LLMConfig:
     return LLMConfig.model_validate(local_llm(max_tokens))
 
 
 def local_llm(max_tokens: int) -> dict[str, Any]:
     params = {"temperature": 0, "max_tokens": max_tokens}
+    name, profile = MODEL["name"], ({"profile": MODEL["profile"]} if MODEL["profile"] else {})
     return {
-        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096, "seed": 0}},
-        "models": {"grammar": {"provider": "local", "model": "smollm2-135m", "params": params},
-                   "free": {"provider": "local", "model": "smollm2-135m", "params": {**params, "tool_grammar": False}}},
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096, "seed": 0, "n_threads": MODEL["threads"]}},
+        "models": {"grammar": {"provider": "local", "model": name, "params": params, **profile},
+                   "free": {"provider": "local", "model": name, "params": {**params, "tool_grammar": False},
+                            **profile}},
         "routes": {mode: {"primary": [mode]} for mode in MODES}, "retries": 0, "timeout_s": 300}
 
 
@@ -329,6 +334,11 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES), help=f"free, grammar, {SERVED} (the grammar model behind "
                     "agentlab serve, over HTTP)")
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--model", default="smollm2-135m", help="the built-in model asked (smollm2-135m, "
+                    "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) or a GGUF path")
+    ap.add_argument("--profile", choices=("small", "full"), default=None, help="the model's profile (default: the "
+                    "routing config's, small for a local model)")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own)")
     ap.add_argument("--latency", type=float, default=0.25, help="the replaying upstream's latency, seconds")
     ap.add_argument("--requests", type=int, default=200, help="requests per throughput round (0: no gateway)")
     ap.add_argument("--concurrency", type=int, default=16)
@@ -337,13 +347,14 @@ def main() -> None:
     ap.add_argument("--replay", type=Path, default=None, help="an --out file of an earlier run with the same items: "
                     "print its table and measure the gateway on its answers, without running the model")
     args = ap.parse_args()
+    MODEL.update(name=args.model, profile=args.profile, threads=args.threads)
 
     data = bfcl_data(args.bfcl_python)
     categories = [c for c in args.categories.split(",") if c]
     modes = [m for m in args.modes.split(",") if m]
     items = {c: load_items(data, c, args.per_category, args.seed) for c in categories}
-    print(f"BFCL v4 ({data}), seed {args.seed}, {args.per_category or 'all'} per category; SmolLM2-135M Q4_1 "
-          f"through agentlab's router, temperature 0, tool_choice auto")
+    print(f"BFCL v4 ({data}), seed {args.seed}, {args.per_category or 'all'} per category; {args.model} (profile "
+          f"{args.profile or 'default'}) through agentlab's router, temperature 0, tool_choice auto")
     print("\ntool_gate on every item (the live_* files: unseen data, never tuned on):")
     print("\n".join(gate_table(data)) + "\n")
     rows: list[str] = []

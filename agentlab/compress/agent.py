@@ -99,7 +99,7 @@ class ExperimentView:
         lines = [self._text(r, rank == 0 and bool(r.get("feasible"))) for r, rank in ranked[:top]]
         return "\n".join(lines) or "no finished experiment yet"
 
-    def changes_schema(self) -> dict[str, Any]:
+    def changes_schema(self, open_values: bool = False) -> dict[str, Any]:
         schema: dict[str, Any] = plan_schema(self.d.space.describe())["properties"]["changes"]
         return schema
 

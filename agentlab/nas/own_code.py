@@ -16,7 +16,7 @@ from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.command import CommandObjective, flat_values
 from agentlab.core.search.planners import ChooserPlanner, diff, trial_steps
-from agentlab.core.search.records import TrialRecord, best_of, reason_line, run_id, state_counts
+from agentlab.core.search.records import TrialRecord, best_of, planner_label, reason_line, run_id, state_counts
 from agentlab.core.search.session import PlannerSession, llm_source, require_planner_model
 from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
@@ -193,7 +193,7 @@ def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str,
 def command_summary_lines(results: dict[str, Any]) -> list[str]:
     """The console summary of a command objective's search."""
     metric, best, base = results["metric"], results["best"], results["base"]
-    lines = [f"best trial {best['run_id']}: {metric} {_short(best[metric])} ({best['planner']})"]
+    lines = [f"best trial {best['run_id']}: {metric} {_short(best[metric])} ({planner_label(best)})"]
     gain = results["gain"].get(metric)
     if base is not None and base["run_id"] == best["run_id"]:
         lines.append("no trial beat the base params")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.runs import atomic_write_bytes, read_events, save_figure
 from agentlab.core.search.agent import agent_story, agent_summary
-from agentlab.core.search.records import TrialRecord
+from agentlab.core.search.records import TrialRecord, planner_label
 from agentlab.core.search.share import contribution_lines
 from agentlab.nas.literature import render
 
@@ -56,7 +56,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines = [f"best trial {best['run_id']}: val MSE {short(best['val_mse'], 4)}, test MSE "
              f"{short(best['test_mse'], 4)}, test MAE {short(best['test_mae'], 4)} ({STANDARDISED}), "
              f"{best['n_params']:,} params "
-             f"({best['planner']}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
+             f"({planner_label(best)}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
     ensemble = results.get("ensemble")
     if ensemble:
         lines.append(ensemble_line(ensemble, best, results.get("final_model", "ensemble") == "ensemble"))

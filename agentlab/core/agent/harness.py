@@ -4,15 +4,22 @@ built: it needs the ``agent`` extra).
 
 The graph is create_agent's own (model -> tools -> model ...); what agentlab adds is middleware:
 
-- ``Step`` (``wrap_model_call``): the tools of this step (the driver's, without the action that picks a suggested
-  candidate while none is suggested (a driver's ``pick_needs_suggest``), or only ``suggest`` and the action after a
-  repeat), the window (the brief and the last ``keep`` messages), one call per step, the counters, and the step
-  budget: after ``max_steps`` steps without an action, a failed model call or a reply with no tool call, the
-  driver's default action is written as the action call (``defaulted``). An action call is checked here, in the
-  model node, so a resume never checks it again: accepted, it is ``pending``; refused, it gets "not run: ...".
+- ``Step`` (``wrap_model_call``): the tools of this step, the window (the brief and the last ``keep`` messages), the
+  counters and the step budget, as the model's profile asks (``core.llm.config.ModelProfile``). A small model
+  (``one_call``) makes exactly one call a step, is offered the action that picks a suggested candidate only once one
+  is suggested (``suggest_first``; a driver's ``pick_needs_suggest``) and only ``suggest`` and the action after a
+  repeat, and a reply with no call runs the driver's default action. A full-profile model sees the same tools every
+  step (its prompt cache keeps them), may make several calls (``MAX_CALLS``; an action call ends the step alone) and
+  may write text between calls: such a step counts against the budget and is answered with what to do next
+  (``Nudge``). After ``max_steps`` steps without an action, or a failed model call (``failed_calls``), the driver's
+  default action is written as the action call (``defaulted``). An action call is checked here, in the model node,
+  so a resume never checks it again: accepted, it is ``pending``; refused, it gets "not run: ...".
 - ``Approval`` (``after_model``): with an approver, an interrupt before the pending action runs (yes / no / edit).
+- ``Nudge`` (``after_model``): after a step with no call, back to the model with what to do next.
 - ``Tools`` (``wrap_tool_call``): the driver's tools as LangChain tools, and the repeat watch (a call made since the
-  last action gets its earlier answer and sets ``repeated``, which ``Step`` reads).
+  last action gets its earlier answer and what to do next; for a small model it sets ``repeated``, which ``Step``
+  reads). The answers of the driver's ``bookkeeping`` tools (todo, note) say what to do next too: a step that neither
+  runs a trial nor gathers something new is answered so, and counts against the step budget.
 
 The action tool leaves the graph at ``interrupt({"kind": "execute", "action": pending})``; the search loop runs the
 trial and resumes with its result, which becomes the tool's answer, followed by the driver's reflection.
@@ -29,7 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 
 from langchain.agents import create_agent
-from langchain.agents.middleware import AgentMiddleware, AgentState, ExtendedModelResponse, ModelRequest, ModelResponse
+from langchain.agents.middleware import (
+    AgentMiddleware,
+    AgentState,
+    ExtendedModelResponse,
+    ModelRequest,
+    ModelResponse,
+    hook_config,
+)
 from langchain.tools import ToolRuntime
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import StructuredTool
@@ -37,7 +51,6 @@ from langgraph.types import Command, interrupt
 
 from agentlab.core.agent.chat import AgentlabChatModel, to_messages
 from agentlab.core.agent.runtime import (
-    RESULT_CHARS,
     AgentModel,
     Driver,
     Tool,
@@ -55,20 +68,38 @@ if TYPE_CHECKING:
     from agentlab.core.llm.config import ModelProfile
 
 
+def _last(old: Any, new: Any) -> Any:
+    """The newest value: several tool calls of one step (a full-profile model's parallel calls) may each set a key."""
+    return new
+
+
+def _answers(old: dict[str, str] | None, new: dict[str, str]) -> dict[str, str]:
+    """The repeat watch's answers: each tool call adds its own; an empty update (an action) clears them."""
+    return {**(old or {}), **new} if new else {}
+
+
 class RunState(AgentState):
     """The agent's state in the checkpoint: create_agent's messages (``add_messages``) and agentlab's own fields."""
 
     head: NotRequired[int]  # messages of the brief (always shown)
-    counts: NotRequired[dict[str, float]]  # steps, tool_calls, invalid_tool_calls, rejected_calls, defaulted, ...
+    # steps, tool_calls, invalid_tool_calls, failed_calls, rejected_calls, idle_steps, defaulted, ...
+    counts: NotRequired[Annotated[dict[str, float], _last]]
     since_action: NotRequired[int]  # model steps since the last action
     pending: NotRequired[dict[str, Any] | None]  # the checked action waiting to run
     declined: NotRequired[list[str]]  # keys of the actions the user declined: never run
-    answers: NotRequired[dict[str, str]]  # the repeat watch: each call since the last action -> its answer
-    repeated: NotRequired[bool]  # the last call was a repeat: the next step offers only suggest and the action
-    suggested: NotRequired[list[dict[str, Any]]]  # the candidates the last suggest offered (the driver's
-    # ``restore`` reads them before each step), cleared by each action
-    todo: NotRequired[list[str]]  # the agent's plan (the todo tool), shown after each action
+    # the repeat watch: each call since the last action -> its answer
+    answers: NotRequired[Annotated[dict[str, str], _answers]]
+    # the last call was a repeat: a small model's next step offers only suggest and the action
+    repeated: NotRequired[Annotated[bool, _last]]
+    # the candidates the last suggest offered (the driver's ``restore`` reads them before each step), cleared by each
+    # action
+    suggested: NotRequired[Annotated[list[dict[str, Any]], _last]]
+    todo: NotRequired[Annotated[list[str], _last]]  # the agent's plan (the todo tool), shown after each action
     notes: NotRequired[Annotated[list[str], operator.add]]  # the facts it noted this run (the note tool)
+    nudge: NotRequired[str | None]  # what to do next, after a step that called no tool (full profile; Nudge)
+
+
+MAX_CALLS = 4  # calls run in one step when the profile allows several (the rest are dropped)
 
 
 class _Middleware(AgentMiddleware):
@@ -77,6 +108,13 @@ class _Middleware(AgentMiddleware):
     def __init__(self, run: AgentRun):
         super().__init__()
         self.run, self.driver = run, run.driver
+
+    def next_step(self, state: Any, what: str = "That step ran no tool.") -> str:
+        """What the model is told after a step that ran nothing and gathered nothing new (computed here)."""
+        run, own = self.driver.actions[0], self.driver.actions[-1]
+        first = "call suggest, then " if self.unsuggested(state) else "call "
+        return (f"{what} Next: {first}{run} with one of the suggested candidates, or {own} with a config of your "
+                "own.")
 
     def unsuggested(self, state: Any) -> bool:
         """Whether the driver's first action picks a suggested candidate and none is suggested since the last action."""
@@ -98,9 +136,11 @@ class Step(_Middleware):
                                  f"{' or '.join(self.driver.actions)}")
         counts["steps"] += 1
         tools = run.tools()
-        if self.unsuggested(state):
+        profile = run.profile
+        if profile.suggest_first and self.unsuggested(state):
             # the action that picks a suggested candidate, with none suggested since the last action, can only be
-            # refused: it is not offered (SmolLM2 called it first, then suggest, 45 steps for 11 trials)
+            # refused: it is not offered to a small model (SmolLM2 called it first, then suggest, 45 steps for 11
+            # trials). A full-profile model sees the same tools every step (its prompt cache keeps the prefix).
             tools = [t for t in tools if t.name != self.driver.actions[0]] or tools
         if state.get("repeated"):  # it repeated itself: see the candidates, or run one (still its choice)
             tools = [t for t in tools if t.name in (self.driver.actions[0], "suggest")] or tools
@@ -109,7 +149,8 @@ class Step(_Middleware):
                 shown = window(request.messages, state.get("head", 2), run.keep) if run.profile.window \
                     else request.messages  # a strong model sees the whole conversation
                 response = handler(request.override(tools=list(tools), messages=shown))
-        except LLMError as exc:
+        except LLMError as exc:  # the route failed outright: a failed call, not an invalid one
+            counts["failed_calls"] += 1
             return self._default(state, counts, since + 1, f"no answer from the model: {exc.kind}: {exc.message}")
         reply = next(m for m in reversed(response.result) if isinstance(m, AIMessage))
         meta = reply.response_metadata
@@ -120,14 +161,26 @@ class Step(_Middleware):
         counts["invalid_tool_calls"] += meta.get("invalid_tool_calls", 0)
         counts["seconds"] += meta.get("seconds", 0.0)
         if not reply.tool_calls:
-            return self._default(state, counts, since + 1, "the model called no tool")
-        call = reply.tool_calls[0]  # one call per step: the next step sees its result
-        counts["tool_calls"] += 1
-        run.event("agent_step", step=counts["steps"], tool=call["name"], arguments=json.dumps(call["args"])[:500],
-                  model=meta.get("model_name", run.model.name), tokens=tokens,
-                  seconds=round(meta.get("seconds", 0.0), 3), invalid=meta.get("invalid_tool_calls", 0))
+            if profile.one_call:
+                return self._default(state, counts, since + 1, "the model called no tool")
+            # text between calls is allowed (a full-profile model thinks aloud): the step counts against the
+            # budget and the model is told what to do next (Nudge, after the model node)
+            counts["idle_steps"] += 1
+            run.event("agent_step", step=counts["steps"], tool="", text=summary(str(reply.content)),
+                      model=meta.get("model_name", run.model.name), tokens=tokens,
+                      seconds=round(meta.get("seconds", 0.0), 3), invalid=meta.get("invalid_tool_calls", 0))
+            return ExtendedModelResponse(ModelResponse([reply]), Command(update={
+                "counts": counts, "since_action": since + 1, "repeated": False, "nudge": self.next_step(state)}))
+        calls = self.kept_calls(reply.tool_calls)
+        counts["tool_calls"] += len(calls)
+        for call in calls:
+            run.event("agent_step", step=counts["steps"], tool=call["name"],
+                      arguments=json.dumps(call["args"])[:500], model=meta.get("model_name", run.model.name),
+                      tokens=tokens, seconds=round(meta.get("seconds", 0.0), 3),
+                      invalid=meta.get("invalid_tool_calls", 0))
         update: dict[str, Any] = {"counts": counts, "since_action": since + 1, "repeated": False}
-        message = reply.model_copy(update={"tool_calls": [call]})
+        message = reply.model_copy(update={"tool_calls": calls})
+        call = calls[0]
         if call["name"] in self.driver.actions:
             update["answers"] = {}  # an action call ends the repeat watch's window
             action, error = self.driver.check_action(call["args"])
@@ -137,10 +190,19 @@ class Step(_Middleware):
                 update["pending"] = {**action, "call_id": call["id"]}
             else:
                 counts["rejected_calls"] += 1
-                text = f"not run: {error}"[:RESULT_CHARS]
+                text = f"not run: {error}"[:profile.result_chars]
                 update["messages"] = [ToolMessage(text, tool_call_id=call["id"], status="error")]
                 run.event("agent_tool", tool=call["name"], summary=summary(text))
         return ExtendedModelResponse(ModelResponse([message]), Command(update=update))
+
+    def kept_calls(self, calls: list[Any]) -> list[Any]:
+        """The calls of one step that run: one under a ``one_call`` profile (the next step sees its result); else
+        every call up to ``MAX_CALLS``, or the first action call alone (an action ends the step: the trial's result
+        is the next thing the model sees)."""
+        if self.run.profile.one_call:
+            return [calls[0]]
+        action = next((c for c in calls if c["name"] in self.driver.actions), None)
+        return [action] if action is not None else list(calls[:MAX_CALLS])
 
     def _default(self, state: Any, counts: dict[str, Any], since: int, why: str) -> ExtendedModelResponse:
         """The driver's default action, written as a call the agent made (so the conversation stays well formed)."""
@@ -202,6 +264,19 @@ class Approval(_Middleware):
             self.run.event(kind, **fields)
 
 
+class Nudge(_Middleware):
+    """After a step that called no tool (allowed under a profile without ``one_call``): back to the model with what
+    to do next (``Step.next_step``); the step counted against the budget, so ``max_steps`` such steps run the
+    default action."""
+
+    @hook_config(can_jump_to=["model"])
+    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        nudge = state.get("nudge")
+        if not nudge:
+            return None
+        return {"jump_to": "model", "nudge": None, "messages": [HumanMessage(nudge)]}
+
+
 class Tools(_Middleware):
     """Runs the driver's tools (given per step, so they are not registered with the tool node) and watches for
     repeats: an identical call since the last action gets its earlier answer, not a second run."""
@@ -213,16 +288,17 @@ class Tools(_Middleware):
             return handler(request.override(tool=tool))
         key = json.dumps([call["name"], call["args"]], sort_keys=True)
         answers = dict(state.get("answers", {}))
-        if key in answers and self.run.profile.repeat_watch:  # a small model repeats calls: the same answer
-            # again, and a push to decide
+        if key in answers:  # a repeated call gathers nothing new: the same answer again, and a push to decide;
+            # a small model (repeat_watch) is then offered only suggest and the action
             action = self.driver.actions[0]
             head = f"you made this same call already since the last {action}; its answer was: "
             none = self.unsuggested(state)
             tail = ("\nDecide now: call suggest, then " if none else "\nDecide now: call ") + \
                 f"{action} with one of the suggested candidates."
-            text = head + answers[key][:RESULT_CHARS - len(head) - len(tail)] + tail
+            text = head + answers[key][:self.run.profile.result_chars - len(head) - len(tail)] + tail
             self.run.event("agent_tool", tool=call["name"], summary=summary("repeated call: " + answers[key]))
-            return Command(update={"messages": [ToolMessage(text, tool_call_id=call["id"])], "repeated": True})
+            return Command(update={"messages": [ToolMessage(text, tool_call_id=call["id"])],
+                                   "repeated": self.run.profile.repeat_watch})
         if tool is None:
             counts = {**new_counts(), **state.get("counts", {})}
             counts["rejected_calls"] += 1
@@ -233,15 +309,20 @@ class Tools(_Middleware):
         out = handler(request.override(tool=tool))
         update = dict(out.update) if isinstance(out, Command) and isinstance(out.update, dict) else {"messages": [out]}
         message: Any = update["messages"][-1]
+        if call["name"] in getattr(self.driver, "bookkeeping", ()):  # a plan or a note gathers nothing new
+            message = message.model_copy(update={"content": self.next_step(state, str(message.content) + ".")})
+            update["messages"] = [*update["messages"][:-1], message]
         self.run.event("agent_tool", tool=call["name"], summary=summary(str(message.content)))
         if message.status != "error":
-            update["answers"] = {**answers, key: str(message.content)}
+            update["answers"] = {key: str(message.content)}
         return Command(update=update)
 
 
 def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
     """A driver's tool as a LangChain tool whose arguments' schema is the tool's JSON schema. Its answer is the
-    ``run`` function's text (with a state update when it returns one: todo, notes); the action's runs the trial."""
+    ``run`` function's text (with a state update when it returns one: todo, notes); the action's runs the trial.
+    Results are cut at the model's profile's ``result_chars``."""
+    chars = run.profile.result_chars
     if tool.name in run.driver.actions:
         def act(runtime: ToolRuntime, **args: Any) -> Command:
             pending = runtime.state.get("pending")
@@ -250,7 +331,7 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
             run.event("agent_observe", summary=summary(result))
             reflection = run.reflect(runtime.state)
             return Command(update={"pending": None, "since_action": 0, "suggested": [], "messages": [
-                ToolMessage(result[:RESULT_CHARS], tool_call_id=runtime.tool_call_id),
+                ToolMessage(result[:chars], tool_call_id=runtime.tool_call_id),
                 *([HumanMessage(reflection)] if reflection else [])]})
         func: Callable[..., Any] = act
     else:
@@ -260,10 +341,10 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
                 with span("agent.tool", {"agent.tool": tool.name}):
                     out = tool.run(args)
             except AgentlabError as exc:
-                return ToolMessage(f"error: {exc.message}"[:RESULT_CHARS], tool_call_id=runtime.tool_call_id,
+                return ToolMessage(f"error: {exc.message}"[:chars], tool_call_id=runtime.tool_call_id,
                                    status="error")
             text, update = (out, {}) if isinstance(out, str) else out
-            message = ToolMessage(text[:RESULT_CHARS], tool_call_id=runtime.tool_call_id)
+            message = ToolMessage(text[:chars], tool_call_id=runtime.tool_call_id)
             return Command(update={**update, "messages": [message]}) if update else message
         func = answer
     return StructuredTool(name=tool.name, description=tool.description, args_schema=tool.parameters, func=func)
@@ -271,7 +352,7 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
 
 def build(run: AgentRun, checkpointer: BaseCheckpointSaver) -> Any:
     """The agent's graph: create_agent on ``run.model`` with the middleware above, checkpointed."""
-    middleware = [Step(run), Approval(run), Tools(run)]
+    middleware = [Step(run), Approval(run), Nudge(run), Tools(run)]
     return create_agent(AgentlabChatModel(agent=run.model), middleware=middleware, checkpointer=checkpointer)
 
 

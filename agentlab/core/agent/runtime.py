@@ -34,7 +34,7 @@ from agentlab.core.llm.types import GenParams, ToolCall
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
 
-RESULT_CHARS = 1500  # a tool's result as the model sees it, at most
+RESULT_CHARS = 1500  # a tool's result as a sub-agent sees it, at most (the agent's: its profile's result_chars)
 SUMMARY_CHARS = 200  # a tool's result in events.jsonl
 
 
@@ -86,7 +86,8 @@ def profile_of(model: AgentModel) -> ModelProfile:
 
 
 class RouterModel:
-    """A route of the router as the agent's model: tool_choice ``required``, one call per step."""
+    """A route of the router as the agent's model. Under a ``one_call`` profile (``small``) every step is one call
+    (tool_choice ``required``, no parallel calls); otherwise the model may write text and make several calls."""
 
     def __init__(self, router: Router, route: str = "planner", max_tokens: int | None = None):
         self.router, self.route, self.max_tokens = router, route, max_tokens
@@ -96,7 +97,11 @@ class RouterModel:
         self.profile = router.config.profile(chain[0]) if chain else PROFILES["full"]
 
     def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
-        params = GenParams(tools=tools, tool_choice="required", parallel_tool_calls=False, max_tokens=self.max_tokens)
+        if self.profile.one_call:
+            params = GenParams(tools=tools, tool_choice="required", parallel_tool_calls=False,
+                               max_tokens=self.max_tokens)
+        else:
+            params = GenParams(tools=tools, tool_choice="auto", max_tokens=self.max_tokens)
         start = time.perf_counter()
         result = self.router.generate_sync(messages, route=self.route, params=params)
         usage = result.completion.usage
@@ -127,8 +132,8 @@ class Driver(Protocol):
 
 
 def new_counts() -> dict[str, Any]:
-    return {"steps": 0, "tool_calls": 0, "invalid_tool_calls": 0, "rejected_calls": 0, "defaulted": 0, "tokens": 0,
-            "largest_prompt_tokens": 0, "seconds": 0.0}
+    return {"steps": 0, "tool_calls": 0, "invalid_tool_calls": 0, "failed_calls": 0, "rejected_calls": 0,
+            "idle_steps": 0, "defaulted": 0, "tokens": 0, "largest_prompt_tokens": 0, "seconds": 0.0}
 
 
 def window(messages: list[Any], head: int, keep: int) -> list[Any]:

@@ -180,11 +180,20 @@ class ModelProfile(StrictModel):
     short_brief: bool = Field(description="agent: a short brief that names the order of the calls once (suggest, "
                               "then the action); otherwise the full brief (the tools, the guard, the leads, the "
                               "budget) and no order")
+    one_call: bool = Field(description="agent: every step must call exactly one tool (tool_choice required, no "
+                           "parallel calls); otherwise text between calls and several calls a step are allowed")
+    suggest_first: bool = Field(description="agent: the action that runs a suggested candidate is offered only once "
+                                "suggest has run (the tools then change from step to step)")
+    open_values: bool = Field(description="agent: its own configs may take any value inside the search space; "
+                              "otherwise one of a short grid per key (a small model under a grammar picks from a list)")
+    result_chars: int = Field(ge=200, description="agent: a tool's result as the model sees it, at most (characters)")
 
 
 PROFILES: dict[str, ModelProfile] = {
-    "small": ModelProfile(tool_gate=True, repeat_watch=True, window=True, short_tools=True, short_brief=True),
-    "full": ModelProfile(tool_gate=False, repeat_watch=False, window=False, short_tools=False, short_brief=False),
+    "small": ModelProfile(tool_gate=True, repeat_watch=True, window=True, short_tools=True, short_brief=True,
+                          one_call=True, suggest_first=True, open_values=False, result_chars=1500),
+    "full": ModelProfile(tool_gate=False, repeat_watch=False, window=False, short_tools=False, short_brief=False,
+                         one_call=False, suggest_first=False, open_values=True, result_chars=6000),
 }
 LOCAL_KINDS = ("llama_cpp", "hf")  # their models' profile is `small` unless a model says otherwise
 

@@ -69,7 +69,7 @@ class AgentView(Protocol):
 
     def describe(self, params: dict[str, Any]) -> str: ...
 
-    def changes_schema(self) -> dict[str, Any]: ...
+    def changes_schema(self, open_values: bool = False) -> dict[str, Any]: ...
 
     def config(self, changes: Any) -> tuple[dict[str, Any] | None, str]: ...
 
@@ -183,9 +183,12 @@ class TrialView:
         return "\n".join((lines or ["no finished trial yet"]) + (["what the good trials share:", *summary]
                                                                   if summary else []))
 
-    def changes_schema(self) -> dict[str, Any]:
+    def changes_schema(self, open_values: bool = False) -> dict[str, Any]:
         """Over the values offered from the base config, not the incumbent: the tools the model is shown stay the
-        same all search, so a local model's prompt cache (the tools are rendered first) keeps its prefix."""
+        same all search, so a local model's prompt cache (the tools are rendered first) keeps its prefix. With
+        ``open_values`` (a full-profile model) any value inside each key's bounds (``SearchSpace.bounds_schema``)."""
+        if open_values:
+            return self.d.space.bounds_schema()
         values = self.d.space.offered(self.d.base_params)
         return plan_schema(values)["properties"]["changes"] if values else {"type": "object"}
 
@@ -226,6 +229,7 @@ class AgentPlanner:
 
     name = "agent"
     pick_needs_suggest = True  # the runtime offers the first action (run a candidate) only once suggest has run
+    bookkeeping = ("todo", "note")  # tools that gather nothing new: their answers say what to do next
 
     def __init__(self, model: AgentModel, settings: AgentSettings, path: Path, kit: AgentKit, *,
                  sampler: str = "tpe", approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -377,7 +381,8 @@ class AgentPlanner:
                                                    "reason": _reason_prop(profile)},
                   "required": ["candidate", "reason"], "additionalProperties": False}),
             Tool(own, f"run a {self.unit} of your own (it counts against the budget)",
-                 {"type": "object", "properties": {"changes": view.changes_schema(), "reason": _reason_prop(profile)},
+                 {"type": "object", "properties": {"changes": view.changes_schema(profile.open_values),
+                                                   "reason": _reason_prop(profile)},
                   "required": ["changes", "reason"], "additionalProperties": False}),
             Tool("history", f"the finished {self.unit}s, best first, and what the good ones share",
                  {"type": "object", "properties": {"top": {"type": "integer", "minimum": 1, "maximum": 20}},
@@ -525,7 +530,8 @@ def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
     chosen = sum(1 for o, _, _ in rows if o in AGENT_ORIGINS)
     actions = max(chosen, 1)  # the trials the agent chose (the last one's result never reaches the graph)
     return {"model": planner.model.name, "steps": counts["steps"], "tool_calls": counts["tool_calls"],
-            "invalid_tool_calls": counts["invalid_tool_calls"], "rejected_calls": counts["rejected_calls"],
+            "invalid_tool_calls": counts["invalid_tool_calls"], "failed_calls": counts.get("failed_calls", 0),
+            "idle_steps": counts.get("idle_steps", 0), "rejected_calls": counts["rejected_calls"],
             "defaulted": counts["defaulted"], "tokens": counts["tokens"], "model_seconds": counts["model_seconds"],
             "largest_prompt_tokens": counts.get("largest_prompt_tokens", 0),
             "tokens_per_trial": round(counts["tokens"] / actions, 1),

@@ -189,3 +189,15 @@ def reason_line(reason: str) -> str:
     if len(lines) > 1 and "; stderr (last " in head:
         head = head[:head.index("; stderr (last ")] + "; stderr: " + lines[-1].strip()
     return head
+
+
+def planner_label(row: dict[str, Any]) -> str:
+    """Who chose a trial, as a report names it: the planner, and for an agent's trial that it did not choose itself
+    what ran instead (a default, or the guard's sampler)."""
+    planner, origin = str(row.get("planner") or "?"), row.get("origin")
+    if origin == "default":
+        return f"{planner}'s default: the sampler's candidate 0"
+    if origin == "guard":
+        return f"{planner}'s guard: the sampler"
+    return planner
+

@@ -125,6 +125,14 @@ class ParamSpec(StrictModel):
         low, high = self._bounds()
         return min(max(_sig(value, 3), low), high)
 
+    def bounds_schema(self) -> dict[str, Any]:
+        """The JSON schema of any value this key takes: its choices, else its type within its bounds (a step, when
+        set, is checked by ``check``, not here)."""
+        if self.choices is not None:
+            return {"enum": list(self.choices)}
+        low, high = self._bounds()
+        return {"type": "integer" if self.kind == "int" else "number", "minimum": low, "maximum": high}
+
     def describe(self) -> dict[str, Any]:
         when = {"when": self.when} if self.when else {}
         if self.kind == "categorical":
@@ -294,6 +302,11 @@ class SearchSpace:
             if values:
                 out[key] = values
         return out
+
+    def bounds_schema(self) -> dict[str, Any]:
+        """The JSON schema of a change of any keys to any values inside their bounds (``ParamSpec.bounds_schema``)."""
+        return {"type": "object", "properties": {k: spec.bounds_schema() for k, spec in self.params.items()},
+                "additionalProperties": False, "minProperties": 1}
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Bounds of every key (and its ``when``), with what the key means where known (an LLM planner cannot guess

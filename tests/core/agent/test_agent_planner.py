@@ -110,7 +110,7 @@ def test_tools_answer_from_code_and_invalid_actions_are_shown_the_error(tmp_path
     assert records[1].params["kind"] == "a" and records[1].reasoning == "kind a is cheap"
     tool_results = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
     assert tool_results[0].startswith("trial 0") or "val" in tool_results[0]  # history: the base trial
-    assert tool_results[1] == "todo: try kind a"
+    assert tool_results[1].startswith("todo: try kind a. Next: call suggest, then run_trial")  # what to do next
     assert tool_results[2].startswith("not run: x:")  # the space's own error, naming the key
     counts = planner.stats()
     assert counts["rejected_calls"] == 1 and counts["steps"] == 4

@@ -141,3 +141,74 @@ def test_the_suggested_candidates_survive_a_sigkill_and_are_the_ones_that_run(tm
     assert records[1].params == shown[2]["params"] and records[1].choice == 2
     assert trial_agent_block(planner, records)["rejected_calls"] == 0
     planner.close()
+
+
+class Steps:
+    """A scripted full-profile model: each step is a list of calls (several allowed) or a text with no call."""
+
+    name = "steps"
+
+    def __init__(self, steps: list[list[tuple[str, dict[str, Any]]] | str]):
+        self.steps, self.i = steps, 0
+        self.profile = PROFILES["full"]
+        self.tools: list[list[str]] = []
+        self.seen: list[list[dict[str, Any]]] = []
+
+    def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
+        self.seen.append(messages)
+        self.tools.append([json.dumps(t, sort_keys=True) for t in tools])
+        step = self.steps[min(self.i, len(self.steps) - 1)]
+        self.i += 1
+        if isinstance(step, str):
+            return Reply([], text=step, model=self.name)
+        return Reply([ToolCall(f"c{self.i}_{n}", name, json.dumps(args)) for n, (name, args) in enumerate(step)],
+                     model=self.name)
+
+
+def test_a_full_profile_model_thinks_in_text_makes_several_calls_and_sees_the_same_tools(tmp_path: Path) -> None:
+    model = Steps(["Let me look at the history first.",
+                   [("history", {}), ("suggest", {})],
+                   [("try_config", {"changes": {"x": 1.2345, "y": -2.04}, "reason": "near the bowl's floor"})]])
+    planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", AgentKit("t"))
+    records = search(planner, 0, trials=2)
+    # a value of its own inside the bounds, off any grid (the small profile's try_config offers a grid)
+    assert records[1].origin == "agent" and records[1].params["x"] == 1.2345 and records[1].params["y"] == -2.04
+    messages = planner.run.messages()
+    # the text step is answered with what to do next and counted; both calls of the next step ran
+    nudge = next(m["content"] for m in messages if m.get("role") == "user" and "ran no tool" in str(m["content"]))
+    assert "Next: call suggest, then run_trial" in nudge
+    answers = [m["content"] for m in messages if m.get("role") == "tool"]
+    assert answers[0].startswith("run_0000 val") and answers[1].startswith("candidate 0")
+    block = trial_agent_block(planner, records)
+    assert block["idle_steps"] == 1 and block["tool_calls"] == 3 and block["defaulted"] == 0
+    # the same tools, byte for byte, at every step: run_trial is offered before suggest (the prompt cache keeps them)
+    assert all(tools == model.tools[0] for tools in model.tools) and any("run_trial" in t for t in model.tools[0])
+    planner.close()
+
+
+def test_a_full_profile_model_that_only_talks_gets_the_default_after_max_steps(tmp_path: Path) -> None:
+    model = Steps(["I am thinking."])
+    planner = AgentPlanner(model, AgentSettings(guard_patience=50, max_steps=3), tmp_path / "agent.sqlite",
+                           AgentKit("t"))
+    records = search(planner, 0, trials=2)
+    block = trial_agent_block(planner, records)
+    assert records[1].origin == "default" and block["idle_steps"] == 3 and block["defaulted"] == 1
+    assert model.i == 3  # three steps counted against the budget, then the default ran
+    planner.close()
+
+
+def test_a_route_that_fails_outright_is_a_failed_call_not_an_invalid_one(tmp_path: Path) -> None:
+    from agentlab.core.errors import LLMError
+
+    class Failing(Steps):
+        def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
+            raise LLMError("every model failed", "unavailable")
+
+    planner = AgentPlanner(Failing([]), AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", AgentKit("t"))
+    records = search(planner, 0, trials=2)
+    block = trial_agent_block(planner, records)
+    assert block["failed_calls"] == 1 and block["invalid_tool_calls"] == 0 and records[1].origin == "default"
+    from agentlab.core.search.records import planner_label
+
+    assert planner_label({"planner": "agent", "origin": "default"}) == "agent's default: the sampler's candidate 0"
+    planner.close()
