@@ -1,4 +1,5 @@
-"""LangGraph's prebuilt ReAct agent on the built-in model (SmolLM2-135M, llama.cpp): does a tool task finish?
+"""LangGraph's prebuilt ReAct agent on a built-in model (``--model``: SmolLM2-135M by default, the Qwen2.5-Coder
+models; llama.cpp): does a tool task finish?
 
 A question set written for this benchmark (``QUESTIONS``: 30 one-tool questions over 6 tools, 10 two-step questions
 whose first result feeds the second call, 10 questions that need no tool) is put to
@@ -99,9 +100,12 @@ QUESTIONS: list[tuple[str, str, str | None]] = [
 ]
 
 
+MODEL = ["smollm2-135m"]  # --model
+
+
 def llm_config(profile: str, temperature: float, max_tokens: int) -> dict[str, Any]:
     return {"providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096, "seed": 0}},
-            "models": {"smol": {"provider": "local", "model": "smollm2-135m", "profile": profile,
+            "models": {"smol": {"provider": "local", "model": MODEL[0], "profile": profile,
                                 "params": {"temperature": temperature, "max_tokens": max_tokens}}},
             "routes": {"default": {"primary": ["smol"]}}, "timeout_s": 600, "retries": 0}
 
@@ -213,7 +217,7 @@ def probe(questions: list[tuple[str, str, str | None]]) -> list[str]:
     tools = [convert_to_openai_tool(t) for t in TOOLS]
     params = GenParams(tools=tools, tool_choice="auto")
     with Router.from_config(LLMConfig.model_validate(llm_config("small", 0.0, 8))) as router:
-        loaded = router.providers["local"].load("smollm2-135m")  # type: ignore[attr-defined]
+        loaded = router.providers["local"].load(MODEL[0])  # type: ignore[attr-defined]
         llm = loaded.llm
         first = llm.tokenize(TOOL_CALL_OPEN.encode(), add_bos=False, special=True)[0]
         by_group: dict[str, list[tuple[bool, float]]] = {}
@@ -245,6 +249,8 @@ def spaced(items: list[Any], n: int) -> list[Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--paths", default="inproc,served", help="inproc, served")
+    ap.add_argument("--model", default="smollm2-135m", help="the built-in model (smollm2-135m, qwen2.5-coder-0.5b, "
+                    "qwen2.5-coder-1.5b) or a GGUF path")
     ap.add_argument("--profiles", default="small,full", help="small (the local default), full (the baseline)")
     ap.add_argument("--groups", default="one_tool,two_step,no_tool")
     ap.add_argument("--limit", type=int, default=0, help="N questions of each group, evenly spaced over it (so every "
@@ -256,13 +262,14 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help="only the call-or-text probe: the word gate against the "
                     "model's first-token probability of opening a call, per group (no agent runs)")
     args = ap.parse_args()
+    MODEL[0] = args.model
     groups = args.groups.split(",")
     questions = [q for g in groups for q in spaced([x for x in QUESTIONS if x[0] == g], args.limit)]
     if args.probe:
         print("\n".join(probe(questions)))
         return
     seeds: list[int | None] = [None] if args.seeds <= 1 else list(range(args.seeds))
-    print(f"LangGraph create_react_agent, 6 tools, recursion limit {args.recursion_limit}, SmolLM2-135M Q4_1 "
+    print(f"LangGraph create_react_agent, 6 tools, recursion limit {args.recursion_limit}, {args.model} "
           f"(llama.cpp), {len(questions)} questions, seeds {seeds}", flush=True)
     results: list[dict[str, Any]] = []
     for path in args.paths.split(","):

