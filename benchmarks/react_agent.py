@@ -13,8 +13,8 @@ and ``full`` (none of it: the baseline, measured in the same invocation). The fi
 a one-tool or two-step question is right when the agent ended with an answer that contains the tools' result
 (digits compared without separators); a no-tool question when it ended with a text answer and called no tool. Per
 question: the agent's model steps and tokens. Temperature 0 (greedy; ``--seeds`` > 1 samples at temperature 0.7,
-one run per seed, each kept). The last lines give, per group, small / full accuracy, and ``ratio:`` one-tool
-accuracy small / full.
+one run per seed, each kept). The last lines give, per group, each profile's accuracy, and ``ratio:`` one-tool
+accuracy of the first profile / the last.
 
     python benchmarks/react_agent.py --paths inproc,served --profiles small,full
 """
@@ -251,7 +251,8 @@ def main() -> None:
     ap.add_argument("--paths", default="inproc,served", help="inproc, served")
     ap.add_argument("--model", default="smollm2-135m", help="the built-in model (smollm2-135m, qwen2.5-coder-0.5b, "
                     "qwen2.5-coder-1.5b) or a GGUF path")
-    ap.add_argument("--profiles", default="small,full", help="small (the local default), full (the baseline)")
+    ap.add_argument("--profiles", default="small,full", help="small (SmolLM2's default), medium (the Qwen models'), "
+                    "full (the baseline)")
     ap.add_argument("--groups", default="one_tool,two_step,no_tool")
     ap.add_argument("--limit", type=int, default=0, help="N questions of each group, evenly spaced over it (so every "
                     "tool is asked; 0: all)")
@@ -282,13 +283,15 @@ def main() -> None:
             acc = {p: statistics.mean(r["correct"] for r in results if (r["path"], r["group"], r["profile"]) ==
                                       (path, group, p)) for p in args.profiles.split(",")
                    if any((r["path"], r["group"], r["profile"]) == (path, group, p) for r in results)}
-            if {"small", "full"} <= set(acc):
-                print(f"{path} {group}: small {acc['small']:.2f} / full {acc['full']:.2f}")
+            if len(acc) > 1:
+                print(f"{path} {group}: " + " / ".join(f"{p} {a:.2f}" for p, a in acc.items()))
+    profiles = args.profiles.split(",")
     one = {p: [r["correct"] for r in results if r["group"] == "one_tool" and r["profile"] == p]
-           for p in ("small", "full")}
-    if one["small"] and one["full"]:
-        small, full = statistics.mean(one["small"]), statistics.mean(one["full"])
-        print(f"ratio: {small / full:.3f}" if full else f"ratio: inf (one-tool small {small:.2f}, full 0)")
+           for p in (profiles[0], profiles[-1])}
+    if len(profiles) > 1 and one[profiles[0]] and one[profiles[-1]]:
+        first, last = statistics.mean(one[profiles[0]]), statistics.mean(one[profiles[-1]])
+        print(f"ratio: {first / last:.3f}" if last else f"ratio: inf (one-tool {profiles[0]} {first:.2f}, "
+              f"{profiles[-1]} 0)")
     sys.stdout.flush()
 
 

@@ -58,7 +58,7 @@ def builtin_llm_config(installed: list[str] | None = None) -> LLMConfig:
     return LLMConfig.model_validate({
         "providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192}},
         "models": {name: {"provider": "local", "model": name, "params": {"temperature": 0.2, "max_tokens": 512},
-                          **({"profile": "full"} if name.startswith("qwen") else {})} for name in names},
+                          } for name in names},
         "routes": {"default": {"primary": names[:1]}},
         "timeout_s": 300,
     })

@@ -100,8 +100,9 @@ class RouterModel:
         if self.profile.one_call:
             params = GenParams(tools=tools, tool_choice="required", parallel_tool_calls=False,
                                max_tokens=self.max_tokens)
-        else:
-            params = GenParams(tools=tools, tool_choice="auto", max_tokens=self.max_tokens)
+        else:  # the agent's tools are all its own: the relevance gate has nothing to keep out
+            params = GenParams(tools=tools, tool_choice="auto", max_tokens=self.max_tokens,
+                               extra={"tool_gate": False})
         start = time.perf_counter()
         result = self.router.generate_sync(messages, route=self.route, params=params)
         usage = result.completion.usage

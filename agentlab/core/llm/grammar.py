@@ -55,7 +55,7 @@ def tool_lark(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORMATS[
         lark += f"call: {json.dumps(fmt.open)} one {json.dumps(fmt.close)}\n"
         lark += "one: %json " + json.dumps({**calls["items"], "x-guidance": JSON_FORMAT}, ensure_ascii=False) + "\n"
     if free_text:
-        lark += "text: /[^<][\\s\\S]*/\n"
+        lark += f"text: /[^{fmt.text_excludes}][\\s\\S]*/\n"
     return lark
 
 

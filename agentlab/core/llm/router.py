@@ -243,9 +243,9 @@ class Router:
         return await work
 
     def small(self, name: str) -> bool:
-        """Whether model ``name`` gets the ``small`` profile's help with tools (its profile's tool gate, not turned
-        off by its params): answered calls are not repeated (``tools.checking_calls``)."""
-        return self.config.profile(name).tool_gate and self._params[name].get("tool_gate", True) is not False
+        """Whether model ``name``'s answered calls are not repeated (its profile's ``drop_repeats``, not turned off
+        by the param ``tool_gate: false``; ``tools.checking_calls``)."""
+        return self.config.profile(name).drop_repeats and self._params[name].get("tool_gate", True) is not False
 
     def configured_max_tokens(self, name: str) -> int | None:
         """The ``max_tokens`` of model ``name``'s own ``params``, if it sets one."""

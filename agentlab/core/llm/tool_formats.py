@@ -57,7 +57,9 @@ class ToolFormat:
     """One model family's tool-call text (see the module's doc). ``per_call``: one block per call (else one block
     holding a JSON list); ``open`` / ``close``: a block's delimiters as the grammar writes them; ``separator``:
     between blocks; ``text_anytime``: under ``tool_choice: auto`` a plain-text answer is allowed on a fresh question
-    (else only after tool results, and "no call" is an empty list)."""
+    (else only after tool results, and "no call" is an empty list); ``text_excludes``: what a plain-text answer may
+    not start with under the grammar (Qwen2.5-Coder writes a call it means as bare JSON when text is allowed, and
+    then repeats it: the grammar sends such an answer into a block)."""
 
     name: str
     per_call: bool
@@ -65,6 +67,8 @@ class ToolFormat:
     close: str
     separator: str
     text_anytime: bool
+    # characters a free-text answer may not start with (a call's first character), as a grammar's class escapes them
+    text_excludes: str = "<"
 
     def prompt(self, tools: list[dict[str, Any]]) -> str:
         """The system prompt listing ``tools`` (OpenAI's ``{"type": "function", "function": ...}`` objects), for a
@@ -153,7 +157,7 @@ FORMATS: dict[str, ToolFormat] = {
     "smollm2": ToolFormat("smollm2", per_call=False, open=TOOL_CALL_OPEN, close=TOOL_CALL_CLOSE, separator="",
                           text_anytime=False),
     "qwen": ToolFormat("qwen", per_call=True, open=TOOL_CALL_OPEN + "\n", close="\n" + TOOL_CALL_CLOSE,
-                       separator="\n", text_anytime=True),
+                       separator="\n", text_anytime=True, text_excludes="<{\\[`"),
 }
 FORMAT_NAMES = tuple(FORMATS)
 

@@ -34,9 +34,11 @@ __all__ = ["check_tools", "call_problem", "calls_schema", "parse_tagged", "ToolC
            "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls", "checking_calls",
            "calls_from_message", "forced_name", "without_tools", "tool_constraint", "tool_gate", "close_repeats",
            "answered_calls", "answered_tools", "answer_messages", "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS",
-           "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema"]
+           "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema", "LOCAL_PARAMS"]
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+# Request params that only agentlab's local providers read (an HTTP provider leaves them out of the request).
+LOCAL_PARAMS = frozenset(("tool_gate", "tool_grammar", "tool_format"))
 _TAGGED = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
 _MAX_PROBLEM_CHARS = 1000  # a repair prompt stays short: the first errors say what the model must fix
 

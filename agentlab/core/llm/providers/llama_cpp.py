@@ -687,7 +687,8 @@ def tool_grammar_text(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = 
     """GBNF for the calls ``calls`` (``tools.calls_schema``) allows, in the model's format ``fmt``, from llama.cpp's
     own JSON-schema converter: ``smollm2``, ``<tool_call>`` + a JSON list + ``</tool_call>``; ``qwen``, one
     ``<tool_call>`` block per call (as many as the list allows). With ``free_text`` a plain text answer (one that does
-    not start with ``<``) is allowed instead."""
+    start with ``<``, nor with ``{`` in Qwen's format: JSON there is a call written outside its block) is allowed
+    instead."""
     if not fmt.per_call:
         body = re.sub(r"^root ::=", "tool-calls ::=", json_gbnf(calls), flags=re.MULTILINE)
         root = f"root ::= {json.dumps(fmt.open)} tool-calls {json.dumps(fmt.close)}"
@@ -697,7 +698,8 @@ def tool_grammar_text(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = 
         more = f" ({json.dumps(fmt.separator)} call){{{max(low - 1, 0)},{high - 1}}}" if high > 1 else ""
         root = f"root ::= call{more}\ncall ::= {json.dumps(fmt.open)} tool-call {json.dumps(fmt.close)}"
     if free_text:
-        root = root.replace("root ::= ", "root ::= free-text | ", 1) + '\nfree-text ::= [^<] [^\\x00]*'
+        root = root.replace("root ::= ", "root ::= free-text | ", 1)
+        root += f'\nfree-text ::= [^{fmt.text_excludes}] [^\\x00]*'
     return root + "\n" + body
 
 

@@ -33,7 +33,7 @@ import httpx
 
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.providers.http1 import BodyDecodingError, Http1Pool, usable_for
-from agentlab.core.llm.tools import ToolCallAssembler, calls_from_message
+from agentlab.core.llm.tools import LOCAL_PARAMS, ToolCallAssembler, calls_from_message
 from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, Usage
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
@@ -329,8 +329,8 @@ class OpenAIProvider:
                 body["tool_choice"] = params.tool_choice
             if params.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = params.parallel_tool_calls
-        if params.extra:
-            body.update(params.extra)
+        if params.extra:  # agentlab's own knobs of local models (the tool gate, grammar, format) never go upstream
+            body.update({k: v for k, v in params.extra.items() if k not in LOCAL_PARAMS})
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
