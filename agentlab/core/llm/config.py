@@ -175,6 +175,9 @@ class ModelProfile(StrictModel):
     drop_repeats: bool = Field(description="under tool_choice auto, a call that repeats one already answered in the "
                                "conversation is dropped and the model answers from the results in text (the router; "
                                "core/llm/tools.py checking_calls)")
+    answer_in_words: bool = Field(False, description="after a dropped repeat, the model answers from the whole "
+                                  "conversation put in words (a tiny model copies tool-response tags back); "
+                                  "otherwise from the question and this turn's results in one user turn")
     repeat_watch: bool = Field(description="agent: a call repeated since the last trial gets its earlier answer, and "
                                "the next step offers only suggest and the action")
     window: bool = Field(description="agent: the model sees the brief and the last `agent.keep` messages, not the "
@@ -198,8 +201,9 @@ class ModelProfile(StrictModel):
 # guards, which the measurements on docs/models.md show it needs (without the gate it called a tool on 60% of
 # BFCL's irrelevance sample; without the repeat drop it called the same tool again after its result).
 PROFILES: dict[str, ModelProfile] = {
-    "small": ModelProfile(tool_gate=True, drop_repeats=True, repeat_watch=True, window=True, short_tools=True,
-                          short_brief=True, one_call=True, suggest_first=True, open_values=False, result_chars=1500),
+    "small": ModelProfile(tool_gate=True, drop_repeats=True, answer_in_words=True, repeat_watch=True, window=True,
+                          short_tools=True, short_brief=True, one_call=True, suggest_first=True, open_values=False,
+                          result_chars=1500),
     "medium": ModelProfile(tool_gate=True, drop_repeats=True, repeat_watch=False, window=False, short_tools=False,
                            short_brief=False, one_call=False, suggest_first=False, open_values=True,
                            result_chars=4000),

@@ -242,10 +242,14 @@ class Router:
             return await tracer.request(work, "structured", route, rcfg.strategy, self._scrub)
         return await work
 
-    def small(self, name: str) -> bool:
-        """Whether model ``name``'s answered calls are not repeated (its profile's ``drop_repeats``, not turned off
-        by the param ``tool_gate: false``; ``tools.checking_calls``)."""
-        return self.config.profile(name).drop_repeats and self._params[name].get("tool_gate", True) is not False
+    def small(self, name: str) -> str | None:
+        """How model ``name``'s repeated calls are handled (``tools.checking_calls``): None when they are not dropped
+        (its profile's ``drop_repeats`` off, or the param ``tool_gate: false``), else how it then answers
+        (``"words"`` or ``"results"``, its profile's ``answer_in_words``)."""
+        profile = self.config.profile(name)
+        if not profile.drop_repeats or self._params[name].get("tool_gate", True) is False:
+            return None
+        return "words" if profile.answer_in_words else "results"
 
     def configured_max_tokens(self, name: str) -> int | None:
         """The ``max_tokens`` of model ``name``'s own ``params``, if it sets one."""

@@ -101,19 +101,12 @@ class ToolFormat:
         answer cut after its distinct calls; else None."""
         if not self.per_call:
             return close_repeats(text)
-        starts = [m.start() for m in re.finditer(re.escape(TOOL_CALL_OPEN), text)]
-        if len(starts) < 2:
-            return None
         seen: list[Any] = []
-        for i, start in enumerate(starts):
-            body = text[start + len(TOOL_CALL_OPEN): starts[i + 1] if i + 1 < len(starts) else len(text)]
-            body = body.split(TOOL_CALL_CLOSE, 1)[0].strip()
-            try:
-                call = json.JSONDecoder().raw_decode(body)[0]
-            except ValueError:
-                return None
+        for start, _, call in _bare_calls(text):
             if call in seen:
-                return text[:start].rstrip()
+                block = text.rfind(TOOL_CALL_OPEN, 0, start)
+                cut = block if block >= 0 and not text[block + len(TOOL_CALL_OPEN):start].strip() else start
+                return text[:cut].rstrip()
             seen.append(call)
         return None
 
@@ -195,10 +188,29 @@ def _as_calls(data: Any) -> list[ToolCall] | None:
     return out
 
 
+def _bare_calls(text: str) -> list[tuple[int, int, dict[str, Any]]]:
+    """Every JSON call object (``{"name": ..., "arguments": ...}``) written anywhere in ``text``: (start, end, the
+    call), in order."""
+    out: list[tuple[int, int, dict[str, Any]]] = []
+    decoder, pos = json.JSONDecoder(), 0
+    while (start := text.find("{", pos)) >= 0:
+        try:
+            data, end = decoder.raw_decode(text, start)
+        except ValueError:
+            pos = start + 1
+            continue
+        if _as_calls(data) is not None and isinstance(data, dict):
+            out.append((start, end, data))
+            pos = end
+        else:
+            pos = start + 1
+    return out
+
+
 def parse_blocks(text: str) -> tuple[str, list[ToolCall]]:
     """The ``qwen`` format read back: each ``<tool_call>`` block holds one call (or a list of calls); a block that
     does not parse stays text. A reply with no block that is one JSON call (or a list of them), bare or in a
-    ```` ``` ```` fence, is that call."""
+    ```` ``` ```` fence, is that call; else the distinct JSON calls written anywhere in its text are its calls."""
     calls: list[ToolCall] = []
     kept: list[str] = []
     last = 0
@@ -221,7 +233,16 @@ def parse_blocks(text: str) -> tuple[str, list[ToolCall]]:
         found = _as_calls(json.loads(fenced.group(1) if fenced else body)) if body[:1] in "[{`" else None
     except ValueError:
         found = None
-    return ("", found) if found else (text, [])
+    if found:
+        return "", found
+    # A call written outside any block, inside text (after a "(", in a fence after a sentence, repeated line after
+    # line): Qwen2.5-Coder-0.5B does this after a tool result. Its distinct calls are the answer; the router
+    # validates them (and a small model's repeat of an answered call is dropped there).
+    bare: list[dict[str, Any]] = []
+    for _, _, call in _bare_calls(text):
+        if call not in bare:
+            bare.append(call)
+    return ("", _as_calls(bare) or []) if bare else (text, [])
 
 
 def template_messages(messages: Messages) -> Messages:

@@ -33,8 +33,8 @@ from agentlab.core.llm.types import Completion, GenParams, Messages, ToolCall
 __all__ = ["check_tools", "call_problem", "calls_schema", "parse_tagged", "ToolCallAssembler", "tool_prompt",
            "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls", "checking_calls",
            "calls_from_message", "forced_name", "without_tools", "tool_constraint", "tool_gate", "close_repeats",
-           "answered_calls", "answered_tools", "answer_messages", "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS",
-           "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema", "LOCAL_PARAMS"]
+           "answered_calls", "answered_tools", "answer_messages", "results_messages", "STRING_MAX_CHARS",
+           "ARRAY_MAX_ITEMS", "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema", "LOCAL_PARAMS"]
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 # Request params that only agentlab's local providers read (an HTTP provider leaves them out of the request).
@@ -345,6 +345,26 @@ def answered_tools(messages: Messages) -> set[str]:
             for c in m.get("tool_calls") or [] if isinstance(c, dict) and c.get("id") in answered}
 
 
+def results_messages(messages: Messages) -> Messages:
+    """The system messages, then one user turn: the user's last question and the results of this turn's calls ("multiply
+    returned: 437"), asked to be answered with them. What a capable small model answers from (``checking_calls``)."""
+    start = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    question = messages[start].get("content") if start >= 0 else ""
+    question = question if isinstance(question, str) else _parts_text(question or "")
+    names = {str(c.get("id")): str((c.get("function") or {}).get("name") or "the tool")
+             for m in messages[start + 1:] if m.get("role") == "assistant" for c in m.get("tool_calls") or []
+             if isinstance(c, dict)}
+    results = []
+    for m in messages[start + 1:]:
+        if m.get("role") == "tool":
+            content = m.get("content")
+            text = content if isinstance(content, str) else _parts_text(content or "")
+            results.append(f"{names.get(str(m.get('tool_call_id')), 'the tool')} returned: {text}")
+    system = [dict(m) for m in messages if m.get("role") == "system"]
+    body = f"{question}\n\nTool results:\n" + "\n".join(results) + "\n\nAnswer the question using these results."
+    return [*system, {"role": "user", "content": body}]
+
+
 def answer_messages(messages: Messages) -> Messages:
     """``messages`` as a small model answers from tool results in text: each assistant call and its results become
     one exchange in words ("I called multiply({...})." / "The result of multiply is: 437") and the user's question
@@ -602,19 +622,24 @@ def _cut(call: CallState, name: str, params: GenParams) -> None:
 
 
 def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], None],
-                   small: Callable[[str], bool] | None = None) -> TryModel:
+                   small: Callable[[str], str | None] | None = None) -> TryModel:
     """``try_model`` whose answers to a request with tools are validated (``call_problem``): an invalid reply is
     shown to the same model once with the validation error (``repair_messages``); a second invalid reply is an
     ``invalid_tool_call`` attempt and the strategy moves on to the next model. A reply cut at max_tokens is a
     ``max_tokens`` attempt instead, never repaired. ``on_invalid(route, model, problem)`` is told of every invalid
     reply (the router counts them).
 
-    ``small(model)`` says whether a model has the ``small`` profile: under ``tool_choice: auto`` its calls that repeat
+    ``small(model)`` says whether a model's repeated calls are dropped (its profile's ``drop_repeats``) and how it
+    then answers: None (not dropped), ``"words"`` or ``"results"``. Under ``tool_choice: auto`` its calls that repeat
     one already answered in the conversation (same tool, same arguments), or call again a tool that already answered
     in this turn (since the user's last message), are dropped, and when none is left it answers from the results in
-    text (``answer_messages``, no tools). SmolLM2-135M under the grammar calls the same tool after every result until
-    an agent's step limit, with the same arguments (the weather of Paris twice) or fed its own result (23 x 19 = 437,
-    then 437 x 19, then 8303 x 19): 0 of 5 LangGraph questions ended before this. A call to another tool (the next
+    text with no tools: from the conversation put in words (``answer_messages``, ``"words"``: SmolLM2 copies
+    ``<tool_response>`` blocks back) or from the question and this turn's results in one user turn
+    (``results_messages``, ``"results"``: Qwen2.5-Coder-0.5B, given the words version, echoed "I called
+    multiply(...)", and given the conversation as its template renders it, wrote the next call as text).
+    SmolLM2-135M under the grammar calls the same tool after every result until an agent's step limit, with the same
+    arguments (the weather of Paris twice) or fed its own result (23 x 19 = 437, then 437 x 19, then 8303 x 19): 0 of
+    5 LangGraph questions ended before this. A call to another tool (the next
     step of a multi-step question) goes through; a chain through one tool twice (multiply, then multiply its
     result) is what the small profile gives up."""
 
@@ -622,12 +647,15 @@ def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], No
         completion = await try_model(call, name, messages, params)
         if completion is None or not params.tools:
             return completion
-        if small is not None and completion.tool_calls and params.tool_choice in (None, "auto") and small(name):
+        how = small(name) if small is not None and completion.tool_calls and params.tool_choice in (None, "auto") \
+            else None
+        if how is not None:
             answered, tools_done = answered_calls(messages), answered_tools(messages)
             fresh = [c for c in completion.tool_calls
                      if _call_key(c.name, c.arguments) not in answered and c.name not in tools_done]
             if not fresh:
-                return await try_model(call, name, answer_messages(messages), without_tools(params))
+                return await try_model(call, name, answer_messages(messages) if how == "words" else
+                                       results_messages(messages), without_tools(params))
             completion = replace(completion, tool_calls=fresh)
         problem = call_problem(completion, params)
         if problem is None:

@@ -67,6 +67,19 @@ def test_small_profile_answers_from_the_result_instead_of_repeating_the_call() -
     assert [c.name for c in rc.completion.tool_calls] == ["multiply"]
 
 
+def test_medium_profile_answers_from_the_question_and_the_results_in_one_turn() -> None:
+    # Qwen2.5-Coder-0.5B: the same call after its result; given the words version it echoed "I called multiply(...)"
+    provider = ScriptedProvider("p", [Calls([("multiply", {"a": 23, "b": 19})]), "23 multiplied by 19 is 437."])
+    rc = asyncio.run(router(provider, "medium").generate(
+        [{"role": "system", "content": "Be brief."}, *history(("multiply", {"a": 23, "b": 19}, "437"))], params=AUTO))
+    assert rc.completion.tool_calls == [] and rc.text == "23 multiplied by 19 is 437."
+    answer = provider.calls[-1]
+    assert answer.params.tools is None and answer.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 23 times 19?\n\nTool results:\nmultiply returned: 437\n\nAnswer the "
+                                    "question using these results."}]
+
+
 def test_small_profile_keeps_a_new_call_and_drops_the_repeated_one() -> None:
     # multi-step: "23 times 19, plus 5": the result feeds the next call, which goes through
     provider = ScriptedProvider("p", [Calls([("multiply", {"a": 23, "b": 19}), ("add", {"a": 437, "b": 5})])])
