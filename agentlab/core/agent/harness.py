@@ -161,7 +161,7 @@ class Step(_Middleware):
         counts["invalid_tool_calls"] += meta.get("invalid_tool_calls", 0)
         counts["seconds"] += meta.get("seconds", 0.0)
         if not reply.tool_calls:
-            if profile.one_call:
+            if not profile.text_steps:
                 return self._default(state, counts, since + 1, "the model called no tool")
             # text between calls is allowed (a full-profile model thinks aloud): the step counts against the
             # budget and the model is told what to do next (Nudge, after the model node)

@@ -86,8 +86,8 @@ def profile_of(model: AgentModel) -> ModelProfile:
 
 
 class RouterModel:
-    """A route of the router as the agent's model. Under a ``one_call`` profile (``small``) every step is one call
-    (tool_choice ``required``, no parallel calls); otherwise the model may write text and make several calls."""
+    """A route of the router as the agent's model. Its profile says whether a step may be text (``text_steps``:
+    tool_choice ``auto``, else ``required``) and whether it makes one call (``one_call``: no parallel calls)."""
 
     def __init__(self, router: Router, route: str = "planner", max_tokens: int | None = None):
         self.router, self.route, self.max_tokens = router, route, max_tokens
@@ -97,12 +97,10 @@ class RouterModel:
         self.profile = router.config.profile(chain[0]) if chain else PROFILES["full"]
 
     def step(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
-        if self.profile.one_call:
-            params = GenParams(tools=tools, tool_choice="required", parallel_tool_calls=False,
-                               max_tokens=self.max_tokens)
-        else:  # the agent's tools are all its own: the relevance gate has nothing to keep out
-            params = GenParams(tools=tools, tool_choice="auto", max_tokens=self.max_tokens,
-                               extra={"tool_gate": False})
+        # the agent's tools are all its own: the relevance gate has nothing to keep out
+        params = GenParams(tools=tools, tool_choice="auto" if self.profile.text_steps else "required",
+                           parallel_tool_calls=False if self.profile.one_call else None, max_tokens=self.max_tokens,
+                           extra={} if self.profile.one_call else {"tool_gate": False})
         start = time.perf_counter()
         result = self.router.generate_sync(messages, route=self.route, params=params)
         usage = result.completion.usage

@@ -187,8 +187,11 @@ class ModelProfile(StrictModel):
     short_brief: bool = Field(description="agent: a short brief that names the order of the calls once (suggest, "
                               "then the action); otherwise the full brief (the tools, the guard, the leads, the "
                               "budget) and no order")
-    one_call: bool = Field(description="agent: every step must call exactly one tool (tool_choice required, no "
-                           "parallel calls); otherwise text between calls and several calls a step are allowed")
+    one_call: bool = Field(description="agent: one tool call a step (no parallel calls; only the first is kept); "
+                           "otherwise up to four")
+    text_steps: bool = Field(description="agent: a step may be text instead of a call (tool_choice auto; the step "
+                             "counts and the model is told what to do next); otherwise every step calls a tool "
+                             "(tool_choice required)")
     suggest_first: bool = Field(description="agent: the action that runs a suggested candidate is offered only once "
                                 "suggest has run (the tools then change from step to step)")
     open_values: bool = Field(description="agent: its own configs may take any value inside the search space; "
@@ -197,18 +200,19 @@ class ModelProfile(StrictModel):
 
 
 # small: a tiny model under a grammar (SmolLM2-135M) gets every guard. full: a strong model gets none. medium: a
-# capable small local model (Qwen2.5-Coder-0.5B / 1.5B) gets the agent's freedoms but keeps the router's two tool
-# guards, which the measurements on docs/models.md show it needs (without the gate it called a tool on 60% of
-# BFCL's irrelevance sample; without the repeat drop it called the same tool again after its result).
+# capable small local model (Qwen2.5-Coder-0.5B / 1.5B) gets the agent's freedoms but keeps what the measurements
+# (docs/commands/models.md) show it needs: the router's tool gate and repeat drop, and a call every agent step (given
+# the choice, Qwen2.5-Coder-0.5B answered the agent's brief in text five steps running).
 PROFILES: dict[str, ModelProfile] = {
     "small": ModelProfile(tool_gate=True, drop_repeats=True, answer_in_words=True, repeat_watch=True, window=True,
-                          short_tools=True, short_brief=True, one_call=True, suggest_first=True, open_values=False,
-                          result_chars=1500),
+                          short_tools=True, short_brief=True, one_call=True, text_steps=False, suggest_first=True,
+                          open_values=False, result_chars=1500),
     "medium": ModelProfile(tool_gate=True, drop_repeats=True, repeat_watch=False, window=False, short_tools=False,
-                           short_brief=False, one_call=False, suggest_first=False, open_values=True,
-                           result_chars=4000),
+                           short_brief=False, one_call=False, text_steps=False, suggest_first=False,
+                           open_values=True, result_chars=4000),
     "full": ModelProfile(tool_gate=False, drop_repeats=False, repeat_watch=False, window=False, short_tools=False,
-                         short_brief=False, one_call=False, suggest_first=False, open_values=True, result_chars=6000),
+                         short_brief=False, one_call=False, text_steps=True, suggest_first=False, open_values=True,
+                         result_chars=6000),
 }
 ProfileName = Literal["small", "medium", "full"]
 LOCAL_KINDS = ("llama_cpp", "hf")  # their models' profile: a built-in model's own, else `small`

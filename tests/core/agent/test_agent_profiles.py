@@ -212,3 +212,27 @@ def test_a_route_that_fails_outright_is_a_failed_call_not_an_invalid_one(tmp_pat
 
     assert planner_label({"planner": "agent", "origin": "default"}) == "agent's default: the sampler's candidate 0"
     planner.close()
+
+
+def test_each_profile_asks_the_router_for_its_kind_of_step() -> None:
+    from agentlab.core.llm.providers.scripted import Calls, ScriptedProvider
+
+    tools = [{"type": "function", "function": {"name": "suggest", "parameters": {"type": "object", "properties": {}}}}]
+    seen = {}
+    for profile in ("small", "medium", "full"):
+        provider = ScriptedProvider("p", [Calls([("suggest", {})])])
+        cfg = LLMConfig.model_validate({"providers": {"p": {"kind": "scripted"}},
+                                        "models": {"m": {"provider": "p", "model": "m", "profile": profile}},
+                                        "routes": {"planner": {"primary": ["m"]}}})
+        router = Router(cfg, {"p": provider})
+        try:
+            reply = RouterModel(router, "planner").step([{"role": "user", "content": "plan"}], tools)
+        finally:
+            router.close()
+        assert [c.name for c in reply.calls] == ["suggest"]
+        params = provider.calls[0].params
+        seen[profile] = (params.tool_choice, params.parallel_tool_calls, params.extra.get("tool_gate"))
+    # small: one required call; medium (measured: Qwen2.5-Coder-0.5B answered in text when allowed): required, several
+    # allowed; full: text allowed. A non-small model's own tools skip the relevance gate.
+    assert seen == {"small": ("required", False, None), "medium": ("required", None, False),
+                    "full": ("auto", None, False)}
