@@ -27,10 +27,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from agentlab.core.llm.tools import (
+from agentlab.core.llm.tools import (  # _loads, _parts_text: the history's JSON arguments and text, read alike
     ARRAY_MAX_ITEMS,
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
+    _loads,
+    _parts_text,
     close_repeats,
     new_call_id,
     parse_tagged,
@@ -258,18 +260,3 @@ def template_messages(messages: Messages) -> Messages:
                 (c.get("function") or {}).get("arguments"))}} for c in copy["tool_calls"] if isinstance(c, dict)]
         out.append(copy)
     return out
-
-
-def _parts_text(content: Any) -> str:
-    if isinstance(content, list):
-        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
-    return str(content)
-
-
-def _loads(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text if text is not None else {}
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
