@@ -100,6 +100,7 @@ class ExperimentView:
         return "\n".join(lines) or "no finished experiment yet"
 
     def changes_schema(self, open_values: bool = False) -> dict[str, Any]:
+        # compress's experiments are named settings (prune, quantize, ...): the same schema for every profile
         schema: dict[str, Any] = plan_schema(self.d.space.describe())["properties"]["changes"]
         return schema
 

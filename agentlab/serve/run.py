@@ -29,7 +29,7 @@ from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError, MissingPackage, UsageError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
-from agentlab.core.models.builtin import builtin_path, find_builtin
+from agentlab.core.models.builtin import builtin_path, is_installed
 from agentlab.core.tracing import configure_tracing, shutdown_tracing
 from agentlab.serve.app import _Handler, build_app
 from agentlab.serve.catalog import Catalog, build_catalog
@@ -54,7 +54,7 @@ def builtin_llm_config(installed: list[str] | None = None) -> LLMConfig:
     """What the gateway serves with no routing config: the installed built-in models through llama.cpp, offline, each
     a model name of its own; ``default`` is the first of ``BUILTIN_MODELS_SERVED`` installed (Qwen2.5-Coder-0.5B,
     which calls tools in its own format, when the ``qwen`` extra is there)."""
-    names = installed if installed is not None else [n for n in BUILTIN_MODELS_SERVED if find_builtin(n) is not None]
+    names = installed if installed is not None else [n for n in BUILTIN_MODELS_SERVED if is_installed(n)]
     return LLMConfig.model_validate({
         "providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192}},
         "models": {name: {"provider": "local", "model": name, "params": {"temperature": 0.2, "max_tokens": 512},
@@ -69,7 +69,9 @@ def _load_llm(cfg: ServeConfig) -> LLMConfig:
         return load_llm_config(cfg.llm)
     import importlib.util
 
-    installed = [n for n in BUILTIN_MODELS_SERVED if find_builtin(n) is not None]
+    # installed, not assembled: a split model is assembled (and checked) when it first loads, and one whose file
+    # fails its check is that model's error alone (the router falls back), not the gateway's
+    installed = [n for n in BUILTIN_MODELS_SERVED if is_installed(n)]
     if not installed:
         builtin_path(BUILTIN_MODELS_SERVED[-1])  # MissingPackage naming the install command
     if importlib.util.find_spec("llama_cpp") is None:

@@ -8,12 +8,13 @@ The graph is create_agent's own (model -> tools -> model ...); what agentlab add
   counters and the step budget, as the model's profile asks (``core.llm.config.ModelProfile``). A small model
   (``one_call``) makes exactly one call a step, is offered the action that picks a suggested candidate only once one
   is suggested (``suggest_first``; a driver's ``pick_needs_suggest``) and only ``suggest`` and the action after a
-  repeat, and a reply with no call runs the driver's default action. A full-profile model sees the same tools every
-  step (its prompt cache keeps them), may make several calls (``MAX_CALLS``; an action call ends the step alone) and
-  may write text between calls: such a step counts against the budget and is answered with what to do next
-  (``Nudge``). After ``max_steps`` steps without an action, or a failed model call (``failed_calls``), the driver's
-  default action is written as the action call (``defaulted``). An action call is checked here, in the model node,
-  so a resume never checks it again: accepted, it is ``pending``; refused, it gets "not run: ...".
+  repeat. A medium or full model sees the same tools every step (its prompt cache keeps them) and may make several
+  calls (``MAX_CALLS``, each distinct; an action call ends the step alone). A reply with no call runs the driver's
+  default action, except for a profile with ``text_steps`` (full): that step counts against the budget and is
+  answered with what to do next (``Nudge``). After ``max_steps`` steps without an action, or a failed model call
+  (``failed_calls``), the driver's default action is written as the action call (``defaulted``). An action call is
+  checked here, in the model node, so a resume never checks it again: accepted, it is ``pending``; refused, it gets
+  "not run: ...".
 - ``Approval`` (``after_model``): with an approver, an interrupt before the pending action runs (yes / no / edit).
 - ``Nudge`` (``after_model``): after a step with no call, back to the model with what to do next.
 - ``Tools`` (``wrap_tool_call``): the driver's tools as LangChain tools, and the repeat watch (a call made since the
@@ -202,7 +203,12 @@ class Step(_Middleware):
         if self.run.profile.one_call:
             return [calls[0]]
         action = next((c for c in calls if c["name"] in self.driver.actions), None)
-        return [action] if action is not None else list(calls[:MAX_CALLS])
+        if action is not None:
+            return [action]
+        distinct: dict[str, Any] = {}  # the same call twice in one step runs once
+        for c in calls:
+            distinct.setdefault(json.dumps([c["name"], c["args"]], sort_keys=True), c)
+        return list(distinct.values())[:MAX_CALLS]
 
     def _default(self, state: Any, counts: dict[str, Any], since: int, why: str) -> ExtendedModelResponse:
         """The driver's default action, written as a call the agent made (so the conversation stays well formed)."""
@@ -265,8 +271,8 @@ class Approval(_Middleware):
 
 
 class Nudge(_Middleware):
-    """After a step that called no tool (allowed under a profile without ``one_call``): back to the model with what
-    to do next (``Step.next_step``); the step counted against the budget, so ``max_steps`` such steps run the
+    """After a step that called no tool (allowed under a profile with ``text_steps``, ``full``): back to the model
+    with what to do next (``next_step``); the step counted against the budget, so ``max_steps`` such steps run the
     default action."""
 
     @hook_config(can_jump_to=["model"])

@@ -1,9 +1,11 @@
 """Constrained decoding for in-process transformers models: llguidance grammars applied to the logits of each row.
 
 A tool-call grammar (``tool_lark``) accepts exactly what ``tools.parse_tagged`` reads back and ``tools.call_problem``
-accepts: ``<tool_call>`` + a JSON list following ``tools.calls_schema`` + ``</tool_call>``, and with ``free_text`` a
-plain answer (one that does not start with ``<``) instead. It is the Lark form of the llama.cpp provider's GBNF
-grammar (``llama_cpp.tool_grammar_text``); both come from the same ``tools.tool_constraint``.
+accepts, in the model's tool format (``core/llm/tool_formats.py``: SmolLM2's ``<tool_call>`` + a JSON list following
+``tools.calls_schema`` + ``</tool_call>``, or Qwen's block per call), and with ``free_text`` a plain answer (one that
+does not start with the format's ``text_excludes``: ``<``, and ``{`` for Qwen's) instead. It is the Lark form of
+the llama.cpp provider's GBNF grammar (``llama_cpp.tool_grammar_text``); both come from the same
+``tools.tool_constraint``.
 
 ``GrammarMask`` is a transformers logits processor for a left-padded batch whose rows may each have their own
 grammar or none: before each step it feeds every constrained row's last sampled token to that row's matcher, then
@@ -41,8 +43,8 @@ JSON_FORMAT = {"whitespace_flexible": False, "item_separator": ", ", "key_separa
 def tool_lark(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORMATS["smollm2"]) -> str:
     """The Lark grammar (llguidance's dialect) of the calls ``calls`` (``tools.calls_schema``) allows, in the model's
     format ``fmt`` (SmolLM2's ``<tool_call>`` + a JSON list + ``</tool_call>``, or Qwen's block per call); with
-    ``free_text`` a plain answer that does not start with ``<`` is allowed instead (the same language as the
-    llama.cpp provider's GBNF)."""
+    ``free_text`` a plain answer that does not start with one of ``fmt.text_excludes`` is allowed instead (the same
+    language as the llama.cpp provider's GBNF)."""
     alternatives = " | text" if free_text else ""
     if not fmt.per_call:
         schema = {**calls, "x-guidance": JSON_FORMAT}

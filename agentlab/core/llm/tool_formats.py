@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ from agentlab.core.llm.tools import (  # _loads, _parts_text: the history's JSON
 )
 from agentlab.core.llm.types import GenParams, Messages, ToolCall
 
-__all__ = ["ToolFormat", "FORMATS", "format_for", "detect_format", "FORMAT_NAMES"]
+__all__ = ["ToolFormat", "FORMATS", "format_for", "detect_format", "FORMAT_NAMES", "allowed_names"]
 
 # Qwen2.5's own tool prompt (its chat template's words), for a model given the qwen format whose template does not
 # render tools itself.
@@ -61,7 +62,7 @@ class ToolFormat:
     between blocks; ``text_anytime``: under ``tool_choice: auto`` a plain-text answer is allowed on a fresh question
     (else only after tool results, and "no call" is an empty list); ``text_excludes``: what a plain-text answer may
     not start with under the grammar (Qwen2.5-Coder writes a call it means as bare JSON when text is allowed, and
-    then repeats it: the grammar sends such an answer into a block)."""
+    then repeats it: the grammar sends an answer that starts with ``{`` into a block)."""
 
     name: str
     per_call: bool
@@ -92,19 +93,22 @@ class ToolFormat:
             return f"<tool_response>\n{text}\n</tool_response>"
         return f"<tool_response>{text}</tool_response>"
 
-    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
-        """(the text outside calls, the calls): see the module's doc."""
+    def parse(self, text: str, names: Collection[str] | None = None) -> tuple[str, list[ToolCall]]:
+        """(the text outside calls, the calls): see the module's doc. ``names``: the tools a call may name on this
+        request (``allowed_names``); the lenient reading of the ``qwen`` format (a call outside a block) takes only
+        calls of these, and none when no call is allowed."""
         if not self.per_call:
             return parse_tagged(text)
-        return parse_blocks(text)
+        return parse_blocks(text, names)
 
-    def close_repeats(self, text: str) -> str | None:
+    def close_repeats(self, text: str, names: Collection[str] | None = None) -> str | None:
         """When the answer so far repeats a call it already made (greedy decoding loops on its first call), the
-        answer cut after its distinct calls; else None."""
+        answer cut after its distinct calls; else None. ``names`` as for ``parse``: calls outside blocks count only
+        when they name one of them."""
         if not self.per_call:
             return close_repeats(text)
         seen: list[Any] = []
-        for start, _, call in _bare_calls(text):
+        for start, _, call in _call_objects(text, names):
             if call in seen:
                 block = text.rfind(TOOL_CALL_OPEN, 0, start)
                 cut = block if block >= 0 and not text[block + len(TOOL_CALL_OPEN):start].strip() else start
@@ -152,7 +156,7 @@ FORMATS: dict[str, ToolFormat] = {
     "smollm2": ToolFormat("smollm2", per_call=False, open=TOOL_CALL_OPEN, close=TOOL_CALL_CLOSE, separator="",
                           text_anytime=False),
     "qwen": ToolFormat("qwen", per_call=True, open=TOOL_CALL_OPEN + "\n", close="\n" + TOOL_CALL_CLOSE,
-                       separator="\n", text_anytime=True, text_excludes="<{\\[`"),
+                       separator="\n", text_anytime=True, text_excludes="<{"),
 }
 FORMAT_NAMES = tuple(FORMATS)
 
@@ -190,9 +194,25 @@ def _as_calls(data: Any) -> list[ToolCall] | None:
     return out
 
 
-def _bare_calls(text: str) -> list[tuple[int, int, dict[str, Any]]]:
-    """Every JSON call object (``{"name": ..., "arguments": ...}``) written anywhere in ``text``: (start, end, the
-    call), in order."""
+_CALL_KEYS = frozenset(("name", "arguments", "parameters"))
+
+
+def allowed_names(params: GenParams) -> frozenset[str] | None:
+    """The tools a call may name on this request (after the gate), or None when no call is allowed."""
+    if not wants_calls(params):
+        return None
+    return frozenset(str((t.get("function") or {}).get("name")) for t in params.tools or [] if isinstance(t, dict))
+
+
+def _known_call(data: Any, names: Collection[str]) -> bool:
+    """A call object outside any block: only the keys of a call, naming one of the request's tools."""
+    return isinstance(data, dict) and set(data) <= _CALL_KEYS and data.get("name") in names and (
+        "arguments" in data or "parameters" in data)
+
+
+def _call_objects(text: str, names: Collection[str] | None) -> list[tuple[int, int, dict[str, Any]]]:
+    """The call objects of ``text`` in order, (start, end, call): the one right after each ``<tool_call>``, and with
+    ``names`` every other JSON object that is a call of one of them (``_known_call``)."""
     out: list[tuple[int, int, dict[str, Any]]] = []
     decoder, pos = json.JSONDecoder(), 0
     while (start := text.find("{", pos)) >= 0:
@@ -201,7 +221,10 @@ def _bare_calls(text: str) -> list[tuple[int, int, dict[str, Any]]]:
         except ValueError:
             pos = start + 1
             continue
-        if _as_calls(data) is not None and isinstance(data, dict):
+        opener = text.rfind(TOOL_CALL_OPEN, 0, start)
+        in_block = opener >= 0 and not text[opener + len(TOOL_CALL_OPEN):start].strip()
+        if isinstance(data, dict) and (in_block and _as_calls(data) is not None or
+                                       names is not None and _known_call(data, names)):
             out.append((start, end, data))
             pos = end
         else:
@@ -209,10 +232,11 @@ def _bare_calls(text: str) -> list[tuple[int, int, dict[str, Any]]]:
     return out
 
 
-def parse_blocks(text: str) -> tuple[str, list[ToolCall]]:
+def parse_blocks(text: str, names: Collection[str] | None = None) -> tuple[str, list[ToolCall]]:
     """The ``qwen`` format read back: each ``<tool_call>`` block holds one call (or a list of calls); a block that
-    does not parse stays text. A reply with no block that is one JSON call (or a list of them), bare or in a
-    ```` ``` ```` fence, is that call; else the distinct JSON calls written anywhere in its text are its calls."""
+    does not parse stays text. With ``names`` (the request's tools), a reply with no block that is one JSON call of
+    one of them (or a list), bare or in a ```` ``` ```` fence, is that call; else the distinct calls of them written
+    anywhere in its text are its calls, and the rest of the text stays."""
     calls: list[ToolCall] = []
     kept: list[str] = []
     last = 0
@@ -229,22 +253,29 @@ def parse_blocks(text: str) -> tuple[str, list[ToolCall]]:
     if calls:
         kept.append(text[last:])
         return "".join(kept).strip(), calls
+    if not names:
+        return text, []
     body = text.strip()
     fenced = _FENCE.match(body)
     try:
-        found = _as_calls(json.loads(fenced.group(1) if fenced else body)) if body[:1] in "[{`" else None
+        data = json.loads(fenced.group(1) if fenced else body) if body[:1] in "[{`" else None
     except ValueError:
-        found = None
-    if found:
-        return "", found
+        data = None
+    items = data if isinstance(data, list) else [data]
+    if data is not None and items and all(_known_call(i, names) for i in items):
+        return "", _as_calls(data) or []
     # A call written outside any block, inside text (after a "(", in a fence after a sentence, repeated line after
     # line): Qwen2.5-Coder-0.5B does this after a tool result. Its distinct calls are the answer; the router
-    # validates them (and a small model's repeat of an answered call is dropped there).
+    # validates them (and a repeat of an answered call is dropped there for the small and medium profiles).
     bare: list[dict[str, Any]] = []
-    for _, _, call in _bare_calls(text):
+    rest, last = [], 0
+    for start, end, call in _call_objects(text, names):
+        rest.append(text[last:start])
+        last = end
         if call not in bare:
             bare.append(call)
-    return ("", _as_calls(bare) or []) if bare else (text, [])
+    rest.append(text[last:])
+    return ("".join(rest).strip(), _as_calls(bare) or []) if bare else (text, [])
 
 
 def template_messages(messages: Messages) -> Messages:

@@ -360,6 +360,8 @@ def results_messages(messages: Messages) -> Messages:
             content = m.get("content")
             text = content if isinstance(content, str) else _parts_text(content or "")
             results.append(f"{names.get(str(m.get('tool_call_id')), 'the tool')} returned: {text}")
+    if not results:  # the repeated call was answered in an earlier turn: the whole conversation, in words
+        return answer_messages(messages)
     system = [dict(m) for m in messages if m.get("role") == "system"]
     body = f"{question}\n\nTool results:\n" + "\n".join(results) + "\n\nAnswer the question using these results."
     return [*system, {"role": "user", "content": body}]

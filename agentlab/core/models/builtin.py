@@ -207,12 +207,18 @@ def assemble(name: str, parts: list[Path] | None = None) -> Path:
                         while block := src.read(1 << 22):
                             digest.update(block)
                             out.write(block)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared cache from other users
             if digest.hexdigest() != model.sha256:
                 raise ModelFileError(
                     f"built-in model '{name}': the parts ({parts[0].parent.parent.parent}/...) make a file whose "
                     f"sha256 is {digest.hexdigest()}, not the recorded {model.sha256}; nothing was kept",
                     hint=f"reinstall the parts: pip install --force-reinstall 'agentlab[{model.extra}]'")
             os.replace(tmp, target)
+        except OSError as exc:  # a full disk, a read-only cache: one line, and a router falls back
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise ModelFileError(f"built-in model '{name}': could not assemble {target} ({exc})",
+                                 hint=f"free disk space there, or set {CACHE_ENV} to a writable folder") from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -223,6 +229,14 @@ def assemble(name: str, parts: list[Path] | None = None) -> Path:
             {"sha256": model.sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}), encoding="utf-8")
         os.replace(stamp.with_suffix(".tmp"), stamp)
     return target
+
+
+def is_installed(name: str) -> bool:
+    """Whether built-in model ``name`` can be used, without assembling it: its file, or all its parts, are there."""
+    model = BUILTIN_MODELS[name]
+    if model.parts:
+        return _verified(assembled_path(name), model.sha256) or part_files(name) is not None
+    return find_builtin(name) is not None
 
 
 def find_builtin(name: str) -> Path | None:

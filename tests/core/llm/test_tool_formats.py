@@ -49,13 +49,29 @@ def test_a_qwen_call_in_its_own_format_is_read_as_a_call() -> None:
 ])
 def test_qwen_s_ungrammared_answers_of_bare_or_fenced_json_are_calls(text: str) -> None:
     # Without a grammar Qwen2.5-Coder answers in a ```json block or bare JSON (20 of 20 raw answers, issue 57).
-    rest, calls = parse_blocks(text)
+    rest, calls = parse_blocks(text, {"get_weather"})
     assert rest == "" and len(calls) == 1 and json.loads(calls[0].arguments) == {"city": "Nice"}
+    assert parse_blocks(text) == (text, [])  # no call allowed on this request (tool_choice none, the gate): text
+
+
+def test_a_call_written_inside_text_is_read_only_for_the_request_s_tools() -> None:
+    # after a tool result Qwen2.5-Coder-0.5B wrote the call again inside text, then repeated it
+    call = '{"name": "get_weather", "arguments": {"city": "Nice"}}'
+    looped = f"({call})\n{call}"
+    rest, calls = parse_blocks(looped, {"get_weather"})
+    assert [c.name for c in calls] == ["get_weather"] and rest == "()"
+    assert QWEN.close_repeats(looped, {"get_weather"}) == f"({call})"
+    # prose that quotes a call of another tool, or echoes a tool's definition, stays text
+    prose = 'To call a tool, write {"name": "foo", "arguments": {}}. The answer is 42.'
+    assert parse_blocks(prose, {"get_weather"}) == (prose, [])
+    echo = json.dumps(WEATHER)
+    assert parse_blocks(echo, {"get_weather"}) == (echo, [])
+    assert QWEN.close_repeats(f"{prose} {prose}", {"get_weather"}) is None
 
 
 def test_prose_and_json_that_is_not_a_call_stay_text() -> None:
     for text in ("It is sunny in Nice.", '{"city": "Nice"}', "Here: {\"name\": 1}", "<tool_call>\n{oops\n</tool_call>"):
-        assert parse_blocks(text) == (text, [])
+        assert parse_blocks(text, {"get_weather"}) == (text, [])
 
 
 def test_each_format_renders_the_history_its_own_way() -> None:

@@ -80,6 +80,15 @@ def test_medium_profile_answers_from_the_question_and_the_results_in_one_turn() 
                                     "question using these results."}]
 
 
+def test_a_repeat_of_an_earlier_turn_s_call_is_answered_from_the_whole_conversation() -> None:
+    # no result in this turn to answer from: the words version of the whole conversation instead of an empty list
+    from agentlab.core.llm.tools import results_messages
+
+    done = [*history(("multiply", {"a": 23, "b": 19}, "437")), {"role": "assistant", "content": "437."},
+            {"role": "user", "content": "And again?"}]
+    assert results_messages(done) == answer_messages(done)
+
+
 def test_small_profile_keeps_a_new_call_and_drops_the_repeated_one() -> None:
     # multi-step: "23 times 19, plus 5": the result feeds the next call, which goes through
     provider = ScriptedProvider("p", [Calls([("multiply", {"a": 23, "b": 19}), ("add", {"a": 437, "b": 5})])])

@@ -65,7 +65,7 @@ from agentlab.core.llm.grammar import LLGuidanceMatcher, check_grammar, grammar_
 from agentlab.core.llm.oom import OOM_KIND, oom_memory, oom_message
 from agentlab.core.llm.resources import check_fits, estimate_hf, register_loaded, unregister_loaded
 from agentlab.core.llm.scoring import complete_hf
-from agentlab.core.llm.tool_formats import FORMAT_NAMES, FORMATS, ToolFormat, format_for
+from agentlab.core.llm.tool_formats import FORMAT_NAMES, FORMATS, ToolFormat, allowed_names, format_for
 from agentlab.core.llm.tools import tool_constraint, tool_gate
 from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models import multilora
@@ -158,6 +158,7 @@ class _Request:
     mixed: str | None = None  # how its mixed-adapter batch ran: fused-concat | fused-bmm | peft | per-adapter
     grammar: str | None = None  # the Lark grammar its output follows (tool calls), None: free
     tool_format: ToolFormat = FORMATS["smollm2"]  # how its calls are written (core/llm/tool_formats.py)
+    tool_names: frozenset[str] | None = None  # the tools a call may name (after the gate); None: no call allowed
 
 
 @dataclass
@@ -220,7 +221,7 @@ class HFProvider:
         if req.finish == "timeout":
             raise _timeout(model, timeout_s)
         text, finish = _finish_text(loaded.tokenizer, req)
-        text, finish, calls = _tool_calls(text, finish, params, req.tool_format)
+        text, finish, calls = _tool_calls(text, finish, params, req.tool_format, req.tool_names)
         return Completion(text=text, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                           latency_s=time.perf_counter() - start, finish_reason=finish,
                           raw={"batch_size": req.batch_size, "adapter": req.adapter, "mixed": req.mixed},
@@ -276,7 +277,7 @@ class HFProvider:
                 out += held
                 yield StreamDelta(held)
             finish = "stop" if stopped or req.finish in ("stop", "cancelled") else "length"
-            out, finish, calls = _tool_calls(out, finish, params, req.tool_format)
+            out, finish, calls = _tool_calls(out, finish, params, req.tool_format, req.tool_names)
             yield Completion(text=out, model=model, usage=Usage(len(req.ids), len(req.new_ids)),
                              latency_s=time.perf_counter() - start, ttft_s=ttft, finish_reason=finish,
                              raw={"batch_size": 1, "adapter": req.adapter}, tool_calls=calls)
@@ -488,7 +489,7 @@ class HFProvider:
                                "bad_request", model=model, hint="shorten the prompt or use a longer-context model")
             max_new = min(max_new, loaded.n_ctx - len(ids))
         return _Request(list(ids), max(1, max_new), [s for s in params.stop or [] if s], deadline, adapter,
-                        grammar=grammar, tool_format=fmt)
+                        grammar=grammar, tool_format=fmt, tool_names=allowed_names(params))
 
     # ------------------------------------------------------------------ micro-batching
 
@@ -869,16 +870,16 @@ def _finish_text(tokenizer: Any, req: _Request) -> tuple[str, str]:
     return text, "stop" if req.finish in ("stop", "cancelled") else "length"
 
 
-def _tool_calls(text: str, finish: str, params: GenParams,
-               fmt: ToolFormat = FORMATS["smollm2"]) -> tuple[str, str, list[ToolCall]]:
+def _tool_calls(text: str, finish: str, params: GenParams, fmt: ToolFormat = FORMATS["smollm2"],
+               names: frozenset[str] | None = None) -> tuple[str, str, list[ToolCall]]:
     """The calls written in the model's format ``fmt`` when the request has tools (constrained by the tools' grammar
     unless ``tool_grammar: false``; the router validates them either way and repairs once)."""
     if not params.tools:
         return text, finish, []
     if finish == "length":  # cut while looping on a call: its distinct calls, the block closed
-        closed = fmt.close_repeats(text)
+        closed = fmt.close_repeats(text, names)
         text, finish = (closed, "stop") if closed is not None else (text, finish)
-    text, calls = fmt.parse(text)
+    text, calls = fmt.parse(text, names)
     return text, "tool_calls" if calls and finish != "length" else finish, calls
 
 

@@ -17,13 +17,13 @@ Tool calls (``params.tools``): the model writes its own format (``core/llm/tool_
 ``<tool_call>`` block per call, SmolLM2's ``<tool_call>[...]</tool_call>`` list; chosen by ``format_for`` from the
 model param ``tool_format``, the built-in table or the GGUF's chat template) under a GBNF grammar built from the
 tools' schemas by llama.cpp's JSON-schema converter (``_tool_grammar``): each call names one of the allowed tools and
-its arguments follow that tool's schema, so a call always parses and validates. ``required`` and a named tool ask
-for at least one call; under ``auto`` a format whose model answers in text when no tool fits (Qwen's) may answer in
-text, and SmolLM2's writes an empty list, or free text once the last message is a tool result. A chat template that
-handles tools itself (it mentions ``tools``) is given them, with the history as structures (Qwen's) or as its
-format's text; any other template gets the format's tool prompt in the system message. A model param
-``tool_grammar: false`` turns the grammar off (the same prompt, the calls read from free text: the BFCL benchmark's
-baseline). Under ``auto``, a small-profile model's question that shares no content word with any tool is answered in
+its arguments follow that tool's schema, so a call always parses and validates. ``required`` and a named tool ask for
+at least one call; under ``auto`` a format whose model answers in text when no tool fits (Qwen's) may answer in text,
+and SmolLM2's writes an empty list, or free text once the last message is a tool result. A chat template that handles
+tools itself (it mentions ``tools``) is given them, with the history as structures (Qwen's) or as its format's text;
+any other template gets the format's tool prompt in the system message. A model param ``tool_grammar: false`` turns
+the grammar off (the same prompt, the calls read from free text: the BFCL benchmark's baseline). Under ``auto``, for a
+model whose profile has the gate (small, medium), a question that shares no content word with any tool is answered in
 text (``tools.tool_gate``; model param ``tool_gate: false`` turns that off), and a reply that starts repeating one of
 its calls is stopped there and closed after its distinct calls (``_repeat_watch``).
 """
@@ -57,7 +57,7 @@ from agentlab.core.llm.resources import (
     unregister_loaded,
 )
 from agentlab.core.llm.scoring import complete_llama
-from agentlab.core.llm.tool_formats import FORMAT_NAMES, FORMATS, ToolFormat, format_for
+from agentlab.core.llm.tool_formats import FORMAT_NAMES, FORMATS, ToolFormat, allowed_names, format_for
 from agentlab.core.llm.tools import bounded_schema, tool_constraint, tool_gate
 from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, ToolCall, Usage
 from agentlab.core.models.builtin import BUILTIN_MODELS, ModelFileError
@@ -348,9 +348,9 @@ class LlamaCppProvider:
         try:
             params = tool_gate(messages, params)
             tokens, kwargs = self._prepare(loaded, model, messages, params)
-            fmt = loaded.tool_format(params)
+            fmt, names = loaded.tool_format(params), allowed_names(params)
             if "grammar" in kwargs and params.tools and params.parallel_tool_calls is not False:
-                job.watch = _repeat_watch(loaded.llm, len(tokens), fmt)
+                job.watch = _repeat_watch(loaded.llm, len(tokens), fmt, names)
             if on_text is not None:
                 streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
                 loaded.on_token = streamer.add_token
@@ -380,10 +380,10 @@ class LlamaCppProvider:
         text = choice["text"] if streamer is None else streamer.finish(choice["text"])
         finish = "length" if job.context_full else choice["finish_reason"]
         if job.repeated:  # the model looped on a call: its distinct calls, the block closed
-            text, finish = fmt.close_repeats(text) or text, "stop"
+            text, finish = fmt.close_repeats(text, names) or text, "stop"
         calls: list[ToolCall] = []
         if params.tools:
-            text, calls = fmt.parse(text)
+            text, calls = fmt.parse(text, names)
             if calls and finish != "length":
                 finish = "tool_calls"
         return text, finish, Usage(usage["prompt_tokens"], usage["completion_tokens"]), calls
@@ -530,7 +530,8 @@ def _unit(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm > 0 else list(vector)
 
 
-def _repeat_watch(llm: Any, n_prompt: int, fmt: ToolFormat) -> Callable[[Any], bool]:
+def _repeat_watch(llm: Any, n_prompt: int, fmt: ToolFormat,
+                  names: frozenset[str] | None) -> Callable[[Any], bool]:
     """Whether the calls generated so far repeat one (``fmt.close_repeats``): checked when a token closes a brace,
     so greedy decoding that loops on its first call stops there instead of running to ``max_tokens`` (it did on
     every BFCL ``parallel`` item before this check)."""
@@ -538,7 +539,7 @@ def _repeat_watch(llm: Any, n_prompt: int, fmt: ToolFormat) -> Callable[[Any], b
         if len(input_ids) <= n_prompt or b"}" not in llm.detokenize([int(input_ids[-1])]):
             return False
         text = llm.detokenize([int(t) for t in input_ids[n_prompt:]]).decode("utf-8", "replace")
-        return fmt.close_repeats(text) is not None
+        return fmt.close_repeats(text, names) is not None
 
     return watch
 
@@ -686,9 +687,9 @@ def _grammar(schema: dict[str, Any]) -> Any:
 def tool_grammar_text(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORMATS["smollm2"]) -> str:
     """GBNF for the calls ``calls`` (``tools.calls_schema``) allows, in the model's format ``fmt``, from llama.cpp's
     own JSON-schema converter: ``smollm2``, ``<tool_call>`` + a JSON list + ``</tool_call>``; ``qwen``, one
-    ``<tool_call>`` block per call (as many as the list allows). With ``free_text`` a plain text answer (one that does
-    start with ``<``, nor with ``{`` in Qwen's format: JSON there is a call written outside its block) is allowed
-    instead."""
+    ``<tool_call>`` block per call (as many as the list allows). With ``free_text`` a plain text answer is allowed
+    instead: one that does not start with ``<``, nor with ``{`` in Qwen's format (JSON there is a call written
+    outside its block)."""
     if not fmt.per_call:
         body = re.sub(r"^root ::=", "tool-calls ::=", json_gbnf(calls), flags=re.MULTILINE)
         root = f"root ::= {json.dumps(fmt.open)} tool-calls {json.dumps(fmt.close)}"
