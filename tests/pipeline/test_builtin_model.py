@@ -82,7 +82,8 @@ def test_models_check_and_list_show_the_builtin(in_tmp: Path, capsys: pytest.Cap
     assert on_hf["estimate"]["total_bytes"] > 4 * gguf["size_bytes"]
 
     assert main(["models", "list", "--json"]) == 0
-    [entry] = [m for m in json.loads(capsys.readouterr().out) if m["format"] == "builtin"]
+    [entry] = [m for m in json.loads(capsys.readouterr().out) if m["format"] == "builtin"
+               and m["name"] == "smollm2-135m"]
     assert entry["name"] == "smollm2-135m" and entry["installed"] and entry["size_bytes"] > 90e6
     assert main(["models", "list"]) == 0
     err = capsys.readouterr().err
