@@ -37,8 +37,10 @@ from agentlab.core.llm.tools import (  # _loads, _parts_text: the history's JSON
     close_repeats,
     new_call_id,
     parse_tagged,
+    render_tool_messages,
     tool_prompt,
     wants_calls,
+    without_tools,
 )
 from agentlab.core.llm.types import GenParams, Messages, ToolCall
 
@@ -121,7 +123,11 @@ class ToolFormat:
         that renders tools gets the history as structures (``qwen``) or as this format's text (``smollm2``, whose
         template knows no tool roles); any other template gets this format's tool prompt in the system message and
         the history as text (results in a ``user`` turn)."""
-        if template_tools and self.per_call:
+        if not self.per_call:  # SmolLM2's rendering, as tools.render_tool_messages has always done it
+            if template_tools:
+                return render_tool_messages(messages, without_tools(params), roles=("tool",)), wants_calls(params)
+            return render_tool_messages(messages, params), False
+        if template_tools:
             return template_messages(messages), wants_calls(params)
         out: Messages = []
         for message in messages:
@@ -133,16 +139,13 @@ class ToolFormat:
                          for c in message["tool_calls"] if isinstance(c, dict)]
                 out.append({"role": "assistant", "content": (text + "\n" if text else "") + self.calls_text(calls)})
             elif role == "tool":
-                out.append({"role": "tool" if template_tools else "user", "content": self.result_text(text)})
+                out.append({"role": "user", "content": self.result_text(text)})
             else:
                 out.append({"role": role, "content": text})
-        if template_tools:
-            return out, wants_calls(params)
-        if wants_calls(params):
+        if wants_calls(params):  # Qwen's template puts the tools after the system text
             prompt = self.prompt(list(params.tools or []))
             if out and out[0]["role"] == "system":
-                out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + prompt if self.per_call
-                          else prompt + "\n\n" + out[0]["content"]}
+                out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + prompt}
             else:
                 out.insert(0, {"role": "system", "content": prompt})
         return out, False
