@@ -140,6 +140,40 @@ def request_params(item: dict[str, Any]) -> GenParams:
 
 
 MODEL = {"name": "smollm2-135m", "profile": None, "threads": None}  # set by --model, --profile, --threads
+# with --out: every answer is appended to ``<out>.partial.jsonl`` as it comes, and a run started again with the same
+# --out asks only the items not there yet (the whole categories take hours on 2 cores)
+PARTIAL: dict[str, Any] = {"path": None, "done": {}, "tag": ""}  # tag: model, profile, max tokens
+
+
+def load_partial(out: Path | None, tag: str) -> None:
+    PARTIAL["tag"] = tag
+    if out is None:
+        return
+    path = out.with_name(out.name + ".partial.jsonl")
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill: that item is asked again
+                continue
+            if rec.pop("tag", None) == tag:  # answers of another model, profile or max_tokens are not reused
+                done[(rec.pop("key"), rec["id"])] = rec
+    PARTIAL.update(path=path, done=done)
+    if done:
+        print(f"resuming: {len(done)} answers already in {path}")
+
+
+def ask_once(router: Router, category: str, mode: str, item: dict[str, Any], invalid: list[str]) -> dict[str, Any]:
+    """``ask``, or the answer an earlier run of the same --out recorded."""
+    key = f"{category}/{mode}"
+    if (key, item["id"]) in PARTIAL["done"]:
+        return dict(PARTIAL["done"][(key, item["id"])])
+    res = ask(router, mode, item, invalid)
+    if PARTIAL["path"] is not None:
+        with PARTIAL["path"].open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"tag": PARTIAL["tag"], "key": key, **res}) + "\n")
+    return res
 
 
 def local_config(max_tokens: int) -> LLMConfig:
@@ -188,7 +222,7 @@ def counting_invalid(config: LLMConfig) -> Iterator[tuple[Router, list[str]]]:
 def scored(python: str, router: Router, category: str, mode: str, group: list[dict[str, Any]],
            invalid: list[str]) -> list[dict[str, Any]]:
     """Every item of ``group`` asked in ``mode``, with BFCL's verdict in ``correct``; prints the mode's table row."""
-    results = [ask(router, mode, item, invalid) for item in group]
+    results = [ask_once(router, category, mode, item, invalid) for item in group]
     for res, ok in zip(results, check(python, group, results), strict=True):
         res["correct"] = ok
     print(row(category, mode, results), flush=True)
@@ -336,14 +370,15 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--model", default="smollm2-135m", help="the built-in model asked (smollm2-135m, "
                     "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) or a GGUF path")
-    ap.add_argument("--profile", choices=("small", "full"), default=None, help="the model's profile (default: the "
-                    "routing config's, small for a local model)")
+    ap.add_argument("--profile", choices=("small", "medium", "full"), default=None, help="the model's profile "
+                    "(default: the built-in model's own: small for SmolLM2, medium for the Qwen models)")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own)")
     ap.add_argument("--latency", type=float, default=0.25, help="the replaying upstream's latency, seconds")
     ap.add_argument("--requests", type=int, default=200, help="requests per throughput round (0: no gateway)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=None, help="write every item's answer and verdict here (JSON)")
+    ap.add_argument("--out", type=Path, default=None, help="write every item's answer and verdict here (JSON); answers are also appended to "
+                    "OUT.partial.jsonl as they come, and a run with the same --out resumes from it")
     ap.add_argument("--replay", type=Path, default=None, help="an --out file of an earlier run with the same items: "
                     "print its table and measure the gateway on its answers, without running the model")
     args = ap.parse_args()
@@ -358,6 +393,8 @@ def main() -> None:
     print("\ntool_gate on every item (the live_* files: unseen data, never tuned on):")
     print("\n".join(gate_table(data)) + "\n")
     rows: list[str] = []
+    if not args.replay:
+        load_partial(args.out, f"{args.model}|{args.profile}|{args.max_tokens}|seed {args.seed}")
     dump: dict[str, Any] = json.loads(args.replay.read_text(encoding="utf-8")) if args.replay else {}
     if not args.replay:
         with counting_invalid(local_config(args.max_tokens)) as (router, invalid):
