@@ -218,15 +218,30 @@ class CommandObjectiveConfig(StrictModel):
     """The user's own training command as the objective (``core.search.command`` holds the contract)."""
 
     command: str = Field(description="the command that trains and evaluates one trial, split like a shell line "
-                         "but run without a shell; {params} becomes the path of the trial's params.json, e.g. "
-                         "`python train.py --params {params}`")
-    metric: str = Field(description="the key of the command's result (its last JSON line on stdout, or "
-                        "metrics.json in the trial folder) that the search optimises, e.g. val_loss")
+                         "but run without a shell, in the trial's own workspace; the params reach it as the script "
+                         "takes them: {args} (one --key=value per param), {overrides} (key=value, Hydra's form), "
+                         "{key} (one value), {params} (the path of the trial's params.json), or objective.config, "
+                         "e.g. `python train.py {args}`")
+    metric: str = Field(description="the name of the result the search optimises, e.g. val_loss: read from the "
+                        "command's last JSON line on stdout, else metrics.json (workspace or trial folder), else "
+                        "its last output line reading `val_loss: 0.52` or `val_loss=0.52`")
     direction: Literal["minimize", "maximize"] = Field("minimize", description="minimize (a loss) or maximize (an "
                                                        "accuracy) the metric")
     params: dict[str, Any] = Field(default_factory=dict, description="the command's current parameters: trial 0, "
                                    "and the base every trial's values update (a dotted key of search.space, "
-                                   "optimizer.lr, updates a nested mapping)")
+                                   "optimizer.lr, updates a nested mapping); optional with objective.config (the "
+                                   "file's values are the base, these on top)")
+    config: Path | None = Field(None, description="the project's own config file, which the script reads (JSON, "
+                                "YAML, TOML, or a .py module of literal assignments and dicts; relative to "
+                                "objective.cwd): each trial's workspace copy of it gets the trial's values, its "
+                                "comments and layout kept; dotted search.space keys address it (training.lr)")
+    workspace: list[str] | None = Field(None, description="glob patterns of the files each trial's workspace "
+                                        "copies (relative to objective.cwd); empty: a git worktree of the current "
+                                        "commit (your uncommitted changes carried in) when the project is in a git "
+                                        "repository, else every file of the folder (run folders, .git, virtual "
+                                        "environments and caches left out; files over 50 MB linked)")
+    keep_failed: bool = Field(False, description="keep a failed trial's workspace (under <run>/workspaces/) to "
+                              "inspect it; else every workspace goes when its trial is recorded")
     timeout_s: float | None = Field(None, gt=0, description="a trial running longer is stopped and failed; empty: "
                                     "no limit")
     cwd: Path | None = Field(None, description="the folder the command runs in (relative: to the YAML file's "
@@ -338,6 +353,8 @@ class NASConfig(StrictModel):
                              "high: 0.1, log: true}} (the default space is the built-in forecaster's)")
         params = self.objective.params
         for key, spec in self.search.space.items():
+            if self.objective.config is not None:
+                continue  # the file's keys are checked before trial 0 (own_code.prepare_command), naming its line
             if not lookup(params, key)[0]:
                 raise ValueError(f"search.space.{key}: not a key of objective.params (add it there with its current "
                                  "value: that is trial 0)")

@@ -14,12 +14,14 @@ from agentlab.core.errors import ConfigError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
-from agentlab.core.search.command import CommandObjective, flat_values
+from agentlab.core.search.command import CommandObjective, flat_values, flatten, nested_params
+from agentlab.core.search.config_file import ConfigFile
 from agentlab.core.search.planners import ChooserPlanner, diff, trial_steps
 from agentlab.core.search.records import TrialRecord, best_of, planner_label, reason_line, run_id, state_counts
 from agentlab.core.search.session import PlannerSession, llm_source, require_planner_model
 from agentlab.core.search.share import LLM_ORIGINS
 from agentlab.core.search.space import SearchSpace
+from agentlab.core.search.workspace import Workspaces
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.own_code_agent import better
@@ -64,9 +66,32 @@ def resolve_cwd(cfg: NASConfig, config_file: str | Path | None) -> None:
     objective.cwd = Path(cwd if cwd.is_absolute() else (home / cwd).resolve())
 
 
-def command_space(cfg: NASConfig) -> SearchSpace:
-    """The search space over the user's param names, the base values read from objective.params."""
+def config_file(cfg: NASConfig) -> ConfigFile | None:
+    """The project's own config file (objective.config), read; None without one."""
+    objective = objective_of(cfg)
+    if objective.config is None:
+        return None
+    path = objective.config if objective.config.is_absolute() else (objective.cwd or Path.cwd()) / objective.config
+    found = ConfigFile.load(path)
+    try:
+        found.path.resolve().relative_to((objective.cwd or Path.cwd()).resolve())
+    except ValueError:
+        raise ConfigError(f"objective.config: {path} is outside the project folder {objective.cwd}",
+                          hint="give a file inside objective.cwd: each trial's workspace holds a copy of it") from None
+    return found
+
+
+def base_params(cfg: NASConfig) -> dict[str, Any]:
+    """What trial 0 runs with: objective.params, on top of the config file's values when there is one."""
+    found = config_file(cfg)
     params = objective_of(cfg).params
+    return nested_params(found.values, flatten(params)) if found is not None else params
+
+
+def command_space(cfg: NASConfig) -> SearchSpace:
+    """The search space over the user's param names, the base values read from objective.params (and the config
+    file)."""
+    params = base_params(cfg)
     keys = list(cfg.search.space)
     for spec in cfg.search.space.values():
         keys += [k for k in spec.when or {} if k not in keys]
@@ -74,12 +99,19 @@ def command_space(cfg: NASConfig) -> SearchSpace:
 
 
 def command_objective(cfg: NASConfig, run_dir: RunDir | None) -> CommandObjective:
-    """The objective; without a run folder (a check before it exists) trial folders would go to a temp path."""
+    """The objective; without a run folder (a check before it exists) there are no workspaces, and trial folders
+    would go to a temp path."""
     objective = objective_of(cfg)
     root = run_dir.path if run_dir is not None else Path(".")
-    return CommandObjective(objective.command, objective.metric, objective.params, cwd=objective.cwd or Path.cwd(),
+    cwd = objective.cwd or Path.cwd()
+    spaces = None
+    if run_dir is not None:
+        spaces = Workspaces(cwd, run_dir.path / "workspaces", run_dir.path.name, objective.workspace,
+                            objective.keep_failed, exclude=[run_dir.path])
+    return CommandObjective(objective.command, objective.metric, objective.params, cwd=cwd,
                             trial_dir=lambda number: root / "trials" / run_id(number),
-                            timeout_s=objective.timeout_s, space_keys=tuple(cfg.search.space))
+                            timeout_s=objective.timeout_s, space_keys=tuple(cfg.search.space),
+                            config=config_file(cfg), workspaces=spaces)
 
 
 def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,

@@ -360,6 +360,10 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         if leads:
             announce(f"warm start: {len(leads)} lead(s) run first after the base config (search.warm_start)")
         objective = _objective(cfg, prepared, run_dir, progress, lambda: holder["best"])
+        spaces = getattr(objective, "workspaces", None)
+        if spaces is not None:
+            spaces.cleanup()  # worktrees a killed run left registered
+            announce(spaces.prepare())
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
                           objective=objective, planner=NaiveFirst(WarmStart(session.planner, leads)),
                           evaluator=evaluator,
@@ -369,7 +373,11 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                           on_event=run_dir.event, on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce),
                           progress=progress, run_dir=str(run_dir.path),
                           summary_metrics=() if own else ("test_mse", "n_params", "epochs"))
-        outcome = loop.run()
+        try:
+            outcome = loop.run()
+        finally:
+            if spaces is not None:
+                spaces.cleanup()
         agent = session.agent(outcome.records, maximize=direction == "maximize")
         contribution = command_contribution(session, outcome, metric, direction) if own else None
     if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them

@@ -2,16 +2,21 @@
 
 The contract, for the command's author:
 
-- ``command`` is split like a shell line (``shlex``; no shell runs it: no pipes, ``&&`` or ``$VAR``), and ``{params}``
-  in it becomes the path of ``params.json`` in the trial's own folder ``<run>/trials/run_NNNN/``. That file (written
-  atomically) holds the base params updated by the trial's values; a dotted key (``optimizer.lr``) updates the nested
-  dict (``{"optimizer": {"lr": ...}}``).
-- The environment also holds ``AGENTLAB_TRIAL_DIR`` (the trial folder) and ``AGENTLAB_PARAMS`` (the params file).
-  The command runs in ``cwd`` (the folder of the YAML file unless the config names another).
+- ``command`` is split like a shell line (``shlex``; no shell runs it: no pipes, ``&&`` or ``$VAR``). The trial's
+  params reach it the way the script takes them: ``{args}`` (a word of its own) becomes one ``--key=value`` per param
+  (argparse, W&B Sweeps' ``${args}``), ``{overrides}`` one ``key=value`` per param (Hydra's form), ``{key}`` one value,
+  ``{params}`` the path of ``params.json`` in the trial's own folder ``<run>/trials/run_NNNN/`` (the base params
+  updated by the trial's values; a dotted key, ``optimizer.lr``, updates the nested dict). With ``config`` (the
+  project's own config file, ``config_file.ConfigFile``) the workspace's copy of that file holds the trial's values.
+- The environment also holds ``AGENTLAB_TRIAL_DIR`` (the trial folder), ``AGENTLAB_PARAMS`` (the params file) and
+  ``AGENTLAB_WORKSPACE``. The command runs in the trial's workspace (``workspace.Workspaces``: a git worktree or a
+  copy of the project) at the project folder's place, or in ``cwd`` itself without workspaces.
 - The result is the last line of stdout that is a JSON object holding the metric key (and no ``step``), else
-  ``metrics.json`` in the trial folder. Its other keys are kept with the trial. A JSON line that holds ``step`` and the
-  metric is an intermediate value: the pruner sees it, and when it says stop the command is terminated (the trial is
-  pruned).
+  ``metrics.json`` in the workspace or the trial folder, else the last line of output that reads ``<metric>:
+  <number>`` or ``<metric>=<number>`` (with the line's other ``name: number`` pairs). Its other keys are kept with the
+  trial. A JSON line that holds ``step`` and the metric, or a text line with the metric and an ``epoch`` / ``step``
+  number, is an intermediate value: the pruner sees it, and when it says stop the command is terminated (the trial
+  is pruned).
 - A non-zero exit, no result, a metric that is not a finite number, or a run past ``timeout_s`` is a failed trial
   whose reason holds the last lines of stderr; the search goes on. stdout and stderr are kept in the trial folder
   (``stdout.log``, ``stderr.log``).
@@ -27,9 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import queue
+import re
 import shlex
 import shutil
 import signal
@@ -39,14 +46,25 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import UsageError
-from agentlab.core.runs import atomic_write_json
+from agentlab.core.runs import atomic_write_json, atomic_write_text
 from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup
 
+if TYPE_CHECKING:
+    from agentlab.core.search.config_file import ConfigFile
+    from agentlab.core.search.workspace import Workspaces
+
+log = logging.getLogger(__name__)
+
 PLACEHOLDER = "{params}"
+ARGS, OVERRIDES = "{args}", "{overrides}"
+USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
+NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf)"
+STEP = re.compile(r"\b(?:epoch|step|iter|iteration)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
+PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)\s*[:=]\s*({NUMBER})(?![\w.])")
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
 PR_SET_PDEATHSIG = 1
@@ -69,6 +87,46 @@ def flat_values(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     return {key: found[1] for key in keys if (found := lookup(params, key))[0]}
 
 
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys (``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}``)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def cli_value(value: Any) -> str:
+    """A value on a command line: numbers and strings as written, booleans ``true`` / ``false``, None ``null``,
+    lists and dicts as compact JSON (Hydra and ``json.loads`` both read it)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] | None:
+    """The ``name: number`` / ``name=number`` pairs of a text line that reports ``metric``, and its epoch or step
+    number (None for a final line); None when the line does not report the metric."""
+    pairs = {name: float(value) for name, value in PAIR.findall(line)}
+    if metric not in pairs:
+        return None
+    step = STEP.search(line)
+    for name in ("epoch", "step", "iter", "iteration"):
+        pairs.pop(name, None)
+    return pairs, int(step.group(1)) if step else None
+
+
+def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:
+    return passed[key] if key in passed else lookup(base, key)[1]
+
+
 class CommandObjective:
     """The ``Objective`` of ``core.search.loop`` for a command (see the module docstring for the contract).
 
@@ -77,24 +135,67 @@ class CommandObjective:
 
     def __init__(self, command: str, metric: str, base_params: dict[str, Any], *, cwd: Path,
                  trial_dir: Callable[[int], Path], timeout_s: float | None = None, space_keys: tuple[str, ...] = (),
-                 on_line: Callable[[int, str], None] | None = None):
-        self.command, self.metric, self.base_params = command, metric, base_params
+                 on_line: Callable[[int, str], None] | None = None, config: ConfigFile | None = None,
+                 workspaces: Workspaces | None = None):
+        self.command, self.metric = command, metric
         self.cwd, self.trial_dir, self.timeout_s = Path(cwd), trial_dir, timeout_s
         self.space_keys, self.on_line = space_keys, on_line
+        self.config, self.workspaces = config, workspaces
+        self.own_params = base_params  # objective.params as written: what {args} / {overrides} pass besides the space
+        # the base every trial's values update: the config file's values, objective.params on top
+        self.base_params = nested_params(config.values, flatten(base_params)) if config is not None else base_params
+        self._seen: list[tuple[str, float]] = []  # (params, value) of the first trials: a command ignoring them
+        self.ignored_params: str | None = None  # the warning, once given
 
     # ------------------------------------------------------------------ before any trial
 
-    def argv(self, params_path: str = PLACEHOLDER) -> list[str]:
+    def parts(self) -> list[str]:
         try:
-            parts = shlex.split(self.command)
+            return shlex.split(self.command)
         except ValueError as exc:
             raise UsageError(f"objective.command: cannot be split into arguments ({exc})",
                              hint="close the quotes; the command runs without a shell") from None
-        return [part.replace(PLACEHOLDER, params_path) for part in parts]
+
+    def argv(self, params_path: str = PLACEHOLDER, values: dict[str, Any] | None = None) -> list[str]:
+        """The command's words with the trial's params in place (``values``: the trial's space values; None: the
+        placeholders left as written, for checks)."""
+        parts = self.parts()
+        if values is None:
+            return [part.replace(PLACEHOLDER, params_path) for part in parts]
+        passed = {**flatten(self.own_params), **values}
+        out: list[str] = []
+        for part in parts:
+            if part == ARGS:
+                out += [f"--{key}={cli_value(value)}" for key, value in passed.items()]
+            elif part == OVERRIDES:
+                out += [f"{key}={cli_value(value)}" for key, value in passed.items()]
+            else:
+                part = part.replace(PLACEHOLDER, params_path)
+                for key in self._value_keys(part):
+                    part = part.replace("{" + key + "}", cli_value(lookup_flat(passed, self.base_params, key)))
+                out.append(part)
+        return out
+
+    def _value_keys(self, part: str) -> list[str]:
+        """The ``{key}`` placeholders of a word that name a param (other braces are left as written)."""
+        return [key for key in re.findall(r"\{([A-Za-z_][\w.-]*)\}", part)
+                if key not in ("params", "args", "overrides") and (key in self.space_keys
+                                                                   or lookup(self.base_params, key)[0])]
+
+    def uses_params(self) -> bool:
+        """Whether the command can see a trial's params at all: a placeholder or the config file."""
+        parts = self.parts()
+        return self.config is not None or any(p in part for part in parts for p in USES_PARAMS) or any(
+            self._value_keys(part) for part in parts)
 
     def validate(self) -> None:
         """Refuse (``UsageError``, exit 2) a command that cannot start or a searched key the base params lack."""
         parts = self.argv()
+        for word in (ARGS, OVERRIDES):
+            inside = [p for p in parts if word in p and p != word]
+            if inside:
+                raise UsageError(f"objective.command: {word} must be a word of its own ({inside[0]!r})",
+                                 hint=f"it becomes several arguments: write it apart, e.g. `python train.py {word}`")
         if not parts:
             raise UsageError("objective.command: empty", hint="give the command that trains, e.g. "
                              "`python train.py --params {params}`")
@@ -111,6 +212,9 @@ class CommandObjective:
         elif shutil.which(program) is None:
             raise UsageError(f"objective.command: {program!r} is not found on PATH",
                              hint="install it, activate its environment, or give its full path")
+        if self.config is not None:
+            own = [k for k in self.space_keys if not lookup(self.own_params, k)[0]]
+            self.config.require(own)
         missing = [key for key in self.space_keys if not lookup(self.base_params, key)[0]]
         if missing:
             raise UsageError(f"search.space.{missing[0]}: not a key of objective.params",
@@ -137,25 +241,69 @@ class CommandObjective:
         atomic_write_json(params_path, nested_params(self.base_params, params))
         with contextlib.suppress(FileNotFoundError):
             (folder / "metrics.json").unlink()  # a stale one must not pass for this run's result
-        env = {**os.environ, "AGENTLAB_TRIAL_DIR": str(folder), "AGENTLAB_PARAMS": str(params_path)}
-        start = time.monotonic()
-        run = _Child(self.argv(str(params_path)), self.cwd, env, folder)
+        failed = True
+        cwd = self.workspaces.create(number) if self.workspaces is not None else self.cwd
         try:
-            result, code = self._follow(run, number, report, start)
+            if self.config is not None:
+                self._write_config(cwd, folder, params)
+            argv = self.argv(str(params_path), params)
+            atomic_write_text(folder / "command.txt", shlex.join(argv) + "\n")
+            env = {**os.environ, "AGENTLAB_TRIAL_DIR": str(folder), "AGENTLAB_PARAMS": str(params_path),
+                   "AGENTLAB_WORKSPACE": str(cwd)}
+            start, began = time.monotonic(), time.time()
+            run = _Child(argv, cwd, env, folder)
+            try:
+                result, text_result, code = self._follow(run, number, report, start)
+            finally:
+                run.stop()
+            seconds = round(time.monotonic() - start, 3)
+            if code != 0:
+                raise TrialFailed(f"exit code {code} after {seconds:g} s" + _tail(folder / "stderr.log"))
+            result = result or self._metrics_file(folder, cwd, began) or text_result
+            if result is None:
+                raise TrialFailed(f"no result: looked for a stdout line that is a JSON object with {self.metric!r} "
+                                  f"(and no 'step'), metrics.json in the workspace ({cwd}) and in the trial folder, "
+                                  f"and a line of output reading `{self.metric}: <number>` or "
+                                  f"`{self.metric}=<number>`; found none" + _tail(folder / "stderr.log"))
+            out = {**self._result(result, folder), "seconds": seconds}
+            failed = False
         finally:
-            run.stop()
-        seconds = round(time.monotonic() - start, 3)
-        if code != 0:
-            raise TrialFailed(f"exit code {code} after {seconds:g} s" + _tail(folder / "stderr.log"))
-        if result is None:
-            result = self._metrics_file(folder)
-        return {**self._result(result, folder), "seconds": seconds}
+            if self.workspaces is not None:
+                self.workspaces.done(number, failed)
+        self._watch_ignored(params, out["value"])
+        return out
+
+    def _write_config(self, cwd: Path, folder: Path, params: dict[str, Any]) -> None:
+        """The workspace's copy of the project's config file with this trial's values; a copy of it in the trial
+        folder (``config_used`` plus the file's suffix)."""
+        assert self.config is not None and self.workspaces is not None, "a config file needs workspaces"
+        values = {k: v for k, v in {**flatten(self.own_params), **params}.items() if self.config.lookup(k)[0]}
+        text = self.config.render(values)
+        rel = self.config.path.resolve().relative_to(self.cwd.resolve())
+        atomic_write_text(cwd / rel, text)
+        atomic_write_text(folder / f"config_used{self.config.path.suffix}", text)
+
+    def _watch_ignored(self, params: dict[str, Any], value: float) -> None:
+        """Warn once when different params gave the same metric to the last digit and the command has no way to
+        see them (no placeholder, no config file): it is most likely not reading its params."""
+        if self.ignored_params is not None or self.uses_params() or len(self._seen) >= 8:
+            return
+        key = json.dumps(params, sort_keys=True, default=str)
+        same = [k for k, v in self._seen if v == value and k != key]
+        self._seen.append((key, value))
+        if same:
+            self.ignored_params = (
+                f"trials with different params gave the same {self.metric} ({value!r}) and objective.command "
+                "passes no params ({args}, {overrides}, {params} or {key}) and objective.config is not set: the "
+                "command probably ignores the search's values")
+            log.warning("%s", self.ignored_params)
 
     def _follow(self, run: _Child, number: int, report: Callable[[int, float], bool],
-                start: float) -> tuple[dict[str, Any] | None, int]:
+                start: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
         """Read the child's stdout until it ends: step lines go to ``report``, the last result line is kept.
-        Returns (the result line or None, the exit code)."""
+        Returns (the last JSON result line or None, the last text result line or None, the exit code)."""
         result: dict[str, Any] | None = None
+        text_result: dict[str, Any] | None = None  # the last text line reporting the metric, no epoch in it
         deadline = start + self.timeout_s if self.timeout_s is not None else None
         while True:
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
@@ -171,7 +319,16 @@ class CommandObjective:
             if self.on_line is not None:
                 self.on_line(number, line)
             data = _json_object(line)
-            if data is None or self.metric not in data:
+            if data is None:
+                found = text_metrics(line, self.metric)
+                if found is None:
+                    continue
+                pairs, step = found
+                if step is None:
+                    text_result = pairs
+                    continue
+                data = {**pairs, "step": step}
+            if self.metric not in data:
                 continue
             if "step" not in data:
                 result = data
@@ -185,24 +342,27 @@ class CommandObjective:
             code = run.process.wait(timeout=left)
         except subprocess.TimeoutExpired:
             raise self._timed_out(run) from None
-        return result, code
+        return result, text_result, code
 
     def _timed_out(self, run: _Child) -> TrialFailed:
         return TrialFailed(f"timed out after {self.timeout_s:g} s (objective.timeout_s)"
                            + _tail(run.folder / "stderr.log"))
 
-    def _metrics_file(self, folder: Path) -> dict[str, Any]:
-        path = folder / "metrics.json"
-        if not path.is_file():
-            raise TrialFailed(f"no result: no stdout line is a JSON object with {self.metric!r} (and no 'step'), "
-                              "and the trial folder has no metrics.json" + _tail(folder / "stderr.log"))
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise TrialFailed(f"metrics.json cannot be read: {exc}") from None
-        if not isinstance(data, dict) or self.metric not in data:
-            raise TrialFailed(f"metrics.json has no {self.metric!r} key" + _tail(folder / "stderr.log"))
-        return data
+    def _metrics_file(self, folder: Path, cwd: Path, began: float) -> dict[str, Any] | None:
+        """``metrics.json`` of the trial folder, else of the workspace (where the script runs) when written by this
+        trial (not one committed to the project, nor one in the user's own folder from an earlier run); None
+        without."""
+        for path in dict.fromkeys((folder / "metrics.json", cwd / "metrics.json")):
+            if not path.is_file() or (path.parent == cwd and path.stat().st_mtime < began - 1):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise TrialFailed(f"{path.name} cannot be read: {exc}") from None
+            if not isinstance(data, dict) or self.metric not in data:
+                raise TrialFailed(f"{path} has no {self.metric!r} key" + _tail(folder / "stderr.log"))
+            return data
+        return None
 
     def _result(self, data: dict[str, Any], folder: Path) -> dict[str, Any]:
         value = data[self.metric]

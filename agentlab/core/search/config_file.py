@@ -1,0 +1,287 @@
+"""The user's own config file, in its own format: read its values, write a trial's values into a copy of it.
+
+``objective.config: FILE`` names the file a project's script already reads: JSON, YAML, TOML, or a Python module of
+assignments whose values are literals, nested dicts and lists included (``config.py``, the NAS design's form). Its
+values are the search's base (trial 0); a dotted key (``training.lr``) addresses a nested mapping. A trial's copy of
+the file gets the trial's values and keeps everything else as the user wrote it:
+
+- Python and YAML: only the text of each changed value is replaced, at the position the parser reports (``ast``'s
+  offsets; PyYAML's node marks), so comments, order, quoting of other values and blank lines stay byte for byte.
+- TOML: tomlkit, the format's style-preserving library, edits the document.
+- JSON (no comments to keep): rewritten with the file's own indent.
+
+A key the file does not hold is ``ConfigFileError`` naming the file and the nearest line, before trial 0.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import UsageError
+
+FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".py": "python"}
+
+
+class ConfigFileError(UsageError):
+    """``objective.config`` cannot be read, holds no such key, or cannot take a value (exit 2)."""
+
+
+def format_of(path: Path) -> str:
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ConfigFileError(f"objective.config: {path.name}: unknown format {path.suffix or '(no suffix)'!r}",
+                              hint="give a .json, .yaml, .toml or .py file (a Python module of literal "
+                              "assignments)")
+    return kind
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """One config file of the user's project, read once (``load``)."""
+
+    path: Path
+    kind: str
+    text: str
+    values: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> ConfigFile:
+        path = Path(path)
+        kind = format_of(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigFileError(f"objective.config: {path} does not exist", hint="give the path of the project's "
+                                  "config file, relative to objective.cwd") from None
+        except IsADirectoryError:
+            raise ConfigFileError(f"objective.config: {path} is a folder",
+                                  hint="give the config file itself") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigFileError(f"objective.config: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                  hint="save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigFileError(f"objective.config: {path} cannot be read ({exc.strerror or exc})") from None
+        return cls(path, kind, text, _READ[kind](path, text))
+
+    def lookup(self, key: str) -> tuple[bool, Any]:
+        node: Any = self.values
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False, None
+            node = node[part]
+        return True, node
+
+    def require(self, keys: list[str] | tuple[str, ...]) -> None:
+        """Refuse the first key the file lacks, naming the file and the line where its parent is (or line 1)."""
+        for key in keys:
+            if not self.lookup(key)[0]:
+                parent = key.rsplit(".", 1)[0] if "." in key else ""
+                line = self._line_of(parent) if parent and self.lookup(parent)[0] else 1
+                raise ConfigFileError(f"{self.path}:{line}: no {key!r} here (search.space.{key})",
+                                      hint="search a key the file holds (a dotted key names a nested one: "
+                                      f"training.lr), or add {key} to the file with its current value")
+
+    def render(self, values: dict[str, Any]) -> str:
+        """The file's text with ``values`` (dotted keys) in place of its own; the rest kept as written."""
+        for key in values:
+            self.require([key])
+        if not values:
+            return self.text
+        return _WRITE[self.kind](self, values)
+
+    def write(self, path: Path, values: dict[str, Any]) -> None:
+        from agentlab.core.runs import atomic_write_text
+
+        atomic_write_text(path, self.render(values))
+
+    def _line_of(self, key: str) -> int:
+        """The 1-based line where ``key``'s last part is written (first match in order of the path), else 1."""
+        pos = 0
+        for part in key.split("."):
+            found = re.compile(rf"[\"']?\b{re.escape(part)}\b[\"']?\s*[:=]").search(self.text, pos)
+            if found is None:
+                return 1
+            pos = found.end()
+        return self.text.count("\n", 0, pos) + 1
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path, text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigFileError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    return _mapping(path, data)
+
+
+def _read_yaml(path: Path, text: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigFileError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    return _mapping(path, data if data is not None else {})
+
+
+def _read_toml(path: Path, text: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _read_python(path: Path, text: str) -> dict[str, Any]:
+    """The module's top-level assignments whose values are literals (``ast.literal_eval``); anything else (imports,
+    functions, computed values) is left alone and cannot be searched."""
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        raise ConfigFileError(f"{path}:{exc.lineno}: not valid Python ({exc.msg})") from None
+    out: dict[str, Any] = {}
+    for name, node in _assignments(tree).items():
+        try:
+            out[name] = _literal(node)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+    return out
+
+
+def _literal(node: ast.expr) -> Any:
+    """``ast.literal_eval``, and ``dict(key=literal, ...)`` as a dict (a common way to write a config)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args \
+            and all(kw.arg is not None for kw in node.keywords):
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {ast.literal_eval(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
+    if isinstance(node, ast.List):
+        return [_literal(v) for v in node.elts]
+    return ast.literal_eval(node)
+
+
+def _mapping(path: Path, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: the file holds a {type(data).__name__}, not a mapping of settings",
+                              hint="objective.config names a file of key: value settings")
+    return data
+
+
+def _assignments(tree: ast.Module) -> dict[str, ast.expr]:
+    """name -> value node of each top-level ``name = value`` / ``name: type = value`` (the last one wins)."""
+    out: dict[str, ast.expr] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            out[stmt.targets[0].id] = stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+            out[stmt.target.id] = stmt.value
+    return out
+
+
+_READ = {"json": _read_json, "yaml": _read_yaml, "toml": _read_toml, "python": _read_python}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_json(cfg: ConfigFile, values: dict[str, Any]) -> str:
+    data = json.loads(cfg.text)
+    for key, value in values.items():
+        _set(data, key, value)
+    indent_match = re.search(r"\n([ \t]+)\S", cfg.text)
+    indent = indent_match.group(1) if indent_match else None
+    return json.dumps(data, indent=indent, ensure_ascii=False) + ("\n" if cfg.text.endswith("\n") else "")
+
+
+def _write_toml(cfg: ConfigFile, values: dict[str, Any]) -> str:
+    import tomlkit
+
+    doc = tomlkit.parse(cfg.text)
+    for key, value in values.items():
+        _set(doc, key, value)
+    return tomlkit.dumps(doc)
+
+
+def _write_yaml(cfg: ConfigFile, values: dict[str, Any]) -> str:
+    import yaml
+
+    root = yaml.compose(cfg.text)
+    spans: list[tuple[int, int, str]] = []
+    for key, value in values.items():
+        node: Any = root
+        for part in key.split("."):
+            node = next(v for k, v in node.value if k.value == part)
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, allow_unicode=True).strip()
+        text = text.removesuffix("\n...").removesuffix("...").strip()
+        spans.append((node.start_mark.index, node.end_mark.index, text))
+    return _splice(cfg.text, spans)
+
+
+def _write_python(cfg: ConfigFile, values: dict[str, Any]) -> str:
+    tree = ast.parse(cfg.text)
+    top = _assignments(tree)
+    starts = _line_starts(cfg.text)
+    spans: list[tuple[int, int, str]] = []
+    for key, value in values.items():
+        name, *rest = key.split(".")
+        node: ast.expr = top[name]
+        for part in rest:
+            node = _dict_value(node, part, cfg.path, key)
+        start = _offset(cfg.text, starts, node.lineno, node.col_offset)
+        end = _offset(cfg.text, starts, node.end_lineno or node.lineno, node.end_col_offset or 0)
+        spans.append((start, end, repr(value)))
+    return _splice(cfg.text, spans)
+
+
+def _dict_value(node: ast.expr, part: str, path: Path, key: str) -> ast.expr:
+    if isinstance(node, ast.Dict):
+        for k, v in zip(node.keys, node.values, strict=True):
+            if isinstance(k, ast.Constant) and k.value == part:
+                return v
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+        for kw in node.keywords:
+            if kw.arg == part:
+                return kw.value
+    raise ConfigFileError(f"{path}:{node.lineno}: {key!r} is not a literal this file writes",
+                          hint="search a key whose value is written as a literal (a number, string, list or dict)")
+
+
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    for match in re.finditer("\n", text):
+        starts.append(match.end())
+    return starts
+
+
+def _offset(text: str, starts: list[int], lineno: int, col_bytes: int) -> int:
+    """The character index of ``ast``'s (line, UTF-8 byte column)."""
+    line_start = starts[lineno - 1]
+    line = text[line_start:starts[lineno] if lineno < len(starts) else len(text)]
+    return line_start + len(line.encode("utf-8")[:col_bytes].decode("utf-8", errors="ignore"))
+
+
+def _splice(text: str, spans: list[tuple[int, int, str]]) -> str:
+    for start, end, new in sorted(spans, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def _set(data: Any, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+_WRITE = {"json": _write_json, "yaml": _write_yaml, "toml": _write_toml, "python": _write_python}

@@ -1,0 +1,253 @@
+"""Trial workspaces: each trial of a command objective runs in its own copy of the user's project.
+
+- **A git repository** (the project folder lies in one): a worktree of the current commit (``git worktree add
+  --detach``), the way the field's experiment agents keep parallel tries apart. Uncommitted changes of the user's
+  tree (``git diff HEAD``, binary included) and its untracked, not ignored files are carried in, so a trial runs what
+  the user sees; the console says so once. The run's branch ``agentlab/<run>`` marks the commit the search started
+  from (the branch later code changes commit to).
+- **Otherwise** a copy of the files ``objective.workspace`` names (glob patterns, relative to the project folder),
+  by default every file of the project folder except run folders, ``.git``, virtual environments, caches and files
+  over ``LINK_OVER`` bytes, which are symlinked instead (data sets stay where they are).
+
+The user's own tree is never written to: git writes only under ``.git/worktrees`` (its own bookkeeping) and the
+branch ref. Workspaces live under ``<run>/workspaces/`` and go when their trial is recorded (a failed trial's stays
+with ``objective.keep_failed``); ``cleanup`` removes every worktree of the run and prunes git's list, at the end of
+a search and when a killed one is resumed, so ``git worktree list`` is the user's tree alone again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import fnmatch
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentlab.core.errors import UsageError
+
+LINK_OVER = 50 * 1024 * 1024  # a file this large is linked, not copied, into a copy workspace
+SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints",
+             "node_modules", ".tox", ".nox", "wandb", "mlruns", ".agentlab"}
+GIT_TIMEOUT_S = 120
+
+
+class WorkspaceError(UsageError):
+    """A workspace cannot be made (git fails, a pattern matches nothing): exit 2 before trial 0."""
+
+
+@dataclass
+class Workspaces:
+    """The workspaces of one run folder's trials over the project folder ``project``."""
+
+    project: Path
+    root: Path  # <run>/workspaces
+    run_name: str
+    patterns: list[str] | None = None
+    keep_failed: bool = False
+    exclude: list[Path] = field(default_factory=list)  # folders never copied (the runs' own folder)
+    repo: Path | None = None
+    commit: str | None = None
+    branch: str | None = None
+    carried: str = ""  # what of the user's uncommitted work is carried in, for the console
+
+    # ------------------------------------------------------------------ once per run
+
+    def prepare(self) -> str:
+        """Find the repository (if any), record the commit and the user's uncommitted work; returns the console's
+        line saying how trials get their workspace."""
+        self.project = self.project.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        top = _git(self.project, "rev-parse", "--show-toplevel", check=False)
+        if self.patterns is None and top is not None:
+            self.repo = Path(top).resolve()
+            head = _git(self.repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+            if head is None:  # a repository without a commit: nothing to check out
+                self.repo = None
+        if self.repo is None:
+            if self.patterns is not None and not self._copy_list():
+                raise WorkspaceError(f"objective.workspace: {self.patterns} match no file in {self.project}",
+                                     hint="give glob patterns relative to the project folder, e.g. ['*.py', "
+                                     "'conf/**']")
+            what = "the files of objective.workspace" if self.patterns is not None else "the project's files"
+            return f"workspaces: each trial runs in its own copy of {what} under {self.root} (large files linked)"
+        self.commit = _git(self.repo, "rev-parse", "HEAD")
+        self.branch = f"agentlab/{self.run_name}"
+        if _git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False) is None:
+            _git(self.repo, "branch", self.branch, self.commit)
+        patch = self.root / "uncommitted.patch"
+        diff = _git(self.repo, "diff", "HEAD", "--binary", strip=False)
+        if not patch.exists():
+            patch.write_text(diff, encoding="utf-8")
+        untracked = self._untracked()
+        parts = []
+        if diff.strip():
+            parts.append(f"your uncommitted changes ({patch.name})")
+        if untracked:
+            parts.append(f"{len(untracked)} untracked file(s)")
+        self.carried = " and ".join(parts)
+        line = (f"workspaces: each trial runs in a git worktree of {self.commit[:12]} (branch {self.branch}) under "
+                f"{self.root}")
+        return line + (f"; carried in: {self.carried}" if self.carried else "")
+
+    # ------------------------------------------------------------------ per trial
+
+    def path(self, number: int) -> Path:
+        return self.root / f"trial_{number:04d}"
+
+    def cwd(self, number: int) -> Path:
+        """Where the command runs in trial ``number``'s workspace: the project folder's place in it."""
+        base = self.path(number)
+        return base / self.project.relative_to(self.repo) if self.repo is not None else base
+
+    def create(self, number: int) -> Path:
+        """A fresh workspace for trial ``number`` (a stale one, left by a killed run, is replaced); returns the
+        folder the command runs in."""
+        target = self.path(number)
+        self.remove(number)
+        if self.repo is not None:
+            with self._lock():
+                _git(self.repo, "worktree", "add", "--detach", "--quiet", str(target), str(self.commit))
+            patch = self.root / "uncommitted.patch"
+            if patch.is_file() and patch.stat().st_size:
+                _git(target, "apply", "--binary", "--whitespace=nowarn", str(patch))
+            for rel in self._untracked():
+                self._place(self.repo / rel, target / rel)
+        else:
+            target.mkdir(parents=True)
+            for rel in self._copy_list():
+                self._place(self.project / rel, target / rel)
+        return self.cwd(number)
+
+    def remove(self, number: int) -> None:
+        target = self.path(number)
+        if self.repo is not None:
+            with self._lock():
+                _git(self.repo, "worktree", "remove", "--force", "--force", str(target), check=False)
+                _git(self.repo, "worktree", "prune", check=False)
+        if target.exists() or target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+
+    def done(self, number: int, failed: bool) -> None:
+        """The trial is recorded: its workspace goes (a failed one stays with ``keep_failed``, out of git's list)."""
+        if failed and self.keep_failed:
+            if self.repo is not None:  # keep the files, drop the worktree registration
+                with self._lock():
+                    gitfile = self.path(number) / ".git"
+                    with contextlib.suppress(OSError):
+                        gitfile.unlink()
+                    _git(self.repo, "worktree", "prune", check=False)
+            return
+        self.remove(number)
+
+    def cleanup(self) -> None:
+        """Every worktree of this run removed from git's list (kill -9 leaves them registered) and from disk."""
+        top = _git(self.project, "rev-parse", "--show-toplevel", check=False) if self.project.is_dir() else None
+        if top is not None:
+            repo = Path(top).resolve()
+            for path in _registered(repo, self.root):
+                with self._lock():
+                    _git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+            _git(repo, "worktree", "prune", check=False)
+        if self.root.is_dir():
+            for folder in self.root.glob("trial_*"):
+                if not self.keep_failed or (folder / ".git").exists():
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _untracked(self) -> list[str]:
+        assert self.repo is not None
+        text = _git(self.repo, "ls-files", "--others", "--exclude-standard", "-z", strip=False, check=False) or ""
+        skip = [p.resolve() for p in [self.root, *self.exclude]]
+        out = []
+        for rel in filter(None, text.split("\0")):
+            path = (self.repo / rel).resolve()
+            if any(s == path or s in path.parents for s in skip) or _skipped_dir(Path(rel)):
+                continue
+            out.append(rel)
+        return out
+
+    def _copy_list(self) -> list[str]:
+        """The project files a copy workspace holds (relative paths)."""
+        skip = [p.resolve() for p in [self.root, *self.exclude]]
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.project):
+            here = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if not _skipped(here / d, skip)]
+            for name in filenames:
+                rel = (here / name).relative_to(self.project)
+                if self.patterns is None or any(fnmatch.fnmatch(str(rel), p) or fnmatch.fnmatch(name, p)
+                                                for p in self.patterns):
+                    out.append(str(rel))
+        return sorted(out)
+
+    def _place(self, source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink() or not source.is_file():
+            with contextlib.suppress(OSError):
+                os.symlink(os.readlink(source) if source.is_symlink() else source, target)
+            return
+        if source.stat().st_size > LINK_OVER:
+            os.symlink(source, target)
+        else:
+            shutil.copy2(source, target)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """git's worktree commands of several workers on one repository, one at a time."""
+        lock = self.root / ".git.lock"
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _registered(repo: Path, root: Path) -> list[Path]:
+    """The worktrees git lists under ``root``."""
+    text = _git(repo, "worktree", "list", "--porcelain", check=False) or ""
+    root = root.resolve()
+    paths = [Path(line.removeprefix("worktree ")) for line in text.splitlines() if line.startswith("worktree ")]
+    return [p for p in paths if root in p.resolve().parents]
+
+
+def _skipped_dir(rel: Path) -> bool:
+    return any(part in SKIP_DIRS for part in rel.parts[:-1])
+
+
+def _skipped(folder: Path, skip: list[Path]) -> bool:
+    if folder.name in SKIP_DIRS or folder.is_symlink():
+        return True
+    if (folder / "pyvenv.cfg").is_file() or (folder / "run.json").is_file() and (folder / "config.yaml").is_file():
+        return True  # a virtual environment, an agentlab run folder
+    resolved = folder.resolve()
+    return any(s == resolved or s in resolved.parents for s in skip)
+
+
+def _git(cwd: Path, *args: str, check: bool = True, strip: bool = True) -> str | None:
+    """``git args`` in ``cwd``: its stdout; None when it fails and ``check`` is off, else ``WorkspaceError``."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+    except FileNotFoundError:
+        if check:
+            raise WorkspaceError("git is not installed, and the project is a git repository",
+                                 hint="install git, or set objective.workspace to copy files instead") from None
+        return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        if check:
+            raise WorkspaceError(f"git {args[0]} failed in {cwd}: {exc}") from None
+        return None
+    if done.returncode != 0:
+        if check:
+            raise WorkspaceError(f"git {' '.join(args[:2])} failed in {cwd}: {done.stderr.strip()[:300]}",
+                                 hint="check the repository (git status), or set objective.workspace to copy "
+                                 "files instead")
+        return None
+    return done.stdout.strip() if strip else done.stdout
