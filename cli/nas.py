@@ -138,6 +138,19 @@ def _print_summary(results: dict[str, Any], path: Path) -> None:
     console.print(f"stopped: {safe_text(results['stop_reason'])}; report: {safe_text(path / 'report.md')}")
 
 
+@app.command("apply")
+def apply(
+    run: Annotated[Path, typer.Argument(help="A finished `agentlab nas` run of your own command with "
+                                        "objective.config.", show_default=False)],
+) -> None:
+    """Write the best trial's config file (RUN/best/) into your project, in place of the file the search started
+    from. Refused, with nothing written, when that file has changed since (apply RUN/best.patch by hand then)."""
+    from agentlab.nas.best import apply_best
+
+    target, what = apply_best(run)
+    console.print(f"{safe_text(target)}: {what} (from {safe_text(run / 'best')})")
+
+
 @app.command("predict")
 def predict(
     run: Annotated[Path, typer.Argument(help="A finished `agentlab nas` run folder (also one copied from another "

@@ -55,6 +55,7 @@ from agentlab.nas.config import (
     space_values,
 )
 from agentlab.nas.ensemble import EnsembleBuilder, save_predictions
+from agentlab.nas.best import remember_base, write_best
 from agentlab.nas.own_code import (
     command_contribution,
     command_objective,
@@ -364,6 +365,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         if spaces is not None:
             spaces.cleanup()  # worktrees a killed run left registered
             announce(spaces.prepare())
+            remember_base(run_dir.path, objective.config, spaces.project)
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
                           objective=objective, planner=NaiveFirst(WarmStart(session.planner, leads)),
                           evaluator=evaluator,
@@ -382,6 +384,9 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         contribution = command_contribution(session, outcome, metric, direction) if own else None
     if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them
         results = summarise_command(cfg, outcome, session.line, contribution, agent)
+        results["best_files"] = write_best(run_dir.path, outcome.best)
+        if getattr(objective, "ignored_params", None):
+            results["warnings"] = [objective.ignored_params]
         run_dir.save_results(results)
         run_dir.save_report(render_command_report(cfg, outcome, results, run_dir.path, study))
         require_finished_trials(outcome)

@@ -43,19 +43,35 @@ with open(sys.argv[4], "a") as log:
 
 def project(root: Path, *, storage: str | None = None, study: str = "stress", planner: str = "tpe") -> Path:
     """A user's project: train.py (no torch: a trial takes 0.15 s) and its nas.yaml; the script logs each start and
-    end to ``children.log`` beside it."""
+    end to ``children.log`` beside it (an absolute path: each trial runs in its own workspace). The project is a
+    git repository (the run folders and logs ignored), so every trial runs in a git worktree."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "train.py").write_text(TRAIN, encoding="utf-8")
     search: dict[str, Any] = {"planner": planner, "pruner": "none", "space": {"x": {"low": -3.0, "high": 3.0},
                                                                           "y": {"low": -3.0, "high": 3.0}}}
     if storage is not None:
         search.update(storage=storage, study_name=study)
-    config = {"objective": {"command": f"{sys.executable} train.py --params {{params}} --log children.log --trial "
+    config = {"objective": {"command": f"{sys.executable} train.py --params {{params}} --log {root / 'children.log'} "
+                                       "--trial "
                                        "$AGENTLAB_TRIAL_DIR", "metric": "loss", "direction": "minimize",
                             "params": {"x": 0.0, "y": 0.0}},
               "search": search}
     (root / "nas.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (root / ".gitignore").write_text("run/\nw*/\n*.log\n", encoding="utf-8")
+    if not (root / ".git").exists():
+        for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm",
+                                                     "project"]):
+            subprocess.run(["git", *args], cwd=root, check=True)
     return root / "nas.yaml"
+
+
+def only_the_users_worktree(root: Path) -> None:
+    """After the search: git lists the user's tree alone, its status is clean."""
+    listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=root, capture_output=True, text=True,
+                            check=True).stdout
+    assert listed.count("worktree ") == 1, listed
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    assert status.stdout == "", status.stdout
 
 
 def start(cwd: Path, args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -158,6 +174,7 @@ def stress(root: Path, *, kills: int, budget: int, seed: int, window_s: float = 
     check_exact(study, root, budget, landed)
     results = json.loads((run / "results.json").read_text())
     assert results["states"] == {"complete": budget}, results["states"]
+    only_the_users_worktree(root)
     print(f"{len(landed)} kills landed: {dict(Counter(landed))}")
     return landed
 

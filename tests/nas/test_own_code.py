@@ -30,7 +30,9 @@ for step in range(1, 3):
 print(json.dumps({"loss": (x - 1) ** 2 + w / 100, "accuracy": 1 / (1 + (x - 1) ** 2)}))
 """
 # Sleeps, after writing its pid where the test can read it.
-SLEEPER = "import os, sys, time\nopen('child.pid', 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+# (Each trial runs in its own workspace: the pid goes beside nas.yaml, the user's project folder, by absolute path.)
+SLEEPER = ("import os, sys, time\nopen(os.path.join(os.environ['PROJECT'], 'child.pid'), 'w').write(str(os.getpid()))"
+           "\ntime.sleep(120)\n")
 
 
 def write_project(folder: Path, script: str = SCRIPT, **objective: Any) -> Path:
@@ -116,7 +118,7 @@ def test_config_errors_name_the_yaml_line(in_tmp: Path, capsys: pytest.CaptureFi
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_the_command_dies_with_agentlab(in_tmp: Path, sig: signal.Signals, pid_alive: Callable[[int], bool]) -> None:
     config = write_project(in_tmp, script=SLEEPER)
-    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs"), "PROJECT": str(config.parent)}
     with open(in_tmp / "agentlab.log", "wb") as log:
         agentlab = subprocess.Popen([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(config), "-n", "2"],
                                     cwd=in_tmp, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,0 +1,115 @@
+"""The best config of a search of the user's own command, back in the user's hands.
+
+``<run>/best/`` holds the best trial's files in the user's format: the project's config file as that trial ran it
+(``best/config.py``, the edited YAML, ...), ``params.json`` and ``command.txt`` (the exact command line).
+``<run>/best.patch`` is the unified diff of the config file from the user's tree as the search started to the best
+trial's (``git apply best.patch`` or ``patch -p1 < best.patch`` in the project folder). ``agentlab nas apply`` writes
+the best config file into the tree, refusing when the file has changed since the search started.
+
+The file as the search started is kept in ``<run>/base/`` with its sha256 (``base.json``), written once: a resumed
+run keeps the first run's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from agentlab.core.errors import UsageError
+from agentlab.core.runs import atomic_write_json, atomic_write_text
+from agentlab.core.search.config_file import ConfigFile
+from agentlab.core.search.records import TrialRecord
+
+BASE_META = "base.json"
+
+
+def remember_base(run: Path, config: ConfigFile | None, project: Path) -> None:
+    """``<run>/base/<file>`` and ``base.json``: the config file as the search starts (kept from the first run)."""
+    if config is None or (run / "base" / BASE_META).is_file():
+        return
+    rel = config.path.resolve().relative_to(project.resolve())
+    atomic_write_text(run / "base" / rel, config.text)
+    atomic_write_json(run / "base" / BASE_META, {"file": str(rel), "project": str(project.resolve()),
+                                                   "sha256": _sha(config.text)})
+
+
+def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
+    """``best/`` and ``best.patch`` from the best trial's folder; returns what was written (None: no best)."""
+    target = run / "best"
+    if best is None:
+        return None
+    trial = run / "trials" / best.run_id
+    tmp = run / ".best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    written: dict[str, Any] = {"run_id": best.run_id, "files": []}
+    for name in ("command.txt", "params.json"):
+        if (trial / name).is_file():
+            shutil.copy2(trial / name, tmp / name)
+            written["files"].append(name)
+    meta = _base_meta(run)
+    used = next(iter(sorted(trial.glob("config_used.*"))), None)
+    patch = run / "best.patch"
+    if meta is not None and used is not None:
+        rel = Path(meta["file"])
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(used, tmp / rel)
+        written["files"].append(str(rel))
+        before = (run / "base" / rel).read_text(encoding="utf-8")
+        after = used.read_text(encoding="utf-8")
+        diff = "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                            f"a/{rel}", f"b/{rel}"))
+        atomic_write_text(patch, diff)
+        written["patch"] = str(patch)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return written
+
+
+def apply_best(run: Path) -> tuple[Path, str]:
+    """Write the best trial's config file into the user's tree; returns (the file, what happened). Refuses
+    (``UsageError``) without a config file or when the user's file has changed since the search started."""
+    if not (run / "run.json").is_file():
+        raise UsageError(f"{run}: not a run folder (no run.json)", hint="give the folder `agentlab nas` printed as "
+                         "its run folder, e.g. runs/nas-<time>")
+    meta = _base_meta(run)
+    if meta is None:
+        command = run / "best" / "command.txt"
+        said = f": its best command line is in {command}" if command.is_file() else ""
+        raise UsageError(f"{run}: this search has no objective.config, so there is no file to write{said}",
+                         hint="copy the best params from report.md into your project, or search with "
+                         "objective.config naming your config file")
+    rel = Path(meta["file"])
+    best = run / "best" / rel
+    if not best.is_file():
+        raise UsageError(f"{run}: no best/{rel} (the search has no successful trial yet)",
+                         hint="finish the search (agentlab nas --resume RUN), then apply")
+    target = Path(meta["project"]) / rel
+    try:
+        current = target.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot be read ({exc.strerror or exc})",
+                         hint="restore the file, or copy best/ by hand") from None
+    new = best.read_text(encoding="utf-8")
+    if current == new:
+        return target, "already the best config"
+    if _sha(current) != meta["sha256"]:
+        raise UsageError(f"{target} has changed since the search started: not overwritten",
+                         hint=f"apply the patch by hand (git apply {run / 'best.patch'}), or copy {best}")
+    atomic_write_text(target, new)
+    return target, "written"
+
+
+def _base_meta(run: Path) -> dict[str, Any] | None:
+    path = run / "base" / BASE_META
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
