@@ -64,6 +64,8 @@ def resolve_cwd(cfg: NASConfig, config_file: str | Path | None) -> None:
     home = Path(config_file).resolve().parent if config_file is not None else Path.cwd()
     cwd = objective.cwd if objective.cwd is not None else Path(".")
     objective.cwd = Path(cwd if cwd.is_absolute() else (home / cwd).resolve())
+    if objective.config is not None and not objective.config.is_absolute():  # kept absolute for --resume
+        objective.config = (objective.cwd / objective.config).resolve()
 
 
 def config_file(cfg: NASConfig) -> ConfigFile | None:
@@ -182,6 +184,12 @@ def _short(value: Any) -> str:
     return short(value, digits=4)
 
 
+def _other_metrics(record: TrialRecord, metric: str) -> dict[str, Any]:
+    """The numbers a trial reported besides the searched metric (test_mse, accuracy, ...)."""
+    return {k: v for k, v in record.metrics.items() if k not in ("value", "seconds", "step", metric)
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def _brief(record: TrialRecord | None, metric: str) -> dict[str, Any] | None:
     if record is None:
         return None
@@ -257,24 +265,40 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
         lines.append(f"Base params ({base.run_id}): {metric} {_short(base.value)}.")
     lines += [f"{results['planner']}. Stopped: {results['stop_reason']}. Trials: {results['trials']} "
               f"({', '.join(f'{v} {k}' for k, v in results['states'].items())}).", ""]
+    if results.get("workspace"):
+        lines += [f"Workspaces: {results['workspace'].removeprefix('workspaces: ')}.", ""]
+    for warning in results.get("warnings") or []:
+        lines += [f"**Warning:** {warning}.", ""]
+    base_params = base.params if base else {}
     if best is not None:
         lines += ["## Best params vs base", "", "| key | base | best |", "|---|---|---|"]
-        base_params = base.params if base else {}
         changed = diff(best.params, base_params)
         lines += [f"| {k} | {_short(base_params.get(k))} | **{_short(v)}** |" for k, v in changed.items()] or [
             "| (none) | | |"]
+        others = _other_metrics(best, metric)
+        if others:
+            lines += ["", "Every metric the best trial reported: " + ", ".join(
+                f"{k} {_short(v)}" for k, v in others.items()) + "."]
+        files = results.get("best_files") or {}
+        if files:
+            lines += ["", f"`best/` holds the best trial's {', '.join(f'`{f}`' for f in files.get('files', []))}"
+                      + ("; `best.patch` is its change to your config file: `agentlab nas apply "
+                         f"{run_path}` writes it (or `git apply best.patch` in the project)" if files.get("patch")
+                         else "") + "."]
     importances = plot_importances(study, run_path / "param_importances.png")
     if importances is not None:
         lines += ["", f"![parameter importances]({importances.relative_to(run_path)})"]
-    lines += ["", "## Trials", "", f"| run | planner | changes | {metric} | seconds | state | decision |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Trials", "", "Changes are against the base params (trial 0).", "",
+              f"| run | planner | changes | {metric} | other metrics | seconds | state | decision |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in outcome.records:
-        changes = ", ".join(f"{k}={_short(v)}" for k, v in r.changes.items()) or "-"
+        changes = ", ".join(f"{k}={_short(v)}" for k, v in diff(r.params, base_params).items()) or "-"
         reason = r.reason
         decision = ("accepted" if r.accepted else "rejected" if r.accepted is False else "") + (
             f": {reason}" if reason else "")
         decision = " ".join(decision.split()).replace("|", "/")
-        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_short(r.value)} | "
+        others = ", ".join(f"{k} {_short(v)}" for k, v in _other_metrics(r, metric).items()) or "-"
+        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_short(r.value)} | {others} | "
                      f"{_short(r.metrics.get('seconds', r.seconds))} | {r.state} | {decision} |")
     lines += llm_section(outcome.records, results.get("llm_contribution"), metric)
     lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])

@@ -364,7 +364,8 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         spaces = getattr(objective, "workspaces", None)
         if spaces is not None:
             spaces.cleanup()  # worktrees a killed run left registered
-            announce(spaces.prepare())
+            holder["workspace"] = spaces.prepare()
+            announce(holder["workspace"])
             remember_base(run_dir.path, objective.config, spaces.project)
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
                           objective=objective, planner=NaiveFirst(WarmStart(session.planner, leads)),
@@ -385,6 +386,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them
         results = summarise_command(cfg, outcome, session.line, contribution, agent)
         results["best_files"] = write_best(run_dir.path, outcome.best)
+        results["workspace"] = holder.get("workspace")
         if getattr(objective, "ignored_params", None):
             results["warnings"] = [objective.ignored_params]
         run_dir.save_results(results)

@@ -244,13 +244,16 @@ class CommandObjective:
         failed = True
         cwd = self.workspaces.create(number) if self.workspaces is not None else self.cwd
         try:
+            if self.workspaces is not None:  # one the project holds (committed, or left by a run) is not this trial's
+                with contextlib.suppress(FileNotFoundError):
+                    (cwd / "metrics.json").unlink()
             if self.config is not None:
                 self._write_config(cwd, folder, params)
             argv = self.argv(str(params_path), params)
             atomic_write_text(folder / "command.txt", shlex.join(argv) + "\n")
             env = {**os.environ, "AGENTLAB_TRIAL_DIR": str(folder), "AGENTLAB_PARAMS": str(params_path),
                    "AGENTLAB_WORKSPACE": str(cwd)}
-            start, began = time.monotonic(), time.time()
+            start = time.monotonic()
             run = _Child(argv, cwd, env, folder)
             try:
                 result, text_result, code = self._follow(run, number, report, start)
@@ -259,7 +262,7 @@ class CommandObjective:
             seconds = round(time.monotonic() - start, 3)
             if code != 0:
                 raise TrialFailed(f"exit code {code} after {seconds:g} s" + _tail(folder / "stderr.log"))
-            result = result or self._metrics_file(folder, cwd, began) or text_result
+            result = result or self._metrics_file(folder, cwd) or text_result
             if result is None:
                 raise TrialFailed(f"no result: looked for a stdout line that is a JSON object with {self.metric!r} "
                                   f"(and no 'step'), metrics.json in the workspace ({cwd}) and in the trial folder, "
@@ -348,12 +351,12 @@ class CommandObjective:
         return TrialFailed(f"timed out after {self.timeout_s:g} s (objective.timeout_s)"
                            + _tail(run.folder / "stderr.log"))
 
-    def _metrics_file(self, folder: Path, cwd: Path, began: float) -> dict[str, Any] | None:
-        """``metrics.json`` of the trial folder, else of the workspace (where the script runs) when written by this
-        trial (not one committed to the project, nor one in the user's own folder from an earlier run); None
-        without."""
-        for path in dict.fromkeys((folder / "metrics.json", cwd / "metrics.json")):
-            if not path.is_file() or (path.parent == cwd and path.stat().st_mtime < began - 1):
+    def _metrics_file(self, folder: Path, cwd: Path) -> dict[str, Any] | None:
+        """``metrics.json`` of the trial folder, else of the workspace (where the script runs; removed before the
+        run, so it is this trial's), never of the user's own folder (an earlier run's); None without."""
+        places = [folder / "metrics.json"] + ([cwd / "metrics.json"] if self.workspaces is not None else [])
+        for path in places:
+            if not path.is_file():
                 continue
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,240 @@
+"""The user's project as it is: its own config file in its own format, params the way the script takes them, results
+the way it prints them."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlab.core.errors import UsageError
+from agentlab.core.search.command import CommandObjective, cli_value, text_metrics
+from agentlab.core.search.config_file import ConfigFile, ConfigFileError
+from agentlab.core.search.loop import Pruned, TrialFailed
+from agentlab.core.search.workspace import Workspaces
+
+PYTHON = shlex.quote(sys.executable)
+
+CONFIG_PY = '''\
+"""Settings of train.py."""
+import os
+
+SEED = 0  # the seed
+training = {
+    "lr": 1e-3,   # learning rate: keep this comment
+    "epochs": 5,
+    "optim": {"name": "adam", "betas": [0.9, 0.999]},
+}
+model = dict(width=64, dropout=0.1)  # ünïcode
+data_dir = os.environ.get("DATA", "data")
+'''
+CONFIG_YAML = "# top comment\ntraining:\n  lr: 0.001   # lr comment\n  epochs: 5\n  name: \"adam\"\nmodel: {width: 64}\n"
+CONFIG_TOML = "# top comment\n[training]\nlr = 0.001 # lr comment\nepochs = 5\n\n[model]\nwidth = 64\n"
+CONFIG_JSON = '{\n    "training": {\n        "lr": 0.001,\n        "epochs": 5\n    },\n    "model": {"width": 64}\n}\n'
+FILES = {"config.py": CONFIG_PY, "config.yaml": CONFIG_YAML, "config.toml": CONFIG_TOML, "config.json": CONFIG_JSON}
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_each_format_takes_the_values_and_keeps_the_rest(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text(FILES[name], encoding="utf-8")
+    cfg = ConfigFile.load(path)
+    assert cfg.lookup("training.lr") == (True, 0.001) and cfg.lookup("model.width") == (True, 64)
+    text = cfg.render({"training.lr": 0.005, "model.width": 128})
+    out = tmp_path / ("out_" + name)
+    out.write_text(text, encoding="utf-8")
+    again = ConfigFile.load(out)
+    assert again.lookup("training.lr") == (True, 0.005) and again.lookup("model.width") == (True, 128)
+    assert again.lookup("training.epochs") == (True, 5)
+    if name != "config.json":  # JSON has no comments; the others keep theirs, and every other line, byte for byte
+        assert "comment" in text
+        changed = [(a, b) for a, b in zip(FILES[name].splitlines(), text.splitlines(), strict=True) if a != b]
+        assert all("lr" in a or "width" in a for a, _ in changed), changed
+    assert cfg.render({}) == FILES[name]
+
+
+def test_python_config_keeps_the_non_literal_lines_and_nested_dicts(tmp_path: Path) -> None:
+    path = tmp_path / "config.py"
+    path.write_text(CONFIG_PY, encoding="utf-8")
+    cfg = ConfigFile.load(path)
+    assert "data_dir" not in cfg.values and "os" not in cfg.values  # computed: not searchable, left alone
+    text = cfg.render({"training.optim.name": "sgd", "SEED": 3, "model.dropout": 0.25})
+    assert 'data_dir = os.environ.get("DATA", "data")' in text and "# ünïcode" in text
+    assert "SEED = 3  # the seed" in text and "dropout=0.25" in text
+    namespace: dict[str, Any] = {}
+    exec(compile(text, "config.py", "exec"), namespace)  # noqa: S102 - the test's own file
+    assert namespace["training"]["optim"] == {"name": "sgd", "betas": [0.9, 0.999]}
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_a_key_the_file_lacks_is_refused_with_file_and_line(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text(FILES[name], encoding="utf-8")
+    with pytest.raises(ConfigFileError) as err:
+        ConfigFile.load(path).require(["training.lrr"])
+    assert f"{path}:" in err.value.message and "training.lrr" in err.value.message
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("name", "content", "said"), [
+    ("config.py", "x = (\n", "not valid Python"), ("c.yaml", "a: [1,\n", "not valid YAML"),
+    ("c.toml", "a = \n", "not valid TOML"), ("c.json", "{", "not valid JSON"), ("c.ini", "a=1", "unknown format"),
+    ("c.yaml", "- 1\n- 2\n", "not a mapping"),
+])
+def test_bad_config_files_are_one_clear_error(tmp_path: Path, name: str, content: str, said: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigFileError, match=said):
+        ConfigFile.load(path)
+
+
+def test_missing_folder_and_binary_config_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigFileError, match="does not exist"):
+        ConfigFile.load(tmp_path / "nope.yaml")
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(ConfigFileError, match="is a folder"):
+        ConfigFile.load(tmp_path / "d.yaml")
+    (tmp_path / "b.yaml").write_bytes(b"\xff\xfe\x00a")
+    with pytest.raises(ConfigFileError, match="not UTF-8"):
+        ConfigFile.load(tmp_path / "b.yaml")
+
+
+# --------------------------------------------------------------------------- params on the command line
+
+
+def command(tmp_path: Path, cmd: str, base: dict[str, Any], body: str, metric: str = "loss",
+            **kwargs: Any) -> CommandObjective:
+    (tmp_path / "train.py").write_text(textwrap.dedent(body))
+    return CommandObjective(cmd, metric, base, cwd=tmp_path,
+                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}", **kwargs)
+
+
+ECHO_ARGS = """\
+import json, sys
+print(json.dumps({"loss": 1.0, "argv": " ".join(sys.argv[1:])}))
+"""
+
+
+def test_args_overrides_and_single_values(tmp_path: Path) -> None:
+    base = {"lr": 0.1, "model": {"width": 8}, "name": "a b", "flag": True}
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", base, ECHO_ARGS, space_keys=("lr", "model.width"))
+    out = obj.run(0, {"lr": 0.01, "model.width": 16}, lambda s, v: False)
+    assert out["argv"] == "--lr=0.01 --model.width=16 --name=a b --flag=true"
+    obj = command(tmp_path, f"{PYTHON} train.py {{overrides}}", base, ECHO_ARGS, space_keys=("lr",))
+    assert obj.run(1, {"lr": 0.5}, lambda s, v: False)["argv"] == "lr=0.5 model.width=8 name=a b flag=true"
+    obj = command(tmp_path, f"{PYTHON} train.py --lr={{lr}} --w {{model.width}} {{not_a_param}}", base, ECHO_ARGS,
+                  space_keys=("lr",))
+    assert obj.run(2, {"lr": 0.5}, lambda s, v: False)["argv"] == "--lr=0.5 --w 8 {not_a_param}"
+    assert (tmp_path / "run" / "trials" / "run_0002" / "command.txt").read_text().endswith("{not_a_param}'\n")
+    assert cli_value([1, 2]) == "[1,2]" and cli_value(None) == "null"
+
+
+def test_args_inside_a_word_is_refused(tmp_path: Path) -> None:
+    obj = command(tmp_path, f"{PYTHON} train.py --x{{args}}", {"lr": 0.1}, ECHO_ARGS, space_keys=("lr",))
+    with pytest.raises(UsageError, match="a word of its own"):
+        obj.validate()
+
+
+# --------------------------------------------------------------------------- results as text
+
+
+@pytest.mark.parametrize(("line", "found"), [
+    ("final val_loss: 0.52 test_mse: 0.61", ({"val_loss": 0.52, "test_mse": 0.61}, None)),
+    ("val_loss=0.5", ({"val_loss": 0.5}, None)),
+    ("Epoch 3/10 - val_loss: 1.5e-2", ({"val_loss": 0.015}, 3)),
+    ("step 40: train_loss=0.3 val_loss=0.4", ({"train_loss": 0.3, "val_loss": 0.4}, 40)),
+    ("best_val_loss: 0.2", None),  # another metric: not this one
+    ("val_loss is low", None),
+])
+def test_text_result_lines(line: str, found: Any) -> None:
+    assert text_metrics(line, "val_loss") == found
+
+
+PRINTS = """\
+import sys
+for epoch in range(1, 4):
+    print(f"epoch {epoch}: val_loss={4 - epoch:.3f}", flush=True)
+print("final accuracy: 0.81")
+print("val_loss: 0.75 test_mse: 0.9")
+"""
+
+
+def test_a_script_printing_text_gives_its_result_and_its_curve(tmp_path: Path) -> None:
+    seen: list[tuple[int, float]] = []
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, PRINTS, metric="val_loss")
+    out = obj.run(0, {}, lambda step, value: seen.append((step, value)) or False)
+    assert out["value"] == 0.75 and out["test_mse"] == 0.9
+    assert seen == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, PRINTS, metric="val_loss")
+    with pytest.raises(Pruned):
+        obj.run(1, {}, lambda step, value: step >= 2)
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, PRINTS, metric="accuracy")
+    assert obj.run(2, {}, lambda s, v: False)["value"] == 0.81
+
+
+def test_no_result_names_every_place_looked(tmp_path: Path) -> None:
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, "print('done')\n", metric="val_loss")
+    with pytest.raises(TrialFailed) as err:
+        obj.run(0, {}, lambda s, v: False)
+    said = str(err.value)
+    assert "JSON object" in said and "metrics.json in the workspace" in said and "val_loss: <number>" in said
+
+
+def test_metrics_json_in_the_workspace_counts_but_not_a_stale_one(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("import json\njson.dump({'loss': 0.25}, open('metrics.json', 'w'))\n")
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "r")
+    spaces.prepare()
+    obj = CommandObjective(f"{PYTHON} train.py", "loss", {}, cwd=project, workspaces=spaces,
+                           trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
+    assert obj.run(0, {}, lambda s, v: False)["value"] == 0.25
+    assert not (project / "metrics.json").exists()  # written in the workspace, never in the user's folder
+    (project / "metrics.json").write_text(json.dumps({"loss": 9.0}))  # a stale one in the project
+    (project / "train.py").write_text("print('forgot to write it')\n")
+    with pytest.raises(TrialFailed, match="no result"):
+        obj.run(1, {}, lambda s, v: False)
+
+
+IGNORES = "import json\nprint(json.dumps({'loss': 0.5}))\n"
+
+
+def test_a_command_that_ignores_its_params_is_warned_about_once(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    obj = command(tmp_path, f"{PYTHON} train.py", {"lr": 0.1}, IGNORES, space_keys=("lr",))
+    for n, lr in enumerate((0.1, 0.2, 0.3)):
+        obj.run(n, {"lr": lr}, lambda s, v: False)
+    assert obj.ignored_params is not None and "ignores" in obj.ignored_params
+    assert sum("ignores" in r.message for r in caplog.records) == 1
+    uses = command(tmp_path, f"{PYTHON} train.py {{args}}", {"lr": 0.1}, IGNORES, space_keys=("lr",))
+    for n, lr in enumerate((0.1, 0.2)):
+        uses.run(10 + n, {"lr": lr}, lambda s, v: False)
+    assert uses.ignored_params is None  # it is given them: same results may be the truth
+
+
+def test_the_config_file_is_written_in_the_workspace_only(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.py").write_text(CONFIG_PY, encoding="utf-8")
+    (project / "train.py").write_text("import json, config\nprint(json.dumps({'loss': config.training['lr']}))\n")
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "r")
+    spaces.prepare()
+    cfg = ConfigFile.load(project / "config.py")
+    obj = CommandObjective(f"{PYTHON} train.py", "loss", {}, cwd=project, workspaces=spaces, config=cfg,
+                           space_keys=("training.lr",),
+                           trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
+    obj.validate()
+    assert obj.run(0, {"training.lr": 0.25}, lambda s, v: False)["value"] == 0.25
+    assert (project / "config.py").read_text(encoding="utf-8") == CONFIG_PY
+    used = (tmp_path / "run" / "trials" / "run_0000" / "config_used.py").read_text(encoding="utf-8")
+    assert '"lr": 0.25,   # learning rate: keep this comment' in used
+    assert not list((tmp_path / "run" / "workspaces").glob("trial_*"))  # removed once recorded
+    bad = CommandObjective(f"{PYTHON} train.py", "loss", {}, cwd=project, workspaces=spaces, config=cfg,
+                           space_keys=("training.nope",), trial_dir=lambda n: tmp_path)
+    with pytest.raises(ConfigFileError, match="config.py:5: no 'training.nope'"):
+        bad.validate()

@@ -1,0 +1,156 @@
+"""`agentlab nas` on a project as it is: a git repository with a config.py and a script printing text. After any
+search (finished, failed, Ctrl-C, kill -9 then --resume) the user's files are byte-identical, HEAD and status are
+unchanged and git lists the user's worktree alone; best/ reproduces the best metric and `nas apply` writes it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agentlab.cli import main
+
+CONFIG = '''\
+"""Settings of train.py (a user's config module)."""
+training = {
+    "lr": 0.01,  # learning rate
+    "epochs": 3,
+}
+model = dict(width=8)
+'''
+TRAIN = '''\
+import math, os, time
+import config
+time.sleep(float(os.environ.get("SLOW", "0")))
+lr, width = config.training["lr"], config.model["width"]
+for epoch in range(1, config.training["epochs"] + 1):
+    loss = (math.log10(lr) + 2.5) ** 2 + 1 / width + 1 / epoch
+    print(f"epoch {epoch}: val_loss={loss:.6f}", flush=True)
+print(f"val_loss: {loss:.6f} test_mse: {loss * 1.1:.6f}")
+'''
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def make_project(root: Path, *, space: dict | None = None) -> Path:
+    project = root / "project"
+    project.mkdir(parents=True)
+    (project / "config.py").write_text(CONFIG)
+    (project / "train.py").write_text(TRAIN)
+    (project / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py", "config": "config.py", "metric": "val_loss"},
+        "search": {"pruner": "none", "space": space or {"training.lr": {"low": 0.0001, "high": 0.1, "log": True},
+                                                        "model.width": {"choices": [4, 8, 16, 32]}}}}))
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "project")
+    (project / "notes.txt").write_text("an untracked file of the user's\n")
+    with open(project / "train.py", "a") as fh:
+        fh.write("# an uncommitted edit\n")
+    return project
+
+
+def snapshot(project: Path) -> dict[str, object]:
+    files = {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(project.rglob("*")) if p.is_file() and ".git" not in p.relative_to(project).parts}
+    return {"files": files, "head": git(project, "rev-parse", "HEAD"), "status": git(project, "status", "--porcelain"),
+            "worktrees": git(project, "worktree", "list", "--porcelain").count("worktree ")}
+
+
+def test_a_finished_search_leaves_the_project_as_it_was_and_best_reproduces(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    project = make_project(tmp_path)
+    before = snapshot(project)
+    run = tmp_path / "runs" / "a"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "5", "--out", str(run)]) == 0
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "git worktree of" in said and "uncommitted changes" in said and "1 untracked file" in said
+    assert snapshot(project) == {**before, "worktrees": 1}
+    results = json.loads((run / "results.json").read_text())
+    best = results["best"]
+    assert best["metrics"]["test_mse"] > 0  # every metric the script printed
+    assert "test_mse" in (run / "report.md").read_text()
+    assert {"config.py", "command.txt", "params.json"} <= {p.name for p in (run / "best").iterdir()}
+    # best/ put into the project gives the best metric again
+    assert main(["nas", "apply", str(run)]) == 0
+    assert (project / "config.py").read_text() == (run / "best" / "config.py").read_text()
+    assert "# learning rate" in (project / "config.py").read_text()
+    again = subprocess.run([sys.executable, "train.py"], cwd=project, capture_output=True, text=True, check=True)
+    assert f"val_loss: {best['val_loss']:.6f}" in again.stdout
+    git(project, "checkout", "-q", "config.py")
+    assert git(project, "apply", "--check", str(run / "best.patch")) == ""
+
+
+def test_apply_refuses_a_file_changed_since_the_search(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    project = make_project(tmp_path)
+    run = tmp_path / "runs" / "a"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "3", "--out", str(run)]) == 0
+    with open(project / "config.py", "a") as fh:
+        fh.write("# moved on\n")
+    mine = (project / "config.py").read_text()
+    assert main(["nas", "apply", str(run)]) == 2
+    assert "has changed since the search started" in capsys.readouterr().err
+    assert (project / "config.py").read_text() == mine
+    assert main(["nas", "apply", str(tmp_path)]) == 2  # not a run folder
+
+
+def test_a_failed_search_leaves_the_project_as_it_was(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    (project / "train.py").write_text("raise SystemExit('broken')\n")
+    before = snapshot(project)
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "3", "--out", str(tmp_path / "run")]) != 0
+    assert snapshot(project) == before
+
+
+def test_a_key_the_config_file_lacks_is_refused_before_trial_0(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    project = make_project(tmp_path, space={"training.lrr": {"low": 0.1, "high": 1.0}})
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "3", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "config.py:2: no 'training.lrr'" in err and "Traceback" not in err
+
+
+def start(project: Path, args: list[str], log: Path, slow: str) -> subprocess.Popen:
+    with open(log, "ab") as handle:
+        return subprocess.Popen([sys.executable, "-m", "agentlab.cli", *args], cwd=project.parent, stdout=handle,
+                                stderr=subprocess.STDOUT, env={**os.environ, "SLOW": slow})
+
+
+def wait_for_a_workspace(run: Path, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not list((run / "workspaces").glob("trial_0001")):
+        assert proc.poll() is None, log.read_text()[-2000:]
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, sig: signal.Signals) -> None:
+    project = make_project(tmp_path)
+    before = snapshot(project)
+    run, log = tmp_path / "run", tmp_path / "agentlab.log"
+    proc = start(project, ["nas", "-c", str(project / "nas.yaml"), "-n", "4", "--out", str(run)], log, "2")
+    wait_for_a_workspace(run, proc, log)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    if sig == signal.SIGINT:  # Ctrl-C: cleaned up at once
+        assert snapshot(project) == {**before, "worktrees": 1}
+    else:  # kill -9 leaves git's registration of the running trial's worktree: --resume removes it
+        assert snapshot(project)["worktrees"] == 2
+    proc = start(project, ["nas", "--resume", str(run)], log, "0")
+    assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
+    assert snapshot(project) == {**before, "worktrees": 1}
+    assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
+    assert not list((run / "workspaces").glob("trial_*"))
