@@ -232,6 +232,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
             label = str(item)
         else:
             (parts, value), label = parse_override(item), f"--set {item}"
+        parts = _existing_keys(data, parts)  # a key that holds dots itself (search.space.training.lr) kept whole
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
             key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
@@ -252,6 +253,26 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
         if source is not None:
             source.overridden[tuple(int(p) if p.isdigit() else p for p in parts)] = label
     return data
+
+
+def _existing_keys(data: Any, parts: list[str]) -> list[str]:
+    """``parts`` regrouped so that a mapping's existing key with dots in it (``training.lr`` under search.space) is
+    one part: the longest key the data holds wins at each level; the rest stays split."""
+    out: list[str] = []
+    node: Any = data
+    rest = list(parts)
+    while rest:
+        for take in range(len(rest), 1, -1):
+            key = ".".join(rest[:take])
+            if isinstance(node, dict) and key in node:
+                break
+        else:
+            take = 1
+        key = ".".join(rest[:take])
+        out.append(key)
+        rest = rest[take:]
+        node = node.get(key) if isinstance(node, dict) else None
+    return out
 
 
 def interpolate_env(data: Any, source: _Source, dotenv: dict[str, str], path: Path_ = ()) -> Any:

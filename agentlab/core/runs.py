@@ -410,6 +410,8 @@ class RunDir:
                               hint="choose a writable place with --out, or set AGENTLAB_RUNS") from None
         run = cls(path, command, rerun)
         run._lock_fd = _lock(path)  # a new folder: nobody else can hold it yet
+        if out is not None:
+            _note_outside(command, path, root)
         run._created = not existed
         run._stub = True
         run._secrets = list(secrets or [])
@@ -459,7 +461,9 @@ class RunDir:
         """The newest run of ``command`` that can be resumed (for a bare ``--resume``): it did some work and no live
         process owns it. ``RunDirError`` (exit 2) when there is none."""
         base = runs_root(root) / command
-        candidates = sorted(p for p in base.glob("*") if (p / "run.json").is_file()) if base.is_dir() else []
+        candidates = [p for p in base.glob("*") if (p / "run.json").is_file()] if base.is_dir() else []
+        candidates += [p for p in _outside(command, root) if (p / "run.json").is_file() and p not in candidates]
+        candidates.sort(key=_started)
         for path in reversed(candidates):
             if did_work(path) and not is_live(path):
                 return path
@@ -665,6 +669,37 @@ class RunDir:
 
 
 # --------------------------------------------------------------------------- running a command in its folder
+
+
+OUTSIDE = ".outside"  # under runs/<command>/: the --out folders of that command's runs, one path a line
+
+
+def _note_outside(command: str, path: Path, root: str | Path | None) -> None:
+    """Remember a run made with --out, so a bare --resume finds it (appended: one short line, no rewrite)."""
+    base = runs_root(root) / command
+    with contextlib.suppress(OSError):
+        base.mkdir(parents=True, exist_ok=True)
+        with open(base / OUTSIDE, "a", encoding="utf-8") as handle:
+            handle.write(str(path.resolve()) + "\n")
+
+
+def _outside(command: str, root: str | Path | None) -> list[Path]:
+    try:
+        text = (runs_root(root) / command / OUTSIDE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [Path(line) for line in dict.fromkeys(text.splitlines()) if line.strip()]
+
+
+def _started(path: Path) -> tuple[str, int]:
+    """A run's start time (run.json, to the second), then when its run.json was last written: the order a bare
+    --resume picks the latest by, wherever the run folder is."""
+    try:
+        started = str(json.loads((path / "run.json").read_text(encoding="utf-8")).get("started") or "")
+        written = (path / "run.json").stat().st_ctime_ns
+    except (OSError, ValueError, AttributeError):
+        started, written = "", 0
+    return started, written
 
 
 def resume_target(command: str, resume: str | Path | None, *, config: str | Path | None = None,

@@ -271,7 +271,14 @@ class NASConfig(StrictModel):
         """A setting no trial of this search can read (momentum without sgd, the Informer's own keys for another
         family) is refused, naming it, instead of being silently ignored. Set means: not its default, or searched.
         Checked on the trials' configs too (``apply_changes``), which keep the search and so pass alike; not on a
-        finished trial's saved config (``context={"saved": True}``: a run made before this check still predicts)."""
+        finished trial's saved config (``context={"saved": True}``: a run made before this check still predicts).
+        With an objective the forecaster's sections are not read at all: setting one (``--data FILE``) is refused."""
+        if self.objective is not None and not (info.context and info.context.get("saved")):
+            for name, section in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+                if getattr(self, name) != section():
+                    raise ValueError(f"{name}: not used when objective: searches your own command (it reads its "
+                                     f"own data and settings); remove {name} (or --{name} on the command line), or "
+                                     "pass it to your script through objective.command")
         if (info.context and info.context.get("saved")) or self.objective is not None:
             return self
         families = self._reachable("model.family", self.model.family)

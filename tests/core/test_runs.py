@@ -41,12 +41,22 @@ def test_resume_and_latest(in_tmp: Path) -> None:
         raise KeyboardInterrupt
     with RunDir.create("demo") as newest:
         newest.event("trial", n=0)
-    assert RunDir.latest("demo") == newest.path  # --out folders are not under runs/
+    assert RunDir.latest("demo") == newest.path
     resumed = RunDir.open("demo", resume=str(in_tmp / "r1"))
     assert resumed.status == "running" and resumed.info["resumed"][0]["previous_status"] == "interrupted"
     resumed.event("trial", n=1)
     resumed.finish("completed")
     assert [e["n"] for e in resumed.events("trial")] == [0, 1]
+
+
+def test_a_bare_resume_finds_the_latest_run_made_with_out(in_tmp: Path) -> None:
+    with RunDir.create("demo") as older:
+        older.event("trial", n=0)
+    with pytest.raises(KeyboardInterrupt), RunDir.create("demo", out=in_tmp / "elsewhere" / "x") as run:
+        run.event("trial", n=0)
+        raise KeyboardInterrupt  # Ctrl-C on `--out elsewhere/x`: a bare --resume continues that one
+    assert RunDir.latest("demo") == run.path
+    assert older.path != run.path
 
 
 def test_resume_wrong_command_and_missing(in_tmp: Path) -> None:
