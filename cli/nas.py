@@ -1,5 +1,6 @@
-"""`agentlab nas`: LLM-planned architecture search for a forecaster (Informer and five modern families); resumable.
-`agentlab nas predict RUN --data CSV` forecasts with a finished search's model."""
+"""`agentlab nas`: search your own training command as it is (its config file, flags or overrides; its printed
+metric), or the built-in forecaster's architecture; LLM-planned or classical; resumable. `agentlab nas apply RUN`
+writes the best config back; `agentlab nas predict RUN --data CSV` forecasts with a finished forecaster search."""
 
 from __future__ import annotations
 
@@ -29,13 +30,17 @@ from .common import (
 )
 from .runner import flags, run_command
 
-app = typer.Typer(help="Architecture search for a forecaster, planned by an LLM, TPE or random search.\n\n"
-                  "A planner proposes changes to the model config (the family: Informer, linear, SparseTSF, "
+app = typer.Typer(help="Search your own training command's hyperparameters, or a forecaster's architecture; "
+                  "planned by an LLM agent, TPE, CMA-ES or random search.\n\n"
+                  "Your own project as it is: an `objective:` section names the command (`python train.py`), "
+                  "the config file it reads (config.py, YAML, TOML, JSON) or how it takes params ({args}, "
+                  "{overrides}), and the metric it prints. Each trial runs in its own git worktree or copy of the "
+                  "project; your files are never written; `agentlab nas apply RUN` writes the best config back "
+                  "(docs/commands/nas-own-code.md).\n\n"
+                  "The built-in forecaster: a planner proposes changes to the model config (the family: Informer, linear, SparseTSF, "
                   "CycleNet, PatchTST or iTransformer, its settings, the lookback), each trial trains and is judged "
                   "by rules (an LLM only inside the noise band), state is saved after every trial. Runs offline on "
                   "built-in synthetic data by default.\n\n"
-                  "With an `objective:` section in the YAML it searches your own training command instead (its "
-                  "params, its metric; docs/commands/nas-own-code.md).\n\n"
                   "`agentlab nas [OPTIONS]` runs the search; `agentlab nas predict RUN --data CSV` forecasts with "
                   "its final model.", invoke_without_command=True, no_args_is_help=False)
 

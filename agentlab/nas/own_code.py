@@ -184,6 +184,11 @@ def _short(value: Any) -> str:
     return short(value, digits=4)
 
 
+def _change(base: float, best: float) -> str:
+    """The metric's own relative change, signed as the number moved (as the forecaster's summary says it)."""
+    return f"{(best - base) / abs(base):+.1%}" if base else "n/a"
+
+
 def _other_metrics(record: TrialRecord, metric: str) -> dict[str, Any]:
     """The numbers a trial reported besides the searched metric (test_mse, accuracy, ...)."""
     return {k: v for k, v in record.metrics.items() if k not in ("value", "seconds", "step", metric)
@@ -239,7 +244,8 @@ def command_summary_lines(results: dict[str, Any]) -> list[str]:
         lines.append("no trial beat the base params")
     elif base is not None and gain is not None:
         lines.append(f"best vs the base params ({base['run_id']}): {metric} {_short(base[metric])} -> "
-                     f"{_short(best[metric])} ({gain:+.1%}, positive: better)")
+                     f"{_short(best[metric])} ({_change(base[metric], best[metric])}, "
+                     f"{better(results['direction'])})")
     changed = best["params"] if base is None else diff(best["params"], base["params"])
     lines.append("best params: " + (", ".join(f"{k}={_short(v)}" for k, v in changed.items()) or "the base params"))
     agent = agent_summary(results.get("agent"))

@@ -153,6 +153,24 @@ def test_example_configs_validate_and_say_how_to_run(path: Path, monkeypatch: py
     assert main(["nas", "-c", str(path), "--dry-run"]) == 0
 
 
+@pytest.mark.parametrize(("name", "metric"), [("config_py", "val_loss"), ("argparse_text", "val_rmse")])
+def test_the_example_projects_of_other_shapes_search_as_they_are(in_tmp: Path, name: str, metric: str) -> None:
+    """A config.py project printing text, an argparse script printing text: searched without a line changed, the
+    example's files untouched (each trial runs in a worktree of this repository, or a copy)."""
+    folder = REPO / "examples" / name
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(folder / "nas.yaml"), "-n", "3"],
+                          cwd=in_tmp, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = run_folders(in_tmp)
+    results = json.loads((run / "results.json").read_text())
+    assert results["states"].get("complete", 0) >= 1 and results["best"][metric] > 0
+    assert (run / "best" / "command.txt").is_file()
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
 @pytest.mark.slow
 def test_the_example_project_trains_for_real(in_tmp: Path) -> None:
     pytest.importorskip("torch")
