@@ -52,7 +52,7 @@ def script_of(command: str, cwd: Path) -> str | None:
         return None
     root = cwd.resolve()
     for part in parts:
-        if "{params}" in part or part.startswith("-"):
+        if "{" in part or part.startswith("-"):
             continue
         path = Path(part) if Path(part).is_absolute() else cwd / part
         if path.is_file() and _inside(root, path):
@@ -60,13 +60,57 @@ def script_of(command: str, cwd: Path) -> str | None:
     return None
 
 
+def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
+    """The project's own modules ``script`` imports, and theirs (``depth`` levels): ``import config`` is
+    ``config.py`` beside the script or at the project's top, ``from model import net`` ``model/net.py`` or
+    ``model/__init__.py``; relative to ``cwd``. Installed packages are not in the project and are left out."""
+    import ast
+
+    root = cwd.resolve()
+    seen: list[str] = []
+    todo = [(script, 0)]
+    while todo:
+        rel, level = todo.pop(0)
+        path = root / rel
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+            continue
+        names: list[str] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            for base in dict.fromkeys((path.parent, root)):
+                stem = base.joinpath(*name.split("."))
+                for candidate in (stem.with_suffix(".py"), stem / "__init__.py"):
+                    if candidate.is_file() and _inside(root, candidate):
+                        found = candidate.resolve().relative_to(root).as_posix()
+                        if found not in seen and found != script:
+                            seen.append(found)
+                            if level + 1 < depth:
+                                todo.append((found, level + 1))
+    return seen
+
+
 def project_files(objective: CommandObjectiveConfig) -> list[str]:
-    """The files ``read_project`` reads, relative to ``objective.cwd``: the script first, then the README files and
-    the config files of the folder itself (not its sub-folders, not hidden files, none whose link leaves it)."""
+    """The files ``read_project`` reads, relative to ``objective.cwd``: the script first, the project's modules it
+    imports, the config file it reads (objective.config), then the README files and the config files of the folder
+    itself (not its sub-folders, not hidden files, none whose link leaves it). Never data or binaries."""
     cwd = Path(objective.cwd or ".")
     root = cwd.resolve()
     script = script_of(objective.command, cwd)
     found = [script] if script else []
+    if script:
+        found += [f for f in project_imports(script, cwd) if not SECRET_NAME.search(Path(f).name)]
+    if objective.config is not None:
+        config = objective.config if objective.config.is_absolute() else cwd / objective.config
+        if config.is_file() and _inside(root, config):
+            rel = config.resolve().relative_to(root).as_posix()
+            if rel not in found:
+                found.append(rel)
     try:
         entries = sorted(cwd.iterdir(), key=lambda p: (not p.name.upper().startswith("README"), p.name))
     except OSError:
@@ -95,8 +139,8 @@ def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any)
         return f"refused: {text} is outside the project folder {root.name}/ (only its files are readable)"
     relative = target.resolve().relative_to(root).as_posix()
     if relative not in files:
-        return (f"refused: {text} is not one of the project's readable files (the command's script, README and "
-                f"config files): {', '.join(files) or 'none'}")
+        return (f"refused: {text} is not one of the project's readable files (the command's script and the modules "
+                f"it imports, README and config files): {', '.join(files) or 'none'}")
     try:
         size = target.stat().st_size
         if size > MAX_FILE_BYTES:

@@ -124,6 +124,32 @@ def test_read_project_reads_the_projects_text_files_and_refuses_the_rest(tmp_pat
     assert "maximise" not in kit.what and "minimise m, lower is better" in kit.what and kit.scope == "this project"
 
 
+def test_read_project_offers_the_modules_the_script_imports_and_its_config_file(tmp_path: Path) -> None:
+    """What the agent of a real project needs: train.py, the project's modules it imports (not installed
+    packages), the config file it reads; never its data."""
+    project = tmp_path / "project"
+    (project / "model").mkdir(parents=True)
+    (project / "conf").mkdir()
+    (project / "train.py").write_text("import json, numpy\nimport config\nfrom model import net\nfrom utils import "
+                                      "seed_all\n")
+    (project / "config.py").write_text("training = {'lr': 0.1}\n")
+    (project / "utils.py").write_text("import os\ndef seed_all(): pass\n")
+    (project / "model" / "__init__.py").write_text("")
+    (project / "model" / "net.py").write_text("from model import layers\n")
+    (project / "model" / "layers.py").write_text("X = 1\n")
+    (project / "conf" / "train.yaml").write_text("lr: 0.1\n")
+    (project / "data.csv").write_text("a,b\n")
+    cfg = NASConfig.model_validate({"objective": {"command": "python train.py", "metric": "m",
+                                                  "config": "conf/train.yaml", "cwd": str(project)},
+                                    "search": {"space": {"lr": {"low": 0.01, "high": 1.0}}}})
+    assert cfg.objective is not None
+    files = project_files(cfg.objective)
+    assert files[:1] == ["train.py"] and "data.csv" not in files
+    assert {"config.py", "model/__init__.py", "model/net.py", "model/layers.py", "utils.py",
+            "conf/train.yaml"} <= set(files)
+    assert "training" in read_project(cfg.objective, files, "config.py")
+
+
 def routing(base_url: str) -> dict[str, Any]:
     return {"providers": {"loop": {"kind": "openai", "base_url": base_url}},
             "models": {PLANNER: {"provider": "loop", "model": PLANNER}},
