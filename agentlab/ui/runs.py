@@ -134,6 +134,12 @@ def _n(count: Any, word: str) -> str:
 
 
 def _nas(r: dict[str, Any]) -> str:
+    if "objective" in r:  # the user's own command: its metric under its own name, in its direction
+        best, metric = r.get("best"), r["metric"]
+        if not best:
+            return f"no successful trial, {_n(r['trials'], 'trial')}"
+        return (f"best {metric} {best[metric]:.4g} ({best['run_id']}; "
+                f"{'higher' if r.get('direction') == 'maximize' else 'lower'} is better), {_n(r['trials'], 'trial')}")
     best, ensemble = r["best"], r.get("ensemble")
     final = (f", ensemble val MSE {ensemble['val_mse']:.4f} ({_n(len(ensemble['members']), 'trial')})"
              if ensemble and r.get("final_model", "ensemble") == "ensemble" else "")

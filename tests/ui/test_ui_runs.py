@@ -121,3 +121,17 @@ def test_the_agent_timeline_shows_a_dash_not_none_and_what_an_edit_changed(tmp_p
         ("(candidate 0)", "no tool call", "-")]
     assert all(v != "None" and v is not None for r in rows for v in r.values())
     assert rows[1]["step"] == rows[1]["tokens"] == rows[1]["seconds"] == "-" and rows[0]["tokens"] == "9"
+
+
+@pytest.mark.parametrize(("metric", "direction", "said"), [
+    ("score", "maximize", "best score 0.81 (run_0002; higher is better), 3 trials"),
+    ("loss", "minimize", "best loss 0.125 (run_0002; lower is better), 3 trials"),
+])
+def test_a_search_of_your_own_command_shows_its_metric_by_name(root: Path, metric: str, direction: str,
+                                                                said: str) -> None:
+    value = 0.81 if metric == "score" else 0.125
+    run_folder(root, "nas", "own", results={"objective": {"command": "python train.py"}, "metric": metric,
+                                            "direction": direction, "trials": 3,
+                                            "best": {"run_id": "run_0002", metric: value}})
+    (row,) = runs.list_runs(root)
+    assert row.result == said and not row.problems
