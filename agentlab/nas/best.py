@@ -1,7 +1,8 @@
 """The best config of a search of the user's own command, back in the user's hands.
 
 ``<run>/best/`` holds the best trial's files in the user's format: the project's config file as that trial ran it
-(``best/config.py``, the edited YAML, ...), ``params.json`` and ``command.txt`` (the exact command line).
+(``best/config.py``, the edited YAML, ...), ``params.json`` and ``command.txt`` (the exact command line). Of the
+checkpoints trials wrote into their workspaces (``<trial>/checkpoint/``) only the best trial's is kept.
 ``<run>/best.patch`` is the unified diff of the config file from the user's tree as the search started to the best
 trial's (``git apply best.patch`` or ``patch -p1 < best.patch`` in the project folder). ``agentlab nas apply`` writes
 the best config file into the tree, refusing when the file has changed since the search started.
@@ -65,6 +66,11 @@ def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
                                             f"a/{rel}", f"b/{rel}"))
         atomic_write_text(patch, diff)
         written["patch"] = str(patch)
+    if (trial / "checkpoint").is_dir():
+        written["checkpoint"] = str(trial / "checkpoint")
+    for other in (run / "trials").glob("*/checkpoint"):  # only the best trial's checkpoint is kept
+        if other.parent.name != best.run_id:
+            shutil.rmtree(other, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return written

@@ -184,6 +184,45 @@ def _short(value: Any) -> str:
     return short(value, digits=4)
 
 
+def plot_curves(records: list[TrialRecord], best: TrialRecord | None, metric: str, run_path: Path) -> Path | None:
+    """``learning_curves.png``: every trial's step lines (its ``history.json``), the best trial's drawn bold; None
+    when no trial printed any (or matplotlib is missing)."""
+    import json as _json
+
+    curves = []
+    for r in records:
+        try:
+            history = _json.loads((run_path / "trials" / r.run_id / "history.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        points = [(h["step"], h[metric]) for h in history if isinstance(h, dict) and metric in h and "step" in h]
+        if points:
+            curves.append((r, points))
+    if not curves:
+        return None
+    try:
+        from agentlab.nas.report import _pyplot, save_figure
+
+        plt = _pyplot()
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r, points in curves:
+        mine = best is not None and r.run_id == best.run_id
+        ax.plot(*zip(*points, strict=True), color="C3" if mine else "0.6", linewidth=2.2 if mine else 0.8,
+                alpha=1.0 if mine else 0.6, label=f"{r.run_id} (best)" if mine else None, zorder=3 if mine else 1)
+    ax.set_xlabel("epoch / step (the script's step lines)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"learning curves of {len(curves)} trial(s)")
+    if best is not None and any(r.run_id == best.run_id for r, _ in curves):
+        ax.legend()
+    fig.tight_layout()
+    path = run_path / "learning_curves.png"
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _change(base: float, best: float) -> str:
     """The metric's own relative change, signed as the number moved (as the forecaster's summary says it)."""
     return f"{(best - base) / abs(base):+.1%}" if base else "n/a"
@@ -294,6 +333,9 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
     importances = plot_importances(study, run_path / "param_importances.png")
     if importances is not None:
         lines += ["", f"![parameter importances]({importances.relative_to(run_path)})"]
+    curves = plot_curves(outcome.records, best, metric, run_path)
+    if curves is not None:
+        lines += ["", f"![learning curves]({curves.relative_to(run_path)})"]
     lines += ["", "## Trials", "", "Changes are against the base params (trial 0).", "",
               f"| run | planner | changes | {metric} | other metrics | seconds | state | decision |",
               "|---|---|---|---|---|---|---|---|"]

@@ -34,6 +34,7 @@ lr, width = config.training["lr"], config.model["width"]
 for epoch in range(1, config.training["epochs"] + 1):
     loss = (math.log10(lr) + 2.5) ** 2 + 1 / width + 1 / epoch
     print(f"epoch {epoch}: val_loss={loss:.6f}", flush=True)
+open("model.pt", "wb").write(str(loss).encode())  # a checkpoint in the workspace
 print(f"val_loss: {loss:.6f} test_mse: {loss * 1.1:.6f}")
 '''
 
@@ -82,6 +83,13 @@ def test_a_finished_search_leaves_the_project_as_it_was_and_best_reproduces(tmp_
     assert best["metrics"]["test_mse"] > 0  # every metric the script printed
     assert "test_mse" in (run / "report.md").read_text()
     assert {"config.py", "command.txt", "params.json"} <= {p.name for p in (run / "best").iterdir()}
+    # the learning curves, and the best trial's checkpoint alone
+    assert (run / "learning_curves.png").is_file() and "learning_curves.png" in (run / "report.md").read_text()
+    assert len(json.loads((run / "trials" / "run_0000" / "history.json").read_text())) == 3
+    kept = sorted(p.parent.name for p in (run / "trials").glob("*/checkpoint"))
+    assert kept == [best["run_id"]]
+    assert (run / "trials" / best["run_id"] / "checkpoint" / "model.pt").read_text().startswith(
+        str(best["val_loss"])[:4])
     # best/ put into the project gives the best metric again
     assert main(["nas", "apply", str(run)]) == 0
     assert (project / "config.py").read_text() == (run / "best" / "config.py").read_text()

@@ -123,6 +123,36 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
     return pairs, int(step.group(1)) if step else None
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".pkl", ".joblib", ".h5", ".keras", ".onnx",
+                       ".npz")
+CHECKPOINT_CAP = 500 * 1024 * 1024  # bytes of checkpoint kept per trial (the rest is left in the workspace)
+
+
+def keep_checkpoints(cwd: Path, folder: Path, began: float) -> list[str]:
+    """Checkpoint files the trial wrote into its workspace (by suffix, modified since it began, largest last, up to
+    ``CHECKPOINT_CAP`` bytes) moved to ``<trial>/checkpoint/`` before the workspace goes; the names kept."""
+    found = []
+    for path in cwd.rglob("*"):
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                if stat.st_mtime >= began - 1:
+                    found.append((stat.st_size, path))
+    kept, total = [], 0
+    for size, path in sorted(found, key=lambda item: item[0]):
+        if total + size > CHECKPOINT_CAP:
+            log.info("checkpoint %s (%d MB) over the %d MB cap: not kept", path.name, size >> 20,
+                     CHECKPOINT_CAP >> 20)
+            continue
+        rel = path.relative_to(cwd)
+        target = folder / "checkpoint" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)
+        kept.append(str(rel))
+        total += size
+    return kept
+
+
 def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:
     return passed[key] if key in passed else lookup(base, key)[1]
 
@@ -253,7 +283,7 @@ class CommandObjective:
             atomic_write_text(folder / "command.txt", shlex.join(argv) + "\n")
             env = {**os.environ, "AGENTLAB_TRIAL_DIR": str(folder), "AGENTLAB_PARAMS": str(params_path),
                    "AGENTLAB_WORKSPACE": str(cwd)}
-            start = time.monotonic()
+            start, began = time.monotonic(), time.time()
             run = _Child(argv, cwd, env, folder)
             try:
                 result, text_result, code = self._follow(run, number, report, start)
@@ -270,6 +300,8 @@ class CommandObjective:
                                   f"`{self.metric}=<number>`; found none" + _tail(folder / "stderr.log"))
             out = {**self._result(result, folder), "seconds": seconds}
             failed = False
+            if self.workspaces is not None:
+                keep_checkpoints(cwd, folder, began)
         finally:
             if self.workspaces is not None:
                 self.workspaces.done(number, failed)
@@ -307,6 +339,7 @@ class CommandObjective:
         Returns (the last JSON result line or None, the last text result line or None, the exit code)."""
         result: dict[str, Any] | None = None
         text_result: dict[str, Any] | None = None  # the last text line reporting the metric, no epoch in it
+        history: list[dict[str, Any]] = []  # the step lines: history.json in the trial folder
         deadline = start + self.timeout_s if self.timeout_s is not None else None
         while True:
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
@@ -337,9 +370,12 @@ class CommandObjective:
                 result = data
                 continue
             value, step = data[self.metric], data["step"]
-            if _number(value) and _number(step) and float(step).is_integer() and report(int(step), float(value)):
-                run.stop()
-                raise Pruned({"value": float(value), self.metric: float(value), "step": int(step)})
+            if _number(value) and _number(step) and float(step).is_integer():
+                history.append({"step": int(step), **{k: v for k, v in data.items() if _number(v)}})
+                atomic_write_json(run.folder / "history.json", history)  # the learning curve, as it grows
+                if report(int(step), float(value)):
+                    run.stop()
+                    raise Pruned({"value": float(value), self.metric: float(value), "step": int(step)})
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             code = run.process.wait(timeout=left)
