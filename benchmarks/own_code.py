@@ -12,10 +12,13 @@ user had before searching). ``agent`` (the agent planner) and ``llm`` (the LLM c
 own runs root, so no search reads the pick memory or the agent's notes of another; after the table, one line per
 LLM planner says what the model did (tool calls, defaults, guard trials, model seconds; or picks that differed).
 
-Overhead: one search of ``--overhead-trials`` trials with the random planner and no pruner, then the same trials'
-commands (the same params files, in the same folder) run one after another in a plain Python loop. Printed: both wall
-times, agentlab's overhead per trial (its wall time minus the loop's, over the trials; agentlab's start-up included)
-and as a share of the loop's time. The last line, ``ratio: X``, is agentlab's wall time over the plain loop's.
+Overhead: one search of ``--overhead-trials`` trials with the random planner and no pruner, each trial in its own
+workspace: a git worktree (the example lies in this repository), and again on a copy of the example outside any
+repository (a copied workspace); then the same trials' commands (the same params files) run one after another in
+place in a plain Python loop. Printed: the wall times, agentlab's overhead per trial for each workspace kind (its wall
+time minus the loop's, over the trials; agentlab's start-up included) and as a share of the loop's time; and the time
+to make and remove one workspace of a repository of ``--files`` files (1,000 by default), worktree and copy, median
+of 5. The last line, ``ratio: X``, is agentlab's wall time (worktrees) over the plain loop's.
 
     python benchmarks/own_code.py                                   # 5 planners x 5 seeds x 12 trials, then overhead
     python benchmarks/own_code.py --planners agent,llm --overhead-trials 0     # the LLM planners, no overhead run
@@ -29,8 +32,10 @@ import json
 import os
 import shlex
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,7 +64,7 @@ def settings(seed: int, extra: dict | None = None) -> dict:
 
 
 def search(out: Path, planner: str, seed: int, trials: int, extra: dict | None = None,
-           llm: Path | None = None) -> tuple[Path, float]:
+           llm: Path | None = None, project: Path = EXAMPLE) -> tuple[Path, float]:
     """One agentlab search (resumed when its folder holds an unfinished one); its run folder and wall time. An LLM
     planner gets ``llm`` as --llm and a runs root of its own (the pick memory and the agent's notes live there)."""
     folder = out / f"{planner}-s{seed}"
@@ -67,7 +72,9 @@ def search(out: Path, planner: str, seed: int, trials: int, extra: dict | None =
         return folder, json.loads((folder / "bench_wall.json").read_text())["seconds"]
     out.mkdir(parents=True, exist_ok=True)
     config = out / f"{planner}-s{seed}.yaml"
-    config.write_text("# agentlab nas -c " + config.name + "\n" + yaml.safe_dump(settings(seed, extra)))
+    cfg = settings(seed, extra)
+    cfg["objective"]["cwd"] = str(project)
+    config.write_text("# agentlab nas -c " + config.name + "\n" + yaml.safe_dump(cfg))
     args = ["--resume", str(folder)] if folder.exists() else ["-c", str(config), "--out", str(folder)]
     if planner in LLM_PLANNERS:
         args += ["--llm", str(llm or REPO / "configs" / "llm.local.yaml")]
@@ -154,6 +161,11 @@ def quality(out: Path, planners: list[str], seeds: list[int], n_trials: int, at:
 
 def overhead(out: Path, n_trials: int) -> float:
     folder, wall = search(out / "overhead", "random", 0, n_trials, {"pruner": "none"})
+    copy_root = out / "overhead-copy-project"
+    if not copy_root.exists():  # the example outside any git repository: each trial gets a copy of its files
+        shutil.copytree(EXAMPLE, copy_root / EXAMPLE.name)
+    copied, copy_wall = search(out / "overhead-copy", "random", 0, n_trials, {"pruner": "none"},
+                               project=copy_root / EXAMPLE.name)
     command = settings(0)["objective"]["command"]
     start = time.perf_counter()
     for trial_dir in sorted((folder / "trials").glob("run_*")):
@@ -164,11 +176,42 @@ def overhead(out: Path, n_trials: int) -> float:
                        capture_output=True, check=True)
     plain = time.perf_counter() - start
     n = len(list((folder / "trials").glob("run_*")))
-    per_trial = (wall - plain) / n
-    print(f"\noverhead: {n} trials, agentlab {wall:.1f} s, the same commands in a plain loop {plain:.1f} s: "
-          f"{per_trial:.2f} s per trial ({100 * (wall - plain) / plain:.1f}% of the loop; target: under "
+    print(f"\noverhead: {n} trials; the same commands in place in a plain loop {plain:.1f} s (target: under "
           f"max(1 s, 2%) = {max(1.0, 0.02 * plain / n):.2f} s per trial)")
+    for kind, seconds in (("git worktree", wall), ("copy", copy_wall)):
+        print(f"  agentlab, a {kind} per trial: {seconds:.1f} s: {(seconds - plain) / n:.2f} s per trial "
+              f"({100 * (seconds - plain) / plain:.1f}% of the loop)")
     return wall / plain
+
+
+def workspace_timing(n_files: int, rounds: int = 5) -> None:
+    """Make and remove one workspace of a repository of ``n_files`` small files: git worktree and copy."""
+    from agentlab.core.search.workspace import Workspaces
+
+    with tempfile.TemporaryDirectory(prefix="bench-workspace-") as tmp:
+        repo = Path(tmp) / "repo"
+        for i in range(n_files):
+            path = repo / f"pkg{i % 20}" / f"module_{i}.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"VALUE = {i}\n" * 20)
+        for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm",
+                                                     "files"]):
+            subprocess.run(["git", *args], cwd=repo, check=True)
+        kinds = {"git worktree": Workspaces(repo, Path(tmp) / "run-w" / "workspaces", "bench"),
+                 "copy": Workspaces(repo, Path(tmp) / "run-c" / "workspaces", "bench", patterns=["*"])}
+        for kind, spaces in kinds.items():
+            spaces.prepare()
+            made, removed = [], []
+            for n in range(rounds):
+                start = time.perf_counter()
+                spaces.create(n)
+                made.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                spaces.done(n, failed=False)
+                removed.append(time.perf_counter() - start)
+            spaces.cleanup()
+            print(f"  a {kind} of {n_files} files: made in {statistics.median(made):.3f} s, removed in "
+                  f"{statistics.median(removed):.3f} s (median of {rounds})")
 
 
 def main() -> None:
@@ -178,6 +221,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--at", default="4,8,12", help="print the best after these numbers of trials")
     parser.add_argument("--overhead-trials", type=int, default=8, help="0: no overhead run")
+    parser.add_argument("--files", type=int, default=1000, help="files of the repository whose workspace is timed")
     parser.add_argument("--llm", type=Path, default=REPO / "configs" / "llm.local.yaml",
                         help="routing config of the agent and llm planners")
     parser.add_argument("--jobs", type=int, default=2, help="searches run at a time (quality part)")
@@ -188,6 +232,7 @@ def main() -> None:
             args.jobs, args.llm.absolute())
     if args.overhead_trials:
         ratio = overhead(args.out.absolute(), args.overhead_trials)
+        workspace_timing(args.files)
         print(f"ratio: {ratio:.3f}")
 
 
