@@ -31,8 +31,8 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile

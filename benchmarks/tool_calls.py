@@ -377,8 +377,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200, help="requests per throughput round (0: no gateway)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=None, help="write every item's answer and verdict here (JSON); answers are also appended to "
-                    "OUT.partial.jsonl as they come, and a run with the same --out resumes from it")
+    ap.add_argument("--out", type=Path, default=None, help="write every item's answer and verdict here (JSON); "
+                    "answers are also appended to OUT.partial.jsonl as they come, and a run with the same --out "
+                    "resumes from it")
     ap.add_argument("--replay", type=Path, default=None, help="an --out file of an earlier run with the same items: "
                     "print its table and measure the gateway on its answers, without running the model")
     args = ap.parse_args()

@@ -30,17 +30,17 @@ from .common import (
 )
 from .runner import flags, run_command
 
-app = typer.Typer(help="Search your own training command's hyperparameters, or a forecaster's architecture; "
-                  "planned by an LLM agent, TPE, CMA-ES or random search.\n\n"
+app = typer.Typer(help="Search your own training command as it is, or a forecaster's architecture.\n\n"
+                  "Planned by an LLM agent, an LLM chooser, TPE, CMA-ES or random search.\n\n"
                   "Your own project as it is: an `objective:` section names the command (`python train.py`), "
                   "the config file it reads (config.py, YAML, TOML, JSON) or how it takes params ({args}, "
                   "{overrides}), and the metric it prints. Each trial runs in its own git worktree or copy of the "
                   "project; your files are never written; `agentlab nas apply RUN` writes the best config back "
                   "(docs/commands/nas-own-code.md).\n\n"
-                  "The built-in forecaster: a planner proposes changes to the model config (the family: Informer, linear, SparseTSF, "
-                  "CycleNet, PatchTST or iTransformer, its settings, the lookback), each trial trains and is judged "
-                  "by rules (an LLM only inside the noise band), state is saved after every trial. Runs offline on "
-                  "built-in synthetic data by default.\n\n"
+                  "The built-in forecaster: a planner proposes changes to the model config (the family: Informer, "
+                  "linear, SparseTSF, CycleNet, PatchTST or iTransformer, its settings, the lookback), each trial "
+                  "trains and is judged by rules (an LLM only inside the noise band), state is saved after every "
+                  "trial. Runs offline on built-in synthetic data by default.\n\n"
                   "`agentlab nas [OPTIONS]` runs the search; `agentlab nas predict RUN --data CSV` forecasts with "
                   "its final model.", invoke_without_command=True, no_args_is_help=False)
 

@@ -671,24 +671,35 @@ class RunDir:
 # --------------------------------------------------------------------------- running a command in its folder
 
 
-OUTSIDE = ".outside"  # under runs/<command>/: the --out folders of that command's runs, one path a line
+OUTSIDE = "runs-outside.tsv"  # in agentlab's cache: runs root <tab> --out folder, one run a line
+
+
+def _outside_file() -> Path:
+    from agentlab.core.models.builtin import cache_dir
+
+    return cache_dir() / OUTSIDE
 
 
 def _note_outside(command: str, path: Path, root: str | Path | None) -> None:
-    """Remember a run made with --out, so a bare --resume finds it (appended: one short line, no rewrite)."""
-    base = runs_root(root) / command
+    """Remember a run made with --out (in agentlab's cache, never in the user's folder), so a bare --resume from the
+    same runs root finds it; one short line appended."""
+    line = f"{runs_root(root).resolve()}\t{command}\t{path.resolve()}\n"
     with contextlib.suppress(OSError):
-        base.mkdir(parents=True, exist_ok=True)
-        with open(base / OUTSIDE, "a", encoding="utf-8") as handle:
-            handle.write(str(path.resolve()) + "\n")
+        _outside_file().parent.mkdir(parents=True, exist_ok=True)
+        with open(_outside_file(), "a", encoding="utf-8") as handle:
+            handle.write(line)
 
 
 def _outside(command: str, root: str | Path | None) -> list[Path]:
+    """The --out folders of ``command``'s runs started with this runs root."""
     try:
-        text = (runs_root(root) / command / OUTSIDE).read_text(encoding="utf-8")
+        text = _outside_file().read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return []
-    return [Path(line) for line in dict.fromkeys(text.splitlines()) if line.strip()]
+    here = str(runs_root(root).resolve())
+    rows = [line.split("\t") for line in text.splitlines()]
+    mine = dict.fromkeys(r[2] for r in rows if len(r) == 3 and r[0] == here and r[1] == command)
+    return [Path(p) for p in mine]
 
 
 def _started(path: Path) -> tuple[str, int]:

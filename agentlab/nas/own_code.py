@@ -345,8 +345,8 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
         decision = ("accepted" if r.accepted else "rejected" if r.accepted is False else "") + (
             f": {reason}" if reason else "")
         decision = " ".join(decision.split()).replace("|", "/")
-        others = ", ".join(f"{k} {_short(v)}" for k, v in _other_metrics(r, metric).items()) or "-"
-        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_short(r.value)} | {others} | "
+        reported = ", ".join(f"{k} {_short(v)}" for k, v in _other_metrics(r, metric).items()) or "-"
+        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_short(r.value)} | {reported} | "
                      f"{_short(r.metrics.get('seconds', r.seconds))} | {r.state} | {decision} |")
     lines += llm_section(outcome.records, results.get("llm_contribution"), metric)
     lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])

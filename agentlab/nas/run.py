@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
@@ -22,6 +22,7 @@ from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root, saved_llm_config
+from agentlab.core.search.command import CommandObjective
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.planners import (
@@ -45,6 +46,7 @@ from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
+from agentlab.nas.best import remember_base, write_best
 from agentlab.nas.config import (
     NAIVE_FAMILIES,
     NASConfig,
@@ -55,7 +57,6 @@ from agentlab.nas.config import (
     space_values,
 )
 from agentlab.nas.ensemble import EnsembleBuilder, save_predictions
-from agentlab.nas.best import remember_base, write_best
 from agentlab.nas.own_code import (
     command_contribution,
     command_objective,
@@ -361,12 +362,12 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         if leads:
             announce(f"warm start: {len(leads)} lead(s) run first after the base config (search.warm_start)")
         objective = _objective(cfg, prepared, run_dir, progress, lambda: holder["best"])
-        spaces = getattr(objective, "workspaces", None)
+        spaces = objective.workspaces if isinstance(objective, CommandObjective) else None
         if spaces is not None:
             spaces.cleanup()  # worktrees a killed run left registered
             holder["workspace"] = spaces.prepare()
             announce(holder["workspace"])
-            remember_base(run_dir.path, objective.config, spaces.project)
+            remember_base(run_dir.path, cast(CommandObjective, objective).config, spaces.project)
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
                           objective=objective, planner=NaiveFirst(WarmStart(session.planner, leads)),
                           evaluator=evaluator,
@@ -387,7 +388,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         results = summarise_command(cfg, outcome, session.line, contribution, agent)
         results["best_files"] = write_best(run_dir.path, outcome.best)
         results["workspace"] = holder.get("workspace")
-        if getattr(objective, "ignored_params", None):
+        if isinstance(objective, CommandObjective) and objective.ignored_params:
             results["warnings"] = [objective.ignored_params]
         run_dir.save_results(results)
         run_dir.save_report(render_command_report(cfg, outcome, results, run_dir.path, study))

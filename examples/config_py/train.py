@@ -8,9 +8,8 @@ It prints one line per epoch (``epoch 3: val_loss=0.41 val_acc=0.83``) and a fin
 
 from __future__ import annotations
 
-import numpy as np
-
 import config
+import numpy as np
 
 
 def spirals(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

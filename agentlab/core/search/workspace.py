@@ -74,12 +74,12 @@ class Workspaces:
                                      "'conf/**']")
             what = "the files of objective.workspace" if self.patterns is not None else "the project's files"
             return f"workspaces: each trial runs in its own copy of {what} under {self.root} (large files linked)"
-        self.commit = _git(self.repo, "rev-parse", "HEAD")
+        self.commit = _git(self.repo, "rev-parse", "HEAD") or ""
         self.branch = f"agentlab/{self.run_name}"
         if _git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False) is None:
             _git(self.repo, "branch", self.branch, self.commit)
         patch = self.root / "uncommitted.patch"
-        diff = _git(self.repo, "diff", "HEAD", "--binary", strip=False)
+        diff = _git(self.repo, "diff", "HEAD", "--binary", strip=False) or ""
         if not patch.exists():
             patch.write_text(diff, encoding="utf-8")
         untracked = self._untracked()
@@ -164,10 +164,14 @@ class Workspaces:
         text = _git(self.repo, "ls-files", "--others", "--exclude-standard", "-z", strip=False, check=False) or ""
         skip = [p.resolve() for p in [self.root, *self.exclude]]
         out = []
+        runs: dict[Path, bool] = {}  # folder -> whether it is an agentlab run folder
         for rel in filter(None, text.split("\0")):
             path = (self.repo / rel).resolve()
             if any(s == path or s in path.parents for s in skip) or _skipped_dir(Path(rel)):
                 continue
+            parents = [p for p in path.parents if p != self.repo and self.repo in p.parents]
+            if any(runs.setdefault(p, _is_run(p)) for p in parents):
+                continue  # the files of a run folder in the project (runs/nas/...): never carried into a trial
             out.append(rel)
         return out
 
@@ -221,10 +225,14 @@ def _skipped_dir(rel: Path) -> bool:
     return any(part in SKIP_DIRS for part in rel.parts[:-1])
 
 
+def _is_run(folder: Path) -> bool:
+    return (folder / "run.json").is_file() and (folder / "config.yaml").is_file()
+
+
 def _skipped(folder: Path, skip: list[Path]) -> bool:
     if folder.name in SKIP_DIRS or folder.is_symlink():
         return True
-    if (folder / "pyvenv.cfg").is_file() or (folder / "run.json").is_file() and (folder / "config.yaml").is_file():
+    if (folder / "pyvenv.cfg").is_file() or _is_run(folder):
         return True  # a virtual environment, an agentlab run folder
     resolved = folder.resolve()
     return any(s == resolved or s in resolved.parents for s in skip)

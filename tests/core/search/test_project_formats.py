@@ -33,7 +33,8 @@ training = {
 model = dict(width=64, dropout=0.1)  # ünïcode
 data_dir = os.environ.get("DATA", "data")
 '''
-CONFIG_YAML = "# top comment\ntraining:\n  lr: 0.001   # lr comment\n  epochs: 5\n  name: \"adam\"\nmodel: {width: 64}\n"
+CONFIG_YAML = ("# top comment\ntraining:\n  lr: 0.001   # lr comment\n  epochs: 5\n  name: \"adam\"\n"
+               "model: {width: 64}\n")
 CONFIG_TOML = "# top comment\n[training]\nlr = 0.001 # lr comment\nepochs = 5\n\n[model]\nwidth = 64\n"
 CONFIG_JSON = '{\n    "training": {\n        "lr": 0.001,\n        "epochs": 5\n    },\n    "model": {"width": 64}\n}\n'
 FILES = {"config.py": CONFIG_PY, "config.yaml": CONFIG_YAML, "config.toml": CONFIG_TOML, "config.json": CONFIG_JSON}
