@@ -129,6 +129,8 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
     require_planner_model(llm_cfg, cfg.search.planner, scripted=scripted, source=llm_source(llm))
     resolve_cwd(cfg, config_file)
     command_objective(cfg, None).validate()
+    objective = objective_of(cfg)
+    Workspaces(objective.cwd or Path.cwd(), Path("."), "check", objective.workspace).check()
     space = command_space(cfg)
     space.check_base(space.complete(space.base))
     check_warm_start(cfg, space)

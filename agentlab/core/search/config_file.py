@@ -52,6 +52,8 @@ class ConfigFile:
     @classmethod
     def load(cls, path: str | Path) -> ConfigFile:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigFileError(f"objective.config: {path} is a folder", hint="give the config file itself")
         kind = format_of(path)
         try:
             text = path.read_text(encoding="utf-8")

@@ -56,6 +56,19 @@ class Workspaces:
 
     # ------------------------------------------------------------------ once per run
 
+    def check(self) -> None:
+        """Before the run folder exists (nothing written): the patterns match a file; git answers in a repository."""
+        self.project = self.project.resolve()
+        if self.patterns is not None:
+            if not self._copy_list():
+                raise WorkspaceError(f"objective.workspace: {self.patterns} match no file in {self.project}",
+                                     hint="give glob patterns relative to the project folder, e.g. ['*.py', "
+                                     "'conf/**']")
+            return
+        top = _git(self.project, "rev-parse", "--show-toplevel", check=False)
+        if top is not None:
+            _git(Path(top), "worktree", "list")  # a repository git cannot work with fails here, before trial 0
+
     def prepare(self) -> str:
         """Find the repository (if any), record the commit and the user's uncommitted work; returns the console's
         line saying how trials get their workspace."""
