@@ -208,6 +208,7 @@ def stress_workers(root: Path, storage: str, *, workers: int, kills: int, budget
     check_exact(load(storage, "stress"), root, budget, landed)
     bests = {json.loads((root / f"w{i}" / "results.json").read_text())["best"]["run_id"] for i in range(workers)}
     assert len(bests) == 1, bests  # every worker's report names the same best
+    only_the_users_worktree(root)  # every worker's worktrees gone, a killed one's included
     print(f"{len(landed)} kills landed: {dict(Counter(landed))}")
     return landed
 

@@ -215,9 +215,13 @@ class Workspaces:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        """git's worktree commands of several workers on one repository, one at a time."""
-        lock = self.root / ".git.lock"
-        self.root.mkdir(parents=True, exist_ok=True)
+        """git's worktree commands of several workers on one repository (each with its own run folder), one at a
+        time: a lock file in the temp folder named for the repository."""
+        import hashlib
+        import tempfile
+
+        repo = str((self.repo or self.project).resolve())
+        lock = Path(tempfile.gettempdir()) / f"agentlab-git-{hashlib.sha256(repo.encode()).hexdigest()[:16]}.lock"
         with open(lock, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
