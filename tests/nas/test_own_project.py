@@ -162,3 +162,48 @@ def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, s
     assert snapshot(project) == {**before, "worktrees": 1}
     assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
     assert not list((run / "workspaces").glob("trial_*"))
+
+
+def test_data_beside_an_objective_is_refused_not_ignored(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    project = make_project(tmp_path)
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--data", "missing.csv",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "data: not used when objective:" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_reaches_a_dotted_space_key(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--set", "search.space.training.lr.low=0.005",
+                 "--out", str(run)]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["search"]["space"]["training.lr"]["low"] == 0.005 and "training" not in saved["search"]["space"]
+
+
+def test_the_summary_and_report_say_the_change_against_the_base_in_the_metrics_direction(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    project = make_project(tmp_path)
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "5", "--out", str(run)]) == 0
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    results = json.loads((run / "results.json").read_text())
+    base, best = results["base"]["val_loss"], results["best"]["val_loss"]
+    assert best < base and f"({(best - base) / base:+.1%}, lower is better)" in said  # the number moved down
+    report = (run / "report.md").read_text()
+    assert "Changes are against the base params" in report and "| other metrics |" in report
+
+
+def test_the_first_lines_say_nas_searches_your_own_training_command() -> None:
+    from typer.testing import CliRunner
+
+    from agentlab.cli import app
+
+    runner = CliRunner()
+    assert "your own training command" in runner.invoke(app, ["--help"], terminal_width=200).output
+    assert "your own training command" in runner.invoke(app, ["nas", "--help"], terminal_width=200).output
+    root = Path(__file__).resolve().parents[2]
+    for page in ("README.md", "docs/index.md"):
+        head = " ".join((root / page).read_text(encoding="utf-8").split("\n\n")[1].split())
+        assert "your own training command" in head, page
