@@ -9,6 +9,7 @@ the line where it applies, what is wrong, and what to do next. Never a traceback
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,11 @@ def human_size(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+CACHE_ENV = "AGENTLAB_CACHE"
+
+
+def cache_dir() -> Path:
+    """agentlab's cache folder: ``$AGENTLAB_CACHE``, else ``~/.cache/agentlab``."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/agentlab").expanduser()

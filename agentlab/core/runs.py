@@ -675,7 +675,7 @@ OUTSIDE = "runs-outside.tsv"  # in agentlab's cache: runs root <tab> --out folde
 
 
 def _outside_file() -> Path:
-    from agentlab.core.models.builtin import cache_dir
+    from agentlab.core.files import cache_dir
 
     return cache_dir() / OUTSIDE
 

@@ -35,15 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentlab.core.errors import AgentlabError, MissingPackage
+from agentlab.core.files import CACHE_ENV, cache_dir
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "AGENTLAB_CACHE"
-
-
-def cache_dir() -> Path:
-    """agentlab's cache folder: ``$AGENTLAB_CACHE``, else ``~/.cache/agentlab``."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/agentlab").expanduser()
 
 
 @dataclass(frozen=True)
