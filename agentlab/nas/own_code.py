@@ -170,9 +170,11 @@ def who(record: TrialRecord) -> str:
     return f"llm: {said.get(record.origin, record.origin)}"
 
 
-def trial_line(record: TrialRecord, metric: str) -> str:
-    """The console's line for a finished trial: what changed, the metric, the seconds, or why it failed."""
-    changes = ", ".join(f"{k}={_short(v)}" for k, v in record.changes.items()) or "base params"
+def trial_line(record: TrialRecord, metric: str, base: dict[str, Any] | None = None) -> str:
+    """The console's line for a finished trial: what differs from the base params (``base``; else from the best
+    when it was planned), the metric, the seconds, or why it failed."""
+    changed = diff(record.params, base) if base is not None else record.changes
+    changes = ", ".join(f"{k}={_short(v)}" for k, v in changed.items()) or "base params"
     seconds = record.metrics.get("seconds", record.seconds)
     took = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     if record.state == "failed":

@@ -426,7 +426,8 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
             for r in records:
                 if r.number not in shown and r.state in ("complete", "pruned", "failed"):
                     shown.add(r.number)
-                    announce(trial_line(r, metric))
+                    base = next((b.params for b in records if b.number == 0), None)
+                    announce(trial_line(r, metric, base))
             return
         log_trials(tracker, study, records, run_dir.path)
         if builder is not None:
