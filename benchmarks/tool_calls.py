@@ -351,6 +351,59 @@ def gate_table(data: Path) -> list[str]:
     return lines
 
 
+def probe_parallel(data: Path, model: str, n: int, seed: int) -> None:
+    """Why parallel calls fail, measured on the model itself: for ``n`` seeded ``parallel`` items, the prompt as the
+    llama_cpp provider renders it (the model's own template with the item's tools), followed by BFCL's first expected
+    call in the model's format; printed: the probability the model gives to ending its answer there against opening
+    the next call. No grammar and no sampling: the model's own next-token distribution."""
+    import math
+
+    from llama_cpp import Llama
+
+    from agentlab.core.llm.providers.llama_cpp import _formatter
+    from agentlab.core.llm.tool_formats import FORMATS
+    from agentlab.core.models.builtin import assemble
+
+    path = assemble(model) if not model.endswith(".gguf") else Path(model)
+    llm = Llama(str(path), n_ctx=4096, logits_all=True, verbose=False, n_threads=MODEL["threads"])
+    formatter = _formatter(llm, model)
+    fmt = FORMATS["qwen"] if "qwen" in model else FORMATS["smollm2"]
+    ends = {llm.token_eos(), *(t for t in llm.tokenize(b"<|im_end|><|endoftext|>", add_bos=False, special=True))}
+    print(f"\nparallel probe: {model}, {n} items; P(the answer ends) right after the first expected call")
+    print("| item | calls expected | P(end) | P(another call) | most likely next |")
+    print("|---|---|---|---|---|")
+    shares = []
+    for item in load_items(data, "parallel", n, seed):
+        first = item["answer"][0]
+        name, args = next(iter(first.items()))
+        call = {"name": name.replace(".", "_"), "arguments": {k: v[0] for k, v in args.items() if v and v[0] != ""}}
+        prompt = formatter(messages=item["question"][0], tools=tools_of(item)).prompt + fmt.calls_text([call])
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(tokens)
+        logits = list(llm.scores[llm.n_tokens - 1])
+        top = max(logits)
+        weights = [math.exp(x - top) for x in logits]
+        total = sum(weights)
+        # a separator first ("\n"), then the choice: ending or a next block
+        sep = llm.tokenize(fmt.separator.encode(), add_bos=False, special=True) if fmt.separator else []
+        if sep:
+            llm.eval(sep[:1])
+            logits = list(llm.scores[llm.n_tokens - 1])
+            top = max(logits)
+            weights = [math.exp(x - top) for x in logits]
+            total = sum(weights)
+        opener = llm.tokenize(fmt.open.strip().encode(), add_bos=False, special=True)[0]
+        p_end = sum(weights[t] for t in ends) / total
+        p_more = weights[opener] / total
+        best = max(range(len(weights)), key=weights.__getitem__)
+        shares.append(p_end)
+        said = llm.detokenize([best], special=True).decode("utf-8", errors="replace")
+        print(f"| {item['id']} | {len(item['answer'])} | {p_end:.3f} | {p_more:.3f} | {said!r} |")
+    print(f"mean P(end) after the first call: {sum(shares) / len(shares):.3f} over {len(shares)} items that each "
+          "need 2 or more calls")
+
+
 def row(category: str, mode: str, results: list[dict[str, Any]]) -> str:
     n = len(results)
     return (f"| {category} | {mode} | {n} | {sum(r['correct'] for r in results) / n:.2f} | "
@@ -382,8 +435,13 @@ def main() -> None:
                     "resumes from it")
     ap.add_argument("--replay", type=Path, default=None, help="an --out file of an earlier run with the same items: "
                     "print its table and measure the gateway on its answers, without running the model")
+    ap.add_argument("--probe-parallel", type=int, default=0, metavar="N", help="only measure, on N parallel items, "
+                    "the probability the model ends its answer after the first expected call (no table)")
     args = ap.parse_args()
     MODEL.update(name=args.model, profile=args.profile, threads=args.threads)
+    if args.probe_parallel:
+        probe_parallel(bfcl_data(args.bfcl_python), args.model, args.probe_parallel, args.seed)
+        return
 
     data = bfcl_data(args.bfcl_python)
     categories = [c for c in args.categories.split(",") if c]
