@@ -16,12 +16,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
-from agentlab.core.runs import atomic_write_json, atomic_write_text
+from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from agentlab.core.search.config_file import ConfigFile
 from agentlab.core.search.records import TrialRecord
 
@@ -33,7 +34,7 @@ def remember_base(run: Path, config: ConfigFile | None, project: Path) -> None:
     if config is None or (run / "base" / BASE_META).is_file():
         return
     rel = config.path.resolve().relative_to(project.resolve())
-    atomic_write_text(run / "base" / rel, config.text)
+    atomic_write_bytes(run / "base" / rel, config.text.encode("utf-8"))
     atomic_write_json(run / "base" / BASE_META, {"file": str(rel), "project": str(project.resolve()),
                                                    "sha256": _sha(config.text)})
 
@@ -60,8 +61,8 @@ def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(used, tmp / rel)
         written["files"].append(str(rel))
-        before = (run / "base" / rel).read_text(encoding="utf-8")
-        after = used.read_text(encoding="utf-8")
+        before = (run / "base" / rel).read_bytes().decode("utf-8")
+        after = used.read_bytes().decode("utf-8")
         diff = "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                             f"a/{rel}", f"b/{rel}"))
         atomic_write_text(patch, diff)
@@ -96,17 +97,19 @@ def apply_best(run: Path) -> tuple[Path, str]:
                          hint="finish the search (agentlab nas --resume RUN), then apply")
     target = Path(meta["project"]) / rel
     try:
-        current = target.read_text(encoding="utf-8")
+        current = target.read_bytes()
     except OSError as exc:
         raise UsageError(f"{target}: cannot be read ({exc.strerror or exc})",
                          hint="restore the file, or copy best/ by hand") from None
-    new = best.read_text(encoding="utf-8")
+    new = best.read_bytes()
     if current == new:
         return target, "already the best config"
     if _sha(current) != meta["sha256"]:
         raise UsageError(f"{target} has changed since the search started: not overwritten",
                          hint=f"apply the patch by hand (git apply {run / 'best.patch'}), or copy {best}")
-    atomic_write_text(target, new)
+    mode = target.stat().st_mode & 0o7777
+    atomic_write_bytes(target, new)
+    os.chmod(target, mode)  # the user's file keeps its permissions
     return target, "written"
 
 
@@ -117,5 +120,5 @@ def _base_meta(run: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _sha(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode("utf-8") if isinstance(text, str) else text).hexdigest()

@@ -30,6 +30,12 @@ SECRET_NAME = re.compile(r"secret|credential|token|passw|api[_-]?key|private|ser
                          re.IGNORECASE)
 
 
+# A secret written into a file the model reads (``WANDB_API_KEY = "abc..."``, ``token: 'xyz...'``): its value
+# replaced before the text leaves (the model may be a remote API).
+SECRET_VALUE = re.compile(
+    r"((?:api[_-]?key|token|secret|passw(?:or)?d|auth)[\w-]*[\"']?\s*[=:]\s*)([\"'])[^\"'\n]{6,}\2", re.IGNORECASE)
+
+
 def better(direction: str) -> str:
     """``higher is better`` / ``lower is better``: the direction in the words the model and the user read."""
     return "higher is better" if direction == "maximize" else "lower is better"
@@ -51,6 +57,12 @@ def script_of(command: str, cwd: Path) -> str | None:
     except ValueError:
         return None
     root = cwd.resolve()
+    if "-m" in parts[:-1]:  # python -m package.train: the module's file in the project
+        module = parts[parts.index("-m") + 1]
+        stem = root.joinpath(*module.split("."))
+        for candidate in (stem.with_suffix(".py"), stem / "__main__.py"):
+            if candidate.is_file() and _inside(root, candidate):
+                return candidate.resolve().relative_to(root).as_posix()
     for part in parts:
         if "{" in part or part.startswith("-"):
             continue
@@ -80,8 +92,16 @@ def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names += [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level:  # from .utils import x; from . import model
+                up = path.parent
+                for _ in range(node.level - 1):
+                    up = up.parent
+                prefix = up.relative_to(root).as_posix().replace("/", ".") if up != root else ""
+                base_name = ".".join(p for p in (prefix, node.module or "") if p)
+                names += ([base_name] if base_name else []) + [".".join(p for p in (base_name, a.name) if p)
+                                                               for a in node.names]
         for name in names:
             for base in dict.fromkeys((path.parent, root)):
                 stem = base.joinpath(*name.split("."))
@@ -155,6 +175,7 @@ def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any)
     except UnicodeDecodeError:
         return f"refused: {relative} is not UTF-8 text"
     content = redact(content)  # the values of secret environment variables and URL credentials, scrubbed
+    content = SECRET_VALUE.sub(r"\1\2[redacted]\2", content)  # and keys written into the code
     if len(content) <= READ_CHARS:
         return f"{relative} ({len(content)} characters):\n{content}"
     return (f"{relative} (cut: the first {READ_CHARS} of {len(content)} characters):\n{content[:READ_CHARS]}\n"

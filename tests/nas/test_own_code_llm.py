@@ -150,6 +150,22 @@ def test_read_project_offers_the_modules_the_script_imports_and_its_config_file(
     assert "training" in read_project(cfg.objective, files, "config.py")
 
 
+def test_read_project_follows_python_m_and_relative_imports_and_hides_keys_in_code(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pkg" / "__init__.py").write_text("")
+    (project / "pkg" / "train.py").write_text("from .utils import seed\nfrom . import settings\n")
+    (project / "pkg" / "utils.py").write_text("def seed(): pass\n")
+    (project / "pkg" / "settings.py").write_text('WANDB_API_KEY = "0123456789abcdef"\nLR = 0.1\n')
+    cfg = NASConfig.model_validate({"objective": {"command": "python -m pkg.train", "metric": "m", "params": {"x": 1},
+                                                  "cwd": str(project)}, "search": {"space": {"x": {"low": 0, "high": 2}}}})
+    assert cfg.objective is not None
+    files = project_files(cfg.objective)
+    assert files[0] == "pkg/train.py" and {"pkg/utils.py", "pkg/settings.py"} <= set(files)
+    said = read_project(cfg.objective, files, "pkg/settings.py")
+    assert "0123456789abcdef" not in said and 'WANDB_API_KEY = "[redacted]"' in said and "LR = 0.1" in said
+
+
 def routing(base_url: str) -> dict[str, Any]:
     return {"providers": {"loop": {"kind": "openai", "base_url": base_url}},
             "models": {PLANNER: {"provider": "loop", "model": PLANNER}},

@@ -91,7 +91,9 @@ def test_a_finished_search_leaves_the_project_as_it_was_and_best_reproduces(tmp_
     assert (run / "trials" / best["run_id"] / "checkpoint" / "model.pt").read_text().startswith(
         str(best["val_loss"])[:4])
     # best/ put into the project gives the best metric again
+    mode = (project / "config.py").stat().st_mode
     assert main(["nas", "apply", str(run)]) == 0
+    assert (project / "config.py").stat().st_mode == mode
     assert (project / "config.py").read_text() == (run / "best" / "config.py").read_text()
     assert "# learning rate" in (project / "config.py").read_text()
     again = subprocess.run([sys.executable, "train.py"], cwd=project, capture_output=True, text=True, check=True)
@@ -207,3 +209,63 @@ def test_the_first_lines_say_nas_searches_your_own_training_command() -> None:
     for page in ("README.md", "docs/index.md"):
         head = " ".join((root / page).read_text(encoding="utf-8").split("\n\n")[1].split())
         assert "your own training command" in head, page
+
+
+def test_a_relative_out_from_another_folder_still_makes_worktrees_outside_the_tree(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = make_project(tmp_path)
+    before = snapshot(project)
+    monkeypatch.chdir(tmp_path)
+    assert main(["nas", "-c", "project/nas.yaml", "-n", "3", "--out", "runs/rel"]) == 0
+    assert json.loads((tmp_path / "runs" / "rel" / "results.json").read_text())["states"] == {"complete": 3}
+    assert snapshot(project) == before
+
+
+def test_crlf_and_latin1_edits_a_gitignored_data_folder_and_a_run_name_with_a_space(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    (project / "notes.txt").unlink()
+    (project / "crlf.txt").write_bytes(b"a\r\nb\r\n")
+    (project / "latin.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (project / ".gitignore").write_text("data/\n")
+    git(project, "add", "-A")
+    git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "more")
+    (project / "crlf.txt").write_bytes(b"a\r\nc\r\n")
+    (project / "latin.txt").write_bytes("na\xefve\n".encode("latin-1"))
+    (project / "data").mkdir()
+    (project / "data" / "train.csv").write_text("x\n1\n")
+    with open(project / "train.py", "a") as fh:
+        fh.write("assert open('data/train.csv').read() == 'x\\n1\\n'\n"
+                 "assert open('crlf.txt', 'rb').read() == b'a\\r\\nc\\r\\n'\n")
+    before = snapshot(project)
+    run = tmp_path / "runs" / "try 1"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "3", "--out", str(run)]) == 0
+    assert json.loads((run / "results.json").read_text())["states"] == {"complete": 3}
+    assert snapshot(project) == before
+    assert "agentlab/try-1" in git(project, "branch", "--list", "agentlab/*")
+
+
+def test_resume_after_head_moved_runs_the_commit_the_search_started_from(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    run, log = tmp_path / "run", tmp_path / "agentlab.log"
+    proc = start(project, ["nas", "-c", str(project / "nas.yaml"), "-n", "4", "--out", str(run)], log, "2")
+    wait_for_a_workspace(run, proc, log)
+    proc.kill()
+    proc.wait(timeout=30)
+    git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "the user moves on")
+    proc = start(project, ["nas", "--resume", str(run)], log, "0")
+    assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
+    assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
+    assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_the_base_config_is_never_rewritten_and_apply_keeps_the_files_mode(tmp_path: Path) -> None:
+    project = make_project(tmp_path, space={"model.width": {"choices": [8, 1]}})  # the base (8) is best
+    (project / "config.py").write_text(CONFIG.replace("0.01", "1e-2"))
+    os.chmod(project / "config.py", 0o640)
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(run)]) == 0
+    assert (run / "trials" / "run_0000" / "config_used.py").read_text() == CONFIG.replace("0.01", "1e-2")
+    assert json.loads((run / "results.json").read_text())["best"]["run_id"] == "run_0000"
+    assert (run / "best.patch").read_text() == ""
+    assert main(["nas", "apply", str(run)]) == 0  # already the best config: nothing written
+    assert (project / "config.py").stat().st_mode & 0o777 == 0o640

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.errors import UsageError
 from agentlab.core.runs import atomic_write_json, atomic_write_text
 from agentlab.core.search.loop import Pruned, TrialFailed
-from agentlab.core.search.space import lookup
+from agentlab.core.search.space import lookup, same_value
 
 if TYPE_CHECKING:
     from agentlab.core.search.config_file import ConfigFile
@@ -64,7 +64,7 @@ ARGS, OVERRIDES = "{args}", "{overrides}"
 USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf)"
 STEP = re.compile(r"\b(?:epoch|step|iter|iteration)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
-PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)\s*[:=]\s*({NUMBER})(?![\w.])")
+PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)\s*[:=]\s*({NUMBER})(?!\w|\.\d)")
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
 PR_SET_PDEATHSIG = 1
@@ -118,6 +118,9 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
     if metric not in pairs:
         return None
     step = STEP.search(line)
+    at = re.search(rf"(?<![\w.]){re.escape(metric)}\s*[:=]", line)
+    if step is not None and at is not None and step.start() > at.start():
+        step = None  # `best val_loss: 0.21 at epoch 7`: a final line that names an epoch, not a step line
     for name in ("epoch", "step", "iter", "iteration"):
         pairs.pop(name, None)
     return pairs, int(step.group(1)) if step else None
@@ -128,16 +131,32 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".pkl", "
 CHECKPOINT_CAP = 500 * 1024 * 1024  # bytes of checkpoint kept per trial (the rest is left in the workspace)
 
 
-def keep_checkpoints(cwd: Path, folder: Path, began: float) -> list[str]:
-    """Checkpoint files the trial wrote into its workspace (by suffix, modified since it began, largest last, up to
-    ``CHECKPOINT_CAP`` bytes) moved to ``<trial>/checkpoint/`` before the workspace goes; the names kept."""
+def snapshot(folder: Path, names: tuple[str, ...] = ()) -> dict[Path, int]:
+    """path -> mtime (ns) of the checkpoint files (``CHECKPOINT_SUFFIXES``) and the files named ``names`` under
+    ``folder`` (links not followed): what a trial found, to tell it from what it wrote."""
+    out: dict[Path, int] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)) and d != ".git"]
+        for name in filenames:
+            if name in names or (not names and os.path.splitext(name)[1].lower() in CHECKPOINT_SUFFIXES):
+                path = Path(dirpath) / name
+                with contextlib.suppress(OSError):
+                    if not path.is_symlink():
+                        out[path] = path.stat().st_mtime_ns
+    if not names:
+        out.update(snapshot(folder, ("metrics.json",)))
+    return out
+
+
+def keep_checkpoints(cwd: Path, folder: Path, before: dict[Path, int]) -> list[str]:
+    """Checkpoint files the trial wrote into its workspace (by suffix; new or changed since the workspace was made,
+    smallest first, up to ``CHECKPOINT_CAP`` bytes) moved to ``<trial>/checkpoint/`` before the workspace goes;
+    the names kept."""
     found = []
-    for path in cwd.rglob("*"):
-        if path.suffix.lower() in CHECKPOINT_SUFFIXES and path.is_file() and not path.is_symlink():
+    for path, mtime in snapshot(cwd).items():
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES and before.get(path) != mtime:
             with contextlib.suppress(OSError):
-                stat = path.stat()
-                if stat.st_mtime >= began - 1:
-                    found.append((stat.st_size, path))
+                found.append((path.stat().st_size, path))
     kept, total = [], 0
     for size, path in sorted(found, key=lambda item: item[0]):
         if total + size > CHECKPOINT_CAP:
@@ -245,6 +264,15 @@ class CommandObjective:
         if self.config is not None:
             own = [k for k in self.space_keys if not lookup(self.own_params, k)[0]]
             self.config.require(own)
+            self.config.check_writable(own)
+            passes = any(p in part for part in parts for p in USES_PARAMS)
+            for key in flatten(self.own_params):
+                if not self.config.lookup(key)[0] and not passes and not any(
+                        key in self._value_keys(part) for part in parts):
+                    raise UsageError(f"objective.params.{key}: neither in {self.config.path.name} nor passed to "
+                                     "the command (no {args}, {overrides}, {params} or {" + key + "} in it)",
+                                     hint=f"fix the name to one of {self.config.path.name}'s keys, or pass it to the "
+                                     "command with a placeholder")
         missing = [key for key in self.space_keys if not lookup(self.base_params, key)[0]]
         if missing:
             raise UsageError(f"search.space.{missing[0]}: not a key of objective.params",
@@ -274,16 +302,14 @@ class CommandObjective:
         failed = True
         cwd = self.workspaces.create(number) if self.workspaces is not None else self.cwd
         try:
-            if self.workspaces is not None:  # one the project holds (committed, or left by a run) is not this trial's
-                with contextlib.suppress(FileNotFoundError):
-                    (cwd / "metrics.json").unlink()
+            before = snapshot(cwd) if self.workspaces is not None else {}  # what the trial did not write
             if self.config is not None:
                 self._write_config(cwd, folder, params)
             argv = self.argv(str(params_path), params)
             atomic_write_text(folder / "command.txt", shlex.join(argv) + "\n")
             env = {**os.environ, "AGENTLAB_TRIAL_DIR": str(folder), "AGENTLAB_PARAMS": str(params_path),
                    "AGENTLAB_WORKSPACE": str(cwd)}
-            start, began = time.monotonic(), time.time()
+            start = time.monotonic()
             run = _Child(argv, cwd, env, folder)
             try:
                 result, text_result, code = self._follow(run, number, report, start)
@@ -292,16 +318,18 @@ class CommandObjective:
             seconds = round(time.monotonic() - start, 3)
             if code != 0:
                 raise TrialFailed(f"exit code {code} after {seconds:g} s" + _tail(folder / "stderr.log"))
-            result = result or self._metrics_file(folder, cwd) or text_result
+            result = (result or self._metrics_file(folder, cwd, before) or text_result
+                      or self._stderr_result(folder))
             if result is None:
+                where = "in the workspace (any folder) and " if self.workspaces is not None else ""
                 raise TrialFailed(f"no result: looked for a stdout line that is a JSON object with {self.metric!r} "
-                                  f"(and no 'step'), metrics.json in the workspace ({cwd}) and in the trial folder, "
-                                  f"and a line of output reading `{self.metric}: <number>` or "
+                                  f"(and no 'step'), a metrics.json written by the trial {where}in the trial folder, "
+                                  f"and a line of stdout or stderr reading `{self.metric}: <number>` or "
                                   f"`{self.metric}=<number>`; found none" + _tail(folder / "stderr.log"))
             out = {**self._result(result, folder), "seconds": seconds}
             failed = False
             if self.workspaces is not None:
-                keep_checkpoints(cwd, folder, began)
+                keep_checkpoints(cwd, folder, before)
         finally:
             if self.workspaces is not None:
                 self.workspaces.done(number, failed)
@@ -312,7 +340,10 @@ class CommandObjective:
         """The workspace's copy of the project's config file with this trial's values; a copy of it in the trial
         folder (``config_used`` plus the file's suffix)."""
         assert self.config is not None and self.workspaces is not None, "a config file needs workspaces"
-        values = {k: v for k, v in {**flatten(self.own_params), **params}.items() if self.config.lookup(k)[0]}
+        wanted = {**flatten(self.own_params), **params}
+        # only what differs from the file: a value the trial keeps stays as the user wrote it (1e-3, quotes, ...)
+        values = {k: v for k, v in wanted.items()
+                  if (found := self.config.lookup(k))[0] and not same_value(found[1], v)}
         text = self.config.render(values)
         rel = self.config.path.resolve().relative_to(self.cwd.resolve())
         atomic_write_text(cwd / rel, text)
@@ -387,10 +418,15 @@ class CommandObjective:
         return TrialFailed(f"timed out after {self.timeout_s:g} s (objective.timeout_s)"
                            + _tail(run.folder / "stderr.log"))
 
-    def _metrics_file(self, folder: Path, cwd: Path) -> dict[str, Any] | None:
-        """``metrics.json`` of the trial folder, else of the workspace (where the script runs; removed before the
-        run, so it is this trial's), never of the user's own folder (an earlier run's); None without."""
-        places = [folder / "metrics.json"] + ([cwd / "metrics.json"] if self.workspaces is not None else [])
+    def _metrics_file(self, folder: Path, cwd: Path, before: dict[Path, int]) -> dict[str, Any] | None:
+        """``metrics.json`` of the trial folder, else the newest one the trial wrote anywhere in its workspace (a
+        Hydra-style ``outputs/<date>/metrics.json`` included; one the project held before is not this trial's),
+        never of the user's own folder (an earlier run's); None without."""
+        places = [folder / "metrics.json"]
+        if self.workspaces is not None:
+            written = [(mtime, path) for path, mtime in snapshot(cwd, ("metrics.json",)).items()
+                       if before.get(path) != mtime]
+            places += [path for _, path in sorted(written, reverse=True)]
         for path in places:
             if not path.is_file():
                 continue
@@ -401,6 +437,18 @@ class CommandObjective:
             if not isinstance(data, dict) or self.metric not in data:
                 raise TrialFailed(f"{path} has no {self.metric!r} key" + _tail(folder / "stderr.log"))
             return data
+        return None
+
+    def _stderr_result(self, folder: Path) -> dict[str, Any] | None:
+        """The last line of stderr reading ``<metric>: <number>`` (a script that reports through ``logging``)."""
+        try:
+            text = (folder / "stderr.log").read_bytes()[-65536:].decode("utf-8", errors="replace")
+        except OSError:
+            return None
+        for line in reversed(text.splitlines()):
+            found = text_metrics(line, self.metric)
+            if found is not None and found[1] is None:
+                return found[0]
         return None
 
     def _result(self, data: dict[str, Any], folder: Path) -> dict[str, Any]:

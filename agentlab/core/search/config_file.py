@@ -56,7 +56,8 @@ class ConfigFile:
             raise ConfigFileError(f"objective.config: {path} is a folder", hint="give the config file itself")
         kind = format_of(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8", newline="") as handle:  # CRLF kept: the file is written back as it was
+                text = handle.read()
         except FileNotFoundError:
             raise ConfigFileError(f"objective.config: {path} does not exist", hint="give the path of the project's "
                                   "config file, relative to objective.cwd") from None
@@ -94,7 +95,22 @@ class ConfigFile:
             self.require([key])
         if not values:
             return self.text
-        return _WRITE[self.kind](self, values)
+        try:
+            return _WRITE[self.kind](self, values)
+        except (StopIteration, KeyError, AttributeError, TypeError) as exc:
+            key = next(iter(values))
+            raise ConfigFileError(f"{self.path}: cannot write {', '.join(values)} into this file ({type(exc).__name__}"
+                                  f"{': ' + str(exc) if str(exc) else ''})",
+                                  hint=f"write {key} as a plain value in place (not through a YAML anchor or merge "
+                                  "key, not computed), or search it through {args} / {overrides}") from None
+
+    def check_writable(self, keys: list[str] | tuple[str, ...]) -> None:
+        """Each key can be written into the file (found by the parser where it is written, not only read): before
+        trial 0, so a file shape this cannot edit fails there and not mid-search."""
+        for key in keys:
+            found, value = self.lookup(key)
+            if found:
+                self.render({key: _other(value)})
 
     def write(self, path: Path, values: dict[str, Any]) -> None:
         from agentlab.core.runs import atomic_write_text
@@ -113,6 +129,17 @@ class ConfigFile:
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def _other(value: Any) -> Any:
+    """A value of the same kind that differs from ``value`` (to try a write)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    return [value]
 
 
 def _read_json(path: Path, text: str) -> dict[str, Any]:
@@ -241,8 +268,15 @@ def _write_python(cfg: ConfigFile, values: dict[str, Any]) -> str:
             node = _dict_value(node, part, cfg.path, key)
         start = _offset(cfg.text, starts, node.lineno, node.col_offset)
         end = _offset(cfg.text, starts, node.end_lineno or node.lineno, node.end_col_offset or 0)
-        spans.append((start, end, repr(value)))
+        spans.append((start, end, _python_text(value, cfg.text[start:end])))
     return _splice(cfg.text, spans)
+
+
+def _python_text(value: Any, written: str) -> str:
+    """``value`` as Python source, a string in the quotes the old value was written in."""
+    if isinstance(value, str) and written[:1] == '"' and '"' not in value and "\\" not in value:
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
 
 
 def _dict_value(node: ast.expr, part: str, path: Path, key: str) -> ast.expr:

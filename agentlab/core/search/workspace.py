@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
+import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,11 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentlab.core.errors import UsageError
+from agentlab.core.runs import atomic_write_bytes, atomic_write_json
 
 LINK_OVER = 50 * 1024 * 1024  # a file this large is linked, not copied, into a copy workspace
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints",
              "node_modules", ".tox", ".nox", "wandb", "mlruns", ".agentlab"}
 GIT_TIMEOUT_S = 120
+PATCH = "uncommitted.patch"  # the user's uncommitted changes as the search started (bytes, applied to each worktree)
+RECORD = "workspace.json"  # the commit and branch the search started from: --resume uses them, wherever HEAD is
 
 
 class WorkspaceError(UsageError):
@@ -53,6 +58,11 @@ class Workspaces:
     commit: str | None = None
     branch: str | None = None
     carried: str = ""  # what of the user's uncommitted work is carried in, for the console
+
+    def __post_init__(self) -> None:
+        # absolute: git runs in the repository's folder, and a relative path would land in the user's tree
+        self.root = Path(os.path.abspath(self.root))
+        self.project = Path(os.path.abspath(self.project))
 
     # ------------------------------------------------------------------ once per run
 
@@ -87,24 +97,41 @@ class Workspaces:
                                      "'conf/**']")
             what = "the files of objective.workspace" if self.patterns is not None else "the project's files"
             return f"workspaces: each trial runs in its own copy of {what} under {self.root} (large files linked)"
-        self.commit = _git(self.repo, "rev-parse", "HEAD") or ""
-        self.branch = f"agentlab/{self.run_name}"
-        if _git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False) is None:
+        record = self.root / RECORD
+        saved = _read_record(record)
+        if saved:  # a resumed run: the commit and the branch it started from, whatever HEAD is now
+            self.commit, self.branch = saved["commit"], saved["branch"]
+        else:
+            self.commit = _git(self.repo, "rev-parse", "HEAD") or ""
+            self.branch = self._free_branch(branch_name(self.run_name))
             _git(self.repo, "branch", self.branch, self.commit)
-        patch = self.root / "uncommitted.patch"
-        diff = _git(self.repo, "diff", "HEAD", "--binary", strip=False) or ""
-        if not patch.exists():
-            patch.write_text(diff, encoding="utf-8")
+            diff = _git_bytes(self.repo, "diff", "HEAD", "--binary")
+            atomic_write_bytes(self.root / PATCH, diff)
+            atomic_write_json(record, {"commit": self.commit, "branch": self.branch})
+        patch = self.root / PATCH
         untracked = self._untracked()
         parts = []
-        if diff.strip():
-            parts.append(f"your uncommitted changes ({patch.name})")
+        if patch.is_file() and patch.stat().st_size:
+            parts.append(f"your uncommitted changes ({PATCH})")
         if untracked:
             parts.append(f"{len(untracked)} untracked file(s)")
+        ignored = self._ignored()
+        if ignored:
+            parts.append(f"{len(ignored)} ignored file(s) or folder(s) linked ({', '.join(ignored[:3])}"
+                         f"{', ...' if len(ignored) > 3 else ''})")
         self.carried = " and ".join(parts)
         line = (f"workspaces: each trial runs in a git worktree of {self.commit[:12]} (branch {self.branch}) under "
                 f"{self.root}")
         return line + (f"; carried in: {self.carried}" if self.carried else "")
+
+    def _free_branch(self, name: str) -> str:
+        """``name``, or ``name-2``, ``name-3``, ... when another run's branch has that name already."""
+        assert self.repo is not None
+        candidate, n = name, 1
+        while _git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{candidate}", check=False) is not None:
+            n += 1
+            candidate = f"{name}-{n}"
+        return candidate
 
     # ------------------------------------------------------------------ per trial
 
@@ -124,11 +151,16 @@ class Workspaces:
         if self.repo is not None:
             with self._lock():
                 _git(self.repo, "worktree", "add", "--detach", "--quiet", str(target), str(self.commit))
-            patch = self.root / "uncommitted.patch"
+            patch = self.root / PATCH
             if patch.is_file() and patch.stat().st_size:
                 _git(target, "apply", "--binary", "--whitespace=nowarn", str(patch))
             for rel in self._untracked():
                 self._place(self.repo / rel, target / rel)
+            for rel in self._ignored():  # data the repository ignores: linked, never copied
+                link = target / rel
+                if not link.exists() and not link.is_symlink():
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(self.repo / rel, link)
         else:
             target.mkdir(parents=True)
             for rel in self._copy_list():
@@ -188,12 +220,38 @@ class Workspaces:
             out.append(rel)
         return out
 
+    def _ignored(self) -> list[str]:
+        """What the repository ignores under the project folder (data, outputs), as git lists it (a folder whole):
+        linked into each worktree so the script finds its data; caches, virtual environments and run folders
+        left out."""
+        assert self.repo is not None
+        text = _git(self.repo, "ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z",
+                    strip=False, check=False) or ""
+        skip = [p.resolve() for p in [self.root, *self.exclude]]
+        out = []
+        for rel in filter(None, text.split("\0")):
+            rel = rel.rstrip("/")
+            path = self.repo / rel
+            resolved = path.resolve()
+            if self.project != self.repo and self.project not in resolved.parents and resolved != self.project:
+                continue
+            if any(s == resolved or s in resolved.parents or resolved in s.parents for s in skip):
+                continue
+            if Path(rel).name in SKIP_DIRS or _skipped_dir(Path(rel)) or (path.is_dir() and _skipped(path, skip)):
+                continue
+            if path.is_dir() and any(_is_run(p) for p in path.glob("*/*")):
+                continue  # a folder of agentlab runs (runs/)
+            out.append(rel)
+        return out
+
     def _copy_list(self) -> list[str]:
         """The project files a copy workspace holds (relative paths)."""
         skip = [p.resolve() for p in [self.root, *self.exclude]]
         out = []
         for dirpath, dirnames, filenames in os.walk(self.project):
             here = Path(dirpath)
+            linked = [d for d in dirnames if (here / d).is_symlink() and (here / d).is_dir()]
+            out += [str((here / d).relative_to(self.project)) for d in linked if self.patterns is None]
             dirnames[:] = [d for d in dirnames if not _skipped(here / d, skip)]
             for name in filenames:
                 rel = (here / name).relative_to(self.project)
@@ -205,8 +263,8 @@ class Workspaces:
     def _place(self, source: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_symlink() or not source.is_file():
-            with contextlib.suppress(OSError):
-                os.symlink(os.readlink(source) if source.is_symlink() else source, target)
+            with contextlib.suppress(OSError):  # a link points where the user's did (absolute: it moved)
+                os.symlink(source.resolve(), target)
             return
         if source.stat().st_size > LINK_OVER:
             os.symlink(source, target)
@@ -216,18 +274,46 @@ class Workspaces:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """git's worktree commands of several workers on one repository (each with its own run folder), one at a
-        time: a lock file in the temp folder named for the repository."""
-        import hashlib
-        import tempfile
-
-        repo = str((self.repo or self.project).resolve())
-        lock = Path(tempfile.gettempdir()) / f"agentlab-git-{hashlib.sha256(repo.encode()).hexdigest()[:16]}.lock"
-        with open(lock, "a") as handle:
+        time: a lock file beside git's own in the repository's common git folder."""
+        repo = self.repo or self.project
+        common = _git(repo, "rev-parse", "--git-common-dir", check=False)
+        folder = (repo / common) if common else self.root
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "agentlab-worktree.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def branch_name(run_name: str) -> str:
+    """``agentlab/<run>`` made a valid git branch name (no spaces, ``..``, ``.lock`` ends or control characters)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name)
+    name = re.sub(r"\.{2,}", ".", name).strip(".-") or "run"
+    name = name.removesuffix(".lock")
+    return f"agentlab/{name}"
+
+
+def _read_record(path: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("commit") and data.get("branch") else None
+
+
+def _git_bytes(cwd: Path, *args: str) -> bytes:
+    """``git args`` in ``cwd``: its stdout as bytes (a diff of any encoding and line ending, unchanged)."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WorkspaceError(f"git {args[0]} failed in {cwd}: {exc}") from None
+    if done.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args[:2])} failed in {cwd}: "
+                             f"{done.stderr.decode('utf-8', 'replace').strip()[:300]}")
+    return done.stdout
 
 
 def _registered(repo: Path, root: Path) -> list[Path]:
@@ -258,8 +344,8 @@ def _skipped(folder: Path, skip: list[Path]) -> bool:
 def _git(cwd: Path, *args: str, check: bool = True, strip: bool = True) -> str | None:
     """``git args`` in ``cwd``: its stdout; None when it fails and ``check`` is off, else ``WorkspaceError``."""
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
-                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, encoding="utf-8", errors="replace",
+                              timeout=GIT_TIMEOUT_S, env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
     except FileNotFoundError:
         if check:
             raise WorkspaceError("git is not installed, and the project is a git repository",

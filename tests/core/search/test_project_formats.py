@@ -150,6 +150,8 @@ def test_args_inside_a_word_is_refused(tmp_path: Path) -> None:
     ("Epoch 3/10 - val_loss: 1.5e-2", ({"val_loss": 0.015}, 3)),
     ("step 40: train_loss=0.3 val_loss=0.4", ({"train_loss": 0.3, "val_loss": 0.4}, 40)),
     ("best_val_loss: 0.2", None),  # another metric: not this one
+    ("Best val_loss: 0.21 at epoch 7", ({"val_loss": 0.21}, None)),  # names an epoch after the metric: final
+    ("done, val_loss: 0.41.", ({"val_loss": 0.41}, None)),  # a sentence's full stop
     ("val_loss is low", None),
 ])
 def test_text_result_lines(line: str, found: Any) -> None:
@@ -183,7 +185,8 @@ def test_no_result_names_every_place_looked(tmp_path: Path) -> None:
     with pytest.raises(TrialFailed) as err:
         obj.run(0, {}, lambda s, v: False)
     said = str(err.value)
-    assert "JSON object" in said and "metrics.json in the workspace" in said and "val_loss: <number>" in said
+    assert "JSON object" in said and "metrics.json written by the trial" in said and "val_loss: <number>" in said
+    assert "stdout or stderr" in said
 
 
 def test_metrics_json_in_the_workspace_counts_but_not_a_stale_one(tmp_path: Path) -> None:
@@ -239,3 +242,61 @@ def test_the_config_file_is_written_in_the_workspace_only(tmp_path: Path) -> Non
                            space_keys=("training.nope",), trial_dir=lambda n: tmp_path)
     with pytest.raises(ConfigFileError, match="config.py:5: no 'training.nope'"):
         bad.validate()
+
+
+LOGS = """\
+import logging
+logging.basicConfig(level=logging.INFO)
+logging.info("val_loss: 0.04")
+"""
+
+
+def test_a_result_logged_to_stderr_counts(tmp_path: Path) -> None:
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, LOGS, metric="val_loss")
+    assert obj.run(0, {}, lambda s, v: False)["value"] == 0.04
+
+
+def test_metrics_json_in_a_subfolder_of_the_workspace_and_a_committed_checkpoint(tmp_path: Path) -> None:
+    """Hydra writes outputs/<date>/metrics.json; a data file with a checkpoint's suffix the project holds is data."""
+    project = tmp_path / "project"
+    (project / "assets").mkdir(parents=True)
+    (project / "assets" / "vocab.pkl").write_bytes(b"data")
+    (project / "train.py").write_text("import json, os\nos.makedirs('outputs/d1', exist_ok=True)\n"
+                                      "json.dump({'loss': 0.5}, open('outputs/d1/metrics.json', 'w'))\n"
+                                      "open('model.pt', 'wb').write(b'w')\n")
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "r")
+    spaces.prepare()
+    obj = CommandObjective(f"{PYTHON} train.py", "loss", {}, cwd=project, workspaces=spaces,
+                           trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
+    assert obj.run(0, {}, lambda s, v: False)["value"] == 0.5
+    kept = sorted(p.name for p in (tmp_path / "run" / "trials" / "run_0000" / "checkpoint").rglob("*") if p.is_file())
+    assert kept == ["model.pt"]
+
+
+def test_only_changed_values_are_written_and_crlf_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "config.py"
+    path.write_bytes(b'training = {\r\n    "lr": 1e-3,  # keep\r\n    "act": "tanh",\r\n}\r\n')
+    cfg = ConfigFile.load(path)
+    text = cfg.render({"training.act": "relu"})
+    assert text == 'training = {\r\n    "lr": 1e-3,  # keep\r\n    "act": "relu",\r\n}\r\n'
+
+
+def test_a_yaml_merge_key_is_refused_before_trial_0(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b\n  lr: 0.1\ntrain:\n  <<: *b\n")
+    cfg = ConfigFile.load(path)
+    assert cfg.lookup("train.lr") == (True, 0.1)
+    with pytest.raises(ConfigFileError, match="cannot write train.lr"):
+        cfg.check_writable(["train.lr"])
+
+
+def test_a_param_neither_in_the_config_file_nor_passed_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.py").write_text(CONFIG_PY, encoding="utf-8")
+    cfg = ConfigFile.load(tmp_path / "config.py")
+    obj = command(tmp_path, f"{PYTHON} train.py", {"training": {"lrr": 0.05}}, ECHO_ARGS, config=cfg,
+                  space_keys=("training.lr",))
+    with pytest.raises(UsageError, match="objective.params.training.lrr: neither in config.py nor passed"):
+        obj.validate()
+    passed = command(tmp_path, f"{PYTHON} train.py {{args}}", {"seed": 1}, ECHO_ARGS, config=cfg,
+                     space_keys=("training.lr",))
+    passed.validate()  # given to the command as a flag: fine
