@@ -215,7 +215,7 @@ def plot_importances(study: Study, path: Path) -> Path | None:
         with warnings.catch_warnings():  # a conditional key seen in few trials: optuna warns, the plot still holds
             warnings.simplefilter("ignore")
             importances = optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+    except (RuntimeError, ValueError, ZeroDivisionError, TypeError) as exc:  # TypeError: list-valued choices
         log.info("no parameter importances: %s", exc)
         return None
     if not importances:
