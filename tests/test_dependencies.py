@@ -14,7 +14,8 @@ from pathlib import Path
 from agentlab.core.errors import OPTIONAL_PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = {"typer", "rich", "yaml", "pydantic", "httpx", "certifi", "dotenv", "psutil", "tomlkit"}  # importable with no extra
+# importable with no extra
+CORE = {"typer", "rich", "yaml", "pydantic", "httpx", "certifi", "dotenv", "psutil", "tomlkit"}
 GUARDED = {"uvloop"}  # imported under `except ImportError` with a fallback: never required
 
 

@@ -158,7 +158,8 @@ def test_read_project_follows_python_m_and_relative_imports_and_hides_keys_in_co
     (project / "pkg" / "utils.py").write_text("def seed(): pass\n")
     (project / "pkg" / "settings.py").write_text('WANDB_API_KEY = "0123456789abcdef"\nLR = 0.1\n')
     cfg = NASConfig.model_validate({"objective": {"command": "python -m pkg.train", "metric": "m", "params": {"x": 1},
-                                                  "cwd": str(project)}, "search": {"space": {"x": {"low": 0, "high": 2}}}})
+                                                  "cwd": str(project)},
+                                    "search": {"space": {"x": {"low": 0, "high": 2}}}})
     assert cfg.objective is not None
     files = project_files(cfg.objective)
     assert files[0] == "pkg/train.py" and {"pkg/utils.py", "pkg/settings.py"} <= set(files)
