@@ -671,7 +671,8 @@ class RunDir:
 # --------------------------------------------------------------------------- running a command in its folder
 
 
-OUTSIDE = "runs-outside.tsv"  # in agentlab's cache: runs root <tab> --out folder, one run a line
+OUTSIDE = "runs-outside.tsv"  # in agentlab's cache: runs root <tab> command <tab> --out folder, one run a line
+OUTSIDE_KEEP = 500
 
 
 def _outside_file() -> Path:
@@ -683,11 +684,14 @@ def _outside_file() -> Path:
 def _note_outside(command: str, path: Path, root: str | Path | None) -> None:
     """Remember a run made with --out (in agentlab's cache, never in the user's folder), so a bare --resume from the
     same runs root finds it; one short line appended."""
-    line = f"{runs_root(root).resolve()}\t{command}\t{path.resolve()}\n"
-    with contextlib.suppress(OSError):
-        _outside_file().parent.mkdir(parents=True, exist_ok=True)
-        with open(_outside_file(), "a", encoding="utf-8") as handle:
-            handle.write(line)
+    line = f"{runs_root(root).resolve()}\t{command}\t{path.resolve()}"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        file = _outside_file()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        old = file.read_text(encoding="utf-8").splitlines() if file.is_file() else []
+        # runs whose folder is gone are dropped, and the newest OUTSIDE_KEEP kept: the file stays small
+        kept = [x for x in old if x.count("\t") == 2 and Path(x.split("\t")[2]).is_dir()][-OUTSIDE_KEEP:]
+        atomic_write_text(file, "\n".join([*kept, line]) + "\n")
 
 
 def _outside(command: str, root: str | Path | None) -> list[Path]:

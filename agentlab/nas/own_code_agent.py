@@ -33,7 +33,8 @@ SECRET_NAME = re.compile(r"secret|credential|token|passw|api[_-]?key|private|ser
 # A secret written into a file the model reads (``WANDB_API_KEY = "abc..."``, ``token: 'xyz...'``): its value
 # replaced before the text leaves (the model may be a remote API).
 SECRET_VALUE = re.compile(
-    r"((?:api[_-]?key|token|secret|passw(?:or)?d|auth)[\w-]*[\"']?\s*[=:]\s*)([\"'])[^\"'\n]{6,}\2", re.IGNORECASE)
+    r"((?<![A-Za-z])(?:[A-Za-z0-9]+[_-])*(?:api[_-]?key|token|secret|passw(?:or)?d)[\"']?\s*[=:]\s*)"
+    r"([\"']?)(?!\[redacted\])[^\"'\s#,}]{6,}\2", re.IGNORECASE)
 
 
 def better(direction: str) -> str:
@@ -98,6 +99,8 @@ def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
                 up = path.parent
                 for _ in range(node.level - 1):
                     up = up.parent
+                if up != root and root not in up.parents:
+                    continue  # `from ..shared import x` above the project: not the project's
                 prefix = up.relative_to(root).as_posix().replace("/", ".") if up != root else ""
                 base_name = ".".join(p for p in (prefix, node.module or "") if p)
                 names += ([base_name] if base_name else []) + [".".join(p for p in (base_name, a.name) if p)
@@ -202,8 +205,9 @@ def objective_facts(cfg: NASConfig, files: list[str]) -> str:
         searched.append(f"- {key}: base {base.get(key)!r}, range {_range(spec)}{when}")
     top = {k.split(".")[0] for k in cfg.search.space}
     kept = {k: v for k, v in objective.params.items() if k not in top}
-    lines = [f"objective: {objective.metric} of each trial ({better(objective.direction)}), the last JSON line of "
-             f"`{objective.command}` run in {Path(objective.cwd or '.').name}/ with the trial's params file",
+    given = f"its config file {objective.config.name}" if objective.config else "the trial's params"
+    lines = [f"objective: {objective.metric} of each trial ({better(objective.direction)}), the result of "
+             f"`{objective.command}` run in a copy of {Path(objective.cwd or '.').name}/ with {given}",
              "searched params (base value: trial 0, range):", *searched]
     if kept:
         lines.append("params kept at their base: " + ", ".join(f"{k}={v!r}" for k, v in kept.items()))

@@ -251,10 +251,14 @@ def test_resume_after_head_moved_runs_the_commit_the_search_started_from(tmp_pat
     wait_for_a_workspace(run, proc, log)
     proc.kill()
     proc.wait(timeout=30)
+    (project / "train.py").write_text(TRAIN.replace("+ 1 / epoch", "+ 100"))  # the user's next version
     git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "the user moves on")
     proc = start(project, ["nas", "--resume", str(run)], log, "0")
     assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
-    assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
+    results = json.loads((run / "results.json").read_text())
+    assert results["states"] == {"complete": 4}
+    values = [json.loads((t / "history.json").read_text())[-1]["val_loss"] for t in sorted((run / "trials").iterdir())]
+    assert max(values) < 50, values  # every trial ran the commit the search started from, not the new one
     assert git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
 
 
@@ -269,3 +273,24 @@ def test_the_base_config_is_never_rewritten_and_apply_keeps_the_files_mode(tmp_p
     assert (run / "best.patch").read_text() == ""
     assert main(["nas", "apply", str(run)]) == 0  # already the best config: nothing written
     assert (project / "config.py").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_trial_writing_into_ignored_folders_never_touches_the_users_files(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    (project / ".gitignore").write_text("*.pt\ncheckpoints/\noutputs/\n")
+    git(project, "add", ".gitignore")
+    git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "ignore outputs")
+    (project / "model.pt").write_bytes(b"the user's own weights")
+    (project / "checkpoints").mkdir()
+    (project / "outputs").mkdir()
+    (project / "outputs" / "old.txt").write_text("an earlier run's output\n")
+    with open(project / "train.py", "a") as fh:
+        fh.write("open('checkpoints/last.pt', 'wb').write(b'w')\nopen('outputs/new.txt', 'w').write('x')\n")
+    before = snapshot(project)
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "3", "--out", str(run)]) == 0
+    assert snapshot(project) == before and (project / "model.pt").read_bytes() == b"the user's own weights"
+    best = json.loads((run / "results.json").read_text())["best"]["run_id"]
+    kept = {p.relative_to(run / "trials" / best / "checkpoint").as_posix()
+            for p in (run / "trials" / best / "checkpoint").rglob("*") if p.is_file()}
+    assert kept == {"model.pt", "checkpoints/last.pt"}

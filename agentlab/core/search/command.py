@@ -62,9 +62,9 @@ log = logging.getLogger(__name__)
 PLACEHOLDER = "{params}"
 ARGS, OVERRIDES = "{args}", "{overrides}"
 USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
-NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf)"
-STEP = re.compile(r"\b(?:epoch|step|iter|iteration)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
-PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)\s*[:=]\s*({NUMBER})(?!\w|\.\d)")
+NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
+STEP = re.compile(r"\b(?:epoch|step|iter|iteration)\b\s*[:=#\[]?\s*(\d+)", re.IGNORECASE)
+PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
 PR_SET_PDEATHSIG = 1
@@ -114,12 +114,12 @@ def cli_value(value: Any) -> str:
 def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] | None:
     """The ``name: number`` / ``name=number`` pairs of a text line that reports ``metric``, and its epoch or step
     number (None for a final line); None when the line does not report the metric."""
-    pairs = {name: float(value) for name, value in PAIR.findall(line)}
+    pairs = {name.strip("'\""): float(value) for name, value in PAIR.findall(line)}
     if metric not in pairs:
         return None
     step = STEP.search(line)
-    at = re.search(rf"(?<![\w.]){re.escape(metric)}\s*[:=]", line)
-    if step is not None and at is not None and step.start() > at.start():
+    if step is not None and (re.search(r"\bbest\b", line, re.IGNORECASE)
+                             or re.search(r"\bat\s+$", line[:step.start()], re.IGNORECASE)):
         step = None  # `best val_loss: 0.21 at epoch 7`: a final line that names an epoch, not a step line
     for name in ("epoch", "step", "iter", "iteration"):
         pairs.pop(name, None)
@@ -300,8 +300,8 @@ class CommandObjective:
         with contextlib.suppress(FileNotFoundError):
             (folder / "metrics.json").unlink()  # a stale one must not pass for this run's result
         failed = True
-        cwd = self.workspaces.create(number) if self.workspaces is not None else self.cwd
         try:
+            cwd = self.workspaces.create(number) if self.workspaces is not None else self.cwd
             before = snapshot(cwd) if self.workspaces is not None else {}  # what the trial did not write
             if self.config is not None:
                 self._write_config(cwd, folder, params)
@@ -313,6 +313,9 @@ class CommandObjective:
             run = _Child(argv, cwd, env, folder)
             try:
                 result, text_result, code = self._follow(run, number, report, start)
+            except Pruned:
+                failed = False  # stopped by the pruner: no failure to keep the workspace of
+                raise
             finally:
                 run.stop()
             seconds = round(time.monotonic() - start, 3)
@@ -370,6 +373,7 @@ class CommandObjective:
         Returns (the last JSON result line or None, the last text result line or None, the exit code)."""
         result: dict[str, Any] | None = None
         text_result: dict[str, Any] | None = None  # the last text line reporting the metric, no epoch in it
+        last_step: dict[str, Any] | None = None  # a script printing only per-epoch lines: its last one is the result
         history: list[dict[str, Any]] = []  # the step lines: history.json in the trial folder
         deadline = start + self.timeout_s if self.timeout_s is not None else None
         while True:
@@ -403,6 +407,7 @@ class CommandObjective:
             value, step = data[self.metric], data["step"]
             if _number(value) and _number(step) and float(step).is_integer():
                 history.append({"step": int(step), **{k: v for k, v in data.items() if _number(v)}})
+                last_step = {k: v for k, v in data.items() if k != "step"}
                 atomic_write_json(run.folder / "history.json", history)  # the learning curve, as it grows
                 if report(int(step), float(value)):
                     run.stop()
@@ -412,7 +417,7 @@ class CommandObjective:
             code = run.process.wait(timeout=left)
         except subprocess.TimeoutExpired:
             raise self._timed_out(run) from None
-        return result, text_result, code
+        return result, text_result or last_step, code
 
     def _timed_out(self, run: _Child) -> TrialFailed:
         return TrialFailed(f"timed out after {self.timeout_s:g} s (objective.timeout_s)"
@@ -434,9 +439,9 @@ class CommandObjective:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise TrialFailed(f"{path.name} cannot be read: {exc}") from None
-            if not isinstance(data, dict) or self.metric not in data:
-                raise TrialFailed(f"{path} has no {self.metric!r} key" + _tail(folder / "stderr.log"))
-            return data
+            if isinstance(data, dict) and self.metric in data:
+                return data
+            log.info("%s has no %r key: not the result", path, self.metric)
         return None
 
     def _stderr_result(self, folder: Path) -> dict[str, Any] | None:

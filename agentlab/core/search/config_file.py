@@ -96,13 +96,32 @@ class ConfigFile:
         if not values:
             return self.text
         try:
-            return _WRITE[self.kind](self, values)
+            text = _WRITE[self.kind](self, values)
+            self._verify(text, values)
+            return text
         except (StopIteration, KeyError, AttributeError, TypeError) as exc:
             key = next(iter(values))
             raise ConfigFileError(f"{self.path}: cannot write {', '.join(values)} into this file ({type(exc).__name__}"
                                   f"{': ' + str(exc) if str(exc) else ''})",
                                   hint=f"write {key} as a plain value in place (not through a YAML anchor or merge "
                                   "key, not computed), or search it through {args} / {overrides}") from None
+
+    def _verify(self, text: str, values: dict[str, Any]) -> None:
+        """Read the written text back: the keys written hold their new values and every other value is as it was;
+        else the file's shape is one this cannot edit (``ConfigFileError``, before anything runs on it)."""
+        try:
+            again = _READ[self.kind](self.path, text)
+        except ConfigFileError as exc:
+            raise ConfigFileError(f"{self.path}: writing {', '.join(values)} would break the file ({exc.message})",
+                                  hint="write those values on lines of their own (not a multi-line or flow "
+                                  "value), or search them through {args} / {overrides}") from None
+        expected = json.loads(json.dumps(self.values, default=str))
+        for key, value in values.items():
+            _set(expected, key, value)
+        if json.dumps(again, sort_keys=True, default=str) != json.dumps(expected, sort_keys=True, default=str):
+            raise ConfigFileError(f"{self.path}: writing {', '.join(values)} changed other values of the file, or "
+                                  "not these", hint="write those values plainly, each once (no duplicate keys, "
+                                  "anchors or computed values), or search them through {args} / {overrides}")
 
     def check_writable(self, keys: list[str] | tuple[str, ...]) -> None:
         """Each key can be written into the file (found by the parser where it is written, not only read): before
@@ -245,15 +264,46 @@ def _write_yaml(cfg: ConfigFile, values: dict[str, Any]) -> str:
     import yaml
 
     root = yaml.compose(cfg.text)
+    shared = _shared_nodes(root)
     spans: list[tuple[int, int, str]] = []
     for key, value in values.items():
         node: Any = root
         for part in key.split("."):
             node = next(v for k, v in node.value if k.value == part)
+        if id(node) in shared:
+            raise ConfigFileError(f"{cfg.path}:{node.start_mark.line + 1}: {key} is a YAML anchor or alias (its "
+                                  "value is shared with another key)", hint=f"write {key}'s value in place to "
+                                  "search it")
         text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, allow_unicode=True).strip()
         text = text.removesuffix("\n...").removesuffix("...").strip()
-        spans.append((node.start_mark.index, node.end_mark.index, text))
+        start, end = node.start_mark.index, node.end_mark.index
+        # a block collection or block scalar ends where the next key starts: cut at its last line of content,
+        # before trailing blank lines and comments
+        lines = cfg.text[start:end].split("\n")
+        while len(lines) > 1 and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")):
+            lines.pop()
+        end = start + len("\n".join(lines).rstrip(" \t\r"))
+        if start == end and start > 0 and cfg.text[start - 1] == ":":
+            text = " " + text  # `lr:` with no value
+        spans.append((start, end, text))
     return _splice(cfg.text, spans)
+
+
+def _shared_nodes(root: Any) -> set[int]:
+    """ids of the nodes reached more than once (an anchor and its aliases, a merge key's mapping)."""
+    seen: dict[int, int] = {}
+
+    def walk(node: Any) -> None:
+        seen[id(node)] = seen.get(id(node), 0) + 1
+        if seen[id(node)] > 1:
+            return
+        if isinstance(node.value, list):
+            for item in node.value:
+                for child in item if isinstance(item, tuple) else (item,):
+                    walk(child)
+
+    walk(root)
+    return {key for key, count in seen.items() if count > 1}
 
 
 def _write_python(cfg: ConfigFile, values: dict[str, Any]) -> str:

@@ -32,7 +32,8 @@ from pathlib import Path
 from agentlab.core.errors import UsageError
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json
 
-LINK_OVER = 50 * 1024 * 1024  # a file this large is linked, not copied, into a copy workspace
+LINK_OVER = 50 * 1024 * 1024  # a file this large is linked, not copied, into a workspace
+LINK_FILES = 2000  # an ignored folder of more files than this (a data set) is linked whole into a worktree
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints",
              "node_modules", ".tox", ".nox", "wandb", "mlruns", ".agentlab"}
 GIT_TIMEOUT_S = 120
@@ -58,6 +59,7 @@ class Workspaces:
     commit: str | None = None
     branch: str | None = None
     carried: str = ""  # what of the user's uncommitted work is carried in, for the console
+    _empty: list[str] | None = field(default=None, repr=False)  # the project's empty folders (listed once)
 
     def __post_init__(self) -> None:
         # absolute: git runs in the repository's folder, and a relative path would land in the user's tree
@@ -103,8 +105,9 @@ class Workspaces:
             self.commit, self.branch = saved["commit"], saved["branch"]
         else:
             self.commit = _git(self.repo, "rev-parse", "HEAD") or ""
-            self.branch = self._free_branch(branch_name(self.run_name))
-            _git(self.repo, "branch", self.branch, self.commit)
+            with self._lock():  # two runs of one name: one gets name-2
+                self.branch = self._free_branch(branch_name(self.run_name))
+                _git(self.repo, "branch", self.branch, self.commit)
             diff = _git_bytes(self.repo, "diff", "HEAD", "--binary")
             atomic_write_bytes(self.root / PATCH, diff)
             atomic_write_json(record, {"commit": self.commit, "branch": self.branch})
@@ -148,6 +151,14 @@ class Workspaces:
         folder the command runs in."""
         target = self.path(number)
         self.remove(number)
+        try:
+            self._make(target)
+        except BaseException:
+            self.remove(number)  # a half-made workspace is not left registered
+            raise
+        return self.cwd(number)
+
+    def _make(self, target: Path) -> None:
         if self.repo is not None:
             with self._lock():
                 _git(self.repo, "worktree", "add", "--detach", "--quiet", str(target), str(self.commit))
@@ -156,16 +167,14 @@ class Workspaces:
                 _git(target, "apply", "--binary", "--whitespace=nowarn", str(patch))
             for rel in self._untracked():
                 self._place(self.repo / rel, target / rel)
-            for rel in self._ignored():  # data the repository ignores: linked, never copied
-                link = target / rel
-                if not link.exists() and not link.is_symlink():
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(self.repo / rel, link)
+            for rel in self._ignored():  # what the repository ignores (data, outputs): as a copy would hold it
+                self._carry(self.repo / rel, target / rel)
+            for rel in self._empty_dirs():  # git keeps no empty folder; a script may expect its outputs/ there
+                (target / rel).mkdir(parents=True, exist_ok=True)
         else:
             target.mkdir(parents=True)
             for rel in self._copy_list():
                 self._place(self.project / rel, target / rel)
-        return self.cwd(number)
 
     def remove(self, number: int) -> None:
         target = self.path(number)
@@ -193,10 +202,10 @@ class Workspaces:
         top = _git(self.project, "rev-parse", "--show-toplevel", check=False) if self.project.is_dir() else None
         if top is not None:
             repo = Path(top).resolve()
-            for path in _registered(repo, self.root):
-                with self._lock():
+            with self._lock():
+                for path in _registered(repo, self.root):
                     _git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
-            _git(repo, "worktree", "prune", check=False)
+                _git(repo, "worktree", "prune", check=False)
         if self.root.is_dir():
             for folder in self.root.glob("trial_*"):
                 if not self.keep_failed or (folder / ".git").exists():
@@ -244,6 +253,22 @@ class Workspaces:
             out.append(rel)
         return out
 
+    def _empty_dirs(self) -> list[str]:
+        """Empty folders of the project (relative to the repository), run folders and caches left out; listed once
+        per run (the project is walked once, not per trial)."""
+        assert self.repo is not None
+        if self._empty is not None:
+            return self._empty
+        skip = [p.resolve() for p in [self.root, *self.exclude]]
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.project):
+            here = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if not _skipped(here / d, skip)]
+            if not dirnames and not filenames and here != self.project:
+                out.append(str(here.relative_to(self.repo)))
+        self._empty = out
+        return out
+
     def _copy_list(self) -> list[str]:
         """The project files a copy workspace holds (relative paths)."""
         skip = [p.resolve() for p in [self.root, *self.exclude]]
@@ -259,6 +284,25 @@ class Workspaces:
                                                 for p in self.patterns):
                     out.append(str(rel))
         return sorted(out)
+
+    def _carry(self, source: Path, target: Path) -> None:
+        """An ignored file or folder into a worktree: small files copied (a trial's writes stay in its workspace),
+        files over ``LINK_OVER`` linked, and a folder of more than ``LINK_FILES`` files (a data set) linked whole."""
+        if target.exists() or target.is_symlink():
+            return
+        if source.is_dir() and not source.is_symlink():
+            files = 0
+            for _ in source.rglob("*"):
+                files += 1
+                if files > LINK_FILES:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(source, target)
+                    return
+            for path in source.rglob("*"):
+                if path.is_file() or path.is_symlink():
+                    self._place(path, target / path.relative_to(source))
+            return
+        self._place(source, target)
 
     def _place(self, source: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)

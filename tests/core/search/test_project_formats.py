@@ -300,3 +300,50 @@ def test_a_param_neither_in_the_config_file_nor_passed_is_refused(tmp_path: Path
     passed = command(tmp_path, f"{PYTHON} train.py {{args}}", {"seed": 1}, ECHO_ARGS, config=cfg,
                      space_keys=("training.lr",))
     passed.validate()  # given to the command as a flag: fine
+
+
+@pytest.mark.parametrize(("text", "values", "expected"), [
+    ("layers:\n  - 64\n  - 128\n# the lr\nlr: 0.1\n", {"layers": [32, 32]}, "layers:\n  [32, 32]\n# the lr\nlr: 0.1\n"),
+    ("desc: |\n  hi\nlr: 0.1\n", {"desc": "yo"}, "desc: yo\nlr: 0.1\n"),
+    ("lr:\nx: 1\n", {"lr": 0.5}, "lr: 0.5\nx: 1\n"),
+])
+def test_block_yaml_values_are_replaced_whole(tmp_path: Path, text: str, values: dict, expected: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert ConfigFile.load(path).render(values) == expected
+
+
+def test_a_yaml_alias_and_a_duplicate_python_key_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("base: &lr 0.1\nlr: *lr\n")
+    with pytest.raises(ConfigFileError, match="anchor or alias"):
+        ConfigFile.load(tmp_path / "c.yaml").render({"lr": 0.5})
+    (tmp_path / "c.py").write_text("t = {'lr': 0.1, 'lr': 0.2}\n")
+    with pytest.raises(ConfigFileError, match="changed other values of the file, or not these"):
+        ConfigFile.load(tmp_path / "c.py").render({"t.lr": 0.5})
+
+
+@pytest.mark.parametrize(("line", "found"), [
+    ("val_loss=0.31 epoch=3", ({"val_loss": 0.31}, 3)),
+    ("Best epoch 7: val_loss=0.21", ({"val_loss": 0.21}, None)),
+    ("Epoch [3/10], Step [100/600], val_loss: 0.2", ({"val_loss": 0.2}, 3)),
+    ("val_loss=1,234.5", None),
+])
+def test_more_text_result_lines(line: str, found: Any) -> None:
+    assert text_metrics(line, "val_loss") == found
+
+
+def test_only_epoch_lines_and_a_metrics_file_without_the_metric(tmp_path: Path) -> None:
+    body = """\
+import json
+json.dump({"train_loss": 1.0}, open("metrics.json", "w"))  # not the searched metric: looked past
+for epoch in range(1, 4):
+    print(f"epoch {epoch}: val_loss={1 / epoch:.4f}")
+"""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text(body)
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "r")
+    spaces.prepare()
+    obj = CommandObjective(f"{PYTHON} train.py", "val_loss", {}, cwd=project, workspaces=spaces,
+                           trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
+    assert obj.run(0, {}, lambda s, v: False)["value"] == pytest.approx(0.3333)
