@@ -69,12 +69,19 @@ def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
         written["patch"] = str(patch)
     if (trial / "checkpoint").is_dir():
         written["checkpoint"] = str(trial / "checkpoint")
-    for other in (run / "trials").glob("*/checkpoint"):  # only the best trial's checkpoint is kept
-        if other.parent.name != best.run_id:
-            shutil.rmtree(other, ignore_errors=True)
+    prune_checkpoints(run, best)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return written
+
+
+def prune_checkpoints(run: Path, best: TrialRecord | None) -> None:
+    """Only the best trial's checkpoint is kept (after every trial, so a long search holds one, not one a trial)."""
+    if best is None:
+        return
+    for other in (run / "trials").glob("*/checkpoint"):
+        if other.parent.name != best.run_id:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def apply_best(run: Path) -> tuple[Path, str]:

@@ -34,7 +34,7 @@ from agentlab.core.search.planners import (
     WarmStart,
     params_key,
 )
-from agentlab.core.search.records import TrialRecord, run_id, state_dict
+from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
@@ -46,7 +46,7 @@ from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import OPTUNA_PLANNERS, Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
-from agentlab.nas.best import remember_base, write_best
+from agentlab.nas.best import prune_checkpoints, remember_base, write_best
 from agentlab.nas.config import (
     NAIVE_FAMILIES,
     NASConfig,
@@ -382,6 +382,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         finally:
             if spaces is not None:
                 spaces.cleanup()
+                spaces.release()
         agent = session.agent(outcome.records, maximize=direction == "maximize")
         contribution = command_contribution(session, outcome, metric, direction) if own else None
     if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them
@@ -423,6 +424,7 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
         holder["best"] = state["best_value"]
         run_dir.write_json("agent_state.json", state)
         if cfg.objective is not None:
+            prune_checkpoints(run_dir.path, best_of(records, direction))
             for r in records:
                 if r.number not in shown and r.state in ("complete", "pruned", "failed"):
                     shown.add(r.number)

@@ -159,6 +159,7 @@ def test_the_example_projects_of_other_shapes_search_as_they_are(in_tmp: Path, n
     example's files untouched (each trial runs in a worktree of this repository, or a copy)."""
     folder = REPO / "examples" / name
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    branches = subprocess.run(["git", "branch", "--list"], cwd=REPO, capture_output=True, text=True).stdout
     env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     done = subprocess.run([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(folder / "nas.yaml"), "-n", "3"],
@@ -169,6 +170,7 @@ def test_the_example_projects_of_other_shapes_search_as_they_are(in_tmp: Path, n
     assert results["states"].get("complete", 0) >= 1 and results["best"][metric] > 0
     assert (run / "best" / "command.txt").is_file()
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert subprocess.run(["git", "branch", "--list"], cwd=REPO, capture_output=True, text=True).stdout == branches
 
 
 @pytest.mark.slow

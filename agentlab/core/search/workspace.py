@@ -103,6 +103,8 @@ class Workspaces:
         saved = _read_record(record)
         if saved:  # a resumed run: the commit and the branch it started from, whatever HEAD is now
             self.commit, self.branch = saved["commit"], saved["branch"]
+            if _git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False) is None:
+                _git(self.repo, "branch", self.branch, self.commit, check=False)  # released when it last ended
         else:
             self.commit = _git(self.repo, "rev-parse", "HEAD") or ""
             with self._lock():  # two runs of one name: one gets name-2
@@ -210,6 +212,17 @@ class Workspaces:
             for folder in self.root.glob("trial_*"):
                 if not self.keep_failed or (folder / ".git").exists():
                     shutil.rmtree(folder, ignore_errors=True)
+
+    def release(self) -> None:
+        """At the end of a search: the run's branch goes when nothing was committed on it (it still points at the
+        commit the search started from), so ``git branch`` is the user's again; the commit stays in the run's
+        ``workspace.json`` for a later ``--resume``, which makes the branch again."""
+        if self.repo is None or not self.branch or not self.commit:
+            return
+        with self._lock():
+            at = _git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False)
+            if at == self.commit:
+                _git(self.repo, "branch", "-D", self.branch, check=False)
 
     # ------------------------------------------------------------------ helpers
 
