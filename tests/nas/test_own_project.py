@@ -295,3 +295,18 @@ def test_a_trial_writing_into_ignored_folders_never_touches_the_users_files(tmp_
     kept = {p.relative_to(run / "trials" / best / "checkpoint").as_posix()
             for p in (run / "trials" / best / "checkpoint").rglob("*") if p.is_file()}
     assert kept == {"model.pt", "checkpoints/last.pt"}
+
+
+def test_untracked_files_are_taken_as_the_search_started(tmp_path: Path) -> None:
+    """An untracked module edited while the search runs (or before --resume) does not change what later trials run:
+    the untracked files are kept once, like the uncommitted patch."""
+    project = make_project(tmp_path)
+    (project / "extra.py").write_text("BONUS = 0\n")
+    with open(project / "train.py", "a") as fh:
+        fh.write("import extra\nassert extra.BONUS == 0, 'a later edit reached the trial'\n")
+    run, log = tmp_path / "run", tmp_path / "agentlab.log"
+    proc = start(project, ["nas", "-c", str(project / "nas.yaml"), "-n", "4", "--out", str(run)], log, "1")
+    wait_for_a_workspace(run, proc, log)
+    (project / "extra.py").write_text("BONUS = 1\n")  # the user edits on
+    assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
+    assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}

@@ -38,6 +38,7 @@ SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache
              "node_modules", ".tox", ".nox", "wandb", "mlruns", ".agentlab"}
 GIT_TIMEOUT_S = 120
 PATCH = "uncommitted.patch"  # the user's uncommitted changes as the search started (bytes, applied to each worktree)
+UNTRACKED = "untracked"  # the user's untracked files as the search started, copied once
 RECORD = "workspace.json"  # the commit and branch the search started from: --resume uses them, wherever HEAD is
 
 
@@ -112,9 +113,12 @@ class Workspaces:
                 _git(self.repo, "branch", self.branch, self.commit)
             diff = _git_bytes(self.repo, "diff", "HEAD", "--binary")
             atomic_write_bytes(self.root / PATCH, diff)
+            frozen = self.root / UNTRACKED  # the untracked files as the search starts: every trial gets these
+            for rel in self._untracked():
+                self._place(self.repo / rel, frozen / rel)
             atomic_write_json(record, {"commit": self.commit, "branch": self.branch})
         patch = self.root / PATCH
-        untracked = self._untracked()
+        untracked = self._frozen()
         parts = []
         if patch.is_file() and patch.stat().st_size:
             parts.append(f"your uncommitted changes ({PATCH})")
@@ -167,8 +171,8 @@ class Workspaces:
             patch = self.root / PATCH
             if patch.is_file() and patch.stat().st_size:
                 _git(target, "apply", "--binary", "--whitespace=nowarn", str(patch))
-            for rel in self._untracked():
-                self._place(self.repo / rel, target / rel)
+            for rel in self._frozen():  # as they were when the search started, not as they are now
+                self._place(self.root / UNTRACKED / rel, target / rel)
             for rel in self._ignored():  # what the repository ignores (data, outputs): as a copy would hold it
                 self._carry(self.repo / rel, target / rel)
             for rel in self._empty_dirs():  # git keeps no empty folder; a script may expect its outputs/ there
@@ -241,6 +245,11 @@ class Workspaces:
                 continue  # the files of a run folder in the project (runs/nas/...): never carried into a trial
             out.append(rel)
         return out
+
+    def _frozen(self) -> list[str]:
+        """The untracked files kept when the search started (relative paths)."""
+        base = self.root / UNTRACKED
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() or p.is_symlink())
 
     def _ignored(self) -> list[str]:
         """What the repository ignores under the project folder (data, outputs), as git lists it (a folder whole):
