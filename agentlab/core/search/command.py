@@ -52,6 +52,7 @@ from agentlab.core.errors import UsageError
 from agentlab.core.runs import atomic_write_json, atomic_write_text
 from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
+from agentlab.core.tracking import flatten
 
 if TYPE_CHECKING:
     from agentlab.core.search.config_file import ConfigFile
@@ -85,18 +86,6 @@ def nested_params(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any
 def flat_values(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     """The base value of each searched key (dotted keys read through nested dicts); a missing key is left out."""
     return {key: found[1] for key in keys if (found := lookup(params, key))[0]}
-
-
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys (``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}``)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def cli_value(value: Any) -> str:

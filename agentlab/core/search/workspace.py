@@ -73,10 +73,7 @@ class Workspaces:
         """Before the run folder exists (nothing written): the patterns match a file; git answers in a repository."""
         self.project = self.project.resolve()
         if self.patterns is not None:
-            if not self._copy_list():
-                raise WorkspaceError(f"objective.workspace: {self.patterns} match no file in {self.project}",
-                                     hint="give glob patterns relative to the project folder, e.g. ['*.py', "
-                                     "'conf/**']")
+            self._require_patterns()
             return
         top = _git(self.project, "rev-parse", "--show-toplevel", check=False)
         if top is not None:
@@ -94,10 +91,8 @@ class Workspaces:
             if head is None:  # a repository without a commit: nothing to check out
                 self.repo = None
         if self.repo is None:
-            if self.patterns is not None and not self._copy_list():
-                raise WorkspaceError(f"objective.workspace: {self.patterns} match no file in {self.project}",
-                                     hint="give glob patterns relative to the project folder, e.g. ['*.py', "
-                                     "'conf/**']")
+            if self.patterns is not None:
+                self._require_patterns()
             what = "the files of objective.workspace" if self.patterns is not None else "the project's files"
             return f"workspaces: each trial runs in its own copy of {what} under {self.root} (large files linked)"
         record = self.root / RECORD
@@ -132,6 +127,11 @@ class Workspaces:
         line = (f"workspaces: each trial runs in a git worktree of {self.commit[:12]} (branch {self.branch}) under "
                 f"{self.root}")
         return line + (f"; carried in: {self.carried}" if self.carried else "")
+
+    def _require_patterns(self) -> None:
+        if not self._copy_list():
+            raise WorkspaceError(f"objective.workspace: {self.patterns} match no file in {self.project}",
+                                 hint="give glob patterns relative to the project folder, e.g. ['*.py', 'conf/**']")
 
     def _free_branch(self, name: str) -> str:
         """``name``, or ``name-2``, ``name-3``, ... when another run's branch has that name already."""
@@ -371,15 +371,9 @@ def _read_record(path: Path) -> dict[str, str] | None:
 
 def _git_bytes(cwd: Path, *args: str) -> bytes:
     """``git args`` in ``cwd``: its stdout as bytes (a diff of any encoding and line ending, unchanged)."""
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S,
-                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WorkspaceError(f"git {args[0]} failed in {cwd}: {exc}") from None
-    if done.returncode != 0:
-        raise WorkspaceError(f"git {' '.join(args[:2])} failed in {cwd}: "
-                             f"{done.stderr.decode('utf-8', 'replace').strip()[:300]}")
-    return done.stdout
+    out = _run_git(cwd, args, check=True)
+    assert out is not None  # check: a failure raised
+    return out
 
 
 def _registered(repo: Path, root: Path) -> list[Path]:
@@ -408,10 +402,20 @@ def _skipped(folder: Path, skip: list[Path]) -> bool:
 
 
 def _git(cwd: Path, *args: str, check: bool = True, strip: bool = True) -> str | None:
-    """``git args`` in ``cwd``: its stdout; None when it fails and ``check`` is off, else ``WorkspaceError``."""
+    """``git args`` in ``cwd``: its stdout as text; None when it fails and ``check`` is off, else
+    ``WorkspaceError``."""
+    out = _run_git(cwd, args, check=check)
+    if out is None:
+        return None
+    text = out.decode("utf-8", errors="replace")
+    return text.strip() if strip else text
+
+
+def _run_git(cwd: Path, args: tuple[str, ...], check: bool) -> bytes | None:
+    """Run git once: stdout as bytes; on failure None, or ``WorkspaceError`` with ``check``."""
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, encoding="utf-8", errors="replace",
-                              timeout=GIT_TIMEOUT_S, env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
     except FileNotFoundError:
         if check:
             raise WorkspaceError("git is not installed, and the project is a git repository",
@@ -423,8 +427,9 @@ def _git(cwd: Path, *args: str, check: bool = True, strip: bool = True) -> str |
         return None
     if done.returncode != 0:
         if check:
-            raise WorkspaceError(f"git {' '.join(args[:2])} failed in {cwd}: {done.stderr.strip()[:300]}",
+            raise WorkspaceError(f"git {' '.join(args[:2])} failed in {cwd}: "
+                                 f"{done.stderr.decode('utf-8', 'replace').strip()[:300]}",
                                  hint="check the repository (git status), or set objective.workspace to copy "
                                  "files instead")
         return None
-    return done.stdout.strip() if strip else done.stdout
+    return done.stdout
