@@ -14,7 +14,7 @@ from agentlab.core.errors import ConfigError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
-from agentlab.core.search.command import CommandObjective, flat_values, flatten, nested_params
+from agentlab.core.search.command import CommandObjective, flat_values, merged_base
 from agentlab.core.search.config_file import ConfigFile
 from agentlab.core.search.planners import ChooserPlanner, diff, trial_steps
 from agentlab.core.search.records import TrialRecord, best_of, planner_label, reason_line, run_id, state_counts
@@ -83,17 +83,10 @@ def config_file(cfg: NASConfig) -> ConfigFile | None:
     return found
 
 
-def base_params(cfg: NASConfig) -> dict[str, Any]:
-    """What trial 0 runs with: objective.params, on top of the config file's values when there is one."""
-    found = config_file(cfg)
-    params = objective_of(cfg).params
-    return nested_params(found.values, flatten(params)) if found is not None else params
-
-
 def command_space(cfg: NASConfig) -> SearchSpace:
     """The search space over the user's param names, the base values read from objective.params (and the config
     file)."""
-    params = base_params(cfg)
+    params = merged_base(config_file(cfg), objective_of(cfg).params)
     keys = list(cfg.search.space)
     for spec in cfg.search.space.values():
         keys += [k for k in spec.when or {} if k not in keys]

@@ -161,6 +161,12 @@ def keep_checkpoints(cwd: Path, folder: Path, before: dict[Path, int]) -> list[s
     return kept
 
 
+def merged_base(config: ConfigFile | None, params: dict[str, Any]) -> dict[str, Any]:
+    """What trial 0 runs with: ``params`` (objective.params), on top of the config file's values when there is
+    one."""
+    return nested_params(config.values, flatten(params)) if config is not None else params
+
+
 def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:
     return passed[key] if key in passed else lookup(base, key)[1]
 
@@ -181,7 +187,7 @@ class CommandObjective:
         self.config, self.workspaces = config, workspaces
         self.own_params = base_params  # objective.params as written: what {args} / {overrides} pass besides the space
         # the base every trial's values update: the config file's values, objective.params on top
-        self.base_params = nested_params(config.values, flatten(base_params)) if config is not None else base_params
+        self.base_params = merged_base(config, base_params)
         self._seen: list[tuple[str, float]] = []  # (params, value) of the first trials: a command ignoring them
         self.ignored_params: str | None = None  # the warning, once given
 
