@@ -340,20 +340,37 @@ def test_tpe_leaves_a_best_naive_forecast_it_cannot_vary_instead_of_redrawing_it
     assert results["best"]["family"] in ("naive_last", "naive_seasonal")
 
 
-def test_a_draw_that_repeats_a_trial_is_a_bad_trial_in_the_next_draws_copy() -> None:
+def test_a_draw_that_repeats_a_trial_is_told_to_the_sampler_and_it_moves_on() -> None:
+    """A best trial with no keys of its own to vary (a naive forecast): TPE keeps drawing it until the repeats,
+    told back as bad trials, teach it to leave."""
+    import optuna
+
     from agentlab.core.search.planners import TrialDomain, params_key
     from agentlab.core.search.space import ParamSpec, SearchSpace
+    from agentlab.core.search.study import KeptSampler, finished_trial
 
-    space = SearchSpace({"model.family": ParamSpec(choices=["a", "b"])}, base={"model.family": "a"})
-    seen: list[int] = []
+    space = SearchSpace({"model.family": ParamSpec(choices=["a", "b", "c"])}, base={"model.family": "a"})
+    kept = KeptSampler(lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=0), ["minimize"], 0)
+    trials = [finished_trial({"model.family": f}, space.distributions(), [v]) for f, v in (("a", 0.1), ("b", 0.9))]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    kept.sync(trials)
+    drawn: list[str] = []
 
-    def candidate(kind: str, attempt: int, infeasible: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        seen.append(len(infeasible or []))
-        return {"model.family": "a" if len(infeasible or []) < 3 else "b"}  # a sampler that learns from them
+    def candidate(kind: str, judge: Any, explore: bool = False, tries: int = 30) -> dict[str, Any] | None:
+        for _ in range(tries):
+            trial = kept.ask(space.distributions())
+            params = dict(trial.params)
+            drawn.append(params["model.family"])
+            verdict = judge(params)
+            kept.tell(trial, verdict or "run", space.distributions())
+            if verdict is None:
+                return params
+        return None
 
     domain = TrialDomain(space=space, base_params={"model.family": "a"}, incumbent={"model.family": "a"},
                          records=[], best=None, metric="val_mse", check=lambda p: [], candidate=candidate,
-                         tried={params_key({"model.family": "a"})})
+                         tried={params_key({"model.family": f}) for f in "ab"})
     proposal = domain.sample("tpe")
-    assert proposal.params == {"model.family": "b"} and seen == [0, 1, 2, 3]
+    assert proposal.params == {"model.family": "c"} and drawn[-1] == "c" and len(drawn) <= 30
     assert proposal.notes == []  # repeats are not constraint breaks

@@ -25,7 +25,7 @@ from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, params_key
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import MAX_RETRIES, Direction, make_sampler, scratch_study, storage_where
+from agentlab.core.search.study import MAX_RETRIES, Direction, KeptSampler, make_sampler, storage_where
 
 log = logging.getLogger(__name__)
 # Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
@@ -105,13 +105,15 @@ class SearchLoop:
         self.distributions = space.distributions()
         self.startup = max(3, min(10, stop.max_iterations // 4))  # TPE's random warm-up trials
         self._sampler_attrs: dict[str, dict[str, Any]] = {}
+        self._samplers: dict[str, KeptSampler] = {}  # one per sampler kind, kept for the search
+        self._frozen: list[Any] = []  # the study's trials as ``records`` last read them
         self._current: Any = None  # the trial being run, until its end is recorded
         space.check_base(base_params)
 
     # ------------------------------------------------------------------ study state
 
     def records(self) -> list[TrialRecord]:
-        trials = self.study.get_trials(deepcopy=False)
+        trials = self._frozen = self.study.get_trials(deepcopy=False)
         records = [TrialRecord.from_frozen(t) for t in trials]
         waiting = R.awaiting_retry(trials, MAX_RETRIES, RETRY_QUEUE_S)  # its slot stays taken until the retry is queued
         for record in records:
@@ -165,42 +167,39 @@ class SearchLoop:
 
     # ------------------------------------------------------------------ planning helpers
 
-    def _candidate(self, kind: str, attempt: int, infeasible: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Optuna's next suggestion from a throwaway copy of the study: nothing is committed. A conditional space is
-        drawn define-by-run, so the suggestion holds only the keys active for it.
+    def _candidate(self, kind: str, judge: Callable[[dict[str, Any]], str | None], *, explore: bool = False,
+                   tries: int = 30) -> dict[str, Any] | None:
+        """The ``kind`` sampler's next point that ``judge`` passes (None: it returns "infeasible" or "repeat"), or
+        None after ``tries`` draws. The sampler is kept for the search (``study.KeptSampler``), its mirror of the
+        study brought up to date first; a conditional space is drawn define-by-run, so the point holds only the keys
+        active for it. ``explore``: the extra candidates' sampler, so the first sampler's draws stay its own."""
+        from optuna.trial import TrialState
 
-        Draws that broke a constraint are added to the copy as bad trials, so TPE learns to avoid them instead of
-        proposing the same infeasible category again (an unobserved category looks promising to TPE).
-        """
-        from optuna.trial import TrialState, create_trial
-
-        trials = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                           TrialState.FAIL))
-                  if self.space.fits(t.params)]  # one read of the study per draw
-        finished = [t for t in trials if t.state != TrialState.FAIL]
+        sampler = self._samplers.get(kind)
+        if sampler is None:
+            seed = self.seed * 100_003 + len(self._frozen) * 997
+            sampler = self._samplers[kind] = KeptSampler(
+                lambda s: make_sampler(kind, s, startup=self.startup, conditional=self.space.conditional),  # type: ignore[arg-type]
+                [self.direction], seed)
+        trials = [t for t in self._frozen if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+                  and self.space.fits(t.params)]
         # Failed trials (the command failed: an exit code, no metric, NaN, a timeout) teach the sampler like the
-        # draws that broke a constraint: as bad trials in the copy (Optuna's samplers skip FAIL trials, and would
-        # draw the same point again).
-        failed = [dict(t.params) for t in trials if t.state == TrialState.FAIL and t.params
-                  and t.user_attrs.get(R.A_OUTCOME, {}).get("counted", True)]
-        infeasible = [*failed, *(infeasible or [])]
-        seed = self.seed * 100_003 + len(finished) * 997 + attempt
-        sampler = make_sampler(kind, seed, startup=self.startup, conditional=self.space.conditional)  # type: ignore
-        scratch = scratch_study(finished, [self.direction], sampler)
-        values = [t.value for t in finished if t.value is not None and math.isfinite(t.value)]
-        worst = (max(values) if self.direction == "minimize" else min(values)) if values else 0.0
-        penalty = worst + (1 if self.direction == "minimize" else -1) * (abs(worst) + 1.0)
-        for params in infeasible or []:
-            scratch.add_trial(create_trial(params=params, distributions=self.space.distributions(params),
-                                           value=penalty))
-        if not self.space.conditional:
-            params = dict(scratch.ask(self.distributions).params)
-        else:
-            params = self.space.sample(scratch.ask())  # define-by-run: only the keys active for the drawn values
-        # The sampler's own state on the trial (CMA-ES's generation and optimizer): kept with the trial if it runs,
-        # so the next scratch copy restores it instead of starting afresh.
-        self._sampler_attrs[params_key(params)] = dict(scratch.get_trials(deepcopy=False)[-1].system_attrs)
-        return params
+        # draws that broke a constraint: as bad trials (Optuna's samplers skip FAIL trials, and would draw the same
+        # point again).
+        sampler.sync([t for t in trials if t.state != TrialState.FAIL],
+                     [t for t in trials if t.state == TrialState.FAIL and t.params
+                      and t.user_attrs.get(R.A_OUTCOME, {}).get("counted", True)], self.space.distributions)
+        for _ in range(tries):
+            trial = sampler.ask(None if self.space.conditional else self.distributions, explore=explore)
+            params = self.space.sample(trial) if self.space.conditional else dict(trial.params)
+            verdict = judge(params)
+            # the extra candidates' draws teach nothing: the first sampler sees only its own
+            attrs = sampler.tell(trial, "skip" if explore else verdict or "run", self.space.distributions(params))
+            if verdict is None:
+                if not explore:  # the sampler's own state (CMA-ES's): kept with the trial if it runs, so the
+                    self._sampler_attrs[params_key(params)] = attrs  # mirror's copy of it restores it
+                return params
+        return None
 
     def _context(self, records: list[TrialRecord]) -> PlanContext:
         best = best_of(records, self.direction)

@@ -166,8 +166,9 @@ class OptunaPlanner:
 
 @dataclass
 class TrialDomain:
-    """The search loop's trials over a ``SearchSpace`` and one objective (nas). ``candidate(kind, attempt,
-    infeasible draws)`` samples Optuna's next suggestion without committing it."""
+    """The search loop's trials over a ``SearchSpace`` and one objective (nas). ``candidate(kind,
+    judge, explore=, tries=)`` is the search's kept sampler's next point that ``judge`` passes, or None (the search
+    loop's ``_candidate``)."""
 
     space: SearchSpace
     base_params: dict[str, Any]
@@ -176,7 +177,7 @@ class TrialDomain:
     best: TrialRecord | None
     metric: str
     check: Callable[[dict[str, Any]], list[str]]
-    candidate: Callable[..., dict[str, Any]]  # (kind, attempt, infeasible draws) -> params
+    candidate: Callable[..., dict[str, Any] | None]  # (kind, judge, explore=, tries=) -> params or None
     tried: set[str] = field(default_factory=set)
     direction: str = "minimize"  # of ``metric``
     summary_metrics: tuple[str, ...] = ()  # the trial metrics besides ``metric`` an LLM planner is shown
@@ -185,23 +186,22 @@ class TrialDomain:
 
     def sample(self, kind: str) -> Proposal:
         """The sampler's proposal; draws that break a constraint (e.g. n_heads not dividing d_model) or repeat a
-        trial are redrawn, each one a bad trial in the next draw's copy of the study: a sampler that keeps drawing a
-        configuration already run (a best trial with no keys of its own to vary, such as a naive forecast) learns to
-        leave it."""
-        infeasible: list[dict[str, Any]] = []
+        trial are redrawn, each one told to the sampler as a bad trial (``study.KeptSampler``)."""
         broken = 0
-        for attempt in range(MAX_RESAMPLES):
-            params = self.candidate(kind, attempt, infeasible)
+
+        def judge(params: dict[str, Any]) -> str | None:
+            nonlocal broken
             if self.check(params):
-                infeasible.append(params)
                 broken += 1
-            elif params_key(params) in self.tried:
-                infeasible.append(params)
-            else:
-                note = [f"{broken} draws broke constraints and were redrawn"] if broken else []
-                return Proposal(params, self.changes(params), kind, notes=note)
-        raise LLMError(f"{kind}: no valid, untried parameters in {MAX_RESAMPLES} draws", "invalid_output",
-                       hint="widen the search space or relax its constraints")
+                return "infeasible"
+            return "repeat" if params_key(params) in self.tried else None
+
+        params = self.candidate(kind, judge, tries=MAX_RESAMPLES)
+        if params is None:
+            raise LLMError(f"{kind}: no valid, untried parameters in {MAX_RESAMPLES} draws", "invalid_output",
+                           hint="widen the search space or relax its constraints")
+        note = [f"{broken} draws broke constraints and were redrawn"] if broken else []
+        return Proposal(params, self.changes(params), kind, notes=note)
 
     def draw(self, kind: str, k: int) -> list[Proposal]:
         first = self.sample(kind)
@@ -294,26 +294,25 @@ def trial_steps(records: list[TrialRecord], name: str, maximize: bool) -> list[S
 def draw_candidates(domain: TrialDomain, k: int, kind: str = "tpe",
                     first: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Up to ``k`` distinct, valid, untried candidates. Candidate 0 is exactly ``OptunaPlanner(kind)``'s proposal
-    (``first`` when already drawn); the others come from the same sampler on independent seeds
-    (``domain.candidate``'s attempt numbers from a million on, far from the sampler's own draws), then from random
-    draws when the sampler keeps repeating itself. Raises like ``OptunaPlanner`` when there is no candidate 0."""
+    (``first`` when already drawn); the others come from a second sampler of the same kind on the same trials
+    (``domain.candidate(explore=True)``: the first sampler's draws stay what they would be alone), then from random
+    draws when it keeps repeating itself. Raises like ``OptunaPlanner`` when there is no candidate 0."""
     first = first if first is not None else domain.sample(kind).params
     out, seen = [first], {params_key(first)} | domain.tried
-    for extra in range(1, k):
+
+    def judge(params: dict[str, Any]) -> str | None:
+        return "infeasible" if domain.check(params) else "repeat" if params_key(params) in seen else None
+
+    for _ in range(1, k):
+        params = None
         for source in (kind, "random"):
-            infeasible: list[dict[str, Any]] = []
-            for attempt in range(MAX_RESAMPLES // 3):
-                params = domain.candidate(source, 1_000_003 * extra + attempt, infeasible)
-                if domain.check(params):
-                    infeasible.append(params)
-                elif params_key(params) not in seen:
-                    out.append(params)
-                    seen.add(params_key(params))
-                    break
-            if len(out) > extra:
+            params = domain.candidate(source, judge, explore=True, tries=MAX_RESAMPLES // 3)
+            if params is not None:
                 break
-        if len(out) <= extra:
+        if params is None:
             break  # the space is nearly exhausted: fewer candidates
+        out.append(params)
+        seen.add(params_key(params))
     return out
 
 

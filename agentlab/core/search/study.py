@@ -6,9 +6,10 @@ built, so ``nas`` (one minimised loss), ``compress`` (several objectives, with c
 population) behave the same. Directions are always a list, one per objective: a study with one objective is the
 case ``["minimize"]``.
 
-A study stores what the search knows; ``scratch_study`` copies finished trials into an in-memory study, asks it for
-the next point and throws it away, so the persistent study only ever holds real, finished work (no trial asked and
-then abandoned because the planner rejected the point).
+A study stores what the search knows. The sampler that proposes the next point is asked on ``KeptSampler``'s
+in-memory mirror of it, kept for the whole search, so the persistent study only ever holds real, finished work (no
+trial asked and then abandoned because the planner rejected the point); ``scratch_study`` (compress) still builds a
+copy per draw.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,6 +211,87 @@ def scratch_study(trials: Iterable[Any], directions: Sequence[Direction], sample
     study = optuna.create_study(directions=list(directions), sampler=sampler)
     study.add_trials(list(trials))
     return study
+
+
+class KeptSampler:
+    """One Optuna sampler for a whole search (seeded once, its state its own: TPE's, CMA-ES's generation and
+    optimizer), asked on an in-memory study that mirrors the real one: ``sync`` copies each finished trial once, as
+    it appears, so a draw costs the sampler's own work and not a copy of the study.
+
+    A point the search will not run is told back before the next draw: ``infeasible`` (it breaks a constraint) and
+    ``repeat`` (it was run already) become bad trials (``penalty``: worse than every result so far, one objective
+    only), so the sampler learns to leave them instead of drawing them again (an unobserved category looks promising
+    to TPE; a best trial with no keys of its own to vary, such as a naive forecast, would be drawn again and again);
+    ``skip`` (a candidate no one chose) and ``run`` leave nothing the sampler reads, and a point that runs comes back
+    through ``sync`` with its real result. Failed real trials (``sync``'s ``failed``) are bad trials too.
+
+    ``explore=True`` asks a second sampler of the same kind on the same study (its own seed), for the extra candidates
+    an LLM chooses among: the first sampler's draws stay exactly what it would draw alone."""
+
+    def __init__(self, make: Callable[[int], Any], directions: Sequence[Direction], seed: int):
+        import optuna
+
+        quiet()
+        self._make, self._seed, self.directions = make, seed, list(directions)
+        self.main = make(seed)
+        self._explorer: Any = None
+        self.study = optuna.create_study(directions=self.directions, sampler=self.main)
+        self._copied: set[int] = set()
+        self._values: list[float] = []
+
+    def penalty(self) -> float | None:
+        """A value worse than every finished result (None with several objectives: bad points are only skipped)."""
+        if len(self.directions) != 1:
+            return None
+        worst = (max(self._values) if self.directions[0] == "minimize" else min(self._values)) if self._values \
+            else 0.0
+        return worst + (1 if self.directions[0] == "minimize" else -1) * (abs(worst) + 1.0)
+
+    def sync(self, finished: Iterable[Any], failed: Iterable[Any] = (),
+             distributions: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        """Copy the real study's ``finished`` trials (COMPLETE, PRUNED) and ``failed`` ones (as bad trials, their
+        params under ``distributions(params)``) that are not in the mirror yet; each trial is copied once."""
+        import math
+
+        from optuna.trial import create_trial
+
+        for trial in finished:
+            if trial.number not in self._copied:
+                self._copied.add(trial.number)
+                self.study.add_trial(trial)
+                if trial.values is not None and len(trial.values) == 1 and math.isfinite(trial.values[0]):
+                    self._values.append(float(trial.values[0]))
+        for trial in failed:
+            if trial.number not in self._copied:
+                self._copied.add(trial.number)
+                value = self.penalty()
+                if value is not None and trial.params and distributions is not None:
+                    self.study.add_trial(create_trial(params=dict(trial.params),
+                                                      distributions=distributions(dict(trial.params)), value=value))
+
+    def ask(self, distributions: dict[str, Any] | None = None, *, explore: bool = False) -> Any:
+        """An ``optuna.Trial`` of the mirror; tell it back with ``tell`` before the next ``ask``."""
+        if explore and self._explorer is None:
+            self._explorer = self._make(self._seed + 1_000_003)
+        self.study.sampler = self._explorer if explore else self.main
+        try:
+            return self.study.ask(distributions)
+        finally:
+            self.study.sampler = self.main
+
+    def tell(self, trial: Any, verdict: str, distributions: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Close ``trial``: a bad trial (``infeasible``, ``repeat``; its params under ``distributions``) or nothing
+        the sampler reads (``run``, ``skip``). Returns the sampler's own attributes of the draw (CMA-ES's generation
+        and optimizer), which a trial that runs keeps, so its copy restores them."""
+        from optuna.trial import TrialState, create_trial
+
+        attrs = dict(self.study.get_trials(deepcopy=False)[-1].system_attrs)
+        self.study.tell(trial, state=TrialState.FAIL)
+        value = self.penalty() if verdict in ("infeasible", "repeat") else None
+        if value is not None and trial.params:
+            self.study.add_trial(create_trial(params=dict(trial.params), value=value,
+                                              distributions=distributions or dict(trial.distributions)))
+        return attrs
 
 
 def finished_trial(params: dict[str, Any], distributions: dict[str, Any], values: Sequence[float] | None, *,

@@ -16,7 +16,13 @@ from agentlab.core.search.loop import SearchLoop, StopRules  # noqa: E402
 from agentlab.core.search.planners import OptunaPlanner  # noqa: E402
 from agentlab.core.search.records import best_of  # noqa: E402
 from agentlab.core.search.space import ParamSpec, SearchSpace  # noqa: E402
-from agentlab.core.search.study import finished_trial, make_sampler, open_study, scratch_study  # noqa: E402
+from agentlab.core.search.study import (  # noqa: E402
+    KeptSampler,
+    finished_trial,
+    make_sampler,
+    open_study,
+    scratch_study,
+)
 
 
 def test_open_study_default_storage_and_reopen_checks(tmp_path: Path) -> None:
@@ -52,6 +58,51 @@ def test_scratch_study_asks_without_committing(tmp_path: Path) -> None:
     assert len(study.get_trials()) == 2, "asking the scratch copy wrote into the real study"
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler("grid", 0)  # type: ignore[arg-type]
+
+
+def _numbered(trials: list[Any]) -> list[Any]:
+    for number, trial in enumerate(trials):
+        trial.number = number
+    return trials
+
+
+def test_the_kept_sampler_copies_each_trial_once_and_its_extra_draws_leave_the_first_samplers_alone() -> None:
+    from optuna.distributions import FloatDistribution
+
+    dists = {"x": FloatDistribution(-5.0, 5.0)}
+    done = _numbered([finished_trial({"x": x}, dists, [(x - 1) ** 2]) for x in (-4.0, -1.0, 0.5, 2.0, 4.0)])
+
+    def draws(explore: bool) -> list[float]:
+        kept = KeptSampler(lambda s: make_sampler("tpe", s, startup=2), ["minimize"], 7)
+        out = []
+        for n in range(6):
+            kept.sync(done[:3 + n // 2])  # trials appear as they finish; the ones copied already are not again
+            if explore:  # an LLM's extra candidates in between
+                kept.tell(kept.ask(dists, explore=True), "skip")
+            trial = kept.ask(dists)
+            out.append(trial.params["x"])
+            kept.tell(trial, "run")
+        assert sum(t.state.name == "COMPLETE" for t in kept.study.get_trials()) == 5  # each real trial once
+        return out
+
+    assert draws(explore=True) == draws(explore=False)
+
+
+def test_the_kept_sampler_tells_bad_points_as_worse_than_every_result_and_keeps_cmaes_state() -> None:
+    from optuna.distributions import FloatDistribution
+
+    dists = {"x": FloatDistribution(-5.0, 5.0), "y": FloatDistribution(-5.0, 5.0)}
+    kept = KeptSampler(lambda s: make_sampler("cmaes", s, startup=0), ["minimize"], 0)
+    real = _numbered([finished_trial({"x": 1.0, "y": 1.0}, dists, [2.0]), finished_trial({"x": 2.0, "y": 0.0}, dists,
+                                                                                         [5.0]),
+                      finished_trial({"x": 3.0, "y": 3.0}, dists, None)])
+    for _ in range(2):
+        kept.sync(real[:2], failed=real[2:], distributions=lambda params: dists)
+    kept.tell(kept.ask(dists), "infeasible", dists)
+    bad = [t for t in kept.study.get_trials() if t.state.name == "COMPLETE" and t.value not in (2.0, 5.0)]
+    assert [t.value for t in bad] == [11.0, 11.0]  # the failed trial, then the draw: 5 + |5| + 1
+    attrs = kept.tell(kept.ask(dists), "run")
+    assert any(k.startswith("cma:") for k in attrs), attrs  # the draw's CMA-ES state, for the trial that runs
 
 
 class Peak:
