@@ -10,12 +10,9 @@ Methods (``METHODS``):
   CUDA only. bitsandbytes quantizes while a model loads, so after pruning / recovery the model is saved and loaded
   again with ``load_causal_lm(load_in_4bit=True)`` / ``load_in_8bit=True`` (:func:`reload_quantized`).
 
-Measured on this machine (SmolLM2-135M, CPU, one torch thread, greedy decoding of 32 tokens, perplexity on 6,000
-characters of Hamlet, context 256 / stride 128, with other jobs on the 2 cores): base 3.2 tokens/s, perplexity 31.50;
-``int8_weight_only`` 2.9 tokens/s, 31.78; ``int8_dynamic`` 1.7 tokens/s, 32.82; ``torch_dynamic_int8`` 9.3 tokens/s
-but perplexity 103.7 (95.1 with the output head left in float). torchao's int8 keeps quality and is slower on this
-CPU (no fast int8 CPU kernels for these shapes); torch's per-tensor int8 is fast and breaks a 135M model. That is why
-the search measures every method instead of assuming "int8 is faster".
+On a small model on CPU (SmolLM2-135M; docs/design/measurements.md), torchao's int8 keeps quality but is slower
+than the float model (no fast int8 CPU kernels for these shapes), while torch's per-tensor int8 is much faster and
+breaks the model's perplexity. That is why the search measures every method instead of assuming "int8 is faster".
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@
   ``model.pt``: the pruned / recovered model before any int8 quantization, which takes seconds to apply again), so
   the agent's ``evaluate`` reloads it instead of building it again (a recovery's training costs minutes); only the
   front's are kept, the least recently used dropped first beyond ``checkpoints_mb``;
-- ``hashes.json``: model content hashes, remembered by path, size and modification time (hashing a 540 MB model
-  takes seconds).
+- ``hashes.json``: model content hashes, remembered by path, size and modification time (hashing a model of
+  hundreds of MB takes seconds).
 
 Every write is atomic (temporary file + rename), so a killed run never leaves a torn experiment behind.
 """

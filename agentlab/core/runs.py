@@ -240,7 +240,7 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-@functools.cache  # fixed for the life of the process; each lookup parses package metadata (~5 ms)
+@functools.cache  # fixed for the life of the process; each lookup parses package metadata (docs/design/measurements.md)
 def _versions() -> dict[str, str]:
     from importlib import metadata
 

@@ -120,7 +120,8 @@ class ProbAttention(nn.Module):
             qk = q @ k.transpose(-2, -1)
             if n_sample < l_k:
                 # One key sample per query, shared over batch and heads, drawn from the global RNG (seedable).
-                # Gathering from the full score matrix is ~10x faster than indexing K per query at these sizes.
+                # Gathering from the full score matrix is much faster than indexing K per query at these sizes
+                # (docs/design/measurements.md).
                 idx = torch.rand(l_q, l_k, device=q.device).argsort(dim=-1)[:, :n_sample]
                 qk = qk.gather(-1, idx.expand(q.shape[0], q.shape[1], l_q, n_sample))
             sparsity = qk.amax(dim=-1) - qk.mean(dim=-1)

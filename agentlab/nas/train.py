@@ -219,8 +219,8 @@ _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float = 0.0,
                     momentum: float = 0.9) -> torch.optim.Optimizer:
     """The optimizer ``name`` (adam | adamw | sgd) over ``model``'s parameters, with the fused kernel where torch has
-    one: on CPU fused Adam is ~6x faster than the per-tensor loop for the many small tensors of these models, which
-    otherwise rivals the forward pass."""
+    one: on CPU fused Adam is much faster than the per-tensor loop for the many small tensors of these models, which
+    otherwise rivals the forward pass (docs/design/measurements.md)."""
     if name not in _OPTIMIZERS:
         raise ConfigError(f"train.optimizer: unknown optimizer {name!r}", hint=f"use one of {', '.join(_OPTIMIZERS)}")
     cls = getattr(torch.optim, _OPTIMIZERS[name])

@@ -94,9 +94,10 @@ def quiet_bars() -> Iterator[None]:
 
 
 def _env_info_once() -> None:
-    """lm-eval adds the environment (``torch.utils.collect_env``: pip and nvidia-smi in subprocesses, ~2 s) and the
-    git commit of the working directory to every ``simple_evaluate``'s results; one process has one of each, so they
-    are collected once and copied after (and git's "not a git repository" stays off the terminal)."""
+    """lm-eval adds the environment (``torch.utils.collect_env``: pip and nvidia-smi in subprocesses, which take
+    seconds: docs/design/measurements.md) and the git commit of the working directory to every ``simple_evaluate``'s
+    results; one process has one of each, so they are collected once and copied after (and git's "not a git
+    repository" stays off the terminal)."""
     import subprocess
 
     import lm_eval.evaluator as evaluator

@@ -5,8 +5,8 @@ not on disk.
 lm-eval resolves a task's ``dataset_kwargs.data_files`` against the working directory, so a YAML that names
 ``data.jsonl`` beside itself works only when run from its folder. :func:`task_manager` rewrites, in lm-eval's task
 index, every task YAML under the folders agentlab was given: relative local data paths become paths relative to the
-YAML file (the YAML on disk is never changed). lm-eval's own task index (~15,000 YAML files, ~15 s to read on a busy
-2-core machine) is read only when a task asked for is not among the bundled and included ones.
+YAML file (the YAML on disk is never changed). lm-eval's own task index (thousands of YAML files, slow to read:
+docs/design/measurements.md) is read only when a task asked for is not among the bundled and included ones.
 
 lm_eval and datasets are imported inside the functions.
 """

@@ -379,8 +379,8 @@ class Router:
             raise
         latency = time.perf_counter() - start
         # Latency estimates (fastest, p50) use the provider's own request time when it has one: our wall time also
-        # holds one-off costs such as building an HTTP client (~0.2 s for httpx's TLS context), which would brand
-        # whichever model happened to go first as slow.
+        # holds one-off costs such as building an HTTP client (httpx's TLS context is slow to build), which would
+        # brand whichever model happened to go first as slow.
         stats.record_success(completion.latency_s or latency, completion.usage.prompt_tokens,
                              completion.usage.completion_tokens)
         if use_breaker:

@@ -153,8 +153,8 @@ def _jsonschema() -> Any:
 
 
 # A schema's checked validator, by its JSON text: checking a schema against its meta-schema costs milliseconds, and
-# the same tools come with every request of a conversation (measured: 7.5 ms a request for BFCL's tools, checked
-# twice per request behind the gateway, the gateway's main cost at 64 requests/s).
+# the same tools come with every request of a conversation (checked twice per request behind the gateway, it was the
+# gateway's main cost under load: docs/design/measurements.md).
 _VALIDATORS: dict[str, Any] = {}
 _MAX_VALIDATORS = 1024
 
@@ -274,8 +274,8 @@ def tool_gate(messages: Messages, params: GenParams) -> GenParams:
     the question against each tool's name, description and parameters), the request goes on as ``tool_choice:
     none``, so the model answers in text. Under the grammar SmolLM2-135M calls some tool on every question, the
     irrelevant ones included; this check, computed in code, is what keeps it from calling a weather tool about a
-    triangle. Measured on BFCL (benchmarks/tool_calls.py, docs/benchmarks/tool_calls.md): it lets 98.5% of
-    ``simple_python``, 99% of ``multiple`` and 99.5% of ``parallel`` questions through and stops 54% of
+    triangle. On BFCL (benchmarks/tool_calls.py, docs/benchmarks/tool_calls.md, docs/design/measurements.md) it
+    lets nearly all ``simple_python``, ``multiple`` and ``parallel`` questions through and stops about half of the
     ``irrelevance`` ones. When some tools share a word and others do not, only those that do are offered (the
     prompt and the grammar). The model param ``tool_gate: false`` turns it off; any other ``tool_choice`` passes."""
     if (params.tool_choice not in (None, "auto") or not params.tools or params.extra.get("tool_gate", True) is False
@@ -640,8 +640,8 @@ def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], No
     (``results_messages``, ``"results"``: Qwen2.5-Coder-0.5B, given the words version, echoed "I called
     multiply(...)", and given the conversation as its template renders it, wrote the next call as text).
     SmolLM2-135M under the grammar calls the same tool after every result until an agent's step limit, with the same
-    arguments (the weather of Paris twice) or fed its own result (23 x 19 = 437, then 437 x 19, then 8303 x 19): 0 of
-    5 LangGraph questions ended before this. A call to another tool (the next
+    arguments (the weather of Paris twice) or fed its own result (23 x 19 = 437, then 437 x 19, then 8303 x 19): none
+    of the LangGraph questions tried ended before this (docs/design/measurements.md). A call to another tool (the next
     step of a multi-step question) goes through; a chain through one tool twice (multiply, then multiply its
     result) is what the small profile gives up."""
 

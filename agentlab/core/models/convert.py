@@ -2,8 +2,9 @@
 built-in ``smollm2-135m`` among them).
 
 transformers reads a GGUF with ``from_pretrained(folder, gguf_file=name)``; every load de-quantizes all tensors again
-and converts the tokenizer (~20 s for SmolLM2-135M on 2 cores). ``gguf_to_hf`` does that once and saves a plain
-float folder (safetensors + tokenizer + chat template) under ``$AGENTLAB_CACHE`` (default ``~/.cache/agentlab``)::
+and converts the tokenizer (slow even for a small model: docs/design/measurements.md). ``gguf_to_hf`` does that once
+and saves a plain float folder (safetensors + tokenizer + chat template) under ``$AGENTLAB_CACHE`` (default
+``~/.cache/agentlab``)::
 
     hf-from-gguf/<file stem>-<key>/     key: the file's resolved path, size and mtime (a changed file re-converts)
 

@@ -43,8 +43,8 @@ __all__ = ["BASE", "CONCAT_MAX", "FusedError", "Stack", "current_stack", "fused_
 # Measured per LoRA layer (thread CPU time, one torch thread on a 2-core CPU, SmolLM2-135M shapes, rank 16, one row
 # per adapter, 64 decoding steps plus a 128-token prefill): concat is the cheaper up to 6 adapters (attention and MLP
 # projections together), the gathered bmm from 8 on; the gather-free bmm beats both at every count. End to end
-# (`benchmarks/debate_batching.py --quick --paths --clock cpu`, 8 adapters): concat 1.19x, gathered 1.20x the base
-# batch's time: the crossover.
+# (`benchmarks/debate_batching.py --quick --paths --clock cpu`, 8 adapters) the two cost about the same against the
+# base batch's time: the crossover (docs/design/measurements.md).
 CONCAT_MAX = 6
 BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names; accepted here too
 Mode = Literal["auto", "concat", "bmm"]

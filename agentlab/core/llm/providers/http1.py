@@ -1,10 +1,10 @@
 """A lean keep-alive HTTP/1.1 client for the OpenAI provider's hot path: asyncio protocols and httptools' C parser.
 
-Why not httpx here: a gateway at concurrency 64 in front of a 50 ms upstream spent about half of its event loop's
-busy time inside httpx, httpcore and anyio (request models, the pool's bookkeeping, a cancel scope per socket
-operation), 1.5 ms of CPU a request on this 2-core machine; the single loop saturated at about half the direct
-rate. One POST of a JSON body and one response (a length-delimited, chunked or close-delimited body, read whole or
-piece by piece for SSE) is all the provider sends, so this module does only that, over ``asyncio.Protocol`` with
+Why not httpx here: a gateway at high concurrency spent about half of its event loop's busy time inside httpx,
+httpcore and anyio (request models, the pool's bookkeeping, a cancel scope per socket operation), and its single
+loop saturated well below the rate of calling the upstream directly (docs/design/measurements.md). One POST of a
+JSON body and one response (a length-delimited, chunked or close-delimited body, read whole or piece by piece for
+SSE) is all the provider sends, so this module does only that, over ``asyncio.Protocol`` with
 ``httptools.HttpResponseParser`` (uvicorn's parser; the ``serve`` extra installs it).
 
 What it leaves to httpx (``OpenAIProvider`` keeps an httpx client for these): proxies from the environment,

@@ -89,7 +89,7 @@ class LoadedModel:
     # Every request to this model runs on this one long-lived thread (they are serialised by `lock` anyway).
     # asyncio's default executor belongs to an event loop, and each `asyncio.run` (a pipeline run, a sync router
     # call) would start fresh threads whose first llama.cpp calls run measurably slower (benchmarks/
-    # pipeline_overhead.py: ~5% of generation time at the default size).
+    # pipeline_overhead.py; docs/design/measurements.md).
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp"))
     template_tools: bool = False  # the GGUF's chat template renders `tools` itself
@@ -492,9 +492,10 @@ def embed_llama(llm: Any, model: str, texts: list[str], dimensions: int | None =
     turns the context's embedding output on for these decodes only, so no second copy of the model is loaded.
     A causal LM's context pools nothing (``LLAMA_POOLING_TYPE_NONE``): its per-token outputs (the last hidden
     state, after the final norm) are mean-pooled here; a GGUF that names its own pooling (an embedding model) gets
-    llama.cpp's. Vectors are L2-normalised. Measured on the test GGUF: the same vector (cosine 1.0) as a second
-    instance loaded with ``embedding=True`` and mean pooling, and the next generation unchanged. Caller holds the
-    model's lock."""
+    llama.cpp's. Vectors are L2-normalised. On the test GGUF they are the vectors a second instance loaded with
+    ``embedding=True`` and mean pooling gives (docs/design/measurements.md); tests/serve/test_embeddings.py checks
+    that they match transformers' mean pooling of the same weights and that the next generation is unchanged.
+    Caller holds the model's lock."""
     import llama_cpp
 
     size = llm.n_embd()

@@ -1,12 +1,13 @@
 """OpenAI-compatible chat completions over HTTP: OpenRouter, OpenAI, vLLM, llama.cpp server, Ollama.
 
-Chat completions go over ``http1.Http1Pool`` (asyncio and httptools' parser: the gateway's CPU a request fell to a
-third, 1.54 -> 0.49 ms, and that is what bounds a gateway at high concurrency) wherever it applies (http or https, no
-proxy from the environment, httptools installed, as it is with ``agentlab[serve]``); otherwise, and for ``/models``
-and ``/embeddings``, over pooled ``httpx.AsyncClient``s (a few connections each: see ``_client_for_loop``). Both are
-created lazily inside the running event loop. Every failure becomes an ``LLMError`` whose ``kind`` is all the router
-needs to decide on retries and fallbacks. ``timeout_s`` is a *total* deadline for the whole call (httpx timeouts are
-per operation, so a server trickling bytes would never trip them).
+Chat completions go over ``http1.Http1Pool`` (asyncio and httptools' parser: it cuts the gateway's CPU a request
+to a fraction of httpx's, and that is what bounds a gateway at high concurrency: docs/design/measurements.md)
+wherever it applies (http or https, no proxy from the environment, httptools installed, as it is with
+``agentlab[serve]``); otherwise, and for ``/models`` and ``/embeddings``, over pooled ``httpx.AsyncClient``s (a few
+connections each: see ``_client_for_loop``). Both are created lazily inside the running event loop. Every failure
+becomes an ``LLMError`` whose ``kind`` is all the router needs to decide on retries and fallbacks. ``timeout_s`` is a
+*total* deadline for the whole call (httpx timeouts are per operation, so a server trickling bytes would never trip
+them).
 
 The request path is deliberately lean because it is benchmarked against a bare ``httpx.AsyncClient``: the body is a
 plain dict, the answer is parsed with one ``json.loads``, and nothing is logged per request unless DEBUG is on.
@@ -180,7 +181,8 @@ def _user_agent() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _ssl_context() -> ssl.SSLContext:
-    """One TLS context per process: building it costs 0.2-0.3 s, and every event loop needs its own client."""
+    """One TLS context per process: building one is slow (docs/design/measurements.md), and every event loop needs
+    its own client."""
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())
@@ -239,8 +241,8 @@ class OpenAIProvider:
         The pool is split over several clients of at most ``_SHARD`` connections, and each request goes to the one
         with the fewest requests in flight: httpcore's pool looks at every one of its connections on each request
         and response (quadratically for idle ones), which past a few dozen connections costs more CPU than the
-        request itself (a gateway at concurrency 64 spent 2.7 ms of CPU a request with one pool of 64, 1.1 ms with
-        pools of 4).
+        request itself (a gateway at high concurrency spent far less CPU a request with several small pools than
+        with one large one: docs/design/measurements.md).
         """
         loop = asyncio.get_running_loop()
         if not self._clients or self._loop is not loop:
