@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
+
+from agentlab.core.search.kinds import CompressPlanner, describe
 
 from .common import (
     AnswerOpt,
@@ -40,9 +42,8 @@ def compress(
     max_iterations: Annotated[int | None, typer.Option("--max-iterations", "-n", min=1, show_default=False,
                                                        help="Experiments, the base model not counted (default 8)."
                                                        )] = None,
-    planner: Annotated[Literal["llm", "agent", "nsga2", "tpe", "random"] | None, typer.Option(
-        show_default=False, help="nsga2 (default), tpe, random, llm (the `planner` route of --llm chooses among "
-        "NSGA-II's proposals), or agent (an LLM agent plans through tools, NSGA-II its guard; needs --llm).")] = None,
+    planner: Annotated[CompressPlanner | None, typer.Option(
+        show_default=False, help=f"Who proposes each experiment (default nsga2). {describe('compress')}.")] = None,
     approve: Annotated[bool, typer.Option("--approve", help="With --planner agent: stop before each experiment, "
                                           "show the agent's plan and ask yes / no / edit.")] = False,
     llm: LLMOpt = None,

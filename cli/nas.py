@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from agentlab.core.search.kinds import NasPlanner, describe
+
 from .common import (
     AnswerOpt,
     ConfigOpt,
@@ -61,13 +63,9 @@ def nas(
     target: Annotated[float | None, typer.Option(show_default=False,
                                                  help="Stop once the best result reaches this: validation MSE at "
                                                  "or below it, or your command's metric in its direction.")] = None,
-    planner: Annotated[Literal["auto", "llm", "agent", "tpe", "tpe_independent", "tpe_multivariate", "cmaes",
-                               "random"] | None,
-                       typer.Option(show_default=False, help="auto (default): llm (choosing among TPE's candidates) "
-                                    "when a planner model is configured and reachable, else tpe. agent: an LLM "
-                                    "agent plans through tools, TPE its guard (needs --llm). Each one also "
-                                    "searches your own command (an objective: section).")
-    ] = None,
+    planner: Annotated[NasPlanner | None, typer.Option(
+        show_default=False, help=f"Who proposes each trial (default auto). {describe('nas')}. Each one also "
+        "searches your own command (an objective: section).")] = None,
     approve: Annotated[bool, typer.Option("--approve", help="With --planner agent: stop before each trial, show "
                                           "the agent's plan and ask yes / no / edit.")] = False,
     data: Annotated[Path | None, typer.Option(show_default=False, dir_okay=False,

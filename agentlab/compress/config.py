@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
 from agentlab.core.config import StrictModel
+from agentlab.core.search.kinds import CompressPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
 
 GGUF_TYPES = ("Q8_0", "Q5_K_M", "Q4_K_M")
@@ -146,9 +147,7 @@ class CompressConfig(LLMPlannerSettings):
                                             "generated arithmetic task")
     task_questions: int = Field(40, ge=1, description="questions of the task used for accuracy")
     max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
-    planner: Literal["llm", "agent", "nsga2", "tpe", "random"] = Field(
-        "nsga2", description="who proposes experiments: the `planner` route of --llm choosing among NSGA-II's "
-        "proposals, Optuna NSGA-II or TPE, or random (a baseline)")
+    planner: CompressPlanner = Field("nsga2", description="who proposes experiments: " + describe("compress"))
     llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")
     storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per finished "
                                 "experiment (objective values and constraint violation): sqlite:///f.db, a journal "

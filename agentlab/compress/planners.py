@@ -1,5 +1,5 @@
 """compress's search as the planners of ``core.search`` see it (``ExperimentDomain``): who proposes the next
-compression experiment is one of the planners every search shares (``core.search.session.PLANNERS``): ``random``
+compression experiment is one of the planners every search shares (``core.search.kinds.KINDS``): ``random``
 (a baseline), ``nsga2`` / ``tpe`` (Optuna samplers, ``OptunaPlanner``) and ``llm`` (``ChooserPlanner``: the
 ``planner`` route of --llm choosing among K NSGA-II proposals).
 
@@ -35,14 +35,21 @@ from agentlab.core.config import StrictModel
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.search import share as S
 from agentlab.core.search.pareto import hypervolume
-from agentlab.core.search.planners import ChoiceRequest, Chooser, ChooserPlanner, PlanContext, Proposal, params_key
+from agentlab.core.search.planners import (
+    ChoiceRequest,
+    Chooser,
+    PlanContext,
+    Proposal,
+    Row,
+    SearchResults,
+    params_key,
+)
 from agentlab.core.search.prompts import choice_messages, good_trials_summary
 from agentlab.core.search.study import finished_trial, make_sampler, scratch_study
 
 log = logging.getLogger(__name__)
 KEY_ATTR = "agentlab:experiment"  # trial user attribute: the experiment's key (``space.experiment_key``)
 TRIES = 300  # samples drawn before a planner says the space has no untried experiment left
-SAMPLERS = ("nsga2", "tpe", "random")  # compress's classical samplers (``planner``); nsga2 is the llm planner's
 
 
 class NoProposal(AgentlabError):
@@ -335,19 +342,24 @@ def hypervolume_of(goal: Goal, records: list[dict[str, Any]], keep: Callable[[st
     return _hypervolume(goal, _points(goal, kept), reference)
 
 
-def contribution(goal: Goal, records: list[dict[str, Any]], planner: ChooserPlanner) -> dict[str, Any]:
-    """results.json's ``llm_contribution`` (``ChooserPlanner.contribution``), with the hypervolume of the feasible
-    experiments with and without the LLM's picks as the counterfactual."""
-    reference = nadir(goal, records)
-    without = None
-    if reference is not None:
+def experiment_results(goal: Goal, records: list[dict[str, Any]]) -> SearchResults:
+    """compress's finished search as its planner reports on it (``Planner.report``): the feasible hypervolume with
+    and without what a planner chose; the llm planner's counterfactual is the hypervolume without its picks."""
+    def without_llm() -> dict[str, Any] | None:
+        reference = nadir(goal, records)
+        if reference is None:
+            return None
         usable = [r for r in records if _usable(r)]
         kept = [r for r in usable if r.get("origin") not in S.LLM_ORIGINS]
-        without = {"hypervolume": _hypervolume(goal, _points(goal, usable), reference),
-                   "hypervolume_without_llm_picks": _hypervolume(goal, _points(goal, kept), reference),
-                   "reference": reference}
-    warmup = sum(1 for r in records if r.get("planner") == planner.name and r.get("warmup"))
-    return planner.contribution(front_steps(goal, records, planner.name), warmup, without)
+        return {"hypervolume": _hypervolume(goal, _points(goal, usable), reference),
+                "hypervolume_without_llm_picks": _hypervolume(goal, _points(goal, kept), reference),
+                "reference": reference}
+
+    rows = [Row(str(r.get("origin", "")), r.get("choice"), str(r.get("planner", "")), bool(r.get("warmup")))
+            for r in records[1:]]
+    return SearchResults(rows, lambda keep: hypervolume_of(goal, records, keep),
+                         lambda name: front_steps(goal, records, name), without_llm, higher_is_better=True,
+                         what="hypervolume")
 
 
 def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:

@@ -32,11 +32,9 @@ from agentlab.compress.measure import default_eval_text, read_text_file
 from agentlab.compress.objective import Goal
 from agentlab.compress.planners import (
     KEY_ATTR,
-    SAMPLERS,
     ExperimentDomain,
     NoProposal,
-    contribution,
-    hypervolume_of,
+    experiment_results,
     record_trial,
     sampler_attrs,
 )
@@ -59,8 +57,8 @@ from agentlab.core.models.load import hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
-from agentlab.core.search.agent import AgentPlanner, agent_block
-from agentlab.core.search.planners import ChooserPlanner, Proposal, WarmStart
+from agentlab.core.search.agent import AgentPlanner
+from agentlab.core.search.planners import Proposal, WarmStart
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
@@ -267,7 +265,7 @@ class Search:
                            goal=self.goal, short=self._short_profile(), budget=self.cfg.max_iterations,
                            mlflow=self.cfg.mlflow, context=self.context) \
             if self.cfg.planner == "agent" else None
-        spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", samplers=SAMPLERS, settings=self.cfg,
+        spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", command="compress", settings=self.cfg,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
                            memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks
                            agent_model=self.p.agent_model, kit=kit, approver=self.p.approver,
@@ -532,12 +530,8 @@ class Search:
     def _finish(self) -> dict[str, Any]:
         results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
         planner = self.session.planner if self.session is not None else None
-        if isinstance(planner, ChooserPlanner):
-            results["llm_contribution"] = contribution(self.goal, self.records, planner)
-        if isinstance(planner, AgentPlanner):
-            rows = [(str(r.get("origin", "")), r.get("choice"), str(r.get("planner", ""))) for r in self.records[1:]]
-            results["agent"] = agent_block(planner, rows, lambda keep: hypervolume_of(self.goal, self.records, keep),
-                                           higher_is_better=True, what="hypervolume")
+        if planner is not None:
+            results.update(planner.report(experiment_results(self.goal, self.records)))
         plot = write_plot(self.goal, self.records, self.run_dir.file("pareto.png"))
         results["plot"] = plot.name if plot is not None else None
         self.run_dir.save_results(results)

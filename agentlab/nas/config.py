@@ -15,6 +15,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import ConfigError
+from agentlab.core.search.kinds import NasPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
 from agentlab.core.search.space import ParamSpec, lookup
 from agentlab.core.tracking import TrackingURI, tracking_field
@@ -163,7 +164,7 @@ def default_space() -> dict[str, ParamSpec]:
         "model.linear": ParamSpec(choices=["none", "trend", "input"]),
         "train.learning_rate": ParamSpec(low=1e-4, high=1e-2, log=True),
         # Optimizer and loss cost nothing per trial. train.batch_size is left out: batch-16 trials take twice the
-        # steps, and 20 default trials measured ~20% slower with it.
+        # steps, and a default search measured noticeably slower with it (docs/design/measurements.md).
         "train.optimizer": ParamSpec(choices=["adam", "adamw", "sgd"]),
         "train.loss": ParamSpec(choices=["mse", "mae", "huber"]),
     }
@@ -172,13 +173,7 @@ def default_space() -> dict[str, ParamSpec]:
 class SearchConfig(LLMPlannerSettings):
     """The search loop; the LLM planner's keys (``history``, ``llm_*``) come from ``LLMPlannerSettings``."""
 
-    planner: Literal["auto", "llm", "agent", "tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random"] = Field(
-        "auto", description="auto: llm when a planner model is configured and reachable, else tpe; llm: the LLM "
-        "chooses among TPE's candidates; agent: an LLM agent plans through tools (data facts, the literature, TPE's "
-        "candidates; for an objective command: its project's files and the trials' step lines), TPE its guard "
-        "(search.agent); tpe: TPE, multivariate on a conditional space; tpe_independent / "
-        "tpe_multivariate: always one key at a time / always joint; cmaes: CMA-ES on the numeric keys every trial "
-        "has (the others random); random")
+    planner: NasPlanner = Field("auto", description=describe("nas"))
     max_iterations: int = Field(20, ge=1, description="total trials of the search (calling again with a higher "
                                 "number continues it)")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")

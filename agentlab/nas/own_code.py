@@ -7,6 +7,7 @@ summary and report under the metric's own name. The search itself (planners, stu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +17,9 @@ from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.command import CommandObjective, flat_values, merged_base
 from agentlab.core.search.config_file import ConfigFile
-from agentlab.core.search.planners import ChooserPlanner, diff, trial_steps
-from agentlab.core.search.records import TrialRecord, best_of, planner_label, reason_line, run_id, state_counts
-from agentlab.core.search.session import PlannerSession, llm_source, require_planner_model
-from agentlab.core.search.share import LLM_ORIGINS
+from agentlab.core.search.planners import diff
+from agentlab.core.search.records import TrialRecord, planner_label, reason_line, run_id, state_counts
+from agentlab.core.search.session import llm_source, require_planner_model
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.workspace import Workspaces
 from agentlab.core.tracking import check_tracking
@@ -238,17 +238,10 @@ def _brief(record: TrialRecord | None, metric: str) -> dict[str, Any] | None:
             "metrics": {k: v for k, v in record.metrics.items() if k != "value"}}
 
 
-def command_contribution(session: PlannerSession, outcome: SearchOutcome, metric: str,
-                         direction: str) -> dict[str, Any] | None:
-    """results.json's ``llm_contribution`` for a command objective (None unless the llm planner ran): as the
-    forecaster's, in the metric's direction, with the best without the LLM's picks under the metric's name."""
-    if not isinstance(session.planner, ChooserPlanner):
-        return None
-    kept = best_of([r for r in outcome.records if r.origin not in LLM_ORIGINS], direction)
-    name = session.planner.name
-    warmup = sum(1 for r in outcome.records if r.planner == name and r.warmup)
-    return session.contribution(trial_steps(outcome.records, name, direction == "maximize"), warmup,
-                                {f"best_{metric}": kept.value if kept else None})
+def without_llm(metric: str) -> Callable[[TrialRecord | None], dict[str, Any]]:
+    """``llm_contribution``'s counterfactual for a command objective: the best without the LLM's picks under the
+    metric's name."""
+    return lambda best: {f"best_{metric}": best.value if best else None}
 
 
 def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str,

@@ -6,10 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.search.planners import ChooserPlanner, trial_steps
-from agentlab.core.search.records import TrialRecord, best_of, state_counts
-from agentlab.core.search.session import PlannerSession
-from agentlab.core.search.share import LLM_ORIGINS
+from agentlab.core.search.records import TrialRecord, state_counts
 from agentlab.nas.config import NASConfig, apply_changes
 from agentlab.nas.ensemble import EnsembleBuilder
 from agentlab.nas.literature import comparison, recognise
@@ -46,17 +43,10 @@ def literature_for(cfg: NASConfig, prepared: PreparedData) -> dict[str, Any] | N
     return comparison(dataset, cfg.data.pred_len, cfg.data.features, prepared.split)
 
 
-def llm_contribution(session: PlannerSession, outcome: Any) -> dict[str, Any] | None:
-    """results.json's ``llm_contribution`` (None unless the llm planner ran), with the search's best without the
-    LLM's picks (the trials where it chose another candidate than TPE's) as the counterfactual."""
-    if not isinstance(session.planner, ChooserPlanner):
-        return None
-    kept = best_of([r for r in outcome.records if r.origin not in LLM_ORIGINS])
-    without = {"best_val_mse": kept.value if kept else None,
-               "best_test_mse": kept.metrics.get("test_mse") if kept else None}
-    name = session.planner.name
-    warmup = sum(1 for r in outcome.records if r.planner == name and r.warmup)
-    return session.contribution(trial_steps(outcome.records, name, False), warmup, without)
+def forecast_without_llm(best: TrialRecord | None) -> dict[str, Any]:
+    """``llm_contribution``'s counterfactual for the forecaster: the best trial without the LLM's picks."""
+    return {"best_val_mse": best.value if best else None, "best_test_mse": best.metrics.get("test_mse") if best
+            else None}
 
 
 def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_line: str,

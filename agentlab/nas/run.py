@@ -28,11 +28,12 @@ from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, 
 from agentlab.core.search.planners import (
     Chooser,
     PlanContext,
-    Planner,
     Proposal,
     TrialDomain,
     WarmStart,
+    Wrapper,
     params_key,
+    trial_results,
 )
 from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
 from agentlab.core.search.session import (
@@ -43,7 +44,7 @@ from agentlab.core.search.session import (
     require_planner_model,
 )
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import OPTUNA_PLANNERS, Direction, open_study
+from agentlab.core.search.study import Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
 from agentlab.nas.best import prune_checkpoints, remember_base, write_best
@@ -58,7 +59,6 @@ from agentlab.nas.config import (
 )
 from agentlab.nas.ensemble import EnsembleBuilder, save_predictions
 from agentlab.nas.own_code import (
-    command_contribution,
     command_objective,
     command_space,
     dry_run_command,
@@ -67,10 +67,11 @@ from agentlab.nas.own_code import (
     render_command_report,
     summarise_command,
     trial_line,
+    without_llm,
 )
 from agentlab.nas.own_code_agent import command_kit
 from agentlab.nas.report import render_report
-from agentlab.nas.results import build_ensemble, literature_for, llm_contribution, summarise
+from agentlab.nas.results import build_ensemble, forecast_without_llm, literature_for, summarise
 from agentlab.nas.tracking import log_results, log_trials
 
 if TYPE_CHECKING:
@@ -164,14 +165,11 @@ def warm_leads(cfg: NASConfig, prepared: PreparedData | None) -> list[tuple[dict
     return []
 
 
-class NaiveFirst:
+class NaiveFirst(Wrapper):
     """The planner, except that the naive families of the space (``naive_last`` and ``naive_seasonal`` among the
     choices of ``model.family``) run right after the base config, each once: they train nothing (seconds), and with
     them in the pool the best trial and the ensemble are never worse on validation than the naive forecasts, whatever
     the sampler would have drawn. Every other trial is the wrapped planner's."""
-
-    def __init__(self, planner: Planner):
-        self.inner, self.name = planner, planner.name
 
     def propose(self, ctx: PlanContext) -> Proposal:
         domain = ctx.domain
@@ -211,7 +209,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
         kit = command_kit(cfg)
     elif kind == "agent" and prepared is not None:
         kit = nas_kit(cfg, prepared, space_families(cfg))
-    return PlannerSpec(kind=kind, sampler="tpe", samplers=OPTUNA_PLANNERS, settings=cfg.search,
+    return PlannerSpec(kind=kind, sampler="tpe", command="nas", settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
                        agent_model=agent_model, kit=kit, approver=approver, announce=announce)
 
@@ -383,10 +381,11 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             if spaces is not None:
                 spaces.cleanup()
                 spaces.release()
-        agent = session.agent(outcome.records, maximize=direction == "maximize")
-        contribution = command_contribution(session, outcome, metric, direction) if own else None
+        planned = session.report(trial_results(outcome.records, direction == "maximize",
+                                               without_llm(metric) if own else forecast_without_llm))
     if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them
-        results = summarise_command(cfg, outcome, session.line, contribution, agent)
+        results = summarise_command(cfg, outcome, session.line, planned.get("llm_contribution"),
+                                    planned.get("agent"))
         results["best_files"] = write_best(run_dir.path, outcome.best)
         results["workspace"] = holder.get("workspace")
         if isinstance(objective, CommandObjective) and objective.ignored_params:
@@ -400,10 +399,10 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     from agentlab.nas.train import evaluate_baseline  # lazy: imports torch
 
     results = summarise(cfg, outcome, evaluate_baseline(prepared), session.line, target=prepared.target,
-                        literature=literature_for(cfg, prepared), contribution=llm_contribution(session, outcome),
+                        literature=literature_for(cfg, prepared), contribution=planned.get("llm_contribution"),
                         ensemble=holder["ensemble"])
-    if agent is not None:
-        results["agent"] = agent
+    if planned.get("agent") is not None:
+        results["agent"] = planned["agent"]
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     log_results(tracker, results, run_dir.path)

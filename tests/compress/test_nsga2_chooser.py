@@ -13,7 +13,7 @@ pytest.importorskip("optuna")
 from agentlab.compress.objective import parse_objective  # noqa: E402
 from agentlab.compress.planners import (  # noqa: E402
     ExperimentDomain,
-    contribution,
+    experiment_results,
     front_steps,
     optuna_candidates,
     population_size,
@@ -37,7 +37,7 @@ def test_candidates_are_distinct_and_the_first_is_nsga2s() -> None:
                            budget=8)
     cands = optuna_candidates(ctx, "nsga2", 4)
     assert len(cands) == 4 and len({experiment_key(ctx.experiment(c.params)) for c in cands}) == 4
-    alone = OptunaPlanner("nsga2", ("nsga2",)).propose(ctx.context())
+    alone = OptunaPlanner("nsga2").propose(ctx.context())
     assert ctx.experiment(cands[0].params) == ctx.experiment(alone.params) and alone.planner == "nsga2"
     assert population_size(8) == 4 and population_size(40) == 10 and population_size(3) == 4
 
@@ -48,7 +48,8 @@ def test_steps_count_growth_of_the_feasible_front_and_contribution_compares_hype
     steps = front_steps(GOAL, records)
     assert [(s.origin, s.improved) for s in steps] == [("classical", True), ("picked", False), ("picked", True),
                                                        ("classical", False)]
-    block = contribution(GOAL, records, ChooserPlanner(FixedChooser(0, "m"), share=0.3, sampler="nsga2"))
+    block = ChooserPlanner(FixedChooser(0, "m"), share=0.3, sampler="nsga2").report(
+        experiment_results(GOAL, records))["llm_contribution"]
     assert block["differed"] == 2 and block["new_bests"] == {"llm_picks": 1, "sampler": 1}
     without = block["without_llm_picks"]
     assert without["reference"] == [1.0, 20.0]

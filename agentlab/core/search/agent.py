@@ -29,7 +29,16 @@ from agentlab.core.agent.runtime import AgentModel, Tool, profile_of
 from agentlab.core.llm.config import ModelProfile
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search import share as S
-from agentlab.core.search.planners import PlanContext, Proposal, TrialDomain, diff, params_key
+from agentlab.core.search.kinds import label
+from agentlab.core.search.planners import (
+    PlanContext,
+    Proposal,
+    SearchResults,
+    TrialDomain,
+    diff,
+    params_key,
+    trial_results,
+)
 from agentlab.core.search.prompts import format_changes, good_trials_summary, plan_schema
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.settings import AgentSettings
@@ -37,7 +46,6 @@ from agentlab.core.search.settings import AgentSettings
 ACTIONS = ("run_trial", "try_config", "run_experiment", "try_experiment")  # the tools whose call runs a trial
 AGENT_ORIGINS = ("agent", "default")  # trials the agent chose (default: it gave no valid action, candidate 0 ran)
 REASON_CHARS = 120
-SAMPLER_NAMES = {"tpe": "TPE", "nsga2": "NSGA-II", "random": "random", "cmaes": "CMA-ES"}
 
 
 @dataclass
@@ -270,7 +278,7 @@ class AgentPlanner:
             first = ctx.domain.draw(self.sampler, 1)[0]
             return Proposal(first.params, ctx.domain.changes(first.params), self.name, origin="guard",
                             notes=[f"guard: {streak} {self.unit}s by the agent without a new best; "
-                                   f"{SAMPLER_NAMES.get(self.sampler, self.sampler)} runs this one"],
+                                   f"{label(self.sampler)} runs this one"],
                             extra=dict(first.extra))
         waiting = self.run.pending()
         result: str | None = None
@@ -313,13 +321,18 @@ class AgentPlanner:
     def close(self) -> None:
         self.run.close()
 
+    def report(self, results: SearchResults) -> dict[str, Any]:
+        """results.json's ``agent`` block (``agent_block``)."""
+        return {"agent": agent_block(self, [(r.origin, r.choice, r.planner) for r in results.rows], results.score,
+                                     results.higher_is_better, results.what)}
+
     # ------------------------------------------------------------------ what the model is told (computed here)
 
     def _result(self, done: list[Done], index: int) -> str:
         lines = [done[index].text]
         guard = [d for d in done[index + 1:] if d.origin == "guard"]
         if guard:
-            lines.append(f"meanwhile the guard ({SAMPLER_NAMES.get(self.sampler, self.sampler)}) ran: "
+            lines.append(f"meanwhile the guard ({label(self.sampler)}) ran: "
                          + "; ".join(d.text for d in guard[-3:]))
         return "\n".join(lines)
 
@@ -328,7 +341,7 @@ class AgentPlanner:
         view = self._view()
         streak, _ = agent_streak(self._done, self.settings.guard_patience)  # the records change only between proposals
         left = self.settings.guard_patience - streak
-        sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
+        sampler = label(self.sampler)
         # budget_left counts the trial being planned now (PlanContext): "0 left" with one to plan misled the agent
         lines = [f"{_count(self.ctx.budget_left, self.unit)} left, the one you plan now included. "
                  f"{view.best_line()}.",
@@ -336,7 +349,7 @@ class AgentPlanner:
         return "\n".join(lines)
 
     def brief(self) -> list[dict[str, Any]]:
-        sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
+        sampler = label(self.sampler)
         run, own = self.actions
         unit, patience = self.unit, self.settings.guard_patience
         if profile_of(self.model).short_brief:  # a small model: short, and the order of the calls said once, here
@@ -370,7 +383,7 @@ class AgentPlanner:
         assert self.ctx is not None
         view = self._view()
         k = self.settings.candidates  # fixed (check_action checks the real count): the prompt's tools stay the same
-        sampler = SAMPLER_NAMES.get(self.sampler, self.sampler)
+        sampler = label(self.sampler)
         run, own = self.actions
         profile = profile_of(self.model)
         return [
@@ -548,15 +561,7 @@ def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
 
 def trial_agent_block(planner: AgentPlanner, records: list[TrialRecord], maximize: bool = False) -> dict[str, Any]:
     """``agent_block`` for the search loop's trials (nas): the best value with and without the agent's picks."""
-    done = [r for r in records if r.state != "running" and r.counted]
-
-    def score(keep: Callable[[str, Any, str], bool]) -> float | None:
-        values = [float(r.value) for r in done  # type: ignore[arg-type]
-                  if r.state == "complete" and r.finite and r.accepted is not False and keep(r.origin, r.choice,
-                                                                                              r.planner)]
-        return (max if maximize else min)(values) if values else None
-
-    return agent_block(planner, [(r.origin, r.choice, r.planner) for r in done], score, maximize)
+    return planner.report(trial_results(records, maximize, lambda best: {}))["agent"]
 
 
 def _count(n: int, word: str) -> str:

@@ -179,7 +179,7 @@ class SearchLoop:
         if sampler is None:
             seed = self.seed * 100_003 + len(self._frozen) * 997
             sampler = self._samplers[kind] = KeptSampler(
-                lambda s: make_sampler(kind, s, startup=self.startup, conditional=self.space.conditional),  # type: ignore[arg-type]
+                lambda s: make_sampler(kind, s, startup=self.startup, conditional=self.space.conditional),
                 [self.direction], seed)
         trials = [t for t in self._frozen if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
                   and self.space.fits(t.params)]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agentlab.core.errors import LLMError
 from agentlab.core.search import share as S
+from agentlab.core.search.kinds import KINDS
 from agentlab.core.search.prompts import (
     REASONING_CHARS,
     choice_messages,
@@ -31,9 +32,8 @@ from agentlab.core.search.prompts import (
     own_messages,
     plan_model,
 )
-from agentlab.core.search.records import TrialRecord
+from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import OPTUNA_PLANNERS
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -106,13 +106,45 @@ class PlanContext:
     seed: int = 0
 
 
+@dataclass
+class Row:
+    """A counted, finished trial (nas) or experiment (compress) as a planner's report reads it."""
+
+    origin: str  # the llm planner's and the agent's: who chose it (``share``, ``agent.AGENT_ORIGINS``)
+    choice: Any  # the candidate's index, when there were candidates
+    planner: str  # the planner that proposed it (``base``, ``leads``, ``naive``, ``tpe``, ``llm``, ``agent``, ...)
+    warmup: bool = False  # one of the sampler's warm-up trials
+
+
+@dataclass
+class SearchResults:
+    """A finished search as its planner reports on it (``Planner.report``), in the command's terms: its ``rows``;
+    ``score(keep)``: the search's figure (nas: the best value of its metric; compress: the feasible hypervolume, the
+    name in ``what``) over the rows ``keep(origin, choice, planner)`` keeps; ``steps(name)``: the ``name``
+    planner's bandit steps (``share``); ``without_llm()``: the figures without the LLM chooser's picks, under the
+    command's names."""
+
+    rows: list[Row]
+    score: Callable[[Callable[[str, Any, str], bool]], float | None]
+    steps: Callable[[str], list[S.Step]]
+    without_llm: Callable[[], dict[str, Any] | None]
+    higher_is_better: bool = False
+    what: str = "best"
+
+
 class Planner(Protocol):
-    """Proposes the next trial from what the search knows: ``OptunaPlanner``, ``ChooserPlanner``; the table of
-    planner kinds is ``session.PLANNERS``."""
+    """Proposes the next trial from what the search knows (``OptunaPlanner``, ``ChooserPlanner``,
+    ``agent.AgentPlanner``; the table of planner kinds is ``kinds.KINDS``), says what it did in results.json's terms
+    when the search ends (``report``: e.g. ``{"llm_contribution": ...}``, ``{"agent": ...}``, or nothing), and
+    closes what it holds."""
 
     name: str
 
     def propose(self, ctx: PlanContext) -> Proposal: ...
+
+    def report(self, results: SearchResults) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -123,7 +155,25 @@ def diff(params: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if reference.get(k) != v}
 
 
-class WarmStart:
+class Wrapper:
+    """A planner that runs some trials of its own and hands the rest to ``inner`` (``WarmStart``, nas's
+    ``NaiveFirst``): the report and the closing are the wrapped planner's."""
+
+    def __init__(self, planner: Planner):
+        self.inner = planner
+        self.name = getattr(planner, "name", "planner")
+
+    def propose(self, ctx: PlanContext) -> Proposal:
+        return self.inner.propose(ctx)
+
+    def report(self, results: SearchResults) -> dict[str, Any]:
+        return self.inner.report(results)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class WarmStart(Wrapper):
     """Knowledge as a warm start for any planner: right after the base config, each of ``leads`` (changes of the
     base config, with a line saying where the lead comes from) runs once, in order, before the wrapped planner gets
     a trial; then every trial is the planner's. A lead the domain refuses (``Domain.lead``: outside the space,
@@ -133,8 +183,8 @@ class WarmStart:
     a planner is compared with the sampler given what it was given."""
 
     def __init__(self, planner: Planner, leads: list[tuple[dict[str, Any], str]]):
-        self.inner, self.leads = planner, leads
-        self.name = getattr(planner, "name", "planner")
+        super().__init__(planner)
+        self.leads = leads
 
     def propose(self, ctx: PlanContext) -> Proposal:
         if ctx.budget_left > 0:
@@ -146,12 +196,10 @@ class WarmStart:
 
 
 class OptunaPlanner:
-    """A classical sampler alone (nas: ``study.OPTUNA_PLANNERS``, TPE, its independent and multivariate forms,
-    CMA-ES, random; compress: NSGA-II, TPE, random): its candidate 0 runs. ``kinds``: the samplers the search's
-    domain draws from."""
+    """A classical sampler alone (a ``sampler`` kind of ``kinds.KINDS``): its candidate 0 runs."""
 
-    def __init__(self, kind: str, kinds: tuple[str, ...] | None = None):
-        if kind not in (kinds or OPTUNA_PLANNERS):
+    def __init__(self, kind: str):
+        if kind not in KINDS or KINDS[kind].family != "sampler":
             raise ValueError(f"unknown optuna planner {kind!r}")
         self.name = kind
 
@@ -159,6 +207,12 @@ class OptunaPlanner:
         proposal = ctx.domain.draw(self.name, 1)[0]
         proposal.planner = self.name
         return proposal
+
+    def report(self, results: SearchResults) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------- the search loop's domain
@@ -276,6 +330,26 @@ class TrialDomain:
         if not errors and (not diff(params, self.incumbent) or params_key(params) in taken):
             errors.append("the same as a candidate or a trial already run")
         return (None, "own candidate dropped: " + "; ".join(errors)) if errors else (params, "")
+
+
+def trial_results(records: list[TrialRecord], maximize: bool,
+                  without_llm: Callable[[TrialRecord | None], dict[str, Any]]) -> SearchResults:
+    """``SearchResults`` of the search loop's trials (nas): the best value with and without what a planner chose;
+    ``without_llm(best)`` names the best trial without the LLM chooser's picks in the command's terms."""
+    done = [r for r in records if r.state != "running" and r.counted]
+
+    def score(keep: Callable[[str, Any, str], bool]) -> float | None:
+        values = [float(r.value) for r in done  # type: ignore[arg-type]
+                  if r.state == "complete" and r.finite and r.accepted is not False and keep(r.origin, r.choice,
+                                                                                              r.planner)]
+        return (max if maximize else min)(values) if values else None
+
+    def without() -> dict[str, Any]:
+        kept = [r for r in records if r.origin not in S.LLM_ORIGINS]
+        return without_llm(best_of(kept, "maximize" if maximize else "minimize"))
+
+    return SearchResults([Row(r.origin, r.choice, r.planner, r.warmup) for r in done], score,
+                         lambda name: trial_steps(records, name, maximize), without, higher_is_better=maximize)
 
 
 def trial_steps(records: list[TrialRecord], name: str, maximize: bool) -> list[S.Step]:
@@ -450,6 +524,14 @@ class ChooserPlanner:
             return self._run(ctx, candidates, 0, "no answer", notes=[*notes, note], warmup=warmup)
         origin = "kept" if choice.index == 0 else "own" if choice.index == own_index else "picked"
         return self._run(ctx, candidates, choice.index, origin, choice.reasoning, notes, warmup=warmup)
+
+    def report(self, results: SearchResults) -> dict[str, Any]:
+        """results.json's ``llm_contribution``."""
+        warmup = sum(1 for r in results.rows if r.planner == self.name and r.warmup)
+        return {"llm_contribution": self.contribution(results.steps(self.name), warmup, results.without_llm())}
+
+    def close(self) -> None:
+        pass
 
     def contribution(self, steps: list[S.Step], warmup: int = 0,
                      without_llm: dict[str, Any] | None = None) -> dict[str, Any]:

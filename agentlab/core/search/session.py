@@ -1,10 +1,10 @@
-"""Choosing a search's planner, and owning what it opened: one table of planner kinds for every search command.
+"""Choosing a search's planner, and owning what it opened, for every search command.
 
-``open_planner(spec)`` looks the kind up in ``PLANNERS`` (kind -> builder) and returns a ``PlannerSession``: the
-planner, the line that says which planner runs and why, and the run's router for the ``planner`` and ``evaluator``
-routes (one router, opened only when a route is used). The session is a context manager: ``close()`` writes the
-router's llm_stats.json into the run folder and closes it, once. A new planner kind is one entry in ``PLANNERS``
-(and the kind in each command's ``planner`` field that offers it).
+``open_planner(spec)`` looks the kind up in ``kinds.KINDS``, builds it by its family (``BUILDERS``) and returns a
+``PlannerSession``: the planner, the line that says which planner runs and why, and the run's router for the
+``planner`` and ``evaluator`` routes (one router, opened only when a route is used). The session is a context
+manager: ``close()`` writes the router's llm_stats.json into the run folder and closes it, once. A new planner kind
+is one row of ``kinds.KINDS`` (and a builder here when it is a new family).
 """
 
 from __future__ import annotations
@@ -22,20 +22,28 @@ from agentlab.core.llm.check import http_problem, local_problem
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.runs import RunDir
-from agentlab.core.search.agent import AgentKit, AgentPlanner, trial_agent_block
-from agentlab.core.search.planners import Chooser, ChooserPlanner, LLMChooser, OptunaPlanner, Planner
+from agentlab.core.search.agent import AgentKit, AgentPlanner
+from agentlab.core.search.kinds import KINDS, label, names
+from agentlab.core.search.planners import (
+    Chooser,
+    ChooserPlanner,
+    LLMChooser,
+    OptunaPlanner,
+    Planner,
+    SearchResults,
+)
 from agentlab.core.search.settings import LLMPlannerSettings
 from agentlab.core.search.share import PickMemory
 
 OFFLINE = "no planner model configured; offline"  # the planner line's reason when the user configured none
 
-SAMPLER_NAMES = {"tpe": "TPE", "nsga2": "NSGA-II"}
 
 
 @dataclass
 class PlannerSpec:
     """What a command asks for: the ``kind`` (its config's ``planner``), its classical ``sampler`` (the ``llm``
-    planner's candidate 0, ``auto``'s fallback) and the ``samplers`` its domain draws from, the LLM planner's
+    planner's candidate 0, ``auto``'s fallback), the ``command`` (which kinds it offers: ``kinds.KINDS``), the LLM
+    planner's
     ``settings``, the routing config, the run folder (calls recorded there; the search's id in the pick memory), a
     scripted ``chooser`` in place of the planner model (tests, benchmarks), and the pick memory's file. The
     ``agent`` planner's: a scripted ``agent_model`` in place of the planner model, the command's ``kit`` (its
@@ -43,7 +51,7 @@ class PlannerSpec:
 
     kind: str
     sampler: str
-    samplers: tuple[str, ...]
+    command: str
     settings: LLMPlannerSettings
     llm: LLMConfig | None = None
     run_dir: RunDir | None = None
@@ -90,7 +98,7 @@ class PlannerSession:
 
     def __init__(self, spec: PlannerSpec):
         self.spec = spec
-        self.planner: Planner = OptunaPlanner(spec.sampler, spec.samplers)
+        self.planner: Planner = OptunaPlanner(spec.sampler)
         self.line = ""
         self.evaluator: Router | None = None
         self._router: Router | None = None
@@ -109,25 +117,15 @@ class PlannerSession:
             self._router.close()
             self._router = None
 
-    def contribution(self, steps: list[Any], warmup: int = 0,
-                     without_llm: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """results.json's ``llm_contribution`` (None unless the llm planner ran)."""
-        if not isinstance(self.planner, ChooserPlanner):
-            return None
-        return self.planner.contribution(steps, warmup, without_llm)
-
-    def agent(self, records: list[Any], maximize: bool = False) -> dict[str, Any] | None:
-        """results.json's ``agent`` block for the search loop's trials (None unless the agent planner ran)."""
-        if not isinstance(self.planner, AgentPlanner):
-            return None
-        return trial_agent_block(self.planner, records, maximize)
+    def report(self, results: SearchResults) -> dict[str, Any]:
+        """What the planner adds to results.json (``Planner.report``: ``llm_contribution``, ``agent``, or nothing)."""
+        return self.planner.report(results)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if isinstance(self.planner, AgentPlanner):
-            self.planner.close()
+        self.planner.close()
         router, self._router = self._router, None
         if router is None:
             return
@@ -165,7 +163,7 @@ def _planner_chain(spec: PlannerSpec) -> list[str]:
 
 def _how(spec: PlannerSpec) -> str:
     s = spec.settings
-    return (f"choosing among {s.llm_candidates} {SAMPLER_NAMES.get(spec.sampler, spec.sampler)} candidates, "
+    return (f"choosing among {s.llm_candidates} {label(spec.sampler)} candidates, "
             f"llm_share {s.llm_share:g}" + (", adaptive" if s.llm_adapt else "")
             + (", own candidate" if s.llm_own_candidate else "") + (", warm start" if s.llm_warm_start else ""))
 
@@ -182,7 +180,7 @@ def chooser_planner(spec: PlannerSpec, chooser: Chooser) -> ChooserPlanner:
 
 def _classical(session: PlannerSession) -> tuple[Planner, str]:
     kind = session.spec.kind
-    return OptunaPlanner(kind, session.spec.samplers), f"planner: {kind}"
+    return OptunaPlanner(kind), f"planner: {kind}"
 
 
 def _llm(session: PlannerSession) -> tuple[Planner, str]:
@@ -279,7 +277,7 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
     planner = AgentPlanner(model, settings, spec.run_dir.path / "agent.sqlite", spec.kit or AgentKit("a search"),
                            sampler=spec.sampler, approver=spec.approver if settings.approve else None,
                            on_event=_events(spec))
-    sampler = SAMPLER_NAMES.get(spec.sampler, spec.sampler)
+    sampler = label(spec.sampler)
     patience = settings.guard_patience
     return planner, (f"planner: agent via {how}, tools over {settings.candidates} {sampler} candidates; guard: "
                      f"{sampler} after {patience} trial{'' if patience == 1 else 's'} without a new best"
@@ -301,7 +299,7 @@ def _auto(session: PlannerSession) -> tuple[Planner, str]:
     if spec.chooser is not None:
         return _llm(session)
     chain = _planner_chain(spec)
-    fallback = OptunaPlanner(spec.sampler, spec.samplers)
+    fallback = OptunaPlanner(spec.sampler)
     if not chain or spec.llm is None:
         return fallback, f"planner: {spec.sampler} ({OFFLINE})"
     missing = missing_keys(spec.llm, chain)
@@ -316,18 +314,18 @@ def _auto(session: PlannerSession) -> tuple[Planner, str]:
     return _llm(session)
 
 
-# kind -> builder; a kind not listed here is one of the command's classical samplers (``PlannerSpec.samplers``)
-PLANNERS: dict[str, Builder] = {"llm": _llm, "auto": _auto, "agent": _agent}
+# a kind's family (``kinds.KINDS``) -> its builder
+BUILDERS: dict[str, Builder] = {"sampler": _classical, "chooser": _llm, "auto": _auto, "agent": _agent}
 
 
 def open_planner(spec: PlannerSpec, *, evaluator: bool = False) -> PlannerSession:
     """The planner ``spec.kind`` names, in a session that owns its router; ``evaluator``: also a router for an
     explicitly configured ``evaluator`` route (whatever the planner), unless its keys are unset."""
+    offered = names(spec.command)
+    if spec.kind not in offered:
+        raise AgentlabError(f"unknown planner {spec.kind!r}", hint=f"use one of {', '.join(offered)}")
     session = PlannerSession(spec)
-    build = PLANNERS.get(spec.kind) or (_classical if spec.kind in spec.samplers else None)
-    if build is None:
-        raise AgentlabError(f"unknown planner {spec.kind!r}",
-                            hint=f"use one of {', '.join([*PLANNERS, *spec.samplers])}")
+    build = BUILDERS[KINDS[spec.kind].family]
     try:
         session.planner, session.line = build(session)
         llm = spec.llm

@@ -26,8 +26,6 @@ from agentlab.core.errors import ConfigError, RunDirError
 from agentlab.core.search.engine import attach, storage_object, store_of
 
 Direction = Literal["minimize", "maximize"]
-SamplerKind = Literal["tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random", "nsga2"]
-OPTUNA_PLANNERS = ("tpe", "tpe_independent", "tpe_multivariate", "cmaes", "random")  # nas's sampler planners
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
 
 
@@ -170,10 +168,11 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
     return study
 
 
-def make_sampler(kind: SamplerKind, seed: int, *, startup: int = 10, population: int = 50,
+def make_sampler(kind: str, seed: int, *, startup: int = 10, population: int = 50,
                  conditional: bool = False) -> Any:
-    """TPE (``startup`` random trials first), random, NSGA-II (``population`` per generation) or CMA-ES. Constraints
-    reach the samplers on the trials themselves (``create_trial(constraints=...)``; above 0 is infeasible).
+    """The sampler of a ``sampler`` planner kind (``kinds.KINDS``): TPE (``startup`` random trials first), random,
+    NSGA-II (``population`` per generation) or CMA-ES. Constraints reach the samplers on the trials themselves
+    (``create_trial(constraints=...)``; above 0 is infeasible).
 
     ``tpe``: on a ``conditional`` space (keys that apply to some trials only, ``ParamSpec.when``) TPE models the keys
     jointly within each group of keys that occur together (``multivariate``, ``group``), instead of each key alone

@@ -259,4 +259,4 @@ def test_cmaes_keeps_its_state_on_the_trials_and_breeds() -> None:
     generations = [t.system_attrs.get("cma:generation") for t in study.trials]
     assert max(g for g in generations if g is not None) >= 1  # restored from the trials, not restarted each ask
     with pytest.raises(ValueError, match="unknown optuna planner"):
-        OptunaPlanner("nsga2")
+        OptunaPlanner("llm")  # not a sampler
