@@ -75,13 +75,14 @@ def compress(
 
     options = flags(("--model", "model", model), ("--objective", "objective", objective),
                     ("--carbon-budget", "carbon_budget", carbon_budget),
-                    ("--max-iterations", "max_iterations", max_iterations), ("--planner", "planner", planner),
+                    ("--max-iterations", "search.max_iterations", max_iterations),
+                    ("--planner", "search.planner", planner),
                     ("--eval-text", "eval_text", eval_text), ("--calib-text", "calib_text", calib_text),
-                    ("--storage", "storage", storage), ("--mlflow", "mlflow", mlflow),
-                    ("--approve", "agent.approve", True if approve else None))
+                    ("--storage", "search.storage", storage), ("--mlflow", "mlflow", mlflow),
+                    ("--approve", "search.agent.approve", True if approve else None))
 
     def prepare_all(cfg: Any) -> dict[str, Any]:
-        approver = approver_for(cfg.planner, cfg.agent.approve, answer)
+        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
         kwargs = prepare(cfg, llm)
         kwargs["prepared"].approver = approver
         return kwargs

@@ -10,7 +10,7 @@ on llama.cpp). Every field is validated, so a planner (LLM or Optuna) can only p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -127,9 +127,34 @@ class MeasureSettings(StrictModel):
         return self
 
 
-class CompressConfig(LLMPlannerSettings):
-    """The `agentlab compress` config; the LLM planner's keys (``history``, ``llm_*``) come from
-    ``LLMPlannerSettings``."""
+class CompressSearch(LLMPlannerSettings):
+    """compress's search, under ``search:`` as nas's is: the planner, the budget, the study; the LLM planner's keys
+    (``history``, ``llm_*``, ``agent``) come from ``LLMPlannerSettings``."""
+
+    planner: CompressPlanner = Field("nsga2", description="who proposes experiments: " + describe("compress"))
+    max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
+    storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per finished "
+                                "experiment (objective values and constraint violation): sqlite:///f.db, a journal "
+                                "file, or an RDB URL; shared by several runs, its samplers learn from all of them; "
+                                "on a database server (postgresql, mysql) the workers run one search with one "
+                                "budget (default: study.db in the run folder)")
+    study_name: str = Field("compress", min_length=1, description="the study's name in storage (one goal per study)")
+    warm_start: WarmStartSpec = Field(
+        False, description="knowledge as the first experiments after the base model, for every planner: true: the "
+        "knowledge base's leads (llama.cpp's GGUF types of the whole model, the least lossy first, where the space "
+        "offers GGUF); a list: your own experiments, each a mapping of settings (prune, quantize, gguf_type, ...) "
+        "to values of the space. One already run is skipped; they count against max_iterations")
+
+
+# the keys that moved from the top level to ``search:`` (issue 59): ``load_config`` moves an old config's, with a
+# warning, and gives an override of an old name (``--set max_iterations=4``) the new one
+MOVED_TO_SEARCH = tuple(CompressSearch.model_fields)
+
+
+class CompressConfig(StrictModel):
+    """The `agentlab compress` config; the search's settings are under ``search:`` (``CompressSearch``)."""
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {key: f"search.{key}" for key in MOVED_TO_SEARCH}
 
     name: str = Field("compress", description="run name (folder suffix)")
     model: str = Field("smollm2-135m", description="the model to compress: the built-in smollm2-135m, a "
@@ -146,15 +171,7 @@ class CompressConfig(LLMPlannerSettings):
                                             "\"answer\"}, or an lm-eval task ({harness: NAME}); default: a "
                                             "generated arithmetic task")
     task_questions: int = Field(40, ge=1, description="questions of the task used for accuracy")
-    max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
-    planner: CompressPlanner = Field("nsga2", description="who proposes experiments: " + describe("compress"))
     llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")
-    storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per finished "
-                                "experiment (objective values and constraint violation): sqlite:///f.db, a journal "
-                                "file, or an RDB URL; shared by several runs, its samplers learn from all of them; "
-                                "on a database server (postgresql, mysql) the workers run one search with one "
-                                "budget (default: study.db in the run folder)")
-    study_name: str = Field("compress", min_length=1, description="the study's name in storage (one goal per study)")
     carbon_budget: float | None = Field(None, gt=0, description="kg CO2e for the whole search: it stops before an "
                                         "experiment would exceed it")
     workspace: Path | None = Field(None, description="memory across runs (default runs/compress/workspace)")
@@ -166,11 +183,8 @@ class CompressConfig(LLMPlannerSettings):
     measure: MeasureSettings = Field(default_factory=MeasureSettings, description="how experiments are measured")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     seed: int = Field(0, description="seed of the planners and the recovery training")
-    warm_start: WarmStartSpec = Field(
-        False, description="knowledge as the first experiments after the base model, for every planner: true: the "
-        "knowledge base's leads (llama.cpp's GGUF types of the whole model, the least lossy first, where the space "
-        "offers GGUF); a list: your own experiments, each a mapping of settings (prune, quantize, gguf_type, ...) "
-        "to values of the space. One already run is skipped; they count against max_iterations")
+    search: CompressSearch = Field(default_factory=CompressSearch, description="the search: planner, budget, study, "
+                                   "the LLM planner's and the agent's settings")
 
     @model_validator(mode="after")
     def _goal(self) -> CompressConfig:

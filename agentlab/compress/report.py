@@ -124,7 +124,7 @@ def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]]
     here = f"by {workers} worker{'s' if workers != 1 else ''} of the shared search" if workers else "here"
     lines = [f"# agentlab compress: {cfg.model}", "", f"Goal: {goal.describe()}"
              + (f' (from "{cfg.objective}")' if cfg.objective else ""), "",
-             f"Planner: {cfg.planner}. Stopped: {results['stop_reason']}.", "",
+             f"Planner: {cfg.search.planner}. Stopped: {results['stop_reason']}.", "",
              f"Experiments: {counts['experiments']} ({counts['ran']} run {here} including the base model, "
              f"{counts['reused']} reused from the workspace, {counts['failed']} failed).", "",
              "## Recommended", "", *_recommendation({**results["recommended"], "base": results["base"]}), ""]

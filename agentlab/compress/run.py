@@ -6,7 +6,7 @@ set-up were measured before) -> carbon check -> experiment applied and measured 
 experiments.jsonl (fsynced) -> best.json rewritten atomically -> next. results.json, report.md (with pareto.png)
 and a knowledge note in the workspace at the end. experiments.jsonl is the run's state: ``--resume`` skips every
 experiment in it, and the planners, pure functions of the seed and these records, continue the same sequence.
-On a database server (``storage: postgresql://...``) the workers run one search instead: ``compress.shared``.
+On a database server (``search.storage: postgresql://...``) the workers run one search instead: ``compress.shared``.
 
 Texts: the evaluation text (perplexity) and the calibration text (Wanda, LoRA, distillation) must differ, or a
 recovery step trains on the text it is scored on. By default both come from the text that ships with agentlab,
@@ -144,18 +144,18 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     folder = hf_model_folder(cfg.model, user="agentlab compress")
     device, _ = resolve_device_dtype(cfg.device, what="device")
     llm_cfg = None
-    if (cfg.planner == "llm" and chooser is None) or (cfg.planner == "agent" and agent_model is None):
+    if (cfg.search.planner == "llm" and chooser is None) or (cfg.search.planner == "agent" and agent_model is None):
         llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
         if not llm_cfg.route("planner").chain():
-            raise UsageError(f"--planner {cfg.planner} needs a planner model, and the routing config has none",
+            raise UsageError(f"--planner {cfg.search.planner} needs a planner model, and the routing config has none",
                              hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in "
                              "model), or use --planner nsga2")
-        if cfg.planner == "agent":
+        if cfg.search.planner == "agent":
             check_agent_keys(llm_cfg)
         source = llm if isinstance(llm, str | Path) else cfg.llm if llm is None else None
-        check_planner_model(llm_cfg, cfg.planner, source=str(source) if source else None, fallback="nsga2")
+        check_planner_model(llm_cfg, cfg.search.planner, source=str(source) if source else None, fallback="nsga2")
     check_tracking(cfg.mlflow)
-    if cfg.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
+    if cfg.search.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
                     questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
@@ -167,10 +167,10 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
 def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict[str, Any], str]]:
     """``warm_start`` as leads for ``WarmStart``: the knowledge base's (true) or the user's own experiments (a list,
     each checked against the space now: exit 2 before any folder exists)."""
-    if cfg.warm_start is True:
+    if cfg.search.warm_start is True:
         return knowledge_leads(space.choices)
     leads, empty = [], ExperimentDomain(goal, space, cfg.seed, 1, [], [])  # a search with nothing run yet
-    for i, changes in enumerate(cfg.warm_start or []):
+    for i, changes in enumerate(cfg.search.warm_start or []):
         _, error = empty.lead(changes)
         if error:
             raise ConfigError(f"warm_start[{i}]: {error}",
@@ -188,9 +188,11 @@ def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
 
 
 def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
-    """The search's study in ``cfg.storage`` (default study.db in the run folder), one direction per objective."""
-    return open_study(cfg.storage, run_path, name=cfg.study_name, directions=[o.direction for o in goal.objectives],
-                      objectives=[o.metric for o in goal.objectives], what="storage")
+    """The search's study in ``cfg.search.storage`` (default study.db in the run folder), one direction per
+    objective."""
+    return open_study(cfg.search.storage, run_path, name=cfg.search.study_name,
+                      directions=[o.direction for o in goal.objectives],
+                      objectives=[o.metric for o in goal.objectives], what="search.storage")
 
 
 # --------------------------------------------------------------------------- the run's state
@@ -243,7 +245,7 @@ class Search:
         self.workspace = Workspace(cfg.workspace or runs_root() / "compress" / "workspace")
         self.state = run_dir.file(STATE)
         self.records = read_state(self.state)
-        self.task = progress.task("compress", total=cfg.max_iterations + 1)
+        self.task = progress.task("compress", total=cfg.search.max_iterations + 1)
         self.session: PlannerSession | None = None
         self.stop_reason = ""
         self.study: Any = None
@@ -262,10 +264,10 @@ class Search:
                            self.model_hash, self.run_dir.event,
                            evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS),
                                                checkpoint=self.workspace.checkpoint), space=self.p.space,
-                           goal=self.goal, short=self._short_profile(), budget=self.cfg.max_iterations,
+                           goal=self.goal, short=self._short_profile(), budget=self.cfg.search.max_iterations,
                            mlflow=self.cfg.mlflow, context=self.context) \
-            if self.cfg.planner == "agent" else None
-        spec = PlannerSpec(kind=self.cfg.planner, sampler="nsga2", command="compress", settings=self.cfg,
+            if self.cfg.search.planner == "agent" else None
+        spec = PlannerSpec(kind=self.cfg.search.planner, sampler="nsga2", command="compress", settings=self.cfg.search,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
                            memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks
                            agent_model=self.p.agent_model, kit=kit, approver=self.p.approver,
@@ -290,7 +292,7 @@ class Search:
             base = self._obtain(None, planner="base")
             assert base is not None  # the carbon budget never stops the base measurement
             self._add(base)
-        for i in range(len(self.records), self.cfg.max_iterations + 1):
+        for i in range(len(self.records), self.cfg.search.max_iterations + 1):
             try:
                 exp, proposal = self._propose(i)
             except NoProposal as exc:
@@ -317,7 +319,7 @@ class Search:
         """The search as the planners see it before experiment ``i`` (None: after the last one)."""
         return ExperimentDomain(self.goal, self.p.space, self.cfg.seed, len(self.records) if i is None else i,
                                 self.records, self.study.get_trials(deepcopy=False) if self.study is not None else [],
-                                self.workspace.notes(self.model_hash), budget=self.cfg.max_iterations)
+                                self.workspace.notes(self.model_hash), budget=self.cfg.search.max_iterations)
 
     # ------------------------------------------------------------------ the study
 
@@ -432,7 +434,7 @@ class Search:
 
     def _shared_loop(self) -> None:
         """Workers on a database server: claim, run and finish experiments of one search (``compress.shared``)."""
-        share = SharedStudy(self.study, budget=self.cfg.max_iterations, base_key=self._key(None),
+        share = SharedStudy(self.study, budget=self.cfg.search.max_iterations, base_key=self._key(None),
                             run_dir=str(self.run_dir.path))
         reason = ""
         while True:
@@ -456,8 +458,8 @@ class Search:
                     self._run_claim(share, claim)
                 continue
             self.records = share.records(trials, base)
-            if not reason and share.counted(trials) >= self.cfg.max_iterations:
-                reason = f"max_iterations reached ({self.cfg.max_iterations} experiments over every worker)"
+            if not reason and share.counted(trials) >= self.cfg.search.max_iterations:
+                reason = f"max_iterations reached ({self.cfg.search.max_iterations} experiments over every worker)"
             if reason:
                 if share.busy(trials):  # another worker's experiment may still die and come back to be retried
                     share.wait()
@@ -522,7 +524,7 @@ class Search:
         self._write_best()
         self._keep_front()
         log_experiments(self.tracker, self.records)
-        self.task.update(completed=min(share.counted(trials), self.cfg.max_iterations) + 1)
+        self.task.update(completed=min(share.counted(trials), self.cfg.search.max_iterations) + 1)
         return True
 
     # ------------------------------------------------------------------ the end
@@ -605,7 +607,7 @@ def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], st
     done = [r for r in records if r.get("state") == "done"]
     on_front = front(goal, [r["derived"] for r in done])
     return {
-        "model": cfg.model, "objective": cfg.objective, "goal": goal.describe(), "planner": cfg.planner,
+        "model": cfg.model, "objective": cfg.objective, "goal": goal.describe(), "planner": cfg.search.planner,
         "recommended": best_summary(goal, records), "base": _brief(records[0]) if records else None,
         "front": [done[i]["index"] for i in on_front],
         "experiments": [{k: r.get(k) for k in ("index", "label", "experiment", "state", "planner", "origin", "choice",
@@ -646,7 +648,7 @@ def _load(model_name: str | None, objective: str | None, carbon_budget: float | 
     sets: list[Any] = list(overrides or [])
     for key, value in {"model": model_name, "objective": objective, "carbon_budget": carbon_budget,
                        **fields}.items():
-        if value is not None:
+        if value is not None:  # max_iterations=3 reaches search.max_iterations (CompressConfig.MOVED_KEYS)
             sets.append(Flag(key, key, value))
     if isinstance(config, CompressConfig):
         return load_config(None, CompressConfig, sets, base=config.model_dump(mode="json"))
@@ -658,11 +660,12 @@ def _load(model_name: str | None, objective: str | None, carbon_budget: float | 
 def dry_run(cfg: CompressConfig, prepared: Prepared) -> dict[str, Any]:
     """What a run would do, without measuring or writing anything: the goal, the space, the warm start's leads."""
     p = prepared
-    return {"config": "ok", "goal": p.goal.describe(), "planner": cfg.planner, "max_iterations": cfg.max_iterations,
-            "device": p.inputs.device, "space": p.space.describe(), "warm_start": [c for c, _ in p.leads],
+    return {"config": "ok", "goal": p.goal.describe(), "planner": cfg.search.planner,
+            "max_iterations": cfg.search.max_iterations, "device": p.inputs.device, "space": p.space.describe(),
+            "warm_start": [c for c, _ in p.leads],
             "message": "\n".join([
                 f"config ok; goal: {p.goal.describe()}; model {cfg.model} on {p.inputs.device}",
-                f"planner: {cfg.planner}, {cfg.max_iterations} experiment(s) after the base model",
+                f"planner: {cfg.search.planner}, {cfg.search.max_iterations} experiment(s) after the base model",
                 "space (the settings an experiment, and warm_start's entries, choose from):",
                 *(f"  {k}: {', '.join(str(v) for v in values)}" for k, values in p.space.describe().items()),
                 *([f"warm start: {len(p.leads)} experiment(s) first: "
@@ -678,8 +681,8 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
     p: Prepared = prepare(cfg)["prepared"]
     return {"model": cfg.model, "model_path": str(p.model_path), "goal": p.goal.describe(),
             "objectives": [o.model_dump() for o in p.goal.objectives],
-            "constraints": [c.model_dump() for c in p.goal.constraints], "planner": cfg.planner,
-            "max_iterations": cfg.max_iterations, "carbon_budget": cfg.carbon_budget, "device": p.inputs.device,
+            "constraints": [c.model_dump() for c in p.goal.constraints], "planner": cfg.search.planner,
+            "max_iterations": cfg.search.max_iterations, "carbon_budget": cfg.carbon_budget, "device": p.inputs.device,
             "space": p.space.describe(), "eval_chars": len(p.inputs.eval_text),
             "calib_chars": len(p.inputs.calib_text), "questions": len(p.inputs.questions)}
 

@@ -1,4 +1,4 @@
-"""compress workers sharing one search on a database server (``storage: postgresql://...``, ``mysql://...``).
+"""compress workers sharing one search on a database server (``search.storage: postgresql://...``, ``mysql://...``).
 
 On SQLite or a journal file, runs that share a study only learn from each other: each has its own budget. On a
 database server (where trials beat a heartbeat, ``core.search.study.server_storage``) the workers run one search,

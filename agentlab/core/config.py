@@ -8,6 +8,7 @@ validation; values parsed as YAML so ``--set train.lr=1e-3`` is a float and ``--
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentlab.core.errors import ConfigError
 from agentlab.core.files import read_text
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -442,14 +445,15 @@ def load_config(
     """
     file = Path(path) if path is not None else None
     text = None
-    data: dict[str, Any] = dict(base or {})
+    moved: dict[str, str] = getattr(model, "MOVED_KEYS", {})
+    data: dict[str, Any] = move_keys(dict(base or {}), moved, "config")
     if file is not None:
         loaded, text = _read_yaml(file)
         source = _Source(file, text)  # first: it refuses duplicate keys and self-containing aliases
-        data = _deep_merge(data, loaded)
+        data = _deep_merge(data, move_keys(loaded, moved, str(file)))
     else:
         source = _Source(None, None)
-    apply_overrides(data, overrides or [], source)
+    apply_overrides(data, [_moved_override(o, moved) for o in overrides or []], source)
     data = interpolate_env(data, source, load_dotenv_values(file.parent if file else None))
     try:
         return model.model_validate(data)
@@ -458,6 +462,47 @@ def load_config(
             format_validation_error(exc, data, source, model),
             hint="fix the field(s) above; `agentlab config show` lists every field with its meaning",
         ) from None
+
+
+def move_keys(data: dict[str, Any], moved: dict[str, str], where: str) -> dict[str, Any]:
+    """``data`` with each top-level key of ``moved`` (old name -> new dotted path, a config model's ``MOVED_KEYS``)
+    moved to its new place, and a warning naming both; where the new place is set too, that one is kept and the
+    warning says the old one was ignored. Applied to a file, a saved run's config and a base before they are merged,
+    so an override given with either name reaches the one key."""
+    old = [k for k in moved if k in data]
+    if not old:
+        return data
+    out = {k: v for k, v in data.items() if k not in old}
+    done, ignored = [], []
+    for key in old:
+        *parents, last = moved[key].split(".")
+        node = out
+        for part in parents:
+            node[part] = dict(node[part]) if isinstance(node.get(part), dict) else {}
+            node = node[part]
+        if last in node:
+            ignored.append(key)
+        else:
+            node[last] = data[key]
+            done.append(key)
+    if done:
+        log.warning("%s: %s moved to %s; read from there this time (write %s there to silence this)", where,
+                    ", ".join(done), ", ".join(moved[k] for k in done), "them" if len(done) > 1 else "it")
+    if ignored:
+        log.warning("%s: %s ignored: %s given too", where, ", ".join(ignored), ", ".join(moved[k] for k in ignored))
+    return out
+
+
+def _moved_override(item: str | Flag, moved: dict[str, str]) -> str | Flag:
+    """An override of a key that moved (``--set max_iterations=4``), given the key's new name."""
+    key = item.key if isinstance(item, Flag) else item.split("=", 1)[0]
+    head, _, rest = key.strip().partition(".")
+    if head not in moved:
+        return item
+    new = moved[head] + (f".{rest}" if rest else "")
+    if isinstance(item, Flag):
+        return Flag(item.option, new, item.value)
+    return f"{new}={item.split('=', 1)[1]}" if "=" in item else item
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -111,7 +111,8 @@ def _evolve_progress(path: Path, cfg: dict[str, Any]) -> list[str]:
 
 def _compress_progress(path: Path, cfg: dict[str, Any]) -> list[str]:
     done = _events(path, "experiment")
-    lines = [f"experiment {max(len(done) - 1, 0)}/{cfg.get('max_iterations', '?')} done (and the base model)"]
+    total = _dict(cfg.get("search")).get("max_iterations", cfg.get("max_iterations", "?"))  # or a run from before
+    lines = [f"experiment {max(len(done) - 1, 0)}/{total} done (and the base model)"]
     best = _dict(json_file(path / "best.json"))
     if best.get("label"):
         lines.append(f"best so far: {best['label']}")

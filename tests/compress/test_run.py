@@ -115,7 +115,7 @@ def test_shared_storage_keeps_one_study_across_runs(in_tmp: Path, tiny_model: di
     other[other.index("--objective") + 1] = "minimize size with <5% accuracy loss"
     assert main(other) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-2].startswith("error: storage: the study 'compress' in sqlite:///") and "['minimize']" in err[-2]
+    assert err[-2].startswith("error: search.storage: the study 'compress' in sqlite:///") and "['minimize']" in err[-2]
     assert "different goal" in err[-1] and not (in_tmp / "C" / "run").exists()
 
 
@@ -181,7 +181,7 @@ def test_warm_start_true_is_the_knowledge_bases_gguf_leads() -> None:
     from agentlab.compress.run import warm_leads
     from agentlab.compress.space import Space
 
-    cfg = CompressConfig(warm_start=True)
+    cfg = CompressConfig(search={"warm_start": True})
     space = Space.build(4, cuda=False)
     leads = warm_leads(cfg, cfg.goal(), space)
     assert leads == knowledge_leads(space.choices) and [c["gguf_type"] for c, _ in leads] == ["Q8_0", "Q5_K_M",

@@ -27,7 +27,7 @@ def test_the_configs_and_the_cli_offer_exactly_the_tables_kinds() -> None:
     from agentlab.nas.config import NASConfig
 
     assert _choices(NASConfig, "search", "planner") == names("nas")
-    assert _choices(CompressConfig, "planner") == names("compress")
+    assert _choices(CompressConfig, "search", "planner") == names("compress")
     for command, other in (("nas", "nsga2"), ("compress", "cmaes")):  # a kind of the other command only
         result = CliRunner().invoke(app, [command, "--planner", other])
         assert result.exit_code == 2, result.output

@@ -1,0 +1,44 @@
+"""compress's search settings under ``search:`` as nas's are (issue 59): an old config's top-level keys are moved
+there with a warning that names the new place, and an override of an old name reaches the new key."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from agentlab.compress.config import CompressConfig
+from agentlab.core.config import load_config
+
+
+def test_an_old_config_is_moved_under_search_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("planner: tpe\nmax_iterations: 3\nllm_share: 0.5\nagent: {guard_patience: 2}\nseed: 4\n")
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(old, CompressConfig)
+    assert (cfg.search.planner, cfg.search.max_iterations, cfg.search.llm_share) == ("tpe", 3, 0.5)
+    assert cfg.search.agent.guard_patience == 2 and cfg.seed == 4  # seed stays: it seeds the recovery training too
+    assert "old.yaml: llm_share, agent, planner, max_iterations moved to search.llm_share, search.agent, " \
+        "search.planner, search.max_iterations" in caplog.text
+    assert "planner" not in cfg.model_dump() and cfg.model_dump()["search"]["planner"] == "tpe"
+
+
+def test_overrides_of_either_name_reach_the_one_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    new = tmp_path / "new.yaml"
+    new.write_text("search:\n  planner: random\n  max_iterations: 2\n")
+    cfg = load_config(new, CompressConfig, ["max_iterations=5"])  # a resumed run's --set, the old name
+    assert (cfg.search.planner, cfg.search.max_iterations) == ("random", 5) and not caplog.text
+    old = tmp_path / "old.yaml"
+    old.write_text("planner: nsga2\n")
+    assert load_config(old, CompressConfig, ["search.planner=llm"]).search.planner == "llm"
+    with caplog.at_level(logging.WARNING):
+        both = load_config(None, CompressConfig, base={"planner": "random", "search": {"planner": "tpe"}})
+    assert both.search.planner == "tpe" and "planner ignored: search.planner given too" in caplog.text
+
+
+def test_a_wrong_value_names_the_new_key() -> None:
+    from agentlab.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--set search.planner=bogus: search.planner: Input should be 'llm'"):
+        load_config(None, CompressConfig, ["planner=bogus"])
