@@ -3,11 +3,10 @@ compression experiment is one of the planners every search shares (``core.search
 (a baseline), ``nsga2`` / ``tpe`` (Optuna samplers, ``OptunaPlanner``) and ``llm`` (``ChooserPlanner``: the
 ``planner`` route of --llm choosing among K NSGA-II proposals).
 
-Every planner is a pure function of the seed, the iteration and the finished experiments: the samplers ask an
-in-memory copy of the run's Optuna study (``core.search.study.scratch_study``), which holds one finished trial per
-finished experiment, so a resumed run proposes what the killed one would have, and a study shared through
-``--storage`` lets the samplers learn from earlier runs too. An experiment already in the run (or in the shared
-study) is never proposed again.
+The samplers are kept for the search (``core.search.study.KeptSampler``, seeded by the seed and the experiment the
+run started at) and asked on a mirror of the run's Optuna study, which holds one finished trial per finished
+experiment; a study shared through ``--storage`` lets them learn from earlier runs too. An experiment already in the
+run (or in the shared study) is never proposed again.
 
 The ``llm`` planner: NSGA-II proposes K distinct untried experiments (candidate 0 exactly what ``nsga2`` alone would
 run); the LLM is shown the goal in words, the base model, the experiments so far (the Pareto front first), what the
@@ -45,7 +44,7 @@ from agentlab.core.search.planners import (
     params_key,
 )
 from agentlab.core.search.prompts import choice_messages, good_trials_summary
-from agentlab.core.search.study import finished_trial, make_sampler, scratch_study
+from agentlab.core.search.study import KeptSampler, finished_trial, make_sampler
 
 log = logging.getLogger(__name__)
 KEY_ATTR = "agentlab:experiment"  # trial user attribute: the experiment's key (``space.experiment_key``)
@@ -72,6 +71,7 @@ class ExperimentDomain:
     notes: str = ""
     budget: int = 8  # experiments of the search (NSGA-II's population, the LLM's share)
     experiments: dict[str, Experiment] = field(default_factory=dict)  # params_key -> the experiment proposed
+    samplers: dict[str, KeptSampler] | None = None  # the search's samplers, kept across experiments (None: new ones)
 
     @property
     def tried(self) -> set[str]:
@@ -185,16 +185,23 @@ def record_trial(record: dict[str, Any], goal: Goal, space: Space, user_attrs: d
                           system_attrs=_sampler_attrs(record))
 
 
-def _study(ctx: ExperimentDomain, kind: str) -> Any:
+def kept_sampler(ctx: ExperimentDomain, kind: str) -> KeptSampler:
+    """The search's ``kind`` sampler (``ctx.samplers``, kept across experiments; a new one when the domain has
+    none), its mirror brought up to date with the study's finished trials."""
+    sampler = ctx.samplers.get(kind) if ctx.samplers is not None else None
+    if sampler is None:
+        # A population fixed by the budget: one that grew with the records (as before issue 24) kept NSGA-II in its
+        # random first generation for the first ten experiments, so "nsga2" was random search at the usual budgets.
+        population = population_size(ctx.budget)
+        sampler = KeptSampler(lambda seed: make_sampler("tpe" if kind == "tpe" else "nsga2", seed, startup=4,
+                                                        population=population),
+                              [o.direction for o in ctx.goal.objectives], ctx.seed * 7919 + ctx.iteration)
+        if ctx.samplers is not None:
+            ctx.samplers[kind] = sampler
     dists = ctx.space.distributions()
     # a study shared with another space: skip those; workers on a server: their running claims too
-    history = [t for t in ctx.trials if t.distributions == dists and t.state.is_finished()]
-    # A population fixed by the budget: one that grew with the records (as before issue 24) kept NSGA-II in its random
-    # first generation for the first ten experiments, so "nsga2" was random search at the usual budgets.
-    population = population_size(ctx.budget)
-    sampler = make_sampler("tpe" if kind == "tpe" else "nsga2", ctx.seed * 7919 + ctx.iteration, startup=4,
-                           population=population)
-    return scratch_study(history, [o.direction for o in ctx.goal.objectives], sampler)
+    sampler.sync([t for t in ctx.trials if t.distributions == dists and t.state.is_finished()])
+    return sampler
 
 
 def population_size(budget: int) -> int:
@@ -214,27 +221,25 @@ def sampler_attrs(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal]:
-    """Up to ``k`` distinct untried experiments from one in-memory copy of the study: the first is exactly what the
-    ``kind`` sampler alone runs, the others the sampler's next asks (without telling it anything about the first),
-    then random draws when it keeps repeating itself."""
-    from optuna.trial import TrialState
-
-    study = _study(ctx, kind)
+    """Up to ``k`` distinct untried experiments: the first is exactly what the ``kind`` sampler alone runs, the
+    others a second sampler's of the same kind on the same trials (``KeptSampler``'s ``explore``: the first
+    sampler's draws stay its own), then random draws when it keeps repeating itself."""
+    sampler = kept_sampler(ctx, kind)
     dists, tried = ctx.space.distributions(), set(ctx.tried)
     out: list[Proposal] = []
     for asked in range(TRIES):
-        trial = study.ask(dists)
+        trial = sampler.ask(dists, explore=bool(out))
         exp = to_experiment(trial.params)
-        if exp is not None and experiment_key(exp) not in tried:
-            attrs = study.get_trials(deepcopy=False)[-1].system_attrs  # a Trial has no system_attrs of its own
+        fresh = exp is not None and experiment_key(exp) not in tried
+        attrs = sampler.tell(trial, "run" if fresh and not out else "skip")  # invalid or repeated: it moves on
+        if fresh:
+            assert exp is not None
             generation = {k: v for k, v in attrs.items() if k.endswith(":generation")}
             out.append(ctx._proposal(exp, kind, {"optuna": generation} if generation else {}))
             tried.add(experiment_key(exp))
             if len(out) == k:
                 return out
-            continue
-        study.tell(trial, state=TrialState.FAIL)  # invalid or repeated: the sampler moves on
-        if out and asked > 3 * k:
+        elif out and asked > 3 * k:
             break
     if not out:
         raise NoProposal(f"{kind}: no untried experiment found in the space")

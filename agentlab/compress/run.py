@@ -249,6 +249,7 @@ class Search:
         self.session: PlannerSession | None = None
         self.stop_reason = ""
         self.study: Any = None
+        self._samplers: dict[str, Any] = {}  # the planners' samplers, kept across experiments
         self.shared = False  # a study on a database server: the workers run one search (``compress.shared``)
         self.ran = len(self.records)  # lines of experiments.jsonl: this run's own experiments (and its base)
 
@@ -319,7 +320,8 @@ class Search:
         """The search as the planners see it before experiment ``i`` (None: after the last one)."""
         return ExperimentDomain(self.goal, self.p.space, self.cfg.seed, len(self.records) if i is None else i,
                                 self.records, self.study.get_trials(deepcopy=False) if self.study is not None else [],
-                                self.workspace.notes(self.model_hash), budget=self.cfg.search.max_iterations)
+                                self.workspace.notes(self.model_hash), budget=self.cfg.search.max_iterations,
+                                samplers=self._samplers)
 
     # ------------------------------------------------------------------ the study
 

@@ -7,9 +7,8 @@ population) behave the same. Directions are always a list, one per objective: a 
 case ``["minimize"]``.
 
 A study stores what the search knows. The sampler that proposes the next point is asked on ``KeptSampler``'s
-in-memory mirror of it, kept for the whole search, so the persistent study only ever holds real, finished work (no
-trial asked and then abandoned because the planner rejected the point); ``scratch_study`` (compress) still builds a
-copy per draw.
+in-memory mirror of it, kept for the whole search (nas's loop, compress), so the persistent study only ever holds
+real, finished work (no trial asked and then abandoned because the planner rejected the point).
 """
 
 from __future__ import annotations
@@ -199,17 +198,6 @@ def make_sampler(kind: str, seed: int, *, startup: int = 10, population: int = 5
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False,
                                             independent_sampler=optuna.samplers.RandomSampler(seed=seed))
     raise ValueError(f"unknown sampler {kind!r}")
-
-
-def scratch_study(trials: Iterable[Any], directions: Sequence[Direction], sampler: Any) -> Any:
-    """An in-memory study holding copies of ``trials`` (FrozenTrials), to ask the sampler for a point without
-    committing anything to the real study."""
-    import optuna
-
-    quiet()
-    study = optuna.create_study(directions=list(directions), sampler=sampler)
-    study.add_trials(list(trials))
-    return study
 
 
 class KeptSampler:

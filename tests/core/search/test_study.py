@@ -21,7 +21,6 @@ from agentlab.core.search.study import (  # noqa: E402
     finished_trial,
     make_sampler,
     open_study,
-    scratch_study,
 )
 
 
@@ -44,7 +43,7 @@ def test_damaged_database_names_the_file(tmp_path: Path) -> None:
         open_study(f"sqlite:///{tmp_path / 'study.db'}", tmp_path, name="s", directions=["minimize"], what="x.storage")
 
 
-def test_scratch_study_asks_without_committing(tmp_path: Path) -> None:
+def test_the_kept_sampler_asks_its_mirror_without_committing(tmp_path: Path) -> None:
     from optuna.distributions import CategoricalDistribution
 
     dists = {"q": CategoricalDistribution(["a", "b", "c"])}
@@ -53,11 +52,14 @@ def test_scratch_study_asks_without_committing(tmp_path: Path) -> None:
     study.add_trial(finished_trial({"q": "b"}, dists, None))
     trials = study.get_trials(deepcopy=False)
     assert trials[0].constraints == {"violation": 0.5} and trials[1].state.name == "FAIL"
-    scratch = scratch_study(trials, ["maximize", "minimize"], make_sampler("nsga2", 0, population=4))
-    assert scratch.ask(dists).params["q"] in ("a", "b", "c")
-    assert len(study.get_trials()) == 2, "asking the scratch copy wrote into the real study"
+    kept = KeptSampler(lambda seed: make_sampler("nsga2", seed, population=4), ["maximize", "minimize"], 0)
+    kept.sync(trials)
+    trial = kept.ask(dists)
+    assert trial.params["q"] in ("a", "b", "c") and kept.penalty() is None  # several objectives: nothing penalised
+    kept.tell(trial, "infeasible", dists)
+    assert len(study.get_trials()) == 2, "asking the mirror wrote into the real study"
     with pytest.raises(ValueError, match="unknown sampler"):
-        make_sampler("grid", 0)  # type: ignore[arg-type]
+        make_sampler("grid", 0)
 
 
 def _numbered(trials: list[Any]) -> list[Any]:
