@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ class Smooth:
         value = 0.0
         for key, v in sorted(params.items()):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                value += (hash((key, str(v))) % 97) / 97
+                value += (zlib.crc32(f"{key}={v}".encode()) % 97) / 97
             else:
                 value += math.log1p(abs(float(v))) % 1.7
         return {"value": value}

@@ -5,7 +5,7 @@ base model measured -> planner proposes -> workspace lookup (reused when this mo
 set-up were measured before) -> carbon check -> experiment applied and measured -> record appended to
 experiments.jsonl (fsynced) -> best.json rewritten atomically -> next. results.json, report.md (with pareto.png)
 and a knowledge note in the workspace at the end. experiments.jsonl is the run's state: ``--resume`` skips every
-experiment in it, and the planners, pure functions of the seed and these records, continue the same sequence.
+experiment in it, and the planners go on from these records (their samplers start afresh from them).
 On a database server (``search.storage: postgresql://...``) the workers run one search instead: ``compress.shared``.
 
 Texts: the evaluation text (perplexity) and the calibration text (Wanda, LoRA, distillation) must differ, or a
@@ -58,6 +58,7 @@ from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
 from agentlab.core.search.agent import AgentPlanner
+from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS
 from agentlab.core.search.planners import Proposal, WarmStart
 from agentlab.core.search.session import (
     PlannerSession,
@@ -144,16 +145,18 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     folder = hf_model_folder(cfg.model, user="agentlab compress")
     device, _ = resolve_device_dtype(cfg.device, what="device")
     llm_cfg = None
-    if (cfg.search.planner == "llm" and chooser is None) or (cfg.search.planner == "agent" and agent_model is None):
+    kind = KINDS[cfg.search.planner]
+    if kind.needs_model and (chooser is None if kind.family == "chooser" else agent_model is None):
         llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
         if not llm_cfg.route("planner").chain():
             raise UsageError(f"--planner {cfg.search.planner} needs a planner model, and the routing config has none",
                              hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in "
-                             "model), or use --planner nsga2")
+                             f"model), or use --planner {DEFAULT_SAMPLER['compress']}")
         if cfg.search.planner == "agent":
             check_agent_keys(llm_cfg)
         source = llm if isinstance(llm, str | Path) else cfg.llm if llm is None else None
-        check_planner_model(llm_cfg, cfg.search.planner, source=str(source) if source else None, fallback="nsga2")
+        check_planner_model(llm_cfg, cfg.search.planner, source=str(source) if source else None,
+                            fallback=DEFAULT_SAMPLER["compress"])
     check_tracking(cfg.mlflow)
     if cfg.search.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())
@@ -173,10 +176,10 @@ def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict
     for i, changes in enumerate(cfg.search.warm_start or []):
         _, error = empty.lead(changes)
         if error:
-            raise ConfigError(f"warm_start[{i}]: {error}",
+            raise ConfigError(f"search.warm_start[{i}]: {error}",
                               hint="each entry maps settings of the space (agentlab compress --dry-run lists them) "
                               "to one of their values, e.g. {quantize: gguf, gguf_type: Q8_0}")
-        leads.append((dict(changes), f"warm_start[{i}]"))
+        leads.append((dict(changes), f"search.warm_start[{i}]"))
     return leads
 
 
@@ -268,7 +271,8 @@ class Search:
                            goal=self.goal, short=self._short_profile(), budget=self.cfg.search.max_iterations,
                            mlflow=self.cfg.mlflow, context=self.context) \
             if self.cfg.search.planner == "agent" else None
-        spec = PlannerSpec(kind=self.cfg.search.planner, sampler="nsga2", command="compress", settings=self.cfg.search,
+        spec = PlannerSpec(kind=self.cfg.search.planner, sampler=DEFAULT_SAMPLER["compress"], command="compress",
+                           settings=self.cfg.search,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
                            memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks
                            agent_model=self.p.agent_model, kit=kit, approver=self.p.approver,

@@ -470,8 +470,9 @@ def move_keys(data: dict[str, Any], moved: dict[str, str], where: str) -> dict[s
     warning says the old one was ignored. Applied to a file, a saved run's config and a base before they are merged,
     so an override given with either name reaches the one key."""
     old = [k for k in moved if k in data]
-    if not old:
-        return data
+    heads = {moved[k].split(".")[0] for k in old if "." in moved[k]}
+    if not old or any(h in data and not isinstance(data[h], dict | None) for h in heads):
+        return data  # `search: 3` beside old keys: validation names both, nothing is dropped
     out = {k: v for k, v in data.items() if k not in old}
     done, ignored = [], []
     for key in old:

@@ -24,6 +24,7 @@ from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root, saved_llm_config
 from agentlab.core.search.command import CommandObjective
 from agentlab.core.search.evaluator import HybridEvaluator
+from agentlab.core.search.kinds import DEFAULT_SAMPLER
 from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.planners import (
     Chooser,
@@ -209,7 +210,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
         kit = command_kit(cfg)
     elif kind == "agent" and prepared is not None:
         kit = nas_kit(cfg, prepared, space_families(cfg))
-    return PlannerSpec(kind=kind, sampler="tpe", command="nas", settings=cfg.search,
+    return PlannerSpec(kind=kind, sampler=DEFAULT_SAMPLER["nas"], command="nas", settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
                        agent_model=agent_model, kit=kit, approver=approver, announce=announce)
 
@@ -302,7 +303,7 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
     model, line = describe_model(apply_changes(cfg, {}), prepared)
     planner = cfg.search.planner
     if planner == "auto":
-        planner = "llm" if llm is not None and llm.route("planner").chain() else "tpe"
+        planner = "llm" if llm is not None and llm.route("planner").chain() else DEFAULT_SAMPLER["nas"]
     return {
         "config": "ok",
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "train": len(prepared.train),

@@ -170,7 +170,7 @@ def test_a_warm_start_runs_its_experiments_first_for_every_planner(in_tmp: Path,
     assert [r["planner"] for r in rows] == ["base", "leads", "leads", planner]
     assert rows[1]["experiment"]["quantize"]["method"] == "int8_dynamic"
     assert rows[2]["experiment"]["prune"]["method"] == "magnitude" and rows[2]["experiment"]["quantize"] is None
-    assert "warm start: warm_start[2]" in rows[2]["note"]
+    assert "warm start: search.warm_start[2]" in rows[2]["note"]
     assert main(["compress", "--resume", str(run), "--max-iterations", "4"]) == 0
     assert [r["planner"] for r in records(run)].count("leads") == 2
 

@@ -37,7 +37,6 @@ from agentlab.core.search.planners import (
     TrialDomain,
     diff,
     params_key,
-    trial_results,
 )
 from agentlab.core.search.prompts import format_changes, good_trials_summary, plan_schema
 from agentlab.core.search.records import TrialRecord
@@ -557,11 +556,6 @@ def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
             "improvement_from_agent_picks": _gain(with_all, without_picks, higher_is_better),
             f"{what}_without_leads": without_leads,
             "improvement_from_leads": _gain(with_all, without_leads, higher_is_better) if leads else None}
-
-
-def trial_agent_block(planner: AgentPlanner, records: list[TrialRecord], maximize: bool = False) -> dict[str, Any]:
-    """``agent_block`` for the search loop's trials (nas): the best value with and without the agent's picks."""
-    return planner.report(trial_results(records, maximize, lambda best: {}))["agent"]
 
 
 def _count(n: int, word: str) -> str:

@@ -35,9 +35,9 @@ KINDS: dict[str, PlannerKind] = {k.name: k for k in (
     PlannerKind("auto", "auto", "llm when a planner model is configured and reachable, else {sampler}", "auto",
                 ("nas",)),
     PlannerKind("llm", "LLM chooser", "the `planner` route of --llm chooses among {sampler}'s candidates, its picks "
-                "other than candidate 0 bounded by llm_share", "chooser", ("nas", "compress")),
+                "other than candidate 0 bounded by llm_share (needs --llm)", "chooser", ("nas", "compress")),
     PlannerKind("agent", "agent", "an LLM agent plans through tools over {sampler}'s candidates and what the search "
-                "knows, {sampler} its guard", "agent", ("nas", "compress"),
+                "knows, {sampler} its guard (needs --llm)", "agent", ("nas", "compress"),
                 {"nas": " (for an objective command: its project's files and the trials' step lines too)"}),
     PlannerKind("nsga2", "NSGA-II", "NSGA-II over the Pareto front", "sampler", ("compress",)),
     PlannerKind("tpe", "TPE", "TPE", "sampler", ("nas", "compress"), {"nas": ", multivariate on a conditional space"}),

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -167,17 +168,16 @@ class SearchLoop:
 
     # ------------------------------------------------------------------ planning helpers
 
-    def _candidate(self, kind: str, judge: Callable[[dict[str, Any]], str | None], *, explore: bool = False,
-                   tries: int = 30) -> dict[str, Any] | None:
-        """The ``kind`` sampler's next point that ``judge`` passes (None: it returns "infeasible" or "repeat"), or
-        None after ``tries`` draws. The sampler is kept for the search (``study.KeptSampler``), its mirror of the
-        study brought up to date first; a conditional space is drawn define-by-run, so the point holds only the keys
-        active for it. ``explore``: the extra candidates' sampler, so the first sampler's draws stay its own."""
+    def _kept(self, kind: str) -> KeptSampler:
+        """The search's ``kind`` sampler (``study.KeptSampler``), its mirror of the study brought up to date."""
         from optuna.trial import TrialState
 
         sampler = self._samplers.get(kind)
         if sampler is None:
             seed = self.seed * 100_003 + len(self._frozen) * 997
+            where = self.store.where or ""
+            if self.store.heartbeats or (self.run_dir and where and not where.startswith(self.run_dir)):
+                seed += zlib.crc32(self.worker.encode())  # workers sharing a study: each its own draws
             sampler = self._samplers[kind] = KeptSampler(
                 lambda s: make_sampler(kind, s, startup=self.startup, conditional=self.space.conditional),
                 [self.direction], seed)
@@ -189,12 +189,27 @@ class SearchLoop:
         sampler.sync([t for t in trials if t.state != TrialState.FAIL],
                      [t for t in trials if t.state == TrialState.FAIL and t.params
                       and t.user_attrs.get(R.A_OUTCOME, {}).get("counted", True)], self.space.distributions)
-        for _ in range(tries):
+        return sampler
+
+    def _candidate(self, kind: str, judge: Callable[[dict[str, Any]], str | None], *, explore: bool = False,
+                   tries: int = 30) -> dict[str, Any] | None:
+        """The ``kind`` sampler's next point that ``judge`` passes (None: it returns "infeasible" or "repeat"), or
+        None after ``tries`` draws; the last third of them random draws when the sampler keeps repeating itself (a
+        space nearly exhausted). A conditional space is drawn define-by-run, so the point holds only the keys active
+        for it. ``explore``: the extra candidates' sampler, so the first sampler's draws stay its own. Bad points
+        are told to the sampler once its random warm-up is over (before, they would count as warm-up trials)."""
+        from optuna.trial import TrialState
+
+        warm = sum(1 for t in self._frozen if t.state in (TrialState.COMPLETE, TrialState.PRUNED)) >= self.startup
+        fallback = tries // 3 if kind != "random" and not explore else 0
+        for attempt in range(tries):
+            sampler = self._kept("random" if attempt >= tries - fallback else kind)
             trial = sampler.ask(None if self.space.conditional else self.distributions, explore=explore)
             params = self.space.sample(trial) if self.space.conditional else dict(trial.params)
             verdict = judge(params)
             # the extra candidates' draws teach nothing: the first sampler sees only its own
-            attrs = sampler.tell(trial, "skip" if explore else verdict or "run", self.space.distributions(params))
+            attrs = sampler.tell(trial, "skip" if explore else verdict or "run", self.space.distributions(params),
+                                 penalize=warm)
             if verdict is None:
                 if not explore:  # the sampler's own state (CMA-ES's): kept with the trial if it runs, so the
                     self._sampler_attrs[params_key(params)] = attrs  # mirror's copy of it restores it

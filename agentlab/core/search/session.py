@@ -240,7 +240,7 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
     """Everything ``--planner llm`` / ``agent`` needs before trial 0 (nas's forecaster and command objectives): a
     ``planner`` route, the agent's keys, and a model on it that can be used (``check_planner_model``). A scripted
     model (tests) stands in for all of it."""
-    if kind not in ("llm", "agent") or scripted:
+    if kind not in KINDS or not KINDS[kind].needs_model or scripted:
         return
     if not llm.route("planner").chain():
         raise UsageError(f"--planner {kind} needs a planner model, and the routing config has none",

@@ -13,6 +13,7 @@ real, finished work (no trial asked and then abandoned because the planner rejec
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -201,19 +202,23 @@ def make_sampler(kind: str, seed: int, *, startup: int = 10, population: int = 5
 
 
 class KeptSampler:
-    """One Optuna sampler for a whole search (seeded once, its state its own: TPE's, CMA-ES's generation and
-    optimizer), asked on an in-memory study that mirrors the real one: ``sync`` copies each finished trial once, as
-    it appears, so a draw costs the sampler's own work and not a copy of the study.
+    """One Optuna sampler for a whole search, seeded once, asked on an in-memory study that mirrors the real one:
+    ``sync`` copies each finished trial once, as it appears, so a draw costs the sampler's own work and not a copy of
+    the study. The sampler's state is its own (TPE's search space groups) or on the trials (CMA-ES's generation and
+    optimizer: ``tell`` returns them for the trial that runs, and its copy brings them back).
 
     A point the search will not run is told back before the next draw: ``infeasible`` (it breaks a constraint) and
-    ``repeat`` (it was run already) become bad trials (``penalty``: worse than every result so far, one objective
-    only), so the sampler learns to leave them instead of drawing them again (an unobserved category looks promising
-    to TPE; a best trial with no keys of its own to vary, such as a naive forecast, would be drawn again and again);
-    ``skip`` (a candidate no one chose) and ``run`` leave nothing the sampler reads, and a point that runs comes back
-    through ``sync`` with its real result. Failed real trials (``sync``'s ``failed``) are bad trials too.
+    ``repeat`` (it was run already, penalised once per point) become bad trials (``penalty``: infinitely bad, so
+    worse than every result to come too; one objective only), so the sampler learns to leave them instead of drawing
+    them again (an unobserved category looks promising to TPE; a best trial with no keys of its own to vary, such as
+    a naive forecast, would be drawn again and again); ``penalize=False`` (a sampler still in its random warm-up,
+    whose bad trials would count as warm-up trials) and ``skip`` (a candidate no one chose) or ``run`` leave nothing
+    the sampler reads, and a point that runs comes back through ``sync`` with its real result. Failed real trials
+    (``sync``'s ``failed``) are bad trials too.
 
     ``explore=True`` asks a second sampler of the same kind on the same study (its own seed), for the extra candidates
-    an LLM chooses among: the first sampler's draws stay exactly what it would draw alone."""
+    an LLM chooses among: TPE's and NSGA-II's own draws stay exactly what they would be alone (CMA-ES seeds its
+    optimizer by trial number, which the extra draws shift)."""
 
     def __init__(self, make: Callable[[int], Any], directions: Sequence[Direction], seed: int):
         import optuna
@@ -224,30 +229,25 @@ class KeptSampler:
         self._explorer: Any = None
         self.study = optuna.create_study(directions=self.directions, sampler=self.main)
         self._copied: set[int] = set()
-        self._values: list[float] = []
+        self._repeated: set[str] = set()  # points already penalised as repeats
 
     def penalty(self) -> float | None:
-        """A value worse than every finished result (None with several objectives: bad points are only skipped)."""
+        """The value of a bad point: infinitely worse than any result (None with several objectives: bad points
+        are only skipped there)."""
         if len(self.directions) != 1:
             return None
-        worst = (max(self._values) if self.directions[0] == "minimize" else min(self._values)) if self._values \
-            else 0.0
-        return worst + (1 if self.directions[0] == "minimize" else -1) * (abs(worst) + 1.0)
+        return math.inf if self.directions[0] == "minimize" else -math.inf
 
     def sync(self, finished: Iterable[Any], failed: Iterable[Any] = (),
              distributions: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         """Copy the real study's ``finished`` trials (COMPLETE, PRUNED) and ``failed`` ones (as bad trials, their
         params under ``distributions(params)``) that are not in the mirror yet; each trial is copied once."""
-        import math
-
         from optuna.trial import create_trial
 
         for trial in finished:
             if trial.number not in self._copied:
                 self._copied.add(trial.number)
                 self.study.add_trial(trial)
-                if trial.values is not None and len(trial.values) == 1 and math.isfinite(trial.values[0]):
-                    self._values.append(float(trial.values[0]))
         for trial in failed:
             if trial.number not in self._copied:
                 self._copied.add(trial.number)
@@ -266,15 +266,22 @@ class KeptSampler:
         finally:
             self.study.sampler = self.main
 
-    def tell(self, trial: Any, verdict: str, distributions: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Close ``trial``: a bad trial (``infeasible``, ``repeat``; its params under ``distributions``) or nothing
-        the sampler reads (``run``, ``skip``). Returns the sampler's own attributes of the draw (CMA-ES's generation
-        and optimizer), which a trial that runs keeps, so its copy restores them."""
+    def tell(self, trial: Any, verdict: str, distributions: dict[str, Any] | None = None, *,
+             penalize: bool = True) -> dict[str, Any]:
+        """Close ``trial``: a bad trial (``infeasible``, ``repeat``; its params under ``distributions``; not when
+        ``penalize`` is off) or nothing the sampler reads (``run``, ``skip``). Returns the sampler's own attributes
+        of the draw (CMA-ES's generation and optimizer), which a trial that runs keeps, so its copy restores them."""
+        import json
+
         from optuna.trial import TrialState, create_trial
 
         attrs = dict(self.study.get_trials(deepcopy=False)[-1].system_attrs)
         self.study.tell(trial, state=TrialState.FAIL)
-        value = self.penalty() if verdict in ("infeasible", "repeat") else None
+        value = self.penalty() if penalize and verdict in ("infeasible", "repeat") else None
+        if verdict == "repeat" and value is not None:
+            key = json.dumps(trial.params, sort_keys=True, default=str)
+            value = None if key in self._repeated else value
+            self._repeated.add(key)
         if value is not None and trial.params:
             self.study.add_trial(create_trial(params=dict(trial.params), value=value,
                                               distributions=distributions or dict(trial.distributions)))

@@ -16,11 +16,11 @@ from agentlab.core.agent.harness import AgentRun
 from agentlab.core.agent.runtime import Reply, window
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.types import ToolCall
-from agentlab.core.search.agent import AgentKit, AgentPlanner, TrialView, agent_streak, trial_agent_block
+from agentlab.core.search.agent import AgentKit, AgentPlanner, TrialView, agent_streak
 from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import SearchLoop, StopRules
-from agentlab.core.search.planners import OptunaPlanner
+from agentlab.core.search.planners import OptunaPlanner, trial_results
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.settings import AgentSettings
 from agentlab.core.search.space import ParamSpec, SearchSpace
@@ -74,7 +74,7 @@ def test_an_agent_that_runs_suggest_candidate_0_is_tpe_trial_for_trial(tmp_path:
         assert [r.params for r in records] == tpe
         origins = {r.origin for r in records[1:]}
         assert origins <= {"agent", "guard"} and "agent" in origins
-        block = trial_agent_block(planner, records)
+        block = planner.report(trial_results(records, False, lambda best: {}))["agent"]
         assert model.steps == block["tool_calls"] == 2 * block["trials_by_agent"]  # suggest + run_trial per trial
         assert block["invalid_tool_calls"] == 0 and block["trials_by_agent"] + block["trials_by_guard"] == 11
         planner.close()

@@ -19,7 +19,8 @@ from agentlab.core.agent.runtime import Reply, RouterModel
 from agentlab.core.llm.config import PROFILES, LLMConfig
 from agentlab.core.llm.router import Router
 from agentlab.core.llm.types import ToolCall
-from agentlab.core.search.agent import AgentKit, AgentPlanner, trial_agent_block
+from agentlab.core.search.agent import AgentKit, AgentPlanner
+from agentlab.core.search.planners import trial_results
 from agentlab.core.search.settings import AgentSettings
 
 HERE = Path(__file__).parent
@@ -98,7 +99,7 @@ def test_run_trial_of_a_candidate_never_suggested_is_refused(tmp_path: Path) -> 
     tool_answers = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
     assert tool_answers[0].startswith("not run: no candidates were suggested")
     assert records[1].origin == "agent" and records[1].choice == 2  # after suggest, the same call runs
-    assert trial_agent_block(planner, records)["rejected_calls"] == 1
+    assert planner.report(trial_results(records, False, lambda best: {}))["agent"]["rejected_calls"] == 1
     # a model under a grammar could not have made the blind call: run_trial is offered only once suggest has run
     offered = [[t["function"]["name"] for t in step] for step in model.tools]
     assert "run_trial" not in offered[0] and "try_config" in offered[0] and "run_trial" in offered[2]
@@ -139,7 +140,7 @@ def test_the_suggested_candidates_survive_a_sigkill_and_are_the_ones_that_run(tm
     assert len(shown) == 4
     records = search(planner, 5, trials=2)
     assert records[1].params == shown[2]["params"] and records[1].choice == 2
-    assert trial_agent_block(planner, records)["rejected_calls"] == 0
+    assert planner.report(trial_results(records, False, lambda best: {}))["agent"]["rejected_calls"] == 0
     planner.close()
 
 
@@ -179,7 +180,7 @@ def test_a_full_profile_model_thinks_in_text_makes_several_calls_and_sees_the_sa
     assert "Next: call suggest, then run_trial" in nudge
     answers = [m["content"] for m in messages if m.get("role") == "tool"]
     assert answers[0].startswith("run_0000 val") and answers[1].startswith("candidate 0")
-    block = trial_agent_block(planner, records)
+    block = planner.report(trial_results(records, False, lambda best: {}))["agent"]
     assert block["idle_steps"] == 1 and block["tool_calls"] == 3 and block["defaulted"] == 0
     # the same tools, byte for byte, at every step: run_trial is offered before suggest (the prompt cache keeps them)
     assert all(tools == model.tools[0] for tools in model.tools) and any("run_trial" in t for t in model.tools[0])
@@ -191,7 +192,7 @@ def test_a_full_profile_model_that_only_talks_gets_the_default_after_max_steps(t
     planner = AgentPlanner(model, AgentSettings(guard_patience=50, max_steps=3), tmp_path / "agent.sqlite",
                            AgentKit("t"))
     records = search(planner, 0, trials=2)
-    block = trial_agent_block(planner, records)
+    block = planner.report(trial_results(records, False, lambda best: {}))["agent"]
     assert records[1].origin == "default" and block["idle_steps"] == 3 and block["defaulted"] == 1
     assert model.i == 3  # three steps counted against the budget, then the default ran
     planner.close()
@@ -206,7 +207,7 @@ def test_a_route_that_fails_outright_is_a_failed_call_not_an_invalid_one(tmp_pat
 
     planner = AgentPlanner(Failing([]), AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", AgentKit("t"))
     records = search(planner, 0, trials=2)
-    block = trial_agent_block(planner, records)
+    block = planner.report(trial_results(records, False, lambda best: {}))["agent"]
     assert block["failed_calls"] == 1 and block["invalid_tool_calls"] == 0 and records[1].origin == "default"
     from agentlab.core.search.records import planner_label
 

@@ -3,6 +3,7 @@ reopening, damaged databases, proposals that commit nothing, finished trials wit
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def test_the_kept_sampler_copies_each_trial_once_and_its_extra_draws_leave_the_f
     assert draws(explore=True) == draws(explore=False)
 
 
-def test_the_kept_sampler_tells_bad_points_as_worse_than_every_result_and_keeps_cmaes_state() -> None:
+def test_the_kept_sampler_tells_bad_points_as_infinitely_bad_once_warm_and_keeps_cmaes_state() -> None:
     from optuna.distributions import FloatDistribution
 
     dists = {"x": FloatDistribution(-5.0, 5.0), "y": FloatDistribution(-5.0, 5.0)}
@@ -101,8 +102,13 @@ def test_the_kept_sampler_tells_bad_points_as_worse_than_every_result_and_keeps_
     for _ in range(2):
         kept.sync(real[:2], failed=real[2:], distributions=lambda params: dists)
     kept.tell(kept.ask(dists), "infeasible", dists)
+    kept.tell(kept.ask(dists), "infeasible", dists, penalize=False)  # a sampler still in its warm-up: nothing
+    for _ in range(3):  # the same point drawn three times, each a repeat: penalised once
+        kept.study.enqueue_trial({"x": 1.0, "y": 1.0})
+        kept.tell(kept.ask(dists), "repeat", dists)
     bad = [t for t in kept.study.get_trials() if t.state.name == "COMPLETE" and t.value not in (2.0, 5.0)]
-    assert [t.value for t in bad] == [11.0, 11.0]  # the failed trial, then the draw: 5 + |5| + 1
+    assert [t.value for t in bad] == [math.inf] * 3  # the failed trial, the draw, the repeat: worse than any result
+    assert [t.params for t in bad][2] == {"x": 1.0, "y": 1.0}
     attrs = kept.tell(kept.ask(dists), "run")
     assert any(k.startswith("cma:") for k in attrs), attrs  # the draw's CMA-ES state, for the trial that runs
 
