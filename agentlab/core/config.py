@@ -451,6 +451,10 @@ def load_config(
         loaded, text = _read_yaml(file)
         source = _Source(file, text)  # first: it refuses duplicate keys and self-containing aliases
         data = _deep_merge(data, move_keys(loaded, moved, str(file)))
+        for old, new in moved.items():  # an error in a moved key names the line the file has it on
+            for where, line in list(source.lines.items()):
+                if where[:1] == (old,):
+                    source.lines.setdefault((*new.split("."), *where[1:]), line)
     else:
         source = _Source(None, None)
     apply_overrides(data, [_moved_override(o, moved) for o in overrides or []], source)

@@ -42,3 +42,12 @@ def test_a_wrong_value_names_the_new_key() -> None:
 
     with pytest.raises(ConfigError, match=r"--set search.planner=bogus: search.planner: Input should be 'llm'"):
         load_config(None, CompressConfig, ["planner=bogus"])
+
+
+def test_an_error_in_a_moved_key_names_its_line_in_the_old_file(tmp_path: Path) -> None:
+    from agentlab.core.errors import ConfigError
+
+    old = tmp_path / "old.yaml"
+    old.write_text("name: x\nseed: 1\nplanner: bogus\n")
+    with pytest.raises(ConfigError, match=r"old.yaml:3: search.planner: Input should be"):
+        load_config(old, CompressConfig)
