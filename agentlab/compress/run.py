@@ -63,9 +63,8 @@ from agentlab.core.search.planners import Proposal, WarmStart
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
-    check_agent_keys,
-    check_planner_model,
     open_planner,
+    require_planner_model,
 )
 from agentlab.core.search.study import open_study
 from agentlab.core.tracking import check_tracking, open_tracker
@@ -148,15 +147,9 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     kind = KINDS[cfg.search.planner]
     if kind.needs_model and (chooser is None if kind.family == "chooser" else agent_model is None):
         llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
-        if not llm_cfg.route("planner").chain():
-            raise UsageError(f"--planner {cfg.search.planner} needs a planner model, and the routing config has none",
-                             hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in "
-                             f"model), or use --planner {DEFAULT_SAMPLER['compress']}")
-        if cfg.search.planner == "agent":
-            check_agent_keys(llm_cfg)
         source = llm if isinstance(llm, str | Path) else cfg.llm if llm is None else None
-        check_planner_model(llm_cfg, cfg.search.planner, source=str(source) if source else None,
-                            fallback=DEFAULT_SAMPLER["compress"])
+        require_planner_model(llm_cfg, cfg.search.planner, source=str(source) if source else None,
+                              fallback=DEFAULT_SAMPLER["compress"])
     check_tracking(cfg.mlflow)
     if cfg.search.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())
@@ -271,8 +264,7 @@ class Search:
                            goal=self.goal, short=self._short_profile(), budget=self.cfg.search.max_iterations,
                            mlflow=self.cfg.mlflow, context=self.context) \
             if self.cfg.search.planner == "agent" else None
-        spec = PlannerSpec(kind=self.cfg.search.planner, sampler=DEFAULT_SAMPLER["compress"], command="compress",
-                           settings=self.cfg.search,
+        spec = PlannerSpec(kind=self.cfg.search.planner, command="compress", settings=self.cfg.search,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
                            memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks
                            agent_model=self.p.agent_model, kit=kit, approver=self.p.approver,

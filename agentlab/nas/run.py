@@ -210,7 +210,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
         kit = command_kit(cfg)
     elif kind == "agent" and prepared is not None:
         kit = nas_kit(cfg, prepared, space_families(cfg))
-    return PlannerSpec(kind=kind, sampler=DEFAULT_SAMPLER["nas"], command="nas", settings=cfg.search,
+    return PlannerSpec(kind=kind, command="nas", settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
                        agent_model=agent_model, kit=kit, approver=approver, announce=announce)
 

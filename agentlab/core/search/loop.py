@@ -202,8 +202,10 @@ class SearchLoop:
 
         warm = sum(1 for t in self._frozen if t.state in (TrialState.COMPLETE, TrialState.PRUNED)) >= self.startup
         fallback = tries // 3 if kind != "random" and not explore else 0
+        sampler = self._kept(kind)  # its mirror brought up to date once a draw: the study does not change meanwhile
         for attempt in range(tries):
-            sampler = self._kept("random" if attempt >= tries - fallback else kind)
+            if attempt == tries - fallback:
+                sampler = self._kept("random")
             trial = sampler.ask(None if self.space.conditional else self.distributions, explore=explore)
             params = self.space.sample(trial) if self.space.conditional else dict(trial.params)
             verdict = judge(params)

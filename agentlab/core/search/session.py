@@ -23,7 +23,7 @@ from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_con
 from agentlab.core.llm.router import Router
 from agentlab.core.runs import RunDir
 from agentlab.core.search.agent import AgentKit, AgentPlanner
-from agentlab.core.search.kinds import KINDS, label, names
+from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS, label, names
 from agentlab.core.search.planners import (
     Chooser,
     ChooserPlanner,
@@ -41,16 +41,14 @@ OFFLINE = "no planner model configured; offline"  # the planner line's reason wh
 
 @dataclass
 class PlannerSpec:
-    """What a command asks for: the ``kind`` (its config's ``planner``), its classical ``sampler`` (the ``llm``
-    planner's candidate 0, ``auto``'s fallback), the ``command`` (which kinds it offers: ``kinds.KINDS``), the LLM
-    planner's
+    """What a command asks for: the ``kind`` (its config's ``planner``), the ``command`` (which kinds it offers, and
+    its classical ``sampler``: the ``llm`` planner's candidate 0, ``auto``'s fallback; ``kinds``), the LLM planner's
     ``settings``, the routing config, the run folder (calls recorded there; the search's id in the pick memory), a
     scripted ``chooser`` in place of the planner model (tests, benchmarks), and the pick memory's file. The
     ``agent`` planner's: a scripted ``agent_model`` in place of the planner model, the command's ``kit`` (its
     tools and facts), and the ``approver`` that answers ``--approve``."""
 
     kind: str
-    sampler: str
     command: str
     settings: LLMPlannerSettings
     llm: LLMConfig | None = None
@@ -61,6 +59,10 @@ class PlannerSpec:
     kit: AgentKit | None = None
     approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     announce: Callable[[str], None] | None = None  # the console: one line per agent step
+
+    @property
+    def sampler(self) -> str:
+        return DEFAULT_SAMPLER[self.command]
 
 
 def step_line(kind: str, fields: dict[str, Any]) -> str | None:

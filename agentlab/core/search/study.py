@@ -242,8 +242,6 @@ class KeptSampler:
              distributions: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         """Copy the real study's ``finished`` trials (COMPLETE, PRUNED) and ``failed`` ones (as bad trials, their
         params under ``distributions(params)``) that are not in the mirror yet; each trial is copied once."""
-        from optuna.trial import create_trial
-
         for trial in finished:
             if trial.number not in self._copied:
                 self._copied.add(trial.number)
@@ -251,10 +249,8 @@ class KeptSampler:
         for trial in failed:
             if trial.number not in self._copied:
                 self._copied.add(trial.number)
-                value = self.penalty()
-                if value is not None and trial.params and distributions is not None:
-                    self.study.add_trial(create_trial(params=dict(trial.params),
-                                                      distributions=distributions(dict(trial.params)), value=value))
+                if distributions is not None:
+                    self._bad(dict(trial.params), distributions(dict(trial.params)))
 
     def ask(self, distributions: dict[str, Any] | None = None, *, explore: bool = False) -> Any:
         """An ``optuna.Trial`` of the mirror; tell it back with ``tell`` before the next ``ask``."""
@@ -273,19 +269,26 @@ class KeptSampler:
         of the draw (CMA-ES's generation and optimizer), which a trial that runs keeps, so its copy restores them."""
         import json
 
-        from optuna.trial import TrialState, create_trial
+        from optuna.trial import TrialState
 
         attrs = dict(self.study.get_trials(deepcopy=False)[-1].system_attrs)
         self.study.tell(trial, state=TrialState.FAIL)
-        value = self.penalty() if penalize and verdict in ("infeasible", "repeat") else None
-        if verdict == "repeat" and value is not None:
+        bad = penalize and verdict in ("infeasible", "repeat")
+        if bad and verdict == "repeat":
             key = json.dumps(trial.params, sort_keys=True, default=str)
-            value = None if key in self._repeated else value
+            bad = key not in self._repeated
             self._repeated.add(key)
-        if value is not None and trial.params:
-            self.study.add_trial(create_trial(params=dict(trial.params), value=value,
-                                              distributions=distributions or dict(trial.distributions)))
+        if bad:
+            self._bad(dict(trial.params), distributions or dict(trial.distributions))
         return attrs
+
+    def _bad(self, params: dict[str, Any], distributions: dict[str, Any]) -> None:
+        """``params`` as a bad trial of the mirror (``penalty``); nothing with several objectives or no params."""
+        from optuna.trial import create_trial
+
+        value = self.penalty()
+        if value is not None and params:
+            self.study.add_trial(create_trial(params=params, distributions=distributions, value=value))
 
 
 def finished_trial(params: dict[str, Any], distributions: dict[str, Any], values: Sequence[float] | None, *,

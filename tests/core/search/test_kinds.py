@@ -45,10 +45,10 @@ def test_every_sampler_kind_builds_a_sampler_and_has_a_label() -> None:
 
 
 def test_a_kind_the_command_does_not_offer_is_refused_with_the_ones_it_does() -> None:
-    spec = PlannerSpec(kind="nsga2", sampler="tpe", command="nas", settings=LLMPlannerSettings())
+    spec = PlannerSpec(kind="nsga2", command="nas", settings=LLMPlannerSettings())
     with pytest.raises(AgentlabError, match="unknown planner 'nsga2'") as info:
         open_planner(spec)
     assert info.value.hint is not None and "tpe_independent" in info.value.hint
-    with open_planner(PlannerSpec(kind="random", sampler="nsga2", command="compress",
+    with open_planner(PlannerSpec(kind="random", command="compress",
                                   settings=LLMPlannerSettings())) as session:
         assert session.planner.name == "random" and session.line == "planner: random"
