@@ -129,8 +129,7 @@ class TrainConfig(StrictModel):
                                           "empty: every batch")
     seed: int = Field(0, description="seed of weights, data order and dropout")
     threads: int | None = Field(1, ge=1, description="torch CPU threads; 1 is fastest for small models on a "
-                                "shared CPU (2 threads measured 2-20x slower on a busy 2-core machine); empty: "
-                                "torch's default")
+                                "shared CPU (docs/design/measurements.md); empty: torch's default")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
     per_family: dict[Family, dict[str, Any]] = Field(
         default_factory=dict, description="training settings that replace this section's for the trials of one "

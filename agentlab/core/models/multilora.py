@@ -39,12 +39,9 @@ from typing import Any, Literal
 
 __all__ = ["BASE", "CONCAT_MAX", "FusedError", "Stack", "current_stack", "fused_rows", "row_order", "stack_adapters"]
 
-# Batches whose layout needs a gather use concatenate-and-mask up to this many adapters, gather + bmm above it.
-# Measured per LoRA layer (thread CPU time, one torch thread on a 2-core CPU, SmolLM2-135M shapes, rank 16, one row
-# per adapter, 64 decoding steps plus a 128-token prefill): concat is the cheaper up to 6 adapters (attention and MLP
-# projections together), the gathered bmm from 8 on; the gather-free bmm beats both at every count. End to end
-# (`benchmarks/debate_batching.py --quick --paths --clock cpu`, 8 adapters) the two cost about the same against the
-# base batch's time: the crossover (docs/design/measurements.md).
+# Batches whose layout needs a gather use concatenate-and-mask up to this many adapters, gather + bmm above it:
+# concat is the cheaper for few adapters, the gathered bmm for many, and the gather-free bmm beats both; the
+# crossover was measured per LoRA layer and end to end (docs/design/measurements.md).
 CONCAT_MAX = 6
 BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names; accepted here too
 Mode = Literal["auto", "concat", "bmm"]
