@@ -208,8 +208,11 @@ def test_two_compress_workers_one_killed_mid_experiment(postgres: str, in_tmp: P
     pytest.importorskip("codecarbon")
     import optuna
 
-    from agentlab.compress.planners import KEY_ATTR
-    from agentlab.compress.shared import BASE_ATTR, RESULT_ATTR
+    def key(t: Any) -> str | None:  # the experiment's key, in the plan every trial of compress carries
+        return t.user_attrs.get("plan", {}).get("extra", {}).get("key")
+
+    def measured(t: Any) -> bool:  # finished with a record (COMPLETE, or FAIL when the experiment failed)
+        return "record" in t.user_attrs.get("outcome", {}).get("metrics", {})
 
     budget = 3
     args = ["compress", "--model", str(tiny_model["hf"]), "--objective", "maximize speedup with <2% accuracy loss",
@@ -227,7 +230,7 @@ def test_two_compress_workers_one_killed_mid_experiment(postgres: str, in_tmp: P
             if study is None:
                 continue
             killed = _running_trial_of(  # mid-experiment: running for a second
-                study, victim.pid, lambda t: KEY_ATTR in t.user_attrs and t.datetime_start is not None
+                study, victim.pid, lambda t: key(t) is not None and t.datetime_start is not None
                 and (datetime.now() - t.datetime_start).total_seconds() > 1)
         assert killed is not None, "worker 1 never ran an experiment: " + (in_tmp / "c1.log").read_text()[-3000:]
         victim.send_signal(signal.SIGKILL)
@@ -240,17 +243,17 @@ def test_two_compress_workers_one_killed_mid_experiment(postgres: str, in_tmp: P
     study = optuna.load_study(study_name="pg-compress", storage=storage)
     trials = study.get_trials(deepcopy=False)
     shown = [(t.number, t.state.name, t.user_attrs.get("outcome"), t.system_attrs.get("failed_trial")) for t in trials]
-    assert len([t for t in trials if t.user_attrs.get(BASE_ATTR) and RESULT_ATTR in t.user_attrs]) == 1, shown
-    finished = [t for t in trials if KEY_ATTR in t.user_attrs and RESULT_ATTR in t.user_attrs]
+    assert len([t for t in trials if t.user_attrs["plan"]["planner"] == "base" and measured(t)]) == 1, shown
+    finished = [t for t in trials if key(t) is not None and measured(t)]
     assert len(finished) == budget, shown
-    keys = [t.user_attrs[KEY_ATTR] for t in finished]
+    keys = [key(t) for t in finished]
     assert len(set(keys)) == len(keys), "an experiment ran twice"
     assert_run_again_once(trials, killed, finished)
 
     resumed = start(["compress", "--resume", "c1", "--max-iterations", str(budget)], in_tmp, "c1-resume.log")
     assert resumed.wait(timeout=300) == 0, (in_tmp / "c1-resume.log").read_text()[-3000:]
     assert len([t for t in optuna.load_study(study_name="pg-compress", storage=storage).get_trials()
-                if KEY_ATTR in t.user_attrs and RESULT_ATTR in t.user_attrs]) == budget  # nothing more ran
+                if key(t) is not None and measured(t)]) == budget  # nothing more ran
     results = [json.loads((in_tmp / f"c{i}" / "results.json").read_text()) for i in (0, 1)]
     for r in results:
         assert r["counts"]["experiments"] == budget, r["counts"]

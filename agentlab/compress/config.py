@@ -133,9 +133,10 @@ class CompressSearch(LLMPlannerSettings):
 
     planner: CompressPlanner = Field("nsga2", description="who proposes experiments: " + describe("compress"))
     max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
-    storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per finished "
-                                "experiment (objective values and constraint violation): sqlite:///f.db, a journal "
-                                "file, or an RDB URL; shared by several runs, its samplers learn from all of them; "
+    storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per experiment "
+                                "and one for the base model (objective values and constraint violation): "
+                                "sqlite:///f.db, a journal file, or an RDB URL; shared by several runs (each with its "
+                                "own budget), its samplers learn from all of them; "
                                 "on a database server (postgresql, mysql) the workers run one search with one "
                                 "budget (default: study.db in the run folder)")
     study_name: str = Field("compress", min_length=1, description="the study's name in storage (one goal per study)")

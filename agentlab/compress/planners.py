@@ -31,12 +31,13 @@ from agentlab.compress.report import fmt
 from agentlab.compress.scoring import objective_values
 from agentlab.compress.space import Space, experiment_key, to_experiment, to_params
 from agentlab.core.config import StrictModel
-from agentlab.core.errors import AgentlabError, LLMError
+from agentlab.core.errors import LLMError
 from agentlab.core.search import share as S
 from agentlab.core.search.pareto import hypervolume
 from agentlab.core.search.planners import (
     ChoiceRequest,
     Chooser,
+    NoProposal,
     PlanContext,
     Proposal,
     Row,
@@ -44,15 +45,11 @@ from agentlab.core.search.planners import (
     params_key,
 )
 from agentlab.core.search.prompts import choice_messages, good_trials_summary
-from agentlab.core.search.study import KeptSampler, finished_trial, make_sampler
+from agentlab.core.search.records import A_OUTCOME, A_PLAN
+from agentlab.core.search.study import KeptSampler, make_sampler
 
 log = logging.getLogger(__name__)
-KEY_ATTR = "agentlab:experiment"  # trial user attribute: the experiment's key (``space.experiment_key``)
 TRIES = 300  # samples drawn before a planner says the space has no untried experiment left
-
-
-class NoProposal(AgentlabError):
-    """Every experiment the planner can reach was tried."""
 
 
 @dataclass
@@ -76,9 +73,10 @@ class ExperimentDomain:
     @property
     def tried(self) -> set[str]:
         keys = {experiment_key(_experiment(r)) for r in self.records}
-        # a claim given back unrun (another worker's budget slot, Ctrl-C) is no tried experiment
-        return keys | {t.user_attrs[KEY_ATTR] for t in self.trials if KEY_ATTR in t.user_attrs
-                       and t.user_attrs.get("outcome", {}).get("counted", True)}
+        # every experiment of the study (other workers' running ones, other runs' sharing it), but a claim given
+        # back unrun (another worker's budget slot, Ctrl-C) is no tried experiment
+        return keys | {key for t in self.trials if (key := t.user_attrs.get(A_PLAN, {}).get("extra", {}).get("key"))
+                       and t.user_attrs.get(A_OUTCOME, {}).get("counted", True)}
 
     def context(self) -> PlanContext:
         """The planner's context for this iteration: the experiments left (this one included)."""
@@ -171,20 +169,6 @@ def _experiment(record: dict[str, Any]) -> Experiment | None:
 # --------------------------------------------------------------------------- Optuna
 
 
-def record_trial(record: dict[str, Any], goal: Goal, space: Space, user_attrs: dict[str, Any] | None = None) -> Any:
-    """A finished experiment as a finished trial: COMPLETE with the goal's objective values and the constraint
-    violation, or FAIL when it failed."""
-    exp = _experiment(record)
-    assert exp is not None, "the base model is no point of the space"
-    values = [record.get("derived", {}).get(o.metric) for o in goal.objectives]
-    ok = record.get("state") == "done" and all(v is not None for v in values)
-    return finished_trial(to_params(exp, space), space.distributions(), values if ok else None,
-                          violation=float(record.get("violation") or 0.0) if ok else None,
-                          user_attrs={KEY_ATTR: experiment_key(exp), "label": record.get("label"),
-                                      **(user_attrs or {})},
-                          system_attrs=_sampler_attrs(record))
-
-
 def kept_sampler(ctx: ExperimentDomain, kind: str) -> KeptSampler:
     """The search's ``kind`` sampler (``ctx.samplers``, kept across experiments; a new one when the domain has
     none), its mirror brought up to date with the study's finished trials."""
@@ -207,17 +191,6 @@ def kept_sampler(ctx: ExperimentDomain, kind: str) -> KeptSampler:
 def population_size(budget: int) -> int:
     """NSGA-II's population for a search of ``budget`` experiments: half of it, 4 to 10, so it breeds at least once."""
     return max(4, min(10, budget // 2))
-
-
-def _sampler_attrs(record: dict[str, Any]) -> dict[str, Any]:
-    """The sampler's own attributes of the trial that proposed ``record`` (NSGA-II's generation), without the
-    constraint, which ``create_trial(constraints=...)`` sets from the record (given twice, optuna warns)."""
-    return sampler_attrs(record)
-
-
-def sampler_attrs(extra: dict[str, Any]) -> dict[str, Any]:
-    """The sampler's attributes in a record or a proposal's ``extra`` (``optuna``), the constraint left out."""
-    return {k: v for k, v in (extra.get("optuna") or {}).items() if not k.startswith("constraints")}
 
 
 def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal]:

@@ -1,12 +1,13 @@
 """`agentlab compress`: plan, run and judge real compression experiments on a causal LM against an objective and a
 carbon budget.
 
-base model measured -> planner proposes -> workspace lookup (reused when this model, experiment and measurement
-set-up were measured before) -> carbon check -> experiment applied and measured -> record appended to
-experiments.jsonl (fsynced) -> best.json rewritten atomically -> next. results.json, report.md (with pareto.png)
-and a knowledge note in the workspace at the end. experiments.jsonl is the run's state: ``--resume`` skips every
-experiment in it, and the planners go on from these records (their samplers start afresh from them).
-On a database server (``search.storage: postgresql://...``) the workers run one search instead: ``compress.shared``.
+base model measured -> planner proposes -> carbon check -> workspace lookup (reused when this model, experiment and
+measurement set-up were measured before) -> experiment applied and measured -> scored against the base -> next.
+Each is a trial of the run's Optuna study on the search loop every command shares (``core.search.loop``): the
+study is the run's state, so ``--resume`` goes on from it with the exact budget (an experiment a kill interrupted
+runs again first), and on a database server (``search.storage: postgresql://...``) the workers run one search with
+one budget. experiments.jsonl and best.json are rewritten atomically after each experiment; results.json,
+report.md (with pareto.png) and a knowledge note in the workspace at the end.
 
 Texts: the evaluation text (perplexity) and the calibration text (Wanda, LoRA, distillation) must differ, or a
 recovery step trains on the text it is scored on. By default both come from the text that ships with agentlab,
@@ -21,7 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.compress.agent import ExperimentView, compress_kit, knowledge_leads
 from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
@@ -30,19 +31,11 @@ from agentlab.compress.evaluate import Evaluator
 from agentlab.compress.experiment import Inputs, run_experiment
 from agentlab.compress.measure import default_eval_text, read_text_file
 from agentlab.compress.objective import Goal
-from agentlab.compress.planners import (
-    KEY_ATTR,
-    ExperimentDomain,
-    NoProposal,
-    experiment_results,
-    record_trial,
-    sampler_attrs,
-)
+from agentlab.compress.planners import ExperimentDomain, experiment_results
 from agentlab.compress.reflect import reflect
 from agentlab.compress.report import fmt, render_report, write_plot
 from agentlab.compress.scoring import check, choose_best, derive, front, objective_values
-from agentlab.compress.shared import BASE_ATTR, SharedStudy, is_shared
-from agentlab.compress.space import Space, experiment_key
+from agentlab.compress.space import Space, experiment_key, to_experiment
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_results
 from agentlab.compress.workspace import Workspace
 from agentlab.core.agent.runtime import profile_of
@@ -55,11 +48,15 @@ from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.models.load import hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_json, durable_append, resume_target, run_in_folder, runs_root
+from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
 from agentlab.core.search.agent import AgentPlanner
+from agentlab.core.search.engine import store_of
+from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS
-from agentlab.core.search.planners import Proposal, WarmStart
+from agentlab.core.search.loop import SearchLoop, StopRules, StopSearch, TrialAborted, TrialFailed, base_failed
+from agentlab.core.search.planners import PlanContext, Proposal, WarmStart, Wrapper
+from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
@@ -73,8 +70,8 @@ if TYPE_CHECKING:
     from agentlab.core.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
-STATE = "experiments.jsonl"
-RECORD_ATTR = "agentlab:record"  # trial user attribute: "<run folder>#<index>" of the experiment it stands for
+STATE = "experiments.jsonl"  # the finished experiments, rewritten from the study after each trial
+OLD_ATTRS = {"agentlab:record", "agentlab:experiment", "agentlab:base"}  # trials of compress's former own loop
 
 
 @dataclass
@@ -186,25 +183,18 @@ def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
 def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
     """The search's study in ``cfg.search.storage`` (default study.db in the run folder), one direction per
     objective."""
-    return open_study(cfg.search.storage, run_path, name=cfg.search.study_name,
-                      directions=[o.direction for o in goal.objectives],
-                      objectives=[o.metric for o in goal.objectives], what="search.storage")
+    study = open_study(cfg.search.storage, run_path, name=cfg.search.study_name,
+                       directions=[o.direction for o in goal.objectives],
+                       objectives=[o.metric for o in goal.objectives], what="search.storage")
+    if any(OLD_ATTRS & set(t.user_attrs) for t in study.get_trials(deepcopy=False)):
+        where = "search.storage" if cfg.search.storage is not None else str(run_path / "study.db")
+        raise ConfigError(f"{where}: the study {cfg.search.study_name!r} was written by an agentlab before compress "
+                          "ran on the search loop (its trials keep their experiments another way)",
+                          hint="start a new run, with another search.study_name when the storage is shared")
+    return study
 
 
 # --------------------------------------------------------------------------- the run's state
-
-
-def read_state(path: Path) -> list[dict[str, Any]]:
-    """The finished records of experiments.jsonl; a line torn by a kill (the last one) is dropped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            break
-    return records
 
 
 def _digest(text: str) -> str:
@@ -234,29 +224,43 @@ def run(cfg: CompressConfig, run_dir: RunDir, *, prepared: Prepared | None = Non
 
 
 class Search:
+    """One compress search on the search loop every command shares (``core.search.loop.SearchLoop``): the base
+    model's measurement and each experiment are trials of the run's study (``CompressObjective`` runs one),
+    ``ExperimentDomain`` is the planners' view of it. experiments.jsonl is rewritten from the study after each
+    trial; ``--resume`` goes on from the study, a trial a kill interrupted runs again first."""
+
     def __init__(self, cfg: CompressConfig, run_dir: RunDir, prepared: Prepared, progress: Progress,
                  announce: Callable[[str], None], tracker: Tracker | NullTracker):
         self.cfg, self.run_dir, self.p, self.announce, self.tracker = cfg, run_dir, prepared, announce, tracker
         self.goal = prepared.goal
         self.workspace = Workspace(cfg.workspace or runs_root() / "compress" / "workspace")
-        self.state = run_dir.file(STATE)
-        self.records = read_state(self.state)
+        self.where = str(run_dir.path.resolve())
         self.task = progress.task("compress", total=cfg.search.max_iterations + 1)
+        self.records: list[dict[str, Any]] = []  # this run's experiments (the study's, on a server), base first
         self.session: PlannerSession | None = None
         self.stop_reason = ""
         self.study: Any = None
+        self.shared = False  # a study on a database server: the workers run one search, one budget
+        self.own_run = False  # a study other runs share on SQLite or a journal: each run its own budget and base
         self._samplers: dict[str, Any] = {}  # the planners' samplers, kept across experiments
-        self.shared = False  # a study on a database server: the workers run one search (``compress.shared``)
-        self.ran = len(self.records)  # lines of experiments.jsonl: this run's own experiments (and its base)
+        self._shown: set[int] = set()  # trials whose experiment has its event in events.jsonl
 
     def run(self) -> dict[str, Any]:
         self.announce(f"goal: {self.goal.describe()}")
-        if self.records:
-            self.announce(f"resuming: {len(self.records)} finished experiment(s) in {STATE}, not run again")
         self.model_hash = self.workspace.model_hash(self.p.model_path)
         self.context = measure_context(self.p.inputs)
+        self.study = open_search_study(self.cfg, self.goal, self.run_dir.path)
+        self.shared = store_of(self.study).heartbeats
+        self.own_run = self.cfg.search.storage is not None and not self.shared
+        trials = [TrialRecord.from_frozen(t) for t in self.study.get_trials(deepcopy=False)]
+        if self.shared:
+            self._check_base(trials)
+        self.records = self._records(trials)
+        self._shown = {int(e["trial"]) for e in self.run_dir.events()
+                       if e.get("kind") == "experiment" and e.get("trial") is not None}
+        if self.records:
+            self.announce(f"resuming: {len(self.records)} finished experiment(s) in the study, not run again")
         log_experiments(self.tracker, self.records)
-        self._open_study()
         kit = compress_kit(self.goal.describe(), lambda: self.records[0].get("metrics") or {}, self.workspace,
                            self.model_hash, self.run_dir.event,
                            evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS),
@@ -282,60 +286,87 @@ class Search:
         return self.p.llm.profile(chain[0]).short_tools if self.p.llm is not None and chain else True
 
     def _loop(self) -> None:
-        if self.shared:
-            self._shared_loop()
-            return
-        if not self.records:
-            base = self._obtain(None, planner="base")
-            assert base is not None  # the carbon budget never stops the base measurement
-            self._add(base)
-        for i in range(len(self.records), self.cfg.search.max_iterations + 1):
-            try:
-                exp, proposal = self._propose(i)
-            except NoProposal as exc:
-                self.stop_reason = exc.message
-                break
-            note = "; ".join(n for n in [*proposal.notes, proposal.reasoning] if n)
-            record = self._obtain(exp, planner=proposal.planner, note=note, extra=_record_extra(proposal))
-            if record is None:
-                break
-            self._add(record)
-        if not self.stop_reason:
-            self.stop_reason = f"max_iterations reached ({len(self.records) - 1} experiments)"
-        self.announce(f"stopped: {self.stop_reason}")
-
-    def _propose(self, i: int) -> tuple[Experiment, Proposal]:
-        """The planner's proposal for experiment ``i`` and the experiment it stands for."""
         assert self.session is not None
         planner = WarmStart(self.session.planner, self.p.leads) if self.p.leads else self.session.planner
-        domain = self._domain(i)
-        proposal = planner.propose(domain.context())
-        return domain.experiment(proposal.params), proposal
+        loop = SearchLoop(
+            study=self.study, space=self.p.space, base_params={}, objective=CompressObjective(self),  # type: ignore[arg-type]
+            planner=WithExperiment(planner), evaluator=Feasibility(), seed=self.cfg.seed,
+            stop=StopRules(self.cfg.search.max_iterations, free_base=True, own_run=self.own_run, base_first=True,
+                           unit="experiment"),
+            on_event=lambda kind, **data: self.run_dir.event(kind, **data) if kind == "recovered" else None,
+            on_trial=self._on_trial, run_dir=self.where, domain=lambda records: self._domain(records).context())
+        try:
+            outcome = loop.run()
+        except TrialAborted as exc:  # the base model could not be measured: its trial is queued again
+            raise exc.__cause__ or exc from None
+        self.records = self._records(outcome.records)
+        if not self.records and base_failed(loop.mine(outcome.records)):
+            raise AgentlabError("the base model's measurement failed in an earlier run of this study",
+                                hint="start a new run (or another search.study_name)")
+        self.stop_reason = outcome.stop_reason
+        if self.shared and self.stop_reason.startswith("max_iterations"):
+            self.stop_reason = self.stop_reason.rstrip(")") + " over every worker)"
+        self.announce(f"stopped: {self.stop_reason}")
 
-    def _domain(self, i: int | None = None) -> ExperimentDomain:
-        """The search as the planners see it before experiment ``i`` (None: after the last one)."""
-        return ExperimentDomain(self.goal, self.p.space, self.cfg.seed, len(self.records) if i is None else i,
-                                self.records, self.study.get_trials(deepcopy=False) if self.study is not None else [],
+    def _domain(self, records: list[TrialRecord] | None = None) -> ExperimentDomain:
+        """The search as the planners see it (``records``: the loop's, read just now; None: as last read), about to
+        plan the experiment after those that hold budget (finished, running elsewhere, or queued again)."""
+        iteration = len(self.records)
+        if records is not None:
+            self.records = self._records(records)
+            iteration = 1 + sum(1 for r in records if r.counted and r.planner != "base"
+                                and (not self.own_run or r.run_dir == self.where))
+        return ExperimentDomain(self.goal, self.p.space, self.cfg.seed, iteration, self.records,
+                                self.study.get_trials(deepcopy=False) if self.study is not None else [],
                                 self.workspace.notes(self.model_hash), budget=self.cfg.search.max_iterations,
                                 samplers=self._samplers)
 
-    # ------------------------------------------------------------------ the study
+    # ------------------------------------------------------------------ the study's trials as records
 
-    def _open_study(self) -> None:
-        """The search's Optuna study (``storage``, default study.db in the run folder), brought in step with
-        experiments.jsonl, the run's durable log: a kill between the two writes loses nothing."""
-        self.study = open_search_study(self.cfg, self.goal, self.run_dir.path)
-        self.shared = is_shared(self.study)
-        if not self.shared:  # shared: the study holds every finished experiment already
-            self._sync_study()
+    def _records(self, trials: list[TrialRecord]) -> list[dict[str, Any]]:
+        """The finished experiments as compress's records, the base model first (none until it is measured): this
+        run's trials, or on a server every worker's, in trial order."""
+        mine = [t for t in trials if not self.own_run or t.run_dir == self.where]
+        base = next((t for t in mine if t.planner == "base" and t.state == "complete"), None)
+        if base is None:
+            return []
+        out = [{**base.metrics.get("record", {}), "index": 0, "trial": base.number, "planner": "base", "note": "",
+                "worker": base.worker}]
+        for t in mine:
+            if t.planner != "base" and (t.state == "complete" or (t.state == "failed" and t.counted)):
+                out.append(self._record_of(t, len(out)))
+        return out
 
-    def _sync_study(self) -> None:
-        have = {t.user_attrs.get(RECORD_ATTR) for t in self.study.get_trials(deepcopy=False)}
-        for record in self.records:
-            rid = f"{self.run_dir.path.resolve()}#{record['index']}"
-            if rid not in have and record.get("experiment") is not None:
-                self.study.add_trial(record_trial(record, self.goal, self.p.space, {RECORD_ATTR: rid,
-                                                                                    "planner": record["planner"]}))
+    def _record_of(self, t: TrialRecord, index: int) -> dict[str, Any]:
+        record = dict(t.metrics.get("record") or {})
+        if not record:  # the objective itself failed (an error no experiment is expected to raise)
+            exp = to_experiment(t.params)
+            record = {"label": exp.label() if exp else "?", "experiment": exp.model_dump() if exp else None,
+                      "state": "failed", "error": R.reason_line(t.reason)[:300], "metrics": {}, "reused": False,
+                      "derived": {}, "feasible": False, "violation": None, "broken": ["failed"]}
+        extra: dict[str, Any] = {"origin": t.origin, "choice": t.choice, "candidates": t.candidates} \
+            if t.origin else {}  # how the llm planner's pick came about
+        if t.warmup:
+            extra["warmup"] = True
+        return {**record, "index": index, "trial": t.number, "planner": t.planner, "worker": t.worker,
+                "note": "; ".join(n for n in [*t.notes, t.reasoning] if n), **extra}
+
+    def _on_trial(self, trials: list[TrialRecord]) -> None:
+        """After each trial: experiments.jsonl, the events of the experiments finished since, best.json, the
+        front's checkpoints, MLflow, the progress bar."""
+        self.records = self._records(trials)
+        new = [r for r in self.records if r["trial"] not in self._shown]
+        if not new:
+            return
+        atomic_write_text(self.run_dir.file(STATE), "".join(json.dumps(r, default=str) + "\n" for r in self.records))
+        for r in new:
+            self._shown.add(r["trial"])
+            self.run_dir.event("experiment", index=r["index"], label=r["label"], state=r.get("state"),
+                               reused=r["reused"], planner=r["planner"], trial=r["trial"])
+        self._write_best()
+        self._keep_front()
+        log_experiments(self.tracker, self.records)
+        self.task.update(completed=len(self.records))
 
     # ------------------------------------------------------------------ one experiment
 
@@ -343,20 +374,20 @@ class Search:
         technique = {"experiment": exp.model_dump() if exp is not None else None, **self.context}
         return self.workspace.key(self.model_hash, technique)
 
-    def _obtain(self, exp: Experiment | None, *, planner: str, note: str = "",
-                extra: dict[str, Any] | None = None, index: int | None = None) -> dict[str, Any] | None:
-        """The experiment's record: read back from the workspace, or run (None: the carbon budget stops it)."""
-        index, key = len(self.records) if index is None else index, self._key(exp)
+    def _obtain(self, exp: Experiment | None, number: int) -> dict[str, Any]:
+        """The experiment's record (the base model's: ``exp`` None): read back from the workspace, or run when the
+        carbon budget allows it (``StopSearch`` when not)."""
+        key = self._key(exp)
         label = exp.label() if exp is not None else "base model"
         stored = self.workspace.get(key)
-        head = {"index": index, "key": key, "planner": planner, "note": note, **(extra or {})}
         if stored is not None and stored.get("state", "done") == "done":
-            self.announce(f"[{index}] {label}: reused from the workspace")
-            return {**head, **_measured(stored), "reused": True}
-        if exp is not None and not self._carbon_ok():
-            return None
+            self.announce(f"[{len(self.records)}] {label}: reused from the workspace")
+            return {"key": key, **_measured(stored), "reused": True}
+        if exp is not None and (why := self._carbon_reason()):
+            raise StopSearch(why)
+        index = len(self.records)
         self.task.update(completed=index, description=f"[{index}] {label}")
-        work = self.run_dir.file("experiments", f"{index:03d}")
+        work = self.run_dir.file("experiments", f"{number:03d}")
         try:
             keep = self.workspace.checkpoint_dir(key) if self.cfg.checkpoints_mb > 0 and exp is not None else None
             result = run_experiment(exp, self.p.inputs, work, tick=lambda step: self.task.update(
@@ -365,10 +396,10 @@ class Search:
             full = storage_error(exc, where=str(work))
             if full is not None:  # the disk, not the experiment: stop; --resume runs it again
                 raise full from exc
-            if exp is None:
-                raise  # no base measurement, nothing to compare against
+            if exp is None:  # no base measurement, nothing to compare against: the search stops with this error
+                raise TrialAborted(str(exc)) from exc
             log.warning("experiment %s failed: %s", label, exc)
-            return {**head, "label": label, "experiment": exp.model_dump(), "state": "failed",
+            return {"key": key, "label": label, "experiment": exp.model_dump(), "state": "failed",
                     "error": str(exc).splitlines()[0][:300], "metrics": {}, "reused": False}
         result["state"] = "done"
         metrics = result.get("metrics") or {}
@@ -377,20 +408,40 @@ class Search:
                           f"{describe_gpu(metrics)}")
         self.workspace.put(key, {**result, "model_hash": self.model_hash, "model": self.cfg.model,
                                  "context": self.context})
-        return {**head, **_measured(result), "reused": False}
+        return {"key": key, **_measured(result), "reused": False}
 
-    def _carbon_ok(self) -> bool:
+    def _base_metrics(self) -> dict[str, Any]:
+        """The base model's measured metrics (the loop plans no experiment before the base finished)."""
+        bases = [TrialRecord.from_frozen(t) for t in self.study.get_trials(deepcopy=False)]
+        done = next((t for t in bases if t.planner == "base" and t.state == "complete"
+                     and (not self.own_run or t.run_dir == self.where)), None)
+        if done is None:
+            raise TrialFailed("the base model was not measured: no experiment can be scored")
+        return dict(done.metrics.get("record", {}).get("metrics") or {})
+
+    def _check_base(self, trials: list[TrialRecord]) -> None:
+        """On a server every worker scores against the study's one base: it must be this model measured the same
+        way (the workspace key: the model's hash and the measurement set-up)."""
+        key = self._key(None)
+        other = next((t for t in trials if t.planner == "base" and t.state == "complete"
+                      and t.metrics.get("record", {}).get("key") != key), None)
+        if other is not None:
+            raise ConfigError(f"search.storage: the study {self.cfg.search.study_name!r} holds a base model measured "
+                              "with another model or measurement set-up (model, device, texts, task, seed, measure)",
+                              hint="give this search another search.study_name, or run it with the same settings")
+
+    def _carbon_reason(self) -> str | None:
+        """Why the next experiment must not run: it would exceed the carbon budget (None: it may run)."""
         budget = self.cfg.carbon_budget
-        if budget is None:
-            return True
+        if budget is None or not self.records:
+            return None
         spent = spent_co2e(self.records)
         costs = [r["metrics"]["co2e_kg"] for r in self.records if r.get("metrics", {}).get("co2e_kg") is not None]
         estimate = sum(costs) / len(costs) if costs else 0.0
         if spent + estimate <= budget:
-            return True
-        self.stop_reason = (f"carbon budget: {spent:.3g} kg CO2e spent + about {estimate:.3g} kg for the next "
-                            f"experiment would exceed the budget of {budget:.3g} kg")
-        return False
+            return None
+        return (f"carbon budget: {spent:.3g} kg CO2e spent + about {estimate:.3g} kg for the next experiment would "
+                f"exceed the budget of {budget:.3g} kg")
 
     def _score(self, record: dict[str, Any], base: dict[str, Any]) -> None:
         """The goal's metrics of ``record`` against the base's ``metrics``, and whether it meets the constraints."""
@@ -401,19 +452,6 @@ class Search:
                                                                               base_derived)
         else:
             record.update(derived={}, feasible=False, violation=None, broken=["failed"])
-
-    def _add(self, record: dict[str, Any]) -> None:
-        self._score(record, (self.records[0] if self.records else record).get("metrics", {}))
-        self.records.append(record)
-        durable_append(self.state, json.dumps(record, default=str) + "\n")
-        self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),
-                           reused=record["reused"], planner=record["planner"])
-        self._write_best()
-        self._keep_front()
-        if self.study is not None:
-            self._sync_study()
-        log_experiments(self.tracker, self.records)
-        self.task.update(completed=len(self.records))
 
     def _keep_front(self) -> None:
         """The front's compressed models stay in the workspace's checkpoints/ (within ``checkpoints_mb``); the
@@ -428,106 +466,10 @@ class Search:
         atomic_write_json(self.run_dir.file("best.json"), best_summary(self.goal, self.records))
         self.run_dir.event("best", index=(self.run_dir.read_json("best.json") or {}).get("index"))
 
-    # ------------------------------------------------------------------ one search over every worker
-
-    def _shared_loop(self) -> None:
-        """Workers on a database server: claim, run and finish experiments of one search (``compress.shared``)."""
-        share = SharedStudy(self.study, budget=self.cfg.search.max_iterations, base_key=self._key(None),
-                            run_dir=str(self.run_dir.path))
-        reason = ""
-        while True:
-            share.fail_stale()  # first: a trial it fails is queued again and taken just below
-            retry = share.pop_retry()
-            if retry is not None:  # a dead worker's claim: it holds a slot already, run it first
-                self._run_claim(share, retry)
-                continue
-            trials = share.trials()
-            base = share.base(trials)
-            if base is None:  # measured once for the study: every worker scores against the same base
-                if share.busy(trials):
-                    share.wait()
-                    continue
-                claim = share.claim(params={}, distributions={}, user_attrs={BASE_ATTR: share.base_key,
-                                                                              R.A_PLAN: {"planner": "base"}})
-                why = share.give_way(claim)
-                if why:
-                    share.abandon(claim, why)
-                else:
-                    self._run_claim(share, claim)
-                continue
-            self.records = share.records(trials, base)
-            if not reason and share.counted(trials) >= self.cfg.search.max_iterations:
-                reason = f"max_iterations reached ({self.cfg.search.max_iterations} experiments over every worker)"
-            if reason:
-                if share.busy(trials):  # another worker's experiment may still die and come back to be retried
-                    share.wait()
-                    continue
-                break
-            try:
-                exp, proposal = self._propose(share.counted(trials) + 1)
-            except NoProposal as exc:
-                reason = exc.message
-                continue
-            note = "; ".join(n for n in [*proposal.notes, proposal.reasoning] if n)
-            plan = {"planner": proposal.planner, "note": note, "extra": _record_extra(proposal),
-                    "experiment": exp.model_dump(mode="json")}
-            claim = share.claim(params=proposal.params, distributions=self.p.space.distributions(),
-                                user_attrs={KEY_ATTR: experiment_key(exp), "label": exp.label(), R.A_PLAN: plan},
-                                system_attrs=sampler_attrs(proposal.extra))
-            why = share.give_way(claim)
-            if why:
-                share.abandon(claim, why)
-            elif not self._run_claim(share, claim):
-                reason = self.stop_reason  # the carbon budget
-        self.stop_reason = reason
-        trials = share.trials()
-        self.records = share.records(trials, share.base(trials) or {})
-        self.announce(f"stopped: {self.stop_reason}")
-
-    def _run_claim(self, share: SharedStudy, number: int) -> bool:
-        """Run the claimed trial (the base, or an experiment) under its heartbeat and store its record; False when
-        the carbon budget stopped it (the claim is given back)."""
-        frozen = share.get(number)
-        plan = frozen.user_attrs.get(R.A_PLAN, {})
-        is_base = BASE_ATTR in frozen.user_attrs
-        exp = None if is_base else Experiment.model_validate(plan["experiment"])
-        try:
-            record = share.run(number, lambda: self._obtain(exp, planner=plan.get("planner", "retry"),
-                                                            note=plan.get("note", ""), extra=plan.get("extra"),
-                                                            index=self.ran))
-        except BaseException as exc:  # Ctrl-C, a full disk, a base that cannot be measured: not counted
-            try:
-                if isinstance(exc, KeyboardInterrupt):  # back to the queue whole: it runs again first
-                    share.requeue(number)
-                else:
-                    share.abandon(number, f"interrupted: {type(exc).__name__}; not counted, planned again")
-            except Exception:  # the server is gone too: the claim stops beating and another worker retries it
-                log.warning("could not give back trial %d", number, exc_info=True)
-            raise
-        if record is None:
-            share.abandon(number, self.stop_reason)
-            return False
-        base = record if is_base else share.base(share.trials())
-        assert base is not None, "experiments run after the base measurement"
-        self._score(record, base.get("metrics", {}))
-        record.update(trial=frozen.number, worker=share.worker)
-        values = objective_values(self.goal, record["derived"]) if record.get("state") == "done" else None
-        share.finish(number, record, values, record.get("violation"))
-        self.ran += 1
-        durable_append(self.state, json.dumps(record, default=str) + "\n")
-        self.run_dir.event("experiment", index=record["index"], label=record["label"], state=record.get("state"),
-                           reused=record["reused"], planner=record["planner"], trial=frozen.number)
-        trials = share.trials()
-        self.records = share.records(trials, share.base(trials) or record)
-        self._write_best()
-        self._keep_front()
-        log_experiments(self.tracker, self.records)
-        self.task.update(completed=min(share.counted(trials), self.cfg.search.max_iterations) + 1)
-        return True
-
     # ------------------------------------------------------------------ the end
 
     def _finish(self) -> dict[str, Any]:
+        atomic_write_text(self.run_dir.file(STATE), "".join(json.dumps(r, default=str) + "\n" for r in self.records))
         results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
         planner = self.session.planner if self.session is not None else None
         if planner is not None:
@@ -549,15 +491,55 @@ class Search:
         return results
 
 
-def _record_extra(proposal: Proposal) -> dict[str, Any]:
-    """What an experiment's record keeps of its proposal: the sampler's attributes (NSGA-II's generation) and, for
-    the llm planner, how it came about (origin, choice, candidates, warmup)."""
-    extra = dict(proposal.extra)
-    if proposal.origin:
-        extra.update(origin=proposal.origin, choice=proposal.choice, candidates=proposal.candidates)
-        if proposal.warmup:
-            extra["warmup"] = True
-    return extra
+class CompressObjective:
+    """What a compress trial runs (``core.search.loop.Objective``): the experiment its plan holds (the base model
+    for the base trial), read back from the workspace when this model, experiment and measurement set-up were
+    measured before, scored against the base; the goal's objective values and the constraint violation go to the
+    study, the record to the trial."""
+
+    pareto = True  # several objectives and a constraint violation
+
+    def __init__(self, search: Search):
+        self.search = search
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        return []
+
+    def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
+        s = self.search
+        plan = store_of(s.study).get(number).user_attrs.get(R.A_PLAN, {})
+        data = plan.get("extra", {}).get("experiment")
+        exp = None if plan.get("planner") == "base" else \
+            Experiment.model_validate(data) if data is not None else to_experiment(params)
+        record = s._obtain(exp, number)
+        s._score(record, record.get("metrics", {}) if exp is None else s._base_metrics())
+        values = objective_values(self.search.goal, record["derived"]) if record.get("state") == "done" else None
+        return {"values": values or [None], "violation": record.get("violation"),
+                "record": json.loads(json.dumps(record, default=str))}
+
+
+class Feasibility:
+    """compress's verdict on a finished experiment (``core.search.loop.Evaluator``): kept when it meets the goal's
+    constraints."""
+
+    def decide(self, value: float | None, metrics: dict[str, Any], params: dict[str, Any], best: Any) -> Decision:
+        record = metrics.get("record", {})
+        if record.get("state") != "done":
+            return Decision(False, f"failed: {record.get('error')}", "rule")
+        if record.get("feasible"):
+            return Decision(True, "meets the goal's constraints", "rule")
+        return Decision(False, f"breaks {', '.join(record.get('broken') or [])}", "rule")
+
+
+class WithExperiment(Wrapper):
+    """The planner's proposal with the experiment its params stand for (the LLM's own one exactly as it gave it)
+    in its plan, so any worker, and a resumed run, runs that experiment."""
+
+    def propose(self, ctx: PlanContext) -> Proposal:
+        proposal = self.inner.propose(ctx)
+        exp = cast(ExperimentDomain, ctx.domain).experiment(proposal.params)
+        proposal.extra = {**proposal.extra, "experiment": exp.model_dump(mode="json"), "key": experiment_key(exp)}
+        return proposal
 
 
 def _measured(result: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
@@ -50,10 +50,24 @@ class Space:
     def sample(self, rng: random.Random) -> dict[str, Any]:
         return {k: rng.choice(v) for k, v in self.choices.items()}
 
-    def distributions(self) -> dict[str, Any]:
+    def distributions(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Each parameter's distribution; none for the base model's trial (``params`` empty: no point of the
+        space)."""
         from optuna.distributions import CategoricalDistribution
 
+        if params is not None and not params:
+            return {}
         return {k: CategoricalDistribution(v) for k, v in self.choices.items()}
+
+    # what the search loop asks of a space (``core.search.space.SearchSpace``): compress's planners draw their own
+    # points (``compress.planners``), so the loop's sampler is never asked on it
+    conditional: ClassVar[bool] = False
+
+    def check_base(self, params: dict[str, Any]) -> None:
+        """The base model is no point of the space: nothing to check."""
+
+    def fits(self, params: dict[str, Any]) -> bool:
+        return set(params) == set(self.choices)
 
 
 def to_experiment(params: dict[str, Any]) -> Experiment | None:

@@ -84,8 +84,9 @@ def test_resume_after_sigkill_reruns_no_finished_experiment(in_tmp: Path, tiny_m
     assert sorted(e["index"] for e in started) == list(range(5)), "a finished experiment was recorded twice"
     check_folder(run, 4)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
-    trials = study_trials(f"sqlite:///{run / 'study.db'}")
-    assert sorted(t.user_attrs["agentlab:record"].rsplit("#")[1] for t in trials) == ["1", "2", "3", "4"]
+    counted = [t for t in study_trials(f"sqlite:///{run / 'study.db'}") if t.state.is_finished()
+               and t.user_attrs["outcome"].get("counted", True)]  # an interrupted trial ran again, whole
+    assert sorted(t.user_attrs["plan"]["planner"] == "base" for t in counted) == [False] * 4 + [True]
 
 
 def study_trials(storage: str, name: str = "compress") -> list[Any]:
@@ -96,19 +97,22 @@ def study_trials(storage: str, name: str = "compress") -> list[Any]:
 
 def test_shared_storage_keeps_one_study_across_runs(in_tmp: Path, tiny_model: dict[str, Path], capsys: Any) -> None:
     """--storage: every finished experiment of both runs is a trial of one study, with the goal's objective values;
-    the second run (its own workspace, so nothing is reused) learns from the first and proposes none of its
-    experiments again. A goal with other objectives cannot write into that study."""
+    each run has its own budget and base measurement; the second run (its own workspace, so nothing is reused)
+    learns from the first and proposes none of its experiments again. A goal with other objectives cannot write into
+    that study."""
     storage = f"sqlite:///{in_tmp / 'shared.db'}"
     for name in ("A", "B"):
         run = args(tiny_model, in_tmp / name, "--out", str(in_tmp / name / "run"), "--storage", storage, n=2)
         assert main(run) == 0
     trials = study_trials(storage)
-    assert len(trials) == 4 and not (in_tmp / "A" / "run" / "study.db").exists()
-    labels = [t.user_attrs["label"] for t in trials]
-    assert len(set(labels)) == 4, f"the second run repeated an experiment of the first: {labels}"
+    assert not (in_tmp / "A" / "run" / "study.db").exists()
+    assert [t.user_attrs["plan"]["planner"] for t in trials].count("base") == 2
+    trials = [t for t in trials if t.user_attrs["plan"]["planner"] != "base"]
+    labels = [t.user_attrs["outcome"]["metrics"]["record"]["label"] for t in trials]
+    assert len(labels) == 4 and len(set(labels)) == 4, f"the second run repeated an experiment of the first: {labels}"
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert done and all(len(t.values) == 1 and t.values[0] > 0 for t in done)  # speedup, maximised
-    runs = {t.user_attrs["agentlab:record"].rsplit("#")[0] for t in trials}
+    runs = {t.user_attrs["plan"]["run_dir"] for t in trials}
     assert runs == {str((in_tmp / n / "run").resolve()) for n in ("A", "B")}
 
     other = args(tiny_model, in_tmp / "C", "--out", str(in_tmp / "C" / "run"), "--storage", storage, n=1)
@@ -209,3 +213,40 @@ def test_dry_run_lists_the_space_and_the_warm_start_and_writes_nothing(in_tmp: P
     out = capsys.readouterr().err  # the console
     assert code == 0 and "  quantize: none, int8_weight_only" in out and "warm start: 1 experiment(s) first" in out
     assert "dry run: nothing measured" in out and not (in_tmp / "D").exists()
+
+
+def test_a_base_that_cannot_be_measured_stops_with_its_error_and_resume_tries_it_again(
+        in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """The base model's measurement failing (a transient error) ends the run with that error, its trial back in
+    the queue uncounted: --resume measures it and runs the whole budget."""
+    import importlib
+
+    run_module = importlib.import_module("agentlab.compress.run")  # the package's ``run`` is the function
+    real = run_module.run_experiment
+
+    def broken(exp: Any, *a: Any, **k: Any) -> Any:
+        if exp is None:
+            raise RuntimeError("the GPU went away")
+        return real(exp, *a, **k)
+
+    monkeypatch.setattr(run_module, "run_experiment", broken)
+    assert main(args(tiny_model, in_tmp, "--out", str(in_tmp / "R"), n=1)) != 0
+    err = capsys.readouterr().err
+    assert "the GPU went away" in err and "Traceback" not in err, err
+    monkeypatch.setattr(run_module, "run_experiment", real)
+    assert main(["compress", "--resume", str(in_tmp / "R")]) == 0
+    check_folder(in_tmp / "R", 1)
+
+
+def test_a_study_of_compress_before_the_search_loop_is_refused(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                capsys: Any) -> None:
+    import optuna
+
+    storage = f"sqlite:///{in_tmp / 'old.db'}"
+    study = optuna.create_study(study_name="compress", storage=storage, directions=["maximize"])
+    study.set_user_attr("agentlab:objectives", ["speedup"])
+    study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs={"agentlab:record": "/x#1"}))
+    code = main(args(tiny_model, in_tmp, "--out", str(in_tmp / "OLD"), "--storage", storage))
+    err = capsys.readouterr().err
+    assert code == 2 and "was written by an agentlab before compress ran on the search loop" in err, err
+    assert not (in_tmp / "OLD").exists()

@@ -1,4 +1,6 @@
-"""The ask/tell search loop on an Optuna study: planner -> executor (objective) -> evaluator -> update.
+"""The ask/tell search loop on an Optuna study: planner -> executor (objective) -> evaluator -> update. Every
+search runs its trials here: nas (the built-in forecaster, or the user's command) and compress (several objectives
+with constraints, its own domain for the planners).
 
 The study (SQLite in the run folder by default, or any Optuna storage URL / journal file shared by several workers)
 is the state: each trial carries its plan and decision as user attributes. The budget ``max_iterations`` is a total
@@ -23,7 +25,7 @@ from agentlab.core.runs import deferred_interrupts
 from agentlab.core.search import records as R
 from agentlab.core.search.engine import store_of
 from agentlab.core.search.evaluator import Decision
-from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, params_key
+from agentlab.core.search.planners import NoProposal, PlanContext, Planner, Proposal, TrialDomain, params_key
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import MAX_RETRIES, Direction, KeptSampler, make_sampler, storage_where
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 # Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
 # the same process (a notebook, a test) recovers them like a dead worker's. (study name, trial number).
 _STRANDED: set[tuple[str, int]] = set()
+BASE_FAILED = "the base config failed"
 RETRY_QUEUE_S = 60.0  # how long a trial failed by the heartbeat check holds its slot while its retry is queued
 
 
@@ -41,6 +44,17 @@ class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
     def __init__(self, metrics: dict[str, Any] | None = None):
         super().__init__("pruned")
         self.metrics = metrics or {}
+
+
+class StopSearch(Exception):  # noqa: N818 - a trial's outcome, like Pruned
+    """Raised by an objective for a trial that must not run (compress's carbon budget): the trial is given back
+    uncounted and the search stops with this message as its reason."""
+
+
+class TrialAborted(Exception):  # noqa: N818 - a trial's outcome, like Pruned
+    """Raised by an objective, from the error that stops the whole search (compress's base model could not be
+    measured): the trial goes back to the queue whole, so ``--resume`` (or another worker) runs it again, and the
+    loop raises this; ``__cause__`` is the error."""
 
 
 class TrialFailed(Exception):  # noqa: N818 - a trial's outcome, like Pruned
@@ -57,13 +71,17 @@ class Evaluator(Protocol):
 
 
 class Objective(Protocol):
+    """What a trial runs. An objective whose ``pareto`` attribute is True (compress's) returns several objective
+    ``values`` and a constraint ``violation``; the others one ``value``, whatever else their metrics hold."""
+
     def check(self, params: dict[str, Any]) -> list[str]:
         """Constraint errors of a full parameter set (empty when valid)."""
         ...
 
     def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
-        """Train/evaluate one trial. Returns metrics with the objective under ``value``; ``report(step, value)``
-        returns True when the trial should be pruned (then raise ``Pruned``)."""
+        """Train/evaluate one trial. Returns metrics with the objective under ``value`` (``pareto``: a list under
+        ``values``, one per objective, and a constraint ``violation``, above 0 when infeasible); ``report(step,
+        value)`` returns True when the trial should be pruned (then raise ``Pruned``)."""
         ...
 
 
@@ -73,6 +91,11 @@ class StopRules:
     time_budget_s: float | None = None
     patience: int | None = None
     target: float | None = None
+    free_base: bool = False  # the base trial uses no budget (compress: ``max_iterations`` experiments after it)
+    own_run: bool = False  # the budget, the base and the stop rules count this run's trials only (a study that runs
+    # share to learn from each other, each with its own budget); the planner still sees every trial
+    base_first: bool = False  # no other trial is planned until the base finished (compress scores against it)
+    unit: str = "trial"  # what the stop reason counts
 
 
 @dataclass
@@ -92,12 +115,17 @@ class SearchLoop:
                  planner: Planner, evaluator: Evaluator, stop: StopRules, metric: str = "value", seed: int = 0,
                  on_event: Callable[..., None] | None = None,
                  on_trial: Callable[[list[TrialRecord]], None] | None = None, progress: Any = None, run_dir: str = "",
-                 summary_metrics: tuple[str, ...] = ()):
+                 summary_metrics: tuple[str, ...] = (),
+                 domain: Callable[[list[TrialRecord]], PlanContext] | None = None):
         self.study, self.space, self.base_params = study, space, base_params
         self.objective, self.planner, self.evaluator, self.stop = objective, planner, evaluator, stop
         self.metric, self.seed, self.run_dir, self.summary_metrics = metric, seed, run_dir, summary_metrics
-        # one objective, minimised or maximised: the study says which (several objectives: compress's search)
-        self.direction: Direction = "maximize" if study.direction.name == "MAXIMIZE" else "minimize"
+        # the study says which way each objective goes; one objective (nas) has a best trial, several (compress's
+        # Pareto search) a front, which the command's own domain reads
+        self.directions: list[Direction] = ["maximize" if d.name == "MAXIMIZE" else "minimize"
+                                            for d in study.directions]
+        self.direction: Direction = self.directions[0]
+        self.domain = domain  # the planners' view of the search (None: ``TrialDomain`` over ``space``)
         self.on_event = on_event or (lambda kind, **data: None)
         self.on_trial = on_trial or (lambda records: None)
         self.progress = progress
@@ -122,9 +150,18 @@ class SearchLoop:
                 record.counted = True
         return records
 
+    def mine(self, records: list[TrialRecord]) -> list[TrialRecord]:
+        """The trials the budget and the stop rules count: every trial of the study, or this run's (``own_run``)."""
+        return [r for r in records if r.run_dir == self.run_dir] if self.stop.own_run else records
+
     def counted(self, records: list[TrialRecord]) -> int:
-        """Trials that use budget: finished or running, except interrupted or abandoned ones."""
-        return sum(1 for r in records if r.counted)
+        """Trials that use budget: finished or running, except interrupted or abandoned ones (and the base, when it
+        is free)."""
+        return sum(1 for r in self.mine(records) if r.counted and not (self.stop.free_base and r.planner == "base"))
+
+    def best(self, records: list[TrialRecord]) -> TrialRecord | None:
+        """The best accepted trial of one objective (several: None, the command's domain reads the front)."""
+        return best_of(self.mine(records), self.direction) if len(self.directions) == 1 else None
 
     def recover(self) -> list[int]:
         """Trials left RUNNING by dead workers (SIGKILL, power loss) or by this process on a full disk go back to
@@ -144,7 +181,7 @@ class SearchLoop:
         worker dies it is queued again, and the report of every worker should hold its result)."""
         return self.store.heartbeats and any(
             (r.state == "running" and r.worker != self.worker) or r.state == "waiting"
-            or (r.state == "interrupted" and r.counted) for r in records)  # a retry queued, or about to be
+            or (r.state == "interrupted" and r.counted) for r in self.mine(records))  # a retry queued, or about to be
 
     def _retry(self) -> tuple[Any, Proposal] | None:
         """A trial waiting to run again (its worker died, or Ctrl-C stopped it; or a copy queued by the retry
@@ -155,7 +192,8 @@ class SearchLoop:
             plan.update(worker=self.worker, run_dir=self.run_dir, retry_of=trial.number if again is None else again)
             return {R.A_PLAN: plan}
 
-        claimed = self.store.claim(1, attrs=mine)
+        claimed = self.store.claim(1, attrs=mine, accept=lambda t: not self.stop.own_run
+                                   or t.user_attrs.get(R.A_PLAN, {}).get("run_dir") == self.run_dir)
         if not claimed:
             return None
         frozen = claimed[0]
@@ -180,7 +218,7 @@ class SearchLoop:
                 seed += zlib.crc32(self.worker.encode())  # workers sharing a study: each its own draws
             sampler = self._samplers[kind] = KeptSampler(
                 lambda s: make_sampler(kind, s, startup=self.startup, conditional=self.space.conditional),
-                [self.direction], seed)
+                self.directions, seed)
         trials = [t for t in self._frozen if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
                   and self.space.fits(t.params)]
         # Failed trials (the command failed: an exit code, no metric, NaN, a timeout) teach the sampler like the
@@ -219,6 +257,8 @@ class SearchLoop:
         return None
 
     def _context(self, records: list[TrialRecord]) -> PlanContext:
+        if self.domain is not None:
+            return self.domain(records)
         best = best_of(records, self.direction)
         domain = TrialDomain(
             space=self.space, base_params=self.base_params, incumbent=dict(best.params) if best else self.base_params,
@@ -230,7 +270,7 @@ class SearchLoop:
         return PlanContext(domain, budget_left=self.stop.max_iterations - self.counted(records), seed=self.seed)
 
     def _propose(self, records: list[TrialRecord]) -> Proposal:
-        if not any(r.state in ("complete", "pruned", "running") for r in records):
+        if not any(r.state in ("complete", "pruned", "running") for r in self.mine(records)):
             return Proposal(dict(self.base_params), {}, "base", "the base config, measured first as the reference")
         return self.planner.propose(self._context(records))
 
@@ -248,7 +288,11 @@ class SearchLoop:
             plan["warmup"] = True
         if proposal.notes:
             plan["notes"] = proposal.notes[:8]  # why the LLM was not asked, or gave no answer (the report shows it)
-        system = self._sampler_attrs.get(params_key(proposal.params)) or None
+        kept = {k: v for k, v in proposal.extra.items() if k != "optuna"}
+        if kept:
+            plan["extra"] = kept
+        system = {**self._sampler_attrs.get(params_key(proposal.params), {}),
+                  **proposal.extra.get("optuna", {})} or None
         self._sampler_attrs.clear()
         number = self.store.create(params=proposal.params, system_attrs=system, user_attrs={R.A_PLAN: plan},
                                    distributions=self.space.distributions(proposal.params))
@@ -275,11 +319,14 @@ class SearchLoop:
         try:
             with self.store.beating(trial.number):  # a database server: proof of life
                 metrics = self.objective.run(trial.number, dict(proposal.params), report)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, TrialAborted):
             try:  # back to WAITING: --resume runs it again first
                 self.store.requeue(trial.number)
             except Exception:  # the storage could not record it: the trial stays RUNNING and --resume recovers it
                 log.warning("could not put trial %d back in the queue", trial.number, exc_info=True)
+            raise
+        except StopSearch as exc:
+            self._fail(trial, f"not run: {exc}", counted=False)
             raise
         except Pruned as exc:
             with deferred_interrupts():
@@ -304,15 +351,19 @@ class SearchLoop:
             return self._record(trial)
         metrics.setdefault("seconds", round(time.perf_counter() - start, 3))
         value = metrics.get("value")
-        decision = self.evaluator.decide(value, metrics, proposal.params, best_of(records, self.direction))
+        pareto = getattr(self.objective, "pareto", False)
+        values = metrics.get("values") if pareto else [value]
+        decision = self.evaluator.decide(value, metrics, proposal.params, self.best(records))
         try:
             with deferred_interrupts():
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, "accepted": decision.accepted,
                                                   "reason": decision.reason, "decided_by": decision.decided_by})
-                if value is None or not math.isfinite(value):
+                if not values or any(v is None or not math.isfinite(v) for v in values):
                     self.study.tell(trial, state=TrialState.FAIL)  # counted: it consumed budget
                 else:
-                    self.study.tell(trial, value)
+                    if pareto and metrics.get("violation") is not None:  # NSGA-II's constraints (> 0: infeasible)
+                        trial.set_constraint("violation", float(metrics["violation"]))
+                    self.study.tell(trial, values if len(self.directions) > 1 else values[0])
         except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeat lagged past the grace period on a busy
             log.warning("trial %d was taken for dead by another worker (no heartbeat in time); its retry counts "
                         "instead", trial.number)  # machine: it is failed and queued again; the retry counts
@@ -325,21 +376,21 @@ class SearchLoop:
     # ------------------------------------------------------------------ the loop
 
     def _should_stop(self, records: list[TrialRecord], started: float) -> str | None:
-        if base_failed(records):  # every trial is measured against it: running more would repeat it
-            return "the base config failed"
+        if base_failed(self.mine(records)):  # every trial is measured against it: running more would repeat it
+            return BASE_FAILED
         if self.counted(records) >= self.stop.max_iterations:
             n = self.stop.max_iterations
-            return f"max_iterations reached ({n} trial{'' if n == 1 else 's'})"
+            return f"max_iterations reached ({n} {self.stop.unit}{'' if n == 1 else 's'})"
         if self.stop.time_budget_s is not None and time.monotonic() - started >= self.stop.time_budget_s:
             return f"time budget of {self.stop.time_budget_s:g} s used"
-        best = best_of(records, self.direction)
+        best = self.best(records)
         target = self.stop.target
         if target is not None and best is not None and best.value is not None and (
                 best.value <= target if self.direction == "minimize" else best.value >= target):
             return f"target {target:g} reached by {best.run_id} ({best.value:.4g})"
         if self.stop.patience is not None and best is not None:
-            since = sum(1 for r in records if r.number > best.number and r.state in ("complete", "pruned", "failed")
-                        and r.counted)
+            since = sum(1 for r in self.mine(records) if r.number > best.number
+                        and r.state in ("complete", "pruned", "failed") and r.counted)
             if since >= self.stop.patience:
                 return f"no new best in {since} trial{'' if since == 1 else 's'} (patience {self.stop.patience})"
         return None
@@ -370,31 +421,35 @@ class SearchLoop:
     def _run(self) -> SearchOutcome:
         started = time.monotonic()
         ran = 0
+        stopped: str | None = None  # a reason met while planning or running: no proposal left, the carbon budget
         task = self.progress.task("search", total=self.stop.max_iterations) if self.progress else None
         while True:
             self.recover()  # first: a dead worker's trial goes back to the queue and the _retry below takes it
             retry = self._retry()
             if retry is not None:  # a dead worker's trial, queued again: it holds budget already, run it first
                 trial, proposal = retry
-                self._current = trial
                 self.on_event("plan", planner=proposal.planner, changes=proposal.changes,
                               reasoning=proposal.reasoning, retry_of=trial.number)
-                record = self._execute(trial, proposal, self.records())
-                self._current = None
-                ran += 1
-                self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
-                self.on_trial(self.records())
+                why = self._run_trial(trial, proposal, self.records())
+                ran, stopped = ran + (why is None), why or stopped
                 continue
             records = self.records()
             if task is not None:
                 task.update(completed=min(self.counted(records), self.stop.max_iterations))
-            reason = self._should_stop(records, started)
-            if reason and reason.startswith("max_iterations") and self._others_running(records):
+            reason = stopped or self._should_stop(records, started)
+            if reason and reason != BASE_FAILED and self._others_running(records):
                 time.sleep(self.store.beat_s)  # a trial of another worker may still die and come back to be retried
-                continue
+                continue  # (and every worker's report should hold its result)
             if reason:
                 break
-            proposal = self._propose(records)
+            if self.stop.base_first and self._base_pending(records):  # another worker measures it
+                time.sleep(self.store.beat_s)
+                continue
+            try:
+                proposal = self._propose(records)
+            except NoProposal as exc:  # every point the planner can reach was tried
+                stopped = exc.message
+                continue
             for note in proposal.notes:
                 log.info("planner: %s", note)
             self.on_event("plan", planner=proposal.planner, changes=proposal.changes, reasoning=proposal.reasoning,
@@ -408,18 +463,34 @@ class SearchLoop:
             if self.counted(current) > self.stop.max_iterations:  # another worker took the last slot
                 self._fail(trial, "budget taken by another worker", counted=False)
                 continue
-            if self._taken(trial, current):  # planned at the same moment as another worker's trial: it goes first
+            if self._taken(trial, self.mine(current)):  # planned at the same moment as another worker's: it goes first
                 self._fail(trial, "the same configuration was started by another worker", counted=False)
                 continue
-            record = self._execute(trial, proposal, records)
-            self._current = None
-            ran += 1
-            self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
-            self.on_trial(self.records())
+            why = self._run_trial(trial, proposal, records)
+            ran, stopped = ran + (why is None), why or stopped
         records = self.records()
         self.on_trial(records)
-        base = next((r for r in records if r.planner == "base" and r.state == "complete"), None)
-        return SearchOutcome(records, best_of(records, self.direction), base, reason, ran)
+        base = next((r for r in self.mine(records) if r.planner == "base" and r.state == "complete"), None)
+        return SearchOutcome(records, self.best(records), base, reason, ran)
+
+    def _run_trial(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> str | None:
+        """Run one committed trial and tell everyone; the reason to stop when its objective refused to run it."""
+        self._current = trial  # until its end is recorded (``run`` puts it back in the queue when that fails)
+        try:
+            record = self._execute(trial, proposal, records)
+        except StopSearch as exc:
+            self._current = None
+            return str(exc)
+        self._current = None
+        self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
+        self.on_trial(self.records())
+        return None
+
+    def _base_pending(self, records: list[TrialRecord]) -> bool:
+        """Whether the base trial is started but not finished (running, queued again, or awaiting its retry)."""
+        bases = [r for r in self.mine(records) if r.planner == "base"]
+        return not any(r.state == "complete" for r in bases) and any(
+            r.state in ("running", "waiting") or (r.state == "interrupted" and r.counted) for r in bases)
 
     @staticmethod
     def _taken(trial: Any, records: list[TrialRecord]) -> bool:

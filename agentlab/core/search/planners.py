@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentlab.core.errors import LLMError
+from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.search import share as S
 from agentlab.core.search.kinds import KINDS
 from agentlab.core.search.prompts import (
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 MAX_RESAMPLES = 30
 
 
+class NoProposal(AgentlabError):
+    """Every point the planner can reach was tried: the search stops with this message as its reason."""
+
+
 @dataclass
 class Proposal:
     params: dict[str, Any]
@@ -54,8 +58,8 @@ class Proposal:
     choice: int | None = None  # the llm planner's trials: the index of the candidate that ran
     candidates: int = 0  # the llm planner's trials: how many candidates there were
     warmup: bool = False  # one of the sampler's warm-up trials: outside the share and the bandit
-    extra: dict[str, Any] = field(default_factory=dict)  # the sampler's own attributes the command keeps (NSGA-II's
-    # generation in compress's records)
+    extra: dict[str, Any] = field(default_factory=dict)  # what the command keeps with the trial's plan (compress:
+    # the experiment); under "optuna", the sampler's own attributes (NSGA-II's generation), kept as system attrs
 
 
 class Domain(Protocol):

@@ -89,6 +89,7 @@ class TrialRecord:
     decided_by: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     worker: str = ""
+    run_dir: str = ""  # the run folder of the worker that planned it
     counted: bool = True
     seconds: float | None = None
     intermediate: dict[int, float] = field(default_factory=dict)
@@ -107,7 +108,9 @@ class TrialRecord:
         seconds = None
         if trial.datetime_start and trial.datetime_complete:
             seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        value = trial.value if trial.state.name == "COMPLETE" else outcome.get("metrics", {}).get("value")
+        values = trial.values if trial.state.name == "COMPLETE" else None  # several objectives: no one value
+        value = (values[0] if values and len(values) == 1 else None) if values is not None \
+            else outcome.get("metrics", {}).get("value")
         return cls(
             number=trial.number,
             state=_state(trial.state.name, outcome),
@@ -127,6 +130,7 @@ class TrialRecord:
             decided_by=outcome.get("decided_by", ""),
             metrics=outcome.get("metrics", {}),
             worker=plan.get("worker", ""),
+            run_dir=plan.get("run_dir", ""),
             counted=outcome.get("counted", bool(outcome) or trial.state.name != "FAIL"),  # no outcome: stale
             seconds=seconds,
             intermediate=dict(trial.intermediate_values),

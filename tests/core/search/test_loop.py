@@ -277,3 +277,65 @@ def test_a_trial_whose_params_a_queued_retry_will_run_is_taken(state: str, count
     fresh = SimpleNamespace(number=4, params={"layers": 2, "lr": 0.1})
     assert SearchLoop._taken(fresh, [earlier]) is taken
     assert SearchLoop._taken(SimpleNamespace(number=2, params=fresh.params), [earlier]) is False  # only earlier ones
+
+
+class Metered(Quadratic):
+    """Quadratic whose metrics also carry keys a user's metrics.json may hold (``values``, ``violation``), and which
+    refuses (StopSearch) or aborts (TrialAborted) from a given call on."""
+
+    def __init__(self, stop_at: int | None = None, abort_at: int | None = None):
+        super().__init__()
+        self.stop_at, self.abort_at = stop_at, abort_at
+
+    def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+        from agentlab.core.search.loop import StopSearch, TrialAborted
+
+        if self.stop_at is not None and len(self.calls) >= self.stop_at:
+            raise StopSearch("the budget of something else is spent")
+        if self.abort_at is not None and len(self.calls) >= self.abort_at:
+            self.calls.append(params)
+            try:
+                raise OSError("the model file vanished")
+            except OSError as exc:
+                raise TrialAborted(str(exc)) from exc
+        return {**super().run(number, params, report), "values": [1.0, "x"], "violation": 3.0}
+
+
+def test_a_single_objective_reads_value_only_whatever_else_the_metrics_hold(tmp_path: Path) -> None:
+    """A user's command may print ``values`` or ``violation``: only a pareto objective's are the study's."""
+    outcome = make_loop(tmp_path, Metered(), 4).run()
+    assert [r.state for r in outcome.records] == ["complete"] * 4
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert all(len(t.values) == 1 for t in study.trials)
+    assert not any(k.startswith("constraints") for t in study.trials for k in t.system_attrs)
+
+
+def test_stop_search_gives_the_trial_back_uncounted_and_stops(tmp_path: Path) -> None:
+    outcome = make_loop(tmp_path, Metered(stop_at=2), 6).run()
+    assert outcome.stop_reason == "the budget of something else is spent" and outcome.ran_here == 2
+    assert [(r.state, r.counted) for r in outcome.records] == [("complete", True)] * 2 + [("failed", False)]
+    assert outcome.records[-1].reason == "not run: the budget of something else is spent"
+
+
+def test_an_aborted_trial_goes_back_to_the_queue_and_runs_again_on_resume(tmp_path: Path) -> None:
+    from agentlab.core.search.loop import TrialAborted
+
+    with pytest.raises(TrialAborted) as info:
+        make_loop(tmp_path, Metered(abort_at=2), 4).run()
+    assert isinstance(info.value.__cause__, OSError)
+    objective = Quadratic()
+    outcome = make_loop(tmp_path, objective, 4).run()
+    assert outcome.ran_here == 2 and len(outcome.records) == 4  # the aborted trial first, whole, then one more
+    assert outcome.records[2].state == "complete" and outcome.records[2].params == objective.calls[0]
+
+
+def test_own_run_counts_this_runs_trials_and_learns_from_all(tmp_path: Path) -> None:
+    """Runs sharing a study on SQLite with ``own_run``: each its own budget and base, every trial in the study."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    outcomes = []
+    for name in ("a", "b"):
+        loop = make_loop(tmp_path, Quadratic(), 3, storage=storage)
+        loop.stop.own_run, loop.run_dir = True, str(tmp_path / name)
+        outcomes.append(loop.run())
+    assert [o.ran_here for o in outcomes] == [3, 3] and len(outcomes[1].records) == 6
+    assert [r.planner for r in outcomes[1].records].count("base") == 2
