@@ -48,7 +48,7 @@ from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import Population, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
-from agentlab.evolve.search import budget, cma_ask, cma_tell, fixed_spec
+from agentlab.evolve.search import budget, cma_ask, fixed_spec
 from agentlab.evolve.worker import failure_line, spawn, work
 
 if TYPE_CHECKING:
@@ -190,11 +190,9 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     for k in range(cfg.generations + 1):
         members = pop.members(k)
         if members is None:
-            members = breed(cfg, pop, k, run_dir, history[-1] if history else None)
+            members = breed(cfg, pop, k, run_dir, history)
         _score(cfg, pop, k, members, run_dir, progress, say, providers, ticks)
         history.append(generation_row(cfg, pop.individuals(), k, members))
-        if cfg.search == "cmaes":
-            _tell(cfg, pop, k, history[-1])
         best = history[-1]["best"]
         say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
             f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {history[-1]['mean']['fitness']:.3f}")
@@ -243,11 +241,12 @@ def _rank(path: str | Path) -> int:
     return int(read_adapter(path).get("r") or 8)
 
 
-def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, last: dict[str, Any] | None) -> list[str]:
+def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, history: list[dict[str, Any]]) -> list[str]:
     """Generation ``k``'s members: created (adapter folders written, individuals queued) and stored. The random draws
     are the same on every call for the same seed and scores, so a crash while breeding breeds the same children."""
     if cfg.search != "ga":
-        return breed_weights(cfg, pop, k, run_dir, last)
+        return breed_weights(cfg, pop, k, run_dir, history)
+    last = history[-1] if history else None
     rng = random.Random(f"{cfg.seed}:{k}")
     known = pop.individuals()
     if k == 0:
@@ -307,7 +306,7 @@ def _make_child(cfg: EvolveConfig, pop: Population, k: int, child: str, parents:
 
 
 def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
-                  last: dict[str, Any] | None) -> list[str]:
+                  history: list[dict[str, Any]]) -> list[str]:
     """Generation ``k`` of a search over the seeds' blend weights (``search.py``): gen_0 is the seeds and the first
     proposals; each later generation carries the ``elite`` best so far and adds ``population - elite`` proposals,
     until the search's budget is spent (uniform: one child in all)."""
@@ -320,20 +319,17 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
                 pop.add({"id": path.name, "generation": 0, "origin": "seed", "path": str(path), "parents": [],
                          "weights": [], "rank": _rank(path)})
     else:
-        assert last is not None
-        ranked = sorted((r for r in last["members"] if r["fitness"] is not None), key=lambda r: -r["fitness"])
+        ranked = sorted((r for r in history[-1]["members"] if r["fitness"] is not None), key=lambda r: -r["fitness"])
         members = [r["id"] for r in ranked[:cfg.elite]]
         start = (cfg.population - len(seeds)) + (k - 1) * (cfg.population - cfg.elite)
         count = cfg.population - cfg.elite
     count = max(0, min(count, total - start))
     known = pop.individuals()
     if cfg.search == "cmaes":
-        # children stored before a crash keep their CMA-ES trials; only the rest are asked
+        # children stored before a crash keep their draws; only the rest are asked
         made = [known[f"g{k}c{j}"] for j in range(count) if f"g{k}c{j}" in known]
-        specs = [{"method": "cmaes", "weights": ind["weights"], "search_trial": ind.get("search_trial")}
-                 for ind in made]
-        keep = {int(ind["search_trial"]) for ind in made if ind.get("search_trial") is not None}
-        specs += cma_ask(cfg, pop, len(seeds), k, count - len(made), keep=keep) if count > len(made) else []
+        specs = [{"method": "cmaes", "weights": ind["weights"], "cma": ind.get("cma") or {}} for ind in made]
+        specs += cma_ask(cfg, known, history, len(seeds), k, count - len(made)) if count > len(made) else []
     else:
         specs = [fixed_spec(cfg, cfg.search, start + j, total, len(seeds)) for j in range(count)]
     for j, spec in enumerate(specs):
@@ -357,15 +353,7 @@ def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, 
     pop.add({"id": child, "generation": generation, "origin": spec["method"], "path": str(folder),
              "parents": [p.name for p in cfg.seeds], "weights": spec["weights"], "rank": rank,
              "discarded_energy": result.discarded_energy, "baseline": baseline,
-             **{key: spec[key] for key in ("density", "scale", "search_trial") if key in spec}})
-
-
-def _tell(cfg: EvolveConfig, pop: Population, k: int, row: dict[str, Any]) -> None:
-    """CMA-ES learns generation ``k``'s fitness (its own children only; the elite were told before)."""
-    individuals = pop.individuals()
-    fitness = {int(individuals[r["id"]]["search_trial"]): r["fitness"] for r in row["members"]
-               if individuals[r["id"]].get("search_trial") is not None}
-    cma_tell(cfg, pop, len(cfg.seeds), k, fitness)
+             **{key: spec[key] for key in ("density", "scale", "cma") if key in spec}})
 
 
 def run_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, progress: Progress,
@@ -600,7 +588,7 @@ def _results(cfg: EvolveConfig, settings: ScoreSettings, ref: dict[str, Any], in
              history: list[dict[str, Any]], final: dict[str, Any], seconds: float) -> dict[str, Any]:
     keep = ("generation", "origin", "path", "parents", "weights", "rank", "discarded_energy", "state", "error",
             "task", "accuracy", "validation", "coop", "coop_accuracy", "probe_change", "tokens", "seconds", "worker",
-            "harness", "baseline", "density", "scale", "search_trial")
+            "harness", "baseline", "density", "scale")
     return {
         "base_model": cfg.base_model, "population": cfg.population, "generations": cfg.generations,
         "questions": {"fitness": len(settings.questions), "validation": len(settings.validation),

@@ -2,10 +2,11 @@
 
 Each proposes children of all the seeds, one spec per child:
 
-- ``cmaes``: CMA-ES over one blend weight per seed (Optuna's ``CmaEsSampler``; its state lives in the population
-  store as the study ``evolve-cmaes``, so a resumed run sees it). Its first generation is the centre of
-  ``weight_range`` (one enqueued point) and, as Optuna's CMA-ES does before any trial has finished, random draws
-  for the rest; each generation's fitness is told back before the next is asked;
+- ``cmaes``: CMA-ES over one blend weight per seed (Optuna's ``CmaEsSampler``, kept for a generation by
+  ``core.search.study.KeptSampler``). Its state is the children themselves: each stores its weights and the
+  sampler's attributes of its draw (CMA-ES's generation and optimizer), and the fitness it had in its generation is
+  read from the run's history, so a resumed run asks from exactly what was measured. Its first generation is the
+  centre of ``weight_range`` and, as Optuna's CMA-ES does before any trial has finished, random draws for the rest;
 - ``random``: each weight drawn uniformly in ``weight_range`` (seeded per child, so a resume draws the same);
 - ``uniform``: the average of the seeds (one child: a model soup);
 - ``task_arithmetic``: the sum of the seeds' deltas times one global scale (Ilharco et al. 2023), a grid of scales
@@ -13,8 +14,8 @@ Each proposes children of all the seeds, one spec per child:
 - ``ties``: TIES merging (Yadav et al. 2023), a grid over ``ties_density`` x ``scale_range``.
 
 A spec is ``{"method", "weights"}`` (an exact blend of the seeds with those weights) or, for ties,
-``{"method": "ties", "density", "scale", "weights"}``; cmaes specs also carry ``search_trial`` (the Optuna trial to
-tell). CMA-ES starts at the centre of ``weight_range`` with a step of a sixth of its width (Optuna's defaults).
+``{"method": "ties", "density", "scale", "weights"}``; cmaes specs also carry ``cma`` (the sampler's attributes of
+the draw). CMA-ES starts at the centre of ``weight_range`` with a step of a sixth of its width (Optuna's defaults).
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ import math
 import random
 from typing import Any
 
+from agentlab.core.search.study import KeptSampler, finished_trial
 from agentlab.evolve.config import EvolveConfig
-from agentlab.evolve.population import Population
-
-CMA_STUDY = "evolve-cmaes"
 
 
 def budget(cfg: EvolveConfig, method: str, seeds: int, *, baseline: bool) -> int:
@@ -60,56 +59,39 @@ def fixed_spec(cfg: EvolveConfig, method: str, index: int, total: int, seeds: in
     raise ValueError(f"no fixed specs for {method!r}")
 
 
-def _cma_study(cfg: EvolveConfig, pop: Population, seeds: int, generation: int) -> Any:
+def cma_ask(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], history: list[dict[str, Any]], seeds: int,
+            generation: int, n: int) -> list[dict[str, Any]]:
+    """``n`` CMA-ES children for ``generation``: the sampler sees every earlier CMA-ES child (its weights, the
+    fitness it had in the generation it was born in, its draw's attributes) and is asked ``n`` times; the centre of
+    ``weight_range`` first when no CMA-ES child exists yet."""
     import optuna
 
+    low, high = cfg.weight_range
+    space = {f"w{i}": optuna.distributions.FloatDistribution(low, high) for i in range(seeds)}
     seed = (cfg.seed * 1000 + generation) % (2**31)
     # popsize under 4 leaves CMA-ES one parent per generation (its weights divide by zero)
-    sampler = optuna.samplers.CmaEsSampler(n_startup_trials=0, popsize=max(4, cfg.population - cfg.elite), seed=seed,
-                                           independent_sampler=optuna.samplers.RandomSampler(seed=seed),
-                                           warn_independent_sampling=False)
-    return optuna.create_study(storage=pop.store.storage, study_name=CMA_STUDY, sampler=sampler,
-                               direction="maximize", load_if_exists=True)
-
-
-def cma_ask(cfg: EvolveConfig, pop: Population, seeds: int, generation: int, n: int,
-            keep: set[int] | None = None) -> list[dict[str, Any]]:
-    """``n`` CMA-ES children. Trials asked before a crash whose children were never stored (running, not in
-    ``keep``) are failed first."""
-    import optuna
-    from optuna.trial import TrialState
-
-    study = _cma_study(cfg, pop, seeds, generation)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.number not in (keep or set()):
-            study.tell(trial.number, state=TrialState.FAIL)
-    low, high = cfg.weight_range
-    if not study.get_trials(deepcopy=False):  # the centre, where CMA-ES starts; the rest of gen 0 is random
-        study.enqueue_trial({f"w{i}": (low + high) / 2 for i in range(seeds)})
-    space = {f"w{i}": optuna.distributions.FloatDistribution(low, high) for i in range(seeds)}
-    specs = []
-    for _ in range(n):
-        trial = study.ask(space)
+    sampler = KeptSampler(lambda s: optuna.samplers.CmaEsSampler(
+        n_startup_trials=0, popsize=max(4, cfg.population - cfg.elite), seed=s,
+        independent_sampler=optuna.samplers.RandomSampler(seed=s), warn_independent_sampling=False),
+        ["maximize"], seed)
+    fitness = {r["id"]: r["fitness"] for row in history for r in row["members"]
+               if individuals.get(r["id"], {}).get("generation") == row["generation"]}
+    born = [ind for ind in individuals.values() if ind.get("origin") == "cmaes" and ind["id"] in fitness]
+    copies = []
+    for number, ind in enumerate(sorted(born, key=lambda i: (i["generation"], i["trial"]))):
+        value = fitness[ind["id"]]
+        copy = finished_trial({f"w{i}": w for i, w in enumerate(ind["weights"])}, space,
+                              [value] if value is not None and math.isfinite(value) else None,
+                              system_attrs=ind.get("cma") or {})
+        copy.number = number
+        copies.append(copy)
+    sampler.sync(copies)
+    specs: list[dict[str, Any]] = []
+    if n and not any(ind.get("origin") == "cmaes" for ind in individuals.values()):
+        specs.append({"method": "cmaes", "weights": [round((low + high) / 2, 6)] * seeds, "cma": {}})
+    while len(specs) < n:
+        trial = sampler.ask(space)
+        attrs = sampler.tell(trial, "run")
         specs.append({"method": "cmaes", "weights": [round(trial.params[f"w{i}"], 6) for i in range(seeds)],
-                      "search_trial": trial.number})
+                      "cma": attrs})
     return specs
-
-
-def cma_tell(cfg: EvolveConfig, pop: Population, seeds: int, generation: int,
-             fitness: dict[int, float | None]) -> int:
-    """Tell CMA-ES the fitness of each of its trials (``None``: the child failed); trials already told are skipped.
-    Returns how many were told."""
-    from optuna.trial import TrialState
-
-    study = _cma_study(cfg, pop, seeds, generation)
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    told = 0
-    for number, value in fitness.items():
-        if number not in running:
-            continue
-        if value is None or not math.isfinite(value):
-            study.tell(number, state=TrialState.FAIL)
-        else:
-            study.tell(number, value)
-        told += 1
-    return told

@@ -19,7 +19,7 @@ pytest.importorskip("cmaes")
 from agentlab.cli import main  # noqa: E402
 from agentlab.evolve.config import EvolveConfig  # noqa: E402
 from agentlab.evolve.population import open_population  # noqa: E402
-from agentlab.evolve.search import CMA_STUDY, budget, fixed_spec  # noqa: E402
+from agentlab.evolve.search import budget, fixed_spec  # noqa: E402
 
 SEEDS = ("skill_arithmetic", "skill_geography", "skill_units")
 
@@ -133,12 +133,10 @@ def test_cmaes_with_every_baseline_and_the_headline(in_tmp: Path, tiny_model: di
     assert all(i["state"] == "complete" for i in ind.values())
     assert all(i["task"] < 0 and i["validation"] < 0 and 0 <= i["accuracy"] <= 1 for i in ind.values())
     assert ind["ties1"]["density"] == 0.5 and ind["uniform0"]["weights"] == [pytest.approx(1 / 3, abs=1e-5)] * 3
-    pop = open_population(None, run, create=False)
-    import optuna
-
-    study = optuna.load_study(storage=pop.store.storage, study_name=CMA_STUDY)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4  # every child told, none left running
-    assert study.trials[0].params == {f"w{i}": 0.5 for i in range(3)}  # the centre of weight_range first
+    stored = open_population(None, run, create=False).individuals()
+    assert stored["g0c0"]["weights"] == [0.5] * 3  # the centre of weight_range first
+    # gen 1 is CMA-ES's own draw from gen 0's fitness (gen 0: the centre, then random draws)
+    assert all("cma:generation" in stored[m]["cma"] for m in children if stored[m]["generation"] == 1)
     best = results["best"]["id"]
     assert best in children and ind[best]["validation"] == max(ind[m]["validation"] for m in children)
     rows = {r["id"]: r for r in results["final"]["rows"]}
@@ -186,11 +184,9 @@ def test_sigkill_then_resume(search: str, in_tmp: Path, tiny_model: dict[str, Pa
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     if search != "cmaes":
         return
-    import optuna
-
-    study = optuna.load_study(storage=open_population(None, run, create=False).store.storage, study_name=CMA_STUDY)
-    told = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(told) == 7 and all(t.state.name in ("COMPLETE", "FAIL") for t in study.trials)
+    stored = open_population(None, run, create=False).individuals()
+    later = [i for i in stored.values() if i["origin"] == "cmaes" and i["generation"] >= 1]
+    assert len(later) == 6 and all("cma:generation" in i["cma"] for i in later)  # CMA-ES's own draws after gen 0
 
 
 @pytest.mark.parametrize("search", ["cmaes", "task_arithmetic"])
@@ -219,10 +215,8 @@ def test_a_search_over_weights_needs_two_seeds(in_tmp: Path, tiny_model: dict[st
 
 def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, tiny_model: dict[str, Path],
                                                                 seeds: dict[str, Path]) -> None:
-    """Children stored before a crash (their generation's list not yet written) keep their CMA-ES trials; the rest
-    are asked again, and the trials asked for children that never got stored are failed."""
-    import optuna
-
+    """Children stored before a crash (their generation's list not yet written) keep their draws; the rest are
+    asked again, and nothing else of the crashed attempt is kept (the sampler's state is the children)."""
     from agentlab.core.runs import RunDir
     from agentlab.evolve.run import _make_spec_child, breed_weights
     from agentlab.evolve.search import cma_ask
@@ -231,16 +225,14 @@ def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, ti
     run_dir = RunDir(in_tmp / "RUN", "evolve")
     run_dir.path.mkdir()
     pop = open_population(None, run_dir.path, create=True)
-    first = cma_ask(cfg, pop, 3, 0, 2)  # the crashed attempt: two asked, one child stored
+    first = cma_ask(cfg, pop.individuals(), [], 3, 0, 2)  # the crashed attempt: two asked, one child stored
+    assert first[0]["weights"] == [0.5] * 3 and first[1]["weights"] != first[0]["weights"]
     _make_spec_child(cfg, pop, 0, "g0c0", first[0], run_dir.file("adapters", "gen_0", "g0c0"))
-    members = breed_weights(cfg, pop, 0, run_dir, None)
+    members = breed_weights(cfg, pop, 0, run_dir, [])
     assert members == [*SEEDS, "g0c0", "g0c1"]
     ind = pop.individuals()
-    assert ind["g0c0"]["search_trial"] == first[0]["search_trial"]
-    study = optuna.load_study(storage=pop.store.storage, study_name=CMA_STUDY)
-    states = {t.number: t.state.name for t in study.trials}
-    assert states[first[0]["search_trial"]] == "RUNNING" and states[first[1]["search_trial"]] == "FAIL"
-    assert states[ind["g0c1"]["search_trial"]] == "RUNNING"
+    assert ind["g0c0"]["weights"] == first[0]["weights"] and "cma" in ind["g0c1"]
+    assert len(pop.store.storage.get_all_studies()) == 1  # no study of the sampler's own
 
 
 def test_recommended_is_the_best_validation_of_the_best_and_the_baselines() -> None:
@@ -251,3 +243,28 @@ def test_recommended_is_the_best_validation_of_the_best_and_the_baselines() -> N
     assert recommended(ind, "g1c0", {"ties": "ties4", "uniform": "uniform0"}) == {
         "id": "ties4", "relation": "baseline ties", "validation": -1.2, "path": "t"}
     assert recommended(ind, "g1c0", {"uniform": "uniform0"})["id"] == "g1c0"  # a tie stays with the best evolved
+
+
+def test_cmaes_learns_across_generations_from_the_children_alone() -> None:
+    """The sampler's state is the children (weights, the draw's attributes) and the history's fitness: asked anew
+    each generation, CMA-ES moves towards the best blend as it would in one long study."""
+    from agentlab.evolve.search import cma_ask
+
+    cfg = EvolveConfig.model_validate({"seeds": ["a", "b", "c"], "population": 9, "elite": 1, "seed": 3})
+    best = [0.9, -0.2, 1.1]
+    individuals: dict[str, dict[str, Any]] = {}
+    history: list[dict[str, Any]] = []
+    spread = []
+    for k in range(8):
+        specs = cma_ask(cfg, individuals, history, 3, k, 8)
+        # gen 0 is the centre and random draws; from gen 1 on, CMA-ES's generation k - 1, told each generation
+        assert {spec["cma"].get("cma:generation") for spec in specs} == ({None} if k == 0 else {k - 1})
+        rows = []
+        for j, spec in enumerate(specs):
+            cid = f"g{k}c{j}"
+            individuals[cid] = {"id": cid, "generation": k, "origin": "cmaes", "trial": len(individuals),
+                                "weights": spec["weights"], "cma": spec["cma"]}
+            rows.append({"id": cid, "fitness": -sum((w - b) ** 2 for w, b in zip(spec["weights"], best, strict=True))})
+        history.append({"generation": k, "members": rows})
+        spread.append(sum(-r["fitness"] for r in rows) / len(rows))
+    assert spread[-1] < spread[0] / 5, spread  # the generations close in on the best blend
