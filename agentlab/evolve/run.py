@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
-from agentlab.core.errors import AgentlabError, InputError, UsageError
+from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import logit_changes, persona_adapters, read_adapter, skill_adapters
 from agentlab.core.models.modelref import resolve_model
@@ -326,10 +326,15 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
     count = max(0, min(count, total - start))
     known = pop.individuals()
     if cfg.search == "cmaes":
-        # children stored before a crash keep their draws; only the rest are asked
+        # children stored before a crash keep their draws; the rest are the crashed attempt's next draws (the
+        # sampler sees the same children of earlier generations, so it draws the same sequence again)
+        if any(ind.get("origin") == "cmaes" and "cma" not in ind for ind in known.values()):
+            raise ConfigError("this run's CMA-ES children were made by an agentlab before evolve's CMA-ES kept its "
+                              "state on them", hint="start a new run: `agentlab evolve run -c FILE`")
         made = [known[f"g{k}c{j}"] for j in range(count) if f"g{k}c{j}" in known]
         specs = [{"method": "cmaes", "weights": ind["weights"], "cma": ind.get("cma") or {}} for ind in made]
-        specs += cma_ask(cfg, known, history, len(seeds), k, count - len(made)) if count > len(made) else []
+        earlier = {name: ind for name, ind in known.items() if ind.get("generation") != k}
+        specs += cma_ask(cfg, earlier, history, len(seeds), k, count)[len(made):] if count > len(made) else []
     else:
         specs = [fixed_spec(cfg, cfg.search, start + j, total, len(seeds)) for j in range(count)]
     for j, spec in enumerate(specs):

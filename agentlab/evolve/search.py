@@ -92,6 +92,6 @@ def cma_ask(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], history: 
     while len(specs) < n:
         trial = sampler.ask(space)
         attrs = sampler.tell(trial, "run")
-        specs.append({"method": "cmaes", "weights": [round(trial.params[f"w{i}"], 6) for i in range(seeds)],
-                      "cma": attrs})
+        specs.append({"method": "cmaes", "weights": [min(high, max(low, round(trial.params[f"w{i}"], 6)))
+                                                     for i in range(seeds)], "cma": attrs})
     return specs

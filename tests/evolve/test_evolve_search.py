@@ -232,6 +232,7 @@ def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, ti
     assert members == [*SEEDS, "g0c0", "g0c1"]
     ind = pop.individuals()
     assert ind["g0c0"]["weights"] == first[0]["weights"] and "cma" in ind["g0c1"]
+    assert ind["g0c1"]["weights"] == first[1]["weights"]  # the crashed attempt's next draw, not child 0's again
     assert len(pop.store.storage.get_all_studies()) == 1  # no study of the sampler's own
 
 
@@ -259,6 +260,8 @@ def test_cmaes_learns_across_generations_from_the_children_alone() -> None:
         specs = cma_ask(cfg, individuals, history, 3, k, 8)
         # gen 0 is the centre and random draws; from gen 1 on, CMA-ES's generation k - 1, told each generation
         assert {spec["cma"].get("cma:generation") for spec in specs} == ({None} if k == 0 else {k - 1})
+        assert len({tuple(spec["weights"]) for spec in specs}) == 8  # eight distinct children
+        assert cma_ask(cfg, individuals, history, 3, k, 8) == specs  # a breeding resumed after a crash draws alike
         rows = []
         for j, spec in enumerate(specs):
             cid = f"g{k}c{j}"

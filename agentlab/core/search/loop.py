@@ -437,7 +437,8 @@ class SearchLoop:
             if task is not None:
                 task.update(completed=min(self.counted(records), self.stop.max_iterations))
             reason = stopped or self._should_stop(records, started)
-            if reason and reason != BASE_FAILED and self._others_running(records):
+            if reason and reason != BASE_FAILED and not reason.startswith("time budget") \
+                    and self._others_running(records):
                 time.sleep(self.store.beat_s)  # a trial of another worker may still die and come back to be retried
                 continue  # (and every worker's report should hold its result)
             if reason:
