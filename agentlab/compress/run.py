@@ -50,7 +50,6 @@ from agentlab.core.models.load import hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
-from agentlab.core.search.agent import AgentPlanner
 from agentlab.core.search.engine import store_of
 from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS
@@ -479,10 +478,11 @@ class Search:
         self.run_dir.save_results(results)
         self.run_dir.save_report(render_report(self.cfg, self.goal, self.records, results, list(self.run_dir.events())))
         note = knowledge_note(self.goal, self.records, results, self.run_dir.path.name)
-        if isinstance(planner, AgentPlanner):  # the model's own note, each number checked against the measurements
+        model = getattr(planner, "model", None)  # the agent planner's model (the registry's "agent" family)
+        if model is not None and KINDS[self.cfg.search.planner].family == "agent":  # the model's own note, each
             facts = note + "\n" + "\n".join(f"- {line}" for line in ExperimentView(self._domain()).history(12)
-                                             .splitlines())
-            results["reflection"] = reflect(planner.model, facts, self.records, self.run_dir.event)
+                                             .splitlines())  # number checked against the measurements
+            results["reflection"] = reflect(model, facts, self.records, self.run_dir.event)
             self.run_dir.save_results(results)
             if results["reflection"]["note"]:
                 note += f"\n- the agent's note (its numbers checked): {results['reflection']['note']}"
