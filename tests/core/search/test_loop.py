@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +102,26 @@ def test_evaluator_rules_and_pruning(tmp_path: Path) -> None:
                                     if r.state == "complete" and r.accepted)
 
 
+class Slow(Quadratic):
+    """A trial that takes 50 ms, so two workers' trials interleave."""
+
+    def run(self, number: int, params: dict[str, Any], report: Any) -> dict[str, Any]:
+        time.sleep(0.05)
+        return super().run(number, params, report)
+
+
 def test_two_workers_share_one_budget(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     make_loop(tmp_path, Quadratic(), 1, storage=storage).run()  # create the study first
-    objectives = [Quadratic(), Quadratic()]
+    objectives = [Slow(), Slow()]
     errors: list[BaseException] = []
+    both = threading.Barrier(2)  # neither starts before the other is ready (under load one could run them all)
 
     def work(objective: Quadratic) -> None:
         try:
-            make_loop(tmp_path, objective, 12, storage=storage, planner="random").run()
+            loop = make_loop(tmp_path, objective, 12, storage=storage, planner="random")
+            both.wait(timeout=60)
+            loop.run()
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
