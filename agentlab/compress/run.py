@@ -243,6 +243,7 @@ class Search:
         self.own_run = False  # a study other runs share on SQLite or a journal: each run its own budget and base
         self._samplers: dict[str, Any] = {}  # the planners' samplers, kept across experiments
         self._shown: set[int] = set()  # trials whose experiment has its event in events.jsonl
+        self.loop: SearchLoop | None = None
 
     def run(self) -> dict[str, Any]:
         self.announce(f"goal: {self.goal.describe()}")
@@ -287,7 +288,7 @@ class Search:
     def _loop(self) -> None:
         assert self.session is not None
         planner = WarmStart(self.session.planner, self.p.leads) if self.p.leads else self.session.planner
-        loop = SearchLoop(
+        loop = self.loop = SearchLoop(
             study=self.study, space=self.p.space, base_params={}, objective=CompressObjective(self),  # type: ignore[arg-type]
             planner=WithExperiment(planner), evaluator=Feasibility(), seed=self.cfg.seed,
             stop=StopRules(self.cfg.search.max_iterations, free_base=True, own_run=self.own_run, base_first=True,
@@ -312,9 +313,9 @@ class Search:
         plan the experiment after those that hold budget (finished, running elsewhere, or queued again)."""
         iteration = len(self.records)
         if records is not None:
+            assert self.loop is not None, "the loop asks for the domain"
             self.records = self._records(records)
-            iteration = 1 + sum(1 for r in records if r.counted and r.planner != "base"
-                                and (not self.own_run or r.run_dir == self.where))
+            iteration = 1 + self.loop.counted(records)  # the base uses no budget
         return ExperimentDomain(self.goal, self.p.space, self.cfg.seed, iteration, self.records,
                                 self.study.get_trials(deepcopy=False) if self.study is not None else [],
                                 self.workspace.notes(self.model_hash), budget=self.cfg.search.max_iterations,
@@ -322,10 +323,14 @@ class Search:
 
     # ------------------------------------------------------------------ the study's trials as records
 
+    def _mine(self, trials: list[TrialRecord]) -> list[TrialRecord]:
+        """This run's trials, or every trial of the study when runs do not keep their own (``StopRules.own_run``)."""
+        return [t for t in trials if not self.own_run or t.run_dir == self.where]
+
     def _records(self, trials: list[TrialRecord]) -> list[dict[str, Any]]:
         """The finished experiments as compress's records, the base model first (none until it is measured): this
         run's trials, or on a server every worker's, in trial order."""
-        mine = [t for t in trials if not self.own_run or t.run_dir == self.where]
+        mine = self._mine(trials)
         base = next((t for t in mine if t.planner == "base" and t.state == "complete"), None)
         if base is None:
             return []
@@ -357,7 +362,7 @@ class Search:
         new = [r for r in self.records if r["trial"] not in self._shown]
         if not new:
             return
-        atomic_write_text(self.run_dir.file(STATE), "".join(json.dumps(r, default=str) + "\n" for r in self.records))
+        self._write_state()
         for r in new:
             self._shown.add(r["trial"])
             self.run_dir.event("experiment", index=r["index"], label=r["label"], state=r.get("state"),
@@ -410,13 +415,12 @@ class Search:
         return {"key": key, **_measured(result), "reused": False}
 
     def _base_metrics(self) -> dict[str, Any]:
-        """The base model's measured metrics (the loop plans no experiment before the base finished)."""
-        bases = [TrialRecord.from_frozen(t) for t in self.study.get_trials(deepcopy=False)]
-        done = next((t for t in bases if t.planner == "base" and t.state == "complete"
-                     and (not self.own_run or t.run_dir == self.where)), None)
-        if done is None:
+        """The base model's measured metrics, read from the study now (the loop plans no experiment before the base
+        finished, but on a server another worker may have measured it since this one last read)."""
+        records = self._records([TrialRecord.from_frozen(t) for t in self.study.get_trials(deepcopy=False)])
+        if not records:
             raise TrialFailed("the base model was not measured: no experiment can be scored")
-        return dict(done.metrics.get("record", {}).get("metrics") or {})
+        return dict(records[0].get("metrics") or {})
 
     def _check_base(self, trials: list[TrialRecord]) -> None:
         """On a server every worker scores against the study's one base: it must be this model measured the same
@@ -461,6 +465,9 @@ class Search:
         if dropped:
             self.run_dir.event("checkpoints", kept=sorted(on - set(dropped)), dropped=dropped)
 
+    def _write_state(self) -> None:
+        atomic_write_text(self.run_dir.file(STATE), "".join(json.dumps(r, default=str) + "\n" for r in self.records))
+
     def _write_best(self) -> None:
         atomic_write_json(self.run_dir.file("best.json"), best_summary(self.goal, self.records))
         self.run_dir.event("best", index=(self.run_dir.read_json("best.json") or {}).get("index"))
@@ -468,7 +475,7 @@ class Search:
     # ------------------------------------------------------------------ the end
 
     def _finish(self) -> dict[str, Any]:
-        atomic_write_text(self.run_dir.file(STATE), "".join(json.dumps(r, default=str) + "\n" for r in self.records))
+        self._write_state()
         results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
         planner = self.session.planner if self.session is not None else None
         if planner is not None:
