@@ -72,9 +72,18 @@ def to_messages(messages: Sequence[BaseMessage]) -> Messages:
     return out
 
 
+def _usage_metadata(prompt: int, completion: int, cached: int) -> UsageMetadata:
+    """LangChain's usage record; the prompt tokens read from the model's cache as ``input_token_details.cache_read``
+    (LangChain's standard key), when there were any."""
+    usage = UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
+    if cached:
+        usage["input_token_details"] = {"cache_read": cached}
+    return usage
+
+
 def _usage(rc: RoutedCompletion) -> UsageMetadata:
     u = rc.completion.usage
-    return UsageMetadata(input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, total_tokens=u.total_tokens)
+    return _usage_metadata(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
 
 
 def _metadata(rc: RoutedCompletion) -> dict[str, Any]:
@@ -238,8 +247,7 @@ class AgentlabChatModel(BaseChatModel):
         """The agent backend: one ``step`` of the ``AgentModel`` with the bound tools."""
         reply = self.agent.step(to_messages(messages), list(kwargs.get("tools") or []))
         calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in reply.calls]
-        usage = UsageMetadata(input_tokens=reply.prompt_tokens, output_tokens=max(reply.tokens - reply.prompt_tokens,
-                                                                                    0), total_tokens=reply.tokens)
+        usage = _usage_metadata(reply.prompt_tokens, max(reply.tokens - reply.prompt_tokens, 0), reply.cached_tokens)
         return AIMessage(reply.text or "", tool_calls=calls, usage_metadata=usage,
                          response_metadata={"model_name": reply.model or self.agent.name, "seconds": reply.seconds,
                                             "invalid_tool_calls": reply.invalid})

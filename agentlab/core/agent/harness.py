@@ -157,6 +157,9 @@ class Step(_Middleware):
         meta = reply.response_metadata
         tokens = reply.usage_metadata["total_tokens"] if reply.usage_metadata else 0
         counts["tokens"] += tokens
+        usage = _prompt_usage(reply)
+        counts["prompt_tokens"] += usage["prompt_tokens"]
+        counts["cached_tokens"] += usage["cached_tokens"]
         if reply.usage_metadata:  # the largest prompt so far: what the model's context must hold
             counts["largest_prompt_tokens"] = max(counts["largest_prompt_tokens"], reply.usage_metadata["input_tokens"])
         counts["invalid_tool_calls"] += meta.get("invalid_tool_calls", 0)
@@ -168,7 +171,7 @@ class Step(_Middleware):
             # budget and the model is told what to do next (Nudge, after the model node)
             counts["idle_steps"] += 1
             run.event("agent_step", step=counts["steps"], tool="", text=summary(str(reply.content)),
-                      model=meta.get("model_name", run.model.name), tokens=tokens,
+                      model=meta.get("model_name", run.model.name), tokens=tokens, **usage,
                       seconds=round(meta.get("seconds", 0.0), 3), invalid=meta.get("invalid_tool_calls", 0))
             return ExtendedModelResponse(ModelResponse([reply]), Command(update={
                 "counts": counts, "since_action": since + 1, "repeated": False, "nudge": self.next_step(state)}))
@@ -177,7 +180,7 @@ class Step(_Middleware):
         for call in calls:
             run.event("agent_step", step=counts["steps"], tool=call["name"],
                       arguments=json.dumps(call["args"])[:500], model=meta.get("model_name", run.model.name),
-                      tokens=tokens, seconds=round(meta.get("seconds", 0.0), 3),
+                      tokens=tokens, **usage, seconds=round(meta.get("seconds", 0.0), 3),
                       invalid=meta.get("invalid_tool_calls", 0))
         update: dict[str, Any] = {"counts": counts, "since_action": since + 1, "repeated": False}
         message = reply.model_copy(update={"tool_calls": calls})
@@ -322,6 +325,16 @@ class Tools(_Middleware):
         if message.status != "error":
             update["answers"] = {key: str(message.content)}
         return Command(update=update)
+
+
+def _prompt_usage(reply: AIMessage) -> dict[str, int]:
+    """A step's prompt tokens and those of them the model read from its cache (prompt reuse: the step's cost is
+    roughly that of the others, its new tokens)."""
+    if not reply.usage_metadata:
+        return {"prompt_tokens": 0, "cached_tokens": 0}
+    usage = reply.usage_metadata
+    cached = (usage.get("input_token_details") or {}).get("cache_read", 0) or 0
+    return {"prompt_tokens": usage["input_tokens"], "cached_tokens": cached}
 
 
 def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:

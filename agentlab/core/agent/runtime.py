@@ -67,6 +67,7 @@ class Reply:
     invalid: int = 0
     model: str = ""
     prompt_tokens: int = 0  # of ``tokens``: the prompt's (what the model's context must hold)
+    cached_tokens: int = 0  # of ``prompt_tokens``: those the model read from its cache (prompt reuse)
 
 
 class AgentModel(Protocol):
@@ -107,7 +108,7 @@ class RouterModel:
         invalid = sum(1 for a in result.attempts if a.outcome == "invalid_tool_call")
         return Reply(list(result.completion.tool_calls), result.completion.text,
                      (usage.prompt_tokens or 0) + (usage.completion_tokens or 0), time.perf_counter() - start,
-                     invalid, result.model, usage.prompt_tokens or 0)
+                     invalid, result.model, usage.prompt_tokens or 0, usage.cached_tokens)
 
 
 class Driver(Protocol):
@@ -132,7 +133,8 @@ class Driver(Protocol):
 
 def new_counts() -> dict[str, Any]:
     return {"steps": 0, "tool_calls": 0, "invalid_tool_calls": 0, "failed_calls": 0, "rejected_calls": 0,
-            "idle_steps": 0, "defaulted": 0, "tokens": 0, "largest_prompt_tokens": 0, "seconds": 0.0}
+            "idle_steps": 0, "defaulted": 0, "tokens": 0, "prompt_tokens": 0, "cached_tokens": 0,
+            "largest_prompt_tokens": 0, "seconds": 0.0}
 
 
 def window(messages: list[Any], head: int, keep: int) -> list[Any]:

@@ -128,6 +128,9 @@ class LlamaCppProviderConfig(StrictModel):
     cache_type: CacheType = Field("f16", description="KV cache element type (f32 makes logits match transformers "
                                   "most closely; q8_0/q4_0 halve or quarter its memory)")
     seed: int = Field(0, description="sampling seed")
+    prompt_cache: bool = Field(True, description="keep the KV cache of the last request, so a request sharing its "
+                               "prefix (an agent's system prompt, tools and history) evaluates only the rest; false: "
+                               "every prompt evaluated whole (slower; for measuring what the reuse saves)")
 
 
 class HFProviderConfig(StrictModel):

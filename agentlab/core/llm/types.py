@@ -59,6 +59,9 @@ class Usage:
     # (llama-cpp-python's own server does). The counts are then 0 prompt tokens and one completion token per chunk,
     # and run records show the prompt tokens as unknown (null), not as 0.
     reported: bool = True
+    # prompt tokens the backend read from its cache instead of evaluating (a local model's KV cache of the common
+    # prefix with its last request; OpenAI's ``prompt_tokens_details.cached_tokens``); 0 when unknown
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

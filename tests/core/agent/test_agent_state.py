@@ -104,7 +104,8 @@ def test_todo_notes_and_declined_survive_a_sigkill(tmp_path: Path) -> None:
                                                   "not run: the user declined this one: choose another"]
     assert run.counts() == {"steps": 8, "tool_calls": 8, "invalid_tool_calls": 0, "failed_calls": 0,
                             "rejected_calls": 1, "idle_steps": 0, "defaulted": 0, "tokens": 0,
-                            "largest_prompt_tokens": 0, "model_seconds": 0.0}
+                            "prompt_tokens": 0, "cached_tokens": 0, "largest_prompt_tokens": 0,
+                            "model_seconds": 0.0}
     assert all("name" not in m for m in tools)  # OpenAI's tool messages: role, tool_call_id, content
     run.close()
 

@@ -67,9 +67,28 @@ def test_generate_text_usage_and_chatml_prompt(tiny_model: dict[str, Path]) -> N
     chatml = hf_tok.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True)
     assert chatml.startswith("<|im_start|>system\n") and chatml.endswith("<|im_start|>assistant\n")
     assert out.usage.prompt_tokens == len(hf_tok(chatml, add_special_tokens=False)["input_ids"])
-    # Greedy decoding is deterministic.
+    # Greedy decoding is deterministic; the same prompt again comes from the KV cache (all but the token that is
+    # evaluated again to refresh the logits).
     again = _run(provider.generate(str(tiny_model["gguf"]), MSGS, GREEDY, 30))
-    assert again.text == out.text and again.usage == out.usage
+    assert again.text == out.text
+    assert (again.usage.prompt_tokens, again.usage.completion_tokens) == (out.usage.prompt_tokens,
+                                                                            out.usage.completion_tokens)
+    assert again.usage.cached_tokens == out.usage.prompt_tokens - 1
+
+
+def test_prompt_reuse_is_reported_and_can_be_turned_off(tiny_model: dict[str, Path]) -> None:
+    model = str(tiny_model["gguf"])
+    longer = [*MSGS, {"role": "assistant", "content": "Waves."}, {"role": "user", "content": "And the sky?"}]
+    reused = _provider()
+    _run(reused.generate(model, MSGS, GREEDY, 30))
+    second = _run(reused.generate(model, longer, GREEDY, 30))
+    # the system and first user turn are the shared prefix: read from the cache, the rest evaluated
+    assert 0 < second.usage.cached_tokens < second.usage.prompt_tokens
+    whole = _provider(prompt_cache=False)
+    _run(whole.generate(model, MSGS, GREEDY, 30))
+    third = _run(whole.generate(model, longer, GREEDY, 30))
+    assert third.usage.cached_tokens == 0 and third.usage.prompt_tokens == second.usage.prompt_tokens
+    assert third.text == second.text  # the same answer, evaluated whole
 
 
 def test_stream_deltas_add_up_to_the_final_text(tiny_model: dict[str, Path]) -> None:
@@ -77,7 +96,9 @@ def test_stream_deltas_add_up_to_the_final_text(tiny_model: dict[str, Path]) -> 
     plain = _run(provider.generate(model, MSGS, GREEDY, 30))
     deltas, final = _run(_drain(provider, model, GREEDY))
     assert deltas and "".join(deltas) == final.text == plain.text
-    assert final.usage == plain.usage and final.finish_reason == plain.finish_reason
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (plain.usage.prompt_tokens,
+                                                                          plain.usage.completion_tokens)
+    assert final.finish_reason == plain.finish_reason
     assert final.ttft_s is not None and 0 < final.ttft_s <= final.latency_s
     # Sampled, with stop strings the babble is likely to hit: still prefix-consistent, and equal to generate.
     for seed in range(4):

@@ -354,12 +354,13 @@ class LlamaCppProvider:
             if on_text is not None:
                 streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
                 loaded.on_token = streamer.add_token
-            if params.seed is not None:
+            if params.seed is not None or not self.cfg.prompt_cache:
                 # A seeded request evaluates its whole prompt: llama-cpp-python reuses the longest cached prefix and
                 # evaluates only the rest, and those logits differ in the last bits from a whole evaluation, enough
                 # to change a draw at temperature 1 (measured: the same request and seed answered differently after
                 # itself than after another request). Costs the prompt cache, for seeded requests only.
                 loaded.llm.reset()
+            cached = _cached_prefix(loaded.llm, tokens)
             try:
                 out = loaded.llm.create_completion(tokens, stopping_criteria=StoppingCriteriaList([job.should_stop]),
                                                    **kwargs)
@@ -386,7 +387,7 @@ class LlamaCppProvider:
             text, calls = fmt.parse(text, names)
             if calls and finish != "length":
                 finish = "tool_calls"
-        return text, finish, Usage(usage["prompt_tokens"], usage["completion_tokens"]), calls
+        return text, finish, Usage(usage["prompt_tokens"], usage["completion_tokens"], cached_tokens=cached), calls
 
     async def generate(self, model: str, messages: Messages, params: GenParams, timeout_s: float) -> Completion:
         """One completion; ``timeout_s`` bounds the request from the moment the model is loaded."""
@@ -543,6 +544,14 @@ def _repeat_watch(llm: Any, n_prompt: int, fmt: ToolFormat,
         return fmt.close_repeats(text, names) is not None
 
     return watch
+
+
+def _cached_prefix(llm: Any, tokens: list[int]) -> int:
+    """The prompt tokens llama-cpp-python will take from its KV cache for ``tokens``: the common prefix with what the
+    cache holds, less the one token it evaluates again when the whole prompt is cached (llama.py's ``generate``)."""
+    if not llm.n_tokens:
+        return 0
+    return min(llm.longest_token_prefix(llm._input_ids.tolist(), tokens), max(len(tokens) - 1, 0))
 
 
 def _timeout(model: str, job: _Job, during: str) -> LLMError:
