@@ -50,13 +50,13 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def rates(model: str) -> tuple[float, float]:
+def rates(model: str, threads: int | None) -> tuple[float, float]:
     """Prompt and generation tokens per second of ``model`` on a cold prompt (no cache), in this process."""
     from agentlab.core.llm.config import LLMConfig
     from agentlab.core.llm.providers.llama_cpp import LlamaCppProvider, unload_all
     from agentlab.core.llm.types import GenParams
 
-    cfg = LLMConfig.model_validate({"providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192}},
+    cfg = LLMConfig.model_validate({"providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192, "n_threads": threads}},
                                     "models": {"m": {"provider": "local", "model": model}}})
     provider = LlamaCppProvider("local", cfg.providers["local"])  # type: ignore[arg-type]
     loaded = provider.load(model)
@@ -75,11 +75,11 @@ def rates(model: str) -> tuple[float, float]:
     return prompt_rate, gen_rate
 
 
-def llm_config(folder: Path, model: str, reuse: bool) -> Path:
+def llm_config(folder: Path, model: str, reuse: bool, threads: int | None) -> Path:
     path = folder / f"llm-{model}-{'on' if reuse else 'off'}.yaml"
     path.write_text(yaml.safe_dump({
         "providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192, "cache_type": "f16", "seed": 0,
-                                "prompt_cache": reuse}},
+                                "prompt_cache": reuse, "n_threads": threads}},
         "models": {"m": {"provider": "local", "model": model, "profile": "medium",
                          "params": {"temperature": 0, "max_tokens": 512}}},
         "routes": {"default": {"primary": ["m"]}, "planner": {"primary": ["m"]}},
@@ -96,12 +96,12 @@ def nas_config(out: Path, project: str, data: Path) -> Path:
     return path
 
 
-def search(out: Path, model: str, project: str, reuse: bool, trials: int, data: Path) -> Path:
+def search(out: Path, model: str, project: str, reuse: bool, trials: int, data: Path, threads: int | None) -> Path:
     """One agent search (resumed when unfinished); its run folder."""
     folder = out / f"{model}-{project}-{'on' if reuse else 'off'}"
     if (folder / "results.json").is_file():
         return folder
-    llm = llm_config(out, model, reuse)
+    llm = llm_config(out, model, reuse, threads)
     args = ["--resume", str(folder)] if folder.exists() else ["-c", str(nas_config(out, project, data)),
                                                               "--out", str(folder)]
     start = time.perf_counter()
@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--reuse", default="on,off", help="on and/or off")
     parser.add_argument("--trials", type=int, default=4, help="trials of each search, the base config included")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ETTh1.csv")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own, half the "
+                        "cores); the trials run between the agent's steps, not beside them")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "agent_cost")
     args = parser.parse_args()
     models, projects = args.models.split(","), args.projects.split(",")
@@ -160,11 +162,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     measured: dict[tuple[str, str, bool], dict[str, Any]] = {}
     for model in models:
-        rate = rates(model)
+        rate = rates(model, args.threads)
         print(f"{model}: prompt {rate[0]:.0f} tok/s (cold), generation {rate[1]:.1f} tok/s", flush=True)
         for project in projects:
             for reuse in reuses:
-                folder = search(args.out, model, project, reuse, args.trials, args.data.resolve())
+                folder = search(args.out, model, project, reuse, args.trials, args.data.resolve(), args.threads)
                 measured[(model, project, reuse)] = row(folder, rate)
     print("\n| model | project | prompt reuse | trials by the agent / its guard | steps | model s / agent trial | "
           "s / step (median) | prompt tokens from cache | step / its new tokens' cost: median (range) |")
