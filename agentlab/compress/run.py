@@ -304,7 +304,7 @@ class Search:
             raise AgentlabError("the base model's measurement failed in an earlier run of this study",
                                 hint="start a new run (or another search.study_name)")
         self.stop_reason = outcome.stop_reason
-        if self.shared and self.stop_reason.startswith("max_iterations"):
+        if self.shared and outcome.stop_reason.kind == "max_iterations":
             self.stop_reason = self.stop_reason.rstrip(")") + " over every worker)"
         self.announce(f"stopped: {self.stop_reason}")
 

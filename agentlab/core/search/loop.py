@@ -34,7 +34,22 @@ log = logging.getLogger(__name__)
 # Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
 # the same process (a notebook, a test) recovers them like a dead worker's. (study name, trial number).
 _STRANDED: set[tuple[str, int]] = set()
-BASE_FAILED = "the base config failed"
+
+
+class StopReason(str):
+    """Why a search stopped: the message people read, and ``kind`` for code to test (``base_failed``,
+    ``max_iterations``, ``time_budget``, ``target``, ``patience``, ``exhausted``: no proposal left, ``objective``:
+    the objective's ``StopSearch``)."""
+
+    kind: str
+
+    def __new__(cls, kind: str, message: str) -> StopReason:
+        reason = super().__new__(cls, message)
+        reason.kind = kind
+        return reason
+
+
+BASE_FAILED = StopReason("base_failed", "the base config failed")
 RETRY_QUEUE_S = 60.0  # how long a trial failed by the heartbeat check holds its slot while its retry is queued
 
 
@@ -103,7 +118,7 @@ class SearchOutcome:
     records: list[TrialRecord]
     best: TrialRecord | None
     base: TrialRecord | None
-    stop_reason: str
+    stop_reason: StopReason
     ran_here: int
     notes: list[str] = field(default_factory=list)
 
@@ -375,24 +390,25 @@ class SearchLoop:
 
     # ------------------------------------------------------------------ the loop
 
-    def _should_stop(self, records: list[TrialRecord], started: float) -> str | None:
+    def _should_stop(self, records: list[TrialRecord], started: float) -> StopReason | None:
         if base_failed(self.mine(records)):  # every trial is measured against it: running more would repeat it
             return BASE_FAILED
         if self.counted(records) >= self.stop.max_iterations:
             n = self.stop.max_iterations
-            return f"max_iterations reached ({n} {self.stop.unit}{'' if n == 1 else 's'})"
+            return StopReason("max_iterations", f"max_iterations reached ({n} {self.stop.unit}{'' if n == 1 else 's'})")
         if self.stop.time_budget_s is not None and time.monotonic() - started >= self.stop.time_budget_s:
-            return f"time budget of {self.stop.time_budget_s:g} s used"
+            return StopReason("time_budget", f"time budget of {self.stop.time_budget_s:g} s used")
         best = self.best(records)
         target = self.stop.target
         if target is not None and best is not None and best.value is not None and (
                 best.value <= target if self.direction == "minimize" else best.value >= target):
-            return f"target {target:g} reached by {best.run_id} ({best.value:.4g})"
+            return StopReason("target", f"target {target:g} reached by {best.run_id} ({best.value:.4g})")
         if self.stop.patience is not None and best is not None:
             since = sum(1 for r in self.mine(records) if r.number > best.number
                         and r.state in ("complete", "pruned", "failed") and r.counted)
             if since >= self.stop.patience:
-                return f"no new best in {since} trial{'' if since == 1 else 's'} (patience {self.stop.patience})"
+                return StopReason("patience", f"no new best in {since} trial{'' if since == 1 else 's'} (patience "
+                                  f"{self.stop.patience})")
         return None
 
     def run(self) -> SearchOutcome:
@@ -421,7 +437,7 @@ class SearchLoop:
     def _run(self) -> SearchOutcome:
         started = time.monotonic()
         ran = 0
-        stopped: str | None = None  # a reason met while planning or running: no proposal left, the carbon budget
+        stopped: StopReason | None = None  # met while planning or running: no proposal left, the carbon budget
         task = self.progress.task("search", total=self.stop.max_iterations) if self.progress else None
         while True:
             self.recover()  # first: a dead worker's trial goes back to the queue and the _retry below takes it
@@ -437,8 +453,7 @@ class SearchLoop:
             if task is not None:
                 task.update(completed=min(self.counted(records), self.stop.max_iterations))
             reason = stopped or self._should_stop(records, started)
-            if reason and reason != BASE_FAILED and not reason.startswith("time budget") \
-                    and self._others_running(records):
+            if reason and reason.kind not in ("base_failed", "time_budget") and self._others_running(records):
                 time.sleep(self.store.beat_s)  # a trial of another worker may still die and come back to be retried
                 continue  # (and every worker's report should hold its result)
             if reason:
@@ -449,7 +464,7 @@ class SearchLoop:
             try:
                 proposal = self._propose(records)
             except NoProposal as exc:  # every point the planner can reach was tried
-                stopped = exc.message
+                stopped = StopReason("exhausted", exc.message)
                 continue
             for note in proposal.notes:
                 log.info("planner: %s", note)
@@ -474,14 +489,14 @@ class SearchLoop:
         base = next((r for r in self.mine(records) if r.planner == "base" and r.state == "complete"), None)
         return SearchOutcome(records, self.best(records), base, reason, ran)
 
-    def _run_trial(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> str | None:
+    def _run_trial(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> StopReason | None:
         """Run one committed trial and tell everyone; the reason to stop when its objective refused to run it."""
         self._current = trial  # until its end is recorded (``run`` puts it back in the queue when that fails)
         try:
             record = self._execute(trial, proposal, records)
         except StopSearch as exc:
             self._current = None
-            return str(exc)
+            return StopReason("objective", str(exc))
         self._current = None
         self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
         self.on_trial(self.records())
