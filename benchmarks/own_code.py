@@ -186,7 +186,7 @@ def overhead(out: Path, n_trials: int) -> float:
 
 def workspace_timing(n_files: int, rounds: int = 5) -> None:
     """Make and remove one workspace of a repository of ``n_files`` small files: git worktree and copy."""
-    from agentlab.core.search.workspace import Workspaces
+    from agentlab.nas.workspace import Workspaces
 
     with tempfile.TemporaryDirectory(prefix="bench-workspace-") as tmp:
         repo = Path(tmp) / "repo"

@@ -23,8 +23,8 @@ from typing import Any
 
 from agentlab.core.errors import UsageError
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
-from agentlab.core.search.config_file import ConfigFile
 from agentlab.core.search.records import TrialRecord
+from agentlab.nas.config_file import ConfigFile
 
 BASE_META = "base.json"
 

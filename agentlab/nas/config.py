@@ -209,7 +209,7 @@ class SearchConfig(LLMPlannerSettings):
 
 
 class CommandObjectiveConfig(StrictModel):
-    """The user's own training command as the objective (``core.search.command`` holds the contract)."""
+    """The user's own training command as the objective (``nas.command`` holds the contract)."""
 
     command: str = Field(description="the command that trains and evaluates one trial, split like a shell line "
                          "but run without a shell, in the trial's own workspace; the params reach it as the script "

@@ -1,7 +1,7 @@
 """`agentlab nas` on the user's own training code: the ``objective`` section's command as the search's objective.
 
 What differs from the built-in forecaster, in one place: the checks before a run (the command can start, the space
-is the params'), the search space over the user's param names, the objective (``core.search.command``), and the
+is the params'), the search space over the user's param names, the objective (``nas.command``), and the
 summary and report under the metric's own name. The search itself (planners, study, resume) is nas's.
 """
 
@@ -15,17 +15,17 @@ from agentlab.core.errors import ConfigError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
-from agentlab.core.search.command import CommandObjective, flat_values, merged_base
-from agentlab.core.search.config_file import ConfigFile
 from agentlab.core.search.planners import diff
 from agentlab.core.search.records import TrialRecord, planner_label, reason_line, run_id, state_counts
 from agentlab.core.search.session import llm_source, require_planner_model
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.workspace import Workspaces
 from agentlab.core.tracking import check_tracking
+from agentlab.nas.command import CommandObjective, flat_values, merged_base
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
+from agentlab.nas.config_file import ConfigFile
 from agentlab.nas.own_code_agent import better
 from agentlab.nas.report import llm_section, plot_importances, short
+from agentlab.nas.workspace import Workspaces
 
 if TYPE_CHECKING:
     from agentlab.core.search.loop import SearchOutcome

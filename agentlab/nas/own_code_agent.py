@@ -16,9 +16,9 @@ from agentlab.core.agent.runtime import AgentModel, Tool
 from agentlab.core.config import redact
 from agentlab.core.runs import runs_root
 from agentlab.core.search.agent import AgentKit, TrialView, learning_curve
-from agentlab.core.search.command import flat_values
 from agentlab.core.search.planners import PlanContext, TrialDomain
 from agentlab.core.search.space import ParamSpec
+from agentlab.nas.command import flat_values
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig
 
 READ_CHARS = 4000  # one read_project answer at most (the runtime cuts a tool's result further for the model)

@@ -22,7 +22,6 @@ from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root, saved_llm_config
-from agentlab.core.search.command import CommandObjective
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.kinds import DEFAULT_SAMPLER
 from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, require_finished_trials
@@ -49,6 +48,7 @@ from agentlab.core.search.study import Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
 from agentlab.nas.best import prune_checkpoints, remember_base, write_best
+from agentlab.nas.command import CommandObjective
 from agentlab.nas.config import (
     NAIVE_FAMILIES,
     NASConfig,

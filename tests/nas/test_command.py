@@ -16,12 +16,12 @@ import optuna
 import pytest
 
 from agentlab.core.errors import UsageError
-from agentlab.core.search.command import CommandObjective, nested_params
 from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, TrialFailed
 from agentlab.core.search.planners import OptunaPlanner
 from agentlab.core.search.space import ParamSpec, SearchSpace
+from agentlab.nas.command import CommandObjective, nested_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PYTHON = shlex.quote(sys.executable)

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from agentlab.core.errors import UsageError
-from agentlab.core.search.command import CommandObjective, cli_value, text_metrics
-from agentlab.core.search.config_file import ConfigFile, ConfigFileError
 from agentlab.core.search.loop import Pruned, TrialFailed
-from agentlab.core.search.workspace import Workspaces
+from agentlab.nas.command import CommandObjective, cli_value, text_metrics
+from agentlab.nas.config_file import ConfigFile, ConfigFileError
+from agentlab.nas.workspace import Workspaces
 
 PYTHON = shlex.quote(sys.executable)
 

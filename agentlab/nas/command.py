@@ -55,8 +55,8 @@ from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 
 if TYPE_CHECKING:
-    from agentlab.core.search.config_file import ConfigFile
-    from agentlab.core.search.workspace import Workspaces
+    from agentlab.nas.config_file import ConfigFile
+    from agentlab.nas.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 
