@@ -10,7 +10,6 @@ from pydantic import Field, model_validator
 
 from agentlab.core.config import StrictModel
 
-SEARCHES = ("ga", "cmaes", "random", "uniform", "task_arithmetic", "ties")
 Search = Literal["ga", "cmaes", "random", "uniform", "task_arithmetic", "ties"]
 Baseline = Literal["uniform", "task_arithmetic", "ties", "random"]
 
