@@ -56,6 +56,7 @@ from agentlab.serve.protocol import (
     parse_chat,
     parse_completion,
     text_completion_body,
+    usage_body,
 )
 from agentlab.serve.responses import (
     ResponseEvents,
@@ -241,8 +242,8 @@ class _Handler:
         usage = rc.completion.usage
         # `model` is the name the client asked for (as OpenAI's API and LangChain expect); who answered is in the
         # x-agentlab-model header and the `agentlab` block
-        body = completion_body(new_id(), req.model, text, rc.completion.finish_reason, usage.prompt_tokens,
-                               usage.completion_tokens, _meta(rc), rc.completion.tool_calls)
+        body = completion_body(new_id(), req.model, text, rc.completion.finish_reason, usage, _meta(rc),
+                               rc.completion.tool_calls)
         return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": req.model})
 
     async def completions(self, request: Request) -> Any:
@@ -390,10 +391,7 @@ class _Handler:
             tail.append(chunk(ident, created, label, {}, finish_of(rc.completion.finish_reason, calls),
                               meta=_meta(rc)))
             if req.include_usage:
-                usage = rc.completion.usage
-                tail.append(chunk(ident, created, label, None, usage={
-                    "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.total_tokens}))
+                tail.append(chunk(ident, created, label, None, usage=usage_body(rc.completion.usage)))
             tail.append(DONE)
             yield b"".join(tail)
             seconds = time.perf_counter() - start
@@ -424,7 +422,7 @@ class _Handler:
         if rreq.store:
             self.store.put(ident, [*rreq.conversation, answer_message(text, calls)])
         body = response_body(ident, int(time.time()), rreq, output_items(text, calls, finish == "length"), finish,
-                             (usage.prompt_tokens, usage.completion_tokens), _meta(rc))
+                             usage, _meta(rc))
         return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": req.model})
 
     async def response_events(self, rreq: ResponsesRequest, req: ChatRequest, task: asyncio.Future[Any],
@@ -459,8 +457,7 @@ class _Handler:
                 for event in out.start():
                     yield event
             calls, usage = rc.completion.tool_calls, rc.completion.usage
-            for event in out.finish(text, calls, rc.completion.finish_reason,
-                                    (usage.prompt_tokens, usage.completion_tokens), _meta(rc)):
+            for event in out.finish(text, calls, rc.completion.finish_reason, usage, _meta(rc)):
                 yield event
             if rreq.store:
                 self.store.put(out.ident, [*rreq.conversation, answer_message(text, calls)])

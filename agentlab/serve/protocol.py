@@ -20,7 +20,7 @@ from typing import Any
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.scoring import RawRequest
 from agentlab.core.llm.tools import check_tools
-from agentlab.core.llm.types import GenParams, Messages, ToolCall
+from agentlab.core.llm.types import GenParams, Messages, ToolCall, Usage
 
 __all__ = ["ApiError", "ChatRequest", "parse_chat", "parse_completion", "completion_body", "text_completion_body",
            "chunk", "error_body"]
@@ -349,8 +349,17 @@ def finish_of(finish: str | None, calls: list[ToolCall]) -> str:
     return finish or "stop"
 
 
-def completion_body(ident: str, model: str, text: str, finish: str | None, prompt_tokens: int,
-                    completion_tokens: int, meta: dict[str, Any],
+def usage_body(usage: Usage) -> dict[str, Any]:
+    """OpenAI's ``usage``; the prompt tokens the model read from its cache as ``prompt_tokens_details.cached_tokens``
+    (a local model's KV cache of the prefix it shares with its last request) when there were any."""
+    body: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+    if usage.cached_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return body
+
+
+def completion_body(ident: str, model: str, text: str, finish: str | None, usage: Usage, meta: dict[str, Any],
                     calls: list[ToolCall] | None = None) -> dict[str, Any]:
     """A ``chat.completion`` object; ``model`` is the model that answered, ``meta`` goes under ``agentlab``. With
     ``calls``, the message carries ``tool_calls`` (and ``content`` is null when there is no text), as OpenAI sends."""
@@ -361,8 +370,7 @@ def completion_body(ident: str, model: str, text: str, finish: str | None, promp
         "id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_of(finish, calls or []),
                      "logprobs": None}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "usage": usage_body(usage),
         "agentlab": meta,
     }
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentlab.core.llm.types import Message, Messages, ToolCall
+from agentlab.core.llm.types import Message, Messages, ToolCall, Usage
 from agentlab.serve.protocol import ApiError, ChatRequest, parse_chat
 
 __all__ = ["ResponsesRequest", "ResponseStore", "parse_responses", "response_body", "ResponseEvents"]
@@ -263,7 +263,7 @@ def answer_message(text: str, calls: list[ToolCall]) -> Message:
 
 
 def response_body(ident: str, created: int, req: ResponsesRequest, output: list[dict[str, Any]] | None,
-                  finish: str | None = None, usage: tuple[int, int] | None = None,
+                  finish: str | None = None, usage: Usage | None = None,
                   meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """A ``response`` object: ``output`` None is one in progress (a stream's first events)."""
     incomplete = finish == "length"
@@ -275,9 +275,10 @@ def response_body(ident: str, created: int, req: ResponsesRequest, output: list[
         "model": req.chat.model, "output": output or [], "reasoning": {"effort": None, "summary": None},
         "truncation": "disabled", "user": None, **req.echo,
         "usage": None if usage is None else {
-            "input_tokens": usage[0], "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": usage[1],
-            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": usage[0] + usage[1]},
+            "input_tokens": usage.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
+            "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens},
     }
     if meta is not None:
         body["agentlab"] = meta
@@ -319,7 +320,7 @@ class ResponseEvents:
                 self.event("response.content_part.added", item_id=self.msg_id, output_index=0, content_index=0,
                            part=part)]
 
-    def finish(self, text: str, calls: list[ToolCall], finish: str | None, usage: tuple[int, int],
+    def finish(self, text: str, calls: list[ToolCall], finish: str | None, usage: Usage,
                meta: dict[str, Any]) -> list[bytes]:
         """The rest of the answer (text not streamed yet, each call), the items' done events, then
         ``response.completed`` (``response.incomplete`` when cut at max_output_tokens)."""

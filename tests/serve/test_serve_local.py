@@ -70,6 +70,10 @@ def test_a_gguf_model_through_llama_cpp_streams_and_follows_a_json_schema(tiny_m
         client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0, timeout=120)
         whole = client.chat.completions.create(model="tiny-gguf", messages=ask)
         assert whole.model == "tiny-gguf" and whole.usage.completion_tokens > 0
+        again = client.chat.completions.create(model="tiny-gguf", messages=ask)  # its prompt is in the KV cache
+        assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
+        answer = client.responses.create(model="tiny-gguf", input="Name a colour.", max_output_tokens=8)
+        assert answer.usage.input_tokens_details.cached_tokens == answer.usage.input_tokens - 1
         streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
             model="tiny-gguf", messages=ask, stream=True) if c.choices)
         assert streamed == whole.choices[0].message.content  # greedy: the same text, in pieces
