@@ -20,7 +20,8 @@ seconds over its new tokens' cost (target: at most 1.5). Then, per model and pro
 trial. The last line, ``ratio: X``, is the median of that step ratio over the reuse-on searches.
 
     python benchmarks/agent_cost.py                                          # 2 models x 2 projects x on/off
-    python benchmarks/agent_cost.py --models qwen2.5-coder-0.5b --projects own_code --reuse on --trials 2  # smoke
+    python benchmarks/agent_cost.py --models qwen2.5-coder-0.5b --projects own_code --reuse on --trials 2 \
+        --out runs/bench/agent_cost-smoke                                     # smoke
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def search(out: Path, model: str, project: str, reuse: bool, trials: int, data: 
     """One agent search (resumed when unfinished); its run folder."""
     folder = out / f"{model}-{project}-{'on' if reuse else 'off'}"
     if (folder / "results.json").is_file():
+        ran = json.loads((folder / "results.json").read_text(encoding="utf-8"))["trials"]
+        used = yaml.safe_load((folder / "llm.yaml").read_text(encoding="utf-8"))["providers"]["local"]
+        if ran != trials or used.get("n_threads") != threads or used.get("prompt_cache", True) != reuse:
+            raise SystemExit(f"{folder}: a search of {ran} trials, n_threads {used.get('n_threads')}, not this "
+                             "invocation's settings: give another --out")
         return folder
     llm = llm_config(out, model, reuse, threads)
     args = ["--resume", str(folder)] if folder.exists() else ["-c", str(nas_config(out, project, data)),
@@ -116,12 +122,13 @@ def search(out: Path, model: str, project: str, reuse: bool, trials: int, data: 
 
 
 def steps(folder: Path) -> list[dict[str, Any]]:
-    """Each agent step's first event (a step with parallel calls logs one event per call, the same figures)."""
+    """Each agent step's event, the last one per step number (a step with parallel calls logs one event per call,
+    the same figures; a step interrupted by a kill is asked again under its number)."""
     seen: dict[int, dict[str, Any]] = {}
     for line in (folder / "events.jsonl").read_text(encoding="utf-8").splitlines():
         event = json.loads(line)
         if event.get("kind") == "agent_step" and "prompt_tokens" in event:
-            seen.setdefault(event["step"], event)
+            seen[event["step"]] = event
     return [seen[k] for k in sorted(seen)]
 
 
@@ -133,7 +140,8 @@ def row(folder: Path, rate: tuple[float, float]) -> dict[str, Any]:
         new = step["prompt_tokens"] - step["cached_tokens"]
         cost = new / prompt_rate + max(step["tokens"] - step["prompt_tokens"], 0) / gen_rate
         seconds.append(step["seconds"])
-        if k and step["prompt_tokens"]:
+        # not the first step (its prompt is new), nor one whose call the router rejected (its seconds hold a retry)
+        if k and step["prompt_tokens"] and not step.get("invalid") and cost > 0:
             ratios.append(step["seconds"] / cost)
     return {"agent_trials": f"{agent['trials_by_agent']} / {agent['trials_by_guard']}", "steps": agent["steps"],
             "s_per_trial": agent["seconds_per_trial"],

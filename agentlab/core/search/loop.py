@@ -48,6 +48,9 @@ class StopReason(str):
         reason.kind = kind
         return reason
 
+    def __getnewargs__(self) -> tuple[str, str]:  # pickle and copy rebuild it from both
+        return self.kind, str(self)
+
 
 BASE_FAILED = StopReason("base_failed", "the base config failed")
 RETRY_QUEUE_S = 60.0  # how long a trial failed by the heartbeat check holds its slot while its retry is queued

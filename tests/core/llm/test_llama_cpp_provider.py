@@ -88,7 +88,6 @@ def test_prompt_reuse_is_reported_and_can_be_turned_off(tiny_model: dict[str, Pa
     _run(whole.generate(model, MSGS, GREEDY, 30))
     third = _run(whole.generate(model, longer, GREEDY, 30))
     assert third.usage.cached_tokens == 0 and third.usage.prompt_tokens == second.usage.prompt_tokens
-    assert third.text == second.text  # the same answer, evaluated whole
 
 
 def test_stream_deltas_add_up_to_the_final_text(tiny_model: dict[str, Path]) -> None:

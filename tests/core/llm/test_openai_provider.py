@@ -543,3 +543,12 @@ def test_api_key_never_leaks(srv: ScriptedServer, caplog: pytest.LogCaptureFixtu
     assert FAKE_KEY not in shown + repr(refused)
     assert FAKE_KEY not in caplog.text
     assert any(r.name.startswith("agentlab") for r in caplog.records)  # our debug lines were exercised too
+
+
+def test_usage_keeps_the_prompt_tokens_the_server_read_from_its_cache() -> None:
+    from agentlab.core.llm.providers.openai import usage_of
+
+    cached = usage_of({"prompt_tokens": 2006, "completion_tokens": 300,
+                       "prompt_tokens_details": {"cached_tokens": 1920}})
+    assert (cached.prompt_tokens, cached.completion_tokens, cached.cached_tokens) == (2006, 300, 1920)
+    assert usage_of({"prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": None}).cached_tokens == 0

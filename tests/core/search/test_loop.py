@@ -351,3 +351,16 @@ def test_own_run_counts_this_runs_trials_and_learns_from_all(tmp_path: Path) -> 
         outcomes.append(loop.run())
     assert [o.ran_here for o in outcomes] == [3, 3] and len(outcomes[1].records) == 6
     assert [r.planner for r in outcomes[1].records].count("base") == 2
+
+
+def test_a_stop_reason_keeps_its_kind_through_pickle_and_copy() -> None:
+    import copy
+    import json
+    import pickle
+
+    from agentlab.core.search.loop import StopReason
+
+    reason = StopReason("max_iterations", "max_iterations reached (4 trials)")
+    for again in (pickle.loads(pickle.dumps(reason)), copy.copy(reason), copy.deepcopy(reason)):
+        assert again == reason and again.kind == "max_iterations"
+    assert json.loads(json.dumps({"stop": reason})) == {"stop": "max_iterations reached (4 trials)"}

@@ -358,7 +358,8 @@ class LlamaCppProvider:
                 # A seeded request evaluates its whole prompt: llama-cpp-python reuses the longest cached prefix and
                 # evaluates only the rest, and those logits differ in the last bits from a whole evaluation, enough
                 # to change a draw at temperature 1 (measured: the same request and seed answered differently after
-                # itself than after another request). Costs the prompt cache, for seeded requests only.
+                # itself than after another request). Costs the prompt cache, for seeded requests only (and for
+                # every request under prompt_cache: false).
                 loaded.llm.reset()
             cached = _cached_prefix(loaded.llm, tokens)
             try:
@@ -547,11 +548,15 @@ def _repeat_watch(llm: Any, n_prompt: int, fmt: ToolFormat,
 
 
 def _cached_prefix(llm: Any, tokens: list[int]) -> int:
-    """The prompt tokens llama-cpp-python will take from its KV cache for ``tokens``: the common prefix with what the
-    cache holds, less the one token it evaluates again when the whole prompt is cached (llama.py's ``generate``)."""
-    if not llm.n_tokens:
+    """The prompt tokens llama-cpp-python will take from its KV cache for ``tokens`` (llama.py's ``generate``): the
+    common prefix with what the cache holds, less the one token it evaluates again when the whole prompt is cached,
+    unless the cache holds exactly this prompt with live logits; none for a model whose cache cannot be cut."""
+    if not llm.n_tokens or getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
         return 0
-    return min(llm.longest_token_prefix(llm._input_ids.tolist(), tokens), max(len(tokens) - 1, 0))
+    prefix = llm.longest_token_prefix(llm._input_ids.tolist(), tokens)
+    if prefix == len(tokens) == llm.n_tokens and not getattr(llm, "_requires_eval", True):
+        return prefix
+    return min(prefix, max(len(tokens) - 1, 0))
 
 
 def _timeout(model: str, job: _Job, during: str) -> LLMError:

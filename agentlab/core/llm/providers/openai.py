@@ -50,6 +50,14 @@ _DRAIN_S = 1.0
 _timeout_at = asyncio.timeout_at
 
 
+def usage_of(usage: dict[str, Any]) -> Usage:
+    """An OpenAI-shaped ``usage`` object as ``Usage``, the prompt tokens the server read from its cache included
+    (``prompt_tokens_details.cached_tokens``: OpenAI's prompt caching, another agentlab gateway's local models)."""
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                 cached_tokens=(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
+
+
 class _Secret:
     """Holds the API key for scrubbing only; its repr never shows the value."""
 
@@ -470,7 +478,7 @@ class OpenAIProvider:
                 raise self._error("empty", model, "the answer has no text", status=response.status_code)
         usage = data.get("usage")
         if usage:
-            used = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+            used = usage_of(usage)
         else:
             used = Usage()
         if log.isEnabledFor(logging.DEBUG):
@@ -565,7 +573,7 @@ class OpenAIProvider:
             if (not text or text.isspace()) and not tool_calls:
                 raise self._error("empty", model, "the stream has no text", status=response.status_code)
             if usage:
-                used = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+                used = usage_of(usage)
             else:  # the server ignored include_usage: one chunk is about one token, the prompt is unknown
                 used = Usage(0, len(parts), reported=False)
             if log.isEnabledFor(logging.DEBUG):
@@ -655,8 +663,7 @@ class OpenAIProvider:
         usage = data.get("usage") or {}
         if text:
             yield StreamDelta(text)
-        yield Completion(text=text, model=model, usage=Usage(usage.get("prompt_tokens") or 0,
-                                                             usage.get("completion_tokens") or 0),
+        yield Completion(text=text, model=model, usage=usage_of(usage),
                          latency_s=latency, ttft_s=latency, finish_reason=data["choices"][0].get("finish_reason"),
                          tool_calls=calls_from_message(message))
 
