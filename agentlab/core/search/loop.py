@@ -48,7 +48,7 @@ class StopReason(str):
         reason.kind = kind
         return reason
 
-    def __getnewargs__(self) -> tuple[str, str]:  # pickle and copy rebuild it from both
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]  # pickle and copy rebuild it from both
         return self.kind, str(self)
 
 
