@@ -353,7 +353,7 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     """OpenAI's ``usage``; the prompt tokens the model read from its cache as ``prompt_tokens_details.cached_tokens``
     (a local model's KV cache of the prefix it shares with its last request) when there were any."""
     body: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+                            "total_tokens": usage.total_tokens}
     if usage.cached_tokens:
         body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     return body

@@ -278,7 +278,7 @@ def response_body(ident: str, created: int, req: ResponsesRequest, output: list[
             "input_tokens": usage.prompt_tokens,
             "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
             "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens},
+            "total_tokens": usage.total_tokens},
     }
     if meta is not None:
         body["agentlab"] = meta

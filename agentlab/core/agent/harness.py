@@ -160,8 +160,8 @@ class Step(_Middleware):
         usage = _prompt_usage(reply)
         counts["prompt_tokens"] += usage["prompt_tokens"]
         counts["cached_tokens"] += usage["cached_tokens"]
-        if reply.usage_metadata:  # the largest prompt so far: what the model's context must hold
-            counts["largest_prompt_tokens"] = max(counts["largest_prompt_tokens"], reply.usage_metadata["input_tokens"])
+        # the largest prompt so far: what the model's context must hold
+        counts["largest_prompt_tokens"] = max(counts["largest_prompt_tokens"], usage["prompt_tokens"])
         counts["invalid_tool_calls"] += meta.get("invalid_tool_calls", 0)
         counts["seconds"] += meta.get("seconds", 0.0)
         if not reply.tool_calls:
