@@ -200,12 +200,15 @@ def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal
     sampler = kept_sampler(ctx, kind)
     dists, tried = ctx.space.distributions(), set(ctx.tried)
     out: list[Proposal] = []
+    def judge(params: dict[str, Any]) -> str | None:  # invalid or repeated: it moves on
+        exp = to_experiment(params)
+        return None if exp is not None and experiment_key(exp) not in tried else "skip"
+
     for asked in range(TRIES):
-        trial = sampler.ask(dists, explore=bool(out))
-        exp = to_experiment(trial.params)
-        fresh = exp is not None and experiment_key(exp) not in tried
-        attrs = sampler.tell(trial, "run" if fresh and not out else "skip")  # invalid or repeated: it moves on
-        if fresh:
+        params, judged, attrs = sampler.draw(dists, judge, verdict=lambda v: "run" if v is None and not out else "skip",
+                                             explore=bool(out))
+        exp = to_experiment(params)
+        if judged is None:
             assert exp is not None
             generation = {k: v for k, v in attrs.items() if k.endswith(":generation")}
             out.append(ctx._proposal(exp, kind, {"optuna": generation} if generation else {}))

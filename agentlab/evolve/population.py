@@ -1,26 +1,23 @@
-"""The population store: every individual of an evolve run is one trial of an Optuna study, so workers on several
-machines can share it through any Optuna storage (SQLite in the run folder by default; a PostgreSQL / MySQL URL or
-a journal file on a shared disk for several machines).
+"""The population store: every individual of an evolve run is one trial of an Optuna study, run by the search loop
+every search shares (``core.search.loop.SearchLoop``), so workers on several machines can share it through any
+Optuna storage (SQLite in the run folder by default; a PostgreSQL / MySQL URL or a journal file on a shared disk for
+several machines).
 
-- An individual waiting to be scored is a ``WAITING`` trial whose user attrs hold its id, generation, adapter
-  folder and lineage (parents, weights, rank, mutation).
-- A worker claims one by moving it to ``RUNNING`` (``core.search.engine.TrialStore.claim``, the claims of every
-  search): the storage refuses a second claim where the database locks the row (PostgreSQL, MySQL; a journal file
-  replays claims in order). SQLite has no row locks: two processes could both read WAITING and both claim (seen
-  here with two workers), so on SQLite claims also take an exclusive file lock beside the database. The worker
-  stores the scores in user attrs and completes the trial with the task accuracy as its value, or fails it with the
-  error. Several machines need PostgreSQL / MySQL or a journal
-  file on a shared disk, not SQLite.
+- A generation is a group of trials the loop queues (``WAITING``) at once; its individual (id, generation, adapter
+  folder, lineage: parents, weights, rank, mutation) is in the trial's plan (``plan.extra.individual``).
+- A worker claims them ``batch`` at a time (``core.search.engine.TrialStore.claim``, the claims of every search:
+  the storage refuses a second claim where the database locks the row; on SQLite an exclusive file lock beside the
+  database), scores them together and completes each trial with its task score as the value and every score in its
+  outcome, or fails it with the error. Several machines need PostgreSQL / MySQL or a journal file on a shared disk.
 - The study's user attrs hold what every worker needs (``settings``: the base model, the fitness questions, the
   debate; ``reference``: the seeds' own debate) and which individuals make up each generation (``population_K``).
 
-A finished (``COMPLETE`` or ``FAIL``) trial is never scored again: that is what ``--resume`` relies on. A ``RUNNING``
-trial left by a killed worker on this host goes back to ``WAITING`` when the run resumes.
+A finished trial is never scored again: that is what ``--resume`` relies on. A ``RUNNING`` trial left by a killed
+worker on this host goes back to ``WAITING`` when the run resumes, and runs first.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +26,9 @@ if TYPE_CHECKING:
 
 from agentlab.core.errors import ConfigError
 from agentlab.core.search.engine import storage_object, store_of
+from agentlab.core.search.records import A_OUTCOME, A_PLAN
 from agentlab.core.search.study import attach_opened, open_storage, open_study, quiet
 
-log = logging.getLogger(__name__)
 STUDY = "evolve"
 
 
@@ -85,46 +82,20 @@ class Population:
     # ------------------------------------------------------------------ individuals
 
     def individuals(self) -> dict[str, dict[str, Any]]:
-        """Every individual by id: its user attrs plus ``state`` (waiting, running, complete, fail) and ``trial``."""
+        """Every individual by id: its lineage, ``state`` (waiting, running, complete, fail), ``trial``, the
+        ``worker`` that claimed it and, once scored, its scores (or its ``error``)."""
         out: dict[str, dict[str, Any]] = {}
         for trial in self.store.trials():
-            attrs = dict(trial.user_attrs)
-            if "id" in attrs:
-                out[attrs["id"]] = {**attrs, "state": trial.state.name.lower(), "trial": trial.number}
+            plan = trial.user_attrs.get(A_PLAN, {})
+            ind = plan.get("extra", {}).get("individual")
+            if ind is None:
+                continue
+            state = trial.state.name.lower()
+            row = {**ind, "state": state, "trial": trial.number, "worker": plan.get("worker")}
+            outcome = trial.user_attrs.get(A_OUTCOME, {})
+            if state == "complete":
+                row.update({k: v for k, v in outcome.get("metrics", {}).items() if k != "value"})
+            elif state == "fail":
+                row["error"] = str(outcome.get("reason") or "interrupted").removeprefix("failed: ")
+            out[ind["id"]] = row
         return out
-
-    def add(self, record: dict[str, Any]) -> int:
-        """A new individual, waiting to be scored; its trial number."""
-        from optuna.trial import TrialState
-
-        return self.store.create(state=TrialState.WAITING, user_attrs=record)
-
-    def claim(self, limit: int, worker: str) -> list[dict[str, Any]]:
-        """Up to ``limit`` waiting individuals, now ``RUNNING`` for ``worker``; none that another worker claimed."""
-        claimed = self.store.claim(limit, accept=lambda t: "id" in t.user_attrs, attrs=lambda t: {"worker": worker})
-        return [{**trial.user_attrs, "worker": worker, "trial": trial.number} for trial in claimed]
-
-    def complete(self, trial: int, scores: dict[str, Any]) -> bool:
-        """Store the scores and finish the trial; False when another worker finished it first (a claim requeued by
-        a resume while its worker still ran: wasted work, and the first scores stay)."""
-        if not self.store.finish(trial, [float(scores["task"])], attrs=scores):
-            log.warning("trial %d was finished by another worker; these scores are dropped", trial)
-            return False
-        return True
-
-    def fail(self, trial: int, error: str) -> bool:
-        from optuna.trial import TrialState
-
-        if not self.store.finish(trial, state=TrialState.FAIL, attrs={"error": error}):
-            log.warning("trial %d was finished by another worker", trial)
-            return False
-        return True
-
-    def requeue_running(self) -> int:
-        """Claims left by workers on this host that are gone (killed, crashed) go back to waiting; returns how many."""
-        return len(self.store.recover())
-
-    def waiting(self) -> int:
-        from optuna.trial import TrialState
-
-        return len(self.store.trials((TrialState.WAITING,)))

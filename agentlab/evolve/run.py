@@ -26,12 +26,13 @@ Run folder (``runs/evolve/<timestamp>-<name>/``)::
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
 from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
@@ -40,6 +41,7 @@ from agentlab.core.models.adapters import logit_changes, persona_adapters, read_
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
+from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
 from agentlab.core.search.study import open_storage
 from agentlab.core.skills import mixed_file
 from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
@@ -49,7 +51,7 @@ from agentlab.evolve.population import Population, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 from agentlab.evolve.search import budget, cma_ask, fixed_spec
-from agentlab.evolve.worker import failure_line, spawn, work
+from agentlab.evolve.worker import evolve_loop, failure_line, spawn
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
@@ -172,9 +174,6 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     start = time.perf_counter()
     pop = open_population(cfg.store, run_dir.path, create=True)
     settings = _settings(cfg, pop, fitness, validation or [], test, run_dir)
-    requeued = pop.requeue_running()
-    if requeued:
-        say(f"resuming: {requeued} individuals that were being scored go back to the queue")
     n = len(settings.questions)
     if pop.attr("reference") is None and settings.coop:
         bar = progress.task("the seeds' own debate (reference)", total=len(settings.seeds) * n + n)
@@ -184,19 +183,40 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         pop.set_attr("reference", reference(settings))  # no cooperation part: no debate, nothing asked
     ref = pop.attr("reference")
     say(fitness_line(cfg.fitness.model_dump(), settings.score, n, cfg.novelty))
-    # progress ticks per individual: its greedy answers (fitness, and validation under accuracy), its debates
-    ticks = n + (len(settings.validation) if settings.score != "loglik" else 0) + (n if settings.coop else 0)
-    history: list[dict[str, Any]] = []
-    for k in range(cfg.generations + 1):
-        members = pop.members(k)
-        if members is None:
-            members = breed(cfg, pop, k, run_dir, history)
-        _score(cfg, pop, k, members, run_dir, progress, say, providers, ticks)
-        history.append(generation_row(cfg, pop.individuals(), k, members))
-        best = history[-1]["best"]
-        say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
-            f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {history[-1]['mean']['fitness']:.3f}")
-    baselines = run_baselines(cfg, pop, run_dir, progress, say, providers, ticks)
+    scored = Scored(pop, run_dir, say)
+    breeder = Breeder(cfg, pop, run_dir, say, scored)
+
+    def on_event(kind: str, **data: Any) -> None:
+        if kind == "trial":
+            scored()
+        elif kind == "recovered":
+            say(f"resuming: {len(data['trials'])} individuals that were being scored go back to the queue")
+
+    def start_workers(numbers: list[int]) -> None:
+        if cfg.workers > 1:
+            store = cfg.store or f"sqlite:///{run_dir.file('population.db').resolve()}"
+            procs = spawn(store, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"))
+            while any(p.poll() is None for p, _ in procs):
+                time.sleep(2)
+                scored()
+            for p, log_file in procs:
+                if p.returncode:
+                    say(f"a worker exited with {p.returncode} ({failure_line(log_file)}); its log: {log_file}; "
+                        "what it left is scored here")
+            scored()
+
+    evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
+                seed=cfg.seed, on_event=on_event, progress=progress, run_dir=str(run_dir.path),
+                domain=lambda records: PlanContext(records, 0), on_queued=start_workers).run()
+    try:  # generations of elites alone, after the budget was spent: stored, nothing to score
+        unscored = breeder.propose_group(PlanContext(cast(Any, None), 0))
+    except NoProposal:
+        unscored = []
+    if unscored:
+        raise AgentlabError(f"the search stopped with {len(unscored)} individuals not scored",
+                            hint="see events.jsonl; resume the run: agentlab evolve run --resume RUN")
+    history = breeder.history()
+    baselines = {name: pop.members(f"baseline_{name}") or [] for name in baseline_names(cfg)}
     individuals = pop.individuals()
     best, picks = final_picks(cfg, individuals, history, baselines)
     final = pop.attr("final")
@@ -234,6 +254,95 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
     return settings
 
 
+class Breeder:
+    """evolve's planner on the search loop: each group it proposes is the next generation (``breed``: the GA, or
+    a search over blend weights), then the baselines; asked only once the last group is scored (``generations``).
+    A generation stored but not all queued (a crash while breeding) is bred again, identically, and its missing
+    individuals proposed."""
+
+    name = "evolve"
+
+    def __init__(self, cfg: EvolveConfig, pop: Population, run_dir: RunDir, say: Callable[[str], None],
+                 scored: Scored):
+        self.cfg, self.pop, self.run_dir, self.say, self.scored = cfg, pop, run_dir, say, scored
+        self.announced: set[int] = set()
+
+    def propose(self, ctx: PlanContext) -> Proposal:
+        raise NoProposal("evolve proposes whole generations")
+
+    def propose_group(self, ctx: PlanContext) -> list[Proposal]:
+        self.scored()
+        new: list[dict[str, Any]] = []
+        while not new:  # a generation of elites alone (the budget spent) has nothing to score: the next one
+            history = self.history(until_missing=True)
+            k = len(history)
+            if k <= self.cfg.generations:
+                breed(self.cfg, self.pop, k, self.run_dir, history, new)
+            elif self.pop.attr("baselines_bred") is None:
+                breed_baselines(self.cfg, self.pop, self.run_dir, new)
+                self.pop.set_attr("baselines_bred", True)
+            else:
+                raise NoProposal("every generation and baseline is scored")
+        return [Proposal({}, {}, str(ind["origin"]), f"{ind['id']}: " + (
+            f"generation {ind['generation']}" if ind.get("baseline") is None else f"baseline {ind['baseline']}"),
+            extra={"individual": ind}) for ind in new]
+
+    def history(self, *, until_missing: bool = False) -> list[dict[str, Any]]:
+        """The fitness row of each generation whose individuals are all scored (each announced once)."""
+        individuals = self.pop.individuals()
+        rows: list[dict[str, Any]] = []
+        for k in range(self.cfg.generations + 1):
+            members = self.pop.members(k)
+            if members is None or any(individuals.get(m, {}).get("state") not in ("complete", "fail")
+                                      for m in members):
+                if until_missing:
+                    break
+                raise AgentlabError(f"gen {k} was not scored", hint="resume the run: agentlab evolve run --resume RUN")
+            rows.append(generation_row(self.cfg, individuals, k, members))
+            if k not in self.announced:
+                self.announced.add(k)
+                best, mean = rows[-1]["best"], rows[-1]["mean"]
+                self.say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
+                         f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {mean['fitness']:.3f}")
+        return rows
+
+    def report(self, results: Any) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        return None
+
+
+class Scored:
+    """One ``scored`` event per individual once it is scored (by this process or a worker), even across a resume."""
+
+    def __init__(self, pop: Population, run_dir: RunDir, say: Callable[[str], None]):
+        self.pop, self.run_dir, self.say = pop, run_dir, say
+        path = run_dir.file("events.jsonl")
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+        self.seen = {event.get("id") for event in map(_event, lines) if event.get("kind") == "scored"}
+
+    def __call__(self) -> None:
+        for m, ind in self.pop.individuals().items():
+            if m in self.seen or ind["state"] not in ("complete", "fail"):
+                continue
+            self.seen.add(m)
+            if ind["state"] == "fail":
+                self.run_dir.event("scored", id=m, generation=ind["generation"], error=ind["error"])
+                self.say(f"{m}: error: {ind['error']}")
+            else:
+                self.run_dir.event("scored", id=m, generation=ind["generation"], task=ind["task"], coop=ind["coop"],
+                                   seconds=ind["seconds"])
+
+
+def _event(line: str) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError:  # the line a kill cut short
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
 # ---------------------------------------------------------------------- breeding
 
 
@@ -241,21 +350,20 @@ def _rank(path: str | Path) -> int:
     return int(read_adapter(path).get("r") or 8)
 
 
-def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, history: list[dict[str, Any]]) -> list[str]:
-    """Generation ``k``'s members: created (adapter folders written, individuals queued) and stored. The random draws
-    are the same on every call for the same seed and scores, so a crash while breeding breeds the same children."""
+def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, history: list[dict[str, Any]],
+          new: list[dict[str, Any]]) -> list[str]:
+    """Generation ``k``'s members, stored; the individuals not in the store yet (adapter folders written) appended to
+    ``new``, for the loop to queue. The random draws are the same on every call for the same seed and scores, so a
+    crash while breeding breeds the same children."""
     if cfg.search != "ga":
-        return breed_weights(cfg, pop, k, run_dir, history)
+        return breed_weights(cfg, pop, k, run_dir, history, new)
     last = history[-1] if history else None
     rng = random.Random(f"{cfg.seed}:{k}")
     known = pop.individuals()
     if k == 0:
         members = [p.name for p in cfg.seeds]
-        for path in cfg.seeds:
-            if path.name not in known:
-                pop.add({"id": path.name, "generation": 0, "origin": "seed", "path": str(path), "parents": [],
-                         "weights": [], "rank": _rank(path)})
-        known = pop.individuals()
+        new += [_seed(path) for path in cfg.seeds if path.name not in known]
+        known = {**known, **{ind["id"]: ind for ind in new}}
         pool = list(members)
 
         def pick() -> list[str]:
@@ -287,26 +395,31 @@ def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, history: 
         child = f"g{k}c{j}"
         members.append(child)
         if child not in known:
-            _make_child(cfg, pop, k, child, [known[p] for p in parents],
-                        [alpha, 1 - alpha] if len(parents) == 2 else [1.0], noise_seed, run_dir)
+            new.append(_make_child(cfg, k, child, [known[p] for p in parents],
+                                   [alpha, 1 - alpha] if len(parents) == 2 else [1.0], noise_seed, run_dir))
     pop.set_members(k, members)
     return members
 
 
-def _make_child(cfg: EvolveConfig, pop: Population, k: int, child: str, parents: list[dict[str, Any]],
-                weights: list[float], noise_seed: int, run_dir: RunDir) -> None:
+def _seed(path: Path) -> dict[str, Any]:
+    return {"id": path.name, "generation": 0, "origin": "seed", "path": str(path), "parents": [], "weights": [],
+            "rank": _rank(path)}
+
+
+def _make_child(cfg: EvolveConfig, k: int, child: str, parents: list[dict[str, Any]], weights: list[float],
+                noise_seed: int, run_dir: RunDir) -> dict[str, Any]:
     folder = run_dir.file("adapters", f"gen_{k}", child)
     rank = min(sum(int(p["rank"]) for p in parents), cfg.max_rank)
     result = blend_adapters([p["path"] for p in parents], weights, folder, rank=rank, mut=cfg.mut,
                             mut_std=cfg.mut_std, seed=noise_seed, force=True)
-    pop.add({"id": child, "generation": k, "origin": "blend", "path": str(folder),
-             "parents": [p["id"] for p in parents], "weights": [round(w, 4) for w in weights], "rank": rank,
-             "discarded_energy": result.discarded_energy, "mut": cfg.mut, "mut_std": cfg.mut_std,
-             "noise_seed": noise_seed})
+    return {"id": child, "generation": k, "origin": "blend", "path": str(folder),
+            "parents": [p["id"] for p in parents], "weights": [round(w, 4) for w in weights], "rank": rank,
+            "discarded_energy": result.discarded_energy, "mut": cfg.mut, "mut_std": cfg.mut_std,
+            "noise_seed": noise_seed}
 
 
-def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
-                  history: list[dict[str, Any]]) -> list[str]:
+def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, history: list[dict[str, Any]],
+                  new: list[dict[str, Any]]) -> list[str]:
     """Generation ``k`` of a search over the seeds' blend weights (``search.py``): gen_0 is the seeds and the first
     proposals; each later generation carries the ``elite`` best so far and adds ``population - elite`` proposals,
     until the search's budget is spent (uniform: one child in all)."""
@@ -314,10 +427,8 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
     total = budget(cfg, cfg.search, len(seeds), baseline=False)
     if k == 0:
         members, start, count = list(seeds), 0, cfg.population - len(seeds)
-        for path in cfg.seeds:
-            if path.name not in pop.individuals():
-                pop.add({"id": path.name, "generation": 0, "origin": "seed", "path": str(path), "parents": [],
-                         "weights": [], "rank": _rank(path)})
+        known = pop.individuals()
+        new += [_seed(path) for path in cfg.seeds if path.name not in known]
     else:
         ranked = sorted((r for r in history[-1]["members"] if r["fitness"] is not None), key=lambda r: -r["fitness"])
         members = [r["id"] for r in ranked[:cfg.elite]]
@@ -341,13 +452,13 @@ def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir,
         child = f"g{k}c{j}"
         members.append(child)
         if child not in known:
-            _make_spec_child(cfg, pop, k, child, spec, run_dir.file("adapters", f"gen_{k}", child))
+            new.append(_make_spec_child(cfg, k, child, spec, run_dir.file("adapters", f"gen_{k}", child)))
     pop.set_members(k, members)
     return members
 
 
-def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, child: str, spec: dict[str, Any],
-                     folder: Path, baseline: str | None = None) -> None:
+def _make_spec_child(cfg: EvolveConfig, generation: int | str, child: str, spec: dict[str, Any], folder: Path,
+                     baseline: str | None = None) -> dict[str, Any]:
     """A child of every seed as ``spec`` says (an exact blend with its weights, or TIES), queued for scoring."""
     seeds: list[str | Path] = [str(p) for p in cfg.seeds]
     rank = min(sum(_rank(p) for p in seeds), cfg.max_rank)
@@ -355,39 +466,36 @@ def _make_spec_child(cfg: EvolveConfig, pop: Population, generation: int | str, 
         result = ties_merge(seeds, folder, density=spec["density"], scale=spec["scale"], rank=rank, force=True)
     else:
         result = blend_adapters(seeds, spec["weights"], folder, rank=rank, force=True)
-    pop.add({"id": child, "generation": generation, "origin": spec["method"], "path": str(folder),
-             "parents": [p.name for p in cfg.seeds], "weights": spec["weights"], "rank": rank,
-             "discarded_energy": result.discarded_energy, "baseline": baseline,
-             **{key: spec[key] for key in ("density", "scale", "cma") if key in spec}})
+    return {"id": child, "generation": generation, "origin": spec["method"], "path": str(folder),
+            "parents": [p.name for p in cfg.seeds], "weights": spec["weights"], "rank": rank,
+            "discarded_energy": result.discarded_energy, "baseline": baseline,
+            **{key: spec[key] for key in ("density", "scale", "cma") if key in spec}}
 
 
-def run_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, progress: Progress,
-                  say: Callable[[str], None], providers: dict[str, Provider] | None,
-                  ticks: int) -> dict[str, list[str]]:
-    """The merge baselines (``cfg.baselines`` other than the search itself), ``baseline_budget`` children each,
-    created once and scored together (workers included); their ids by baseline."""
-    out: dict[str, list[str]] = {}
+def breed_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, new: list[dict[str, Any]]) -> None:
+    """The merge baselines (``cfg.baselines`` other than the search itself), ``baseline_budget`` children each:
+    stored, and the ones not in the store yet appended to ``new`` (one group: scored together, workers included)."""
     seeds = len(cfg.seeds)
-    for name in dict.fromkeys(cfg.baselines):
-        if name == cfg.search:
-            continue
-        members = pop.members(f"baseline_{name}")
-        if members is None:
-            known = pop.individuals()
-            total = budget(cfg, name, seeds, baseline=True)
-            members = []
-            for j in range(total):
-                child = f"{name}{j}"
-                members.append(child)
-                if child not in known:
-                    _make_spec_child(cfg, pop, "baseline", child, fixed_spec(cfg, name, j, total, seeds),
-                                     run_dir.file("adapters", "baselines", child), baseline=name)
-            pop.set_members(f"baseline_{name}", members)
-        out[name] = members
-    every = [m for ids in out.values() for m in ids]
-    if every:
-        _score(cfg, pop, "baseline", every, run_dir, progress, say, providers, ticks)
-    return out
+    known = pop.individuals()
+    for name in baseline_names(cfg):
+        total = budget(cfg, name, seeds, baseline=True)
+        members = [f"{name}{j}" for j in range(total)]
+        for j, child in enumerate(members):
+            if child not in known:
+                new.append(_make_spec_child(cfg, "baseline", child, fixed_spec(cfg, name, j, total, seeds),
+                                            run_dir.file("adapters", "baselines", child), baseline=name))
+        pop.set_members(f"baseline_{name}", members)
+
+
+def baseline_names(cfg: EvolveConfig) -> list[str]:
+    return [name for name in dict.fromkeys(cfg.baselines) if name != cfg.search]
+
+
+def total_trials(cfg: EvolveConfig) -> int:
+    """Every individual the run scores: the seeds, the search's children and the baselines'."""
+    n = len(cfg.seeds)
+    return n + budget(cfg, cfg.search, n, baseline=False) + sum(budget(cfg, b, n, baseline=True)
+                                                                for b in baseline_names(cfg))
 
 
 def selection_score(ind: dict[str, Any]) -> float:
@@ -439,46 +547,6 @@ def best_row(individuals: dict[str, dict[str, Any]], history: list[dict[str, Any
 
 
 # ---------------------------------------------------------------------- scoring
-
-
-def _score(cfg: EvolveConfig, pop: Population, k: int | str, members: list[str], run_dir: RunDir, progress: Progress,
-           say: Callable[[str], None], providers: dict[str, Provider] | None, ticks: int) -> None:
-    label = f"gen {k}" if isinstance(k, int) else f"{k}s"
-    individuals = pop.individuals()
-    waiting = [m for m in members if individuals[m]["state"] == "waiting"]
-    if not waiting:
-        return
-    born = [m for m in members if individuals[m]["generation"] == k]
-    done = len(born) - len([m for m in born if m in waiting])
-    if done:
-        say(f"{label}: {done} of its {len(born)} new individuals already scored; not scored again")
-    bar = progress.task(f"{label}: scoring {len(waiting)}", total=len(waiting) * ticks)
-
-    def scored(ind: dict[str, Any], result: dict[str, Any] | str) -> None:
-        if isinstance(result, str):
-            run_dir.event("scored", id=ind["id"], generation=k, error=result)
-            say(f"{ind['id']}: error: {result}")
-        else:
-            run_dir.event("scored", id=ind["id"], generation=k, task=result["task"], coop=result["coop"],
-                          seconds=result["seconds"])
-
-    if cfg.workers > 1:
-        store = cfg.store or f"sqlite:///{run_dir.file('population.db').resolve()}"
-        procs = spawn(store, min(cfg.workers, len(waiting)), cfg.batch, run_dir.file("workers"))
-        while any(p.poll() is None for p, _ in procs):
-            time.sleep(2)
-            now = pop.individuals()
-            bar.update(completed=sum(now[m]["state"] in ("complete", "fail") for m in waiting) * ticks)
-        for p, log_file in procs:
-            if p.returncode:
-                say(f"a worker exited with {p.returncode} ({failure_line(log_file)}); its log: {log_file}; "
-                    "what it left is scored here")
-        now = pop.individuals()
-        for m in waiting:
-            if now[m]["state"] in ("complete", "fail"):
-                scored(now[m], str(now[m].get("error")) if now[m]["state"] == "fail" else now[m])
-    pop.requeue_running()  # a worker that died left its claim
-    work(pop, batch=cfg.batch, providers=providers, tick=bar.advance, on_scored=scored)
 
 
 # ---------------------------------------------------------------------- fitness

@@ -90,8 +90,7 @@ def cma_ask(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], history: 
     if n and not any(ind.get("origin") == "cmaes" for ind in individuals.values()):
         specs.append({"method": "cmaes", "weights": [round((low + high) / 2, 6)] * seeds, "cma": {}})
     while len(specs) < n:
-        trial = sampler.ask(space)
-        attrs = sampler.tell(trial, "run")
-        specs.append({"method": "cmaes", "weights": [min(high, max(low, round(trial.params[f"w{i}"], 6)))
+        params, _, attrs = sampler.draw(space, lambda params: None)
+        specs.append({"method": "cmaes", "weights": [min(high, max(low, round(params[f"w{i}"], 6)))
                                                      for i in range(seeds)], "cma": attrs})
     return specs

@@ -1,22 +1,28 @@
-"""Workers: claim waiting individuals from the population store, score them, store the scores.
+"""What a trial of evolve runs, and its workers.
 
-The run scores in process with ``workers: 1``; with ``workers: N`` it starts N processes of ``agentlab evolve worker
---store URL`` on this machine and waits for them; on other machines, the same command with the run's store URL (a
-database both reach, and the adapter folders on a shared disk at the same path) adds workers to a running evolve.
+A trial scores one individual (``score.score_batch``); the search loop claims ``batch`` waiting trials at a time and
+scores them together (their requests share the loaded model). The run scores in process with ``workers: 1``; with
+``workers: N`` it starts N processes of ``agentlab evolve worker --store URL`` here once a generation is queued and
+waits for them; on other machines, the same command with the run's store URL (a database both reach, and the
+adapter folders on a shared disk at the same path) adds workers to a running evolve.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from agentlab.core.search.evaluator import Decision
+from agentlab.core.search.loop import SearchLoop, StopRules, TrialFailed
+from agentlab.core.search.planners import Planner
+from agentlab.core.search.records import A_PLAN, TrialRecord
+from agentlab.core.search.space import SearchSpace
 from agentlab.evolve.population import Population
 from agentlab.evolve.score import ScoreSettings, score_batch
 
@@ -26,50 +32,77 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def individual(pop: Population, number: int) -> dict[str, Any]:
+    """The individual trial ``number`` scores (its lineage, as bred)."""
+    return dict(pop.store.get(number).user_attrs[A_PLAN]["extra"]["individual"])
 
 
-def work(pop: Population, *, batch: int, providers: dict[str, Provider] | None = None,
-         tick: Callable[[], None] = lambda: None,
-         on_scored: Callable[[dict[str, Any], dict[str, Any] | str], None] | None = None) -> int:
-    """Score waiting individuals ``batch`` at a time until none waits; returns how many this worker scored."""
-    settings = ScoreSettings.from_dict(pop.attr("settings"))
-    ref = pop.attr("reference")
-    me = worker_name()
-    done = 0
-    while True:
-        claimed = pop.claim(batch, me)
-        if not claimed:
-            return done
-        log.info("%s scoring %s", me, ", ".join(ind["id"] for ind in claimed))
-        scores = score_batch(settings, ref, claimed, providers=providers, tick=tick)
-        for ind in claimed:
+class Scorer:
+    """The objective of evolve's trials: the scores of the individuals they hold (``plan.extra.individual``), the
+    task score as the value."""
+
+    def __init__(self, pop: Population, batch: int, providers: dict[str, Provider] | None = None):
+        self.pop, self.batch, self.providers = pop, batch, providers
+        self.settings: ScoreSettings | None = None  # read from the store at the first trial: the run stores them
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        return []
+
+    def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
+        out = self.run_batch([(number, params)])[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def run_batch(self, items: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any] | BaseException]:
+        individuals = [individual(self.pop, number) for number, _ in items]
+        log.info("scoring %s", ", ".join(ind["id"] for ind in individuals))
+        if self.settings is None:
+            self.settings = ScoreSettings.from_dict(self.pop.attr("settings"))
+        scores = score_batch(self.settings, self.pop.attr("reference"), individuals, providers=self.providers)
+        out: list[dict[str, Any] | BaseException] = []
+        for ind in individuals:
             result = scores[ind["id"]]
-            if isinstance(result, str):
-                stored = pop.fail(ind["trial"], result)
-            else:
-                stored = pop.complete(ind["trial"], {**result, "worker": me, "scored_at": time.time()})
-            if stored and on_scored is not None:
-                on_scored(ind, result)
-            done += stored
+            out.append(TrialFailed(result) if isinstance(result, str) else
+                       {**result, "value": result["task"], "scored_at": time.time()})
+        return out
 
 
-def serve(pop: Population, *, batch: int, wait: bool, poll_s: float = 5.0,
-          announce: Callable[[str], None] = log.info) -> int:
-    """``agentlab evolve worker``: work until the run is finished (``wait``) or until nothing waits."""
-    total = 0
-    while True:
-        total += work(pop, batch=batch, on_scored=lambda ind, r: announce(
-            f"{ind['id']}: " + (f"error: {r}" if isinstance(r, str) else
-                                f"task {r['task']:.3f}, coop {r['coop']:+.3f} ({r['seconds']:.0f} s)")))
-        if not wait or pop.attr("finished"):
-            return total
-        time.sleep(poll_s)
+class Keep:
+    """Every scored individual is kept: selection reads the fitness of the generation, not the loop's verdict."""
+
+    def decide(self, value: float | None, metrics: dict[str, Any], params: dict[str, Any],
+               best: TrialRecord | None) -> Decision:
+        return Decision(True, "scored", "evolve")
+
+
+def evolve_loop(pop: Population, batch: int, *, planner: Planner | None = None, max_iterations: int = 0,
+                providers: dict[str, Provider] | None = None, **kwargs: Any) -> SearchLoop:
+    """The search loop on the population's study: a run's (``planner`` proposing its generations) or a worker's
+    (no planner: it only claims)."""
+    return SearchLoop(study=pop.study, space=SearchSpace({}), base_params=None,
+                      objective=Scorer(pop, batch, providers), planner=cast(Planner, planner), evaluator=Keep(),
+                      stop=StopRules(max_iterations, generations=True, unit="individual"), metric="task", **kwargs)
+
+
+def serve(pop: Population, *, batch: int, wait: bool, announce: Callable[[str], None] = log.info) -> int:
+    """``agentlab evolve worker``: score waiting individuals until the run is finished (``wait``) or until nothing
+    waits; returns how many this worker scored."""
+    def scored(kind: str, **data: Any) -> None:
+        if kind != "trial":
+            return
+        name = individual(pop, data["number"])["id"]
+        metrics = data.get("metrics") or {}
+        announce(f"{name}: " + (f"error: {data['reason'].removeprefix('failed: ')}" if data["state"] != "complete" else
+                                f"task {metrics['task']:.3f}, coop {metrics['coop']:+.3f} "
+                                f"({metrics['seconds']:.0f} s)"))
+
+    loop = evolve_loop(pop, batch, on_event=scored)
+    return loop.drain(wait=lambda: wait and not pop.attr("finished"))
 
 
 def spawn(store: str, n: int, batch: int, logs: Path) -> list[tuple[subprocess.Popen, Path]]:
-    """``n`` worker processes on this machine, each with its share of the CPU threads and its log in ``logs``."""
+    """``n`` worker processes here, each with its share of the CPU threads and its log in ``logs``."""
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "agentlab", "evolve", "worker", "--store", store, "--batch", str(batch),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +87,30 @@ def test_run_writes_generations_lineage_report_and_scores_each_once(in_tmp: Path
 
 
 def test_population_claims_are_exclusive_and_killed_claims_requeue(tmp_path: Path) -> None:
+    """Individuals are trials the search loop queues; two workers' loops claim them ``batch`` at a time, never the
+    same one, and a claim whose worker is gone goes back to the queue."""
+    from agentlab.core.search.planners import Proposal
+    from agentlab.evolve.worker import evolve_loop
+
     one = open_population(None, tmp_path, create=True)
     two = open_population(f"sqlite:///{tmp_path / 'population.db'}", None, create=False)
+    first_loop, second_loop = evolve_loop(one, 2), evolve_loop(two, 5)
     for i in range(3):
-        one.add({"id": f"x{i}", "generation": 0, "path": "p"})
-    first, second = one.claim(2, "w1"), two.claim(5, "w2")
-    assert [c["id"] for c in first] == ["x0", "x1"] and [c["id"] for c in second] == ["x2"]
-    assert two.claim(5, "w2") == []
-    one.complete(first[0]["trial"], {"task": 0.5})
-    assert one.requeue_running() == 2  # x1 and x2 were claimed by workers that are gone
-    states = {m: i["state"] for m, i in two.individuals().items()}
-    assert states == {"x0": "complete", "x1": "waiting", "x2": "waiting"}
+        first_loop._commit(Proposal({}, {}, "seed", f"x{i}", extra={"individual": {"id": f"x{i}", "generation": 0,
+                                                                                   "path": "p"}}), queued=True)
+    assert {i["state"] for i in two.individuals().values()} == {"waiting"}
+    first, second = first_loop._claim(), second_loop._claim()
+    assert [p.reasoning for _, p in first] == ["x0", "x1"] and [p.reasoning for _, p in second] == ["x2"]
+    assert second_loop._claim() == []
+    trial, proposal = first[0]
+    first_loop._run_trial(trial, proposal, [], {"task": 0.5, "coop": 0.0, "value": 0.5, "seconds": 1.0})
+    gone = f"{socket.gethostname()}:999999999"
+    for number in (first[1][0].number, second[0][0].number):  # claimed by workers that are gone
+        one.store.set_attr(number, "plan", {**one.store.get(number).user_attrs["plan"], "worker": gone})
+    assert len(first_loop.recover()) == 2
+    individuals = two.individuals()
+    assert {m: i["state"] for m, i in individuals.items()} == {"x0": "complete", "x1": "waiting", "x2": "waiting"}
+    assert individuals["x0"]["task"] == 0.5
 
 
 def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(

@@ -11,6 +11,7 @@ Every storage access goes through ``core.search.engine``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -99,7 +100,11 @@ class Objective(Protocol):
     def run(self, number: int, params: dict[str, Any], report: Callable[[int, float], bool]) -> dict[str, Any]:
         """Train/evaluate one trial. Returns metrics with the objective under ``value`` (``pareto``: a list under
         ``values``, one per objective, and a constraint ``violation``, above 0 when infeasible); ``report(step,
-        value)`` returns True when the trial should be pruned (then raise ``Pruned``)."""
+        value)`` returns True when the trial should be pruned (then raise ``Pruned``).
+
+        An objective that scores several trials together (evolve's: several adapters on one loaded model) also has
+        ``batch`` (how many at most) and ``run_batch([(number, params), ...])``, which returns per trial its metrics
+        or the exception ``run`` would have raised (``TrialFailed``)."""
         ...
 
 
@@ -113,6 +118,9 @@ class StopRules:
     own_run: bool = False  # the budget, the base and the stop rules count this run's trials only (a study that runs
     # share to learn from each other, each with its own budget); the planner still sees every trial
     base_first: bool = False  # no other trial is planned until the base finished (compress scores against it)
+    generations: bool = False  # the planner proposes a group at a time (``propose_group``: evolve's generations),
+    # queued as WAITING trials that this worker and any other claim (``batch`` at a time); the next group is planned
+    # only once every trial of the last has finished
     unit: str = "trial"  # what the stop reason counts
 
 
@@ -129,12 +137,13 @@ class SearchOutcome:
 class SearchLoop:
     """Drives one worker. ``planner`` has ``propose(PlanContext) -> Proposal``; ``objective`` is the executor."""
 
-    def __init__(self, *, study: Any, space: SearchSpace, base_params: dict[str, Any], objective: Objective,
+    def __init__(self, *, study: Any, space: SearchSpace, base_params: dict[str, Any] | None, objective: Objective,
                  planner: Planner, evaluator: Evaluator, stop: StopRules, metric: str = "value", seed: int = 0,
                  on_event: Callable[..., None] | None = None,
                  on_trial: Callable[[list[TrialRecord]], None] | None = None, progress: Any = None, run_dir: str = "",
                  summary_metrics: tuple[str, ...] = (),
-                 domain: Callable[[list[TrialRecord]], PlanContext] | None = None):
+                 domain: Callable[[list[TrialRecord]], PlanContext] | None = None,
+                 on_queued: Callable[[list[int]], None] | None = None):
         self.study, self.space, self.base_params = study, space, base_params
         self.objective, self.planner, self.evaluator, self.stop = objective, planner, evaluator, stop
         self.metric, self.seed, self.run_dir, self.summary_metrics = metric, seed, run_dir, summary_metrics
@@ -144,6 +153,7 @@ class SearchLoop:
                                             for d in study.directions]
         self.direction: Direction = self.directions[0]
         self.domain = domain  # the planners' view of the search (None: ``TrialDomain`` over ``space``)
+        self.on_queued = on_queued or (lambda numbers: None)  # a group was queued (evolve starts its workers)
         self.on_event = on_event or (lambda kind, **data: None)
         self.on_trial = on_trial or (lambda records: None)
         self.progress = progress
@@ -155,7 +165,8 @@ class SearchLoop:
         self._samplers: dict[str, KeptSampler] = {}  # one per sampler kind, kept for the search
         self._frozen: list[Any] = []  # the study's trials as ``records`` last read them
         self._current: Any = None  # the trial being run, until its end is recorded
-        space.check_base(base_params)
+        if base_params is not None:  # None: no base trial (evolve's seeds are scored as its first generation)
+            space.check_base(base_params)
 
     # ------------------------------------------------------------------ study state
 
@@ -201,26 +212,48 @@ class SearchLoop:
             (r.state == "running" and r.worker != self.worker) or r.state == "waiting"
             or (r.state == "interrupted" and r.counted) for r in self.mine(records))  # a retry queued, or about to be
 
-    def _retry(self) -> tuple[Any, Proposal] | None:
-        """A trial waiting to run again (its worker died, or Ctrl-C stopped it; or a copy queued by the retry
-        callback on a database server), taken by this worker: the same params, the same plan."""
+    def _claim(self) -> list[tuple[Any, Proposal]]:
+        """Trials waiting to run, taken by this worker (``batch`` of them where the objective scores several
+        together): a queued group's (``generations``), or one to run again (its worker died, or Ctrl-C stopped it;
+        or a copy queued by the retry callback on a database server) with the same params and plan."""
         def mine(trial: Any) -> dict[str, Any]:
             plan = dict(trial.user_attrs.get(R.A_PLAN, {}))
             again = trial.system_attrs.get("failed_trial")
-            plan.update(worker=self.worker, run_dir=self.run_dir, retry_of=trial.number if again is None else again)
+            plan.update(worker=self.worker, run_dir=self.run_dir)
+            if not plan.get("queued") or again is not None:
+                plan["retry_of"] = trial.number if again is None else again
             return {R.A_PLAN: plan}
 
-        claimed = self.store.claim(1, attrs=mine, accept=lambda t: not self.stop.own_run
+        claimed = self.store.claim(max(1, int(getattr(self.objective, "batch", 1))), attrs=mine,
+                                   accept=lambda t: not self.stop.own_run
                                    or t.user_attrs.get(R.A_PLAN, {}).get("run_dir") == self.run_dir)
-        if not claimed:
-            return None
-        frozen = claimed[0]
-        plan = frozen.user_attrs.get(R.A_PLAN, {})
-        failed = frozen.system_attrs.get("failed_trial")
-        why = (f"retry of trial {failed}: its worker died mid-trial" if failed is not None else
-               "run again: it was interrupted before its result was recorded")
-        proposal = Proposal(dict(frozen.params), plan.get("changes", {}), plan.get("planner", "retry"), why)
-        return self.store.trial(frozen.number), proposal
+        out = []
+        for frozen in claimed:
+            plan = frozen.user_attrs.get(R.A_PLAN, {})
+            failed = frozen.system_attrs.get("failed_trial")
+            why = (f"retry of trial {failed}: its worker died mid-trial" if failed is not None else
+                   plan.get("reasoning", "") if plan.get("queued") else
+                   "run again: it was interrupted before its result was recorded")
+            proposal = Proposal(dict(frozen.params), plan.get("changes", {}), plan.get("planner", "retry"), why)
+            if not plan.get("queued") or failed is not None:
+                self.on_event("plan", planner=proposal.planner, changes=proposal.changes,
+                              reasoning=proposal.reasoning, retry_of=frozen.number)
+            out.append((self.store.trial(frozen.number), proposal))
+        return out
+
+    def drain(self, *, wait: Callable[[], bool] = lambda: False) -> int:
+        """A worker that plans nothing (``agentlab evolve worker``): run the trials waiting in the study until none
+        waits and ``wait()`` is False (polling while it is True); returns how many it ran."""
+        ran = 0
+        while True:
+            self.recover()
+            claimed = self._claim()
+            if claimed:
+                ran += sum(why is None for why in self._run_claimed(claimed, self.records()))
+            elif wait():
+                time.sleep(self.store.beat_s)
+            else:
+                return ran
 
     # ------------------------------------------------------------------ planning helpers
 
@@ -262,12 +295,12 @@ class SearchLoop:
         for attempt in range(tries):
             if attempt == tries - fallback:
                 sampler = self._kept("random")
-            trial = sampler.ask(None if self.space.conditional else self.distributions, explore=explore)
-            params = self.space.sample(trial) if self.space.conditional else dict(trial.params)
-            verdict = judge(params)
             # the extra candidates' draws teach nothing: the first sampler sees only its own
-            attrs = sampler.tell(trial, "skip" if explore else verdict or "run", self.space.distributions(params),
-                                 penalize=warm)
+            params, verdict, attrs = sampler.draw(
+                None if self.space.conditional else self.distributions, judge,
+                read=self.space.sample if self.space.conditional else None,
+                verdict=(lambda v: "skip") if explore else None, told=self.space.distributions, explore=explore,
+                penalize=warm)
             if verdict is None:
                 if not explore:  # the sampler's own state (CMA-ES's): kept with the trial if it runs, so the
                     self._sampler_attrs[params_key(params)] = attrs  # mirror's copy of it restores it
@@ -278,8 +311,9 @@ class SearchLoop:
         if self.domain is not None:
             return self.domain(records)
         best = best_of(records, self.direction)
+        base = dict(self.base_params or {})
         domain = TrialDomain(
-            space=self.space, base_params=self.base_params, incumbent=dict(best.params) if best else self.base_params,
+            space=self.space, base_params=base, incumbent=dict(best.params) if best else base,
             records=[r for r in records if r.state != "running"], best=best, metric=self.metric,
             check=self.objective.check, candidate=self._candidate,
             # a failed config is not run again either (the command failed on it: it would fail again)
@@ -288,18 +322,23 @@ class SearchLoop:
         return PlanContext(domain, budget_left=self.stop.max_iterations - self.counted(records), seed=self.seed)
 
     def _propose(self, records: list[TrialRecord]) -> Proposal:
-        if not any(r.state in ("complete", "pruned", "running") for r in self.mine(records)):
+        if self.base_params is not None and not any(r.state in ("complete", "pruned", "running")
+                                                     for r in self.mine(records)):
             return Proposal(dict(self.base_params), {}, "base", "the base config, measured first as the reference")
         return self.planner.propose(self._context(records))
 
     # ------------------------------------------------------------------ one trial
 
-    def _commit(self, proposal: Proposal) -> Any:
+    def _commit(self, proposal: Proposal, *, queued: bool = False) -> Any:
         """Create the trial with exactly the proposed params and its plan in one storage write, so no other worker
         ever sees it half-made: without params (the duplicate check would miss it) or without a worker id
-        (``recover`` would take it for a dead worker's)."""
+        (``recover`` would take it for a dead worker's). ``queued``: WAITING, for whichever worker claims it."""
+        from optuna.trial import TrialState
+
         plan: dict[str, Any] = {"planner": proposal.planner, "changes": proposal.changes,
                                 "reasoning": proposal.reasoning, "worker": self.worker, "run_dir": self.run_dir}
+        if queued:
+            plan["queued"] = True
         if proposal.origin:
             plan.update(origin=proposal.origin, choice=proposal.choice, candidates=proposal.candidates)
         if proposal.warmup:
@@ -313,10 +352,13 @@ class SearchLoop:
                   **proposal.extra.get("optuna", {})} or None
         self._sampler_attrs.clear()
         number = self.store.create(params=proposal.params, system_attrs=system, user_attrs={R.A_PLAN: plan},
-                                   distributions=self.space.distributions(proposal.params))
+                                   distributions=self.space.distributions(proposal.params),
+                                   state=TrialState.WAITING if queued else None)
         return self.store.trial(number)
 
-    def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> TrialRecord:
+    def _execute(self, trial: Any, proposal: Proposal, records: list[TrialRecord],
+                 done: dict[str, Any] | BaseException | None = None) -> TrialRecord:
+        """Run ``trial`` and record its end; ``done``: its outcome already (a batch's), only recorded."""
         import optuna
         from optuna.trial import TrialState
 
@@ -335,8 +377,13 @@ class SearchLoop:
 
         start = time.perf_counter()
         try:
-            with self.store.beating(trial.number):  # a database server: proof of life
-                metrics = self.objective.run(trial.number, dict(proposal.params), report)
+            if isinstance(done, BaseException):
+                raise done
+            if done is not None:
+                metrics = done
+            else:
+                with self.store.beating(trial.number):  # a database server: proof of life
+                    metrics = self.objective.run(trial.number, dict(proposal.params), report)
         except (KeyboardInterrupt, TrialAborted):
             try:  # back to WAITING: --resume runs it again first
                 self.store.requeue(trial.number)
@@ -443,26 +490,42 @@ class SearchLoop:
         stopped: StopReason | None = None  # met while planning or running: no proposal left, the carbon budget
         task = self.progress.task("search", total=self.stop.max_iterations) if self.progress else None
         while True:
-            self.recover()  # first: a dead worker's trial goes back to the queue and the _retry below takes it
-            retry = self._retry()
-            if retry is not None:  # a dead worker's trial, queued again: it holds budget already, run it first
-                trial, proposal = retry
-                self.on_event("plan", planner=proposal.planner, changes=proposal.changes,
-                              reasoning=proposal.reasoning, retry_of=trial.number)
-                why = self._run_trial(trial, proposal, self.records())
-                ran, stopped = ran + (why is None), why or stopped
+            self.recover()  # first: a dead worker's trial goes back to the queue and the _claim below takes it
+            claimed = self._claim()
+            if claimed:  # a queued group's, or a dead worker's trial queued again: it holds budget already
+                whys = self._run_claimed(claimed, self.records())
+                ran += sum(why is None for why in whys)
+                stopped = next((why for why in whys if why), stopped)
                 continue
             records = self.records()
             if task is not None:
                 task.update(completed=min(self.counted(records), self.stop.max_iterations))
             reason = stopped or self._should_stop(records, started)
-            if reason and reason.kind not in ("base_failed", "time_budget") and self._others_running(records):
+            if reason and reason.kind not in ("base_failed", "time_budget") and (
+                    self._others_running(records) or (self.stop.generations and self._unfinished(records))):
                 time.sleep(self.store.beat_s)  # a trial of another worker may still die and come back to be retried
                 continue  # (and every worker's report should hold its result)
             if reason:
                 break
             if self.stop.base_first and self._base_pending(records):  # another worker measures it
                 time.sleep(self.store.beat_s)
+                continue
+            if self.stop.generations:
+                if self._unfinished(records):  # the last group is still being run by other workers
+                    time.sleep(self.store.beat_s)
+                    continue
+                try:
+                    group = self.planner.propose_group(self._context(records))  # type: ignore[attr-defined]
+                except NoProposal as exc:
+                    stopped = StopReason("exhausted", exc.message)
+                    continue
+                group = group[:max(0, self.stop.max_iterations - self.counted(records))]
+                if not group:
+                    stopped = StopReason("exhausted", "the planner proposed nothing more")
+                    continue
+                numbers = [self._commit(proposal, queued=True).number for proposal in group]
+                self.on_event("queued", planner=group[0].planner, trials=numbers)
+                self.on_queued(numbers)
                 continue
             try:
                 proposal = self._propose(records)
@@ -492,11 +555,28 @@ class SearchLoop:
         base = next((r for r in self.mine(records) if r.planner == "base" and r.state == "complete"), None)
         return SearchOutcome(records, self.best(records), base, reason, ran)
 
-    def _run_trial(self, trial: Any, proposal: Proposal, records: list[TrialRecord]) -> StopReason | None:
+    def _run_claimed(self, claimed: list[tuple[Any, Proposal]], records: list[TrialRecord]) -> list[StopReason | None]:
+        """Run claimed trials: one by one, or together through the objective's ``run_batch``."""
+        if len(claimed) == 1 or not hasattr(self.objective, "run_batch"):
+            return [self._run_trial(trial, proposal, records) for trial, proposal in claimed]
+        try:
+            with contextlib.ExitStack() as beats:
+                for trial, _ in claimed:
+                    beats.enter_context(self.store.beating(trial.number))
+                done = self.objective.run_batch([(t.number, dict(p.params)) for t, p in claimed])
+        except (KeyboardInterrupt, TrialAborted):
+            for trial, _ in claimed:  # back to WAITING: --resume runs them again first
+                self.store.requeue(trial.number)
+            raise
+        return [self._run_trial(trial, proposal, records, outcome)
+                for (trial, proposal), outcome in zip(claimed, done, strict=True)]
+
+    def _run_trial(self, trial: Any, proposal: Proposal, records: list[TrialRecord],
+                   done: dict[str, Any] | BaseException | None = None) -> StopReason | None:
         """Run one committed trial and tell everyone; the reason to stop when its objective refused to run it."""
         self._current = trial  # until its end is recorded (``run`` puts it back in the queue when that fails)
         try:
-            record = self._execute(trial, proposal, records)
+            record = self._execute(trial, proposal, records, done)
         except StopSearch as exc:
             self._current = None
             return StopReason("objective", str(exc))
@@ -510,6 +590,11 @@ class SearchLoop:
         bases = [r for r in self.mine(records) if r.planner == "base"]
         return not any(r.state == "complete" for r in bases) and any(
             r.state in ("running", "waiting") or (r.state == "interrupted" and r.counted) for r in bases)
+
+    def _unfinished(self, records: list[TrialRecord]) -> bool:
+        """Whether a trial is queued or still running (the barrier between ``generations``)."""
+        return any(r.state in ("waiting", "running") or (r.state == "interrupted" and r.counted)
+                   for r in self.mine(records))
 
     @staticmethod
     def _taken(trial: Any, records: list[TrialRecord]) -> bool:
