@@ -1,6 +1,7 @@
 """The ask/tell search loop on an Optuna study: planner -> executor (objective) -> evaluator -> update. Every
-search runs its trials here: nas (the built-in forecaster, or the user's command) and compress (several objectives
-with constraints, its own domain for the planners).
+search runs its trials here: nas (the built-in forecaster, or the user's command), compress (several objectives
+with constraints, its own domain for the planners) and evolve (generations: groups of trials queued at once and
+scored a batch at a time by any worker).
 
 The study (SQLite in the run folder by default, or any Optuna storage URL / journal file shared by several workers)
 is the state: each trial carries its plan and decision as user attributes. The budget ``max_iterations`` is a total
