@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 from agentlab.core.errors import ConfigError
 from agentlab.core.search.engine import storage_object, store_of
-from agentlab.core.search.records import A_OUTCOME, A_PLAN
-from agentlab.core.search.study import attach_opened, open_storage, open_study, quiet
+from agentlab.core.search.records import A_OUTCOME, A_PLAN, awaiting_retry
+from agentlab.core.search.study import MAX_RETRIES, attach_opened, open_storage, open_study, quiet
 
 STUDY = "evolve"
 
@@ -85,12 +85,17 @@ class Population:
         """Every individual by id: its lineage, ``state`` (waiting, running, complete, fail), ``trial``, the
         ``worker`` that claimed it and, once scored, its scores (or its ``error``)."""
         out: dict[str, dict[str, Any]] = {}
-        for trial in self.store.trials():
+        trials = self.store.trials()
+        retrying = awaiting_retry(trials, MAX_RETRIES)  # failed by the heartbeat check, its copy not queued yet
+        for trial in trials:
             plan = trial.user_attrs.get(A_PLAN, {})
             ind = plan.get("extra", {}).get("individual")
             if ind is None:
+                if "id" in trial.user_attrs:
+                    raise ConfigError("this population was made by an agentlab before evolve ran on the search "
+                                      "loop; it cannot be resumed", hint="start a new run: agentlab evolve run -c FILE")
                 continue
-            state = trial.state.name.lower()
+            state = "running" if trial.number in retrying else trial.state.name.lower()
             row = {**ind, "state": state, "trial": trial.number, "worker": plan.get("worker")}
             outcome = trial.user_attrs.get(A_OUTCOME, {})
             if state == "complete":

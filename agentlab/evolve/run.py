@@ -205,6 +205,9 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
                         "what it left is scored here")
             scored()
 
+    waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
+    if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
+        start_workers(waiting)
     evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
                 seed=cfg.seed, on_event=on_event, progress=progress, run_dir=str(run_dir.path),
                 domain=lambda records: PlanContext(records, 0), on_queued=start_workers).run()
@@ -278,11 +281,10 @@ class Breeder:
             k = len(history)
             if k <= self.cfg.generations:
                 breed(self.cfg, self.pop, k, self.run_dir, history, new)
-            elif self.pop.attr("baselines_bred") is None:
-                breed_baselines(self.cfg, self.pop, self.run_dir, new)
-                self.pop.set_attr("baselines_bred", True)
             else:
-                raise NoProposal("every generation and baseline is scored")
+                breed_baselines(self.cfg, self.pop, self.run_dir, new)  # only those not in the store yet
+                if not new:
+                    raise NoProposal("every generation and baseline is scored")
         return [Proposal({}, {}, str(ind["origin"]), f"{ind['id']}: " + (
             f"generation {ind['generation']}" if ind.get("baseline") is None else f"baseline {ind['baseline']}"),
             extra={"individual": ind}) for ind in new]

@@ -208,3 +208,14 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and "Traceback" not in "\n".join(err)
     assert not (in_tmp / "runs").exists()
+
+
+def test_a_population_of_the_old_work_queue_is_refused_not_scored_again(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from agentlab.core.errors import ConfigError
+
+    pop = open_population(None, tmp_path, create=True)
+    pop.store.create(state=TrialState.WAITING, user_attrs={"id": "x0", "generation": 0, "path": "p"})
+    with pytest.raises(ConfigError, match="before evolve ran on the search loop"):
+        pop.individuals()

@@ -121,7 +121,8 @@ class StopRules:
     base_first: bool = False  # no other trial is planned until the base finished (compress scores against it)
     generations: bool = False  # the planner proposes a group at a time (``propose_group``: evolve's generations),
     # queued as WAITING trials that this worker and any other claim (``batch`` at a time); the next group is planned
-    # only once every trial of the last has finished
+    # only once every trial of the last has finished. The planner owns the budget (it raises ``NoProposal`` when it
+    # is spent); ``max_iterations`` is what the progress bar counts to
     unit: str = "trial"  # what the stop reason counts
 
 
@@ -166,6 +167,7 @@ class SearchLoop:
         self._samplers: dict[str, KeptSampler] = {}  # one per sampler kind, kept for the search
         self._frozen: list[Any] = []  # the study's trials as ``records`` last read them
         self._current: Any = None  # the trial being run, until its end is recorded
+        self._noted: float | None = None  # when the generation barrier began to wait, or last said what for
         if base_params is not None:  # None: no base trial (evolve's seeds are scored as its first generation)
             space.check_base(base_params)
 
@@ -444,7 +446,7 @@ class SearchLoop:
     def _should_stop(self, records: list[TrialRecord], started: float) -> StopReason | None:
         if base_failed(self.mine(records)):  # every trial is measured against it: running more would repeat it
             return BASE_FAILED
-        if self.counted(records) >= self.stop.max_iterations:
+        if self.counted(records) >= self.stop.max_iterations and not self.stop.generations:  # there: the planner's
             n = self.stop.max_iterations
             return StopReason("max_iterations", f"max_iterations reached ({n} {self.stop.unit}{'' if n == 1 else 's'})")
         if self.stop.time_budget_s is not None and time.monotonic() - started >= self.stop.time_budget_s:
@@ -497,10 +499,12 @@ class SearchLoop:
                 whys = self._run_claimed(claimed, self.records())
                 ran += sum(why is None for why in whys)
                 stopped = next((why for why in whys if why), stopped)
+                if task is not None:
+                    task.update(completed=self._done(self.records()))
                 continue
             records = self.records()
             if task is not None:
-                task.update(completed=min(self.counted(records), self.stop.max_iterations))
+                task.update(completed=self._done(records))
             reason = stopped or self._should_stop(records, started)
             if reason and reason.kind not in ("base_failed", "time_budget") and (
                     self._others_running(records) or (self.stop.generations and self._unfinished(records))):
@@ -513,14 +517,15 @@ class SearchLoop:
                 continue
             if self.stop.generations:
                 if self._unfinished(records):  # the last group is still being run by other workers
+                    self._waiting_note(records)
                     time.sleep(self.store.beat_s)
                     continue
+                self._noted = None
                 try:
                     group = self.planner.propose_group(self._context(records))  # type: ignore[attr-defined]
                 except NoProposal as exc:
                     stopped = StopReason("exhausted", exc.message)
                     continue
-                group = group[:max(0, self.stop.max_iterations - self.counted(records))]
                 if not group:
                     stopped = StopReason("exhausted", "the planner proposed nothing more")
                     continue
@@ -560,17 +565,27 @@ class SearchLoop:
         """Run claimed trials: one by one, or together through the objective's ``run_batch``."""
         if len(claimed) == 1 or not hasattr(self.objective, "run_batch"):
             return [self._run_trial(trial, proposal, records) for trial, proposal in claimed]
+        whys: list[StopReason | None] = []
         try:
-            with contextlib.ExitStack() as beats:
-                for trial, _ in claimed:
-                    beats.enter_context(self.store.beating(trial.number))
-                done = self.objective.run_batch([(t.number, dict(p.params)) for t, p in claimed])
-        except (KeyboardInterrupt, TrialAborted):
-            for trial, _ in claimed:  # back to WAITING: --resume runs them again first
-                self.store.requeue(trial.number)
+            try:
+                with contextlib.ExitStack() as beats:
+                    for trial, _ in claimed:
+                        beats.enter_context(self.store.beating(trial.number))
+                    done = self.objective.run_batch([(t.number, dict(p.params)) for t, p in claimed])
+            except (KeyboardInterrupt, TrialAborted, StopSearch):
+                raise
+            except Exception as exc:  # what ``run`` raising it would do to one trial, to each: recorded as failed
+                done = [exc] * len(claimed)
+            for (trial, proposal), outcome in zip(claimed, done, strict=True):
+                whys.append(self._run_trial(trial, proposal, records, outcome))
+        except (KeyboardInterrupt, TrialAborted, StopSearch):
+            for trial, _ in claimed[len(whys):]:  # back to WAITING: --resume runs them again first
+                try:
+                    self.store.requeue(trial.number)
+                except Exception:  # the storage could not record it: --resume recovers it
+                    log.warning("could not put trial %d back in the queue", trial.number, exc_info=True)
             raise
-        return [self._run_trial(trial, proposal, records, outcome)
-                for (trial, proposal), outcome in zip(claimed, done, strict=True)]
+        return whys
 
     def _run_trial(self, trial: Any, proposal: Proposal, records: list[TrialRecord],
                    done: dict[str, Any] | BaseException | None = None) -> StopReason | None:
@@ -591,6 +606,26 @@ class SearchLoop:
         bases = [r for r in self.mine(records) if r.planner == "base"]
         return not any(r.state == "complete" for r in bases) and any(
             r.state in ("running", "waiting") or (r.state == "interrupted" and r.counted) for r in bases)
+
+    def _done(self, records: list[TrialRecord]) -> int:
+        """What the progress bar shows: the trials that used budget (a queued group's: once finished)."""
+        done = self.counted(records)
+        if self.stop.generations:
+            done -= sum(1 for r in self.mine(records) if r.state in ("waiting", "running"))
+        return min(done, self.stop.max_iterations)
+
+    def _waiting_note(self, records: list[TrialRecord]) -> None:
+        """Once a minute while the generation barrier waits: which trials and workers it waits for."""
+        now = time.monotonic()
+        if self._noted is None or now - self._noted < 60:
+            self._noted = self._noted or now
+            return
+        self._noted = now
+        running = [r for r in self.mine(records) if r.state in ("waiting", "running")]
+        log.warning("waiting for trial(s) %s of worker(s) %s; a worker on another host that died without "
+                    "heartbeats leaves its trial running: start a worker there again, or move the study to a "
+                    "database server", [r.number for r in running][:10],
+                    sorted({r.worker for r in running if r.state == "running"})[:5])
 
     def _unfinished(self, records: list[TrialRecord]) -> bool:
         """Whether a trial is queued or still running (the barrier between ``generations``)."""

@@ -364,3 +364,55 @@ def test_a_stop_reason_keeps_its_kind_through_pickle_and_copy() -> None:
     for again in (pickle.loads(pickle.dumps(reason)), copy.copy(reason), copy.deepcopy(reason)):
         assert again == reason and again.kind == "max_iterations"
     assert json.loads(json.dumps({"stop": reason})) == {"stop": "max_iterations reached (4 trials)"}
+
+
+class Groups:
+    """A planner of generations: ``sizes`` groups of points, each planned after the last was scored."""
+
+    name = "groups"
+
+    def __init__(self, sizes: list[int]):
+        self.sizes, self.seen = list(sizes), list[int]()
+
+    def propose_group(self, ctx: Any) -> list[Any]:
+        from agentlab.core.search.planners import NoProposal, Proposal
+
+        records = ctx.domain.records
+        assert all(r.state not in ("waiting", "running") for r in records), "planned before its group finished"
+        self.seen.append(len(records))
+        if not self.sizes:
+            raise NoProposal("no more groups")
+        start = len(records)
+        return [Proposal({"x": float(start + i) - 4.0, "width": 8, "heads": 1}, {}, "groups", f"p{start + i}")
+                for i in range(self.sizes.pop(0))]
+
+
+class Batched(Quadratic):
+    """Scores ``batch`` points together; a batch holding x == -3 raises (a model that fails to load)."""
+
+    batch = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[int]] = []
+
+    def run_batch(self, items: list[tuple[int, dict[str, Any]]]) -> list[Any]:
+        self.batches.append([number for number, _ in items])
+        if any(params["x"] == -3.0 for _, params in items):
+            raise RuntimeError("out of memory")
+        return [self.run(number, params, lambda step, value: False) for number, params in items]
+
+
+def test_generations_queue_groups_scored_in_batches_behind_a_barrier(tmp_path: Path) -> None:
+    objective, planner = Batched(), Groups([3, 2])
+    study = new_study(study_name="t", storage=open_storage(None, tmp_path), direction="minimize")
+    loop = SearchLoop(study=study, space=SPACE, base_params=None, objective=objective, planner=planner,  # type: ignore[arg-type]
+                      evaluator=HybridEvaluator(0.01), metric="val", stop=StopRules(5, generations=True),
+                      domain=lambda records: type("Ctx", (), {"domain": type("D", (), {"records": records})})())
+    outcome = loop.run()
+    assert planner.seen == [0, 3, 5] and outcome.stop_reason.kind == "exhausted"
+    assert objective.batches == [[0, 1], [3, 4]]  # two at a time; the group's third alone, through ``run``
+    states = {r.number: r.state for r in outcome.records}
+    assert states == {0: "failed", 1: "failed", 2: "complete", 3: "complete", 4: "complete"}
+    # the batch that raised: each of its trials failed with the error, counted, as ``run`` raising it would
+    assert all("out of memory" in r.reason and r.counted for r in outcome.records if r.state == "failed")
