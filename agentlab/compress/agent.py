@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agentlab.compress.config import Experiment
 from agentlab.compress.evaluate import LIMITS, Z90, Evaluator, Target, describe, measured_line, task_items
-from agentlab.compress.knowledge import TECHNIQUES_FULL, knowledge_base
+from agentlab.compress.knowledge import TECHNIQUES_FULL, knowledge_base, measured_costs
 from agentlab.compress.objective import Goal
 from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains
 from agentlab.compress.queries import FIGURES, best_config, local_rows, mlflow_rows, query_experiments
@@ -121,33 +120,6 @@ def knowledge_leads(choices: dict[str, list[Any]]) -> list[tuple[dict[str, Any],
     return [({"prune": "none", "quantize": "gguf", "gguf_type": t},
              f"from the knowledge base: GGUF {t} of the whole model, {why[t]}, usually the fastest on CPU")
             for t in why if t in choices.get("gguf_type", [])]
-
-
-def measured_techniques(workspace: Workspace, model_hash: str) -> str:
-    """Per technique, what it did to this model in earlier runs on this machine (the workspace): median speedup and
-    accuracy / perplexity change against the base measurement."""
-    by: dict[str, list[dict[str, Any]]] = {}
-    base = next((r for r in workspace.experiments(model_hash) if r.get("experiment") is None), None)
-    base_metrics = (base or {}).get("metrics") or {}
-    for r in workspace.experiments(model_hash):
-        exp = r.get("experiment")
-        if not exp or r.get("state", "done") != "done":
-            continue
-        parts = [k for k in ("prune", "quantize") if exp.get(k)]
-        name = " + ".join(f"{k} {exp[k].get('method')}" for k in parts) + (" + recover" if exp.get("recover") else "")
-        by.setdefault(name, []).append(r.get("metrics") or {})
-    if not by or not base_metrics:
-        return ""
-    lines = []
-    for name, rows in sorted(by.items()):
-        speed = [m["decode_tps"] / base_metrics["decode_tps"] for m in rows
-                 if m.get("decode_tps") and base_metrics.get("decode_tps")]
-        acc = [m["accuracy"] - base_metrics["accuracy"] for m in rows
-               if m.get("accuracy") is not None and base_metrics.get("accuracy") is not None]
-        lines.append(f"- {name}: {len(rows)} run(s)"
-                     + (f", speed x{statistics.median(speed):.2f}" if speed else "")
-                     + (f", accuracy {statistics.median(acc):+.3f}" if acc else ""))
-    return "Measured on this machine for this model (the workspace):\n" + "\n".join(lines)
 
 
 # A sub-agent's reason: printable ASCII without a double quote, at most 120 characters (the answer stays one line of
@@ -276,7 +248,7 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
     form (the planner model's profile is ``small``); ``mlflow``: the tracking URI ``query_experiments`` and
     ``best_config`` read (None: the run's records and the workspace, measured under ``context``)."""
     leads = knowledge_leads(space.choices) if space is not None else []
-    measured = measured_techniques(workspace, model_hash)
+    measured = measured_costs(workspace, model_hash)
     kb = knowledge_base(domain_goal, budget, workspace, model_hash, short)
 
     def base_line() -> str:
@@ -346,5 +318,5 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
                     leads=lambda: leads)
 
 
-__all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "knowledge_leads", "measured_techniques",
+__all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "knowledge_leads",
            "targets", "Experiment", "TECHNIQUES"]

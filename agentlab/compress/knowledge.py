@@ -81,12 +81,17 @@ def _cost_line(row: dict[str, Any]) -> str:
             + (f", {row['minutes']:.1f} min" if row["minutes"] is not None else ""))
 
 
+def measured_costs(workspace: Workspace, model_hash: str, limit: int | None = None) -> str:
+    """``technique_costs`` in words (the ``limit`` most run); empty when nothing was measured."""
+    shown = technique_costs(workspace, model_hash)[:limit]
+    return ("Measured on this machine for this model (earlier runs):\n" + "\n".join(_cost_line(r) for r in shown)
+            if shown else "")
+
+
 def knowledge_base(goal: str, budget: int, workspace: Workspace, model_hash: str, short: bool) -> str:
     """The knowledge base in words (see the module docstring); ``short``: the small profile's form."""
-    costs = technique_costs(workspace, model_hash)
-    shown = costs[:4] if short else costs
-    measured = ("Measured on this machine for this model (earlier runs):\n" + "\n".join(_cost_line(r) for r in shown)
-                if shown else "No technique measured on this model yet: the costs above are the usual ones.")
+    measured = (measured_costs(workspace, model_hash, 4 if short else None)
+                or "No technique measured on this model yet: the costs above are the usual ones.")
     if short:
         success = f"Success: meet the goal ({goal}) and grow the feasible front in {budget} experiments."
     else:
@@ -99,4 +104,4 @@ def knowledge_base(goal: str, budget: int, workspace: Workspace, model_hash: str
                         success])
 
 
-__all__ = ["knowledge_base", "technique_costs"]
+__all__ = ["knowledge_base", "measured_costs", "technique_costs"]
