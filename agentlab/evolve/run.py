@@ -26,7 +26,6 @@ Run folder (``runs/evolve/<timestamp>-<name>/``)::
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -320,9 +319,7 @@ class Scored:
 
     def __init__(self, pop: Population, run_dir: RunDir, say: Callable[[str], None]):
         self.pop, self.run_dir, self.say = pop, run_dir, say
-        path = run_dir.file("events.jsonl")
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
-        self.seen = {event.get("id") for event in map(_event, lines) if event.get("kind") == "scored"}
+        self.seen = {event.get("id") for event in run_dir.events("scored")}
 
     def __call__(self) -> None:
         for m, ind in self.pop.individuals().items():
@@ -335,14 +332,6 @@ class Scored:
             else:
                 self.run_dir.event("scored", id=m, generation=ind["generation"], task=ind["task"], coop=ind["coop"],
                                    seconds=ind["seconds"])
-
-
-def _event(line: str) -> dict[str, Any]:
-    try:
-        event = json.loads(line)
-    except ValueError:  # the line a kill cut short
-        return {}
-    return event if isinstance(event, dict) else {}
 
 
 # ---------------------------------------------------------------------- breeding

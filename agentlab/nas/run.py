@@ -374,8 +374,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                           stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
                                          cfg.search.target),
                           on_event=run_dir.event, on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce),
-                          progress=progress, run_dir=str(run_dir.path),
-                          summary_metrics=() if own else ("test_mse", "n_params", "epochs"))
+                          progress=progress, run_dir=str(run_dir.path))
         try:
             outcome = loop.run()
         finally:

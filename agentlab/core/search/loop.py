@@ -143,12 +143,11 @@ class SearchLoop:
                  planner: Planner, evaluator: Evaluator, stop: StopRules, metric: str = "value", seed: int = 0,
                  on_event: Callable[..., None] | None = None,
                  on_trial: Callable[[list[TrialRecord]], None] | None = None, progress: Any = None, run_dir: str = "",
-                 summary_metrics: tuple[str, ...] = (),
                  domain: Callable[[list[TrialRecord]], PlanContext] | None = None,
                  on_queued: Callable[[list[int]], None] | None = None):
         self.study, self.space, self.base_params = study, space, base_params
         self.objective, self.planner, self.evaluator, self.stop = objective, planner, evaluator, stop
-        self.metric, self.seed, self.run_dir, self.summary_metrics = metric, seed, run_dir, summary_metrics
+        self.metric, self.seed, self.run_dir = metric, seed, run_dir
         # the study says which way each objective goes; one objective (nas) has a best trial, several (compress's
         # Pareto search) a front, which the command's own domain reads
         self.directions: list[Direction] = ["maximize" if d.name == "MAXIMIZE" else "minimize"
@@ -321,7 +320,7 @@ class SearchLoop:
             check=self.objective.check, candidate=self._candidate,
             # a failed config is not run again either (the command failed on it: it would fail again)
             tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running", "failed")},
-            direction=self.direction, summary_metrics=self.summary_metrics, seed=self.seed, startup=self.startup)
+            direction=self.direction, seed=self.seed, startup=self.startup)
         return PlanContext(domain, budget_left=self.stop.max_iterations - self.counted(records), seed=self.seed)
 
     def _propose(self, records: list[TrialRecord]) -> Proposal:
@@ -541,7 +540,7 @@ class SearchLoop:
             for note in proposal.notes:
                 log.info("planner: %s", note)
             self.on_event("plan", planner=proposal.planner, changes=proposal.changes, reasoning=proposal.reasoning,
-                          expected_effect=proposal.expected_effect, notes=proposal.notes, origin=proposal.origin,
+                          notes=proposal.notes, origin=proposal.origin,
                           choice=proposal.choice, candidates=proposal.candidates)
             if task is not None:
                 task.update(description=f"trial {self.counted(records) + 1}/{self.stop.max_iterations} "

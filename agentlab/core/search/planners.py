@@ -52,7 +52,6 @@ class Proposal:
     changes: dict[str, Any]
     planner: str
     reasoning: str = ""
-    expected_effect: str = ""
     notes: list[str] = field(default_factory=list)
     origin: str = ""  # the llm planner's trials: classical | kept | picked | own | no answer (``share``)
     choice: int | None = None  # the llm planner's trials: the index of the candidate that ran
@@ -238,7 +237,6 @@ class TrialDomain:
     candidate: Callable[..., dict[str, Any] | None]  # (kind, judge, explore=, tries=) -> params or None
     tried: set[str] = field(default_factory=set)
     direction: str = "minimize"  # of ``metric``
-    summary_metrics: tuple[str, ...] = ()  # the trial metrics besides ``metric`` an LLM planner is shown
     seed: int = 0  # the search's seed (the chooser's request seed)
     startup: int = 0  # TPE's random warm-up trials
 

@@ -136,12 +136,6 @@ class TrialRecord:
             intermediate=dict(trial.intermediate_values),
         )
 
-    def summary(self, metrics: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The compact form shown to an LLM planner, with the command's own ``metrics`` (e.g. nas's test_mse)."""
-        return {"run_id": self.run_id, "state": self.state, "value": self.value, "changes": self.changes,
-                "accepted": self.accepted, "reason": self.reason, "planner": self.planner,
-                **{k: v for k, v in self.metrics.items() if k in metrics}}
-
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["run_id"] = self.run_id
