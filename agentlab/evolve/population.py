@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 from agentlab.core.errors import ConfigError
 from agentlab.core.search.engine import storage_object, store_of
+from agentlab.core.search.loop import RETRY_QUEUE_S
 from agentlab.core.search.records import A_OUTCOME, A_PLAN, awaiting_retry
 from agentlab.core.search.study import MAX_RETRIES, attach_opened, open_storage, open_study, quiet
 
@@ -86,7 +87,8 @@ class Population:
         ``worker`` that claimed it and, once scored, its scores (or its ``error``)."""
         out: dict[str, dict[str, Any]] = {}
         trials = self.store.trials()
-        retrying = awaiting_retry(trials, MAX_RETRIES)  # failed by the heartbeat check, its copy not queued yet
+        # failed by the heartbeat check, its copy not queued yet: still running, as the loop counts it
+        retrying = awaiting_retry(trials, MAX_RETRIES, RETRY_QUEUE_S)
         for trial in trials:
             plan = trial.user_attrs.get(A_PLAN, {})
             ind = plan.get("extra", {}).get("individual")

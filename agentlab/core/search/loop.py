@@ -218,12 +218,17 @@ class SearchLoop:
         """Trials waiting to run, taken by this worker (``batch`` of them where the objective scores several
         together): a queued group's (``generations``), or one to run again (its worker died, or Ctrl-C stopped it;
         or a copy queued by the retry callback on a database server) with the same params and plan."""
-        def mine(trial: Any) -> dict[str, Any]:
-            plan = dict(trial.user_attrs.get(R.A_PLAN, {}))
+        def retry_of(trial: Any) -> int | None:
+            """The trial it runs again (None: a queued group's trial, run for the first time)."""
             again = trial.system_attrs.get("failed_trial")
-            plan.update(worker=self.worker, run_dir=self.run_dir)
-            if not plan.get("queued") or again is not None:
-                plan["retry_of"] = trial.number if again is None else again
+            if again is None and trial.user_attrs.get(R.A_PLAN, {}).get("queued"):
+                return None
+            return trial.number if again is None else int(again)
+
+        def mine(trial: Any) -> dict[str, Any]:
+            plan = {**trial.user_attrs.get(R.A_PLAN, {}), "worker": self.worker, "run_dir": self.run_dir}
+            if (again := retry_of(trial)) is not None:
+                plan["retry_of"] = again
             return {R.A_PLAN: plan}
 
         claimed = self.store.claim(max(1, int(getattr(self.objective, "batch", 1))), attrs=mine,
@@ -237,7 +242,7 @@ class SearchLoop:
                    plan.get("reasoning", "") if plan.get("queued") else
                    "run again: it was interrupted before its result was recorded")
             proposal = Proposal(dict(frozen.params), plan.get("changes", {}), plan.get("planner", "retry"), why)
-            if not plan.get("queued") or failed is not None:
+            if retry_of(frozen) is not None:
                 self.on_event("plan", planner=proposal.planner, changes=proposal.changes,
                               reasoning=proposal.reasoning, retry_of=frozen.number)
             out.append((self.store.trial(frozen.number), proposal))
@@ -616,8 +621,9 @@ class SearchLoop:
     def _waiting_note(self, records: list[TrialRecord]) -> None:
         """Once a minute while the generation barrier waits: which trials and workers it waits for."""
         now = time.monotonic()
-        if self._noted is None or now - self._noted < 60:
-            self._noted = self._noted or now
+        if self._noted is None:  # the wait begins
+            self._noted = now
+        if now - self._noted < 60:
             return
         self._noted = now
         running = [r for r in self.mine(records) if r.state in ("waiting", "running")]
