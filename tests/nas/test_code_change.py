@@ -1,0 +1,137 @@
+"""Code changes (issue 60): the edit checks, the diff, the protected files' digest, the versions and their commits."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agentlab.nas.code_change import (
+    Change,
+    ChangeError,
+    CodeRules,
+    Edit,
+    Versions,
+    apply,
+    check,
+    commit_version,
+    digest,
+    glob_regex,
+    rewritten,
+)
+
+
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / "model").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "train.py").write_text("lr = 0.1\nx = lr * 2\nprint(x)\n")
+    (root / "model" / "net.py").write_text("WIDTH = 4\n")
+    (root / "eval.py").write_text("print('eval')\n")
+    (root / "data" / "d.csv").write_text("a,b\n1,2\n")
+    return root
+
+
+def test_globs() -> None:
+    assert glob_regex("model/*.py").match("model/net.py")
+    assert not glob_regex("model/*.py").match("model/sub/net.py")
+    assert glob_regex("model/**/*.py").match("model/sub/net.py")
+    assert glob_regex("model/**/*.py").match("model/net.py")
+    assert glob_regex("data/").match("data/x/y.csv")
+    assert not glob_regex("train.py").match("other/train.py")
+
+
+def test_rules_default_protect_everything_not_editable() -> None:
+    rules = CodeRules(["train.py", "model/*.py"])
+    assert rules.is_editable("train.py") and rules.is_editable("./model/net.py")
+    assert rules.is_protected("eval.py") and rules.is_protected("data/d.csv")
+    explicit = CodeRules(["*.py"], protected=["eval.py", "data/"])
+    assert explicit.is_editable("train.py") and not explicit.is_editable("eval.py")
+    assert not explicit.is_protected("README.md")
+
+
+def test_check_refuses_each_problem(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    rules = CodeRules(["train.py", "model/*.py", "missing.py"], protected=["eval.py", "data/"])
+
+    def problem(*edits: Edit) -> str:
+        with pytest.raises(ChangeError) as info:
+            check(Change(edits), root, rules)
+        return str(info.value)
+
+    assert "protected" in problem(Edit("eval.py", "eval", "x"))
+    assert "not editable" in problem(Edit("README.md", "a", "b"))
+    assert "no such file" in problem(Edit("missing.py", "a", "b"))
+    assert "occurs 0 times" in problem(Edit("train.py", "lr = 0.2", "lr = 0.3"))
+    assert "occurs 2 times" in problem(Edit("train.py", "lr", "rate"))
+    assert "does not parse" in problem(Edit("train.py", "lr = 0.1\n", "lr = (0.1\n"))
+    assert "outside the project" in problem(Edit("../x.py", "a", "b"))
+    assert "empty" in problem(Edit("train.py", "", "b"))
+    assert (root / "train.py").read_text() == "lr = 0.1\nx = lr * 2\nprint(x)\n"  # nothing written
+
+
+def test_apply_several_edits_and_the_diff(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    rules = CodeRules(["train.py", "model/*.py"])
+    change = Change((Edit("train.py", "lr = 0.1", "lr = 0.01"), Edit("train.py", "x = lr * 2", "x = lr * 3"),
+                     Edit("model/net.py", "WIDTH = 4", "WIDTH = 16")), "wider")
+    diff = apply(change, root, rules)
+    assert (root / "train.py").read_text() == "lr = 0.01\nx = lr * 3\nprint(x)\n"
+    assert (root / "model" / "net.py").read_text() == "WIDTH = 16\n"
+    assert "--- a/model/net.py" in diff and "+WIDTH = 16" in diff and "-lr = 0.1" in diff
+    assert Change.from_dict(change.to_dict()) == change
+    assert change.key() == Change(change.edits, "another reason").key()
+
+
+def test_digest_sees_a_rewrite_not_new_files(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    rules = CodeRules(["train.py"])
+    before = digest(root, rules)
+    assert "eval.py" in before and "train.py" not in before
+    (root / "out.txt").write_text("new output")
+    (root / "train.py").write_text("changed editable\n")
+    assert rewritten(before, digest(root, rules)) == []
+    (root / "data" / "d.csv").write_text("tampered\n")
+    (root / "eval.py").unlink()
+    assert rewritten(before, digest(root, rules)) == ["data/d.csv", "eval.py"]
+
+
+def test_versions_rebuild_and_resume(tmp_path: Path) -> None:
+    rules = CodeRules(["train.py"])
+    versions = Versions.open(tmp_path / "run" / "code")
+    assert versions.number == 0
+    first = Change((Edit("train.py", "lr = 0.1", "lr = 0.05"),), "smaller step")
+    second = Change((Edit("train.py", "lr = 0.05", "lr = 0.02"),), "smaller still")
+    assert versions.keep(3, first, 0.5) == 1
+    assert versions.keep(7, second, 0.4) == 2
+    assert versions.keep(7, second, 0.4) == 2  # recorded again after a resume: once
+    again = Versions.open(tmp_path / "run" / "code")
+    assert again.number == 2
+    root = project(tmp_path)
+    again.build(root, rules, upto=1)
+    assert (root / "train.py").read_text().startswith("lr = 0.05\n")
+    root2 = project(tmp_path / "b")
+    again.build(root2, rules)
+    assert (root2 / "train.py").read_text().startswith("lr = 0.02\n")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_commit_version_leaves_the_users_tree_alone(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    _git(root, "init", "-q")
+    _git(root, "-c", "user.name=u", "-c", "user.email=u@x", "add", ".")
+    _git(root, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "start")
+    head = _git(root, "rev-parse", "HEAD")
+    _git(root, "branch", "agentlab/run", head)
+    (root / "eval.py").write_text("print('user edit, uncommitted')\n")
+    status = _git(root, "status", "--porcelain")
+    commit = commit_version(root, "agentlab/run", {"train.py": b"lr = 0.01\n"}, "agentlab: smaller step")
+    assert _git(root, "rev-parse", "agentlab/run") == commit
+    assert _git(root, "show", f"{commit}:train.py") == "lr = 0.01"
+    assert _git(root, "show", f"{commit}:eval.py") == "print('eval')"  # the branch's tree, not the user's edit
+    assert _git(root, "rev-parse", "HEAD") == head and _git(root, "status", "--porcelain") == status
+    assert (root / "train.py").read_text().startswith("lr = 0.1\n")
