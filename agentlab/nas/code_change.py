@@ -7,10 +7,11 @@ kept as a new version of the project when it improves the metric.
 - ``CodeRules``: ``editable`` and ``protected`` glob patterns relative to the project folder (``*`` stays inside a
   folder, ``**`` crosses folders, a pattern ending in ``/`` is everything under that folder). Without ``protected``
   every file that is not editable is protected.
-- ``Versions`` (``<run>/code/versions.json``): the kept changes in order; a trial's workspace gets every kept change
-  re-applied (a version is the start state plus that chain, whatever the workspace is: a worktree or a copy), then
-  its own change. In a git repository each kept version is also a commit on the run's branch, made with git's
-  plumbing on a temporary index, so the user's tree, index and HEAD are never touched.
+- A version of the code is a chain of kept change trials, read from the study: a trial's plan names the chain it
+  runs on (``plan.extra.code.base``) and its own change, so a resumed run rebuilds exactly what ran, and there is no
+  second state to lose. ``CodeTrials`` builds a trial's code in its fresh workspace (a worktree or a copy). In a git
+  repository each kept version is also a commit on the run's branch, made with git's plumbing on a temporary index,
+  so the user's tree, index and HEAD are never touched.
 - ``digest`` hashes the protected files of a workspace: taken after the change is applied and again after the
   command ran, a trial whose run rewrote a protected file is refused.
 """
@@ -25,16 +26,17 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
-from agentlab.core.runs import atomic_write_json
+from agentlab.core.runs import atomic_write_bytes, atomic_write_text
 
 SKIP = {".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints"}
-VERSIONS = "versions.json"
-DIFF = "change.diff"
+DIFF = "change.diff"  # a change trial's unified diff, in its trial folder
+CODE = "code"  # the files a trial's code changed, as it ran them, in its trial folder
 
 
 class ChangeError(UsageError):
@@ -226,50 +228,79 @@ def rewritten(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return sorted(rel for rel, value in before.items() if after.get(rel) != value)
 
 
+def code_of(plan: dict[str, Any] | None) -> dict[str, Any]:
+    """A trial plan's code: ``{"base": [numbers of the kept change trials it runs on, oldest first], "change":
+    its own change (a dict) or absent}``; ``{}`` for a trial on the project as it started."""
+    code = ((plan or {}).get("extra") or {}).get("code")
+    return code if isinstance(code, dict) else {}
+
+
+def chain(plan: dict[str, Any] | None, number: int) -> list[int]:
+    """The kept changes a trial's code is made of, its own change included: what a trial planned on it runs on."""
+    code = code_of(plan)
+    return [*code.get("base", []), *([number] if code.get("change") else [])]
+
+
+def code_key(plan: dict[str, Any] | None) -> str:
+    """The code a trial ran, as a short key beside its params: ``""`` for the project as it started."""
+    code = code_of(plan)
+    if not code:
+        return ""
+    change = Change.from_dict(code["change"]).key() if code.get("change") else ""
+    return "/".join(str(n) for n in code.get("base", [])) + (f"+{change}" if change else "")
+
+
 @dataclass
-class Versions:
-    """The kept changes of one run (``<run>/code/versions.json``), oldest first."""
+class CodeTrials:
+    """The workspace side of code trials: a trial's workspace gets the kept changes its plan names and then its own
+    change (``change.diff`` and the changed files under ``code/`` in the trial folder); the protected files are
+    hashed then and after the command, and a run that rewrote one is refused. ``plan_of(number)`` reads a trial's
+    plan from the study (set once the loop exists)."""
 
-    folder: Path
-    kept: list[dict[str, Any]] = field(default_factory=list)
+    rules: CodeRules
+    plan_of: Callable[[int], dict[str, Any]] | None = None
+    skip: frozenset[str] = frozenset()  # files the protection does not cover (the run's own outputs)
 
-    @classmethod
-    def open(cls, folder: Path) -> Versions:
-        path = folder / VERSIONS
-        kept: list[dict[str, Any]] = []
-        if path.is_file():
+    def change_of(self, number: int) -> Change:
+        assert self.plan_of is not None
+        return Change.from_dict(code_of(self.plan_of(number))["change"])
+
+    def prepare(self, number: int, cwd: Path, folder: Path) -> dict[str, str]:
+        """Build trial ``number``'s code in ``cwd``; returns the protected files' digest."""
+        from agentlab.core.search.loop import TrialFailed
+
+        plan = self.plan_of(number) if self.plan_of is not None else None
+        code = code_of(plan)
+        touched: dict[str, None] = {}
+        for n in code.get("base", []):
+            change = self.change_of(n)
             try:
-                kept = json.loads(path.read_text(encoding="utf-8"))["kept"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise UsageError(f"{path}: unreadable ({exc})", hint="restore it from the run folder's backup, "
-                                 "or start a new run") from None
-        return cls(folder, kept)
-
-    @property
-    def number(self) -> int:
-        """The current version: 0 is the project as the search started, n after n kept changes."""
-        return len(self.kept)
-
-    def changes(self, upto: int | None = None) -> list[Change]:
-        return [Change.from_dict(k["change"]) for k in self.kept[:upto]]
-
-    def keep(self, trial: int, change: Change, value: float, commit: str | None = None) -> int:
-        """Record ``change`` (trial ``trial``) as the next version; returns its number. A trial kept already
-        (a resumed run records again) is not added twice."""
-        if any(k["trial"] == trial for k in self.kept):
-            return next(i + 1 for i, k in enumerate(self.kept) if k["trial"] == trial)
-        self.kept.append({"trial": trial, "change": change.to_dict(), "value": value, "commit": commit})
-        atomic_write_json(self.folder / VERSIONS, {"kept": self.kept})
-        return len(self.kept)
-
-    def build(self, root: Path, rules: CodeRules, upto: int | None = None) -> None:
-        """Re-apply the kept changes (up to version ``upto``) to a fresh workspace ``root``."""
-        for i, change in enumerate(self.changes(upto)):
+                apply(change, cwd, self.rules)
+            except ChangeError as exc:  # the kept change applied once; the start state cannot have moved
+                raise TrialFailed(f"kept change of trial {n} does not apply again: {exc}") from None
+            touched.update(dict.fromkeys(change.paths()))
+        if code.get("change"):
             try:
-                apply(change, root, rules)
+                diff = apply(Change.from_dict(code["change"]), cwd, self.rules)
             except ChangeError as exc:
-                raise UsageError(f"version {i + 1} of the code cannot be rebuilt in {root}: {exc}",
-                                 hint="the project's files changed under the run; start a new run") from None
+                raise TrialFailed(f"refused: {exc}") from None
+            atomic_write_text(folder / DIFF, diff)
+            touched.update(dict.fromkeys(Change.from_dict(code["change"]).paths()))
+        for rel in touched:  # the code as it ran: commits and best.patch are made from these
+            atomic_write_bytes(folder / CODE / rel, (cwd / rel).read_bytes())
+        return self.digest(cwd)
+
+    def digest(self, cwd: Path) -> dict[str, str]:
+        return {k: v for k, v in digest(cwd, self.rules).items() if k not in self.skip}
+
+    def verify(self, before: dict[str, str], cwd: Path) -> None:
+        """``TrialFailed`` (refused) when the run rewrote or removed a protected file."""
+        from agentlab.core.search.loop import TrialFailed
+
+        changed = rewritten(before, self.digest(cwd))
+        if changed:
+            raise TrialFailed(f"refused: the run changed protected file(s) {', '.join(changed[:5])}"
+                              f"{' ...' if len(changed) > 5 else ''}; a trial may change only objective.editable")
 
 
 def commit_version(repo: Path, branch: str, files: dict[str, bytes], message: str) -> str:

@@ -55,6 +55,7 @@ from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 
 if TYPE_CHECKING:
+    from agentlab.nas.code_change import CodeTrials
     from agentlab.nas.config_file import ConfigFile
     from agentlab.nas.workspace import Workspaces
 
@@ -180,11 +181,12 @@ class CommandObjective:
     def __init__(self, command: str, metric: str, base_params: dict[str, Any], *, cwd: Path,
                  trial_dir: Callable[[int], Path], timeout_s: float | None = None, space_keys: tuple[str, ...] = (),
                  on_line: Callable[[int, str], None] | None = None, config: ConfigFile | None = None,
-                 workspaces: Workspaces | None = None):
+                 workspaces: Workspaces | None = None, code: CodeTrials | None = None):
         self.command, self.metric = command, metric
         self.cwd, self.trial_dir, self.timeout_s = Path(cwd), trial_dir, timeout_s
         self.space_keys, self.on_line = space_keys, on_line
         self.config, self.workspaces = config, workspaces
+        self.code = code  # code trials (objective.editable): each trial's code built in its workspace, checked after
         self.own_params = base_params  # objective.params as written: what {args} / {overrides} pass besides the space
         # the base every trial's values update: the config file's values, objective.params on top
         self.base_params = merged_base(config, base_params)
@@ -297,6 +299,7 @@ class CommandObjective:
         failed = True
         try:
             cwd = self.workspaces.create(number) if self.workspaces is not None else self.cwd
+            guard = self.code.prepare(number, cwd, folder) if self.code is not None else None
             before = snapshot(cwd) if self.workspaces is not None else {}  # what the trial did not write
             if self.config is not None:
                 self._write_config(cwd, folder, params)
@@ -324,6 +327,8 @@ class CommandObjective:
                                   f"(and no 'step'), a metrics.json written by the trial {where}in the trial folder, "
                                   f"and a line of stdout or stderr reading `{self.metric}: <number>` or "
                                   f"`{self.metric}=<number>`; found none" + _tail(folder / "stderr.log"))
+            if self.code is not None and guard is not None:
+                self.code.verify(guard, cwd)  # before its result counts: a run that rewrote a protected file
             out = {**self._result(result, folder), "seconds": seconds}
             failed = False
             if self.workspaces is not None:

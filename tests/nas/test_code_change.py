@@ -11,10 +11,12 @@ from agentlab.nas.code_change import (
     Change,
     ChangeError,
     CodeRules,
+    CodeTrials,
     Edit,
-    Versions,
     apply,
+    chain,
     check,
+    code_key,
     commit_version,
     digest,
     glob_regex,
@@ -97,23 +99,32 @@ def test_digest_sees_a_rewrite_not_new_files(tmp_path: Path) -> None:
     assert rewritten(before, digest(root, rules)) == ["data/d.csv", "eval.py"]
 
 
-def test_versions_rebuild_and_resume(tmp_path: Path) -> None:
-    rules = CodeRules(["train.py"])
-    versions = Versions.open(tmp_path / "run" / "code")
-    assert versions.number == 0
+def test_code_trials_build_the_chain_then_the_change(tmp_path: Path) -> None:
+    from agentlab.core.search.loop import TrialFailed
+
     first = Change((Edit("train.py", "lr = 0.1", "lr = 0.05"),), "smaller step")
     second = Change((Edit("train.py", "lr = 0.05", "lr = 0.02"),), "smaller still")
-    assert versions.keep(3, first, 0.5) == 1
-    assert versions.keep(7, second, 0.4) == 2
-    assert versions.keep(7, second, 0.4) == 2  # recorded again after a resume: once
-    again = Versions.open(tmp_path / "run" / "code")
-    assert again.number == 2
-    root = project(tmp_path)
-    again.build(root, rules, upto=1)
-    assert (root / "train.py").read_text().startswith("lr = 0.05\n")
-    root2 = project(tmp_path / "b")
-    again.build(root2, rules)
-    assert (root2 / "train.py").read_text().startswith("lr = 0.02\n")
+    plans = {3: {"extra": {"code": {"change": first.to_dict()}}},
+             7: {"extra": {"code": {"base": [3], "change": second.to_dict()}}},
+             8: {"extra": {"code": {"base": [3, 7]}}}}
+    assert chain(plans[7], 7) == [3, 7] and chain(plans[8], 8) == [3, 7] and chain({}, 1) == []
+    assert code_key({}) == "" and code_key(plans[8]) == "3/7" and code_key(plans[7]).startswith("3+")
+    trials = CodeTrials(CodeRules(["train.py"]), plan_of=plans.__getitem__)
+    root, folder = project(tmp_path), tmp_path / "trial_7"
+    before = trials.prepare(7, root, folder)
+    assert (root / "train.py").read_text().startswith("lr = 0.02\n")
+    assert "-lr = 0.05\n+lr = 0.02" in (folder / "change.diff").read_text()  # the trial's own change only
+    assert (folder / "code" / "train.py").read_text().startswith("lr = 0.02\n")
+    trials.verify(before, root)  # nothing protected changed
+    (root / "eval.py").write_text("print('always 1.0')\n")
+    with pytest.raises(TrialFailed, match="refused: the run changed protected file.*eval.py"):
+        trials.verify(before, root)
+    root8, folder8 = project(tmp_path / "b"), tmp_path / "trial_8"
+    trials.prepare(8, root8, folder8)
+    assert (root8 / "train.py").read_text().startswith("lr = 0.02\n") and not (folder8 / "change.diff").exists()
+    bad = {1: {"extra": {"code": {"change": Change((Edit("eval.py", "eval", "x"),)).to_dict()}}}}
+    with pytest.raises(TrialFailed, match="refused: .*protected"):
+        CodeTrials(CodeRules(["train.py"]), plan_of=bad.__getitem__).prepare(1, project(tmp_path / "c"), folder)
 
 
 def _git(cwd: Path, *args: str) -> str:
