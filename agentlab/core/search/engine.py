@@ -226,18 +226,21 @@ class TrialStore:
                 ) -> list[int]:
         """Requeue the RUNNING trials (those ``owned`` says belong to this search) whose worker process on this host
         is gone, or that ``also`` names (e.g. trials this process could not record on a full disk). A trial names
-        its worker in its plan (``plan.worker``) or in a ``worker`` attribute. Returns their numbers."""
+        its worker in its plan (``plan.worker``) or in a ``worker`` attribute. Returns their numbers.
+
+        Reads and requeues under the claim lock: a trial claimed between the two is not taken from its new worker."""
         from optuna.trial import TrialState
 
-        back = []
-        for trial in self.trials((TrialState.RUNNING,)):
+        def stranded(trial: Any) -> bool:
             if not owned(trial):
-                continue
+                return False
             worker = trial.user_attrs.get(R.A_PLAN, {}).get("worker") or trial.user_attrs.get("worker")
-            dead = worker != self.worker and not R.worker_alive(worker)
-            if (dead or (also is not None and also(trial))) and self.requeue(trial.number):
-                back.append(trial.number)
-        return back
+            return (worker != self.worker and not R.worker_alive(worker)) or (also is not None and also(trial))
+
+        if not any(stranded(t) for t in self.trials((TrialState.RUNNING,))):  # the usual case: no lock
+            return []
+        with self._claiming():
+            return [t.number for t in self.trials((TrialState.RUNNING,)) if stranded(t) and self.requeue(t.number)]
 
     def fail_stale(self) -> None:
         """On a database server: fail the trials whose worker stopped beating for the grace period; Optuna's retry

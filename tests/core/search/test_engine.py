@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import re
 import socket
 from pathlib import Path
@@ -66,6 +67,36 @@ def test_recover_puts_back_only_the_trials_of_dead_workers_on_this_host(tmp_path
     assert store.recover() == [dead]
     assert [t.state.name for t in study.trials] == ["WAITING", "RUNNING", "RUNNING"]
     assert store.recover(also=lambda t: t.number == mine) == [mine] and elsewhere == 2
+
+
+def test_recover_does_not_take_back_a_trial_claimed_while_it_read(tmp_path: Path) -> None:
+    """A claim writes RUNNING, then the plan naming its worker: recover reading and requeueing under the claim lock
+    never sees the first write without the second, nor requeues a trial claimed since it read the list."""
+    study = new_study(f"sqlite:///{tmp_path / 's.db'}", study_name="s", direction="minimize")
+    store = store_of(study)
+    lost = store.create(user_attrs={R.A_PLAN: {"worker": f"{socket.gethostname()}:999999"}})
+    held: list[bool] = []
+
+    def lock_held() -> bool:
+        with open(store.claim_lock, "a") as probe:  # another open file: flock conflicts with the store's own
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            return False
+
+    def owned(trial: object) -> bool:
+        held.append(lock_held())
+        if len(held) == 1:  # after recover's first read: another worker recovers the trial and a live one claims it
+            assert store.requeue(lost)
+            store.claim(attrs=lambda t: {R.A_PLAN: {"worker": store.worker}})
+        return True
+
+    assert store.recover(owned) == []
+    trial = store.get(lost)
+    assert trial.state == TrialState.RUNNING and trial.user_attrs[R.A_PLAN]["worker"] == store.worker
+    assert held[-1], "recover read the trials it requeues without the claim lock"
 
 
 def test_a_study_not_opened_by_agentlab_is_named_as_such() -> None:
