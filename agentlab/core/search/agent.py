@@ -200,15 +200,8 @@ class TrialView:
         return plan_schema(values)["properties"]["changes"] if values else {"type": "object"}
 
     def config(self, changes: Any) -> tuple[dict[str, Any] | None, str]:
-        space = self.d.space
-        clean, errors = space.validate(changes)
-        if not clean and not errors:
-            errors = ["changes is empty"]
-        params = space.complete({**self.d.incumbent, **clean})
-        errors = errors or space.inactive(clean, params) or self.d.check(params)
-        if not errors and params_key(params) in self.d.tried:
-            errors = ["this config was run already: change something else"]
-        return (None, "; ".join(errors)[:400]) if errors else (params, "")
+        params, why = self.d.config(changes)
+        return params, why[:400]
 
 
 def learning_curve(domain: TrialDomain, label: str) -> Tool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -266,16 +266,23 @@ class TrialDomain:
     def changes(self, params: dict[str, Any]) -> dict[str, Any]:
         return diff(params, self.incumbent)
 
-    def lead(self, changes: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    def config(self, changes: Any, base: dict[str, Any] | None = None, *, taken: Iterable[dict[str, Any]] = ()
+               ) -> tuple[dict[str, Any] | None, str]:
+        """``changes`` of ``base`` (default: the incumbent) as a trial's params, or None and why not: a key or value
+        outside the space, a key inactive for the result, a broken constraint, no change, or the params of a trial
+        tried already or of ``taken``. The one check of a lead, the LLM's own candidate and the agent's config."""
         clean, errors = self.space.validate(changes)
         if not clean and not errors:
-            errors = ["no change of the base config"]
-        params = self.space.complete({**self.base_params, **clean})
+            errors = ["changes is empty"]
+        params = self.space.complete({**(self.incumbent if base is None else base), **clean})
         errors = errors or self.space.inactive(clean, params) or self.check(params)
-        if not errors and params_key(params) in self.tried | {params_key(r.params) for r in self.records
-                                                             if r.state != "interrupted"}:
-            errors = ["run already"]
+        if not errors and params_key(params) in self.tried | {params_key(p) for p in taken}:
+            errors = ["the same as a trial run already or proposed: change something else"]
         return (None, "; ".join(errors)) if errors else (params, "")
+
+    def lead(self, changes: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        return self.config(changes, self.base_params, taken=[r.params for r in self.records
+                                                             if r.state != "interrupted"])
 
     def steps(self, planner: str) -> list[S.Step]:
         return trial_steps(self.records, planner, self.direction == "maximize")
@@ -325,13 +332,8 @@ class TrialDomain:
             changes, _ = chooser.own(messages, values)
         except LLMError as exc:
             return None, f"no own candidate: {exc.kind}: {_why(exc)}"
-        clean, errors = self.space.validate(changes)
-        params = self.space.complete({**self.incumbent, **clean})
-        errors += self.space.inactive(clean, params) or self.check(params)
-        taken = {params_key(c) for c in candidates} | self.tried
-        if not errors and (not diff(params, self.incumbent) or params_key(params) in taken):
-            errors.append("the same as a candidate or a trial already run")
-        return (None, "own candidate dropped: " + "; ".join(errors)) if errors else (params, "")
+        params, why = self.config(changes, taken=candidates)
+        return (params, "") if params is not None else (None, f"own candidate dropped: {why}")
 
 
 def trial_results(records: list[TrialRecord], maximize: bool,

@@ -74,6 +74,30 @@ def test_llm_offers_show_only_relevant_keys() -> None:
     assert set(s.offered(incumbent, [suggestion])) == {"family", "lr", "lookback", "width", "heads"}
 
 
+def test_a_lead_an_own_candidate_and_an_agent_config_pass_one_check() -> None:
+    """``TrialDomain.config``: over the incumbent (a lead: over the base config), refused when outside the space,
+    inactive for the result, empty, or the params of a trial tried (a lead: or waiting; the own: or a candidate)."""
+    from agentlab.core.search.agent import TrialView
+    from agentlab.core.search.planners import TrialDomain, params_key
+    from agentlab.core.search.records import TrialRecord
+
+    s = space()
+    base = s.complete(s.base)
+    tf = s.complete({**s.base, "family": "tf"})
+    waiting = s.complete({**s.base, "lookback": 96})
+    domain = TrialDomain(space=s, base_params=base, incumbent=tf, records=[TrialRecord(1, "waiting", None, waiting)],
+                         best=None, metric="m", check=lambda p: [], candidate=lambda *a, **k: None,
+                         tried={params_key(base), params_key(tf)})
+    assert domain.config({"width": 32}) == ({**tf, "width": 32}, "")  # over the incumbent
+    assert domain.lead({"family": "tf", "width": 32}) == ({**tf, "width": 32}, "")  # over the base config
+    assert domain.config({"lr": 0.02})[1] == "lr: applies only when family in [lin]"
+    assert domain.config({})[1] == "changes is empty" and "not in the search space" in domain.config({"x": 1})[1]
+    assert domain.config({"width": 16})[0] is None  # the incumbent itself: tried
+    assert domain.config({"lookback": 96}, base)[0] == waiting and domain.lead({"lookback": 96})[0] is None
+    assert domain.config({"width": 8}, taken=[{**tf, "width": 8}])[0] is None  # the own candidate's: a candidate
+    assert TrialView(domain).config({"width": 32}) == domain.config({"width": 32})
+
+
 class _Objective:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
