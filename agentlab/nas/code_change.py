@@ -141,10 +141,26 @@ def _files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def check(change: Change, root: Path, rules: CodeRules) -> dict[str, tuple[str, str]]:
-    """The change applied in memory to the files under ``root``: ``{path: (before, after)}``; ``ChangeError``
-    naming the first problem (a file not editable or protected, missing, the old text not there exactly once, a
-    Python file that no longer parses)."""
+def read_under(root: Path) -> Callable[[str], str | None]:
+    """A file's text under ``root`` (None: no such file); ``ChangeError`` when it is not UTF-8 text."""
+
+    def read(rel: str) -> str | None:
+        file = root / rel
+        if not file.is_file() or file.is_symlink():
+            return None
+        try:
+            return file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChangeError(f"{rel}: cannot be read as UTF-8 text ({exc})") from None
+
+    return read
+
+
+def check(change: Change, files: Path | Callable[[str], str | None], rules: CodeRules) -> dict[str, tuple[str, str]]:
+    """The change applied in memory to ``files`` (a folder, or a function giving a file's text, None when there is
+    no such file): ``{path: (before, after)}``; ``ChangeError`` naming the first problem (a file not editable or
+    protected, missing, the old text not there exactly once, a Python file that no longer parses)."""
+    read = read_under(files) if isinstance(files, Path) else files
     texts: dict[str, tuple[str, str]] = {}
     for i, edit in enumerate(change.edits):
         where = f"edit {i} ({edit.path})"
@@ -155,13 +171,9 @@ def check(change: Change, root: Path, rules: CodeRules) -> dict[str, tuple[str, 
         if not rules.is_editable(edit.path):
             raise ChangeError(f"{where}: not editable (objective.editable: {', '.join(rules.editable)})")
         if edit.path not in texts:
-            file = root / edit.path
-            if not file.is_file() or file.is_symlink():
+            text = read(edit.path)
+            if text is None:
                 raise ChangeError(f"{where}: no such file in the project")
-            try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ChangeError(f"{where}: cannot be read as UTF-8 text ({exc})") from None
             texts[edit.path] = (text, text)
         before, current = texts[edit.path]
         if not edit.old:
@@ -259,7 +271,8 @@ class CodeTrials:
 
     rules: CodeRules
     plan_of: Callable[[int], dict[str, Any]] | None = None
-    skip: frozenset[str] = frozenset()  # files the protection does not cover (the run's own outputs)
+    skip: tuple[str, ...] = ("metrics.json",)  # files and folders the default protection leaves to the run (its
+    # outputs: metrics.json, what git ignores)
 
     def change_of(self, number: int) -> Change:
         assert self.plan_of is not None
@@ -291,7 +304,10 @@ class CodeTrials:
         return self.digest(cwd)
 
     def digest(self, cwd: Path) -> dict[str, str]:
-        return {k: v for k, v in digest(cwd, self.rules).items() if k not in self.skip}
+        if self.rules.protected is not None:  # named: every one of them, outputs or not
+            return digest(cwd, self.rules)
+        return {k: v for k, v in digest(cwd, self.rules).items()
+                if not any(k == s or k.startswith(s.rstrip("/") + "/") or Path(k).name == s for s in self.skip)}
 
     def verify(self, before: dict[str, str], cwd: Path) -> None:
         """``TrialFailed`` (refused) when the run rewrote or removed a protected file."""
@@ -300,12 +316,12 @@ class CodeTrials:
         changed = rewritten(before, self.digest(cwd))
         if changed:
             raise TrialFailed(f"refused: the run changed protected file(s) {', '.join(changed[:5])}"
-                              f"{' ...' if len(changed) > 5 else ''}; a trial may change only objective.editable")
+                              f"{' ...' if len(changed) > 5 else ''} (objective.protected; not scored)")
 
 
-def commit_version(repo: Path, branch: str, files: dict[str, bytes], message: str) -> str:
-    """A commit on ``branch`` holding ``files`` (paths relative to ``repo``) on top of the branch's tree, made on a
-    temporary index: the user's tree, index and HEAD are untouched. Returns the new commit."""
+def commit_version(repo: Path, branch: str, parent: str, files: dict[str, bytes], message: str) -> str:
+    """A commit of ``parent``'s tree with ``files`` (paths relative to ``repo``) in it, made on a temporary index
+    (the user's tree, index and HEAD are untouched); ``branch`` is moved to it. Returns the new commit."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_AUTHOR_NAME": "agentlab",
            "GIT_AUTHOR_EMAIL": "agentlab@localhost", "GIT_COMMITTER_NAME": "agentlab",
            "GIT_COMMITTER_EMAIL": "agentlab@localhost"}
@@ -317,7 +333,6 @@ def commit_version(repo: Path, branch: str, files: dict[str, bytes], message: st
             raise UsageError(f"git {args[0]} failed in {repo}: {done.stderr.decode('utf-8', 'replace').strip()[:300]}")
         return done.stdout.decode("utf-8", "replace").strip()
 
-    parent = git("rev-parse", "--verify", f"refs/heads/{branch}")
     with tempfile.TemporaryDirectory() as tmp:
         index = str(Path(tmp) / "index")
         git("read-tree", parent, index=index)
@@ -327,5 +342,5 @@ def commit_version(repo: Path, branch: str, files: dict[str, bytes], message: st
             git("update-index", "--add", "--cacheinfo", f"{mode},{blob},{rel}", index=index)
         tree = git("write-tree", index=index)
     commit = git("commit-tree", tree, "-p", parent, "-m", message)
-    git("update-ref", f"refs/heads/{branch}", commit, parent)
+    git("update-ref", f"refs/heads/{branch}", commit)
     return commit

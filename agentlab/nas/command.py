@@ -181,12 +181,13 @@ class CommandObjective:
     def __init__(self, command: str, metric: str, base_params: dict[str, Any], *, cwd: Path,
                  trial_dir: Callable[[int], Path], timeout_s: float | None = None, space_keys: tuple[str, ...] = (),
                  on_line: Callable[[int, str], None] | None = None, config: ConfigFile | None = None,
-                 workspaces: Workspaces | None = None, code: CodeTrials | None = None):
+                 workspaces: Workspaces | None = None, code: CodeTrials | None = None, sandbox: str = "none"):
         self.command, self.metric = command, metric
         self.cwd, self.trial_dir, self.timeout_s = Path(cwd), trial_dir, timeout_s
         self.space_keys, self.on_line = space_keys, on_line
         self.config, self.workspaces = config, workspaces
         self.code = code  # code trials (objective.editable): each trial's code built in its workspace, checked after
+        self.sandbox = sandbox  # bwrap: the command under bubblewrap (``sandboxed``)
         self.own_params = base_params  # objective.params as written: what {args} / {overrides} pass besides the space
         # the base every trial's values update: the config file's values, objective.params on top
         self.base_params = merged_base(config, base_params)
@@ -278,6 +279,8 @@ class CommandObjective:
         problems = self.check({})
         if problems:
             raise UsageError(f"objective.params: {problems[0]}", hint="give plain JSON values")
+        if self.sandbox == "bwrap":
+            check_bwrap()
 
     def check(self, params: dict[str, Any]) -> list[str]:
         """Problems of a trial's params before it runs: they must make a JSON file."""
@@ -307,6 +310,11 @@ class CommandObjective:
             atomic_write_text(folder / "command.txt", shlex.join(argv) + "\n")
             env = {**os.environ, "AGENTLAB_TRIAL_DIR": str(folder), "AGENTLAB_PARAMS": str(params_path),
                    "AGENTLAB_WORKSPACE": str(cwd)}
+            if self.sandbox == "bwrap":
+                top = self.workspaces.path(number) if self.workspaces is not None else cwd
+                argv = sandboxed(argv, [top, folder], cwd)
+                env["TMPDIR"] = str(folder / "tmp")
+                (folder / "tmp").mkdir(exist_ok=True)
             start = time.monotonic()
             run = _Child(argv, cwd, env, folder)
             try:
@@ -501,6 +509,29 @@ class _Child:
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._stderr.close()
+
+
+def sandboxed(argv: list[str], writable: list[Path], cwd: Path) -> list[str]:
+    """``argv`` under bubblewrap: the file system read-only but ``writable`` (the trial's workspace and folder) and
+    no network but loopback (a network namespace of its own), killed when agentlab dies. Temporary files go to
+    ``TMPDIR`` (the caller points it into the trial folder): /tmp is read-only like the rest."""
+    words = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for path in writable:
+        words += ["--bind", str(path.resolve()), str(path.resolve())]
+    return [*words, "--unshare-net", "--die-with-parent", "--chdir", str(cwd.resolve()), "--", *argv]
+
+
+def check_bwrap() -> None:
+    """``UsageError`` (exit 2, before trial 0) when bubblewrap is missing or cannot make its namespaces here."""
+    if shutil.which("bwrap") is None:
+        raise UsageError("objective.sandbox: bwrap is not installed", hint="install bubblewrap (Debian: apt-get "
+                         "install bubblewrap), or set objective.sandbox: none")
+    probe = subprocess.run(sandboxed(["true"], [], Path("/")), capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        why = probe.stderr.decode("utf-8", "replace").strip()[:200]
+        raise UsageError(f"objective.sandbox: bwrap cannot run here: {why}",
+                         hint="allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), or "
+                         "set objective.sandbox: none")
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -181,6 +181,9 @@ class SearchConfig(LLMPlannerSettings):
                                  "objective command's metric: at or past it in its direction)")
     min_delta: float = Field(0.01, ge=0, description="noise band, relative: a trial better than the best by more "
                              "than this fraction is accepted, worse by more is rejected, in between is judged")
+    tune_every: int = Field(2, ge=0, description="with code changes (objective.editable): the sampler's trials of "
+                            "the space's params on each kept version, right after it is kept, before the agent "
+                            "plans again")
     space: dict[str, ParamSpec] = Field(default_factory=default_space,
                                         description="searchable keys (dotted paths into this config) and bounds")
     pruner: Literal["median", "hyperband", "halving", "none"] = Field(
@@ -240,6 +243,22 @@ class CommandObjectiveConfig(StrictModel):
                                     "no limit")
     cwd: Path | None = Field(None, description="the folder the command runs in (relative: to the YAML file's "
                              "folder); empty: the YAML file's folder (the current folder without a file)")
+    editable: list[str] = Field(default_factory=list, description="files the agent planner may change, as glob "
+                                "patterns relative to objective.cwd (* within a folder, ** across folders, a "
+                                "trailing / a whole folder), e.g. [train.py, 'model/*.py']: each change runs as a "
+                                "trial on the best version and is kept when it improves the metric "
+                                "(docs/commands/nas-code-changes.md). Needs --planner agent, and --approve or "
+                                "objective.unreviewed_changes. Empty: no code changes")
+    protected: list[str] | None = Field(None, description="files no change and no trial's run may alter (glob "
+                                        "patterns like editable), e.g. [eval.py, data/]; a trial whose run rewrote "
+                                        "one is refused, not scored. Empty: every file that is not editable")
+    unreviewed_changes: bool = Field(False, description="run the agent's code changes without a person approving "
+                                     "each (they are code an LLM wrote, run with your permissions: see "
+                                     "objective.sandbox); false: code changes need --approve")
+    sandbox: Literal["none", "bwrap"] = Field("none", description="bwrap: every trial's command runs under "
+                                              "bubblewrap, the trial's workspace and folder writable, the rest of the "
+                                              "file system read-only, no network but loopback, killed with "
+                                              "agentlab (Linux, Debian's bubblewrap package); none: as you")
 
 
 SECTIONS: dict[str, type[StrictModel]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
@@ -259,6 +278,28 @@ class NASConfig(StrictModel):
         None, description="search your own training code: a command, its params and the metric it reports "
         "(docs/commands/nas-own-code.md); the keys of search.space are then keys of objective.params, and the "
         "data, model and train sections are not used. Empty: the built-in forecaster")
+
+    @model_validator(mode="after")
+    def _code_changes(self, info: ValidationInfo) -> NASConfig:
+        """Code changes need the agent planner and a person's approval or the explicit opt-out; their own keys are
+        refused where nothing would read them."""
+        if info.context and info.context.get("saved"):
+            return self
+        editable = bool(self.objective and self.objective.editable)
+        if self.objective is not None and self.objective.editable and self.search.planner != "agent":
+            raise ValueError("objective.editable: only the agent planner changes code (search.planner is "
+                             f"{self.search.planner}); set search.planner: agent (--planner agent), or remove "
+                             "objective.editable")
+        if editable and not (self.search.agent.approve or self.objective.unreviewed_changes):  # type: ignore[union-attr]
+            raise ValueError("objective.editable: a code change is code an LLM wrote, run with your permissions, so "
+                             "each runs only once a person approves it: add --approve, or set "
+                             "objective.unreviewed_changes: true (and consider objective.sandbox: bwrap)")
+        if self.objective is not None and self.objective.unreviewed_changes and not editable:
+            raise ValueError("objective.unreviewed_changes: no code changes without objective.editable; remove it")
+        if not editable and self.search.tune_every != SearchConfig.model_fields["tune_every"].default:
+            raise ValueError("search.tune_every: the sampler's trials after each kept code change; without "
+                             "objective.editable there are none: remove it")
+        return self
 
     @model_validator(mode="after")
     def _nothing_ignored(self, info: ValidationInfo) -> NASConfig:

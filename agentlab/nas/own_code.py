@@ -20,6 +20,7 @@ from agentlab.core.search.records import TrialRecord, planner_label, reason_line
 from agentlab.core.search.session import llm_source, require_planner_model
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.tracking import check_tracking
+from agentlab.nas.code_change import CodeRules, CodeTrials
 from agentlab.nas.command import CommandObjective, flat_values, merged_base
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.config_file import ConfigFile
@@ -103,10 +104,13 @@ def command_objective(cfg: NASConfig, run_dir: RunDir | None) -> CommandObjectiv
     if run_dir is not None:
         spaces = Workspaces(cwd, run_dir.path / "workspaces", run_dir.path.name, objective.workspace,
                             objective.keep_failed, exclude=[run_dir.path])
+    code = None
+    if objective.editable or objective.protected is not None:
+        code = CodeTrials(CodeRules(objective.editable, objective.protected))
     return CommandObjective(objective.command, objective.metric, objective.params, cwd=cwd,
                             trial_dir=lambda number: root / "trials" / run_id(number),
                             timeout_s=objective.timeout_s, space_keys=tuple(cfg.search.space),
-                            config=config_file(cfg), workspaces=spaces)
+                            config=config_file(cfg), workspaces=spaces, code=code, sandbox=objective.sandbox)
 
 
 def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,

@@ -140,7 +140,7 @@ def test_commit_version_leaves_the_users_tree_alone(tmp_path: Path) -> None:
     _git(root, "branch", "agentlab/run", head)
     (root / "eval.py").write_text("print('user edit, uncommitted')\n")
     status = _git(root, "status", "--porcelain")
-    commit = commit_version(root, "agentlab/run", {"train.py": b"lr = 0.01\n"}, "agentlab: smaller step")
+    commit = commit_version(root, "agentlab/run", head, {"train.py": b"lr = 0.01\n"}, "agentlab: smaller step")
     assert _git(root, "rev-parse", "agentlab/run") == commit
     assert _git(root, "show", f"{commit}:train.py") == "lr = 0.01"
     assert _git(root, "show", f"{commit}:eval.py") == "print('eval')"  # the branch's tree, not the user's edit
