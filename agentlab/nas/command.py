@@ -181,13 +181,15 @@ class CommandObjective:
     def __init__(self, command: str, metric: str, base_params: dict[str, Any], *, cwd: Path,
                  trial_dir: Callable[[int], Path], timeout_s: float | None = None, space_keys: tuple[str, ...] = (),
                  on_line: Callable[[int, str], None] | None = None, config: ConfigFile | None = None,
-                 workspaces: Workspaces | None = None, code: CodeTrials | None = None, sandbox: str = "none"):
+                 workspaces: Workspaces | None = None, code: CodeTrials | None = None, sandbox: str = "none",
+                 eval_command: str | None = None):
         self.command, self.metric = command, metric
         self.cwd, self.trial_dir, self.timeout_s = Path(cwd), trial_dir, timeout_s
         self.space_keys, self.on_line = space_keys, on_line
         self.config, self.workspaces = config, workspaces
         self.code = code  # code trials (objective.editable): each trial's code built in its workspace, checked after
         self.sandbox = sandbox  # bwrap: the command under bubblewrap (``sandboxed``)
+        self.eval_command = eval_command  # run after the command in its workspace: its metric is the one that counts
         self.own_params = base_params  # objective.params as written: what {args} / {overrides} pass besides the space
         # the base every trial's values update: the config file's values, objective.params on top
         self.base_params = merged_base(config, base_params)
@@ -246,19 +248,7 @@ class CommandObjective:
         if not parts:
             raise UsageError("objective.command: empty", hint="give the command that trains, e.g. "
                              "`python train.py --params {params}`")
-        if not self.cwd.is_dir():
-            raise UsageError(f"objective.cwd: {self.cwd} is not a folder", hint="give the project's folder")
-        program = parts[0]
-        if os.sep in program or (os.altsep and os.altsep in program):
-            path = Path(program) if Path(program).is_absolute() else self.cwd / program
-            if not path.is_file() or not os.access(path, os.X_OK):
-                why = "does not exist" if not path.exists() else "is not an executable file"
-                raise UsageError(f"objective.command: {program} {why} (looked in {self.cwd})",
-                                 hint="give the path of an executable, or run a script through its interpreter "
-                                 "(python train.py ...)")
-        elif shutil.which(program) is None:
-            raise UsageError(f"objective.command: {program!r} is not found on PATH",
-                             hint="install it, activate its environment, or give its full path")
+        self.validate_program()
         if self.config is not None:
             own = [k for k in self.space_keys if not lookup(self.own_params, k)[0]]
             self.config.require(own)
@@ -281,6 +271,33 @@ class CommandObjective:
             raise UsageError(f"objective.params: {problems[0]}", hint="give plain JSON values")
         if self.sandbox == "bwrap":
             check_bwrap()
+        if self.eval_command is not None:
+            evaluator = CommandObjective(self.eval_command, self.metric, self.own_params, cwd=self.cwd,
+                                         trial_dir=self.trial_dir, space_keys=self.space_keys)
+            try:
+                evaluator.validate_program()
+            except UsageError as exc:
+                raise UsageError(str(exc).replace("objective.command", "objective.eval_command"),
+                                 hint=exc.hint) from None
+
+    def validate_program(self) -> None:
+        """The command's program can be found and run, in an existing folder (``UsageError`` otherwise)."""
+        parts = self.argv()
+        if not self.cwd.is_dir():
+            raise UsageError(f"objective.cwd: {self.cwd} is not a folder", hint="give the project's folder")
+        if not parts:
+            raise UsageError("objective.command: empty")
+        program = parts[0]
+        if os.sep in program or (os.altsep and os.altsep in program):
+            path = Path(program) if Path(program).is_absolute() else self.cwd / program
+            if not path.is_file() or not os.access(path, os.X_OK):
+                why = "does not exist" if not path.exists() else "is not an executable file"
+                raise UsageError(f"objective.command: {program} {why} (looked in {self.cwd})",
+                                 hint="give the path of an executable, or run a script through its interpreter "
+                                 "(python train.py ...)")
+        elif shutil.which(program) is None:
+            raise UsageError(f"objective.command: {program!r} is not found on PATH",
+                             hint="install it, activate its environment, or give its full path")
 
     def check(self, params: dict[str, Any]) -> list[str]:
         """Problems of a trial's params before it runs: they must make a JSON file."""
@@ -327,6 +344,8 @@ class CommandObjective:
             seconds = round(time.monotonic() - start, 3)
             if code != 0:
                 raise TrialFailed(f"exit code {code} after {seconds:g} s" + _tail(folder / "stderr.log"))
+            if self.eval_command:
+                result = self._evaluate(number, params_path, params, cwd, env, folder)
             result = (result or self._metrics_file(folder, cwd, before) or text_result
                       or self._stderr_result(folder))
             if result is None:
@@ -346,6 +365,30 @@ class CommandObjective:
                 self.workspaces.done(number, failed)
         self._watch_ignored(params, out["value"])
         return out
+
+    def _evaluate(self, number: int, params_path: Path, params: dict[str, Any], cwd: Path, env: dict[str, str],
+                  folder: Path) -> dict[str, Any]:
+        """``objective.eval_command`` after the command, in the same workspace (and sandbox): its result is the
+        trial's (``eval_stdout.log``, ``eval_stderr.log`` in the trial folder)."""
+        assert self.eval_command is not None
+        argv = CommandObjective(self.eval_command, self.metric, self.own_params, cwd=cwd, trial_dir=self.trial_dir,
+                                space_keys=self.space_keys, config=self.config).argv(str(params_path), params)
+        if self.sandbox == "bwrap":
+            top = self.workspaces.path(number) if self.workspaces is not None else cwd
+            argv = sandboxed(argv, [top, folder], cwd)
+        start = time.monotonic()
+        run = _Child(argv, cwd, env, folder, prefix="eval_")
+        try:
+            result, text_result, code = self._follow(run, number, lambda step, value: False, start)
+        finally:
+            run.stop()
+        if code != 0:
+            raise TrialFailed(f"objective.eval_command: exit code {code}" + _tail(folder / "eval_stderr.log"))
+        found = result or text_result
+        if found is None:
+            raise TrialFailed(f"objective.eval_command printed no {self.metric} (a JSON line with it, or "
+                              f"`{self.metric}: <number>`)" + _tail(folder / "eval_stderr.log"))
+        return found
 
     def _write_config(self, cwd: Path, folder: Path, params: dict[str, Any]) -> None:
         """The workspace's copy of the project's config file with this trial's values; a copy of it in the trial
@@ -475,11 +518,11 @@ class CommandObjective:
 class _Child:
     """The running command: its own process group, stdout read line by line by a thread, stderr to a file."""
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], folder: Path):
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], folder: Path, prefix: str = ""):
         self.folder = folder
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self._stderr = open(folder / "stderr.log", "wb")  # noqa: SIM115 - closed in stop()
-        self._stdout_log = open(folder / "stdout.log", "wb")  # noqa: SIM115 - closed by the reader thread
+        self._stderr = open(folder / f"{prefix}stderr.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._stdout_log = open(folder / f"{prefix}stdout.log", "wb")  # noqa: SIM115 - closed by the reader thread
         try:
             self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                             stderr=self._stderr, start_new_session=True,

@@ -243,6 +243,10 @@ class CommandObjectiveConfig(StrictModel):
                                     "no limit")
     cwd: Path | None = Field(None, description="the folder the command runs in (relative: to the YAML file's "
                              "folder); empty: the YAML file's folder (the current folder without a file)")
+    eval_command: str | None = Field(None, description="a command run after each trial's command, in the same "
+                                     "workspace, whose result (read like the command's) is the metric that counts, "
+                                     "e.g. `python eval.py`: with objective.editable, keep it and what it reads in "
+                                     "objective.protected, so no code change can alter how trials are scored")
     editable: list[str] = Field(default_factory=list, description="files the agent planner may change, as glob "
                                 "patterns relative to objective.cwd (* within a folder, ** across folders, a "
                                 "trailing / a whole folder), e.g. [train.py, 'model/*.py']: each change runs as a "

@@ -110,7 +110,8 @@ def command_objective(cfg: NASConfig, run_dir: RunDir | None) -> CommandObjectiv
     return CommandObjective(objective.command, objective.metric, objective.params, cwd=cwd,
                             trial_dir=lambda number: root / "trials" / run_id(number),
                             timeout_s=objective.timeout_s, space_keys=tuple(cfg.search.space),
-                            config=config_file(cfg), workspaces=spaces, code=code, sandbox=objective.sandbox)
+                            config=config_file(cfg), workspaces=spaces, code=code, sandbox=objective.sandbox,
+                            eval_command=objective.eval_command)
 
 
 def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,

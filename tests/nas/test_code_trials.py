@@ -99,3 +99,27 @@ def test_a_sandbox_without_bwrap_is_refused_before_any_trial(in_tmp: Path, monke
     assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random"]) == 2
     assert "objective.sandbox: bwrap is not installed" in capsys.readouterr().err
     assert not (in_tmp / "runs" / "nas").exists() or not any((in_tmp / "runs" / "nas").iterdir())
+
+
+def test_the_eval_command_s_metric_is_the_one_that_counts(in_tmp: Path) -> None:
+    config = project(in_tmp, eval_command=f"{sys.executable} eval.py")
+    (config.parent / "eval.py").write_text("print('loss: 1.5')\n")
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random"]) == 0
+    rows = trials(in_tmp)
+    assert [r["loss"] for r in rows] == [1.5, 1.5]  # train.py printed (x-1)^2; eval.py's line counts
+    (run,) = sorted((in_tmp / "runs" / "nas").glob("*"))
+    assert (run / "trials" / "run_0001" / "eval_stdout.log").read_text() == "loss: 1.5\n"
+
+
+def test_a_failing_eval_command_fails_the_trial_and_a_missing_one_is_refused(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = project(in_tmp, eval_command=f"{sys.executable} eval.py")
+    (config.parent / "eval.py").write_text("raise SystemExit('no predictions found')\n")
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random"]) != 0
+    first = trials(in_tmp)[0]
+    assert first["state"] == "failed" and "objective.eval_command: exit code 1" in first["reason"]
+    assert "no predictions found" in first["reason"]
+    (in_tmp / "b").mkdir()
+    other = project(in_tmp / "b", eval_command="no-such-evaluator --x")
+    assert main(["nas", "-c", str(other), "--max-iterations", "2", "--planner", "random"]) == 2
+    assert "objective.eval_command: 'no-such-evaluator' is not found on PATH" in capsys.readouterr().err
