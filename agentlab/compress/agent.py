@@ -1,16 +1,7 @@
 """compress's side of the ``agent`` planner (``core.search.agent``): its experiments as the agent sees them
-(``ExperimentView``) and its tools, every result computed in code: ``measure_base`` (the base model's measured
-figures), ``pareto_front`` (the feasible front so far), ``workspace`` (what each technique did to this model in
-earlier runs, from the workspace), ``evaluate`` (an lm-eval task on the base or a finished experiment:
-``compress.evaluate``), ``query_experiments`` and ``best_config`` (the measured experiments, from MLflow with
-``--mlflow``: ``compress.queries``), ``task`` (the ``lora`` and ``distill`` sub-agents, each with its own tools:
-``compress.subagents``) and the ``evaluation`` sub-agent (which task and how many questions settle a question about
-an accuracy). The brief carries the knowledge base (``compress.knowledge``: techniques, measured costs, a decision
-guide, the success criteria), sized by the planner model's profile.
-
-An experiment is "a new best" for the guard when it grows the hypervolume of the feasible experiments (the same
-rule the llm planner's bandit uses), so the guard hands the search to NSGA-II when the agent's experiments stop
-growing the front."""
+(``ExperimentView``) and its tools (docs/commands/compress.md#planners), every result computed in code; the brief
+carries the knowledge base (``compress.knowledge``). An experiment is "a new best" for the guard when it grows the
+hypervolume of the feasible experiments (the llm planner's bandit's rule)."""
 
 from __future__ import annotations
 
@@ -23,11 +14,10 @@ from typing import Any
 from agentlab.compress.config import Experiment
 from agentlab.compress.evaluate import LIMITS, Z90, Evaluator, Target, describe, measured_line, task_items
 from agentlab.compress.knowledge import TECHNIQUES_FULL, knowledge_base, measured_costs
-from agentlab.compress.objective import Goal
 from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains
-from agentlab.compress.queries import FIGURES, best_config, local_rows, mlflow_rows, query_experiments
 from agentlab.compress.queries import TECHNIQUES as QUERY_TECHNIQUES
-from agentlab.compress.report import fmt
+from agentlab.compress.queries import best_config, local_rows, mlflow_rows, query_experiments
+from agentlab.compress.report import FIGURES, base_line, figures_line
 from agentlab.compress.space import Space, to_params
 from agentlab.compress.subagents import task, task_schema
 from agentlab.compress.workspace import Workspace
@@ -37,8 +27,6 @@ from agentlab.core.errors import AgentlabError
 from agentlab.core.search.agent import AgentKit, Done
 from agentlab.core.search.planners import PlanContext, params_key
 from agentlab.core.search.prompts import plan_schema
-
-SHOWN = ("speedup", "accuracy", "perplexity", "size", "compression")
 
 TECHNIQUES = TECHNIQUES_FULL  # the knowledge base's techniques (compress.knowledge)
 
@@ -58,8 +46,7 @@ class ExperimentView:
     def _text(self, record: dict[str, Any], on_front: bool) -> str:
         if record.get("state") != "done":
             return f"{record.get('label')}: failed: {str(record.get('error', ''))[:200]}"
-        derived = record.get("derived") or {}
-        figures = ", ".join(f"{k} {fmt(v)}" for k, v in derived.items() if k in SHOWN)
+        figures = figures_line(record.get("derived") or {})
         where = " (on the feasible front)" if on_front else "" if record.get("feasible") else \
             f" (breaks {', '.join(record.get('broken') or ['a constraint'])})"
         return f"{record.get('label')}: {figures}{where}"
@@ -239,9 +226,8 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
 
 def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], workspace: Workspace,
                  model_hash: str, on_event: Callable[..., None] | None = None,
-                 evaluator: Evaluator | None = None, space: Space | None = None, *, goal: Goal | None = None,
-                 short: bool = True, budget: int = 8, mlflow: str | None = None,
-                 context: dict[str, Any] | None = None) -> AgentKit:
+                 evaluator: Evaluator | None = None, space: Space | None = None, *, short: bool = True,
+                 budget: int = 8, mlflow: str | None = None, context: dict[str, Any] | None = None) -> AgentKit:
     """The agent's kit for compress; ``base_metrics()``: the base model's measurement (taken before the agent's
     first step); ``evaluator``: the ``evaluate`` tool and the ``evaluation`` sub-agent (None: neither); ``space``:
     the experiments offered, for the knowledge base's leads (None: no leads); ``short``: the knowledge base's short
@@ -251,16 +237,12 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
     measured = measured_costs(workspace, model_hash)
     kb = knowledge_base(domain_goal, budget, workspace, model_hash, short)
 
-    def base_line() -> str:
-        metrics = base_metrics()
-        return ", ".join(f"{k} {fmt(metrics.get(k))}" for k in ("perplexity", "accuracy", "decode_tps", "size_mb"))
-
     def tools(ctx: PlanContext, model: AgentModel) -> list[Tool]:
         domain = ctx.domain
         assert isinstance(domain, ExperimentDomain)
         view = ExperimentView(domain)
         settings = view.changes_schema()
-        objective = goal or domain.goal
+        objective = domain.goal
 
         def rows() -> list[dict[str, Any]]:
             return mlflow_rows(mlflow) if mlflow else local_rows(domain.records, workspace, model_hash, context)
@@ -285,7 +267,7 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
                   "required": ["metric"], "additionalProperties": False},
                  lambda args: best_config(rows(), str(args.get("metric")), objective)),
             Tool("measure_base", "the base model's measured figures", {"type": "object", "properties": {}},
-                 lambda args: f"base model: {base_line()}"),
+                 lambda args: f"base model: {base_line(base_metrics())}"),
             Tool("pareto_front", "the feasible experiments no other beats on every objective",
                  {"type": "object", "properties": {}},
                  lambda args: "\n".join(view.front()) or "no feasible experiment yet"),
@@ -311,7 +293,7 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
         return out
 
     return AgentKit(what=f"a model compression search; the goal: {domain_goal}",
-                    facts=lambda: "\n\n".join((f"base model: {base_line()}", kb)),
+                    facts=lambda: "\n\n".join((f"base model: {base_line(base_metrics())}", kb)),
                     tools=tools, view=lambda domain: ExperimentView(domain),
                     actions=("run_experiment", "try_experiment"),
                     knowledge=Path(workspace.root) / "agent_knowledge.json", signature=model_hash[:16],

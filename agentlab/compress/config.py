@@ -20,8 +20,6 @@ from agentlab.core.search.kinds import CompressPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
 
 GGUF_TYPES = ("Q8_0", "Q5_K_M", "Q4_K_M")
-QUANT_METHODS = ("int8_weight_only", "int8_dynamic", "torch_dynamic_int8", "bnb_4bit", "bnb_8bit",
-                 "gguf")
 
 
 class PruneStep(StrictModel):

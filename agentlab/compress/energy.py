@@ -1,18 +1,9 @@
-"""Energy and CO2e of a block of work, through codecarbon's offline tracker, with what was measured kept apart from
-what was estimated.
-
-codecarbon reads a power meter where the machine has one: RAPL (Linux, /sys/class/powercap readable), Intel Power
-Gadget or powermetrics (macOS), the Windows energy interface, NVML / AMD SMI for GPUs. Without one it *estimates* the
-CPU's power as its TDP (from codecarbon's table, or a generic constant) times the CPU load, and RAM power always
-comes from a model of the installed memory. :func:`track_energy` reads from the tracker which method each component
-used and reports ``mode``: "measured" only when every component was metered, "estimated" when none was, else
-"partly measured" (per component in ``components``). A component whose method cannot be told is counted as
-estimated: an estimate is never presented as a measurement.
-
-No network (the offline tracker), no files (no output methods), no lock file or signal handlers (multiple runs
-allowed), and codecarbon's log kept at errors. CO2e uses the yearly average carbon intensity of ``country_iso_code``
-(codecarbon's data); the default "USA" is codecarbon's own example, not a claim about where this machine is: set the
-country where the work runs.
+"""Energy and CO2e of a block of work through codecarbon's offline tracker, what was measured kept apart from what
+was estimated: ``mode`` is "measured" only when every component read a power meter (RAPL, powermetrics, NVML, ...),
+"estimated" when none did (the CPU as its TDP times its load; RAM always from a model), else "partly measured". A
+component whose method cannot be told counts as estimated. No network, files, lock file or signal handlers;
+codecarbon's log kept at errors. CO2e uses the yearly carbon intensity of ``country_iso_code`` (the default "USA" is
+codecarbon's example, not where this machine is).
 """
 
 from __future__ import annotations
@@ -20,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentlab.core.errors import InputError, missing_package
@@ -43,23 +34,17 @@ class Energy:
     ram_kwh: float = 0.0
     duration_s: float = 0.0
     country_iso_code: str = DEFAULT_COUNTRY
-    tracking_mode: str = "process"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @contextmanager
-def track_energy(*, country_iso_code: str = DEFAULT_COUNTRY, tracking_mode: str = "process",
-                 measure_power_secs: float = 1.0) -> Iterator[Energy]:
+def track_energy(*, country_iso_code: str = DEFAULT_COUNTRY) -> Iterator[Energy]:
     """Energy (kWh) and CO2e (kg) of the ``with`` block; the yielded :class:`Energy` is filled when the block ends.
 
-    ``tracking_mode`` "process": CPU and RAM estimates follow this process's share of the load (a meter such as
-    RAPL still reads the whole package); "machine": the whole machine. ``measure_power_secs``: codecarbon's sampling
-    interval. ``MissingPackage`` naming the extra ``compress`` when codecarbon is absent; ``InputError`` for a
-    country codecarbon has no data for."""
-    tracker = _tracker(country_iso_code.upper(), tracking_mode, measure_power_secs)
-    result = Energy(country_iso_code=country_iso_code.upper(), tracking_mode=tracking_mode)
+    CPU and RAM estimates follow this process's share of the load (codecarbon's "process" mode; a meter such as RAPL
+    still reads the whole package), sampled every second. ``MissingPackage`` naming the extra ``compress`` when
+    codecarbon is absent; ``InputError`` for a country codecarbon has no data for."""
+    tracker = _tracker(country_iso_code.upper())
+    result = Energy(country_iso_code=country_iso_code.upper())
     tracker.start()
     try:
         yield result
@@ -68,23 +53,20 @@ def track_energy(*, country_iso_code: str = DEFAULT_COUNTRY, tracking_mode: str 
         _fill(result, tracker)
 
 
-def _tracker(country: str, tracking_mode: str, measure_power_secs: float) -> Any:
+def _tracker(country: str) -> Any:
     try:
         from codecarbon import OfflineEmissionsTracker
         from codecarbon.input import DataSource
     except ImportError as exc:
         raise missing_package(exc) or exc from None
-    if tracking_mode not in ("process", "machine"):
-        raise InputError(f"energy: tracking_mode '{tracking_mode}'", hint="use 'process' or 'machine'")
     known = DataSource().get_global_energy_mix_data()
     if country not in known:
         raise InputError(f"energy: no carbon-intensity data for country '{country}'",
                          hint="give a 3-letter ISO code such as USA, FRA, DEU, GBR, IND, CHN")
     # Its constructor logs at INFO (and warns that multiple runs are allowed) before it applies log_level.
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
-    return OfflineEmissionsTracker(country_iso_code=country, tracking_mode=tracking_mode,
-                                   measure_power_secs=measure_power_secs, output_methods=[],
-                                   allow_multiple_runs=True, log_level="error")
+    return OfflineEmissionsTracker(country_iso_code=country, tracking_mode="process", measure_power_secs=1.0,
+                                   output_methods=[], allow_multiple_runs=True, log_level="error")
 
 
 def _fill(result: Energy, tracker: Any) -> None:

@@ -1,18 +1,9 @@
-"""The compress agent's ``evaluate`` tool: an lm-eval task scored on the base model or on one finished experiment's
-compressed model, ``limit`` items, every figure computed in code (accuracy with a 90% interval, and the paired
-difference against the base when the base was scored on the same items).
-
-What an experiment keeps: the workspace's checkpoints/ hold the Pareto front's compressed models (``checkpoints_mb``:
-a GGUF file, or the pruned / recovered model before its int8 quantization), and a GGUF experiment keeps its file in
-``experiments/NNN/``. So the model is reloaded from its checkpoint when one is kept (int8 applied again: seconds),
-else the kept GGUF, else it is built again from the experiment's steps, seeded as the experiment was (load, prune,
-quantize: seconds; the same code as ``run_experiment``, so the same model). An experiment with a recovery step and
-no checkpoint is not built again (its training costs minutes, an experiment's cost): evaluate says so, and names
-what it can score.
-
-Each result is cached in ``RUN/agent_evals/<target>-<task>-<limit>-<digest>.json`` (written atomically, per-item
-values included), so a repeated call or a resumed run reads it back instead of scoring again. The tool runs in the
-agent's process while the search waits for its proposal: never beside an experiment, on the search's device.
+"""The compress agent's ``evaluate`` tool: an lm-eval task's first ``limit`` items scored on the base model or on a
+finished experiment's compressed model (its workspace checkpoint, else its kept GGUF, else built again from its steps
+as ``run_experiment`` built it; never an experiment's recovery training again), every figure computed in code
+(accuracy with a 90% interval, the paired difference against the base on the same items). Each result is cached
+atomically in ``RUN/agent_evals/<target>-<task>-<limit>-<digest>.json``. It runs in the agent's process while the
+search waits: never beside an experiment.
 """
 
 from __future__ import annotations
@@ -69,11 +60,6 @@ def task_items(task: str) -> int | None:
 # --------------------------------------------------------------------------- statistics
 
 
-def wilson(successes: float, n: int, z: float = Z90) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (``core.vote.wilson_interval``), 90% by default."""
-    return wilson_interval(successes, n, z)
-
-
 def bootstrap(values: list[float], seed: int = 0) -> tuple[float, float]:
     """A 90% percentile bootstrap interval of the mean of ``values`` (seeded)."""
     if not values:
@@ -86,7 +72,7 @@ def bootstrap(values: list[float], seed: int = 0) -> tuple[float, float]:
 def accuracy_interval(values: list[float]) -> tuple[float, float]:
     """90% interval of the mean item score: Wilson for 0/1 scores, else a bootstrap."""
     if all(v in (0.0, 1.0) for v in values):
-        return wilson(sum(values), len(values))
+        return wilson_interval(sum(values), len(values), Z90)
     return bootstrap(values)
 
 
@@ -237,7 +223,6 @@ class Evaluator:
         how = "the base model" if exp is None else "built again from its steps (seeded as the experiment was)"
         return wrap_model(model, tokenizer, batch_size=self.inputs.measure.accuracy_batch).lm, how, model
 
-
     def _reload(self, checkpoint: Path, quant: Any, work: Path) -> tuple[Any, str, Any]:
         """The model kept in the workspace's checkpoint: the GGUF as it is, the transformers one with its int8
         quantization applied again."""
@@ -289,9 +274,9 @@ def measured_line(record: dict[str, Any], n: int) -> str:
     acc = (record.get("metrics") or {}).get("accuracy")
     if acc is None:
         return f"{record.get('label')}: no accuracy measured"
-    low, high = wilson(acc * n, n)
+    low, high = wilson_interval(acc * n, n, Z90)
     return f"{record.get('label')}: accuracy {fmt(acc)} on {n} questions, 90% interval [{low:.3f}, {high:.3f}]"
 
 
 __all__ = ["Evaluator", "Target", "accuracy_interval", "bootstrap", "describe", "eval_tasks", "measured_line",
-           "paired_difference", "task_items", "wilson", "LIMITS"]
+           "paired_difference", "task_items", "LIMITS"]

@@ -12,7 +12,6 @@ and ``energy_kwh`` / ``co2e_kg`` with ``energy_mode`` (measured or estimated, ne
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -38,8 +37,6 @@ from agentlab.core.models.convert import quiet_transformers
 from agentlab.core.models.device import seed_everything
 from agentlab.core.models.load import load_causal_lm
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Inputs:
@@ -60,13 +57,14 @@ def accuracy_hf(model: Any, tokenizer: Any, questions: list[Question], *, max_ne
     """Greedy answers to the questions (chat template); the share that are right (:func:`answers_hf`)."""
     if not questions:
         return 0.0
-    replies = answers_hf(model, tokenizer, [q.question for q in questions], max_new_tokens=max_new_tokens,
-                         batch=batch, on_step=on_step)
-    right = 0
-    for q, reply in zip(questions, replies, strict=True):
-        answer, _ = parse_reply(reply, "numeric")
-        right += is_correct(answer, q.answer)
-    return right / len(questions)
+    return _right_share(questions, answers_hf(model, tokenizer, [q.question for q in questions],
+                                              max_new_tokens=max_new_tokens, batch=batch, on_step=on_step))
+
+
+def _right_share(questions: list[Question], replies: list[str]) -> float:
+    """The share of ``replies`` whose answer (the debate's tolerant numeric parser) is right."""
+    return sum(is_correct(parse_reply(reply, "numeric")[0], q.answer)
+               for q, reply in zip(questions, replies, strict=True)) / len(questions)
 
 
 def answers_hf(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 16, batch: int = 32,
@@ -107,14 +105,11 @@ def accuracy_gguf(path: str | Path, questions: list[Question], *, max_new_tokens
     """The same on llama.cpp (the GGUF's own chat template)."""
     if not questions:
         return 0.0
-    right = 0
     with open_gguf(path, n_ctx=n_ctx) as llm:
-        for q in questions:
-            reply = llm.create_chat_completion([{"role": "user", "content": q.question}], max_tokens=max_new_tokens,
-                                               temperature=0.0)
-            answer, _ = parse_reply(reply["choices"][0]["message"]["content"] or "", "numeric")
-            right += is_correct(answer, q.answer)
-    return right / len(questions)
+        replies = [llm.create_chat_completion([{"role": "user", "content": q.question}], max_tokens=max_new_tokens,
+                                              temperature=0.0)["choices"][0]["message"]["content"] or ""
+                   for q in questions]
+    return _right_share(questions, replies)
 
 
 def accuracy_harness(lm: Any, harness: dict[str, Any]) -> float:

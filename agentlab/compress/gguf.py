@@ -74,14 +74,14 @@ def tokenize_gguf(llm: Llama, text: str) -> list[int]:
 
 
 def perplexity_gguf(path: str | Path, text: str, *, context: int = 512, stride: int = 256,
-                    max_tokens: int | None = None, n_threads: int | None = None) -> Perplexity:
+                    max_tokens: int | None = None) -> Perplexity:
     """Perplexity of the GGUF model ``path`` on ``text`` with llama.cpp (CPU), by the sliding windows of
     :func:`~agentlab.compress.measure.windows`: each window is evaluated from an empty KV cache and its scored
     positions' logits are log-softmaxed here (float32, sums in float64), as ``perplexity_hf`` does with
     torch."""
     import numpy as np
 
-    with open_gguf(path, n_ctx=context, logits_all=True, n_threads=n_threads) as llm:
+    with open_gguf(path, n_ctx=context, logits_all=True) as llm:
         ids = tokenize_gguf(llm, text)[:max_tokens]
         if len(ids) < 2:
             raise InputError("perplexity: the text has fewer than 2 tokens", hint="give a longer evaluation text")
@@ -144,8 +144,7 @@ def gguf_tensor_types(path: str | Path) -> dict[str, int]:
 
 
 def quantize_hf_to_gguf(hf_folder: str | Path, out_dir: str | Path, types: Iterable[str] = ("q8_0", "q5_k_m", "q4_k_m"),
-                        *, base_dtype: str = "f16", tokenizer_from: str | Path | None = None,
-                        n_threads: int = 0) -> dict[str, Path]:
+                        *, base_dtype: str = "f16", tokenizer_from: str | Path | None = None) -> dict[str, Path]:
     """Export the HF model ``hf_folder`` to ``out_dir/model.<base_dtype>.gguf`` (f16 or f32) and quantize that with
     llama.cpp to ``out_dir/model.<type>.gguf`` per type (any case: "Q8_0" or "q8_0"; see
     :data:`~agentlab.core.models.gguf_export.QUANT_KINDS`). Returns ``{type: path}`` with lower-case types, the
@@ -166,7 +165,7 @@ def quantize_hf_to_gguf(hf_folder: str | Path, out_dir: str | Path, types: Itera
         if kind in GGUF_DTYPES:
             paths[kind] = export_gguf(hf_folder, out / f"model.{kind}.gguf", dtype=kind, tokenizer_from=tokenizer_from)
             continue
-        paths[kind] = quantize_gguf(base, out / f"model.{kind}.gguf", kind=kind, n_threads=n_threads)
+        paths[kind] = quantize_gguf(base, out / f"model.{kind}.gguf", kind=kind)  # on every core
         fallback = k_quant_fallbacks(kind, gguf_tensor_types(paths[kind]))
         if fallback:
             log.warning("%s: %s of the weight tensors are not K-quants (rows not a multiple of 256): %s",

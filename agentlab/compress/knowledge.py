@@ -1,11 +1,6 @@
-"""The compress agent's knowledge base, the first user message of its brief: the techniques (what each costs and
-buys), their measured costs on this machine for this model (the workspace's earlier experiments: speed, accuracy,
-minutes), a decision guide and the success criteria of this search.
-
-It is sized by the planner model's profile (``core.llm.config.ModelProfile``): a small model (``short_tools``, the
-built-in SmolLM2 with a 4,096-token context) gets the short form, one line per item and the four most-run
-techniques; a strong model gets it complete. ``tests/compress/test_knowledge.py`` bounds the short form against the
-built-in model's context.
+"""The compress agent's knowledge base, the first user message of its brief: the techniques, their measured costs
+for this model (the workspace's earlier experiments), a decision guide and the success criteria. A small planner
+model (``short_tools``) gets the short form, bounded by ``tests/compress/test_knowledge.py``.
 """
 
 from __future__ import annotations
@@ -54,7 +49,7 @@ def technique_costs(workspace: Workspace, model_hash: str) -> list[dict[str, Any
     base_metrics = (base or {}).get("metrics") or {}
     for r in records:
         exp = r.get("experiment")
-        if not exp or r.get("state", "done") != "done":
+        if not exp:
             continue
         parts = [f"{k} {exp[k].get('method')}" for k in ("prune", "quantize") if exp.get(k)]
         name = " + ".join(parts) + (f" + {exp['recover'].get('method')}" if exp.get("recover") else "")

@@ -38,9 +38,6 @@ class Perplexity:
     context: int
     stride: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
     """``(begin, end, first)`` per window over ``n`` tokens: the window is ``[begin, end)`` and it scores the tokens

@@ -1,17 +1,8 @@
-"""compress's search as the planners of ``core.search`` see it (``ExperimentDomain``): who proposes the next
-compression experiment is one of the planners every search shares (``core.search.kinds.KINDS``): ``random``
-(a baseline), ``nsga2`` / ``tpe`` (Optuna samplers, ``OptunaPlanner``) and ``llm`` (``ChooserPlanner``: the
-``planner`` route of --llm choosing among K NSGA-II proposals).
-
-The samplers are kept for the search (``core.search.study.KeptSampler``, seeded by the seed and the experiment the
-run started at) and asked on a mirror of the run's Optuna study, which holds one finished trial per finished
-experiment; a study shared through ``--storage`` lets them learn from earlier runs too. An experiment already in the
-run (or in the shared study) is never proposed again.
-
-The ``llm`` planner: NSGA-II proposes K distinct untried experiments (candidate 0 exactly what ``nsga2`` alone would
-run); the LLM is shown the goal in words, the base model, the experiments so far (the Pareto front first), what the
-good ones share and the candidates, and answers with a candidate's index under a grammar. Its picks other than 0 are
-bounded by ``llm_share`` and earned by a bandit on "the experiment joined the feasible front" (``core.search.share``).
+"""compress's search as the planners of ``core.search`` see it (``ExperimentDomain``): ``random``, ``nsga2`` /
+``tpe`` (Optuna samplers kept for the search, asked on a mirror of the run's study) and ``llm`` (the ``planner``
+route choosing among K NSGA-II proposals, its picks other than NSGA-II's own bounded by ``llm_share``). An
+experiment already in the run, or in a study it shares, is never proposed again. See
+docs/commands/compress.md#planners.
 """
 
 from __future__ import annotations
@@ -27,7 +18,7 @@ from pydantic import Field
 
 from agentlab.compress.config import Experiment
 from agentlab.compress.objective import Goal
-from agentlab.compress.report import fmt
+from agentlab.compress.report import base_line, figures_line
 from agentlab.compress.scoring import objective_values
 from agentlab.compress.space import Space, experiment_key, to_experiment, to_params
 from agentlab.core.config import StrictModel
@@ -174,8 +165,7 @@ def kept_sampler(ctx: ExperimentDomain, kind: str) -> KeptSampler:
     none), its mirror brought up to date with the study's finished trials."""
     sampler = ctx.samplers.get(kind) if ctx.samplers is not None else None
     if sampler is None:
-        # A population fixed by the budget: one that grew with the records (as before issue 24) kept NSGA-II in its
-        # random first generation for the first ten experiments, so "nsga2" was random search at the usual budgets.
+        # a population fixed by the budget, so NSGA-II breeds within the search (one that grew stayed random)
         population = population_size(ctx.budget)
         sampler = KeptSampler(lambda seed: make_sampler("tpe" if kind == "tpe" else "nsga2", seed, startup=4,
                                                         population=population),
@@ -240,8 +230,7 @@ class LLMPlan(StrictModel):
 
 def llm_messages(ctx: ExperimentDomain) -> list[dict[str, str]]:
     base = ctx.records[0].get("metrics", {}) if ctx.records else {}
-    lines = [f"- {r['label']}: " + ", ".join(f"{k} {fmt(v)}" for k, v in r.get("derived", {}).items()
-                                             if k in ("speedup", "accuracy", "perplexity", "size", "compression"))
+    lines = [f"- {r['label']}: {figures_line(r.get('derived', {}))}"
              + ("" if r.get("feasible") else " (breaks a constraint)") for r in ctx.records[1:]
              if r.get("state") == "done"]
     system = ("You plan model compression experiments on a causal language model. Reply with JSON only: one "
@@ -249,8 +238,7 @@ def llm_messages(ctx: ExperimentDomain) -> list[dict[str, str]]:
     user = "\n".join([
         f"Goal: {ctx.goal.describe()}",
         "Choices: " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in ctx.space.choices.items()),
-        "Base model: " + ", ".join(f"{k} {fmt(base.get(k))}" for k in ("perplexity", "accuracy", "decode_tps",
-                                                                       "size_mb")),
+        f"Base model: {base_line(base)}",
         "Tried so far:", *(lines or ["- nothing yet"]),
         *(["Notes from earlier runs:", ctx.notes[-2000:]] if ctx.notes.strip() else []),
         "Propose the next experiment."])
@@ -267,12 +255,7 @@ def _usable(record: dict[str, Any]) -> bool:
 
 def _hypervolume(goal: Goal, points: list[list[float | None]], reference: list[float]) -> float:
     """The hypervolume of ``points`` against ``reference`` (one objective: how far the best lies beyond it)."""
-    directions = [o.direction for o in goal.objectives]
-    rows = [p for p in points if all(v is not None and math.isfinite(v) for v in p)]
-    if len(directions) == 1:
-        sign = 1.0 if directions[0] == "maximize" else -1.0
-        return max([0.0, *(sign * (p[0] - reference[0]) for p in rows)])  # type: ignore[operator]
-    return hypervolume(rows, directions, reference) if rows else 0.0
+    return hypervolume(points, [o.direction for o in goal.objectives], reference)
 
 
 def nadir(goal: Goal, records: list[dict[str, Any]]) -> list[float] | None:
@@ -367,9 +350,7 @@ def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget
     done = [r for r in ctx.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
     ranks = _dominated_by(ctx.goal, done)
     order = sorted(range(len(done)), key=lambda i: (ranks[i], done[i]["index"]))
-    shown = ("speedup", "accuracy", "perplexity", "size", "compression")
-    history = [f"{done[i]['label']}: " + ", ".join(f"{k} {fmt(v)}" for k, v in done[i].get("derived", {}).items()
-                                                   if k in shown)
+    history = [f"{done[i]['label']}: {figures_line(done[i].get('derived', {}))}"
                + (" (on the front)" if ranks[i] == 0 else "" if done[i].get("feasible") else " (breaks a constraint)")
                for i in order][:limit]
     rows = [(to_params(_experiment(done[i]), ctx.space), float(ranks[i])) for i in order]  # type: ignore[arg-type]
@@ -377,7 +358,7 @@ def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget
     notes = ["Notes from earlier runs:", ctx.notes[-1000:]] if ctx.notes.strip() else []
     return choice_messages(
         goal=ctx.goal.describe(), budget_left=budget_left,
-        incumbent=", ".join(f"{k} {fmt(base.get(k))}" for k in ("perplexity", "accuracy", "decode_tps", "size_mb")),
+        incumbent=base_line(base),
         incumbent_label="Base model", history=history, summary=summary, notes=notes,
         history_label="Experiments so far, least dominated first", candidates_label="Candidate experiments",
         candidates=[c.label() for c in candidates], aim="advance the goal")

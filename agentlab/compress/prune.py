@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentlab.compress.measure import param_count
@@ -35,9 +35,6 @@ class Sparsity:
     zeros: int
     weights: int
     per_layer: dict[str, float]  # module name -> its fraction of zeros
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def sparsity_of(model: Any) -> Sparsity:
@@ -199,7 +196,7 @@ def token_chunks(tokenizer: Any, text: str, seq_len: int, *, n: int | None = Non
     return chunks
 
 
-def input_norms(model: Any, chunks: torch.Tensor, modules: dict[str, Any], batch_size: int = 8) -> dict[str, Any]:
+def input_norms(model: Any, chunks: torch.Tensor, modules: dict[str, Any]) -> dict[str, Any]:
     """``||X_j||_2`` per input feature ``j`` of each module in ``modules``, over every token of ``chunks`` run through
     ``model`` (forward pre-hooks; float32 sums whatever the model's dtype)."""
 
@@ -212,19 +209,19 @@ def input_norms(model: Any, chunks: torch.Tensor, modules: dict[str, Any], batch
             sums[name] = sums[name] + sq if name in sums else sq
         return accumulate
 
-    run_calibration(model, chunks, [mod.register_forward_pre_hook(hook(name)) for name, mod in modules.items()],
-                    batch_size)
+    run_calibration(model, chunks, [mod.register_forward_pre_hook(hook(name)) for name, mod in modules.items()])
     return {name: s.sqrt() for name, s in sums.items()}
 
 
-def run_calibration(model: Any, chunks: torch.Tensor, handles: list[Any], batch_size: int = 8) -> None:
-    """Run ``chunks`` through ``model`` (no grad, no cache) for the hooks behind ``handles``, then remove them."""
+def run_calibration(model: Any, chunks: torch.Tensor, handles: list[Any]) -> None:
+    """Run ``chunks`` through ``model`` (8 at a time, no grad, no cache) for the hooks behind ``handles``, then
+    remove them."""
     import torch
 
     device = next(model.parameters()).device
     try:
         with torch.inference_mode():
-            for batch in chunks.split(batch_size):
+            for batch in chunks.split(8):
                 model(input_ids=batch.to(device), use_cache=False)
     finally:
         for handle in handles:

@@ -10,9 +10,7 @@ Methods (``METHODS``):
   CUDA only. bitsandbytes quantizes while a model loads, so after pruning / recovery the model is saved and loaded
   again with ``load_causal_lm(load_in_4bit=True)`` / ``load_in_8bit=True`` (:func:`reload_quantized`).
 
-On a small model on CPU (SmolLM2-135M; docs/design/measurements.md), torchao's int8 keeps quality but is slower
-than the float model (no fast int8 CPU kernels for these shapes), while torch's per-tensor int8 is much faster and
-breaks the model's perplexity. That is why the search measures every method instead of assuming "int8 is faster".
+The search measures every method rather than assume "int8 is faster" (why: docs/design/measurements.md).
 """
 
 from __future__ import annotations

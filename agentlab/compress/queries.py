@@ -1,11 +1,7 @@
 """The compress agent's ``query_experiments`` and ``best_config`` tools: the experiments measured so far, filtered and
-sorted in code, from MLflow when the run logs to it (``--mlflow``: the tracking store's child runs of every
-`agentlab compress` run in it, read with mlflow's public ``MlflowClient``), else from the run's records and the
-workspace's earlier experiments on this model under the same measurement set-up.
-
-Every row is the same shape whatever its source: its label, where it comes from, its settings (the experiment),
-whether it met the goal's constraints (None: not known), and the goal's figures against the base model (speedup,
-accuracy, perplexity, size, compression).
+sorted in code, from the MLflow store with ``--mlflow`` (every `agentlab compress` run's children), else from this
+run and the workspace's experiments on this model under the same measurement set-up. Every row has the same shape:
+label, source, experiment, feasible (None: not known), and the goal's ``FIGURES`` against the base model.
 """
 
 from __future__ import annotations
@@ -14,13 +10,12 @@ import json
 from typing import Any
 
 from agentlab.compress.objective import Goal
-from agentlab.compress.report import fmt
+from agentlab.compress.report import FIGURES, fmt
 from agentlab.compress.scoring import derive
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT
 from agentlab.compress.workspace import Workspace
 from agentlab.core.errors import AgentlabError
 
-FIGURES = ("speedup", "accuracy", "perplexity", "size", "compression")
 TECHNIQUES = ("any", "prune magnitude", "prune wanda", "prune structured", "recover lora", "recover distill",
               "quantize gguf", "quantize int8", "quantize none")
 
@@ -48,7 +43,7 @@ def local_rows(records: list[dict[str, Any]], workspace: Workspace, model_hash: 
     for r in workspace.experiments(model_hash):
         exp = r.get("experiment")
         key = json.dumps(exp, sort_keys=True)
-        if not exp or key in seen or r.get("state", "done") != "done" or (context and r.get("context") != context):
+        if not exp or key in seen or (context and r.get("context") != context):
             continue
         seen.add(key)
         rows.append(_row(str(r.get("label")), "workspace", exp, None, derive(r.get("metrics") or {}, base)))
@@ -151,4 +146,4 @@ def best_config(rows: list[dict[str, Any]], metric: str, goal: Goal) -> str:
             f"{json.dumps(pick['experiment'], sort_keys=True)}")
 
 
-__all__ = ["FIGURES", "TECHNIQUES", "best_config", "local_rows", "mlflow_rows", "query_experiments", "technique_of"]
+__all__ = ["TECHNIQUES", "best_config", "local_rows", "mlflow_rows", "query_experiments", "technique_of"]

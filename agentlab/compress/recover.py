@@ -1,16 +1,11 @@
 """Recovering a pruned model's quality: LoRA fine-tuning on plain text, and logit distillation from a teacher (the
-dense model), both keeping the pruned weights at zero.
+dense model), both keeping the pruned weights at zero. The mask is read from the model's own zero weights, so any
+pruning works; after structured pruning there are none and both simply train the smaller model.
 
-The pruning mask is read from the model itself (the zero weights of the decoder blocks' linear layers), so these
-work after any pruning function of ``prune.py`` or another tool. After structured pruning there are no zeros to keep
-and both simply train the smaller model.
-
-Both train through one small loop rather than ``build_sft_trainer``: that builder takes chat rows only (a
-``messages`` column, loss on assistant turns), while recovery is causal-LM loss on every token of plain text, and
-distillation needs a loss no trainer computes (the teacher's logits). For a few dozen steps in memory, a loop of
-AdamW with a linear decay and gradient clipping is all a ``Trainer`` would do here, without its checkpoint and
-accelerate machinery. The LoRA settings come from the shared :func:`~agentlab.core.train.model.lora_config`.
-torch and peft are imported inside the functions.
+Both train through one small loop (AdamW, linear decay, gradient clipping) rather than ``build_sft_trainer``, which
+takes chat rows only: recovery is causal-LM loss on every token of plain text, and distillation a loss on the
+teacher's logits. LoRA settings: :func:`~agentlab.core.train.model.lora_config`. torch and peft are imported inside
+the functions.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ every experiment, and the energy spent with how it was obtained (measured or est
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 _PANELS = (("speedup", "perplexity"), ("speedup", "accuracy"), ("size", "perplexity"), ("size", "accuracy"))
 _UNITS = {"speedup": "x base decode tok/s", "size": "MB on disk", "perplexity": "eval text", "accuracy": "task"}
+FIGURES = ("speedup", "accuracy", "perplexity", "size", "compression")  # the derived figures planners are shown
+BASE_FIGURES = ("perplexity", "accuracy", "decode_tps", "size_mb")  # the base model's measurements they are shown
 
 
 def fmt(value: Any) -> str:
@@ -34,6 +37,16 @@ def fmt(value: Any) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2e}"
+
+
+def figures_line(derived: dict[str, Any]) -> str:
+    """The ``FIGURES`` of a record's ``derived`` metrics, in their order, "-" for a missing value."""
+    return ", ".join(f"{k} {fmt(v)}" for k, v in derived.items() if k in FIGURES)
+
+
+def base_line(metrics: dict[str, Any]) -> str:
+    """The base model's ``BASE_FIGURES`` measured in ``metrics``, "-" for a missing one."""
+    return ", ".join(f"{k} {fmt(metrics.get(k))}" for k in BASE_FIGURES)
 
 
 def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | None:
@@ -98,7 +111,7 @@ def _recommendation(rec: dict[str, Any]) -> list[str]:
     d = best.get("derived") or {}
     lines += ["", f"Speedup {fmt(d.get('speedup'))}x, compression {fmt(d.get('compression'))}x (against the base "
               "model measured in the same way, in this run or the workspace record it reused).", "",
-              "Config:", "", "```json", _json(rec.get("experiment")), "```"]
+              "Config:", "", "```json", json.dumps(rec.get("experiment"), indent=2), "```"]
     return lines
 
 
@@ -107,12 +120,6 @@ def _cell(metrics: dict[str, Any], key: str) -> str:
     if key.startswith("gpu_") and metrics.get("gpu") == NO_GPU:
         return NO_GPU
     return fmt(metrics.get(key))
-
-
-def _json(data: Any) -> str:
-    import json
-
-    return json.dumps(data, indent=2)
 
 
 def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], results: dict[str, Any],

@@ -1,17 +1,8 @@
-"""`agentlab compress`: plan, run and judge real compression experiments on a causal LM against an objective and a
-carbon budget.
-
-base model measured -> planner proposes -> carbon check -> workspace lookup (reused when this model, experiment and
-measurement set-up were measured before) -> experiment applied and measured -> scored against the base -> next.
-Each is a trial of the run's Optuna study on the search loop every command shares (``core.search.loop``): the
-study is the run's state, so ``--resume`` goes on from it with the exact budget (an experiment a kill interrupted
-runs again first), and on a database server (``search.storage: postgresql://...``) the workers run one search with
-one budget. experiments.jsonl and best.json are rewritten atomically after each experiment; results.json,
-report.md (with pareto.png) and a knowledge note in the workspace at the end.
-
-Texts: the evaluation text (perplexity) and the calibration text (Wanda, LoRA, distillation) must differ, or a
-recovery step trains on the text it is scored on. By default both come from the text that ships with agentlab,
-cut in two halves: the first half evaluates, the second calibrates.
+"""`agentlab compress`: the base model measured, then the experiments a planner proposes, each a trial of the run's
+Optuna study on the shared search loop (``core.search.loop``): read back from the workspace or run within the carbon
+budget, scored against the base and the goal. The study is the run's state (``--resume``, workers on a server). The
+evaluation and calibration texts must differ (default: the two halves of the shipped text). See
+docs/commands/compress.md.
 """
 
 from __future__ import annotations
@@ -223,10 +214,8 @@ def run(cfg: CompressConfig, run_dir: RunDir, *, prepared: Prepared | None = Non
 
 
 class Search:
-    """One compress search on the search loop every command shares (``core.search.loop.SearchLoop``): the base
-    model's measurement and each experiment are trials of the run's study (``CompressObjective`` runs one),
-    ``ExperimentDomain`` is the planners' view of it. experiments.jsonl is rewritten from the study after each
-    trial; ``--resume`` goes on from the study, a trial a kill interrupted runs again first."""
+    """One compress search on ``core.search.loop.SearchLoop``: ``CompressObjective`` runs a trial (the base model
+    or an experiment), ``ExperimentDomain`` is the planners' view; experiments.jsonl is rewritten after each trial."""
 
     def __init__(self, cfg: CompressConfig, run_dir: RunDir, prepared: Prepared, progress: Progress,
                  announce: Callable[[str], None], tracker: Tracker | NullTracker):
@@ -265,7 +254,7 @@ class Search:
                            self.model_hash, self.run_dir.event,
                            evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS),
                                                checkpoint=self.workspace.checkpoint), space=self.p.space,
-                           goal=self.goal, short=self._short_profile(), budget=self.cfg.search.max_iterations,
+                           short=self._short_profile(), budget=self.cfg.search.max_iterations,
                            mlflow=self.cfg.mlflow, context=self.context) \
             if self.cfg.search.planner == "agent" else None
         spec = PlannerSpec(kind=self.cfg.search.planner, command="compress", settings=self.cfg.search,
@@ -345,9 +334,7 @@ class Search:
         record = dict(t.metrics.get("record") or {})
         if not record:  # the objective itself failed (an error no experiment is expected to raise)
             exp = to_experiment(t.params)
-            record = {"label": exp.label() if exp else "?", "experiment": exp.model_dump() if exp else None,
-                      "state": "failed", "error": R.reason_line(t.reason)[:300], "metrics": {}, "reused": False,
-                      "derived": {}, "feasible": False, "violation": None, "broken": ["failed"]}
+            record = _failed(exp.label() if exp else "?", exp, R.reason_line(t.reason))
         extra: dict[str, Any] = {"origin": t.origin, "choice": t.choice, "candidates": t.candidates} \
             if t.origin else {}  # how the llm planner's pick came about
         if t.warmup:
@@ -384,7 +371,7 @@ class Search:
         key = self._key(exp)
         label = exp.label() if exp is not None else "base model"
         stored = self.workspace.get(key)
-        if stored is not None and stored.get("state", "done") == "done":
+        if stored is not None:
             self.announce(f"[{len(self.records)}] {label}: reused from the workspace")
             return {"key": key, **_measured(stored), "reused": True}
         if exp is not None and (why := self._carbon_reason()):
@@ -403,8 +390,7 @@ class Search:
             if exp is None:  # no base measurement, nothing to compare against: the search stops with this error
                 raise TrialAborted(str(exc)) from exc
             log.warning("experiment %s failed: %s", label, exc)
-            return {"key": key, "label": label, "experiment": exp.model_dump(), "state": "failed",
-                    "error": str(exc).splitlines()[0][:300], "metrics": {}, "reused": False}
+            return {"key": key, **_failed(label, exp, str(exc).splitlines()[0])}
         result["state"] = "done"
         metrics = result.get("metrics") or {}
         if "gpu" in metrics:
@@ -447,14 +433,12 @@ class Search:
                 f"exceed the budget of {budget:.3g} kg")
 
     def _score(self, record: dict[str, Any], base: dict[str, Any]) -> None:
-        """The goal's metrics of ``record`` against the base's ``metrics``, and whether it meets the constraints."""
+        """The goal's metrics of a finished ``record`` against the base's ``metrics``, and whether it meets the
+        constraints (a failed record has them already: ``_failed``)."""
         if record.get("state") == "done":
             record["derived"] = derive(record["metrics"], base)
-            base_derived = derive(base, base)
             record["feasible"], record["violation"], record["broken"] = check(self.goal, record["derived"],
-                                                                              base_derived)
-        else:
-            record.update(derived={}, feasible=False, violation=None, broken=["failed"])
+                                                                              derive(base, base))
 
     def _keep_front(self) -> None:
         """The front's compressed models stay in the workspace's checkpoints/ (within ``checkpoints_mb``); the
@@ -547,6 +531,12 @@ class WithExperiment(Wrapper):
         exp = cast(ExperimentDomain, ctx.domain).experiment(proposal.params)
         proposal.extra = {**proposal.extra, "experiment": exp.model_dump(mode="json"), "key": experiment_key(exp)}
         return proposal
+
+
+def _failed(label: str, exp: Experiment | None, error: str) -> dict[str, Any]:
+    """The record of an experiment that failed: nothing measured, no constraint met."""
+    return {"label": label, "experiment": exp.model_dump() if exp else None, "state": "failed", "error": error[:300],
+            "metrics": {}, "reused": False, "derived": {}, "feasible": False, "violation": None, "broken": ["failed"]}
 
 
 def _measured(result: dict[str, Any]) -> dict[str, Any]:

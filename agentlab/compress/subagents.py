@@ -1,17 +1,7 @@
-"""compress's recovery sub-agents: ``lora`` and ``distill``, each a ``ToolSubAgent`` (LangChain's ``create_agent``, a
-sub-graph with its own prompt, messages and tools), reached through the main agent's ``task`` tool.
-
-A pruned model loses accuracy; a short training run wins part of it back at a cost in minutes. Given the prune the
-main agent hands over, each sub-agent has three tools, every result computed in code:
-
-- ``estimate(steps)``: what this recovery with ``steps`` did to this model so far (this run and the workspace's
-  earlier runs): accuracy and perplexity against the same prune method without recovery, and minutes per run;
-- ``compare(steps_a, steps_b)``: two step counts (0: no recovery) side by side, from the same measurements;
-- ``configure(steps)``: the experiment (the prune with this recovery), validated against the compress space and the
-  experiments run already; accepted, it is the sub-agent's answer and ends its graph.
-
-The main agent reads the answer (the settings, and the exact ``try_experiment`` call that runs them): the sub-agent
-advises, the main agent spends the budget.
+"""compress's recovery sub-agents ``lora`` and ``distill`` (``ToolSubAgent``s, reached through the main agent's
+``task`` tool), for the prune the main agent hands over: ``estimate`` and ``compare`` read what such recoveries did
+to this model (this run and the workspace), ``configure`` validates the experiment, which is the answer. The
+sub-agent advises; the main agent spends the budget.
 """
 
 from __future__ import annotations

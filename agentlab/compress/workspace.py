@@ -1,18 +1,11 @@
-"""The compression workspace: memory across runs (default ``runs/compress/workspace/``).
+"""The compression workspace, memory across runs (default ``runs/compress/workspace/``); every write is atomic.
 
-- ``experiments/<key>.json``: one finished experiment (its technique config and every measurement), where ``key``
-  is a hash of the model's content and the canonical technique config, so a repeated experiment is read back
-  instead of run again, by any later run on the same model;
-- ``notes/<model hash>.md``: knowledge notes (what worked for which objective), appended after each run and shown to
-  the LLM planner the next time;
-- ``checkpoints/<key>/``: the compressed model of a finished experiment on the Pareto front (``model.gguf``, or
-  ``model.pt``: the pruned / recovered model before any int8 quantization, which takes seconds to apply again), so
-  the agent's ``evaluate`` reloads it instead of building it again (a recovery's training costs minutes); only the
-  front's are kept, the least recently used dropped first beyond ``checkpoints_mb``;
-- ``hashes.json``: model content hashes, remembered by path, size and modification time (hashing a model of
-  hundreds of MB takes seconds).
-
-Every write is atomic (temporary file + rename), so a killed run never leaves a torn experiment behind.
+- ``experiments/<key>.json``: a finished experiment and its measurements; ``key`` hashes the model's content and the
+  canonical technique config, so any later run on the model reads a repeat back;
+- ``notes/<model hash>.md``: knowledge notes, appended after each run;
+- ``checkpoints/<key>/``: the Pareto front's compressed models (``model.gguf``, or ``model.pt`` before any int8
+  quantization), the least recently used dropped beyond ``checkpoints_mb``;
+- ``hashes.json``: model content hashes by path, size and modification time (why: docs/design/measurements.md).
 """
 
 from __future__ import annotations
@@ -69,6 +62,7 @@ class Workspace:
     # ------------------------------------------------------------------ experiments
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The finished experiment ``key``; None when there is none, or it is damaged or not finished (run again)."""
         path = self.root / "experiments" / f"{key}.json"
         if not path.is_file():
             return None
@@ -76,7 +70,7 @@ class Workspace:
             data = read_json(path)
         except Exception:  # a damaged record is run again, not trusted
             return None
-        return data if isinstance(data, dict) else None
+        return data if isinstance(data, dict) and data.get("state", "done") == "done" else None
 
     def put(self, key: str, record: dict[str, Any]) -> Path:
         path = self.root / "experiments" / f"{key}.json"
@@ -84,6 +78,7 @@ class Workspace:
         return path
 
     def experiments(self, model_hash: str | None = None) -> list[dict[str, Any]]:
+        """Every finished experiment (``get``), of ``model_hash``'s model when given, in key order."""
         folder = self.root / "experiments"
         records = [self.get(p.stem) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
         return [r for r in records if r is not None and (model_hash is None or r.get("model_hash") == model_hash)]

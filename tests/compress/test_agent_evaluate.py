@@ -13,16 +13,17 @@ from typing import Any
 import pytest
 
 from agentlab.compress.agent import items_needed
-from agentlab.compress.evaluate import accuracy_interval, bootstrap, paired_difference, task_items, wilson
+from agentlab.compress.evaluate import Z90, accuracy_interval, bootstrap, paired_difference, task_items
+from agentlab.core.vote import wilson_interval
 
 
 def test_wilson_interval_matches_the_formula() -> None:
-    low, high = wilson(7, 10)  # 90%: z = 1.645; the Wilson interval of 7/10 is about [0.442, 0.873]
+    low, high = wilson_interval(7, 10, Z90)  # 90%: z = 1.645; the Wilson interval of 7/10 is about [0.442, 0.873]
     assert low == pytest.approx(0.4417, abs=1e-3) and high == pytest.approx(0.8731, abs=1e-3)
     for bound in (low, high):  # its defining property: each bound b is z standard errors (at b) from 7/10
         assert abs(0.7 - bound) == pytest.approx(1.6449 * math.sqrt(bound * (1 - bound) / 10), rel=1e-4)
-    assert wilson(0, 20)[0] == 0.0 and 0.0 < wilson(0, 20)[1] < 0.15
-    assert accuracy_interval([1.0, 0.0, 1.0, 1.0]) == wilson(3, 4)  # 0/1 items: Wilson
+    assert wilson_interval(0, 20, Z90)[0] == 0.0 and 0.0 < wilson_interval(0, 20, Z90)[1] < 0.15
+    assert accuracy_interval([1.0, 0.0, 1.0, 1.0]) == wilson_interval(3, 4, Z90)  # 0/1 items: Wilson
     low, high = accuracy_interval([0.5, 0.25, 0.75, 0.5])  # fractional scores: a (seeded) bootstrap
     assert 0.25 <= low < 0.5 < high <= 0.75 and (low, high) == bootstrap([0.5, 0.25, 0.75, 0.5])
 

@@ -1,5 +1,5 @@
 """The compression workspace: content hashes remembered and refreshed, keys that ignore key order, atomic records
-read back, damaged ones ignored, notes appended."""
+read back, damaged and unfinished ones ignored, notes appended."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def test_hash_key_records_and_notes(tmp_path: Path) -> None:
     assert [r["key"] for r in ws.experiments(second)] == [key] and ws.experiments(first) == []
     (tmp_path / "ws" / "experiments" / "torn.json").write_text('{"key": ')
     assert ws.get("torn") is None and len(ws.experiments()) == 1
+    ws.put("failed", {"model_hash": second, "state": "failed"})  # an unfinished record is run again, never read back
+    assert ws.get("failed") is None and len(ws.experiments()) == 1
     ws.add_note(second, "wanda 50%: perplexity +20%")
     ws.add_note(second, "int8: slower on this CPU")
     assert ws.notes(second).count("\n\n") == 2 and "int8" in ws.notes(second) and ws.notes(first) == ""
