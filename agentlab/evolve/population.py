@@ -1,19 +1,8 @@
-"""The population store: every individual of an evolve run is one trial of an Optuna study, run by the search loop
-every search shares (``core.search.loop.SearchLoop``), so workers on several machines can share it through any
-Optuna storage (SQLite in the run folder by default; a PostgreSQL / MySQL URL or a journal file on a shared disk for
-several machines).
-
-- A generation is a group of trials the loop queues (``WAITING``) at once; its individual (id, generation, adapter
-  folder, lineage: parents, weights, rank, mutation) is in the trial's plan (``plan.extra.individual``).
-- A worker claims them ``batch`` at a time (``core.search.engine.TrialStore.claim``, the claims of every search:
-  the storage refuses a second claim where the database locks the row; on SQLite an exclusive file lock beside the
-  database), scores them together and completes each trial with its task score as the value and every score in its
-  outcome, or fails it with the error. Several machines need PostgreSQL / MySQL or a journal file on a shared disk.
-- The study's user attrs hold what every worker needs (``settings``: the base model, the fitness questions, the
-  debate; ``reference``: the seeds' own debate) and which individuals make up each generation (``population_K``).
-
-A finished trial is never scored again: that is what ``--resume`` relies on. A ``RUNNING`` trial left by a killed
-worker on this host goes back to ``WAITING`` when the run resumes, and runs first.
+"""The population store (docs/design/architecture.md, "Debate and evolve"): each individual of an evolve run is a
+trial of one Optuna study, queued and claimed by the shared search loop; its lineage is the trial's plan
+(``plan.extra.individual``), its scores the trial's outcome. The study's user attrs hold what every worker needs
+(``settings``, ``reference``) and each generation's members (``population_K``). A finished trial is never scored
+again: that is what ``--resume`` relies on.
 """
 
 from __future__ import annotations

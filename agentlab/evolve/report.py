@@ -80,6 +80,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _accuracy(row: dict[str, Any], between: str = " | ") -> str:
+    """A test row's accuracy, then its 95% Wilson interval (by default as two table cells)."""
+    return f"{row['correct']}/{row['total']} = {row['accuracy']:.3f}{between}{row['ci'][0]:.3f}-{row['ci'][1]:.3f}"
+
+
 def headline(results: dict[str, Any]) -> list[str]:
     """The best evolved against each seed and each baseline on the test split: accuracy with its 95% Wilson
     interval, the per-token log-likelihood, and the best's paired accuracy difference with its 95% interval."""
@@ -101,8 +106,7 @@ def headline(results: dict[str, Any]) -> list[str]:
     for r in rows:
         diff = r.get("best_minus")
         ll = f"{r['loglik']:.3f}" if r.get("loglik") is not None else "-"
-        lines.append(f"| {r['id']} | {r['relation']} | {r['correct']}/{r['total']} = {r['accuracy']:.3f} | "
-                     f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f} | {ll} | "
+        lines.append(f"| {r['id']} | {r['relation']} | {_accuracy(r)} | {ll} | "
                      + (f"{_pct(diff['mean'])} | {_pct(diff['ci'][0])} to {_pct(diff['ci'][1])} |" if diff
                         else "- | - |"))
     return [*lines, ""]
@@ -144,9 +148,9 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
                  if r["relation"].startswith("baseline")}
         for name, ids in results["baselines"].items():
             pick = picks.get(name)
-            lines.append(f"| {name} | {len(ids)} | {pick or '-'} | "
-                         f"{_num(ind[pick].get('validation')) if pick else '-'} | "
-                         f"{_num(ind[pick].get('task')) if pick else '-'} |")
+            chosen = ind[pick] if pick else {}
+            lines.append(f"| {name} | {len(ids)} | {pick or '-'} | {_num(chosen.get('validation'))} | "
+                         f"{_num(chosen.get('task'))} |")
         lines.append("")
     if plot:
         lines += [f"![fitness per generation]({plot})", ""]
@@ -165,7 +169,7 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
                   "|---|---|---|---|---|---|"]
         for r in final["rows"]:
             lines.append(f"| {r['id']} | {r['relation']} | {r['generation']} | {_num(r['fitness_split'])} | "
-                         f"{r['correct']}/{r['total']} = {r['accuracy']:.3f} | {r['ci'][0]:.3f}-{r['ci'][1]:.3f} |")
+                         f"{_accuracy(r)} |")
     else:
         lines.append("No test split (task.test_questions: 0).")
     lines += ["", "## Lineage of the best", "", *lineage_text(ind, best["id"]), "", "## Lineage tree", "",
@@ -216,11 +220,6 @@ def _selected_by(results: dict[str, Any]) -> str:
     return "validation log-likelihood" if results.get("score") == "loglik" else "validation accuracy"
 
 
-def _test(row: dict[str, Any]) -> str:
-    return (f"{row['correct']}/{row['total']} = {row['accuracy']:.3f} (95% CI {row['ci'][0]:.3f}-{row['ci'][1]:.3f})"
-            f", validation {_num(row.get('validation'))}")
-
-
 def console_lines(results: dict[str, Any]) -> list[str]:
     """The end of `evolve run` on the console: the best evolved (its fitness explained), what is recommended and
     why, its test score beside the best seed's and the best baseline's, and whether validation and test agree."""
@@ -267,8 +266,8 @@ def console_lines(results: dict[str, Any]) -> list[str]:
         shown.append((label, max(others, key=lambda r: r["accuracy"])))
     lines.append(f"test split, {results['final']['questions']} questions no selection saw (greedy accuracy; every "
                  "adapter in report.md):")
-    lines += [f"  {label}: {r['id']} ({'best evolved' if r['relation'] == 'best' else r['relation']}) {_test(r)}"
-              for label, r in shown]
+    lines += [f"  {label}: {r['id']} ({'best evolved' if r['relation'] == 'best' else r['relation']}) "
+              f"{_accuracy(r, ' (95% CI ')}), validation {_num(r.get('validation'))}" for label, r in shown]
     ahead = [(label, r) for label, r in shown[1:] if r["accuracy"] > mine["accuracy"]]
     if not ahead:
         lines.append("validation and test agree: none of these scores higher than the recommendation on test")

@@ -1,27 +1,8 @@
-"""`agentlab evolve run`: search over blends of LoRA adapters.
-
-``search`` picks how children are made (``search.py`` for all but the GA): ``cmaes`` (default) asks CMA-ES for one
-blend weight per seed, ``random`` draws them, ``uniform`` / ``task_arithmetic`` / ``ties`` are the merge baselines
-as searches; ``ga`` is the genetic algorithm: gen_0 is the seeds plus children blended from random pairs of them, up
-to ``population``; each later generation keeps the ``elite`` best unchanged (not scored again) and breeds the rest
-(two parents by tournament, an exact blend with the first parent's weight from ``alpha_range``,
-``core/train/blend.py``, Gaussian mutation). Every method scores the same number of children
-(``EvolveConfig.children``). Every individual is scored once (``score.py``): the task part (by default the mean
-per-token log-likelihood of the gold answers of the fitness split, greedy accuracy beside it), its validation score,
-and, when weighted, cooperation in the seeds' debate; novelty is computed from those stored scores each generation.
-Fitness = the weighted sum, each part recorded. Then the ``baselines`` run (``baseline_budget`` children each), the
-best validation score picks the best evolved child and each baseline's, and they, the seeds and the best's
-ancestors are scored on the test split, which neither selection nor the pick saw (the report's headline).
-
-Run folder (``runs/evolve/<timestamp>-<name>/``)::
-
-    config.yaml, run.json, events.jsonl   as every command (events: ``scored`` per individual, ``generation``)
-    population.db     the population store (Optuna; see population.py), unless ``store`` names another
-    adapters/gen_K/gKcJ/   each child: a PEFT adapter folder with lineage.json (parents, weights, rank, mutation)
-    adapters/baselines/    the baselines' children
-    task.jsonl        the three splits' questions, when no task file was given
-    results.json      every individual (lineage, scores), every generation (fitness parts), the test comparison
-    report.md         fitness curves (fitness.png), the lineage tree, the best adapter against its ancestors
+"""`agentlab evolve run` (docs/commands/evolve.md, which lists the run folder): ``Breeder`` proposes each generation
+(the GA, or a search over blend weights, ``search.py``) and then the baselines to the shared search loop; every
+individual is scored once (``score.py``), the fitness is computed per generation (``generation_row``), and the best
+validation score picks the adapters compared with the seeds on the test split, which neither selection nor the pick
+saw.
 """
 
 from __future__ import annotations
@@ -31,7 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
 from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
@@ -211,7 +192,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
                 seed=cfg.seed, on_event=on_event, progress=progress, run_dir=str(run_dir.path),
                 domain=lambda records: PlanContext(records, 0), on_queued=start_workers).run()
     try:  # generations of elites alone, after the budget was spent: stored, nothing to score
-        unscored = breeder.propose_group(PlanContext(cast(Any, None), 0))
+        unscored = breeder.propose_group()
     except NoProposal:
         unscored = []
     if unscored:
@@ -227,7 +208,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         pop.set_attr("final", final)
     pop.set_attr("finished", True)
     results = _results(cfg, settings, ref, individuals, history, final, time.perf_counter() - start)
-    results["search"], results["baselines"] = cfg.search, {b: ids for b, ids in baselines.items()}
+    results["search"], results["baselines"] = cfg.search, baselines
     results["best"] = best_row(individuals, history, best)
     results["recommended"] = recommended(individuals, best, picks)
     run_dir.save_results(results)
@@ -272,7 +253,7 @@ class Breeder:
     def propose(self, ctx: PlanContext) -> Proposal:
         raise NoProposal("evolve proposes whole generations")
 
-    def propose_group(self, ctx: PlanContext) -> list[Proposal]:
+    def propose_group(self, ctx: PlanContext | None = None) -> list[Proposal]:
         self.scored()
         new: list[dict[str, Any]] = []
         while not new:  # a generation of elites alone (the budget spent) has nothing to score: the next one
@@ -343,53 +324,76 @@ def _rank(path: str | Path) -> int:
 
 def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, history: list[dict[str, Any]],
           new: list[dict[str, Any]]) -> list[str]:
-    """Generation ``k``'s members, stored; the individuals not in the store yet (adapter folders written) appended to
-    ``new``, for the loop to queue. The random draws are the same on every call for the same seed and scores, so a
-    crash while breeding breeds the same children."""
-    if cfg.search != "ga":
-        return breed_weights(cfg, pop, k, run_dir, history, new)
-    last = history[-1] if history else None
-    rng = random.Random(f"{cfg.seed}:{k}")
+    """Generation ``k``'s members, stored: the seeds (gen_0) or the last generation's ``elite`` best, then children
+    (the GA's, or the weight search's until its budget is spent); the individuals not in the store yet (adapter
+    folders written) appended to ``new``, for the loop to queue. The draws depend only on the seed and the scores,
+    so a crash while breeding breeds the same children."""
     known = pop.individuals()
+    ranked: list[dict[str, Any]] = []
     if k == 0:
         members = [p.name for p in cfg.seeds]
         new += [_seed(path) for path in cfg.seeds if path.name not in known]
         known = {**known, **{ind["id"]: ind for ind in new}}
-        pool = list(members)
-
-        def pick() -> list[str]:
-            return rng.sample(pool, 2) if len(pool) > 1 else pool[:1]
-    else:
-        assert last is not None
-        ranked = [r for r in last["members"] if r["fitness"] is not None]
-        if not ranked:
-            raise AgentlabError(f"gen {k - 1}: no individual could be scored; nothing to breed from",
-                                hint="see the errors in results.json / the population store")
-        ranked.sort(key=lambda r: -r["fitness"])
+    else:  # never empty: generation_row refuses a generation with nothing scored
+        ranked = sorted((r for r in history[-1]["members"] if r["fitness"] is not None), key=lambda r: -r["fitness"])
         members = [r["id"] for r in ranked[:cfg.elite]]
-
-        def tournament() -> str:
-            entrants = rng.sample(ranked, min(cfg.tournament, len(ranked)))
-            return str(max(entrants, key=lambda r: r["fitness"])["id"])
-
-        def pick() -> list[str]:
-            first = tournament()
-            for _ in range(10):
-                second = tournament()
-                if second != first:
-                    return [first, second]
-            return [first]
-    for j in range(cfg.population - len(members)):
-        parents = pick()
-        alpha = rng.uniform(*cfg.alpha_range)
-        noise_seed = rng.randrange(2**31)
+    specs = _ga_specs(cfg, k, ranked, members) if cfg.search == "ga" else _search_specs(cfg, k, history, known)
+    for j, spec in enumerate(specs):
         child = f"g{k}c{j}"
         members.append(child)
         if child not in known:
-            new.append(_make_child(cfg, k, child, [known[p] for p in parents],
-                                   [alpha, 1 - alpha] if len(parents) == 2 else [1.0], noise_seed, run_dir))
+            new.append(_make_child(cfg, k, child, spec, run_dir.file("adapters", f"gen_{k}", child), known))
     pop.set_members(k, members)
     return members
+
+
+def _ga_specs(cfg: EvolveConfig, k: int, ranked: list[dict[str, Any]], members: list[str]) -> list[dict[str, Any]]:
+    """The GA's children of generation ``k``: two parents by tournament over ``ranked`` (gen_0: two of the seeds at
+    random), the first's weight drawn from ``alpha_range``, and a mutation seed."""
+    rng = random.Random(f"{cfg.seed}:{k}")
+
+    def tournament() -> str:
+        entrants = rng.sample(ranked, min(cfg.tournament, len(ranked)))
+        return str(max(entrants, key=lambda r: r["fitness"])["id"])
+
+    def pick() -> list[str]:
+        if k == 0:
+            return rng.sample(members, 2) if len(members) > 1 else members[:1]
+        first = tournament()
+        for _ in range(10):
+            second = tournament()
+            if second != first:
+                return [first, second]
+        return [first]
+
+    specs = []
+    for _ in range(cfg.population - len(members)):
+        parents = pick()
+        alpha = rng.uniform(*cfg.alpha_range)
+        specs.append({"method": "blend", "parents": parents, "weights": [alpha, 1 - alpha] if len(parents) == 2
+                      else [1.0], "noise_seed": rng.randrange(2**31)})
+    return specs
+
+
+def _search_specs(cfg: EvolveConfig, k: int, history: list[dict[str, Any]],
+                  known: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Generation ``k``'s children of a search over the seeds' blend weights (``search.py``): gen_0 fills the
+    population after the seeds, each later one ``population - elite``, until the budget is spent (uniform: one)."""
+    seeds = len(cfg.seeds)
+    total = budget(cfg, cfg.search, seeds, baseline=False)
+    start = 0 if k == 0 else (cfg.population - seeds) + (k - 1) * (cfg.population - cfg.elite)
+    count = max(0, min(cfg.population - (seeds if k == 0 else cfg.elite), total - start))
+    if cfg.search != "cmaes":
+        return [fixed_spec(cfg, cfg.search, start + j, total, seeds) for j in range(count)]
+    # children stored before a crash keep their draws; the rest are the crashed attempt's next draws (the sampler
+    # sees the same children of earlier generations, so it draws the same sequence again)
+    if any(ind.get("origin") == "cmaes" and "cma" not in ind for ind in known.values()):
+        raise ConfigError("this run's CMA-ES children were made by an agentlab before evolve's CMA-ES kept its "
+                          "state on them", hint="start a new run: `agentlab evolve run -c FILE`")
+    made = [known[f"g{k}c{j}"] for j in range(count) if f"g{k}c{j}" in known]
+    specs = [{"method": "cmaes", "weights": ind["weights"], "cma": ind.get("cma") or {}} for ind in made]
+    earlier = {name: ind for name, ind in known.items() if ind.get("generation") != k}
+    return specs + (cma_ask(cfg, earlier, history, seeds, k, count)[len(made):] if count > len(made) else [])
 
 
 def _seed(path: Path) -> dict[str, Any]:
@@ -397,70 +401,28 @@ def _seed(path: Path) -> dict[str, Any]:
             "rank": _rank(path)}
 
 
-def _make_child(cfg: EvolveConfig, k: int, child: str, parents: list[dict[str, Any]], weights: list[float],
-                noise_seed: int, run_dir: RunDir) -> dict[str, Any]:
-    folder = run_dir.file("adapters", f"gen_{k}", child)
+def _make_child(cfg: EvolveConfig, generation: int | str, child: str, spec: dict[str, Any], folder: Path,
+                known: dict[str, dict[str, Any]] | None = None, baseline: str | None = None) -> dict[str, Any]:
+    """Child ``child`` as ``spec`` says, its adapter folder written and its record returned: the GA's blend of
+    ``spec["parents"]`` (records in ``known``) with mutation, else TIES or an exact blend of every seed."""
+    ga = spec["method"] == "blend"
+    parents = [(known or {})[p] for p in spec["parents"]] if ga else [_seed(p) for p in cfg.seeds]
+    paths: list[str | Path] = [p["path"] for p in parents]
     rank = min(sum(int(p["rank"]) for p in parents), cfg.max_rank)
-    result = blend_adapters([p["path"] for p in parents], weights, folder, rank=rank, mut=cfg.mut,
-                            mut_std=cfg.mut_std, seed=noise_seed, force=True)
-    return {"id": child, "generation": k, "origin": "blend", "path": str(folder),
-            "parents": [p["id"] for p in parents], "weights": [round(w, 4) for w in weights], "rank": rank,
-            "discarded_energy": result.discarded_energy, "mut": cfg.mut, "mut_std": cfg.mut_std,
-            "noise_seed": noise_seed}
-
-
-def breed_weights(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, history: list[dict[str, Any]],
-                  new: list[dict[str, Any]]) -> list[str]:
-    """Generation ``k`` of a search over the seeds' blend weights (``search.py``): gen_0 is the seeds and the first
-    proposals; each later generation carries the ``elite`` best so far and adds ``population - elite`` proposals,
-    until the search's budget is spent (uniform: one child in all)."""
-    seeds = [p.name for p in cfg.seeds]
-    total = budget(cfg, cfg.search, len(seeds), baseline=False)
-    if k == 0:
-        members, start, count = list(seeds), 0, cfg.population - len(seeds)
-        known = pop.individuals()
-        new += [_seed(path) for path in cfg.seeds if path.name not in known]
-    else:
-        ranked = sorted((r for r in history[-1]["members"] if r["fitness"] is not None), key=lambda r: -r["fitness"])
-        members = [r["id"] for r in ranked[:cfg.elite]]
-        start = (cfg.population - len(seeds)) + (k - 1) * (cfg.population - cfg.elite)
-        count = cfg.population - cfg.elite
-    count = max(0, min(count, total - start))
-    known = pop.individuals()
-    if cfg.search == "cmaes":
-        # children stored before a crash keep their draws; the rest are the crashed attempt's next draws (the
-        # sampler sees the same children of earlier generations, so it draws the same sequence again)
-        if any(ind.get("origin") == "cmaes" and "cma" not in ind for ind in known.values()):
-            raise ConfigError("this run's CMA-ES children were made by an agentlab before evolve's CMA-ES kept its "
-                              "state on them", hint="start a new run: `agentlab evolve run -c FILE`")
-        made = [known[f"g{k}c{j}"] for j in range(count) if f"g{k}c{j}" in known]
-        specs = [{"method": "cmaes", "weights": ind["weights"], "cma": ind.get("cma") or {}} for ind in made]
-        earlier = {name: ind for name, ind in known.items() if ind.get("generation") != k}
-        specs += cma_ask(cfg, earlier, history, len(seeds), k, count)[len(made):] if count > len(made) else []
-    else:
-        specs = [fixed_spec(cfg, cfg.search, start + j, total, len(seeds)) for j in range(count)]
-    for j, spec in enumerate(specs):
-        child = f"g{k}c{j}"
-        members.append(child)
-        if child not in known:
-            new.append(_make_spec_child(cfg, k, child, spec, run_dir.file("adapters", f"gen_{k}", child)))
-    pop.set_members(k, members)
-    return members
-
-
-def _make_spec_child(cfg: EvolveConfig, generation: int | str, child: str, spec: dict[str, Any], folder: Path,
-                     baseline: str | None = None) -> dict[str, Any]:
-    """A child of every seed as ``spec`` says (an exact blend with its weights, or TIES), queued for scoring."""
-    seeds: list[str | Path] = [str(p) for p in cfg.seeds]
-    rank = min(sum(_rank(p) for p in seeds), cfg.max_rank)
     if spec["method"] == "ties":
-        result = ties_merge(seeds, folder, density=spec["density"], scale=spec["scale"], rank=rank, force=True)
+        result = ties_merge(paths, folder, density=spec["density"], scale=spec["scale"], rank=rank, force=True)
     else:
-        result = blend_adapters(seeds, spec["weights"], folder, rank=rank, force=True)
-    return {"id": child, "generation": generation, "origin": spec["method"], "path": str(folder),
-            "parents": [p.name for p in cfg.seeds], "weights": spec["weights"], "rank": rank,
-            "discarded_energy": result.discarded_energy, "baseline": baseline,
-            **{key: spec[key] for key in ("density", "scale", "cma") if key in spec}}
+        mutation: dict[str, Any] = {"mut": cfg.mut, "mut_std": cfg.mut_std, "seed": spec["noise_seed"]} if ga else {}
+        result = blend_adapters(paths, spec["weights"], folder, rank=rank, force=True, **mutation)
+    record = {"id": child, "generation": generation, "origin": spec["method"], "path": str(folder),
+              "parents": [p["id"] for p in parents], "weights": spec["weights"], "rank": rank,
+              "discarded_energy": result.discarded_energy}
+    if ga:
+        record.update(weights=[round(w, 4) for w in spec["weights"]], mut=cfg.mut, mut_std=cfg.mut_std,
+                      noise_seed=spec["noise_seed"])
+    else:
+        record.update(baseline=baseline, **{key: spec[key] for key in ("density", "scale", "cma") if key in spec})
+    return record
 
 
 def breed_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, new: list[dict[str, Any]]) -> None:
@@ -473,8 +435,8 @@ def breed_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, new: li
         members = [f"{name}{j}" for j in range(total)]
         for j, child in enumerate(members):
             if child not in known:
-                new.append(_make_spec_child(cfg, "baseline", child, fixed_spec(cfg, name, j, total, seeds),
-                                            run_dir.file("adapters", "baselines", child), baseline=name))
+                new.append(_make_child(cfg, "baseline", child, fixed_spec(cfg, name, j, total, seeds),
+                                       run_dir.file("adapters", "baselines", child), baseline=name))
         pop.set_members(f"baseline_{name}", members)
 
 
@@ -535,9 +497,6 @@ def best_row(individuals: dict[str, dict[str, Any]], history: list[dict[str, Any
     ind = individuals[best]
     return {"id": best, "task": ind.get("task"), "coop": ind.get("coop") or 0.0, "novelty": 0.0,
             "fitness": ind.get("task"), "validation": ind.get("validation"), "error": None}
-
-
-# ---------------------------------------------------------------------- scoring
 
 
 # ---------------------------------------------------------------------- fitness

@@ -1,16 +1,6 @@
-"""Scoring individuals on the real model: the logit probe, task accuracy on the fitness split, and cooperation.
-
-A batch of individuals is scored together: their adapters and the seeds' load onto one base model (one ``hf``
-provider of ``core/debate``), so concurrent requests of different adapters share mixed-adapter batches.
-
-- Probe: each adapter must change the base model's next-token logits on ``probe`` by at least ``min_change``
-  (:func:`agentlab.core.models.adapters.logit_changes`); one that does not is an error, never a score.
-- Task accuracy: the individual's greedy answer to each fitness question (round 0 of a debate: the question alone
-  for numeric questions, as the personas were trained), checked against the gold answer.
-- Cooperation: the seeds debate the fitness questions once (the reference, :func:`reference`); then, for each
-  individual, the same debate with the individual in place of one seed (the weakest on the fitness split, by
-  default): its round 0 is its own answers, the kept seeds' round 0 is the reference's, and every later round is
-  asked again. Cooperation = the accuracy of that debate's vote minus the reference debate's (-1 to 1).
+"""Scoring individuals on the real model (docs/commands/evolve.md, "Fitness"): the logit probe (an adapter that changes
+nothing is an error, never a score), the task part on the fitness split and cooperation in the seeds' debate. A
+batch's adapters and the seeds' load onto one base model (one ``hf`` provider), so their requests share batches.
 """
 
 from __future__ import annotations
@@ -20,7 +10,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from agentlab.core.debate.answers import Answer, ballots
 from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask
@@ -36,10 +26,10 @@ from agentlab.core.models.load import load_causal_lm
 from agentlab.core.vote import normalise, tally
 
 if TYPE_CHECKING:
-    from agentlab.core.llm.router import Router
     from agentlab.core.llm.types import Provider
 
 CONCURRENCY = 48  # questions in flight at once: enough to fill the provider's batches, few enough to stay in time
+STYLE: Final = "plain"  # round 0 asks the question alone: the seeds were trained on it alone (personas, skills)
 T = TypeVar("T")
 
 
@@ -92,10 +82,6 @@ def _on_panel(panel: Panel, providers: dict[str, Provider] | None,
     return asyncio.run(main())
 
 
-def _style(kind: Kind) -> str:
-    return "plain"  # the seeds were trained on the question alone (personas, skills)
-
-
 def text_answer(text: str, gold: str) -> str | None:
     """A text (not numeric) answer read from a reply: the gold answer when the reply's first line names it as whole
     words ("Paris.", "It is Paris"), else that first line; None for an empty reply."""
@@ -113,7 +99,7 @@ async def _answers(router: Router, agent: Agent, task: list[tuple[Question, Kind
                    gate: asyncio.Semaphore, tick: Callable[[], None]) -> list[Answer]:
     async def one(q: Question, kind: Kind) -> Answer:
         async with gate:
-            messages = [{"role": "user", "content": first_prompt(q.question, kind, _style(kind))}]  # type: ignore[arg-type]
+            messages = [{"role": "user", "content": first_prompt(q.question, kind, STYLE)}]
             answer = await ask(router, agent, messages, kind, temperature=0.0, max_tokens=max_tokens)
         if kind == "text" and answer.error is None:  # a fact (a city, a continent): the gold named on line one
             answer.answer = text_answer(answer.text, q.answer)
@@ -128,7 +114,7 @@ async def _debate(router: Router, panel: Panel, q: Question, kind: Kind, first: 
     """The vote of the last round of a debate whose round 0 is ``first``; and the tokens of the rounds asked."""
     async with gate:
         rounds = await debate_rounds(router, panel, q.question, kind, s.rounds, temperature=0.0,
-                                     max_tokens=s.max_tokens, done=[first], style=_style(kind))
+                                     max_tokens=s.max_tokens, done=[first], style=STYLE)
     tick()
     asked = sum(a.tokens for r in rounds[1:] for a in r)
     return tally(ballots(rounds[-1]), s.decision).winner, asked  # type: ignore[arg-type]
@@ -274,13 +260,9 @@ def _probe_and_logliks(s: ScoreSettings, paths: dict[str, str], splits: dict[str
         _, _, logliks = _probe_and_logliks(s, good, splits)
         return changes, errors, logliks
     changes = adapter_logit_changes(model, tokenizer, list(paths), s.probe)
-    errors = {}  # typed by the except branch above (as the return annotation says)
+    errors = _unchanged(s, changes)
     logliks = {}
-    for name, change in changes.items():
-        if change < s.min_change:
-            errors[name] = (f"the adapter changes nothing: its largest logit change on the probe is {change:.3g} "
-                            f"(below min_logit_change {s.min_change:g})")
-            continue
+    for name in [name for name in changes if name not in errors]:
         model.set_adapter(name)
         logliks[name] = {}
         for split, questions in splits.items():
@@ -309,11 +291,13 @@ def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], d
                 changes.update(logit_changes(s.base_model, {name: path}, s.probe, device=s.device))
             except AgentlabError as exc:
                 errors[name] = f"cannot load the adapter: {exc.message}"
-    for name, change in changes.items():
-        if change < s.min_change:
-            errors[name] = (f"the adapter changes nothing: its largest logit change on the probe is {change:.3g} "
-                            f"(below min_logit_change {s.min_change:g})")
-    return changes, errors
+    return changes, {**errors, **_unchanged(s, changes)}
+
+
+def _unchanged(s: ScoreSettings, changes: dict[str, float]) -> dict[str, dict[str, Any] | str]:
+    """The error of each adapter whose largest logit change on the probe is below ``s.min_change``."""
+    return {name: f"the adapter changes nothing: its largest logit change on the probe is {change:.3g} (below "
+            f"min_logit_change {s.min_change:g})" for name, change in changes.items() if change < s.min_change}
 
 
 def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: dict[str, str], *,

@@ -1,21 +1,8 @@
-"""The search methods of `agentlab evolve run` other than the genetic algorithm, and the merge baselines.
+"""The search methods of `agentlab evolve run` other than the GA, and the merge baselines (docs/commands/evolve.md).
 
-Each proposes children of all the seeds, one spec per child:
-
-- ``cmaes``: CMA-ES over one blend weight per seed (Optuna's ``CmaEsSampler``, kept for a generation by
-  ``core.search.study.KeptSampler``). Its state is the children themselves: each stores its weights and the
-  sampler's attributes of its draw (CMA-ES's generation and optimizer), and the fitness it had in its generation is
-  read from the run's history, so a resumed run asks from exactly what was measured. Its first generation is the
-  centre of ``weight_range`` and, as Optuna's CMA-ES does before any trial has finished, random draws for the rest;
-- ``random``: each weight drawn uniformly in ``weight_range`` (seeded per child, so a resume draws the same);
-- ``uniform``: the average of the seeds (one child: a model soup);
-- ``task_arithmetic``: the sum of the seeds' deltas times one global scale (Ilharco et al. 2023), a grid of scales
-  over ``scale_range``;
-- ``ties``: TIES merging (Yadav et al. 2023), a grid over ``ties_density`` x ``scale_range``.
-
-A spec is ``{"method", "weights"}`` (an exact blend of the seeds with those weights) or, for ties,
-``{"method": "ties", "density", "scale", "weights"}``; cmaes specs also carry ``cma`` (the sampler's attributes of
-the draw). CMA-ES starts at the centre of ``weight_range`` with a step of a sixth of its width (Optuna's defaults).
+Each proposes children of all the seeds, one spec per child: ``{"method", "weights"}`` (an exact blend of the seeds
+with those weights) or, for ties, ``{"method": "ties", "density", "scale", "weights"}``; cmaes specs also carry
+``cma`` (the sampler's attributes of the draw: CMA-ES's state is the children and their generation's fitness).
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""What a trial of evolve runs, and its workers.
-
-A trial scores one individual (``score.score_batch``); the search loop claims ``batch`` waiting trials at a time and
-scores them together (their requests share the loaded model). The run scores in process with ``workers: 1``; with
-``workers: N`` it starts N processes of ``agentlab evolve worker --store URL`` here once a generation is queued and
-waits for them; on other machines, the same command with the run's store URL (a database both reach, and the
-adapter folders on a shared disk at the same path) adds workers to a running evolve.
+"""What a trial of evolve runs (``Scorer``: the ``batch`` individuals a worker claims, scored together by
+``score.score_batch``) and its workers (``agentlab evolve worker``, on this machine or any that reaches the store).
 """
 
 from __future__ import annotations

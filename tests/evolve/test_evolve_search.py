@@ -219,7 +219,7 @@ def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, ti
     asked again, and nothing else of the crashed attempt is kept (the sampler's state is the children)."""
     from agentlab.core.runs import RunDir
     from agentlab.core.search.planners import Proposal
-    from agentlab.evolve.run import _make_spec_child, breed_weights
+    from agentlab.evolve.run import _make_child, breed
     from agentlab.evolve.search import cma_ask
     from agentlab.evolve.worker import evolve_loop
 
@@ -229,10 +229,10 @@ def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, ti
     pop = open_population(None, run_dir.path, create=True)
     first = cma_ask(cfg, pop.individuals(), [], 3, 0, 2)  # the crashed attempt: two asked, one child queued
     assert first[0]["weights"] == [0.5] * 3 and first[1]["weights"] != first[0]["weights"]
-    child = _make_spec_child(cfg, 0, "g0c0", first[0], run_dir.file("adapters", "gen_0", "g0c0"))
+    child = _make_child(cfg, 0, "g0c0", first[0], run_dir.file("adapters", "gen_0", "g0c0"))
     evolve_loop(pop, 1)._commit(Proposal({}, {}, "cmaes", "g0c0", extra={"individual": child}), queued=True)
     new: list[dict[str, Any]] = []
-    members = breed_weights(cfg, pop, 0, run_dir, [], new)
+    members = breed(cfg, pop, 0, run_dir, [], new)
     assert members == [*SEEDS, "g0c0", "g0c1"] and [ind["id"] for ind in new] == [*SEEDS, "g0c1"]
     assert pop.individuals()["g0c0"]["weights"] == first[0]["weights"] and "cma" in new[-1]
     assert new[-1]["weights"] == first[1]["weights"]  # the crashed attempt's next draw, not child 0's again
