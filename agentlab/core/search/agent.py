@@ -1,19 +1,8 @@
-"""The ``agent`` planner: an LLM agent that plans a search through tools (``core.agent.runtime`` on LangGraph), with
-the classical sampler as one of its tools and as its guard.
-
-Each trial the search loop asks ``AgentPlanner.propose``; the agent's graph resumes with the last trial's result
-and runs the model's tool calls (``suggest``: the classical sampler's K candidates, candidate 0 what it would run
-alone; ``history``; ``note``; ``todo``; the command's own tools, e.g. nas's ``inspect_data`` and ``literature``)
-until it calls ``run_trial`` (a suggested candidate) or ``try_config`` (a change of the best config, validated
-against the space); that trial is the proposal. Every fact the model sees is computed in code.
-
-The guard keeps results: after ``agent.guard_patience`` trials by the agent without a new best, the classical
-sampler runs the next trials (origin ``guard``) until the search finds a new best or ``guard_patience`` guard trials
-have run; the agent is told what the guard ran when it gets the next trial. An agent that always calls ``suggest``
-and runs candidate 0 is the classical sampler trial for trial (the property tests).
-
-A trial is never run twice: after ``kill -9`` the graph resumes at its pending action; a finished trial with those
-params is read back from the study (by its params key), an unfinished one runs again.
+"""The ``agent`` planner: an LLM agent (``core.agent.runtime``) that plans a search through tools, the classical
+sampler among them and as its guard (docs/design/architecture.md, Search; docs/concepts/agents.md). Each trial the
+graph resumes with the last result until an action tool (a suggested candidate, or a checked change of the best
+config) gives the proposal. Every fact the model sees is computed in code, and a trial never runs twice: after
+``kill -9`` a finished trial with the pending action's params is read back from the study.
 """
 
 from __future__ import annotations

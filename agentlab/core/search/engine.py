@@ -1,26 +1,7 @@
-"""One worker protocol for every search (nas's loop, compress's shared study, evolve's population), on Optuna's
-public API only: the storage's ``BaseStorage`` methods, ``Study.tell`` by trial number, ``optuna.Trial``,
-``fail_stale_trials`` and the retry callback of the RDB storage.
-
-Optuna's ask/tell has no way to create a trial with its params and attributes in one write, to claim a waiting
-trial without creating a new one when there is none, or to run a heartbeat outside ``study.optimize``; and a
-``Study`` does not say which storage it lives on. This module is the one adapter that fills those gaps, so nothing
-else in agentlab reaches into Optuna:
-
-- ``attach(study, storage)`` records the storage object a study was opened on (``study.open_study`` does it);
-  ``store_of(study)`` gives the ``TrialStore`` over it.
-- ``TrialStore.create`` writes a trial whole (state, params, attributes) with ``create_new_trial``; ``claim``
-  moves WAITING trials to RUNNING with ``set_trial_state_values``, which refuses a trial another worker took first
-  on a database with row locks; on SQLite (no row locks) claims also hold an exclusive file lock beside the
-  database.
-- ``beating(number)`` records a heartbeat at once and then every interval while the trial runs, on storages that
-  have heartbeats (a database server, ``study.server_storage``).
-- ``recover`` is what ``--resume`` and every worker do first: a RUNNING trial whose worker process on this host is
-  gone (``kill -9``, a crash) goes back to WAITING with its params, attributes and trial number, so it runs again
-  exactly once and the study never holds a lost or repeated trial. Workers on other hosts are found by heartbeat:
-  ``fail_stale`` (Optuna's ``fail_stale_trials``) fails their trials and the retry callback queues a copy.
-
-Trials are named by their number everywhere (``Study.tell`` takes numbers); the storage's trial ids stay inside.
+"""The one worker protocol of every search (nas, compress, evolve) on Optuna's public API only: ``TrialStore``
+creates, claims, beats, finishes and recovers trials, named by their number (docs/design/architecture.md, Search).
+A study is attached to its storage object (``attach``; ``study.open_study`` does it) and ``store_of`` gives its
+store. On SQLite, which has no row locks, claims and recovery hold a file lock beside the database.
 """
 
 from __future__ import annotations

@@ -1,12 +1,5 @@
-"""The planner kinds of every search command, declared once.
-
-A kind has a name (what ``--planner`` and a config's ``planner`` take), how reports and prompts name it, one line
-that says what it does, what it is (a classical ``sampler``, the LLM ``chooser`` among a sampler's candidates, the
-tool-calling ``agent``, or ``auto``, which picks one), whether it needs a planner model, and the commands that offer
-it. The CLI's choices and help, the configs' validation and reference, ``session.open_planner`` and the reports read
-this table; a new kind is one row here (and its builder in ``session`` when it is neither a sampler nor an LLM kind).
-
-Light on purpose: configs import it, so it imports nothing of agentlab's.
+"""The planner kinds of every search command, declared once (``KINDS``): the CLI, the configs, ``session`` and the
+reports read this table. Light on purpose: configs import it, so it imports nothing of agentlab's.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""The ask/tell search loop on an Optuna study: planner -> executor (objective) -> evaluator -> update. Every
-search runs its trials here: nas (the built-in forecaster, or the user's command), compress (several objectives
-with constraints, its own domain for the planners) and evolve (generations: groups of trials queued at once and
-scored a batch at a time by any worker).
-
-The study (SQLite in the run folder by default, or any Optuna storage URL / journal file shared by several workers)
-is the state: each trial carries its plan and decision as user attributes. The budget ``max_iterations`` is a total
-over the study, counted across workers; a trial left RUNNING by a dead worker (or stopped by Ctrl-C) goes back to
-WAITING whole and runs again once, first (``engine.TrialStore.recover``). Trials that finished are never repeated.
-Every storage access goes through ``core.search.engine``.
+"""The ask/tell search loop of every search (nas, compress, evolve): planner -> objective -> evaluator -> update,
+on an Optuna study that is its state (docs/design/architecture.md, Search). ``max_iterations`` is a total over the
+study across workers; a trial left RUNNING by a dead worker or Ctrl-C runs again once, first, and a finished trial
+never runs again. Every storage access goes through ``core.search.engine``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""Pareto fronts and hypervolumes of results with several objectives, each maximised or minimised.
+"""Pareto fronts and exact hypervolumes of results with several objectives (Optuna's are private modules).
 
-Written here rather than taken from Optuna, whose implementations of both are private modules that may change in
-any release. Fronts use the same dominance as Optuna's NSGA-II (no worse in every objective, better in one; equal
-points are all on the front); the hypervolume is exact, by slicing along the last objective (a search's front has
-tens of points and two or three objectives). Points are rows of objective values in the order of ``directions``; a
-point with a missing or non-finite value is never on the front.
+Points are rows of objective values in the order of ``directions``; a point with a missing or non-finite value is
+never on the front. Dominance is NSGA-II's (no worse in every objective, better in one; equal points are all on the
+front); the hypervolume slices along the last objective (tens of points, two or three objectives).
 """
 
 from __future__ import annotations

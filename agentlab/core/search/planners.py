@@ -1,15 +1,8 @@
-"""Planners propose the next trial's parameters: a classical sampler (Optuna's TPE, NSGA-II, ...; random), or an
-LLM choosing among the sampler's candidates. One design for every search: a planner sees a ``PlanContext`` whose
-``Domain`` says how the search's sampler draws and what the LLM is shown (``TrialDomain``: the search loop's, nas;
-``compress.planners.ExperimentDomain``: compress's), and returns a ``Proposal``.
-
-Published comparisons (LLAMBO, ICLR 2024; its replication on open 8B-27B models; Centaur, where a classical optimiser
-runs every trial and an LLM overrides it on about 30% of them) find that an LLM alone loses track of the search
-state, and that a bounded share of LLM decisions on top of a classical sampler is what pays. The ``llm`` planner is
-therefore a chooser (``ChooserPlanner``): each trial the sampler draws K distinct, valid, untried candidates
-(candidate 0 exactly what the sampler alone would run), and the LLM picks one, under a schema that admits only the
-candidates' indices. Every answer is valid; no answer runs candidate 0. Picks other than 0 are bounded and earned
-(``share``). Prompts and schemas are in ``prompts``.
+"""Planners propose the next trial's parameters from a ``PlanContext`` whose ``Domain`` (``TrialDomain``: the search
+loop's, nas; ``compress.planners.ExperimentDomain``) says how the sampler draws and what the LLM is shown: a
+classical sampler alone (``OptunaPlanner``), or the LLM choosing among the sampler's K candidates, candidate 0
+exactly the sampler's own, on a bounded and earned share of the trials (``ChooserPlanner``, ``share``). Why a
+chooser: docs/commands/nas.md; prompts and schemas: ``prompts``.
 """
 
 from __future__ import annotations
@@ -177,13 +170,10 @@ class Wrapper:
 
 
 class WarmStart(Wrapper):
-    """Knowledge as a warm start for any planner: right after the base config, each of ``leads`` (changes of the
-    base config, with a line saying where the lead comes from) runs once, in order, before the wrapped planner gets
-    a trial; then every trial is the planner's. A lead the domain refuses (``Domain.lead``: outside the space,
-    breaking a constraint, already run) is skipped. Deterministic and stateless (it reads the finished trials), so
-    ``--resume`` and several workers skip what ran; the sampler learns from the leads' results as from any trial.
-    This is how ``search.warm_start`` (nas) and ``warm_start`` (compress) give every planner the same knowledge, so
-    a planner is compared with the sampler given what it was given."""
+    """Knowledge as a warm start for any planner: right after the base config each of ``leads`` (changes of the
+    base config, and where the lead comes from) runs once, in order, unless the domain refuses it (``Domain.lead``);
+    then every trial is the wrapped planner's. Stateless (it reads the finished trials), so ``--resume`` and other
+    workers skip what ran."""
 
     def __init__(self, planner: Planner, leads: list[tuple[dict[str, Any], str]]):
         super().__init__(planner)

@@ -1,15 +1,9 @@
-"""What an LLM planner is asked, and the schemas its answers must follow.
+"""What an LLM planner is asked, and the schemas its answers must follow (docs/commands/nas.md, the LLM planner).
 
-The LLM planner chooses (``planners.ChooserPlanner``): the classical sampler proposes K candidates, the prompt
-(``choice_messages``) shows them as changes to the incumbent beside the trial history sorted by score and a per-key
-summary of what the good trials share (``good_trials_summary``, computed here, not by the model), and the answer is
-``{"choice": 0..K-1, "reasoning": "..."}`` under a JSON schema whose ``choice`` is an ``enum`` of the candidates'
-indices (``choice_model``): grammar-constrained decoding (llama.cpp) can only produce a valid choice, and a
-``reasoning`` of at most ``REASONING_CHARS`` plain ASCII characters bounds the reply's length.
-
-The opt-in own candidate (LLAMBO-style) asks for a plan instead: changes to the incumbent under ``plan_model``'s
-schema, where ``changes`` has one optional property per searchable key, each an ``enum`` of the values it may change
-to (``SearchSpace.offered``). Nothing in either schema is a free-form object.
+The choice (``choice_messages``, ``choice_model``) is ``{"choice": 0..K-1, "reasoning": "..."}`` with ``choice`` an
+``enum`` of the candidates' indices and ``reasoning`` at most ``REASONING_CHARS`` plain ASCII characters; the own
+candidate (``plan_model``) is changes to the incumbent, one optional property per key, each an ``enum`` of the
+values it may change to (``SearchSpace.offered``). Nothing in either schema is a free-form object.
 """
 
 from __future__ import annotations

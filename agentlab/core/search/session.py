@@ -1,10 +1,6 @@
-"""Choosing a search's planner, and owning what it opened, for every search command.
-
-``open_planner(spec)`` looks the kind up in ``kinds.KINDS``, builds it by its family (``BUILDERS``) and returns a
-``PlannerSession``: the planner, the line that says which planner runs and why, and the run's router for the
-``planner`` and ``evaluator`` routes (one router, opened only when a route is used). The session is a context
-manager: ``close()`` writes the router's llm_stats.json into the run folder and closes it, once. A new planner kind
-is one row of ``kinds.KINDS`` (and a builder here when it is a new family).
+"""Choosing a search's planner and owning what it opened: ``open_planner(spec)`` builds the ``kinds.KINDS`` kind
+by its family (``BUILDERS``) into a ``PlannerSession``, a context manager whose ``close()`` writes llm_stats.json
+and closes the router, once.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
-"""The LLM planner's bounded, earned share of the trials, and what its picks did.
+"""The LLM planner's bounded, earned share of the trials, and what its picks did (docs/commands/nas.md, "The share").
 
-- Bounded: picks other than candidate 0 run on at most ``llm_share`` of a search's planner trials after the
-  sampler's warm-up: never more than ``ceil(share * n)`` of the first n, and never more than ``share`` times those
-  trials in all.
-- Earned: Thompson sampling over two arms, ``classical`` (candidate 0 ran) and ``llm`` (an LLM pick other than 0
-  ran), each a Beta posterior of "the trial set a new best" (the ``llm`` arm's prior centred on the ``classical``
-  arm's rate, worth ``PRIOR_WEIGHT`` trials). A trial is open to the LLM when the ``llm`` arm's draw is at least the
-  ``classical`` arm's, and the bound allows; a model whose picks do not find new bests is asked less and less. The
-  sampler's warm-up trials count in neither arm nor the bound: the LLM could not pick them, and early trials find
-  new bests easily. The draws come from a generator seeded by the search's seed and the trial's number, so a
-  resumed search decides as the killed one would have, and the sampler's own random sequence is never touched.
-- Remembered: ``PickMemory`` keeps, per model name, each search's counts in a JSON file of the workspace, written
-  atomically; the next search with the same model starts its arms from the other searches' counts (at most
-  ``PRIOR_CAP`` trials' worth, so this search's own evidence takes over quickly).
+- Bounded: picks other than candidate 0 run on at most ``ceil(share * n)`` of the first n planner trials after the
+  sampler's warm-up, and at most ``share`` of them in all; warm-up trials count in neither the bound nor the arms.
+- Earned: Thompson sampling over the arms ``classical`` and ``llm`` on "the trial set a new best" (the ``llm``
+  arm's prior centred on the ``classical`` rate, worth ``PRIOR_WEIGHT`` trials), drawn from a generator seeded by
+  the search's seed and the trial's number, so a resumed search decides as the killed one would have.
+- Remembered: ``PickMemory`` keeps each model's counts per search in a JSON file, written atomically; the next
+  search starts its arms from them (at most ``PRIOR_CAP`` trials' worth).
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
-"""Search spaces: dotted config keys with bounds or choices, checked the same way for Optuna and for LLM plans.
-
-```yaml
-space:
-  model.family: {choices: [linear, patchtst]}
-  model.d_model: {choices: [16, 32, 64], when: {model.family: [patchtst]}}   # searched for patchtst trials only
-  model.e_layers: {low: 1, high: 3}               # ints when both bounds are ints
-  train.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
-```
+"""Search spaces: dotted config keys with bounds or choices, checked the same way for Optuna and for LLM plans
+(the ``space:`` syntax: docs/commands/nas.md).
 
 A key with ``when`` is conditional (Optuna's define-by-run): it is part of a trial only when every key it names has
 one of the listed values in that trial (a named key outside the space counts with its base value). A trial's
-parameters are therefore the keys active for it: samplers draw only those (``SearchSpace.sample``), LLM plans are
+parameters are exactly the keys active for it: samplers draw only those (``SearchSpace.sample``), LLM plans are
 offered only those (``SearchSpace.offered``), and records never carry a value that did not shape the trial.
 """
 

@@ -1,14 +1,6 @@
-"""Optuna studies for every search: storage, creation, samplers and proposals that commit nothing.
-
-One place decides how a study is opened (SQLite in the run folder by default, a journal file, or any Optuna storage
-URL shared by several workers or runs), what a damaged or mismatched study says to the user, and how a sampler is
-built, so ``nas`` (one minimised loss), ``compress`` (several objectives, with constraints) and ``evolve`` (its
-population) behave the same. Directions are always a list, one per objective: a study with one objective is the
-case ``["minimize"]``.
-
-A study stores what the search knows. The sampler that proposes the next point is asked on ``KeptSampler``'s
-in-memory mirror of it, kept for the whole search (nas's loop, compress), so the persistent study only ever holds
-real, finished work (no trial asked and then abandoned because the planner rejected the point).
+"""Optuna studies for every search: how one is opened (SQLite in the run folder by default, a journal file, or a
+storage URL), what a damaged or mismatched study says, and the samplers (``KeptSampler``: asked on an in-memory
+mirror, so the study holds only real trials). Directions are always a list, one per objective.
 """
 
 from __future__ import annotations
@@ -202,23 +194,12 @@ def make_sampler(kind: str, seed: int, *, startup: int = 10, population: int = 5
 
 
 class KeptSampler:
-    """One Optuna sampler for a whole search, seeded once, asked on an in-memory study that mirrors the real one:
-    ``sync`` copies each finished trial once, as it appears, so a draw costs the sampler's own work and not a copy of
-    the study. The sampler's state is its own (TPE's search space groups) or on the trials (CMA-ES's generation and
-    optimizer: ``tell`` returns them for the trial that runs, and its copy brings them back).
-
-    A point the search will not run is told back before the next draw: ``infeasible`` (it breaks a constraint) and
-    ``repeat`` (it was run already, penalised once per point) become bad trials (``penalty``: infinitely bad, so
-    worse than every result to come too; one objective only), so the sampler learns to leave them instead of drawing
-    them again (an unobserved category looks promising to TPE; a best trial with no keys of its own to vary, such as
-    a naive forecast, would be drawn again and again); ``penalize=False`` (a sampler still in its random warm-up,
-    whose bad trials would count as warm-up trials) and ``skip`` (a candidate no one chose) or ``run`` leave nothing
-    the sampler reads, and a point that runs comes back through ``sync`` with its real result. Failed real trials
-    (``sync``'s ``failed``) are bad trials too.
-
-    ``explore=True`` asks a second sampler of the same kind on the same study (its own seed), for the extra candidates
-    an LLM chooses among: TPE's and NSGA-II's own draws stay exactly what they would be alone (CMA-ES seeds its
-    optimizer by trial number, which the extra draws shift)."""
+    """One Optuna sampler for a whole search, seeded once, asked on an in-memory mirror of the study that ``sync``
+    fills with each finished trial once (docs/design/architecture.md: one sampler per search). A point that will not
+    run is told back before the next draw: ``infeasible`` and ``repeat`` (once per point) as bad trials
+    (``penalty``; one objective only), unless ``penalize=False`` (the random warm-up); ``skip`` and ``run`` leave
+    nothing. Failed real trials (``sync``'s ``failed``) are bad trials too. ``explore=True`` asks a second sampler of
+    the same kind on the same mirror, so the main sampler's draws stay what they would be alone (TPE, NSGA-II)."""
 
     def __init__(self, make: Callable[[int], Any], directions: Sequence[Direction], seed: int):
         import optuna
