@@ -204,9 +204,8 @@ class SearchLoop:
     def _others_running(self, records: list[TrialRecord]) -> bool:
         """On a database server: whether another worker's trial is still running (the budget counts it, but if its
         worker dies it is queued again, and the report of every worker should hold its result)."""
-        return self.store.heartbeats and any(
-            (r.state == "running" and r.worker != self.worker) or r.state == "waiting"
-            or (r.state == "interrupted" and r.counted) for r in self.mine(records))  # a retry queued, or about to be
+        return self.store.heartbeats and any(r.pending and (r.state != "running" or r.worker != self.worker)
+                                             for r in self.mine(records))
 
     def _claim(self) -> list[tuple[Any, Proposal]]:
         """Trials waiting to run, taken by this worker (``batch`` of them where the objective scores several
@@ -386,10 +385,7 @@ class SearchLoop:
                 with self.store.beating(trial.number):  # a database server: proof of life
                     metrics = self.objective.run(trial.number, dict(proposal.params), report)
         except (KeyboardInterrupt, TrialAborted):
-            try:  # back to WAITING: --resume runs it again first
-                self.store.requeue(trial.number)
-            except Exception:  # the storage could not record it: the trial stays RUNNING and --resume recovers it
-                log.warning("could not put trial %d back in the queue", trial.number, exc_info=True)
+            self._give_back(trial)
             raise
         except StopSearch as exc:
             self._fail(trial, f"not run: {exc}", counted=False)
@@ -474,6 +470,14 @@ class SearchLoop:
             if full is exc:
                 raise
             raise full from exc
+
+    def _give_back(self, trial: Any) -> None:
+        """Back to WAITING: --resume runs it again first (if the storage cannot record it, the trial stays RUNNING
+        and --resume recovers it)."""
+        try:
+            self.store.requeue(trial.number)
+        except Exception:
+            log.warning("could not put trial %d back in the queue", trial.number, exc_info=True)
 
     def _interrupted(self, trial: Any, message: str) -> None:
         """A trial the disk stopped goes back to WAITING (``message`` says why the search stops); when the study
@@ -577,11 +581,8 @@ class SearchLoop:
             for (trial, proposal), outcome in zip(claimed, done, strict=True):
                 whys.append(self._run_trial(trial, proposal, records, outcome))
         except (KeyboardInterrupt, TrialAborted, StopSearch):
-            for trial, _ in claimed[len(whys):]:  # back to WAITING: --resume runs them again first
-                try:
-                    self.store.requeue(trial.number)
-                except Exception:  # the storage could not record it: --resume recovers it
-                    log.warning("could not put trial %d back in the queue", trial.number, exc_info=True)
+            for trial, _ in claimed[len(whys):]:
+                self._give_back(trial)
             raise
         return whys
 
@@ -602,8 +603,7 @@ class SearchLoop:
     def _base_pending(self, records: list[TrialRecord]) -> bool:
         """Whether the base trial is started but not finished (running, queued again, or awaiting its retry)."""
         bases = [r for r in self.mine(records) if r.planner == "base"]
-        return not any(r.state == "complete" for r in bases) and any(
-            r.state in ("running", "waiting") or (r.state == "interrupted" and r.counted) for r in bases)
+        return not any(r.state == "complete" for r in bases) and any(r.pending for r in bases)
 
     def _done(self, records: list[TrialRecord]) -> int:
         """What the progress bar shows: the trials that used budget (a queued group's: once finished)."""
@@ -628,8 +628,7 @@ class SearchLoop:
 
     def _unfinished(self, records: list[TrialRecord]) -> bool:
         """Whether a trial is queued or still running (the barrier between ``generations``)."""
-        return any(r.state in ("waiting", "running") or (r.state == "interrupted" and r.counted)
-                   for r in self.mine(records))
+        return any(r.pending for r in self.mine(records))
 
     @staticmethod
     def _taken(trial: Any, records: list[TrialRecord]) -> bool:
@@ -639,8 +638,7 @@ class SearchLoop:
         dead trial's params afresh while its retry waited, and both ran (seen once in the PostgreSQL stress test)."""
         key = params_key(trial.params)
         return any(r.number < trial.number and params_key(r.params) == key
-                   and (r.state in ("complete", "pruned", "running", "waiting")
-                        or (r.state == "interrupted" and r.counted)) for r in records)
+                   and (r.state in ("complete", "pruned") or r.pending) for r in records)
 
     def _fail(self, trial: Any, reason: str, counted: bool) -> None:
         from optuna.trial import TrialState

@@ -102,6 +102,11 @@ class TrialRecord:
     def finite(self) -> bool:
         return self.value is not None and math.isfinite(self.value)
 
+    @property
+    def pending(self) -> bool:
+        """Queued, running, or failed by the heartbeat check with its retry not queued yet (still counted)."""
+        return self.state in ("waiting", "running") or (self.state == "interrupted" and self.counted)
+
     @classmethod
     def from_frozen(cls, trial: Any) -> TrialRecord:
         plan, outcome = trial.user_attrs.get(A_PLAN, {}), trial.user_attrs.get(A_OUTCOME, {})
