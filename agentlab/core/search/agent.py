@@ -27,7 +27,7 @@ from agentlab.core.search.planners import (
     diff,
     params_key,
 )
-from agentlab.core.search.prompts import format_changes, good_trials_summary, plan_schema
+from agentlab.core.search.prompts import format_changes, plan_schema
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.settings import AgentSettings
 
@@ -170,12 +170,8 @@ class TrialView:
         return format_changes(diff(self.d.space.rounded(params), self.d.space.rounded(self.d.incumbent)))
 
     def history(self, top: int) -> str:
-        maximize = self.d.direction == "maximize"
-        rows = [r for r in self.d.records if r.state in ("complete", "pruned") and r.finite]
-        rows.sort(key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
+        rows, summary = self.d.ranked()
         lines = [f"{r.run_id} {self._outcome(r)}: {self.describe(r.params)}" for r in rows[:top]]
-        summary = good_trials_summary([(r.params, float(r.value)) for r in rows if r.state == "complete"],  # type: ignore
-                                      list(self.d.space.params), maximize)
         return "\n".join((lines or ["no finished trial yet"]) + (["what the good trials share:", *summary]
                                                                   if summary else []))
 

@@ -280,16 +280,20 @@ class TrialDomain:
     def warmup(self) -> bool:
         return sum(1 for r in self.records if r.state in ("complete", "pruned")) < self.startup
 
+    def ranked(self) -> tuple[list[TrialRecord], list[str]]:
+        """The complete and pruned trials with a finite value, best first, and what the good ones share."""
+        maximize = self.direction == "maximize"
+        scored = sorted((r for r in self.records if r.state in ("complete", "pruned") and r.finite),
+                        key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
+        complete = [(r.params, float(r.value)) for r in scored if r.state == "complete"]  # type: ignore[arg-type]
+        return scored, good_trials_summary(complete, list(self.space.params), maximize)
+
     def _state(self, history: int) -> tuple[str, list[str], list[str], dict[str, Any]]:
         """The incumbent line, the history lines (best first), the good-trials summary, the shown incumbent."""
         shown = self.space.rounded(self.incumbent)
-        maximize = self.direction == "maximize"
-        scored = [r for r in self.records if r.state in ("complete", "pruned") and r.finite]
-        scored.sort(key=lambda r: (-r.value if maximize else r.value, r.number))  # type: ignore[operator]
+        scored, summary = self.ranked()
         lines = [f"{self.metric} {r.value:.4g}" + (" (pruned)" if r.state == "pruned" else "") + ": "
                  + format_changes(diff(self.space.rounded(r.params), shown)) for r in scored[:history]]
-        complete = [(r.params, float(r.value)) for r in scored if r.state == "complete"]  # type: ignore[arg-type]
-        summary = good_trials_summary(complete, list(self.space.params), maximize)
         best = self.best
         where = f"{best.run_id}, {self.metric} {best.value:.4g}" if best is not None and best.value is not None \
             else "the base config"
