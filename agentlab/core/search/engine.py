@@ -58,12 +58,6 @@ def store_of(study: Any) -> TrialStore:
                          "core.search.engine.new_study): its storage is unknown") from None
 
 
-def has_heartbeats(storage: Any) -> bool:
-    """Whether trials on ``storage`` beat a heartbeat (Optuna's RDB storage given a ``heartbeat_interval``)."""
-    interval = getattr(storage, "get_heartbeat_interval", None)
-    return callable(interval) and interval() is not None
-
-
 class TrialStore:
     """The trials of one study as the workers share them; see the module docstring."""
 
@@ -71,7 +65,8 @@ class TrialStore:
         self.study, self.storage, self.where = study, storage, where
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.worker = R.worker_id()
-        self.heartbeats = has_heartbeats(storage)
+        interval = getattr(storage, "get_heartbeat_interval", None)  # Optuna's RDB storage given a heartbeat_interval
+        self.heartbeats = callable(interval) and interval() is not None
         self.beat_s = float(storage.get_heartbeat_interval()) if self.heartbeats else 1.0
         self._ids: dict[int, int] = {}
         sqlite = url.removeprefix("sqlite:///") if url and url.startswith("sqlite:///") else None
