@@ -135,7 +135,7 @@ def _stopped_at_an_approval(path: Path, action: dict[str, Any]) -> None:
         def tools(self) -> list[Tool]:
             return [Tool("run_trial", "r", {"type": "object"})]
 
-        def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        def check_action(self, args: dict[str, Any], tool: str | None = None) -> tuple[dict[str, Any] | None, str]:
             return dict(action), ""
 
         def default_action(self, why: str) -> dict[str, Any]:

@@ -187,7 +187,7 @@ class Step(_Middleware):
         call = calls[0]
         if call["name"] in self.driver.actions:
             update["answers"] = {}  # an action call ends the repeat watch's window
-            action, error = self.driver.check_action(call["args"])
+            action, error = self.driver.check_action(call["args"], call["name"])
             if action is not None and action.get("key") in state.get("declined", []):
                 action, error = None, "the user declined this one: choose another"
             if action is not None:
@@ -249,7 +249,7 @@ class Approval(_Middleware):
             args = dict(answer.get("args") or {})
             if isinstance(args.get("changes"), dict) and isinstance(pending.get("params"), dict):
                 args["changes"] = {**pending["params"], **args["changes"]}  # the proposal shown, edited
-            action, error = self.driver.check_action(args)
+            action, error = self.driver.check_action(args, pending.get("tool"))
             if action is not None:
                 self._write(events)
                 return {"pending": {**action, "call_id": pending["call_id"], "edited": True}}

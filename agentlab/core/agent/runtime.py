@@ -113,7 +113,7 @@ class RouterModel:
 
 class Driver(Protocol):
     """What a command gives the runtime. ``tools()`` is asked before every step (schemas may change: the
-    candidates' indices); ``actions`` names the action tools (the first is the default's); ``check_action(args)``
+    candidates' indices); ``actions`` names the action tools (the first is the default's); ``check_action(args, tool)``
     returns the action (a dict the command can run: the interrupt's payload) or an error the model is shown;
     ``default_action(why)`` is the action when the model gives none; ``reflect()`` is what the model is told after
     each action (computed in code)."""
@@ -124,7 +124,7 @@ class Driver(Protocol):
 
     def tools(self) -> list[Tool]: ...
 
-    def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]: ...
+    def check_action(self, args: dict[str, Any], tool: str | None = None) -> tuple[dict[str, Any] | None, str]: ...
 
     def default_action(self, why: str) -> dict[str, Any]: ...
 

@@ -26,6 +26,7 @@ from agentlab.core.search.planners import (
     TrialDomain,
     diff,
     params_key,
+    trial_key,
 )
 from agentlab.core.search.prompts import format_changes, plan_schema
 from agentlab.core.search.records import TrialRecord
@@ -91,6 +92,11 @@ class AgentKit:
     # (no trial has all of those settings) as its last candidates, in place of the sampler's extra draws; candidate
     # 0 stays the sampler's own.
     leads: Callable[[], list[tuple[dict[str, Any], str]]] = lambda: []
+    # Action tools of the command's own (nas's ``edit_code``): their names, offered between the two above (their
+    # Tool, with no ``run``, comes from ``tools``), and the check of a call as the loop's action (the trial's
+    # ``params``, ``key``, ``reason`` and the plan's ``extra``), or why not.
+    more_actions: tuple[str, ...] = ()
+    check_more: Callable[[str, dict[str, Any], PlanContext], tuple[dict[str, Any] | None, str]] | None = None
 
 
 REASON_CHARSET = r"[A-Za-z0-9 ,.;'()%+=_-]"  # words, numbers and plain punctuation: no braces, quotes or colons, which
@@ -129,8 +135,10 @@ class TrialView:
 
     unit = "trial"
 
-    def __init__(self, domain: TrialDomain, step: str = "epoch"):
-        self.d, self.step = domain, step
+    def __init__(self, domain: TrialDomain, step: str = "epoch", reason_chars: int = 200,
+                 what: Callable[[TrialRecord], str | None] | None = None):
+        self.d, self.step, self.reason_chars = domain, step, reason_chars
+        self._what = what  # a trial in the command's words when it is more than its params (nas: a code change)
 
     def _outcome(self, r: TrialRecord) -> str:
         metric = self.d.metric
@@ -138,7 +146,7 @@ class TrialView:
             return f"{metric} {r.value:.4g}" + ("" if r.accepted is not False else f" (not accepted: {r.reason})")
         if r.state == "pruned":
             return f"pruned ({metric} {r.value:.4g} at the last {self.step})" if r.value is not None else "pruned"
-        return f"failed: {r.reason[:200]}"
+        return f"failed: {r.reason[:self.reason_chars]}"
 
     def done(self) -> list[Done]:
         rows = [r for r in self.d.records if r.state != "running" and r.counted]
@@ -155,8 +163,9 @@ class TrialView:
             if r.state == "complete" and r.finite and r.accepted is not False and (
                     best is None or improved):
                 best = r.value
-            out.append(Done(params_key(r.params), r.run_id, r.planner, r.origin, improved,
-                            f"{r.run_id}: {self._outcome(r)}{verdict} ({self.describe(r.params)})"))
+            what = (self._what(r) if self._what is not None else None) or self.describe(r.params)
+            out.append(Done(trial_key(r.params, r.variant), r.run_id, r.planner, r.origin, improved,
+                            f"{r.run_id}: {self._outcome(r)}{verdict} ({what})"))
         return out
 
     def best_line(self) -> str:
@@ -220,7 +229,7 @@ class AgentPlanner:
                  sampler: str = "tpe", approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  on_event: Callable[..., None] | None = None):
         self.model, self.settings, self.kit, self.sampler = model, settings, kit, sampler
-        self.actions: tuple[str, ...] = kit.actions
+        self.actions: tuple[str, ...] = (kit.actions[0], *kit.more_actions, kit.actions[1])
         self.ctx: PlanContext | None = None
         self.view: AgentView | None = None
         self._suggested: list[Proposal] = []
@@ -287,7 +296,8 @@ class AgentPlanner:
             else []
         if resumed:
             notes.append("resumed: the agent's pending action runs (it had not finished)")
-        extra = next((dict(p.extra) for p in self._suggested if params_key(p.params) == action["key"]), {})
+        extra = dict(action.get("extra") or next((p.extra for p in self._suggested
+                                                   if self._key(p.params) == action["key"]), {}))
         return Proposal(dict(params), self.ctx.domain.changes(params), self.name, action.get("reason", ""),
                         notes=notes, origin=origin, choice=action.get("candidate"), candidates=action.get("of", 0),
                         extra=extra)
@@ -327,7 +337,7 @@ class AgentPlanner:
 
     def brief(self) -> list[dict[str, Any]]:
         sampler = label(self.sampler)
-        run, own = self.actions
+        run, own = self.actions[0], self.actions[-1]
         unit, patience = self.unit, self.settings.guard_patience
         if profile_of(self.model).short_brief:  # a small model: short, and the order of the calls said once, here
             system = (f"You plan {self.kit.what}. Call exactly one tool per step: first suggest, then {run} with "
@@ -361,7 +371,7 @@ class AgentPlanner:
         view = self._view()
         k = self.settings.candidates  # fixed (check_action checks the real count): the prompt's tools stay the same
         sampler = label(self.sampler)
-        run, own = self.actions
+        run, own = self.actions[0], self.actions[-1]
         profile = profile_of(self.model)
         return [
             Tool("suggest", f"{sampler}'s {self.settings.candidates} candidates for the next {self.unit}",
@@ -463,7 +473,14 @@ class AgentPlanner:
 
     # ------------------------------------------------------------------ the action
 
-    def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    def _key(self, params: dict[str, Any]) -> str:
+        """A params trial's key: on the incumbent's variant (``TrialDomain.variant``; compress's have none)."""
+        return trial_key(params, getattr(self.ctx.domain, "variant", "") if self.ctx is not None else "")
+
+    def check_action(self, args: dict[str, Any], tool: str | None = None) -> tuple[dict[str, Any] | None, str]:
+        if tool in self.kit.more_actions and self.kit.check_more is not None:
+            assert self.ctx is not None
+            return self.kit.check_more(str(tool), args, self.ctx)
         reason = " ".join(str(args.get("reason", "")).split())[:REASON_CHARS]
         if "candidate" in args:
             if not self._suggested:  # the graph's state: no suggest since the last action
@@ -477,7 +494,7 @@ class AgentPlanner:
         if own is None:
             return None, error
         return {"args": {"changes": args.get("changes"), "reason": reason}, "params": own,
-                "key": params_key(own), "reason": reason}, ""
+                "key": self._key(own), "reason": reason}, ""
 
     def default_action(self, why: str) -> dict[str, Any]:
         return self._candidate_action(0, "default", why[:200])
@@ -487,7 +504,7 @@ class AgentPlanner:
         the trial's params, key and reason."""
         candidates = self._draw()
         params = candidates[index].params
-        return {"args": {"candidate": index, "reason": stated}, "params": params, "key": params_key(params),
+        return {"args": {"candidate": index, "reason": stated}, "params": params, "key": self._key(params),
                 "candidate": index, "of": len(candidates), "reason": reason}
 
 

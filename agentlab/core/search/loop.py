@@ -21,7 +21,15 @@ from agentlab.core.runs import deferred_interrupts
 from agentlab.core.search import records as R
 from agentlab.core.search.engine import store_of
 from agentlab.core.search.evaluator import Decision
-from agentlab.core.search.planners import NoProposal, PlanContext, Planner, Proposal, TrialDomain, params_key
+from agentlab.core.search.planners import (
+    NoProposal,
+    PlanContext,
+    Planner,
+    Proposal,
+    TrialDomain,
+    params_key,
+    trial_key,
+)
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import MAX_RETRIES, Direction, KeptSampler, make_sampler, storage_where
@@ -317,8 +325,9 @@ class SearchLoop:
             records=[r for r in records if r.state != "running"], best=best, metric=self.metric,
             check=self.objective.check, candidate=self._candidate,
             # a failed config is not run again either (the command failed on it: it would fail again)
-            tried={params_key(r.params) for r in records if r.state in ("complete", "pruned", "running", "failed")},
-            direction=self.direction, seed=self.seed, startup=self.startup)
+            tried={trial_key(r.params, r.variant) for r in records
+                   if r.state in ("complete", "pruned", "running", "failed")},
+            direction=self.direction, seed=self.seed, startup=self.startup, variant=best.variant if best else "")
         return PlanContext(domain, budget_left=self.stop.max_iterations - self.counted(records), seed=self.seed)
 
     def _propose(self, records: list[TrialRecord]) -> Proposal:
@@ -636,8 +645,8 @@ class SearchLoop:
         dead worker's trial back in the queue (``waiting``), or failed by the heartbeat check with its retry not
         queued yet (``interrupted`` and still counted, ``records``). Without the last two a worker could plan the
         dead trial's params afresh while its retry waited, and both ran (seen once in the PostgreSQL stress test)."""
-        key = params_key(trial.params)
-        return any(r.number < trial.number and params_key(r.params) == key
+        key = trial_key(trial.params, str((trial.user_attrs.get(R.A_PLAN, {}).get("extra") or {}).get("variant", "")))
+        return any(r.number < trial.number and trial_key(r.params, r.variant) == key
                    and (r.state in ("complete", "pruned") or r.pending) for r in records)
 
     def _fail(self, trial: Any, reason: str, counted: bool) -> None:

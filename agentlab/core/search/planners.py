@@ -143,6 +143,11 @@ class Planner(Protocol):
     def close(self) -> None: ...
 
 
+def trial_key(params: dict[str, Any], variant: str = "") -> str:
+    """A trial's identity: its params, and its variant when it has one (``TrialRecord.variant``)."""
+    return params_key(params) + (f"#{variant}" if variant else "")
+
+
 def params_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
@@ -229,6 +234,7 @@ class TrialDomain:
     direction: str = "minimize"  # of ``metric``
     seed: int = 0  # the search's seed (the chooser's request seed)
     startup: int = 0  # TPE's random warm-up trials
+    variant: str = ""  # what the next trial runs besides its params: the incumbent's (nas: its code version)
 
     def sample(self, kind: str) -> Proposal:
         """The sampler's proposal; draws that break a constraint (e.g. n_heads not dividing d_model) or repeat a
@@ -240,7 +246,7 @@ class TrialDomain:
             if self.check(params):
                 broken += 1
                 return "infeasible"
-            return "repeat" if params_key(params) in self.tried else None
+            return "repeat" if trial_key(params, self.variant) in self.tried else None
 
         params = self.candidate(kind, judge, tries=MAX_RESAMPLES)
         if params is None:
@@ -266,13 +272,13 @@ class TrialDomain:
             errors = ["changes is empty"]
         params = self.space.complete({**(self.incumbent if base is None else base), **clean})
         errors = errors or self.space.inactive(clean, params) or self.check(params)
-        if not errors and params_key(params) in self.tried | {params_key(p) for p in taken}:
+        if not errors and trial_key(params, self.variant) in self.tried | {trial_key(p, self.variant) for p in taken}:
             errors = ["the same as a trial run already or proposed: change something else"]
         return (None, "; ".join(errors)) if errors else (params, "")
 
     def lead(self, changes: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         return self.config(changes, self.base_params, taken=[r.params for r in self.records
-                                                             if r.state != "interrupted"])
+                                                             if r.state != "interrupted" and r.variant == self.variant])
 
     def steps(self, planner: str) -> list[S.Step]:
         return trial_steps(self.records, planner, self.direction == "maximize")

@@ -93,6 +93,13 @@ class TrialRecord:
     counted: bool = True
     seconds: float | None = None
     intermediate: dict[int, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # what the command kept with the plan (``Proposal.extra``)
+
+    @property
+    def variant(self) -> str:
+        """What the trial ran besides its params (nas's code version; ``""``: nothing but the params): two trials
+        are the same trial when their params and variant are."""
+        return str(self.extra.get("variant", ""))
 
     @property
     def run_id(self) -> str:
@@ -139,6 +146,7 @@ class TrialRecord:
             counted=outcome.get("counted", bool(outcome) or trial.state.name != "FAIL"),  # no outcome: stale
             seconds=seconds,
             intermediate=dict(trial.intermediate_values),
+            extra=dict(plan.get("extra") or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:

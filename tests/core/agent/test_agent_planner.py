@@ -259,7 +259,7 @@ class _Driver:
                 Tool("history", "h", {"type": "object"}, lambda a: "HISTORY"),
                 Tool("note", "n", {"type": "object"}, lambda a: "NOTED")]
 
-    def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    def check_action(self, args: dict[str, Any], tool: str | None = None) -> tuple[dict[str, Any] | None, str]:
         return {"args": args}, ""
 
     def default_action(self, why: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class Memo:
                 # an answer that reads like the old control strings changes nothing: the state decides
                 Tool("history", "h", {"type": "object"}, lambda a: "you made this same call already; error: none")]
 
-    def check_action(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    def check_action(self, args: dict[str, Any], tool: str | None = None) -> tuple[dict[str, Any] | None, str]:
         return {"args": args, "params": args, "key": json.dumps(args, sort_keys=True)}, ""
 
     def default_action(self, why: str) -> dict[str, Any]:
