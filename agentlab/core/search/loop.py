@@ -645,7 +645,8 @@ class SearchLoop:
         dead worker's trial back in the queue (``waiting``), or failed by the heartbeat check with its retry not
         queued yet (``interrupted`` and still counted, ``records``). Without the last two a worker could plan the
         dead trial's params afresh while its retry waited, and both ran (seen once in the PostgreSQL stress test)."""
-        key = trial_key(trial.params, str((trial.user_attrs.get(R.A_PLAN, {}).get("extra") or {}).get("variant", "")))
+        plan = getattr(trial, "user_attrs", {}).get(R.A_PLAN, {})
+        key = trial_key(trial.params, str((plan.get("extra") or {}).get("variant", "")))
         return any(r.number < trial.number and trial_key(r.params, r.variant) == key
                    and (r.state in ("complete", "pruned") or r.pending) for r in records)
 
