@@ -144,14 +144,15 @@ def _print_summary(results: dict[str, Any], path: Path) -> None:
 @app.command("apply")
 def apply(
     run: Annotated[Path, typer.Argument(help="A finished `agentlab nas` run of your own command with "
-                                        "objective.config.", show_default=False)],
+                                        "objective.config or kept code changes.", show_default=False)],
 ) -> None:
-    """Write the best trial's config file (RUN/best/) into your project, in place of the file the search started
-    from. Refused, with nothing written, when that file has changed since (apply RUN/best.patch by hand then)."""
+    """Write the best trial's config file and the code its kept changes touched (RUN/best/) into your project, in
+    place of the files the search started from. Refused, with nothing written, when one of them has changed since
+    (apply RUN/best.patch by hand then)."""
     from agentlab.nas.best import apply_best
 
-    target, what = apply_best(run)
-    console.print(f"{safe_text(target)}: {what} (from {safe_text(run / 'best')})")
+    for target, what in apply_best(run):
+        console.print(f"{safe_text(target)}: {what} (from {safe_text(run / 'best')})")
 
 
 @app.command("predict")

@@ -56,16 +56,21 @@ def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
     meta = _base_meta(run)
     used = next(iter(sorted(trial.glob("config_used.*"))), None)
     patch = run / "best.patch"
+    diffs: list[str] = []
     if meta is not None and used is not None:
         rel = Path(meta["file"])
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(used, tmp / rel)
         written["files"].append(str(rel))
-        before = (run / "base" / rel).read_bytes().decode("utf-8")
-        after = used.read_bytes().decode("utf-8")
-        diff = "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                            f"a/{rel}", f"b/{rel}"))
-        atomic_write_text(patch, diff)
+        diffs.append(_diff(run / "base" / rel, used, rel))
+    for rel, file in _code_files(trial):  # the code the best trial ran (a kept chain of code changes)
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, tmp / rel)
+        written["files"].append(str(rel))
+        written.setdefault("code", []).append(str(rel))
+        diffs.append(_diff(run / "code" / "start" / rel, file, rel))
+    if diffs:
+        atomic_write_text(patch, "".join(diffs))
         written["patch"] = str(patch)
     if (trial / "checkpoint").is_dir():
         written["checkpoint"] = str(trial / "checkpoint")
@@ -73,6 +78,21 @@ def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return written
+
+
+def _diff(before: Path, after: Path, rel: Path) -> str:
+    old = before.read_bytes().decode("utf-8") if before.is_file() else ""
+    new = after.read_bytes().decode("utf-8")
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                        f"a/{rel}", f"b/{rel}"))
+
+
+def _code_files(trial: Path) -> list[tuple[Path, Path]]:
+    """(path relative to the project, the file) of each file a trial's code changes touched, as it ran."""
+    folder = trial / "code"
+    if not folder.is_dir():
+        return []
+    return [(p.relative_to(folder), p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "commit.txt"]
 
 
 def prune_checkpoints(run: Path, best: TrialRecord | None) -> None:
@@ -84,40 +104,71 @@ def prune_checkpoints(run: Path, best: TrialRecord | None) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def apply_best(run: Path) -> tuple[Path, str]:
-    """Write the best trial's config file into the user's tree; returns (the file, what happened). Refuses
-    (``UsageError``) without a config file or when the user's file has changed since the search started."""
+def apply_best(run: Path) -> list[tuple[Path, str]]:
+    """Write the best trial's files into the user's tree: its config file and the code files its kept changes
+    touched; returns (each file, what happened). Refuses (``UsageError``, nothing written) without such files, or
+    when one of the user's files has changed since the search started."""
     if not (run / "run.json").is_file():
         raise UsageError(f"{run}: not a run folder (no run.json)", hint="give the folder `agentlab nas` printed as "
                          "its run folder, e.g. runs/nas-<time>")
     meta = _base_meta(run)
-    if meta is None:
+    project = Path(meta["project"]) if meta is not None else _project(run)
+    todo: list[tuple[Path, Path, str]] = []  # (the user's file, the best one, the sha256 the search started from)
+    if meta is not None:
+        todo.append((project / meta["file"], run / "best" / meta["file"], meta["sha256"]))
+    start = run / "code" / "start"
+    for rel in (_written(run).get("code") or []):
+        todo.append((project / rel, run / "best" / rel, _sha((start / rel).read_bytes())))
+    if not todo:
         command = run / "best" / "command.txt"
         said = f": its best command line is in {command}" if command.is_file() else ""
-        raise UsageError(f"{run}: this search has no objective.config, so there is no file to write{said}",
-                         hint="copy the best params from report.md into your project, or search with "
-                         "objective.config naming your config file")
-    rel = Path(meta["file"])
-    best = run / "best" / rel
-    if not best.is_file():
-        raise UsageError(f"{run}: no best/{rel} (the search has no successful trial yet)",
-                         hint="finish the search (agentlab nas --resume RUN), then apply")
-    target = Path(meta["project"]) / rel
+        raise UsageError(f"{run}: this search has no objective.config and kept no code change, so there is no "
+                         f"file to write{said}", hint="copy the best params from report.md into your project, or "
+                         "search with objective.config naming your config file")
+    writes = []
+    for target, best, sha in todo:
+        if not best.is_file():
+            raise UsageError(f"{run}: no {best.relative_to(run)} (the search has no successful trial yet)",
+                             hint="finish the search (agentlab nas --resume RUN), then apply")
+        try:
+            current = target.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{target}: cannot be read ({exc.strerror or exc})",
+                             hint="restore the file, or copy best/ by hand") from None
+        new = best.read_bytes()
+        if current != new and _sha(current) != sha:
+            raise UsageError(f"{target} has changed since the search started: nothing written",
+                             hint=f"apply the patch by hand (git apply {run / 'best.patch'}), or copy {best}")
+        writes.append((target, current, new))
+    out = []
+    for target, current, new in writes:
+        if current == new:
+            out.append((target, "already the best version"))
+            continue
+        mode = target.stat().st_mode & 0o7777
+        atomic_write_bytes(target, new)
+        os.chmod(target, mode)  # the user's file keeps its permissions
+        out.append((target, "written"))
+    return out
+
+
+def _project(run: Path) -> Path:
+    """The project folder of a search of the user's command (its saved config's objective.cwd)."""
+    import yaml
+
     try:
-        current = target.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{target}: cannot be read ({exc.strerror or exc})",
-                         hint="restore the file, or copy best/ by hand") from None
-    new = best.read_bytes()
-    if current == new:
-        return target, "already the best config"
-    if _sha(current) != meta["sha256"]:
-        raise UsageError(f"{target} has changed since the search started: not overwritten",
-                         hint=f"apply the patch by hand (git apply {run / 'best.patch'}), or copy {best}")
-    mode = target.stat().st_mode & 0o7777
-    atomic_write_bytes(target, new)
-    os.chmod(target, mode)  # the user's file keeps its permissions
-    return target, "written"
+        saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        return Path(saved["objective"]["cwd"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{run}: its config.yaml does not name the project folder ({exc})") from None
+
+
+def _written(run: Path) -> dict[str, Any]:
+    """results.json's ``best_files`` (what ``write_best`` wrote)."""
+    try:
+        return json.loads((run / "results.json").read_text(encoding="utf-8")).get("best_files") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def _base_meta(run: Path) -> dict[str, Any] | None:

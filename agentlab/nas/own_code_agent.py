@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from agentlab.core.config import redact
 from agentlab.core.runs import runs_root
 from agentlab.core.search.agent import AgentKit, TrialView, learning_curve
 from agentlab.core.search.planners import PlanContext, TrialDomain
+from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.space import ParamSpec
+from agentlab.nas.code_agent import EDIT_TOOL, CodeSearch, change_of
 from agentlab.nas.command import flat_values
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig
 
@@ -147,7 +150,8 @@ def project_files(objective: CommandObjectiveConfig) -> list[str]:
     return found[:MAX_FILES]
 
 
-def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any) -> str:
+def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any,
+                 current: Callable[[str], str | None] | None = None) -> str:
     """One answer of ``read_project``: the listing without ``path``; else the file's text, cut at ``READ_CHARS``.
     Refused, with the reason: a path outside the project folder (a link leaving it included), a file that is not
     one of ``files``, a binary or non-UTF-8 file, a file too large to read."""
@@ -171,6 +175,9 @@ def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any)
         data = target.read_bytes()
     except OSError as exc:
         return f"cannot read {relative}: {exc.strerror or exc}"
+    version = current(relative) if current is not None else None
+    if version is not None:  # an editable file: as the best version holds it (the kept changes applied)
+        data = version.encode("utf-8")
     if b"\0" in data:
         return f"refused: {relative} is a binary file, not text"
     try:
@@ -215,30 +222,62 @@ def objective_facts(cfg: NASConfig, files: list[str]) -> str:
     return "\n".join(lines)
 
 
-def command_kit(cfg: NASConfig) -> AgentKit:
+def code_facts(cfg: NASConfig, code: CodeSearch) -> str:
+    """What the brief says about code changes: the editable files, the rule that keeps a change, the tuning."""
+    objective = cfg.objective
+    assert objective is not None
+    protected = ", ".join(objective.protected) if objective.protected is not None else "every other file"
+    return (f"code: edit_code changes the editable files ({', '.join(code.files()) or 'none'}; protected: "
+            f"{protected}) of the best version; the change runs as a trial with the best params and is kept "
+            f"only if {objective.metric} improves by more than {cfg.search.min_delta:.0%}. After a kept change "
+            f"the sampler tunes the params on it for {code.tune_every} trials. read_project shows the best "
+            "version. A failed change shows you the command's error; a fix is another change.")
+
+
+def describe_change(record: TrialRecord) -> str | None:
+    """A code change trial in the agent's words (None: a params trial)."""
+    change = change_of(record)
+    if change is None:
+        return None
+    return f"code change: {change.reason or 'no reason given'} ({', '.join(change.paths())})"
+
+
+def command_kit(cfg: NASConfig, code: CodeSearch | None = None) -> AgentKit:
     """The agent's kit for a command objective (see the module docstring); no leads: nothing is known about the
-    project but its files, which the agent reads itself."""
+    project but its files, which the agent reads itself. With ``code`` (objective.editable) the agent also changes
+    the code: the ``edit_code`` action, and ``read_project`` showing the best version of the editable files."""
     objective = cfg.objective
     assert objective is not None, "command_kit is for a command objective"
     files = project_files(objective)
+    if code is not None:
+        files = [*code.files(), *(f for f in files if f not in code.files())][:MAX_FILES]
     facts = objective_facts(cfg, files)
+    if code is not None:
+        facts += "\n" + code_facts(cfg, code)
     metric, direction = objective.metric, objective.direction
 
     def tools(ctx: PlanContext, model: AgentModel) -> list[Tool]:
         domain = ctx.domain
         assert isinstance(domain, TrialDomain)
         path: dict[str, Any] = {"type": "string", "enum": ["", *files]} if files else {"type": "string"}
+        current = (lambda rel: code.read(rel, domain)) if code is not None else None
         return [
             Tool("read_project", "read one of the project's files (the training script, README, config files); "
                  "no path: the list", {"type": "object", "properties": {"path": path},
                                        "additionalProperties": False},
-                 lambda args: read_project(objective, files, args.get("path"))),
+                 lambda args: read_project(objective, files, args.get("path"), current)),
             learning_curve(domain, f"{metric} by step ({better(direction)})"),
+            *([code.tool()] if code is not None else []),
         ]
 
     verb = "maximise" if direction == "maximize" else "minimise"
-    return AgentKit(what=f"a hyperparameter search of the user's own training command (`{objective.command}`): "
+    what = "a hyperparameter search" if code is None else "a search over the code and hyperparameters"
+    view = (lambda domain: TrialView(domain, step="step")) if code is None else \
+        (lambda domain: TrialView(domain, step="step", reason_chars=600, what=describe_change))
+    return AgentKit(what=f"{what} of the user's own training command (`{objective.command}`): "
                     f"{verb} {metric}, {better(direction)}",
-                    facts=lambda: facts, tools=tools, view=lambda domain: TrialView(domain, step="step"),
+                    facts=lambda: facts, tools=tools, view=view,
+                    more_actions=(EDIT_TOOL,) if code is not None else (),
+                    check_more=(lambda tool, args, ctx: code.check_action(args, ctx)) if code is not None else None,
                     knowledge=runs_root() / "nas" / "knowledge.json",
                     signature=f"project {Path(objective.cwd or '.').resolve()}: {metric}", scope="this project")

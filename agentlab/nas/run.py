@@ -28,6 +28,7 @@ from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, 
 from agentlab.core.search.planners import (
     Chooser,
     PlanContext,
+    Planner,
     Proposal,
     TrialDomain,
     WarmStart,
@@ -48,6 +49,9 @@ from agentlab.core.search.study import Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
 from agentlab.nas.best import prune_checkpoints, remember_base, write_best
+from agentlab.nas.code_agent import CodeHybrid, CodeSearch, chain_of
+from agentlab.nas.code_agent import table as code_table
+from agentlab.nas.code_change import CodeRules
 from agentlab.nas.command import CommandObjective
 from agentlab.nas.config import (
     NAIVE_FAMILIES,
@@ -198,7 +202,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
                  chooser: Chooser | None = None, *, prepared: PreparedData | None = None,
                  agent_model: AgentModel | None = None,
                  approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 announce: Callable[[str], None] | None = None) -> PlannerSpec:
+                 announce: Callable[[str], None] | None = None, code: CodeSearch | None = None) -> PlannerSpec:
     """What nas asks of ``core.search.session``: its planner kind, TPE as the classical sampler, the pick memory in
     ``<runs>/nas/llm_picks.json`` (keyed by model). ``chooser``: a scripted chooser in place of the planner model
     (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), a
@@ -207,7 +211,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
     kit = None
     kind = cfg.search.planner
     if kind == "agent" and cfg.objective is not None:
-        kit = command_kit(cfg)
+        kit = command_kit(cfg, code)
     elif kind == "agent" and prepared is not None:
         kit = nas_kit(cfg, prepared, space_families(cfg))
     return PlannerSpec(kind=kind, command="nas", settings=cfg.search,
@@ -347,8 +351,9 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     own = cfg.objective is not None  # the user's command: no data, families, ensemble or literature
     prepared = None if own else _prepared(cfg, data)
     space = search_space(cfg)
+    code = code_search(cfg, run_dir)
     with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, agent_model=agent_model,
-                        approver=approver, announce=announce) as session:
+                        approver=approver, announce=announce, code=code) as session:
         announce(session.line)
         run_dir.event("planner", line=session.line)
         if session.evaluator is not None:
@@ -367,14 +372,25 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             holder["workspace"] = spaces.prepare()
             announce(holder["workspace"])
             remember_base(run_dir.path, cast(CommandObjective, objective).config, spaces.project)
+        planner: Planner = NaiveFirst(WarmStart(session.planner, leads))
+        if code is not None:
+            planner = CodeHybrid(planner, code)
+            if spaces is not None:
+                code.repo, code.branch, code.start_commit = spaces.repo, spaces.branch, spaces.commit
+            announce(f"code changes: the agent may change {', '.join(code.files())}; each runs as a trial and is "
+                     f"kept when {metric} improves by more than {cfg.search.min_delta:.0%}; then "
+                     f"{code.tune_every} {DEFAULT_SAMPLER} trials tune the params on it")
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
-                          objective=objective, planner=NaiveFirst(WarmStart(session.planner, leads)),
+                          objective=objective, planner=planner,
                           evaluator=evaluator,
                           metric=metric, seed=cfg.search.seed,
                           stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
                                          cfg.search.target),
-                          on_event=run_dir.event, on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce),
+                          on_event=run_dir.event,
+                          on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce, code),
                           progress=progress, run_dir=str(run_dir.path))
+        if isinstance(objective, CommandObjective) and objective.code is not None:
+            objective.code.plan_of = lambda number: loop.store.get(number).user_attrs.get("plan") or {}
         try:
             outcome = loop.run()
         finally:
@@ -390,8 +406,14 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         results["workspace"] = holder.get("workspace")
         if isinstance(objective, CommandObjective) and objective.ignored_params:
             results["warnings"] = [objective.ignored_params]
+        if code is not None:
+            results["code_changes"] = code.rows(outcome.records, outcome.best)
+            results["code_version"] = {"kept": chain_of(outcome.best), "branch": code.branch}
         run_dir.save_results(results)
-        run_dir.save_report(render_command_report(cfg, outcome, results, run_dir.path, study))
+        report = render_command_report(cfg, outcome, results, run_dir.path, study)
+        if code is not None:
+            report = report.rstrip("\n") + "\n" + "\n".join(code_table(results["code_changes"], metric)) + "\n"
+        run_dir.save_report(report)
         require_finished_trials(outcome)
         return results
     require_finished_trials(outcome)
@@ -410,7 +432,8 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
 
 
 def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, study: Any, holder: dict[str, Any],
-              announce: Callable[[str], None]) -> Callable[[list[TrialRecord]], None]:
+              announce: Callable[[str], None], code: CodeSearch | None = None
+              ) -> Callable[[list[TrialRecord]], None]:
     """After every trial: agent_state.json and ``holder["best"]``; for a command objective one console line per
     trial finished here; for the forecaster the MLflow trials and the ensemble (``holder["ensemble"]``)."""
     metric, direction = metric_of(cfg)
@@ -424,6 +447,8 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
         run_dir.write_json("agent_state.json", state)
         if cfg.objective is not None:
             prune_checkpoints(run_dir.path, best_of(records, direction))
+            if code is not None:
+                code.commit_kept(records)
             for r in records:
                 if r.number not in shown and r.state in ("complete", "pruned", "failed"):
                     shown.add(r.number)
@@ -437,6 +462,18 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
                 run_dir.write_json("ensemble.json", holder["ensemble"])
 
     return on_trial
+
+
+def code_search(cfg: NASConfig, run_dir: RunDir) -> CodeSearch | None:
+    """The code side of a search whose agent may change code (objective.editable), its start frozen in the run
+    folder; None otherwise."""
+    objective = cfg.objective
+    if objective is None or not objective.editable:
+        return None
+    code = CodeSearch(CodeRules(objective.editable, objective.protected), Path(objective.cwd or Path.cwd()),
+                      run_dir.path, tune_every=cfg.search.tune_every)
+    code.freeze()
+    return code
 
 
 def _prepared(cfg: NASConfig, data: Any) -> PreparedData:

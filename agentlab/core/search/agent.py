@@ -146,7 +146,7 @@ class TrialView:
             return f"{metric} {r.value:.4g}" + ("" if r.accepted is not False else f" (not accepted: {r.reason})")
         if r.state == "pruned":
             return f"pruned ({metric} {r.value:.4g} at the last {self.step})" if r.value is not None else "pruned"
-        return f"failed: {r.reason[:self.reason_chars]}"
+        return f"failed: {r.reason.removeprefix('failed: ')[:self.reason_chars]}"
 
     def done(self) -> list[Done]:
         rows = [r for r in self.d.records if r.state != "running" and r.counted]
@@ -339,15 +339,16 @@ class AgentPlanner:
         sampler = label(self.sampler)
         run, own = self.actions[0], self.actions[-1]
         unit, patience = self.unit, self.settings.guard_patience
+        more = "".join(f", or {name}" for name in self.actions[1:-1])  # the kit's own actions (its facts say more)
         if profile_of(self.model).short_brief:  # a small model: short, and the order of the calls said once, here
             system = (f"You plan {self.kit.what}. Call exactly one tool per step: first suggest, then {run} with "
-                      f"one of its candidates (or {own} with changes of your own). Facts come from the tools.")
+                      f"one of its candidates (or {own} with changes of your own{more}). Facts come from the tools.")
         else:
             system = (f"You plan {self.kit.what}, one {unit} at a time, within a fixed budget of {unit}s. suggest "
                       f"lists {sampler}'s candidates for the next {unit}: candidate 0 is what {sampler} would run "
                       f"alone, the others its further draws and, marked as such, untried leads from published "
                       f"results. {run} runs a suggested candidate; {own} runs changes of your own to the best config "
-                      f"(checked against the search space first). history and the other tools inform you; todo "
+                      f"(checked against the search space first){more}. history and the other tools inform you; todo "
                       f"keeps your plan, note a fact for later searches. After {patience} of your "
                       f"{unit}s without a new best, {sampler} runs the next ones (the guard) until one improves. "
                       "Every fact comes from the tools and is computed in code: trust it over your own guesses.")

@@ -1,0 +1,118 @@
+"""The agent that changes code (issue 60), driven by a scripted model on a tiny project: a kept change becomes the
+base of later trials (and the sampler tunes on it), a worse change is dropped, a crash is shown to the agent and its
+fix counts in the budget, a change to a protected file is refused, kill/resume keeps the budget and the version, the
+user's tree stays byte-identical, and the best version is committed on the run's branch and applied by `nas apply`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlab.cli import main
+from agentlab.core.errors import ConfigError
+from agentlab.nas import run_nas_optimization
+from agentlab.testing.agents import ScriptAgent
+
+TRAIN = """\
+import json, sys
+p = json.load(open(sys.argv[1]))
+OFFSET = 3.0
+print(json.dumps({"loss": (p["x"] - 1) ** 2 + OFFSET}))
+"""
+
+
+def project(root: Path, git: bool = False) -> Path:
+    folder = root / "project"
+    folder.mkdir()
+    (folder / "train.py").write_text(TRAIN)
+    (folder / "eval.py").write_text("print('the evaluation')\n")
+    if git:
+        for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "start"]):
+            subprocess.run(["git", "-c", "user.name=u", "-c", "user.email=u@x", *args], cwd=folder, check=True)
+    return folder
+
+
+def config(folder: Path, **objective: Any) -> dict[str, Any]:
+    return {"objective": {"command": f"{sys.executable} train.py {{params}}", "metric": "loss", "cwd": str(folder),
+                          "params": {"x": 4.0}, "editable": ["train.py"], "unreviewed_changes": True, **objective},
+            "search": {"planner": "agent", "pruner": "none", "tune_every": 1, "seed": 0,
+                       "agent": {"guard_patience": 10},
+                       "space": {"x": {"low": -5.0, "high": 5.0}}}}
+
+
+def edit(old: str, new: str, reason: str, path: str = "train.py") -> tuple[str, dict[str, Any]]:
+    return ("edit_code", {"edits": [{"path": path, "old": old, "new": new}], "reason": reason})
+
+
+CALLS = [
+    ("read_project", {"path": "train.py"}),
+    edit("print", "print", "cheat", path="eval.py"),  # protected: refused, not run
+    edit("OFFSET = 3.0", "OFFSET = 0.5", "a smaller offset"),  # trial 1: kept; trial 2: the sampler tunes on it
+    ("read_project", {"path": "train.py"}),  # the best version: OFFSET = 0.5
+    edit("OFFSET = 0.5", "OFFSET = 2.0", "a larger offset"),  # trial 3: worse, dropped
+    edit("OFFSET = 0.5", "OFFSET = 0.5\nraise SystemExit('boom')", "a crash"),  # trial 4: crashed
+    edit("OFFSET = 0.5", "OFFSET = 0.25", "the fix"),  # trial 5: kept
+]
+
+
+def results_of(run: Path) -> dict[str, Any]:
+    return json.loads((run / "results.json").read_text())
+
+
+def test_code_changes_kept_dropped_crashed_and_refused(tmp_path: Path) -> None:
+    folder = project(tmp_path)
+    before = (folder / "train.py").read_bytes()
+    model = ScriptAgent(CALLS)
+    out = tmp_path / "run"
+    results = run_nas_optimization(max_iterations=6, config=config(folder), out=out, agent_model=model)
+    assert results["trials"] == 6
+    fates = [(r["trial"], r["fate"]) for r in results["code_changes"]]
+    assert fates == [("run_0001", "kept"), ("run_0003", "dropped"), ("run_0004", "crashed"), ("run_0005", "kept")]
+    assert results["code_version"]["kept"] == [1, 5]
+    assert results["best"]["loss"] == pytest.approx((results["best"]["params"]["x"] - 1) ** 2 + 0.25)
+    seen = [str(m["content"]) for step in model.seen for m in step if m.get("role") == "tool"]
+    assert any("protected" in text and "not run" in text for text in seen)  # the refused change
+    assert any("OFFSET = 0.5" in text for text in seen)  # read_project shows the kept version
+    assert any("boom" in text for text in seen)  # the crash's stderr reached the agent
+    # the sampler's trial ran on the kept version, with the kept change's code
+    tune = json.loads((out / "agent_state.json").read_text())["runs"][2]
+    assert tune["origin"] == "tune" and tune["loss"] == pytest.approx((tune["params"]["x"] - 1) ** 2 + 0.5)
+    assert "OFFSET = 0.5" in (out / "trials" / "run_0002" / "code" / "train.py").read_text()
+    assert "-OFFSET = 0.5\n+OFFSET = 2.0" in (out / "trials" / "run_0003" / "change.diff").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Code changes" in report and "| run_0003 | a larger offset | train.py +1 -1 |" in report
+    assert (folder / "train.py").read_bytes() == before  # the user's tree untouched
+    assert "+OFFSET = 0.25" in (out / "best.patch").read_text()
+    assert main(["nas", "apply", str(out)]) == 0
+    assert "OFFSET = 0.25" in (folder / "train.py").read_text()
+
+
+def test_kept_versions_are_commits_on_the_runs_branch(tmp_path: Path) -> None:
+    folder = project(tmp_path, git=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout
+    out = tmp_path / "run"
+    run_nas_optimization(max_iterations=3, config=config(folder), out=out, agent_model=ScriptAgent(CALLS[2:3]))
+    branch = results_of(out)["code_version"]["branch"]
+    log = subprocess.run(["git", "log", "--format=%s", branch], cwd=folder, capture_output=True, text=True).stdout
+    assert log.splitlines()[0].startswith("agentlab run_0001: a smaller offset") and log.splitlines()[1] == "start"
+    shown = subprocess.run(["git", "show", f"{branch}:train.py"], cwd=folder, capture_output=True, text=True).stdout
+    assert "OFFSET = 0.5" in shown
+    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout == head
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True).stdout
+    assert status == ""  # the user's tree and index as they were
+
+
+def test_code_changes_need_approval_or_the_explicit_opt_out(tmp_path: Path) -> None:
+    folder = project(tmp_path)
+    cfg = config(folder, unreviewed_changes=False)
+    with pytest.raises(ConfigError, match="add --approve, or set objective.unreviewed_changes: true"):
+        run_nas_optimization(max_iterations=2, config=cfg, out=tmp_path / "run", agent_model=ScriptAgent(CALLS))
+    other = config(folder)
+    other["search"]["planner"] = "tpe"
+    with pytest.raises(ConfigError, match="only the agent planner changes code"):
+        run_nas_optimization(max_iterations=2, config=other, out=tmp_path / "run2")
