@@ -227,7 +227,7 @@ def approver_for(planner: str, approve: bool, answer: str | None = None) -> Any:
                 reply = given.pop()
                 console.print(safe_text(f"answer given with --answer: {reply['answer']}"))
             elif tty:
-                reply = _ask_terminal()
+                reply = _ask_terminal(action)
             else:
                 run = action.get("run", ".")
                 console.print(safe_text(f"{approval.WAITING}: answer on the run's page in `agentlab ui`, or "
@@ -244,6 +244,8 @@ def approver_for(planner: str, approve: bool, answer: str | None = None) -> Any:
 
 def _echo(action: dict[str, Any], reply: dict[str, Any]) -> str:
     """What the answer does, in one line: the console says what runs (an edit: the proposal with the changes)."""
+    if reply.get("answer") == "edit" and (reply.get("args") or {}).get("edits") is not None:
+        return "edited: runs the change with your new text (checked first; if not valid, asked again)"
     if reply.get("answer") == "edit":
         changes = (reply.get("args") or {}).get("changes") or {}
         params = {**(action.get("params") or {}), **changes}
@@ -255,8 +257,32 @@ def _echo(action: dict[str, Any], reply: dict[str, Any]) -> str:
     return "approved: it runs"
 
 
-def _ask_terminal() -> dict[str, Any]:
-    """y / n / e read from the terminal (with the note or the changes asked next), asked again until one of them."""
+def _new_texts(action: dict[str, Any]) -> list[dict[str, str]]:
+    """A code change's edits with the new text of each read from the terminal (lines up to one holding only '.')."""
+    from agentlab.core.agent.approval import AwaitingApproval
+
+    edits = []
+    for i, edit in enumerate((action.get("args") or {}).get("edits") or []):
+        console.print(safe_text(f"edit {i} of {edit['path']}: the new text for\n{edit['old']}"), markup=False)
+        console.print("(type it, then a line holding only '.')", markup=False)
+        lines = []
+        while True:
+            line = sys.stdin.readline()
+            if not line:
+                raise AwaitingApproval
+            if line.rstrip("\r\n") == ".":
+                break
+            lines.append(line)
+        new = "".join(lines)
+        if not edit["new"].endswith("\n"):
+            new = new.removesuffix("\n")
+        edits.append({"path": edit["path"], "old": edit["old"], "new": new})
+    return edits
+
+
+def _ask_terminal(action: dict[str, Any]) -> dict[str, Any]:
+    """y / n / e read from the terminal (with the note, the changes or a code change's new texts asked next), asked
+    again until one of them."""
     from agentlab.core.agent.approval import AwaitingApproval, make_answer, parse_changes
 
     while True:
@@ -270,6 +296,8 @@ def _ask_terminal() -> dict[str, Any]:
             return make_answer("yes")
         if answer in ("n", "no"):
             return make_answer("no", input("note for the agent (optional): ").strip())
+        if answer in ("e", "edit") and action.get("diff") is not None:
+            return make_answer("edit", edits=_new_texts(action))
         if answer in ("e", "edit"):
             return make_answer("edit", changes=parse_changes(
                 input("changes (key=value, comma-separated) to this proposal: ")))

@@ -108,8 +108,14 @@ def _approval(row: runs.RunRow) -> None:
         if sent is not None and sent.returncode not in (0, 130):
             st.error(f"the resumed run stopped: {sent.error()}")
         note = st.text_input("Note for the agent (sent with Decline)", key="approve_note")
-        changes = st.text_input("Or changes to this proposal (key=value, comma-separated)", key="approve_changes",
-                                placeholder="model.d_model=32, train.learning_rate=0.001")
+        edits = (action.get("args") or {}).get("edits") if action.get("diff") is not None else None
+        if edits is not None:  # a code change: its new texts, editable
+            new = [st.text_area(f"New text of edit {i} ({e['path']})", e["new"], key=f"approve_new_{i}")
+                   for i, e in enumerate(edits)]
+            changes = "" if new == [e["new"] for e in edits] else "edited"
+        else:
+            changes = st.text_input("Or changes to this proposal (key=value, comma-separated)",
+                                    key="approve_changes", placeholder="model.d_model=32, train.learning_rate=0.001")
         yes, no, edit = st.columns(3)
         reply = None
         if yes.button("Approve", key="approve_yes", type="primary", icon=":material/check:"):
@@ -117,7 +123,8 @@ def _approval(row: runs.RunRow) -> None:
         if no.button("Decline", key="approve_no", icon=":material/close:"):
             reply = approval.make_answer("no", note)
         if edit.button("Run with the changes", key="approve_edit", disabled=not changes.strip()):
-            reply = approval.make_answer("edit", changes=approval.parse_changes(changes))
+            reply = approval.make_answer("edit", changes=approval.parse_changes(changes)) if edits is None else \
+                approval.make_answer("edit", edits=[{**e, "new": n} for e, n in zip(edits, new, strict=True)])
         if reply is not None:
             job = jobs.answer(row.path, row.command, reply)
             st.session_state.setdefault("approval_jobs", {})[row.id] = job

@@ -64,12 +64,16 @@ def pending(run: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def make_answer(verdict: str, note: str = "", changes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The resume value of an approval: ``{"answer", "note"}``, and for an edit the changes to the proposal shown."""
+def make_answer(verdict: str, note: str = "", changes: dict[str, Any] | None = None,
+                edits: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The resume value of an approval: ``{"answer", "note"}``, and for an edit the changes to the proposal shown
+    (a config) or its ``edits`` with new texts (a code change: each ``{"path", "old", "new"}``)."""
     if verdict not in ANSWERS:
         raise ValueError(f"answer must be one of {ANSWERS}, not {verdict!r}")
     out: dict[str, Any] = {"answer": verdict, "note": str(note or "")}
-    if verdict == "edit":
+    if verdict == "edit" and edits is not None:
+        out["args"] = {"edits": [dict(e) for e in edits], "reason": "edited by the user"}
+    elif verdict == "edit":
         out["args"] = {"changes": dict(changes or {}), "reason": "edited by the user"}
     return out
 
@@ -89,21 +93,35 @@ def parse_answer(text: str) -> dict[str, Any]:
     changes = data.get("changes") or {}
     if not isinstance(changes, dict):
         raise ValueError("--answer: the field 'changes' must be an object of key: value")
-    if data["answer"] == "edit" and not changes:
-        raise ValueError("--answer: an edit needs 'changes' (key: value of the proposal to change)")
-    return make_answer(data["answer"], str(data.get("note") or ""), changes)
+    edits = data.get("edits")
+    if edits is not None and (not isinstance(edits, list) or not all(
+            isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("path", "old", "new")) for e in edits)):
+        raise ValueError("--answer: the field 'edits' must be a list of {path, old, new} texts")
+    if data["answer"] == "edit" and not changes and not edits:
+        raise ValueError("--answer: an edit needs 'changes' (key: value of the proposal to change) or, for a code "
+                         "change, 'edits' (path, old, new)")
+    return make_answer(data["answer"], str(data.get("note") or ""), changes, edits or None)
 
 
 def resume_args(command: str, run: str | Path, answer: dict[str, Any]) -> list[str]:
     """The arguments after ``agentlab`` that resume ``run`` with ``answer`` to its waiting approval (the UI's)."""
-    flat = {"answer": answer["answer"], "note": answer.get("note", ""),
-            "changes": (answer.get("args") or {}).get("changes") or {}}
+    args = answer.get("args") or {}
+    flat = {"answer": answer["answer"], "note": answer.get("note", ""), "changes": args.get("changes") or {},
+            **({"edits": args["edits"]} if args.get("edits") else {})}
     return [command, "--resume", str(run), "--answer", json.dumps(flat)]
 
 
 def describe(action: dict[str, Any]) -> str:
-    """The pending action in two lines: what the agent wants to run (its parameters) and why."""
+    """The pending action in two lines: what the agent wants to run (its parameters) and why; a code change with its
+    diff."""
     args = action.get("args", {})
+    if action.get("diff") is not None:
+        refused = (f"your edit was not valid ({action['refused_edit']}): nothing ran; answer again\n"
+                   if action.get("refused_edit") else "")
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in (action.get("params") or {}).items())
+        return (f"{refused}the agent wants to change the code and run it with {params}\n  why: "
+                f"{action.get('reason') or '-'}\n{str(action['diff']).rstrip()}")
     what = (f"candidate {args['candidate']}" if "candidate" in args
             else ", ".join(f"{k}={v}" for k, v in (args.get("changes") or {}).items()))
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
