@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 EDIT_TOOL = "edit_code"
 START = "start"  # <run>/code/start/: the editable files as the search started
 COMMIT = "commit.txt"  # in a kept trial's code/ folder: the commit of its version on the run's branch
-MAX_EDITS = 4
-OLD_CHARS, NEW_CHARS = 2000, 4000
+MAX_EDITS = 3
+OLD_CHARS, NEW_CHARS = 500, 1000
 
 
 def chain_of(record: TrialRecord | None) -> list[int]:

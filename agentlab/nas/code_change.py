@@ -39,8 +39,8 @@ DIFF = "change.diff"  # a change trial's unified diff, in its trial folder
 CODE = "code"  # the files a trial's code changed, as it ran them, in its trial folder
 
 
-class ChangeError(UsageError):
-    """A change that cannot be applied (checked before it runs): the agent is shown the reason."""
+class ChangeError(ValueError):
+    """A change that cannot be applied (checked before it runs): the agent is shown the reason, not the user."""
 
 
 @dataclass(frozen=True)
