@@ -152,7 +152,8 @@ def main() -> None:
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
     print(f"\n{args.project}: best val_mse after {args.trials} trials (lower is better), seeds {seeds}")
     print("| planner | best val_mse per seed | mean | changes proposed / refused by the check / run / kept / "
-          "crashed / refused after running | model s per change | sampler's gain on the kept version |")
+          "crashed / refused after running | model s per change (no change: model s in all) | sampler's gain on "
+          "the kept version |")
     print("|---|---|---:|---|---:|---|")
     means = {}
     for planner, rows in table.items():
@@ -160,11 +161,12 @@ def main() -> None:
         means[planner] = statistics.mean(b for b in bests if b is not None)
         total = {k: sum(r[k] for r in rows) for k in ("proposed", "refused_early", "run", "kept", "crashed",
                                                        "refused")}
-        seconds = sum(r["model_seconds"] for r in rows) / max(total["proposed"], 1)
+        seconds = sum(r["model_seconds"] for r in rows)
+        per_change = f"{seconds / total['proposed']:.1f}" if total["proposed"] else f"- ({seconds:.0f} s, none)"
         gains = [f"{r['tuned_gain']:.1%}" for r in rows if r["tuned_gain"] is not None]
         changes = "-" if planner == "tpe" else " / ".join(str(total[k]) for k in total)
         print(f"| {planner} | {', '.join(f'{b:.4g}' for b in bests if b is not None)} | {means[planner]:.4g} | "
-              f"{changes} | {'-' if planner in ('tpe', 'scripted') else f'{seconds:.1f}'} | "
+              f"{changes} | {'-' if planner in ('tpe', 'scripted') else per_change} | "
               f"{', '.join(gains) or '-'} |")
     if "tpe" in means:
         best = min((p for p in means if p != "tpe"), key=lambda p: means[p], default="tpe")
