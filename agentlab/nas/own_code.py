@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.errors import ConfigError, missing_package
+from agentlab.core.errors import ConfigError, UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
@@ -129,6 +129,12 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
     command_objective(cfg, None).validate()
     objective = objective_of(cfg)
     Workspaces(objective.cwd or Path.cwd(), Path("."), "check", objective.workspace).check()
+    if objective.editable:
+        rules = CodeRules(objective.editable, objective.protected)
+        if not rules.editable_files(Path(objective.cwd or Path.cwd())):
+            raise UsageError(f"objective.editable: {objective.editable} match no file the agent may change in "
+                             f"{Path(objective.cwd or Path.cwd()).resolve()} (protected files excluded)",
+                             hint="give glob patterns relative to objective.cwd, e.g. [train.py, 'model/*.py']")
     space = command_space(cfg)
     space.check_base(space.complete(space.base))
     check_warm_start(cfg, space)
