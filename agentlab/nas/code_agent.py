@@ -246,7 +246,8 @@ class CodeSearch:
 def table(rows: list[dict[str, Any]], metric: str) -> list[str]:
     """report.md's ``## Code changes``."""
     if not rows:
-        return []
+        return ["", "## Code changes", "", "No code change ran: the agent proposed none, or none passed the check "
+                "(events.jsonl's agent_tool events give the reasons)."]
     lines = ["", "## Code changes", "", f"| trial | change | diff | {metric} | fate |", "|---|---|---|---:|---|"]
     for row in rows:
         value = f"{row['value']:.4g}" if isinstance(row["value"], float) else "-"
