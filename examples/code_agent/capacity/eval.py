@@ -1,7 +1,6 @@
 """The score: validation MSE of preds.npy. Not to be edited."""
 
 import numpy as np
-
 from data import load
 
 _, _, _, y_val = load()

@@ -2,9 +2,8 @@
 
 import argparse
 
-import numpy as np
-
 import model
+import numpy as np
 from data import load
 
 parser = argparse.ArgumentParser()
@@ -15,7 +14,7 @@ args = parser.parse_args()
 
 x_train, y_train, x_val, y_val = load()
 params = model.init(x_train.shape[1], args.seed)
-for epoch in range(args.epochs):
+for _ in range(args.epochs):
     model.step(params, x_train, y_train, args.lr)
 np.save("preds.npy", model.forward(params, x_val)[0])
 print(f"train_mse: {np.mean((model.forward(params, x_train)[0] - y_train) ** 2):.4f}")

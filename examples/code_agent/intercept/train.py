@@ -3,7 +3,6 @@
 import argparse
 
 import numpy as np
-
 from data import load
 
 parser = argparse.ArgumentParser()
