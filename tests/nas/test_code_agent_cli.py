@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_nas_agent import _drain, _read_until, routing
+from test_nas_agent import _finish, _read_until, routing
 from test_nas_resume import events, start
 
 from agentlab.testing.server import spawn_server_process
@@ -108,30 +108,25 @@ def test_approve_shows_the_diff_and_approves_edits_and_rejects(tmp_path: Path) -
     os.close(slave)
     out: list[str] = []
     try:
-        _read_until(master, "approve?", out, 180)
-        said = "".join(out)
-        assert "the agent wants to change the code" in said and "+OFFSET = 0.5" in said
+        def shown(needle: str, timeout: float = 120) -> None:  # the next question, showing ``needle``
+            out.clear()
+            _read_until(master, "approve?", out, timeout)
+            assert needle in "".join(out)
+
+        shown("+OFFSET = 0.5", 180)
+        assert "the agent wants to change the code" in "".join(out)
         os.write(master, b"y\n")
-        out.clear()
-        _read_until(master, "approve?", out, 120)
-        assert "+OFFSET = 0.25" in "".join(out)
+        shown("+OFFSET = 0.25")
         os.write(master, b"e\n")
         _read_until(master, "a line holding only", out, 30)
         os.write(master, b"OFFSET = 0.125\n.\n")
-        out.clear()
-        _read_until(master, "approve?", out, 120)
-        assert "# c" in "".join(out)
+        shown("# c")
         os.write(master, b"n\n")
         _read_until(master, "note for the agent", out, 30)
         os.write(master, b"no comments\n")
-        out.clear()
-        _read_until(master, "approve?", out, 120)
-        assert "# d" in "".join(out)
+        shown("# d")
         os.write(master, b"y\n")
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            _drain(master, out)
-        assert proc.wait(timeout=5) == 0, "".join(out)[-3000:]
+        _finish(proc, master, out, 120)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -91,6 +91,14 @@ def _drain(fd: int, buffer: list[str]) -> None:
             time.sleep(0.1)
 
 
+def _finish(proc: subprocess.Popen, fd: int, buffer: list[str], timeout: float) -> None:
+    """Keep reading the terminal until the process exits (a full pty would block it); it must exit 0."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        _drain(fd, buffer)
+    assert proc.wait(timeout=5) == 0, "".join(buffer)[-3000:]
+
+
 @pytest.mark.timeout(900)  # a CLI process training three trials on a shared CPU
 def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: str) -> None:
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
@@ -114,10 +122,7 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
         out.clear()
         _read_until(master, "approve?", out, 120)
         os.write(master, b"y\n")
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline:  # keep reading: a full pty would block the run
-            _drain(master, out)
-        assert proc.wait(timeout=5) == 0, "".join(out)[-3000:]
+        _finish(proc, master, out, 300)
     finally:
         if proc.poll() is None:
             proc.kill()
