@@ -47,7 +47,16 @@ def new_study(storage: Any = None, **kwargs: Any) -> Any:
     opened = storage_object(storage)
     study = optuna.create_study(storage=opened, **kwargs)
     url = storage if isinstance(storage, str) else None
-    return attach(study, opened, url=url, where=url.removeprefix("sqlite:///") if url else None)
+    return attach(study, opened, url=url, where=url_where(url))
+
+
+def url_where(url: str | None) -> str | None:
+    """A storage URL as errors name it: a SQLite URL's file, any other URL without its password."""
+    from agentlab.core.config import scrub_text
+
+    if url is None or url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///") if url else None
+    return scrub_text(url) if "://" in url else url
 
 
 def store_of(study: Any) -> TrialStore:

@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from agentlab.core.config import scrub_text
 from agentlab.core.errors import ConfigError, RunDirError
-from agentlab.core.search.engine import attach, storage_object, store_of
+from agentlab.core.search.engine import attach, storage_object, store_of, url_where
 
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
@@ -108,12 +107,7 @@ def storage_where(study: Any) -> str | None:
 
 def describe_storage(storage: str | None, opened: Any) -> str | None:
     """``storage_where``'s text for a storage setting (``opened``: what ``open_storage`` returned for it)."""
-    url = opened if isinstance(opened, str) else storage
-    if url is None:
-        return None
-    if url.startswith("sqlite:///"):
-        return url[len("sqlite:///"):]
-    return scrub_text(url) if "://" in url else url
+    return url_where(opened if isinstance(opened, str) else storage)
 
 
 def attach_opened(study: Any, backend: Any, storage: str | None, opened: Any) -> Any:
