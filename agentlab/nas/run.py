@@ -23,7 +23,7 @@ from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root, saved_llm_config
 from agentlab.core.search.evaluator import HybridEvaluator
-from agentlab.core.search.kinds import DEFAULT_SAMPLER
+from agentlab.core.search.kinds import DEFAULT_SAMPLER, label
 from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.planners import (
     Chooser,
@@ -379,7 +379,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                 code.repo, code.branch, code.start_commit = spaces.repo, spaces.branch, spaces.commit
             announce(f"code changes: the agent may change {', '.join(code.files())}; each runs as a trial and is "
                      f"kept when {metric} improves by more than {cfg.search.min_delta:.0%}; then "
-                     f"{code.tune_every} {DEFAULT_SAMPLER} trials tune the params on it")
+                     f"{code.tune_every} {label(code.sampler)} trials tune the params on it")
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
                           objective=objective, planner=planner,
                           evaluator=evaluator,
@@ -471,7 +471,7 @@ def code_search(cfg: NASConfig, run_dir: RunDir) -> CodeSearch | None:
     if objective is None or not objective.editable:
         return None
     code = CodeSearch(CodeRules(objective.editable, objective.protected), Path(objective.cwd or Path.cwd()),
-                      run_dir.path, tune_every=cfg.search.tune_every)
+                      run_dir.path, tune_every=cfg.search.tune_every, sampler=DEFAULT_SAMPLER["nas"])
     code.freeze()
     return code
 
