@@ -24,6 +24,7 @@ from typing import Any
 from agentlab.core.errors import UsageError
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from agentlab.core.search.records import TrialRecord
+from agentlab.nas.code_change import CODE, COMMIT, start_folder
 from agentlab.nas.config_file import ConfigFile
 
 BASE_META = "base.json"
@@ -68,7 +69,7 @@ def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
         shutil.copy2(file, tmp / rel)
         written["files"].append(str(rel))
         written.setdefault("code", []).append(str(rel))
-        diffs.append(_diff(run / "code" / "start" / rel, file, rel))
+        diffs.append(_diff(start_folder(run) / rel, file, rel))
     if diffs:
         atomic_write_text(patch, "".join(diffs))
         written["patch"] = str(patch)
@@ -89,10 +90,10 @@ def _diff(before: Path, after: Path, rel: Path) -> str:
 
 def _code_files(trial: Path) -> list[tuple[Path, Path]]:
     """(path relative to the project, the file) of each file a trial's code changes touched, as it ran."""
-    folder = trial / "code"
+    folder = trial / CODE
     if not folder.is_dir():
         return []
-    return [(p.relative_to(folder), p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "commit.txt"]
+    return [(p.relative_to(folder), p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != COMMIT]
 
 
 def prune_checkpoints(run: Path, best: TrialRecord | None) -> None:
@@ -116,7 +117,7 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     todo: list[tuple[Path, Path, str]] = []  # (the user's file, the best one, the sha256 the search started from)
     if meta is not None:
         todo.append((project / meta["file"], run / "best" / meta["file"], meta["sha256"]))
-    start = run / "code" / "start"
+    start = start_folder(run)
     for rel in (_written(run).get("code") or []):
         todo.append((project / rel, run / "best" / rel, _sha((start / rel).read_bytes())))
     if not todo:

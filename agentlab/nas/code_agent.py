@@ -27,6 +27,7 @@ from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialD
 from agentlab.core.search.records import TrialRecord
 from agentlab.nas.code_change import (
     CODE,
+    COMMIT,
     DIFF,
     Change,
     ChangeError,
@@ -34,16 +35,20 @@ from agentlab.nas.code_change import (
     check,
     code_of,
     commit_version,
+    start_folder,
     unified_diff,
 )
 
 log = logging.getLogger(__name__)
 
 EDIT_TOOL = "edit_code"
-START = "start"  # <run>/code/start/: the editable files as the search started
-COMMIT = "commit.txt"  # in a kept trial's code/ folder: the commit of its version on the run's branch
 MAX_EDITS = 3
 OLD_CHARS, NEW_CHARS = 500, 1000
+
+
+def _code(record: TrialRecord) -> dict[str, Any]:
+    """``code_of`` a trial's record (its plan's ``extra``)."""
+    return code_of({"extra": record.extra})
 
 
 def chain_of(record: TrialRecord | None) -> list[int]:
@@ -51,12 +56,12 @@ def chain_of(record: TrialRecord | None) -> list[int]:
     on these."""
     if record is None:
         return []
-    code = code_of({"extra": record.extra})
+    code = _code(record)
     return [*code.get("base", []), *([record.number] if code.get("change") else [])]
 
 
 def change_of(record: TrialRecord) -> Change | None:
-    code = code_of({"extra": record.extra})
+    code = _code(record)
     return Change.from_dict(code["change"]) if code.get("change") else None
 
 
@@ -78,7 +83,7 @@ class CodeSearch:
 
     @property
     def start(self) -> Path:
-        return self.run / "code" / START
+        return start_folder(self.run)
 
     def files(self) -> list[str]:
         """The editable files (relative to the project), as the search started."""
@@ -89,7 +94,7 @@ class CodeSearch:
         """``<run>/code/start/``: the editable files as the search starts (a resumed run keeps the first's)."""
         if self.start.is_dir():
             return
-        tmp = self.run / "code" / ".start.tmp"
+        tmp = self.start.with_name(".start.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         for rel in self.rules.editable_files(self.project):
             target = tmp / rel
@@ -189,12 +194,13 @@ class CodeSearch:
             return
         by_number = {r.number: r for r in records}
         for r in sorted(records, key=lambda r: r.number):
-            if change_of(r) is None or not (r.state == "complete" and r.accepted):
+            change = change_of(r)
+            if change is None or not (r.state == "complete" and r.accepted):
                 continue
             folder = self.run / "trials" / r.run_id / CODE
             if (folder / COMMIT).is_file() or not folder.is_dir():
                 continue
-            base = code_of({"extra": r.extra}).get("base", [])
+            base = _code(r).get("base", [])
             parent = self.start_commit
             if base:
                 marker = self.run / "trials" / by_number[base[-1]].run_id / CODE / COMMIT
@@ -204,8 +210,6 @@ class CodeSearch:
             prefix = self.project.resolve().relative_to(self.repo.resolve())
             files = {(prefix / p.relative_to(folder)).as_posix(): p.read_bytes()
                      for p in sorted(folder.rglob("*")) if p.is_file() and p.name != COMMIT}
-            change = change_of(r)
-            assert change is not None
             message = f"agentlab {r.run_id}: {change.reason or 'code change'} ({r.value:.6g})"
             try:
                 commit = commit_version(self.repo, self.branch, parent, files, message)
@@ -286,5 +290,5 @@ class CodeHybrid(Wrapper):
         """Whether the sampler still owes trials to the last kept change (``tune_every`` after it)."""
         last = chain[-1]
         tuned = sum(1 for r in records if r.number > last and r.origin == "tune" and r.state != "interrupted"
-                    and code_of({"extra": r.extra}).get("base") == chain)
+                    and _code(r).get("base") == chain)
         return tuned < self.code.tune_every

@@ -37,6 +37,12 @@ from agentlab.core.runs import atomic_write_bytes, atomic_write_text
 SKIP = {".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints"}
 DIFF = "change.diff"  # a change trial's unified diff, in its trial folder
 CODE = "code"  # the files a trial's code changed, as it ran them, in its trial folder
+COMMIT = "commit.txt"  # in a kept trial's code/ folder: the commit of its version on the run's branch
+
+
+def start_folder(run: Path) -> Path:
+    """``<run>/code/start/``: the editable files as the search started (frozen once)."""
+    return run / CODE / "start"
 
 
 class ChangeError(ValueError):
@@ -247,21 +253,6 @@ def code_of(plan: dict[str, Any] | None) -> dict[str, Any]:
     return code if isinstance(code, dict) else {}
 
 
-def chain(plan: dict[str, Any] | None, number: int) -> list[int]:
-    """The kept changes a trial's code is made of, its own change included: what a trial planned on it runs on."""
-    code = code_of(plan)
-    return [*code.get("base", []), *([number] if code.get("change") else [])]
-
-
-def code_key(plan: dict[str, Any] | None) -> str:
-    """The code a trial ran, as a short key beside its params: ``""`` for the project as it started."""
-    code = code_of(plan)
-    if not code:
-        return ""
-    change = Change.from_dict(code["change"]).key() if code.get("change") else ""
-    return "/".join(str(n) for n in code.get("base", [])) + (f"+{change}" if change else "")
-
-
 @dataclass
 class CodeTrials:
     """The workspace side of code trials: a trial's workspace gets the kept changes its plan names and then its own
@@ -271,8 +262,7 @@ class CodeTrials:
 
     rules: CodeRules
     plan_of: Callable[[int], dict[str, Any]] | None = None
-    skip: tuple[str, ...] = ("metrics.json",)  # files and folders the default protection leaves to the run (its
-    # outputs: metrics.json, what git ignores)
+    skip: tuple[str, ...] = ("metrics.json",)  # file names the default protection leaves to the run (its result)
 
     def change_of(self, number: int) -> Change:
         assert self.plan_of is not None
@@ -293,12 +283,13 @@ class CodeTrials:
                 raise TrialFailed(f"kept change of trial {n} does not apply again: {exc}") from None
             touched.update(dict.fromkeys(change.paths()))
         if code.get("change"):
+            own = Change.from_dict(code["change"])
             try:
-                diff = apply(Change.from_dict(code["change"]), cwd, self.rules)
+                diff = apply(own, cwd, self.rules)
             except ChangeError as exc:
                 raise TrialFailed(f"refused: {exc}") from None
             atomic_write_text(folder / DIFF, diff)
-            touched.update(dict.fromkeys(Change.from_dict(code["change"]).paths()))
+            touched.update(dict.fromkeys(own.paths()))
         for rel in touched:  # the code as it ran: commits and best.patch are made from these
             atomic_write_bytes(folder / CODE / rel, (cwd / rel).read_bytes())
         return self.digest(cwd)
@@ -306,8 +297,7 @@ class CodeTrials:
     def digest(self, cwd: Path) -> dict[str, str]:
         if self.rules.protected is not None:  # named: every one of them, outputs or not
             return digest(cwd, self.rules)
-        return {k: v for k, v in digest(cwd, self.rules).items()
-                if not any(k == s or k.startswith(s.rstrip("/") + "/") or Path(k).name == s for s in self.skip)}
+        return {k: v for k, v in digest(cwd, self.rules).items() if Path(k).name not in self.skip}
 
     def verify(self, before: dict[str, str], cwd: Path) -> None:
         """``TrialFailed`` (refused) when the run rewrote or removed a protected file."""

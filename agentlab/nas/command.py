@@ -272,10 +272,8 @@ class CommandObjective:
         if self.sandbox == "bwrap":
             check_bwrap()
         if self.eval_command is not None:
-            evaluator = CommandObjective(self.eval_command, self.metric, self.own_params, cwd=self.cwd,
-                                         trial_dir=self.trial_dir, space_keys=self.space_keys)
             try:
-                evaluator.validate_program()
+                self._eval_objective(self.cwd).validate_program()
             except UsageError as exc:
                 raise UsageError(str(exc).replace("objective.command", "objective.eval_command"),
                                  hint=exc.hint) from None
@@ -327,9 +325,8 @@ class CommandObjective:
             atomic_write_text(folder / "command.txt", shlex.join(argv) + "\n")
             env = {**os.environ, "AGENTLAB_TRIAL_DIR": str(folder), "AGENTLAB_PARAMS": str(params_path),
                    "AGENTLAB_WORKSPACE": str(cwd)}
+            argv = self._confined(argv, number, cwd, folder)
             if self.sandbox == "bwrap":
-                top = self.workspaces.path(number) if self.workspaces is not None else cwd
-                argv = sandboxed(argv, [top, folder], cwd)
                 env["TMPDIR"] = str(folder / "tmp")
                 (folder / "tmp").mkdir(exist_ok=True)
             start = time.monotonic()
@@ -366,16 +363,25 @@ class CommandObjective:
         self._watch_ignored(params, out["value"])
         return out
 
+    def _eval_objective(self, cwd: Path) -> CommandObjective:
+        """``objective.eval_command`` as a command of its own (its words, its params placeholders) run in ``cwd``."""
+        assert self.eval_command is not None
+        return CommandObjective(self.eval_command, self.metric, self.own_params, cwd=cwd, trial_dir=self.trial_dir,
+                                space_keys=self.space_keys, config=self.config)
+
+    def _confined(self, argv: list[str], number: int, cwd: Path, folder: Path) -> list[str]:
+        """``argv`` under the sandbox (``objective.sandbox``): the trial's workspace and folder writable."""
+        if self.sandbox != "bwrap":
+            return argv
+        top = self.workspaces.path(number) if self.workspaces is not None else cwd
+        return sandboxed(argv, [top, folder], cwd)
+
     def _evaluate(self, number: int, params_path: Path, params: dict[str, Any], cwd: Path, env: dict[str, str],
                   folder: Path) -> dict[str, Any]:
         """``objective.eval_command`` after the command, in the same workspace (and sandbox): its result is the
         trial's (``eval_stdout.log``, ``eval_stderr.log`` in the trial folder)."""
         assert self.eval_command is not None
-        argv = CommandObjective(self.eval_command, self.metric, self.own_params, cwd=cwd, trial_dir=self.trial_dir,
-                                space_keys=self.space_keys, config=self.config).argv(str(params_path), params)
-        if self.sandbox == "bwrap":
-            top = self.workspaces.path(number) if self.workspaces is not None else cwd
-            argv = sandboxed(argv, [top, folder], cwd)
+        argv = self._confined(self._eval_objective(cwd).argv(str(params_path), params), number, cwd, folder)
         start = time.monotonic()
         run = _Child(argv, cwd, env, folder, prefix="eval_")
         try:

@@ -250,7 +250,8 @@ def command_kit(cfg: NASConfig, code: CodeSearch | None = None) -> AgentKit:
     assert objective is not None, "command_kit is for a command objective"
     files = project_files(objective)
     if code is not None:
-        files = [*code.files(), *(f for f in files if f not in code.files())][:MAX_FILES]
+        editable = code.files()
+        files = [*editable, *(f for f in files if f not in editable)][:MAX_FILES]
     facts = objective_facts(cfg, files)
     if code is not None:
         facts += "\n" + code_facts(cfg, code)

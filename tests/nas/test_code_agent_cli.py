@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_nas_agent import _finish, _read_until, routing
+from test_nas_agent import _finish, _read_until, cli_in_pty, routing
 from test_nas_resume import events, start
 
 from agentlab.testing.server import spawn_server_process
@@ -100,37 +98,30 @@ def test_approve_shows_the_diff_and_approves_edits_and_rejects(tmp_path: Path) -
     server, base_url = spawn_server_process({"scripts": {MODEL: script * 3}})
     cfg = project(tmp_path, sleep=0.0, tune_every=0)
     before = (cfg.parent / "train.py").read_bytes()
-    master, slave = pty.openpty()
-    env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm",
-                             str(routing(tmp_path, base_url)), "--approve", "-n", "4", "--out", "run"],
-                            cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
     out: list[str] = []
+    args = ["nas", "-c", str(cfg), "--llm", str(routing(tmp_path, base_url)), "--approve", "-n", "4", "--out", "run"]
     try:
-        def shown(needle: str, timeout: float = 120) -> None:  # the next question, showing ``needle``
-            out.clear()
-            _read_until(master, "approve?", out, timeout)
-            assert needle in "".join(out)
+        with cli_in_pty(args, tmp_path) as (proc, master):
+            def shown(needle: str, timeout: float = 120) -> None:  # the next question, showing ``needle``
+                out.clear()
+                _read_until(master, "approve?", out, timeout)
+                assert needle in "".join(out)
 
-        shown("+OFFSET = 0.5", 180)
-        assert "the agent wants to change the code" in "".join(out)
-        os.write(master, b"y\n")
-        shown("+OFFSET = 0.25")
-        os.write(master, b"e\n")
-        _read_until(master, "a line holding only", out, 30)
-        os.write(master, b"OFFSET = 0.125\n.\n")
-        shown("# c")
-        os.write(master, b"n\n")
-        _read_until(master, "note for the agent", out, 30)
-        os.write(master, b"no comments\n")
-        shown("# d")
-        os.write(master, b"y\n")
-        _finish(proc, master, out, 120)
+            shown("+OFFSET = 0.5", 180)
+            assert "the agent wants to change the code" in "".join(out)
+            os.write(master, b"y\n")
+            shown("+OFFSET = 0.25")
+            os.write(master, b"e\n")
+            _read_until(master, "a line holding only", out, 30)
+            os.write(master, b"OFFSET = 0.125\n.\n")
+            shown("# c")
+            os.write(master, b"n\n")
+            _read_until(master, "note for the agent", out, 30)
+            os.write(master, b"no comments\n")
+            shown("# d")
+            os.write(master, b"y\n")
+            _finish(proc, master, out, 120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
         server.kill()
         server.wait()
     run = tmp_path / "run"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from agentlab.core.search.records import TrialRecord
+from agentlab.nas.code_agent import CodeSearch, chain_of
 from agentlab.nas.code_change import (
     Change,
     ChangeError,
@@ -14,9 +16,7 @@ from agentlab.nas.code_change import (
     CodeTrials,
     Edit,
     apply,
-    chain,
     check,
-    code_key,
     commit_version,
     digest,
     glob_regex,
@@ -107,8 +107,13 @@ def test_code_trials_build_the_chain_then_the_change(tmp_path: Path) -> None:
     plans = {3: {"extra": {"code": {"change": first.to_dict()}}},
              7: {"extra": {"code": {"base": [3], "change": second.to_dict()}}},
              8: {"extra": {"code": {"base": [3, 7]}}}}
-    assert chain(plans[7], 7) == [3, 7] and chain(plans[8], 8) == [3, 7] and chain({}, 1) == []
-    assert code_key({}) == "" and code_key(plans[8]) == "3/7" and code_key(plans[7]).startswith("3+")
+    records = {n: TrialRecord(n, "complete", 1.0, {}, extra=plan["extra"]) for n, plan in plans.items()}
+    assert chain_of(records[7]) == [3, 7] and chain_of(records[8]) == [3, 7]
+    assert chain_of(TrialRecord(1, "complete", 1.0, {})) == [] and chain_of(None) == []
+    search = CodeSearch(CodeRules(["train.py"]), tmp_path, tmp_path / "run")
+    rows = list(records.values())
+    assert search.variant([], rows) == "" and search.variant([3, 7], rows) == f"{first.key()}/{second.key()}"
+    assert search.variant([3], rows, second) == search.variant([3, 7], rows)  # a kept change's code: one identity
     trials = CodeTrials(CodeRules(["train.py"]), plan_of=plans.__getitem__)
     root, folder = project(tmp_path), tmp_path / "trial_7"
     before = trials.prepare(7, root, folder)

@@ -6,6 +6,7 @@ get one line and exit 2."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,23 @@ def _drain(fd: int, buffer: list[str]) -> None:
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def cli_in_pty(args: list[str], cwd: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``agentlab args`` with a pseudo-terminal as its stdin and output: (the process, the terminal's end to read and
+    write); the process is killed and the terminal closed when the block ends."""
+    master, slave = pty.openpty()
+    env = {**os.environ, "AGENTLAB_RUNS": str(cwd / "runs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "agentlab.cli", *args], cwd=cwd, env=env, stdin=slave,
+                            stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    try:
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
 def _finish(proc: subprocess.Popen, fd: int, buffer: list[str], timeout: float) -> None:
     """Keep reading the terminal until the process exits (a full pty would block it); it must exit 0."""
     deadline = time.monotonic() + timeout
@@ -102,15 +121,9 @@ def _finish(proc: subprocess.Popen, fd: int, buffer: list[str], timeout: float) 
 @pytest.mark.timeout(900)  # a CLI process training three trials on a shared CPU
 def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: str) -> None:
     cfg, llm = write_config(tmp_path, FAST), routing(tmp_path, server)
-    master, slave = pty.openpty()
-    before = ""
-    env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "agentlab.cli", "nas", "-c", str(cfg), "--llm", str(llm),
-                             "--planner", "agent", "--approve", "-n", "3", "--out", "run"],
-                            cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
     out: list[str] = []
-    try:
+    args = ["nas", "-c", str(cfg), "--llm", str(llm), "--planner", "agent", "--approve", "-n", "3", "--out", "run"]
+    with cli_in_pty(args, tmp_path) as (proc, master):
         _read_until(master, "approve?", out, 300)  # trial 0 trains first (a shared CPU: minutes at worst)
         assert "the agent wants to run candidate 1" in "".join(out)
         assert "approve? [y]es / [n]o / [e]dit" in "".join(out)  # not Rich's "es / o / dit"
@@ -123,10 +136,6 @@ def test_approve_asks_in_the_terminal_and_an_edit_runs(tmp_path: Path, server: s
         _read_until(master, "approve?", out, 120)
         os.write(master, b"y\n")
         _finish(proc, master, out, 300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
     # the console echoes what each answer runs
     said = before + "".join(out)
     assert "edited: runs" in said and "model.d_model=32" in said and "approved: it runs" in said

@@ -115,19 +115,15 @@ def describe(action: dict[str, Any]) -> str:
     """The pending action in two lines: what the agent wants to run (its parameters) and why; a code change with its
     diff."""
     args = action.get("args", {})
-    if action.get("diff") is not None:
-        refused = (f"your edit was not valid ({action['refused_edit']}): nothing ran; answer again\n"
-                   if action.get("refused_edit") else "")
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in (action.get("params") or {}).items())
-        return (f"{refused}the agent wants to change the code and run it with {params}\n  why: "
-                f"{action.get('reason') or '-'}\n{str(action['diff']).rstrip()}")
-    what = (f"candidate {args['candidate']}" if "candidate" in args
-            else ", ".join(f"{k}={v}" for k, v in (args.get("changes") or {}).items()))
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in (action.get("params") or {}).items())
     refused = (f"your edit was not valid ({action['refused_edit']}): nothing ran; answer again\n"
                if action.get("refused_edit") else "")
+    if action.get("diff") is not None:
+        return (f"{refused}the agent wants to change the code and run it with {params}\n  why: "
+                f"{action.get('reason') or '-'}\n{str(action['diff']).rstrip()}")
+    what = (f"candidate {args['candidate']}" if "candidate" in args
+            else ", ".join(f"{k}={v}" for k, v in (args.get("changes") or {}).items()))
     return f"{refused}the agent wants to run {what}: {params}\n  why: {action.get('reason') or '-'}"
 
 

@@ -646,7 +646,7 @@ class SearchLoop:
         queued yet (``interrupted`` and still counted, ``records``). Without the last two a worker could plan the
         dead trial's params afresh while its retry waited, and both ran (seen once in the PostgreSQL stress test)."""
         plan = getattr(trial, "user_attrs", {}).get(R.A_PLAN, {})
-        key = trial_key(trial.params, str((plan.get("extra") or {}).get("variant", "")))
+        key = trial_key(trial.params, R.variant_of(plan))
         return any(r.number < trial.number and trial_key(r.params, r.variant) == key
                    and (r.state in ("complete", "pruned") or r.pending) for r in records)
 

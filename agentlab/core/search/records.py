@@ -54,6 +54,11 @@ def awaiting_retry(trials: list[Any], max_retries: int, wait_s: float = 60.0) ->
             and (now - t.datetime_complete).total_seconds() < wait_s}
 
 
+def variant_of(plan: dict[str, Any]) -> str:
+    """A trial plan's variant (``TrialRecord.variant``), ``""`` when it has none."""
+    return str((plan.get("extra") or {}).get("variant", ""))
+
+
 def run_id(number: int) -> str:
     return f"run_{number:04d}"
 
@@ -99,7 +104,7 @@ class TrialRecord:
     def variant(self) -> str:
         """What the trial ran besides its params (nas's code version; ``""``: nothing but the params): two trials
         are the same trial when their params and variant are."""
-        return str(self.extra.get("variant", ""))
+        return variant_of({"extra": self.extra})
 
     @property
     def run_id(self) -> str:
