@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # published model -> (family in agentlab's space, the variant worth naming)
 FAMILY_OF = {"SparseTSF": "sparsetsf", "CycleNet": "cyclenet", "PatchTST": "patchtst", "PatchTST/64": "patchtst",
-             "DLinear": "linear", "iTransformer": "itransformer", "Informer": "informer"}
+             "DLinear": "linear", "iTransformer": "itransformer", "Informer": "informer", "DUET": "duet"}
 
 
 def strengths(x: np.ndarray, period: int) -> tuple[float, float]:

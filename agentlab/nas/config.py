@@ -46,7 +46,7 @@ class DataConfig(StrictModel):
         return self
 
 
-Family = Literal["informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "naive_last",
+Family = Literal["informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "duet", "naive_last",
                  "naive_seasonal"]
 NAIVE_FAMILIES = ("naive_last", "naive_seasonal")  # no weights, nothing to train
 
@@ -56,7 +56,9 @@ class ModelConfig(StrictModel):
         "informer", description="the forecaster: informer (encoder-decoder, ProbSparse attention); linear "
         "(RLinear/NLinear/DLinear: one map over time per channel); sparsetsf (a linear map over the down-sampled "
         "period phases); cyclenet (a learnable daily cycle plus a linear/MLP forecast); patchtst (a Transformer "
-        "over patches of each channel); itransformer (a Transformer over variates as tokens); naive_last (repeat the "
+        "over patches of each channel); itransformer (a Transformer over variates as tokens); duet (DUET: a router "
+        "over linear experts per channel window, a learned sparse channel mask, a Transformer over the channels "
+        "under it); naive_last (repeat the "
         "last value) and naive_seasonal (repeat the last period): no weights, nothing trained, the baselines a "
         "search must beat. All but informer are decoder-free (no data.label_len)")
     d_model: int = Field(32, ge=2, description="model width (even); informer, patchtst, itransformer; the hidden "
@@ -89,6 +91,9 @@ class ModelConfig(StrictModel):
         "linear", description="cyclenet: what forecasts the input less its cycle: linear, or mlp (d_model hidden)")
     patch_len: int = Field(16, ge=1, description="patchtst: steps per patch")
     stride: int = Field(8, ge=1, description="patchtst: steps between patch starts")
+    n_experts: int = Field(2, ge=1, description="duet: linear pattern extractors the router chooses among")
+    top_k: int = Field(1, ge=1, description="duet: experts each channel window is sent to (at most n_experts)")
+    fc_dropout: float = Field(0.1, ge=0, lt=1, description="duet: dropout after the forecast head")
 
     @model_validator(mode="after")
     def _heads(self) -> ModelConfig:
@@ -98,6 +103,8 @@ class ModelConfig(StrictModel):
             raise ValueError(f"model.d_model: must be even (got {self.d_model})")
         if self.moving_avg % 2 == 0:
             raise ValueError(f"model.moving_avg: must be odd, a centred window (got {self.moving_avg})")
+        if self.top_k > self.n_experts:
+            raise ValueError(f"model.top_k: must not exceed model.n_experts ({self.top_k} > {self.n_experts})")
         return self
 
 

@@ -13,6 +13,13 @@ Selection runs on the Gram matrix of the validation residuals (``mean(r_i * r_j)
 mean is ``w' G w`` because the weights sum to one, so each round costs O(trials^2) instead of a pass over the data;
 the matrix is filled a chunk of windows at a time, and only the rows of new trials are computed after the first build.
 
+The naive forecasts (repeat the last value, repeat the last period) are always in the pool: a search whose space
+lacks them gets them as reference members (``naive/<family>/`` in the run folder, made by ``nas.run``), and the
+final choice is guarded on rolling origins: the validation windows cut into ``ORIGINS`` consecutive blocks, the
+ensemble is kept only when it beats the best naive forecast on every block, else the naive forecast alone is the
+final model. On a random walk a model can lead the naive forecast on validation by chance (a drifting stretch);
+leading it on every block by chance is much rarer (benchmarks/nas_origins.py measured the number of blocks).
+
 Pure numpy: no torch here.
 """
 
@@ -36,6 +43,8 @@ from agentlab.core.search.records import TrialRecord
 log = logging.getLogger(__name__)
 
 ROUNDS = 25  # greedy rounds: the most members (with repeats) an ensemble has
+ORIGINS = 4  # rolling origins of the guard against the naive forecast (benchmarks/nas_origins.py)
+NAIVE = ("naive_last", "naive_seasonal")  # the families the guard compares with (config.NAIVE_FAMILIES)
 PRED_VAL, PRED_TEST, PREDICTIONS = "pred_val.npy", "pred_test.npy", "predictions.json"
 TARGETS = "targets"
 _CHUNK = 1 << 16  # window elements per block while the Gram matrix is filled
@@ -125,19 +134,27 @@ def save_predictions(run_path: Path, trial_dir: Path, val: tuple[np.ndarray, np.
 
 @dataclass
 class Member:
-    """A finished trial with predictions on disk."""
+    """A finished trial, or a naive reference forecast, with predictions on disk."""
 
     record: TrialRecord
     folder: Path  # its trial folder
     run_path: Path  # the run folder that holds it (another worker's, with several workers)
     key: str
     stamp: tuple[str, int]  # what the Gram cache is keyed by: folder and the predictions' mtime
+    name: str = ""  # the trial's run_id, or the reference's family
+    family: str | None = None
 
     def val(self) -> np.ndarray:
         return np.load(self.folder / PRED_VAL, mmap_mode="r", allow_pickle=False)
 
     def test(self) -> np.ndarray:
         return np.load(self.folder / PRED_TEST, mmap_mode="r", allow_pickle=False)
+
+
+def block_mse(pred: np.ndarray, true: np.ndarray, origins: int = ORIGINS) -> np.ndarray:
+    """The MSE of each of ``origins`` consecutive blocks of windows (the first axis): the rolling origins."""
+    blocks = np.array_split(np.arange(len(true)), min(origins, max(len(true), 1)))
+    return np.array([np.mean(np.square(pred[b].astype(np.float64) - true[b])) for b in blocks if len(b)])
 
 
 def _errors(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
@@ -184,7 +201,23 @@ class EnsembleBuilder:
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 self._skip(r.run_id, f"unreadable predictions in {folder}: {exc}")
                 continue
-            out.append(Member(r, folder, folder.parent.parent, key, stamp))
+            out.append(Member(r, folder, folder.parent.parent, key, stamp, r.run_id))
+        return out
+
+    def references(self, folders: dict[str, Path]) -> list[Member]:
+        """The naive reference forecasts (family -> folder holding their predictions), as members."""
+        out = []
+        for i, (family, folder) in enumerate(folders.items()):
+            try:
+                key = str(json.loads((folder / PREDICTIONS).read_text(encoding="utf-8"))["targets"])
+                metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+                stamp = (str(folder.resolve()), (folder / PRED_VAL).stat().st_mtime_ns)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self._skip(family, f"unreadable reference forecast in {folder}: {exc}")
+                continue
+            record = TrialRecord(number=-1 - i, state="complete", value=float(metrics["val_mse"]), params={},
+                                 metrics=metrics)
+            out.append(Member(record, folder, self.run_path, key, stamp, family, family))
         return out
 
     def _targets_of(self, members: list[Member]) -> dict[str, np.ndarray] | None:
@@ -235,17 +268,23 @@ class EnsembleBuilder:
     # ---------------------------------------------------------------- the ensemble
 
     def build(self, records: list[TrialRecord], run_dirs: dict[int, str] | None = None,
-              family: Callable[[TrialRecord], str] | None = None) -> dict[str, Any] | None:
+              family: Callable[[TrialRecord], str] | None = None,
+              references: dict[str, Path] | None = None) -> dict[str, Any] | None:
         """results.json's ``ensemble`` block, or None when no finished trial has predictions. Members are the trials
-        that forecast the same windows as the finished trial with the lowest validation MSE."""
+        that forecast the same windows as the finished trial with the lowest validation MSE, and the naive
+        ``references`` (family -> folder) of a family no trial ran; then the rolling-origin guard (module doc)."""
         pool = self.members(records, run_dirs or {})
         if not pool:
             return None
+        for m in pool:
+            m.family = family(m.record) if family else None
+        ran = {m.family for m in pool}
+        pool += [m for m in self.references(references or {}) if m.family not in ran]
         pool.sort(key=lambda m: (m.record.value, m.record.number))  # best first: ties go to the better trial
         lead = pool[0].key
         others = [m for m in pool if m.key != lead]
         for m in others:
-            self._skip(m.record.run_id, f"forecasts other windows than {pool[0].record.run_id} (another horizon)")
+            self._skip(m.name, f"forecasts other windows than {pool[0].name} (another horizon)")
         pool = [m for m in pool if m.key == lead]
         targets = self._targets_of(pool)
         if targets is None:
@@ -255,33 +294,68 @@ class EnsembleBuilder:
             return None
         counts, _ = greedy_selection(gram, self.rounds)
         chosen = [(m, int(c)) for m, c in zip(pool, counts, strict=True) if c > 0]
+        greedy = self._mix(chosen, targets)
+        if greedy is None:
+            return None
+        selection = self._guard(pool, chosen, greedy, targets)
+        if selection["kept"] != "ensemble":
+            chosen = [(next(m for m in pool if m.name == selection["kept"]), 1)]
+            mixed = self._mix(chosen, targets)
+            if mixed is None:
+                return None
+        else:
+            mixed = greedy
         total = sum(c for _, c in chosen)
-        scores: dict[str, tuple[float, float]] = {}
+        scores = {split: _errors(mixed[split], targets[split]) for split in ("val", "test")}
+        best = pool[0]
+        return {
+            "members": [{"run_id": m.name, "weight": c / total, "count": c, "family": m.family,
+                         "path": self._relative(m.folder), "val_mse": m.record.value,
+                         "test_mse": m.record.metrics.get("test_mse"), "test_mae": m.record.metrics.get("test_mae")}
+                        for m, c in sorted(chosen, key=lambda mc: (-mc[1], mc[0].record.number))],
+            "val_mse": scores["val"][0], "val_mae": scores["val"][1],
+            "test_mse": scores["test"][0], "test_mae": scores["test"][1],
+            "best_single": {"run_id": best.name, "val_mse": float(gram[0, 0])},
+            "rounds": self.rounds, "pool": len(pool), "skipped": len(others), "targets": lead,
+            "selection": selection,
+            "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE, kept only when it "
+                    f"beats the best naive forecast on each of {ORIGINS} rolling origins (consecutive blocks of "
+                    "validation windows); MSE/MAE over every window element, on standardised data, from the stored "
+                    "float16 predictions",
+        }
+
+    def _mix(self, chosen: list[tuple[Member, int]], targets: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The weighted mean forecast of ``chosen`` on the validation and test windows (None: a shape mismatch)."""
+        total = sum(c for _, c in chosen)
+        out = {}
         for split in ("val", "test"):
             mean = np.zeros(targets[split].shape, dtype=np.float64)
             for m, c in chosen:
                 pred = m.val() if split == "val" else m.test()
                 if pred.shape != targets[split].shape:
                     log.info("ensemble: %s's %s predictions have shape %s, the targets %s: no ensemble",
-                             m.record.run_id, split, pred.shape, targets[split].shape)
+                             m.name, split, pred.shape, targets[split].shape)
                     return None
                 mean += (c / total) * pred.astype(np.float64)
-            scores[split] = _errors(mean, targets[split])
-        best = pool[0]
-        best_val = float(gram[0, 0])
-        return {
-            "members": [{"run_id": m.record.run_id, "weight": c / total, "count": c,
-                         "family": family(m.record) if family else None,
-                         "path": self._relative(m.folder), "val_mse": m.record.value,
-                         "test_mse": m.record.metrics.get("test_mse"), "test_mae": m.record.metrics.get("test_mae")}
-                        for m, c in sorted(chosen, key=lambda mc: (-mc[1], mc[0].record.number))],
-            "val_mse": scores["val"][0], "val_mae": scores["val"][1],
-            "test_mse": scores["test"][0], "test_mae": scores["test"][1],
-            "best_single": {"run_id": best.record.run_id, "val_mse": best_val},
-            "rounds": self.rounds, "pool": len(pool), "skipped": len(others), "targets": lead,
-            "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE; MSE/MAE over every "
-                    "window element, on standardised data, from the stored float16 predictions",
-        }
+            out[split] = mean
+        return out
+
+    def _guard(self, pool: list[Member], chosen: list[tuple[Member, int]], greedy: dict[str, np.ndarray],
+               targets: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The rolling-origin check of the greedy ensemble against the best naive forecast in the pool."""
+        naive = [m for m in pool if m.family in NAIVE]
+        if not naive or all(m.family in NAIVE for m, _ in chosen):
+            return {"kept": "ensemble", "origins": ORIGINS, "against": None}
+        ref = naive[0]  # the pool is sorted best first
+        mine = block_mse(greedy["val"], targets["val"])
+        theirs = block_mse(np.asarray(ref.val()), targets["val"])
+        wins = int(np.sum(mine < theirs))
+        return {"kept": "ensemble" if wins == len(mine) else ref.name, "origins": len(mine), "against": ref.name,
+                "wins": wins, "ensemble_block_mse": [round(float(v), 6) for v in mine],
+                "naive_block_mse": [round(float(v), 6) for v in theirs],
+                "greedy": {"val_mse": float(np.mean(np.square(greedy["val"] - targets["val"]))),
+                           "test_mse": float(np.mean(np.square(greedy["test"] - targets["test"]))),
+                           "members": [m.name for m, _ in chosen]}}
 
     def _relative(self, folder: Path) -> str:
         """The member's folder relative to this run folder when it is inside it (a copied run still works), else

@@ -17,6 +17,12 @@ models that lead the fair ETT tables, each written from its paper in plain torch
   detected from the timestamps unless ``model.period`` sets it). No weights: they train nothing (zero epochs).
 - ``itransformer``: iTransformer (Liu et al., ICLR 2024): every variate (and time feature) is one token embedded
   from its whole window; a Transformer encoder mixes the variates; a linear head forecasts each.
+- ``duet``: DUET (Qiu et al., "DUET: Dual Clustering Enhanced Multivariate Time Series Forecasting", KDD 2025):
+  temporal clustering, a router that reads each channel's raw window (its distribution) and sends it to ``top_k`` of
+  ``n_experts`` linear pattern extractors (noisy top-k gating, Shazeer et al. 2017, with their load-balancing loss);
+  channel clustering, a learned metric over the channels' frequency amplitudes that gives each pair of channels the
+  probability of attending to each other, from which a sparse channel mask is sampled; fused by a Transformer
+  encoder over the channels under that mask and a linear head.
 
 Every family takes ``revin`` (reversible instance normalisation, Kim et al., ICLR 2022) and has no decoder, so none
 takes ``label_len``. A model maps ``x`` [B, seq_len, C] (with the time features ``x_mark`` [B, seq_len, F] and
@@ -38,7 +44,8 @@ from torch import nn
 from agentlab.nas.config import NAIVE_FAMILIES
 from agentlab.nas.informer import RevIN, SpecError, moving_average
 
-FAMILIES = ("informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "naive_last", "naive_seasonal")
+FAMILIES = ("informer", "linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "duet", "naive_last",
+            "naive_seasonal")
 LINEAR_VARIANTS = ("linear", "nlinear", "dlinear")
 BACKBONES = ("linear", "mlp")
 
@@ -67,6 +74,9 @@ class FamilySpec:
     activation: str = "gelu"
     patch_len: int = 16
     stride: int = 8
+    n_experts: int = 2
+    top_k: int = 1
+    fc_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -76,7 +86,7 @@ class FamilySpec:
         if self.family not in FAMILIES[1:]:
             raise SpecError(f"family must be one of {FAMILIES[1:]} here, got {self.family!r}")
         for name in ("seq_len", "pred_len", "enc_in", "c_out", "period", "d_model", "n_heads", "e_layers", "d_ff",
-                     "patch_len", "stride", "moving_avg"):
+                     "patch_len", "stride", "moving_avg", "n_experts", "top_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SpecError(f"{name} must be an integer >= 1, got {value!r}")
@@ -95,7 +105,9 @@ class FamilySpec:
                             "data.seq_len or a shorter model.period")
         if self.family == "patchtst" and self.seq_len < self.patch_len:
             raise SpecError(f"patchtst needs seq_len >= patch_len ({self.seq_len} < {self.patch_len})")
-        if self.family in ("patchtst", "itransformer") and self.d_model % self.n_heads:
+        if self.family == "duet" and self.top_k > self.n_experts:
+            raise SpecError(f"duet: top_k must not exceed n_experts ({self.top_k} > {self.n_experts})")
+        if self.family in ("patchtst", "itransformer", "duet") and self.d_model % self.n_heads:
             raise SpecError(f"n_heads must divide d_model ({self.d_model} % {self.n_heads} != 0)")
 
 
@@ -283,6 +295,135 @@ class ITransformerCore(nn.Module):
         return self.head(self.norm(h))[:, :c].transpose(1, 2)
 
 
+class DUETCore(nn.Module):
+    """DUET, [B, L, C] -> [B, H, C] plus ``aux_loss`` (the router's load balance, added to the training loss).
+
+    Temporal clustering (TCM): each channel's window is one sample; the distribution router (an MLP over the raw,
+    un-normalised window, so it sees level and scale) scores ``n_experts`` linear pattern extractors, noise is added
+    to the scores while training (its scale learned too), and the ``top_k`` best get the softmax weights,
+    renormalised. Each extractor is DLinear's (a moving-average trend and the seasonal rest, one linear map each,
+    seq_len -> d_model) on the normalised window. Every expert is computed and the unchosen weighted by zero: the
+    same sums as a sparse dispatch, simpler and as fast at these sizes on a CPU.
+
+    Channel clustering (CCM): the amplitudes of each channel's real FFT, projected by a learned matrix A; the
+    squared distance of two channels' projections gives the similarity 1 / distance, scaled per row so the closest
+    other channel is 1 and the diagonal set to 1, times 0.99: the probability that channel i attends to channel j.
+    Training samples the mask from it (Bernoulli through a straight-through Gumbel-softmax, so A learns);
+    evaluation keeps the pairs above 0.5 (the paper's code samples at test time too: here a forecast is repeatable).
+
+    Fusion: the channels' d_model features through ``e_layers`` post-norm encoder layers whose attention scores are
+    multiplied by the mask (a masked pair's score set low, as the reference code), a final LayerNorm, and a linear
+    head to pred_len.
+    """
+
+    ROUTER_HIDDEN = 256  # the reference implementation's hidden width of the router and noise MLPs
+
+    def __init__(self, seq_len: int, pred_len: int, n_experts: int, top_k: int, d_model: int, n_heads: int,
+                 e_layers: int, d_ff: int, dropout: float, fc_dropout: float, activation: str, moving_avg: int):
+        super().__init__()
+        self.n_experts, self.top_k, self.moving_avg, self.n_heads = n_experts, top_k, moving_avg, n_heads
+
+        def router() -> nn.Module:
+            return nn.Sequential(nn.Linear(seq_len, self.ROUTER_HIDDEN, bias=False), nn.ReLU(),
+                                 nn.Linear(self.ROUTER_HIDDEN, n_experts, bias=False))
+
+        self.gate, self.noise = router(), router()
+        self.mix = nn.Parameter(torch.eye(n_experts))  # W_h: the noisy scores mixed before the softmax
+        self.trend = nn.Linear(seq_len, d_model * n_experts)  # every expert's trend map, side by side
+        self.season = nn.Linear(seq_len, d_model * n_experts)
+        freqs = seq_len // 2 + 1
+        self.metric = nn.Parameter(torch.randn(freqs, freqs) / math.sqrt(freqs))
+        self.layers = nn.ModuleList(_MaskedLayer(d_model, n_heads, d_ff, dropout, activation) for _ in range(e_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Sequential(nn.Linear(d_model, pred_len), nn.Dropout(fc_dropout))
+        self.aux_loss = torch.zeros(())
+
+    @staticmethod
+    def _cv_squared(x: torch.Tensor) -> torch.Tensor:
+        return x.var() / (x.mean() ** 2 + 1e-10) if x.numel() > 1 else x.new_zeros(())
+
+    def _route(self, raw: torch.Tensor) -> torch.Tensor:
+        """Gates [N, n_experts] for the channel windows ``raw`` [N, L]; sets ``aux_loss``."""
+        clean = self.gate(raw)
+        noisy = self.training and self.top_k < self.n_experts
+        if noisy:
+            std = F.softplus(self.noise(raw)) + 1e-2
+            scores = (clean + torch.randn_like(clean) * std) @ self.mix
+        else:
+            scores = clean
+        probs = torch.softmax(scores, dim=1)
+        top, index = scores.topk(min(self.top_k + 1, self.n_experts), dim=1)
+        chosen = probs.gather(1, index[:, : self.top_k])
+        gates = torch.zeros_like(probs).scatter(1, index[:, : self.top_k],
+                                                chosen / (chosen.sum(1, keepdim=True) + 1e-6))
+        if noisy:  # the smooth load: each expert's probability of staying in the top k under fresh noise
+            normal = torch.distributions.Normal(0.0, 1.0)
+            in_threshold, out_threshold = top[:, self.top_k : self.top_k + 1], top[:, self.top_k - 1 : self.top_k]
+            load = torch.where(scores > in_threshold, normal.cdf((clean - in_threshold) / std),
+                               normal.cdf((clean - out_threshold) / std)).sum(0)
+        else:
+            load = (gates > 0).float().sum(0)
+        self.aux_loss = self._cv_squared(gates.sum(0)) + self._cv_squared(load)
+        return gates
+
+    def _mask(self, raw: torch.Tensor) -> torch.Tensor:
+        """The channel mask [B, C, C] (1: i attends to j) from the raw windows ``raw`` [B, C, L]."""
+        amplitude = torch.fft.rfft(raw, dim=-1).abs()
+        z = amplitude @ self.metric.T  # A (x_i - x_j) = A x_i - A x_j: one projection per channel
+        dist = torch.cdist(z, z).square()
+        c = raw.shape[1]
+        off = 1 - torch.eye(c, device=raw.device)
+        sim = off / (dist + 1e-10)
+        p = (sim / sim.amax(dim=-1, keepdim=True).detach().clamp_min(1e-10) * off + torch.eye(c, device=raw.device))
+        p = (p * 0.99).clamp(1e-6, 0.99)
+        if not self.training:
+            return (p > 0.5).float()
+        logits = torch.stack([torch.log(p / (1 - p)), torch.log((1 - p) / p)], dim=-1)
+        return F.gumbel_softmax(logits, hard=True)[..., 0]
+
+    def forward(self, x: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        b, length, c = x.shape
+        series = x.transpose(1, 2).reshape(b * c, length)  # channel-independent: [B*C, L]
+        gates = self._route(raw.transpose(1, 2).reshape(b * c, length))
+        trend = moving_average(series.unsqueeze(-1), self.moving_avg).squeeze(-1)
+        experts = (self.trend(trend) + self.season(series - trend)).view(b * c, self.n_experts, -1)
+        h = torch.einsum("ne,ned->nd", gates, experts).view(b, c, -1)  # [B, C, d_model]
+        mask = self._mask(raw.transpose(1, 2)) if c > 1 else None
+        for layer in self.layers:
+            h = layer(h, mask)
+        return self.head(self.norm(h)).transpose(1, 2)
+
+
+class _MaskedLayer(nn.Module):
+    """DUET's fusion layer: post-norm self-attention over the channels with the scores multiplied by a 0/1 mask (so
+    the mask's straight-through gradient reaches the metric) and a masked pair's score set to ``MASKED``, then a
+    feed-forward."""
+
+    MASKED = -math.log(1e10)  # the reference code's score for a masked pair, before the 1/sqrt(d) scaling: soft
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, activation: str):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU() if activation == "gelu" else nn.ReLU(),
+                                nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2)  # [B, heads, C, C]
+        if mask is not None:
+            m = mask.unsqueeze(1)
+            scores = scores * m + (1 - m.detach()) * self.MASKED
+        attn = self.dropout(torch.softmax(scores / math.sqrt(d // self.n_heads), dim=-1))
+        h = (attn @ v).transpose(1, 2).reshape(b, t, d)
+        x = self.norm1(x + self.dropout(self.out(h)))
+        return self.norm2(x + self.dropout(self.ff(x)))
+
+
 # --------------------------------------------------------------------------- the model
 
 
@@ -308,9 +449,17 @@ class Forecaster(nn.Module):
         elif s.family == "patchtst":
             self.core = PatchTSTCore(s.seq_len, s.pred_len, s.patch_len, s.stride, s.d_model, s.n_heads, s.e_layers,
                                      s.d_ff, s.dropout, s.activation)
+        elif s.family == "duet":
+            self.core = DUETCore(s.seq_len, s.pred_len, s.n_experts, s.top_k, s.d_model, s.n_heads, s.e_layers,
+                                 s.d_ff, s.dropout, s.fc_dropout, s.activation, s.moving_avg)
         else:
             self.core = ITransformerCore(s.seq_len, s.pred_len, s.d_model, s.n_heads, s.e_layers, s.d_ff, s.dropout,
                                          s.activation)
+
+    @property
+    def aux_loss(self) -> torch.Tensor | None:
+        """What the last training forward adds to the loss (DUET's load balance), else None."""
+        return getattr(self.core, "aux_loss", None)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
                 index: torch.Tensor | None = None) -> torch.Tensor:
@@ -318,6 +467,7 @@ class Forecaster(nn.Module):
         s = self.spec
         if x.dim() != 3 or x.shape[1] != s.seq_len or x.shape[2] != s.enc_in:
             raise ValueError(f"x must have shape [batch, {s.seq_len}, {s.enc_in}], got {list(x.shape)}")
+        raw = x
         if self.revin is not None:
             mean, std = self.revin.stats(x)
             x = self.revin.normalize(x, mean, std)
@@ -326,6 +476,8 @@ class Forecaster(nn.Module):
             y = self.core(x, start)
         elif s.family == "itransformer":
             y = self.core(x, x_mark)
+        elif s.family == "duet":  # the router and the channel metric read the raw window
+            y = self.core(x, raw)
         else:
             y = self.core(x)
         if self.revin is not None:

@@ -4,6 +4,7 @@ literature, the ensemble and the final model; the LLM planner's contribution."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.search.records import TrialRecord, state_counts
@@ -18,14 +19,15 @@ log = logging.getLogger(__name__)
 
 
 def build_ensemble(cfg: NASConfig, builder: EnsembleBuilder, records: list[TrialRecord],
-                   study: Any) -> dict[str, Any] | None:
+                   study: Any, references: dict[str, Path] | None = None) -> dict[str, Any] | None:
     """The ensemble over the finished trials of the study (of every worker: each trial's plan names the run folder
     that holds its predictions); None when none has predictions. A failure to read or build is one log line: the
     search goes on, and the best trial stays the final model."""
     run_dirs = {t.number: str(t.user_attrs.get("plan", {}).get("run_dir") or "")
                 for t in study.get_trials(deepcopy=False)}
     try:
-        return builder.build(records, run_dirs, family=lambda r: r.params.get("model.family", cfg.model.family))
+        return builder.build(records, run_dirs, family=lambda r: r.params.get("model.family", cfg.model.family),
+                             references=references)
     except (OSError, ValueError) as exc:
         log.warning("ensemble: not built (%s); the best trial is the final model", exc)
         return None
@@ -84,11 +86,14 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
 
 
 def final_model(ensemble: dict[str, Any] | None, best: TrialRecord | None) -> str:
-    """``ensemble`` when there is one and it is not worse on validation than the best trial, else ``best``. It can
+    """``ensemble`` when there is one and it is not worse on validation than the best trial, or when the guard kept
+    the naive forecast in its place (``ensemble.selection``), else ``best``. It can
     be worse only when the best trial is not in its pool (a run resumed from before trials kept forecasts, or whose
     files went missing); 1e-3 of slack for the float16 forecasts it is measured on."""
     if ensemble is None:
         return "best"
+    if (ensemble.get("selection") or {}).get("kept", "ensemble") != "ensemble":
+        return "ensemble"  # the rolling-origin guard kept the naive forecast alone: it is the final model
     if best is not None and best.value is not None and ensemble["val_mse"] > best.value * (1 + 1e-3):
         return "best"
     return "ensemble"

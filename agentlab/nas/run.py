@@ -62,7 +62,7 @@ from agentlab.nas.config import (
     space_meanings,
     space_values,
 )
-from agentlab.nas.ensemble import EnsembleBuilder, save_predictions
+from agentlab.nas.ensemble import PREDICTIONS, EnsembleBuilder, save_predictions
 from agentlab.nas.own_code import (
     command_objective,
     command_space,
@@ -366,6 +366,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         if leads:
             announce(f"warm start: {len(leads)} lead(s) run first after the base config (search.warm_start)")
         objective = _objective(cfg, prepared, run_dir, progress, lambda: holder["best"])
+        holder["references"] = lambda: naive_references(cfg, prepared, run_dir.path)
         spaces = objective.workspaces if isinstance(objective, CommandObjective) else None
         if spaces is not None:
             spaces.cleanup()  # worktrees a killed run left registered
@@ -457,7 +458,7 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
             return
         log_trials(tracker, study, records, run_dir.path)
         if builder is not None:
-            holder["ensemble"] = build_ensemble(cfg, builder, records, study)
+            holder["ensemble"] = build_ensemble(cfg, builder, records, study, holder["references"]())
             if holder["ensemble"] is not None:
                 run_dir.write_json("ensemble.json", holder["ensemble"])
 
@@ -480,6 +481,34 @@ def _prepared(cfg: NASConfig, data: Any) -> PreparedData:
     from agentlab.nas.train import prepare_data  # lazy: imports torch
 
     return data if data is not None else prepare_data(cfg)
+
+
+def naive_references(cfg: NASConfig, prepared: PreparedData | None, run_path: Path) -> dict[str, Path]:
+    """The naive forecasts as the ensemble's reference members (``nas.ensemble``): each naive family's forecasts of
+    the validation and test windows in ``<run>/naive/<family>/``, made once per run folder (no weights: seconds); a
+    family the base lookback cannot hold (naive_seasonal with seq_len below the period) is left out."""
+    if prepared is None:
+        return {}
+    from agentlab.nas.train import check_model, prepare_data, train_trial  # lazy: imports torch
+
+    out = {}
+    for family in NAIVE_FAMILIES:
+        folder = run_path / "naive" / family
+        if not (folder / PREDICTIONS).is_file():
+            try:
+                naive = apply_changes(cfg, {"model.family": family})
+                data = prepare_data(naive)
+            except (ValueError, AgentlabError) as exc:
+                log.info("ensemble: no %s reference (%s)", family, exc)
+                continue
+            if check_model(naive, data) is not None:
+                continue
+            result = train_trial(naive, data, folder, predictions=True)
+            if result.predictions is None:
+                continue
+            save_predictions(run_path, folder, result.predictions["val"], result.predictions["test"])
+        out[family] = folder
+    return out
 
 
 def _objective(cfg: NASConfig, prepared: PreparedData | None, run_dir: RunDir, progress: Progress,

@@ -160,6 +160,8 @@ def describe_model(config: NASConfig, prepared: PreparedData) -> tuple[dict[str,
               "patchtst": {"d_model": fam.d_model, "n_heads": fam.n_heads, "e_layers": fam.e_layers,
                            "patch_len": fam.patch_len, "stride": fam.stride},
               "itransformer": {"d_model": fam.d_model, "n_heads": fam.n_heads, "e_layers": fam.e_layers},
+              "duet": {"n_experts": fam.n_experts, "top_k": fam.top_k, "d_model": fam.d_model,
+                       "n_heads": fam.n_heads, "e_layers": fam.e_layers},
               "naive_last": {}, "naive_seasonal": {"period": fam.period}}
     info = {"family": fam.family, "seq_len": d.seq_len, "revin": fam.revin, **details[fam.family]}
     return info, f"{fam.family}, " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "family")
@@ -316,6 +318,9 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             pred, true = self.forward(self.train.take(starts), starts + self.train.offset)
             loss = self.loss(pred, true)
+            aux = getattr(self.model, "aux_loss", None)  # duet's router load balance
+            if aux is not None:
+                loss = loss + aux
             value = loss.item()
             if not math.isfinite(value):
                 return math.inf, False

@@ -263,8 +263,11 @@ class SearchSpace:
         return clean, errors
 
     def check_base(self, base_params: dict[str, Any]) -> None:
-        """``ConfigError`` unless every base value lies in the space: the search starts from the base config."""
-        errors = [f"{k}: base value {v!r}: {e}" for k, v in base_params.items() if (e := self.params[k].check(v))]
+        """``ConfigError`` unless every base value of a key active for the base lies in the space: the search starts
+        from the base config (a key whose condition the base does not meet is not part of trial 0)."""
+        active = set(self.active(base_params))
+        errors = [f"{k}: base value {v!r}: {e}" for k, v in base_params.items()
+                  if k in active and (e := self.params[k].check(v))]
         if errors:
             raise ConfigError("search.space does not contain the base config: " + "; ".join(errors),
                               hint="widen the space or change the base config so the search can start from it")
