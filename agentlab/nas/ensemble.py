@@ -165,8 +165,8 @@ def _errors(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
 class EnsembleBuilder:
     """Builds the ensemble of one search, again after every trial; remembers the Gram entries it computed."""
 
-    def __init__(self, run_path: Path, rounds: int = ROUNDS):
-        self.run_path, self.rounds = Path(run_path), rounds
+    def __init__(self, run_path: Path, rounds: int = ROUNDS, origins: int = ORIGINS):
+        self.run_path, self.rounds, self.origins = Path(run_path), rounds, origins  # origins 0: no guard
         self._gram: dict[tuple[tuple[str, int], tuple[str, int]], float] = {}
         self._targets: dict[str, dict[str, np.ndarray]] = {}
         self._skipped: set[str] = set()  # what was logged as skipped already
@@ -319,7 +319,7 @@ class EnsembleBuilder:
             "rounds": self.rounds, "pool": len(pool), "skipped": len(others), "targets": lead,
             "selection": selection,
             "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE, kept only when it "
-                    f"beats the best naive forecast on each of {ORIGINS} rolling origins (consecutive blocks of "
+                    f"beats the best naive forecast on each of {self.origins} rolling origins (consecutive blocks of "
                     "validation windows); MSE/MAE over every window element, on standardised data, from the stored "
                     "float16 predictions",
         }
@@ -344,11 +344,11 @@ class EnsembleBuilder:
                targets: dict[str, np.ndarray]) -> dict[str, Any]:
         """The rolling-origin check of the greedy ensemble against the best naive forecast in the pool."""
         naive = [m for m in pool if m.family in NAIVE]
-        if not naive or all(m.family in NAIVE for m, _ in chosen):
-            return {"kept": "ensemble", "origins": ORIGINS, "against": None}
+        if not naive or not self.origins or all(m.family in NAIVE for m, _ in chosen):
+            return {"kept": "ensemble", "origins": self.origins, "against": None}
         ref = naive[0]  # the pool is sorted best first
-        mine = block_mse(greedy["val"], targets["val"])
-        theirs = block_mse(np.asarray(ref.val()), targets["val"])
+        mine = block_mse(greedy["val"], targets["val"], self.origins)
+        theirs = block_mse(np.asarray(ref.val()), targets["val"], self.origins)
         wins = int(np.sum(mine < theirs))
         return {"kept": "ensemble" if wins == len(mine) else ref.name, "origins": len(mine), "against": ref.name,
                 "wins": wins, "ensemble_block_mse": [round(float(v), 6) for v in mine],

@@ -108,10 +108,25 @@ def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = 
     n = len(ensemble["members"])
     head = "final model: ensemble" if final else "ensemble (not the final model: worse on validation than the best " \
         "trial, whose forecasts it lacks)"
+    naive = guard_line(ensemble)
+    if naive:
+        return (f"final model: the naive forecast {ensemble['members'][0]['run_id']}, val MSE "
+                f"{short(ensemble['val_mse'], 4)}, test MSE {short(ensemble['test_mse'], 4)}, test MAE "
+                f"{short(ensemble['test_mae'], 4)} ({naive}; best single trial: val {short(best['val_mse'], 4)}, "
+                f"test {short(best['test_mse'], 4)})")
     return (f"{head} of {n} trial{'s' if n != 1 else ''} ({_members(ensemble)}): val MSE "
             f"{short(ensemble['val_mse'], 4)}, test MSE {short(ensemble['test_mse'], 4)}, test MAE "
             f"{short(ensemble['test_mae'], 4)} (best single trial: val {short(best['val_mse'], 4)}, test "
             f"{short(best['test_mse'], 4)}; chosen on validation only)")
+
+
+def guard_line(ensemble: dict[str, Any]) -> str:
+    """Why the naive forecast replaced the greedy ensemble as the final model (``ensemble.selection``), else ""."""
+    sel = ensemble.get("selection") or {}
+    if sel.get("kept", "ensemble") == "ensemble":
+        return ""
+    return (f"the ensemble of the trials beat it on {sel['wins']} of {sel['origins']} rolling origins of the "
+            f"validation windows, not all (its val MSE {short(sel['greedy']['val_mse'], 4)})")
 
 
 def resume_line(folder: Path, max_iterations: int) -> str | None:
@@ -298,9 +313,19 @@ def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], fin
     use = ("`agentlab nas predict` forecasts with it (the weighted mean of its members' forecasts)." if final ==
            "ensemble" else f"It is worse on validation than the best trial, whose forecasts it lacks, so the final "
            f"model is the best trial {best['run_id']}.")
+    sel = ensemble.get("selection") or {}
+    if sel.get("against"):
+        use += (f" The naive forecasts are always in the pool; the ensemble is kept only when it beats the best of "
+                f"them ({sel['against']}) on each of {sel['origins']} rolling origins (consecutive blocks of "
+                f"validation windows): it did on {sel['wins']}.")
+        if guard_line(ensemble):
+            use += (f" So the final model is {sel['kept']} alone; the greedy ensemble ({len(sel['greedy']['members'])}"
+                    f" members) had val MSE {_fmt(sel['greedy']['val_mse'])}, test MSE "
+                    f"{_fmt(sel['greedy']['test_mse'])}.")
     lines = [f"## Final model: {'ensemble' if final == 'ensemble' else 'best trial'}", "",
-             f"Greedy ensemble selection with replacement (Caruana et al. 2004) on validation MSE over "
-             f"{ensemble['pool']} finished trial(s), {ensemble['rounds']} rounds; the test windows are only scored. "
+             f"Greedy ensemble selection with replacement (Caruana et al. 2004) on validation MSE over a pool of "
+             f"{ensemble['pool']} forecasts (the finished trials and the naive forecasts), {ensemble['rounds']} "
+             "rounds; the test windows are only scored. "
              + use, "",
              "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",
              f"| ensemble ({len(ensemble['members'])} members) | {_fmt(ensemble['val_mse'])} | "

@@ -31,6 +31,7 @@ from agentlab.nas.ensemble import (
     residual_gram,
     save_predictions,
 )
+from agentlab.nas.predict import backtest, load_model
 from agentlab.nas.train import load_series, train_trial
 
 # --------------------------------------------------------------------------- the selection
@@ -413,3 +414,7 @@ def test_on_a_random_walk_the_final_model_is_the_naive_forecast_or_ties_it(in_tm
     # the naive forecasts alone, or a model that ties the last value on the test windows (float16: 1e-3 of slack)
     assert naive_only or ensemble["test_mse"] <= naive.test_mse * (1 + 1e-3), \
         (ensemble["selection"], ensemble["test_mse"], naive.test_mse)
+    # whichever it is, `nas predict` forecasts with it, the reference folders included, and backtests to its figure
+    model = load_model(in_tmp / "run")
+    assert [m.run_id for m, _ in model.members] == [m["run_id"] for m in ensemble["members"]]
+    assert backtest(model, data)["mse"] == pytest.approx(ensemble["test_mse"], rel=2e-3)

@@ -17,7 +17,7 @@ from agentlab.nas.families import FamilySpec, build_forecaster
 from agentlab.nas.informer import SpecError
 from agentlab.nas.train import check_model, evaluate_baseline, prepare_data, train_trial
 
-FAMILIES = ["linear", "sparsetsf", "cyclenet", "patchtst", "itransformer"]
+FAMILIES = ["linear", "sparsetsf", "cyclenet", "patchtst", "itransformer", "duet"]
 SMALL = {"d_model": 16, "n_heads": 2, "e_layers": 1, "d_ff": 32}
 
 
@@ -25,7 +25,7 @@ SMALL = {"d_model": 16, "n_heads": 2, "e_layers": 1, "d_ff": 32}
     ("linear", {}), ("linear", {"linear_variant": "nlinear", "individual": True}),
     ("linear", {"linear_variant": "dlinear", "moving_avg": 5}), ("sparsetsf", {"seq_len": 60}),
     ("cyclenet", {}), ("cyclenet", {"cycle_backbone": "mlp"}), ("patchtst", {"revin": False}),
-    ("itransformer", {}),
+    ("itransformer", {}), ("duet", {}), ("duet", {"n_experts": 3, "top_k": 2, "revin": False}),
 ])
 @pytest.mark.parametrize("c_out", [3, 1])
 def test_every_family_maps_a_window_to_the_horizon(family: str, extra: dict[str, Any], c_out: int) -> None:
@@ -62,6 +62,29 @@ def test_cyclenet_reads_the_phase_from_the_window_index() -> None:
     same = model(x, None, torch.tensor([3])), model(x, None, torch.tensor([15]))  # a whole period apart
     other = model(x, None, torch.tensor([4]))
     assert torch.allclose(*same) and not torch.allclose(same[0], other)
+
+
+def test_duet_routes_each_channel_window_masks_channels_and_forecasts_repeatably() -> None:
+    torch.manual_seed(0)
+    model = build_forecaster(FamilySpec(family="duet", seq_len=48, pred_len=12, enc_in=4, c_out=4, n_experts=3,
+                                        top_k=2, **SMALL))
+    x = torch.randn(6, 48, 4) * torch.tensor([1.0, 5.0, 0.2, 2.0])
+    out = model(x)
+    aux = model.aux_loss
+    assert aux is not None and aux.requires_grad and aux.item() >= 0  # the router's balance joins the loss
+    (out.square().mean() + aux).backward()
+    assert model.core.metric.grad is not None and model.core.metric.grad.abs().sum() > 0  # the mask is learned
+    model.eval()
+    gates = model.core._route(x.transpose(1, 2).reshape(24, 48))
+    assert ((gates > 0).sum(1) == 2).all() and torch.allclose(gates.sum(1), torch.ones(24), atol=1e-4)
+    mask = model.core._mask(x.transpose(1, 2))
+    assert set(mask.unique().tolist()) <= {0.0, 1.0} and (mask.diagonal(dim1=1, dim2=2) == 1).all()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))  # no sampling at evaluation: a forecast is repeatable
+    with pytest.raises(SpecError, match="top_k must not exceed n_experts"):
+        FamilySpec(family="duet", n_experts=2, top_k=3)
+    with pytest.raises(ValidationError, match="model.top_k: must not exceed model.n_experts"):
+        NASConfig.model_validate({"model": {"family": "duet", "n_experts": 1, "top_k": 2}})
 
 
 def test_specs_refuse_what_cannot_work() -> None:

@@ -86,6 +86,18 @@ class ParamSpec(StrictModel):
     def coerce(self, value: Any) -> Any:
         return int(value) if self.kind == "int" else value
 
+    def nearest(self, value: Any) -> Any:
+        """``value`` when it lies in this spec, else the closest value that does (a number: the nearest choice or
+        bound; anything else: the first choice)."""
+        if self.check(value) is None:
+            return self.coerce(value)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.choices is not None:
+            numeric = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            return min(numeric, key=lambda c: abs(c - value)) if number and numeric else self.choices[0]
+        low, high = self._bounds()
+        return self.coerce(min(max(value, low), high) if number else low)
+
     def offered(self, include: Iterable[Any] = ()) -> list[Any]:
         """The values an LLM plan may pick: every choice; every value of a small int range; else a short grid,
         log-spaced on a log scale (1-2-5 per decade). ``include`` values (the incumbent's, the optimizer's) are added
@@ -218,9 +230,10 @@ class SearchSpace:
 
     def complete(self, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` limited to the keys active for them, an active key missing from ``values`` taking its base
-        value (in the space's key order)."""
+        value, or the spec's nearest to it when the base value lies outside (a key the base config does not
+        search, e.g. another family's width) (in the space's key order)."""
         keys = set(self.active(values))
-        return {key: values[key] if key in values else self.base[key] for key in self.params
+        return {key: values[key] if key in values else self.params[key].nearest(self.base[key]) for key in self.params
                 if key in keys and (key in values or key in self.base)}
 
     def condition(self, key: str) -> str:
