@@ -307,6 +307,46 @@ def issue61_lines(horizon: int, seeds: list[int], models: dict[int, dict[str, An
     return lines
 
 
+def family_curves(out: Path, family: str, path: Path) -> int:
+    """The learning curves of every ``family`` trial of the searches under ``out`` (validation MSE and training loss
+    by epoch, one panel per horizon, a line per trial; each trial's test MSE in its label) as a PNG; how many."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    trials: dict[int, list[tuple[str, list[dict[str, float]], float]]] = {}
+    for run in sorted(out.glob("h*-s*")):
+        horizon, seed = run.name[1:].split("-s")
+        for trial in sorted((run / "trials").glob("run_*")):
+            try:
+                config = (trial / "config_used.yaml").read_text()
+                history = json.loads((trial / "history.json").read_text())
+                metrics = json.loads((trial / "metrics.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if f"family: {family}" in config and history:
+                trials.setdefault(int(horizon), []).append((f"s{seed} {trial.name}", history,
+                                                            float(metrics.get("test_mse", math.nan))))
+    if not trials:
+        return 0
+    fig = Figure(figsize=(6.5 * len(trials), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (horizon, rows) in enumerate(sorted(trials.items())):
+        ax = fig.add_subplot(1, len(trials), i + 1)
+        for name, history, test in rows:
+            epochs = [h["epoch"] for h in history]
+            line = ax.plot(epochs, [h["val_mse"] for h in history], marker="o", ms=3,
+                           label=f"{name} val (test {test:.3f})")[0]
+            ax.plot(epochs, [h["train_loss"] for h in history], ls=":", color=line.get_color())
+        ax.set_title(f"{family} trials, ETTh1-{horizon}: val MSE (solid), train loss (dotted)")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return sum(len(v) for v in trials.values())
+
+
 def final_target_line(seeds: list[int], models: dict[int, dict[str, Any]]) -> str:
     """Issue 38's target: the final model's test MSE below trial 0's in every seed."""
     better = [s for s in seeds if models[s]["final"] is not None and models[s]["trial0"] is not None
@@ -342,6 +382,8 @@ def main() -> None:
     parser.add_argument("--ag-seeds", help="AutoGluon's seeds (default: the first of --seeds)")
     parser.add_argument("--ag-stride", type=int, default=1, help="AutoGluon forecasts every K-th test window (1: all)")
     parser.add_argument("--ag-horizons", help="the horizons AutoGluon runs at (default --horizons)")
+    parser.add_argument("--curves", type=Path, help="write the duet trials' learning curves of every search under "
+                        "--out to this PNG (e.g. docs/img/nas/duet_curves.png)")
     args = parser.parse_args()
     args.nf_trials = args.nf_trials or args.trials
     if not args.data.is_file():
@@ -390,6 +432,8 @@ def main() -> None:
                     ag_line = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         compared[horizon] = print_horizon(horizon, seeds, results, nf_rows, note, args, ag_rows, ag_line)
     print(f"\nrun folders under {args.out}")
+    if args.curves:
+        print(f"learning curves of {family_curves(args.out, 'duet', args.curves)} duet trials: {args.curves}")
     # ratio: agentlab's mean best test MSE at the first horizon over the strongest alternative measured or published
     # there: neuralforecast's best Auto model when it ran, else the best fair published result. The final-model ratio
     # before it: the same with the final models (the ensembles) after every trial, over the same reference.
