@@ -1,6 +1,6 @@
 """How many rolling origins the final choice of a nas search should be checked on (issue 61): the guard that keeps
-the naive forecast unless the ensemble of the trials beats it on every one of k consecutive blocks of validation
-windows (``agentlab.nas.ensemble``).
+the naive forecast unless the ensemble of the trials beats it on at least three quarters (``ensemble.WIN_SHARE``) of
+k consecutive blocks of validation windows (``agentlab.nas.ensemble``).
 
 Synthetic series, written by this script (nothing here is tuned on outside data), --seeds of each kind:
 
@@ -16,13 +16,13 @@ replayed from the stored forecasts for each k in --origins (0: no guard, the gre
 the test windows, which no rule sees. Finished searches are only read, so a re-run prints the table again. Searches
 of the ETTh1 benchmark (benchmarks/nas_literature.py's run folders) can be replayed beside them with --runs.
 
-Printed per kind and k: the test MSE of the final model over the naive last value's (geometric mean, the worst
-series, and how many series end more than 1% worse than it), and over the greedy ensemble's (what the guard costs
-where models are better). The last line, ``ratio:``, is the walks' geometric mean at the default k
-(``ensemble.ORIGINS``) over the same without the guard.
+Printed per kind and k (and ``need``, the blocks the ensemble must win): the test MSE of the final model over the
+naive last value's (geometric mean, the worst series, and how many series end more than 1% worse than it), and over
+the greedy ensemble's (what the guard costs where models are better). The last line, ``ratio:``, is the walks'
+geometric mean at the default k (``ensemble.ORIGINS``) over the same without the guard.
 
-    python benchmarks/nas_origins.py --seeds 8
-    python benchmarks/nas_origins.py --seeds 8 --runs /work/bench/lit96-duet
+    python benchmarks/nas_origins.py --seeds 32 --held-out 16
+    python benchmarks/nas_origins.py --seeds 32 --held-out 16 --runs /work/bench/lit96-duet
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from nas_selection import records, run_folders  # noqa: E402
 
-from agentlab.nas.ensemble import NAIVE, ORIGINS, EnsembleBuilder  # noqa: E402
+from agentlab.nas.ensemble import NAIVE, ORIGINS, WIN_SHARE, EnsembleBuilder  # noqa: E402
 
 KINDS = ("walk", "walk-vol", "ar", "seasonal")
 
@@ -132,7 +132,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="series of each kind")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"which kinds ({', '.join(KINDS)})")
     parser.add_argument("--trials", type=int, default=6, help="trials per search")
-    parser.add_argument("--origins", default="0,1,2,3,4,6,8", help="the k to replay (0: no guard)")
+    parser.add_argument("--origins", default="0,2,4,6,8,12,16", help="the k to replay (0: no guard)")
+    parser.add_argument("--held-out", type=int, default=0, help="print seeds below N and from N on apart (the "
+                        "first set chose k, the second checks it); 0: one table")
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="other nas run folders to replay (ETTh1)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-nas-origins")
     args = parser.parse_args()
@@ -144,6 +146,7 @@ def main() -> None:
         for seed in range(args.seeds):
             row = replay(search(kind, seed, args), ks)
             if row is not None:
+                row["seed"] = seed
                 table.setdefault(kind, []).append(row)
                 print(f"{kind} seed {seed}: naive {row['naive']:.4f}  " + "  ".join(
                     f"k={k} {row[k]:.4f} ({'ens' if row[f'{k} kept'] == 'ensemble' else 'naive'})" for k in ks),
@@ -151,20 +154,31 @@ def main() -> None:
     for run in run_folders(args.runs):
         row = replay(run, ks)
         if row is not None:
+            row["seed"] = -1
             table.setdefault("ETTh1", []).append(row)
             print(f"ETTh1 {run.name}: naive {row['naive']:.4f}  " + "  ".join(
                 f"k={k} {row[k]:.4f} ({'ens' if row[f'{k} kept'] == 'ensemble' else 'naive'})" for k in ks))
-    print()
-    print("test MSE of the final model / the naive last value's (geometric mean, worst, series > 1% worse) and / "
-          "the greedy ensemble's (k=0: no guard)")
-    print(f"{'kind':10} {'k':>2}  {'/ naive':>8} {'worst':>7} {'> 1%':>6}  {'/ greedy':>8} {'naive kept':>10}")
-    for kind, rows in table.items():
-        for k in ks:
-            to_naive = [r[k] / r["naive"] for r in rows]
-            to_greedy = [r[k] / r[0] for r in rows]
-            kept = sum(r[f"{k} kept"] != "ensemble" for r in rows)
-            print(f"{kind:10} {k:>2}  {geo(to_naive):8.3f} {max(to_naive):7.3f} "
-                  f"{sum(x > 1.01 for x in to_naive):>3}/{len(rows):<2}  {geo(to_greedy):8.3f} {kept:>6}/{len(rows)}")
+    groups = {"every seed": table}
+    if args.held_out:
+        groups = {f"seeds below {args.held_out} (what k and the share were chosen on)":
+                  {k: [r for r in v if r["seed"] < args.held_out] for k, v in table.items()},
+                  f"seeds {args.held_out} and up (held out)":
+                  {k: [r for r in v if r["seed"] >= args.held_out] for k, v in table.items()}}
+    for title, group in groups.items():
+        print(f"\n{title}: test MSE of the final model / the naive last value's (geometric mean, worst, series > 1% "
+              "worse) and / the greedy ensemble's (k=0: no guard)")
+        print(f"{'kind':10} {'k':>2} {'need':>4}  {'/ naive':>8} {'worst':>7} {'> 1%':>6}  {'/ greedy':>8} "
+              f"{'naive kept':>10}")
+        for kind, rows in group.items():
+            if not rows:
+                continue
+            for k in ks:
+                to_naive = [r[k] / r["naive"] for r in rows]
+                to_greedy = [r[k] / r[0] for r in rows]
+                kept = sum(r[f"{k} kept"] != "ensemble" for r in rows)
+                print(f"{kind:10} {k:>2} {math.ceil(WIN_SHARE * k):>4}  {geo(to_naive):8.3f} {max(to_naive):7.3f} "
+                      f"{sum(x > 1.01 for x in to_naive):>3}/{len(rows):<2}  {geo(to_greedy):8.3f} "
+                      f"{kept:>6}/{len(rows)}")
     walks = [r for kind in ("walk", "walk-vol") for r in table.get(kind, [])]
     if walks:
         ratio = geo([r[ORIGINS] / r["naive"] for r in walks]) / geo([r[0] / r["naive"] for r in walks])

@@ -16,9 +16,11 @@ the matrix is filled a chunk of windows at a time, and only the rows of new tria
 The naive forecasts (repeat the last value, repeat the last period) are always in the pool: a search whose space
 lacks them gets them as reference members (``naive/<family>/`` in the run folder, made by ``nas.run``), and the
 final choice is guarded on rolling origins: the validation windows cut into ``ORIGINS`` consecutive blocks, the
-ensemble is kept only when it beats the best naive forecast on every block, else the naive forecast alone is the
-final model. On a random walk a model can lead the naive forecast on validation by chance (a drifting stretch);
-leading it on every block by chance is much rarer (benchmarks/nas_origins.py measured the number of blocks).
+ensemble is kept only when it beats the best naive forecast on at least three quarters of them, else the naive
+forecast alone is the final model. On a random walk a model can lead the naive forecast on validation by chance (a
+drifting stretch); leading it on most of 8 blocks by chance is rarer, while a model that is truly better (a
+mean-reverting series) leads on most blocks even where noise flips one or two (benchmarks/nas_origins.py measured
+the blocks and the share on synthetic series).
 
 Pure numpy: no torch here.
 """
@@ -43,7 +45,8 @@ from agentlab.core.search.records import TrialRecord
 log = logging.getLogger(__name__)
 
 ROUNDS = 25  # greedy rounds: the most members (with repeats) an ensemble has
-ORIGINS = 4  # rolling origins of the guard against the naive forecast (benchmarks/nas_origins.py)
+ORIGINS = 8  # rolling origins of the guard against the naive forecast (benchmarks/nas_origins.py)
+WIN_SHARE = 0.75  # the share of them the ensemble must beat it on
 NAIVE = ("naive_last", "naive_seasonal")  # the families the guard compares with (config.NAIVE_FAMILIES)
 PRED_VAL, PRED_TEST, PREDICTIONS = "pred_val.npy", "pred_test.npy", "predictions.json"
 TARGETS = "targets"
@@ -319,9 +322,9 @@ class EnsembleBuilder:
             "rounds": self.rounds, "pool": len(pool), "skipped": len(others), "targets": lead,
             "selection": selection,
             "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE, kept only when it "
-                    f"beats the best naive forecast on each of {self.origins} rolling origins (consecutive blocks of "
-                    "validation windows); MSE/MAE over every window element, on standardised data, from the stored "
-                    "float16 predictions",
+                    f"beats the best naive forecast on {WIN_SHARE:.0%} of {self.origins} rolling origins "
+                    "(consecutive blocks of validation windows); MSE/MAE over every window element, on standardised "
+                    "data, from the stored float16 predictions",
         }
 
     def _mix(self, chosen: list[tuple[Member, int]], targets: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
@@ -349,9 +352,9 @@ class EnsembleBuilder:
         ref = naive[0]  # the pool is sorted best first
         mine = block_mse(greedy["val"], targets["val"], self.origins)
         theirs = block_mse(np.asarray(ref.val()), targets["val"], self.origins)
-        wins = int(np.sum(mine < theirs))
-        return {"kept": "ensemble" if wins == len(mine) else ref.name, "origins": len(mine), "against": ref.name,
-                "wins": wins, "ensemble_block_mse": [round(float(v), 6) for v in mine],
+        wins, need = int(np.sum(mine < theirs)), math.ceil(WIN_SHARE * len(mine))
+        return {"kept": "ensemble" if wins >= need else ref.name, "origins": len(mine), "against": ref.name,
+                "wins": wins, "needed": need, "ensemble_block_mse": [round(float(v), 6) for v in mine],
                 "naive_block_mse": [round(float(v), 6) for v in theirs],
                 "greedy": {"val_mse": float(np.mean(np.square(greedy["val"] - targets["val"]))),
                            "test_mse": float(np.mean(np.square(greedy["test"] - targets["test"]))),

@@ -302,7 +302,7 @@ class DUETCore(nn.Module):
     un-normalised window, so it sees level and scale) scores ``n_experts`` linear pattern extractors, noise is added
     to the scores while training (its scale learned too), and the ``top_k`` best get the softmax weights,
     renormalised. Each extractor is DLinear's (a moving-average trend and the seasonal rest, one linear map each,
-    seq_len -> d_model) on the normalised window. Every expert is computed and the unchosen weighted by zero: the
+    seq_len -> d_model, started as the window mean) on the normalised window. Every expert is computed and the unchosen weighted by zero: the
     same sums as a sparse dispatch, simpler and as fast at these sizes on a CPU.
 
     Channel clustering (CCM): the amplitudes of each channel's real FFT, projected by a learned matrix A; the
@@ -331,6 +331,8 @@ class DUETCore(nn.Module):
         self.mix = nn.Parameter(torch.eye(n_experts))  # W_h: the noisy scores mixed before the softmax
         self.trend = nn.Linear(seq_len, d_model * n_experts)  # every expert's trend map, side by side
         self.season = nn.Linear(seq_len, d_model * n_experts)
+        for linear in (self.trend, self.season):  # as DLinear's and DUET's extractors start: the window mean
+            nn.init.constant_(linear.weight, 1.0 / seq_len)
         freqs = seq_len // 2 + 1
         self.metric = nn.Parameter(torch.randn(freqs, freqs) / math.sqrt(freqs))
         self.layers = nn.ModuleList(_MaskedLayer(d_model, n_heads, d_ff, dropout, activation) for _ in range(e_layers))

@@ -126,7 +126,7 @@ def guard_line(ensemble: dict[str, Any]) -> str:
     if sel.get("kept", "ensemble") == "ensemble":
         return ""
     return (f"the ensemble of the trials beat it on {sel['wins']} of {sel['origins']} rolling origins of the "
-            f"validation windows, not all (its val MSE {short(sel['greedy']['val_mse'], 4)})")
+            f"validation windows, fewer than {sel['needed']} (its val MSE {short(sel['greedy']['val_mse'], 4)})")
 
 
 def resume_line(folder: Path, max_iterations: int) -> str | None:
@@ -316,8 +316,8 @@ def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], fin
     sel = ensemble.get("selection") or {}
     if sel.get("against"):
         use += (f" The naive forecasts are always in the pool; the ensemble is kept only when it beats the best of "
-                f"them ({sel['against']}) on each of {sel['origins']} rolling origins (consecutive blocks of "
-                f"validation windows): it did on {sel['wins']}.")
+                f"them ({sel['against']}) on at least {sel['needed']} of {sel['origins']} rolling origins "
+                f"(consecutive blocks of validation windows): it did on {sel['wins']}.")
         if guard_line(ensemble):
             use += (f" So the final model is {sel['kept']} alone; the greedy ensemble ({len(sel['greedy']['members'])}"
                     f" members) had val MSE {_fmt(sel['greedy']['val_mse'])}, test MSE "

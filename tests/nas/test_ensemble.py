@@ -399,7 +399,7 @@ def test_on_a_random_walk_the_final_model_is_the_naive_forecast_or_ties_it(in_tm
     guard hands the final choice to the last value unless a model beats it on every block of validation windows.
     Judged on the test windows, which nothing in the search sees."""
     data = in_tmp / "walk.csv"
-    write_random_walk(data, n=900, seed=10 + seed)
+    write_random_walk(data, n=1500, seed=10 + seed)
     config = walk_config(data)
     config["search"]["space"]["model.family"] = {"choices": ["linear", "patchtst"]}
     config["train"]["epochs"] = 4
