@@ -302,8 +302,8 @@ class DUETCore(nn.Module):
     un-normalised window, so it sees level and scale) scores ``n_experts`` linear pattern extractors, noise is added
     to the scores while training (its scale learned too), and the ``top_k`` best get the softmax weights,
     renormalised. Each extractor is DLinear's (a moving-average trend and the seasonal rest, one linear map each,
-    seq_len -> d_model, started as the window mean) on the normalised window. Every expert is computed and the unchosen weighted by zero: the
-    same sums as a sparse dispatch, simpler and as fast at these sizes on a CPU.
+    seq_len -> d_model, started as the window mean) on the normalised window. Every expert is computed and the
+    unchosen weighted by zero: the same sums as a sparse dispatch, simpler and as fast at these sizes on a CPU.
 
     Channel clustering (CCM): the amplitudes of each channel's real FFT, projected by a learned matrix A; the
     squared distance of two channels' projections gives the similarity 1 / distance, scaled per row so the closest
