@@ -44,7 +44,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from nas_selection import records, run_folders  # noqa: E402
 
-from agentlab.nas.ensemble import NAIVE, ORIGINS, WIN_SHARE, EnsembleBuilder  # noqa: E402
+from agentlab.nas.config import NAIVE_FAMILIES  # noqa: E402
+from agentlab.nas.ensemble import ORIGINS, WIN_SHARE, EnsembleBuilder  # noqa: E402
 
 KINDS = ("walk", "walk-vol", "ar", "seasonal")
 
@@ -107,7 +108,7 @@ def search(kind: str, seed: int, args: argparse.Namespace) -> Path:
 def replay(run: Path, ks: list[int]) -> dict[str, Any] | None:
     """The final model's test MSE for each k, the naive last value's and the greedy ensemble's."""
     recs = records(run)
-    refs = {f: run / "naive" / f for f in NAIVE if (run / "naive" / f / "predictions.json").is_file()}
+    refs = {f: run / "naive" / f for f in NAIVE_FAMILIES if (run / "naive" / f / "predictions.json").is_file()}
     naive_file = run / "naive" / "naive_last" / "metrics.json"
     if not naive_file.is_file():
         return None

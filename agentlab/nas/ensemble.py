@@ -41,13 +41,13 @@ import numpy as np
 
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json
 from agentlab.core.search.records import TrialRecord
+from agentlab.nas.config import NAIVE_FAMILIES
 
 log = logging.getLogger(__name__)
 
 ROUNDS = 25  # greedy rounds: the most members (with repeats) an ensemble has
 ORIGINS = 8  # rolling origins of the guard against the naive forecast (benchmarks/nas_origins.py)
 WIN_SHARE = 0.75  # the share of them the ensemble must beat it on
-NAIVE = ("naive_last", "naive_seasonal")  # the families the guard compares with (config.NAIVE_FAMILIES)
 PRED_VAL, PRED_TEST, PREDICTIONS = "pred_val.npy", "pred_test.npy", "predictions.json"
 TARGETS = "targets"
 _CHUNK = 1 << 16  # window elements per block while the Gram matrix is filled
@@ -321,10 +321,11 @@ class EnsembleBuilder:
             "best_single": {"run_id": best.name, "val_mse": float(gram[0, 0])},
             "rounds": self.rounds, "pool": len(pool), "skipped": len(others), "targets": lead,
             "selection": selection,
-            "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE, kept only when it "
-                    f"beats the best naive forecast on {WIN_SHARE:.0%} of {self.origins} rolling origins "
-                    "(consecutive blocks of validation windows); MSE/MAE over every window element, on standardised "
-                    "data, from the stored float16 predictions",
+            "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE, "
+                    + (f"kept only when it beats the best naive forecast on {WIN_SHARE:.0%} of {self.origins} rolling "
+                       "origins (consecutive blocks of validation windows)" if self.origins else "no naive guard")
+                    + "; MSE/MAE over every window element, on standardised data, from the stored float16 "
+                    "predictions",
         }
 
     def _mix(self, chosen: list[tuple[Member, int]], targets: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
@@ -346,8 +347,8 @@ class EnsembleBuilder:
     def _guard(self, pool: list[Member], chosen: list[tuple[Member, int]], greedy: dict[str, np.ndarray],
                targets: dict[str, np.ndarray]) -> dict[str, Any]:
         """The rolling-origin check of the greedy ensemble against the best naive forecast in the pool."""
-        naive = [m for m in pool if m.family in NAIVE]
-        if not naive or not self.origins or all(m.family in NAIVE for m, _ in chosen):
+        naive = [m for m in pool if m.family in NAIVE_FAMILIES]
+        if not naive or not self.origins or all(m.family in NAIVE_FAMILIES for m, _ in chosen):
             return {"kept": "ensemble", "origins": self.origins, "against": None}
         ref = naive[0]  # the pool is sorted best first
         mine = block_mse(greedy["val"], targets["val"], self.origins)

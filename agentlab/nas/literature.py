@@ -85,7 +85,12 @@ def render(ours: dict[str, Any], table: dict[str, Any], ensemble: dict[str, Any]
     mine = {"model": f"**this search: {ours['family']}**", "mse": ours["test_mse"], "mae": ours.get("test_mae"),
             "lookback": str(ours["seq_len"]), "protocol": "fair", "source": "best trial by validation MSE"}
     ours_rows = [mine]
-    if ensemble:
+    kept = ((ensemble or {}).get("selection") or {}).get("kept", "ensemble")
+    if ensemble and kept != "ensemble":
+        ours_rows.append({"model": f"**this search: the naive forecast {kept}**", "mse": ensemble["test_mse"],
+                          "mae": ensemble.get("test_mae"), "lookback": "-", "protocol": "fair",
+                          "source": "kept over the ensemble of the trials on rolling origins of validation"})
+    elif ensemble:
         ours_rows.append({"model": f"**this search: ensemble of {len(ensemble['members'])} trials**",
                           "mse": ensemble["test_mse"], "mae": ensemble.get("test_mae"), "lookback": "per trial",
                           "protocol": "fair", "source": "greedy ensemble of the trials by validation MSE"})
@@ -102,5 +107,6 @@ def render(ours: dict[str, Any], table: dict[str, Any], ensemble: dict[str, Any]
         lines += ["", f"This search's best trial has a lower test MSE than {beaten} of the {len(fair)} fair results."]
         if ensemble:
             beaten = sum(1 for r in fair if ensemble["test_mse"] < r["mse"])
-            lines[-1] += f" Its ensemble (the final model) has a lower test MSE than {beaten} of them."
+            lines[-1] += (f" Its final model ({'the ensemble' if kept == 'ensemble' else kept}) has a lower test MSE "
+                          f"than {beaten} of them.")
     return lines

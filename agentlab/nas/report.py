@@ -66,7 +66,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         beaten = sum(1 for r in fair if best["test_mse"] < r["mse"])
         top = min(fair, key=lambda r: r["mse"])
         by_ensemble = "" if not ensemble else (
-            f"; the ensemble: lower than {sum(1 for r in fair if ensemble['test_mse'] < r['mse'])}")
+            f"; the {final_name(ensemble)}: lower than {sum(1 for r in fair if ensemble['test_mse'] < r['mse'])}")
         lines.append(f"published ({literature['dataset']}, horizon {literature['horizon']}, every test window): "
                      f"lower test MSE than {beaten} of {len(fair)}{by_ensemble}; the best, {top['model']}, has "
                      f"{top['mse']:.3f} ({STANDARDISED})")
@@ -118,6 +118,13 @@ def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = 
             f"{short(ensemble['val_mse'], 4)}, test MSE {short(ensemble['test_mse'], 4)}, test MAE "
             f"{short(ensemble['test_mae'], 4)} (best single trial: val {short(best['val_mse'], 4)}, test "
             f"{short(best['test_mse'], 4)}; chosen on validation only)")
+
+
+def final_name(ensemble: dict[str, Any]) -> str:
+    """What the ensemble block holds as the final model: "ensemble", or "the naive forecast X" when the guard kept
+    it in the ensemble's place."""
+    kept = (ensemble.get("selection") or {}).get("kept", "ensemble")
+    return "ensemble" if kept == "ensemble" else f"the naive forecast {kept}"
 
 
 def guard_line(ensemble: dict[str, Any]) -> str:
@@ -322,13 +329,14 @@ def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], fin
             use += (f" So the final model is {sel['kept']} alone; the greedy ensemble ({len(sel['greedy']['members'])}"
                     f" members) had val MSE {_fmt(sel['greedy']['val_mse'])}, test MSE "
                     f"{_fmt(sel['greedy']['test_mse'])}.")
-    lines = [f"## Final model: {'ensemble' if final == 'ensemble' else 'best trial'}", "",
+    lines = [f"## Final model: {final_name(ensemble) if final == 'ensemble' else 'best trial'}", "",
              f"Greedy ensemble selection with replacement (Caruana et al. 2004) on validation MSE over a pool of "
              f"{ensemble['pool']} forecasts (the finished trials and the naive forecasts), {ensemble['rounds']} "
              "rounds; the test windows are only scored. "
              + use, "",
              "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",
-             f"| ensemble ({len(ensemble['members'])} members) | {_fmt(ensemble['val_mse'])} | "
+             f"| {final_name(ensemble) if guard_line(ensemble) else 'ensemble'} ({len(ensemble['members'])} "
+             f"member{'s' if len(ensemble['members']) != 1 else ''}) | {_fmt(ensemble['val_mse'])} | "
              f"{_fmt(ensemble['val_mae'])} | {_fmt(ensemble['test_mse'])} | {_fmt(ensemble['test_mae'])} |",
              f"| best single trial {best['run_id']} | {_fmt(best['val_mse'])} | - | {_fmt(best['test_mse'])} | "
              f"{_fmt(best['test_mae'])} |", "", "| member | family | weight | val MSE | test MSE |",

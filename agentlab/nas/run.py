@@ -503,10 +503,14 @@ def naive_references(cfg: NASConfig, prepared: PreparedData | None, run_path: Pa
                 continue
             if check_model(naive, data) is not None:
                 continue
-            result = train_trial(naive, data, folder, predictions=True)
-            if result.predictions is None:
+            try:
+                result = train_trial(naive, data, folder, predictions=True)
+                if result.predictions is None:
+                    continue
+                save_predictions(run_path, folder, result.predictions["val"], result.predictions["test"])
+            except (OSError, RuntimeError, ValueError) as exc:  # the search goes on; the ensemble without it
+                log.warning("ensemble: no %s reference forecast (%s)", family, exc)
                 continue
-            save_predictions(run_path, folder, result.predictions["val"], result.predictions["test"])
         out[family] = folder
     return out
 

@@ -318,10 +318,10 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             pred, true = self.forward(self.train.take(starts), starts + self.train.offset)
             loss = self.loss(pred, true)
-            aux = getattr(self.model, "aux_loss", None)  # duet's router load balance
+            value = loss.item()  # the task's loss: what the history records
+            aux = getattr(self.model, "aux_loss", None)  # duet's router load balance joins the gradient only
             if aux is not None:
                 loss = loss + aux
-            value = loss.item()
             if not math.isfinite(value):
                 return math.inf, False
             loss.backward()
