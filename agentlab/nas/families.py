@@ -301,8 +301,10 @@ class DUETCore(nn.Module):
     Temporal clustering (TCM): each channel's window is one sample; the distribution router (an MLP over the raw,
     un-normalised window, so it sees level and scale) scores ``n_experts`` linear pattern extractors, noise is added
     to the scores while training (its scale learned too), and the ``top_k`` best get the softmax weights,
-    renormalised. Each extractor is DLinear's (a moving-average trend and the seasonal rest, one linear map each,
-    seq_len -> d_model, started as the window mean) on the normalised window. Every expert is computed and the
+    renormalised; evaluation routes on the clean scores alone, as the reference code does (the learned mix ``mix``,
+    its W_h, only turns the noisy ones). Each extractor is DLinear's (a moving-average trend and the seasonal rest,
+    one linear map each, seq_len -> d_model, started as the window mean) on the normalised window. Every expert is
+    computed and the
     unchosen weighted by zero: the same sums as a sparse dispatch, simpler and as fast at these sizes on a CPU.
 
     Channel clustering (CCM): the amplitudes of each channel's real FFT, projected by a learned matrix A; the
