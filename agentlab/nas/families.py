@@ -304,8 +304,8 @@ class DUETCore(nn.Module):
     renormalised; evaluation routes on the clean scores alone, as the reference code does (the learned mix ``mix``,
     its W_h, only turns the noisy ones). Each extractor is DLinear's (a moving-average trend and the seasonal rest,
     one linear map each, seq_len -> d_model, started as the window mean) on the normalised window. Every expert is
-    computed and the
-    unchosen weighted by zero: the same sums as a sparse dispatch, simpler and as fast at these sizes on a CPU.
+    computed and the unchosen weighted by zero: the same sums as a sparse dispatch, simpler and as fast at these sizes
+    on a CPU.
 
     Channel clustering (CCM): the amplitudes of each channel's real FFT, projected by a learned matrix A; the
     squared distance of two channels' projections gives the similarity 1 / distance, scaled per row so the closest
