@@ -300,8 +300,10 @@ def issue61_lines(horizon: int, seeds: list[int], models: dict[int, dict[str, An
         lines.append(f"target (issue 61): the duet family alone (trial 0, DUET's reference settings) within 2% of "
                      f"its published {published}: {'met' if mean <= published * 1.02 else 'missed'} ({mean:.4f}, "
                      f"{mean / published:.3f}x; seeds {', '.join(f'{v:.4f}' for v in duet)})")
-    kept = [str(((results[(horizon, s)]["results"].get("ensemble") or {}).get("selection") or {}).get("kept", "-"))
-            for s in seeds]
+    from agentlab.nas.ensemble import kept_naive
+
+    blocks = [results[(horizon, s)]["results"].get("ensemble") or {} for s in seeds]
+    kept = [(kept_naive(b) or "ensemble") if b.get("selection") else "-" for b in blocks]
     lines.append("final choice by seed (rolling-origin guard): " + ", ".join(f"seed {s} {k}" for s, k in
                                                                            zip(seeds, kept, strict=True)))
     return lines
@@ -310,20 +312,25 @@ def issue61_lines(horizon: int, seeds: list[int], models: dict[int, dict[str, An
 def family_curves(out: Path, family: str, path: Path) -> int:
     """The learning curves of every ``family`` trial of the searches under ``out`` (validation MSE and training loss
     by epoch, one panel per horizon, a line per trial; each trial's test MSE in its label) as a PNG; how many."""
+    import io
+
+    import yaml
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from agentlab.core.runs import atomic_write_bytes
 
     trials: dict[int, list[tuple[str, list[dict[str, float]], float]]] = {}
     for run in sorted(out.glob("h*-s*")):
         horizon, seed = run.name[1:].split("-s")
         for trial in sorted((run / "trials").glob("run_*")):
             try:
-                config = (trial / "config_used.yaml").read_text()
+                used = yaml.safe_load((trial / "config_used.yaml").read_text())["model"]["family"]
                 history = json.loads((trial / "history.json").read_text())
                 metrics = json.loads((trial / "metrics.json").read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
                 continue
-            if f"family: {family}" in config and history:
+            if used == family and history:
                 trials.setdefault(int(horizon), []).append((f"s{seed} {trial.name}", history,
                                                             float(metrics.get("test_mse", math.nan))))
     if not trials:
@@ -342,8 +349,9 @@ def family_curves(out: Path, family: str, path: Path) -> int:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
     return sum(len(v) for v in trials.values())
 
 

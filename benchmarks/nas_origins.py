@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from nas_selection import records, run_folders  # noqa: E402
 
 from agentlab.nas.config import NAIVE_FAMILIES  # noqa: E402
-from agentlab.nas.ensemble import ORIGINS, WIN_SHARE, EnsembleBuilder  # noqa: E402
+from agentlab.nas.ensemble import ORIGINS, PREDICTIONS, REFERENCES, WIN_SHARE, EnsembleBuilder  # noqa: E402
 
 KINDS = ("walk", "walk-vol", "ar", "seasonal")
 
@@ -108,20 +108,27 @@ def search(kind: str, seed: int, args: argparse.Namespace) -> Path:
 def replay(run: Path, ks: list[int]) -> dict[str, Any] | None:
     """The final model's test MSE for each k, the naive last value's and the greedy ensemble's."""
     recs = records(run)
-    refs = {f: run / "naive" / f for f in NAIVE_FAMILIES if (run / "naive" / f / "predictions.json").is_file()}
-    naive_file = run / "naive" / "naive_last" / "metrics.json"
+    refs = {f: run / REFERENCES / f for f in NAIVE_FAMILIES if (run / REFERENCES / f / PREDICTIONS).is_file()}
+    naive_file = run / REFERENCES / "naive_last" / "metrics.json"
     if not naive_file.is_file():
         return None
     naive = float(json.loads(naive_file.read_text())["test_mse"])
     out: dict[str, Any] = {"naive": naive}
+    builder = EnsembleBuilder(run)  # one per run: the Gram matrix is filled once for every k
     for k in ks:
-        block = EnsembleBuilder(run, origins=k).build(recs, family=lambda r: r.params.get("model.family", "linear"),
-                                                      references=refs)
+        builder.origins = k
+        block = builder.build(recs, family=lambda r: r.params.get("model.family", "linear"), references=refs)
         if block is None:
             return None
         out[k] = block["test_mse"]
         out[f"{k} kept"] = block["selection"]["kept"]
     return out
+
+
+def row_line(label: str, row: dict[str, Any], ks: list[int]) -> str:
+    """One series' line: the naive last value's test MSE, then each k's final model and what it was."""
+    return f"{label}: naive {row['naive']:.4f}  " + "  ".join(
+        f"k={k} {row[k]:.4f} ({'ens' if row[f'{k} kept'] == 'ensemble' else 'naive'})" for k in ks)
 
 
 def geo(values: list[float]) -> float:
@@ -149,22 +156,19 @@ def main() -> None:
             if row is not None:
                 row["seed"] = seed
                 table.setdefault(kind, []).append(row)
-                print(f"{kind} seed {seed}: naive {row['naive']:.4f}  " + "  ".join(
-                    f"k={k} {row[k]:.4f} ({'ens' if row[f'{k} kept'] == 'ensemble' else 'naive'})" for k in ks),
-                    flush=True)
+                print(row_line(f"{kind} seed {seed}", row, ks), flush=True)
     for run in run_folders(args.runs):
         row = replay(run, ks)
         if row is not None:
-            row["seed"] = -1
+            row["seed"] = None  # nothing was chosen on these: they belong with the held-out seeds
             table.setdefault("ETTh1", []).append(row)
-            print(f"ETTh1 {run.name}: naive {row['naive']:.4f}  " + "  ".join(
-                f"k={k} {row[k]:.4f} ({'ens' if row[f'{k} kept'] == 'ensemble' else 'naive'})" for k in ks))
+            print(row_line(f"ETTh1 {run.name}", row, ks))
     groups = {"every seed": table}
     if args.held_out:
         groups = {f"seeds below {args.held_out} (what k and the share were chosen on)":
-                  {k: [r for r in v if r["seed"] < args.held_out] for k, v in table.items()},
+                  {k: [r for r in v if r["seed"] is not None and r["seed"] < args.held_out] for k, v in table.items()},
                   f"seeds {args.held_out} and up (held out)":
-                  {k: [r for r in v if r["seed"] >= args.held_out] for k, v in table.items()}}
+                  {k: [r for r in v if r["seed"] is None or r["seed"] >= args.held_out] for k, v in table.items()}}
     for title, group in groups.items():
         print(f"\n{title}: test MSE of the final model / the naive last value's (geometric mean, worst, series > 1% "
               "worse) and / the greedy ensemble's (k=0: no guard)")

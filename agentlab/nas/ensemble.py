@@ -50,6 +50,7 @@ ORIGINS = 8  # rolling origins of the guard against the naive forecast (benchmar
 WIN_SHARE = 0.75  # the share of them the ensemble must beat it on
 PRED_VAL, PRED_TEST, PREDICTIONS = "pred_val.npy", "pred_test.npy", "predictions.json"
 TARGETS = "targets"
+REFERENCES = "naive"  # <run>/naive/<family>/: the naive reference forecasts (nas.run.naive_references)
 _CHUNK = 1 << 16  # window elements per block while the Gram matrix is filled
 _F16_MAX = float(np.finfo(np.float16).max)
 
@@ -152,6 +153,13 @@ class Member:
 
     def test(self) -> np.ndarray:
         return np.load(self.folder / PRED_TEST, mmap_mode="r", allow_pickle=False)
+
+
+def kept_naive(block: dict[str, Any] | None) -> str | None:
+    """The naive forecast the guard kept in the ensemble's place (its family), from results.json's ``ensemble``
+    block; None when the ensemble is the final model, or there is no block."""
+    kept = ((block or {}).get("selection") or {}).get("kept", "ensemble")
+    return None if kept == "ensemble" else str(kept)
 
 
 def block_mse(pred: np.ndarray, true: np.ndarray, origins: int = ORIGINS) -> np.ndarray:
@@ -357,8 +365,8 @@ class EnsembleBuilder:
         return {"kept": "ensemble" if wins >= need else ref.name, "origins": len(mine), "against": ref.name,
                 "wins": wins, "needed": need, "ensemble_block_mse": [round(float(v), 6) for v in mine],
                 "naive_block_mse": [round(float(v), 6) for v in theirs],
-                "greedy": {"val_mse": float(np.mean(np.square(greedy["val"] - targets["val"]))),
-                           "test_mse": float(np.mean(np.square(greedy["test"] - targets["test"]))),
+                "greedy": {"val_mse": _errors(greedy["val"], targets["val"])[0],
+                           "test_mse": _errors(greedy["test"], targets["test"])[0],
                            "members": [m.name for m, _ in chosen]}}
 
     def _relative(self, folder: Path) -> str:

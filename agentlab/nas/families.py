@@ -323,7 +323,7 @@ class DUETCore(nn.Module):
     def __init__(self, seq_len: int, pred_len: int, n_experts: int, top_k: int, d_model: int, n_heads: int,
                  e_layers: int, d_ff: int, dropout: float, fc_dropout: float, activation: str, moving_avg: int):
         super().__init__()
-        self.n_experts, self.top_k, self.moving_avg, self.n_heads = n_experts, top_k, moving_avg, n_heads
+        self.n_experts, self.top_k, self.moving_avg = n_experts, top_k, moving_avg
 
         def router() -> nn.Module:
             return nn.Sequential(nn.Linear(seq_len, self.ROUTER_HIDDEN, bias=False), nn.ReLU(),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentlab.nas.ensemble import kept_naive
+
 
 @dataclass(frozen=True)
 class Published:
@@ -85,8 +87,8 @@ def render(ours: dict[str, Any], table: dict[str, Any], ensemble: dict[str, Any]
     mine = {"model": f"**this search: {ours['family']}**", "mse": ours["test_mse"], "mae": ours.get("test_mae"),
             "lookback": str(ours["seq_len"]), "protocol": "fair", "source": "best trial by validation MSE"}
     ours_rows = [mine]
-    kept = ((ensemble or {}).get("selection") or {}).get("kept", "ensemble")
-    if ensemble and kept != "ensemble":
+    kept = kept_naive(ensemble)
+    if ensemble and kept:
         ours_rows.append({"model": f"**this search: the naive forecast {kept}**", "mse": ensemble["test_mse"],
                           "mae": ensemble.get("test_mae"), "lookback": "-", "protocol": "fair",
                           "source": "kept over the ensemble of the trials on rolling origins of validation"})
@@ -107,6 +109,6 @@ def render(ours: dict[str, Any], table: dict[str, Any], ensemble: dict[str, Any]
         lines += ["", f"This search's best trial has a lower test MSE than {beaten} of the {len(fair)} fair results."]
         if ensemble:
             beaten = sum(1 for r in fair if ensemble["test_mse"] < r["mse"])
-            lines[-1] += (f" Its final model ({'the ensemble' if kept == 'ensemble' else kept}) has a lower test MSE "
+            lines[-1] += (f" Its final model ({kept or 'the ensemble'}) has a lower test MSE "
                           f"than {beaten} of them.")
     return lines

@@ -12,6 +12,7 @@ from agentlab.core.runs import atomic_write_bytes, read_events, save_figure
 from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.records import TrialRecord, planner_label
 from agentlab.core.search.share import contribution_lines
+from agentlab.nas.ensemble import kept_naive
 from agentlab.nas.literature import render
 
 if TYPE_CHECKING:
@@ -123,15 +124,15 @@ def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = 
 def final_name(ensemble: dict[str, Any]) -> str:
     """What the ensemble block holds as the final model: "ensemble", or "the naive forecast X" when the guard kept
     it in the ensemble's place."""
-    kept = (ensemble.get("selection") or {}).get("kept", "ensemble")
-    return "ensemble" if kept == "ensemble" else f"the naive forecast {kept}"
+    kept = kept_naive(ensemble)
+    return f"the naive forecast {kept}" if kept else "ensemble"
 
 
 def guard_line(ensemble: dict[str, Any]) -> str:
     """Why the naive forecast replaced the greedy ensemble as the final model (``ensemble.selection``), else ""."""
-    sel = ensemble.get("selection") or {}
-    if sel.get("kept", "ensemble") == "ensemble":
+    if not kept_naive(ensemble):
         return ""
+    sel = ensemble["selection"]
     return (f"the ensemble of the trials beat it on {sel['wins']} of {sel['origins']} rolling origins of the "
             f"validation windows, fewer than {sel['needed']} (its val MSE {short(sel['greedy']['val_mse'], 4)})")
 
@@ -335,7 +336,7 @@ def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], fin
              "rounds; the test windows are only scored. "
              + use, "",
              "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",
-             f"| {final_name(ensemble) if guard_line(ensemble) else 'ensemble'} ({len(ensemble['members'])} "
+             f"| {final_name(ensemble)} ({len(ensemble['members'])} "
              f"member{'s' if len(ensemble['members']) != 1 else ''}) | {_fmt(ensemble['val_mse'])} | "
              f"{_fmt(ensemble['val_mae'])} | {_fmt(ensemble['test_mse'])} | {_fmt(ensemble['test_mae'])} |",
              f"| best single trial {best['run_id']} | {_fmt(best['val_mse'])} | - | {_fmt(best['test_mse'])} | "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.search.records import TrialRecord, state_counts
 from agentlab.nas.config import NASConfig, apply_changes
-from agentlab.nas.ensemble import EnsembleBuilder
+from agentlab.nas.ensemble import EnsembleBuilder, kept_naive
 from agentlab.nas.literature import comparison, recognise
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def final_model(ensemble: dict[str, Any] | None, best: TrialRecord | None) -> st
     files went missing); 1e-3 of slack for the float16 forecasts it is measured on."""
     if ensemble is None:
         return "best"
-    if (ensemble.get("selection") or {}).get("kept", "ensemble") != "ensemble":
+    if kept_naive(ensemble):
         return "ensemble"  # the rolling-origin guard kept the naive forecast alone: it is the final model
     if best is not None and best.value is not None and ensemble["val_mse"] > best.value * (1 + 1e-3):
         return "best"

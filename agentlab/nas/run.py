@@ -62,7 +62,7 @@ from agentlab.nas.config import (
     space_meanings,
     space_values,
 )
-from agentlab.nas.ensemble import PREDICTIONS, EnsembleBuilder, save_predictions
+from agentlab.nas.ensemble import PREDICTIONS, REFERENCES, EnsembleBuilder, save_predictions
 from agentlab.nas.own_code import (
     command_objective,
     command_space,
@@ -366,7 +366,6 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         if leads:
             announce(f"warm start: {len(leads)} lead(s) run first after the base config (search.warm_start)")
         objective = _objective(cfg, prepared, run_dir, progress, lambda: holder["best"])
-        holder["references"] = lambda: naive_references(cfg, prepared, run_dir.path)
         spaces = objective.workspaces if isinstance(objective, CommandObjective) else None
         if spaces is not None:
             spaces.cleanup()  # worktrees a killed run left registered
@@ -388,7 +387,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                           stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
                                          cfg.search.target),
                           on_event=run_dir.event,
-                          on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce, code),
+                          on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce, code, prepared),
                           progress=progress, run_dir=str(run_dir.path))
         if isinstance(objective, CommandObjective) and objective.code is not None:
             objective.code.plan_of = lambda number: loop.store.get(number).user_attrs.get("plan") or {}
@@ -433,10 +432,11 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
 
 
 def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, study: Any, holder: dict[str, Any],
-              announce: Callable[[str], None], code: CodeSearch | None = None
-              ) -> Callable[[list[TrialRecord]], None]:
+              announce: Callable[[str], None], code: CodeSearch | None = None,
+              prepared: PreparedData | None = None) -> Callable[[list[TrialRecord]], None]:
     """After every trial: agent_state.json and ``holder["best"]``; for a command objective one console line per
-    trial finished here; for the forecaster the MLflow trials and the ensemble (``holder["ensemble"]``)."""
+    trial finished here; for the forecaster the MLflow trials and the ensemble (``holder["ensemble"]``), the naive
+    reference forecasts of ``prepared`` in its pool."""
     metric, direction = metric_of(cfg)
     builder = EnsembleBuilder(run_dir.path) if cfg.search.ensemble and cfg.objective is None else None
     # finished before: not announced again (an interrupted trial, waiting to run again, is announced when it ends)
@@ -458,7 +458,8 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
             return
         log_trials(tracker, study, records, run_dir.path)
         if builder is not None:
-            holder["ensemble"] = build_ensemble(cfg, builder, records, study, holder["references"]())
+            holder["ensemble"] = build_ensemble(cfg, builder, records, study,
+                                                naive_references(cfg, prepared, run_dir.path))
             if holder["ensemble"] is not None:
                 run_dir.write_json("ensemble.json", holder["ensemble"])
 
@@ -493,7 +494,7 @@ def naive_references(cfg: NASConfig, prepared: PreparedData | None, run_path: Pa
 
     out = {}
     for family in NAIVE_FAMILIES:
-        folder = run_path / "naive" / family
+        folder = run_path / REFERENCES / family
         if not (folder / PREDICTIONS).is_file():
             try:
                 naive = apply_changes(cfg, {"model.family": family})
