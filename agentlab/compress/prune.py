@@ -91,17 +91,6 @@ def parse_pattern(pattern: str, sparsity: float | None) -> tuple[int, int] | Non
     return n, m
 
 
-def layer_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """True where a weight goes: the ``round(numel * sparsity)`` lowest scores of the whole layer."""
-    import torch
-
-    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    k = round(score.numel() * sparsity)
-    if k:
-        mask[torch.topk(score.flatten(), k, largest=False).indices] = True
-    return mask.view_as(score)
-
-
 def row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     """True where a weight goes: the ``round(in_features * sparsity)`` lowest scores of each output row (Wanda's
     comparison group: each output sums its own inputs, so weights compete within the row they feed)."""
@@ -139,7 +128,8 @@ def magnitude_prune(model: Any, sparsity: float | None, pattern: str = "unstruct
     with torch.no_grad():
         for lin in decoder_linears(model).values():
             score = lin.weight.detach().abs().float()
-            mask = nm_mask(score, *nm) if nm else layer_mask(score, sparsity or 0.0)
+            # the whole layer as one row: its lowest scores go, wherever they are
+            mask = nm_mask(score, *nm) if nm else row_mask(score.view(1, -1), sparsity or 0.0).view_as(score)
             lin.weight[mask] = 0
     return _report("magnitude", model, pattern, sparsity, nm, start)
 
@@ -388,9 +378,9 @@ def _prune_mlp(model: Any, keep: int, norms: dict[str, Any] | None) -> None:
 
 def keep_mlp_channels(mlp: Any, idx: torch.Tensor) -> None:
     """Keep the MLP's intermediate channels ``idx``: rows of ``gate_proj`` / ``up_proj``, columns of ``down_proj``."""
-    _keep_rows(mlp.gate_proj, idx)
-    _keep_rows(mlp.up_proj, idx)
-    _keep_cols(mlp.down_proj, idx)
+    _keep(mlp.gate_proj, idx, 0)
+    _keep(mlp.up_proj, idx, 0)
+    _keep(mlp.down_proj, idx, 1)
     if hasattr(mlp, "intermediate_size"):
         mlp.intermediate_size = len(idx)
 
@@ -426,28 +416,21 @@ def keep_kv_groups(attn: Any, groups: list[int], rep: int, head_dim: int) -> Non
 
     q_idx = torch.cat([torch.arange(g * rep * head_dim, (g + 1) * rep * head_dim) for g in groups])
     kv_idx = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim) for g in groups])
-    _keep_rows(attn.q_proj, q_idx)
-    _keep_rows(attn.k_proj, kv_idx)
-    _keep_rows(attn.v_proj, kv_idx)
-    _keep_cols(attn.o_proj, q_idx)
+    _keep(attn.q_proj, q_idx, 0)
+    _keep(attn.k_proj, kv_idx, 0)
+    _keep(attn.v_proj, kv_idx, 0)
+    _keep(attn.o_proj, q_idx, 1)
     for name, value in (("num_heads", len(groups) * rep), ("num_key_value_heads", len(groups))):
         if hasattr(attn, name):
             setattr(attn, name, value)
 
 
-def _keep_rows(lin: Any, idx: torch.Tensor) -> None:
+def _keep(lin: Any, idx: torch.Tensor, dim: int) -> None:
+    """Keep the output rows (``dim`` 0, with their biases) or the input columns (``dim`` 1) ``idx`` of ``lin``."""
     import torch
 
     idx = idx.to(lin.weight.device)
-    lin.weight = torch.nn.Parameter(lin.weight.data[idx].clone(), requires_grad=lin.weight.requires_grad)
-    if lin.bias is not None:
+    lin.weight = torch.nn.Parameter(lin.weight.data.index_select(dim, idx), requires_grad=lin.weight.requires_grad)
+    if dim == 0 and lin.bias is not None:
         lin.bias = torch.nn.Parameter(lin.bias.data[idx].clone(), requires_grad=lin.bias.requires_grad)
-    lin.out_features = len(idx)
-
-
-def _keep_cols(lin: Any, idx: torch.Tensor) -> None:
-    import torch
-
-    idx = idx.to(lin.weight.device)
-    lin.weight = torch.nn.Parameter(lin.weight.data[:, idx].clone(), requires_grad=lin.weight.requires_grad)
-    lin.in_features = len(idx)
+    lin.out_features, lin.in_features = lin.weight.shape
