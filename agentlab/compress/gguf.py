@@ -111,25 +111,18 @@ def latency_gguf(path: str | Path, *, prompt_tokens: int = 128, new_tokens: int 
     with open_gguf(path, n_ctx=prompt_tokens + new_tokens + 1, n_threads=n_threads) as llm:
         prompt = prompt_ids(tokenize_gguf(llm, text), prompt_tokens)
         runs = []
-        for i in range(warmup + repeats):
-            start, stamps = _timed_greedy(llm, prompt, new_tokens)
-            if i >= warmup:
-                runs.append((stamps[0] - start, stamps[-1] - stamps[0]))
+        for _ in range(warmup + repeats):
+            llm.reset()  # no prefix reuse: generate() would otherwise skip the prompt it evaluated last time
+            stamps: list[float] = []
+            start = time.perf_counter()
+            for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+                stamps.append(time.perf_counter())
+                if len(stamps) == new_tokens:
+                    break
+            runs.append((stamps[0] - start, stamps[-1] - stamps[0]))
         threads = int(llm.context_params.n_threads)
     return summarize_latency(runs, backend="llama.cpp", device="cpu", threads=threads, prompt_tokens=prompt_tokens,
                              new_tokens=new_tokens, warmup=warmup)
-
-
-def _timed_greedy(llm: Llama, prompt: list[int], new_tokens: int) -> tuple[float, list[float]]:
-    """Start time and one time stamp per new token of a greedy generation from an empty cache."""
-    llm.reset()  # no prefix reuse: generate() would otherwise skip the prompt it evaluated last time
-    stamps: list[float] = []
-    start = time.perf_counter()
-    for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
-        stamps.append(time.perf_counter())
-        if len(stamps) == new_tokens:
-            break
-    return start, stamps
 
 
 def gguf_tensor_types(path: str | Path) -> dict[str, int]:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +136,6 @@ class Latency:
     prefill_s: tuple[float, ...]  # each timed run: seconds to the first new token
     decode_s: tuple[float, ...]  # each timed run: seconds from the first to the last new token
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def check_latency_args(prompt_tokens: int, new_tokens: int, repeats: int, warmup: int) -> None:
     """``InputError`` for counts that cannot give a rate (decode needs two new tokens to time one step)."""
@@ -158,10 +155,11 @@ def prompt_ids(ids: list[int], prompt_tokens: int) -> list[int]:
 
 def summarize_latency(runs: list[tuple[float, float]], *, backend: str, device: str, threads: int,
                       prompt_tokens: int, new_tokens: int, warmup: int) -> Latency:
-    """A :class:`Latency` from the timed runs' ``(seconds to first token, seconds of decode)``."""
-    prefill = [t for t, _ in runs]
-    decode = [t for _, t in runs]
-    return Latency(backend, device, threads, prompt_tokens, new_tokens, len(runs), warmup,
+    """A :class:`Latency` from every run's ``(seconds to first token, seconds of decode)``, the ``warmup`` first
+    ones left out."""
+    prefill = [t for t, _ in runs[warmup:]]
+    decode = [t for _, t in runs[warmup:]]
+    return Latency(backend, device, threads, prompt_tokens, new_tokens, len(prefill), warmup,
                    prompt_tokens / statistics.median(prefill), (new_tokens - 1) / statistics.median(decode),
                    tuple(prefill), tuple(decode))
 
@@ -190,10 +188,10 @@ def latency_hf(model: Any, tokenizer: Any, *, prompt_tokens: int = 128, new_toke
             clock = _TokenClock()
             model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                            generation_config=config, streamer=clock)
-            if len(clock.stamps) != new_tokens:
-                raise AgentlabError(f"latency: generate made {len(clock.stamps)} tokens, asked for {new_tokens}")
-            if i >= warmup:
-                runs.append((clock.stamps[0] - clock.start, clock.stamps[-1] - clock.stamps[0]))
+            stamps = clock.stamps[1:]  # the new tokens'
+            if len(stamps) != new_tokens:
+                raise AgentlabError(f"latency: generate made {len(stamps)} tokens, asked for {new_tokens}")
+            runs.append((stamps[0] - clock.start, stamps[-1] - stamps[0]))
             if on_step is not None:
                 on_step(i + 1, warmup + repeats)
     return summarize_latency(runs, backend="transformers", device=str(device), threads=torch.get_num_threads(),
@@ -201,18 +199,15 @@ def latency_hf(model: Any, tokenizer: Any, *, prompt_tokens: int = 128, new_toke
 
 
 class _TokenClock:
-    """A ``generate`` streamer that time-stamps each new token (its first ``put`` is the prompt). ``put`` receives
-    CPU tensors, so on CUDA each stamp follows the device's work."""
+    """A ``generate`` streamer that time-stamps each ``put``: the prompt, then each new token. ``put`` receives CPU
+    tensors, so on CUDA each stamp follows the device's work."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.stamps: list[float] = []
-        self._prompt_seen = False
 
     def put(self, value: Any) -> None:
-        if self._prompt_seen:
-            self.stamps.append(time.perf_counter())
-        self._prompt_seen = True
+        self.stamps.append(time.perf_counter())
 
     def end(self) -> None:
         pass
@@ -245,14 +240,8 @@ def size_on_disk(path: str | Path) -> int:
         return root.stat().st_size
     if not root.is_dir():
         raise InputError(f"{root}: not found", hint="give a model file or folder")
-    seen, total = set(), 0
-    for file in root.rglob("*"):
-        if file.is_file():
-            stat = file.stat()
-            if (stat.st_dev, stat.st_ino) not in seen:
-                seen.add((stat.st_dev, stat.st_ino))
-                total += stat.st_size
-    return total
+    stats = [file.stat() for file in root.rglob("*") if file.is_file()]
+    return sum({(stat.st_dev, stat.st_ino): stat.st_size for stat in stats}.values())
 
 
 def param_count(model: Any, *, nonzero: bool = False) -> int:
@@ -260,11 +249,8 @@ def param_count(model: Any, *, nonzero: bool = False) -> int:
     which is what unstructured pruning changes (the tensors keep their shapes)."""
     import torch
 
-    total = 0
     with torch.no_grad():
-        for p in model.parameters():
-            total += int(torch.count_nonzero(p)) if nonzero else p.numel()
-    return total
+        return sum(int(torch.count_nonzero(p)) if nonzero else p.numel() for p in model.parameters())
 
 
 @dataclass

@@ -5,6 +5,7 @@ SmolLM2 to Q8_0 and checks its perplexity on real text against the unquantized f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -115,7 +116,7 @@ def check_latency(lat, backend: str, prompt_tokens: int, new_tokens: int, repeat
     assert all(t > 0 for t in lat.prefill_s + lat.decode_s)
     assert lat.prefill_tps == pytest.approx(prompt_tokens / statistics.median(lat.prefill_s))
     assert lat.decode_tps == pytest.approx((new_tokens - 1) / statistics.median(lat.decode_s))
-    assert set(lat.to_dict()) >= {"prefill_tps", "decode_tps", "threads", "backend", "repeats"}
+    assert set(dataclasses.asdict(lat)) >= {"prefill_tps", "decode_tps", "threads", "backend", "repeats"}
 
 
 def test_latency_hf_times_exactly_the_asked_tokens(hf_model: tuple) -> None:
