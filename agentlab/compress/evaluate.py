@@ -118,32 +118,22 @@ class Evaluator:
         digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return self.folder / f"{target.id}-{task}-{limit}-{digest}.json"
 
-    def cached(self, target: Target, task: str, limit: int) -> dict[str, Any] | None:
-        found = read_json(self._path(target, task, limit)) if self._path(target, task, limit).is_file() else None
-        return found if isinstance(found, dict) else None
-
     def base_items(self, task: str) -> dict[str, float] | None:
         """The base model's per-item scores on ``task``, the largest cached evaluation of it (None: not scored)."""
-        best: dict[str, float] | None = None
-        for path in sorted(self.folder.glob(f"base-{task}-*.json")):
-            found = read_json(path)
-            if isinstance(found, dict) and found.get("task") == task and (best is None or
-                                                                          len(found["items"]) > len(best)):
-                best = found["items"]
-        return best
+        found = [read_json(path) for path in sorted(self.folder.glob(f"base-{task}-*.json"))]
+        return max((f["items"] for f in found if isinstance(f, dict) and f.get("task") == task), key=len, default=None)
 
     def results(self, target: Target) -> list[dict[str, Any]]:
         """The cached evaluations of ``target``, with the paired difference against the base where the base was
         scored on the same items."""
-        out = []
-        for path in sorted(self.folder.glob(f"{target.id}-*.json")):
-            found = read_json(path)
-            if isinstance(found, dict) and found.get("target") == target.id and \
-                    found.get("experiment") == target.experiment:
-                base = None if target.id == "base" else self.base_items(str(found.get("task")))
-                out.append({**found, "cached": True,
-                            "paired": paired_difference(found["items"], base) if base else None})
-        return out
+        found = [read_json(path) for path in sorted(self.folder.glob(f"{target.id}-*.json"))]
+        return [self._with_paired(target, f, cached=True) for f in found
+                if isinstance(f, dict) and f.get("target") == target.id and f.get("experiment") == target.experiment]
+
+    def _with_paired(self, target: Target, found: dict[str, Any], *, cached: bool) -> dict[str, Any]:
+        """``found`` with ``cached`` and the paired difference against the base (None: the base is not scored)."""
+        base = None if target.id == "base" else self.base_items(str(found.get("task")))
+        return {**found, "cached": cached, "paired": paired_difference(found["items"], base) if base else None}
 
     def measured_n(self) -> int:
         """How many questions the run's own accuracy was measured on."""
@@ -157,8 +147,9 @@ class Evaluator:
         """The result of scoring ``target`` on the first ``limit`` items of ``task`` (read back when cached):
         accuracy, its 90% interval, the item count, the seconds spent, and the paired difference with the base."""
         path = self._path(target, task, limit)
-        found = self.cached(target, task, limit)
-        if found is None:
+        found = read_json(path) if path.is_file() else None
+        cached = isinstance(found, dict)
+        if not isinstance(found, dict):
             start = time.perf_counter()
             items, metric, how = self._score(target, task, limit)
             values = list(items.values())
@@ -170,11 +161,7 @@ class Evaluator:
                      "low": low, "high": high,
                      "model": how, "seconds": round(time.perf_counter() - start, 2), "items": items}
             atomic_write_json(path, found)
-            cached = False
-        else:
-            cached = True
-        base = None if target.id == "base" else self.base_items(task)
-        return {**found, "cached": cached, "paired": paired_difference(found["items"], base) if base else None}
+        return self._with_paired(target, found, cached=cached)
 
     def _score(self, target: Target, task: str, limit: int) -> tuple[dict[str, float], str, str]:
         """(doc_id -> the item's first metric, the metric's name, which model was scored)."""
@@ -190,7 +177,11 @@ class Evaluator:
                                 ) from exc
         finally:
             del lm, held
-            _free(self.inputs.device)
+            gc.collect()
+            if self.inputs.device == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
             shutil.rmtree(work, ignore_errors=True)
         score = scored.main(BASE, task)
         values = per_item(scored.samples[BASE].get(task, []), score.metric, score.filter)
@@ -241,14 +232,6 @@ class Evaluator:
         elif quant is not None:
             quantize_model(model, quant.method)  # in place
         return wrap_model(model, tokenizer, batch_size=self.inputs.measure.accuracy_batch).lm, how, model
-
-
-def _free(device: str) -> None:
-    gc.collect()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def describe(result: dict[str, Any]) -> str:
