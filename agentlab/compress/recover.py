@@ -127,11 +127,9 @@ def distill(student: Any, teacher: Any, tokenizer: Any, text: str, *, steps: int
             return float(loss_fn(chunks[:EVAL_CHUNKS].to(device)))
 
     grads, was_training = {n: p.requires_grad for n, p in student.named_parameters()}, student.training
-    params = []
     for name, param in student.named_parameters():
         param.requires_grad_(name.startswith("model.layers."))
-        if param.requires_grad:
-            params.append(param)
+    params = [p for p in student.parameters() if p.requires_grad]
     try:
         before = eval_loss()
         student.train()
