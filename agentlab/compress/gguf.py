@@ -167,9 +167,8 @@ def quantize_hf_to_gguf(hf_folder: str | Path, out_dir: str | Path, types: Itera
 
 
 def k_quant_fallbacks(kind: str, types: dict[str, int]) -> dict[str, int]:
-    """The tensor types other than K-types in a file made as K-quant ``kind`` (empty for other kinds): the weights
-    llama.cpp did not store in 256-value super-blocks (F16 where even 32-value blocks do not fit). F32 tensors are
-    left out: they are the norms, which llama.cpp never quantizes."""
+    """The tensor types other than K-types in a file made as K-quant ``kind`` (empty for other kinds): the fallbacks
+    of the module docstring. F32 tensors are left out: they are the norms, which llama.cpp never quantizes."""
     if "_k" not in kind:
         return {}
     return {t: n for t, n in types.items() if t not in K_TYPES and t != "F32"}

@@ -276,16 +276,14 @@ class PeakMemory:
                 "method": self.method, "interval_s": self.interval_s}
 
 
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 _hwm_lock = threading.Lock()
 _hwm_busy = False  # a block owns the kernel's high-water mark (a reset by a nested block would lose its peak)
 
 
 @contextmanager
 def peak_rss(interval_s: float = 0.005) -> Iterator[PeakMemory]:
-    """Measure the peak resident memory of this process over the ``with`` block (see :class:`PeakMemory`); the
-    fields are filled when the block ends. A thread samples RSS; on Linux the kernel's high-water mark is used
-    too, for the outermost block only (resetting it inside another block would lose that block's peak)."""
+    """Measure the peak resident memory of this process over the ``with`` block (see :class:`PeakMemory`), filled
+    when the block ends: RSS sampled on a thread, and on Linux the kernel's high-water mark of the outermost block."""
     import psutil
 
     global _hwm_busy
@@ -319,7 +317,7 @@ def _reset_hwm() -> bool:
     """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0: ``5`` to clear_refs); False where that is
     not possible (another OS, a locked-down /proc)."""
     try:
-        _CLEAR_REFS.write_text("5")
+        Path("/proc/self/clear_refs").write_text("5")
         return True
     except OSError:
         return False

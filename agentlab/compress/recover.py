@@ -28,12 +28,8 @@ EVAL_CHUNKS = 8  # fixed chunks of the training text on which the loss is measur
 
 def pruning_masks(model: Any) -> dict[str, Any]:
     """True where a decoder-block linear weight is zero, for the layers that have zeros: the pruned positions."""
-    masks = {}
-    for name, lin in decoder_linears(model).items():
-        mask = lin.weight.detach() == 0
-        if mask.any():
-            masks[name] = mask
-    return masks
+    masks = {name: lin.weight.detach() == 0 for name, lin in decoder_linears(model).items()}
+    return {name: mask for name, mask in masks.items() if mask.any()}
 
 
 def apply_masks(model: Any, masks: dict[str, Any]) -> None:
