@@ -271,10 +271,6 @@ class PeakMemory:
     def delta(self) -> int:
         return max(0, self.peak - self.before)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"before_bytes": self.before, "peak_bytes": self.peak, "delta_bytes": self.delta,
-                "method": self.method, "interval_s": self.interval_s}
-
 
 _hwm_lock = threading.Lock()
 _hwm_busy = False  # a block owns the kernel's high-water mark (a reset by a nested block would lose its peak)
