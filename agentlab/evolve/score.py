@@ -9,7 +9,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from agentlab.core.debate.answers import Answer, ballots
@@ -51,16 +51,6 @@ class ScoreSettings:
     score: str = "accuracy"  # the task part: accuracy (greedy) or loglik (mean per-token log-likelihood of the gold)
     validation: list[dict[str, Any]] = field(default_factory=list)  # what picks the final individual
     coop: bool = True  # ask the cooperation debate (its fitness weight is not 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScoreSettings:
-        return cls(**data)
-
-    def task(self) -> list[tuple[Question, Kind]]:
-        return task_of(self.questions)
 
 
 def task_of(questions: list[dict[str, Any]]) -> list[tuple[Question, Kind]]:
@@ -131,7 +121,7 @@ def reference(s: ScoreSettings, *, providers: dict[str, Provider] | None = None,
     if not s.coop:  # no cooperation part: no debate to compare against
         return {"round0": {}, "accuracy": {}, "replaced": None, "debate": [], "debate_accuracy": None,
                 "skipped": True}
-    task = s.task()
+    task = task_of(s.questions)
     panel = adapter_panel(s.base_model, s.seeds, device=s.device, batch=64)
 
     async def work(router: Router, gate: asyncio.Semaphore) -> tuple[dict[str, list[Answer]],
@@ -158,19 +148,16 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
     """Scores of each individual (``{"id", "path"}`` dicts) by id, or the error (a string) that stopped it."""
     start = time.perf_counter()
     paths = {ind["id"]: ind["path"] for ind in individuals}
-    logliks: dict[str, dict[str, list[float]]] = {}
-    if s.score == "loglik":
-        changes, out, logliks = _probe_and_logliks(s, paths, {"fitness": s.questions, "validation": s.validation})
-    else:
-        changes, out = _probe(s, paths)
+    changes, out, logliks = _probe(s, paths, {"fitness": s.questions, "validation": s.validation}
+                                   if s.score == "loglik" else {})
     live = [ind for ind in individuals if ind["id"] not in out]
     if not live:
         return out
-    task = s.task()
+    live_paths = {ind["id"]: ind["path"] for ind in live}
+    task = task_of(s.questions)
     greedy = task if s.score == "loglik" else task + task_of(s.validation)  # accuracy picks on validation answers
     # the seeds (named as in the reference) and the individuals; a seed scored as an individual is the same adapter
-    panel = adapter_panel(s.base_model, {**s.seeds, **{ind["id"]: ind["path"] for ind in live}}, device=s.device,
-                          batch=64)
+    panel = adapter_panel(s.base_model, {**s.seeds, **live_paths}, device=s.device, batch=64)
     agents = {a.name: a for a in panel.agents}
     seeds = list(s.seeds)
     first_ref = {name: [Answer.from_dict(a) for a in answers] for name, answers in ref["round0"].items()}
@@ -199,6 +186,8 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
 
     own, votes = _on_panel(panel, providers, work)
     seconds = round((time.perf_counter() - start) / len(live), 2)
+    # the task part from lm-eval on the fitness items
+    harness = harness_scores(s, live_paths, s.harness["fitness"]) if s.harness is not None else {}
     for ind, both, debate in zip(live, own, votes, strict=True):
         mine, held = both[:len(task)], both[len(task):]
         answers = [a.answer for a in mine]
@@ -215,20 +204,16 @@ def score_batch(s: ScoreSettings, ref: dict[str, Any], individuals: list[dict[st
             "debate": winners, "replaced": ref.get("replaced"),
             "tokens": sum(a.tokens for a in both) + sum(t for _, t in debate),
             "errors": sum(a.error is not None for a in both), "seconds": seconds, "batch": len(live)}
-        if s.validation and s.score != "loglik":
-            row["validation"] = round(_accuracy([a.answer for a in held], task_of(s.validation)), 4)
         if s.score == "loglik":
             mine_ll = logliks[ind["id"]]
             row.update(task=_mean(mine_ll["fitness"]), loglik=mine_ll["fitness"],
                        validation=_mean(mine_ll["validation"]) if s.validation else None)
+        elif s.validation:
+            row["validation"] = round(_accuracy([a.answer for a in held], task_of(s.validation)), 4)
+        if ind["id"] in harness:
+            h = harness[ind["id"]]
+            row.update(task=h["value"], answers=h["items"], correct=[v >= 1 for v in h["items"]], harness=h["scores"])
         out[ind["id"]] = row
-    if s.harness is not None:  # the task part from lm-eval on the fitness items
-        scored = harness_scores(s, {ind["id"]: ind["path"] for ind in live}, s.harness["fitness"])
-        for ind in live:
-            entry = out[ind["id"]]
-            assert isinstance(entry, dict)
-            entry.update(task=scored[ind["id"]]["value"], answers=scored[ind["id"]]["items"],
-                       correct=[v >= 1 for v in scored[ind["id"]]["items"]], harness=scored[ind["id"]]["scores"])
     return out
 
 
@@ -246,19 +231,24 @@ def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 5) if values else float("nan")
 
 
-def _probe_and_logliks(s: ScoreSettings, paths: dict[str, str], splits: dict[str, list[dict[str, Any]]]
-                       ) -> tuple[dict[str, float], dict[str, dict[str, Any] | str], dict[str, dict[str, list[float]]]]:
-    """The probe (as :func:`_probe`) and, for each adapter that passes it, the per-token log-likelihood of the gold
-    answer of every question of each split (one model load, one forward per batch of questions)."""
+def _probe(s: ScoreSettings, paths: dict[str, str], splits: dict[str, list[dict[str, Any]]]
+           ) -> tuple[dict[str, float], dict[str, dict[str, Any] | str], dict[str, dict[str, list[float]]]]:
+    """Each adapter's largest logit change on the probe, the error of each that cannot load or changes nothing, and,
+    for each that passes, the per-token log-likelihood of the gold answer of every question of each split (one model
+    load, one forward per batch of questions)."""
     try:
         model, tokenizer = load_causal_lm(s.base_model, device=s.device, adapters=paths)
-    except AgentlabError:  # an unreadable adapter: the probe names it; the others are scored in a second load
-        changes, errors = _probe(s, paths)
-        good = {k: v for k, v in paths.items() if k not in errors}
-        if not good:
-            return changes, errors, {}
-        _, _, logliks = _probe_and_logliks(s, good, splits)
-        return changes, errors, logliks
+    except AgentlabError:  # an unreadable adapter: each alone, to name it; the others' log-likelihoods in a second load
+        changes: dict[str, float] = {}
+        failed: dict[str, dict[str, Any] | str] = {}
+        for name, path in paths.items():
+            try:
+                changes.update(logit_changes(s.base_model, {name: path}, s.probe, device=s.device))
+            except AgentlabError as exc:
+                failed[name] = f"cannot load the adapter: {exc.message}"
+        good = {k: v for k, v in paths.items() if k not in failed}
+        logliks = _probe(s, good, splits)[2] if splits and good else {}
+        return changes, {**failed, **_unchanged(s, changes)}, logliks
     changes = adapter_logit_changes(model, tokenizer, list(paths), s.probe)
     errors = _unchanged(s, changes)
     logliks = {}
@@ -270,28 +260,6 @@ def _probe_and_logliks(s: ScoreSettings, paths: dict[str, str], splits: dict[str
             logliks[name][split] = [round(total / max(n, 1), 5) for total, n in answer_logliks(model, tokenizer, pairs)]
     del model
     return changes, errors, logliks
-
-
-def test_logliks(s: ScoreSettings, questions: list[dict[str, Any]], adapters: dict[str, str]
-                 ) -> dict[str, list[float]]:
-    """Each adapter's per-token log-likelihood of the gold answer of each question (the test split)."""
-    _, _, logliks = _probe_and_logliks(replace(s, min_change=0.0), adapters, {"test": questions})
-    return {name: split["test"] for name, split in logliks.items()}
-
-
-def _probe(s: ScoreSettings, paths: dict[str, str]) -> tuple[dict[str, float], dict[str, dict[str, Any] | str]]:
-    """Each adapter's largest logit change on the probe, and the error of each that cannot load or changes nothing."""
-    errors: dict[str, dict[str, Any] | str] = {}
-    try:
-        changes = logit_changes(s.base_model, paths, s.probe, device=s.device)
-    except AgentlabError:  # an unreadable adapter: each alone, to name it
-        changes = {}
-        for name, path in paths.items():
-            try:
-                changes.update(logit_changes(s.base_model, {name: path}, s.probe, device=s.device))
-            except AgentlabError as exc:
-                errors[name] = f"cannot load the adapter: {exc.message}"
-    return changes, {**errors, **_unchanged(s, changes)}
 
 
 def _unchanged(s: ScoreSettings, changes: dict[str, float]) -> dict[str, dict[str, Any] | str]:
@@ -321,8 +289,8 @@ def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: d
         items = [is_correct(a.answer, q.answer) for a, (q, _) in zip(answers, task, strict=True)]
         out[agent.name] = {"correct": sum(items), "total": len(task), "accuracy": round(sum(items) / len(task), 4),
                            "items": items}
-    if s.score == "loglik":
-        for name, values in test_logliks(s, questions, adapters).items():
-            out[name]["loglik"] = _mean(values)
-            out[name]["loglik_items"] = values
+    if s.score == "loglik":  # every adapter on the test split scored, whatever its probe
+        for name, split in _probe(replace(s, min_change=0.0), adapters, {"test": questions})[2].items():
+            out[name]["loglik"] = _mean(split["test"])
+            out[name]["loglik_items"] = split["test"]
     return out

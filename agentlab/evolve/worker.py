@@ -53,7 +53,7 @@ class Scorer:
         individuals = [individual(self.pop, number) for number, _ in items]
         log.info("scoring %s", ", ".join(ind["id"] for ind in individuals))
         if self.settings is None:
-            self.settings = ScoreSettings.from_dict(self.pop.attr("settings"))
+            self.settings = ScoreSettings(**self.pop.attr("settings"))
         scores = score_batch(self.settings, self.pop.attr("reference"), individuals, providers=self.providers)
         out: list[dict[str, Any] | BaseException] = []
         for ind in individuals:
