@@ -7,10 +7,13 @@ saw.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TASK_FILE = "task.jsonl"
+# what results.json keeps of each individual
+RESULT_KEYS = ("generation", "origin", "path", "parents", "weights", "rank", "discarded_energy", "state", "error",
+               "task", "accuracy", "validation", "coop", "coop_accuracy", "probe_change", "tokens", "seconds",
+               "worker", "harness", "baseline", "density", "scale")
 
 
 # ---------------------------------------------------------------------- inputs, checked before a run folder exists
@@ -128,16 +135,6 @@ def check_harness(cfg: EvolveConfig) -> None:
                              hint="lower task.fitness_questions / task.test_questions, or give a longer task")
 
 
-def harness_settings(cfg: EvolveConfig) -> dict[str, Any] | None:
-    """What the workers need to score with ``task.harness``: the task and the item indices of each split."""
-    t = cfg.task
-    if t.harness is None:
-        return None
-    return {"task": t.harness, "include": [str(Path(p).resolve()) for p in t.include_path],
-            "fitness": list(range(t.fitness_questions)),
-            "test": list(range(t.fitness_questions, t.fitness_questions + t.test_questions))}
-
-
 def _question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
     return [{"id": q.id, "line": q.line, "question": q.question, "answer": q.answer, "kind": answer_kind(q)}
             for q in questions]
@@ -191,11 +188,9 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
                 seed=cfg.seed, on_event=on_event, progress=progress, run_dir=str(run_dir.path),
                 domain=lambda records: PlanContext(records, 0), on_queued=start_workers).run()
-    try:  # generations of elites alone, after the budget was spent: stored, nothing to score
-        unscored = breeder.propose_group()
-    except NoProposal:
-        unscored = []
-    if unscored:
+    # generations of elites alone, after the budget was spent, are stored with nothing to score; then NoProposal
+    with contextlib.suppress(NoProposal):
+        unscored = breeder.propose_group()  # never empty
         raise AgentlabError(f"the search stopped with {len(unscored)} individuals not scored",
                             hint="see events.jsonl; resume the run: agentlab evolve run --resume RUN")
     history = breeder.history()
@@ -207,10 +202,16 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         final = compare_on_test(settings, pop, individuals, best, progress, providers, picks)
         pop.set_attr("final", final)
     pop.set_attr("finished", True)
-    results = _results(cfg, settings, ref, individuals, history, final, time.perf_counter() - start)
-    results["search"], results["baselines"] = cfg.search, baselines
-    results["best"] = best_row(individuals, history, best)
-    results["recommended"] = recommended(individuals, best, picks)
+    results = {
+        "base_model": cfg.base_model, "population": cfg.population, "generations": cfg.generations,
+        "questions": {"fitness": len(settings.questions), "validation": len(settings.validation),
+                      "test": final["questions"]}, "score": settings.score,
+        "fitness_weights": cfg.fitness.model_dump(), "novelty": cfg.novelty,
+        "reference": {k: v for k, v in ref.items() if k not in ("round0", "debate")},
+        "individuals": {m: {k: ind.get(k) for k in RESULT_KEYS} for m, ind in individuals.items()},
+        "history": history, "best": best_row(individuals, history, best), "final": final,
+        "seconds": round(time.perf_counter() - start, 1), "search": cfg.search, "baselines": baselines,
+        "recommended": recommended(individuals, best, picks)}
     run_dir.save_results(results)
     plot = fitness_plot(results, run_dir.file("fitness.png"))
     run_dir.save_report(render_report(results, plot.name if plot else None))
@@ -222,18 +223,24 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
     """The stored settings (a resumed run keeps its questions and seeds), or new ones."""
     stored = pop.attr("settings")
     if stored is not None:
-        return ScoreSettings.from_dict(stored)
-    if cfg.task.file is None:
+        return ScoreSettings(**stored)
+    t = cfg.task
+    if t.file is None:
         rows = [{"question": q.question, "answer": q.answer} for q in [*fitness, *validation, *test]]
         write_task(run_dir.file(TASK_FILE), rows, force=True)
+    # what the workers need to score with task.harness: the task and the item indices of each split
+    harness = None if t.harness is None else {
+        "task": t.harness, "include": [str(Path(p).resolve()) for p in t.include_path],
+        "fitness": list(range(t.fitness_questions)),
+        "test": list(range(t.fitness_questions, t.fitness_questions + t.test_questions))}
     settings = ScoreSettings(
         base_model=cfg.base_model, device=cfg.device, questions=_question_dicts(fitness),
         seeds={p.name: str(p) for p in cfg.seeds}, max_tokens=cfg.max_tokens, rounds=cfg.coop.rounds,
         replace=cfg.coop.replace, decision=cfg.coop.decision, probe=cfg.probe, min_change=cfg.min_logit_change,
-        harness=harness_settings(cfg), score=cfg.task.score, validation=_question_dicts(validation),
+        harness=harness, score=t.score, validation=_question_dicts(validation),
         coop=cfg.fitness.coop != 0)
     pop.set_attr("test", _question_dicts(test))
-    pop.set_attr("settings", settings.to_dict())
+    pop.set_attr("settings", asdict(settings))
     return settings
 
 
@@ -318,10 +325,6 @@ class Scored:
 # ---------------------------------------------------------------------- breeding
 
 
-def _rank(path: str | Path) -> int:
-    return int(read_adapter(path).get("r") or 8)
-
-
 def breed(cfg: EvolveConfig, pop: Population, k: int, run_dir: RunDir, history: list[dict[str, Any]],
           new: list[dict[str, Any]]) -> list[str]:
     """Generation ``k``'s members, stored: the seeds (gen_0) or the last generation's ``elite`` best, then children
@@ -398,7 +401,7 @@ def _search_specs(cfg: EvolveConfig, k: int, history: list[dict[str, Any]],
 
 def _seed(path: Path) -> dict[str, Any]:
     return {"id": path.name, "generation": 0, "origin": "seed", "path": str(path), "parents": [], "weights": [],
-            "rank": _rank(path)}
+            "rank": int(read_adapter(path).get("r") or 8)}
 
 
 def _make_child(cfg: EvolveConfig, generation: int | str, child: str, spec: dict[str, Any], folder: Path,
@@ -540,9 +543,8 @@ def _novelty(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], ids: lis
             x, y = individuals[a]["answers"], individuals[b]["answers"]
             return sum(p != q or p is None for p, q in zip(x, y, strict=True)) / len(x)
     pairs: dict[tuple[str, str], float] = {}
-    for i, a in enumerate(ids):
-        for b in ids[i + 1:]:
-            pairs[(a, b)] = pairs[(b, a)] = distance(a, b)
+    for a, b in itertools.combinations(ids, 2):
+        pairs[(a, b)] = pairs[(b, a)] = distance(a, b)
     return {a: sum(pairs[(a, b)] for b in ids if b != a) / (len(ids) - 1) for a in ids}
 
 
@@ -562,20 +564,18 @@ def ancestors(individuals: dict[str, dict[str, Any]], who: str) -> list[str]:
 
 
 def compare_on_test(settings: ScoreSettings, pop: Population, individuals: dict[str, dict[str, Any]], best: str,
-                    progress: Progress, providers: dict[str, Provider] | None,
-                    picks: dict[str, str] | None = None) -> dict[str, Any]:
+                    progress: Progress, providers: dict[str, Provider] | None, picks: dict[str, str]) -> dict[str, Any]:
     """The best individual against its ancestors, every seed and the best of each baseline on the test split:
     accuracy with its Wilson interval, the mean per-token log-likelihood (task.score loglik), and the best's paired
     accuracy difference to each (a 95% normal interval over the questions)."""
     questions = pop.attr("test") or []
-    picks = picks or {}
-    line = [best, *ancestors(individuals, best)]
-    line += [m for m, ind in individuals.items() if ind.get("origin") == "seed" and m not in line]
-    line += [m for m in picks.values() if m not in line]
-    lineage = set(ancestors(individuals, best))
-    baseline_of = {m: name for name, m in picks.items()}
     if not questions:
         return {"best": best, "questions": 0, "rows": []}
+    lineage = ancestors(individuals, best)
+    line = [best, *lineage]
+    line += [m for m, ind in individuals.items() if ind.get("origin") == "seed" and m not in line]
+    line += [m for m in picks.values() if m not in line]
+    baseline_of = {m: name for name, m in picks.items()}
     bar = progress.task("the best, seeds and baselines on the test split", total=len(line) * len(questions))
     scores = test_accuracy(settings, questions, {m: individuals[m]["path"] for m in line}, providers=providers,
                            tick=bar.advance)
@@ -605,18 +605,3 @@ def paired_difference(a: list[bool], b: list[bool]) -> dict[str, Any]:
     var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
     half = 1.96 * (var / n) ** 0.5 if n else 0.0
     return {"mean": round(mean, 4), "ci": [round(mean - half, 4), round(mean + half, 4)]}
-
-
-def _results(cfg: EvolveConfig, settings: ScoreSettings, ref: dict[str, Any], individuals: dict[str, dict[str, Any]],
-             history: list[dict[str, Any]], final: dict[str, Any], seconds: float) -> dict[str, Any]:
-    keep = ("generation", "origin", "path", "parents", "weights", "rank", "discarded_energy", "state", "error",
-            "task", "accuracy", "validation", "coop", "coop_accuracy", "probe_change", "tokens", "seconds", "worker",
-            "harness", "baseline", "density", "scale")
-    return {
-        "base_model": cfg.base_model, "population": cfg.population, "generations": cfg.generations,
-        "questions": {"fitness": len(settings.questions), "validation": len(settings.validation),
-                      "test": final["questions"]}, "score": settings.score,
-        "fitness_weights": cfg.fitness.model_dump(), "novelty": cfg.novelty,
-        "reference": {k: v for k, v in ref.items() if k not in ("round0", "debate")},
-        "individuals": {m: {k: ind.get(k) for k in keep} for m, ind in individuals.items()},
-        "history": history, "best": history[-1]["best"], "final": final, "seconds": round(seconds, 1)}
