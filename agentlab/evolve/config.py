@@ -132,15 +132,12 @@ class EvolveConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> EvolveConfig:
-        low, high = self.alpha_range
-        if not low <= high:
-            raise ValueError(f"alpha_range: {low} > {high}; give [low, high]")
-        if self.elite >= self.population:
-            raise ValueError(f"elite: {self.elite} must be below population ({self.population}), or no child is bred")
-        for name in ("weight_range", "scale_range"):
+        for name in ("alpha_range", "weight_range", "scale_range"):
             low, high = getattr(self, name)
             if not low <= high:
                 raise ValueError(f"{name}: {low} > {high}; give [low, high]")
+        if self.elite >= self.population:
+            raise ValueError(f"elite: {self.elite} must be below population ({self.population}), or no child is bred")
         if any(not 0 < d <= 1 for d in self.ties_density):
             raise ValueError(f"ties_density: every density must be in (0, 1] (got {self.ties_density})")
         return self
