@@ -213,20 +213,14 @@ def fitness_line(weights: dict[str, float], score: str, questions: int, novelty:
     return f"fitness = {' + '.join(parts)}; task = {task_meaning(score, questions)}; higher fitness is better"
 
 
-def _selected_by(results: dict[str, Any]) -> str:
-    q = results.get("questions", {})
-    if not q.get("validation"):
-        return "fitness-split task score"
-    return "validation log-likelihood" if results.get("score") == "loglik" else "validation accuracy"
-
-
 def console_lines(results: dict[str, Any]) -> list[str]:
     """The end of `evolve run` on the console: the best evolved (its fitness explained), what is recommended and
     why, its test score beside the best seed's and the best baseline's, and whether validation and test agree."""
     ind = results["individuals"]
     best = results["best"]
-    chooser = _selected_by(results)
     by_validation = bool(results.get("questions", {}).get("validation"))
+    chooser = ("fitness-split task score" if not by_validation else
+               "validation log-likelihood" if results.get("score") == "loglik" else "validation accuracy")
 
     def chosen_by(m: str) -> float | None:
         """The value the recommendation compares: the validation score, else the fitness-split task score."""
