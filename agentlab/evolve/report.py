@@ -65,11 +65,10 @@ def _node(name: str) -> str:
 def lineage_text(individuals: dict[str, dict[str, Any]], who: str, depth: int = 0) -> list[str]:
     """``who`` and its ancestors as an indented tree."""
     ind = individuals[who]
-    weights = ind.get("weights") or []
     line = f"{'    ' * depth}- {who} (gen {ind['generation']}, task {_num(ind.get('task'))}"
     line += ", seed)" if ind.get("origin") == "seed" else f", rank {ind.get('rank')})"
     out = [line]
-    for parent, w in zip(ind.get("parents") or [], weights, strict=False):
+    for parent, w in zip(ind.get("parents") or [], ind.get("weights") or [], strict=False):
         sub = lineage_text(individuals, parent, depth + 1)
         sub[0] = sub[0].replace(f"- {parent} ", f"- {parent} x {w:.2f} ", 1)
         out += sub
@@ -89,8 +88,7 @@ def headline(results: dict[str, Any]) -> list[str]:
     """The best evolved against each seed and each baseline on the test split: accuracy with its 95% Wilson
     interval, the per-token log-likelihood, and the best's paired accuracy difference with its 95% interval."""
     final = results["final"]
-    rows = [r for r in final["rows"] if r["relation"] == "best" or r["relation"] == "seed"
-            or r["relation"].startswith("baseline")]
+    rows = [r for r in final["rows"] if r["relation"] in ("best", "seed") or r["relation"].startswith("baseline")]
     if not rows:
         return []
     best = rows[0]

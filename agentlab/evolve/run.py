@@ -160,8 +160,8 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         pop.set_attr("reference", reference(settings))  # no cooperation part: no debate, nothing asked
     ref = pop.attr("reference")
     say(fitness_line(cfg.fitness.model_dump(), settings.score, n, cfg.novelty))
-    scored = Scored(pop, run_dir, say)
-    breeder = Breeder(cfg, pop, run_dir, say, scored)
+    breeder = Breeder(cfg, pop, run_dir, say)
+    scored = breeder.scored
 
     def on_event(kind: str, **data: Any) -> None:
         if kind == "trial":
@@ -248,14 +248,15 @@ class Breeder:
     """evolve's planner on the search loop: each group it proposes is the next generation (``breed``: the GA, or
     a search over blend weights), then the baselines; asked only once the last group is scored (``generations``).
     A generation stored but not all queued (a crash while breeding) is bred again, identically, and its missing
-    individuals proposed."""
+    individuals proposed. It also says what was scored: each generation's row and each individual (``scored``)
+    once, even across a resume."""
 
     name = "evolve"
 
-    def __init__(self, cfg: EvolveConfig, pop: Population, run_dir: RunDir, say: Callable[[str], None],
-                 scored: Scored):
-        self.cfg, self.pop, self.run_dir, self.say, self.scored = cfg, pop, run_dir, say, scored
+    def __init__(self, cfg: EvolveConfig, pop: Population, run_dir: RunDir, say: Callable[[str], None]):
+        self.cfg, self.pop, self.run_dir, self.say = cfg, pop, run_dir, say
         self.announced: set[int] = set()
+        self.seen = {event.get("id") for event in run_dir.events("scored")}
 
     def propose(self, ctx: PlanContext) -> Proposal:
         raise NoProposal("evolve proposes whole generations")
@@ -301,15 +302,8 @@ class Breeder:
     def close(self) -> None:
         return None
 
-
-class Scored:
-    """One ``scored`` event per individual once it is scored (by this process or a worker), even across a resume."""
-
-    def __init__(self, pop: Population, run_dir: RunDir, say: Callable[[str], None]):
-        self.pop, self.run_dir, self.say = pop, run_dir, say
-        self.seen = {event.get("id") for event in run_dir.events("scored")}
-
-    def __call__(self) -> None:
+    def scored(self) -> None:
+        """One ``scored`` event per individual once it is scored, by this process or a worker."""
         for m, ind in self.pop.individuals().items():
             if m in self.seen or ind["state"] not in ("complete", "fail"):
                 continue
@@ -473,12 +467,8 @@ def final_picks(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], histo
         best = max(children, key=lambda m: selection_score(scored[m]))
     else:
         best = history[-1]["best"]["id"]
-    picks = {}
-    for name, ids in baselines.items():
-        done = [m for m in ids if m in scored]
-        if done:
-            picks[name] = max(done, key=lambda m: selection_score(scored[m]))
-    return best, picks
+    done = {name: [m for m in ids if m in scored] for name, ids in baselines.items()}
+    return best, {name: max(ids, key=lambda m: selection_score(scored[m])) for name, ids in done.items() if ids}
 
 
 def recommended(individuals: dict[str, dict[str, Any]], best: str, picks: dict[str, str]) -> dict[str, Any]:
