@@ -244,8 +244,7 @@ def console_lines(results: dict[str, Any]) -> list[str]:
     by_id = {r["id"]: r for r in rows}
     mine = by_id.get(rec["id"])
     if mine is None:
-        lines.append("no test split (task.test_questions: 0)" if not rows else "")
-        return [line for line in lines if line]
+        return lines + ([] if rows else ["no test split (task.test_questions: 0)"])
     shown = [("recommended", mine)]
     if rec["id"] != best["id"] and best["id"] in by_id:
         shown.append(("best evolved", by_id[best["id"]]))
