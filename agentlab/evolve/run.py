@@ -7,7 +7,6 @@ saw.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import random
@@ -188,9 +187,11 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
                 seed=cfg.seed, on_event=on_event, progress=progress, run_dir=str(run_dir.path),
                 domain=lambda records: PlanContext(records, 0), on_queued=start_workers).run()
-    # generations of elites alone, after the budget was spent, are stored with nothing to score; then NoProposal
-    with contextlib.suppress(NoProposal):
+    try:  # generations of elites alone, after the budget was spent: stored, nothing to score
         unscored = breeder.propose_group()  # never empty
+    except NoProposal:
+        unscored = []
+    if unscored:
         raise AgentlabError(f"the search stopped with {len(unscored)} individuals not scored",
                             hint="see events.jsonl; resume the run: agentlab evolve run --resume RUN")
     history = breeder.history()
