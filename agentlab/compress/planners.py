@@ -7,10 +7,9 @@ docs/commands/compress.md#planners.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +38,6 @@ from agentlab.core.search.prompts import choice_messages, good_trials_summary
 from agentlab.core.search.records import A_OUTCOME, A_PLAN
 from agentlab.core.search.study import KeptSampler, make_sampler
 
-log = logging.getLogger(__name__)
 TRIES = 300  # samples drawn before a planner says the space has no untried experiment left
 
 
@@ -89,13 +87,17 @@ class ExperimentDomain:
         return optuna_candidates(self, kind, k)
 
     def _random(self) -> Proposal:
-        rng = random.Random(self.seed * 100_003 + self.iteration)
-        tried = self.tried
+        for exp in self.untried(random.Random(self.seed * 100_003 + self.iteration), self.tried):
+            return self._proposal(exp, "random")
+        raise NoProposal("random: no untried experiment found in the space")
+
+    def untried(self, rng: random.Random, tried: set[str]) -> Iterator[Experiment]:
+        """Random experiments not in ``tried`` (each added to it as it is drawn), ``TRIES`` draws at most."""
         for _ in range(TRIES):
             exp = to_experiment(self.space.sample(rng))
-            if exp is not None and experiment_key(exp) not in tried:
-                return self._proposal(exp, "random")
-        raise NoProposal("random: no untried experiment found in the space")
+            if exp is not None and (key := experiment_key(exp)) not in tried:
+                tried.add(key)
+                yield exp
 
     def changes(self, params: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -113,9 +115,7 @@ class ExperimentDomain:
             return None, "these settings make no experiment (nothing pruned or quantized, or a prune removing nothing)"
         if experiment_key(exp) in self.tried:
             return None, f"{exp.label()} was run already: change something else"
-        params = to_params(exp, self.space)
-        self.experiments[params_key(params)] = exp
-        return params, ""
+        return self._proposal(exp, "lead").params, ""
 
     def steps(self, planner: str) -> list[S.Step]:
         return front_steps(self.goal, self.records, planner)
@@ -209,14 +209,9 @@ def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal
             break
     if not out:
         raise NoProposal(f"{kind}: no untried experiment found in the space")
-    rng = random.Random(ctx.seed * 100_003 + ctx.iteration + 7)
-    for _ in range(TRIES):
-        if len(out) == k:
-            break
-        exp = to_experiment(ctx.space.sample(rng))
-        if exp is not None and experiment_key(exp) not in tried:
-            out.append(ctx._proposal(exp, kind, dict(out[0].extra)))
-            tried.add(experiment_key(exp))
+    fill = ctx.untried(random.Random(ctx.seed * 100_003 + ctx.iteration + 7), tried)
+    while len(out) < k and (exp := next(fill, None)) is not None:
+        out.append(ctx._proposal(exp, kind, dict(out[0].extra)))
     return out
 
 
@@ -313,10 +308,9 @@ def experiment_results(goal: Goal, records: list[dict[str, Any]]) -> SearchResul
         reference = nadir(goal, records)
         if reference is None:
             return None
-        usable = [r for r in records if _usable(r)]
-        kept = [r for r in usable if r.get("origin") not in S.LLM_ORIGINS]
-        return {"hypervolume": _hypervolume(goal, _points(goal, usable), reference),
-                "hypervolume_without_llm_picks": _hypervolume(goal, _points(goal, kept), reference),
+        return {"hypervolume": hypervolume_of(goal, records, lambda *_: True),
+                "hypervolume_without_llm_picks": hypervolume_of(
+                    goal, records, lambda origin, *_: origin not in S.LLM_ORIGINS),
                 "reference": reference}
 
     rows = [Row(str(r.get("origin", "")), r.get("choice"), str(r.get("planner", "")), bool(r.get("warmup")))
