@@ -11,9 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.compress.config import Experiment
 from agentlab.compress.evaluate import LIMITS, Z90, Evaluator, Target, describe, measured_line, task_items
-from agentlab.compress.knowledge import TECHNIQUES_FULL, knowledge_base, measured_costs
+from agentlab.compress.knowledge import knowledge_base, measured_costs
 from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains
 from agentlab.compress.queries import TECHNIQUES as QUERY_TECHNIQUES
 from agentlab.compress.queries import best_config, local_rows, mlflow_rows, query_experiments
@@ -27,8 +26,6 @@ from agentlab.core.errors import AgentlabError
 from agentlab.core.search.agent import AgentKit, Done
 from agentlab.core.search.planners import PlanContext, params_key
 from agentlab.core.search.prompts import plan_schema
-
-TECHNIQUES = TECHNIQUES_FULL  # the knowledge base's techniques (compress.knowledge)
 
 
 class ExperimentView:
@@ -52,14 +49,11 @@ class ExperimentView:
         return f"{record.get('label')}: {figures}{where}"
 
     def done(self) -> list[Done]:
-        records = self.d.records
-        gains = front_gains(self.d.goal, records)
-        ranks = _dominated_by(self.d.goal, records[1:]) if len(records) > 1 else []
+        records = self.d.records[1:]  # the base model is the reference, not an experiment
+        gains = front_gains(self.d.goal, self.d.records)[1:]
         out = []
-        for i, (record, gain) in enumerate(zip(records, gains, strict=True)):
-            if i == 0:
-                continue  # the base model: the reference, not an experiment
-            on_front = ranks[i - 1] == 0 and bool(record.get("feasible"))
+        for record, gain, rank in zip(records, gains, _dominated_by(self.d.goal, records), strict=True):
+            on_front = rank == 0 and bool(record.get("feasible"))
             out.append(Done(self._key(record), str(record.get("label")), str(record.get("planner", "")),
                             str(record.get("origin", "")), gain > 1e-12,
                             self._text(record, on_front) + (" - it grew the front" if gain > 1e-12 else "")))
@@ -98,9 +92,8 @@ class ExperimentView:
 
 def knowledge_leads(choices: dict[str, list[Any]]) -> list[tuple[dict[str, Any], str]]:
     """The knowledge base as experiments to try, best first (``AgentKit.leads``): llama.cpp's GGUF formats of the
-    whole model, nothing pruned, the least lossy first. On a CPU they are the fastest deployment with the least
-    damage (TECHNIQUES), so they are the experiments a compression engineer runs first; pruning has to beat them.
-    Only the types the space offers; none when it offers no GGUF."""
+    whole model, nothing pruned, the least lossy first: on a CPU the fastest deployment with the least damage, so
+    the experiments a compression engineer runs first; pruning has to beat them. Only the types the space offers."""
     if "gguf" not in choices.get("quantize", []):
         return []
     why = {"Q8_0": "nearly lossless", "Q5_K_M": "smaller, a little damage", "Q4_K_M": "smallest, more damage"}
@@ -294,11 +287,10 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
 
     return AgentKit(what=f"a model compression search; the goal: {domain_goal}",
                     facts=lambda: "\n\n".join((f"base model: {base_line(base_metrics())}", kb)),
-                    tools=tools, view=lambda domain: ExperimentView(domain),
+                    tools=tools, view=ExperimentView,
                     actions=("run_experiment", "try_experiment"),
                     knowledge=Path(workspace.root) / "agent_knowledge.json", signature=model_hash[:16],
                     leads=lambda: leads)
 
 
-__all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "knowledge_leads",
-           "targets", "Experiment", "TECHNIQUES"]
+__all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "knowledge_leads", "targets"]
