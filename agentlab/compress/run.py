@@ -312,14 +312,11 @@ class Search:
 
     # ------------------------------------------------------------------ the study's trials as records
 
-    def _mine(self, trials: list[TrialRecord]) -> list[TrialRecord]:
-        """This run's trials, or every trial of the study when runs do not keep their own (``StopRules.own_run``)."""
-        return [t for t in trials if not self.own_run or t.run_dir == self.where]
-
     def _records(self, trials: list[TrialRecord]) -> list[dict[str, Any]]:
         """The finished experiments as compress's records, the base model first (none until it is measured): this
-        run's trials, or on a server every worker's, in trial order."""
-        mine = self._mine(trials)
+        run's trials, or every trial of the study when runs do not keep their own (``StopRules.own_run``: on a server
+        every worker's), in trial order."""
+        mine = [t for t in trials if not self.own_run or t.run_dir == self.where]
         base = next((t for t in mine if t.planner == "base" and t.state == "complete"), None)
         if base is None:
             return []
@@ -504,7 +501,7 @@ class CompressObjective:
             Experiment.model_validate(data) if data is not None else to_experiment(params)
         record = s._obtain(exp, number)
         s._score(record, record.get("metrics", {}) if exp is None else s._base_metrics())
-        values = objective_values(self.search.goal, record["derived"]) if record.get("state") == "done" else None
+        values = objective_values(s.goal, record["derived"]) if record.get("state") == "done" else None
         return {"values": values or [None], "violation": record.get("violation"),
                 "record": json.loads(json.dumps(record, default=str))}
 
@@ -627,10 +624,9 @@ def _load(model_name: str | None, objective: str | None, carbon_budget: float | 
                        **fields}.items():
         if value is not None:  # max_iterations=3 reaches search.max_iterations (CompressConfig.MOVED_KEYS)
             sets.append(Flag(key, key, value))
-    if isinstance(config, CompressConfig):
-        return load_config(None, CompressConfig, sets, base=config.model_dump(mode="json"))
-    if isinstance(config, dict):
-        return load_config(None, CompressConfig, sets, base=config)
+    if isinstance(config, CompressConfig | dict):
+        base = config.model_dump(mode="json") if isinstance(config, CompressConfig) else config
+        return load_config(None, CompressConfig, sets, base=base)
     return load_config(config, CompressConfig, sets)
 
 
