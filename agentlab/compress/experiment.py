@@ -134,10 +134,7 @@ def run_experiment(exp: Experiment | None, inputs: Inputs, work: Path,
             tick(f"GGUF {quant.gguf_type}")
             metrics = _measure_gguf(model, tokenizer, quant.gguf_type, inputs, work, steps, tick)
             if keep is not None:  # the GGUF is the compressed model: kept instead of the transformers one
-                shutil.rmtree(keep, ignore_errors=True)
-                keep.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(steps["quantize"]["file"], keep / "model.gguf.tmp")
-                (keep / "model.gguf.tmp").replace(keep / "model.gguf")
+                _keep_file(keep, "model.gguf", lambda path: shutil.copyfile(steps["quantize"]["file"], path))
         else:
             metrics = _measure_hf(model, tokenizer, inputs, work, tick)
     metrics.update({**counts, "energy_kwh": energy.energy_kwh, "co2e_kg": energy.co2e_kg, "energy_mode": energy.mode})
@@ -178,14 +175,19 @@ def apply_steps(exp: Experiment | None, inputs: Inputs, work: Path, tick: Callab
 
 def keep_model(model: Any, keep: Path) -> Path:
     """The whole module (a structured prune changes its shapes, which a config cannot describe) saved to
-    ``keep/model.pt``, written to a temporary name and renamed: a killed run leaves no torn checkpoint."""
+    ``keep/model.pt``."""
     import torch
 
+    return _keep_file(keep, "model.pt", lambda path: torch.save(model, path))
+
+
+def _keep_file(keep: Path, name: str, write: Callable[[Path], Any]) -> Path:
+    """``keep`` emptied, then ``keep/name`` written by ``write`` to a temporary name and renamed: a killed run leaves
+    no torn checkpoint."""
     shutil.rmtree(keep, ignore_errors=True)
     keep.mkdir(parents=True, exist_ok=True)
-    torch.save(model, keep / "model.pt.tmp")
-    (keep / "model.pt.tmp").replace(keep / "model.pt")
-    return keep / "model.pt"
+    write(keep / f"{name}.tmp")
+    return (keep / f"{name}.tmp").replace(keep / name)
 
 
 def load_kept(path: Path, device: str) -> Any:
