@@ -21,11 +21,6 @@ from agentlab.core.runs import atomic_write_json, atomic_write_text, read_json
 CHUNK = 1 << 20
 
 
-def canonical(config: dict[str, Any]) -> str:
-    """The technique config as the JSON a key is hashed from: sorted keys, no spaces, floats as repr."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-
-
 class Workspace:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -57,18 +52,17 @@ class Workspace:
 
     @staticmethod
     def key(model_hash: str, technique: dict[str, Any]) -> str:
-        return hashlib.sha256(f"{model_hash}\n{canonical(technique)}".encode()).hexdigest()[:24]
+        """The technique config hashed as canonical JSON: sorted keys, no spaces, floats as repr."""
+        canonical = json.dumps(technique, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(f"{model_hash}\n{canonical}".encode()).hexdigest()[:24]
 
     # ------------------------------------------------------------------ experiments
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The finished experiment ``key``; None when there is none, or it is damaged or not finished (run again)."""
-        path = self.root / "experiments" / f"{key}.json"
-        if not path.is_file():
-            return None
         try:
-            data = read_json(path)
-        except Exception:  # a damaged record is run again, not trusted
+            data = read_json(self.root / "experiments" / f"{key}.json")
+        except Exception:  # missing, or damaged: run again, not trusted
             return None
         return data if isinstance(data, dict) and data.get("state", "done") == "done" else None
 
