@@ -28,9 +28,7 @@ BASE_FIGURES = ("perplexity", "accuracy", "decode_tps", "size_mb")  # the base m
 def fmt(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return str(value)
     if value == 0:
         return "0"

@@ -23,7 +23,7 @@ def derive(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, float | N
     return {
         "speedup": ratio(decode, base.get("decode_tps")),
         "compression": ratio(base.get("size_mb"), metrics.get("size_mb")),
-        "latency": 1000.0 / float(decode) if _num(decode) and float(decode) > 0 else None,
+        "latency": ratio(1000.0, decode),
         "accuracy": _value(metrics.get("accuracy")), "perplexity": _value(metrics.get("perplexity")),
         "size": _value(metrics.get("size_mb")), "memory": _value(metrics.get("memory_mb")),
         "energy": _value(metrics.get("energy_kwh")), "co2e": _value(metrics.get("co2e_kg")),
@@ -72,11 +72,7 @@ def choose_best(goal: Goal, records: list[dict[str, Any]]) -> dict[str, Any] | N
 
 
 def _rank(goal: Goal, record: dict[str, Any]) -> tuple[float, ...]:
-    keys = []
-    for o in goal.objectives:
-        value = record["derived"].get(o.metric)
-        if value is None:
-            keys.append(math.inf)
-        else:
-            keys.append(-value if o.direction == "maximize" else value)
-    return tuple(keys)
+    """The record's objective values as losses (maximised ones negated), a missing value the worst."""
+    values = [record["derived"].get(o.metric) for o in goal.objectives]
+    return tuple(math.inf if v is None else -v if o.direction == "maximize" else v
+                 for o, v in zip(goal.objectives, values, strict=True))
