@@ -41,7 +41,7 @@ class PruneStep(StrictModel):
             self.sparsity, self.pattern = 0.5, "unstructured"
         else:
             self.mlp_keep, self.drop_layers = 1.0, 0
-        if self.pattern == "2:4" and self.method != "structured":
+        if self.pattern == "2:4":  # a structured prune's pattern was reset above
             self.sparsity = 0.5
         if self.method == "structured" and self.mlp_keep == 1.0 and self.drop_layers == 0:
             raise ValueError("structured pruning removes nothing: set mlp_keep below 1 or drop_layers above 0")
@@ -145,15 +145,12 @@ class CompressSearch(LLMPlannerSettings):
         "to values of the space. One already run is skipped; they count against max_iterations")
 
 
-# the keys that moved from the top level to ``search:`` (issue 59): ``load_config`` moves an old config's, with a
-# warning, and gives an override of an old name (``--set max_iterations=4``) the new one
-MOVED_TO_SEARCH = tuple(CompressSearch.model_fields)
-
-
 class CompressConfig(StrictModel):
     """The `agentlab compress` config; the search's settings are under ``search:`` (``CompressSearch``)."""
 
-    MOVED_KEYS: ClassVar[dict[str, str]] = {key: f"search.{key}" for key in MOVED_TO_SEARCH}
+    # the keys that moved from the top level to ``search:`` (issue 59): ``load_config`` moves an old config's, with a
+    # warning, and gives an override of an old name (``--set max_iterations=4``) the new one
+    MOVED_KEYS: ClassVar[dict[str, str]] = {key: f"search.{key}" for key in CompressSearch.model_fields}
 
     name: str = Field("compress", description="run name (folder suffix)")
     model: str = Field("smollm2-135m", description="the model to compress: the built-in smollm2-135m, a "

@@ -158,15 +158,13 @@ def _constraint(clause: str) -> ConstraintSpec | None:
             word, change, number, unit = match.groups()
         else:
             word, op_word, number, unit = match.groups()
-            metric = _metric(word) or _metric(word.split()[-1])
-            if metric is None:
-                return None
-            op = "<=" if op_word.startswith(("<", "less", "under", "below", "at most")) else ">="
-            value = float(number) * (1000 if unit == "gb" else 1)
-            return ConstraintSpec(metric=metric, op=op, value=value, text=clause)
         metric = _metric(word) or _metric(word.split()[-1])
         if metric is None:
             return None
+        if kind == "bound":
+            op = "<=" if op_word.startswith(("<", "less", "under", "below", "at most")) else ">="
+            value = float(number) * (1000 if unit == "gb" else 1)
+            return ConstraintSpec(metric=metric, op=op, value=value, text=clause)
         worse_is_up = METRICS[metric] == "minimize"  # a loss of accuracy, an increase of perplexity
         grows = change in ("increase", "growth", "rise")
         if grows != worse_is_up:
