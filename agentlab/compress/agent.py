@@ -18,7 +18,7 @@ from agentlab.compress.queries import TECHNIQUES as QUERY_TECHNIQUES
 from agentlab.compress.queries import best_config, local_rows, mlflow_rows, query_experiments
 from agentlab.compress.report import FIGURES, base_line, figures_line
 from agentlab.compress.space import Space, to_params
-from agentlab.compress.subagents import task, task_schema
+from agentlab.compress.subagents import arguments, task, task_schema
 from agentlab.compress.workspace import Workspace
 from agentlab.core.agent.runtime import AgentModel, Tool
 from agentlab.core.agent.subagent import SubAgent
@@ -125,11 +125,8 @@ def check_target(found: dict[str, Target], target: Any, tool: str) -> None:
 
 
 def evaluate_schema(ids: list[str], tasks: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": {
-        "target": {"type": "string", "enum": ids},
-        "task": {"type": "string", "enum": tasks},
-        "limit": {"type": "integer", "minimum": LIMITS[0], "maximum": LIMITS[1]}},
-        "required": ["target", "task", "limit"], "additionalProperties": False}
+    return arguments({"target": {"type": "string", "enum": ids}, "task": {"type": "string", "enum": tasks},
+                      "limit": {"type": "integer", "minimum": LIMITS[0], "maximum": LIMITS[1]}})
 
 
 def evaluate(evaluator: Evaluator, domain: ExperimentDomain, args: dict[str, Any],
@@ -199,11 +196,8 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
     lines.append(f"items needed for a paired 90% interval narrower than the difference: {items_needed(diff, sd)}"
                  + (" (no difference measured: the most offered)" if not diff else ""))
     lines.append("tasks (items): " + ", ".join(f"{t} ({task_items(t) or '?'})" for t in evaluator.tasks))
-    schema = {"type": "object", "properties": {
-        "task": {"type": "string", "enum": list(evaluator.tasks)},
-        "limit": {"type": "integer", "enum": list(EVAL_LIMITS)},
-        "reason": SUBAGENT_REASON},
-        "required": ["task", "limit", "reason"], "additionalProperties": False}
+    schema = arguments({"task": {"type": "string", "enum": list(evaluator.tasks)},
+                        "limit": {"type": "integer", "enum": list(EVAL_LIMITS)}, "reason": SUBAGENT_REASON})
     agent = SubAgent("evaluation", EVALUATION_SYSTEM, schema, model, on_event=on_event)
     answer, problem = agent.ask("\n".join(lines))
     if answer is None:
@@ -248,16 +242,13 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
                  lambda args: task(domain, workspace, model_hash, model, args, on_event)),
             Tool("query_experiments", f"the experiments measured so far ({source}), filtered by technique, best "
                  "first by a figure",
-                 {"type": "object", "properties": {
-                     "technique": {"type": "string", "enum": list(QUERY_TECHNIQUES)},
-                     "sort_by": {"type": "string", "enum": list(FIGURES)},
-                     "top": {"type": "integer", "minimum": 1, "maximum": 10}},
-                  "required": ["technique", "sort_by"], "additionalProperties": False},
+                 arguments({"technique": {"type": "string", "enum": list(QUERY_TECHNIQUES)},
+                            "sort_by": {"type": "string", "enum": list(FIGURES)},
+                            "top": {"type": "integer", "minimum": 1, "maximum": 10}}, "top"),
                  lambda args: query_experiments(rows(), str(args.get("technique")), str(args.get("sort_by")),
                                                   objective, int(args.get("top") or 5))),
             Tool("best_config", f"the best measured experiment by a figure ({source}) and its settings",
-                 {"type": "object", "properties": {"metric": {"type": "string", "enum": list(FIGURES)}},
-                  "required": ["metric"], "additionalProperties": False},
+                 arguments({"metric": {"type": "string", "enum": list(FIGURES)}}),
                  lambda args: best_config(rows(), str(args.get("metric")), objective)),
             Tool("measure_base", "the base model's measured figures", {"type": "object", "properties": {}},
                  lambda args: f"base model: {base_line(base_metrics())}"),
@@ -276,10 +267,8 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
                      lambda args: evaluate(evaluator, domain, args, on_event)),
                 Tool("evaluation", "ask the evaluation sub-agent which task and how many questions would settle a "
                      "question about an experiment's accuracy (is its drop real?)",
-                     {"type": "object", "properties": {
-                         "question": {"type": "string", "maxLength": 160, "pattern": "^[ !#-\\[\\]-~]{0,160}$"},
-                         "target": {"type": "string", "enum": ids}},
-                      "required": ["question", "target"], "additionalProperties": False},
+                     arguments({"question": {"type": "string", "maxLength": 160, "pattern": "^[ !#-\\[\\]-~]{0,160}$"},
+                                "target": {"type": "string", "enum": ids}}),
                      lambda args: evaluation(evaluator, domain, model, str(args.get("question", ""))[:300],
                                              str(args.get("target")), on_event)),
             ]

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from agentlab.compress.subagents import arguments
 from agentlab.core.agent.runtime import AgentModel
 from agentlab.core.agent.subagent import SubAgent
 
@@ -32,11 +33,8 @@ def _numbers(value: Any) -> Iterator[float]:
         return
     if isinstance(value, (int, float)):
         yield float(value)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _numbers(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
+    elif isinstance(value, dict | list | tuple):
+        for v in value.values() if isinstance(value, dict) else value:
             yield from _numbers(v)
 
 
@@ -65,13 +63,9 @@ def _found(text: str, figures: list[float]) -> bool:
     value = float(body)
     decimals = len(body.split(".")[1]) if "." in body and "e" not in body.lower() else 0
     tolerance = 0.5 * 10 ** -decimals + 1e-9
-    candidates = [value, value / 100] if percent else [value]
-    for want in candidates:
-        tol = tolerance / 100 if percent and want != value else tolerance
-        for f in figures:
-            if abs(f - want) <= tol or abs(abs(f) - abs(want)) <= tol:
-                return True
-    return False
+    wants = [(value, tolerance), (value / 100, tolerance / 100)] if percent else [(value, tolerance)]
+    # either sign: a difference is quoted as a drop or a gain (|f - want| <= tol implies this too)
+    return any(abs(abs(f) - abs(want)) <= tol for want, tol in wants for f in figures)
 
 
 def _unchecked(sentence: str, figures: list[float], names: list[str]) -> list[str]:
@@ -82,8 +76,7 @@ def _unchecked(sentence: str, figures: list[float], names: list[str]) -> list[st
     for m in NUMBER.finditer(sentence):
         before = sentence[m.start() - 1] if m.start() else " "
         after = sentence[m.end()] if m.end() < len(sentence) else " "
-        if (before.isalpha() and before not in "x") or before == "_" or (after.isalpha() and after not in "x") \
-                or after == "_":
+        if any((c.isalpha() and c != "x") or c == "_" for c in (before, after)):
             continue  # part of a word (int8, Q4_K_M): a name, not a figure
         if not _found(m.group(), figures):
             out.append(m.group())
@@ -113,8 +106,7 @@ def reflect(model: AgentModel, facts: str, records: list[dict[str, Any]],
             on_event: Callable[..., None] | None = None) -> dict[str, Any]:
     """The reflection step: the model's note on ``facts`` (the run's measured figures, in words), checked. Returns
     results.json's ``reflection`` block: the note kept, the sentences removed and why, the model's raw note."""
-    schema = {"type": "object", "properties": {"note": {"type": "string", "maxLength": NOTE_CHARS}},
-              "required": ["note"], "additionalProperties": False}
+    schema = arguments({"note": {"type": "string", "maxLength": NOTE_CHARS}})
     answer, problem = SubAgent("reflection", SYSTEM, schema, model, on_event=on_event).ask(facts)
     if answer is None:
         return {"note": "", "written": None, "flagged": [], "problem": problem}

@@ -24,6 +24,12 @@ METHODS = {
 }
 
 
+def arguments(properties: dict[str, Any], *optional: str) -> dict[str, Any]:
+    """A tool's (or a sub-agent's answer's) JSON schema: these properties, each required but ``optional``, no other."""
+    return {"type": "object", "properties": properties, "required": [k for k in properties if k not in optional],
+            "additionalProperties": False}
+
+
 def system_prompt(method: str) -> str:
     return (f"You are the {method} sub-agent of a model compression search. {method}: {METHODS[method]}. It wins "
             "back part of a prune's damage at a cost in minutes. Use estimate and compare (figures measured on this "
@@ -112,14 +118,11 @@ def recovery_tools(method: str, domain: ExperimentDomain, workspace: Workspace, 
     with_none = {"type": "integer", "enum": [0, *offered]}
     return [
         Tool("estimate", f"what {method} recovery with these steps did to this model so far, against no recovery",
-             {"type": "object", "properties": {"steps": steps_prop}, "required": ["steps"],
-              "additionalProperties": False}, estimate),
+             arguments({"steps": steps_prop}), estimate),
         Tool("compare", "two step counts side by side (0: no recovery), from the measurements",
-             {"type": "object", "properties": {"steps_a": with_none, "steps_b": with_none},
-              "required": ["steps_a", "steps_b"], "additionalProperties": False}, compare),
+             arguments({"steps_a": with_none, "steps_b": with_none}), compare),
         Tool("configure", f"the experiment to run: this prune with {method} recovery of these steps (your answer)",
-             {"type": "object", "properties": {"steps": steps_prop}, "required": ["steps"],
-              "additionalProperties": False}, configure),
+             arguments({"steps": steps_prop}), configure),
     ]
 
 
@@ -148,9 +151,7 @@ def task(domain: ExperimentDomain, workspace: Workspace, model_hash: str, model:
 
 
 def task_schema(settings: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": {"subagent": {"type": "string", "enum": list(METHODS)},
-                                             "changes": settings},
-            "required": ["subagent", "changes"], "additionalProperties": False}
+    return arguments({"subagent": {"type": "string", "enum": list(METHODS)}, "changes": settings})
 
 
-__all__ = ["METHODS", "measured", "recovery_tools", "system_prompt", "task", "task_schema"]
+__all__ = ["METHODS", "arguments", "measured", "recovery_tools", "system_prompt", "task", "task_schema"]
