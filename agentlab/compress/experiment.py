@@ -1,13 +1,8 @@
 """One compression experiment, really applied and measured: load the model, prune, recover, quantize, then measure
-on the backend the result runs on (transformers, or llama.cpp for a GGUF type).
-
-Measurements (``metrics``): ``perplexity`` on the evaluation text (sliding window), ``accuracy`` on the task
-questions (greedy, the tolerant numeric parser of the debate), ``prefill_tps`` / ``decode_tps`` (p50 after a
-warm-up), ``size_mb`` (a GGUF file, or the saved state dict: unstructured zeros take the same room as weights until
-a sparse format stores them), ``memory_mb`` (peak RSS growth while evaluating), ``gpu``
-/ ``gpu_memory_mb`` / ``gpu_power_w`` (the GPU's name, torch's peak allocation and NVML's mean power while
-evaluating; "no GPU" and None on a CPU machine, see core/gpu.py), ``params`` / ``nonzero_params``,
-and ``energy_kwh`` / ``co2e_kg`` with ``energy_mode`` (measured or estimated, never one shown as the other).
+on the backend the result runs on (transformers, or llama.cpp for a GGUF type). The figures (``metrics``) are listed
+in docs/commands/compress.md#measurements; ``size_mb`` of a transformers model is its saved state dict, where
+unstructured zeros take the same room as weights until a sparse format stores them, and ``energy_mode`` says
+whether energy was measured or estimated, never one shown as the other.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """The compression objective: a sentence such as "maximize speedup with <2% accuracy loss" parsed into objectives
-(metric, direction) and constraints (metric, bound), or the same stated directly in YAML.
-
-Metrics (each measured against the base model in the same run):
-
-- ``speedup``: decode tokens/s of the experiment / the base model's (higher is better);
-- ``size``: size on disk in MB; ``compression``: the base model's size / the experiment's;
-- ``memory``: peak memory in MB while evaluating; ``latency``: ms per decoded token;
-- ``accuracy``: accuracy on the task file; ``perplexity``: perplexity on the evaluation text;
-- ``energy`` (kWh) and ``co2e`` (kg) of the experiment.
-
-Constraints compare with the base model: "<2% accuracy loss" is accuracy >= 0.98 x the base's (relative, as Intel
-Neural Compressor's default criterion); "<2 points accuracy loss" is accuracy >= base - 0.02 (absolute);
-"perplexity increase <5%" is perplexity <= 1.05 x the base's; "size < 100 MB" and "perplexity < 30" are absolute.
+(metric, direction) and constraints (metric, bound), or the same stated directly in YAML. The metrics and the
+phrases read are listed in docs/commands/compress.md#the-goal; a loss in % is relative to the base model's
+measurement ("<2% accuracy loss": accuracy >= 0.98 x the base's), as Intel Neural Compressor's default criterion.
 """
 
 from __future__ import annotations

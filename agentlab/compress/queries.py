@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentlab.compress.objective import Goal
+from agentlab.compress.objective import METRICS, Goal
 from agentlab.compress.report import FIGURES, fmt
 from agentlab.compress.scoring import derive
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT
@@ -129,10 +129,8 @@ def query_experiments(rows: list[dict[str, Any]], technique: str, sort_by: str, 
 
 
 def _direction(goal: Goal, metric: str) -> str:
-    for o in goal.objectives:
-        if o.metric == metric:
-            return str(o.direction)
-    return "minimize" if metric in ("perplexity", "size") else "maximize"
+    """The goal's direction for ``metric``, else the metric's own (``objective.METRICS``)."""
+    return next((str(o.direction) for o in goal.objectives if o.metric == metric), METRICS[metric])
 
 
 def best_config(rows: list[dict[str, Any]], metric: str, goal: Goal) -> str:
