@@ -1,10 +1,7 @@
 """The `agentlab compress` config: the model, the goal, the texts, the search and its budgets, and the typed
-experiment a planner proposes.
-
-An experiment is up to three steps applied in order: ``prune`` (unstructured / 2:4 magnitude or Wanda, or
-structured: MLP channels and whole layers), ``recover`` (LoRA fine-tune or logit distillation from the base model,
-after pruning), ``quantize`` (CPU int8 through torchao or torch, bitsandbytes NF4 on CUDA, or a GGUF type evaluated
-on llama.cpp). Every field is validated, so a planner (LLM or Optuna) can only propose what can run.
+experiment a planner proposes (up to three steps applied in order, prune, recover, quantize: the fields below and
+docs/commands/compress.md#an-experiment). Every field is validated, so a planner (LLM or Optuna) can only propose
+what can run.
 """
 
 from __future__ import annotations

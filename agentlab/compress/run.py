@@ -50,6 +50,7 @@ from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
+    llm_source,
     open_planner,
     require_planner_model,
 )
@@ -134,8 +135,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     kind = KINDS[cfg.search.planner]
     if kind.needs_model and (chooser is None if kind.family == "chooser" else agent_model is None):
         llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
-        source = llm if isinstance(llm, str | Path) else cfg.llm if llm is None else None
-        require_planner_model(llm_cfg, cfg.search.planner, source=str(source) if source else None,
+        require_planner_model(llm_cfg, cfg.search.planner, source=llm_source(llm or cfg.llm),
                               fallback=DEFAULT_SAMPLER["compress"])
     check_tracking(cfg.mlflow)
     if cfg.search.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
@@ -245,8 +245,7 @@ class Search:
         if self.shared:
             self._check_base(trials)
         self.records = self._records(trials)
-        self._shown = {int(e["trial"]) for e in self.run_dir.events()
-                       if e.get("kind") == "experiment" and e.get("trial") is not None}
+        self._shown = {int(e["trial"]) for e in self.run_dir.events("experiment") if e.get("trial") is not None}
         if self.records:
             self.announce(f"resuming: {len(self.records)} finished experiment(s) in the study, not run again")
         log_experiments(self.tracker, self.records)
@@ -450,8 +449,9 @@ class Search:
         atomic_write_text(self.run_dir.file(STATE), "".join(json.dumps(r, default=str) + "\n" for r in self.records))
 
     def _write_best(self) -> None:
-        atomic_write_json(self.run_dir.file("best.json"), best_summary(self.goal, self.records))
-        self.run_dir.event("best", index=(self.run_dir.read_json("best.json") or {}).get("index"))
+        best = best_summary(self.goal, self.records)
+        atomic_write_json(self.run_dir.file("best.json"), best)
+        self.run_dir.event("best", index=best.get("index"))
 
     # ------------------------------------------------------------------ the end
 
