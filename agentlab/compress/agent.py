@@ -124,11 +124,6 @@ def check_target(found: dict[str, Target], target: Any, tool: str) -> None:
                             f"(one of {', '.join(found)})")
 
 
-def evaluate_schema(ids: list[str], tasks: list[str]) -> dict[str, Any]:
-    return arguments({"target": {"type": "string", "enum": ids}, "task": {"type": "string", "enum": tasks},
-                      "limit": {"type": "integer", "minimum": LIMITS[0], "maximum": LIMITS[1]}})
-
-
 def evaluate(evaluator: Evaluator, domain: ExperimentDomain, args: dict[str, Any],
              on_event: Callable[..., None] | None = None) -> str:
     """The ``evaluate`` tool: its arguments checked (a scripted or unconstrained model's too), then the evaluation
@@ -263,7 +258,10 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
             out += [
                 Tool("evaluate", "score the base model or a finished experiment on an lm-eval task's first `limit` "
                      "questions: accuracy with a 90% interval, and against the base on the same items; not an "
-                     "experiment (the budget is not used)", evaluate_schema(ids, list(evaluator.tasks)),
+                     "experiment (the budget is not used)",
+                     arguments({"target": {"type": "string", "enum": ids},
+                                "task": {"type": "string", "enum": list(evaluator.tasks)},
+                                "limit": {"type": "integer", "minimum": LIMITS[0], "maximum": LIMITS[1]}}),
                      lambda args: evaluate(evaluator, domain, args, on_event)),
                 Tool("evaluation", "ask the evaluation sub-agent which task and how many questions would settle a "
                      "question about an experiment's accuracy (is its drop real?)",

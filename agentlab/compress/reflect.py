@@ -83,13 +83,11 @@ def _unchecked(sentence: str, figures: list[float], names: list[str]) -> list[st
     return out
 
 
-def check_note(note: str, records: list[dict[str, Any]], names: list[str] | None = None) -> tuple[str, list[dict[str,
-                                                                                                               Any]]]:
+def check_note(note: str, records: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """(the note without the sentences that quote a number the measurements do not hold, those sentences with their
     numbers)."""
     figures = measured_figures(records)
-    labels = sorted({str(r.get("label")) for r in records if r.get("label")} | set(names or []) | {"2:4"},
-                    key=len, reverse=True)
+    labels = sorted({str(r.get("label")) for r in records if r.get("label")} | {"2:4"}, key=len, reverse=True)
     kept, flagged = [], []
     for sentence in (s.strip() for s in SENTENCE.split(note)):
         if not sentence:

@@ -305,9 +305,8 @@ class Search:
             self.records = self._records(records)
             iteration = 1 + self.loop.counted(records)  # the base uses no budget
         return ExperimentDomain(self.goal, self.p.space, self.cfg.seed, iteration, self.records,
-                                self.study.get_trials(deepcopy=False) if self.study is not None else [],
-                                self.workspace.notes(self.model_hash), budget=self.cfg.search.max_iterations,
-                                samplers=self._samplers)
+                                self.study.get_trials(deepcopy=False), self.workspace.notes(self.model_hash),
+                                budget=self.cfg.search.max_iterations, samplers=self._samplers)
 
     # ------------------------------------------------------------------ the study's trials as records
 
@@ -458,9 +457,9 @@ class Search:
     def _finish(self) -> dict[str, Any]:
         self._write_state()
         results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
-        planner = self.session.planner if self.session is not None else None
-        if planner is not None:
-            results.update(planner.report(experiment_results(self.goal, self.records)))
+        assert self.session is not None, "the search ran with a planner"
+        planner = self.session.planner
+        results.update(planner.report(experiment_results(self.goal, self.records)))
         plot = write_plot(self.goal, self.records, self.run_dir.file("pareto.png"))
         results["plot"] = plot.name if plot is not None else None
         self.run_dir.save_results(results)
