@@ -102,9 +102,7 @@ def parse_objective(text: str) -> Goal:
         raise UsageError("empty objective", hint=f"say what to optimise, e.g. {EXAMPLE}")
     split = re.search(r"\b(with|subject to|while keeping|keeping|such that|where)\b", raw)
     head, rest = (raw[:split.start()], raw[split.end():]) if split else (raw, "")
-    objectives = _objectives(head, text)
-    constraints = _constraints(rest, text) if rest else []
-    return Goal(objectives=objectives, constraints=constraints)
+    return Goal(objectives=_objectives(head, text), constraints=_constraints(rest, text))  # rest "": none
 
 
 def _objectives(head: str, text: str) -> list[ObjectiveSpec]:

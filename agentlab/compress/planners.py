@@ -124,11 +124,11 @@ class ExperimentDomain:
         return self.iteration - 1 < population_size(self.budget) // 2  # the first half of NSGA-II's random generation
 
     def request(self, candidates: list[dict[str, Any]], budget_left: int, history: int) -> ChoiceRequest:
-        done = [r for r in self.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
-        rows = [(to_params(_experiment(r), self.space), _points(self.goal, [r])[0]) for r in done]  # type: ignore
+        rows = [(to_params(exp, self.space), _points(self.goal, [r])[0])
+                for r in self.records[1:] if r.get("state") == "done" and (exp := _experiment(r)) is not None]
         return ChoiceRequest(
             chooser_messages(self, [self.experiment(c) for c in candidates], budget_left, history), candidates,
-            [(params, values) for params, values in rows if all(v is not None for v in values)],  # type: ignore
+            [(params, values) for params, values in rows if None not in values],  # type: ignore
             [o.direction for o in self.goal.objectives], lambda params: self.space.distributions(),
             seed=self.seed * 7919 + self.iteration)
 
