@@ -190,8 +190,8 @@ def test_compress_full_disk_stops_with_one_line_and_resume_finishes(point: str, 
     with monkeypatch.context() as patch:
         if point == "checkpoint":
             fill_on_call(patch, disk, torch, "save", 1)  # the base measurement's weights
-        elif point == "log":  # experiments.jsonl, the run's state: the first experiment's line (the base's is 1st)
-            fill_on_call(patch, disk, compress_run, "durable_append", 2)
+        elif point == "log":  # experiments.jsonl, rewritten after each trial: the first experiment's write
+            fill_on_call(patch, disk, compress_run, "atomic_write_text", 2)
         else:
             fill_at(patch, disk, {"state": "best.json", "plot": "pareto.png"}[point], 1)
         code = main([*args, "--out", str(run)])
