@@ -1,5 +1,5 @@
 """The one worker protocol of every search (nas, compress, evolve) on Optuna's public API only: ``TrialStore``
-creates, claims, beats, finishes and recovers trials, named by their number (docs/design/architecture.md, Search).
+creates, claims, beats and recovers trials, named by their number (docs/design/architecture.md, Search).
 A study is attached to its storage object (``attach``; ``study.open_study`` does it) and ``store_of`` gives its
 store. On SQLite, which has no row locks, claims and recovery hold a file lock beside the database.
 """
@@ -132,26 +132,6 @@ class TrialStore:
         with deferred_interrupts():
             self.storage.set_trial_user_attr(self.trial_id(number), key, value)
 
-    def finish(self, number: int, values: Sequence[float] | float | None = None, *, state: Any = None,
-               attrs: dict[str, Any] | None = None) -> bool:
-        """Store ``attrs`` and end the trial: COMPLETE with ``values``, or ``state`` (FAIL, PRUNED). False when it
-        had been finished already (taken for dead by another worker: its retry counts instead)."""
-        import optuna
-
-        if self.get(number).state.is_finished():
-            return False
-        try:
-            with deferred_interrupts():
-                for key, value in (attrs or {}).items():
-                    self.storage.set_trial_user_attr(self.trial_id(number), key, value)
-                if state is None:
-                    self.study.tell(number, values)
-                else:
-                    self.study.tell(number, state=state)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return False
-        return True
-
     # ------------------------------------------------------------------ claims
 
     @contextlib.contextmanager
@@ -163,7 +143,7 @@ class TrialStore:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
-            finally:
+            finally:  # explicit: a process forked meanwhile would hold the lock with its copy of the file
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def claim(self, limit: int = 1, *, accept: Callable[[Any], bool] = lambda t: True,
@@ -207,18 +187,15 @@ class TrialStore:
         except UpdateFinishedTrialError:
             return False
 
-    def recover(self, owned: Callable[[Any], bool] = lambda t: True, *, also: Callable[[Any], bool] | None = None
-                ) -> list[int]:
-        """Requeue the RUNNING trials (those ``owned`` says belong to this search) whose worker process on this host
-        is gone, or that ``also`` names (e.g. trials this process could not record on a full disk). A trial names
-        its worker in its plan (``plan.worker``) or in a ``worker`` attribute. Returns their numbers.
+    def recover(self, *, also: Callable[[Any], bool] | None = None) -> list[int]:
+        """Requeue the RUNNING trials whose worker process on this host is gone, or that ``also`` names (e.g. trials
+        this process could not record on a full disk). A trial names its worker in its plan (``plan.worker``) or in a
+        ``worker`` attribute. Returns their numbers.
 
         Reads and requeues under the claim lock: a trial claimed between the two is not taken from its new worker."""
         from optuna.trial import TrialState
 
         def stranded(trial: Any) -> bool:
-            if not owned(trial):
-                return False
             worker = trial.user_attrs.get(R.A_PLAN, {}).get("worker") or trial.user_attrs.get("worker")
             return (worker != self.worker and not R.worker_alive(worker)) or (also is not None and also(trial))
 

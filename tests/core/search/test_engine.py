@@ -40,7 +40,7 @@ def test_the_pattern_finds_what_it_is_for() -> None:  # the test above cannot pa
     assert not PRIVATE.search("store.trial_id(number)") and not PRIVATE.search("self._ids[number]")
 
 
-def test_create_claim_requeue_finish_by_number(tmp_path: Path) -> None:
+def test_create_claim_requeue_by_number(tmp_path: Path) -> None:
     study = new_study(f"sqlite:///{tmp_path / 's.db'}", study_name="s", direction="minimize")
     store = store_of(study)
     assert store.claim_lock == Path(f"{tmp_path / 's.db'}.claims.lock") and not store.heartbeats
@@ -52,9 +52,8 @@ def test_create_claim_requeue_finish_by_number(tmp_path: Path) -> None:
     assert [t.number for t in store.claim(5, accept=lambda t: t.user_attrs["id"] == "b")] == [1]
     assert store.claim(5) == []  # nothing waits
     assert store.requeue(1) and store.get(1).state == TrialState.WAITING
-    assert store.finish(0, 0.5, attrs={"note": "x"}) and study.trials[0].value == 0.5
-    assert not store.finish(0, 0.7)  # finished already: refused, the first value stays
-    assert study.trials[0].value == 0.5 and not store.requeue(0)
+    study.tell(0, 0.5)
+    assert study.trials[0].value == 0.5 and not store.requeue(0)  # finished: not put back
 
 
 def test_recover_puts_back_only_the_trials_of_dead_workers_on_this_host(tmp_path: Path) -> None:
@@ -69,13 +68,15 @@ def test_recover_puts_back_only_the_trials_of_dead_workers_on_this_host(tmp_path
     assert store.recover(also=lambda t: t.number == mine) == [mine] and elsewhere == 2
 
 
-def test_recover_does_not_take_back_a_trial_claimed_while_it_read(tmp_path: Path) -> None:
+def test_recover_does_not_take_back_a_trial_claimed_while_it_read(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A claim writes RUNNING, then the plan naming its worker: recover reading and requeueing under the claim lock
     never sees the first write without the second, nor requeues a trial claimed since it read the list."""
     study = new_study(f"sqlite:///{tmp_path / 's.db'}", study_name="s", direction="minimize")
     store = store_of(study)
     lost = store.create(user_attrs={R.A_PLAN: {"worker": f"{socket.gethostname()}:999999"}})
     held: list[bool] = []
+    alive = R.worker_alive
 
     def lock_held() -> bool:
         with open(store.claim_lock, "a") as probe:  # another open file: flock conflicts with the store's own
@@ -86,17 +87,18 @@ def test_recover_does_not_take_back_a_trial_claimed_while_it_read(tmp_path: Path
             fcntl.flock(probe, fcntl.LOCK_UN)
             return False
 
-    def owned(trial: object) -> bool:
+    def checked(worker: str | None) -> bool:
         held.append(lock_held())
         if len(held) == 1:  # after recover's first read: another worker recovers the trial and a live one claims it
             assert store.requeue(lost)
-            store.claim(attrs=lambda t: {R.A_PLAN: {"worker": store.worker}})
-        return True
+            store.claim(attrs=lambda t: {R.A_PLAN: {"worker": "another-host:1"}})
+        return alive(worker)
 
-    assert store.recover(owned) == []
+    monkeypatch.setattr(R, "worker_alive", checked)
+    assert store.recover() == []
     trial = store.get(lost)
-    assert trial.state == TrialState.RUNNING and trial.user_attrs[R.A_PLAN]["worker"] == store.worker
-    assert held[-1], "recover read the trials it requeues without the claim lock"
+    assert trial.state == TrialState.RUNNING and trial.user_attrs[R.A_PLAN]["worker"] == "another-host:1"
+    assert len(held) == 2 and held[-1], "recover read the trials it requeues without the claim lock"
 
 
 def test_a_study_not_opened_by_agentlab_is_named_as_such() -> None:
