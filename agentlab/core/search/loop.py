@@ -32,7 +32,7 @@ from agentlab.core.search.planners import (
 )
 from agentlab.core.search.records import TrialRecord, best_of
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import MAX_RETRIES, Direction, KeptSampler, make_sampler, storage_where
+from agentlab.core.search.study import MAX_RETRIES, Direction, KeptSampler, make_sampler
 
 log = logging.getLogger(__name__)
 # Trials this process left RUNNING because the storage refused to record their end (a full disk): a later search in
@@ -471,7 +471,7 @@ class SearchLoop:
         try:
             return self._run()
         except Exception as exc:  # the study's commit on a full disk: name the database, not StorageInternalError
-            full = storage_error(exc, where=storage_where(self.study))
+            full = storage_error(exc, where=self.store.where)
             if full is None:
                 raise
             if self._current is not None:  # its end was not recorded (the study's commit failed)

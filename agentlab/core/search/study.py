@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentlab.core.errors import ConfigError, RunDirError
-from agentlab.core.search.engine import attach, storage_object, store_of, url_where
+from agentlab.core.search.engine import attach, storage_object, url_where
 
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
@@ -97,16 +97,8 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
                       hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
 
 
-def storage_where(study: Any) -> str | None:
-    """The file (an SQLite database, a journal) or the URL, password hidden, that holds ``study``: for errors."""
-    try:
-        return store_of(study).where
-    except ValueError:  # a study opened outside agentlab
-        return None
-
-
 def describe_storage(storage: str | None, opened: Any) -> str | None:
-    """``storage_where``'s text for a storage setting (``opened``: what ``open_storage`` returned for it)."""
+    """A storage setting as errors name it: its file, or its URL without the password (``opened``: from it)."""
     return url_where(opened if isinstance(opened, str) else storage)
 
 
@@ -165,8 +157,6 @@ def make_sampler(kind: str, seed: int, *, startup: int = 10, population: int = 5
     over the trials that happen to have it; else one key at a time. ``tpe_independent`` is always one key at a
     time, ``tpe_multivariate`` always joint (grouped on a conditional space). ``cmaes``: Optuna's CMA-ES over the
     numeric keys every trial has; categorical and conditional keys are drawn at random (its independent sampler)."""
-    import warnings
-
     import optuna
 
     if kind in ("tpe", "tpe_independent", "tpe_multivariate"):
