@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -171,26 +172,19 @@ def best_of(records: list[TrialRecord], direction: str = "minimize") -> TrialRec
 
 def state_counts(records: list[TrialRecord]) -> dict[str, int]:
     """results.json's ``states``: how many trials ended in each state, in the order the states first occur."""
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    return counts
+    return dict(Counter(r.state for r in records))
 
 
 def state_dict(records: list[TrialRecord], metric: str, direction: str = "minimize") -> dict[str, Any]:
     """agent_state.json: ``best_run_id`` and ``runs`` with run_id, the metric, test metrics, decision, planner, and
     ``counted`` (False for a trial interrupted or abandoned: it used no budget and was planned again)."""
     best = best_of(records, direction)
-    runs = []
-    for r in records:
-        runs.append({
-            "run_id": r.run_id, "trial": r.number, "state": r.state, metric: r.value,
-            **{k: v for k, v in r.metrics.items() if k != "value"},
-            "accepted": r.accepted, "reason": r.reason, "decided_by": r.decided_by, "planner": r.planner,
-            "origin": r.origin, "choice": r.choice, "candidates": r.candidates, "reasoning": r.reasoning,
-            "changes": r.changes, "params": r.params, "worker": r.worker, "seconds": r.seconds,
-            "counted": r.counted,
-        })
+    runs = [{"run_id": r.run_id, "trial": r.number, "state": r.state, metric: r.value,
+             **{k: v for k, v in r.metrics.items() if k != "value"},
+             "accepted": r.accepted, "reason": r.reason, "decided_by": r.decided_by, "planner": r.planner,
+             "origin": r.origin, "choice": r.choice, "candidates": r.candidates, "reasoning": r.reasoning,
+             "changes": r.changes, "params": r.params, "worker": r.worker, "seconds": r.seconds,
+             "counted": r.counted} for r in records]
     return {"best_run_id": best.run_id if best else None, "best_value": best.value if best else None,
             "metric": metric, "runs": runs}
 
