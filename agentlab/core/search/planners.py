@@ -17,7 +17,6 @@ from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.search import share as S
 from agentlab.core.search.kinds import KINDS
 from agentlab.core.search.prompts import (
-    REASONING_CHARS,
     choice_messages,
     choice_model,
     format_changes,
@@ -437,19 +436,17 @@ class LLMChooser:
     """Asks the router's ``route`` for ``{"choice", "reasoning"}`` under a schema whose ``choice`` is an enum of the
     candidates' indices: one request, no repair round (an invalid or missing answer is no answer)."""
 
-    def __init__(self, router: Router, route: str = "planner", reasoning_chars: int = REASONING_CHARS):
-        self.router, self.route, self.reasoning_chars = router, route, reasoning_chars
+    def __init__(self, router: Router, route: str = "planner"):
+        self.router, self.route = router, route
         chain = router.route(route)[1]
         self.name = chain[0] if chain else route
 
     def choose(self, request: ChoiceRequest) -> Choice:
-        schema = choice_model(len(request.candidates), self.reasoning_chars)
         try:
-            result = self.router.structured_sync(request.messages, schema, route=self.route, max_repairs=0,
-                                                 show_schema=False)
+            answer = self.structured(request.messages, choice_model(len(request.candidates)))
         except LLMError as exc:
             return Choice(None, note=f"no answer from the planner LLM: {exc.kind}: {_why(exc)}")
-        return Choice(result.value.choice, result.value.reasoning)
+        return Choice(answer.choice, answer.reasoning)
 
     def structured(self, messages: list[dict[str, str]], schema: Any, show_schema: bool = False) -> Any:
         """One structured answer (the validated object), no repair round; raises ``LLMError`` when there is none."""
@@ -458,7 +455,7 @@ class LLMChooser:
 
     def own(self, messages: list[dict[str, str]], values: dict[str, list[Any]]) -> tuple[dict[str, Any], str]:
         """A plan of the model's own under ``plan_model(values)``; raises ``LLMError`` when it gives none."""
-        plan = self.structured(messages, plan_model(values, self.reasoning_chars))
+        plan = self.structured(messages, plan_model(values))
         return dict(plan.changes), plan.reasoning
 
 

@@ -13,35 +13,36 @@ import statistics
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
 
 REASONING_CHARS = 160  # a sentence: enough to say why, too short for a small model to ramble to max_tokens
-MEANING_CHARS = 40  # a key's meaning, cut to this in the compact table
 # Printable ASCII but `"` and `\`: one line of plain text. llama.cpp's grammar checks a token's bytes with a lenient
 # UTF-8 decoder (continuation bytes unchecked), so a model that emits stray bytes inside a free Unicode string could
 # leave a control character or a quote in the decoded text and the JSON broken; ASCII bytes are always whole
 # characters. llama.cpp's converter reads `pattern` before `maxLength`; both bound the text.
 REASONING_CHARSET = r"[ !#-\[\]-~]"
 
-class PlanReply(BaseModel):
-    """A plan as an LLM returns it.
 
-    Validation is lenient on purpose: ``changes`` is checked against the space by the planner, whose errors name the
-    key and its bounds, and a model that adds a field is not failed for it. The JSON schema sent to the model is the
-    strict, space-derived one of the subclass ``plan_model`` builds (``model_json_schema`` returns it).
-    """
+class _Reply(BaseModel):
+    """An LLM's answer. The JSON schema sent to the model is the strict one a subclass carries (``sent``, set by
+    ``plan_model`` / ``choice_model``: ``model_json_schema`` returns it); validation stays lenient (pydantic ignores
+    extra fields), so a model that adds a field is not failed for it."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    changes: dict[str, Any] = Field(description="search-space keys to change, each to one of its listed values")
-    reasoning: str = Field("", description="why these changes, in one short sentence")
-    plan_schema: ClassVar[dict[str, Any]] = {}
+    sent: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if cls.plan_schema:
-            return copy.deepcopy(cls.plan_schema)
+        if cls.sent:
+            return copy.deepcopy(cls.sent)
         return super().model_json_schema(*args, **kwargs)
+
+
+class PlanReply(_Reply):
+    """A plan as an LLM returns it: ``changes`` is checked against the space by the planner, whose errors name the
+    key and its bounds."""
+
+    changes: dict[str, Any] = Field(description="search-space keys to change, each to one of its listed values")
+    reasoning: str = Field("", description="why these changes, in one short sentence")
 
 
 def _json_type(values: list[Any]) -> str | None:
@@ -53,8 +54,13 @@ def _json_type(values: list[Any]) -> str | None:
     return kinds.pop() if len(kinds) == 1 and "other" not in kinds else None
 
 
-def plan_schema(values: dict[str, list[Any]], reasoning_chars: int = REASONING_CHARS,
-                reasoning_first: bool = False) -> dict[str, Any]:
+def _reasoning(reply: type[_Reply]) -> dict[str, Any]:
+    """The ``reasoning`` property of a schema: one line of plain text (``REASONING_CHARSET``)."""
+    return {"type": "string", "description": reply.model_fields["reasoning"].description,
+            "maxLength": REASONING_CHARS, "pattern": f"^{REASONING_CHARSET}{{0,{REASONING_CHARS}}}$"}
+
+
+def plan_schema(values: dict[str, list[Any]]) -> dict[str, Any]:
     """The JSON schema of a plan over ``values`` (key -> the values it may change to): see the module docstring.
     Properties come in the order a model writes them (llama.cpp's grammar keeps the schema's order)."""
     changes: dict[str, Any] = {}
@@ -64,22 +70,17 @@ def plan_schema(values: dict[str, list[Any]], reasoning_chars: int = REASONING_C
         if kind:
             prop = {"type": kind, **prop}
         changes[key] = prop
-    props = {
+    return {"title": "Plan", "type": "object", "properties": {
         "changes": {"type": "object", "description": PlanReply.model_fields["changes"].description,
                     "properties": changes, "additionalProperties": False, "minProperties": 1},
-        "reasoning": {"type": "string", "description": PlanReply.model_fields["reasoning"].description,
-                      "maxLength": reasoning_chars, "pattern": f"^{REASONING_CHARSET}{{0,{reasoning_chars}}}$"},
-    }
-    order = ["reasoning", "changes"] if reasoning_first else ["changes", "reasoning"]
-    return {"title": "Plan", "type": "object", "properties": {k: props[k] for k in order}, "required": order,
-            "additionalProperties": False}
+        "reasoning": _reasoning(PlanReply)},
+        "required": ["changes", "reasoning"], "additionalProperties": False}
 
 
-def plan_model(values: dict[str, list[Any]], reasoning_chars: int = REASONING_CHARS,
-               reasoning_first: bool = False) -> type[PlanReply]:
-    """A ``PlanReply`` subclass named ``Plan`` whose JSON schema is ``plan_schema(values, ...)``."""
+def plan_model(values: dict[str, list[Any]]) -> type[PlanReply]:
+    """A ``PlanReply`` subclass named ``Plan`` whose JSON schema is ``plan_schema(values)``."""
     model = create_model("Plan", __base__=PlanReply)
-    model.plan_schema = plan_schema(values, reasoning_chars, reasoning_first)
+    model.sent = plan_schema(values)
     return model
 
 
@@ -94,40 +95,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def brief(meaning: str, limit: int = MEANING_CHARS) -> str:
-    """A key's meaning in a few words: its first clause without asides, cut at a word boundary."""
-    text = meaning.split(";")[0].split(" (")[0].strip()
-    if len(text) <= limit:
-        return text
-    return text[:limit].rsplit(" ", 1)[0].rstrip(",:(") + "..."
-
-
 def format_changes(changes: dict[str, Any]) -> str:
     """``key=value, ...`` (values as the prompt shows them)."""
     return ", ".join(f"{k}={_fmt(v)}" for k, v in changes.items()) or "no change"
 
 
-
-
 # --------------------------------------------------------------------------- the chooser
 
 
-class ChoiceReply(BaseModel):
+class ChoiceReply(_Reply):
     """The LLM planner's answer: which candidate runs, and why. ``choice_model`` bounds ``choice`` to the candidates
     shown (an answer outside them fails validation: no re-ask, the planner records it as no answer)."""
 
-    model_config = ConfigDict(extra="ignore")
-
     choice: int = Field(description="the index of the candidate to run next")
     reasoning: str = Field("", description="why this candidate, in one short sentence")
-    choice_schema: ClassVar[dict[str, Any]] = {}
     candidates: ClassVar[int] = 0
-
-    @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if cls.choice_schema:
-            return copy.deepcopy(cls.choice_schema)
-        return super().model_json_schema(*args, **kwargs)
 
     @model_validator(mode="after")
     def _in_range(self) -> ChoiceReply:
@@ -136,20 +118,19 @@ class ChoiceReply(BaseModel):
         return self
 
 
-def choice_schema(k: int, reasoning_chars: int = REASONING_CHARS) -> dict[str, Any]:
+def choice_schema(k: int) -> dict[str, Any]:
     """The JSON schema of a choice among ``k`` candidates: ``choice`` an enum of 0..k-1, then one line of reasoning."""
     return {"title": "Choice", "type": "object", "properties": {
         "choice": {"type": "integer", "enum": list(range(k)),
                    "description": ChoiceReply.model_fields["choice"].description},
-        "reasoning": {"type": "string", "description": ChoiceReply.model_fields["reasoning"].description,
-                      "maxLength": reasoning_chars, "pattern": f"^{REASONING_CHARSET}{{0,{reasoning_chars}}}$"}},
+        "reasoning": _reasoning(ChoiceReply)},
         "required": ["choice", "reasoning"], "additionalProperties": False}
 
 
-def choice_model(k: int, reasoning_chars: int = REASONING_CHARS) -> type[ChoiceReply]:
-    """A ``ChoiceReply`` subclass named ``Choice`` whose JSON schema is ``choice_schema(k, ...)``."""
+def choice_model(k: int) -> type[ChoiceReply]:
+    """A ``ChoiceReply`` subclass named ``Choice`` whose JSON schema is ``choice_schema(k)``."""
     model = create_model("Choice", __base__=ChoiceReply)
-    model.choice_schema = choice_schema(k, reasoning_chars)
+    model.sent = choice_schema(k)
     model.candidates = k
     return model
 
@@ -161,13 +142,6 @@ CHOOSER_SYSTEM = (
 )
 
 
-def _good_rows(rows: Sequence[tuple[dict[str, Any], float]], maximize: bool) -> tuple[list[dict[str, Any]],
-                                                                                       list[dict[str, Any]]]:
-    ranked = sorted(rows, key=lambda r: -r[1] if maximize else r[1])
-    cut = max(1, len(ranked) // 3)
-    return [p for p, _ in ranked[:cut]], [p for p, _ in ranked[cut:]]
-
-
 def good_trials_summary(rows: Sequence[tuple[dict[str, Any], float]], keys: Sequence[str], maximize: bool = False,
                         limit: int = 12) -> list[str]:
     """What the good trials (the best third by score, at least one) share, per key, against the others: the most
@@ -175,7 +149,9 @@ def good_trials_summary(rows: Sequence[tuple[dict[str, Any], float]], keys: Sequ
     trials agree with the others are left out; at most ``limit`` lines. Empty below three trials."""
     if len(rows) < 3:
         return []
-    good, rest = _good_rows(rows, maximize)
+    ranked = [p for p, _ in sorted(rows, key=lambda r: -r[1] if maximize else r[1])]
+    cut = max(1, len(ranked) // 3)
+    good, rest = ranked[:cut], ranked[cut:]
     lines: list[str] = []
     for key in keys:
         g = [p[key] for p in good if key in p]

@@ -20,7 +20,6 @@ from agentlab.core.llm.types import GenParams
 from agentlab.core.search.planners import diff
 from agentlab.core.search.prompts import (
     REASONING_CHARS,
-    brief,
     choice_messages,
     choice_model,
     format_changes,
@@ -87,7 +86,6 @@ def test_plan_schema_example() -> None:
             "reasoning": {"type": "string", "description": "why these changes, in one short sentence",
                           "maxLength": REASONING_CHARS, "pattern": "^[ !#-\\[\\]-~]{0,160}$"}},
         "required": ["changes", "reasoning"], "additionalProperties": False}
-    assert list(plan_schema({}, reasoning_first=True)["properties"]) == ["reasoning", "changes"]
     model = plan_model({"model.d_model": [16]})
     assert model.__name__ == "Plan" and model.model_json_schema() == plan_schema({"model.d_model": [16]})
     # validation is lenient (the planner checks changes against the space with its own messages)
@@ -119,14 +117,6 @@ def test_choice_prompt_lists_history_summary_and_candidates() -> None:
         'Answer as JSON: {"choice": <0 to 1>, "reasoning": "..."}, where reasoning says in one sentence why that '
         "candidate should lower val_mse.",
     ]
-
-
-def test_brief_meanings() -> None:
-    assert brief("prob: ProbSparse self-attention; full: dense (SDPA)") == "prob: ProbSparse self-attention"
-    assert brief("self-attention distilling (conv + ELU + max-pool) between encoder layers") == \
-        "self-attention distilling"
-    assert brief("a linear forecast over time added to the Informer's (DLinear, ...)") == \
-        "a linear forecast over time added to..."
 
 
 # --------------------------------------------------------------------------- under llama.cpp's grammar
