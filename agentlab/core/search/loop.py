@@ -372,17 +372,16 @@ class SearchLoop:
         from optuna.trial import TrialState
 
         def report(step: int, value: float) -> bool:
-            if proposal.planner == "base":  # the reference is never pruned: every gain is measured against it
+            # the base is never pruned: it is the reference every gain is measured against
+            if proposal.planner == "base" or not math.isfinite(value):
                 return False
-            if math.isfinite(value):
-                try:
-                    with deferred_interrupts(), warnings.catch_warnings():  # a Ctrl-C inside the commit would break
-                        warnings.simplefilter("ignore")  # the storage; a trial run again reports its steps again
-                        trial.report(value, step)
-                        return trial.should_prune()
-                except optuna.exceptions.UpdateFinishedTrialError:  # taken for dead by another worker: see below
-                    return False
-            return False
+            try:
+                with deferred_interrupts(), warnings.catch_warnings():  # a Ctrl-C inside the commit would break
+                    warnings.simplefilter("ignore")  # the storage; a trial run again reports its steps again
+                    trial.report(value, step)
+                    return trial.should_prune()
+            except optuna.exceptions.UpdateFinishedTrialError:  # taken for dead by another worker: see below
+                return False
 
         start = time.perf_counter()
         try:
@@ -413,7 +412,7 @@ class SearchLoop:
         except Exception as exc:
             full = storage_error(exc, where=self.run_dir or None)
             if full is not None:  # the disk, not the config: the search stops, the trial runs again on --resume
-                self._interrupted(trial, full.message)
+                self._interrupted(trial)
                 self._current = None
                 raise full from exc
             # one bad config (e.g. out of memory) must not end the search
@@ -475,7 +474,7 @@ class SearchLoop:
             if full is None:
                 raise
             if self._current is not None:  # its end was not recorded (the study's commit failed)
-                self._interrupted(self._current, full.message)
+                self._interrupted(self._current)
             if full is exc:
                 raise
             raise full from exc
@@ -488,9 +487,9 @@ class SearchLoop:
         except Exception:
             log.warning("could not put trial %d back in the queue", trial.number, exc_info=True)
 
-    def _interrupted(self, trial: Any, message: str) -> None:
-        """A trial the disk stopped goes back to WAITING (``message`` says why the search stops); when the study
-        cannot take even that, it stays RUNNING and the next search here recovers it."""
+    def _interrupted(self, trial: Any) -> None:
+        """A trial the disk stopped goes back to WAITING; when the study cannot take even that, it stays RUNNING and
+        the next search here recovers it."""
         try:
             if self.store.requeue(trial.number):
                 return
