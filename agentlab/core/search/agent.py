@@ -35,6 +35,8 @@ from agentlab.core.search.settings import AgentSettings
 ACTIONS = ("run_trial", "try_config", "run_experiment", "try_experiment")  # the tools whose call runs a trial
 AGENT_ORIGINS = ("agent", "default")  # trials the agent chose (default: it gave no valid action, candidate 0 ran)
 REASON_CHARS = 120
+STATS = ("steps", "tool_calls", "invalid_tool_calls", "failed_calls", "idle_steps", "rejected_calls", "defaulted",
+         "tokens", "model_seconds", "largest_prompt_tokens", "prompt_tokens", "cached_tokens")  # the graph's counters
 
 
 @dataclass
@@ -353,7 +355,7 @@ class AgentPlanner:
                       f"{unit}s without a new best, {sampler} runs the next ones (the guard) until one improves. "
                       "Every fact comes from the tools and is computed in code: trust it over your own guesses.")
         facts = [self.kit.facts()]
-        notes = self._notes()
+        notes = [str(n) for n in self._knowledge().get(self.kit.signature, [])][-5:]
         if notes:
             facts.append(f"notes from earlier searches on {self.kit.scope}:\n" + "\n".join(f"- {n}" for n in notes))
         facts.append(f"The search starts from {self._view().best_line()}. Plan, then run the first {self.unit}.")
@@ -450,9 +452,6 @@ class AgentPlanner:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _notes(self) -> list[str]:
-        return [str(n) for n in self._knowledge().get(self.kit.signature, [])][-5:]
-
     def _note(self, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Kept in the agent's state (``notes``) and, with a knowledge file, for the next search on this data."""
         text = " ".join(str(args.get("text", "")).split())[:200]
@@ -537,12 +536,7 @@ def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
     without_leads = score(lambda origin, choice, planner: planner != "leads") if leads else None
     chosen = sum(1 for o, _, _ in rows if o in AGENT_ORIGINS)
     actions = max(chosen, 1)  # the trials the agent chose (the last one's result never reaches the graph)
-    return {"model": planner.model.name, "steps": counts["steps"], "tool_calls": counts["tool_calls"],
-            "invalid_tool_calls": counts["invalid_tool_calls"], "failed_calls": counts.get("failed_calls", 0),
-            "idle_steps": counts.get("idle_steps", 0), "rejected_calls": counts["rejected_calls"],
-            "defaulted": counts["defaulted"], "tokens": counts["tokens"], "model_seconds": counts["model_seconds"],
-            "largest_prompt_tokens": counts.get("largest_prompt_tokens", 0),
-            "prompt_tokens": counts.get("prompt_tokens", 0), "cached_tokens": counts.get("cached_tokens", 0),
+    return {"model": planner.model.name, **{key: counts.get(key, 0) for key in STATS},
             "tokens_per_trial": round(counts["tokens"] / actions, 1),
             "seconds_per_trial": round(counts["model_seconds"] / actions, 3),
             "trials_by_agent": sum(1 for o, _, _ in rows if o == "agent"),
