@@ -179,11 +179,9 @@ class NaiveFirst(Wrapper):
     def propose(self, ctx: PlanContext) -> Proposal:
         domain = ctx.domain
         if isinstance(domain, TrialDomain) and ctx.budget_left > 0:
-            spec = domain.space.params.get("model.family")
-            seen = {params_key(r.params) for r in domain.records if r.state != "interrupted"} | domain.tried
-            for family in (f for f in NAIVE_FAMILIES if spec is not None and f in (spec.choices or [])):
-                params = domain.space.complete({**domain.base_params, "model.family": family})
-                if params_key(params) not in seen and not domain.check(params):
+            for family in NAIVE_FAMILIES:
+                params, _ = domain.lead({"model.family": family})  # None: not in the space, or run already
+                if params is not None:
                     return Proposal(params, domain.changes(params), "naive",
                                     f"the {family} forecast: trains nothing, the reference every model must beat")
         return self.inner.propose(ctx)
@@ -397,8 +395,8 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             if spaces is not None:
                 spaces.cleanup()
                 spaces.release()
-        planned = session.report(trial_results(outcome.records, direction == "maximize",
-                                               without_llm(metric) if own else forecast_without_llm))
+        planned = session.planner.report(trial_results(outcome.records, direction == "maximize",
+                                                       without_llm(metric) if own else forecast_without_llm))
     if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them
         results = summarise_command(cfg, outcome, session.line, planned.get("llm_contribution"),
                                     planned.get("agent"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from agentlab.core.agent.runtime import AgentModel, RouterModel
@@ -26,13 +25,11 @@ from agentlab.core.search.planners import (
     LLMChooser,
     OptunaPlanner,
     Planner,
-    SearchResults,
 )
 from agentlab.core.search.settings import LLMPlannerSettings
 from agentlab.core.search.share import PickMemory
 
 OFFLINE = "no planner model configured; offline"  # the planner line's reason when the user configured none
-
 
 
 @dataclass
@@ -115,10 +112,6 @@ class PlannerSession:
             self._router.close()
             self._router = None
 
-    def report(self, results: SearchResults) -> dict[str, Any]:
-        """What the planner adds to results.json (``Planner.report``: ``llm_contribution``, ``agent``, or nothing)."""
-        return self.planner.report(results)
-
     def close(self) -> None:
         if self._closed:
             return
@@ -136,11 +129,8 @@ class PlannerSession:
     def __enter__(self) -> PlannerSession:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-Builder = Callable[[PlannerSession], tuple[Planner, str]]
 
 
 def missing_keys(llm: LLMConfig, chain: list[str]) -> str | None:
@@ -313,7 +303,8 @@ def _auto(session: PlannerSession) -> tuple[Planner, str]:
 
 
 # a kind's family (``kinds.KINDS``) -> its builder
-BUILDERS: dict[str, Builder] = {"sampler": _classical, "chooser": _llm, "auto": _auto, "agent": _agent}
+BUILDERS: dict[str, Callable[[PlannerSession], tuple[Planner, str]]] = {
+    "sampler": _classical, "chooser": _llm, "auto": _auto, "agent": _agent}
 
 
 def open_planner(spec: PlannerSpec, *, evaluator: bool = False) -> PlannerSession:
