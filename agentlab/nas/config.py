@@ -438,15 +438,6 @@ def _invalid_value(model: type[StrictModel], field: str, values: list[Any]) -> s
     return None
 
 
-def space_meanings(config: NASConfig) -> dict[str, str]:
-    """What each search-space key means: its config field's description (shown to the LLM planner)."""
-    meanings = {}
-    for key in config.search.space:
-        section, _, field = key.partition(".")
-        meanings[key] = SECTIONS[section].model_fields[field].description or ""
-    return meanings
-
-
 def get_dotted(config: NASConfig, key: str) -> Any:
     """The value at a dotted key (``model.d_model``) of ``config``."""
     node: Any = config

@@ -59,7 +59,6 @@ from agentlab.nas.config import (
     apply_changes,
     check_warm_start,
     get_dotted,
-    space_meanings,
     space_values,
 )
 from agentlab.nas.ensemble import PREDICTIONS, REFERENCES, EnsembleBuilder, save_predictions
@@ -92,7 +91,7 @@ def search_space(cfg: NASConfig) -> SearchSpace:
     command objective's is over its params."""
     if cfg.objective is not None:
         return command_space(cfg)
-    return SearchSpace(cfg.search.space, meanings=space_meanings(cfg), base=space_values(cfg))
+    return SearchSpace(cfg.search.space, base=space_values(cfg))
 
 
 class NASObjective:

@@ -138,21 +138,13 @@ class ParamSpec(StrictModel):
         low, high = self._bounds()
         return {"type": "integer" if self.kind == "int" else "number", "minimum": low, "maximum": high}
 
-    def describe(self) -> dict[str, Any]:
-        when = {"when": self.when} if self.when else {}
-        if self.kind == "categorical":
-            return {"choices": self.choices, **when}
-        return {"type": self.kind, "low": self.low, "high": self.high, **({"log": True} if self.log else {}), **when}
-
     def suggest(self, trial: Any, name: str) -> Any:
-        """Draw this key from an Optuna ``trial`` (define-by-run)."""
+        """Draw this key from an Optuna ``trial`` (define-by-run), under its ``distribution``."""
         if self.choices is not None:
             return trial.suggest_categorical(name, self.choices)
-        low, high = self._bounds()
-        if self.kind == "int":
-            return trial.suggest_int(name, int(low), int(high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, float(low), float(high), log=self.log,
-                                   step=None if self.step is None or self.log else float(self.step))
+        d: Any = self.distribution()
+        suggest = trial.suggest_int if self.kind == "int" else trial.suggest_float
+        return suggest(name, d.low, d.high, step=d.step, log=d.log)
 
     def distribution(self) -> BaseDistribution:
         import optuna.distributions as d
@@ -173,10 +165,8 @@ class SearchSpace:
     out when a change makes it active (a family switch), and decides conditions on keys outside the space.
     """
 
-    def __init__(self, params: dict[str, ParamSpec], meanings: dict[str, str] | None = None,
-                 base: dict[str, Any] | None = None):
+    def __init__(self, params: dict[str, ParamSpec], base: dict[str, Any] | None = None):
         self.params = dict(params)
-        self.meanings = {k: v for k, v in (meanings or {}).items() if k in self.params}  # shown to LLM planners
         self.base = dict(base or {})
         self.order = self._order()
 
@@ -316,12 +306,6 @@ class SearchSpace:
         """The JSON schema of a change of any keys to any values inside their bounds (``ParamSpec.bounds_schema``)."""
         return {"type": "object", "properties": {k: spec.bounds_schema() for k, spec in self.params.items()},
                 "additionalProperties": False, "minProperties": 1}
-
-    def describe(self) -> dict[str, dict[str, Any]]:
-        """Bounds of every key (and its ``when``), with what the key means where known (an LLM planner cannot guess
-        ``model.linear``)."""
-        return {key: spec.describe() | ({"meaning": self.meanings[key]} if key in self.meanings else {})
-                for key, spec in self.params.items()}
 
 
 def lookup(params: dict[str, Any], key: str) -> tuple[bool, Any]:

@@ -45,7 +45,7 @@ def test_only_the_keys_whose_conditions_hold_are_active() -> None:
     assert not s.fits({"family": "lin", "lr": 0.01, "width": 8, "lookback": 48})  # width does not apply to lin
     assert s.inactive({"width": 8}, {"family": "lin", "lr": 0.01, "lookback": 48}) == [
         "width: applies only when family in [tf]"]
-    assert s.describe()["width"]["when"] == {"family": ["tf"]}
+    assert s.condition("width") == "family in [tf]" and s.condition("family") == ""
 
 
 def test_a_cycle_of_conditions_is_a_config_error() -> None:

@@ -38,7 +38,7 @@ SPACE = SearchSpace({
     "model.distil": ParamSpec(choices=[True, False]),
     "train.learning_rate": ParamSpec(low=1e-4, high=1e-2, log=True),
     "train.momentum": ParamSpec(low=0.5, high=0.9, step=0.1),
-}, meanings={"model.d_model": "model width (even)", "model.attn": "prob: ProbSparse self-attention; full: dense"})
+})
 CURRENT = {"model.d_model": 32, "model.e_layers": 2, "model.factor": 5, "model.dropout": 0.05, "model.attn": "prob",
            "model.distil": True, "train.learning_rate": 1e-3, "train.momentum": 0.9}
 SUGGESTED = {**CURRENT, "model.factor": 17, "train.learning_rate": 0.0034567891}
