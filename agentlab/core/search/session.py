@@ -194,14 +194,29 @@ def check_agent_keys(llm: LLMConfig) -> None:
                          "model, offline)")
 
 
-def check_planner_model(llm: LLMConfig, kind: str, source: str | None = None, fallback: str = "tpe") -> None:
-    """``--planner llm`` / ``agent`` with a configured planner model that cannot be used: refused before trial 0
-    (exit 2) rather than a whole search of candidate 0s with the error only in events.jsonl. Every local model of
-    the ``planner`` route must exist (a wrong name is a config error), and at least one model of the route must be
-    reachable (HTTP: its key set and its server answering a quick probe). ``source``: the routing config's file,
-    named in the hint; ``fallback``: the command's classical planner, offered instead. ``auto`` is not checked
-    here: it probes and falls back to the sampler, saying why."""
+def llm_source(llm: LLMConfig | str | Path | None) -> str | None:
+    """The routing config's file, for hints; None for a config given as an object or the default."""
+    return None if isinstance(llm, LLMConfig) or llm is None else str(llm)
+
+
+def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = None, scripted: bool = False,
+                          fallback: str = "tpe") -> None:
+    """Everything ``--planner llm`` / ``agent`` needs before trial 0 (nas's forecaster and command objectives), so
+    a planner model that cannot be used is refused (exit 2) rather than a whole search of candidate 0s with the
+    error only in events.jsonl: a ``planner`` route, the agent's keys, every local model of the route loadable (a
+    wrong name is a config error) and at least one model of the route reachable (HTTP: its key set and its server
+    answering a quick probe). ``source``: the routing config's file, named in the hints; ``fallback``: the
+    command's classical planner, offered instead. A scripted model (tests) stands in for all of it. ``auto`` is not
+    checked here: it probes and falls back to the sampler, saying why."""
+    if kind not in KINDS or not KINDS[kind].needs_model or scripted:
+        return
     chain = llm.route("planner").chain()
+    if not chain:
+        raise UsageError(f"--planner {kind} needs a planner model, and the routing config has none",
+                         hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
+                         f"or use --planner {fallback}")
+    if kind == "agent":
+        check_agent_keys(llm)
     where = source or "the routing config (--llm)"
     for name in chain:
         problem = local_problem(llm, name)
@@ -211,32 +226,11 @@ def check_planner_model(llm: LLMConfig, kind: str, source: str | None = None, fa
                              "here; configs/llm.local.yaml runs the built-in smollm2-135m), or use --planner "
                              f"{fallback}")
     problems = {name: http_problem(llm, name) for name in chain}
-    if chain and all(problems.values()):
+    if all(problems.values()):  # chain is not empty
         why = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
         raise UsageError(f"--planner {kind}: no model of the planner route can be reached ({why})",
                          hint=f"start the server or set the key (environment or .env), fix {where}, or give --llm "
                          f"configs/llm.local.yaml (the built-in model, offline), or use --planner {fallback}")
-
-
-def llm_source(llm: LLMConfig | str | Path | None) -> str | None:
-    """The routing config's file, for hints; None for a config given as an object or the default."""
-    return None if isinstance(llm, LLMConfig) or llm is None else str(llm)
-
-
-def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = None, scripted: bool = False,
-                          fallback: str = "tpe") -> None:
-    """Everything ``--planner llm`` / ``agent`` needs before trial 0 (nas's forecaster and command objectives): a
-    ``planner`` route, the agent's keys, and a model on it that can be used (``check_planner_model``). A scripted
-    model (tests) stands in for all of it."""
-    if kind not in KINDS or not KINDS[kind].needs_model or scripted:
-        return
-    if not llm.route("planner").chain():
-        raise UsageError(f"--planner {kind} needs a planner model, and the routing config has none",
-                         hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
-                         f"or use --planner {fallback}")
-    if kind == "agent":
-        check_agent_keys(llm)
-    check_planner_model(llm, kind, source=source, fallback=fallback)
 
 
 def _agent(session: PlannerSession) -> tuple[Planner, str]:

@@ -196,9 +196,6 @@ class SearchSpace:
     def conditional(self) -> bool:
         return any(spec.when for spec in self.params.values())
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.params
-
     def _holds(self, key: str, values: dict[str, Any], active: set[str]) -> bool:
         for other, allowed in (self.params[key].when or {}).items():
             if other in self.params:
