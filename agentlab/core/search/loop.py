@@ -13,7 +13,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agentlab.core.errors import AgentlabError, storage_error
@@ -135,7 +135,6 @@ class SearchOutcome:
     base: TrialRecord | None
     stop_reason: StopReason
     ran_here: int
-    notes: list[str] = field(default_factory=list)
 
 
 class SearchLoop:

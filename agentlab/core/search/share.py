@@ -63,17 +63,13 @@ def improvements(values: Sequence[float | None], maximize: bool = False) -> list
     best: float | None = None
     out: list[tuple[bool, float]] = []
     for v in values:
-        if v is None or not math.isfinite(v):
-            out.append((False, 0.0))
-            continue
-        if best is None:
-            out.append((False, 0.0))
-            best = v
-            continue
-        gain = (v - best) if maximize else (best - v)
+        gain = 0.0
+        if v is not None and math.isfinite(v):
+            if best is not None:
+                gain = (v - best) if maximize else (best - v)
+            if best is None or gain > 0:
+                best = v
         out.append((gain > 0, max(gain, 0.0)))
-        if gain > 0:
-            best = v
     return out
 
 
