@@ -524,28 +524,25 @@ class SearchLoop:
             if self.stop.base_first and self._base_pending(records):  # another worker measures it
                 time.sleep(self.store.beat_s)
                 continue
-            if self.stop.generations:
-                if self._unfinished(records):  # the last group is still being run by other workers
-                    self._waiting_note(records)
-                    time.sleep(self.store.beat_s)
-                    continue
-                self._noted = None
-                try:
+            if self.stop.generations and self._unfinished(records):  # the last group is still being run elsewhere
+                self._waiting_note(records)
+                time.sleep(self.store.beat_s)
+                continue
+            self._noted = None
+            try:
+                if self.stop.generations:
                     group = self.planner.propose_group(self._context(records))  # type: ignore[attr-defined]
-                except NoProposal as exc:
-                    stopped = StopReason("exhausted", exc.message)
-                    continue
-                if not group:
-                    stopped = StopReason("exhausted", "the planner proposed nothing more")
-                    continue
+                    if not group:
+                        raise NoProposal("the planner proposed nothing more")
+                else:
+                    proposal = self._propose(records)
+            except NoProposal as exc:  # every point the planner can reach was tried
+                stopped = StopReason("exhausted", exc.message)
+                continue
+            if self.stop.generations:
                 numbers = [self._commit(proposal, queued=True).number for proposal in group]
                 self.on_event("queued", planner=group[0].planner, trials=numbers)
                 self.on_queued(numbers)
-                continue
-            try:
-                proposal = self._propose(records)
-            except NoProposal as exc:  # every point the planner can reach was tried
-                stopped = StopReason("exhausted", exc.message)
                 continue
             for note in proposal.notes:
                 log.info("planner: %s", note)
