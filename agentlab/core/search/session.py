@@ -201,12 +201,11 @@ def llm_source(llm: LLMConfig | str | Path | None) -> str | None:
 
 def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = None, scripted: bool = False,
                           fallback: str = "tpe") -> None:
-    """Everything ``--planner llm`` / ``agent`` needs before trial 0 (nas's forecaster and command objectives), so
-    a planner model that cannot be used is refused (exit 2) rather than a whole search of candidate 0s with the
-    error only in events.jsonl: a ``planner`` route, the agent's keys, every local model of the route loadable (a
-    wrong name is a config error) and at least one model of the route reachable (HTTP: its key set and its server
-    answering a quick probe). ``source``: the routing config's file, named in the hints; ``fallback``: the
-    command's classical planner, offered instead. A scripted model (tests) stands in for all of it. ``auto`` is not
+    """Everything ``--planner llm`` / ``agent`` needs, refused before trial 0 (exit 2) rather than after a whole
+    search of candidate 0s with the error only in events.jsonl: a ``planner`` route, the agent's keys, every local
+    model of the route loadable (a wrong name is a config error), one model of it reachable (HTTP: its key set, its
+    server answering a quick probe). ``source`` (the routing config's file) is named in the hints, ``fallback`` (the
+    command's classical planner) offered instead; a scripted model (tests) needs none of it. ``auto`` is not
     checked here: it probes and falls back to the sampler, saying why."""
     if kind not in KINDS or not KINDS[kind].needs_model or scripted:
         return
