@@ -21,11 +21,11 @@ from agentlab.core.search import records as R
 _STORES: weakref.WeakKeyDictionary[Any, TrialStore] = weakref.WeakKeyDictionary()
 
 
-def attach(study: Any, storage: Any, *, url: str | None = None, where: str | None = None) -> Any:
+def attach(study: Any, storage: Any, *, url: str | None = None) -> Any:
     """Record the storage object ``study`` was created or loaded on (the object passed to ``optuna.create_study``
-    or ``load_study``), with the ``url`` it was opened from (an SQLite database gets a claims lock beside it) and
-    ``where``, which names it in errors (a file, or a URL without its password)."""
-    _STORES[study] = TrialStore(study, storage, url=url, where=where)
+    or ``load_study``), with the ``url`` it was opened from (an SQLite database gets a claims lock beside it; errors
+    name it by ``url_where``)."""
+    _STORES[study] = TrialStore(study, storage, url=url)
     return study
 
 
@@ -46,8 +46,7 @@ def new_study(storage: Any = None, **kwargs: Any) -> Any:
 
     opened = storage_object(storage)
     study = optuna.create_study(storage=opened, **kwargs)
-    url = storage if isinstance(storage, str) else None
-    return attach(study, opened, url=url, where=url_where(url))
+    return attach(study, opened, url=storage if isinstance(storage, str) else None)
 
 
 def url_where(url: str | None) -> str | None:
@@ -70,8 +69,8 @@ def store_of(study: Any) -> TrialStore:
 class TrialStore:
     """The trials of one study as the workers share them; see the module docstring."""
 
-    def __init__(self, study: Any, storage: Any, *, url: str | None = None, where: str | None = None):
-        self.study, self.storage, self.where = study, storage, where
+    def __init__(self, study: Any, storage: Any, *, url: str | None = None):
+        self.study, self.storage, self.where = study, storage, url_where(url)
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.worker = R.worker_id()
         interval = getattr(storage, "get_heartbeat_interval", None)  # Optuna's RDB storage given a heartbeat_interval

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentlab.core.errors import ConfigError, RunDirError
-from agentlab.core.search.engine import attach, storage_object, url_where
+from agentlab.core.search.engine import attach, storage_object
 
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
@@ -97,16 +97,10 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
                       hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
 
 
-def describe_storage(storage: str | None, opened: Any) -> str | None:
-    """A storage setting as errors name it: its file, or its URL without the password (``opened``: from it)."""
-    return url_where(opened if isinstance(opened, str) else storage)
-
-
 def attach_opened(study: Any, backend: Any, storage: str | None, opened: Any) -> Any:
     """``study``, created or loaded on ``backend`` (``storage_object(opened)``), attached for the engine; ``storage``
     is the setting, ``opened`` what ``open_storage`` made of it."""
-    return attach(study, backend, url=opened if isinstance(opened, str) else storage,
-                  where=describe_storage(storage, opened))
+    return attach(study, backend, url=opened if isinstance(opened, str) else storage)
 
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
