@@ -178,9 +178,12 @@ class NaiveFirst(Wrapper):
     def propose(self, ctx: PlanContext) -> Proposal:
         domain = ctx.domain
         if isinstance(domain, TrialDomain) and ctx.budget_left > 0:
-            for family in NAIVE_FAMILIES:
-                params, _ = domain.lead({"model.family": family})  # None: not in the space, or run already
-                if params is not None:
+            spec = domain.space.params.get("model.family")
+            # run once whatever the code version: not TrialDomain.lead, which counts the best version's trials only
+            seen = {params_key(r.params) for r in domain.records if r.state != "interrupted"} | domain.tried
+            for family in (f for f in NAIVE_FAMILIES if spec is not None and f in (spec.choices or [])):
+                params = domain.space.complete({**domain.base_params, "model.family": family})
+                if params_key(params) not in seen and not domain.check(params):
                     return Proposal(params, domain.changes(params), "naive",
                                     f"the {family} forecast: trains nothing, the reference every model must beat")
         return self.inner.propose(ctx)

@@ -61,3 +61,36 @@ def test_a_naive_trial_trains_nothing_and_is_validated(family: str, tmp_path: Pa
         assert result.test_mse == pytest.approx(evaluate_baseline(prepared)["test_mse"], rel=1e-5)
     assert (tmp_path / "trial" / "best_model.safetensors").is_file()
     assert (tmp_path / "trial" / "scaler.json").is_file()
+
+
+def test_naive_first_runs_each_naive_family_once_whatever_the_code_version() -> None:
+    """NaiveFirst proposes a naive family only while no trial of it ran, on any code version: after a kept code
+    change (the best trial on another variant) the naive forecasts, which run no user code, are not run again."""
+    from types import SimpleNamespace
+
+    from agentlab.core.search.planners import PlanContext, Proposal, TrialDomain, trial_key
+    from agentlab.core.search.space import ParamSpec, SearchSpace
+    from agentlab.nas.run import NaiveFirst
+
+    space = SearchSpace({"model.family": ParamSpec(choices=["tf", "naive_last", "naive_seasonal"]),
+                         "x": ParamSpec(low=0.0, high=1.0)}, base={"model.family": "tf", "x": 0.5})
+    base = space.complete(space.base)
+
+    class Inner:
+        def propose(self, ctx: PlanContext) -> Proposal:
+            return Proposal({}, {}, "inner")
+
+    def proposed(records: list[SimpleNamespace], best: SimpleNamespace) -> str:
+        domain = TrialDomain(space=space, base_params=base, incumbent=best.params, records=records, best=best,
+                             metric="m", check=lambda p: [], candidate=lambda *a, **k: None,
+                             tried={trial_key(r.params, r.variant) for r in records}, variant=best.variant)
+        return NaiveFirst(Inner()).propose(PlanContext(domain, budget_left=5)).planner
+
+    def trial(variant: str, **changes: object) -> SimpleNamespace:
+        return SimpleNamespace(params={**base, **changes}, state="complete", variant=variant)
+
+    first = [trial("")]
+    assert proposed(first, first[0]) == "naive"  # naive_last, right after the base
+    ran = [*first, trial("", **{"model.family": "naive_last"}), trial("", **{"model.family": "naive_seasonal"})]
+    changed = trial("chg1", x=0.7)  # a kept code change is the best trial now
+    assert proposed([*ran, changed], changed) == "inner"
