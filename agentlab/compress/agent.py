@@ -18,9 +18,9 @@ from agentlab.compress.queries import TECHNIQUES as QUERY_TECHNIQUES
 from agentlab.compress.queries import best_config, local_rows, mlflow_rows, query_experiments
 from agentlab.compress.report import FIGURES, base_line, figures_line
 from agentlab.compress.space import Space, to_params
-from agentlab.compress.subagents import arguments, task, task_schema
+from agentlab.compress.subagents import task, task_schema
 from agentlab.compress.workspace import Workspace
-from agentlab.core.agent.runtime import AgentModel, Tool
+from agentlab.core.agent.runtime import AgentModel, Tool, arguments
 from agentlab.core.agent.subagent import SubAgent
 from agentlab.core.errors import AgentlabError
 from agentlab.core.search.agent import AgentKit, Done

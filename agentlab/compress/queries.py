@@ -130,7 +130,7 @@ def query_experiments(rows: list[dict[str, Any]], technique: str, sort_by: str, 
 
 def _direction(goal: Goal, metric: str) -> str:
     """The goal's direction for ``metric``, else the metric's own (``objective.METRICS``)."""
-    return next((str(o.direction) for o in goal.objectives if o.metric == metric), METRICS[metric])
+    return next((str(o.direction) for o in goal.objectives if o.metric == metric), METRICS.get(metric, "maximize"))
 
 
 def best_config(rows: list[dict[str, Any]], metric: str, goal: Goal) -> str:

@@ -28,8 +28,8 @@ EVAL_CHUNKS = 8  # fixed chunks of the training text on which the loss is measur
 
 def pruning_masks(model: Any) -> dict[str, Any]:
     """True where a decoder-block linear weight is zero, for the layers that have zeros: the pruned positions."""
-    masks = {name: lin.weight.detach() == 0 for name, lin in decoder_linears(model).items()}
-    return {name: mask for name, mask in masks.items() if mask.any()}
+    # one layer's mask at a time: after a structured prune no layer has zeros, and all masks at once cost a model
+    return {name: mask for name, lin in decoder_linears(model).items() if (mask := lin.weight.detach() == 0).any()}
 
 
 def apply_masks(model: Any, masks: dict[str, Any]) -> None:

@@ -15,8 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from agentlab.compress.subagents import arguments
-from agentlab.core.agent.runtime import AgentModel
+from agentlab.core.agent.runtime import AgentModel, arguments
 from agentlab.core.agent.subagent import SubAgent
 
 NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?")

@@ -14,7 +14,7 @@ from typing import Any
 from agentlab.compress.planners import ExperimentDomain
 from agentlab.compress.report import fmt
 from agentlab.compress.workspace import Workspace
-from agentlab.core.agent.runtime import AgentModel, Tool
+from agentlab.core.agent.runtime import AgentModel, Tool, arguments
 from agentlab.core.agent.subagent import ToolSubAgent
 from agentlab.core.errors import AgentlabError
 
@@ -22,12 +22,6 @@ METHODS = {
     "lora": "low-rank adapters trained on the calibration text after the prune, merged into the weights",
     "distill": "the base model teaches the pruned one (logit distillation on the calibration text)",
 }
-
-
-def arguments(properties: dict[str, Any], *optional: str) -> dict[str, Any]:
-    """A tool's (or a sub-agent's answer's) JSON schema: these properties, each required but ``optional``, no other."""
-    return {"type": "object", "properties": properties, "required": [k for k in properties if k not in optional],
-            "additionalProperties": False}
 
 
 def system_prompt(method: str) -> str:

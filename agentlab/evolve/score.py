@@ -247,7 +247,7 @@ def _probe(s: ScoreSettings, paths: dict[str, str], splits: dict[str, list[dict[
             except AgentlabError as exc:
                 failed[name] = f"cannot load the adapter: {exc.message}"
         good = {k: v for k, v in paths.items() if k not in failed}
-        logliks = _probe(s, good, splits)[2] if splits and good else {}
+        _, _, logliks = _probe(s, good, splits) if splits and good else ({}, {}, {})
         return changes, {**failed, **_unchanged(s, changes)}, logliks
     changes = adapter_logit_changes(model, tokenizer, list(paths), s.probe)
     errors = _unchanged(s, changes)
@@ -290,7 +290,8 @@ def test_accuracy(s: ScoreSettings, questions: list[dict[str, Any]], adapters: d
         out[agent.name] = {"correct": sum(items), "total": len(task), "accuracy": round(sum(items) / len(task), 4),
                            "items": items}
     if s.score == "loglik":  # every adapter on the test split scored, whatever its probe
-        for name, split in _probe(replace(s, min_change=0.0), adapters, {"test": questions})[2].items():
+        _, _, logliks = _probe(replace(s, min_change=0.0), adapters, {"test": questions})
+        for name, split in logliks.items():
             out[name]["loglik"] = _mean(split["test"])
             out[name]["loglik_items"] = split["test"]
     return out

@@ -55,6 +55,12 @@ class Tool:
                                                  "parameters": self.parameters}}
 
 
+def arguments(properties: dict[str, Any], *optional: str) -> dict[str, Any]:
+    """A tool's (or a sub-agent's answer's) JSON schema: these properties, each required but ``optional``, no other."""
+    return {"type": "object", "properties": properties, "required": [k for k in properties if k not in optional],
+            "additionalProperties": False}
+
+
 @dataclass
 class Reply:
     """One model step: its tool calls (validated by the router), text, tokens and seconds, and the invalid calls

@@ -329,6 +329,15 @@ class SearchLoop:
             direction=self.direction, seed=self.seed, startup=self.startup, variant=best.variant if best else "")
         return PlanContext(domain, budget_left=self.stop.max_iterations - self.counted(records), seed=self.seed)
 
+    def _plan(self, records: list[TrialRecord]) -> list[Proposal]:
+        """The next group (``generations``: queued together, never empty), or the one next proposal."""
+        if not self.stop.generations:
+            return [self._propose(records)]
+        group = self.planner.propose_group(self._context(records))  # type: ignore[attr-defined]
+        if not group:
+            raise NoProposal("the planner proposed nothing more")
+        return group
+
     def _propose(self, records: list[TrialRecord]) -> Proposal:
         if self.base_params is not None and not any(r.state in ("complete", "pruned", "running")
                                                      for r in self.mine(records)):
@@ -530,20 +539,16 @@ class SearchLoop:
                 continue
             self._noted = None
             try:
-                if self.stop.generations:
-                    group = self.planner.propose_group(self._context(records))  # type: ignore[attr-defined]
-                    if not group:
-                        raise NoProposal("the planner proposed nothing more")
-                else:
-                    proposal = self._propose(records)
+                planned = self._plan(records)
             except NoProposal as exc:  # every point the planner can reach was tried
                 stopped = StopReason("exhausted", exc.message)
                 continue
             if self.stop.generations:
-                numbers = [self._commit(proposal, queued=True).number for proposal in group]
-                self.on_event("queued", planner=group[0].planner, trials=numbers)
+                numbers = [self._commit(proposal, queued=True).number for proposal in planned]
+                self.on_event("queued", planner=planned[0].planner, trials=numbers)
                 self.on_queued(numbers)
                 continue
+            proposal = planned[0]
             for note in proposal.notes:
                 log.info("planner: %s", note)
             self.on_event("plan", planner=proposal.planner, changes=proposal.changes, reasoning=proposal.reasoning,
