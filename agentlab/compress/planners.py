@@ -76,10 +76,14 @@ class ExperimentDomain:
         assert exp is not None, "a proposal's params stand for an experiment"
         return exp
 
-    def _proposal(self, exp: Experiment, kind: str, extra: dict[str, Any] | None = None) -> Proposal:
+    def _params(self, exp: Experiment) -> dict[str, Any]:
+        """``exp`` as the space's params, remembered so the loop's trial of them runs this experiment."""
         params = to_params(exp, self.space)
         self.experiments[params_key(params)] = exp
-        return Proposal(params, {}, kind, extra=extra or {})
+        return params
+
+    def _proposal(self, exp: Experiment, kind: str, extra: dict[str, Any] | None = None) -> Proposal:
+        return Proposal(self._params(exp), {}, kind, extra=extra or {})
 
     def draw(self, kind: str, k: int) -> list[Proposal]:
         if kind == "random":
@@ -115,7 +119,7 @@ class ExperimentDomain:
             return None, "these settings make no experiment (nothing pruned or quantized, or a prune removing nothing)"
         if experiment_key(exp) in self.tried:
             return None, f"{exp.label()} was run already: change something else"
-        return self._proposal(exp, "lead").params, ""
+        return self._params(exp), ""
 
     def steps(self, planner: str) -> list[S.Step]:
         return front_steps(self.goal, self.records, planner)
@@ -149,7 +153,7 @@ class ExperimentDomain:
             return None, f"own candidate dropped: {exp.quantize.method} cannot run here"
         if params_key(to_params(exp, self.space)) in {params_key(c) for c in candidates}:
             return None, f"own candidate dropped: {exp.label()} is a candidate's point of the space"
-        return self._proposal(exp, "llm").params, ""
+        return self._params(exp), ""
 
 
 def _experiment(record: dict[str, Any]) -> Experiment | None:
