@@ -35,8 +35,6 @@ from agentlab.core.search.settings import AgentSettings
 ACTIONS = ("run_trial", "try_config", "run_experiment", "try_experiment")  # the tools whose call runs a trial
 AGENT_ORIGINS = ("agent", "default")  # trials the agent chose (default: it gave no valid action, candidate 0 ran)
 REASON_CHARS = 120
-STATS = ("steps", "tool_calls", "invalid_tool_calls", "failed_calls", "idle_steps", "rejected_calls", "defaulted",
-         "tokens", "model_seconds", "largest_prompt_tokens", "prompt_tokens", "cached_tokens")  # the graph's counters
 
 
 @dataclass
@@ -536,7 +534,7 @@ def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
     without_leads = score(lambda origin, choice, planner: planner != "leads") if leads else None
     chosen = sum(1 for o, _, _ in rows if o in AGENT_ORIGINS)
     actions = max(chosen, 1)  # the trials the agent chose (the last one's result never reaches the graph)
-    return {"model": planner.model.name, **{key: counts.get(key, 0) for key in STATS},
+    return {"model": planner.model.name, **counts,  # the graph's counters (core.agent.runtime.new_counts)
             "tokens_per_trial": round(counts["tokens"] / actions, 1),
             "seconds_per_trial": round(counts["model_seconds"] / actions, 3),
             "trials_by_agent": sum(1 for o, _, _ in rows if o == "agent"),
