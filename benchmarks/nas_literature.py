@@ -312,13 +312,11 @@ def issue61_lines(horizon: int, seeds: list[int], models: dict[int, dict[str, An
 def family_curves(out: Path, family: str, path: Path) -> int:
     """The learning curves of every ``family`` trial of the searches under ``out`` (validation MSE and training loss
     by epoch, one panel per horizon, a line per trial; each trial's test MSE in its label) as a PNG; how many."""
-    import io
-
     import yaml
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from agentlab.core.runs import atomic_write_bytes
+    from agentlab.core.runs import save_figure
 
     trials: dict[int, list[tuple[str, list[dict[str, float]], float]]] = {}
     for run in sorted(out.glob("h*-s*")):
@@ -349,9 +347,7 @@ def family_curves(out: Path, family: str, path: Path) -> int:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)
     return sum(len(v) for v in trials.values())
 
 
