@@ -199,8 +199,7 @@ def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal
         return None if exp is not None and experiment_key(exp) not in tried else "skip"
 
     for asked in range(TRIES):
-        params, judged, attrs = sampler.draw(dists, judge, verdict=lambda v: "run" if v is None and not out else "skip",
-                                             explore=bool(out))
+        params, judged, attrs = sampler.draw(dists, judge, explore=bool(out))
         exp = to_experiment(params)
         if judged is None:
             assert exp is not None

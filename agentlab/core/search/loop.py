@@ -305,9 +305,8 @@ class SearchLoop:
             # the extra candidates' draws teach nothing: the first sampler sees only its own
             params, verdict, attrs = sampler.draw(
                 None if self.space.conditional else self.distributions, judge,
-                read=self.space.sample if self.space.conditional else None,
-                verdict=(lambda v: "skip") if explore else None, told=self.space.distributions, explore=explore,
-                penalize=warm)
+                read=self.space.sample if self.space.conditional else None, told=self.space.distributions,
+                explore=explore, penalize=warm and not explore)
             if verdict is None:
                 if not explore:  # the sampler's own state (CMA-ES's): kept with the trial if it runs, so the
                     self._sampler_attrs[params_key(params)] = attrs  # mirror's copy of it restores it

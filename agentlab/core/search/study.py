@@ -222,18 +222,17 @@ class KeptSampler:
             self.study.sampler = self.main
 
     def draw(self, distributions: dict[str, Any] | None, judge: Callable[[dict[str, Any]], str | None], *,
-             read: Callable[[Any], dict[str, Any]] | None = None, verdict: Callable[[str | None], str] | None = None,
+             read: Callable[[Any], dict[str, Any]] | None = None,
              told: Callable[[dict[str, Any]], dict[str, Any]] | None = None, explore: bool = False,
              penalize: bool = True) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
         """One point: asked, read (``read(trial)``: a conditional space's define-by-run draw; else the trial's
-        params), judged (``judge``: None when it runs, else why not), told back (``verdict`` maps the judgement to
-        what ``tell`` takes: by default the judgement, or ``run``; ``told(params)``: the distributions of a bad
-        point). Returns the params, the judgement and the sampler's attributes of the draw."""
+        params), judged (``judge``: None when it runs, else why not: ``tell``'s verdict), told back (``told(params)``:
+        the distributions of a bad point). Returns the params, the judgement and the sampler's attributes of the
+        draw."""
         trial = self.ask(distributions, explore=explore)
         params = read(trial) if read is not None else dict(trial.params)
         judged = judge(params)
-        attrs = self.tell(trial, verdict(judged) if verdict is not None else judged or "run",
-                          told(params) if told is not None else None, penalize=penalize)
+        attrs = self.tell(trial, judged or "run", told(params) if told is not None else None, penalize=penalize)
         return params, judged, attrs
 
     def tell(self, trial: Any, verdict: str, distributions: dict[str, Any] | None = None, *,
