@@ -164,44 +164,38 @@ def _experiment(record: dict[str, Any]) -> Experiment | None:
 # --------------------------------------------------------------------------- Optuna
 
 
-def kept_sampler(ctx: ExperimentDomain, kind: str) -> KeptSampler:
-    """The search's ``kind`` sampler (``ctx.samplers``, kept across experiments; a new one when the domain has
-    none), its mirror brought up to date with the study's finished trials."""
-    sampler = ctx.samplers.get(kind) if ctx.samplers is not None else None
-    if sampler is None:
-        # a population fixed by the budget, so NSGA-II breeds within the search (one that grew stayed random)
-        population = population_size(ctx.budget)
-        sampler = KeptSampler(lambda seed: make_sampler("tpe" if kind == "tpe" else "nsga2", seed, startup=4,
-                                                        population=population),
-                              [o.direction for o in ctx.goal.objectives], ctx.seed * 7919 + ctx.iteration)
-        if ctx.samplers is not None:
-            ctx.samplers[kind] = sampler
-    dists = ctx.space.distributions()
-    # a study shared with another space: skip those; workers on a server: their running claims too
-    sampler.sync([t for t in ctx.trials if t.distributions == dists and t.state.is_finished()])
-    return sampler
-
-
 def population_size(budget: int) -> int:
     """NSGA-II's population for a search of ``budget`` experiments: half of it, 4 to 10, so it breeds at least once."""
     return max(4, min(10, budget // 2))
 
 
 def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal]:
-    """Up to ``k`` distinct untried experiments: the first is exactly what the ``kind`` sampler alone runs, the
-    others a second sampler's of the same kind on the same trials (``KeptSampler``'s ``explore``: the first
-    sampler's draws stay its own), then random draws when it keeps repeating itself."""
-    sampler = kept_sampler(ctx, kind)
+    """Up to ``k`` distinct untried experiments: the first is exactly what the ``kind`` sampler (``nsga2``,
+    ``tpe``) alone runs, the others a second sampler's of the same kind on the same trials (``KeptSampler``'s
+    ``explore``: the first sampler's draws stay its own), then random draws when it keeps repeating itself. The
+    sampler is the search's (``ctx.samplers``, kept across experiments; a new one when the domain has none), its
+    mirror brought up to date with the study's finished trials first."""
+    samplers = ctx.samplers if ctx.samplers is not None else {}
+    sampler = samplers.get(kind)
+    if sampler is None:
+        # a population fixed by the budget, so NSGA-II breeds within the search (one that grew stayed random)
+        population = population_size(ctx.budget)
+        sampler = samplers[kind] = KeptSampler(
+            lambda seed: make_sampler(kind, seed, startup=4, population=population),
+            [o.direction for o in ctx.goal.objectives], ctx.seed * 7919 + ctx.iteration)
     dists, tried = ctx.space.distributions(), set(ctx.tried)
+    # a study shared with another space: skip those; workers on a server: their running claims too
+    sampler.sync([t for t in ctx.trials if t.distributions == dists and t.state.is_finished()])
     out: list[Proposal] = []
+
     def judge(params: dict[str, Any]) -> str | None:  # invalid or repeated: it moves on
         exp = to_experiment(params)
         return None if exp is not None and experiment_key(exp) not in tried else "skip"
 
     for asked in range(TRIES):
         params, judged, attrs = sampler.draw(dists, judge, explore=bool(out))
-        exp = to_experiment(params)
         if judged is None:
+            exp = to_experiment(params)
             assert exp is not None
             generation = {k: v for k, v in attrs.items() if k.endswith(":generation")}
             out.append(ctx._proposal(exp, kind, {"optuna": generation} if generation else {}))
