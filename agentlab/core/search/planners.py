@@ -255,8 +255,25 @@ class TrialDomain:
         return Proposal(params, self.changes(params), kind, notes=note)
 
     def draw(self, kind: str, k: int) -> list[Proposal]:
-        first = self.sample(kind)
-        return [first, *(Proposal(p, self.changes(p), kind) for p in draw_candidates(self, k, kind, first.params)[1:])]
+        """Up to ``k`` distinct, valid, untried candidates. Candidate 0 is exactly ``OptunaPlanner(kind)``'s proposal
+        (``sample``); the others come from a second sampler of the same kind on the same trials (``candidate(...,
+        explore=True)``: the first sampler's draws stay what they would be alone), then from random draws when it
+        keeps repeating itself."""
+        out = [self.sample(kind)]
+        seen = {params_key(out[0].params)} | self.tried
+
+        def judge(params: dict[str, Any]) -> str | None:
+            return "infeasible" if self.check(params) else "repeat" if params_key(params) in seen else None
+
+        for _ in range(1, k):
+            params = self.candidate(kind, judge, explore=True, tries=MAX_RESAMPLES // 3)
+            if params is None:
+                params = self.candidate("random", judge, explore=True, tries=MAX_RESAMPLES // 3)
+            if params is None:
+                break  # the space is nearly exhausted: fewer candidates
+            out.append(Proposal(params, self.changes(params), kind))
+            seen.add(params_key(params))
+        return out
 
     def changes(self, params: dict[str, Any]) -> dict[str, Any]:
         return diff(params, self.incumbent)
@@ -366,31 +383,6 @@ def trial_steps(records: list[TrialRecord], name: str, maximize: bool) -> list[S
 
 
 # --------------------------------------------------------------------------- the LLM as a chooser
-
-
-def draw_candidates(domain: TrialDomain, k: int, kind: str = "tpe",
-                    first: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Up to ``k`` distinct, valid, untried candidates. Candidate 0 is exactly ``OptunaPlanner(kind)``'s proposal
-    (``first`` when already drawn); the others come from a second sampler of the same kind on the same trials
-    (``domain.candidate(explore=True)``: the first sampler's draws stay what they would be alone), then from random
-    draws when it keeps repeating itself. Raises like ``OptunaPlanner`` when there is no candidate 0."""
-    first = first if first is not None else domain.sample(kind).params
-    out, seen = [first], {params_key(first)} | domain.tried
-
-    def judge(params: dict[str, Any]) -> str | None:
-        return "infeasible" if domain.check(params) else "repeat" if params_key(params) in seen else None
-
-    for _ in range(1, k):
-        params = None
-        for source in (kind, "random"):
-            params = domain.candidate(source, judge, explore=True, tries=MAX_RESAMPLES // 3)
-            if params is not None:
-                break
-        if params is None:
-            break  # the space is nearly exhausted: fewer candidates
-        out.append(params)
-        seen.add(params_key(params))
-    return out
 
 
 @dataclass

@@ -26,7 +26,6 @@ from agentlab.core.search.planners import (
     LLMChooser,
     OptunaPlanner,
     PlanContext,
-    draw_candidates,
     params_key,
     trial_steps,
 )
@@ -162,7 +161,7 @@ def _ctx(records: list[Any] | None = None) -> PlanContext:
 
 def test_candidates_are_distinct_untried_and_0_is_tpes() -> None:
     ctx = _ctx()
-    cands = draw_candidates(ctx.domain, 5)  # type: ignore[arg-type]
+    cands = [c.params for c in ctx.domain.draw("tpe", 5)]
     # the sampler is kept for the search: the same search, planned by TPE alone, draws candidate 0
     assert cands[0] == OptunaPlanner("tpe").propose(_ctx()).params
     keys = [params_key(c) for c in cands]
@@ -197,7 +196,7 @@ def test_the_llm_is_shown_candidates_history_and_summary_and_answers_under_the_s
     assert kwargs == {"route": "planner", "max_repairs": 0, "show_schema": False}  # no re-ask
     assert schema.model_json_schema()["properties"]["choice"]["enum"] == [0, 1, 2, 3]
     assert proposal.origin == "picked" and proposal.choice == 2 and proposal.reasoning == "kind a scored best"
-    assert proposal.params == draw_candidates(_ctx().domain, 4)[2]  # type: ignore[arg-type]  # the same search
+    assert proposal.params == _ctx().domain.draw("tpe", 4)[2].params  # the same search
     user = messages[1]["content"].splitlines()
     assert user[0] == "Goal: the lowest value. Trials left: 4."
     assert "Trials, best first (changes to the best config):" in user
