@@ -328,18 +328,22 @@ def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
     return [n + (0 if ok else len(records)) for n, ok in zip(counts, usable, strict=True)]
 
 
+def least_dominated(goal: Goal, records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """``records`` with ``_dominated_by``'s counts (0: on the feasible front), least dominated first, then by index."""
+    return sorted(zip(records, _dominated_by(goal, records), strict=True), key=lambda pair: (pair[1], pair[0]["index"]))
+
+
 def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget_left: int,
                      limit: int = 10) -> list[dict[str, str]]:
     """The chooser prompt for compress: the goal in words, the base model, the experiments so far (least
     dominated first, ``limit`` at most), what the good ones share, the candidates as experiments."""
     base = ctx.records[0].get("metrics", {}) if ctx.records else {}
     done = [r for r in ctx.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
-    ranks = _dominated_by(ctx.goal, done)
-    order = sorted(range(len(done)), key=lambda i: (ranks[i], done[i]["index"]))
-    history = [f"{done[i]['label']}: {figures_line(done[i].get('derived', {}))}"
-               + (" (on the front)" if ranks[i] == 0 else "" if done[i].get("feasible") else " (breaks a constraint)")
-               for i in order][:limit]
-    rows = [(to_params(_experiment(done[i]), ctx.space), float(ranks[i])) for i in order]  # type: ignore[arg-type]
+    ranked = least_dominated(ctx.goal, done)
+    history = [f"{r['label']}: {figures_line(r.get('derived', {}))}"
+               + (" (on the front)" if rank == 0 else "" if r.get("feasible") else " (breaks a constraint)")
+               for r, rank in ranked][:limit]
+    rows = [(to_params(_experiment(r), ctx.space), float(rank)) for r, rank in ranked]  # type: ignore[arg-type]
     summary = good_trials_summary(rows, list(ctx.space.choices))
     notes = ["Notes from earlier runs:", ctx.notes[-1000:]] if ctx.notes.strip() else []
     return choice_messages(
