@@ -13,7 +13,7 @@ from typing import Any
 
 from agentlab.compress.evaluate import LIMITS, Z90, Evaluator, Target, describe, measured_line, task_items
 from agentlab.compress.knowledge import knowledge_base, measured_costs
-from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains
+from agentlab.compress.planners import ExperimentDomain, _dominated_by, _experiment, front_gains, least_dominated
 from agentlab.compress.queries import TECHNIQUES as QUERY_TECHNIQUES
 from agentlab.compress.queries import best_config, local_rows, mlflow_rows, query_experiments
 from agentlab.compress.report import FIGURES, base_line, figures_line
@@ -51,21 +51,18 @@ class ExperimentView:
     def done(self) -> list[Done]:
         records = self.d.records[1:]  # the base model is the reference, not an experiment
         gains = front_gains(self.d.goal, self.d.records)[1:]
-        out = []
-        for record, gain, rank in zip(records, gains, _dominated_by(self.d.goal, records), strict=True):
-            on_front = rank == 0 and bool(record.get("feasible"))
-            out.append(Done(self._key(record), str(record.get("label")), str(record.get("planner", "")),
-                            str(record.get("origin", "")), gain > 1e-12,
-                            self._text(record, on_front) + (" - it grew the front" if gain > 1e-12 else "")))
-        return out
+        # a count of 0 is a feasible record on the front (an infeasible one counts more than there are records)
+        return [Done(self._key(record), str(record.get("label")), str(record.get("planner", "")),
+                     str(record.get("origin", "")), gain > 1e-12,
+                     self._text(record, rank == 0) + (" - it grew the front" if gain > 1e-12 else ""))
+                for record, gain, rank in zip(records, gains, _dominated_by(self.d.goal, records), strict=True)]
 
     def _ranked(self) -> list[tuple[dict[str, Any], int]]:
-        """The finished experiments with how many feasible ones dominate each (0 and feasible: on the front)."""
-        done = [r for r in self.d.records[1:] if r.get("state") == "done"]
-        return list(zip(done, _dominated_by(self.d.goal, done), strict=True))
+        """The finished experiments, least dominated first (0: on the feasible front)."""
+        return least_dominated(self.d.goal, [r for r in self.d.records[1:] if r.get("state") == "done"])
 
     def front(self) -> list[str]:
-        return [self._text(r, True) for r, rank in self._ranked() if rank == 0 and r.get("feasible")]
+        return [self._text(r, True) for r, rank in self._ranked() if rank == 0]
 
     def best_line(self) -> str:
         front = self.front()
@@ -75,8 +72,7 @@ class ExperimentView:
         return self.d.experiment(params).label()
 
     def history(self, top: int) -> str:
-        ranked = sorted(self._ranked(), key=lambda pair: (pair[1], pair[0]["index"]))
-        lines = [self._text(r, rank == 0 and bool(r.get("feasible"))) for r, rank in ranked[:top]]
+        lines = [self._text(r, rank == 0) for r, rank in self._ranked()[:top]]
         return "\n".join(lines) or "no finished experiment yet"
 
     def changes_schema(self, open_values: bool = False) -> dict[str, Any]:

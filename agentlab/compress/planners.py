@@ -23,7 +23,7 @@ from agentlab.compress.space import Space, experiment_key, to_experiment, to_par
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import LLMError
 from agentlab.core.search import share as S
-from agentlab.core.search.pareto import hypervolume
+from agentlab.core.search.pareto import dominated_counts, hypervolume
 from agentlab.core.search.planners import (
     ChoiceRequest,
     Chooser,
@@ -245,9 +245,9 @@ def _usable(record: dict[str, Any]) -> bool:
     return record.get("state", "done") == "done" and bool(record.get("feasible"))
 
 
-def _hypervolume(goal: Goal, points: list[list[float | None]], reference: list[float]) -> float:
-    """The hypervolume of ``points`` against ``reference`` (one objective: how far the best lies beyond it)."""
-    return hypervolume(points, [o.direction for o in goal.objectives], reference)
+def _hypervolume(goal: Goal, records: list[dict[str, Any]], reference: list[float]) -> float:
+    """The hypervolume of ``records`` against ``reference`` (one objective: how far the best lies beyond it)."""
+    return hypervolume(_points(goal, records), [o.direction for o in goal.objectives], reference)
 
 
 def nadir(goal: Goal, records: list[dict[str, Any]]) -> list[float] | None:
@@ -264,17 +264,18 @@ def nadir(goal: Goal, records: list[dict[str, Any]]) -> list[float] | None:
 
 
 def front_gains(goal: Goal, records: list[dict[str, Any]]) -> list[float]:
-    """Per record, how much it grew the hypervolume of the feasible experiments before it (against ``nadir``)."""
+    """Per record, how much it grew the hypervolume of the feasible experiments before it (against ``nadir``; the
+    first feasible one only starts it)."""
     reference = nadir(goal, records)
     gains: list[float] = []
     kept: list[dict[str, Any]] = []
+    volume = 0.0
     for r in records:
         gain = 0.0
-        if reference is not None and _usable(r) and kept:
-            before = _hypervolume(goal, _points(goal, kept), reference)
-            gain = _hypervolume(goal, _points(goal, [*kept, r]), reference) - before
-        if _usable(r):
+        if reference is not None and _usable(r):
             kept.append(r)
+            before, volume = volume, _hypervolume(goal, kept, reference)
+            gain = volume - before if len(kept) > 1 else 0.0
         gains.append(gain)
     return gains
 
@@ -287,50 +288,42 @@ def front_steps(goal: Goal, records: list[dict[str, Any]], planner: str = "llm")
             if r.get("planner") == planner and not r.get("warmup")]
 
 
-def hypervolume_of(goal: Goal, records: list[dict[str, Any]], keep: Callable[[str, Any, str], bool]) -> float | None:
-    """The hypervolume of the feasible experiments that ``keep(origin, choice, planner)`` keeps, against the nadir
-    of all of them (so leaving experiments out never moves the reference)."""
-    reference = nadir(goal, records)
-    if reference is None:
-        return None
-    kept = [r for r in records if _usable(r) and keep(str(r.get("origin", "")), r.get("choice"),
-                                                      str(r.get("planner", "")))]
-    return _hypervolume(goal, _points(goal, kept), reference)
-
-
 def experiment_results(goal: Goal, records: list[dict[str, Any]]) -> SearchResults:
     """compress's finished search as its planner reports on it (``Planner.report``): the feasible hypervolume with
     and without what a planner chose; the llm planner's counterfactual is the hypervolume without its picks."""
-    def without_llm() -> dict[str, Any] | None:
-        reference = nadir(goal, records)
+    reference = nadir(goal, records)
+
+    def score(keep: Callable[[str, Any, str], bool]) -> float | None:
+        """The hypervolume of the feasible experiments that ``keep(origin, choice, planner)`` keeps, against the
+        nadir of all of them (so leaving experiments out never moves the reference)."""
         if reference is None:
             return None
-        return {"hypervolume": hypervolume_of(goal, records, lambda *_: True),
-                "hypervolume_without_llm_picks": hypervolume_of(
-                    goal, records, lambda origin, *_: origin not in S.LLM_ORIGINS),
+        return _hypervolume(goal, [r for r in records if _usable(r) and keep(
+            str(r.get("origin", "")), r.get("choice"), str(r.get("planner", "")))], reference)
+
+    def without_llm() -> dict[str, Any] | None:
+        if reference is None:
+            return None
+        return {"hypervolume": score(lambda *_: True),
+                "hypervolume_without_llm_picks": score(lambda origin, *_: origin not in S.LLM_ORIGINS),
                 "reference": reference}
 
     rows = [Row(str(r.get("origin", "")), r.get("choice"), str(r.get("planner", "")), bool(r.get("warmup")))
             for r in records[1:]]
-    return SearchResults(rows, lambda keep: hypervolume_of(goal, records, keep),
-                         lambda name: front_steps(goal, records, name), without_llm, higher_is_better=True,
-                         what="hypervolume")
+    return SearchResults(rows, score, lambda name: front_steps(goal, records, name), without_llm,
+                         higher_is_better=True, what="hypervolume")
 
 
 def _dominated_by(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
     """For each record, how many feasible records dominate it (infeasible ones rank after every feasible one)."""
-    directions = [o.direction for o in goal.objectives]
-    points = _points(goal, records)
+    usable = [_usable(r) for r in records]
+    counts = dominated_counts(_points(goal, records), [o.direction for o in goal.objectives], usable)
+    return [n + (0 if ok else len(records)) for n, ok in zip(counts, usable, strict=True)]
 
-    def better(a: list[float | None], b: list[float | None]) -> bool:
-        if any(v is None for v in a + b):
-            return False
-        pairs = [(x if d == "minimize" else -x, y if d == "minimize" else -y)
-                 for x, y, d in zip(a, b, directions, strict=True) if x is not None and y is not None]
-        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
-    return [sum(1 for j, q in enumerate(points) if j != i and _usable(records[j]) and better(q, p))
-            + (0 if _usable(records[i]) else len(records)) for i, p in enumerate(points)]
+def least_dominated(goal: Goal, records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """``records`` with ``_dominated_by``'s counts (0: on the feasible front), least dominated first, then by index."""
+    return sorted(zip(records, _dominated_by(goal, records), strict=True), key=lambda pair: (pair[1], pair[0]["index"]))
 
 
 def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget_left: int,
@@ -339,12 +332,11 @@ def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget
     dominated first, ``limit`` at most), what the good ones share, the candidates as experiments."""
     base = ctx.records[0].get("metrics", {}) if ctx.records else {}
     done = [r for r in ctx.records[1:] if r.get("state") == "done" and _experiment(r) is not None]
-    ranks = _dominated_by(ctx.goal, done)
-    order = sorted(range(len(done)), key=lambda i: (ranks[i], done[i]["index"]))
-    history = [f"{done[i]['label']}: {figures_line(done[i].get('derived', {}))}"
-               + (" (on the front)" if ranks[i] == 0 else "" if done[i].get("feasible") else " (breaks a constraint)")
-               for i in order][:limit]
-    rows = [(to_params(_experiment(done[i]), ctx.space), float(ranks[i])) for i in order]  # type: ignore[arg-type]
+    ranked = least_dominated(ctx.goal, done)
+    history = [f"{r['label']}: {figures_line(r.get('derived', {}))}"
+               + (" (on the front)" if rank == 0 else "" if r.get("feasible") else " (breaks a constraint)")
+               for r, rank in ranked][:limit]
+    rows = [(to_params(_experiment(r), ctx.space), float(rank)) for r, rank in ranked]  # type: ignore[arg-type]
     summary = good_trials_summary(rows, list(ctx.space.choices))
     notes = ["Notes from earlier runs:", ctx.notes[-1000:]] if ctx.notes.strip() else []
     return choice_messages(

@@ -39,6 +39,15 @@ def pareto_front(points: Sequence[Sequence[float | None]], directions: Sequence[
     return [i for i, row in valid if not any(_dominates(other, row) for _, other in valid)]
 
 
+def dominated_counts(points: Sequence[Sequence[float | None]], directions: Sequence[Direction],
+                     counted: Sequence[bool]) -> list[int]:
+    """For each point, how many of the points ``counted`` keeps dominate it (a point with a missing value neither
+    dominates nor is dominated: 0)."""
+    losses = _losses(points, directions)
+    return [0 if row is None else sum(1 for other, c in zip(losses, counted, strict=True)
+                                      if c and other is not None and _dominates(other, row)) for row in losses]
+
+
 def _volume(rows: list[list[float]], ref: list[float]) -> float:
     """The volume dominated by ``rows`` (losses, each below ``ref`` in every objective) up to ``ref``."""
     if not rows:
