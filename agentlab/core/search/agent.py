@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentlab.core.agent.runtime import AgentModel, Tool, profile_of
+from agentlab.core.agent.runtime import AgentModel, Tool, arguments, profile_of
 from agentlab.core.llm.config import ModelProfile
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search import share as S
@@ -212,8 +212,7 @@ def learning_curve(domain: TrialDomain, label: str) -> Tool:
         return f"{record.run_id} {label}: {points or 'none recorded'} ({record.state})"
 
     return Tool("learning_curve", f"a finished trial's {label}",
-                {"type": "object", "properties": {"trial": {"type": "integer", "minimum": 0}},
-                 "required": ["trial"], "additionalProperties": False}, curve)
+                arguments({"trial": {"type": "integer", "minimum": 0}}), curve)
 
 
 class AgentPlanner:
@@ -363,40 +362,33 @@ class AgentPlanner:
     # ------------------------------------------------------------------ tools
 
     def tools(self) -> list[Tool]:
-        if not self._tools:
-            self._tools = self._build_tools()
-        return self._tools
-
-    def _build_tools(self) -> list[Tool]:
+        if self._tools:
+            return self._tools
         assert self.ctx is not None
         view = self._view()
         k = self.settings.candidates  # fixed (check_action checks the real count): the prompt's tools stay the same
         sampler = label(self.sampler)
         run, own = self.actions[0], self.actions[-1]
         profile = profile_of(self.model)
-        return [
+        self._tools = [
             Tool("suggest", f"{sampler}'s {self.settings.candidates} candidates for the next {self.unit}",
                  {"type": "object", "properties": {}}, self._suggest),
             Tool(run, "run one of the suggested candidates (it counts against the budget)",
-                 {"type": "object", "properties": {"candidate": {"type": "integer", "enum": list(range(max(k, 1)))},
-                                                   "reason": _reason_prop(profile)},
-                  "required": ["candidate", "reason"], "additionalProperties": False}),
+                 arguments({"candidate": {"type": "integer", "enum": list(range(max(k, 1)))},
+                            "reason": _reason_prop(profile)})),
             Tool(own, f"run a {self.unit} of your own (it counts against the budget)",
-                 {"type": "object", "properties": {"changes": view.changes_schema(profile.open_values),
-                                                   "reason": _reason_prop(profile)},
-                  "required": ["changes", "reason"], "additionalProperties": False}),
+                 arguments({"changes": view.changes_schema(profile.open_values), "reason": _reason_prop(profile)})),
             Tool("history", f"the finished {self.unit}s, best first, and what the good ones share",
                  {"type": "object", "properties": {"top": {"type": "integer", "minimum": 1, "maximum": 20}},
                   "additionalProperties": False}, lambda args: view.history(int(args.get("top") or 8))),
             Tool("note", f"keep a fact for the next search on {self.kit.scope}",
-                 {"type": "object", "properties": {"text": {"type": "string", "maxLength": 200}},
-                  "required": ["text"], "additionalProperties": False}, self._note),
+                 arguments({"text": {"type": "string", "maxLength": 200}}), self._note),
             Tool("todo", "replace your plan (shown at each step)",
-                 {"type": "object", "properties": {"items": {"type": "array", "maxItems": 5,
-                                                             "items": {"type": "string", "maxLength": 80}}},
-                  "required": ["items"], "additionalProperties": False}, self._set_todo),
+                 arguments({"items": {"type": "array", "maxItems": 5, "items": {"type": "string", "maxLength": 80}}}),
+                 self._set_todo),
             *self.kit.tools(self.ctx, self.model),
         ]
+        return self._tools
 
     def _draw(self) -> list[Proposal]:
         """The sampler's candidates, the untried ``leads`` of the kit in place of its last draws (candidate 0 is
