@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentlab.core.agent.runtime import AgentModel, Tool, arguments, profile_of
+from agentlab.core.agent.runtime import AgentModel, Tool, arguments, profile_of, summary
 from agentlab.core.llm.config import ModelProfile
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search import share as S
@@ -578,14 +578,13 @@ def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit
                 limit: int = 80) -> list[str]:
     """report.md's ``## The agent``: the summary, then each step as a table row (tool, arguments, result), the
     guard's trials among them, from the run's events."""
-    summary = agent_summary(block, unit)
-    if summary is None:
+    head = agent_summary(block, unit)
+    if head is None:
         return []
     rows: list[list[str]] = []
 
     def cell(text: Any) -> str:
-        flat = " ".join(str(text).split()).replace("|", "/")
-        return flat if len(flat) <= 160 else flat[:157] + "..."
+        return summary(str(text), 160).replace("|", "/")
 
     for e in events:
         kind = e.get("kind")
@@ -613,7 +612,7 @@ def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit
             rows[-1][3] = cell(f"{e.get('state')} {e.get('value')}")
         elif kind == "experiment" and rows and not rows[-1][3] and rows[-1][1] in ("(candidate 0)", *ACTIONS):
             rows[-1][3] = cell(f"{e.get('label')}: {e.get('state')}")
-    lines = ["", "## The agent", "", summary + ".", "", "| step | tool | arguments | result |", "|---|---|---|---|"]
+    lines = ["", "## The agent", "", head + ".", "", "| step | tool | arguments | result |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(r)} |" for r in rows[:limit]]
     if len(rows) > limit:
         lines.append(f"\n{len(rows) - limit} more steps in events.jsonl (kind agent_*).")
