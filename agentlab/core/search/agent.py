@@ -154,15 +154,14 @@ class TrialView:
         maximize = self.d.direction == "maximize"
         best: float | None = None
         out = []
-        for r, (improved, _) in zip(rows, S.improvements(values, maximize), strict=True):
+        for r, value, (improved, _) in zip(rows, values, S.improvements(values, maximize), strict=True):
             verdict = ""
             if r.state == "complete" and r.finite and best is not None:
                 rel = abs(r.value - best) / abs(best) * 100 if best else 0.0  # type: ignore[operator]
                 verdict = " - a new best" if improved else \
                     f" - {rel:.1f}% {'below' if maximize else 'above'} the best before it"
-            if r.state == "complete" and r.finite and r.accepted is not False and (
-                    best is None or improved):
-                best = r.value
+            if value is not None and (best is None or improved):  # complete, finite and not refused
+                best = value
             what = (self._what(r) if self._what is not None else None) or self.describe(r.params)
             out.append(Done(trial_key(r.params, r.variant), r.run_id, r.planner, r.origin, improved,
                             f"{r.run_id}: {self._outcome(r)}{verdict} ({what})"))
