@@ -135,8 +135,4 @@ def task(domain: ExperimentDomain, workspace: Workspace, model_hash: str, model:
     return run.answer
 
 
-def task_schema(settings: dict[str, Any]) -> dict[str, Any]:
-    return arguments({"subagent": {"type": "string", "enum": list(METHODS)}, "changes": settings})
-
-
-__all__ = ["METHODS", "measured", "recovery_tools", "system_prompt", "task", "task_schema"]
+__all__ = ["METHODS", "measured", "recovery_tools", "system_prompt", "task"]
