@@ -18,7 +18,7 @@ from agentlab.compress.queries import TECHNIQUES as QUERY_TECHNIQUES
 from agentlab.compress.queries import best_config, local_rows, mlflow_rows, query_experiments
 from agentlab.compress.report import FIGURES, base_line, figures_line
 from agentlab.compress.space import Space, to_params
-from agentlab.compress.subagents import task, task_schema
+from agentlab.compress.subagents import METHODS, task
 from agentlab.compress.workspace import Workspace
 from agentlab.core.agent.runtime import AgentModel, Tool, arguments
 from agentlab.core.agent.subagent import SubAgent
@@ -229,7 +229,7 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
         out = [
             Tool("task", "hand the recovery of a prune to a sub-agent with its own tools: lora (low-rank adapters) "
                  "or distill (the base model teaches); it answers with the settings to run",
-                 task_schema(settings),
+                 arguments({"subagent": {"type": "string", "enum": list(METHODS)}, "changes": settings}),
                  lambda args: task(domain, workspace, model_hash, model, args, on_event)),
             Tool("query_experiments", f"the experiments measured so far ({source}), filtered by technique, best "
                  "first by a figure",

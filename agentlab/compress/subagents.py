@@ -30,27 +30,18 @@ def system_prompt(method: str) -> str:
             "model), then call configure with the steps to run. One tool call per step.")
 
 
-def _rows(domain: ExperimentDomain, workspace: Workspace, model_hash: str, prune: str) -> list[dict[str, Any]]:
-    """The finished experiments of this run and the workspace with a prune of method ``prune``, each once."""
-    out, seen = [], set()
-    for r in [*domain.records[1:], *workspace.experiments(model_hash)]:
-        exp = r.get("experiment") or {}
-        if (exp.get("prune") or {}).get("method") != prune or r.get("state", "done") != "done":
-            continue
-        key = json.dumps(exp, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out
-
-
 def measured(domain: ExperimentDomain, workspace: Workspace, model_hash: str, prune: str, method: str,
              steps: int) -> dict[str, Any]:
-    """Medians over the experiments with a ``prune`` prune and this recovery (``steps`` 0: none): runs, accuracy,
-    perplexity, minutes."""
-    group = []
-    for r in _rows(domain, workspace, model_hash, prune):
-        recover = (r.get("experiment") or {}).get("recover")
+    """Medians over the finished experiments of this run and the workspace (each once) with a ``prune`` prune and
+    this recovery (``steps`` 0: none): runs, accuracy, perplexity, minutes."""
+    group, seen = [], set()
+    for r in [*domain.records[1:], *workspace.experiments(model_hash)]:
+        exp = r.get("experiment") or {}
+        key = json.dumps(exp, sort_keys=True)
+        if (exp.get("prune") or {}).get("method") != prune or r.get("state", "done") != "done" or key in seen:
+            continue
+        seen.add(key)
+        recover = exp.get("recover")
         if (steps == 0 and recover is None) or (steps and recover and recover.get("method") == method
                                                 and recover.get("steps") == steps):
             group.append(r)
@@ -144,8 +135,4 @@ def task(domain: ExperimentDomain, workspace: Workspace, model_hash: str, model:
     return run.answer
 
 
-def task_schema(settings: dict[str, Any]) -> dict[str, Any]:
-    return arguments({"subagent": {"type": "string", "enum": list(METHODS)}, "changes": settings})
-
-
-__all__ = ["METHODS", "measured", "recovery_tools", "system_prompt", "task", "task_schema"]
+__all__ = ["METHODS", "measured", "recovery_tools", "system_prompt", "task"]

@@ -154,6 +154,7 @@ def window(messages: list[Any], head: int, keep: int) -> list[Any]:
     return [*messages[:head], *tail]
 
 
-def summary(text: str) -> str:
+def summary(text: str, chars: int = SUMMARY_CHARS) -> str:
+    """``text`` on one line, at most ``chars`` characters (a cut one ends in ``...``)."""
     line = " ".join(text.split())
-    return line if len(line) <= SUMMARY_CHARS else line[:SUMMARY_CHARS - 3] + "..."
+    return line if len(line) <= chars else line[:chars - 3] + "..."

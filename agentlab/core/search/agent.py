@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentlab.core.agent.runtime import AgentModel, Tool, profile_of
+from agentlab.core.agent.runtime import AgentModel, Tool, arguments, profile_of, summary
 from agentlab.core.llm.config import ModelProfile
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search import share as S
@@ -154,15 +154,14 @@ class TrialView:
         maximize = self.d.direction == "maximize"
         best: float | None = None
         out = []
-        for r, (improved, _) in zip(rows, S.improvements(values, maximize), strict=True):
+        for r, value, (improved, _) in zip(rows, values, S.improvements(values, maximize), strict=True):
             verdict = ""
             if r.state == "complete" and r.finite and best is not None:
                 rel = abs(r.value - best) / abs(best) * 100 if best else 0.0  # type: ignore[operator]
                 verdict = " - a new best" if improved else \
                     f" - {rel:.1f}% {'below' if maximize else 'above'} the best before it"
-            if r.state == "complete" and r.finite and r.accepted is not False and (
-                    best is None or improved):
-                best = r.value
+            if value is not None and (best is None or improved):  # complete, finite and not refused
+                best = value
             what = (self._what(r) if self._what is not None else None) or self.describe(r.params)
             out.append(Done(trial_key(r.params, r.variant), r.run_id, r.planner, r.origin, improved,
                             f"{r.run_id}: {self._outcome(r)}{verdict} ({what})"))
@@ -212,8 +211,7 @@ def learning_curve(domain: TrialDomain, label: str) -> Tool:
         return f"{record.run_id} {label}: {points or 'none recorded'} ({record.state})"
 
     return Tool("learning_curve", f"a finished trial's {label}",
-                {"type": "object", "properties": {"trial": {"type": "integer", "minimum": 0}},
-                 "required": ["trial"], "additionalProperties": False}, curve)
+                arguments({"trial": {"type": "integer", "minimum": 0}}), curve)
 
 
 class AgentPlanner:
@@ -363,40 +361,33 @@ class AgentPlanner:
     # ------------------------------------------------------------------ tools
 
     def tools(self) -> list[Tool]:
-        if not self._tools:
-            self._tools = self._build_tools()
-        return self._tools
-
-    def _build_tools(self) -> list[Tool]:
+        if self._tools:
+            return self._tools
         assert self.ctx is not None
         view = self._view()
         k = self.settings.candidates  # fixed (check_action checks the real count): the prompt's tools stay the same
         sampler = label(self.sampler)
         run, own = self.actions[0], self.actions[-1]
         profile = profile_of(self.model)
-        return [
+        self._tools = [
             Tool("suggest", f"{sampler}'s {self.settings.candidates} candidates for the next {self.unit}",
                  {"type": "object", "properties": {}}, self._suggest),
             Tool(run, "run one of the suggested candidates (it counts against the budget)",
-                 {"type": "object", "properties": {"candidate": {"type": "integer", "enum": list(range(max(k, 1)))},
-                                                   "reason": _reason_prop(profile)},
-                  "required": ["candidate", "reason"], "additionalProperties": False}),
+                 arguments({"candidate": {"type": "integer", "enum": list(range(max(k, 1)))},
+                            "reason": _reason_prop(profile)})),
             Tool(own, f"run a {self.unit} of your own (it counts against the budget)",
-                 {"type": "object", "properties": {"changes": view.changes_schema(profile.open_values),
-                                                   "reason": _reason_prop(profile)},
-                  "required": ["changes", "reason"], "additionalProperties": False}),
+                 arguments({"changes": view.changes_schema(profile.open_values), "reason": _reason_prop(profile)})),
             Tool("history", f"the finished {self.unit}s, best first, and what the good ones share",
                  {"type": "object", "properties": {"top": {"type": "integer", "minimum": 1, "maximum": 20}},
                   "additionalProperties": False}, lambda args: view.history(int(args.get("top") or 8))),
             Tool("note", f"keep a fact for the next search on {self.kit.scope}",
-                 {"type": "object", "properties": {"text": {"type": "string", "maxLength": 200}},
-                  "required": ["text"], "additionalProperties": False}, self._note),
+                 arguments({"text": {"type": "string", "maxLength": 200}}), self._note),
             Tool("todo", "replace your plan (shown at each step)",
-                 {"type": "object", "properties": {"items": {"type": "array", "maxItems": 5,
-                                                             "items": {"type": "string", "maxLength": 80}}},
-                  "required": ["items"], "additionalProperties": False}, self._set_todo),
+                 arguments({"items": {"type": "array", "maxItems": 5, "items": {"type": "string", "maxLength": 80}}}),
+                 self._set_todo),
             *self.kit.tools(self.ctx, self.model),
         ]
+        return self._tools
 
     def _draw(self) -> list[Proposal]:
         """The sampler's candidates, the untried ``leads`` of the kit in place of its last draws (candidate 0 is
@@ -586,14 +577,13 @@ def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit
                 limit: int = 80) -> list[str]:
     """report.md's ``## The agent``: the summary, then each step as a table row (tool, arguments, result), the
     guard's trials among them, from the run's events."""
-    summary = agent_summary(block, unit)
-    if summary is None:
+    head = agent_summary(block, unit)
+    if head is None:
         return []
     rows: list[list[str]] = []
 
     def cell(text: Any) -> str:
-        flat = " ".join(str(text).split()).replace("|", "/")
-        return flat if len(flat) <= 160 else flat[:157] + "..."
+        return summary(str(text), 160).replace("|", "/")
 
     for e in events:
         kind = e.get("kind")
@@ -621,7 +611,7 @@ def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit
             rows[-1][3] = cell(f"{e.get('state')} {e.get('value')}")
         elif kind == "experiment" and rows and not rows[-1][3] and rows[-1][1] in ("(candidate 0)", *ACTIONS):
             rows[-1][3] = cell(f"{e.get('label')}: {e.get('state')}")
-    lines = ["", "## The agent", "", summary + ".", "", "| step | tool | arguments | result |", "|---|---|---|---|"]
+    lines = ["", "## The agent", "", head + ".", "", "| step | tool | arguments | result |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(r)} |" for r in rows[:limit]]
     if len(rows) > limit:
         lines.append(f"\n{len(rows) - limit} more steps in events.jsonl (kind agent_*).")

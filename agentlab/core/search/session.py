@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.agent.runtime import AgentModel, RouterModel
+from agentlab.core.agent.runtime import AgentModel, RouterModel, summary
 from agentlab.core.config import getenv
 from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.llm.check import http_problem, local_problem
@@ -62,8 +62,7 @@ def step_line(kind: str, fields: dict[str, Any]) -> str | None:
     """The console's line for an agent event: each model step (its tool, arguments, seconds and tokens) and a
     default, so a long search shows what the agent does instead of a bar that stands still."""
     if kind == "agent_step":
-        args = " ".join(str(fields.get("arguments", "")).split())
-        args = args if len(args) <= 120 else args[:117] + "..."
+        args = summary(str(fields.get("arguments", "")), 120)
         return (f"agent step {fields.get('step')}: {fields.get('tool')} {args} ({fields.get('seconds', 0):.1f} s, "
                 f"{fields.get('tokens', 0):,} tokens)")
     if kind == "agent_default":

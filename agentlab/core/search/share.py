@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.runs import atomic_write_json
+from agentlab.core.search.prompts import _fmt
 
 ARMS = ("classical", "llm")
 PRIOR_CAP = 20
@@ -195,7 +196,3 @@ def contribution_lines(block: dict[str, Any] | None, unit: str) -> list[str]:
     if without:
         lines.append("Without the LLM's picks: " + ", ".join(f"{k} {_fmt(v)}" for k, v in without.items()) + ".")
     return lines
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
