@@ -70,8 +70,7 @@ class Prepared:
     """What ``prepare`` checked and loaded before any run folder exists."""
 
     goal: Goal
-    inputs: Inputs
-    model_path: Path
+    inputs: Inputs  # ``inputs.model``: the transformers folder the experiments start from
     space: Space
     llm: LLMConfig | None = None
     chooser: Any = None  # a scripted chooser in place of the planner model (the benchmarks' placebo and surrogate)
@@ -144,7 +143,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
                     questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
     leads = warm_leads(cfg, goal, space)
-    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg, chooser, agent_model, leads=leads)}
+    return {"prepared": Prepared(goal, inputs, space, llm_cfg, chooser, agent_model, leads=leads)}
 
 
 def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict[str, Any], str]]:
@@ -236,7 +235,7 @@ class Search:
 
     def run(self) -> dict[str, Any]:
         self.announce(f"goal: {self.goal.describe()}")
-        self.model_hash = self.workspace.model_hash(self.p.model_path)
+        self.model_hash = self.workspace.model_hash(self.p.inputs.model)
         self.context = measure_context(self.p.inputs)
         self.study = open_search_study(self.cfg, self.goal, self.run_dir.path)
         self.shared = store_of(self.study).heartbeats
@@ -651,7 +650,7 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
     """Parse and validate without running: the goal, the texts, the model, and the space the planner searches."""
     cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
     p: Prepared = prepare(cfg)["prepared"]
-    return {"model": cfg.model, "model_path": str(p.model_path), "goal": p.goal.describe(),
+    return {"model": cfg.model, "model_path": p.inputs.model, "goal": p.goal.describe(),
             "objectives": [o.model_dump() for o in p.goal.objectives],
             "constraints": [c.model_dump() for c in p.goal.constraints], "planner": cfg.search.planner,
             "max_iterations": cfg.search.max_iterations, "carbon_budget": cfg.carbon_budget, "device": p.inputs.device,
