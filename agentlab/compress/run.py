@@ -70,8 +70,7 @@ class Prepared:
     """What ``prepare`` checked and loaded before any run folder exists."""
 
     goal: Goal
-    inputs: Inputs
-    model_path: Path
+    inputs: Inputs  # ``inputs.model``: the transformers folder the experiments start from
     space: Space
     llm: LLMConfig | None = None
     chooser: Any = None  # a scripted chooser in place of the planner model (the benchmarks' placebo and surrogate)
@@ -104,13 +103,15 @@ def load_texts(cfg: CompressConfig) -> tuple[str, str]:
     return eval_text, calib_text
 
 
-def load_questions(cfg: CompressConfig) -> list[Any]:
+def load_questions(cfg: CompressConfig) -> tuple[list[Any], dict[str, Any] | None]:
+    """Accuracy's task: (the questions, None), or ([], ``Inputs.harness``) for an lm-eval task."""
     if isinstance(cfg.task, HarnessTask):  # the task's data is checked now; lm-eval reads it when measuring
         load_tasks(task_manager(cfg.task.include_path, names=[cfg.task.harness]), [cfg.task.harness])
-        return []
+        return [], {"task": cfg.task.harness, "include": [str(Path(p).resolve()) for p in cfg.task.include_path],
+                    "limit": cfg.task_questions, "chat_template": cfg.task.chat_template}
     if cfg.task is not None:
-        return load_task(cfg.task, limit=cfg.task_questions)
-    return as_questions(make_task(cfg.task_questions, "easy", seed=cfg.seed))
+        return load_task(cfg.task, limit=cfg.task_questions), None
+    return as_questions(make_task(cfg.task_questions, "easy", seed=cfg.seed)), None
 
 
 def _layers(model_path: Path) -> int:
@@ -127,7 +128,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
-    questions = load_questions(cfg)
+    questions, harness = load_questions(cfg)
     # a built-in name or a GGUF is de-quantized once into a cached transformers folder (the compression starts there)
     folder = hf_model_folder(cfg.model, user="agentlab compress")
     device, _ = resolve_device_dtype(cfg.device, what="device")
@@ -141,10 +142,10 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     if cfg.search.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
-                    questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
+                    questions=questions, measure=cfg.measure, seed=cfg.seed, harness=harness)
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
     leads = warm_leads(cfg, goal, space)
-    return {"prepared": Prepared(goal, inputs, folder, space, llm_cfg, chooser, agent_model, leads=leads)}
+    return {"prepared": Prepared(goal, inputs, space, llm_cfg, chooser, agent_model, leads=leads)}
 
 
 def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict[str, Any], str]]:
@@ -161,13 +162,6 @@ def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict
                               "to one of their values, e.g. {quantize: gguf, gguf_type: Q8_0}")
         leads.append((dict(changes), f"search.warm_start[{i}]"))
     return leads
-
-
-def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
-    if not isinstance(cfg.task, HarnessTask):
-        return None
-    return {"task": cfg.task.harness, "include": [str(Path(p).resolve()) for p in cfg.task.include_path],
-            "limit": cfg.task_questions, "chat_template": cfg.task.chat_template}
 
 
 def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
@@ -236,7 +230,7 @@ class Search:
 
     def run(self) -> dict[str, Any]:
         self.announce(f"goal: {self.goal.describe()}")
-        self.model_hash = self.workspace.model_hash(self.p.model_path)
+        self.model_hash = self.workspace.model_hash(self.p.inputs.model)
         self.context = measure_context(self.p.inputs)
         self.study = open_search_study(self.cfg, self.goal, self.run_dir.path)
         self.shared = store_of(self.study).heartbeats
@@ -349,7 +343,9 @@ class Search:
             self._shown.add(r["trial"])
             self.run_dir.event("experiment", index=r["index"], label=r["label"], state=r.get("state"),
                                reused=r["reused"], planner=r["planner"], trial=r["trial"])
-        self._write_best()
+        best = best_summary(self.goal, self.records)
+        atomic_write_json(self.run_dir.file("best.json"), best)
+        self.run_dir.event("best", index=best.get("index"))
         self._keep_front()
         log_experiments(self.tracker, self.records)
         self.task.update(completed=len(self.records))
@@ -427,14 +423,6 @@ class Search:
         return (f"carbon budget: {spent:.3g} kg CO2e spent + about {estimate:.3g} kg for the next experiment would "
                 f"exceed the budget of {budget:.3g} kg")
 
-    def _score(self, record: dict[str, Any], base: dict[str, Any]) -> None:
-        """The goal's metrics of a finished ``record`` against the base's ``metrics``, and whether it meets the
-        constraints (a failed record has them already: ``_failed``)."""
-        if record.get("state") == "done":
-            record["derived"] = derive(record["metrics"], base)
-            record["feasible"], record["violation"], record["broken"] = check(self.goal, record["derived"],
-                                                                              derive(base, base))
-
     def _keep_front(self) -> None:
         """The front's compressed models stay in the workspace's checkpoints/ (within ``checkpoints_mb``); the
         others of this run go."""
@@ -446,11 +434,6 @@ class Search:
 
     def _write_state(self) -> None:
         atomic_write_text(self.run_dir.file(STATE), "".join(json.dumps(r, default=str) + "\n" for r in self.records))
-
-    def _write_best(self) -> None:
-        best = best_summary(self.goal, self.records)
-        atomic_write_json(self.run_dir.file("best.json"), best)
-        self.run_dir.event("best", index=best.get("index"))
 
     # ------------------------------------------------------------------ the end
 
@@ -499,8 +482,13 @@ class CompressObjective:
         exp = None if plan.get("planner") == "base" else \
             Experiment.model_validate(data) if data is not None else to_experiment(params)
         record = s._obtain(exp, number)
-        s._score(record, record.get("metrics", {}) if exp is None else s._base_metrics())
-        values = objective_values(s.goal, record["derived"]) if record.get("state") == "done" else None
+        base = record.get("metrics", {}) if exp is None else s._base_metrics()
+        values = None
+        if record.get("state") == "done":  # scored against the base (a failed record has its verdict: ``_failed``)
+            record["derived"] = derive(record["metrics"], base)
+            record["feasible"], record["violation"], record["broken"] = check(s.goal, record["derived"],
+                                                                              derive(base, base))
+            values = objective_values(s.goal, record["derived"])
         return {"values": values or [None], "violation": record.get("violation"),
                 "record": json.loads(json.dumps(record, default=str))}
 
@@ -548,14 +536,6 @@ def spent_co2e(records: list[dict[str, Any]]) -> float:
     return sum(r.get("metrics", {}).get("co2e_kg") or 0.0 for r in records if not r.get("reused"))
 
 
-def energy_summary(records: list[dict[str, Any]], budget: float | None) -> dict[str, Any]:
-    ran = [r for r in records if not r.get("reused") and r.get("metrics")]
-    modes = sorted({r["metrics"].get("energy_mode", "estimated") for r in ran})
-    mode = modes[0] if len(modes) == 1 else ("partly measured" if modes else "none run")
-    return {"energy_kwh": sum(r["metrics"].get("energy_kwh") or 0.0 for r in ran), "co2e_kg": spent_co2e(records),
-            "mode": mode, "modes": modes, "budget_kg": budget, "experiments_run": len(ran)}
-
-
 def best_summary(goal: Goal, records: list[dict[str, Any]]) -> dict[str, Any]:
     """best.json: the recommended experiment (feasible: true), else the closest one (feasible: false)."""
     done = [r for r in records[1:] if r.get("state") == "done"]
@@ -579,6 +559,9 @@ def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], st
               workspace: str) -> dict[str, Any]:
     done = [r for r in records if r.get("state") == "done"]
     on_front = front(goal, [r["derived"] for r in done])
+    ran = [r for r in records if not r.get("reused") and r.get("metrics")]  # what the energy was spent on
+    modes = sorted({r["metrics"].get("energy_mode", "estimated") for r in ran})
+    mode = modes[0] if len(modes) == 1 else ("partly measured" if modes else "none run")
     return {
         "model": cfg.model, "objective": cfg.objective, "goal": goal.describe(), "planner": cfg.search.planner,
         "recommended": best_summary(goal, records), "base": _brief(records[0]) if records else None,
@@ -590,8 +573,10 @@ def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], st
         "counts": {"experiments": len(records) - 1, "reused": sum(bool(r.get("reused")) for r in records),
                    "ran": sum(not r.get("reused") for r in records),
                    "failed": sum(r.get("state") == "failed" for r in records)},
-        "energy": energy_summary(records, cfg.carbon_budget), "stop_reason": stop_reason, "workspace": workspace,
-        "llm_contribution": None,
+        "energy": {"energy_kwh": sum(r["metrics"].get("energy_kwh") or 0.0 for r in ran),
+                   "co2e_kg": spent_co2e(records), "mode": mode, "modes": modes, "budget_kg": cfg.carbon_budget,
+                   "experiments_run": len(ran)},
+        "stop_reason": stop_reason, "workspace": workspace, "llm_contribution": None,
     }
 
 
@@ -651,7 +636,7 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
     """Parse and validate without running: the goal, the texts, the model, and the space the planner searches."""
     cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
     p: Prepared = prepare(cfg)["prepared"]
-    return {"model": cfg.model, "model_path": str(p.model_path), "goal": p.goal.describe(),
+    return {"model": cfg.model, "model_path": p.inputs.model, "goal": p.goal.describe(),
             "objectives": [o.model_dump() for o in p.goal.objectives],
             "constraints": [c.model_dump() for c in p.goal.constraints], "planner": cfg.search.planner,
             "max_iterations": cfg.search.max_iterations, "carbon_budget": cfg.carbon_budget, "device": p.inputs.device,

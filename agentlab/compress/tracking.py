@@ -16,20 +16,17 @@ _RAW = ("perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memor
         "energy_kwh", "co2e_kg")
 
 
-def _key(record: dict[str, Any]) -> str:
-    return f"exp_{record['index']:03d}"
-
-
 def log_experiments(tracker: Tracker | NullTracker, records: list[dict[str, Any]]) -> None:
+    """A child run for each record not logged yet (``Tracker.run`` logs a key once; the rest get a run that logs
+    nothing)."""
     if not tracker.enabled:
         return
     for record in records:
-        if tracker.logged(_key(record)):
-            continue
         tags = {"label": record["label"], "state": record.get("state"), "planner": record.get("planner"),
                 "reused": record.get("reused"), "feasible": record.get("feasible"),
                 "energy_mode": (record.get("metrics") or {}).get("energy_mode"), "note": record.get("note") or None}
-        with tracker.run(record["label"], key=_key(record), params=record.get("experiment") or {"base": True},
+        with tracker.run(record["label"], key=f"exp_{record['index']:03d}",
+                         params=record.get("experiment") or {"base": True},
                          tags={k: v for k, v in tags.items() if v is not None}) as child:
             metrics = record.get("metrics") or {}
             child.log_metrics({**{k: metrics.get(k) for k in _RAW},
@@ -38,8 +35,8 @@ def log_experiments(tracker: Tracker | NullTracker, records: list[dict[str, Any]
 
 
 def log_results(tracker: Tracker | NullTracker, results: dict[str, Any], run_path: Path) -> None:
-    if not tracker.enabled:
-        return
+    """The recommendation on the parent, with the run's files as artifacts (a missing one, such as pareto.png
+    without matplotlib, is skipped by ``log_artifact``); nothing without tracking (``NullTracker``)."""
     rec = results["recommended"]
     tracker.log_metrics({"experiments": results["counts"]["experiments"], "reused": results["counts"]["reused"],
                          "co2e_kg": results["energy"]["co2e_kg"], "energy_kwh": results["energy"]["energy_kwh"],
@@ -48,5 +45,4 @@ def log_results(tracker: Tracker | NullTracker, results: dict[str, Any], run_pat
                       "stop_reason": results["stop_reason"], "goal": results["goal"],
                       "recommended_experiment": json.dumps(rec.get("experiment"))})
     for name in ("report.md", "results.json", "best.json", "pareto.png"):
-        if (run_path / name).is_file():
-            tracker.log_artifact(run_path / name)
+        tracker.log_artifact(run_path / name)

@@ -66,10 +66,8 @@ class Workspace:
             return None
         return data if isinstance(data, dict) and data.get("state", "done") == "done" else None
 
-    def put(self, key: str, record: dict[str, Any]) -> Path:
-        path = self.root / "experiments" / f"{key}.json"
-        atomic_write_json(path, {"key": key, **record})
-        return path
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        atomic_write_json(self.root / "experiments" / f"{key}.json", {"key": key, **record})
 
     def experiments(self, model_hash: str | None = None) -> list[dict[str, Any]]:
         """Every finished experiment (``get``), of ``model_hash``'s model when given, in key order."""
