@@ -171,7 +171,7 @@ def population_size(budget: int) -> int:
 
 def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal]:
     """Up to ``k`` distinct untried experiments: the first is exactly what the ``kind`` sampler (``nsga2``,
-    ``tpe``) alone runs, the others a second sampler's of the same kind on the same trials (``KeptSampler``'s
+    ``tpe``) alone runs (a random untried one when ``TRIES`` of its draws repeat experiments), the others a second sampler's of the same kind on the same trials (``KeptSampler``'s
     ``explore``: the first sampler's draws stay its own), then random draws when it keeps repeating itself. The
     sampler is the search's (``ctx.samplers``, kept across experiments; a new one when the domain has none), its
     mirror brought up to date with the study's finished trials first."""
@@ -204,9 +204,13 @@ def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal
                 return out
         elif out and asked > 3 * k:
             break
-    if not out:
-        raise NoProposal(f"{kind}: no untried experiment found in the space")
     fill = ctx.untried(random.Random(ctx.seed * 100_003 + ctx.iteration + 7), tried)
+    if not out:  # the sampler keeps proposing experiments run already (TPE settles on a few): a random untried one
+        exp = next(fill, None)
+        if exp is None:
+            raise NoProposal(f"{kind}: no untried experiment found in the space")
+        out.append(ctx._proposal(exp, kind))
+        out[0].notes.append(f"{kind} proposed only experiments run already in {TRIES} draws: a random untried one")
     while len(out) < k and (exp := next(fill, None)) is not None:
         out.append(ctx._proposal(exp, kind, dict(out[0].extra)))
     return out

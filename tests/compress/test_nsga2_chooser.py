@@ -78,3 +78,36 @@ def test_the_surrogate_chooser_ranks_nsga2_proposals_on_both_objectives() -> Non
     ctx = ExperimentDomain(GOAL, SPACE, 0, 4, done, [], budget=8)
     picked = ChooserPlanner(SurrogateChooser(), share=1.0, adapt=False, sampler="nsga2").propose(ctx.context())
     assert picked.origin in ("kept", "picked") and picked.choice is not None and 0 <= picked.choice < 4
+
+
+def test_a_sampler_that_keeps_repeating_itself_gets_an_untried_random_experiment() -> None:
+    """TPE settles on a few experiments (an experiment ignores the settings its steps do not use, so most of its
+    draws repeat one); after ``TRIES`` repeats the search goes on with an untried random experiment instead of
+    stopping with thousands left."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from agentlab.core.search.records import A_PLAN
+
+    study = optuna.create_study(directions=[o.direction for o in GOAL.objectives])
+    records = [record(0, 1.0, 10.0, "base")]
+    samplers: dict[str, Any] = {}
+    keys: set[str] = set()
+    notes: list[str] = []
+    for it in range(1, 21):
+        ctx = ExperimentDomain(GOAL, SPACE, 5, it, records, study.get_trials(deepcopy=False), budget=20,
+                               samplers=samplers)
+        proposal = optuna_candidates(ctx, "tpe", 1)[0]
+        exp = ctx.experiment(proposal.params)
+        key = experiment_key(exp)
+        assert key not in keys
+        keys.add(key)
+        if proposal.notes:
+            notes += proposal.notes
+            break
+        h = sum(map(ord, key)) % 53
+        study.add_trial(create_trial(state=TrialState.COMPLETE, values=[1 + h / 10, 10 + (h * 7) % 13],
+                                     params=proposal.params, distributions=SPACE.distributions(),
+                                     user_attrs={A_PLAN: {"extra": {"key": key}}}))
+        records.append(record(it, 1 + h / 10, 10 + (h * 7) % 13, "tpe", experiment=exp.model_dump()))
+    assert notes == ["tpe proposed only experiments run already in 300 draws: a random untried one"]
