@@ -33,7 +33,7 @@ from agentlab.evolve.population import Population, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 from agentlab.evolve.search import budget, cma_ask, fixed_spec
-from agentlab.evolve.worker import evolve_loop, failure_line, spawn
+from agentlab.evolve.worker import evolve_loop, run_workers
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
@@ -170,16 +170,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
 
     def start_workers(numbers: list[int]) -> None:
         if cfg.workers > 1:
-            store = cfg.store or f"sqlite:///{run_dir.file('population.db').resolve()}"
-            procs = spawn(store, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"))
-            while any(p.poll() is None for p, _ in procs):
-                time.sleep(2)
-                scored()
-            for p, log_file in procs:
-                if p.returncode:
-                    say(f"a worker exited with {p.returncode} ({failure_line(log_file)}); its log: {log_file}; "
-                        "what it left is scored here")
-            scored()
+            run_workers(pop.url, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"), scored, say)
 
     waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
     if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
