@@ -241,17 +241,12 @@ class Breeder:
     a search over blend weights), then the baselines; asked only once the last group is scored (``generations``).
     A generation stored but not all queued (a crash while breeding) is bred again, identically, and its missing
     individuals proposed. It also says what was scored: each generation's row and each individual (``scored``)
-    once, even across a resume."""
-
-    name = "evolve"
+    once, even across a resume. The loop asks a planner of generations for nothing but ``propose_group``."""
 
     def __init__(self, cfg: EvolveConfig, pop: Population, run_dir: RunDir, say: Callable[[str], None]):
         self.cfg, self.pop, self.run_dir, self.say = cfg, pop, run_dir, say
         self.announced: set[int] = set()
         self.seen = {event.get("id") for event in run_dir.events("scored")}
-
-    def propose(self, ctx: PlanContext) -> Proposal:
-        raise NoProposal("evolve proposes whole generations")
 
     def propose_group(self, ctx: PlanContext | None = None) -> list[Proposal]:
         self.scored()
@@ -287,12 +282,6 @@ class Breeder:
                 self.say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
                          f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {mean['fitness']:.3f}")
         return rows
-
-    def report(self, results: Any) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        return None
 
     def scored(self) -> None:
         """One ``scored`` event per individual once it is scored, by this process or a worker."""

@@ -23,6 +23,7 @@ from agentlab.evolve.score import ScoreSettings, score_batch
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
+    from agentlab.evolve.run import Breeder
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Keep:
         return Decision(True, "scored", "evolve")
 
 
-def evolve_loop(pop: Population, batch: int, *, planner: Planner | None = None, max_iterations: int = 0,
+def evolve_loop(pop: Population, batch: int, *, planner: Breeder | None = None, max_iterations: int = 0,
                 providers: dict[str, Provider] | None = None, **kwargs: Any) -> SearchLoop:
     """The search loop on the population's study: a run's (``planner`` proposing its generations) or a worker's
     (no planner: it only claims)."""
