@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
-from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
+from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import logit_changes, persona_adapters, read_adapter, skill_adapters
 from agentlab.core.models.modelref import resolve_model
@@ -252,7 +252,7 @@ class Breeder:
         self.scored()
         new: list[dict[str, Any]] = []
         while not new:  # a generation of elites alone (the budget spent) has nothing to score: the next one
-            history = self.history(until_missing=True)
+            history = self.history()
             k = len(history)
             if k <= self.cfg.generations:
                 breed(self.cfg, self.pop, k, self.run_dir, history, new)
@@ -264,17 +264,16 @@ class Breeder:
             f"generation {ind['generation']}" if ind.get("baseline") is None else f"baseline {ind['baseline']}"),
             extra={"individual": ind}) for ind in new]
 
-    def history(self, *, until_missing: bool = False) -> list[dict[str, Any]]:
-        """The fitness row of each generation whose individuals are all scored (each announced once)."""
+    def history(self) -> list[dict[str, Any]]:
+        """The fitness row of each generation until the first not stored or not all scored (each announced once);
+        after the search, when the breeder proposes nothing more, every generation is scored."""
         individuals = self.pop.individuals()
         rows: list[dict[str, Any]] = []
         for k in range(self.cfg.generations + 1):
             members = self.pop.members(k)
             if members is None or any(individuals.get(m, {}).get("state") not in ("complete", "fail")
                                       for m in members):
-                if until_missing:
-                    break
-                raise AgentlabError(f"gen {k} was not scored", hint="resume the run: agentlab evolve run --resume RUN")
+                break
             rows.append(generation_row(self.cfg, individuals, k, members))
             if k not in self.announced:
                 self.announced.add(k)
@@ -365,9 +364,6 @@ def _search_specs(cfg: EvolveConfig, k: int, history: list[dict[str, Any]],
         return [fixed_spec(cfg, cfg.search, start + j, total, seeds) for j in range(count)]
     # children stored before a crash keep their draws; the rest are the crashed attempt's next draws (the sampler
     # sees the same children of earlier generations, so it draws the same sequence again)
-    if any(ind.get("origin") == "cmaes" and "cma" not in ind for ind in known.values()):
-        raise ConfigError("this run's CMA-ES children were made by an agentlab before evolve's CMA-ES kept its "
-                          "state on them", hint="start a new run: `agentlab evolve run -c FILE`")
     made = [known[f"g{k}c{j}"] for j in range(count) if f"g{k}c{j}" in known]
     specs = [{"method": "cmaes", "weights": ind["weights"], "cma": ind.get("cma") or {}} for ind in made]
     earlier = {name: ind for name, ind in known.items() if ind.get("generation") != k}
