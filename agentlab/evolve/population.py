@@ -45,14 +45,14 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
             raise ConfigError(f"store {store or url}: holds no evolve population",
                               hint="start the run first: agentlab evolve run -c FILE (it creates the population)"
                               ) from None
-    return Population(study)
+    return Population(study, url)
 
 
 class Population:
     """Individuals as trials of one study (named by trial number); see the module docstring."""
 
-    def __init__(self, study: Study):
-        self.study = study
+    def __init__(self, study: Study, url: str):
+        self.study, self.url = study, url  # the storage URL or journal path, as workers are given it
         self.store = store_of(study)
 
     # ------------------------------------------------------------------ shared settings

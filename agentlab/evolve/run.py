@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
-from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
+from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import logit_changes, persona_adapters, read_adapter, skill_adapters
 from agentlab.core.models.modelref import resolve_model
@@ -33,7 +33,7 @@ from agentlab.evolve.population import Population, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 from agentlab.evolve.search import budget, cma_ask, fixed_spec
-from agentlab.evolve.worker import evolve_loop, failure_line, spawn
+from agentlab.evolve.worker import evolve_loop, run_workers
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
@@ -170,16 +170,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
 
     def start_workers(numbers: list[int]) -> None:
         if cfg.workers > 1:
-            store = cfg.store or f"sqlite:///{run_dir.file('population.db').resolve()}"
-            procs = spawn(store, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"))
-            while any(p.poll() is None for p, _ in procs):
-                time.sleep(2)
-                scored()
-            for p, log_file in procs:
-                if p.returncode:
-                    say(f"a worker exited with {p.returncode} ({failure_line(log_file)}); its log: {log_file}; "
-                        "what it left is scored here")
-            scored()
+            run_workers(pop.url, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"), scored, say)
 
     waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
     if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
@@ -250,23 +241,18 @@ class Breeder:
     a search over blend weights), then the baselines; asked only once the last group is scored (``generations``).
     A generation stored but not all queued (a crash while breeding) is bred again, identically, and its missing
     individuals proposed. It also says what was scored: each generation's row and each individual (``scored``)
-    once, even across a resume."""
-
-    name = "evolve"
+    once, even across a resume. The loop asks a planner of generations for nothing but ``propose_group``."""
 
     def __init__(self, cfg: EvolveConfig, pop: Population, run_dir: RunDir, say: Callable[[str], None]):
         self.cfg, self.pop, self.run_dir, self.say = cfg, pop, run_dir, say
         self.announced: set[int] = set()
         self.seen = {event.get("id") for event in run_dir.events("scored")}
 
-    def propose(self, ctx: PlanContext) -> Proposal:
-        raise NoProposal("evolve proposes whole generations")
-
     def propose_group(self, ctx: PlanContext | None = None) -> list[Proposal]:
         self.scored()
         new: list[dict[str, Any]] = []
         while not new:  # a generation of elites alone (the budget spent) has nothing to score: the next one
-            history = self.history(until_missing=True)
+            history = self.history()
             k = len(history)
             if k <= self.cfg.generations:
                 breed(self.cfg, self.pop, k, self.run_dir, history, new)
@@ -278,17 +264,16 @@ class Breeder:
             f"generation {ind['generation']}" if ind.get("baseline") is None else f"baseline {ind['baseline']}"),
             extra={"individual": ind}) for ind in new]
 
-    def history(self, *, until_missing: bool = False) -> list[dict[str, Any]]:
-        """The fitness row of each generation whose individuals are all scored (each announced once)."""
+    def history(self) -> list[dict[str, Any]]:
+        """The fitness row of each generation until the first not stored or not all scored (each announced once);
+        after the search, when the breeder proposes nothing more, every generation is scored."""
         individuals = self.pop.individuals()
         rows: list[dict[str, Any]] = []
         for k in range(self.cfg.generations + 1):
             members = self.pop.members(k)
             if members is None or any(individuals.get(m, {}).get("state") not in ("complete", "fail")
                                       for m in members):
-                if until_missing:
-                    break
-                raise AgentlabError(f"gen {k} was not scored", hint="resume the run: agentlab evolve run --resume RUN")
+                break
             rows.append(generation_row(self.cfg, individuals, k, members))
             if k not in self.announced:
                 self.announced.add(k)
@@ -296,12 +281,6 @@ class Breeder:
                 self.say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
                          f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {mean['fitness']:.3f}")
         return rows
-
-    def report(self, results: Any) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        return None
 
     def scored(self) -> None:
         """One ``scored`` event per individual once it is scored, by this process or a worker."""
@@ -385,9 +364,6 @@ def _search_specs(cfg: EvolveConfig, k: int, history: list[dict[str, Any]],
         return [fixed_spec(cfg, cfg.search, start + j, total, seeds) for j in range(count)]
     # children stored before a crash keep their draws; the rest are the crashed attempt's next draws (the sampler
     # sees the same children of earlier generations, so it draws the same sequence again)
-    if any(ind.get("origin") == "cmaes" and "cma" not in ind for ind in known.values()):
-        raise ConfigError("this run's CMA-ES children were made by an agentlab before evolve's CMA-ES kept its "
-                          "state on them", hint="start a new run: `agentlab evolve run -c FILE`")
     made = [known[f"g{k}c{j}"] for j in range(count) if f"g{k}c{j}" in known]
     specs = [{"method": "cmaes", "weights": ind["weights"], "cma": ind.get("cma") or {}} for ind in made]
     earlier = {name: ind for name, ind in known.items() if ind.get("generation") != k}

@@ -6,13 +6,12 @@ batch's adapters and the seeds' load onto one base model (one ``hf`` provider), 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from agentlab.core.debate.answers import Answer, ballots
+from agentlab.core.debate.answers import Answer, vote
 from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask
 from agentlab.core.debate.graph import debate_rounds
 from agentlab.core.debate.protocol import Kind, first_prompt
@@ -23,7 +22,7 @@ from agentlab.core.llm.router import Router
 from agentlab.core.llm.scoring import answer_logliks
 from agentlab.core.models.adapters import adapter_logit_changes, logit_changes
 from agentlab.core.models.load import load_causal_lm
-from agentlab.core.vote import normalise, tally
+from agentlab.core.vote import normalise
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
@@ -76,13 +75,8 @@ def text_answer(text: str, gold: str) -> str | None:
     """A text (not numeric) answer read from a reply: the gold answer when the reply's first line names it as whole
     words ("Paris.", "It is Paris"), else that first line; None for an empty reply."""
     lines = text.strip().splitlines()
-    if not lines:
-        return None
-    first = normalise(lines[0])
-    target = normalise(gold)
-    if target and re.search(rf"(?<!\w){re.escape(target)}(?!\w)", first):
-        return gold
-    return first or None
+    first = normalise(lines[0]) if lines else ""
+    return gold if first and is_correct(first, gold) else first or None
 
 
 async def _answers(router: Router, agent: Agent, task: list[tuple[Question, Kind]], max_tokens: int,
@@ -107,7 +101,7 @@ async def _debate(router: Router, panel: Panel, q: Question, kind: Kind, first: 
                                      max_tokens=s.max_tokens, done=[first], style=STYLE)
     tick()
     asked = sum(a.tokens for r in rounds[1:] for a in r)
-    return tally(ballots(rounds[-1]), s.decision).winner, asked  # type: ignore[arg-type]
+    return vote(rounds[-1], s.decision).winner, asked
 
 
 def _accuracy(predicted: list[str | None], task: list[tuple[Question, Kind]]) -> float:

@@ -23,6 +23,7 @@ from agentlab.evolve.score import ScoreSettings, score_batch
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
+    from agentlab.evolve.run import Breeder
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Keep:
         return Decision(True, "scored", "evolve")
 
 
-def evolve_loop(pop: Population, batch: int, *, planner: Planner | None = None, max_iterations: int = 0,
+def evolve_loop(pop: Population, batch: int, *, planner: Breeder | None = None, max_iterations: int = 0,
                 providers: dict[str, Provider] | None = None, **kwargs: Any) -> SearchLoop:
     """The search loop on the population's study: a run's (``planner`` proposing its generations) or a worker's
     (no planner: it only claims)."""
@@ -96,8 +97,11 @@ def serve(pop: Population, *, batch: int, wait: bool, announce: Callable[[str], 
     return loop.drain(wait=lambda: wait and not pop.attr("finished"))
 
 
-def spawn(store: str, n: int, batch: int, logs: Path) -> list[tuple[subprocess.Popen, Path]]:
-    """``n`` worker processes here, each with its share of the CPU threads and its log in ``logs``."""
+def run_workers(store: str, n: int, batch: int, logs: Path, poll: Callable[[], None],
+                say: Callable[[str], None]) -> None:
+    """``n`` worker processes here (``agentlab evolve worker --no-wait``), each with its share of the CPU threads and
+    its log in ``logs``; ``poll()`` every 2 s until they have exited, and once more. A worker that failed is said with
+    the ``error:`` line of its log (the CLI prints one per failure), else its log's last line."""
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "agentlab", "evolve", "worker", "--store", store, "--batch", str(batch),
@@ -108,11 +112,13 @@ def spawn(store: str, n: int, batch: int, logs: Path) -> list[tuple[subprocess.P
         log_file = logs / f"worker-{i}.log"
         with open(log_file, "a", encoding="utf-8") as handle:  # the child keeps its own descriptor
             procs.append((subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT), log_file))
-    return procs
-
-
-def failure_line(log_file: Path) -> str:
-    """The ``error:`` line of a worker's log (the CLI prints one per failure), else its last line."""
-    lines = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines() if log_file.is_file() else []
-    errors = [line for line in lines if line.startswith("error:")]
-    return (errors or lines or ["no output"])[-1]
+    while any(p.poll() is None for p, _ in procs):
+        time.sleep(2)
+        poll()
+    for p, log_file in procs:
+        if p.returncode:
+            text = log_file.read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""
+            lines = text.strip().splitlines()
+            line = ([x for x in lines if x.startswith("error:")] or lines or ["no output"])[-1]
+            say(f"a worker exited with {p.returncode} ({line}); its log: {log_file}; what it left is scored here")
+    poll()
