@@ -171,10 +171,11 @@ def population_size(budget: int) -> int:
 
 def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal]:
     """Up to ``k`` distinct untried experiments: the first is exactly what the ``kind`` sampler (``nsga2``,
-    ``tpe``) alone runs (a random untried one when ``TRIES`` of its draws repeat experiments), the others a second sampler's of the same kind on the same trials (``KeptSampler``'s
-    ``explore``: the first sampler's draws stay its own), then random draws when it keeps repeating itself. The
-    sampler is the search's (``ctx.samplers``, kept across experiments; a new one when the domain has none), its
-    mirror brought up to date with the study's finished trials first."""
+    ``tpe``) alone runs (a random untried one when ``TRIES`` of its draws repeat experiments), the others a second
+    sampler's of the same kind on the same trials (``KeptSampler``'s ``explore``: the first sampler's draws stay its
+    own), then random draws when it keeps repeating itself. The sampler is the search's (``ctx.samplers``, kept
+    across experiments; a new one when the domain has none), its mirror brought up to date with the study's finished
+    trials first."""
     samplers = ctx.samplers if ctx.samplers is not None else {}
     sampler = samplers.get(kind)
     if sampler is None:
