@@ -64,11 +64,15 @@ def cma_ask(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], history: 
     fitness = {r["id"]: r["fitness"] for row in history for r in row["members"]
                if individuals.get(r["id"], {}).get("generation") == row["generation"]}
     born = [ind for ind in individuals.values() if ind.get("origin") == "cmaes" and ind["id"] in fitness]
-    told = {m: [value] for m, value in fitness.items() if value is not None and math.isfinite(value)}  # else FAIL
-    # the children, oldest first, straight into the mirror of this generation's new sampler (nothing to sync later)
-    sampler.study.add_trials([finished_trial({f"w{i}": w for i, w in enumerate(ind["weights"])}, space,
-                                             told.get(ind["id"]), system_attrs=ind.get("cma") or {})
-                              for ind in sorted(born, key=lambda i: (i["generation"], i["trial"]))])
+    copies = []
+    for number, ind in enumerate(sorted(born, key=lambda i: (i["generation"], i["trial"]))):
+        value = fitness[ind["id"]]
+        copy = finished_trial({f"w{i}": w for i, w in enumerate(ind["weights"])}, space,
+                              [value] if value is not None and math.isfinite(value) else None,
+                              system_attrs=ind.get("cma") or {})
+        copy.number = number
+        copies.append(copy)
+    sampler.sync(copies)
     specs: list[dict[str, Any]] = []
     if n and not any(ind.get("origin") == "cmaes" for ind in individuals.values()):
         specs.append({"method": "cmaes", "weights": [round((low + high) / 2, 6)] * seeds, "cma": {}})
