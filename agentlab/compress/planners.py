@@ -38,7 +38,7 @@ from agentlab.core.search.prompts import choice_messages, good_trials_summary
 from agentlab.core.search.records import A_OUTCOME, A_PLAN
 from agentlab.core.search.study import KeptSampler, make_sampler
 
-TRIES = 300  # samples drawn before a planner says the space has no untried experiment left
+TRIES = 300  # draws before a sampler gives way to a random untried experiment (and before random gives up)
 
 
 @dataclass
@@ -211,7 +211,8 @@ def optuna_candidates(ctx: ExperimentDomain, kind: str, k: int) -> list[Proposal
         if exp is None:
             raise NoProposal(f"{kind}: no untried experiment found in the space")
         out.append(ctx._proposal(exp, kind))
-        out[0].notes.append(f"{kind} proposed only experiments run already in {TRIES} draws: a random untried one")
+        out[0].notes.append(f"{kind} drew only experiments run already (or none) in {TRIES} draws: "
+                            "a random untried one")
     while len(out) < k and (exp := next(fill, None)) is not None:
         out.append(ctx._proposal(exp, kind, dict(out[0].extra)))
     return out

@@ -103,15 +103,20 @@ def load_texts(cfg: CompressConfig) -> tuple[str, str]:
     return eval_text, calib_text
 
 
-def load_questions(cfg: CompressConfig) -> tuple[list[Any], dict[str, Any] | None]:
-    """Accuracy's task: (the questions, None), or ([], ``Inputs.harness``) for an lm-eval task."""
+def load_questions(cfg: CompressConfig) -> list[Any]:
     if isinstance(cfg.task, HarnessTask):  # the task's data is checked now; lm-eval reads it when measuring
         load_tasks(task_manager(cfg.task.include_path, names=[cfg.task.harness]), [cfg.task.harness])
-        return [], {"task": cfg.task.harness, "include": [str(Path(p).resolve()) for p in cfg.task.include_path],
-                    "limit": cfg.task_questions, "chat_template": cfg.task.chat_template}
+        return []
     if cfg.task is not None:
-        return load_task(cfg.task, limit=cfg.task_questions), None
-    return as_questions(make_task(cfg.task_questions, "easy", seed=cfg.seed)), None
+        return load_task(cfg.task, limit=cfg.task_questions)
+    return as_questions(make_task(cfg.task_questions, "easy", seed=cfg.seed))
+
+
+def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
+    if not isinstance(cfg.task, HarnessTask):
+        return None
+    return {"task": cfg.task.harness, "include": [str(Path(p).resolve()) for p in cfg.task.include_path],
+            "limit": cfg.task_questions, "chat_template": cfg.task.chat_template}
 
 
 def _layers(model_path: Path) -> int:
@@ -128,7 +133,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
-    questions, harness = load_questions(cfg)
+    questions = load_questions(cfg)
     # a built-in name or a GGUF is de-quantized once into a cached transformers folder (the compression starts there)
     folder = hf_model_folder(cfg.model, user="agentlab compress")
     device, _ = resolve_device_dtype(cfg.device, what="device")
@@ -142,7 +147,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     if cfg.search.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
         open_search_study(cfg, goal, Path.cwd())
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
-                    questions=questions, measure=cfg.measure, seed=cfg.seed, harness=harness)
+                    questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
     leads = warm_leads(cfg, goal, space)
     return {"prepared": Prepared(goal, inputs, space, llm_cfg, chooser, agent_model, leads=leads)}

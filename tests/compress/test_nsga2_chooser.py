@@ -110,4 +110,4 @@ def test_a_sampler_that_keeps_repeating_itself_gets_an_untried_random_experiment
                                      params=proposal.params, distributions=SPACE.distributions(),
                                      user_attrs={A_PLAN: {"extra": {"key": key}}}))
         records.append(record(it, 1 + h / 10, 10 + (h * 7) % 13, "tpe", experiment=exp.model_dump()))
-    assert notes == ["tpe proposed only experiments run already in 300 draws: a random untried one"]
+    assert notes == ["tpe drew only experiments run already (or none) in 300 draws: a random untried one"]

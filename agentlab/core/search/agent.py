@@ -178,10 +178,10 @@ class TrialView:
         return format_changes(diff(self.d.space.rounded(params), self.d.space.rounded(self.d.incumbent)))
 
     def history(self, top: int) -> str:
-        rows, summary = self.d.ranked()
+        rows, shared = self.d.ranked()
         lines = [f"{r.run_id} {self._outcome(r)}: {self.describe(r.params)}" for r in rows[:top]]
-        return "\n".join((lines or ["no finished trial yet"]) + (["what the good trials share:", *summary]
-                                                                  if summary else []))
+        return "\n".join((lines or ["no finished trial yet"]) + (["what the good trials share:", *shared]
+                                                                  if shared else []))
 
     def changes_schema(self, open_values: bool = False) -> dict[str, Any]:
         """Over the values offered from the base config, not the incumbent: the tools the model is shown stay the

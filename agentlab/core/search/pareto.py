@@ -44,8 +44,8 @@ def dominated_counts(points: Sequence[Sequence[float | None]], directions: Seque
     """For each point, how many of the points ``counted`` keeps dominate it (a point with a missing value neither
     dominates nor is dominated: 0)."""
     losses = _losses(points, directions)
-    return [0 if row is None else sum(1 for other, c in zip(losses, counted, strict=True)
-                                      if c and other is not None and _dominates(other, row)) for row in losses]
+    judges = [row for row, c in zip(losses, counted, strict=True) if c and row is not None]
+    return [0 if row is None else sum(_dominates(other, row) for other in judges) for row in losses]
 
 
 def _volume(rows: list[list[float]], ref: list[float]) -> float:

@@ -87,7 +87,7 @@ def plan_model(values: dict[str, list[Any]]) -> type[PlanReply]:
 # --------------------------------------------------------------------------- prompts
 
 
-def _fmt(value: Any) -> str:
+def fmt_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -97,7 +97,7 @@ def _fmt(value: Any) -> str:
 
 def format_changes(changes: dict[str, Any]) -> str:
     """``key=value, ...`` (values as the prompt shows them)."""
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in changes.items()) or "no change"
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in changes.items()) or "no change"
 
 
 # --------------------------------------------------------------------------- the chooser
@@ -161,15 +161,15 @@ def good_trials_summary(rows: Sequence[tuple[dict[str, Any], float]], keys: Sequ
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in g + r)
         if numeric and len(set(g + r)) > 3:
             gm = statistics.median(g)
-            line = f"{key}: best {_fmt(min(g))}..{_fmt(max(g))} (median {_fmt(gm)})"
+            line = f"{key}: best {fmt_value(min(g))}..{fmt_value(max(g))} (median {fmt_value(gm)})"
             if r:
                 if min(r) <= gm <= max(r) and min(g) == min(r) and max(g) == max(r):
                     continue
-                line += f", others {_fmt(min(r))}..{_fmt(max(r))} (median {_fmt(statistics.median(r))})"
+                line += f", others {fmt_value(min(r))}..{fmt_value(max(r))} (median {fmt_value(statistics.median(r))})"
         else:
-            top = max(set(map(_fmt, g)), key=lambda v: ([_fmt(x) for x in g].count(v), v))
-            count = [_fmt(x) for x in g].count(top)
-            others = [_fmt(x) for x in r].count(top)
+            top = max(set(map(fmt_value, g)), key=lambda v: ([fmt_value(x) for x in g].count(v), v))
+            count = [fmt_value(x) for x in g].count(top)
+            others = [fmt_value(x) for x in r].count(top)
             if r and count / len(g) <= others / len(r):
                 continue  # no more common among the good trials than among the others
             line = f"{key}: {top} in {count} of {len(g)} best" + (f" ({others} of {len(r)} others)" if r else "")
@@ -217,7 +217,7 @@ def own_messages(*, goal: str, target: str, incumbent: str, history: Sequence[st
     if summary:
         lines += ["What the best third of the trials share:", *(f"- {s}" for s in summary)]
     lines += ["Keys and the values they may change to:",
-              *(f"{k}: {', '.join(_fmt(v) for v in vs)}" for k, vs in values.items()),
+              *(f"{k}: {', '.join(fmt_value(v) for v in vs)}" for k, vs in values.items()),
               'Answer as JSON: {"changes": {"<key>": <new value>, ...}, "reasoning": "..."}, changing one to three '
               "keys, where reasoning says in one sentence why the changes should reach the target."]
     return [{"role": "system", "content": OWN_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]

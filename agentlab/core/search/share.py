@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.runs import atomic_write_json
-from agentlab.core.search.prompts import _fmt
+from agentlab.core.search.prompts import fmt_value
 
 ARMS = ("classical", "llm")
 PRIOR_CAP = 20
@@ -194,5 +194,5 @@ def contribution_lines(block: dict[str, Any] | None, unit: str) -> list[str]:
                      "(each trial's notes say which); raise search.llm_share or the trials to ask it more.")
     without = block.get("without_llm_picks")
     if without:
-        lines.append("Without the LLM's picks: " + ", ".join(f"{k} {_fmt(v)}" for k, v in without.items()) + ".")
+        lines.append("Without the LLM's picks: " + ", ".join(f"{k} {fmt_value(v)}" for k, v in without.items()) + ".")
     return lines
