@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.search.evaluator import Decision
-from agentlab.core.search.loop import SearchLoop, StopRules, TrialFailed
+from agentlab.core.search.loop import GroupPlanner, SearchLoop, StopRules, TrialFailed
 from agentlab.core.search.planners import Planner
 from agentlab.core.search.records import A_PLAN, TrialRecord
 from agentlab.core.search.space import SearchSpace
@@ -23,7 +23,6 @@ from agentlab.evolve.score import ScoreSettings, score_batch
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
-    from agentlab.evolve.run import Breeder
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class Keep:
         return Decision(True, "scored", "evolve")
 
 
-def evolve_loop(pop: Population, batch: int, *, planner: Breeder | None = None, max_iterations: int = 0,
+def evolve_loop(pop: Population, batch: int, *, planner: GroupPlanner | None = None, max_iterations: int = 0,
                 providers: dict[str, Provider] | None = None, **kwargs: Any) -> SearchLoop:
     """The search loop on the population's study: a run's (``planner`` proposing its generations) or a worker's
     (no planner: it only claims)."""

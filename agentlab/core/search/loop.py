@@ -14,7 +14,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from agentlab.core.errors import AgentlabError, storage_error
 from agentlab.core.runs import deferred_interrupts
@@ -90,6 +90,13 @@ class Evaluator(Protocol):
 
     def decide(self, value: float | None, metrics: dict[str, Any], params: dict[str, Any],
                best: TrialRecord | None) -> Decision: ...
+
+
+class GroupPlanner(Protocol):
+    """A planner of whole groups (``StopRules.generations``: evolve's generations), asked only once the last group
+    has finished; it raises ``NoProposal`` when there is none."""
+
+    def propose_group(self, ctx: PlanContext) -> list[Proposal]: ...
 
 
 class Objective(Protocol):
@@ -332,7 +339,7 @@ class SearchLoop:
         """The next group (``generations``: queued together, never empty), or the one next proposal."""
         if not self.stop.generations:
             return [self._propose(records)]
-        group = self.planner.propose_group(self._context(records))  # type: ignore[attr-defined]
+        group = cast(GroupPlanner, self.planner).propose_group(self._context(records))
         if not group:
             raise NoProposal("the planner proposed nothing more")
         return group
