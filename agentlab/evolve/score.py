@@ -232,7 +232,8 @@ def _probe(s: ScoreSettings, paths: dict[str, str], splits: dict[str, list[dict[
     load, one forward per batch of questions)."""
     try:
         model, tokenizer = load_causal_lm(s.base_model, device=s.device, adapters=paths)
-    except AgentlabError:  # an unreadable adapter: each alone, to name it; the others' log-likelihoods in a second load
+    except AgentlabError as load_error:
+        # an unreadable adapter: each alone, to name it; the others' log-likelihoods in a second load
         changes: dict[str, float] = {}
         failed: dict[str, dict[str, Any] | str] = {}
         for name, path in paths.items():
@@ -241,6 +242,8 @@ def _probe(s: ScoreSettings, paths: dict[str, str], splits: dict[str, list[dict[
             except AgentlabError as exc:
                 failed[name] = f"cannot load the adapter: {exc.message}"
         good = {k: v for k, v in paths.items() if k not in failed}
+        if splits and good and not failed:  # each loads alone, not all together: a second load would fail again
+            raise load_error
         _, _, logliks = _probe(s, good, splits) if splits and good else ({}, {}, {})
         return changes, {**failed, **_unchanged(s, changes)}, logliks
     changes = adapter_logit_changes(model, tokenizer, list(paths), s.probe)

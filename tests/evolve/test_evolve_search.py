@@ -274,3 +274,24 @@ def test_cmaes_learns_across_generations_from_the_children_alone() -> None:
         history.append({"generation": k, "members": rows})
         spread.append(sum(-r["fitness"] for r in rows) / len(rows))
     assert spread[-1] < spread[0] / 5, spread  # the generations close in on the best blend
+
+
+def test_log_likelihoods_of_adapters_that_load_alone_but_not_together_raise_the_loads_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe loads the adapters together; when that fails it names the unreadable ones by loading each alone and
+    loads the others again. When every one loads alone, that second load would fail the same way: the load's own
+    error, not a recursion without end."""
+    from agentlab.core.errors import AgentlabError
+    from agentlab.evolve import score as S
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        raise AgentlabError("the adapters cannot be loaded together")
+
+    monkeypatch.setattr(S, "load_causal_lm", load)
+    monkeypatch.setattr(S, "logit_changes", lambda base, adapters, probe, device: dict.fromkeys(adapters, 1.0))
+    settings = S.ScoreSettings(base_model="base", device="cpu", questions=[], seeds={}, max_tokens=8, rounds=1,
+                               replace="x", decision="majority", probe="p", min_change=0.0)
+    with pytest.raises(AgentlabError, match="together"):
+        S._probe(settings, {"a": "A", "b": "B"}, {"fitness": [{"question": "q", "answer": "1"}]})
+    changes, errors, logliks = S._probe(settings, {"a": "A", "b": "B"}, {})  # no split: the probe alone, as before
+    assert changes == {"a": 1.0, "b": 1.0} and errors == {} and logliks == {}
