@@ -232,18 +232,6 @@ def phase_eta(tick: Callable[[str], None], phase: str) -> Callable[[int, int], N
 # ----------------------------------------------------------------------------------------------- size, memory
 
 
-def size_on_disk(path: str | Path) -> int:
-    """Bytes of a file, or of every file under a folder (each file once, however many links name it: a hub
-    snapshot's links point into a shared blob store)."""
-    root = Path(path)
-    if root.is_file():
-        return root.stat().st_size
-    if not root.is_dir():
-        raise InputError(f"{root}: not found", hint="give a model file or folder")
-    stats = [file.stat() for file in root.rglob("*") if file.is_file()]
-    return sum({(stat.st_dev, stat.st_ino): stat.st_size for stat in stats}.values())
-
-
 def param_count(model: Any, *, nonzero: bool = False) -> int:
     """Parameters of a torch model (tied weights once); ``nonzero``: only the entries that are not exactly zero,
     which is what unstructured pruning changes (the tensors keep their shapes)."""

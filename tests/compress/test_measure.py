@@ -19,7 +19,6 @@ from agentlab.compress.measure import (
     peak_rss,
     perplexity_hf,
     read_text_file,
-    size_on_disk,
     windows,
 )
 from agentlab.core.errors import InputError, MissingPackage, missing_package
@@ -143,17 +142,6 @@ def test_latency_refuses_counts_that_give_no_rate(hf_model: tuple) -> None:
 
 
 # ---------------------------------------------------------------------------------------- size, parameters, memory
-
-
-def test_size_on_disk_of_a_file_and_a_folder(tiny_model: dict[str, Path], tmp_path: Path) -> None:
-    assert size_on_disk(tiny_model["gguf"]) == tiny_model["gguf"].stat().st_size
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "a.bin").write_bytes(b"x" * 100)
-    (tmp_path / "sub" / "b.bin").write_bytes(b"y" * 50)
-    (tmp_path / "link.bin").symlink_to(tmp_path / "a.bin")  # the same blob twice counts once
-    assert size_on_disk(tmp_path) == 150
-    with pytest.raises(InputError, match="not found"):
-        size_on_disk(tmp_path / "missing")
 
 
 def test_param_count_and_nonzero_after_pruning(tiny_model: dict[str, Path]) -> None:
@@ -285,7 +273,7 @@ def test_quantize_tiny_model_reports_k_quant_fallbacks(tiny_model: dict[str, Pat
     q4 = gguf_tensor_types(paths["q4_k_m"])
     assert not {"Q4_K", "Q6_K"} & set(q4) and k_quant_fallbacks("q4_k_m", q4) == {"Q5_0": 13, "Q8_0": 3}
     assert "model.q4_k_m.gguf: 16 of the weight tensors are not K-quants" in caplog.text
-    assert size_on_disk(paths["q4_k_m"]) < size_on_disk(paths["q8_0"]) < size_on_disk(paths["f32"]) / 3
+    assert paths["q4_k_m"].stat().st_size < paths["q8_0"].stat().st_size < paths["f32"].stat().st_size / 3
     text = default_eval_text()
     base = perplexity_gguf(paths["f32"], text, context=128, stride=64, max_tokens=600).ppl
     q8 = perplexity_gguf(paths["q8_0"], text, context=128, stride=64, max_tokens=600).ppl
@@ -328,7 +316,7 @@ def test_smollm2_q8_0_perplexity_within_one_percent_of_f16(tmp_path: Path) -> No
     done = time.perf_counter()
     print(f"\nSmolLM2-135M on {HAMLET.name}, {f16.tokens} tokens scored (context 512, stride 448): "
           f"f16 ppl {f16.ppl:.4f}, q8_0 ppl {q8.ppl:.4f} ({(q8.ppl / f16.ppl - 1) * 100:+.3f}%); "
-          f"sizes f16 {size_on_disk(paths['f16']) / 1e6:.1f} MB, q8_0 {size_on_disk(paths['q8_0']) / 1e6:.1f} MB; "
+          f"sizes f16 {paths['f16'].stat().st_size / 1e6:.1f} MB, q8_0 {paths['q8_0'].stat().st_size / 1e6:.1f} MB; "
           f"times: hf folder {converted - start:.1f}s, export+quantize {quantized - converted:.1f}s, "
           f"ppl f16 {f16_done - quantized:.1f}s, ppl q8_0 {done - f16_done:.1f}s")
     assert f16.tokens == q8.tokens == 2047
