@@ -58,7 +58,7 @@ def conversations(count: int) -> list[dict[str, Any]]:
 
 
 def agentlab_side(folder: Path, rows: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from agentlab.core.train import ProgressCallback, build_sft_trainer, load_causal_lm, lora_config
+    from agentlab.core.train import ProgressCallback, SFTSettings, build_sft_trainer, load_causal_lm, lora_config
 
     class Drawn:  # what a progress bar receives
         def __init__(self) -> None:
@@ -79,8 +79,9 @@ def agentlab_side(folder: Path, rows: list[dict[str, Any]], out: Path, args: arg
     entries: list[dict[str, Any]] = []
     trainer, summary = build_sft_trainer(
         model=model, tokenizer=tokenizer, train_dataset=rows, output_dir=out, peft_config=lora_config(r=args.rank),
-        max_steps=args.steps, batch_size=args.batch, max_length=args.max_length, learning_rate=2e-4, seed=0,
-        logging_steps=1, callbacks=[ProgressCallback(Drawn(), on_log=entries.append)])  # type: ignore[arg-type]
+        settings=SFTSettings(max_steps=args.steps, batch_size=args.batch, max_length=args.max_length,
+                             learning_rate=2e-4, seed=0, logging_steps=1),
+        callbacks=[ProgressCallback(Drawn(), on_log=entries.append)])  # type: ignore[arg-type]
     t2 = time.perf_counter()
     trainer.train()
     t3 = time.perf_counter()

@@ -102,7 +102,7 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
            data: ChatData | None, progress: Progress | None, announce: Callable[[str], None] | None) -> dict[str, Any]:
     # here: these modules import torch, transformers and trl at their top
     from agentlab.core.train.callbacks import ProgressCallback
-    from agentlab.core.train.sft import build_sft_trainer, last_checkpoint
+    from agentlab.core.train.sft import SFTSettings, build_sft_trainer, last_checkpoint
 
     progress = progress or NullProgress()
     announce = announce or log.info
@@ -132,16 +132,17 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
 
     callback = ProgressCallback(progress, on_log=on_log,
                                 on_save=lambda path, step: run_dir.event("checkpoint", step=step, path=path))
-    trainer, summary = build_sft_trainer(
-        model=model, tokenizer=tokenizer, train_dataset=data.rows, output_dir=run_dir.file(CHECKPOINTS),
-        peft_config=lora_config(r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                                target_modules=cfg.lora.target_modules),
+    settings = SFTSettings(
         assistant_only_loss=cfg.train.assistant_only_loss, packing=cfg.data.packing, max_length=cfg.data.max_length,
         epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1, batch_size=cfg.train.batch_size,
         grad_accum=cfg.train.grad_accum, learning_rate=cfg.train.learning_rate, lr_scheduler="cosine",
         warmup=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay, logging_steps=cfg.train.logging_steps,
-        save_steps=cfg.train.save_steps, seed=cfg.train.seed,
-        gradient_checkpointing=cfg.train.gradient_checkpointing, callbacks=[callback])
+        save_steps=cfg.train.save_steps, seed=cfg.train.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
+    trainer, summary = build_sft_trainer(
+        model=model, tokenizer=tokenizer, train_dataset=data.rows, output_dir=run_dir.file(CHECKPOINTS),
+        peft_config=lora_config(r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                                target_modules=cfg.lora.target_modules),
+        settings=settings, callbacks=[callback])
     loss_tokens = {**summary.to_dict(), "line": loss_line(summary.to_dict())}
     announce(loss_tokens["line"])
     run_dir.event("loss_tokens", **summary.to_dict())

@@ -1,7 +1,8 @@
 """Supervised fine-tuning on chat data: one flat builder over TRL's ``SFTTrainer`` / ``SFTConfig``.
 
-:func:`build_sft_trainer` turns keyword settings into a ready trainer and a :class:`LossSummary` (which tokens carry
-the loss, for the run's report). Choices it makes, and why:
+:func:`build_sft_trainer` turns a model, a tokenizer, chat data and one :class:`SFTSettings` (the training
+hyperparameters, as TRL's ``SFTTrainer(args=SFTConfig(...))``) into a ready trainer and a :class:`LossSummary` (which
+tokens carry the loss, for the run's report). Choices it makes, and why:
 
 - Loss on assistant tokens only by default: TRL's ``assistant_only_loss`` with a chat template that marks assistant
   output (``core/train/chat.py`` supplies one for ChatML templates such as SmolLM2's). The tokenizer keeps its own
@@ -28,7 +29,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,72 +86,81 @@ class LossSummary:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class SFTSettings:
+    """The training hyperparameters of :func:`build_sft_trainer` (what :func:`sft_config` turns into an ``SFTConfig``).
+
+    ``assistant_only_loss``: labels of system / user tokens (and of the generation prompt) are -100; the assistant's
+    content and its end-of-turn token carry loss. ``packing``: see the module docstring; needs ``max_length``, the
+    length of a packed row. ``max_length``: longer conversations are cut at the end. ``epochs`` (fractions allowed)
+    unless ``max_steps`` > 0. ``batch_size`` is per device; ``grad_accum`` micro-batches make one optimizer step.
+    ``warmup``: linear warm-up steps, or a fraction (< 1) of all steps. ``save_steps``: checkpoint every so many
+    steps (None: none), keeping the last ``save_total_limit``. ``eval_steps``: evaluate the eval dataset every so
+    many steps (default: every epoch). ``report_to``: transformers' integrations (``mlflow``, ...). ``sft_args``: any
+    other ``SFTConfig`` field, by name.
+    """
+
+    assistant_only_loss: bool = True
+    packing: bool = False
+    max_length: int | None = 1024
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "linear"
+    warmup: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    logging_steps: int = 1
+    save_steps: int | None = None
+    save_total_limit: int | None = 2
+    eval_steps: int | None = None
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    report_to: str | list[str] = "none"
+    sft_args: Mapping[str, Any] = field(default_factory=dict)
+
+
 def build_sft_trainer(
     *,
     model: Any,
     tokenizer: Any,
     train_dataset: Dataset | Sequence[Mapping[str, Any]],
     output_dir: str | Path,
+    settings: SFTSettings | None = None,
     eval_dataset: Dataset | Sequence[Mapping[str, Any]] | None = None,
     peft_config: Any = None,
-    assistant_only_loss: bool = True,
     chat_template: str | Path | None = None,
-    packing: bool = False,
-    max_length: int | None = 1024,
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    batch_size: int = 4,
-    grad_accum: int = 1,
-    learning_rate: float = 2e-4,
-    lr_scheduler: str = "linear",
-    warmup: float = 0.0,
-    weight_decay: float = 0.0,
-    max_grad_norm: float = 1.0,
-    logging_steps: int = 1,
-    save_steps: int | None = None,
-    save_total_limit: int | None = 2,
-    eval_steps: int | None = None,
-    seed: int = 0,
-    gradient_checkpointing: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
-    report_to: str | list[str] = "none",
-    **sft_args: Any,
 ) -> tuple[SFTTrainer, LossSummary]:
     """A TRL ``SFTTrainer`` for chat data, and the :class:`LossSummary` of its prepared training data.
 
     ``model``/``tokenizer``: from :func:`~agentlab.core.models.load.load_causal_lm` (any device, dtype, 4-bit).
     ``train_dataset``/``eval_dataset``: a ``datasets.Dataset`` or a list of ``{"messages": [{"role", "content"},
-    ...]}`` rows. ``peft_config``: a LoRA config (:func:`~agentlab.core.train.model.lora_config`) to wrap ``model``
-    in; None trains ``model`` as it is (e.g. a ``PeftModel`` loaded with trainable adapters).
-    ``assistant_only_loss``: labels of system / user tokens (and of the generation prompt) are -100; the assistant's
-    content and its end-of-turn token carry loss. ``chat_template``: a marked template (file or text) to use instead
-    of the one found for the tokenizer. ``packing``: see the module docstring; needs ``max_length``, the length of a
-    packed row. ``max_length``: longer conversations are cut at the end. ``epochs`` (fractions allowed) unless
-    ``max_steps`` > 0. ``batch_size`` is per device; ``grad_accum`` micro-batches make one optimizer step.
-    ``warmup``: linear warm-up steps, or a fraction (< 1) of all steps. ``save_steps``: checkpoint every so many
-    steps (None: none), keeping the last ``save_total_limit``. ``eval_steps``: evaluate ``eval_dataset`` every so
-    many steps (default: every epoch). ``callbacks``: e.g. a :class:`ProgressCallback`. ``report_to``: transformers'
-    integrations (``mlflow``, ...). Any other ``SFTConfig`` field can be given by name in ``sft_args``.
+    ...]}`` rows. ``settings``: the training hyperparameters (loss on assistant tokens only, packing, max_length,
+    epochs / steps, batch size, learning rate and schedule, checkpoints, evaluation, seed, integrations, other
+    ``SFTConfig`` fields): an :class:`SFTSettings`; None: its defaults. ``peft_config``: a LoRA config
+    (:func:`~agentlab.core.train.model.lora_config`) to wrap ``model`` in; None trains ``model`` as it is (e.g. a
+    ``PeftModel`` loaded with trainable adapters). ``chat_template``: a marked template (file or text) to use instead
+    of the one found for the tokenizer. ``callbacks``: e.g. a :class:`ProgressCallback`.
 
     Raises ``ConfigError`` for settings that cannot work together and when assistant turns cannot be marked,
     ``InputError`` for an empty dataset or a conversation without an assistant message.
     """
-    if packing and max_length is None:
+    if settings is None:
+        settings = SFTSettings()
+    if settings.packing and settings.max_length is None:
         raise ConfigError("packing needs max_length (the length of a packed row)", hint="set max_length, or packing: "
                           "false")
+    assistant_only_loss = settings.assistant_only_loss
     train = _as_dataset(train_dataset, "train", assistant_only_loss)
     evaluation = _as_dataset(eval_dataset, "eval", assistant_only_loss) if eval_dataset is not None else None
     if peft_config is None and _is_4bit(model) and not hasattr(model, "peft_config"):
         raise ConfigError("a 4-bit model trains through adapters only, and no LoRA config was given",
                           hint="pass peft_config=lora_config(...), or load the model without load_in_4bit")
     marked = training_chat_template(tokenizer, chat_template) if assistant_only_loss else None
-    args = sft_config(model=model, output_dir=output_dir, assistant_only_loss=assistant_only_loss, packing=packing,
-                      max_length=max_length, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                      grad_accum=grad_accum, learning_rate=learning_rate, lr_scheduler=lr_scheduler, warmup=warmup,
-                      weight_decay=weight_decay, max_grad_norm=max_grad_norm, logging_steps=logging_steps,
-                      save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,
-                      has_eval=evaluation is not None, seed=seed, gradient_checkpointing=gradient_checkpointing,
-                      report_to=report_to, **sft_args)
+    args = sft_config(model=model, settings=settings, output_dir=output_dir, has_eval=evaluation is not None)
     original = tokenizer.chat_template
     try:
         with _quiet_datasets(), quiet_library_warnings():
@@ -165,49 +175,46 @@ def build_sft_trainer(
     if marked is not None:
         trainer.chat_template = marked.template  # what TRL tokenizes datasets passed to evaluate() later with
     trainer.remove_callback(PrinterCallback)  # prints every log dict to stdout, which --json keeps for itself
-    summary = loss_summary(trainer.train_dataset, tokenizer, examples=len(train), packing=packing,
+    summary = loss_summary(trainer.train_dataset, tokenizer, examples=len(train), packing=settings.packing,
                            template=marked.describe() if marked is not None else "")
     log.info("%s", summary.describe())
     return trainer, summary
 
 
-def sft_config(*, model: Any, output_dir: str | Path, assistant_only_loss: bool, packing: bool,
-               max_length: int | None, epochs: float, max_steps: int, batch_size: int, grad_accum: int,
-               learning_rate: float, lr_scheduler: str, warmup: float, weight_decay: float, max_grad_norm: float,
-               logging_steps: int, save_steps: int | None, save_total_limit: int | None, eval_steps: int | None,
-               has_eval: bool, seed: int, gradient_checkpointing: bool, report_to: str | list[str],
-               **sft_args: Any) -> SFTConfig:
-    """The ``SFTConfig`` :func:`build_sft_trainer` uses (same arguments; precision and device from ``model``)."""
+def sft_config(*, model: Any, settings: SFTSettings, output_dir: str | Path, has_eval: bool) -> SFTConfig:
+    """The ``SFTConfig`` :func:`build_sft_trainer` uses (the fields of ``settings``; evaluation when ``has_eval``;
+    precision and device from ``model``)."""
     param = next(model.parameters())
     on_gpu = param.device.type == "cuda"
     compute = _compute_dtype(model)
     if compute == torch.float16 and not on_gpu:
         raise ConfigError("float16 mixed precision trains on CUDA only, and the model is on the CPU",
                           hint="load it with dtype float32 (or bfloat16) for CPU training")
-    settings: dict[str, Any] = {
-        "output_dir": str(output_dir), "assistant_only_loss": assistant_only_loss, "packing": packing,
-        "packing_strategy": "bfd", "max_length": max_length, "num_train_epochs": epochs, "max_steps": max_steps,
-        "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size,
-        "gradient_accumulation_steps": grad_accum, "learning_rate": learning_rate,
-        "lr_scheduler_type": lr_scheduler, "warmup_steps": warmup, "weight_decay": weight_decay,
-        "max_grad_norm": max_grad_norm, "logging_steps": logging_steps,
-        "save_strategy": "steps" if save_steps else "no", "save_steps": save_steps or 500,
-        "save_total_limit": save_total_limit,
-        "eval_strategy": ("steps" if eval_steps else "epoch") if has_eval else "no", "eval_steps": eval_steps,
-        "seed": seed, **_checkpointing(gradient_checkpointing),
+    s = settings
+    config: dict[str, Any] = {
+        "output_dir": str(output_dir), "assistant_only_loss": s.assistant_only_loss, "packing": s.packing,
+        "packing_strategy": "bfd", "max_length": s.max_length, "num_train_epochs": s.epochs,
+        "max_steps": s.max_steps, "per_device_train_batch_size": s.batch_size,
+        "per_device_eval_batch_size": s.batch_size, "gradient_accumulation_steps": s.grad_accum,
+        "learning_rate": s.learning_rate, "lr_scheduler_type": s.lr_scheduler, "warmup_steps": s.warmup,
+        "weight_decay": s.weight_decay, "max_grad_norm": s.max_grad_norm, "logging_steps": s.logging_steps,
+        "save_strategy": "steps" if s.save_steps else "no", "save_steps": s.save_steps or 500,
+        "save_total_limit": s.save_total_limit,
+        "eval_strategy": ("steps" if s.eval_steps else "epoch") if has_eval else "no", "eval_steps": s.eval_steps,
+        "seed": s.seed, **_checkpointing(s.gradient_checkpointing),
         "bf16": compute == torch.bfloat16, "fp16": compute == torch.float16, "use_cpu": not on_gpu,
-        "dataloader_pin_memory": on_gpu, "report_to": report_to, "disable_tqdm": True,
+        "dataloader_pin_memory": on_gpu, "report_to": s.report_to, "disable_tqdm": True,
         # Under DDP every trainable weight (the LoRA ones) gets a gradient each step: no search for unused ones.
         "ddp_find_unused_parameters": False,
         # Padding-free rows have no attention mask; then every position is a real token.
-        "include_num_input_tokens_seen": "all" if packing else "non_padding",
+        "include_num_input_tokens_seen": "all" if s.packing else "non_padding",
     }
-    unknown = sorted(set(sft_args) - set(SFTConfig.__dataclass_fields__))
+    unknown = sorted(set(s.sft_args) - set(SFTConfig.__dataclass_fields__))
     if unknown:
         raise ConfigError(f"unknown SFTConfig settings: {', '.join(unknown)}",
                           hint="see the fields of trl.SFTConfig / transformers.TrainingArguments")
-    settings.update(sft_args)
-    return SFTConfig(**settings)
+    config.update(s.sft_args)
+    return SFTConfig(**config)
 
 
 def _checkpointing(enabled: bool) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from agentlab.core.errors import ConfigError, InputError  # noqa: E402
 from agentlab.core.models.builtin import find_builtin  # noqa: E402
 from agentlab.core.train import (  # noqa: E402
     ProgressCallback,
+    SFTSettings,
     build_sft_trainer,
     last_checkpoint,
     load_causal_lm,
@@ -70,12 +71,16 @@ def tiny(tiny_model: dict[str, Path]) -> tuple[Any, Any]:
 
 
 def build(tiny: tuple[Any, Any], out: Path, rows: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
+    """``peft_config`` (default: a rank-8 LoRA) and ``callbacks`` go to the builder; the other ``kwargs`` are
+    :class:`SFTSettings` fields over short-run defaults."""
     model, tokenizer = tiny
-    settings: dict[str, Any] = {"peft_config": lora_config(r=8), "max_steps": 2, "batch_size": 2,
-                                "learning_rate": 5e-3, "max_length": 256}
+    builder: dict[str, Any] = {"peft_config": lora_config(r=8)}
+    builder.update({name: kwargs.pop(name) for name in ("peft_config", "callbacks") if name in kwargs})
+    settings: dict[str, Any] = {"max_steps": 2, "batch_size": 2, "learning_rate": 5e-3, "max_length": 256}
     settings.update(kwargs)
     rows = rows or [conversation(i) for i in range(6)]
-    return build_sft_trainer(model=model, tokenizer=tokenizer, train_dataset=rows, output_dir=out, **settings)
+    return build_sft_trainer(model=model, tokenizer=tokenizer, train_dataset=rows, output_dir=out,
+                             settings=SFTSettings(**settings), **builder)
 
 
 def test_only_assistant_tokens_carry_loss(tiny: tuple[Any, Any], tmp_path: Path) -> None:
@@ -125,7 +130,7 @@ def test_smollm2_template_is_marked_and_keeps_its_default_system_prompt(smollm2_
     without["messages"] = without["messages"][1:]
     # The tokenizer only prepares data here: the tiny model is never run on SmolLM2's token ids.
     trainer, summary = build_sft_trainer(model=tiny[0], tokenizer=smollm2_tokenizer, output_dir=tmp_path,
-                                         train_dataset=[with_system, without], max_steps=1)
+                                         train_dataset=[with_system, without], settings=SFTSettings(max_steps=1))
     for row, prepared in zip((with_system, without), trainer.train_dataset, strict=True):
         assert loss_spans(prepared["input_ids"], prepared["labels"], smollm2_tokenizer) == assistant_texts(row)
     default = smollm2_tokenizer.decode(trainer.train_dataset[1]["input_ids"])
@@ -150,7 +155,7 @@ def test_unmarkable_template_is_an_error_not_silent_full_loss(tiny: tuple[Any, A
                                    output_dir=tmp_path, chat_template=template)
     assert summary.template == "the chat template given" and summary.loss_tokens < summary.tokens
     _, everything = build_sft_trainer(model=model, tokenizer=other, train_dataset=[conversation(0)],
-                                      output_dir=tmp_path, assistant_only_loss=False)
+                                      output_dir=tmp_path, settings=SFTSettings(assistant_only_loss=False))
     assert not everything.assistant_only and everything.loss_tokens == everything.tokens
 
 
@@ -325,7 +330,7 @@ def test_settings_that_cannot_work_are_config_errors(tiny: tuple[Any, Any], tmp_
     with pytest.raises(InputError, match="no 'messages' column"):
         build(tiny, tmp_path, [{"text": "hello"}])
     with pytest.raises(ConfigError, match="unknown SFTConfig settings: no_such_setting"):
-        build(tiny, tmp_path, no_such_setting=1)
+        build(tiny, tmp_path, sft_args={"no_such_setting": 1})
     if not torch.cuda.is_available():  # last: half() changes the model in place
         with pytest.raises(ConfigError, match="float16 mixed precision trains on CUDA only"):
             build((tiny[0].half(), tiny[1]), tmp_path)
