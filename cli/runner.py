@@ -78,7 +78,7 @@ def run_command(
     (``agentlab.core.train.dist``).
     """
     from agentlab.core.config import load_config
-    from agentlab.core.runs import resume_target, run_in_folder
+    from agentlab.core.runs import FolderOptions, resume_target, run_in_folder
 
     setup_logging(verbose)
     lead = _lead_followers(run) if distributed else None
@@ -106,11 +106,11 @@ def run_command(
             message = report.pop("message", "dry run: nothing written")
             print_json(report) if json_ else console.print(message)
             return
+        options = FolderOptions(save_config=save_config, resumable=resumable, rerun=rerun, log_prompts=log_prompts)
         with rich_progress(enabled=not json_) as progress:
             result, folder = run_in_folder(
-                command, cfg, run, inputs=kwargs, out=out, resume=resume_dir, save_config=save_config,
-                resumable=resumable, rerun=rerun, log_prompts=log_prompts, progress=progress,
-                announce=lambda line: console.print(f"[cyan]{safe_text(line)}[/]"),
+                command, cfg, run, inputs=kwargs, out=out, resume=resume_dir, options=options,
+                progress=progress, announce=lambda line: console.print(f"[cyan]{safe_text(line)}[/]"),
                 on_open=None if json_ else lambda run_dir: console.print(f"run folder: {safe_text(run_dir.path)}"))
     if json_:
         print_json(to_json(result))
