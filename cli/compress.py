@@ -26,7 +26,7 @@ from .common import (
     console,
     safe_text,
 )
-from .runner import flags, run_command
+from .runner import CommandSpec, Invocation, flags, run_command
 
 
 def compress(
@@ -87,11 +87,10 @@ def compress(
         kwargs["prepared"].approver = approver
         return kwargs
 
-    run_command("compress", CompressConfig, compress_run, config=config, sets=[*(set_ or []), *options], out=out,
-                resume=resume, prepare=prepare_all, otlp_endpoint=otlp_endpoint,
-                dry_run=compress_dry_run if dry_run else None,
-                json_=json_, verbose=verbose,
-                summary=_print_summary)
+    run_command(CommandSpec("compress", CompressConfig, compress_run, prepare=prepare_all,
+                            dry_run=compress_dry_run if dry_run else None, summary=_print_summary),
+                Invocation(config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
+                           otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))
 
 
 def _print_summary(results: dict, path: Path) -> None:

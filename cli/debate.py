@@ -23,7 +23,7 @@ from .common import (
     print_json,
     safe_text,
 )
-from .runner import flags, run_command
+from .runner import CommandSpec, Invocation, flags, run_command
 
 if TYPE_CHECKING:
     from agentlab.core.debate.engine import Panel
@@ -100,9 +100,10 @@ def debate(
 
     sets = [*(set_ or []), *flags(("--topic", "topic", topic)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
-    run_command("debate", DebateConfig, run, config=config, sets=sets, out=out, resume=resume, prepare=prepare,
-                dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), log_prompts=not no_log_prompts, json_=json_,
-                verbose=verbose, summary=_summary, otlp_endpoint=otlp_endpoint)
+    run_command(CommandSpec("debate", DebateConfig, run, prepare=prepare,
+                            dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), summary=_summary),
+                Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,
+                           otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))
 
 
 def _dry_run(cfg: DebateConfig, json_: bool, panel: Panel, **_: Any) -> dict[str, Any] | None:
@@ -173,9 +174,10 @@ def eval_cmd(
     sets = [*(set_ or []), *flags(("--task", "eval.task", task), ("--concurrency", "eval.concurrency", concurrency),
                                   ("--limit", "eval.limit", limit)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
-    run_command("debate-eval", DebateConfig, run_eval, config=config, sets=sets, out=out, resume=resume,
-                prepare=prepare_eval, rerun="debate eval -c {config}", log_prompts=not no_log_prompts, json_=json_,
-                verbose=verbose, summary=_eval_summary, otlp_endpoint=otlp_endpoint)
+    run_command(CommandSpec("debate-eval", DebateConfig, run_eval, prepare=prepare_eval,
+                            rerun="debate eval -c {config}", summary=_eval_summary),
+                Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,
+                           otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))
 
 
 def _eval_summary(results: dict[str, Any], path: Path) -> None:

@@ -19,7 +19,7 @@ from .common import (
     print_json,
     safe_text,
 )
-from .runner import flags, run_command
+from .runner import CommandSpec, Invocation, flags, run_command
 
 app = typer.Typer(help="Score a model and its adapters on lm-evaluation-harness tasks, offline.\n\n"
                   "With no subcommand it evaluates; `tasks` lists the bundled tasks (or exports them for lm-eval's "
@@ -76,8 +76,9 @@ def eval_command(
                     ("--limit", "limit", limit), ("--num-fewshot", "num_fewshot", num_fewshot),
                     ("--batch-size", "batch_size", batch_size), ("--base-url", "base_url", base_url),
                     ("--backend", "backend", backend))
-    run_command("eval", EvalConfig, run, config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
-                prepare=prepare, json_=json_, verbose=verbose, summary=_summary)
+    run_command(CommandSpec("eval", EvalConfig, run, prepare=prepare, summary=_summary),
+                Invocation(config=config, sets=[*(set_ or []), *options], out=out, resume=resume, json_=json_,
+                           verbose=verbose))
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:

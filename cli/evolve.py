@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .common import ConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
-from .runner import flags, run_command
+from .runner import CommandSpec, Invocation, flags, run_command
 
 if TYPE_CHECKING:
     from agentlab.core.config import Flag
@@ -61,8 +61,9 @@ def run_cmd(
                                   ("--generations", "generations", generations),
                                   ("--population", "population", population), ("--workers", "workers", workers),
                                   ("--store", "store", store), ("--base-model", "base_model", base_model))]
-    run_command("evolve", EvolveConfig, run, config=config, sets=sets, out=out, resume=resume, prepare=prepare,
-                rerun="evolve run -c {config}", json_=json_, verbose=verbose, summary=_summary)
+    run_command(CommandSpec("evolve", EvolveConfig, run, prepare=prepare, rerun="evolve run -c {config}",
+                            summary=_summary),
+                Invocation(config=config, sets=sets, out=out, resume=resume, json_=json_, verbose=verbose))
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:

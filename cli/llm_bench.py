@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from .common import ConfigOpt, JsonOpt, LLMOpt, NoLogPromptsOpt, OutOpt, SetOpt, VerboseOpt, console, safe_text
-from .runner import flags, run_command
+from .runner import CommandSpec, Invocation, flags, run_command
 
 
 def _print_table(results: dict[str, Any]) -> None:
@@ -81,12 +81,11 @@ def llm_bench(
                     ("--requests", "bench.requests", requests), ("--prompt", "bench.prompt", prompt),
                     ("--max-tokens", "bench.max_tokens", max_tokens), ("--route", "bench.route", route),
                     ("--no-stream", "bench.stream", False if no_stream else None))
-    run_command("llm-bench", BenchConfig, run, config=None if use_demo else path or DEFAULT_LLM_CONFIG,
-                sets=[*(set_ or []), *options], base=_demo if use_demo else None, prepare=prepare, out=out,
-                resumable=False, rerun="llm-bench --demo" if use_demo else None, log_prompts=not no_log_prompts,
-                json_=json_, verbose=verbose,
-                summary=_summary,
-                exit_code=lambda results: 0 if results["available"] else 1)
+    run_command(CommandSpec("llm-bench", BenchConfig, run, base=_demo if use_demo else None, prepare=prepare,
+                            resumable=False, rerun="llm-bench --demo" if use_demo else None, summary=_summary,
+                            exit_code=lambda results: 0 if results["available"] else 1),
+                Invocation(config=None if use_demo else path or DEFAULT_LLM_CONFIG, sets=[*(set_ or []), *options],
+                           out=out, log_prompts=not no_log_prompts, json_=json_, verbose=verbose))
 
 
 def _demo(stack: ExitStack) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from .common import (
     print_json,
     safe_text,
 )
-from .runner import flags, run_command
+from .runner import CommandSpec, Invocation, flags, run_command
 
 app = typer.Typer(help="Search your own training command as it is, or a forecaster's architecture.\n\n"
                   "Planned by an LLM agent, an LLM chooser, TPE, CMA-ES or random search.\n\n"
@@ -126,10 +126,11 @@ def nas(
                 console.print(safe_text(kept))
         return kwargs
 
-    run_command("nas", NASConfig, nas_run, config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
-                prepare=prepare_and_say, dry_run=nas_dry_run if dry_run else None,
-                log_prompts=not no_log_prompts, json_=json_, verbose=verbose, summary=_print_summary,
-                otlp_endpoint=otlp_endpoint)
+    run_command(CommandSpec("nas", NASConfig, nas_run, prepare=prepare_and_say,
+                            dry_run=nas_dry_run if dry_run else None, summary=_print_summary),
+                Invocation(config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
+                           log_prompts=not no_log_prompts, otlp_endpoint=otlp_endpoint, json_=json_,
+                           verbose=verbose))
 
 
 def _print_summary(results: dict[str, Any], path: Path) -> None:

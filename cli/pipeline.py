@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .common import JsonOpt, LLMOpt, NoLogPromptsOpt, OutOpt, SetOpt, VerboseOpt, console, print_json, safe_text
-from .runner import run_command
+from .runner import CommandSpec, Invocation, run_command
 
 if TYPE_CHECKING:
     from agentlab.pipeline.load import Loaded
@@ -48,9 +48,10 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
 def _execute(loaded: Loaded, out: Path | None, json_: bool, verbose: int, log_prompts: bool, **inputs: Any) -> None:
     from agentlab.pipeline.run import run_session
 
-    run_command("pipeline", None, run_session, load=lambda sets: loaded, prepare=lambda _: inputs, out=out,
-                resumable=False, save_config=False, log_prompts=log_prompts, json_=json_, verbose=verbose,
-                summary=_summary, to_json=lambda result: result.summary())
+    run_command(CommandSpec("pipeline", None, run_session, load=lambda sets: loaded, save_config=False,
+                            prepare=lambda _: inputs, resumable=False, summary=_summary,
+                            to_json=lambda result: result.summary()),
+                Invocation(out=out, log_prompts=log_prompts, json_=json_, verbose=verbose))
 
 
 def _summary(result: PipelineResult, path: Path) -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,89 +35,107 @@ def flags(*items: tuple[str, str, Any]) -> list[Flag]:
     return [Flag(option, key, value) for option, key, value in items if value is not None]
 
 
-def run_command(
-    command: str,
-    model: type[Any] | None,
-    run: Callable[..., Any],
-    *,
-    config: Path | None = None,
-    sets: Iterable[str | Flag] | None = None,
-    base: dict[str, Any] | Callable[[ExitStack], dict[str, Any] | None] | None = None,
-    load: Callable[[list[str | Flag]], Any] | None = None,
-    save_config: bool = True,
-    prepare: Callable[[Any], dict[str, Any]] | None = None,
-    dry_run: Callable[..., dict[str, Any] | None] | None = None,
-    out: Path | None = None,
-    resume: str | None = None,
-    resumable: bool = True,
-    rerun: str | None = None,
-    log_prompts: bool = True,
-    otlp_endpoint: str | None = None,
-    json_: bool = False,
-    verbose: int = 0,
-    summary: Callable[[Any, Path], None] | None = None,
-    to_json: Callable[[Any], Any] = lambda result: result,
-    exit_code: Callable[[Any], int] = lambda result: 0,
-    distributed: bool = False,
-) -> None:
-    """Run ``command`` end to end; raises ``typer.Exit`` when ``exit_code(result)`` is not 0.
+@dataclass(frozen=True)
+class CommandSpec:
+    """What a command is: the same on every call of it. ``name`` is the command (``runs/NAME/``).
 
-    ``sets``: the ``--set`` strings followed by the ``Flag``s of options that stand for config keys (``flags()``).
     ``model`` validates the ``-c`` file (or ``load(sets)`` builds the config when a command reads several files);
     ``base`` is a raw dict under the file (or a function of an ``ExitStack`` that can keep a resource, such as a
     loopback server, open for the whole run). ``prepare(cfg)`` checks and loads inputs before any folder exists and
     returns keyword arguments for ``run(cfg, run_dir, progress=..., announce=..., **kwargs)``. ``dry_run(cfg,
     **kwargs)``, when given and when it returns a dict (None: no dry run, go on), replaces the run: its dict is
-    printed and no folder is written. ``save_config``: whether
-    config.yaml is ``cfg`` (False when ``run`` writes its own); ``rerun``: the arguments after ``agentlab`` that
-    re-run it (``RunDir.create``). ``otlp_endpoint``: trace the run's LLM calls there (``--otlp-endpoint``), under
-    one span ``agentlab <command>``; checked before ``prepare``, flushed when the command ends.
+    printed and no folder is written. ``save_config``: whether config.yaml is ``cfg`` (False when ``run`` writes its
+    own); ``resumable``: whether the command has --resume; ``rerun``: the arguments after ``agentlab`` that re-run
+    it (``RunDir.create``). ``summary(result, folder)`` prints the outcome, ``to_json(result)`` is what ``--json``
+    prints, and the command exits with ``exit_code(result)``.
 
     ``distributed``: the command trains under ``accelerate launch`` / ``torchrun`` too. Then only the main process
-    does the above; it shares ``(cfg, folder)`` once the folder is open, and every other process calls ``run(cfg,
-    FollowerRun(folder), ...)`` without inputs (so ``run`` must load them itself) and prints nothing
+    does what ``run_command`` does; it shares ``(cfg, folder)`` once the folder is open, and every other process calls
+    ``run(cfg, FollowerRun(folder), ...)`` without inputs (so ``run`` must load them itself) and prints nothing
     (``agentlab.core.train.dist``).
     """
-    from agentlab.core.config import load_config
-    from agentlab.core.runs import resume_target, run_in_folder
 
-    setup_logging(verbose)
-    lead = _lead_followers(run) if distributed else None
+    name: str
+    model: type[Any] | None
+    run: Callable[..., Any]
+    base: dict[str, Any] | Callable[[ExitStack], dict[str, Any] | None] | None = None
+    load: Callable[[list[str | Flag]], Any] | None = None
+    save_config: bool = True
+    prepare: Callable[[Any], dict[str, Any]] | None = None
+    dry_run: Callable[..., dict[str, Any] | None] | None = None
+    resumable: bool = True
+    rerun: str | None = None
+    summary: Callable[[Any, Path], None] | None = None
+    to_json: Callable[[Any], Any] = lambda result: result
+    exit_code: Callable[[Any], int] = lambda result: 0
+    distributed: bool = False
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the user asked this time: the options of the command line that every such command reads the same way.
+
+    ``sets``: the ``--set`` strings followed by the ``Flag``s of options that stand for config keys (``flags()``).
+    ``otlp_endpoint``: trace the run's LLM calls there (``--otlp-endpoint``), under one span ``agentlab <command>``;
+    checked before ``prepare``, flushed when the command ends.
+    """
+
+    config: Path | None = None
+    sets: Iterable[str | Flag] | None = None
+    out: Path | None = None
+    resume: str | None = None
+    log_prompts: bool = True
+    otlp_endpoint: str | None = None
+    json_: bool = False
+    verbose: int = 0
+
+
+def run_command(spec: CommandSpec, asked: Invocation) -> None:
+    """Run the command ``spec`` as ``asked`` end to end; raises ``typer.Exit`` when ``spec.exit_code(result)`` is
+    not 0."""
+    from agentlab.core.config import load_config
+    from agentlab.core.runs import FolderOptions, resume_target, run_in_folder
+
+    command, run, json_ = spec.name, spec.run, asked.json_
+    setup_logging(asked.verbose)
+    lead = _lead_followers(run) if spec.distributed else None
     if lead is not None and lead.follower:
         lead.follow()
         return
     if lead is not None:
         run = lead.run
-    resume_dir = resume_target(command, resume, config=config, out=out) if resumable else None
-    overrides = list(sets or [])
+    resume_dir = resume_target(command, asked.resume, config=asked.config, out=asked.out) if spec.resumable else None
+    overrides = list(asked.sets or [])
     with ExitStack() as stack:
         if lead is not None:
             stack.callback(lead.release)
-        if load is not None:
-            cfg = load(overrides)
+        if spec.load is not None:
+            cfg = spec.load(overrides)
         else:
-            raw = base(stack) if callable(base) else base
-            assert model is not None, "run_command needs `model` or `load`"
-            cfg = load_config(resume_dir / "config.yaml" if resume_dir else config, model, overrides, base=raw)
-        if otlp_endpoint is not None:
-            _trace(stack, command, otlp_endpoint)
-        kwargs = prepare(cfg) if prepare is not None else {}
-        report = dry_run(cfg, **kwargs) if dry_run is not None else None
+            raw = spec.base(stack) if callable(spec.base) else spec.base
+            assert spec.model is not None, "run_command needs `model` or `load`"
+            cfg = load_config(resume_dir / "config.yaml" if resume_dir else asked.config, spec.model, overrides,
+                              base=raw)
+        if asked.otlp_endpoint is not None:
+            _trace(stack, command, asked.otlp_endpoint)
+        kwargs = spec.prepare(cfg) if spec.prepare is not None else {}
+        report = spec.dry_run(cfg, **kwargs) if spec.dry_run is not None else None
         if report is not None:
             message = report.pop("message", "dry run: nothing written")
             print_json(report) if json_ else console.print(message)
             return
+        options = FolderOptions(save_config=spec.save_config, resumable=spec.resumable, rerun=spec.rerun,
+                                log_prompts=asked.log_prompts)
         with rich_progress(enabled=not json_) as progress:
             result, folder = run_in_folder(
-                command, cfg, run, inputs=kwargs, out=out, resume=resume_dir, save_config=save_config,
-                resumable=resumable, rerun=rerun, log_prompts=log_prompts, progress=progress,
-                announce=lambda line: console.print(f"[cyan]{safe_text(line)}[/]"),
+                command, cfg, run, inputs=kwargs, out=asked.out, resume=resume_dir, options=options,
+                progress=progress, announce=lambda line: console.print(f"[cyan]{safe_text(line)}[/]"),
                 on_open=None if json_ else lambda run_dir: console.print(f"run folder: {safe_text(run_dir.path)}"))
     if json_:
-        print_json(to_json(result))
-    elif summary is not None:
-        summary(result, folder)
-    code = exit_code(result)
+        print_json(spec.to_json(result))
+    elif spec.summary is not None:
+        spec.summary(result, folder)
+    code = spec.exit_code(result)
     if code:
         raise typer.Exit(code)
 
@@ -133,7 +152,7 @@ def _trace(stack: ExitStack, command: str, endpoint: str) -> None:
 
 
 class _Lead:
-    """The main process of a multi-process launch, and what the other processes do (``run_command(distributed=)``)."""
+    """The main process of a multi-process launch, and what the other processes do (``CommandSpec.distributed``)."""
 
     def __init__(self, run: Callable[..., Any], follower: bool) -> None:
         self._run, self.follower, self._shared = run, follower, False

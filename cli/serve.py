@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from .common import ConfigOpt, JsonOpt, LLMOpt, OutOpt, SetOpt, VerboseOpt, console, opt, safe_text
-from .runner import flags, run_command
+from .runner import CommandSpec, Invocation, flags, run_command
 
 
 def serve(
@@ -46,9 +46,10 @@ def serve(
     options = flags(("--llm", "llm", llm), ("--host", "host", host), ("--port", "port", port),
                     ("--api-key-env", "api_key_env", api_key_env), ("--keys", "keys_file", keys),
                     ("--otlp-endpoint", "otlp_endpoint", otlp_endpoint))
-    run_command("serve", ServeConfig, run, config=config, sets=[*(set_ or []), *options], prepare=prepare, out=out,
-                resumable=False, log_prompts=log_prompts, json_=json_, verbose=verbose, summary=_summary,
-                exit_code=lambda results: 130 if results.get("stopped_by") else 0)
+    run_command(CommandSpec("serve", ServeConfig, run, prepare=prepare, resumable=False, summary=_summary,
+                            exit_code=lambda results: 130 if results.get("stopped_by") else 0),
+                Invocation(config=config, sets=[*(set_ or []), *options], out=out, log_prompts=log_prompts,
+                           json_=json_, verbose=verbose))
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:

@@ -19,7 +19,7 @@ from .common import (
     print_json,
     safe_text,
 )
-from .runner import flags, run_command
+from .runner import CommandSpec, Invocation, flags, run_command
 
 app = typer.Typer(help="Train persona LoRA adapters with TRL on chat JSONL, or export one to GGUF.\n\n"
                   "With no subcommand it trains; `export` merges an adapter into a GGUF for llama.cpp.")
@@ -71,9 +71,10 @@ def train_persona(
                     ("--max-steps", "train.max_steps", max_steps), ("--force", "force", True if force else None),
                     ("--eval", "eval.tasks", [t.strip() for v in eval_tasks or [] for t in v.split(",") if t.strip()]
                      or None), ("--mlflow", "mlflow", mlflow))
-    run_command("train-persona", TrainPersonaConfig, run, config=config, sets=[*(set_ or []), *options], out=run_dir,
-                resume=resume, prepare=lambda cfg: prepare(cfg, resuming=resume is not None), json_=json_,
-                verbose=verbose, summary=_summary, distributed=True)
+    run_command(CommandSpec("train-persona", TrainPersonaConfig, run, summary=_summary, distributed=True,
+                            prepare=lambda cfg: prepare(cfg, resuming=resume is not None)),
+                Invocation(config=config, sets=[*(set_ or []), *options], out=run_dir, resume=resume, json_=json_,
+                           verbose=verbose))
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:

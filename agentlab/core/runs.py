@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -747,23 +748,37 @@ def saved_llm_config(folder: str | Path | None) -> Path | None:
     return path if path.is_file() else None
 
 
+@dataclass(frozen=True)
+class FolderOptions:
+    """How ``run_in_folder`` writes the run folder.
+
+    ``save_config``: write ``cfg`` as config.yaml (False when ``run`` writes its own); ``resumable``: whether the
+    command has --resume, and ``rerun``: the arguments after ``agentlab`` that re-run it (both ``RunDir.create``);
+    ``log_prompts``: keep every LLM call's messages and reply in llm_calls.jsonl.
+    """
+
+    save_config: bool = True
+    resumable: bool = True
+    rerun: str | None = None
+    log_prompts: bool = True
+
+
 def run_in_folder(command: str, cfg: BaseModel, run: Callable[..., Any], *, inputs: dict[str, Any] | None = None,
-                  out: str | Path | None = None, resume: Path | None = None, save_config: bool = True,
-                  resumable: bool = True, rerun: str | None = None, log_prompts: bool = True,
+                  out: str | Path | None = None, resume: Path | None = None, options: FolderOptions = FolderOptions(),
                   progress: Progress | None = None, announce: Callable[[str], None] | None = None,
                   on_open: Callable[[RunDir], None] | None = None) -> tuple[Any, Path]:
     """Open the run folder (new, or ``resume``), call ``run(cfg, run_dir, progress=, announce=, **inputs)`` in it,
     record the outcome, and return ``(result, folder)``. Callers validate ``cfg`` and ``inputs`` first.
 
-    ``save_config``: write ``cfg`` as config.yaml (False when ``run`` writes its own); ``log_prompts``: keep every LLM
-    call's messages and reply in llm_calls.jsonl; ``on_open(run_dir)`` runs once the folder exists.
+    ``options``: how the folder is written (``FolderOptions``: save_config, resumable, rerun, log_prompts);
+    ``on_open(run_dir)`` runs once the folder exists.
     """
     name = getattr(cfg, "name", None)
     seed = next((s for s in (getattr(cfg, "seed", None), getattr(getattr(cfg, "search", None), "seed", None))
                  if isinstance(s, int)), None)
-    with RunDir.open(command, cfg if save_config else None, out=out, resume=resume, name=name, seed=seed,
-                     resumable=resumable, rerun=rerun) as run_dir:
-        run_dir.log_prompts = log_prompts
+    with RunDir.open(command, cfg if options.save_config else None, out=out, resume=resume, name=name, seed=seed,
+                     resumable=options.resumable, rerun=options.rerun) as run_dir:
+        run_dir.log_prompts = options.log_prompts
         if on_open is not None:
             on_open(run_dir)
         try:
