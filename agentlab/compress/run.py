@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from agentlab.compress.agent import ExperimentView, compress_kit, knowledge_leads
+from agentlab.compress.agent import ExperimentView, KitOptions, compress_kit, knowledge_leads
 from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
 from agentlab.compress.evaluate import FOLDER as EVALS
 from agentlab.compress.evaluate import Evaluator
@@ -252,8 +252,8 @@ class Search:
                            self.model_hash, self.run_dir.event,
                            evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS),
                                                checkpoint=self.workspace.checkpoint), space=self.p.space,
-                           short=self._short_profile(), budget=self.cfg.search.max_iterations,
-                           mlflow=self.cfg.mlflow, context=self.context) \
+                           options=KitOptions(short=self._short_profile(), budget=self.cfg.search.max_iterations,
+                                              mlflow=self.cfg.mlflow, context=self.context)) \
             if self.cfg.search.planner == "agent" else None
         spec = PlannerSpec(kind=self.cfg.search.planner, command="compress", settings=self.cfg.search,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
