@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,18 +205,27 @@ def evaluation(evaluator: Evaluator, domain: ExperimentDomain, model: AgentModel
             + " then ".join(f"evaluate {c}" for c in calls))
 
 
+@dataclass(frozen=True)
+class KitOptions:
+    """``compress_kit``'s settings. ``query_experiments`` and ``best_config`` read the MLflow tracking URI ``mlflow``,
+    or without it the run's records and the workspace, measured under ``context``."""
+    short: bool = True  # the knowledge base's short form (the planner model's profile is ``small``)
+    budget: int = 8  # the search's experiments (the knowledge base's success line names them)
+    mlflow: str | None = None
+    context: dict[str, Any] | None = None
+
+
 def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], workspace: Workspace,
                  model_hash: str, on_event: Callable[..., None] | None = None,
-                 evaluator: Evaluator | None = None, space: Space | None = None, *, short: bool = True,
-                 budget: int = 8, mlflow: str | None = None, context: dict[str, Any] | None = None) -> AgentKit:
+                 evaluator: Evaluator | None = None, space: Space | None = None, *,
+                 options: KitOptions = KitOptions()) -> AgentKit:
     """The agent's kit for compress; ``base_metrics()``: the base model's measurement (taken before the agent's
     first step); ``evaluator``: the ``evaluate`` tool and the ``evaluation`` sub-agent (None: neither); ``space``:
-    the experiments offered, for the knowledge base's leads (None: no leads); ``short``: the knowledge base's short
-    form (the planner model's profile is ``small``); ``mlflow``: the tracking URI ``query_experiments`` and
-    ``best_config`` read (None: the run's records and the workspace, measured under ``context``)."""
+    the experiments offered, for the knowledge base's leads (None: no leads); ``options``: the knowledge base's form
+    and budget, where ``query_experiments`` and ``best_config`` read (``KitOptions``)."""
     leads = knowledge_leads(space.choices) if space is not None else []
     measured = measured_costs(workspace, model_hash)
-    kb = knowledge_base(domain_goal, budget, workspace, model_hash, short)
+    kb = knowledge_base(domain_goal, options.budget, workspace, model_hash, options.short)
 
     def tools(ctx: PlanContext, model: AgentModel) -> list[Tool]:
         domain = ctx.domain
@@ -225,9 +235,10 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
         objective = domain.goal
 
         def rows() -> list[dict[str, Any]]:
-            return mlflow_rows(mlflow) if mlflow else local_rows(domain.records, workspace, model_hash, context)
+            return (mlflow_rows(options.mlflow) if options.mlflow
+                    else local_rows(domain.records, workspace, model_hash, options.context))
 
-        source = "the MLflow store's compress runs" if mlflow else "this run and the workspace"
+        source = "the MLflow store's compress runs" if options.mlflow else "this run and the workspace"
         out = [
             Tool("task", "hand the recovery of a prune to a sub-agent with its own tools: lora (low-rank adapters) "
                  "or distill (the base model teaches); it answers with the settings to run",
@@ -278,4 +289,4 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
                     leads=lambda: leads)
 
 
-__all__ = ["ExperimentView", "compress_kit", "evaluate", "evaluation", "knowledge_leads", "targets"]
+__all__ = ["ExperimentView", "KitOptions", "compress_kit", "evaluate", "evaluation", "knowledge_leads", "targets"]

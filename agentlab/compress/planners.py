@@ -34,7 +34,7 @@ from agentlab.core.search.planners import (
     SearchResults,
     params_key,
 )
-from agentlab.core.search.prompts import choice_messages, good_trials_summary
+from agentlab.core.search.prompts import ChoiceWording, choice_messages, good_trials_summary
 from agentlab.core.search.records import A_OUTCOME, A_PLAN
 from agentlab.core.search.study import KeptSampler, make_sampler
 
@@ -346,8 +346,8 @@ def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget
     summary = good_trials_summary(rows, list(ctx.space.choices))
     notes = ["Notes from earlier runs:", ctx.notes[-1000:]] if ctx.notes.strip() else []
     return choice_messages(
-        goal=ctx.goal.describe(), budget_left=budget_left,
-        incumbent=base_line(base),
-        incumbent_label="Base model", history=history, summary=summary, notes=notes,
-        history_label="Experiments so far, least dominated first", candidates_label="Candidate experiments",
-        candidates=[c.label() for c in candidates], aim="advance the goal")
+        goal=ctx.goal.describe(), budget_left=budget_left, incumbent=base_line(base), history=history, summary=summary,
+        notes=notes, candidates=[c.label() for c in candidates],
+        wording=ChoiceWording(aim="advance the goal", incumbent_label="Base model",
+                              history_label="Experiments so far, least dominated first",
+                              candidates_label="Candidate experiments"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from agentlab.compress.agent import ExperimentView, compress_kit, knowledge_leads
+from agentlab.compress.agent import ExperimentView, KitOptions, compress_kit, knowledge_leads
 from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
 from agentlab.compress.evaluate import FOLDER as EVALS
 from agentlab.compress.evaluate import Evaluator
@@ -44,7 +44,7 @@ from agentlab.core.search import records as R
 from agentlab.core.search.engine import store_of
 from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS
-from agentlab.core.search.loop import SearchLoop, StopRules, StopSearch, TrialAborted, TrialFailed, base_failed
+from agentlab.core.search.loop import Hooks, SearchLoop, StopRules, StopSearch, TrialAborted, TrialFailed, base_failed
 from agentlab.core.search.planners import PlanContext, Proposal, WarmStart, Wrapper
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.session import (
@@ -252,8 +252,8 @@ class Search:
                            self.model_hash, self.run_dir.event,
                            evaluator=Evaluator(self.p.inputs, self.run_dir.file(EVALS),
                                                checkpoint=self.workspace.checkpoint), space=self.p.space,
-                           short=self._short_profile(), budget=self.cfg.search.max_iterations,
-                           mlflow=self.cfg.mlflow, context=self.context) \
+                           options=KitOptions(short=self._short_profile(), budget=self.cfg.search.max_iterations,
+                                              mlflow=self.cfg.mlflow, context=self.context)) \
             if self.cfg.search.planner == "agent" else None
         spec = PlannerSpec(kind=self.cfg.search.planner, command="compress", settings=self.cfg.search,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
@@ -280,8 +280,9 @@ class Search:
             planner=WithExperiment(planner), evaluator=Feasibility(), seed=self.cfg.seed,
             stop=StopRules(self.cfg.search.max_iterations, free_base=True, own_run=self.own_run, base_first=True,
                            unit="experiment"),
-            on_event=lambda kind, **data: self.run_dir.event(kind, **data) if kind == "recovered" else None,
-            on_trial=self._on_trial, run_dir=self.where, domain=lambda records: self._domain(records).context())
+            hooks=Hooks(on_event=lambda kind, **data: self.run_dir.event(kind, **data) if kind == "recovered" else None,
+                        on_trial=self._on_trial, run_dir=self.where,
+                        domain=lambda records: self._domain(records).context()))
         try:
             outcome = loop.run()
         except TrialAborted as exc:  # the base model could not be measured: its trial is queued again

@@ -23,6 +23,7 @@ from agentlab.core.models.adapters import logit_changes, persona_adapters, read_
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir
+from agentlab.core.search.loop import Hooks
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
 from agentlab.core.search.study import open_storage
 from agentlab.core.skills import mixed_file
@@ -175,9 +176,9 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
     if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
         start_workers(waiting)
-    evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
-                seed=cfg.seed, on_event=on_event, progress=progress, run_dir=str(run_dir.path),
-                domain=lambda records: PlanContext(records, 0), on_queued=start_workers).run()
+    evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers, seed=cfg.seed,
+                hooks=Hooks(on_event=on_event, progress=progress, run_dir=str(run_dir.path), on_queued=start_workers,
+                            domain=lambda records: PlanContext(records, 0))).run()  # type: ignore[arg-type]
     try:  # generations of elites alone, after the budget was spent: stored, nothing to score
         unscored = breeder.propose_group()  # never empty
     except NoProposal:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.search.evaluator import Decision
-from agentlab.core.search.loop import GroupPlanner, SearchLoop, StopRules, TrialFailed
+from agentlab.core.search.loop import GroupPlanner, Hooks, SearchLoop, StopRules, TrialFailed
 from agentlab.core.search.planners import Planner
 from agentlab.core.search.records import A_PLAN, TrialRecord
 from agentlab.core.search.space import SearchSpace
@@ -92,7 +92,7 @@ def serve(pop: Population, *, batch: int, wait: bool, announce: Callable[[str], 
                                 f"task {metrics['task']:.3f}, coop {metrics['coop']:+.3f} "
                                 f"({metrics['seconds']:.0f} s)"))
 
-    loop = evolve_loop(pop, batch, on_event=scored)
+    loop = evolve_loop(pop, batch, hooks=Hooks(on_event=scored))
     return loop.drain(wait=lambda: wait and not pop.attr("finished"))
 
 

@@ -53,6 +53,7 @@ from agentlab.core.runs import atomic_write_json, atomic_write_text
 from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
+from agentlab.nas.config import CommandObjectiveConfig
 
 if TYPE_CHECKING:
     from agentlab.nas.code_change import CodeTrials
@@ -175,24 +176,25 @@ def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:
 class CommandObjective:
     """The ``Objective`` of ``core.search.loop`` for a command (see the module docstring for the contract).
 
+    ``spec``: nas's ``objective:`` section, of which it reads ``command``, ``metric``, ``params``, ``timeout_s``,
+    ``sandbox`` and ``eval_command`` (``cwd`` is the folder it resolves to; ``config`` the file it names, read);
     ``trial_dir(number)`` gives a trial's folder; ``on_line(number, text)`` (optional) sees each stdout line as it
     arrives, e.g. for a progress bar."""
 
-    def __init__(self, command: str, metric: str, base_params: dict[str, Any], *, cwd: Path,
-                 trial_dir: Callable[[int], Path], timeout_s: float | None = None, space_keys: tuple[str, ...] = (),
-                 on_line: Callable[[int, str], None] | None = None, config: ConfigFile | None = None,
-                 workspaces: Workspaces | None = None, code: CodeTrials | None = None, sandbox: str = "none",
-                 eval_command: str | None = None):
-        self.command, self.metric = command, metric
-        self.cwd, self.trial_dir, self.timeout_s = Path(cwd), trial_dir, timeout_s
+    def __init__(self, spec: CommandObjectiveConfig, *, cwd: Path, trial_dir: Callable[[int], Path],
+                 space_keys: tuple[str, ...] = (), on_line: Callable[[int, str], None] | None = None,
+                 config: ConfigFile | None = None, workspaces: Workspaces | None = None,
+                 code: CodeTrials | None = None):
+        self.command, self.metric = spec.command, spec.metric
+        self.cwd, self.trial_dir, self.timeout_s = Path(cwd), trial_dir, spec.timeout_s
         self.space_keys, self.on_line = space_keys, on_line
         self.config, self.workspaces = config, workspaces
         self.code = code  # code trials (objective.editable): each trial's code built in its workspace, checked after
-        self.sandbox = sandbox  # bwrap: the command under bubblewrap (``sandboxed``)
-        self.eval_command = eval_command  # run after the command in its workspace: its metric is the one that counts
-        self.own_params = base_params  # objective.params as written: what {args} / {overrides} pass besides the space
+        self.sandbox = spec.sandbox  # bwrap: the command under bubblewrap (``sandboxed``)
+        self.eval_command = spec.eval_command  # run after the command in its workspace: its metric is what counts
+        self.own_params = spec.params  # objective.params as written: what {args} / {overrides} pass besides the space
         # the base every trial's values update: the config file's values, objective.params on top
-        self.base_params = merged_base(config, base_params)
+        self.base_params = merged_base(config, spec.params)
         self._seen: list[tuple[str, float]] = []  # (params, value) of the first trials: a command ignoring them
         self.ignored_params: str | None = None  # the warning, once given
 
@@ -366,8 +368,10 @@ class CommandObjective:
     def _eval_objective(self, cwd: Path) -> CommandObjective:
         """``objective.eval_command`` as a command of its own (its words, its params placeholders) run in ``cwd``."""
         assert self.eval_command is not None
-        return CommandObjective(self.eval_command, self.metric, self.own_params, cwd=cwd, trial_dir=self.trial_dir,
-                                space_keys=self.space_keys, config=self.config)
+        spec = CommandObjectiveConfig.model_construct(command=self.eval_command, metric=self.metric,
+                                                      params=self.own_params)
+        return CommandObjective(spec, cwd=cwd, trial_dir=self.trial_dir, space_keys=self.space_keys,
+                                config=self.config)
 
     def _confined(self, argv: list[str], number: int, cwd: Path, folder: Path) -> list[str]:
         """``argv`` under the sandbox (``objective.sandbox``): the trial's workspace and folder writable."""

@@ -320,10 +320,10 @@ class DUETCore(nn.Module):
 
     ROUTER_HIDDEN = 256  # the reference implementation's hidden width of the router and noise MLPs
 
-    def __init__(self, seq_len: int, pred_len: int, n_experts: int, top_k: int, d_model: int, n_heads: int,
-                 e_layers: int, d_ff: int, dropout: float, fc_dropout: float, activation: str, moving_avg: int):
+    def __init__(self, spec: FamilySpec):
         super().__init__()
-        self.n_experts, self.top_k, self.moving_avg = n_experts, top_k, moving_avg
+        seq_len, n_experts, d_model = spec.seq_len, spec.n_experts, spec.d_model
+        self.n_experts, self.top_k, self.moving_avg = n_experts, spec.top_k, spec.moving_avg
 
         def router() -> nn.Module:
             return nn.Sequential(nn.Linear(seq_len, self.ROUTER_HIDDEN, bias=False), nn.ReLU(),
@@ -337,9 +337,10 @@ class DUETCore(nn.Module):
             nn.init.constant_(linear.weight, 1.0 / seq_len)
         freqs = seq_len // 2 + 1
         self.metric = nn.Parameter(torch.randn(freqs, freqs) / math.sqrt(freqs))
-        self.layers = nn.ModuleList(_MaskedLayer(d_model, n_heads, d_ff, dropout, activation) for _ in range(e_layers))
+        self.layers = nn.ModuleList(_MaskedLayer(d_model, spec.n_heads, spec.d_ff, spec.dropout, spec.activation)
+                                    for _ in range(spec.e_layers))
         self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Sequential(nn.Linear(d_model, pred_len), nn.Dropout(fc_dropout))
+        self.head = nn.Sequential(nn.Linear(d_model, spec.pred_len), nn.Dropout(spec.fc_dropout))
         self.aux_loss = torch.zeros(())
 
     @staticmethod
@@ -454,8 +455,7 @@ class Forecaster(nn.Module):
             self.core = PatchTSTCore(s.seq_len, s.pred_len, s.patch_len, s.stride, s.d_model, s.n_heads, s.e_layers,
                                      s.d_ff, s.dropout, s.activation)
         elif s.family == "duet":
-            self.core = DUETCore(s.seq_len, s.pred_len, s.n_experts, s.top_k, s.d_model, s.n_heads, s.e_layers,
-                                 s.d_ff, s.dropout, s.fc_dropout, s.activation, s.moving_avg)
+            self.core = DUETCore(s)
         else:
             self.core = ITransformerCore(s.seq_len, s.pred_len, s.d_model, s.n_heads, s.e_layers, s.d_ff, s.dropout,
                                          s.activation)

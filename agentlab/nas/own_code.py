@@ -107,11 +107,8 @@ def command_objective(cfg: NASConfig, run_dir: RunDir | None) -> CommandObjectiv
     code = None
     if objective.editable or objective.protected is not None:
         code = CodeTrials(CodeRules(objective.editable, objective.protected))
-    return CommandObjective(objective.command, objective.metric, objective.params, cwd=cwd,
-                            trial_dir=lambda number: root / "trials" / run_id(number),
-                            timeout_s=objective.timeout_s, space_keys=tuple(cfg.search.space),
-                            config=config_file(cfg), workspaces=spaces, code=code, sandbox=objective.sandbox,
-                            eval_command=objective.eval_command)
+    return CommandObjective(objective, cwd=cwd, trial_dir=lambda number: root / "trials" / run_id(number),
+                            space_keys=tuple(cfg.search.space), config=config_file(cfg), workspaces=spaces, code=code)
 
 
 def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,

@@ -24,7 +24,7 @@ from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root, saved_llm_config
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, label
-from agentlab.core.search.loop import Objective, Pruned, SearchLoop, StopRules, require_finished_trials
+from agentlab.core.search.loop import Hooks, Objective, Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.planners import (
     Chooser,
     PlanContext,
@@ -386,9 +386,9 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                           metric=metric, seed=cfg.search.seed,
                           stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
                                          cfg.search.target),
-                          on_event=run_dir.event,
-                          on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce, code, prepared),
-                          progress=progress, run_dir=str(run_dir.path))
+                          hooks=Hooks(on_event=run_dir.event, progress=progress, run_dir=str(run_dir.path),
+                                      on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce, code,
+                                                         prepared)))
         if isinstance(objective, CommandObjective) and objective.code is not None:
             objective.code.plan_of = lambda number: loop.store.get(number).user_attrs.get("plan") or {}
         try:

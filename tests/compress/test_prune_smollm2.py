@@ -21,7 +21,7 @@ pytest.importorskip("peft")
 
 from agentlab.compress.measure import perplexity_hf  # noqa: E402
 from agentlab.compress.prune import magnitude_prune, param_count, structured_prune, wanda_prune  # noqa: E402
-from agentlab.compress.recover import distill, lora_recover  # noqa: E402
+from agentlab.compress.recover import RecoverSettings, distill, lora_recover  # noqa: E402
 from agentlab.core.models.load import load_causal_lm  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # minutes each on a busy CPU
@@ -116,8 +116,8 @@ def test_lora_recovery_lowers_the_perplexity_of_a_pruned_model(smollm2: tuple[An
     tokenizer = smollm2[1]
     model = copy.deepcopy(wanda50[0])
     before = ppl(model, tokenizer)
-    report = lora_recover(model, tokenizer, read("macbeth.txt") + "\n\n" + read("tempest.txt"), steps=30,
-                          seq_len=128, batch_size=2, lr=5e-4, r=16)
+    report = lora_recover(model, tokenizer, read("macbeth.txt") + "\n\n" + read("tempest.txt"),
+                          settings=RecoverSettings(steps=30, seq_len=128, lr=5e-4, batch_size=2), r=16)
     after = ppl(model, tokenizer)
     say("lora_recovery", ppl_before=before, ppl_after=after, loss=[report["loss_before"], report["loss_after"]],
         delta_pruned_share=round(report["delta_pruned_share"], 3), sparsity=report["sparsity"],
@@ -132,8 +132,8 @@ def test_distillation_lowers_the_perplexity_of_a_pruned_model(smollm2: tuple[Any
     teacher, tokenizer = smollm2
     student = copy.deepcopy(wanda50[0])
     before = ppl(student, tokenizer)
-    report = distill(student, teacher, tokenizer, read("macbeth.txt") + "\n\n" + read("tempest.txt"), steps=30,
-                     seq_len=128, batch_size=2, lr=5e-5)
+    report = distill(student, teacher, tokenizer, read("macbeth.txt") + "\n\n" + read("tempest.txt"),
+                     settings=RecoverSettings(steps=30, seq_len=128, lr=5e-5, batch_size=2))
     after = ppl(student, tokenizer)
     say("distill", ppl_before=before, ppl_after=after, kd_loss=[report["loss_before"], report["loss_after"]],
         sparsity=report["sparsity"], train_seconds=report["seconds"],

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from agentlab.compress.prune import decoder_linears, magnitude_prune, sparsity_of, structured_prune  # noqa: E402
-from agentlab.compress.recover import distill, kd_loss, lora_recover, pruning_masks  # noqa: E402
+from agentlab.compress.recover import RecoverSettings, distill, kd_loss, lora_recover, pruning_masks  # noqa: E402
 from agentlab.core.errors import InputError  # noqa: E402
 from agentlab.core.models.load import load_causal_lm  # noqa: E402
 from agentlab.core.train.tiny import CORPUS  # noqa: E402
@@ -60,7 +60,8 @@ class Recorder:
 def test_lora_recovery_lowers_the_loss_and_keeps_the_mask(pruned: tuple[Any, Any, dict[str, Any]]) -> None:
     model, tokenizer, before = pruned
     progress = Recorder()
-    report = lora_recover(model, tokenizer, TEXT, steps=30, seq_len=64, lr=1e-2, r=8, progress=progress)
+    report = lora_recover(model, tokenizer, TEXT, settings=RecoverSettings(steps=30, seq_len=64, lr=1e-2), r=8,
+                          progress=progress)
     assert report["loss_after"] < report["loss_before"] - 0.3, report
     assert_masks_kept(model, before)
     assert report["sparsity"] == sparsity_of(model).sparsity == 0.5
@@ -76,7 +77,7 @@ def test_lora_recovery_lowers_the_loss_and_keeps_the_mask(pruned: tuple[Any, Any
 def test_lora_recovery_that_fails_leaves_the_model_without_adapters(pruned: tuple[Any, Any, dict[str, Any]]) -> None:
     model, tokenizer, before = pruned
     with pytest.raises(InputError):
-        lora_recover(model, tokenizer, TEXT, steps=0, seq_len=64)
+        lora_recover(model, tokenizer, TEXT, settings=RecoverSettings(steps=0, seq_len=64))
     assert not any("lora" in n for n, _ in model.named_modules())
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
@@ -85,7 +86,7 @@ def test_lora_recovery_of_a_structured_pruned_model(tiny_model: dict[str, Path])
     model, tokenizer = load_causal_lm(tiny_model["hf"], device="cpu")
     structured_prune(model, mlp_keep=0.5, heads_keep=1)
     assert pruning_masks(model) == {}
-    report = lora_recover(model, tokenizer, TEXT, steps=10, seq_len=64, lr=1e-2, r=4)
+    report = lora_recover(model, tokenizer, TEXT, settings=RecoverSettings(steps=10, seq_len=64, lr=1e-2), r=4)
     assert report["loss_after"] < report["loss_before"] and report["delta_pruned_share"] == 0
 
 
@@ -105,7 +106,7 @@ def test_distillation_lowers_the_kd_loss_and_keeps_the_mask_every_step(tiny_mode
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.optim.AdamW, "step", checked_step)
-        report = distill(student, teacher, tokenizer, TEXT, steps=20, seq_len=64, lr=2e-3)
+        report = distill(student, teacher, tokenizer, TEXT, settings=RecoverSettings(steps=20, seq_len=64, lr=2e-3))
     assert seen == [True] * 20
     assert report["loss_after"] < 0.7 * report["loss_before"], report
     assert_masks_kept(student, before)
@@ -128,5 +129,5 @@ def test_distillation_restores_requires_grad_on_failure(tiny_model: dict[str, Pa
     student, tokenizer = load_causal_lm(tiny_model["hf"], device="cpu")
     teacher = copy.deepcopy(student)
     with pytest.raises(InputError):
-        distill(student, teacher, tokenizer, TEXT, steps=0, seq_len=64)
+        distill(student, teacher, tokenizer, TEXT, settings=RecoverSettings(steps=0, seq_len=64))
     assert all(p.requires_grad for p in student.parameters())

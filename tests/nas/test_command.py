@@ -10,7 +10,6 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -22,18 +21,24 @@ from agentlab.core.search.loop import Pruned, SearchLoop, StopRules, TrialFailed
 from agentlab.core.search.planners import OptunaPlanner
 from agentlab.core.search.space import ParamSpec, SearchSpace
 from agentlab.nas.command import CommandObjective, nested_params
+from agentlab.nas.config import CommandObjectiveConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PYTHON = shlex.quote(sys.executable)
 BASE = {"x": 4.0, "optimizer": {"lr": 0.1, "name": "sgd"}}
 
 
-def objective(tmp_path: Path, body: str, metric: str = "loss", **kwargs: Any) -> CommandObjective:
+def spec(command: str, metric: str = "loss", timeout_s: float | None = None) -> CommandObjectiveConfig:
+    """The objective section of ``command``, its params ``BASE``."""
+    return CommandObjectiveConfig(command=command, metric=metric, params=BASE, timeout_s=timeout_s)
+
+
+def objective(tmp_path: Path, body: str, metric: str = "loss", timeout_s: float | None = None) -> CommandObjective:
     """A CommandObjective whose command is ``body``, a Python script that gets the params file as argv[1]."""
     script = tmp_path / "train.py"
     script.write_text("import json, os, sys, time\np = json.load(open(sys.argv[1]))\n" + textwrap.dedent(body))
-    return CommandObjective(f"{PYTHON} train.py {{params}}", metric, BASE, cwd=tmp_path,
-                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}", **kwargs)
+    return CommandObjective(spec(f"{PYTHON} train.py {{params}}", metric, timeout_s), cwd=tmp_path,
+                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
 
 
 def never(step: int, value: float) -> bool:
@@ -139,23 +144,23 @@ def test_the_search_goes_on_past_failed_trials(tmp_path: Path) -> None:
 def test_a_command_that_cannot_start_is_refused(tmp_path: Path) -> None:
     for command, words in (("no-such-program-46 {params}", "not found on PATH"),
                            ("./missing.sh {params}", "does not exist"), ("", "empty"), ("'unclosed", "split")):
-        obj = CommandObjective(command, "loss", BASE, cwd=tmp_path, trial_dir=lambda n: tmp_path)
+        obj = CommandObjective(spec(command), cwd=tmp_path, trial_dir=lambda n: tmp_path)
         with pytest.raises(UsageError, match=words):
             obj.validate()
     (tmp_path / "plain.sh").write_text("echo hi\n")  # not executable
     with pytest.raises(UsageError, match="not an executable"):
-        CommandObjective("./plain.sh", "loss", BASE, cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
+        CommandObjective(spec("./plain.sh"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
 
 
 def test_a_space_key_the_params_lack_is_refused(tmp_path: Path) -> None:
-    obj = CommandObjective(f"{PYTHON} -c pass", "loss", BASE, cwd=tmp_path, trial_dir=lambda n: tmp_path,
+    obj = CommandObjective(spec(f"{PYTHON} -c pass"), cwd=tmp_path, trial_dir=lambda n: tmp_path,
                            space_keys=("x", "optimizer.lr", "optimizer.momentum"))
     with pytest.raises(UsageError, match=r"search\.space\.optimizer\.momentum: not a key of objective\.params"):
         obj.validate()
 
 
 def test_check_finds_params_that_are_no_json(tmp_path: Path) -> None:
-    obj = CommandObjective(f"{PYTHON} -c pass", "loss", BASE, cwd=tmp_path, trial_dir=lambda n: tmp_path)
+    obj = CommandObjective(spec(f"{PYTHON} -c pass"), cwd=tmp_path, trial_dir=lambda n: tmp_path)
     assert obj.check({"x": 1.0}) == []
     assert obj.check({"x": math.inf}) and obj.check({"x": object()})
 

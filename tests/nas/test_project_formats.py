@@ -15,6 +15,7 @@ import pytest
 from agentlab.core.errors import UsageError
 from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.nas.command import CommandObjective, cli_value, text_metrics
+from agentlab.nas.config import CommandObjectiveConfig
 from agentlab.nas.config_file import ConfigFile, ConfigFileError
 from agentlab.nas.workspace import Workspaces
 
@@ -108,10 +109,15 @@ def test_missing_folder_and_binary_config_files(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- params on the command line
 
 
+def spec(cmd: str, metric: str = "loss", params: dict[str, Any] | None = None) -> CommandObjectiveConfig:
+    """The objective section of ``cmd`` (no params unless given)."""
+    return CommandObjectiveConfig(command=cmd, metric=metric, params=params or {})
+
+
 def command(tmp_path: Path, cmd: str, base: dict[str, Any], body: str, metric: str = "loss",
             **kwargs: Any) -> CommandObjective:
     (tmp_path / "train.py").write_text(textwrap.dedent(body))
-    return CommandObjective(cmd, metric, base, cwd=tmp_path,
+    return CommandObjective(spec(cmd, metric, base), cwd=tmp_path,
                             trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}", **kwargs)
 
 
@@ -195,7 +201,7 @@ def test_metrics_json_in_the_workspace_counts_but_not_a_stale_one(tmp_path: Path
     (project / "train.py").write_text("import json\njson.dump({'loss': 0.25}, open('metrics.json', 'w'))\n")
     spaces = Workspaces(project, tmp_path / "run" / "workspaces", "r")
     spaces.prepare()
-    obj = CommandObjective(f"{PYTHON} train.py", "loss", {}, cwd=project, workspaces=spaces,
+    obj = CommandObjective(spec(f"{PYTHON} train.py"), cwd=project, workspaces=spaces,
                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
     assert obj.run(0, {}, lambda s, v: False)["value"] == 0.25
     assert not (project / "metrics.json").exists()  # written in the workspace, never in the user's folder
@@ -229,7 +235,7 @@ def test_the_config_file_is_written_in_the_workspace_only(tmp_path: Path) -> Non
     spaces = Workspaces(project, tmp_path / "run" / "workspaces", "r")
     spaces.prepare()
     cfg = ConfigFile.load(project / "config.py")
-    obj = CommandObjective(f"{PYTHON} train.py", "loss", {}, cwd=project, workspaces=spaces, config=cfg,
+    obj = CommandObjective(spec(f"{PYTHON} train.py"), cwd=project, workspaces=spaces, config=cfg,
                            space_keys=("training.lr",),
                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
     obj.validate()
@@ -238,7 +244,7 @@ def test_the_config_file_is_written_in_the_workspace_only(tmp_path: Path) -> Non
     used = (tmp_path / "run" / "trials" / "run_0000" / "config_used.py").read_text(encoding="utf-8")
     assert '"lr": 0.25,   # learning rate: keep this comment' in used
     assert not list((tmp_path / "run" / "workspaces").glob("trial_*"))  # removed once recorded
-    bad = CommandObjective(f"{PYTHON} train.py", "loss", {}, cwd=project, workspaces=spaces, config=cfg,
+    bad = CommandObjective(spec(f"{PYTHON} train.py"), cwd=project, workspaces=spaces, config=cfg,
                            space_keys=("training.nope",), trial_dir=lambda n: tmp_path)
     with pytest.raises(ConfigFileError, match="config.py:5: no 'training.nope'"):
         bad.validate()
@@ -266,7 +272,7 @@ def test_metrics_json_in_a_subfolder_of_the_workspace_and_a_committed_checkpoint
                                       "open('model.pt', 'wb').write(b'w')\n")
     spaces = Workspaces(project, tmp_path / "run" / "workspaces", "r")
     spaces.prepare()
-    obj = CommandObjective(f"{PYTHON} train.py", "loss", {}, cwd=project, workspaces=spaces,
+    obj = CommandObjective(spec(f"{PYTHON} train.py"), cwd=project, workspaces=spaces,
                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
     assert obj.run(0, {}, lambda s, v: False)["value"] == 0.5
     kept = sorted(p.name for p in (tmp_path / "run" / "trials" / "run_0000" / "checkpoint").rglob("*") if p.is_file())
@@ -344,6 +350,6 @@ for epoch in range(1, 4):
     (project / "train.py").write_text(body)
     spaces = Workspaces(project, tmp_path / "run" / "workspaces", "r")
     spaces.prepare()
-    obj = CommandObjective(f"{PYTHON} train.py", "val_loss", {}, cwd=project, workspaces=spaces,
+    obj = CommandObjective(spec(f"{PYTHON} train.py", "val_loss"), cwd=project, workspaces=spaces,
                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
     assert obj.run(0, {}, lambda s, v: False)["value"] == pytest.approx(0.3333)

@@ -135,6 +135,17 @@ class StopRules:
     unit: str = "trial"  # what the stop reason counts
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What a command plugs into ``SearchLoop`` besides its objective, planner and evaluator; each optional."""
+    on_event: Callable[..., None] | None = None  # ``on_event(kind, **data)``: recovered, plan, queued, trial
+    on_trial: Callable[[list[TrialRecord]], None] | None = None  # the study's records, after each trial
+    on_queued: Callable[[list[int]], None] | None = None  # a group was queued (evolve starts its workers)
+    progress: Any = None  # a ``Progress``: a task counting to ``StopRules.max_iterations``
+    run_dir: str = ""  # this run's folder: the trials' ``run_dir``, which ``StopRules.own_run`` counts
+    domain: Callable[[list[TrialRecord]], PlanContext] | None = None  # the planners' view (None: ``TrialDomain``)
+
+
 @dataclass
 class SearchOutcome:
     records: list[TrialRecord]
@@ -149,23 +160,20 @@ class SearchLoop:
 
     def __init__(self, *, study: Any, space: SearchSpace, base_params: dict[str, Any] | None, objective: Objective,
                  planner: Planner, evaluator: Evaluator, stop: StopRules, metric: str = "value", seed: int = 0,
-                 on_event: Callable[..., None] | None = None,
-                 on_trial: Callable[[list[TrialRecord]], None] | None = None, progress: Any = None, run_dir: str = "",
-                 domain: Callable[[list[TrialRecord]], PlanContext] | None = None,
-                 on_queued: Callable[[list[int]], None] | None = None):
+                 hooks: Hooks = Hooks()):
         self.study, self.space, self.base_params = study, space, base_params
         self.objective, self.planner, self.evaluator, self.stop = objective, planner, evaluator, stop
-        self.metric, self.seed, self.run_dir = metric, seed, run_dir
+        self.metric, self.seed, self.run_dir = metric, seed, hooks.run_dir
         # the study says which way each objective goes; one objective (nas) has a best trial, several (compress's
         # Pareto search) a front, which the command's own domain reads
         self.directions: list[Direction] = ["maximize" if d.name == "MAXIMIZE" else "minimize"
                                             for d in study.directions]
         self.direction: Direction = self.directions[0]
-        self.domain = domain  # the planners' view of the search (None: ``TrialDomain`` over ``space``)
-        self.on_queued = on_queued or (lambda numbers: None)  # a group was queued (evolve starts its workers)
-        self.on_event = on_event or (lambda kind, **data: None)
-        self.on_trial = on_trial or (lambda records: None)
-        self.progress = progress
+        self.domain = hooks.domain  # the planners' view of the search (None: ``TrialDomain`` over ``space``)
+        self.on_queued = hooks.on_queued or (lambda numbers: None)  # a group was queued (evolve starts its workers)
+        self.on_event = hooks.on_event or (lambda kind, **data: None)
+        self.on_trial = hooks.on_trial or (lambda records: None)
+        self.progress = hooks.progress
         self.store = store_of(study)
         self.worker = self.store.worker
         self.distributions = space.distributions()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, create_model, model_validator
@@ -177,24 +178,31 @@ def good_trials_summary(rows: Sequence[tuple[dict[str, Any], float]], keys: Sequ
     return lines[:limit]
 
 
+@dataclass(frozen=True)
+class ChoiceWording:
+    """The chooser prompt's words that a command may change (compress: the base model, experiments)."""
+    aim: str = ""  # what the choice should do (default: lower or raise ``metric``)
+    incumbent_label: str = "Best config so far"
+    history_label: str = "Trials, best first (changes to the best config)"
+    candidates_label: str = "Candidates (changes to the best config)"
+
+
 def choice_messages(*, goal: str, budget_left: int, incumbent: str, history: Sequence[str], summary: Sequence[str],
                     candidates: Sequence[dict[str, Any] | str], metric: str = "", maximize: bool = False,
-                    notes: Sequence[str] = (), aim: str = "", incumbent_label: str = "Best config so far",
-                    history_label: str = "Trials, best first (changes to the best config)",
-                    candidates_label: str = "Candidates (changes to the best config)") -> list[dict[str, str]]:
+                    notes: Sequence[str] = (), wording: ChoiceWording = ChoiceWording()) -> list[dict[str, str]]:
     """The chooser prompt: goal, best config, trials sorted by score (each as changes to the best config), what the
     good trials share, the candidates as changes to the best config (or as given, when a string), and a one-line
-    answer format. ``aim``: what the choice should do (default: lower or raise ``metric``); the labels let a
-    command name its own things (compress: experiments, the Pareto front)."""
+    answer format. ``wording``: what the choice should do (``aim``, default: lower or raise ``metric``) and the
+    labels that let a command name its own things (compress: experiments, the Pareto front)."""
     lines = [
         f"Goal: {goal}. Trials left: {budget_left}.",
-        f"{incumbent_label}: {incumbent}",
-        f"{history_label}:", *(history or ["(none yet)"]),
+        f"{wording.incumbent_label}: {incumbent}",
+        f"{wording.history_label}:", *(history or ["(none yet)"]),
     ]
     if summary:
         lines += ["What the best third of the trials share:", *(f"- {s}" for s in summary)]
-    aim = aim or f"{'raise' if maximize else 'lower'} {metric}"
-    lines += [*notes, f"{candidates_label}:",
+    aim = wording.aim or f"{'raise' if maximize else 'lower'} {metric}"
+    lines += [*notes, f"{wording.candidates_label}:",
               *(f"{i}: {c if isinstance(c, str) else format_changes(c)}" for i, c in enumerate(candidates)),
               # A placeholder such as "<why>" is copied word for word by a 135M model; a description is not.
               f'Answer as JSON: {{"choice": <0 to {len(candidates) - 1}>, "reasoning": "..."}}, where reasoning says '

@@ -19,7 +19,7 @@ from agentlab.core.llm.types import ToolCall
 from agentlab.core.search.agent import AgentKit, AgentPlanner, TrialView, agent_streak
 from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
-from agentlab.core.search.loop import SearchLoop, StopRules
+from agentlab.core.search.loop import Hooks, SearchLoop, StopRules
 from agentlab.core.search.planners import OptunaPlanner, trial_results
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.settings import AgentSettings
@@ -55,8 +55,8 @@ def search(planner: Any, seed: int, trials: int = 12, study: Any = None, objecti
     study = study or new_study(direction="minimize")
     loop = SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=objective or Bowl(),
                       planner=planner, evaluator=HybridEvaluator(0.0), stop=StopRules(trials), seed=seed,
-                      metric="val", on_event=(lambda kind, **f: events.append((kind, f))) if events is not None
-                      else None)
+                      metric="val", hooks=Hooks(on_event=(lambda kind, **f: events.append((kind, f)))
+                                                if events is not None else None))
     return loop.run().records
 
 

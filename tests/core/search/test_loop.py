@@ -14,7 +14,7 @@ import pytest
 
 from agentlab.core.search.engine import new_study  # noqa: E402
 from agentlab.core.search.evaluator import HybridEvaluator
-from agentlab.core.search.loop import Pruned, SearchLoop, StopRules
+from agentlab.core.search.loop import Hooks, Pruned, SearchLoop, StopRules
 from agentlab.core.search.planners import OptunaPlanner
 from agentlab.core.search.records import A_PLAN, best_of, state_dict
 from agentlab.core.search.space import ParamSpec, SearchSpace
@@ -406,9 +406,9 @@ class Batched(Quadratic):
 def test_generations_queue_groups_scored_in_batches_behind_a_barrier(tmp_path: Path) -> None:
     objective, planner = Batched(), Groups([3, 2])
     study = new_study(study_name="t", storage=open_storage(None, tmp_path), direction="minimize")
+    hooks = Hooks(domain=lambda records: type("Ctx", (), {"domain": type("D", (), {"records": records})})())
     loop = SearchLoop(study=study, space=SPACE, base_params=None, objective=objective, planner=planner,  # type: ignore[arg-type]
-                      evaluator=HybridEvaluator(0.01), metric="val", stop=StopRules(5, generations=True),
-                      domain=lambda records: type("Ctx", (), {"domain": type("D", (), {"records": records})})())
+                      evaluator=HybridEvaluator(0.01), metric="val", stop=StopRules(5, generations=True), hooks=hooks)
     outcome = loop.run()
     assert planner.seen == [0, 3, 5] and outcome.stop_reason.kind == "exhausted"
     assert objective.batches == [[0, 1], [3, 4]]  # two at a time; the group's third alone, through ``run``
