@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from agentlab.core.debate.answers import Answer, vote
 from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask
-from agentlab.core.debate.graph import debate_rounds
+from agentlab.core.debate.graph import DebateSettings, debate_rounds
 from agentlab.core.debate.protocol import Kind, first_prompt
 from agentlab.core.debate.task import Question, is_correct
 from agentlab.core.errors import AgentlabError
@@ -97,8 +97,8 @@ async def _debate(router: Router, panel: Panel, q: Question, kind: Kind, first: 
                   gate: asyncio.Semaphore, tick: Callable[[], None]) -> tuple[str | None, int]:
     """The vote of the last round of a debate whose round 0 is ``first``; and the tokens of the rounds asked."""
     async with gate:
-        rounds = await debate_rounds(router, panel, q.question, kind, s.rounds, temperature=0.0,
-                                     max_tokens=s.max_tokens, done=[first], style=STYLE)
+        settings = DebateSettings(temperature=0.0, max_tokens=s.max_tokens, style=STYLE)
+        rounds = await debate_rounds(router, panel, q.question, kind, s.rounds, settings, done=[first])
     tick()
     asked = sum(a.tokens for r in rounds[1:] for a in r)
     return vote(rounds[-1], s.decision).winner, asked
