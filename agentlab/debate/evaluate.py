@@ -19,11 +19,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round, ballots
 from agentlab.core.debate.engine import Panel, judge, samples
-from agentlab.core.debate.graph import debate_rounds
+from agentlab.core.debate.graph import DebateSettings, debate_rounds
 from agentlab.core.debate.rules import RULES, decide
 from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
 from agentlab.core.errors import AgentlabError, UsageError
@@ -75,14 +76,14 @@ async def score_question(router: Router, panel: Panel, cfg: DebateConfig, q: Que
     kind = answer_kind(q, cfg.kind)
     n = len(panel.agents) * (cfg.eval_rounds + 1)
     style = prompt_style(cfg, panel, kind)
-    common: dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "style": style}
+    settings = DebateSettings(temperature=cfg.temperature, max_tokens=cfg.max_tokens, style=style)
     first, sc = await asyncio.gather(
-        debate_rounds(router, panel, q.question, kind, 0, **common),
+        debate_rounds(router, panel, q.question, kind, 0, settings),
         samples(router, panel, q.question, kind, n, temperature=cfg.eval.sc_temperature,
                 max_tokens=cfg.max_tokens, style=style))
     shown = visibilities(cfg)
-    debates = await asyncio.gather(*(debate_rounds(router, panel, q.question, kind, cfg.eval_rounds, done=first,
-                                                   visibility=v, **common) for v in shown))
+    debates = await asyncio.gather(*(debate_rounds(router, panel, q.question, kind, cfg.eval_rounds,
+                                                   replace(settings, visibility=v), done=first) for v in shown))
     verdicts: dict[str, list[Answer | None]] = {v: [None] * (cfg.eval_rounds + 1) for v in shown}
     if cfg.decision == "judge":
         for v, rounds in zip(shown, debates, strict=True):

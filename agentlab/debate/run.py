@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round, vote
 from agentlab.core.debate.engine import Agent, Panel, ask
-from agentlab.core.debate.graph import debate_graph
+from agentlab.core.debate.graph import DebateSettings, debate_graph
 from agentlab.core.debate.protocol import question_kind
 from agentlab.core.debate.rules import decide
 from agentlab.core.errors import UsageError
@@ -176,9 +176,9 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     async def main() -> tuple[list[Round], Answer | None]:
         router = Router.for_run(panel.llm, run_dir, providers=providers)
         try:
-            return await debate_graph(router, panel, question, kind, n_rounds, temperature=cfg.temperature,
-                                      max_tokens=cfg.max_tokens, done=done, on_round=finished,
-                                      style=prompt_style(cfg, panel, kind), visibility=cfg.visibility, rule=rule,
+            settings = DebateSettings(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                      style=prompt_style(cfg, panel, kind), visibility=cfg.visibility, rule=rule)
+            return await debate_graph(router, panel, question, kind, n_rounds, settings, done=done, on_round=finished,
                                       ask_judge=cfg.decision == "judge" or kind == "open",
                                       checkpoint=run_dir.file(CHECKPOINT))
         finally:

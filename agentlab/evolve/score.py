@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from agentlab.core.debate.answers import Answer, vote
 from agentlab.core.debate.engine import Agent, Panel, adapter_panel, ask
-from agentlab.core.debate.graph import debate_rounds
+from agentlab.core.debate.graph import DebateSettings, debate_rounds
 from agentlab.core.debate.protocol import Kind, first_prompt
 from agentlab.core.debate.task import Question, is_correct
 from agentlab.core.errors import AgentlabError
-from agentlab.core.harness import score_models
+from agentlab.core.harness import ScoreModelsSettings, score_models
 from agentlab.core.llm.router import Router
 from agentlab.core.llm.scoring import answer_logliks
 from agentlab.core.models.adapters import adapter_logit_changes, logit_changes
@@ -97,8 +97,8 @@ async def _debate(router: Router, panel: Panel, q: Question, kind: Kind, first: 
                   gate: asyncio.Semaphore, tick: Callable[[], None]) -> tuple[str | None, int]:
     """The vote of the last round of a debate whose round 0 is ``first``; and the tokens of the rounds asked."""
     async with gate:
-        rounds = await debate_rounds(router, panel, q.question, kind, s.rounds, temperature=0.0,
-                                     max_tokens=s.max_tokens, done=[first], style=STYLE)
+        settings = DebateSettings(temperature=0.0, max_tokens=s.max_tokens, style=STYLE)
+        rounds = await debate_rounds(router, panel, q.question, kind, s.rounds, settings, done=[first])
     tick()
     asked = sum(a.tokens for r in rounds[1:] for a in r)
     return vote(rounds[-1], s.decision).winner, asked
@@ -215,8 +215,8 @@ def harness_scores(s: ScoreSettings, adapters: dict[str, str], items: list[int])
     """Each adapter on ``s.harness``'s lm-eval task, items ``items``: the mean of each task's first metric
     (``value``), its per-item values (``items``) and every metric lm-eval reported (``scores``)."""
     h = s.harness or {}
-    scored = score_models(s.base_model, adapters, [h["task"]], include=h.get("include", []), items=items,
-                          device=s.device, probe=s.probe, min_change=s.min_change)
+    scored = score_models(s.base_model, adapters, [h["task"]], ScoreModelsSettings(
+        include=h.get("include", []), items=items, device=s.device, probe=s.probe, min_change=s.min_change))
     return {name: {"value": round(scored.mean(name), 4), "items": scored.per_item(name),
                    "scores": [x.to_dict() for x in scored.rows[name]]} for name in adapters}
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from agentlab.core.errors import UsageError
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
-from agentlab.core.harness import load_tasks, score_models, task_manager
+from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
 from agentlab.core.models.builtin import upstream_id
 from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
@@ -83,9 +83,10 @@ def _evaluate(cfg: TrainPersonaConfig, run_dir: RunDir, results: dict[str, Any],
     the table in results.json and report.md (and MLflow)."""
     adapter = Path(results["adapter"])
     announce(f"lm-eval: {', '.join(cfg.eval.tasks)} on {cfg.base_model} and the adapter")
-    scored = score_models(cfg.base_model, {adapter.name: adapter}, cfg.eval.tasks, include=cfg.eval.include_path,
-                          limit=cfg.eval.limit, chat_template=cfg.eval.chat_template, device=cfg.train.device,
-                          dtype=cfg.train.dtype, batch_size=cfg.eval.batch_size)
+    settings = ScoreModelsSettings(include=cfg.eval.include_path, limit=cfg.eval.limit,
+                                   chat_template=cfg.eval.chat_template, device=cfg.train.device,
+                                   dtype=cfg.train.dtype, batch_size=cfg.eval.batch_size)
+    scored = score_models(cfg.base_model, {adapter.name: adapter}, cfg.eval.tasks, settings)
     for row, lm_results in scored.results.items():
         save_row(run_dir.file("lm-eval", row), lm_results, scored.samples[row])
     lines = eval_lines(scored, adapter.name)

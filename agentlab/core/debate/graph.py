@@ -11,7 +11,8 @@ One debate is one graph run (a thread)::
 - ``metrics``: the round joins the finished rounds; ``on_round(k, answers)`` runs (``agentlab debate``: the
   transcript, the ``round`` event with the vote and agreement, the console line);
 - ``next`` (the vote's edge): another round while fewer than ``rounds + 1`` are done, unless the decision ``rule``
-  needs none after round 0 (``rules.stops_after_round0``); then the ``judge`` when one is asked, else END.
+  (``DebateSettings.rule``) needs none after round 0 (``rules.stops_after_round0``); then the ``judge`` when one is
+  asked, else END.
 
 The state holds the finished rounds as plain dicts (``Answer.to_dict``), so a checkpointer can store it: with
 ``checkpoint`` (a file, ``agentlab debate``'s ``debate.sqlite`` in the run folder) LangGraph's SQLite checkpointer
@@ -49,6 +50,18 @@ class DebateState(TypedDict, total=False):
     verdict: dict[str, Any] | None  # the judge's reply
 
 
+@dataclass(frozen=True)
+class DebateSettings:
+    """How each round is asked (sampling, the prompts' ``style``, what an agent is shown of the others: ``visibility``)
+    and the decision ``rule`` that may end the rounds after round 0 (None: every round is asked)."""
+
+    temperature: float
+    max_tokens: int
+    style: str = "format"
+    visibility: str = "full"
+    rule: str | None = None
+
+
 @dataclass
 class Debate:
     """One question's debate: what the nodes need besides the state (never stored in a checkpoint)."""
@@ -58,11 +71,7 @@ class Debate:
     question: str
     kind: Kind
     rounds: int
-    temperature: float
-    max_tokens: int
-    style: str = "format"
-    visibility: str = "full"
-    rule: str | None = None
+    settings: DebateSettings
     ask_judge: bool = False
     on_round: OnRound | None = None
 
@@ -84,8 +93,9 @@ class Debate:
         from langgraph.graph import END
 
         finished = state.get("rounds") or []
+        rule = self.settings.rule
         more = len(finished) <= self.rounds and not (
-            finished and self.rule is not None and stops_after_round0(self.rule, _answers(finished[0])))
+            finished and rule is not None and stops_after_round0(rule, _answers(finished[0])))
         if more:
             return "agents"
         return "judge" if self.ask_judge and finished else END
@@ -93,10 +103,11 @@ class Debate:
     async def agents(self, state: DebateState) -> DebateState:
         finished = [_answers(r) for r in state.get("rounds") or []]
         own = {a.name: [x.text for r in finished for x in r if x.agent == a.name] for a in self.panel.agents}
+        s = self.settings
         asks = [ask(self.router, agent, conversation(self.question, self.kind, own[agent.name],
-                                                     others_of(finished, agent.name, self.visibility),
-                                                     self.style),  # type: ignore[arg-type]
-                    self.kind, temperature=self.temperature, max_tokens=self.max_tokens)
+                                                     others_of(finished, agent.name, s.visibility),
+                                                     s.style),  # type: ignore[arg-type]
+                    self.kind, temperature=s.temperature, max_tokens=s.max_tokens)
                 for agent in self.panel.agents]
         answers = list(await asyncio.gather(*asks))
         return {"asked": [a.to_dict() for a in answers]}
@@ -113,7 +124,8 @@ class Debate:
 
     async def judge(self, state: DebateState) -> DebateState:
         last = _answers((state.get("rounds") or [[]])[-1])
-        reply = await judge(self.router, self.panel, self.question, self.kind, last, max_tokens=self.max_tokens)
+        reply = await judge(self.router, self.panel, self.question, self.kind, last,
+                            max_tokens=self.settings.max_tokens)
         return {"verdict": reply.to_dict()}
 
     def limit(self) -> int:
@@ -159,24 +171,19 @@ def _result(state: dict[str, Any]) -> tuple[list[Round], Answer | None]:
     return [_answers(r) for r in state.get("rounds") or []], reply
 
 
-async def debate_rounds(router: Router, panel: Panel, question: str, kind: Kind, rounds: int, *,
-                        temperature: float, max_tokens: int, done: list[Round] | None = None, style: str = "format",
-                        on_round: OnRound | None = None, visibility: str = "full", rule: str | None = None
-                        ) -> list[Round]:
+async def debate_rounds(router: Router, panel: Panel, question: str, kind: Kind, rounds: int, settings: DebateSettings,
+                        *, done: list[Round] | None = None, on_round: OnRound | None = None) -> list[Round]:
     """The rounds of :func:`debate_graph` without a judge or a checkpoint (``debate eval``, evolve)."""
-    finished, _ = await debate_graph(router, panel, question, kind, rounds, temperature=temperature,
-                                     max_tokens=max_tokens, done=done, style=style, on_round=on_round,
-                                     visibility=visibility, rule=rule)
+    finished, _ = await debate_graph(router, panel, question, kind, rounds, settings, done=done, on_round=on_round)
     return finished
 
 
-async def debate_graph(router: Router, panel: Panel, question: str, kind: Kind, rounds: int, *,
-                       temperature: float, max_tokens: int, done: list[Round] | None = None, style: str = "format",
-                       on_round: OnRound | None = None, visibility: str = "full", rule: str | None = None,
-                       ask_judge: bool = False, checkpoint: Path | None = None) -> tuple[list[Round], Answer | None]:
-    """Rounds ``len(done)`` .. ``rounds`` of one question on the graph (round 0: the independent answers), then the
-    judge when ``ask_judge``; ``rule`` ``on_disagreement`` (or ``vote``) stops after a unanimous (any) round 0.
-    ``checkpoint``: the SQLite file the graph's state is saved to after every node, and continued from."""
-    debate = Debate(router, panel, question, kind, rounds, temperature, max_tokens, style, visibility, rule,
-                    ask_judge, on_round)
+async def debate_graph(router: Router, panel: Panel, question: str, kind: Kind, rounds: int, settings: DebateSettings,
+                       *, done: list[Round] | None = None, on_round: OnRound | None = None, ask_judge: bool = False,
+                       checkpoint: Path | None = None) -> tuple[list[Round], Answer | None]:
+    """Rounds ``len(done)`` .. ``rounds`` of one question on the graph (round 0: the independent answers), asked as
+    ``settings`` says, then the judge when ``ask_judge``; ``settings.rule`` ``on_disagreement`` (or ``vote``) stops
+    after a unanimous (any) round 0. ``checkpoint``: the SQLite file the graph's state is saved to after every node,
+    and continued from."""
+    debate = Debate(router, panel, question, kind, rounds, settings, ask_judge, on_round)
     return await debate.run(done, checkpoint)

@@ -8,8 +8,8 @@
 - :func:`evaluate_row`, :func:`scores`, :func:`check_applied`, :func:`paired`: one row through
   ``lm_eval.simple_evaluate``, its metric table, the check that an adapter changed its per-sample log-likelihoods,
   paired differences against the base (``evaluate.py``)
-- :func:`score_models`: all of it in one call, for commands that score with a harness task (train-persona --eval,
-  evolve, compress)
+- :func:`score_models`, :class:`ScoreModelsSettings`: all of it in one call, for commands that score with a harness
+  task (train-persona --eval, evolve, compress)
 
 lm_eval is an optional dependency (``pip install 'agentlab[eval]'``); it, torch and transformers are imported on
 first use, so ``import agentlab.core.harness`` stays cheap.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         scores,
     )
     from agentlab.core.harness.lm import BASE, HarnessModel, check_probe, load_harness_model
-    from agentlab.core.harness.score import HarnessScores, score_models
+    from agentlab.core.harness.score import HarnessScores, ScoreModelsSettings, score_models
     from agentlab.core.harness.tasks import (
         BUNDLED,
         TaskInfo,
@@ -48,12 +48,12 @@ _EXPORTS = {
     "Paired": "evaluate", "Score": "evaluate", "Settings": "evaluate", "check_applied": "evaluate",
     "evaluate_row": "evaluate", "logliks_of": "evaluate", "paired": "evaluate", "scores": "evaluate",
     "BASE": "lm", "HarnessModel": "lm", "check_probe": "lm", "load_harness_model": "lm",
-    "HarnessScores": "score", "score_models": "score",
+    "HarnessScores": "score", "ScoreModelsSettings": "score", "score_models": "score",
     "BUNDLED": "tasks", "TaskInfo": "tasks", "bundled_names": "tasks", "export_tasks": "tasks",
     "go_offline": "tasks", "list_tasks": "tasks", "load_tasks": "tasks", "task_manager": "tasks",
 }
-__all__ = ["BASE", "BUNDLED", "HarnessModel", "HarnessScores", "Paired", "Score", "Settings", "TaskInfo",
-           "bundled_names", "check_applied", "check_probe", "evaluate_row", "export_tasks", "go_offline",
+__all__ = ["BASE", "BUNDLED", "HarnessModel", "HarnessScores", "Paired", "Score", "ScoreModelsSettings", "Settings",
+           "TaskInfo", "bundled_names", "check_applied", "check_probe", "evaluate_row", "export_tasks", "go_offline",
            "list_tasks", "load_harness_model", "load_tasks", "logliks_of", "paired", "score_models", "scores",
            "task_manager"]
 

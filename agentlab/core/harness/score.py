@@ -71,44 +71,63 @@ class HarnessScores:
                 "paired": {r: [p.to_dict() for p in v] for r, v in self.paired.items()}}
 
 
-def score_models(model: str | HarnessModel, adapters: Mapping[str, str | Path] | None, tasks: Sequence[str], *,
-                 include: Sequence[str | Path] = (), limit: int | None = None, num_fewshot: int | None = None,
-                 chat_template: bool | str = "auto", device: str = "auto", dtype: str = "auto", batch_size: int = 8,
-                 probe: str = "What is 7 times 8?", min_change: float = 1e-4, base: bool = True,
-                 items: Sequence[int] | None = None, on_row: Callable[[str], None] | None = None) -> HarnessScores:
+@dataclass(frozen=True)
+class ScoreModelsSettings:
+    """How :func:`score_models` loads the model, probes each adapter and asks lm-eval (the same for every row)."""
+
+    include: Sequence[str | Path] = ()  # folders of your own task YAMLs
+    limit: int | None = None  # the first N items of each task (None: all)
+    num_fewshot: int | None = None  # few-shot examples per prompt (None: each task's own)
+    chat_template: bool | str = "auto"  # wrap prompts in the chat template; auto: when the tokenizer has one
+    device: str = "auto"  # device, dtype, batch_size: the model's load (unused for a HarnessModel already loaded)
+    dtype: str = "auto"
+    batch_size: int = 8
+    probe: str = "What is 7 times 8?"  # each adapter must change the base's logits on it by min_change or more
+    min_change: float = 1e-4
+    # score the model without adapters too (needed for the applied check and the paired differences; without it,
+    # adapters are probed only)
+    base: bool = True
+    # score these item indices of every task instead of the first limit (an InputError when a task has fewer)
+    items: Sequence[int] | None = None
+
+
+def score_models(model: str | HarnessModel, adapters: Mapping[str, str | Path] | None, tasks: Sequence[str],
+                 settings: ScoreModelsSettings | None = None, *, on_row: Callable[[str], None] | None = None
+                 ) -> HarnessScores:
     """Score ``model`` (a model reference, or a :class:`HarnessModel` already loaded) and each of ``adapters``
-    (name -> PEFT folder) on the lm-eval ``tasks``; ``base``: score the model without adapters too (needed for the
-    applied check and the paired differences; without it, adapters are probed only). ``items``: score these item
-    indices of every task instead of the first ``limit`` (an ``InputError`` when a task has fewer). Raises
-    ``InputError`` for an unknown task, missing data or an adapter that changes nothing on the probe,
-    ``AgentlabError`` for an adapter whose per-sample log-likelihoods equal the base's."""
-    manager = task_manager(include, names=tasks)
+    (name -> PEFT folder) on the lm-eval ``tasks``, as ``settings`` says (default: :class:`ScoreModelsSettings`'s
+    defaults); ``on_row(row)`` is told each row before it is scored. Raises ``InputError`` for an unknown task,
+    missing data or an adapter that changes nothing on the probe, ``AgentlabError`` for an adapter whose per-sample
+    log-likelihoods equal the base's."""
+    s = settings or ScoreModelsSettings()
+    manager = task_manager(s.include, names=tasks)
     loaded = load_tasks(manager, tasks)
     chosen_items = None
-    if items is not None:
-        chosen = sorted(set(items))
+    limit = s.limit
+    if s.items is not None:
+        chosen = sorted(set(s.items))
         for name, task in loaded["tasks"].items():
             if chosen and chosen[-1] >= len(task.eval_docs):
                 raise InputError(f"task '{name}' has {len(task.eval_docs)} items; {chosen[-1] + 1} are needed",
                                  hint="ask for fewer items, or give a task with more")
         chosen_items, limit = {name: chosen for name in loaded["tasks"]}, None
     hm = model if isinstance(model, HarnessModel) else load_harness_model(
-        model, adapters, device=device, dtype=dtype, batch_size=batch_size)
+        model, adapters, device=s.device, dtype=s.dtype, batch_size=s.batch_size)
     names = list(adapters or {}) if not isinstance(model, HarnessModel) else list(hm.adapters)
     out = HarnessScores(list(tasks))
-    out.probe = hm.probe(probe)
-    check_probe(out.probe, min_change, hm.adapters)
-    settings = Settings(limit=limit, num_fewshot=num_fewshot, chat_template=hm.uses_chat_template(chat_template),
-                        samples=chosen_items)
+    out.probe = hm.probe(s.probe)
+    check_probe(out.probe, s.min_change, hm.adapters)
+    asked = Settings(limit=limit, num_fewshot=s.num_fewshot, chat_template=hm.uses_chat_template(s.chat_template),
+                     samples=chosen_items)
     logliks = {}
-    for row, adapter in ([(BASE, None)] if base else []) + [(n, n) for n in names]:
+    for row, adapter in ([(BASE, None)] if s.base else []) + [(n, n) for n in names]:
         if on_row is not None:
             on_row(row)
-        results, samples = evaluate_row(hm, adapter, tasks, manager, settings)
+        results, samples = evaluate_row(hm, adapter, tasks, manager, asked)
         out.results[row], out.samples[row], out.rows[row] = results, samples, scores(results)
-        if base:
+        if s.base:
             logliks[row] = logliks_of(hm, samples, adapter)
-    if base:
+    if s.base:
         for name in names:
             out.applied[name] = check_applied(name, logliks[BASE], logliks[name])
             out.paired[name] = paired(out.samples[BASE], out.samples[name], out.rows[BASE])
