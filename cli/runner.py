@@ -75,9 +75,12 @@ class CommandSpec:
 class Invocation:
     """What the user asked this time: the options of the command line that every such command reads the same way.
 
-    ``sets``: the ``--set`` strings followed by the ``Flag``s of options that stand for config keys (``flags()``).
-    ``otlp_endpoint``: trace the run's LLM calls there (``--otlp-endpoint``), under one span ``agentlab <command>``;
-    checked before ``prepare``, flushed when the command ends.
+    ``config``: the ``-c`` file; ``sets``: the ``--set`` strings followed by the ``Flag``s of options that stand for
+    config keys (``flags()``); ``out``: ``--out``, the exact run folder; ``resume``: ``--resume`` (a run folder, or
+    empty for the latest); ``log_prompts``: False for ``--no-log-prompts``; ``json_``: ``--json`` (print the result
+    as JSON, no progress); ``verbose``: the count of ``-v``. ``otlp_endpoint``: trace the run's LLM calls there
+    (``--otlp-endpoint``), under one span ``agentlab <command>``; checked before ``prepare``, flushed when the
+    command ends.
     """
 
     config: Path | None = None

@@ -177,8 +177,8 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
         start_workers(waiting)
     evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers, seed=cfg.seed,
-                hooks=Hooks(on_event=on_event, progress=progress, run_dir=str(run_dir.path), on_queued=start_workers,
-                            domain=lambda records: PlanContext(records, 0))).run()  # type: ignore[arg-type]
+                hooks=Hooks(on_event=on_event, progress=progress, run_dir=str(run_dir.path),
+                            on_queued=start_workers)).run()
     try:  # generations of elites alone, after the budget was spent: stored, nothing to score
         unscored = breeder.propose_group()  # never empty
     except NoProposal:

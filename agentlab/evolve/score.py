@@ -215,7 +215,7 @@ def harness_scores(s: ScoreSettings, adapters: dict[str, str], items: list[int])
     """Each adapter on ``s.harness``'s lm-eval task, items ``items``: the mean of each task's first metric
     (``value``), its per-item values (``items``) and every metric lm-eval reported (``scores``)."""
     h = s.harness or {}
-    scored = score_models(s.base_model, adapters, [h["task"]], ScoreModelsSettings(
+    scored = score_models(s.base_model, adapters, [h["task"]], settings=ScoreModelsSettings(
         include=h.get("include", []), items=items, device=s.device, probe=s.probe, min_change=s.min_change))
     return {name: {"value": round(scored.mean(name), 4), "items": scored.per_item(name),
                    "scores": [x.to_dict() for x in scored.rows[name]]} for name in adapters}

@@ -91,8 +91,8 @@ class ScoreModelsSettings:
     items: Sequence[int] | None = None
 
 
-def score_models(model: str | HarnessModel, adapters: Mapping[str, str | Path] | None, tasks: Sequence[str],
-                 settings: ScoreModelsSettings | None = None, *, on_row: Callable[[str], None] | None = None
+def score_models(model: str | HarnessModel, adapters: Mapping[str, str | Path] | None, tasks: Sequence[str], *,
+                 settings: ScoreModelsSettings | None = None, on_row: Callable[[str], None] | None = None
                  ) -> HarnessScores:
     """Score ``model`` (a model reference, or a :class:`HarnessModel` already loaded) and each of ``adapters``
     (name -> PEFT folder) on the lm-eval ``tasks``, as ``settings`` says (default: :class:`ScoreModelsSettings`'s
