@@ -207,12 +207,12 @@ def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[
 def _recover(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
     r = exp.recover
     assert r is not None
-    settings = recover.RecoverSettings(steps=r.steps, lr=r.lr, seed=inputs.seed)
+    settings = recover.RecoverSettings(steps=r.steps, seed=inputs.seed)
     if r.method == "lora":
-        return recover.lora_recover(model, tokenizer, inputs.calib_text, settings=settings)
+        return recover.lora_recover(model, tokenizer, inputs.calib_text, settings=settings, lr=r.lr)
     teacher, _ = load_causal_lm(inputs.model, device=inputs.device, dtype=inputs.measure.dtype)
     try:
-        return recover.distill(model, teacher, tokenizer, inputs.calib_text, settings=settings)
+        return recover.distill(model, teacher, tokenizer, inputs.calib_text, settings=settings, lr=r.lr)
     finally:
         del teacher
 

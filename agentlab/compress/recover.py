@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.compress.prune import decoder_linears, sparsity_of, token_chunks
@@ -29,10 +29,10 @@ EVAL_CHUNKS = 8  # fixed chunks of the training text on which the loss is measur
 
 @dataclass(frozen=True)
 class RecoverSettings:
-    """How ``lora_recover`` and ``distill`` train (``train_loop`` reads steps, lr, batch_size and seed)."""
+    """How ``lora_recover`` and ``distill`` train, beside each one's learning rate (``train_loop`` reads steps,
+    batch_size and seed)."""
     steps: int = 50
     seq_len: int = 128  # tokens per chunk of the text
-    lr: float | None = None  # None: the method's own, 2e-4 for LoRA and 5e-5 for distillation
     batch_size: int = 4
     seed: int = 0
 
@@ -53,12 +53,11 @@ def apply_masks(model: Any, masks: dict[str, Any]) -> None:
                 lin.weight.masked_fill_(masks[name], 0)
 
 
-def lora_recover(model: Any, tokenizer: Any, text: str, *, settings: RecoverSettings = RecoverSettings(), r: int = 16,
-                 progress: Progress | None = None) -> dict[str, Any]:
+def lora_recover(model: Any, tokenizer: Any, text: str, *, settings: RecoverSettings = RecoverSettings(),
+                 lr: float = 2e-4, r: int = 16, progress: Progress | None = None) -> dict[str, Any]:
     """LoRA fine-tuning of ``model`` on ``text`` (causal-LM loss on every token of ``seq_len``-token chunks), then
     the adapter merged into the weights and the pruning mask applied again, so the model stays as sparse as it was.
-    ``settings``: steps, seq_len, lr (2e-4 unless given), batch_size, seed. Changes ``model`` in place; returns a
-    report.
+    ``settings``: steps, seq_len, batch_size, seed. Changes ``model`` in place; returns a report.
 
     The adapter (rank ``r`` on every linear layer but the head, :func:`lora_config`) trains a dense update; merging
     it would fill the pruned positions, so they are zeroed again. ``delta_pruned_share`` in the report is the share
@@ -68,19 +67,18 @@ def lora_recover(model: Any, tokenizer: Any, text: str, *, settings: RecoverSett
     quiet_imports()  # peft imports bitsandbytes and torchao
     from peft import get_peft_model
 
-    s = settings if settings.lr is not None else replace(settings, lr=2e-4)
     start, masks = time.perf_counter(), pruning_masks(model)
-    chunks = token_chunks(tokenizer, text, s.seq_len)
+    chunks = token_chunks(tokenizer, text, settings.seq_len)
     before = _lm_loss(model, chunks[:EVAL_CHUNKS])
     grads, was_training = {n: p.requires_grad for n, p in model.named_parameters()}, model.training
-    seed_everything(s.seed)
+    seed_everything(settings.seed)
     with quiet_library_warnings():
         peft_model = get_peft_model(model, lora_config(r=r, dropout=0.0))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     try:
         peft_model.train()
-        losses = train_loop(params, chunks, lambda batch: peft_model(input_ids=batch, labels=batch).loss, s,
-                            progress=progress, description="LoRA recovery")
+        losses = train_loop(params, chunks, lambda batch: peft_model(input_ids=batch, labels=batch).loss, settings,
+                            lr=lr, progress=progress, description="LoRA recovery")
         pruned_share = _masked_delta_share(peft_model, masks)
         peft_model.merge_and_unload()  # merges into ``model`` itself and puts its own linear layers back
     except BaseException:
@@ -92,19 +90,20 @@ def lora_recover(model: Any, tokenizer: Any, text: str, *, settings: RecoverSett
         model.train(was_training)
     apply_masks(model, masks)
     after = _lm_loss(model, chunks[:EVAL_CHUNKS])
-    return {"method": "lora", "steps": s.steps, "seq_len": s.seq_len, "batch_size": s.batch_size, "lr": s.lr, "r": r,
-            "trainable_params": sum(p.numel() for p in params), **_summary(losses, before, after),
+    return {"method": "lora", "steps": settings.steps, "seq_len": settings.seq_len, "batch_size": settings.batch_size,
+            "lr": lr, "r": r, "trainable_params": sum(p.numel() for p in params), **_summary(losses, before, after),
             "delta_pruned_share": pruned_share, "sparsity": sparsity_of(model).sparsity,
             "seconds": round(time.perf_counter() - start, 3)}
 
 
 def distill(student: Any, teacher: Any, tokenizer: Any, text: str, *, settings: RecoverSettings = RecoverSettings(),
-            temperature: float = 2.0, kd_weight: float = 1.0, progress: Progress | None = None) -> dict[str, Any]:
+            lr: float = 5e-5, temperature: float = 2.0, kd_weight: float = 1.0,
+            progress: Progress | None = None) -> dict[str, Any]:
     """Logit knowledge distillation (Hinton et al. 2015) of ``teacher`` into ``student`` on ``text``: the loss is
     ``kd_weight * T^2 * KL(teacher_T || student_T)`` over next-token distributions softened by ``temperature`` T,
     plus ``(1 - kd_weight)`` times the causal-LM loss. Pure logit KD (``kd_weight`` 1) is what Minitron (Muralidharan
     et al. 2024) found best for retraining pruned LLMs. Both models need the same vocabulary. ``settings``: steps,
-    seq_len, lr (5e-5 unless given), batch_size, seed. Changes ``student`` in place; returns a report.
+    seq_len, batch_size, seed. Changes ``student`` in place; returns a report.
 
     The student trains its full decoder-block weights (embeddings and head frozen: the vocabulary is shared with the
     teacher, and they are a fifth of a small model's parameters). Full weights rather than LoRA so that the mask
@@ -113,9 +112,8 @@ def distill(student: Any, teacher: Any, tokenizer: Any, text: str, *, settings: 
     model that comes out."""
     import torch
 
-    s = settings if settings.lr is not None else replace(settings, lr=5e-5)
     start, masks = time.perf_counter(), pruning_masks(student)
-    chunks = token_chunks(tokenizer, text, s.seq_len)
+    chunks = token_chunks(tokenizer, text, settings.seq_len)
     linears = decoder_linears(student)
     device = next(student.parameters()).device
     teacher.eval()
@@ -141,14 +139,15 @@ def distill(student: Any, teacher: Any, tokenizer: Any, text: str, *, settings: 
     try:
         before = eval_loss()
         student.train()
-        losses = train_loop(params, chunks, loss_fn, s, progress=progress, description="distillation",
+        losses = train_loop(params, chunks, loss_fn, settings, lr=lr, progress=progress, description="distillation",
                             before_step=mask_grads, after_step=lambda: apply_masks(student, masks))
     finally:
         for name, param in student.named_parameters():
             param.requires_grad_(grads[name])
         student.train(was_training)
-    return {"method": "distill", "steps": s.steps, "seq_len": s.seq_len, "batch_size": s.batch_size, "lr": s.lr,
-            "temperature": temperature, "kd_weight": kd_weight, "trainable_params": sum(p.numel() for p in params),
+    return {"method": "distill", "steps": settings.steps, "seq_len": settings.seq_len,
+            "batch_size": settings.batch_size, "lr": lr, "temperature": temperature, "kd_weight": kd_weight,
+            "trainable_params": sum(p.numel() for p in params),
             **_summary(losses, before, eval_loss()), "sparsity": sparsity_of(student).sparsity,
             "seconds": round(time.perf_counter() - start, 3)}
 
@@ -173,17 +172,17 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, input_id
 
 
 def train_loop(params: list[Any], chunks: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-               settings: RecoverSettings, *, progress: Progress | None, description: str,
+               settings: RecoverSettings, *, lr: float, progress: Progress | None, description: str,
                before_step: Callable[[], None] | None = None,
                after_step: Callable[[], None] | None = None) -> list[float]:
     """``steps`` AdamW steps (no weight decay, learning rate decaying linearly from ``lr`` to 0, gradients clipped
-    at norm 1) on batches of ``chunks`` drawn in seeded random order, epoch after epoch, ``batch_size`` and ``seed``
-    from ``settings`` too (their ``lr`` given). Returns the loss of each step. ``before_step`` runs between backward
+    at norm 1) on batches of ``chunks`` drawn in seeded random order, epoch after epoch, ``steps``, ``batch_size`` and
+    ``seed`` from ``settings``. Returns the loss of each step. ``before_step`` runs between backward
     and the optimizer step, ``after_step`` after it."""
     import torch
 
-    steps, lr, batch_size, seed = settings.steps, settings.lr, settings.batch_size, settings.seed
-    if steps < 1 or lr is None or lr <= 0 or batch_size < 1:
+    steps, batch_size, seed = settings.steps, settings.batch_size, settings.seed
+    if steps < 1 or lr <= 0 or batch_size < 1:
         raise InputError(f"{description}: steps {steps}, lr {lr} and batch_size {batch_size} must be positive",
                          hint="e.g. steps 50, lr 1e-4, batch_size 4")
     device = params[0].device

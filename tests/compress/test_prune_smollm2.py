@@ -117,7 +117,7 @@ def test_lora_recovery_lowers_the_perplexity_of_a_pruned_model(smollm2: tuple[An
     model = copy.deepcopy(wanda50[0])
     before = ppl(model, tokenizer)
     report = lora_recover(model, tokenizer, read("macbeth.txt") + "\n\n" + read("tempest.txt"),
-                          settings=RecoverSettings(steps=30, seq_len=128, lr=5e-4, batch_size=2), r=16)
+                          settings=RecoverSettings(steps=30, seq_len=128, batch_size=2), lr=5e-4, r=16)
     after = ppl(model, tokenizer)
     say("lora_recovery", ppl_before=before, ppl_after=after, loss=[report["loss_before"], report["loss_after"]],
         delta_pruned_share=round(report["delta_pruned_share"], 3), sparsity=report["sparsity"],
@@ -133,7 +133,7 @@ def test_distillation_lowers_the_perplexity_of_a_pruned_model(smollm2: tuple[Any
     student = copy.deepcopy(wanda50[0])
     before = ppl(student, tokenizer)
     report = distill(student, teacher, tokenizer, read("macbeth.txt") + "\n\n" + read("tempest.txt"),
-                     settings=RecoverSettings(steps=30, seq_len=128, lr=5e-5, batch_size=2))
+                     settings=RecoverSettings(steps=30, seq_len=128, batch_size=2), lr=5e-5)
     after = ppl(student, tokenizer)
     say("distill", ppl_before=before, ppl_after=after, kd_loss=[report["loss_before"], report["loss_after"]],
         sparsity=report["sparsity"], train_seconds=report["seconds"],

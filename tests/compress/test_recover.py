@@ -60,7 +60,7 @@ class Recorder:
 def test_lora_recovery_lowers_the_loss_and_keeps_the_mask(pruned: tuple[Any, Any, dict[str, Any]]) -> None:
     model, tokenizer, before = pruned
     progress = Recorder()
-    report = lora_recover(model, tokenizer, TEXT, settings=RecoverSettings(steps=30, seq_len=64, lr=1e-2), r=8,
+    report = lora_recover(model, tokenizer, TEXT, settings=RecoverSettings(steps=30, seq_len=64), lr=1e-2, r=8,
                           progress=progress)
     assert report["loss_after"] < report["loss_before"] - 0.3, report
     assert_masks_kept(model, before)
@@ -86,7 +86,7 @@ def test_lora_recovery_of_a_structured_pruned_model(tiny_model: dict[str, Path])
     model, tokenizer = load_causal_lm(tiny_model["hf"], device="cpu")
     structured_prune(model, mlp_keep=0.5, heads_keep=1)
     assert pruning_masks(model) == {}
-    report = lora_recover(model, tokenizer, TEXT, settings=RecoverSettings(steps=10, seq_len=64, lr=1e-2), r=4)
+    report = lora_recover(model, tokenizer, TEXT, settings=RecoverSettings(steps=10, seq_len=64), lr=1e-2, r=4)
     assert report["loss_after"] < report["loss_before"] and report["delta_pruned_share"] == 0
 
 
@@ -106,7 +106,7 @@ def test_distillation_lowers_the_kd_loss_and_keeps_the_mask_every_step(tiny_mode
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.optim.AdamW, "step", checked_step)
-        report = distill(student, teacher, tokenizer, TEXT, settings=RecoverSettings(steps=20, seq_len=64, lr=2e-3))
+        report = distill(student, teacher, tokenizer, TEXT, settings=RecoverSettings(steps=20, seq_len=64), lr=2e-3)
     assert seen == [True] * 20
     assert report["loss_after"] < 0.7 * report["loss_before"], report
     assert_masks_kept(student, before)
