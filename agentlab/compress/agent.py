@@ -52,20 +52,18 @@ class ExperimentView:
     def done(self) -> list[Done]:
         records = self.d.records[1:]  # the base model is the reference, not an experiment
         gains = front_gains(self.d.goal, self.d.records)[1:]
-        out = []
-        for record, gain, rank in zip(records, gains, _dominated_by(self.d.goal, records), strict=True):
-            on_front = rank == 0 and bool(record.get("feasible"))
-            out.append(Done(self._key(record), str(record.get("label")), str(record.get("planner", "")),
-                            str(record.get("origin", "")), gain > 1e-12,
-                            self._text(record, on_front) + (" - it grew the front" if gain > 1e-12 else "")))
-        return out
+        # a count of 0 is a feasible record on the front (an infeasible one counts more than there are records)
+        return [Done(self._key(record), str(record.get("label")), str(record.get("planner", "")),
+                     str(record.get("origin", "")), gain > 1e-12,
+                     self._text(record, rank == 0) + (" - it grew the front" if gain > 1e-12 else ""))
+                for record, gain, rank in zip(records, gains, _dominated_by(self.d.goal, records), strict=True)]
 
     def _ranked(self) -> list[tuple[dict[str, Any], int]]:
         """The finished experiments, least dominated first (0: on the feasible front)."""
         return least_dominated(self.d.goal, [r for r in self.d.records[1:] if r.get("state") == "done"])
 
     def front(self) -> list[str]:
-        return [self._text(r, True) for r, rank in self._ranked() if rank == 0 and r.get("feasible")]
+        return [self._text(r, True) for r, rank in self._ranked() if rank == 0]
 
     def best_line(self) -> str:
         front = self.front()
@@ -75,7 +73,7 @@ class ExperimentView:
         return self.d.experiment(params).label()
 
     def history(self, top: int) -> str:
-        lines = [self._text(r, rank == 0 and bool(r.get("feasible"))) for r, rank in self._ranked()[:top]]
+        lines = [self._text(r, rank == 0) for r, rank in self._ranked()[:top]]
         return "\n".join(lines) or "no finished experiment yet"
 
     def changes_schema(self, open_values: bool = False) -> dict[str, Any]:
