@@ -104,6 +104,7 @@ def load_texts(cfg: CompressConfig) -> tuple[str, str]:
 
 
 def load_questions(cfg: CompressConfig) -> list[Any]:
+    """Accuracy's task: its questions, or [] for an lm-eval task (its data checked now, ``_harness`` names it)."""
     if isinstance(cfg.task, HarnessTask):  # the task's data is checked now; lm-eval reads it when measuring
         load_tasks(task_manager(cfg.task.include_path, names=[cfg.task.harness]), [cfg.task.harness])
         return []
@@ -113,6 +114,7 @@ def load_questions(cfg: CompressConfig) -> list[Any]:
 
 
 def _harness(cfg: CompressConfig) -> dict[str, Any] | None:
+    """``Inputs.harness`` for an lm-eval task (None for the others)."""
     if not isinstance(cfg.task, HarnessTask):
         return None
     return {"task": cfg.task.harness, "include": [str(Path(p).resolve()) for p in cfg.task.include_path],
