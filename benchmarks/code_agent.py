@@ -83,13 +83,14 @@ def scripted(project: str) -> Any:
 
 def search(out: Path, project: str, planner: str, seed: int, trials: int) -> Path:
     from agentlab.nas import run_nas_optimization
+    from agentlab.testing.agents import scripted_llm
 
     folder = out / f"{project}-{planner}-s{seed}"
     if (folder / "results.json").is_file():
         return folder
     kwargs: dict[str, Any] = {}
     if planner == "scripted":
-        kwargs["agent_model"] = scripted(project)
+        kwargs["llm"] = scripted_llm(scripted(project))
     elif planner.startswith("qwen"):
         llm = yaml.safe_load(LLM.read_text(encoding="utf-8"))
         llm["routes"]["planner"] = {"primary": [planner]}

@@ -53,7 +53,7 @@ LEADS = ("nsga2+leads", "agent")  # searches with warm_start: true (the knowledg
 
 def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from agentlab.compress import run_compression
-    from agentlab.testing.agents import SuggestAgent
+    from agentlab.testing.agents import SuggestAgent, scripted_llm
     from agentlab.testing.choosers import RandomChooser, SurrogateChooser
 
     out = args.out / f"{planner}-s{seed}"
@@ -68,6 +68,8 @@ def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
                               "task_questions": args.questions, "warm_start": planner in LEADS}
     if planner in ("llm", "agent"):
         fields["llm"] = str(args.llm)
+    elif planner == "agent-suggest":  # candidate 0 every time, through the router as a model's calls go
+        fields["llm"] = scripted_llm(SuggestAgent("run_experiment"))
     resume = out if out.exists() else None
     if resume is None:  # every search starts without a record of the model's picks or the agent's notes (a
         # resumed one keeps its own): the seeds stay independent
@@ -76,8 +78,7 @@ def search(planner: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     overrides = [f"measure.max_eval_tokens={args.eval_tokens}", "measure.repeats=2"]
     start = time.perf_counter()
     results = run_compression(args.model, GOAL, overrides=overrides, out=None if resume else out, resume=resume,
-                              chooser=chooser, agent_model=SuggestAgent("run_experiment") if planner == "agent-suggest"
-                              else None, **fields)
+                              chooser=chooser, **fields)
     results["bench_seconds"] = round(before + time.perf_counter() - start, 1)
     timing.write_text(json.dumps({"seconds": results["bench_seconds"]}))
     print(f"done: {planner:8} seed {seed}: {results['bench_seconds'] / 60:.1f} min", flush=True)

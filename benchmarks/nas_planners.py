@@ -147,7 +147,7 @@ def conditional(config: Path) -> bool:
 
 def worker(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> None:
     from agentlab.nas import run_nas_optimization
-    from agentlab.testing.agents import SuggestAgent
+    from agentlab.testing.agents import SuggestAgent, scripted_llm
     from agentlab.testing.choosers import RandomChooser, SurrogateChooser
 
     out = args.out / dataset / f"{planner}-s{seed}"
@@ -159,8 +159,8 @@ def worker(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> N
     resume = out if (out / "run.json").is_file() else None
     run_nas_optimization(args.trials, config=None if resume else args.out / f"{dataset}.yaml", out=None if resume
                          else out, resume=resume, overrides=sets, chooser=chooser,
-                         agent_model=SuggestAgent() if name == "agent-suggest" else None,
-                         llm=args.llm if name in ("llm", "agent") else None)
+                         llm=scripted_llm(SuggestAgent()) if name == "agent-suggest" else
+                         args.llm if name in ("llm", "agent") else None)
 
 
 def run_search(planner: str, seed: int, dataset: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from agentlab.compress.scoring import check, choose_best, derive, front, objecti
 from agentlab.compress.space import Space, experiment_key, to_experiment
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_results
 from agentlab.compress.workspace import Workspace
-from agentlab.core.agent.runtime import profile_of
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, ConfigError, UsageError, storage_error
@@ -74,7 +73,6 @@ class Prepared:
     space: Space
     llm: LLMConfig | None = None
     chooser: Any = None  # a scripted chooser in place of the planner model (the benchmarks' placebo and surrogate)
-    agent_model: Any = None  # a scripted model in place of the agent planner's (agentlab.testing.agents)
     approver: Any = None  # answers --approve (the CLI asks in the terminal)
     leads: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # warm_start: run first, any planner
 
@@ -129,8 +127,7 @@ def _layers(model_path: Path) -> int:
         return 1
 
 
-def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None,
-            agent_model: Any = None) -> dict[str, Any]:
+def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
     model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
     goal = cfg.goal()
@@ -141,7 +138,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     device, _ = resolve_device_dtype(cfg.device, what="device")
     llm_cfg = None
     kind = KINDS[cfg.search.planner]
-    if kind.needs_model and (chooser is None if kind.family == "chooser" else agent_model is None):
+    if kind.needs_model and (chooser is None or kind.family != "chooser"):
         llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
         require_planner_model(llm_cfg, cfg.search.planner, source=llm_source(llm or cfg.llm),
                               fallback=DEFAULT_SAMPLER["compress"])
@@ -152,7 +149,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
                     questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
     leads = warm_leads(cfg, goal, space)
-    return {"prepared": Prepared(goal, inputs, space, llm_cfg, chooser, agent_model, leads=leads)}
+    return {"prepared": Prepared(goal, inputs, space, llm_cfg, chooser, leads=leads)}
 
 
 def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict[str, Any], str]]:
@@ -260,17 +257,16 @@ class Search:
         spec = PlannerSpec(kind=self.cfg.search.planner, command="compress", settings=self.cfg.search,
                            llm=self.p.llm, run_dir=self.run_dir, chooser=self.p.chooser,
                            memory=self.workspace.root / "llm_picks.json",  # the record of the model's picks
-                           agent_model=self.p.agent_model, kit=kit, approver=self.p.approver,
+                           kit=kit, approver=self.p.approver,
                            announce=self.announce)
-        with open_planner(spec) as self.session:  # closes the planner route's router (llm_stats.json)
+        # the session closes the planner route's router (llm_stats.json) after the reflection, which asks it too
+        with open_planner(spec) as self.session:
             self._loop()
-        return self._finish()
+            return self._finish()
 
     def _short_profile(self) -> bool:
-        """Whether the planner model's profile is ``small`` (the knowledge base's short form): a scripted model's
-        own profile (small when it has none), else the `planner` route's first model's."""
-        if self.p.agent_model is not None:
-            return profile_of(self.p.agent_model).short_tools
+        """Whether the planner model's profile is ``small`` (the knowledge base's short form): the `planner` route's
+        first model's."""
         chain = self.p.llm.route("planner").chain() if self.p.llm is not None else []
         return self.p.llm.profile(chain[0]).short_tools if self.p.llm is not None and chain else True
 
@@ -655,17 +651,20 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
 def run_compression(model_name: str | None = None, objective: str | None = None, carbon_budget: float | None = None,
                     *, config: Any = None, overrides: list[str] | None = None, out: str | Path | None = None,
                     resume: str | Path | None = None, progress: Progress | None = None, chooser: Any = None,
-                    agent_model: Any = None, **fields: Any) -> dict[str, Any]:
+                    llm: LLMConfig | str | Path | None = None, **fields: Any) -> dict[str, Any]:
     """Python API: run the search in a run folder (new, ``out``, or ``resume``) and return results.json's content.
     ``fields``: any other config field, e.g. ``max_iterations=3``, ``planner="random"``; ``chooser`` (with
-    ``planner="llm"``): a scripted chooser in place of the planner model (``agentlab.testing.choosers``);
-    ``agent_model`` (with ``planner="agent"``): a scripted agent model (``agentlab.testing.agents``)."""
+    ``planner="llm"``): a scripted chooser in place of the planner model (``agentlab.testing.choosers``); ``llm``:
+    the routing config (a file or an ``LLMConfig``; the config's ``llm`` when not given), e.g.
+    ``agentlab.testing.agents.scripted_llm(agent)`` for a scripted agent model (``planner="agent"``)."""
+    if isinstance(llm, (str, Path)):  # a file: the config's own `llm` field, recorded in config.yaml
+        fields["llm"], llm = llm, None
     resume_dir = resume_target("compress", resume, out=out)
     if resume_dir is not None:
         cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
-    inputs = prepare(cfg, chooser=chooser, agent_model=agent_model)
+    inputs = prepare(cfg, llm, chooser=chooser)
     results, _ = run_in_folder("compress", cfg, run, inputs=inputs, out=out, resume=resume_dir,
                                progress=progress)
     return dict(results)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
-from agentlab.core.agent.runtime import AgentModel
 from agentlab.core.config import Flag, load_config
 from agentlab.core.errors import AgentlabError, ConfigError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
@@ -200,13 +199,12 @@ def _pydantic_message(err: Any) -> str:
 
 def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
                  chooser: Chooser | None = None, *, prepared: PreparedData | None = None,
-                 agent_model: AgentModel | None = None,
                  approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  announce: Callable[[str], None] | None = None, code: CodeSearch | None = None) -> PlannerSpec:
     """What nas asks of ``core.search.session``: its planner kind, TPE as the classical sampler, the pick memory in
     ``<runs>/nas/llm_picks.json`` (keyed by model). ``chooser``: a scripted chooser in place of the planner model
-    (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), a
-    scripted ``agent_model``, the ``approver`` of --approve. A command objective's agent works on its project
+    (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), the
+    ``approver`` of --approve. A command objective's agent works on its project
     (``nas.own_code_agent``)."""
     kit = None
     kind = cfg.search.planner
@@ -216,7 +214,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
         kit = nas_kit(cfg, prepared, space_families(cfg))
     return PlannerSpec(kind=kind, command="nas", settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
-                       agent_model=agent_model, kit=kit, approver=approver, announce=announce)
+                       kit=kit, approver=approver, announce=announce)
 
 
 def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
@@ -324,27 +322,26 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None,
-        chooser: Chooser | None = None, agent_model: AgentModel | None = None,
-        approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+        chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        ) -> dict[str, Any]:
     """Search, write agent_state.json / results.json / report.md, and return the results dict; with ``cfg.mlflow``
     each trial is an MLflow child run of the run's parent run (``agentlab.nas.tracking``).
 
     ``data``: the prepared data from ``prepare`` (read from ``cfg.data`` when not given). ``chooser``: a scripted
     chooser in place of the planner model (``agentlab.testing.choosers``; the planner benchmark's placebo and
-    surrogate). ``agent_model``: a scripted model in place of the agent planner's (``agentlab.testing.agents``);
-    ``approver``: answers --approve's questions (the CLI asks in the terminal).
+    surrogate); ``approver``: answers --approve's questions (the CLI asks in the terminal).
     """
     if llm is not None and llm.models:  # --resume asks the same models (llm.yaml) unless given --llm again
         run_dir.save_llm_config(llm)
     with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
         return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce,
-                       chooser=chooser, agent_model=agent_model, approver=approver)
+                       chooser=chooser, approver=approver)
 
 
 def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, llm: LLMConfig | None, data: Any,
             progress: Progress | None, announce: Callable[[str], None] | None,
-            chooser: Chooser | None = None, agent_model: AgentModel | None = None,
-            approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+            chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+            ) -> dict[str, Any]:
     progress = progress or NullProgress()
     announce = announce or log.info
     metric, direction = metric_of(cfg)
@@ -352,8 +349,8 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     prepared = None if own else _prepared(cfg, data)
     space = search_space(cfg)
     code = code_search(cfg, run_dir)
-    with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, agent_model=agent_model,
-                        approver=approver, announce=announce, code=code) as session:
+    with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, approver=approver, announce=announce,
+                        code=code) as session:
         announce(session.line)
         run_dir.event("planner", line=session.line)
         if session.evaluator is not None:
@@ -531,11 +528,11 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
                          *, out: str | Path | None = None, resume: str | Path | None = None,
                          llm: LLMConfig | str | Path | None = None, overrides: list[str] | None = None,
                          mlflow: str | None = None, progress: Progress | None = None,
-                         chooser: Chooser | None = None, agent_model: AgentModel | None = None) -> dict[str, Any]:
+                         chooser: Chooser | None = None) -> dict[str, Any]:
     """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json;
     ``mlflow="sqlite:///mlflow.db"`` logs it to MLflow as ``--mlflow`` does; ``chooser`` (with ``search.planner``
-    llm) is a scripted chooser in place of the planner model; ``agent_model`` (with ``search.planner`` agent) a
-    scripted agent model (``agentlab.testing.agents``)."""
+    llm) is a scripted chooser in place of the planner model. A scripted agent model (``search.planner`` agent)
+    comes in as ``llm=agentlab.testing.agents.scripted_llm(agent)``."""
     sets: list[str | Flag] = [*(overrides or []), f"search.max_iterations={max_iterations}"]
     if mlflow is not None:
         sets.append(Flag("mlflow", "mlflow", mlflow))
@@ -551,8 +548,6 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
     config_file = config if isinstance(config, (str, Path)) and resume_dir is None else None
     if llm is None:  # resumed: the routing config the first run used
         llm = saved_llm_config(resume_dir)
-    inputs = {**prepare(cfg, llm, scripted=chooser is not None or agent_model is not None, config_file=config_file),
-              "chooser": chooser,
-              "agent_model": agent_model}
+    inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file), "chooser": chooser}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results

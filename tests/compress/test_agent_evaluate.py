@@ -1,7 +1,8 @@
 """compress's ``evaluate`` tool and ``evaluation`` sub-agent: a scripted agent asks the sub-agent, then scores the
 base and an experiment on an lm-eval task; the figures (interval, paired difference) are computed in code, cached in
-the run folder (a repeated call and a resumed run read them back), bad arguments are errors the agent reads, and the
-tool calls do not use the experiment budget."""
+the run folder (a repeated call and a resumed run read them back), bad arguments are errors the agent reads (the
+router's, against the tool's schema, and the tool's own behind it), and the tool calls do not use the experiment
+budget."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from agentlab.compress.agent import items_needed
+from agentlab.compress.agent import evaluate, items_needed
 from agentlab.compress.evaluate import Z90, accuracy_interval, bootstrap, paired_difference, task_items
+from agentlab.core.errors import AgentlabError
 from agentlab.core.vote import wilson_interval
 
 
@@ -65,7 +67,7 @@ def _events(run: Path, kind: str) -> list[dict[str, Any]]:
 @pytest.mark.timeout(900)  # two compress searches (a run and its resume) on the tiny model
 def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
     from agentlab.compress import run_compression
-    from agentlab.testing.agents import ScriptAgent
+    from agentlab.testing.agents import ScriptAgent, scripted_llm
 
     score = {"task": TASK, "limit": 10}
     model = ScriptAgent([
@@ -73,14 +75,13 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
         ("evaluation", {"question": "is experiment 1's accuracy drop real?", "target": "1"}),
         ("answer", {"task": TASK, "limit": 10, "reason": "a quick look"}),  # the sub-agent's own step
         ("evaluate", {"target": "base", **score}),
+        ("evaluate", {"target": "7", **score}),  # no such experiment: the router asks again, and the next call answers
         ("evaluate", {"target": "1", **score}),
-        ("evaluate", {"target": "1", **score}),  # the same again: the earlier answer, not run again
-        ("evaluate", {"target": "7", **score}),  # no such experiment
-        ("evaluate", {"target": "1", "task": TASK, "limit": 500}),  # out of range
-        ("evaluate", {"target": "1", "task": "mmlu", "limit": 10}),  # not offered
+        ("evaluate", {"target": "1", **score}),  # the same again: the earlier answer, not run again (suggest next)
+        ("suggest", {}),
         ("try_experiment", {"changes": {"quantize": "int8_dynamic"}, "reason": "int8 is cheap"})])
     run = in_tmp / "R"
-    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, max_iterations=2,
+    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", llm=scripted_llm(model), max_iterations=2,
                               workspace=str(in_tmp / "ws"), out=run, overrides=SMALL)
     assert [r["label"] for r in results["experiments"][1:]] == ["magnitude 50% unstructured", "int8_dynamic"]
 
@@ -91,7 +92,9 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert "agentlab_capitals_mc (33)" in sub[1]["content"]
     main = [c for c in model.seen if str(c[0].get("content", "")).startswith("You plan")]  # not the reflection's
     tools = [m["content"] for m in main[-1] if m.get("role") == "tool"]
-    advice, base, first, again, unknown, too_many, task = tools[-7:]
+    advice, base, first, again, _ = tools[-5:]
+    # the router's repair: the model is shown its error once (a repaired call is not kept in the agent's history)
+    unknown = next(str(c[-1]["content"]) for c in main if "is not one of" in str(c[-1]["content"]))
     assert advice.startswith(f"evaluation sub-agent: {TASK}, 10 questions (a quick look). To settle it: evaluate "
                              f'{{"target": "1", "task": "{TASK}", "limit": 10}} then evaluate {{"target": "base"')
     assert base.startswith(f"base model on {TASK} (acc, 10 items): accuracy") and "Model: the base model" in base
@@ -99,9 +102,7 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert again.startswith("you made this same call already since the last run_experiment; its answer was: ")
     assert first[:300] in again
     assert again.endswith("Decide now: call suggest, then run_experiment with one of the suggested candidates.")
-    assert unknown.startswith("error: evaluate: target '7' is not the base or a finished experiment (one of base, 1)")
-    assert too_many.startswith("error: evaluate: limit 500 must be a whole number of questions from 10 to 200")
-    assert task.startswith("error: evaluate: task 'mmlu' is not offered")
+    assert "(evaluate): target: '7' is not one of ['base', '1']" in unknown
 
     # in events.jsonl and cached in the run folder (the repeated call scored nothing)
     evals = _events(run, "agent_evaluate")
@@ -113,8 +114,9 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
 
     # the budget: two experiments; every call of the agent counted, the sub-agent's answer is not the agent's
     block = results["agent"]
-    assert block["trials_by_agent"] == 2 and block["tool_calls"] == len(main) == 9  # the main agent's steps
-    assert block["rejected_calls"] == 0
+    # the main agent's steps; the model answered one more time, the router's repair of target '7'
+    assert block["trials_by_agent"] == 2 and block["tool_calls"] == 7 and len(main) == 8
+    assert block["rejected_calls"] == 0 and "target: '7'" in _events(run, "invalid_tool_call")[0]["error"]
 
     # a resumed run reads the evaluation back: nothing is scored again; a GGUF experiment is scored on the file it kept
     again_model = ScriptAgent([("evaluate", {"target": "1", **score}),
@@ -122,7 +124,7 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
                                                    "reason": "r"}),
                                ("evaluate", {"target": "3", **score}),
                                ("try_experiment", {"changes": {"quantize": "torch_dynamic_int8"}, "reason": "r"})])
-    resumed = run_compression(resume=run, agent_model=again_model, overrides=["max_iterations=4"])
+    resumed = run_compression(resume=run, llm=scripted_llm(again_model), overrides=["max_iterations=4"])
     assert [r["label"] for r in resumed["experiments"][3:]] == ["gguf Q8_0", "torch_dynamic_int8"]
     assert [(e["target"], e["cached"]) for e in _events(run, "agent_evaluate")][-2:] == [("1", True), ("3", False)]
     main = [c for c in again_model.seen if str(c[0].get("content", "")).startswith("You plan")]
@@ -132,11 +134,27 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert "against the base on the same 10 items" in gguf
 
 
+def test_evaluate_refuses_what_the_schema_would_in_words_the_agent_reads() -> None:
+    """The tool's own checks, behind the router's (a model whose calls no schema checked would meet them)."""
+    from types import SimpleNamespace
+
+    domain = SimpleNamespace(records=[{"index": 0}, {"index": 1, "state": "done", "experiment": {"a": 1},
+                                                     "label": "int8"}])
+    evaluator = SimpleNamespace(tasks={TASK: None})
+    for args, error in [({"target": "7", "task": TASK, "limit": 10},
+                         "evaluate: target '7' is not the base or a finished experiment (one of base, 1)"),
+                        ({"target": "1", "task": TASK, "limit": 500},
+                         "evaluate: limit 500 must be a whole number of questions from 10 to 200"),
+                        ({"target": "1", "task": "mmlu", "limit": 10}, "evaluate: task 'mmlu' is not offered")]:
+        with pytest.raises(AgentlabError) as caught:
+            evaluate(evaluator, domain, args)  # type: ignore[arg-type]
+        assert caught.value.message.startswith(error)
+
+
 def test_an_experiment_with_recovery_keeps_no_model(tmp_path: Path) -> None:
     from agentlab.compress.config import MeasureSettings
     from agentlab.compress.evaluate import Evaluator, Target
     from agentlab.compress.experiment import Inputs
-    from agentlab.core.errors import AgentlabError
 
     inputs = Inputs(model="unused", device="cpu", eval_text="a", calib_text="b", questions=[],
                     measure=MeasureSettings())

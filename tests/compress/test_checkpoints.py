@@ -46,7 +46,7 @@ def test_evaluate_reloads_a_front_member_instead_of_rebuilding(in_tmp: Path, tin
 
     import agentlab.compress.evaluate as E
     from agentlab.compress import run_compression
-    from agentlab.testing.agents import ScriptAgent
+    from agentlab.testing.agents import ScriptAgent, scripted_llm
 
     def rebuild(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("evaluate built the model again")
@@ -57,7 +57,7 @@ def test_evaluate_reloads_a_front_member_instead_of_rebuilding(in_tmp: Path, tin
                          ("evaluate", {"target": "1", "task": TASK, "limit": 10}),
                          ("evaluate", {"target": "1", "task": TASK, "limit": 20}),
                          ("try_experiment", {"changes": {"quantize": "int8_dynamic"}, "reason": "r"})])
-    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, max_iterations=2,
+    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", llm=scripted_llm(model), max_iterations=2,
                               workspace=str(in_tmp / "ws"), out=in_tmp / "R", overrides=SMALL)
     first = results["experiments"][1]
     assert first["label"].endswith("+lora 20") and first["state"] == "done"

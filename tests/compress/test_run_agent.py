@@ -16,7 +16,7 @@ pytest.importorskip("optuna")
 pytest.importorskip("langgraph")
 
 from agentlab.compress import run_compression  # noqa: E402
-from agentlab.testing.agents import ScriptAgent, SuggestAgent  # noqa: E402
+from agentlab.testing.agents import ScriptAgent, SuggestAgent, scripted_llm  # noqa: E402
 
 SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
          "measure.new_tokens=4", "measure.repeats=1", "task_questions=3"]
@@ -27,7 +27,7 @@ GOAL = "maximize speedup with <2% accuracy loss"
 def test_agent_suggest_is_the_nsga2_search(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
     common = {"max_iterations": 3, "workspace": str(in_tmp / "ws"), "overrides": [*SMALL, "agent.guard_patience=2"]}
     model = SuggestAgent(action="run_experiment")
-    agent = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, out=in_tmp / "A",
+    agent = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", llm=scripted_llm(model), out=in_tmp / "A",
                             **common)
     nsga2 = run_compression(str(tiny_model["hf"]), GOAL, planner="nsga2", out=in_tmp / "N", **common)
     assert [r["label"] for r in agent["experiments"]] == [r["label"] for r in nsga2["experiments"]]
@@ -47,16 +47,19 @@ def test_the_agents_own_experiment_runs_and_the_tools_answer(in_tmp: Path, tiny_
                          ("try_experiment", {"changes": {"prune": "nothing"}, "reason": "bad value"}),
                          ("try_experiment", {"changes": {"quantize": "int8_dynamic"}, "reason": "int8 is cheap"}),
                          ("suggest", {}), ("run_experiment", {"candidate": 1, "reason": "r"})])
-    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, max_iterations=2,
+    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", llm=scripted_llm(model), max_iterations=2,
                               workspace=str(in_tmp / "ws"), out=in_tmp / "R", overrides=SMALL)
     first = results["experiments"][1]
     assert first["label"] == "int8_dynamic" and first["note"].endswith("int8 is cheap")
     tool_results = [m["content"] for m in model.seen[4] if m.get("role") == "tool"]
     assert tool_results[0].startswith("base model: perplexity")
     assert tool_results[1] == "no feasible experiment yet"
-    assert tool_results[3].startswith("not run: prune: one of")
+    # the schema offers the space's values alone: the router shows the model its error, and the next call answers
+    assert "changes.prune: 'nothing' is not one of ['none', 'magnitude', 'wanda', 'structured']" in tool_results[3]
     assert "techniques" in model.seen[0][1]["content"].lower()  # the knowledge base in the brief
-    assert results["agent"]["rejected_calls"] == 1
+    assert results["agent"]["rejected_calls"] == 0  # the router refused the bad value, in events.jsonl:
+    events = [json.loads(x) for x in (in_tmp / "R" / "events.jsonl").read_text().splitlines()]
+    assert "'nothing'" in next(e for e in events if e["kind"] == "invalid_tool_call")["error"]
 
 
 @pytest.mark.timeout(900)  # two experiments on the tiny model, one with a LoRA recovery
@@ -70,7 +73,7 @@ def test_the_lora_sub_agent_uses_its_own_tools_through_task(in_tmp: Path, tiny_m
                          ("configure", {"steps": 50}),
                          ("try_experiment", {"changes": {**prune, "recover": "lora", "recover_steps": 50},
                                              "reason": "the sub-agent's advice"})])
-    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", agent_model=model, max_iterations=2,
+    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", llm=scripted_llm(model), max_iterations=2,
                               workspace=str(in_tmp / "ws"), out=in_tmp / "R", overrides=SMALL)
     labels = [r["label"] for r in results["experiments"][1:]]
     assert labels[0].startswith("magnitude") and labels[1].endswith("+lora 50")
@@ -82,12 +85,13 @@ def test_the_lora_sub_agent_uses_its_own_tools_through_task(in_tmp: Path, tiny_m
     assert "magnitude prune + lora 50 steps: not measured on this model yet" in answers[0]
     assert "magnitude prune without recovery: 1 run(s), accuracy" in answers[0]
     assert "no difference measured yet" in answers[1]
-    assert answers[2].startswith("error: steps: 7 is not one of [20, 50]")
+    assert "(configure): steps: 7 is not one of [20, 50]" in answers[2]  # the router's check of the schema
     advice = [m["content"] for m in model.seen[6] if m.get("role") == "tool"][-1]
     assert advice.startswith("lora sub-agent: magnitude 50% unstructured > +lora 50. To run it: try_experiment")
     events = [json.loads(x) for x in (in_tmp / "R" / "events.jsonl").read_text().splitlines()]
     sub_event = next(e for e in events if e["kind"] == "agent_subagent" and e["name"] == "lora")
-    assert sub_event["calls"] == ["estimate", "compare", "configure", "configure"] and sub_event["answer"]
+    # the refused configure never reached the sub-agent: the router asked again
+    assert sub_event["calls"] == ["estimate", "compare", "configure"] and sub_event["answer"]
 
 
 @pytest.mark.timeout(900)  # a killed compress search and its resume

@@ -16,7 +16,7 @@ import pytest
 from agentlab.cli import main
 from agentlab.core.errors import ConfigError
 from agentlab.nas import run_nas_optimization
-from agentlab.testing.agents import ScriptAgent
+from agentlab.testing.agents import ScriptAgent, scripted_llm
 
 TRAIN = """\
 import json, sys
@@ -69,14 +69,16 @@ def test_code_changes_kept_dropped_crashed_and_refused(tmp_path: Path) -> None:
     before = (folder / "train.py").read_bytes()
     model = ScriptAgent(CALLS)
     out = tmp_path / "run"
-    results = run_nas_optimization(max_iterations=6, config=config(folder), out=out, agent_model=model)
+    results = run_nas_optimization(max_iterations=6, config=config(folder), out=out, llm=scripted_llm(model))
     assert results["trials"] == 6
     fates = [(r["trial"], r["fate"]) for r in results["code_changes"]]
     assert fates == [("run_0001", "kept"), ("run_0003", "dropped"), ("run_0004", "crashed"), ("run_0005", "kept")]
     assert results["code_version"]["kept"] == [1, 5]
     assert results["best"]["loss"] == pytest.approx((results["best"]["params"]["x"] - 1) ** 2 + 0.25)
     seen = [str(m["content"]) for step in model.seen for m in step if m.get("role") == "tool"]
-    assert any("protected" in text and "not run" in text for text in seen)  # the refused change
+    # the refused change: edit_code's schema offers the editable files alone, so the router shows the model its
+    # error and asks again (the agent's own refusal behind it: test_code_change)
+    assert any("'eval.py' is not one of ['train.py']" in text for text in seen)
     assert any("OFFSET = 0.5" in text for text in seen)  # read_project shows the kept version
     assert any("boom" in text for text in seen)  # the crash's stderr reached the agent
     # the sampler's trial ran on the kept version, with the kept change's code
@@ -96,7 +98,7 @@ def test_kept_versions_are_commits_on_the_runs_branch(tmp_path: Path) -> None:
     folder = project(tmp_path, git=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout
     out = tmp_path / "run"
-    run_nas_optimization(max_iterations=3, config=config(folder), out=out, agent_model=ScriptAgent(CALLS[2:3]))
+    run_nas_optimization(max_iterations=3, config=config(folder), out=out, llm=scripted_llm(ScriptAgent(CALLS[2:3])))
     branch = results_of(out)["code_version"]["branch"]
     log = subprocess.run(["git", "log", "--format=%s", branch], cwd=folder, capture_output=True, text=True).stdout
     assert log.splitlines()[0].startswith("agentlab run_0001: a smaller offset") and log.splitlines()[1] == "start"
@@ -111,7 +113,7 @@ def test_code_changes_need_approval_or_the_explicit_opt_out(tmp_path: Path) -> N
     folder = project(tmp_path)
     cfg = config(folder, unreviewed_changes=False)
     with pytest.raises(ConfigError, match="add --approve, or set objective.unreviewed_changes: true"):
-        run_nas_optimization(max_iterations=2, config=cfg, out=tmp_path / "run", agent_model=ScriptAgent(CALLS))
+        run_nas_optimization(max_iterations=2, config=cfg, out=tmp_path / "run", llm=scripted_llm(ScriptAgent(CALLS)))
     other = config(folder)
     other["search"]["planner"] = "tpe"
     with pytest.raises(ConfigError, match="only the agent planner changes code"):

@@ -110,6 +110,16 @@ class ScriptedProviderConfig(StrictModel):
     kind: Literal["scripted"] = Field("scripted", description="replays fixed replies offline: tests and --dry-run")
     replies: list[str] = Field(default_factory=lambda: ["ok"], description="replies returned in turn (cycled)")
     latency_s: float = Field(0.0, ge=0, description="simulated latency of each reply")
+    script: Any = Field(None, exclude=True, description="set from Python only, never written to a file: a reply "
+                        "function (model, messages, params) -> text or tool calls that answers every call instead of "
+                        "`replies` (a scripted agent of agentlab.testing.agents in a planner model's place)")
+
+    @field_validator("script")
+    @classmethod
+    def _callable(cls, value: Any) -> Any:
+        if value is not None and not callable(value):
+            raise ValueError("a Python callable, set from Python (a file gives `replies` instead)")
+        return value
 
 
 CacheType = Literal["f32", "f16", "q8_0", "q4_0"]

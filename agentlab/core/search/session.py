@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.agent.runtime import AgentModel, RouterModel, summary
+from agentlab.core.agent.runtime import RouterModel, summary
 from agentlab.core.config import getenv
 from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.llm.check import http_problem, local_problem
@@ -37,9 +37,10 @@ class PlannerSpec:
     """What a command asks for: the ``kind`` (its config's ``planner``), the ``command`` (which kinds it offers, and
     its classical ``sampler``: the ``llm`` planner's candidate 0, ``auto``'s fallback; ``kinds``), the LLM planner's
     ``settings``, the routing config, the run folder (calls recorded there; the search's id in the pick memory), a
-    scripted ``chooser`` in place of the planner model (tests, benchmarks), and the pick memory's file. The
-    ``agent`` planner's: a scripted ``agent_model`` in place of the planner model, the command's ``kit`` (its
-    tools and facts), and the ``approver`` that answers ``--approve``."""
+    scripted ``chooser`` in place of the planner model (the benchmarks' placebo and surrogate: they read the
+    request's data, which no provider sees), and the pick memory's file. The ``agent`` planner's: the command's
+    ``kit`` (its tools and facts), and the ``approver`` that answers ``--approve`` (a scripted agent comes in
+    through the routing config: ``agentlab.testing.agents.scripted_llm``)."""
 
     kind: str
     command: str
@@ -48,7 +49,6 @@ class PlannerSpec:
     run_dir: RunDir | None = None
     chooser: Chooser | None = None
     memory: Path | None = None
-    agent_model: AgentModel | None = None
     kit: AgentKit | None = None
     approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     announce: Callable[[str], None] | None = None  # the console: one line per agent step
@@ -232,25 +232,19 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
 
 
 def _agent(session: PlannerSession) -> tuple[Planner, str]:
-    """The agent planning through tools on the ``planner`` route (or a scripted agent model), the sampler its tool
-    and its guard; its LangGraph checkpoints in the run folder (agent.sqlite)."""
+    """The agent planning through tools on the ``planner`` route, the sampler its tool and its guard; its
+    LangGraph checkpoints in the run folder (agent.sqlite)."""
     spec = session.spec
     settings = spec.settings.agent
     if spec.run_dir is None:
         raise AgentlabError("planner 'agent' needs a run folder (its checkpoints live there)")
-    if spec.agent_model is not None:
-        model: AgentModel = spec.agent_model
-        how = f"{model.name}, scripted"
-    else:
-        chain = _planner_chain(spec)
-        if not chain:
-            raise AgentlabError("planner 'agent' needs a planner model", hint="give --llm FILE with a `planner` "
-                                "route (configs/llm.local.yaml runs the built-in model), or use "
-                                f"--planner {spec.sampler}")
-        assert spec.llm is not None
-        check_agent_keys(spec.llm)
-        model = RouterModel(session.router(), route="planner")
-        how = f"route 'planner' ({', '.join(chain)})"
+    chain = _planner_chain(spec)
+    if not chain:
+        raise AgentlabError("planner 'agent' needs a planner model", hint="give --llm FILE with a `planner` route "
+                            f"(configs/llm.local.yaml runs the built-in model), or use --planner {spec.sampler}")
+    assert spec.llm is not None
+    check_agent_keys(spec.llm)
+    model = RouterModel(session.router(), route="planner")
     if settings.approve and spec.approver is None:
         raise AgentlabError("--approve needs a terminal to ask in", hint="run it in a terminal, or answer from "
                             "`agentlab ui`")
@@ -259,7 +253,8 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
                            on_event=_events(spec))
     sampler = label(spec.sampler)
     patience = settings.guard_patience
-    return planner, (f"planner: agent via {how}, tools over {settings.candidates} {sampler} candidates; guard: "
+    return planner, (f"planner: agent via route 'planner' ({', '.join(chain)}), tools over {settings.candidates} "
+                     f"{sampler} candidates; guard: "
                      f"{sampler} after {patience} trial{'' if patience == 1 else 's'} without a new best"
                      + ("; asks approval before each trial" if settings.approve else ""))
 

@@ -422,6 +422,23 @@ def test_build_provider_scripted_and_secrets(monkeypatch: pytest.MonkeyPatch) ->
     assert isinstance(provider, ScriptedProvider) and provider.name == "s" and provider.replies == ["x"]
 
 
+def test_a_scripted_providers_script_answers_every_call_and_stays_out_of_files() -> None:
+    def script(model: str, messages: Any, params: GenParams) -> str:
+        return f"{model} heard {len(messages)}"
+
+    cfg = LLMConfig.model_validate({"providers": {"p": ScriptedProviderConfig(replies=["unused"], script=script)},
+                                    "models": {"m": {"provider": "p", "model": "m-id"}},
+                                    "routes": {"default": {"primary": ["m"]}}})
+    router = Router.for_run(cfg)
+    try:
+        assert router.generate_sync(ASK).completion.text == "m-id heard 1"
+    finally:
+        router.close()
+    assert "script" not in cfg.model_dump()["providers"]["p"]  # a run folder's llm.yaml never holds it
+    with pytest.raises(ValueError, match="a Python callable, set from Python"):  # a file cannot name one
+        LLMConfig.model_validate({"providers": {"p": {"kind": "scripted", "script": "mymodule:reply"}}})
+
+
 # --------------------------------------------------------------------------- call_model, sync API
 
 

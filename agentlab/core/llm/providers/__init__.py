@@ -51,7 +51,8 @@ def build_provider(name: str, cfg: ProviderConfig, secrets: list[str] | None = N
                                  default_max_tokens=cfg.default_max_tokens, max_connections=cfg.max_connections,
                                  headers=dict(cfg.headers), api_key_env=cfg.api_key_env)
     if isinstance(cfg, ScriptedProviderConfig):
-        return ScriptedProvider(name, replies=list(cfg.replies), latency_s=cfg.latency_s)
+        return ScriptedProvider(name, replies=[cfg.script] if cfg.script is not None else list(cfg.replies),
+                                latency_s=cfg.latency_s)
     if isinstance(cfg, LlamaCppProviderConfig):
         return LlamaCppProvider(name, cfg, resources or ResourceConfig())
     if isinstance(cfg, HFProviderConfig):
