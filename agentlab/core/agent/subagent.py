@@ -62,18 +62,19 @@ class SubAgent:
         messages = list(state["messages"])
         try:
             reply = self.model.step(list(messages), [tool])
-        except LLMError as exc:
-            return {"answer": None, "problem": f"no answer: {exc.kind}", "tries": 2}
+        except LLMError as exc:  # kept by the check below: why the model gave nothing is what the user needs
+            return {"answer": None, "problem": f"no answer: {exc.kind}: {exc.message}", "tries": 2}
         call = next((c for c in reply.calls if c.name == "answer"), None)
         answer = call.args if call is not None else None
         messages.append({"role": "assistant", "content": None,
                          "tool_calls": [call.to_openai()] if call is not None else []})
         return {"messages": messages, "answer": answer, "tries": state.get("tries", 0) + 1,
-                "tokens": state.get("tokens", 0) + reply.tokens}
+                "tokens": state.get("tokens", 0) + reply.tokens, "problem": ""}
 
     def _check(self, state: _State) -> _State:
         answer = state.get("answer")
-        problem = "no answer" if answer is None else (_invalid(answer, self.schema) or self.check(answer))
+        problem = state.get("problem") or ("no answer" if answer is None else (_invalid(answer, self.schema)
+                                                                              or self.check(answer)))
         if not problem:
             return {"problem": ""}
         messages = list(state["messages"])

@@ -46,3 +46,20 @@ def test_a_sub_agent_without_an_answer_stops_at_its_call_limit() -> None:
     model = ScriptAgent([("look", {})])
     run = ToolSubAgent("s", "You are s.", _tools(), "pick", model, max_calls=3).ask("the facts")
     assert run.answer is None and model.steps == 3 and "no accepted pick in 3 model calls" in run.problem
+
+
+def test_a_sub_agent_whose_model_fails_says_why() -> None:
+    """The reflection of a compress search once asked a closed router: 'no answer' alone hid that."""
+    from agentlab.core.agent.runtime import arguments
+    from agentlab.core.agent.subagent import SubAgent
+    from agentlab.core.errors import LLMError
+
+    class Closed(ScriptAgent):
+        def step(self, messages: list, tools: list) -> object:  # type: ignore[override]
+            raise LLMError("the router is closed", "unavailable")
+
+    agent = SubAgent("reflection", "write a note", arguments({"note": {"type": "string"}}), Closed([]))
+    assert agent.ask("the facts") == (None, "no answer: unavailable: the router is closed")
+    answered = SubAgent("reflection", "write a note", arguments({"note": {"type": "string"}}),
+                        ScriptAgent([("answer", {"note": "ok"})]))
+    assert answered.ask("the facts") == ({"note": "ok"}, "")
