@@ -655,10 +655,9 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
     """Python API: run the search in a run folder (new, ``out``, or ``resume``) and return results.json's content.
     ``fields``: any other config field, e.g. ``max_iterations=3``, ``planner="random"``; ``chooser`` (with
     ``planner="llm"``): a scripted chooser in place of the planner model (``agentlab.testing.choosers``); ``llm``:
-    the routing config (a file or an ``LLMConfig``; the config's ``llm`` when not given), e.g.
-    ``agentlab.testing.agents.scripted_llm(agent)`` for a scripted agent model (``planner="agent"``)."""
-    if isinstance(llm, (str, Path)):  # a file: the config's own `llm` field, recorded in config.yaml
-        fields["llm"], llm = llm, None
+    this call's routing config, as ``--llm`` (a file or an ``LLMConfig``, given again on resume; the config's ``llm``
+    field when not given), e.g. ``agentlab.testing.agents.scripted_llm(agent)`` for a scripted agent model
+    (``planner="agent"``)."""
     resume_dir = resume_target("compress", resume, out=out)
     if resume_dir is not None:
         cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))

@@ -37,8 +37,8 @@ class _Scripted:
 
     def __call__(self, model: str, messages: list[dict[str, Any]], params: GenParams) -> Calls:
         """The scripted provider's reply: this step's calls."""
-        calls = self.step([dict(m) for m in messages], list(params.tools or [])).calls
-        return Calls([(c.name, c.arguments) for c in calls], ids=[c.id for c in calls])
+        reply = self.step([dict(m) for m in messages], list(params.tools or []))
+        return Calls([(c.name, c.arguments) for c in reply.calls], reply.text, [c.id for c in reply.calls])
 
 
 class SuggestAgent(_Scripted):

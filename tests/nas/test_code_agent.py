@@ -51,7 +51,7 @@ def edit(old: str, new: str, reason: str, path: str = "train.py") -> tuple[str, 
 
 CALLS = [
     ("read_project", {"path": "train.py"}),
-    edit("print", "print", "cheat", path="eval.py"),  # protected: refused, not run
+    edit("print", "print", "cheat", path="eval.py"),  # protected: the schema refuses it, the router asks again
     edit("OFFSET = 3.0", "OFFSET = 0.5", "a smaller offset"),  # trial 1: kept; trial 2: the sampler tunes on it
     ("read_project", {"path": "train.py"}),  # the best version: OFFSET = 0.5
     edit("OFFSET = 0.5", "OFFSET = 2.0", "a larger offset"),  # trial 3: worse, dropped
@@ -71,6 +71,7 @@ def test_code_changes_kept_dropped_crashed_and_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     results = run_nas_optimization(max_iterations=6, config=config(folder), out=out, llm=scripted_llm(model))
     assert results["trials"] == 6
+    assert not (out / "llm.yaml").exists()  # a script cannot be written: it would come back as a model saying "ok"
     fates = [(r["trial"], r["fate"]) for r in results["code_changes"]]
     assert fates == [("run_0001", "kept"), ("run_0003", "dropped"), ("run_0004", "crashed"), ("run_0005", "kept")]
     assert results["code_version"]["kept"] == [1, 5]

@@ -187,7 +187,7 @@ class ToolSubAgent:
                                            {"recursion_limit": 4 * self.max_calls + 10})
                 problem = ""
             except LLMError as exc:
-                out, problem = {}, f"no answer: {exc.kind}"
+                out, problem = {}, f"no answer: {exc.kind}: {exc.message}"
         replies = [m for m in out.get("messages", []) if isinstance(m, AIMessage)]
         result = SubAgentRun(
             out.get("answer"), problem, [c["name"] for m in replies for c in m.tool_calls],

@@ -117,8 +117,9 @@ class ScriptedProviderConfig(StrictModel):
     @field_validator("script")
     @classmethod
     def _callable(cls, value: Any) -> Any:
-        if value is not None and not callable(value):
-            raise ValueError("a Python callable, set from Python (a file gives `replies` instead)")
+        if value is not None and (not callable(value) or isinstance(value, type)):
+            raise ValueError("a Python callable (an instance, not a class), set from Python (a file gives `replies` "
+                             "instead)")
         return value
 
 

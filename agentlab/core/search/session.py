@@ -204,8 +204,8 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
     search of candidate 0s with the error only in events.jsonl: a ``planner`` route, the agent's keys, every local
     model of the route loadable (a wrong name is a config error), one model of it reachable (HTTP: its key set, its
     server answering a quick probe). ``source`` (the routing config's file) is named in the hints, ``fallback`` (the
-    command's classical planner) offered instead; a scripted model (tests) needs none of it. ``auto`` is not
-    checked here: it probes and falls back to the sampler, saying why."""
+    command's classical planner) offered instead; a scripted chooser (``scripted``: benchmarks) needs none of it.
+    ``auto`` is not checked here: it probes and falls back to the sampler, saying why."""
     if kind not in KINDS or not KINDS[kind].needs_model or scripted:
         return
     chain = llm.route("planner").chain()

@@ -63,3 +63,6 @@ def test_a_sub_agent_whose_model_fails_says_why() -> None:
     answered = SubAgent("reflection", "write a note", arguments({"note": {"type": "string"}}),
                         ScriptAgent([("answer", {"note": "ok"})]))
     assert answered.ask("the facts") == ({"note": "ok"}, "")
+    refused_then_answered = SubAgent("reflection", "write a note", arguments({"note": {"type": "string"}}),
+                                     ScriptAgent([("answer", {"note": 5}), ("answer", {"note": "ok"})]))
+    assert refused_then_answered.ask("the facts") == ({"note": "ok"}, "")  # the refusal does not stick

@@ -435,8 +435,10 @@ def test_a_scripted_providers_script_answers_every_call_and_stays_out_of_files()
     finally:
         router.close()
     assert "script" not in cfg.model_dump()["providers"]["p"]  # a run folder's llm.yaml never holds it
-    with pytest.raises(ValueError, match="a Python callable, set from Python"):  # a file cannot name one
+    with pytest.raises(ValueError, match="a Python callable"):  # a file cannot name one
         LLMConfig.model_validate({"providers": {"p": {"kind": "scripted", "script": "mymodule:reply"}}})
+    with pytest.raises(ValueError, match="an instance, not a class"):
+        ScriptedProviderConfig(script=ScriptedProvider)
 
 
 # --------------------------------------------------------------------------- call_model, sync API
