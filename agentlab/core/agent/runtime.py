@@ -64,7 +64,8 @@ def arguments(properties: dict[str, Any], *optional: str) -> dict[str, Any]:
 @dataclass
 class Reply:
     """One model step: its tool calls (validated by the router), text, tokens and seconds, and the invalid calls
-    the router saw on the way (repaired or passed to the next model)."""
+    the router passed to the next model (one it repaired, in the same model's second answer, is counted in
+    llm_stats.json and events.jsonl only)."""
 
     calls: list[ToolCall]
     text: str = ""
