@@ -171,3 +171,19 @@ def test_the_knowledge_base_leads_are_whole_model_gguf_experiments_least_lossy_f
     kit = compress_kit("a goal", dict, Workspace(tmp_path / "ws"), "0" * 32, space=space)
     assert kit.leads() == leads
     assert compress_kit("a goal", dict, Workspace(tmp_path / "ws"), "0" * 32).leads() == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_builtin_model_is_asked_for_its_note(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    """The reflection asks the planner model once the search is over: in 0.1.0 it asked a router the search had
+    closed, so no real model ever wrote a note (smollm2-135m through llama.cpp, in process)."""
+    pytest.importorskip("llama_cpp")
+    llm = Path(__file__).resolve().parents[2] / "configs" / "llm.local.yaml"
+    results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", llm=llm, max_iterations=2,
+                              workspace=str(in_tmp / "ws"), out=in_tmp / "R", overrides=SMALL)
+    events = [json.loads(x) for x in (in_tmp / "R" / "events.jsonl").read_text().splitlines()]
+    reflection = [e for e in events if e["kind"] == "agent_subagent" and e["name"] == "reflection"]
+    # whatever the model wrote (a 135M model's note is rarely worth keeping), the router was there to ask
+    assert len(reflection) == 1 and "the router is closed" not in reflection[0]["problem"], reflection
+    assert results["reflection"]["problem"] == reflection[0]["problem"][:200]  # results.json says the same
