@@ -186,4 +186,4 @@ def test_the_builtin_model_is_asked_for_its_note(in_tmp: Path, tiny_model: dict[
     reflection = [e for e in events if e["kind"] == "agent_subagent" and e["name"] == "reflection"]
     # whatever the model wrote (a 135M model's note is rarely worth keeping), the router was there to ask
     assert len(reflection) == 1 and "the router is closed" not in reflection[0]["problem"], reflection
-    assert results["reflection"]["problem"] == reflection[0]["problem"][:200]  # results.json says the same
+    assert reflection[0]["problem"] == results["reflection"]["problem"][:200]  # results.json says the same
