@@ -16,6 +16,7 @@ pytest.importorskip("optuna")
 pytest.importorskip("langgraph")
 
 from agentlab.compress import run_compression  # noqa: E402
+from agentlab.core.runs import read_events  # noqa: E402
 from agentlab.testing.agents import ScriptAgent, SuggestAgent, scripted_llm  # noqa: E402
 
 SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
@@ -59,8 +60,7 @@ def test_the_agents_own_experiment_runs_and_the_tools_answer(in_tmp: Path, tiny_
     assert "changes.prune: 'nothing' is not one of ['none', 'magnitude', 'wanda', 'structured']" in tool_results[3]
     assert "techniques" in model.seen[0][1]["content"].lower()  # the knowledge base in the brief
     assert results["agent"]["rejected_calls"] == 0  # the router refused the bad value, in events.jsonl:
-    events = [json.loads(x) for x in (in_tmp / "R" / "events.jsonl").read_text().splitlines()]
-    assert "'nothing'" in next(e for e in events if e["kind"] == "invalid_tool_call")["error"]
+    assert "'nothing'" in next(read_events(in_tmp / "R", "invalid_tool_call"))["error"]
 
 
 @pytest.mark.timeout(900)  # two experiments on the tiny model, one with a LoRA recovery
@@ -182,8 +182,7 @@ def test_the_builtin_model_is_asked_for_its_note(in_tmp: Path, tiny_model: dict[
     llm = Path(__file__).resolve().parents[2] / "configs" / "llm.local.yaml"
     results = run_compression(str(tiny_model["hf"]), GOAL, planner="agent", llm=llm, max_iterations=2,
                               workspace=str(in_tmp / "ws"), out=in_tmp / "R", overrides=SMALL)
-    events = [json.loads(x) for x in (in_tmp / "R" / "events.jsonl").read_text().splitlines()]
-    reflection = [e for e in events if e["kind"] == "agent_subagent" and e["name"] == "reflection"]
+    reflection = [e for e in read_events(in_tmp / "R", "agent_subagent") if e["name"] == "reflection"]
     # whatever the model wrote (a 135M model's note is rarely worth keeping), the router was there to ask
     assert len(reflection) == 1 and "the router is closed" not in reflection[0]["problem"], reflection
     assert reflection[0]["problem"] == results["reflection"]["problem"][:200]  # results.json says the same

@@ -18,6 +18,7 @@ from test_own_code import run_folders, write_project
 from agentlab.cli import main
 from agentlab.core.agent.runtime import Reply
 from agentlab.core.llm.config import LLMConfig
+from agentlab.core.runs import read_events
 from agentlab.nas import run_nas_optimization
 from agentlab.nas.config import NASConfig
 from agentlab.nas.own_code_agent import READ_CHARS, command_kit, project_files, read_project, script_of
@@ -86,8 +87,7 @@ def test_the_agent_on_the_example_project_uses_every_tool(in_tmp: Path) -> None:
     assert "read_project" in [t["function"]["name"] for t in model.specs]
     block = results["agent"]
     assert block["trials_by_agent"] == 2 and block["tool_calls"] == 6 and block["rejected_calls"] == 0
-    invalid = [e for e in map(json.loads, (out / "events.jsonl").read_text().splitlines())
-               if e["kind"] == "invalid_tool_call"]
+    invalid = list(read_events(out, "invalid_tool_call"))
     assert len(invalid) == 1 and "'../../README.md'" in invalid[0]["error"]  # the escape, answered again
     report = (out / "report.md").read_text()
     assert "## The agent" in report and "| read_project |" in report and "| learning_curve |" in report
