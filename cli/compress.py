@@ -82,9 +82,15 @@ def compress(
                     ("--approve", "search.agent.approve", True if approve else None))
 
     def prepare_all(cfg: Any) -> dict[str, Any]:
+        from agentlab.core.runs import resume_target, saved_llm_config
+
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
-        kwargs = prepare(cfg, llm)
+        folder = resume_target("compress", resume) if resume is not None else None
+        saved = saved_llm_config(folder) if llm is None else None  # resumed: the first run's --llm
+        kwargs = prepare(cfg, llm if saved is None else saved)
         kwargs["prepared"].approver = approver
+        if saved is not None and not json_:
+            console.print(safe_text(f"routing config: the first run's ({saved})"))
         return kwargs
 
     run_command(CommandSpec("compress", CompressConfig, compress_run, prepare=prepare_all,

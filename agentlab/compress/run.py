@@ -655,14 +655,18 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
     """Python API: run the search in a run folder (new, ``out``, or ``resume``) and return results.json's content.
     ``fields``: any other config field, e.g. ``max_iterations=3``, ``planner="random"``; ``chooser`` (with
     ``planner="llm"``): a scripted chooser in place of the planner model (``agentlab.testing.choosers``); ``llm``:
-    this call's routing config, as ``--llm`` (a file or an ``LLMConfig``, given again on resume; the config's ``llm``
-    field when not given), e.g. ``agentlab.testing.agents.scripted_llm(agent)`` for a scripted agent model
+    this call's routing config, as ``--llm`` (a file or an ``LLMConfig``; when not given, a resumed run's llm.yaml,
+    else the config's ``llm`` field), e.g. ``agentlab.testing.agents.scripted_llm(agent)`` for a scripted agent model
     (``planner="agent"``)."""
     resume_dir = resume_target("compress", resume, out=out)
     if resume_dir is not None:
         cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
+    if llm is None:  # resumed: the routing config the first run used
+        from agentlab.core.runs import saved_llm_config
+
+        llm = saved_llm_config(resume_dir)
     inputs = prepare(cfg, llm, chooser=chooser)
     results, _ = run_in_folder("compress", cfg, run, inputs=inputs, out=out, resume=resume_dir,
                                progress=progress)

@@ -331,10 +331,6 @@ def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: 
     chooser in place of the planner model (``agentlab.testing.choosers``; the planner benchmark's placebo and
     surrogate); ``approver``: answers --approve's questions (the CLI asks in the terminal).
     """
-    # --resume asks the same models (llm.yaml) unless given --llm again; a scripted provider's Python-only script
-    # cannot be written (it would come back as a model that answers "ok"), so such a run is given llm= again
-    if llm is not None and llm.models and not any(getattr(p, "script", None) for p in llm.providers.values()):
-        run_dir.save_llm_config(llm)
     with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
         return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce,
                        chooser=chooser, approver=approver)

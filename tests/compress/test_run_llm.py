@@ -66,3 +66,24 @@ def test_always_candidate_0_is_the_nsga2_search(in_tmp: Path, tiny_model: dict[s
     assert [r["label"] for r in chosen["experiments"]] == [r["label"] for r in nsga2["experiments"]]
     assert chosen["llm_contribution"]["chosen_by_llm"] == 2 and chosen["llm_contribution"]["differed"] == 0
     assert nsga2["llm_contribution"] is None
+
+
+def test_resume_asks_the_first_runs_models(in_tmp: Path, tiny_model: dict[str, Path], srv: ScriptedServer) -> None:
+    """--resume without --llm asks the models the first run's --llm named (its llm.yaml), as nas does: not the
+    default routing config, which would be another planner half-way through a search."""
+    from agentlab.cli import main
+
+    srv.default(PLANNER, Reply(text=json.dumps({"choice": 1, "reasoning": "r"})))
+    run = in_tmp / "R"
+    first = ["compress", "--model", str(tiny_model["hf"]), "--objective", "maximize speedup with <2% accuracy loss",
+             "--planner", "llm", "--llm", routing(in_tmp, srv), "--max-iterations", "3", "--out", str(run),
+             "--set", f"workspace={in_tmp / 'ws'}", *(a for s in SMALL for a in ("--set", s))]
+    assert main(first) == 0
+    assert (run / "llm.yaml").is_file() and srv.count(PLANNER) == 1
+    (in_tmp / "llm.yaml").unlink()  # the first run's file gone: the run folder's copy is what is read
+    assert main(["compress", "--resume", str(run), "--max-iterations", "4"]) == 0
+    assert srv.count(PLANNER) == 2
+    results = json.loads((run / "results.json").read_text())
+    assert results["llm_contribution"]["model"] == PLANNER and results["llm_contribution"]["asked"] == 2
+    again = run_compression(resume=run, overrides=["max_iterations=5"])  # the Python API reads it back too
+    assert srv.count(PLANNER) == 3 and again["llm_contribution"]["model"] == PLANNER

@@ -302,6 +302,11 @@ def open_planner(spec: PlannerSpec, *, evaluator: bool = False) -> PlannerSessio
         raise AgentlabError(f"unknown planner {spec.kind!r}", hint=f"use one of {', '.join(offered)}")
     session = PlannerSession(spec)
     build = BUILDERS[KINDS[spec.kind].family]
+    # llm.yaml: --resume asks the same models unless given --llm again; a scripted provider's Python-only script
+    # cannot be written (it would come back as a model that answers "ok"), so such a run is given llm= again
+    if spec.run_dir is not None and spec.llm is not None and spec.llm.models \
+            and not any(getattr(p, "script", None) for p in spec.llm.providers.values()):
+        spec.run_dir.save_llm_config(spec.llm)
     try:
         session.planner, session.line = build(session)
         llm = spec.llm
