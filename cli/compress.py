@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlab.core.search.kinds import CompressPlanner, describe
+from agentlab.core.search.kinds import KINDS, CompressPlanner, describe
 
 from .common import (
     AnswerOpt,
@@ -70,7 +70,7 @@ def compress(
     workspace across runs; --resume continues a killed run."""
     from agentlab.compress import CompressConfig
     from agentlab.compress.run import dry_run as compress_dry_run
-    from agentlab.compress.run import prepare
+    from agentlab.compress.run import first_routing, prepare
     from agentlab.compress.run import run as compress_run
 
     options = flags(("--model", "model", model), ("--objective", "objective", objective),
@@ -82,15 +82,15 @@ def compress(
                     ("--approve", "search.agent.approve", True if approve else None))
 
     def prepare_all(cfg: Any) -> dict[str, Any]:
-        from agentlab.core.runs import resume_target, saved_llm_config
+        from agentlab.core.runs import resume_target
 
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
         folder = resume_target("compress", resume) if resume is not None else None
-        saved = saved_llm_config(folder) if llm is None else None  # resumed: the first run's --llm
-        kwargs = prepare(cfg, llm if saved is None else saved)
+        routing = first_routing(llm, folder, set_ or [])  # resumed: the first run's --llm
+        kwargs = prepare(cfg, routing)
         kwargs["prepared"].approver = approver
-        if saved is not None and not json_:
-            console.print(safe_text(f"routing config: the first run's ({saved})"))
+        if routing is not None and llm is None and KINDS[cfg.search.planner].needs_model and not json_:
+            console.print(safe_text(f"routing config: the first run's ({routing})"))
         return kwargs
 
     run_command(CommandSpec("compress", CompressConfig, compress_run, prepare=prepare_all,

@@ -30,6 +30,12 @@ M = TypeVar("M", bound=BaseModel)
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Field names whose values are secrets. `*_env` fields hold the *name* of a variable and are safe to show.
 _SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
+# HTTP header names (a provider's ``headers``) whose values are credentials: X-Auth-Key, Ocp-Apim-Subscription-Key,
+# Cookie, Proxy-Authorization, X-Amz-Security-Token, ...
+_SECRET_HEADER_RE = re.compile(r"key|auth|cookie|token|secret|signature|session", re.IGNORECASE)
+# A secret field whose value is only environment references and an auth scheme ("Bearer ${OPENAI_API_KEY}") is kept
+# as that text: it holds no secret and reads back from the environment, where "***" would be sent as the credential
+_ENV_ONLY_RE = re.compile(r"(?:(?:Bearer|Basic|Token)\s+)?(?:\$\{[A-Za-z_][A-Za-z0-9_]*\}\s*)+", re.IGNORECASE)
 # Environment variables whose values are secrets wherever they end up (a URL, a header, an error message).
 _SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|CREDENTIALS?|AUTH)$", re.IGNORECASE)
 _MIN_SECRET_LEN = 6  # shorter values ("1", "true") would scrub ordinary text; no real key is this short
@@ -526,14 +532,17 @@ def redact(data: Any, secrets: Iterable[str] = ()) -> Any:
     return _redact(data, [s for s in secrets if s], secret_values())
 
 
-def _redact(data: Any, secrets: list[str], known: dict[str, str]) -> Any:
+def _redact(data: Any, secrets: list[str], known: dict[str, str], headers: bool = False) -> Any:
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
-            if isinstance(key, str) and _SECRET_KEY_RE.search(key) and not key.endswith("_env") and value:
-                out[key] = REDACTED
+            secret = isinstance(key, str) and not key.endswith("_env") and bool(value) and bool(
+                _SECRET_KEY_RE.search(key) or (headers and _SECRET_HEADER_RE.search(key)))
+            if secret:
+                kept = scrub_text(value, secrets, known) if isinstance(value, str) else None
+                out[key] = kept if kept is not None and _ENV_ONLY_RE.fullmatch(kept) else REDACTED
             else:
-                out[key] = _redact(value, secrets, known)
+                out[key] = _redact(value, secrets, known, key == "headers")
         return out
     if isinstance(data, list):
         return [_redact(v, secrets, known) for v in data]

@@ -87,3 +87,12 @@ def test_resume_asks_the_first_runs_models(in_tmp: Path, tiny_model: dict[str, P
     assert results["llm_contribution"]["model"] == PLANNER and results["llm_contribution"]["asked"] == 2
     again = run_compression(resume=run, overrides=["max_iterations=5"])  # the Python API reads it back too
     assert srv.count(PLANNER) == 3 and again["llm_contribution"]["model"] == PLANNER
+    # another routing config given on this call wins over the saved one: --llm, or --set llm= (the config's field)
+    other = in_tmp / "other.yaml"
+    other.write_text(yaml.safe_dump({"providers": {"loop": {"kind": "openai", "base_url": srv.base_url}},
+                                     "models": {"other-m": {"provider": "loop", "model": "other-m"}},
+                                     "routes": {"planner": {"primary": ["other-m"]}}, "retries": 0, "timeout_s": 5}))
+    srv.default("other-m", Reply(text=json.dumps({"choice": 1, "reasoning": "r"})))
+    assert main(["compress", "--resume", str(run), "--max-iterations", "6", "--llm", str(other)]) == 0
+    run_compression(resume=run, overrides=["max_iterations=7", f"llm={other}"])
+    assert srv.count("other-m") == 2 and srv.count(PLANNER) == 3

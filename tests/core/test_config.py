@@ -163,6 +163,22 @@ def test_redact_hides_secret_fields_and_values() -> None:
     assert out["headers"]["Authorization"] == "***" and "sk-123" not in str(out)
 
 
+def test_redact_names_a_variable_where_a_credential_came_from_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential read from a secret-looking variable is written as the variable ("Bearer ${NAME}" reads back),
+    any other as ***; a provider's credential headers are secret whatever their name, its other headers are not."""
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-abcdef123456")
+    monkeypatch.setenv("MY_TOK", "tok-abcdef123456")  # a name that does not look secret: its value is not known
+    headers = {"Authorization": "Bearer sk-or-v1-abcdef123456", "X-Auth-Key": "literal-abcdef",
+               "Ocp-Apim-Subscription-Key": "${NOT_EXPANDED}x", "Cookie": "session=abc123456",
+               "Proxy-Authorization": "Bearer tok-abcdef123456", "X-Title": "agentlab"}
+    out = redact({"api_key": "sk-or-v1-abcdef123456", "headers": headers, "name_key": "plain"})
+    assert out["api_key"] == "${OPENROUTER_API_KEY}"
+    assert out["headers"] == {"Authorization": "Bearer ${OPENROUTER_API_KEY}", "X-Auth-Key": "***",
+                              "Ocp-Apim-Subscription-Key": "***", "Cookie": "***", "Proxy-Authorization": "***",
+                              "X-Title": "agentlab"}
+    assert out["name_key"] == "plain"  # outside headers a field ending in "key" is not a credential
+
+
 def test_describe_model_lists_fields_with_descriptions() -> None:
     text = describe_model(Cfg)
     assert "# learning rate" in text and "lr: 0.001" in text and "model:" in text
