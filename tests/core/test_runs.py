@@ -212,8 +212,8 @@ def test_a_saved_routing_config_holding_a_hidden_secret_is_refused_on_resume(in_
     assert load_llm_config(saved).providers["p"].headers["Authorization"] == "Bearer sk-or-v1-abcdef123456"
     provider["headers"] = {"X-Auth-Key": "literal-abcdef"}
     run.save_llm_config(LLMConfig.model_validate({"providers": {"p": provider}, "models": {}}))
-    with pytest.raises(UsageError, match=r"llm.yaml: the first run's routing config holds providers.p.headers.X-Auth-Key"
-                                         r", a secret not written") as err:
+    with pytest.raises(UsageError, match=r"llm.yaml: the first run's routing config holds "
+                                         r"providers.p.headers.X-Auth-Key, a secret not written") as err:
         saved_llm_config(run.path)
     assert "--llm FILE" in (err.value.hint or "")
     assert saved_llm_config(in_tmp) is None and saved_llm_config(None) is None
