@@ -622,7 +622,8 @@ def first_routing(llm: LLMConfig | str | Path | None, resume_dir: Path | None,
                   overrides: list[Any]) -> LLMConfig | str | Path | None:
     """The routing config a call asks: ``llm`` (--llm) when given; resumed without it, the first run's (its
     llm.yaml) unless ``--set llm=`` names another; else None (the config's ``llm:``, or configs/llm.yaml)."""
-    if llm is not None or resume_dir is None or any(str(o).split("=", 1)[0].strip() == "llm" for o in overrides):
+    named = [o.key if isinstance(o, Flag) else str(o).split("=", 1)[0].strip() for o in overrides]
+    if llm is not None or resume_dir is None or "llm" in named:
         return llm
     from agentlab.core.runs import saved_llm_config
 

@@ -32,7 +32,8 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
 # HTTP header names (a provider's ``headers``) whose values are credentials: X-Auth-Key, Ocp-Apim-Subscription-Key,
 # Cookie, Proxy-Authorization, X-Amz-Security-Token, ...
-_SECRET_HEADER_RE = re.compile(r"key|auth|cookie|token|secret|signature|session", re.IGNORECASE)
+_SECRET_HEADER_RE = re.compile(r"(?:^|[-_])(?:api-?key|key|auth|authorization|cookie|token|secret|signature|"
+                               r"password|passphrase|pass|credentials?|jwt)(?:[-_]|$)", re.IGNORECASE)
 # A secret field whose value is only environment references and an auth scheme ("Bearer ${OPENAI_API_KEY}") is kept
 # as that text: it holds no secret and reads back from the environment, where "***" would be sent as the credential
 _ENV_ONLY_RE = re.compile(r"(?:(?:Bearer|Basic|Token)\s+)?(?:\$\{[A-Za-z_][A-Za-z0-9_]*\}\s*)+", re.IGNORECASE)
@@ -549,6 +550,19 @@ def _redact(data: Any, secrets: list[str], known: dict[str, str], headers: bool 
     if isinstance(data, str):
         return scrub_text(data, secrets, known)
     return data
+
+
+def redacted_field(data: Any, where: str = "") -> str | None:
+    """The dotted name of the first value in ``data`` that holds ``***`` (what ``redact`` wrote for a secret), or
+    None: a config read back from a run folder with one would send ``***`` as the credential."""
+    if isinstance(data, str):
+        return where if REDACTED in data else None
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found = redacted_field(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def absolute_paths(model: M) -> M:

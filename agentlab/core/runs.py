@@ -32,11 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel
 
 from agentlab.core import files
-from agentlab.core.config import REDACTED, absolute_paths, dump_yaml, redact, scrub_text, secret_values
+from agentlab.core.config import absolute_paths, dump_yaml, redact, scrub_text, secret_values
 from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError, storage_error
 
 if TYPE_CHECKING:
@@ -742,32 +741,11 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
 
 def saved_llm_config(folder: str | Path | None) -> Path | None:
     """The routing config a run folder's first run used (``RunDir.save_llm_config``), or None (no folder, or a run
-    that used none): what ``--resume`` without --llm reads. One that held a secret written as ``***`` (a literal key,
-    or one from a variable whose name does not look secret) is refused: it would be sent as the credential."""
+    that used none): what ``--resume`` without --llm reads (``load_llm_config`` refuses one holding a ``***``)."""
     if folder is None:
         return None
     path = Path(folder) / LLM_FILE
-    if not path.is_file():
-        return None
-    try:
-        hidden = _redacted_field(yaml.safe_load(files.read_text(path, "routing config")))
-    except yaml.YAMLError:  # loading it says where it is broken
-        return path
-    if hidden:
-        raise UsageError(f"{path}: the first run's routing config holds {hidden}, a secret not written to the run "
-                         "folder", hint="give the routing config again: --resume ... --llm FILE")
-    return path
-
-
-def _redacted_field(data: Any, where: str = "") -> str | None:
-    """The dotted name of the first value written as ``***`` in ``data``, or None."""
-    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
-    for key, value in items:
-        name = f"{where}.{key}" if where else str(key)
-        found = name if value == REDACTED else _redacted_field(value, name)
-        if found:
-            return found
-    return None
+    return path if path.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -170,12 +170,14 @@ def test_redact_names_a_variable_where_a_credential_came_from_one(monkeypatch: p
     monkeypatch.setenv("MY_TOK", "tok-abcdef123456")  # a name that does not look secret: its value is not known
     headers = {"Authorization": "Bearer sk-or-v1-abcdef123456", "X-Auth-Key": "literal-abcdef",
                "Ocp-Apim-Subscription-Key": "${NOT_EXPANDED}x", "Cookie": "session=abc123456",
-               "Proxy-Authorization": "Bearer tok-abcdef123456", "X-Title": "agentlab"}
+               "Proxy-Authorization": "Bearer tok-abcdef123456", "X-Title": "agentlab", "X-Max-Tokens": "64",
+               "Helicone-Session-Id": "s-1", "HTTP-Referer": "https://example.org"}
     out = redact({"api_key": "sk-or-v1-abcdef123456", "headers": headers, "name_key": "plain"})
     assert out["api_key"] == "${OPENROUTER_API_KEY}"
     assert out["headers"] == {"Authorization": "Bearer ${OPENROUTER_API_KEY}", "X-Auth-Key": "***",
                               "Ocp-Apim-Subscription-Key": "***", "Cookie": "***", "Proxy-Authorization": "***",
-                              "X-Title": "agentlab"}
+                              "X-Title": "agentlab", "X-Max-Tokens": "64", "Helicone-Session-Id": "s-1",
+                              "HTTP-Referer": "https://example.org"}
     assert out["name_key"] == "plain"  # outside headers a field ending in "key" is not a credential
 
 

@@ -196,26 +196,27 @@ def test_secrets_from_variables_never_reach_the_run_folder(in_tmp: Path, monkeyp
 def test_a_saved_routing_config_holding_a_hidden_secret_is_refused_on_resume(in_tmp: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """--resume without --llm reads the first run's llm.yaml: a key read from a secret variable comes back from it;
-    one written as *** would be sent as the credential, so it is one line naming the field, and the next step."""
-    from agentlab.core.errors import UsageError
+    one written as *** (in a field, a header or a URL) would be sent as the credential, so loading it is one line
+    naming the field, and the next step."""
+    from agentlab.core.errors import ConfigError
     from agentlab.core.llm.config import LLMConfig, load_llm_config
     from agentlab.core.runs import saved_llm_config
 
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-abcdef123456")
     provider = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1",
-                "headers": {"Authorization": "Bearer sk-or-v1-abcdef123456"}}
+                "headers": {"Authorization": "Bearer sk-or-v1-abcdef123456", "X-Title": "agentlab"}}
     llm = LLMConfig.model_validate({"providers": {"p": provider}, "models": {"m": {"provider": "p", "model": "m"}}})
     run = RunDir.create("demo")
     run.save_llm_config(llm)
     saved = saved_llm_config(run.path)
     assert saved is not None and "sk-or" not in saved.read_text()
     assert load_llm_config(saved).providers["p"].headers["Authorization"] == "Bearer sk-or-v1-abcdef123456"
-    provider["headers"] = {"X-Auth-Key": "literal-abcdef"}
-    run.save_llm_config(LLMConfig.model_validate({"providers": {"p": provider}, "models": {}}))
-    with pytest.raises(UsageError, match=r"llm.yaml: the first run's routing config holds "
-                                         r"providers.p.headers.X-Auth-Key, a secret not written") as err:
-        saved_llm_config(run.path)
-    assert "--llm FILE" in (err.value.hint or "")
+    for field, changed in [("providers.p.headers.X-Auth-Key", {"headers": {"X-Auth-Key": "literal-abcdef"}}),
+                           ("providers.p.base_url", {"base_url": "http://u:pw-abcdef@127.0.0.1:9/v1"})]:
+        run.save_llm_config(LLMConfig.model_validate({"providers": {"p": {**provider, **changed}}, "models": {}}))
+        with pytest.raises(ConfigError, match=rf"llm.yaml: {field}: holds \*\*\*, a credential a run folder") as err:
+            load_llm_config(saved_llm_config(run.path))
+        assert "give --llm the routing config you wrote" in (err.value.hint or "")
     assert saved_llm_config(in_tmp) is None and saved_llm_config(None) is None
 
 

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from agentlab.core.config import StrictModel, load_config
+from agentlab.core.config import StrictModel, load_config, redacted_field
+from agentlab.core.errors import ConfigError
 from agentlab.core.llm.cache import CacheConfig
 from agentlab.core.models.builtin import BUILTIN_MODELS
 
@@ -382,7 +383,14 @@ class LLMConfig(StrictModel):
 
 
 def load_llm_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LLMConfig:
-    """``--llm FILE``; with no file, ``configs/llm.yaml`` when present, else an empty config (no models)."""
+    """``--llm FILE``; with no file, ``configs/llm.yaml`` when present, else an empty config (no models). One that
+    holds a ``***`` (a run folder's copy of a config with a credential agentlab does not write) is refused."""
     if path is None and DEFAULT_LLM_CONFIG.is_file():
         path = DEFAULT_LLM_CONFIG
-    return load_config(path, LLMConfig, overrides)
+    cfg = load_config(path, LLMConfig, overrides)
+    hidden = redacted_field(cfg.model_dump(mode="json"))
+    if hidden:
+        raise ConfigError(f"{path}: {hidden}: holds ***, a credential a run folder does not keep",
+                          hint="give --llm the routing config you wrote (a key from a variable, e.g. api_key_env, "
+                               "is kept as ${NAME})")
+    return cfg
