@@ -70,7 +70,7 @@ def compress(
     workspace across runs; --resume continues a killed run."""
     from agentlab.compress import CompressConfig
     from agentlab.compress.run import dry_run as compress_dry_run
-    from agentlab.compress.run import first_routing, prepare
+    from agentlab.compress.run import prepare
     from agentlab.compress.run import run as compress_run
 
     options = flags(("--model", "model", model), ("--objective", "objective", objective),
@@ -82,11 +82,11 @@ def compress(
                     ("--approve", "search.agent.approve", True if approve else None))
 
     def prepare_all(cfg: Any) -> dict[str, Any]:
-        from agentlab.core.runs import resume_target
+        from agentlab.core.runs import resume_target, routing_config
 
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
         folder = resume_target("compress", resume) if resume is not None else None
-        routing = first_routing(llm, folder, set_ or [])  # resumed: the first run's --llm
+        routing = routing_config(llm, folder, set_ or [])  # resumed: the first run's --llm
         kwargs = prepare(cfg, routing)
         kwargs["prepared"].approver = approver
         if routing is not None and llm is None and KINDS[cfg.search.planner].needs_model and not json_:

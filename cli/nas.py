@@ -104,23 +104,23 @@ def nas(
 
     def prepare_and_say(cfg: NASConfig) -> dict[str, Any]:
         """prepare (the data read, data.freq resolved), then the data line and, resuming, what the folder keeps."""
-        from agentlab.core.runs import resume_target, saved_llm_config
+        from agentlab.core.runs import resume_target, routing_config
         from agentlab.nas.data import data_line
         from agentlab.nas.own_code import objective_line
         from agentlab.nas.report import resume_line
 
         freq, target = cfg.data.freq, cfg.data.target
         folder = resume_target("nas", resume) if resume is not None else None
-        saved = saved_llm_config(folder) if llm is None else None  # resumed: the first run's --llm
-        kwargs = prepare(cfg, llm if saved is None else saved, config_file=config)
+        routing = routing_config(llm, folder)  # resumed: the first run's --llm
+        kwargs = prepare(cfg, routing, config_file=config)
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
         if approver is not None:
             kwargs["approver"] = approver
         if not json_:
             console.print(safe_text(data_line(kwargs["data"], freq, target) if cfg.objective is None
                                     else objective_line(cfg)))
-            if saved is not None:
-                console.print(safe_text(f"routing config: the first run's ({saved})"))
+            if routing is not None and llm is None:
+                console.print(safe_text(f"routing config: the first run's ({routing})"))
             kept = resume_line(folder, cfg.search.max_iterations) if folder is not None else None
             if kept:
                 console.print(safe_text(kept))

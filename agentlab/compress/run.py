@@ -618,18 +618,6 @@ def _load(model_name: str | None, objective: str | None, carbon_budget: float | 
     return load_config(config, CompressConfig, sets)
 
 
-def first_routing(llm: LLMConfig | str | Path | None, resume_dir: Path | None,
-                  overrides: list[Any]) -> LLMConfig | str | Path | None:
-    """The routing config a call asks: ``llm`` (--llm) when given; resumed without it, the first run's (its
-    llm.yaml) unless ``--set llm=`` names another; else None (the config's ``llm:``, or configs/llm.yaml)."""
-    named = [o.key if isinstance(o, Flag) else str(o).split("=", 1)[0].strip() for o in overrides]
-    if llm is not None or resume_dir is None or "llm" in named:
-        return llm
-    from agentlab.core.runs import saved_llm_config
-
-    return saved_llm_config(resume_dir)
-
-
 def dry_run(cfg: CompressConfig, prepared: Prepared) -> dict[str, Any]:
     """What a run would do, without measuring or writing anything: the goal, the space, the warm start's leads."""
     p = prepared
@@ -675,7 +663,9 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
         cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
-    inputs = prepare(cfg, first_routing(llm, resume_dir, overrides or []), chooser=chooser)
+    from agentlab.core.runs import routing_config
+
+    inputs = prepare(cfg, routing_config(llm, resume_dir, overrides or []), chooser=chooser)
     results, _ = run_in_folder("compress", cfg, run, inputs=inputs, out=out, resume=resume_dir,
                                progress=progress)
     return dict(results)

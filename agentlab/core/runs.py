@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from agentlab.core import files
-from agentlab.core.config import absolute_paths, dump_yaml, redact, scrub_text, secret_values
+from agentlab.core.config import Flag, absolute_paths, dump_yaml, redact, scrub_text, secret_values
 from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError, storage_error
 
 if TYPE_CHECKING:
@@ -574,7 +574,7 @@ class RunDir:
     def save_llm_config(self, llm: BaseModel) -> None:
         """llm.yaml: the routing config the run uses (--llm), as config.yaml is written (secrets redacted, paths
         absolute; a key read from the environment comes back as ``${NAME}``), so ``--resume`` asks the same models
-        unless it is given --llm again (``saved_llm_config``)."""
+        unless it is given --llm again (``routing_config``)."""
         data = absolute_paths(llm).model_dump(mode="json")
         header = "# the routing config (--llm) of this run, secrets redacted; --resume reuses it\n"
         atomic_write_text(self.file(LLM_FILE), header + dump_yaml(redact(data, self._secrets)))
@@ -739,11 +739,13 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
     return Path(resume)
 
 
-def saved_llm_config(folder: str | Path | None) -> Path | None:
-    """The routing config a run folder's first run used (``RunDir.save_llm_config``), or None (no folder, or a run
-    that used none): what ``--resume`` without --llm reads (``load_llm_config`` refuses one holding a ``***``)."""
-    if folder is None:
-        return None
+def routing_config(llm: Any, folder: str | Path | None, overrides: Iterable[Any] = ()) -> Any:
+    """The routing config a call asks: ``llm`` (--llm) when given; resumed (``folder``) without it, the one the run
+    used (its llm.yaml, ``RunDir.save_llm_config``) unless ``--set llm=`` names another (compress's config field);
+    else None (the command's default). ``load_llm_config`` refuses a saved one holding a ``***``."""
+    named = [o.key if isinstance(o, Flag) else str(o).split("=", 1)[0].strip() for o in overrides]
+    if llm is not None or folder is None or "llm" in named:
+        return llm
     path = Path(folder) / LLM_FILE
     return path if path.is_file() else None
 

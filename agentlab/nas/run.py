@@ -20,7 +20,7 @@ from agentlab.core.errors import AgentlabError, ConfigError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, resume_target, run_in_folder, runs_root, saved_llm_config
+from agentlab.core.runs import RunDir, resume_target, routing_config, run_in_folder, runs_root
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, label
 from agentlab.core.search.loop import Hooks, Objective, Pruned, SearchLoop, StopRules, require_finished_trials
@@ -544,8 +544,7 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
     else:
         cfg = load_config(config, NASConfig, sets)
     config_file = config if isinstance(config, (str, Path)) and resume_dir is None else None
-    if llm is None:  # resumed: the routing config the first run used
-        llm = saved_llm_config(resume_dir)
+    llm = routing_config(llm, resume_dir)  # resumed without llm=: the routing config the first run used
     inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file), "chooser": chooser}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results

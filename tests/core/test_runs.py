@@ -200,7 +200,7 @@ def test_a_saved_routing_config_holding_a_hidden_secret_is_refused_on_resume(in_
     naming the field, and the next step."""
     from agentlab.core.errors import ConfigError
     from agentlab.core.llm.config import LLMConfig, load_llm_config
-    from agentlab.core.runs import saved_llm_config
+    from agentlab.core.runs import routing_config
 
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-abcdef123456")
     provider = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1",
@@ -208,16 +208,18 @@ def test_a_saved_routing_config_holding_a_hidden_secret_is_refused_on_resume(in_
     llm = LLMConfig.model_validate({"providers": {"p": provider}, "models": {"m": {"provider": "p", "model": "m"}}})
     run = RunDir.create("demo")
     run.save_llm_config(llm)
-    saved = saved_llm_config(run.path)
+    saved = routing_config(None, run.path)
     assert saved is not None and "sk-or" not in saved.read_text()
     assert load_llm_config(saved).providers["p"].headers["Authorization"] == "Bearer sk-or-v1-abcdef123456"
     for field, changed in [("providers.p.headers.X-Auth-Key", {"headers": {"X-Auth-Key": "literal-abcdef"}}),
                            ("providers.p.base_url", {"base_url": "http://u:pw-abcdef@127.0.0.1:9/v1"})]:
         run.save_llm_config(LLMConfig.model_validate({"providers": {"p": {**provider, **changed}}, "models": {}}))
         with pytest.raises(ConfigError, match=rf"llm.yaml: {field}: holds \*\*\*, a credential a run folder") as err:
-            load_llm_config(saved_llm_config(run.path))
+            load_llm_config(routing_config(None, run.path))
         assert "give --llm the routing config you wrote" in (err.value.hint or "")
-    assert saved_llm_config(in_tmp) is None and saved_llm_config(None) is None
+    assert routing_config(None, in_tmp) is None and routing_config(None, None) is None
+    assert routing_config("mine.yaml", run.path) == "mine.yaml"  # --llm wins, and so does --set llm= (compress)
+    assert routing_config(None, run.path, ["seed=1", " llm = other.yaml"]) is None
 
 
 def test_config_snapshot_paths_are_absolute(in_tmp: Path) -> None:
