@@ -45,6 +45,7 @@ _URL_USERINFO_RE = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?
 _URL_PARAM_RE = re.compile(r"(?P<head>[?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)"
                            r"(?P<secret>[^&#\s]+)", re.IGNORECASE)
 REDACTED = "***"
+_REDACTED_URL_RE = re.compile(r"://[^/\s]*:\*\*\*@|[?&][\w-]+=\*\*\*(?:[&#\s]|$)")
 _FIELD_MSG_RE = re.compile(r"^([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*): (.+)$", re.DOTALL)
 
 
@@ -552,14 +553,20 @@ def _redact(data: Any, secrets: list[str], known: dict[str, str], headers: bool 
     return data
 
 
-def redacted_field(data: Any, where: str = "") -> str | None:
-    """The dotted name of the first value in ``data`` that holds ``***`` (what ``redact`` wrote for a secret), or
-    None: a config read back from a run folder with one would send ``***`` as the credential."""
+def redacted_field(data: Any, where: str = "", headers: bool = False) -> str | None:
+    """The dotted name of the first value in ``data`` where ``redact`` wrote ``***`` for a secret (a credential
+    field or header, a URL's password or key parameter), or None: a config read back from a run folder with one
+    would send ``***`` as the credential. ``***`` elsewhere (a stop string, a description) is no secret."""
     if isinstance(data, str):
-        return where if REDACTED in data else None
-    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
-    for key, value in items:
-        found = redacted_field(value, f"{where}.{key}" if where else str(key))
+        return where if _REDACTED_URL_RE.search(data) else None
+    if isinstance(data, list):
+        return next((f for i, v in enumerate(data) if (f := redacted_field(v, f"{where}.{i}"))), None)
+    for key, value in data.items() if isinstance(data, dict) else ():
+        name = f"{where}.{key}" if where else str(key)
+        if value == REDACTED and isinstance(key, str) and (
+                _SECRET_KEY_RE.search(key) or (headers and _SECRET_HEADER_RE.search(key))):
+            return name
+        found = redacted_field(value, name, key == "headers")
         if found:
             return found
     return None

@@ -217,6 +217,10 @@ def test_a_saved_routing_config_holding_a_hidden_secret_is_refused_on_resume(in_
         with pytest.raises(ConfigError, match=rf"llm.yaml: {field}: holds \*\*\*, a credential a run folder") as err:
             load_llm_config(routing_config(None, run.path))
         assert "give --llm the routing config you wrote" in (err.value.hint or "")
+    prose = LLMConfig.model_validate({"providers": {"p": provider}, "models": {"m": {
+        "provider": "p", "model": "m", "params": {"stop": ["***"]}}}})  # *** outside a credential: no secret
+    run.save_llm_config(prose)
+    assert load_llm_config(routing_config(None, run.path)).models["m"].params["stop"] == ["***"]
     assert routing_config(None, in_tmp) is None and routing_config(None, None) is None
     assert routing_config("mine.yaml", run.path) == "mine.yaml"  # --llm wins, and so does --set llm= (compress)
     assert routing_config(None, run.path, ["seed=1", " llm = other.yaml"]) is None
