@@ -43,6 +43,11 @@ LLMOpt = Annotated[
     typer.Option("--llm", help="LLM routing config (providers, models, routes). Default: configs/llm.yaml if present.",
                  show_default=False, dir_okay=False),
 ]
+ResumeLLMOpt = Annotated[  # nas and compress: --resume asks the run's own routing config again
+    Path | None,
+    typer.Option("--llm", help="LLM routing config (providers, models, routes). Default: configs/llm.yaml if present; "
+                 "with --resume, the one the run used (its llm.yaml).", show_default=False, dir_okay=False),
+]
 OutOpt = Annotated[
     Path | None,
     typer.Option("--out", help="Exact run folder to create (default: runs/<command>/<timestamp>-<name>).",

@@ -14,10 +14,10 @@ from .common import (
     ConfigOpt,
     DryRunOpt,
     JsonOpt,
-    LLMOpt,
     MlflowOpt,
     OtlpOpt,
     OutOpt,
+    ResumeLLMOpt,
     ResumeOpt,
     SetOpt,
     StorageOpt,
@@ -46,7 +46,7 @@ def compress(
         show_default=False, help=f"Who proposes each experiment (default nsga2). {describe('compress')}.")] = None,
     approve: Annotated[bool, typer.Option("--approve", help="With --planner agent: stop before each experiment, "
                                           "show the agent's plan and ask yes / no / edit.")] = False,
-    llm: LLMOpt = None,
+    llm: ResumeLLMOpt = None,
     eval_text: Annotated[Path | None, typer.Option("--eval-text", show_default=False, dir_okay=False,
                                                    help="Held-out text for perplexity (default: the built-in "
                                                    "text's first half).")] = None,
