@@ -534,13 +534,18 @@ def redact(data: Any, secrets: Iterable[str] = ()) -> Any:
     return _redact(data, [s for s in secrets if s], secret_values())
 
 
+def _secret_key(key: Any, headers: bool) -> bool:
+    """Whether ``key``'s value is a credential (``headers``: ``key`` names an HTTP header of a provider's
+    ``headers``): what ``redact`` writes as ``***`` and ``redacted_field`` looks for."""
+    return isinstance(key, str) and not key.endswith("_env") and bool(
+        _SECRET_KEY_RE.search(key) or (headers and _SECRET_HEADER_RE.search(key)))
+
+
 def _redact(data: Any, secrets: list[str], known: dict[str, str], headers: bool = False) -> Any:
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
-            secret = isinstance(key, str) and not key.endswith("_env") and bool(value) and bool(
-                _SECRET_KEY_RE.search(key) or (headers and _SECRET_HEADER_RE.search(key)))
-            if secret:
+            if value and _secret_key(key, headers):
                 kept = scrub_text(value, secrets, known) if isinstance(value, str) else None
                 out[key] = kept if kept is not None and _ENV_ONLY_RE.fullmatch(kept) else REDACTED
             else:
@@ -563,8 +568,7 @@ def redacted_field(data: Any, where: str = "", headers: bool = False) -> str | N
         return next((f for i, v in enumerate(data) if (f := redacted_field(v, f"{where}.{i}"))), None)
     for key, value in data.items() if isinstance(data, dict) else ():
         name = f"{where}.{key}" if where else str(key)
-        if value == REDACTED and isinstance(key, str) and (
-                _SECRET_KEY_RE.search(key) or (headers and _SECRET_HEADER_RE.search(key))):
+        if value == REDACTED and _secret_key(key, headers):
             return name
         found = redacted_field(value, name, key == "headers")
         if found:
