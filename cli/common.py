@@ -38,15 +38,12 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override one config value, parsed as YAML: --set key.path=value (repeatable).",
                  show_default=False, metavar="KEY=VALUE"),
 ]
-LLMOpt = Annotated[
-    Path | None,
-    typer.Option("--llm", help="LLM routing config (providers, models, routes). Default: configs/llm.yaml if present.",
-                 show_default=False, dir_okay=False),
-]
+_LLM_HELP = "LLM routing config (providers, models, routes). Default: configs/llm.yaml if present"
+LLMOpt = Annotated[Path | None, typer.Option("--llm", help=f"{_LLM_HELP}.", show_default=False, dir_okay=False)]
 ResumeLLMOpt = Annotated[  # nas and compress: --resume asks the run's own routing config again
     Path | None,
-    typer.Option("--llm", help="LLM routing config (providers, models, routes). Default: configs/llm.yaml if present; "
-                 "with --resume, the one the run used (its llm.yaml).", show_default=False, dir_okay=False),
+    typer.Option("--llm", help=f"{_LLM_HELP}; with --resume, the one the run used (its llm.yaml).", show_default=False,
+                 dir_okay=False),
 ]
 OutOpt = Annotated[
     Path | None,
