@@ -14,7 +14,15 @@ previous request), generated tokens, seconds with reuse, seconds without, and th
 ratios. Target: a step costs at most 1.5x its new tokens' cost (``ratio: X`` is the median of seconds with reuse /
 the new tokens' cost over the steps after the first).
 
+``--displaced``: the same conversation, with an unrelated request on the same model after each step (shaped like the
+``evaluator`` route the nas agent asks between trials: a system prompt of about 600 tokens and a question), each step
+timed twice in the same invocation: with the provider's ``prompt_states`` (the default 2: the KV cache the other
+request displaced is kept and put back) and with ``prompt_states: 0`` (only the last request's cache). Printed per
+step: the agent step's seconds and cached prompt tokens, both ways; ``ratio: X`` is the median over the steps after
+the first of the seconds without states over the seconds with them.
+
     python benchmarks/prompt_reuse.py --model qwen2.5-coder-0.5b --steps 6
+    python benchmarks/prompt_reuse.py --model qwen2.5-coder-0.5b --steps 6 --displaced
 """
 
 from __future__ import annotations
@@ -59,7 +67,57 @@ def step_messages(steps: int) -> list[dict[str, Any]]:
     return messages
 
 
+def evaluator_messages(step: int) -> list[dict[str, Any]]:
+    """A request of another conversation on the same model: the evaluator route's, judging trial ``step``."""
+    return [{"role": "system", "content": "You judge whether a trial's result is a real improvement or noise. "
+                                          + "Each trial reports its validation loss and its settings. " * 40},
+            {"role": "user", "content": f"Trial {step}: val_loss {1 - 0.01 * step:.3f} against the best 0.990. "
+                                        "Real or noise? One word."}]
+
+
+async def displaced(args: argparse.Namespace) -> None:
+    """The agent's steps with another conversation's request after each: prompt_states on (2) and off (0)."""
+    from agentlab.core.llm.providers.llama_cpp import SNAPSHOT_MIN, loaded_models, unload_all
+
+    params = GenParams(tools=tools(), tool_choice="required", parallel_tool_calls=False, temperature=0.0,
+                       max_tokens=args.max_tokens, extra={"tool_gate": False})
+    judge = GenParams(temperature=0.0, max_tokens=8)
+    rows: dict[int, list[tuple[float, int, int]]] = {}
+    for states in (2, 0):
+        unload_all()  # each setting from a freshly loaded model: nothing cached, no snapshot
+        cfg = LLMConfig.model_validate({"providers": {"local": {
+            "kind": "llama_cpp", "n_ctx": 8192, "n_threads": args.threads, "prompt_states": states}},
+            "models": {"m": {"provider": "local", "model": args.model}}})
+        provider = LlamaCppProvider("local", cfg.providers["local"])  # type: ignore[arg-type]
+        await asyncio.to_thread(provider.load, args.model)
+        for step in range(args.steps):
+            start = time.perf_counter()
+            done = await provider.generate(args.model, step_messages(step), params, 600)
+            rows.setdefault(step, []).append((time.perf_counter() - start, done.usage.cached_tokens,
+                                              done.usage.prompt_tokens))
+            other = await provider.generate(args.model, evaluator_messages(step), judge, 600)
+            assert other.usage.prompt_tokens > SNAPSHOT_MIN, "the other request must be long enough to displace"
+        assert (len(loaded_models()[0].snapshots) > 0) == (states > 0)
+    print(f"{args.model}: n_threads {args.threads or 'default'}; after each agent step a request of another "
+          f"conversation ({other.usage.prompt_tokens} prompt tokens)\n")
+    print("| step | prompt tokens | s, prompt_states 2 | cached | s, prompt_states 0 | cached |")
+    print("|---|---|---|---|---|---|")
+    ratios = []
+    for step, ((kept, kept_cached, prompt), (lost, lost_cached, _)) in rows.items():
+        print(f"| {step} | {prompt} | {kept:.2f} | {kept_cached} | {lost:.2f} | {lost_cached} |")
+        if step:
+            ratios.append(lost / kept)
+    print(f"\nsteps after the first: seconds with prompt_states 0 / with 2 median {statistics.median(ratios):.2f}x "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f})")
+    print(json.dumps({"model": args.model, "threads": args.threads, "displaced": True,
+                      "rows": {step: [[round(t, 3), c, p] for t, c, p in r] for step, r in rows.items()}}))
+    print(f"ratio: {statistics.median(ratios):.3f}")
+
+
 async def main_async(args: argparse.Namespace) -> None:
+    if args.displaced:
+        await displaced(args)
+        return
     cfg = LLMConfig.model_validate({"providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192,
                                                             "n_threads": args.threads}},
                                     "models": {"m": {"provider": "local", "model": args.model}}})
@@ -119,6 +177,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--displaced", action="store_true", help="another conversation's request after each step: "
+                    "prompt_states 2 against 0")
     asyncio.run(main_async(ap.parse_args()))
 
 

@@ -143,6 +143,10 @@ class LlamaCppProviderConfig(StrictModel):
     prompt_cache: bool = Field(True, description="keep the KV cache of the last request, so a request sharing its "
                                "prefix (an agent's system prompt, tools and history) evaluates only the rest; false: "
                                "every prompt evaluated whole (slower; for measuring what the reuse saves)")
+    prompt_states: int = Field(2, ge=0, description="with prompt_cache: KV caches kept per model of the "
+                               "conversations a request displaced (an agent's, while the evaluator route asks the same "
+                               "model), put back when their conversation goes on; each takes up to the KV cache's "
+                               "memory (n_ctx); 0: only the last request's")
 
 
 class HFProviderConfig(StrictModel):

@@ -90,6 +90,40 @@ def test_prompt_reuse_is_reported_and_can_be_turned_off(tiny_model: dict[str, Pa
     assert third.usage.cached_tokens == 0 and third.usage.prompt_tokens == second.usage.prompt_tokens
 
 
+def test_a_conversation_displaced_by_another_gets_its_cache_back(tiny_model: dict[str, Path]) -> None:
+    """An agent's conversation and an unrelated request (the evaluator route) on one model: with prompt_states the
+    agent's next step reads its whole history from the snapshot kept when the other request displaced it, and answers
+    as it would have on a cache that was never displaced; with 0 it evaluates its prompt whole."""
+    model = str(tiny_model["gguf"])
+    agent = [{"role": "system", "content": "You plan trials. " + "A trial's loss and its settings. " * 60},
+             {"role": "user", "content": "Which trial next?"}]
+    later = [*agent, {"role": "assistant", "content": "Trial two."}, {"role": "user", "content": "It ran: 0.4."}]
+    other = [{"role": "system", "content": "You judge. " + "Evaluation words. " * 70},
+             {"role": "user", "content": "Is 0.4 better?"}]
+
+    def steps(provider: lc.LlamaCppProvider) -> tuple[Completion, Completion, Completion]:
+        lc.unload_all()
+        first = _run(provider.generate(model, agent, GREEDY, 30))
+        displacing = _run(provider.generate(model, other, GREEDY, 30))
+        return first, displacing, _run(provider.generate(model, later, GREEDY, 30))
+
+    first, displacing, kept = steps(_provider(n_ctx=2048))
+    assert first.usage.prompt_tokens > 2 * lc.SNAPSHOT_MIN and displacing.usage.prompt_tokens > lc.SNAPSHOT_MIN
+    assert displacing.usage.cached_tokens < 20  # the two share only the template's first tokens
+    assert kept.usage.cached_tokens >= first.usage.prompt_tokens  # its prompt and its answer, from the snapshot
+    (kept_other,) = lc.loaded_models()[0].snapshots  # now the other one is kept: its prompt and what it generated
+    used = displacing.usage
+    assert used.prompt_tokens < len(kept_other.ids) <= used.prompt_tokens + used.completion_tokens
+    lc.unload_all()
+    alone = _run(_provider(n_ctx=2048).generate(model, agent, GREEDY, 30))
+    never_displaced = _run(_provider(n_ctx=2048).generate(model, later, GREEDY, 30))
+    assert (alone.text, never_displaced.text) == (first.text, kept.text)
+
+    _, _, whole = steps(_provider(n_ctx=2048, prompt_states=0))
+    assert whole.usage.cached_tokens < 20 and whole.text == kept.text
+    assert lc.loaded_models()[0].snapshots == []
+
+
 def test_stream_deltas_add_up_to_the_final_text(tiny_model: dict[str, Path]) -> None:
     provider, model = _provider(), str(tiny_model["gguf"])
     plain = _run(provider.generate(model, MSGS, GREEDY, 30))

@@ -26,6 +26,13 @@ the grammar off (the same prompt, the calls read from free text: the BFCL benchm
 model whose profile has the gate (small, medium), a question that shares no content word with any tool is answered in
 text (``tools.tool_gate``; model param ``tool_gate: false`` turns that off), and a reply that starts repeating one of
 its calls is stopped there and closed after its distinct calls (``_repeat_watch``).
+
+Prompt reuse: llama-cpp-python keeps one KV cache, the last request's, and evaluates only what follows the common
+prefix. Two conversations on one model (the nas agent and the ``evaluator`` route it asks between trials; a
+gateway's clients) would each evaluate their whole prompt after the other's request. Before a request that would
+give up most of the live cache, the cache is kept as a snapshot (``llama_state_get_data``), and a snapshot sharing a
+longer prefix with the request than the live cache does is put back first (``_switch``; ``prompt_states`` of them
+per model, the least recently used dropped).
 """
 
 from __future__ import annotations
@@ -95,6 +102,7 @@ class LoadedModel:
     template_tools: bool = False  # the GGUF's chat template renders `tools` itself
     template: str = ""  # the GGUF's chat template (its tool format is read from it: core/llm/tool_formats.py)
     builtin_format: str = ""  # the built-in model table's tool format for this model, if it is one
+    snapshots: list[_Snapshot] = field(default_factory=list)  # KV caches a request displaced, oldest first (_switch)
 
     def tool_format(self, params: GenParams) -> ToolFormat:
         """This model's tool format for a request (``tool_formats.format_for``: the param, the table, the template)."""
@@ -354,7 +362,9 @@ class LlamaCppProvider:
             if on_text is not None:
                 streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
                 loaded.on_token = streamer.add_token
-            if params.seed is not None or not self.cfg.prompt_cache:
+            seeded = params.seed is not None or not self.cfg.prompt_cache
+            _switch(loaded, tokens, self.cfg.prompt_states if self.cfg.prompt_cache else 0, restore=not seeded)
+            if seeded:
                 # A seeded request evaluates its whole prompt: llama-cpp-python reuses the longest cached prefix and
                 # evaluates only the rest, and those logits differ in the last bits from a whole evaluation, enough
                 # to change a draw at temperature 1 (measured: the same request and seed answered differently after
@@ -545,6 +555,50 @@ def _repeat_watch(llm: Any, n_prompt: int, fmt: ToolFormat,
         return fmt.close_repeats(text, names) is not None
 
     return watch
+
+
+@dataclass
+class _Snapshot:
+    """A KV cache a request displaced: the tokens its cells hold and llama.cpp's state of them."""
+
+    ids: list[int]
+    data: Any  # a ctypes byte array, as llama_state_get_data wrote it
+    size: int
+
+
+SNAPSHOT_MIN = 256  # tokens: a request that gives up fewer of the live cache (an agent's last answer) keeps none
+
+
+def _switch(loaded: LoadedModel, tokens: list[int], slots: int, restore: bool = True) -> None:
+    """Before ``tokens`` is evaluated: keep the live KV cache as a snapshot when the request would give up most of it
+    (``SNAPSHOT_MIN`` tokens or more, and over half), and, with ``restore``, put back the snapshot sharing the
+    longest prefix with ``tokens`` when it shares ``SNAPSHOT_MIN`` tokens more than the live cache does. At most
+    ``slots`` snapshots are kept (the least recently used go); 0 keeps none."""
+    import llama_cpp
+
+    llm = loaded.llm
+    if slots <= 0 or getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
+        loaded.snapshots.clear()
+        return
+    live_ids = llm._input_ids.tolist()
+    live = llm.longest_token_prefix(live_ids, tokens)
+    best = max(loaded.snapshots, key=lambda s: llm.longest_token_prefix(s.ids, tokens), default=None)
+    if not restore or best is None or llm.longest_token_prefix(best.ids, tokens) < live + SNAPSHOT_MIN:
+        best = None
+    if len(live_ids) - live >= max(SNAPSHOT_MIN, len(live_ids) // 2):
+        size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
+        data = (llama_cpp.ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(llm._ctx.ctx, data, size)
+        loaded.snapshots.append(_Snapshot(live_ids, data, written))
+    if best is not None:
+        loaded.snapshots.remove(best)
+        if llama_cpp.llama_state_set_data(llm._ctx.ctx, best.data, best.size) != best.size:
+            llm.reset()  # the state did not fit back: evaluate the prompt whole
+        else:
+            llm.input_ids[:len(best.ids)] = best.ids
+            llm.n_tokens = len(best.ids)
+            llm._requires_eval = True  # its logits are not live: the last prompt token is evaluated again
+    del loaded.snapshots[:-slots]
 
 
 def _cached_prefix(llm: Any, tokens: list[int]) -> int:
