@@ -14,7 +14,7 @@ The graph is create_agent's own (model -> tools -> model ...); what agentlab add
   answered with what to do next (``Nudge``). After ``max_steps`` steps without an action, or a failed model call
   (``failed_calls``), the driver's default action is written as the action call (``defaulted``). An action call is
   checked here, in the model node, so a resume never checks it again: accepted, it is ``pending``; refused, it gets
-  "not run: ...".
+  "not run: ..." (a pick with nothing suggested: with ``suggest``'s candidates, now in the state).
 - ``Approval`` (``after_model``): with an approver, an interrupt before the pending action runs (yes / no / edit).
 - ``Nudge`` (``after_model``): after a step with no call, back to the model with what to do next.
 - ``Tools`` (``wrap_tool_call``): the driver's tools as LangChain tools, and the repeat watch (a call made since the
@@ -117,6 +117,13 @@ class _Middleware(AgentMiddleware):
         return (f"{what} Next: {first}{run} with one of the suggested candidates, or {own} with a config of your "
                 "own.")
 
+    def suggested_now(self) -> tuple[str, dict[str, Any]]:
+        """The driver's ``suggest`` answered now: its text and its state update (``suggested``)."""
+        tool = next(t for t in self.driver.tools() if t.name == "suggest")
+        assert tool.run is not None
+        out = tool.run({})
+        return (out, {}) if isinstance(out, str) else out
+
     def unsuggested(self, state: Any) -> bool:
         """Whether the driver's first action picks a suggested candidate and none is suggested since the last action."""
         return bool(getattr(self.driver, "pick_needs_suggest", False)) and not state.get("suggested")
@@ -194,7 +201,14 @@ class Step(_Middleware):
                 update["pending"] = {**action, "call_id": call["id"]}
             else:
                 counts["rejected_calls"] += 1
-                text = f"not run: {error}"[:profile.result_chars]
+                text = f"not run: {error}"
+                if call["name"] == self.driver.actions[0] and self.unsuggested(state):
+                    # a pick with nothing to pick from: the candidates come with the refusal, so the next step can
+                    # pick one (Qwen2.5-Coder-0.5B called it again and again, each call refused, until the default)
+                    offered, suggested = self.suggested_now()
+                    text += f"\nsuggest's candidates now:\n{offered}\nCall {call['name']} with one of them."
+                    update.update(suggested)
+                text = text[:profile.result_chars]
                 update["messages"] = [ToolMessage(text, tool_call_id=call["id"], status="error")]
                 run.event("agent_tool", tool=call["name"], summary=summary(text))
         return ExtendedModelResponse(ModelResponse([message]), Command(update=update))

@@ -106,6 +106,22 @@ def test_run_trial_of_a_candidate_never_suggested_is_refused(tmp_path: Path) -> 
     planner.close()
 
 
+def test_a_blind_pick_is_refused_with_the_candidates_it_can_pick_from(tmp_path: Path) -> None:
+    """A medium-profile model is offered run_trial before suggest (its tools stay the same for its prompt cache): a
+    pick with nothing suggested is refused with suggest's candidates, and the same call next step runs the one shown
+    (Qwen2.5-Coder-0.5B repeated such a call until the default took over)."""
+    model = Recorder([("run_trial", {"candidate": 2, "reason": "blind"})], PROFILES["medium"])
+    planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", AgentKit("t"))
+    records = search(planner, 0, trials=2)
+    refusal = next(m["content"] for m in planner.run.messages() if m.get("role") == "tool")
+    assert refusal.startswith("not run: no candidates were suggested") and "candidate 2: " in refusal
+    shown = refusal.split("candidate 2: ")[1].splitlines()[0]
+    assert records[1].origin == "agent" and records[1].choice == 2 and len(model.seen) == 2
+    assert planner._view().describe(records[1].params) == shown  # the candidate the refusal showed is the one run
+    assert planner.report(trial_results(records, False, lambda best: {}))["agent"]["rejected_calls"] == 1
+    planner.close()
+
+
 class KillAfterSuggest:
     """Calls suggest, then dies (SIGKILL) in the next model step: the candidates are in the checkpoint only."""
 
