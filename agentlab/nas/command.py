@@ -68,6 +68,9 @@ USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
 STEP = re.compile(r"\b(?:epoch|step|iter|iteration)\b\s*[:=#\[]?\s*(\d+)", re.IGNORECASE)
 PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
+# a table row holding a name and its number alone (PyTorch Lightning's test / validate table, with or without its
+# box-drawing borders: `│ test/loss │ 0.5433 │`, `    test_loss     0.5433`)
+ROW = re.compile(rf"^[\s│┃|]*([A-Za-z_][\w./-]*)[\s│┃|]+({NUMBER})[\s│┃|]*$")
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
 PR_SET_PDEATHSIG = 1
@@ -103,9 +106,12 @@ def cli_value(value: Any) -> str:
 
 
 def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] | None:
-    """The ``name: number`` / ``name=number`` pairs of a text line that reports ``metric``, and its epoch or step
-    number (None for a final line); None when the line does not report the metric."""
+    """The ``name: number`` / ``name=number`` pairs of a text line that reports ``metric`` (or a table row of the
+    metric's name and a number alone: ``ROW``), and its epoch or step number (None for a final line); None when the
+    line does not report the metric."""
     pairs = {name.strip("'\""): float(value) for name, value in PAIR.findall(line)}
+    if metric not in pairs and (row := ROW.match(line)) is not None and row.group(1) == metric:
+        return {metric: float(row.group(2))}, None
     if metric not in pairs:
         return None
     step = STEP.search(line)
@@ -351,8 +357,8 @@ class CommandObjective:
                 where = "in the workspace (any folder) and " if self.workspaces is not None else ""
                 raise TrialFailed(f"no result: looked for a stdout line that is a JSON object with {self.metric!r} "
                                   f"(and no 'step'), a metrics.json written by the trial {where}in the trial folder, "
-                                  f"and a line of stdout or stderr reading `{self.metric}: <number>` or "
-                                  f"`{self.metric}=<number>`; found none" + _tail(folder / "stderr.log"))
+                                  f"and a line of stdout or stderr reading `{self.metric}: <number>`, "
+                                  f"`{self.metric}=<number>` or a table row `{self.metric}  <number>`; found none" + _tail(folder / "stderr.log"))
             if self.code is not None and guard is not None:
                 self.code.verify(guard, cwd)  # before its result counts: a run that rewrote a protected file
             out = {**self._result(result, folder), "seconds": seconds}

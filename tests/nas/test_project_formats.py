@@ -333,6 +333,11 @@ def test_a_yaml_alias_and_a_duplicate_python_key_are_refused(tmp_path: Path) -> 
     ("Best epoch 7: val_loss=0.21", ({"val_loss": 0.21}, None)),
     ("Epoch [3/10], Step [100/600], val_loss: 0.2", ({"val_loss": 0.2}, 3)),
     ("val_loss=1,234.5", None),
+    # PyTorch Lightning's test / validate table, with and without rich's borders: a row of the name and a number
+    ("│         val_loss          │    0.5433000564575195     │", ({"val_loss": 0.5433000564575195}, None)),
+    ("        val_loss              0.41", ({"val_loss": 0.41}, None)),
+    ("│          val_acc          │    0.91     │", None),  # another metric's row
+    ("val_loss 0.41 after 3 epochs", None),  # a sentence, not a row of two cells
 ])
 def test_more_text_result_lines(line: str, found: Any) -> None:
     assert text_metrics(line, "val_loss") == found
