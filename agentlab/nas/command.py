@@ -358,7 +358,8 @@ class CommandObjective:
                 raise TrialFailed(f"no result: looked for a stdout line that is a JSON object with {self.metric!r} "
                                   f"(and no 'step'), a metrics.json written by the trial {where}in the trial folder, "
                                   f"and a line of stdout or stderr reading `{self.metric}: <number>`, "
-                                  f"`{self.metric}=<number>` or a table row `{self.metric}  <number>`; found none" + _tail(folder / "stderr.log"))
+                                  f"`{self.metric}=<number>` or a table row `{self.metric}  <number>`; found none"
+                                  + _tail(folder / "stderr.log"))
             if self.code is not None and guard is not None:
                 self.code.verify(guard, cwd)  # before its result counts: a run that rewrote a protected file
             out = {**self._result(result, folder), "seconds": seconds}
