@@ -63,6 +63,7 @@ def rates(model: str, threads: int | None) -> tuple[float, float]:
     loaded = provider.load(model)
 
     async def timed(messages: list[dict[str, Any]], max_tokens: int) -> tuple[float, Any]:
+        loaded.snapshots.clear()  # a cold prompt: nothing cached, no snapshot to put back (prompt_states)
         loaded.llm.reset()
         start = time.perf_counter()
         done = await provider.generate(model, messages, GenParams(temperature=0.0, max_tokens=max_tokens), 600)

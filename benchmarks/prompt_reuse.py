@@ -126,15 +126,19 @@ async def main_async(args: argparse.Namespace) -> None:
     params = GenParams(tools=tools(), tool_choice="required", parallel_tool_calls=False, temperature=0.0,
                        max_tokens=args.max_tokens, extra={"tool_gate": False})
 
+    def cold() -> None:  # nothing cached: no live KV cache, and no snapshot of one (prompt_states) to put back
+        loaded.snapshots.clear()
+        loaded.llm.reset()
+
     async def ask(messages: list[dict[str, Any]], reuse: bool) -> tuple[float, Any]:
         if not reuse:
-            loaded.llm.reset()
+            cold()
         start = time.perf_counter()
         done = await provider.generate(args.model, messages, params, 600)
         return time.perf_counter() - start, done
 
     # the cost of tokens on this model: a cold prompt (no cache) and its generation
-    loaded.llm.reset()
+    cold()
     cold = step_messages(args.steps)
     seconds, done = await ask(cold, reuse=False)
     gen_start = time.perf_counter()
@@ -147,7 +151,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print("| step | prompt tokens | new prompt tokens | generated | s with reuse | s without | new tokens' cost s |")
     print("|---|---|---|---|---|---|---|")
     ratios, gains = [], []
-    loaded.llm.reset()
+    cold()
     previous = 0
     for step in range(args.steps):
         messages = step_messages(step)

@@ -476,6 +476,7 @@ class CommandObjective:
             if _number(value) and _number(step) and float(step).is_integer():
                 history.append({"step": int(step), **{k: v for k, v in data.items() if _number(v)}})
                 last_step = {k: v for k, v in data.items() if k != "step"}
+                text_result = None  # a final text line before training went on (an evaluation first) is not the end
                 atomic_write_json(run.folder / "history.json", history)  # the learning curve, as it grows
                 if report(int(step), float(value)):
                     run.stop()

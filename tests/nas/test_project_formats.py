@@ -186,6 +186,22 @@ def test_a_script_printing_text_gives_its_result_and_its_curve(tmp_path: Path) -
     assert obj.run(2, {}, lambda s, v: False)["value"] == 0.81
 
 
+LIGHTNING = """\
+print("┃      Validate metric      ┃       DataLoader 0        ┃")
+print("│         val_loss          │     2.312345676422119     │")  # trainer.validate() before fit()
+for epoch in range(3):
+    print(f"Epoch {epoch}: 100%|##########| 5/5 [00:00<00:00, v_num=0, val_loss={1.0 - 0.2 * epoch:.3f}]")
+"""
+
+
+def test_a_table_row_before_training_is_not_the_result(tmp_path: Path) -> None:
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, LIGHTNING, metric="val_loss")
+    assert obj.run(0, {}, lambda s, v: False)["value"] == 0.6  # the last epoch's, not the untrained model's
+    after = LIGHTNING + 'print("│         val_loss          │     0.55     │")\n'  # trainer.test() after fit()
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, after, metric="val_loss")
+    assert obj.run(1, {}, lambda s, v: False)["value"] == 0.55
+
+
 def test_no_result_names_every_place_looked(tmp_path: Path) -> None:
     obj = command(tmp_path, f"{PYTHON} train.py", {}, "print('done')\n", metric="val_loss")
     with pytest.raises(TrialFailed) as err:

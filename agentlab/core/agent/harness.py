@@ -117,12 +117,21 @@ class _Middleware(AgentMiddleware):
         return (f"{what} Next: {first}{run} with one of the suggested candidates, or {own} with a config of your "
                 "own.")
 
-    def suggested_now(self) -> tuple[str, dict[str, Any]]:
-        """The driver's ``suggest`` answered now: its text and its state update (``suggested``)."""
+    def refusal_with_candidates(self, name: str, update: dict[str, Any]) -> str | None:
+        """The refusal of a pick made before ``suggest``, with the driver's ``suggest`` answered now (its state
+        update, ``suggested``, goes into ``update``); None when suggest fails (the plain refusal then)."""
         tool = next(t for t in self.driver.tools() if t.name == "suggest")
         assert tool.run is not None
-        out = tool.run({})
-        return (out, {}) if isinstance(out, str) else out
+        try:
+            out = tool.run({})
+        except AgentlabError:
+            return None
+        offered, suggested = (out, {}) if isinstance(out, str) else out
+        update.update(suggested)
+        head = f"not run: nothing was suggested since the last {getattr(self.driver, 'unit', 'action')}. " \
+            "suggest's candidates now:\n"
+        tail = f"\nCall {name} with one of them."
+        return head + offered[:max(self.run.profile.result_chars - len(head) - len(tail), 0)] + tail
 
     def unsuggested(self, state: Any) -> bool:
         """Whether the driver's first action picks a suggested candidate and none is suggested since the last action."""
@@ -201,14 +210,11 @@ class Step(_Middleware):
                 update["pending"] = {**action, "call_id": call["id"]}
             else:
                 counts["rejected_calls"] += 1
-                text = f"not run: {error}"
+                text = f"not run: {error}"[:profile.result_chars]
                 if call["name"] == self.driver.actions[0] and self.unsuggested(state):
                     # a pick with nothing to pick from: the candidates come with the refusal, so the next step can
                     # pick one (Qwen2.5-Coder-0.5B called it again and again, each call refused, until the default)
-                    offered, suggested = self.suggested_now()
-                    text += f"\nsuggest's candidates now:\n{offered}\nCall {call['name']} with one of them."
-                    update.update(suggested)
-                text = text[:profile.result_chars]
+                    text = self.refusal_with_candidates(call["name"], update) or text
                 update["messages"] = [ToolMessage(text, tool_call_id=call["id"], status="error")]
                 run.event("agent_tool", tool=call["name"], summary=summary(text))
         return ExtendedModelResponse(ModelResponse([message]), Command(update=update))

@@ -97,7 +97,7 @@ def test_run_trial_of_a_candidate_never_suggested_is_refused(tmp_path: Path) -> 
     planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", AgentKit("t"))
     records = search(planner, 0, trials=2)
     tool_answers = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
-    assert tool_answers[0].startswith("not run: no candidates were suggested")
+    assert tool_answers[0].startswith("not run: nothing was suggested since the last trial")
     assert records[1].origin == "agent" and records[1].choice == 2  # after suggest, the same call runs
     assert planner.report(trial_results(records, False, lambda best: {}))["agent"]["rejected_calls"] == 1
     # a model under a grammar could not have made the blind call: run_trial is offered only once suggest has run
@@ -114,7 +114,8 @@ def test_a_blind_pick_is_refused_with_the_candidates_it_can_pick_from(tmp_path: 
     planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", AgentKit("t"))
     records = search(planner, 0, trials=2)
     refusal = next(m["content"] for m in planner.run.messages() if m.get("role") == "tool")
-    assert refusal.startswith("not run: no candidates were suggested") and "candidate 2: " in refusal
+    assert refusal.startswith("not run: nothing was suggested since the last trial. suggest's candidates now:")
+    assert "call suggest" not in refusal and refusal.endswith("Call run_trial with one of them.")
     shown = refusal.split("candidate 2: ")[1].splitlines()[0]
     assert records[1].origin == "agent" and records[1].choice == 2 and len(model.seen) == 2
     assert planner._view().describe(records[1].params) == shown  # the candidate the refusal showed is the one run

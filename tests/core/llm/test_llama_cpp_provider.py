@@ -114,6 +114,18 @@ def test_a_conversation_displaced_by_another_gets_its_cache_back(tiny_model: dic
     (kept_other,) = lc.loaded_models()[0].snapshots  # now the other one is kept: its prompt and what it generated
     used = displacing.usage
     assert used.prompt_tokens < len(kept_other.ids) <= used.prompt_tokens + used.completion_tokens
+    # a seeded request evaluates its whole prompt though a snapshot holds it (its draw must not depend on what ran
+    # before); the agent's cache it displaces is kept
+    seeded = _run(_provider(n_ctx=2048).generate(model, other, GenParams(temperature=0, max_tokens=24, seed=1), 30))
+    assert seeded.usage.cached_tokens == 0 and seeded.text == displacing.text
+    assert len(lc.loaded_models()[0].snapshots) == 2
+    # embeddings reset the cache: the live conversation (a third one) is kept first, and goes on from its snapshot
+    third = [{"role": "system", "content": "You summarise. " + "Words to summarise. " * 70},
+             {"role": "user", "content": "Summarise."}]
+    before = _run(_provider(n_ctx=2048).generate(model, third, GREEDY, 30))
+    _run(_provider(n_ctx=2048).embed(model, ["a short text"], GREEDY, 30))
+    again = _run(_provider(n_ctx=2048).generate(model, third, GREEDY, 30))
+    assert again.usage.cached_tokens == again.usage.prompt_tokens - 1 and again.text == before.text
     lc.unload_all()
     alone = _run(_provider(n_ctx=2048).generate(model, agent, GREEDY, 30))
     never_displaced = _run(_provider(n_ctx=2048).generate(model, later, GREEDY, 30))

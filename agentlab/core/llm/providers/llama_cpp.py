@@ -485,6 +485,8 @@ class LlamaCppProvider:
             if not loaded.lock.acquire(timeout=timeout_s):
                 raise LLMError(f"{model}: timed out waiting for the model", "timeout", model=model)
             try:
+                # a completion or embeddings request resets the KV cache: an agent's conversation is kept first
+                _switch(loaded, [], self.cfg.prompt_states if self.cfg.prompt_cache else 0, restore=False)
                 return fn(loaded.llm)
             finally:
                 loaded.lock.release()
@@ -573,32 +575,36 @@ def _switch(loaded: LoadedModel, tokens: list[int], slots: int, restore: bool = 
     """Before ``tokens`` is evaluated: keep the live KV cache as a snapshot when the request would give up most of it
     (``SNAPSHOT_MIN`` tokens or more, and over half), and, with ``restore``, put back the snapshot sharing the
     longest prefix with ``tokens`` when it shares ``SNAPSHOT_MIN`` tokens more than the live cache does. At most
-    ``slots`` snapshots are kept (the least recently used go); 0 keeps none."""
+    ``slots`` snapshots are kept (the least recently used go); 0 keeps none and leaves those that another provider
+    on the same model keeps. ``tokens`` empty: the request does not use the cache (it resets it)."""
     import llama_cpp
 
     llm = loaded.llm
-    if slots <= 0 or getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
-        loaded.snapshots.clear()
+    if getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
+        return  # their state cannot be cut at a prefix: llama-cpp-python evaluates every prompt whole
+    if slots <= 0:
         return
     live_ids = llm._input_ids.tolist()
     live = llm.longest_token_prefix(live_ids, tokens)
     best = max(loaded.snapshots, key=lambda s: llm.longest_token_prefix(s.ids, tokens), default=None)
     if not restore or best is None or llm.longest_token_prefix(best.ids, tokens) < live + SNAPSHOT_MIN:
         best = None
+    else:
+        loaded.snapshots.remove(best)
     if len(live_ids) - live >= max(SNAPSHOT_MIN, len(live_ids) // 2):
         size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
         data = (llama_cpp.ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_get_data(llm._ctx.ctx, data, size)
-        loaded.snapshots.append(_Snapshot(live_ids, data, written))
+        written = int(llama_cpp.llama_state_get_data(llm._ctx.ctx, data, size))
+        if 0 < written <= size:  # 0: llama.cpp could not write its state (it logs why)
+            del loaded.snapshots[:max(len(loaded.snapshots) - slots + 1, 0)]
+            loaded.snapshots.append(_Snapshot(live_ids, data, written))
     if best is not None:
-        loaded.snapshots.remove(best)
         if llama_cpp.llama_state_set_data(llm._ctx.ctx, best.data, best.size) != best.size:
             llm.reset()  # the state did not fit back: evaluate the prompt whole
         else:
             llm.input_ids[:len(best.ids)] = best.ids
             llm.n_tokens = len(best.ids)
             llm._requires_eval = True  # its logits are not live: the last prompt token is evaluated again
-    del loaded.snapshots[:-slots]
 
 
 def _cached_prefix(llm: Any, tokens: list[int]) -> int:
