@@ -21,7 +21,7 @@ from agentlab.compress.report import FIGURES, base_line, figures_line
 from agentlab.compress.space import Space, to_params
 from agentlab.compress.subagents import METHODS, task
 from agentlab.compress.workspace import Workspace
-from agentlab.core.agent.runtime import AgentModel, Tool, arguments
+from agentlab.core.agent.runtime import AgentModel, Tool, arguments, profile_of
 from agentlab.core.agent.subagent import SubAgent
 from agentlab.core.errors import AgentlabError
 from agentlab.core.search.agent import AgentKit, Done
@@ -261,19 +261,24 @@ def compress_kit(domain_goal: str, base_metrics: Callable[[], dict[str, Any]], w
                  {"type": "object", "properties": {}}, lambda args: measured or "no earlier runs of this model"),
         ]
         if evaluator is not None:
-            ids = list(targets(domain))
+            # a small model picks a target from the list; a model whose tools stay the same from step to step (its
+            # prompt cache keeps them) names one by its form, checked in code (check_target): a list that grew with
+            # each experiment changed the tools, and the cached prompt from them on, after every experiment
+            target = ({"type": "string", "enum": list(targets(domain))} if profile_of(model).suggest_first else
+                      {"type": "string", "pattern": "^(base|[0-9]{1,4})$",
+                       "description": "base, or a finished experiment's index"})
             out += [
                 Tool("evaluate", "score the base model or a finished experiment on an lm-eval task's first `limit` "
                      "questions: accuracy with a 90% interval, and against the base on the same items; not an "
                      "experiment (the budget is not used)",
-                     arguments({"target": {"type": "string", "enum": ids},
+                     arguments({"target": target,
                                 "task": {"type": "string", "enum": list(evaluator.tasks)},
                                 "limit": {"type": "integer", "minimum": LIMITS[0], "maximum": LIMITS[1]}}),
                      lambda args: evaluate(evaluator, domain, args, on_event)),
                 Tool("evaluation", "ask the evaluation sub-agent which task and how many questions would settle a "
                      "question about an experiment's accuracy (is its drop real?)",
                      arguments({"question": {"type": "string", "maxLength": 160, "pattern": "^[ !#-\\[\\]-~]{0,160}$"},
-                                "target": {"type": "string", "enum": ids}}),
+                                "target": target}),
                      lambda args: evaluation(evaluator, domain, model, str(args.get("question", ""))[:300],
                                              str(args.get("target")), on_event)),
             ]

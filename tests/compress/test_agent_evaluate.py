@@ -162,3 +162,33 @@ def test_an_experiment_with_recovery_keeps_no_model(tmp_path: Path) -> None:
     with pytest.raises(AgentlabError, match=r"experiment 3 \(m\) keeps no model: .* \(lora, 40 steps\)"):
         Evaluator(inputs, tmp_path).evaluate(Target("3", "m", exp, {}), TASK, 10)
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_medium_models_evaluate_tools_stay_the_same_as_experiments_finish(tmp_path: Path) -> None:
+    """Its prompt cache keeps the tools (rendered first by the chat template): the targets are checked in code, not
+    listed in the schema, so a finished experiment does not change them; a small model still picks from the list."""
+    from types import SimpleNamespace
+
+    from agentlab.compress.agent import compress_kit
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.planners import ExperimentDomain
+    from agentlab.compress.space import Space
+    from agentlab.compress.workspace import Workspace
+    from agentlab.core.llm.config import PROFILES
+
+    space = Space.build(n_layers=4, cuda=False)
+    kit = compress_kit("a goal", dict, Workspace(tmp_path / "ws"), "0" * 32,
+                       evaluator=SimpleNamespace(tasks={TASK: None}))  # type: ignore[arg-type]
+    base = {"index": 0, "state": "done"}
+    done = {"index": 1, "state": "done", "experiment": {"quantize": {"method": "int8_dynamic"}}, "label": "int8"}
+
+    def specs(profile: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        domain = ExperimentDomain(CompressConfig().goal(), space, 0, len(records), records, [])
+        tools = kit.tools(domain.context(), SimpleNamespace(profile=PROFILES[profile]))
+        return {t.name: t.spec() for t in tools if t.name in ("evaluate", "evaluation")}
+
+    assert specs("medium", [base]) == specs("medium", [base, done])
+    target = specs("medium", [base])["evaluate"]["function"]["parameters"]["properties"]["target"]
+    assert "enum" not in target and target["pattern"] == "^(base|[0-9]{1,4})$"
+    small = specs("small", [base, done])["evaluate"]["function"]["parameters"]["properties"]["target"]
+    assert small == {"type": "string", "enum": ["base", "1"]} and specs("small", [base]) != specs("small", [base, done])
