@@ -139,8 +139,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
     # the cost of tokens on this model: a cold prompt (no cache) and its generation
     cold()
-    cold = step_messages(args.steps)
-    seconds, done = await ask(cold, reuse=False)
+    first = step_messages(args.steps)
+    seconds, done = await ask(first, reuse=False)
     gen_start = time.perf_counter()
     plain = await provider.generate(args.model, [{"role": "user", "content": "Count from 1 to 60 in words."}],
                                     GenParams(temperature=0.0, max_tokens=96), 600)

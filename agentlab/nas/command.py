@@ -403,8 +403,9 @@ class CommandObjective:
             raise TrialFailed(f"objective.eval_command: exit code {code}" + _tail(folder / "eval_stderr.log"))
         found = result or text_result
         if found is None:
-            raise TrialFailed(f"objective.eval_command printed no {self.metric} (a JSON line with it, or "
-                              f"`{self.metric}: <number>`)" + _tail(folder / "eval_stderr.log"))
+            raise TrialFailed(f"objective.eval_command printed no {self.metric} (a JSON line with it, "
+                              f"`{self.metric}: <number>` or a table row `{self.metric}  <number>`)"
+                              + _tail(folder / "eval_stderr.log"))
         return found
 
     def _write_config(self, cwd: Path, folder: Path, params: dict[str, Any]) -> None:
@@ -514,14 +515,15 @@ class CommandObjective:
         return None
 
     def _stderr_result(self, folder: Path) -> dict[str, Any] | None:
-        """The last line of stderr reading ``<metric>: <number>`` (a script that reports through ``logging``)."""
+        """The last line of stderr that reports the metric, per-epoch or final (a script that reports through
+        ``logging``): as on stdout, a final line before the last per-epoch line is not the result."""
         try:
             text = (folder / "stderr.log").read_bytes()[-65536:].decode("utf-8", errors="replace")
         except OSError:
             return None
         for line in reversed(text.splitlines()):
             found = text_metrics(line, self.metric)
-            if found is not None and found[1] is None:
+            if found is not None:
                 return found[0]
         return None
 

@@ -276,6 +276,11 @@ logging.info("val_loss: 0.04")
 def test_a_result_logged_to_stderr_counts(tmp_path: Path) -> None:
     obj = command(tmp_path, f"{PYTHON} train.py", {}, LOGS, metric="val_loss")
     assert obj.run(0, {}, lambda s, v: False)["value"] == 0.04
+    # as on stdout: an evaluation before training is not the result, the last per-epoch line is
+    epochs = LOGS.replace('logging.info("val_loss: 0.04")', 'logging.info("val_loss: 2.31")\nfor e in range(3):\n'
+                          '    logging.info(f"epoch {e}: val_loss={0.5 - 0.1 * e:.2f}")')
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, epochs, metric="val_loss")
+    assert obj.run(1, {}, lambda s, v: False)["value"] == 0.3
 
 
 def test_metrics_json_in_a_subfolder_of_the_workspace_and_a_committed_checkpoint(tmp_path: Path) -> None:

@@ -120,8 +120,9 @@ class _Middleware(AgentMiddleware):
     def refusal_with_candidates(self, name: str, update: dict[str, Any]) -> str | None:
         """The refusal of a pick made before ``suggest``, with the driver's ``suggest`` answered now (its state
         update, ``suggested``, goes into ``update``); None when suggest fails (the plain refusal then)."""
-        tool = next(t for t in self.driver.tools() if t.name == "suggest")
-        assert tool.run is not None
+        tool = next((t for t in self.driver.tools() if t.name == "suggest"), None)
+        if tool is None or tool.run is None:
+            return None
         try:
             out = tool.run({})
         except AgentlabError:

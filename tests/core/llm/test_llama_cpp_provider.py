@@ -136,6 +136,24 @@ def test_a_conversation_displaced_by_another_gets_its_cache_back(tiny_model: dic
     assert lc.loaded_models()[0].snapshots == []
 
 
+def test_completions_between_an_agents_steps_leave_its_snapshot(tiny_model: dict[str, Path]) -> None:
+    """Raw completions (the gateway's /v1/completions) evaluate each prompt whole: the first keeps the agent's cache
+    as a snapshot, and none of them is kept in its place, so the agent's next step reads its history back."""
+    from agentlab.core.llm.scoring import RawRequest
+
+    model, provider = str(tiny_model["gguf"]), _provider(n_ctx=2048)
+    agent = [{"role": "system", "content": "You plan trials. " + "A trial's loss and its settings. " * 60},
+             {"role": "user", "content": "Which trial next?"}]
+    lc.unload_all()
+    first = _run(provider.generate(model, agent, GREEDY, 30))
+    for i in range(3):
+        _run(provider.complete(model, RawRequest([f"Text {i}: " + "words of a document " * 80], max_tokens=4),
+                               GREEDY, 30))
+    later = [*agent, {"role": "assistant", "content": "Trial two."}, {"role": "user", "content": "It ran: 0.4."}]
+    assert _run(provider.generate(model, later, GREEDY, 30)).usage.cached_tokens >= first.usage.prompt_tokens
+    assert len(lc.loaded_models()[0].snapshots) == 0  # put back, and nothing else was kept
+
+
 def test_stream_deltas_add_up_to_the_final_text(tiny_model: dict[str, Path]) -> None:
     provider, model = _provider(), str(tiny_model["gguf"])
     plain = _run(provider.generate(model, MSGS, GREEDY, 30))

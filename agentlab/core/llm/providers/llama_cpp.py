@@ -487,7 +487,12 @@ class LlamaCppProvider:
             try:
                 # a completion or embeddings request resets the KV cache: an agent's conversation is kept first
                 _switch(loaded, [], self.cfg.prompt_states if self.cfg.prompt_cache else 0, restore=False)
-                return fn(loaded.llm)
+                try:
+                    return fn(loaded.llm)
+                finally:
+                    # nothing of it is reused (each evaluates its prompt whole): the next request must not keep it
+                    # as a snapshot in place of a conversation's
+                    loaded.llm.reset()
             finally:
                 loaded.lock.release()
 
