@@ -282,6 +282,11 @@ class LlamaCppProvider:
                            hint="check that the file is a complete GGUF this llama-cpp-python supports; load it "
                            "with llama_cpp.Llama(path, verbose=True) to see llama.cpp's log") from exc
 
+    @property
+    def _slots(self) -> int:
+        """The snapshots ``_switch`` keeps per model: ``prompt_states``, none without ``prompt_cache``."""
+        return self.cfg.prompt_states if self.cfg.prompt_cache else 0
+
     async def preload(self, model: str) -> None:
         """Load ``model`` now (e.g. before timing it): the first request would otherwise pay for the load."""
         await asyncio.to_thread(self.load, model)
@@ -363,7 +368,7 @@ class LlamaCppProvider:
                 streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
                 loaded.on_token = streamer.add_token
             seeded = params.seed is not None or not self.cfg.prompt_cache
-            _switch(loaded, tokens, self.cfg.prompt_states if self.cfg.prompt_cache else 0, restore=not seeded)
+            _switch(loaded, tokens, self._slots, restore=not seeded)
             if seeded:
                 # A seeded request evaluates its whole prompt: llama-cpp-python reuses the longest cached prefix and
                 # evaluates only the rest, and those logits differ in the last bits from a whole evaluation, enough
@@ -486,7 +491,7 @@ class LlamaCppProvider:
                 raise LLMError(f"{model}: timed out waiting for the model", "timeout", model=model)
             try:
                 # a completion or embeddings request resets the KV cache: an agent's conversation is kept first
-                _switch(loaded, [], self.cfg.prompt_states if self.cfg.prompt_cache else 0, restore=False)
+                _switch(loaded, [], self._slots, restore=False)
                 try:
                     return fn(loaded.llm)
                 finally:
@@ -591,8 +596,9 @@ def _switch(loaded: LoadedModel, tokens: list[int], slots: int, restore: bool = 
         return
     live_ids = llm._input_ids.tolist()
     live = llm.longest_token_prefix(live_ids, tokens)
-    best = max(loaded.snapshots, key=lambda s: llm.longest_token_prefix(s.ids, tokens), default=None)
-    if not restore or best is None or llm.longest_token_prefix(best.ids, tokens) < live + SNAPSHOT_MIN:
+    shared, best = max(((llm.longest_token_prefix(s.ids, tokens), s) for s in loaded.snapshots),
+                       key=lambda pair: pair[0], default=(0, None))
+    if not restore or best is None or shared < live + SNAPSHOT_MIN:
         best = None
     else:
         loaded.snapshots.remove(best)
