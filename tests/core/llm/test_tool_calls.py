@@ -8,7 +8,7 @@ import asyncio
 import json
 import random
 import re
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -333,6 +333,56 @@ def test_annotation_only_parameters_get_a_grammar_and_an_unbuildable_one_is_a_ba
         with pytest.raises(AllModelsFailed) as failed:
             router.generate_sync(ASK, params=GenParams(tools=[no_string], tool_choice="required"))
     assert failed.value.kind == "bad_request" and "cannot build a grammar" in failed.value.attempts[-1][2]
+
+
+def test_long_bounds_get_a_grammar_llama_cpp_parses_and_a_refused_one_is_a_bad_request(
+        tiny_model: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama-cpp-python's converter nested one optional group per allowed character; llama.cpp's parser refuses about
+    # 1,000 levels and llama-cpp-python then crashed the process (a segfault) on a maxLength of 2000
+    from llama_cpp import llama_grammar
+
+    from agentlab.core.llm.providers import llama_cpp as provider
+
+    long = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 3000},
+                                             "code": {"type": "string", "minLength": 2, "maxLength": 2000},
+                                             "rows": {"type": "array", "items": {"type": "integer"},
+                                                      "maxItems": 1500}},
+            "required": ["text", "code", "rows"], "additionalProperties": False}
+    tool = {"type": "function", "function": {"name": "edit", "parameters": long}}
+    assert "char{2,2000}" in provider.json_gbnf(long)
+    with local_router("llama_cpp", str(tiny_model["gguf"]), n_ctx=4096) as router:
+        for params in (GenParams(max_tokens=40, json_schema={"name": "x", "schema": long}),
+                       GenParams(tools=[tool], tool_choice="required", max_tokens=40)):
+            try:  # an answer, or a random model still inside a long string at max_tokens
+                router.generate_sync(ASK, params=params)
+            except AllModelsFailed as exc:
+                assert exc.kind == "max_tokens", exc.attempts
+        # the library's own nesting: refused by the parse check, a bad request, not a crash
+        monkeypatch.setattr(provider, "_repetition", llama_grammar._build_repetition)
+        nested = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 2500}}}
+        with pytest.raises(AllModelsFailed) as failed:
+            router.generate_sync(ASK, params=GenParams(max_tokens=8, json_schema={"name": "x", "schema": nested}))
+    assert failed.value.kind == "bad_request" and "grammar parser refused" in failed.value.attempts[-1][2]
+
+
+@pytest.mark.parametrize("schema, valid", [
+    ({"type": "string", "minLength": 2, "maxLength": 4}, lambda v: isinstance(v, str) and 2 <= len(v) <= 4),
+    ({"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 3},
+     lambda v: isinstance(v, list) and 2 <= len(v) <= 3),
+    ({"type": "array", "items": {"type": "boolean"}, "maxItems": 2}, lambda v: isinstance(v, list) and len(v) <= 2),
+    ({"type": "string", "pattern": "^(ab){2,3}c?$"}, lambda v: re.fullmatch(r"(ab){2,3}c?", v) is not None),
+])
+def test_repetition_bounds_hold_under_the_grammar(tiny_model: dict[str, Any], schema: dict[str, Any],
+                                                  valid: Callable[[Any], bool]) -> None:
+    # a random model at temperature 1 wanders to both ends of a bound; under the grammar every answer keeps it
+    wrapped = {"type": "object", "properties": {"v": schema}, "required": ["v"], "additionalProperties": False}
+    values = []
+    with local_router("llama_cpp", str(tiny_model["gguf"]), n_ctx=4096) as router:
+        for seed in range(8):
+            rc = router.generate_sync(ASK, params=GenParams(temperature=1.0, seed=seed, max_tokens=60,
+                                                            json_schema={"name": "x", "schema": wrapped}))
+            values.append(json.loads(rc.text)["v"])
+    assert all(valid(v) for v in values), values
 
 
 def test_hf_reads_calls_from_the_text() -> None:

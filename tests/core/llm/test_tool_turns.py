@@ -128,7 +128,7 @@ def test_llama_cpp_string_closes_under_the_bound_and_a_cut_reply_is_max_tokens(t
     schema = calls_schema(GenParams(tools=[note], tool_choice="required"))
     assert schema is not None
     grammar = tool_grammar_text(schema, False)
-    assert grammar.count("char") > STRING_MAX_CHARS  # the string's bound is in the GBNF
+    assert f"char{{0,{STRING_MAX_CHARS}}}" in grammar  # the string's bound is in the GBNF
     cfg = LLMConfig.model_validate({
         "providers": {"local": {"kind": "llama_cpp", "n_ctx": 1024}},
         "models": {"tiny": {"provider": "local", "model": str(tiny_model["gguf"]),

@@ -336,6 +336,8 @@ class LlamaCppProvider:
             elif params.json_schema:
                 # bounded like a tool's arguments, so a structured answer's strings and lists close before max_tokens
                 kwargs["grammar"] = _grammar(bounded_schema(params.json_schema.get("schema") or {}))
+            if "grammar" in kwargs:
+                _check_parses(loaded.llm, kwargs["grammar"])
         except (AssertionError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # the converter asserts
             what = "the tools' parameters" if constraint is not None else "response_format's schema"
             raise LLMError(f"{model}: llama.cpp cannot build a grammar from {what} ({exc})"[:300], "bad_request",
@@ -668,14 +670,52 @@ def json_gbnf(schema: dict[str, Any]) -> str:
     TODO), so each bounded integer goes through it as a placeholder constant that is then swapped for a rule of the
     digits the range allows (``int_range_gbnf``). Unbounded, SmolLM2 wrote 1000 for an integer of -999..999 in
     LangChain's standard ``test_tool_choice``."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from llama_cpp import llama_grammar
 
     ranges: list[tuple[int, int]] = []
-    text = json_schema_to_gbnf(json.dumps(_mark_int_ranges(schema, ranges))).replace(_LOOSE_CHAR, _STRICT_CHAR)
+    with _converter_lock:  # the converter reads the module's _build_repetition: ours while it runs
+        default, llama_grammar._build_repetition = llama_grammar._build_repetition, _repetition
+        try:
+            text = llama_grammar.json_schema_to_gbnf(json.dumps(_mark_int_ranges(schema, ranges)))
+        finally:
+            llama_grammar._build_repetition = default
+    text = text.replace(_LOOSE_CHAR, _STRICT_CHAR)
     for i, (low, high) in enumerate(ranges):
         text = text.replace(json.dumps(json.dumps(_INT_MARK.format(i))), f"int-range-{i}")
         text += f"\nint-range-{i} ::= ({int_range_gbnf(low, high)}) space"
     return text
+
+
+_converter_lock = threading.Lock()
+# llama.cpp's MAX_REPETITION_THRESHOLD: a grammar's {m,n} with m above it is refused; an n above it has no end there
+GBNF_MAX_REPEAT = 2000
+
+
+def _repetition(item_rule: str, min_items: int, max_items: int | None, separator_rule: str | None = None,
+                item_rule_is_literal: bool = False) -> str:
+    """``item_rule`` repeated ``min_items`` to ``max_items`` times (None: no end), in GBNF's ``{m,n}`` form:
+    llama.cpp's own converter's rule (json_schema_to_grammar.py), used in place of llama-cpp-python 0.3's (same
+    signature), which nests one optional group per repetition (``(char (char ...)?)?``). llama.cpp's grammar parser
+    refuses that nesting from about 1,000 levels ("number of rules ... exceeds sane defaults") and llama-cpp-python
+    then crashed the process (a segfault): a string with ``maxLength`` 2000 in a tool's or response_format's schema
+    was enough. A quoted literal (``item_rule_is_literal``) is repeated as a whole by ``{m,n}`` as well. A bound
+    above ``GBNF_MAX_REPEAT`` is not kept by the grammar (llama.cpp lifts it); max_tokens still ends the answer."""
+    low, high, item = min_items, max_items, item_rule
+    if high == 0:
+        return ""
+    if low == 0 and high == 1:
+        return f"{item}?"
+    if not separator_rule:
+        if low == 1 and high is None:
+            return f"{item}+"
+        if low == 0 and high is None:
+            return f"{item}*"
+        if low > GBNF_MAX_REPEAT:  # llama.cpp refuses a larger {m,}: the first min_items written out
+            more = _repetition(item, 0, None if high is None else high - low)
+            return " ".join([item] * low + ([more] if more else []))
+        return f"{item}{{{low},{'' if high is None else high}}}"
+    rest = _repetition(f"({separator_rule} {item})", max(low - 1, 0), None if high is None else high - 1)
+    return f"({item} {rest})?" if low == 0 else f"{item} {rest}"
 
 
 _INT_MARK = "agentlab-int-range-{}"
@@ -768,6 +808,28 @@ def _grammar(schema: dict[str, Any]) -> Any:
     if text not in _grammars:
         _grammars[text] = LlamaGrammar.from_string(json_gbnf(schema), verbose=False)
     return _grammars[text]
+
+
+_parsed: dict[str, bool] = {}  # grammar text: whether llama.cpp's parser took it
+
+
+def _check_parses(llm: Any, grammar: Any) -> None:
+    """Raise ``ValueError`` unless llama.cpp's grammar parser takes ``grammar``. llama-cpp-python adds the parsed
+    grammar to its sampler chain without looking: a grammar the parser refuses (one of llama.cpp's limits, such as
+    its repetition threshold) crashed the process at the first sampled token. Parsed once per text, on the model's
+    vocabulary; llama.cpp prints its own error and the grammar to stderr the first time."""
+    import llama_cpp
+
+    text = grammar._grammar
+    if text not in _parsed:
+        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, text.encode("utf-8"),
+                                                       grammar._root.encode("utf-8"))
+        _parsed[text] = bool(sampler)
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+    if not _parsed[text]:
+        raise ValueError("llama.cpp's grammar parser refused the grammar built from it (too many repetitions or "
+                         "nested rules)")
 
 
 def tool_grammar_text(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORMATS["smollm2"]) -> str:
