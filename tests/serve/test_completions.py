@@ -77,7 +77,9 @@ def test_echo_logprobs_are_the_models_own_for_base_and_adapter(tiny_model: dict[
         text = post(gw, model="tiny", prompt=PROMPT, max_tokens=6, stop=["\n"]).json()["choices"][0]
         assert "\n" not in text["text"] and text["logprobs"] is None
         for bad, says in ((dict(prompt=PROMPT, stream=True), "stream"), (dict(prompt=PROMPT, logprobs=99), "logprobs"),
-                          (dict(prompt=PROMPT, max_tokens=0), "echo"), (dict(prompt=[]), "prompt")):
+                          (dict(prompt=PROMPT, max_tokens=0), "echo"), (dict(prompt=[]), "prompt"),
+                          (dict(prompt=[ids, [5, 10**8]], max_tokens=1), "token id 100000000 is not in the model's"),
+                          (dict(prompt=[10**8], echo=True, logprobs=1, max_tokens=0), "vocabulary")):
             refused = post(gw, model="tiny", **bad)
             assert refused.status_code == 400 and says in refused.json()["error"]["message"]
         assert post(gw, model="nope", prompt=PROMPT).status_code == 404
@@ -97,6 +99,10 @@ def test_llama_cpp_echo_logprobs_match_transformers(tiny_model: dict[str, Path])
         assert len(lp["token_logprobs"]) == len(ids) + body["usage"]["completion_tokens"]
         want = reference(tiny_model["hf"], ids)
         assert max(abs(a - b) for a, b in zip(lp["token_logprobs"][1:len(ids)], want, strict=True)) < 1e-3
+        for bad in (dict(prompt=[ids[0], 10**8], max_tokens=2), dict(prompt=[10**8], echo=True, logprobs=1,
+                                                                           max_tokens=0)):
+            refused = post(gw, model="tiny-gguf", **bad)  # llama.cpp failed the decode: a 500 without the reason
+            assert refused.status_code == 400 and "not in the model's vocabulary" in refused.text, refused.text
 
 
 def test_lm_eval_scores_served_models_through_agentlab_eval(tiny_model: dict[str, Path], adapter: Path, in_tmp: Path,

@@ -250,6 +250,16 @@ def _choice(prompt_ids: list[int], new: list[int], finish: str, request: RawRequ
     return RawChoice((shown if request.echo else "") + text, finish, len(prompt_ids), len(new), logprobs)
 
 
+def check_token_ids(prompt: list[int], n_vocab: int) -> None:
+    """Raise ``ValueError`` for an empty prompt or a token id the model's vocabulary does not have (a client's list
+    of ids: llama.cpp fails the whole decode and torch the embedding lookup, neither saying which id)."""
+    if not prompt:
+        raise ValueError("a prompt has no tokens")
+    bad = next((t for t in prompt if not 0 <= t < n_vocab), None)
+    if bad is not None:
+        raise ValueError(f"token id {bad} is not in the model's vocabulary (ids 0 to {n_vocab - 1})")
+
+
 def complete_hf(model: Any, tokenizer: Any, request: RawRequest, *, eos_ids: Sequence[int], pad_id: int,
                 n_ctx: int | None = None) -> list[RawChoice]:
     """``request`` on a transformers model as the caller set it up (adapter, lock, no gradient). A greedy request
@@ -265,8 +275,7 @@ def complete_hf(model: Any, tokenizer: Any, request: RawRequest, *, eos_ids: Seq
 
     ids = [list(p) if not isinstance(p, str) else list(tokenizer(p).input_ids) for p in request.prompts]
     for prompt in ids:
-        if not prompt:
-            raise ValueError("a prompt has no tokens")
+        check_token_ids(prompt, int(model.get_input_embeddings().weight.shape[0]))
         if n_ctx is not None and len(prompt) + request.max_tokens > n_ctx:
             raise ValueError(f"a prompt of {len(prompt)} tokens and max_tokens {request.max_tokens} do not fit the "
                              f"context of {n_ctx}")
@@ -330,8 +339,7 @@ def complete_llama(llm: Any, request: RawRequest) -> list[RawChoice]:
     for raw in request.prompts:
         prompt = list(raw) if not isinstance(raw, str) else list(llm.tokenize(raw.encode("utf-8"), add_bos=True,
                                                                              special=True))
-        if not prompt:
-            raise ValueError("a prompt has no tokens")
+        check_token_ids(prompt, llm.n_vocab())
         if len(prompt) + request.max_tokens > llm.n_ctx():
             raise ValueError(f"a prompt of {len(prompt)} tokens and max_tokens {request.max_tokens} do not fit the "
                              f"context of {llm.n_ctx()}")
