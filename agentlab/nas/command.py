@@ -219,7 +219,10 @@ class CommandObjective:
         parts = self.parts()
         if values is None:
             return [part.replace(PLACEHOLDER, params_path) for part in parts]
-        passed = {**flatten(self.own_params), **values}
+        # a searched key the trial leaves out (a conditional key whose condition does not hold) is not passed with
+        # its base value either: Hydra refuses an override of a key its config group lacks
+        passed = {**{k: v for k, v in flatten(self.own_params).items() if k not in self.space_keys or k in values},
+                  **values}
         out: list[str] = []
         for part in parts:
             if part == ARGS:

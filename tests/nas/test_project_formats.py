@@ -141,6 +141,34 @@ def test_args_overrides_and_single_values(tmp_path: Path) -> None:
     assert cli_value([1, 2]) == "[1,2]" and cli_value(None) == "null"
 
 
+def test_a_conditional_key_left_out_of_a_trial_is_not_passed(tmp_path: Path) -> None:
+    # Hydra: `model.degree=2` with model=ridge is "Key 'degree' is not in struct" (exit 1): a conditional key the
+    # trial leaves out (its condition does not hold) is not passed with its base value either
+    base = {"model": "ridge", "model.degree": 2, "lr": 0.1}
+    obj = command(tmp_path, f"{PYTHON} train.py {{overrides}}", base, ECHO_ARGS,
+                  space_keys=("model", "model.degree", "lr"))
+    assert obj.run(0, {"model": "ridge", "lr": 0.1}, lambda s, v: False)["argv"] == "model=ridge lr=0.1"
+    assert obj.run(1, {"model": "poly", "model.degree": 3, "lr": 0.1},
+                   lambda s, v: False)["argv"] == "model=poly model.degree=3 lr=0.1"
+
+
+def test_the_stderr_line_that_says_what_went_wrong() -> None:
+    from agentlab.core.search.records import reason_line
+
+    head = "failed: exit code 1 after 0.3 s; stderr (last 6 lines):\n"
+    hydra = ("Could not override 'model.degree'.\nTo append to your config use +model.degree=2\n"
+             "Key 'degree' is not in struct\n    full_key: model.degree\n\n"
+             "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.")
+    assert reason_line(head + hydra) == "failed: exit code 1 after 0.3 s; stderr: Could not override 'model.degree'."
+    traceback = ('epoch 1 error rate 0.2\nTraceback (most recent call last):\n  File "train.py", line 3\n'
+                 "ValueError: lr must be positive\n")
+    assert reason_line(head + traceback).endswith("; stderr: ValueError: lr must be positive")
+    argparse = "usage: train.py [-h] [--lr LR]\ntrain.py: error: unrecognized arguments: --foo=1"
+    assert reason_line(head + argparse).endswith("; stderr: train.py: error: unrecognized arguments: --foo=1")
+    killed = "epoch 3 error rate 0.2\nx.py:3: RuntimeWarning: invalid value; failed\nKilled"
+    assert reason_line(head + killed).endswith("; stderr: Killed")  # a warning's words and a metric are not it
+
+
 def test_args_inside_a_word_is_refused(tmp_path: Path) -> None:
     obj = command(tmp_path, f"{PYTHON} train.py --x{{args}}", {"lr": 0.1}, ECHO_ARGS, space_keys=("lr",))
     with pytest.raises(UsageError, match="a word of its own"):

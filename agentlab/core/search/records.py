@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -189,15 +190,26 @@ def state_dict(records: list[TrialRecord], metric: str, direction: str = "minimi
             "metric": metric, "runs": runs}
 
 
+# The stderr line that says what went wrong: Python's exception line (a traceback's last), else the last line with
+# an error word that is not a warning's (argparse's "error:", Hydra's "Could not override ...", which a hint line
+# follows), else the last.
+_EXCEPTION_LINE = re.compile(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+_ERROR_WORDS = re.compile(r"(?i)^(?!.*warn)(.*\berror\s*:|error\b|.*\b(could not|cannot|no such|not found|failed|"
+                          r"denied)\b)")
+
+
 def reason_line(reason: str) -> str:
     """A failure's reason in one line (the console): its first line, with the stderr tail's header followed by the
-    last line of stderr, the one that usually says what went wrong."""
+    tail's line that says what went wrong (``_EXCEPTION_LINE``, else ``_ERROR_WORDS``, else its last line)."""
     lines = [line for line in reason.splitlines() if line.strip()]
     if not lines:
         return ""
     head = lines[0]
     if len(lines) > 1 and "; stderr (last " in head:
-        head = head[:head.index("; stderr (last ")] + "; stderr: " + lines[-1].strip()
+        tail = lines[1:]
+        telling = next((line for pattern in (_EXCEPTION_LINE, _ERROR_WORDS) for line in reversed(tail)
+                        if pattern.search(line)), tail[-1])
+        head = head[:head.index("; stderr (last ")] + "; stderr: " + telling.strip()
     return head
 
 
