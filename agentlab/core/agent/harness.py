@@ -14,7 +14,8 @@ The graph is create_agent's own (model -> tools -> model ...); what agentlab add
   answered with what to do next (``Nudge``). After ``max_steps`` steps without an action, or a failed model call
   (``failed_calls``), the driver's default action is written as the action call (``defaulted``). An action call is
   checked here, in the model node, so a resume never checks it again: accepted, it is ``pending``; refused, it gets
-  "not run: ..." (a pick with nothing suggested: with ``suggest``'s candidates, now in the state).
+  "not run: ..." (a pick with nothing suggested: with ``suggest``'s candidates, now in the state); the same call
+  refused a second time since the last action runs the default action at once.
 - ``Approval`` (``after_model``): with an approver, an interrupt before the pending action runs (yes / no / edit).
 - ``Nudge`` (``after_model``): after a step with no call, back to the model with what to do next.
 - ``Tools`` (``wrap_tool_call``): the driver's tools as LangChain tools, and the repeat watch (a call made since the
@@ -92,6 +93,8 @@ class RunState(AgentState):
     answers: NotRequired[Annotated[dict[str, str], _answers]]
     # the last call was a repeat: a small model's next step offers only suggest and the action
     repeated: NotRequired[Annotated[bool, _last]]
+    # the action calls refused since the last action (name and arguments): one refused again runs the default
+    refused: NotRequired[Annotated[list[str], _last]]
     # the candidates the last suggest offered (the driver's ``restore`` reads them before each step), cleared by each
     # action
     suggested: NotRequired[Annotated[list[dict[str, Any]], _last]]
@@ -208,8 +211,14 @@ class Step(_Middleware):
             if action is not None and action.get("key") in state.get("declined", []):
                 action, error = None, "the user declined this one: choose another"
             if action is not None:
-                update["pending"] = {**action, "call_id": call["id"]}
+                update["pending"], update["refused"] = {**action, "call_id": call["id"]}, []
             else:
+                key = json.dumps([call["name"], call["args"]], sort_keys=True)
+                if key in state.get("refused", []):  # refused the same way before: it would be again and again
+                    # (Qwen2.5-Coder-0.5B sent one refused try_config five times running, 5 s each)
+                    counts["rejected_calls"] += 1
+                    return self._default(state, counts, since + 1, f"the same call refused again: {error}")
+                update["refused"] = [*state.get("refused", []), key]
                 counts["rejected_calls"] += 1
                 text = f"not run: {error}"[:profile.result_chars]
                 if call["name"] == self.driver.actions[0] and self.unsuggested(state):
@@ -243,7 +252,7 @@ class Step(_Middleware):
                                              "id": call_id, "type": "tool_call"}])
         self.run.event("agent_default", why=why[:300], action=summary(json.dumps(action.get("args", {}))))
         return ExtendedModelResponse(ModelResponse([message]), Command(update={
-            "counts": counts, "since_action": since, "answers": {}, "repeated": False,
+            "counts": counts, "since_action": since, "answers": {}, "repeated": False, "refused": [],
             "pending": {**action, "call_id": call_id, "default": why}}))
 
 

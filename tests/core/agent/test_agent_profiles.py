@@ -123,6 +123,22 @@ def test_a_blind_pick_is_refused_with_the_candidates_it_can_pick_from(tmp_path: 
     planner.close()
 
 
+def test_the_same_call_refused_twice_runs_the_default_at_once(tmp_path: Path) -> None:
+    """A refused action call sent again unchanged would be refused again: the default runs at once instead of the
+    step budget running out (Qwen2.5-Coder-0.5B sent one refused try_config five times running, 5 s each)."""
+    out_of_range = ("try_config", {"changes": {"x": 99.0}, "reason": "far"})
+    model = Recorder([out_of_range, ("try_config", {"changes": {"x": 98.0}, "reason": "far"}), out_of_range,
+                      ("suggest", {}), ("run_trial", {"candidate": 1, "reason": "the second"})],
+                     PROFILES["medium"])
+    planner = AgentPlanner(model, AgentSettings(guard_patience=50), tmp_path / "agent.sqlite", AgentKit("t"))
+    records = search(planner, 0, trials=3)
+    assert len(model.seen) == 5  # the third step repeated the first: no fourth step for that trial
+    assert records[1].origin == "default" and records[2].origin == "agent" and records[2].choice == 1
+    block = planner.report(trial_results(records, False, lambda best: {}))["agent"]
+    assert block["rejected_calls"] == 3 and block["defaulted"] == 1
+    planner.close()
+
+
 class KillAfterSuggest:
     """Calls suggest, then dies (SIGKILL) in the next model step: the candidates are in the checkpoint only."""
 
