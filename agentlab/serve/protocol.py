@@ -231,8 +231,9 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     if n is not None and n != 1:
         raise _bad("'n' must be 1: one choice per request (send several requests, or use a best_of_n route)", "n",
                    code="unsupported_parameter")
-    for key in ("logprobs", "logit_bias", "web_search_options"):  # each changes the answer: refused, not ignored
-        if body.get(key):
+    # each changes the answer: refused, not ignored (web_search_options: {} is how OpenAI turns the search on)
+    for key in ("logprobs", "logit_bias", "web_search_options"):
+        if body.get(key) or (key == "web_search_options" and body.get(key) is not None):
             raise _bad(f"'{key}' is not served by this gateway", key, code="unsupported_parameter")
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):

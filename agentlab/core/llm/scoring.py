@@ -336,13 +336,14 @@ def complete_llama(llm: Any, request: RawRequest) -> list[RawChoice]:
     eos = llm.token_eos()
     top = request.logprobs or 0
     out = []
-    for raw in request.prompts:
-        prompt = list(raw) if not isinstance(raw, str) else list(llm.tokenize(raw.encode("utf-8"), add_bos=True,
-                                                                             special=True))
+    prompts = [list(raw) if not isinstance(raw, str) else list(llm.tokenize(raw.encode("utf-8"), add_bos=True,
+                                                                          special=True)) for raw in request.prompts]
+    for prompt in prompts:  # every prompt checked before any generates
         check_token_ids(prompt, llm.n_vocab())
         if len(prompt) + request.max_tokens > llm.n_ctx():
             raise ValueError(f"a prompt of {len(prompt)} tokens and max_tokens {request.max_tokens} do not fit the "
                              f"context of {llm.n_ctx()}")
+    for prompt, raw in zip(prompts, request.prompts, strict=True):
         new: list[int] = []
         finish = "length"
         if request.max_tokens:

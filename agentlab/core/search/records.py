@@ -190,26 +190,32 @@ def state_dict(records: list[TrialRecord], metric: str, direction: str = "minimi
             "metric": metric, "runs": runs}
 
 
-# The stderr line that says what went wrong: Python's exception line (a traceback's last), else the last line with
-# an error word that is not a warning's (argparse's "error:", Hydra's "Could not override ...", which a hint line
-# follows), else the last.
-_EXCEPTION_LINE = re.compile(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
-_ERROR_WORDS = re.compile(r"(?i)^(?!.*warn)(.*\berror\s*:|error\b|.*\b(could not|cannot|no such|not found|failed|"
-                          r"denied)\b)")
+# A stderr line that says what went wrong besides the last line: a traceback's exception line (at the margin, after
+# the traceback's indented lines), else a line that reports an error in words (argparse's "prog: error: ...",
+# Hydra's "Could not override ...", which a hint line follows), never a warning's or a metric's.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+_ERROR_LINE = re.compile(r"(?i)^(?!.*warn)(.*\berror:(?!\s*[-+.\d])|(error|fatal|could not|cannot|no such)\b)")
+
+
+def _telling(lines: list[str]) -> str | None:
+    for i in range(len(lines) - 1, 0, -1):
+        if _EXCEPTION_LINE.match(lines[i]) and lines[i - 1][:1].isspace():
+            return lines[i]
+    return next((line for line in reversed(lines) if _ERROR_LINE.match(line.strip())), None)
 
 
 def reason_line(reason: str) -> str:
-    """A failure's reason in one line (the console): its first line, with the stderr tail's header followed by the
-    tail's line that says what went wrong (``_EXCEPTION_LINE``, else ``_ERROR_WORDS``, else its last line)."""
+    """A failure's reason in one line (the console): its first line, with the stderr tail's header replaced by the
+    tail's last line, preceded by the line that says what went wrong when that is another one (``_telling``)."""
     lines = [line for line in reason.splitlines() if line.strip()]
     if not lines:
         return ""
     head = lines[0]
     if len(lines) > 1 and "; stderr (last " in head:
-        tail = lines[1:]
-        telling = next((line for pattern in (_EXCEPTION_LINE, _ERROR_WORDS) for line in reversed(tail)
-                        if pattern.search(line)), tail[-1])
-        head = head[:head.index("; stderr (last ")] + "; stderr: " + telling.strip()
+        tail, last = lines[1:], lines[-1].strip()
+        telling = _telling(tail)
+        said = last if telling is None or telling.strip() == last else f"{telling.strip()[:200]} ... {last}"
+        head = head[:head.index("; stderr (last ")] + "; stderr: " + said
     return head
 
 

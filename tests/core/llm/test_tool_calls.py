@@ -350,6 +350,11 @@ def test_long_bounds_get_a_grammar_llama_cpp_parses_and_a_refused_one_is_a_bad_r
             "required": ["text", "code", "rows"], "additionalProperties": False}
     tool = {"type": "function", "function": {"name": "edit", "parameters": long}}
     assert "char{2,2000}" in provider.json_gbnf(long)
+    llm = pytest.importorskip("llama_cpp").Llama(str(tiny_model["gguf"]), vocab_only=True, verbose=False)
+    for high in (1999, 2000, 2001, 2002, 5000):  # around llama.cpp's threshold of 2,000: every one parses
+        for bounded in ({"type": "array", "items": {"type": "integer"}, "maxItems": high},
+                        {"type": "string", "maxLength": high}, {"type": "string", "minLength": high}):
+            provider._check_parses(llm, provider._grammar(bounded))
     with local_router("llama_cpp", str(tiny_model["gguf"]), n_ctx=4096) as router:
         for params in (GenParams(max_tokens=40, json_schema={"name": "x", "schema": long}),
                        GenParams(tools=[tool], tool_choice="required", max_tokens=40)):
@@ -357,6 +362,13 @@ def test_long_bounds_get_a_grammar_llama_cpp_parses_and_a_refused_one_is_a_bad_r
                 router.generate_sync(ASK, params=params)
             except AllModelsFailed as exc:
                 assert exc.kind == "max_tokens", exc.attempts
+        # a minimum above its maximum: in llama.cpp's {5,3} the count wrapped around and filled the memory
+        for empty in ({"type": "string", "minLength": 5, "maxLength": 3},
+                      {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 2}):
+            with pytest.raises(AllModelsFailed) as failed:
+                router.generate_sync(ASK, params=GenParams(max_tokens=8, json_schema={"name": "x", "schema": {
+                    "type": "object", "properties": {"v": empty}}}))
+            assert failed.value.kind == "bad_request" and "a minimum above its maximum" in str(failed.value.attempts)
         # the library's own nesting: refused by the parse check, a bad request, not a crash
         monkeypatch.setattr(provider, "_repetition", llama_grammar._build_repetition)
         nested = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 2500}}}

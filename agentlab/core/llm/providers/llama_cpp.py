@@ -45,6 +45,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -654,7 +655,19 @@ def _formatter(llm: Any, model: str) -> Any:
     )
 
 
-_grammars: dict[str, Any] = {}
+_grammars: OrderedDict[str, Any] = OrderedDict()  # compiled grammars, the least recently used dropped past _GRAMMARS
+_GRAMMARS = 256
+
+
+def _cached(key: str, build: Callable[[], Any]) -> Any:
+    """``_grammars[key]``, built on a miss (a gateway sees any number of schemas: the cache is bounded)."""
+    if key in _grammars:
+        _grammars.move_to_end(key)
+    else:
+        _grammars[key] = build()
+        while len(_grammars) > _GRAMMARS:
+            _grammars.popitem(last=False)
+    return _grammars[key]
 
 # llama-cpp-python's JSON-schema converter (0.3.x) lets a JSON string hold raw control characters (its `char` rule
 # is [^"\\]); JSON forbids them, and llama.cpp's own converter leaves them out. With the loose rule a model that
@@ -700,7 +713,10 @@ def _repetition(item_rule: str, min_items: int, max_items: int | None, separator
     then crashed the process (a segfault): a string with ``maxLength`` 2000 in a tool's or response_format's schema
     was enough. A quoted literal (``item_rule_is_literal``) is repeated as a whole by ``{m,n}`` as well. A bound
     above ``GBNF_MAX_REPEAT`` is not kept by the grammar (llama.cpp lifts it); max_tokens still ends the answer."""
-    low, high, item = min_items, max_items, item_rule
+    low, high, item = _count(min_items), None if max_items is None else _count(max_items), item_rule
+    if high is not None and high < low:  # unsatisfiable; in llama.cpp {5,3} wraps around and fills the memory
+        raise ValueError(f"a repetition of at least {low} and at most {high} items or characters (a minimum above "
+                         "its maximum) allows nothing")
     if high == 0:
         return ""
     if low == 0 and high == 1:
@@ -714,8 +730,17 @@ def _repetition(item_rule: str, min_items: int, max_items: int | None, separator
             more = _repetition(item, 0, None if high is None else high - low)
             return " ".join([item] * low + ([more] if more else []))
         return f"{item}{{{low},{'' if high is None else high}}}"
+    if low == 0 and high is not None and high > GBNF_MAX_REPEAT - 8:
+        high = None  # the optional group around ~2,000 rules trips llama.cpp's threshold: no end, as above 2,000
     rest = _repetition(f"({separator_rule} {item})", max(low - 1, 0), None if high is None else high - 1)
     return f"({item} {rest})?" if low == 0 else f"{item} {rest}"
+
+
+def _count(value: Any) -> int:
+    """A schema's minLength / maxLength / minItems / maxItems (or a pattern's bound) as an int (5.0 is 5)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        raise ValueError(f"a length or item bound must be a whole number of 0 or more, got {value!r}")
+    return int(value)
 
 
 _INT_MARK = "agentlab-int-range-{}"
@@ -804,32 +829,27 @@ def _grammar(schema: dict[str, Any]) -> Any:
     """A GBNF grammar constraining output to ``schema`` (cached: converting a schema costs milliseconds)."""
     from llama_cpp import LlamaGrammar
 
-    text = json.dumps(schema, sort_keys=True)
-    if text not in _grammars:
-        _grammars[text] = LlamaGrammar.from_string(json_gbnf(schema), verbose=False)
-    return _grammars[text]
-
-
-_parsed: dict[str, bool] = {}  # grammar text: whether llama.cpp's parser took it
+    return _cached(json.dumps(schema, sort_keys=True),
+                   lambda: LlamaGrammar.from_string(json_gbnf(schema), verbose=False))
 
 
 def _check_parses(llm: Any, grammar: Any) -> None:
     """Raise ``ValueError`` unless llama.cpp's grammar parser takes ``grammar``. llama-cpp-python adds the parsed
     grammar to its sampler chain without looking: a grammar the parser refuses (one of llama.cpp's limits, such as
-    its repetition threshold) crashed the process at the first sampled token. Parsed once per text, on the model's
-    vocabulary; llama.cpp prints its own error and the grammar to stderr the first time."""
+    its repetition threshold) crashed the process at the first sampled token. Parsed once per compiled grammar (the
+    verdict kept on it), on the model's vocabulary; llama.cpp prints its reason and the grammar to stderr."""
     import llama_cpp
 
-    text = grammar._grammar
-    if text not in _parsed:
-        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, text.encode("utf-8"),
+    verdict = getattr(grammar, "_agentlab_parses", None)
+    if verdict is None:
+        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar._grammar.encode("utf-8"),
                                                        grammar._root.encode("utf-8"))
-        _parsed[text] = bool(sampler)
+        verdict = grammar._agentlab_parses = bool(sampler)
         if sampler:
             llama_cpp.llama_sampler_free(sampler)
-    if not _parsed[text]:
-        raise ValueError("llama.cpp's grammar parser refused the grammar built from it (too many repetitions or "
-                         "nested rules)")
+    if not verdict:
+        raise ValueError("llama.cpp's grammar parser refused the grammar built from it (its reason is on the "
+                         "server's stderr; usually a bound or a nesting past llama.cpp's limits)")
 
 
 def tool_grammar_text(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORMATS["smollm2"]) -> str:
@@ -856,10 +876,8 @@ def _tool_grammar(calls: dict[str, Any], free_text: bool, fmt: ToolFormat = FORM
     """The compiled ``tool_grammar_text`` (cached like ``_grammar``)."""
     from llama_cpp import LlamaGrammar
 
-    key = json.dumps([calls, free_text, fmt.name], sort_keys=True)
-    if key not in _grammars:
-        _grammars[key] = LlamaGrammar.from_string(tool_grammar_text(calls, free_text, fmt), verbose=False)
-    return _grammars[key]
+    return _cached(json.dumps([calls, free_text, fmt.name], sort_keys=True),
+                   lambda: LlamaGrammar.from_string(tool_grammar_text(calls, free_text, fmt), verbose=False))
 
 
 def _tap_sampling(loaded: LoadedModel) -> None:
