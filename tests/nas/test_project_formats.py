@@ -171,7 +171,8 @@ def test_the_stderr_line_that_says_what_went_wrong() -> None:
     # a metric, a warning, a logged line with "error: <number>", a line that merely names an exception: not it
     assert said("MeanSquaredError: 0.52\nINFO:root:val error: 0.29\nx.py:3: RuntimeWarning: cannot cast\nKilled") \
         == "Killed"
-    caught = 'Traceback (most recent call last):\n  File "a.py", line 1\nFileNotFoundError: cache.json\nSegmentation fault'
+    caught = ('Traceback (most recent call last):\n  File "a.py", line 1\nFileNotFoundError: cache.json\n'
+              "Segmentation fault")
     assert said(caught) == "FileNotFoundError: cache.json ... Segmentation fault"  # the last line is always there
 
 
