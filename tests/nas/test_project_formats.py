@@ -162,7 +162,7 @@ def test_the_stderr_line_that_says_what_went_wrong() -> None:
 
     hint = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
     hydra = f"Could not override 'model.degree'.\nKey 'degree' is not in struct\n    full_key: model.degree\n\n{hint}"
-    assert said(hydra) == f"Could not override 'model.degree'. ... {hint}"
+    assert said(hydra) == f"Could not override 'model.degree'. | {hint}"
     traceback = ('epoch 1 error rate 0.2\nTraceback (most recent call last):\n  File "train.py", line 3\n'
                  "    raise ValueError\nValueError: lr must be positive\n")
     assert said(traceback) == "ValueError: lr must be positive"
@@ -173,7 +173,7 @@ def test_the_stderr_line_that_says_what_went_wrong() -> None:
         == "Killed"
     caught = ('Traceback (most recent call last):\n  File "a.py", line 1\nFileNotFoundError: cache.json\n'
               "Segmentation fault")
-    assert said(caught) == "FileNotFoundError: cache.json ... Segmentation fault"  # the last line is always there
+    assert said(caught) == "FileNotFoundError: cache.json | Segmentation fault"  # the last line is always there
 
 
 def test_args_inside_a_word_is_refused(tmp_path: Path) -> None:

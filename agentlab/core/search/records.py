@@ -214,7 +214,10 @@ def reason_line(reason: str) -> str:
     if len(lines) > 1 and "; stderr (last " in head:
         tail, last = lines[1:], lines[-1].strip()
         telling = _telling(tail)
-        said = last if telling is None or telling.strip() == last else f"{telling.strip()[:200]} ... {last}"
+        telling = None if telling is None or telling.strip() == last else telling.strip()
+        if telling is not None and len(telling) > 160:
+            telling = telling[:159] + "…"
+        said = last if telling is None else f"{telling} | {last}"
         head = head[:head.index("; stderr (last ")] + "; stderr: " + said
     return head
 

@@ -659,15 +659,22 @@ _grammars: OrderedDict[str, Any] = OrderedDict()  # compiled grammars, the least
 _GRAMMARS = 256
 
 
+_grammars_lock = threading.Lock()  # requests to different models prepare their grammars at once
+
+
 def _cached(key: str, build: Callable[[], Any]) -> Any:
     """``_grammars[key]``, built on a miss (a gateway sees any number of schemas: the cache is bounded)."""
-    if key in _grammars:
-        _grammars.move_to_end(key)
-    else:
-        _grammars[key] = build()
+    with _grammars_lock:
+        grammar = _grammars.get(key)
+        if grammar is not None:
+            _grammars.move_to_end(key)
+            return grammar
+    grammar = build()
+    with _grammars_lock:
+        _grammars[key] = grammar
         while len(_grammars) > _GRAMMARS:
             _grammars.popitem(last=False)
-    return _grammars[key]
+    return grammar
 
 # llama-cpp-python's JSON-schema converter (0.3.x) lets a JSON string hold raw control characters (its `char` rule
 # is [^"\\]); JSON forbids them, and llama.cpp's own converter leaves them out. With the loose rule a model that
@@ -738,7 +745,8 @@ def _repetition(item_rule: str, min_items: int, max_items: int | None, separator
 
 def _count(value: Any) -> int:
     """A schema's minLength / maxLength / minItems / maxItems (or a pattern's bound) as an int (5.0 is 5)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+            isinstance(value, float) and not value.is_integer()):  # Infinity and NaN too (json.loads reads them)
         raise ValueError(f"a length or item bound must be a whole number of 0 or more, got {value!r}")
     return int(value)
 
