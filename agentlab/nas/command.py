@@ -4,7 +4,8 @@ The contract, for the command's author:
 
 - ``command`` is split like a shell line (``shlex``; no shell runs it: no pipes, ``&&`` or ``$VAR``). The trial's
   params reach it the way the script takes them: ``{args}`` (a word of its own) becomes one ``--key=value`` per param
-  (argparse, W&B Sweeps' ``${args}``), ``{overrides}`` one ``key=value`` per param (Hydra's form), ``{key}`` one value,
+  (argparse, W&B Sweeps' ``${args}``; an argparse switch, ``action="store_true"``, is given bare when true and left
+  out when false), ``{overrides}`` one ``key=value`` per param (Hydra's form), ``{key}`` one value,
   ``{params}`` the path of ``params.json`` in the trial's own folder ``<run>/trials/run_NNNN/`` (the base params
   updated by the trial's values; a dotted key, ``optimizer.lr``, updates the nested dict). With ``config`` (the
   project's own config file, ``config_file.ConfigFile``) the workspace's copy of that file holds the trial's values.
@@ -31,6 +32,7 @@ is a ``UsageError`` (exit 2) before any trial.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -54,6 +56,7 @@ from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 from agentlab.nas.config import CommandObjectiveConfig
+from agentlab.nas.script import argparse_switches, project_imports, script_of
 
 if TYPE_CHECKING:
     from agentlab.nas.code_change import CodeTrials
@@ -226,7 +229,7 @@ class CommandObjective:
         out: list[str] = []
         for part in parts:
             if part == ARGS:
-                out += [f"--{key}={cli_value(value)}" for key, value in passed.items()]
+                out += [arg for key, value in passed.items() if (arg := self._arg(key, value)) is not None]
             elif part == OVERRIDES:
                 out += [f"{key}={cli_value(value)}" for key, value in passed.items()]
             else:
@@ -235,6 +238,25 @@ class CommandObjective:
                     part = part.replace("{" + key + "}", cli_value(lookup_flat(passed, self.base_params, key)))
                 out.append(part)
         return out
+
+    @functools.cached_property
+    def switches(self) -> dict[str, str]:
+        """The script's argparse options that take no value (``script.argparse_switches``), read once."""
+        script = script_of(self.command, self.cwd)
+        if script is None:
+            return {}
+        return argparse_switches([self.cwd / f for f in [script, *project_imports(script, self.cwd)]])
+
+    def _arg(self, key: str, value: Any) -> str | None:
+        """One ``{args}`` word: ``--key=value``; for an argparse switch given true or false, the option bare or
+        nothing (``--no-key`` for a BooleanOptionalAction): argparse refuses ``--use_bias=true`` ("ignored explicit
+        argument")."""
+        kind = self.switches.get(key)
+        if kind is None or not isinstance(value, bool):
+            return f"--{key}={cli_value(value)}"
+        if value:
+            return f"--{key}"
+        return f"--no-{key}" if kind == "optional" else None
 
     def _value_keys(self, part: str) -> list[str]:
         """The ``{key}`` placeholders of a word that name a param (other braces are left as written)."""

@@ -8,7 +8,6 @@ value and range, the params kept at their base, the files ``read_project`` offer
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from agentlab.core.search.space import ParamSpec
 from agentlab.nas.code_agent import EDIT_TOOL, CodeSearch, change_of
 from agentlab.nas.command import flat_values
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig
+from agentlab.nas.script import inside, project_imports, script_of
 
 READ_CHARS = 4000  # one read_project answer at most (the runtime cuts a tool's result further for the model)
 MAX_FILE_BYTES = 1_000_000  # larger files are not read at all
@@ -45,82 +45,6 @@ def better(direction: str) -> str:
     return "higher is better" if direction == "maximize" else "lower is better"
 
 
-def _inside(root: Path, path: Path) -> bool:
-    """Whether ``path``, links resolved, lies in ``root`` (itself resolved)."""
-    try:
-        return path.resolve().is_relative_to(root)
-    except (OSError, RuntimeError):  # a link loop
-        return False
-
-
-def script_of(command: str, cwd: Path) -> str | None:
-    """The command's script: the first of its arguments (the program included, ``./train.sh``) that is an existing
-    file inside ``cwd``, as a path relative to it; None when there is none (``python -m package``)."""
-    try:
-        parts = shlex.split(command)
-    except ValueError:
-        return None
-    root = cwd.resolve()
-    if "-m" in parts[:-1]:  # python -m package.train: the module's file in the project
-        module = parts[parts.index("-m") + 1]
-        stem = root.joinpath(*module.split("."))
-        for candidate in (stem.with_suffix(".py"), stem / "__main__.py"):
-            if candidate.is_file() and _inside(root, candidate):
-                return candidate.resolve().relative_to(root).as_posix()
-    for part in parts:
-        if "{" in part or part.startswith("-"):
-            continue
-        path = Path(part) if Path(part).is_absolute() else cwd / part
-        if path.is_file() and _inside(root, path):
-            return path.resolve().relative_to(root).as_posix()
-    return None
-
-
-def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
-    """The project's own modules ``script`` imports, and theirs (``depth`` levels): ``import config`` is
-    ``config.py`` beside the script or at the project's top, ``from model import net`` ``model/net.py`` or
-    ``model/__init__.py``; relative to ``cwd``. Installed packages are not in the project and are left out."""
-    import ast
-
-    root = cwd.resolve()
-    seen: list[str] = []
-    todo = [(script, 0)]
-    while todo:
-        rel, level = todo.pop(0)
-        path = root / rel
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-            continue
-        names: list[str] = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names += [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level:  # from .utils import x; from . import model
-                up = path.parent
-                for _ in range(node.level - 1):
-                    up = up.parent
-                if up != root and root not in up.parents:
-                    continue  # `from ..shared import x` above the project: not the project's
-                prefix = up.relative_to(root).as_posix().replace("/", ".") if up != root else ""
-                base_name = ".".join(p for p in (prefix, node.module or "") if p)
-                names += ([base_name] if base_name else []) + [".".join(p for p in (base_name, a.name) if p)
-                                                               for a in node.names]
-        for name in names:
-            for base in dict.fromkeys((path.parent, root)):
-                stem = base.joinpath(*name.split("."))
-                for candidate in (stem.with_suffix(".py"), stem / "__init__.py"):
-                    if candidate.is_file() and _inside(root, candidate):
-                        found = candidate.resolve().relative_to(root).as_posix()
-                        if found not in seen and found != script:
-                            seen.append(found)
-                            if level + 1 < depth:
-                                todo.append((found, level + 1))
-    return seen
-
-
 def project_files(objective: CommandObjectiveConfig) -> list[str]:
     """The files ``read_project`` reads, relative to ``objective.cwd``: the script first, the project's modules it
     imports, the config file it reads (objective.config), then the README files and the config files of the folder
@@ -133,7 +57,7 @@ def project_files(objective: CommandObjectiveConfig) -> list[str]:
         found += [f for f in project_imports(script, cwd) if not SECRET_NAME.search(Path(f).name)]
     if objective.config is not None:
         config = objective.config if objective.config.is_absolute() else cwd / objective.config
-        if config.is_file() and _inside(root, config):
+        if config.is_file() and inside(root, config):
             rel = config.resolve().relative_to(root).as_posix()
             if rel not in found:
                 found.append(rel)
@@ -145,7 +69,7 @@ def project_files(objective: CommandObjectiveConfig) -> list[str]:
         name = path.name
         wanted = name.upper().startswith("README") or path.suffix.lower() in CONFIG_SUFFIXES
         if wanted and not name.startswith(".") and not SECRET_NAME.search(name) and path.is_file() \
-                and _inside(root, path) and name not in found:
+                and inside(root, path) and name not in found:
             found.append(name)
     return found[:MAX_FILES]
 
@@ -162,7 +86,7 @@ def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any,
         return (f"readable files of the project ({root.name}/): {', '.join(files) or 'none'}. Call read_project "
                 f"with one of them as path (the first {READ_CHARS} characters are shown).")
     target = Path(text) if Path(text).is_absolute() else cwd / text
-    if not _inside(root, target):
+    if not inside(root, target):
         return f"refused: {text} is outside the project folder {root.name}/ (only its files are readable)"
     relative = target.resolve().relative_to(root).as_posix()
     if relative not in files:

@@ -21,7 +21,8 @@ from agentlab.core.llm.config import LLMConfig
 from agentlab.core.runs import read_events
 from agentlab.nas import run_nas_optimization
 from agentlab.nas.config import NASConfig
-from agentlab.nas.own_code_agent import READ_CHARS, command_kit, project_files, read_project, script_of
+from agentlab.nas.own_code_agent import READ_CHARS, command_kit, project_files, read_project
+from agentlab.nas.script import script_of
 from agentlab.testing.agents import ScriptAgent, SuggestAgent, scripted_llm
 from agentlab.testing.server import Reply as ServerReply
 from agentlab.testing.server import ScriptedServer

@@ -141,6 +141,34 @@ def test_args_overrides_and_single_values(tmp_path: Path) -> None:
     assert cli_value([1, 2]) == "[1,2]" and cli_value(None) == "null"
 
 
+ARGPARSE_SWITCHES = """\
+import argparse, json, sys
+from opts import add_more
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float)
+p.add_argument("--use_bias", action="store_true")
+p.add_argument("--no-shuffle", dest="shuffle", action="store_false")
+add_more(p)
+a = p.parse_args()
+print(json.dumps({"loss": 1.0, "argv": " ".join(sys.argv[1:]), "seen": f"{a.use_bias} {a.shuffle} {a.amp}"}))
+"""
+
+
+def test_argparse_switches_are_given_bare_or_left_out(tmp_path: Path) -> None:
+    # argparse refuses `--use_bias=true` ("ignored explicit argument 'true'"): every trial, the base one included,
+    # failed on a script with a store_true flag; the switches are read from the script and the modules it imports
+    (tmp_path / "opts.py").write_text("import argparse\n\ndef add_more(p):\n"
+                                      "    p.add_argument('--amp', action=argparse.BooleanOptionalAction)\n")
+    base = {"lr": 0.1, "use_bias": False, "no-shuffle": False, "amp": True}
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", base, ARGPARSE_SWITCHES,
+                  space_keys=("use_bias", "no-shuffle", "amp"))
+    assert obj.switches == {"use_bias": "store", "no-shuffle": "store", "amp": "optional"}
+    out = obj.run(0, {"use_bias": False, "no-shuffle": False, "amp": True}, lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--lr=0.1 --amp", "False True True")
+    out = obj.run(1, {"use_bias": True, "no-shuffle": True, "amp": False}, lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--lr=0.1 --use_bias --no-shuffle --no-amp", "True False False")
+
+
 def test_a_conditional_key_left_out_of_a_trial_is_not_passed(tmp_path: Path) -> None:
     # Hydra: `model.degree=2` with model=ridge is "Key 'degree' is not in struct" (exit 1): a conditional key the
     # trial leaves out (its condition does not hold) is not passed with its base value either
