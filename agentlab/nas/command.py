@@ -5,7 +5,8 @@ The contract, for the command's author:
 - ``command`` is split like a shell line (``shlex``; no shell runs it: no pipes, ``&&`` or ``$VAR``). The trial's
   params reach it the way the script takes them: ``{args}`` (a word of its own) becomes one ``--key=value`` per param
   (argparse, W&B Sweeps' ``${args}``; an argparse switch, ``action="store_true"``, is given bare when true and left
-  out when false), ``{overrides}`` one ``key=value`` per param (Hydra's form), ``{key}`` one value,
+  out when false, and an option of several values, ``nargs="+"``, its values as words of their own),
+  ``{overrides}`` one ``key=value`` per param (Hydra's form), ``{key}`` one value,
   ``{params}`` the path of ``params.json`` in the trial's own folder ``<run>/trials/run_NNNN/`` (the base params
   updated by the trial's values; a dotted key, ``optimizer.lr``, updates the nested dict). With ``config`` (the
   project's own config file, ``config_file.ConfigFile``) the workspace's copy of that file holds the trial's values.
@@ -229,7 +230,7 @@ class CommandObjective:
         out: list[str] = []
         for part in parts:
             if part == ARGS:
-                out += [arg for key, value in passed.items() if (arg := self._arg(key, value)) is not None]
+                out += [arg for key, value in passed.items() for arg in self._arg(key, value)]
             elif part == OVERRIDES:
                 out += [f"{key}={cli_value(value)}" for key, value in passed.items()]
             else:
@@ -241,22 +242,25 @@ class CommandObjective:
 
     @functools.cached_property
     def switches(self) -> dict[str, str]:
-        """The script's argparse options that take no value (``script.argparse_switches``), read once."""
+        """The script's argparse options that take no ``=value`` (``script.argparse_switches``), read once."""
         script = script_of(self.command, self.cwd)
         if script is None:
             return {}
         return argparse_switches([self.cwd / f for f in [script, *project_imports(script, self.cwd)]])
 
-    def _arg(self, key: str, value: Any) -> str | None:
-        """One ``{args}`` word: ``--key=value``; for an argparse switch given true or false, the option bare or
-        nothing (``--no-key`` for a BooleanOptionalAction): argparse refuses ``--use_bias=true`` ("ignored explicit
-        argument")."""
+    def _arg(self, key: str, value: Any) -> list[str]:
+        """One param's ``{args}`` words: ``--key=value``; for an argparse switch given true or false, the option
+        bare or nothing (``--no-key`` for a BooleanOptionalAction): argparse refuses ``--use_bias=true`` ("ignored
+        explicit argument"); for an option of several values (``nargs``) given a list, the option and each value
+        (``--sizes 64 32``: argparse's ``type=int`` refused ``[64,32]``)."""
         kind = self.switches.get(key)
-        if kind is None or not isinstance(value, bool):
-            return f"--{key}={cli_value(value)}"
+        if kind == "list" and isinstance(value, (list, tuple)):
+            return [f"--{key}", *(cli_value(v) for v in value)]
+        if kind in (None, "list") or not isinstance(value, bool):
+            return [f"--{key}={cli_value(value)}"]
         if value:
-            return f"--{key}"
-        return f"--no-{key}" if kind == "optional" else None
+            return [f"--{key}"]
+        return [f"--no-{key}"] if kind == "optional" else []
 
     def _value_keys(self, part: str) -> list[str]:
         """The ``{key}`` placeholders of a word that name a param (other braces are left as written)."""

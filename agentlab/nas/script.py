@@ -84,15 +84,16 @@ def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
 
 
 # argparse actions whose option takes no value: the value true gives the option bare, false leaves it out (for
-# BooleanOptionalAction, ``--no-<name>``)
+# BooleanOptionalAction, ``--no-<name>``); an option of several values (nargs) is given them as words of their own
 _SWITCHES = {"store_true": "store", "store_false": "store", "BooleanOptionalAction": "optional"}
 
 
 def argparse_switches(files: list[Path]) -> dict[str, str]:
-    """The options of ``add_argument`` calls in ``files`` (Python sources) whose action takes no value: the option's
-    long name without its dashes (``--use_bias`` is ``use_bias``, ``--no-shuffle`` ``no-shuffle``) -> ``store``
-    (``store_true`` / ``store_false``) or ``optional`` (``argparse.BooleanOptionalAction``). Files that cannot be
-    read or parsed are skipped: nothing is run."""
+    """The options of ``add_argument`` calls in ``files`` (Python sources) that do not take one ``=value``: the
+    option's long name without its dashes (``--use_bias`` is ``use_bias``, ``--no-shuffle`` ``no-shuffle``) ->
+    ``store`` (``store_true`` / ``store_false``), ``optional`` (``argparse.BooleanOptionalAction``) or ``list``
+    (``nargs`` of ``+``, ``*`` or more than 1: ``--sizes 64 32``). Files that cannot be read or parsed are skipped:
+    nothing is run."""
     found: dict[str, str] = {}
     for path in files:
         try:
@@ -107,6 +108,10 @@ def argparse_switches(files: list[Path]) -> dict[str, str]:
             name = action.value if isinstance(action, ast.Constant) else action.attr if isinstance(
                 action, ast.Attribute) else action.id if isinstance(action, ast.Name) else None
             kind = _SWITCHES.get(name) if isinstance(name, str) else None
+            nargs = next((k.value for k in node.keywords if k.arg == "nargs"), None)
+            if kind is None and isinstance(nargs, ast.Constant) and (nargs.value in ("+", "*") or (
+                    isinstance(nargs.value, int) and not isinstance(nargs.value, bool) and nargs.value > 1)):
+                kind = "list"
             if kind is None:
                 continue
             for arg in node.args:

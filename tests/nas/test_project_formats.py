@@ -148,9 +148,10 @@ p = argparse.ArgumentParser()
 p.add_argument("--lr", type=float)
 p.add_argument("--use_bias", action="store_true")
 p.add_argument("--no-shuffle", dest="shuffle", action="store_false")
+p.add_argument("--sizes", type=int, nargs="+")
 add_more(p)
 a = p.parse_args()
-print(json.dumps({"loss": 1.0, "argv": " ".join(sys.argv[1:]), "seen": f"{a.use_bias} {a.shuffle} {a.amp}"}))
+print(json.dumps({"loss": 1.0, "argv": " ".join(sys.argv[1:]), "seen": f"{a.use_bias} {a.shuffle} {a.amp} {a.sizes}"}))
 """
 
 
@@ -159,14 +160,15 @@ def test_argparse_switches_are_given_bare_or_left_out(tmp_path: Path) -> None:
     # failed on a script with a store_true flag; the switches are read from the script and the modules it imports
     (tmp_path / "opts.py").write_text("import argparse\n\ndef add_more(p):\n"
                                       "    p.add_argument('--amp', action=argparse.BooleanOptionalAction)\n")
-    base = {"lr": 0.1, "use_bias": False, "no-shuffle": False, "amp": True}
+    base = {"lr": 0.1, "use_bias": False, "no-shuffle": False, "amp": True, "sizes": [64, 32]}
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", base, ARGPARSE_SWITCHES,
-                  space_keys=("use_bias", "no-shuffle", "amp"))
-    assert obj.switches == {"use_bias": "store", "no-shuffle": "store", "amp": "optional"}
-    out = obj.run(0, {"use_bias": False, "no-shuffle": False, "amp": True}, lambda s, v: False)
-    assert (out["argv"], out["seen"]) == ("--lr=0.1 --amp", "False True True")
-    out = obj.run(1, {"use_bias": True, "no-shuffle": True, "amp": False}, lambda s, v: False)
-    assert (out["argv"], out["seen"]) == ("--lr=0.1 --use_bias --no-shuffle --no-amp", "True False False")
+                  space_keys=("use_bias", "no-shuffle", "amp", "sizes"))
+    assert obj.switches == {"use_bias": "store", "no-shuffle": "store", "amp": "optional", "sizes": "list"}
+    out = obj.run(0, {"use_bias": False, "no-shuffle": False, "amp": True, "sizes": [64, 32]}, lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--lr=0.1 --amp --sizes 64 32", "False True True [64, 32]")
+    out = obj.run(1, {"use_bias": True, "no-shuffle": True, "amp": False, "sizes": [8]}, lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--lr=0.1 --use_bias --no-shuffle --no-amp --sizes 8",
+                                          "True False False [8]")
 
 
 def test_a_conditional_key_left_out_of_a_trial_is_not_passed(tmp_path: Path) -> None:
