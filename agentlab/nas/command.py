@@ -57,7 +57,7 @@ from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 from agentlab.nas.config import CommandObjectiveConfig
-from agentlab.nas.script import argparse_switches, project_imports, script_of
+from agentlab.nas.script import argparse_options, project_imports, script_of
 
 if TYPE_CHECKING:
     from agentlab.nas.code_change import CodeTrials
@@ -107,6 +107,17 @@ def cli_value(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
+
+
+def _truth(value: Any) -> bool | None:
+    """A switch's value as true or false: a bool, 0 / 1, or "true" / "false" / "yes" / "no"; None otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+        return value.strip().lower() in ("true", "yes")
+    return None
 
 
 def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] | None:
@@ -241,26 +252,29 @@ class CommandObjective:
         return out
 
     @functools.cached_property
-    def switches(self) -> dict[str, str]:
-        """The script's argparse options that take no ``=value`` (``script.argparse_switches``), read once."""
+    def options(self) -> dict[str, tuple[str, str]]:
+        """The script's argparse options (``script.argparse_options``), read once."""
         script = script_of(self.command, self.cwd)
         if script is None:
             return {}
-        return argparse_switches([self.cwd / f for f in [script, *project_imports(script, self.cwd)]])
+        return argparse_options([self.cwd / f for f in [script, *project_imports(script, self.cwd)]])
 
     def _arg(self, key: str, value: Any) -> list[str]:
-        """One param's ``{args}`` words: ``--key=value``; for an argparse switch given true or false, the option
-        bare or nothing (``--no-key`` for a BooleanOptionalAction): argparse refuses ``--use_bias=true`` ("ignored
-        explicit argument"); for an option of several values (``nargs``) given a list, the option and each value
-        (``--sizes 64 32``: argparse's ``type=int`` refused ``[64,32]``)."""
-        kind = self.switches.get(key)
+        """One param's ``{args}`` words: ``--key=value``, with the script's own option name when the param is named
+        by its dest (``batch_size`` for ``--batch-size``). An argparse switch is given bare when true and left out
+        when false or null (``--no-key`` when false for a BooleanOptionalAction; 0 / 1 and "true" / "false" count):
+        argparse refuses ``--use_bias=true`` ("ignored explicit argument"). An option of several values (``nargs``)
+        given a list gets each value as a word (``--sizes 64 32``: argparse's ``type=int`` refused ``[64,32]``)."""
+        option, kind = self.options.get(key, (f"--{key}", "value"))
         if kind == "list" and isinstance(value, (list, tuple)):
-            return [f"--{key}", *(cli_value(v) for v in value)]
-        if kind in (None, "list") or not isinstance(value, bool):
-            return [f"--{key}={cli_value(value)}"]
-        if value:
-            return [f"--{key}"]
-        return [f"--no-{key}"] if kind == "optional" else []
+            return [option, *(cli_value(v) for v in value)]
+        if kind in ("store", "optional"):
+            on = _truth(value)
+            if on is not None or value is None:
+                if on:
+                    return [option]
+                return ["--no-" + option.lstrip("-")] if kind == "optional" and on is False else []
+        return [f"{option}={cli_value(value)}"]
 
     def _value_keys(self, part: str) -> list[str]:
         """The ``{key}`` placeholders of a word that name a param (other braces are left as written)."""

@@ -1,6 +1,6 @@
 """The command's script, read without running it: which file it is (``script_of``), the project's modules it
-imports (``project_imports``), and the argparse options that are switches (``argparse_switches``), which ``{args}``
-passes bare (``--flag``) instead of ``--flag=true``."""
+imports (``project_imports``), and its argparse options (``argparse_options``), which ``{args}`` gives the way
+argparse takes them (a switch bare, ``--flag``, not ``--flag=true``)."""
 
 from __future__ import annotations
 
@@ -85,16 +85,19 @@ def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
 
 # argparse actions whose option takes no value: the value true gives the option bare, false leaves it out (for
 # BooleanOptionalAction, ``--no-<name>``); an option of several values (nargs) is given them as words of their own
-_SWITCHES = {"store_true": "store", "store_false": "store", "BooleanOptionalAction": "optional"}
+_SWITCHES = {"store_true": "store", "store_false": "store", "store_const": "store", "append_const": "store",
+             "BooleanOptionalAction": "optional"}
 
 
-def argparse_switches(files: list[Path]) -> dict[str, str]:
-    """The options of ``add_argument`` calls in ``files`` (Python sources) that do not take one ``=value``: the
-    option's long name without its dashes (``--use_bias`` is ``use_bias``, ``--no-shuffle`` ``no-shuffle``) ->
-    ``store`` (``store_true`` / ``store_false``), ``optional`` (``argparse.BooleanOptionalAction``) or ``list``
-    (``nargs`` of ``+``, ``*`` or more than 1: ``--sizes 64 32``). Files that cannot be read or parsed are skipped:
-    nothing is run."""
-    found: dict[str, str] = {}
+def argparse_options(files: list[Path]) -> dict[str, tuple[str, str]]:
+    """The options of the ``add_argument`` calls in ``files`` (Python sources), by the names a param may have: the
+    long option without its dashes (``--use-bias`` is ``use-bias``) and the dest (``use_bias``, or ``dest=``) ->
+    (the option as argparse takes it, its kind): ``value`` (``--lr=0.1``), ``store`` (store_true / store_false /
+    store_const: given bare or left out), ``optional`` (``argparse.BooleanOptionalAction``: ``--no-<name>`` when
+    false) or ``list`` (``nargs``: ``--sizes 64 32``). A name declared twice in different ways is left out. Files
+    that cannot be read or parsed are skipped: nothing is run."""
+    found: dict[str, tuple[str, str]] = {}
+    clashes: set[str] = set()
     for path in files:
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -104,17 +107,29 @@ def argparse_switches(files: list[Path]) -> dict[str, str]:
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr == "add_argument"):
                 continue
-            action = next((k.value for k in node.keywords if k.arg == "action"), None)
+            options = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                       and a.value.startswith("-")]
+            longs = [o for o in options if o.startswith("--")]
+            if not options or len(options) != len(node.args):  # a positional, or names built at run time
+                continue
+            keywords = {k.arg: k.value for k in node.keywords if k.arg}
+            action = keywords.get("action")
             name = action.value if isinstance(action, ast.Constant) else action.attr if isinstance(
                 action, ast.Attribute) else action.id if isinstance(action, ast.Name) else None
-            kind = _SWITCHES.get(name) if isinstance(name, str) else None
-            nargs = next((k.value for k in node.keywords if k.arg == "nargs"), None)
-            if kind is None and isinstance(nargs, ast.Constant) and (nargs.value in ("+", "*") or (
-                    isinstance(nargs.value, int) and not isinstance(nargs.value, bool) and nargs.value > 1)):
+            if name is not None and name not in _SWITCHES and name not in ("store", "append", "extend"):
+                continue  # count, help, version, a custom action: not given by {args}
+            kind = _SWITCHES.get(name, "value") if isinstance(name, str) else "value"
+            nargs = keywords.get("nargs")
+            if kind == "value" and isinstance(nargs, ast.Constant) and (nargs.value in ("+", "*") or (
+                    isinstance(nargs.value, int) and not isinstance(nargs.value, bool) and nargs.value >= 1)):
                 kind = "list"
-            if kind is None:
-                continue
-            for arg in node.args:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("--"):
-                    found[arg.value[2:]] = kind
-    return found
+            option = (longs or options)[0]
+            dest = keywords.get("dest")
+            names = {o.lstrip("-") for o in longs} | {
+                dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
+                else option.lstrip("-").replace("-", "_")}
+            for key in names:
+                if key in found and found[key] != (option, kind):
+                    clashes.add(key)
+                found[key] = (option, kind)
+    return {key: value for key, value in found.items() if key not in clashes}

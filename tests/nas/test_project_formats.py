@@ -149,9 +149,12 @@ p.add_argument("--lr", type=float)
 p.add_argument("--use_bias", action="store_true")
 p.add_argument("--no-shuffle", dest="shuffle", action="store_false")
 p.add_argument("--sizes", type=int, nargs="+")
+p.add_argument("-b", "--batch-size", type=int)
+p.add_argument("-v", action="count")
 add_more(p)
 a = p.parse_args()
-print(json.dumps({"loss": 1.0, "argv": " ".join(sys.argv[1:]), "seen": f"{a.use_bias} {a.shuffle} {a.amp} {a.sizes}"}))
+seen = f"{a.use_bias} {a.shuffle} {a.amp} {a.sizes} {a.batch_size}"
+print(json.dumps({"loss": 1.0, "argv": " ".join(sys.argv[1:]), "seen": seen}))
 """
 
 
@@ -163,12 +166,20 @@ def test_argparse_switches_are_given_bare_or_left_out(tmp_path: Path) -> None:
     base = {"lr": 0.1, "use_bias": False, "no-shuffle": False, "amp": True, "sizes": [64, 32]}
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", base, ARGPARSE_SWITCHES,
                   space_keys=("use_bias", "no-shuffle", "amp", "sizes"))
-    assert obj.switches == {"use_bias": "store", "no-shuffle": "store", "amp": "optional", "sizes": "list"}
+    assert {k: v for k, v in obj.options.items() if v[1] != "value"} == {
+        "use_bias": ("--use_bias", "store"), "no-shuffle": ("--no-shuffle", "store"),
+        "shuffle": ("--no-shuffle", "store"), "amp": ("--amp", "optional"), "sizes": ("--sizes", "list")}
     out = obj.run(0, {"use_bias": False, "no-shuffle": False, "amp": True, "sizes": [64, 32]}, lambda s, v: False)
-    assert (out["argv"], out["seen"]) == ("--lr=0.1 --amp --sizes 64 32", "False True True [64, 32]")
+    assert (out["argv"], out["seen"]) == ("--lr=0.1 --amp --sizes 64 32", "False True True [64, 32] None")
     out = obj.run(1, {"use_bias": True, "no-shuffle": True, "amp": False, "sizes": [8]}, lambda s, v: False)
     assert (out["argv"], out["seen"]) == ("--lr=0.1 --use_bias --no-shuffle --no-amp --sizes 8",
-                                          "True False False [8]")
+                                          "True False False [8] None")
+    # 0 / 1 and "true" / "false" for a switch, null leaves it out; a param named by its dest (batch_size) gets the
+    # script's option (--batch-size); a count action is not an {args} option
+    out = obj.run(2, {"use_bias": 1, "no-shuffle": "false", "amp": None, "sizes": [8], "batch_size": 4},
+                  lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--lr=0.1 --use_bias --sizes 8 --batch-size=4", "True True None [8] 4")
+    assert "v" not in obj.options
 
 
 def test_a_conditional_key_left_out_of_a_trial_is_not_passed(tmp_path: Path) -> None:
