@@ -268,12 +268,11 @@ class CommandObjective:
         option, kind = self.options.get(key, (f"--{key}", "value"))
         if kind == "list" and isinstance(value, (list, tuple)):
             return [option, *(cli_value(v) for v in value)]
-        if kind in ("store", "optional"):
-            on = _truth(value)
-            if on is not None or value is None:
-                if on:
-                    return [option]
-                return ["--no-" + option.lstrip("-")] if kind == "optional" and on is False else []
+        on = _truth(value)
+        if kind in ("store", "optional") and (on is not None or value is None):
+            if on:
+                return [option]
+            return ["--no-" + option.lstrip("-")] if kind == "optional" and on is False else []
         return [f"{option}={cli_value(value)}"]
 
     def _value_keys(self, part: str) -> list[str]:

@@ -213,13 +213,12 @@ class Step(_Middleware):
             if action is not None:
                 update["pending"], update["refused"] = {**action, "call_id": call["id"]}, []
             else:
+                counts["rejected_calls"] += 1
                 key = json.dumps([call["name"], call["args"]], sort_keys=True)
                 if key in state.get("refused", []):  # refused the same way before: it would be again and again
                     # (Qwen2.5-Coder-0.5B sent one refused try_config five times running, 5 s each)
-                    counts["rejected_calls"] += 1
                     return self._default(state, counts, since + 1, f"the same call refused again: {error}")
                 update["refused"] = [*state.get("refused", []), key]
-                counts["rejected_calls"] += 1
                 text = f"not run: {error}"[:profile.result_chars]
                 if call["name"] == self.driver.actions[0] and self.unsuggested(state):
                     # a pick with nothing to pick from: the candidates come with the refusal, so the next step can

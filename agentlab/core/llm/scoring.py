@@ -274,8 +274,9 @@ def complete_hf(model: Any, tokenizer: Any, request: RawRequest, *, eos_ids: Seq
         return decode([token])
 
     ids = [list(p) if not isinstance(p, str) else list(tokenizer(p).input_ids) for p in request.prompts]
+    n_vocab = int(model.get_input_embeddings().weight.shape[0])
     for prompt in ids:
-        check_token_ids(prompt, int(model.get_input_embeddings().weight.shape[0]))
+        check_token_ids(prompt, n_vocab)
         if n_ctx is not None and len(prompt) + request.max_tokens > n_ctx:
             raise ValueError(f"a prompt of {len(prompt)} tokens and max_tokens {request.max_tokens} do not fit the "
                              f"context of {n_ctx}")

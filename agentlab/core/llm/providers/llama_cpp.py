@@ -657,8 +657,6 @@ def _formatter(llm: Any, model: str) -> Any:
 
 _grammars: OrderedDict[str, Any] = OrderedDict()  # compiled grammars, the least recently used dropped past _GRAMMARS
 _GRAMMARS = 256
-
-
 _grammars_lock = threading.Lock()  # requests to different models prepare their grammars at once
 
 
@@ -675,6 +673,9 @@ def _cached(key: str, build: Callable[[], Any]) -> Any:
         while len(_grammars) > _GRAMMARS:
             _grammars.popitem(last=False)
     return grammar
+
+
+_converter_lock = threading.Lock()  # json_gbnf swaps the converter's _build_repetition while it runs
 
 # llama-cpp-python's JSON-schema converter (0.3.x) lets a JSON string hold raw control characters (its `char` rule
 # is [^"\\]); JSON forbids them, and llama.cpp's own converter leaves them out. With the loose rule a model that
@@ -706,7 +707,6 @@ def json_gbnf(schema: dict[str, Any]) -> str:
     return text
 
 
-_converter_lock = threading.Lock()
 # llama.cpp's MAX_REPETITION_THRESHOLD: a grammar's {m,n} with m above it is refused; an n above it has no end there
 GBNF_MAX_REPEAT = 2000
 
