@@ -22,7 +22,7 @@ from agentlab.core.search.space import ParamSpec
 from agentlab.nas.code_agent import EDIT_TOOL, CodeSearch, change_of
 from agentlab.nas.command import flat_values
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig
-from agentlab.nas.script import inside, project_imports, script_of
+from agentlab.nas.script import hydra_configs, inside, project_imports, script_of
 
 READ_CHARS = 4000  # one read_project answer at most (the runtime cuts a tool's result further for the model)
 MAX_FILE_BYTES = 1_000_000  # larger files are not read at all
@@ -47,14 +47,16 @@ def better(direction: str) -> str:
 
 def project_files(objective: CommandObjectiveConfig) -> list[str]:
     """The files ``read_project`` reads, relative to ``objective.cwd``: the script first, the project's modules it
-    imports, the config file it reads (objective.config), then the README files and the config files of the folder
-    itself (not its sub-folders, not hidden files, none whose link leaves it). Never data or binaries."""
+    imports, the YAML files of its Hydra config folder (``@hydra.main(config_path=...)``), the config file it reads
+    (objective.config), then the README files and the config files of the folder itself (not its sub-folders, not
+    hidden files, none whose link leaves it). Never data or binaries."""
     cwd = Path(objective.cwd or ".")
     root = cwd.resolve()
     script = script_of(objective.command, cwd)
     found = [script] if script else []
     if script:
-        found += [f for f in project_imports(script, cwd) if not SECRET_NAME.search(Path(f).name)]
+        found += [f for f in [*project_imports(script, cwd), *hydra_configs(script, cwd)]
+                  if not SECRET_NAME.search(Path(f).name)]
     if objective.config is not None:
         config = objective.config if objective.config.is_absolute() else cwd / objective.config
         if config.is_file() and inside(root, config):
@@ -123,6 +125,16 @@ def _range(spec: ParamSpec) -> str:
     return f"{spec.low:g}..{spec.high:g}{extra}"
 
 
+def _leaves(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The params' values by their dotted keys, nested dicts read through: ``{"train": {"l2": 1}}`` and
+    ``{"train.l2": 1}`` are both ``train.l2``."""
+    found: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        found.update(_leaves(value, name + ".") if isinstance(value, dict) and value else {name: value})
+    return found
+
+
 def objective_facts(cfg: NASConfig, files: list[str]) -> str:
     """The search's facts as the brief states them: the metric and its direction, the command, the searched keys
     (base value, range, condition), the params kept at their base, the project's readable files."""
@@ -134,8 +146,9 @@ def objective_facts(cfg: NASConfig, files: list[str]) -> str:
         when = ", only when " + ", ".join(f"{k} is {' or '.join(map(str, v))}" for k, v in spec.when.items()) \
             if spec.when else ""
         searched.append(f"- {key}: base {base.get(key)!r}, range {_range(spec)}{when}")
-    top = {k.split(".")[0] for k in cfg.search.space}
-    kept = {k: v for k, v in objective.params.items() if k not in top}
+    kept = {k: v for k, v in _leaves(objective.params).items()
+            if not any(k == s or (k.startswith(s + ".") and isinstance(base.get(s), dict))
+                       for s in cfg.search.space)}  # a searched dict (choices of dicts) holds its leaves
     given = f"its config file {objective.config.name}" if objective.config else "the trial's params"
     lines = [f"objective: {objective.metric} of each trial ({better(objective.direction)}), the result of "
              f"`{objective.command}` run in a copy of {Path(objective.cwd or '.').name}/ with {given}",

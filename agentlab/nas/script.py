@@ -1,6 +1,7 @@
 """The command's script, read without running it: which file it is (``script_of``), the project's modules it
-imports (``project_imports``), and its argparse options (``argparse_options``), which ``{args}`` gives the way
-argparse takes them (a switch bare, ``--flag``, not ``--flag=true``)."""
+imports (``project_imports``), its argparse options (``argparse_options``), which ``{args}`` gives the way
+argparse takes them (a switch bare, ``--flag``, not ``--flag=true``), and a Hydra app's config files
+(``hydra_configs``)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,38 @@ def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
                             if level + 1 < depth:
                                 todo.append((found, level + 1))
     return seen
+
+
+def hydra_configs(script: str, cwd: Path) -> list[str]:
+    """The YAML files of the config folder a Hydra app names in ``script`` (``@hydra.main(config_path="conf",
+    config_name="config")``, or ``hydra.initialize(config_path=...)``, relative to the script's folder as Hydra
+    reads it), relative to ``cwd``: the primary config first, then the groups' files, sorted. Empty when the script
+    names none, or a folder outside the project."""
+    root = cwd.resolve()
+    path = root / script
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and (isinstance(node.func, ast.Attribute) and isinstance(
+                node.func.value, ast.Name) and node.func.value.id == "hydra" and node.func.attr in (
+                    "main", "initialize"))):
+            continue
+        keywords = {k.arg: k.value for k in node.keywords if k.arg}
+        folder, name = keywords.get("config_path"), keywords.get("config_name")
+        if not (isinstance(folder, ast.Constant) and isinstance(folder.value, str)):
+            continue
+        base = path.parent / folder.value
+        if not base.is_dir() or not inside(root, base):
+            return []
+        first = f"{name.value}.yaml" if isinstance(name, ast.Constant) and isinstance(name.value, str) else ""
+        files = sorted((f for f in base.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
+                        and not any(part.startswith(".") for part in f.relative_to(base).parts)
+                        and inside(root, f)),
+                       key=lambda f: (f.relative_to(base).as_posix() != first, str(f)))
+        return [f.resolve().relative_to(root).as_posix() for f in files]
+    return []
 
 
 # argparse actions whose option takes no value: the value true gives the option bare, false leaves it out (for

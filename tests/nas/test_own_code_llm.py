@@ -21,7 +21,7 @@ from agentlab.core.llm.config import LLMConfig
 from agentlab.core.runs import read_events
 from agentlab.nas import run_nas_optimization
 from agentlab.nas.config import NASConfig
-from agentlab.nas.own_code_agent import READ_CHARS, command_kit, project_files, read_project
+from agentlab.nas.own_code_agent import READ_CHARS, command_kit, objective_facts, project_files, read_project
 from agentlab.nas.script import script_of
 from agentlab.testing.agents import ScriptAgent, SuggestAgent, scripted_llm
 from agentlab.testing.server import Reply as ServerReply
@@ -154,6 +154,47 @@ def test_read_project_offers_the_modules_the_script_imports_and_its_config_file(
     assert {"config.py", "model/__init__.py", "model/net.py", "model/layers.py", "utils.py",
             "conf/train.yaml"} <= set(files)
     assert "training" in read_project(cfg.objective, files, "config.py")
+
+
+def test_read_project_offers_a_hydra_apps_config_folder(tmp_path: Path) -> None:
+    """A Hydra app's `conf/` tree, named by `@hydra.main(config_path=..., config_name=...)` relative to the
+    script's folder: the primary config first, then the groups' files; hidden files and secrets never."""
+    project = tmp_path / "project"
+    (project / "src" / "conf" / "model").mkdir(parents=True)
+    (project / "src" / "conf" / ".hidden").mkdir()
+    (project / "src" / "train.py").write_text(
+        "import hydra\n@hydra.main(version_base=None, config_path='conf', config_name='train')\n"
+        "def main(cfg):\n    print(cfg)\n")
+    for name in ("train.yaml", "aaa.yaml", "model/poly.yaml", "model/linear.yml", ".hidden/x.yaml",
+                 "api_key.yaml", "notes.txt"):
+        (project / "src" / "conf" / name).write_text("lr: 0.1\n")
+    cfg = NASConfig.model_validate({"objective": {"command": "python src/train.py {overrides}", "metric": "m",
+                                                  "params": {"lr": 0.1}, "cwd": str(project)},
+                                    "search": {"space": {"lr": {"low": 0.01, "high": 1.0}}}})
+    assert cfg.objective is not None
+    files = project_files(cfg.objective)
+    assert files == ["src/train.py", "src/conf/train.yaml", "src/conf/aaa.yaml", "src/conf/model/linear.yml",
+                     "src/conf/model/poly.yaml"]
+    assert read_project(cfg.objective, files, "src/conf/model/poly.yaml").endswith("lr: 0.1\n")
+    (project / "src" / "train.py").write_text("import hydra\n@hydra.main(config_path='../../elsewhere')\n"
+                                              "def main(cfg): pass\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.yaml").write_text("a: 1\n")
+    assert project_files(cfg.objective) == ["src/train.py"]  # a folder outside the project: not read
+
+
+def test_the_brief_keeps_dotted_and_nested_params_apart_from_the_searched_ones() -> None:
+    """A Hydra project's params are dotted (`model.degree`) beside a group (`model`): a searched one is never
+    listed as kept at its base, and a nested one not searched is (before, both were judged by the first word)."""
+    cfg = NASConfig.model_validate({"objective": {
+        "command": "python t.py {overrides}", "metric": "m",
+        "params": {"model": "linear", "model.degree": 2, "train.l2": 1.0, "seed": 0,
+                   "train": {"epochs": 3, "opt": {"lr": 0.1, "momentum": 0.9}}, "head": {"a": 1}}},
+        "search": {"space": {"model": {"choices": ["linear", "poly"]}, "model.degree": {"low": 1, "high": 9},
+                             "train.l2": {"low": 0.001, "high": 1.0}, "train.opt.lr": {"low": 0.01, "high": 1.0},
+                             "head": {"choices": [{"a": 1}, {"a": 2}]}}}})
+    facts = objective_facts(cfg, [])
+    assert "params kept at their base: seed=0, train.epochs=3, train.opt.momentum=0.9\n" in facts
 
 
 def test_read_project_follows_python_m_and_relative_imports_and_hides_keys_in_code(tmp_path: Path) -> None:
