@@ -13,7 +13,8 @@ Run folder (``runs/eval/<timestamp>-<name>/``)::
     lm-eval/<row>/samples_<task>.jsonl    lm-eval's per-item samples (prompt, replies, log-likelihoods, metrics)
     results.json, report.md, scores.png   the models x tasks table, each adapter minus the base (paired), the plot
 
-``--resume`` keeps the rows whose ``results.json`` exists and scores the others.
+``--resume`` keeps the rows whose ``results.json`` exists and scores the others; a row scored with other settings
+(``--limit``, ``--tasks``, ...) or a damaged file stops it (exit 2).
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
     table, samples, logliks, seconds = {}, {}, {}, {}
     for row, adapter in prepared.rows.items():
         folder = run_dir.file(LM_EVAL, row)
-        done = load_row(folder)
+        asked = row_settings(cfg, prepared.adapters.get(row))
+        done = _kept_row(folder, asked)
         if done is not None:
             announce(f"{row}: scored earlier, kept")
             results, samples[row] = done
@@ -121,7 +123,7 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
             start = time.perf_counter()
             results, samples[row] = backend.evaluate(adapter, cfg.tasks, prepared.manager, settings)
             seconds[row] = round(time.perf_counter() - start, 2)
-            save_row(folder, results, samples[row])
+            save_row(folder, {**results, SETTINGS_KEY: asked}, samples[row])
             run_dir.event("row", row=row, adapter=adapter, seconds=seconds[row],
                           scores=[s.to_dict() for s in scores(results)])
         table[row] = scores(results)
@@ -141,6 +143,41 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
     run_dir.save_results(out)
     run_dir.save_report(render_report(cfg, out, plot is not None))
     return out
+
+
+# The settings a row was scored with, kept in its results.json: a resumed run keeps a row only when they are the
+# same (``--resume --limit 5`` on rows scored at 10 would mix two tables under one limit).
+SETTINGS_KEY = "agentlab_settings"
+
+
+def row_settings(cfg: EvalConfig, adapter: Path | None) -> dict[str, Any]:
+    """What decides a row's scores: the model, the adapter, the tasks and where they come from, the items."""
+    return {"model": cfg.model, "adapter": None if adapter is None else str(adapter), "tasks": list(cfg.tasks),
+            "include_path": [str(p) for p in cfg.include_path], "limit": cfg.limit, "num_fewshot": cfg.num_fewshot,
+            "chat_template": cfg.chat_template, "seed": cfg.seed, "base_url": cfg.base_url}
+
+
+def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None:
+    """A finished row of a resumed run, or None when it has no results.json yet. A damaged file, or a row scored
+    with other settings than these, is a usage error naming the file (the row is never silently re-used)."""
+    try:
+        done = load_row(folder)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{folder}: a saved row cannot be read ({type(exc).__name__}: {str(exc)[:120]})",
+                         hint=f"delete the folder {folder} and run --resume again to score that row anew") from None
+    if done is None:
+        return None
+    if not isinstance(done[0], dict):
+        raise UsageError(f"{folder / 'results.json'}: not lm-eval's results (a JSON object)",
+                         hint=f"delete the folder {folder} and run --resume again to score that row anew")
+    saved = done[0].get(SETTINGS_KEY)
+    changed = [f"{key} {saved[key]!r} -> {asked[key]!r}" for key in asked
+               if isinstance(saved, dict) and key in saved and saved[key] != asked[key]]
+    if changed:
+        raise UsageError(f"{folder.parent.parent}: the row {folder.name} was scored with other settings than this "
+                         f"resume asks ({'; '.join(changed)})",
+                         hint="resume without changing them, or start a new run with the new settings")
+    return done
 
 
 def _lm_eval_version() -> str | None:

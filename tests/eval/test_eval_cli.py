@@ -1,7 +1,8 @@
 """`agentlab eval` end to end on the tiny model: base and adapter side by side on a bundled task and a user task
-(--include-path), lm-eval's own files in the run folder, paired differences, --resume keeps finished rows; an
-adapter that changes nothing and a task without data stop before any folder exists (exit 2); an adapter that reaches
-lm-eval unapplied fails the run instead of giving the base's numbers."""
+(--include-path), lm-eval's own files in the run folder, paired differences, --resume keeps finished rows (and
+refuses one scored with other settings, or damaged); an adapter that changes nothing and a task without data stop
+before any folder exists (exit 2); an adapter that reaches lm-eval unapplied fails the run instead of giving the
+base's numbers."""
 
 from __future__ import annotations
 
@@ -66,6 +67,18 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     rows = [e["row"] for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["kind"] == "row"]
     assert rows == ["base", "loud", "loud"]
     assert json.loads((run / "results.json").read_text())["rows"] == results["rows"]
+    capsys.readouterr()
+
+    # a resume that changes what the rows score is refused, never mixed into one table under the new setting;
+    # a damaged row file is one line naming it, exit 2
+    assert main(["eval", "--resume", str(run), "--limit", "2"]) == 2
+    assert "the row base was scored with other settings than this resume asks (limit 3 -> 2)" in \
+        capsys.readouterr().err
+    (run / "lm-eval" / "base" / "results.json").write_bytes(b"\xff\xfe")
+    assert main(["eval", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'lm-eval' / 'base'}: a saved row cannot be read (UnicodeDecodeError" in err
+    assert "internal error" not in err and "delete the folder" in err
 
 
 def test_an_adapter_that_changes_nothing_is_refused_before_any_folder(in_tmp: Path, tiny_model: dict[str, Path],

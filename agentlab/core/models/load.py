@@ -6,12 +6,13 @@ torch, transformers and peft are imported inside the functions.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import AgentlabError, ConfigError, missing_package, one_line
+from agentlab.core.errors import AgentlabError, ConfigError, InputError, missing_package, one_line
 from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
 from agentlab.core.models.device import (
     FourBit,
@@ -101,14 +102,26 @@ def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bo
     quiet_imports()
     from peft import PeftModel
 
-    (first, first_path), *rest = adapters.items()
-    try:
-        with quiet_library_warnings():
-            model = PeftModel.from_pretrained(model, str(first_path), adapter_name=first, is_trainable=trainable)
-            for name, folder in rest:
-                model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
-    except Exception as exc:  # a folder without adapter_config.json, an adapter for another base model
-        raise AgentlabError(f"could not load the adapters {', '.join(adapters)}: {one_line(exc)}",
-                            hint="check that each adapter folder holds adapter_config.json and was trained on this "
-                            "base model") from exc
+    for i, (name, folder) in enumerate(adapters.items()):
+        try:
+            with quiet_library_warnings():
+                if i == 0:
+                    model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=trainable)
+                else:
+                    model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
+        except Exception as exc:  # a folder without adapter_config.json, an adapter for another base model
+            message = one_line(exc)
+            if "size mismatch" in message:  # torch's load_state_dict lists every tensor: one line says it
+                try:
+                    base = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get(
+                        "base_model_name_or_path")
+                except (OSError, ValueError, AttributeError):
+                    base = None
+                raise InputError(f"{folder}: the adapter {name} does not fit this model (its weights' shapes "
+                                 f"differ): it was trained on {base or 'another base model'}",
+                                 hint="give the model it was trained on with --model, or an adapter trained on "
+                                 "this one") from exc
+            raise AgentlabError(f"could not load the adapter {name} ({folder}): {message[:300]}",
+                                hint="check that the adapter folder holds adapter_config.json and was trained on "
+                                "this base model") from exc
     return model

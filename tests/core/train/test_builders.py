@@ -159,9 +159,22 @@ def test_load_causal_lm_with_adapters(tiny_model: dict[str, Path], adapter: Path
 
 def test_a_broken_adapter_is_one_error(tiny_model: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": "x"}))
-    with pytest.raises(AgentlabError, match="could not load the adapters broken") as err:
+    with pytest.raises(AgentlabError, match="could not load the adapter broken") as err:
         load_causal_lm(tiny_model["hf"], adapters={"broken": tmp_path})
     assert "\n" not in err.value.message
+
+
+def test_an_adapter_for_another_base_model_is_one_short_line_exit_2(tiny_model: dict[str, Path], adapter: Path,
+                                                                    tmp_path: Path) -> None:
+    """torch's size-mismatch error lists every tensor (several KB on one line): one short line names the adapter and
+    the model it was trained on, as a usage error (exit 2)."""
+    from agentlab.core.errors import InputError
+    from agentlab.core.train.tiny import make_tiny_model
+
+    wider = make_tiny_model(tmp_path / "wider", hidden_size=96, intermediate=192)
+    with pytest.raises(InputError, match="the adapter persona does not fit this model") as err:
+        load_causal_lm(wider, adapters={"persona": adapter})
+    assert err.value.exit_code == 2 and len(err.value.message) < 300 and "size mismatch" not in err.value.message
 
 
 # ---------------------------------------------------------------------- CUDA (opt in: pytest -m gpu)
