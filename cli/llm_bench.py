@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, LLMOpt, NoLogPromptsOpt, OutOpt, SetOpt, VerboseOpt, console, safe_text
+from .common import JsonOpt, LLMOpt, NoLogPromptsOpt, OutOpt, SetOpt, VerboseOpt, console, safe_text
 from .runner import CommandSpec, Invocation, flags, run_command
 
 
@@ -30,6 +30,9 @@ def _print_table(results: dict[str, Any]) -> None:
                       ms(m["latency_s"]["p50"]), ms(m["latency_s"]["p90"]), ms(m["latency_s"]["p99"]),
                       "-" if m["output_tokens_per_s"] is None else f"{m['output_tokens_per_s']:.0f}")
     console.print(table)
+    for m in results["models"]:
+        if not m["available"] and m.get("error"):
+            console.print(safe_text(f"{m['name']}: {m['error']}"), style="red", markup=False)
     console.print(safe_text(f"working: {', '.join(results['available']) or 'none'}; fastest: "
                             f"{results['fastest'] or '-'}"))
     if "route" in results:
@@ -41,7 +44,9 @@ def _print_table(results: dict[str, Any]) -> None:
 
 
 def llm_bench(
-    config: ConfigOpt = None,
+    config: Annotated[Path | None, typer.Option(
+        "-c", "--config", help="The routing config whose models are benched (as --llm). Without it: "
+        "configs/llm.yaml when present, else the demo.", show_default=False, dir_okay=False)] = None,
     llm: LLMOpt = None,
     set_: SetOpt = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only these models (repeatable).",
@@ -68,7 +73,8 @@ def llm_bench(
 
     Probes each model: availability (with the error kind), time to first token, latency p50/p90/p99 and output
     tokens/s at each concurrency level. Writes report.md (with a chart) and results.json; the run
-    folder's config.yaml repeats the measurement (`agentlab llm-bench -c RUN/config.yaml`)."""
+    folder's config.yaml repeats the measurement (`agentlab llm-bench -c RUN/config.yaml`). Without -c / --llm it
+    benches the models of configs/llm.yaml when that file exists, else the demo's."""
     from agentlab.core.errors import UsageError
     from agentlab.core.llm.config import DEFAULT_LLM_CONFIG
     from agentlab.llm_bench import BenchConfig, prepare, run
@@ -76,6 +82,10 @@ def llm_bench(
     if config is not None and llm is not None and config != llm:
         raise UsageError("-c/--config and --llm both given", hint="llm-bench reads one routing config: pass one")
     path = config or llm
+    if demo and path is not None:
+        raise UsageError("--demo and a routing config both given",
+                         hint="--demo benches built-in loopback models; drop it to bench the models of "
+                         f"{path}")
     use_demo = demo or (path is None and not DEFAULT_LLM_CONFIG.is_file())
     options = flags(("--model", "bench.models", model), ("--concurrency", "bench.concurrency", concurrency),
                     ("--requests", "bench.requests", requests), ("--prompt", "bench.prompt", prompt),

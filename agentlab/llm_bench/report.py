@@ -27,6 +27,14 @@ def route_summary(route: list[dict[str, Any]]) -> dict[str, Any]:
             "lost_s": sum(r["fallback_time_s"] for r in route)}
 
 
+def _why(model: dict[str, Any]) -> str:
+    """The error cell: the kind, and for a model that is unavailable the error in words (a table cell's text)."""
+    why = model["error_kind"] or ""
+    if not model["available"] and model.get("error"):
+        why += ": " + str(model["error"]).replace("|", "\\|")
+    return why
+
+
 def _fmt(value: float | None, scale: float = 1000.0, unit: str = "ms") -> str:
     return "-" if value is None else f"{value * scale:.0f} {unit}" if scale != 1 else f"{value:.1f}"
 
@@ -73,7 +81,7 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
               "latency p99 | tokens/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         lines.append(
-            f"| {m['name']} | {'yes' if m['available'] else 'no'} | {m['error_kind'] or ''} "
+            f"| {m['name']} | {'yes' if m['available'] else 'no'} | {_why(m)} "
             f"| {m['ok']}/{m['requests']} "
             f"| {_fmt(m['ttft_s']['p50'])} | {_fmt(m['ttft_s']['p90'])} | {_fmt(m['latency_s']['p50'])} "
             f"| {_fmt(m['latency_s']['p90'])} | {_fmt(m['latency_s']['p99'])} "

@@ -8,9 +8,9 @@ with ``tool_choice: required``, sent once with no repair, and the report says wh
 whether the call validated against the tool's schema and its latency.
 
 ``results.json`` is a contract for scripts:
-``{"models": [{"name", "available", "error_kind", "requests", "ok", "ttft_s": {"p50","p90","p99"}, "latency_s": {...},
-"output_tokens_per_s", "tool_call": {"called", "valid", "problem", "latency_s", "error_kind"}, ...}], "route":
-[{"request", "model", "fallbacks", "latency_s", ...}]}``.
+``{"models": [{"name", "available", "error_kind", "error", "requests", "ok", "ttft_s": {"p50","p90","p99"},
+"latency_s": {...}, "output_tokens_per_s", "tool_call": {"called", "valid", "problem", "latency_s", "error_kind"},
+...}], "route": [{"request", "model", "fallbacks", "latency_s", ...}]}``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agentlab.core.config import redact
 from agentlab.core.errors import LLMError, MissingPackage, UsageError
 from agentlab.core.llm.router import Router
 from agentlab.core.llm.tools import call_problem
@@ -41,6 +42,7 @@ class Sample:
     ttft_s: float | None = None
     output_tokens: int = 0
     error_kind: str | None = None
+    error: str | None = None  # the failure in words (the probe's is in results.json: why a model is unavailable)
     model: str | None = None
     fallbacks: int = 0
     fallback_time_s: float = 0.0
@@ -85,7 +87,8 @@ async def _timed(call: Any) -> Sample:
     try:
         completion: Completion = await call
     except LLMError as exc:
-        return Sample(ok=False, latency_s=time.perf_counter() - start, error_kind=exc.kind)
+        return Sample(ok=False, latency_s=time.perf_counter() - start, error_kind=exc.kind,
+                      error=redact(" ".join(str(exc).split()))[:300])
     return Sample(ok=True, latency_s=completion.latency_s or time.perf_counter() - start, ttft_s=completion.ttft_s,
                   output_tokens=completion.usage.completion_tokens, model=completion.model)
 
@@ -140,7 +143,8 @@ async def bench_model(router: Router, name: str, settings: BenchSettings, stream
     params = GenParams(max_tokens=settings.max_tokens)
     probe = await _timed(router.call_model(name, messages, params, stream=stream))
     task.advance()
-    entry: dict[str, Any] = {"name": name, "available": probe.ok, "error_kind": probe.error_kind, "stream": stream}
+    entry: dict[str, Any] = {"name": name, "available": probe.ok, "error_kind": probe.error_kind,
+                             "error": probe.error, "stream": stream}
     if not probe.ok:
         task.advance(settings.requests * len(settings.concurrency))
         entry.update(_summarise([]))

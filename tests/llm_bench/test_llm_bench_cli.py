@@ -77,7 +77,11 @@ def test_all_dead_exits_1_but_writes_results(in_tmp: Path, capsys: pytest.Captur
                       "models:\n  m: {provider: p, model: m}\n")
     assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1",
                  "--out", str(in_tmp / "r")]) == 1
-    assert json.loads((in_tmp / "r" / "results.json").read_text())["available"] == []
+    results = json.loads((in_tmp / "r" / "results.json").read_text())
+    assert results["available"] == [] and results["models"][0]["error_kind"] == "connection"
+    why = results["models"][0]["error"]  # why it is unavailable, in words: on the terminal and in report.md too
+    assert why and why in (in_tmp / "r" / "report.md").read_text()
+    assert f"m: {why[:30]}" in " ".join(capsys.readouterr().err.split())
 
 
 def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
@@ -85,6 +89,8 @@ def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys
     assert "--model nope: bench.models: unknown model(s) nope" in capsys.readouterr().err
     assert main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "--concurrency", "a,b"]) == 2
     assert "--concurrency a,b: bench.concurrency" in capsys.readouterr().err
+    assert main(["llm-bench", "--demo", "--llm", "missing.yaml"]) == 2  # never a demo that ignores the file
+    assert "--demo and a routing config both given" in capsys.readouterr().err
     assert not (in_tmp / "runs").exists()  # usage errors leave no run folder
 
 
