@@ -95,10 +95,18 @@ def list_models(
     """List the built-in models (name them anywhere a model is named, e.g. `file: smollm2-135m`), the local models
     under a folder and the trained adapters under `adapters/` with their base model, from what their metadata says
     (nothing is loaded)."""
+    from agentlab.core.errors import UsageError
     from agentlab.core.models.adapters import find_adapters
     from agentlab.core.models.builtin import builtin_status
     from agentlab.core.models.modelfiles import GGUFInfo, find_local_models
 
+    for given, default, what in ((directory, Path("models"), "models folder"),
+                                 (adapters, Path("adapters"), "--adapters folder")):
+        if given.exists() and not given.is_dir():
+            raise UsageError(f"{given}: {what} is a file", hint="give the folder that holds them")
+        if not given.exists() and given != default:
+            raise UsageError(f"{given}: {what} not found", hint="give an existing folder (default: "
+                             f"{default}/ when it exists)")
     found = find_local_models(directory)
     trained = find_adapters(adapters)
     builtins = builtin_status()
@@ -171,9 +179,12 @@ def check(
 
     Exits 1 when a model the base pipeline requires is missing or does not fit.
     """
+    from agentlab.core.errors import UsageError
     from agentlab.pipeline.load import load_models
     from agentlab.pipeline.models import check_models
 
+    if config is not None and models_file != Path("configs/models.yaml") and config != models_file:
+        raise UsageError(f"two models files given: {models_file} and -c {config}", hint="give one of them")
     cfg = load_models(config or models_file)
     statuses = check_models(cfg)
     failed = [s.name for s in statuses if s.required and not s.ok]

@@ -157,5 +157,19 @@ def test_list_shows_trained_adapters_with_their_base(in_tmp: Path, capsys: pytes
     assert "adapters under adapters/" in err and "persona_a" in err and "smollm2-135m" in err
     assert "partial" not in err and "Traceback" not in err
 
+    (in_tmp / "elsewhere").mkdir()
     assert main(["models", "list", "--adapters", "elsewhere"]) == 0
     assert "no adapters under elsewhere/" in capsys.readouterr().err
+
+
+def test_a_folder_named_that_is_missing_or_a_file_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A folder you name is one you meant: missing or a file is exit 2 (it listed nothing, exit 0). The defaults,
+    models/ and adapters/, may be absent."""
+    (in_tmp / "f.yaml").write_text("a: 1\n")
+    for args, said in ((["nosuch"], "nosuch: models folder not found"), (["f.yaml"], "f.yaml: models folder is a file"),
+                       (["--adapters", "nosuch"], "nosuch: --adapters folder not found")):
+        assert main(["models", "list", *args]) == 2, args
+        assert said in capsys.readouterr().err
+    assert main(["models", "list"]) == 0
+    assert main(["models", "check", "a.yaml", "-c", "b.yaml"]) == 2
+    assert "two models files given: a.yaml and -c b.yaml" in capsys.readouterr().err
