@@ -59,6 +59,24 @@ def test_a_task_whose_data_is_missing_is_one_clear_error(in_tmp: Path) -> None:
     assert "never downloads" in (caught.value.hint or "")
 
 
+@pytest.mark.parametrize("data, said", [
+    (b"", "sums.jsonl is empty"), (b"\n\n", "sums.jsonl is empty"),
+    (b'\xff\xfe{"q"\n', "sums.jsonl is not UTF-8 text"),
+    (b'{"q": "1", "options": ["1"], "label": 0}\n{"q": \n', "sums.jsonl:2: not JSON (Expecting value)"),
+    (b'[1, 2]\n', "sums.jsonl:1: not a JSON object")])
+def test_a_local_data_file_that_is_not_json_lines_is_named_with_its_line(in_tmp: Path, data: bytes,
+                                                                         said: str) -> None:
+    """datasets said only "An error occurred while generating the dataset" (or StopIteration), and the hint was to
+    fetch a hub dataset: the file and line, and what a line holds."""
+    folder = user_tasks(in_tmp)
+    (folder / "data" / "sums.jsonl").write_bytes(data)
+    manager = task_manager([folder], names=["my_sums"])
+    with pytest.raises(InputError) as caught:
+        load_tasks(manager, ["my_sums"])
+    assert caught.value.message.startswith("task 'my_sums': ") and said in caught.value.message
+    assert "one JSON object" in (caught.value.hint or "")
+
+
 def test_an_unknown_task_names_the_nearest(in_tmp: Path) -> None:
     manager = task_manager(defaults=False)
     with pytest.raises(InputError) as caught:
@@ -84,6 +102,23 @@ def test_list_and_export_for_lm_evals_own_cli(in_tmp: Path) -> None:
     assert len(loaded["tasks"]["agentlab_units"].eval_docs) == 100
     with pytest.raises(InputError, match="not empty"):
         export_tasks(in_tmp / "exported")
+    (in_tmp / "a.yaml").write_text("a: 1\n")
+    with pytest.raises(InputError, match="is a file, not a folder"):  # was "Not a directory", exit 1
+        export_tasks(in_tmp / "a.yaml")
+
+
+def test_a_task_yaml_lm_eval_cannot_read_is_named(in_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """lm-eval's index skips a YAML it cannot read without a word (its task is then "unknown"): each one in an
+    --include-path folder is a warning naming it."""
+    folder = user_tasks(in_tmp)
+    (folder / "broken.yaml").write_bytes(b"task: [unclosed\n")
+    (folder / "latin.yaml").write_bytes("task: caf\xe9\n".encode("latin-1"))
+    with caplog.at_level("WARNING"):
+        names = {t.name for t in list_tasks([folder])}
+    assert "my_sums" in names
+    warned = [r.getMessage() for r in caplog.records if "not a readable task YAML" in r.getMessage()]
+    assert [m.split(":")[0] for m in warned] == [str(folder.resolve() / "broken.yaml"),
+                                                 str(folder.resolve() / "latin.yaml")]
 
 
 @pytest.mark.parametrize("check, reply, style, correct", [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import json
 import logging
 import os
 import shutil
@@ -90,7 +91,21 @@ def task_manager(include: Sequence[str | Path] = (), *, names: Sequence[str] = (
     if defaults is None and any(n not in manager.task_index and not Path(n).is_file() for n in names):
         manager = lm_tasks.TaskManager(include_defaults=True, include_path=[str(r) for r in roots])
     _absolute_data(manager, roots)
+    _warn_unreadable(roots[1:])
     return manager
+
+
+def _warn_unreadable(roots: Sequence[Path]) -> None:
+    """A warning for each task YAML of the ``include`` folders that lm-eval cannot read (not UTF-8, broken YAML):
+    lm-eval's index skips it without a word, and its task would then be "unknown"."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for root in roots:
+        for path in sorted(root.glob("**/*.yaml")):
+            try:
+                load_yaml(path, resolve_func=False, recursive=True)
+            except Exception as exc:  # what lm-eval's index skips: any error reading or parsing the file
+                log.warning("%s: skipped, not a readable task YAML (%s)", path, " ".join(str(exc).split())[:160])
 
 
 def _folder(path: str | Path) -> Path:
@@ -224,6 +239,32 @@ def _check_files(name: str, index: Any, seen: set[str] | None = None) -> None:
         found = glob.glob(file) if glob.has_magic(file) else Path(file).exists()
         if not found:
             raise InputError(f"task '{name}': its data file {file} is not on disk", hint=_NO_DATA_HINT)
+        for path in ([Path(f) for f in found] if isinstance(found, list) else [Path(file)]):
+            if path.suffix == ".jsonl" and path.is_file():
+                _check_jsonl(name, path)
+
+
+def _check_jsonl(name: str, path: Path) -> None:
+    """A local JSON-lines data file holds one JSON object per line (``datasets`` says only "An error occurred while
+    generating the dataset", or ``StopIteration`` for an empty file): the file and line of the first bad one."""
+    hint = "each line of a task's .jsonl data is one JSON object ({\"question\": ..., \"answer\": ...})"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"task '{name}': its data file {path} is not UTF-8 text", hint=hint) from None
+    rows = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"task '{name}': {path}:{number}: not JSON ({exc.msg})", hint=hint) from None
+        if not isinstance(row, dict):
+            raise InputError(f"task '{name}': {path}:{number}: not a JSON object", hint=hint)
+        rows += 1
+    if not rows:
+        raise InputError(f"task '{name}': its data file {path} is empty", hint=hint)
 
 
 def bundled_names() -> list[str]:
@@ -268,6 +309,8 @@ def export_tasks(out: str | Path, *, force: bool = False) -> list[Path]:
     import yaml
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--export {out}: is a file, not a folder", hint="give a new or empty folder")
     if out.exists() and not force and any(out.iterdir()):
         raise InputError(f"--export {out}: already exists and is not empty", hint="choose another folder, or --force")
     out.mkdir(parents=True, exist_ok=True)
