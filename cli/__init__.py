@@ -13,9 +13,10 @@ from typing import Any, cast
 
 import typer
 import typer.core
+from rich.markup import escape
 
 from agentlab import __version__
-from agentlab.cli.commands import COMMANDS, register, resumable
+from agentlab.cli.commands import COMMANDS, continue_with, register
 
 
 class _TableOrder(typer.core.TyperGroup):
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
     name = next((a for a in args if not a.startswith("-")), "")
-    interrupted = "[yellow]interrupted[/]" + ("; continue with --resume" if resumable(name) else "")
+    advice = continue_with(name)
+    interrupted = "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.

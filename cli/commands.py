@@ -20,13 +20,16 @@ class Command:
     config: str | None = None
     group: bool = False
     resumable: bool = True  # whether "continue with --resume" is the advice after Ctrl-C
+    continue_with: str = ""  # the advice after Ctrl-C of a command without --resume
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("nas", "nas", "agentlab.nas.config:NASConfig", group=True),
     Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
     Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig", resumable=False),
-    Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True, resumable=False),
+    Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True, resumable=False,
+            continue_with="the finished stages are kept: continue with `agentlab pipeline rerun SESSION --from STAGE` "
+            "(SESSION: the run folder's name; `agentlab pipeline show SESSION` lists its finished stages)"),
     Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True, resumable=False),
     Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),
@@ -46,9 +49,10 @@ def schemas() -> dict[str, str]:
     return {**{c.name: c.config for c in COMMANDS if c.config}, **OTHER_SCHEMAS}
 
 
-def resumable(name: str) -> bool:
-    """Whether the command ``name`` has --resume (an unknown name: True, the common case)."""
-    return next((c.resumable for c in COMMANDS if c.name == name), True)
+def continue_with(name: str) -> str:
+    """The advice after Ctrl-C of the command ``name``: "continue with --resume", its own, or none."""
+    command = next((c for c in COMMANDS if c.name == name), None)
+    return "continue with --resume" if command is None or command.resumable else command.continue_with
 
 
 def load_schema(name: str) -> type:

@@ -160,6 +160,27 @@ def test_an_error_raised_while_handling_ctrl_c_exits_130_not_internal_error(monk
     assert "interrupted" in out and "internal error" not in out
 
 
+@pytest.mark.parametrize("command, advice", [
+    ("nas", "continue with --resume"), ("pipeline", "agentlab pipeline rerun SESSION --from STAGE"),
+    ("serve", None)])
+def test_ctrl_c_says_how_to_continue(command: str, advice: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command with --resume says so; pipeline has none, its rerun --from continues (it said only "interrupted")."""
+    import agentlab.cli as cli
+    from agentlab.cli.common import console
+
+    printed: list[str] = []
+    monkeypatch.setattr(console, "print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+
+    def interrupted(**kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    assert main([command]) == 130
+    out = "\n".join(printed)
+    assert "interrupted" in out
+    assert (advice in out) if advice else out.strip() == "[yellow]interrupted[/]"
+
+
 def test_config_examples_writes_the_bundled_configs_and_keeps_the_users(tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:
     repo = {p.name: p.read_bytes() for p in (REPO / "configs").glob("*.yaml")}
