@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RUNS_ROOT = Path("runs")
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
+# The option that names a command's exact run folder, where it is not --out (train-persona's --out is its adapter).
+OUT_FLAG = {"train-persona": "--run-dir"}
 LOCK_FILE = "run.lock"
 LLM_FILE = "llm.yaml"  # the routing config (--llm) the run used, secrets redacted: --resume reuses it
 # run.json is written with this much trailing whitespace (valid JSON), so that when the disk is full its final
@@ -394,13 +396,13 @@ class RunDir:
         and ``{run}`` stand for the file and the folder (default ``COMMAND -c {config}``).
         """
         if out is not None:
-            path = Path(out)
+            path, flag = Path(out), OUT_FLAG.get(command, "--out")
             if path.exists() and not path.is_dir():
-                raise RunDirError(f"--out {path}: is a file, not a folder", hint="choose a folder path for --out")
+                raise RunDirError(f"{flag} {path}: is a file, not a folder", hint=f"choose a folder path for {flag}")
             if path.is_dir() and any(path.iterdir()):
-                hint = (f"pass --resume {path} to continue that run, or choose another --out" if resumable else
-                        "choose another --out, or leave --out out for a new folder under runs/")
-                raise RunDirError(f"--out {path}: folder exists and is not empty", hint=hint)
+                hint = (f"pass --resume {path} to continue that run, or choose another {flag}" if resumable else
+                        f"choose another {flag}, or leave {flag} out for a new folder under runs/")
+                raise RunDirError(f"{flag} {path}: folder exists and is not empty", hint=hint)
         else:
             path = new_run_path(command, name, root)
         existed = path.is_dir()

@@ -70,11 +70,31 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
     in the same folder and write nothing (nor log to MLflow)."""
     tracker = (open_tracker(cfg.mlflow, "agentlab-train-persona", run_dir, params=cfg.model_dump(mode="json"))
                if isinstance(run_dir, RunDir) else NullTracker())
+    finished = _finished(cfg, run_dir)
+    if finished is not None:  # resumed after it ended: Trainer would take one step past the budget
+        (announce or log.info)(f"this run already trained its {finished['steps']} steps; its adapter is "
+                               f"{finished['adapter']}: nothing to train")
+        if not (cfg.eval.tasks and "eval" not in finished):
+            return finished
     with tracker:
-        results = _train(cfg, run_dir, tracker, data=data, progress=progress, announce=announce)
+        results = finished or _train(cfg, run_dir, tracker, data=data, progress=progress, announce=announce)
         if results and cfg.eval.tasks and isinstance(run_dir, RunDir):
             _evaluate(cfg, run_dir, results, tracker, announce or log.info)
         return results
+
+
+def _finished(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun) -> dict[str, Any] | None:
+    """The results of a run that trained its whole budget (max_steps, else epochs) and saved its adapter, when
+    ``run_dir`` is one (a resume of a finished run); None otherwise."""
+    if not isinstance(run_dir, RunDir) or not run_dir.file("results.json").is_file():
+        return None
+    try:
+        results = json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))
+        steps, epochs, adapter = int(results["steps"]), float(results["epochs"] or 0), Path(results["adapter"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    done = steps >= cfg.train.max_steps if cfg.train.max_steps else epochs >= cfg.train.epochs - 1e-6
+    return results if done and (adapter / "adapter_config.json").is_file() else None
 
 
 def _evaluate(cfg: TrainPersonaConfig, run_dir: RunDir, results: dict[str, Any], tracker: Tracker | NullTracker,
@@ -171,7 +191,7 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         "loss_tokens": loss_tokens, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **gpu.to_dict(),
     }
     announce(f"memory: peak RSS {results['peak_rss_mb']:.0f} MB; GPU: {gpu.describe()}")
-    _save_adapter(trainer, cfg, Path(out), results)
+    _save_adapter(trainer, cfg, Path(out), results, own=_own_adapter(run_dir, Path(out)))
     loss_plot(losses, run_dir.file("loss.png"))
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, results, summary.preview))
@@ -193,8 +213,18 @@ def _log_results(tracker: Tracker | NullTracker, results: dict[str, Any], out: P
         tracker.log_artifact(run_dir.file(name))
 
 
-def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dict[str, Any]) -> None:
-    """The adapter and its card, written beside ``out`` and renamed into place (``--force`` replaces an old one)."""
+def _own_adapter(run_dir: RunDir | FollowerRun, out: Path) -> bool:
+    """Whether ``out`` holds the adapter this run saved before (it is resumed to train further)."""
+    try:
+        return json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))["adapter"] == str(out.absolute())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dict[str, Any], *,
+                  own: bool = False) -> None:
+    """The adapter and its card, written beside ``out`` and renamed into place (``--force``, or ``own``: the run's
+    own earlier adapter, replaces an old one)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -208,7 +238,7 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
     config_path.write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
     (tmp / "README.md").write_text(adapter_card(cfg, results), encoding="utf-8")
     if out.exists():
-        if not (cfg.force or (out.is_dir() and not any(out.iterdir()))):
+        if not (cfg.force or own or (out.is_dir() and not any(out.iterdir()))):
             raise UsageError(f"--out {out}: appeared while training; the adapter is in {tmp}",
                              hint="move it into place yourself, or train again with --force")
         old = out.parent / f".{out.name}.old"

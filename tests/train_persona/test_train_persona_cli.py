@@ -85,6 +85,10 @@ def test_existing_out_is_refused_without_force(in_tmp: Path, tiny_model: dict[st
     (in_tmp / "out" / "adapter_config.json").write_text("{}")
     assert train(tiny_model["hf"], "--out", "out") == 2
     assert "--force" in capsys.readouterr().err and (in_tmp / "out" / "adapter_config.json").read_text() == "{}"
+    # the run folder is --run-dir here (--out is the adapter): an occupied one is named by its own option
+    assert train(tiny_model["hf"], "--out", "new", "--run-dir", "out") == 2
+    err = capsys.readouterr().err
+    assert "--run-dir out: folder exists and is not empty" in err and "choose another --run-dir" in err
 
 
 def test_missing_base_model_names_what_was_tried(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
@@ -122,6 +126,24 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(in_tmp: Path, ti
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["resumed"][0]["previous_status"] == "interrupted"
     assert (in_tmp / "adapters" / "a" / "adapter_model.safetensors").is_file()
+
+
+def test_resuming_a_finished_run_trains_nothing_and_a_larger_budget_trains_on(
+        in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """Trainer resumed from the final checkpoint took one step past the budget, rotated a checkpoint away, and the
+    run's own adapter was refused as one that "appeared while training" (exit 2, a stray .partial folder)."""
+    assert train(tiny_model["hf"], "--max-steps", "2", "--set", "train.save_steps=1", "--out", "adapters/a") == 0
+    run = only_run(in_tmp)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
+    capsys.readouterr()
+    assert main(["train-persona", "--resume", str(run)]) == 0
+    assert "this run already trained its 2 steps" in capsys.readouterr().err
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
+    assert after == before and not list((in_tmp / "adapters").glob(".*"))
+    assert main(["train-persona", "--resume", str(run), "--max-steps", "3"]) == 0  # a larger budget: on it goes
+    assert json.loads((run / "results.json").read_text())["steps"] == 3
+    assert (in_tmp / "adapters" / "a" / "adapter_model.safetensors").is_file()
+    assert not list((in_tmp / "adapters").glob(".*"))
 
 
 def test_export_through_the_cli(in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
