@@ -178,7 +178,8 @@ class _Source:
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
     if not path.exists():
-        raise ConfigError(f"{path}: config file not found", hint="check the path, or run without --config for defaults")
+        raise ConfigError(f"{path}: config file not found",
+                          hint="check the path, or leave that option out for the defaults")
     text = read_text(path, "config file")
     try:
         data = yaml.safe_load(text)

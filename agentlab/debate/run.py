@@ -55,15 +55,20 @@ def load_panel(cfg: DebateConfig, *, batch: int = 8) -> Panel:
     return build_panel(cfg, llm, batch=batch)
 
 
+def check_rounds(cfg: DebateConfig) -> None:
+    """Debate rounds asked under rule vote, which decides on round 0 alone: a usage error (debate and its eval)."""
+    if cfg.decision_rule == "vote" and cfg.rounds:
+        raise UsageError(f"rounds: {cfg.rounds} debate rounds asked, but rule vote decides on round 0 alone and asks "
+                         "none", hint=f"drop --rounds for the vote, or pick a rule that debates: --rule "
+                         f"{DEBATING_RULE} (the best measured), last_round, all_rounds, on_disagreement")
+
+
 def prepare(cfg: DebateConfig) -> dict[str, Any]:
     """Everything checked before a run folder exists: the question, every adapter folder (a PEFT one), the base model
     and every routed name."""
     if not cfg.text or not cfg.text.strip():
         raise UsageError("no question to debate", hint='pass --topic "..." (or topic: in the -c file)')
-    if cfg.decision_rule == "vote" and cfg.rounds:
-        raise UsageError(f"rounds: {cfg.rounds} debate rounds asked, but rule vote decides on round 0 alone and asks "
-                         "none", hint=f"drop --rounds for the vote, or pick a rule that debates: --rule "
-                         f"{DEBATING_RULE} (the best measured), last_round, all_rounds, on_disagreement")
+    check_rounds(cfg)
     kind = question_kind(cfg.text, cfg.kind)
     if cfg.judge is not None and cfg.rounds != 0 and cfg.decision != "judge" and kind != "open":
         # the dry run (rounds 0) does ask it; a debate asks it only to decide, or to sum up an open topic
