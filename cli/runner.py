@@ -97,7 +97,7 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
     """Run the command ``spec`` as ``asked`` end to end; raises ``typer.Exit`` when ``spec.exit_code(result)`` is
     not 0."""
     from agentlab.core.config import load_config
-    from agentlab.core.runs import FolderOptions, resume_target, run_in_folder
+    from agentlab.core.runs import FolderOptions, check_out_folder, resume_target, run_in_folder
 
     command, run, json_ = spec.name, spec.run, asked.json_
     setup_logging(asked.verbose)
@@ -122,6 +122,8 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
         if asked.otlp_endpoint is not None:
             _trace(stack, command, asked.otlp_endpoint)
         kwargs = spec.prepare(cfg) if spec.prepare is not None else {}
+        if spec.dry_run is not None and asked.out is not None and resume_dir is None:
+            check_out_folder(command, asked.out, resumable=spec.resumable)  # what the real run would refuse
         report = spec.dry_run(cfg, **kwargs) if spec.dry_run is not None else None
         if report is not None:
             message = report.pop("message", "dry run: nothing written")

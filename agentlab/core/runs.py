@@ -45,6 +45,19 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RUNS_ROOT = Path("runs")
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
+def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -> Path:
+    """``out`` as a new run folder of ``command``: a ``RunDirError`` (exit 2) for a file or a folder that holds
+    files, named by the command's option (``OUT_FLAG``); also checked by a dry run, which creates nothing."""
+    path, flag = Path(out), OUT_FLAG.get(command, "--out")
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{flag} {path}: is a file, not a folder", hint=f"choose a folder path for {flag}")
+    if path.is_dir() and any(path.iterdir()):
+        hint = (f"pass --resume {path} to continue that run, or choose another {flag}" if resumable else
+                f"choose another {flag}, or leave {flag} out for a new folder under runs/")
+        raise RunDirError(f"{flag} {path}: folder exists and is not empty", hint=hint)
+    return path
+
+
 # The option that names a command's exact run folder, where it is not --out (train-persona's --out is its adapter).
 OUT_FLAG = {"train-persona": "--run-dir"}
 LOCK_FILE = "run.lock"
@@ -396,13 +409,7 @@ class RunDir:
         and ``{run}`` stand for the file and the folder (default ``COMMAND -c {config}``).
         """
         if out is not None:
-            path, flag = Path(out), OUT_FLAG.get(command, "--out")
-            if path.exists() and not path.is_dir():
-                raise RunDirError(f"{flag} {path}: is a file, not a folder", hint=f"choose a folder path for {flag}")
-            if path.is_dir() and any(path.iterdir()):
-                hint = (f"pass --resume {path} to continue that run, or choose another {flag}" if resumable else
-                        f"choose another {flag}, or leave {flag} out for a new folder under runs/")
-                raise RunDirError(f"{flag} {path}: folder exists and is not empty", hint=hint)
+            path = check_out_folder(command, out, resumable=resumable)
         else:
             path = new_run_path(command, name, root)
         existed = path.is_dir()

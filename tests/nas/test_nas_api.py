@@ -54,6 +54,12 @@ def test_cli_prints_best_trial_and_gain(in_tmp: Path, capsys: pytest.CaptureFixt
 def test_dry_run_writes_nothing(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["nas", "--dry-run", *sum((["--set", s] for s in SETS), [])]) == 0
     assert "dry run" in capsys.readouterr().err and not (in_tmp / "runs").exists()
+    (in_tmp / "taken").mkdir()
+    (in_tmp / "taken" / "mine.txt").write_text("keep")
+    # the dry run checks what the real run would refuse: --out a folder that holds files (it said "ok", exit 0)
+    assert main(["nas", "--dry-run", "--out", "taken", *sum((["--set", s] for s in SETS), [])]) == 2
+    assert "--out taken: folder exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in (in_tmp / "taken").iterdir()] == ["mine.txt"]
 
 
 def test_bad_search_space_key_is_config_error(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
