@@ -39,9 +39,14 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
     if text is not None and file is not None:
         raise UsageError("--input and --input-file both given", hint="pass one")
     if file is not None:
-        return read_text(file, "--input-file")
+        text = read_text(file, "--input-file")
+        if not text.strip():
+            raise UsageError(f"--input-file {file}: the file is empty", hint="write the pipeline's input into it")
+        return text
     if text is None and required:
         raise UsageError("no input", hint='pass --input "TEXT" or --input-file FILE')
+    if text is not None and not text.strip():
+        raise UsageError("--input: the input is empty", hint='pass the text the pipeline answers: --input "TEXT"')
     return text
 
 

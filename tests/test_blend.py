@@ -175,7 +175,8 @@ def test_cli_blend_writes_a_child_peft_loads(tiny_model: dict[str, Path], parent
     assert "rank 6" in err and "discarded energy" in err
 
 
-@pytest.mark.parametrize("case", ["missing", "non-peft", "alpha-3", "weights-count", "exists", "alpha-and-weights"])
+@pytest.mark.parametrize("case", ["missing", "non-peft", "alpha-3", "weights-count", "exists", "alpha-and-weights",
+                                  "weights-zero", "weights-nan"])
 def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           case: str) -> None:
     (tmp_path / "plain").mkdir()
@@ -188,6 +189,8 @@ def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, c
         "weights-count": ["--parents", *map(str, parents), "--weights", "0.5,0.5"],
         "exists": ["--parents", *two, "--alpha", "0.5", "--child", str(tmp_path / "exists")],
         "alpha-and-weights": ["--parents", *two, "--alpha", "0.5", "--weights", "0.5,0.5"],
+        "weights-zero": ["--parents", *two, "--weights", "0,0"],  # a child that changes nothing (was exit 0)
+        "weights-nan": ["--parents", *two, "--weights", "nan,1"],
     }[case]
     if "--child" not in args:
         args += ["--child", str(tmp_path / "child")]

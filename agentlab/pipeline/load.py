@@ -42,6 +42,8 @@ class Loaded:
 def load_models(path: str | Path | None = None) -> ModelsConfig:
     """The models file (default configs/models.yaml)."""
     file = Path(path) if path is not None else DEFAULT_MODELS
+    if file.is_dir():
+        raise ConfigError(f"{file}: is a folder, not a models file", hint="give the models YAML file itself")
     if not file.is_file():
         raise ConfigError(f"{file}: models file not found",
                           hint="pass --models FILE (see configs/models.yaml in the agentlab repository); make local "

@@ -162,6 +162,15 @@ def test_missing_models_file_and_no_input(in_tmp: Path, capsys: pytest.CaptureFi
     assert "configs/models.yaml: models file not found" in capsys.readouterr().err
     assert main(["pipeline", "run"]) == 2
     assert "no input" in capsys.readouterr().err
+    # an empty input is refused like none (the model was asked an empty prompt, exit 0); a folder is not a file
+    assert main(["pipeline", "run", "--input", " "]) == 2
+    assert "--input: the input is empty" in capsys.readouterr().err
+    (in_tmp / "empty.txt").write_text("\n")
+    assert main(["pipeline", "run", "--input-file", "empty.txt"]) == 2
+    assert "--input-file empty.txt: the file is empty" in capsys.readouterr().err
+    (in_tmp / "folder").mkdir()
+    assert main(["models", "check", "folder"]) == 2
+    assert "folder: is a folder, not a models file" in capsys.readouterr().err
 
 
 def test_models_entry_needs_exactly_one_source(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
