@@ -196,10 +196,13 @@ def find_session(ref: str, root: str | Path | None = None) -> Path:
                      hint="give more of the name")
 
 
-def load_steps(path: Path) -> list[dict[str, Any]]:
-    """The step records of a session, in run order; ``InputError`` naming a step file that cannot be read."""
+def load_steps(path: Path, stages: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The step records of a session (those of ``stages`` alone when given: a rerun reads only what it reuses), in
+    run order; ``InputError`` naming a step file that cannot be read."""
     folder = path / "steps"
-    return [read_record(f, _Step) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    wanted = None if stages is None else set(stages)
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return [read_record(f, _Step) for f in files if wanted is None or f.stem.partition("-")[2] in wanted]
 
 
 def load_session(path: Path) -> dict[str, Any]:
@@ -234,7 +237,7 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     if from_stage not in names:
         raise UsageError(f"--from {from_stage}: no such stage", hint=f"stages in run order: {', '.join(names)}")
     start = names.index(from_stage)
-    parent_steps = {s["stage"]: s for s in load_steps(parent)}
+    parent_steps = {s["stage"]: s for s in load_steps(parent, names[:start])}
     missing = [n for n in names[:start] if n not in parent_steps]
     if missing:
         raise UsageError(f"the parent session has no output for stage(s) {', '.join(missing)}",

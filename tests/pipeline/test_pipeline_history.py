@@ -129,3 +129,6 @@ def test_show_and_rerun_of_a_session_with_a_broken_step_file(content: bytes | No
     code, _, err = cli(capsys, "pipeline", "rerun", first, "--from", "vote")
     assert code == 2 and says in err and "Traceback" not in err
     assert cli(capsys, "pipeline", "history")[0] == 0
+    # a rerun from the broken stage itself reuses nothing of it: its step file is not read (it was refused)
+    code, _, err = cli(capsys, "pipeline", "rerun", first, "--from", "ask")
+    assert code == 0 and says not in err, err
