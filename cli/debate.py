@@ -38,7 +38,8 @@ app = typer.Typer(help="Multi-agent debate between persona adapters or routed mo
 RoundsOpt = Annotated[int | None, opt("--rounds", help="Debate rounds after the independent answers. Default: the "
                                        "rule's own (vote, the default rule: none; every other rule: 3; `debate "
                                        "eval`: 3). N > 0 with no --rule debates N rounds under keep_round0, the best "
-                                       "debating rule measured; with --rule vote it is refused. 0: a dry run: every "
+                                       "debating rule measured; with --rule vote `debate` refuses it (`debate eval` "
+                                       "scores every rule over the N rounds). 0: a dry run: every "
                                        "agent and the judge answer one short question, OK/FAIL each, nothing "
                                        "written.")]
 BaseModelOpt = Annotated[str | None, opt("--base-model", help="Base model of the adapter agents: smollm2-135m "

@@ -3,7 +3,6 @@ novelty); `worker` adds a scoring process to a run through its population store;
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -146,8 +145,6 @@ def blend(
         if len(ws) != len(folders):
             raise UsageError(f"--weights: {len(ws)} weights for {len(folders)} parents",
                              hint="give one weight per parent, in the order of --parents")
-        if not all(math.isfinite(w) for w in ws):
-            raise UsageError(f"--weights: '{weights}' holds a weight that is not a finite number")
         if not any(ws):
             raise UsageError("--weights: every weight is 0: the child would change nothing",
                              hint="give at least one parent a weight other than 0")

@@ -168,8 +168,8 @@ def list_models(
 
 @app.command("check")
 def check(
-    models_file: Annotated[Path, typer.Argument(help="The models file (as `agentlab pipeline run --models`).",
-                                                show_default=True)] = Path("configs/models.yaml"),
+    models_file: Annotated[Path | None, typer.Argument(help="The models file (as `agentlab pipeline run --models`; "
+                                                       "default configs/models.yaml).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option("-c", "--config", help="Same as the argument.",
                                                 show_default=False)] = None,
     json_: JsonOpt = False,
@@ -183,9 +183,10 @@ def check(
     from agentlab.pipeline.load import load_models
     from agentlab.pipeline.models import check_models
 
-    if config is not None and models_file != Path("configs/models.yaml") and config != models_file:
+    if config is not None and models_file is not None and config != models_file:
         raise UsageError(f"two models files given: {models_file} and -c {config}", hint="give one of them")
-    cfg = load_models(config or models_file)
+    models_file = config or models_file or Path("configs/models.yaml")
+    cfg = load_models(models_file)
     statuses = check_models(cfg)
     failed = [s.name for s in statuses if s.required and not s.ok]
     if json_:
@@ -193,7 +194,7 @@ def check(
     else:
         from rich.table import Table
 
-        table = Table(title=f"models of {safe_text(config or models_file)}", title_justify="left", pad_edge=False)
+        table = Table(title=f"models of {safe_text(models_file)}", title_justify="left", pad_edge=False)
         table.add_column("model", no_wrap=True)
         for column in ("backend", "on disk", "type", "size", "needs", "fits"):
             table.add_column(column, no_wrap=True)

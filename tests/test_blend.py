@@ -190,7 +190,7 @@ def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, c
         "exists": ["--parents", *two, "--alpha", "0.5", "--child", str(tmp_path / "exists")],
         "alpha-and-weights": ["--parents", *two, "--alpha", "0.5", "--weights", "0.5,0.5"],
         "weights-zero": ["--parents", *two, "--weights", "0,0"],  # a child that changes nothing (was exit 0)
-        "weights-nan": ["--parents", *two, "--weights", "nan,1"],
+        "weights-nan": ["--parents", *two, "--weights", "nan,1"],  # (refused by blend_adapters already)
     }[case]
     if "--child" not in args:
         args += ["--child", str(tmp_path / "child")]

@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RUNS_ROOT = Path("runs")
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
+# The option that names a command's exact run folder, where it is not --out (train-persona's --out is its adapter).
+OUT_FLAG = {"train-persona": "--run-dir"}
+LOCK_FILE = "run.lock"
+LLM_FILE = "llm.yaml"  # the routing config (--llm) the run used, secrets redacted: --resume reuses it
+# run.json is written with this much trailing whitespace (valid JSON), so that when the disk is full its final
+# status can still be written over it in place, in the blocks it already has.
+RUN_JSON_RESERVE = 1024
+# What a run folder holds before its command has done anything: a folder with nothing else never started.
+_STUB_FILES = frozenset({"config.yaml", "run.json", LOCK_FILE})
+
+
 def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -> Path:
     """``out`` as a new run folder of ``command``: a ``RunDirError`` (exit 2) for a file or a folder that holds
     files, named by the command's option (``OUT_FLAG``); also checked by a dry run, which creates nothing."""
@@ -56,17 +67,6 @@ def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -
                 f"choose another {flag}, or leave {flag} out for a new folder under runs/")
         raise RunDirError(f"{flag} {path}: folder exists and is not empty", hint=hint)
     return path
-
-
-# The option that names a command's exact run folder, where it is not --out (train-persona's --out is its adapter).
-OUT_FLAG = {"train-persona": "--run-dir"}
-LOCK_FILE = "run.lock"
-LLM_FILE = "llm.yaml"  # the routing config (--llm) the run used, secrets redacted: --resume reuses it
-# run.json is written with this much trailing whitespace (valid JSON), so that when the disk is full its final
-# status can still be written over it in place, in the blocks it already has.
-RUN_JSON_RESERVE = 1024
-# What a run folder holds before its command has done anything: a folder with nothing else never started.
-_STUB_FILES = frozenset({"config.yaml", "run.json", LOCK_FILE})
 
 
 # --------------------------------------------------------------------------- interrupts

@@ -76,7 +76,8 @@ class DebateConfig(StrictModel):
                                "empty: the rule's own (vote: none, every other rule: 3; `debate eval`: 3); 0: a dry "
                                "run that checks every agent answers and writes nothing; N > 0 with no rule given: the "
                                "best debating rule measured, keep_round0 (docs/benchmarks/debate_rules.md); N > 0 "
-                               "with rule vote is refused (vote asks no debate round)")
+                               "with rule vote is refused by `debate` (vote asks no debate round; `debate eval` scores "
+                               "every rule over the N rounds and marks vote's row default)")
     decision: Literal["reconcile", "confidence", "majority", "judge"] = Field(
         "reconcile", description="reconcile: confidence-weighted vote with ReConcile's binning; confidence: raw "
         "confidences as weights; majority: one agent one vote; judge: the judge model decides from the last round")

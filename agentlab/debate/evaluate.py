@@ -35,7 +35,7 @@ from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import prompt_style
 from agentlab.debate.config import DebateConfig
 from agentlab.debate.report import render_eval
-from agentlab.debate.run import check_rounds, final_decision, load_panel
+from agentlab.debate.run import final_decision, load_panel
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -48,7 +48,6 @@ RECORDS = "questions.jsonl"
 def prepare_eval(cfg: DebateConfig) -> dict[str, Any]:
     if cfg.eval.task is None:
         raise UsageError("no task file", hint="pass --task FILE (make one with `agentlab debate make-task`)")
-    check_rounds(cfg)
     if cfg.judge is not None and cfg.decision != "judge":
         raise UsageError(f"judge: {cfg.judge!r} would never be asked: `debate eval` asks a judge only with decision "
                          f"judge (this one is {cfg.decision})", hint="add --decision judge, or drop --judge")

@@ -20,6 +20,7 @@ Run folder (``runs/eval/<timestamp>-<name>/``)::
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,10 +112,12 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
                         bootstrap_iters=cfg.bootstrap_iters, seed=cfg.seed)
     bar = progress.task("eval", total=len(prepared.rows))
     table, samples, logliks, seconds = {}, {}, {}, {}
+    asked = {row: row_settings(cfg, prepared.adapters.get(row)) for row in prepared.rows}
+    # every finished row checked before any is scored: a refusal never follows new scoring
+    kept = {row: _kept_row(run_dir.file(LM_EVAL, row), asked[row]) for row in prepared.rows}
     for row, adapter in prepared.rows.items():
         folder = run_dir.file(LM_EVAL, row)
-        asked = row_settings(cfg, prepared.adapters.get(row))
-        done = _kept_row(folder, asked)
+        done = kept[row]
         if done is not None:
             announce(f"{row}: scored earlier, kept")
             results, samples[row] = done
@@ -123,7 +126,7 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
             start = time.perf_counter()
             results, samples[row] = backend.evaluate(adapter, cfg.tasks, prepared.manager, settings)
             seconds[row] = round(time.perf_counter() - start, 2)
-            save_row(folder, {**results, SETTINGS_KEY: asked}, samples[row])
+            save_row(folder, {**results, SETTINGS_KEY: asked[row]}, samples[row])
             run_dir.event("row", row=row, adapter=adapter, seconds=seconds[row],
                           scores=[s.to_dict() for s in scores(results)])
         table[row] = scores(results)
@@ -151,10 +154,15 @@ SETTINGS_KEY = "agentlab_settings"
 
 
 def row_settings(cfg: EvalConfig, adapter: Path | None) -> dict[str, Any]:
-    """What decides a row's scores: the model, the adapter, the tasks and where they come from, the items."""
-    return {"model": cfg.model, "adapter": None if adapter is None else str(adapter), "tasks": list(cfg.tasks),
-            "include_path": [str(p) for p in cfg.include_path], "limit": cfg.limit, "num_fewshot": cfg.num_fewshot,
-            "chat_template": cfg.chat_template, "seed": cfg.seed, "base_url": cfg.base_url}
+    """What decides a row's scores: the model, the adapter, the tasks and where they come from, the items, the
+    weights' device and dtype. Paths as the run's config.yaml holds them (absolute), which a resume reads."""
+    def absolute(path: Path) -> str:
+        return str(path if path.is_absolute() else Path(os.path.normpath(Path.cwd() / path.expanduser())))
+
+    return {"model": cfg.model, "adapter": None if adapter is None else absolute(adapter), "tasks": list(cfg.tasks),
+            "include_path": [absolute(p) for p in cfg.include_path], "limit": cfg.limit,
+            "num_fewshot": cfg.num_fewshot, "chat_template": cfg.chat_template, "seed": cfg.seed,
+            "base_url": cfg.base_url, "device": cfg.device, "dtype": cfg.dtype}
 
 
 def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None:

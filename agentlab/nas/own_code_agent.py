@@ -47,22 +47,23 @@ def better(direction: str) -> str:
 
 def project_files(objective: CommandObjectiveConfig) -> list[str]:
     """The files ``read_project`` reads, relative to ``objective.cwd``: the script first, the project's modules it
-    imports, the YAML files of its Hydra config folder (``@hydra.main(config_path=...)``), the config file it reads
-    (objective.config), then the README files and the config files of the folder itself (not its sub-folders, not
-    hidden files, none whose link leaves it). Never data or binaries."""
+    imports, the config file it reads (objective.config), the YAML files of its Hydra config folder
+    (``@hydra.main(config_path=...)``), then the README files and the config files of the folder itself (not its
+    sub-folders, not hidden files, none whose link leaves it). Never data or binaries."""
     cwd = Path(objective.cwd or ".")
     root = cwd.resolve()
     script = script_of(objective.command, cwd)
     found = [script] if script else []
     if script:
-        found += [f for f in [*project_imports(script, cwd), *hydra_configs(script, cwd)]
-                  if not SECRET_NAME.search(Path(f).name)]
+        found += [f for f in project_imports(script, cwd) if not SECRET_NAME.search(Path(f).name)]
     if objective.config is not None:
         config = objective.config if objective.config.is_absolute() else cwd / objective.config
         if config.is_file() and inside(root, config):
             rel = config.resolve().relative_to(root).as_posix()
             if rel not in found:
                 found.append(rel)
+    if script:  # after the config file it reads: a large conf/ tree never pushes that out of the listing
+        found += [f for f in hydra_configs(script, cwd) if not SECRET_NAME.search(Path(f).name) and f not in found]
     try:
         entries = sorted(cwd.iterdir(), key=lambda p: (not p.name.upper().startswith("README"), p.name))
     except OSError:

@@ -84,11 +84,14 @@ def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
     return seen
 
 
+HYDRA_FILES = 20  # a Hydra config folder's files listed at most (the primary config first)
+
+
 def hydra_configs(script: str, cwd: Path) -> list[str]:
     """The YAML files of the config folder a Hydra app names in ``script`` (``@hydra.main(config_path="conf",
     config_name="config")``, or ``hydra.initialize(config_path=...)``, relative to the script's folder as Hydra
-    reads it), relative to ``cwd``: the primary config first, then the groups' files, sorted. Empty when the script
-    names none, or a folder outside the project."""
+    reads it), relative to ``cwd``: the primary config first, then the groups' files, sorted, ``HYDRA_FILES`` at most.
+    Empty when the script names none, or only folders outside the project."""
     root = cwd.resolve()
     path = root / script
     try:
@@ -106,13 +109,13 @@ def hydra_configs(script: str, cwd: Path) -> list[str]:
             continue
         base = path.parent / folder.value
         if not base.is_dir() or not inside(root, base):
-            return []
+            continue
         first = f"{name.value}.yaml" if isinstance(name, ast.Constant) and isinstance(name.value, str) else ""
         files = sorted((f for f in base.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
                         and not any(part.startswith(".") for part in f.relative_to(base).parts)
                         and inside(root, f)),
                        key=lambda f: (f.relative_to(base).as_posix() != first, str(f)))
-        return [f.resolve().relative_to(root).as_posix() for f in files]
+        return [f.resolve().relative_to(root).as_posix() for f in files][:HYDRA_FILES]
     return []
 
 

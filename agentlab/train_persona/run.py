@@ -68,14 +68,14 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
 
     Under ``accelerate launch`` the other processes get a ``FollowerRun`` and no ``data``: they train their shard
     in the same folder and write nothing (nor log to MLflow)."""
-    tracker = (open_tracker(cfg.mlflow, "agentlab-train-persona", run_dir, params=cfg.model_dump(mode="json"))
-               if isinstance(run_dir, RunDir) else NullTracker())
     finished = _finished(cfg, run_dir)
     if finished is not None:  # resumed after it ended: Trainer would take one step past the budget
         (announce or log.info)(f"this run already trained its {finished['steps']} steps; its adapter is "
                                f"{finished['adapter']}: nothing to train")
-        if not (cfg.eval.tasks and "eval" not in finished):
-            return finished
+        if not (cfg.eval.tasks and "eval" not in finished) or not isinstance(run_dir, RunDir):
+            return finished  # before the MLflow run is reopened: nothing is logged, nothing left RUNNING
+    tracker = (open_tracker(cfg.mlflow, "agentlab-train-persona", run_dir, params=cfg.model_dump(mode="json"))
+               if isinstance(run_dir, RunDir) else NullTracker())
     with tracker:
         results = finished or _train(cfg, run_dir, tracker, data=data, progress=progress, announce=announce)
         if results and cfg.eval.tasks and isinstance(run_dir, RunDir):
@@ -85,15 +85,18 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
 
 def _finished(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun) -> dict[str, Any] | None:
     """The results of a run that trained its whole budget (max_steps, else epochs) and saved its adapter, when
-    ``run_dir`` is one (a resume of a finished run); None otherwise."""
-    if not isinstance(run_dir, RunDir) or not run_dir.file("results.json").is_file():
-        return None
+    ``run_dir`` is one (a resume of a finished run); None otherwise. Every process of a distributed run reads the
+    same files, so all of them skip training alike."""
     try:
         results = json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))
-        steps, epochs, adapter = int(results["steps"]), float(results["epochs"] or 0), Path(results["adapter"])
+        state = json.loads(run_dir.file("trainer_state.json").read_text(encoding="utf-8"))
+        steps, adapter = int(results["steps"]), Path(results["adapter"])
+        all_steps = int(state["global_step"]) >= int(state["max_steps"])
+        epochs = float(state["epoch"] or 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    done = steps >= cfg.train.max_steps if cfg.train.max_steps else epochs >= cfg.train.epochs - 1e-6
+    # an epoch budget: Trainer's last epoch count may fall a little short of it; a larger budget is more epochs
+    done = steps >= cfg.train.max_steps if cfg.train.max_steps else all_steps and epochs >= 0.9 * cfg.train.epochs
     return results if done and (adapter / "adapter_config.json").is_file() else None
 
 
@@ -216,8 +219,9 @@ def _log_results(tracker: Tracker | NullTracker, results: dict[str, Any], out: P
 def _own_adapter(run_dir: RunDir | FollowerRun, out: Path) -> bool:
     """Whether ``out`` holds the adapter this run saved before (it is resumed to train further)."""
     try:
-        return json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))["adapter"] == str(out.absolute())
-    except (OSError, ValueError, KeyError, TypeError):
+        saved = json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))["adapter"]
+        return Path(saved).resolve() == out.resolve()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return False
 
 

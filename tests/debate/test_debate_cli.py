@@ -140,10 +140,6 @@ def test_rounds_with_the_vote_rule_is_refused(in_tmp: Path, srv: ScriptedServer,
                  "--rounds", "2", "--rule", "vote"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "rule vote decides on round 0 alone" in err and "--rule keep_round0" in err and "Traceback" not in err
-    (in_tmp / "task.jsonl").write_text('{"question": "What is 2 + 2?", "answer": "4"}\n')
-    assert main(["debate", "eval", "--task", "task.jsonl", "--llm", "llm.yaml", "--set",
-                 "agents=[{model: persona_a}]", "--rounds", "1", "--rule", "vote"]) == 2  # as its --help says
-    assert "rule vote decides on round 0 alone" in capsys.readouterr().err
     assert not (in_tmp / "runs").exists()
 
 

@@ -39,8 +39,8 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     folder = user_tasks(in_tmp)
     run = in_tmp / "run"
     assert evaluate(tiny_model["hf"], "--adapter", str(adapters["loud"]), "--tasks",
-                    "agentlab_arithmetic_mc,my_sums", "--tasks", "agentlab_capitals", "--include-path", str(folder),
-                    "--out", str(run)) == 0
+                    "agentlab_arithmetic_mc,my_sums", "--tasks", "agentlab_capitals", "--include-path",
+                    folder.name, "--out", str(run)) == 0  # relative: config.yaml holds it absolute, as the rows do
     results = json.loads((run / "results.json").read_text())
     assert list(results["rows"]) == ["base", "loud"]
     keys = {(s["task"], s["metric"]) for s in results["rows"]["loud"]}

@@ -77,6 +77,15 @@ def test_a_local_data_file_that_is_not_json_lines_is_named_with_its_line(in_tmp:
     assert "one JSON object" in (caught.value.hint or "")
 
 
+def test_a_data_line_holding_a_line_separator_inside_a_string_is_one_row(in_tmp: Path) -> None:
+    """json.dumps(ensure_ascii=False) writes U+2028 raw; str.splitlines() would cut the line there."""
+    folder = user_tasks(in_tmp)
+    (folder / "data" / "sums.jsonl").write_text(
+        '{"q": "2 +\u2028 2", "options": ["4", "5"], "label": 0}\n', encoding="utf-8")
+    loaded = load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
+    assert len(loaded["tasks"]["my_sums"].eval_docs) == 1
+
+
 def test_an_unknown_task_names_the_nearest(in_tmp: Path) -> None:
     manager = task_manager(defaults=False)
     with pytest.raises(InputError) as caught:

@@ -147,7 +147,7 @@ def load_row(folder: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any
     samples = {}
     for path in sorted(folder.glob("samples_*.jsonl")):
         samples[path.stem.removeprefix("samples_")] = [json.loads(line) for line in
-                                                       path.read_text(encoding="utf-8").splitlines() if line]
+                                                       path.read_text(encoding="utf-8").split("\n") if line.strip()]
     return results, samples
 
 

@@ -98,10 +98,14 @@ def task_manager(include: Sequence[str | Path] = (), *, names: Sequence[str] = (
 def _warn_unreadable(roots: Sequence[Path]) -> None:
     """A warning for each task YAML of the ``include`` folders that lm-eval cannot read (not UTF-8, broken YAML):
     lm-eval's index skips it without a word, and its task would then be "unknown"."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
+    try:
+        from lm_eval.tasks._yaml_loader import load_yaml  # lm-eval's own reader (private: absent, nothing is said)
+    except ImportError:
+        return
     for root in roots:
         for path in sorted(root.glob("**/*.yaml")):
+            if any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts[:-1]):
+                continue  # what lm-eval's index skips too (.ipynb_checkpoints, __pycache__)
             try:
                 load_yaml(path, resolve_func=False, recursive=True)
             except Exception as exc:  # what lm-eval's index skips: any error reading or parsing the file
@@ -249,7 +253,7 @@ def _check_jsonl(name: str, path: Path) -> None:
     generating the dataset", or ``StopIteration`` for an empty file): the file and line of the first bad one."""
     hint = "each line of a task's .jsonl data is one JSON object ({\"question\": ..., \"answer\": ...})"
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # JSON strings may hold U+2028 and the like raw
     except UnicodeDecodeError:
         raise InputError(f"task '{name}': its data file {path} is not UTF-8 text", hint=hint) from None
     rows = 0

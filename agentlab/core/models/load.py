@@ -119,8 +119,8 @@ def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bo
                     base = None
                 raise InputError(f"{folder}: the adapter {name} does not fit this model (its weights' shapes "
                                  f"differ): it was trained on {base or 'another base model'}",
-                                 hint="give the model it was trained on with --model, or an adapter trained on "
-                                 "this one") from exc
+                                 hint="use it on the base model it was trained on, or an adapter trained on this "
+                                 "one") from exc
             raise AgentlabError(f"could not load the adapter {name} ({folder}): {message[:300]}",
                                 hint="check that the adapter folder holds adapter_config.json and was trained on "
                                 "this base model") from exc
