@@ -583,9 +583,15 @@ def absolute_paths(model: M) -> M:
     return _absolute(model)
 
 
+def absolute_path(path: Path) -> Path:
+    """``path`` as ``absolute_paths`` writes it: unchanged when absolute, else normalised against the current
+    directory."""
+    return path if path.is_absolute() else Path(os.path.normpath(Path.cwd() / path.expanduser()))
+
+
 def _absolute(value: Any) -> Any:
     if isinstance(value, Path):
-        return value if value.is_absolute() else Path(os.path.normpath(Path.cwd() / value.expanduser()))
+        return absolute_path(value)
     if isinstance(value, BaseModel):
         update = {name: new for name in type(value).model_fields
                   if (new := _absolute(old := getattr(value, name))) is not old}
