@@ -57,11 +57,15 @@ lock: | $(UV)
 lock-check: | $(UV)
 	$(UV) lock --check
 
+# pytest-xdist shares the tests between TEST_WORKERS processes: the suite waits on the processes it starts about as
+# much as it computes, so on 2 cores two workers took 30 min where one took 45. TEST_WORKERS=0: one process.
+# loadgroup: the tests marked xdist_group(name) run in one worker (tests/test_wheel.py builds in the checkout).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-all: install
-	$(BIN)/pytest -q -m "not gpu"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not gpu"
 
 # The browser test of `agentlab ui` drives Debian's Chromium through its ChromeDriver (selenium, in the dev extra).
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)

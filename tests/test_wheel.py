@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+# One pytest-xdist worker takes them all (`--dist loadgroup`): the wheel is built once, and two `uv build`s never
+# write setuptools' egg-info into the checkout at the same time.
+pytestmark = pytest.mark.xdist_group("dist")
+
 REPO = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 # Read at run time by the commands (data, bundled tasks, templates) and the example configs the docs name: every file
@@ -136,10 +140,13 @@ def test_the_wheel_installed_by_uv_runs_a_search(dist: Path, tmp_path: Path, uv:
 def test_the_wheel_installed_by_pip_runs(dist: Path, tmp_path: Path, uv: str) -> None:
     venv, work = tmp_path / "venv", tmp_path / "work"
     work.mkdir()
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
+    # pip with the user's HOME (its cache) but not PYTHONPATH: a checkout there has an egg-info (uv build writes
+    # one) that pip takes for agentlab installed, and then installs nothing
+    pip_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=pip_env)
     constraints = _lock_constraints(uv, tmp_path)
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--constraint", str(constraints),
-          str(_wheel(dist))], cwd=tmp_path)
+          str(_wheel(dist))], cwd=tmp_path, env=pip_env)
     env = _user_env(venv, tmp_path)
     _check_cli(venv, work, env)
     # no extra installed: every command's config schema still loads (a command that runs names its missing extra)
@@ -151,6 +158,6 @@ def test_the_wheel_installed_by_pip_runs(dist: Path, tmp_path: Path, uv: str) ->
     # then the extra it names, at the lock's versions: the search runs
     constraints = _lock_constraints(uv, tmp_path, "ml")
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--constraint", str(constraints),
-          f"{_wheel(dist)}[ml]"], cwd=tmp_path)
+          f"{_wheel(dist)}[ml]"], cwd=tmp_path, env=pip_env)
     out = _run([str(venv / "bin" / "agentlab"), "nas", "--max-iterations", "1", "--json"], work, env)
     assert json.loads(out)["states"] == {"complete": 1}, out[-2000:]
