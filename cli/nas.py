@@ -145,15 +145,19 @@ def _print_summary(results: dict[str, Any], path: Path) -> None:
 @app.command("apply")
 def apply(
     run: Annotated[Path, typer.Argument(help="A finished `agentlab nas` run of your own command with "
-                                        "objective.config or kept code changes.", show_default=False)],
+                                        "objective.config, {overrides} to a Hydra app, or kept code changes.",
+                                        show_default=False)],
 ) -> None:
-    """Write the best trial's config file and the code its kept changes touched (RUN/best/) into your project, in
-    place of the files the search started from. Refused, with nothing written, when one of them has changed since
+    """Write the best trial's config file (a Hydra app's: its config files, each searched key where Hydra takes it
+    from) and the code its kept changes touched (RUN/best/) into your project, in place of the files the search
+    started from. Refused, with nothing written, when one of them has changed since
     (apply RUN/best.patch by hand then)."""
-    from agentlab.nas.best import apply_best
+    from agentlab.nas.best import apply_best, left_out
 
     for target, what in apply_best(run):
         console.print(f"{safe_text(target)}: {what} (from {safe_text(run / 'best')})")
+    for line in left_out(run):
+        console.print(f"not written, keep passing it as an override: {safe_text(line)}")
 
 
 @app.command("predict")

@@ -5,10 +5,11 @@
 checkpoints trials wrote into their workspaces (``<trial>/checkpoint/``) only the best trial's is kept.
 ``<run>/best.patch`` is the unified diff of the config file from the user's tree as the search started to the best
 trial's (``git apply best.patch`` or ``patch -p1 < best.patch`` in the project folder). ``agentlab nas apply`` writes
-the best config file into the tree, refusing when the file has changed since the search started.
+the best config file into the tree, refusing when the file has changed since the search started. A Hydra app searched
+through ``{overrides}`` gets the best trial's overrides written into its config files (``agentlab.nas.hydra``).
 
 The file as the search started is kept in ``<run>/base/`` with its sha256 (``base.json``), written once: a resumed
-run keeps the first run's.
+run keeps the first run's (for a Hydra app: every file of its config folder).
 """
 
 from __future__ import annotations
@@ -40,8 +41,41 @@ def remember_base(run: Path, config: ConfigFile | None, project: Path) -> None:
                                                    "sha256": _sha(config.text)})
 
 
-def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
-    """``best/`` and ``best.patch`` from the best trial's folder; returns what was written (None: no best)."""
+def remember_hydra(run: Path, project: Path, script: str, cwd: Path) -> str | None:
+    """``<run>/base/<the Hydra app's config files>`` and ``base.json`` (``hydra``: the folder, the primary config,
+    each file's sha256) for a search through ``{overrides}``, kept from the first run; returns the primary config
+    (relative to the project), None when the script is no Hydra app with a primary config."""
+    from agentlab.nas.hydra import join
+    from agentlab.nas.script import hydra_app, hydra_configs
+
+    app = hydra_app(script, cwd)
+    if app is None or not app[1] or not (app[0] / app[1]).is_file():
+        return None
+    root = project.resolve()
+    folder = join(app[0].relative_to(root).as_posix())
+    if not (run / "base" / BASE_META).is_file():
+        files = {}
+        for rel in hydra_configs(script, cwd, limit=None):
+            path = (cwd.resolve() / rel).resolve()
+            # not a run folder's copies, nor Hydra's outputs/ (a config folder that is the project's own)
+            if path.is_relative_to(run.resolve()) or {"outputs", "multirun"} & set(Path(rel).parts[:-1]):
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue  # Hydra cannot read it either; an override it holds is listed as not written
+            name = path.relative_to(root).as_posix()
+            atomic_write_bytes(run / "base" / name, data)
+            files[name] = _sha(data)
+        atomic_write_json(run / "base" / BASE_META, {"project": str(root), "hydra": {
+            "folder": folder, "primary": app[1], "files": files}})
+    return join(folder, app[1])
+
+
+def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """``best/`` and ``best.patch`` from the best trial's folder; returns what was written (None: no best).
+    ``overrides``: the best trial's searched keys passed as ``{overrides}``, written back into a Hydra app's config
+    files."""
     target = run / "best"
     if best is None:
         return None
@@ -58,7 +92,27 @@ def write_best(run: Path, best: TrialRecord | None) -> dict[str, Any] | None:
     used = next(iter(sorted(trial.glob("config_used.*"))), None)
     patch = run / "best.patch"
     diffs: list[str] = []
-    if meta is not None and used is not None:
+    code = {str(rel) for rel, _ in _code_files(trial)}
+    if meta is not None and "hydra" in meta and overrides is not None:
+        from agentlab.nas.hydra import WriteBack, write_back
+
+        hydra = meta["hydra"]
+        try:
+            back = write_back(run / "base", hydra["folder"], hydra["primary"], overrides)
+        except (OSError, ValueError, KeyError) as exc:  # never at the cost of results.json: said, not written
+            back = WriteBack(left=[f"{key}={value}: {exc}" for key, value in overrides.items()])
+        for name, text in sorted(back.files.items()):
+            if name in code:  # the kept code changes' version of the file is the one the best trial ran
+                back.left += [f"{what}: the kept code changes rewrote {name}" for what in back.placed.get(name, [])]
+                continue
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(text.encode("utf-8"))
+            written["files"].append(name)
+            written.setdefault("hydra", []).append(name)
+            diffs.append(_diff(run / "base" / name, tmp / name, Path(name)))
+        if back.left:
+            written["not_written"] = back.left
+    elif meta is not None and used is not None:
         rel = Path(meta["file"])
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(used, tmp / rel)
@@ -115,17 +169,28 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     meta = _base_meta(run)
     project = Path(meta["project"]) if meta is not None else _project(run)
     todo: list[tuple[Path, Path, str]] = []  # (the user's file, the best one, the sha256 the search started from)
-    if meta is not None:
+    written = _written(run)
+    if meta is not None and "hydra" in meta:
+        for rel in written.get("hydra") or []:
+            if rel not in meta["hydra"].get("files", {}):
+                raise UsageError(f"{run}: best/{rel} has no copy as the search started in base/",
+                                 hint=f"apply the patch by hand (git apply {run / 'best.patch'})")
+            todo.append((project / rel, run / "best" / rel, meta["hydra"]["files"][rel]))
+    elif meta is not None:
         todo.append((project / meta["file"], run / "best" / meta["file"], meta["sha256"]))
     start = start_folder(run)
-    for rel in (_written(run).get("code") or []):
+    for rel in (written.get("code") or []):
         todo.append((project / rel, run / "best" / rel, _sha((start / rel).read_bytes())))
+    if not todo and written.get("not_written"):
+        raise UsageError(f"{run}: no override of the best trial has a place in the Hydra app's config files: "
+                         + "; ".join(written["not_written"]),
+                         hint=f"pass them as the best command line does ({run / 'best' / 'command.txt'})")
     if not todo:
         command = run / "best" / "command.txt"
         said = f": its best command line is in {command}" if command.is_file() else ""
-        raise UsageError(f"{run}: this search has no objective.config and kept no code change, so there is no "
-                         f"file to write{said}", hint="copy the best params from report.md into your project, or "
-                         "search with objective.config naming your config file")
+        raise UsageError(f"{run}: this search has no objective.config, passes no {{overrides}} to a Hydra app and "
+                         f"kept no code change, so there is no file to write{said}", hint="copy the best params "
+                         "from report.md into your project, or search with objective.config naming your config file")
     writes = []
     for target, best, sha in todo:
         if not best.is_file():
@@ -151,6 +216,11 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
         os.chmod(target, mode)  # the user's file keeps its permissions
         out.append((target, "written"))
     return out
+
+
+def left_out(run: Path) -> list[str]:
+    """The best trial's Hydra overrides that have no place in the app's config files (``key=value: why``)."""
+    return list(_written(run).get("not_written") or [])
 
 
 def _project(run: Path) -> Path:

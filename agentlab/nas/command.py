@@ -251,6 +251,9 @@ class CommandObjective:
                 out.append(part)
         return out
 
+    def passes_overrides(self) -> bool:
+        return OVERRIDES in self.parts()
+
     @functools.cached_property
     def options(self) -> dict[str, tuple[str, str]]:
         """The script's argparse options (``script.argparse_options``), read once."""

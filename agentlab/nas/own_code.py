@@ -325,9 +325,12 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
         files = results.get("best_files") or {}
         if files:
             lines += ["", f"`best/` holds the best trial's {', '.join(f'`{f}`' for f in files.get('files', []))}"
-                      + ("; `best.patch` is its change to your config file: `agentlab nas apply "
+                      + ("; `best.patch` is its change to your config files: `agentlab nas apply "
                          f"{run_path}` writes it (or `git apply best.patch` in the project)" if files.get("patch")
                          else "") + "."]
+            if files.get("not_written"):
+                lines += ["", "Overrides with no place in the Hydra app's config files (keep passing them): "
+                          + "; ".join(files["not_written"]) + "."]
     importances = plot_importances(study, run_path / "param_importances.png")
     if importances is not None:
         lines += ["", f"![parameter importances]({importances.relative_to(run_path)})"]

@@ -47,7 +47,7 @@ from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
-from agentlab.nas.best import prune_checkpoints, remember_base, write_best
+from agentlab.nas.best import prune_checkpoints, remember_base, remember_hydra, write_best
 from agentlab.nas.code_agent import CodeHybrid, CodeSearch, chain_of
 from agentlab.nas.code_agent import table as code_table
 from agentlab.nas.code_change import CodeRules
@@ -254,6 +254,29 @@ def metric_of(cfg: NASConfig) -> tuple[str, Direction]:
     return METRIC, "minimize"
 
 
+def _hydra_base(objective: CommandObjective, run: Path, project: Path) -> str | None:
+    """A Hydra app searched through ``{overrides}`` (no objective.config): its config files as the search starts go
+    to ``<run>/base/``, for the best trial's to be written back. Returns the line that says so, or why not; None
+    when the command passes no ``{overrides}``."""
+    from agentlab.nas.script import script_of
+
+    if objective.config is not None or not objective.passes_overrides():
+        return None
+    words = objective.parts()
+    named = [w for w in words if w.split("=")[0] in ("-cn", "--config-name", "-cp", "--config-path", "-cd",
+                                                      "--config-dir")]
+    script = script_of(objective.command, objective.cwd)
+    not_back = "best config: not written back into your files ({}); the best overrides are in best/command.txt"
+    if named:
+        return not_back.format(f"the command chooses its config with {named[0]}")
+    primary = remember_hydra(run, project, script, objective.cwd) if script is not None else None
+    if primary is None:
+        return not_back.format("no @hydra.main(config_path=..., config_name=...) with its config file found in "
+                               f"{script or 'the command'}")
+    return (f"best config: the best overrides are written into {primary} and its groups' option files under "
+            f"{run / 'best'} when the search ends (`agentlab nas apply` puts them in your project)")
+
+
 def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
     metric, direction = metric_of(cfg)
     return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=[direction],
@@ -367,6 +390,9 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             holder["workspace"] = spaces.prepare()
             announce(holder["workspace"])
             remember_base(run_dir.path, cast(CommandObjective, objective).config, spaces.project)
+            hydra = _hydra_base(cast(CommandObjective, objective), run_dir.path, spaces.project)
+            if hydra is not None:
+                announce(hydra)
         planner: Planner = NaiveFirst(WarmStart(session.planner, leads))
         if code is not None:
             planner = CodeHybrid(planner, code)
@@ -397,7 +423,11 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them
         results = summarise_command(cfg, outcome, session.line, planned.get("llm_contribution"),
                                     planned.get("agent"))
-        results["best_files"] = write_best(run_dir.path, outcome.best)
+        # the searched keys only: objective.params' constants (a short max_epochs for the search) stay as the
+        # user's files hold them
+        overrides = (dict(outcome.best.params) if isinstance(objective, CommandObjective)
+                     and outcome.best is not None and objective.passes_overrides() else None)
+        results["best_files"] = write_best(run_dir.path, outcome.best, overrides)
         results["workspace"] = holder.get("workspace")
         if isinstance(objective, CommandObjective) and objective.ignored_params:
             results["warnings"] = [objective.ignored_params]

@@ -87,17 +87,17 @@ def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
 HYDRA_FILES = 20  # a Hydra config folder's files listed at most (the primary config first)
 
 
-def hydra_configs(script: str, cwd: Path) -> list[str]:
-    """The YAML files of the config folder a Hydra app names in ``script`` (``@hydra.main(config_path="conf",
-    config_name="config")``, or ``hydra.initialize(config_path=...)``, relative to the script's folder as Hydra
-    reads it), relative to ``cwd``: the primary config first, then the groups' files, sorted, ``HYDRA_FILES`` at most.
-    Empty when the script names none, or only folders outside the project."""
+def hydra_app(script: str, cwd: Path) -> tuple[Path, str] | None:
+    """The config folder a Hydra app names in ``script`` (``@hydra.main(config_path="conf", config_name="config")``,
+    or ``hydra.initialize(config_path=...)``, relative to the script's folder as Hydra reads it) and its primary
+    config's file name (``config.yaml``; "" when the call names none); None when the script names no folder inside
+    ``cwd``. Read from the source: nothing is run."""
     root = cwd.resolve()
     path = root / script
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-        return []
+        return None
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and (isinstance(node.func, ast.Attribute) and isinstance(
                 node.func.value, ast.Name) and node.func.value.id == "hydra" and node.func.attr in (
@@ -110,13 +110,24 @@ def hydra_configs(script: str, cwd: Path) -> list[str]:
         base = path.parent / folder.value
         if not base.is_dir() or not inside(root, base):
             continue
-        first = f"{name.value}.yaml" if isinstance(name, ast.Constant) and isinstance(name.value, str) else ""
-        files = sorted((f for f in base.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
-                        and not any(part.startswith(".") for part in f.relative_to(base).parts)
-                        and inside(root, f)),
-                       key=lambda f: (f.relative_to(base).as_posix() != first, str(f)))
-        return [f.resolve().relative_to(root).as_posix() for f in files][:HYDRA_FILES]
-    return []
+        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+            return base.resolve(), ""
+        return base.resolve(), name.value if name.value.endswith(".yaml") else f"{name.value}.yaml"
+    return None
+
+
+def hydra_configs(script: str, cwd: Path, limit: int | None = HYDRA_FILES) -> list[str]:
+    """The YAML files of a Hydra app's config folder (``hydra_app``), relative to ``cwd``: the primary config
+    first, then the groups' files, sorted, ``limit`` at most. Empty when the script names none, or only folders
+    outside the project."""
+    app = hydra_app(script, cwd)
+    if app is None:
+        return []
+    root, (base, first) = cwd.resolve(), app
+    files = sorted((f for f in base.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
+                    and not any(part.startswith(".") for part in f.relative_to(base).parts) and inside(root, f)),
+                   key=lambda f: (f.relative_to(base).as_posix() != first, str(f)))
+    return [f.resolve().relative_to(root).as_posix() for f in files][:limit]
 
 
 # argparse actions whose option takes no value: the value true gives the option bare, false leaves it out (for
