@@ -188,9 +188,9 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     if not todo:
         command = run / "best" / "command.txt"
         said = f": its best command line is in {command}" if command.is_file() else ""
-        raise UsageError(f"{run}: this search has no objective.config, passes no {{overrides}} to a Hydra app and "
-                         f"kept no code change, so there is no file to write{said}", hint="copy the best params "
-                         "from report.md into your project, or search with objective.config naming your config file")
+        raise UsageError(f"{run}: this search has no file to write back (no objective.config, no Hydra app's "
+                         f"config written back, no kept code change){said}", hint="copy the best params from "
+                         "report.md into your project, or search with objective.config naming your config file")
     writes = []
     for target, best, sha in todo:
         if not best.is_file():

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -169,3 +170,20 @@ def test_apply_names_the_overrides_when_none_has_a_place(tmp_path: Path) -> None
         "+x=1: adds or removes a key, which no config file holds"]}}))
     with pytest.raises(UsageError, match=r"no override of the best trial has a place .*\+x=1"):
         apply_best(run)
+
+
+def test_a_command_that_names_its_config_gets_no_write_back_and_says_so(in_tmp: Path, capsys: Any) -> None:
+    pytest.importorskip("hydra")
+    project = hydra_app(in_tmp / "project")
+    config = in_tmp / "nas.yaml"
+    config.write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py -cn config {{overrides}}", "cwd": str(project),
+                      "metric": "val_mse", "params": {"train.l2": 1.0}},
+        "search": {"max_iterations": 2, "space": {"train.l2": {"low": 1e-4, "high": 10.0, "log": True}}}}))
+    assert main(["nas", "-c", str(config), "--out", "run"]) == 0
+    assert "best config: not written back into your files (the command chooses its config with -cn)" in \
+        capsys.readouterr().err
+    assert not (in_tmp / "run" / "base").exists()
+    assert main(["nas", "apply", "run"]) == 2
+    assert "this search has no file to write back" in capsys.readouterr().err
+    assert (project / "conf" / "config.yaml").read_text() == PRIMARY
