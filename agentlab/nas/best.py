@@ -72,10 +72,11 @@ def remember_hydra(run: Path, project: Path, script: str, cwd: Path) -> str | No
     return join(folder, app[1])
 
 
-def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | None = None,
+               fixed: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """``best/`` and ``best.patch`` from the best trial's folder; returns what was written (None: no best).
     ``overrides``: the best trial's searched keys passed as ``{overrides}``, written back into a Hydra app's config
-    files."""
+    files; ``fixed``: the overrides every trial got besides (``hydra.write_back``'s context)."""
     target = run / "best"
     if best is None:
         return None
@@ -98,7 +99,7 @@ def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | 
 
         hydra = meta["hydra"]
         try:
-            back = write_back(run / "base", hydra["folder"], hydra["primary"], overrides)
+            back = write_back(run / "base", hydra["folder"], hydra["primary"], overrides, fixed)
         except (OSError, ValueError, KeyError) as exc:  # never at the cost of results.json: said, not written
             back = WriteBack(left=[f"{key}={value}: {exc}" for key, value in overrides.items()])
         for name, text in sorted(back.files.items()):

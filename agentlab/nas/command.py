@@ -254,6 +254,16 @@ class CommandObjective:
     def passes_overrides(self) -> bool:
         return OVERRIDES in self.parts()
 
+    def fixed_overrides(self) -> dict[str, Any]:
+        """What every trial gets besides its searched keys, in Hydra's form: objective.params' constants and the
+        command's own ``key=value`` / ``+key=value`` / ``~key`` words."""
+        fixed = {k: v for k, v in flatten(self.own_params).items() if k not in self.space_keys}
+        for word in self.parts():
+            found = re.fullmatch(r"([+~]{0,2}[A-Za-z_][\w./@-]*)(?:=(.*))?", word)
+            if found and ("=" in word or word.startswith("~")):
+                fixed[found.group(1)] = found.group(2)
+        return fixed
+
     @functools.cached_property
     def options(self) -> dict[str, tuple[str, str]]:
         """The script's argparse options (``script.argparse_options``), read once."""

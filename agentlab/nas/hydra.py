@@ -13,9 +13,10 @@ written where Hydra takes its value from, on a layout where that place is certai
 Then a group's choice (``model=poly``) goes into its ``defaults`` entry, a key the primary config holds (``train.lr``)
 there, and a key of a group's package (``model.degree``) into the chosen option's file. Only the text of each value
 changes (``config_file``'s YAML writer), so comments and layout stay. On any other layout (``_self_`` first,
-``group@package`` entries, a global-package experiment file, bare config names) nothing is written and every key is
-listed with the reason, as is a key no file holds, one two files hold, or ``+key`` / ``~key``: a wrong write-back
-would be worse than none.
+``group@package`` entries, a global-package experiment file, bare config names, a primary config in a package, a
+group's option chosen by what every trial got besides) nothing is written and every key is listed with the reason,
+as is a key no file holds, one two files hold, ``+key`` / ``~key``, or a string Hydra's command line reads as another
+type: a wrong write-back would be worse than none.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentlab.nas.command import cli_value
 from agentlab.nas.config_file import ConfigFile, ConfigFileError
 
 _KEYWORDS = ("override", "optional")
@@ -46,18 +48,33 @@ def join(folder: str, *parts: str) -> str:
     return posixpath.normpath(posixpath.join(folder or ".", *parts))
 
 
-def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any]) -> WriteBack:
+def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any],
+               context: dict[str, Any] | None = None) -> WriteBack:
     """Where each of ``overrides`` (the best trial's searched keys -> values) is written, in the copies of the config
-    files under ``base`` (``base/<folder>/<primary>``, paths relative to the project as under it)."""
+    files under ``base`` (``base/<folder>/<primary>``, paths relative to the project as under it). ``context``: the
+    other overrides every trial got (objective.params' constants, ``key=value`` words of the command): not written,
+    but a group's choice among them changes where Hydra takes values from, so then nothing is."""
     out = WriteBack()
     primary_rel = join(folder, primary)
+
+    def refuse(why: str) -> WriteBack:
+        out.files, out.placed = {}, {}
+        out.left = [f"{key}={cli_value(value)}: {why}" for key, value in overrides.items()]
+        return out
+
     try:
         main = ConfigFile.load(base / primary_rel)
         choices = _choices(main.values.get("defaults"))
     except (ConfigFileError, ValueError) as exc:
-        out.left = [f"{key}={value}: {exc.message if isinstance(exc, ConfigFileError) else exc}"
-                    for key, value in overrides.items()]
-        return out
+        return refuse(exc.message if isinstance(exc, ConfigFileError) else str(exc))
+    if re.search(r"^\s*#\s*@package\b", main.text, re.M) or "/" in primary:
+        return refuse(f"{primary_rel} is not in the global package (a `# @package` line, or a config in a "
+                      "subfolder), so where Hydra puts its keys is not certain")
+    for key, value in (context or {}).items():
+        name = key.lstrip("+~")  # a group's choice, added or removed: another option's file, or none
+        if _group_name(name) in choices or (name and (base / join(folder, name)).is_dir()):
+            return refuse(f"every trial also got {key}={cli_value(value)}, which changes where Hydra takes values "
+                          "from")
     groups = {key: value for key, value in overrides.items() if key in choices}
     chosen = {group: groups.get(group, option) for group, option in choices.items()}
     files: dict[str, ConfigFile] = {}
@@ -66,21 +83,21 @@ def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any])
             continue
         rel = join(folder, group, f"{option}.yaml")
         if not (base / rel).is_file():
-            out.left = [f"{key}={value}: no {rel}" for key, value in overrides.items()]
-            return out
+            return refuse(f"no {rel}")
         try:
             cfg = files[group] = ConfigFile.load(base / rel)
         except ConfigFileError as exc:
-            out.left = [f"{key}={value}: {exc.message}" for key, value in overrides.items()]
-            return out
+            return refuse(exc.message)
         if re.search(r"^\s*#\s*@package\b", cfg.text, re.M) or "defaults" in cfg.values:
-            out.left = [f"{key}={value}: {rel} has a `# @package` line or a defaults list of its own, so where "
-                        "Hydra takes the value from is not certain" for key, value in overrides.items()]
-            return out
-    per_file: dict[str, dict[str, Any]] = {}
+            return refuse(f"{rel} has a `# @package` line or a defaults list of its own, so where Hydra takes the "
+                          "value from is not certain")
+    per_file: dict[str, dict[str, tuple[str, Any]]] = {}  # file -> key in it -> (the override's key, value)
     for key, value in overrides.items():
-        where = f"{key}={value}"
-        if key.startswith(("+", "~")):
+        where = f"{key}={cli_value(value)}"
+        if isinstance(value, str) and not _plain(value):
+            out.left.append(f"{where}: Hydra's command line reads this string as another type (or trims it), "
+                            "which a YAML file would not")
+        elif key.startswith(("+", "~")):
             out.left.append(f"{where}: adds or removes a key, which no config file holds")
         elif key.split(".")[0] == "hydra" or key.startswith("hydra/"):
             out.left.append(f"{where}: a setting of Hydra itself, not of the job's config")
@@ -88,14 +105,14 @@ def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any])
             if not isinstance(value, str) or not (base / join(folder, key, f"{value}.yaml")).is_file():
                 out.left.append(f"{where}: no {join(folder, key, f'{value}.yaml')}")
         elif main.lookup(key)[0]:
-            per_file.setdefault(primary_rel, {})[key] = value
+            per_file.setdefault(primary_rel, {})[key] = (key, value)
         else:
             holders = [(group, key[len(group) + 1:]) for group in files
                        if key.startswith(group.replace("/", ".") + ".")
                        and files[group].lookup(key[len(group) + 1:])[0]]
             if len(holders) == 1:
                 group, inner = holders[0]
-                per_file.setdefault(join(folder, group, f"{chosen[group]}.yaml"), {})[inner] = value
+                per_file.setdefault(join(folder, group, f"{chosen[group]}.yaml"), {})[inner] = (key, value)
             elif holders:
                 out.left.append(f"{where}: {' and '.join(join(folder, g, f'{chosen[g]}.yaml') for g, _ in holders)} "
                                 "both hold it")
@@ -104,12 +121,13 @@ def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any])
             else:
                 out.left.append(f"{where}: neither {primary_rel} nor a chosen option's file holds it")
     for rel, values in per_file.items():
+        said = [f"{key}={cli_value(value)}" for key, value in values.values()]
         try:
             cfg = main if rel == primary_rel else ConfigFile.load(base / rel)
-            out.files[rel] = cfg.render(values)
-            out.placed[rel] = [f"{key}={value}" for key, value in values.items()]
-        except ConfigFileError as exc:
-            out.left += [f"{key}={value}: {exc.message}" for key, value in values.items()]
+            out.files[rel] = cfg.render({inner: value for inner, (_, value) in values.items()})
+            out.placed[rel] = said
+        except (ConfigFileError, ValueError) as exc:
+            out.left += [f"{what}: {exc.message if isinstance(exc, ConfigFileError) else exc}" for what in said]
     changed = {group: option for group, option in groups.items() if isinstance(option, str)
                and (base / join(folder, group, f"{option}.yaml")).is_file()}
     if changed:
@@ -118,7 +136,7 @@ def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any])
         try:
             out.files[primary_rel] = _set_choices(out.files.get(primary_rel, main.text), changed)
             out.placed.setdefault(primary_rel, []).extend(f"{key}={value}" for key, value in changed.items())
-        except (ValueError, StopIteration, AttributeError, yaml.YAMLError) as exc:
+        except (ValueError, StopIteration, AttributeError, TypeError, yaml.YAMLError) as exc:
             out.left += [f"{key}={value}: the defaults list of {primary_rel} cannot be edited in place ({exc})"
                          for key, value in changed.items()]
     return out
@@ -168,6 +186,7 @@ def _set_choices(text: str, groups: dict[str, str]) -> str:
     """``text`` (the primary config) with each group's defaults entry set to its new option, in place."""
     import yaml
 
+    original = text
     root = yaml.compose(text)
     if root is None:
         raise ValueError("the file is empty")
@@ -185,7 +204,19 @@ def _set_choices(text: str, groups: dict[str, str]) -> str:
         if start == end and text[start - 1:start] == ":":
             new = " " + new  # `- experiment:` with no value
         text = text[:start] + new + text[end:]
-    again = _choices(yaml.safe_load(text).get("defaults"))
-    if any(again.get(group) != option for group, option in groups.items()):
-        raise ValueError("the written list reads back otherwise")
+    before, after = yaml.safe_load(original), yaml.safe_load(text)
+    again = _choices(after.pop("defaults", None))
+    before.pop("defaults", None)
+    if any(again.get(group) != option for group, option in groups.items()) or after != before:
+        raise ValueError("the written list reads back otherwise, or another value changed with it")
     return text
+
+
+_NOT_PLAIN = re.compile(r"[-+]?(?:\d[\d_]*\.?[\d_]*(?:e[-+]?\d+)?|\.\d[\d_]*(?:e[-+]?\d+)?|inf|nan)|true|false|null",
+                        re.I)
+
+
+def _plain(value: str) -> bool:
+    """Whether Hydra's override parser reads ``key=<value>`` as this same string: not a number, bool or null in
+    any case, no outer whitespace, no quote, list or dict."""
+    return bool(value) and value == value.strip() and value[0] not in "'\"[{" and not _NOT_PLAIN.fullmatch(value)

@@ -425,9 +425,10 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                                     planned.get("agent"))
         # the searched keys only: objective.params' constants (a short max_epochs for the search) stay as the
         # user's files hold them
-        overrides = (dict(outcome.best.params) if isinstance(objective, CommandObjective)
-                     and outcome.best is not None and objective.passes_overrides() else None)
-        results["best_files"] = write_best(run_dir.path, outcome.best, overrides)
+        overrides = fixed = None
+        if isinstance(objective, CommandObjective) and outcome.best is not None and objective.passes_overrides():
+            overrides, fixed = dict(outcome.best.params), objective.fixed_overrides()
+        results["best_files"] = write_best(run_dir.path, outcome.best, overrides, fixed)
         results["workspace"] = holder.get("workspace")
         if isinstance(objective, CommandObjective) and objective.ignored_params:
             results["warnings"] = [objective.ignored_params]

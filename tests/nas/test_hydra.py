@@ -65,7 +65,8 @@ def test_each_override_goes_where_hydra_reads_it_and_the_rest_is_listed(tmp_path
     assert back.files == {} and back.left == ["model=tree: no conf/model/tree.yaml"]
 
 
-# Layouts of the defaults list: (the primary config, {file: text} of the groups, the best overrides, the keys left out)
+# Layouts: (the primary config, {file: text} of the groups, the best overrides, the keys left out[, what every trial
+# also got])
 LAYOUTS = {
     "self-last": ("defaults:\n  - model: linear\n  - _self_\nlr: 0.1\nmodel:\n  width: 4\n",
                   {"model/linear.yaml": "width: 2\ndepth: 1\n", "model/poly.yaml": "width: 2\ndepth: 1\n"},
@@ -89,6 +90,15 @@ LAYOUTS = {
     "two-holders": ("defaults:\n  - model: linear\n  - model/head: mlp\n  - _self_\n",
                     {"model/linear.yaml": "head:\n  size: 1\n", "model/head/mlp.yaml": "size: 2\n"},
                     {"model.head.size": 7}, ["model.head.size"]),
+    # every trial also chose model=poly (objective.params' constant): linear.yaml is not where degree comes from
+    "constant-choice": ("defaults:\n  - model: linear\n  - _self_\n",
+                        {"model/linear.yaml": "degree: 1\n", "model/poly.yaml": "degree: 2\n"},
+                        {"model.degree": 5}, ["model.degree"], {"model": "poly", "+train.seed": 1}),
+    "strings-hydra-reads-otherwise": ("act: relu\nsize: small\nwidth: '8'\n", {},
+                                      {"act": "32", "size": "big", "width": " 9"}, ["act", "width"]),
+    "primary-in-a-package": ("# @package train\ndefaults:\n  - _self_\nlr: 1\n", {}, {"train.lr": 5}, ["train.lr"]),
+    "anchored-defaults": ("dl: &d\n  - model: linear\n  - _self_\ndefaults: *d\n",
+                          {"model/linear.yaml": "w: 1\n", "model/poly.yaml": "w: 2\n"}, {"model": "poly"}, ["model"]),
 }
 
 
@@ -101,7 +111,10 @@ def test_the_written_files_compose_to_the_best_trials_config_in_hydra(tmp_path: 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    primary, groups, overrides, left = LAYOUTS[layout]
+    from agentlab.nas.command import cli_value
+
+    primary, groups, overrides, left, *more = LAYOUTS[layout]
+    context = more[0] if more else {}
     base, written = tmp_path / "base", tmp_path / "written"
     for root in (base, written):
         (root / "conf").mkdir(parents=True)
@@ -109,7 +122,7 @@ def test_the_written_files_compose_to_the_best_trials_config_in_hydra(tmp_path: 
         for name, text in groups.items():
             (root / "conf" / name).parent.mkdir(parents=True, exist_ok=True)
             (root / "conf" / name).write_text(text)
-    back = write_back(base, "conf", "config.yaml", overrides)
+    back = write_back(base, "conf", "config.yaml", overrides, context)
     assert sorted(line.split("=", 1)[0] for line in back.left) == sorted(left)
     for name, text in back.files.items():
         (written / name).write_text(text)
@@ -119,10 +132,11 @@ def test_the_written_files_compose_to_the_best_trials_config_in_hydra(tmp_path: 
         with initialize_config_dir(config_dir=str(root / "conf"), version_base=None):
             return OmegaConf.to_container(compose(config_name="config", overrides=with_overrides))
 
-    everything = [f"{key}={value}" for key, value in overrides.items()]
-    assert composed(written, not_written) == composed(base, everything)
+    fixed = [f"{key}={cli_value(value)}" for key, value in context.items()]  # as the search passes them
+    everything = fixed + [f"{key}={cli_value(value)}" for key, value in overrides.items()]
+    assert composed(written, fixed + not_written) == composed(base, everything)
     if not left:
-        assert not back.left and composed(written, []) == composed(base, everything)
+        assert not back.left and composed(written, fixed) == composed(base, everything)
 
 
 @pytest.mark.parametrize("conf", ["conf", "."])
