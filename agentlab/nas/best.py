@@ -46,7 +46,7 @@ def remember_hydra(run: Path, project: Path, script: str, cwd: Path) -> str | No
     each file's sha256) for a search through ``{overrides}``, kept from the first run; returns the primary config
     (relative to the project), None when the script is no Hydra app with a primary config."""
     from agentlab.nas.hydra import join
-    from agentlab.nas.script import hydra_app, hydra_configs
+    from agentlab.nas.script import config_files, hydra_app
 
     app = hydra_app(script, cwd)
     if app is None or not app[1] or not (app[0] / app[1]).is_file():
@@ -55,7 +55,7 @@ def remember_hydra(run: Path, project: Path, script: str, cwd: Path) -> str | No
     folder = join(app[0].relative_to(root).as_posix())
     if not (run / "base" / BASE_META).is_file():
         files = {}
-        for rel in hydra_configs(script, cwd, limit=None):
+        for rel in config_files(app, cwd, limit=None):
             path = (cwd.resolve() / rel).resolve()
             # not a run folder's copies, nor Hydra's outputs/ (a config folder that is the project's own)
             if path.is_relative_to(run.resolve()) or {"outputs", "multirun"} & set(Path(rel).parts[:-1]):
@@ -93,7 +93,8 @@ def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | 
     used = next(iter(sorted(trial.glob("config_used.*"))), None)
     patch = run / "best.patch"
     diffs: list[str] = []
-    code = {str(rel) for rel, _ in _code_files(trial)}
+    code_files = _code_files(trial)
+    code = {str(rel) for rel, _ in code_files}
     if meta is not None and "hydra" in meta and overrides is not None:
         from agentlab.nas.hydra import WriteBack, write_back
 
@@ -119,7 +120,7 @@ def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | 
         shutil.copy2(used, tmp / rel)
         written["files"].append(str(rel))
         diffs.append(_diff(run / "base" / rel, used, rel))
-    for rel, file in _code_files(trial):  # the code the best trial ran (a kept chain of code changes)
+    for rel, file in code_files:  # the code the best trial ran (a kept chain of code changes)
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(file, tmp / rel)
         written["files"].append(str(rel))

@@ -67,7 +67,7 @@ def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any],
         choices = _choices(main.values.get("defaults"))
     except (ConfigFileError, ValueError) as exc:
         return refuse(exc.message if isinstance(exc, ConfigFileError) else str(exc))
-    if re.search(r"^\s*#\s*@package\b", main.text, re.M) or "/" in primary:
+    if _has_package(main.text) or "/" in primary:
         return refuse(f"{primary_rel} is not in the global package (a `# @package` line, or a config in a "
                       "subfolder), so where Hydra puts its keys is not certain")
     for key, value in (context or {}).items():
@@ -77,20 +77,25 @@ def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any],
                           "from")
     groups = {key: value for key, value in overrides.items() if key in choices}
     chosen = {group: groups.get(group, option) for group, option in choices.items()}
-    files: dict[str, ConfigFile] = {}
+
+    def cfg_rel(group: str) -> str:
+        return join(folder, group, f"{chosen[group]}.yaml")
+
+    files: dict[str, ConfigFile] = {}  # group -> its chosen option's file
     for group, option in chosen.items():
         if option is None:
             continue
-        rel = join(folder, group, f"{option}.yaml")
+        rel = cfg_rel(group)
         if not (base / rel).is_file():
             return refuse(f"no {rel}")
         try:
             cfg = files[group] = ConfigFile.load(base / rel)
         except ConfigFileError as exc:
             return refuse(exc.message)
-        if re.search(r"^\s*#\s*@package\b", cfg.text, re.M) or "defaults" in cfg.values:
+        if _has_package(cfg.text) or "defaults" in cfg.values:
             return refuse(f"{rel} has a `# @package` line or a defaults list of its own, so where Hydra takes the "
                           "value from is not certain")
+    loaded = {primary_rel: main, **{cfg_rel(group): cfg for group, cfg in files.items()}}
     per_file: dict[str, dict[str, tuple[str, Any]]] = {}  # file -> key in it -> (the override's key, value)
     for key, value in overrides.items():
         where = f"{key}={cli_value(value)}"
@@ -112,10 +117,9 @@ def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any],
                        and files[group].lookup(key[len(group) + 1:])[0]]
             if len(holders) == 1:
                 group, inner = holders[0]
-                per_file.setdefault(join(folder, group, f"{chosen[group]}.yaml"), {})[inner] = (key, value)
+                per_file.setdefault(cfg_rel(group), {})[inner] = (key, value)
             elif holders:
-                out.left.append(f"{where}: {' and '.join(join(folder, g, f'{chosen[g]}.yaml') for g, _ in holders)} "
-                                "both hold it")
+                out.left.append(f"{where}: {' and '.join(cfg_rel(g) for g, _ in holders)} both hold it")
             elif (base / join(folder, key)).is_dir():
                 out.left.append(f"{where}: the group {key} has no `- {key}: ...` entry in {primary_rel}'s defaults")
             else:
@@ -123,8 +127,7 @@ def write_back(base: Path, folder: str, primary: str, overrides: dict[str, Any],
     for rel, values in per_file.items():
         said = [f"{key}={cli_value(value)}" for key, value in values.values()]
         try:
-            cfg = main if rel == primary_rel else ConfigFile.load(base / rel)
-            out.files[rel] = cfg.render({inner: value for inner, (_, value) in values.items()})
+            out.files[rel] = loaded[rel].render({inner: value for inner, (_, value) in values.items()})
             out.placed[rel] = said
         except (ConfigFileError, ValueError) as exc:
             out.left += [f"{what}: {exc.message if isinstance(exc, ConfigFileError) else exc}" for what in said]
@@ -210,6 +213,12 @@ def _set_choices(text: str, groups: dict[str, str]) -> str:
     if any(again.get(group) != option for group, option in groups.items()) or after != before:
         raise ValueError("the written list reads back otherwise, or another value changed with it")
     return text
+
+
+def _has_package(text: str) -> bool:
+    """Whether a config file names its package (``# @package ...``): its keys are then not where its path puts
+    them."""
+    return re.search(r"^\s*#\s*@package\b", text, re.M) is not None
 
 
 _NOT_PLAIN = re.compile(r"[-+]?(?:\d[\d_]*\.?[\d_]*(?:e[-+]?\d+)?|\.\d[\d_]*(?:e[-+]?\d+)?|inf|nan)|true|false|null",

@@ -121,8 +121,11 @@ def hydra_configs(script: str, cwd: Path, limit: int | None = HYDRA_FILES) -> li
     first, then the groups' files, sorted, ``limit`` at most. Empty when the script names none, or only folders
     outside the project."""
     app = hydra_app(script, cwd)
-    if app is None:
-        return []
+    return [] if app is None else config_files(app, cwd, limit)
+
+
+def config_files(app: tuple[Path, str], cwd: Path, limit: int | None = HYDRA_FILES) -> list[str]:
+    """``hydra_configs`` of a Hydra app already found (``hydra_app``)."""
     root, (base, first) = cwd.resolve(), app
     files = sorted((f for f in base.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
                     and not any(part.startswith(".") for part in f.relative_to(base).parts) and inside(root, f)),
