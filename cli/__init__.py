@@ -67,6 +67,16 @@ def _expand_bare_resume(argv: list[str]) -> list[str]:
     return out
 
 
+def _usage_error(exc: Any) -> tuple[str, str]:
+    """A click usage error (a missing argument, an unknown option, a bad value) as agentlab's other errors read:
+    one line, and a hint with the command's usage and its help (click's own print is a box over several lines)."""
+    message = exc.format_message().replace("Value error, ", "")  # a pydantic validator's words, said once
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message, "see `agentlab -h`"
+    return message, f"usage: {ctx.get_usage().removeprefix('Usage: ')}; see `{ctx.command_path} -h`"
+
+
 def _sigterm_to_interrupt(signum: int, frame: object) -> None:
     # Run folders record `interrupted` for KeyboardInterrupt; treat `kill` the same as Ctrl-C.
     raise KeyboardInterrupt
@@ -109,10 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # click's usage errors (vendored by typer): exit code 2
-        from typer import rich_utils
-
-        rich_utils.rich_format_error(cast(Any, exc))  # a click usage error (ClickException subclasses it)
-        return exc.exit_code
+        message, hint = _usage_error(cast(Any, exc))
+        return fail(message, hint, exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         console.print(interrupted)
         return 130

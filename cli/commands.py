@@ -9,8 +9,10 @@ only when needed, so ``agentlab --help`` stays fast). ``resumable``: Ctrl-C says
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,41 @@ def register(app: object) -> None:
         else:
             function = getattr(module, command.module)
             app.command(command.name, short_help=first_sentence(function.__doc__))(function)  # type: ignore[attr-defined]
+    _unwrap_helps(app)
+
+
+_ITEM = re.compile(r"\s*(?:[-*] |\d+\. )")  # a line that starts a list item keeps its line
+
+
+def unwrap(text: str) -> str:
+    """A help text with its source line breaks taken out of each paragraph (typer's rich help keeps them inside
+    every paragraph but the first, so a docstring wrapped at 120 columns printed as ragged lines); blank lines, list
+    items and click's ``\\b`` (keep as written) paragraphs stay."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        if paragraph.startswith("\b"):
+            paragraphs.append(paragraph)
+            continue
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not _ITEM.match(line):
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _unwrap_helps(app: Any) -> None:
+    """Every command's and group's help under the Typer ``app``, unwrapped (see :func:`unwrap`)."""
+    from typer.main import solve_typer_info_help
+
+    for info in app.registered_commands:
+        text = info.help if isinstance(info.help, str) else (info.callback.__doc__ if info.callback else None)
+        if text:
+            info.help = unwrap(text)
+    for group in app.registered_groups:
+        text = solve_typer_info_help(group)  # where typer would take the group's help from, in its order
+        if text:
+            group.help = unwrap(text)
+        _unwrap_helps(group.typer_instance)

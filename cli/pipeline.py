@@ -96,8 +96,9 @@ def run_cmd(
     verbose: VerboseOpt = 0,
 ) -> None:
     """Run a pipeline on one input: stages in dependency order, the models of a multi stage concurrently, memory
-    checked before any local model loads. --set edits the pipeline file (e.g. base_pipeline.stages.0.params.
-    temperature=0.2). Writes a session folder under runs/pipeline/ (steps, final answer)."""
+    checked before any local model loads. --set edits the pipeline file
+    (e.g. base_pipeline.stages.0.params.temperature=0.2). Writes a session folder under runs/pipeline/ (steps, final
+    answer)."""
     from agentlab.pipeline.load import prepare
 
     text = _input(input_, input_file)

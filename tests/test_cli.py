@@ -128,6 +128,20 @@ def test_saved_config_show_validates_without_naming_the_command(command: str, tm
     assert main(["config", "validate", str(saved)]) == 0
 
 
+def test_help_paragraphs_are_unwrapped_but_lists_and_paragraphs_stay() -> None:
+    """typer's rich help keeps a docstring's source line breaks inside every paragraph but the first: each help is
+    unwrapped once, at registration, so `compress -h` reads in whole lines at any width."""
+    from agentlab.cli.commands import unwrap
+
+    text = "Title line.\n\n    Wrapped\n    at the source's width.\n\n    - one\n      goes on\n    - two"
+    assert unwrap(text) == "Title line.\n\nWrapped at the source's width.\n\n- one goes on\n- two"
+    kept = "Title.\n\n\b\nline one\nline two"  # click's \b: a paragraph kept as written
+    assert unwrap(kept) == kept
+    result = CliRunner().invoke(app, ["compress", "-h"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "keeps the Pareto front and the best result that meets the objective's constraints" in result.output
+
+
 def test_unknown_command_is_usage_error() -> None:
     assert main(["no-such-command"]) == 2
 

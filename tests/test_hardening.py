@@ -124,6 +124,26 @@ def test_usage_errors_exit_2_and_write_nothing(args: list[str], says: str, in_tm
     assert not (in_tmp / "runs").exists()
 
 
+@pytest.mark.parametrize("args, says, usage", [
+    (["nas", "apply"], "Missing argument 'run'.",
+     "usage: agentlab nas apply [OPTIONS] {run}; see `agentlab nas apply -h`"),
+    (["compress", "--bogus"], "No such option: --bogus", "see `agentlab compress -h`"),
+    (["nas", "--planner", "nope"], "Invalid value for '--planner': 'nope' is not one of 'auto'",
+     "see `agentlab nas -h`"),
+    (["no-such-command"], "No such command 'no-such-command'.", "see `agentlab -h`"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_click_usage_errors_are_one_line_and_a_hint(args: list[str], says: str, usage: str, in_tmp: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """click's own errors (a missing argument, an unknown option or command, a bad value) read as agentlab's: one
+    `error:` line without click's box or pydantic's "Value error, ", and the usage and help in the hint."""
+    assert main(args) == 2
+    err = one_error(capsys, says)
+    hint = [line for line in err.splitlines() if line.startswith("hint:")]
+    assert len(err.splitlines()) == 2 and len(hint) == 1 and usage in hint[0], err
+    assert "Value error" not in err and "╭" not in err
+    assert not (in_tmp / "runs").exists()
+
+
 def test_out_existing_folder_hints_resume_only_where_it_exists(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     taken = in_tmp / "taken"
     taken.mkdir()
