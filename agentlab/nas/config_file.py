@@ -115,10 +115,11 @@ class ConfigFile:
             raise ConfigFileError(f"{self.path}: writing {', '.join(values)} would break the file ({exc.message})",
                                   hint="write those values on lines of their own (not a multi-line or flow "
                                   "value), or search them through {args} / {overrides}") from None
-        expected = json.loads(json.dumps(self.values, default=str))
+        expected = _plain(self.values)
         for key, value in values.items():
             _set(expected, key, value)
-        if json.dumps(again, sort_keys=True, default=str) != json.dumps(expected, sort_keys=True, default=str):
+        if _plain(again) != _plain(expected):  # dicts compare whatever the order (and a YAML map's int keys may sit
+            # beside str ones, which sorting cannot order)
             raise ConfigFileError(f"{self.path}: writing {', '.join(values)} changed other values of the file, or "
                                   "not these", hint="write those values plainly, each once (no duplicate keys, "
                                   "anchors or computed values), or search them through {args} / {overrides}")
@@ -148,6 +149,11 @@ class ConfigFile:
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back: keys as strings, dates and the like as their text."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _other(value: Any) -> Any:

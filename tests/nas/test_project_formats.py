@@ -384,6 +384,15 @@ def test_only_changed_values_are_written_and_crlf_is_kept(tmp_path: Path) -> Non
     assert text == 'training = {\r\n    "lr": 1e-3,  # keep\r\n    "act": "relu",\r\n}\r\n'
 
 
+def test_a_yaml_map_with_int_and_str_keys_takes_a_value(tmp_path: Path) -> None:
+    """The read-back check compared the files' values sorted by key, which a map of int and str keys cannot be."""
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.1  # keep\nwidths:\n  1: 64\n  two: 32\n")
+    cfg = ConfigFile.load(path)
+    cfg.check_writable(["lr", "widths.two"])
+    assert cfg.render({"lr": 0.2, "widths.two": 16}) == "lr: 0.2  # keep\nwidths:\n  1: 64\n  two: 16\n"
+
+
 def test_a_yaml_merge_key_is_refused_before_trial_0(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("base: &b\n  lr: 0.1\ntrain:\n  <<: *b\n")
