@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
-from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
+from agentlab.core.runs import (
+    INTERRUPTED,
+    RUNNING,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    run_status,
+)
 from agentlab.core.search.records import TrialRecord
 from agentlab.nas.code_change import CODE, COMMIT, start_folder
 from agentlab.nas.config_file import ConfigFile
@@ -39,6 +46,25 @@ def remember_base(run: Path, config: ConfigFile | None, project: Path) -> None:
     atomic_write_bytes(run / "base" / rel, config.text.encode("utf-8"))
     atomic_write_json(run / "base" / BASE_META, {"file": str(rel), "project": str(project.resolve()),
                                                    "sha256": _sha(config.text)})
+
+
+def require_unchanged_config(run: Path) -> None:
+    """Before a search resumes: its objective.config as the search started (each trial's copy of the file is made
+    from it, so a file changed since would run the trials after the resume on another config than those before);
+    ``UsageError`` naming the file and the copy to restore otherwise."""
+    meta = _base_meta(run)
+    if meta is None or "file" not in meta:
+        return
+    live = Path(meta["project"]) / meta["file"]
+    try:
+        data: bytes | None = live.read_bytes()
+    except OSError:
+        data = None
+    if data is None or _sha(data) != meta["sha256"]:
+        raise UsageError(f"objective.config: {live} {'is gone' if data is None else 'has changed'} since the search "
+                         "started: the trials after the resume would run another config than those before",
+                         hint=f"restore it (cp {run / 'base' / meta['file']} {live}) and resume, or start a new "
+                         "search on the file as it is now")
 
 
 def remember_hydra(run: Path, project: Path, script: str, cwd: Path) -> str | None:
@@ -165,9 +191,11 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     """Write the best trial's files into the user's tree: its config file and the code files its kept changes
     touched; returns (each file, what happened). Refuses (``UsageError``, nothing written) without such files, or
     when one of the user's files has changed since the search started."""
+    where = "give the folder `agentlab nas` printed as its run folder (runs/nas/<date>-<time>-nas by default)"
+    if not run.exists():
+        raise UsageError(f"{run}: does not exist", hint=where)
     if not (run / "run.json").is_file():
-        raise UsageError(f"{run}: not a run folder (no run.json)", hint="give the folder `agentlab nas` printed as "
-                         "its run folder, e.g. runs/nas-<time>")
+        raise UsageError(f"{run}: not a run folder (no run.json)", hint=where)
     meta = _base_meta(run)
     project = Path(meta["project"]) if meta is not None else _project(run)
     todo: list[tuple[Path, Path, str]] = []  # (the user's file, the best one, the sha256 the search started from)
@@ -196,8 +224,13 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     writes = []
     for target, best, sha in todo:
         if not best.is_file():
-            raise UsageError(f"{run}: no {best.relative_to(run)} (the search has no successful trial yet)",
-                             hint="finish the search (agentlab nas --resume RUN), then apply")
+            status = run_status(run)
+            why = {RUNNING: "the search is still running: it writes best/ at its end",
+                   INTERRUPTED: "the search was interrupted before its end, where it writes best/"}.get(
+                       status, "the search has no successful trial")
+            raise UsageError(f"{run}: no {best.relative_to(run)} ({why})",
+                             hint="wait for it to finish" if status == RUNNING else
+                             f"finish the search (agentlab nas --resume {run}), then apply")
         try:
             current = target.read_bytes()
         except OSError as exc:
@@ -205,6 +238,10 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
                              hint="restore the file, or copy best/ by hand") from None
         new = best.read_bytes()
         if current != new and _sha(current) != sha:
+            if _sha(new) == sha:  # the best is the file as the search started: writing it would undo the change
+                raise UsageError(f"{target} has changed since the search started, and the best trial's version is "
+                                 "the one the search started from: nothing written",
+                                 hint=f"keep your file, or copy {best} over it to go back")
             raise UsageError(f"{target} has changed since the search started: nothing written",
                              hint=f"apply the patch by hand (git apply {run / 'best.patch'}), or copy {best}")
         writes.append((target, current, new))

@@ -33,6 +33,7 @@ is a ``UsageError`` (exit 2) before any trial.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import json
 import logging
@@ -70,6 +71,8 @@ PLACEHOLDER = "{params}"
 ARGS, OVERRIDES = "{args}", "{overrides}"
 USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
+SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
+STEP_NAMES = ("epoch", "step", "iter", "iteration")
 STEP = re.compile(r"\b(?:epoch|step|iter|iteration)\b\s*[:=#\[]?\s*(\d+)", re.IGNORECASE)
 PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
 # a table row holding a name and its number alone (PyTorch Lightning's test / validate table, with or without its
@@ -133,7 +136,7 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
     if step is not None and (re.search(r"\bbest\b", line, re.IGNORECASE)
                              or re.search(r"\bat\s+$", line[:step.start()], re.IGNORECASE)):
         step = None  # `best val_loss: 0.21 at epoch 7`: a final line that names an epoch, not a step line
-    for name in ("epoch", "step", "iter", "iteration"):
+    for name in STEP_NAMES:
         pairs.pop(name, None)
     return pairs, int(step.group(1)) if step else None
 
@@ -348,6 +351,12 @@ class CommandObjective:
             raise UsageError(f"objective.cwd: {self.cwd} is not a folder", hint="give the project's folder")
         if not parts:
             raise UsageError("objective.command: empty")
+        operator = next((part for part in parts if part in SHELL_OPERATORS), None)
+        if operator is not None:
+            raise UsageError(f"objective.command: {operator!r} is a shell operator, and the command runs without a "
+                             "shell (it would reach the program as an argument)",
+                             hint="drop it (each trial's stdout and stderr are kept in its trial folder), or put the "
+                             "pipeline in a script that passes its arguments on (\"$@\") and run that")
         program = parts[0]
         if os.sep in program or (os.altsep and os.altsep in program):
             path = Path(program) if Path(program).is_absolute() else self.cwd / program
@@ -410,11 +419,11 @@ class CommandObjective:
                       or self._stderr_result(folder))
             if result is None:
                 where = "in the workspace (any folder) and " if self.workspaces is not None else ""
-                raise TrialFailed(f"no result: looked for a stdout line that is a JSON object with {self.metric!r} "
-                                  f"(and no 'step'), a metrics.json written by the trial {where}in the trial folder, "
-                                  f"and a line of stdout or stderr reading `{self.metric}: <number>`, "
-                                  f"`{self.metric}=<number>` or a table row `{self.metric}  <number>`; found none"
-                                  + _tail(folder / "stderr.log"))
+                raise TrialFailed(f"no result: no {self.metric!r} in a stdout line that is a JSON object (and no "
+                                  f"'step'), a metrics.json written by the trial {where}in the trial folder, or a "
+                                  f"line of stdout or stderr reading `{self.metric}: <number>`, "
+                                  f"`{self.metric}=<number>` or a table row `{self.metric}  <number>`"
+                                  + printed_instead(self.metric, folder) + _tail(folder / "stderr.log"))
             if self.code is not None and guard is not None:
                 self.code.verify(guard, cwd)  # before its result counts: a run that rewrote a protected file
             out = {**self._result(result, folder), "seconds": seconds}
@@ -712,6 +721,27 @@ def _json_object(line: str) -> dict[str, Any] | None:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def printed_instead(metric: str, folder: Path) -> str:
+    """``; it printed val_loss, val_acc (did you mean metric: val_loss?)``: the names the trial's output gave numbers
+    to (JSON keys, ``name: number``, ``name=number``), when the metric was not among them; empty when none."""
+    names: list[str] = []
+    for log_name in ("stdout.log", "stderr.log"):
+        try:
+            with open(folder / log_name, "rb") as handle:
+                text = handle.read(1_000_000).decode("utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            data = _json_object(line)
+            found = [k for k, v in data.items() if _number(v)] if data else [n for n, _ in PAIR.findall(line)]
+            names += [n.strip("'\"") for n in found if n.strip("'\"") not in names and n.lower() not in STEP_NAMES]
+    if not names:
+        return ""
+    close = difflib.get_close_matches(metric, names, n=1, cutoff=0.6)
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"; it printed {shown}" + (f" (did you mean metric: {close[0]}?)" if close else "")
 
 
 def _tail(path: Path, lines: int = STDERR_LINES) -> str:

@@ -65,6 +65,8 @@ def resolve_cwd(cfg: NASConfig, config_file: str | Path | None) -> None:
     home = Path(config_file).resolve().parent if config_file is not None else Path.cwd()
     cwd = objective.cwd if objective.cwd is not None else Path(".")
     objective.cwd = Path(cwd if cwd.is_absolute() else (home / cwd).resolve())
+    if not objective.cwd.is_dir():  # before objective.config, which is read from there
+        raise UsageError(f"objective.cwd: {objective.cwd} is not a folder", hint="give the project's folder")
     if objective.config is not None and not objective.config.is_absolute():  # kept absolute for --resume
         objective.config = (objective.cwd / objective.config).resolve()
 
@@ -243,6 +245,7 @@ def _brief(record: TrialRecord | None, metric: str) -> dict[str, Any] | None:
     if record is None:
         return None
     return {"run_id": record.run_id, metric: record.value, "params": record.params, "planner": record.planner,
+            "origin": record.origin,
             "metrics": {k: v for k, v in record.metrics.items() if k != "value"}}
 
 
@@ -285,6 +288,14 @@ def command_summary_lines(results: dict[str, Any]) -> list[str]:
                      f"{better(results['direction'])})")
     changed = best["params"] if base is None else diff(best["params"], base["params"])
     lines.append("best params: " + (", ".join(f"{k}={_short(v)}" for k, v in changed.items()) or "the base params"))
+    states, total = results.get("states") or {}, results.get("trials")
+    if states.get("failed"):
+        lines.append(f"{states['failed']} of {total} trials failed: their reasons are in report.md's table, their "
+                     "output in trials/<run>/")
+    llm = results.get("llm_contribution") or {}
+    if llm.get("no_answer"):
+        lines.append(f"the planner LLM gave no answer {llm['no_answer']} of {llm['asked']} times (the sampler's "
+                     "candidate 0 ran): each trial's notes in report.md say why")
     agent = agent_summary(results.get("agent"))
     if agent:
         lines.append(agent)

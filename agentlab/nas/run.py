@@ -47,7 +47,7 @@ from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import Direction, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
-from agentlab.nas.best import prune_checkpoints, remember_base, remember_hydra, write_best
+from agentlab.nas.best import prune_checkpoints, remember_base, remember_hydra, require_unchanged_config, write_best
 from agentlab.nas.code_agent import CodeHybrid, CodeSearch, chain_of
 from agentlab.nas.code_agent import table as code_table
 from agentlab.nas.code_change import CodeRules
@@ -576,6 +576,8 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         cfg = load_config(config, NASConfig, sets)
     config_file = config if isinstance(config, (str, Path)) and resume_dir is None else None
     llm = routing_config(llm, resume_dir)  # resumed without llm=: the routing config the first run used
+    if resume_dir is not None:
+        require_unchanged_config(resume_dir)
     inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file), "chooser": chooser}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results

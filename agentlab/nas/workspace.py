@@ -39,7 +39,18 @@ SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache
 GIT_TIMEOUT_S = 120
 PATCH = "uncommitted.patch"  # the user's uncommitted changes as the search started (bytes, applied to each worktree)
 UNTRACKED = "untracked"  # the user's untracked files as the search started, copied once
+FROZEN = "project"  # a project outside git: its files as the search started (copied once; large ones linked)
 RECORD = "workspace.json"  # the commit and branch the search started from: --resume uses them, wherever HEAD is
+
+
+def _files(folder: Path) -> list[str]:
+    """The files and links under ``folder`` (relative paths; a linked folder is one entry, not followed)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        out += [str((here / d).relative_to(folder)) for d in dirnames if (here / d).is_symlink()]
+        out += [str((here / name).relative_to(folder)) for name in filenames]
+    return sorted(out)
 
 
 class WorkspaceError(UsageError):
@@ -93,8 +104,17 @@ class Workspaces:
         if self.repo is None:
             if self.patterns is not None:
                 self._require_patterns()
+            frozen = self.root / FROZEN
+            if not frozen.is_dir():  # the first start: a resumed search runs the files as the search started
+                partial = self.root / f".{FROZEN}.partial"
+                shutil.rmtree(partial, ignore_errors=True)
+                for rel in self._copy_list():
+                    self._place(self.project / rel, partial / rel)
+                partial.mkdir(exist_ok=True)
+                os.replace(partial, frozen)
             what = "the files of objective.workspace" if self.patterns is not None else "the project's files"
-            return f"workspaces: each trial runs in its own copy of {what} under {self.root} (large files linked)"
+            return (f"workspaces: each trial runs in its own copy of {what} as the search started ({frozen}; large "
+                    f"files linked) under {self.root}")
         record = self.root / RECORD
         saved = _read_record(record)
         if saved:  # a resumed run: the commit and the branch it started from, whatever HEAD is now
@@ -179,8 +199,13 @@ class Workspaces:
                 (target / rel).mkdir(parents=True, exist_ok=True)
         else:
             target.mkdir(parents=True)
-            for rel in self._copy_list():
-                self._place(self.project / rel, target / rel)
+            frozen = self.root / FROZEN
+            if frozen.is_dir():
+                for rel in _files(frozen):
+                    self._place(frozen / rel, target / rel)
+            else:  # a run started before the project was kept (or a check without a run folder)
+                for rel in self._copy_list():
+                    self._place(self.project / rel, target / rel)
 
     def remove(self, number: int) -> None:
         target = self.path(number)

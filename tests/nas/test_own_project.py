@@ -310,3 +310,47 @@ def test_untracked_files_are_taken_as_the_search_started(tmp_path: Path) -> None
     (project / "extra.py").write_text("BONUS = 1\n")  # the user edits on
     assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
     assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
+
+
+def test_outside_git_a_resume_runs_the_files_as_the_search_started(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """A project outside git is copied once at the start (workspaces/project/): a resume after the user edited the
+    script runs the script the search started with; a resume after the config file changed is refused, naming the
+    copy to restore; the apply of an interrupted search says that it was interrupted."""
+    project = make_project(tmp_path)
+    subprocess.run(["rm", "-rf", str(project / ".git")], check=True)
+    run, log = tmp_path / "run", tmp_path / "agentlab.log"
+    proc = start(project, ["nas", "-c", str(project / "nas.yaml"), "-n", "4", "--out", str(run)], log, "2")
+    wait_for_a_workspace(run, proc, log)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, log.read_text()[-2000:]
+    assert (run / "workspaces" / "project" / "train.py").read_text() == TRAIN + "# an uncommitted edit\n"
+    assert main(["nas", "apply", str(run)]) == 2
+    assert "the search was interrupted before its end" in capsys.readouterr().err
+    (project / "train.py").write_text(TRAIN.replace("+ 1 / epoch", "+ 100"))  # the user's next version
+    with open(project / "config.py", "a") as fh:
+        fh.write("x = 1\n")
+    assert main(["nas", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "config.py has changed since the search started" in err and f"cp {run / 'base' / 'config.py'}" in err
+    (project / "config.py").write_text(CONFIG)
+    proc = start(project, ["nas", "--resume", str(run)], log, "0")
+    assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
+    assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
+    values = [json.loads((t / "history.json").read_text())[-1]["val_loss"] for t in sorted((run / "trials").iterdir())]
+    assert max(values) < 50, values  # every trial ran train.py as the search started
+
+
+def test_apply_names_a_missing_folder_and_a_best_that_is_the_start(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    assert main(["nas", "apply", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: does not exist" in capsys.readouterr().err
+    project = make_project(tmp_path, space={"model.width": {"choices": [8, 1]}})  # the base (8) is best
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(run)]) == 0
+    with open(project / "config.py", "a") as fh:
+        fh.write("# moved on\n")
+    capsys.readouterr()
+    assert main(["nas", "apply", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "the best trial's version is the one the search started from" in err and "git apply" not in err

@@ -4,6 +4,7 @@ the way it prints them."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 import textwrap
@@ -299,6 +300,10 @@ def test_metrics_json_in_the_workspace_counts_but_not_a_stale_one(tmp_path: Path
     assert not (project / "metrics.json").exists()  # written in the workspace, never in the user's folder
     (project / "metrics.json").write_text(json.dumps({"loss": 9.0}))  # a stale one in the project
     (project / "train.py").write_text("print('forgot to write it')\n")
+    spaces = Workspaces(project, tmp_path / "run2" / "workspaces", "r2")  # the next search: the files as they are
+    spaces.prepare()
+    obj = CommandObjective(spec(f"{PYTHON} train.py"), cwd=project, workspaces=spaces,
+                           trial_dir=lambda n: tmp_path / "run2" / "trials" / f"run_{n:04d}")
     with pytest.raises(TrialFailed, match="no result"):
         obj.run(1, {}, lambda s, v: False)
 
@@ -384,6 +389,23 @@ def test_only_changed_values_are_written_and_crlf_is_kept(tmp_path: Path) -> Non
     assert text == 'training = {\r\n    "lr": 1e-3,  # keep\r\n    "act": "relu",\r\n}\r\n'
 
 
+@pytest.mark.parametrize("word", ["|", "&&", ">", "2>&1", ";"])
+def test_a_shell_operator_in_the_command_is_refused_before_trial_0(tmp_path: Path, word: str) -> None:
+    (tmp_path / "train.py").write_text("print('loss: 1')\n")
+    obj = command(tmp_path, f"{PYTHON} train.py {word} tee log.txt", {"lr": 0.1}, "")
+    with pytest.raises(UsageError, match=f"objective.command: '{re.escape(word)}' is a shell operator"):
+        obj.validate_program()
+
+
+def test_no_result_names_what_the_trial_printed_and_the_nearest_name(tmp_path: Path) -> None:
+    from agentlab.nas.command import printed_instead
+
+    (tmp_path / "stdout.log").write_text('epoch 1: val_loss=0.3\nval_loss: 0.259 val_acc: 0.741\n{"f1": 0.5}\n')
+    assert printed_instead("val_los", tmp_path) == "; it printed val_loss, val_acc, f1 (did you mean metric: val_loss?)"
+    assert printed_instead("bleu", tmp_path) == "; it printed val_loss, val_acc, f1"
+    assert printed_instead("bleu", tmp_path / "nothing") == ""
+
+
 def test_a_yaml_map_with_int_and_str_keys_takes_a_value(tmp_path: Path) -> None:
     """The read-back check compared the files' values sorted by key, which a map of int and str keys cannot be."""
     path = tmp_path / "c.yaml"
@@ -464,3 +486,30 @@ for epoch in range(1, 4):
     obj = CommandObjective(spec(f"{PYTHON} train.py", "val_loss"), cwd=project, workspaces=spaces,
                            trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
     assert obj.run(0, {}, lambda s, v: False)["value"] == pytest.approx(0.3333)
+
+
+def test_a_missing_cwd_is_named_before_the_config_file_read_from_it(tmp_path: Path) -> None:
+    from agentlab.nas.config import NASConfig
+    from agentlab.nas.own_code import resolve_cwd
+
+    cfg = NASConfig.model_validate({"objective": {"command": "python train.py", "cwd": str(tmp_path / "gone"),
+                                                  "config": "config.py", "metric": "loss"},
+                                    "search": {"space": {"lr": {"low": 0.1, "high": 1.0}}}})
+    with pytest.raises(UsageError, match=r"objective.cwd: .*gone is not a folder"):
+        resolve_cwd(cfg, None)
+
+
+def test_the_summary_counts_failed_trials_and_unanswered_llm_calls() -> None:
+    from agentlab.core.search.records import planner_label
+    from agentlab.nas.own_code import command_summary_lines
+
+    best = {"run_id": "run_0003", "loss": 0.2, "params": {"lr": 0.5}, "planner": "llm", "origin": "no answer"}
+    results = {"metric": "loss", "direction": "minimize", "best": best, "gain": {"loss": 0.5},
+               "base": {"run_id": "run_0000", "loss": 0.4, "params": {"lr": 0.1}}, "trials": 4,
+               "states": {"complete": 2, "failed": 2}, "llm_contribution": {"no_answer": 2, "asked": 2}}
+    lines = command_summary_lines(results)
+    assert lines[0] == "best trial run_0003: loss 0.2 (llm: no answer, the sampler's candidate 0)"
+    assert "2 of 4 trials failed: their reasons are in report.md's table, their output in trials/<run>/" in lines
+    assert any(line.startswith("the planner LLM gave no answer 2 of 2 times") for line in lines)
+    assert planner_label({"planner": "llm", "origin": "classical"}) == "llm's sampler, not asked"
+    assert planner_label({"planner": "llm", "origin": "picked"}) == "llm"

@@ -428,7 +428,7 @@ class SearchLoop:
                 self.study.tell(trial, state=TrialState.PRUNED)
             return self._record(trial)
         except TrialFailed as exc:
-            log.warning("trial %d failed: %s", trial.number, R.reason_line(str(exc)))
+            log.info("trial %d failed: %s", trial.number, R.reason_line(str(exc)))  # the trial line says it
             self._fail(trial, f"failed: {exc}", counted=True)
             return self._record(trial)
         except Exception as exc:
@@ -685,7 +685,7 @@ def require_finished_trials(outcome: SearchOutcome) -> None:
     failed = base_failed(outcome.records)
     if failed is not None and outcome.best is None:
         raise AgentlabError(f"the base config ({failed.run_id}, the reference of every trial) failed: "
-                            f"{R.reason_line(failed.reason).removeprefix('failed: ')[:300]}",
+                            f"{R.reason_line(failed.reason).removeprefix('failed: ')}",
                             hint=f"its output is in trials/{failed.run_id}/ of the run folder; fix it, then start a "
                             "new search (a --resume of this one stops here again)")
     if outcome.best is None:

@@ -404,6 +404,7 @@ class Choice:
     index: int | None  # None: no answer
     reasoning: str = ""
     note: str = ""
+    said: bool = False  # the chooser already logged why there is no answer (once, not at every trial)
 
 
 class Chooser(Protocol):
@@ -424,6 +425,16 @@ def _why(exc: LLMError) -> str:
     return exc.message
 
 
+PERMANENT = frozenset({"auth", "not_found"})  # an LLM failure no retry changes: a refused key, no such model
+
+
+def _permanent(exc: LLMError) -> bool:
+    """Whether every model of the route failed for a reason no later call changes (an open circuit only repeats an
+    earlier failure)."""
+    kinds = {kind for _, kind, _ in getattr(exc, "attempts", None) or [("", exc.kind, "")]} - {"circuit_open"}
+    return bool(kinds) and kinds <= PERMANENT
+
+
 class LLMChooser:
     """Asks the router's ``route`` for ``{"choice", "reasoning"}`` under a schema whose ``choice`` is an enum of the
     candidates' indices: one request, no repair round (an invalid or missing answer is no answer)."""
@@ -432,12 +443,21 @@ class LLMChooser:
         self.router, self.route = router, route
         chain = router.route(route)[1]
         self.name = chain[0] if chain else route
+        self.gone: str | None = None  # why the route cannot answer at all (no such model, a refused key)
 
     def choose(self, request: ChoiceRequest) -> Choice:
+        if self.gone is not None:
+            return Choice(None, note=self.gone, said=True)
         try:
             answer = self.structured(request.messages, choice_model(len(request.candidates)))
         except LLMError as exc:
-            return Choice(None, note=f"no answer from the planner LLM: {exc.kind}: {_why(exc)}")
+            note = f"no answer from the planner LLM: {exc.kind}: {_why(exc)}"
+            if _permanent(exc):  # asking again gets the same answer: the rest of the search is the sampler's
+                self.gone = f"{note} (not asked again: a failure no retry changes)"
+                log.warning("the planner LLM cannot answer (%s: %s): it is not asked again, the sampler's "
+                            "candidate 0 runs for the rest of the search", exc.kind, _why(exc))
+                return Choice(None, note=self.gone, said=True)
+            return Choice(None, note=note)
         return Choice(answer.choice, answer.reasoning)
 
     def structured(self, messages: list[dict[str, str]], schema: Any, show_schema: bool = False) -> Any:
@@ -447,6 +467,8 @@ class LLMChooser:
 
     def own(self, messages: list[dict[str, str]], values: dict[str, list[Any]]) -> tuple[dict[str, Any], str]:
         """A plan of the model's own under ``plan_model(values)``; raises ``LLMError`` when it gives none."""
+        if self.gone is not None:
+            raise LLMError(self.gone, "unavailable")
         plan = self.structured(messages, plan_model(values))
         return dict(plan.changes), plan.reasoning
 
@@ -513,7 +535,8 @@ class ChooserPlanner:
         choice = self.chooser.choose(request)
         if choice.index is None or not 0 <= choice.index < len(candidates):
             note = choice.note or f"no answer: choice {choice.index} is not a candidate"
-            log.warning("LLM planner: %s; candidate 0 runs", note)
+            if not choice.said:
+                log.warning("LLM planner: %s; candidate 0 runs", note)
             return self._run(ctx, candidates, 0, "no answer", notes=[*notes, note], warmup=warmup)
         origin = "kept" if choice.index == 0 else "own" if choice.index == own_index else "picked"
         return self._run(ctx, candidates, choice.index, origin, choice.reasoning, notes, warmup=warmup)

@@ -230,5 +230,9 @@ def planner_label(row: dict[str, Any]) -> str:
         return f"{planner}'s default: the sampler's candidate 0"
     if origin == "guard":
         return f"{planner}'s guard: the sampler"
+    if origin == "classical":  # the LLM chooser's warm-up, or a trial it was not asked about
+        return f"{planner}'s sampler, not asked"
+    if origin == "no answer":
+        return f"{planner}: no answer, the sampler's candidate 0"
     return planner
 

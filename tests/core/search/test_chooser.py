@@ -206,6 +206,26 @@ def test_the_llm_is_shown_candidates_history_and_summary_and_answers_under_the_s
         ChoiceRequest(messages, [{}, {}], [], ["minimize"], SPACE.distributions)).index is None
 
 
+def test_a_model_that_does_not_exist_is_asked_once_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """HTTP 404 (no such model) or a refused key: no later call answers, so the chooser stops asking and says why
+    once; a failure that may pass (a timeout) is asked again."""
+    from agentlab.core.errors import AllModelsFailed
+
+    gone = _Router(AllModelsFailed("planner", [("small-m", "not_found", "HTTP 404: no such model")]))
+    planner = ChooserPlanner(LLMChooser(gone), share=1.0, adapt=False)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING"):
+        proposals = [planner.propose(_ctx()) for _ in range(3)]
+    assert len(gone.calls) == 1
+    assert [p.origin for p in proposals] == ["no answer"] * 3 and all(p.choice == 0 for p in proposals)
+    assert "not asked again" in proposals[2].notes[-1]
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1, caplog.text
+    flaky = _Router(AllModelsFailed("planner", [("small-m", "timeout", "30 s"), ("small-m", "circuit_open", "")]))
+    chooser = LLMChooser(flaky)  # type: ignore[arg-type]
+    for _ in range(2):
+        chooser.choose(ChoiceRequest([], [{}, {}], [], ["minimize"], SPACE.distributions))
+    assert len(flaky.calls) == 2
+
+
 def test_the_own_candidate_is_added_when_valid() -> None:
     class Own(_Router):
         def structured_sync(self, messages: Any, schema: Any, **kwargs: Any) -> _Result:
