@@ -383,9 +383,17 @@ def _field_names(model: type[BaseModel], loc: Path_) -> list[str]:
 
 
 def _unwrap(annotation: Any) -> Any:
-    while get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation
+    """``annotation`` without ``Annotated`` and without ``| None`` (an optional section's model itself)."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+            continue
+        if get_origin(annotation) in (Union, UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
 
 
 def _step_annotation(annotation: Any, part: Any) -> Any:
@@ -409,9 +417,14 @@ def _step_annotation(annotation: Any, part: Any) -> Any:
 
 def format_validation_error(exc: ValidationError, data: Any, source: _Source, model: type[BaseModel]) -> str:
     messages = []
+    wrong_type: set[tuple[Any, ...]] = set()  # `float | int` refuses a word twice: said once (the first)
     for err in exc.errors():
         raw_loc = tuple(err["loc"])
         loc = _data_path(data, raw_loc)
+        if err["type"] in ("float_parsing", "int_parsing", "float_type", "int_type"):
+            if tuple(loc) in wrong_type:
+                continue
+            wrong_type.add(tuple(loc))
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]

@@ -134,6 +134,22 @@ def test_missing_file() -> None:
         load_config("nope.yaml", Cfg)
 
 
+def test_an_optional_sections_typo_is_suggested_and_a_number_refused_once(tmp_path: Path) -> None:
+    """`objective:` is optional (a model or None): its known keys are still offered; `float | int` refusing a word
+    says so once, not once per member."""
+    from agentlab.nas.config import NASConfig
+
+    path = write(tmp_path, "objective:\n  command: python t.py\n  metrik: loss\nsearch:\n  space:\n"
+                           "    lr: {low: high, high: 0.3}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, NASConfig)
+    lines = info.value.message.splitlines()
+    assert f"{path}:3: objective.metrik: unknown key (did you mean 'metric'?)" in lines
+    assert [line for line in lines if "search.space.lr.low" in line] == [
+        f"{path}:6: search.space.lr.low: Input should be a valid number, unable to parse string as a number "
+        "(got 'high')"]
+
+
 def test_llm_config_unknown_model_reference_names_route_line(tmp_path: Path) -> None:
     path = write(tmp_path, "providers:\n  p: {kind: openai, base_url: http://x/v1}\nmodels:\n  a: {provider: p, "
                            "model: m}\nroutes:\n  default:\n    primary: [a, b]\n")
