@@ -319,7 +319,8 @@ def run_info(path: str | Path, command: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = read_json(path / "run.json")
     if command is not None and info.get("command") != command:
         raise RunDirError(f"{path}: is a '{info.get('command')}' run, not '{command}'",
-                          hint=f"resume it with `agentlab {info.get('command')} --resume {path}`")
+                          hint=f"give a run folder of `agentlab {command}` (`agentlab {info.get('command')} -h` says "
+                          "whether and how this one continues)")
     return info
 
 

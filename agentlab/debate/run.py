@@ -74,7 +74,7 @@ def prepare(cfg: DebateConfig) -> dict[str, Any]:
         # the dry run (rounds 0) does ask it; a debate asks it only to decide, or to sum up an open topic
         raise UsageError(f"judge: {cfg.judge!r} would never be asked: this {kind} question is decided by the "
                          f"{cfg.decision} vote, and a judge only decides with decision judge (or sums up an open "
-                         "topic)", hint="add --decision judge, or drop --judge")
+                         "topic)", hint="add --decision judge, or drop the judge (--judge, or judge: in the -c file)")
     return {"panel": load_panel(cfg)}
 
 

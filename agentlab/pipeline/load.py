@@ -46,7 +46,8 @@ def load_models(path: str | Path | None = None) -> ModelsConfig:
         raise ConfigError(f"{file}: is a folder, not a models file", hint="give the models YAML file itself")
     if not file.is_file():
         raise ConfigError(f"{file}: models file not found",
-                          hint="pass --models FILE (see configs/models.yaml in the agentlab repository); make local "
+                          hint="give the models file (`pipeline run --models FILE`, `models check FILE`; see "
+                          "configs/models.yaml in the agentlab repository); make local "
                           "models with `agentlab models make-tiny models/tiny-a`")
     return load_config(file, ModelsConfig)
 

@@ -182,6 +182,9 @@ def find_session(ref: str, root: str | Path | None = None) -> Path:
     """A session folder from a path, a folder name, or a unique prefix of a folder name."""
     as_path = Path(ref)
     if (as_path / "run.json").is_file():
+        from agentlab.core.runs import run_info
+
+        run_info(as_path, "pipeline")  # another command's run folder is no session (exit 2, named)
         return as_path
     base = sessions_root(root)
     folders = sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []

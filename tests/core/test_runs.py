@@ -61,8 +61,9 @@ def test_a_bare_resume_finds_the_latest_run_made_with_out(in_tmp: Path) -> None:
 
 def test_resume_wrong_command_and_missing(in_tmp: Path) -> None:
     RunDir.create("demo", out=in_tmp / "r")
-    with pytest.raises(RunDirError, match="is a 'demo' run, not 'nas'"):
+    with pytest.raises(RunDirError, match="is a 'demo' run, not 'nas'") as info:
         RunDir.resume(in_tmp / "r", "nas")
+    assert "--resume" not in (info.value.hint or "")  # not every command has one (llm-bench, serve, pipeline)
     with pytest.raises(RunDirError, match="not a run folder"):
         RunDir.resume(in_tmp / "empty", "demo")
     with pytest.raises(RunDirError, match="no 'nas' run to resume"):

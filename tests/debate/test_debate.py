@@ -38,6 +38,9 @@ models:
     ("Stance: No\nConfidence: 70%", "open", ("no", 0.7)),
     ("Yes, because demand rises.", "open", ("yes", None)),
     ("It depends on the deficit.", "open", (None, None)),
+    ('{"answer": "56", "confidence": 0.9}', "numeric", ("56", 0.9)),  # its confidence was read as the answer
+    ('```json\n{"answer": 56, "confidence": 90, "reasoning": "7 * 8"}\n```', "numeric", ("56", 0.9)),
+    ('{"answer": "no", "confidence": 70}', "open", ("no", 0.7)),
 ])
 def test_tolerant_parser(text: str, kind: str, expected: tuple[Any, Any]) -> None:
     assert parse_reply(text, kind) == expected  # type: ignore[arg-type]

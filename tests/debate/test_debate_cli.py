@@ -56,6 +56,14 @@ def test_shipped_configs_validate() -> None:
         assert main(["config", "validate", str(REPO / "configs" / name)]) == 0
 
 
+def test_the_shipped_http_config_runs(in_tmp: Path) -> None:
+    """debate.http.yaml as debate.md runs it (its models here scripted): it once set a judge its own decision rule
+    never asks, which `debate` refuses."""
+    (in_tmp / "llm.yaml").write_text("providers:\n  p: {kind: scripted}\nmodels:\n" + "".join(
+        f"  {name}: {{provider: p, model: {name}}}\n" for name in ("persona_a", "persona_b", "persona_c", "base")))
+    assert main(["debate", "-c", str(REPO / "configs" / "debate.http.yaml"), "--llm", "llm.yaml", "--out", "d"]) == 0
+
+
 @pytest.fixture(scope="module")
 def adapters(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two tiny LoRA adapters (random B, so they change the output) on the tiny model."""

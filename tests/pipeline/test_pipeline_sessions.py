@@ -159,3 +159,13 @@ def test_history_with_no_sessions(in_tmp: Path, capsys: pytest.CaptureFixture) -
     code, out, err = cli(capsys, "pipeline", "history", "--json")
     assert code == 0 and json.loads(out) == []
     assert cli(capsys, "pipeline", "history")[0] == 0
+
+
+def test_another_commands_run_folder_is_no_session(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`pipeline show` printed an llm-bench run as a session with no input (exit 0); `rerun` blamed its models file."""
+    from agentlab.core.runs import RunDir
+
+    RunDir.create("llm-bench", out=in_tmp / "lb1")
+    for args in (["pipeline", "show", "lb1"], ["pipeline", "rerun", "lb1"]):
+        assert main(args) == 2
+        assert "lb1: is a 'llm-bench' run, not 'pipeline'" in capsys.readouterr().err

@@ -18,8 +18,9 @@ A reply that gives no answer is no vote (``None``), never a guess.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -139,8 +140,29 @@ def _number(text: str, last: bool) -> str | None:
     return (found[-1] if last else found[0]).rstrip(",")
 
 
+def _json_reply(text: str) -> dict[str, Any] | None:
+    """A reply that is a JSON object with an ``answer`` (alone or in a fenced block): what a model used to
+    structured output sends even when asked for lines."""
+    fenced = re.search(r"```(?:json)?\s*(\{.*\})\s*```", text, re.DOTALL)
+    candidate = fenced.group(1) if fenced else text.strip()
+    if not candidate.startswith("{"):
+        return None
+    try:
+        data = json.loads(candidate)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "answer" in data else None
+
+
 def parse_reply(text: str, kind: Kind) -> tuple[str | None, float | None]:
-    """``(answer, confidence)`` from a free-text reply; answer None when the reply gives none (no vote)."""
+    """``(answer, confidence)`` from a free-text reply (or a JSON object with ``answer`` and ``confidence``);
+    answer None when the reply gives none (no vote)."""
+    data = _json_reply(text)
+    if data is not None:
+        lines = f"Answer: {data['answer']}"
+        if isinstance(data.get("confidence"), (int, float, str)) and not isinstance(data.get("confidence"), bool):
+            lines += f"\nConfidence: {data['confidence']}"
+        text = lines  # read as the two lines it stands for: the same rules for the answer and the confidence
     confidence = parse_confidence(text)
     body = _CONFIDENCE.sub(" ", text)
     if kind == "numeric":
