@@ -50,7 +50,8 @@ def prepare_eval(cfg: DebateConfig) -> dict[str, Any]:
         raise UsageError("no task file", hint="pass --task FILE (make one with `agentlab debate make-task`)")
     if cfg.judge is not None and cfg.decision != "judge":
         raise UsageError(f"judge: {cfg.judge!r} would never be asked: `debate eval` asks a judge only with decision "
-                         f"judge (this one is {cfg.decision})", hint="add --decision judge, or drop the judge (--judge, or judge: in the -c file)")
+                         f"judge (this one is {cfg.decision})",
+                         hint="add --decision judge, or drop the judge (--judge, or judge: in the -c file)")
     task = load_task(cfg.eval.task, cfg.eval.limit)
     panel = load_panel(cfg, batch=max(1, len(cfg.agents) or 3) * cfg.eval.concurrency)
     return {"panel": panel, "task": task}
