@@ -159,10 +159,10 @@ def parse_reply(text: str, kind: Kind) -> tuple[str | None, float | None]:
     answer None when the reply gives none (no vote)."""
     data = _json_reply(text)
     if data is not None:
-        lines = f"Answer: {data['answer']}"
+        said = f"Answer: {data['answer']}"
         if isinstance(data.get("confidence"), (int, float, str)) and not isinstance(data.get("confidence"), bool):
-            lines += f"\nConfidence: {data['confidence']}"
-        text = lines  # read as the two lines it stands for: the same rules for the answer and the confidence
+            said += f"\nConfidence: {data['confidence']}"
+        text = said  # read as the two lines it stands for: the same rules for the answer and the confidence
     confidence = parse_confidence(text)
     body = _CONFIDENCE.sub(" ", text)
     if kind == "numeric":
