@@ -157,9 +157,17 @@ class RichProgress:
 
     def __init__(self, progress: RichBars):
         self._progress = progress
+        self.started = False  # the bars are drawn from the first task on: an error before any task prints alone
 
     def task(self, description: str, total: float | None = None) -> _RichTask:
+        if not self.started:
+            self._progress.start()
+            self.started = True
         return _RichTask(self._progress, self._progress.add_task(description, total=total))
+
+    def close(self) -> None:
+        if self.started:
+            self._progress.stop()
 
 
 @contextmanager
@@ -182,8 +190,11 @@ def rich_progress(enabled: bool = True) -> Iterator[Progress]:
     # elapsed, then the time left as rich estimates it from the pace so far ("-:--:--" until it can)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("left"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
-        yield RichProgress(progress)
+    bars = RichProgress(Progress(*columns, console=console, transient=False))
+    try:
+        yield bars
+    finally:
+        bars.close()
 
 
 def approver_for(planner: str, approve: bool, answer: str | None = None) -> Any:

@@ -64,7 +64,7 @@ def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -
         raise RunDirError(f"{flag} {path}: is a file, not a folder", hint=f"choose a folder path for {flag}")
     if path.is_dir() and any(path.iterdir()):
         hint = (f"pass --resume {path} to continue that run, or choose another {flag}" if resumable else
-                f"choose another {flag}, or leave {flag} out for a new folder under runs/")
+                f"choose another {flag}, or drop {flag} for a new folder under runs/")
         raise RunDirError(f"{flag} {path}: folder exists and is not empty", hint=hint)
     return path
 
