@@ -34,8 +34,9 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
     if create:
         study = open_study(url, Path(run_path or "."), name=STUDY, directions=["maximize"], what="store")
     else:
-        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-            raise ConfigError(f"store {url}: no such database file",
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None if "://" in url else url
+        if path is not None and not Path(path).is_file():  # a journal path is never created here (opening one would)
+            raise ConfigError(f"store {url}: no such {'database' if path != url else 'journal'} file",
                               hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
         opened = open_storage(url, Path(run_path or "."), what="store")
         backend = storage_object(opened)

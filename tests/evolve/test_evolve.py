@@ -185,7 +185,8 @@ def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str,
     assert sorted(scored_lines) == sorted(set(scored_lines)), "two workers scored the same individual"
 
 
-@pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker"])
+@pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker",
+                                  "worker-journal"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: dict[str, Path],
                                           seeds: dict[str, Path], capsys: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds)
@@ -202,12 +203,14 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
     elif case == "not-lora":
         (in_tmp / "plain").mkdir()
         args += ["--seeds", str(in_tmp / "plain")]
+    elif case == "worker-journal":  # a journal path the worker would have created, empty, by opening it
+        args = ["evolve", "worker", "--store", "nosuch.db", "--no-wait"]
     else:
         args = ["evolve", "worker", "--store", f"sqlite:///{in_tmp / 'none.db'}", "--no-wait"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and "Traceback" not in "\n".join(err)
-    assert not (in_tmp / "runs").exists()
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "nosuch.db").exists()
 
 
 def test_a_population_of_the_old_work_queue_is_refused_not_scored_again(tmp_path: Path) -> None:
