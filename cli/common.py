@@ -47,7 +47,8 @@ ResumeLLMOpt = Annotated[  # nas and compress: --resume asks the run's own routi
 ]
 OutOpt = Annotated[
     Path | None,
-    typer.Option("--out", help="Exact run folder to create (default: runs/<command>/<timestamp>-<name>).",
+    typer.Option("--out", help="Exact run folder to create (default: a new folder <timestamp>-<name> under "
+                 "runs/<command>/).",
                  show_default=False, file_okay=False),
 ]
 AnswerOpt = Annotated[
@@ -84,9 +85,9 @@ MlflowOpt = Annotated[
 OtlpOpt = Annotated[
     str | None,
     typer.Option("--otlp-endpoint", help="Send OpenTelemetry spans of every LLM request and model attempt (models, "
-                 "tokens, outcome, fallbacks; no prompt text: see docs/concepts/tracking.md) to this OTLP HTTP "
-                 "receiver (needs the extra `trace`): Jaeger http://HOST:4318, Phoenix http://HOST:6006, Langfuse "
-                 "https://HOST/api/public/otel.", show_default=False, metavar="URL"),
+                 "tokens, outcome, fallbacks; no prompt text: see the docs' concepts/tracking.md) to this OTLP "
+                 "HTTP receiver (needs the extra `trace`): Jaeger http://HOST:4318, Phoenix http://HOST:6006, "
+                 "Langfuse's /api/public/otel on its host.", show_default=False, metavar="URL"),
 ]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .commands import OTHER_SCHEMAS, load_schema, schemas
-from .common import console, safe_text
+from .common import SetOpt, console, safe_text
 
 app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
 
@@ -53,7 +53,7 @@ def validate(
     file: Annotated[Path, typer.Argument(help="The YAML file to check.", dir_okay=False)],
     command: Annotated[str | None, typer.Option("--command", help="Schema to use (default: from the file's first "
                                                 "line `# agentlab CMD ...`).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Overrides to apply first.")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Check a YAML config: unknown keys, wrong types, missing env vars. Exit 2 naming file, line and field."""
     from agentlab.core.config import load_config

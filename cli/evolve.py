@@ -77,8 +77,9 @@ def _summary(results: dict[str, Any], path: Path) -> None:
 
 @app.command("worker")
 def worker_cmd(
-    store: Annotated[str, typer.Option("--store", help="The run's population store: sqlite:///RUN/population.db, "
-                                       "a PostgreSQL/MySQL URL or a journal file (the run's `store`).")],
+    store: Annotated[str, typer.Option("--store", help="The run's population store (the run's `store`): its "
+                                       "population.db as an sqlite:/// URL, a PostgreSQL/MySQL URL or a journal "
+                                       "file.")],
     batch: Annotated[int, typer.Option("--batch", min=1, help="Individuals scored together.")] = 2,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Keep polling for new generations until the run "
                                        "finishes (default), or stop when nothing waits.")] = True,

@@ -51,8 +51,8 @@ def train_persona(
     eval_tasks: Annotated[list[str] | None, opt("--eval", help="When training ends, score the adapter against its "
                                                  "base on these lm-eval tasks (comma-separated or repeated; e.g. "
                                                  "agentlab_style_pirate).")] = None,
-    run_dir: Annotated[Path | None, opt("--run-dir", help="Exact run folder to create (default: "
-                                         "runs/train-persona/<timestamp>-<name>).")] = None,
+    run_dir: Annotated[Path | None, opt("--run-dir", help="Exact run folder to create (default: a new "
+                                         "folder <timestamp>-<name> under runs/train-persona/).")] = None,
     mlflow: MlflowOpt = None,
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
