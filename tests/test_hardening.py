@@ -114,6 +114,7 @@ def test_internal_errors_are_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, ca
     (["llm-bench", "-c", "llm.yaml", "-m", "nosuch"], "--model nosuch: bench.models: unknown model(s) nosuch"),
     (["llm-bench", "-c", "llm.yaml", "--route", "nosuch"], "bench.route: unknown route 'nosuch'"),
     (["llm-bench", "-c", "empty.yaml"], "no models configured"),
+    (["compress", "--objective", ""], "--objective '': objective: no goal"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_usage_errors_exit_2_and_write_nothing(args: list[str], says: str, in_tmp: Path,
                                                capsys: pytest.CaptureFixture) -> None:

@@ -55,7 +55,7 @@ def test_list_and_check(tiny_model: dict[str, Path], in_tmp: Path, capsys: pytes
     assert by_name["here"]["ok"] and by_name["here"]["exists"] and by_name["here"]["fits"]
     assert by_name["here"]["estimate"]["total_bytes"] > tiny_model["gguf"].stat().st_size
     assert by_name["wrong-type"]["quantization_found"] == "f32" and not by_name["wrong-type"]["ok"]
-    assert by_name["gone"]["exists"] is False and "make-tiny" in by_name["gone"]["note"]
+    assert by_name["gone"]["exists"] is False and "make-tiny models/nowhere`" in by_name["gone"]["note"]
     assert by_name["folder"]["backend"] == "hf" and by_name["folder"]["exists"]
 
     (in_tmp / "models.yaml").write_text("\n".join(line for line in MODELS_YAML.splitlines()
@@ -173,3 +173,12 @@ def test_a_folder_named_that_is_missing_or_a_file_is_refused(in_tmp: Path, capsy
     assert main(["models", "list"]) == 0
     assert main(["models", "check", "a.yaml", "-c", "b.yaml"]) == 2
     assert "two models files given: a.yaml and -c b.yaml" in capsys.readouterr().err
+
+
+def test_the_advice_for_a_missing_model_file_names_its_own_folder() -> None:
+    from agentlab.pipeline.config import make_advice
+
+    assert make_advice(Path("models/a/model.gguf")) == "make it with `agentlab models make-tiny models/a`"
+    assert make_advice(Path("models/nothere.gguf")).startswith(  # was `make-tiny models`: the models folder itself
+        "make a tiny model with `agentlab models make-tiny models/nothere` and point `file` at its model.gguf")
+    assert make_advice(Path("models/hf-folder")) == "make it with `agentlab models make-tiny models/hf-folder`"

@@ -182,7 +182,7 @@ class CompressConfig(StrictModel):
     @model_validator(mode="after")
     def _goal(self) -> CompressConfig:
         if not self.objective and not self.objectives:
-            raise ValueError("no goal: give objective (words) or objectives")
+            raise ValueError("objective: no goal: give objective (the goal in words) or objectives")
         if self.objective:
             self.goal()  # raises a UsageError naming what was not understood
         return self

@@ -231,7 +231,7 @@ class Flag:
         if isinstance(self.value, bool):
             return self.option
         values = self.value if isinstance(self.value, list) else [self.value]
-        return " ".join(f"{self.option} {value}" for value in values)
+        return " ".join(f"{self.option} {value if value != '' else repr('')}" for value in values)
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], source: _Source | None = None
@@ -254,6 +254,10 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
                 node = node[key]
             elif isinstance(node, list) and isinstance(key, int) and key < len(node):
                 node = node[key]
+            elif isinstance(node, list):
+                raise ConfigError(f"{label}: '{'.'.join(parts[: depth + 1])}': no such item ("
+                                  f"'{'.'.join(parts[:depth])}' holds {len(node)}, numbered from 0)",
+                                  hint=f"give an index from 0 to {len(node) - 1}" if node else "the list is empty")
             else:
                 raise ConfigError(f"{label}: '{'.'.join(parts[: depth + 1])}' is not a mapping or list index")
         last: Any = parts[-1]

@@ -142,6 +142,16 @@ class ModelsConfig(StrictModel):
         return self.model_copy(update={"models_directory": str(Path(self.models_directory).expanduser().resolve())})
 
 
+def make_advice(path: Path) -> str:
+    """How to make a local model file that is missing: ``make-tiny`` writes a folder holding ``model.gguf``."""
+    if path.name == "model.gguf":
+        return f"make it with `agentlab models make-tiny {path.parent}`"
+    if path.suffix == ".gguf":
+        return (f"make a tiny model with `agentlab models make-tiny {path.with_suffix('')}` and point `file` at its "
+                "model.gguf")
+    return f"make it with `agentlab models make-tiny {path}`"
+
+
 def models_file_checked(used: Iterable[str], routed_models: Iterable[str] | None) -> type[ModelsConfig]:
     """ModelsConfig that also checks the models a pipeline uses: files exist, routed names are configured."""
     used, known_routed = sorted(set(used)), None if routed_models is None else sorted(routed_models)

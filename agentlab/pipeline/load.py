@@ -17,6 +17,7 @@ from agentlab.pipeline.config import (
     ModelsConfig,
     PipelineConfig,
     StageConfig,
+    make_advice,
     models_file_checked,
     pipeline_checked,
 )
@@ -135,11 +136,8 @@ def check_used_models(models_path: Path | None, models: ModelsConfig, used: set[
             raise
         path = models.path(missing[0])
         assert path is not None
-        make = (f"make it with `agentlab models make-tiny {path.parent}`" if path.name == "model.gguf" else
-                f"make a tiny model with `agentlab models make-tiny {path.with_suffix('')}` and point `file` at "
-                f"its model.gguf" if path.suffix == ".gguf" else f"make it with `agentlab models make-tiny {path}`")
-        raise ConfigError(exc.message, hint=f"{make}, or check models_directory ({models.models_directory}) "
-                          f"in {models_path}") from None
+        raise ConfigError(exc.message, hint=f"{make_advice(path)}, or check models_directory "
+                          f"({models.models_directory}) in {models_path}") from None
 
 
 def prepare(models_path: str | Path | None, pipeline_path: str | Path | None, *, sets: Iterable[str] | None = None,

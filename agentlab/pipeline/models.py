@@ -14,7 +14,7 @@ from agentlab.core.llm.resources import check_fits as fits
 from agentlab.core.llm.resources import estimate_gguf, estimate_hf
 from agentlab.core.models.convert import MARKER, converted_folder
 from agentlab.core.models.modelfiles import gguf_info, hf_info
-from agentlab.pipeline.config import ModelsConfig, ModelSettings
+from agentlab.pipeline.config import ModelsConfig, ModelSettings, make_advice
 
 LOCAL_PREFIX = "local:"
 
@@ -169,8 +169,7 @@ def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
         if builtin:
             status.note = f"built-in model {builtin}"
         if not status.exists:
-            status.note = (f"not found; make it with `agentlab models make-tiny {path.parent if path.suffix else path}`"
-                           f" or check models_directory ({models_cfg.models_directory})")
+            status.note = f"not found; {make_advice(path)}, or check models_directory ({models_cfg.models_directory})"
             continue
         try:
             info = gguf_info(path) if path.is_file() else hf_info(path)  # hf also runs a GGUF (converted)

@@ -239,3 +239,14 @@ def test_config_show_lists_an_optional_sections_keys_commented_out() -> None:
     assert "objective: null\n# objective, as a mapping: these keys\n" in text
     assert "#   command: (required)" in text and "#   direction: minimize" in text
     assert yaml.safe_load(text)["objective"] is None
+
+
+def test_a_set_past_the_end_of_a_list_says_how_many_items_it_holds() -> None:
+    from agentlab.core.config import apply_overrides
+
+    data = {"stages": [{"model": "a"}, {"model": "b"}]}
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(data, ["stages.5.model=c"])
+    assert info.value.message == "--set stages.5.model=c: 'stages.5': no such item ('stages' holds 2, numbered from 0)"
+    assert info.value.hint == "give an index from 0 to 1"
+    assert apply_overrides(data, ["stages.1.model=c"])["stages"][1] == {"model": "c"}
