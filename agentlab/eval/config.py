@@ -55,6 +55,13 @@ class EvalConfig(StrictModel):
     api_key_env: str | None = Field(None, description="with base_url: the environment variable holding the "
                                     "server's client key")
 
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is no http:// or https:// URL (e.g. http://127.0.0.1:8000/v1)")
+        return url
+
     @field_validator("adapters")
     @classmethod
     def _distinct(cls, adapters: list[Path]) -> list[Path]:

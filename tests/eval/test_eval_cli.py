@@ -144,3 +144,11 @@ def test_backend_lighteval_is_refused_with_the_reason_and_the_peer_script(
     [hint] = [line for line in err.splitlines() if line.startswith("hint:")]
     assert "benchmarks/peers/lighteval_vs_lmeval.py" in hint
     assert "Traceback" not in err and not (in_tmp / "runs").exists()  # refused before any folder or model load
+
+
+def test_a_base_url_without_its_scheme_is_refused_as_such(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--base-url notaurl` reached httpx, and the hint said to start the server."""
+    assert main(["eval", "--base-url", "127.0.0.1:8000/v1"]) == 2
+    err = capsys.readouterr().err
+    assert "base_url: '127.0.0.1:8000/v1' is no http:// or https:// URL" in err and "start the server" not in err
+    assert not (in_tmp / "runs").exists()
