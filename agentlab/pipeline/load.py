@@ -70,7 +70,10 @@ def parse_stage(spec: str) -> dict[str, Any]:
     if len(parts) == 1 and len(models) == 1:
         return {"name": name.strip(), "type": "single", "model": models[0]}
     if len(parts) < 2 or parts[1] not in AGGREGATIONS or len(parts) > 3:
-        raise UsageError(f"--stage {spec}: a multi stage needs :AGGREGATION (one of {', '.join(AGGREGATIONS)})",
+        said = ("a multi stage needs :AGGREGATION" if len(parts) < 2 else
+                f"unknown aggregation {parts[1]!r}" if parts[1] not in AGGREGATIONS else None)
+        raise UsageError(f"--stage {spec}: " + (f"{said} (one of {', '.join(AGGREGATIONS)})" if said else
+                                                "too many ':' parts (NAME=M1,M2:AGGREGATION[:AGGREGATOR])"),
                          hint=usage)
     stage: dict[str, Any] = {"name": name.strip(), "type": "multi", "models": models, "aggregation": parts[1]}
     if parts[1] == "synthesis":

@@ -146,7 +146,7 @@ def test_set_override_error_names_the_override(in_tmp: Path, capsys: pytest.Capt
     ("x=nope", "--stage x=nope: unknown model 'nope' (known: a, b)"),
     ("x=a,b", "--stage x=a,b: a multi stage needs :AGGREGATION"),
     ("x=a,b:synthesis", "synthesis needs the aggregator model"),
-    ("x=a,b:mean", "a multi stage needs :AGGREGATION"),
+    ("x=a,b:mean", "--stage x=a,b:mean: unknown aggregation 'mean' (one of concat, vote, synthesis)"),
     ("=a", "expected NAME=MODEL"),
     ("s=a", "duplicate stage name 's'"),
 ])
