@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import signal
@@ -16,14 +17,15 @@ import typer
 from .common import console, safe_text
 
 
-def _port_free(host: str, port: int) -> bool:
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why Streamlit could not listen on ``host:port`` (None: it can), found by binding there first."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no obstacle
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:  # socket.gaierror (a name that resolves to nothing) included
+            return exc
+    return None
 
 
 def ui(
@@ -47,8 +49,12 @@ def ui(
     runs = runs_root(runs)
     if runs.exists() and not runs.is_dir():  # AGENTLAB_RUNS naming a file (click checks --runs itself)
         raise UsageError(f"AGENTLAB_RUNS={runs}: is a file, not a folder", hint="pass the runs folder with --runs")
-    if not _port_free(host, port):
-        raise UsageError(f"--port {port}: {host}:{port} is in use (or cannot be bound)",
+    problem = _bind_error(host, port)
+    if isinstance(problem, socket.gaierror) or (problem is not None and problem.errno == errno.EADDRNOTAVAIL):
+        raise UsageError(f"--host {host}: not an address of this machine",
+                         hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+    if problem is not None:
+        raise UsageError(f"--port {port}: {host}:{port} is in use (or cannot be bound: {problem.strerror or problem})",
                          hint=f"pass another port, e.g. --port {port + 1}")
     from agentlab.ui import APP
 

@@ -58,9 +58,11 @@ def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys:
         port = busy.getsockname()[1]
         assert main(["ui", "--port", str(port)]) == 2
         out = lines(capsys)
-        assert out[0] == f"error: --port {port}: 127.0.0.1:{port} is in use (or cannot be bound)"
+        assert out[0].startswith(f"error: --port {port}: 127.0.0.1:{port} is in use (or cannot be bound: ")
         assert out[1] == f"hint: pass another port, e.g. --port {port + 1}"
     assert main(["ui", "--port", "0"]) == 2  # click's range check
+    assert main(["ui", "--host", "999.1.1.1", "--port", "18791"]) == 2  # the host, not the port, is wrong
+    assert lines(capsys)[-2] == "error: --host 999.1.1.1: not an address of this machine"
 
 
 def _ctrl_c_default() -> None:
