@@ -322,7 +322,7 @@ def test_outside_git_a_resume_runs_the_files_as_the_search_started(tmp_path: Pat
     run, log = tmp_path / "run", tmp_path / "agentlab.log"
     proc = start(project, ["nas", "-c", str(project / "nas.yaml"), "-n", "4", "--out", str(run)], log, "2")
     wait_for_a_workspace(run, proc, log)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)  # as Ctrl-C (an xdist worker's children inherit SIGINT ignored)
     assert proc.wait(timeout=60) == 130, log.read_text()[-2000:]
     assert (run / "workspaces" / "project" / "train.py").read_text() == TRAIN + "# an uncommitted edit\n"
     assert main(["nas", "apply", str(run)]) == 2
