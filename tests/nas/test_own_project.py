@@ -134,7 +134,14 @@ def test_a_key_the_config_file_lacks_is_refused_before_trial_0(tmp_path: Path,
 def start(project: Path, args: list[str], log: Path, slow: str) -> subprocess.Popen:
     with open(log, "ab") as handle:
         return subprocess.Popen([sys.executable, "-m", "agentlab.cli", *args], cwd=project.parent, stdout=handle,
-                                stderr=subprocess.STDOUT, env={**os.environ, "SLOW": slow})
+                                stderr=subprocess.STDOUT, env={**os.environ, "SLOW": slow}, preexec_fn=_ctrl_c)
+
+
+def _ctrl_c() -> None:
+    """In the child: SIGINT handled as from a terminal (an xdist worker's children inherit it ignored, and Python
+    then raises no KeyboardInterrupt: a Ctrl-C test would pass without one)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_a_workspace(run: Path, proc: subprocess.Popen, log: Path) -> None:
@@ -154,7 +161,7 @@ def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, s
     proc = start(project, ["nas", "-c", str(project / "nas.yaml"), "-n", "4", "--out", str(run)], log, "2")
     wait_for_a_workspace(run, proc, log)
     proc.send_signal(sig)
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == (130 if sig == signal.SIGINT else -signal.SIGKILL), log.read_text()[-2000:]
     if sig == signal.SIGINT:  # Ctrl-C: cleaned up at once
         assert snapshot(project) == {**before, "worktrees": 1}
     else:  # kill -9 leaves git's registration of the running trial's worktree: --resume removes it
@@ -322,7 +329,7 @@ def test_outside_git_a_resume_runs_the_files_as_the_search_started(tmp_path: Pat
     run, log = tmp_path / "run", tmp_path / "agentlab.log"
     proc = start(project, ["nas", "-c", str(project / "nas.yaml"), "-n", "4", "--out", str(run)], log, "2")
     wait_for_a_workspace(run, proc, log)
-    proc.send_signal(signal.SIGTERM)  # as Ctrl-C (an xdist worker's children inherit SIGINT ignored)
+    proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130, log.read_text()[-2000:]
     assert (run / "workspaces" / "project" / "train.py").read_text() == TRAIN + "# an uncommitted edit\n"
     assert main(["nas", "apply", str(run)]) == 2
