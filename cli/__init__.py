@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # click's usage errors (vendored by typer): exit code 2
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its subcommand: the help is printed already
+            return exc.exit_code
         message, hint = _usage_error(cast(Any, exc))
         return fail(message, hint, exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):

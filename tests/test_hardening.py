@@ -145,6 +145,14 @@ def test_click_usage_errors_are_one_line_and_a_hint(args: list[str], says: str, 
     assert not (in_tmp / "runs").exists()
 
 
+@pytest.mark.parametrize("args", [[], ["config"], ["models"]], ids=lambda v: " ".join(["agentlab", *v]))
+def test_a_group_without_its_subcommand_prints_its_help_and_no_error(args: list[str],
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    assert main(args) == 2  # click's own exit code for a group given nothing
+    captured = capsys.readouterr()
+    assert "Usage: agentlab" in captured.out + captured.err and "error:" not in captured.out + captured.err
+
+
 def test_out_existing_folder_hints_resume_only_where_it_exists(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     taken = in_tmp / "taken"
     taken.mkdir()

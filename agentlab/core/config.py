@@ -190,8 +190,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax at that line") from None
     if data is None:  # given on purpose and empty: a file half-written or all commented out, never the defaults
         raise ConfigError(f"{path}: the config file is empty (no keys, or only comments)",
-                          hint="write the keys to set (`agentlab config show COMMAND` prints every default), or leave "
-                          "that option out for the defaults")
+                          hint="write the keys to set (`agentlab config show COMMAND` prints every default), or "
+                          "give no file for the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the top level must be a mapping of keys, got {type(data).__name__}")
     return data, text

@@ -64,7 +64,7 @@ def require_unchanged_config(run: Path) -> None:
         raise UsageError(f"objective.config: {live} {'is gone' if data is None else 'has changed'} since the search "
                          "started: the trials after the resume would run another config than those before",
                          hint=f"restore it (cp {run / 'base' / meta['file']} {live}) and resume, or start a new "
-                         "search on the file as it is now")
+                         "search on the file as it is now (after `nas apply`, it holds the best config)")
 
 
 def remember_hydra(run: Path, project: Path, script: str, cwd: Path) -> str | None:

@@ -351,7 +351,8 @@ class CommandObjective:
             raise UsageError(f"objective.cwd: {self.cwd} is not a folder", hint="give the project's folder")
         if not parts:
             raise UsageError("objective.command: empty")
-        operator = next((part for part in parts if part in SHELL_OPERATORS), None)
+        # the words as written (posix=False keeps quotes): `--sep '|'` passes a quoted bar, no operator
+        operator = next((word for word in shlex.split(self.command, posix=False) if word in SHELL_OPERATORS), None)
         if operator is not None:
             raise UsageError(f"objective.command: {operator!r} is a shell operator, and the command runs without a "
                              "shell (it would reach the program as an argument)",
@@ -726,21 +727,25 @@ def _number(value: Any) -> bool:
 def printed_instead(metric: str, folder: Path) -> str:
     """``; it printed val_loss, val_acc (did you mean metric: val_loss?)``: the names the trial's output gave numbers
     to (JSON keys, ``name: number``, ``name=number``), when the metric was not among them; empty when none."""
-    names: list[str] = []
+    names: dict[str, None] = {}  # in the order first printed, each once
     for log_name in ("stdout.log", "stderr.log"):
         try:
             with open(folder / log_name, "rb") as handle:
-                text = handle.read(1_000_000).decode("utf-8", errors="replace")
+                handle.seek(0, os.SEEK_END)
+                start = max(0, handle.tell() - 1_000_000)  # the end, where a final result line is
+                handle.seek(start)
+                text = handle.read().decode("utf-8", errors="replace")
         except OSError:
             continue
-        for line in text.splitlines():
+        for line in text.splitlines()[1 if start else 0:]:  # a line cut by the seek is no line
             data = _json_object(line)
             found = [k for k, v in data.items() if _number(v)] if data else [n for n, _ in PAIR.findall(line)]
-            names += [n.strip("'\"") for n in found if n.strip("'\"") not in names and n.lower() not in STEP_NAMES]
-    if not names:
+            names.update((n.strip("'\""), None) for n in found if n.lower() not in STEP_NAMES)
+    names_list = list(names)
+    if not names_list:
         return ""
-    close = difflib.get_close_matches(metric, names, n=1, cutoff=0.6)
-    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    close = difflib.get_close_matches(metric, names_list, n=1, cutoff=0.6)
+    shown = ", ".join(names_list[:8]) + (f" and {len(names_list) - 8} more" if len(names_list) > 8 else "")
     return f"; it printed {shown}" + (f" (did you mean metric: {close[0]}?)" if close else "")
 
 

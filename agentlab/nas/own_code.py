@@ -161,16 +161,9 @@ def dry_run_command(cfg: NASConfig, llm: LLMConfig | None = None) -> dict[str, A
 
 
 def who(record: TrialRecord) -> str:
-    """Who chose the trial, as the console says it: the planner, and for the LLM chooser whether the LLM was asked
-    and what it answered (``share``'s origins): ``llm: sampler warm-up``, ``llm: not asked``, ``llm: kept
-    candidate 0``, ``llm: picked candidate 2``."""
-    if record.planner != "llm" or not record.origin:
-        return record.planner
-    if record.warmup:
-        return "llm: sampler warm-up"
-    said = {"classical": "not asked", "kept": "kept candidate 0", "own": "its own config",
-            "picked": f"picked candidate {record.choice}"}
-    return f"llm: {said.get(record.origin, record.origin)}"
+    """Who chose the trial, as the console says it (``planner_label``)."""
+    return planner_label({"planner": record.planner, "origin": record.origin, "warmup": record.warmup,
+                          "choice": record.choice})
 
 
 def trial_line(record: TrialRecord, metric: str, base: dict[str, Any] | None = None) -> str:
@@ -245,7 +238,7 @@ def _brief(record: TrialRecord | None, metric: str) -> dict[str, Any] | None:
     if record is None:
         return None
     return {"run_id": record.run_id, metric: record.value, "params": record.params, "planner": record.planner,
-            "origin": record.origin,
+            "origin": record.origin, "warmup": record.warmup, "choice": record.choice,
             "metrics": {k: v for k, v in record.metrics.items() if k != "value"}}
 
 

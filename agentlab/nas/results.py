@@ -66,7 +66,8 @@ def summarise(cfg: NASConfig, outcome: Any, baseline: dict[str, float], planner_
         used = apply_changes(cfg, r.params)
         return {"run_id": r.run_id, "val_mse": r.value, "test_mse": r.metrics.get("test_mse"),
                 "test_mae": r.metrics.get("test_mae"), "n_params": r.metrics.get("n_params"), "params": r.params,
-                "planner": r.planner, "origin": r.origin, "family": used.model.family, "seq_len": used.data.seq_len}
+                "planner": r.planner, "origin": r.origin, "warmup": r.warmup, "choice": r.choice,
+                "family": used.model.family, "seq_len": used.data.seq_len}
 
     return {
         "best": brief(best), "base": brief(base),

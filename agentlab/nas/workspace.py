@@ -43,6 +43,12 @@ FROZEN = "project"  # a project outside git: its files as the search started (co
 RECORD = "workspace.json"  # the commit and branch the search started from: --resume uses them, wherever HEAD is
 
 
+def _ran_trials(run: Path) -> bool:
+    """Whether the run folder ``run`` holds a trial's folder (a trial started there)."""
+    trials = run / "trials"
+    return trials.is_dir() and any(trials.iterdir())
+
+
 def _files(folder: Path) -> list[str]:
     """The files and links under ``folder`` (relative paths; a linked folder is one entry, not followed)."""
     out = []
@@ -105,6 +111,10 @@ class Workspaces:
             if self.patterns is not None:
                 self._require_patterns()
             frozen = self.root / FROZEN
+            what = "the files of objective.workspace" if self.patterns is not None else "the project's files"
+            if not frozen.is_dir() and _ran_trials(self.root.parent):  # a run from before the project was kept
+                return (f"workspaces: each trial runs in its own copy of {what} as they are now (this run started "
+                        f"before the project was kept at its start) under {self.root} (large files linked)")
             if not frozen.is_dir():  # the first start: a resumed search runs the files as the search started
                 partial = self.root / f".{FROZEN}.partial"
                 shutil.rmtree(partial, ignore_errors=True)
@@ -112,7 +122,6 @@ class Workspaces:
                     self._place(self.project / rel, partial / rel)
                 partial.mkdir(exist_ok=True)
                 os.replace(partial, frozen)
-            what = "the files of objective.workspace" if self.patterns is not None else "the project's files"
             return (f"workspaces: each trial runs in its own copy of {what} as the search started ({frozen}; large "
                     f"files linked) under {self.root}")
         record = self.root / RECORD
@@ -203,7 +212,7 @@ class Workspaces:
             if frozen.is_dir():
                 for rel in _files(frozen):
                     self._place(frozen / rel, target / rel)
-            else:  # a run started before the project was kept (or a check without a run folder)
+            else:  # a run that started before the project was kept: the files as they are now
                 for rel in self._copy_list():
                     self._place(self.project / rel, target / rel)
 

@@ -41,6 +41,8 @@ models:
     ('{"answer": "56", "confidence": 0.9}', "numeric", ("56", 0.9)),  # its confidence was read as the answer
     ('```json\n{"answer": 56, "confidence": 90, "reasoning": "7 * 8"}\n```', "numeric", ("56", 0.9)),
     ('{"answer": "no", "confidence": 70}', "open", ("no", 0.7)),
+    ('{"answer": null, "confidence": 80}', "text", (None, 0.8)),  # no answer is no vote, not a vote for "None"
+    ('{"answer": [1, 2]}', "numeric", (None, None)),
 ])
 def test_tolerant_parser(text: str, kind: str, expected: tuple[Any, Any]) -> None:
     assert parse_reply(text, kind) == expected  # type: ignore[arg-type]

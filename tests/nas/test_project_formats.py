@@ -395,6 +395,7 @@ def test_a_shell_operator_in_the_command_is_refused_before_trial_0(tmp_path: Pat
     obj = command(tmp_path, f"{PYTHON} train.py {word} tee log.txt", {"lr": 0.1}, "")
     with pytest.raises(UsageError, match=f"objective.command: '{re.escape(word)}' is a shell operator"):
         obj.validate_program()
+    command(tmp_path, f"{PYTHON} train.py --sep '{word}'", {"lr": 0.1}, "").validate_program()  # quoted: a value
 
 
 def test_no_result_names_what_the_trial_printed_and_the_nearest_name(tmp_path: Path) -> None:
@@ -404,6 +405,8 @@ def test_no_result_names_what_the_trial_printed_and_the_nearest_name(tmp_path: P
     assert printed_instead("val_los", tmp_path) == "; it printed val_loss, val_acc, f1 (did you mean metric: val_loss?)"
     assert printed_instead("bleu", tmp_path) == "; it printed val_loss, val_acc, f1"
     assert printed_instead("bleu", tmp_path / "nothing") == ""
+    (tmp_path / "stdout.log").write_text("lr: 0.1\n" * 150_000 + "loss: 1 loss: 2 val_loss: 0.3\n")  # 1.2 MB
+    assert printed_instead("val_los", tmp_path) == "; it printed lr, loss, val_loss (did you mean metric: val_loss?)"
 
 
 def test_a_yaml_map_with_int_and_str_keys_takes_a_value(tmp_path: Path) -> None:
@@ -508,8 +511,27 @@ def test_the_summary_counts_failed_trials_and_unanswered_llm_calls() -> None:
                "base": {"run_id": "run_0000", "loss": 0.4, "params": {"lr": 0.1}}, "trials": 4,
                "states": {"complete": 2, "failed": 2}, "llm_contribution": {"no_answer": 2, "asked": 2}}
     lines = command_summary_lines(results)
-    assert lines[0] == "best trial run_0003: loss 0.2 (llm: no answer, the sampler's candidate 0)"
+    assert lines[0] == "best trial run_0003: loss 0.2 (llm: no answer)"
     assert "2 of 4 trials failed: their reasons are in report.md's table, their output in trials/<run>/" in lines
     assert any(line.startswith("the planner LLM gave no answer 2 of 2 times") for line in lines)
-    assert planner_label({"planner": "llm", "origin": "classical"}) == "llm's sampler, not asked"
-    assert planner_label({"planner": "llm", "origin": "picked"}) == "llm"
+    assert planner_label({"planner": "llm", "origin": "classical"}) == "llm: not asked"
+    assert planner_label({"planner": "llm", "origin": "picked", "choice": 2}) == "llm: picked candidate 2"
+    assert planner_label({"planner": "llm", "origin": "classical", "warmup": True}) == "llm: sampler warm-up"
+
+
+def test_outside_git_the_project_is_kept_at_the_start_but_not_for_an_older_run(tmp_path: Path) -> None:
+    """A new run keeps the project's files at its start (workspaces/project/); a run that ran trials before that
+    copy existed is not given one on resume (it would be the files as they are now, called the start)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print('loss: 1')\n")
+    spaces = Workspaces(project, tmp_path / "new" / "workspaces", "new")
+    assert "as the search started" in spaces.prepare()
+    (project / "train.py").write_text("print('loss: 2')\n")
+    assert (spaces.path(0) / "train.py").exists() is False and (spaces.create(0) / "train.py").read_text() == \
+        "print('loss: 1')\n"
+    (tmp_path / "old" / "trials" / "run_0000").mkdir(parents=True)
+    older = Workspaces(project, tmp_path / "old" / "workspaces", "old")
+    assert "as they are now" in older.prepare()
+    assert not (tmp_path / "old" / "workspaces" / "project").exists()
+    assert (older.create(1) / "train.py").read_text() == "print('loss: 2')\n"

@@ -154,13 +154,21 @@ def _json_reply(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "answer" in data else None
 
 
+def _number_like(data: dict[str, Any]) -> bool:
+    value = data.get("confidence")
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
 def parse_reply(text: str, kind: Kind) -> tuple[str | None, float | None]:
     """``(answer, confidence)`` from a free-text reply (or a JSON object with ``answer`` and ``confidence``);
     answer None when the reply gives none (no vote)."""
     data = _json_reply(text)
     if data is not None:
-        said = f"Answer: {data['answer']}"
-        if isinstance(data.get("confidence"), (int, float, str)) and not isinstance(data.get("confidence"), bool):
+        answer = data["answer"]
+        if not isinstance(answer, (str, int, float)) or isinstance(answer, bool) or not str(answer).strip():
+            return None, parse_confidence(f"Confidence: {data['confidence']}") if _number_like(data) else None
+        said = f"Answer: {answer}"
+        if _number_like(data):
             said += f"\nConfidence: {data['confidence']}"
         text = said  # read as the two lines it stands for: the same rules for the answer and the confidence
     confidence = parse_confidence(text)

@@ -429,10 +429,11 @@ PERMANENT = frozenset({"auth", "not_found"})  # an LLM failure no retry changes:
 
 
 def _permanent(exc: LLMError) -> bool:
-    """Whether every model of the route failed for a reason no later call changes (an open circuit only repeats an
-    earlier failure)."""
-    kinds = {kind for _, kind, _ in getattr(exc, "attempts", None) or [("", exc.kind, "")]} - {"circuit_open"}
-    return bool(kinds) and kinds <= PERMANENT
+    """Whether every model of the route failed for a reason no later call changes: each one tried answered no such
+    model or a refused key at least once (an open circuit alone may close after its cooldown)."""
+    attempts = getattr(exc, "attempts", None) or [("", exc.kind, "")]
+    models = {model for model, _, _ in attempts}
+    return all(any(m == model and kind in PERMANENT for m, kind, _ in attempts) for model in models)
 
 
 class LLMChooser:

@@ -223,16 +223,19 @@ def reason_line(reason: str) -> str:
 
 
 def planner_label(row: dict[str, Any]) -> str:
-    """Who chose a trial, as a report names it: the planner, and for an agent's trial that it did not choose itself
-    what ran instead (a default, or the guard's sampler)."""
+    """Who chose a trial, as the console and the report name it: the planner; for an agent's trial that it did not
+    choose itself what ran instead (a default, or the guard's sampler); for the LLM chooser whether the LLM was asked
+    and what it answered (``share``'s origins): ``llm: sampler warm-up``, ``llm: not asked``, ``llm: no answer``,
+    ``llm: kept candidate 0``, ``llm: picked candidate 2``."""
     planner, origin = str(row.get("planner") or "?"), row.get("origin")
     if origin == "default":
         return f"{planner}'s default: the sampler's candidate 0"
     if origin == "guard":
         return f"{planner}'s guard: the sampler"
-    if origin == "classical":  # the LLM chooser's warm-up, or a trial it was not asked about
-        return f"{planner}'s sampler, not asked"
-    if origin == "no answer":
-        return f"{planner}: no answer, the sampler's candidate 0"
-    return planner
-
+    if planner != "llm" or not origin:
+        return planner
+    if row.get("warmup"):
+        return "llm: sampler warm-up"
+    said = {"classical": "not asked", "kept": "kept candidate 0", "own": "its own config",
+            "picked": f"picked candidate {row.get('choice')}"}
+    return f"llm: {said.get(origin, origin)}"

@@ -224,6 +224,11 @@ def test_a_model_that_does_not_exist_is_asked_once_and_said_once(caplog: pytest.
     for _ in range(2):
         chooser.choose(ChoiceRequest([], [{}, {}], [], ["minimize"], SPACE.distributions))
     assert len(flaky.calls) == 2
+    other = _Router(AllModelsFailed("planner", [("a", "not_found", "404"), ("b", "circuit_open", "")]))
+    chooser = LLMChooser(other)  # type: ignore[arg-type]
+    for _ in range(2):  # b's breaker may close after its cooldown: b is not gone
+        chooser.choose(ChoiceRequest([], [{}, {}], [], ["minimize"], SPACE.distributions))
+    assert len(other.calls) == 2
 
 
 def test_the_own_candidate_is_added_when_valid() -> None:
