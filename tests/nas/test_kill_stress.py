@@ -110,7 +110,8 @@ def moment(study: Any, root: Path) -> str:
     running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
     if not running:
         return "between trials (planner, commit, record)"
-    ended = {line.split()[1] for line in (root / "children.log").read_text().splitlines() if line.startswith("end")}
+    log = root / "children.log"  # not there yet: the kill came before the first command wrote to it
+    ended = {line.split()[1] for line in (log.read_text() if log.exists() else "").splitlines() if line.startswith("end")}
     if any(_trial_dir(t) in ended for t in running):
         return "after the command ended, before its record"
     return "during a trial's command"
