@@ -111,7 +111,8 @@ def moment(study: Any, root: Path) -> str:
     if not running:
         return "between trials (planner, commit, record)"
     log = root / "children.log"  # not there yet: the kill came before the first command wrote to it
-    ended = {line.split()[1] for line in (log.read_text() if log.exists() else "").splitlines() if line.startswith("end")}
+    lines = log.read_text().splitlines() if log.exists() else []
+    ended = {line.split()[1] for line in lines if line.startswith("end")}
     if any(_trial_dir(t) in ended for t in running):
         return "after the command ended, before its record"
     return "during a trial's command"
