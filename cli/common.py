@@ -157,17 +157,15 @@ class RichProgress:
     """The library's ``Progress`` protocol drawn as rich progress bars on stderr."""
 
     def __init__(self, progress: RichBars):
-        self._progress = progress
-        self.started = False  # the bars are drawn from the first task on: an error before any task prints alone
+        self._progress = progress  # drawn from the first task on: an error before any task prints alone
 
     def task(self, description: str, total: float | None = None) -> _RichTask:
-        if not self.started:
+        if not self._progress.live.is_started:
             self._progress.start()
-            self.started = True
         return _RichTask(self._progress, self._progress.add_task(description, total=total))
 
     def close(self) -> None:
-        if self.started:
+        if self._progress.live.is_started:
             self._progress.stop()
 
 

@@ -112,11 +112,7 @@ def nas(
         freq, target = cfg.data.freq, cfg.data.target
         folder = resume_target("nas", resume) if resume is not None else None
         routing = routing_config(llm, folder)  # resumed: the first run's --llm
-        if folder is not None:
-            from agentlab.nas.best import require_unchanged_config
-
-            require_unchanged_config(folder)
-        kwargs = prepare(cfg, routing, config_file=config)
+        kwargs = prepare(cfg, routing, config_file=config, resume=folder)
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
         if approver is not None:
             kwargs["approver"] = approver

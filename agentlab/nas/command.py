@@ -73,7 +73,7 @@ USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
 SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
 STEP_NAMES = ("epoch", "step", "iter", "iteration")
-STEP = re.compile(r"\b(?:epoch|step|iter|iteration)\b\s*[:=#\[]?\s*(\d+)", re.IGNORECASE)
+STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b\s*[:=#\[]?\s*(\d+)", re.IGNORECASE)
 PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
 # a table row holding a name and its number alone (PyTorch Lightning's test / validate table, with or without its
 # box-drawing borders: `│ test/loss │ 0.5433 │`, `    test_loss     0.5433`)
@@ -729,15 +729,11 @@ def printed_instead(metric: str, folder: Path) -> str:
     to (JSON keys, ``name: number``, ``name=number``), when the metric was not among them; empty when none."""
     names: dict[str, None] = {}  # in the order first printed, each once
     for log_name in ("stdout.log", "stderr.log"):
-        try:
-            with open(folder / log_name, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                start = max(0, handle.tell() - 1_000_000)  # the end, where a final result line is
-                handle.seek(start)
-                text = handle.read().decode("utf-8", errors="replace")
-        except OSError:
+        end = _log_end(folder / log_name, 1_000_000)  # the end, where a final result line is
+        if end is None:
             continue
-        for line in text.splitlines()[1 if start else 0:]:  # a line cut by the seek is no line
+        text, cut = end
+        for line in text.splitlines()[1 if cut else 0:]:  # a line cut by the seek is no line
             data = _json_object(line)
             found = [k for k, v in data.items() if _number(v)] if data else [n for n, _ in PAIR.findall(line)]
             names.update((n.strip("'\""), None) for n in found if n.lower() not in STEP_NAMES)
@@ -749,14 +745,24 @@ def printed_instead(metric: str, folder: Path) -> str:
     return f"; it printed {shown}" + (f" (did you mean metric: {close[0]}?)" if close else "")
 
 
-def _tail(path: Path, lines: int = STDERR_LINES) -> str:
-    """``; stderr (last N lines): ...`` from the trial's stderr.log, or empty when it has nothing."""
+def _log_end(path: Path, limit: int) -> tuple[str, bool] | None:
+    """The last ``limit`` bytes of a trial's log as text, and whether the file holds more before them (its first
+    line may then be cut); None when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 16_384))
-            text = handle.read().decode("utf-8", errors="replace")
+            start = max(0, handle.tell() - limit)
+            handle.seek(start)
+            return handle.read().decode("utf-8", errors="replace"), start > 0
     except OSError:
+        return None
+
+
+def _tail(path: Path, lines: int = STDERR_LINES) -> str:
+    """``; stderr (last N lines): ...`` from the trial's stderr.log, or empty when it has nothing."""
+    end = _log_end(path, 16_384)
+    if end is None:
         return ""
+    text = end[0]
     kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
     return f"; stderr (last {len(kept)} lines):\n" + "\n".join(kept) if kept else ""

@@ -284,15 +284,18 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
 
 
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False,
-            config_file: str | Path | None = None) -> dict[str, Any]:
+            config_file: str | Path | None = None, resume: Path | None = None) -> dict[str, Any]:
     """Everything that can be checked before a run folder exists: the routing config, that ``--planner llm`` has a
     planner model, the base config inside the search space, the device, the data (read, split and windowed) and the
     MLflow tracking URI; for a command objective, ``own_code.prepare_command`` (``config_file``: the YAML file,
     whose folder the command runs in).
     Returns ``run``'s keyword arguments ``llm`` and ``data``. ``scripted``: a scripted chooser stands in for the
-    planner model (no model needed).
+    planner model (no model needed). ``resume``: the run folder a resume continues (its objective.config must be
+    the file the search started from).
     """
     if cfg.objective is not None:
+        if resume is not None:
+            require_unchanged_config(resume)
         return prepare_command(cfg, llm, config_file, scripted=scripted)
     if config_file is not None:
         refuse_empty_objective(config_file)
@@ -576,8 +579,7 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         cfg = load_config(config, NASConfig, sets)
     config_file = config if isinstance(config, (str, Path)) and resume_dir is None else None
     llm = routing_config(llm, resume_dir)  # resumed without llm=: the routing config the first run used
-    if resume_dir is not None:
-        require_unchanged_config(resume_dir)
-    inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file), "chooser": chooser}
+    inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file, resume=resume_dir),
+              "chooser": chooser}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results

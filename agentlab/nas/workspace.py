@@ -118,8 +118,7 @@ class Workspaces:
             if not frozen.is_dir():  # the first start: a resumed search runs the files as the search started
                 partial = self.root / f".{FROZEN}.partial"
                 shutil.rmtree(partial, ignore_errors=True)
-                for rel in self._copy_list():
-                    self._place(self.project / rel, partial / rel)
+                self._copy_project(partial)
                 partial.mkdir(exist_ok=True)
                 os.replace(partial, frozen)
             return (f"workspaces: each trial runs in its own copy of {what} as the search started ({frozen}; large "
@@ -200,8 +199,7 @@ class Workspaces:
             patch = self.root / PATCH
             if patch.is_file() and patch.stat().st_size:
                 _git(target, "apply", "--binary", "--whitespace=nowarn", str(patch))
-            for rel in self._frozen():  # as they were when the search started, not as they are now
-                self._place(self.root / UNTRACKED / rel, target / rel)
+            self._copy_kept(self.root / UNTRACKED, target)  # as they were when the search started, not as now
             for rel in self._ignored():  # what the repository ignores (data, outputs): as a copy would hold it
                 self._carry(self.repo / rel, target / rel)
             for rel in self._empty_dirs():  # git keeps no empty folder; a script may expect its outputs/ there
@@ -210,11 +208,9 @@ class Workspaces:
             target.mkdir(parents=True)
             frozen = self.root / FROZEN
             if frozen.is_dir():
-                for rel in _files(frozen):
-                    self._place(frozen / rel, target / rel)
+                self._copy_kept(frozen, target)
             else:  # a run that started before the project was kept: the files as they are now
-                for rel in self._copy_list():
-                    self._place(self.project / rel, target / rel)
+                self._copy_project(target)
 
     def remove(self, number: int) -> None:
         target = self.path(number)
@@ -282,8 +278,18 @@ class Workspaces:
 
     def _frozen(self) -> list[str]:
         """The untracked files kept when the search started (relative paths)."""
-        base = self.root / UNTRACKED
-        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() or p.is_symlink())
+        return _files(self.root / UNTRACKED)
+
+    def _copy_project(self, target: Path) -> None:
+        """The project's files (``_copy_list``) placed under ``target``: small ones copied, large ones linked."""
+        for rel in self._copy_list():
+            self._place(self.project / rel, target / rel)
+
+    def _copy_kept(self, kept: Path, target: Path) -> None:
+        """What the run kept when the search started (``kept``: the untracked files, or a project outside git)
+        placed under ``target``."""
+        for rel in _files(kept):
+            self._place(kept / rel, target / rel)
 
     def _ignored(self) -> list[str]:
         """What the repository ignores under the project folder (data, outputs), as git lists it (a folder whole):

@@ -154,7 +154,8 @@ def _json_reply(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "answer" in data else None
 
 
-def _number_like(data: dict[str, Any]) -> bool:
+def _has_confidence(data: dict[str, Any]) -> bool:
+    """Whether a JSON reply's ``confidence`` is a value the line rules can read (a number or a string)."""
     value = data.get("confidence")
     return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
@@ -166,9 +167,9 @@ def parse_reply(text: str, kind: Kind) -> tuple[str | None, float | None]:
     if data is not None:
         answer = data["answer"]
         if not isinstance(answer, (str, int, float)) or isinstance(answer, bool) or not str(answer).strip():
-            return None, parse_confidence(f"Confidence: {data['confidence']}") if _number_like(data) else None
+            return None, parse_confidence(f"Confidence: {data['confidence']}") if _has_confidence(data) else None
         said = f"Answer: {answer}"
-        if _number_like(data):
+        if _has_confidence(data):
             said += f"\nConfidence: {data['confidence']}"
         text = said  # read as the two lines it stands for: the same rules for the answer and the confidence
     confidence = parse_confidence(text)
