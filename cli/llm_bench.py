@@ -91,20 +91,26 @@ def llm_bench(
                     ("--requests", "bench.requests", requests), ("--prompt", "bench.prompt", prompt),
                     ("--max-tokens", "bench.max_tokens", max_tokens), ("--route", "bench.route", route),
                     ("--no-stream", "bench.stream", False if no_stream else None))
-    run_command(CommandSpec("llm-bench", BenchConfig, run, base=_demo if use_demo else None, prepare=prepare,
+    demo_at: list[str] = []  # the demo server's address, said once the config is valid
+
+    def start_demo(stack: ExitStack) -> dict[str, Any]:
+        from agentlab.testing.server import demo_config, demo_server
+
+        demo_at.append(stack.enter_context(demo_server()).base_url)
+        return demo_config(demo_at[0])
+
+    def prepare_bench(cfg: BenchConfig) -> dict[str, Any]:
+        kwargs = prepare(cfg)
+        if demo_at:
+            console.print(f"[cyan]demo:[/] benchmarking built-in loopback models at {demo_at[0]}")
+        return kwargs
+
+    run_command(CommandSpec("llm-bench", BenchConfig, run, base=start_demo if use_demo else None, prepare=prepare_bench,
                             resumable=False, rerun="llm-bench --demo" if use_demo else None, summary=_summary,
                             exit_code=lambda results: 0 if results["available"] else 1),
                 Invocation(config=None if use_demo else path or DEFAULT_LLM_CONFIG, sets=[*(set_ or []), *options],
                            out=out, log_prompts=not no_log_prompts, json_=json_, verbose=verbose))
 
-
-def _demo(stack: ExitStack) -> dict[str, Any]:
-    """Start the loopback demo server for the whole run; its models are the config."""
-    from agentlab.testing.server import demo_config, demo_server
-
-    server = stack.enter_context(demo_server())
-    console.print(f"[cyan]demo:[/] benchmarking built-in loopback models at {server.base_url}")
-    return demo_config(server.base_url)
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:

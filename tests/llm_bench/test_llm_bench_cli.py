@@ -91,6 +91,9 @@ def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys
     assert "--concurrency a,b: bench.concurrency" in capsys.readouterr().err
     assert main(["llm-bench", "--demo", "--llm", "missing.yaml"]) == 2  # never a demo that ignores the file
     assert "--demo and a routing config both given" in capsys.readouterr().err
+    assert main(["llm-bench", "--demo", "--set", "bench.requests=abc"]) == 2
+    said = capsys.readouterr()
+    assert "bench.requests" in said.err and "demo:" not in said.out + said.err  # the error alone, no demo line
     assert not (in_tmp / "runs").exists()  # usage errors leave no run folder
 
 
