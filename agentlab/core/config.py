@@ -193,7 +193,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
                           hint="write the keys to set (`agentlab config show COMMAND` prints every default), or "
                           "give no file for the defaults")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"{path}:1: the top level must be a mapping of keys, got {type(data).__name__}",
+                          hint="write `key: value` lines (`agentlab config show COMMAND` prints every key)")
     return data, text
 
 

@@ -227,6 +227,15 @@ def test_an_empty_config_file_is_refused_not_taken_for_the_defaults(tmp_path: Pa
     assert str(path) in info.value.message
 
 
+@pytest.mark.parametrize("text", ["- 1\n- 2\n", "just words\n", "42\n"])
+def test_a_config_that_is_no_mapping_is_refused_with_the_next_step(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="the top level must be a mapping of keys") as info:
+        load_config(path, Cfg)
+    assert f"{path}:1" in info.value.message and "agentlab config show" in (info.value.hint or "")
+
+
 def test_config_show_lists_an_optional_sections_keys_commented_out() -> None:
     """An optional section off by default (nas's objective:) shows its keys, commented out: the output stays
     valid YAML that loads as the defaults."""
