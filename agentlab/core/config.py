@@ -171,6 +171,10 @@ class _Source:
                 return self.overridden[prefix]
             if self.path is not None and prefix in self.lines and (cut > 0 or not self.overridden):
                 return f"{self.path}:{self.lines[prefix]}"
+            if cut == len(loc) > 0:  # a key only an override made (`--set nosuch.deep=1` makes `nosuch`)
+                below = [origin for key, origin in self.overridden.items() if key[:cut] == prefix]
+                if below:
+                    return below[0]
         if self.path is not None:
             return str(self.path)
         return "config"

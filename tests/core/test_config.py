@@ -90,6 +90,22 @@ def test_set_override_error_names_the_override(tmp_path: Path) -> None:
     assert "--set train.lr=-1: train.lr: must be > 0" in info.value.message
 
 
+def test_an_unknown_key_only_an_override_made_names_the_override(tmp_path: Path) -> None:
+    """``--set nosuch.deep=1`` makes the unknown key ``nosuch``: the error names that override, not "config"; a key
+    the file itself holds is still placed at its line."""
+    path = write(tmp_path, "train:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg, ["nosuch.deep=1"])
+    assert info.value.message.startswith("--set nosuch.deep=1: nosuch: unknown key")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, Cfg, ["nosuch.deep=1"])
+    assert info.value.message.startswith("--set nosuch.deep=1: nosuch: unknown key")
+    path = write(tmp_path, "nosuch:\n  a: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg, ["nosuch.deep=1"])
+    assert info.value.message.startswith(f"{path}:1: nosuch: unknown key")
+
+
 def test_bad_override_syntax() -> None:
     with pytest.raises(ConfigError, match="expected key.path=value"):
         load_config(None, Cfg, ["train.lr"])
