@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from agentlab.compress.objective import Goal
 from agentlab.compress.scoring import front
 from agentlab.core.gpu import NO_GPU
+from agentlab.core.gpu import describe as describe_gpu
 from agentlab.core.runs import save_figure
 from agentlab.core.search.agent import agent_story
 from agentlab.core.search.share import contribution_lines
@@ -40,6 +41,23 @@ def fmt(value: Any) -> str:
 def figures_line(derived: dict[str, Any]) -> str:
     """The ``FIGURES`` of a record's ``derived`` metrics, in their order, "-" for a missing value."""
     return ", ".join(f"{k} {fmt(v)}" for k, v in derived.items() if k in FIGURES)
+
+
+def outcome_line(record: dict[str, Any]) -> str:
+    """A finished experiment as the console prints it: its index, label and planner, then its figures (the base's
+    own for the base model) and the verdict against the goal, or why it failed."""
+    reused = ", reused from the workspace" if record.get("reused") else ""
+    head = f"[{record.get('index')}] {record.get('label')} ({record.get('planner')}{reused})"
+    if record.get("state") != "done":
+        return f"{head}: failed: {record.get('error')}"
+    d, m = record.get("derived") or {}, record.get("metrics") or {}
+    line = (f"{head}: speedup {fmt(d.get('speedup'))}x, perplexity {fmt(d.get('perplexity'))}, accuracy "
+            f"{fmt(d.get('accuracy'))}, size {fmt(d.get('size'))} MB")
+    if record.get("index") != 0:
+        line += "; meets the goal" if record.get("feasible") else f"; breaks {', '.join(record.get('broken') or [])}"
+    if "gpu" in m and not record.get("reused"):
+        line += f"; peak RSS growth {fmt(m.get('memory_mb'))} MB; GPU: {describe_gpu(m)}"
+    return line
 
 
 def base_line(metrics: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from agentlab.compress.measure import default_eval_text, read_text_file
 from agentlab.compress.objective import Goal
 from agentlab.compress.planners import ExperimentDomain, experiment_results
 from agentlab.compress.reflect import reflect
-from agentlab.compress.report import fmt, render_report, write_plot
+from agentlab.compress.report import fmt, outcome_line, render_report, write_plot
 from agentlab.compress.scoring import check, choose_best, derive, front, objective_values
 from agentlab.compress.space import Space, experiment_key, to_experiment
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_results
@@ -32,7 +32,6 @@ from agentlab.compress.workspace import Workspace
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, ConfigError, UsageError, storage_error
-from agentlab.core.gpu import describe as describe_gpu
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
@@ -347,6 +346,7 @@ class Search:
             self._shown.add(r["trial"])
             self.run_dir.event("experiment", index=r["index"], label=r["label"], state=r.get("state"),
                                reused=r["reused"], planner=r["planner"], trial=r["trial"])
+            self.announce(outcome_line(r))
         best = best_summary(self.goal, self.records)
         atomic_write_json(self.run_dir.file("best.json"), best)
         self.run_dir.event("best", index=best.get("index"))
@@ -367,7 +367,6 @@ class Search:
         label = exp.label() if exp is not None else "base model"
         stored = self.workspace.get(key)
         if stored is not None:
-            self.announce(f"[{len(self.records)}] {label}: reused from the workspace")
             return {"key": key, **_measured(stored), "reused": True}
         if exp is not None and (why := self._carbon_reason()):
             raise StopSearch(why)
@@ -387,10 +386,6 @@ class Search:
             log.warning("experiment %s failed: %s", label, exc)
             return {"key": key, **_failed(label, exp, str(exc).splitlines()[0])}
         result["state"] = "done"
-        metrics = result.get("metrics") or {}
-        if "gpu" in metrics:
-            self.announce(f"[{index}] {label}: peak RSS growth {fmt(metrics.get('memory_mb'))} MB; GPU: "
-                          f"{describe_gpu(metrics)}")
         self.workspace.put(key, {**result, "model_hash": self.model_hash, "model": self.cfg.model,
                                  "context": self.context})
         return {"key": key, **_measured(result), "reused": False}

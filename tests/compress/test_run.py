@@ -54,7 +54,12 @@ def test_run_then_a_second_run_reuses_every_experiment(in_tmp: Path, tiny_model:
     first = check_folder(in_tmp / "A", 3)
     assert first["counts"]["reused"] == 0 and first["energy"]["co2e_kg"] > 0
     assert first["energy"]["mode"] in ("measured", "partly measured", "estimated")
-    assert "goal: maximize speedup subject to accuracy >= 0.98 x base" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "goal: maximize speedup subject to accuracy >= 0.98 x base" in err
+    # each experiment's outcome is printed as it ends, not only the best at the end (a log shows every result)
+    for r in first["experiments"]:
+        assert f"[{r['index']}] {r['label']} ({r['planner']}): speedup " in err
+    assert err.count("; meets the goal") + err.count("; breaks ") + err.count(": failed: ") == 3
     notes = list((in_tmp / "ws" / "notes").glob("*.md"))
     assert notes and "best:" in notes[0].read_text()
 
@@ -62,6 +67,7 @@ def test_run_then_a_second_run_reuses_every_experiment(in_tmp: Path, tiny_model:
     second = check_folder(in_tmp / "B", 3)
     assert second["counts"]["reused"] == 4 and second["energy"]["co2e_kg"] == 0  # the base model too
     assert [e["label"] for e in second["experiments"]] == [e["label"] for e in first["experiments"]]
+    assert capsys.readouterr().err.count(", reused from the workspace): ") == 4
 
 
 def test_resume_after_sigkill_reruns_no_finished_experiment(in_tmp: Path, tiny_model: dict[str, Path],
