@@ -173,6 +173,10 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         if cfg.workers > 1:
             run_workers(pop.url, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"), scored, say)
 
+    done = sum(1 for ind in pop.individuals().values() if ind.get("state") in ("complete", "fail"))
+    if done:  # a resumed run: what was scored stays scored
+        say(f"resuming: {done} individual(s) scored before are kept, not scored again; the run scores "
+            f"{total_trials(cfg)} in all")
     waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
     if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
         start_workers(waiting)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def test_population_claims_are_exclusive_and_killed_claims_requeue(tmp_path: Pat
 
 
 def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(
-        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], sigkill_when: Any) -> None:
+        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], sigkill_when: Any, capsys: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds, population=5, generations=2, elite=1,
                           task={"fitness_questions": 6, "test_questions": 0})
     run = in_tmp / "RUN"
@@ -122,7 +123,11 @@ def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(
                  lambda: (run / "events.jsonl").is_file() and len(events(run, "scored")) >= 2)
     before = {e["id"]: e for e in events(run, "scored")}
     assert 2 <= len(before) < 13, "the kill came after the run had finished: nothing to resume"
+    capsys.readouterr()
     assert main(["evolve", "run", "--resume", str(run)]) == 0
+    kept = re.search(r"resuming: (\d+) individual\(s\) scored before are kept, not scored again; the run scores 13 "
+                     r"in all", capsys.readouterr().err)
+    assert kept and len(before) <= int(kept.group(1)) < 13, "the resumed run says what it keeps"
     after = events(run, "scored")
     ids = [e["id"] for e in after]
     assert len(ids) == len(set(ids)), "an individual was scored twice"
