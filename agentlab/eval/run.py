@@ -130,6 +130,9 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
             run_dir.event("row", row=row, adapter=adapter, seconds=seconds[row],
                           scores=[s.to_dict() for s in scores(results)])
         table[row] = scores(results)
+        if done is None:  # each row's scores as it ends, not only in the table at the end
+            announce(f"{row} ({seconds[row]:.1f} s): " + ", ".join(
+                f"{s.key} {s.value:.3f}" + ("" if s.stderr is None else f" ± {s.stderr:.3f}") for s in table[row]))
         logliks[row] = backend.logliks(samples[row], adapter)
         bar.advance()
     applied = {name: check_applied(name, logliks[BASE], logliks[name]) for name in prepared.rows if name != BASE}

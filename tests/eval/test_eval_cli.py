@@ -7,6 +7,7 @@ base's numbers."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,15 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     assert (run / "scores.png").stat().st_size > 1000
     out = capsys.readouterr().err
     assert "loud - base on my_sums acc" in out
+    for row in ("base", "loud"):  # each row's scores as it ends (a log shows them before the table)
+        assert re.search(rf"^{row} \(\d+\.\d s\): agentlab_arithmetic_mc/acc \d\.\d{{3}} ± ", out, re.M), row
 
     # --resume keeps the finished rows: only the row whose results.json is gone is scored again
     (run / "lm-eval" / "loud" / "results.json").unlink()
     assert main(["eval", "--resume", str(run)]) == 0
+    out = capsys.readouterr().err
+    assert "base: scored earlier, kept" in out and re.search(r"^loud \(", out, re.M)
+    assert not re.search(r"^base \(", out, re.M)
     rows = [e["row"] for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["kind"] == "row"]
     assert rows == ["base", "loud", "loud"]
     assert json.loads((run / "results.json").read_text())["rows"] == results["rows"]
