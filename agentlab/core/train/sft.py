@@ -159,6 +159,8 @@ def build_sft_trainer(
     if peft_config is None and _is_4bit(model) and not hasattr(model, "peft_config"):
         raise ConfigError("a 4-bit model trains through adapters only, and no LoRA config was given",
                           hint="pass peft_config=lora_config(...), or load the model without load_in_4bit")
+    if peft_config is not None:
+        _check_targets(model, peft_config)
     marked = training_chat_template(tokenizer, chat_template) if assistant_only_loss else None
     args = sft_config(model=model, settings=settings, output_dir=output_dir, has_eval=evaluation is not None)
     original = tokenizer.chat_template
@@ -179,6 +181,23 @@ def build_sft_trainer(
                            template=marked.describe() if marked is not None else "")
     log.info("%s", summary.describe())
     return trainer, summary
+
+
+def _check_targets(model: Any, peft_config: Any) -> None:
+    """Each module name in a LoRA config's ``target_modules`` list must name a module of ``model`` (PEFT stops only
+    when none does, and trains the others alone otherwise); a string (``all-linear``, a regex) is PEFT's to match."""
+    targets = getattr(peft_config, "target_modules", None)
+    if targets is None or isinstance(targets, str):
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) or type(m).__name__.startswith("Linear")})
+        named = ", ".join(repr(t) for t in sorted(missing))
+        raise ConfigError(f"LoRA target_modules: {named} name{'s' if len(missing) == 1 else ''} no module of the model",
+                          hint=f"the model's linear layers: {', '.join(linear)}; or all-linear (each of them but the "
+                          "output head)")
 
 
 def sft_config(*, model: Any, settings: SFTSettings, output_dir: str | Path, has_eval: bool) -> SFTConfig:

@@ -331,6 +331,11 @@ def test_settings_that_cannot_work_are_config_errors(tiny: tuple[Any, Any], tmp_
         build(tiny, tmp_path, [{"text": "hello"}])
     with pytest.raises(ConfigError, match="unknown SFTConfig settings: no_such_setting"):
         build(tiny, tmp_path, sft_args={"no_such_setting": 1})
+    # A module name the model lacks, alone or beside a real one (which PEFT would silently train alone).
+    for targets in (["nope"], ["q_proj", "nope"]):
+        with pytest.raises(ConfigError, match=r"LoRA target_modules: 'nope' names no module of the model") as caught:
+            build(tiny, tmp_path, peft_config=lora_config(r=8, target_modules=targets))
+        assert "q_proj" in (caught.value.hint or "")
     if not torch.cuda.is_available():  # last: half() changes the model in place
         with pytest.raises(ConfigError, match="float16 mixed precision trains on CUDA only"):
             build((tiny[0].half(), tiny[1]), tmp_path)
