@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     advice = continue_with(name)
     interrupted = "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    from agentlab.core.models.device import quiet_imports  # logger levels only: every subcommand, with or without -v
+
+    quiet_imports()
     try:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.
         result = app(args=args, prog_name="agentlab", standalone_mode=False)

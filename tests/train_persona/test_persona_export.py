@@ -5,6 +5,7 @@ The slow test trains a persona on the built-in SmolLM2 and asks the pipeline a q
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,18 @@ def test_bad_inputs_are_one_line_errors(bases: dict[str, Path], tmp_path: Path) 
     assert "cannot merge the adapter into" in misfit.message and str(other) in misfit.message
     assert "unsupported GGUF dtype 'bf16'" in error(adapter, base_model=str(bases["llama"]), dtype="bf16").message
     assert not (tmp_path / "out.gguf").exists()
+
+
+def test_cli_export_prints_only_its_own_lines(bases: dict[str, Path], tmp_path: Path) -> None:
+    """No library import-time warning reaches the console (bitsandbytes' note about the optional `kernels` package
+    on CPUs with AVX512-BF16, seen on this machine)."""
+    adapter = make_adapter(bases["llama"], tmp_path / "persona", scale=0.3)
+    proc = subprocess.run([sys.executable, "-m", "agentlab.cli", "train-persona", "export", str(adapter), "--gguf",
+                           str(tmp_path / "p.gguf")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gguf: "), lines
 
 
 def test_package_import_is_light() -> None:
