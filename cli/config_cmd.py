@@ -91,14 +91,14 @@ def examples(
     target = folder / "configs"
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a folder", hint="choose another FOLDER")
-    written, kept = [], []
+    written, same, kept = [], [], []
     for name, data in sorted(bundled_configs().items()):
         path = target / name
         if path.exists():
-            if path.read_bytes() != data:
-                kept.append(name)
+            (same if path.read_bytes() == data else kept).append(name)
             continue
         atomic_write_bytes(path, data)
         written.append(name)
     console.print(f"wrote {len(written)} example config(s) to {safe_text(target)}"
+                  + (f"; {len(same)} already there as bundled" if same else "")
                   + (f"; kept yours, which differ from the bundled ones: {', '.join(kept)}" if kept else ""))

@@ -207,7 +207,9 @@ def test_config_examples_writes_the_bundled_configs_and_keeps_the_users(tmp_path
     capsys.readouterr()
     assert main(["config", "examples", str(tmp_path)]) == 0
     err = capsys.readouterr().err  # the console is stderr's: stdout stays for data
-    assert "wrote 1 example config(s)" in err and "nas.yaml" in err
+    same = len(repo) - 2
+    assert f"wrote 1 example config(s) to {tmp_path / 'configs'}; {same} already there as bundled" in err
+    assert "kept yours, which differ from the bundled ones: nas.yaml" in err
     assert mine.read_text().endswith("max_iterations: 2\n")  # the user's file is never overwritten
     (tmp_path / "file").write_text("x")
     assert main(["config", "examples", str(tmp_path / "file")]) == 2
