@@ -63,7 +63,7 @@ def validate(
     if command is None:
         raise UsageError(f"{file}: cannot tell which command this config is for",
                          hint="pass --command CMD, or start the file with a line like `# agentlab llm-bench -c FILE`")
-    load_config(file, _model(command), set_)
+    load_config(file, _model(command), set_, schema=command)
     console.print(f"[green]ok[/] {safe_text(file)} is a valid '{safe_text(command)}' config")
 
 

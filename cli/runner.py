@@ -118,7 +118,7 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
             raw = spec.base(stack) if callable(spec.base) else spec.base
             assert spec.model is not None, "run_command needs `model` or `load`"
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else asked.config, spec.model, overrides,
-                              base=raw)
+                              base=raw, schema=command)
         if asked.otlp_endpoint is not None:
             _trace(stack, command, asked.otlp_endpoint)
         kwargs = spec.prepare(cfg) if spec.prepare is not None else {}

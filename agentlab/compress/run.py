@@ -609,8 +609,8 @@ def _load(model_name: str | None, objective: str | None, carbon_budget: float | 
             sets.append(Flag(key, key, value))
     if isinstance(config, CompressConfig | dict):
         base = config.model_dump(mode="json") if isinstance(config, CompressConfig) else config
-        return load_config(None, CompressConfig, sets, base=base)
-    return load_config(config, CompressConfig, sets)
+        return load_config(None, CompressConfig, sets, base=base, schema="compress")
+    return load_config(config, CompressConfig, sets, schema="compress")
 
 
 def dry_run(cfg: CompressConfig, prepared: Prepared) -> dict[str, Any]:
@@ -655,7 +655,7 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
     (``planner="agent"``)."""
     resume_dir = resume_target("compress", resume, out=out)
     if resume_dir is not None:
-        cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []))
+        cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []), schema="compress")
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
     from agentlab.core.runs import routing_config

@@ -180,7 +180,8 @@ class _Source:
         return "config"
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
+def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], str]:
+    show = f"`agentlab config show {schema or 'COMMAND'}`"
     if not path.exists():
         raise ConfigError(f"{path}: config file not found",
                           hint="check the path, or leave that option out for the defaults")
@@ -194,11 +195,11 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax at that line") from None
     if data is None:  # given on purpose and empty: a file half-written or all commented out, never the defaults
         raise ConfigError(f"{path}: the config file is empty (no keys, or only comments)",
-                          hint="write the keys to set (`agentlab config show COMMAND` prints every default), or "
-                          "give no file for the defaults")
+                          hint=f"write the keys to set ({show} prints every default), or give no file for the "
+                          "defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the top level must be a mapping of keys, got {type(data).__name__}",
-                          hint="write `key: value` lines (`agentlab config show COMMAND` prints every key)")
+                          hint=f"write `key: value` lines ({show} prints every key)")
     return data, text
 
 
@@ -467,11 +468,13 @@ def load_config(
     model: type[M],
     overrides: Iterable[str | Flag] | None = None,
     base: dict[str, Any] | None = None,
+    schema: str | None = None,
 ) -> M:
     """Load, interpolate, override and validate a config.
 
     ``path=None`` validates the model's defaults (plus overrides): every command runs without a config file.
-    ``base`` is a raw dict merged under the file (used for built-in presets). Raises ``ConfigError`` (exit code 2) whose
+    ``base`` is a raw dict merged under the file (used for built-in presets). ``schema``: the name `agentlab config
+    show` knows the model by (``nas``, ``llm``, ...), for the hint. Raises ``ConfigError`` (exit code 2) whose
     message names file, line and field, e.g. ``configs/nas.yaml:12: model.n_heads: must divide model.d_model``.
     """
     file = Path(path) if path is not None else None
@@ -479,7 +482,7 @@ def load_config(
     moved: dict[str, str] = getattr(model, "MOVED_KEYS", {})
     data: dict[str, Any] = move_keys(dict(base or {}), moved, "config")
     if file is not None:
-        loaded, text = _read_yaml(file)
+        loaded, text = _read_yaml(file, schema)
         source = _Source(file, text)  # first: it refuses duplicate keys and self-containing aliases
         data = _deep_merge(data, move_keys(loaded, moved, str(file)))
         for old, new in moved.items():  # an error in a moved key names the line the file has it on
@@ -495,7 +498,8 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(
             format_validation_error(exc, data, source, model),
-            hint="fix the field(s) above; `agentlab config show COMMAND` lists every field with its meaning",
+            hint="fix the field(s) above" + (f"; `agentlab config show {schema}` lists every field with its meaning"
+                                             if schema else ""),
         ) from None
 
 

@@ -570,13 +570,13 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
         sets.append(Flag("mlflow", "mlflow", mlflow))
     resume_dir = resume_target("nas", resume, out=out)
     if resume_dir is not None:
-        cfg = load_config(resume_dir / "config.yaml", NASConfig, sets)
+        cfg = load_config(resume_dir / "config.yaml", NASConfig, sets, schema="nas")
     elif isinstance(config, NASConfig):
-        cfg = load_config(None, NASConfig, sets, base=config.model_dump(mode="json"))
+        cfg = load_config(None, NASConfig, sets, base=config.model_dump(mode="json"), schema="nas")
     elif isinstance(config, dict):
-        cfg = load_config(None, NASConfig, sets, base=config)
+        cfg = load_config(None, NASConfig, sets, base=config, schema="nas")
     else:
-        cfg = load_config(config, NASConfig, sets)
+        cfg = load_config(config, NASConfig, sets, schema="nas")
     config_file = config if isinstance(config, (str, Path)) and resume_dir is None else None
     llm = routing_config(llm, resume_dir)  # resumed without llm=: the routing config the first run used
     inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file, resume=resume_dir),

@@ -50,13 +50,13 @@ def load_models(path: str | Path | None = None) -> ModelsConfig:
                           hint="give the models file (`pipeline run --models FILE`, `models check FILE`; see "
                           "configs/models.yaml in the agentlab repository); make local "
                           "models with `agentlab models make-tiny models/tiny-a`")
-    return load_config(file, ModelsConfig)
+    return load_config(file, ModelsConfig, schema="models")
 
 
 def load_pipeline(path: str | Path | None, models: ModelsConfig, overrides: Iterable[str] | None = None
                   ) -> PipelineConfig:
     """The pipeline file checked against ``models`` (None: an empty pipeline, for --stage only runs)."""
-    return load_config(path, pipeline_checked(models.models), list(overrides or []))
+    return load_config(path, pipeline_checked(models.models), list(overrides or []), schema="pipeline")
 
 
 def parse_stage(spec: str) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def check_used_models(models_path: Path | None, models: ModelsConfig, used: set[
             raise MissingPackage(f"{models_path}: models.{name}.file: {exc.message}", hint=exc.hint) from None
     missing = [n for n in sorted(used) if (path := models.path(n)) is not None and not path.exists()]
     try:
-        load_config(models_path, models_file_checked(used, None if routed is None else routed.models))
+        load_config(models_path, models_file_checked(used, None if routed is None else routed.models), schema="models")
     except ConfigError as exc:
         if not missing:
             raise

@@ -233,7 +233,7 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     models = load_models(models_path)
     # config.yaml is the pipeline (sessions made before it was called so: pipeline.yaml)
     pipeline_file = parent / "config.yaml" if (parent / "config.yaml").is_file() else parent / "pipeline.yaml"
-    pipeline = load_config(pipeline_file, pipeline_checked(models.models), list(sets or []))
+    pipeline = load_config(pipeline_file, pipeline_checked(models.models), list(sets or []), schema="pipeline")
     order = execution_order(pipeline.base_pipeline.stages)
     names = [s.name for s in order]
     from_stage = from_stage or names[0]

@@ -72,7 +72,7 @@ def validate(data: dict[str, Any], models: ModelsConfig) -> PipelineConfig:
     if not data["base_pipeline"]["stages"]:
         raise ConfigError("the pipeline has no stages", hint="add a stage")
     try:
-        return load_config(None, pipeline_checked(models.models), base=data)
+        return load_config(None, pipeline_checked(models.models), base=data, schema="pipeline")
     except ConfigError as exc:  # the form has no file and lines: name the field alone
         message = "\n".join(line.removeprefix("config: ") for line in exc.message.splitlines())
         raise ConfigError(message, hint="change it in the form (stages count from 0)") from None

@@ -207,7 +207,7 @@ def _flatten(roots: list[dict[str, Any]], children: dict[str, list[dict[str, Any
 def _stage_names(path: Path, steps: list[dict[str, Any]]) -> list[str]:
     """The session's stages in run order (its config.yaml), else the stages it has step files for."""
     try:
-        cfg = load_config(path / "config.yaml", PipelineConfig)
+        cfg = load_config(path / "config.yaml", PipelineConfig, schema="pipeline")
         return [s.name for s in execution_order(cfg.base_pipeline.stages)]
     except (AgentlabError, ValueError):
         return [s["stage"] for s in steps]

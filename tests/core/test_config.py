@@ -66,6 +66,10 @@ def test_typo_key_names_file_line_field_and_suggests(tmp_path: Path) -> None:
         load_config(path, Cfg)
     assert f"{path}:4: model.n_haeds: unknown key (did you mean 'n_heads'?)" in info.value.message
     assert info.value.exit_code == 2
+    assert info.value.hint == "fix the field(s) above"  # no schema named: no `config show` to point at
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg, schema="nas")
+    assert info.value.hint == "fix the field(s) above; `agentlab config show nas` lists every field with its meaning"
 
 
 def test_wrong_type_names_line(tmp_path: Path) -> None:
@@ -245,8 +249,8 @@ def test_an_empty_or_non_mapping_config_is_refused_with_the_next_step(tmp_path: 
     path = tmp_path / "c.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=problem) as info:
-        load_config(path, Cfg)
-    assert str(path) in info.value.message and "agentlab config show" in (info.value.hint or "")
+        load_config(path, Cfg, schema="nas")
+    assert str(path) in info.value.message and "`agentlab config show nas`" in (info.value.hint or "")
 
 
 def test_config_show_lists_an_optional_sections_keys_commented_out() -> None:

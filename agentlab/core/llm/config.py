@@ -391,7 +391,7 @@ def load_llm_config(path: str | Path | None = None, overrides: list[str] | None 
     holds a ``***`` (a run folder's copy of a config with a credential agentlab does not write) is refused."""
     if path is None and DEFAULT_LLM_CONFIG.is_file():
         path = DEFAULT_LLM_CONFIG
-    cfg = load_config(path, LLMConfig, overrides)
+    cfg = load_config(path, LLMConfig, overrides, schema="llm")
     hidden = redacted_field(cfg.model_dump(mode="json"))
     if hidden:
         raise ConfigError(f"{path}: {hidden}: holds ***, a credential a run folder does not keep",
