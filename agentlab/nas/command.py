@@ -74,10 +74,11 @@ NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf
 SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
 STEP_NAMES = ("epoch", "step", "iter", "iteration")
 STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b\s*[:=#\[]?\s*(\d+)", re.IGNORECASE)
-PAIR = re.compile(rf"(?<![\w.])([A-Za-z_][\w./-]*)['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
+NAME = re.compile(r"[A-Za-z_][\w./-]*")
+PAIR = re.compile(rf"(?<![\w.])({NAME.pattern})['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
 # a table row holding a name and its number alone (PyTorch Lightning's test / validate table, with or without its
 # box-drawing borders: `│ test/loss │ 0.5433 │`, `    test_loss     0.5433`)
-ROW = re.compile(rf"^[\s│┃|]*([A-Za-z_][\w./-]*)[\s│┃|]+({NUMBER})[\s│┃|]*$")
+ROW = re.compile(rf"^[\s│┃|]*({NAME.pattern})[\s│┃|]+({NUMBER})[\s│┃|]*$")
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
 PR_SET_PDEATHSIG = 1
@@ -123,11 +124,30 @@ def _truth(value: Any) -> bool | None:
     return None
 
 
+@functools.cache
+def _named(metric: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """``PAIR`` and ``ROW`` for one metric whose name ``NAME`` does not match whole (``Validation accuracy``)."""
+    name = re.escape(metric)
+    return (re.compile(rf"(?<![\w.]){name}['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)"),
+            re.compile(rf"^[\s│┃|]*{name}[\s│┃|]+({NUMBER})[\s│┃|]*$"))
+
+
 def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] | None:
     """The ``name: number`` / ``name=number`` pairs of a text line that reports ``metric`` (or a table row of the
     metric's name and a number alone: ``ROW``), and its epoch or step number (None for a final line); None when the
     line does not report the metric."""
-    pairs = {name.strip("'\""): float(value) for name, value in PAIR.findall(line)}
+    pairs: dict[str, float] = {}
+    taken = None
+    if NAME.fullmatch(metric) is None:  # a name of several words (`Validation accuracy`): PAIR reads its last one
+        pair, row_of = _named(metric)
+        if (cells := row_of.match(line)) is not None:
+            return {metric: float(cells.group(1))}, None
+        if (taken := pair.search(line)) is None:
+            return None
+        pairs[metric] = float(taken.group(1))
+    for found in PAIR.finditer(line):
+        if taken is None or found.end() <= taken.start() or found.start() >= taken.end():
+            pairs[found.group(1).strip("'\"")] = float(found.group(2))
     if metric not in pairs and (row := ROW.match(line)) is not None and row.group(1) == metric:
         return {metric: float(row.group(2))}, None
     if metric not in pairs:

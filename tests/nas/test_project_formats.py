@@ -474,6 +474,18 @@ def test_more_text_result_lines(line: str, found: Any) -> None:
     assert text_metrics(line, "val_loss") == found
 
 
+@pytest.mark.parametrize(("line", "found"), [
+    ("Validation accuracy = 0.8123", ({"Validation accuracy": 0.8123}, None)),
+    ("Epoch 2/3 - loss 0.4 - Validation accuracy: 0.75 - lr=0.01", ({"Validation accuracy": 0.75, "lr": 0.01}, 2)),
+    ("│   Validation accuracy   │   0.91   │", ({"Validation accuracy": 0.91}, None)),
+    ("Test accuracy = 0.5", None),  # another metric that ends in the same word
+    ("accuracy = 0.5", None),
+])
+def test_a_metric_name_of_several_words(line: str, found: Any) -> None:
+    """A name such as `Validation accuracy` is read as printed (the error for a missing metric offers that form)."""
+    assert text_metrics(line, "Validation accuracy") == found
+
+
 def test_only_epoch_lines_and_a_metrics_file_without_the_metric(tmp_path: Path) -> None:
     body = """\
 import json
