@@ -109,13 +109,14 @@ def blend(
                                         "second.")] = None,
     weights: Annotated[str | None, opt("--weights", help="One weight per parent, comma-separated, e.g. "
                                         "0.5,0.3,0.2 (negative allowed). Default: equal weights.")] = None,
-    rank: Annotated[int | None, opt("--rank", help="The child's LoRA rank (default: the sum of the parents' "
-                                     "ranks, which makes the blend exact).")] = None,
+    rank: Annotated[int | None, typer.Option("--rank", min=1, show_default=False, help="The child's LoRA rank "
+                                             "(default: the sum of the parents' ranks, which makes the blend "
+                                             "exact).")] = None,
     method: Annotated[str, typer.Option("--method", help="exact (QR + SVD of the stacked factors) or linear (the "
                                         "per-matrix average of A and of B: NOT exact, for comparison).")] = "exact",
-    mut: Annotated[float, typer.Option("--mut", help="Mutation: probability that an element of the child's A/B "
+    mut: Annotated[float, typer.Option("--mut", min=0.0, max=1.0, help="Mutation: probability that an element of the child's A/B "
                                        "gets Gaussian noise.")] = 0.0,
-    mut_std: Annotated[float, typer.Option("--mut-std", help="Mutation: the noise's standard deviation.")] = 0.01,
+    mut_std: Annotated[float, typer.Option("--mut-std", min=0.0, help="Mutation: the noise's standard deviation.")] = 0.01,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the mutation noise.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing child folder.")] = False,
     json_: JsonOpt = False,
@@ -142,7 +143,8 @@ def blend(
         try:
             ws = [float(w) for w in weights.split(",") if w.strip()]
         except ValueError:
-            raise UsageError(f"--weights: '{weights}' is not a comma-separated list of numbers") from None
+            raise UsageError(f"--weights: '{weights}' is not a comma-separated list of numbers",
+                             hint="give one number per parent, e.g. --weights 0.5,-0.3,0.8") from None
         if len(ws) != len(folders):
             raise UsageError(f"--weights: {len(ws)} weights for {len(folders)} parents",
                              hint="give one weight per parent, in the order of --parents")

@@ -176,7 +176,7 @@ def test_cli_blend_writes_a_child_peft_loads(tiny_model: dict[str, Path], parent
 
 
 @pytest.mark.parametrize("case", ["missing", "non-peft", "alpha-3", "weights-count", "exists", "alpha-and-weights",
-                                  "weights-zero", "weights-nan"])
+                                  "weights-zero", "weights-nan", "weights-words", "rank-0"])
 def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           case: str) -> None:
     (tmp_path / "plain").mkdir()
@@ -191,9 +191,12 @@ def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, c
         "alpha-and-weights": ["--parents", *two, "--alpha", "0.5", "--weights", "0.5,0.5"],
         "weights-zero": ["--parents", *two, "--weights", "0,0"],  # a child that changes nothing (was exit 0)
         "weights-nan": ["--parents", *two, "--weights", "nan,1"],  # (refused by blend_adapters already)
+        "weights-words": ["--parents", *two, "--weights", "x,y"],
+        "rank-0": ["--parents", *two, "--rank", "0"],
     }[case]
     if "--child" not in args:
         args += ["--child", str(tmp_path / "child")]
     assert main(["evolve", "blend", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and len([line for line in err if line.startswith("error")]) == 1
+    assert err[-1].startswith("hint: "), err  # and the next step

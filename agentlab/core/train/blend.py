@@ -152,11 +152,12 @@ def blend_adapters(parents: list[str | Path], weights: list[float], child: str |
     if len(weights) != len(parents):
         raise InputError(f"{len(weights)} weights for {len(parents)} parents", hint="give one weight per parent")
     if not all(math.isfinite(w) for w in weights):
-        raise InputError(f"weights must be finite numbers (got {weights})")
+        raise InputError(f"weights must be finite numbers (got {weights})", hint="give each parent a finite weight")
     if not 0.0 <= mut <= 1.0:
-        raise InputError(f"mutation probability {mut} is not in [0, 1]")
+        raise InputError(f"mutation probability {mut} is not in [0, 1]", hint="give a probability from 0 to 1")
     if mut_std < 0 or not math.isfinite(mut_std):
-        raise InputError(f"mutation std {mut_std} must be a finite number >= 0")
+        raise InputError(f"mutation std {mut_std} must be a finite number >= 0", hint="give 0 or more (0.01 is the "
+                         "default)")
     if lora_alpha is not None and not (math.isfinite(lora_alpha) and lora_alpha > 0):
         raise InputError(f"child lora_alpha {lora_alpha} must be > 0")
     _check_child(child, parents, force)
@@ -177,7 +178,7 @@ def blend_adapters(parents: list[str | Path], weights: list[float], child: str |
     else:
         r = rank if rank is not None else max(sum(rs) for rs in module_ranks.values())
     if r < 1:
-        raise InputError(f"rank {r} must be >= 1")
+        raise InputError(f"rank {r} must be >= 1", hint="give a rank of 1 or more, or none for the exact blend")
     alpha = float(lora_alpha) if lora_alpha is not None else float(r)
     fold = r / alpha  # child scaling is alpha / r; B is multiplied by its inverse
     gen = torch.Generator().manual_seed(seed)
@@ -241,7 +242,7 @@ def ties_merge(parents: list[str | Path], child: str | Path, *, density: float =
     ranks = [next(iter(p.modules.values()))[0].shape[0] for p in read]
     r = rank if rank is not None else sum(ranks)
     if r < 1:
-        raise InputError(f"rank {r} must be >= 1")
+        raise InputError(f"rank {r} must be >= 1", hint="give a rank of 1 or more, or none for the exact blend")
     out: dict[str, torch.Tensor] = {}
     discarded: dict[str, float] = {}
     total_sq = dropped_sq = 0.0
