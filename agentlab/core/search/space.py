@@ -10,6 +10,7 @@ offered only those (``SearchSpace.offered``), and records never carry a value th
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,12 @@ from agentlab.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
+
+# Optuna warns at every categorical distribution whose choices are not None, bool, int, float or str ("for persistent
+# storage"), once per trial and per load: a list choice (`hidden_sizes: {choices: [[64, 64], [128]]}`, an argparse
+# nargs option) is stored as JSON and reloads equal (tests/core/search/test_conditional_space.py), so it is noise.
+warnings.filterwarnings("ignore", message=r"Choices for a categorical distribution should be a tuple",
+                        category=UserWarning)
 
 # An integer range this small is offered to LLM plans whole; wider ranges (and every float range) as a short grid.
 MAX_LISTED = 16

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +133,30 @@ def test_the_loop_searches_a_conditional_space_and_resumes(tmp_path: Path, plann
     keys = [tuple(sorted(r.params.items())) for r in outcome.records]
     assert len(set(keys)) == len(keys)
     assert first.calls[0] == {"family": "lin", "lr": 0.01, "lookback": 48}
+
+
+LIST_CHOICES = """\
+import sys, optuna
+from agentlab.core.search.engine import new_study
+from agentlab.core.search.space import ParamSpec
+from agentlab.core.search.study import open_storage
+from pathlib import Path
+
+spec = ParamSpec(choices=[[64, 64], [128], [32, 32, 32]])
+for _ in range(2):  # created, then loaded again as a resumed search does
+    study = new_study(study_name="l", storage=open_storage(None, Path(sys.argv[1])), load_if_exists=True)
+    trial = study.ask()
+    value = spec.suggest(trial, "sizes")
+    study.tell(trial, 1.0)
+    assert value in spec.choices and study.trials[-1].params == {"sizes": value}
+print(study.trials[0].params["sizes"])
+"""
+
+
+def test_list_choices_are_stored_and_reloaded_without_optunas_warning(tmp_path: Path) -> None:
+    """An argparse nargs option searched over lists: Optuna stores them as JSON, and its warning about non-scalar
+    choices (once per trial, on the console of every such search) is not shown."""
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", LIST_CHOICES, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("[") and "categorical distribution" not in proc.stderr, proc.stderr
