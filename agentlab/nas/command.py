@@ -48,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 from agentlab.nas.config import CommandObjectiveConfig
-from agentlab.nas.script import argparse_options, project_imports, script_of
+from agentlab.nas.script import ArgOption, argparse_options, project_imports, script_of
 
 if TYPE_CHECKING:
     from agentlab.nas.code_change import CodeTrials
@@ -207,10 +207,25 @@ def keep_checkpoints(cwd: Path, folder: Path, before: dict[Path, int]) -> list[s
     return kept
 
 
-def merged_base(config: ConfigFile | None, params: dict[str, Any]) -> dict[str, Any]:
-    """What trial 0 runs with: ``params`` (objective.params), on top of the config file's values when there is
-    one."""
-    return nested_params(config.values, flatten(params)) if config is not None else params
+def merged_base(spec: CommandObjectiveConfig, config: ConfigFile | None, cwd: Path,
+                keys: Iterable[str]) -> dict[str, Any]:
+    """What trial 0 runs with: objective.params, on top of the config file's values when there is one; with
+    ``{args}``, a key of ``keys`` (the searched ones) that neither gives starts at the script's argparse default."""
+    base = nested_params(config.values, flatten(spec.params)) if config is not None else spec.params
+    if ARGS not in spec.command:
+        return base
+    options = script_options(spec.command, cwd)
+    defaults = {key: found.default[0] for key in keys if not lookup(base, key)[0]
+                and (found := options.get(key)) is not None and found.default is not None}
+    return nested_params(base, defaults) if defaults else base
+
+
+def script_options(command: str, cwd: Path) -> dict[str, ArgOption]:
+    """The argparse options of the command's script and the project modules it imports (read, not run)."""
+    script = script_of(command, cwd)
+    if script is None:
+        return {}
+    return argparse_options([cwd / f for f in [script, *project_imports(script, cwd)]])
 
 
 def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:
@@ -237,8 +252,8 @@ class CommandObjective:
         self.sandbox = spec.sandbox  # bwrap: the command under bubblewrap (``sandboxed``)
         self.eval_command = spec.eval_command  # run after the command in its workspace: its metric is what counts
         self.own_params = spec.params  # objective.params as written: what {args} / {overrides} pass besides the space
-        # the base every trial's values update: the config file's values, objective.params on top
-        self.base_params = merged_base(config, spec.params)
+        # the base every trial's values update: the config file's values, objective.params on top (merged_base)
+        self.base_params = merged_base(spec, config, self.cwd, space_keys)
         self._seen: list[tuple[str, float]] = []  # (params, value) of the first trials: a command ignoring them
         self.ignored_params: str | None = None  # the warning, once given
 
@@ -288,12 +303,9 @@ class CommandObjective:
         return fixed
 
     @functools.cached_property
-    def options(self) -> dict[str, tuple[str, str]]:
-        """The script's argparse options (``script.argparse_options``), read once."""
-        script = script_of(self.command, self.cwd)
-        if script is None:
-            return {}
-        return argparse_options([self.cwd / f for f in [script, *project_imports(script, self.cwd)]])
+    def options(self) -> dict[str, ArgOption]:
+        """The script's argparse options (``script_options``), read once."""
+        return script_options(self.command, self.cwd)
 
     def _arg(self, key: str, value: Any) -> list[str]:
         """One param's ``{args}`` words: ``--key=value``, with the script's own option name when the param is named
@@ -301,7 +313,8 @@ class CommandObjective:
         when false or null (``--no-key`` when false for a BooleanOptionalAction; 0 / 1 and "true" / "false" count):
         argparse refuses ``--use_bias=true`` ("ignored explicit argument"). An option of several values (``nargs``)
         given a list gets each value as a word (``--sizes 64 32``: argparse's ``type=int`` refused ``[64,32]``)."""
-        option, kind = self.options.get(key, (f"--{key}", "value"))
+        found = self.options.get(key, ArgOption(f"--{key}", "value", None))
+        option, kind = found.option, found.kind
         if kind == "list" and isinstance(value, (list, tuple)):
             return [option, *(cli_value(v) for v in value)]
         on = _truth(value)
@@ -349,9 +362,11 @@ class CommandObjective:
                                      "command with a placeholder")
         missing = [key for key in self.space_keys if not lookup(self.base_params, key)[0]]
         if missing:
-            raise UsageError(f"search.space.{missing[0]}: not a key of objective.params",
-                             hint="add it to objective.params with its current value (trial 0), or remove it from "
-                             "search.space")
+            script = script_of(self.command, self.cwd) if ARGS in self.command else None
+            raise UsageError(f"search.space.{missing[0]}: not a key of objective.params" + (
+                f", and no add_argument of {script} (or the modules it imports) gives it a literal default"
+                if script else ""), hint="add it to objective.params with its current value (trial 0), or remove it "
+                "from search.space")
         problems = self.check({})
         if problems:
             raise UsageError(f"objective.params: {problems[0]}", hint="give plain JSON values")

@@ -234,7 +234,8 @@ class CommandObjectiveConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="the command's current parameters: trial 0, "
                                    "and the base every trial's values update (a dotted key of search.space, "
                                    "optimizer.lr, updates a nested mapping); optional with objective.config (the "
-                                   "file's values are the base, these on top)")
+                                   "file's values are the base, these on top), and with {args} (a searched key "
+                                   "left out starts at the script's argparse default)")
     config: Path | None = Field(None, description="the project's own config file, which the script reads (JSON, "
                                 "YAML, TOML, or a .py module of literal assignments and dicts; relative to "
                                 "objective.cwd): each trial's workspace copy of it gets the trial's values, its "
@@ -406,8 +407,8 @@ class NASConfig(StrictModel):
                              "high: 0.1, log: true}} (the default space is the built-in forecaster's)")
         params = self.objective.params
         for key, spec in self.search.space.items():
-            if self.objective.config is not None:
-                continue  # the file's keys are checked before trial 0 (own_code.prepare_command), naming its line
+            if self.objective.config is not None or "{args}" in self.objective.command:
+                continue  # the file's keys, the script's argparse defaults: checked before trial 0 (prepare_command)
             if not lookup(params, key)[0]:
                 raise ValueError(f"search.space.{key}: not a key of objective.params (add it there with its current "
                                  "value: that is trial 0)")

@@ -89,10 +89,11 @@ def config_file(cfg: NASConfig) -> ConfigFile | None:
 def command_space(cfg: NASConfig) -> SearchSpace:
     """The search space over the user's param names, the base values read from objective.params (and the config
     file)."""
-    params = merged_base(config_file(cfg), objective_of(cfg).params)
     keys = list(cfg.search.space)
     for spec in cfg.search.space.values():
         keys += [k for k in spec.when or {} if k not in keys]
+    objective = objective_of(cfg)
+    params = merged_base(objective, config_file(cfg), objective.cwd or Path.cwd(), keys)
     return SearchSpace(cfg.search.space, base=flat_values(params, keys))
 
 

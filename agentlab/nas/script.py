@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import shlex
 from pathlib import Path
+from typing import Any, NamedTuple
 
 
 def inside(root: Path, path: Path) -> bool:
@@ -139,14 +140,24 @@ _SWITCHES = {"store_true": "store", "store_false": "store", "store_const": "stor
              "BooleanOptionalAction": "optional"}
 
 
-def argparse_options(files: list[Path]) -> dict[str, tuple[str, str]]:
+class ArgOption(NamedTuple):
+    """One argparse option: as argparse takes it (``--batch-size``), its kind (``argparse_options``) and its
+    default when the source gives it as a literal (``(0.01,)``; a switch's ``(False,)``), else None."""
+
+    option: str
+    kind: str
+    default: tuple[Any] | None
+
+
+def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
     """The options of the ``add_argument`` calls in ``files`` (Python sources), by the names a param may have: the
     long option without its dashes (``--use-bias`` is ``use-bias``) and the dest (``use_bias``, or ``dest=``) ->
-    (the option as argparse takes it, its kind): ``value`` (``--lr=0.1``), ``store`` (store_true / store_false /
-    store_const: given bare or left out), ``optional`` (``argparse.BooleanOptionalAction``: ``--no-<name>`` when
-    false) or ``list`` (``nargs``: ``--sizes 64 32``). A name declared twice in different ways is left out. Files
-    that cannot be read or parsed are skipped: nothing is run."""
-    found: dict[str, tuple[str, str]] = {}
+    an ``ArgOption``: the option as argparse takes it, its kind, ``value`` (``--lr=0.1``), ``store`` (store_true /
+    store_false / store_const: given bare or left out), ``optional`` (``argparse.BooleanOptionalAction``:
+    ``--no-<name>`` when false) or ``list`` (``nargs``: ``--sizes 64 32``), and its literal default. A name declared
+    twice in different ways is left out (with different defaults: kept, its default unknown). Files that cannot be
+    read or parsed are skipped: nothing is run."""
+    found: dict[str, ArgOption] = {}
     clashes: set[str] = set()
     for path in files:
         try:
@@ -178,8 +189,22 @@ def argparse_options(files: list[Path]) -> dict[str, tuple[str, str]]:
             names = {o.lstrip("-") for o in longs} | {
                 dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
                 else option.lstrip("-").replace("-", "_")}
+            default = _default(keywords.get("default"), name)
             for key in names:
-                if key in found and found[key] != (option, kind):
+                if key in found and found[key][:2] != (option, kind):
                     clashes.add(key)
-                found[key] = (option, kind)
+                elif key in found and found[key].default != default:
+                    default = None
+                found[key] = ArgOption(option, kind, default)
     return {key: value for key, value in found.items() if key not in clashes}
+
+
+def _default(node: ast.expr | None, action: object) -> tuple[Any] | None:
+    """An option's default as argparse gives it, when the source says it literally: ``default=0.01``; none given:
+    a store_true's False, a store_false's True, a BooleanOptionalAction's None (left out); else None (unknown)."""
+    if node is None:
+        return {"store_true": (False,), "store_false": (True,), "BooleanOptionalAction": (None,)}.get(str(action))
+    try:
+        return (ast.literal_eval(node),)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None

@@ -167,7 +167,7 @@ def test_argparse_switches_are_given_bare_or_left_out(tmp_path: Path) -> None:
     base = {"lr": 0.1, "use_bias": False, "no-shuffle": False, "amp": True, "sizes": [64, 32]}
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", base, ARGPARSE_SWITCHES,
                   space_keys=("use_bias", "no-shuffle", "amp", "sizes"))
-    assert {k: v for k, v in obj.options.items() if v[1] != "value"} == {
+    assert {k: v[:2] for k, v in obj.options.items() if v[1] != "value"} == {
         "use_bias": ("--use_bias", "store"), "no-shuffle": ("--no-shuffle", "store"),
         "shuffle": ("--no-shuffle", "store"), "amp": ("--amp", "optional"), "sizes": ("--sizes", "list")}
     out = obj.run(0, {"use_bias": False, "no-shuffle": False, "amp": True, "sizes": [64, 32]}, lambda s, v: False)
@@ -181,6 +181,53 @@ def test_argparse_switches_are_given_bare_or_left_out(tmp_path: Path) -> None:
                   lambda s, v: False)
     assert (out["argv"], out["seen"]) == ("--lr=0.1 --use_bias --sizes 8 --batch-size=4", "True True None [8] 4")
     assert "v" not in obj.options
+
+
+ARGPARSE_DEFAULTS = """\
+import argparse, json, sys
+WIDTH = 32
+p = argparse.ArgumentParser()
+p.add_argument("--learning-rate", "--lr", dest="lr", type=float, default=0.01)
+p.add_argument("--hidden-sizes", type=int, nargs="+", default=[64, 64])
+p.add_argument("--use-bn", action="store_true")
+p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+p.add_argument("--seed", type=int)
+p.add_argument("--width", type=int, default=WIDTH)
+a = p.parse_args()
+print(json.dumps({"loss": a.lr, "argv": " ".join(sys.argv[1:])}))
+"""
+
+
+def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: Path) -> None:
+    """`{args}` with no objective.params: trial 0 is the script as it is, its defaults read from its source."""
+    searched = ("lr", "hidden_sizes", "use_bn", "optimizer")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {"optimizer": "adam"}, ARGPARSE_DEFAULTS,
+                  space_keys=searched)
+    assert obj.base_params == {"lr": 0.01, "hidden_sizes": [64, 64], "use_bn": False, "optimizer": "adam"}
+    obj.validate()
+    out = obj.run(0, {key: obj.base_params[key] for key in searched}, lambda s, v: False)
+    assert out["argv"] == "--optimizer=adam --learning-rate=0.01 --hidden-sizes 64 64"
+    for key in ("seed", "width"):  # no default, a default that is no literal: the params must say it
+        obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, ARGPARSE_DEFAULTS, space_keys=(key,))
+        with pytest.raises(UsageError, match=f"search.space.{key}: not a key of objective.params, and no "
+                           "add_argument of train.py"):
+            obj.validate()
+
+
+def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
+    """The whole search: no objective.params, trial 0 passes the script's defaults, the rest differ from them."""
+    from agentlab.nas.run import run_nas_optimization
+
+    (tmp_path / "train.py").write_text(ARGPARSE_DEFAULTS)
+    config = {"objective": {"command": f"{PYTHON} train.py {{args}}", "metric": "loss", "cwd": str(tmp_path)},
+              "search": {"planner": "random", "pruner": "none", "seed": 0,
+                         "space": {"lr": {"low": 0.001, "high": 0.1, "log": True},
+                                   "hidden_sizes": {"choices": [[64, 64], [128]]}}}}
+    results = run_nas_optimization(max_iterations=3, config=config, out=tmp_path / "run")
+    trials = tmp_path / "run" / "trials"
+    assert (trials / "run_0000" / "command.txt").read_text().endswith(
+        "train.py --learning-rate=0.01 --hidden-sizes 64 64\n")
+    assert results["trials"] == 3 and (trials / "run_0002" / "command.txt").is_file()
 
 
 def test_a_conditional_key_left_out_of_a_trial_is_not_passed(tmp_path: Path) -> None:
