@@ -58,7 +58,7 @@ from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 from agentlab.nas.config import CommandObjectiveConfig
-from agentlab.nas.script import ArgOption, argparse_options, project_imports, script_of
+from agentlab.nas.script import ArgOption, argparse_options, hydra_app, project_imports, script_of
 
 if TYPE_CHECKING:
     from agentlab.nas.code_change import CodeTrials
@@ -209,15 +209,62 @@ def keep_checkpoints(cwd: Path, folder: Path, before: dict[Path, int]) -> list[s
 
 def merged_base(spec: CommandObjectiveConfig, config: ConfigFile | None, cwd: Path,
                 keys: Iterable[str]) -> dict[str, Any]:
-    """What trial 0 runs with: objective.params, on top of the config file's values when there is one; with
-    ``{args}``, a key of ``keys`` (the searched ones) that neither gives starts at the script's argparse default."""
+    """What trial 0 runs with: objective.params, on top of the config file's values when there is one. A key of
+    ``keys`` (the searched ones) that neither gives starts at the script's own value: with ``{args}`` its argparse
+    default, with ``{overrides}`` its value in the Hydra app's composed config, or the option its group chose
+    (``hydra_config``)."""
     base = nested_params(config.values, flatten(spec.params)) if config is not None else spec.params
-    if ARGS not in spec.command:
-        return base
-    options = script_options(spec.command, cwd)
-    defaults = {key: found.default[0] for key in keys if not lookup(base, key)[0]
-                and (found := options.get(key)) is not None and found.default is not None}
-    return nested_params(base, defaults) if defaults else base
+    missing = [key for key in keys if not lookup(base, key)[0]]
+    defaults: dict[str, Any] = {}
+    if missing and ARGS in spec.command:
+        options = script_options(spec.command, cwd)
+        defaults = {key: found.default[0] for key in missing
+                    if (found := options.get(key)) is not None and found.default is not None}
+    elif missing and OVERRIDES in spec.command:
+        job, choices = hydra_config(spec.command, cwd, base)
+        defaults = {key: choices[key] if key in choices else held[1] for key in missing
+                    if key in choices or ((held := lookup(job, key))[0] and not isinstance(held[1], dict))}
+    return {**base, **defaults}  # flat, as objective.params may be: a group's choice `model` beside `model.degree`
+
+
+def hydra_config(command: str, cwd: Path, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job config a Hydra app composes from its own files with ``params`` as its overrides, and the option each
+    of its groups chose (``model: linear``): Hydra's own composition, printed by the command with ``--cfg all`` (the
+    job does not run). Empty when the script is not a Hydra app, the command has another placeholder, or the app
+    cannot compose."""
+    try:
+        parts = shlex.split(command)
+    except ValueError:
+        return {}, {}
+    script = script_of(command, cwd)
+    if script is None or hydra_app(script, cwd) is None:
+        return {}, {}
+    words: list[str] = []
+    for part in parts:
+        if part == OVERRIDES:
+            words += [f"{key}={cli_value(value)}" for key, value in flatten(params).items()]
+        elif re.search(r"\{[A-Za-z_][\w.-]*\}", part):
+            return {}, {}
+        else:
+            words.append(part)
+    return _composed(tuple(words), str(cwd))
+
+
+@functools.lru_cache(maxsize=8)
+def _composed(words: tuple[str, ...], cwd: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    import yaml
+
+    for flags in (["--cfg", "all", "--resolve"], ["--cfg", "all"]):  # unresolvable interpolations: as written
+        try:
+            done = subprocess.run([*words, *flags], cwd=cwd, capture_output=True, text=True, timeout=120,
+                                  stdin=subprocess.DEVNULL)
+            data = yaml.safe_load(done.stdout) if done.returncode == 0 else None
+            choices = data.pop("hydra")["runtime"]["choices"] if isinstance(data, dict) else None
+        except (OSError, subprocess.SubprocessError, yaml.YAMLError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(data, dict) and isinstance(choices, dict):
+            return data, {group: option for group, option in choices.items() if not group.startswith("hydra/")}
+    return {}, {}
 
 
 def script_options(command: str, cwd: Path) -> dict[str, ArgOption]:
@@ -362,11 +409,13 @@ class CommandObjective:
                                      "command with a placeholder")
         missing = [key for key in self.space_keys if not lookup(self.base_params, key)[0]]
         if missing:
-            script = script_of(self.command, self.cwd) if ARGS in self.command else None
-            raise UsageError(f"search.space.{missing[0]}: not a key of objective.params" + (
-                f", and no add_argument of {script} (or the modules it imports) gives it a literal default"
-                if script else ""), hint="add it to objective.params with its current value (trial 0), or remove it "
-                "from search.space")
+            script = script_of(self.command, self.cwd)
+            said = ("" if script is None else f", and no add_argument of {script} (or the modules it imports) gives "
+                   "it a literal default" if ARGS in self.command else f", and the Hydra app's config (`{script} "
+                   "--cfg job`) does not hold it" if OVERRIDES in self.command and hydra_app(script, self.cwd) else "")
+            raise UsageError(f"search.space.{missing[0]}: not a key of objective.params{said}",
+                             hint="add it to objective.params with its current value (trial 0), or remove it from "
+                             "search.space")
         problems = self.check({})
         if problems:
             raise UsageError(f"objective.params: {problems[0]}", hint="give plain JSON values")

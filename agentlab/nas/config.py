@@ -234,8 +234,9 @@ class CommandObjectiveConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="the command's current parameters: trial 0, "
                                    "and the base every trial's values update (a dotted key of search.space, "
                                    "optimizer.lr, updates a nested mapping); optional with objective.config (the "
-                                   "file's values are the base, these on top), and with {args} (a searched key "
-                                   "left out starts at the script's argparse default)")
+                                   "file's values are the base, these on top), and with {args} or a Hydra app's "
+                                   "{overrides} (a searched key left out starts at the script's argparse default, "
+                                   "or its value in the app's composed config)")
     config: Path | None = Field(None, description="the project's own config file, which the script reads (JSON, "
                                 "YAML, TOML, or a .py module of literal assignments and dicts; relative to "
                                 "objective.cwd): each trial's workspace copy of it gets the trial's values, its "
@@ -407,8 +408,9 @@ class NASConfig(StrictModel):
                              "high: 0.1, log: true}} (the default space is the built-in forecaster's)")
         params = self.objective.params
         for key, spec in self.search.space.items():
-            if self.objective.config is not None or "{args}" in self.objective.command:
-                continue  # the file's keys, the script's argparse defaults: checked before trial 0 (prepare_command)
+            if self.objective.config is not None or "{args}" in self.objective.command or \
+                    "{overrides}" in self.objective.command:
+                continue  # the file's keys, the script's argparse or Hydra values: checked before trial 0
             if not lookup(params, key)[0]:
                 raise ValueError(f"search.space.{key}: not a key of objective.params (add it there with its current "
                                  "value: that is trial 0)")

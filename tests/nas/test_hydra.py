@@ -174,6 +174,29 @@ def test_a_search_writes_the_best_overrides_back_and_the_app_alone_reproduces_th
     assert (project / files[0]).read_text() == PRIMARY + "# mine\n" != best
 
 
+def test_a_search_without_params_starts_at_the_apps_composed_config(in_tmp: Path) -> None:
+    """No objective.params: trial 0 is what the app composes by itself (Hydra's own `--cfg all`), a group's key at
+    its chosen option, and a key the app does not hold is refused naming the app."""
+    pytest.importorskip("hydra")
+    project = hydra_app(in_tmp / "project")
+    (project / "conf" / "model" / "linear.yaml").write_text("name: linear\ndegree: 1\n")
+    objective = {"command": f"{sys.executable} train.py {{overrides}}", "cwd": str(project), "metric": "val_mse"}
+    space = {"model": {"choices": ["linear", "poly"]}, "model.degree": {"low": 1, "high": 5},
+             "train.l2": {"low": 1e-4, "high": 10.0, "log": True}}
+    config = in_tmp / "nas.yaml"
+    config.write_text(yaml.safe_dump({"objective": objective, "search": {"max_iterations": 2, "space": space}}))
+    assert main(["nas", "-c", str(config), "--out", "run"]) == 0
+    assert (in_tmp / "run" / "trials" / "run_0000" / "command.txt").read_text().endswith(
+        "train.py model=linear model.degree=1 train.l2=1.0\n")
+    config.write_text(yaml.safe_dump({"objective": objective, "search": {"space": {"train.lr": {"low": 0.1,
+                                                                                                "high": 1.0}}}}))
+    with pytest.raises(UsageError, match=r"search.space.train.lr: not a key of objective.params, and the Hydra "
+                       r"app's config \(`train.py --cfg job`\) does not hold it"):
+        from agentlab.nas.run import run_nas_optimization
+
+        run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run2")
+
+
 def test_apply_names_the_overrides_when_none_has_a_place(tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "base").mkdir(parents=True)
