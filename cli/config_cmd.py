@@ -91,7 +91,9 @@ def examples(
     target = folder / "configs"
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a folder", hint="choose another FOLDER")
-    written, same, kept = [], [], []
+    written: list[str] = []
+    same: list[str] = []
+    kept: list[str] = []
     for name, data in sorted(bundled_configs().items()):
         path = target / name
         if path.exists():

@@ -114,9 +114,10 @@ def blend(
                                              "exact).")] = None,
     method: Annotated[str, typer.Option("--method", help="exact (QR + SVD of the stacked factors) or linear (the "
                                         "per-matrix average of A and of B: NOT exact, for comparison).")] = "exact",
-    mut: Annotated[float, typer.Option("--mut", min=0.0, max=1.0, help="Mutation: probability that an element of the child's A/B "
-                                       "gets Gaussian noise.")] = 0.0,
-    mut_std: Annotated[float, typer.Option("--mut-std", min=0.0, help="Mutation: the noise's standard deviation.")] = 0.01,
+    mut: Annotated[float, typer.Option("--mut", min=0.0, max=1.0, help="Mutation: probability that an element of "
+                                       "the child's A/B gets Gaussian noise.")] = 0.0,
+    mut_std: Annotated[float, typer.Option("--mut-std", min=0.0, help="Mutation: the noise's standard "
+                                           "deviation.")] = 0.01,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the mutation noise.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing child folder.")] = False,
     json_: JsonOpt = False,
