@@ -58,7 +58,7 @@ from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 from agentlab.nas.config import CommandObjectiveConfig
-from agentlab.nas.script import ArgOption, argparse_options, hydra_app, project_imports, script_of
+from agentlab.nas.script import ArgOption, argparse_options, config_files, hydra_app, project_imports, script_of
 
 if TYPE_CHECKING:
     from agentlab.nas.code_change import CodeTrials
@@ -237,7 +237,8 @@ def hydra_config(command: str, cwd: Path, params: dict[str, Any]) -> tuple[dict[
     except ValueError:
         return {}, {}
     script = script_of(command, cwd)
-    if script is None or hydra_app(script, cwd) is None:
+    app = hydra_app(script, cwd) if script is not None else None
+    if script is None or app is None:
         return {}, {}
     words: list[str] = []
     for part in parts:
@@ -247,11 +248,14 @@ def hydra_config(command: str, cwd: Path, params: dict[str, Any]) -> tuple[dict[
             return {}, {}
         else:
             words.append(part)
-    return _composed(tuple(words), str(cwd))
+    # composed once per state of the script and its config files (a search builds its objective more than once)
+    stamp = tuple((f, (cwd / f).stat().st_mtime_ns) for f in [script, *config_files(app, cwd, None)])
+    return _composed(tuple(words), str(cwd), stamp)
 
 
 @functools.lru_cache(maxsize=8)
-def _composed(words: tuple[str, ...], cwd: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _composed(words: tuple[str, ...], cwd: str, stamp: tuple[tuple[str, int], ...]) -> tuple[dict[str, Any],
+                                                                                          dict[str, Any]]:
     import yaml
 
     for flags in (["--cfg", "all", "--resolve"], ["--cfg", "all"]):  # unresolvable interpolations: as written
@@ -410,9 +414,13 @@ class CommandObjective:
         missing = [key for key in self.space_keys if not lookup(self.base_params, key)[0]]
         if missing:
             script = script_of(self.command, self.cwd)
-            said = ("" if script is None else f", and no add_argument of {script} (or the modules it imports) gives "
-                   "it a literal default" if ARGS in self.command else f", and the Hydra app's config (`{script} "
-                   "--cfg job`) does not hold it" if OVERRIDES in self.command and hydra_app(script, self.cwd) else "")
+            said = ""
+            if script is not None and ARGS in self.command:
+                said = f", and no add_argument of {script} (or the modules it imports) gives it a literal default"
+            elif script is not None and OVERRIDES in self.command and hydra_app(script, self.cwd):
+                composed = any(hydra_config(self.command, self.cwd, self.own_params))
+                said = (f", and the Hydra app's config (`{script} --cfg job`) does not hold it" if composed else
+                        f", and the Hydra app did not print its config (run `{script} --cfg job` to see why)")
             raise UsageError(f"search.space.{missing[0]}: not a key of objective.params{said}",
                              hint="add it to objective.params with its current value (trial 0), or remove it from "
                              "search.space")

@@ -195,6 +195,9 @@ def test_a_search_without_params_starts_at_the_apps_composed_config(in_tmp: Path
         from agentlab.nas.run import run_nas_optimization
 
         run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run2")
+    (project / "conf" / "config.yaml").write_text("defaults:\n  - model: nosuch\n")  # an app that cannot compose
+    with pytest.raises(UsageError, match=r"the Hydra app did not print its config \(run `train.py --cfg job` to "):
+        run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run3")
 
 
 def test_apply_names_the_overrides_when_none_has_a_place(tmp_path: Path) -> None:
