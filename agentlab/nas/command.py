@@ -207,6 +207,11 @@ def keep_checkpoints(cwd: Path, folder: Path, before: dict[Path, int]) -> list[s
     return kept
 
 
+def better(direction: str) -> str:
+    """``higher is better`` / ``lower is better``: the direction in the words the model and the user read."""
+    return "higher is better" if direction == "maximize" else "lower is better"
+
+
 def merged_base(spec: CommandObjectiveConfig, config: ConfigFile | None, cwd: Path,
                 keys: Iterable[str]) -> dict[str, Any]:
     """What trial 0 runs with: objective.params, on top of the config file's values when there is one. A key of

@@ -21,10 +21,9 @@ from agentlab.core.search.session import llm_source, require_planner_model
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.code_change import CodeRules, CodeTrials
-from agentlab.nas.command import CommandObjective, flat_values, merged_base
+from agentlab.nas.command import CommandObjective, better, flat_values, merged_base
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.config_file import ConfigFile
-from agentlab.nas.own_code_agent import better
 from agentlab.nas.report import llm_section, plot_importances, short
 from agentlab.nas.workspace import Workspaces
 

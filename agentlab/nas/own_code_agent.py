@@ -20,8 +20,9 @@ from agentlab.core.search.planners import PlanContext, TrialDomain
 from agentlab.core.search.records import TrialRecord
 from agentlab.core.search.space import ParamSpec
 from agentlab.nas.code_agent import EDIT_TOOL, CodeSearch, change_of
-from agentlab.nas.command import flat_values
+from agentlab.nas.command import better
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig
+from agentlab.nas.own_code import command_space
 from agentlab.nas.script import hydra_configs, inside, project_imports, script_of
 
 READ_CHARS = 4000  # one read_project answer at most (the runtime cuts a tool's result further for the model)
@@ -38,11 +39,6 @@ SECRET_NAME = re.compile(r"secret|credential|token|passw|api[_-]?key|private|ser
 SECRET_VALUE = re.compile(
     r"((?<![A-Za-z])(?:[A-Za-z0-9]+[_-])*(?:api[_-]?key|token|secret|passw(?:or)?d)[\"']?\s*[=:]\s*)"
     r"([\"']?)(?!\[redacted\])[^\"'\s#,}]{6,}\2", re.IGNORECASE)
-
-
-def better(direction: str) -> str:
-    """``higher is better`` / ``lower is better``: the direction in the words the model and the user read."""
-    return "higher is better" if direction == "maximize" else "lower is better"
 
 
 def project_files(objective: CommandObjectiveConfig) -> list[str]:
@@ -141,7 +137,7 @@ def objective_facts(cfg: NASConfig, files: list[str]) -> str:
     (base value, range, condition), the params kept at their base, the project's readable files."""
     objective = cfg.objective
     assert objective is not None
-    base = flat_values(objective.params, list(cfg.search.space))
+    base = command_space(cfg).base  # what trial 0 runs: the params, the config file's values, the script's defaults
     searched = []
     for key, spec in cfg.search.space.items():
         when = ", only when " + ", ".join(f"{k} is {' or '.join(map(str, v))}" for k, v in spec.when.items()) \

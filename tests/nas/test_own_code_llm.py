@@ -197,6 +197,22 @@ def test_the_brief_keeps_dotted_and_nested_params_apart_from_the_searched_ones()
     assert "params kept at their base: seed=0, train.epochs=3, train.opt.momentum=0.9\n" in facts
 
 
+def test_the_brief_states_the_base_the_project_itself_gives(tmp_path: Path) -> None:
+    """No objective.params: the base of each searched key is the config file's value or the script's argparse
+    default, as trial 0 runs it (the brief said `base None`)."""
+    (tmp_path / "params.toml").write_text("[optim]\nlr = 0.01\n")
+    (tmp_path / "train.py").write_text("import argparse\np = argparse.ArgumentParser()\n"
+                                       "p.add_argument('--width', type=int, default=64)\n")
+    space = {"optim.lr": {"low": 0.0001, "high": 0.1}}
+    cfg = NASConfig.model_validate({"objective": {"command": "python train.py", "config": "params.toml",
+                                                  "metric": "m", "cwd": str(tmp_path)}, "search": {"space": space}})
+    assert "- optim.lr: base 0.01, range" in command_kit(cfg).facts()
+    cfg = NASConfig.model_validate({"objective": {"command": "python train.py {args}", "metric": "m",
+                                                  "cwd": str(tmp_path)},
+                                    "search": {"space": {"width": {"choices": [32, 64, 128]}}}})
+    assert "- width: base 64, range" in command_kit(cfg).facts()
+
+
 def test_read_project_follows_python_m_and_relative_imports_and_hides_keys_in_code(tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / "pkg").mkdir(parents=True)
