@@ -189,7 +189,7 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
             names = {o.lstrip("-") for o in longs} | {
                 dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
                 else option.lstrip("-").replace("-", "_")}
-            default = _default(keywords.get("default"), name)
+            default = _default(keywords.get("default"), name, keywords.get("type"))
             for key in names:
                 if key in found and found[key][:2] != (option, kind):
                     clashes.add(key)
@@ -199,12 +199,15 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
     return {key: value for key, value in found.items() if key not in clashes}
 
 
-def _default(node: ast.expr | None, action: object) -> tuple[Any] | None:
-    """An option's default as argparse gives it, when the source says it literally: ``default=0.01``; none given:
-    a store_true's False, a store_false's True, a BooleanOptionalAction's None (left out); else None (unknown)."""
+def _default(node: ast.expr | None, action: object, kind: ast.expr | None) -> tuple[Any] | None:
+    """An option's default as argparse gives it, when the source says it literally: ``default=0.01`` (a string
+    default through ``type=int`` / ``float``, as argparse converts it); none given: a store_true's False, a
+    store_false's True, a BooleanOptionalAction's None (left out); else None (unknown)."""
     if node is None:
         return {"store_true": (False,), "store_false": (True,), "BooleanOptionalAction": (None,)}.get(str(action))
     try:
-        return (ast.literal_eval(node),)
+        value = ast.literal_eval(node)
+        convert = {"int": int, "float": float}.get(kind.id if isinstance(kind, ast.Name) else "")
+        return (convert(value) if convert is not None and isinstance(value, str) else value,)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None

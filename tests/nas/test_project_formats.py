@@ -193,6 +193,7 @@ p.add_argument("--use-bn", action="store_true")
 p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
 p.add_argument("--seed", type=int)
 p.add_argument("--width", type=int, default=WIDTH)
+p.add_argument("--dropout", type=float, default="0.1")
 a = p.parse_args()
 print(json.dumps({"loss": a.lr, "argv": " ".join(sys.argv[1:])}))
 """
@@ -200,13 +201,14 @@ print(json.dumps({"loss": a.lr, "argv": " ".join(sys.argv[1:])}))
 
 def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: Path) -> None:
     """`{args}` with no objective.params: trial 0 is the script as it is, its defaults read from its source."""
-    searched = ("lr", "hidden_sizes", "use_bn", "optimizer")
+    searched = ("lr", "hidden_sizes", "use_bn", "optimizer", "dropout")
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {"optimizer": "adam"}, ARGPARSE_DEFAULTS,
                   space_keys=searched)
-    assert obj.base_params == {"lr": 0.01, "hidden_sizes": [64, 64], "use_bn": False, "optimizer": "adam"}
+    assert obj.base_params == {"lr": 0.01, "hidden_sizes": [64, 64], "use_bn": False, "optimizer": "adam",
+                               "dropout": 0.1}  # a string default through type=float, as argparse gives it
     obj.validate()
     out = obj.run(0, {key: obj.base_params[key] for key in searched}, lambda s, v: False)
-    assert out["argv"] == "--optimizer=adam --learning-rate=0.01 --hidden-sizes 64 64"
+    assert out["argv"] == "--optimizer=adam --learning-rate=0.01 --hidden-sizes 64 64 --dropout=0.1"
     for key in ("seed", "width"):  # no default, a default that is no literal: the params must say it
         obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, ARGPARSE_DEFAULTS, space_keys=(key,))
         with pytest.raises(UsageError, match=f"search.space.{key}: not a key of objective.params, and no "
