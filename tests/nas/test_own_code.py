@@ -146,12 +146,18 @@ def test_the_command_dies_with_agentlab(in_tmp: Path, sig: signal.Signals, pid_a
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*/nas.yaml")), ids=lambda p: p.parent.name)
-def test_example_configs_validate_and_say_how_to_run(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_configs_validate_and_say_how_to_run(path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     first = path.read_text().splitlines()[0]
     assert first.startswith(f"# agentlab nas -c {path.relative_to(REPO)}")
     monkeypatch.chdir(REPO)
     assert main(["config", "validate", str(path)]) == 0
+    capsys.readouterr()
     assert main(["nas", "-c", str(path), "--dry-run"]) == 0
+    base = re.search(r"trial 0 \(the base\): (.*)", capsys.readouterr().err)
+    assert base is not None and "None" not in base.group(1)  # every searched key's start, from wherever it comes
+    if path.parent.name == "argparse_text":  # no objective.params: the script's own defaults
+        assert base.group(1) == "lr=0.01, features=16, scale=1, alpha=0.01"
 
 
 @pytest.mark.parametrize(("name", "metric"), [("config_py", "val_loss"), ("argparse_text", "val_rmse")])
