@@ -80,10 +80,12 @@ class LLMError(AgentlabError):
 
 
 class AllModelsFailed(LLMError):
-    """Every model of a route failed; ``attempts`` lists (model, kind, message) in the order tried."""
+    """Every model of a route failed; ``attempts`` lists (model, kind, message) in the order tried. The message says
+    ``replied`` for an ``ok`` attempt: a reply that came back and was then refused (an invalid tool call, repaired
+    once and refused again)."""
 
     def __init__(self, route: str, attempts: list[tuple[str, str, str]], hint: str | None = None):
-        tried = "; ".join(f"{m}: {k}" for m, k, _ in attempts) or "no model was tried"
+        tried = "; ".join(f"{m}: {'replied' if k == 'ok' else k}" for m, k, _ in attempts) or "no model was tried"
         last_kind = attempts[-1][1] if attempts else "unavailable"
         super().__init__(
             f"route '{route}': every model failed ({tried})",
