@@ -254,7 +254,10 @@ def hydra_config(command: str, cwd: Path, params: dict[str, Any]) -> tuple[dict[
         else:
             words.append(part)
     # composed once per state of the script and its config files (a search builds its objective more than once)
-    stamp = tuple((f, (cwd / f).stat().st_mtime_ns) for f in [script, *config_files(app, cwd, None)])
+    try:
+        stamp = tuple((f, (cwd / f).stat().st_mtime_ns) for f in [script, *config_files(app, cwd, None)])
+    except OSError:  # a file gone since it was listed: compose again
+        stamp = ((str(time.monotonic_ns()), 0),)
     return _composed(tuple(words), str(cwd), stamp)
 
 
