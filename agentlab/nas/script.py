@@ -150,13 +150,14 @@ class ArgOption(NamedTuple):
 
 
 def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
-    """The options of the ``add_argument`` calls in ``files`` (Python sources), by the names a param may have: the
-    long option without its dashes (``--use-bias`` is ``use-bias``) and the dest (``use_bias``, or ``dest=``) ->
-    an ``ArgOption``: the option as argparse takes it, its kind, ``value`` (``--lr=0.1``), ``store`` (store_true /
-    store_false / store_const: given bare or left out), ``optional`` (``argparse.BooleanOptionalAction``:
-    ``--no-<name>`` when false) or ``list`` (``nargs``: ``--sizes 64 32``), and its literal default. A name declared
-    twice in different ways is left out (with different defaults: kept, its default unknown). Files that cannot be
-    read or parsed are skipped: nothing is run."""
+    """The options of the ``add_argument`` calls (argparse) and ``click.option`` decorators in ``files`` (Python
+    sources), by the names a param may have: the long option without its dashes (``--use-bias`` is ``use-bias``)
+    and the dest (``use_bias``, or ``dest=``; click's own identifier) -> an ``ArgOption``: the option as the parser
+    takes it, its kind, ``value`` (``--lr=0.1``), ``store`` (store_true / store_false / store_const, click's
+    ``is_flag``: given bare or left out), ``optional`` (``argparse.BooleanOptionalAction``, click's
+    ``--flag/--no-flag``: ``--no-<name>`` when false) or ``list`` (``nargs``: ``--sizes 64 32``), and its literal
+    default. A name declared twice in different ways is left out (with different defaults: kept, its default
+    unknown). Files that cannot be read or parsed are skipped: nothing is run."""
     found: dict[str, ArgOption] = {}
     clashes: set[str] = set()
     for path in files:
@@ -165,31 +166,10 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "add_argument"):
+            read = _argparse_option(node) or _click_option(node) if isinstance(node, ast.Call) else None
+            if read is None:
                 continue
-            options = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
-                       and a.value.startswith("-")]
-            longs = [o for o in options if o.startswith("--")]
-            if not options or len(options) != len(node.args):  # a positional, or names built at run time
-                continue
-            keywords = {k.arg: k.value for k in node.keywords if k.arg}
-            action = keywords.get("action")
-            name = action.value if isinstance(action, ast.Constant) else action.attr if isinstance(
-                action, ast.Attribute) else action.id if isinstance(action, ast.Name) else None
-            if name is not None and name not in _SWITCHES and name not in ("store", "append", "extend"):
-                continue  # count, help, version, a custom action: not given by {args}
-            kind = _SWITCHES.get(name, "value") if isinstance(name, str) else "value"
-            nargs = keywords.get("nargs")
-            if kind == "value" and isinstance(nargs, ast.Constant) and (nargs.value in ("+", "*") or (
-                    isinstance(nargs.value, int) and not isinstance(nargs.value, bool) and nargs.value >= 1)):
-                kind = "list"
-            option = (longs or options)[0]
-            dest = keywords.get("dest")
-            names = {o.lstrip("-") for o in longs} | {
-                dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
-                else option.lstrip("-").replace("-", "_")}
-            default = _default(keywords.get("default"), name, keywords.get("type"))
+            option, kind, names, default = read
             for key in names:
                 if key in found and found[key][:2] != (option, kind):
                     clashes.add(key)
@@ -197,6 +177,72 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
                     default = None
                 found[key] = ArgOption(option, kind, default)
     return {key: value for key, value in found.items() if key not in clashes}
+
+
+Read = tuple[str, str, set[str], tuple[Any] | None]  # the option, its kind, its names, its default
+
+
+def _argparse_option(node: ast.Call) -> Read | None:
+    """An ``add_argument("--x", ...)`` call read (``argparse_options``); None for another call, a positional, a
+    name built at run time, or an action ``{args}`` does not give (count, help, version, a custom one)."""
+    if not (isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"):
+        return None
+    options = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+               and a.value.startswith("-")]
+    longs = [o for o in options if o.startswith("--")]
+    if not options or len(options) != len(node.args):
+        return None
+    keywords = {k.arg: k.value for k in node.keywords if k.arg}
+    action = keywords.get("action")
+    name = action.value if isinstance(action, ast.Constant) else action.attr if isinstance(
+        action, ast.Attribute) else action.id if isinstance(action, ast.Name) else None
+    if name is not None and name not in _SWITCHES and name not in ("store", "append", "extend"):
+        return None
+    kind = _SWITCHES.get(name, "value") if isinstance(name, str) else "value"
+    nargs = keywords.get("nargs")
+    if kind == "value" and isinstance(nargs, ast.Constant) and (nargs.value in ("+", "*") or (
+            isinstance(nargs.value, int) and not isinstance(nargs.value, bool) and nargs.value >= 1)):
+        kind = "list"
+    option = (longs or options)[0]
+    dest = keywords.get("dest")
+    names = {o.lstrip("-") for o in longs} | {
+        dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
+        else option.lstrip("-").replace("-", "_")}
+    return option, kind, names, _default(keywords.get("default"), name, keywords.get("type"))
+
+
+def _click_option(node: ast.Call) -> Read | None:
+    """A ``@click.option("--x", ...)`` (or ``option`` imported from click) read like ``_argparse_option``:
+    ``is_flag`` a switch, ``--flag/--no-flag`` one given ``--no-flag`` when false, ``nargs`` over 1 a list; None
+    for ``multiple`` or ``count`` (repeated options, which ``{args}`` does not write)."""
+    func = node.func
+    if not ((isinstance(func, ast.Attribute) and func.attr == "option" and isinstance(func.value, ast.Name)
+             and func.value.id == "click") or (isinstance(func, ast.Name) and func.id == "option")):
+        return None
+    decls = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    if not decls or len(decls) != len(node.args):
+        return None
+    keywords = {k.arg: k.value for k in node.keywords if k.arg}
+    if any(isinstance(keywords.get(k), ast.Constant) and getattr(keywords[k], "value", False)
+           for k in ("multiple", "count")):
+        return None
+    slashed = [d.split("/") for d in decls if "/" in d]
+    if any(len(pair) != 2 or pair[1] != "--no-" + pair[0].lstrip("-") for pair in slashed):
+        return None  # `--shout/--quiet`: {args} writes `--no-<name>` for false, which this option is not
+    options = [o for d in decls if d.startswith("-") for o in d.split("/")[:1]]
+    identifier = [d for d in decls if d.isidentifier()]
+    if not options:
+        return None
+    longs = [o for o in options if o.startswith("--")]
+    flag = isinstance(keywords.get("is_flag"), ast.Constant) and getattr(keywords["is_flag"], "value", False)
+    nargs = keywords.get("nargs")
+    kind = "optional" if slashed else "store" if flag else "list" if isinstance(nargs, ast.Constant) and isinstance(
+        nargs.value, int) and not isinstance(nargs.value, bool) and nargs.value > 1 else "value"
+    option = max(longs or options, key=len)  # click names the parameter after its longest option
+    names = {o.lstrip("-") for o in longs} | {identifier[0] if identifier else option.lstrip("-").replace("-", "_")}
+    default = _default(keywords.get("default"), "store_true" if kind in ("store", "optional") else None,
+                       keywords.get("type"))
+    return option, kind, names, default
 
 
 def _default(node: ast.expr | None, action: object, kind: ast.expr | None) -> tuple[Any] | None:
@@ -208,6 +254,8 @@ def _default(node: ast.expr | None, action: object, kind: ast.expr | None) -> tu
     try:
         value = ast.literal_eval(node)
         convert = {"int": int, "float": float}.get(kind.id if isinstance(kind, ast.Name) else "")
+        if isinstance(value, tuple):  # `default=(64, 32)`: the list a params file and the space hold
+            value = list(value)
         return (convert(value) if convert is not None and isinstance(value, str) else value,)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None

@@ -216,6 +216,39 @@ def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: 
             obj.validate()
 
 
+CLICK_SCRIPT = """\
+import json, sys
+import click
+
+
+@click.command()
+@click.option("--learning-rate", "lr", type=float, default="0.01")
+@click.option("--sizes", type=int, nargs=2, default=(64, 32))
+@click.option("--use-bn", is_flag=True)
+@click.option("--shuffle/--no-shuffle", default=True)
+@click.option("--tag", multiple=True)
+def main(lr, sizes, use_bn, shuffle, tag):
+    print(json.dumps({"loss": lr, "argv": " ".join(sys.argv[1:]), "seen": f"{lr} {list(sizes)} {use_bn} {shuffle}"}))
+
+
+main()
+"""
+
+
+def test_a_click_script_is_read_like_argparse(tmp_path: Path) -> None:
+    """click's options: defaults read (trial 0), a flag given bare or left out, `--no-x` for a false on/off option,
+    nargs as words; a `multiple` option is not an {args} option."""
+    searched = ("lr", "sizes", "use_bn", "shuffle")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, CLICK_SCRIPT, space_keys=searched)
+    assert obj.base_params == {"lr": 0.01, "sizes": [64, 32], "use_bn": False, "shuffle": True}
+    assert "tag" not in obj.options
+    out = obj.run(0, {key: obj.base_params[key] for key in searched}, lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--learning-rate=0.01 --sizes 64 32 --shuffle", "0.01 [64, 32] False True")
+    out = obj.run(1, {"lr": 0.5, "sizes": [8, 4], "use_bn": True, "shuffle": False}, lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--learning-rate=0.5 --sizes 8 4 --use-bn --no-shuffle",
+                                          "0.5 [8, 4] True False")
+
+
 def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
     """The whole search: no objective.params, trial 0 passes the script's defaults, the rest differ from them."""
     from agentlab.nas.run import run_nas_optimization
