@@ -1,6 +1,6 @@
 """The command's script, read without running it: which file it is (``script_of``), the project's modules it
-imports (``project_imports``), its argparse options (``argparse_options``), which ``{args}`` gives the way
-argparse takes them (a switch bare, ``--flag``, not ``--flag=true``), and a Hydra app's config files
+imports (``project_imports``), its argparse or click options (``argparse_options``), which ``{args}`` gives the way
+the parser takes them (a switch bare, ``--flag``, not ``--flag=true``), and a Hydra app's config files
 (``hydra_configs``)."""
 
 from __future__ import annotations
