@@ -5,8 +5,8 @@ The contract, for the command's author:
 - ``command`` is split like a shell line (``shlex``; no shell runs it: no pipes, ``&&`` or ``$VAR``). The trial's
   params reach it the way the script takes them: ``{args}`` (a word of its own) becomes one ``--key=value`` per param
   (argparse or click, W&B Sweeps' ``${args}``; a switch, ``action="store_true"`` or click's ``is_flag``, is given
-  bare when true and left out when false, and an option of several values, ``nargs="+"``, its values as words of their own),
-  ``{overrides}`` one ``key=value`` per param (Hydra's form), ``{key}`` one value,
+  bare when true and left out when false, and an option of several values, ``nargs="+"``, its values as words of
+  their own), ``{overrides}`` one ``key=value`` per param (Hydra's form), ``{key}`` one value,
   ``{params}`` the path of ``params.json`` in the trial's own folder ``<run>/trials/run_NNNN/`` (the base params
   updated by the trial's values; a dotted key, ``optimizer.lr``, updates the nested dict). With ``config`` (the
   project's own config file, ``config_file.ConfigFile``) the workspace's copy of that file holds the trial's values.
