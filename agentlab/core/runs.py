@@ -695,14 +695,23 @@ def _outside_file() -> Path:
 def _note_outside(command: str, path: Path, root: str | Path | None) -> None:
     """Remember a run made with --out (in agentlab's cache, never in the user's folder), so a bare --resume from the
     same runs root finds it; one short line appended."""
+    import fcntl
+
     line = f"{runs_root(root).resolve()}\t{command}\t{path.resolve()}"
     with contextlib.suppress(OSError, UnicodeDecodeError):
         file = _outside_file()
         file.parent.mkdir(parents=True, exist_ok=True)
-        old = file.read_text(encoding="utf-8").splitlines() if file.is_file() else []
-        # runs whose folder is gone are dropped, and the newest OUTSIDE_KEEP kept: the file stays small
-        kept = [x for x in old if x.count("\t") == 2 and Path(x.split("\t")[2]).is_dir()][-OUTSIDE_KEEP:]
-        atomic_write_text(file, "\n".join([*kept, line]) + "\n")
+        # one writer at a time: two runs started at once each read, added its line and wrote, and one line was lost
+        fd = os.open(file.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            with contextlib.suppress(OSError):  # a filesystem without flock: written unlocked, as before
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            old = file.read_text(encoding="utf-8").splitlines() if file.is_file() else []
+            # runs whose folder is gone are dropped, and the newest OUTSIDE_KEEP kept: the file stays small
+            kept = [x for x in old if x.count("\t") == 2 and Path(x.split("\t")[2]).is_dir()][-OUTSIDE_KEEP:]
+            atomic_write_text(file, "\n".join([*kept, line]) + "\n")
+        finally:
+            os.close(fd)  # and with it the lock
 
 
 def _outside(command: str, root: str | Path | None) -> list[Path]:

@@ -59,6 +59,33 @@ def test_a_bare_resume_finds_the_latest_run_made_with_out(in_tmp: Path) -> None:
     assert older.path != run.path
 
 
+NOTE_RUNS = """
+import sys
+from pathlib import Path
+from agentlab.core.runs import _note_outside
+
+for i in range(10):
+    folder = Path(sys.argv[1]) / f"{sys.argv[2]}-{i}"
+    folder.mkdir()
+    _note_outside("demo", folder, sys.argv[3])
+"""
+
+
+def test_runs_made_with_out_at_once_are_all_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six processes noting their --out runs at the same time lose none (a read-modify-write without a lock lost
+    the lines another process wrote in between: a bare --resume then missed that run)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("AGENTLAB_CACHE", str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", NOTE_RUNS, str(tmp_path), f"p{n}", str(tmp_path / "runs")])
+             for n in range(6)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    from agentlab.core.runs import _outside
+
+    assert len(_outside("demo", tmp_path / "runs")) == 60
+
+
 def test_resume_wrong_command_and_missing(in_tmp: Path) -> None:
     RunDir.create("demo", out=in_tmp / "r")
     with pytest.raises(RunDirError, match="is a 'demo' run, not 'nas'") as info:
