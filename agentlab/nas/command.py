@@ -297,12 +297,13 @@ class CommandObjective:
     ``spec``: nas's ``objective:`` section, of which it reads ``command``, ``metric``, ``params``, ``timeout_s``,
     ``sandbox`` and ``eval_command`` (``cwd`` is the folder it resolves to; ``config`` the file it names, read);
     ``trial_dir(number)`` gives a trial's folder; ``on_line(number, text)`` (optional) sees each stdout line as it
-    arrives, e.g. for a progress bar."""
+    arrives, e.g. for a progress bar. ``base_params``: the base already known (``merged_base``; the eval command's
+    is its trial's), else read from the project."""
 
     def __init__(self, spec: CommandObjectiveConfig, *, cwd: Path, trial_dir: Callable[[int], Path],
                  space_keys: tuple[str, ...] = (), on_line: Callable[[int, str], None] | None = None,
                  config: ConfigFile | None = None, workspaces: Workspaces | None = None,
-                 code: CodeTrials | None = None):
+                 code: CodeTrials | None = None, base_params: dict[str, Any] | None = None):
         self.command, self.metric = spec.command, spec.metric
         self.cwd, self.trial_dir, self.timeout_s = Path(cwd), trial_dir, spec.timeout_s
         self.space_keys, self.on_line = space_keys, on_line
@@ -312,7 +313,7 @@ class CommandObjective:
         self.eval_command = spec.eval_command  # run after the command in its workspace: its metric is what counts
         self.own_params = spec.params  # objective.params as written: what {args} / {overrides} pass besides the space
         # the base every trial's values update: the config file's values, objective.params on top (merged_base)
-        self.base_params = merged_base(spec, config, self.cwd, space_keys)
+        self.base_params = merged_base(spec, config, self.cwd, space_keys) if base_params is None else base_params
         self._seen: list[tuple[str, float]] = []  # (params, value) of the first trials: a command ignoring them
         self.ignored_params: str | None = None  # the warning, once given
 
@@ -543,7 +544,7 @@ class CommandObjective:
         spec = CommandObjectiveConfig.model_construct(command=self.eval_command, metric=self.metric,
                                                       params=self.own_params)
         return CommandObjective(spec, cwd=cwd, trial_dir=self.trial_dir, space_keys=self.space_keys,
-                                config=self.config)
+                                config=self.config, base_params=self.base_params)
 
     def _confined(self, argv: list[str], number: int, cwd: Path, folder: Path) -> list[str]:
         """``argv`` under the sandbox (``objective.sandbox``): the trial's workspace and folder writable."""
