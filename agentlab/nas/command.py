@@ -74,14 +74,24 @@ NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf
 SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
 STEP_NAMES = ("epoch", "step", "iter", "iteration")
 STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b\s*[:=#\[]?\s*(\d+)", re.IGNORECASE)
-NAME = re.compile(r"[A-Za-z_][\w./-]*")
-PAIR = re.compile(rf"(?<![\w.])({NAME.pattern})['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
-# a table row holding a name and its number alone (PyTorch Lightning's test / validate table, with or without its
-# box-drawing borders: `│ test/loss │ 0.5433 │`, `    test_loss     0.5433`)
-ROW = re.compile(rf"^[\s│┃|]*({NAME.pattern})[\s│┃|]+({NUMBER})[\s│┃|]*$")
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
 PR_SET_PDEATHSIG = 1
+NAME = re.compile(r"[A-Za-z_][\w./-]*")
+
+
+def _pair(name: str) -> re.Pattern[str]:
+    """`name: number` / `name=number` for names matching the pattern ``name``: group 1 the name, 2 the number."""
+    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
+
+
+def _row(name: str) -> re.Pattern[str]:
+    """A table row holding a name and its number alone (PyTorch Lightning's test / validate table, with or without
+    its box-drawing borders: `│ test/loss │ 0.5433 │`, `    test_loss     0.5433`): groups as ``_pair``'s."""
+    return re.compile(rf"^[\s│┃|]*({name})[\s│┃|]+({NUMBER})[\s│┃|]*$")
+
+
+PAIR, ROW = _pair(NAME.pattern), _row(NAME.pattern)
 
 
 def nested_params(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -127,9 +137,7 @@ def _truth(value: Any) -> bool | None:
 @functools.cache
 def _named(metric: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """``PAIR`` and ``ROW`` for one metric whose name ``NAME`` does not match whole (``Validation accuracy``)."""
-    name = re.escape(metric)
-    return (re.compile(rf"(?<![\w.]){name}['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)"),
-            re.compile(rf"^[\s│┃|]*{name}[\s│┃|]+({NUMBER})[\s│┃|]*$"))
+    return _pair(re.escape(metric)), _row(re.escape(metric))
 
 
 def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] | None:
@@ -141,10 +149,10 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
     if NAME.fullmatch(metric) is None:  # a name of several words (`Validation accuracy`): PAIR reads its last one
         pair, row_of = _named(metric)
         if (cells := row_of.match(line)) is not None:
-            return {metric: float(cells.group(1))}, None
+            return {metric: float(cells.group(2))}, None
         if (taken := pair.search(line)) is None:
             return None
-        pairs[metric] = float(taken.group(1))
+        pairs[metric] = float(taken.group(2))
     for found in PAIR.finditer(line):
         if taken is None or found.end() <= taken.start() or found.start() >= taken.end():
             pairs[found.group(1).strip("'\"")] = float(found.group(2))
