@@ -126,9 +126,7 @@ def setup_logging(verbose: int) -> None:
                         force=True)
     # httpx logs every request at INFO: keep it for -vv only.
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
-    from agentlab.core.models.device import quiet_imports  # no torch: only logger levels
-
-    quiet_imports()
+    # the libraries' import-time loggers are quieted once for every subcommand, in `cli.main`
 
 
 def print_json(data: Any) -> None:
