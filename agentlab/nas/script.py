@@ -205,9 +205,8 @@ def _argparse_option(node: ast.Call) -> Read | None:
         kind = "list"
     option = (longs or options)[0]
     dest = keywords.get("dest")
-    names = {o.lstrip("-") for o in longs} | {
-        dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
-        else option.lstrip("-").replace("-", "_")}
+    names = _names(longs, option, dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
+                   else None)
     return option, kind, names, _default(keywords.get("default"), name, keywords.get("type"))
 
 
@@ -239,10 +238,17 @@ def _click_option(node: ast.Call) -> Read | None:
     kind = "optional" if slashed else "store" if flag else "list" if isinstance(nargs, ast.Constant) and isinstance(
         nargs.value, int) and not isinstance(nargs.value, bool) and nargs.value > 1 else "value"
     option = max(longs or options, key=len)  # click names the parameter after its longest option
-    names = {o.lstrip("-") for o in longs} | {identifier[0] if identifier else option.lstrip("-").replace("-", "_")}
+    names = _names(longs, option, identifier[0] if identifier else None)
+    # a click flag, plain or on/off, given no default is false: argparse's store_true
     default = _default(keywords.get("default"), "store_true" if kind in ("store", "optional") else None,
                        keywords.get("type"))
     return option, kind, names, default
+
+
+def _names(longs: list[str], option: str, dest: str | None) -> set[str]:
+    """The names a param may give an option by: each long option without its dashes, and the parser's own name for
+    it (``dest``; else the option's, ``--batch-size`` -> ``batch_size``)."""
+    return {o.lstrip("-") for o in longs} | {dest or option.lstrip("-").replace("-", "_")}
 
 
 def _default(node: ast.expr | None, action: object, kind: ast.expr | None) -> tuple[Any] | None:
