@@ -1,6 +1,6 @@
 """The command's script, read without running it: which file it is (``script_of``), the project's modules it
-imports (``project_imports``), its argparse or click options (``argparse_options``), which ``{args}`` gives the way
-the parser takes them (a switch bare, ``--flag``, not ``--flag=true``), and a Hydra app's config files
+imports (``project_imports``), its argparse, click or typer options (``argparse_options``), which ``{args}`` gives
+the way the parser takes them (a switch bare, ``--flag``, not ``--flag=true``), and a Hydra app's config files
 (``hydra_configs``)."""
 
 from __future__ import annotations
@@ -150,14 +150,15 @@ class ArgOption(NamedTuple):
 
 
 def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
-    """The options of the ``add_argument`` calls (argparse) and ``click.option`` decorators in ``files`` (Python
-    sources), by the names a param may have: the long option without its dashes (``--use-bias`` is ``use-bias``)
-    and the dest (``use_bias``, or ``dest=``; click's own identifier) -> an ``ArgOption``: the option as the parser
-    takes it, its kind, ``value`` (``--lr=0.1``), ``store`` (store_true / store_false / store_const, click's
-    ``is_flag``: given bare or left out), ``optional`` (``argparse.BooleanOptionalAction``, click's
-    ``--flag/--no-flag``: ``--no-<name>`` when false) or ``list`` (``nargs``: ``--sizes 64 32``), and its literal
-    default. A name declared twice in different ways is left out (with different defaults: kept, its default
-    unknown). Files that cannot be read or parsed are skipped: nothing is run."""
+    """The options of the ``add_argument`` calls (argparse), ``click.option`` decorators and typer commands'
+    parameters (``_typer_options``) in ``files`` (Python sources), by the names a param may have: the long option
+    without its dashes (``--use-bias`` is ``use-bias``) and the dest (``use_bias``, or ``dest=``; click's own
+    identifier) -> an ``ArgOption``: the option as the parser takes it, its kind, ``value`` (``--lr=0.1``),
+    ``store`` (store_true / store_false / store_const, click's ``is_flag``: given bare or left out), ``optional``
+    (``argparse.BooleanOptionalAction``, click's ``--flag/--no-flag``: ``--no-<name>`` when false) or ``list``
+    (``nargs``: ``--sizes 64 32``), and its literal default. A name declared twice in different ways is left out
+    (with different defaults: kept, its default unknown). Files that cannot be read or parsed are skipped: nothing
+    is run."""
     found: dict[str, ArgOption] = {}
     clashes: set[str] = set()
     for path in files:
@@ -165,8 +166,9 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
-        for node in ast.walk(tree):
-            read = _argparse_option(node) or _click_option(node) if isinstance(node, ast.Call) else None
+        reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
+                 if isinstance(node, ast.Call)] + _typer_options(tree)
+        for read in reads:
             if read is None:
                 continue
             option, kind, names, default = read
@@ -243,6 +245,72 @@ def _click_option(node: ast.Call) -> Read | None:
     default = _default(keywords.get("default"), "store_true" if kind in ("store", "optional") else None,
                        keywords.get("type"))
     return option, kind, names, default
+
+
+def _typer_options(tree: ast.Module) -> list[Read | None]:
+    """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` or given
+    to ``typer.run``, in a module importing typer), read like ``_click_option``: a parameter with a default, plain
+    (``lr: float = 0.01`` is ``--lr``), ``typer.Option(0.01, "--learning-rate")`` or ``Annotated[float,
+    typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false) unless named
+    without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option) or an
+    on/off pair not named ``--no-<name>``."""
+    if not any(isinstance(n, ast.Import) and any(a.name == "typer" for a in n.names)
+               or isinstance(n, ast.ImportFrom) and n.module == "typer" for n in ast.walk(tree)):
+        return []
+    given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and _called(n.func) in ("run", "command")
+             for a in n.args if isinstance(a, ast.Name)}  # typer.run(main), app.command()(main)
+    commands = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+        f.name in given or any(isinstance(d, ast.Call) and _called(d.func) in ("command", "callback")
+                               for d in f.decorator_list))]
+    reads: list[Read | None] = []
+    for function in commands:
+        params = function.args.posonlyargs + function.args.args + function.args.kwonlyargs
+        defaults = [None] * (len(function.args.posonlyargs + function.args.args) - len(function.args.defaults)) \
+            + function.args.defaults + function.args.kw_defaults
+        reads += [_typer_option(arg, default) for arg, default in zip(params, defaults, strict=True)]
+    return reads
+
+
+def _typer_option(arg: ast.arg, default: ast.expr | None) -> Read | None:
+    """One typer command's parameter read (``_typer_options``)."""
+    kind, marker = arg.annotation, None
+    if isinstance(kind, ast.Subscript) and _called(kind.value) == "Annotated" and isinstance(kind.slice, ast.Tuple):
+        kind, *extra = kind.slice.elts
+        marker = next((e for e in extra if isinstance(e, ast.Call) and _called(e.func) in ("Option", "Argument")),
+                      None)
+        decls = marker.args if marker is not None else []
+    elif isinstance(default, ast.Call) and _called(default.func) in ("Option", "Argument"):
+        marker, decls = default, default.args[1:]
+        keyword = [k.value for k in default.keywords if k.arg == "default"]
+        default = default.args[0] if default.args else keyword[0] if keyword else None
+    else:
+        decls = []
+    if isinstance(marker, ast.Call) and _called(marker.func) == "Argument" or (default is None and marker is None):
+        return None  # typer's arguments: a parameter with neither a default nor an Option is one
+    if isinstance(kind, ast.BinOp) and isinstance(kind.op, ast.BitOr):  # `int | None`
+        kind = kind.left if isinstance(kind.right, ast.Constant) and kind.right.value is None else kind
+    if isinstance(kind, ast.Subscript) and _called(kind.value) == "Optional":
+        kind = kind.slice
+    if isinstance(kind, ast.Subscript) or not all(isinstance(d, ast.Constant) and isinstance(d.value, str)
+                                                  for d in decls):
+        return None  # `list[int]`: typer repeats the option (`--size 8 --size 4`), which {args} does not write
+    words = [d.value for d in decls if isinstance(d, ast.Constant) and isinstance(d.value, str)]
+    if any(len(w.split("/")) != 2 or w.split("/")[1] != "--no-" + w.split("/")[0].lstrip("-")
+           for w in words if "/" in w):
+        return None  # `--accept/--reject`
+    options = [o for w in words if w.startswith("-") for o in w.split("/")[:1]] or [
+        "--" + arg.arg.replace("_", "-")]
+    switch = isinstance(kind, ast.Name) and kind.id == "bool"
+    on_off = switch and (not words or any("/" in w for w in words))
+    literal = _default(default, None, kind) if default is not None else None
+    return (max(options, key=len), "optional" if on_off else "store" if switch else "value",
+            _names([o for o in options if o.startswith("--")], max(options, key=len), arg.arg),
+            None if literal == (Ellipsis,) else literal)  # `typer.Option(...)`: required, no default
+
+
+def _called(func: ast.expr) -> str | None:
+    """The name a call or subscript goes by: ``typer.Option`` and ``Option`` are ``Option``."""
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
 
 
 def _names(longs: list[str], option: str, dest: str | None) -> set[str]:

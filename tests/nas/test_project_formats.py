@@ -18,6 +18,7 @@ from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.nas.command import CommandObjective, cli_value, text_metrics
 from agentlab.nas.config import CommandObjectiveConfig
 from agentlab.nas.config_file import ConfigFile, ConfigFileError
+from agentlab.nas.script import ArgOption, argparse_options
 from agentlab.nas.workspace import Workspaces
 
 PYTHON = shlex.quote(sys.executable)
@@ -212,7 +213,7 @@ def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: 
     for key in ("seed", "width"):  # no default, a default that is no literal: the params must say it
         obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, ARGPARSE_DEFAULTS, space_keys=(key,))
         with pytest.raises(UsageError, match=f"search.space.{key}: not a key of objective.params, and no "
-                           "add_argument of train.py"):
+                           "option of train.py \\(argparse, click or typer"):
             obj.validate()
 
 
@@ -247,6 +248,62 @@ def test_a_click_script_is_read_like_argparse(tmp_path: Path) -> None:
     out = obj.run(1, {"lr": 0.5, "sizes": [8, 4], "use_bn": True, "shuffle": False}, lambda s, v: False)
     assert (out["argv"], out["seen"]) == ("--learning-rate=0.5 --sizes 8 4 --use-bn --no-shuffle",
                                           "0.5 [8, 4] True False")
+
+
+TYPER_SCRIPT = """\
+import json, sys
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer()
+
+
+@app.command()
+def main(lr: float = 0.01,
+         hidden_size: int = typer.Option(64, "--hidden"),
+         use_bn: bool = False,
+         force: Annotated[bool, typer.Option("--force")] = False,
+         dropout: Annotated[float, typer.Option(help="rate")] = 0.1,
+         seed: Optional[int] = typer.Option(...),
+         name: str = typer.Argument("x"),
+         tags: list[str] = typer.Option([]),
+         accept: bool = typer.Option(True, "--accept/--reject")):
+    seen = f"{lr} {hidden_size} {use_bn} {force} {dropout} {seed}"
+    print(json.dumps({"loss": lr, "argv": " ".join(sys.argv[1:]), "seen": seen}))
+
+
+if __name__ == "__main__":
+    app()
+"""
+
+
+def test_a_typer_commands_parameters_are_read_like_click_options(tmp_path: Path) -> None:
+    """typer: a parameter with a default is an option (`use_bn` is `--use-bn/--no-use-bn`, a bool named without a
+    slash a flag), its default the base; arguments, lists and `--accept/--reject` are not {args} options. Before,
+    a key the params left out was refused, and `use_bn` given there was passed as `--use_bn=False`, which typer
+    refuses ("No such option")."""
+    searched = ("lr", "hidden_size", "use_bn", "force", "dropout")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}} --seed=1", {}, TYPER_SCRIPT, space_keys=searched)
+    assert obj.base_params == {"lr": 0.01, "hidden_size": 64, "use_bn": False, "force": False, "dropout": 0.1}
+    assert {k: v[:2] for k, v in obj.options.items()} == {
+        "lr": ("--lr", "value"), "hidden": ("--hidden", "value"), "hidden_size": ("--hidden", "value"),
+        "use-bn": ("--use-bn", "optional"), "use_bn": ("--use-bn", "optional"), "force": ("--force", "store"),
+        "dropout": ("--dropout", "value"), "seed": ("--seed", "value")}
+    assert obj.options["seed"].default is None  # typer.Option(...): required, no default
+    out = obj.run(0, {key: obj.base_params[key] for key in searched}, lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--lr=0.01 --hidden=64 --no-use-bn --dropout=0.1 --seed=1",
+                                          "0.01 64 False False 0.1 1")
+    out = obj.run(1, {"lr": 0.5, "hidden_size": 8, "use_bn": True, "force": True, "dropout": 0.2}, lambda s, v: False)
+    assert (out["argv"], out["seen"]) == ("--lr=0.5 --hidden=8 --use-bn --force --dropout=0.2 --seed=1",
+                                          "0.5 8 True True 0.2 1")
+    # `typer.run(main)` makes main a command too; a module that does not import typer is not read this way
+    (tmp_path / "train.py").write_text("import typer\n\ndef main(width: int = 3, fast: bool = True):\n"
+                                       "    pass\n\ntyper.run(main)\n")
+    assert argparse_options([tmp_path / "train.py"]) == {
+        "width": ArgOption("--width", "value", (3,)), "fast": ArgOption("--fast", "optional", (True,))}
+    (tmp_path / "train.py").write_text("def main(width: int = 3):\n    pass\n\nrun(main)\n")
+    assert argparse_options([tmp_path / "train.py"]) == {}
 
 
 def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
