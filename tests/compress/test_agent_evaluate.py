@@ -101,7 +101,8 @@ def test_evaluation_then_evaluate_on_base_and_an_experiment(in_tmp: Path, tiny_m
     assert "against the base on the same 10 items" in first and "reloaded from the workspace's checkpoint" in first
     assert again.startswith("you made this same call already since the last run_experiment; its answer was: ")
     assert first[:300] in again
-    assert again.endswith("Decide now: call suggest, then run_experiment with one of the suggested candidates.")
+    # the candidates came with the last result: no suggest step first
+    assert again.endswith("Decide now: call run_experiment with one of the suggested candidates.")
     assert "(evaluate): target: '7' is not one of ['base', '1']" in unknown
 
     # in events.jsonl and cached in the run folder (the repeated call scored nothing)

@@ -24,7 +24,8 @@ The graph is create_agent's own (model -> tools -> model ...); what agentlab add
   runs a trial nor gathers something new is answered so, and counts against the step budget.
 
 The action tool leaves the graph at ``interrupt({"kind": "execute", "action": pending})``; the search loop runs the
-trial and resumes with its result, which becomes the tool's answer, followed by the driver's reflection.
+trial and resumes with its result, which becomes the tool's answer (with the driver's ``suggest`` for the next trial
+when its pick needs one), followed by the driver's reflection.
 """
 
 from __future__ import annotations
@@ -123,14 +124,10 @@ class _Middleware(AgentMiddleware):
     def refusal_with_candidates(self, name: str, update: dict[str, Any]) -> str | None:
         """The refusal of a pick made before ``suggest``, with the driver's ``suggest`` answered now (its state
         update, ``suggested``, goes into ``update``); None when suggest fails (the plain refusal then)."""
-        tool = next((t for t in self.driver.tools() if t.name == "suggest"), None)
-        if tool is None or tool.run is None:
+        answer = self.run.suggestion()
+        if answer is None:
             return None
-        try:
-            out = tool.run({})
-        except AgentlabError:
-            return None
-        offered, suggested = (out, {}) if isinstance(out, str) else out
+        offered, suggested = answer
         update.update(suggested)
         head = f"not run: nothing was suggested since the last {getattr(self.driver, 'unit', 'action')}. " \
             "suggest's candidates now:\n"
@@ -375,11 +372,18 @@ def as_langchain(run: AgentRun, tool: Tool) -> StructuredTool:
         def act(runtime: ToolRuntime, **args: Any) -> Command:
             pending = runtime.state.get("pending")
             assert pending is not None, "an action call reaches the tool node only once checked (Step)"
-            result = str(interrupt({"kind": "execute", "action": pending}))
+            result = str(interrupt({"kind": "execute", "action": pending}))[:chars]
             run.event("agent_observe", summary=summary(result))
             reflection = run.reflect(runtime.state)
-            return Command(update={"pending": None, "since_action": 0, "suggested": [], "messages": [
-                ToolMessage(result[:chars], tool_call_id=runtime.tool_call_id),
+            # the next candidates come with the result: a pick needs no suggest step of its own (Qwen2.5-Coder-0.5B
+            # picked straight after each result, was refused with the candidates, then picked: two calls a trial)
+            answer = run.suggestion() if getattr(run.driver, "pick_needs_suggest", False) else None
+            offered, suggested = answer or ("", {"suggested": []})
+            if offered:
+                head = f"\n\nthe candidates for the next {getattr(run.driver, 'unit', 'action')}:\n"
+                result += (head + offered)[:max(chars - len(result), 0)]
+            return Command(update={"pending": None, "since_action": 0, **suggested, "messages": [
+                ToolMessage(result, tool_call_id=runtime.tool_call_id),
                 *([HumanMessage(reflection)] if reflection else [])]})
         func: Callable[..., Any] = act
     else:
@@ -435,6 +439,18 @@ class AgentRun:
         """The driver's tools of this step as LangChain tools (the schemas may change: the candidates' indices)."""
         actions = self.driver.actions
         return [as_langchain(self, t) for t in self.driver.tools() if t.run is not None or t.name in actions]
+
+    def suggestion(self) -> tuple[str, dict[str, Any]] | None:
+        """The driver's ``suggest`` answered now: its text and state update (``suggested``); None when the driver
+        has no suggest or it fails."""
+        tool = next((t for t in self.driver.tools() if t.name == "suggest"), None)
+        if tool is None or tool.run is None:
+            return None
+        try:
+            out = tool.run({})
+        except AgentlabError:
+            return None
+        return (out, {}) if isinstance(out, str) else out
 
     def reflect(self, state: dict[str, Any]) -> str:
         """What the model is told after each action: its todo and the driver's reflection."""

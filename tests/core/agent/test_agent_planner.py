@@ -80,6 +80,21 @@ def test_an_agent_that_runs_suggest_candidate_0_is_tpe_trial_for_trial(tmp_path:
         planner.close()
 
 
+def test_each_result_brings_the_next_candidates_so_a_pick_needs_no_suggest_step(tmp_path: Path) -> None:
+    """suggest once, then candidate 0 straight after each result: still TPE trial for trial, one call a trial,
+    nothing refused (before, each such pick was refused with the candidates and made again: two calls a trial)."""
+    tpe = [r.params for r in search(OptunaPlanner("tpe"), 0)]
+    model = ScriptAgent([("suggest", {}), ("run_trial", {"candidate": 0, "reason": "r"})])
+    planner = agent(model, tmp_path, guard_patience=50)
+    records = search(planner, 0)
+    assert [r.params for r in records] == tpe
+    counts = planner.stats()
+    assert counts["rejected_calls"] == 0 and counts["steps"] == 1 + 11
+    results = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
+    assert all("the candidates for the next trial:\ncandidate 0: " in r for r in results[1:])
+    planner.close()
+
+
 def test_the_guard_takes_over_after_patience_and_the_agent_is_told(tmp_path: Path) -> None:
     # an agent that keeps trying the worst config it can name never improves: the guard runs TPE
     worst = ScriptAgent([("try_config", {"changes": {"kind": "c", "width": 8}, "reason": "r"}),
