@@ -257,8 +257,9 @@ def _typer_options(tree: ast.Module) -> list[Read | None]:
     if not any(isinstance(n, ast.Import) and any(a.name == "typer" for a in n.names)
                or isinstance(n, ast.ImportFrom) and n.module == "typer" for n in ast.walk(tree)):
         return []
-    given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and _called(n.func) in ("run", "command")
-             for a in n.args if isinstance(a, ast.Name)}  # typer.run(main), app.command()(main)
+    given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and (_called(n.func) == "run" or isinstance(
+        n.func, ast.Call) and _called(n.func.func) in ("command", "callback")) for a in n.args
+        if isinstance(a, ast.Name)}  # typer.run(main), app.command()(main)
     commands = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
         f.name in given or any(isinstance(d, ast.Call) and _called(d.func) in ("command", "callback")
                                for d in f.decorator_list))]

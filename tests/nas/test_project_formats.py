@@ -302,6 +302,9 @@ def test_a_typer_commands_parameters_are_read_like_click_options(tmp_path: Path)
                                        "    pass\n\ntyper.run(main)\n")
     assert argparse_options([tmp_path / "train.py"]) == {
         "width": ArgOption("--width", "value", (3,)), "fast": ArgOption("--fast", "optional", (True,))}
+    (tmp_path / "train.py").write_text("import typer\n\ndef main(width: int = 3):\n    pass\n\n"
+                                       "typer.Typer().command()(main)\n")
+    assert argparse_options([tmp_path / "train.py"]) == {"width": ArgOption("--width", "value", (3,))}
     (tmp_path / "train.py").write_text("def main(width: int = 3):\n    pass\n\nrun(main)\n")
     assert argparse_options([tmp_path / "train.py"]) == {}
 
