@@ -66,6 +66,7 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     if twice:
         raise UsageError(f"seeds: two seed folders are named {twice[0]!r}",
                          hint="individuals are named after their folder: rename one")
+    parents = [read_parent(p) for p in cfg.seeds]  # InputError (exit 2) naming the folder; before the counts below
     if len(cfg.seeds) > cfg.population:
         raise UsageError(f"seeds: {len(cfg.seeds)} seeds do not fit a population of {cfg.population}",
                          hint=f"raise population to at least {len(cfg.seeds)}, or give fewer seeds")
@@ -74,7 +75,6 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
         what = "search" if needs[0] == cfg.search else "baseline"
         raise UsageError(f"{what} {needs[0]} combines the seeds: it needs at least 2 (got {len(cfg.seeds)})",
                          hint="give more --seeds, or --set search=ga --set baselines=[]")
-    parents = [read_parent(p) for p in cfg.seeds]  # InputError (exit 2) naming the folder
     check_compatible(parents)
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:

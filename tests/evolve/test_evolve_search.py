@@ -211,6 +211,10 @@ def test_a_search_over_weights_needs_two_seeds(in_tmp: Path, tiny_model: dict[st
     assert main(["evolve", "run", "-c", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: search cmaes combines the seeds") and not (in_tmp / "runs").exists()
+    # a seed folder that is not there is said first (it was "needs at least 2 (got 1)", the typo unnamed)
+    config = write_config(in_tmp, tiny_model, seeds, seeds=[str(in_tmp / "skill_unit")])
+    assert main(["evolve", "run", "-c", str(config)]) == 2
+    assert "skill_unit: adapter folder not found" in capsys.readouterr().err
 
 
 def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, tiny_model: dict[str, Path],
