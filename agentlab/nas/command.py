@@ -385,6 +385,8 @@ class CommandObjective:
         option, kind = found.option, found.kind
         if kind == "list" and isinstance(value, (list, tuple)):
             return [option, *(cli_value(v) for v in value)]
+        if kind == "python":  # python-fire reads a Python literal: `--use_bn=False`, `--optimizer='adam'`
+            return [f"{option}={value!r}"]
         on = _truth(value)
         if kind in ("store", "optional") and (on is not None or value is None):
             if on:

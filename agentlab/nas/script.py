@@ -155,8 +155,9 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
     without its dashes (``--use-bias`` is ``use-bias``) and the dest (``use_bias``, or ``dest=``; click's own
     identifier) -> an ``ArgOption``: the option as the parser takes it, its kind, ``value`` (``--lr=0.1``),
     ``store`` (store_true / store_false / store_const, click's ``is_flag``: given bare or left out), ``optional``
-    (``argparse.BooleanOptionalAction``, click's ``--flag/--no-flag``: ``--no-<name>`` when false) or ``list``
-    (``nargs``: ``--sizes 64 32``), and its literal default. A name declared twice in different ways is left out
+    (``argparse.BooleanOptionalAction``, click's ``--flag/--no-flag``: ``--no-<name>`` when false), ``list``
+    (``nargs``: ``--sizes 64 32``) or ``python`` (python-fire: ``--name=<Python literal>``, ``_fire_options``), and
+    its literal default. A name declared twice in different ways is left out
     (with different defaults: kept, its default unknown). Files that cannot be read or parsed are skipped: nothing
     is run."""
     found: dict[str, ArgOption] = {}
@@ -167,7 +168,7 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
         reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
-                 if isinstance(node, ast.Call)] + _typer_options(tree)
+                 if isinstance(node, ast.Call)] + _typer_options(tree) + _fire_options(tree)
         for read in reads:
             if read is None:
                 continue
@@ -245,6 +246,27 @@ def _click_option(node: ast.Call) -> Read | None:
     default = _default(keywords.get("default"), "store_true" if kind in ("store", "optional") else None,
                        keywords.get("type"))
     return option, kind, names, default
+
+
+def _fire_options(tree: ast.Module) -> list[Read | None]:
+    """The options of a function given to ``fire.Fire(main)`` (python-fire, in a module importing it): each
+    parameter with a default is ``--name`` (``--name=value``), of the kind ``python``: fire reads a value as a Python
+    literal, so ``{args}`` writes one (``--use_bn=False``, ``--optimizer='adam'``; ``false`` would be the string
+    "false", which is true)."""
+    if not any(isinstance(n, ast.Import) and any(a.name == "fire" for a in n.names)
+               or isinstance(n, ast.ImportFrom) and n.module == "fire" for n in ast.walk(tree)):
+        return []
+    given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and _called(n.func) == "Fire"
+             for a in n.args[:1] if isinstance(a, ast.Name)}
+    reads: list[Read | None] = []
+    for function in ast.walk(tree):
+        if isinstance(function, ast.FunctionDef) and function.name in given:
+            args = function.args
+            params = list(zip(args.args[len(args.args) - len(args.defaults):], args.defaults, strict=True)) + [
+                (arg, default) for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True) if default]
+            reads += [(f"--{arg.arg}", "python", {arg.arg, arg.arg.replace("_", "-")},
+                       _default(default, None, arg.annotation)) for arg, default in params]
+    return reads
 
 
 def _typer_options(tree: ast.Module) -> list[Read | None]:

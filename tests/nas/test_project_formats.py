@@ -309,6 +309,35 @@ def test_a_typer_commands_parameters_are_read_like_click_options(tmp_path: Path)
     assert argparse_options([tmp_path / "train.py"]) == {}
 
 
+FIRE_SCRIPT = """\
+import fire
+
+
+def main(data, lr=0.01, hidden_sizes=(64, 32), use_bn=False, optimizer="sgd", *, epochs: int = 3):
+    pass
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
+"""
+
+
+def test_a_fire_scripts_defaults_are_read_and_its_values_written_as_python_literals(tmp_path: Path) -> None:
+    """python-fire reads `--use_bn=false` as the string "false" (true) and `--optimizer=1e-3` as a float: its
+    options are given Python literals. (Checked against fire 0.7.1: `--use_bn=False --optimizer='adam'
+    --hidden_sizes=[8, 4]` reach main as False, "adam", [8, 4].)"""
+    searched = ("lr", "hidden_sizes", "use_bn", "optimizer", "epochs")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}} --data=x.csv", {}, FIRE_SCRIPT, space_keys=searched)
+    assert obj.base_params == {"lr": 0.01, "hidden_sizes": [64, 32], "use_bn": False, "optimizer": "sgd",
+                               "epochs": 3}
+    assert "data" not in obj.options and obj.options["use-bn"] == ArgOption("--use_bn", "python", (False,))
+    values = {"lr": 0.5, "hidden_sizes": [8, 4], "use_bn": False, "optimizer": "1e-3", "epochs": 2}
+    assert obj.argv("p.json", values)[2:] == ["--lr=0.5", "--hidden_sizes=[8, 4]", "--use_bn=False",
+                                              "--optimizer='1e-3'", "--epochs=2", "--data=x.csv"]
+    (tmp_path / "train.py").write_text(FIRE_SCRIPT.replace("import fire\n", ""))  # no fire imported: not read
+    assert argparse_options([tmp_path / "train.py"]) == {}
+
+
 def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
     """The whole search: no objective.params, trial 0 passes the script's defaults, the rest differ from them."""
     from agentlab.nas.run import run_nas_optimization
