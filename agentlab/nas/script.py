@@ -168,7 +168,7 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
         reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
-                 if isinstance(node, ast.Call)] + _typer_options(tree) + _fire_options(tree)
+                 if isinstance(node, ast.Call)] + _typer_options(tree) + _fire_options(tree) + _tyro_options(tree)
         for read in reads:
             if read is None:
                 continue
@@ -253,8 +253,7 @@ def _fire_options(tree: ast.Module) -> list[Read | None]:
     parameter with a default is ``--name`` (``--name=value``), of the kind ``python``: fire reads a value as a Python
     literal, so ``{args}`` writes one (``--use_bn=False``, ``--optimizer='adam'``; ``false`` would be the string
     "false", which is true)."""
-    if not any(isinstance(n, ast.Import) and any(a.name == "fire" for a in n.names)
-               or isinstance(n, ast.ImportFrom) and n.module == "fire" for n in ast.walk(tree)):
+    if not _imports(tree, "fire"):
         return []
     given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and _called(n.func) == "Fire"
              for a in n.args[:1] if isinstance(a, ast.Name)}
@@ -269,6 +268,56 @@ def _fire_options(tree: ast.Module) -> list[Read | None]:
     return reads
 
 
+def _tyro_options(tree: ast.Module) -> list[Read | None]:
+    """The options of a function or dataclass given to ``tyro.cli`` (in a module importing tyro): each parameter
+    or field is ``--name`` with dashes (tyro takes the underscores too); a bool ``--name`` / ``--no-name``, a list
+    or tuple its values as words (``--hidden-sizes 64 32``), anything else ``--name=value``; its default the
+    literal one (a parameter without one is a required option, its default unknown). Nested configs are not read."""
+    if not _imports(tree, "tyro"):
+        return []
+    given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and _called(n.func) == "cli"
+             for a in n.args[:1] if isinstance(a, ast.Name)}
+    fields: list[tuple[str, ast.expr | None, ast.expr | None]] = []  # name, annotation, default
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name in given:
+            args = node.args
+            defaults = [None] * (len(args.args) - len(args.defaults)) + list(args.defaults)
+            fields += [(a.arg, a.annotation, d) for a, d in zip(args.args, defaults, strict=True)]
+            fields += [(a.arg, a.annotation, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)]
+        elif isinstance(node, ast.ClassDef) and node.name in given:
+            fields += [(f.target.id, f.annotation, f.value) for f in node.body
+                       if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)]
+    reads: list[Read | None] = []
+    for name, kind, default in fields:
+        kind = _unwrap_optional(kind)
+        if isinstance(default, ast.Call):
+            default = next((k.value for k in default.keywords if k.arg == "default"), None) if _called(
+                default.func) == "field" else None  # field(default=3); default_factory: unknown
+        many = isinstance(kind, ast.Subscript) and _called(kind.value) in ("list", "List", "tuple", "Tuple",
+                                                                            "Sequence")
+        switch = isinstance(kind, ast.Name) and kind.id == "bool"
+        option = "--" + name.replace("_", "-")
+        reads.append((option, "list" if many else "optional" if switch else "value", {name, option[2:]},
+                      _default(default, None, kind) if default is not None else None))
+    return reads
+
+
+def _imports(tree: ast.Module, module: str) -> bool:
+    """Whether the module imports ``module`` (``import x`` or ``from x import ...``)."""
+    return any(isinstance(n, ast.Import) and any(a.name == module for a in n.names)
+               or isinstance(n, ast.ImportFrom) and n.module == module for n in ast.walk(tree))
+
+
+def _unwrap_optional(kind: ast.expr | None) -> ast.expr | None:
+    """``int | None`` and ``Optional[int]`` as ``int``."""
+    if isinstance(kind, ast.BinOp) and isinstance(kind.op, ast.BitOr) and isinstance(kind.right, ast.Constant) \
+            and kind.right.value is None:
+        return kind.left
+    if isinstance(kind, ast.Subscript) and _called(kind.value) == "Optional":
+        return kind.slice
+    return kind
+
+
 def _typer_options(tree: ast.Module) -> list[Read | None]:
     """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` or given
     to ``typer.run``, in a module importing typer), read like ``_click_option``: a parameter with a default, plain
@@ -276,8 +325,7 @@ def _typer_options(tree: ast.Module) -> list[Read | None]:
     typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false) unless named
     without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option) or an
     on/off pair not named ``--no-<name>``."""
-    if not any(isinstance(n, ast.Import) and any(a.name == "typer" for a in n.names)
-               or isinstance(n, ast.ImportFrom) and n.module == "typer" for n in ast.walk(tree)):
+    if not _imports(tree, "typer"):
         return []
     given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and (_called(n.func) == "run" or isinstance(
         n.func, ast.Call) and _called(n.func.func) in ("command", "callback")) for a in n.args
@@ -310,10 +358,7 @@ def _typer_option(arg: ast.arg, default: ast.expr | None) -> Read | None:
         decls = []
     if isinstance(marker, ast.Call) and _called(marker.func) == "Argument" or (default is None and marker is None):
         return None  # typer's arguments: a parameter with neither a default nor an Option is one
-    if isinstance(kind, ast.BinOp) and isinstance(kind.op, ast.BitOr):  # `int | None`
-        kind = kind.left if isinstance(kind.right, ast.Constant) and kind.right.value is None else kind
-    if isinstance(kind, ast.Subscript) and _called(kind.value) == "Optional":
-        kind = kind.slice
+    kind = _unwrap_optional(kind)
     if isinstance(kind, ast.Subscript) or not all(isinstance(d, ast.Constant) and isinstance(d.value, str)
                                                   for d in decls):
         return None  # `list[int]`: typer repeats the option (`--size 8 --size 4`), which {args} does not write

@@ -338,6 +338,46 @@ def test_a_fire_scripts_defaults_are_read_and_its_values_written_as_python_liter
     assert argparse_options([tmp_path / "train.py"]) == {}
 
 
+TYRO_SCRIPT = """\
+from dataclasses import dataclass, field
+from typing import Optional
+
+import tyro
+
+
+@dataclass
+class Config:
+    data: str
+    lr: float = 0.01
+    hidden_sizes: tuple[int, ...] = (64, 32)
+    use_bn: bool = False
+    width: Optional[int] = field(default=8)
+    tags: list[str] = field(default_factory=list)
+
+
+def main(epochs: int = 3, use_amp: bool = True) -> None:
+    pass
+
+
+if __name__ == "__main__":
+    tyro.cli(Config) if len(__import__("sys").argv) > 3 else tyro.cli(main)
+"""
+
+
+def test_a_tyro_configs_fields_are_read_with_dashes_switches_and_lists(tmp_path: Path) -> None:
+    """tyro (a dataclass or a function given to tyro.cli): `--use-bn` / `--no-use-bn`, a tuple's values as words,
+    `--lr=...`; before, `--use_bn=true` was "Unrecognized options: true". (Checked against tyro 1.0.17:
+    `--no-use-bn --hidden-sizes 8 4` reach the config as False, (8, 4).)"""
+    searched = ("lr", "hidden_sizes", "use_bn", "width", "epochs", "use_amp")
+    obj = command(tmp_path, f"{PYTHON} train.py --data=x {{args}}", {}, TYRO_SCRIPT, space_keys=searched)
+    assert obj.base_params == {"lr": 0.01, "hidden_sizes": [64, 32], "use_bn": False, "width": 8, "epochs": 3,
+                               "use_amp": True}
+    assert obj.options["tags"] == ArgOption("--tags", "list", None) and obj.options["data"].default is None
+    values = {"lr": 0.5, "hidden_sizes": [8, 4], "use_bn": False, "width": 4, "epochs": 2, "use_amp": True}
+    assert obj.argv("p.json", values)[2:] == ["--data=x", "--lr=0.5", "--hidden-sizes", "8", "4", "--no-use-bn",
+                                              "--width=4", "--epochs=2", "--use-amp"]
+
+
 def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
     """The whole search: no objective.params, trial 0 passes the script's defaults, the rest differ from them."""
     from agentlab.nas.run import run_nas_optimization
