@@ -3,13 +3,14 @@
 The contract, for the command's author:
 
 - ``command`` is split like a shell line (``shlex``; no shell runs it: no pipes, ``&&`` or ``$VAR``). The trial's
-  params reach it the way the script takes them: ``{args}`` (a word of its own) becomes one ``--key=value`` per param
-  (argparse or click, W&B Sweeps' ``${args}``; a switch, ``action="store_true"`` or click's ``is_flag``, is given
-  bare when true and left out when false, and an option of several values, ``nargs="+"``, its values as words of
-  their own), ``{overrides}`` one ``key=value`` per param (Hydra's form), ``{key}`` one value,
-  ``{params}`` the path of ``params.json`` in the trial's own folder ``<run>/trials/run_NNNN/`` (the base params
-  updated by the trial's values; a dotted key, ``optimizer.lr``, updates the nested dict). With ``config`` (the
-  project's own config file, ``config_file.ConfigFile``) the workspace's copy of that file holds the trial's values.
+  params reach it the way the script takes them: ``{args}`` (a word of its own) becomes one ``--key=value`` per
+  param (argparse, click, typer, tyro or fire: ``script.argparse_options``; W&B Sweeps' ``${args}``; a switch,
+  ``action="store_true"`` or click's ``is_flag``, is given bare when true and left out when false, and an option of
+  several values, ``nargs="+"``, its values as words of their own), ``{overrides}`` one ``key=value`` per param
+  (Hydra's form), ``{key}`` one value, ``{params}`` the path of ``params.json`` in the trial's own folder
+  ``<run>/trials/run_NNNN/`` (the base params updated by the trial's values; a dotted key, ``optimizer.lr``, updates
+  the nested dict). With ``config`` (the project's own config file, ``config_file.ConfigFile``) the workspace's copy
+  of that file holds the trial's values.
 - The environment also holds ``AGENTLAB_TRIAL_DIR`` (the trial folder), ``AGENTLAB_PARAMS`` (the params file) and
   ``AGENTLAB_WORKSPACE``. The command runs in the trial's workspace (``workspace.Workspaces``: a git worktree or a
   copy of the project) at the project folder's place, or in ``cwd`` itself without workspaces.
@@ -223,7 +224,7 @@ def better(direction: str) -> str:
 def merged_base(spec: CommandObjectiveConfig, config: ConfigFile | None, cwd: Path,
                 keys: Iterable[str]) -> dict[str, Any]:
     """What trial 0 runs with: objective.params, on top of the config file's values when there is one. A key of
-    ``keys`` (the searched ones) that neither gives starts at the script's own value: with ``{args}`` its argparse
+    ``keys`` (the searched ones) that neither gives starts at the script's own value: with ``{args}`` its parser's
     default, with ``{overrides}`` its value in the Hydra app's composed config, or the option its group chose
     (``hydra_config``)."""
     base = nested_params(config.values, flatten(spec.params)) if config is not None else spec.params
@@ -288,7 +289,8 @@ def _composed(words: tuple[str, ...], cwd: str, stamp: tuple[tuple[str, int], ..
 
 
 def script_options(command: str, cwd: Path) -> dict[str, ArgOption]:
-    """The argparse options of the command's script and the project modules it imports (read, not run)."""
+    """The options of the command's script and the project modules it imports (``argparse_options``: argparse,
+    click, typer, tyro, fire; read, not run)."""
     script = script_of(command, cwd)
     if script is None:
         return {}
@@ -372,7 +374,7 @@ class CommandObjective:
 
     @functools.cached_property
     def options(self) -> dict[str, ArgOption]:
-        """The script's argparse options (``script_options``), read once."""
+        """The script's options (``script_options``), read once."""
         return script_options(self.command, self.cwd)
 
     def _arg(self, key: str, value: Any) -> list[str]:

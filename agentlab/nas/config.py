@@ -235,8 +235,9 @@ class CommandObjectiveConfig(StrictModel):
                                    "and the base every trial's values update (a dotted key of search.space, "
                                    "optimizer.lr, updates a nested mapping); optional with objective.config (the "
                                    "file's values are the base, these on top), and with {args} or a Hydra app's "
-                                   "{overrides} (a searched key left out starts at the script's argparse default, "
-                                   "or its value in the app's composed config)")
+                                   "{overrides} (a searched key left out starts at the script's own default, "
+                                   "read from its argparse, click, typer, tyro or fire options, or at its value "
+                                   "in the app's composed config)")
     config: Path | None = Field(None, description="the project's own config file, which the script reads (JSON, "
                                 "YAML, TOML, or a .py module of literal assignments and dicts; relative to "
                                 "objective.cwd): each trial's workspace copy of it gets the trial's values, its "
