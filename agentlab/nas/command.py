@@ -437,8 +437,8 @@ class CommandObjective:
             script = script_of(self.command, self.cwd)
             said = ""
             if script is not None and ARGS in self.command:
-                said = (f", and no option of {script} (argparse, click or typer; or of the modules it imports) "
-                        "gives it a literal default")
+                said = (f", and no option of {script} (argparse, click, typer, tyro or fire; or of the modules it "
+                        "imports) gives it a literal default")
             elif script is not None and OVERRIDES in self.command and hydra_app(script, self.cwd):
                 composed = any(hydra_config(self.command, self.cwd, self.own_params))
                 said = (f", and the Hydra app's config (`{script} --cfg job`) does not hold it" if composed else

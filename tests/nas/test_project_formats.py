@@ -213,7 +213,7 @@ def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: 
     for key in ("seed", "width"):  # no default, a default that is no literal: the params must say it
         obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, ARGPARSE_DEFAULTS, space_keys=(key,))
         with pytest.raises(UsageError, match=f"search.space.{key}: not a key of objective.params, and no "
-                           "option of train.py \\(argparse, click or typer"):
+                           "option of train.py \\(argparse, click, typer, tyro or fire"):
             obj.validate()
 
 
