@@ -157,18 +157,29 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
     ``store`` (store_true / store_false / store_const, click's ``is_flag``: given bare or left out), ``optional``
     (``argparse.BooleanOptionalAction``, click's ``--flag/--no-flag``: ``--no-<name>`` when false), ``list``
     (``nargs``: ``--sizes 64 32``) or ``python`` (python-fire: ``--name=<Python literal>``, ``_fire_options``), and
-    its literal default. A name declared twice in different ways is left out
-    (with different defaults: kept, its default unknown). Files that cannot be read or parsed are skipped: nothing
-    is run."""
+    its literal default. A name declared twice in different ways is left out (with different defaults: kept, its
+    default unknown). A function or dataclass given to typer, fire or tyro is read in the file that calls it, or,
+    when that file imports it (``from config import TrainConfig``), in the others. Files that cannot be read or
+    parsed are skipped: nothing is run."""
     found: dict[str, ArgOption] = {}
     clashes: set[str] = set()
+    trees = []
     for path in files:
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            trees.append(ast.parse(path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
+    libs = ("typer", "fire", "tyro")
+    entries = [{lib: _entries(tree, lib) for lib in libs} for tree in trees]
+    defined = [_defined(tree) for tree in trees]
+    for at, tree in enumerate(trees):
+        # what a module gives to typer / fire / tyro is read here when defined here and given here, or given by a
+        # module that does not define it (imported from here)
+        given = {lib: {name for other, there in enumerate(entries) for name in there[lib]
+                       if other == at or name not in defined[other]} & defined[at] for lib in libs}
         reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
-                 if isinstance(node, ast.Call)] + _typer_options(tree) + _fire_options(tree) + _tyro_options(tree)
+                 if isinstance(node, ast.Call)] + _typer_options(tree, given["typer"]) + _fire_options(
+            tree, given["fire"]) + _tyro_options(tree, given["tyro"])
         for read in reads:
             if read is None:
                 continue
@@ -248,15 +259,33 @@ def _click_option(node: ast.Call) -> Read | None:
     return option, kind, names, default
 
 
-def _fire_options(tree: ast.Module) -> list[Read | None]:
+def _entries(tree: ast.Module, lib: str) -> set[str]:
+    """The names a module importing ``lib`` gives it to run: ``typer.run(main)`` or ``app.command()(main)``,
+    ``fire.Fire(main)``, ``tyro.cli(Config)`` (``config.Config``: ``Config``)."""
+    if not _imports(tree, lib):
+        return set()
+    names = set()
+    for n in ast.walk(tree):
+        if not (isinstance(n, ast.Call) and n.args):
+            continue
+        calls = {"typer": _called(n.func) == "run" or isinstance(n.func, ast.Call) and _called(n.func.func) in (
+            "command", "callback"), "fire": _called(n.func) == "Fire", "tyro": _called(n.func) == "cli"}[lib]
+        name = _called(n.args[0])
+        if calls and name is not None:
+            names.add(name)
+    return names
+
+
+def _defined(tree: ast.Module) -> set[str]:
+    """The functions and classes a module defines (at any depth)."""
+    return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+
+def _fire_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
     """The options of a function given to ``fire.Fire(main)`` (python-fire, in a module importing it): each
     parameter with a default is ``--name`` (``--name=value``), of the kind ``python``: fire reads a value as a Python
     literal, so ``{args}`` writes one (``--use_bn=False``, ``--optimizer='adam'``; ``false`` would be the string
     "false", which is true)."""
-    if not _imports(tree, "fire"):
-        return []
-    given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and _called(n.func) == "Fire"
-             for a in n.args[:1] if isinstance(a, ast.Name)}
     reads: list[Read | None] = []
     for function in ast.walk(tree):
         if isinstance(function, ast.FunctionDef) and function.name in given:
@@ -268,15 +297,11 @@ def _fire_options(tree: ast.Module) -> list[Read | None]:
     return reads
 
 
-def _tyro_options(tree: ast.Module) -> list[Read | None]:
+def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
     """The options of a function or dataclass given to ``tyro.cli`` (in a module importing tyro): each parameter
     or field is ``--name`` with dashes (tyro takes the underscores too); a bool ``--name`` / ``--no-name``, a list
     or tuple its values as words (``--hidden-sizes 64 32``), anything else ``--name=value``; its default the
     literal one (a parameter without one is a required option, its default unknown). Nested configs are not read."""
-    if not _imports(tree, "tyro"):
-        return []
-    given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and _called(n.func) == "cli"
-             for a in n.args[:1] if isinstance(a, ast.Name)}
     fields: list[tuple[str, ast.expr | None, ast.expr | None]] = []  # name, annotation, default
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name in given:
@@ -318,21 +343,17 @@ def _unwrap_optional(kind: ast.expr | None) -> ast.expr | None:
     return kind
 
 
-def _typer_options(tree: ast.Module) -> list[Read | None]:
+def _typer_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
     """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` or given
     to ``typer.run``, in a module importing typer), read like ``_click_option``: a parameter with a default, plain
     (``lr: float = 0.01`` is ``--lr``), ``typer.Option(0.01, "--learning-rate")`` or ``Annotated[float,
     typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false) unless named
     without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option) or an
     on/off pair not named ``--no-<name>``."""
-    if not _imports(tree, "typer"):
-        return []
-    given = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and (_called(n.func) == "run" or isinstance(
-        n.func, ast.Call) and _called(n.func.func) in ("command", "callback")) for a in n.args
-        if isinstance(a, ast.Name)}  # typer.run(main), app.command()(main)
+    decorated = _imports(tree, "typer")
     commands = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
-        f.name in given or any(isinstance(d, ast.Call) and _called(d.func) in ("command", "callback")
-                               for d in f.decorator_list))]
+        f.name in given or decorated and any(isinstance(d, ast.Call) and _called(d.func) in ("command", "callback")
+                                             for d in f.decorator_list))]
     reads: list[Read | None] = []
     for function in commands:
         params = function.args.posonlyargs + function.args.args + function.args.kwonlyargs

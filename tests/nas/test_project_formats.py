@@ -378,6 +378,19 @@ def test_a_tyro_configs_fields_are_read_with_dashes_switches_and_lists(tmp_path:
                                               "--width=4", "--epochs=2", "--use-amp"]
 
 
+def test_a_config_class_imported_from_another_module_is_read_where_it_is_defined(tmp_path: Path) -> None:
+    """`tyro.cli(TrainConfig)` with the dataclass in config.py (which does not import tyro) is read there; a `main`
+    of a helper module is not mistaken for the `main` the script defines and gives to typer.run."""
+    (tmp_path / "config.py").write_text("from dataclasses import dataclass\n\n\n@dataclass\nclass TrainConfig:\n"
+                                        "    lr: float = 0.01\n    use_bn: bool = False\n")
+    (tmp_path / "helpers.py").write_text("def main(width=4):\n    pass\n")
+    script = ("import tyro, typer\nfrom config import TrainConfig\nimport helpers\n\n\ndef main(depth: int = 2):\n"
+              "    pass\n\n\ncfg = tyro.cli(TrainConfig)\ntyper.run(main)\n")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, script, space_keys=("lr", "use_bn", "depth"))
+    assert obj.base_params == {"lr": 0.01, "use_bn": False, "depth": 2}
+    assert obj.options["use_bn"] == ArgOption("--use-bn", "optional", (False,)) and "width" not in obj.options
+
+
 def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
     """The whole search: no objective.params, trial 0 passes the script's defaults, the rest differ from them."""
     from agentlab.nas.run import run_nas_optimization
