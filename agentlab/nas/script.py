@@ -282,7 +282,7 @@ def _defined(tree: ast.Module) -> set[str]:
 
 
 def _fire_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
-    """The options of a function given to ``fire.Fire(main)`` (python-fire, in a module importing it): each
+    """The options of a function of ``given`` (``fire.Fire(main)`` in a module importing python-fire): each
     parameter with a default is ``--name`` (``--name=value``), of the kind ``python``: fire reads a value as a Python
     literal, so ``{args}`` writes one (``--use_bn=False``, ``--optimizer='adam'``; ``false`` would be the string
     "false", which is true)."""
@@ -298,7 +298,7 @@ def _fire_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
 
 
 def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
-    """The options of a function or dataclass given to ``tyro.cli`` (in a module importing tyro): each parameter
+    """The options of a function or dataclass of ``given`` (``tyro.cli(Config)``, ``_entries``): each parameter
     or field is ``--name`` with dashes (tyro takes the underscores too); a bool ``--name`` / ``--no-name``, a list
     or tuple its values as words (``--hidden-sizes 64 32``), anything else ``--name=value``; its default the
     literal one (a parameter without one is a required option, its default unknown). Nested configs are not read."""
@@ -344,8 +344,8 @@ def _unwrap_optional(kind: ast.expr | None) -> ast.expr | None:
 
 
 def _typer_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
-    """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` or given
-    to ``typer.run``, in a module importing typer), read like ``_click_option``: a parameter with a default, plain
+    """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` in a
+    module importing typer, or of ``given``: ``typer.run(main)``, ``app.command()(main)``), read like ``_click_option``: a parameter with a default, plain
     (``lr: float = 0.01`` is ``--lr``), ``typer.Option(0.01, "--learning-rate")`` or ``Annotated[float,
     typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false) unless named
     without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option) or an
