@@ -344,12 +344,12 @@ def _unwrap_optional(kind: ast.expr | None) -> ast.expr | None:
 
 
 def _typer_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
-    """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` in a
-    module importing typer, or of ``given``: ``typer.run(main)``, ``app.command()(main)``), read like ``_click_option``: a parameter with a default, plain
-    (``lr: float = 0.01`` is ``--lr``), ``typer.Option(0.01, "--learning-rate")`` or ``Annotated[float,
-    typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false) unless named
-    without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option) or an
-    on/off pair not named ``--no-<name>``."""
+    """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` in a module
+    importing typer, or of ``given``: ``typer.run(main)``, ``app.command()(main)``), read like ``_click_option``: a
+    parameter with a default, plain (``lr: float = 0.01`` is ``--lr``), ``typer.Option(0.01, "--learning-rate")`` or
+    ``Annotated[float, typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false)
+    unless named without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option)
+    or an on/off pair not named ``--no-<name>``."""
     decorated = _imports(tree, "typer")
     commands = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
         f.name in given or decorated and any(isinstance(d, ast.Call) and _called(d.func) in ("command", "callback")
