@@ -382,7 +382,8 @@ class CommandObjective:
         by its dest (``batch_size`` for ``--batch-size``). An argparse switch is given bare when true and left out
         when false or null (``--no-key`` when false for a BooleanOptionalAction; 0 / 1 and "true" / "false" count):
         argparse refuses ``--use_bias=true`` ("ignored explicit argument"). An option of several values (``nargs``)
-        given a list gets each value as a word (``--sizes 64 32``: argparse's ``type=int`` refused ``[64,32]``)."""
+        given a list gets each value as a word (``--sizes 64 32``: argparse's ``type=int`` refused ``[64,32]``), and
+        a short option alone its value as a word too (``-l 0.5``)."""
         found = self.options.get(key, ArgOption(f"--{key}", "value", None))
         option, kind = found.option, found.kind
         if kind == "list" and isinstance(value, (list, tuple)):
@@ -394,6 +395,8 @@ class CommandObjective:
             if on:
                 return [option]
             return ["--no-" + option.lstrip("-")] if kind == "optional" and on is False else []
+        if not option.startswith("--"):  # a short option alone (`-l`): click reads `-l=0.5` as "=0.5"
+            return [option, cli_value(value)]
         return [f"{option}={cli_value(value)}"]
 
     def _value_keys(self, part: str) -> list[str]:

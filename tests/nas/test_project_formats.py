@@ -391,6 +391,15 @@ def test_a_config_class_imported_from_another_module_is_read_where_it_is_defined
     assert obj.options["use_bn"] == ArgOption("--use-bn", "optional", (False,)) and "width" not in obj.options
 
 
+def test_a_short_option_alone_gets_its_value_as_a_word_of_its_own(tmp_path: Path) -> None:
+    # click reads `-l=0.5` as "=0.5" ("'=0.5' is not a valid float"); `-l 0.5` is what click and argparse both take
+    script = ("import json, sys\nimport click\n\n\n@click.command()\n@click.option('-l', type=float, default=0.1)\n"
+              "def main(l):\n    print(json.dumps({'loss': l, 'argv': ' '.join(sys.argv[1:])}))\n\n\nmain()\n")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, script, space_keys=("l",))
+    out = obj.run(0, {"l": 0.5}, lambda s, v: False)
+    assert (out["argv"], out["loss"]) == ("-l 0.5", 0.5)
+
+
 def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
     """The whole search: no objective.params, trial 0 passes the script's defaults, the rest differ from them."""
     from agentlab.nas.run import run_nas_optimization
