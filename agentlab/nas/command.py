@@ -294,7 +294,7 @@ def script_options(command: str, cwd: Path) -> dict[str, ArgOption]:
     script = script_of(command, cwd)
     if script is None:
         return {}
-    return argparse_options([cwd / f for f in [script, *project_imports(script, cwd)]])
+    return argparse_options([cwd / f for f in [script, *project_imports(script, cwd)]], shlex.split(command))
 
 
 def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:

@@ -149,7 +149,7 @@ class ArgOption(NamedTuple):
     default: tuple[Any] | None
 
 
-def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
+def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[str, ArgOption]:
     """The options of the ``add_argument`` calls (argparse), ``click.option`` decorators and typer commands'
     parameters (``_typer_options``) in ``files`` (Python sources), by the names a param may have: the long option
     without its dashes (``--use-bias`` is ``use-bias``) and the dest (``use_bias``, or ``dest=``; click's own
@@ -159,8 +159,9 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
     (``nargs``: ``--sizes 64 32``) or ``python`` (python-fire: ``--name=<Python literal>``, ``_fire_options``), and
     its literal default. A name declared twice in different ways is left out (with different defaults: kept, its
     default unknown). A function or dataclass given to typer, fire or tyro is read in the file that calls it, or,
-    when that file imports it (``from config import TrainConfig``), in the others. Files that cannot be read or
-    parsed are skipped: nothing is run."""
+    when that file imports it (``from config import TrainConfig``), in the others. A click or typer app of several
+    commands, one of which the command's ``words`` name (``python cli.py train {args}``), is read for that one alone
+    (``_other_commands``). Files that cannot be read or parsed are skipped: nothing is run."""
     found: dict[str, ArgOption] = {}
     clashes: set[str] = set()
     trees = []
@@ -177,9 +178,11 @@ def argparse_options(files: list[Path]) -> dict[str, ArgOption]:
         # module that does not define it (imported from here)
         given = {lib: {name for other, there in enumerate(entries) for name in there[lib]
                        if other == at or name not in defined[other]} & defined[at] for lib in libs}
+        others = _other_commands(tree, words or [])
+        skipped = {id(d) for f in others for d in f.decorator_list}  # the click options of those commands
         reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
-                 if isinstance(node, ast.Call)] + _typer_options(tree, given["typer"]) + _fire_options(
-            tree, given["fire"]) + _tyro_options(tree, given["tyro"])
+                 if isinstance(node, ast.Call) and id(node) not in skipped] + _typer_options(
+            tree, given["typer"], others) + _fire_options(tree, given["fire"]) + _tyro_options(tree, given["tyro"])
         for read in reads:
             if read is None:
                 continue
@@ -276,6 +279,25 @@ def _entries(tree: ast.Module, lib: str) -> set[str]:
     return names
 
 
+def _other_commands(tree: ast.Module, words: list[str]) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The commands of a click group or typer app (functions decorated ``@x.command()``) that the command's words
+    do not name, when they name one of them (``train`` of ``python cli.py train {args}``: its options, not
+    ``evaluate``'s); none when they name none (a single command). A command's name is the one its decorator gives,
+    else its function's, underscores as dashes (click and typer both)."""
+    named: dict[ast.FunctionDef | ast.AsyncFunctionDef, set[str]] = {}
+    for f in ast.walk(tree):
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for d in f.decorator_list:
+                if isinstance(d, ast.Call) and _called(d.func) == "command":
+                    given = [a.value for a in d.args[:1] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                    given += [k.value.value for k in d.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)
+                              and isinstance(k.value.value, str)]
+                    named[f] = set(given) or {f.name, f.name.replace("_", "-")}
+    if not any(names & set(words) for names in named.values()):
+        return []
+    return [f for f, names in named.items() if not names & set(words)]
+
+
 def _defined(tree: ast.Module) -> set[str]:
     """The functions and classes a module defines (at any depth)."""
     return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
@@ -343,15 +365,17 @@ def _unwrap_optional(kind: ast.expr | None) -> ast.expr | None:
     return kind
 
 
-def _typer_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
+def _typer_options(tree: ast.Module, given: set[str],
+                   others: list[ast.FunctionDef | ast.AsyncFunctionDef]) -> list[Read | None]:
     """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` in a module
     importing typer, or of ``given``: ``typer.run(main)``, ``app.command()(main)``), read like ``_click_option``: a
     parameter with a default, plain (``lr: float = 0.01`` is ``--lr``), ``typer.Option(0.01, "--learning-rate")`` or
     ``Annotated[float, typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false)
     unless named without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option)
-    or an on/off pair not named ``--no-<name>``."""
+    or an on/off pair not named ``--no-<name>``. The commands of ``others`` (``_other_commands``) are not read."""
     decorated = _imports(tree, "typer")
-    commands = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+    commands = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f not in
+                others and (
         f.name in given or decorated and any(isinstance(d, ast.Call) and _called(d.func) in ("command", "callback")
                                              for d in f.decorator_list))]
     reads: list[Read | None] = []

@@ -400,6 +400,51 @@ def test_a_short_option_alone_gets_its_value_as_a_word_of_its_own(tmp_path: Path
     assert (out["argv"], out["loss"]) == ("-l 0.5", 0.5)
 
 
+CLICK_GROUP = """\
+import json
+import click
+
+
+@click.group()
+def cli():
+    pass
+
+
+@cli.command()
+@click.option("--batch-size", type=int, default=32)
+@click.option("--use-bn", is_flag=True)
+def train(batch_size, use_bn):
+    print(json.dumps({"loss": batch_size / 32 + use_bn}))
+
+
+@cli.command("eval")
+@click.option("--batch-size", type=int, default=64)
+@click.option("--use-bn/--no-use-bn", default=True)
+def evaluate(batch_size, use_bn):
+    pass
+
+
+cli()
+"""
+
+
+def test_the_subcommand_the_command_names_is_the_one_read(tmp_path: Path) -> None:
+    """A click group's or typer app's commands may share option names with other defaults and kinds: the one the
+    command names (`cli.py train`) is read alone. Before, the two defaults cancelled out and the searched key was
+    refused ("no option gives it a literal default")."""
+    obj = command(tmp_path, f"{PYTHON} train.py train {{args}}", {}, CLICK_GROUP, space_keys=("batch_size", "use_bn"))
+    assert obj.base_params == {"batch_size": 32, "use_bn": False}
+    assert obj.run(0, {"batch_size": 16, "use_bn": True}, lambda s, v: False)["loss"] == 1.5  # --use-bn, a flag
+    obj = command(tmp_path, f"{PYTHON} train.py eval {{args}}", {}, CLICK_GROUP, space_keys=("batch_size", "use_bn"))
+    assert obj.base_params == {"batch_size": 64, "use_bn": True} and obj.options["use_bn"].kind == "optional"
+    typer_app = ("import typer\napp = typer.Typer()\n\n\n@app.command()\ndef train(batch_size: int = 32):\n    pass\n"
+                 "\n\n@app.command()\ndef fine_tune(batch_size: int = 8):\n    pass\n\n\napp()\n")
+    obj = command(tmp_path, f"{PYTHON} train.py fine-tune {{args}}", {}, typer_app, space_keys=("batch_size",))
+    assert obj.base_params == {"batch_size": 8}
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, typer_app, space_keys=("batch_size",))
+    assert obj.options["batch_size"].default is None  # no command named: both read, their defaults differ
+
+
 def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
     """The whole search: no objective.params, trial 0 passes the script's defaults, the rest differ from them."""
     from agentlab.nas.run import run_nas_optimization
