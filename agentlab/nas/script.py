@@ -161,7 +161,7 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
     default unknown). A function or dataclass given to typer, fire or tyro is read in the file that calls it, or,
     when that file imports it (``from config import TrainConfig``), in the others. A click or typer app of several
     commands, one of which the command's ``words`` name (``python cli.py train {args}``), is read for that one alone
-    (``_other_commands``). Files that cannot be read or parsed are skipped: nothing is run."""
+    (``_commands``). Files that cannot be read or parsed are skipped: nothing is run."""
     found: dict[str, ArgOption] = {}
     clashes: set[str] = set()
     trees = []
@@ -173,12 +173,16 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
     libs = ("typer", "fire", "tyro")
     entries = [{lib: _entries(tree, lib) for lib in libs} for tree in trees]
     defined = [_defined(tree) for tree in trees]
+    commands = [_commands(tree) for tree in trees]
+    chosen = set(words or [])
+    if not any(names & chosen for there in commands for names in there.values()):
+        chosen = set()  # no command named (a single one): every command's options are read
     for at, tree in enumerate(trees):
         # what a module gives to typer / fire / tyro is read here when defined here and given here, or given by a
         # module that does not define it (imported from here)
         given = {lib: {name for other, there in enumerate(entries) for name in there[lib]
                        if other == at or name not in defined[other]} & defined[at] for lib in libs}
-        others = _other_commands(tree, words or [])
+        others = [f for f, names in commands[at].items() if chosen and not names & chosen]
         skipped = {id(d) for f in others for d in f.decorator_list}  # the click options of those commands
         reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
                  if isinstance(node, ast.Call) and id(node) not in skipped] + _typer_options(
@@ -279,11 +283,11 @@ def _entries(tree: ast.Module, lib: str) -> set[str]:
     return names
 
 
-def _other_commands(tree: ast.Module, words: list[str]) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
-    """The commands of a click group or typer app (functions decorated ``@x.command()``) that the command's words
-    do not name, when they name one of them (``train`` of ``python cli.py train {args}``: its options, not
-    ``evaluate``'s); none when they name none (a single command). A command's name is the one its decorator gives,
-    else its function's, underscores as dashes (click and typer both)."""
+def _commands(tree: ast.Module) -> dict[ast.FunctionDef | ast.AsyncFunctionDef, set[str]]:
+    """The commands of a click group or typer app in a module (functions decorated ``@x.command()``) -> the names
+    that call them: the one the decorator gives, else the function's, underscores as dashes (click and typer both).
+    ``argparse_options`` reads those the command's words name, when they name one (``train`` of ``python cli.py
+    train {args}``: its options, not ``evaluate``'s), else all of them."""
     named: dict[ast.FunctionDef | ast.AsyncFunctionDef, set[str]] = {}
     for f in ast.walk(tree):
         if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -293,9 +297,7 @@ def _other_commands(tree: ast.Module, words: list[str]) -> list[ast.FunctionDef 
                     given += [k.value.value for k in d.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)
                               and isinstance(k.value.value, str)]
                     named[f] = set(given) or {f.name, f.name.replace("_", "-")}
-    if not any(names & set(words) for names in named.values()):
-        return []
-    return [f for f, names in named.items() if not names & set(words)]
+    return named
 
 
 def _defined(tree: ast.Module) -> set[str]:
@@ -372,7 +374,7 @@ def _typer_options(tree: ast.Module, given: set[str],
     parameter with a default, plain (``lr: float = 0.01`` is ``--lr``), ``typer.Option(0.01, "--learning-rate")`` or
     ``Annotated[float, typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false)
     unless named without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option)
-    or an on/off pair not named ``--no-<name>``. The commands of ``others`` (``_other_commands``) are not read."""
+    or an on/off pair not named ``--no-<name>``. The commands of ``others`` (not named: ``_commands``) are not read."""
     decorated = _imports(tree, "typer")
     commands = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f not in
                 others and (

@@ -443,6 +443,16 @@ def test_the_subcommand_the_command_names_is_the_one_read(tmp_path: Path) -> Non
     assert obj.base_params == {"batch_size": 8}
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, typer_app, space_keys=("batch_size",))
     assert obj.options["batch_size"].default is None  # no command named: both read, their defaults differ
+    # the commands in modules of their own, added to the group by the script
+    (tmp_path / "cmds.py").write_text("import click\n\n\n@click.command()\n@click.option('--batch-size', default=32)\n"
+                                      "def train(batch_size):\n    pass\n")
+    (tmp_path / "evals.py").write_text("import click\n\n\n@click.command('eval')\n"
+                                       "@click.option('--batch-size', default=64)\n"
+                                       "def evaluate(batch_size):\n    pass\n")
+    group = ("import click\nfrom cmds import train\nfrom evals import evaluate\n\n\n@click.group()\ndef cli():\n"
+             "    pass\n\n\ncli.add_command(train)\ncli.add_command(evaluate)\ncli()\n")
+    obj = command(tmp_path, f"{PYTHON} train.py eval {{args}}", {}, group, space_keys=("batch_size",))
+    assert obj.base_params == {"batch_size": 64}
 
 
 def test_a_search_without_params_starts_at_the_scripts_defaults(tmp_path: Path) -> None:
