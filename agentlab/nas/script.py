@@ -1,7 +1,7 @@
 """The command's script, read without running it: which file it is (``script_of``), the project's modules it
-imports (``project_imports``), its argparse, click or typer options (``argparse_options``), which ``{args}`` gives
-the way the parser takes them (a switch bare, ``--flag``, not ``--flag=true``), and a Hydra app's config files
-(``hydra_configs``)."""
+imports (``project_imports``), its argparse, click, typer, tyro or fire options (``argparse_options``), which
+``{args}`` gives the way the parser takes them (a switch bare, ``--flag``, not ``--flag=true``), and a Hydra app's
+config files (``hydra_configs``)."""
 
 from __future__ import annotations
 
@@ -310,15 +310,9 @@ def _fire_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
     parameter with a default is ``--name`` (``--name=value``), of the kind ``python``: fire reads a value as a Python
     literal, so ``{args}`` writes one (``--use_bn=False``, ``--optimizer='adam'``; ``false`` would be the string
     "false", which is true)."""
-    reads: list[Read | None] = []
-    for function in ast.walk(tree):
-        if isinstance(function, ast.FunctionDef) and function.name in given:
-            args = function.args
-            params = list(zip(args.args[len(args.args) - len(args.defaults):], args.defaults, strict=True)) + [
-                (arg, default) for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True) if default]
-            reads += [(f"--{arg.arg}", "python", {arg.arg, arg.arg.replace("_", "-")},
-                       _default(default, None, arg.annotation)) for arg, default in params]
-    return reads
+    return [(f"--{arg.arg}", "python", {arg.arg, arg.arg.replace("_", "-")}, _default(default, None, arg.annotation))
+            for function in ast.walk(tree) if isinstance(function, ast.FunctionDef) and function.name in given
+            for arg, default in _parameters(function.args, positional_only=False) if default is not None]
 
 
 def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
@@ -329,10 +323,7 @@ def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
     fields: list[tuple[str, ast.expr | None, ast.expr | None]] = []  # name, annotation, default
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name in given:
-            args = node.args
-            defaults = [None] * (len(args.args) - len(args.defaults)) + list(args.defaults)
-            fields += [(a.arg, a.annotation, d) for a, d in zip(args.args, defaults, strict=True)]
-            fields += [(a.arg, a.annotation, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)]
+            fields += [(a.arg, a.annotation, d) for a, d in _parameters(node.args, positional_only=False)]
         elif isinstance(node, ast.ClassDef) and node.name in given:
             fields += [(f.target.id, f.annotation, f.value) for f in node.body
                        if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)]
@@ -380,13 +371,16 @@ def _typer_options(tree: ast.Module, given: set[str],
                 others and (
         f.name in given or decorated and any(isinstance(d, ast.Call) and _called(d.func) in ("command", "callback")
                                              for d in f.decorator_list))]
-    reads: list[Read | None] = []
-    for function in commands:
-        params = function.args.posonlyargs + function.args.args + function.args.kwonlyargs
-        defaults = [None] * (len(function.args.posonlyargs + function.args.args) - len(function.args.defaults)) \
-            + function.args.defaults + function.args.kw_defaults
-        reads += [_typer_option(arg, default) for arg, default in zip(params, defaults, strict=True)]
-    return reads
+    return [_typer_option(arg, default) for function in commands for arg, default in _parameters(function.args)]
+
+
+def _parameters(args: ast.arguments, positional_only: bool = True) -> list[tuple[ast.arg, ast.expr | None]]:
+    """A function's parameters, each with its default (None when it has none); ``*args`` and ``**kwargs`` left
+    out, and the positional-only ones too unless ``positional_only``."""
+    positional = args.posonlyargs + args.args
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    kept = list(zip(positional, defaults, strict=True))[0 if positional_only else len(args.posonlyargs):]
+    return kept + list(zip(args.kwonlyargs, args.kw_defaults, strict=True))
 
 
 def _typer_option(arg: ast.arg, default: ast.expr | None) -> Read | None:

@@ -336,6 +336,11 @@ def test_a_fire_scripts_defaults_are_read_and_its_values_written_as_python_liter
                                               "--optimizer='1e-3'", "--epochs=2", "--data=x.csv"]
     (tmp_path / "train.py").write_text(FIRE_SCRIPT.replace("import fire\n", ""))  # no fire imported: not read
     assert argparse_options([tmp_path / "train.py"]) == {}
+    # a positional-only parameter with a default (not an option) beside the rest; this was a ValueError
+    (tmp_path / "train.py").write_text("import fire\n\n\ndef main(a=1, /, b=2, *, c=3):\n    pass\n\n\n"
+                                       "fire.Fire(main)\n")
+    assert argparse_options([tmp_path / "train.py"]) == {
+        "b": ArgOption("--b", "python", (2,)), "c": ArgOption("--c", "python", (3,))}
 
 
 TYRO_SCRIPT = """\
