@@ -222,6 +222,13 @@ def _line(s: dict[str, Any]) -> str:
             f"{_cell(s, 'final', 'results.json')}")
 
 
+def _who(call: dict[str, Any]) -> str:
+    """The model that answered a call, and the one asked when a fallback answered for it."""
+    asked = call.get("asked")
+    instead = f" [dim](fallback for {safe_text(asked)})[/]" if asked and asked != call["model"] else ""
+    return f"[cyan]{safe_text(call['model'])}[/]{instead}"
+
+
 @app.command("show")
 def show_cmd(
     session: Annotated[str, typer.Argument(help="Session: folder name, unique prefix, or path.")],
@@ -247,8 +254,13 @@ def show_cmd(
         console.print(f"[dim]input:[/] {safe_text(step['input'])}")
         if step["type"] == "multi":
             for o in step["outputs"]:
-                console.print(f"[cyan]{safe_text(o['model'])}[/] ({o['completion_tokens']} tok, {o['seconds']:.2f}s): "
-                              f"{safe_text(o['text'])}")
+                console.print(f"{_who(o)} ({o['completion_tokens']} tok, {o['seconds']:.2f}s): {safe_text(o['text'])}")
+        elif step["outputs"] and step["outputs"][0].get("asked") not in (None, step["outputs"][0]["model"]):
+            console.print(f"[dim]answered by[/] {_who(step['outputs'][0])}")
+        call = (step.get("aggregation") or {}).get("call")
+        if call:  # synthesis: the aggregator's call, most of a stage's time on a larger model
+            console.print(f"[dim]synthesised by[/] {_who(call)} ({call['completion_tokens']} tok, "
+                          f"{call['seconds']:.2f}s)")
         if agg == "vote":
             tally = ", ".join(f"{v['count']}x {v['answer']!r}" for v in step["aggregation"].get("votes", []))
             console.print(f"[dim]votes:[/] {safe_text(tally)}")

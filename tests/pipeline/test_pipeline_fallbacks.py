@@ -91,7 +91,8 @@ def _serving(step: dict[str, Any]) -> list[tuple[str, str, str]]:
 PARAMS = "defaults:\n  params: {max_tokens: 4, temperature: 0}\n"
 
 
-def test_a_model_file_that_is_not_a_gguf_falls_back(gguf_models: Path, in_tmp: Path) -> None:
+def test_a_model_file_that_is_not_a_gguf_falls_back(gguf_models: Path, in_tmp: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("llama_cpp")
     models, pipeline = _setup(in_tmp, [{"name": "s", "model": "bad", "fallbacks": ["good"]}], ["bad", "good"], PARAMS)
     result = run(models, pipeline, RunDir.create("pipeline", out=in_tmp / "r"), input_text="hi")
@@ -101,6 +102,8 @@ def test_a_model_file_that_is_not_a_gguf_falls_back(gguf_models: Path, in_tmp: P
     assert "bad.gguf" in out["serving"][0]["error"]
     events = [json.loads(line) for line in (in_tmp / "r" / "events.jsonl").read_text().splitlines()]
     assert [(e["model"], e["served_by"]) for e in events if e["kind"] == "stage_fallback"] == [("bad", "good")]
+    assert main(["pipeline", "show", str(in_tmp / "r")]) == 0
+    assert "answered by good (fallback for bad)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["llama-cuda", "llama-metal", "llama-host", "llama-context"])

@@ -169,3 +169,17 @@ def test_another_commands_run_folder_is_no_session(in_tmp: Path, capsys: pytest.
     for args in (["pipeline", "show", "lb1"], ["pipeline", "rerun", "lb1"]):
         assert main(args) == 2
         assert "lb1: is a 'llm-bench' run, not 'pipeline'" in capsys.readouterr().err
+
+
+def test_show_names_the_aggregator_and_a_fallback(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`pipeline show` left out a synthesis stage's aggregator call (most of the stage's time on a larger model)."""
+    write_routed_models(in_tmp, ["a", "b", "c"])
+    write_scripted_llm(in_tmp, ["a", "b", "c"])
+    write_pipeline(in_tmp, [{"name": "moa", "type": "multi", "models": ["a", "b"], "aggregation": "synthesis",
+                             "aggregator": "c"}], name="moa")
+    code, out, err = cli(capsys, "pipeline", "run", "--models", "models.yaml", "--pipeline", "pipeline.yaml",
+                         "--llm", "llm.yaml", "--input", "capital of France?", "--json")
+    assert code == 0, err
+    code, out, err = cli(capsys, "pipeline", "show", json.loads(out)["run_id"])
+    assert code == 0 and "synthesised by c (" in err
+    assert "fallback for" not in err
