@@ -34,6 +34,7 @@ from agentlab.compress.measure import (
 )
 from agentlab.core.errors import AgentlabError, InputError, missing_package, one_line
 from agentlab.core.models.gguf_export import GGUF_DTYPES, QUANT_KINDS, export_gguf, quantize_gguf
+from agentlab.core.models.modelfiles import read_gguf_header
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -132,8 +133,7 @@ def gguf_tensor_types(path: str | Path) -> dict[str, int]:
         import gguf
     except ImportError as exc:
         raise missing_package(exc) or exc from None
-    reader = gguf.GGUFReader(str(path))
-    return dict(Counter(t.tensor_type.name for t in reader.tensors))
+    return dict(Counter(gguf.GGMLQuantizationType(kind).name for _, _, kind in read_gguf_header(path).tensors))
 
 
 def quantize_hf_to_gguf(hf_folder: str | Path, out_dir: str | Path, types: Iterable[str] = ("q8_0", "q5_k_m", "q4_k_m"),

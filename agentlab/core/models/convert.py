@@ -31,7 +31,7 @@ from typing import Any
 
 from agentlab.core.errors import AgentlabError, missing_package, one_line
 from agentlab.core.models.builtin import cache_dir
-from agentlab.core.models.modelfiles import gguf_info
+from agentlab.core.models.modelfiles import read_gguf_header
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,7 @@ def _convert(path: Path, out: Path) -> None:
 
 def gguf_chat_template(path: Path) -> str | None:
     """The chat template a GGUF file carries (``tokenizer.chat_template``), or None."""
-    if not gguf_info(path).chat_template:
-        return None
-    import gguf
-
-    value = gguf.GGUFReader(path).fields["tokenizer.chat_template"].contents()
+    value = read_gguf_header(path).fields.get("tokenizer.chat_template")
     return str(value) if value else None
 
 

@@ -1,7 +1,8 @@
 """What a local model file says about itself, read from metadata only (nothing is loaded).
 
-GGUF files through the ``gguf`` package's reader (memory-mapped: the header is read, not the weights); HF folders
-through ``config.json`` and the safetensors headers. Used by the resource manager and ``agentlab models``.
+GGUF files through :func:`read_gguf_header` (the key-value header and the tensor index, read with ``struct``; string
+arrays such as the vocabulary are stepped over, not decoded); HF folders through ``config.json`` and the safetensors
+headers. Used by the resource manager and ``agentlab models``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import mmap
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -76,9 +78,8 @@ def _file_type_name(value: int | None) -> str:
 def gguf_info(path: str | Path) -> GGUFInfo:
     """Architecture, sizes and file type of a GGUF file; raises ``AgentlabError`` when it is not one.
 
-    Cached per (path, size, mtime): ``gguf.GGUFReader`` builds a view per vocabulary entry, which takes a noticeable
-    fraction of a second on real vocabularies, and every pipeline run checks memory before it loads. ``path`` in the
-    result is the path as given (like :func:`hf_info`), whichever spelling of the file filled the cache.
+    Cached per (path, size, mtime). ``path`` in the result is the path as given (like :func:`hf_info`), whichever
+    spelling of the file filled the cache.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,19 +88,108 @@ def gguf_info(path: str | Path) -> GGUFInfo:
     return replace(_gguf_info(str(path.resolve()), stat.st_size, stat.st_mtime_ns), path=str(path))
 
 
+@dataclass
+class GGUFHeader:
+    """A GGUF file's metadata (``fields``: each key's value; a string array as :class:`Skipped`, its length) and
+    tensor index (``tensors``: name, shape as GGUF stores it (innermost dimension first), GGML type number)."""
+
+    fields: dict[str, Any]
+    tensors: list[tuple[str, tuple[int, ...], int]]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A string array stepped over unread (the vocabulary, the merges): only its length."""
+
+    length: int
+
+
+# GGUF value types (gguf.GGUFValueType): struct formats of the fixed-size ones; 8 = string, 9 = array.
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def read_gguf_header(path: str | Path) -> GGUFHeader:
+    """The header of the GGUF file ``path`` (versions 2 and 3, either byte order), without its weights.
+
+    ``gguf.GGUFReader`` decodes every element of every array into a numpy view: seconds for a vocabulary of 151k
+    tokens and their merges, paid by each command that checks a model's memory before it loads. Here string arrays
+    are stepped over (one length read per element) and numeric ones read whole. Raises ``AgentlabError`` for a file
+    that is not a GGUF or ends inside its header."""
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _parse_header(buf)
+    except (OSError, ValueError, struct.error, KeyError, IndexError, UnicodeDecodeError) as exc:
+        raise AgentlabError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})",
+                            hint="check the download or re-export it") from None
+
+
+def _parse_header(buf: mmap.mmap) -> GGUFHeader:
+    if buf[:4] != b"GGUF":
+        raise ValueError(f"starts with {bytes(buf[:4])!r}, not GGUF")
+    order = "<"
+    (version,) = struct.unpack_from("<I", buf, 4)
+    if version & 0xFFFF == 0:  # written big-endian
+        order, version = ">", struct.unpack_from(">I", buf, 4)[0]
+    if version not in (2, 3):
+        raise ValueError(f"GGUF version {version} (versions 2 and 3 are read)")
+    n_tensors, n_kv = struct.unpack_from(order + "QQ", buf, 8)
+    pos = 24
+
+    def unpack(fmt: str) -> Any:
+        nonlocal pos
+        value = struct.unpack_from(order + fmt, buf, pos)[0]
+        pos += struct.calcsize(fmt)
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        length = unpack("Q")
+        pos += length
+        if pos > len(buf):
+            raise ValueError("a string runs past the end of the file")
+        return bytes(buf[pos - length:pos]).decode("utf-8")
+
+    def value(kind: int) -> Any:
+        nonlocal pos
+        if kind in _SCALARS:
+            return unpack(_SCALARS[kind])
+        if kind == 8:
+            return string()
+        if kind != 9:
+            raise ValueError(f"unknown GGUF value type {kind}")
+        item, count = unpack("I"), unpack("Q")
+        if item in _SCALARS:
+            fmt = f"{order}{count}{_SCALARS[item]}"
+            items = list(struct.unpack_from(fmt, buf, pos))
+            pos += struct.calcsize(fmt)
+            return items
+        if item != 8:
+            return [value(item) for _ in range(count)]  # arrays of arrays: none in llama.cpp's files today
+        for _ in range(count):
+            pos += 8 + struct.unpack_from(order + "Q", buf, pos)[0]
+        if pos > len(buf):
+            raise ValueError("a string array runs past the end of the file")
+        return Skipped(count)
+
+    fields = {}
+    for _ in range(n_kv):
+        key = string()
+        fields[key] = value(unpack("I"))
+    tensors = []
+    for _ in range(n_tensors):
+        name = string()
+        shape = tuple(unpack("Q") for _ in range(unpack("I")))
+        tensors.append((name, shape, unpack("I")))
+        pos += 8  # the data offset
+    return GGUFHeader(fields, tensors)
+
+
 @functools.lru_cache(maxsize=64)
 def _gguf_info(path: str, size: int, mtime_ns: int) -> GGUFInfo:
-    import gguf
-
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as exc:  # the reader raises ValueError/struct errors for non-GGUF input
-        raise AgentlabError(f"{path}: not a readable GGUF file ({exc})",
-                            hint="check the download or re-export it") from exc
+    header = read_gguf_header(path)
 
     def field(key: str, default: Any = None) -> Any:
-        item = reader.fields.get(key)
-        return default if item is None else item.contents()
+        return header.fields.get(key, default)
 
     arch = field("general.architecture", "llama")
     n_embd = int(field(f"{arch}.embedding_length", 0))
@@ -108,7 +198,7 @@ def _gguf_info(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     n_head_kv = field(f"{arch}.attention.head_count_kv", n_head)
     n_ff = field(f"{arch}.feed_forward_length", 4 * n_embd)
     head_dim = n_embd // n_head if n_head else 0
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    tokens = field("tokenizer.ggml.tokens")
     return GGUFInfo(
         path=path, arch=arch, name=field("general.name"), file_type=_file_type_name(field("general.file_type")),
         size_bytes=size, n_layers=int(field(f"{arch}.block_count", 0)),
@@ -117,10 +207,10 @@ def _gguf_info(path: str, size: int, mtime_ns: int) -> GGUFInfo:
         k_dim=int(field(f"{arch}.attention.key_length", head_dim)),
         v_dim=int(field(f"{arch}.attention.value_length", head_dim)),
         n_ff=max(n_ff) if isinstance(n_ff, list) else int(n_ff),
-        n_vocab=int(field(f"{arch}.vocab_size", 0) or (len(tokens.data) if tokens is not None else 0)),
-        chat_template="tokenizer.chat_template" in reader.fields,
-        n_params=sum(int(t.n_elements) for t in reader.tensors),
-        tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
+        n_vocab=int(field(f"{arch}.vocab_size", 0) or (tokens.length if isinstance(tokens, Skipped) else 0)),
+        chat_template="tokenizer.chat_template" in header.fields,
+        n_params=sum(math.prod(shape) for _, shape, _ in header.tensors),
+        tied_embeddings=not any(name == "output.weight" for name, _, _ in header.tensors),
     )
 
 
