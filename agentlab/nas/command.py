@@ -51,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from agentlab.core.errors import UsageError
 from agentlab.core.runs import atomic_write_json, atomic_write_text
@@ -92,7 +92,13 @@ def _row(name: str) -> re.Pattern[str]:
     return re.compile(rf"^[\s│┃|]*({name})[\s│┃|]+({NUMBER})[\s│┃|]*$")
 
 
-PAIR, ROW = _pair(NAME.pattern), _row(NAME.pattern)
+def _spaced(name: str) -> re.Pattern[str]:
+    """`name number`, the two apart by spaces alone (`INFO done. val_loss 0.41`, fairseq's `| loss 4.2 |`,
+    nanoGPT's `step 250: train loss 1.97, val loss 2.08`): groups as ``_pair``'s. Read for the metric only."""
+    return re.compile(rf"(?<![\w.])({name})[ \t]+({NUMBER})(?!\w|[.,]\d)")
+
+
+PAIR, SPACED = _pair(NAME.pattern), _spaced(NAME.pattern)
 
 
 def nested_params(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -136,29 +142,29 @@ def _truth(value: Any) -> bool | None:
 
 
 @functools.cache
-def _named(metric: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """``PAIR`` and ``ROW`` for one metric whose name ``NAME`` does not match whole (``Validation accuracy``)."""
-    return _pair(re.escape(metric)), _row(re.escape(metric))
+def _named(metric: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """``PAIR``, ``ROW`` and ``SPACED`` for one metric (its name escaped: ``Validation accuracy``)."""
+    return _pair(re.escape(metric)), _row(re.escape(metric)), _spaced(re.escape(metric))
 
 
 def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] | None:
     """The ``name: number`` / ``name=number`` pairs of a text line that reports ``metric`` (or a table row of the
-    metric's name and a number alone: ``ROW``), and its epoch or step number (None for a final line); None when the
-    line does not report the metric."""
+    metric's name and a number alone: ``ROW``; or the metric's name and a number apart by spaces: ``SPACED``), and
+    its epoch or step number (None for a final line); None when the line does not report the metric."""
     pairs: dict[str, float] = {}
     taken = None
+    pair, row_of, spaced = _named(metric)
+    if (cells := row_of.match(line)) is not None:
+        return {metric: float(cells.group(2))}, None
     if NAME.fullmatch(metric) is None:  # a name of several words (`Validation accuracy`): PAIR reads its last one
-        pair, row_of = _named(metric)
-        if (cells := row_of.match(line)) is not None:
-            return {metric: float(cells.group(2))}, None
-        if (taken := pair.search(line)) is None:
+        if (taken := pair.search(line) or spaced.search(line)) is None:
             return None
         pairs[metric] = float(taken.group(2))
     for found in PAIR.finditer(line):
         if taken is None or found.end() <= taken.start() or found.start() >= taken.end():
             pairs[found.group(1).strip("'\"")] = float(found.group(2))
-    if metric not in pairs and (row := ROW.match(line)) is not None and row.group(1) == metric:
-        return {metric: float(row.group(2))}, None
+    if metric not in pairs and (taken := spaced.search(line)) is not None:
+        pairs[metric] = float(taken.group(2))
     if metric not in pairs:
         return None
     step = STEP.search(line)
@@ -540,7 +546,7 @@ class CommandObjective:
                 raise TrialFailed(f"no result: no {self.metric!r} in a stdout line that is a JSON object (and no "
                                   f"'step'), a metrics.json written by the trial {where}in the trial folder, or a "
                                   f"line of stdout or stderr reading `{self.metric}: <number>`, "
-                                  f"`{self.metric}=<number>` or a table row `{self.metric}  <number>`"
+                                  f"`{self.metric}=<number>` or `{self.metric} <number>`"
                                   + printed_instead(self.metric, folder) + _tail(folder / "stderr.log"))
             if self.code is not None and guard is not None:
                 self.code.verify(guard, cwd)  # before its result counts: a run that rewrote a protected file
@@ -583,10 +589,10 @@ class CommandObjective:
             run.stop()
         if code != 0:
             raise TrialFailed(f"objective.eval_command: exit code {code}" + _tail(folder / "eval_stderr.log"))
-        found = result or text_result
+        found = result or text_result or self._stderr_result(folder, "eval_")
         if found is None:
             raise TrialFailed(f"objective.eval_command printed no {self.metric} (a JSON line with it, "
-                              f"`{self.metric}: <number>` or a table row `{self.metric}  <number>`)"
+                              f"`{self.metric}: <number>`, `{self.metric}=<number>` or `{self.metric} <number>`)"
                               + _tail(folder / "eval_stderr.log"))
         return found
 
@@ -630,15 +636,17 @@ class CommandObjective:
         while True:
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
             try:
-                line = run.lines.get(timeout=wait)
+                stream, line = run.lines.get(timeout=wait)
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     run.stop()
                     raise self._timed_out(run) from None
                 continue
-            if line is None:  # stdout closed: the command is ending
-                break
-            if self.on_line is not None:
+            if line is None:
+                if stream == STDOUT:  # stdout closed: the command is ending
+                    break
+                continue
+            if self.on_line is not None and stream == STDOUT:
                 self.on_line(number, line)
             data = _json_object(line)
             if data is None:
@@ -647,18 +655,25 @@ class CommandObjective:
                     continue
                 pairs, step = found
                 if step is None:
-                    text_result = pairs
+                    if stream == STDOUT:  # a final line of stderr is read after the end (_stderr_result)
+                        text_result = pairs
                     continue
                 data = {**pairs, "step": step}
             if self.metric not in data:
                 continue
             if "step" not in data:
-                result = data
+                if stream == STDOUT:
+                    result = data
                 continue
             value, step = data[self.metric], data["step"]
             if _number(value) and _number(step) and float(step).is_integer():
-                history.append({"step": int(step), **{k: v for k, v in data.items() if _number(v)}})
-                last_step = {k: v for k, v in data.items() if k != "step"}
+                point = {"step": int(step), **{k: v for k, v in data.items() if _number(v)}}
+                if history and history[-1]["step"] == point["step"]:
+                    history[-1] = point  # a progress bar's updates, or both streams: the step's last line
+                else:
+                    history.append(point)
+                if stream == STDOUT:  # stderr's last step line: _stderr_result, after stdout's lines
+                    last_step = {k: v for k, v in data.items() if k != "step"}
                 text_result = None  # a final text line before training went on (an evaluation first) is not the end
                 atomic_write_json(run.folder / "history.json", history)  # the learning curve, as it grows
                 if report(int(step), float(value)):
@@ -696,11 +711,11 @@ class CommandObjective:
             log.info("%s has no %r key: not the result", path, self.metric)
         return None
 
-    def _stderr_result(self, folder: Path) -> dict[str, Any] | None:
+    def _stderr_result(self, folder: Path, prefix: str = "") -> dict[str, Any] | None:
         """The last line of stderr that reports the metric, per-epoch or final (a script that reports through
         ``logging``): as on stdout, a final line before the last per-epoch line is not the result."""
         try:
-            text = (folder / "stderr.log").read_bytes()[-65536:].decode("utf-8", errors="replace")
+            text = (folder / f"{prefix}stderr.log").read_bytes()[-65536:].decode("utf-8", errors="replace")
         except OSError:
             return None
         for line in reversed(text.splitlines()):
@@ -717,43 +732,53 @@ class CommandObjective:
         return {**kept, "value": float(value), self.metric: float(value)}
 
 
+STDOUT, STDERR = "stdout", "stderr"
+
+
 class _Child:
-    """The running command: its own process group, stdout read line by line by a thread, stderr to a file."""
+    """The running command: its own process group; stdout and stderr each read line by line by a thread into
+    ``{prefix}stdout.log`` / ``stderr.log`` and onto ``lines`` as (stream, line), (stream, None) when it closes."""
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], folder: Path, prefix: str = ""):
         self.folder = folder
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._stderr = open(folder / f"{prefix}stderr.log", "wb")  # noqa: SIM115 - closed in stop()
-        self._stdout_log = open(folder / f"{prefix}stdout.log", "wb")  # noqa: SIM115 - closed by the reader thread
+        self.lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        logs = {name: open(folder / f"{prefix}{name}.log", "wb")  # noqa: SIM115 - closed by the reader threads
+                for name in (STDOUT, STDERR)}
         try:
             self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=self._stderr, start_new_session=True,
+                                            stderr=subprocess.PIPE, start_new_session=True,
                                             preexec_fn=_die_with_parent())
         except OSError as exc:
-            self._stderr.close()
-            self._stdout_log.close()
+            for log_file in logs.values():
+                log_file.close()
             raise TrialFailed(f"the command could not start: {exc.strerror or exc} ({argv[0]})") from None
-        self._reader = threading.Thread(target=self._read, daemon=True, name="agentlab-command-stdout")
-        self._reader.start()
+        self._readers = [threading.Thread(target=self._read, args=(name, pipe, logs[name]), daemon=True,
+                                          name=f"agentlab-command-{name}")
+                         for name, pipe in ((STDOUT, self.process.stdout), (STDERR, self.process.stderr))]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
+    def _read(self, stream: str, pipe: IO[bytes], log_file: IO[bytes]) -> None:
         try:
-            for raw in self.process.stdout:
-                self._stdout_log.write(raw)
-                self._stdout_log.flush()
-                self.lines.put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            for raw in pipe:
+                log_file.write(raw)
+                log_file.flush()
+                for part in raw.decode("utf-8", errors="replace").rstrip("\r\n").split("\r"):
+                    if part.strip():  # a progress bar's updates, each after a carriage return: lines of their own
+                        self.lines.put((stream, part))
         finally:
-            self._stdout_log.close()
-            self.lines.put(None)
+            log_file.close()
+            self.lines.put((stream, None))
 
     def stop(self) -> None:
-        """End the whole process group (SIGTERM, SIGKILL after a grace period) if it still runs; close the files."""
+        """End the whole process group (SIGTERM, SIGKILL after a grace period) if it still runs; let the readers
+        write what the pipes still hold and close the files."""
         kill_group(self.process)
-        self._reader.join(timeout=KILL_GRACE_S)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._stderr.close()
+        for reader in self._readers:
+            reader.join(timeout=KILL_GRACE_S)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def sandboxed(argv: list[str], writable: list[Path], cwd: Path) -> list[str]:
@@ -843,7 +868,8 @@ def _number(value: Any) -> bool:
 
 def printed_instead(metric: str, folder: Path) -> str:
     """``; it printed val_loss, val_acc (did you mean metric: val_loss?)``: the names the trial's output gave numbers
-    to (JSON keys, ``name: number``, ``name=number``), when the metric was not among them; empty when none."""
+    to (JSON keys, ``name: number``, ``name=number``, ``name number``), when the metric was not among them; empty
+    when none."""
     names: dict[str, None] = {}  # in the order first printed, each once
     for log_name in ("stdout.log", "stderr.log"):
         end = _log_end(folder / log_name, 1_000_000)  # the end, where a final result line is
@@ -852,7 +878,8 @@ def printed_instead(metric: str, folder: Path) -> str:
         text, cut = end
         for line in text.splitlines()[1 if cut else 0:]:  # a line cut by the seek is no line
             data = _json_object(line)
-            found = [k for k, v in data.items() if _number(v)] if data else [n for n, _ in PAIR.findall(line)]
+            found = ([k for k, v in data.items() if _number(v)] if data
+                     else [n for n, _ in PAIR.findall(line) + SPACED.findall(line)])
             names.update((n.strip("'\""), None) for n in found if n.lower() not in STEP_NAMES)
     names_list = list(names)
     if not names_list:

@@ -556,6 +556,45 @@ def test_a_script_printing_text_gives_its_result_and_its_curve(tmp_path: Path) -
     assert obj.run(2, {}, lambda s, v: False)["value"] == 0.81
 
 
+LOGGING = """\
+import logging, sys, time
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")  # to stderr
+for epoch in range(1, 4):
+    logging.info("epoch %d | train_loss %.3f | val_loss %.3f", epoch, 5 - epoch, 4 - epoch)
+    time.sleep(0.05)
+print("saving", flush=True)
+logging.info("done. val_loss 0.75")
+"""
+BAR = """\
+import sys
+for epoch in range(1, 3):  # a progress bar on stderr: one line of updates after carriage returns per epoch
+    for done, loss in ((1, 9.0), (2, 5.0 / epoch)):
+        sys.stderr.write(f"\\rEpoch {epoch}: {50 * done}%|#####| {done}/2 [val_loss={loss}]")
+    sys.stderr.write("\\n")
+print("val_loss: 1.5")
+"""
+
+
+def test_step_lines_on_stderr_give_the_curve_and_reach_the_pruner(tmp_path: Path) -> None:
+    """A script that reports through `logging` (stderr): its epochs were read only for the result, so its trials
+    had no learning curve and were never pruned."""
+    seen: list[tuple[int, float]] = []
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, LOGGING, metric="val_loss")
+    out = obj.run(0, {}, lambda step, value: seen.append((step, value)) or False)
+    assert out["value"] == 0.75 and seen == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    history = json.loads((tmp_path / "run" / "trials" / "run_0000" / "history.json").read_text())
+    assert history == [{"step": 1, "val_loss": 3.0}, {"step": 2, "val_loss": 2.0}, {"step": 3, "val_loss": 1.0}]
+    assert "epoch 1 | train_loss" in (tmp_path / "run" / "trials" / "run_0000" / "stderr.log").read_text()
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, LOGGING, metric="val_loss")
+    with pytest.raises(Pruned):
+        obj.run(1, {}, lambda step, value: step >= 2)
+
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, BAR, metric="val_loss")
+    assert obj.run(2, {}, lambda s, v: False)["value"] == 1.5  # stdout's final line first
+    history = json.loads((tmp_path / "run" / "trials" / "run_0002" / "history.json").read_text())
+    assert [(h["step"], h["val_loss"]) for h in history] == [(1, 5.0), (2, 2.5)]  # each epoch's last update
+
+
 LIGHTNING = """\
 print("┃      Validate metric      ┃       DataLoader 0        ┃")
 print("│         val_loss          │     2.312345676422119     │")  # trainer.validate() before fit()
@@ -761,10 +800,27 @@ def test_a_yaml_alias_and_a_duplicate_python_key_are_refused(tmp_path: Path) -> 
     ("│         val_loss          │    0.5433000564575195     │", ({"val_loss": 0.5433000564575195}, None)),
     ("        val_loss              0.41", ({"val_loss": 0.41}, None)),
     ("│          val_acc          │    0.91     │", None),  # another metric's row
-    ("val_loss 0.41 after 3 epochs", None),  # a sentence, not a row of two cells
+    ("val_loss 0.41 after 3 epochs", ({"val_loss": 0.41}, None)),  # the name, then its number
 ])
 def test_more_text_result_lines(line: str, found: Any) -> None:
     assert text_metrics(line, "val_loss") == found
+
+
+@pytest.mark.parametrize(("metric", "line", "found"), [
+    ("val_loss", "2026-11-29 06:38:04,493 INFO done. val_loss 2.2500", ({"val_loss": 2.25}, None)),  # logging
+    ("val_loss", "epoch 3 | train_loss 0.52 | val_loss 0.4100", ({"val_loss": 0.41}, 3)),
+    ("val_loss", "epoch 3 train_loss 0.52 val_loss 0.41 acc 0.9", ({"val_loss": 0.41}, 3)),
+    ("loss", "epoch 002 | valid on 'valid' subset | loss 4.2 | nll_loss 3.1 | ppl 8.6", ({"loss": 4.2}, 2)),  # fairseq
+    ("val loss", "step 250: train loss 1.9771, val loss 2.0809", ({"val loss": 2.0809}, 250)),  # nanoGPT
+    ("train loss", "step 250: train loss 1.9771, val loss 2.0809", ({"train loss": 1.9771}, 250)),
+    ("val_loss", "val_loss improved from inf to 0.41", None),  # Keras' checkpoint line: no number after the name
+    ("val_loss", "val_loss 1,234.5", None),
+    ("val_loss", "best_val_loss 0.2", None),
+    ("loss", "epoch 1 val_loss 0.3", None),  # another metric's name ending in this one
+])
+def test_a_metric_and_its_number_apart_by_spaces(metric: str, line: str, found: Any) -> None:
+    """Logging's, fairseq's and nanoGPT's lines, read as printed: `val_loss 0.41` had to be `val_loss: 0.41`."""
+    assert text_metrics(line, metric) == found
 
 
 @pytest.mark.parametrize(("line", "found"), [
