@@ -74,7 +74,8 @@ USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
 SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
 STEP_NAMES = ("epoch", "step", "iter", "iteration")
-STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b\s*[:=#\[]?\s*(\d+)", re.IGNORECASE)
+# `epoch 3`, `Epoch 3/10`, `step: 40`, the Hugging Face Trainer's `'epoch': 2.0`; not a fraction (`'epoch': 0.5`)
+STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b['\"]?\s*[:=#\[]?\s*(\d+)(?!\.\d*[1-9])", re.IGNORECASE)
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
 PR_SET_PDEATHSIG = 1
@@ -672,9 +673,9 @@ class CommandObjective:
                     history[-1] = point  # a progress bar's updates, or both streams: the step's last line
                 else:
                     history.append(point)
-                if stream == STDOUT:  # stderr's last step line: _stderr_result, after stdout's lines
+                if stream == STDOUT:  # stderr's lines count after stdout's (_stderr_result reads them in order)
                     last_step = {k: v for k, v in data.items() if k != "step"}
-                text_result = None  # a final text line before training went on (an evaluation first) is not the end
+                    text_result = None  # a final line before training went on (an evaluation first) is not the end
                 atomic_write_json(run.folder / "history.json", history)  # the learning curve, as it grows
                 if report(int(step), float(value)):
                     run.stop()

@@ -814,6 +814,10 @@ def test_more_text_result_lines(line: str, found: Any) -> None:
     ("val loss", "step 250: train loss 1.9771, val loss 2.0809", ({"val loss": 2.0809}, 250)),  # nanoGPT
     ("train loss", "step 250: train loss 1.9771, val loss 2.0809", ({"train loss": 1.9771}, 250)),
     ("val_loss", "val_loss improved from inf to 0.41", None),  # Keras' checkpoint line: no number after the name
+    # the Hugging Face Trainer's log dict: a whole epoch is the step, a fraction of one is not
+    ("eval_loss", "{'eval_loss': 0.41, 'eval_runtime': 1.2, 'epoch': 2.0}", ({"eval_loss": 0.41, "eval_runtime": 1.2},
+                                                                            2)),
+    ("eval_loss", "{'eval_loss': 0.41, 'epoch': 0.5}", ({"eval_loss": 0.41}, None)),
     ("val_loss", "val_loss 1,234.5", None),
     ("val_loss", "best_val_loss 0.2", None),
     ("loss", "epoch 1 val_loss 0.3", None),  # another metric's name ending in this one
