@@ -74,8 +74,9 @@ USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
 SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
 STEP_NAMES = ("epoch", "step", "iter", "iteration")
-# `epoch 3`, `Epoch 3/10`, `step: 40`, the Hugging Face Trainer's `'epoch': 2.0`; not a fraction (`'epoch': 0.5`)
-STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b['\"]?\s*[:=#\[]?\s*(\d+)(?!\.\d*[1-9])", re.IGNORECASE)
+# `epoch 3`, `Epoch 3/10`, `step: 40`, the Hugging Face Trainer's `'epoch': 2.0` (`'epoch': '2'` from transformers
+# 5); not a fraction (`'epoch': 0.5`)
+STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b['\"]?\s*[:=#\[]?\s*['\"]?(\d+)(?!\.\d*[1-9])", re.IGNORECASE)
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
 PR_SET_PDEATHSIG = 1
@@ -83,8 +84,9 @@ NAME = re.compile(r"[A-Za-z_][\w./-]*")
 
 
 def _pair(name: str) -> re.Pattern[str]:
-    """`name: number` / `name=number` for names matching the pattern ``name``: group 1 the name, 2 the number."""
-    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*({NUMBER})(?!\w|[.,]\d)")
+    """`name: number` / `name=number` for names matching the pattern ``name`` (the number may be quoted, as in
+    transformers 5's log dicts: `'eval_loss': '0.41'`): group 1 the name, 2 the number."""
+    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?({NUMBER})(?!\w|[.,]\d)")
 
 
 def _row(name: str) -> re.Pattern[str]:

@@ -818,6 +818,9 @@ def test_more_text_result_lines(line: str, found: Any) -> None:
     ("eval_loss", "{'eval_loss': 0.41, 'eval_runtime': 1.2, 'epoch': 2.0}", ({"eval_loss": 0.41, "eval_runtime": 1.2},
                                                                             2)),
     ("eval_loss", "{'eval_loss': 0.41, 'epoch': 0.5}", ({"eval_loss": 0.41}, None)),
+    # transformers 5 writes each value as a string
+    ("eval_loss", "{'eval_loss': '5.827', 'eval_runtime': '0.0168', 'epoch': '2'}",
+     ({"eval_loss": 5.827, "eval_runtime": 0.0168}, 2)),
     ("val_loss", "val_loss 1,234.5", None),
     ("val_loss", "best_val_loss 0.2", None),
     ("loss", "epoch 1 val_loss 0.3", None),  # another metric's name ending in this one
