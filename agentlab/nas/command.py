@@ -74,6 +74,7 @@ USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
 SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
 STEP_NAMES = ("epoch", "step", "iter", "iteration")
+EPOCH_HEADER = re.compile(r"\s*Epoch\s+(\d+)\s*/\s*\d+\s*$", re.IGNORECASE)  # Keras' line before an epoch
 # `epoch 3`, `Epoch 3/10`, `step: 40`, the Hugging Face Trainer's `'epoch': 2.0` (`'epoch': '2'` from transformers
 # 5); not a fraction (`'epoch': 0.5`)
 STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b['\"]?\s*[:=#\[]?\s*['\"]?(\d+)(?!\.\d*[1-9])", re.IGNORECASE)
@@ -635,7 +636,17 @@ class CommandObjective:
         text_result: dict[str, Any] | None = None  # the last text line reporting the metric, no epoch in it
         last_step: dict[str, Any] | None = None  # a script printing only per-epoch lines: its last one is the result
         history: list[dict[str, Any]] = []  # the step lines: history.json in the trial folder
+        # Keras: a line `Epoch 3/10` alone, then lines of the epoch's metrics; the epoch of each stream, and its
+        # point, which reaches the pruner when the next epoch starts (the epoch's first line is its first batch's)
+        epoch_of: dict[str, int] = {}
+        unreported: dict[str, tuple[int, float]] = {}
         deadline = start + self.timeout_s if self.timeout_s is not None else None
+
+        def prune(step: int, value: float) -> None:
+            if report(step, value):
+                run.stop()
+                raise Pruned({"value": value, self.metric: value, "step": step})
+
         while True:
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
             try:
@@ -651,12 +662,19 @@ class CommandObjective:
                 continue
             if self.on_line is not None and stream == STDOUT:
                 self.on_line(number, line)
-            data = _json_object(line)
+            data, in_epoch = _json_object(line), False
             if data is None:
+                if (header := EPOCH_HEADER.match(line)) is not None:
+                    if stream in unreported:
+                        prune(*unreported.pop(stream))
+                    epoch_of[stream] = int(header.group(1))
+                    continue
                 found = text_metrics(line, self.metric)
                 if found is None:
                     continue
                 pairs, step = found
+                if step is None and stream in epoch_of:
+                    step, in_epoch = epoch_of[stream], True
                 if step is None:
                     if stream == STDOUT:  # a final line of stderr is read after the end (_stderr_result)
                         text_result = pairs
@@ -679,9 +697,10 @@ class CommandObjective:
                     last_step = {k: v for k, v in data.items() if k != "step"}
                     text_result = None  # a final line before training went on (an evaluation first) is not the end
                 atomic_write_json(run.folder / "history.json", history)  # the learning curve, as it grows
-                if report(int(step), float(value)):
-                    run.stop()
-                    raise Pruned({"value": float(value), self.metric: float(value), "step": int(step)})
+                if in_epoch:
+                    unreported[stream] = (int(step), float(value))
+                else:
+                    prune(int(step), float(value))
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             code = run.process.wait(timeout=left)

@@ -595,6 +595,29 @@ def test_step_lines_on_stderr_give_the_curve_and_reach_the_pruner(tmp_path: Path
     assert [(h["step"], h["val_loss"]) for h in history] == [(1, 5.0), (2, 2.5)]  # each epoch's last update
 
 
+KERAS = """\
+for epoch in range(1, 4):  # Keras 3's fit() when its output is no terminal: the epoch, its first batch, its end
+    print(f"Epoch {epoch}/3")
+    print(f"\\x1b[1m1/7\\x1b[0m ━━━━━━━━━━━━━━━━━━━━ 0s 10ms/step - loss: {9.0 / epoch:.4f}\\b\\b\\b")
+    print(f"7/7 ━━━━━━━━━━━━━━━━━━━━ 0s 4ms/step - loss: {2.0 / epoch:.4f} - val_loss: {1.0 / epoch:.4f}")
+print("2/2 ━━━━━━━━━━━━━━━━━━━━ 0s 3ms/step - loss: 0.3000")  # evaluate()
+"""
+
+
+def test_keras_epoch_lines_give_the_curve(tmp_path: Path) -> None:
+    """Keras names the epoch on a line of its own: its lines were final results, with no curve and no pruning."""
+    seen: list[tuple[int, float]] = []
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, KERAS, metric="val_loss")
+    out = obj.run(0, {}, lambda step, value: seen.append((step, value)) or False)
+    assert out["value"] == 0.3333 and seen == [(1, 1.0), (2, 0.5)]  # an epoch reaches the pruner as the next starts
+    history = json.loads((tmp_path / "run" / "trials" / "run_0000" / "history.json").read_text())
+    assert [(h["step"], h["val_loss"]) for h in history] == [(1, 1.0), (2, 0.5), (3, 0.3333)]
+    seen.clear()
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, KERAS, metric="loss")
+    assert obj.run(1, {}, lambda step, value: seen.append((step, value)) or False)["value"] == 0.3  # evaluate()'s
+    assert seen == [(1, 2.0), (2, 1.0)]  # each epoch's last line, not its first batch's
+
+
 LIGHTNING = """\
 print("┃      Validate metric      ┃       DataLoader 0        ┃")
 print("│         val_loss          │     2.312345676422119     │")  # trainer.validate() before fit()
