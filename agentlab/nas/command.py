@@ -33,6 +33,7 @@ is a ``UsageError`` (exit 2) before any trial.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import difflib
 import functools
@@ -755,6 +756,7 @@ class CommandObjective:
 
 
 STDOUT, STDERR = "stdout", "stderr"
+LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class _Child:
@@ -781,13 +783,22 @@ class _Child:
             reader.start()
 
     def _read(self, stream: str, pipe: IO[bytes], log_file: IO[bytes]) -> None:
+        """What the pipe holds, into the log as it comes (a progress bar's updates too, which end in carriage
+        returns and no newline for a whole epoch) and onto ``lines``, a line ending at a newline or a carriage
+        return (each update of a progress bar a line of its own)."""
+        decoder, pending = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
         try:
-            for raw in pipe:
-                log_file.write(raw)
+            while chunk := os.read(pipe.fileno(), 65536):
+                log_file.write(chunk)
                 log_file.flush()
-                for part in raw.decode("utf-8", errors="replace").rstrip("\r\n").split("\r"):
-                    if part.strip():  # a progress bar's updates, each after a carriage return: lines of their own
-                        self.lines.put((stream, part))
+                *lines, pending = LINE_END.split(pending + decoder.decode(chunk))
+                for line in lines:
+                    if line.strip():
+                        self.lines.put((stream, line))
+            if (pending := pending + decoder.decode(b"", final=True)).strip():
+                self.lines.put((stream, pending))
+        except (OSError, ValueError):  # the pipe closed under the reader (stop() after its grace period)
+            pass
         finally:
             log_file.close()
             self.lines.put((stream, None))

@@ -8,6 +8,7 @@ import re
 import shlex
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -616,6 +617,22 @@ def test_keras_epoch_lines_give_the_curve(tmp_path: Path) -> None:
     obj = command(tmp_path, f"{PYTHON} train.py", {}, KERAS, metric="loss")
     assert obj.run(1, {}, lambda step, value: seen.append((step, value)) or False)["value"] == 0.3  # evaluate()'s
     assert seen == [(1, 2.0), (2, 1.0)]  # each epoch's last line, not its first batch's
+
+
+def test_a_progress_bar_without_a_newline_reaches_the_pruner_as_it_draws(tmp_path: Path) -> None:
+    """A bar redrawn after carriage returns writes no newline for a whole epoch: its updates are read as they come,
+    so the pruner stops a trial mid-epoch and the log holds what was drawn."""
+    bar = ("import sys, time\n"
+           "sys.stderr.write('\\rEpoch 1: 10%| [val_loss=9.0]'); sys.stderr.flush()\n"
+           "sys.stderr.write('\\rEpoch 2: 20%| [val_loss=8.0]'); sys.stderr.flush()\n"
+           "sys.stderr.write('\\rEpoch 2: 30%| [val_loss=8.0]'); sys.stderr.flush()\n"  # ends the update before
+           "time.sleep(60)\n")
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, bar, metric="val_loss")
+    start = time.monotonic()
+    with pytest.raises(Pruned):
+        obj.run(0, {}, lambda step, value: step >= 2)
+    assert time.monotonic() - start < 30
+    assert "Epoch 2: 30%" in (tmp_path / "run" / "trials" / "run_0000" / "stderr.log").read_text()
 
 
 LIGHTNING = """\
