@@ -317,17 +317,16 @@ class CommandObjective:
 
     ``spec``: nas's ``objective:`` section, of which it reads ``command``, ``metric``, ``params``, ``timeout_s``,
     ``sandbox`` and ``eval_command`` (``cwd`` is the folder it resolves to; ``config`` the file it names, read);
-    ``trial_dir(number)`` gives a trial's folder; ``on_line(number, text)`` (optional) sees each stdout line as it
-    arrives, e.g. for a progress bar. ``base_params``: the base already known (``merged_base``; the eval command's
-    is its trial's), else read from the project."""
+    ``trial_dir(number)`` gives a trial's folder. ``base_params``: the base already known (``merged_base``; the eval
+    command's is its trial's), else read from the project."""
 
     def __init__(self, spec: CommandObjectiveConfig, *, cwd: Path, trial_dir: Callable[[int], Path],
-                 space_keys: tuple[str, ...] = (), on_line: Callable[[int, str], None] | None = None,
+                 space_keys: tuple[str, ...] = (),
                  config: ConfigFile | None = None, workspaces: Workspaces | None = None,
                  code: CodeTrials | None = None, base_params: dict[str, Any] | None = None):
         self.command, self.metric = spec.command, spec.metric
         self.cwd, self.trial_dir, self.timeout_s = Path(cwd), trial_dir, spec.timeout_s
-        self.space_keys, self.on_line = space_keys, on_line
+        self.space_keys = space_keys
         self.config, self.workspaces = config, workspaces
         self.code = code  # code trials (objective.editable): each trial's code built in its workspace, checked after
         self.sandbox = spec.sandbox  # bwrap: the command under bubblewrap (``sandboxed``)
@@ -533,7 +532,7 @@ class CommandObjective:
             start = time.monotonic()
             run = _Child(argv, cwd, env, folder)
             try:
-                result, text_result, code = self._follow(run, number, report, start)
+                result, text_result, code = self._follow(run, report, start)
             except Pruned:
                 failed = False  # stopped by the pruner: no failure to keep the workspace of
                 raise
@@ -589,7 +588,7 @@ class CommandObjective:
         start = time.monotonic()
         run = _Child(argv, cwd, env, folder, prefix="eval_")
         try:
-            result, text_result, code = self._follow(run, number, lambda step, value: False, start)
+            result, text_result, code = self._follow(run, lambda step, value: False, start)
         finally:
             run.stop()
         if code != 0:
@@ -629,10 +628,11 @@ class CommandObjective:
                 "command probably ignores the search's values")
             log.warning("%s", self.ignored_params)
 
-    def _follow(self, run: _Child, number: int, report: Callable[[int, float], bool],
+    def _follow(self, run: _Child, report: Callable[[int, float], bool],
                 start: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
-        """Read the child's stdout until it ends: step lines go to ``report``, the last result line is kept.
-        Returns (the last JSON result line or None, the last text result line or None, the exit code)."""
+        """Read the child's output until its stdout ends: step lines (of stdout and stderr) go to ``report``, the
+        last result line of stdout is kept. Returns (the last JSON result line or None, the last text result line
+        or None, the exit code)."""
         result: dict[str, Any] | None = None
         text_result: dict[str, Any] | None = None  # the last text line reporting the metric, no epoch in it
         last_step: dict[str, Any] | None = None  # a script printing only per-epoch lines: its last one is the result
@@ -661,8 +661,6 @@ class CommandObjective:
                 if stream == STDOUT:  # stdout closed: the command is ending
                     break
                 continue
-            if self.on_line is not None and stream == STDOUT:
-                self.on_line(number, line)
             data, in_epoch = _json_object(line), False
             if data is None:
                 if (header := EPOCH_HEADER.match(line)) is not None:
