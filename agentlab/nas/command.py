@@ -637,9 +637,11 @@ class CommandObjective:
         text_result: dict[str, Any] | None = None  # the last text line reporting the metric, no epoch in it
         last_step: dict[str, Any] | None = None  # a script printing only per-epoch lines: its last one is the result
         history: list[dict[str, Any]] = []  # the step lines: history.json in the trial folder
-        # Keras: a line `Epoch 3/10` alone, then lines of the epoch's metrics; the epoch of each stream, and its
-        # point, which reaches the pruner when the next epoch starts (the epoch's first line is its first batch's)
+        # Keras: a line `Epoch 3/10` alone, then lines of the epoch's metrics: the epoch of each stream
         epoch_of: dict[str, int] = {}
+        # a step's point that reaches the pruner when the next step starts, as its last value: one of Keras' epoch
+        # lines (the first is the first batch's), or a progress bar's drawn state (an epoch's first shows the
+        # validation of the one before)
         unreported: dict[str, tuple[int, float]] = {}
         deadline = start + self.timeout_s if self.timeout_s is not None else None
 
@@ -648,20 +650,23 @@ class CommandObjective:
                 run.stop()
                 raise Pruned({"value": value, self.metric: value, "step": step})
 
-        while True:
+        open_streams, stdout_closed = {STDOUT, STDERR}, 0.0
+        while open_streams:
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
             try:
-                stream, line = run.lines.get(timeout=wait)
+                stream, line, drawn = run.lines.get(timeout=wait)
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     run.stop()
                     raise self._timed_out(run) from None
+                if stdout_closed and time.monotonic() - stdout_closed > KILL_GRACE_S and run.process.poll() is not None:
+                    break  # stderr held open by a process the command left behind
                 continue
-            if line is None:
-                if stream == STDOUT:  # stdout closed: the command is ending
-                    break
+            if line is None:  # the command is ending: stdout's end, then what stderr still holds
+                open_streams.discard(stream)
+                stdout_closed = time.monotonic() if stream == STDOUT else stdout_closed
                 continue
-            data, in_epoch = _json_object(line), False
+            data, later = _json_object(line), drawn
             if data is None:
                 if (header := EPOCH_HEADER.match(line)) is not None:
                     if stream in unreported:
@@ -673,7 +678,7 @@ class CommandObjective:
                     continue
                 pairs, step = found
                 if step is None and stream in epoch_of:
-                    step, in_epoch = epoch_of[stream], True
+                    step, later = epoch_of[stream], True
                 if step is None:
                     if stream == STDOUT:  # a final line of stderr is read after the end (_stderr_result)
                         text_result = pairs
@@ -696,10 +701,15 @@ class CommandObjective:
                     last_step = {k: v for k, v in data.items() if k != "step"}
                     text_result = None  # a final line before training went on (an evaluation first) is not the end
                 atomic_write_json(run.folder / "history.json", history)  # the learning curve, as it grows
-                if in_epoch:
+                if stream in unreported and unreported[stream][0] != int(step):
+                    prune(*unreported.pop(stream))
+                if later:
                     unreported[stream] = (int(step), float(value))
                 else:
+                    unreported.pop(stream, None)
                     prune(int(step), float(value))
+        for step, value in unreported.values():  # the last step's: for the pruner's later comparisons
+            report(step, value)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             code = run.process.wait(timeout=left)
@@ -754,16 +764,17 @@ class CommandObjective:
 
 
 STDOUT, STDERR = "stdout", "stderr"
-LINE_END = re.compile(r"\r\n|\r|\n")
+LINE_END = re.compile(r"(\r\n|\r|\n)")
 
 
 class _Child:
-    """The running command: its own process group; stdout and stderr each read line by line by a thread into
-    ``{prefix}stdout.log`` / ``stderr.log`` and onto ``lines`` as (stream, line), (stream, None) when it closes."""
+    """The running command: its own process group; stdout and stderr each read by a thread into
+    ``{prefix}stdout.log`` / ``stderr.log`` and onto ``lines`` as (stream, line, drawn), (stream, None, False) when
+    it closes; ``drawn``: the line ended in a carriage return (a progress bar's state, redrawn over)."""
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], folder: Path, prefix: str = ""):
         self.folder = folder
-        self.lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        self.lines: queue.Queue[tuple[str, str | None, bool]] = queue.Queue()
         logs = {name: open(folder / f"{prefix}{name}.log", "wb")  # noqa: SIM115 - closed by the reader threads
                 for name in (STDOUT, STDERR)}
         try:
@@ -789,17 +800,17 @@ class _Child:
             while chunk := os.read(pipe.fileno(), 65536):
                 log_file.write(chunk)
                 log_file.flush()
-                *lines, pending = LINE_END.split(pending + decoder.decode(chunk))
-                for line in lines:
+                *parts, pending = LINE_END.split(pending + decoder.decode(chunk))
+                for line, end in zip(parts[::2], parts[1::2], strict=True):
                     if line.strip():
-                        self.lines.put((stream, line))
+                        self.lines.put((stream, line, end == "\r"))
             if (pending := pending + decoder.decode(b"", final=True)).strip():
-                self.lines.put((stream, pending))
+                self.lines.put((stream, pending, False))
         except (OSError, ValueError):  # the pipe closed under the reader (stop() after its grace period)
             pass
         finally:
             log_file.close()
-            self.lines.put((stream, None))
+            self.lines.put((stream, None, False))
 
     def stop(self) -> None:
         """End the whole process group (SIGTERM, SIGKILL after a grace period) if it still runs; let the readers

@@ -595,6 +595,12 @@ def test_step_lines_on_stderr_give_the_curve_and_reach_the_pruner(tmp_path: Path
     history = json.loads((tmp_path / "run" / "trials" / "run_0002" / "history.json").read_text())
     assert [(h["step"], h["val_loss"]) for h in history] == [(1, 5.0), (2, 2.5)]  # each epoch's last update
 
+    late = "import os, sys, time\nos.close(1)\n" + "".join(  # stdout closed first: stderr is read to its end
+        f"time.sleep(0.1)\nprint('epoch {e} | val_loss {4 - e}', file=sys.stderr, flush=True)\n" for e in (1, 2, 3))
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, late, metric="val_loss")
+    assert obj.run(3, {}, lambda s, v: False)["value"] == 1.0
+    assert len(json.loads((tmp_path / "run" / "trials" / "run_0003" / "history.json").read_text())) == 3
+
 
 KERAS = """\
 for epoch in range(1, 4):  # Keras 3's fit() when its output is no terminal: the epoch, its first batch, its end
@@ -610,29 +616,33 @@ def test_keras_epoch_lines_give_the_curve(tmp_path: Path) -> None:
     seen: list[tuple[int, float]] = []
     obj = command(tmp_path, f"{PYTHON} train.py", {}, KERAS, metric="val_loss")
     out = obj.run(0, {}, lambda step, value: seen.append((step, value)) or False)
-    assert out["value"] == 0.3333 and seen == [(1, 1.0), (2, 0.5)]  # an epoch reaches the pruner as the next starts
+    assert out["value"] == 0.3333 and seen == [(1, 1.0), (2, 0.5), (3, 0.3333)]
     history = json.loads((tmp_path / "run" / "trials" / "run_0000" / "history.json").read_text())
     assert [(h["step"], h["val_loss"]) for h in history] == [(1, 1.0), (2, 0.5), (3, 0.3333)]
     seen.clear()
     obj = command(tmp_path, f"{PYTHON} train.py", {}, KERAS, metric="loss")
     assert obj.run(1, {}, lambda step, value: seen.append((step, value)) or False)["value"] == 0.3  # evaluate()'s
-    assert seen == [(1, 2.0), (2, 1.0)]  # each epoch's last line, not its first batch's
+    assert seen == [(1, 2.0), (2, 1.0), (3, 0.3)]  # each epoch's last line, not its first batch's
 
 
 def test_a_progress_bar_without_a_newline_reaches_the_pruner_as_it_draws(tmp_path: Path) -> None:
     """A bar redrawn after carriage returns writes no newline for a whole epoch: its updates are read as they come,
-    so the pruner stops a trial mid-epoch and the log holds what was drawn."""
+    and an epoch's last state reaches the pruner when the next epoch starts (its first state shows the validation
+    of the epoch before), so the pruner stops a trial mid-epoch on the right value, and the log holds what was
+    drawn."""
     bar = ("import sys, time\n"
-           "sys.stderr.write('\\rEpoch 1: 10%| [val_loss=9.0]'); sys.stderr.flush()\n"
-           "sys.stderr.write('\\rEpoch 2: 20%| [val_loss=8.0]'); sys.stderr.flush()\n"
-           "sys.stderr.write('\\rEpoch 2: 30%| [val_loss=8.0]'); sys.stderr.flush()\n"  # ends the update before
+           "for epoch, states in ((1, (9.5, 9.0)), (2, (9.0, 8.0)), (3, (8.0, 8.0))):\n"
+           "    for loss in states:\n"
+           "        sys.stderr.write(f'\\rEpoch {epoch}: 50%| [val_loss={loss}]'); sys.stderr.flush()\n"
+           "        time.sleep(0.05)\n"
            "time.sleep(60)\n")
+    seen: list[tuple[int, float]] = []
     obj = command(tmp_path, f"{PYTHON} train.py", {}, bar, metric="val_loss")
     start = time.monotonic()
     with pytest.raises(Pruned):
-        obj.run(0, {}, lambda step, value: step >= 2)
-    assert time.monotonic() - start < 30
-    assert "Epoch 2: 30%" in (tmp_path / "run" / "trials" / "run_0000" / "stderr.log").read_text()
+        obj.run(0, {}, lambda step, value: seen.append((step, value)) or step >= 2)
+    assert time.monotonic() - start < 30 and seen == [(1, 9.0), (2, 8.0)]
+    assert "Epoch 3: 50%" in (tmp_path / "run" / "trials" / "run_0000" / "stderr.log").read_text()
 
 
 LIGHTNING = """\
