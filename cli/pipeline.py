@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Multi-stage pipelines over local GGUF and routed HTTP models.\n\nSingle and multi "
                   "stages with aggregation, resource checks, session history and re-runs.", no_args_is_help=True)
 
-ModelsOpt = Annotated[Path | None, typer.Option("--models", help="Models file. Default: configs/models.yaml.",
+ModelsOpt = Annotated[Path | None, typer.Option("--models", help="Models file. Default: configs/models.yaml; "
+                                                "without it the built-in models, by their names.",
                                                 show_default=False, dir_okay=False)]
 PipelineOpt = Annotated[Path | None, typer.Option("-c", "--config", "--pipeline", help="Pipeline file. Default: "
                                                   "configs/pipeline.yaml "

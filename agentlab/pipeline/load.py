@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from agentlab.core.config import load_config
 from agentlab.core.errors import ConfigError, MissingPackage, UsageError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
+from agentlab.core.models.builtin import BUILTIN_MODELS
 from agentlab.pipeline.config import (
     ModelsConfig,
     PipelineConfig,
@@ -38,6 +39,12 @@ class Loaded:
     def name(self) -> str:
         """The run folder's name suffix: the pipeline's name."""
         return self.pipeline.name
+
+
+def builtin_models() -> ModelsConfig:
+    """The models of a pipeline run with no models file: each built-in model under its own name
+    (``--stage a=qwen2.5-coder-0.5b``), on llama.cpp with the models file's defaults."""
+    return ModelsConfig.model_validate({"models": {name: {"file": name} for name in BUILTIN_MODELS}})
 
 
 def load_models(path: str | Path | None = None) -> ModelsConfig:
@@ -96,7 +103,9 @@ def add_stages(pipeline: PipelineConfig, specs: Iterable[str], models: ModelsCon
         stage = parse_stage(spec)
         for name in [stage.get("model"), *stage.get("models", []), stage.get("aggregator")]:
             if name is not None and name not in models.models:
-                raise UsageError(f"--stage {spec}: unknown model '{name}' (known: {', '.join(models.models)})")
+                raise UsageError(f"--stage {spec}: unknown model '{name}' (known: {', '.join(models.models)})",
+                                 hint="name a model of the models file (--models FILE; without one, of "
+                                 f"{DEFAULT_MODELS} if there, else the built-in models)")
         data["base_pipeline"]["stages"].append(stage)
         try:
             type(pipeline).model_validate(data)
@@ -124,13 +133,14 @@ def load_routed(path: str | Path | None, models: ModelsConfig, used: set[str]) -
 def check_used_models(models_path: Path | None, models: ModelsConfig, used: set[str],
                       routed: LLMConfig | None) -> None:
     """Exit 2 naming the models file's line when a used model's file is missing or its routed name is unknown."""
-    if models_path is None:
-        return
     for name in sorted(used):  # a built-in model whose package is absent: the install command, exit 2
         try:
             models.path(name)
         except MissingPackage as exc:
-            raise MissingPackage(f"{models_path}: models.{name}.file: {exc.message}", hint=exc.hint) from None
+            where = f"{models_path}: models.{name}.file" if models_path is not None else f"model '{name}'"
+            raise MissingPackage(f"{where}: {exc.message}", hint=exc.hint) from None
+    if models_path is None:
+        return
     missing = [n for n in sorted(used) if (path := models.path(n)) is not None and not path.exists()]
     try:
         load_config(models_path, models_file_checked(used, None if routed is None else routed.models), schema="models")
@@ -148,8 +158,11 @@ def prepare(models_path: str | Path | None, pipeline_path: str | Path | None, *,
     """Everything ``pipeline run`` loads before the run folder exists. Without ``pipeline_path``: the default
     pipeline file, unless ``--stage`` stages are given (then they are the whole pipeline)."""
     stages = list(stages or [])
-    models_file = Path(models_path) if models_path is not None else DEFAULT_MODELS
-    models = load_models(models_file)
+    models_file: Path | None = Path(models_path) if models_path is not None else DEFAULT_MODELS
+    if models_path is None and not DEFAULT_MODELS.exists():  # no models file: the built-in models by their names
+        models, models_file = builtin_models(), None
+    else:
+        models = load_models(models_file)
     if pipeline_path is None and not stages:
         pipeline_path = DEFAULT_PIPELINE
         if not pipeline_path.is_file():

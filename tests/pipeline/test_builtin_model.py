@@ -44,6 +44,27 @@ def test_llama_cpp_answers_paris(in_tmp: Path, capsys: pytest.CaptureFixture) ->
 
 
 @needs_smollm
+def test_a_builtin_name_needs_no_models_file(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no --models and no configs/models.yaml, --stage names a built-in model as it is (it was "models file
+    not found"); a name that is none is refused with the built-in names."""
+    pytest.importorskip("llama_cpp")
+    code = main(["pipeline", "run", "--stage", "a=smollm2-135m", "--input", QUESTION, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads(out)
+    assert results["models_loaded"][0]["path"] == str(find_builtin("smollm2-135m")) and results["final"].strip()
+    assert main(["pipeline", "rerun", results["run_id"], "--from", "a", "--json"]) == 0  # the snapshot re-runs
+    capsys.readouterr()
+    assert main(["pipeline", "run", "--stage", "a=gpt-9", "--input", QUESTION]) == 2
+    assert "unknown model 'gpt-9' (known: smollm2-135m, qwen2.5-coder-0.5b" in capsys.readouterr().err
+    model = BUILTIN_MODELS["smollm2-135m"]
+    monkeypatch.setitem(BUILTIN_MODELS, "smollm2-135m", dataclasses.replace(model, package="agentlab_no_such_pkg"))
+    assert main(["pipeline", "run", "--stage", "a=smollm2-135m", "--input", QUESTION]) == 2
+    assert "model 'smollm2-135m': built-in model 'smollm2-135m' needs the package" in capsys.readouterr().err
+
+
+@needs_smollm
 @pytest.mark.slow
 def test_transformers_answers_paris(in_tmp: Path, capsys: pytest.CaptureFixture,
                                     monkeypatch: pytest.MonkeyPatch) -> None:

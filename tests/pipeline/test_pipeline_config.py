@@ -158,8 +158,10 @@ def test_bad_adhoc_stage_exits_2(in_tmp: Path, capsys: pytest.CaptureFixture, sp
 
 
 def test_missing_models_file_and_no_input(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["pipeline", "run", "--input", "hi"]) == 2
-    assert "configs/models.yaml: models file not found" in capsys.readouterr().err
+    assert main(["pipeline", "run", "--input", "hi"]) == 2  # no models file: the built-in ones; no pipeline file
+    assert "configs/pipeline.yaml: pipeline file not found" in capsys.readouterr().err
+    assert main(["pipeline", "run", "--models", "models.yaml", "--input", "hi"]) == 2
+    assert "models.yaml: models file not found" in capsys.readouterr().err
     assert main(["pipeline", "run"]) == 2
     assert "no input" in capsys.readouterr().err
     # an empty input is refused like none (the model was asked an empty prompt, exit 0); a folder is not a file
