@@ -159,6 +159,13 @@ def test_adhoc_stages_append_or_stand_alone(in_tmp: Path) -> None:
     assert stages[2].aggregator == "c" and stages[2].input_from is None  # reads the previous stage
     alone = prepare(in_tmp / "models.yaml", None, stages=["only=b"])
     assert [s.name for s in alone.pipeline.base_pipeline.stages] == ["only"]
+    # --set edits the stages --stage made (it was "base_pipeline.stages: Input should be a valid list")
+    edited = prepare(in_tmp / "models.yaml", None, stages=["only=b", "next=c"],
+                     sets=["base_pipeline.stages.1.params.temperature=0", "base_pipeline.stages.0.system=Be brief."])
+    first, second = edited.pipeline.base_pipeline.stages
+    assert second.params == {"temperature": 0} and first.system == "Be brief." and second.model == "c"
+    with pytest.raises(ConfigError, match="'base_pipeline.stages' holds 2, numbered from 0"):
+        prepare(in_tmp / "models.yaml", None, stages=["only=b", "next=c"], sets=["base_pipeline.stages.2.model=a"])
 
 
 def test_final_stage_picks_the_answer(in_tmp: Path) -> None:
