@@ -104,6 +104,7 @@ def _spaced(name: str) -> re.Pattern[str]:
 
 
 PAIR, SPACED = _pair(NAME.pattern), _spaced(NAME.pattern)
+SOURCE_LINE = re.compile(r"\.py['\"]?$")  # a name that is a source file: `file.py:12` names a line, not a metric
 
 
 def nested_params(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -166,6 +167,8 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
             return None
         pairs[metric] = float(taken.group(2))
     for found in PAIR.finditer(line):
+        if SOURCE_LINE.search(found.group(1)):  # `train.py:12`, where logging or rich says a line was written
+            continue
         if taken is None or found.end() <= taken.start() or found.start() >= taken.end():
             pairs[found.group(1).strip("'\"")] = float(found.group(2))
     if metric not in pairs and (taken := spaced.search(line)) is not None:
@@ -922,7 +925,8 @@ def printed_instead(metric: str, folder: Path) -> str:
             data = _json_object(line)
             found = ([k for k, v in data.items() if _number(v)] if data
                      else [n for n, _ in PAIR.findall(line) + SPACED.findall(line)])
-            names.update((n.strip("'\""), None) for n in found if n.lower() not in STEP_NAMES)
+            names.update((n.strip("'\""), None) for n in found
+                         if n.lower() not in STEP_NAMES and not SOURCE_LINE.search(n))
     names_list = list(names)
     if not names_list:
         return ""

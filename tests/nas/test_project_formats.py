@@ -864,6 +864,9 @@ def test_more_text_result_lines(line: str, found: Any) -> None:
     ("val loss", "step 250: train loss 1.9771, val loss 2.0809", ({"val loss": 2.0809}, 250)),  # nanoGPT
     ("train loss", "step 250: train loss 1.9771, val loss 2.0809", ({"train loss": 1.9771}, 250)),
     ("val_loss", "val_loss improved from inf to 0.41", None),  # Keras' checkpoint line: no number after the name
+    # where rich's and logging's records say they were written: not a metric
+    ("val_loss", "[12:00:01] epoch 3 val_loss: 0.41                        train.py:12", ({"val_loss": 0.41}, 3)),
+    ("val_loss", "2026-11-29 06:38:04,493 INFO trainer.py:88 val_loss=0.41", ({"val_loss": 0.41}, None)),
     # the Hugging Face Trainer's log dict: a whole epoch is the step, a fraction of one is not
     ("eval_loss", "{'eval_loss': 0.41, 'eval_runtime': 1.2, 'epoch': 2.0}", ({"eval_loss": 0.41, "eval_runtime": 1.2},
                                                                             2)),
