@@ -676,7 +676,7 @@ class CommandObjective:
                         prune(*unreported.pop(stream))
                     epoch_of[stream] = int(header.group(1))
                     continue
-                found = text_metrics(line, self.metric)
+                found = text_metrics(line, self.metric) if self.metric in line else None  # most lines: at once
                 if found is None:
                     continue
                 pairs, step = found
