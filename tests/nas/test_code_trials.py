@@ -111,6 +111,15 @@ def test_the_eval_command_s_metric_is_the_one_that_counts(in_tmp: Path) -> None:
     assert (run / "trials" / "run_0001" / "eval_stdout.log").read_text() == "loss: 1.5\n"
 
 
+def test_an_eval_command_that_logs_its_metric_to_stderr(in_tmp: Path) -> None:
+    """An evaluator that reports through `logging` (stderr): its trials failed with "printed no loss"."""
+    config = project(in_tmp, eval_command=f"{sys.executable} eval.py")
+    (config.parent / "eval.py").write_text("import logging\nlogging.basicConfig(level=logging.INFO)\n"
+                                           "logging.info('test loss 2.5')\n")
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random"]) == 0
+    assert [r["loss"] for r in trials(in_tmp)] == [2.5, 2.5]
+
+
 def test_a_failing_eval_command_fails_the_trial_and_a_missing_one_is_refused(
         in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = project(in_tmp, eval_command=f"{sys.executable} eval.py")
