@@ -223,11 +223,16 @@ def _line(s: dict[str, Any]) -> str:
             f"{_cell(s, 'final', 'results.json')}")
 
 
+def _fallback_for(call: dict[str, Any]) -> str | None:
+    """The model a call asked, when a fallback answered for it; else None."""
+    asked = call.get("asked")
+    return asked if asked and asked != call["model"] else None
+
+
 def _who(call: dict[str, Any]) -> str:
     """The model that answered a call, and the one asked when a fallback answered for it."""
-    asked = call.get("asked")
-    instead = f" [dim](fallback for {safe_text(asked)})[/]" if asked and asked != call["model"] else ""
-    return f"[cyan]{safe_text(call['model'])}[/]{instead}"
+    asked = _fallback_for(call)
+    return f"[cyan]{safe_text(call['model'])}[/]" + (f" [dim](fallback for {safe_text(asked)})[/]" if asked else "")
 
 
 @app.command("show")
@@ -256,7 +261,7 @@ def show_cmd(
         if step["type"] == "multi":
             for o in step["outputs"]:
                 console.print(f"{_who(o)} ({o['completion_tokens']} tok, {o['seconds']:.2f}s): {safe_text(o['text'])}")
-        elif step["outputs"] and step["outputs"][0].get("asked") not in (None, step["outputs"][0]["model"]):
+        elif step["outputs"] and _fallback_for(step["outputs"][0]):
             console.print(f"[dim]answered by[/] {_who(step['outputs'][0])}")
         call = (step.get("aggregation") or {}).get("call")
         if call:  # synthesis: the aggregator's call, most of a stage's time on a larger model

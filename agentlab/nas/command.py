@@ -157,6 +157,8 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
     """The ``name: number`` / ``name=number`` pairs of a text line that reports ``metric`` (or a table row of the
     metric's name and a number alone: ``ROW``; or the metric's name and a number apart by spaces: ``SPACED``), and
     its epoch or step number (None for a final line); None when the line does not report the metric."""
+    if metric not in line:  # most lines of a trial's output: passed over before any pattern runs
+        return None
     pairs: dict[str, float] = {}
     taken = None
     pair, row_of, spaced = _named(metric)
@@ -633,7 +635,7 @@ class CommandObjective:
 
     def _follow(self, run: _Child, report: Callable[[int, float], bool],
                 start: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
-        """Read the child's output until its stdout ends: step lines (of stdout and stderr) go to ``report``, the
+        """Read the child's output until both pipes end: step lines (of stdout and stderr) go to ``report``, the
         last result line of stdout is kept. Returns (the last JSON result line or None, the last text result line
         or None, the exit code)."""
         result: dict[str, Any] | None = None
@@ -676,7 +678,7 @@ class CommandObjective:
                         prune(*unreported.pop(stream))
                     epoch_of[stream] = int(header.group(1))
                     continue
-                found = text_metrics(line, self.metric) if self.metric in line else None  # most lines: at once
+                found = text_metrics(line, self.metric)
                 if found is None:
                     continue
                 pairs, step = found

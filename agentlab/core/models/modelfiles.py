@@ -138,7 +138,7 @@ def _parse_header(buf: mmap.mmap) -> GGUFHeader:
     def unpack(fmt: str) -> Any:
         nonlocal pos
         value = struct.unpack_from(order + fmt, buf, pos)[0]
-        pos += struct.calcsize(fmt)
+        pos += struct.calcsize(order + fmt)  # standard sizes: without the order, native ones
         return value
 
     def string() -> str:
