@@ -38,7 +38,8 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override one config value, parsed as YAML: --set key.path=value (repeatable).",
                  show_default=False, metavar="KEY=VALUE"),
 ]
-_LLM_HELP = "LLM routing config (providers, models, routes). Default: configs/llm.yaml if present"
+_LLM_HELP = ("LLM routing config (providers, models, routes), or a built-in model's name (qwen2.5-coder-0.5b: every "
+             "route on it). Default: configs/llm.yaml if present")
 LLMOpt = Annotated[Path | None, typer.Option("--llm", help=f"{_LLM_HELP}.", show_default=False, dir_okay=False)]
 ResumeLLMOpt = Annotated[  # nas and compress: --resume asks the run's own routing config again
     Path | None,

@@ -76,7 +76,8 @@ def llm_bench(
     folder's config.yaml repeats the measurement (`agentlab llm-bench -c RUN/config.yaml`). Without -c / --llm it
     benches the models of configs/llm.yaml when that file exists, else the demo's."""
     from agentlab.core.errors import UsageError
-    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG
+    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, builtin_routing
+    from agentlab.core.models.builtin import BUILTIN_MODELS
     from agentlab.llm_bench import BenchConfig, prepare, run
 
     if config is not None and llm is not None and config != llm:
@@ -87,6 +88,7 @@ def llm_bench(
                          hint="--demo benches built-in loopback models; drop it to bench the models of "
                          f"{path}")
     use_demo = demo or (path is None and not DEFAULT_LLM_CONFIG.is_file())
+    builtin = path is not None and str(path) in BUILTIN_MODELS and not path.exists()  # --llm qwen2.5-coder-0.5b
     options = flags(("--model", "bench.models", model), ("--concurrency", "bench.concurrency", concurrency),
                     ("--requests", "bench.requests", requests), ("--prompt", "bench.prompt", prompt),
                     ("--max-tokens", "bench.max_tokens", max_tokens), ("--route", "bench.route", route),
@@ -105,11 +107,13 @@ def llm_bench(
             console.print(f"[cyan]demo:[/] benchmarking built-in loopback models at {demo_at[0]}")
         return kwargs
 
-    run_command(CommandSpec("llm-bench", BenchConfig, run, base=start_demo if use_demo else None, prepare=prepare_bench,
+    base = start_demo if use_demo else (lambda stack: builtin_routing(str(path))) if builtin else None
+    run_command(CommandSpec("llm-bench", BenchConfig, run, base=base, prepare=prepare_bench,
                             resumable=False, rerun="llm-bench --demo" if use_demo else None, summary=_summary,
                             exit_code=lambda results: 0 if results["available"] else 1),
-                Invocation(config=None if use_demo else path or DEFAULT_LLM_CONFIG, sets=[*(set_ or []), *options],
-                           out=out, log_prompts=not no_log_prompts, json_=json_, verbose=verbose))
+                Invocation(config=None if use_demo or builtin else path or DEFAULT_LLM_CONFIG,
+                           sets=[*(set_ or []), *options], out=out, log_prompts=not no_log_prompts, json_=json_,
+                           verbose=verbose))
 
 
 

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
 from agentlab.core.config import StrictModel
+from agentlab.core.llm.config import RoutingRef
 from agentlab.core.search.kinds import CompressPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
 
@@ -164,7 +165,8 @@ class CompressConfig(StrictModel):
                                             "\"answer\"}, or an lm-eval task ({harness: NAME}); default: a "
                                             "generated arithmetic task")
     task_questions: int = Field(40, ge=1, description="questions of the task used for accuracy")
-    llm: Path | None = Field(None, description="routing config of the LLM planner (--llm)")
+    llm: RoutingRef | None = Field(None, description="routing config of the LLM planner, or a built-in model's "
+                                   "name (--llm)")
     carbon_budget: float | None = Field(None, gt=0, description="kg CO2e for the whole search: it stops before an "
                                         "experiment would exceed it")
     workspace: Path | None = Field(None, description="memory across runs (default runs/compress/workspace)")

@@ -184,7 +184,8 @@ def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], s
     show = f"`agentlab config show {schema or 'COMMAND'}`"
     if not path.exists():
         raise ConfigError(f"{path}: config file not found",
-                          hint="check the path, or leave that option out for the defaults")
+                          hint="check the path, or leave that option out for the defaults; `agentlab config "
+                          "examples .` writes the example configs the docs name (configs/nas.yaml, ...)")
     text = read_text(path, "config file")
     try:
         data = yaml.safe_load(text)

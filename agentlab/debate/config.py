@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.debate.rules import VISIBILITIES, Rule, Visibility
-from agentlab.core.llm.config import PARAMS_HELP, Params
+from agentlab.core.llm.config import PARAMS_HELP, Params, RoutingRef
 
 
 class AgentSpec(StrictModel):
@@ -70,8 +70,8 @@ class DebateConfig(StrictModel):
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
     agents: list[AgentSpec] = Field(default_factory=list, description="the debaters; empty: adapters/persona_a, "
                                     "_b, _c under the current directory, those that exist")
-    llm: Path | None = Field(None, description="routing config for model agents (--llm; default configs/llm.yaml "
-                             "when an agent names a model)")
+    llm: RoutingRef | None = Field(None, description="routing config for model agents, or a built-in model's name "
+                                   "(--llm; default configs/llm.yaml when an agent names a model)")
     rounds: int | None = Field(None, ge=0, description="debate rounds after the independent answers of round 0; "
                                "empty: the rule's own (vote: none, every other rule: 3; `debate eval`: 3); 0: a dry "
                                "run that checks every agent answers and writes nothing; N > 0 with no rule given: the "

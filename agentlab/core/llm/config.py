@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from agentlab.core.config import StrictModel, load_config, redacted_field
 from agentlab.core.errors import ConfigError
@@ -386,11 +386,39 @@ class LLMConfig(StrictModel):
         return {"tool_gate": False, **mcfg.params}
 
 
+def _routing_ref(value: Path | str) -> Path | str:
+    """A built-in model's name (where no file of that name is) stays a name, so a run folder's config.yaml keeps
+    ``llm: qwen2.5-coder-0.5b`` rather than a path made absolute; anything else is a path."""
+    return str(value) if str(value) in BUILTIN_MODELS and not Path(value).exists() else Path(value)
+
+
+# a config's ``llm`` field: a routing config file, or a built-in model's name (``load_llm_config``)
+RoutingRef = Annotated[Path | str, AfterValidator(_routing_ref)]
+
+
+def builtin_routing(name: str) -> dict[str, Any]:
+    """``--llm qwen2.5-coder-1.5b``: every route on one built-in model, in process on llama.cpp, greedy, as
+    configs/llm.qwen.yaml sets its models (its profile is the built-in's own); no routing config file needed."""
+    return {
+        "providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192, "cache_type": "f16", "seed": 0}},
+        "models": {name: {"provider": "local", "model": name, "params": {"temperature": 0, "max_tokens": 512}}},
+        "routes": {"default": {"primary": [name]}},
+        "timeout_s": 300}
+
+
 def load_llm_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LLMConfig:
-    """``--llm FILE``; with no file, ``configs/llm.yaml`` when present, else an empty config (no models). One that
-    holds a ``***`` (a run folder's copy of a config with a credential agentlab does not write) is refused."""
+    """``--llm FILE``; with no file, ``configs/llm.yaml`` when present, else an empty config (no models). A built-in
+    model's name where no such file is (``--llm qwen2.5-coder-1.5b``) is every route on that model
+    (``builtin_routing``). One that holds a ``***`` (a run folder's copy of a config with a credential agentlab does
+    not write) is refused."""
     if path is None and DEFAULT_LLM_CONFIG.is_file():
         path = DEFAULT_LLM_CONFIG
+    if path is not None and not Path(path).exists():
+        if str(path) in BUILTIN_MODELS:
+            return load_config(None, LLMConfig, overrides, base=builtin_routing(str(path)), schema="llm")
+        raise ConfigError(f"{path}: routing config not found",
+                          hint=f"give a routing config file or a built-in model ({', '.join(BUILTIN_MODELS)}); "
+                          "`agentlab config examples .` writes configs/llm.qwen.yaml and the other examples")
     cfg = load_config(path, LLMConfig, overrides, schema="llm")
     hidden = redacted_field(cfg.model_dump(mode="json"))
     if hidden:

@@ -30,6 +30,7 @@ from agentlab.core.search.settings import LLMPlannerSettings
 from agentlab.core.search.share import PickMemory
 
 OFFLINE = "no planner model configured; offline"  # the planner line's reason when the user configured none
+OFFLINE_LLM = "--llm qwen2.5-coder-0.5b (a built-in model, offline)"  # the hints' way to a planner model
 
 
 @dataclass
@@ -189,8 +190,7 @@ def check_agent_keys(llm: LLMConfig) -> None:
     missing = missing_keys(llm, llm.route("planner").chain())
     if missing is not None:
         raise UsageError(f"--planner agent: the planner route's models need {missing}, which is not set",
-                         hint="set it (environment or .env), or give --llm configs/llm.local.yaml (the built-in "
-                         "model, offline)")
+                         hint=f"set it (environment or .env), or give {OFFLINE_LLM}")
 
 
 def llm_source(llm: LLMConfig | str | Path | None) -> str | None:
@@ -211,7 +211,7 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
     chain = llm.route("planner").chain()
     if not chain:
         raise UsageError(f"--planner {kind} needs a planner model, and the routing config has none",
-                         hint="give --llm FILE with a `planner` route (configs/llm.local.yaml: the built-in model), "
+                         hint=f"give --llm FILE with a `planner` route, or {OFFLINE_LLM}, "
                          f"or use --planner {fallback}")
     if kind == "agent":
         check_agent_keys(llm)
@@ -221,14 +221,14 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
         if problem is not None:
             raise UsageError(f"--planner {kind}: the planner model '{name}' cannot be loaded: {problem}",
                              hint=f"fix models.{name}.model in {where} (`agentlab models list` shows the models "
-                             "here; configs/llm.local.yaml runs the built-in smollm2-135m), or use --planner "
+                             f"here), give {OFFLINE_LLM}, or use --planner "
                              f"{fallback}")
     problems = {name: http_problem(llm, name) for name in chain}
     if all(problems.values()):  # chain is not empty
         why = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
         raise UsageError(f"--planner {kind}: no model of the planner route can be reached ({why})",
-                         hint=f"start the server or set the key (environment or .env), fix {where}, or give --llm "
-                         f"configs/llm.local.yaml (the built-in model, offline), or use --planner {fallback}")
+                         hint=f"start the server or set the key (environment or .env), fix {where}, or give "
+                         f"{OFFLINE_LLM}, or use --planner {fallback}")
 
 
 def _agent(session: PlannerSession) -> tuple[Planner, str]:
@@ -241,7 +241,7 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
     chain = _planner_chain(spec)
     if not chain:
         raise AgentlabError("planner 'agent' needs a planner model", hint="give --llm FILE with a `planner` route "
-                            f"(configs/llm.local.yaml runs the built-in model), or use --planner {spec.sampler}")
+                            f"(or {OFFLINE_LLM}), or use --planner {spec.sampler}")
     assert spec.llm is not None
     check_agent_keys(spec.llm)
     model = RouterModel(session.router(), route="planner")
