@@ -4,9 +4,10 @@ The contract, for the command's author:
 
 - ``command`` is split like a shell line (``shlex``; no shell runs it: no pipes, ``&&`` or ``$VAR``). The trial's
   params reach it the way the script takes them: ``{args}`` (a word of its own) becomes one ``--key=value`` per
-  param (argparse, click, typer, tyro or fire: ``script.argparse_options``; W&B Sweeps' ``${args}``; a switch,
-  ``action="store_true"`` or click's ``is_flag``, is given bare when true and left out when false, and an option of
-  several values, ``nargs="+"``, its values as words of their own), ``{overrides}`` one ``key=value`` per param
+  param (argparse, click, typer, tyro, fire, jsonargparse or LightningCLI: ``script.argparse_options``; W&B
+  Sweeps' ``${args}``; a switch, ``action="store_true"`` or click's ``is_flag``, is given bare when true and left
+  out when false, and an option of several values, ``nargs="+"``, its values as words of their own),
+  ``{overrides}`` one ``key=value`` per param
   (Hydra's form), ``{key}`` one value, ``{params}`` the path of ``params.json`` in the trial's own folder
   ``<run>/trials/run_NNNN/`` (the base params updated by the trial's values; a dotted key, ``optimizer.lr``, updates
   the nested dict). With ``config`` (the project's own config file, ``config_file.ConfigFile``) the workspace's copy
@@ -455,8 +456,8 @@ class CommandObjective:
             script = script_of(self.command, self.cwd)
             said = ""
             if script is not None and ARGS in self.command:
-                said = (f", and no option of {script} (argparse, click, typer, tyro or fire; or of the modules it "
-                        "imports) gives it a literal default")
+                said = (f", and no option of {script} (argparse, click, typer, tyro, fire, jsonargparse or "
+                        "LightningCLI; or of the modules it imports) gives it a literal default")
             elif script is not None and OVERRIDES in self.command and hydra_app(script, self.cwd):
                 composed = any(hydra_config(self.command, self.cwd, self.own_params))
                 said = (f", and the Hydra app's config (`{script} --cfg job`) does not hold it" if composed else

@@ -236,8 +236,8 @@ class CommandObjectiveConfig(StrictModel):
                                    "optimizer.lr, updates a nested mapping); optional with objective.config (the "
                                    "file's values are the base, these on top), and with {args} or a Hydra app's "
                                    "{overrides} (a searched key left out starts at the script's own default, "
-                                   "read from its argparse, click, typer, tyro or fire options, or at its value "
-                                   "in the app's composed config)")
+                                   "read from its argparse, click, typer, tyro, fire, jsonargparse or LightningCLI "
+                                   "options, or at its value in the app's composed config)")
     config: Path | None = Field(None, description="the project's own config file, which the script reads (JSON, "
                                 "YAML, TOML, or a .py module of literal assignments and dicts; relative to "
                                 "objective.cwd): each trial's workspace copy of it gets the trial's values, its "

@@ -1,7 +1,7 @@
 """The command's script, read without running it: which file it is (``script_of``), the project's modules it
-imports (``project_imports``), its argparse, click, typer, tyro or fire options (``argparse_options``), which
-``{args}`` gives the way the parser takes them (a switch bare, ``--flag``, not ``--flag=true``), and a Hydra app's
-config files (``hydra_configs``)."""
+imports (``project_imports``), its argparse, click, typer, tyro, fire, jsonargparse or LightningCLI options
+(``argparse_options``), which ``{args}`` gives the way the parser takes them (a switch bare, ``--flag``, not
+``--flag=true``), and a Hydra app's config files (``hydra_configs``)."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
             trees.append(ast.parse(path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
-    libs = ("typer", "fire", "tyro")
+    libs = ("typer", "fire", "tyro", "jsonargparse")
     entries = [{lib: _entries(tree, lib) for lib in libs} for tree in trees]
     defined = [_defined(tree) for tree in trees]
     commands = [_commands(tree) for tree in trees]
@@ -180,13 +180,14 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
     for at, tree in enumerate(trees):
         # what a module gives to typer / fire / tyro is read here when defined here and given here, or given by a
         # module that does not define it (imported from here)
-        given = {lib: {name for other, there in enumerate(entries) for name in there[lib]
-                       if other == at or name not in defined[other]} & defined[at] for lib in libs}
+        given = {lib: {name: prefix for other, there in enumerate(entries) for name, prefix in there[lib].items()
+                       if (other == at or name not in defined[other]) and name in defined[at]} for lib in libs}
         others = [f for f, names in commands[at].items() if chosen and not names & chosen]
         skipped = {id(d) for f in others for d in f.decorator_list}  # the click options of those commands
         reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
                  if isinstance(node, ast.Call) and id(node) not in skipped] + _typer_options(
-            tree, given["typer"], others) + _fire_options(tree, given["fire"]) + _tyro_options(tree, given["tyro"])
+            tree, set(given["typer"]), others) + _fire_options(tree, set(given["fire"])) + _tyro_options(
+            tree, set(given["tyro"])) + _jsonargparse_options(tree, given["jsonargparse"])
         for read in reads:
             if read is None:
                 continue
@@ -266,20 +267,30 @@ def _click_option(node: ast.Call) -> Read | None:
     return option, kind, names, default
 
 
-def _entries(tree: ast.Module, lib: str) -> set[str]:
-    """The names a module importing ``lib`` gives it to run: ``typer.run(main)`` or ``app.command()(main)``,
-    ``fire.Fire(main)``, ``tyro.cli(Config)`` (``config.Config``: ``Config``)."""
+def _entries(tree: ast.Module, lib: str) -> dict[str, str]:
+    """The names a module importing ``lib`` gives it to run, each with the prefix of its options: ``typer.run(main)``
+    or ``app.command()(main)``, ``fire.Fire(main)``, ``tyro.cli(Config)`` (``config.Config``: ``Config``),
+    jsonargparse's ``CLI(main)`` / ``auto_cli(main)`` (no prefix) and Lightning's ``LightningCLI(Model, Data)``
+    (``model.`` and ``data.``; lightning.pytorch.cli, pytorch_lightning.cli: the call's name is enough)."""
+    names: dict[str, str] = {}
+    if lib == "jsonargparse":
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Call) and _called(n.func) == "LightningCLI":
+                given = {**dict(zip(("model.", "data."), n.args[:2], strict=False)), **{
+                    "model." if k.arg == "model_class" else "data.": k.value for k in n.keywords
+                    if k.arg in ("model_class", "datamodule_class")}}
+                names.update({name: prefix for prefix, node in given.items() if (name := _called(node))})
     if not _imports(tree, lib):
-        return set()
-    names = set()
+        return names
     for n in ast.walk(tree):
         if not (isinstance(n, ast.Call) and n.args):
             continue
         calls = {"typer": _called(n.func) == "run" or isinstance(n.func, ast.Call) and _called(n.func.func) in (
-            "command", "callback"), "fire": _called(n.func) == "Fire", "tyro": _called(n.func) == "cli"}[lib]
+            "command", "callback"), "fire": _called(n.func) == "Fire", "tyro": _called(n.func) == "cli",
+            "jsonargparse": _called(n.func) in ("CLI", "auto_cli")}[lib]
         name = _called(n.args[0])
         if calls and name is not None:
-            names.add(name)
+            names[name] = ""
     return names
 
 
@@ -339,6 +350,27 @@ def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
         option = "--" + name.replace("_", "-")
         reads.append((option, "list" if many else "optional" if switch else "value", {name, option[2:]},
                       _default(default, None, kind) if default is not None else None))
+    return reads
+
+
+def _jsonargparse_options(tree: ast.Module, given: dict[str, str]) -> list[Read | None]:
+    """The options of a function or class of ``given`` (``_entries``: jsonargparse's ``CLI(main)``, Lightning's
+    ``LightningCLI(Model, Data)``): each parameter of the function, or of the class's ``__init__``, is
+    ``--<prefix><name>`` as written (``--model.learning_rate``), given ``--name=value``, which jsonargparse parses as
+    YAML (``true``, ``[64,32]``); its default the literal one (none: unknown)."""
+    reads: list[Read | None] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name in given:
+            params = _parameters(node.args, positional_only=False)
+        elif isinstance(node, ast.ClassDef) and node.name in given:
+            init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+            params = _parameters(init.args, positional_only=False)[1:] if init is not None else []  # not self
+        else:
+            continue
+        prefix = given[node.name]
+        reads += [(f"--{prefix}{arg.arg}", "value", {prefix + arg.arg},
+                   _default(default, None, _unwrap_optional(arg.annotation)) if default is not None else None)
+                  for arg, default in params]
     return reads
 
 

@@ -214,7 +214,7 @@ def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: 
     for key in ("seed", "width"):  # no default, a default that is no literal: the params must say it
         obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, ARGPARSE_DEFAULTS, space_keys=(key,))
         with pytest.raises(UsageError, match=f"search.space.{key}: not a key of objective.params, and no "
-                           "option of train.py \\(argparse, click, typer, tyro or fire"):
+                           "option of train.py \\(argparse, click, typer, tyro, fire, jsonargparse or LightningCLI"):
             obj.validate()
 
 
@@ -395,6 +395,56 @@ def test_a_config_class_imported_from_another_module_is_read_where_it_is_defined
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, script, space_keys=("lr", "use_bn", "depth"))
     assert obj.base_params == {"lr": 0.01, "use_bn": False, "depth": 2}
     assert obj.options["use_bn"] == ArgOption("--use-bn", "optional", (False,)) and "width" not in obj.options
+
+
+LIGHTNING_SCRIPT = """\
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+from data import Data
+
+
+class Regressor(L.LightningModule):
+    def __init__(self, depth: int, hidden: int = 16, learning_rate: float = 0.01, dropout: float | None = None,
+                 sizes: tuple[int, ...] = (8, 4), use_bn: bool = False):
+        super().__init__()
+
+
+if __name__ == "__main__":
+    LightningCLI(Regressor, datamodule_class=Data)
+"""
+
+
+def test_a_lightning_clis_model_and_data_options_are_read(tmp_path: Path) -> None:
+    """`LightningCLI(Model, Data)` (jsonargparse): each `__init__` parameter of the model is `--model.<name>`, of
+    the data module `--data.<name>` (here imported from data.py), given `--model.learning_rate=0.02`; a bool as
+    `true` / `false` and a tuple as a JSON list, which jsonargparse parses. (Checked against Lightning 2.6.6 with
+    jsonargparse 4.53: `fit --model.learning_rate=0.02 --model.use_bn=true --model.sizes=[8,4]` trains.) Before,
+    `{args}` found none of them: "not a key of objective.params"."""
+    (tmp_path / "data.py").write_text("import lightning as L\n\n\nclass Data(L.LightningDataModule):\n"
+                                      "    def __init__(self, batch_size: int = 32):\n        super().__init__()\n")
+    searched = ("model.learning_rate", "model.hidden", "model.use_bn", "model.sizes", "data.batch_size")
+    obj = command(tmp_path, f"{PYTHON} train.py fit {{args}}", {}, LIGHTNING_SCRIPT, space_keys=searched)
+    assert obj.base_params == {"model.learning_rate": 0.01, "model.hidden": 16, "model.use_bn": False,
+                               "model.sizes": [8, 4], "data.batch_size": 32}
+    assert obj.options["model.dropout"] == ArgOption("--model.dropout", "value", (None,))
+    assert obj.options["model.depth"].default is None and "hidden" not in obj.options  # no prefix-less name
+    values = {"model.learning_rate": 0.02, "model.hidden": 8, "model.use_bn": True, "model.sizes": [4],
+              "data.batch_size": 8}
+    assert obj.argv("p.json", values)[3:] == ["--model.learning_rate=0.02", "--model.hidden=8", "--model.use_bn=true",
+                                              "--model.sizes=[4]", "--data.batch_size=8"]
+
+
+def test_a_jsonargparse_cli_functions_parameters_are_read(tmp_path: Path) -> None:
+    """`jsonargparse.CLI(main)` / `auto_cli(main)`: each parameter is `--<name>` as written (underscores kept)."""
+    script = ("from jsonargparse import auto_cli\n\n\ndef main(learning_rate: float = 0.1, epochs: int = 3, "
+              "name=None):\n    pass\n\n\nauto_cli(main)\n")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, script, space_keys=("learning_rate", "epochs"))
+    assert obj.base_params == {"learning_rate": 0.1, "epochs": 3}
+    assert obj.argv("p.json", {"learning_rate": 0.5, "epochs": 2})[2:] == ["--learning_rate=0.5", "--epochs=2"]
+    # the same call without jsonargparse imported is some other `auto_cli`: nothing is read
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {"epochs": 1}, script.replace("jsonargparse", "mycli"))
+    assert obj.options == {}
 
 
 def test_a_short_option_alone_gets_its_value_as_a_word_of_its_own(tmp_path: Path) -> None:
