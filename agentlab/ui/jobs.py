@@ -2,7 +2,8 @@
 validates, writes its folder and fails exactly as it does from the shell, and outlives a closed browser tab.
 
 The UI gives each job its run folder (``--out``), so it can follow the run live; what the command prints goes to a
-log file outside the run folder (the UI never writes into a run folder).
+log file outside the run folder (the UI never writes into a run folder), in the UI process's own temporary folder
+(``scratch``), which goes when the UI stops.
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ from pathlib import Path
 
 from agentlab.core.agent import approval
 from agentlab.core.runs import new_run_path, runs_root
+
+_SCRATCH: list[tempfile.TemporaryDirectory[str]] = []  # made at the first job, removed when the process ends
+
+
+def scratch() -> Path:
+    """A new folder for one job's output log (or a pipeline file to run), inside one temporary folder of this UI
+    process that is removed when the process ends: a folder per job in /tmp stayed there for good."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.TemporaryDirectory(prefix="agentlab-ui-"))
+    return Path(tempfile.mkdtemp(dir=_SCRATCH[0].name))
 
 
 @dataclass
@@ -66,7 +77,7 @@ def start(args: list[str], command: str, name: str | None, *, root: Path | None 
     """Start ``agentlab *args --out <new run folder of command>`` with the UI's runs root and current directory."""
     root = runs_root(root)
     out = new_run_path(command, name, root).absolute()
-    logs = Path(tempfile.mkdtemp(prefix="agentlab-ui-"))
+    logs = scratch()
     log = logs / "output.log"
     # a run started here has no terminal: --approve's questions are answered on the Runs page
     env = {**os.environ, "AGENTLAB_RUNS": str(root.absolute()), "COLUMNS": "120", "NO_COLOR": "1",
@@ -84,7 +95,7 @@ def answer(run: Path, command: str, reply: dict[str, object], *, root: Path | No
     ``--answer``, which LangGraph hands to the waiting interrupt (``Command(resume=...)``); the run goes on to its
     next approval or its end."""
     root = runs_root(root)
-    logs = Path(tempfile.mkdtemp(prefix="agentlab-ui-"))
+    logs = scratch()
     log = logs / "output.log"
     env = {**os.environ, "AGENTLAB_RUNS": str(root.absolute()), "COLUMNS": "120", "NO_COLOR": "1",
            approval.APPROVE_UI_ENV: "1"}

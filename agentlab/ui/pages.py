@@ -7,7 +7,6 @@ names so that tests (Streamlit's AppTest, and the browser test) can find them.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +183,7 @@ def manual_page() -> None:
     run_input = st.text_area("Input", key="manual_input", placeholder="What is 7 times 8?")
     if st.button("Run", key="manual_run", type="primary", disabled=text is None) and _has_input(run_input):
         assert text is not None
-        file = Path(tempfile.mkdtemp(prefix="agentlab-ui-")) / "pipeline.yaml"
+        file = jobs.scratch() / "pipeline.yaml"
         file.write_text(text, encoding="utf-8")  # a copy to run; the run folder keeps it as config.yaml
         st.session_state["job_manual"] = jobs.start(
             ["pipeline", "run", "--models", models_file, "--pipeline", str(file), "--input", run_input],

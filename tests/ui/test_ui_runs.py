@@ -135,3 +135,25 @@ def test_a_search_of_your_own_command_shows_its_metric_by_name(root: Path, metri
                                             "best": {"run_id": "run_0002", metric: value}})
     (row,) = runs.list_runs(root)
     assert row.result == said and not row.problems
+
+
+def test_a_jobs_output_log_goes_when_the_ui_process_ends(tmp_path: Path) -> None:
+    """The log of a run started from the UI lives in the UI process's temporary folder, removed when it stops;
+    before, each job left a folder in /tmp for good (the UI tests left four a run)."""
+    import os
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    code = ("from pathlib import Path\nfrom agentlab.ui import jobs\n"
+            "job = jobs.start(['config', 'show', 'nas'], 'config', None, root=Path('runs'))\n"
+            "assert job.wait(120) is not None and job.log.is_file()\n"
+            "second = jobs.start(['config', 'show', 'nas'], 'config', None, root=Path('runs'))\n"
+            "second.wait(120)\nprint(job.log, second.log)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr
+    first, second = (Path(p) for p in done.stdout.split())
+    assert first.parent.parent == second.parent.parent  # one folder of the process, a folder per job in it
+    assert list(scratch.iterdir()) == []
