@@ -76,8 +76,7 @@ def llm_bench(
     folder's config.yaml repeats the measurement (`agentlab llm-bench -c RUN/config.yaml`). Without -c / --llm it
     benches the models of configs/llm.yaml when that file exists, else the demo's."""
     from agentlab.core.errors import UsageError
-    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, builtin_routing
-    from agentlab.core.models.builtin import BUILTIN_MODELS
+    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, routing_source
     from agentlab.llm_bench import BenchConfig, prepare, run
 
     if config is not None and llm is not None and config != llm:
@@ -88,7 +87,7 @@ def llm_bench(
                          hint="--demo benches built-in loopback models; drop it to bench the models of "
                          f"{path}")
     use_demo = demo or (path is None and not DEFAULT_LLM_CONFIG.is_file())
-    builtin = path is not None and str(path) in BUILTIN_MODELS and not path.exists()  # --llm qwen2.5-coder-0.5b
+    file, builtin = routing_source(path) if path is not None else (None, None)  # a file, or a built-in model
     options = flags(("--model", "bench.models", model), ("--concurrency", "bench.concurrency", concurrency),
                     ("--requests", "bench.requests", requests), ("--prompt", "bench.prompt", prompt),
                     ("--max-tokens", "bench.max_tokens", max_tokens), ("--route", "bench.route", route),
@@ -107,11 +106,11 @@ def llm_bench(
             console.print(f"[cyan]demo:[/] benchmarking built-in loopback models at {demo_at[0]}")
         return kwargs
 
-    base = start_demo if use_demo else (lambda stack: builtin_routing(str(path))) if builtin else None
+    base = start_demo if use_demo else builtin
     run_command(CommandSpec("llm-bench", BenchConfig, run, base=base, prepare=prepare_bench,
                             resumable=False, rerun="llm-bench --demo" if use_demo else None, summary=_summary,
                             exit_code=lambda results: 0 if results["available"] else 1),
-                Invocation(config=None if use_demo or builtin else path or DEFAULT_LLM_CONFIG,
+                Invocation(config=None if use_demo or builtin else file or DEFAULT_LLM_CONFIG,
                            sets=[*(set_ or []), *options], out=out, log_prompts=not no_log_prompts, json_=json_,
                            verbose=verbose))
 

@@ -22,7 +22,8 @@ from agentlab.debate.config import AgentSpec, DebateConfig
 JUDGE_ROUTE = "debate:judge"
 # `--data persona_X` names train-persona's shipped data from any folder.
 TRAIN_HINT = ("train them first: agentlab train-persona --data persona_X --out adapters/persona_X "
-              "(X = a, b, c), or pass --adapters DIR / agents in -c FILE")
+              "(X = a, b, c), or pass --adapters DIR / agents in -c FILE (model agents: `agents: [{name: a, model: "
+              "default}, ...]` with --llm)")
 
 
 def check_adapter(path: Path) -> None:

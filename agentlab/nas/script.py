@@ -173,6 +173,7 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
     libs = ("typer", "fire", "tyro", "jsonargparse")
     entries = [{lib: _entries(tree, lib) for lib in libs} for tree in trees]
     defined = [_defined(tree) for tree in trees]
+    classes = {n.name: n for tree in trees for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
     commands = [_commands(tree) for tree in trees]
     chosen = set(words or [])
     if not any(names & chosen for there in commands for names in there.values()):
@@ -187,7 +188,7 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
         reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
                  if isinstance(node, ast.Call) and id(node) not in skipped] + _typer_options(
             tree, set(given["typer"]), others) + _fire_options(tree, set(given["fire"])) + _tyro_options(
-            tree, set(given["tyro"])) + _jsonargparse_options(tree, given["jsonargparse"])
+            tree, set(given["tyro"])) + _jsonargparse_options(tree, given["jsonargparse"], classes)
         for read in reads:
             if read is None:
                 continue
@@ -353,25 +354,39 @@ def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
     return reads
 
 
-def _jsonargparse_options(tree: ast.Module, given: dict[str, str]) -> list[Read | None]:
+def _jsonargparse_options(tree: ast.Module, given: dict[str, str],
+                          classes: dict[str, ast.ClassDef]) -> list[Read | None]:
     """The options of a function or class of ``given`` (``_entries``: jsonargparse's ``CLI(main)``, Lightning's
-    ``LightningCLI(Model, Data)``): each parameter of the function, or of the class's ``__init__``, is
-    ``--<prefix><name>`` as written (``--model.learning_rate``), given ``--name=value``, which jsonargparse parses as
-    YAML (``true``, ``[64,32]``); its default the literal one (none: unknown)."""
+    ``LightningCLI(Model, Data)``): each parameter of the function, or of the class's ``__init__`` (a class without
+    one: its first base's among the project's ``classes``), is ``--<prefix><name>`` as written
+    (``--model.learning_rate``), given ``--name=value``, which jsonargparse parses as YAML (``true``, ``[64,32]``);
+    its default the literal one (none: unknown). Of ``CLI(main)``, a parameter without a default is a positional
+    argument, not read."""
     reads: list[Read | None] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name in given:
             params = _parameters(node.args, positional_only=False)
         elif isinstance(node, ast.ClassDef) and node.name in given:
-            init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
-            params = _parameters(init.args, positional_only=False)[1:] if init is not None else []  # not self
+            cls, seen = node, {node.name}
+            while _init(cls) is None and cls.bases and (base := _called(cls.bases[0])) in classes and base not in seen:
+                cls = classes[base]
+                seen.add(base)
+            init = _init(cls)
+            # not self: positional-only, it is already left out (`def __init__(self, /, lr=0.1)`)
+            params = [] if init is None else _parameters(init.args, positional_only=False)[
+                0 if init.args.posonlyargs else 1:]
         else:
             continue
         prefix = given[node.name]
         reads += [(f"--{prefix}{arg.arg}", "value", {prefix + arg.arg},
                    _default(default, None, _unwrap_optional(arg.annotation)) if default is not None else None)
-                  for arg, default in params]
+                  for arg, default in params if prefix or default is not None]
     return reads
+
+
+def _init(node: ast.ClassDef) -> ast.FunctionDef | None:
+    """A class's own ``__init__``."""
+    return next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
 
 
 def _imports(tree: ast.Module, module: str) -> bool:

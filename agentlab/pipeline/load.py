@@ -122,11 +122,14 @@ def used_models(stages: Iterable[StageConfig]) -> set[str]:
 def load_routed(path: str | Path | None, models: ModelsConfig, used: set[str]) -> LLMConfig | None:
     """The routing config, only when a used model is ``routed`` (so local-only pipelines need no llm.yaml)."""
     if not any(models.backend(n) == "routed" for n in used):
+        if path is not None:  # not silently ignored
+            raise UsageError(f"--llm {path}: no model of this pipeline is routed, so no routing config is read",
+                             hint="drop --llm, or give a stage a model with `routed:` in the models file")
         return None
     if path is None and not DEFAULT_LLM_CONFIG.is_file():
         names = sorted(n for n in used if models.backend(n) == "routed")
         raise ConfigError(f"model(s) {', '.join(names)} are routed but no routing config was found",
-                          hint=f"pass --llm FILE (default {DEFAULT_LLM_CONFIG})")
+                          hint=f"pass --llm FILE (default {DEFAULT_LLM_CONFIG}) or a built-in model's name")
     return load_llm_config(path)
 
 

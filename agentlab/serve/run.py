@@ -149,7 +149,8 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
     if not catalog.config.models:
         where = cfg.llm or DEFAULT_LLM_CONFIG
         raise ConfigError(f"{where}: the routing config has no models to serve",
-                          hint="add providers and models (see configs/llm.yaml), or pass --llm FILE")
+                          hint="add providers and models (see configs/llm.yaml), or pass --llm FILE, or a "
+                          "built-in model's name (--llm qwen2.5-coder-0.5b)")
     keys = client_keys(cfg.api_key_env)
     load_keys(cfg.keys_file, keys)  # a bad keys file (or an unset key variable) is one line, exit 2
     sock = bind(cfg.host, cfg.port)

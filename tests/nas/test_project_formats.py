@@ -435,13 +435,28 @@ def test_a_lightning_clis_model_and_data_options_are_read(tmp_path: Path) -> Non
                                               "--model.sizes=[4]", "--data.batch_size=8"]
 
 
+def test_a_lightning_model_without_an_init_of_its_own_is_read_from_its_base(tmp_path: Path) -> None:
+    """`class Child(Regressor)` adding a step only: jsonargparse reads the base's `__init__` (model.py here), and so
+    does `{args}`; a positional-only `self` does not take the first parameter with it."""
+    (tmp_path / "model.py").write_text("import lightning as L\n\n\nclass Regressor(L.LightningModule):\n"
+                                       "    def __init__(self, /, lr: float = 0.1, width: int = 8):\n"
+                                       "        super().__init__()\n")
+    script = ("from lightning.pytorch.cli import LightningCLI\nfrom model import Regressor\n\n\n"
+              "class Child(Regressor):\n    def validation_step(self, batch, i):\n        pass\n\n\n"
+              "LightningCLI(Child)\n")
+    obj = command(tmp_path, f"{PYTHON} train.py fit {{args}}", {}, script, space_keys=("model.lr", "model.width"))
+    assert obj.base_params == {"model.lr": 0.1, "model.width": 8}
+
+
 def test_a_jsonargparse_cli_functions_parameters_are_read(tmp_path: Path) -> None:
-    """`jsonargparse.CLI(main)` / `auto_cli(main)`: each parameter is `--<name>` as written (underscores kept)."""
-    script = ("from jsonargparse import auto_cli\n\n\ndef main(learning_rate: float = 0.1, epochs: int = 3, "
-              "name=None):\n    pass\n\n\nauto_cli(main)\n")
-    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, script, space_keys=("learning_rate", "epochs"))
-    assert obj.base_params == {"learning_rate": 0.1, "epochs": 3}
-    assert obj.argv("p.json", {"learning_rate": 0.5, "epochs": 2})[2:] == ["--learning_rate=0.5", "--epochs=2"]
+    """`jsonargparse.CLI(main)` / `auto_cli(main)`: each parameter with a default is `--<name>` as written
+    (underscores kept); one without is a positional argument (`train.py 3`), not an option: `--depth=3` was
+    "unrecognized arguments"."""
+    script = ("from jsonargparse import auto_cli\n\n\ndef main(depth: int, learning_rate: float = 0.1, "
+              "epochs: int = 3, name=None):\n    pass\n\n\nauto_cli(main)\n")
+    obj = command(tmp_path, f"{PYTHON} train.py 3 {{args}}", {}, script, space_keys=("learning_rate", "epochs"))
+    assert obj.base_params == {"learning_rate": 0.1, "epochs": 3} and "depth" not in obj.options
+    assert obj.argv("p.json", {"learning_rate": 0.5, "epochs": 2})[3:] == ["--learning_rate=0.5", "--epochs=2"]
     # the same call without jsonargparse imported is some other `auto_cli`: nothing is read
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {"epochs": 1}, script.replace("jsonargparse", "mycli"))
     assert obj.options == {}

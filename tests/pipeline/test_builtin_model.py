@@ -56,6 +56,9 @@ def test_a_builtin_name_needs_no_models_file(in_tmp: Path, capsys: pytest.Captur
     assert results["models_loaded"][0]["path"] == str(find_builtin("smollm2-135m")) and results["final"].strip()
     assert main(["pipeline", "rerun", results["run_id"], "--from", "a", "--json"]) == 0  # the snapshot re-runs
     capsys.readouterr()
+    # --llm where no model is routed was read by nothing, silently, a missing file included
+    assert main(["pipeline", "run", "--stage", "a=smollm2-135m", "--llm", "nosuch.yaml", "--input", QUESTION]) == 2
+    assert "--llm nosuch.yaml: no model of this pipeline is routed" in capsys.readouterr().err
     assert main(["pipeline", "run", "--stage", "a=gpt-9", "--input", QUESTION]) == 2
     assert "unknown model 'gpt-9' (known: smollm2-135m, qwen2.5-coder-0.5b" in capsys.readouterr().err
     model = BUILTIN_MODELS["smollm2-135m"]

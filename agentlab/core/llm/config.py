@@ -386,10 +386,17 @@ class LLMConfig(StrictModel):
         return {"tool_gate": False, **mcfg.params}
 
 
+def builtin_name(ref: str | Path) -> str | None:
+    """The built-in model ``ref`` names where a routing config file is asked for (``--llm qwen2.5-coder-0.5b``), or
+    None: a file of that name wins (a folder does not: ``models export-hf smollm2-135m --out smollm2-135m`` makes
+    one)."""
+    return str(ref) if str(ref) in BUILTIN_MODELS and not Path(ref).is_file() else None
+
+
 def _routing_ref(value: Path | str) -> Path | str:
-    """A built-in model's name (where no file of that name is) stays a name, so a run folder's config.yaml keeps
-    ``llm: qwen2.5-coder-0.5b`` rather than a path made absolute; anything else is a path."""
-    return str(value) if str(value) in BUILTIN_MODELS and not Path(value).exists() else Path(value)
+    """A built-in model's name stays a name, so a run folder's config.yaml keeps ``llm: qwen2.5-coder-0.5b`` rather
+    than a path made absolute; anything else is a path."""
+    return builtin_name(value) or Path(value)
 
 
 # a config's ``llm`` field: a routing config file, or a built-in model's name (``load_llm_config``)
@@ -397,13 +404,26 @@ RoutingRef = Annotated[Path | str, AfterValidator(_routing_ref)]
 
 
 def builtin_routing(name: str) -> dict[str, Any]:
-    """``--llm qwen2.5-coder-1.5b``: every route on one built-in model, in process on llama.cpp, greedy, as
-    configs/llm.qwen.yaml sets its models (its profile is the built-in's own); no routing config file needed."""
+    """``--llm qwen2.5-coder-1.5b``: every route on one built-in model, in process on llama.cpp (a context of 8192
+    tokens, greedy, 512 new tokens at most; its profile the built-in's own), no routing config file needed."""
     return {
         "providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192, "cache_type": "f16", "seed": 0}},
         "models": {name: {"provider": "local", "model": name, "params": {"temperature": 0, "max_tokens": 512}}},
         "routes": {"default": {"primary": [name]}},
         "timeout_s": 300}
+
+
+def routing_source(path: str | Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """What ``--llm`` names: ``(file, None)``, or ``(None, builtin_routing(name))`` for a built-in model's name;
+    neither a file, a folder nor a built-in name is one error naming the built-ins."""
+    name = builtin_name(path)
+    if name is not None:
+        return None, builtin_routing(name)
+    if not Path(path).exists():
+        raise ConfigError(f"{path}: routing config not found",
+                          hint=f"give a routing config file or a built-in model ({', '.join(BUILTIN_MODELS)}); "
+                          "`agentlab config examples .` writes configs/llm.qwen.yaml and the other examples")
+    return Path(path), None
 
 
 def load_llm_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LLMConfig:
@@ -413,13 +433,8 @@ def load_llm_config(path: str | Path | None = None, overrides: list[str] | None 
     not write) is refused."""
     if path is None and DEFAULT_LLM_CONFIG.is_file():
         path = DEFAULT_LLM_CONFIG
-    if path is not None and not Path(path).exists():
-        if str(path) in BUILTIN_MODELS:
-            return load_config(None, LLMConfig, overrides, base=builtin_routing(str(path)), schema="llm")
-        raise ConfigError(f"{path}: routing config not found",
-                          hint=f"give a routing config file or a built-in model ({', '.join(BUILTIN_MODELS)}); "
-                          "`agentlab config examples .` writes configs/llm.qwen.yaml and the other examples")
-    cfg = load_config(path, LLMConfig, overrides, schema="llm")
+    file, base = routing_source(path) if path is not None else (None, None)
+    cfg = load_config(file, LLMConfig, overrides, base=base, schema="llm")
     hidden = redacted_field(cfg.model_dump(mode="json"))
     if hidden:
         raise ConfigError(f"{path}: {hidden}: holds ***, a credential a run folder does not keep",

