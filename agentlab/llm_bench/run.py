@@ -25,7 +25,7 @@ from typing import Any
 from agentlab.core.config import redact
 from agentlab.core.errors import LLMError, MissingPackage, UsageError
 from agentlab.core.llm.router import Router
-from agentlab.core.llm.tools import call_problem
+from agentlab.core.llm.tools import call_problem, cut_problem
 from agentlab.core.llm.types import Completion, GenParams
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir
@@ -133,6 +133,8 @@ async def probe_tools(router: Router, name: str, max_tokens: int) -> dict[str, A
     except MissingPackage:  # jsonschema (the serve extra) validates calls
         return {"called": bool(completion.tool_calls), "valid": None, "problem": "jsonschema is not installed",
                 "latency_s": latency, "error_kind": None}
+    if problem is not None and completion.finish_reason == "length":
+        problem = cut_problem(params, "--max-tokens")
     return {"called": bool(completion.tool_calls), "valid": problem is None, "problem": problem,
             "latency_s": latency, "error_kind": None}
 

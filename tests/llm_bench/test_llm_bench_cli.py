@@ -119,13 +119,16 @@ def test_tool_calling_probe_per_model(srv: ScriptedServer, in_tmp: Path) -> None
     srv.script("caller", [Reply(text="ok"), Reply(text="", tool_calls=[call], delay_s=0.02)])
     srv.script("bad-caller", [Reply(text="ok"), Reply(text="", tool_calls=[{**call, "arguments": {"number": 7}}])])
     srv.script("talker", [Reply(text="ok"), Reply(text="It is on its way.")])
-    for name in ("caller", "bad-caller", "talker"):
+    # a reply stopped by max_tokens inside its call says so, not "calls no tool"
+    srv.script("cutter", [Reply(text="ok"), Reply(text='<tool_call>\n{"name": "get_parcel_status", "arguments":',
+                                                  finish_reason="length")])
+    for name in ("caller", "bad-caller", "talker", "cutter"):
         srv.default(name, Reply(text="one two three"))
     config = in_tmp / "llm.yaml"
     config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
                       "models:\n  caller: {provider: loop, model: caller}\n"
                       "  bad-caller: {provider: loop, model: bad-caller}\n  talker: {provider: loop, model: talker}\n"
-                      "retries: 0\n")
+                      "  cutter: {provider: loop, model: cutter}\nretries: 0\n")
     out = in_tmp / "r"
     assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1", "--out", str(out)]) == 0
     probes = {m["name"]: m["tool_call"] for m in json.loads((out / "results.json").read_text())["models"]}
@@ -135,6 +138,9 @@ def test_tool_calling_probe_per_model(srv: ScriptedServer, in_tmp: Path) -> None
     assert "'tracking_number' is a required property" in probes["bad-caller"]["problem"]
     assert not probes["talker"]["called"] and probes["talker"]["valid"] is False
     assert "a tool call is required" in probes["talker"]["problem"]
+    assert not probes["cutter"]["called"] and probes["cutter"]["valid"] is False
+    assert probes["cutter"]["problem"].startswith("the reply was cut at max_tokens (64) before its tool call ended")
+    assert "raise --max-tokens" in probes["cutter"]["problem"]
     sent = [r for r in srv.requests if r["model"] == "caller" and r.get("tools")]
     assert len(sent) == 1 and sent[0]["tool_choice"] == "required"
     report = (out / "report.md").read_text()

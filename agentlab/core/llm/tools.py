@@ -30,11 +30,11 @@ from agentlab.core.errors import LLMError, missing_package
 from agentlab.core.llm.results import Attempt, CallState, TryModel
 from agentlab.core.llm.types import Completion, GenParams, Messages, ToolCall
 
-__all__ = ["check_tools", "call_problem", "calls_schema", "parse_tagged", "ToolCallAssembler", "tool_prompt",
-           "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls", "checking_calls",
-           "calls_from_message", "forced_name", "without_tools", "tool_constraint", "tool_gate", "close_repeats",
-           "answered_calls", "answered_tools", "answer_messages", "results_messages", "STRING_MAX_CHARS",
-           "ARRAY_MAX_ITEMS", "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema", "LOCAL_PARAMS"]
+__all__ = ["check_tools", "call_problem", "cut_problem", "calls_schema", "parse_tagged", "ToolCallAssembler",
+           "tool_prompt", "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls",
+           "checking_calls", "calls_from_message", "forced_name", "without_tools", "tool_constraint", "tool_gate",
+           "close_repeats", "answered_calls", "answered_tools", "answer_messages", "results_messages",
+           "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS", "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema", "LOCAL_PARAMS"]
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 # Request params that only agentlab's local providers read (an HTTP provider leaves them out of the request).
@@ -615,12 +615,17 @@ def without_tools(params: GenParams) -> GenParams:
     return replace(params, tools=None, tool_choice=None, parallel_tool_calls=None)
 
 
+def cut_problem(params: GenParams, raise_what: str = "max_tokens") -> str:
+    """What a reply stopped at max_tokens before its tool call closed is, and the next step (``raise_what``)."""
+    limit = f" ({params.max_tokens})" if params.max_tokens else ""
+    return (f"the reply was cut at max_tokens{limit} before its tool call ended (finish_reason length): "
+            f"raise {raise_what}")
+
+
 def _cut(call: CallState, name: str, params: GenParams) -> None:
     """A reply cut at max_tokens before its tool call closed is that, kind ``max_tokens``, not an invalid call: a
     repair under the same limit would be cut again, so the strategy moves on to the next model."""
-    limit = f" ({params.max_tokens})" if params.max_tokens else ""
-    call.attempts.append(Attempt(name, "max_tokens", 0.0, f"the reply was cut at max_tokens{limit} before its tool "
-                                 "call ended (finish_reason length): raise max_tokens"))
+    call.attempts.append(Attempt(name, "max_tokens", 0.0, cut_problem(params)))
 
 
 def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], None],
