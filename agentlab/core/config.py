@@ -256,8 +256,13 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
         for depth, part in enumerate(parts[:-1]):
             key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
             if isinstance(node, dict):
-                if not isinstance(node.get(key), (dict, list)):
+                if node.get(key) is None:
                     node[key] = {}
+                elif not isinstance(node[key], (dict, list)):  # `train: 5` in the file: its error, not dropped
+                    where = (source or _Source(None, None)).where(tuple(parts[: depth + 1]))
+                    raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])}: should be a mapping, not "
+                                      f"{node[key]!r} ({label} sets a key in it)",
+                                      hint="write it as a mapping of its fields (`agentlab config show` lists them)")
                 node = node[key]
             elif isinstance(node, list) and isinstance(key, int) and key < len(node):
                 node = node[key]

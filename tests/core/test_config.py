@@ -110,6 +110,16 @@ def test_an_unknown_key_only_an_override_made_names_the_override(tmp_path: Path)
     assert info.value.message.startswith(f"{path}:1: nosuch: unknown key")
 
 
+def test_an_override_into_a_key_the_file_holds_as_a_scalar_names_the_file(tmp_path: Path) -> None:
+    """``train: 5`` in the file with ``--set train.lr=0.1`` (or an option for train.lr): the file's error, not
+    silently a fresh ``train`` mapping; an empty ``train:`` takes the override."""
+    path = write(tmp_path, "name: a\ntrain: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg, ["train.lr=0.1"])
+    assert info.value.message.startswith(f"{path}:2: train: should be a mapping, not 5 (--set train.lr=0.1 sets a key")
+    assert load_config(write(tmp_path, "train:\n"), Cfg, ["train.lr=0.1"]).train.lr == 0.1
+
+
 def test_bad_override_syntax() -> None:
     with pytest.raises(ConfigError, match="expected key.path=value"):
         load_config(None, Cfg, ["train.lr"])
