@@ -48,10 +48,11 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
     the base model (resolved; its tokenizer alone measures the conversations), the device and the MLflow URI."""
     data = load_chat_jsonl(cfg.data.path)
     out = cfg.out
-    if out is not None and not resuming and out.exists() and not cfg.force:
-        if not out.is_dir() or any(out.iterdir()):
+    if out is not None and not resuming and out.exists():
+        if not cfg.force and (not out.is_dir() or any(out.iterdir())):
             raise UsageError(f"--out {out}: already exists and is not empty; nothing was written",
                              hint="choose another --out, or pass --force to replace that adapter when training ends")
+        _replaceable(out)
     resolve_device_dtype(cfg.train.device, cfg.train.dtype)
     measure(data, load_tokenizer(cfg.base_model), cfg.data.max_length, cfg.data.truncate)
     check_tracking(cfg.mlflow)
@@ -225,6 +226,20 @@ def _own_adapter(run_dir: RunDir | FollowerRun, out: Path) -> bool:
         return False
 
 
+def _replaceable(out: Path, kept: Path | None = None) -> None:
+    """Refuse (``UsageError``) an ``out`` that ``--force`` would replace but that is not an adapter folder: a file,
+    a folder of other files, or the current folder (or one above it); ``kept``: where the new adapter waits."""
+    here = Path.cwd().resolve()
+    where = out.resolve()
+    problem = ("is the current folder or holds it" if where == here or where in here.parents else
+               "is a file, not an adapter folder" if not out.is_dir() else
+               "holds files but no adapter (no adapter_config.json)"
+               if any(out.iterdir()) and not (out / "adapter_config.json").is_file() else None)
+    if problem:
+        raise UsageError(f"--out {out}: {problem}; " + (f"the adapter is in {kept}" if kept else "nothing was written"),
+                         hint="--force replaces only an adapter folder: choose another --out")
+
+
 def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dict[str, Any], *,
                   own: bool = False) -> None:
     """The adapter and its card, written beside ``out`` and renamed into place (``--force``, or ``own``: the run's
@@ -245,6 +260,8 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
         if not (cfg.force or own or (out.is_dir() and not any(out.iterdir()))):
             raise UsageError(f"--out {out}: appeared while training; the adapter is in {tmp}",
                              hint="move it into place yourself, or train again with --force")
+        if not own:
+            _replaceable(out, tmp)
         old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)

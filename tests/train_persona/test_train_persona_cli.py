@@ -91,6 +91,24 @@ def test_existing_out_is_refused_without_force(in_tmp: Path, tiny_model: dict[st
     assert "--run-dir out: folder exists and is not empty" in err and "choose another --run-dir" in err
 
 
+def test_force_replaces_an_adapter_only(in_tmp: Path, tiny_model: dict[str, Path],
+                                        capsys: pytest.CaptureFixture) -> None:
+    """--force replaces an adapter folder, never a data file, a folder of other files or the current folder: refused
+    before anything loads, nothing touched."""
+    (in_tmp / "notes").mkdir()
+    (in_tmp / "notes" / "mine.txt").write_text("keep")
+    (in_tmp / "data.jsonl").write_text("keep")
+    for out, says in (("data.jsonl", "is a file, not an adapter folder"),
+                      ("notes", "holds files but no adapter (no adapter_config.json)"),
+                      (".", "is the current folder or holds it")):
+        assert train(tiny_model["hf"], "--out", out, "--force") == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: {says}" in err and "--force replaces only an adapter" in err, err
+        assert "Loading weights" not in err
+    assert (in_tmp / "notes" / "mine.txt").read_text() == "keep" and (in_tmp / "data.jsonl").read_text() == "keep"
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["data.jsonl", "notes"]
+
+
 def test_missing_base_model_names_what_was_tried(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["train-persona", "--base-model", "no/such-model"]) == 2
     err = capsys.readouterr().err
