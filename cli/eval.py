@@ -68,7 +68,7 @@ def eval_command(
     if ctx.invoked_subcommand is not None:
         return
     from agentlab.eval.config import EvalConfig
-    from agentlab.eval.run import prepare, run
+    from agentlab.eval.run import check_resume, prepare, run
 
     options = flags(("--model", "model", model), ("--adapter", "adapters", [str(a) for a in adapter or []] or None),
                     ("--tasks", "tasks", _split(tasks)), ("--include-path", "include_path",
@@ -76,7 +76,7 @@ def eval_command(
                     ("--limit", "limit", limit), ("--num-fewshot", "num_fewshot", num_fewshot),
                     ("--batch-size", "batch_size", batch_size), ("--base-url", "base_url", base_url),
                     ("--backend", "backend", backend))
-    run_command(CommandSpec("eval", EvalConfig, run, prepare=prepare, summary=_summary),
+    run_command(CommandSpec("eval", EvalConfig, run, prepare=prepare, check_resume=check_resume, summary=_summary),
                 Invocation(config=config, sets=[*(set_ or []), *options], out=out, resume=resume, json_=json_,
                            verbose=verbose))
 

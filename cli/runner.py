@@ -45,9 +45,10 @@ class CommandSpec:
     returns keyword arguments for ``run(cfg, run_dir, progress=..., announce=..., **kwargs)``. ``dry_run(cfg,
     **kwargs)``, when given and when it returns a dict (None: no dry run, go on), replaces the run: its dict is
     printed and no folder is written. ``save_config``: whether config.yaml is ``cfg`` (False when ``run`` writes its
-    own); ``resumable``: whether the command has --resume; ``rerun``: the arguments after ``agentlab`` that re-run
-    it (``RunDir.create``). ``summary(result, folder)`` prints the outcome, ``to_json(result)`` is what ``--json``
-    prints, and the command exits with ``exit_code(result)``.
+    own); ``resumable``: whether the command has --resume; ``check_resume(cfg, folder)`` refuses (``UsageError``) a
+    resume whose settings the run cannot continue with, before anything loads or is written; ``rerun``: the arguments
+    after ``agentlab`` that re-run it (``RunDir.create``). ``summary(result, folder)`` prints the outcome,
+    ``to_json(result)`` is what ``--json`` prints, and the command exits with ``exit_code(result)``.
 
     ``distributed``: the command trains under ``accelerate launch`` / ``torchrun`` too. Then only the main process
     does what ``run_command`` does; it shares ``(cfg, folder)`` once the folder is open, and every other process calls
@@ -64,6 +65,7 @@ class CommandSpec:
     prepare: Callable[[Any], dict[str, Any]] | None = None
     dry_run: Callable[..., dict[str, Any] | None] | None = None
     resumable: bool = True
+    check_resume: Callable[[Any, Path], None] | None = None
     rerun: str | None = None
     summary: Callable[[Any, Path], None] | None = None
     to_json: Callable[[Any], Any] = lambda result: result
@@ -119,6 +121,8 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
             assert spec.model is not None, "run_command needs `model` or `load`"
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else asked.config, spec.model, overrides,
                               base=raw, schema=command)
+        if resume_dir is not None and spec.check_resume is not None:
+            spec.check_resume(cfg, resume_dir)
         if asked.otlp_endpoint is not None:
             _trace(stack, command, asked.otlp_endpoint)
         kwargs = spec.prepare(cfg) if spec.prepare is not None else {}

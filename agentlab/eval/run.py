@@ -166,6 +166,17 @@ def row_settings(cfg: EvalConfig, adapter: Path | None) -> dict[str, Any]:
             "base_url": cfg.base_url, "device": cfg.device, "dtype": cfg.dtype}
 
 
+def check_resume(cfg: EvalConfig, folder: Path) -> None:
+    """A resume of the run in ``folder`` refused (``UsageError``) before the model loads when a finished row was
+    scored with other settings than ``cfg``'s, or its saved files are damaged; the run is left as it was."""
+    if cfg.base_url is not None:  # served rows go by the adapters' served names
+        rows: dict[str, Path | None] = {BASE: None, **{Path(a).name: None for a in cfg.adapters}}
+    else:
+        rows = {BASE: None, **row_names(cfg.adapters)}
+    for row, adapter in rows.items():
+        _kept_row(folder / LM_EVAL / row, row_settings(cfg, adapter))
+
+
 def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None:
     """A finished row of a resumed run, or None when it has no results.json yet. A damaged file, or a row scored
     with other settings than these, is a usage error naming the file (the row is never silently re-used)."""
@@ -176,12 +187,12 @@ def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict
                          hint=f"delete the folder {folder} and run --resume again to score that row anew") from None
     if done is None:
         return None
-    if not isinstance(done[0], dict):
-        raise UsageError(f"{folder / 'results.json'}: not lm-eval's results (a JSON object)",
+    saved = done[0].get(SETTINGS_KEY) if isinstance(done[0], dict) else None
+    if not (isinstance(saved, dict) and isinstance(done[0].get("results"), dict) and done[0]["results"]):
+        raise UsageError(f"{folder / 'results.json'}: not a row agentlab saved (lm-eval's results with the settings "
+                         f"that scored them, {SETTINGS_KEY})",
                          hint=f"delete the folder {folder} and run --resume again to score that row anew")
-    saved = done[0].get(SETTINGS_KEY)
-    changed = [f"{key} {saved[key]!r} -> {asked[key]!r}" for key in asked
-               if isinstance(saved, dict) and key in saved and saved[key] != asked[key]]
+    changed = [f"{key} {saved[key]!r} -> {asked[key]!r}" for key in asked if key in saved and saved[key] != asked[key]]
     if changed:
         raise UsageError(f"{folder.parent.parent}: the row {folder.name} was scored with other settings than this "
                          f"resume asks ({'; '.join(changed)})",

@@ -75,11 +75,24 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     assert json.loads((run / "results.json").read_text())["rows"] == results["rows"]
     capsys.readouterr()
 
-    # a resume that changes what the rows score is refused, never mixed into one table under the new setting;
-    # a damaged row file is one line naming it, exit 2
+    # a resume that changes what the rows score is refused, never mixed into one table under the new setting, before
+    # the model loads, and the run is left as it was (a plain --resume still goes on); a damaged row file is one line
+    # naming it, exit 2
+    config, record = (run / "config.yaml").read_text(), (run / "run.json").read_text()
     assert main(["eval", "--resume", str(run), "--limit", "2"]) == 2
-    assert "the row base was scored with other settings than this resume asks (limit 3 -> 2)" in \
-        capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the row base was scored with other settings than this resume asks (limit 3 -> 2)" in err
+    assert "probe" not in err and "Loading" not in err
+    assert (run / "config.yaml").read_text() == config and (run / "run.json").read_text() == record
+    kept = (run / "lm-eval" / "base" / "results.json").read_text()
+    (run / "lm-eval" / "base" / "results.json").write_text('{"results": {}}')  # JSON, but not a row agentlab saved
+    assert main(["eval", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'lm-eval' / 'base' / 'results.json'}: not a row agentlab saved" in err
+    assert "delete the folder" in err
+    (run / "lm-eval" / "base" / "results.json").write_text(kept)
+    assert main(["eval", "--resume", str(run)]) == 0
+    assert "base: scored earlier, kept" in capsys.readouterr().err
     (run / "lm-eval" / "base" / "results.json").write_bytes(b"\xff\xfe")
     assert main(["eval", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
