@@ -70,13 +70,13 @@ def test_bad_data_stops_before_any_model_loads_and_out_is_untouched(
     data = in_tmp / "chat.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
                     + line + "\n")
-    (in_tmp / "out").mkdir()
-    (in_tmp / "out" / "mine.txt").write_text("keep")
+    (in_tmp / "out").mkdir()  # an adapter --force would replace
+    (in_tmp / "out" / "adapter_config.json").write_text("{}")
     assert train(tiny_model["hf"], "--data", str(data), "--out", "out", "--force") == 2
     err = capsys.readouterr().err
     assert f"{data}:2: " in err and says in err and "Traceback" not in err
     assert "Loading weights" not in err and "base model" not in err  # no model was loaded
-    assert [p.name for p in (in_tmp / "out").iterdir()] == ["mine.txt"] and not (in_tmp / "runs").exists()
+    assert [p.name for p in (in_tmp / "out").iterdir()] == ["adapter_config.json"] and not (in_tmp / "runs").exists()
 
 
 def test_existing_out_is_refused_without_force(in_tmp: Path, tiny_model: dict[str, Path],
@@ -158,6 +158,15 @@ def test_resuming_a_finished_run_trains_nothing_and_a_larger_budget_trains_on(
     assert "this run already trained its 2 steps" in capsys.readouterr().err
     after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
     assert after == before and not list((in_tmp / "adapters").glob(".*"))
+    # what the checkpoints were trained with stays: a new rank, data or rate is refused before anything loads, and
+    # the run is left as it was (its config.yaml said the new settings, and a new rank failed to load, exit 1)
+    assert main(["train-persona", "--resume", str(run), "--max-steps", "3", "--data", "persona_c", "--lr", "0.05",
+                 "--r", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "this resume changes what the run's checkpoints were trained with" in err and "Loading" not in err
+    assert "lora.r 16 -> 4" in err and "train.learning_rate 0.001 -> 0.05" in err and "sft_persona_c.jsonl" in err
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
+    assert after == before
     assert main(["train-persona", "--resume", str(run), "--max-steps", "3"]) == 0  # a larger budget: on it goes
     assert json.loads((run / "results.json").read_text())["steps"] == 3
     assert (in_tmp / "adapters" / "a" / "adapter_model.safetensors").is_file()
