@@ -74,7 +74,9 @@ def weight(ballot: Ballot, method: VoteMethod) -> float:
         return 0.0
     if method == "majority":
         return 1.0
-    confidence = MISSING_CONFIDENCE if ballot.confidence is None else min(1.0, max(0.0, ballot.confidence))
+    if ballot.confidence is None:  # the weight of an answer that states none, under either method
+        return MISSING_CONFIDENCE
+    confidence = min(1.0, max(0.0, ballot.confidence))
     return reconcile_weight(confidence) if method == "reconcile" else confidence
 
 

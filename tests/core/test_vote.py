@@ -53,6 +53,9 @@ def test_ties_go_to_more_ballots_then_to_the_first_answer() -> None:
 def test_missing_confidence_weighs_half() -> None:
     result = tally([Ballot("a", "1"), Ballot("b", "2", 0.4)], "confidence")
     assert result.winner == "1" and result.groups[0]["weight"] == 0.5
+    # under reconcile too (the weight, not a confidence binned to 0.1): two answers stating none outvote a 65% one
+    result = tally([Ballot("a", "7"), Ballot("b", "7"), Ballot("c", "8", 0.65)], "reconcile")
+    assert result.winner == "7" and result.groups[0]["weight"] == 1.0 and result.groups[1]["weight"] == 0.3
 
 
 def test_wilson_interval() -> None:
