@@ -99,7 +99,13 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
     """Run the command ``spec`` as ``asked`` end to end; raises ``typer.Exit`` when ``spec.exit_code(result)`` is
     not 0."""
     from agentlab.core.config import load_config
-    from agentlab.core.runs import FolderOptions, check_out_folder, resume_target, run_in_folder
+    from agentlab.core.runs import (
+        FolderOptions,
+        check_out_folder,
+        check_resume_settings,
+        resume_target,
+        run_in_folder,
+    )
 
     command, run, json_ = spec.name, spec.run, asked.json_
     setup_logging(asked.verbose)
@@ -121,8 +127,10 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
             assert spec.model is not None, "run_command needs `model` or `load`"
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else asked.config, spec.model, overrides,
                               base=raw, schema=command)
-        if resume_dir is not None and spec.check_resume is not None:
-            spec.check_resume(cfg, resume_dir)
+        if resume_dir is not None:  # before anything loads: run_in_folder checks the settings again
+            check_resume_settings(resume_dir, cfg, command)
+            if spec.check_resume is not None:
+                spec.check_resume(cfg, resume_dir)
         if asked.otlp_endpoint is not None:
             _trace(stack, command, asked.otlp_endpoint)
         kwargs = spec.prepare(cfg) if spec.prepare is not None else {}

@@ -63,7 +63,7 @@ def train_persona(
     if ctx.invoked_subcommand is not None:
         return
     from agentlab.train_persona.config import TrainPersonaConfig
-    from agentlab.train_persona.run import check_resume, prepare, run
+    from agentlab.train_persona.run import prepare, run
 
     options = flags(("--data", "data.path", data), ("--out", "out", out), ("--base-model", "base_model", base_model),
                     ("--r", "lora.r", r), ("--epochs", "train.epochs", epochs), ("--bsz", "train.batch_size", bsz),
@@ -72,7 +72,7 @@ def train_persona(
                     ("--eval", "eval.tasks", [t.strip() for v in eval_tasks or [] for t in v.split(",") if t.strip()]
                      or None), ("--mlflow", "mlflow", mlflow))
     run_command(CommandSpec("train-persona", TrainPersonaConfig, run, summary=_summary, distributed=True,
-                            prepare=lambda cfg: prepare(cfg, resuming=resume is not None), check_resume=check_resume),
+                            prepare=lambda cfg: prepare(cfg, resuming=resume is not None)),
                 Invocation(config=config, sets=[*(set_ or []), *options], out=run_dir, resume=resume, json_=json_,
                            verbose=verbose))
 

@@ -35,7 +35,16 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from agentlab.core import files
-from agentlab.core.config import Flag, absolute_paths, dump_yaml, redact, scrub_text, secret_values
+from agentlab.core.config import (
+    REDACTED,
+    Flag,
+    absolute_paths,
+    dump_yaml,
+    load_config,
+    redact,
+    scrub_text,
+    secret_values,
+)
 from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError, storage_error
 
 if TYPE_CHECKING:
@@ -784,6 +793,45 @@ class FolderOptions:
     log_prompts: bool = True
 
 
+def resume_changes(folder: Path, cfg: BaseModel, command: str) -> list[str]:
+    """What ``cfg`` changes from the settings of the run in ``folder`` (its config.yaml), as ``key old -> new``, other
+    than what its config model lets a resume change: ``RESUME_MAY_CHANGE``, dotted keys (a key stands for what lies
+    under it), or a dict of them by command. Empty when the model declares none (the command's own resume decides);
+    secrets are compared as config.yaml holds them (redacted)."""
+    may = _may_change(cfg, command)
+    if may is None:
+        return []
+    saved, asked = (_flat(redact(absolute_paths(c).model_dump(mode="json")))  # as config.yaml is written
+                    for c in (load_config(folder / "config.yaml", type(cfg)), cfg))
+    return [f"{key} {saved.get(key)!r} -> {asked.get(key)!r}" for key in sorted(saved.keys() | asked.keys())
+            if saved.get(key) != asked.get(key) and REDACTED not in (saved.get(key), asked.get(key))
+            and not any(key == k or key.startswith(k + ".") for k in may)]
+
+
+def check_resume_settings(folder: Path, cfg: BaseModel, command: str) -> None:
+    """Refuse (``UsageError``, nothing written) a resume of the run in ``folder`` that changes what its finished work
+    was done with (``resume_changes``)."""
+    changed = resume_changes(folder, cfg, command)
+    if changed:
+        may = _may_change(cfg, command)
+        raise UsageError(f"{folder}: this resume changes what the run's finished work was done with "
+                         f"({'; '.join(changed)}); nothing was written",
+                         hint="resume without changing them, or start a new run with the new settings"
+                         + (f" (a resume may change {', '.join(may)})" if may else ""))
+
+
+def _may_change(cfg: BaseModel, command: str) -> tuple[str, ...] | None:
+    may = getattr(type(cfg), "RESUME_MAY_CHANGE", None)
+    return may.get(command) if isinstance(may, dict) else may
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"a.b": value}``."""
+    if isinstance(data, dict) and data:
+        return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): data}
+
+
 def run_in_folder(command: str, cfg: BaseModel, run: Callable[..., Any], *, inputs: dict[str, Any] | None = None,
                   out: str | Path | None = None, resume: Path | None = None, options: FolderOptions = FolderOptions(),
                   progress: Progress | None = None, announce: Callable[[str], None] | None = None,
@@ -794,6 +842,8 @@ def run_in_folder(command: str, cfg: BaseModel, run: Callable[..., Any], *, inpu
     ``options``: how the folder is written (``FolderOptions``: save_config, resumable, rerun, log_prompts);
     ``on_open(run_dir)`` runs once the folder exists.
     """
+    if resume is not None:
+        check_resume_settings(resume, cfg, command)
     name = getattr(cfg, "name", None)
     seed = next((s for s in (getattr(cfg, "seed", None), getattr(getattr(cfg, "search", None), "seed", None))
                  if isinstance(s, int)), None)

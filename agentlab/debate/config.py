@@ -8,7 +8,7 @@ on ``base_model`` in process (transformers), ``{name, model: NAME}`` is a model 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -59,6 +59,12 @@ DEFAULT_ROUNDS = 3
 
 
 class DebateConfig(StrictModel):
+    # What a resume may change (core.runs.resume_changes): a debate takes more rounds, an eval more questions; the
+    # rest decides the answers already given.
+    RESUME_MAY_CHANGE: ClassVar[dict[str, tuple[str, ...]]] = {
+        "debate": ("name", "rounds", "llm", "device", "eval"),
+        "debate-eval": ("name", "llm", "device", "eval.limit", "eval.concurrency")}
+
     name: str = Field("debate", description="run name (folder suffix)")
     topic: str | None = Field(None, description="the question or topic to debate (`question` is the same)")
     question: str | None = Field(None, description="alias of topic")

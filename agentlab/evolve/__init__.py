@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.runs import run_in_folder
+from agentlab.core.config import load_config
+from agentlab.core.runs import resume_target, run_in_folder
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.run import prepare, run
 
@@ -21,8 +22,12 @@ __all__ = ["EvolveConfig", "prepare", "run", "run_evolution"]
 def run_evolution(cfg: EvolveConfig | dict[str, Any] | None = None, *, out: str | Path | None = None,
                   resume: str | Path | None = None) -> dict[str, Any]:
     """One call for notebooks: validate ``cfg``, check the seeds and the task, run (or resume) in a run folder and
-    return the results (``results.json``'s content)."""
-    config = cfg if isinstance(cfg, EvolveConfig) else EvolveConfig.model_validate(cfg or {})
-    result, _ = run_in_folder("evolve", config, run, inputs=prepare(config), out=out,
-                              resume=Path(resume) if resume else None)
+    return the results (``results.json``'s content). ``resume`` without ``cfg`` continues the run with its own
+    settings (its config.yaml); with ``cfg``, settings a resume cannot change are refused (``UsageError``)."""
+    folder = resume_target("evolve", resume, out=out) if resume else None
+    if folder is not None and cfg is None:
+        config = load_config(folder / "config.yaml", EvolveConfig, schema="evolve")
+    else:
+        config = cfg if isinstance(cfg, EvolveConfig) else EvolveConfig.model_validate(cfg or {})
+    result, _ = run_in_folder("evolve", config, run, inputs=prepare(config), out=out, resume=folder)
     return result  # type: ignore[no-any-return,unused-ignore]

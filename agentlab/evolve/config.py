@@ -4,7 +4,7 @@ mutation, and the fitness (task accuracy, cooperation in a debate, novelty)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -67,6 +67,10 @@ class CoopSettings(StrictModel):
 
 
 class EvolveConfig(StrictModel):
+    # What a resume may change (core.runs.resume_changes): how the scoring is spread; the rest decides the population
+    # already scored.
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("name", "workers", "batch", "device")
+
     name: str = Field("evolve", description="run name (folder suffix)")
     base_model: str = Field("smollm2-135m", description="the base model every adapter belongs to: the built-in "
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")

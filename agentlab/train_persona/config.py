@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -92,6 +92,13 @@ class EvalSettings(StrictModel):
 
 
 class TrainPersonaConfig(StrictModel):
+    # What a resume may change (core.runs.resume_changes): the budget, checkpoints and logging, speed, what happens
+    # when training ends. The rest decides what the checkpoints hold (a new rank does not load; new data or a new
+    # rate would mix two runs in one adapter).
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
+        "name", "out", "force", "mlflow", "eval", "train.max_steps", "train.epochs", "train.save_steps",
+        "train.logging_steps", "train.threads", "train.gradient_checkpointing")
+
     name: str | None = Field(None, description="run name (folder suffix); empty: the --out folder's name, else the "
                              "data's (persona_a, skill_units, chats for chats.jsonl)")
     base_model: str = Field("smollm2-135m", description="base model: the built-in smollm2-135m, a local "

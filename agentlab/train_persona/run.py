@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.config import absolute_paths, load_config
 from agentlab.core.errors import UsageError
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
@@ -60,33 +59,6 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
     if cfg.eval.tasks:  # unknown tasks or missing data stop the run before it trains
         load_tasks(task_manager(cfg.eval.include_path, names=cfg.eval.tasks), cfg.eval.tasks)
     return {"data": data}
-
-
-# What a resume may change: the budget, checkpoints and logging, speed, what happens when training ends. The rest
-# decides what the checkpoints hold (a new rank does not load; new data or a new rate mixes two runs in one adapter).
-RESUME_MAY_CHANGE = ("name", "out", "force", "mlflow", "eval", "train.max_steps", "train.epochs", "train.save_steps",
-                     "train.logging_steps", "train.threads", "train.gradient_checkpointing")
-
-
-def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
-    """A resume of the run in ``folder`` refused (``UsageError``, the run left as it was) when ``cfg`` changes what
-    its checkpoints were trained with; only ``RESUME_MAY_CHANGE`` may differ."""
-    saved = _flat(absolute_paths(load_config(folder / "config.yaml", TrainPersonaConfig)).model_dump(mode="json"))
-    asked = _flat(absolute_paths(cfg).model_dump(mode="json"))
-    changed = [f"{key} {saved.get(key)!r} -> {asked.get(key)!r}" for key in sorted(saved.keys() | asked.keys())
-               if saved.get(key) != asked.get(key)
-               and not any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)]
-    if changed:
-        raise UsageError(f"{folder}: this resume changes what the run's checkpoints were trained with "
-                         f"({'; '.join(changed)}); nothing was written",
-                         hint="resume without changing them (a larger --max-steps trains on), or train a new run with "
-                         "the new settings")
-
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): data}
 
 
 def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatData | None = None,

@@ -11,6 +11,7 @@ import pytest
 
 from agentlab.core.debate.answers import Answer, vote
 from agentlab.core.debate.protocol import first_prompt, parse_reply
+from agentlab.core.errors import UsageError
 from agentlab.core.llm.providers.scripted import ScriptedProvider, count_words
 from agentlab.core.runs import run_in_folder
 from agentlab.core.vote import wilson_interval
@@ -117,6 +118,14 @@ def test_interrupted_after_round_1_resumes_with_only_the_rest(in_tmp: Path) -> N
         handle.write('{"round": 2, "agent": "a", "te')  # a torn line: dropped, round 2 asked again
 
     resumed = ScriptedProvider("s", [lambda model, messages, params: f"Answer: {rounds_seen(messages) + 1}"])
+    # another topic or rule would put the new question over the old answers: refused, the run left as it was
+    config = (folder / "config.yaml").read_text()
+    for change in ({"topic": "What is 2 plus 2?"}, {"decision": "majority"}):
+        with pytest.raises(UsageError, match=r"this resume changes what the run's finished work was done with \("
+                           + next(iter(change))):
+            run_in_folder("debate", cfg.model_copy(update=change), run, resume=folder,
+                          inputs={**prepare(cfg), "providers": {"s": resumed}})
+    assert (folder / "config.yaml").read_text() == config and not resumed.calls
     results, _ = run_in_folder("debate", cfg, run, resume=folder,
                                inputs={**prepare(cfg), "providers": {"s": resumed}})
     assert sorted(rounds_seen(c.messages) for c in resumed.calls) == [2, 2, 2, 3, 3, 3]

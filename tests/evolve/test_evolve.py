@@ -136,6 +136,18 @@ def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(
     for m, e in before.items():  # the scores stored before the kill are the ones reported
         assert results["individuals"][m]["task"] == e["task"]
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    # a resume that changes the search (a larger population, more generations) is refused, the run left as it was
+    kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "run.json"}
+    capsys.readouterr()
+    assert main(["evolve", "run", "--resume", str(run), "--population", "6", "--set", "generations=3"]) == 2
+    err = capsys.readouterr().err
+    assert "generations 2 -> 3; population 5 -> 6); nothing was written" in err and "workers" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "run.json"} == kept
+    # the Python API resumes with the run's own settings (it resumed with the defaults, population 8)
+    from agentlab.evolve import run_evolution
+
+    assert sorted(run_evolution(resume=run)["individuals"]) == sorted(results["individuals"])
+    assert len(events(run, "scored")) == 5 + 2 * 4
 
 
 def test_an_adapter_that_changes_nothing_is_an_error_not_a_score(in_tmp: Path, tiny_model: dict[str, Path],

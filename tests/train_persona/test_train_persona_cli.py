@@ -163,7 +163,7 @@ def test_resuming_a_finished_run_trains_nothing_and_a_larger_budget_trains_on(
     assert main(["train-persona", "--resume", str(run), "--max-steps", "3", "--data", "persona_c", "--lr", "0.05",
                  "--r", "4"]) == 2
     err = capsys.readouterr().err
-    assert "this resume changes what the run's checkpoints were trained with" in err and "Loading" not in err
+    assert "this resume changes what the run's finished work was done with" in err and "Loading" not in err
     assert "lora.r 16 -> 4" in err and "train.learning_rate 0.001 -> 0.05" in err and "sft_persona_c.jsonl" in err
     after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.json"}
     assert after == before
