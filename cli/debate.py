@@ -102,7 +102,8 @@ def debate(
     sets = [*(set_ or []), *flags(("--topic", "topic", topic)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
     run_command(CommandSpec("debate", DebateConfig, run, prepare=prepare,
-                            dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), summary=_summary),
+                            dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), summary=_summary,
+                            exit_code=lambda r: 1 if r["final"]["answer"] is None and r["errors"] else 0),
                 Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,
                            otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))
 
@@ -126,7 +127,12 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     from agentlab.debate.report import decision_words
 
     final = results["final"]
-    answer = final["answer"] if final["answer"] is not None else "none (no agent gave a parseable answer)"
+    answer = final["answer"]
+    if answer is None:
+        errors, calls = results["errors"], results["answers"]
+        failed = f"all {calls}" if errors == calls else f"{errors} of {calls}"
+        answer = (f"none ({failed} calls failed; the first: {results.get('first_error')})" if errors else
+                  "none (no agent gave a parseable answer)")
     rule = f", rule {final['rule']}" if final.get("rule") else ""
     console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"
                   + (" (tie broken)" if final["tie"] else ""))

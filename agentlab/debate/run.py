@@ -234,6 +234,7 @@ def summarise(cfg: DebateConfig, panel: Panel, question: str, kind: str, rounds:
         "answers": len(every),
         "unparseable": sum(a.answer is None and a.error is None for a in every),
         "errors": sum(a.error is not None for a in every),
+        "first_error": next((a.error for a in every if a.error is not None), None),
         "tokens": {"prompt": sum(a.prompt_tokens for a in every),
                    "completion": sum(a.completion_tokens for a in every)},
     }

@@ -51,6 +51,21 @@ def test_routed_personas_over_http_end_to_end(in_tmp: Path, srv: ScriptedServer)
     assert main(["config", "validate", str(run / "config.yaml")]) == 0
 
 
+def test_a_debate_whose_every_call_failed_exits_1_with_the_error(in_tmp: Path, srv: ScriptedServer,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """No server behind the agents: one line naming the first failure, exit 1, never "no parseable answer" and 0;
+    a debate that decided despite a failed call still ends 0 (the summary counts the failures)."""
+    (in_tmp / "llm.yaml").write_text(
+        "providers:\n  vllm: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}\nmodels:\n"
+        + "".join(f"  persona_{x}: {{provider: vllm, model: persona_{x}}}\n" for x in "abc") + "retries: 0\n")
+    (in_tmp / "debate.yaml").write_text(DEBATE_YAML)
+    assert main(["debate", "-c", "debate.yaml", "--llm", "llm.yaml", "--out", "d"]) == 1
+    err = capsys.readouterr().err
+    assert "final answer (reconcile, rule last_round): none (all 6 calls failed; the first: route " in err
+    assert "connection" in err and "no agent gave a parseable answer" not in err
+    assert json.loads((in_tmp / "d" / "results.json").read_text())["first_error"].startswith("route ")
+
+
 def test_shipped_configs_validate() -> None:
     for name in ("debate.yaml", "debate.http.yaml", "llm.debate.yaml"):
         assert main(["config", "validate", str(REPO / "configs" / name)]) == 0
