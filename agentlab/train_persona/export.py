@@ -24,6 +24,7 @@ from agentlab.core.models.adapters import ADAPTER_CONFIG, read_adapter
 from agentlab.core.models.builtin import BUILTIN_MODELS
 from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
 from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
+from agentlab.core.models.load import adapter_error
 from agentlab.core.models.modelfiles import gguf_info, hf_config
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 from agentlab.core.progress import NullProgress, Progress
@@ -63,7 +64,8 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
 
     Returns ``out``. Raises ``InputError`` (exit 2) for a missing or non-PEFT adapter folder, a base that cannot be
     found (naming every reading tried), an unsupported architecture, a bad dtype/quantize or an existing ``out``;
-    ``AgentlabError`` when the adapter does not fit the base; ``MissingPackage`` naming the extra to install.
+    ``InputError`` too when the adapter does not fit the base or its weights are damaged; ``MissingPackage`` naming
+    the extra to install.
     """
     adapter, out = Path(adapter_dir), Path(out)
     if dtype not in gguf_export.GGUF_DTYPES:
@@ -160,9 +162,8 @@ def merge_adapter(adapter: Path, base: ExportBase, out_dir: Path, progress: Prog
         except ImportError:
             raise
         except Exception as exc:  # PEFT raises many types for an adapter that does not fit the model
-            raise AgentlabError(f"{adapter}: cannot merge the adapter into {base.description}: {_one_line(exc)}",
-                                hint="check that the adapter was trained on this base model (choose another with "
-                                "--base-model)") from None
+            error = adapter_error(adapter, adapter.name, exc, base.description)
+            raise type(error)(error.message, hint=f"{error.hint} (choose the base with --base-model)") from None
         task.advance()
         merged.save_pretrained(out_dir)
         task.advance()
@@ -186,7 +187,3 @@ def _temp_beside(out: Path) -> Path:
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     return Path(name)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

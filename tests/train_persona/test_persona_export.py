@@ -208,8 +208,16 @@ def test_bad_inputs_are_one_line_errors(bases: dict[str, Path], tmp_path: Path) 
     assert "LlamaForCausalLM, Qwen2ForCausalLM" in unsupported.message
 
     other = tiny.make_tiny_model(tmp_path / "other", hidden_size=32, heads=2, kv_heads=1)
-    misfit = error(adapter, base_model=str(other))
-    assert "cannot merge the adapter into" in misfit.message and str(other) in misfit.message
+    misfit = error(adapter, base_model=str(other))  # one line (torch lists every tensor's size), exit 2
+    assert isinstance(misfit, InputError) and f"does not fit {other}" in misfit.message
+    assert "it was trained on no/such-model" in misfit.message and len(misfit.message) < 400
+    weights = adapter / "adapter_model.safetensors"
+    kept = weights.read_bytes()
+    weights.write_text("junk")
+    damaged = error(adapter, base_model=str(bases["llama"]))
+    assert isinstance(damaged, InputError) and "weights cannot be read" in damaged.message
+    assert "damaged" in (damaged.hint or "")
+    weights.write_bytes(kept)
     assert "unsupported GGUF dtype 'bf16'" in error(adapter, base_model=str(bases["llama"]), dtype="bf16").message
     assert not (tmp_path / "out.gguf").exists()
 

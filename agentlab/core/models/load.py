@@ -110,18 +110,26 @@ def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bo
                 else:
                     model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
         except Exception as exc:  # a folder without adapter_config.json, an adapter for another base model
-            message = one_line(exc)
-            if "size mismatch" in message:  # torch's load_state_dict lists every tensor: one line says it
-                try:
-                    base = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get(
-                        "base_model_name_or_path")
-                except (OSError, ValueError, AttributeError):
-                    base = None
-                raise InputError(f"{folder}: the adapter {name} does not fit this model (its weights' shapes "
-                                 f"differ): it was trained on {base or 'another base model'}",
-                                 hint="use it on the base model it was trained on, or an adapter trained on this "
-                                 "one") from exc
-            raise AgentlabError(f"could not load the adapter {name} ({folder}): {message[:300]}",
-                                hint="check that the adapter folder holds adapter_config.json and was trained on "
-                                "this base model") from exc
+            raise adapter_error(folder, name, exc, "this model") from exc
     return model
+
+
+def adapter_error(folder: str | Path, name: str, exc: BaseException, model: str) -> AgentlabError:
+    """One line for an adapter that PEFT could not put on ``model``: one trained on another base (torch lists every
+    tensor's size mismatch) or with a damaged weights file is bad input (exit 2); anything else exit 1."""
+    message = one_line(exc)
+    if "size mismatch" in message:
+        try:
+            base = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get(
+                "base_model_name_or_path")
+        except (OSError, ValueError, AttributeError):
+            base = None
+        return InputError(f"{folder}: the adapter {name} does not fit {model} (its weights' shapes differ): it was "
+                          f"trained on {base or 'another base model'}",
+                          hint="use it on the base model it was trained on, or an adapter trained on this one")
+    if type(exc).__name__ == "SafetensorError" or "deserializing header" in message:
+        return InputError(f"{folder}: the adapter {name}'s weights cannot be read ({message[:200]})",
+                          hint="the weights file is damaged or not safetensors: train or copy the adapter again")
+    return AgentlabError(f"could not load the adapter {name} ({folder}) on {model}: {message[:300]}",
+                         hint="check that the adapter folder holds adapter_config.json and was trained on this base "
+                         "model")
