@@ -4,6 +4,7 @@ task whose data is not on disk or an unknown name, the export for lm-eval's own 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,19 @@ def test_a_local_data_file_that_is_not_json_lines_is_named_with_its_line(in_tmp:
         load_tasks(manager, ["my_sums"])
     assert caught.value.message.startswith("task 'my_sums': ") and said in caught.value.message
     assert "one JSON object" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize("row, said", [({"question": "2 + 2", "options": ["4", "5"], "label": 0}, "'q' is undefined"),
+                                       ({"q": "2 + 2", "options": ["4", "5"], "label": 7}, "list index out of range")])
+def test_items_that_do_not_fit_the_yaml_name_the_file_not_a_download(in_tmp: Path, row: dict, said: str) -> None:
+    """The data is on disk: the hint was to fetch a hub dataset."""
+    folder = user_tasks(in_tmp)
+    (folder / "data" / "sums.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(InputError) as caught:
+        load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
+    assert caught.value.message.startswith("task 'my_sums': lm-eval could not make its items from ")
+    assert "sums.jsonl" in caught.value.message and said in caught.value.message
+    assert "doc_to_text" in (caught.value.hint or "") and "download" not in (caught.value.hint or "")
 
 
 def test_a_data_line_holding_a_line_separator_inside_a_string_is_one_row(in_tmp: Path) -> None:

@@ -217,6 +217,14 @@ def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
                 except Exception:  # this is the one
                     failing = name
                     break
+        entry = index.get(failing)
+        local = data_files(entry.cfg) if entry is not None and entry.cfg is not None else []
+        if local:  # the data is on disk (checked above): its items do not fit the YAML's templates
+            raise InputError(f"task '{failing}': lm-eval could not make its items from {', '.join(local)} "
+                             f"({one_line(exc)})",
+                             hint="the YAML's doc_to_text, doc_to_target and doc_to_choice read fields of every line "
+                             "of the data: a field a line lacks reads 'NAME is undefined', a label past the choices "
+                             "'list index out of range'") from exc
         raise InputError(f"task '{failing}': lm-eval could not load its data offline ({one_line(exc)})",
                          hint=_NO_DATA_HINT) from exc
 
