@@ -96,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("AGENTLAB_DEBUG") == "1"
 
     def fail(message: str, hint: str | None, code: int) -> int:
+        from agentlab.core.config import scrub_text  # a key or a URL's password as given never reaches the console
+
         if debug:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {safe_text(message)}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {safe_text(scrub_text(message))}", soft_wrap=True)
         if hint:
-            console.print(f"[yellow]hint:[/] {safe_text(hint)}", soft_wrap=True)
+            console.print(f"[yellow]hint:[/] {safe_text(scrub_text(hint))}", soft_wrap=True)
         return code
 
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))

@@ -171,3 +171,11 @@ def test_a_base_url_without_its_scheme_is_refused_as_such(in_tmp: Path, capsys: 
     err = capsys.readouterr().err
     assert "base_url: '127.0.0.1:8000/v1' is no http:// or https:// URL" in err and "start the server" not in err
     assert not (in_tmp / "runs").exists()
+
+
+def test_credentials_in_a_url_never_reach_the_console(in_tmp: Path, tiny_model: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """The error line echoed `--base-url http://user:PASSWORD@...` as given (every error line is scrubbed now)."""
+    assert main(["eval", "--model", str(tiny_model["hf"]), "--base-url", "http://user:sk-SECRET1@127.0.0.1:9/v1"]) == 2
+    err = capsys.readouterr().err
+    assert "--base-url http://user:***@127.0.0.1:9/v1: no answer" in err and "sk-SECRET1" not in err
