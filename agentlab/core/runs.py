@@ -471,7 +471,9 @@ class RunDir:
         previous = info.get("status")
         if previous == RUNNING:  # we hold the lock now, so its last owner died without a word
             previous = INTERRUPTED
-        info.setdefault("resumed", []).append({"at": now_iso(), "previous_status": previous})
+        # the error of the stop it resumes from moves into that record: run.json's error is this run's own
+        stop = {"previous_error": info.pop("error")} if info.get("error") else {}
+        info.setdefault("resumed", []).append({"at": now_iso(), "previous_status": previous, **stop})
         info.update(status=RUNNING, ended=None, owner=_owner())
         run._write_run_json(info)
         return run

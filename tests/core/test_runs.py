@@ -47,6 +47,12 @@ def test_resume_and_latest(in_tmp: Path) -> None:
     resumed.event("trial", n=1)
     resumed.finish("completed")
     assert [e["n"] for e in resumed.events("trial")] == [0, 1]
+    # a run that failed, resumed to completion: its run.json says no error; the stop it resumed from keeps its own
+    with pytest.raises(ValueError), RunDir.create("demo", out=in_tmp / "r2"):
+        raise ValueError("boom")
+    again = RunDir.open("demo", resume=str(in_tmp / "r2"))
+    again.finish("completed")
+    assert "error" not in again.info and "boom" in again.info["resumed"][-1]["previous_error"]
 
 
 def test_a_bare_resume_finds_the_latest_run_made_with_out(in_tmp: Path) -> None:
