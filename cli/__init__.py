@@ -16,7 +16,7 @@ import typer.core
 from rich.markup import escape
 
 from agentlab import __version__
-from agentlab.cli.commands import COMMANDS, continue_with, register
+from agentlab.cli.commands import COMMANDS, RESUME_ADVICE, continue_with, register
 
 
 class _TableOrder(typer.core.TyperGroup):
@@ -108,7 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
     name = next((a for a in args if not a.startswith("-")), "")
     advice = continue_with(name)
-    interrupted = "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
+    runs = sys.modules.get("agentlab.core.runs")  # not imported for --help: too slow to import here
+    before = runs.opened_run() if runs is not None else None
+
+    def interrupted() -> str:
+        """What Ctrl-C printed: how to continue, the run folder named when this call opened one."""
+        if advice != RESUME_ADVICE:
+            return "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
+        from agentlab.core.runs import opened_run
+
+        folder = opened_run()
+        if folder is None or folder == before:
+            return "[yellow]interrupted[/] before a run folder was made: nothing to resume; run the command again"
+        return f"[yellow]interrupted[/]; continue with --resume {escape(safe_text(str(folder)))}"
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     from agentlab.core.models.device import quiet_imports  # logger levels only: every subcommand, with or without -v
 
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.
         result = app(args=args, prog_name="agentlab", standalone_mode=False)
         if result == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM above) into Exit(130) and returns it
-            console.print(interrupted)
+            console.print(interrupted())
         return result if isinstance(result, int) else 0
     except AgentlabError as exc:
         return fail(exc.message, exc.hint, exc.exit_code)
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         message, hint = _usage_error(cast(Any, exc))
         return fail(message, hint, exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        console.print(interrupted)
+        console.print(interrupted())
         return 130
     except ImportError as exc:
         missing = missing_package(exc)
@@ -148,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if caused_by_interrupt(exc):  # raised while a Ctrl-C / SIGTERM was handled: the run was interrupted
             if debug:
                 console.print_exception()
-            console.print(interrupted)
+            console.print(interrupted())
             return 130
         full = storage_error(exc)  # a full disk under a library (an SQLite study's commit, safetensors): not a bug
         if full is not None:

@@ -51,10 +51,14 @@ def schemas() -> dict[str, str]:
     return {**{c.name: c.config for c in COMMANDS if c.config}, **OTHER_SCHEMAS}
 
 
+RESUME_ADVICE = "continue with --resume"
+
+
 def continue_with(name: str) -> str:
-    """The advice after Ctrl-C of the command ``name``: "continue with --resume", its own, or none."""
+    """The advice after Ctrl-C of the command ``name``: ``RESUME_ADVICE`` (the run folder is named), its own, or
+    none."""
     command = next((c for c in COMMANDS if c.name == name), None)
-    return "continue with --resume" if command is None or command.resumable else command.continue_with
+    return RESUME_ADVICE if command is None or command.resumable else command.continue_with
 
 
 def load_schema(name: str) -> type:

@@ -175,8 +175,8 @@ def test_an_error_raised_while_handling_ctrl_c_exits_130_not_internal_error(monk
 
 
 @pytest.mark.parametrize("command, advice", [
-    ("nas", "continue with --resume"), ("pipeline", "agentlab pipeline rerun SESSION --from STAGE"),
-    ("serve", None)])
+    ("nas", "before a run folder was made: nothing to resume; run the command again"),
+    ("pipeline", "agentlab pipeline rerun SESSION --from STAGE"), ("serve", None)])
 def test_ctrl_c_says_how_to_continue(command: str, advice: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """A command with --resume says so; pipeline has none, its rerun --from continues (it said only "interrupted")."""
     import agentlab.cli as cli
@@ -193,6 +193,24 @@ def test_ctrl_c_says_how_to_continue(command: str, advice: str | None, monkeypat
     out = "\n".join(printed)
     assert "interrupted" in out
     assert (advice in out) if advice else out.strip() == "[yellow]interrupted[/]"
+
+
+def test_ctrl_c_names_the_run_folder_to_resume(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the run folder exists, Ctrl-C names it (a bare --resume picks the latest run, maybe another one)."""
+    import agentlab.cli as cli
+    from agentlab.cli.common import console
+    from agentlab.core.runs import RunDir
+
+    printed: list[str] = []
+    monkeypatch.setattr(console, "print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+
+    def interrupted(**kwargs: object) -> int:
+        with RunDir.create("nas", out=in_tmp / "r1"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    assert main(["nas"]) == 130
+    assert printed[-1] == f"[yellow]interrupted[/]; continue with --resume {in_tmp / 'r1'}"
 
 
 def test_config_examples_writes_the_bundled_configs_and_keeps_the_users(tmp_path: Path,

@@ -63,6 +63,13 @@ LLM_FILE = "llm.yaml"  # the routing config (--llm) the run used, secrets redact
 RUN_JSON_RESERVE = 1024
 # What a run folder holds before its command has done anything: a folder with nothing else never started.
 _STUB_FILES = frozenset({"config.yaml", "run.json", LOCK_FILE})
+_opened: list[Path] = []  # the run folders this process created or resumed, in order (opened_run)
+
+
+def opened_run() -> Path | None:
+    """The run folder this process created or resumed last, or None when it opened none (Ctrl-C before the folder
+    existed: there is nothing to resume)."""
+    return _opened[-1] if _opened else None
 
 
 def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -> Path:
@@ -450,6 +457,7 @@ class RunDir:
             "resumed": [],
         })
         log.info("run folder: %s", path)
+        _opened.append(path)
         return run
 
     @classmethod
@@ -476,6 +484,7 @@ class RunDir:
         info.setdefault("resumed", []).append({"at": now_iso(), "previous_status": previous, **stop})
         info.update(status=RUNNING, ended=None, owner=_owner())
         run._write_run_json(info)
+        _opened.append(path)
         return run
 
     @classmethod
