@@ -129,9 +129,10 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     final = results["final"]
     answer = final["answer"]
     if answer is None:
-        errors, calls = results["errors"], results["answers"]
+        errors, calls, unparsed = results["errors"], results["answers"], results["unparseable"]
         failed = f"all {calls}" if errors == calls else f"{errors} of {calls}"
-        answer = (f"none ({failed} calls failed; the first: {results.get('first_error')})" if errors else
+        answer = (f"none ({failed} calls failed; the first: {results.get('first_error')}"
+                  + (f"; {unparsed} answers unparseable)" if unparsed else ")") if errors else
                   "none (no agent gave a parseable answer)")
     rule = f", rule {final['rule']}" if final.get("rule") else ""
     console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"

@@ -260,9 +260,11 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
                     node[key] = {}
                 elif not isinstance(node[key], (dict, list)):  # `train: 5` in the file: its error, not dropped
                     where = (source or _Source(None, None)).where(tuple(parts[: depth + 1]))
-                    raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])}: should be a mapping, not "
-                                      f"{node[key]!r} ({label} sets a key in it)",
-                                      hint="write it as a mapping of its fields (`agentlab config show` lists them)")
+                    held = ".".join(parts[: depth + 1])
+                    raise ConfigError(f"{label}: {held} is {node[key]!r} ({where}), not a mapping, so it has no "
+                                      f"key {parts[depth + 1]}",
+                                      hint=f"set {held} itself (--set {held}=VALUE), or, where {held} is a section "
+                                      "of the config, write it in the file as a mapping of its fields")
                 node = node[key]
             elif isinstance(node, list) and isinstance(key, int) and key < len(node):
                 node = node[key]

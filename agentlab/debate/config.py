@@ -117,6 +117,8 @@ class DebateConfig(StrictModel):
     def _one_question(self) -> DebateConfig:
         if self.topic is not None and self.question is not None and self.topic != self.question:
             raise ValueError("topic and question both given; they are the same field")
+        if self.topic is None:  # one spelling kept (config.yaml, a resume's comparison): topic
+            self.topic, self.question = self.question, None
         names = [a.label for a in self.agents]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:

@@ -189,8 +189,8 @@ def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict
         return None
     saved = done[0].get(SETTINGS_KEY) if isinstance(done[0], dict) else None
     if not (isinstance(saved, dict) and isinstance(done[0].get("results"), dict) and done[0]["results"]):
-        raise UsageError(f"{folder / 'results.json'}: not a row agentlab saved (lm-eval's results with the settings "
-                         f"that scored them, {SETTINGS_KEY})",
+        raise UsageError(f"{folder / 'results.json'}: not a row this agentlab can keep (lm-eval's results with the "
+                         f"settings that scored them, {SETTINGS_KEY}; an older agentlab saved none)",
                          hint=f"delete the folder {folder} and run --resume again to score that row anew")
     changed = [f"{key} {saved[key]!r} -> {asked[key]!r}" for key in asked if key in saved and saved[key] != asked[key]]
     if changed:

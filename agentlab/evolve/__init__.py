@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.config import load_config
-from agentlab.core.runs import resume_target, run_in_folder
+from agentlab.core.runs import check_resume_settings, resume_target, run_in_folder
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.run import prepare, run
 
@@ -29,5 +29,7 @@ def run_evolution(cfg: EvolveConfig | dict[str, Any] | None = None, *, out: str 
         config = load_config(folder / "config.yaml", EvolveConfig, schema="evolve")
     else:
         config = cfg if isinstance(cfg, EvolveConfig) else EvolveConfig.model_validate(cfg or {})
+    if folder is not None:  # before prepare loads the model
+        check_resume_settings(folder, config, "evolve")
     result, _ = run_in_folder("evolve", config, run, inputs=prepare(config), out=out, resume=folder)
     return result  # type: ignore[no-any-return,unused-ignore]

@@ -25,7 +25,7 @@ from typing import Any
 from agentlab.core.config import redact
 from agentlab.core.errors import LLMError, MissingPackage, UsageError
 from agentlab.core.llm.router import Router
-from agentlab.core.llm.tools import call_problem, cut_problem
+from agentlab.core.llm.tools import TOOL_CALL_OPEN, call_problem, cut_problem
 from agentlab.core.llm.types import Completion, GenParams
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir
@@ -133,8 +133,9 @@ async def probe_tools(router: Router, name: str, max_tokens: int) -> dict[str, A
     except MissingPackage:  # jsonschema (the serve extra) validates calls
         return {"called": bool(completion.tool_calls), "valid": None, "problem": "jsonschema is not installed",
                 "latency_s": latency, "error_kind": None}
-    if problem is not None and completion.finish_reason == "length":
-        problem = cut_problem(params, "--max-tokens")
+    if problem is not None and completion.finish_reason == "length" and (
+            completion.tool_calls or TOOL_CALL_OPEN in completion.text):
+        problem = cut_problem(params, "--max-tokens")  # the call was begun: the limit, not the model, stopped it
     return {"called": bool(completion.tool_calls), "valid": problem is None, "problem": problem,
             "latency_s": latency, "error_kind": None}
 

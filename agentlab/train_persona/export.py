@@ -163,7 +163,9 @@ def merge_adapter(adapter: Path, base: ExportBase, out_dir: Path, progress: Prog
             raise
         except Exception as exc:  # PEFT raises many types for an adapter that does not fit the model
             error = adapter_error(adapter, adapter.name, exc, base.description)
-            raise type(error)(error.message, hint=f"{error.hint} (choose the base with --base-model)") from None
+            damaged = "weights cannot be read" in error.message  # the base is not the problem
+            raise type(error)(error.message, hint=error.hint if damaged else
+                              f"{error.hint} (choose the base with --base-model)") from None
         task.advance()
         merged.save_pretrained(out_dir)
         task.advance()

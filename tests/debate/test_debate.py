@@ -352,3 +352,16 @@ def test_summary_and_report_say_the_decision_rule_in_words(in_tmp: Path, capsys:
     err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
     assert words in err and "a tie goes to the answer more agents gave" in err
     assert words in (folder / "report.md").read_text()
+
+
+def test_a_run_whose_file_said_question_resumes_with_the_same_topic(in_tmp: Path) -> None:
+    """`question:` and `topic:` are one field: config.yaml keeps `topic`, so `--topic` with the same text (what
+    `--question` sets) is no change on a resume."""
+    from agentlab.core.runs import RunDir, resume_changes
+
+    with RunDir.create("debate", DebateConfig(question="What is 1 plus 2?"), out=in_tmp / "d"):
+        pass
+    same = DebateConfig(topic="What is 1 plus 2?")
+    assert resume_changes(in_tmp / "d", same, "debate") == []
+    assert resume_changes(in_tmp / "d", DebateConfig(topic="What is 2 plus 2?"), "debate") == [
+        "topic 'What is 1 plus 2?' -> 'What is 2 plus 2?'"]

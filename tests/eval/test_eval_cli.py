@@ -88,7 +88,7 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     (run / "lm-eval" / "base" / "results.json").write_text('{"results": {}}')  # JSON, but not a row agentlab saved
     assert main(["eval", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
-    assert f"{run / 'lm-eval' / 'base' / 'results.json'}: not a row agentlab saved" in err
+    assert f"{run / 'lm-eval' / 'base' / 'results.json'}: not a row this agentlab can keep" in err
     assert "delete the folder" in err
     (run / "lm-eval" / "base" / "results.json").write_text(kept)
     assert main(["eval", "--resume", str(run)]) == 0

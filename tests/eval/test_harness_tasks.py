@@ -91,6 +91,16 @@ def test_items_that_do_not_fit_the_yaml_name_the_file_not_a_download(in_tmp: Pat
     assert "doc_to_text" in (caught.value.hint or "") and "download" not in (caught.value.hint or "")
 
 
+def test_a_split_the_data_lacks_is_named(in_tmp: Path) -> None:
+    folder = user_tasks(in_tmp)
+    yaml_file = folder / "my_task.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("test_split: test", "test_split: nosuch"))
+    with pytest.raises(InputError) as caught:
+        load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
+    assert caught.value.message == "task 'my_sums': the split 'nosuch' its YAML reads is not in its data (its " \
+        "data_files name test)"
+
+
 def test_a_data_line_holding_a_line_separator_inside_a_string_is_one_row(in_tmp: Path) -> None:
     """json.dumps(ensure_ascii=False) writes U+2028 raw; str.splitlines() would cut the line there."""
     folder = user_tasks(in_tmp)

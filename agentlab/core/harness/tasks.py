@@ -219,12 +219,22 @@ def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
                     break
         entry = index.get(failing)
         local = data_files(entry.cfg) if entry is not None and entry.cfg is not None else []
-        if local:  # the data is on disk (checked above): its items do not fit the YAML's templates
+        if local:  # the data is on disk (checked above): the YAML does not fit it
+            cfg = entry.cfg if entry is not None and entry.cfg is not None else {}
+            splits = {cfg.get(k) for k in ("test_split", "validation_split", "training_split", "fewshot_split")}
+            if isinstance(exc, KeyError) and exc.args and exc.args[0] in splits - {None}:
+                files = (cfg.get("dataset_kwargs") or {}).get("data_files")
+                named = f" (its data_files name {', '.join(map(str, files))})" if isinstance(files, dict) else ""
+                raise InputError(f"task '{failing}': the split '{exc.args[0]}' its YAML reads is not in its data"
+                                 f"{named}", hint="name a split of data_files in test_split, validation_split, "
+                                 "training_split and fewshot_split") from exc
+            template = type(exc).__name__ in ("UndefinedError", "IndexError", "KeyError")
             raise InputError(f"task '{failing}': lm-eval could not make its items from {', '.join(local)} "
                              f"({one_line(exc)})",
                              hint="the YAML's doc_to_text, doc_to_target and doc_to_choice read fields of every line "
                              "of the data: a field a line lacks reads 'NAME is undefined', a label past the choices "
-                             "'list index out of range'") from exc
+                             "'list index out of range'" if template else "check the task YAML against its data: the "
+                             "split names (test_split, ...), process_docs and the metrics") from exc
         raise InputError(f"task '{failing}': lm-eval could not load its data offline ({one_line(exc)})",
                          hint=_NO_DATA_HINT) from exc
 
