@@ -108,3 +108,24 @@ CACHE_ENV = "AGENTLAB_CACHE"
 def cache_dir() -> Path:
     """agentlab's cache folder: ``$AGENTLAB_CACHE``, else ``~/.cache/agentlab``."""
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/agentlab").expanduser()
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``/proc/self/status``): changing it to
+    read it, even for an instant, would give a file another thread creates then the wrong mode."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_mode(path: str | Path, folder: bool = False) -> None:
+    """Give ``path`` the mode ``open()`` or ``mkdir`` would have given it: ``tempfile.mkstemp`` / ``mkdtemp`` make
+    theirs private (0600 / 0700), which a file renamed into place would keep (a GGUF, an adapter, a report that
+    another user, or a worker running as another user, cannot read)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())

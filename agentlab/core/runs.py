@@ -133,6 +133,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        files.ordinary_mode(tmp)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, InputError, missing_package
+from agentlab.core.files import ordinary_mode
 from agentlab.core.models import gguf_export
 from agentlab.core.models.adapters import ADAPTER_CONFIG, read_adapter
 from agentlab.core.models.builtin import BUILTIN_MODELS
@@ -188,4 +189,5 @@ def _temp_beside(out: Path) -> Path:
     # Beside ``out`` (same filesystem), so the final rename is atomic; hidden, and removed on any failure.
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
+    ordinary_mode(name)
     return Path(name)

@@ -314,3 +314,22 @@ def test_an_error_raised_while_an_interrupt_is_handled_counts_as_the_interruptio
             raise RuntimeError("An exception is raised during the commit.") from None  # context kept, as Optuna's
     assert run.status == "interrupted"
     assert not caused_by_interrupt(ValueError("plain")) and not caused_by_interrupt(None)
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path) -> None:
+    """mkstemp's private 0600 was kept by the renamed file: reports, results and exported GGUFs other users (or a
+    worker running as another user) could not read."""
+    import os
+    import stat
+
+    from agentlab.core.runs import atomic_write_bytes
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
+        os.umask(0o022)
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, missing_package, one_line
+from agentlab.core.files import ordinary_mode
 from agentlab.core.models.builtin import cache_dir
 from agentlab.core.models.modelfiles import read_gguf_header
 
@@ -67,9 +68,7 @@ def gguf_to_hf(gguf: str | Path) -> Path:
         if (target / MARKER).is_file():  # another process converted it while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the cache folder is an ordinary one
+        ordinary_mode(tmp, folder=True)  # mkdtemp makes it private; the cache folder is an ordinary one
         try:
             start = time.perf_counter()
             _convert(path.resolve(), tmp)

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from agentlab.core.errors import UsageError
+from agentlab.core.files import ordinary_mode
 from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream
 from agentlab.core.models.convert import MARKER
 from agentlab.core.models.load import hf_model_folder
@@ -29,6 +30,7 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
     folder = hf_model_folder(ref, user="the transformers export")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    ordinary_mode(tmp, folder=True)
     try:
         for file in sorted(folder.iterdir()):
             if file.is_file() and file.name != MARKER and not file.name.endswith(".lock"):
