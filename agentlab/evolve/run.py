@@ -252,6 +252,7 @@ class Breeder:
         self.cfg, self.pop, self.run_dir, self.say = cfg, pop, run_dir, say
         self.announced: set[int] = set()
         self.seen = {event.get("id") for event in run_dir.events("scored")}
+        self.logged = {event.get("generation") for event in run_dir.events("generation")}
 
     def propose_group(self, ctx: PlanContext | None = None) -> list[Proposal]:
         self.scored()
@@ -280,11 +281,15 @@ class Breeder:
                                       for m in members):
                 break
             rows.append(generation_row(self.cfg, individuals, k, members))
+            best, mean = rows[-1]["best"], rows[-1]["mean"]
             if k not in self.announced:
                 self.announced.add(k)
-                best, mean = rows[-1]["best"], rows[-1]["mean"]
                 self.say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
                          f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {mean['fitness']:.3f}")
+            if k not in self.logged:  # once per generation, across a resume too
+                self.logged.add(k)
+                self.run_dir.event("generation", generation=k, best=best["id"], fitness=best["fitness"],
+                                   mean=mean)
         return rows
 
     def scored(self) -> None:

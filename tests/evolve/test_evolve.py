@@ -136,6 +136,8 @@ def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(
     for m, e in before.items():  # the scores stored before the kill are the ones reported
         assert results["individuals"][m]["task"] == e["task"]
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    gens = events(run, "generation")  # one per generation, across the kill and the resume
+    assert [g["generation"] for g in gens] == [0, 1, 2] and all(g["best"] in results["individuals"] for g in gens)
     # a resume that changes the search (a larger population, more generations) is refused, the run left as it was
     kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "run.json"}
     capsys.readouterr()
