@@ -237,7 +237,7 @@ class Flag:
     def __str__(self) -> str:
         if isinstance(self.value, bool):
             return self.option
-        values = self.value if isinstance(self.value, list) else [self.value]
+        values = (self.value or [""]) if isinstance(self.value, list) else [self.value]  # --tasks "": nothing in it
         return " ".join(f"{self.option} {value if value != '' else repr('')}" for value in values)
 
 

@@ -286,3 +286,11 @@ def test_a_set_past_the_end_of_a_list_says_how_many_items_it_holds() -> None:
     assert info.value.message == "--set stages.5.model=c: 'stages.5': no such item ('stages' holds 2, numbered from 0)"
     assert info.value.hint == "give an index from 0 to 1"
     assert apply_overrides(data, ["stages.1.model=c"])["stages"][1] == {"model": "c"}
+
+
+def test_an_option_given_empty_is_named_as_typed() -> None:
+    """`--tasks ""` splits to no item: the error named no option (`error: : tasks: ...`)."""
+    from agentlab.core.config import Flag
+
+    assert str(Flag("--tasks", "tasks", [])) == "--tasks ''" and str(Flag("--name", "name", "")) == "--name ''"
+    assert str(Flag("--tasks", "tasks", ["a", "b"])) == "--tasks a --tasks b"
