@@ -107,7 +107,8 @@ def test_mutation_is_seeded_and_sparse(parents: list[Path], tmp_path: Path) -> N
     assert any(not torch.equal(m1[k], m3[k]) for k in m1)
     changed = sum(int((m1[k] != plain[k]).sum()) for k in m1) / sum(m1[k].numel() for k in m1)
     assert 0.05 < changed < 0.15
-    assert json.loads((tmp_path / "m1" / "lineage.json").read_text())["mutation"] == {"p": 0.1, "std": 0.05}
+    lineage = json.loads((tmp_path / "m1" / "lineage.json").read_text())
+    assert lineage["mutation"] == {"p": 0.1, "std": 0.05} and lineage["exact"] is False  # noise added to the sum
 
 
 def test_child_logits_match_the_dense_merge(tiny_model: dict[str, Path], parents: list[Path], tmp_path: Path) -> None:

@@ -211,7 +211,8 @@ def blend_adapters(parents: list[str | Path], weights: list[float], child: str |
     return _save_child(result, read, out, force, start, {
         "parent_alphas": [p.config.get("lora_alpha") for p in read],
         "parent_rslora": [bool(p.config.get("use_rslora")) for p in read],
-        "weights": result.weights, "method": method, "exact": method == "exact",
+        # exact: the child is the weighted sum of the parents' deltas, no more (mutation adds noise to it)
+        "weights": result.weights, "method": method, "exact": method == "exact" and not (mut > 0 and mut_std > 0),
         "rank": r, "lora_alpha": alpha, "mutation": {"p": mut, "std": mut_std}, "seed": seed})
 
 
