@@ -72,6 +72,9 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
             kind = providers[models[first].provider].kind
         structured = spec.structured if spec.structured is not None else kind == "llama_cpp"
         agents.append(Agent(name, route, dict(spec.params), structured, source))
+    if cfg.llm is not None and cfg.judge is None and BASE_MODEL in models and all(s.model is None for s in specs):
+        raise UsageError("--llm: not used: every agent is an adapter on the base model, and so is the judge",
+                         hint="leave --llm out, or name agents (agents: [{model: NAME}]) or a --judge from it")
     if cfg.judge is not None:
         routes[JUDGE_ROUTE] = _route_for(cfg.judge, base, "judge")
         judge_source = f"model {cfg.judge}"
