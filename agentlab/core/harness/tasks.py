@@ -35,8 +35,12 @@ BUNDLED = Path(__file__).resolve().with_name("bundled")
 # datasets' packaged builders that read local files through data_files (anything else is a hub dataset or a script)
 LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder")
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+# Where each command takes the folders of the user's task YAMLs.
+INCLUDE_PATH_HOW = ("eval's --include-path DIR (train-persona: --set 'eval.include_path=[DIR]', evolve: "
+                    "task.include_path)")
 _NO_DATA_HINT = ("agentlab never downloads at run time: give the task's data as local files (dataset_path: json with "
-                 "data_files next to its YAML, passed with --include-path DIR), or fetch the hub dataset once with "
+                 f"data_files next to its YAML, in a folder given with {INCLUDE_PATH_HOW}), or fetch the hub dataset "
+                 "once with "
                  "network (python -c \"import datasets; datasets.load_dataset('NAME')\") so it is in the local cache")
 
 
@@ -203,8 +207,8 @@ def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
             close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.6)
             raise InputError(f"task '{name}' is not known to lm-eval here" + (f" (nearest: {', '.join(close)})"
                                                                                if close else ""),
-                             hint="`agentlab eval tasks` lists the bundled tasks; give your own task YAML folder "
-                             "with --include-path DIR")
+                             hint="`agentlab eval tasks` lists the bundled tasks; give the folder of your own task "
+                             f"YAMLs with {INCLUDE_PATH_HOW}")
         _check_files(name, index)
     try:
         return manager.load(list(names))
