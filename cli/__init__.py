@@ -95,30 +95,38 @@ def main(argv: list[str] | None = None) -> int:
 
     debug = os.environ.get("AGENTLAB_DEBUG") == "1"
 
-    def fail(message: str, hint: str | None, code: int) -> int:
-        from agentlab.core.config import scrub_text  # a key or a URL's password as given never reaches the console
+    def scrub(text: str) -> str:
+        """A key or a URL's password as given never reaches the console; a .env that cannot be read (the error
+        may be about it) leaves the URL credentials scrubbed."""
+        from agentlab.core.config import scrub_text
 
+        try:
+            return scrub_text(text)
+        except AgentlabError:
+            return scrub_text(text, known={})
+
+    def fail(message: str, hint: str | None, code: int) -> int:
         if debug:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {safe_text(scrub_text(message))}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {safe_text(scrub(message))}", soft_wrap=True)
         if hint:
-            console.print(f"[yellow]hint:[/] {safe_text(scrub_text(hint))}", soft_wrap=True)
+            console.print(f"[yellow]hint:[/] {safe_text(scrub(hint))}", soft_wrap=True)
         return code
 
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
     name = next((a for a in args if not a.startswith("-")), "")
     advice = continue_with(name)
     runs = sys.modules.get("agentlab.core.runs")  # not imported for --help: too slow to import here
-    before = runs.opened_run() if runs is not None else None
+    before = runs.opened_count() if runs is not None else 0
 
     def interrupted() -> str:
         """What Ctrl-C printed: how to continue, the run folder named when this call opened one."""
         if advice != RESUME_ADVICE:
             return "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
-        from agentlab.core.runs import opened_run
+        from agentlab.core.runs import opened_count, opened_run
 
         folder = opened_run()
-        if folder is None or folder == before:
+        if folder is None or opened_count() == before:
             return "[yellow]interrupted[/] before a run folder was made: nothing to resume; run the command again"
         return f"[yellow]interrupted[/]; continue with --resume {escape(safe_text(str(folder)))}"
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)

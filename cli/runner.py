@@ -202,6 +202,9 @@ class _Lead:
             leave()
             return
         cfg, folder = received
+        from agentlab.core.runs import joined_run
+
+        joined_run(folder)  # Ctrl-C names the folder the main process opened
         self._run(cfg, FollowerRun(folder), progress=NullProgress(), announce=lambda line: None)
         leave()
 

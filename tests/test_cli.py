@@ -212,6 +212,23 @@ def test_ctrl_c_names_the_run_folder_to_resume(in_tmp: Path, monkeypatch: pytest
     assert main(["nas"]) == 130
     assert printed[-1] == f"[yellow]interrupted[/]; continue with --resume {in_tmp / 'r1'}"
 
+    def resumed(**kwargs: object) -> int:  # a second call in the same process, on the same folder
+        with RunDir.open("nas", resume=in_tmp / "r1"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", resumed)
+    assert main(["nas"]) == 130
+    assert printed[-1] == f"[yellow]interrupted[/]; continue with --resume {in_tmp / 'r1'}"
+
+
+def test_an_error_with_a_dotenv_that_cannot_be_read_is_still_one_line(in_tmp: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """Error lines are scrubbed of secrets, which reads .env: a .env that is not UTF-8 made the error a traceback."""
+    (in_tmp / ".env").write_bytes(b"KEY=\xff\xfe\n")
+    assert main(["eval", "nosuch.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
 
 def test_config_examples_writes_the_bundled_configs_and_keeps_the_users(tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:

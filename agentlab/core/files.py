@@ -124,8 +124,15 @@ def umask() -> int:
     return mask
 
 
-def ordinary_mode(path: str | Path, folder: bool = False) -> None:
-    """Give ``path`` the mode ``open()`` or ``mkdir`` would have given it: ``tempfile.mkstemp`` / ``mkdtemp`` make
-    theirs private (0600 / 0700), which a file renamed into place would keep (a GGUF, an adapter, a report that
-    another user, or a worker running as another user, cannot read)."""
-    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+def ordinary_mode(path: str | Path, folder: bool = False, replacing: str | Path | None = None) -> None:
+    """Give the temporary ``path`` the mode ``open()`` or ``mkdir`` would have given it, or the mode of the file it
+    will replace (``replacing``, when that exists, keeps its own): ``tempfile.mkstemp`` / ``mkdtemp`` make theirs
+    private (0600 / 0700), which a file renamed into place would keep (a GGUF, an adapter, a report that another
+    user, or a worker running as another user, cannot read). Best effort: a filesystem without modes (vfat, some
+    network mounts) refuses chmod, and the file is written all the same."""
+    try:
+        mode = os.stat(replacing).st_mode & 0o7777 if replacing is not None and os.path.exists(replacing) else \
+            (0o777 if folder else 0o666) & ~umask()
+        os.chmod(path, mode)
+    except OSError:
+        pass

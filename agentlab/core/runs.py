@@ -72,6 +72,16 @@ def opened_run() -> Path | None:
     return _opened[-1] if _opened else None
 
 
+def opened_count() -> int:
+    """How many run folders this process has opened (a caller compares it before and after a command)."""
+    return len(_opened)
+
+
+def joined_run(path: str | Path) -> None:
+    """A run folder another process opened and this one works in (a follower rank of a multi-process launch)."""
+    _opened.append(Path(path))
+
+
 def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -> Path:
     """``out`` as a new run folder of ``command``: a ``RunDirError`` (exit 2) for a file or a folder that holds
     files, named by the command's option (``OUT_FLAG``); also checked by a dry run, which creates nothing."""
@@ -133,8 +143,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        files.ordinary_mode(tmp)
         with os.fdopen(fd, "wb") as handle:
+            files.ordinary_mode(tmp, replacing=path)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

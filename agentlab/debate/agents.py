@@ -9,6 +9,7 @@ routing config (``--llm``). Every agent gets its own route ``agent:NAME``, so a 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from agentlab.core.llm.config import LLMConfig, RouteConfig
 from agentlab.core.models.adapters import persona_adapters, read_adapter
 from agentlab.core.models.modelref import resolve_model
 from agentlab.debate.config import AgentSpec, DebateConfig
+
+log = logging.getLogger(__name__)
 
 JUDGE_ROUTE = "debate:judge"
 # `--data persona_X` names train-persona's shipped data from any folder.
@@ -73,8 +76,9 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
         structured = spec.structured if spec.structured is not None else kind == "llama_cpp"
         agents.append(Agent(name, route, dict(spec.params), structured, source))
     if cfg.llm is not None and cfg.judge is None and BASE_MODEL in models and all(s.model is None for s in specs):
-        raise UsageError("--llm: not used: every agent is an adapter on the base model, and so is the judge",
-                         hint="leave --llm out, or name agents (agents: [{model: NAME}]) or a --judge from it")
+        log.warning("--llm: no model of it answers: every agent is an adapter on the base model, and so is the "
+                    "judge; only its settings (timeout_s, retries, resources, cache) apply. Name agents "
+                    "(agents: [{model: NAME}]) or a --judge from it to use its models")
     if cfg.judge is not None:
         routes[JUDGE_ROUTE] = _route_for(cfg.judge, base, "judge")
         judge_source = f"model {cfg.judge}"

@@ -189,5 +189,5 @@ def _temp_beside(out: Path) -> Path:
     # Beside ``out`` (same filesystem), so the final rename is atomic; hidden, and removed on any failure.
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
-    ordinary_mode(name)
+    ordinary_mode(name, replacing=out)
     return Path(name)

@@ -329,7 +329,10 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path) -> None:
         atomic_write_bytes(tmp_path / "a.json", b"{}")
         assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
         os.umask(0o022)
-        atomic_write_bytes(tmp_path / "a.json", b"{}")
-        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+        atomic_write_bytes(tmp_path / "b.json", b"{}")
+        assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o644
+        os.chmod(tmp_path / "b.json", 0o600)  # a file replaced keeps its own mode, as open("w") would
+        atomic_write_bytes(tmp_path / "b.json", b"[]")
+        assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600
     finally:
         os.umask(old)

@@ -104,10 +104,10 @@ def test_adapters_in_process_end_to_end_and_dry_run(in_tmp: Path, tiny_model: di
     err = capsys.readouterr().err
     assert "OK   persona_a" in err and "OK   persona_c" in err and "OK   judge" in err
     assert not (in_tmp / "runs").exists()
-    # a routing config nothing of this debate would use is refused, not ignored
+    # a routing config none of whose models this debate would use is said, not ignored (its settings still apply)
     (in_tmp / "llm.yaml").write_text("providers:\n  s: {kind: scripted}\nmodels:\n  m: {provider: s, model: m}\n")
-    assert main([*args, "--rounds", "0", "--llm", "llm.yaml"]) == 2
-    assert "--llm: not used: every agent is an adapter on the base model" in capsys.readouterr().err
+    assert main([*args, "--rounds", "0", "--llm", "llm.yaml"]) == 0
+    assert "--llm: no model of it answers: every agent is an adapter" in " ".join(capsys.readouterr().err.split())
     assert main([*args, "--rounds", "1", "--decision", "judge"]) == 0
     run = only_run(in_tmp)
     transcript = [json.loads(line) for line in (run / "transcript.jsonl").read_text().splitlines()]
