@@ -249,6 +249,22 @@ def test_a_failed_config_is_not_proposed_again(in_tmp: Path, planner: str) -> No
     assert sum(r["state"] == "failed" for r in runs) >= 2
 
 
+@pytest.mark.parametrize("planner", ["random", "tpe"])
+def test_the_same_seed_draws_the_same_trials_in_a_run_folder_given_relative(in_tmp: Path, planner: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run folder given as `--out run` held its study as an absolute path the loop did not see inside it, so it
+    seeded its sampler as a worker of a shared study would (with the process id): every run drew other trials."""
+    from agentlab.core.search import records
+
+    config = write_project(in_tmp)
+    drawn = []
+    for out in ("a", "b"):
+        monkeypatch.setattr(records, "worker_id", lambda out=out: f"host:{out}")  # two processes
+        assert main(["nas", "-c", str(config), "-n", "4", "--planner", planner, "--out", out]) == 0
+        drawn.append([r["params"] for r in json.loads((in_tmp / out / "agent_state.json").read_text())["runs"]])
+    assert drawn[0] == drawn[1] and len({json.dumps(p, sort_keys=True) for p in drawn[0]}) == 4
+
+
 def test_a_failed_base_config_stops_the_search_at_once(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     config = write_project(in_tmp, "import sys\nprint('no such column: lr', file=sys.stderr)\nsys.exit(3)\n")
     assert main(["nas", "-c", str(config), "-n", "4", "--out", "run"]) == 1

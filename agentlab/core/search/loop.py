@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 import warnings
 import zlib
@@ -66,6 +67,12 @@ class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
     def __init__(self, metrics: dict[str, Any] | None = None):
         super().__init__("pruned")
         self.metrics = metrics or {}
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether the file ``path`` lies in ``folder``, either of them relative to the working directory (a run folder
+    given as ``--out run`` holds ``run/study.db`` by its absolute path)."""
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
 
 
 class StopSearch(Exception):  # noqa: N818 - a trial's outcome, like Pruned
@@ -287,7 +294,7 @@ class SearchLoop:
         if sampler is None:
             seed = self.seed * 100_003 + len(self._frozen) * 997
             where = self.store.where or ""
-            if self.store.heartbeats or (self.run_dir and where and not where.startswith(self.run_dir)):
+            if self.store.heartbeats or (self.run_dir and where and not _inside(where, self.run_dir)):
                 seed += zlib.crc32(self.worker.encode())  # workers sharing a study: each its own draws
             sampler = self._samplers[kind] = KeptSampler(
                 lambda s: make_sampler(kind, s, startup=self.startup, conditional=self.space.conditional),
