@@ -9,7 +9,7 @@ family trained under its own budget (``train.per_family``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
@@ -281,6 +281,14 @@ INFORMER_ONLY = ("d_layers", "attn", "factor", "distil", "linear")
 
 
 class NASConfig(StrictModel):
+    # What a resume may change (core.runs.resume_changes): the search's planning, budget and stopping, speed, logging,
+    # how an objective command is run (its timeout, sandbox, review); not what a trial is scored on (data, model,
+    # train, the command and its metric, the space) nor where the study lives.
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
+        "name", "mlflow", "train.threads", "train.device",
+        *(f"search.{key}" for key in SearchConfig.model_fields if key not in ("space", "storage", "study_name")),
+        "objective.timeout_s", "objective.keep_failed", "objective.sandbox", "objective.unreviewed_changes")
+
     name: str = Field("nas", description="run name (folder suffix)")
     data: DataConfig = Field(default_factory=DataConfig, description="dataset and windows")
     model: ModelConfig = Field(default_factory=ModelConfig, description="the base Informer config the search starts "

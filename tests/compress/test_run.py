@@ -185,6 +185,23 @@ def test_a_warm_start_runs_its_experiments_first_for_every_planner(in_tmp: Path,
     assert [r["planner"] for r in records(run)].count("leads") == 2
 
 
+def test_a_resume_that_changes_what_an_experiment_is_measured_against_is_refused(
+        in_tmp: Path, tiny_model: dict[str, Path], capsys: Any) -> None:
+    """A resume with another measurement (or goal, task, device) measured its new experiments so beside the base
+    model's and ranked them together; refused now, the folder left as it was. The budget and planner may change."""
+    run = in_tmp / "R"
+    assert main(args(tiny_model, in_tmp, "--out", str(run), n=1)) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["compress", "--resume", str(run), "--max-iterations", "2", "--set", "measure.context=64",
+                 "--set", "task_questions=5"]) == 2
+    err = capsys.readouterr().err.split("hint")[0]
+    assert "measure.context 32 -> 64; task_questions 3 -> 5)" in err and "nothing was written" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main(["compress", "--resume", str(run), "--max-iterations", "2", "--planner", "nsga2"]) == 0
+    assert len(records(run)) == 3
+
+
 def test_warm_start_true_is_the_knowledge_bases_gguf_leads() -> None:
     from agentlab.compress.agent import knowledge_leads
     from agentlab.compress.config import CompressConfig

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 import yaml
 
 from agentlab.cli import main
@@ -144,6 +145,25 @@ def test_resume_with_higher_budget_runs_only_the_difference(in_tmp: Path) -> Non
     assert runs[:3] == first
     assert sorted(e["number"] for e in events(run, "trial")) == [0, 1, 2, 3, 4]
     assert len(read(run / "run.json")["resumed"]) == 1
+
+
+def test_a_resume_that_changes_what_a_trial_is_scored_on_is_refused(in_tmp: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """A resume with another horizon (or data, model, training) trained its new trials on it beside the old ones and
+    ranked them together (exit 0); refused now, naming each key, the folder left as it was. The planner, the budget and
+    speed may change."""
+    config, run = write_config(in_tmp, FAST), in_tmp / "RUN"
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--out", str(run)]) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["nas", "--resume", str(run), "--max-iterations", "3", "--set", "data.pred_len=24",
+                 "--set", "train.epochs=3"]) == 2
+    err = capsys.readouterr().err.split("hint")[0]
+    assert "data.pred_len 12 -> 24; train.epochs 2 -> 3)" in err and "nothing was written" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main(["nas", "--resume", str(run), "--max-iterations", "3", "--planner", "random",
+                 "--set", "train.threads=2"]) == 0
+    assert len(read(run / "agent_state.json")["runs"]) == 3
 
 
 def test_two_workers_share_one_storage_and_budget(in_tmp: Path) -> None:
