@@ -396,7 +396,8 @@ class CommandObjective:
     def _arg(self, key: str, value: Any) -> list[str]:
         """One param's ``{args}`` words: ``--key=value``, with the script's own option name when the param is named
         by its dest (``batch_size`` for ``--batch-size``). An argparse switch is given bare when true and left out
-        when false or null (``--no-key`` when false for a BooleanOptionalAction; 0 / 1 and "true" / "false" count):
+        when false or null (``--no-key`` when false for a BooleanOptionalAction; a store_false's dest the other way
+        round: given when false; 0 / 1 and "true" / "false" count):
         argparse refuses ``--use_bias=true`` ("ignored explicit argument"). An option of several values (``nargs``)
         given a list gets each value as a word (``--sizes 64 32``: argparse's ``type=int`` refused ``[64,32]``), and
         a short option alone its value as a word too (``-l 0.5``)."""
@@ -407,6 +408,8 @@ class CommandObjective:
         if kind == "python":  # python-fire reads a Python literal: `--use_bn=False`, `--optimizer='adam'`
             return [f"{option}={value!r}"]
         on = _truth(value)
+        if kind == "store_false" and (on is not None or value is None):  # the dest of `--no-x`: false gives it
+            return [option] if on is False else []
         if kind in ("store", "optional") and (on is not None or value is None):
             if on:
                 return [option]

@@ -135,8 +135,9 @@ def config_files(app: tuple[Path, str], cwd: Path, limit: int | None = HYDRA_FIL
 
 
 # argparse actions whose option takes no value: the value true gives the option bare, false leaves it out (for
-# BooleanOptionalAction, ``--no-<name>``); an option of several values (nargs) is given them as words of their own
-_SWITCHES = {"store_true": "store", "store_false": "store", "store_const": "store", "append_const": "store",
+# BooleanOptionalAction, ``--no-<name>``; a store_false's dest is the inverse: false gives the option); an option of
+# several values (nargs) is given them as words of their own
+_SWITCHES = {"store_true": "store", "store_false": "store_false", "store_const": "store", "append_const": "store",
              "BooleanOptionalAction": "optional"}
 
 
@@ -154,7 +155,8 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
     parameters (``_typer_options``) in ``files`` (Python sources), by the names a param may have: the long option
     without its dashes (``--use-bias`` is ``use-bias``) and the dest (``use_bias``, or ``dest=``; click's own
     identifier) -> an ``ArgOption``: the option as the parser takes it, its kind, ``value`` (``--lr=0.1``),
-    ``store`` (store_true / store_false / store_const, click's ``is_flag``: given bare or left out), ``optional``
+    ``store`` (store_true / store_const, click's ``is_flag``: given bare or left out; a store_false's long option
+    name too), ``store_false`` (a store_false's dest, the inverse: false gives the option bare), ``optional``
     (``argparse.BooleanOptionalAction``, click's ``--flag/--no-flag``: ``--no-<name>`` when false), ``list``
     (``nargs``: ``--sizes 64 32``) or ``python`` (python-fire: ``--name=<Python literal>``, ``_fire_options``), and
     its literal default. A name declared twice in different ways is left out (with different defaults: kept, its
@@ -185,8 +187,8 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
                        if (other == at or name not in defined[other]) and name in defined[at]} for lib in libs}
         others = [f for f, names in commands[at].items() if chosen and not names & chosen]
         skipped = {id(d) for f in others for d in f.decorator_list}  # the click options of those commands
-        reads = [_argparse_option(node) or _click_option(node) for node in ast.walk(tree)
-                 if isinstance(node, ast.Call) and id(node) not in skipped] + _typer_options(
+        reads = [read for node in ast.walk(tree) if isinstance(node, ast.Call) and id(node) not in skipped
+                 for read in _argparse_option(node) or [_click_option(node)]] + _typer_options(
             tree, set(given["typer"]), others) + _fire_options(tree, set(given["fire"])) + _tyro_options(
             tree, set(given["tyro"])) + _jsonargparse_options(tree, given["jsonargparse"], classes)
         for read in reads:
@@ -205,9 +207,27 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
 Read = tuple[str, str, set[str], tuple[Any] | None]  # the option, its kind, its names, its default
 
 
-def _argparse_option(node: ast.Call) -> Read | None:
-    """An ``add_argument("--x", ...)`` call read (``argparse_options``); None for another call, a positional, a
-    name built at run time, or an action ``{args}`` does not give (count, help, version, a custom one)."""
+def _argparse_option(node: ast.Call) -> list[Read]:
+    """An ``add_argument("--x", ...)`` call read (``argparse_options``); none for another call, a positional, a
+    name built at run time, or an action ``{args}`` does not give (count, help, version, a custom one). A
+    store_false switch is two: its dest's value is the switch's inverse (``--no-shuffle``, dest ``shuffle``: true
+    leaves the option out, as argparse's default), its long option's name the switch itself (``no-shuffle`` true
+    gives it)."""
+    read = _argparse_read(node)
+    if read is None or read[1] != "store_false":
+        return [read] if read is not None else []
+    option, kind, names, default = read
+    named = next((k.value for k in node.keywords if k.arg == "dest"), None)
+    dest = named.value if isinstance(named, ast.Constant) and isinstance(named.value, str) else \
+        option.lstrip("-").replace("-", "_")
+    out: list[Read] = [(option, kind, {dest}, default)]
+    if names - {dest}:
+        flipped = (not default[0],) if default is not None and isinstance(default[0], bool) else None
+        out.append((option, "store", names - {dest}, flipped))
+    return out
+
+
+def _argparse_read(node: ast.Call) -> Read | None:
     if not (isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"):
         return None
     options = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)

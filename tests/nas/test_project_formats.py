@@ -171,7 +171,7 @@ def test_argparse_switches_are_given_bare_or_left_out(tmp_path: Path) -> None:
                   space_keys=("use_bias", "no-shuffle", "amp", "sizes"))
     assert {k: v[:2] for k, v in obj.options.items() if v[1] != "value"} == {
         "use_bias": ("--use_bias", "store"), "no-shuffle": ("--no-shuffle", "store"),
-        "shuffle": ("--no-shuffle", "store"), "amp": ("--amp", "optional"), "sizes": ("--sizes", "list")}
+        "shuffle": ("--no-shuffle", "store_false"), "amp": ("--amp", "optional"), "sizes": ("--sizes", "list")}
     out = obj.run(0, {"use_bias": False, "no-shuffle": False, "amp": True, "sizes": [64, 32]}, lambda s, v: False)
     assert (out["argv"], out["seen"]) == ("--lr=0.1 --amp --sizes 64 32", "False True True [64, 32] None")
     out = obj.run(1, {"use_bias": True, "no-shuffle": True, "amp": False, "sizes": [8]}, lambda s, v: False)
@@ -183,6 +183,13 @@ def test_argparse_switches_are_given_bare_or_left_out(tmp_path: Path) -> None:
                   lambda s, v: False)
     assert (out["argv"], out["seen"]) == ("--lr=0.1 --use_bias --sizes 8 --batch-size=4", "True True None [8] 4")
     assert "v" not in obj.options
+    # a store_false switch named by its dest holds the dest's value: true (argparse's default) leaves `--no-shuffle`
+    # out, false gives it (it was given for true: trial 0, the script as it is, ran without shuffling)
+    assert obj.options["shuffle"].default == (True,) and obj.options["no-shuffle"].default == (False,)
+    for shuffle, argv, seen in ((True, "--lr=0.1", "False True None None None"),
+                                (False, "--lr=0.1 --no-shuffle", "False False None None None")):
+        out = obj.run(3, {"shuffle": shuffle}, lambda s, v: False)
+        assert (out["argv"], out["seen"]) == (argv, seen)
 
 
 ARGPARSE_DEFAULTS = """\
