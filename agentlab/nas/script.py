@@ -188,7 +188,7 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
         others = [f for f, names in commands[at].items() if chosen and not names & chosen]
         skipped = {id(d) for f in others for d in f.decorator_list}  # the click options of those commands
         reads = [read for node in ast.walk(tree) if isinstance(node, ast.Call) and id(node) not in skipped
-                 for read in _argparse_option(node) or [_click_option(node)]] + _typer_options(
+                 for read in _call_options(node)] + _typer_options(
             tree, set(given["typer"]), others) + _fire_options(tree, set(given["fire"])) + _tyro_options(
             tree, set(given["tyro"])) + _jsonargparse_options(tree, given["jsonargparse"], classes)
         for read in reads:
@@ -205,6 +205,12 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
 
 
 Read = tuple[str, str, set[str], tuple[Any] | None]  # the option, its kind, its names, its default
+
+
+def _call_options(node: ast.Call) -> list[Read | None]:
+    """The options an ``add_argument`` call or a ``click.option`` decorator declares."""
+    argparse: list[Read | None] = list(_argparse_option(node))
+    return argparse or [_click_option(node)]
 
 
 def _argparse_option(node: ast.Call) -> list[Read]:
