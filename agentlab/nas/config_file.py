@@ -93,6 +93,11 @@ class ConfigFile:
         """The file's text with ``values`` (dotted keys) in place of its own; the rest kept as written."""
         for key in values:
             self.require([key])
+        # a value the file already holds is left as written (trial 0 runs the file as it is: `(16, 16)` stays a
+        # tuple, `1` an int); JSON's text tells true from 1 and 1 from 1.0
+        values = {key: value for key, value in values.items()
+                  if json.dumps(_plain(value), sort_keys=True) != json.dumps(_plain(self.lookup(key)[1]),
+                                                                             sort_keys=True)}
         if not values:
             return self.text
         try:
@@ -249,9 +254,26 @@ _READ = {"json": _read_json, "yaml": _read_yaml, "toml": _read_toml, "python": _
 
 
 def _write_json(cfg: ConfigFile, values: dict[str, Any]) -> str:
+    """Each value written in place (the rest of the file as it was: its layout, its other values' spelling); a
+    file whose values cannot be found so (PyYAML reads JSON as YAML to find where they stand) is written whole,
+    indented as it was."""
     data = json.loads(cfg.text)
     for key, value in values.items():
         _set(data, key, value)
+    try:
+        import yaml
+
+        root, spans = yaml.compose(cfg.text), []
+        for key, value in values.items():
+            node: Any = root
+            for part in key.split("."):
+                node = next(v for k, v in node.value if k.value == part)
+            spans.append((node.start_mark.index, node.end_mark.index, json.dumps(value, ensure_ascii=False)))
+        text = _splice(cfg.text, spans)
+        if json.loads(text) == data:
+            return text
+    except (ValueError, StopIteration, AttributeError, TypeError, yaml.YAMLError):
+        pass
     indent_match = re.search(r"\n([ \t]+)\S", cfg.text)
     indent = indent_match.group(1) if indent_match else None
     return json.dumps(data, indent=indent, ensure_ascii=False) + ("\n" if cfg.text.endswith("\n") else "")
@@ -324,14 +346,17 @@ def _write_python(cfg: ConfigFile, values: dict[str, Any]) -> str:
             node = _dict_value(node, part, cfg.path, key)
         start = _offset(cfg.text, starts, node.lineno, node.col_offset)
         end = _offset(cfg.text, starts, node.end_lineno or node.lineno, node.end_col_offset or 0)
-        spans.append((start, end, _python_text(value, cfg.text[start:end])))
+        spans.append((start, end, _python_text(value, node, cfg.text[start:end])))
     return _splice(cfg.text, spans)
 
 
-def _python_text(value: Any, written: str) -> str:
-    """``value`` as Python source, a string in the quotes the old value was written in."""
-    if isinstance(value, str) and written[:1] == '"' and '"' not in value and "\\" not in value:
+def _python_text(value: Any, written: ast.expr, source: str) -> str:
+    """``value`` as Python source, a string in the quotes the old value was written in, a list as a tuple where the
+    old value was one (``SIZES = (16, 16)``: the space's lists stand for it)."""
+    if isinstance(value, str) and source[:1] == '"' and '"' not in value and "\\" not in value:
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list) and isinstance(written, ast.Tuple):
+        return repr(tuple(value))
     return repr(value)
 
 

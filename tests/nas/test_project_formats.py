@@ -56,11 +56,22 @@ def test_each_format_takes_the_values_and_keeps_the_rest(tmp_path: Path, name: s
     again = ConfigFile.load(out)
     assert again.lookup("training.lr") == (True, 0.005) and again.lookup("model.width") == (True, 128)
     assert again.lookup("training.epochs") == (True, 5)
-    if name != "config.json":  # JSON has no comments; the others keep theirs, and every other line, byte for byte
-        assert "comment" in text
-        changed = [(a, b) for a, b in zip(FILES[name].splitlines(), text.splitlines(), strict=True) if a != b]
-        assert all("lr" in a or "width" in a for a, _ in changed), changed
+    assert name == "config.json" or "comment" in text  # JSON has no comments; the others keep theirs
+    # every other line byte for byte (JSON's too: it was dumped whole, `"model": {"width": 64}` over three lines)
+    changed = [(a, b) for a, b in zip(FILES[name].splitlines(), text.splitlines(), strict=True) if a != b]
+    assert all("lr" in a or "width" in a for a, _ in changed), changed
     assert cfg.render({}) == FILES[name]
+    assert cfg.render({"training.lr": 0.001, "model.width": 64}) == FILES[name]  # the values it holds: as it is
+
+
+def test_a_value_the_file_holds_is_left_as_written_and_a_tuple_stays_a_tuple(tmp_path: Path) -> None:
+    """`SIZES = (16, 16)` was written `[16, 16]` in every trial, trial 0 included (the space's choices are lists),
+    and `config.SIZES + (1,)` failed: the base config failed, and `nas apply` wrote the list into the project."""
+    path = tmp_path / "config.py"
+    path.write_text("LR = 1\nSIZES = (16, 16)  # a tuple\nON = True\n", encoding="utf-8")
+    cfg = ConfigFile.load(path)
+    assert cfg.render({"LR": 1, "SIZES": [16, 16], "ON": True}) == path.read_text()
+    assert cfg.render({"LR": 1.0, "SIZES": [32, 32], "ON": 1}) == "LR = 1.0\nSIZES = (32, 32)  # a tuple\nON = 1\n"
 
 
 def test_python_config_keeps_the_non_literal_lines_and_nested_dicts(tmp_path: Path) -> None:
