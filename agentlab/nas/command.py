@@ -74,6 +74,8 @@ PLACEHOLDER = "{params}"
 ARGS, OVERRIDES = "{args}", "{overrides}"
 USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
+# the program's first argument is a script that must exist when it ends so (`python train.py`, `bash run.sh`)
+SCRIPT_SUFFIXES = (".py", ".sh", ".bash", ".R", ".r", ".jl", ".js", ".rb", ".pl")
 SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
 STEP_NAMES = ("epoch", "step", "iter", "iteration")
 EPOCH_HEADER = re.compile(r"\s*Epoch\s+(\d+)\s*/\s*\d+\s*$", re.IGNORECASE)  # Keras' line before an epoch
@@ -505,6 +507,15 @@ class CommandObjective:
         elif shutil.which(program) is None:
             raise UsageError(f"objective.command: {program!r} is not found on PATH",
                              hint="install it, activate its environment, or give its full path")
+        at = next((i for i, word in enumerate(parts) if i and not word.startswith("-")), None)
+        if at is None or {"-c", "-m"} & set(parts[1:at]) or "{" in parts[at]:
+            return
+        script = parts[at]
+        path = Path(script) if Path(script).is_absolute() else self.cwd / script
+        if Path(script).suffix in SCRIPT_SUFFIXES and not path.exists():  # it would fail every trial, trial 0 first
+            raise UsageError(f"objective.command: {script} does not exist (looked in {self.cwd})",
+                             hint="give the script's path relative to the folder the command runs in "
+                             "(objective.cwd, else the YAML's folder)")
 
     def check(self, params: dict[str, Any]) -> list[str]:
         """Problems of a trial's params before it runs: they must make a JSON file."""

@@ -143,13 +143,18 @@ def test_the_search_goes_on_past_failed_trials(tmp_path: Path) -> None:
 
 def test_a_command_that_cannot_start_is_refused(tmp_path: Path) -> None:
     for command, words in (("no-such-program-46 {params}", "not found on PATH"),
-                           ("./missing.sh {params}", "does not exist"), ("", "empty"), ("'unclosed", "split")):
+                           ("./missing.sh {params}", "does not exist"), ("", "empty"), ("'unclosed", "split"),
+                           # a script its interpreter cannot open: trial 0 failed in a new run folder, exit 1
+                           (f"{PYTHON} -u nope.py {{args}}", r"nope.py does not exist \(looked in "),
+                           (f"bash sub/run.sh {{params}}", "sub/run.sh does not exist")):
         obj = CommandObjective(spec(command), cwd=tmp_path, trial_dir=lambda n: tmp_path)
         with pytest.raises(UsageError, match=words):
             obj.validate()
     (tmp_path / "plain.sh").write_text("echo hi\n")  # not executable
     with pytest.raises(UsageError, match="not an executable"):
         CommandObjective(spec("./plain.sh"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
+    for fine in (f"{PYTHON} -c pass", f"{PYTHON} -m pkg.train", "bash plain.sh {params}", f"{PYTHON} {{script}}"):
+        CommandObjective(spec(fine), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate_program()
 
 
 def test_a_space_key_the_params_lack_is_refused(tmp_path: Path) -> None:
