@@ -137,15 +137,22 @@ def guard_line(ensemble: dict[str, Any]) -> str:
             f"validation windows, fewer than {sel['needed']} (its val MSE {short(sel['greedy']['val_mse'], 4)})")
 
 
+def finished_runs(folder: Path) -> list[dict[str, Any]] | None:
+    """The finished trials a run folder's ``agent_state.json`` counts; None when it has none yet."""
+    try:
+        runs = json.loads((folder / "agent_state.json").read_text(encoding="utf-8"))["runs"]
+        return [r for r in runs if r.get("counted", True) and r.get("state") in ("complete", "pruned", "failed")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def resume_line(folder: Path, max_iterations: int) -> str | None:
     """Before a resumed search starts: how many finished trials its folder keeps (``agent_state.json``) and how many
     it may still run; None when the folder has no state yet (it stopped before its first trial ended)."""
 
-    try:
-        runs = json.loads((folder / "agent_state.json").read_text(encoding="utf-8"))["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
+    done = finished_runs(folder)
+    if done is None:
         return None
-    done = [r for r in runs if r.get("counted", True) and r.get("state") in ("complete", "pruned", "failed")]
     states = {s: sum(1 for r in done if r["state"] == s) for s in ("complete", "pruned", "failed")}
     detail = ", ".join(f"{n} {s}" for s, n in states.items() if n)
     left = max(0, max_iterations - len(done))

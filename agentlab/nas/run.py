@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import ValidationError
 
 from agentlab.core.config import Flag, load_config
-from agentlab.core.errors import AgentlabError, ConfigError, missing_package
+from agentlab.core.errors import AgentlabError, ConfigError, UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
@@ -283,6 +283,19 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
                       objectives=[metric], pruner=make_pruner(cfg))
 
 
+def require_budget(folder: Path, max_iterations: int) -> None:
+    """A resume's total is at least the trials its run already finished (``UsageError`` otherwise): below it, the
+    trial a kill left running ran all the same and the summary said the smaller total was reached."""
+    from agentlab.nas.report import finished_runs
+
+    done = len(finished_runs(folder) or [])
+    if max_iterations < done:
+        raise UsageError(f"--max-iterations {max_iterations} is below the {done} trials {folder} already finished "
+                         "(search.max_iterations is the search's total, not the trials to add)",
+                         hint=f"give a total above {done} to search on (--max-iterations {done + 4} runs up to 4 "
+                         "more), or leave it out to finish the run's own")
+
+
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False,
             config_file: str | Path | None = None, resume: Path | None = None) -> dict[str, Any]:
     """Everything that can be checked before a run folder exists: the routing config, that ``--planner llm`` has a
@@ -293,6 +306,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     planner model (no model needed). ``resume``: the run folder a resume continues (its objective.config must be
     the file the search started from).
     """
+    if resume is not None:
+        require_budget(resume, cfg.search.max_iterations)
     if cfg.objective is not None:
         if resume is not None:
             require_unchanged_config(resume)

@@ -164,6 +164,11 @@ def test_a_resume_that_changes_what_a_trial_is_scored_on_is_refused(in_tmp: Path
     assert main(["nas", "--resume", str(run), "--max-iterations", "3", "--planner", "random",
                  "--set", "train.threads=2"]) == 0
     assert len(read(run / "agent_state.json")["runs"]) == 3
+    # a total below the trials already finished: refused (it ran the trial a kill left running all the same, and
+    # said the smaller total was reached)
+    assert main(["nas", "--resume", str(run), "--max-iterations", "2"]) == 2
+    assert "--max-iterations 2 is below the 3 trials" in capsys.readouterr().err
+    assert len(read(run / "agent_state.json")["runs"]) == 3
 
 
 def test_two_workers_share_one_storage_and_budget(in_tmp: Path) -> None:
