@@ -459,15 +459,20 @@ class CommandObjective:
         missing = [key for key in self.space_keys if not lookup(self.base_params, key)[0]]
         if missing:
             script = script_of(self.command, self.cwd)
-            said = ""
+            said, composed_keys = "", set()
             if script is not None and ARGS in self.command:
                 said = (f", and no option of {script} (argparse, click, typer, tyro, fire, jsonargparse or "
                         "LightningCLI; or of the modules it imports) gives it a literal default")
             elif script is not None and OVERRIDES in self.command and hydra_app(script, self.cwd):
-                composed = any(hydra_config(self.command, self.cwd, self.own_params))
+                job, groups = hydra_config(self.command, self.cwd, self.own_params)
+                composed, composed_keys = bool(job or groups), {*flatten(job), *groups}
                 said = (f", and the Hydra app's config (`{script} --cfg job`) does not hold it" if composed else
                         f", and the Hydra app did not print its config (run `{script} --cfg job` to see why)")
-            raise UsageError(f"search.space.{missing[0]}: not a key of objective.params{said}",
+            known = sorted({*flatten(self.base_params), *composed_keys,
+                            *(self.options if ARGS in self.command else {})})
+            close = difflib.get_close_matches(missing[0], known, n=1, cutoff=0.75)
+            raise UsageError(f"search.space.{missing[0]}: not a key of objective.params{said}"
+                             + (f" (did you mean {close[0]}?)" if close else ""),
                              hint="add it to objective.params with its current value (trial 0), or remove it from "
                              "search.space")
         problems = self.check({})

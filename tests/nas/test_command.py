@@ -162,6 +162,13 @@ def test_a_space_key_the_params_lack_is_refused(tmp_path: Path) -> None:
                            space_keys=("x", "optimizer.lr", "optimizer.momentum"))
     with pytest.raises(UsageError, match=r"search\.space\.optimizer\.momentum: not a key of objective\.params"):
         obj.validate()
+    # a typo is named with the key it is close to: a param's or the script's own option's
+    (tmp_path / "train.py").write_text("import argparse\np = argparse.ArgumentParser()\n"
+                                       "p.add_argument('--hidden', type=int)\n")
+    obj = CommandObjective(spec(f"{PYTHON} train.py {{args}}"), cwd=tmp_path, trial_dir=lambda n: tmp_path,
+                           space_keys=("x", "hiden"))
+    with pytest.raises(UsageError, match=r"search\.space\.hiden: not a key .* \(did you mean hidden\?\)$"):
+        obj.validate()
 
 
 def test_check_finds_params_that_are_no_json(tmp_path: Path) -> None:
