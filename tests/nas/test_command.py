@@ -146,7 +146,7 @@ def test_a_command_that_cannot_start_is_refused(tmp_path: Path) -> None:
                            ("./missing.sh {params}", "does not exist"), ("", "empty"), ("'unclosed", "split"),
                            # a script its interpreter cannot open: trial 0 failed in a new run folder, exit 1
                            (f"{PYTHON} -u nope.py {{args}}", r"nope.py does not exist \(looked in "),
-                           (f"bash sub/run.sh {{params}}", "sub/run.sh does not exist")):
+                           ("bash sub/run.sh {params}", "sub/run.sh does not exist")):
         obj = CommandObjective(spec(command), cwd=tmp_path, trial_dir=lambda n: tmp_path)
         with pytest.raises(UsageError, match=words):
             obj.validate()
