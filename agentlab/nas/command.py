@@ -88,10 +88,16 @@ PR_SET_PDEATHSIG = 1
 NAME = re.compile(r"[A-Za-z_][\w./-]*")
 
 
+# a number printed as its object (`tensor(0.3100)`, `tensor(0.31, grad_fn=...)`, NumPy 2's `np.float64(0.31)`, a
+# dict of them printed whole): the number inside
+WRAPPED = r"(?:tensor\(|(?:np\.|numpy\.)?(?:float|int)(?:16|32|64)\()?"
+
+
 def _pair(name: str) -> re.Pattern[str]:
     """`name: number` / `name=number` for names matching the pattern ``name`` (the number may be quoted, as in
-    transformers 5's log dicts: `'eval_loss': '0.41'`): group 1 the name, 2 the number."""
-    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?({NUMBER})(?!\w|[.,]\d)")
+    transformers 5's log dicts: `'eval_loss': '0.41'`, or printed as a tensor or NumPy scalar: ``WRAPPED``): group
+    1 the name, 2 the number."""
+    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?{WRAPPED}({NUMBER})(?!\w|[.,]\d)")
 
 
 def _row(name: str) -> re.Pattern[str]:

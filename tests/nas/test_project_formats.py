@@ -613,6 +613,10 @@ def test_args_inside_a_word_is_refused(tmp_path: Path) -> None:
     ("Best val_loss: 0.21 at epoch 7", ({"val_loss": 0.21}, None)),  # names an epoch after the metric: final
     ("done, val_loss: 0.41.", ({"val_loss": 0.41}, None)),  # a sentence's full stop
     ("val_loss is low", None),
+    # a tensor or NumPy scalar printed as it is (`print(f"val_loss: {loss}")`, a dict printed whole)
+    ("val_loss: tensor(0.3100)", ({"val_loss": 0.31}, None)),
+    ("{'val_loss': tensor(0.3100, grad_fn=<MeanBackward0>), 'epoch': 2}", ({"val_loss": 0.31}, 2)),
+    ("{'val_loss': np.float64(0.25), 'acc': np.float32(0.9)}", ({"val_loss": 0.25, "acc": 0.9}, None)),
 ])
 def test_text_result_lines(line: str, found: Any) -> None:
     assert text_metrics(line, "val_loss") == found
