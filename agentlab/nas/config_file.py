@@ -82,6 +82,10 @@ class ConfigFile:
     def require(self, keys: list[str] | tuple[str, ...]) -> None:
         """Refuse the first key the file lacks, naming the file and the line where its parent is (or line 1)."""
         for key in keys:
+            if not self.lookup(key)[0] and not self.values:
+                raise ConfigFileError(f"{self.path}: holds no values (search.space.{key})",
+                                      hint=f"write the project's settings into it, {key} with its current value "
+                                      "among them, or name the file the script reads (objective.config)")
             if not self.lookup(key)[0]:
                 parent = key.rsplit(".", 1)[0] if "." in key else ""
                 line = self._line_of(parent) if parent and self.lookup(parent)[0] else 1

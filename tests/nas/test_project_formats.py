@@ -95,6 +95,9 @@ def test_a_key_the_file_lacks_is_refused_with_file_and_line(tmp_path: Path, name
         ConfigFile.load(path).require(["training.lrr"])
     assert f"{path}:" in err.value.message and "training.lrr" in err.value.message
     assert err.value.exit_code == 2
+    path.write_text("# nothing yet\n" if name != "config.json" else "{}\n", encoding="utf-8")  # said so, not "no lr"
+    with pytest.raises(ConfigFileError, match=r": holds no values \(search\.space\.lr\)"):
+        ConfigFile.load(path).require(["lr"])
 
 
 @pytest.mark.parametrize(("name", "content", "said"), [
