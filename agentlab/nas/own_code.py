@@ -354,7 +354,8 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
             f": {reason}" if reason else "")
         decision = " ".join(decision.split()).replace("|", "/")
         reported = ", ".join(f"{k} {_short(v)}" for k, v in _other_metrics(r, metric).items()) or "-"
-        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_short(r.value)} | {reported} | "
+        value = "-" if r.value is None else _short(r.value)  # a failed trial has none
+        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {value} | {reported} | "
                      f"{_short(r.metrics.get('seconds', r.seconds))} | {r.state} | {decision} |")
     lines += llm_section(outcome.records, results.get("llm_contribution"), metric)
     lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])

@@ -277,6 +277,7 @@ def test_a_failed_base_config_stops_the_search_at_once(in_tmp: Path, capsys: pyt
     assert results["best"] is None and results["states"] == {"failed": 1}
     report = (in_tmp / "run" / "report.md").read_text()
     assert "no trial succeeded" in report and "no such column: lr" in report
+    assert "| model.width=16, x=4 | - | - |" in report and "None" not in report  # no value: "-", not None
 
 
 def test_nas_predict_on_a_search_of_your_own_command_says_what_it_is(in_tmp: Path,
