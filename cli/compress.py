@@ -69,8 +69,8 @@ def compress(
     that meets the objective's constraints (best.json), and writes report.md. Experiments are remembered in a
     workspace across runs; --resume continues a killed run."""
     from agentlab.compress import CompressConfig
+    from agentlab.compress.run import check_resume, prepare
     from agentlab.compress.run import dry_run as compress_dry_run
-    from agentlab.compress.run import prepare
     from agentlab.compress.run import run as compress_run
 
     options = flags(("--model", "model", model), ("--objective", "objective", objective),
@@ -93,7 +93,7 @@ def compress(
             console.print(safe_text(f"routing config: the first run's ({routing})"))
         return kwargs
 
-    run_command(CommandSpec("compress", CompressConfig, compress_run, prepare=prepare_all,
+    run_command(CommandSpec("compress", CompressConfig, compress_run, prepare=prepare_all, check_resume=check_resume,
                             dry_run=compress_dry_run if dry_run else None, summary=_print_summary),
                 Invocation(config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
                            otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))

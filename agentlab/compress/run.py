@@ -643,6 +643,20 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
             "calib_chars": len(p.inputs.calib_text), "questions": len(p.inputs.questions)}
 
 
+def check_resume(cfg: CompressConfig, folder: Path) -> None:
+    """A resume's ``max_iterations`` is at least the experiments its run already finished (``UsageError``): below
+    it, the one a kill left running ran all the same and the summary said the smaller total was reached."""
+    try:
+        done = sum(1 for line in (folder / "experiments.jsonl").read_text(encoding="utf-8").splitlines()
+                   if line.strip() and json.loads(line).get("experiment") is not None)  # the base model is free
+    except (OSError, ValueError, AttributeError):
+        return
+    if cfg.search.max_iterations < done:
+        raise UsageError(f"--max-iterations {cfg.search.max_iterations} is below the {done} experiments {folder} "
+                         "already finished (search.max_iterations is the total, not the experiments to add)",
+                         hint=f"give a total above {done} to search on, or leave it out to finish the run's own")
+
+
 def run_compression(model_name: str | None = None, objective: str | None = None, carbon_budget: float | None = None,
                     *, config: Any = None, overrides: list[str] | None = None, out: str | Path | None = None,
                     resume: str | Path | None = None, progress: Progress | None = None, chooser: Any = None,
@@ -656,6 +670,7 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
     resume_dir = resume_target("compress", resume, out=out)
     if resume_dir is not None:
         cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []), schema="compress")
+        check_resume(cfg, resume_dir)
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
     from agentlab.core.runs import routing_config
