@@ -62,7 +62,8 @@ def ui(
                host, "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType",
                "none", "--client.toolbarMode", "minimal", "--", "--runs", str(runs.absolute())]
     env = {**os.environ, "AGENTLAB_RUNS": str(runs.absolute())}
-    console.print(f"agentlab ui on http://{host}:{port} showing {safe_text(runs.absolute())}/ (Ctrl-C stops it)")
+    console.print(f"agentlab ui on http://{host}:{port} showing {safe_text(runs.absolute())}/ (Ctrl-C stops it)"
+                  + ("" if runs.is_dir() else "; it does not exist yet (made when a run starts there)"))
     # A shell that starts a command in the background (`agentlab ui &`, a script, nohup) hands it SIGINT ignored, and
     # Python then never turns SIGINT into KeyboardInterrupt: `kill -INT` did nothing. Stop on it as on Ctrl-C (the
     # handler resets to the default in streamlit's process, so Ctrl-C stops it too).

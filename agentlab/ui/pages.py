@@ -34,8 +34,9 @@ def runs_page() -> None:
     st.title("Runs")
     rows = runs.list_runs(root)
     if not rows:
-        st.info(f"no run folders under {root.absolute()}/ yet: start one from the shell (`agentlab nas "
-                "--max-iterations 2`) or from the Pipeline pages")
+        where = (f"no run folders under {root.absolute()}/ yet" if root.is_dir() else
+                 f"{root.absolute()} does not exist (a typo in --runs?); it is made when a run starts there")
+        st.info(f"{where}: start one from the shell (`agentlab nas --max-iterations 2`) or from the Pipeline pages")
         return
     left, middle, right, button = st.columns([4, 4, 5, 1], vertical_alignment="bottom")
     commands = left.multiselect("Command", sorted({r.command for r in rows}), key="runs_commands")

@@ -87,6 +87,14 @@ def read_run(path: Path, root: Path) -> RunRow:
     info = info if isinstance(info, dict) else {}
     if "run.json" not in problems and not info:
         problems["run.json"] = f"{path / 'run.json'}: expected a JSON object"
+    info = dict(info)
+    for key in ("command", "status", "started", "ended"):  # a field of the wrong type: named, left empty
+        value = info.get(key)
+        wrong = value is not None and not isinstance(value, str)
+        if wrong or (key in ("started", "ended") and value is not None and _time(value) is None):
+            problems.setdefault("run.json", f"{path / 'run.json'}: {key} is {value!r}, not "
+                                + ("a string" if wrong else "an ISO date and time"))
+            info[key] = None
     status = str(info.get("status") or "unknown")
     if status == RUNNING:
         status = run_status(path, info)  # `running` whose process died is `interrupted`

@@ -101,6 +101,9 @@ def test_a_damaged_run_is_named_not_a_crash(in_tmp: Path) -> None:
 
 
 def test_no_runs_says_how_to_start_one(in_tmp: Path) -> None:
+    at = app()  # no runs/ at all: said so (a typo'd --runs said "no run folders under it yet")
+    assert not at.exception and "runs does not exist (a typo in --runs?)" in texts(at, "info")
+    (in_tmp / "runs").mkdir()
     at = app()
     assert not at.exception and "no run folders under" in texts(at, "info")
 

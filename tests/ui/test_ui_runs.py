@@ -50,6 +50,23 @@ def test_results_of_another_shape_are_a_problem_not_a_crash(root: Path) -> None:
     assert row.result == "" and "not the results of a 'nas' run" in row.problems["results.json"]
 
 
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("started", 12345, "started is 12345, not a string"), ("status", ["x"], "status is ['x'], not a string"),
+    ("command", 5, "command is 5, not a string"), ("ended", "yesterday", "not an ISO date and time")])
+def test_a_run_json_field_of_the_wrong_type_is_named_not_a_crash(root: Path, field: str, value: object,
+                                                                  said: str) -> None:
+    """`"started": 12345` in one run.json raised TypeError for the whole Runs page (every run gone)."""
+    import json
+
+    path = run_folder(root, "nas", "bad")
+    run_folder(root, "nas", "good")
+    info = json.loads((path / "run.json").read_text())
+    (path / "run.json").write_text(json.dumps({**info, field: value}))
+    rows = {r.id: r for r in runs.list_runs(root)}
+    assert said in rows["nas/bad"].problems["run.json"] and not rows["nas/good"].problems
+    assert rows["nas/bad"].cells()["result"] == "? run.json" and rows["nas/bad"].command == "nas"
+
+
 def test_filters_by_command_status_and_text(root: Path) -> None:
     all_runs(root)
     rows = runs.list_runs(root)
