@@ -343,6 +343,18 @@ class _Handler:
             raise
         return _EventStream((events or self.events)(req, task, queue, first, start), watch, task)
 
+    def server_cut(self, what: str, label: str, task: asyncio.Future[Any]) -> dict[str, Any]:
+        """A stream the server stopped (Ctrl-C, SIGTERM) before its answer ended, ``graceful_shutdown_s`` past: its
+        answer cancelled, counted as ``shutdown``, and the error body its last event says (the stream then ends
+        whole, without ``[DONE]``: the client must not take the text for a whole answer)."""
+        task.cancel()
+        self.metrics.failed_request(label, "shutdown")
+        log.warning("%s %s: the gateway stopped before the answer ended (graceful_shutdown_s %gs passed)", what,
+                    label, self.cfg.graceful_shutdown_s)
+        return ApiError(503, f"the gateway stopped before this answer ended (it gives answers in flight "
+                        f"graceful_shutdown_s, {self.cfg.graceful_shutdown_s:g}s); ask again",
+                        "server_shutdown", kind="shutdown").body()
+
     def client_gone(self, what: str, label: str, task: asyncio.Future[Any]) -> None:
         """A stream's client went away: its answer is (or was just) cancelled, which stops the upstream request."""
         task.cancel()
@@ -354,7 +366,7 @@ class _Handler:
         ident, created = new_id(), int(time.time())
         label, ttft, sent = req.model, None, False
         content = content_chunks(ident, created, label)
-        held = b""  # the last batch, when the answer ended with it: sent with the end, in one write
+        held, cut = b"", False  # held: the last batch, when the answer ended with it: sent with the end, in one write
         try:
             async for batch, last in _batches(queue, first):
                 out = b""
@@ -398,8 +410,11 @@ class _Handler:
             self.metrics.answered_request(label, model, seconds, rc.fallbacks, ttft, tool_calls=len(calls))
             if log.isEnabledFor(logging.INFO):
                 log.info("chat %s -> %s 200 stream %.3fs fallbacks=%d", label, model, seconds, rc.fallbacks)
+        except asyncio.CancelledError:  # the request itself: the server stopping past its graceful shutdown
+            cut = True
+            yield held + b"event: error\ndata: " + json.dumps(self.server_cut("chat", label, task)).encode() + b"\n\n"
         finally:
-            if not task.done():  # closed before the end (the server stopping): stop the upstream request too
+            if not task.done() and not cut:  # closed before the end: stop the upstream request too
                 self.client_gone("chat", label, task)
 
     async def responses(self, request: Request) -> Any:
@@ -429,7 +444,7 @@ class _Handler:
                               queue: asyncio.Queue[Any], first: Any, start: float) -> AsyncIterator[bytes]:
         """The Responses SSE events of a streamed answer (see ``stream`` and ``events``, its chat twin)."""
         out = ResponseEvents(new_response_id(), int(time.time()), rreq)
-        label, ttft, sent = req.model, None, False
+        label, ttft, sent, cut = req.model, None, False, False
         try:
             async for batch, _ in _batches(queue, first):
                 pending: list[bytes] = []
@@ -465,8 +480,11 @@ class _Handler:
             self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks, ttft, tool_calls=len(calls))
             if log.isEnabledFor(logging.INFO):
                 log.info("responses %s -> %s 200 stream %.3fs fallbacks=%d", label, rc.model, seconds, rc.fallbacks)
+        except asyncio.CancelledError:  # the request itself: the server stopping past its graceful shutdown
+            cut = True
+            yield out.error(self.server_cut("responses", label, task))
         finally:
-            if not task.done():  # closed before the end (the server stopping): stop the upstream request too
+            if not task.done() and not cut:  # closed before the end: stop the upstream request too
                 self.client_gone("responses", label, task)
 
     async def embeddings(self, request: Request) -> Any:

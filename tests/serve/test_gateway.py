@@ -304,3 +304,25 @@ def test_log_calls_decides_the_per_attempt_lines(srv: ScriptedServer, gateway, t
     assert len(calls) == (1 if log_calls else 0)
     metrics = httpx.get(gw.base_url.removesuffix("/v1") + "/metrics").text  # /metrics counts either way
     assert 'agentlab_requests_total{model="good",route="good"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/responses"])
+def test_a_stream_the_gateway_stops_past_its_graceful_shutdown_ends_with_an_error(
+        srv: ScriptedServer, gateway, path: str) -> None:  # noqa: ANN001
+    """Ctrl-C mid-stream: past graceful_shutdown_s the stream was cut mid-sentence, no error event and its chunked
+    body unterminated (curl exit 18), and the report blamed the client (client_disconnected)."""
+    import threading
+
+    srv.default("good", Reply(text=" ".join(["word"] * 40), chunk_delay_s=0.1))
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), graceful_shutdown_s=0.5)
+    body = {"model": "good", "stream": True, **({"messages": ASK} if path.startswith("/chat") else {"input": "hi"})}
+    with httpx.stream("POST", gw.base_url + path, json=body, timeout=10) as raw:
+        lines = raw.iter_lines()
+        next(lines)
+        stopping = threading.Thread(target=gw.stop)
+        stopping.start()
+        rest = list(lines)  # read to the end: a cut chunked body raises RemoteProtocolError here
+        stopping.join()
+    text = "\n".join(rest)
+    assert "event: error" in text and '"server_shutdown"' in text and "[DONE]" not in text
+    assert gw.handler.metrics.failed == {("good", "shutdown"): 1}  # not client_disconnected
