@@ -21,8 +21,8 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class ServeConfig(StrictModel):
     llm: RoutingRef | None = Field(None, description="routing config served (providers, models, routes) or a "
                                    "built-in model's name (every route on it); empty: configs/llm.yaml when "
-                                   "present, else every built-in model installed through llama.cpp (default: the first of "
-                                   "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m)")
+                                   "present, else every built-in model installed through llama.cpp (default: the "
+                                   "first of qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m)")
     host: str = Field("127.0.0.1", min_length=1, description="address to bind; 127.0.0.1 keeps the gateway on this "
                       "machine (0.0.0.0: every interface; set api_key_env then)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 picks a free one (printed at start)")
