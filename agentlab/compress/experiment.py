@@ -239,9 +239,11 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,
     torch.save(model.state_dict(), state)
     size = state.stat().st_size
     state.unlink()
+    # the memory the model needs: its weights, resident before the block (their saved size), and what evaluating
+    # it added (RSS growth alone read ~0 after a recovery training whose memory the allocator kept)
     return {"backend": "transformers", "perplexity": ppl.ppl, "accuracy": accuracy,
             "prefill_tps": latency.prefill_tps, "decode_tps": latency.decode_tps, "size_mb": size / 2**20,
-            "memory_mb": memory.delta / 2**20, **gpu.to_dict()}
+            "memory_mb": (size + memory.delta) / 2**20, "rss_growth_mb": memory.delta / 2**20, **gpu.to_dict()}
 
 
 def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: Path, steps: dict[str, Any],
@@ -260,7 +262,8 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
                            text=inputs.eval_text)
     return {"backend": "llama.cpp", "perplexity": ppl.ppl, "accuracy": accuracy, "prefill_tps": latency.prefill_tps,
             "decode_tps": latency.decode_tps, "size_mb": Path(path).stat().st_size / 2**20,
-            "memory_mb": memory.delta / 2**20, **gpu.to_dict()}
+            # llama.cpp maps the file inside the block: the growth holds the weights' pages as they are read
+            "memory_mb": memory.delta / 2**20, "rss_growth_mb": memory.delta / 2**20, **gpu.to_dict()}
 
 
 def make_gguf(model: Any, tokenizer: Any, kind: str, work: Path) -> Path:

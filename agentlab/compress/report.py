@@ -56,7 +56,7 @@ def outcome_line(record: dict[str, Any]) -> str:
     if record.get("index") != 0:
         line += "; meets the goal" if record.get("feasible") else f"; breaks {', '.join(record.get('broken') or [])}"
     if "gpu" in m and not record.get("reused"):
-        line += f"; peak RSS growth {fmt(m.get('memory_mb'))} MB; GPU: {describe_gpu(m)}"
+        line += f"; memory {fmt(m.get('memory_mb'))} MB; GPU: {describe_gpu(m)}"
     return line
 
 
@@ -120,7 +120,7 @@ def _recommendation(rec: dict[str, Any]) -> list[str]:
         f"{', '.join(rec['broken'])})"), "", "| metric | base model | recommended |", "|---|---|---|"]
     bm, rm = base.get("metrics") or {}, best.get("metrics") or {}
     for key, name in (("perplexity", "perplexity"), ("accuracy", "accuracy"), ("decode_tps", "decode tokens/s"),
-                      ("prefill_tps", "prefill tokens/s"), ("size_mb", "size (MB)"), ("memory_mb", "peak RSS (MB)"),
+                      ("prefill_tps", "prefill tokens/s"), ("size_mb", "size (MB)"), ("memory_mb", "memory (MB)"),
                       ("gpu_memory_mb", "peak GPU memory (MB)"), ("gpu_power_w", "mean GPU power (W)"),
                       ("nonzero_params", "non-zero parameters")):
         lines.append(f"| {name} | {_cell(bm, key)} | {_cell(rm, key)} |")

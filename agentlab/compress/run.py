@@ -191,7 +191,8 @@ def _digest(text: str) -> str:
 def measure_context(inputs: Inputs) -> dict[str, Any]:
     """What besides the model and the experiment decides the numbers: part of the workspace key, so a record is
     only reused for the same measurement set-up."""
-    return {"measure": inputs.measure.model_dump(), "device": inputs.device, "seed": inputs.seed,
+    # metrics 2: memory_mb is the weights plus the evaluation's RSS growth (1: the growth alone)
+    return {"metrics": 2, "measure": inputs.measure.model_dump(), "device": inputs.device, "seed": inputs.seed,
             "eval": _digest(inputs.eval_text), "calib": _digest(inputs.calib_text),
             "task": _digest(json.dumps([[q.question, q.answer] for q in inputs.questions]
                                        if inputs.harness is None else inputs.harness))}

@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     from agentlab.core.tracking import NullTracker, Tracker
 
 MLFLOW_EXPERIMENT = "agentlab-compress"  # the MLflow experiment `agentlab compress --mlflow` logs to
-_RAW = ("perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "params", "nonzero_params",
-        "energy_kwh", "co2e_kg")
+_RAW = ("perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "rss_growth_mb", "params",
+        "nonzero_params", "energy_kwh", "co2e_kg")
 
 
 def log_experiments(tracker: Tracker | NullTracker, records: list[dict[str, Any]]) -> None:

@@ -15,8 +15,8 @@ from agentlab.compress.experiment import Inputs, run_experiment  # noqa: E402
 from agentlab.compress.measure import default_eval_text  # noqa: E402
 from agentlab.core.debate.task import as_questions, make_task  # noqa: E402
 
-METRICS = {"backend", "perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "params",
-           "nonzero_params", "energy_kwh", "co2e_kg", "energy_mode", "gpu", "gpu_memory_mb", "gpu_power_w"}
+METRICS = {"backend", "perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "rss_growth_mb",
+           "params", "nonzero_params", "energy_kwh", "co2e_kg", "energy_mode", "gpu", "gpu_memory_mb", "gpu_power_w"}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,8 @@ def test_base_and_experiments_are_applied_and_measured(inputs: Inputs, tmp_path:
     assert m["decode_tps"] > 0 and m["size_mb"] > 0 and m["energy_mode"] in ("measured", "partly measured",
                                                                               "estimated")
     assert m["nonzero_params"] <= m["params"]
+    # the memory the model needs holds its weights (the RSS growth alone read 0.03 MB after a recovery training)
+    assert m["memory_mb"] == pytest.approx(m["size_mb"] + m["rss_growth_mb"]) and m["memory_mb"] >= m["size_mb"]
     assert (m["gpu"], m["gpu_memory_mb"], m["gpu_power_w"]) == ("no GPU", None, None)  # CPU: "no GPU", not a zero
 
     sparse = run_experiment(Experiment.model_validate({"prune": {"method": "wanda", "sparsity": 0.5},
