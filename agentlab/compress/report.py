@@ -127,7 +127,19 @@ def _recommendation(rec: dict[str, Any]) -> list[str]:
     d = best.get("derived") or {}
     lines += ["", f"Speedup {fmt(d.get('speedup'))}x, compression {fmt(d.get('compression'))}x (against the base "
               "model measured in the same way, in this run or the workspace record it reused).", "",
-              "Config:", "", "```json", json.dumps(rec.get("experiment"), indent=2), "```"]
+              "Config:", "", "```json", json.dumps(rec.get("experiment"), indent=2), "```", ""]
+    file = rec.get("model_file")
+    if rec["index"] == 0:
+        lines.append("Model: the base model itself, unchanged.")
+    elif file is None:
+        lines.append("Model: not kept (an int8-only experiment, one off the front, or `checkpoints_mb: 0`); run "
+                     "its config again to rebuild it.")
+    elif file.endswith(".gguf"):
+        lines.append(f"Model: `{file}` (llama.cpp loads it; `agentlab models export-hf` makes a transformers folder "
+                     "of it).")
+    else:
+        lines.append(f"Model: `{file}`, the pruned (and recovered) model before its int8 quantization, saved whole: "
+                     "`torch.load(path, weights_only=False)`, then quantize it as the config says.")
     return lines
 
 

@@ -437,9 +437,22 @@ class Search:
 
     # ------------------------------------------------------------------ the end
 
+    def _model_file(self, index: int | None) -> str | None:
+        """Where the recommended model is kept: a GGUF experiment's file in the run folder, else its checkpoint in
+        the workspace (a GGUF file, or the pruned model before its int8 quantization, ``model.pt``); None when
+        neither is (an int8-only experiment, one that left the front, ``checkpoints_mb: 0``)."""
+        record = next((r for r in self.records if r["index"] == index), None) if index else None
+        if record is None:
+            return None
+        file = ((record.get("steps") or {}).get("quantize") or {}).get("file")
+        kept = [self.run_dir.path / "experiments" / Path(file).parent.name / Path(file).name] if file else []
+        kept.append(self.workspace.checkpoint(record["key"]) or Path("-"))
+        return next((str(path.absolute()) for path in kept if path.is_file()), None)
+
     def _finish(self) -> dict[str, Any]:
         self._write_state()
         results = summarise(self.cfg, self.goal, self.records, self.stop_reason, str(self.workspace.root))
+        results["recommended"]["model_file"] = self._model_file(results["recommended"].get("index"))
         assert self.session is not None, "the search ran with a planner"
         planner = self.session.planner
         results.update(planner.report(experiment_results(self.goal, self.records)))

@@ -205,6 +205,18 @@ def test_a_resume_that_changes_what_an_experiment_is_measured_against_is_refused
     assert "--max-iterations 1 is below the 2 experiments" in capsys.readouterr().err
 
 
+def test_the_recommended_models_file_is_named(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    """results.json and report.md name where the recommended model is kept (a GGUF experiment's file in the run
+    folder); nothing said where it was."""
+    run = in_tmp / "G"
+    assert main(args(tiny_model, in_tmp, "--out", str(run), "--objective", "minimize size", "--set",
+                     "warm_start=[{quantize: gguf, gguf_type: Q8_0}]", n=1)) == 0
+    rec = json.loads((run / "results.json").read_text())["recommended"]
+    assert rec["index"] == 1 and rec["model_file"] == str((run / "experiments" / "001" / "model.q8_0.gguf").absolute())
+    report = (run / "report.md").read_text()
+    assert Path(rec["model_file"]).is_file() and f"Model: `{rec['model_file']}` (llama.cpp" in report
+
+
 def test_warm_start_true_is_the_knowledge_bases_gguf_leads() -> None:
     from agentlab.compress.agent import knowledge_leads
     from agentlab.compress.config import CompressConfig
