@@ -36,9 +36,9 @@ def compress(
                                               "a transformers folder or a cached hub id.")] = None,
     objective: Annotated[str | None, typer.Option(show_default=False, help='The goal in words, e.g. "maximize '
                                                   'speedup with <2% accuracy loss".')] = None,
-    carbon_budget: Annotated[float | None, typer.Option("--carbon-budget", min=0, show_default=False,
-                                                        help="kg CO2e for the whole search: stop before an "
-                                                        "experiment would exceed it.")] = None,
+    carbon_budget: Annotated[float | None, typer.Option("--carbon-budget", show_default=False,
+                                                        help="kg CO2e for the whole search (above 0): stop before "
+                                                        "an experiment would exceed it.")] = None,
     max_iterations: Annotated[int | None, typer.Option("--max-iterations", "-n", min=1, show_default=False,
                                                        help="Experiments, the base model not counted (default 8)."
                                                        )] = None,
