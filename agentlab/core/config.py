@@ -207,14 +207,17 @@ def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], s
 # --------------------------------------------------------------------------- overrides and interpolation
 
 
+SET_EXAMPLE = "KEY=VALUE, a dotted key for a nested field: e.g. --set name=trial-2, --set search.max_iterations=30"
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], parsed value). Values are YAML: numbers, booleans, lists, mappings."""
     if "=" not in item:
-        raise ConfigError(f"--set {item}: expected key.path=value", hint="KEY=VALUE, a dotted key for a nested field: e.g. --set name=trial-2 or --set search.max_iterations=30")
+        raise ConfigError(f"--set {item}: expected key.path=value", hint=SET_EXAMPLE)
     key, _, raw = item.partition("=")
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
-        raise ConfigError(f"--set {item}: empty key in '{key}'", hint="KEY=VALUE, a dotted key for a nested field: e.g. --set name=trial-2 or --set search.max_iterations=30")
+        raise ConfigError(f"--set {item}: empty key in '{key}'", hint=SET_EXAMPLE)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
