@@ -245,7 +245,9 @@ class Search:
         self.records = self._records(trials)
         self._shown = {int(e["trial"]) for e in self.run_dir.events("experiment") if e.get("trial") is not None}
         if self.records:
-            self.announce(f"resuming: {len(self.records)} finished experiment(s) in the study, not run again")
+            done = sum(r.get("experiment") is not None for r in self.records)  # the base model is not one
+            self.announce(f"resuming: {done} finished experiment(s) in the study"
+                          + (" and the base model" if done < len(self.records) else "") + ", not run again")
         log_experiments(self.tracker, self.records)
         kit = compress_kit(self.goal.describe(), lambda: self.records[0].get("metrics") or {}, self.workspace,
                            self.model_hash, self.run_dir.event,

@@ -200,6 +200,7 @@ def test_a_resume_that_changes_what_an_experiment_is_measured_against_is_refused
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert main(["compress", "--resume", str(run), "--max-iterations", "2", "--planner", "nsga2"]) == 0
     assert len(records(run)) == 3
+    assert "resuming: 1 finished experiment(s) in the study and the base model" in capsys.readouterr().err
     # a total below the experiments already finished: refused (the summary said the smaller total was reached)
     assert main(["compress", "--resume", str(run), "--max-iterations", "1"]) == 2
     assert "--max-iterations 1 is below the 2 experiments" in capsys.readouterr().err
