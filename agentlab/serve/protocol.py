@@ -126,6 +126,7 @@ def _messages(body: dict[str, Any], max_messages: int) -> Messages:
     if len(raw) > max_messages:
         raise _bad(f"'messages' has {len(raw)} messages; this gateway accepts at most {max_messages}", "messages")
     out: Messages = []
+    called: set[str] = set()  # the ids of the calls the conversation's assistant messages made
     for i, message in enumerate(raw):
         if not isinstance(message, dict):
             raise _bad(f"messages[{i}] must be an object with role and content", f"messages[{i}]")
@@ -138,10 +139,15 @@ def _messages(body: dict[str, Any], max_messages: int) -> Messages:
             if not isinstance(call_id, str) or not call_id:
                 raise _bad(f"messages[{i}]: a tool message needs 'tool_call_id' (the id of the call it answers)",
                            f"messages[{i}].tool_call_id")
+            if call_id not in called:  # as OpenAI's API: a result must answer a call the conversation holds
+                raise _bad(f"messages[{i}]: a tool message must answer a call of an earlier assistant message's "
+                           f"tool_calls; no call has the id {json.dumps(call_id)[:60]}",
+                           f"messages[{i}].tool_call_id")
             out.append({"role": "tool", "tool_call_id": call_id, "content": _content(message, i)})
         elif role == "assistant" and message.get("tool_calls"):
             out.append({"role": "assistant", "content": _content(message, i) or None,
                         "tool_calls": _tool_calls(message["tool_calls"], i)})
+            called.update(call["id"] for call in out[-1]["tool_calls"])
         else:
             out.append({"role": _ROLES[role], "content": _content(message, i)})
     return out
@@ -157,7 +163,7 @@ def _tool_calls(raw: Any, index: int) -> list[dict[str, Any]]:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(call.get("id"), str) or not isinstance(fn.get("name"), str):
             raise _bad(f"{where}[{j}] must be {{\"id\": str, \"type\": \"function\", \"function\": {{\"name\": "
-                       "str, \"arguments\": str}}}", f"{where}[{j}]")
+                       "str, \"arguments\": str}}", f"{where}[{j}]")
         args = fn.get("arguments", "{}")
         if not isinstance(args, str):
             raise _bad(f"{where}[{j}].function.arguments must be a string of JSON", f"{where}[{j}]")

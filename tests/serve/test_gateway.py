@@ -165,6 +165,9 @@ def test_response_format_json_schema_goes_through_the_structured_path(gw, srv: S
     ({"model": "good", "messages": ASK, "tools": [{"type": "function"}]}, 400, "tools[0] must be"),
     ({"model": "good", "messages": ASK, "functions": [{"name": "f"}]}, 400, "legacy function calling"),
     ({"model": "good", "messages": [{"role": "tool", "content": "x"}]}, 400, "needs 'tool_call_id'"),
+    # a result answering no call (OpenAI's API refuses it; a local model was given it and rambled)
+    ({"model": "good", "messages": [*ASK, {"role": "tool", "tool_call_id": "zzz", "content": "x"}]}, 400,
+     'no call has the id "zzz"'),
     ({"model": "good", "messages": []}, 400, "'messages' must be a non-empty list"),
     ({"model": "good", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role must be one of"),
     ({"model": "good", "messages": ASK, "temperature": "hot"}, 400, "'temperature' must be a number"),
@@ -326,3 +329,13 @@ def test_a_stream_the_gateway_stops_past_its_graceful_shutdown_ends_with_an_erro
     text = "\n".join(rest)
     assert "event: error" in text and '"server_shutdown"' in text and "[DONE]" not in text
     assert gw.handler.metrics.failed == {("good", "shutdown"): 1}  # not client_disconnected
+
+
+def test_a_bad_tool_call_says_its_shape_with_balanced_braces() -> None:
+    from agentlab.serve.protocol import ApiError, parse_chat
+
+    with pytest.raises(ApiError) as err:
+        parse_chat({"model": "m", "messages": [{"role": "assistant", "content": "", "tool_calls": [{"id": 1}]}]},
+                   max_tokens_limit=64, max_messages=8)
+    assert err.value.message.endswith('must be {"id": str, "type": "function", "function": {"name": str, '
+                                      '"arguments": str}}')  # it ended `}}}`
