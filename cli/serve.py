@@ -38,9 +38,10 @@ def serve(
 
     Serves --llm as an OpenAI-compatible API: POST /v1/chat/completions (streaming or not, tool calls;
     response_format json_schema through the router's structured output), /v1/responses, /v1/completions,
-    /v1/embeddings, GET /v1/models, /health, /metrics (Prometheus). A request's `model` names a route (its fallbacks and strategy apply) or a model (that model only);
-    hf adapters are served as models of their own name and batched together. Point any OpenAI client at
-    http://HOST:PORT/v1. Ctrl-C stops (exit 130) and writes results.json and report.md to the run folder."""
+    /v1/embeddings, GET /v1/models, /health, /metrics (Prometheus). A request's `model` names a route (its
+    fallbacks and strategy apply) or a model (that model only); hf adapters are served as models of their own name
+    and batched together. Point any OpenAI client at http://HOST:PORT/v1. Ctrl-C stops (exit 130) and writes
+    results.json and report.md to the run folder."""
     from agentlab.serve import ServeConfig, prepare, run
 
     options = flags(("--llm", "llm", llm), ("--host", "host", host), ("--port", "port", port),
