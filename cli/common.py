@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,13 +172,59 @@ class RichProgress:
             self._progress.stop()
 
 
+class _LineTask:
+    def __init__(self, lines: LineProgress, description: str, total: float | None):
+        self._lines, self.description, self.total, self.completed = lines, description, total, 0.0
+
+    def advance(self, n: float = 1, description: str | None = None) -> None:
+        self.update(completed=self.completed + n, description=description)
+
+    def update(self, *, completed: float | None = None, total: float | None = None,
+               description: str | None = None) -> None:
+        self.completed = self.completed if completed is None else completed
+        self.total = self.total if total is None else total
+        self.description = self.description if description is None else description
+        self._lines.tick(self)
+
+
+class LineProgress:
+    """Progress where stderr is no terminal (a log file, CI): a plain line of the task that moved last, at most
+    one every ``every_s`` seconds, so a long run's log says where it is; nothing at the end (rich's bars printed
+    their last frame there, after the summary)."""
+
+    def __init__(self, every_s: float = 60.0):
+        self.every_s, self._start = every_s, time.monotonic()
+        self._last = self._start
+
+    def task(self, description: str, total: float | None = None) -> _LineTask:
+        return _LineTask(self, description, total)
+
+    def tick(self, task: _LineTask) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        done = f" {task.completed:g}/{task.total:g}" if task.total else ""
+        elapsed = int(now - self._start)
+        console.print(safe_text(f"progress: {task.description}{done} "
+                                f"({elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d} elapsed)"),
+                      highlight=False, soft_wrap=True, markup=False)
+
+    def close(self) -> None:
+        pass
+
+
 @contextmanager
 def rich_progress(enabled: bool = True) -> Iterator[Progress]:
-    """Progress bars while the block runs; a no-op progress when disabled (e.g. --json or not a terminal)."""
+    """Progress bars while the block runs; a line now and then where stderr is no terminal (``LineProgress``); a
+    no-op progress when disabled (--json)."""
     from agentlab.core.progress import NullProgress
 
     if not enabled:
         yield NullProgress()
+        return
+    if not console.is_terminal:
+        yield LineProgress()
         return
     from rich.progress import (
         BarColumn,

@@ -99,3 +99,22 @@ def test_models_list_and_config_validate_escape_file_names(tiny_model: dict[str,
     assert main(["config", "validate", str(config)]) == 0
     err = capsys.readouterr().err
     assert "\x1b" not in err and "c\\x1b[2J[red].yaml is a valid" in err
+
+
+def test_progress_where_stderr_is_no_terminal_is_a_line_now_and_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped to a log, rich's bars printed one stale frame after the run's summary (`[2] int8_dynamic: size ━━
+    3/3`) and nothing while a long experiment ran: now a plain line at most every ``every_s`` seconds, none at the
+    end."""
+    from agentlab.cli.common import LineProgress, rich_progress
+
+    with console.capture() as captured, rich_progress() as progress:  # captured: no terminal
+        assert isinstance(progress, LineProgress)
+        task = progress.task("[1] prune [bold]x[/bold]", total=3)
+        task.advance()  # under a minute: nothing
+    assert captured.get() == ""
+    lines = LineProgress(every_s=0.0)
+    with console.capture() as captured:
+        task = lines.task("trial 1/4", total=10)
+        task.advance(4, description="trial 2/4")
+        lines.close()
+    assert captured.get().startswith("progress: trial 2/4 4/10 (0:00:00 elapsed)")
