@@ -97,6 +97,10 @@ def load_texts(cfg: CompressConfig) -> tuple[str, str]:
     if eval_text.strip() == calib_text.strip():
         raise UsageError("the evaluation and calibration texts are the same text",
                          hint="calibrate on a different text: recovery would train on what it is scored on")
+    tokens = int(len(eval_text.split()) * 1.3)  # about: English runs 1.3 tokens a word
+    if cfg.eval_text and tokens < cfg.measure.context:
+        log.warning("%s: about %d tokens, fewer than one perplexity window (measure.context %d): every experiment's "
+                    "perplexity rests on that little text; give a few KB", cfg.eval_text, tokens, cfg.measure.context)
     return eval_text, calib_text
 
 

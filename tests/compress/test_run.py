@@ -152,6 +152,22 @@ def test_bad_input_is_one_line_and_no_folder(in_tmp: Path, tiny_model: dict[str,
     assert not (in_tmp / "BAD").exists()
 
 
+def test_an_evaluation_text_shorter_than_one_window_is_warned_about(in_tmp: Path, caplog: Any) -> None:
+    """`--eval-text` of "hello world" ran every experiment's perplexity on 3 tokens without a word."""
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.run import load_texts
+
+    (in_tmp / "short.txt").write_text("hello world\n")
+    with caplog.at_level("WARNING"):
+        load_texts(CompressConfig(eval_text=in_tmp / "short.txt"))
+    assert "short.txt: about 2 tokens, fewer than one perplexity window (measure.context 256)" in caplog.text
+    caplog.clear()
+    (in_tmp / "long.txt").write_text("Some English text for evaluation. " * 80)
+    with caplog.at_level("WARNING"):
+        load_texts(CompressConfig(eval_text=in_tmp / "long.txt"))
+    assert caplog.text == ""
+
+
 def test_mlflow_logs_one_child_per_experiment(in_tmp: Path, tiny_model: dict[str, Path], mlflow_uri: str) -> None:
     import mlflow
 
