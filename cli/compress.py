@@ -113,6 +113,9 @@ def _print_summary(results: dict, path: Path) -> None:
                       f"{fmt(b.get('perplexity'))}), accuracy {fmt(d.get('accuracy'))} "
                       f"(base {fmt(b.get('accuracy'))}), "
                       f"size {fmt(d.get('size'))} MB (base {fmt(b.get('size'))} MB)")
+        if not rec["feasible"] and rec.get("base_feasible"):
+            console.print("  [yellow]the base model meets the constraints: keep it, unless this trade-off suits "
+                          "you[/]")
     counts, energy = results["counts"], results["energy"]
     console.print(f"{counts['experiments']} experiments ({counts['reused']} reused, {counts['failed']} failed); "
                   f"{fmt(energy['co2e_kg'])} kg CO2e ({energy['mode']}); stopped: {safe_text(results['stop_reason'])}")

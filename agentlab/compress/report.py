@@ -117,7 +117,9 @@ def _recommendation(rec: dict[str, Any]) -> list[str]:
         return ["No experiment finished: nothing to recommend."]
     lines = [f"**{rec['label']}** (experiment {rec['index']})" + (
         "" if rec["feasible"] else f": **no experiment met the constraints**; this one is the closest (it breaks "
-        f"{', '.join(rec['broken'])})"), "", "| metric | base model | recommended |", "|---|---|---|"]
+        f"{', '.join(rec['broken'])})" + ("; the base model meets them: keep it, unless this trade-off suits you"
+                                           if rec.get("base_feasible") else "")),
+        "", "| metric | base model | recommended |", "|---|---|---|"]
     bm, rm = base.get("metrics") or {}, best.get("metrics") or {}
     for key, name in (("perplexity", "perplexity"), ("accuracy", "accuracy"), ("decode_tps", "decode tokens/s"),
                       ("prefill_tps", "prefill tokens/s"), ("size_mb", "size (MB)"), ("memory_mb", "memory (MB)"),

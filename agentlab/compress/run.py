@@ -564,7 +564,8 @@ def best_summary(goal: Goal, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"best": None, "feasible": False, "reason": "no experiment finished yet", "goal": goal.describe(),
                 "base": _brief(base)}
     return {"index": best["index"], "label": best["label"], "feasible": best["feasible"], "goal": goal.describe(),
-            "broken": best["broken"], "experiment": best["experiment"], "best": _brief(best), "base": _brief(base)}
+            "broken": best["broken"], "experiment": best["experiment"], "best": _brief(best), "base": _brief(base),
+            "base_feasible": bool(base and base.get("feasible"))}  # when no experiment is: keep the base model
 
 
 def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -43,3 +43,21 @@ def test_unreadable_objectives_say_what_and_how(text: str, says: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_objective(text)
     assert says in info.value.message and info.value.hint
+
+
+def test_when_no_experiment_meets_the_goal_and_the_base_does_the_report_says_keep_it() -> None:
+    """The closest experiment was recommended at perplexity 500 (base 34) with no word that the base model, which
+    meets the goal, is the better choice."""
+    from agentlab.compress.report import _recommendation
+    from agentlab.compress.run import best_summary
+
+    goal = parse_objective("maximize speedup with <2% accuracy loss")
+    base = {"index": 0, "label": "base model", "state": "done", "feasible": True, "violation": 0.0, "broken": [],
+            "experiment": None, "derived": {"speedup": 1.0, "accuracy": 0.8}, "metrics": {}}
+    bad = {**base, "index": 1, "label": "wanda 90%", "feasible": False, "violation": 0.5, "broken": ["accuracy"],
+           "experiment": {"prune": {}}, "derived": {"speedup": 3.0, "accuracy": 0.0}}
+    rec = best_summary(goal, [base, bad])
+    assert rec["index"] == 1 and not rec["feasible"] and rec["base_feasible"]
+    assert "the base model meets them: keep it" in "\n".join(_recommendation(rec))
+    rec = best_summary(goal, [{**base, "feasible": False}, bad])  # an absolute bound the base breaks too: no such word
+    assert not rec["base_feasible"] and "keep it" not in "\n".join(_recommendation(rec))
