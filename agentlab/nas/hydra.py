@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlab.nas.command import cli_value
+from agentlab.core.errors import UsageError
+from agentlab.nas.command import OVERRIDES, cli_value
 from agentlab.nas.config_file import ConfigFile, ConfigFileError
+from agentlab.nas.script import hydra_app, script_of
 
 _KEYWORDS = ("override", "optional")
 
@@ -41,6 +43,27 @@ class WriteBack:
     files: dict[str, str] = field(default_factory=dict)
     placed: dict[str, list[str]] = field(default_factory=dict)
     left: list[str] = field(default_factory=list)
+
+
+def check_group_choices(command: str, cwd: Path, space: dict[str, Any]) -> None:
+    """A searched Hydra group's choices (``model: {choices: [mlp, cnn]}``) are options of it: files of its folder in
+    the app's config folder (``conf/model/cnn.yaml``); ``UsageError`` naming the first that is not, before any trial
+    (each trial of it failed: Hydra could not find it). A key that is no group folder is not checked."""
+    script = script_of(command, cwd) if OVERRIDES in command else None
+    app = hydra_app(script, cwd) if script is not None else None
+    if app is None:
+        return
+    for key, spec in space.items():
+        group = app[0].joinpath(*key.split("."))
+        choices = getattr(spec, "choices", None) or []
+        if not group.is_dir():
+            continue
+        options = sorted({p.stem for p in group.iterdir() if p.suffix in (".yaml", ".yml")})
+        wrong = [c for c in choices if isinstance(c, str) and c not in options]
+        if wrong:
+            raise UsageError(f"search.space.{key}: {wrong[0]!r} is no option of the Hydra group {key} (no "
+                             f"{group / wrong[0]}.yaml; its options: {', '.join(options) or 'none'})",
+                             hint=f"choose among the group's options, or add {wrong[0]}.yaml to {group}")
 
 
 def join(folder: str, *parts: str) -> str:

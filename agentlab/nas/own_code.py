@@ -24,6 +24,7 @@ from agentlab.nas.code_change import CodeRules, CodeTrials
 from agentlab.nas.command import CommandObjective, better, flat_values, merged_base
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.config_file import ConfigFile
+from agentlab.nas.hydra import check_group_choices
 from agentlab.nas.report import llm_section, plot_importances, short
 from agentlab.nas.workspace import Workspaces
 
@@ -134,6 +135,7 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
             raise UsageError(f"objective.editable: {objective.editable} match no file the agent may change in "
                              f"{Path(objective.cwd or Path.cwd()).resolve()} (protected files excluded)",
                              hint="give glob patterns relative to objective.cwd, e.g. [train.py, 'model/*.py']")
+    check_group_choices(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
     space = command_space(cfg)
     space.check_base(space.complete(space.base))
     check_warm_start(cfg, space)

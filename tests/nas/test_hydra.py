@@ -191,10 +191,16 @@ def test_a_search_without_params_starts_at_the_apps_composed_config(in_tmp: Path
     config.write_text(yaml.safe_dump({"objective": objective, "search": {"space": {"train.lr": {"low": 0.1,
                                                                                                 "high": 1.0}}}}))
     with pytest.raises(UsageError, match=r"search.space.train.lr: not a key of objective.params, and the Hydra "
-                       r"app's config \(`train.py --cfg job`\) does not hold it"):
+                       r"app's config \(`train.py --cfg job`\) does not hold it \(did you mean train.l2\?\)"):
         from agentlab.nas.run import run_nas_optimization
 
         run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run2")
+    # a group's choice that is none of its options: refused before any trial (each trial of it failed in Hydra)
+    config.write_text(yaml.safe_dump({"objective": objective, "search": {"space": {
+        "model": {"choices": ["linear", "cnn"]}}}}))
+    with pytest.raises(UsageError, match=r"search.space.model: 'cnn' is no option of the Hydra group model \(no "
+                       r".*conf/model/cnn.yaml; its options: linear, poly\)"):
+        run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run4")
     (project / "conf" / "config.yaml").write_text("defaults:\n  - model: nosuch\n")  # an app that cannot compose
     with pytest.raises(UsageError, match=r"the Hydra app did not print its config \(run `train.py --cfg job` to "):
         run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run3")
