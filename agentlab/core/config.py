@@ -254,7 +254,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
             label = str(item)
         else:
             (parts, value), label = parse_override(item), f"--set {item}"
-        parts = _existing_keys(data, parts)  # a key that holds dots itself (search.space.training.lr) kept whole
+        parts = _existing_keys(data, parts, value)  # a key that holds dots itself (search.space.training.lr) kept whole
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
             key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
@@ -288,9 +288,11 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
     return data
 
 
-def _existing_keys(data: Any, parts: list[str]) -> list[str]:
+def _existing_keys(data: Any, parts: list[str], value: Any = None) -> list[str]:
     """``parts`` regrouped so that a mapping's existing key with dots in it (``training.lr`` under search.space) is
-    one part: the longest key the data holds wins at each level; the rest stays split."""
+    one part: the longest key the data holds wins at each level; the rest stays split, unless a mapping ``value``
+    goes to a new key of a mapping whose keys hold dots (``--set 'search.space.train.epochs={low: 5, high: 30}'``:
+    the key ``train.epochs``, not ``train`` holding ``epochs``)."""
     out: list[str] = []
     node: Any = data
     rest = list(parts)
@@ -301,6 +303,9 @@ def _existing_keys(data: Any, parts: list[str]) -> list[str]:
                 break
         else:
             take = 1
+            if (isinstance(value, dict) and isinstance(node, dict) and rest[0] not in node
+                    and any("." in str(k) for k in node)):
+                take = len(rest)
         key = ".".join(rest[:take])
         out.append(key)
         rest = rest[take:]

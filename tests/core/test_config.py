@@ -288,6 +288,18 @@ def test_a_set_past_the_end_of_a_list_says_how_many_items_it_holds() -> None:
     assert apply_overrides(data, ["stages.1.model=c"])["stages"][1] == {"model": "c"}
 
 
+def test_a_new_dotted_key_of_a_mapping_of_dotted_keys_is_one_key() -> None:
+    """`--set 'search.space.train.epochs={low: 5, high: 30}'` beside `train.lr` made a key `train` holding `epochs`
+    ("unknown key; known keys: choices, low, ..."); an existing key is still reached through, a scalar still nests."""
+    from agentlab.core.config import apply_overrides
+
+    data = {"search": {"space": {"train.lr": {"low": 0.1, "high": 1.0}}}}
+    apply_overrides(data, ["search.space.train.epochs={low: 5, high: 30}", "search.space.train.lr.high=2"])
+    assert data["search"]["space"] == {"train.lr": {"low": 0.1, "high": 2}, "train.epochs": {"low": 5, "high": 30}}
+    plain = {"train": {"lr": 0.1}}
+    assert apply_overrides(plain, ["train.sched.kind={a: 1}"]) == {"train": {"lr": 0.1, "sched": {"kind": {"a": 1}}}}
+
+
 def test_an_option_given_empty_is_named_as_typed() -> None:
     """`--tasks ""` splits to no item: the error named no option (`error: : tasks: ...`)."""
     from agentlab.core.config import Flag
