@@ -247,6 +247,14 @@ class Search:
         if self.shared:
             self._check_base(trials)
         self.records = self._records(trials)
+        base = next((r for r in self.records if r.get("experiment") is None and r.get("state") == "done"), None)
+        if not self.shared and base is not None and base.get("key") != self._key(None):
+            # a resume measured otherwise than its base (device auto now on CUDA, the model's files changed, a
+            # metric's definition changed since): its experiments would not compare with the base they are scored by
+            raise UsageError(f"{self.run_dir.path}: its base model was measured with another model or measurement "
+                             "set-up than this resume would use (the model's content, device, texts, task, seed, "
+                             "measurement, or agentlab's metrics)", hint="start a new run (the workspace reuses "
+                             "what was measured the same way)")
         self._shown = {int(e["trial"]) for e in self.run_dir.events("experiment") if e.get("trial") is not None}
         if self.records:
             done = sum(r.get("experiment") is not None for r in self.records)  # the base model is not one

@@ -222,6 +222,24 @@ def test_a_resume_that_changes_what_an_experiment_is_measured_against_is_refused
     assert "--max-iterations 1 is below the 2 experiments" in capsys.readouterr().err
 
 
+def test_a_resume_whose_base_model_was_measured_otherwise_is_refused(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                      capsys: Any) -> None:
+    """The settings unchanged, the base still measured otherwise (`device: auto` on another machine, the model's
+    files changed): its new experiments were scored against a base they do not compare with."""
+    import shutil
+
+    model = in_tmp / "model"
+    shutil.copytree(tiny_model["hf"], model)
+    run = in_tmp / "R"
+    assert main([*args({"hf": model}, in_tmp, "--out", str(run), n=1)]) == 0
+    (model / "generation_config.json").write_text((model / "generation_config.json").read_text() + "\n")
+    capsys.readouterr()
+    assert main(["compress", "--resume", str(run), "--max-iterations", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "its base model was measured with another model or measurement set-up" in err and "Traceback" not in err
+    assert len(records(run)) == 2 and json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
 def test_the_recommended_models_file_is_named(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
     """results.json and report.md name where the recommended model is kept (a GGUF experiment's file in the run
     folder); nothing said where it was."""
