@@ -70,9 +70,15 @@ class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
 
 
 def _inside(path: str, folder: str) -> bool:
-    """Whether the file ``path`` lies in ``folder``, either of them relative to the working directory (a run folder
-    given as ``--out run`` holds ``run/study.db`` by its absolute path)."""
-    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+    """Whether the file ``path`` lies in ``folder``, either of them relative to the working directory or through a
+    link (a run folder given as ``--out run`` holds ``run/study.db`` by its resolved path); a URL never does."""
+    if "://" in path:
+        return False
+    real = os.path.realpath(folder)
+    try:
+        return os.path.commonpath([os.path.realpath(path), real]) == real
+    except ValueError:  # another drive
+        return False
 
 
 class StopSearch(Exception):  # noqa: N818 - a trial's outcome, like Pruned

@@ -416,3 +416,17 @@ def test_generations_queue_groups_scored_in_batches_behind_a_barrier(tmp_path: P
     assert states == {0: "failed", 1: "failed", 2: "complete", 3: "complete", 4: "complete"}
     # the batch that raised: each of its trials failed with the error, counted, as ``run`` raising it would
     assert all("out of memory" in r.reason and r.counted for r in outcome.records if r.state == "failed")
+
+
+def test_a_study_inside_the_run_folder_is_told_from_a_shared_one(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a study lies in its run folder decides its sampler's seed (a shared study's workers each draw their
+    own): a relative folder, a link to it, a URL (a server: never inside) and another drive."""
+    from agentlab.core.search.loop import _inside
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    assert _inside(str(tmp_path / "run" / "study.db"), "run") and _inside(str(tmp_path / "run" / "study.db"), "link")
+    assert not _inside(str(tmp_path / "other.db"), "run")
+    assert not _inside("postgresql://u:***@h/db", ".") and not _inside("sqlite:///x.db", ".")
