@@ -90,9 +90,10 @@ def _text(content: Any, where: str, kinds: tuple[str, ...]) -> str:
     raise _bad(f"{where}.content must be a string or a list of input_text parts", f"{where}.content")
 
 
-def _input_items(raw: Any) -> Messages:
+def _input_items(raw: Any, called: set[str]) -> Messages:
     """``input`` as chat messages: function_call items join the assistant message before them (one message with
-    text and calls, as chat completions has it)."""
+    text and calls, as chat completions has it). ``called``: the ids of the calls made before (the stored
+    conversation's); a function_call_output must answer one of them or of the input's own."""
     if isinstance(raw, str):
         return [{"role": "user", "content": raw}]
     if not isinstance(raw, list) or not raw:
@@ -115,6 +116,7 @@ def _input_items(raw: Any) -> Messages:
             if not (isinstance(call_id, str) and call_id and isinstance(name, str) and isinstance(args, str)):
                 raise _bad(f"{where}: a function_call item needs call_id, name and arguments (JSON text)", where)
             call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+            called.add(call_id)
             last = out[-1] if out else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
@@ -125,6 +127,10 @@ def _input_items(raw: Any) -> Messages:
             call_id, output = item.get("call_id"), item.get("output")
             if not isinstance(call_id, str) or not call_id:
                 raise _bad(f"{where}: a function_call_output item needs the call_id of the call it answers",
+                           f"{where}.call_id")
+            if call_id not in called:
+                raise _bad(f"{where}: a function_call_output must answer a function_call of the input or of the "
+                           f"previous response; no call has the call_id {json.dumps(call_id)[:60]}",
                            f"{where}.call_id")
             content = output if isinstance(output, str) else _text(output, where, ("input_text",))
             out.append({"role": "tool", "tool_call_id": call_id, "content": content})
@@ -204,7 +210,8 @@ def parse_responses(body: Any, *, max_tokens_limit: int, max_messages: int,
                        "last responses stored in memory, not those made with store: false)", "previous_response_id",
                        code="previous_response_not_found")
         past = found
-    conversation = [*past, *_input_items(body.get("input"))]
+    called = {call["id"] for message in past for call in message.get("tool_calls") or []}
+    conversation = [*past, *_input_items(body.get("input"), called)]
     messages = ([{"role": "system", "content": instructions}] if instructions else []) + conversation
     tools, choice = _tools(body)
     chat_body: dict[str, Any] = {

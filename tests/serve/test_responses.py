@@ -200,6 +200,9 @@ def test_what_is_not_served_is_a_400_naming_the_field(gw, srv: ScriptedServer) -
         ({"max_output_tokens": 10**6}, "max_output_tokens", "'max_output_tokens' must be between"),
         ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice", "is not served"),
         ({"input": []}, "input", "'input' must be"),
+        # a result answering no call, named as the Responses field (it was named messages[2].tool_call_id)
+        ({"instructions": "be brief", "input": [{"role": "user", "content": "hi"}, {
+            "type": "function_call_output", "call_id": "zzz", "output": "x"}]}, "input[1].call_id", 'call_id "zzz"'),
     ]
     for extra, param, says in cases:
         response = httpx.post(url, json={"model": "good", "input": "hi", **extra})
