@@ -49,8 +49,9 @@ def runs_page() -> None:
     ids = [r.id for r in shown]
     wanted = st.query_params.get("run")
     if wanted and wanted not in ids:  # a link to a run that is gone, or filtered out
-        st.warning(f"?run={wanted}: no such run folder under {root.absolute()}/"
-                   if wanted not in {r.id for r in rows} else f"?run={wanted}: hidden by the filters above")
+        st.warning(render.plain(f"?run={wanted}: no such run folder under {root.absolute()}/"
+                                if wanted not in {r.id for r in rows} else f"?run={wanted}: hidden by the filters "
+                                "above"))
     chosen = st.selectbox("Open a run", ids, index=ids.index(wanted) if wanted in ids else None,
                           placeholder="choose a run folder", key=f"runs_open_{wanted}")
     if chosen is None:

@@ -3,6 +3,7 @@ view, plots, config, events), and a job started from the UI. Data comes from ``r
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,13 @@ from agentlab.ui.jobs import Job
 
 # Filled by app.py on every script run: page name -> st.Page, for links between pages.
 PAGES: dict[str, Any] = {}
+
+
+def plain(text: str) -> str:
+    """Text from a file or a link shown as itself in Streamlit's Markdown (one line): the characters of links,
+    images, HTML, emphasis, code and math escaped, so a run.json value or a ``?run=`` such as
+    ``![x](https://host/p.png)`` fetches nothing and styles nothing."""
+    return re.sub(r"([\\`*_\[\]!|<>~$])", r"\\\1", text)
 
 
 def error(exc: AgentlabError) -> None:
@@ -63,7 +71,7 @@ def _detail(row: runs.RunRow) -> None:
     if row.status == RUNNING:
         st.info("  \n".join(views.progress(row.command, row.path)), icon=":material/progress_activity:")
     for problem in row.problems.values():
-        st.warning(problem)
+        st.warning(plain(problem))
     view = COMMAND_VIEWS.get(row.command)
     agent = views.agent_timeline(row.path) if row.command in ("nas", "compress") else []
     names = ["Report", *([view[0]] if view else []), *(["Agent"] if agent else []), "Plots", "Config", "Events"]

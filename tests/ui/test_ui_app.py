@@ -100,6 +100,8 @@ def test_a_damaged_run_is_named_not_a_crash(in_tmp: Path) -> None:
     assert "not UTF-8" in texts(at, "warning")
     at = app(run="nope/x")  # a link to a run that is not there: said, not silently ignored
     assert not at.exception and "?run=nope/x: no such run folder under" in texts(at, "warning")
+    at = app(run="![x](https://example.com/p.png)")  # shown as text: the page fetches nothing from elsewhere
+    assert not at.exception and "\\!\\[x\\](https://example.com/p.png): no such run" in texts(at, "warning")
 
 
 def test_no_runs_says_how_to_start_one(in_tmp: Path) -> None:
