@@ -51,19 +51,28 @@ def check_group_choices(command: str, cwd: Path, space: dict[str, Any]) -> None:
     (each trial of it failed: Hydra could not find it). A key that is no group folder is not checked."""
     script = script_of(command, cwd) if OVERRIDES in command else None
     app = hydra_app(script, cwd) if script is not None else None
-    if app is None:
-        return
+    primary = _read(app[0] / app[1]) if app is not None and app[1] else ""
+    if app is None or script is None or re.search(r"ConfigStore|searchpath", _read(cwd / script) + primary):
+        return  # options registered in code or found on a search path are not files of this folder
     for key, spec in space.items():
         group = app[0].joinpath(*key.split("."))
         choices = getattr(spec, "choices", None) or []
         if not group.is_dir():
             continue
-        options = sorted({p.stem for p in group.iterdir() if p.suffix in (".yaml", ".yml")})
+        options = sorted({p.relative_to(group).with_suffix("").as_posix() for p in group.rglob("*")
+                          if p.suffix in (".yaml", ".yml")})  # `resnet/50` is conf/model/resnet/50.yaml
         wrong = [c for c in choices if isinstance(c, str) and c not in options]
         if wrong:
             raise UsageError(f"search.space.{key}: {wrong[0]!r} is no option of the Hydra group {key} (no "
                              f"{group / wrong[0]}.yaml; its options: {', '.join(options) or 'none'})",
                              hint=f"choose among the group's options, or add {wrong[0]}.yaml to {group}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def join(folder: str, *parts: str) -> str:

@@ -233,3 +233,19 @@ def test_a_command_that_names_its_config_gets_no_write_back_and_says_so(in_tmp: 
     assert main(["nas", "apply", "run"]) == 2
     assert "this search has no file to write back" in capsys.readouterr().err
     assert (project / "conf" / "config.yaml").read_text() == PRIMARY
+
+
+def test_a_groups_nested_option_passes_and_options_registered_in_code_are_not_checked(tmp_path: Path) -> None:
+    from agentlab.nas.config import ParamSpec
+    from agentlab.nas.hydra import check_group_choices
+
+    project = hydra_app(tmp_path / "project")
+    (project / "conf" / "model" / "resnet").mkdir()
+    (project / "conf" / "model" / "resnet" / "50.yaml").write_text("name: resnet\n")
+    command = "python train.py {overrides}"
+    check_group_choices(command, project, {"model": ParamSpec(choices=["linear", "resnet/50"])})
+    with pytest.raises(UsageError, match=r"'resnet/18' is no option of the Hydra group model"):
+        check_group_choices(command, project, {"model": ParamSpec(choices=["resnet/18"])})
+    app = (project / "train.py").read_text()
+    (project / "train.py").write_text("from hydra.core.config_store import ConfigStore\n" + app)
+    check_group_choices(command, project, {"model": ParamSpec(choices=["resnet/18"])})  # may be registered there
