@@ -187,6 +187,11 @@ class _LineTask:
         self._lines.tick(self)
 
 
+def _count(value: float) -> str:
+    """A progress count as written: whole numbers whole (1000000, not 1e+06)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
 class LineProgress:
     """Progress where stderr is no terminal (a log file, CI): a plain line of the task that moved last, at most
     one every ``every_s`` seconds, so a long run's log says where it is; nothing at the end (rich's bars printed
@@ -204,11 +209,11 @@ class LineProgress:
         if now - self._last < self.every_s:
             return
         self._last = now
-        done = f" {task.completed:g}/{task.total:g}" if task.total else ""
+        done = f" {_count(task.completed)}/{_count(task.total)}" if task.total else ""
         elapsed = int(now - self._start)
         console.print(safe_text(f"progress: {task.description}{done} "
                                 f"({elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d} elapsed)"),
-                      highlight=False, soft_wrap=True, markup=False)
+                      highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         pass

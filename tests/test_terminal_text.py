@@ -115,6 +115,8 @@ def test_progress_where_stderr_is_no_terminal_is_a_line_now_and_then(monkeypatch
     lines = LineProgress(every_s=0.0)
     with console.capture() as captured:
         task = lines.task("trial 1/4", total=10)
-        task.advance(4, description="trial 2/4")
+        task.advance(4, description="[2] nas [tpe]")  # as written: no markup, no backslash
+        lines.task("tokens", total=2_000_000).update(completed=1_000_000)
         lines.close()
-    assert captured.get().startswith("progress: trial 2/4 4/10 (0:00:00 elapsed)")
+    assert captured.get().splitlines() == ["progress: [2] nas [tpe] 4/10 (0:00:00 elapsed)",
+                                           "progress: tokens 1000000/2000000 (0:00:00 elapsed)"]

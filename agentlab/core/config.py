@@ -207,7 +207,8 @@ def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], s
 # --------------------------------------------------------------------------- overrides and interpolation
 
 
-SET_EXAMPLE = "KEY=VALUE, a dotted key for a nested field: e.g. --set name=trial-2, --set search.max_iterations=30"
+SET_EXAMPLE = ("KEY=VALUE, a dotted key for a nested field: e.g. --set name=trial-2 (`agentlab config show CMD` lists "
+               "the keys)")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
