@@ -326,6 +326,14 @@ def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:
     return passed[key] if key in passed else lookup(base, key)[1]
 
 
+def _close_key(key: str, known: list[str]) -> list[str]:
+    """The known key a typo stands for: one of the same parent whose last part is close to the key's (a shared
+    `train.` prefix alone made `train.lr` "close" to `train.l2`)."""
+    parent, _, last = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    return [siblings[m] for m in difflib.get_close_matches(last, list(siblings), n=1, cutoff=0.75)]
+
+
 class CommandObjective:
     """The ``Objective`` of ``core.search.loop`` for a command (see the module docstring for the contract).
 
@@ -476,7 +484,7 @@ class CommandObjective:
                         f", and the Hydra app did not print its config (run `{script} --cfg job` to see why)")
             known = sorted({*flatten(self.base_params), *composed_keys,
                             *(self.options if ARGS in self.command else {})})
-            close = difflib.get_close_matches(missing[0], known, n=1, cutoff=0.75)
+            close = _close_key(missing[0], known)
             raise UsageError(f"search.space.{missing[0]}: not a key of objective.params{said}"
                              + (f" (did you mean {close[0]}?)" if close else ""),
                              hint="add it to objective.params with its current value (trial 0), or remove it from "

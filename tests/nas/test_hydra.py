@@ -188,12 +188,16 @@ def test_a_search_without_params_starts_at_the_apps_composed_config(in_tmp: Path
     assert main(["nas", "-c", str(config), "--out", "run"]) == 0
     assert (in_tmp / "run" / "trials" / "run_0000" / "command.txt").read_text().endswith(
         "train.py model=linear model.degree=1 train.l2=1.0\n")
+    from agentlab.nas.run import run_nas_optimization
+
     config.write_text(yaml.safe_dump({"objective": objective, "search": {"space": {"train.lr": {"low": 0.1,
                                                                                                 "high": 1.0}}}}))
     with pytest.raises(UsageError, match=r"search.space.train.lr: not a key of objective.params, and the Hydra "
-                       r"app's config \(`train.py --cfg job`\) does not hold it \(did you mean train.l2\?\)"):
-        from agentlab.nas.run import run_nas_optimization
-
+                       r"app's config \(`train.py --cfg job`\) does not hold it$"):  # not "did you mean train.l2" (L2)
+        run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run2")
+    config.write_text(yaml.safe_dump({"objective": objective, "search": {"space": {"train.l22": {"low": 0.1,
+                                                                                               "high": 1.0}}}}))
+    with pytest.raises(UsageError, match=r"does not hold it \(did you mean train.l2\?\)$"):
         run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run2")
     # a group's choice that is none of its options: refused before any trial (each trial of it failed in Hydra)
     config.write_text(yaml.safe_dump({"objective": objective, "search": {"space": {
