@@ -839,7 +839,8 @@ def check_resume_settings(folder: Path, cfg: BaseModel, command: str) -> None:
         raise UsageError(f"{folder}: this resume changes what the run's finished work was done with "
                          f"({'; '.join(changed)}); nothing was written",
                          hint="resume without changing them, or start a new run with the new settings"
-                         + (f" (a resume may change {', '.join(may)})" if may else ""))
+                         + ("" if not may else f" (a resume may change {', '.join(may)})" if len(may) <= 8 else
+                            f" (what a {command} resume may change: docs/concepts/run-folders.md, Resume)"))
 
 
 def _may_change(cfg: BaseModel, command: str) -> tuple[str, ...] | None:
