@@ -267,7 +267,7 @@ def _write_json(cfg: ConfigFile, values: dict[str, Any]) -> str:
     try:
         import yaml
 
-        root, spans = yaml.compose(cfg.text), []
+        root, spans = yaml.compose(cfg.text.replace("\t", " ")), []  # YAML refuses tab indents; same offsets
         for key, value in values.items():
             node: Any = root
             for part in key.split("."):

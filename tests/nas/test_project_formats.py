@@ -64,6 +64,13 @@ def test_each_format_takes_the_values_and_keeps_the_rest(tmp_path: Path, name: s
     assert cfg.render({"training.lr": 0.001, "model.width": 64}) == FILES[name]  # the values it holds: as it is
 
 
+def test_a_tab_indented_json_file_keeps_its_layout(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    text = '{\n\t"lr": 0.01,\n\t"sizes": [16,16],\n\t"name": "caf\\u00e9"\n}\n'
+    path.write_text(text, encoding="utf-8")
+    assert ConfigFile.load(path).render({"lr": 0.5}) == text.replace("0.01", "0.5")
+
+
 def test_a_value_the_file_holds_is_left_as_written_and_a_tuple_stays_a_tuple(tmp_path: Path) -> None:
     """`SIZES = (16, 16)` was written `[16, 16]` in every trial, trial 0 included (the space's choices are lists),
     and `config.SIZES + (1,)` failed: the base config failed, and `nas apply` wrote the list into the project."""
