@@ -532,9 +532,11 @@ class CommandObjective:
         script = parts[at]
         path = Path(script) if Path(script).is_absolute() else self.cwd / script
         if Path(script).suffix in SCRIPT_SUFFIXES and not path.exists():  # it would fail every trial, trial 0 first
+            shell = script.startswith("~") or "$" in script
             raise UsageError(f"objective.command: {script} does not exist (looked in {self.cwd})",
-                             hint="give the script's path relative to the folder the command runs in "
-                             "(objective.cwd, else the YAML's folder)")
+                             hint=("no shell runs the command, so ~ and $VARS are not expanded: give the path "
+                                   "itself" if shell else "give the script's path relative to the folder the "
+                                   "command runs in (objective.cwd, else the YAML's folder)"))
 
     def check(self, params: dict[str, Any]) -> list[str]:
         """Problems of a trial's params before it runs: they must make a JSON file."""

@@ -150,6 +150,9 @@ def test_a_command_that_cannot_start_is_refused(tmp_path: Path) -> None:
         obj = CommandObjective(spec(command), cwd=tmp_path, trial_dir=lambda n: tmp_path)
         with pytest.raises(UsageError, match=words):
             obj.validate()
+    with pytest.raises(UsageError) as err:  # no shell: `~` is a folder named so
+        CommandObjective(spec(f"{PYTHON} ~/train.py"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
+    assert "~ and $VARS are not expanded" in (err.value.hint or "")
     (tmp_path / "plain.sh").write_text("echo hi\n")  # not executable
     with pytest.raises(UsageError, match="not an executable"):
         CommandObjective(spec("./plain.sh"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
