@@ -357,3 +357,33 @@ def test_a_cancelled_request_stops_decoding_at_the_next_token(tiny_model: dict[s
     _run(asyncio.wait_for(scenario(), 30))
     (cancelled, seconds), = seen
     assert cancelled and seconds < 5, seen
+
+
+def test_a_stream_its_consumer_left_ends_without_a_divergence_warning(tiny_model: dict[str, Path],
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A stream cut by its consumer (a client gone, the gateway stopping) compared the streamed text with llama.cpp's
+    final text of a decode stopped midway and warned "stream text diverged" on every such stop."""
+    import threading
+
+    provider, model = _provider(), str(tiny_model["gguf"])
+    done = threading.Event()
+    run = provider._run
+
+    def watched(*args: object, **kwargs: object) -> object:
+        try:
+            return run(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            done.set()
+
+    provider._run = watched  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        stream = provider.stream(model, MSGS, GenParams(temperature=0, max_tokens=400), 60)
+        async for _ in stream:
+            break  # the first piece, then gone
+        await stream.aclose()
+
+    with caplog.at_level("WARNING"):
+        _run(scenario())
+        assert done.wait(30)
+    assert "diverged" not in caplog.text

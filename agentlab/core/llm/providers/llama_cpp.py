@@ -397,7 +397,10 @@ class LlamaCppProvider:
         choice, usage = out["choices"][0], out["usage"]
         if job.timed_out:
             raise _timeout(model, job, f"after {usage['completion_tokens']} tokens")
-        text = choice["text"] if streamer is None else streamer.finish(choice["text"])
+        if streamer is not None and job.cancelled:  # nobody reads the rest (the client or the server went away)
+            text = streamer.text
+        else:
+            text = choice["text"] if streamer is None else streamer.finish(choice["text"])
         finish = "length" if job.context_full else choice["finish_reason"]
         if job.repeated:  # the model looped on a call: its distinct calls, the block closed
             text, finish = fmt.close_repeats(text, names) or text, "stop"
