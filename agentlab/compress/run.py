@@ -629,13 +629,15 @@ def knowledge_note(goal: Goal, records: list[dict[str, Any]], results: dict[str,
 # --------------------------------------------------------------------------- Python API
 
 
+def _sets(overrides: list[str] | None, **given: Any) -> list[Any]:
+    """The Python API's settings as overrides: ``overrides``, then each keyword given (``max_iterations=3`` reaches
+    search.max_iterations: CompressConfig.MOVED_KEYS)."""
+    return [*(overrides or []), *(Flag(key, key, value) for key, value in given.items() if value is not None)]
+
+
 def _load(model_name: str | None, objective: str | None, carbon_budget: float | None, config: Any,
           overrides: list[str] | None, **fields: Any) -> CompressConfig:
-    sets: list[Any] = list(overrides or [])
-    for key, value in {"model": model_name, "objective": objective, "carbon_budget": carbon_budget,
-                       **fields}.items():
-        if value is not None:  # max_iterations=3 reaches search.max_iterations (CompressConfig.MOVED_KEYS)
-            sets.append(Flag(key, key, value))
+    sets = _sets(overrides, model=model_name, objective=objective, carbon_budget=carbon_budget, **fields)
     if isinstance(config, CompressConfig | dict):
         base = config.model_dump(mode="json") if isinstance(config, CompressConfig) else config
         return load_config(None, CompressConfig, sets, base=base, schema="compress")
@@ -697,8 +699,12 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
     else the config's ``llm`` field), e.g. ``agentlab.testing.agents.scripted_llm(agent)`` for a scripted agent model
     (``planner="agent"``)."""
     resume_dir = resume_target("compress", resume, out=out)
-    if resume_dir is not None:
-        cfg = load_config(resume_dir / "config.yaml", CompressConfig, list(overrides or []), schema="compress")
+    if resume_dir is not None:  # the run's own config, with this call's settings on top (checked as a resume's)
+        if config is not None:
+            raise UsageError("resume= and config= both given", hint="a resumed run reads its own config.yaml; give "
+                             "changes as settings (max_iterations=10) or overrides")
+        sets = _sets(overrides, model=model_name, objective=objective, carbon_budget=carbon_budget, **fields)
+        cfg = load_config(resume_dir / "config.yaml", CompressConfig, sets, schema="compress")
         check_resume(cfg, resume_dir)
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)

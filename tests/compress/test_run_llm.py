@@ -96,3 +96,5 @@ def test_resume_asks_the_first_runs_models(in_tmp: Path, tiny_model: dict[str, P
     assert main(["compress", "--resume", str(run), "--max-iterations", "6", "--llm", str(other)]) == 0
     run_compression(resume=run, overrides=["max_iterations=7", f"llm={other}"])
     assert srv.count("other-m") == 2 and srv.count(PLANNER) == 3
+    # a resume's keyword settings apply as its overrides do (max_iterations=8 was ignored: the saved 7 ran)
+    assert run_compression(resume=run, max_iterations=8, overrides=[f"llm={other}"])["counts"]["experiments"] == 8
