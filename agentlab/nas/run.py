@@ -584,6 +584,9 @@ def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str,
     if mlflow is not None:
         sets.append(Flag("mlflow", "mlflow", mlflow))
     resume_dir = resume_target("nas", resume, out=out)
+    if resume_dir is not None and config is not None:
+        raise UsageError("resume= and config= both given", hint="a resumed run reads its own config.yaml; give "
+                         "changes as overrides (overrides=['search.patience=5'])")
     if resume_dir is not None:
         cfg = load_config(resume_dir / "config.yaml", NASConfig, sets, schema="nas")
     elif isinstance(config, NASConfig):

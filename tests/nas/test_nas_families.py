@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from agentlab.cli import main
+from agentlab.core.errors import UsageError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress
 from agentlab.core.runs import RunDir
@@ -78,6 +79,8 @@ def test_tpe_resume_and_a_second_worker_share_one_conditional_study(in_tmp: Path
     run_nas_optimization(max_iterations=4, config=tiny(planner="tpe", storage=storage), out=in_tmp / "a")
     resumed = run_nas_optimization(max_iterations=6, resume=in_tmp / "a", config=None)
     assert resumed["trials"] == 6 and resumed["ran_here"] == 2
+    with pytest.raises(UsageError, match="resume= and config= both given"):  # the config was silently unused
+        run_nas_optimization(max_iterations=7, resume=in_tmp / "a", config=tiny(planner="random", storage=storage))
     second = run_nas_optimization(max_iterations=9, config=tiny(planner="tpe", storage=storage), out=in_tmp / "b")
     assert second["trials"] == 9 and second["ran_here"] == 3
     runs = states(in_tmp / "b")
