@@ -459,9 +459,10 @@ class Search:
         if record is None:
             return None
         file = ((record.get("steps") or {}).get("quantize") or {}).get("file")
-        kept = [self.run_dir.path / "experiments" / Path(file).parent.name / Path(file).name] if file else []
-        kept.append(self.workspace.checkpoint(record["key"]) or Path("-"))
-        return next((str(path.absolute()) for path in kept if path.is_file()), None)
+        if file and (here := self.run_dir.path / "experiments" / Path(file).parent.name / Path(file).name).is_file():
+            return str(here.absolute())
+        kept = self.workspace.checkpoint(record["key"])  # None when none is kept
+        return str(kept.absolute()) if kept is not None else None
 
     def _finish(self) -> dict[str, Any]:
         self._write_state()

@@ -82,14 +82,15 @@ class ConfigFile:
     def require(self, keys: list[str] | tuple[str, ...]) -> None:
         """Refuse the first key the file lacks, naming the file and the line where its parent is (or line 1)."""
         for key in keys:
-            if not self.lookup(key)[0] and not self.values:
+            if self.lookup(key)[0]:
+                continue
+            if not self.values:
                 raise ConfigFileError(f"{self.path}: holds no values (search.space.{key})",
                                       hint=f"write the project's settings into it, {key} with its current value "
                                       "among them, or name the file the script reads (objective.config)")
-            if not self.lookup(key)[0]:
-                parent = key.rsplit(".", 1)[0] if "." in key else ""
-                line = self._line_of(parent) if parent and self.lookup(parent)[0] else 1
-                raise ConfigFileError(f"{self.path}:{line}: no {key!r} here (search.space.{key})",
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            line = self._line_of(parent) if parent and self.lookup(parent)[0] else 1
+            raise ConfigFileError(f"{self.path}:{line}: no {key!r} here (search.space.{key})",
                                       hint="search a key the file holds (a dotted key names a nested one: "
                                       f"training.lr), or add {key} to the file with its current value")
 
@@ -269,9 +270,7 @@ def _write_json(cfg: ConfigFile, values: dict[str, Any]) -> str:
 
         root, spans = yaml.compose(cfg.text.replace("\t", " ")), []  # YAML refuses tab indents; same offsets
         for key, value in values.items():
-            node: Any = root
-            for part in key.split("."):
-                node = next(v for k, v in node.value if k.value == part)
+            node = _yaml_node(root, key)
             spans.append((node.start_mark.index, node.end_mark.index, json.dumps(value, ensure_ascii=False)))
         text = _splice(cfg.text, spans)
         if json.loads(text) == data:
@@ -299,9 +298,7 @@ def _write_yaml(cfg: ConfigFile, values: dict[str, Any]) -> str:
     shared = _shared_nodes(root)
     spans: list[tuple[int, int, str]] = []
     for key, value in values.items():
-        node: Any = root
-        for part in key.split("."):
-            node = next(v for k, v in node.value if k.value == part)
+        node = _yaml_node(root, key)
         if id(node) in shared:
             raise ConfigFileError(f"{cfg.path}:{node.start_mark.line + 1}: {key} is a YAML anchor or alias (its "
                                   "value is shared with another key)", hint=f"write {key}'s value in place to "
@@ -319,6 +316,14 @@ def _write_yaml(cfg: ConfigFile, values: dict[str, Any]) -> str:
             text = " " + text  # `lr:` with no value
         spans.append((start, end, text))
     return _splice(cfg.text, spans)
+
+
+def _yaml_node(root: Any, key: str) -> Any:
+    """The composed YAML node of the dotted ``key`` (``StopIteration`` when a part is missing)."""
+    node = root
+    for part in key.split("."):
+        node = next(v for k, v in node.value if k.value == part)
+    return node
 
 
 def _shared_nodes(root: Any) -> set[int]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 from agentlab.core.errors import AgentlabError, storage_error
@@ -72,13 +72,7 @@ class Pruned(Exception):  # noqa: N818 - mirrors optuna.TrialPruned
 def _inside(path: str, folder: str) -> bool:
     """Whether the file ``path`` lies in ``folder``, either of them relative to the working directory or through a
     link (a run folder given as ``--out run`` holds ``run/study.db`` by its resolved path); a URL never does."""
-    if "://" in path:
-        return False
-    real = os.path.realpath(folder)
-    try:
-        return os.path.commonpath([os.path.realpath(path), real]) == real
-    except ValueError:  # another drive
-        return False
+    return "://" not in path and Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 class StopSearch(Exception):  # noqa: N818 - a trial's outcome, like Pruned
