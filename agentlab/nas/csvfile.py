@@ -91,6 +91,10 @@ def _header(reader: Iterator[list[str]], path: Path) -> tuple[list[str], int]:
     return header, line
 
 
+_TIME_NAMES = ("time", "timestamp", "datetime", "date_time", "ds", "day", "period")  # what a 'date' column is
+# often named elsewhere (pandas, Prophet's ds, neuralforecast)
+
+
 def _no_date_hint(header: list[str]) -> str:
     """What most likely went wrong when the header has no ``date`` column."""
     first = header[0] if header else ""
@@ -101,6 +105,9 @@ def _no_date_hint(header: list[str]) -> str:
     near = next((h for h in header if h.strip().lower() == "date"), None)
     if near is not None:
         return f"the date column must be named exactly 'date': rename '{near}'"
+    near = next((h for h in header if h.strip().lower() in _TIME_NAMES), None)
+    if near is not None:
+        return f"the timestamps' column must be named 'date': rename '{near}' to 'date' in the header"
     return f"a CSV needs {_FORMAT}"
 
 
@@ -145,7 +152,9 @@ def _bad_value(path: Path, line: int, values: list[str], names: list[str]) -> Da
         try:
             value = float(cell)
         except ValueError:
-            return DataError(f"{path}:{line}: column '{name}': '{_shorten(cell)}' is not a number", hint=hint)
+            return DataError(f"{path}:{line}: column '{name}': '{_shorten(cell)}' is not a number",
+                             hint=f"every column but 'date' must hold numbers: fix the cell, or drop column "
+                                  f"'{name}' if it holds text (or encode it as numbers)")
         if not math.isfinite(value):
             return DataError(f"{path}:{line}: column '{name}': NaN or infinite value '{cell.strip()}'", hint=hint)
         if abs(value) > _FLOAT32_MAX:

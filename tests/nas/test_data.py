@@ -135,6 +135,17 @@ def test_bad_csv_names_file_and_line(tmp_path: Path, header: str, rows: list[str
     assert isinstance(info.value, DataError) and isinstance(info.value, AgentlabError) and info.value.hint
 
 
+@pytest.mark.parametrize("header,rows,hint", [
+    ("timestamp,a,OT", ["2020-01-01 00:00,1,2"], "rename 'timestamp' to 'date'"),
+    ("date,a,city,OT", ["2020-01-01 00:00,1,paris,2"], "drop column 'city' if it holds text"),
+])
+def test_bad_csv_hint_names_the_fix(tmp_path: Path, header: str, rows: list[str], hint: str) -> None:
+    """A text column is not 'missing values'; a 'timestamp' column is the date column misnamed."""
+    with pytest.raises(DataError) as info:
+        load_csv(write_csv(tmp_path / "bad.csv", header, rows))
+    assert hint in info.value.hint
+
+
 def test_bad_options_raise(tmp_path: Path) -> None:
     series = synthetic_series(n_steps=300, n_channels=2)
     with pytest.raises(ValueError, match="features"):
