@@ -167,7 +167,8 @@ def predict(
     data: Annotated[Path, typer.Option("--data", help="CSV with the run's columns (date + the same numeric "
                                        "columns); the forecast starts after its last row.", show_default=False)],
     out: Annotated[Path | None, typer.Option("--out", help="Forecast CSV to write (the plot goes beside it as "
-                                             ".png). Default: RUN/forecast.csv.", show_default=False)] = None,
+                                             ".png). Default: RUN/forecast.csv.", show_default=False,
+                                             dir_okay=False)] = None,
     backtest: Annotated[bool, typer.Option("--backtest", help="Also forecast every test window of the CSV and "
                                            "report MSE/MAE (standardised and original units) beside the run's "
                                            "recorded test MSE.")] = False,

@@ -172,6 +172,17 @@ def test_bad_data_is_one_error_line(finished: tuple[Path, Path, np.ndarray], in_
     assert not (in_tmp / "f.csv").exists()
 
 
+def test_out_a_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    """--out naming a folder was exit 1 with the atomic writer's temp file in the message."""
+    run, data, _ = finished
+    (in_tmp / "outdir").mkdir()
+    code = main(["nas", "predict", str(run), "--data", str(data), "--out", str(in_tmp / "outdir")])
+    captured = capsys.readouterr()
+    _one_error(code, captured.out + captured.err, "outdir' is a directory")
+    assert list((in_tmp / "outdir").iterdir()) == []
+
+
 @pytest.mark.parametrize("case", ["missing", "a-file", "not-nas", "unfinished", "no-checkpoint"])
 def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
                                           capsys: pytest.CaptureFixture, case: str) -> None:
