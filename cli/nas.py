@@ -57,7 +57,9 @@ def nas(
                                                        help="Total trials of the search (default 20). Calling again "
                                                        "with --resume and a higher number continues it.")] = None,
     time_budget: Annotated[float | None, typer.Option("--time-budget", min=1, show_default=False,
-                                                      help="Stop starting trials after this many seconds.")] = None,
+                                                      help="Stop starting trials after this many seconds of this "
+                                                           "invocation (a --resume gets the allowance again, as a "
+                                                           "new job slot would).")] = None,
     patience: Annotated[int | None, typer.Option(min=1, show_default=False,
                                                  help="Stop after this many trials without a new best.")] = None,
     target: Annotated[float | None, typer.Option(show_default=False,

@@ -182,7 +182,8 @@ class SearchConfig(LLMPlannerSettings):
     planner: NasPlanner = Field("auto", description=describe("nas"))
     max_iterations: int = Field(20, ge=1, description="total trials of the search (calling again with a higher "
                                 "number continues it)")
-    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds of "
+                                        "each invocation (a --resume gets it again)")
     patience: int | None = Field(None, ge=1, description="stop after this many trials without a new best")
     target: float | None = Field(None, description="stop once the best validation MSE is at or below this (an "
                                  "objective command's metric: at or past it in its direction)")
