@@ -168,13 +168,20 @@ def row_settings(cfg: EvalConfig, adapter: Path | None) -> dict[str, Any]:
 
 def check_resume(cfg: EvalConfig, folder: Path) -> None:
     """A resume of the run in ``folder`` refused (``UsageError``) before the model loads when a finished row was
-    scored with other settings than ``cfg``'s, or its saved files are damaged; the run is left as it was."""
+    scored with other settings than ``cfg``'s, its saved files are damaged, or ``cfg``'s adapters leave a finished
+    row out; the run is left as it was."""
     if cfg.base_url is not None:  # served rows go by the adapters' served names
         rows: dict[str, Path | None] = {BASE: None, **{Path(a).name: None for a in cfg.adapters}}
     else:
         rows = {BASE: None, **row_names(cfg.adapters)}
     for row, adapter in rows.items():
         _kept_row(folder / LM_EVAL / row, row_settings(cfg, adapter))
+    dropped = sorted(d.name for d in (folder / LM_EVAL).glob("*") if d.name not in rows
+                     and (d / "results.json").is_file())
+    if dropped:  # a resume's --adapter replaces the list: a finished row would vanish from the report
+        raise UsageError(f"{folder}: this resume's adapters leave out the finished row(s) {', '.join(dropped)}",
+                         hint="a resume may add adapters, not drop them: pass every adapter of the run "
+                              "(--adapter A --adapter B ...), or start a new run for another set")
 
 
 def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None:

@@ -84,6 +84,11 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     assert "the row base was scored with other settings than this resume asks (limit 3 -> 2)" in err
     assert "probe" not in err and "Loading" not in err
     assert (run / "config.yaml").read_text() == config and (run / "run.json").read_text() == record
+    # --adapter on a resume replaces the list: a finished row it leaves out would vanish from the report
+    assert main(["eval", "--resume", str(run), "--adapter", str(adapters["zero"])]) == 2
+    err = capsys.readouterr().err
+    assert "this resume's adapters leave out the finished row(s) loud" in err and "may add adapters" in err
+    assert (run / "config.yaml").read_text() == config and (run / "run.json").read_text() == record
     kept = (run / "lm-eval" / "base" / "results.json").read_text()
     (run / "lm-eval" / "base" / "results.json").write_text('{"results": {}}')  # JSON, but not a row agentlab saved
     assert main(["eval", "--resume", str(run)]) == 2
