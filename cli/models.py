@@ -61,7 +61,8 @@ def export_hf(
     model: Annotated[str, typer.Argument(help="The model: a built-in name (smollm2-135m), a GGUF file, a "
                                               "transformers folder or a cached hub id.")],
     out: Annotated[Path, typer.Option("--out", help="The transformers folder to write.", file_okay=False)],
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing transformers folder (one with "
+                                        "config.json, or an empty one); a folder of other files is refused.")] = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:

@@ -69,6 +69,15 @@ def test_adapter_names_the_upstream_id_and_plain_peft_loads_it_on_the_export(tra
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in exported.iterdir()}
     assert UPSTREAM in (exported / "README.md").read_text()
     assert main(["models", "export-hf", tiny_builtin, "--out", "exported"]) == 2  # not over a folder without --force
+    assert main(["models", "export-hf", tiny_builtin, "--out", "exported", "--force"]) == 0  # a model folder: replaced
+    other = in_tmp / "notes"
+    (other / "sub").mkdir(parents=True)
+    (other / "keep.txt").write_text("precious")
+    # --force never deletes a folder of other files, nor the current folder
+    assert main(["models", "export-hf", tiny_builtin, "--out", str(other), "--force"]) == 2
+    assert (other / "keep.txt").read_text() == "precious" and (other / "sub").is_dir()
+    assert main(["models", "export-hf", tiny_builtin, "--out", ".", "--force"]) == 2
+    assert (in_tmp / "exported" / "config.json").is_file() and not list(in_tmp.glob(".*.old"))
 
     base = AutoModelForCausalLM.from_pretrained(exported)  # plain transformers + PEFT from here on
     ids = AutoTokenizer.from_pretrained(exported)("What is 2 + 2?", return_tensors="pt").input_ids

@@ -27,6 +27,8 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out}: already exists and is not empty; nothing was written",
                          hint="choose another --out, or pass --force to replace it")
+    if out.exists() and force:
+        _check_replaceable(out)
     folder = hf_model_folder(ref, user="the transformers export")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -63,3 +65,16 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
         raise
     log.info("exported %s to the transformers folder %s", ref, out)
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """``--force`` replaces a transformers folder (one with ``config.json``) or an empty one, never the current
+    folder (or one above it) nor a folder of other files: those would be deleted with it."""
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise UsageError(f"--out {out}: the current folder (or one above it) cannot be replaced; nothing was written",
+                         hint="name a new folder, e.g. --out model-hf")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        shown = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())[:5])
+        raise UsageError(f"--out {out}: holds files that are not a transformers model ({shown}); --force replaces "
+                         f"a model folder only, so nothing was written or deleted",
+                         hint="choose another --out, or empty that folder first")
