@@ -108,13 +108,15 @@ def list_models(
         if not given.exists() and given != default:
             raise UsageError(f"{given}: {what} not found", hint="give an existing folder (default: "
                              f"{default}/ when it exists)")
-    found = find_local_models(directory)
-    trained = find_adapters(adapters)
+    unreadable: list[tuple[str, str]] = []
+    found = find_local_models(directory, unreadable)
+    trained = find_adapters(adapters, unreadable)
     builtins = builtin_status()
     if json_:
         print_json([{"format": "gguf" if isinstance(m, GGUFInfo) else "hf", **m.to_dict()} for m in found]
                    + [{"format": "adapter", **a.to_dict()} for a in trained]
-                   + [{"format": "builtin", **b} for b in builtins])
+                   + [{"format": "builtin", **b} for b in builtins]
+                   + [{"format": "unreadable", "path": path, "error": why} for path, why in unreadable])
         return
     from rich.table import Table
 
@@ -134,6 +136,9 @@ def list_models(
     for b in builtins:
         if not b["installed"]:
             console.print("  " + safe_text(f"{b['name']}: not installed; {b['install']}"), highlight=False)
+    for path, why in unreadable:  # found, but not readable: named, never silently left out
+        named = Path(path).name in why.split(": ", 1)[0]  # the reason starts with its file (most do)
+        console.print(f"[red]unreadable[/]: {safe_text(why if named else f'{path}: {why}')}", highlight=False)
     if not found:
         console.print(f"no models under {safe_text(directory)}/ (make one with `agentlab models make-tiny "
                       f"{safe_text(directory)}/tiny`)")
@@ -199,7 +204,8 @@ def check(
         table.add_column("model", no_wrap=True)
         for column in ("backend", "on disk", "type", "size", "needs", "fits"):
             table.add_column(column, no_wrap=True)
-        colour = {"yes": "[green]yes[/]", "missing": "[red]missing[/]", "no": "[red]no[/]"}
+        colour = {"yes": "[green]yes[/]", "missing": "[red]missing[/]", "no": "[red]no[/]",
+                  "unreadable": "[red]unreadable[/]"}
         for s in statuses:
             cells = {key: safe_text(value) for key, value in s.cells().items()}
             kind = (f"[red]{safe_text(s.quantization_found)}[/] (declared {safe_text(s.quantization)})"

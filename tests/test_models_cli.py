@@ -65,6 +65,34 @@ def test_list_and_check(tiny_model: dict[str, Path], in_tmp: Path, capsys: pytes
     assert "here" in out and "spare" in out and "KV" in out
 
 
+def test_unreadable_model_files_are_named_by_list_and_not_ready_in_check(tiny_model: dict[str, Path], in_tmp: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """A file that is not a GGUF, a truncated one, a folder whose config.json is not UTF-8 and a broken adapter were
+    left out of `models list` ("no models under ...") and `models check` called them ready (exit 0)."""
+    models = in_tmp / "models"
+    (models / "trunc").mkdir(parents=True)
+    (models / "fake.gguf").write_text("not a gguf")
+    (models / "trunc" / "model.gguf").write_bytes(tiny_model["gguf"].read_bytes()[:1000])
+    (models / "broken").mkdir()
+    (models / "broken" / "config.json").write_bytes(b"\xff{")
+    (in_tmp / "adapters" / "bad").mkdir(parents=True)
+    (in_tmp / "adapters" / "bad" / "adapter_config.json").write_text("{x")
+    (in_tmp / "m.yaml").write_text("models_directory: models\nmodels:\n  f: {file: fake.gguf}\n"
+                                   "  t: {file: trunc/model.gguf}\n  b: {file: broken}\n")
+    assert main(["models", "check", "m.yaml", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and all(m["unreadable"] and not m["ok"] for m in report["models"])
+    assert main(["models", "check", "m.yaml"]) == 1
+    assert capsys.readouterr().err.count("unreadable") >= 3
+
+    assert main(["models", "list", "models", "--json"]) == 0
+    listed = {Path(m["path"]).name for m in json.loads(capsys.readouterr().out) if m["format"] == "unreadable"}
+    assert listed == {"fake.gguf", "model.gguf", "broken", "bad"}
+    assert main(["models", "list", "models"]) == 0
+    err = capsys.readouterr().err
+    assert "unreadable: " in err and "fake.gguf: not a readable GGUF file" in err and "adapters/bad" in err
+
+
 def test_check_bad_models_file_exits_2(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "models.yaml").write_text("models:\n  a: {file: x.gguf, n_ctx: 5}\n")
     assert main(["models", "check", "models.yaml"]) == 2
@@ -97,7 +125,9 @@ def test_list_skips_a_broken_model_folder(tiny_model: dict[str, Path], in_tmp: P
     (in_tmp / "models" / "bad-weights" / "model.safetensors").write_bytes(b"xx")
     assert main(["models", "list", "--json"]) == 0
     listed = [m for m in json.loads(capsys.readouterr().out) if m["format"] != "builtin"]
-    assert sorted(Path(m["path"]).name for m in listed) == ["model.gguf", "t"]
+    assert sorted(Path(m["path"]).name for m in listed if m["format"] != "unreadable") == ["model.gguf", "t"]
+    assert sorted(Path(m["path"]).name for m in listed if m["format"] == "unreadable") == ["bad-config",
+                                                                                           "bad-weights"]
 
 
 def test_make_tiny_refuses_an_existing_file_or_filled_folder(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

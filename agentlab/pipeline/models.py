@@ -120,10 +120,12 @@ class ModelStatus:
     estimate: Any = None  # resources.MemoryEstimate | None
     fits: bool | None = None  # None: not checked (routed, missing, or resources.check off)
     note: str = ""
+    unreadable: bool = False  # on disk, but not a model file agentlab can read (the note says why)
 
     @property
     def ok(self) -> bool:
-        return self.exists is not False and self.fits is not False and not self.quantization_mismatch
+        return (self.exists is not False and self.fits is not False and not self.quantization_mismatch
+                and not self.unreadable)
 
     @property
     def quantization_mismatch(self) -> bool:
@@ -134,7 +136,8 @@ class ModelStatus:
         """The row of the `models check` table as plain text: the CLI colours it, the UI shows it as it is."""
         kind = self.quantization_found or self.quantization or "-"
         return {"model": self.name, "backend": self.backend,
-                "on disk": "-" if self.exists is None else "yes" if self.exists else "missing",
+                "on disk": "-" if self.exists is None else "unreadable" if self.unreadable
+                else "yes" if self.exists else "missing",
                 "type": f"{kind} (declared {self.quantization})" if self.quantization_mismatch else kind,
                 "size": human_size(self.size_bytes),
                 "needs": human_size(self.estimate.total_bytes) if self.estimate is not None else "-",
@@ -145,6 +148,7 @@ class ModelStatus:
         return {"name": self.name, "backend": self.backend, "path": self.path, "exists": self.exists,
                 "size_bytes": self.size_bytes, "required": self.required, "quantization": self.quantization,
                 "quantization_found": self.quantization_found, "ok": self.ok, "fits": self.fits, "note": self.note,
+                "unreadable": self.unreadable,
                 "estimate": None if est is None else {"total_bytes": est.total_bytes, "describe": est.describe()}}
 
 
@@ -177,7 +181,7 @@ def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
             status.quantization_found = getattr(info, "file_type", None) or getattr(info, "dtype", None)
             status.estimate = estimate(models_cfg, name)
         except AgentlabError as exc:
-            status.note = exc.message
+            status.note, status.unreadable = exc.message, True
             continue
         notes = [status.note] if status.note else []
         if backend == "hf" and path.is_file():

@@ -68,10 +68,10 @@ class AdapterInfo:
         return asdict(self)
 
 
-def find_adapters(directory: str | Path) -> list[AdapterInfo]:
+def find_adapters(directory: str | Path, unreadable: list[tuple[str, str]] | None = None) -> list[AdapterInfo]:
     """Every PEFT adapter folder under ``directory`` (recursively; itself included), sorted by path. Folders that
-    are not adapters, fail :func:`read_adapter` or are hidden (``.NAME.partial`` while train-persona writes) are
-    skipped."""
+    are not adapters, fail :func:`read_adapter` (appended to ``unreadable`` as (path, why) when given) or are hidden
+    (``.NAME.partial`` while train-persona writes) are skipped."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -82,8 +82,10 @@ def find_adapters(directory: str | Path) -> list[AdapterInfo]:
             continue
         try:
             config = read_adapter(folder)
-        except AgentlabError:
-            continue  # a half-written or foreign folder: `models list` shows what it can read
+        except AgentlabError as exc:  # a half-written or foreign folder: `models list` names it apart
+            if unreadable is not None:
+                unreadable.append((str(folder), exc.message))
+            continue
         base = canonical_base(config.get("base_model_name_or_path"))
         rank = config.get("r")
         found.append(AdapterInfo(

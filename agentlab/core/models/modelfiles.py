@@ -277,8 +277,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def find_local_models(directory: str | Path) -> list[GGUFInfo | HFInfo]:
-    """Every GGUF file and transformers folder under ``directory`` (recursively), sorted by path."""
+def find_local_models(directory: str | Path,
+                      unreadable: list[tuple[str, str]] | None = None) -> list[GGUFInfo | HFInfo]:
+    """Every GGUF file and transformers folder under ``directory`` (recursively), sorted by path. Those that cannot
+    be read (half-written, foreign) are left out, and appended to ``unreadable`` (path, why) when given."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -289,6 +291,7 @@ def find_local_models(directory: str | Path) -> list[GGUFInfo | HFInfo]:
                 found.append(gguf_info(path))
             elif path.is_dir() and (path / "config.json").is_file():
                 found.append(hf_info(path))
-        except AgentlabError:
-            continue  # a half-written or foreign file: `models list` shows what it can read
+        except AgentlabError as exc:  # a half-written or foreign file: `models list` names it apart
+            if unreadable is not None:
+                unreadable.append((str(path), exc.message))
     return found
