@@ -119,7 +119,8 @@ def blend(
     mut_std: Annotated[float, typer.Option("--mut-std", min=0.0, help="Mutation: the noise's standard "
                                            "deviation.")] = 0.01,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the mutation noise.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing child folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing child adapter folder (a folder of "
+                                        "other files, or the current one, is refused).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Blend LoRA adapters on delta W = sum_i w_i * scale_i * B_i A_i, exactly (no cross terms), into a PEFT adapter
@@ -156,7 +157,7 @@ def blend(
         ws = [1.0 / len(folders)] * len(folders)
     if method not in ("exact", "linear"):
         raise UsageError(f"--method: unknown method '{method}'", hint="use exact or linear")
-    from agentlab.core.train.blend import blend_adapters
+    from agentlab.core.train.blend import EXACT_TOLERANCE, blend_adapters
 
     with console.status(f"blending {len(folders)} adapters into {safe_text(child)}"):
         result = blend_adapters(folders, ws, child, method=method, rank=rank, mut=mut, mut_std=mut_std, seed=seed,
@@ -166,6 +167,10 @@ def blend(
         print_json(data)
         return
     energy = "n/a (linear blend, not exact)" if method == "linear" else f"{result.discarded_energy:.3g}"
-    console.print(f"[bold]child[/]: {safe_text(child)} ({method}, rank {result.rank}, "
+    what = ("exact" if result.exact else "exact method, not exact: " + " and ".join(
+        (["truncated to this rank"] if result.discarded_energy > EXACT_TOLERANCE else [])
+        + (["mutated"] if result.mutated else []))) if method == "exact" else \
+        f"{method}, not exact" + (", mutated" if result.mutated else "")
+    console.print(f"[bold]child[/]: {safe_text(child)} ({what}; rank {result.rank}, "
                   f"weights {', '.join(f'{w:g}' for w in ws)})")
     console.print(f"discarded energy {energy} over {data['modules']} modules; {result.seconds:.2f} s")

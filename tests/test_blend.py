@@ -55,6 +55,7 @@ def test_exact_blend_equals_weighted_sum_of_deltas(parents: list[Path], tmp_path
         assert _rel(child[m], target[m]) < 1e-5, m
     lineage = json.loads((tmp_path / "child" / "lineage.json").read_text())
     assert lineage["weights"] == weights and lineage["method"] == "exact" and lineage["rank"] == result.rank
+    assert lineage["exact"] is True and result.to_dict()["exact"] is True
     assert lineage["parents"] == [str(p) for p in chosen]
     config = json.loads((tmp_path / "child" / "adapter_config.json").read_text())
     assert config["r"] == result.rank and config["lora_alpha"] == result.rank and not config["use_rslora"]
@@ -71,6 +72,9 @@ def test_truncated_blend_error_is_the_discarded_energy(parents: list[Path], tmp_
     total = sum(float(torch.linalg.norm(child[m] - t) ** 2) for m, t in target.items())
     norm = sum(float(torch.linalg.norm(t) ** 2) for t in target.values())
     assert total / norm == pytest.approx(result.discarded_energy, rel=1e-4)
+    # a truncated child is not the weighted sum: not called exact (it was, in --json and lineage.json)
+    assert not result.exact and result.to_dict()["exact"] is False
+    assert json.loads((tmp_path / "child" / "lineage.json").read_text())["exact"] is False
 
 
 def test_child_alpha_folds_the_scale(parents: list[Path], tmp_path: Path) -> None:
@@ -152,6 +156,12 @@ def test_bad_inputs_are_input_errors(tiny_model: dict[str, Path], parents: list[
         blend_adapters(parents[:2], [0.5, 0.5], tmp_path / "c")
     blend_adapters(parents[:2], [1.0, 0.0], tmp_path / "c", force=True)
     assert json.loads((tmp_path / "c" / "lineage.json").read_text())["weights"] == [1.0, 0.0]
+    notes = tmp_path / "notes"  # --force replaces an adapter folder only: a folder of other files was deleted whole
+    (notes / "sub").mkdir(parents=True)
+    (notes / "keep.txt").write_text("precious")
+    with pytest.raises(InputError, match="holds files but is not an adapter folder"):
+        blend_adapters(parents[:2], [0.5, 0.5], notes, force=True)
+    assert (notes / "keep.txt").read_text() == "precious" and (notes / "sub").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folders left
 
 
@@ -167,13 +177,15 @@ def test_cli_blend_writes_a_child_peft_loads(tiny_model: dict[str, Path], parent
     out = json.loads(capsys.readouterr().out)
     assert out["rank"] == 12 and out["weights"] == [0.6, pytest.approx(0.4)] and out["method"] == "exact"
     assert out["discarded_energy"] == pytest.approx(0.0, abs=1e-12) and not math.isnan(out["seconds"])
+    assert out["exact"] is False and out["mutated"] is True  # --mut adds noise: --json said exact (lineage did not)
+    assert json.loads((child / "lineage.json").read_text())["exact"] is False
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model["hf"]), str(child))
     assert model.peft_config["default"].r == 12
 
     assert main(["evolve", "blend", "--parents", *map(str, parents), "--child", str(tmp_path / "three"),
                  "--weights", "0.5,-0.3,0.8", "--rank", "6"]) == 0
     err = capsys.readouterr().err
-    assert "rank 6" in err and "discarded energy" in err
+    assert "rank 6" in err and "discarded energy" in err and "not exact: truncated to this rank" in err
 
 
 @pytest.mark.parametrize("case", ["missing", "non-peft", "alpha-3", "weights-count", "exists", "alpha-and-weights",

@@ -136,3 +136,16 @@ def ordinary_mode(path: str | Path, folder: bool = False, replacing: str | Path 
         os.chmod(path, mode)
     except OSError:
         pass
+
+
+def replace_problem(out: Path, marker: str, what: str) -> str | None:
+    """Why ``--force`` may not replace the folder ``out`` (None: it may): it is the current folder or one above it,
+    a file, or a folder holding files but no ``marker`` (the file every ``what`` folder has): those would go with it."""
+    here = Path.cwd().resolve()
+    if here.is_relative_to(out.resolve()):
+        return "is the current folder or holds it"
+    if not out.is_dir():
+        return f"is a file, not {what}"
+    if any(out.iterdir()) and not (out / marker).is_file():
+        return f"holds files but is not {what} (no {marker})"
+    return None

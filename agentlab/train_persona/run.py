@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
+from agentlab.core.files import replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
@@ -229,12 +230,7 @@ def _own_adapter(run_dir: RunDir | FollowerRun, out: Path) -> bool:
 def _replaceable(out: Path, kept: Path | None = None) -> None:
     """Refuse (``UsageError``) an ``out`` that ``--force`` would replace but that is not an adapter folder: a file,
     a folder of other files, or the current folder (or one above it); ``kept``: where the new adapter waits."""
-    here = Path.cwd().resolve()
-    where = out.resolve()
-    problem = ("is the current folder or holds it" if where == here or where in here.parents else
-               "is a file, not an adapter folder" if not out.is_dir() else
-               "holds files but no adapter (no adapter_config.json)"
-               if any(out.iterdir()) and not (out / "adapter_config.json").is_file() else None)
+    problem = replace_problem(out, "adapter_config.json", "an adapter folder")
     if problem:
         raise UsageError(f"--out {out}: {problem}; " + (f"the adapter is in {kept}" if kept else "nothing was written"),
                          hint="--force replaces only an adapter folder: choose another --out")

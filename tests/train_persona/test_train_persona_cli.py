@@ -99,7 +99,7 @@ def test_force_replaces_an_adapter_only(in_tmp: Path, tiny_model: dict[str, Path
     (in_tmp / "notes" / "mine.txt").write_text("keep")
     (in_tmp / "data.jsonl").write_text("keep")
     for out, says in (("data.jsonl", "is a file, not an adapter folder"),
-                      ("notes", "holds files but no adapter (no adapter_config.json)"),
+                      ("notes", "holds files but is not an adapter folder (no adapter_config.json)"),
                       (".", "is the current folder or holds it")):
         assert train(tiny_model["hf"], "--out", out, "--force") == 2
         err = capsys.readouterr().err

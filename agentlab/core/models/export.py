@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from agentlab.core.errors import UsageError
-from agentlab.core.files import ordinary_mode
+from agentlab.core.files import ordinary_mode, replace_problem
 from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream
 from agentlab.core.models.convert import MARKER
 from agentlab.core.models.load import hf_model_folder
@@ -70,11 +70,7 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
 def _check_replaceable(out: Path) -> None:
     """``--force`` replaces a transformers folder (one with ``config.json``) or an empty one, never the current
     folder (or one above it) nor a folder of other files: those would be deleted with it."""
-    if Path.cwd().resolve().is_relative_to(out.resolve()):
-        raise UsageError(f"--out {out}: the current folder (or one above it) cannot be replaced; nothing was written",
-                         hint="name a new folder, e.g. --out model-hf")
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        shown = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())[:5])
-        raise UsageError(f"--out {out}: holds files that are not a transformers model ({shown}); --force replaces "
-                         f"a model folder only, so nothing was written or deleted",
-                         hint="choose another --out, or empty that folder first")
+    problem = replace_problem(out, "config.json", "a transformers model")
+    if problem:
+        raise UsageError(f"--out {out}: {problem}; nothing was written or deleted",
+                         hint="--force replaces only a transformers model folder: choose another --out")

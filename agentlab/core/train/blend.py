@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package
-from agentlab.core.files import ordinary_mode
+from agentlab.core.files import ordinary_mode, replace_problem
 from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
 from agentlab.core.models.builtin import canonical_base
 
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 LINEAGE = "lineage.json"
 METHODS = ("exact", "linear")
+EXACT_TOLERANCE = 1e-9  # discarded energy (a share of the sum's) below which a truncated blend is still exact
 _A, _B = ".lora_A.weight", ".lora_B.weight"
 
 
@@ -75,14 +76,21 @@ class BlendResult:
     discarded_energy: float
     module_energy: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    mutated: bool = False
+
+    @property
+    def exact(self) -> bool:
+        """Whether the child is the weighted sum of the parents' deltas (up to rounding): the exact method, kept at a
+        rank that drops nothing, with no mutation noise."""
+        return self.method == "exact" and not self.mutated and self.discarded_energy <= EXACT_TOLERANCE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the linear blend's energies (undefined: it is not a truncation of the exact sum) are None."""
-        exact = self.method == "exact"
-        worst = max(self.module_energy.items(), key=lambda kv: kv[1], default=(None, 0.0)) if exact else (None, None)
-        return {"child": str(self.child), "method": self.method, "exact": exact, "rank": self.rank,
-                "lora_alpha": self.lora_alpha, "weights": self.weights,
-                "discarded_energy": self.discarded_energy if exact else None, "modules": len(self.module_energy),
+        svd = self.method == "exact"
+        worst = max(self.module_energy.items(), key=lambda kv: kv[1], default=(None, 0.0)) if svd else (None, None)
+        return {"child": str(self.child), "method": self.method, "exact": self.exact, "rank": self.rank,
+                "lora_alpha": self.lora_alpha, "weights": self.weights, "mutated": self.mutated,
+                "discarded_energy": self.discarded_energy if svd else None, "modules": len(self.module_energy),
                 "worst_module": worst[0], "worst_module_energy": worst[1], "seconds": self.seconds}
 
 
@@ -207,12 +215,14 @@ def blend_adapters(parents: list[str | Path], weights: list[float], child: str |
             discarded[module] = float("nan")
     energy = dropped_sq / total_sq if method == "exact" and total_sq > 0 else (0.0 if method == "exact" else
                                                                                    float("nan"))
-    result = BlendResult(child, method, r, alpha, [float(w) for w in weights], energy, discarded, 0.0)
+    result = BlendResult(child, method, r, alpha, [float(w) for w in weights], energy, discarded, 0.0,
+                         mutated=mut > 0 and mut_std > 0)
     return _save_child(result, read, out, force, start, {
         "parent_alphas": [p.config.get("lora_alpha") for p in read],
         "parent_rslora": [bool(p.config.get("use_rslora")) for p in read],
-        # exact: the child is the weighted sum of the parents' deltas, no more (mutation adds noise to it)
-        "weights": result.weights, "method": method, "exact": method == "exact" and not (mut > 0 and mut_std > 0),
+        # exact: the child is the weighted sum of the parents' deltas, no more (a lower rank drops part of it,
+        # mutation adds noise to it)
+        "weights": result.weights, "method": method, "exact": result.exact,
         "rank": r, "lora_alpha": alpha, "mutation": {"p": mut, "std": mut_std}, "seed": seed})
 
 
@@ -362,8 +372,10 @@ def _check_child(child: Path, parents: list[str | Path], force: bool) -> None:
             raise InputError(f"{child}: the child would replace its parent {p}", hint="give the child a new folder")
     if child.exists() and not force:
         raise InputError(f"{child}: already exists", hint="choose another folder, or pass --force to replace it")
-    if child.exists() and not child.is_dir():
-        raise InputError(f"{child}: is a file; the child is an adapter folder")
+    problem = replace_problem(child, ADAPTER_CONFIG, "an adapter folder") if child.exists() else None
+    if problem:
+        raise InputError(f"{child}: {problem}; nothing was written or deleted",
+                         hint="--force replaces only an adapter folder: choose another child folder")
 
 
 def _write_child(child: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], lineage: dict[str, Any],
