@@ -37,7 +37,9 @@ from agentlab.core.models.modelfiles import read_gguf_header
 log = logging.getLogger(__name__)
 
 MARKER = "agentlab-gguf.json"  # written last into the temporary folder: a folder with it is complete
-_FORMAT = 1  # bump when the conversion changes what it writes: old cache folders are then left alone
+# bump _FORMAT when the conversion changes what it writes: old cache folders are then left alone
+# (2: the GGUF's special tokens set where transformers' converter left them unset)
+_FORMAT = 2
 _conversions = 0
 
 
@@ -118,6 +120,7 @@ def _convert(path: Path, out: Path) -> None:
                 del model.config.quantization_config
             if not getattr(tokenizer, "chat_template", None):
                 tokenizer.chat_template = gguf_chat_template(path)  # some tokenizer converters drop it
+            _special_tokens(tokenizer, path)
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
     except ImportError as exc:
@@ -126,6 +129,22 @@ def _convert(path: Path, out: Path) -> None:
         raise AgentlabError(f"{path}: transformers could not convert this GGUF ({one_line(exc)})",
                             hint="check that transformers supports its architecture (transformers' GGUF docs list "
                             "them), or run it on the llama_cpp backend instead") from exc
+
+
+_SPECIAL_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "pad_token": "padding_token_id",
+                "unk_token": "unknown_token_id"}
+
+
+def _special_tokens(tokenizer: Any, path: Path) -> None:
+    """The special tokens the GGUF names by id (``tokenizer.ggml.eos_token_id``, ...) set on ``tokenizer`` where
+    transformers' converter left them unset (it does for a ``gpt2``-model vocabulary on a llama architecture):
+    without a pad token TRL refuses to train on the converted folder."""
+    fields = read_gguf_header(path).fields
+    size = len(tokenizer)
+    for attr, key in _SPECIAL_IDS.items():
+        token_id = fields.get(f"tokenizer.ggml.{key}")
+        if getattr(tokenizer, attr, None) is None and isinstance(token_id, int) and 0 <= token_id < size:
+            setattr(tokenizer, attr, tokenizer.convert_ids_to_tokens(token_id))
 
 
 def gguf_chat_template(path: Path) -> str | None:

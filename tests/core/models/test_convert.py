@@ -52,6 +52,20 @@ def test_converts_once_and_matches_the_original(gguf: Path, cache: Path, tiny_mo
     assert "<|im_start|>user" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
 
 
+def test_special_tokens_survive_beside_a_transformers_folder(tiny_model: dict[str, Path], cache: Path,
+                                                             tmp_path: Path) -> None:
+    """make-tiny's layout: model.gguf inside the transformers folder. transformers' converter then left bos, eos and
+    pad unset, and TRL refused to train on that GGUF base ("pad_token None is not found in the vocabulary")."""
+    from transformers import AutoTokenizer
+
+    folder = Path(shutil.copytree(tiny_model["hf"], tmp_path / "tiny-a"))
+    converted = AutoTokenizer.from_pretrained(gguf_to_hf(folder / "model.gguf"))
+    original = AutoTokenizer.from_pretrained(tiny_model["hf"])
+    assert converted.pad_token is not None
+    assert (converted.bos_token, converted.eos_token, converted.pad_token) == (
+        original.bos_token, original.eos_token, original.pad_token)
+
+
 def test_a_changed_file_converts_again(gguf: Path, cache: Path) -> None:
     first = gguf_to_hf(gguf)
     stat = gguf.stat()
