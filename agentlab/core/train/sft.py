@@ -180,6 +180,10 @@ def build_sft_trainer(
     summary = loss_summary(trainer.train_dataset, tokenizer, examples=len(train), packing=settings.packing,
                            template=marked.describe() if marked is not None else "")
     log.info("%s", summary.describe())
+    if summary.loss_tokens == 0:  # every conversation cut before its answer: TRL's sampler would fail on 0 rows
+        raise InputError(f"no conversation keeps an assistant token within max_length {settings.max_length}: "
+                         f"{summary.examples - summary.sequences} of {summary.examples} were left out, nothing "
+                         f"would be learned", hint="raise data.max_length, or shorten the conversations' prompts")
     return trainer, summary
 
 

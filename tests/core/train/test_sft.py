@@ -110,6 +110,9 @@ def test_a_conversation_cut_before_its_answer_is_left_out_and_counted(tiny: tupl
     _, summary = build(tiny, tmp_path, [conversation(0), long], max_length=256)
     assert (summary.examples, summary.sequences) == (2, 1)
     assert summary.describe().endswith("2 conversations (1 left out: no loss token within max_length)")
+    # every conversation cut before its answer: one line naming max_length (was TRL's "num_samples=0", exit 1)
+    with pytest.raises(InputError, match="no conversation keeps an assistant token within max_length 256"):
+        build(tiny, tmp_path, [long], max_length=256)
 
 
 @pytest.fixture(scope="module")
