@@ -40,7 +40,8 @@ class EvalConfig(StrictModel):
         "auto", description="weights' dtype: auto is bfloat16 on CUDA, float32 on CPU")
     bootstrap_iters: int = Field(100000, ge=0, description="bootstrap resamples for the stderr of metrics that are "
                                  "not means (lm-eval's default; 0: no stderr for them)")
-    seed: int = Field(0, description="lm-eval's random seed (few-shot sampling and the like)")
+    seed: int = Field(0, description="lm-eval's seeds: random_seed SEED, and numpy, torch and few-shot sampling "
+                      "1234 + SEED (lm-eval's defaults at 0)")
     probe: str = Field("What is 7 times 8?", description="prompt on which every adapter must change the base "
                        "model's logits before it is scored")
     min_logit_change: float = Field(1e-4, gt=0, description="an adapter whose largest logit change on the probe is "

@@ -184,3 +184,17 @@ def test_credentials_in_a_url_never_reach_the_console(in_tmp: Path, tiny_model: 
     assert main(["eval", "--model", str(tiny_model["hf"]), "--base-url", "http://user:sk-SECRET1@127.0.0.1:9/v1"]) == 2
     err = capsys.readouterr().err
     assert "--base-url http://user:***@127.0.0.1:9/v1: no answer" in err and "sk-SECRET1" not in err
+
+
+def test_seed_moves_the_few_shot_examples(in_tmp: Path, tiny_model: dict[str, Path], one_torch_thread: None) -> None:
+    """--set seed=N changed lm-eval's random_seed only: its few-shot seed stayed 1234, so the prompts were the same."""
+    prompts = {}
+    for seed in (0, 7):
+        run = in_tmp / f"s{seed}"
+        assert evaluate(tiny_model["hf"], "--tasks", "agentlab_capitals_mc", "--num-fewshot", "2", "--set",
+                        f"seed={seed}", "--out", str(run)) == 0
+        rows = (run / "lm-eval" / "base" / "samples_agentlab_capitals_mc.jsonl").read_text().splitlines()
+        prompts[seed] = [json.loads(row)["arguments"] for row in rows]
+        lm = json.loads((run / "lm-eval" / "base" / "results.json").read_text())
+        assert lm["config"]["fewshot_seed"] == 1234 + seed
+    assert prompts[0] != prompts[7]

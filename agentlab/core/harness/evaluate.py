@@ -43,6 +43,9 @@ LOGLIK_TOLERANCE = 1e-6
 GENERATION_CHECK = 16  # items of a generation task whose target log-likelihood is compared (no scores come with it)
 
 
+LM_EVAL_SEED = 1234  # lm-eval's default numpy, torch and few-shot seed
+
+
 @dataclass(frozen=True)
 class Settings:
     """What lm-eval is asked for every row (the same for all rows: comparisons are paired)."""
@@ -66,7 +69,11 @@ def evaluate_row(hm: ScoredModel, adapter: str | None, tasks: Sequence[str], man
         out = simple_evaluate(
             model=hm.lm, tasks=list(tasks), task_manager=manager, limit=settings.limit, samples=settings.samples,
             num_fewshot=settings.num_fewshot, apply_chat_template=settings.chat_template, log_samples=True,
-            bootstrap_iters=settings.bootstrap_iters, gen_kwargs=settings.gen_kwargs, random_seed=settings.seed)
+            bootstrap_iters=settings.bootstrap_iters, gen_kwargs=settings.gen_kwargs, random_seed=settings.seed,
+            # lm-eval's other seeds default to 1234 whatever random_seed is: seed 0 keeps its defaults, another
+            # seed moves them all (the few-shot examples drawn included)
+            numpy_random_seed=LM_EVAL_SEED + settings.seed, torch_random_seed=LM_EVAL_SEED + settings.seed,
+            fewshot_random_seed=LM_EVAL_SEED + settings.seed)
     if out is None:
         raise AgentlabError("lm-eval returned no results (not the main process)")
     samples = out.pop("samples", {})
