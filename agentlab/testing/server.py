@@ -576,11 +576,19 @@ DEMO_TEXT = (
 )
 
 
+def _demo_text(body: dict[str, Any]) -> str:
+    """``DEMO_TEXT``, cut to the request's ``max_tokens`` words as a real server cuts its answer."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        return "".join(split_words(DEMO_TEXT)[:limit]).rstrip()
+    return DEMO_TEXT
+
+
 def demo_server() -> ScriptedServer:
     """A started server for ``llm-bench --demo``: ``demo-fast``, ``demo-slow``, and ``demo-dead`` (always 503)."""
     server = ScriptedServer()
-    server.default("demo-fast", Reply(text=DEMO_TEXT, delay_s=0.02, chunk_delay_s=0.002))
-    server.default("demo-slow", Reply(text=DEMO_TEXT, delay_s=0.15, chunk_delay_s=0.01))
+    server.default("demo-fast", Reply(fn=_demo_text, delay_s=0.02, chunk_delay_s=0.002))
+    server.default("demo-slow", Reply(fn=_demo_text, delay_s=0.15, chunk_delay_s=0.01))
     server.default("demo-dead", Reply(status=503))
     return server.start()
 

@@ -167,3 +167,18 @@ def test_quality_per_model_and_the_cache_never_answers_a_measurement(srv: Script
     assert srv.count("cand-b") == 3  # the same request three times: each reached the model, none from the cache
     report = (out / "report.md").read_text()
     assert "## Answer quality" in report and "| cand-b | 3 | 0 | 0 | 3 | 3 |" in report
+
+
+def test_demo_models_answer_within_max_tokens() -> None:
+    """`llm-bench --demo --max-tokens 5` measured 42-token answers: the demo server ignored max_tokens."""
+    import httpx
+
+    from agentlab.testing.server import DEMO_TEXT, count_words, demo_server
+
+    with demo_server() as server:
+        for limit, words in ((5, 5), (None, count_words(DEMO_TEXT))):
+            body = {"model": "demo-fast", "messages": [{"role": "user", "content": "hi"}],
+                    **({"max_tokens": limit} if limit else {})}
+            reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=10).json()
+            assert reply["usage"]["completion_tokens"] == words
+            assert DEMO_TEXT.startswith(reply["choices"][0]["message"]["content"])
