@@ -172,6 +172,9 @@ def test_a_split_model_is_assembled_once_and_its_hash_checked(tmp_path: Path, mo
 
     pieces = [b"GGUF" + b"a" * 1000, b"b" * 5000, b"c" * 7]
     name = _split_model(tmp_path, monkeypatch, pieces, hashlib.sha256(b"".join(pieces)).hexdigest())
+    stale = tmp_path / "cache" / "builtin" / ".fake.gguf.k1ll3d"  # a process killed mid-assembly left it
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half")
     [before] = [s for s in builtin_status() if s["name"] == name]
     assert before["installed"] and before["assembled"] is False and before["size_bytes"] == 6011
     path = find_builtin(name)
