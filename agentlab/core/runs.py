@@ -141,7 +141,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temp file in the same folder + fsync + rename: a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # named by the file asked for, never by a temporary name the user never gave
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             files.ordinary_mode(tmp, replacing=path)
@@ -152,8 +155,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write through the descriptor names no file
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # a write through the descriptor names no
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc       # file; a failed rename the temporary
         raise
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentlab.core.errors import RunDirError
-from agentlab.core.runs import RunDir, atomic_write_json
+from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text
 
 
 def test_create_layout_and_completed(in_tmp: Path) -> None:
@@ -127,6 +127,23 @@ def test_atomic_write_keeps_old_file_when_serialisation_fails(in_tmp: Path) -> N
     with pytest.raises(RuntimeError):
         atomic_write_json(target, {"v": Boom()})
     assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in in_tmp.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failed_atomic_write_names_the_file_asked_for(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error named the temporary file (`/proc/.x.jsonl.wk0g8eyi.tmp`), a name the user never gave."""
+    (in_tmp / "folder").mkdir()
+    with pytest.raises(IsADirectoryError) as err:  # the rename over a folder fails
+        atomic_write_text(in_tmp / "folder", "x")
+    assert err.value.filename == str(in_tmp / "folder")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(in_tmp / ".x.json.abc.tmp"))
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    with pytest.raises(PermissionError) as err:
+        atomic_write_text(in_tmp / "x.json", "x")
+    assert err.value.filename == str(in_tmp / "x.json")
     assert [p.name for p in in_tmp.iterdir() if p.name.startswith(".")] == []
 
 
