@@ -57,6 +57,15 @@ def server_storage(url: str) -> Any:
                                    engine_kwargs={"pool_pre_ping": True}, **callback)
 
 
+def _is_sqlite(path: Path) -> bool:
+    """Whether ``path`` is an SQLite database file (its 16-byte header), such as a run's study.db."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db"
                  ) -> Any:
     """SQLite ``default`` in the run folder when ``storage`` is None; ``*.log``/``*.jsonl``-like paths (no ``://``)
@@ -69,6 +78,9 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
+        if _is_sqlite(Path(storage)):
+            raise ConfigError(f"{what}: {storage} is an SQLite database, not a journal file",
+                              hint=f"give it as a URL: sqlite:///{Path(storage).resolve()}")
         try:
             Path(storage).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(storage)))

@@ -146,3 +146,9 @@ def test_bad_journal_paths_are_config_errors(tmp_path: Path) -> None:
         open_study(str(not_a_journal), tmp_path, name="s", directions=["minimize"])
     with pytest.raises(ConfigError, match="cannot use .* as an Optuna journal file"):
         open_study(str(not_a_journal / "x.log"), tmp_path, name="s", directions=["minimize"])
+    # a run's study.db given as a path (no sqlite:///): read as a journal it was UnicodeDecodeError
+    db = tmp_path / "study.db"
+    open_study(f"sqlite:///{db}", tmp_path, name="s", directions=["minimize"])
+    with pytest.raises(ConfigError, match="study.db is an SQLite database, not a journal file") as err:
+        open_study(str(db), tmp_path, name="s", directions=["minimize"])
+    assert f"sqlite:///{db}" in (err.value.hint or "")
