@@ -160,6 +160,9 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         pop.set_attr("reference", reference(settings))  # no cooperation part: no debate, nothing asked
     ref = pop.attr("reference")
     say(fitness_line(cfg.fitness.model_dump(), settings.score, n, cfg.novelty))
+    if bred_generations(cfg) < cfg.generations:
+        say(f"search {cfg.search} makes {budget(cfg, cfg.search, len(cfg.seeds), baseline=False)} child(ren): "
+            f"{bred_generations(cfg)} generation(s) after gen_0, not the {cfg.generations} asked")
     breeder = Breeder(cfg, pop, run_dir, say)
     scored = breeder.scored
 
@@ -200,7 +203,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         pop.set_attr("final", final)
     pop.set_attr("finished", True)
     results = {
-        "base_model": cfg.base_model, "population": cfg.population, "generations": cfg.generations,
+        "base_model": cfg.base_model, "population": cfg.population, "generations": bred_generations(cfg),
         "questions": {"fitness": len(settings.questions), "validation": len(settings.validation),
                       "test": final["questions"]}, "score": settings.score,
         "fitness_weights": cfg.fitness.model_dump(), "novelty": cfg.novelty,
@@ -260,7 +263,7 @@ class Breeder:
         while not new:  # a generation of elites alone (the budget spent) has nothing to score: the next one
             history = self.history()
             k = len(history)
-            if k <= self.cfg.generations:
+            if k <= bred_generations(self.cfg):
                 breed(self.cfg, self.pop, k, self.run_dir, history, new)
             else:
                 breed_baselines(self.cfg, self.pop, self.run_dir, new)  # only those not in the store yet
@@ -275,7 +278,7 @@ class Breeder:
         after the search, when the breeder proposes nothing more, every generation is scored."""
         individuals = self.pop.individuals()
         rows: list[dict[str, Any]] = []
-        for k in range(self.cfg.generations + 1):
+        for k in range(bred_generations(self.cfg) + 1):
             members = self.pop.members(k)
             if members is None or any(individuals.get(m, {}).get("state") not in ("complete", "fail")
                                       for m in members):
@@ -426,6 +429,14 @@ def breed_baselines(cfg: EvolveConfig, pop: Population, run_dir: RunDir, new: li
 
 def baseline_names(cfg: EvolveConfig) -> list[str]:
     return [name for name in dict.fromkeys(cfg.baselines) if name != cfg.search]
+
+
+def bred_generations(cfg: EvolveConfig) -> int:
+    """The generations after gen_0 that breed a child: ``generations``, or fewer when the search's budget is spent
+    sooner (uniform's one child); a generation of elites alone would repeat the last one's rows."""
+    seeds = len(cfg.seeds)
+    left = budget(cfg, cfg.search, seeds, baseline=False) - max(0, cfg.population - seeds)
+    return 0 if left <= 0 else min(cfg.generations, -(-left // (cfg.population - cfg.elite)))
 
 
 def total_trials(cfg: EvolveConfig) -> int:

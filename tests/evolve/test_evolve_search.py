@@ -19,6 +19,7 @@ pytest.importorskip("cmaes")
 from agentlab.cli import main  # noqa: E402
 from agentlab.evolve.config import EvolveConfig  # noqa: E402
 from agentlab.evolve.population import open_population  # noqa: E402
+from agentlab.evolve.run import bred_generations  # noqa: E402
 from agentlab.evolve.search import budget, fixed_spec  # noqa: E402
 
 SEEDS = ("skill_arithmetic", "skill_geography", "skill_units")
@@ -55,6 +56,9 @@ def test_budgets_and_grids() -> None:
     cfg = EvolveConfig(population=8, elite=2, generations=4, baseline_budget=6, scale_range=(0.3, 1.5),
                        ties_density=[0.2, 0.5, 0.8])
     assert cfg.children(3) == 5 + 4 * 6 == budget(cfg, "cmaes", 3, baseline=False)
+    assert bred_generations(cfg) == 4 and bred_generations(cfg.model_copy(update={"search": "uniform"})) == 0
+    three = [Path("a"), Path("b"), Path("c")]  # gen_0 full of seeds: uniform's child is bred in gen 1
+    assert bred_generations(cfg.model_copy(update={"search": "uniform", "population": 3, "seeds": three})) == 1
     assert budget(cfg, "uniform", 3, baseline=False) == 1 and budget(cfg, "ties", 3, baseline=True) == 6
     assert fixed_spec(cfg, "uniform", 0, 1, 3)["weights"] == [pytest.approx(1 / 3, abs=1e-5)] * 3
     scales = [fixed_spec(cfg, "task_arithmetic", j, 5, 3)["weights"][0] for j in range(5)]
@@ -162,6 +166,10 @@ def test_every_search_spends_its_budget(search: str, in_tmp: Path, tiny_model: d
     children = [m for m, i in ind.items() if i["origin"] != "seed"]
     assert len(children) == (1 if search == "uniform" else 4)
     assert len(events(run, "scored")) == 3 + len(children)
+    # uniform's one child is bred in gen_0: no generation rows of elites alone after it (they were reported)
+    bred = 0 if search == "uniform" else json.loads(config.read_text()).get("generations", 1)
+    assert [e["generation"] for e in events(run, "generation")] == list(range(bred + 1))
+    assert json.loads((run / "results.json").read_text())["generations"] == bred
 
 
 @pytest.mark.parametrize("search", ["cmaes", "random", "ties"])
