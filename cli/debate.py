@@ -40,8 +40,8 @@ RoundsOpt = Annotated[int | None, opt("--rounds", help="Debate rounds after the 
                                        "eval`: 3). N > 0 with no --rule debates N rounds under keep_round0, the best "
                                        "debating rule measured; with --rule vote `debate` refuses it (`debate eval` "
                                        "scores every rule over the N rounds). 0: a dry run: every "
-                                       "agent and the judge answer one short question, OK/FAIL each, nothing "
-                                       "written.")]
+                                       "agent and the judge (`debate eval`: with --decision judge) answer one short "
+                                       "question, OK/FAIL each, nothing written.")]
 BaseModelOpt = Annotated[str | None, opt("--base-model", help="Base model of the adapter agents: smollm2-135m "
                                           "(default, built in), a transformers folder, a GGUF file, a cached hub id.")]
 AdaptersOpt = Annotated[list[Path] | None, opt(
@@ -108,13 +108,13 @@ def debate(
                            otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))
 
 
-def _dry_run(cfg: DebateConfig, json_: bool, panel: Panel, **_: Any) -> dict[str, Any] | None:
+def _dry_run(cfg: DebateConfig, json_: bool, panel: Panel, judge: bool = True, **_: Any) -> dict[str, Any] | None:
     if cfg.rounds != 0:
         return None
     from agentlab.debate.run import check
 
     with console.status("checking every agent answers"):
-        report = check(cfg, panel)
+        report = check(cfg, panel, judge=judge)
     if not report["ok"]:
         message = report.pop("message")
         print_json(report) if json_ else console.print(safe_text(message))
@@ -124,16 +124,14 @@ def _dry_run(cfg: DebateConfig, json_: bool, panel: Panel, **_: Any) -> dict[str
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:
-    from agentlab.debate.report import decision_words
+    from agentlab.debate.report import decision_words, failures, next_step
 
     final = results["final"]
     answer = final["answer"]
     if answer is None:
-        errors, calls, unparsed = results["errors"], results["answers"], results["unparseable"]
-        failed = f"all {calls}" if errors == calls else f"{errors} of {calls}"
-        answer = (f"none ({failed} calls failed; the first: {results.get('first_error')}"
-                  + (f"; {unparsed} answers unparseable)" if unparsed else ")") if errors else
-                  "none (no agent gave a parseable answer)")
+        unparsed = results["unparseable"]
+        answer = (f"none ({failures(results)}" + (f"; {unparsed} answers unparseable)" if unparsed else ")")
+                  if results["errors"] else "none (no agent gave a parseable answer)")
     rule = f", rule {final['rule']}" if final.get("rule") else ""
     console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"
                   + (" (tie broken)" if final["tie"] else ""))
@@ -141,6 +139,10 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     if final.get("rule") == "vote" and results.get("rounds"):
         console.print("rule vote: round 0's answers decided, no debate round asked (on the built-in personas every "
                       "rule that debates scored lower); --rule last_round (or keep_round0, ...) to debate")
+    if results.get("stop_reason") and final.get("rule") != "vote":  # vote's own line above says it
+        console.print(f"stopped early: {safe_text(results['stop_reason'])}", highlight=False)
+    if results["errors"]:
+        console.print(f"next step: {safe_text(next_step(results.get('first_error')))}", highlight=False)
     if results.get("judge_reply") and results["kind"] == "open":
         console.print(f"[bold]judge[/]: {safe_text(results['judge_reply']['text'].strip())}")
     console.print(f"{results['answers']} answers, {results['unparseable']} unparseable, {results['errors']} failed; "
@@ -183,6 +185,7 @@ def eval_cmd(
                                   ("--limit", "eval.limit", limit)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
     run_command(CommandSpec("debate-eval", DebateConfig, run_eval, prepare=prepare_eval,
+                            dry_run=lambda cfg, **kw: _dry_run(cfg, json_, judge=cfg.decision == "judge", **kw),
                             rerun="debate eval -c {config}", summary=_eval_summary),
                 Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,
                            otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))

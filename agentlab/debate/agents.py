@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes
-from agentlab.core.errors import ConfigError, InputError, UsageError
+from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
 from agentlab.core.models.adapters import persona_adapters, read_adapter
-from agentlab.core.models.modelref import resolve_model
+from agentlab.core.models.builtin import canonical_base
+from agentlab.core.models.modelref import ModelRef, resolve_model
 from agentlab.debate.config import AgentSpec, DebateConfig
 
 log = logging.getLogger(__name__)
@@ -29,14 +30,34 @@ TRAIN_HINT = ("train them first: agentlab train-persona --data persona_X --out a
               "default}, ...]` with --llm)")
 
 
-def check_adapter(path: Path) -> None:
-    """A PEFT adapter folder, or one line saying what is wrong (exit 2)."""
+def check_adapter(path: Path) -> dict[str, Any]:
+    """A PEFT adapter folder's config, or one line saying what is wrong (exit 2)."""
     try:
-        read_adapter(path)
+        return read_adapter(path)
     except InputError as exc:
         if not path.exists():
             exc.hint = f"check the path, or train it first: agentlab train-persona --out {path}"
         raise
+
+
+def check_base(path: Path, config: dict[str, Any], base_model: str, base: ModelRef) -> None:
+    """An adapter trained on another model than ``base_model`` (resolved: ``base``) is refused (exit 2), as evolve
+    refuses seeds of two bases (``canonical_base``: a built-in named by its name or its hub id is one model). A base
+    not found on this machine cannot be compared: a warning."""
+    trained = config.get("base_model_name_or_path")
+    if not isinstance(trained, str) or canonical_base(trained) == canonical_base(base_model):
+        return
+    try:
+        same = resolve_model(trained).path.resolve() == base.path.resolve()
+    except AgentlabError:
+        log.warning("%s: its base model '%s' is not found here, so it cannot be compared with base_model '%s'; "
+                    "check that they are the same model", path, trained, base_model)
+        return
+    if not same:
+        raise InputError(f"{path}: base model '{trained}' differs from base_model '{base_model}' (--base-model), "
+                         "which every adapter agent runs on",
+                         hint=f"debate it on its base (--base-model {trained}), or give adapters trained on "
+                         f"{base_model}")
 
 
 def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> Panel:
@@ -50,13 +71,14 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
                              hint=TRAIN_HINT)
         specs = [AgentSpec(adapter=path) for path in found]
     adapters = {spec.label: spec.adapter for spec in specs if spec.adapter is not None}
-    for path in adapters.values():
-        check_adapter(path)
+    configs = {path: check_adapter(path) for path in adapters.values()}
     base = llm or LLMConfig()
     providers, models, routes = dict(base.providers), dict(base.models), dict(base.routes)
     update: dict[str, Any] = {}
     if adapters:
-        resolve_model(cfg.base_model, user="--base-model")  # one line naming what was tried when it names nothing
+        base_ref = resolve_model(cfg.base_model, user="--base-model")  # one line naming what was tried, if nothing
+        for path, trained in configs.items():
+            check_base(path, trained, cfg.base_model, base_ref)
         more_providers, more_models, more_routes = adapter_routes(cfg.base_model, adapters, device=cfg.device,
                                                                   batch=batch)
         providers.update(more_providers)

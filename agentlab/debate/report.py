@@ -3,10 +3,11 @@ table."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.debate.answers import Answer
+from agentlab.core.debate.answers import Answer, all_failed
 from agentlab.core.runs import save_figure
 
 
@@ -49,6 +50,24 @@ def decision_words(method: str, rule: str) -> str:
             "then to the first given.")
 
 
+def failures(results: dict[str, Any]) -> str:
+    """How many model calls failed and the first error: "all 6 calls failed; the first: ..."."""
+    errors, calls = results["errors"], results["answers"]
+    failed = f"all {calls}" if errors == calls else f"{errors} of {calls}"
+    return f"{failed} calls failed; the first: {results.get('first_error')}"
+
+
+def next_step(error: str | None) -> str:
+    """What to do about a failed model call: a prompt grown past the model's context is the usual one in a debate,
+    since every round shows each agent its own earlier replies and the others' answers."""
+    if error and re.search(r"context|n_ctx", error):
+        return ("each round's prompt holds the earlier rounds and outgrew the model's context: ask fewer rounds "
+                "(--rounds), shorter replies (--set max_tokens=N), show only the others' answers (--visibility "
+                "answer), or use a model with a longer context (--base-model; n_ctx of a llama_cpp provider)")
+    return ("every failed call and its error is in llm_calls.jsonl; check the agents' models (routed ones with "
+            "`agentlab llm-bench --llm FILE`), then run the debate again")
+
+
 def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
     final = results["final"]
     agents = [a["name"] for a in results["agents"]]
@@ -64,18 +83,23 @@ def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
     lines += [decision_words(final["method"], final.get("rule", "last_round")), ""]
     if final.get("note"):
         lines += [final["note"] + ".", ""]
+    if results["errors"]:
+        lines += [f"{failures(results)}.", "", f"Next step: {next_step(results.get('first_error'))}.", ""]
     if results.get("rule") == "vote":
         lines += ["The rule `vote` decides on round 0's answers: no debate round was asked (set `rule` to debate).",
                   ""]
+    elif results.get("stop_reason") and rounds and all_failed(rounds[-1]):
+        lines += [f"Stopped early: {results['stop_reason']}.", ""]
     elif results.get("rounds_asked", results["rounds"]) < results["rounds"]:
         lines += [f"Round 0 was unanimous: the rule `{results['rule']}` asked no debate round.", ""]
     if results.get("judge_reply"):
         lines += ["## The judge", "", _quote(results["judge_reply"]["text"]), ""]
     lines += ["## Votes per round", "", "| round | " + " | ".join(agents) + " | vote | agreement | no vote |",
               "|---|" + "---|" * (len(agents) + 3)]
-    for r in results["per_round"]:
-        cells = [f"{r['answers'][n] if r['answers'][n] is not None else '-'} ({_conf(r['confidences'][n])})"
-                 for n in agents]
+    for r, answers in zip(results["per_round"], rounds, strict=True):
+        failed = {a.agent for a in answers if a.error is not None}
+        cells = ["failed" if n in failed else f"{r['answers'][n] if r['answers'][n] is not None else '-'} "
+                 f"({_conf(r['confidences'][n])})" for n in agents]
         winner = r["vote"]["winner"]
         lines.append(f"| {r['round']} | " + " | ".join(cells) + f" | {winner if winner is not None else '-'}"
                      f"{' (tie)' if r['vote']['tie'] else ''} | {r['agreement']:.0%} | {r['vote']['no_votes']} |")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.debate.answers import Answer, Round, vote
+from agentlab.core.debate.answers import Answer, Round, all_failed, vote
 from agentlab.core.debate.engine import Agent, Panel, ask
 from agentlab.core.debate.graph import DebateSettings, debate_graph
 from agentlab.core.debate.protocol import question_kind
@@ -78,10 +78,11 @@ def prepare(cfg: DebateConfig) -> dict[str, Any]:
     return {"panel": load_panel(cfg)}
 
 
-def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Provider] | None = None) -> dict[str, Any]:
-    """The dry run (``--rounds 0``): every agent and the judge answer one short question; nothing is written."""
-    judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
-    everyone = [*panel.agents, judge_agent]
+def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Provider] | None = None, *,
+          judge: bool = True) -> dict[str, Any]:
+    """The dry run (``--rounds 0``): every agent and (``judge``) the judge answer one short question; nothing is
+    written."""
+    everyone = [*panel.agents, *([Agent("judge", panel.judge, {}, False, panel.judge_source)] if judge else [])]
 
     async def main() -> list[Answer]:
         router = Router.for_run(panel.llm, None, providers=providers)
@@ -132,9 +133,14 @@ def append_round(run_dir: RunDir, number: int, answers: Round, name: str = TRANS
     durable_append(run_dir.file(name), lines)
 
 
+def shown_answer(a: Answer) -> str:
+    """An answer as the console shows it: ``failed`` for a failed call, ``-`` for a reply that held none."""
+    return "failed" if a.error is not None else a.answer if a.answer is not None else "-"
+
+
 def describe_round(number: int, answers: Round, method: str) -> str:
     t = vote(answers, method)
-    shown = ", ".join(f"{a.agent}: {a.answer if a.answer is not None else '-'}"
+    shown = ", ".join(f"{a.agent}: {shown_answer(a)}"
                       + (f" ({a.confidence:.0%})" if a.confidence is not None else "") for a in answers)
     return (f"round {number}: {shown} -> {t.winner if t.winner is not None else 'no vote'} "
             f"(agreement {t.share():.0%}{', tie' if t.tie else ''})")
@@ -182,7 +188,8 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
         router = Router.for_run(panel.llm, run_dir, providers=providers)
         try:
             settings = DebateSettings(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                      style=prompt_style(cfg, panel, kind), visibility=cfg.visibility, rule=rule)
+                                      style=prompt_style(cfg, panel, kind), visibility=cfg.visibility, rule=rule,
+                                      stop_on_failure=True)
             return await debate_graph(router, panel, question, kind, n_rounds, settings, done=done, on_round=finished,
                                       ask_judge=cfg.decision == "judge" or kind == "open",
                                       checkpoint=run_dir.file(CHECKPOINT))
@@ -235,9 +242,21 @@ def summarise(cfg: DebateConfig, panel: Panel, question: str, kind: str, rounds:
         "unparseable": sum(a.answer is None and a.error is None for a in every),
         "errors": sum(a.error is not None for a in every),
         "first_error": next((a.error for a in every if a.error is not None), None),
+        "stop_reason": stop_reason(rounds, cfg.debate_rounds, cfg.decision_rule),
         "tokens": {"prompt": sum(a.prompt_tokens for a in every),
                    "completion": sum(a.completion_tokens for a in every)},
     }
+
+
+def stop_reason(rounds: list[Round], asked: int, rule: str) -> str | None:
+    """Why fewer rounds than asked ran (None when every round asked ran)."""
+    if len(rounds) > asked or not rounds:
+        return None
+    if all_failed(rounds[-1]):
+        return (f"every agent's call failed in round {len(rounds) - 1}, so no further round was asked "
+                f"({len(rounds) - 1} of {asked} debate rounds)")
+    unanimous = "round 0 was unanimous, so " if rule == "on_disagreement" else ""
+    return f"{unanimous}the rule {rule} asked no debate round"
 
 
 def transcript_path(folder: Path) -> Path:

@@ -6,7 +6,8 @@ shown (so a changed prompt, order or round changes the bytes), every decision ru
 c50e92e); the test runs the same cases on today's engine and compares the files byte for byte. Timings are the one
 field that is not a function of the seeds: the clock is frozen (every ``seconds`` is 0). Recorded again when the
 ReConcile vote's weight of an answer stating no confidence became the documented 0.5 (it was binned to 0.1): the
-votes and the winners they decide changed, no transcript did; and when results.json gained ``first_error``."""
+votes and the winners they decide changed, no transcript did; and when results.json gained ``first_error``, then
+``stop_reason`` (null in every case: nothing else changed)."""
 
 from __future__ import annotations
 

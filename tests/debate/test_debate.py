@@ -365,3 +365,33 @@ def test_a_run_whose_file_said_question_resumes_with_the_same_topic(in_tmp: Path
     assert resume_changes(in_tmp / "d", same, "debate") == []
     assert resume_changes(in_tmp / "d", DebateConfig(topic="What is 2 plus 2?"), "debate") == [
         "topic 'What is 1 plus 2?' -> 'What is 2 plus 2?'"]
+
+
+def test_failed_calls_name_their_cause_are_marked_failed_and_stop_the_rounds(in_tmp: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """A prompt grown past the context: the summary and report name that cause (not only the route's
+    "bad_request") and the next step; a failed call shows as `failed`, an unparsed reply as `-`; once every agent's
+    call of a round failed no further round is asked, and the stop reason says so."""
+    from agentlab.cli.debate import _summary
+    from agentlab.core.errors import LLMError
+
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        k = rounds_seen(messages)
+        if k >= 2 or (k == 1 and model == "c"):
+            raise LLMError("s: prompt of 515 tokens does not fit the context of 512", "bad_request", model=model)
+        return "no idea" if model == "b" else "Answer: 3"
+
+    provider = ScriptedProvider("s", [reply])
+    cfg = setup(in_tmp, topic="What is 1 plus 2?", rounds=6)
+    results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
+    assert len(provider.calls) == 9 and results["rounds_asked"] == 2  # rounds 0, 1 and the failed 2; not 3 to 6
+    assert "every agent's call failed in round 2" in results["stop_reason"]
+    assert "does not fit the context of 512" in results["first_error"]
+    _summary(results, folder)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "calls failed; the first: route 'agent:c': every model failed" in err and "context of 512" in err
+    assert "stopped early: every agent's call failed in round 2" in err
+    assert "next step:" in err and "--visibility answer" in err and "max_tokens" in err
+    report = (folder / "report.md").read_text()
+    assert "| 1 | 3 (-) | - (-) | failed |" in report and "| 2 | failed | failed | failed |" in report
+    assert "does not fit the context of 512" in report and "Next step: " in report and "Stopped early: " in report

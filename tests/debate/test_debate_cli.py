@@ -54,14 +54,15 @@ def test_routed_personas_over_http_end_to_end(in_tmp: Path, srv: ScriptedServer)
 def test_a_debate_whose_every_call_failed_exits_1_with_the_error(in_tmp: Path, srv: ScriptedServer,
                                                                  capsys: pytest.CaptureFixture) -> None:
     """No server behind the agents: one line naming the first failure, exit 1, never "no parseable answer" and 0;
-    a debate that decided despite a failed call still ends 0 (the summary counts the failures)."""
+    a debate that decided despite a failed call still ends 0 (the summary counts the failures). Round 0 failed
+    for every agent, so round 1 is not asked."""
     (in_tmp / "llm.yaml").write_text(
         "providers:\n  vllm: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}\nmodels:\n"
         + "".join(f"  persona_{x}: {{provider: vllm, model: persona_{x}}}\n" for x in "abc") + "retries: 0\n")
     (in_tmp / "debate.yaml").write_text(DEBATE_YAML)
     assert main(["debate", "-c", "debate.yaml", "--llm", "llm.yaml", "--out", "d"]) == 1
     err = capsys.readouterr().err
-    assert "final answer (reconcile, rule last_round): none (all 6 calls failed; the first: route " in err
+    assert "final answer (reconcile, rule last_round): none (all 3 calls failed; the first: route " in err
     assert "connection" in err and "no agent gave a parseable answer" not in err
     assert json.loads((in_tmp / "d" / "results.json").read_text())["first_error"].startswith("route ")
 
@@ -118,6 +119,44 @@ def test_adapters_in_process_end_to_end_and_dry_run(in_tmp: Path, tiny_model: di
     assert results["judge_reply"] is not None and results["decision"] == "judge"
     assert results["answers"] == 4 and results["errors"] == 0 and results["prompt_style"] == "plain"
     assert transcript[0]["text"] is not None
+
+
+def test_eval_rounds_0_is_the_dry_run_its_help_promises(in_tmp: Path, srv: ScriptedServer,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """`debate eval --rounds 0` ran the whole eval and wrote a run folder; it is the dry run, as for `debate`: each
+    agent answers one short question (the judge too only where the eval asks one), nothing written."""
+    routed(in_tmp, srv)
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 1+1?", "answer": "2"}\n' * 3)
+    args = ["debate", "eval", "--task", "task.jsonl", "--rounds", "0", "--llm", "llm.yaml", "--set",
+            "agents=[{model: persona_a}, {model: persona_b}]"]
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "OK persona_a" in err and "OK persona_b" in err and "judge" not in err
+    assert "dry run: 2/2 answered; nothing written" in err and not (in_tmp / "runs").exists()
+    assert srv.count("persona_a") == 1
+    assert main([*args, "--decision", "judge", "--judge", "persona_c"]) == 0
+    assert "OK judge" in " ".join(capsys.readouterr().err.split()) and srv.count("persona_c") == 1
+    assert not (in_tmp / "runs").exists()
+
+
+def test_an_adapter_trained_on_another_base_is_refused_before_loading(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                      adapters: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """An adapter whose adapter_config.json names another model than --base-model ran on it, OK and exit 0; evolve
+    refuses such a mix: so does debate, with one line, before any model loads."""
+    import shutil
+
+    other = shutil.copytree(adapters / "persona_c", in_tmp / "q_a")
+    shutil.copytree(tiny_model["hf"], in_tmp / "tiny-q")
+    config = json.loads((other / "adapter_config.json").read_text())
+    (other / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "tiny-q"}))
+    args = ["debate", "--topic", "What is 2 plus 2?", "--rounds", "0", "--base-model", str(tiny_model["hf"]),
+            "--adapters", str(adapters / "persona_a"), "--adapters", "q_a"]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: q_a: base model 'tiny-q' differs from base_model '{tiny_model['hf']}'" in err, err
+    assert "--base-model tiny-q" in err and "OK" not in err and "Traceback" not in err
+    assert main([*args[:5], "--base-model", "tiny-q", "--adapters", "q_a"]) == 0  # on its own base it runs
 
 
 def test_eval_through_the_cli_with_make_task(in_tmp: Path, srv: ScriptedServer) -> None:

@@ -44,6 +44,11 @@ class Answer:
 Round = list[Answer]
 
 
+def all_failed(answers: Round) -> bool:
+    """Whether every agent's call of a round failed (no reply at all, as opposed to a reply with no answer)."""
+    return bool(answers) and all(a.error is not None for a in answers)
+
+
 def ballots(answers: Round) -> list[Ballot]:
     return [Ballot(a.agent, a.answer, a.confidence) for a in answers]
 

@@ -26,7 +26,7 @@ from agentlab.core.debate.protocol import (
     reply_schema,
 )
 from agentlab.core.debate.rules import shown
-from agentlab.core.errors import LLMError
+from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.config import HFProviderConfig, LLMConfig, ModelConfig, ProviderConfig, RouteConfig
 from agentlab.core.llm.structured import schema_max_tokens
 from agentlab.core.llm.types import GenParams, Messages
@@ -102,6 +102,8 @@ async def ask(router: Router, agent: Agent, messages: Messages, kind: Kind, *, t
             answer, confidence = parse_reply(text, kind)
     except (TimeoutError, LLMError) as exc:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        if isinstance(exc, AllModelsFailed) and exc.attempts and exc.attempts[-1][2]:  # why, not only the kind
+            message += f"; last: {exc.attempts[-1][2]}"
         return Answer(agent.name, "", None, None, seconds=round(time.perf_counter() - start, 3), error=message)
     usage = completion.usage
     return Answer(agent.name, text, answer, confidence, usage.prompt_tokens, usage.completion_tokens,

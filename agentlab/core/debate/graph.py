@@ -12,7 +12,7 @@ One debate is one graph run (a thread)::
   transcript, the ``round`` event with the vote and agreement, the console line);
 - ``next`` (the vote's edge): another round while fewer than ``rounds + 1`` are done, unless the decision ``rule``
   (``DebateSettings.rule``) needs none after round 0 (``rules.stops_after_round0``); then the ``judge`` when one is
-  asked, else END.
+  asked, else END; END at once when every agent's call of the last round failed and ``stop_on_failure`` is set.
 
 The state holds the finished rounds as plain dicts (``Answer.to_dict``), so a checkpointer can store it: with
 ``checkpoint`` (a file, ``agentlab debate``'s ``debate.sqlite`` in the run folder) LangGraph's SQLite checkpointer
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from agentlab.core.debate.answers import Answer, Round
+from agentlab.core.debate.answers import Answer, Round, all_failed
 from agentlab.core.debate.engine import Panel, ask, judge, others_of
 from agentlab.core.debate.protocol import Kind, conversation
 from agentlab.core.debate.rules import stops_after_round0
@@ -53,13 +53,15 @@ class DebateState(TypedDict, total=False):
 @dataclass(frozen=True)
 class DebateSettings:
     """How each round is asked (sampling, the prompts' ``style``, what an agent is shown of the others: ``visibility``)
-    and the decision ``rule`` that may end the rounds after round 0 (None: every round is asked)."""
+    and the decision ``rule`` that may end the rounds after round 0 (None: every round is asked); ``stop_on_failure``:
+    no further round (nor the judge) once every agent's call of a round failed (``agentlab debate``)."""
 
     temperature: float
     max_tokens: int
     style: str = "format"
     visibility: str = "full"
     rule: str | None = None
+    stop_on_failure: bool = False
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Debate:
 
         finished = state.get("rounds") or []
         rule = self.settings.rule
+        if finished and self.settings.stop_on_failure and all_failed(_answers(finished[-1])):
+            return END
         more = len(finished) <= self.rounds and not (
             finished and rule is not None and stops_after_round0(rule, _answers(finished[0])))
         if more:
