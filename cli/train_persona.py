@@ -82,8 +82,10 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     loss = f"loss {first:.4f} -> {final:.4f}" if first is not None and final is not None else "no loss logged"
     console.print(f"[bold]adapter[/]: {safe_text(results['adapter'])}")
     steps = results["steps"]  # which tokens carry the loss was said before training: not repeated here
-    console.print(f"{steps} step{'' if steps == 1 else 's'}, {loss}, {results['tokens_seen']:,} tokens in "
-                  f"{results['seconds']:.0f} s")
+    # a resume's seconds are this session's (from its checkpoint), the steps and tokens the whole run's
+    took = (f"; this session (from {Path(results['resumed_from']).name}): {results['seconds']:.0f} s"
+            if results.get("resumed_from") else f" in {results['seconds']:.0f} s")
+    console.print(f"{steps} step{'' if steps == 1 else 's'}, {loss}, {results['tokens_seen']:,} tokens{took}")
     scored = results.get("eval") or {}
     for adapter, comparisons in scored.get("paired", {}).items():
         base = {(s["task"], s["metric"]): s["value"] for s in scored["rows"]["base"]}

@@ -68,7 +68,8 @@ def render_report(cfg: TrainPersonaConfig, results: dict[str, Any], preview: str
         f"# train-persona `{cfg.name}`", "",
         f"Adapter: `{results['adapter']}` on `{cfg.base_model}` ({results['device']}, "
         f"{'QLoRA' if results['qlora'] else 'LoRA'}){resumed}.", "",
-        "| steps | tokens seen | tokens/s | first loss | final loss | seconds |", "|---|---|---|---|---|---|",
+        "| steps | tokens seen | tokens/s | first loss | final loss | seconds"
+        + (" (this session) |" if resumed else " |"), "|---|---|---|---|---|---|",
         f"| {results['steps']} | {results['tokens_seen']:,} | {_num(results['tokens_per_s'], '.0f')} | "
         f"{_num(results['first_loss'])} | {_num(results['final_loss'])} | {results['seconds']:.0f} |", "",
         *_memory_lines(results),

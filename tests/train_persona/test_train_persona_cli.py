@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,6 +170,9 @@ def test_resuming_a_finished_run_trains_nothing_and_a_larger_budget_trains_on(
     assert after == before
     assert main(["train-persona", "--resume", str(run), "--max-steps", "3"]) == 0  # a larger budget: on it goes
     assert json.loads((run / "results.json").read_text())["steps"] == 3
+    # the whole run's steps and tokens, this session's seconds: said as such (read as tokens in 0 s)
+    assert re.search(r"3 steps, .* tokens; this session \(from checkpoint-2\): \d+ s", capsys.readouterr().err)
+    assert "| seconds (this session) |" in (run / "report.md").read_text()
     assert (in_tmp / "adapters" / "a" / "adapter_model.safetensors").is_file()
     assert not list((in_tmp / "adapters").glob(".*"))
 
