@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -52,12 +52,32 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
 
 
 def _execute(loaded: Loaded, out: Path | None, json_: bool, verbose: int, log_prompts: bool, **inputs: Any) -> None:
+    from agentlab.core.runs import opened_count, opened_run
     from agentlab.pipeline.run import run_session
 
-    run_command(CommandSpec("pipeline", None, run_session, load=lambda sets: loaded, save_config=False,
-                            prepare=lambda _: inputs, resumable=False, summary=_summary,
-                            to_json=lambda result: result.summary()),
-                Invocation(out=out, log_prompts=log_prompts, json_=json_, verbose=verbose))
+    before = opened_count()
+    try:
+        run_command(CommandSpec("pipeline", None, run_session, load=lambda sets: loaded, save_config=False,
+                                prepare=lambda _: inputs, resumable=False, summary=_summary,
+                                to_json=lambda result: result.summary()),
+                    Invocation(out=out, log_prompts=log_prompts, json_=json_, verbose=verbose))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the session (recorded `interrupted`) and the stage to go on from
+        raise _interrupted(opened_run() if opened_count() > before else None) from None
+
+
+def _interrupted(folder: Path | None) -> Exception:
+    """What Ctrl-C says (exit 130): the real session and stage to rerun from (it said `rerun SESSION --from STAGE`)."""
+    from agentlab.core.errors import AgentlabError
+    from agentlab.pipeline.sessions import unfinished_stage
+
+    stage = unfinished_stage(folder) if folder is not None and folder.is_dir() else None
+    if folder is None or stage is None:  # no session yet, or none a rerun can read
+        error = AgentlabError("interrupted", hint="nothing to continue: run the command again")
+    else:
+        error = AgentlabError(f"interrupted at stage '{stage}' of session {folder.name}", hint="the finished stages "
+                              f"are kept: continue with `agentlab pipeline rerun {folder.name} --from {stage}`")
+    error.exit_code = 130
+    return error
 
 
 def _summary(result: PipelineResult, path: Path) -> None:
@@ -142,7 +162,8 @@ def history_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """List pipeline sessions: id (a rerun's parent under it), status, input, final answer. A session whose files
-    cannot be read is listed with the bad file marked, and what is wrong with it under the list."""
+    cannot be read is listed with the bad file marked (a bad step file: status `damaged`), and what is wrong with it
+    under the list."""
     from agentlab.pipeline.sessions import list_sessions, session_tree, sessions_root
 
     sessions = list_sessions()
@@ -204,8 +225,11 @@ def _history_table(sessions: list[dict[str, Any]], title: str) -> None:
 
 
 def _state(s: dict[str, Any]) -> str:
-    """The status of a listed session, or the mark of an unreadable run.json."""
-    return "[red]? run.json[/]" if "run.json" in s["problems"] else _status(s["status"])
+    """The status of a listed session, the mark of an unreadable run.json, or `damaged`: a step file that cannot be
+    read (`show` refuses it; the file is named under the list)."""
+    if "run.json" in s["problems"]:
+        return "[red]? run.json[/]"
+    return "[red]damaged[/]" if any(p.startswith("steps/") for p in s["problems"]) else _status(s["status"])
 
 
 def _cell(s: dict[str, Any], key: str, file: str) -> str:
@@ -240,12 +264,13 @@ def show_cmd(
     session: Annotated[str, typer.Argument(help="Session: folder name, unique prefix, or path.")],
     json_: JsonOpt = False,
 ) -> None:
-    """Print a session's stages (input, output, tokens, time) and its final answer."""
+    """Print a session's stages (input, output, tokens, time) and its final answer (stdout); a session with none
+    (failed, interrupted, running) says why and how to continue it, exit 1."""
     from agentlab.pipeline.sessions import find_session, load_session
 
     data = load_session(find_session(session))
     if json_:
-        print_json(data)
+        print_json(data)  # exit 0: a session with no final answer has `final: null` and, failed, `failed_stage`
         return
     parent = f", rerun of {safe_text(data['parent'])} from {safe_text(data['from_stage'])}" if data["parent"] else ""
     console.print(f"[bold]{safe_text(data['id'])}[/] ({_status(data['status'])}{parent}) started "
@@ -272,6 +297,27 @@ def show_cmd(
             console.print(f"[dim]votes:[/] {safe_text(tally)}")
         console.print(f"[green]output:[/] {safe_text(step['output'])}")
     console.rule()
+    if data["final"] is None:
+        _no_answer(data)
     console.print("[bold]final answer:[/]")
-    final = data["final"]
-    typer.echo(safe_text(final, stdout=True) if final is not None else "(none: the session did not finish)", color=True)
+    typer.echo(safe_text(data["final"], stdout=True), color=True)
+
+
+def _no_answer(data: dict[str, Any]) -> NoReturn:
+    """A session with no final answer: why (the stage that failed and its error, as `run` said it), how to continue
+    it, exit 1; stdout stays empty (`show ID > answer.txt` writes no answer)."""
+    failed, stage, status = data["failed_stage"], data["continue_from"], data["status"]
+    rerun = f"agentlab pipeline rerun {safe_text(data['id'])}"
+    if failed:
+        console.print(f"[bold red]failed:[/] {safe_text(failed['error'])}")
+        console.print(f"[yellow]hint:[/] the steps before it are kept: fix the model or add `fallbacks:` to the "
+                      f"stage, then `{rerun} --from {safe_text(failed['name'])}`")
+        raise typer.Exit(1)
+    state = {"running": "is still running", "interrupted": "was interrupted"}.get(status or "", safe_text(status))
+    at = f" at stage '{safe_text(stage)}'" if stage and status in ("running", "interrupted") else ""
+    error = f": {safe_text(data['error'])}" if status == "failed" and data["error"] else ""
+    console.print(f"[bold]no final answer[/]: the session {state}{at}{error}")
+    if stage and status != "running":
+        console.print(f"[yellow]hint:[/] the finished stages are kept: continue with `{rerun} --from "
+                      f"{safe_text(stage)}`")
+    raise typer.Exit(1)

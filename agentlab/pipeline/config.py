@@ -17,7 +17,7 @@ from agentlab.core.config import StrictModel
 from agentlab.core.errors import MissingPackage
 from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig
 from agentlab.core.models.builtin import builtin_path, is_builtin
-from agentlab.pipeline.templates import syntax_error
+from agentlab.pipeline.templates import references, syntax_error
 
 Aggregation = Literal["concat", "vote", "synthesis", "template"]
 
@@ -92,9 +92,11 @@ class ModelsConfig(StrictModel):
     defaults: ModelSettings = Field(default_factory=ModelSettings, description="settings of every local model")
     resources: ResourceConfig = Field(default_factory=ResourceConfig,
                                       description="memory check before the pipeline's local models load")
-    timeout_s: float = Field(600.0, gt=0, description="per-call timeout (local CPU generation can be slow)")
-    retries: int = Field(1, ge=0, description="retries on the same model for retryable failures (timeout, "
-                         "connection, HTTP 5xx / 429, an empty reply) before a stage's fallbacks")
+    timeout_s: float = Field(600.0, gt=0, description="per-call timeout of the local models (local CPU generation "
+                             "can be slow); a routed: model keeps the routing config's")
+    retries: int = Field(1, ge=0, description="retries on the same local model for retryable failures (timeout, "
+                         "connection, HTTP 5xx / 429, an empty reply) before a stage's fallbacks; a routed: model "
+                         "keeps the routing config's")
     models: dict[str, ModelEntry] = Field(default_factory=dict, description="named models the pipeline uses")
 
     def settings(self, name: str) -> ModelSettings:
@@ -248,6 +250,10 @@ class PipelineConfig(StrictModel):
             first = min(seen[name] for name in cycle[:-1])
             raise ValueError(f"base_pipeline.stages.{first}.input_from: input cycle "
                              f"{' -> '.join(cycle)} (each stage feeds the next)")
+        ran: list[str] = []  # `stages` of a template: the outputs of the stages run before it
+        for stage in execution_order(stages):
+            _check_references(stage, f"base_pipeline.stages.{seen[stage.name]}", ran, seen)
+            ran.append(stage.name)
         return self
 
 
@@ -278,6 +284,28 @@ def _check_stage_fields(stage: StageConfig, at: str) -> None:
         problem = syntax_error(getattr(stage, field))
         if problem:
             raise wrong(field, f"template syntax error: {problem}")
+
+
+# the variables of each template field (aggregate.render_template, run._run_stage)
+TEMPLATE_VARIABLES = {"prompt": ("input", "original", "stages"),
+                      "template": ("answers", "input", "original", "stages")}
+
+
+def _check_references(stage: StageConfig, at: str, ran: list[str], names: Iterable[str]) -> None:
+    """Each template of ``stage`` reads only its variables and the outputs of the stages run before it (``ran``)."""
+    for field, known in TEMPLATE_VARIABLES.items():
+        text = getattr(stage, field)
+        if text is None:
+            continue
+        variables, named = references(text)
+        unknown = sorted(variables - set(known))
+        if unknown:
+            raise ValueError(f"{at}.{field}: unknown variable '{unknown[0]}' (variables: {', '.join(known)})")
+        for name in sorted(named - set(ran)):
+            why = ("it is this stage" if name == stage.name else f"stage '{name}' runs after '{stage.name}'"
+                   if name in names else "no such stage")
+            raise ValueError(f"{at}.{field}: `stages.{name}`: {why}; stages available to '{stage.name}': "
+                             f"{', '.join(ran) or 'none (it runs first)'}")
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

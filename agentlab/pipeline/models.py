@@ -58,6 +58,24 @@ def build_llm_config(models_cfg: ModelsConfig, routed: LLMConfig | None, used: s
                      resources=models_cfg.resources)
 
 
+ROUTING_RULES = ("timeout_s", "retries", "max_retry_after_s", "circuit_breaker")
+
+
+def split_by_rules(llm_cfg: LLMConfig, models_cfg: ModelsConfig, routed: LLMConfig | None) -> list[LLMConfig]:
+    """``llm_cfg`` as one config per set of call rules (one router each): the local models under the models file's
+    ``timeout_s`` and ``retries``, the routed models under the routing config's own (``timeout_s``, ``retries``, the
+    Retry-After cap, the circuit breaker), as llm-bench and every other command calls them."""
+    parts = []
+    for http in (False, True):
+        models = {n: m for n, m in llm_cfg.models.items() if (models_cfg.models[n].routed is not None) == http}
+        if models:
+            rules = {key: getattr(routed, key) for key in ROUTING_RULES} if http and routed is not None else {}
+            parts.append(llm_cfg.model_copy(update={
+                "models": models, "providers": {m.provider: llm_cfg.providers[m.provider] for m in models.values()},
+                **rules}))
+    return parts
+
+
 def estimate(models_cfg: ModelsConfig, name: str) -> Any:
     """The memory estimate of a local model (``resources.MemoryEstimate``); the file must exist."""
     settings, path = models_cfg.settings(name), models_cfg.path(name)

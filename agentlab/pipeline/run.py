@@ -34,7 +34,7 @@ from agentlab.core.runs import RunDir, now_iso
 from agentlab.pipeline.aggregate import Answer, concat, render_template, synthesis_messages, vote
 from agentlab.pipeline.config import ModelsConfig, PipelineConfig, StageConfig, dependencies, execution_order
 from agentlab.pipeline.load import Loaded
-from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits
+from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits, split_by_rules
 from agentlab.pipeline.serving import StageFailed, StageServer
 from agentlab.pipeline.templates import render
 
@@ -123,8 +123,10 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
         run_dir.update_info(parent_run_id=parent_run_id)
 
     progress = progress or NullProgress()
-    router = Router.for_run(llm_cfg, run_dir, providers=given)
-    server = StageServer(router, llm_cfg, models_cfg, run_dir, given)
+    routers: dict[str, Router] = {}
+    for rules in split_by_rules(llm_cfg, models_cfg, llm):  # local and routed models: each under its own rules
+        routers.update(dict.fromkeys(rules.models, Router.for_run(rules, run_dir, providers=given)))
+    server = StageServer(routers, llm_cfg, models_cfg, run_dir, given)
     outputs: dict[str, str] = {}
     steps: list[dict[str, Any]] = []
     try:
@@ -151,7 +153,6 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
             steps.append(step)
     finally:
         await server.aclose()
-        await router.aclose()
     loaded = [{"name": e.name, "backend": e.backend, "path": str(e.path), "estimate_bytes": e.total_bytes,
                "estimate": e.describe()} for e in estimates]
     final = outputs[pipeline_cfg.final_stage] if pipeline_cfg.final_stage else steps[-1]["output"]

@@ -3,11 +3,11 @@
 A slot (a single stage's model, each model of a multi stage, a synthesis aggregator) is asked of its model, then of
 the stage's ``fallbacks`` in order. Each model goes through ``Router.try_model``, so the routing rules apply as to
 any routed call: retryable failures (timeout, connection, HTTP 5xx / 429, an empty reply) are retried up to the
-models file's ``retries``; the others (a file that is not a GGUF, a model over the memory budget, auth) move on at
-once. A model that ran out of memory (``core/llm/oom.py``: CUDA, Metal or host, as llama.cpp or torch report it) is
-unloaded and asked once more on smaller settings (``smaller``) before the next model; those settings stay for the
-rest of the run. Every attempt is recorded (``serving`` in the step file); a slot no model serves raises
-``StageFailed``, which names the stage.
+models file's ``retries`` (a routed model: under the routing config's ``timeout_s`` and ``retries``); the others (a
+file that is not a GGUF, a model over the memory budget, auth) move on at once. A model that ran out of memory
+(``core/llm/oom.py``: CUDA, Metal or host, as llama.cpp or torch report it) is unloaded and asked once more on
+smaller settings (``smaller``) before the next model; those settings stay for the rest of the run. Every attempt is
+recorded (``serving`` in the step file); a slot no model serves raises ``StageFailed``, which names the stage.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ def free_memory(path: str) -> int:
 
 @dataclass
 class StageServer:
-    """Serves the slots of every stage of one run over ``router``; ``given``: providers by name (tests), also used
-    for a model's smaller settings (a test double has no settings)."""
+    """Serves the slots of every stage of one run, each model over its router in ``routers`` (local models under the
+    models file's rules, routed ones under the routing config's: ``models.split_by_rules``); ``given``: providers by
+    name (tests), also used for a model's smaller settings (a test double has no settings)."""
 
-    router: Router
+    routers: dict[str, Router]
     llm_cfg: LLMConfig
     models_cfg: ModelsConfig
     run_dir: RunDir
@@ -104,7 +105,7 @@ class StageServer:
 
     async def _ask(self, stage: str, name: str, messages: Messages, params: GenParams,
                    serving: list[dict[str, Any]]) -> Completion | None:
-        router, settings = self.reduced.get(name, (self.router, ""))
+        router, settings = self.reduced.get(name, (self.routers[name], ""))
         completion, outcome = await self._try(router, stage, name, messages, params, settings, serving)
         if completion is not None or outcome != OOM_KIND or name in self.reduced:
             return completion
@@ -146,5 +147,5 @@ class StageServer:
         return Router.for_run(cfg, self.run_dir, providers=given), change
 
     async def aclose(self) -> None:
-        for router, _ in self.reduced.values():
+        for router in {id(r): r for r in [*self.routers.values(), *(r for r, _ in self.reduced.values())]}.values():
             await router.aclose()

@@ -14,10 +14,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentlab.core.config import load_config
-from agentlab.core.errors import InputError, UsageError
+from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.files import read_json
 from agentlab.core.runs import run_status, runs_root
-from agentlab.pipeline.config import execution_order, pipeline_checked
+from agentlab.pipeline.config import PipelineConfig, execution_order, pipeline_checked
 from agentlab.pipeline.load import Loaded, check_used_models, load_models, load_routed, used_models
 
 COMMAND = "pipeline"
@@ -35,6 +35,13 @@ class _Record(BaseModel):
 class _RunInfo(_Record):
     started: str | None = None
     status: str | None = None
+    error: str | None = None
+
+
+class _FailedStage(_Record):
+    name: str
+    index: int
+    error: str
 
 
 class _SessionInfo(_Record):
@@ -42,6 +49,7 @@ class _SessionInfo(_Record):
     pipeline: str | None = None
     parent_run_id: str | None = None
     from_stage: str | None = None
+    failed_stage: _FailedStage | None = None
 
 
 class _Results(_Record):
@@ -145,7 +153,7 @@ def _summary(path: Path, reader: _Reader) -> tuple[dict[str, Any], dict[str, Any
                "pipeline": session.get("pipeline"), "parent": session.get("parent_run_id"),
                "from_stage": session.get("from_stage"), "input": _head(session.get("input")),
                "final": _head(results.get("final")), "stages": len(results.get("stages", [])) or None,
-               "problems": reader.problems}
+               "error": info.get("error"), "problems": reader.problems}
     return summary, session, results
 
 
@@ -159,10 +167,17 @@ def session_summary(path: Path, *, lenient: bool = False) -> dict[str, Any]:
 
 
 def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
-    """Every session, oldest first; a session with unreadable files is listed with its ``problems``."""
+    """Every session, oldest first; a session with unreadable files (its step files included: what `show` reads) is
+    listed with its ``problems``."""
     base = sessions_root(root)
     folders = sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []
-    return [session_summary(p, lenient=True) for p in folders]
+    listed = []
+    for path in folders:
+        reader = _Reader(path, lenient=True)
+        listed.append(_summary(path, reader)[0])
+        for step in sorted((path / "steps").glob("*.json")):
+            reader.read(f"steps/{step.name}", _Step)
+    return listed
 
 
 def session_tree(sessions: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -212,8 +227,24 @@ def load_session(path: Path) -> dict[str, Any]:
     """Everything `pipeline show` prints: the summary, the step records, the final answer. ``InputError`` (one line,
     naming the file) when any of the session's files cannot be read."""
     summary, session, results = _summary(path, _Reader(path, lenient=False))
-    return {**summary, "input": session.get("input"), "final": results.get("final"), "results": results,
-            "steps": load_steps(path)}
+    steps = load_steps(path)
+    final = results.get("final")
+    return {**summary, "input": session.get("input"), "final": final, "results": results, "steps": steps,
+            "failed_stage": session.get("failed_stage"),
+            "continue_from": None if final is not None else unfinished_stage(path, [s["stage"] for s in steps])}
+
+
+def unfinished_stage(path: Path, finished: Iterable[str] | None = None) -> str | None:
+    """The stage a rerun continues an unfinished session from: the first stage in run order (the session's
+    config.yaml) not in ``finished`` (default: the stages with a step file); None when config.yaml cannot be read or
+    every stage finished."""
+    try:
+        pipeline = load_config(path / "config.yaml", PipelineConfig, schema="pipeline")
+        names = [s.name for s in execution_order(pipeline.base_pipeline.stages)]
+    except (AgentlabError, ValueError):
+        return None
+    done = set(finished if finished is not None else (f.stem.partition("-")[2] for f in path.glob("steps/*.json")))
+    return next((n for n in names if n not in done), None)
 
 
 @dataclass
@@ -230,9 +261,14 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     """The parent's saved configs with ``sets`` applied; its step records for the stages before ``from_stage``
     (default: the first stage, i.e. run everything again); the parent's input unless ``input_text`` is given."""
     models_path = parent / "models.yaml"
-    models = load_models(models_path)
     # config.yaml is the pipeline (sessions made before it was called so: pipeline.yaml)
     pipeline_file = parent / "config.yaml" if (parent / "config.yaml").is_file() else parent / "pipeline.yaml"
+    for file in (pipeline_file if pipeline_file.is_file() else parent / "config.yaml", models_path):
+        if not file.is_file():
+            raise InputError(f"{file}: missing: the session folder is incomplete or damaged",
+                             hint="a rerun reads the session's config.yaml and models.yaml as `pipeline run` wrote "
+                             "them; start a new session with `agentlab pipeline run`")
+    models = load_models(models_path)
     pipeline = load_config(pipeline_file, pipeline_checked(models.models), list(sets or []), schema="pipeline")
     order = execution_order(pipeline.base_pipeline.stages)
     names = [s.name for s in order]

@@ -42,6 +42,26 @@ def syntax_error(text: str | None) -> str | None:
     return None
 
 
+def references(text: str) -> tuple[set[str], set[str]]:
+    """What a template that compiles reads: the variables it takes from outside, and the stages it names as
+    ``stages.NAME`` or ``stages['NAME']`` (``stages[name]`` with a computed name and method calls such as
+    ``stages.get(...)`` are left to run time)."""
+    from jinja2 import meta, nodes
+
+    tree = _env().parse(text)
+    variables = meta.find_undeclared_variables(tree)
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
+    stages = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if not (isinstance(node.node, nodes.Name) and node.node.name == "stages") or id(node) in called:
+            continue
+        if isinstance(node, nodes.Getattr):
+            stages.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            stages.add(node.arg.value)
+    return variables, stages if "stages" in variables else set()
+
+
 def render(text: str, where: str, **variables: Any) -> str:
     """Render ``text`` with ``variables``; any template failure is a ``ConfigError`` naming ``where``."""
     from jinja2 import TemplateError
@@ -53,8 +73,9 @@ def render(text: str, where: str, **variables: Any) -> str:
         raise ConfigError(f"{where}: the template tried to reach Python internals ({exc})",
                           hint="templates see only plain data: input, original, stages, answers") from None
     except TemplateError as exc:
+        stages = f"; stages available: {', '.join(variables['stages']) or 'none'}" if "stages" in variables else ""
         raise ConfigError(f"{where}: template error: {exc}",
-                          hint=f"variables available: {', '.join(sorted(variables))}") from None
+                          hint=f"variables available: {', '.join(sorted(variables))}{stages}") from None
     except (ArithmeticError, LookupError, TypeError, ValueError) as exc:  # {{ 1/0 }}, range too big, bad call
         raise ConfigError(f"{where}: template error: {type(exc).__name__}: {exc}",
                           hint="fix the expression in the template") from None

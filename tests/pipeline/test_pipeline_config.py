@@ -128,6 +128,44 @@ def test_template_syntax_error_at_load_names_the_field(in_tmp: Path, capsys: pyt
     assert code == 2 and f"{pipeline}:8: base_pipeline.stages[0].template: template syntax error" in err
 
 
+@pytest.mark.parametrize("stages, line, field, message", [
+    ("    - {name: a, model: a, prompt: 'see {{ stages.b }}'}\n    - {name: b, model: b}\n", 4, "prompt",
+     "`stages.b`: stage 'b' runs after 'a'; stages available to 'a': none (it runs first)"),
+    ("    - {name: a, model: a}\n    - {name: b, model: b, input_from: [], prompt: \"{{ stages['c'] }}\"}\n"
+     "    - {name: c, model: a, input_from: a}\n", 5, "prompt",
+     "`stages.c`: stage 'c' runs after 'b'; stages available to 'b': a"),
+    ("    - {name: a, model: a}\n    - {name: b, model: b, prompt: '{{ stages.drfat }}'}\n", 5, "prompt",
+     "`stages.drfat`: no such stage; stages available to 'b': a"),
+    ("    - {name: a, model: a, prompt: '{{ inptu }}'}\n", 4, "prompt",
+     "unknown variable 'inptu' (variables: input, original, stages)"),
+    ("    - {name: a, model: a}\n    - {name: m, type: multi, models: [a, b], aggregation: template, "
+     "template: '{{ stages.m }}'}\n", 5, "template", "`stages.m`: it is this stage; stages available to 'm': a"),
+], ids=["later-stage", "later-by-key", "unknown-stage", "unknown-variable", "itself"])
+def test_template_references_are_checked_before_the_run(in_tmp: Path, capsys: pytest.CaptureFixture, stages: str,
+                                                        line: int, field: str, message: str) -> None:
+    """A template naming a later stage or an unknown variable is refused at load, naming the stage, the field and
+    the stages available (it failed at run time, after the session folder was made, with Jinja's "'dict object' has
+    no attribute 'b'")."""
+    models = write_models(in_tmp, ["a", "b"])
+    pipeline = write(in_tmp, stages)
+    code, err = run_cli(models, pipeline, capsys)
+    index = line - 4
+    assert code == 2 and f"{pipeline}:{line}: base_pipeline.stages[{index}].{field}: {message}" in err, err
+    assert not (in_tmp / "runs").exists()
+
+
+def test_template_references_that_are_fine(in_tmp: Path) -> None:
+    from agentlab.pipeline.load import prepare
+
+    models = write_models(in_tmp, ["a", "b"])
+    pipeline = write(in_tmp, "    - {name: a, model: a}\n    - {name: b, model: b, prompt: \"{{ stages.a }} "
+                     "{{ stages['a'] }} {{ stages.get('c', '') }} {% for k, v in stages.items() %}{{ k }}{% endfor %}"
+                     " {% set x = original %}{{ x }} {{ range(2) | list }}\"}\n"
+                     "    - {name: m, type: multi, models: [a, b], aggregation: template, template: "
+                     "'{% for x in answers %}{{ x.text }}{% endfor %}{{ stages.b }}{{ input }}'}\n")
+    assert [s.name for s in prepare(models, pipeline).pipeline.base_pipeline.stages] == ["a", "b", "m"]
+
+
 def test_duplicate_stage_names(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     models = write_models(in_tmp, ["a"])
     pipeline = write(in_tmp, "    - {name: s, model: a}\n    - {name: s, model: a}\n")

@@ -222,6 +222,27 @@ def test_an_http_error_is_retried_then_falls_back_to_a_local_model(in_tmp: Path)
     assert result.final == "[local] hi"
 
 
+def test_a_routed_model_takes_the_routing_configs_timeout_and_retries(in_tmp: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """The routing config's timeout_s and retries rule its models, as in llm-bench (the models file's 600 s and one
+    retry won: a 3 s timeout waited for a 30 s answer, and retries: 0 made two attempts); local models keep the
+    models file's."""
+    with ScriptedServer() as srv:
+        srv.default("slow-x", Reply(text="late", delay_s=5.0))
+        (in_tmp / "llm.yaml").write_text(yaml.safe_dump({
+            "providers": {"http": {"kind": "openai", "base_url": srv.base_url}},
+            "models": {"remote": {"provider": "http", "model": "slow-x", "stream": False}},
+            "timeout_s": 0.3, "retries": 0}))
+        (in_tmp / "models.yaml").write_text("models: {r: {routed: remote}}\n")
+        code = main(["pipeline", "run", "--models", "models.yaml", "--llm", "llm.yaml", "--stage", "a=r", "-i", "hi",
+                     "--out", "runs/pipeline/t"])
+        assert len(srv.requests) == 1  # retries: 0
+    assert code == 1 and "model 'r': timeout; last error" in capsys.readouterr().err
+    session = json.loads((in_tmp / "runs" / "pipeline" / "t" / "session.json").read_text())
+    [attempt] = session["failed_stage"]["serving"]
+    assert attempt["outcome"] == "timeout" and attempt["seconds"] < 3
+
+
 def test_a_stage_no_model_serves_stops_the_run_and_keeps_the_steps_before_it(in_tmp: Path) -> None:
     models, pipeline = _setup(in_tmp, [{"name": "a", "model": "m1"}, {"name": "b", "model": "m2",
                                                                        "fallbacks": ["m3"]},

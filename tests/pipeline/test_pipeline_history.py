@@ -4,15 +4,19 @@ one line and exits 2)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from pipeline_helpers import write_pipeline, write_routed_models, write_scripted_llm
 from rich.cells import cell_len
 
 from agentlab.cli import main
 from agentlab.cli.common import console
+from agentlab.testing.server import Reply, ScriptedServer
 
 QUESTION = "What is the capital of France? Please answer in one word."
 ANSWER = "Paris is the capital of France, and it has been for a long time."
@@ -132,3 +136,89 @@ def test_show_and_rerun_of_a_session_with_a_broken_step_file(content: bytes | No
     # a rerun from the broken stage itself reuses nothing of it: its step file is not read (it was refused)
     code, _, err = cli(capsys, "pipeline", "rerun", first, "--from", "ask")
     assert code == 0 and says not in err, err
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "models.yaml"])
+def test_rerun_of_a_session_missing_a_config_names_it(name: str, sessions: list[str], in_tmp: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """It said `pipeline.yaml: config file not found` (a file no session has) with a hint about `config examples`."""
+    missing = in_tmp / "runs" / "pipeline" / sessions[0] / name
+    missing.unlink()
+    code, out, err = cli(capsys, "pipeline", "rerun", sessions[0])
+    assert code == 2 and out == "", err
+    first, hint = " ".join(err.split()).split(" hint: ")
+    assert first == f"error: {missing}: missing: the session folder is incomplete or damaged"
+    assert "pipeline.yaml" not in err and "config examples" not in hint
+
+
+def test_show_of_a_failed_session_says_why_and_how_to_continue(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """It showed no error, printed `(none: the session did not finish)` on stdout and exited 0 (so `show f >
+    answer.txt` wrote that as the answer); --json had no failed_stage."""
+    with ScriptedServer() as srv:
+        srv.default("x", Reply(status=500))
+        (in_tmp / "llm.yaml").write_text(yaml.safe_dump({
+            "providers": {"http": {"kind": "openai", "base_url": srv.base_url}},
+            "models": {"deadm": {"provider": "http", "model": "x", "stream": False}}, "retries": 0}))
+        write_routed_models(in_tmp, ["deadm"])
+        code, _, _ = cli(capsys, "pipeline", "run", "--models", "models.yaml", "--llm", "llm.yaml", "--stage",
+                         "a=deadm", "-i", "hi", "--out", "runs/pipeline/f")
+    assert code == 1
+    code, out, err = cli(capsys, "pipeline", "show", "f")
+    flat = " ".join(err.split())
+    assert code == 1 and out == "", err
+    assert "failed: stage 'a' could not be served: model 'deadm': server_error" in flat
+    assert "then `agentlab pipeline rerun f --from a`" in flat and "final answer" not in flat
+    code, out, _ = cli(capsys, "pipeline", "show", "f", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["final"] is None and data["continue_from"] == "a"  # the session shown, as it is
+    assert data["failed_stage"]["name"] == "a" and [a["outcome"] for a in data["failed_stage"]["serving"]] == [
+        "server_error"]
+
+
+def test_ctrl_c_names_the_session_and_the_stage_to_continue_from(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said `rerun SESSION --from STAGE`; show of the interrupted session says the same, exit 1."""
+    run_module = importlib.import_module("agentlab.pipeline.run")  # the module: the package exports run() as `run`
+    write_routed_models(in_tmp, ["a", "b"])
+    write_scripted_llm(in_tmp, ["a", "b"], replies=[ANSWER])
+    write_pipeline(in_tmp, [{"name": "ask", "model": "a"}, {"name": "check", "model": "b"}])
+    real = run_module._run_stage
+
+    async def stop_at_check(server: Any, stage: Any, *args: Any) -> Any:
+        if stage.name == "check":
+            raise KeyboardInterrupt
+        return await real(server, stage, *args)
+
+    monkeypatch.setattr(run_module, "_run_stage", stop_at_check)
+    base = ["--models", "models.yaml", "--llm", "llm.yaml"]
+    code, _, err = cli(capsys, "pipeline", "run", *base, "--pipeline", "pipeline.yaml", "-i", "hi", "--out",
+                       "runs/pipeline/c")
+    flat = " ".join(err.split())
+    assert code == 130 and "interrupted at stage 'check' of session c" in flat, err
+    assert "continue with `agentlab pipeline rerun c --from check`" in flat and "SESSION" not in flat
+    code, out, err = cli(capsys, "pipeline", "show", "c")
+    flat = " ".join(err.split())
+    assert code == 1 and out == "" and "no final answer: the session was interrupted at stage 'check'" in flat
+    assert "continue with `agentlab pipeline rerun c --from check`" in flat
+
+    monkeypatch.setattr(run_module, "_run_stage", real)  # the advice, followed
+    code, out, err = cli(capsys, "pipeline", "rerun", "c", "--from", "check", "--json")
+    assert code == 0 and [s["reused"] for s in json.loads(out)["stages"]] == [True, False], err
+
+
+def test_history_marks_a_session_with_an_unreadable_step_file_damaged(sessions: list[str], in_tmp: Path,
+                                                                      capsys: pytest.CaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """It listed the session `completed` while `show` refused it (exit 2, naming the step file)."""
+    monkeypatch.setattr(console, "_width", 120)
+    step = in_tmp / "runs" / "pipeline" / sessions[0] / "steps" / "02-vote.json"
+    step.write_bytes(b"\xff")
+    for args in ([], ["--tree"]):
+        code, _, err = cli(capsys, "pipeline", "history", *args)
+        row = next(line for line in err.splitlines() if sessions[0] in line and "↳" not in line)
+        assert code == 0 and "damaged" in row and "completed" not in row, err
+        assert f"unreadable: {step}:1: the session file is not UTF-8" in " ".join(err.split())
+    code, out, _ = cli(capsys, "pipeline", "history", "--json")
+    listed = {s["id"]: s for s in json.loads(out)}
+    assert list(listed[sessions[0]]["problems"]) == ["steps/02-vote.json"] and listed[sessions[1]]["problems"] == {}
+    assert cli(capsys, "pipeline", "show", sessions[0])[0] == 2

@@ -144,9 +144,13 @@ def test_settings_merge_defaults_and_overrides() -> None:
 
 
 def test_template_prompt_errors_at_run_time_are_config_errors(in_tmp: Path) -> None:
-    models, pipeline, run_dir = setup(in_tmp, [{"name": "s", "model": "a", "prompt": "{{ stages.later }}"}])
-    with pytest.raises(ConfigError, match="stage 's': prompt: template error"):
-        run(models, pipeline, run_dir, input_text="x", providers=scripted(["a"]))
+    """A stage named only at run time (load checks `stages.NAME`): the error names the stage and the stages
+    available to it."""
+    models, pipeline, run_dir = setup(in_tmp, [{"name": "a", "model": "a"},
+                                               {"name": "s", "model": "a", "prompt": "{{ stages[original] }}"}])
+    with pytest.raises(ConfigError, match="stage 's': prompt: template error") as caught:
+        run(models, pipeline, run_dir, input_text="later", providers=scripted(["a"]))
+    assert caught.value.hint == "variables available: input, original, stages; stages available: a"
 
 
 def test_adhoc_stages_append_or_stand_alone(in_tmp: Path) -> None:
