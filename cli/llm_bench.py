@@ -36,11 +36,9 @@ def _print_table(results: dict[str, Any]) -> None:
     console.print(safe_text(f"working: {', '.join(results['available']) or 'none'}; fastest: "
                             f"{results['fastest'] or '-'}"))
     if "route" in results:
-        from agentlab.llm_bench.report import route_summary
+        from agentlab.llm_bench.report import route_line, route_summary
 
-        s = route_summary(results["route"])
-        console.print(safe_text(f"route: answered by {s['answered_by']}; {s['with_fallback']}/{s['requests']} "
-                                f"needed a fallback, {s['lost_s']:.3f} s lost"))
+        console.print(safe_text(f"route: {route_line(route_summary(results['route']))}"))
 
 
 def llm_bench(
@@ -109,7 +107,8 @@ def llm_bench(
     base = start_demo if use_demo else builtin
     run_command(CommandSpec("llm-bench", BenchConfig, run, base=base, prepare=prepare_bench,
                             resumable=False, rerun="llm-bench --demo" if use_demo else None, summary=_summary,
-                            exit_code=lambda results: 0 if results["available"] else 1),
+                            exit_code=lambda results: 0 if results["available"] or any(
+                                r["model"] for r in results.get("route", [])) else 1),
                 Invocation(config=None if use_demo or builtin else file or DEFAULT_LLM_CONFIG,
                            sets=[*(set_ or []), *options], out=out, log_prompts=not no_log_prompts, json_=json_,
                            verbose=verbose))

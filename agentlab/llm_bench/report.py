@@ -18,13 +18,23 @@ def best_model(models: list[dict[str, Any]]) -> str | None:
 
 
 def route_summary(route: list[dict[str, Any]]) -> dict[str, Any]:
-    """Who answered the routed requests, how many needed a fallback, and the time those fallbacks cost."""
+    """Who answered the routed requests, how many failed (every model of the route did), how many answered ones
+    needed a fallback, and the time those fallbacks cost."""
     answered: dict[str, int] = {}
     for r in route:
-        answered[r["model"] or "(failed)"] = answered.get(r["model"] or "(failed)", 0) + 1
-    return {"answered_by": ", ".join(f"{k} x{v}" for k, v in answered.items()), "requests": len(route),
-            "with_fallback": sum(1 for r in route if r["fallbacks"]),
+        if r["model"]:
+            answered[r["model"]] = answered.get(r["model"], 0) + 1
+    return {"answered_by": ", ".join(f"{k} x{v}" for k, v in answered.items()) or "none",
+            "requests": len(route), "failed": sum(1 for r in route if not r["model"]),
+            "with_fallback": sum(1 for r in route if r["model"] and r["fallbacks"]),
             "lost_s": sum(r["fallback_time_s"] for r in route)}
+
+
+def route_line(s: dict[str, Any]) -> str:
+    """The route's outcome in one sentence (console and report)."""
+    failed = f"; {s['failed']}/{s['requests']} failed (every model of the route)" if s["failed"] else ""
+    return (f"answered by {s['answered_by']}{failed}; {s['with_fallback']}/{s['requests']} needed a fallback, "
+            f"{s['lost_s']:.3f} s lost to fallbacks")
 
 
 def _why(model: dict[str, Any]) -> str:
@@ -120,7 +130,6 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
                          f"{_fmt(lv['latency_s']['p50'])} | {lv['requests_per_s']} | {lv['throughput_tokens_per_s']} |")
     if "route" in results:
         summary = route_summary(results["route"])
-        lines += ["", f"## Route `{results['settings']['route']}`", "", f"Answered by: {summary['answered_by']}.",
-                  f"Requests that needed a fallback: {summary['with_fallback']}/{summary['requests']}; "
-                  f"time lost to fallbacks: {summary['lost_s']:.3f} s in total.", ""]
+        lines += ["", f"## Route `{results['settings']['route']}`", "", route_line(summary).capitalize() + ".",
+                  ""]
     return "\n".join(lines) + "\n"

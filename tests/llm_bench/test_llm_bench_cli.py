@@ -69,6 +69,18 @@ def test_route_reports_who_answered_and_fallbacks(srv: ScriptedServer, in_tmp: P
     assert len(results["route"]) == 4
     assert all(r["model"] == "local" and r["fallbacks"] == 1 and r["ok"] for r in results["route"])
     assert {m["name"]: m["error_kind"] for m in results["models"]} == {"broken": "server_error", "local": None}
+    # only the broken model benched (-m): the route's fallback answered every request, so something works: exit 0
+    assert main(["llm-bench", "-c", str(config), "-m", "broken", "--route", "default", "--requests", "2",
+                 "--concurrency", "1", "--out", str(in_tmp / "r2")]) == 0
+    assert "route: answered by local x2; 2/2 needed a fallback" in " ".join(capsys.readouterr().err.split())
+    # a route whose every model fails: its requests failed, none "needed a fallback" (it said "(failed) x2; 2/2")
+    config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
+                      "models:\n  broken: {provider: loop, model: broken}\nroutes:\n  default: {primary: [broken]}\n"
+                      "retries: 0\n")
+    assert main(["llm-bench", "-c", str(config), "--route", "default", "--requests", "2", "--concurrency", "1",
+                 "--out", str(in_tmp / "r3")]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "route: answered by none; 2/2 failed (every model of the route); 0/2 needed a fallback" in said
 
 
 def test_all_dead_exits_1_but_writes_results(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
