@@ -7,6 +7,8 @@ Checks that need both files (a stage naming an unknown model, a used model whose
 
 from __future__ import annotations
 
+import difflib
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
@@ -70,8 +72,9 @@ class ModelEntry(StrictModel):
     backend: Literal["auto", "llama_cpp", "hf"] = Field("auto", description="auto: a .gguf file or a built-in "
                                                         "model -> llama_cpp, a folder -> hf; hf also runs a GGUF "
                                                         "(converted once to a cached transformers folder)")
-    quantization: str | None = Field(None, description="declared GGUF file type (q8_0, q4_k_m, f16, ...); "
-                                     "`agentlab models check` reports a mismatch with the file")
+    quantization: str | None = Field(None, description="declared GGUF file type (q8_0, q4_k_m, f16, ...) or HF "
+                                     "dtype; `agentlab models check` reports a mismatch with the file (not ready), "
+                                     "`pipeline run` warns")
     required_for_base: bool = Field(True, description="the base pipeline needs this model: `models check` fails "
                                     "when it is missing (false: an optional extra, e.g. for --stage)")
     overrides: ModelOverrides = Field(default_factory=ModelOverrides,
@@ -83,7 +86,21 @@ class ModelEntry(StrictModel):
             raise ValueError("file: give exactly one of `file` (a local model) or `routed` (an HTTP model)")
         if self.routed is not None and self.backend != "auto":
             raise ValueError("backend: only for `file` models")
+        if self.quantization is not None and self.quantization.lower() not in file_types():
+            near = difflib.get_close_matches(self.quantization.lower(), file_types(), n=1)
+            raise ValueError(f"quantization: '{self.quantization}' is not a GGUF file type or a torch dtype"
+                             + (f" (did you mean {near[0]}?)" if near else " (q8_0, q4_k_m, f16, bfloat16, ...)"))
         return self
+
+
+@functools.cache
+def file_types() -> tuple[str, ...]:
+    """What ``quantization`` may declare: the GGUF file types (as ``models check`` reads them: f32, q8_0, q4_k_m,
+    ...) and the torch dtypes an HF folder holds."""
+    import gguf
+
+    names = [t.name.removeprefix("MOSTLY_").removeprefix("ALL_").lower() for t in gguf.LlamaFileType]
+    return (*names, "float32", "float16", "bfloat16")
 
 
 class ModelsConfig(StrictModel):

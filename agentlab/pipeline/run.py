@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,9 +35,11 @@ from agentlab.core.runs import RunDir, now_iso
 from agentlab.pipeline.aggregate import Answer, concat, render_template, synthesis_messages, vote
 from agentlab.pipeline.config import ModelsConfig, PipelineConfig, StageConfig, dependencies, execution_order
 from agentlab.pipeline.load import Loaded
-from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits, split_by_rules
+from agentlab.pipeline.models import LOCAL_PREFIX, build_llm_config, check_fits, check_models, split_by_rules
 from agentlab.pipeline.serving import StageFailed, StageServer
 from agentlab.pipeline.templates import render
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,6 +114,11 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
     loading = [n for n in models_cfg.models if n in primary and f"{LOCAL_PREFIX}{n}" in llm_cfg.providers
                and f"{LOCAL_PREFIX}{n}" not in given]
     estimates = check_fits(models_cfg, loading, skip_unreadable=True)  # before anything loads
+    for status in check_models(models_cfg.model_copy(update={"models": {
+            n: e for n, e in models_cfg.models.items() if n in used and e.quantization}})):
+        if status.quantization_mismatch:  # `models check` calls it not ready; the run goes on, said
+            log.warning("model %s: declared quantization %s but the file is %s (%s)", status.name,
+                        status.quantization, status.quantization_found, status.path)
     loads_before = _load_count()
     from_stage = next((s.name for s in stages if s.name not in reuse), None) if reuse or parent_run_id else None
     routed = llm if any(models_cfg.backend(n) == "routed" for n in used) else None

@@ -221,6 +221,19 @@ def test_models_entry_needs_exactly_one_source(in_tmp: Path, capsys: pytest.Capt
     assert f"{bad}:4: models.a.file: give exactly one of `file`" in err
 
 
+def test_a_declared_quantization_must_be_a_file_type(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`quantization: bogus` was accepted anywhere and never checked."""
+    bad = in_tmp / "models.yaml"
+    for value, says in (("bogus", "(q8_0, q4_k_m, f16, bfloat16, ...)"), ("q8_O", "did you mean q8_0?")):
+        bad.write_text(f"# agentlab models check models.yaml\nmodels:\n  a: {{file: a.gguf, quantization: {value}}}\n")
+        assert main(["config", "validate", str(bad)]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"models.a.quantization: '{value}' is not a GGUF file type or a torch dtype" in err and says in err
+    for value in ("Q4_K_M", "f32", "bfloat16"):
+        bad.write_text(f"# agentlab models check models.yaml\nmodels:\n  a: {{file: a.gguf, quantization: {value}}}\n")
+        assert main(["config", "validate", str(bad)]) == 0, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["../elsewhere", "a/b", "red\x1b[31m", "[bold]x", ""])
 def test_pipeline_name_is_a_plain_folder_name(in_tmp: Path, capsys: pytest.CaptureFixture, name: str) -> None:
     """The name becomes part of the run folder's name (and is printed): no path separators, controls or markup."""

@@ -143,3 +143,14 @@ def test_names_sharing_one_loaded_model_count_once(models_dir: Path, in_tmp: Pat
         check_fits(cfg, ["drafter", "finisher", "small-ctx"])
     assert "drafter+finisher, small-ctx need" in " ".join(info.value.message.split())
     assert load_count() == before
+
+
+def test_a_declared_quantization_the_file_lacks_is_warned_about(models_dir: Path, in_tmp: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """`models check` calls such a model not ready; `pipeline run` ran it without a word."""
+    (in_tmp / "m.yaml").write_text(f"models_directory: {models_dir}\nmodels:\n"
+                                   "  a: {file: tiny-a/model.gguf, quantization: q8_0}\n")
+    assert main(["pipeline", "run", "--models", "m.yaml", "--stage", "x=a", "-i", "hi", "--set",
+                 "base_pipeline.stages.0.params={max_tokens: 2}"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "model a: declared quantization q8_0 but the file is f32" in said
