@@ -71,8 +71,10 @@ def _summary(results: dict[str, Any], path: Path) -> None:
 
     for line in console_lines(results):
         console.print(safe_text(line))
-    console.print(f"{len(results['individuals'])} individuals in {results['seconds']:.0f} s; "
-                  f"report: {safe_text(path / 'report.md')}")
+    n, now, seconds = len(results["individuals"]), results.get("scored_this_session"), results["seconds"]
+    took = f", {now} scored in this session's {seconds:.0f} s" if now is not None and now < n else \
+        f" in {seconds:.0f} s"
+    console.print(f"{n} individuals{took}; report: {safe_text(path / 'report.md')}")
 
 
 @app.command("worker")

@@ -211,6 +211,8 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         "individuals": {m: {k: ind.get(k) for k in RESULT_KEYS} for m, ind in individuals.items()},
         "history": history, "best": best_row(individuals, history, best), "final": final,
         "seconds": round(time.perf_counter() - start, 1), "search": cfg.search, "baselines": baselines,
+        # a resume's seconds are its own: how many it scored says what they bought
+        "scored_this_session": sum(ind.get("state") in ("complete", "fail") for ind in individuals.values()) - done,
         "recommended": recommended(individuals, best, picks)}
     run_dir.save_results(results)
     plot = fitness_plot(results, run_dir.file("fitness.png"))

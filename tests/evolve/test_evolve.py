@@ -125,9 +125,14 @@ def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(
     assert 2 <= len(before) < 13, "the kill came after the run had finished: nothing to resume"
     capsys.readouterr()
     assert main(["evolve", "run", "--resume", str(run)]) == 0
+    err = capsys.readouterr().err
     kept = re.search(r"resuming: (\d+) individual\(s\) scored before are kept, not scored again; the run scores 13 "
-                     r"in all", capsys.readouterr().err)
+                     r"in all", err)
     assert kept and len(before) <= int(kept.group(1)) < 13, "the resumed run says what it keeps"
+    # the session's seconds bought its own scores, not the run's 13 (it said "13 individuals in 2 s")
+    now = 13 - int(kept.group(1))
+    assert re.search(rf"13 individuals, {now} scored in this session's \d+ s", " ".join(err.split()))
+    assert json.loads((run / "results.json").read_text())["scored_this_session"] == now
     after = events(run, "scored")
     ids = [e["id"] for e in after]
     assert len(ids) == len(set(ids)), "an individual was scored twice"
