@@ -381,12 +381,14 @@ def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimat
     suggestions = []
     for e in new:
         n_ctx = _largest_n_ctx([e], side, need - _side(e, side), limit * sf)
-        if n_ctx is not None:
-            suggestions.append((e, n_ctx))
+        if n_ctx is not None:  # past its training context a larger n_ctx buys nothing: that is the one to name
+            train = e.dims.get("n_ctx_train")
+            suggestions.append((e, train, " (its training context)") if isinstance(train, int) and 0 < train <= n_ctx
+                               else (e, n_ctx, ""))
     if suggestions:
-        message += "; " + ", ".join(f"{e.name} at n_ctx {n} would fit" if len(new) > 1 else f"n_ctx {n} would fit"
-                                    for e, n in suggestions)
-        hint = ("lower n_ctx in the provider config (" + ", ".join(f"{e.name}: {n}" for e, n in suggestions)
+        message += "; " + ", ".join(f"{e.name} at n_ctx {n}{why} would fit" if len(new) > 1 else
+                                    f"n_ctx {n}{why} would fit" for e, n, why in suggestions)
+        hint = ("lower the model's n_ctx (" + ", ".join(f"{e.name}: {n}" for e, n, _ in suggestions)
                 + "), free memory, or raise resources.memory_budget_gb / set resources.check: false to skip the check")
     elif len(new) > 1 and (common := _largest_n_ctx(new, side, sum(_side(e, side) for e in counted), limit * sf)):
         message += f"; every model at n_ctx {common} or less would fit together"

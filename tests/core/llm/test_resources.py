@@ -148,12 +148,20 @@ def test_check_fits_refuses_and_suggests_n_ctx(tiny_model: dict[str, Path]) -> N
     assert err.kind == "unavailable" and not err.retryable
     assert f"drafter needs {format_bytes(est.ram_bytes)} of RAM at n_ctx 4096" in err.message
     assert "20.0 MiB is the budget x 0.85" in err.message
+    # room for more than the model was trained on: its training context is what to name (it named 460544 for a
+    # model trained on 8192, a figure that buys nothing), and it fits
+    assert "n_ctx 512 (its training context) would fit" in err.message and "drafter: 512" in err.hint
+    assert check_fits([est.at_n_ctx(512)], resources)["ram"] == 20 * MIB
+    small = ResourceConfig(memory_budget_gb=3 * MIB / GIB)  # less room: the largest n_ctx that fits
+    with pytest.raises(ResourceError) as info:
+        check_fits([est], small)
+    err = info.value
     n_ctx = int(re.search(r"n_ctx (\d+) would fit", err.message).group(1))
-    limit = 20 * MIB * 0.85
+    limit = 3 * MIB * 0.85
     assert n_ctx % 256 == 0 and est.at_n_ctx(n_ctx).ram_bytes <= limit < est.at_n_ctx(n_ctx + 256).ram_bytes
     assert f"drafter: {n_ctx}" in err.hint
     # What the message suggests does fit.
-    assert check_fits([est.at_n_ctx(n_ctx)], resources)["ram"] == 20 * MIB
+    assert check_fits([est.at_n_ctx(n_ctx)], small)["ram"] == 3 * MIB
 
 
 def test_check_fits_suggests_a_common_n_ctx_when_no_single_model_can_make_room(tiny_model: dict[str, Path]) -> None:
