@@ -18,6 +18,7 @@ from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageEr
 from agentlab.core.llm.config import LLMConfig, RouteConfig
 from agentlab.core.models.adapters import persona_adapters, read_adapter
 from agentlab.core.models.builtin import canonical_base
+from agentlab.core.models.modelfiles import model_shape
 from agentlab.core.models.modelref import ModelRef, resolve_model
 from agentlab.debate.config import AgentSpec, DebateConfig
 
@@ -42,18 +43,23 @@ def check_adapter(path: Path) -> dict[str, Any]:
 
 def check_base(path: Path, config: dict[str, Any], base_model: str, base: ModelRef) -> None:
     """An adapter trained on another model than ``base_model`` (resolved: ``base``) is refused (exit 2), as evolve
-    refuses seeds of two bases (``canonical_base``: a built-in named by its name or its hub id is one model). A base
-    not found on this machine cannot be compared: a warning."""
+    refuses seeds of two bases (``canonical_base``: a built-in named by its name or its hub id is one model). The
+    same model at another path (its GGUF, an export, a copy) has the same metadata (``model_shape``) and passes; a
+    base not found on this machine cannot be compared: a warning."""
     trained = config.get("base_model_name_or_path")
     if not isinstance(trained, str) or canonical_base(trained) == canonical_base(base_model):
         return
     try:
-        same = resolve_model(trained).path.resolve() == base.path.resolve()
+        other = resolve_model(trained).path
     except AgentlabError:
-        log.warning("%s: its base model '%s' is not found here, so it cannot be compared with base_model '%s'; "
-                    "check that they are the same model", path, trained, base_model)
+        other = None
+    if other is not None and other.resolve() == base.path.resolve():
         return
-    if not same:
+    shape = model_shape(other) if other is not None else None
+    if shape is None:
+        log.warning("%s: its base model '%s' cannot be read here, so it cannot be compared with base_model '%s'; "
+                    "check that they are the same model", path, trained, base_model)
+    elif shape != model_shape(base.path):
         raise InputError(f"{path}: base model '{trained}' differs from base_model '{base_model}' (--base-model), "
                          "which every adapter agent runs on",
                          hint=f"debate it on its base (--base-model {trained}), or give adapters trained on "

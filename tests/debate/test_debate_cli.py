@@ -143,11 +143,14 @@ def test_an_adapter_trained_on_another_base_is_refused_before_loading(in_tmp: Pa
                                                                       adapters: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
     """An adapter whose adapter_config.json names another model than --base-model ran on it, OK and exit 0; evolve
-    refuses such a mix: so does debate, with one line, before any model loads."""
+    refuses such a mix: so does debate, with one line, before any model loads. The same model at another path (a
+    copy, its GGUF) is the same base."""
     import shutil
 
+    from agentlab.core.train.tiny import make_tiny
+
     other = shutil.copytree(adapters / "persona_c", in_tmp / "q_a")
-    shutil.copytree(tiny_model["hf"], in_tmp / "tiny-q")
+    make_tiny(in_tmp / "tiny-q", arch="qwen2")  # another architecture: not the base the adapter agents run on
     config = json.loads((other / "adapter_config.json").read_text())
     (other / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "tiny-q"}))
     args = ["debate", "--topic", "What is 2 plus 2?", "--rounds", "0", "--base-model", str(tiny_model["hf"]),
@@ -157,6 +160,10 @@ def test_an_adapter_trained_on_another_base_is_refused_before_loading(in_tmp: Pa
     assert f"error: q_a: base model 'tiny-q' differs from base_model '{tiny_model['hf']}'" in err, err
     assert "--base-model tiny-q" in err and "OK" not in err and "Traceback" not in err
     assert main([*args[:5], "--base-model", "tiny-q", "--adapters", "q_a"]) == 0  # on its own base it runs
+    shutil.copytree(tiny_model["hf"], in_tmp / "copy")  # the same model elsewhere, and as its GGUF: it runs
+    (other / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "copy"}))
+    for base in (str(tiny_model["hf"]), str(tiny_model["gguf"])):
+        assert main([*args[:5], "--base-model", base, "--adapters", "q_a"]) == 0, capsys.readouterr().err
 
 
 def test_eval_through_the_cli_with_make_task(in_tmp: Path, srv: ScriptedServer) -> None:

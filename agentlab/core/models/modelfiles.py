@@ -277,6 +277,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def model_shape(path: str | Path) -> tuple[Any, ...] | None:
+    """What a model is, from its metadata alone (no weights read): architecture, layers, width, heads. The same
+    model as a transformers folder, its GGUF or a copy has one shape; None when ``path`` cannot be read."""
+    try:
+        info: GGUFInfo | HFInfo = gguf_info(path) if Path(path).is_file() else hf_info(path)
+    except AgentlabError:
+        return None
+    kv = tuple(info.n_head_kv) if isinstance(info.n_head_kv, list) else info.n_head_kv or info.n_head
+    return info.arch.removesuffix("ForCausalLM").lower(), info.n_layers, info.n_embd, info.n_head, kv
+
+
 def find_local_models(directory: str | Path,
                       unreadable: list[tuple[str, str]] | None = None) -> list[GGUFInfo | HFInfo]:
     """Every GGUF file and transformers folder under ``directory`` (recursively), sorted by path. Those that cannot
