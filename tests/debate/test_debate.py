@@ -395,3 +395,5 @@ def test_failed_calls_name_their_cause_are_marked_failed_and_stop_the_rounds(in_
     report = (folder / "report.md").read_text()
     assert "| 1 | 3 (-) | - (-) | failed |" in report and "| 2 | failed | failed | failed |" in report
     assert "does not fit the context of 512" in report and "Next step: " in report and "Stopped early: " in report
+    from agentlab.debate.report import next_step  # a model named *-context that refused a connection: no such advice
+    assert "--visibility" not in next_step("model 'long-context-7b': connection refused")
