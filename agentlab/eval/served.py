@@ -66,7 +66,7 @@ class ServedModels:
             out = simple_evaluate(model=self.lm(adapter), tasks=list(tasks), task_manager=manager,
                                   limit=settings.limit, samples=settings.samples, num_fewshot=settings.num_fewshot,
                                   apply_chat_template=settings.chat_template, log_samples=True,
-                                  bootstrap_iters=settings.bootstrap_iters, random_seed=settings.seed)
+                                  bootstrap_iters=settings.bootstrap_iters, **settings.seeds())
         samples = out.pop("samples", {})
         return out, samples
 

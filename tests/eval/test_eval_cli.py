@@ -198,3 +198,24 @@ def test_seed_moves_the_few_shot_examples(in_tmp: Path, tiny_model: dict[str, Pa
         lm = json.loads((run / "lm-eval" / "base" / "results.json").read_text())
         assert lm["config"]["fewshot_seed"] == 1234 + seed
     assert prompts[0] != prompts[7]
+
+
+def test_a_served_evaluation_moves_the_same_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--base-url passed random_seed alone: its few-shot examples stayed those of seed 1234 (review)."""
+    import lm_eval
+
+    from agentlab.core.harness.evaluate import Settings
+    from agentlab.eval.served import ServedModels
+
+    asked: dict[str, object] = {}
+
+    def fake(**kwargs: object) -> dict[str, object]:
+        asked.update(kwargs)
+        return {"results": {}}
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", fake)
+    served = ServedModels("http://127.0.0.1:1/v1", "base", "tok", lms={"base": object()})
+    served.evaluate(None, ["t"], None, Settings(seed=7))  # type: ignore[arg-type]
+    assert {k: asked[k] for k in ("random_seed", "numpy_random_seed", "torch_random_seed",
+                                  "fewshot_random_seed")} == Settings(seed=7).seeds() == {
+        "random_seed": 7, "numpy_random_seed": 1241, "torch_random_seed": 1241, "fewshot_random_seed": 1241}

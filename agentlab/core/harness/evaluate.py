@@ -58,6 +58,14 @@ class Settings:
     seed: int = 0
     samples: dict[str, list[int]] | None = None  # task -> the item indices to score (instead of limit)
 
+    def seeds(self) -> dict[str, int]:
+        """``simple_evaluate``'s seeds: lm-eval's numpy, torch and few-shot seeds default to 1234 whatever
+        ``random_seed`` is, so seed 0 keeps lm-eval's defaults and another seed moves them all (the few-shot
+        examples drawn included)."""
+        moved = LM_EVAL_SEED + self.seed
+        return {"random_seed": self.seed, "numpy_random_seed": moved, "torch_random_seed": moved,
+                "fewshot_random_seed": moved}
+
 
 def evaluate_row(hm: ScoredModel, adapter: str | None, tasks: Sequence[str], manager: TaskManager,
                  settings: Settings) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
@@ -69,11 +77,7 @@ def evaluate_row(hm: ScoredModel, adapter: str | None, tasks: Sequence[str], man
         out = simple_evaluate(
             model=hm.lm, tasks=list(tasks), task_manager=manager, limit=settings.limit, samples=settings.samples,
             num_fewshot=settings.num_fewshot, apply_chat_template=settings.chat_template, log_samples=True,
-            bootstrap_iters=settings.bootstrap_iters, gen_kwargs=settings.gen_kwargs, random_seed=settings.seed,
-            # lm-eval's other seeds default to 1234 whatever random_seed is: seed 0 keeps its defaults, another
-            # seed moves them all (the few-shot examples drawn included)
-            numpy_random_seed=LM_EVAL_SEED + settings.seed, torch_random_seed=LM_EVAL_SEED + settings.seed,
-            fewshot_random_seed=LM_EVAL_SEED + settings.seed)
+            bootstrap_iters=settings.bootstrap_iters, gen_kwargs=settings.gen_kwargs, **settings.seeds())
     if out is None:
         raise AgentlabError("lm-eval returned no results (not the main process)")
     samples = out.pop("samples", {})
