@@ -15,6 +15,8 @@ models_directory: models
 defaults: {n_ctx: 256}
 models:
   here: {file: tiny/model.gguf, quantization: f32}
+  here-too: {file: tiny/model.gguf, quantization: float32}
+  hf-too: {file: tiny, quantization: f32}
   wrong-type: {file: tiny/model.gguf, quantization: q8_0}
   gone: {file: nowhere/model.gguf}
   spare: {file: nowhere/model.gguf, required_for_base: false}
@@ -53,6 +55,7 @@ def test_list_and_check(tiny_model: dict[str, Path], in_tmp: Path, capsys: pytes
     by_name = {m["name"]: m for m in report["models"]}
     assert not report["ok"]
     assert by_name["here"]["ok"] and by_name["here"]["exists"] and by_name["here"]["fits"]
+    assert by_name["here-too"]["ok"] and by_name["hf-too"]["ok"]  # float32 and f32: one type (was a mismatch)
     assert by_name["here"]["estimate"]["total_bytes"] > tiny_model["gguf"].stat().st_size
     assert by_name["wrong-type"]["quantization_found"] == "f32" and not by_name["wrong-type"]["ok"]
     assert by_name["gone"]["exists"] is False and "make-tiny models/nowhere`" in by_name["gone"]["note"]

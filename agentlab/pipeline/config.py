@@ -93,14 +93,23 @@ class ModelEntry(StrictModel):
         return self
 
 
+DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}  # an HF folder's dtype as a GGUF file type
+
+
 @functools.cache
 def file_types() -> tuple[str, ...]:
     """What ``quantization`` may declare: the GGUF file types (as ``models check`` reads them: f32, q8_0, q4_k_m,
     ...) and the torch dtypes an HF folder holds."""
     import gguf
 
-    names = [t.name.removeprefix("MOSTLY_").removeprefix("ALL_").lower() for t in gguf.LlamaFileType]
-    return (*names, "float32", "float16", "bfloat16")
+    names = [t.name.removeprefix("MOSTLY_").removeprefix("ALL_").lower() for t in gguf.LlamaFileType
+             if t.name != "GUESSED"]
+    return (*names, *DTYPES)
+
+
+def same_type(a: str, b: str) -> bool:
+    """Whether two spellings name one type: ``f32`` and ``float32`` (a GGUF of an HF folder) are one."""
+    return DTYPES.get(a.lower(), a.lower()) == DTYPES.get(b.lower(), b.lower())
 
 
 class ModelsConfig(StrictModel):

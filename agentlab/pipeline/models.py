@@ -14,7 +14,7 @@ from agentlab.core.llm.resources import check_fits as fits
 from agentlab.core.llm.resources import estimate_gguf, estimate_hf
 from agentlab.core.models.convert import MARKER, converted_folder
 from agentlab.core.models.modelfiles import gguf_info, hf_info
-from agentlab.pipeline.config import ModelsConfig, ModelSettings, make_advice
+from agentlab.pipeline.config import ModelsConfig, ModelSettings, make_advice, same_type
 
 LOCAL_PREFIX = "local:"
 
@@ -148,7 +148,7 @@ class ModelStatus:
     @property
     def quantization_mismatch(self) -> bool:
         return bool(self.quantization and self.quantization_found
-                    and self.quantization.lower() != self.quantization_found.lower())
+                    and not same_type(self.quantization, self.quantization_found))
 
     def cells(self) -> dict[str, str]:
         """The row of the `models check` table as plain text: the CLI colours it, the UI shows it as it is."""
