@@ -83,10 +83,25 @@ def gguf_to_hf(gguf: str | Path) -> Path:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _drop_older_formats(path.resolve(), target)
     global _conversions
     _conversions += 1
     log.info("converted %s to a transformers folder %s in %.1fs", path, target, seconds)
     return target
+
+
+def _drop_older_formats(source: Path, target: Path) -> None:
+    """The conversions of ``source`` an older ``_FORMAT`` wrote: never read again (the format is in the key), each
+    the size of the model, so they go once the new one is in place."""
+    for folder in target.parent.glob(f"{source.stem}-*"):
+        try:
+            marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if folder != target and marker.get("source") == str(source) and marker.get("format", 1) < _FORMAT:
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                folder.with_name(folder.name + ".lock").unlink()
 
 
 @contextlib.contextmanager

@@ -75,6 +75,17 @@ def test_a_changed_file_converts_again(gguf: Path, cache: Path) -> None:
     assert gguf_to_hf(gguf) != first and conversion_count() == before + 1
 
 
+def test_a_new_format_drops_the_old_formats_conversion(gguf: Path, cache: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A format bump converts again (the format is in the key); the old folder, the model's size, stayed for good."""
+    monkeypatch.setattr(convert, "_FORMAT", convert._FORMAT - 1)
+    old = gguf_to_hf(gguf)
+    monkeypatch.setattr(convert, "_FORMAT", convert._FORMAT + 1)
+    new = gguf_to_hf(gguf)
+    assert new != old and (new / MARKER).is_file() and not old.exists()
+    assert sorted(p.name for p in new.parent.iterdir()) == [new.name, f"{new.name}.lock"]
+
+
 def test_a_failed_conversion_leaves_nothing(gguf: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def crash(path: Path, out: Path) -> None:
         (out / "model.safetensors").write_bytes(b"half")
