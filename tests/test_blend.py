@@ -194,6 +194,7 @@ def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, c
                                           case: str) -> None:
     (tmp_path / "plain").mkdir()
     (tmp_path / "exists").mkdir()
+    (tmp_path / "exists" / "adapter_config.json").write_text("{}")  # an adapter there (an empty folder is used)
     two = [str(parents[0]), str(parents[1])]
     args = {
         "missing": ["--parents", two[0], str(tmp_path / "nosuch"), "--alpha", "0.5"],

@@ -138,6 +138,22 @@ def ordinary_mode(path: str | Path, folder: bool = False, replacing: str | Path 
         pass
 
 
+def check_replace(out: Path, force: bool, marker: str, what: str, flag: str = "--out",
+                  when: str = "") -> None:
+    """Refuse (``InputError``, exit 2, nothing written) to write ``what`` (a folder holding ``marker``) at ``out``:
+    a folder that holds files needs ``force``, which is offered only where it would be accepted
+    (:func:`replace_problem`); ``when``: when the replacing happens (" when training ends")."""
+    if not out.exists():
+        return
+    problem = replace_problem(out, marker, what)
+    if problem is not None:
+        raise InputError(f"{flag} {out}: {problem}; nothing was written or deleted",
+                         hint=f"--force replaces only {what}: choose another {flag}")
+    if not force and any(out.iterdir()):
+        raise InputError(f"{flag} {out}: already exists and is not empty; nothing was written",
+                         hint=f"choose another {flag}, or pass --force to replace that {what.split()[-1]}{when}")
+
+
 def replace_problem(out: Path, marker: str, what: str) -> str | None:
     """Why ``--force`` may not replace the folder ``out`` (None: it may): it is the current folder or one above it,
     a file, or a folder holding files but no ``marker`` (the file every ``what`` folder has): those would go with it."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
-from agentlab.core.files import replace_problem
+from agentlab.core.files import check_replace, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
@@ -49,11 +49,8 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
     the base model (resolved; its tokenizer alone measures the conversations), the device and the MLflow URI."""
     data = load_chat_jsonl(cfg.data.path)
     out = cfg.out
-    if out is not None and not resuming and out.exists():
-        if not cfg.force and (not out.is_dir() or any(out.iterdir())):
-            raise UsageError(f"--out {out}: already exists and is not empty; nothing was written",
-                             hint="choose another --out, or pass --force to replace that adapter when training ends")
-        _replaceable(out)
+    if out is not None and not resuming:
+        check_replace(out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
     resolve_device_dtype(cfg.train.device, cfg.train.dtype)
     measure(data, load_tokenizer(cfg.base_model), cfg.data.max_length, cfg.data.truncate)
     check_tracking(cfg.mlflow)

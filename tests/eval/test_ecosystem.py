@@ -57,7 +57,8 @@ def trained(tiny_builtin: str, in_tmp: Path, one_torch_thread: None) -> Path:
 
 
 def test_adapter_names_the_upstream_id_and_plain_peft_loads_it_on_the_export(trained: Path, tiny_builtin: str,
-                                                                             in_tmp: Path) -> None:
+                                                                             in_tmp: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -75,6 +76,10 @@ def test_adapter_names_the_upstream_id_and_plain_peft_loads_it_on_the_export(tra
     (other / "keep.txt").write_text("precious")
     # --force never deletes a folder of other files, nor the current folder
     assert main(["models", "export-hf", tiny_builtin, "--out", str(other), "--force"]) == 2
+    capsys.readouterr()
+    assert main(["models", "export-hf", tiny_builtin, "--out", str(other)]) == 2  # --force is not offered for it
+    err = " ".join(capsys.readouterr().err.split())
+    assert "holds files but is not a transformers model folder" in err and "pass --force" not in err
     assert (other / "keep.txt").read_text() == "precious" and (other / "sub").is_dir()
     assert main(["models", "export-hf", tiny_builtin, "--out", ".", "--force"]) == 2
     assert (in_tmp / "exported" / "config.json").is_file() and not list(in_tmp.glob(".*.old"))

@@ -8,8 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from agentlab.core.errors import UsageError
-from agentlab.core.files import ordinary_mode, replace_problem
+from agentlab.core.files import check_replace, ordinary_mode
 from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream
 from agentlab.core.models.convert import MARKER
 from agentlab.core.models.load import hf_model_folder
@@ -24,11 +23,7 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
     into place. A built-in model's folder also gets a README.md naming its upstream hub id, which adapters trained
     on it record as their base. ``force``: replace an existing ``out``. Returns ``out``."""
     out = Path(out)
-    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: already exists and is not empty; nothing was written",
-                         hint="choose another --out, or pass --force to replace it")
-    if out.exists() and force:
-        _check_replaceable(out)
+    check_replace(out, force, "config.json", "a transformers model folder")
     folder = hf_model_folder(ref, user="the transformers export")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -52,10 +47,7 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
         if out.exists():
             old = out.parent / f".{out.name}.old"
             shutil.rmtree(old, ignore_errors=True)
-            if out.is_dir():
-                out.rename(old)
-            else:
-                out.unlink()
+            out.rename(old)  # a folder: check_replace refused a file
             tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -66,11 +58,3 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
     log.info("exported %s to the transformers folder %s", ref, out)
     return out
 
-
-def _check_replaceable(out: Path) -> None:
-    """``--force`` replaces a transformers folder (one with ``config.json``) or an empty one, never the current
-    folder (or one above it) nor a folder of other files: those would be deleted with it."""
-    problem = replace_problem(out, "config.json", "a transformers model")
-    if problem:
-        raise UsageError(f"--out {out}: {problem}; nothing was written or deleted",
-                         hint="--force replaces only a transformers model folder: choose another --out")

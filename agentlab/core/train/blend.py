@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package
-from agentlab.core.files import ordinary_mode, replace_problem
+from agentlab.core.files import check_replace, ordinary_mode
 from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
 from agentlab.core.models.builtin import canonical_base
 
@@ -370,12 +370,7 @@ def _check_child(child: Path, parents: list[str | Path], force: bool) -> None:
     for p in parents:
         if Path(p).resolve() == resolved:
             raise InputError(f"{child}: the child would replace its parent {p}", hint="give the child a new folder")
-    if child.exists() and not force:
-        raise InputError(f"{child}: already exists", hint="choose another folder, or pass --force to replace it")
-    problem = replace_problem(child, ADAPTER_CONFIG, "an adapter folder") if child.exists() else None
-    if problem:
-        raise InputError(f"{child}: {problem}; nothing was written or deleted",
-                         hint="--force replaces only an adapter folder: choose another child folder")
+    check_replace(child, force, ADAPTER_CONFIG, "an adapter folder", flag="--child")
 
 
 def _write_child(child: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], lineage: dict[str, Any],
