@@ -137,10 +137,11 @@ def list_models(
         if not b["installed"]:
             console.print("  " + safe_text(f"{b['name']}: not installed; {b['install']}"), highlight=False)
     for path, why in unreadable:  # found, but not readable: named, never silently left out
-        named = Path(path).name in why.split(": ", 1)[0]  # the reason starts with its file (most do)
+        named = why.startswith((path, str(Path(path).resolve())))  # the reason names its file (most do)
         console.print(f"[red]unreadable[/]: {safe_text(why if named else f'{path}: {why}')}", highlight=False)
     if not found:
-        console.print(f"no models under {safe_text(directory)}/ (make one with `agentlab models make-tiny "
+        readable = " readable" if any(Path(p).is_relative_to(directory) for p, _ in unreadable) else ""
+        console.print(f"no{readable} models under {safe_text(directory)}/ (make one with `agentlab models make-tiny "
                       f"{safe_text(directory)}/tiny`)")
     else:
         table = Table(title=f"models under {safe_text(directory)}/", title_justify="left", pad_edge=False)
@@ -158,8 +159,9 @@ def list_models(
                           "yes" if m.chat_template else "no")
         console.print(table)
     if not trained:
-        console.print(f"no adapters under {safe_text(adapters)}/ (train one with `agentlab train-persona --out "
-                      f"{safe_text(adapters)}/NAME`)")
+        readable = " readable" if any(Path(p).is_relative_to(adapters) for p, _ in unreadable) else ""
+        console.print(f"no{readable} adapters under {safe_text(adapters)}/ (train one with `agentlab train-persona "
+                      f"--out {safe_text(adapters)}/NAME`)")
         return
     table = Table(title=f"adapters under {safe_text(adapters)}/", title_justify="left", pad_edge=False)
     table.add_column("path", overflow="fold", min_width=12)

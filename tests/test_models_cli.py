@@ -94,6 +94,7 @@ def test_unreadable_model_files_are_named_by_list_and_not_ready_in_check(tiny_mo
     assert main(["models", "list", "models"]) == 0
     err = capsys.readouterr().err
     assert "unreadable: " in err and "fake.gguf: not a readable GGUF file" in err and "adapters/bad" in err
+    assert "no readable adapters under adapters/" in " ".join(err.split())  # found, but none readable
 
 
 def test_check_bad_models_file_exits_2(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
