@@ -159,7 +159,7 @@ def blend(
         ws = [1.0 / len(folders)] * len(folders)
     if method not in ("exact", "linear"):
         raise UsageError(f"--method: unknown method '{method}'", hint="use exact or linear")
-    from agentlab.core.train.blend import EXACT_TOLERANCE, blend_adapters
+    from agentlab.core.train.blend import blend_adapters
 
     with console.status(f"blending {len(folders)} adapters into {safe_text(child)}"):
         result = blend_adapters(folders, ws, child, method=method, rank=rank, mut=mut, mut_std=mut_std, seed=seed,
@@ -169,10 +169,7 @@ def blend(
         print_json(data)
         return
     energy = "n/a (linear blend, not exact)" if method == "linear" else f"{result.discarded_energy:.3g}"
-    what = ("exact" if result.exact else "exact method, not exact: " + " and ".join(
-        (["truncated to this rank"] if result.discarded_energy > EXACT_TOLERANCE else [])
-        + (["mutated"] if result.mutated else []))) if method == "exact" else \
-        f"{method}, not exact" + (", mutated" if result.mutated else "")
+    what = "exact" if result.exact else f"not exact: {' and '.join(result.inexact)}"
     console.print(f"[bold]child[/]: {safe_text(child)} ({what}; rank {result.rank}, "
                   f"weights {', '.join(f'{w:g}' for w in ws)})")
     console.print(f"discarded energy {energy} over {data['modules']} modules; {result.seconds:.2f} s")

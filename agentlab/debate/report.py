@@ -98,9 +98,8 @@ def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
     lines += ["## Votes per round", "", "| round | " + " | ".join(agents) + " | vote | agreement | no vote |",
               "|---|" + "---|" * (len(agents) + 3)]
     for r, answers in zip(results["per_round"], rounds, strict=True):
-        failed = {a.agent for a in answers if a.error is not None}
-        cells = ["failed" if n in failed else f"{r['answers'][n] if r['answers'][n] is not None else '-'} "
-                 f"({_conf(r['confidences'][n])})" for n in agents]
+        by = {a.agent: a for a in answers}
+        cells = [by[n].shown + ("" if by[n].error is not None else f" ({_conf(by[n].confidence)})") for n in agents]
         winner = r["vote"]["winner"]
         lines.append(f"| {r['round']} | " + " | ".join(cells) + f" | {winner if winner is not None else '-'}"
                      f"{' (tie)' if r['vote']['tie'] else ''} | {r['agreement']:.0%} | {r['vote']['no_votes']} |")

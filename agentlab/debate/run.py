@@ -133,14 +133,9 @@ def append_round(run_dir: RunDir, number: int, answers: Round, name: str = TRANS
     durable_append(run_dir.file(name), lines)
 
 
-def shown_answer(a: Answer) -> str:
-    """An answer as the console shows it: ``failed`` for a failed call, ``-`` for a reply that held none."""
-    return "failed" if a.error is not None else a.answer if a.answer is not None else "-"
-
-
 def describe_round(number: int, answers: Round, method: str) -> str:
     t = vote(answers, method)
-    shown = ", ".join(f"{a.agent}: {shown_answer(a)}"
+    shown = ", ".join(f"{a.agent}: {a.shown}"
                       + (f" ({a.confidence:.0%})" if a.confidence is not None else "") for a in answers)
     return (f"round {number}: {shown} -> {t.winner if t.winner is not None else 'no vote'} "
             f"(agreement {t.share():.0%}{', tie' if t.tie else ''})")

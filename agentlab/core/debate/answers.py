@@ -28,6 +28,12 @@ class Answer:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def shown(self) -> str:
+        """The answer as the console and report.md show it: ``failed`` for a failed call, ``-`` for a reply that
+        held none."""
+        return "failed" if self.error is not None else self.answer if self.answer is not None else "-"
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("extra")

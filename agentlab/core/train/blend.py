@@ -79,10 +79,17 @@ class BlendResult:
     mutated: bool = False
 
     @property
+    def inexact(self) -> list[str]:
+        """Why the child is not the weighted sum of the parents' deltas (empty: it is, up to rounding)."""
+        return ([] if self.method == "exact" else [f"the {self.method} blend"]) + \
+            (["truncated to this rank"] if self.method == "exact" and self.discarded_energy > EXACT_TOLERANCE
+             else []) + (["mutated"] if self.mutated else [])
+
+    @property
     def exact(self) -> bool:
         """Whether the child is the weighted sum of the parents' deltas (up to rounding): the exact method, kept at a
         rank that drops nothing, with no mutation noise."""
-        return self.method == "exact" and not self.mutated and self.discarded_energy <= EXACT_TOLERANCE
+        return not self.inexact
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the linear blend's energies (undefined: it is not a truncation of the exact sum) are None."""
