@@ -71,7 +71,7 @@ def _interrupted(folder: Path | None) -> Exception:
     from agentlab.pipeline.sessions import unfinished_stage
 
     stage = unfinished_stage(folder) if folder is not None and folder.is_dir() else None
-    if folder is None or stage is None:  # no session yet, or none a rerun can read
+    if folder is None or stage is None or not any((folder / "steps").glob("*.json")):  # nothing finished to keep
         error = AgentlabError("interrupted", hint="nothing to continue: run the command again")
     else:
         error = AgentlabError(f"interrupted at stage '{stage}' of session {folder.name}", hint="the finished stages "
@@ -317,7 +317,9 @@ def _no_answer(data: dict[str, Any]) -> NoReturn:
     at = f" at stage '{safe_text(stage)}'" if stage and status in ("running", "interrupted") else ""
     error = f": {safe_text(data['error'])}" if status == "failed" and data["error"] else ""
     console.print(f"[bold]no final answer[/]: the session {state}{at}{error}")
-    if stage and status != "running":
+    if stage and status != "running" and data["steps"]:
         console.print(f"[yellow]hint:[/] the finished stages are kept: continue with `{rerun} --from "
                       f"{safe_text(stage)}`")
+    elif status != "running":  # nothing finished to keep: a rerun from the first stage is the same as a new run
+        console.print(f"[yellow]hint:[/] no stage finished: run it again (`{rerun}` reads its saved config)")
     raise typer.Exit(1)

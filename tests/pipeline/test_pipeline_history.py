@@ -205,6 +205,17 @@ def test_ctrl_c_names_the_session_and_the_stage_to_continue_from(in_tmp: Path, c
     code, out, err = cli(capsys, "pipeline", "rerun", "c", "--from", "check", "--json")
     assert code == 0 and [s["reused"] for s in json.loads(out)["stages"]] == [True, False], err
 
+    async def stop_at_once(server: Any, stage: Any, *args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_run_stage", stop_at_once)  # no stage finished: nothing "kept" to go on from
+    code, _, err = cli(capsys, "pipeline", "run", *base, "--pipeline", "pipeline.yaml", "-i", "hi", "--out",
+                       "runs/pipeline/z")
+    assert code == 130 and "nothing to continue: run the command again" in " ".join(err.split()), err
+    code, out, err = cli(capsys, "pipeline", "show", "z")
+    flat = " ".join(err.split())
+    assert code == 1 and "no stage finished: run it again" in flat and "stages are kept" not in flat
+
 
 def test_history_marks_a_session_with_an_unreadable_step_file_damaged(sessions: list[str], in_tmp: Path,
                                                                       capsys: pytest.CaptureFixture,
