@@ -310,8 +310,9 @@ def _no_answer(data: dict[str, Any]) -> NoReturn:
     rerun = f"agentlab pipeline rerun {safe_text(data['id'])}"
     if failed:
         console.print(f"[bold red]failed:[/] {safe_text(failed['error'])}")
-        console.print(f"[yellow]hint:[/] the steps before it are kept: fix the model or add `fallbacks:` to the "
-                      f"stage, then `{rerun} --from {safe_text(failed['name'])}`")
+        from agentlab.pipeline.serving import failed_hint
+
+        console.print(f"[yellow]hint:[/] {safe_text(failed_hint(data['id'], failed['name']))}")
         raise typer.Exit(1)
     state = {"running": "is still running", "interrupted": "was interrupted"}.get(status or "", safe_text(status))
     at = f" at stage '{safe_text(stage)}'" if stage and status in ("running", "interrupted") else ""

@@ -39,6 +39,13 @@ class StageFailed(LLMError):
         self.serving = serving
 
 
+def failed_hint(session: str, stage: str) -> str:
+    """What to do about a stage no model served (said by `pipeline run` and `pipeline show`)."""
+    return (f"the steps before it are kept: fix the model, or give the stage `fallbacks:` (a rerun takes them as "
+            f"--set base_pipeline.stages.N.fallbacks=[MODEL]), then `agentlab pipeline rerun {session} --from "
+            f"{stage}`")
+
+
 def smaller(settings: ModelSettings, backend: str, memory: str) -> tuple[ModelSettings, str] | None:
     """The settings to retry a model on after it ran out of ``memory``, and what changed; None when there is nothing
     smaller to try. GPU memory: the CPU (llama.cpp: no layers offloaded; transformers: device cpu). Host memory:
@@ -100,8 +107,7 @@ class StageServer:
         last = serving[-1] if serving else {"outcome": "unavailable", "error": None}
         detail = f"; last error: {last['error']}" if last.get("error") else ""
         raise StageFailed(stage, f"stage '{stage}' could not be served: {tried}{detail}", str(last["outcome"]),
-                          serving, hint=f"the steps before it are kept: fix the model or add `fallbacks:` to the "
-                          f"stage, then `agentlab pipeline rerun {self.run_dir.path.name} --from {stage}`")
+                          serving, hint=failed_hint(self.run_dir.path.name, stage))
 
     async def _ask(self, stage: str, name: str, messages: Messages, params: GenParams,
                    serving: list[dict[str, Any]]) -> Completion | None:
