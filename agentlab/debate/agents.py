@@ -45,7 +45,7 @@ def check_base(path: Path, config: dict[str, Any], base_model: str, base: ModelR
     """An adapter trained on another model than ``base_model`` (resolved: ``base``) is refused (exit 2), as evolve
     refuses seeds of two bases (``canonical_base``: a built-in named by its name or its hub id is one model). The
     same model at another path (its GGUF, an export, a copy) has the same metadata (``model_shape``) and passes; a
-    base not found on this machine cannot be compared: a warning."""
+    base not found here cannot be compared: a warning."""
     trained = config.get("base_model_name_or_path")
     if not isinstance(trained, str) or canonical_base(trained) == canonical_base(base_model):
         return
