@@ -130,6 +130,6 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
                          f"{_fmt(lv['latency_s']['p50'])} | {lv['requests_per_s']} | {lv['throughput_tokens_per_s']} |")
     if "route" in results:
         summary = route_summary(results["route"])
-        lines += ["", f"## Route `{results['settings']['route']}`", "", route_line(summary).capitalize() + ".",
-                  ""]
+        line = route_line(summary)  # str.capitalize would lower-case the model names after its first letter
+        lines += ["", f"## Route `{results['settings']['route']}`", "", line[:1].upper() + line[1:] + ".", ""]
     return "\n".join(lines) + "\n"

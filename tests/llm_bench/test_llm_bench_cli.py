@@ -194,3 +194,14 @@ def test_demo_models_answer_within_max_tokens() -> None:
             reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=10).json()
             assert reply["usage"]["completion_tokens"] == words
             assert DEMO_TEXT.startswith(reply["choices"][0]["message"]["content"])
+
+
+def test_the_route_line_keeps_the_model_names_case(srv: ScriptedServer, in_tmp: Path) -> None:
+    """report.md's route line went through str.capitalize, which lower-cased `Qwen-Big` to `qwen-big`."""
+    config = in_tmp / "llm.yaml"
+    config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
+                      "models:\n  Qwen-Big: {provider: loop, model: local}\nroutes:\n  default: {primary: [Qwen-Big]}\n"
+                      "retries: 0\n")
+    assert main(["llm-bench", "-c", str(config), "--route", "default", "--requests", "1", "--concurrency", "1",
+                 "--out", str(in_tmp / "r")]) == 0
+    assert "Answered by Qwen-Big x1;" in (in_tmp / "r" / "report.md").read_text()
