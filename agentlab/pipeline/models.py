@@ -3,6 +3,7 @@ and ``check_models``, what ``agentlab models check`` shows (metadata only, nothi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -170,10 +171,13 @@ class ModelStatus:
                 "estimate": None if est is None else {"total_bytes": est.total_bytes, "describe": est.describe()}}
 
 
-def check_models(models_cfg: ModelsConfig) -> list[ModelStatus]:
-    """Every model of the file: does it exist, what type is it, how much memory will it take, does it fit alone."""
+def check_models(models_cfg: ModelsConfig, names: Iterable[str] | None = None) -> list[ModelStatus]:
+    """Every model of the file (or those ``names``): does it exist, what type is it, how much memory will it take,
+    does it fit alone."""
     out = []
     for name, entry in models_cfg.models.items():
+        if names is not None and name not in names:
+            continue
         backend, builtin = models_cfg.backend(name), models_cfg.builtin(name)
         try:
             path = models_cfg.path(name)

@@ -114,8 +114,7 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
     loading = [n for n in models_cfg.models if n in primary and f"{LOCAL_PREFIX}{n}" in llm_cfg.providers
                and f"{LOCAL_PREFIX}{n}" not in given]
     estimates = check_fits(models_cfg, loading, skip_unreadable=True)  # before anything loads
-    for status in check_models(models_cfg.model_copy(update={"models": {
-            n: e for n, e in models_cfg.models.items() if n in used and e.quantization}})):
+    for status in check_models(models_cfg, {n for n in used if models_cfg.models[n].quantization}):
         if status.quantization_mismatch:  # `models check` calls it not ready; the run goes on, said
             log.warning("model %s: declared quantization %s but the file is %s (%s)", status.name,
                         status.quantization, status.quantization_found, status.path)
