@@ -194,8 +194,9 @@ def assemble(name: str, parts: list[Path] | None = None) -> Path:
     with _file_lock(target):
         if _verified(target, model.sha256):  # another process assembled it while this one waited
             return target
-        for stale in target.parent.glob(f".{target.name}.*"):  # a process killed mid-assembly left it (the lock
-            with contextlib.suppress(OSError):                   # is ours: nobody else writes one now)
+        # a temporary file a process killed mid-assembly left (the lock is ours: nobody else writes one now)
+        for stale in target.parent.glob(f".{target.name}.*"):
+            with contextlib.suppress(OSError):
                 stale.unlink()
         log.warning("assembling built-in model %s from %d parts into %s (once)", name, len(parts), target)
         digest = hashlib.sha256()

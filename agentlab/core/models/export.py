@@ -57,4 +57,3 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
         raise
     log.info("exported %s to the transformers folder %s", ref, out)
     return out
-

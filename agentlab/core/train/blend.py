@@ -81,9 +81,11 @@ class BlendResult:
     @property
     def inexact(self) -> list[str]:
         """Why the child is not the weighted sum of the parents' deltas (empty: it is, up to rounding)."""
-        return ([] if self.method == "exact" else [f"the {self.method} blend"]) + \
-            (["truncated to this rank"] if self.method == "exact" and self.discarded_energy > EXACT_TOLERANCE
-             else []) + (["mutated"] if self.mutated else [])
+        if self.method != "exact":
+            why = [f"the {self.method} blend"]
+        else:
+            why = ["truncated to this rank"] if self.discarded_energy > EXACT_TOLERANCE else []
+        return why + (["mutated"] if self.mutated else [])
 
     @property
     def exact(self) -> bool:
