@@ -298,7 +298,13 @@ def _write_yaml(cfg: ConfigFile, values: dict[str, Any]) -> str:
     shared = _shared_nodes(root)
     spans: list[tuple[int, int, str]] = []
     for key, value in values.items():
-        node = _yaml_node(root, key)
+        try:
+            node = _yaml_node(root, key)
+        except StopIteration:  # read through a merge key (`<<: *defaults`): no node of its own to write
+            raise ConfigFileError(f"{cfg.path}:{cfg._line_of(key.rsplit('.', 1)[0]) if '.' in key else 1}: {key} "
+                                  "comes from a YAML merge key (<<), not written in place",
+                                  hint=f"give {key.rsplit('.', 1)[0]} its own {key.rsplit('.', 1)[-1]}: line (it "
+                                  "overrides the merged one) to search it") from None
         if id(node) in shared:
             raise ConfigFileError(f"{cfg.path}:{node.start_mark.line + 1}: {key} is a YAML anchor or alias (its "
                                   "value is shared with another key)", hint=f"write {key}'s value in place to "

@@ -902,8 +902,9 @@ def test_a_yaml_merge_key_is_refused_before_trial_0(tmp_path: Path) -> None:
     path.write_text("base: &b\n  lr: 0.1\ntrain:\n  <<: *b\n")
     cfg = ConfigFile.load(path)
     assert cfg.lookup("train.lr") == (True, 0.1)
-    with pytest.raises(ConfigFileError, match="cannot write train.lr"):
+    with pytest.raises(ConfigFileError, match=r"c.yaml:3: train.lr comes from a YAML merge key") as exc:
         cfg.check_writable(["train.lr"])
+    assert "give train its own lr: line" in str(exc.value.hint)
 
 
 def test_a_param_neither_in_the_config_file_nor_passed_is_refused(tmp_path: Path) -> None:
