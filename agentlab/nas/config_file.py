@@ -88,6 +88,13 @@ class ConfigFile:
                 raise ConfigFileError(f"{self.path}: holds no values (search.space.{key})",
                                       hint=f"write the project's settings into it, {key} with its current value "
                                       "among them, or name the file the script reads (objective.config)")
+            top = key.split(".", 1)[0]
+            if self.kind == "python" and top not in self.values and (unread := _unread_python(self.text, top)):
+                line, what = unread
+                raise ConfigFileError(f"{self.path}:{line}: {key} cannot be searched: {what} (search.space.{key})",
+                                      hint="only module-level assignments of literals (numbers, strings, lists, "
+                                      "dicts) are searched: write the value as a literal, or pass it through "
+                                      "{args} / {params}")
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             line = self._line_of(parent) if parent and self.lookup(parent)[0] else 1
             raise ConfigFileError(f"{self.path}:{line}: no {key!r} here (search.space.{key})",
@@ -220,6 +227,23 @@ def _read_python(path: Path, text: str) -> dict[str, Any]:
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             continue
     return out
+
+
+def _unread_python(text: str, name: str) -> tuple[int, str] | None:
+    """(line, why) when the module defines ``name`` in a way ``_read_python`` leaves out (a computed value, a
+    class, a function), else None."""
+    for stmt in reversed(ast.parse(text).body):
+        if isinstance(stmt, ast.ClassDef | ast.FunctionDef) and stmt.name == name:
+            return stmt.lineno, f"{name} is a {'class' if isinstance(stmt, ast.ClassDef) else 'function'}"
+        value = _assignments(ast.Module(body=[stmt], type_ignores=[])).get(name)
+        if value is not None:
+            return stmt.lineno, f"{name} = {_short(ast.unparse(value))} is computed, not a literal"
+    return None
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _literal(node: ast.expr) -> Any:

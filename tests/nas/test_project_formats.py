@@ -907,6 +907,20 @@ def test_a_yaml_merge_key_is_refused_before_trial_0(tmp_path: Path) -> None:
     assert "give train its own lr: line" in str(exc.value.hint)
 
 
+def test_a_python_config_value_that_is_no_literal_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "config.py"
+    path.write_text("from dataclasses import dataclass\nBASE = 0.01\n\n@dataclass\nclass Cfg:\n    lr: float = 0.1\n\n"
+                    "lr2 = BASE * 2\ntraining = {'lr': BASE}\n")
+    cfg = ConfigFile.load(path)
+    for key, where in [("lr2", "config.py:8: lr2 cannot be searched: lr2 = BASE * 2 is computed"),
+                       ("training.lr", "config.py:9: training.lr cannot be searched: training = {'lr': BASE} is"),
+                       ("Cfg.lr", "config.py:5: Cfg.lr cannot be searched: Cfg is a class")]:
+        with pytest.raises(ConfigFileError, match=re.escape(where)):
+            cfg.require([key])
+    with pytest.raises(ConfigFileError, match=re.escape("no 'BASE.x' here")):  # BASE is read: its part is missing
+        cfg.require(["BASE.x"])
+
+
 def test_a_param_neither_in_the_config_file_nor_passed_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.py").write_text(CONFIG_PY, encoding="utf-8")
     cfg = ConfigFile.load(tmp_path / "config.py")
