@@ -61,7 +61,15 @@ from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 from agentlab.nas.config import CommandObjectiveConfig
-from agentlab.nas.script import ArgOption, argparse_options, config_files, hydra_app, project_imports, script_of
+from agentlab.nas.script import (
+    ArgOption,
+    argparse_accepts,
+    argparse_options,
+    config_files,
+    hydra_app,
+    project_imports,
+    script_of,
+)
 
 if TYPE_CHECKING:
     from agentlab.nas.code_change import CodeTrials
@@ -320,6 +328,42 @@ def script_options(command: str, cwd: Path) -> dict[str, ArgOption]:
     if script is None:
         return {}
     return argparse_options([cwd / f for f in [script, *project_imports(script, cwd)]], shlex.split(command))
+
+
+def check_option_values(command: str, cwd: Path, space: dict[str, Any]) -> None:
+    """With ``{args}``, each searched value is one the script's argparse option takes (``argparse_accepts``:
+    ``type=int`` / ``float``, ``choices=``); ``UsageError`` naming the first that is not, before any trial (argparse
+    would fail each trial of it: `invalid int value: '38.43'`)."""
+    script = script_of(command, cwd) if ARGS in command else None
+    if script is None:
+        return
+    rules = argparse_accepts([cwd / f for f in [script, *project_imports(script, cwd)]])
+    convert = {"int": int, "float": float}
+    for key, spec in space.items():
+        rule = rules.get(key)
+        if rule is None:
+            continue
+        if spec.choices is None and rule.type == "int" and spec.kind == "float":
+            raise UsageError(f"search.space.{key}: a range of floats ({spec.low}..{spec.high}), but {script} "
+                             f"reads {rule.option} as an int (type=int)",
+                             hint=f"give int bounds ({{low: {int(spec.low)}, high: {int(spec.high)}}}), or choices")
+        if spec.choices is None and rule.choices is not None:
+            values: Iterable[Any] = range(int(spec.low), int(spec.high) + 1) if spec.kind == "int" else [spec.low,
+                                                                                                       spec.high]
+        else:
+            values = spec.choices or []
+        for value in values:
+            word = cli_value(value)
+            try:
+                taken = convert[rule.type](word) if rule.type else word
+            except ValueError:
+                raise UsageError(f"search.space.{key}: {value!r} cannot be read as {rule.type} (`{rule.option}="
+                                 f"{word}`), as {script} reads it (type={rule.type})",
+                                 hint="give values the option takes") from None
+            if rule.choices is not None and taken not in rule.choices:
+                raise UsageError(f"search.space.{key}: {value!r} is not one of {script}'s choices for "
+                                 f"{rule.option} ({', '.join(map(str, rule.choices))})",
+                                 hint="search the option's choices, or add the value to its choices=")
 
 
 def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:

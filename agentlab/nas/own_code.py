@@ -21,7 +21,7 @@ from agentlab.core.search.session import llm_source, require_planner_model
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.code_change import CodeRules, CodeTrials
-from agentlab.nas.command import CommandObjective, better, flat_values, merged_base
+from agentlab.nas.command import CommandObjective, better, check_option_values, flat_values, merged_base
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.config_file import ConfigFile
 from agentlab.nas.hydra import check_group_choices
@@ -136,6 +136,7 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
                              f"{Path(objective.cwd or Path.cwd()).resolve()} (protected files excluded)",
                              hint="give glob patterns relative to objective.cwd, e.g. [train.py, 'model/*.py']")
     check_group_choices(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
+    check_option_values(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
     space = command_space(cfg)
     space.check_base(space.complete(space.base))
     check_warm_start(cfg, space)

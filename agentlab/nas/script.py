@@ -259,6 +259,46 @@ def _argparse_read(node: ast.Call) -> Read | None:
     return option, kind, names, _default(keywords.get("default"), name, keywords.get("type"))
 
 
+class Accepts(NamedTuple):
+    """What an argparse option accepts, as the source says it literally: ``type=int`` / ``float`` (else None) and
+    ``choices=[...]`` (else None)."""
+
+    option: str
+    type: str | None
+    choices: tuple[Any, ...] | None
+
+
+def argparse_accepts(files: list[Path]) -> dict[str, Accepts]:
+    """By the names a param may give it (``argparse_options``), what each argparse option that takes one value
+    accepts (``Accepts``); an option declared twice with different rules is left out. Nothing is run."""
+    found: dict[str, Accepts] = {}
+    clashes: set[str] = set()
+    for path in files:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            read = _argparse_read(node) if isinstance(node, ast.Call) else None
+            if read is None or read[1] != "value" or not isinstance(node, ast.Call):
+                continue
+            keywords = {k.arg: k.value for k in node.keywords if k.arg}
+            kind = keywords.get("type")
+            type_name = kind.id if isinstance(kind, ast.Name) and kind.id in ("int", "float") else None
+            try:
+                choices = tuple(ast.literal_eval(keywords["choices"])) if "choices" in keywords else None
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                choices = None
+            if type_name is None and choices is None:
+                continue
+            rule = Accepts(read[0], type_name, choices)
+            for key in read[2]:
+                if key in found and found[key] != rule:
+                    clashes.add(key)
+                found[key] = rule
+    return {key: rule for key, rule in found.items() if key not in clashes}
+
+
 def _click_option(node: ast.Call) -> Read | None:
     """A ``@click.option("--x", ...)`` (or ``option`` imported from click) read like ``_argparse_option``:
     ``is_flag`` a switch, ``--flag/--no-flag`` one given ``--no-flag`` when false, ``nargs`` over 1 a list; None

@@ -246,6 +246,43 @@ def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: 
             obj.validate()
 
 
+ACCEPTS = """\
+import argparse
+p = argparse.ArgumentParser()
+fit = p.add_subparsers(dest="cmd").add_parser("fit")
+fit.add_argument("--opt", choices=["adam", "sgd"], default="adam")
+fit.add_argument("--batch-size", type=int, default=32)
+fit.add_argument("--level", type=int, choices=[1, 2, 3], default=1)
+fit.add_argument("--lr", type=float, default=0.1)
+a = p.parse_args()
+print(f"loss {a.lr * a.batch_size:.4f}")
+"""
+
+
+def test_searched_values_the_scripts_argparse_refuses_are_refused_before_trial_0(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse's `type=int` and `choices=` are read: each trial of such a value failed (`invalid int value`)."""
+    from agentlab.cli import main
+
+    (tmp_path / "train.py").write_text(ACCEPTS)
+    fine = {"opt": "{choices: [adam, sgd]}", "batch_size": "{low: 8, high: 64}", "level": "{low: 1, high: 3}",
+            "lr": "{low: 0.001, high: 0.1}"}
+    wrong = {"opt": ("{choices: [adam, rmsprop]}", "'rmsprop' is not one of train.py's choices for --opt (adam, sgd)"),
+             "batch_size": ("{low: 8.0, high: 64.0}", "a range of floats (8.0..64.0), but train.py reads --batch-size "
+                            "as an int"),
+             "level": ("{low: 1, high: 4}", "4 is not one of train.py's choices for --level (1, 2, 3)"),
+             "lr": ("{choices: [0.1, fast]}", "'fast' cannot be read as float (`--lr=fast`)")}
+    monkeypatch.chdir(tmp_path)
+    for key in [None, *wrong]:
+        space = {**fine, key: wrong[key][0]} if key else fine
+        (tmp_path / "nas.yaml").write_text("objective: {command: 'python train.py fit {args}', metric: loss}\n"
+                                           "search:\n  space:\n" + "".join(f"    {k}: {v}\n" for k, v in space.items()))
+        assert main(["nas", "-c", "nas.yaml", "--dry-run"]) == (2 if key else 0)
+        err = capsys.readouterr().err
+        if key:
+            assert f"search.space.{key}: {wrong[key][1]}" in " ".join(err.split()), err
+
+
 CLICK_SCRIPT = """\
 import json, sys
 import click
