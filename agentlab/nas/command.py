@@ -835,7 +835,7 @@ class CommandObjective:
         except OSError:
             return None
         for line in reversed(text.splitlines()):
-            found = text_metrics(line, self.metric)
+            found = text_metrics(plain(line), self.metric)
             if found is not None:
                 return found[0]
         return None
@@ -850,6 +850,13 @@ class CommandObjective:
 
 STDOUT, STDERR = "stdout", "stderr"
 LINE_END = re.compile(r"(\r\n|\r|\n)")
+ANSI = re.compile(r"\x1b(?:\[[0-9;:?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")  # colours, links
+
+
+def plain(line: str) -> str:
+    """``line`` without terminal escape sequences: a script may colour its output even into a pipe
+    (``\\x1b[32mval_loss: 0.41\\x1b[0m``); the logs keep them, the result is read without."""
+    return ANSI.sub("", line) if "\x1b" in line else line
 
 
 class _Child:
@@ -887,9 +894,9 @@ class _Child:
                 log_file.flush()
                 *parts, pending = LINE_END.split(pending + decoder.decode(chunk))
                 for line, end in zip(parts[::2], parts[1::2], strict=True):
-                    if line.strip():
+                    if (line := plain(line)).strip():
                         self.lines.put((stream, line, end == "\r"))
-            if (pending := pending + decoder.decode(b"", final=True)).strip():
+            if (pending := plain(pending + decoder.decode(b"", final=True))).strip():
                 self.lines.put((stream, pending, False))
         except (OSError, ValueError):  # the pipe closed under the reader (stop() after its grace period)
             pass
@@ -1018,14 +1025,14 @@ def printed_instead(metric: str, folder: Path) -> str:
 
 
 def _log_end(path: Path, limit: int) -> tuple[str, bool] | None:
-    """The last ``limit`` bytes of a trial's log as text, and whether the file holds more before them (its first
-    line may then be cut); None when it cannot be read."""
+    """The last ``limit`` bytes of a trial's log as text (``plain``), and whether the file holds more before them
+    (its first line may then be cut); None when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             start = max(0, handle.tell() - limit)
             handle.seek(start)
-            return handle.read().decode("utf-8", errors="replace"), start > 0
+            return plain(handle.read().decode("utf-8", errors="replace")), start > 0  # as messages: no colours
     except OSError:
         return None
 

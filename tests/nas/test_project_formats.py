@@ -642,6 +642,29 @@ def test_the_stderr_line_that_says_what_went_wrong() -> None:
     assert said(caught) == "FileNotFoundError: cache.json | Segmentation fault"  # the last line is always there
 
 
+COLOURED = """\
+import sys
+for epoch in (1, 2):
+    print(f"\\033[36mepoch {epoch}:\\033[0m loss=\\033[1m{1 / epoch}\\033[0m", flush=True)
+if "--fail" in sys.argv:
+    print("\\033[31mRuntimeError: out of memory\\033[0m", file=sys.stderr)
+    sys.exit(1)
+print("\\033[32mloss: 0.25\\033[0m")
+"""
+
+
+def test_a_script_that_colours_its_output_into_the_pipe_is_read_without_the_colours(tmp_path: Path) -> None:
+    steps: list[tuple[int, float]] = []
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, COLOURED)
+    out = obj.run(1, {}, lambda step, value: steps.append((step, value)) is not None)
+    assert out["value"] == 0.25 and steps == [(1, 1.0), (2, 0.5)]
+    assert "\x1b[32m" in (tmp_path / "run" / "trials" / "run_0001" / "stdout.log").read_text()  # the log as printed
+    obj = command(tmp_path, f"{PYTHON} train.py --fail", {}, COLOURED)
+    with pytest.raises(TrialFailed) as failed:
+        obj.run(2, {}, lambda step, value: False)
+    assert "RuntimeError: out of memory" in str(failed.value) and "\x1b" not in str(failed.value)
+
+
 def test_args_inside_a_word_is_refused(tmp_path: Path) -> None:
     obj = command(tmp_path, f"{PYTHON} train.py --x{{args}}", {"lr": 0.1}, ECHO_ARGS, space_keys=("lr",))
     with pytest.raises(UsageError, match="a word of its own"):
