@@ -104,8 +104,15 @@ WRAPPED = r"(?:tensor\(|(?:np\.|numpy\.)?(?:float|int)(?:16|32|64)\()?"
 def _pair(name: str) -> re.Pattern[str]:
     """`name: number` / `name=number` for names matching the pattern ``name`` (the number may be quoted, as in
     transformers 5's log dicts: `'eval_loss': '0.41'`, or printed as a tensor or NumPy scalar: ``WRAPPED``): group
-    1 the name, 2 the number."""
-    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?{WRAPPED}({NUMBER})(?!\w|[.,]\d)")
+    1 the name, 2 the number, 3 a count's total (PyTorch's MNIST example: `Accuracy: 9890/10000`, ``_read_number``)."""
+    total = r"(?:/([1-9]\d*)(?![.\d]))?"
+    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?{WRAPPED}({NUMBER}){total}(?!\w|[.,/]\d)")
+
+
+def _read_number(found: re.Match[str]) -> float:
+    """A match's number (group 2), a count over its total as their fraction (`9890/10000` is 0.989)."""
+    total = found.group(3) if found.re.groups >= 3 else None
+    return float(found.group(2)) / int(total) if total else float(found.group(2))
 
 
 def _row(name: str) -> re.Pattern[str]:
@@ -184,12 +191,12 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
     if NAME.fullmatch(metric) is None:  # a name of several words (`Validation accuracy`): PAIR reads its last one
         if (taken := pair.search(line) or spaced.search(line)) is None:
             return None
-        pairs[metric] = float(taken.group(2))
+        pairs[metric] = _read_number(taken)
     for found in PAIR.finditer(line):
         if SOURCE_LINE.search(found.group(1)):  # `train.py:12`, where logging or rich says a line was written
             continue
         if taken is None or found.end() <= taken.start() or found.start() >= taken.end():
-            pairs[found.group(1).strip("'\"")] = float(found.group(2))
+            pairs[found.group(1).strip("'\"")] = _read_number(found)
     if metric not in pairs and (taken := spaced.search(line)) is not None:
         pairs[metric] = float(taken.group(2))
     if metric not in pairs:
@@ -198,8 +205,8 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
     if step is not None and (re.search(r"\bbest\b", line, re.IGNORECASE)
                              or re.search(r"\bat\s+$", line[:step.start()], re.IGNORECASE)):
         step = None  # `best val_loss: 0.21 at epoch 7`: a final line that names an epoch, not a step line
-    for name in STEP_NAMES:
-        pairs.pop(name, None)
+    for name in [name for name in pairs if name.lower() in STEP_NAMES]:  # `Epoch: 3/10` is no metric
+        pairs.pop(name)
     return pairs, int(step.group(1)) if step else None
 
 
@@ -1013,7 +1020,7 @@ def printed_instead(metric: str, folder: Path) -> str:
         for line in text.splitlines()[1 if cut else 0:]:  # a line cut by the seek is no line
             data = _json_object(line)
             found = ([k for k, v in data.items() if _number(v)] if data
-                     else [n for n, _ in PAIR.findall(line) + SPACED.findall(line)])
+                     else [found.group(1) for pattern in (PAIR, SPACED) for found in pattern.finditer(line)])
             names.update((n.strip("'\""), None) for n in found
                          if n.lower() not in STEP_NAMES and not SOURCE_LINE.search(n))
     names_list = list(names)
