@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
-from agentlab.core.config import StrictModel
+from agentlab.core.config import ModelName, StrictModel
 from agentlab.core.llm.config import RoutingRef
 from agentlab.core.search.kinds import CompressPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
@@ -157,7 +157,7 @@ class CompressConfig(StrictModel):
         *(f"search.{key}" for key in CompressSearch.model_fields if key not in ("storage", "study_name")))
 
     name: str = Field("compress", description="run name (folder suffix)")
-    model: str = Field("smollm2-135m", description="the model to compress: the built-in smollm2-135m, a "
+    model: ModelName = Field("smollm2-135m", description="the model to compress: the built-in smollm2-135m, a "
                        "transformers folder or a cached hub id")
     objective: str | None = Field("maximize speedup with <2% accuracy loss", description="the goal in words "
                                   "(parsed and printed); empty: objectives and constraints below")

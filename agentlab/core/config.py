@@ -632,12 +632,26 @@ def absolute_path(path: Path) -> Path:
     return path if path.is_absolute() else Path(os.path.normpath(Path.cwd() / path.expanduser()))
 
 
+@dataclass(frozen=True)
+class ModelPath:
+    """Marks a ``str`` field that names a model: a built-in name, a hub id, or a path (``Annotated[str,
+    ModelPath()]``). ``absolute_paths`` writes a relative path that exists absolute, as a ``Path`` field, so a
+    resume from another folder loads the same model (not one of that name there); a name is left as it is.
+    ``unless``: a field of the same model which, when set, makes the value a name (``eval``'s ``base_url``)."""
+
+    unless: str | None = None
+
+
+ModelName = Annotated[str, ModelPath()]
+
+
 def _absolute(value: Any) -> Any:
     if isinstance(value, Path):
         return absolute_path(value)
     if isinstance(value, BaseModel):
-        update = {name: new for name in type(value).model_fields
-                  if (new := _absolute(old := getattr(value, name))) is not old}
+        update = {name: new for name, field in type(value).model_fields.items()
+                  if (new := _model_path(value, field.metadata, old) if isinstance(old := getattr(value, name), str)
+                      else _absolute(old)) is not old}
         return value.model_copy(update=update) if update else value
     if isinstance(value, list):
         items = [_absolute(v) for v in value]
@@ -646,6 +660,15 @@ def _absolute(value: Any) -> Any:
         mapped = {k: _absolute(v) for k, v in value.items()}
         return mapped if any(mapped[k] is not value[k] for k in value) else value
     return value
+
+
+def _model_path(owner: BaseModel, metadata: list[Any], value: str) -> str:
+    """``value`` absolute when its field is a ``ModelPath`` and it is a relative path that exists, else itself."""
+    marks = [m for m in metadata if isinstance(m, ModelPath)]
+    if not marks or (marks[0].unless and getattr(owner, marks[0].unless, None)):
+        return value
+    path = Path(value).expanduser()
+    return value if path.is_absolute() or not path.exists() else str(absolute_path(path))
 
 
 # libyaml's dumper when PyYAML was built with it: the same output, several times faster.

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from agentlab.core.config import StrictModel
+from agentlab.core.config import ModelName, StrictModel
 from agentlab.core.debate.rules import VISIBILITIES, Rule, Visibility
 from agentlab.core.llm.config import PARAMS_HELP, Params, RoutingRef
 
@@ -72,7 +72,7 @@ class DebateConfig(StrictModel):
         "auto", description="numeric: agents vote on a number; open: on a stance (yes / no / mixed) and the judge "
         "writes the summary; text: on a short factual answer (a city); auto: numeric when the question holds a "
         "digit (in `debate eval`: by the gold answer: a number, a stance, else text)")
-    base_model: str = Field("smollm2-135m", description="base model of the adapter agents: the built-in "
+    base_model: ModelName = Field("smollm2-135m", description="base model of the adapter agents: the built-in "
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
     agents: list[AgentSpec] = Field(default_factory=list, description="the debaters; empty: adapters/persona_a, "
                                     "_b, _c under the current directory, those that exist")

@@ -4,11 +4,11 @@ tasks, and how lm-eval is asked (items, few-shot, chat template, batch)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from agentlab.core.config import StrictModel
+from agentlab.core.config import ModelPath, StrictModel
 
 
 class EvalConfig(StrictModel):
@@ -18,9 +18,9 @@ class EvalConfig(StrictModel):
                                                      "it is not one of agentlab's dependencies; "
                                                      "benchmarks/peers/lighteval_vs_lmeval.py scores the same items "
                                                      "with it in its own venv")
-    model: str = Field("smollm2-135m", description="the model: the built-in smollm2-135m, a transformers folder, a "
-                       "GGUF file (de-quantized once, cached) or a cached hub id; with base_url: a model or route "
-                       "name the server serves")
+    model: Annotated[str, ModelPath(unless="base_url")] = Field(
+        "smollm2-135m", description="the model: the built-in smollm2-135m, a transformers folder, a GGUF file "
+        "(de-quantized once, cached) or a cached hub id; with base_url: a model or route name the server serves")
     adapters: list[Path] = Field(default_factory=list, description="PEFT adapter folders on the model, each scored "
                                  "as its own row beside the base (with base_url: served adapter names instead)")
     tasks: list[str] = Field(["agentlab_arithmetic_mc"], min_length=1, description="lm-eval task, group or tag "

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.config import absolute_path
+from agentlab.core.config import absolute_path, absolute_paths
 from agentlab.core.errors import UsageError
 from agentlab.core.harness import (
     BASE,
@@ -159,7 +159,7 @@ SETTINGS_KEY = "agentlab_settings"
 def row_settings(cfg: EvalConfig, adapter: Path | None) -> dict[str, Any]:
     """What decides a row's scores: the model, the adapter, the tasks and where they come from, the items, the
     weights' device and dtype. Paths as the run's config.yaml holds them (absolute), which a resume reads."""
-    return {"model": cfg.model, "adapter": None if adapter is None else str(absolute_path(adapter)),
+    return {"model": absolute_paths(cfg).model, "adapter": None if adapter is None else str(absolute_path(adapter)),
             "tasks": list(cfg.tasks), "include_path": [str(absolute_path(p)) for p in cfg.include_path],
             "limit": cfg.limit,
             "num_fewshot": cfg.num_fewshot, "chat_template": cfg.chat_template, "seed": cfg.seed,

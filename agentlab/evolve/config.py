@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from agentlab.core.config import StrictModel
+from agentlab.core.config import ModelName, StrictModel
 
 Search = Literal["ga", "cmaes", "random", "uniform", "task_arithmetic", "ties"]
 Baseline = Literal["uniform", "task_arithmetic", "ties", "random"]
@@ -72,7 +72,7 @@ class EvolveConfig(StrictModel):
     RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("name", "workers", "batch", "device")
 
     name: str = Field("evolve", description="run name (folder suffix)")
-    base_model: str = Field("smollm2-135m", description="the base model every adapter belongs to: the built-in "
+    base_model: ModelName = Field("smollm2-135m", description="the base model every adapter belongs to: the built-in "
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
     seeds: list[Path] = Field(default_factory=list, description="the adapters the population is seeded from (PEFT "
                               "LoRA folders on base_model); empty: adapters/skill_arithmetic, _geography, _units "

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agentlab.core.config import StrictModel
+from agentlab.core.config import ModelName, StrictModel
 from agentlab.core.skills import DATA_DIR
 from agentlab.core.tracking import TrackingURI, tracking_field
 
@@ -101,7 +101,7 @@ class TrainPersonaConfig(StrictModel):
 
     name: str | None = Field(None, description="run name (folder suffix); empty: the --out folder's name, else the "
                              "data's (persona_a, skill_units, chats for chats.jsonl)")
-    base_model: str = Field("smollm2-135m", description="base model: the built-in smollm2-135m, a local "
+    base_model: ModelName = Field("smollm2-135m", description="base model: the built-in smollm2-135m, a local "
                             "transformers folder, a GGUF file, or an HF hub id already in the local hub cache")
     out: Path | None = Field(None, description="the adapter folder to write (a plain PEFT adapter and its card); "
                              "empty: the run folder's adapter/")

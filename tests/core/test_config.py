@@ -306,3 +306,25 @@ def test_an_option_given_empty_is_named_as_typed() -> None:
 
     assert str(Flag("--tasks", "tasks", [])) == "--tasks ''" and str(Flag("--name", "name", "")) == "--name ''"
     assert str(Flag("--tasks", "tasks", ["a", "b"])) == "--tasks a --tasks b"
+
+
+def test_a_model_given_by_a_relative_path_is_saved_absolute_and_a_name_as_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model fields of every command that loads a model by name or path: a resume from another folder must load
+    the same model (config.yaml is written through absolute_paths)."""
+    from agentlab.compress.config import CompressConfig
+    from agentlab.core.config import absolute_paths
+    from agentlab.debate.config import DebateConfig
+    from agentlab.eval.config import EvalConfig
+    from agentlab.evolve.config import EvolveConfig
+    from agentlab.train_persona.config import TrainPersonaConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    for cls, field in [(EvalConfig, "model"), (CompressConfig, "model"), (DebateConfig, "base_model"),
+                       (EvolveConfig, "base_model"), (TrainPersonaConfig, "base_model")]:
+        assert getattr(absolute_paths(cls(**{field: "models/tiny"})), field) == str(tmp_path / "models" / "tiny")
+        for name in ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "models/absent"):
+            assert getattr(absolute_paths(cls(**{field: name})), field) == name, (cls, name)
+    served = EvalConfig(model="models/tiny", base_url="http://127.0.0.1:8000/v1")  # a name the server serves
+    assert absolute_paths(served).model == "models/tiny"

@@ -105,6 +105,29 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     assert "internal error" not in err and "delete the folder" in err
 
 
+def test_a_resume_from_another_folder_scores_the_model_the_run_started_with(
+        in_tmp: Path, tiny_model: dict[str, Path], one_torch_thread: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """A model given by a relative path is kept absolute (config.yaml, the rows' settings): a resume from another
+    folder loads it, not a model of the same name there, nor fails to find it."""
+    (in_tmp / "models").mkdir()
+    (in_tmp / "models" / "tiny").symlink_to(tiny_model["hf"])
+    run = in_tmp / "run"
+    assert main(["eval", "--model", "models/tiny", "--set", "device=cpu", "--limit", "2", "--tasks",
+                 "agentlab_arithmetic_mc", "--out", str(run)]) == 0
+    assert f"model: {in_tmp / 'models' / 'tiny'}\n" in (run / "config.yaml").read_text()
+    (run / "lm-eval" / "base" / "results.json").unlink()
+    elsewhere = in_tmp / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no models/tiny here
+    capsys.readouterr()
+    assert main(["eval", "--resume", str(run)]) == 0, capsys.readouterr().err
+    (elsewhere / "models").mkdir()
+    (elsewhere / "models" / "tiny").mkdir()  # another model of that name: the run's is still the one scored
+    (run / "lm-eval" / "base" / "results.json").unlink()
+    assert main(["eval", "--resume", str(run)]) == 0, capsys.readouterr().err
+
+
 def test_an_adapter_that_changes_nothing_is_refused_before_any_folder(in_tmp: Path, tiny_model: dict[str, Path],
                                                                       adapters: dict[str, Path],
                                                                       capsys: pytest.CaptureFixture) -> None:
