@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from agentlab.core.errors import ConfigError
 from agentlab.core.files import read_text
@@ -53,6 +53,31 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, every field documents itself."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        """pydantic's lax mode reads YAML's ``true`` as 1 for an int or float field (``port: true`` served on port
+        1): a boolean is refused where the field takes no boolean."""
+        for name, value in data.items() if isinstance(data, dict) else ():
+            if isinstance(value, bool) and name in cls.model_fields:
+                kinds = _kinds(cls.model_fields[name].annotation)
+                if bool not in kinds and kinds & {int, float} and Any not in kinds:
+                    raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
+        return data
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The types a field's annotation admits at its top level (through unions, Optional, Annotated; a Literal's
+    values' types)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return set().union(*(_kinds(arg) for arg in get_args(annotation)))
+    if origin is Literal:
+        return {type(arg) for arg in get_args(annotation)}
+    return {annotation}
 
 
 # --------------------------------------------------------------------------- environment

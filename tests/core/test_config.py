@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import Field, field_validator, model_validator
@@ -78,6 +79,22 @@ def test_wrong_type_names_line(tmp_path: Path) -> None:
         load_config(path, Cfg)
     assert info.value.message.startswith(f"{path}:2: train.lr:")
     assert "'fast'" in info.value.message
+
+
+def test_a_boolean_for_a_number_is_refused_not_read_as_1(tmp_path: Path) -> None:
+    """pydantic's lax mode reads `true` as 1 for an int or float: `port: true` served on port 1."""
+    class Mixed(StrictModel):
+        flag: bool | int = Field(0, description="a switch or a count")
+        anything: Any = Field(None, description="anything")
+
+    for text, line, field in [("model:\n  d_model: true\n", 2, "model.d_model"), ("train:\n  lr: false\n", 2,
+                                                                                   "train.lr")]:
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text), Cfg)
+        assert info.value.message.startswith(f"{tmp_path / 'cfg.yaml'}:{line}: {field}: expected a number, got ")
+    with pytest.raises(ConfigError, match="--set model.n_heads=true: model.n_heads: expected a number, got true"):
+        load_config(None, Cfg, ["model.n_heads=true"])
+    assert load_config(write(tmp_path, "flag: true\nanything: true\n"), Mixed).flag is True
 
 
 def test_cross_field_validator_points_at_the_field(tmp_path: Path) -> None:
