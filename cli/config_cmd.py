@@ -37,6 +37,10 @@ def _command_of(path: Path) -> str | None:
     return None
 
 
+# the commands whose config a subcommand reads, as the files in configs/ open
+RUNS_IT = {"pipeline": "pipeline run --pipeline", "models": "models check", "evolve": "evolve run -c"}
+
+
 @app.command("show")
 def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG_MODELS)}.")]) -> None:
     """Print a command's default config as YAML, each field with its description."""
@@ -44,7 +48,7 @@ def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG
 
     # The first line names the schema, as every file in configs/ does, so `config validate` reads the saved output.
     head = f"# agentlab {command}: the routing config that --llm FILE reads" if command in OTHER_SCHEMAS \
-        else f"# agentlab {command} -c FILE"
+        else f"# agentlab {RUNS_IT.get(command, f'{command} -c')} FILE"
     typer.echo(head + "\n" + describe_model(_model(command)))  # plain: a wrapped comment would not be YAML any more
 
 

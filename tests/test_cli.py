@@ -126,6 +126,13 @@ def test_saved_config_show_validates_without_naming_the_command(command: str, tm
     saved.write_text(capsys.readouterr().out)
     assert _command_of(saved) == command
     assert main(["config", "validate", str(saved)]) == 0
+    # the first line is a command that reads such a file (`pipeline run --pipeline FILE`, not `pipeline -c FILE`)
+    words = saved.read_text().splitlines()[0].split()[2:]
+    if words[-1] == "FILE":
+        *words, flag = words[:-1] if words[-2].startswith("-") else [*words[:-1], ""]
+        capsys.readouterr()
+        assert main([*words, "--help"]) == 0
+        assert flag in capsys.readouterr().out
 
 
 def test_help_paragraphs_are_unwrapped_but_lists_and_paragraphs_stay() -> None:
