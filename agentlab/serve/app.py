@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +47,14 @@ from agentlab.serve.protocol import (
     DONE,
     ApiError,
     ChatRequest,
+    before_cut_call,
     call_deltas,
     chunk,
     completion_body,
     content_chunks,
     error_body,
     finish_of,
+    load_body,
     new_id,
     parse_chat,
     parse_completion,
@@ -161,10 +164,7 @@ class _Handler:
             body += part
             if len(body) > limit:
                 raise _too_large(len(body), limit)
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
-            raise ApiError(400, "the request body is not JSON (UTF-8)", "invalid_json", kind="bad_request") from None
+        return load_body(body)  # every endpoint's text and numbers checked here, the field named
 
     def llm_error(self, exc: LLMError) -> ApiError:
         status = _STATUS.get(exc.kind, 502)
@@ -201,10 +201,11 @@ class _Handler:
     # ------------------------------------------------------------------ endpoints
 
     async def routed(self, request: Request, what: str, parse: Callable[[Any], tuple[ChatRequest, Any]],
+                     reply: Callable[[ChatRequest, Any, RoutedCompletion, str], Any],
                      events: Callable[[Any], Callable[..., AsyncIterator[bytes]]] | None = None) -> Any:
         """What the chat and Responses endpoints share: auth, ``parse(body) -> (chat request, parsed)``, the served
-        name, a stream (``events(parsed)``, chat chunks by default) or the routed answer with its metrics and log
-        line; refusals in OpenAI's error shape. Returns ``(req, parsed, rc, text)`` or the response to send."""
+        name, a stream (``events(parsed)``, chat chunks by default) or the routed answer as ``reply(req, parsed, rc,
+        text)`` makes it, with its metrics and log line; refusals in OpenAI's error shape, a bug a counted 500."""
         start = time.perf_counter()
         label = "-"  # the metrics route label: only served names, so junk names cannot grow the label set
         try:
@@ -217,17 +218,20 @@ class _Handler:
             if req.stream:
                 return await self.stream(request, req, start, events(parsed) if events is not None else None)
             rc, text = await _until_disconnect(request, self.answer(req))
+            response = reply(req, parsed, rc, text)
         except ApiError as exc:
             return self.refuse(label, exc)
         except LLMError as exc:
             return self.refuse(label, self.llm_error(exc))
         except _Disconnected:
             return self.disconnected(label)
+        except Exception as exc:
+            return self.internal_response(label, what, exc)
         seconds = time.perf_counter() - start
         self.metrics.answered_request(label, rc.model, seconds, rc.fallbacks, tool_calls=len(rc.completion.tool_calls))
         if log.isEnabledFor(logging.INFO):
             log.info("%s %s -> %s 200 %.3fs fallbacks=%d", what, label, rc.model, seconds, rc.fallbacks)
-        return req, parsed, rc, text
+        return response
 
     async def chat(self, request: Request) -> Any:
         from starlette.responses import JSONResponse
@@ -235,16 +239,14 @@ class _Handler:
         def parse(body: Any) -> tuple[ChatRequest, None]:
             return parse_chat(body, max_tokens_limit=self.cfg.max_tokens, max_messages=self.cfg.max_messages), None
 
-        out = await self.routed(request, "chat", parse)
-        if not isinstance(out, tuple):
-            return out
-        req, _, rc, text = out
-        usage = rc.completion.usage
-        # `model` is the name the client asked for (as OpenAI's API and LangChain expect); who answered is in the
-        # x-agentlab-model header and the `agentlab` block
-        body = completion_body(new_id(), req.model, text, rc.completion.finish_reason, usage, _meta(rc),
-                               rc.completion.tool_calls)
-        return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": req.model})
+        def reply(req: ChatRequest, _: None, rc: RoutedCompletion, text: str) -> JSONResponse:
+            # `model` is the name the client asked for (as OpenAI's API and LangChain expect); who answered is in the
+            # x-agentlab-model header and the `agentlab` block
+            body = completion_body(new_id(), req.model, text, rc.completion.finish_reason, rc.completion.usage,
+                                   _meta(rc), rc.completion.tool_calls)
+            return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": req.model})
+
+        return await self.routed(request, "chat", parse, reply)
 
     async def completions(self, request: Request) -> Any:
         """Legacy ``/v1/completions`` with ``echo`` and ``logprobs`` on a local model (hf, llama_cpp): what
@@ -273,15 +275,18 @@ class _Handler:
             params = GenParams(extra={"adapter": mcfg.params["adapter"]} if "adapter" in mcfg.params else {})
             choices = await _until_disconnect(request, provider.complete(mcfg.model, raw, params,
                                                                          self.router.config.timeout_s))
+            response = JSONResponse(text_completion_body(name, choices), headers={"x-agentlab-model": model,
+                                                                                  "x-agentlab-route": label})
         except ApiError as exc:
             return self.refuse(label, exc)
         except LLMError as exc:
             return self.refuse(label, self.llm_error(exc))
         except _Disconnected:
             return self.disconnected(label)
+        except Exception as exc:
+            return self.internal_response(label, "completions", exc)
         self.metrics.answered_request(label, model, time.perf_counter() - start, 0)
-        return JSONResponse(text_completion_body(name, choices), headers={"x-agentlab-model": model,
-                                                                          "x-agentlab-route": label})
+        return response
 
     def refuse(self, label: str, exc: ApiError) -> Any:
         from starlette.responses import JSONResponse
@@ -291,6 +296,20 @@ class _Handler:
         if log.isEnabledFor(level):
             log.log(level, "chat %s %d %s: %s", label, exc.status, exc.code, exc.message)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    def internal(self, label: str, what: str, exc: BaseException) -> ApiError:
+        """A bug (an exception no check expected): counted as ``internal_error``, logged with its traceback (keys
+        scrubbed); the error to send, which names only the exception's type."""
+        self.metrics.failed_request(label, "internal_error")
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        log.error("%s %s: internal error: %s", what, label, self.scrub(trace))
+        return ApiError(500, f"internal error: {type(exc).__name__} (the gateway's log has the traceback)",
+                        "internal_error", etype="api_error")
+
+    def internal_response(self, label: str, what: str, exc: BaseException) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.internal(label, what, exc).body(), status_code=500)
 
     async def answer(self, req: ChatRequest, on_delta: Callable[[str, str], None] | None = None
                      ) -> tuple[RoutedCompletion, str]:
@@ -306,6 +325,8 @@ class _Handler:
                                                 on_delta=on_delta, metadata=req.metadata, tenant=req.tenant,
                                                 use_cache=req.use_cache)
                 text = rc.completion.text
+                if req.params.tools and rc.completion.finish_reason == "length":
+                    text = before_cut_call(text)
         except BaseException:
             if req.ticket is not None:
                 self.keys.settle(req.ticket, None, 0, 0)
@@ -384,9 +405,11 @@ class _Handler:
                 return
             exc = task.exception()
             if exc is not None:
-                error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
-                    500, f"internal error: {type(exc).__name__}", "internal_error", kind="internal")
-                self.metrics.failed_request(label, error.kind)
+                if isinstance(exc, LLMError):
+                    error = self.llm_error(exc)
+                    self.metrics.failed_request(label, error.kind)
+                else:
+                    error = self.internal(label, "chat", exc)
                 log.warning("chat %s: stream ended by %s after text was sent: %s", label, error.code, error.message)
                 yield held + b"event: error\ndata: " + json.dumps(error.body()).encode() + b"\n\n"
                 return  # no [DONE]: the client must not take this for a whole answer
@@ -413,6 +436,10 @@ class _Handler:
         except asyncio.CancelledError:  # the request itself: the server stopping past its graceful shutdown
             cut = True
             yield held + b"event: error\ndata: " + json.dumps(self.server_cut("chat", label, task)).encode() + b"\n\n"
+        except Exception as exc:  # a bug here: the stream ends with an error event (no [DONE]), counted
+            cut = True
+            task.cancel()
+            yield b"event: error\ndata: " + json.dumps(self.internal(label, "chat", exc).body()).encode() + b"\n\n"
         finally:
             if not task.done() and not cut:  # closed before the end: stop the upstream request too
                 self.client_gone("chat", label, task)
@@ -427,18 +454,18 @@ class _Handler:
                                    history=self.store.get)
             return rreq.chat, rreq
 
-        out = await self.routed(request, "responses", parse,
-                                lambda rreq: lambda *args: self.response_events(rreq, *args))
-        if not isinstance(out, tuple):
-            return out
-        req, rreq, rc, text = out
-        calls, usage, finish = rc.completion.tool_calls, rc.completion.usage, rc.completion.finish_reason
-        ident = new_response_id()
-        if rreq.store:
-            self.store.put(ident, [*rreq.conversation, answer_message(text, calls)])
-        body = response_body(ident, int(time.time()), rreq, output_items(text, calls, finish == "length"), finish,
-                             usage, _meta(rc))
-        return JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": req.model})
+        def reply(req: ChatRequest, rreq: ResponsesRequest, rc: RoutedCompletion, text: str) -> JSONResponse:
+            calls, usage, finish = rc.completion.tool_calls, rc.completion.usage, rc.completion.finish_reason
+            ident = new_response_id()
+            body = response_body(ident, int(time.time()), rreq, output_items(text, calls, finish == "length"),
+                                 finish, usage, _meta(rc))
+            response = JSONResponse(body, headers={"x-agentlab-model": rc.model, "x-agentlab-route": req.model})
+            if rreq.store:
+                self.store.put(ident, [*rreq.conversation, answer_message(text, calls)])
+            return response
+
+        return await self.routed(request, "responses", parse, reply,
+                                 lambda rreq: lambda *args: self.response_events(rreq, *args))
 
     async def response_events(self, rreq: ResponsesRequest, req: ChatRequest, task: asyncio.Future[Any],
                               queue: asyncio.Queue[Any], first: Any, start: float) -> AsyncIterator[bytes]:
@@ -459,9 +486,11 @@ class _Handler:
                 return
             exc = task.exception()
             if exc is not None:
-                error = self.llm_error(exc) if isinstance(exc, LLMError) else ApiError(
-                    500, f"internal error: {type(exc).__name__}", "internal_error", kind="internal")
-                self.metrics.failed_request(label, error.kind)
+                if isinstance(exc, LLMError):
+                    error = self.llm_error(exc)
+                    self.metrics.failed_request(label, error.kind)
+                else:
+                    error = self.internal(label, "responses", exc)
                 log.warning("responses %s: stream ended by %s after text was sent: %s", label, error.code,
                             error.message)
                 yield out.error(error.body())
@@ -483,6 +512,10 @@ class _Handler:
         except asyncio.CancelledError:  # the request itself: the server stopping past its graceful shutdown
             cut = True
             yield out.error(self.server_cut("responses", label, task))
+        except Exception as exc:  # a bug here: the stream ends with an error event (no response.completed), counted
+            cut = True
+            task.cancel()
+            yield out.error(self.internal(label, "responses", exc).body())
         finally:
             if not task.done() and not cut:  # closed before the end: stop the upstream request too
                 self.client_gone("responses", label, task)
@@ -511,15 +544,18 @@ class _Handler:
             params = GenParams(extra={"adapter": mcfg.params["adapter"]} if "adapter" in mcfg.params else {})
             result = await _until_disconnect(request, embed(mcfg.model, ereq.texts, params,
                                                             self.router.config.timeout_s, ereq.dimensions))
+            response = JSONResponse(embeddings_body(ereq.model, result, ereq.encoding),
+                                    headers={"x-agentlab-model": model, "x-agentlab-route": label})
         except ApiError as exc:
             return self.refuse(label, exc)
         except LLMError as exc:
             return self.refuse(label, self.llm_error(exc))
         except _Disconnected:
             return self.disconnected(label)
+        except Exception as exc:
+            return self.internal_response(label, "embeddings", exc)
         self.metrics.answered_request(label, model, time.perf_counter() - start, 0)
-        return JSONResponse(embeddings_body(ereq.model, result, ereq.encoding),
-                            headers={"x-agentlab-model": model, "x-agentlab-route": label})
+        return response
 
     def disconnected(self, label: str) -> Any:
         from starlette.responses import Response
@@ -702,10 +738,8 @@ def build_app(handler: _Handler) -> Any:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, handler.scrub(str(exc)))
-        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", "api_error", "internal_error"),
-                            status_code=500)
+    async def server_error(request: Request, exc: Exception) -> Any:  # a bug outside the endpoints' own handling
+        return handler.internal_response("-", request.url.path, exc)
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status_code", 404)

@@ -2,7 +2,8 @@
 
 Per request (``route`` is the name the client asked for, ``model`` the model that answered):
 ``agentlab_requests_total{route, model}``, ``agentlab_request_errors_total{route, kind}`` (kind: the router's error
-kind, or the gateway's own: auth, too_large, bad_request, not_found, ...), ``agentlab_fallbacks_total{route, model}``
+kind, or the gateway's own: auth, too_large, bad_request, not_found, client_disconnected, shutdown, internal_error,
+...), ``agentlab_fallbacks_total{route, model}``
 (models given up on before the answer), ``agentlab_request_duration_seconds{route, model}`` and, for streams,
 ``agentlab_time_to_first_token_seconds{route, model}``. Per model attempt (the router's ``llm_call`` events):
 ``agentlab_model_attempts_total{model, outcome}``, ``agentlab_model_latency_seconds{model}`` and

@@ -10,7 +10,9 @@ exception with our message.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -19,11 +21,11 @@ from typing import Any
 
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.scoring import RawRequest
-from agentlab.core.llm.tools import check_tools
+from agentlab.core.llm.tools import TOOL_CALL_OPEN, check_tools
 from agentlab.core.llm.types import GenParams, Messages, ToolCall, Usage
 
 __all__ = ["ApiError", "ChatRequest", "parse_chat", "parse_completion", "completion_body", "text_completion_body",
-           "chunk", "error_body"]
+           "chunk", "error_body", "load_body", "before_cut_call"]
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 # Fields that would change the answer's meaning and that this gateway cannot honour: refused, never ignored.
@@ -80,15 +82,97 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_request") 
     return ApiError(400, message, code, param=param, kind="bad_request")
 
 
+# A body's text with a lone UTF-16 surrogate: a \uD800-\uDFFF escape, or one encoded as UTF-8 (which json.loads
+# decodes with 'surrogatepass'). A hit may be a surrogate pair (one character, fine) or an escaped backslash: only a
+# hit has its strings checked (`check_values`).
+_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _NotFinite(Exception):
+    """A NaN or Infinity in a request body (Python's json reads them; JSON has neither)."""
+
+
+def _not_finite(text: str) -> float:
+    raise _NotFinite(text)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise _NotFinite(text)
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_finite, parse_float=_finite)
+
+
+def load_body(body: bytes | bytearray) -> Any:
+    """A request body as JSON, its values checked (``check_values``): ``ApiError`` (400) when it is not JSON, and
+    one naming the field for text that is not Unicode or a number that is not finite."""
+    try:
+        try:  # json.loads' own steps, with a decoder built once (json.loads(hooks) builds one per call)
+            data = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+        except _NotFinite:
+            data, checked = json.loads(body), True  # NaN and Infinity read: check_values names the field
+        else:
+            checked = (b"\\u" in body or b"\xed" in body) and _SURROGATE_BYTES.search(body) is not None
+    except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
+        raise ApiError(400, "the request body is not JSON (UTF-8)", "invalid_json", kind="bad_request") from None
+    if checked:
+        check_values(data)
+    return data
+
+
+def check_values(body: Any) -> None:
+    """The one check of a request's values wherever they are (messages, input, tools, metadata, ...): every string
+    and key is Unicode text (a lone UTF-16 surrogate, such as a JSON ``"\\ud800"``, is not: no model, tokenizer or
+    upstream can take it), every number finite (Python's json reads ``NaN`` and ``Infinity``; JSON has neither).
+    ``ApiError`` (400) names the first such field, as ``messages[0].content``."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            found = _SURROGATE.search(value)
+            if found is not None:
+                raise _surrogate(path, found.group(), found.start())
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise _bad(f"{_field(path)} is not a finite number ({json.dumps(value)}): send a finite number "
+                           "(JSON has no NaN or Infinity)", path or None)
+        elif isinstance(value, dict):
+            items = []
+            for key, item in value.items():
+                found = _SURROGATE.search(key)
+                if found is not None:
+                    raise _surrogate(path, found.group(), found.start(), key=True)
+                items.append((f"{path}.{key}" if path else key, item))
+            stack += reversed(items)  # the first bad field in the body's order is the one named
+        elif isinstance(value, list):
+            stack += reversed([(f"{path}[{i}]", item) for i, item in enumerate(value)])
+
+
+def _field(path: str) -> str:
+    return f"'{path[:200]}'" if path else "the request body"
+
+
+def _surrogate(path: str, char: str, at: int, key: bool = False) -> ApiError:
+    where = f"a key of {_field(path)}" if key else _field(path)
+    return _bad(f"{where} is not valid Unicode text: it holds a lone UTF-16 surrogate (\\u{ord(char):04x} at "
+                f"character {at}); send the text as UTF-8, or a character above U+FFFF as a surrogate pair (high "
+                "then low)", path or None)
+
+
 def _number(body: dict[str, Any], key: str, low: float, high: float | None = None) -> float | None:
     value = body.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(f"'{key}' must be a number, got {json.dumps(value)[:40]}", key)
-    if value < low or (high is not None and value > high):
-        raise _bad(f"'{key}' must be between {low:g} and {high:g}, got {value:g}" if high is not None
-                   else f"'{key}' must be at least {low:g}, got {value:g}", key)
+    if not math.isfinite(value) or value < low or (high is not None and value > high):  # NaN passes < and >
+        shown = f"{value:g}" if math.isfinite(value) else json.dumps(value)  # NaN, Infinity as the body wrote them
+        raise _bad(f"'{key}' must be between {low:g} and {high:g}, got {shown}" if high is not None
+                   else f"'{key}' must be a finite number of at least {low:g}, got {shown}", key)
     return float(value)
 
 
@@ -355,6 +439,41 @@ def finish_of(finish: str | None, calls: list[ToolCall]) -> str:
     if calls and finish != "length":
         return "tool_calls"
     return finish or "stop"
+
+
+_CALL_KEYS = ('"name"', '"arguments"', '"parameters"')
+# A call written as bare JSON (a list of calls, or in a ```json fence), and a text cut at the start of one.
+_CALL_START = re.compile(r'(?:```(?:json)?\s*)?(\[\s*)?\{\s*"(?:name|arguments|parameters)"')
+_CALL_HEAD = re.compile(r'(```(?:json)?\s*)?(?:\[\s*)?\{\s*(?:"(\w*))?\Z')
+
+
+def before_cut_call(text: str) -> str:
+    """The text of an answer to a request with tools that max_tokens cut, without the call it was writing.
+
+    A local model writes its calls as text, in its own format: ``<tool_call>`` blocks (SmolLM2, Qwen), or a JSON
+    call bare or in a `````json`` fence (Qwen2.5-Coder outside a block). A call the limit cut does not parse, so it
+    stayed in the text: from ``<tool_call>``, or from a ``{"name"`` that does not close (with the fence or ``[``
+    before it), to the end; or the text ends inside the start of one (``<tool_c``, ``{"na``, a fenced ``{``). The
+    client gets the text before it and ``finish_reason: length`` (Responses: ``incomplete``), never the model's raw
+    call format. (OpenAI's API sends such a call with its arguments cut short: not JSON, and not to be run.)"""
+    at = text.find(TOOL_CALL_OPEN)
+    if at < 0:  # cut inside the opening tag itself
+        at = next((len(text) - n for n in range(len(TOOL_CALL_OPEN) - 1, 0, -1)
+                   if text.endswith(TOOL_CALL_OPEN[:n])), -1)
+    if at < 0:
+        decoder = json.JSONDecoder()
+        for found in _CALL_START.finditer(text):
+            try:
+                decoder.raw_decode(text, found.start(1) if found.group(1) else text.index("{", found.start()))
+            except ValueError:
+                at = found.start()
+                break
+    if at < 0:
+        head = _CALL_HEAD.search(text)
+        if head is not None and (head.group(1) or not text[:head.start()].strip() or (
+                head.group(2) is not None and any(key.startswith('"' + head.group(2)) for key in _CALL_KEYS))):
+            at = head.start()
+    return text if at < 0 else text[:at].rstrip()
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:

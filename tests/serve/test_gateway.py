@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 
@@ -339,3 +340,115 @@ def test_a_bad_tool_call_says_its_shape_with_balanced_braces() -> None:
                    max_tokens_limit=64, max_messages=8)
     assert err.value.message.endswith('must be {"id": str, "type": "function", "function": {"name": str, '
                                       '"arguments": str}}')  # it ended `}}}`
+
+
+SURROGATE = b'"\\ud800"'  # a JSON string holding a lone UTF-16 surrogate: Python's json reads it, no model can
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/chat/completions", b'{"model": "good", "messages": [{"role": "user", "content": "hi"}, {"role": "user", '
+     b'"content": "x \\udfff"}]}', "messages[1].content"),
+    ("/chat/completions", b'{"model": "good", "stream": true, "messages": [{"role": "user", "content": "\\ud800"}]}',
+     "messages[0].content"),
+    ("/chat/completions", b'{"model": "good", "messages": [{"role": "user", "content": [{"type": "text", '
+     b'"text": "\\ud800"}]}]}', "messages[0].content[0].text"),
+    ("/responses", b'{"model": "good", "input": "\\ud800"}', "input"),
+    ("/responses", b'{"model": "good", "stream": true, "input": [{"role": "user", "content": "\\udc00"}]}',
+     "input[0].content"),
+    ("/responses", b'{"model": "good", "input": "hi", "instructions": "\xed\xa0\x80"}', "instructions"),  # as UTF-8
+    ("/embeddings", b'{"model": "good", "input": ["fine", "\\ud800"]}', "input[1]"),
+    ("/completions", b'{"model": "good", "prompt": "\\ud800"}', "prompt"),
+    ("/chat/completions", b'{"model": "good", "messages": [{"role": "user", "content": "hi"}], '
+     b'"metadata": {"\\ud800": 1}}', "metadata"),
+])
+def test_text_with_a_lone_surrogate_is_a_400_naming_the_field_on_every_endpoint(
+        gw, srv: ScriptedServer, path: str, body: bytes, field: str) -> None:  # noqa: ANN001
+    """A lone surrogate ("\\ud800") was a 500 with a traceback (UnicodeEncodeError in llama.cpp's tokenizer, or in
+    the upstream request) on chat, Responses and embeddings, streamed or not."""
+    response = httpx.post(gw.base_url + path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and error["code"] == "invalid_request"
+    assert "lone UTF-16 surrogate" in error["message"] and field in error["message"]
+    assert srv.requests == []
+    assert gw.handler.metrics.failed == {("-", "bad_request"): 1}
+    # a surrogate pair is one character (an emoji), and an escaped backslash is text: both are served
+    ok = httpx.post(gw.base_url + "/chat/completions", content=b'{"model": "good", "messages": [{"role": "user", '
+                    b'"content": "\\ud83d\\ude00 \\\\ud800"}]}')
+    assert ok.status_code == 200 and srv.requests[-1]["messages"][0]["content"] == "\U0001f600 \\ud800"
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/chat/completions", '{"model": "good", "messages": MSGS, "temperature": NaN}', "temperature"),
+    ("/chat/completions", '{"model": "good", "messages": MSGS, "top_p": NaN, "stream": true}', "top_p"),
+    ("/chat/completions", '{"model": "good", "messages": MSGS, "presence_penalty": NaN}', "presence_penalty"),
+    ("/chat/completions", '{"model": "good", "messages": MSGS, "frequency_penalty": -Infinity}', "frequency_penalty"),
+    ("/chat/completions", '{"model": "good", "messages": MSGS, "temperature": 1e999}', "temperature"),
+    ("/responses", '{"model": "good", "input": "hi", "temperature": NaN}', "temperature"),
+    ("/responses", '{"model": "good", "input": "hi", "top_p": NaN, "stream": true}', "top_p"),
+    ("/responses", '{"model": "good", "input": "hi", "metadata": {"score": NaN}}', "metadata.score"),
+    ("/completions", '{"model": "good", "prompt": "hi", "temperature": NaN}', "temperature"),
+    ("/embeddings", '{"model": "good", "input": "hi", "dimensions": Infinity}', "dimensions"),
+])
+def test_nan_and_infinity_are_a_400_naming_the_field(gw, srv: ScriptedServer, path: str, body: str,
+                                                     field: str) -> None:  # noqa: ANN001
+    """`temperature: NaN` (Python's json reads the literal) was served on chat (NaN passes every range check) and
+    a 500 on /v1/responses (its echo of temperature is not JSON)."""
+    response = httpx.post(gw.base_url + path, content=body.replace("MSGS", json.dumps(ASK)))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and f"'{field}' is not a finite number" in error["message"]
+    assert srv.requests == []
+
+
+def test_the_parsers_refuse_nan_numbers_themselves() -> None:
+    from agentlab.serve.protocol import ApiError, parse_chat, parse_completion
+
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        with pytest.raises(ApiError, match=f"'{key}' must be between .*, got NaN") as err:
+            parse_chat({"model": "m", "messages": ASK, key: float("nan")}, max_tokens_limit=64, max_messages=8)
+        assert err.value.param == key
+    with pytest.raises(ApiError, match="'temperature' must be between 0 and 2, got NaN"):
+        parse_completion({"model": "m", "prompt": "hi", "temperature": float("nan")}, max_tokens_limit=64,
+                         max_prompts=1)
+
+
+def test_internal_errors_are_counted_in_metrics_and_the_report(gw, srv: ScriptedServer,  # noqa: ANN001
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A bug's 500 was in no count: not /metrics' agentlab_request_errors_total, not results.json nor report.md."""
+    from agentlab.serve import app
+    from agentlab.serve.report import render
+
+    caplog.set_level(logging.ERROR, logger="agentlab.serve")
+
+    async def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"a bug holding {UPSTREAM_KEY}")
+
+    monkeypatch.setattr(gw.router, "generate", boom)
+    monkeypatch.setattr(gw.router.providers["up"], "embed", boom)
+    monkeypatch.setattr(gw.router.providers["up"], "complete", boom, raising=False)
+    for path, body in [("/chat/completions", {"messages": ASK}), ("/chat/completions", {"messages": ASK,
+                                                                                       "stream": True}),
+                       ("/responses", {"input": "hi"}), ("/responses", {"input": "hi", "stream": True}),
+                       ("/embeddings", {"input": "hi"}), ("/completions", {"prompt": "hi"})]:
+        response = httpx.post(gw.base_url + path, json={"model": "good", **body})
+        assert response.status_code == 500, (path, response.text)
+        assert response.json()["error"]["code"] == "internal_error" and UPSTREAM_KEY not in response.text
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "agentlab.serve")
+    assert logged.count("Traceback") == 6 and "RuntimeError: a bug holding ***" in logged  # scrubbed of keys
+    assert UPSTREAM_KEY not in logged
+    monkeypatch.undo()
+    # a bug while the answer is sent: one error, not an answer too
+    monkeypatch.setattr(app, "completion_body", lambda *a, **k: 1 / 0)
+    assert httpx.post(gw.base_url + "/chat/completions", json={"model": "good", "messages": ASK}).status_code == 500
+    monkeypatch.setattr(app, "finish_of", lambda *a, **k: 1 / 0)  # in a stream: an error event, no [DONE]
+    streamed = httpx.post(gw.base_url + "/chat/completions", json={"model": "good", "messages": ASK, "stream": True})
+    assert "event: error" in streamed.text and '"internal_error"' in streamed.text and "[DONE]" not in streamed.text
+    metrics = httpx.get(gw.base_url.removesuffix("/v1") + "/metrics").text
+    assert 'agentlab_request_errors_total{kind="internal_error",route="good"} 8.0' in metrics
+    assert 'agentlab_requests_total{model="good",route="good"}' not in metrics
+    results = gw.results()  # what results.json gets on stop; report.md renders it
+    assert results["failed"] == 8 and results["answered"] == 0
+    assert results["errors"] == [{"route": "good", "kind": "internal_error", "requests": 8}]
+    assert "| good | internal_error | 8 |" in render(results)

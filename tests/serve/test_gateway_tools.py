@@ -149,3 +149,62 @@ def test_a_local_llama_cpp_model_answers_tool_calls_through_the_gateway(gateway,
     args = "".join(tc.function.arguments or "" for c in chunks if c.choices
                    for tc in c.choices[0].delta.tool_calls or [])
     assert json.loads(args)["mode"] in ("eco", "fast")
+
+
+def test_a_call_cut_at_max_tokens_is_finish_reason_length_without_the_models_markup(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    """A local model writes its calls as text; cut by max_tokens mid-call, the block does not parse and its raw
+    `<tool_call>[{"name": "` was sent as the content (chat) or the output_text (Responses)."""
+    cut = Reply(text='Let me look. <tool_call>[{"name": "', finish_reason="length")
+    srv.default("good", cut)
+    c = client(gw)
+    reply = c.chat.completions.create(model="good", messages=ASK, tools=[WEATHER], max_tokens=10)
+    choice = reply.choices[0]
+    assert (choice.finish_reason, choice.message.content, choice.message.tool_calls) == ("length", "Let me look.", None)
+    chunks = list(c.chat.completions.create(model="good", messages=ASK, tools=[WEATHER], max_tokens=10, stream=True))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Let me look."
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == ["length"]
+    flat = {"type": "function", **WEATHER["function"]}
+    response = c.responses.create(model="good", input=ASK[0]["content"], tools=[flat], max_output_tokens=24)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    assert response.output_text == "Let me look." and [i.type for i in response.output] == ["message"]
+    events = list(c.responses.create(model="good", input=ASK[0]["content"], tools=[flat], max_output_tokens=24,
+                                     stream=True))
+    assert events[-1].type == "response.incomplete" and events[-1].response.output_text == "Let me look."
+    srv.default("good", Reply(text='<tool_call>[{"name": "get_weather", "arguments": {"ci', finish_reason="length"))
+    reply = c.chat.completions.create(model="good", messages=ASK, tools=[WEATHER], max_tokens=10)
+    assert (reply.choices[0].finish_reason, reply.choices[0].message.content) == ("length", "")
+    # without tools the text is the model's own, whatever it holds
+    srv.default("good", cut)
+    assert c.chat.completions.create(model="good", messages=ASK, max_tokens=10).choices[0].message.content == cut.text
+
+
+def test_a_local_model_cut_mid_call_sends_no_markup(gateway, tiny_model) -> None:  # noqa: ANN001
+    # Under tool_choice auto the grammar starts the tiny model's answer with SmolLM2's `<tool_call>[`: a few tokens
+    # cut it inside the tag ("<tool_c") or after it, and the text that did not parse was sent as the content.
+    gw = gateway({"providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096}},
+                  "models": {"tiny": {"provider": "local", "model": str(tiny_model["gguf"]),
+                                      "params": {"temperature": 0}}},
+                  "routes": {}, "timeout_s": 120, "retries": 0})
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    for max_tokens in (4, 10):
+        reply = client(gw).chat.completions.create(model="tiny", messages=ask, tools=[WEATHER], max_tokens=max_tokens)
+        choice = reply.choices[0]
+        assert (choice.finish_reason, choice.message.content, choice.message.tool_calls) == ("length", "", None)
+
+
+@pytest.mark.parametrize("text, sent", [
+    ('Let me look. <tool_call>[{"name": "get_weather", "argu', "Let me look."),  # SmolLM2's list in a block
+    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', ""),  # Qwen's block
+    ("<tool_c", ""),  # cut inside the tag
+    ('```json\n{\n  "name": "get', ""),  # Qwen2.5-Coder's fenced call (its answer at max_tokens 10)
+    ("Sure.\n```json\n{", "Sure."),
+    ('[{"name": "get_time", "arguments": {}}, {"na', ""),
+    ('{"na', ""),
+    # text that starts no call stays as it was cut
+    ("The weather in Paris is", "The weather in Paris is"), ('x = {"y', 'x = {"y'), ("set {", "set {"),
+    ('{"city": "Par', '{"city": "Par'), ('It is {"name": "x"} here', 'It is {"name": "x"} here'),
+])
+def test_the_call_a_cut_answer_was_writing_is_dropped(text: str, sent: str) -> None:
+    from agentlab.serve.protocol import before_cut_call
+
+    assert before_cut_call(text) == sent
