@@ -308,9 +308,16 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
             if not (last.isdigit() and int(last) < len(node)):
                 raise ConfigError(f"{label}: list index {last} out of range")
             last = int(last)
+        at = tuple(int(p) if p.isdigit() else p for p in parts)
+        said = source.overridden.get(at) if source is not None else None
+        if isinstance(item, Flag) and said is not None and said.startswith("--set ") and (
+                node[last] if isinstance(node, list) else node.get(last)) != value:
+            # the flag would win silently (`--set limit=abc --limit 2`): say which one the user meant
+            raise ConfigError(f"{label} and {said}: both set {'.'.join(parts)}, to different values",
+                              hint=f"give {'.'.join(parts)} once")
         node[last] = value
         if source is not None:
-            source.overridden[tuple(int(p) if p.isdigit() else p for p in parts)] = label
+            source.overridden[at] = label
     return data
 
 

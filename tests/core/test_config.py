@@ -97,6 +97,17 @@ def test_a_boolean_for_a_number_is_refused_not_read_as_1(tmp_path: Path) -> None
     assert load_config(write(tmp_path, "flag: true\nanything: true\n"), Mixed).flag is True
 
 
+def test_a_flag_and_a_set_of_the_same_key_with_different_values_are_refused() -> None:
+    """`--set train.lr=abc --lr 0.1`: the flag would win and the --set be ignored without a word."""
+    from agentlab.core.config import Flag
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, Cfg, ["train.lr=abc", Flag("--lr", "train.lr", 0.1)])
+    assert info.value.message == "--lr 0.1 and --set train.lr=abc: both set train.lr, to different values"
+    assert load_config(None, Cfg, ["train.lr=0.1", Flag("--lr", "train.lr", 0.1)]).train.lr == 0.1  # the same: fine
+    assert load_config(None, Cfg, ["train.lr=0.2", "train.lr=0.1"]).train.lr == 0.1  # --set twice: the last
+
+
 def test_cross_field_validator_points_at_the_field(tmp_path: Path) -> None:
     path = write(tmp_path, "model:\n  d_model: 512\n  n_heads: 7\n")
     with pytest.raises(ConfigError) as info:
