@@ -106,12 +106,13 @@ def _pair(name: str) -> re.Pattern[str]:
     transformers 5's log dicts: `'eval_loss': '0.41'`, or printed as a tensor or NumPy scalar: ``WRAPPED``): group
     1 the name, 2 the number, 3 a count's total (PyTorch's MNIST example: `Accuracy: 9890/10000`, ``_read_number``)."""
     total = r"(?:/([1-9]\d*)(?![.\d]))?"
-    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?{WRAPPED}({NUMBER}){total}(?!\w|[.,/]\d)")
+    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?{WRAPPED}({NUMBER}){total}(?!\w|[.,]\d)")
 
 
 def _read_number(found: re.Match[str]) -> float:
-    """A match's number (group 2), a count over its total as their fraction (`9890/10000` is 0.989)."""
-    total = found.group(3) if found.re.groups >= 3 else None
+    """A match's number (group 2), a count over its total as their fraction (`9890/10000` is 0.989; two values
+    apart by a slash, `0.41/0.52`, are the first)."""
+    total = found.group(3) if found.re.groups >= 3 and found.group(2).isdigit() else None
     return float(found.group(2)) / int(total) if total else float(found.group(2))
 
 
