@@ -694,8 +694,14 @@ def _absolute(value: Any) -> Any:
     return value
 
 
+_RELATIVE_SQLITE = re.compile(r"sqlite:///(?!/|:memory:)(.+)")
+
+
 def _model_path(owner: BaseModel, metadata: list[Any], value: str) -> str:
-    """``value`` absolute when its field is a ``ModelPath`` and it is a relative path that exists, else itself."""
+    """``value`` absolute when its field is a ``ModelPath`` and it is a relative path that exists, or when it is an
+    SQLite URL of a relative file (``sqlite:///study.db``: a study's storage, an MLflow store), else itself."""
+    if (sqlite := _RELATIVE_SQLITE.fullmatch(value)) is not None:
+        return f"sqlite:///{absolute_path(Path(sqlite.group(1)))}"
     marks = [m for m in metadata if isinstance(m, ModelPath)]
     if not marks or (marks[0].unless and getattr(owner, marks[0].unless, None)):
         return value

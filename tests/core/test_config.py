@@ -356,3 +356,17 @@ def test_a_model_given_by_a_relative_path_is_saved_absolute_and_a_name_as_it_is(
             assert getattr(absolute_paths(cls(**{field: name})), field) == name, (cls, name)
     served = EvalConfig(model="models/tiny", base_url="http://127.0.0.1:8000/v1")  # a name the server serves
     assert absolute_paths(served).model == "models/tiny"
+
+
+def test_a_relative_sqlite_url_is_saved_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study's storage or an MLflow store as `sqlite:///study.db`: a resume from another folder must open the same
+    file, not create an empty one there."""
+    from agentlab.core.config import absolute_paths
+    from agentlab.nas.config import NASConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = absolute_paths(NASConfig.model_validate({"search": {"storage": "sqlite:///runs/s.db"},
+                                                   "mlflow": "sqlite:///mlflow.db"}))
+    assert (cfg.search.storage, cfg.mlflow) == (f"sqlite:///{tmp_path}/runs/s.db", f"sqlite:///{tmp_path}/mlflow.db")
+    for kept in ("sqlite:////abs/s.db", "sqlite:///:memory:", "postgresql://user@host/db"):
+        assert absolute_paths(NASConfig.model_validate({"search": {"storage": kept}})).search.storage == kept
