@@ -554,9 +554,9 @@ def load_config(
 
 def move_keys(data: dict[str, Any], moved: dict[str, str], where: str) -> dict[str, Any]:
     """``data`` with each top-level key of ``moved`` (old name -> new dotted path, a config model's ``MOVED_KEYS``)
-    moved to its new place, and a warning naming both; where the new place is set too, that one is kept and the
-    warning says the old one was ignored. Applied to a file, a saved run's config and a base before they are merged,
-    so an override given with either name reaches the one key."""
+    moved to its new place, and a warning naming both; where the new place is set too, to the same value, the
+    warning says the old one was ignored, to another value ``ConfigError``. Applied to a file, a saved run's config
+    and a base before they are merged, so an override given with either name reaches the one key."""
     old = [k for k in moved if k in data]
     heads = {moved[k].split(".")[0] for k in old if "." in moved[k]}
     if not old or any(h in data and not isinstance(data[h], dict | None) for h in heads):
@@ -569,6 +569,10 @@ def move_keys(data: dict[str, Any], moved: dict[str, str], where: str) -> dict[s
         for part in parents:
             node[part] = dict(node[part]) if isinstance(node.get(part), dict) else {}
             node = node[part]
+        if last in node and node[last] != data[key]:  # one of the two is a mistake: not the one dropped silently
+            raise ConfigError(f"{where}: {key} ({data[key]!r}) and {moved[key]} ({node[last]!r}) are both given, "
+                              f"with different values; {key} is the old name of {moved[key]}",
+                              hint=f"remove {key} and keep the value you mean under {moved[key]}")
         if last in node:
             ignored.append(key)
         else:

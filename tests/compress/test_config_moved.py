@@ -33,8 +33,15 @@ def test_overrides_of_either_name_reach_the_one_key(tmp_path: Path, caplog: pyte
     old.write_text("planner: nsga2\n")
     assert load_config(old, CompressConfig, ["search.planner=llm"]).search.planner == "llm"
     with caplog.at_level(logging.WARNING):
-        both = load_config(None, CompressConfig, base={"planner": "random", "search": {"planner": "tpe"}})
+        both = load_config(None, CompressConfig, base={"planner": "tpe", "search": {"planner": "tpe"}})
     assert both.search.planner == "tpe" and "planner ignored: search.planner given too" in caplog.text
+    from agentlab.core.errors import ConfigError
+
+    clash = tmp_path / "clash.yaml"
+    clash.write_text("max_iterations: 3\nsearch:\n  max_iterations: 5\n")  # which one was meant: not guessed
+    with pytest.raises(ConfigError, match=r"clash.yaml: max_iterations \(3\) and search.max_iterations \(5\) are "
+                       "both given, with different values"):
+        load_config(clash, CompressConfig)
 
 
 def test_a_wrong_value_names_the_new_key() -> None:
