@@ -269,8 +269,9 @@ class Accepts(NamedTuple):
 
 
 def argparse_accepts(files: list[Path]) -> dict[str, Accepts]:
-    """By the names a param may give it (``argparse_options``), what each argparse option that takes one value
-    accepts (``Accepts``); an option declared twice with different rules is left out. Nothing is run."""
+    """By the names a param may give it (``argparse_options``), what each argparse or click option that takes one
+    value accepts (``Accepts``; click's ``type=click.Choice([...])`` its choices); an option declared twice with
+    different rules is left out. Nothing is run."""
     found: dict[str, Accepts] = {}
     clashes: set[str] = set()
     for path in files:
@@ -279,16 +280,21 @@ def argparse_accepts(files: list[Path]) -> dict[str, Accepts]:
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
         for node in ast.walk(tree):
-            read = _argparse_read(node) if isinstance(node, ast.Call) else None
+            read = (_argparse_read(node) or _click_option(node)) if isinstance(node, ast.Call) else None
             if read is None or read[1] != "value" or not isinstance(node, ast.Call):
                 continue
             keywords = {k.arg: k.value for k in node.keywords if k.arg}
             kind = keywords.get("type")
             type_name = kind.id if isinstance(kind, ast.Name) and kind.id in ("int", "float") else None
+            listed, text = keywords.get("choices"), False
+            if isinstance(kind, ast.Call) and _called(kind.func) == "Choice" and kind.args:
+                listed, text = kind.args[0], True  # click: type=click.Choice(["adam", "sgd"]), matched as text
             try:
-                choices = tuple(ast.literal_eval(keywords["choices"])) if "choices" in keywords else None
+                choices = tuple(ast.literal_eval(listed)) if listed is not None else None
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 choices = None
+            if choices is not None and text:
+                choices = tuple(str(choice) for choice in choices)
             if type_name is None and choices is None:
                 continue
             rule = Accepts(read[0], type_name, choices)

@@ -259,12 +259,36 @@ print(f"loss {a.lr * a.batch_size:.4f}")
 """
 
 
-def test_searched_values_the_scripts_argparse_refuses_are_refused_before_trial_0(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """argparse's `type=int` and `choices=` are read: each trial of such a value failed (`invalid int value`)."""
+CLICK_ACCEPTS = """\
+import click
+
+
+@click.group()
+def cli():
+    pass
+
+
+@cli.command()
+@click.option("--opt", type=click.Choice(["adam", "sgd"]), default="adam")
+@click.option("--batch-size", type=int, default=32)
+@click.option("--level", type=click.Choice([1, 2, 3]), default=1)
+@click.option("--lr", type=float, default=0.1)
+def fit(opt, batch_size, level, lr):
+    print(f"loss {lr * batch_size:.4f}")
+
+
+cli()
+"""
+
+
+@pytest.mark.parametrize("script", [ACCEPTS, CLICK_ACCEPTS], ids=["argparse", "click"])
+def test_searched_values_the_scripts_parser_refuses_are_refused_before_trial_0(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], script: str) -> None:
+    """argparse's and click's `type=int` and choices are read: each trial of such a value failed (`invalid int
+    value`)."""
     from agentlab.cli import main
 
-    (tmp_path / "train.py").write_text(ACCEPTS)
+    (tmp_path / "train.py").write_text(script)
     fine = {"opt": "{choices: [adam, sgd]}", "batch_size": "{low: 8, high: 64}", "level": "{low: 1, high: 3}",
             "lr": "{low: 0.001, high: 0.1}"}
     wrong = {"opt": ("{choices: [adam, rmsprop]}", "'rmsprop' is not one of train.py's choices for --opt (adam, sgd)"),
