@@ -443,6 +443,10 @@ class CommandObjective:
                 out.append(part)
         return out
 
+    def anchored(self, argv: list[str]) -> list[str]:
+        """``argv`` with each relative path that leads out of the workspace absolute (``Workspaces.anchored``)."""
+        return [self.workspaces.anchored(word) for word in argv] if self.workspaces is not None else argv
+
     def passes_overrides(self) -> bool:
         return OVERRIDES in self.parts()
 
@@ -614,7 +618,7 @@ class CommandObjective:
             before = snapshot(cwd) if self.workspaces is not None else {}  # what the trial did not write
             if self.config is not None:
                 self._write_config(cwd, folder, params)
-            argv = self.argv(str(params_path), params)
+            argv = self.anchored(self.argv(str(params_path), params))
             atomic_write_text(folder / "command.txt", shlex.join(argv) + "\n")
             env = {**os.environ, "AGENTLAB_TRIAL_DIR": str(folder), "AGENTLAB_PARAMS": str(params_path),
                    "AGENTLAB_WORKSPACE": str(cwd)}
@@ -633,7 +637,12 @@ class CommandObjective:
                 run.stop()
             seconds = round(time.monotonic() - start, 3)
             if code != 0:
-                raise TrialFailed(f"exit code {code} after {seconds:g} s" + _tail(folder / "stderr.log"))
+                tail = _tail(folder / "stderr.log")
+                if self.workspaces is not None and re.search(r"No such file or directory: '\.\./", tail):
+                    tail += ("\n(a relative path out of the project: each trial runs in a copy of the project under "
+                             f"{self.workspaces.root}, so ../ leads there; give the path absolute, or on the command "
+                             "line, where it is given absolute)")
+                raise TrialFailed(f"exit code {code} after {seconds:g} s" + tail)
             if self.eval_command:
                 result = self._evaluate(number, params_path, params, cwd, env, folder)
             result = (result or self._metrics_file(folder, cwd, before) or text_result
@@ -677,7 +686,8 @@ class CommandObjective:
         """``objective.eval_command`` after the command, in the same workspace (and sandbox): its result is the
         trial's (``eval_stdout.log``, ``eval_stderr.log`` in the trial folder)."""
         assert self.eval_command is not None
-        argv = self._confined(self._eval_objective(cwd).argv(str(params_path), params), number, cwd, folder)
+        argv = self._confined(self.anchored(self._eval_objective(cwd).argv(str(params_path), params)), number, cwd,
+                              folder)
         start = time.monotonic()
         run = _Child(argv, cwd, env, folder, prefix="eval_")
         try:

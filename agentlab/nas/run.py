@@ -407,6 +407,11 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             spaces.cleanup()  # worktrees a killed run left registered
             holder["workspace"] = spaces.prepare()
             announce(holder["workspace"])
+            words = cast(CommandObjective, objective).argv()
+            moved = [f"{word} -> {new}" for word, new in zip(words, map(spaces.anchored, words), strict=True)
+                     if new != word]
+            if moved:
+                announce(f"paths out of the project, given absolute to each trial: {'; '.join(moved)}")
             remember_base(run_dir.path, cast(CommandObjective, objective).config, spaces.project)
             hydra = _hydra_base(cast(CommandObjective, objective), run_dir.path, spaces.project)
             if hydra is not None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from agentlab.core.errors import UsageError
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json
+from agentlab.nas.script import inside
 
 LINK_OVER = 50 * 1024 * 1024  # a file this large is linked, not copied, into a workspace
 LINK_FILES = 2000  # an ignored folder of more files than this (a data set) is linked whole into a worktree
@@ -174,6 +175,18 @@ class Workspaces:
 
     def path(self, number: int) -> Path:
         return self.root / f"trial_{number:04d}"
+
+    def anchored(self, word: str) -> str:
+        """A word of a trial's command line (or the value of ``--flag=value``) that is a relative path leading out
+        of what a workspace holds (the repository, else the project folder) to a file or folder that exists,
+        absolute (``../../data`` would name a folder beside the workspace, not the user's); any other as it is."""
+        flag, eq, value = word.partition("=") if word.startswith("-") else ("", "", word)
+        if not value.startswith("..") or Path(value).is_absolute():
+            return word
+        target = Path(os.path.normpath(self.project / value))
+        if inside(self.repo or self.project, target) or not target.exists():
+            return word
+        return f"{flag}{eq}{target}"
 
     def cwd(self, number: int) -> Path:
         """Where the command runs in trial ``number``'s workspace: the project folder's place in it."""

@@ -361,3 +361,42 @@ def test_apply_names_a_missing_folder_and_a_best_that_is_the_start(tmp_path: Pat
     assert main(["nas", "apply", str(run)]) == 2
     err = capsys.readouterr().err
     assert "the best trial's version is the one the search started from" in err and "git apply" not in err
+
+
+READS_BESIDE = '''\
+import argparse, sys
+p = argparse.ArgumentParser()
+p.add_argument("--data", default="../data/scale.txt")
+p.add_argument("--lr", type=float, default=0.1)
+a = p.parse_args()
+scale = float(open(a.data).read())
+print(f"val_loss: {scale * a.lr:.4f}")
+'''
+
+
+@pytest.mark.parametrize("in_git", [True, False], ids=["git", "copy"])
+def test_a_relative_path_out_of_the_project_reaches_the_users_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture, in_git: bool) -> None:
+    """`--data ../data/x` on the command line names a file beside the project: each trial's workspace is a copy
+    elsewhere, so the trial gets the path absolute (said once); read by the script itself, the failure says why."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "scale.txt").write_text("2.0\n")
+    (project / "train.py").write_text(READS_BESIDE)
+    if in_git:
+        git(project, "init", "-q")
+        git(project, "add", "-A")
+        git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "project")
+    (project / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py --data=../data/scale.txt {{args}}", "metric": "val_loss",
+                      "params": {"lr": 0.1}},
+        "search": {"space": {"lr": {"low": 0.01, "high": 1.0}}}}))
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(tmp_path / "run")]) == 0
+    assert "paths out of the project, given absolute to each trial: --data=../data/scale.txt -> --data=" \
+        f"{tmp_path / 'data' / 'scale.txt'}" in " ".join(capsys.readouterr().err.split())
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["base"]["val_loss"] == 0.2
+    (project / "nas.yaml").write_text((project / "nas.yaml").read_text().replace("--data=../data/scale.txt ", ""))
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "1", "--out", str(tmp_path / "run2")]) == 1
+    assert "No such file or directory: '../data/scale.txt' | (a relative path out of the project" in " ".join(
+        capsys.readouterr().err.split())
