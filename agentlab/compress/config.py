@@ -191,6 +191,14 @@ class CompressConfig(StrictModel):
     def _goal(self) -> CompressConfig:
         if not self.objective and not self.objectives:
             raise ValueError("objective: no goal: give objective (the goal in words) or objectives")
+        if self.objective and (self.objectives or self.constraints):
+            # objectives given beside the default sentence are the goal; beside a sentence given too, either may be
+            # the mistake: refused, as constraints without objectives (a sentence carries its own)
+            if "objective" in self.model_fields_set or not self.objectives:
+                raise ValueError("objective: the goal is given twice, in words (objective) and as "
+                                 f"{'objectives' if self.objectives else 'constraints'}: set objective: \"\" to use "
+                                 "objectives and constraints, or remove them to use the sentence")
+            self.objective = None
         if self.objective:
             self.goal()  # raises a UsageError naming what was not understood
         return self

@@ -6,10 +6,11 @@ measurement ("<2% accuracy loss": accuracy >= 0.98 x the base's), as Intel Neura
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import UsageError
@@ -24,9 +25,21 @@ _ALIASES = {"ppl": "perplexity", "speed": "speedup", "throughput": "speedup", "d
 EXAMPLE = '"maximize speedup with <2% accuracy loss" or "minimize size, maximize speedup with perplexity increase <5%"'
 
 
+def known_metric(name: str) -> str:
+    """``name`` when it is one of ``METRICS``; else ``ValueError`` naming the closest (a YAML goal's typo stops at
+    validation, exit 2, as an unknown metric in words does, not as an experiment that breaks or a failed run)."""
+    if name in METRICS:
+        return name
+    close = _metric(name) or next(iter(difflib.get_close_matches(name.lower(), METRICS, n=1)), None)
+    raise ValueError(f"unknown metric {name!r}" + (f" (did you mean {close}?)" if close else "")
+                     + f"; one of {', '.join(METRICS)}")
+
+
 class ObjectiveSpec(StrictModel):
     metric: str = Field(description="one of " + ", ".join(METRICS))
     direction: Literal["maximize", "minimize"] = Field(description="maximize or minimize")
+
+    _known = field_validator("metric")(known_metric)
 
 
 class ConstraintSpec(StrictModel):
@@ -37,6 +50,8 @@ class ConstraintSpec(StrictModel):
         "absolute", description="absolute: the bound is value; factor: value x the base model's measurement (0.98: "
         "98% of it); offset: the base model's measurement + value (-0.02: two points below it)")
     text: str = Field("", description="the phrase it was read from")
+
+    _known = field_validator("metric")(known_metric)
 
     def bound(self, base: float | None) -> float:
         """The absolute bound, given the base model's measurement of the metric."""

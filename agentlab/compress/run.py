@@ -31,7 +31,7 @@ from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_r
 from agentlab.compress.workspace import Workspace
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
-from agentlab.core.errors import AgentlabError, ConfigError, UsageError, storage_error
+from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError, storage_error
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
@@ -39,7 +39,7 @@ from agentlab.core.models.load import hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
-from agentlab.core.search.engine import store_of
+from agentlab.core.search.engine import store_of, url_where
 from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS
 from agentlab.core.search.loop import Hooks, SearchLoop, StopRules, StopSearch, TrialAborted, TrialFailed, base_failed
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATE = "experiments.jsonl"  # the finished experiments, rewritten from the study after each trial
+GOAL_ATTR = "agentlab:goal"  # the study's goal (Goal.describe), one per study
 OLD_ATTRS = {"agentlab:record", "agentlab:experiment", "agentlab:base"}  # trials of compress's former own loop
 
 
@@ -130,14 +131,30 @@ def _layers(model_path: Path) -> int:
         return 1
 
 
+def check_weights(folder: Path) -> None:
+    """Each safetensors file of the model's folder opens (its header read and checked against the file's size, not
+    its tensors): a damaged or truncated download stops here with exit 2, not after the run folder exists."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (OSError, SafetensorError) as exc:
+            raise InputError(f"{file}: not a readable safetensors file ({exc})",
+                             hint="download or save the model again") from None
+
+
 def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
-    model, the device, the planner's routing config, MLflow. Returns ``run``'s keyword argument ``prepared``."""
+    model (its safetensors files' headers: ``check_weights``), the device, the planner's routing config, MLflow.
+    Returns ``run``'s keyword argument ``prepared``."""
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
     questions = load_questions(cfg)
     # a built-in name or a GGUF is de-quantized once into a cached transformers folder (the compression starts there)
     folder = hf_model_folder(cfg.model, user="agentlab compress")
+    check_weights(folder)
     device, _ = resolve_device_dtype(cfg.device, what="device")
     llm_cfg = None
     kind = KINDS[cfg.search.planner]
@@ -177,11 +194,17 @@ def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
     study = open_study(cfg.search.storage, run_path, name=cfg.search.study_name,
                        directions=[o.direction for o in goal.objectives],
                        objectives=[o.metric for o in goal.objectives], what="search.storage")
+    where = f"search.storage ({url_where(cfg.search.storage)})" if cfg.search.storage else str(run_path / "study.db")
     if any(OLD_ATTRS & set(t.user_attrs) for t in study.get_trials(deepcopy=False)):
-        where = "search.storage" if cfg.search.storage is not None else str(run_path / "study.db")
         raise ConfigError(f"{where}: the study {cfg.search.study_name!r} was written by an agentlab before compress "
                           "ran on the search loop (its trials keep their experiments another way)",
                           hint="start a new run, with another search.study_name when the storage is shared")
+    stored = study.user_attrs.get(GOAL_ATTR)  # the constraints are the goal too: open_study checks the objectives
+    if stored is None:
+        study.set_user_attr(GOAL_ATTR, goal.describe())
+    elif stored != goal.describe():
+        raise ConfigError(f"{where}: the study {cfg.search.study_name!r} has the goal '{stored}', this search "
+                          f"'{goal.describe()}'", hint="give another goal another search.study_name or storage")
     return study
 
 
@@ -247,6 +270,12 @@ class Search:
         if self.shared:
             self._check_base(trials)
         self.records = self._records(trials)
+        self._shown = {int(e["trial"]) for e in self.run_dir.events("experiment") if e.get("trial") is not None}
+        if self._shown and not self.records:  # events.jsonl names finished experiments the study does not hold
+            raise RunDirError(f"{self.run_dir.path}: its study holds none of the {len(self._shown)} measurement(s) "
+                              "the run finished (events.jsonl): it is not the run's study",
+                              hint="restore the run's study, or start a new run (the workspace reuses what was "
+                              "measured)")
         base = next((r for r in self.records if r.get("experiment") is None and r.get("state") == "done"), None)
         if not self.shared and base is not None and base.get("key") != self._key(None):
             # a resume measured otherwise than its base (device auto now on CUDA, the model's files changed, a
@@ -255,7 +284,6 @@ class Search:
                              "set-up than this resume would use (the model's content, device, texts, task, seed, "
                              "measurement, or agentlab's metrics)", hint="start a new run (the workspace reuses "
                              "what was measured the same way)")
-        self._shown = {int(e["trial"]) for e in self.run_dir.events("experiment") if e.get("trial") is not None}
         if self.records:
             done = sum(r.get("experiment") is not None for r in self.records)  # the base model is not one
             self.announce(f"resuming: {done} finished experiment(s) in the study"
@@ -676,13 +704,21 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
 
 
 def check_resume(cfg: CompressConfig, folder: Path) -> None:
-    """A resume's ``max_iterations`` is at least the experiments its run already finished (``UsageError``): below
-    it, the one a kill left running ran all the same and the summary said the smaller total was reached."""
+    """A resume's study is there (``RunDirError``: a new one would run the finished experiments again and drop them
+    from experiments.jsonl), and its ``max_iterations`` is at least the experiments its run already finished
+    (``UsageError``: below it, the one a kill left running ran all the same and the summary said the smaller total
+    was reached)."""
     try:
-        done = sum(1 for line in (folder / "experiments.jsonl").read_text(encoding="utf-8").splitlines()
-                   if line.strip() and json.loads(line).get("experiment") is not None)  # the base model is free
+        records = [json.loads(line) for line in (folder / STATE).read_text(encoding="utf-8").splitlines()
+                   if line.strip()]
+        done = sum(1 for r in records if r.get("experiment") is not None)  # the base model is free
     except (OSError, ValueError, AttributeError):
         return
+    file = url_where(cfg.search.storage or f"sqlite:///{folder / 'study.db'}") or ""  # a file, or a server's URL
+    if records and "://" not in file and not Path(file.partition("?")[0]).is_file():
+        raise RunDirError(f"{file}: the study of {folder} is missing (it holds its base model and {done} finished "
+                          f"experiment(s), {STATE})",
+                          hint="restore the file, or start a new run (the workspace reuses what was measured)")
     if cfg.search.max_iterations < done:
         raise UsageError(f"--max-iterations {cfg.search.max_iterations} is below the {done} experiments {folder} "
                          "already finished (search.max_iterations is the total, not the experiments to add)",

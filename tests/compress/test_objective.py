@@ -3,6 +3,8 @@ bounds against the base model, and one clear error for what cannot be read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agentlab.compress.objective import parse_objective
@@ -61,3 +63,40 @@ def test_when_no_experiment_meets_the_goal_and_the_base_does_the_report_says_kee
     assert "the base model meets them: keep it" in "\n".join(_recommendation(rec))
     rec = best_summary(goal, [{**base, "feasible": False}, bad])  # an absolute bound the base breaks too: no such word
     assert not rec["base_feasible"] and "keep it" not in "\n".join(_recommendation(rec))
+
+
+def test_an_unknown_metric_in_yaml_objectives_or_constraints_is_refused_at_validation(tmp_path: Path) -> None:
+    """`constraints: [{metric: acc}]` passed the dry run, then every experiment broke 'acc'; `objectives: [{metric:
+    sped}]` failed the real run as "the base model's measurement failed": now the field's line, exit 2."""
+    from agentlab.compress.config import CompressConfig
+    from agentlab.core.config import load_config
+    from agentlab.core.errors import ConfigError
+
+    file = tmp_path / "c.yaml"
+    file.write_text('objective: ""\nobjectives:\n  - {metric: speedup, direction: maximize}\nconstraints:\n'
+                    '  - {metric: acc, op: ">=", value: 0.5}\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(file, CompressConfig)
+    assert info.value.exit_code == 2
+    assert "c.yaml:5: constraints[0].metric: unknown metric 'acc' (did you mean accuracy?)" in info.value.message
+    with pytest.raises(ConfigError, match=r"objectives\[0\].metric: unknown metric 'sped' \(did you mean speedup"):
+        load_config(file, CompressConfig, ["objectives=[{metric: sped, direction: maximize}]",
+                                           "constraints=[]"])
+
+
+def test_yaml_objectives_beside_the_default_sentence_are_the_goal(tmp_path: Path) -> None:
+    """`objectives:` with `objective` left at its default ran the default sentence's goal without a word: the
+    objectives given are the goal now; beside a sentence given too, or constraints without objectives, refused."""
+    from agentlab.compress.config import CompressConfig
+    from agentlab.core.config import load_config
+    from agentlab.core.errors import ConfigError
+
+    file = tmp_path / "o.yaml"
+    file.write_text("objectives:\n  - {metric: size, direction: minimize}\n")
+    cfg = load_config(file, CompressConfig)
+    assert cfg.goal().describe() == "minimize size" and cfg.objective is None
+    assert CompressConfig(objectives=[{"metric": "size", "direction": "minimize"}]).goal().describe() == "minimize size"
+    for sets, given in ((["objective=maximize speedup"], "objectives"),
+                        (["objectives=[]", "constraints=[{metric: size, op: '<=', value: 1}]"], "constraints")):
+        with pytest.raises(ConfigError, match=f"the goal is given twice, in words \\(objective\\) and as {given}"):
+            load_config(file, CompressConfig, sets)

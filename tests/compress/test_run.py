@@ -323,3 +323,69 @@ def test_a_study_of_compress_before_the_search_loop_is_refused(in_tmp: Path, tin
     err = capsys.readouterr().err
     assert code == 2 and "was written by an agentlab before compress ran on the search loop" in err, err
     assert not (in_tmp / "OLD").exists()
+
+
+def test_a_resume_whose_study_is_missing_or_another_is_refused_and_nothing_is_lost(
+        in_tmp: Path, tiny_model: dict[str, Path], capsys: Any) -> None:
+    """study.db removed, `--resume` made a new study: exit 0, a finished experiment gone from experiments.jsonl and
+    two new ones run where one was asked. Refused now (exit 2), the folder as it was; so is a study that holds none of
+    the run's experiments, and (before anything opens it) a `--storage` file that is missing."""
+    import optuna
+
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.run import check_resume
+    from agentlab.core.errors import RunDirError
+
+    run = in_tmp / "R"
+    assert main(args(tiny_model, in_tmp, "--out", str(run), n=1)) == 0
+    (run / "study.db").unlink()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.lock"}
+    capsys.readouterr()
+    assert main(["compress", "--resume", str(run), "--max-iterations", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'study.db'}: the study of {run} is missing (it holds its base model and 1 finished" in err
+    assert "Traceback" not in err and not (run / "study.db").exists()
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "run.lock"} == before
+    optuna.create_study(study_name="compress", storage=f"sqlite:///{run / 'study.db'}", directions=["maximize"])
+    assert main(["compress", "--resume", str(run), "--max-iterations", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "its study holds none of the 2 measurement(s) the run finished" in err and "Traceback" not in err
+    assert records(run) == [json.loads(line) for line in before[run / "experiments.jsonl"].decode().splitlines()]
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    for storage in (f"sqlite:///{in_tmp / 'gone.db'}", str(in_tmp / "gone.journal")):
+        with pytest.raises(RunDirError, match=f"{in_tmp / 'gone'}.*: the study of {run} is missing"):
+            check_resume(CompressConfig(search={"storage": storage}), run)
+
+
+def test_a_shared_study_keeps_its_constraints_too(in_tmp: Path, tiny_model: dict[str, Path], capsys: Any) -> None:
+    """Only the constraint differing (perplexity for accuracy), a run wrote into a study of another goal."""
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.run import open_search_study
+
+    storage = f"sqlite:///{in_tmp / 's.db'}"
+    first = CompressConfig(search={"storage": storage})
+    open_search_study(first, first.goal(), in_tmp)
+    other = args(tiny_model, in_tmp, "--out", str(in_tmp / "C"), "--storage", storage, "--dry-run")
+    other[other.index("--objective") + 1] = "maximize speedup with perplexity increase <5%"
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "the study 'compress' has the goal 'maximize speedup subject to accuracy >= 0.98 x base', this search " \
+        "'maximize speedup subject to perplexity <= 1.05 x base'" in err and not (in_tmp / "C").exists()
+    open_search_study(first, first.goal(), in_tmp)  # the same goal opens it again
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_weights_file_is_refused_before_any_folder(in_tmp: Path, tiny_model: dict[str, Path], damage: str,
+                                                            capsys: Any) -> None:
+    """config.json fine, model.safetensors not: --dry-run said "config ok", the run failed (exit 1) in a folder."""
+    import shutil
+
+    model = in_tmp / "model"
+    shutil.copytree(tiny_model["hf"], model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"garbage" * 100 if damage == "garbage" else weights.read_bytes()[:-100])
+    for extra in (["--dry-run"], []):
+        assert main([*args({"hf": model}, in_tmp, "--out", str(in_tmp / "BAD"), n=1), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{weights}: not a readable safetensors file" in err and "Traceback" not in err
+        assert not (in_tmp / "BAD").exists()
