@@ -52,7 +52,7 @@ from agentlab.core.search.session import (
     open_planner,
     require_planner_model,
 )
-from agentlab.core.search.study import open_study
+from agentlab.core.search.study import missing_study, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 
 if TYPE_CHECKING:
@@ -714,8 +714,8 @@ def check_resume(cfg: CompressConfig, folder: Path) -> None:
         done = sum(1 for r in records if r.get("experiment") is not None)  # the base model is free
     except (OSError, ValueError, AttributeError):
         return
-    file = url_where(cfg.search.storage or f"sqlite:///{folder / 'study.db'}") or ""  # a file, or a server's URL
-    if records and "://" not in file and not Path(file.partition("?")[0]).is_file():
+    file = missing_study(cfg.search.storage, folder)
+    if records and file is not None:
         raise RunDirError(f"{file}: the study of {folder} is missing (it holds its base model and {done} finished "
                           f"experiment(s), {STATE})",
                           hint="restore the file, or start a new run (the workspace reuses what was measured)")

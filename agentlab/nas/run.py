@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import ValidationError
 
 from agentlab.core.config import Flag, load_config
-from agentlab.core.errors import AgentlabError, ConfigError, UsageError, missing_package
+from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
@@ -44,7 +44,7 @@ from agentlab.core.search.session import (
     require_planner_model,
 )
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import Direction, open_study
+from agentlab.core.search.study import Direction, missing_study, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
 from agentlab.nas.best import prune_checkpoints, remember_base, remember_hydra, require_unchanged_config, write_best
@@ -283,12 +283,16 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
                       objectives=[metric], pruner=make_pruner(cfg))
 
 
-def require_budget(folder: Path, max_iterations: int) -> None:
-    """A resume's total is at least the trials its run already finished (``UsageError`` otherwise): below it, the
-    trial a kill left running ran all the same and the summary said the smaller total was reached."""
+def require_budget(folder: Path, max_iterations: int, storage: str | None = None) -> None:
+    """A resume's study is there (``RunDirError``: a new one would run every finished trial again) and its total is
+    at least the trials its run already finished (``UsageError`` otherwise): below it, the trial a kill left running
+    ran all the same and the summary said the smaller total was reached."""
     from agentlab.nas.report import finished_runs
 
     done = len(finished_runs(folder) or [])
+    if done and (file := missing_study(storage, folder)) is not None:
+        raise RunDirError(f"{file}: the study of {folder} is missing (it holds the {done} trial(s) the run finished)",
+                          hint="restore the file, or start a new run")
     if max_iterations < done:
         raise UsageError(f"--max-iterations {max_iterations} is below the {done} trials {folder} already finished "
                          "(search.max_iterations is the search's total, not the trials to add)",
@@ -307,7 +311,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     the file the search started from).
     """
     if resume is not None:
-        require_budget(resume, cfg.search.max_iterations)
+        require_budget(resume, cfg.search.max_iterations, cfg.search.storage)
     if cfg.objective is not None:
         if resume is not None:
             require_unchanged_config(resume)

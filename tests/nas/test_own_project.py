@@ -400,3 +400,18 @@ def test_a_relative_path_out_of_the_project_reaches_the_users_file(
     assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "1", "--out", str(tmp_path / "run2")]) == 1
     assert "No such file or directory: '../data/scale.txt' | (a relative path out of the project" in " ".join(
         capsys.readouterr().err.split())
+
+
+def test_a_resume_whose_study_is_gone_is_refused_and_nothing_runs_again(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """Without its study.db a resume opened a new, empty study and ran every finished trial again."""
+    project = make_project(tmp_path)
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(run)]) == 0
+    (run / "study.db").unlink()
+    events = (run / "events.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["nas", "--resume", str(run), "-n", "3"]) == 2
+    assert f"{run / 'study.db'}: the study of {run} is missing (it holds the 2 trial(s) the run finished)" in \
+        " ".join(capsys.readouterr().err.split())
+    assert (run / "events.jsonl").read_bytes() == events and not (run / "study.db").exists()

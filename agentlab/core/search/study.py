@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentlab.core.errors import ConfigError, RunDirError
-from agentlab.core.search.engine import attach, storage_object
+from agentlab.core.search.engine import attach, storage_object, url_where
 
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
@@ -113,6 +113,14 @@ def attach_opened(study: Any, backend: Any, storage: str | None, opened: Any) ->
     """``study``, created or loaded on ``backend`` (``storage_object(opened)``), attached for the engine; ``storage``
     is the setting, ``opened`` what ``open_storage`` made of it."""
     return attach(study, backend, url=opened if isinstance(opened, str) else storage)
+
+
+def missing_study(storage: str | None, run_path: Path, default: str = "study.db") -> str | None:
+    """The file a run's study was kept in (``run_path / default``, an SQLite URL's file, a journal file) when it is
+    gone, else None (there, or on a server): a resume would open a new, empty study and run every trial again."""
+    file = url_where(storage or f"sqlite:///{run_path / default}") or ""
+    path = Path(file.partition("?")[0])
+    return None if "://" in file or path.is_file() else str(path)
 
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
