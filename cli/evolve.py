@@ -54,7 +54,7 @@ def run_cmd(
     report.md's headline compares it with every seed and baseline on a test split (95% intervals). Writes
     adapters/, results.json and report.md; --resume never scores a finished individual again."""
     from agentlab.evolve.config import EvolveConfig
-    from agentlab.evolve.run import prepare, run
+    from agentlab.evolve.run import check_resume, prepare, run
 
     sets: list[str | Flag] = [*(set_ or []), *flags(("--seeds", "seeds", [str(p) for p in seeds] if seeds else None),
                                   ("--task", "task.file", task), ("--search", "search", search),
@@ -62,7 +62,7 @@ def run_cmd(
                                   ("--population", "population", population), ("--workers", "workers", workers),
                                   ("--store", "store", store), ("--base-model", "base_model", base_model))]
     run_command(CommandSpec("evolve", EvolveConfig, run, prepare=prepare, rerun="evolve run -c {config}",
-                            summary=_summary),
+                            check_resume=check_resume, summary=_summary),
                 Invocation(config=config, sets=sets, out=out, resume=resume, json_=json_, verbose=verbose))
 
 

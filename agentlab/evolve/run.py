@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
-from agentlab.core.errors import AgentlabError, InputError, UsageError
+from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import logit_changes, persona_adapters, read_adapter, skill_adapters
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir
+from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.loop import Hooks
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
-from agentlab.core.search.study import open_storage
+from agentlab.core.search.study import missing_study, open_storage
 from agentlab.core.skills import mixed_file
 from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
@@ -141,6 +141,15 @@ def _question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------- the run
+
+
+def check_resume(cfg: EvolveConfig, folder: Path) -> None:
+    """A resume's population is there (``RunDirError``, before anything loads): a new one would score every
+    individual again, and the reference debate."""
+    began = any(e.get("kind") in ("scored", "reference") for e in read_events(folder))
+    if began and (file := missing_study(cfg.store, folder, "population.db")) is not None:
+        raise RunDirError(f"{file}: the population of {folder} is missing (it holds what the run scored)",
+                          hint="restore the file, or start a new run")
 
 
 def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: list[Question],

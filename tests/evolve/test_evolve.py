@@ -155,6 +155,13 @@ def test_sigkill_mid_generation_then_resume_scores_no_finished_individual_again(
 
     assert sorted(run_evolution(resume=run)["individuals"]) == sorted(results["individuals"])
     assert len(events(run, "scored")) == 5 + 2 * 4
+    # without its population a resume would score all 13 again in a new one: refused, the run left as it was
+    (run / "population.db").unlink()
+    kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "run.json"}
+    capsys.readouterr()
+    assert main(["evolve", "run", "--resume", str(run)]) == 2
+    assert f"{run / 'population.db'}: the population of {run} is missing" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "run.json"} == kept
 
 
 def test_an_adapter_that_changes_nothing_is_an_error_not_a_score(in_tmp: Path, tiny_model: dict[str, Path],
