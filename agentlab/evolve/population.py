@@ -17,7 +17,7 @@ from agentlab.core.errors import ConfigError
 from agentlab.core.search.engine import storage_object, store_of
 from agentlab.core.search.loop import RETRY_QUEUE_S
 from agentlab.core.search.records import A_OUTCOME, A_PLAN, awaiting_retry
-from agentlab.core.search.study import MAX_RETRIES, attach_opened, open_storage, open_study, quiet
+from agentlab.core.search.study import MAX_RETRIES, attach_opened, missing_study, open_storage, open_study, quiet
 
 STUDY = "evolve"
 
@@ -34,9 +34,8 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
     if create:
         study = open_study(url, Path(run_path or "."), name=STUDY, directions=["maximize"], what="store")
     else:
-        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None if "://" in url else url
-        if path is not None and not Path(path).is_file():  # a journal path is never created here (opening one would)
-            raise ConfigError(f"store {url}: no such {'database' if path != url else 'journal'} file",
+        if missing_study(url, Path(".")) is not None:  # a journal path is never created here (opening one would)
+            raise ConfigError(f"store {url}: no such {'database' if url.startswith('sqlite') else 'journal'} file",
                               hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
         opened = open_storage(url, Path(run_path or "."), what="store")
         backend = storage_object(opened)
