@@ -62,6 +62,8 @@ class ParamSpec(StrictModel):
             raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
         if self.log and self.low <= 0:
             raise ValueError("log scale needs low > 0")
+        if self.step is not None and not self.step > 0:  # NaN too
+            raise ValueError(f"step must be > 0, got {self.step}")
         return self
 
     @property

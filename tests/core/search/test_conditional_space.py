@@ -160,3 +160,12 @@ def test_list_choices_are_stored_and_reloaded_without_optunas_warning(tmp_path: 
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith("[") and "categorical distribution" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("step", [-1, 0, float("nan")])
+def test_a_step_that_is_not_positive_is_refused_at_validation(step: float) -> None:
+    """Optuna raised `step > 0 must hold` after trial 0 had trained (an internal error, a failed run folder)."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="step must be > 0"):
+        ParamSpec(low=0.0, high=0.5, step=step)
