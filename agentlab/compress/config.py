@@ -15,7 +15,7 @@ from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, par
 from agentlab.core.config import ModelName, StrictModel
 from agentlab.core.llm.config import RoutingRef
 from agentlab.core.search.kinds import CompressPlanner, describe
-from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
+from agentlab.core.search.settings import LLMPlannerSettings, StorageURL, WarmStartSpec
 
 GGUF_TYPES = ("Q8_0", "Q5_K_M", "Q4_K_M")
 
@@ -129,7 +129,7 @@ class CompressSearch(LLMPlannerSettings):
 
     planner: CompressPlanner = Field("nsga2", description="who proposes experiments: " + describe("compress"))
     max_iterations: int = Field(8, ge=1, description="experiments, the base model's measurement not counted")
-    storage: str | None = Field(None, description="Optuna storage of the search's study, one trial per experiment "
+    storage: StorageURL = Field(None, description="Optuna storage of the search's study, one trial per experiment "
                                 "and one for the base model (objective values and constraint violation): "
                                 "sqlite:///f.db, a journal file, or an RDB URL; shared by several runs (each with its "
                                 "own budget), its samplers learn from all of them; "

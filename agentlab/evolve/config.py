@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from agentlab.core.config import ModelName, StrictModel
+from agentlab.core.search.settings import StorageURL
 
 Search = Literal["ga", "cmaes", "random", "uniform", "task_arithmetic", "ties"]
 Baseline = Literal["uniform", "task_arithmetic", "ties", "random"]
@@ -124,7 +125,7 @@ class EvolveConfig(StrictModel):
     min_logit_change: float = Field(1e-4, gt=0, description="an adapter whose largest logit change on the probe is "
                                     "below this is an error (it changes nothing), not a score")
     max_tokens: int = Field(16, ge=1, description="most tokens per greedy answer (the skill seeds answer in a few)")
-    store: str | None = Field(None, description="the population store (an Optuna storage: sqlite:///..., "
+    store: StorageURL = Field(None, description="the population store (an Optuna storage: sqlite:///..., "
                               "postgresql://..., or a journal file path) that workers on several machines share; "
                               "empty: population.db in the run folder")
     workers: int = Field(1, ge=1, description="processes scoring children in parallel on this machine (each loads "

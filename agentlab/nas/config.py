@@ -16,7 +16,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import ConfigError
 from agentlab.core.search.kinds import NasPlanner, describe
-from agentlab.core.search.settings import LLMPlannerSettings, WarmStartSpec
+from agentlab.core.search.settings import LLMPlannerSettings, StorageURL, WarmStartSpec
 from agentlab.core.search.space import ParamSpec, lookup
 from agentlab.core.tracking import TrackingURI, tracking_field
 
@@ -202,7 +202,7 @@ class SearchConfig(LLMPlannerSettings):
                                "compared with the other trials' validation MSE after as many epochs; hyperband, "
                                "halving: the first rung); raise it when trials train many epochs and a slow start "
                                "says little, as in nas_ett96.yaml")
-    storage: str | None = Field(None, description="Optuna storage URL shared by workers (sqlite:///..., "
+    storage: StorageURL = Field(None, description="Optuna storage URL shared by workers (sqlite:///..., "
                                 "postgresql://..., or a journal file path); empty: SQLite in the run folder")
     study_name: str = Field("nas", description="study name inside the storage")
     ensemble: bool = Field(True, description="keep every finished trial's validation and test forecasts (float16, "

@@ -4,9 +4,10 @@ and a saved run's config.yaml loads as it was written."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from agentlab.core.config import StrictModel
 
@@ -20,6 +21,28 @@ def _warm_start(value: Any) -> Any:
 
 # ``warm_start`` (nas's search section, compress): true (the command's own knowledge), false, or the user's configs.
 WarmStartSpec = Annotated[bool | list[dict[str, Any]], BeforeValidator(_warm_start)]
+
+
+def _storage(value: str | None) -> str | None:
+    """A storage URL whose database kind SQLAlchemy knows (``foo://bar`` failed once the run folder existed); a
+    path without ``://`` is a journal file. Nothing is connected to here."""
+    if value is not None and "://" not in value and re.match(r"(sqlite|postgresql|mysql)[+\w]*:", value):
+        raise ValueError(f"{value!r} is neither a storage URL (scheme://...) nor a journal file path: write "
+                         "sqlite:///path.db (three slashes)")
+    if value is None or "://" not in value:
+        return value
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(value).get_dialect()
+    except Exception as exc:  # ArgumentError, NoSuchModuleError, an unknown driver: one message
+        raise ValueError(f"not a storage URL Optuna can open ({str(exc).splitlines()[0][:120]}): use "
+                         "sqlite:///path.db, a journal file path, or a postgresql:// / mysql:// URL") from None
+    return value
+
+
+# a study's storage (nas's and compress's search.storage, evolve's store): an Optuna storage URL or a journal file
+StorageURL = Annotated[str | None, AfterValidator(_storage)]
 
 
 class AgentSettings(StrictModel):

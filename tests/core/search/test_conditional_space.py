@@ -169,3 +169,22 @@ def test_a_step_that_is_not_positive_is_refused_at_validation(step: float) -> No
 
     with pytest.raises(ValidationError, match="step must be > 0"):
         ParamSpec(low=0.0, high=0.5, step=step)
+
+
+def test_a_storage_url_of_no_known_database_is_refused_at_validation() -> None:
+    """`--storage foo://bar` failed after the run folder existed (a half-made folder marked failed)."""
+    from pydantic import ValidationError
+
+    from agentlab.compress.config import CompressConfig
+    from agentlab.evolve.config import EvolveConfig
+    from agentlab.nas.config import NASConfig
+
+    for bad, said in [("foo://bar", "not a storage URL Optuna can open"), ("sqlite:/x", "nor a journal file")]:
+        with pytest.raises(ValidationError, match=said):
+            NASConfig.model_validate({"search": {"storage": bad}})
+        with pytest.raises(ValidationError, match=said):
+            CompressConfig.model_validate({"search": {"storage": bad}})
+        with pytest.raises(ValidationError, match=said):
+            EvolveConfig.model_validate({"store": bad})
+    for good in ("sqlite:///s.db", "postgresql://u@h/db", "runs/nas.journal", None):
+        assert NASConfig.model_validate({"search": {"storage": good}}).search.storage == good
