@@ -44,7 +44,7 @@ from agentlab.core.search.session import (
     require_planner_model,
 )
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import Direction, missing_study, open_study
+from agentlab.core.search.study import Direction, missing_study, open_study, unfinished_trials
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
 from agentlab.nas.best import prune_checkpoints, remember_base, remember_hydra, require_unchanged_config, write_best
@@ -283,16 +283,22 @@ def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
                       objectives=[metric], pruner=make_pruner(cfg))
 
 
-def require_budget(folder: Path, max_iterations: int, storage: str | None = None) -> None:
+def require_budget(folder: Path, max_iterations: int, storage: str | None = None, name: str = "nas") -> None:
     """A resume's study is there (``RunDirError``: a new one would run every finished trial again) and its total is
-    at least the trials its run already finished (``UsageError`` otherwise): below it, the trial a kill left running
-    ran all the same and the summary said the smaller total was reached."""
+    at least the trials its run already finished and the ones a stop left unfinished (``UsageError`` otherwise):
+    below it, the trial a kill left running ran all the same and the summary said the smaller total was reached."""
     from agentlab.nas.report import finished_runs
 
     done = len(finished_runs(folder) or [])
     if done and (file := missing_study(storage, folder)) is not None:
         raise RunDirError(f"{file}: the study of {folder} is missing (it holds the {done} trial(s) the run finished)",
                           hint="restore the file, or start a new run")
+    waiting = unfinished_trials(storage, folder, name)
+    if waiting and max_iterations < done + len(waiting):
+        held = ", ".join(f"run_{n:04d}" for n in waiting)
+        raise UsageError(f"--max-iterations {max_iterations} leaves no place for {held}, which the search was "
+                         f"running when it stopped ({done} finished): a resume runs it again first, and it counts",
+                         hint=f"give a total of at least {done + len(waiting)}")
     if max_iterations < done:
         raise UsageError(f"--max-iterations {max_iterations} is below the {done} trials {folder} already finished "
                          "(search.max_iterations is the search's total, not the trials to add)",
@@ -311,7 +317,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     the file the search started from).
     """
     if resume is not None:
-        require_budget(resume, cfg.search.max_iterations, cfg.search.storage)
+        require_budget(resume, cfg.search.max_iterations, cfg.search.storage, cfg.search.study_name)
     if cfg.objective is not None:
         if resume is not None:
             require_unchanged_config(resume)

@@ -154,7 +154,8 @@ def wait_for_a_workspace(run: Path, proc: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, sig: signal.Signals) -> None:
+def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, sig: signal.Signals,
+                                                               capsys: pytest.CaptureFixture) -> None:
     project = make_project(tmp_path)
     before = snapshot(project)
     run, log = tmp_path / "run", tmp_path / "agentlab.log"
@@ -166,6 +167,11 @@ def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, s
         assert snapshot(project) == {**before, "worktrees": 1}
     else:  # kill -9 leaves git's registration of the running trial's worktree: --resume removes it
         assert snapshot(project)["worktrees"] == 2
+    # the interrupted trial runs again first and counts: a total of the finished trial alone would run 2 for 1
+    capsys.readouterr()
+    assert main(["nas", "--resume", str(run), "-n", "1"]) == 2
+    assert "--max-iterations 1 leaves no place for run_0001, which the search was running when it stopped (1 " \
+        "finished)" in " ".join(capsys.readouterr().err.split())
     proc = start(project, ["nas", "--resume", str(run)], log, "0")
     assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
     assert snapshot(project) == {**before, "worktrees": 1}

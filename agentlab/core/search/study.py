@@ -123,6 +123,21 @@ def missing_study(storage: str | None, run_path: Path, default: str = "study.db"
     return None if "://" in file or path.is_file() else str(path)
 
 
+def unfinished_trials(storage: str | None, run_path: Path, name: str, default: str = "study.db") -> list[int]:
+    """The numbers of the study's trials a stop left running or queued (a resume runs each again first, and each
+    counts against the total); empty when there is no such study."""
+    import optuna
+
+    quiet()
+    try:
+        study = optuna.load_study(study_name=name, storage=storage_object(open_storage(storage, run_path,
+                                                                                       default=default)))
+        states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        return [t.number for t in study.get_trials(deepcopy=False, states=states)]
+    except (KeyError, ConfigError):
+        return []
+
+
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
                objectives: Sequence[str] | None = None, sampler: Any = None, pruner: Any = None,
                what: str = "search.storage", default: str = "study.db") -> Any:
