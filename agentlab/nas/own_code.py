@@ -25,7 +25,7 @@ from agentlab.nas.command import CommandObjective, better, check_option_values, 
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.config_file import ConfigFile
 from agentlab.nas.hydra import check_group_choices
-from agentlab.nas.report import llm_section, plot_importances, short
+from agentlab.nas.report import llm_section, plot_importances, ran_line, short
 from agentlab.nas.workspace import Workspaces
 
 if TYPE_CHECKING:
@@ -269,7 +269,7 @@ def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str,
     return {"objective": objective.model_dump(mode="json"), "metric": metric, "direction": objective.direction,
             "best": _brief(best, metric), "base": _brief(base, metric), "gain": {metric: gain},
             "trials": len(outcome.records), "states": state_counts(outcome.records), "ran_here": outcome.ran_here,
-            "stop_reason": outcome.stop_reason, "planner": planner_line,
+            "shared": cfg.search.storage is not None, "stop_reason": outcome.stop_reason, "planner": planner_line,
             **({"llm_contribution": contribution} if contribution is not None else {}),
             **({"agent": agent} if agent is not None else {})}
 
@@ -298,9 +298,7 @@ def command_summary_lines(results: dict[str, Any]) -> list[str]:
     agent = agent_summary(results.get("agent"))
     if agent:
         lines.append(agent)
-    ran, total = results.get("ran_here"), results.get("trials")
-    if isinstance(ran, int) and isinstance(total, int) and total > ran:
-        lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")
+    lines += [line] if (line := ran_line(results)) else []
     return lines
 
 

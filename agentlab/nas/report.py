@@ -89,10 +89,18 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         lines.append(f"llm planner: asked about {asked} of {trials} planner trial{'' if trials == 1 else 's'}"
                      + ("; its prompts and replies are in llm_calls.jsonl" if asked else
                         " (the llm_share bound or the bandit chose the sampler each time: see the trials' notes)"))
-    ran, total = results.get("ran_here"), results.get("trials")
-    if isinstance(ran, int) and isinstance(total, int) and total > ran:
-        lines.append(f"resumed: {total - ran} trial(s) kept from before, {ran} run now")
+    lines += [line] if (line := ran_line(results)) else []
     return lines
+
+
+def ran_line(results: dict[str, Any]) -> str | None:
+    """What of the study's trials this invocation ran, when not all: a resume's, or a worker's of a shared study."""
+    ran, total = results.get("ran_here"), results.get("trials")
+    if not (isinstance(ran, int) and isinstance(total, int) and total > ran):
+        return None
+    if results.get("shared"):
+        return f"shared study: {total} trial(s), {ran} run by this process, {total - ran} by others or before"
+    return f"resumed: {total - ran} trial(s) kept from before, {ran} run now"
 
 
 def _members(ensemble: dict[str, Any], limit: int = 6) -> str:

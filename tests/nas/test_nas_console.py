@@ -106,6 +106,9 @@ def test_summary_reads_a_drop_in_error_as_negative_and_rounds() -> None:
     assert lines[2] == "best changes: model.dropout=0.157"
     assert len(lines) == 3  # not resumed: no "resumed" line
     assert summary_lines({**results, "ran_here": 2})[-1] == "resumed: 3 trial(s) kept from before, 2 run now"
+    # a worker of a shared study that was never resumed: the others' trials are not "kept from before"
+    assert summary_lines({**results, "ran_here": 2, "shared": True})[-1] == \
+        "shared study: 5 trial(s), 2 run by this process, 3 by others or before"
 
 
 def test_resume_line_counts_finished_trials(tmp_path: Path) -> None:
