@@ -168,9 +168,12 @@ def predict(
                                         "machine).", show_default=False)],
     data: Annotated[Path, typer.Option("--data", help="CSV with the run's columns (date + the same numeric "
                                        "columns); the forecast starts after its last row.", show_default=False)],
-    out: Annotated[Path | None, typer.Option("--out", help="Forecast CSV to write (the plot goes beside it as "
-                                             ".png). Default: RUN/forecast.csv.", show_default=False,
-                                             dir_okay=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Forecast CSV to write, a .csv (the plot goes beside it "
+                                             "as .png). Default: RUN/forecast.csv (replaced by the next forecast). "
+                                             "Never the --data CSV, nor inside a run folder other than at its top.",
+                                             show_default=False, dir_okay=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out forecast and its plot (only a "
+                                        "forecast `nas predict` wrote).")] = False,
     backtest: Annotated[bool, typer.Option("--backtest", help="Also forecast every test window of the CSV and "
                                            "report MSE/MAE (standardised and original units) beside the run's "
                                            "recorded test MSE.")] = False,
@@ -184,11 +187,11 @@ def predict(
     units: a CSV (date + one column per forecast channel) and a plot. For the built-in forecaster only: a search
     of your own command (an objective: section) keeps no model of agentlab's to forecast with."""
     from agentlab.nas.predict import backtest as run_backtest
-    from agentlab.nas.predict import backtest_lines, forecast, load_model, write_forecast
+    from agentlab.nas.predict import backtest_lines, forecast, load_model, output_paths, write_forecast
 
     final = load_model(run, model)
+    target, plot = output_paths(final.run, data, out, force)  # refused before anything is computed or written
     result = forecast(final, data)
-    target = out if out is not None else final.run / "forecast.csv"
     plot = write_forecast(result, target)
     bt = run_backtest(final, data) if backtest else None
     members = [(m.run_id, w) for m, w in getattr(final, "members", [])]

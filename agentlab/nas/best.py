@@ -197,6 +197,7 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     if not (run / "run.json").is_file():
         raise UsageError(f"{run}: not a run folder (no run.json)", hint=where)
     meta = _base_meta(run)
+    _refuse_forecaster_run(run, meta)
     project = Path(meta["project"]) if meta is not None else _project(run)
     todo: list[tuple[Path, Path, str]] = []  # (the user's file, the best one, the sha256 the search started from)
     written = _written(run)
@@ -262,6 +263,32 @@ def left_out(run: Path) -> list[str]:
     return list(_written(run).get("not_written") or [])
 
 
+def _refuse_forecaster_run(run: Path, meta: dict[str, Any] | None) -> None:
+    """Refuse (``UsageError``, nothing written) a run that is not a search of the user's own command: a search of
+    the built-in forecaster (its config.yaml has no ``objective:``) keeps no file of the user's to write back."""
+    import yaml
+
+    if meta is not None:
+        return
+    try:
+        info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return  # _project says what is wrong with the folder
+    command = info.get("command") if isinstance(info, dict) else None
+    if command != "nas":
+        raise UsageError(f"{run}: a run of `agentlab {command}`, not of `agentlab nas`: apply writes back the best "
+                         "config of a nas search of your own training command",
+                         hint="give the folder of such a search (an objective: section in its config)")
+    if isinstance(saved, dict) and not saved.get("objective"):
+        best = _written(run, "best").get("run_id")
+        config = run / "trials" / (best if isinstance(best, str) else "<best trial>") / "config_used.yaml"
+        raise UsageError(f"{run}: a search of the built-in forecaster (no objective: section): apply writes the "
+                         "best config back into your project only for a search of your own training command "
+                         "(objective:)", hint=f"forecast with its final model: agentlab nas predict {run} --data "
+                         f"CSV; its best trial's config is {config}")
+
+
 def _project(run: Path) -> Path:
     """The project folder of a search of the user's command (its saved config's objective.cwd)."""
     import yaml
@@ -273,12 +300,13 @@ def _project(run: Path) -> Path:
         raise UsageError(f"{run}: its config.yaml does not name the project folder ({exc})") from None
 
 
-def _written(run: Path) -> dict[str, Any]:
-    """results.json's ``best_files`` (what ``write_best`` wrote)."""
+def _written(run: Path, key: str = "best_files") -> dict[str, Any]:
+    """results.json's ``best_files`` (what ``write_best`` wrote), or its block ``key``; {} when it has none."""
     try:
-        return json.loads((run / "results.json").read_text(encoding="utf-8")).get("best_files") or {}
+        block = json.loads((run / "results.json").read_text(encoding="utf-8")).get(key) or {}
     except (OSError, ValueError, AttributeError):
         return {}
+    return block if isinstance(block, dict) else {}
 
 
 def _base_meta(run: Path) -> dict[str, Any] | None:

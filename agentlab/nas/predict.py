@@ -1,15 +1,16 @@
 """`agentlab nas predict`: forecast with a finished search's final model: its ensemble when results.json has one
 (the weighted mean of its member trials' forecasts), else the best trial's checkpoint (``--model`` chooses).
 
-The run folder is read through paths relative to it (``results.json`` names the best trial and the ensemble's
-members, ``trials/<id>/`` holds each one's ``config_used.yaml``, ``best_model.safetensors`` and ``scaler.json``), so
-a folder copied from another machine works (an ensemble member trained by another worker is read from that worker's
-run folder, named by its absolute path). The given CSV is read and split as the run's config says (``data.split``,
-lookback, horizon); the forecast covers the ``pred_len`` steps after its last row, in the original units: the
-standardisation is undone with the mean/std the model was trained with (``scaler.json``; for runs older than that
-file, the scaler refitted on the CSV's train split, as the run did). ``backtest`` forecasts every test window of the
-CSV as the trial's test did and reports MSE/MAE on the standardised data (equal to the run's recorded test MSE on the
-run's own CSV; an ensemble's to about 1e-3, its record coming from float16 forecasts) and in original units.
+The run folder is read through paths relative to it (``results.json`` names the best trial and the ensemble's members,
+``trials/<id>/`` holds each one's ``config_used.yaml``, ``best_model.safetensors`` and ``scaler.json``), so a folder
+copied from another machine works (an ensemble member trained by another worker is read from that worker's run folder,
+named by its absolute path; that folder moved, from this run's ``trials/<id>/`` or from the folder of the worker's name
+beside this one). Where the forecast may be written: :func:`output_paths`. The given CSV is read and split as the run's
+config says (``data.split``, lookback, horizon); the forecast covers the ``pred_len`` steps after its last row, in the
+original units: the standardisation is undone with the mean/std the model was trained with (``scaler.json``; for runs
+older than that file, the scaler refitted on the CSV's train split, as the run did). ``backtest`` forecasts every test
+window of the CSV as the trial's test did and reports MSE/MAE on the standardised data (equal to the run's recorded test
+MSE on the run's own CSV; an ensemble's to about 1e-3, its record coming from float16 forecasts) and in original units.
 
 This module imports torch inside functions only; it is imported by the CLI lazily anyway.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,13 +80,35 @@ def load_model(run: str | Path, model: str | None = None) -> FinalModel | Ensemb
     if not isinstance(block, dict) or not block.get("members"):
         raise InputError(f"{run}: the run has no ensemble (search.ensemble was off, or it is older than ensembles)",
                          hint="use --model best, or rerun the search with search.ensemble=true")
-    members = []
-    for entry in block["members"]:
-        folder = Path(entry["path"]) if Path(entry["path"]).is_absolute() else run / entry["path"]
-        if not folder.is_dir() and (run / "trials" / entry["run_id"]).is_dir():  # a copied run: its own trials/
-            folder = run / "trials" / entry["run_id"]
-        members.append((_load_trial(folder, entry["run_id"], run, entry), float(entry["weight"])))
+    members = [(_load_trial(_member_folder(run, entry), entry["run_id"], run, entry), float(entry["weight"]))
+               for entry in block["members"]]
     return EnsembleModel(run, members, block)
+
+
+def _member_folder(run: Path, entry: dict[str, Any]) -> Path:
+    """The folder of an ensemble member: relative to the run folder, else (absolute: a trial another worker of a
+    shared study ran) that worker's run folder, else this run's own ``trials/<id>`` (a copied run), else the folder
+    of the same name beside this run (the workers' run folders copied or moved together)."""
+    folder = Path(entry["path"]) if Path(entry["path"]).is_absolute() else run / entry["path"]
+    if folder.is_dir():
+        return folder
+    candidates = [run / "trials" / entry["run_id"]]
+    if Path(entry["path"]).is_absolute() and folder.parent.name == "trials":
+        candidates.append(run.parent / folder.parent.parent.name / "trials" / folder.name)
+    return next((c for c in candidates if c.is_dir()), folder)
+
+
+def _worker_folder(run: Path, trial: Path) -> Path | None:
+    """The run folder of another worker of a shared study that ``trial`` (``<worker>/trials/<id>``) belongs to; None
+    when it is one of ``run``'s own trials."""
+    if trial.parent.name != "trials":
+        return None
+    worker = trial.parent.parent
+    try:
+        same = worker.resolve() == run.resolve()
+    except OSError:
+        same = False
+    return None if same or not trial.is_absolute() else worker
 
 
 def _finished_results(run: Path) -> dict[str, Any]:
@@ -118,14 +142,46 @@ def _finished_results(run: Path) -> dict[str, Any]:
 def load_final_model(run: str | Path) -> FinalModel:
     """The best trial of the finished nas run folder ``run``; :class:`InputError` (exit 2) with one line otherwise."""
     run = Path(run)
-    best = _finished_results(run)["best"]
-    return _load_trial(run / "trials" / best["run_id"], best["run_id"], run, best)
+    results = _finished_results(run)
+    best = results["best"]
+    folder = run / "trials" / best["run_id"]
+    if not folder.is_dir():  # the best trial ran in another worker's run folder: the ensemble may name it
+        block = results.get("ensemble")
+        members = (block.get("members") or []) if isinstance(block, dict) else []
+        entry = next((m for m in members if isinstance(m, dict) and m.get("run_id") == best["run_id"]
+                      and isinstance(m.get("path"), str)), None)
+        if entry is not None:
+            folder = _member_folder(run, entry)
+        elif isinstance(results.get("ran_here"), int) and results["ran_here"] < results.get("trials", 0):
+            raise InputError(f"{run}: the best trial {best['run_id']} ran in another worker's run folder (a study "
+                             f"shared through --storage; {results['ran_here']} of its {results['trials']} trials "
+                             f"ran here), and {folder} does not hold it",
+                             hint=f"forecast with that worker's run folder (the one holding trials/{best['run_id']}/),"
+                             f" or copy that folder into {run / 'trials'}")
+    return _load_trial(folder, best["run_id"], run, best)
+
+
+def _best_id(run: Path) -> str | None:
+    try:
+        best = read_json(run / "results.json", what="results.json").get("best")
+    except (InputError, AttributeError):
+        return None
+    return best.get("run_id") if isinstance(best, dict) else None
 
 
 def _load_trial(trial: Path, run_id: str, run: Path, recorded: dict[str, Any]) -> FinalModel:
     """One trial of a run as a model: its config, checkpoint and scaler."""
     checkpoint = trial / "best_model.safetensors"
     if not checkpoint.is_file() or not (trial / "config_used.yaml").is_file():
+        worker = _worker_folder(run, trial)
+        if worker is not None:  # a member another worker of the shared study trained, read from its run folder
+            gone = "is not there (moved or deleted?)" if not worker.is_dir() else "does not hold its checkpoint"
+            raise InputError(f"{trial}: the trial {run_id} (best_model.safetensors, config_used.yaml) was trained "
+                             f"by another worker of the shared study, whose run folder {worker} {gone}",
+                             hint=f"put that worker's run folder back at {worker}, or copy it beside this one as "
+                             f"{run.parent / worker.name} (or its trials/{run_id}/ into {run / 'trials'})" + (
+                                 "; or forecast with --model best" if isinstance(recorded.get("weight"), (int, float))
+                                 and (run / "trials" / str(_best_id(run))).is_dir() else ""))
         raise InputError(f"{trial}: the trial {run_id} has no checkpoint (best_model.safetensors, config_used.yaml)",
                          hint="copy the whole run folder, trials/ included")
     try:
@@ -311,9 +367,103 @@ def backtest(final: FinalModel | EnsembleModel, data: str | Path) -> dict[str, A
             "recorded_test_mae": final.recorded.get("test_mae"), "tolerance": tolerance}
 
 
+DEFAULT_OUT = "forecast.csv"
+
+
+def output_paths(run: Path, data: str | Path, out: Path | None, force: bool = False) -> tuple[Path, Path]:
+    """Where the forecast CSV and its plot go: ``out`` (None: ``RUN/forecast.csv``) and the .png beside it. Refused
+    (:class:`InputError`, exit 2, before anything is written) when ``out`` is not a ``.csv`` (the plot would take
+    its name), when the CSV or the plot would be the ``--data`` CSV (compared resolved, links followed, or the same
+    file), when it lies inside a run folder other than as a file at its top level, or when it would replace a file
+    that is not a forecast agentlab wrote (the CSV, its header beginning ``date,``, with its plot PNG beside it) or
+    is read-only. An existing forecast is replaced at the default place, elsewhere with ``force`` only."""
+    target = Path(run) / DEFAULT_OUT if out is None else Path(out)
+    if target.suffix.lower() != ".csv":
+        raise InputError(f"--out {target}: the forecast is a CSV and its plot goes beside it as .png, so --out must "
+                         "end in .csv; nothing was written",
+                         hint=f"use --out {target.with_suffix('.csv')} (the plot: {target.with_suffix('.png')})")
+    plot = target.with_suffix(".png")
+    source = Path(data)
+    for path in (target, plot):
+        if _same_file(path, source):
+            raise InputError(f"--out {target}: {'its plot ' + str(plot) + ' ' if path == plot else ''}is the input "
+                             f"CSV (--data {source}): it would be replaced by the forecast; nothing was written",
+                             hint="choose another --out (a new .csv file)")
+    _refuse_inside_run(target)
+    existing = [p for p in (target, plot) if p.exists() or p.is_symlink()]
+    if not existing:
+        return target, plot
+    for path in existing:
+        if path.is_dir():
+            raise InputError(f"--out {target}: {path} is a folder; nothing was written",
+                             hint="choose another --out (a new .csv file)")
+    if not _is_forecast(target, plot):
+        shown = existing[0]
+        raise InputError(f"--out {target}: {shown} already exists and is not a forecast `nas predict` wrote (a CSV "
+                         "beginning `date,` with its plot .png beside it); nothing was written",
+                         hint="choose another --out (a new .csv file); --force replaces only such a forecast")
+    default = out is None or _resolved(target) == _resolved(Path(run) / DEFAULT_OUT)
+    if not force and not default:
+        raise InputError(f"--out {target}: already exists (a forecast); nothing was written",
+                         hint="choose another --out, or pass --force to replace that forecast and its plot")
+    for path in existing:
+        if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:  # (root may write any file)
+            raise InputError(f"--out {target}: {path} is read-only; nothing was written",
+                             hint="choose another --out, or make it writable (chmod u+w) to replace it")
+    return target, plot
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return path.absolute()
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    """``path`` is ``other``: the same resolved path (a link followed), or the same file (a hard link)."""
+    if _resolved(path) == _resolved(other):
+        return True
+    try:
+        return path.exists() and other.exists() and os.path.samefile(path, other)
+    except OSError:
+        return False
+
+
+def _refuse_inside_run(target: Path) -> None:
+    """Refuse a forecast written into a run folder (any folder holding run.json: the run predicted, another
+    worker's, any agentlab run) other than as a file at its top level: the run's trials/, best/, ... are its own."""
+    folder = _resolved(target).parent
+    for above in (folder, *folder.parents):
+        if (above / "run.json").is_file():
+            if above != folder:
+                raise InputError(f"--out {target}: inside the run folder {above} ({folder.relative_to(above)}/ is "
+                                 "the run's own); nothing was written",
+                                 hint=f"write the forecast at the run folder's top ({above / target.name}) or "
+                                 "outside it")
+            return
+
+
+def _is_forecast(target: Path, plot: Path) -> bool:
+    """``target`` and ``plot`` are a forecast ``write_forecast`` wrote: both files, the CSV's header beginning
+    ``date,``, the plot a PNG (the pair is the marker: an input CSV has no plot of its own name beside it)."""
+    try:
+        with target.open("rb") as f:
+            header = f.readline(4096)
+        with plot.open("rb") as f:
+            magic = f.read(8)
+    except OSError:
+        return False
+    return header.startswith(b"date,") and magic == b"\x89PNG\r\n\x1a\n" and target.is_file() and plot.is_file()
+
+
 def write_forecast(result: dict[str, Any], out: Path) -> Path:
     """The forecast as CSV (``date`` + one column per forecast channel) at ``out``, the plot beside it (.png);
-    both atomic. Returns the plot's path."""
+    both atomic. Returns the plot's path. ``out`` must end in .csv (the plot would replace it otherwise); the
+    checks of where it may go are :func:`output_paths`'."""
+    if out.suffix.lower() != ".csv":
+        raise InputError(f"--out {out}: must end in .csv (its plot goes beside it as .png); nothing was written",
+                         hint=f"use --out {out.with_suffix('.csv')}")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["date", *result["columns"]])
