@@ -293,7 +293,8 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
     if done and (file := missing_study(storage, folder)) is not None:
         raise RunDirError(f"{file}: the study of {folder} is missing (it holds the {done} trial(s) the run finished)",
                           hint="restore the file, or start a new run")
-    waiting = unfinished_trials(storage, folder, name)
+    # this run's: started here (a folder under trials/), not another worker's of a shared study
+    waiting = [n for n in unfinished_trials(storage, folder, name) if (folder / "trials" / run_id(n)).is_dir()]
     if waiting and max_iterations < done + len(waiting):
         held = ", ".join(f"run_{n:04d}" for n in waiting)
         raise UsageError(f"--max-iterations {max_iterations} leaves no place for {held}, which the search was "

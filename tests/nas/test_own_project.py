@@ -421,3 +421,23 @@ def test_a_resume_whose_study_is_gone_is_refused_and_nothing_runs_again(tmp_path
     assert f"{run / 'study.db'}: the study of {run} is missing (it holds the 2 trial(s) the run finished)" in \
         " ".join(capsys.readouterr().err.split())
     assert (run / "events.jsonl").read_bytes() == events and not (run / "study.db").exists()
+
+
+def test_the_resume_budget_counts_this_runs_unfinished_trial_not_other_workers(tmp_path: Path) -> None:
+    """In a shared study the other workers' running trials are theirs: only the trial this run was running (its
+    folder under trials/) holds a place in its resume's total."""
+    import optuna
+
+    from agentlab.core.errors import UsageError
+    from agentlab.nas.run import require_budget
+
+    run = tmp_path / "run"
+    (run / "trials" / "run_0001").mkdir(parents=True)
+    (run / "agent_state.json").write_text(json.dumps({"runs": [{"run_id": "run_0000", "state": "complete"}]}))
+    study = optuna.create_study(study_name="nas", storage=f"sqlite:///{run / 'study.db'}")
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    for _ in range(3):  # run_0001 (this run's, interrupted), run_0002 and run_0003 (other workers')
+        study.ask()
+    require_budget(run, 2)  # 1 finished + its own interrupted trial: the others' do not count here
+    with pytest.raises(UsageError, match=r"--max-iterations 1 leaves no place for run_0001, which"):
+        require_budget(run, 1)
