@@ -326,7 +326,7 @@ class _Handler:
                                                 use_cache=req.use_cache)
                 text = rc.completion.text
                 if req.params.tools and rc.completion.finish_reason == "length":
-                    text = before_cut_call(text)
+                    text = before_cut_call(text, {str((t.get("function") or {}).get("name")) for t in req.params.tools})
         except BaseException:
             if req.ticket is not None:
                 self.keys.settle(req.ticket, None, 0, 0)

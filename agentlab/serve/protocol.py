@@ -15,7 +15,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -441,21 +441,23 @@ def finish_of(finish: str | None, calls: list[ToolCall]) -> str:
     return finish or "stop"
 
 
-_CALL_KEYS = ('"name"', '"arguments"', '"parameters"')
-# A call written as bare JSON (a list of calls, or in a ```json fence), and a text cut at the start of one.
-_CALL_START = re.compile(r'(?:```(?:json)?\s*)?(\[\s*)?\{\s*"(?:name|arguments|parameters)"')
+# A call written as bare JSON (a list of calls, or in a ```json fence): its opening, up to the name it calls (group 2,
+# group 3 its closing quote: none when the text ends inside the name); and a text cut at the start of one.
+_CALL_START = re.compile(r'(?:```(?:json)?\s*)?(\[\s*)?\{\s*"name"\s*:\s*"([^"]*)(")?')
 _CALL_HEAD = re.compile(r'(```(?:json)?\s*)?(?:\[\s*)?\{\s*(?:"(\w*))?\Z')
 
 
-def before_cut_call(text: str) -> str:
-    """The text of an answer to a request with tools that max_tokens cut, without the call it was writing.
+def before_cut_call(text: str, names: Collection[str]) -> str:
+    """The text of an answer to a request with tools (``names``: theirs) that max_tokens cut, without the call it
+    was writing.
 
     A local model writes its calls as text, in its own format: ``<tool_call>`` blocks (SmolLM2, Qwen), or a JSON
     call bare or in a `````json`` fence (Qwen2.5-Coder outside a block). A call the limit cut does not parse, so it
-    stayed in the text: from ``<tool_call>``, or from a ``{"name"`` that does not close (with the fence or ``[``
-    before it), to the end; or the text ends inside the start of one (``<tool_c``, ``{"na``, a fenced ``{``). The
-    client gets the text before it and ``finish_reason: length`` (Responses: ``incomplete``), never the model's raw
-    call format. (OpenAI's API sends such a call with its arguments cut short: not JSON, and not to be run.)"""
+    stayed in the text: from ``<tool_call>``, or from a ``{"name": "<one of the tools>"`` that does not close (with
+    the fence or ``[`` before it), to the end; or the text ends inside the start of one (``<tool_c``, ``{"na``, a
+    fenced ``{``). JSON of the answer itself (``[{"name": "Alice", ...``, no tool's name) stays. The client gets the
+    text before it and ``finish_reason: length`` (Responses: ``incomplete``), never the model's raw call format.
+    (OpenAI's API sends such a call with its arguments cut short: not JSON, and not to be run.)"""
     at = text.find(TOOL_CALL_OPEN)
     if at < 0:  # cut inside the opening tag itself
         at = next((len(text) - n for n in range(len(TOOL_CALL_OPEN) - 1, 0, -1)
@@ -463,6 +465,9 @@ def before_cut_call(text: str) -> str:
     if at < 0:
         decoder = json.JSONDecoder()
         for found in _CALL_START.finditer(text):
+            name = found.group(2)
+            if not (name in names if found.group(3) else any(n.startswith(name) for n in names)):
+                continue
             try:
                 decoder.raw_decode(text, found.start(1) if found.group(1) else text.index("{", found.start()))
             except ValueError:
@@ -471,7 +476,7 @@ def before_cut_call(text: str) -> str:
     if at < 0:
         head = _CALL_HEAD.search(text)
         if head is not None and (head.group(1) or not text[:head.start()].strip() or (
-                head.group(2) is not None and any(key.startswith('"' + head.group(2)) for key in _CALL_KEYS))):
+                head.group(2) is not None and '"name"'.startswith('"' + head.group(2)))):
             at = head.start()
     return text if at < 0 else text[:at].rstrip()
 

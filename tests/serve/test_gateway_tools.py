@@ -203,8 +203,13 @@ def test_a_local_model_cut_mid_call_sends_no_markup(gateway, tiny_model) -> None
     # text that starts no call stays as it was cut
     ("The weather in Paris is", "The weather in Paris is"), ('x = {"y', 'x = {"y'), ("set {", "set {"),
     ('{"city": "Par', '{"city": "Par'), ('It is {"name": "x"} here', 'It is {"name": "x"} here'),
+    # JSON of the answer, no tool's name in it: the user's data, not a call
+    ('Use {"name": value} in your config file, then restart', 'Use {"name": value} in your config file, then restart'),
+    ('Here are the users:\n[{"name": "Alice", "age": 3}, {"name": "Bo',
+     'Here are the users:\n[{"name": "Alice", "age": 3}, {"name": "Bo'),
+    ('Sure: {"name": "get_wea', "Sure:"),  # cut inside a tool's name
 ])
 def test_the_call_a_cut_answer_was_writing_is_dropped(text: str, sent: str) -> None:
     from agentlab.serve.protocol import before_cut_call
 
-    assert before_cut_call(text) == sent
+    assert before_cut_call(text, {"get_weather", "get_time"}) == sent
