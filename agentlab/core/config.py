@@ -678,6 +678,12 @@ class ModelPath:
     unless: str | None = None
 
 
+@dataclass(frozen=True)
+class FilePath:
+    """Marks a ``str`` field that is a file path when it holds no ``://`` (a study's journal file beside URLs):
+    ``absolute_paths`` writes it absolute, existing or not (a resume from another folder opens the same file)."""
+
+
 ModelName = Annotated[str, ModelPath()]
 
 
@@ -702,15 +708,30 @@ _RELATIVE_SQLITE = re.compile(r"sqlite:///(?!/|:memory:)(.+)")
 
 
 def _model_path(owner: BaseModel, metadata: list[Any], value: str) -> str:
-    """``value`` absolute when its field is a ``ModelPath`` and it is a relative path that exists, or when it is an
-    SQLite URL of a relative file (``sqlite:///study.db``: a study's storage, an MLflow store), else itself."""
+    """``value`` absolute when it is an SQLite URL of a relative file (``sqlite:///study.db``: a study's storage, an
+    MLflow store), a ``FilePath`` field's relative path, or a ``ModelPath`` field's relative path to a model on disk;
+    else itself."""
     if (sqlite := _RELATIVE_SQLITE.fullmatch(value)) is not None:
         return f"sqlite:///{absolute_path(Path(sqlite.group(1)))}"
-    marks = [m for m in metadata if isinstance(m, ModelPath)]
-    if not marks or (marks[0].unless and getattr(owner, marks[0].unless, None)):
-        return value
     path = Path(value).expanduser()
-    return value if path.is_absolute() or not path.exists() else str(absolute_path(path))
+    if any(isinstance(m, FilePath) for m in metadata) and "://" not in value and not path.is_absolute():
+        return str(absolute_path(path))
+    marks = [m for m in metadata if isinstance(m, ModelPath)]
+    if not marks or (marks[0].unless and getattr(owner, marks[0].unless, None)) or path.is_absolute():
+        return value
+    return str(absolute_path(path)) if _is_model(path) else value
+
+
+def _is_model(path: Path) -> bool:
+    """What a model reference resolves to on disk first (``core.models.modelref``): a GGUF file or a transformers
+    folder (its config.json); anything else of that name leaves the name to the built-ins and the hub."""
+    try:
+        if path.is_dir():
+            return (path / "config.json").is_file()
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 # libyaml's dumper when PyYAML was built with it: the same output, several times faster.

@@ -349,6 +349,9 @@ def test_a_model_given_by_a_relative_path_is_saved_absolute_and_a_name_as_it_is(
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "models" / "tiny" / "config.json").write_text("{}")  # a transformers folder: what a path resolves to
+    (tmp_path / "smollm2-135m").mkdir()  # no model in it: the name stays the built-in's, as resolve_model reads it
+    (tmp_path / "models" / "absent").write_text("not a GGUF file")
     for cls, field in [(EvalConfig, "model"), (CompressConfig, "model"), (DebateConfig, "base_model"),
                        (EvolveConfig, "base_model"), (TrainPersonaConfig, "base_model")]:
         assert getattr(absolute_paths(cls(**{field: "models/tiny"})), field) == str(tmp_path / "models" / "tiny")
@@ -370,3 +373,5 @@ def test_a_relative_sqlite_url_is_saved_absolute(tmp_path: Path, monkeypatch: py
     assert (cfg.search.storage, cfg.mlflow) == (f"sqlite:///{tmp_path}/runs/s.db", f"sqlite:///{tmp_path}/mlflow.db")
     for kept in ("sqlite:////abs/s.db", "sqlite:///:memory:", "postgresql://user@host/db"):
         assert absolute_paths(NASConfig.model_validate({"search": {"storage": kept}})).search.storage == kept
+    journal = absolute_paths(NASConfig.model_validate({"search": {"storage": "runs/trials.log"}})).search.storage
+    assert journal == str(tmp_path / "runs" / "trials.log")  # a journal file, made when the search starts

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from agentlab.core.config import StrictModel
+from agentlab.core.config import FilePath, StrictModel
 
 
 def _warm_start(value: Any) -> Any:
@@ -42,7 +42,7 @@ def _storage(value: str | None) -> str | None:
 
 
 # a study's storage (nas's and compress's search.storage, evolve's store): an Optuna storage URL or a journal file
-StorageURL = Annotated[str | None, AfterValidator(_storage)]
+StorageURL = Annotated[str | None, AfterValidator(_storage), FilePath()]
 
 
 class AgentSettings(StrictModel):
