@@ -199,6 +199,9 @@ def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict
         raise UsageError(f"{folder / 'results.json'}: not a row this agentlab can keep (lm-eval's results with the "
                          f"settings that scored them, {SETTINGS_KEY}; an older agentlab saved none)",
                          hint=f"delete the folder {folder} and run --resume again to score that row anew")
+    model = saved.get("model")
+    if isinstance(model, str) and not Path(model).is_absolute():  # a row saved before models were kept absolute
+        saved = {**saved, "model": absolute_paths(EvalConfig(model=model, base_url=saved.get("base_url"))).model}
     changed = [f"{key} {saved[key]!r} -> {asked[key]!r}" for key in asked if key in saved and saved[key] != asked[key]]
     if changed:
         raise UsageError(f"{folder.parent.parent}: the row {folder.name} was scored with other settings than this "

@@ -116,6 +116,15 @@ def test_a_resume_from_another_folder_scores_the_model_the_run_started_with(
     assert main(["eval", "--model", "models/tiny", "--set", "device=cpu", "--limit", "2", "--tasks",
                  "agentlab_arithmetic_mc", "--out", str(run)]) == 0
     assert f"model: {in_tmp / 'models' / 'tiny'}\n" in (run / "config.yaml").read_text()
+    # a run saved before models were kept absolute (config.yaml and the row hold models/tiny) resumes from its folder
+    row = run / "lm-eval" / "base" / "results.json"
+    saved = json.loads(row.read_text())
+    saved["agentlab_settings"]["model"] = "models/tiny"
+    row.write_text(json.dumps(saved))
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(in_tmp / "models"), "models"))
+    capsys.readouterr()
+    assert main(["eval", "--resume", str(run)]) == 0, capsys.readouterr().err
+    assert "base: scored earlier, kept" in capsys.readouterr().err
     (run / "lm-eval" / "base" / "results.json").unlink()
     elsewhere = in_tmp / "elsewhere"
     elsewhere.mkdir()
