@@ -356,8 +356,8 @@ def check_option_values(command: str, cwd: Path, space: dict[str, Any]) -> None:
                              f"reads {rule.option} as an int (type=int)",
                              hint=f"give int bounds ({{low: {int(spec.low)}, high: {int(spec.high)}}}), or choices")
         if spec.choices is None and rule.choices is not None:
-            values: Iterable[Any] = range(int(spec.low), int(spec.high) + 1) if spec.kind == "int" else [spec.low,
-                                                                                                       spec.high]
+            values: Iterable[Any] = range(int(spec.low), int(spec.high) + 1, int(spec.step or 1)) \
+                if spec.kind == "int" else [spec.low, spec.high]
         else:
             values = spec.choices or []
         for value in values:

@@ -295,6 +295,13 @@ def argparse_accepts(files: list[Path]) -> dict[str, Accepts]:
                 choices = None
             if choices is not None and text:
                 choices = tuple(str(choice) for choice in choices)
+            # type=str.lower: what it makes of the value is unknown here
+            loose = kind is not None and type_name is None and not text and not (isinstance(kind, ast.Name)
+                                                                                 and kind.id == "str")
+            insensitive = any(k.arg == "case_sensitive" and isinstance(k.value, ast.Constant) and k.value.value is False
+                              for k in (kind.keywords if isinstance(kind, ast.Call) else []))
+            if loose or insensitive:  # choices compared to what the option makes of the value: not checked here
+                choices = None
             if type_name is None and choices is None:
                 continue
             rule = Accepts(read[0], type_name, choices)

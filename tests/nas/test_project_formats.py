@@ -254,6 +254,8 @@ fit.add_argument("--opt", choices=["adam", "sgd"], default="adam")
 fit.add_argument("--batch-size", type=int, default=32)
 fit.add_argument("--level", type=int, choices=[1, 2, 3], default=1)
 fit.add_argument("--lr", type=float, default=0.1)
+fit.add_argument("--even", type=int, choices=[2, 4, 6, 8], default=2)
+fit.add_argument("--act", type=str.lower, choices=["relu", "gelu"], default="relu")  # 'ReLU' is taken
 a = p.parse_args()
 print(f"loss {a.lr * a.batch_size:.4f}")
 """
@@ -273,7 +275,9 @@ def cli():
 @click.option("--batch-size", type=int, default=32)
 @click.option("--level", type=click.Choice([1, 2, 3]), default=1)
 @click.option("--lr", type=float, default=0.1)
-def fit(opt, batch_size, level, lr):
+@click.option("--even", type=click.Choice([2, 4, 6, 8]), default=2)
+@click.option("--act", type=click.Choice(["relu", "gelu"], case_sensitive=False), default="relu")
+def fit(opt, batch_size, level, lr, even, act):
     print(f"loss {lr * batch_size:.4f}")
 
 
@@ -290,7 +294,7 @@ def test_searched_values_the_scripts_parser_refuses_are_refused_before_trial_0(
 
     (tmp_path / "train.py").write_text(script)
     fine = {"opt": "{choices: [adam, sgd]}", "batch_size": "{low: 8, high: 64}", "level": "{low: 1, high: 3}",
-            "lr": "{low: 0.001, high: 0.1}"}
+            "lr": "{low: 0.001, high: 0.1}", "even": "{low: 2, high: 8, step: 2}", "act": "{choices: [relu, GELU]}"}
     wrong = {"opt": ("{choices: [adam, rmsprop]}", "'rmsprop' is not one of train.py's choices for --opt (adam, sgd)"),
              "batch_size": ("{low: 8.0, high: 64.0}", "a range of floats (8.0..64.0), but train.py reads --batch-size "
                             "as an int"),
