@@ -368,6 +368,7 @@ def backtest(final: FinalModel | EnsembleModel, data: str | Path) -> dict[str, A
 
 
 DEFAULT_OUT = "forecast.csv"
+PLOT_TAG = "agentlab nas predict"  # the forecast plot's PNG Software field: a plot this wrote, alone, is its own
 
 
 def output_paths(run: Path, data: str | Path, out: Path | None, force: bool = False) -> tuple[Path, Path]:
@@ -446,12 +447,15 @@ def _refuse_inside_run(target: Path) -> None:
 
 def _is_forecast(target: Path, plot: Path) -> bool:
     """``target`` and ``plot`` are a forecast ``write_forecast`` wrote: both files, the CSV's header beginning
-    ``date,``, the plot a PNG (the pair is the marker: an input CSV has no plot of its own name beside it)."""
+    ``date,``, the plot a PNG (the pair is the marker: an input CSV has no plot of its own name beside it); or the
+    plot alone, tagged ``PLOT_TAG`` (written first: a predict stopped before its CSV)."""
     try:
-        with target.open("rb") as f:
-            header = f.readline(4096)
         with plot.open("rb") as f:
             magic = f.read(8)
+            if not (target.exists() or target.is_symlink()):  # the plot alone: only one this wrote (its tag)
+                return magic == b"\x89PNG\r\n\x1a\n" and PLOT_TAG.encode() in f.read(4096) and plot.is_file()
+        with target.open("rb") as f:
+            header = f.readline(4096)
     except OSError:
         return False
     return header.startswith(b"date,") and magic == b"\x89PNG\r\n\x1a\n" and target.is_file() and plot.is_file()
@@ -469,9 +473,9 @@ def write_forecast(result: dict[str, Any], out: Path) -> Path:
     writer.writerow(["date", *result["columns"]])
     for date, row in zip(result["dates"], result["values"], strict=True):
         writer.writerow([str(date.astype("datetime64[s]")).replace("T", " "), *(f"{v:.6g}" for v in row)])
-    atomic_write_text(out, buffer.getvalue())
     plot = out.with_suffix(".png")
-    atomic_write_bytes(plot, plot_forecast(result))
+    atomic_write_bytes(plot, plot_forecast(result))  # first: a CSV beside no plot is never taken for a forecast
+    atomic_write_text(out, buffer.getvalue())
     return plot
 
 
@@ -496,7 +500,7 @@ def plot_forecast(result: dict[str, Any]) -> bytes:
     fig.autofmt_xdate()
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", metadata={"Software": PLOT_TAG})
     return buffer.getvalue()
 
 

@@ -205,3 +205,14 @@ def test_a_read_only_forecast_is_not_replaced(finished: tuple[Path, Path], in_tm
     (in_tmp / "f.csv").chmod(0o444)
     code, output = _predict(capsys, str(run), "--data", str(data), "--out", "f.csv", "--force")
     _one_error(code, output, "read-only")
+
+
+def test_a_predict_stopped_between_its_plot_and_its_csv_does_not_block_the_next(
+        finished: tuple[Path, Path], in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """The plot is written first (tagged): left alone by a stop, it is the forecast's own and the next one replaces
+    it; a CSV with no plot beside it is never taken for a forecast."""
+    run, data = finished
+    assert _predict(capsys, str(run), "--data", str(data), "--out", "f.csv")[0] == 0
+    (in_tmp / "f.csv").unlink()  # as a stop between the plot and the CSV leaves it
+    assert _predict(capsys, str(run), "--data", str(data), "--out", "f.csv", "--force")[0] == 0
+    assert (in_tmp / "f.csv").read_text().startswith("date,")
