@@ -310,8 +310,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
             last = int(last)
         at = tuple(int(p) if p.isdigit() else p for p in parts)
         said = source.overridden.get(at) if source is not None else None
-        if isinstance(item, Flag) and said is not None and said.startswith("--set ") and (
-                node[last] if isinstance(node, list) else node.get(last)) != value:
+        if isinstance(item, Flag) and said is not None and said.startswith("--set ") and not _same_setting(
+                node[last] if isinstance(node, list) else node.get(last), value):
             # the flag would win silently (`--set limit=abc --limit 2`): say which one the user meant
             raise ConfigError(f"{label} and {said}: both set {'.'.join(parts)}, to different values",
                               hint=f"give {'.'.join(parts)} once")
@@ -319,6 +319,16 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
         if source is not None:
             source.overridden[at] = label
     return data
+
+
+def _same_setting(given: Any, flag: Any) -> bool:
+    """A ``--set`` value (YAML-parsed: PyYAML reads ``1e-4`` as a string) and an option's typed value say the same."""
+    if given == flag or str(given) == str(flag):
+        return True
+    try:
+        return float(given) == float(flag)
+    except (TypeError, ValueError):
+        return False
 
 
 def _existing_keys(data: Any, parts: list[str], value: Any = None) -> list[str]:

@@ -105,6 +105,8 @@ def test_a_flag_and_a_set_of_the_same_key_with_different_values_are_refused() ->
         load_config(None, Cfg, ["train.lr=abc", Flag("--lr", "train.lr", 0.1)])
     assert info.value.message == "--lr 0.1 and --set train.lr=abc: both set train.lr, to different values"
     assert load_config(None, Cfg, ["train.lr=0.1", Flag("--lr", "train.lr", 0.1)]).train.lr == 0.1  # the same: fine
+    assert load_config(None, Cfg, ["train.lr=1e-4", Flag("--lr", "train.lr", 1e-4)]).train.lr == 1e-4  # YAML's str
+    assert load_config(None, Cfg, ["name=0.5", Flag("--name", "name", "0.5")]).name == "0.5"
     assert load_config(None, Cfg, ["train.lr=0.2", "train.lr=0.1"]).train.lr == 0.1  # --set twice: the last
 
 
