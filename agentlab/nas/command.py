@@ -101,12 +101,14 @@ NAME = re.compile(r"[A-Za-z_][\w./-]*")
 WRAPPED = r"(?:tensor\(|(?:np\.|numpy\.)?(?:float|int)(?:16|32|64)\()?"
 
 
+TOTAL = r"(?:/([1-9]\d*)(?!\d|\.\d))?"  # a count's total after it (`9890/10000`): group 3, ``_read_number``
+
+
 def _pair(name: str) -> re.Pattern[str]:
     """`name: number` / `name=number` for names matching the pattern ``name`` (the number may be quoted, as in
     transformers 5's log dicts: `'eval_loss': '0.41'`, or printed as a tensor or NumPy scalar: ``WRAPPED``): group
     1 the name, 2 the number, 3 a count's total (PyTorch's MNIST example: `Accuracy: 9890/10000`, ``_read_number``)."""
-    total = r"(?:/([1-9]\d*)(?![.\d]))?"
-    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?{WRAPPED}({NUMBER}){total}(?!\w|[.,]\d)")
+    return re.compile(rf"(?<![\w.])({name})['\"]?\s*[:=]\s*['\"]?{WRAPPED}({NUMBER}){TOTAL}(?!\w|[.,]\d)")
 
 
 def _read_number(found: re.Match[str]) -> float:
@@ -125,7 +127,7 @@ def _row(name: str) -> re.Pattern[str]:
 def _spaced(name: str) -> re.Pattern[str]:
     """`name number`, the two apart by spaces alone (`INFO done. val_loss 0.41`, fairseq's `| loss 4.2 |`,
     nanoGPT's `step 250: train loss 1.97, val loss 2.08`): groups as ``_pair``'s. Read for the metric only."""
-    return re.compile(rf"(?<![\w.])({name})[ \t]+({NUMBER})(?!\w|[.,]\d)")
+    return re.compile(rf"(?<![\w.])({name})[ \t]+({NUMBER}){TOTAL}(?!\w|[.,]\d)")
 
 
 PAIR, SPACED = _pair(NAME.pattern), _spaced(NAME.pattern)
@@ -199,7 +201,7 @@ def text_metrics(line: str, metric: str) -> tuple[dict[str, float], int | None] 
         if taken is None or found.end() <= taken.start() or found.start() >= taken.end():
             pairs[found.group(1).strip("'\"")] = _read_number(found)
     if metric not in pairs and (taken := spaced.search(line)) is not None:
-        pairs[metric] = float(taken.group(2))
+        pairs[metric] = _read_number(taken)
     if metric not in pairs:
         return None
     step = STEP.search(line)

@@ -725,6 +725,8 @@ def test_text_result_lines(line: str, found: Any) -> None:
     ("Test set: Average loss: 0.0340, Accuracy: 9890/10000 (99%)", "Accuracy", ({"loss": 0.034, "Accuracy": 0.989},
                                                                                None)),
     ("Validation accuracy: 45/50", "Validation accuracy", ({"Validation accuracy": 0.9}, None)),
+    ("Accuracy: 9890/10000.", "Accuracy", ({"Accuracy": 0.989}, None)),  # a sentence's full stop
+    ("Accuracy 9890/10000", "Accuracy", ({"Accuracy": 0.989}, None)),  # apart by a space
     ("val_loss: 0.41/0.52", "val_loss", ({"val_loss": 0.41}, None)),  # two values: the first, as before
     ("Epoch: 3/10 val_loss: 0.4", "val_loss", ({"val_loss": 0.4}, 3)),  # the step, whatever its case, is no metric
 ])
