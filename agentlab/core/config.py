@@ -58,13 +58,14 @@ class StrictModel(BaseModel):
     @classmethod
     def _no_bool_for_a_number(cls, data: Any) -> Any:
         """pydantic's lax mode reads YAML's ``true`` as 1 for an int or float field (``port: true`` served on port
-        1): a boolean is refused where the field takes no boolean."""
-        for name, value in data.items() if isinstance(data, dict) else ():
-            if isinstance(value, bool) and name in cls.model_fields:
-                kinds = _kinds(cls.model_fields[name].annotation)
-                if bool not in kinds and kinds & {int, float} and Any not in kinds:
-                    raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
-        return data
+        1): where the field takes no boolean, a boolean is given on as its word, which the field refuses (``expected
+        a number, got true``, ``format_validation_error``) beside every other error of the section."""
+        if not isinstance(data, dict):
+            return data
+        numbers = {name for name, value in data.items() if isinstance(value, bool) and name in cls.model_fields
+                   and bool not in (kinds := _kinds(cls.model_fields[name].annotation)) and kinds & {int, float}
+                   and Any not in kinds}
+        return {name: str(value).lower() if name in numbers else value for name, value in data.items()}
 
 
 def _kinds(annotation: Any) -> set[Any]:
@@ -495,6 +496,8 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
                 continue
             wrong_type.add(tuple(loc))
         msg = err["msg"]
+        if err["type"] in ("float_parsing", "int_parsing") and err.get("input") in ("true", "false"):
+            msg, err = f"expected a number, got {err['input']}", {**err, "type": "value_error"}  # a YAML boolean
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
             # Cross-field validators name their field as "a.b.c: message"; point at that field's line.

@@ -95,6 +95,10 @@ def test_a_boolean_for_a_number_is_refused_not_read_as_1(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="--set model.n_heads=true: model.n_heads: expected a number, got true"):
         load_config(None, Cfg, ["model.n_heads=true"])
     assert load_config(write(tmp_path, "flag: true\nanything: true\n"), Mixed).flag is True
+    with pytest.raises(ConfigError) as info:  # every error of the section, not the first boolean's alone
+        load_config(write(tmp_path, "model:\n  d_model: true\n  n_heads: false\n  bogus: 1\n"), Cfg)
+    assert "cfg.yaml:3: model.n_heads: expected a number, got false" in info.value.message
+    assert "cfg.yaml:4: model.bogus: unknown key" in info.value.message
 
 
 def test_a_flag_and_a_set_of_the_same_key_with_different_values_are_refused() -> None:
