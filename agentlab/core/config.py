@@ -546,7 +546,7 @@ def load_config(
     if file is not None:
         loaded, text = _read_yaml(file, schema)
         source = _Source(file, text)  # first: it refuses duplicate keys and self-containing aliases
-        data = _deep_merge(data, move_keys(loaded, moved, str(file)))
+        data = _deep_merge(data, move_keys(loaded, moved, str(file), source.lines))
         for old, new in moved.items():  # an error in a moved key names the line the file has it on
             for where, line in list(source.lines.items()):
                 if where[:1] == (old,):
@@ -565,8 +565,10 @@ def load_config(
         ) from None
 
 
-def move_keys(data: dict[str, Any], moved: dict[str, str], where: str) -> dict[str, Any]:
-    """``data`` with each top-level key of ``moved`` (old name -> new dotted path, a config model's ``MOVED_KEYS``)
+def move_keys(data: dict[str, Any], moved: dict[str, str], where: str,
+              lines: dict[tuple[Any, ...], int] | None = None) -> dict[str, Any]:
+    """``data`` with each top-level key of ``moved`` (old name -> new dotted path, a config model's ``MOVED_KEYS``;
+    ``lines``: where each key is in the file, for the error)
     moved to its new place, and a warning naming both; where the new place is set too, to the same value, the
     warning says the old one was ignored, to another value ``ConfigError``. Applied to a file, a saved run's config
     and a base before they are merged, so an override given with either name reaches the one key."""
@@ -583,7 +585,8 @@ def move_keys(data: dict[str, Any], moved: dict[str, str], where: str) -> dict[s
             node[part] = dict(node[part]) if isinstance(node.get(part), dict) else {}
             node = node[part]
         if last in node and node[last] != data[key]:  # one of the two is a mistake: not the one dropped silently
-            raise ConfigError(f"{where}: {key} ({data[key]!r}) and {moved[key]} ({node[last]!r}) are both given, "
+            at = f"{where}:{lines[(key,)]}" if lines and (key,) in lines else where
+            raise ConfigError(f"{at}: {key} ({data[key]!r}) and {moved[key]} ({node[last]!r}) are both given, "
                               f"with different values; {key} is the old name of {moved[key]}",
                               hint=f"remove {key} and keep the value you mean under {moved[key]}")
         if last in node:

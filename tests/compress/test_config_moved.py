@@ -39,7 +39,7 @@ def test_overrides_of_either_name_reach_the_one_key(tmp_path: Path, caplog: pyte
 
     clash = tmp_path / "clash.yaml"
     clash.write_text("max_iterations: 3\nsearch:\n  max_iterations: 5\n")  # which one was meant: not guessed
-    with pytest.raises(ConfigError, match=r"clash.yaml: max_iterations \(3\) and search.max_iterations \(5\) are "
+    with pytest.raises(ConfigError, match=r"clash.yaml:1: max_iterations \(3\) and search.max_iterations \(5\) are "
                        "both given, with different values"):
         load_config(clash, CompressConfig)
 
