@@ -141,7 +141,7 @@ def test_carbon_budget_stops_before_exceeding_it(in_tmp: Path, tiny_model: dict[
     (["--objective", "make it nice"], "no 'maximize X' or 'minimize X'"),
     (["--eval-text", "missing.txt"], "missing.txt"),
     (["--eval-text", "same.txt", "--calib-text", "same.txt"], "same file"),
-    (["--storage", "nosuchdb://x/y"], "storage: cannot open 'nosuchdb://x/y'"),
+    (["--storage", "nosuchdb://x/y"], "search.storage: not a storage URL Optuna can open"),
 ])
 def test_bad_input_is_one_line_and_no_folder(in_tmp: Path, tiny_model: dict[str, Path], extra: list[str],
                                              message: str, capsys: Any) -> None:

@@ -134,7 +134,7 @@ def unfinished_trials(storage: str | None, run_path: Path, name: str, default: s
                                                                                        default=default)))
         states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
         return [t.number for t in study.get_trials(deepcopy=False, states=states)]
-    except (KeyError, ConfigError):
+    except Exception:  # no such study, a damaged database: open_study says what is wrong when the run opens it
         return []
 
 
