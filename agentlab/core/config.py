@@ -64,7 +64,7 @@ class StrictModel(BaseModel):
             return data
         numbers = {name for name, value in data.items() if isinstance(value, bool) and name in cls.model_fields
                    and bool not in (kinds := _kinds(cls.model_fields[name].annotation)) and kinds & {int, float}
-                   and Any not in kinds}
+                   and not kinds & {Any, str}}  # a field that takes text would take the word
         return {name: str(value).lower() if name in numbers else value for name, value in data.items()}
 
 
