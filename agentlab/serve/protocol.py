@@ -444,7 +444,7 @@ def finish_of(finish: str | None, calls: list[ToolCall]) -> str:
 # A call written as bare JSON (a list of calls, or in a ```json fence): its opening, up to the name it calls (group 2,
 # group 3 its closing quote: none when the text ends inside the name); and a text cut at the start of one.
 _CALL_START = re.compile(r'(?:```(?:json)?\s*)?(\[\s*)?\{\s*"name"\s*:\s*"([^"]*)(")?')
-_CALL_HEAD = re.compile(r'(```(?:json)?\s*)?(?:\[\s*)?\{\s*(?:"(\w*))?\Z')
+_CALL_HEAD = re.compile(r'(```(?:json)?\s*)?(?:\[\s*)?\{\s*(?:"(\w*)(?:"\s*:?\s*)?)?\Z')
 
 
 def before_cut_call(text: str, names: Collection[str]) -> str:
@@ -476,7 +476,7 @@ def before_cut_call(text: str, names: Collection[str]) -> str:
     if at < 0:
         head = _CALL_HEAD.search(text)
         if head is not None and (head.group(1) or not text[:head.start()].strip() or (
-                head.group(2) is not None and '"name"'.startswith('"' + head.group(2)))):
+                head.group(2) is not None and "name".startswith(head.group(2)))):
             at = head.start()
     return text if at < 0 else text[:at].rstrip()
 

@@ -208,6 +208,8 @@ def test_a_local_model_cut_mid_call_sends_no_markup(gateway, tiny_model) -> None
     ('Here are the users:\n[{"name": "Alice", "age": 3}, {"name": "Bo',
      'Here are the users:\n[{"name": "Alice", "age": 3}, {"name": "Bo'),
     ('Sure: {"name": "get_wea', "Sure:"),  # cut inside a tool's name
+    ('Sure: {"name"', "Sure:"), ('Sure: {"name":', "Sure:"), ('Sure: {"name": ', "Sure:"),  # before the name
+    ('Sure: {"age":', 'Sure: {"age":'),
 ])
 def test_the_call_a_cut_answer_was_writing_is_dropped(text: str, sent: str) -> None:
     from agentlab.serve.protocol import before_cut_call
