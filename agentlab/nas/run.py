@@ -293,13 +293,17 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
     if done and (file := missing_study(storage, folder)) is not None:
         raise RunDirError(f"{file}: the study of {folder} is missing (it holds the {done} trial(s) the run finished)",
                           hint="restore the file, or start a new run")
-    # this run's: started here (a folder under trials/), not another worker's of a shared study
-    waiting = [n for n in unfinished_trials(storage, folder, name) if (folder / "trials" / run_id(n)).is_dir()]
+    # the study's unfinished trials each end counted (the total is the study's): this run's, which a resume runs
+    # again first (its folder is under trials/), and another worker's of a shared study
+    waiting = unfinished_trials(storage, folder, name)
     if waiting and max_iterations < done + len(waiting):
-        held = ", ".join(f"run_{n:04d}" for n in waiting)
-        raise UsageError(f"--max-iterations {max_iterations} leaves no place for {held}, which the search was "
-                         f"running when it stopped ({done} finished): a resume runs it again first, and it counts",
-                         hint=f"give a total of at least {done + len(waiting)}")
+        ours = [run_id(n) for n in waiting if (folder / "trials" / run_id(n)).is_dir()]
+        others = [run_id(n) for n in waiting if run_id(n) not in ours]
+        held = "; ".join([*([f"{', '.join(ours)}, which this search was running when it stopped (a resume runs it "
+                             "again first)"] if ours else []),
+                          *([f"{', '.join(others)}, unfinished in the study (another worker's)"] if others else [])])
+        raise UsageError(f"--max-iterations {max_iterations} leaves no place for {held}; {done} finished, and each "
+                         "of these counts when it ends", hint=f"give a total of at least {done + len(waiting)}")
     if max_iterations < done:
         raise UsageError(f"--max-iterations {max_iterations} is below the {done} trials {folder} already finished "
                          "(search.max_iterations is the search's total, not the trials to add)",

@@ -170,8 +170,8 @@ def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, s
     # the interrupted trial runs again first and counts: a total of the finished trial alone would run 2 for 1
     capsys.readouterr()
     assert main(["nas", "--resume", str(run), "-n", "1"]) == 2
-    assert "--max-iterations 1 leaves no place for run_0001, which the search was running when it stopped (1 " \
-        "finished)" in " ".join(capsys.readouterr().err.split())
+    assert "--max-iterations 1 leaves no place for run_0001, which this search was running when it stopped (a " \
+        "resume runs it again first); 1 finished" in " ".join(capsys.readouterr().err.split())
     proc = start(project, ["nas", "--resume", str(run)], log, "0")
     assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
     assert snapshot(project) == {**before, "worktrees": 1}
@@ -423,9 +423,9 @@ def test_a_resume_whose_study_is_gone_is_refused_and_nothing_runs_again(tmp_path
     assert (run / "events.jsonl").read_bytes() == events and not (run / "study.db").exists()
 
 
-def test_the_resume_budget_counts_this_runs_unfinished_trial_not_other_workers(tmp_path: Path) -> None:
-    """In a shared study the other workers' running trials are theirs: only the trial this run was running (its
-    folder under trials/) holds a place in its resume's total."""
+def test_the_resume_budget_counts_the_studys_unfinished_trials_and_names_whose(tmp_path: Path) -> None:
+    """The total is the study's: every unfinished trial ends counted, this run's interrupted one (its folder under
+    trials/) and another worker's of a shared study; the refusal says which is which. Nothing is created."""
     import optuna
 
     from agentlab.core.errors import UsageError
@@ -438,6 +438,14 @@ def test_the_resume_budget_counts_this_runs_unfinished_trial_not_other_workers(t
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
     for _ in range(3):  # run_0001 (this run's, interrupted), run_0002 and run_0003 (other workers')
         study.ask()
-    require_budget(run, 2)  # 1 finished + its own interrupted trial: the others' do not count here
-    with pytest.raises(UsageError, match=r"--max-iterations 1 leaves no place for run_0001, which"):
-        require_budget(run, 1)
+    require_budget(run, 4)
+    with pytest.raises(UsageError) as info:
+        require_budget(run, 3)
+    assert info.value.message == ("--max-iterations 3 leaves no place for run_0001, which this search was running "
+                                  "when it stopped (a resume runs it again first); run_0002, run_0003, unfinished in "
+                                  "the study (another worker's); 1 finished, and each of these counts when it ends")
+    fresh = tmp_path / "fresh"
+    (fresh / "trials").mkdir(parents=True)
+    (fresh / "agent_state.json").write_text(json.dumps({"runs": []}))
+    require_budget(fresh, 3)
+    assert sorted(p.name for p in fresh.iterdir()) == ["agent_state.json", "trials"]  # no study.db made

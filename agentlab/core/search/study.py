@@ -128,6 +128,8 @@ def unfinished_trials(storage: str | None, run_path: Path, name: str, default: s
     counts against the total); empty when there is no such study."""
     import optuna
 
+    if missing_study(storage, run_path, default) is not None:  # nothing to read: opening it would create it
+        return []
     quiet()
     try:
         study = optuna.load_study(study_name=name, storage=storage_object(open_storage(storage, run_path,
