@@ -64,7 +64,10 @@ class StrictModel(BaseModel):
             return data
         numbers = {name for name, value in data.items() if isinstance(value, bool) and name in cls.model_fields
                    and bool not in (kinds := _kinds(cls.model_fields[name].annotation)) and kinds & {int, float}
-                   and not kinds & {Any, str}}  # a field that takes text would take the word
+                   and Any not in kinds}
+        for name in numbers:
+            if str in _kinds(cls.model_fields[name].annotation):  # it would take the word as text: said here
+                raise ValueError(f"{name}: expected a number, got {str(data[name]).lower()}")
         return {name: str(value).lower() if name in numbers else value for name, value in data.items()}
 
 
@@ -687,8 +690,9 @@ def absolute_path(path: Path) -> Path:
 @dataclass(frozen=True)
 class ModelPath:
     """Marks a ``str`` field that names a model: a built-in name, a hub id, or a path (``Annotated[str,
-    ModelPath()]``). ``absolute_paths`` writes a relative path that exists absolute, as a ``Path`` field, so a
-    resume from another folder loads the same model (not one of that name there); a name is left as it is.
+    ModelPath()]``). ``absolute_paths`` writes a relative path to a model on disk (a GGUF file, a folder with
+    config.json: what ``resolve_model`` takes first) absolute, as a ``Path`` field, so a resume from another folder
+    loads the same model (not one of that name there); a name is left as it is.
     ``unless``: a field of the same model which, when set, makes the value a name (``eval``'s ``base_url``)."""
 
     unless: str | None = None

@@ -86,6 +86,7 @@ def test_a_boolean_for_a_number_is_refused_not_read_as_1(tmp_path: Path) -> None
     class Mixed(StrictModel):
         flag: bool | int = Field(0, description="a switch or a count")
         anything: Any = Field(None, description="anything")
+        size: int | str = Field(0, description="a number or a word")
 
     for text, line, field in [("model:\n  d_model: true\n", 2, "model.d_model"), ("train:\n  lr: false\n", 2,
                                                                                    "train.lr")]:
@@ -95,6 +96,8 @@ def test_a_boolean_for_a_number_is_refused_not_read_as_1(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="--set model.n_heads=true: model.n_heads: expected a number, got true"):
         load_config(None, Cfg, ["model.n_heads=true"])
     assert load_config(write(tmp_path, "flag: true\nanything: true\n"), Mixed).flag is True
+    with pytest.raises(ConfigError, match=r"cfg.yaml:1: size: expected a number, got true"):  # not its word as text
+        load_config(write(tmp_path, "size: true\n"), Mixed)
     with pytest.raises(ConfigError) as info:  # every error of the section, not the first boolean's alone
         load_config(write(tmp_path, "model:\n  d_model: true\n  n_heads: false\n  bogus: 1\n"), Cfg)
     assert "cfg.yaml:3: model.n_heads: expected a number, got false" in info.value.message
@@ -381,3 +384,7 @@ def test_a_relative_sqlite_url_is_saved_absolute(tmp_path: Path, monkeypatch: py
         assert absolute_paths(NASConfig.model_validate({"search": {"storage": kept}})).search.storage == kept
     journal = absolute_paths(NASConfig.model_validate({"search": {"storage": "runs/trials.log"}})).search.storage
     assert journal == str(tmp_path / "runs" / "trials.log")  # a journal file, made when the search starts
+    home = Path("~").expanduser()  # ~ is the home folder for the search as for config.yaml (Optuna does not expand)
+    assert NASConfig.model_validate({"search": {"storage": "~/t.log"}}).search.storage == str(home / "t.log")
+    assert NASConfig.model_validate({"search": {"storage": "sqlite:///~/s.db"}}).search.storage == \
+        f"sqlite:///{home / 's.db'}"

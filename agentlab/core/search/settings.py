@@ -4,6 +4,7 @@ and a saved run's config.yaml loads as it was written."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Any
 
@@ -29,8 +30,12 @@ def _storage(value: str | None) -> str | None:
     if value is not None and "://" not in value and re.match(r"(sqlite|postgresql|mysql)[+\w]*:", value):
         raise ValueError(f"{value!r} is neither a storage URL (scheme://...) nor a journal file path: write "
                          "sqlite:///path.db (three slashes)")
-    if value is None or "://" not in value:
+    if value is None:
         return value
+    if "://" not in value:  # a journal file: ~ is the home folder, as the saved config.yaml writes it
+        return os.path.expanduser(value)
+    if value.startswith("sqlite:///~"):
+        value = "sqlite:///" + os.path.expanduser(value.removeprefix("sqlite:///"))
     from sqlalchemy.engine import make_url
 
     try:
