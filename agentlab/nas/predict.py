@@ -376,8 +376,9 @@ def output_paths(run: Path, data: str | Path, out: Path | None, force: bool = Fa
     (:class:`InputError`, exit 2, before anything is written) when ``out`` is not a ``.csv`` (the plot would take
     its name), when the CSV or the plot would be the ``--data`` CSV (compared resolved, links followed, or the same
     file), when it lies inside a run folder other than as a file at its top level, or when it would replace a file
-    that is not a forecast agentlab wrote (the CSV, its header beginning ``date,``, with its plot PNG beside it) or
-    is read-only. An existing forecast is replaced at the default place, elsewhere with ``force`` only."""
+    that is not a forecast agentlab wrote (the CSV, its header beginning ``date,``, with its plot PNG beside it; or
+    its tagged plot alone, ``_is_forecast``) or is read-only. An existing forecast is replaced at the default
+    place, elsewhere with ``force`` only."""
     target = Path(run) / DEFAULT_OUT if out is None else Path(out)
     if target.suffix.lower() != ".csv":
         raise InputError(f"--out {target}: the forecast is a CSV and its plot goes beside it as .png, so --out must "
@@ -401,7 +402,7 @@ def output_paths(run: Path, data: str | Path, out: Path | None, force: bool = Fa
     if not _is_forecast(target, plot):
         shown = existing[0]
         raise InputError(f"--out {target}: {shown} already exists and is not a forecast `nas predict` wrote (a CSV "
-                         "beginning `date,` with its plot .png beside it); nothing was written",
+                         "beginning `date,` with its plot .png beside it, or that plot alone); nothing was written",
                          hint="choose another --out (a new .csv file); --force replaces only such a forecast")
     default = out is None or _resolved(target) == _resolved(Path(run) / DEFAULT_OUT)
     if not force and not default:

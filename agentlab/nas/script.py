@@ -298,8 +298,10 @@ def argparse_accepts(files: list[Path]) -> dict[str, Accepts]:
             # type=str.lower: what it makes of the value is unknown here
             loose = kind is not None and type_name is None and not text and not (isinstance(kind, ast.Name)
                                                                                  and kind.id == "str")
-            insensitive = any(k.arg == "case_sensitive" and isinstance(k.value, ast.Constant) and k.value.value is False
-                              for k in (kind.keywords if isinstance(kind, ast.Call) else []))
+            # click.Choice([...], case_sensitive=False), or ([...], False)
+            flags = ([k.value for k in kind.keywords if k.arg == "case_sensitive"] + kind.args[1:2]
+                     if isinstance(kind, ast.Call) else [])
+            insensitive = any(isinstance(flag, ast.Constant) and flag.value is False for flag in flags)
             if loose or insensitive:  # choices compared to what the option makes of the value: not checked here
                 choices = None
             if type_name is None and choices is None:

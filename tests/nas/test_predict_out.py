@@ -216,3 +216,11 @@ def test_a_predict_stopped_between_its_plot_and_its_csv_does_not_block_the_next(
     (in_tmp / "f.csv").unlink()  # as a stop between the plot and the CSV leaves it
     assert _predict(capsys, str(run), "--data", str(data), "--out", "f.csv", "--force")[0] == 0
     assert (in_tmp / "f.csv").read_text().startswith("date,")
+    copy = in_tmp / "run"  # at the default place, without --force
+    shutil.copytree(run, copy)
+    assert _predict(capsys, str(copy), "--data", str(data))[0] == 0
+    (copy / "forecast.csv").unlink()
+    assert _predict(capsys, str(copy), "--data", str(data))[0] == 0
+    (in_tmp / "g.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # a PNG of the user's, untagged, alone
+    code, output = _predict(capsys, str(run), "--data", str(data), "--out", "g.csv", "--force")
+    _one_error(code, output, "is not a forecast")

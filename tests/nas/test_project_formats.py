@@ -277,7 +277,8 @@ def cli():
 @click.option("--lr", type=float, default=0.1)
 @click.option("--even", type=click.Choice([2, 4, 6, 8]), default=2)
 @click.option("--act", type=click.Choice(["relu", "gelu"], case_sensitive=False), default="relu")
-def fit(opt, batch_size, level, lr, even, act):
+@click.option("--norm", type=click.Choice(["layer", "batch"], False), default="layer")
+def fit(opt, batch_size, level, lr, even, act, norm):
     print(f"loss {lr * batch_size:.4f}")
 
 
@@ -294,7 +295,8 @@ def test_searched_values_the_scripts_parser_refuses_are_refused_before_trial_0(
 
     (tmp_path / "train.py").write_text(script)
     fine = {"opt": "{choices: [adam, sgd]}", "batch_size": "{low: 8, high: 64}", "level": "{low: 1, high: 3}",
-            "lr": "{low: 0.001, high: 0.1}", "even": "{low: 2, high: 8, step: 2}", "act": "{choices: [relu, GELU]}"}
+            "lr": "{low: 0.001, high: 0.1}", "even": "{low: 2, high: 8, step: 2}", "act": "{choices: [relu, GELU]}",
+            **({"norm": "{choices: [layer, Batch]}"} if "--norm" in script else {})}
     wrong = {"opt": ("{choices: [adam, rmsprop]}", "'rmsprop' is not one of train.py's choices for --opt (adam, sgd)"),
              "batch_size": ("{low: 8.0, high: 64.0}", "a range of floats (8.0..64.0), but train.py reads --batch-size "
                             "as an int"),
