@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from urllib.parse import unquote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -724,15 +725,23 @@ def _absolute(value: Any) -> Any:
     return value
 
 
-_RELATIVE_SQLITE = re.compile(r"sqlite:///(?!/|:memory:)(.+)")
+def absolute_sqlite(uri: str | None) -> str | None:
+    """A relative ``sqlite:///x.db`` made absolute (a run resumed from another folder opens the same file); any
+    other URI as it is."""
+    if uri is None or not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
+        return uri
+    path, sep, query = uri.removeprefix("sqlite:///").partition("?")
+    if not path or path == ":memory:":
+        return uri
+    return f"sqlite:///{os.path.abspath(unquote(path))}{sep}{query}"
 
 
 def _model_path(owner: BaseModel, metadata: list[Any], value: str) -> str:
     """``value`` absolute when it is an SQLite URL of a relative file (``sqlite:///study.db``: a study's storage, an
     MLflow store), a ``FilePath`` field's relative path, or a ``ModelPath`` field's relative path to a model on disk;
     else itself."""
-    if (sqlite := _RELATIVE_SQLITE.fullmatch(value)) is not None:
-        return f"sqlite:///{absolute_path(Path(sqlite.group(1)))}"
+    if value.startswith("sqlite:///"):
+        return absolute_sqlite(value) or value
     path = Path(value).expanduser()
     if any(isinstance(m, FilePath) for m in metadata) and "://" not in value and not path.is_absolute():
         return str(absolute_path(path))

@@ -44,7 +44,7 @@ from urllib.parse import unquote
 
 from pydantic import AfterValidator, Field
 
-from agentlab.core.config import redact, scrub_text
+from agentlab.core.config import absolute_sqlite, redact, scrub_text
 from agentlab.core.errors import ConfigError, MissingPackage, missing_package, one_line
 from agentlab.core.runs import runs_root
 
@@ -68,17 +68,7 @@ FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 # --------------------------------------------------------------------------- the config field
 
 
-def _absolute_sqlite(uri: str | None) -> str | None:
-    """A relative ``sqlite:///x.db`` made absolute, so a run resumed from another folder logs to the same file."""
-    if uri is None or not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
-        return uri
-    path, sep, query = uri.removeprefix("sqlite:///").partition("?")
-    if not path or path == ":memory:":
-        return uri
-    return f"sqlite:///{os.path.abspath(unquote(path))}{sep}{query}"
-
-
-TrackingURI = Annotated[str | None, AfterValidator(_absolute_sqlite)]
+TrackingURI = Annotated[str | None, AfterValidator(absolute_sqlite)]  # a run resumed elsewhere logs to the same file
 
 
 def tracking_field() -> Any:
