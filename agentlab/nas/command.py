@@ -63,7 +63,6 @@ from agentlab.core.tracking import flatten
 from agentlab.nas.config import CommandObjectiveConfig
 from agentlab.nas.script import (
     ArgOption,
-    argparse_accepts,
     argparse_options,
     config_files,
     hydra_app,
@@ -341,21 +340,22 @@ def script_options(command: str, cwd: Path) -> dict[str, ArgOption]:
 
 
 def check_option_values(command: str, cwd: Path, space: dict[str, Any]) -> None:
-    """With ``{args}``, each searched value is one the script's argparse option takes (``argparse_accepts``:
-    ``type=int`` / ``float``, ``choices=``); ``UsageError`` naming the first that is not, before any trial (argparse
-    would fail each trial of it: `invalid int value: '38.43'`)."""
+    """With ``{args}``, each searched value is one the script's option takes (``ArgOption.type`` and
+    ``.choices``: argparse's and click's ``type=int`` / ``float`` and ``choices=``, a typer parameter's ``int``
+    annotation, Enum or Literal); ``UsageError`` naming the first that is not, before any trial (the parser would
+    fail each trial of it: `invalid int value: '38.43'`)."""
     script = script_of(command, cwd) if ARGS in command else None
     if script is None:
         return
-    rules = argparse_accepts([cwd / f for f in [script, *project_imports(script, cwd)]])
+    rules = script_options(command, cwd)
     convert = {"int": int, "float": float}
     for key, spec in space.items():
         rule = rules.get(key)
-        if rule is None:
+        if rule is None or rule.kind != "value":
             continue
         if spec.choices is None and rule.type == "int" and spec.kind == "float":
             raise UsageError(f"search.space.{key}: a range of floats ({spec.low}..{spec.high}), but {script} "
-                             f"reads {rule.option} as an int (type=int)",
+                             f"reads {rule.option} as an int",
                              hint=f"give int bounds ({{low: {int(spec.low)}, high: {int(spec.high)}}}), or choices")
         if spec.choices is None and rule.choices is not None:
             values: Iterable[Any] = range(int(spec.low), int(spec.high) + 1, int(spec.step or 1)) \
@@ -368,12 +368,12 @@ def check_option_values(command: str, cwd: Path, space: dict[str, Any]) -> None:
                 taken = convert[rule.type](word) if rule.type else word
             except ValueError:
                 raise UsageError(f"search.space.{key}: {value!r} cannot be read as {rule.type} (`{rule.option}="
-                                 f"{word}`), as {script} reads it (type={rule.type})",
+                                 f"{word}`), as {script} reads it",
                                  hint="give values the option takes") from None
             if rule.choices is not None and taken not in rule.choices:
                 raise UsageError(f"search.space.{key}: {value!r} is not one of {script}'s choices for "
                                  f"{rule.option} ({', '.join(map(str, rule.choices))})",
-                                 hint="search the option's choices, or add the value to its choices=")
+                                 hint="search the option's choices, or add the value to them")
 
 
 def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:
@@ -532,7 +532,10 @@ class CommandObjective:
         if missing:
             script = script_of(self.command, self.cwd)
             said, composed_keys = "", set()
-            if script is not None and ARGS in self.command:
+            if script is not None and ARGS in self.command and missing[0] in self.options:
+                said = (f", and {script}'s {self.options[missing[0]].option} has no default written as a literal "
+                        "(read from the source, not run)")
+            elif script is not None and ARGS in self.command:
                 said = (f", and no option of {script} (argparse, click, typer, tyro, fire, jsonargparse or "
                         "LightningCLI; or of the modules it imports) gives it a literal default")
             elif script is not None and OVERRIDES in self.command and hydra_app(script, self.cwd):
@@ -542,7 +545,7 @@ class CommandObjective:
                         f", and the Hydra app did not print its config (run `{script} --cfg job` to see why)")
             known = sorted({*flatten(self.base_params), *composed_keys,
                             *(self.options if ARGS in self.command else {})})
-            close = _close_key(missing[0], known)
+            close = [k for k in _close_key(missing[0], known) if k != missing[0]]
             raise UsageError(f"search.space.{missing[0]}: not a key of objective.params{said}"
                              + (f" (did you mean {close[0]}?)" if close else ""),
                              hint="add it to objective.params with its current value (trial 0), or remove it from "

@@ -142,12 +142,17 @@ _SWITCHES = {"store_true": "store", "store_false": "store_false", "store_const":
 
 
 class ArgOption(NamedTuple):
-    """One argparse option: as argparse takes it (``--batch-size``), its kind (``argparse_options``) and its
-    default when the source gives it as a literal (``(0.01,)``; a switch's ``(False,)``), else None."""
+    """One argparse option: as argparse takes it (``--batch-size``), its kind (``argparse_options``), its
+    default when the source gives it as a literal (``(0.01,)``; a switch's ``(False,)``), else None, and what a
+    value of it must be, as the source says it literally (``_accepts``): ``type`` ``int`` / ``float`` (argparse's
+    and click's ``type=int``, a typer parameter's ``int`` annotation) and its ``choices`` (``choices=[...]``,
+    ``click.Choice``, a typer ``Enum`` or ``Literal``), else None (not checked)."""
 
     option: str
     kind: str
     default: tuple[Any] | None
+    type: str | None = None
+    choices: tuple[Any, ...] | None = None
 
 
 def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[str, ArgOption]:
@@ -176,6 +181,7 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
     entries = [{lib: _entries(tree, lib) for lib in libs} for tree in trees]
     defined = [_defined(tree) for tree in trees]
     classes = {n.name: n for tree in trees for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    enums = {name: members for name, node in classes.items() if (members := _enum_members(node))}
     commands = [_commands(tree) for tree in trees]
     chosen = set(words or [])
     if not any(names & chosen for there in commands for names in there.values()):
@@ -189,22 +195,32 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
         skipped = {id(d) for f in others for d in f.decorator_list}  # the click options of those commands
         reads = [read for node in ast.walk(tree) if isinstance(node, ast.Call) and id(node) not in skipped
                  for read in _call_options(node)] + _typer_options(
-            tree, set(given["typer"]), others) + _fire_options(tree, set(given["fire"])) + _tyro_options(
+            tree, set(given["typer"]), others, enums) + _fire_options(tree, set(given["fire"])) + _tyro_options(
             tree, set(given["tyro"])) + _jsonargparse_options(tree, given["jsonargparse"], classes)
         for read in reads:
             if read is None:
                 continue
-            option, kind, names, default = read
-            for key in names:
-                if key in found and found[key][:2] != (option, kind):
+            for key in read.names:
+                default, rule = read.default, (read.type, read.choices)
+                if key in found and found[key][:2] != (read.option, read.kind):
                     clashes.add(key)
-                elif key in found and found[key].default != default:
-                    default = None
-                found[key] = ArgOption(option, kind, default)
+                elif key in found:  # declared twice alike: a default or rule that differs is unknown
+                    default = default if found[key].default == default else None
+                    rule = rule if found[key][3:] == rule else (None, None)
+                found[key] = ArgOption(read.option, read.kind, default, *rule)
     return {key: value for key, value in found.items() if key not in clashes}
 
 
-Read = tuple[str, str, set[str], tuple[Any] | None]  # the option, its kind, its names, its default
+class Read(NamedTuple):
+    """One option as a reader found it: the option, its kind, its names, its default and what it accepts
+    (``ArgOption``)."""
+
+    option: str
+    kind: str
+    names: set[str]
+    default: tuple[Any] | None
+    type: str | None = None
+    choices: tuple[Any, ...] | None = None
 
 
 def _call_options(node: ast.Call) -> list[Read | None]:
@@ -222,14 +238,14 @@ def _argparse_option(node: ast.Call) -> list[Read]:
     read = _argparse_read(node)
     if read is None or read[1] != "store_false":
         return [read] if read is not None else []
-    option, kind, names, default = read
+    option, kind, names, default = read[:4]
     named = next((k.value for k in node.keywords if k.arg == "dest"), None)
     dest = named.value if isinstance(named, ast.Constant) and isinstance(named.value, str) else \
         option.lstrip("-").replace("-", "_")
-    out: list[Read] = [(option, kind, {dest}, default)]
+    out: list[Read] = [Read(option, kind, {dest}, default)]
     if names - {dest}:
         flipped = (not default[0],) if default is not None and isinstance(default[0], bool) else None
-        out.append((option, "store", names - {dest}, flipped))
+        out.append(Read(option, "store", names - {dest}, flipped))
     return out
 
 
@@ -256,62 +272,35 @@ def _argparse_read(node: ast.Call) -> Read | None:
     dest = keywords.get("dest")
     names = _names(longs, option, dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
                    else None)
-    return option, kind, names, _default(keywords.get("default"), name, keywords.get("type"))
+    return Read(option, kind, names, _default(keywords.get("default"), name, keywords.get("type")),
+                *(_accepts(keywords) if kind == "value" else (None, None)))
 
 
-class Accepts(NamedTuple):
-    """What an argparse option accepts, as the source says it literally: ``type=int`` / ``float`` (else None) and
-    ``choices=[...]`` (else None)."""
-
-    option: str
-    type: str | None
-    choices: tuple[Any, ...] | None
-
-
-def argparse_accepts(files: list[Path]) -> dict[str, Accepts]:
-    """By the names a param may give it (``argparse_options``), what each argparse or click option that takes one
-    value accepts (``Accepts``; click's ``type=click.Choice([...])`` its choices); an option declared twice with
-    different rules is left out. Nothing is run."""
-    found: dict[str, Accepts] = {}
-    clashes: set[str] = set()
-    for path in files:
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            read = (_argparse_read(node) or _click_option(node)) if isinstance(node, ast.Call) else None
-            if read is None or read[1] != "value" or not isinstance(node, ast.Call):
-                continue
-            keywords = {k.arg: k.value for k in node.keywords if k.arg}
-            kind = keywords.get("type")
-            type_name = kind.id if isinstance(kind, ast.Name) and kind.id in ("int", "float") else None
-            listed, text = keywords.get("choices"), False
-            if isinstance(kind, ast.Call) and _called(kind.func) == "Choice" and kind.args:
-                listed, text = kind.args[0], True  # click: type=click.Choice(["adam", "sgd"]), matched as text
-            try:
-                choices = tuple(ast.literal_eval(listed)) if listed is not None else None
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                choices = None
-            if choices is not None and text:
-                choices = tuple(str(choice) for choice in choices)
-            # type=str.lower: what it makes of the value is unknown here
-            loose = kind is not None and type_name is None and not text and not (isinstance(kind, ast.Name)
-                                                                                 and kind.id == "str")
-            # click.Choice([...], case_sensitive=False), or ([...], False)
-            flags = ([k.value for k in kind.keywords if k.arg == "case_sensitive"] + kind.args[1:2]
-                     if isinstance(kind, ast.Call) else [])
-            insensitive = any(isinstance(flag, ast.Constant) and flag.value is False for flag in flags)
-            if loose or insensitive:  # choices compared to what the option makes of the value: not checked here
-                choices = None
-            if type_name is None and choices is None:
-                continue
-            rule = Accepts(read[0], type_name, choices)
-            for key in read[2]:
-                if key in found and found[key] != rule:
-                    clashes.add(key)
-                found[key] = rule
-    return {key: rule for key, rule in found.items() if key not in clashes}
+def _accepts(keywords: dict[str, ast.expr]) -> tuple[str | None, tuple[Any, ...] | None]:
+    """What an argparse or click option taking one value accepts, from its call's ``keywords`` as the source says
+    them literally: ``type=int`` / ``float`` (else None) and ``choices=[...]`` or click's
+    ``type=click.Choice([...])`` (its choices as text; else None). Choices compared to what the option makes of a
+    value (``type=str.lower``, ``case_sensitive=False``) are not checked: None."""
+    kind = keywords.get("type")
+    type_name = kind.id if isinstance(kind, ast.Name) and kind.id in ("int", "float") else None
+    listed, text = keywords.get("choices"), False
+    if isinstance(kind, ast.Call) and _called(kind.func) == "Choice" and kind.args:
+        listed, text = kind.args[0], True  # click: type=click.Choice(["adam", "sgd"]), matched as text
+    try:
+        choices = tuple(ast.literal_eval(listed)) if listed is not None else None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        choices = None
+    if choices is not None and text:
+        choices = tuple(str(choice) for choice in choices)
+    # type=str.lower: what it makes of the value is unknown here
+    loose = kind is not None and type_name is None and not text and not (isinstance(kind, ast.Name)
+                                                                         and kind.id == "str")
+    # click.Choice([...], case_sensitive=False), or ([...], False)
+    flags = [k.value for k in kind.keywords if k.arg == "case_sensitive"] + kind.args[1:2] if isinstance(
+        kind, ast.Call) else []
+    if loose or any(isinstance(flag, ast.Constant) and flag.value is False for flag in flags):
+        choices = None
+    return type_name, choices
 
 
 def _click_option(node: ast.Call) -> Read | None:
@@ -346,7 +335,7 @@ def _click_option(node: ast.Call) -> Read | None:
     # a click flag, plain or on/off, given no default is false: argparse's store_true
     default = _default(keywords.get("default"), "store_true" if kind in ("store", "optional") else None,
                        keywords.get("type"))
-    return option, kind, names, default
+    return Read(option, kind, names, default, *(_accepts(keywords) if kind == "value" else (None, None)))
 
 
 def _entries(tree: ast.Module, lib: str) -> dict[str, str]:
@@ -403,7 +392,8 @@ def _fire_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
     parameter with a default is ``--name`` (``--name=value``), of the kind ``python``: fire reads a value as a Python
     literal, so ``{args}`` writes one (``--use_bn=False``, ``--optimizer='adam'``; ``false`` would be the string
     "false", which is true)."""
-    return [(f"--{arg.arg}", "python", {arg.arg, arg.arg.replace("_", "-")}, _default(default, None, arg.annotation))
+    return [Read(f"--{arg.arg}", "python", {arg.arg, arg.arg.replace("_", "-")},
+                 _default(default, None, arg.annotation))
             for function in ast.walk(tree) if isinstance(function, ast.FunctionDef) and function.name in given
             for arg, default in _parameters(function.args, positional_only=False) if default is not None]
 
@@ -430,8 +420,8 @@ def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
                                                                             "Sequence")
         switch = isinstance(kind, ast.Name) and kind.id == "bool"
         option = "--" + name.replace("_", "-")
-        reads.append((option, "list" if many else "optional" if switch else "value", {name, option[2:]},
-                      _default(default, None, kind) if default is not None else None))
+        reads.append(Read(option, "list" if many else "optional" if switch else "value", {name, option[2:]},
+                          _default(default, None, kind) if default is not None else None))
     return reads
 
 
@@ -459,8 +449,8 @@ def _jsonargparse_options(tree: ast.Module, given: dict[str, str],
         else:
             continue
         prefix = given[node.name]
-        reads += [(f"--{prefix}{arg.arg}", "value", {prefix + arg.arg},
-                   _default(default, None, _unwrap_optional(arg.annotation)) if default is not None else None)
+        reads += [Read(f"--{prefix}{arg.arg}", "value", {prefix + arg.arg},
+                       _default(default, None, _unwrap_optional(arg.annotation)) if default is not None else None)
                   for arg, default in params if prefix or default is not None]
     return reads
 
@@ -486,20 +476,38 @@ def _unwrap_optional(kind: ast.expr | None) -> ast.expr | None:
     return kind
 
 
-def _typer_options(tree: ast.Module, given: set[str],
-                   others: list[ast.FunctionDef | ast.AsyncFunctionDef]) -> list[Read | None]:
+def _typer_options(tree: ast.Module, given: set[str], others: list[ast.FunctionDef | ast.AsyncFunctionDef],
+                   enums: dict[str, dict[str, Any]]) -> list[Read | None]:
     """The options of a typer app's commands (functions decorated ``@app.command()`` / ``@app.callback()`` in a module
     importing typer, or of ``given``: ``typer.run(main)``, ``app.command()(main)``), read like ``_click_option``: a
     parameter with a default, plain (``lr: float = 0.01`` is ``--lr``), ``typer.Option(0.01, "--learning-rate")`` or
     ``Annotated[float, typer.Option("--learning-rate")] = 0.01``; a bool is ``--x/--no-x`` (``--no-x`` when false)
     unless named without a slash (a flag, given bare or left out). None for an argument, a list (a repeated option)
-    or an on/off pair not named ``--no-<name>``. The commands of ``others`` (not named: ``_commands``) are not read."""
+    or an on/off pair not named ``--no-<name>``. The commands of ``others`` (not named: ``_commands``) are not read.
+    An ``int`` / ``float`` annotation is the value's type, an Enum of the project's (``enums``, ``_enum_members``)
+    or a ``Literal[...]`` its choices; an Enum member as default (``Optim.adam``) is its value."""
     decorated = _imports(tree, "typer")
     commands = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f not in
                 others and (
         f.name in given or decorated and any(isinstance(d, ast.Call) and _called(d.func) in ("command", "callback")
                                              for d in f.decorator_list))]
-    return [_typer_option(arg, default) for function in commands for arg, default in _parameters(function.args)]
+    return [_typer_option(arg, default, enums) for function in commands
+            for arg, default in _parameters(function.args)]
+
+
+def _enum_members(node: ast.ClassDef) -> dict[str, Any]:
+    """An Enum class's members and their literal values (``class Optim(str, Enum): adam = "adam"``); empty for
+    another class, or when a value is not a literal (``auto()``: what typer takes is unknown here)."""
+    if not any(_called(base) in ("Enum", "StrEnum", "IntEnum") for base in node.bases):
+        return {}
+    members: dict[str, Any] = {}
+    for item in node.body:
+        if isinstance(item, ast.Assign) and len(item.targets) == 1 and isinstance(item.targets[0], ast.Name):
+            try:
+                members[item.targets[0].id] = ast.literal_eval(item.value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                return {}
+    return members
 
 
 def _parameters(args: ast.arguments, positional_only: bool = True) -> list[tuple[ast.arg, ast.expr | None]]:
@@ -511,7 +519,7 @@ def _parameters(args: ast.arguments, positional_only: bool = True) -> list[tuple
     return kept + list(zip(args.kwonlyargs, args.kw_defaults, strict=True))
 
 
-def _typer_option(arg: ast.arg, default: ast.expr | None) -> Read | None:
+def _typer_option(arg: ast.arg, default: ast.expr | None, enums: dict[str, dict[str, Any]]) -> Read | None:
     """One typer command's parameter read (``_typer_options``)."""
     kind, marker = arg.annotation, None
     if isinstance(kind, ast.Subscript) and _called(kind.value) == "Annotated" and isinstance(kind.slice, ast.Tuple):
@@ -528,8 +536,8 @@ def _typer_option(arg: ast.arg, default: ast.expr | None) -> Read | None:
     if isinstance(marker, ast.Call) and _called(marker.func) == "Argument" or (default is None and marker is None):
         return None  # typer's arguments: a parameter with neither a default nor an Option is one
     kind = _unwrap_optional(kind)
-    if isinstance(kind, ast.Subscript) or not all(isinstance(d, ast.Constant) and isinstance(d.value, str)
-                                                  for d in decls):
+    if isinstance(kind, ast.Subscript) and _called(kind.value) != "Literal" or not all(
+            isinstance(d, ast.Constant) and isinstance(d.value, str) for d in decls):
         return None  # `list[int]`: typer repeats the option (`--size 8 --size 4`), which {args} does not write
     words = [d.value for d in decls if isinstance(d, ast.Constant) and isinstance(d.value, str)]
     if any(len(w.split("/")) != 2 or w.split("/")[1] != "--no-" + w.split("/")[0].lstrip("-")
@@ -540,9 +548,25 @@ def _typer_option(arg: ast.arg, default: ast.expr | None) -> Read | None:
     switch = isinstance(kind, ast.Name) and kind.id == "bool"
     on_off = switch and (not words or any("/" in w for w in words))
     literal = _default(default, None, kind) if default is not None else None
-    return (max(options, key=len), "optional" if on_off else "store" if switch else "value",
-            _names([o for o in options if o.startswith("--")], max(options, key=len), arg.arg),
-            None if literal == (Ellipsis,) else literal)  # `typer.Option(...)`: required, no default
+    members = enums.get(kind.id, {}) if isinstance(kind, ast.Name) else {}
+    if members and isinstance(default, ast.Attribute) and _called(default.value) in enums \
+            and default.attr in members:
+        literal = (members[default.attr],)  # `opt: Optim = Optim.adam`: typer's default is "adam"
+    if isinstance(kind, ast.Subscript) and _called(kind.value) == "Literal":
+        try:
+            listed = ast.literal_eval(kind.slice)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            listed = None
+        choices = None if listed is None else tuple(map(str, listed if isinstance(listed, tuple) else (listed,)))
+    else:
+        choices = tuple(map(str, members.values())) or None
+    if isinstance(marker, ast.Call) and any(k.arg == "case_sensitive" for k in marker.keywords):
+        choices = None  # typer.Option(case_sensitive=False): compared to what typer makes of the value
+    number = kind.id if isinstance(kind, ast.Name) and kind.id in ("int", "float") else None
+    return Read(max(options, key=len), "optional" if on_off else "store" if switch else "value",
+                _names([o for o in options if o.startswith("--")], max(options, key=len), arg.arg),
+                None if literal == (Ellipsis,) else literal,  # `typer.Option(...)`: required, no default
+                number, choices)
 
 
 def _called(func: ast.expr) -> str | None:

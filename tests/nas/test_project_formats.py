@@ -241,9 +241,13 @@ def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: 
     assert out["argv"] == "--optimizer=adam --learning-rate=0.01 --hidden-sizes 64 64 --dropout=0.1"
     for key in ("seed", "width"):  # no default, a default that is no literal: the params must say it
         obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, ARGPARSE_DEFAULTS, space_keys=(key,))
-        with pytest.raises(UsageError, match=f"search.space.{key}: not a key of objective.params, and no "
-                           "option of train.py \\(argparse, click, typer, tyro, fire, jsonargparse or LightningCLI"):
+        with pytest.raises(UsageError, match=f"search.space.{key}: not a key of objective.params, and train.py's "
+                           f"--{key} has no default written as a literal \\(read from the source, not run\\)$"):
             obj.validate()
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, ARGPARSE_DEFAULTS, space_keys=("depth",))
+    with pytest.raises(UsageError, match="search.space.depth: not a key of objective.params, and no option of "
+                       "train.py \\(argparse, click, typer, tyro, fire, jsonargparse or LightningCLI"):
+        obj.validate()
 
 
 ACCEPTS = """\
@@ -286,11 +290,46 @@ cli()
 """
 
 
-@pytest.mark.parametrize("script", [ACCEPTS, CLICK_ACCEPTS], ids=["argparse", "click"])
+TYPER_ACCEPTS = """\
+from enum import Enum
+from typing import Annotated, Literal
+
+import typer
+
+app = typer.Typer()
+
+
+class Optim(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Act(str, Enum):
+    relu = "relu"
+    gelu = "gelu"
+
+
+@app.command()
+def fit(opt: Optim = Optim.adam, batch_size: int = 32, level: Literal[1, 2, 3] = 1,
+        lr: Annotated[float, typer.Option("--lr")] = 0.1, even: Literal[2, 4, 6, 8] = 2,
+        act: Act = typer.Option(Act.relu, case_sensitive=False)):
+    print(f"loss {lr * batch_size:.4f}")
+
+
+@app.command()
+def other():
+    pass
+
+
+app()
+"""
+
+
+@pytest.mark.parametrize("script", [ACCEPTS, CLICK_ACCEPTS, TYPER_ACCEPTS], ids=["argparse", "click", "typer"])
 def test_searched_values_the_scripts_parser_refuses_are_refused_before_trial_0(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], script: str) -> None:
-    """argparse's and click's `type=int` and choices are read: each trial of such a value failed (`invalid int
-    value`)."""
+    """argparse's and click's `type=int` and choices, typer's `int` annotations, Enums and Literals are read: each
+    trial of such a value failed (`invalid int value`)."""
     from agentlab.cli import main
 
     (tmp_path / "train.py").write_text(script)
@@ -397,12 +436,28 @@ def test_a_typer_commands_parameters_are_read_like_click_options(tmp_path: Path)
     (tmp_path / "train.py").write_text("import typer\n\ndef main(width: int = 3, fast: bool = True):\n"
                                        "    pass\n\ntyper.run(main)\n")
     assert argparse_options([tmp_path / "train.py"]) == {
-        "width": ArgOption("--width", "value", (3,)), "fast": ArgOption("--fast", "optional", (True,))}
+        "width": ArgOption("--width", "value", (3,), "int"), "fast": ArgOption("--fast", "optional", (True,))}
     (tmp_path / "train.py").write_text("import typer\n\ndef main(width: int = 3):\n    pass\n\n"
                                        "typer.Typer().command()(main)\n")
-    assert argparse_options([tmp_path / "train.py"]) == {"width": ArgOption("--width", "value", (3,))}
+    assert argparse_options([tmp_path / "train.py"]) == {"width": ArgOption("--width", "value", (3,), "int")}
     (tmp_path / "train.py").write_text("def main(width: int = 3):\n    pass\n\nrun(main)\n")
     assert argparse_options([tmp_path / "train.py"]) == {}
+
+
+def test_a_typer_enum_default_is_its_value_and_an_option_without_a_literal_default_is_named(
+        tmp_path: Path) -> None:
+    """`opt: Optim = Optim.adam` starts at "adam" (it was refused as "no option of train.py gives it a literal
+    default (did you mean opt?)"); an option whose default is not a literal is named as such."""
+    body = ("import enum, typer\n\nclass Optim(str, enum.Enum):\n    adam = 'adam'\n    sgd = 'sgd'\n\n"
+            "def main(opt: Optim = Optim.adam, width: int = len('abc')):\n    print('loss 1')\n\ntyper.run(main)\n")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, body, space_keys=("opt",))
+    assert obj.base_params == {"opt": "adam"} and obj.options["opt"].choices == ("adam", "sgd")
+    obj.validate()
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, body, space_keys=("width",))
+    with pytest.raises(UsageError) as caught:
+        obj.validate()
+    assert str(caught.value) == ("search.space.width: not a key of objective.params, and train.py's --width has no "
+                                 "default written as a literal (read from the source, not run)")
 
 
 FIRE_SCRIPT = """\
