@@ -179,14 +179,17 @@ class Workspaces:
     def anchored(self, word: str) -> str:
         """A word of a trial's command line (or the value of ``--flag=value``) that is a relative path leading out
         of what a workspace holds (the repository, else the project folder) to a file or folder that exists,
-        absolute (``../../data`` would name a folder beside the workspace, not the user's); any other as it is."""
-        flag, eq, value = word.partition("=") if word.startswith("-") else ("", "", word)
+        absolute (``../../data`` would name a folder beside the workspace, not the user's); so is the value of a
+        Hydra-style ``key=value`` word (``data.dir=../data``, ``{overrides}``); any other as it is."""
+        key, eq, value = word.partition("=")
+        if not word.startswith("-") and not (eq and re.fullmatch(r"[+~]{0,2}[A-Za-z_][\w./@-]*", key)):
+            key, eq, value = "", "", word
         if not value.startswith("..") or Path(value).is_absolute():
             return word
         target = Path(os.path.normpath(self.project / value))
         if inside(self.repo or self.project, target) or not target.exists():
             return word
-        return f"{flag}{eq}{target}"
+        return f"{key}{eq}{target}"
 
     def cwd(self, number: int) -> Path:
         """Where the command runs in trial ``number``'s workspace: the project folder's place in it."""

@@ -449,3 +449,35 @@ def test_the_resume_budget_counts_the_studys_unfinished_trials_and_names_whose(t
     (fresh / "agent_state.json").write_text(json.dumps({"runs": []}))
     require_budget(fresh, 3)
     assert sorted(p.name for p in fresh.iterdir()) == ["agent_state.json", "trials"]  # no study.db made
+
+
+READS_OVERRIDES = '''\
+import sys
+given = dict(word.split("=", 1) for word in sys.argv[1:])
+scale = float(open(given["data"]).read())
+print(f"val_loss: {scale * float(given['lr']):.4f}")
+'''
+
+
+def test_a_relative_path_in_a_key_value_word_reaches_the_users_file(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """Hydra's `data=../data/x` (a word of the command, or a param through {overrides}) named a file beside the
+    trial's workspace (`--data=../x` was made absolute, `data=../x` was not)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "scale.txt").write_text("2.0\n")
+    (project / "train.py").write_text(READS_OVERRIDES)
+    for number, (command, params) in enumerate([
+            (f"{sys.executable} train.py data=../data/scale.txt {{overrides}}", {"lr": 0.1}),
+            (f"{sys.executable} train.py {{overrides}}", {"lr": 0.1, "data": "../data/scale.txt"})]):
+        (project / "nas.yaml").write_text(yaml.safe_dump({
+            "objective": {"command": command, "metric": "val_loss", "params": params},
+            "search": {"space": {"lr": {"low": 0.01, "high": 1.0}}}}))
+        out = tmp_path / f"run{number}"
+        assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(out)]) == 0, \
+            capsys.readouterr().err
+        assert json.loads((out / "results.json").read_text())["base"]["val_loss"] == 0.2
+        err = " ".join(capsys.readouterr().err.split())
+        assert ("paths out of the project, given absolute to each trial: data=../data/scale.txt -> data="
+                f"{tmp_path / 'data' / 'scale.txt'}" in err) == (number == 0), err
