@@ -411,8 +411,8 @@ def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
             fields += [(f.target.id, f.annotation, f.value) for f in node.body
                        if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)]
     reads: list[Read | None] = []
-    for name, kind, default in fields:
-        kind = _unwrap_optional(kind)
+    for name, written, default in fields:
+        kind = _unwrap_optional(written)
         if isinstance(default, ast.Call):
             default = next((k.value for k in default.keywords if k.arg == "default"), None) if _called(
                 default.func) == "field" else None  # field(default=3); default_factory: unknown
@@ -421,7 +421,7 @@ def _tyro_options(tree: ast.Module, given: set[str]) -> list[Read | None]:
         switch = isinstance(kind, ast.Name) and kind.id == "bool"
         option = "--" + name.replace("_", "-")
         reads.append(Read(option, "list" if many else "optional" if switch else "value", {name, option[2:]},
-                          _default(default, None, kind) if default is not None else None))
+                          _default(default, None, kind) if default is not None else None, *_annotated(written)))
     return reads
 
 
@@ -450,7 +450,8 @@ def _jsonargparse_options(tree: ast.Module, given: dict[str, str],
             continue
         prefix = given[node.name]
         reads += [Read(f"--{prefix}{arg.arg}", "value", {prefix + arg.arg},
-                       _default(default, None, _unwrap_optional(arg.annotation)) if default is not None else None)
+                       _default(default, None, _unwrap_optional(arg.annotation)) if default is not None else None,
+                       *_annotated(arg.annotation))
                   for arg, default in params if prefix or default is not None]
     return reads
 
@@ -535,7 +536,7 @@ def _typer_option(arg: ast.arg, default: ast.expr | None, enums: dict[str, dict[
         decls = []
     if isinstance(marker, ast.Call) and _called(marker.func) == "Argument" or (default is None and marker is None):
         return None  # typer's arguments: a parameter with neither a default nor an Option is one
-    kind = _unwrap_optional(kind)
+    written, kind = kind, _unwrap_optional(kind)
     if isinstance(kind, ast.Subscript) and _called(kind.value) != "Literal" or not all(
             isinstance(d, ast.Constant) and isinstance(d.value, str) for d in decls):
         return None  # `list[int]`: typer repeats the option (`--size 8 --size 4`), which {args} does not write
@@ -552,21 +553,29 @@ def _typer_option(arg: ast.arg, default: ast.expr | None, enums: dict[str, dict[
     if members and isinstance(default, ast.Attribute) and _called(default.value) in enums \
             and default.attr in members:
         literal = (members[default.attr],)  # `opt: Optim = Optim.adam`: typer's default is "adam"
-    if isinstance(kind, ast.Subscript) and _called(kind.value) == "Literal":
-        try:
-            listed = ast.literal_eval(kind.slice)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            listed = None
-        choices = None if listed is None else tuple(map(str, listed if isinstance(listed, tuple) else (listed,)))
-    else:
-        choices = tuple(map(str, members.values())) or None
+    number, choices = _annotated(written)
+    if written is kind:  # typer takes an Enum's values
+        choices = choices or tuple(map(str, members.values())) or None
     if isinstance(marker, ast.Call) and any(k.arg == "case_sensitive" for k in marker.keywords):
         choices = None  # typer.Option(case_sensitive=False): compared to what typer makes of the value
-    number = kind.id if isinstance(kind, ast.Name) and kind.id in ("int", "float") else None
     return Read(max(options, key=len), "optional" if on_off else "store" if switch else "value",
                 _names([o for o in options if o.startswith("--")], max(options, key=len), arg.arg),
                 None if literal == (Ellipsis,) else literal,  # `typer.Option(...)`: required, no default
                 number, choices)
+
+
+def _annotated(kind: ast.expr | None) -> tuple[str | None, tuple[str, ...] | None]:
+    """What a parameter's annotation says a value must be (``ArgOption``): ``int`` / ``float``, or the choices of
+    a ``Literal[...]`` as text; else None (``Optional[int]`` too: how the parser takes a null is its own)."""
+    if isinstance(kind, ast.Name) and kind.id in ("int", "float"):
+        return kind.id, None
+    if isinstance(kind, ast.Subscript) and _called(kind.value) == "Literal":
+        try:
+            listed = ast.literal_eval(kind.slice)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None, None
+        return None, tuple(map(str, listed if isinstance(listed, tuple) else (listed,)))
+    return None, None
 
 
 def _called(func: ast.expr) -> str | None:

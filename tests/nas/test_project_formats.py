@@ -529,6 +529,8 @@ def test_a_tyro_configs_fields_are_read_with_dashes_switches_and_lists(tmp_path:
     assert obj.base_params == {"lr": 0.01, "hidden_sizes": [64, 32], "use_bn": False, "width": 8, "epochs": 3,
                                "use_amp": True}
     assert obj.options["tags"] == ArgOption("--tags", "list", None) and obj.options["data"].default is None
+    # what tyro refuses (`--lr=fast`) is checked before trial 0 as for argparse; Optional[int]: not checked
+    assert (obj.options["width"].type, obj.options["lr"].type, obj.options["data"].type) == (None, "float", None)
     values = {"lr": 0.5, "hidden_sizes": [8, 4], "use_bn": False, "width": 4, "epochs": 2, "use_amp": True}
     assert obj.argv("p.json", values)[2:] == ["--data=x", "--lr=0.5", "--hidden-sizes", "8", "4", "--no-use-bn",
                                               "--width=4", "--epochs=2", "--use-amp"]
@@ -606,6 +608,7 @@ def test_a_jsonargparse_cli_functions_parameters_are_read(tmp_path: Path) -> Non
               "epochs: int = 3, name=None):\n    pass\n\n\nauto_cli(main)\n")
     obj = command(tmp_path, f"{PYTHON} train.py 3 {{args}}", {}, script, space_keys=("learning_rate", "epochs"))
     assert obj.base_params == {"learning_rate": 0.1, "epochs": 3} and "depth" not in obj.options
+    assert (obj.options["epochs"].type, obj.options["name"].type) == ("int", None)
     assert obj.argv("p.json", {"learning_rate": 0.5, "epochs": 2})[3:] == ["--learning_rate=0.5", "--epochs=2"]
     # the same call without jsonargparse imported is some other `auto_cli`: nothing is read
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {"epochs": 1}, script.replace("jsonargparse", "mycli"))
