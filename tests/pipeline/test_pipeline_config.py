@@ -205,6 +205,10 @@ def test_missing_models_file_and_no_input(in_tmp: Path, capsys: pytest.CaptureFi
     # an empty input is refused like none (the model was asked an empty prompt, exit 0); a folder is not a file
     assert main(["pipeline", "run", "--input", " "]) == 2
     assert "--input: the input is empty" in capsys.readouterr().err
+    # a command line byte that is not UTF-8 (`$(printf 'caf\xe9')`): an internal error after the run folder existed
+    assert main(["pipeline", "run", "--stage", "a=smollm2-135m", "--input", "caf\udce9?"]) == 2
+    assert "--input: not UTF-8 text (byte 0xe9 at character 4)" in capsys.readouterr().err
+    assert not (in_tmp / "runs").exists()
     (in_tmp / "empty.txt").write_text("\n")
     assert main(["pipeline", "run", "--input-file", "empty.txt"]) == 2
     assert "--input-file empty.txt: the file is empty" in capsys.readouterr().err
