@@ -115,7 +115,13 @@ def test_config_show_is_valid_yaml_with_descriptions(command: str, capsys: pytes
     assert main(["config", "show", command]) == 0
     out = capsys.readouterr().out
     assert out.count("\n# ") + out.count("\n  # ") >= 3  # descriptions as comments
-    load_config(None, _model(command), base=yaml.safe_load(out))  # the printed defaults validate as they are
+    # the printed defaults validate as they are, and read as no file does: debate's `rule: vote` (what its empty
+    # rule resolves to) made `-c shown.yaml --rounds 2` a refusal where no file debates under keep_round0
+    shown = yaml.safe_load(out)
+    assert load_config(None, _model(command), base=shown) == load_config(None, _model(command))
+    rounds = {"rounds": 2} if command == "debate" else {}
+    assert load_config(None, _model(command), base={**shown, **rounds}) == load_config(None, _model(command),
+                                                                                      base=rounds)
 
 
 @pytest.mark.parametrize("command", sorted(CONFIG_MODELS))

@@ -781,7 +781,9 @@ def describe_model(model: type[BaseModel], indent: int = 0) -> str:
             lines.append(f"{pad}# {info.description}")
         annotation = info.annotation
         if instance_defaults is not None:
-            value = instance_defaults.get(name)
+            # a field whose default is None is decided when a config is read (debate's rule: vote, or keep_round0
+            # with rounds): None, as a config without it says, not what the defaults resolve to
+            value = None if info.default is None else instance_defaults.get(name)
         else:  # a section with required keys (shown commented out): each key's own default, or that it is required
             value = "(required)" if info.is_required() else info.get_default(call_default_factory=True)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
