@@ -5,6 +5,7 @@ Backends are a closed union on ``kind``; secrets never live here, only the *name
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -75,6 +76,23 @@ def check_params(value: Any) -> Any:
     if isinstance(params.get("stop"), str):
         params["stop"] = [params["stop"]]  # a provider that iterates over `stop` must not stop at each character
     return params
+
+
+LOCAL_KINDS = ("llama_cpp", "hf")  # in-process backends: a params key GenerationParams lacks reaches nothing
+
+
+def check_local_params(params: dict[str, Any], where: str, what: str) -> None:
+    """Refuse (``ValueError`` naming ``where``, the params' place) a key of ``params`` that ``what``, an in-process
+    backend, does not read: only an OpenAI-compatible server takes other keys, so `max_tokenz: 5` was dropped
+    without a word."""
+    from agentlab.core.llm.tools import LOCAL_PARAMS
+
+    known = [*GenerationParams.model_fields, *sorted(LOCAL_PARAMS)]
+    for key in params:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+            raise ValueError(f"{where}.{key}: not a generation param {what} reads"
+                             + (f" (did you mean {close[0]}?)" if close else "") + f"; known: {', '.join(known)}")
 
 
 PARAMS_HELP = ("generation params: temperature, max_tokens, top_p, stop, seed; llama.cpp: top_k, min_p, typical_p, "
@@ -325,6 +343,9 @@ class LLMConfig(StrictModel):
             if model.provider not in self.providers:
                 known = ", ".join(self.providers) or "none defined"
                 raise ValueError(f"models.{name}.provider: unknown provider '{model.provider}' (known: {known})")
+            provider = self.providers[model.provider]
+            if provider.kind in LOCAL_KINDS:
+                check_local_params(model.params, f"models.{name}.params", f"the {provider.kind} provider")
         for route_name, route in self.routes.items():
             for role in ("primary", "duplicate", "reserve", "fallback"):
                 for model_name in getattr(route, role):
