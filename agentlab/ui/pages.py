@@ -79,6 +79,17 @@ def _stage_rows(stages: list[Any]) -> list[dict[str, Any]]:
             for s in stages]
 
 
+def _start(key: str, args: list[str], name: str | None) -> None:
+    """Start the run of a Run button as ``st.session_state[key]``; what the run folder cannot be made of (a
+    pipeline name too long, or with characters no folder name takes) is the form's one-line error, as the form's
+    other errors are, not an exception of the page."""
+    try:
+        st.session_state[key] = jobs.start(args, "pipeline", name)
+    except AgentlabError as exc:
+        st.session_state.pop(key, None)  # not the answer of the run before under this one's error
+        render.error(exc)
+
+
 def base_page() -> None:
     st.title("Pipeline · Base")
     st.caption("The configured pipeline on one input, as `agentlab pipeline run --models M --pipeline P --input ...`")
@@ -96,9 +107,8 @@ def base_page() -> None:
     text = st.text_area("Input", key="base_input", placeholder="Name three uses of a paperclip.")
     if st.button("Run", key="base_run", type="primary", disabled=loaded is None) and _has_input(text):
         assert loaded is not None
-        st.session_state["job_base"] = jobs.start(
-            ["pipeline", "run", "--models", models_file, "--pipeline", pipeline_file, "--input", text],
-            "pipeline", loaded.name)
+        _start("job_base", ["pipeline", "run", "--models", models_file, "--pipeline", pipeline_file, "--input", text],
+               loaded.name)
     render.job_panel("job_base")
 
 
@@ -190,9 +200,8 @@ def manual_page() -> None:
         assert text is not None
         file = jobs.scratch() / "pipeline.yaml"
         file.write_text(text, encoding="utf-8")  # a copy to run; the run folder keeps it as config.yaml
-        st.session_state["job_manual"] = jobs.start(
-            ["pipeline", "run", "--models", models_file, "--pipeline", str(file), "--input", run_input],
-            "pipeline", data["name"] or None)
+        _start("job_manual", ["pipeline", "run", "--models", models_file, "--pipeline", str(file), "--input",
+                              run_input], data["name"] or None)
     render.job_panel("job_manual")
 
 
@@ -217,6 +226,15 @@ def _stage_names(path: Path, steps: list[dict[str, Any]]) -> list[str]:
         return [s["stage"] for s in steps]
 
 
+def session_status(session: dict[str, Any]) -> str:
+    """The status `agentlab pipeline history` shows for a listed session: ``? run.json`` when its run.json cannot be
+    read, ``damaged`` when a step file cannot be (``show`` and a re-run refuse it, whatever run.json says; the file
+    is named in the problems column), else the status ``list_sessions`` gives."""
+    if "run.json" in session["problems"]:
+        return "? run.json"
+    return "damaged" if any(p.startswith("steps/") for p in session["problems"]) else str(session["status"])
+
+
 def history_page() -> None:
     st.title("Pipeline · History")
     sessions = list_sessions()
@@ -226,12 +244,15 @@ def history_page() -> None:
     roots, children = session_tree(sessions)
     tree = _flatten(roots, children)
     st.caption("sessions, each re-run under the session it re-ran")
-    st.dataframe([{"session": "    " * d + ("↳ " if d else "") + s["id"], "status": s["status"],
-                   "from stage": s["from_stage"] or "", "input": s["input"], "final": s["final"],
-                   "problems": "; ".join(s["problems"].values())} for d, s in tree], hide_index=True)
-    by_id = {s["id"]: s for _, s in tree}
+    # a folder name that is not UTF-8 as runs.shown writes it: the table and the widgets cannot encode it
+    st.dataframe([{k: runs.shown(v) for k, v in {
+        "session": "    " * d + ("↳ " if d else "") + s["id"], "status": session_status(s),
+        "from stage": s["from_stage"] or "", "input": s["input"] or "", "final": s["final"] or "",
+        "problems": "; ".join(s["problems"].values())}.items()} for d, s in tree], hide_index=True)
+    by_id = {runs.shown(s["id"]): s for _, s in tree}
+    depth = {runs.shown(s["id"]): d for d, s in tree}
     chosen = st.selectbox("Session", list(by_id), index=len(by_id) - 1, key="hist_session",
-                          format_func=lambda i: f"{'  ' * next(d for d, s in tree if s['id'] == i)}{i}")
+                          format_func=lambda i: f"{'  ' * depth[i]}{i}")
     path = Path(by_id[chosen]["path"])
     try:
         session = load_session(path)
@@ -239,8 +260,8 @@ def history_page() -> None:
         render.error(exc)
         return
     if session["parent"]:
-        st.caption(f"re-run of {session['parent']} from stage {session['from_stage']}")
-    render.link_to_run(f"pipeline/{path.name}", "open the session in Runs")
+        st.caption(runs.shown(f"re-run of {session['parent']} from stage {session['from_stage']}"))
+    render.link_to_run(runs.shown(f"pipeline/{path.name}"), "open the session in Runs")
     for step in session["steps"]:
         reused = " (reused)" if step["reused"] else f" · {step['seconds']:.2f} s"
         with st.expander(f"{step['index']:02d} {step['stage']} · {step['type']}{reused}"):
@@ -263,7 +284,7 @@ def history_page() -> None:
                 args += ["--set", line.strip()]
         if new_input.strip():
             args += ["--input", new_input]
-        st.session_state["job_rerun"] = jobs.start(args, "pipeline", session["pipeline"] or None)
+        _start("job_rerun", args, session["pipeline"] or None)
     render.job_panel("job_rerun")
 
 

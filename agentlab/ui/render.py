@@ -22,13 +22,14 @@ PAGES: dict[str, Any] = {}
 def plain(text: str) -> str:
     """Text from a file or a link shown as itself in Streamlit's Markdown (one line): the characters of links,
     images, HTML, emphasis, code and math escaped, so a run.json value or a ``?run=`` such as
-    ``![x](https://host/p.png)`` fetches nothing and styles nothing."""
-    return re.sub(r"([\\`*_\[\]!|<>~$])", r"\\\1", text)
+    ``![x](https://host/p.png)`` fetches nothing and styles nothing; a byte of a name that is not UTF-8 as
+    ``\\xe9`` (``runs.shown``)."""
+    return re.sub(r"([\\`*_\[\]!|<>~$])", r"\\\1", runs.shown(text))
 
 
 def error(exc: AgentlabError) -> None:
     """An error as the CLI prints it: the message, and the next step."""
-    st.error(exc.message + (f"  \nhint: {exc.hint}" if exc.hint else ""), icon=":material/error:")
+    st.error(runs.shown(exc.message) + (f"  \nhint: {exc.hint}" if exc.hint else ""), icon=":material/error:")
 
 
 def link_to_run(run_id: str, label: str = "open in Runs") -> None:
@@ -160,7 +161,7 @@ def _report(path: Path) -> None:
         st.caption("no report.md yet (the command writes it when it finishes)")
     for kind, value in parts:
         if kind == "image":
-            st.image(value, caption=Path(value).relative_to(path.resolve()).as_posix())
+            st.image(value, caption=runs.shown(Path(value).relative_to(path.resolve()).as_posix()))
         else:
             st.markdown(value)
 
@@ -171,26 +172,36 @@ def _plots(path: Path) -> None:
         st.caption("no plots in this run folder")
     columns = st.columns(2)
     for i, image in enumerate(images):
-        columns[i % 2].image(str(image), caption=image.relative_to(path).as_posix())
+        columns[i % 2].image(str(image), caption=runs.shown(image.relative_to(path).as_posix()))
 
 
 # --------------------------------------------------------------------------- each command's own view
 
 
 def _nas(path: Path) -> None:
-    trials = views.nas_trials(path)
+    """The trials with the searched metric under its own name (the forecaster's val MSE, or the metric of the user's
+    own command, in its direction), the best-so-far curve, and a trial's learning curve. A curve with no point yet
+    (no trial has a value: running, or every trial failed) is a line saying so: a chart of no rows has no columns."""
+    metric = views.nas_metric(path)
+    trials = views.nas_trials(path, metric)
     if not trials:
         st.caption("no finished trial yet")
         return
-    st.line_chart(views.nas_curve(trials), x="trial", y=["val MSE", "best so far"], x_label="trial",
-                  y_label="validation MSE")
+    curve = views.nas_curve(trials, metric)
+    if curve:
+        st.line_chart(curve, x="trial", y=[metric.label, "best so far"], x_label="trial",
+                      y_label=f"{metric.label} ({metric.better})" if metric.own else "validation MSE")
+    else:
+        st.caption(f"no trial with a {metric.label} yet: the curve is drawn from the first one")
     st.dataframe(trials, hide_index=True)
-    ids = [t["run"] for t in trials if t.get("run")]
+    ids = [str(t["run"]) for t in trials if t.get("run")]
     if ids:
-        chosen = st.selectbox("Learning curve of trial", ids, index=len(ids) - 1, key=f"nas_trial_{path.name}")
-        curve = chart_rows(views.nas_learning_curve(path, chosen), "epoch")
-        if curve:
-            st.line_chart(curve, x="epoch", y=["train loss", "val MSE"])
+        chosen = st.selectbox("Learning curve of trial", ids, index=len(ids) - 1,
+                              key=f"nas_trial_{runs.shown(path.name)}")
+        x, y = ("step", [metric.label]) if metric.own else ("epoch", ["train loss", "val MSE"])
+        points = chart_rows(views.nas_learning_curve(path, chosen, metric), x, *(y if metric.own else ()))
+        if points:
+            st.line_chart(points, x=x, y=y)
 
 
 def _debate(path: Path) -> None:
@@ -244,7 +255,9 @@ def _bench(path: Path) -> None:
 
 
 def _pipeline(path: Path) -> None:
-    steps = views.pipeline_steps(path)
+    steps, problems = views.pipeline_steps(path)
+    for problem in problems:  # a damaged step file named, as on the History page
+        st.warning(plain(problem))
     st.dataframe([{k: v for k, v in s.items() if k != "output"} for s in steps], hide_index=True)
     for s in steps:
         with st.expander(f"{s['#']:02d} {s['stage']}" if isinstance(s["#"], int) else str(s["stage"])):

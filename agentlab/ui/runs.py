@@ -21,14 +21,23 @@ from agentlab.core.files import read_json, read_text
 from agentlab.core.runs import INTERRUPTED, RUNNING, live_jsonl, run_status
 
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+# Every form of image Markdown has: inline ``![alt](url "title")`` (the URL maybe in <>, a title in "", '' or ()),
+# by reference ``![alt][ref]``, ``![alt][]`` and ``![alt]`` (with a definition line ``[ref]: url "title"``), and an
+# HTML ``<img src=...>``.
+_TITLE = r"""(?:\s+(?:"[^"]*"|'[^']*'|\([^)]*\)))?"""
+_URL = r"(?:<[^>\n]*>|(?:[^()\s]|\([^()\s]*\))+)"
+_IMAGE = re.compile(rf"!\[(?P<alt>[^\]]*)\]\(\s*(?P<url>{_URL}){_TITLE}\s*\)"
+                    rf"|<img\b[^>]*?\ssrc\s*=\s*(?:\"(?P<src>[^\"]*)\"|'(?P<src1>[^']*)'|(?P<src2>[^\s>]+))[^>]*>"
+                    rf"|!\[(?P<ralt>[^\]]*)\](?:\[(?P<ref>[^\]]*)\])?", re.IGNORECASE)
+_DEFINITION = re.compile(rf"^ {{0,3}}\[(?P<label>[^\]]+)\]:[ \t]*(?P<url><[^>\n]*>|\S+){_TITLE}[ \t]*$",
+                         re.MULTILINE)
 
 
 @dataclass
 class RunRow:
     """One run folder in the list."""
 
-    id: str  # the folder relative to the runs root: what ?run= and the selectbox name
+    id: str  # the folder relative to the runs root (``shown``): what ?run= and the selectbox name
     path: Path
     command: str
     status: str
@@ -43,12 +52,23 @@ class RunRow:
         return self.status == INTERRUPTED and approval.pending(self.path) is not None
 
     def cells(self) -> dict[str, Any]:
-        """The row of the runs table."""
+        """The row of the runs table (every cell text that the table can encode)."""
         waiting = self.waiting()
-        return {"run": self.id, "command": self.command,
-                "status": "waiting for approval" if waiting else self.status,
-                "started": (self.started or "")[:19].replace("T", " "), "duration": duration(self.seconds),
-                "result": self.result if not self.problems else f"? {', '.join(self.problems)}"}
+        cells = {"run": self.id, "command": self.command,
+                 "status": "waiting for approval" if waiting else self.status,
+                 "started": (self.started or "")[:19].replace("T", " "), "duration": duration(self.seconds),
+                 "result": self.result if not self.problems else f"? {', '.join(self.problems)}"}
+        return {k: shown(v) for k, v in cells.items()}  # a text the table cannot encode breaks the whole table
+
+
+def shown(text: str) -> str:
+    """A file name as the page can show it: a byte of a name that is not UTF-8 (``caf\\xe9``, which Python reads as
+    a lone surrogate that the table, the widgets and the URL cannot encode) written as ``\\xe9``. A run folder of
+    such a name is listed, linked and opened by this text; its ``path`` stays the real one."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte (a JSON \ud800): written as such
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _read(path: Path, problems: dict[str, str]) -> Any:
@@ -103,11 +123,15 @@ def read_run(path: Path, root: Path) -> RunRow:
     seconds = (end - started).total_seconds() if started and end and started.tzinfo and end.tzinfo else None
     command = str(info.get("command") or path.parent.name)
     results = _read(path / "results.json", problems)
+    if "results.json" not in problems and (path / "results.json").is_file() and not isinstance(results, dict):
+        # `null` or `[1, 2]`: named, as a dict of the wrong shape is
+        problems["results.json"] = (f"{path / 'results.json'}: expected a JSON object, got "
+                                    f"{'null' if results is None else type(results).__name__}")
     try:
         result = key_result(command, results) if isinstance(results, dict) else ""
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         result, problems["results.json"] = "", f"{path / 'results.json'}: not the results of a '{command}' run"
-    return RunRow(str(path.relative_to(root)), path, command, status, info.get("started"), info.get("ended"),
+    return RunRow(shown(str(path.relative_to(root))), path, command, status, info.get("started"), info.get("ended"),
                   seconds, result, problems)
 
 
@@ -220,25 +244,44 @@ def read_file_text(path: Path) -> str | None:
     return read_text(path, "run-folder file") if path.is_file() else None
 
 
+def _label(text: str) -> str:
+    """A reference's label as Markdown matches it: any case, runs of white space as one space."""
+    return " ".join(text.split()).lower()
+
+
 def report_parts(path: Path) -> list[tuple[str, str]]:
     """report.md cut at its images: ``("markdown", text)`` and ``("image", file)`` in order, so the plots it links
     are shown where the report puts them. Any other image (outside the run folder, missing, a URL that model text
-    may have put there) becomes plain text: the browser fetches nothing the run folder does not hold."""
+    may have put there), in any form Markdown has (inline with a title or not, by reference to a definition line,
+    HTML's ``<img>``), becomes plain text, and a ``![`` left over (a form this reading does not take apart) is
+    escaped: the browser fetches nothing the run folder does not hold."""
     text = read_file_text(path / "report.md")
     if text is None:
         return []
+    defined: dict[str, str] = {}
+    for definition in _DEFINITION.finditer(text):  # the first definition of a label counts
+        defined.setdefault(_label(definition.group("label")), definition.group("url"))
     parts: list[tuple[str, str]] = []
     last, folder = 0, path.resolve()
     for match in _IMAGE.finditer(text):
-        image = (path / match.group(2)).resolve()
+        found = match.groupdict()
+        alt = found["alt"] if found["alt"] is not None else found["ralt"]
+        url = next((found[k] for k in ("url", "src", "src1", "src2") if found[k] is not None), None)
+        if url is None:  # ![alt][ref], ![alt][] or ![alt]: the URL of its definition
+            url = defined.get(_label(found["ref"] or found["ralt"]))
+            if url is None:  # no definition: Markdown shows it as text (the `![` is escaped below)
+                continue
+        url = url[1:-1] if url.startswith("<") and url.endswith(">") else url
+        image = (path / url).resolve()
         parts.append(("markdown", text[last:match.start()]))
         if image.is_file() and folder in image.parents:
             parts.append(("image", str(image)))
         else:
-            parts.append(("markdown", f"(image {match.group(1)!r}: {match.group(2)})".replace("](", "] (")))
+            parts.append(("markdown", f"(image {alt or ''!r}: {url})".replace("](", "] (")))
         last = match.end()
     parts.append(("markdown", text[last:]))
-    return [(kind, value) for kind, value in parts if kind == "image" or value.strip()]
+    return [(kind, value if kind == "image" else value.replace("![", "!\\[")) for kind, value in parts
+            if kind == "image" or value.strip()]
 
 
 def plots(path: Path, limit: int = 200) -> list[Path]:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from agentlab.core.errors import AgentlabError
 from agentlab.core.runs import read_events
+from agentlab.pipeline.sessions import read_record
 from agentlab.ui.runs import read_jsonl
 
 
@@ -59,16 +62,18 @@ def _generic(path: Path, cfg: dict[str, Any]) -> list[str]:
 
 def _nas_progress(path: Path, cfg: dict[str, Any]) -> list[str]:
     trials = _events(path, "trial")
+    metric = nas_metric(path)
     total = _dict(cfg.get("search")).get("max_iterations", "?")
     done = len(_dict(json_file(path / "agent_state.json")).get("runs") or trials)
     lines = [f"trial {min(done + 1, total) if isinstance(total, int) else done + 1}/{total}"]
     current = [e for e in _events(path, "epoch") if e.get("trial") == done]  # the trial being trained now
-    if current:
+    if current:  # the forecaster's epochs (a command's own step lines are no events)
         lines.append(f"run_{done:04d}: epoch {current[-1]['epoch']}, val MSE {current[-1]['val_mse']:.4f}")
     finished = [t for t in trials if t.get("state") == "complete" and isinstance(t.get("value"), (int, float))]
-    if finished:
-        best = min(finished, key=lambda t: t["value"])
-        lines.append(f"best so far: val MSE {best['value']:.4f} ({best.get('run_id')})")
+    if finished:  # the best in the search's direction: a command maximising val_acc has its highest value best
+        best = (max if metric.direction == "maximize" else min)(finished, key=lambda t: t["value"])
+        lines.append(f"best so far: {metric.label} {best['value']:.4g} ({best.get('run_id')}; {metric.better})"
+                     if metric.own else f"best so far: val MSE {best['value']:.4f} ({best.get('run_id')})")
     return lines
 
 
@@ -139,17 +144,55 @@ _PROGRESS = {"nas": _nas_progress, "train-persona": _persona_progress, "debate":
 # --------------------------------------------------------------------------- nas
 
 
-def nas_trials(path: Path) -> list[dict[str, Any]]:
-    """One row per trial: agent_state.json (rewritten after each trial), else the trial events."""
+@dataclass(frozen=True)
+class NasMetric:
+    """What a nas run searched: the forecaster's validation MSE (``val_mse``, lower is better), or the metric of the
+    user's own command (the ``objective:`` section of its config.yaml; results.json's when the config is gone) under
+    its own name and in its own direction. ``key``: the field of a trial record; ``label``: the column and the
+    series it is shown as."""
+
+    key: str
+    label: str
+    direction: str
+    own: bool
+
+    @property
+    def better(self) -> str:
+        return "higher is better" if self.direction == "maximize" else "lower is better"
+
+
+FORECASTER = NasMetric("val_mse", "val MSE", "minimize", own=False)
+# the other columns of the trials table and its curves: a command's metric of one of these names is `metric NAME`
+_NAS_COLUMNS = ("run", "trial", "planner", "state", "decision", "changes", "reason", "best so far", "step")
+
+
+def nas_metric(path: Path) -> NasMetric:
+    """The metric and direction of the nas run at ``path``: its command objective's, else the forecaster's."""
+    objective = _dict(run_config(path).get("objective"))
+    results = {} if objective else _dict(json_file(path / "results.json"))
+    own = objective or (results if isinstance(results.get("objective"), dict) else {})
+    metric = own.get("metric") if own else None
+    if not isinstance(metric, str) or not metric:
+        return FORECASTER
+    label = f"metric {metric}" if metric in _NAS_COLUMNS else metric
+    return NasMetric(metric, label, "maximize" if own.get("direction") == "maximize" else "minimize", own=True)
+
+
+def nas_trials(path: Path, metric: NasMetric | None = None) -> list[dict[str, Any]]:
+    """One row per trial: agent_state.json (rewritten after each trial), else the trial events. The searched metric
+    is a column under its own name (``val MSE``, or a command's ``val_acc``); test MSE, size and epochs are the
+    forecaster's alone."""
+    metric = metric or nas_metric(path)
     runs = _dict(json_file(path / "agent_state.json")).get("runs")
     if not isinstance(runs, list):
         runs = [{**e, "trial": e.get("number"), **_dict(e.get("metrics"))} for e in _events(path, "trial")]
     rows = []
-    for r in runs:
+    for r in map(_dict, runs):
         changes = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in _dict(r.get("changes")).items())
+        forecaster = {} if metric.own else {"test MSE": r.get("test_mse"), "params": r.get("n_params"),
+                                            "epochs": r.get("epochs")}
         rows.append({"run": r.get("run_id"), "trial": r.get("trial"), "planner": r.get("planner"),
-                     "val MSE": r.get("val_mse"), "test MSE": r.get("test_mse"), "params": r.get("n_params"),
-                     "epochs": r.get("epochs"), "state": r.get("state"),
+                     metric.label: r.get(metric.key), **forecaster, "state": r.get("state"),
                      "decision": ("accepted" if r.get("accepted") else "rejected") if "accepted" in r else None,
                      "changes": changes or "-", "reason": r.get("reason")})
     return rows
@@ -187,23 +230,30 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def nas_curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Val MSE per trial and the best so far: the optimisation history as a series."""
-    curve, best = [], None
+def nas_curve(rows: list[dict[str, Any]], metric: NasMetric = FORECASTER) -> list[dict[str, Any]]:
+    """The metric per trial and the best so far in its direction (the highest, for a metric to maximise): the
+    optimisation history as a series; empty while no trial has a value."""
+    curve: list[dict[str, Any]] = []
+    best = None
     for row in rows:
-        value = row.get("val MSE")
-        if not isinstance(value, (int, float)):
+        value = row.get(metric.label)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not isinstance(row.get("trial"), int):
             continue
-        best = value if best is None else min(best, value)
-        curve.append({"trial": row.get("trial"), "val MSE": value, "best so far": best})
+        best = value if best is None else max(best, value) if metric.direction == "maximize" else min(best, value)
+        curve.append({"trial": row["trial"], metric.label: value, "best so far": best})
     return curve
 
 
-def nas_learning_curve(path: Path, run_id: str) -> list[dict[str, Any]]:
-    """One trial's epochs (train loss, val MSE) from trials/<run>/history.json."""
+def nas_learning_curve(path: Path, run_id: str, metric: NasMetric = FORECASTER) -> list[dict[str, Any]]:
+    """One trial's learning curve from trials/<run>/history.json: the forecaster's epochs (train loss, val MSE), or
+    the step lines a command printed (step, its metric)."""
     history = json_file(path / "trials" / run_id / "history.json")
+    if not isinstance(history, list):
+        return []
+    if metric.own:
+        return [{"step": h.get("step"), metric.label: h.get(metric.key)} for h in history if isinstance(h, dict)]
     return [{"epoch": h.get("epoch"), "train loss": h.get("train_loss"), "val MSE": h.get("val_mse")}
-            for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+            for h in history if isinstance(h, dict)]
 
 
 # --------------------------------------------------------------------------- debate
@@ -315,11 +365,20 @@ def bench_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 # --------------------------------------------------------------------------- pipeline, train-persona
 
 
-def pipeline_steps(path: Path) -> list[dict[str, Any]]:
-    """The session's stages: name, type, models, tokens, seconds, output."""
-    rows = []
-    for file in sorted((path / "steps").glob("*.json")) if (path / "steps").is_dir() else []:
-        step = _dict(json_file(file))
+def pipeline_steps(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The session's stages (name, type, models, tokens, seconds, output), and what is wrong with the files they
+    come from, a line each naming the file as the History page and `agentlab pipeline history` do: a step file that
+    is not UTF-8, not whole JSON or not an object (no row of its own), ``steps`` that is no folder."""
+    folder = path / "steps"
+    if folder.exists() and not folder.is_dir():
+        return [], [f"{folder}: not a folder (the session's step files, steps/NN-STAGE.json, go in it)"]
+    rows, problems = [], []
+    for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            step = read_record(file)
+        except AgentlabError as exc:
+            problems.append(exc.message)
+            continue
         agg = _dict(step.get("aggregation")).get("kind")
         rows.append({"#": step.get("index"), "stage": step.get("stage"),
                      "type": f"{step.get('type')}" + (f" ({agg})" if agg else ""),
@@ -327,7 +386,7 @@ def pipeline_steps(path: Path) -> list[dict[str, Any]]:
                      "tokens in/out": f"{step.get('prompt_tokens')}/{step.get('completion_tokens')}",
                      "seconds": "reused" if step.get("reused") else step.get("seconds"),
                      "output": step.get("output")})
-    return rows
+    return rows, problems
 
 
 def persona_loss(path: Path) -> list[dict[str, Any]]:

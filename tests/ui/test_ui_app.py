@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("streamlit")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from ui_helpers import all_runs, models_file, run_folder, running_nas  # noqa: E402
+from ui_helpers import all_runs, hold_lock, models_file, own_nas_run, run_folder, running_nas, step_record  # noqa: E402, E501
 
-from agentlab.ui import APP  # noqa: E402
+from agentlab.ui import APP, views  # noqa: E402
 
 
 def app(**query: str) -> AppTest:
@@ -219,3 +219,121 @@ def test_the_agent_tab_shows_the_agents_timeline(in_tmp: Path) -> None:
         assert rows[0]["result"][0] == "candidate 0: model.d_model=32"
     finally:
         os.close(fd)
+
+
+def test_a_search_of_your_own_command_opens_with_its_metric(in_tmp: Path) -> None:
+    """A real `agentlab nas` of the user's own command (metric val_acc, maximized) opened from the Runs page: its
+    trials under val_acc and the curve of the highest so far. It was a StreamlitAPIException (no column "trial":
+    the curve read val_mse alone), every tab after it empty."""
+    from agentlab.cli import main
+
+    (in_tmp / "train.py").write_text("import argparse\np = argparse.ArgumentParser()\n"
+                                     "p.add_argument('--lr', type=float, default=0.1)\n"
+                                     "print(f'val_acc: {1 - (p.parse_args().lr - 0.3) ** 2}')\n")
+    (in_tmp / "nas.yaml").write_text('objective: {command: "python train.py {args}", metric: val_acc, '
+                                     "direction: maximize}\n"
+                                     "search: {max_iterations: 3, space: {lr: {low: 0.01, high: 1.0}}}\n")
+    assert main(["nas", "-c", "nas.yaml", "--out", str(in_tmp / "runs" / "nas" / "mine")]) == 0
+    at = app(run="nas/mine")
+    assert not at.exception
+    assert [t.label for t in at.tabs] == ["Report", "Trials", "Plots", "Config", "Events"]
+    trials = at.dataframe[1].value
+    values = list(trials["val_acc"])
+    assert len(values) == 3 and "val MSE" not in trials.columns
+    (chart,) = at.get("vega_lite_chart")
+    assert '"title": "val_acc (higher is better)"' in chart.proto.spec
+    curve = views.nas_curve(views.nas_trials(in_tmp / "runs" / "nas" / "mine"), views.nas_metric(
+        in_tmp / "runs" / "nas" / "mine"))
+    assert [c["best so far"] for c in curve] == [max(values[:i + 1]) for i in range(3)]
+    assert "command: python train.py {args}" in texts(at, "code")  # the tabs after Trials are drawn
+
+
+def test_a_running_search_of_your_own_command_with_no_value_yet_says_so(in_tmp: Path) -> None:
+    """Live (it redraws every 2 s): no trial with a value yet (the first one failed) is a line, not a traceback."""
+    path = own_nas_run(in_tmp / "runs", "own", [None], status="running")
+    fd = hold_lock(path)
+    try:
+        at = app(run="nas/own")
+        assert not at.exception
+        assert "no trial with a val_acc yet" in texts(at, "caption")
+        assert at.dataframe[1].value["state"][0] == "failed"
+    finally:
+        os.close(fd)
+
+
+def test_a_folder_name_that_is_not_utf8_is_shown_escaped_and_opens(in_tmp: Path) -> None:
+    """One run folder named with a byte that is not UTF-8 broke the whole Runs page and the History page
+    (StreamlitDataframeConversionError: the table could not encode the name)."""
+    import shutil
+
+    made = all_runs(in_tmp / "runs")
+    shutil.copytree(made["nas"], in_tmp / "runs" / "nas" / os.fsdecode(b"caf\xe9-run"))
+    session = run_folder(in_tmp / "runs", "pipeline", "20260105-000000-cafe",
+                         files={"steps/01-draft.json": step_record(0, "draft")})
+    session = session.rename(session.with_name(os.fsdecode(b"20260105-000000-caf\xe9")))
+    at = app()
+    assert not at.exception
+    listed = set(at.dataframe[0].value["run"])
+    assert {"nas/caf\\xe9-run", "pipeline/20260105-000000-caf\\xe9", "nas/20260102-100000-nas"} <= listed
+    assert len(listed) == len(made) + 2
+    at = app(run="nas/caf\\xe9-run")
+    assert not at.exception and "Best: **run_0001**" in texts(at, "markdown")
+    assert len(at.get("image")) == 4  # the report's plots and the Plots tab's, read from the real folder
+    at = page("history")
+    assert not at.exception
+    assert list(at.dataframe[0].value["session"]) == ["20260101-090000-broken", "20260105-000000-caf\\xe9"]
+    assert "00 draft · single · 0.10 s" in [e.label for e in at.expander] and session.is_dir()
+
+
+@pytest.mark.parametrize("which", ["manual", "base"])
+def test_a_pipeline_name_too_long_for_a_folder_is_the_forms_error(in_tmp: Path, which: str) -> None:
+    """A name of more than 100 characters passed the form's check, then Run raised an uncaught RunDirError."""
+    (in_tmp / "configs").mkdir()
+    (in_tmp / "m.gguf").write_bytes(b"")  # a model file is there: nothing is loaded before the run starts
+    models_file(in_tmp / "configs", in_tmp / "m.gguf")
+    name = "n" * 101
+    (in_tmp / "configs" / "pipeline.yaml").write_text(f"name: {name}\nbase_pipeline:\n  stages:\n"
+                                                      "    - {name: first, model: a}\n")
+    at = page(which)
+    if which == "manual":
+        at.text_input(key="manual_name").input(name).run()
+    at.text_area(key=f"{which}_input").input("Hello.")
+    at.button(key=f"{which}_run").click().run()
+    assert not at.exception
+    assert f"run name '{name}': not usable in a folder name" in texts(at, "error")
+    assert f"job_{which}" not in at.session_state and not (in_tmp / "runs").exists()
+
+
+def test_damaged_pipeline_files_are_named_on_the_runs_and_history_pages(in_tmp: Path) -> None:
+    """A truncated step file was a "None" row in the Stages tab and `completed` on the History page, where
+    `agentlab pipeline history` says `damaged` (and `? run.json` for a run.json it cannot read); `steps` that is a
+    file was an empty tab; a results.json that is `null` a blank result with no `?`."""
+    from rich.text import Text
+
+    from agentlab.cli.pipeline import _state
+    from agentlab.pipeline.sessions import list_sessions
+
+    root = in_tmp / "runs"
+    run_folder(root, "pipeline", "20260105-000000-damaged", files={
+        "steps/01-draft.json": step_record(0, "draft"), "steps/02-vote.json": json.dumps(step_record(1, "vote"))[:30]})
+    no_folder = run_folder(root, "pipeline", "20260105-000001-file", results=None, files={"steps": "not a folder"})
+    (no_folder / "results.json").write_text("null")
+    run_folder(root, "pipeline", "20260105-000002-fine", files={"steps/01-draft.json": step_record(0, "draft")})
+    (run_folder(root, "pipeline", "20260105-000003-no-info") / "run.json").write_text("{")
+    at = app(run="pipeline/20260105-000000-damaged")
+    assert not at.exception
+    assert "steps/02-vote.json:1: invalid JSON" in texts(at, "warning")
+    assert [e.label for e in at.expander] == ["00 draft"]
+    at = app(run="pipeline/20260105-000001-file")
+    assert not at.exception
+    assert "steps: not a folder" in texts(at, "warning") and "results.json: expected a JSON object, got null" in \
+        texts(at, "warning")
+    assert dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["result"], strict=True))[
+        "pipeline/20260105-000001-file"] == "? results.json"
+
+    at = page("history")
+    assert not at.exception
+    shown = dict(zip(at.dataframe[0].value["session"], at.dataframe[0].value["status"], strict=True))
+    assert shown == {"20260105-000000-damaged": "damaged", "20260105-000001-file": "completed",
+                     "20260105-000002-fine": "completed", "20260105-000003-no-info": "? run.json"}
+    assert shown == {s["id"]: Text.from_markup(_state(s)).plain for s in list_sessions()}  # the CLI's status

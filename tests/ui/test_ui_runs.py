@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ui_helpers import all_runs, run_folder, running_nas
+from ui_helpers import all_runs, own_nas_run, run_folder, running_nas, step_record
 
 from agentlab.ui import runs, views
 
@@ -174,3 +174,96 @@ def test_a_jobs_output_log_goes_when_the_ui_process_ends(tmp_path: Path) -> None
     first, second = (Path(p) for p in done.stdout.split())
     assert first.parent.parent == second.parent.parent  # one folder of the process, a folder per job in it
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize(("direction", "best"), [("maximize", [0.5, 0.8, 0.8]), ("minimize", [0.5, 0.5, 0.5])])
+def test_the_trials_of_your_own_command_are_its_metric_in_its_direction(root: Path, direction: str,
+                                                                        best: list[float]) -> None:
+    """The trials and the best-so-far curve read `val_mse` alone: a search of the user's own command had an empty
+    curve (and the page a StreamlitAPIException: no column "trial")."""
+    path = own_nas_run(root, "own", [0.5, 0.8, None, 0.7], direction=direction)
+    metric = views.nas_metric(path)
+    assert (metric.key, metric.label, metric.direction, metric.own) == ("val_acc", "val_acc", direction, True)
+    trials = views.nas_trials(path)
+    assert [t["val_acc"] for t in trials] == [0.5, 0.8, None, 0.7] and "val MSE" not in trials[0]
+    curve = views.nas_curve(trials, metric)
+    assert [(c["trial"], c["val_acc"], c["best so far"]) for c in curve] == [
+        (0, 0.5, best[0]), (1, 0.8, best[1]), (3, 0.7, best[2])]
+    (path / "trials" / "run_0001").mkdir(parents=True)  # the step lines the command printed
+    (path / "trials" / "run_0001" / "history.json").write_text('[{"step": 1, "val_acc": 0.6, "loss": 1.0}]')
+    assert views.nas_learning_curve(path, "run_0001", metric) == [{"step": 1, "val_acc": 0.6}]
+    (path / "agent_state.json").unlink()  # the trial events alone (a run from before agent_state.json)
+    assert views.nas_curve(views.nas_trials(path), metric) == curve
+    (path / "config.yaml").unlink()  # results.json names the metric too
+    run_folder(root, "nas", "finished", results={"objective": {"command": "c"}, "metric": "score",
+                                                 "direction": "maximize"})
+    assert views.nas_metric(root / "nas" / "finished").label == "score"
+    assert views.nas_metric(all_runs(root / "other")["nas"]) == views.FORECASTER
+
+
+@pytest.mark.parametrize(("direction", "said"), [
+    ("maximize", "best so far: val_acc 0.9 (run_0001; higher is better)"),
+    ("minimize", "best so far: val_acc 0.7 (run_0000; lower is better)")])
+def test_a_running_search_of_your_own_command_says_its_best_by_its_metric(root: Path, direction: str,
+                                                                         said: str) -> None:
+    """The live line took the minimum and said "val MSE" whatever the search: with `direction: maximize` it showed
+    the worst trial as the best so far."""
+    path = own_nas_run(root, "own", [0.7, 0.9, 0.8], direction=direction, status="running")
+    assert views.progress("nas", path) == ["trial 4/5", said]
+
+
+def test_every_form_of_image_from_elsewhere_is_text(root: Path) -> None:
+    """An image with a title and one by reference were fetched (the filter took ``![a](url)`` alone)."""
+    path = all_runs(root)["nas"]
+    (path / "report.md").write_text(
+        'a ![t](http://host/x.png "a title") b ![r][r1] c ![R2][] d ![r3] e ![g](<http://host/g.png>)\n'
+        'f <img src="http://host/i.png"> g ![nope][zz] h ![local](optimization_history.png "the plot") i ![l][loc]\n'
+        '\n[r1]: http://host/r.png\n[r2]: <http://host/r2.png> "t"\n[R3]: http://host/r3.png\n'
+        '[loc]: trials/run_0001/learning_curve.png\n')
+    parts = runs.report_parts(path)
+    assert [value for kind, value in parts if kind == "image"] == [
+        str((path / name).resolve()) for name in ("optimization_history.png", "trials/run_0001/learning_curve.png")]
+    text = "".join(value for kind, value in parts if kind == "markdown")
+    assert "![" not in text  # a `![` that would make an image again: none left
+    for alt, url in (("t", "x"), ("r", "r"), ("R2", "r2"), ("r3", "r3"), ("g", "g"), ("", "i")):
+        assert f"(image {alt!r}: http://host/{url}.png)" in text
+    assert "!\\[nope][zz]" in text  # no definition: not an image in Markdown either, and escaped all the same
+
+
+def test_a_folder_name_that_is_not_utf8_is_listed_escaped(root: Path) -> None:
+    """One run folder named with a byte that is not UTF-8 broke the Runs page's whole table."""
+    import os
+
+    all_runs(root)
+    odd = root / "nas" / os.fsdecode(b"caf\xe9-run")
+    (root / "nas" / "20260102-100000-nas").rename(odd)
+    rows = {r.id: r for r in runs.list_runs(root)}
+    assert "nas/caf\\xe9-run" in rows and rows["nas/caf\\xe9-run"].path == odd
+    assert all(cell.encode("utf-8") for r in rows.values() for cell in r.cells().values())
+    assert runs.shown("caf\udce9") == "caf\\xe9" and runs.shown("ok é") == "ok é"
+
+
+@pytest.mark.parametrize("content", ["null", "[1, 2]", '"text"'])
+def test_results_json_that_is_no_object_is_named(root: Path, content: str) -> None:
+    """`null` or `[1, 2]` left the result blank with no `?` (a dict of the wrong shape was flagged)."""
+    path = run_folder(root, "pipeline", "x")
+    (path / "results.json").write_text(content)
+    (row,) = runs.list_runs(root)
+    assert row.cells()["result"] == "? results.json" and "expected a JSON object" in row.problems["results.json"]
+
+
+def test_damaged_step_files_are_named(root: Path) -> None:
+    """A truncated step file was a row of None, and `steps` that is a file an empty table, neither named."""
+    import json
+
+    path = run_folder(root, "pipeline", "x", files={"steps/01-draft.json": step_record(0, "draft")})
+    (path / "steps" / "02-vote.json").write_text(json.dumps(step_record(1, "vote"))[:30])
+    (path / "steps" / "03-last.json").write_text("[1, 2]")
+    rows, problems = views.pipeline_steps(path)
+    assert [r["stage"] for r in rows] == ["draft"]
+    assert len(problems) == 2 and "steps/02-vote.json:1: invalid JSON" in problems[0]
+    assert "steps/03-last.json: expected a JSON object" in problems[1]
+    other = run_folder(root, "pipeline", "y")
+    (other / "steps").write_text("")
+    assert views.pipeline_steps(other) == ([], [f"{other / 'steps'}: not a folder (the session's step files, "
+                                               "steps/NN-STAGE.json, go in it)"])

@@ -158,3 +158,27 @@ def models_file(folder: Path, gguf: Path, names: tuple[str, ...] = ("a", "b")) -
     path = folder / "models.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def own_nas_run(root: Path, name: str, values: list[float | None], *, metric: str = "val_acc",
+                direction: str = "maximize", status: str = "completed") -> Path:
+    """A nas run of the user's own command (``objective:`` in its config, as `agentlab nas` writes it): one trial per
+    value (None: a failed trial), each under the metric's own name in agent_state.json and the trial events."""
+    runs = [{"run_id": f"run_{n:04d}", "trial": n, "state": "complete" if v is not None else "failed", metric: v,
+             "accepted": v is not None, "reason": "rule", "planner": "tpe" if n else "base",
+             "changes": {"lr": 0.1 * (n + 1)} if n else {}} for n, v in enumerate(values)]
+    events = [{"kind": "trial", "number": n, "state": r["state"], "value": v, "run_id": r["run_id"],
+               "metrics": {metric: v, "value": v} if v is not None else {}}
+              for n, (r, v) in enumerate(zip(runs, values, strict=True))]
+    return run_folder(root, "nas", name, status=status, ended=None if status == "running" else
+                      "2026-01-02T10:03:05+00:00",
+                      config=f"search:\n  max_iterations: 5\nobjective:\n  command: python train.py {{args}}\n"
+                             f"  metric: {metric}\n  direction: {direction}\n",
+                      events=events, files={"agent_state.json": {"metric": metric, "runs": runs}})
+
+
+def step_record(index: int, stage: str, output: str = "42") -> dict[str, Any]:
+    """A pipeline step file (steps/NN-STAGE.json) of the shape `agentlab pipeline run` writes."""
+    return {"index": index, "stage": stage, "type": "single", "input": "q", "output": output,
+            "outputs": [{"model": "a", "text": output, "completion_tokens": 2, "seconds": 0.1}],
+            "prompt_tokens": 5, "completion_tokens": 2, "seconds": 0.1, "reused": False}
