@@ -70,16 +70,17 @@ def _execute(loaded: Loaded, out: Path | None, json_: bool, verbose: int, log_pr
 
 
 def _interrupted(folder: Path | None) -> Exception:
-    """What Ctrl-C says (exit 130): the real session and stage to rerun from (it said `rerun SESSION --from STAGE`)."""
+    """What Ctrl-C says (exit 130): the real session (by a name or path that works from here) and stage to rerun
+    from (it said `rerun SESSION --from STAGE`)."""
     from agentlab.core.errors import AgentlabError
-    from agentlab.pipeline.sessions import unfinished_stage
+    from agentlab.pipeline.sessions import session_ref, unfinished_stage
 
     stage = unfinished_stage(folder) if folder is not None and folder.is_dir() else None
     if folder is None or stage is None or not any((folder / "steps").glob("*.json")):  # nothing finished to keep
         error = AgentlabError("interrupted", hint="nothing to continue: run the command again")
     else:
         error = AgentlabError(f"interrupted at stage '{stage}' of session {folder.name}", hint="the finished stages "
-                              f"are kept: continue with `agentlab pipeline rerun {folder.name} --from {stage}`")
+                              f"are kept: continue with `agentlab pipeline rerun {session_ref(folder)} --from {stage}`")
     error.exit_code = 130
     return error
 
@@ -147,7 +148,8 @@ def rerun_cmd(
     verbose: VerboseOpt = 0,
 ) -> None:
     """Run a session again as a child session: the parent's saved configs with --set applied (e.g.
-    base_pipeline.stages.1.params.temperature=0.2), its outputs reused before --from. The parent is not modified."""
+    base_pipeline.stages.1.params.temperature=0.2), its outputs reused before --from. A --set that changes a reused
+    stage, or an --input other than the parent's while a stage is reused, is refused. The parent is not modified."""
     from agentlab.pipeline.sessions import find_session, prepare_rerun
 
     parent = find_session(session)
@@ -229,19 +231,27 @@ def _history_table(sessions: list[dict[str, Any]], title: str) -> None:
 
 
 def _state(s: dict[str, Any]) -> str:
-    """The status of a listed session, the mark of an unreadable run.json, or `damaged`: a step file that cannot be
-    read (`show` refuses it; the file is named under the list)."""
-    if "run.json" in s["problems"]:
-        return "[red]? run.json[/]"
-    return "[red]damaged[/]" if any(p.startswith("steps/") for p in s["problems"]) else _status(s["status"])
+    """The status of a listed session (`damaged`: a step file that cannot be read, which `show` refuses; the file is
+    named under the list), or the mark of an unreadable run.json."""
+    return "[red]? run.json[/]" if "run.json" in s["problems"] else _status(s["status"])
 
 
 def _cell(s: dict[str, Any], key: str, file: str) -> str:
-    return f"[red]? {file}[/]" if file in s["problems"] else safe_text(s[key] or "-")
+    """The input or final answer of a listed session on one line, cut to 60 characters with … (``--json`` has them
+    whole), or the mark of the unreadable file it comes from."""
+    return f"[red]? {file}[/]" if file in s["problems"] else safe_text(_head(s[key]) or "-")
+
+
+def _head(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _status(status: str | None) -> str:
-    color = {"completed": "green", "failed": "red", "running": "yellow", "interrupted": "yellow"}.get(status or "")
+    color = {"completed": "green", "failed": "red", "running": "yellow", "interrupted": "yellow",
+             "damaged": "red"}.get(status or "")
     return f"[{color}]{status}[/]" if color else safe_text(status)
 
 
@@ -309,14 +319,18 @@ def show_cmd(
 
 def _no_answer(data: dict[str, Any]) -> NoReturn:
     """A session with no final answer: why (the stage that failed and its error, as `run` said it), how to continue
-    it, exit 1; stdout stays empty (`show ID > answer.txt` writes no answer)."""
+    it (naming the session as `session_ref` does: by a path when its name does not find it from here), exit 1;
+    stdout stays empty (`show ID > answer.txt` writes no answer)."""
+    from agentlab.pipeline.sessions import session_ref
+
     failed, stage, status = data["failed_stage"], data["continue_from"], data["status"]
-    rerun = f"agentlab pipeline rerun {safe_text(data['id'])}"
+    ref = session_ref(data["path"])  # the folder name under runs/pipeline, else a path that works from here
+    rerun = f"agentlab pipeline rerun {safe_text(ref)}"
     if failed:
         console.print(f"[bold red]failed:[/] {safe_text(failed['error'])}")
         from agentlab.pipeline.serving import failed_hint
 
-        console.print(f"[yellow]hint:[/] {safe_text(failed_hint(data['id'], failed['name']))}")
+        console.print(f"[yellow]hint:[/] {safe_text(failed_hint(ref, failed['name']))}")
         raise typer.Exit(1)
     state = {"running": "is still running", "interrupted": "was interrupted"}.get(status or "", safe_text(status))
     at = f" at stage '{safe_text(stage)}'" if stage and status in ("running", "interrupted") else ""
@@ -326,5 +340,6 @@ def _no_answer(data: dict[str, Any]) -> NoReturn:
         console.print(f"[yellow]hint:[/] the finished stages are kept: continue with `{rerun} --from "
                       f"{safe_text(stage)}`")
     elif status != "running":  # nothing finished to keep: a rerun from the first stage is the same as a new run
-        console.print(f"[yellow]hint:[/] no stage finished: run it again (`{rerun}` reads its saved config)")
+        console.print(f"[yellow]hint:[/] no stage finished: run it again (`{rerun}` reads its saved config and "
+                      "models; other models: `agentlab pipeline run --models FILE`)")
     raise typer.Exit(1)

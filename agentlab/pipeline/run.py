@@ -11,7 +11,8 @@ Run folder (``runs/pipeline/<timestamp>-<name>/``)::
     final.txt, results.json     the final answer; the machine-readable summary
 
 Every local model the pipeline calls is checked against the memory budget before the first one loads: the
-process-wide model cache keeps them all loaded at once.
+process-wide model cache keeps them all loaded at once. The check comes after the configs, input.txt and
+session.json are written, so a refused run is still a session that can be listed, shown and rerun.
 """
 
 from __future__ import annotations
@@ -109,6 +110,17 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
                           hint=f"known: {', '.join(models_cfg.models) or 'none'}")
     llm_cfg = build_llm_config(models_cfg, llm, used)
     given = dict(providers or {})
+    from_stage = next((s.name for s in stages if s.name not in reuse), None) if reuse or parent_run_id else None
+    routed = llm if any(models_cfg.backend(n) == "routed" for n in used) else None
+    # The session's files before the memory check: a run refused for memory is a session that `history` lists with
+    # its input and `rerun` reads (its config.yaml and models.yaml), like one that failed at a stage.
+    _save_snapshots(run_dir, models_cfg, pipeline_cfg, routed)
+    run_dir.write_text("input.txt", input_text)
+    run_dir.write_json("session.json", {"run_id": run_dir.path.name, "parent_run_id": parent_run_id,
+                                        "pipeline": pipeline_cfg.name, "input": input_text,
+                                        "from_stage": from_stage, "started": now_iso()})
+    if parent_run_id is not None:
+        run_dir.update_info(parent_run_id=parent_run_id)
     # Fallbacks load only when needed (their provider checks the memory budget then); a primary model whose file
     # cannot be read is left to fail at its stage, where its fallbacks take over.
     loading = [n for n in models_cfg.models if n in primary and f"{LOCAL_PREFIX}{n}" in llm_cfg.providers
@@ -119,15 +131,6 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
             log.warning("model %s: declared quantization %s but the file is %s (%s)", status.name,
                         status.quantization, status.quantization_found, status.path)
     loads_before = _load_count()
-    from_stage = next((s.name for s in stages if s.name not in reuse), None) if reuse or parent_run_id else None
-    routed = llm if any(models_cfg.backend(n) == "routed" for n in used) else None
-    _save_snapshots(run_dir, models_cfg, pipeline_cfg, routed)
-    run_dir.write_text("input.txt", input_text)
-    run_dir.write_json("session.json", {"run_id": run_dir.path.name, "parent_run_id": parent_run_id,
-                                        "pipeline": pipeline_cfg.name, "input": input_text,
-                                        "from_stage": from_stage, "started": now_iso()})
-    if parent_run_id is not None:
-        run_dir.update_info(parent_run_id=parent_run_id)
 
     progress = progress or NullProgress()
     routers: dict[str, Router] = {}

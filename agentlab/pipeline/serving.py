@@ -26,6 +26,7 @@ from agentlab.core.llm.types import Completion, GenParams, Messages, Provider
 from agentlab.core.runs import RunDir
 from agentlab.pipeline.config import ModelsConfig, ModelSettings
 from agentlab.pipeline.models import LOCAL_PREFIX, local_provider
+from agentlab.pipeline.sessions import session_ref
 
 MIN_CTX, MIN_BATCH = 128, 32
 
@@ -40,7 +41,8 @@ class StageFailed(LLMError):
 
 
 def failed_hint(session: str, stage: str) -> str:
-    """What to do about a stage no model served (said by `pipeline run` and `pipeline show`)."""
+    """What to do about a stage no model served (said by `pipeline run` and `pipeline show`); ``session`` as a command
+    line names it (``sessions.session_ref``)."""
     return (f"the steps before it are kept: fix the model, or give the stage `fallbacks:` (a rerun takes them as "
             f"--set base_pipeline.stages.N.fallbacks=[MODEL]), then `agentlab pipeline rerun {session} --from "
             f"{stage}`")
@@ -107,7 +109,7 @@ class StageServer:
         last = serving[-1] if serving else {"outcome": "unavailable", "error": None}
         detail = f"; last error: {last['error']}" if last.get("error") else ""
         raise StageFailed(stage, f"stage '{stage}' could not be served: {tried}{detail}", str(last["outcome"]),
-                          serving, hint=failed_hint(self.run_dir.path.name, stage))
+                          serving, hint=failed_hint(session_ref(self.run_dir.path), stage))
 
     async def _ask(self, stage: str, name: str, messages: Messages, params: GenParams,
                    serving: list[dict[str, Any]]) -> Completion | None:

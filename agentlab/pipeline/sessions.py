@@ -6,6 +6,8 @@ a rerun reads the parent's saved configs and step files and runs into a new fold
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentlab.core.config import load_config
 from agentlab.core.errors import AgentlabError, InputError, UsageError
-from agentlab.core.files import read_json
+from agentlab.core.files import read_text
 from agentlab.core.runs import run_status, runs_root
-from agentlab.pipeline.config import PipelineConfig, execution_order, pipeline_checked
+from agentlab.pipeline.config import ModelsConfig, PipelineConfig, execution_order, pipeline_checked
 from agentlab.pipeline.load import Loaded, check_used_models, load_models, load_routed, used_models
 
 COMMAND = "pipeline"
+DAMAGED = "damaged"  # the status of a listed session with a step file that cannot be read
 
 
 # --------------------------------------------------------------------------- the session files, as read back
@@ -95,9 +98,13 @@ def read_record(path: Path, shape: type[_Record] = _Record) -> dict[str, Any]:
     or a field of the wrong type.
     """
     try:
-        data = read_json(path, "session file")
+        data = json.loads(read_text(path, "session file"))
     except InputError as exc:
         raise InputError(exc.message) from None  # one line: the hint is about hand-written files
+    except json.JSONDecodeError as exc:
+        # The whole reason: some of json's messages end in "at" and leave the place to the exception's str().
+        where = f" column {exc.colno}" if exc.msg.endswith(" at") else f" (column {exc.colno})"
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}{where}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
     try:
@@ -118,11 +125,18 @@ def sessions_root(root: str | Path | None = None) -> Path:
     return runs_root(root) / COMMAND
 
 
-def _head(text: str | None, width: int = 60) -> str:
-    if not text:
-        return ""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+def session_ref(path: str | Path, root: str | Path | None = None) -> str:
+    """How a command line run from the current folder names the session at ``path`` (the hints of `show`, `run` and
+    Ctrl-C): its folder name when `find_session` finds it by that name (it is under runs/pipeline), else its path as
+    given, quoted for the shell. A session under another folder's runs/pipeline, or written with ``--out`` somewhere
+    else, is not found by its name from here."""
+    path = Path(path)
+    try:
+        if (sessions_root(root) / path.name).resolve() == path.resolve():
+            return path.name
+    except OSError:
+        pass
+    return shlex.quote(str(path))
 
 
 class _Reader:
@@ -151,14 +165,15 @@ def _summary(path: Path, reader: _Reader) -> tuple[dict[str, Any], dict[str, Any
     results = reader.read("results.json", _Results)
     summary = {"id": path.name, "path": str(path), "started": info.get("started"), "status": run_status(path, info),
                "pipeline": session.get("pipeline"), "parent": session.get("parent_run_id"),
-               "from_stage": session.get("from_stage"), "input": _head(session.get("input")),
-               "final": _head(results.get("final")), "stages": len(results.get("stages", [])) or None,
+               "from_stage": session.get("from_stage"), "input": session.get("input"),
+               "final": results.get("final"), "stages": len(results.get("stages", [])) or None,
                "error": info.get("error"), "problems": reader.problems}
     return summary, session, results
 
 
 def session_summary(path: Path, *, lenient: bool = False) -> dict[str, Any]:
-    """id, time, status, input and final heads, parent, stage count of one run folder (missing parts are None).
+    """id, time, status, input and final answer (whole: `history` cuts them to fit its table), parent, stage count
+    of one run folder (missing parts are None).
 
     A session file that cannot be read raises ``InputError``; with ``lenient`` it counts as missing and
     ``problems`` maps its name (``run.json``, ``session.json``, ``results.json``) to what is wrong with it.
@@ -168,15 +183,19 @@ def session_summary(path: Path, *, lenient: bool = False) -> dict[str, Any]:
 
 def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
     """Every session, oldest first; a session with unreadable files (its step files included: what `show` reads) is
-    listed with its ``problems``."""
+    listed with its ``problems``, and one with a step file that cannot be read with the status ``damaged`` (`show` and
+    a rerun refuse it, whatever run.json says): the status `history` prints, in its table and in ``--json`` alike."""
     base = sessions_root(root)
     folders = sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []
     listed = []
     for path in folders:
         reader = _Reader(path, lenient=True)
-        listed.append(_summary(path, reader)[0])
+        summary = _summary(path, reader)[0]
         for step in sorted((path / "steps").glob("*.json")):
             reader.read(f"steps/{step.name}", _Step)
+        if any(name.startswith("steps/") for name in reader.problems):
+            summary["status"] = DAMAGED
+        listed.append(summary)
     return listed
 
 
@@ -259,7 +278,13 @@ class Rerun:
 def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] | None = None,
                   input_text: str | None = None, llm_path: str | Path | None = None) -> Rerun:
     """The parent's saved configs with ``sets`` applied; its step records for the stages before ``from_stage``
-    (default: the first stage, i.e. run everything again); the parent's input unless ``input_text`` is given."""
+    (default: the first stage, i.e. run everything again); the parent's input unless ``input_text`` is given.
+
+    A reused stage keeps the parent's output, which answered the parent's input under the parent's config of that
+    stage. So a ``set`` that changes a stage before ``from_stage``, and an ``input_text`` other than the parent's
+    input while any stage is reused, are refused (``UsageError``, exit 2, before anything is written): the child
+    session would record a config or an input its outputs did not come from.
+    """
     models_path = parent / "models.yaml"
     # config.yaml is the pipeline (sessions made before it was called so: pipeline.yaml)
     pipeline_file = parent / "config.yaml" if (parent / "config.yaml").is_file() else parent / "pipeline.yaml"
@@ -269,13 +294,16 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
                              hint="a rerun reads the session's config.yaml and models.yaml as `pipeline run` wrote "
                              "them; start a new session with `agentlab pipeline run`")
     models = load_models(models_path)
-    pipeline = load_config(pipeline_file, pipeline_checked(models.models), list(sets or []), schema="pipeline")
+    sets = list(sets or [])
+    pipeline = load_config(pipeline_file, pipeline_checked(models.models), sets, schema="pipeline")
     order = execution_order(pipeline.base_pipeline.stages)
     names = [s.name for s in order]
     from_stage = from_stage or names[0]
     if from_stage not in names:
         raise UsageError(f"--from {from_stage}: no such stage", hint=f"stages in run order: {', '.join(names)}")
     start = names.index(from_stage)
+    if sets and start:
+        _check_sets_keep(pipeline_file, models, sets, names[:start], from_stage)
     parent_steps = {s["stage"]: s for s in load_steps(parent, names[:start])}
     missing = [n for n in names[:start] if n not in parent_steps]
     if missing:
@@ -286,9 +314,50 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     saved_llm = parent / "llm.yaml"
     routed = load_routed(llm_path or (saved_llm if saved_llm.is_file() else None), models, used)
     check_used_models(models_path, models, used, routed)
+    saved_input = read_record(parent / "session.json", _SessionInfo).get("input") if (
+        input_text is None or reuse) else None
+    if reuse and input_text is not None and saved_input is not None and input_text.strip() != saved_input.strip():
+        reused = ", ".join(reuse)
+        raise UsageError(f"the given input differs from the input of session {parent.name}, but stage(s) {reused} "
+                         f"before --from {from_stage} would reuse its outputs, which answer that input",
+                         hint=f"rerun from the first stage to answer the new input (--from {names[0]}, or no --from), "
+                         "or leave --input out")
     if input_text is None:
-        input_text = read_record(parent / "session.json", _SessionInfo).get("input")
+        input_text = saved_input
         if input_text is None:
             raise UsageError(f"{parent / 'session.json'}: the parent session has no saved input",
                              hint='pass --input "TEXT" or --input-file FILE')
     return Rerun(Loaded(models, pipeline, routed, models_path), reuse, input_text, parent.name, from_stage)
+
+
+def _check_sets_keep(pipeline_file: Path, models: ModelsConfig, sets: list[str], reused: list[str],
+                     from_stage: str) -> None:
+    """Refuse (``UsageError``) ``sets`` that change a ``reused`` stage: its output is the parent's, made under the
+    parent's config of it, so the change would be recorded in the child's config.yaml without having run. Each stage
+    is compared whole (model, prompt, params, fallbacks, ...) before and after the sets; the message names the
+    changed stages and, where one alone changes them, the --set."""
+    checked = pipeline_checked(models.models)
+
+    def changed(overrides: list[str]) -> list[str]:
+        edited = {s.name: s for s in load_config(pipeline_file, checked, overrides, schema="pipeline")
+                  .base_pipeline.stages}
+        return [n for n in reused if edited[n].model_dump(mode="json") != saved.get(n)]
+
+    saved = {s.name: s.model_dump(mode="json")
+             for s in load_config(pipeline_file, checked, schema="pipeline").base_pipeline.stages}
+    stages = changed(sets)
+    if not stages:
+        return
+    culprits = []
+    for one in sets:
+        try:
+            if changed([one]):
+                culprits.append(one)
+        except (AgentlabError, KeyError):  # valid only with the other sets, or renames a stage: not named alone
+            continue
+    what = ", ".join(f"--set {c}" for c in culprits) if culprits else "--set"
+    names = ("stages " if len(stages) > 1 else "stage ") + ", ".join(f"'{n}'" for n in stages)
+    raise UsageError(f"{what}: changes {names}, reused from the parent session (before --from {from_stage}): a reused "
+                     "stage keeps the parent's output, so the change would not run",
+                     hint=f"rerun from {'the first of them' if len(stages) > 1 else 'that stage'} to run the change "
+                     f"(--from {stages[0]}), or leave the --set out")

@@ -88,6 +88,33 @@ def test_models_over_the_memory_budget_are_refused_before_loading(models_dir: Pa
     assert "big, other need" in err and "of RAM but 1.02 MiB is the budget" in err and "big: " in err
 
 
+def test_a_run_refused_for_memory_is_a_session_to_rerun(models_dir: Path, in_tmp: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """The refused session held only run.json and run.lock: `history` listed its input as `-`, and the `rerun` that
+    `show` advised failed (exit 2, `config.yaml: missing: the session folder is incomplete or damaged`)."""
+    (in_tmp / "models.yaml").write_text(f"models_directory: {models_dir}\nresources: {{memory_budget_gb: 0.001}}\n"
+                                        "models:\n  big: {file: tiny-e/model.gguf, overrides: {n_ctx: 512}}\n")
+    code = main(["pipeline", "run", "--models", "models.yaml", "--stage", "a=big", "-i", "hi", "--out",
+                 "runs/pipeline/mem"])
+    err = " ".join(capsys.readouterr().err.split())
+    folder = in_tmp / "runs" / "pipeline" / "mem"
+    assert code == 1 and "of RAM but 1.02 MiB is the budget" in err, err
+    assert {"config.yaml", "models.yaml", "input.txt", "session.json"} <= {p.name for p in folder.iterdir()}
+    assert not (folder / "steps").exists()
+    assert main(["pipeline", "history", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["id"], listed["status"], listed["input"]) == ("mem", "failed", "hi")
+    assert main(["pipeline", "show", "mem"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no stage finished: run it again (`agentlab pipeline rerun mem` reads its saved config" in err
+    code = main(["pipeline", "rerun", "mem", "--set", "base_pipeline.stages.0.params.max_tokens=4", "--json"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "of RAM but 1.02 MiB is the budget" in err and "missing" not in err, err  # the same check
+    child = next(p for p in folder.parent.iterdir() if p.name != "mem")
+    assert "max_tokens: 4" in (child / "config.yaml").read_text()
+    assert json.loads((child / "session.json").read_text())["parent_run_id"] == "mem"
+
+
 def test_check_models_reads_metadata_only(models_dir: Path, in_tmp: Path) -> None:
     from agentlab.core.llm.providers.llama_cpp import load_count
     from agentlab.pipeline import check_models

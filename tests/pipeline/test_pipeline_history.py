@@ -232,4 +232,83 @@ def test_history_marks_a_session_with_an_unreadable_step_file_damaged(sessions: 
     code, out, _ = cli(capsys, "pipeline", "history", "--json")
     listed = {s["id"]: s for s in json.loads(out)}
     assert list(listed[sessions[0]]["problems"]) == ["steps/02-vote.json"] and listed[sessions[1]]["problems"] == {}
+    # one status for the table and --json (it was `completed` in --json)
+    assert listed[sessions[0]]["status"] == "damaged" and listed[sessions[1]]["status"] == "completed"
     assert cli(capsys, "pipeline", "show", sessions[0])[0] == 2
+
+
+def test_an_invalid_json_step_file_is_named_with_the_whole_reason(sessions: list[str], in_tmp: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """It said `steps/02-vote.json:1: invalid JSON: Invalid control character at` (json's message, whose place is
+    left to the exception's text), in `history` and `show`."""
+    step = in_tmp / "runs" / "pipeline" / sessions[0] / "steps" / "02-vote.json"
+    step.write_text('{"stage": "vo\tte"}')
+    says = f"{step}:1: invalid JSON: Invalid control character at column 14"
+    code, _, err = cli(capsys, "pipeline", "history")
+    assert code == 0 and f"unreadable: {says}" in " ".join(err.split()), err
+    code, _, err = cli(capsys, "pipeline", "show", sessions[0])
+    assert code == 2 and err.strip() == f"error: {says}", err
+    step.write_text('{"stage": }')
+    code, _, err = cli(capsys, "pipeline", "show", sessions[0])
+    assert code == 2 and err.strip() == f"error: {step}:1: invalid JSON: Expecting value (column 11)", err
+
+
+def test_history_json_has_the_whole_input_and_final_answer(sessions: list[str], capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json cut the final answer to 60 characters with `…`, as the table does."""
+    monkeypatch.setattr(console, "_width", 200)
+    assert len(ANSWER) > 60
+    code, out, _ = cli(capsys, "pipeline", "history", "--json")
+    listed = {s["id"]: s for s in json.loads(out)}
+    assert code == 0 and (listed[sessions[0]]["input"], listed[sessions[0]]["final"]) == (QUESTION, ANSWER)
+    code, _, err = cli(capsys, "pipeline", "history")  # the table still cuts, to one line
+    assert code == 0 and f"{ANSWER[:59]}…" in err and ANSWER not in err
+
+
+def test_hints_name_a_session_outside_runs_pipeline_by_its_path(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """From another folder, `show /x/runs/pipeline/c` advised `rerun c --from check`, which fails there (no session
+    'c' under runs/pipeline); so did a failed `run --out` to a folder outside runs/pipeline."""
+    run_module = importlib.import_module("agentlab.pipeline.run")
+    write_routed_models(in_tmp, ["a", "b"])
+    write_scripted_llm(in_tmp, ["a", "b"], replies=[ANSWER])
+    write_pipeline(in_tmp, [{"name": "ask", "model": "a"}, {"name": "check", "model": "b"}])
+    real = run_module._run_stage
+
+    async def stop_at_check(server: Any, stage: Any, *args: Any) -> Any:
+        if stage.name == "check":
+            raise KeyboardInterrupt
+        return await real(server, stage, *args)
+
+    monkeypatch.setattr(run_module, "_run_stage", stop_at_check)
+    base = ["--models", "models.yaml", "--llm", "llm.yaml", "--pipeline", "pipeline.yaml", "-i", "hi"]
+    assert cli(capsys, "pipeline", "run", *base, "--out", "runs/pipeline/c")[0] == 130
+    code, _, err = cli(capsys, "pipeline", "run", *base, "--out", "elsewhere/d")
+    assert code == 130 and "continue with `agentlab pipeline rerun elsewhere/d --from check`" in " ".join(err.split())
+    monkeypatch.setattr(run_module, "_run_stage", real)
+    code, _, err = cli(capsys, "pipeline", "show", "c")  # under runs/pipeline here: by its name, as before
+    assert code == 1 and "`agentlab pipeline rerun c --from check`" in " ".join(err.split()), err
+
+    other = in_tmp / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    monkeypatch.setenv("AGENTLAB_RUNS", str(other / "runs"))
+    session = in_tmp / "runs" / "pipeline" / "c"
+    code, _, err = cli(capsys, "pipeline", "show", str(session))
+    flat = " ".join(err.split())
+    assert code == 1 and f"continue with `agentlab pipeline rerun {session} --from check`" in flat, err
+    code, out, err = cli(capsys, "pipeline", "rerun", str(session), "--from", "check", "--json")  # the advice works
+    assert code == 0 and json.loads(out)["parent_run_id"] == "c", err
+
+    # a stage no model served: the failed run's hint and show's
+    with ScriptedServer() as srv:
+        srv.default("x", Reply(status=500))
+        (other / "llm.yaml").write_text(yaml.safe_dump({
+            "providers": {"http": {"kind": "openai", "base_url": srv.base_url}},
+            "models": {"deadm": {"provider": "http", "model": "x", "stream": False}}, "retries": 0}))
+        write_routed_models(other, ["deadm"])
+        code, _, err = cli(capsys, "pipeline", "run", "--models", "models.yaml", "--llm", "llm.yaml", "--stage",
+                           "a=deadm", "-i", "hi", "--out", "out/f")
+    assert code == 1 and "then `agentlab pipeline rerun out/f --from a`" in " ".join(err.split()), err
+    code, _, err = cli(capsys, "pipeline", "show", "out/f")
+    assert code == 1 and "then `agentlab pipeline rerun out/f --from a`" in " ".join(err.split()), err

@@ -111,6 +111,60 @@ def test_rerun_with_new_input_and_bad_stage(parent: dict, in_tmp: Path, capsys: 
     assert code == 2 and "--from nope: no such stage" in err
 
 
+def test_rerun_refuses_a_set_that_changes_a_reused_stage(parent: dict, in_tmp: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """It ran (exit 0) with `ask` reused, the parent's output, while the child's config.yaml recorded the --set on
+    `ask`: a config its output did not come from."""
+    root = in_tmp / "runs" / "pipeline"
+    before = sorted(p.name for p in root.iterdir())
+    pid = parent["run_id"]
+    code, out, err = cli(capsys, "pipeline", "rerun", pid, "--from", "final",
+                         "--set", "base_pipeline.stages.0.params.max_tokens=5")
+    flat = " ".join(err.split())
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 2, err
+    assert flat.startswith("error: --set base_pipeline.stages.0.params.max_tokens=5: changes stage 'ask', reused")
+    assert "(--from ask), or leave the --set out" in flat
+    # two changed stages: both named, the --set of each, the first to rerun from; the --set on `final` is fine
+    code, _, err = cli(capsys, "pipeline", "rerun", pid, "--from", "final",
+                       "--set", "base_pipeline.stages.2.params.temperature=0.1",
+                       "--set", "base_pipeline.stages.1.aggregation=concat",
+                       "--set", "base_pipeline.stages.0.system=Be brief.")
+    flat = " ".join(err.split())
+    assert code == 2 and "changes stages 'ask', 'vote'" in flat and "(--from ask)" in flat, err
+    assert "--set base_pipeline.stages.1.aggregation=concat, --set base_pipeline.stages.0.system=Be brief.:" in flat
+    assert "temperature" not in flat
+    assert sorted(p.name for p in root.iterdir()) == before  # nothing written
+    # a --set that leaves a reused stage as it was, or changes only stages that run, is taken
+    code, out, err = cli(capsys, "pipeline", "rerun", pid, "--from", "vote", "--set", "base_pipeline.stages.0.model=a",
+                         "--set", "base_pipeline.stages.1.aggregation=concat", "--json")
+    assert code == 0 and [s["reused"] for s in json.loads(out)["stages"]] == [True, False, False], err
+
+
+def test_rerun_refuses_a_new_input_when_stages_are_reused(parent: dict, in_tmp: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """It ran (exit 0) with `ask` reused from the France input while the child recorded the Spain input: a final
+    answer about France for a question about Spain."""
+    root = in_tmp / "runs" / "pipeline"
+    before = sorted(p.name for p in root.iterdir())
+    pid = parent["run_id"]
+    code, out, err = cli(capsys, "pipeline", "rerun", pid, "--from", "vote", "--input", "capital of Spain?")
+    flat = " ".join(err.split())
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 2, err
+    says = f"error: the given input differs from the input of session {pid}, but stage(s) ask before --from vote"
+    assert says in flat and "would reuse its outputs, which answer that input" in flat
+    assert "(--from ask, or no --from), or leave --input out" in flat
+    (in_tmp / "q.txt").write_text("capital of Spain?\n")
+    code, _, err = cli(capsys, "pipeline", "rerun", pid, "--from", "final", "--input-file", "q.txt")
+    assert code == 2 and "stage(s) ask, vote before --from final" in " ".join(err.split()), err
+    assert sorted(p.name for p in root.iterdir()) == before  # nothing written
+    # the parent's own input (a file's final newline aside) reuses as before; from the first stage, any input
+    (in_tmp / "q.txt").write_text("capital of France?\n")
+    code, out, err = cli(capsys, "pipeline", "rerun", pid, "--from", "vote", "--input-file", "q.txt", "--json")
+    assert code == 0 and [s["reused"] for s in json.loads(out)["stages"]] == [True, False, False], err
+    code, out, err = cli(capsys, "pipeline", "rerun", pid, "--from", "ask", "--input", "capital of Spain?", "--json")
+    assert code == 0 and json.loads(out)["input"] == "capital of Spain?", err
+
+
 def test_history_tree_and_show(parent: dict, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     pid = parent["run_id"]
     code, out, _ = cli(capsys, "pipeline", "rerun", pid, "--from", "final", "--json")
