@@ -63,10 +63,14 @@ JudgeOpt = Annotated[str | None, opt("--judge", help="The judge's model or route
 def _options(rounds: int | None, llm: Path | None, base_model: str | None, adapters: list[Path] | None,
              decision: str | None, judge: str | None, rule: str | None = None,
              visibility: str | None = None) -> list[Any]:
-    agents = [{"adapter": str(path)} for path in adapters] if adapters else None
+    from agentlab.core.config import Flag
+
+    # an agent of each folder; errors name the folders as typed, not the agents' dicts
+    agents = [Flag("--adapters", "agents", [{"adapter": str(path)} for path in adapters],
+                   [str(path) for path in adapters])] if adapters else []
     return flags(("--rounds", "rounds", rounds), ("--llm", "llm", llm), ("--base-model", "base_model", base_model),
-                 ("--adapters", "agents", agents), ("--decision", "decision", decision), ("--judge", "judge", judge),
-                 ("--rule", "rule", rule), ("--visibility", "visibility", visibility))
+                 ("--decision", "decision", decision), ("--judge", "judge", judge), ("--rule", "rule", rule),
+                 ("--visibility", "visibility", visibility)) + agents
 
 
 @app.callback(invoke_without_command=True)

@@ -267,11 +267,13 @@ class Flag:
     option: str
     key: str
     value: Any
+    typed: Any = None  # what the user typed, when the value is built from it (debate's --adapters DIR: an agent)
 
     def __str__(self) -> str:
         if isinstance(self.value, bool):
             return self.option
-        values = (self.value or [""]) if isinstance(self.value, list) else [self.value]  # --tasks "": nothing in it
+        given = self.value if self.typed is None else self.typed
+        values = (given or [""]) if isinstance(given, list) else [given]  # --tasks "": nothing in it
         return " ".join(f"{self.option} {value if value != '' else repr('')}" for value in values)
 
 

@@ -243,7 +243,7 @@ def test_a_judge_is_accepted_where_it_is_asked(in_tmp: Path, srv: ScriptedServer
     assert srv.count("persona_c") == 1
 
 
-@pytest.mark.parametrize("case", ["missing-adapter", "not-peft", "bad-task-line", "no-agents"])
+@pytest.mark.parametrize("case", ["missing-adapter", "not-peft", "bad-task-line", "no-agents", "twice"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "plain").mkdir()
     (in_tmp / "plain" / "config.json").write_text("{}")
@@ -251,12 +251,15 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytes
     args = {"missing-adapter": ["debate", "--topic", "q", "--adapters", "adapters/nope"],
             "not-peft": ["debate", "--topic", "q", "--adapters", "plain"],
             "bad-task-line": ["debate", "eval", "--task", "task.jsonl", "--adapters", "plain"],
-            "no-agents": ["debate", "--topic", "q"]}[case]
+            "no-agents": ["debate", "--topic", "q"],
+            "twice": ["debate", "--topic", "q", "--adapters", "plain", "--adapters", "plain"]}[case]
     assert main(args) == 2
     err = capsys.readouterr().err
     says = {"missing-adapter": "adapters/nope: adapter folder not found", "not-peft": "not a PEFT adapter",
             "bad-task-line": "task.jsonl:2: \"question\" must be non-empty text",
-            "no-agents": "agentlab train-persona --data"}[case]
+            "no-agents": "agentlab train-persona --data",
+            # the folders as typed (it echoed `--adapters {'adapter': 'plain'} ...`)
+            "twice": "error: --adapters plain --adapters plain: agents: name 'plain' used twice"}[case]
     assert says in " ".join(err.split()) and "Traceback" not in err
     assert not (in_tmp / "runs").exists()
 
