@@ -828,9 +828,21 @@ def resume_changes(folder: Path, cfg: BaseModel, command: str) -> list[str]:
         return []
     saved, asked = (_flat(redact(absolute_paths(c).model_dump(mode="json")))  # as config.yaml is written
                     for c in (load_config(folder / "config.yaml", type(cfg)), cfg))
-    return [f"{key} {saved.get(key)!r} -> {asked.get(key)!r}" for key in sorted(saved.keys() | asked.keys())
+    return [f"{key} {_brief(saved.get(key))} -> {_brief(asked.get(key))}" for key in sorted(saved.keys() | asked.keys())
             if saved.get(key) != asked.get(key) and REDACTED not in (saved.get(key), asked.get(key))
             and not any(key == k or key.startswith(k + ".") for k in may)]
+
+
+def _brief(value: Any) -> str:
+    """A setting as a resume refusal names it: a scalar as Python writes it (``'What is 1 plus 2?'``), a list or
+    mapping as compact JSON without the keys left at null or empty (debate's agents: ``[{"adapter": "/x/a"}]``, not
+    every field of each)."""
+    def pruned(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: pruned(v) for k, v in item.items() if v not in (None, {}, [])}
+        return [pruned(v) for v in item] if isinstance(item, list) else item
+
+    return json.dumps(pruned(value), ensure_ascii=False) if isinstance(value, (list, dict)) else repr(value)
 
 
 def check_resume_settings(folder: Path, cfg: BaseModel, command: str) -> None:

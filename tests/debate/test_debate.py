@@ -365,6 +365,12 @@ def test_a_run_whose_file_said_question_resumes_with_the_same_topic(in_tmp: Path
     assert resume_changes(in_tmp / "d", same, "debate") == []
     assert resume_changes(in_tmp / "d", DebateConfig(topic="What is 2 plus 2?"), "debate") == [
         "topic 'What is 1 plus 2?' -> 'What is 2 plus 2?'"]
+    # a list of agents is named by what each sets (it printed every field of each agent's dict, None and all)
+    with RunDir.create("debate", DebateConfig(topic="q", agents=[{"adapter": "/x/a"}, {"adapter": "/x/b"}]),
+                       out=in_tmp / "e"):
+        pass
+    assert resume_changes(in_tmp / "e", DebateConfig(topic="q", agents=[{"adapter": "/x/a"}]), "debate") == [
+        'agents [{"adapter": "/x/a"}, {"adapter": "/x/b"}] -> [{"adapter": "/x/a"}]']
 
 
 def test_failed_calls_name_their_cause_are_marked_failed_and_stop_the_rounds(in_tmp: Path,
