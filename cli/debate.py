@@ -140,6 +140,8 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"
                   + (" (tie broken)" if final["tie"] else ""))
     console.print(safe_text(decision_words(final["method"], final.get("rule") or "last_round")), highlight=False)
+    if final.get("note"):  # the judge overruled by the agents' vote: results.json and report.md say it too
+        console.print(safe_text(final["note"]), highlight=False)
     if final.get("rule") == "vote" and results.get("rounds"):
         console.print("rule vote: round 0's answers decided, no debate round asked (on the built-in personas every "
                       "rule that debates scored lower); --rule last_round (or keep_round0, ...) to debate")

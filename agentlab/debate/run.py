@@ -211,7 +211,7 @@ def final_decision(method: str, rounds: list[Round], verdict: Answer | None, rul
         if verdict is not None and verdict.answer is not None:
             final.update(answer=verdict.answer, tie=False, method="judge")
         else:
-            final["note"] = "the judge gave no parseable answer; the ReConcile vote of the last round decided"
+            final["note"] = f"the judge gave no parseable answer; the {t.method} vote (rule {rule}) decided"
     return final
 
 

@@ -243,6 +243,19 @@ def test_a_judge_is_accepted_where_it_is_asked(in_tmp: Path, srv: ScriptedServer
     assert srv.count("persona_c") == 1
 
 
+def test_a_judge_without_a_parseable_answer_is_said_to_be_overruled(in_tmp: Path, srv: ScriptedServer,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """The agents' vote decides when the judge's verdict cannot be read: the console says so (only report.md and
+    results.json did), naming the rule that decided."""
+    routed(in_tmp, srv)
+    srv.default("persona_c", Reply(text="Hmm, hard to say."))
+    agents = ["--llm", "llm.yaml", "--set", "agents=[{model: persona_a}, {model: persona_b}]", "--judge", "persona_c"]
+    assert main(["debate", "--topic", "What is 3 times 4?", "--decision", "judge", "--rounds", "1",
+                 "--rule", "last_round", *agents]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the judge gave no parseable answer; the reconcile vote (rule last_round) decided" in err, err
+
+
 @pytest.mark.parametrize("case", ["missing-adapter", "not-peft", "bad-task-line", "no-agents", "twice"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "plain").mkdir()
