@@ -60,9 +60,11 @@ def validate(
     set_: SetOpt = None,
 ) -> None:
     """Check a YAML config: unknown keys, wrong types, missing env vars. Exit 2 naming file, line and field."""
-    from agentlab.core.config import load_config
+    from agentlab.core.config import load_config, missing_config
     from agentlab.core.errors import UsageError
 
+    if not file.exists():  # the hint -c FILE gives (`agentlab config examples .`), not only "check the path"
+        raise missing_config(file)
     command = command or _command_of(file)
     if command is None:
         raise UsageError(f"{file}: cannot tell which command this config is for",

@@ -40,8 +40,8 @@ app = typer.Typer(help="Search your own training command as it is, or a forecast
                   "project; your files are never written; `agentlab nas apply RUN` writes the best config back "
                   "(docs/commands/nas-own-code.md).\n\n"
                   "The built-in forecaster: a planner proposes changes to the model config (the family: Informer, "
-                  "linear, SparseTSF, CycleNet, PatchTST or iTransformer, its settings, the lookback), each trial "
-                  "trains and is judged by rules (an LLM only inside the noise band), state is saved after every "
+                  "linear, SparseTSF, CycleNet, PatchTST, iTransformer or DUET, its settings, the lookback), each "
+                  "trial trains and is judged by rules (an LLM only inside the noise band), state is saved after every "
                   "trial. Runs offline on built-in synthetic data by default.\n\n"
                   "`agentlab nas [OPTIONS]` runs the search; `agentlab nas predict RUN --data CSV` forecasts with "
                   "its final model.", invoke_without_command=True, no_args_is_help=False)

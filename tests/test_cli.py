@@ -90,6 +90,10 @@ def test_config_validate_typo_exits_2_naming_file_line_field(in_tmp: Path, capsy
     assert main(["config", "validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:4: timout_s: unknown key (did you mean 'timeout_s'?)" in err.replace("\n", "")
+    # a file not there: the hint `-c FILE` gives, with the command that writes the docs' example configs
+    assert main(["config", "validate", "configs/nas.yaml"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "configs/nas.yaml: config file not found" in err and "`agentlab config examples .`" in err, err
 
 
 def test_config_validate_wrong_type_and_missing_env(in_tmp: Path, capsys: pytest.CaptureFixture,

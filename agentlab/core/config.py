@@ -210,12 +210,17 @@ class _Source:
         return "config"
 
 
+def missing_config(path: Path) -> ConfigError:
+    """The error of a config file that is not there, with the next steps (``agentlab config examples .``)."""
+    return ConfigError(f"{path}: config file not found",
+                       hint="check the path, or leave that option out for the defaults; `agentlab config "
+                       "examples .` writes the example configs the docs name (configs/nas.yaml, ...)")
+
+
 def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], str]:
     show = f"`agentlab config show {schema or 'COMMAND'}`"
     if not path.exists():
-        raise ConfigError(f"{path}: config file not found",
-                          hint="check the path, or leave that option out for the defaults; `agentlab config "
-                          "examples .` writes the example configs the docs name (configs/nas.yaml, ...)")
+        raise missing_config(path)
     text = read_text(path, "config file")
     try:
         data = yaml.safe_load(text)
