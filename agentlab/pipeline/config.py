@@ -17,7 +17,7 @@ from pydantic import Field, create_model, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import MissingPackage
-from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig
+from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig, check_local_params
 from agentlab.core.models.builtin import builtin_path, is_builtin
 from agentlab.pipeline.templates import references, syntax_error
 
@@ -124,6 +124,16 @@ class ModelsConfig(StrictModel):
                          "connection, HTTP 5xx / 429, an empty reply) before a stage's fallbacks; a routed: model "
                          "keeps the routing config's")
     models: dict[str, ModelEntry] = Field(default_factory=dict, description="named models the pipeline uses")
+
+    @model_validator(mode="after")
+    def _local_params(self) -> ModelsConfig:
+        """Params of local models only (``defaults`` and a ``file`` model's ``overrides``): a key llama.cpp or
+        transformers does not read is refused (``check_local_params``), not dropped."""
+        check_local_params(self.defaults.params, "defaults.params", "a local model")
+        for name, entry in self.models.items():
+            if entry.file is not None:
+                check_local_params(entry.overrides.params or {}, f"models.{name}.overrides.params", "a local model")
+        return self
 
     def settings(self, name: str) -> ModelSettings:
         """``defaults`` with the model's ``overrides`` on top (``params`` merged key by key)."""
@@ -389,9 +399,13 @@ def execution_order(stages: list[StageConfig]) -> list[StageConfig]:
     return order
 
 
-def pipeline_checked(known_models: Iterable[str]) -> type[PipelineConfig]:
-    """PipelineConfig that also checks every model / aggregator name against the models file."""
+def pipeline_checked(known_models: Iterable[str] | dict[str, ModelEntry]) -> type[PipelineConfig]:
+    """PipelineConfig that also checks every model / aggregator name against the models file, and, given the
+    models file's entries, the params of a stage whose models are all local (``check_local_params``: a key they do
+    not read would be dropped; a routed model's server takes other keys)."""
     known = list(known_models)
+    local = {name for name, entry in known_models.items() if entry.file is not None} \
+        if isinstance(known_models, dict) else set()
 
     class CheckedPipelineConfig(PipelineConfig):
         @model_validator(mode="after")
@@ -404,6 +418,9 @@ def pipeline_checked(known_models: Iterable[str]) -> type[PipelineConfig]:
                 for field, name in refs:
                     if name is not None and name not in known:
                         raise ValueError(f"{at}.{field}: unknown model '{name}' (known: {', '.join(known) or 'none'})")
+                names = [name for _, name in refs if name is not None]
+                if names and all(name in local for name in names):
+                    check_local_params(stage.params, f"{at}.params", "a local model")
             return self
 
     return CheckedPipelineConfig

@@ -105,12 +105,13 @@ def test_every_params_field_checks_types_and_bounds(in_tmp: Path, params: str, f
 
 def test_valid_params_stay_a_dict_of_what_was_set(in_tmp: Path) -> None:
     (in_tmp / "models.yaml").write_text(
-        "defaults:\n  params: {temperature: 0, stop: '###', top_k: 40, custom_server_knob: {a: 1}}\n"
-        "models:\n  a: {file: a.gguf, overrides: {params: {max_tokens: 8, stop: [END, STOP]}}}\n")
+        "defaults:\n  params: {temperature: 0, stop: '###', top_k: 40}\n"
+        "models:\n  a: {file: a.gguf, overrides: {params: {max_tokens: 8, stop: [END, STOP]}}}\n"
+        "  r: {routed: r, overrides: {params: {custom_server_knob: {a: 1}}}}\n")
     cfg = load_config(in_tmp / "models.yaml", ModelsConfig)
-    assert cfg.defaults.params == {"temperature": 0.0, "stop": ["###"], "top_k": 40, "custom_server_knob": {"a": 1}}
-    assert cfg.settings("a").params == {"temperature": 0.0, "stop": ["END", "STOP"], "top_k": 40,
-                                        "custom_server_knob": {"a": 1}, "max_tokens": 8}
+    assert cfg.defaults.params == {"temperature": 0.0, "stop": ["###"], "top_k": 40}
+    assert cfg.settings("a").params == {"temperature": 0.0, "stop": ["END", "STOP"], "top_k": 40, "max_tokens": 8}
+    assert cfg.settings("r").params["custom_server_knob"] == {"a": 1}  # a routed model's server takes other keys
     assert ModelsConfig().defaults.params == {"temperature": 0.7, "max_tokens": 256}
     assert cfg.model_dump()["models"]["a"]["overrides"]["params"] == {"max_tokens": 8, "stop": ["END", "STOP"]}
     cfg = load_config(None, PipelineConfig, ["base_pipeline.stages=[{name: one, model: a}]",
@@ -129,3 +130,24 @@ def test_set_override_of_the_wrong_type_names_the_override(in_tmp: Path) -> None
 def test_the_typed_params_know_every_sampling_extra_of_the_providers() -> None:
     assert set(EXTRA_SAMPLING) <= set(GenerationParams.model_fields)
     assert "adapter" in GenerationParams.model_fields  # the transformers provider's adapter choice
+
+
+def test_a_param_local_models_do_not_read_is_refused_where_it_is_given(in_tmp: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """`max_tokenz: 5` reached llama.cpp as nothing (exit 0, the reply not limited): refused in the models file's
+    defaults, a local model's overrides and a stage whose models are all local (a routed model's server takes
+    other keys: test_valid_params_stay_a_dict_of_what_was_set)."""
+    for text, where in [("defaults:\n  params: {max_tokenz: 5}\nmodels:\n  a: {file: a.gguf}\n", ":2: defaults.params"),
+                        ("models:\n  a: {file: a.gguf, overrides: {params: {max_tokenz: 5}}}\n",
+                         ":2: models.a.overrides.params")]:
+        (in_tmp / "models.yaml").write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_config(in_tmp / "models.yaml", ModelsConfig)
+        assert info.value.message.startswith(f"{in_tmp / 'models.yaml'}{where}.max_tokenz: not a generation param "
+                                             "a local model reads (did you mean max_tokens?)"), info.value.message
+    models = write_models(in_tmp, ["a"])
+    (in_tmp / "pipeline.yaml").write_text(PIPELINE.replace("max_tokens: lots", "max_tokenz: 5"))
+    assert main(["pipeline", "run", "--models", str(models), "--pipeline", "pipeline.yaml", "--input", "hi"]) == 2
+    assert err_lines(capsys)[0].startswith("error: pipeline.yaml:7: base_pipeline.stages[0].params.max_tokenz: not a "
+                                           "generation param a local model reads (did you mean max_tokens?)")
+    assert not (in_tmp / "runs").exists()
