@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -20,15 +20,15 @@ app = typer.Typer(help="Local models: make tiny ones offline, list what is on di
 @app.command("make-tiny")
 def make_tiny(
     out: Annotated[Path, typer.Argument(help="Folder for the model (HF files) and OUT/model.gguf.")],
-    seed: Annotated[int, typer.Option(help="Weight seed: the same seed gives the same files.")] = 0,
+    seed: Annotated[int, typer.Option(help="Weight seed, 0 to 2^64-1: the same seed gives the same files.")] = 0,
     arch: Annotated[Literal["llama", "qwen2"], typer.Option(help="Architecture.")] = "llama",
     dtype: Annotated[Literal["f32", "f16"], typer.Option(help="GGUF tensor type (f32 matches transformers "
                                                                   "to ~1e-6).")] = "f32",
     quantize: Annotated[str | None, typer.Option(help="Also write OUT/model.KIND.gguf through llama.cpp's "
                                                       "quantizer (q8_0, q4_0, q4_k_m, ...).",
                                                  show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Write over a folder that already holds files (its other "
-                                        "files stay).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a model folder (one with config.json) as a whole, "
+                                        "once the new model is complete; a folder of other files is refused.")] = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -85,6 +85,27 @@ def export_hf(
         console.print(f"[bold]transformers folder[/]: {safe_text(path)} ({human_size(size)})")
 
 
+def _fs_text(value: Any) -> Any:
+    """``value`` (a string, or the strings in a list or dict) with the bytes of a file name that are not UTF-8
+    (Python holds them as lone surrogates, ``\\udce9``) shown as backslash escapes (``\\xe9``): valid UTF-8 for
+    JSON, one column per character in a table, the same spelling in both."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that is no escaped byte
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {key: _fs_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fs_text(item) for item in value]
+    return value
+
+
+def _shown(text: object) -> str:
+    """``safe_text`` of a path or a message that names one (:func:`_fs_text` first)."""
+    return safe_text(_fs_text("" if text is None else str(text)))
+
+
 @app.command("list")
 def list_models(
     directory: Annotated[Path, typer.Argument(help="Folder to scan (GGUF files and HF model folders).")] = Path(
@@ -113,10 +134,10 @@ def list_models(
     trained = find_adapters(adapters, unreadable)
     builtins = builtin_status()
     if json_:
-        print_json([{"format": "gguf" if isinstance(m, GGUFInfo) else "hf", **m.to_dict()} for m in found]
-                   + [{"format": "adapter", **a.to_dict()} for a in trained]
-                   + [{"format": "builtin", **b} for b in builtins]
-                   + [{"format": "unreadable", "path": path, "error": why} for path, why in unreadable])
+        print_json(_fs_text([{"format": "gguf" if isinstance(m, GGUFInfo) else "hf", **m.to_dict()} for m in found]
+                            + [{"format": "adapter", **a.to_dict()} for a in trained]
+                            + [{"format": "builtin", **b} for b in builtins]
+                            + [{"format": "unreadable", "path": path, "error": why} for path, why in unreadable]))
         return
     from rich.table import Table
 
@@ -130,21 +151,21 @@ def list_models(
         installed = ("[green]yes[/]" if b["assembled"] is not False else "[green]yes[/] (parts)") if b["installed"] \
             else "[red]no[/]"
         size = b["size_bytes"]
-        table.add_row(safe_text(b["name"]), installed, human_size(size if isinstance(size, int) else None),
-                      safe_text(f"{b['source']}; {b['license']}"), safe_text(b["path"] or "-"))
+        table.add_row(_shown(b["name"]), installed, human_size(size if isinstance(size, int) else None),
+                      _shown(f"{b['source']}; {b['license']}"), _shown(b["path"] or "-"))
     console.print(table)
     for b in builtins:
         if not b["installed"]:
-            console.print("  " + safe_text(f"{b['name']}: not installed; {b['install']}"), highlight=False)
+            console.print("  " + _shown(f"{b['name']}: not installed; {b['install']}"), highlight=False)
     for path, why in unreadable:  # found, but not readable: named, never silently left out
         named = why.startswith((path, str(Path(path).resolve())))  # the reason names its file (most do)
-        console.print(f"[red]unreadable[/]: {safe_text(why if named else f'{path}: {why}')}", highlight=False)
+        console.print(f"[red]unreadable[/]: {_shown(why if named else f'{path}: {why}')}", highlight=False)
     if not found:
         readable = " readable" if any(Path(p).is_relative_to(directory) for p, _ in unreadable) else ""
-        console.print(f"no{readable} models under {safe_text(directory)}/ (make one with `agentlab models make-tiny "
-                      f"{safe_text(directory)}/tiny`)")
+        console.print(f"no{readable} models under {_shown(directory)}/ (make one with `agentlab models make-tiny "
+                      f"{_shown(directory)}/tiny`)")
     else:
-        table = Table(title=f"models under {safe_text(directory)}/", title_justify="left", pad_edge=False)
+        table = Table(title=f"models under {_shown(directory)}/", title_justify="left", pad_edge=False)
         table.add_column("path", overflow="fold", min_width=20)
         for column in ("format", "arch", "type", "size", "layers", "ctx", "template"):
             table.add_column(column, no_wrap=True)
@@ -153,24 +174,24 @@ def list_models(
             arch = m.arch.removesuffix("ForCausalLM").lower()
             shown = os.path.relpath(m.path, directory)  # "." for an HF folder that is the directory itself
             # Paths and metadata strings come from the files: shown escaped, never as terminal controls or markup.
-            table.add_row(safe_text(shown), "gguf" if is_gguf else "hf", safe_text(arch),
-                          safe_text(m.file_type if isinstance(m, GGUFInfo) else (m.dtype or "-")),
+            table.add_row(_shown(shown), "gguf" if is_gguf else "hf", _shown(arch),
+                          _shown(m.file_type if isinstance(m, GGUFInfo) else (m.dtype or "-")),
                           human_size(m.size_bytes), str(m.n_layers or "-"), str(m.n_ctx_train or "-"),
                           "yes" if m.chat_template else "no")
         console.print(table)
     if not trained:
         readable = " readable" if any(Path(p).is_relative_to(adapters) for p, _ in unreadable) else ""
-        console.print(f"no{readable} adapters under {safe_text(adapters)}/ (train one with `agentlab train-persona "
-                      f"--out {safe_text(adapters)}/NAME`)")
+        console.print(f"no{readable} adapters under {_shown(adapters)}/ (train one with `agentlab train-persona "
+                      f"--out {_shown(adapters)}/NAME`)")
         return
-    table = Table(title=f"adapters under {safe_text(adapters)}/", title_justify="left", pad_edge=False)
+    table = Table(title=f"adapters under {_shown(adapters)}/", title_justify="left", pad_edge=False)
     table.add_column("path", overflow="fold", min_width=12)
     for column in ("type", "rank", "size"):
         table.add_column(column, no_wrap=True)
     table.add_column("base model", overflow="fold", min_width=12)
     for a in trained:
-        table.add_row(safe_text(os.path.relpath(a.path, adapters)), safe_text(a.peft_type), str(a.r or "-"),
-                      human_size(a.size_bytes), safe_text(a.base or "-"))
+        table.add_row(_shown(os.path.relpath(a.path, adapters)), _shown(a.peft_type), str(a.r or "-"),
+                      human_size(a.size_bytes), _shown(a.base or "-"))
     console.print(table)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,20 +149,95 @@ def test_make_tiny_refuses_an_existing_file_or_filled_folder(in_tmp: Path, capsy
     assert (in_tmp / "filled" / "config.json").read_text() == "{}"
 
 
-def test_make_tiny_force_writes_over_a_folder(in_tmp: Path, capsys: pytest.CaptureFixture,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_builders(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[Path]:
+    """make-tiny's builders replaced by quick fakes that write a file of each kind (``fail``: the GGUF export raises,
+    as a crash would end it, once the HF files are written); returns the folders the model was built in."""
     from agentlab.core.train import tiny
 
     built: list[Path] = []
-    monkeypatch.setattr(tiny, "make_tiny_model", lambda out, **kw: built.append(Path(out)) or Path(out))
-    monkeypatch.setattr(tiny, "export_gguf", lambda src, dst, **kw: Path(dst).write_bytes(b"GGUF") and Path(dst))
-    (in_tmp / "filled").mkdir()
-    (in_tmp / "filled" / "notes.txt").write_text("mine")
-    assert main(["models", "make-tiny", "filled", "--force", "--json"]) == 0
-    assert built == [Path("filled")] and (in_tmp / "filled" / "notes.txt").read_text() == "mine"
+
+    def model(out: Path, **kw: object) -> Path:
+        built.append(Path(out))
+        (Path(out) / "config.json").write_text('{"model_type": "llama"}')
+        return Path(out)
+
+    def export(src: Path, dst: Path, **kw: object) -> Path:
+        if fail:
+            raise RuntimeError("the GGUF export died")
+        Path(dst).write_bytes(b"GGUF new")
+        return Path(dst)
+
+    monkeypatch.setattr(tiny, "make_tiny_model", model)
+    monkeypatch.setattr(tiny, "export_gguf", export)
+    monkeypatch.setattr(tiny, "quantize_gguf", lambda src, dst, **kw: Path(dst).write_bytes(b"GGUF q") and Path(dst))
+    return built
+
+
+def test_make_tiny_force_replaces_a_model_folder_as_a_whole(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--force over a folder made with --quantize q8_0 kept the old model.q8_0.gguf beside the new weights (and
+    `models list` showed it); the folder is now replaced as a whole. A folder of other files is not a model folder:
+    --force there would delete them, so it is refused."""
+    built = _fake_builders(monkeypatch)
+    assert main(["models", "make-tiny", "m", "--quantize", "q8_0", "--json"]) == 0
+    assert (in_tmp / "m" / "model.q8_0.gguf").is_file() and built[-1].parent == in_tmp  # built beside m, not in it
+    assert built[-1].name.startswith(".m.") and not built[-1].exists()  # renamed into place
+    assert main(["models", "make-tiny", "m", "--seed", "7", "--json"]) == 2  # a model there: --force needed
+    assert main(["models", "make-tiny", "m", "--seed", "7", "--force", "--json"]) == 0
+    assert sorted(p.name for p in (in_tmp / "m").iterdir()) == ["config.json", "model.gguf"]
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["m"]  # no temporary or old folder left
     assert main(["models", "make-tiny", "empty-but-there", "--json"]) == 0  # a new folder needs no --force
     (in_tmp / "empty").mkdir()
     assert main(["models", "make-tiny", "empty", "--json"]) == 0  # nor does an empty one
+    capsys.readouterr()
+
+    (in_tmp / "filled").mkdir()
+    (in_tmp / "filled" / "notes.txt").write_text("mine")
+    for extra in ([], ["--force"]):
+        assert main(["models", "make-tiny", "filled", *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "filled: holds files but is not a model folder" in err, err
+        assert "pass --force" not in err  # not offered where it would be refused
+    assert main(["models", "make-tiny", ".", "--force"]) == 2  # the current folder: never replaced
+    assert (in_tmp / "filled" / "notes.txt").read_text() == "mine"
+
+
+def test_make_tiny_that_fails_leaves_no_half_made_model(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build that dies after the HF files are written left them at OUT without model.gguf (listed as a healthy
+    model; a rerun said "pass --force"); with --force, the old model was already half overwritten."""
+    _fake_builders(monkeypatch, fail=True)
+    assert main(["models", "make-tiny", "m"]) == 1
+    assert not list(in_tmp.iterdir())  # neither m nor its temporary folder
+    (in_tmp / "old").mkdir()
+    (in_tmp / "old" / "config.json").write_text('{"model_type": "llama", "old": true}')
+    (in_tmp / "old" / "model.gguf").write_bytes(b"GGUF old")
+    assert main(["models", "make-tiny", "old", "--force"]) == 1
+    assert (in_tmp / "old" / "model.gguf").read_bytes() == b"GGUF old" and '"old"' in (
+        in_tmp / "old" / "config.json").read_text()  # the old model stays whole until a new one is complete
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["old"]
+
+
+def test_make_tiny_killed_leaves_no_model_at_out(in_tmp: Path, sigkill_when: Any,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """`kill -9` mid-build (the HF files written, the GGUF not yet) left OUT with HF files and no model.gguf: listed
+    as a healthy hf model, and a rerun said "the folder already holds files; pass --force"."""
+    sigkill_when(["models", "make-tiny", "j", "--quantize", "q8_0"],
+                 lambda: any(in_tmp.glob("j/config.json")) or any(in_tmp.glob(".j.*/config.json")))
+    assert not (in_tmp / "j").exists()
+    [partial] = in_tmp.glob(".j.*.partial")  # the hidden temporary folder: left out of `models list`
+    assert main(["models", "list", ".", "--json"]) == 0
+    assert not [m for m in json.loads(capsys.readouterr().out) if m["format"] in ("hf", "gguf", "unreadable")]
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-1"])
+def test_make_tiny_refuses_a_seed_out_of_range(seed: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A seed past 64 bits ended in "internal error: ValueError: Overflow when unpacking long long", exit 1, with a
+    folder holding only the tokenizer."""
+    assert main(["models", "make-tiny", "m", "--seed", seed]) == 2
+    err = capsys.readouterr().err
+    assert f"--seed {seed}: out of range; give a seed from 0 to 18446744073709551615" in err and "internal" not in err
+    assert not list(in_tmp.iterdir())
 
 
 def _fake_adapter(folder: Path, base: str, r: int = 8) -> None:
@@ -216,3 +293,79 @@ def test_the_advice_for_a_missing_model_file_names_its_own_folder() -> None:
     assert make_advice(Path("models/nothere.gguf")).startswith(  # was `make-tiny models`: the models folder itself
         "make a tiny model with `agentlab models make-tiny models/nothere` and point `file` at its model.gguf")
     assert make_advice(Path("models/hf-folder")) == "make it with `agentlab models make-tiny models/hf-folder`"
+
+
+def test_export_hf_refuses_the_folder_that_holds_its_source(tiny_model: dict[str, Path], in_tmp: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """`export-hf models/src/model.gguf --out models/src --force` on a make-tiny folder exited 0 with the source
+    model.gguf (and any model.q8_0.gguf) deleted: the folder it was replacing held it."""
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "src")
+    (in_tmp / "models" / "src" / "model.q8_0.gguf").write_bytes(b"GGUF q")
+    before = sorted(p.name for p in (in_tmp / "models" / "src").iterdir())
+    for source, out in (("models/src/model.gguf", "models/src"), ("models/src/model.gguf", "models"),
+                        ("models/src", "models/src"), (str(in_tmp / "models" / "src"), "./models/src/")):
+        assert main(["models", "export-hf", source, "--out", out, "--force"]) == 2, (source, out)
+        err = capsys.readouterr().err
+        assert f"--out {Path(out)}: is or holds the model being exported" in err, err
+    assert sorted(p.name for p in (in_tmp / "models" / "src").iterdir()) == before
+    assert sorted(p.name for p in (in_tmp / "models").iterdir()) == ["src"]
+
+
+def test_export_hf_refuses_a_truncated_gguf(tiny_model: dict[str, Path], in_tmp: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """A truncated GGUF ended in exit 1, "transformers could not convert this GGUF" and a hint about architecture
+    support; it is bad input, with the reason `models check` gives. A file cut inside its tensor data (a whole
+    header) was also "yes" in `models check`."""
+    data = tiny_model["gguf"].read_bytes()
+    (in_tmp / "models").mkdir()
+    (in_tmp / "models" / "head.gguf").write_bytes(data[:1000])
+    (in_tmp / "models" / "data.gguf").write_bytes(data[:-1000])
+    for name in ("head.gguf", "data.gguf"):
+        assert main(["models", "export-hf", f"models/{name}", "--out", "out"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"{name}: not a readable GGUF file (truncated: " in err and "architecture" not in err, err
+    assert not (in_tmp / "out").exists()
+    (in_tmp / "m.yaml").write_text("models_directory: models\nmodels:\n  d: {file: data.gguf}\n")
+    assert main(["models", "check", "m.yaml", "--json"]) == 1
+    [status] = json.loads(capsys.readouterr().out)["models"]
+    assert status["unreadable"] and "truncated: its tensor data needs" in status["note"]
+
+
+def test_check_names_an_hf_folder_on_llama_cpp_a_folder(tiny_model: dict[str, Path], in_tmp: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """An HF folder with `backend: llama_cpp` was "GGUF file not found: .../tiny" although the path exists."""
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "tiny")
+    (in_tmp / "m.yaml").write_text("models:\n  t: {file: tiny, backend: llama_cpp}\n")
+    assert main(["models", "check", "m.yaml", "--json"]) == 1
+    note = json.loads(capsys.readouterr().out)["models"][0]["note"]
+    assert "tiny: is a folder (an HF model), not a GGUF file" in note and "`backend: hf`" in note, note
+    assert "not found" not in note
+
+
+def test_list_names_broken_links_empty_configs_and_escapes_undecodable_names(tiny_model: dict[str, Path],
+                                                                             in_tmp: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """A dangling .gguf link was skipped without a word; a folder whose config.json is `{}` was listed as an hf model
+    (arch unknown, 0 B); a file name that is not UTF-8 printed as `n\\udce9e.gguf` (breaking the table) and put a
+    lone surrogate escape in the JSON. A hidden folder (a model being written) is left out."""
+    models = in_tmp / "models"
+    (models / "empty-config").mkdir(parents=True)
+    (models / "empty-config" / "config.json").write_text("{}")
+    (models / "dangling.gguf").symlink_to(in_tmp / "gone.gguf")
+    odd = os.fsdecode(b"n\xe9e.gguf")
+    shutil.copyfile(tiny_model["gguf"], models / odd)
+    shutil.copytree(tiny_model["hf"], models / ".t.abc.partial")
+    assert main(["models", "list", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "\\ud" not in out  # no surrogate escape: the JSON is plain UTF-8
+    listed = {Path(m["path"]).name: m for m in json.loads(out) if m["format"] != "builtin"}
+    assert set(listed) == {"empty-config", "dangling.gguf", "n\\xe9e.gguf"}, listed
+    assert listed["n\\xe9e.gguf"]["format"] == "gguf"
+    assert listed["empty-config"]["format"] == "unreadable" and "names no model" in listed["empty-config"]["error"]
+    assert listed["dangling.gguf"]["format"] == "unreadable" and "broken link" in listed["dangling.gguf"]["error"]
+    assert main(["models", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "n\\xe9e.gguf" in err and "\\udce9" not in err and "\udce9" not in err
+    assert "unreadable: models/dangling.gguf: a broken link" in err
+    assert "empty-config/config.json: names no model" in err
+    assert ".t.abc" not in err

@@ -8,10 +8,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from agentlab.core.errors import AgentlabError, InputError
 from agentlab.core.files import check_replace, ordinary_mode
 from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream
 from agentlab.core.models.convert import MARKER
 from agentlab.core.models.load import hf_model_folder
+from agentlab.core.models.modelfiles import read_gguf_header
+from agentlab.core.models.modelref import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +24,23 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
     transformers folder ``out`` that ``AutoModelForCausalLM.from_pretrained(out)`` loads with no agentlab installed:
     the one a GGUF de-quantizes into (cached, as for every local load), copied under a temporary name and renamed
     into place. A built-in model's folder also gets a README.md naming its upstream hub id, which adapters trained
-    on it record as their base. ``force``: replace an existing ``out``. Returns ``out``."""
+    on it record as their base. ``force``: replace an existing ``out``. Returns ``out``.
+
+    Refused before anything is written or deleted (``InputError``, exit 2): an ``out`` that is the model's own
+    folder or holds its file (``--force`` would replace the folder, and the model with it: the source of a GGUF
+    export is often ``DIR/model.gguf`` beside the transformers files ``DIR`` already holds), and a GGUF file whose
+    header or tensor data is cut short (the check ``agentlab models list`` and ``check`` make), which transformers
+    would otherwise fail on with a message about architecture support."""
     out = Path(out)
+    source = resolve_model(str(ref), user="the transformers export")
+    if source.path.resolve().is_relative_to(out.resolve()):
+        raise InputError(f"--out {out}: is or holds the model being exported ({source.path}); nothing was written "
+                         "or deleted", hint="choose another --out: a new folder, e.g. beside the model's")
+    if source.format == "gguf":
+        try:
+            read_gguf_header(source.path)
+        except AgentlabError as exc:  # a damaged file the user gave: bad input, not a transformers limitation
+            raise InputError(exc.message, hint=exc.hint) from None
     check_replace(out, force, "config.json", "a transformers model folder")
     folder = hf_model_folder(ref, user="the transformers export")
     out.parent.mkdir(parents=True, exist_ok=True)

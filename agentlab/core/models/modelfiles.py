@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import mmap
+import os
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -76,12 +77,16 @@ def _file_type_name(value: int | None) -> str:
 
 
 def gguf_info(path: str | Path) -> GGUFInfo:
-    """Architecture, sizes and file type of a GGUF file; raises ``AgentlabError`` when it is not one.
+    """Architecture, sizes and file type of a GGUF file; raises ``AgentlabError`` when it is not one (a folder: the
+    message says it is one, and what runs it).
 
     Cached per (path, size, mtime). ``path`` in the result is the path as given (like :func:`hf_info`), whichever
     spelling of the file filled the cache.
     """
     path = Path(path)
+    if path.is_dir():  # e.g. a models file's HF folder on `backend: llama_cpp`: the message is all a note shows
+        raise AgentlabError(f"{path}: is a folder (an HF model), not a GGUF file: run it with `backend: hf`, or "
+                            "point `file` at a .gguf file", hint="llama.cpp loads GGUF files only")
     if not path.is_file():
         raise AgentlabError(f"GGUF file not found: {path}", hint="make one with `agentlab models make-tiny DIR`")
     stat = path.stat()
@@ -114,13 +119,34 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
     ``gguf.GGUFReader`` decodes every element of every array into a numpy view: seconds for a vocabulary of 151k
     tokens and their merges, paid by each command that checks a model's memory before it loads. Here string arrays
     are stepped over (one length read per element) and numeric ones read whole. Raises ``AgentlabError`` for a file
-    that is not a GGUF or ends inside its header."""
+    that is not a GGUF, or is truncated: it ends inside its header, or before the end of the tensor data the header
+    describes (a download or copy cut short; the tensors themselves are not read, only their extent is checked
+    against the file's size). The message then says "truncated" and why."""
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _parse_header(buf)
-    except (OSError, ValueError, struct.error, KeyError, IndexError, UnicodeDecodeError) as exc:
+    except (_Truncated, struct.error) as exc:  # struct.error: a read past the end of the file
+        why = exc if isinstance(exc, _Truncated) else "the file ends inside its header"
+        raise AgentlabError(f"{path}: not a readable GGUF file (truncated: {why})",
+                            hint="check the download or re-export it") from None
+    except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
         raise AgentlabError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})",
                             hint="check the download or re-export it") from None
+
+
+class _Truncated(ValueError):
+    """A GGUF file that ends before what its header describes."""
+
+
+def _tensor_bytes(shape: tuple[int, ...], kind: int) -> int:
+    """Bytes of one tensor's data (0 for a GGML type the gguf package does not know: its extent is not checked)."""
+    import gguf
+
+    try:
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(kind)]
+    except (ValueError, KeyError):
+        return 0
+    return math.prod(shape) // block * type_size
 
 
 def _parse_header(buf: mmap.mmap) -> GGUFHeader:
@@ -146,7 +172,7 @@ def _parse_header(buf: mmap.mmap) -> GGUFHeader:
         length = unpack("Q")
         pos += length
         if pos > len(buf):
-            raise ValueError("a string runs past the end of the file")
+            raise _Truncated("a string runs past the end of the file")
         return bytes(buf[pos - length:pos]).decode("utf-8")
 
     def value(kind: int) -> Any:
@@ -168,7 +194,7 @@ def _parse_header(buf: mmap.mmap) -> GGUFHeader:
         for _ in range(count):
             pos += 8 + struct.unpack_from(order + "Q", buf, pos)[0]
         if pos > len(buf):
-            raise ValueError("a string array runs past the end of the file")
+            raise _Truncated("a string array runs past the end of the file")
         return Skipped(count)
 
     fields = {}
@@ -176,11 +202,18 @@ def _parse_header(buf: mmap.mmap) -> GGUFHeader:
         key = string()
         fields[key] = value(unpack("I"))
     tensors = []
+    data_end = 0  # where the last tensor's data ends, from the start of the data section
     for _ in range(n_tensors):
         name = string()
         shape = tuple(unpack("Q") for _ in range(unpack("I")))
-        tensors.append((name, shape, unpack("I")))
-        pos += 8  # the data offset
+        kind = unpack("I")
+        tensors.append((name, shape, kind))
+        data_end = max(data_end, unpack("Q") + _tensor_bytes(shape, kind))
+    alignment = fields.get("general.alignment", 32)
+    if n_tensors and isinstance(alignment, int) and alignment > 0:
+        need = -(-pos // alignment) * alignment + data_end  # the data section starts at the next aligned offset
+        if need > len(buf):
+            raise _Truncated(f"its tensor data needs {need} bytes, the file has {len(buf)}")
     return GGUFHeader(fields, tensors)
 
 
@@ -235,12 +268,16 @@ def safetensors_numels(folder: Path) -> list[tuple[str, int]] | None:
 
 
 def hf_config(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A transformers folder's ``config.json`` and its text part (``text_config`` of multimodal models)."""
+    """A transformers folder's ``config.json`` and its text part (``text_config`` of multimodal models).
+    ``AgentlabError`` when there is none, or it names no model type (``{}``: transformers could not load it)."""
     config_file = Path(folder) / "config.json"
     if not config_file.is_file():
         raise AgentlabError(f"not a transformers model folder (no config.json): {folder}",
                             hint="make one with `agentlab models make-tiny DIR`, or point at a save_pretrained folder")
     config = _read_json(config_file)
+    if not config.get("model_type") and not config.get("architectures"):  # `{}`: what transformers cannot load
+        raise AgentlabError(f"{config_file}: names no model (no model_type or architectures)",
+                            hint="save the model again with save_pretrained, or remove the folder")
     text_config = config.get("text_config") or config
     if not isinstance(text_config, dict):
         raise AgentlabError(f"{config_file}: text_config is not a JSON object", hint="check the model folder")
@@ -291,13 +328,19 @@ def model_shape(path: str | Path) -> tuple[Any, ...] | None:
 def find_local_models(directory: str | Path,
                       unreadable: list[tuple[str, str]] | None = None) -> list[GGUFInfo | HFInfo]:
     """Every GGUF file and transformers folder under ``directory`` (recursively), sorted by path. Those that cannot
-    be read (half-written, foreign) are left out, and appended to ``unreadable`` (path, why) when given."""
+    be read (half-written, foreign, a ``.gguf`` link whose target is gone) are left out, and appended to
+    ``unreadable`` (path, why) when given. Hidden files and folders are skipped: a model being written
+    (``make-tiny``'s ``.NAME.XXXX.partial``, ``export-hf``'s temporary folder) is not one yet."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     found: list[GGUFInfo | HFInfo] = []
     for path in sorted(directory.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(directory).parts):
+            continue
         try:
+            if path.suffix == ".gguf" and path.is_symlink() and not path.exists():
+                raise AgentlabError(f"{path}: a broken link (its target {os.readlink(path)} is missing)")
             if path.is_file() and path.suffix == ".gguf":
                 found.append(gguf_info(path))
             elif path.is_dir() and (path / "config.json").is_file():

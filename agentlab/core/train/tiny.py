@@ -9,11 +9,14 @@ torch, transformers and tokenizers are imported inside the functions, so importi
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError, InputError
+from agentlab.core.files import ordinary_mode, replace_problem
 from agentlab.core.models.convert import quiet_transformers
 from agentlab.core.models.gguf_export import export_gguf, quantize_gguf
 
@@ -30,6 +33,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 ARCHS = ("llama", "qwen2")
+MAX_SEED = 2**64 - 1  # torch's generators take a seed of 64 bits
 
 
 def build_tokenizer(out_dir: str | Path, vocab_size: int = 512) -> PreTrainedTokenizerFast:
@@ -146,18 +150,37 @@ def _randomize(model: Any, seed: int) -> None:
 
 
 def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Create ``out_dir`` for a new model, refusing (``InputError``, one line) to write over a file, or over a folder
-    that already holds files unless ``overwrite``."""
+    """Check that a new model may go to ``out_dir``, and create the folder it will be written beside; refused
+    (``InputError``, one line, nothing written or deleted): a file; the current folder or one that holds it; a folder
+    that holds files but no ``config.json`` (not a model folder: ``overwrite`` would delete those files); a model
+    folder without ``overwrite``. Returns ``out_dir`` as a Path; the folder itself is not created
+    (:func:`make_tiny` renames the finished model into place)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: is a file; make-tiny writes a model folder there (give a new folder path)")
-    if out.is_dir() and not overwrite and any(out.iterdir()):
-        raise InputError(f"{out}: the folder already holds files; pass --force to write the model over them")
+    if out.is_dir():
+        problem = replace_problem(out, "config.json", "a model folder")
+        if problem is not None:
+            raise InputError(f"{out}: {problem}; make-tiny replaces a folder as a whole, so nothing was written or "
+                             "deleted (give a new folder path)")
+        if not overwrite and any(out.iterdir()):
+            raise InputError(f"{out}: the folder already holds a model; pass --force to replace it with the new one")
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        _target(out).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the folder ({exc.strerror or exc})") from None
     return out
+
+
+def _target(out: Path) -> Path:
+    """The folder a model for ``out`` is renamed to: ``out``, or the folder it links to (replaced, the link kept)."""
+    return out.resolve() if out.is_symlink() else out.absolute()
+
+
+def check_seed(seed: int) -> None:
+    """Refuse (``InputError``) a seed torch's generators cannot take."""
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed {seed}: out of range; give a seed from 0 to {MAX_SEED} (2^64 - 1)")
 
 
 def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: str = "f32",
@@ -165,14 +188,46 @@ def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: st
     """``agentlab models make-tiny``: the HF model in ``out_dir``, ``out_dir/model.gguf`` and, with ``quantize``,
     ``out_dir/model.<kind>.gguf``. ``sizes`` go to :func:`make_tiny_model`. Returns the paths by role.
 
-    ``out_dir`` must be new or an empty folder; ``overwrite`` writes the model's files over a folder that holds
-    files (other files in it stay). A path that is a file is refused either way (``InputError``)."""
-    prepare_out_dir(out_dir, overwrite)
-    out = make_tiny_model(out_dir, seed=seed, arch=arch, **sizes)
-    paths = {"hf": out, "gguf": export_gguf(out, out / "model.gguf", dtype=dtype)}
+    ``out_dir`` must be new or an empty folder; ``overwrite`` replaces a model folder (one with ``config.json``) as a
+    whole, so no file of the old model (an old ``model.q8_0.gguf``) stays beside the new one. What
+    :func:`prepare_out_dir` refuses is refused either way, as is a seed outside 0 to 2^64 - 1 (``InputError``).
+
+    Every file is written into a hidden temporary folder beside ``out_dir`` (``.NAME.XXXX.partial``, which
+    ``agentlab models list`` skips), renamed to ``out_dir`` once complete: a build that fails or is killed leaves
+    no half-made model at ``out_dir``, and an old model there stays until the new one replaces it. A killed build
+    may leave the temporary folder behind, to delete by hand."""
+    check_seed(seed)
+    out = prepare_out_dir(out_dir, overwrite)
+    final = _target(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    ordinary_mode(tmp, folder=True)  # mkdtemp makes it private; the model folder is an ordinary one
+    try:
+        make_tiny_model(tmp, seed=seed, arch=arch, **sizes)
+        # general.name is the model folder's name, never the temporary one (the same seed gives the same files)
+        export_gguf(tmp, tmp / "model.gguf", dtype=dtype, name=final.name)
+        if quantize:
+            quantize_gguf(tmp / "model.gguf", tmp / f"model.{quantize}.gguf", kind=quantize)
+        _rename_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    paths = {"hf": out, "gguf": out / "model.gguf"}
     if quantize:
-        paths[quantize] = quantize_gguf(paths["gguf"], out / f"model.{quantize}.gguf", kind=quantize)
+        paths[quantize] = out / f"model.{quantize}.gguf"
     return paths
+
+
+def _rename_into_place(tmp: Path, out: Path) -> None:
+    """``tmp`` renamed to ``out``; an existing ``out`` (a folder :func:`prepare_out_dir` let through) is moved aside
+    first and deleted only once ``tmp`` is in its place."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def make_tiny_adapter(base: str | Path, out: str | Path, *, r: int = 4, alpha: int = 8, rslora: bool = False,

@@ -81,3 +81,15 @@ def test_what_is_not_a_whole_header_is_refused(tiny_model: dict[str, Path], tmp_
         (tmp_path / name).write_bytes(content)
         with pytest.raises(AgentlabError, match=f"{name}: not a readable GGUF file"):
             read_gguf_header(tmp_path / name)
+
+
+def test_a_file_cut_inside_its_tensor_data_is_truncated(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    """A whole header with the tensor data cut short (a download or copy that stopped) was read as a good GGUF:
+    `models check` said "yes" and `export-hf` failed later in transformers. The header says how far the data runs."""
+    data = tiny_model["gguf"].read_bytes()
+    for name, content in {"short.gguf": data[:-1], "half.gguf": data[:len(data) // 2],
+                          "head.gguf": data[:1000]}.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(AgentlabError, match=rf"{name}: not a readable GGUF file \(truncated: "):
+            read_gguf_header(tmp_path / name)
+    read_gguf_header(tiny_model["gguf"])  # the whole file is read, as before
