@@ -514,8 +514,9 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
             # Cross-field validators name their field as "a.b.c: message"; point at that field's line.
             match = _FIELD_MSG_RE.match(msg)
             if match:
-                # Validators name fields from the top ("model.n_heads"); nested ones may be relative to their section.
-                found = [_resolve_dotted(data, start, match.group(1)) for start in ((), loc)]
+                # Validators name fields from the top ("model.n_heads"); nested ones may be relative to their section
+                # (on a tie, as `models: {a: {}}`'s "file: give exactly one of ...", the section's own field).
+                found = [_resolve_dotted(data, start, match.group(1)) for start in (loc, ())]
                 loc, msg = min(found, key=lambda path: _missing_parts(data, path)), match.group(2)
         if err["type"] == "extra_forbidden":
             known = _field_names(model, raw_loc)

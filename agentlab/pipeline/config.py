@@ -18,7 +18,7 @@ from pydantic import Field, create_model, model_validator
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import MissingPackage
 from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig, check_local_params
-from agentlab.core.models.builtin import builtin_path, is_builtin
+from agentlab.core.models.builtin import builtin_for_upstream, builtin_path, is_builtin
 from agentlab.pipeline.templates import references, syntax_error
 
 Aggregation = Literal["concat", "vote", "synthesis", "template"]
@@ -149,9 +149,9 @@ class ModelsConfig(StrictModel):
         """The built-in model (``smollm2-135m``) the model's ``file`` names, when nothing of that name is under
         models_directory; else None."""
         file = self.models[name].file
-        if file is None or not is_builtin(file) or self._file_path(file).exists():
+        if file is None or self._file_path(file).exists():
             return None
-        return file
+        return file if is_builtin(file) else builtin_for_upstream(file)  # its hub id names it too
 
     def path(self, name: str) -> Path | None:
         """The model's file or folder (None for routed models); a built-in model's installed GGUF (``MissingPackage``

@@ -68,6 +68,19 @@ def test_a_builtin_name_needs_no_models_file(in_tmp: Path, capsys: pytest.Captur
 
 
 @needs_smollm
+def test_a_models_files_file_takes_the_builtins_hub_id(in_tmp: Path) -> None:
+    """`file: HuggingFaceTB/SmolLM2-135M-Instruct` names smollm2-135m as everywhere else a model is named (it was
+    "missing", a path under models_directory); a folder of that name there wins."""
+    from agentlab.pipeline.config import ModelsConfig
+
+    cfg = ModelsConfig(models={"a": {"file": "HuggingFaceTB/SmolLM2-135M-Instruct"}})
+    assert (cfg.builtin("a"), cfg.backend("a"), cfg.path("a")) == ("smollm2-135m", "llama_cpp",
+                                                                    find_builtin("smollm2-135m"))
+    (in_tmp / "models" / "HuggingFaceTB" / "SmolLM2-135M-Instruct").mkdir(parents=True)
+    assert cfg.builtin("a") is None and cfg.backend("a") == "hf"
+
+
+@needs_smollm
 @pytest.mark.slow
 def test_transformers_answers_paris(in_tmp: Path, capsys: pytest.CaptureFixture,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
