@@ -97,7 +97,7 @@ def check_local_params(params: dict[str, Any], where: str, what: str) -> None:
 
 PARAMS_HELP = ("generation params: temperature, max_tokens, top_p, stop, seed; llama.cpp: top_k, min_p, typical_p, "
                "repeat_penalty, presence_penalty, frequency_penalty; transformers: adapter; other keys go to "
-               "OpenAI-compatible servers as they are")
+               "OpenAI-compatible servers as they are (a local model refuses them)")
 # The type of every `params` field: a dict for the code that merges params, validated key by key for the user.
 Params = Annotated[dict[str, Any], BeforeValidator(check_params)]
 
