@@ -151,3 +151,12 @@ def test_a_param_local_models_do_not_read_is_refused_where_it_is_given(in_tmp: P
     assert err_lines(capsys)[0].startswith("error: pipeline.yaml:7: base_pipeline.stages[0].params.max_tokenz: not a "
                                            "generation param a local model reads (did you mean max_tokens?)")
     assert not (in_tmp / "runs").exists()
+
+
+def test_an_entry_missing_its_source_is_named_at_its_own_line(in_tmp: Path) -> None:
+    """`models: {a: {}}`: the entry's validator says "file: ...", which named the top-level `file` at line 1."""
+    (in_tmp / "models.yaml").write_text("# agentlab models check models.yaml\nmodels:\n  a: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(in_tmp / "models.yaml", ModelsConfig)
+    assert info.value.message.startswith(f"{in_tmp / 'models.yaml'}:3: models.a.file: give exactly one of"), \
+        info.value.message
