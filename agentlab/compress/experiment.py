@@ -153,7 +153,7 @@ def apply_steps(exp: Experiment | None, inputs: Inputs, work: Path, tick: Callab
         steps["prune"] = _prune(model, tokenizer, exp, inputs)
     if exp is not None and exp.recover is not None:
         tick(f"recovery ({exp.recover.method})")
-        steps["recover"] = _recover(model, tokenizer, exp, inputs)
+        steps["recover"] = _recover(model, tokenizer, exp, inputs, tick)
     if keep is not None:
         keep_model(model, keep)
     # counted before quantization: quantized tensor types (torchao's) have no count_nonzero
@@ -204,17 +204,46 @@ def _prune(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[
                                   seed=inputs.seed)
 
 
-def _recover(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs) -> dict[str, Any]:
+def _recover(model: Any, tokenizer: Any, exp: Experiment, inputs: Inputs,
+             tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
     r = exp.recover
     assert r is not None
     settings = recover.RecoverSettings(steps=r.steps, seed=inputs.seed)
+    steps = _StepTicks(tick, f"recovery ({r.method})")  # each training step told, with its ETA
     if r.method == "lora":
-        return recover.lora_recover(model, tokenizer, inputs.calib_text, settings=settings, lr=r.lr)
+        return recover.lora_recover(model, tokenizer, inputs.calib_text, settings=settings, lr=r.lr, progress=steps)
     teacher, _ = load_causal_lm(inputs.model, device=inputs.device, dtype=inputs.measure.dtype)
     try:
-        return recover.distill(model, teacher, tokenizer, inputs.calib_text, settings=settings, lr=r.lr)
+        return recover.distill(model, teacher, tokenizer, inputs.calib_text, settings=settings, lr=r.lr,
+                               progress=steps)
     finally:
         del teacher
+
+
+class _StepTicks:
+    """A ``Progress`` whose tasks tell ``tick`` their count and ETA as the measurements do (``phase_eta``:
+    ``recovery (lora) 12/50, ETA 0:40``): a recovery of many steps was silent, so a log showed no progress line
+    for the whole of it."""
+
+    def __init__(self, tick: Callable[[str], None], phase: str):
+        self.tick, self.phase = tick, phase
+
+    def task(self, description: str, total: float | None = None) -> _StepTask:
+        return _StepTask(phase_eta(self.tick, self.phase), total)
+
+
+class _StepTask:
+    def __init__(self, on_step: Callable[[int, int], None], total: float | None):
+        self.on_step, self.total, self.done = on_step, total, 0.0
+
+    def advance(self, n: float = 1, description: str | None = None) -> None:
+        self.update(completed=self.done + n)
+
+    def update(self, *, completed: float | None = None, total: float | None = None,
+               description: str | None = None) -> None:
+        self.done, self.total = (self.done if completed is None else completed), (total or self.total)
+        if self.total:
+            self.on_step(int(self.done), int(self.total))
 
 
 def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,

@@ -131,3 +131,24 @@ def test_distillation_restores_requires_grad_on_failure(tiny_model: dict[str, Pa
     with pytest.raises(InputError):
         distill(student, teacher, tokenizer, TEXT, settings=RecoverSettings(steps=0, seq_len=64))
     assert all(p.requires_grad for p in student.parameters())
+
+
+def test_an_experiments_recovery_tells_each_step(pruned: tuple[Any, Any, dict[str, Any]]) -> None:
+    """An experiment's recovery ticks its steps with an ETA as the measurements do: it passed no progress, so a log
+    showed no progress line for the whole recovery (20 minutes of LoRA on a loaded machine)."""
+    from agentlab.compress.config import Experiment, MeasureSettings
+    from agentlab.compress.experiment import Inputs, _recover
+
+    model, tokenizer, _ = pruned
+    inputs = Inputs(model="unused", device="cpu", eval_text=TEXT, calib_text=TEXT, questions=[],
+                    measure=MeasureSettings())
+    for method in ("lora", "distill"):
+        exp = Experiment.model_validate({"prune": {"method": "magnitude", "sparsity": 0.5},
+                                         "recover": {"method": method, "steps": 3, "lr": 1e-3}})
+        ticks: list[str] = []
+        if method == "distill":  # the teacher is the model loaded again: the tiny model's folder
+            inputs = Inputs(model=str(model.name_or_path), device="cpu", eval_text=TEXT, calib_text=TEXT,
+                            questions=[], measure=MeasureSettings())
+        _recover(model, tokenizer, exp, inputs, ticks.append)
+        assert ticks[0] == f"recovery ({method})" and ticks[-1].startswith(f"recovery ({method}) 3/3, ETA 0:00"), ticks
+        assert len(ticks) == 4
