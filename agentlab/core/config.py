@@ -7,6 +7,7 @@ validation; values parsed as YAML so ``--set train.lr=1e-3`` is a float and ``--
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
@@ -622,7 +623,7 @@ def _moved_override(item: str | Flag, moved: dict[str, str]) -> str | Flag:
         return item
     new = moved[head] + (f".{rest}" if rest else "")
     if isinstance(item, Flag):
-        return Flag(item.option, new, item.value)
+        return dataclasses.replace(item, key=new)
     return f"{new}={item.split('=', 1)[1]}" if "=" in item else item
 
 

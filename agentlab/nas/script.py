@@ -556,6 +556,8 @@ def _typer_option(arg: ast.arg, default: ast.expr | None, enums: dict[str, dict[
     number, choices = _annotated(written)
     if written is kind:  # typer takes an Enum's values
         choices = choices or tuple(map(str, members.values())) or None
+    if isinstance(marker, ast.Call) and any(k.arg in ("parser", "click_type") for k in marker.keywords):
+        number = choices = None  # typer.Option(parser=parse_size): what it takes is the parser's (`--size=64k`)
     if isinstance(marker, ast.Call) and any(k.arg == "case_sensitive" for k in marker.keywords):
         choices = None  # typer.Option(case_sensitive=False): compared to what typer makes of the value
     return Read(max(options, key=len), "optional" if on_off else "store" if switch else "value",

@@ -80,6 +80,14 @@ class ModelEntry(StrictModel):
     overrides: ModelOverrides = Field(default_factory=ModelOverrides,
                                       description="settings over `defaults` for this model")
 
+    def local_kind(self) -> str:
+        """The backend a ``file`` model runs on as the file says it (``ModelsConfig.backend`` looks at the disk):
+        ``backend``, else llama_cpp for a .gguf file or a built-in, hf for a folder."""
+        if self.backend != "auto":
+            return self.backend
+        file = self.file or ""
+        return "llama_cpp" if file.endswith(".gguf") or is_builtin(file) or builtin_for_upstream(file) else "hf"
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
         if (self.file is None) == (self.routed is None):
@@ -127,12 +135,14 @@ class ModelsConfig(StrictModel):
 
     @model_validator(mode="after")
     def _local_params(self) -> ModelsConfig:
-        """Params of local models only (``defaults`` and a ``file`` model's ``overrides``): a key llama.cpp or
-        transformers does not read is refused (``check_local_params``), not dropped."""
-        check_local_params(self.defaults.params, "defaults.params", "a local model")
-        for name, entry in self.models.items():
-            if entry.file is not None:
-                check_local_params(entry.overrides.params or {}, f"models.{name}.overrides.params", "a local model")
+        """Params only local models get (a ``file`` model's ``overrides``; ``defaults`` when every model is local:
+        a routed model gets them too, and its server takes other keys): a key its backend does not read is refused
+        (``check_local_params``), not dropped."""
+        kinds = {name: entry.local_kind() for name, entry in self.models.items() if entry.file is not None}
+        if kinds and len(kinds) == len(self.models):
+            check_local_params(self.defaults.params, "defaults.params", kinds.values())
+        for name, kind in kinds.items():
+            check_local_params(self.models[name].overrides.params or {}, f"models.{name}.overrides.params", [kind])
         return self
 
     def settings(self, name: str) -> ModelSettings:
@@ -404,8 +414,8 @@ def pipeline_checked(known_models: Iterable[str] | dict[str, ModelEntry]) -> typ
     models file's entries, the params of a stage whose models are all local (``check_local_params``: a key they do
     not read would be dropped; a routed model's server takes other keys)."""
     known = list(known_models)
-    local = {name for name, entry in known_models.items() if entry.file is not None} \
-        if isinstance(known_models, dict) else set()
+    local = {name: entry.local_kind() for name, entry in known_models.items() if entry.file is not None} \
+        if isinstance(known_models, dict) else {}
 
     class CheckedPipelineConfig(PipelineConfig):
         @model_validator(mode="after")
@@ -420,7 +430,7 @@ def pipeline_checked(known_models: Iterable[str] | dict[str, ModelEntry]) -> typ
                         raise ValueError(f"{at}.{field}: unknown model '{name}' (known: {', '.join(known) or 'none'})")
                 names = [name for _, name in refs if name is not None]
                 if names and all(name in local for name in names):
-                    check_local_params(stage.params, f"{at}.params", "a local model")
+                    check_local_params(stage.params, f"{at}.params", [local[name] for name in names])
             return self
 
     return CheckedPipelineConfig

@@ -453,6 +453,11 @@ def test_a_typer_enum_default_is_its_value_and_an_option_without_a_literal_defau
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, body, space_keys=("opt",))
     assert obj.base_params == {"opt": "adam"} and obj.options["opt"].choices == ("adam", "sgd")
     obj.validate()
+    # a parser of its own takes what it takes (`--size=64k` for an int): not checked as an int
+    parsed = body.replace("width: int = len('abc')", "size: int = typer.Option(32, parser=parse_size)")
+    parsed = parsed.replace("def main", "def parse_size(text):\n    return int(text.rstrip('k')) * 1024\n\n\ndef main")
+    obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {"size": "32k"}, parsed, space_keys=("size",))
+    assert (obj.options["size"].type, obj.options["size"].choices) == (None, None)
     obj = command(tmp_path, f"{PYTHON} train.py {{args}}", {}, body, space_keys=("width",))
     with pytest.raises(UsageError) as caught:
         obj.validate()

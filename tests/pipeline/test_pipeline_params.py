@@ -143,13 +143,16 @@ def test_a_param_local_models_do_not_read_is_refused_where_it_is_given(in_tmp: P
         (in_tmp / "models.yaml").write_text(text)
         with pytest.raises(ConfigError) as info:
             load_config(in_tmp / "models.yaml", ModelsConfig)
-        assert info.value.message.startswith(f"{in_tmp / 'models.yaml'}{where}.max_tokenz: not a generation param "
-                                             "a local model reads (did you mean max_tokens?)"), info.value.message
+        assert info.value.message.startswith(f"{in_tmp / 'models.yaml'}{where}.max_tokenz: not a param llama_cpp "
+                                             "reads (did you mean max_tokens?)"), info.value.message
     models = write_models(in_tmp, ["a"])
     (in_tmp / "pipeline.yaml").write_text(PIPELINE.replace("max_tokens: lots", "max_tokenz: 5"))
     assert main(["pipeline", "run", "--models", str(models), "--pipeline", "pipeline.yaml", "--input", "hi"]) == 2
     assert err_lines(capsys)[0].startswith("error: pipeline.yaml:7: base_pipeline.stages[0].params.max_tokenz: not a "
-                                           "generation param a local model reads (did you mean max_tokens?)")
+                                           "param llama_cpp reads (did you mean max_tokens?)")
+    # defaults a routed model gets too go to its server as they are (vLLM's repetition_penalty)
+    (in_tmp / "models.yaml").write_text("defaults:\n  params: {repetition_penalty: 1.1}\nmodels:\n  r: {routed: r}\n")
+    assert load_config(in_tmp / "models.yaml", ModelsConfig).defaults.params == {"repetition_penalty": 1.1}
     assert not (in_tmp / "runs").exists()
 
 

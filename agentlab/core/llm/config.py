@@ -6,6 +6,7 @@ Backends are a closed union on ``kind``; secrets never live here, only the *name
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -81,18 +82,29 @@ def check_params(value: Any) -> Any:
 LOCAL_KINDS = ("llama_cpp", "hf")  # in-process backends: a params key GenerationParams lacks reaches nothing
 
 
-def check_local_params(params: dict[str, Any], where: str, what: str) -> None:
-    """Refuse (``ValueError`` naming ``where``, the params' place) a key of ``params`` that ``what``, an in-process
-    backend, does not read: only an OpenAI-compatible server takes other keys, so `max_tokenz: 5` was dropped
-    without a word."""
+def local_reads(kind: str) -> list[str]:
+    """The params keys an in-process backend reads (``kind``: llama_cpp or hf): those of every request (GenParams'
+    own fields: temperature, max_tokens, ..., tools, tool_choice, parallel_tool_calls), the tool switches of
+    ``tools.LOCAL_PARAMS``, and the backend's own: llama.cpp's sampling extras, transformers' ``adapter``."""
+    from agentlab.core.llm.providers.llama_cpp import EXTRA_SAMPLING
     from agentlab.core.llm.tools import LOCAL_PARAMS
+    from agentlab.core.llm.types import GenParams
 
-    known = [*GenerationParams.model_fields, *sorted(LOCAL_PARAMS)]
+    own = list(EXTRA_SAMPLING) if kind == "llama_cpp" else ["adapter"]
+    return [*(k for k in GenParams.__dataclass_fields__ if k != "extra"), *own, *sorted(LOCAL_PARAMS)]
+
+
+def check_local_params(params: dict[str, Any], where: str, kinds: Iterable[str]) -> None:
+    """Refuse (``ValueError`` naming ``where``, the params' place) a key of ``params`` that none of the in-process
+    backends ``kinds`` (llama_cpp, hf) reads (``local_reads``): only an OpenAI-compatible server takes other keys,
+    so `max_tokenz: 5` was dropped without a word."""
+    kinds = sorted(set(kinds))
+    known = list(dict.fromkeys(key for kind in kinds for key in local_reads(kind)))
     for key in params:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
-            raise ValueError(f"{where}.{key}: not a generation param {what} reads"
-                             + (f" (did you mean {close[0]}?)" if close else "") + f"; known: {', '.join(known)}")
+            raise ValueError(f"{where}.{key}: not a param {' or '.join(kinds)} reads"
+                             + (f" (did you mean {close[0]}?)" if close else "") + f"; it reads {', '.join(known)}")
 
 
 PARAMS_HELP = ("generation params: temperature, max_tokens, top_p, stop, seed; llama.cpp: top_k, min_p, typical_p, "
@@ -345,7 +357,7 @@ class LLMConfig(StrictModel):
                 raise ValueError(f"models.{name}.provider: unknown provider '{model.provider}' (known: {known})")
             provider = self.providers[model.provider]
             if provider.kind in LOCAL_KINDS:
-                check_local_params(model.params, f"models.{name}.params", f"the {provider.kind} provider")
+                check_local_params(model.params, f"models.{name}.params", [provider.kind])
         for route_name, route in self.routes.items():
             for role in ("primary", "duplicate", "reserve", "fallback"):
                 for model_name in getattr(route, role):

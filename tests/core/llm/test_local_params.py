@@ -31,8 +31,26 @@ def test_an_unknown_param_of_a_local_model_is_refused_with_its_line(tmp_path: Pa
         load_config(tmp_path / "llm.yaml", LLMConfig)
     kind = {"local": "llama_cpp", "tf": "hf"}[provider]
     assert info.value.message.startswith(
-        f"{tmp_path / 'llm.yaml'}:9: models.a.params.max_tokenz: not a generation param the {kind} provider reads "
-        "(did you mean max_tokens?); known: temperature, max_tokens"), info.value.message
+        f"{tmp_path / 'llm.yaml'}:9: models.a.params.max_tokenz: not a param {kind} reads "
+        "(did you mean max_tokens?); it reads temperature, max_tokens"), info.value.message
+
+
+@pytest.mark.parametrize(("provider", "params", "refused"), [
+    ("local", "{parallel_tool_calls: false, tool_choice: required, top_k: 40, tool_grammar: false}", None),
+    ("tf", "{parallel_tool_calls: false, adapter: a}", None),
+    ("tf", "{top_k: 40}", "top_k"),  # llama.cpp's, which transformers does not read
+    ("local", "{adapter: a}", "adapter")])
+def test_each_backend_takes_what_it_reads(tmp_path: Path, provider: str, params: str, refused: str | None) -> None:
+    """A request's own fields (tools, tool_choice, parallel_tool_calls) are read by both backends; top_k by
+    llama.cpp alone, adapter by transformers alone."""
+    (tmp_path / "llm.yaml").write_text(ROUTING.replace("PROVIDER", provider).replace(
+        "{temperature: 0, max_tokenz: 5}", params))
+    if refused is None:
+        load_config(tmp_path / "llm.yaml", LLMConfig)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "llm.yaml", LLMConfig)
+    assert f"models.a.params.{refused}: not a param" in info.value.message
 
 
 def test_an_http_models_other_params_go_to_its_server(tmp_path: Path) -> None:
