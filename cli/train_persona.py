@@ -62,8 +62,12 @@ def train_persona(
     LoRA in float32 on CPU. Every line of the data is checked first; --resume continues from the last checkpoint."""
     if ctx.invoked_subcommand is not None:
         return
+    from agentlab.core.errors import UsageError
     from agentlab.train_persona.config import TrainPersonaConfig
-    from agentlab.train_persona.run import prepare, run
+    from agentlab.train_persona.run import check_resume, prepare, run
+
+    if resume is not None and run_dir is not None:  # the runner would name its own --out: here the adapter folder
+        raise UsageError("--resume and --run-dir both given", hint="--resume DIR names the run folder to continue")
 
     options = flags(("--data", "data.path", data), ("--out", "out", out), ("--base-model", "base_model", base_model),
                     ("--r", "lora.r", r), ("--epochs", "train.epochs", epochs), ("--bsz", "train.batch_size", bsz),
@@ -72,7 +76,7 @@ def train_persona(
                     ("--eval", "eval.tasks", [t.strip() for v in eval_tasks or [] for t in v.split(",") if t.strip()]
                      or None), ("--mlflow", "mlflow", mlflow))
     run_command(CommandSpec("train-persona", TrainPersonaConfig, run, summary=_summary, distributed=True,
-                            prepare=lambda cfg: prepare(cfg, resuming=resume is not None)),
+                            prepare=lambda cfg: prepare(cfg, resuming=resume is not None), check_resume=check_resume),
                 Invocation(config=config, sets=[*(set_ or []), *options], out=run_dir, resume=resume, json_=json_,
                            verbose=verbose))
 

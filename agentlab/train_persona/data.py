@@ -10,14 +10,17 @@ the tokenizer is known) a conversation longer than ``max_length`` tokens.
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import InputError
+from agentlab.core.errors import AgentlabError, InputError
 from agentlab.core.files import iter_jsonl
 from agentlab.core.models.convert import converted_folder, gguf_chat_template, quiet_transformers
-from agentlab.core.models.modelref import resolve_model
+from agentlab.core.models.modelfiles import hf_config, read_gguf_header
+from agentlab.core.models.modelref import ModelRef, resolve_model
 
 ROLES = ("system", "user", "assistant")
 _SHOWN = 5  # problems listed in one error; the rest are counted
@@ -97,16 +100,59 @@ def load_chat_jsonl(path: str | Path) -> ChatData:
     if not rows:
         raise InputError(f"{path}: no conversations in the file", hint="one JSON object per line: {\"messages\": "
                          "[...]}; see the shipped examples in agentlab/train_persona/data/")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return ChatData(path, rows, lines, digest, turns)
+    return ChatData(path, rows, lines, file_sha256(path), turns)
 
 
-def load_tokenizer(base_model: str) -> Any:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes: what the run records of its data (the ``data`` event, the adapter card), and
+    what ``--resume`` compares the file with."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_base_model(base_model: str) -> ModelRef:
+    """The base model resolved, and its files checked from their headers alone (no weights read), so a damaged one
+    stops the run (``InputError``, exit 2, naming the file) before a run folder exists, not halfway through loading:
+    a GGUF's header and the extent of its tensor data (``read_gguf_header``); a transformers folder's config.json
+    (valid JSON that names a model) and each ``*.safetensors`` file's header and the extent of the tensors it
+    describes (a download or copy cut short ends before them)."""
+    ref = resolve_model(base_model, user="train-persona")
+    try:
+        if ref.format == "gguf":
+            read_gguf_header(ref.path)
+        else:
+            hf_config(ref.path)
+            for file in sorted(ref.path.glob("*.safetensors")):
+                _check_safetensors(file)
+    except AgentlabError as exc:
+        raise InputError(f"--base-model {base_model}: {exc.message}",
+                         hint=f"{exc.hint or 'check the model files'} (or choose another --base-model)") from None
+    return ref
+
+
+def _check_safetensors(file: Path) -> None:
+    """A safetensors file's header (an 8-byte length, then JSON) readable, and its tensors' data within the file;
+    ``AgentlabError`` naming the file otherwise."""
+    size, hint = file.stat().st_size, "check the download or save the model again"
+    try:
+        with open(file, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length)) if length <= size - 8 else {}
+        end = max((int(meta["data_offsets"][1]) for key, meta in header.items() if key != "__metadata__"), default=0)
+    except (OSError, struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise AgentlabError(f"{file}: not a readable safetensors file ({type(exc).__name__}: {exc})",
+                            hint=hint) from None
+    if 8 + length + end > size:
+        what = "its header ends" if length > size - 8 else "its tensors end"
+        raise AgentlabError(f"{file}: not a readable safetensors file (truncated: the file has {size} bytes, {what} "
+                            f"at byte {8 + length + end})", hint=hint)
+
+
+def load_tokenizer(ref: ModelRef) -> Any:
     """The base model's tokenizer alone (no weights), to measure the data before any model loads: from the
-    transformers folder, or a GGUF's metadata (its cached conversion when there is one)."""
+    transformers folder, or a GGUF's metadata (its cached conversion when there is one). ``ref``: from
+    ``check_base_model``."""
     from transformers import AutoTokenizer
 
-    ref = resolve_model(base_model, user="train-persona")
     with quiet_transformers():
         if ref.format == "hf":
             return AutoTokenizer.from_pretrained(str(ref.path))
@@ -117,6 +163,27 @@ def load_tokenizer(base_model: str) -> Any:
     if not getattr(tokenizer, "chat_template", None):  # some tokenizer converters drop it, as in convert.py
         tokenizer.chat_template = gguf_chat_template(ref.path)
     return tokenizer
+
+
+def meta_model(ref: ModelRef) -> Any | None:
+    """The base model built from its config on torch's meta device (its modules and their names, no weights read or
+    allocated), to check settings that name modules before any model loads; None when transformers cannot build it
+    so (the check is then left to the loaded model)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with quiet_transformers():
+        try:
+            if ref.format == "hf":
+                config = AutoConfig.from_pretrained(str(ref.path))
+            elif (converted_folder(ref.path) / "config.json").is_file():
+                config = AutoConfig.from_pretrained(str(converted_folder(ref.path)))
+            else:
+                config = AutoConfig.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(config)
+        except Exception:  # transformers raises many types for configs it cannot build; the loaded model decides
+            return None
 
 
 def measure(data: ChatData, tokenizer: Any, max_length: int, truncate: bool) -> None:

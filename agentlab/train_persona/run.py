@@ -2,7 +2,8 @@
 
 Run folder (``runs/train-persona/<timestamp>-<name>/``)::
 
-    config.yaml, run.json, events.jsonl   as every command (events: one ``train_log`` per logged step, checkpoints)
+    config.yaml, run.json, events.jsonl   as every command (events: one ``train_log`` per logged step, checkpoints,
+                                          and ``resume``: the checkpoint a resumed session started from)
     checkpoints/checkpoint-N/             what ``--resume`` continues from (the last two are kept)
     trainer_state.json, loss.png          the trainer's log history and the loss curve
     results.json, report.md               final loss, tokens seen, tokens/s, which tokens carried loss
@@ -11,6 +12,11 @@ The adapter goes to ``out`` (default: the run folder's ``adapter/``): ``adapter_
 ``adapter_model.safetensors`` that plain PEFT loads, and a README.md card (base model, data file and its sha256,
 rows, hyper-parameters, final loss, tokens seen). It is written when training ends, under a temporary name and
 renamed into place, so an interrupted run never leaves a half-written adapter.
+
+A resume continues from the newest complete checkpoint, so the steps a killed session took past it are trained, and
+logged, again: events.jsonl then holds their ``train_log`` entries twice, the second ones after the ``resume`` event
+(of the entries of one step, the last is the one the adapter holds). results.json describes the whole run (steps,
+tokens, the mean loss over every step); its seconds and tokens/s are the last session's.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.config import absolute_paths
 from agentlab.core.errors import UsageError
 from agentlab.core.files import check_replace, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
@@ -32,12 +39,20 @@ from agentlab.core.models.builtin import upstream_id
 from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
 from agentlab.core.models.load import load_causal_lm
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir
+from agentlab.core.runs import RunDir, read_events
 from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from agentlab.core.train.dist import FollowerRun
-from agentlab.core.train.model import lora_config
+from agentlab.core.train.model import check_target_modules, lora_config
 from agentlab.train_persona.config import TrainPersonaConfig
-from agentlab.train_persona.data import ChatData, load_chat_jsonl, load_tokenizer, measure
+from agentlab.train_persona.data import (
+    ChatData,
+    check_base_model,
+    file_sha256,
+    load_chat_jsonl,
+    load_tokenizer,
+    measure,
+    meta_model,
+)
 from agentlab.train_persona.report import adapter_card, eval_lines, loss_line, loss_plot, render_report
 
 log = logging.getLogger(__name__)
@@ -46,17 +61,40 @@ CHECKPOINTS = "checkpoints"
 
 def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any]:
     """Everything checked before a run folder exists or a model loads: the data (every line), the output folder,
-    the base model (resolved; its tokenizer alone measures the conversations), the device and the MLflow URI."""
+    the base model (resolved, its files' headers checked; its tokenizer alone measures the conversations, its modules
+    built without weights check a list of LoRA target modules), the device and the MLflow URI."""
     data = load_chat_jsonl(cfg.data.path)
     out = cfg.out
     if out is not None and not resuming:
         check_replace(out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
     resolve_device_dtype(cfg.train.device, cfg.train.dtype)
-    measure(data, load_tokenizer(cfg.base_model), cfg.data.max_length, cfg.data.truncate)
+    base = check_base_model(cfg.base_model)
+    measure(data, load_tokenizer(base), cfg.data.max_length, cfg.data.truncate)
+    if not isinstance(cfg.lora.target_modules, str):  # build_sft_trainer checks them again on the loaded model
+        model = meta_model(base)
+        if model is not None:
+            check_target_modules(model, cfg.lora.target_modules)
     check_tracking(cfg.mlflow)
     if cfg.eval.tasks:  # unknown tasks or missing data stop the run before it trains
         load_tasks(task_manager(cfg.eval.include_path, names=cfg.eval.tasks), cfg.eval.tasks)
     return {"data": data}
+
+
+def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
+    """Refuse (``UsageError``, nothing written) a resume whose data file no longer holds what the run started on:
+    the same ``data.path`` with other content would mix two data sets in one adapter, as a new ``data.path`` would
+    (which ``check_resume_settings`` refuses). The run's first ``data`` event holds the file's sha256; a run killed
+    before it had one has nothing to compare, and a missing file is left to the data check."""
+    recorded = next((e.get("sha256") for e in read_events(folder, "data")), None)
+    try:
+        now = file_sha256(cfg.data.path)
+    except OSError:
+        return
+    if recorded and recorded != now:
+        raise UsageError(f"{folder}: this resume changes what the run's finished work was done with (the content "
+                         f"of data.path {cfg.data.path}: sha256 {recorded[:12]}... -> {now[:12]}...); nothing was "
+                         "written", hint="put the file back as the run started on it, or start a new run on the "
+                         "new data")
 
 
 def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatData | None = None,
@@ -125,7 +163,7 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
            data: ChatData | None, progress: Progress | None, announce: Callable[[str], None] | None) -> dict[str, Any]:
     # here: these modules import torch, transformers and trl at their top
     from agentlab.core.train.callbacks import ProgressCallback
-    from agentlab.core.train.sft import SFTSettings, build_sft_trainer, last_checkpoint
+    from agentlab.core.train.sft import SFTSettings, build_sft_trainer, last_checkpoint, resume_training
 
     progress = progress or NullProgress()
     announce = announce or log.info
@@ -172,13 +210,19 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
     resume_from = last_checkpoint(run_dir.file(CHECKPOINTS))
     if resume_from is not None:
         announce(f"resuming from {Path(resume_from).name}")
+        # the steps past it that an earlier session logged are trained (and logged) again: of the train_log
+        # events of one step, the last is the one the adapter holds
+        run_dir.event("resume", checkpoint=resume_from, step=_checkpoint_step(resume_from))
     start = time.perf_counter()
     with gpu_usage() as gpu:
-        output = trainer.train(resume_from_checkpoint=resume_from)
+        output = resume_training(trainer, resume_from)
     seconds = time.perf_counter() - start
     if not trainer.is_world_process_zero():
         return {}  # under `accelerate launch`, the main process writes the adapter and the run folder
     state = trainer.state
+    if output is None:
+        announce(f"{Path(str(resume_from)).name} holds the whole budget ({state.global_step} steps): nothing to "
+                 "train, its adapter is saved")
     run_dir.write_json("trainer_state.json", {"log_history": state.log_history, "global_step": state.global_step,
                                               "max_steps": state.max_steps, "epoch": state.epoch,
                                               "num_input_tokens_seen": state.num_input_tokens_seen})
@@ -188,7 +232,8 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         "adapter": str(Path(out).absolute()), "base_model": cfg.base_model, "device": device.type,
         "qlora": four_bit, "steps": state.global_step, "epochs": state.epoch, "resumed_from": resume_from,
         "first_loss": losses[0][1] if losses else None, "final_loss": losses[-1][1] if losses else None,
-        "train_loss": output.training_loss, "tokens_seen": state.num_input_tokens_seen,
+        "train_loss": _run_loss(output, state.log_history, resume_from, state.global_step),
+        "tokens_seen": state.num_input_tokens_seen,
         "tokens_per_s": callback.tokens_per_s, "seconds": round(seconds, 2), "data": stats,
         "loss_tokens": loss_tokens, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **gpu.to_dict(),
     }
@@ -199,6 +244,32 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
     run_dir.save_report(render_report(cfg, results, summary.preview))
     _log_results(tracker, results, Path(out), run_dir)
     return results
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[1])
+
+
+def _run_loss(output: Any, log_history: list[dict[str, Any]], resume_from: str | None, steps: int) -> float | None:
+    """The mean training loss over the whole run, as an uninterrupted run reports it (Trainer's ``training_loss``,
+    the mean of every step's loss). A resumed session's ``training_loss`` covers its own steps only (None: it
+    trained none); the steps before its checkpoint count with the mean of their logged losses (each entry weighted
+    by the steps it covers; the trainer state the checkpoint carried logs them)."""
+    if resume_from is None:
+        return output.training_loss if output is not None else None
+    resumed_at = _checkpoint_step(resume_from)
+    weighted, covered, last = 0.0, 0, 0
+    for entry in log_history:
+        step = entry.get("step")
+        if "loss" in entry and isinstance(step, int) and last < step <= resumed_at:
+            weighted, covered, last = weighted + entry["loss"] * (step - last), covered + step - last, step
+    before = weighted / covered if covered else None
+    session = steps - resumed_at
+    if output is None or session <= 0:
+        return before
+    if before is None:
+        return output.training_loss
+    return (before * resumed_at + output.training_loss * session) / steps
 
 
 def _log_results(tracker: Tracker | NullTracker, results: dict[str, Any], out: Path,
@@ -241,12 +312,13 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(str(tmp))
-    # Name the base as the user gave it (not the cache folder it was converted into), and a built-in by its upstream
-    # hub id, which PEFT, lm-eval and vLLM can load (agentlab resolves it to the built-in offline); set after saving,
-    # since PEFT would look a name that is not a folder up on the hub while saving.
+    # Name the base as the user gave it (not the cache folder it was converted into), a path to a model on disk made
+    # absolute (as config.yaml holds it: `export` and PEFT then find it from any folder), and a built-in by its
+    # upstream hub id, which PEFT, lm-eval and vLLM can load (agentlab resolves it to the built-in offline); set after
+    # saving, since PEFT would look a name that is not a folder up on the hub while saving.
     config_path = tmp / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
-    adapter_config["base_model_name_or_path"] = upstream_id(cfg.base_model) or cfg.base_model
+    adapter_config["base_model_name_or_path"] = upstream_id(cfg.base_model) or absolute_paths(cfg).base_model
     config_path.write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
     (tmp / "README.md").write_text(adapter_card(cfg, results), encoding="utf-8")
     if out.exists():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,6 +115,62 @@ def test_missing_base_model_names_what_was_tried(in_tmp: Path, capsys: pytest.Ca
     assert main(["train-persona", "--base-model", "no/such-model"]) == 2
     err = capsys.readouterr().err
     assert "no/such-model" in err and "tried" in err and "Traceback" not in err
+
+
+def _damaged(tiny: Path, folder: Path, how: str) -> tuple[Path, Path]:
+    """A damaged copy of the tiny model (the reference to give, the file to be named)."""
+    if how == "gguf-cut":  # the first 20 KB of a GGUF: transformers failed deep in numpy (an internal error)
+        folder.mkdir()
+        (folder / "cut.gguf").write_bytes((tiny / "model.gguf").read_bytes()[:20_000])
+        return folder / "cut.gguf", folder / "cut.gguf"
+    shutil.copytree(tiny, folder, ignore=shutil.ignore_patterns("*.gguf"))
+    if how == "config":  # transformers' message, with a hint about the disk and its permissions (exit 1)
+        (folder / "config.json").write_text("{bad")
+        return folder, folder / "config.json"
+    weights = folder / "model.safetensors"  # found only when the weights loaded, in a run folder left "failed"
+    weights.write_bytes(weights.read_bytes()[:100 if how == "weights-header" else 300_000])
+    return folder, weights
+
+
+@pytest.mark.parametrize("how", ["gguf-cut", "config", "weights-header", "weights-cut"])
+def test_a_damaged_base_model_is_named_before_a_run_folder_exists(
+        how: str, in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    ref, named = _damaged(tiny_model["hf"], in_tmp / "damaged", how)
+    assert train(ref, "--max-steps", "1") == 2
+    err = capsys.readouterr().err
+    assert f"--base-model {ref}: {named}" in err and "Traceback" not in err and "internal error" not in err, err
+    assert "Loading weights" not in err and "base model" not in err and not (in_tmp / "runs").exists()
+
+
+def test_unknown_lora_target_modules_stop_before_a_run_folder_exists(
+        in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """Checked on the model's modules built without weights: the run folder (config.yaml, run.json "failed") was
+    made first, then the loaded model refused the name."""
+    assert train(tiny_model["hf"], "--set", "lora.target_modules=[q_proj, nope_proj]") == 2
+    err = capsys.readouterr().err
+    assert "LoRA target_modules: 'nope_proj' names no module of the model" in err and "q_proj, up_proj" in err
+    assert "base model" not in err and not (in_tmp / "runs").exists()
+
+
+def test_resume_with_run_dir_names_run_dir(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """--out is the adapter folder here: the refusal named it although --run-dir was given."""
+    assert main(["train-persona", "--resume", "--run-dir", "qq"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume and --run-dir both given" in err and "--out" not in err
+
+
+def test_a_relative_base_model_is_stored_absolute_so_export_works_from_anywhere(
+        in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """adapter_config.json held the base as typed (models/tiny): `export` from another folder could not find it."""
+    (in_tmp / "models").mkdir()
+    (in_tmp / "models" / "tiny").symlink_to(tiny_model["hf"])
+    assert main(["train-persona", "--base-model", "models/tiny", *FAST, "--max-steps", "1", "--out", "a"]) == 0
+    config = json.loads((in_tmp / "a" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(in_tmp / "models" / "tiny")
+    (in_tmp / "elsewhere").mkdir()
+    monkeypatch.chdir(in_tmp / "elsewhere")
+    assert main(["train-persona", "export", str(in_tmp / "a"), "--gguf", "a.gguf"]) == 0
+    assert (in_tmp / "elsewhere" / "a.gguf").stat().st_size
 
 
 def test_sigkill_then_resume_continues_from_the_last_checkpoint(in_tmp: Path, tiny_model: dict[str, Path]) -> None:

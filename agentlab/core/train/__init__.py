@@ -5,7 +5,7 @@
   model loading lives (used by the providers of ``core/llm`` too)
 - :func:`lora_config` (``model.py``)
 - :func:`build_sft_trainer` over TRL's ``SFTTrainer`` (its hyperparameters in one :class:`SFTSettings`),
-  :class:`LossSummary`, :func:`last_checkpoint` (``sft.py``)
+  :class:`LossSummary`, :func:`last_checkpoint`, :func:`resume_training` (``sft.py``)
 - :class:`ProgressCallback`: a ``TrainerCallback`` reporting to agentlab's ``Progress`` (``callbacks.py``)
 - :func:`training_chat_template`: chat templates that mark assistant turns (``chat.py``)
 - :func:`share`, :func:`world_size`, :func:`is_main`, :class:`FollowerRun`: one run folder for every process of
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from agentlab.core.train.chat import TrainingTemplate, training_chat_template
     from agentlab.core.train.dist import FollowerRun, is_main, share, world_size
     from agentlab.core.train.model import lora_config
-    from agentlab.core.train.sft import LossSummary, SFTSettings, build_sft_trainer, last_checkpoint
+    from agentlab.core.train.sft import LossSummary, SFTSettings, build_sft_trainer, last_checkpoint, resume_training
 
 _EXPORTS = {
     "resolve_device_dtype": "agentlab.core.models.device", "seed_everything": "agentlab.core.models.device",
@@ -40,7 +40,7 @@ _EXPORTS = {
     "load_causal_lm": "agentlab.core.models.load", "hf_model_folder": "agentlab.core.models.load",
     "lora_config": f"{__name__}.model",
     "build_sft_trainer": f"{__name__}.sft", "LossSummary": f"{__name__}.sft", "last_checkpoint": f"{__name__}.sft",
-    "SFTSettings": f"{__name__}.sft",
+    "SFTSettings": f"{__name__}.sft", "resume_training": f"{__name__}.sft",
     "ProgressCallback": f"{__name__}.callbacks",
     "share": f"{__name__}.dist", "world_size": f"{__name__}.dist", "is_main": f"{__name__}.dist",
     "FollowerRun": f"{__name__}.dist",
@@ -49,8 +49,8 @@ _EXPORTS = {
 }
 __all__ = ["BlendResult", "FollowerRun", "LossSummary", "ProgressCallback", "SFTSettings", "TrainingTemplate",
            "blend_adapters", "build_sft_trainer", "hf_model_folder", "is_main", "last_checkpoint", "load_causal_lm",
-           "lora_config", "quantization_config", "read_parent", "resolve_device_dtype", "seed_everything", "share",
-           "training_chat_template", "wants_4bit", "world_size"]
+           "lora_config", "quantization_config", "read_parent", "resolve_device_dtype", "resume_training",
+           "seed_everything", "share", "training_chat_template", "wants_4bit", "world_size"]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,8 @@ tokens carry the loss, for the run's report). Choices it makes, and why:
 - Mixed precision follows the model: bfloat16 / float16 weights (or a 4-bit model's compute dtype) train with
   that autocast; float32 weights train in float32. A model on the CPU trains on the CPU even where CUDA exists.
 - Checkpoints every ``save_steps`` (adapter, optimizer, scheduler, RNG, trainer state);
-  ``trainer.train(resume_from_checkpoint=last_checkpoint(output_dir))`` continues from the last complete one.
+  ``resume_training(trainer, last_checkpoint(output_dir))`` continues from the last complete one (and trains
+  nothing when that one already holds the whole budget, where ``trainer.train`` would take one step more).
 
 This module imports transformers, trl and datasets at the top: import it lazily (``agentlab.core.train`` does).
 """
@@ -36,6 +37,7 @@ from typing import Any
 from agentlab.core.errors import ConfigError, InputError
 from agentlab.core.models.device import quiet_imports, quiet_library_warnings
 from agentlab.core.train.chat import training_chat_template
+from agentlab.core.train.model import check_target_modules
 
 quiet_imports()  # trl imports peft, which imports bitsandbytes
 
@@ -160,7 +162,7 @@ def build_sft_trainer(
         raise ConfigError("a 4-bit model trains through adapters only, and no LoRA config was given",
                           hint="pass peft_config=lora_config(...), or load the model without load_in_4bit")
     if peft_config is not None:
-        _check_targets(model, peft_config)
+        check_target_modules(model, getattr(peft_config, "target_modules", None))
     marked = training_chat_template(tokenizer, chat_template) if assistant_only_loss else None
     args = sft_config(model=model, settings=settings, output_dir=output_dir, has_eval=evaluation is not None)
     original = tokenizer.chat_template
@@ -185,23 +187,6 @@ def build_sft_trainer(
                          f"{summary.examples - summary.sequences} of {summary.examples} were left out, nothing "
                          f"would be learned", hint="raise data.max_length, or shorten the conversations' prompts")
     return trainer, summary
-
-
-def _check_targets(model: Any, peft_config: Any) -> None:
-    """Each module name in a LoRA config's ``target_modules`` list must name a module of ``model`` (PEFT stops only
-    when none does, and trains the others alone otherwise); a string (``all-linear``, a regex) is PEFT's to match."""
-    targets = getattr(peft_config, "target_modules", None)
-    if targets is None or isinstance(targets, str):
-        return
-    names = [name for name, _ in model.named_modules()]
-    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                         if isinstance(m, torch.nn.Linear) or type(m).__name__.startswith("Linear")})
-        named = ", ".join(repr(t) for t in sorted(missing))
-        raise ConfigError(f"LoRA target_modules: {named} name{'s' if len(missing) == 1 else ''} no module of the model",
-                          hint=f"the model's linear layers: {', '.join(linear)}; or all-linear (each of them but the "
-                          "output head)")
 
 
 def sft_config(*, model: Any, settings: SFTSettings, output_dir: str | Path, has_eval: bool) -> SFTConfig:
@@ -329,6 +314,34 @@ def _quiet_datasets() -> Iterator[None]:
     finally:
         if enabled:
             ds_logging.enable_progress_bar()
+
+
+class _BudgetSpent(Exception):
+    """The checkpoint a trainer resumes from already holds its whole budget (``_StopWhenSpent``)."""
+
+
+class _StopWhenSpent(TrainerCallback):
+    """Stops ``Trainer.train`` before its first step when the state it resumed holds the whole budget: Trainer
+    checks ``max_steps`` only after each step, so it would otherwise train (and checkpoint) one step past it."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise _BudgetSpent
+
+
+def resume_training(trainer: Any, checkpoint: str | None) -> Any | None:
+    """``trainer.train(resume_from_checkpoint=checkpoint)`` (its ``TrainOutput``), or None, without a step, when
+    ``checkpoint`` already holds the whole budget (``max_steps``, or the steps of the epochs asked): a run killed
+    after its last checkpoint but before it saved what it trained. Then ``trainer.state`` is the checkpoint's and
+    ``trainer.model`` holds the checkpoint's weights, loaded as for training, ready to be saved."""
+    guard = _StopWhenSpent()
+    trainer.add_callback(guard)
+    try:
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    except _BudgetSpent:
+        return None
+    finally:
+        trainer.remove_callback(guard)
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:

@@ -1,0 +1,127 @@
+"""`agentlab train-persona --resume` after a run stopped at a chosen point (in-process: the stop is a KeyboardInterrupt
+raised where a kill would land, so each test is exact, not a race with a killed process): one stopped after its last
+checkpoint trains nothing more, one stopped past a checkpoint reports the whole run, a data file changed since the run
+started is refused."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlab.cli import main
+from agentlab.core.train.callbacks import ProgressCallback
+
+run_module = importlib.import_module("agentlab.train_persona.run")  # the package's `run` is the function
+
+FAST = ["--bsz", "1", "--grad-accum", "1", "--set", "data.max_length=128", "--set", "train.threads=1"]
+
+
+def train(tiny: Path, *args: str) -> int:
+    return main(["train-persona", "--base-model", str(tiny), *FAST, *args])
+
+
+def events(run: Path, kind: str) -> list[dict[str, Any]]:
+    return [e for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["kind"] == kind]
+
+
+def stop_after_logging(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """The next training stops (as Ctrl-C would) right after it logged ``step``; later ones run through."""
+    original = ProgressCallback.on_log
+    fired: list[int] = []
+
+    def on_log(self: ProgressCallback, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        original(self, args, state, control, logs=logs, **kwargs)
+        if state.global_step == step and logs and "loss" in logs and not fired:
+            fired.append(step)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressCallback, "on_log", on_log)
+
+
+def test_stopped_after_its_last_checkpoint_resumes_to_save_it_and_trains_nothing(
+        in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """Stopped once checkpoint-3 (the whole budget) existed but before the adapter was written, the resume trained a
+    fourth step (Trainer checks the budget only after a step): a checkpoint-4, 4 steps in results.json, the final
+    loss of the extra batch. It saves the checkpoint's adapter instead, and records what the uninterrupted run does."""
+    budget = ["--max-steps", "3", "--set", "train.save_steps=3"]
+    assert train(tiny_model["hf"], *budget, "--out", "whole-adapter", "--run-dir", "whole") == 0
+    whole = json.loads((in_tmp / "whole" / "results.json").read_text())
+    save_adapter = run_module._save_adapter
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(run_module, "_save_adapter", save_adapter)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_save_adapter", killed)
+    assert train(tiny_model["hf"], *budget, "--out", "cut", "--run-dir", "run") == 130
+    run = in_tmp / "run"
+    assert (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").is_file() and not (in_tmp / "cut").exists()
+    capsys.readouterr()
+    assert main(["train-persona", "--resume", str(run)]) == 0
+    assert "checkpoint-3 holds the whole budget (3 steps): nothing to train" in capsys.readouterr().err
+    assert [p.name for p in (run / "checkpoints").glob("checkpoint-*")] == ["checkpoint-3"]
+    results = json.loads((run / "results.json").read_text())
+    for key in ("steps", "tokens_seen", "first_loss", "final_loss", "train_loss"):
+        assert results[key] == pytest.approx(whole[key]), key
+    assert [e["step"] for e in events(run, "train_log") if "loss" in e] == [1, 2, 3]
+    assert (in_tmp / "cut" / "adapter_model.safetensors").is_file()
+
+
+def test_a_resume_reports_the_whole_run_and_marks_where_steps_were_trained_again(
+        in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped at step 3 after checkpoint-2, the resume trains step 3 again: results.json's train_loss was the mean
+    of the resumed session's steps alone, and nothing in events.jsonl told the two step-3 entries apart. Now
+    train_loss is the whole run's mean (as an uninterrupted run reports it) and a ``resume`` event names the
+    checkpoint's step: of the train_log entries of one step, the last counts."""
+    budget = ["--max-steps", "4", "--set", "train.save_steps=2"]
+    assert train(tiny_model["hf"], *budget, "--run-dir", "whole") == 0
+    whole = json.loads((in_tmp / "whole" / "results.json").read_text())
+    stop_after_logging(monkeypatch, 3)
+    assert train(tiny_model["hf"], *budget, "--run-dir", "run") == 130
+    run = in_tmp / "run"
+    assert main(["train-persona", "--resume", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    logged = [(e["step"], e["loss"]) for e in events(run, "train_log") if "loss" in e]
+    assert [step for step, _ in logged] == [1, 2, 3, 3, 4]  # step 3 twice: once per session
+    (resume,) = events(run, "resume")
+    assert resume["step"] == 2 and resume["checkpoint"].endswith("checkpoint-2")
+    last = dict(logged)  # the last entry of each step
+    history = {e["step"]: e["loss"] for e in json.loads((run / "trainer_state.json").read_text())["log_history"]
+               if "loss" in e}
+    assert last == pytest.approx(history)
+    assert results["train_loss"] == pytest.approx(sum(history.values()) / 4)
+    assert results["train_loss"] == pytest.approx(whole["train_loss"], abs=1e-3)
+    assert results["steps"] == 4 and results["tokens_seen"] == whole["tokens_seen"]
+
+
+def test_a_resume_refuses_a_data_file_changed_since_the_run_started(
+        in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """The same --data path with other content trained on the new content (two sha256s in events.jsonl, the adapter
+    card naming the new one only). Refused before anything loads, as a changed setting is; the file put back, the
+    resume goes on."""
+    line = '{"messages": [{"role": "user", "content": "%s"}, {"role": "assistant", "content": "%s"}]}\n'
+    data = in_tmp / "chats.jsonl"
+    data.write_text(line % ("hi", "hello") + line % ("2 plus 2?", "4."))
+    started = data.read_bytes()
+    stop_after_logging(monkeypatch, 1)
+    assert train(tiny_model["hf"], "--data", "chats.jsonl", "--max-steps", "3", "--set", "train.save_steps=1",
+                 "--run-dir", "run") == 130
+    run = in_tmp / "run"
+    before = (run / "events.jsonl").read_bytes()
+    data.write_text(line % ("hi", "ahoy") + line % ("2 plus 2?", "Arr, 4."))
+    capsys.readouterr()
+    assert main(["train-persona", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"the content of data.path {data}: sha256 " in err and "nothing was written" in err, err
+    assert "put the file back" in err and "Loading" not in err and "Traceback" not in err
+    assert (run / "events.jsonl").read_bytes() == before and not (run / "results.json").exists()
+    data.write_bytes(started)
+    assert main(["train-persona", "--resume", str(run)]) == 0
+    assert {e["sha256"] for e in events(run, "data")} == {json.loads((run / "results.json").read_text())["data"]
+                                                          ["sha256"]}
