@@ -77,8 +77,19 @@ def _nas_progress(path: Path, cfg: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _persona_logs(path: Path) -> list[dict[str, Any]]:
+    """The train_log events with a loss, the last of each step: a resume trains the steps after its checkpoint again
+    and logs them again (after a ``resume`` event), and the second time is the one the adapter keeps."""
+    last: dict[Any, dict[str, Any]] = {}
+    for event in _events(path, "train_log"):
+        if "loss" in event:
+            last.pop(event.get("step"), None)  # in the order of the run that counts
+            last[event.get("step")] = event
+    return list(last.values())
+
+
 def _persona_progress(path: Path, cfg: dict[str, Any]) -> list[str]:
-    logs = [e for e in _events(path, "train_log") if "loss" in e]
+    logs = _persona_logs(path)
     if not logs:
         return ["loading the model and the data"]
     last = logs[-1]
@@ -391,4 +402,4 @@ def pipeline_steps(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 def persona_loss(path: Path) -> list[dict[str, Any]]:
     """Training loss per logged step."""
-    return [{"step": e.get("step"), "loss": e.get("loss")} for e in _events(path, "train_log") if "loss" in e]
+    return [{"step": e.get("step"), "loss": e.get("loss")} for e in _persona_logs(path)]

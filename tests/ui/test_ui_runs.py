@@ -267,3 +267,17 @@ def test_damaged_step_files_are_named(root: Path) -> None:
     (other / "steps").write_text("")
     assert views.pipeline_steps(other) == ([], [f"{other / 'steps'}: not a folder (the session's step files, "
                                                "steps/NN-STAGE.json, go in it)"])
+
+
+def test_a_resumed_training_shows_each_step_once_as_the_adapter_kept_it(root: Path) -> None:
+    """A train-persona resume logs the steps after its checkpoint again (after a `resume` event): the loss curve and
+    the live line take the last of each step (they listed steps 3 and 4 twice)."""
+    logs = [{"kind": "train_log", "step": s, "loss": loss, "max_steps": 4} for s, loss in
+            [(1, 5.0), (2, 4.0), (3, 3.5), (4, 3.4)]]
+    redone = [{"kind": "resume", "checkpoint": "checkpoint-2", "step": 2},
+              {"kind": "train_log", "step": 3, "loss": 3.0, "max_steps": 4},
+              {"kind": "train_log", "step": 4, "loss": 2.9, "max_steps": 4}]
+    path = run_folder(root, "train-persona", "t", status="running", events=logs + redone)
+    assert views.persona_loss(path) == [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0}, {"step": 3, "loss": 3.0},
+                                        {"step": 4, "loss": 2.9}]
+    assert views._persona_progress(path, {}) == ["step 4/4, loss 2.9000", "lowest loss so far: 2.9000"]
