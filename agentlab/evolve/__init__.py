@@ -14,7 +14,7 @@ from typing import Any
 from agentlab.core.config import load_config
 from agentlab.core.runs import check_resume_settings, resume_target, run_in_folder
 from agentlab.evolve.config import EvolveConfig
-from agentlab.evolve.run import prepare, run
+from agentlab.evolve.run import check_resume, prepare, run
 
 __all__ = ["EvolveConfig", "prepare", "run", "run_evolution"]
 
@@ -31,5 +31,6 @@ def run_evolution(cfg: EvolveConfig | dict[str, Any] | None = None, *, out: str 
         config = cfg if isinstance(cfg, EvolveConfig) else EvolveConfig.model_validate(cfg or {})
     if folder is not None:  # before prepare loads the model
         check_resume_settings(folder, config, "evolve")
+        check_resume(config, folder)
     result, _ = run_in_folder("evolve", config, run, inputs=prepare(config), out=out, resume=folder)
     return result  # type: ignore[no-any-return,unused-ignore]

@@ -1,8 +1,9 @@
 """The population store (docs/design/architecture.md, "Debate and evolve"): each individual of an evolve run is a
 trial of one Optuna study, queued and claimed by the shared search loop; its lineage is the trial's plan
 (``plan.extra.individual``), its scores the trial's outcome. The study's user attrs hold what every worker needs
-(``settings``, ``reference``) and each generation's members (``population_K``). A finished trial is never scored
-again: that is what ``--resume`` relies on.
+(``settings``, every path in it absolute, and ``reference``), each generation's members (``population_K``), the run
+folder (``folder``, see ``located``) and each seed's fingerprint (``seed_fingerprints``, checked by a resume). A
+finished trial is never scored again: that is what ``--resume`` relies on.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
         if missing_study(url, Path(".")) is not None:  # a journal path is never created here (opening one would)
             raise ConfigError(f"store {url}: no such {'database' if url.startswith('sqlite') else 'journal'} file",
                               hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
-        opened = open_storage(url, Path(run_path or "."), what="store")
+        opened = open_store(url, Path(run_path or "."))
         backend = storage_object(opened)
         try:
             study = attach_opened(optuna.load_study(storage=backend, study_name=STUDY), backend, url, opened)
@@ -46,6 +47,33 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
                               hint="start the run first: agentlab evolve run -c FILE (it creates the population)"
                               ) from None
     return Population(study, url)
+
+
+def open_store(store: str, run_path: Path) -> Any:
+    """``open_storage`` of the population store (``ConfigError`` for a bad one), with a text file of JSON lines that
+    are not Optuna's refused in one line too: Optuna's replay of such a journal fails deep inside (``KeyError:
+    'op_code'``, an internal error, exit 1), where a file that is no JSON at all already said what it is. Nothing is
+    written to the file either way."""
+    try:
+        return open_storage(store, run_path, what="store")
+    except (KeyError, TypeError) as exc:
+        if "://" in store:
+            raise
+        raise ConfigError(f"{store}: not an Optuna journal file (its lines are JSON, not Optuna's operations: "
+                          f"{type(exc).__name__} {exc})",
+                          hint="give the run's store (the journal file its `store` names, or sqlite:///RUN/"
+                          "population.db), or a new file path for a new run") from None
+
+
+def located(path: str | None, folder: str | None) -> str | None:
+    """An individual's adapter folder as the store keeps it: absolute. A store written before every path was kept
+    absolute holds a child's folder as the run was given it (``runs/e1/adapters/gen_1/g1c0``, relative to the folder
+    the run started in, which nothing recorded): it is that child's folder in the run folder the store records
+    (``folder``, set by every `evolve run`, a resume included), as children always lie at
+    ``RUN/adapters/gen_K/ID`` or ``RUN/adapters/baselines/ID``. The seeds were always kept absolute."""
+    if path is None or folder is None or Path(path).is_absolute() or len(Path(path).parts) < 3:
+        return path
+    return str(Path(folder, *Path(path).parts[-3:]))
 
 
 class Population:
@@ -78,6 +106,7 @@ class Population:
         trials = self.store.trials()
         # failed by the heartbeat check, its copy not queued yet: still running, as the loop counts it
         retrying = awaiting_retry(trials, MAX_RETRIES, RETRY_QUEUE_S)
+        folder = self.attr("folder")
         for trial in trials:
             plan = trial.user_attrs.get(A_PLAN, {})
             ind = plan.get("extra", {}).get("individual")
@@ -87,7 +116,8 @@ class Population:
                                       "loop; it cannot be resumed", hint="start a new run: agentlab evolve run -c FILE")
                 continue
             state = "running" if trial.number in retrying else trial.state.name.lower()
-            row = {**ind, "state": state, "trial": trial.number, "worker": plan.get("worker")}
+            row = {**ind, "path": located(ind.get("path"), folder), "state": state, "trial": trial.number,
+                   "worker": plan.get("worker")}
             outcome = trial.user_attrs.get(A_OUTCOME, {})
             if state == "complete":
                 row.update({k: v for k, v in outcome.get("metrics", {}).items() if k != "value"})

@@ -7,7 +7,9 @@ saw.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 import random
 import time
@@ -16,21 +18,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.core.config import absolute_path, absolute_paths
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
 from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError
 from agentlab.core.harness import load_tasks, task_manager
-from agentlab.core.models.adapters import logit_changes, persona_adapters, read_adapter, skill_adapters
+from agentlab.core.models.adapters import ADAPTER_WEIGHTS, logit_changes, persona_adapters, read_adapter, skill_adapters
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, read_events
-from agentlab.core.search.loop import Hooks
+from agentlab.core.search.loop import Hooks, TrialAborted
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
-from agentlab.core.search.study import missing_study, open_storage
+from agentlab.core.search.study import missing_study
 from agentlab.core.skills import mixed_file
 from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
-from agentlab.evolve.population import Population, open_population
+from agentlab.evolve.population import Population, open_population, open_store
 from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 from agentlab.evolve.search import budget, cma_ask, fixed_spec
@@ -51,7 +54,14 @@ RESULT_KEYS = ("generation", "origin", "path", "parents", "weights", "rank", "di
 
 
 def prepare(cfg: EvolveConfig) -> dict[str, Any]:
-    """The seeds (LoRA adapters on one base, blendable together), the base model and the task's two splits."""
+    """The seeds (LoRA adapters on one base, blendable together), the base model and the task's two splits.
+
+    Every path the run keeps is made absolute here, as config.yaml writes it (the seeds, the base model, the task file
+    and include paths, a journal store): the population store keeps them for every process that scores, so a resume
+    or an `evolve worker --store` started in another folder loads the same model and adapters, not those of that
+    name there (a store that kept ``models/tiny`` as typed failed every individual of a resume from elsewhere)."""
+    absolute = absolute_paths(cfg)
+    cfg.base_model, cfg.task, cfg.store = absolute.base_model, absolute.task, absolute.store
     if not cfg.seeds:
         found = skill_adapters() or persona_adapters()
         if not found:
@@ -78,7 +88,7 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     check_compatible(parents)
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
-        open_storage(cfg.store, Path.cwd(), what="store")  # a bad URL: one line, before any folder exists
+        open_store(cfg.store, Path.cwd())  # a bad URL or journal file: one line, before any folder exists
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)
@@ -145,11 +155,47 @@ def _question_dicts(questions: list[Question]) -> list[dict[str, Any]]:
 
 def check_resume(cfg: EvolveConfig, folder: Path) -> None:
     """A resume's population is there (``RunDirError``, before anything loads): a new one would score every
-    individual again, and the reference debate."""
+    individual again, and the reference debate. And its seeds are the ones it started with (``UsageError``, like a
+    changed setting): what it scored and bred was made from them (``seed_fingerprints``)."""
     began = any(e.get("kind") in ("scored", "reference") for e in read_events(folder))
-    if began and (file := missing_study(cfg.store, folder, "population.db")) is not None:
+    if not began:
+        return
+    if (file := missing_study(cfg.store, folder, "population.db")) is not None:
         raise RunDirError(f"{file}: the population of {folder} is missing (it holds what the run scored)",
                           hint="restore the file, or start a new run")
+    stored = open_population(cfg.store, folder, create=False).attr("seed_fingerprints") or {}
+    now = seed_fingerprints([p for p in cfg.seeds if p.name in stored])
+    changed = [f"{name} {stored[name][:12]} -> {new[:12]}" for name, new in now.items()
+               if new is not None and new != stored[name]]
+    if changed:
+        raise UsageError(f"{folder}: a seed adapter changed on disk since the run started ({'; '.join(changed)}: the "
+                         "fingerprint of its weights); nothing was written",
+                         hint="put back the seeds the run started with (what it scored and bred was made from them), "
+                         "or start a new run with the new seeds")
+
+
+def seed_fingerprints(seeds: list[Path]) -> dict[str, str | None]:
+    """Each seed's fingerprint by folder name: the sha256 of its weights file and of the config values that scale
+    them (r, lora_alpha, use_rslora); None when the folder holds no weights (``prepare`` names it). A run stores them
+    when it starts; a resume whose seeds changed on disk since (``train-persona --force`` again) is refused, as the
+    scores, the reference debate and the children it kept were made from the old ones."""
+    out: dict[str, str | None] = {}
+    for folder in seeds:
+        weights = next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()), None)
+        if weights is None:
+            out[folder.name] = None
+            continue
+        digest = hashlib.sha256()
+        with open(weights, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        try:
+            config = read_adapter(folder)
+        except AgentlabError:
+            config = {}
+        digest.update(json.dumps([config.get(k) for k in ("r", "lora_alpha", "use_rslora")]).encode())
+        out[folder.name] = digest.hexdigest()
+    return out
 
 
 def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: list[Question],
@@ -159,6 +205,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     say = announce or log.info
     start = time.perf_counter()
     pop = open_population(cfg.store, run_dir.path, create=True)
+    pop.set_attr("folder", str(absolute_path(run_dir.path)))  # where a store's relative child folders lie (located)
     settings = _settings(cfg, pop, fitness, validation or [], test, run_dir)
     n = len(settings.questions)
     if pop.attr("reference") is None and settings.coop:
@@ -192,9 +239,12 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
     if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
         start_workers(waiting)
-    evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers, seed=cfg.seed,
-                hooks=Hooks(on_event=on_event, progress=progress, run_dir=str(run_dir.path),
-                            on_queued=start_workers)).run()
+    try:
+        evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
+                    seed=cfg.seed, hooks=Hooks(on_event=on_event, progress=progress, run_dir=str(run_dir.path),
+                                               on_queued=start_workers)).run()
+    except TrialAborted as exc:  # the scoring failed, not an individual (worker.Scorer): its batch is queued again
+        raise exc.__cause__ or exc from None
     try:  # generations of elites alone, after the budget was spent: stored, nothing to score
         unscored = breeder.propose_group()  # never empty
     except NoProposal:
@@ -234,6 +284,12 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
     """The stored settings (a resumed run keeps its questions and seeds), or new ones."""
     stored = pop.attr("settings")
     if stored is not None:
+        typed, full = Path(stored["base_model"]), Path(cfg.base_model)
+        if not typed.is_absolute() and full.is_absolute() and full.parts[-len(typed.parts):] == typed.parts:
+            # a store written before its paths were kept absolute (``models/tiny`` as typed): config.yaml's is the
+            # same model (a resume cannot change it), its path made absolute in the folder the run started in
+            stored = {**stored, "base_model": cfg.base_model}
+            pop.set_attr("settings", stored)
         return ScoreSettings(**stored)
     t = cfg.task
     if t.file is None:
@@ -251,6 +307,7 @@ def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], valid
         harness=harness, score=t.score, validation=_question_dicts(validation),
         coop=cfg.fitness.coop != 0)
     pop.set_attr("test", _question_dicts(test))
+    pop.set_attr("seed_fingerprints", seed_fingerprints(cfg.seeds))
     pop.set_attr("settings", asdict(settings))
     return settings
 
@@ -403,6 +460,7 @@ def _make_child(cfg: EvolveConfig, generation: int | str, child: str, spec: dict
                 known: dict[str, dict[str, Any]] | None = None, baseline: str | None = None) -> dict[str, Any]:
     """Child ``child`` as ``spec`` says, its adapter folder written and its record returned: the GA's blend of
     ``spec["parents"]`` (records in ``known``) with mutation, else TIES or an exact blend of every seed."""
+    folder = absolute_path(folder)  # kept in the store and lineage.json: it loads from any folder
     ga = spec["method"] == "blend"
     parents = [(known or {})[p] for p in spec["parents"]] if ga else [_seed(p) for p in cfg.seeds]
     paths: list[str | Path] = [p["path"] for p in parents]

@@ -227,28 +227,30 @@ def _mean(values: list[float]) -> float:
 
 def _probe(s: ScoreSettings, paths: dict[str, str], splits: dict[str, list[dict[str, Any]]]
            ) -> tuple[dict[str, float], dict[str, dict[str, Any] | str], dict[str, dict[str, list[float]]]]:
-    """Each adapter's largest logit change on the probe, the error of each that cannot load or changes nothing, and,
-    for each that passes, the per-token log-likelihood of the gold answer of every question of each split (one model
-    load, one forward per batch of questions)."""
+    """Each adapter's largest logit change on the probe, the error of each that changes nothing, and, for each that
+    passes, the per-token log-likelihood of the gold answer of every question of each split (one model load, one
+    forward per batch of questions). An adapter that does not load (or the base model under it) is no error of the
+    individual's but of the process scoring it (a folder it does not reach, a model not found): an ``AgentlabError``
+    naming the first such adapter, which stops the scoring (``worker.Scorer``), not a score."""
     try:
         model, tokenizer = load_causal_lm(s.base_model, device=s.device, adapters=paths)
     except AgentlabError as load_error:
-        # an unreadable adapter: each alone, to name it; the others' log-likelihoods in a second load
+        # each alone, to name the one that does not load (or to find that they load only one at a time)
         changes: dict[str, float] = {}
-        failed: dict[str, dict[str, Any] | str] = {}
         for name, path in paths.items():
             try:
                 changes.update(logit_changes(s.base_model, {name: path}, s.probe, device=s.device))
             except AgentlabError as exc:
-                failed[name] = f"cannot load the adapter: {exc.message}"
-        good = {k: v for k, v in paths.items() if k not in failed}
-        if splits and good and not failed:  # each loads alone, not all together: a second load would fail again
+                raise AgentlabError(f"cannot score {name}: {exc.message}",
+                                    hint="nothing was recorded for it: make the base model and its adapter folder "
+                                    "reachable here at the paths the store keeps, then resume the run (agentlab "
+                                    "evolve run --resume RUN) or start the worker again") from exc
+        if splits:  # each loads alone, not all together: a second load would fail again
             raise load_error
-        _, _, logliks = _probe(s, good, splits) if splits and good else ({}, {}, {})
-        return changes, {**failed, **_unchanged(s, changes)}, logliks
+        return changes, _unchanged(s, changes), {}
     changes = adapter_logit_changes(model, tokenizer, list(paths), s.probe)
     errors = _unchanged(s, changes)
-    logliks = {}
+    logliks: dict[str, dict[str, list[float]]] = {}
     for name in [name for name in changes if name not in errors]:
         model.set_adapter(name)
         logliks[name] = {}

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from agentlab.core.errors import AgentlabError
 from agentlab.core.search.evaluator import Decision
-from agentlab.core.search.loop import GroupPlanner, Hooks, SearchLoop, StopRules, TrialFailed
+from agentlab.core.search.loop import GroupPlanner, Hooks, SearchLoop, StopRules, TrialAborted, TrialFailed
 from agentlab.core.search.planners import Planner
 from agentlab.core.search.records import A_PLAN, TrialRecord
 from agentlab.core.search.space import SearchSpace
-from agentlab.evolve.population import Population
+from agentlab.evolve.population import Population, located
 from agentlab.evolve.score import ScoreSettings, score_batch
 
 if TYPE_CHECKING:
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def individual(pop: Population, number: int) -> dict[str, Any]:
-    """The individual trial ``number`` scores (its lineage, as bred)."""
-    return dict(pop.store.get(number).user_attrs[A_PLAN]["extra"]["individual"])
+    """The individual trial ``number`` scores (its lineage, as bred; its folder as ``population.located`` finds it)."""
+    ind = dict(pop.store.get(number).user_attrs[A_PLAN]["extra"]["individual"])
+    return {**ind, "path": located(ind.get("path"), pop.attr("folder"))}
 
 
 class Scorer:
@@ -54,7 +56,15 @@ class Scorer:
         log.info("scoring %s", ", ".join(ind["id"] for ind in individuals))
         if self.settings is None:
             self.settings = ScoreSettings(**self.pop.attr("settings"))
-        scores = score_batch(self.settings, self.pop.attr("reference"), individuals, providers=self.providers)
+        try:
+            scores = score_batch(self.settings, self.pop.attr("reference"), individuals, providers=self.providers)
+        except AgentlabError as exc:
+            # The scoring process's failure, not the individuals' (an adapter or the base model that does not load
+            # here, a model not found): recorded as their score it was final, and a run of such failures once
+            # finished as completed, exit 0, recommending what was scored before. The batch goes back to the queue
+            # whole and the run or worker stops with this error (exit 1); a resume scores it. The individual's own
+            # failure (an adapter that changes nothing) is a string in ``scores``, and final.
+            raise TrialAborted(str(exc)) from exc
         out: list[dict[str, Any] | BaseException] = []
         for ind in individuals:
             result = scores[ind["id"]]
@@ -93,7 +103,10 @@ def serve(pop: Population, *, batch: int, wait: bool, announce: Callable[[str], 
                                 f"({metrics['seconds']:.0f} s)"))
 
     loop = evolve_loop(pop, batch, hooks=Hooks(on_event=scored))
-    return loop.drain(wait=lambda: wait and not pop.attr("finished"))
+    try:
+        return loop.drain(wait=lambda: wait and not pop.attr("finished"))
+    except TrialAborted as exc:  # the scoring failed here, not an individual (Scorer): its batch is queued again
+        raise exc.__cause__ or exc from None
 
 
 def run_workers(store: str, n: int, batch: int, logs: Path, poll: Callable[[], None],

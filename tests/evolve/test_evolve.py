@@ -217,7 +217,7 @@ def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str,
 
 
 @pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker",
-                                  "worker-journal"])
+                                  "worker-journal", "store-not-journal", "worker-not-journal"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: dict[str, Path],
                                           seeds: dict[str, Path], capsys: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds)
@@ -236,12 +236,20 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
         args += ["--seeds", str(in_tmp / "plain")]
     elif case == "worker-journal":  # a journal path the worker would have created, empty, by opening it
         args = ["evolve", "worker", "--store", "nosuch.db", "--no-wait"]
+    elif case in ("store-not-journal", "worker-not-journal"):  # JSON lines, not Optuna's: was KeyError 'op_code'
+        (in_tmp / "t.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
+        args = (args + ["--store", "t.jsonl"] if case == "store-not-journal" else
+                ["evolve", "worker", "--store", "t.jsonl", "--no-wait"])
     else:
         args = ["evolve", "worker", "--store", f"sqlite:///{in_tmp / 'none.db'}", "--no-wait"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and "Traceback" not in "\n".join(err)
     assert not (in_tmp / "runs").exists() and not (in_tmp / "nosuch.db").exists()
+    if case.endswith("not-journal"):
+        assert err[0].startswith("error: ") and err[0].endswith("t.jsonl: not an Optuna journal file (its lines are "
+                                                                "JSON, not Optuna's operations: KeyError 'op_code')")
+        assert (in_tmp / "t.jsonl").read_text() == '{"question": "1+1?", "answer": "2"}\n'
 
 
 def test_a_population_of_the_old_work_queue_is_refused_not_scored_again(tmp_path: Path) -> None:
@@ -253,3 +261,95 @@ def test_a_population_of_the_old_work_queue_is_refused_not_scored_again(tmp_path
     pop.store.create(state=TrialState.WAITING, user_attrs={"id": "x0", "generation": 0, "path": "p"})
     with pytest.raises(ConfigError, match="before evolve ran on the search loop"):
         pop.individuals()
+
+
+def test_resume_from_another_folder_scores_with_the_runs_own_paths(
+        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], sigkill_when: Any, capsys: Any,
+        monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A run started with a relative base model and --out keeps absolute paths in its store; a store written before
+    that (relative paths, simulated) resumes from another folder all the same; a seed retrained since the start is
+    refused (exit 2); an adapter that cannot be loaded is no score: exit 1, its individual back in the queue, the
+    run not finished, and the next resume scores it."""
+    import shutil
+    import sqlite3
+
+    from safetensors.torch import load_file, save_file
+
+    mine = tmp_path_factory.mktemp("resume_seeds")  # outside the run's folder, as they were always kept absolute
+    for name in ("persona_a", "persona_b", "persona_c"):
+        shutil.copytree(seeds[name], mine / name)
+    (in_tmp / "models").mkdir()
+    (in_tmp / "models" / "tiny").symlink_to(tiny_model["hf"], target_is_directory=True)
+    config = write_config(in_tmp, tiny_model, {n: mine / n for n in ("persona_a", "persona_b", "persona_c")},
+                          base_model="models/tiny", fitness={"coop": 0.0}, task={"test_questions": 2})
+    run = in_tmp / "runs" / "e1"
+    sigkill_when(["evolve", "run", "-c", str(config), "--out", "runs/e1"],
+                 lambda: (run / "events.jsonl").is_file() and len(events(run, "scored")) >= 1)
+    pop = open_population(None, run, create=False)
+    assert pop.attr("settings")["base_model"] == str(in_tmp / "models" / "tiny")
+    assert all(Path(i["path"]).is_absolute() for i in pop.individuals().values())
+    waiting = [m for m, i in pop.individuals().items() if i["state"] in ("waiting", "running")
+               and i["origin"] != "seed"]
+    assert waiting, "the kill came after every stored child was scored"
+    # the store as the runs before absolute paths wrote it: the base model and the children's folders as typed
+    db = sqlite3.connect(run / "population.db")
+    with db:
+        for table in ("trial_user_attributes", "study_user_attributes"):
+            db.execute(f"UPDATE {table} SET value_json = replace(value_json, ?, '')", (f"{in_tmp}/",))
+        db.execute("DELETE FROM study_user_attributes WHERE key = 'folder'")
+    db.close()
+    assert pop.attr("settings")["base_model"] == "models/tiny"
+    elsewhere = in_tmp / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # a seed retrained since the run started: refused before anything loads, the run left as it was
+    weights = mine / "persona_c" / "adapter_model.safetensors"
+    kept_weights = weights.read_bytes()
+    save_file({k: v * 2 for k, v in load_file(weights).items()}, weights)
+    kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["evolve", "run", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "a seed adapter changed on disk since the run started (persona_c " in err and "persona_a" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept
+    weights.write_bytes(kept_weights)
+    # a child's folder this process cannot reach: no score, the run stops (exit 1), the child back in the queue
+    child = in_tmp / pop.individuals()[waiting[0]]["path"]
+    child.rename(in_tmp / "away")
+    assert main(["evolve", "run", "--resume", str(run)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: cannot score {waiting[0]}: " in err and "nothing was recorded for it" in err
+    individuals = pop.individuals()
+    assert individuals[waiting[0]]["state"] == "waiting" and not any(i["state"] == "fail"
+                                                                      for i in individuals.values())
+    assert pop.attr("finished") is None and json.loads((run / "run.json").read_text())["status"] == "failed"
+    (in_tmp / "away").rename(child)
+    assert main(["evolve", "run", "--resume", str(run)]) == 0
+    out = " ".join(capsys.readouterr().err.split())
+    results = json.loads((run / "results.json").read_text())
+    ind = results["individuals"]
+    assert all(i["state"] == "complete" and Path(i["path"]).is_dir() for i in ind.values()), ind
+    assert f"Adapter: {results['recommended']['path']}" in out and Path(results["recommended"]["path"]).is_dir()
+    assert pop.attr("settings")["base_model"] == str(in_tmp / "models" / "tiny")  # the old store, upgraded
+    for m, i in ind.items():
+        if i["origin"] != "seed":
+            parents = json.loads((Path(i["path"]) / "lineage.json").read_text())["parents"]
+            assert all(Path(p).is_absolute() and Path(p).is_dir() for p in parents), (m, parents)
+
+
+def test_blend_caps_a_rank_above_the_parents_total(in_tmp: Path, seeds: dict[str, Path], capsys: Any) -> None:
+    """Above the parents' total rank the blend is exact already: the child gets that rank, and a line says so (it was
+    zero-padded to the rank asked and reported as "exact; rank 1000")."""
+    args = ["evolve", "blend", "--parents", str(seeds["persona_a"]), str(seeds["persona_b"]), "--child"]
+    assert main([*args, "big", "--rank", "1000"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--rank 1000 is above the parents' total rank 8: the child has rank 8" in err and "(exact; rank 8," in err
+    lineage = json.loads((in_tmp / "big" / "lineage.json").read_text())
+    assert lineage["rank"] == 8 and lineage["exact"]
+    exact = in_tmp / "exact"
+    assert main([*args, str(exact)]) == 0  # the default rank: the same child
+    assert (in_tmp / "big" / "adapter_model.safetensors").stat().st_size == \
+        (exact / "adapter_model.safetensors").stat().st_size
+    capsys.readouterr()
+    assert main([*args, "small", "--rank", "3"]) == 0 and "total rank" not in capsys.readouterr().err
+    assert json.loads((in_tmp / "small" / "lineage.json").read_text())["rank"] == 3
