@@ -84,7 +84,7 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
         try:
             Path(storage).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(storage)))
-        except (OSError, ValueError) as exc:  # a folder that is a file; a file that is no journal (bad JSON lines)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a file that is no journal
             raise ConfigError(f"{what}: cannot use {storage!r} as an Optuna journal file: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}",
                               hint="give a new or existing journal file path, or an sqlite:/// URL") from None

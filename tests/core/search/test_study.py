@@ -146,6 +146,12 @@ def test_bad_journal_paths_are_config_errors(tmp_path: Path) -> None:
         open_study(str(not_a_journal), tmp_path, name="s", directions=["minimize"])
     with pytest.raises(ConfigError, match="cannot use .* as an Optuna journal file"):
         open_study(str(not_a_journal / "x.log"), tmp_path, name="s", directions=["minimize"])
+    # JSON lines of another shape (a copy of another JSONL file): it was an internal error, KeyError 'op_code'
+    other = tmp_path / "rows.jsonl"
+    other.write_text('{"a": 1}\n')
+    with pytest.raises(ConfigError, match=r"cannot use .*rows.jsonl.* as an Optuna journal file: KeyError"):
+        open_study(str(other), tmp_path, name="s", directions=["minimize"])
+    assert other.read_text() == '{"a": 1}\n'
     # a run's study.db given as a path (no sqlite:///): read as a journal it was UnicodeDecodeError
     db = tmp_path / "study.db"
     open_study(f"sqlite:///{db}", tmp_path, name="s", directions=["minimize"])
