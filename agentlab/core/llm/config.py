@@ -49,7 +49,7 @@ class GenerationParams(BaseModel):
     stop: str | list[str] | None = Field(None, description="a string or a list of strings that end the answer")
     seed: _Int | None = Field(None, description="sampling seed")
     json_schema: dict[str, Any] | None = Field(None, description="structured output: {name, schema}")
-    # Sampling extras of the in-process backends (llama.cpp: providers.llama_cpp.EXTRA_SAMPLING; transformers: adapter)
+    # Sampling extras of the in-process backends (llama.cpp: EXTRA_SAMPLING; transformers: adapter)
     top_k: _Int | None = Field(None, ge=0, description="llama.cpp: sample from the k most likely tokens; 0: all")
     min_p: _Float | None = Field(None, ge=0, le=1,
                                  description="llama.cpp: drop tokens below min_p x the top probability")
@@ -82,11 +82,14 @@ def check_params(value: Any) -> Any:
 LOCAL_KINDS = ("llama_cpp", "hf")  # in-process backends: a params key GenerationParams lacks reaches nothing
 
 
+# The sampling params llama.cpp reads beyond a request's own fields (providers.llama_cpp passes them on).
+EXTRA_SAMPLING = ("top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
+
+
 def local_reads(kind: str) -> list[str]:
     """The params keys an in-process backend reads (``kind``: llama_cpp or hf): those of every request (GenParams'
     own fields: temperature, max_tokens, ..., tools, tool_choice, parallel_tool_calls), the tool switches of
     ``tools.LOCAL_PARAMS``, and the backend's own: llama.cpp's sampling extras, transformers' ``adapter``."""
-    from agentlab.core.llm.providers.llama_cpp import EXTRA_SAMPLING
     from agentlab.core.llm.tools import LOCAL_PARAMS
     from agentlab.core.llm.types import GenParams
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agentlab.core.errors import LLMError, MissingPackage
-from agentlab.core.llm.config import LlamaCppProviderConfig, ResourceConfig
+from agentlab.core.llm.config import EXTRA_SAMPLING, LlamaCppProviderConfig, ResourceConfig
 from agentlab.core.llm.oom import OOM_KIND, oom_memory, oom_message
 from agentlab.core.llm.resources import (
     QUANT_BLOCK,
@@ -77,7 +77,6 @@ T = TypeVar("T")
 # ggml_type ids (ggml.h) for the KV cache element types of LlamaCppProviderConfig.cache_type.
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
 # Sampling knobs a model's `params` block may add beyond GenParams; anything else in `extra` is ignored.
-EXTRA_SAMPLING = ("top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
 # How long past its deadline a call waits for a worker stuck in a step that cannot stop early (one prompt-eval
 # decode) before reporting the timeout anyway; the worker still stops at its next token.
 _GRACE_S = 1.0
