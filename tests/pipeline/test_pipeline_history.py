@@ -175,9 +175,9 @@ def test_show_of_a_failed_session_says_why_and_how_to_continue(in_tmp: Path, cap
         "server_error"]
 
 
-def test_ctrl_c_names_the_session_and_the_stage_to_continue_from(in_tmp: Path, capsys: pytest.CaptureFixture,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """It said `rerun SESSION --from STAGE`; show of the interrupted session says the same, exit 1."""
+def stopped_at_check(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """A two-stage pipeline (ask, check) on scripted routed models whose run is interrupted (Ctrl-C) at `check`;
+    returns the run module and its real ``_run_stage``, to put back."""
     run_module = importlib.import_module("agentlab.pipeline.run")  # the module: the package exports run() as `run`
     write_routed_models(in_tmp, ["a", "b"])
     write_scripted_llm(in_tmp, ["a", "b"], replies=[ANSWER])
@@ -190,6 +190,13 @@ def test_ctrl_c_names_the_session_and_the_stage_to_continue_from(in_tmp: Path, c
         return await real(server, stage, *args)
 
     monkeypatch.setattr(run_module, "_run_stage", stop_at_check)
+    return run_module, real
+
+
+def test_ctrl_c_names_the_session_and_the_stage_to_continue_from(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said `rerun SESSION --from STAGE`; show of the interrupted session says the same, exit 1."""
+    run_module, real = stopped_at_check(in_tmp, monkeypatch)
     base = ["--models", "models.yaml", "--llm", "llm.yaml"]
     code, _, err = cli(capsys, "pipeline", "run", *base, "--pipeline", "pipeline.yaml", "-i", "hi", "--out",
                        "runs/pipeline/c")
@@ -269,18 +276,7 @@ def test_hints_name_a_session_outside_runs_pipeline_by_its_path(in_tmp: Path, ca
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """From another folder, `show /x/runs/pipeline/c` advised `rerun c --from check`, which fails there (no session
     'c' under runs/pipeline); so did a failed `run --out` to a folder outside runs/pipeline."""
-    run_module = importlib.import_module("agentlab.pipeline.run")
-    write_routed_models(in_tmp, ["a", "b"])
-    write_scripted_llm(in_tmp, ["a", "b"], replies=[ANSWER])
-    write_pipeline(in_tmp, [{"name": "ask", "model": "a"}, {"name": "check", "model": "b"}])
-    real = run_module._run_stage
-
-    async def stop_at_check(server: Any, stage: Any, *args: Any) -> Any:
-        if stage.name == "check":
-            raise KeyboardInterrupt
-        return await real(server, stage, *args)
-
-    monkeypatch.setattr(run_module, "_run_stage", stop_at_check)
+    run_module, real = stopped_at_check(in_tmp, monkeypatch)
     base = ["--models", "models.yaml", "--llm", "llm.yaml", "--pipeline", "pipeline.yaml", "-i", "hi"]
     assert cli(capsys, "pipeline", "run", *base, "--out", "runs/pipeline/c")[0] == 130
     code, _, err = cli(capsys, "pipeline", "run", *base, "--out", "elsewhere/d")
