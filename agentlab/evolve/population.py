@@ -38,7 +38,7 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
         if missing_study(url, Path(".")) is not None:  # a journal path is never created here (opening one would)
             raise ConfigError(f"store {url}: no such {'database' if url.startswith('sqlite') else 'journal'} file",
                               hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
-        opened = open_store(url, Path(run_path or "."))
+        opened = open_storage(url, Path(run_path or "."), what="store")
         backend = storage_object(opened)
         try:
             study = attach_opened(optuna.load_study(storage=backend, study_name=STUDY), backend, url, opened)
@@ -47,22 +47,6 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
                               hint="start the run first: agentlab evolve run -c FILE (it creates the population)"
                               ) from None
     return Population(study, url)
-
-
-def open_store(store: str, run_path: Path) -> Any:
-    """``open_storage`` of the population store (``ConfigError`` for a bad one), with a text file of JSON lines that
-    are not Optuna's refused in one line too: Optuna's replay of such a journal fails deep inside (``KeyError:
-    'op_code'``, an internal error, exit 1), where a file that is no JSON at all already said what it is. Nothing is
-    written to the file either way."""
-    try:
-        return open_storage(store, run_path, what="store")
-    except (KeyError, TypeError) as exc:
-        if "://" in store:
-            raise
-        raise ConfigError(f"{store}: not an Optuna journal file (its lines are JSON, not Optuna's operations: "
-                          f"{type(exc).__name__} {exc})",
-                          hint="give the run's store (the journal file its `store` names, or sqlite:///RUN/"
-                          "population.db), or a new file path for a new run") from None
 
 
 def located(path: str | None, folder: str | None) -> str | None:

@@ -28,12 +28,12 @@ from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.loop import Hooks, TrialAborted
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
-from agentlab.core.search.study import missing_study
+from agentlab.core.search.study import missing_study, open_storage
 from agentlab.core.skills import mixed_file
 from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
-from agentlab.evolve.population import Population, open_population, open_store
+from agentlab.evolve.population import Population, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 from agentlab.evolve.search import budget, cma_ask, fixed_spec
@@ -88,7 +88,7 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     check_compatible(parents)
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
-        open_store(cfg.store, Path.cwd())  # a bad URL or journal file: one line, before any folder exists
+        open_storage(cfg.store, Path.cwd(), what="store")  # a bad store: one line, before any folder exists
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)
