@@ -10,8 +10,6 @@ the tokenizer is known) a conversation longer than ``max_length`` tokens.
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 from agentlab.core.errors import AgentlabError, InputError
 from agentlab.core.files import iter_jsonl
 from agentlab.core.models.convert import converted_folder, gguf_chat_template, quiet_transformers
-from agentlab.core.models.modelfiles import hf_config, read_gguf_header
+from agentlab.core.models.modelfiles import hf_config, read_gguf_header, safetensors_header
 from agentlab.core.models.modelref import ModelRef, resolve_model
 
 ROLES = ("system", "user", "assistant")
@@ -122,29 +120,11 @@ def check_base_model(base_model: str) -> ModelRef:
         else:
             hf_config(ref.path)
             for file in sorted(ref.path.glob("*.safetensors")):
-                _check_safetensors(file)
+                safetensors_header(file)
     except AgentlabError as exc:
         raise InputError(f"--base-model {base_model}: {exc.message}",
                          hint=f"{exc.hint or 'check the model files'} (or choose another --base-model)") from None
     return ref
-
-
-def _check_safetensors(file: Path) -> None:
-    """A safetensors file's header (an 8-byte length, then JSON) readable, and its tensors' data within the file;
-    ``AgentlabError`` naming the file otherwise."""
-    size, hint = file.stat().st_size, "check the download or save the model again"
-    try:
-        with open(file, "rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length)) if length <= size - 8 else {}
-        end = max((int(meta["data_offsets"][1]) for key, meta in header.items() if key != "__metadata__"), default=0)
-    except (OSError, struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise AgentlabError(f"{file}: not a readable safetensors file ({type(exc).__name__}: {exc})",
-                            hint=hint) from None
-    if 8 + length + end > size:
-        what = "its header ends" if length > size - 8 else "its tensors end"
-        raise AgentlabError(f"{file}: not a readable safetensors file (truncated: the file has {size} bytes, {what} "
-                            f"at byte {8 + length + end})", hint=hint)
 
 
 def load_tokenizer(ref: ModelRef) -> Any:

@@ -248,7 +248,7 @@ def _gguf_info(path: str, size: int, mtime_ns: int) -> GGUFInfo:
 
 
 def safetensors_numels(folder: Path) -> list[tuple[str, int]] | None:
-    """(tensor name, element count) from the safetensors headers (8-byte length + JSON), without the tensors.
+    """(tensor name, element count) from the safetensors headers, without the tensors; None without such files.
 
     Raises ``AgentlabError`` naming the file when a header cannot be read (truncated or not safetensors)."""
     files = sorted(Path(folder).glob("*.safetensors"))
@@ -256,15 +256,33 @@ def safetensors_numels(folder: Path) -> list[tuple[str, int]] | None:
         return None
     out: list[tuple[str, int]] = []
     for file in files:
+        header = safetensors_header(file)
         try:
-            with open(file, "rb") as fh:
-                (length,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(length))
             out += [(key, math.prod(meta["shape"])) for key, meta in header.items() if key != "__metadata__"]
-        except (OSError, struct.error, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise AgentlabError(f"{file}: not a readable safetensors file ({type(exc).__name__}: {exc})",
                                 hint="check the download or save the model again") from None
     return out
+
+
+def safetensors_header(file: Path) -> dict[str, Any]:
+    """A safetensors file's header (an 8-byte length, then JSON), checked to end within the file and to place its
+    tensors' data within it (a download or copy cut short ends before them); ``AgentlabError`` naming the file
+    otherwise. No tensor is read."""
+    size, hint = file.stat().st_size, "check the download or save the model again"
+    try:
+        with open(file, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length)) if length <= size - 8 else {}
+        end = max((int(meta["data_offsets"][1]) for key, meta in header.items() if key != "__metadata__"), default=0)
+    except (OSError, struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise AgentlabError(f"{file}: not a readable safetensors file ({type(exc).__name__}: {exc})",
+                            hint=hint) from None
+    if 8 + length + end > size:
+        what = "its header ends" if length > size - 8 else "its tensors end"
+        raise AgentlabError(f"{file}: not a readable safetensors file (truncated: the file has {size} bytes, {what} "
+                            f"at byte {8 + length + end})", hint=hint)
+    return dict(header)
 
 
 def hf_config(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

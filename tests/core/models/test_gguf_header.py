@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agentlab.core.errors import AgentlabError
-from agentlab.core.models.modelfiles import Skipped, gguf_info, read_gguf_header
+from agentlab.core.models.modelfiles import Skipped, find_local_models, gguf_info, read_gguf_header
 
 gguf = pytest.importorskip("gguf")
 
@@ -93,3 +93,19 @@ def test_a_file_cut_inside_its_tensor_data_is_truncated(tiny_model: dict[str, Pa
         with pytest.raises(AgentlabError, match=rf"{name}: not a readable GGUF file \(truncated: "):
             read_gguf_header(tmp_path / name)
     read_gguf_header(tiny_model["gguf"])  # the whole file is read, as before
+
+
+def test_a_transformers_folder_cut_inside_its_tensors_is_listed_apart(tiny_model: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """The tensors' extent was checked by train-persona alone: `models list` (``find_local_models``) and `models
+    check` read a folder whose weights were cut short as a good model, which failed later in transformers."""
+    import shutil
+
+    folder = tmp_path / "models" / "cut"
+    shutil.copytree(tiny_model["hf"], folder, ignore=shutil.ignore_patterns("*.gguf"))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1])
+    unreadable: list[tuple[str, str]] = []
+    assert find_local_models(tmp_path / "models", unreadable) == []
+    assert unreadable and unreadable[0][0] == str(folder) and "model.safetensors: not a readable safetensors file " \
+        "(truncated: the file has" in unreadable[0][1]
