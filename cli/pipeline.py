@@ -232,9 +232,11 @@ def _history_table(sessions: list[dict[str, Any]], title: str) -> None:
 
 
 def _state(s: dict[str, Any]) -> str:
-    """The status of a listed session (`damaged`: a step file that cannot be read, which `show` refuses; the file is
-    named under the list), or the mark of an unreadable run.json."""
-    return "[red]? run.json[/]" if "run.json" in s["problems"] else _status(s["status"])
+    """The status of a listed session, coloured (`damaged`: a step file that cannot be read, which `show` refuses; the
+    file is named under the list)."""
+    from agentlab.pipeline.sessions import shown_status
+
+    return _status(shown_status(s))
 
 
 def _cell(s: dict[str, Any], key: str, file: str) -> str:
@@ -252,7 +254,7 @@ def _head(text: str | None, width: int = 60) -> str:
 
 def _status(status: str | None) -> str:
     color = {"completed": "green", "failed": "red", "running": "yellow", "interrupted": "yellow",
-             "damaged": "red"}.get(status or "")
+             "damaged": "red", "? run.json": "red"}.get(status or "")
     return f"[{color}]{status}[/]" if color else safe_text(status)
 
 

@@ -199,6 +199,12 @@ def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
     return listed
 
 
+def shown_status(session: dict[str, Any]) -> str:
+    """The status `history` and the ui show for a session ``list_sessions`` gave: ``? run.json`` when its run.json
+    cannot be read, else its status (``damaged`` included)."""
+    return "? run.json" if "run.json" in session["problems"] else str(session["status"])
+
+
 def session_tree(sessions: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """(roots, parent id -> children): a session whose parent is gone counts as a root."""
     ids = {s["id"] for s in sessions}

@@ -20,7 +20,7 @@ from agentlab.core.runs import runs_root
 from agentlab.pipeline.config import PipelineConfig, execution_order
 from agentlab.pipeline.load import DEFAULT_PIPELINE, load_models, prepare
 from agentlab.pipeline.models import check_models
-from agentlab.pipeline.sessions import list_sessions, load_session, session_tree, sessions_root
+from agentlab.pipeline.sessions import list_sessions, load_session, session_tree, sessions_root, shown_status
 from agentlab.ui import builder, jobs, render, runs
 
 DEFAULT_MODELS = "configs/models.yaml"
@@ -226,15 +226,6 @@ def _stage_names(path: Path, steps: list[dict[str, Any]]) -> list[str]:
         return [s["stage"] for s in steps]
 
 
-def session_status(session: dict[str, Any]) -> str:
-    """The status `agentlab pipeline history` shows for a listed session: ``? run.json`` when its run.json cannot be
-    read, ``damaged`` when a step file cannot be (``show`` and a re-run refuse it, whatever run.json says; the file
-    is named in the problems column), else the status ``list_sessions`` gives."""
-    if "run.json" in session["problems"]:
-        return "? run.json"
-    return "damaged" if any(p.startswith("steps/") for p in session["problems"]) else str(session["status"])
-
-
 def history_page() -> None:
     st.title("Pipeline · History")
     sessions = list_sessions()
@@ -246,7 +237,7 @@ def history_page() -> None:
     st.caption("sessions, each re-run under the session it re-ran")
     # a folder name that is not UTF-8 as runs.shown writes it: the table and the widgets cannot encode it
     st.dataframe([{k: runs.shown(v) for k, v in {
-        "session": "    " * d + ("↳ " if d else "") + s["id"], "status": session_status(s),
+        "session": "    " * d + ("↳ " if d else "") + s["id"], "status": shown_status(s),
         "from stage": s["from_stage"] or "", "input": s["input"] or "", "final": s["final"] or "",
         "problems": "; ".join(s["problems"].values())}.items()} for d, s in tree], hide_index=True)
     by_id = {runs.shown(s["id"]): s for _, s in tree}
