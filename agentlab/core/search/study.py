@@ -5,6 +5,7 @@ mirror, so the study holds only real trials). Directions are always a list, one 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -57,13 +58,26 @@ def server_storage(url: str) -> Any:
                                    engine_kwargs={"pool_pre_ping": True}, **callback)
 
 
-def _is_sqlite(path: Path) -> bool:
-    """Whether ``path`` is an SQLite database file (its 16-byte header), such as a run's study.db."""
+def _not_a_journal(path: Path) -> str | None:
+    """Why an existing file is not an Optuna journal, from its first line, before Optuna reads or appends to it
+    (Optuna skips a last line without a newline as one being written, so a one-line text file was read as an empty
+    journal and had the study appended to it); ``"sqlite"`` for an SQLite database (such as a run's study.db); None
+    for a journal, an empty file or no file."""
     try:
         with open(path, "rb") as handle:
-            return handle.read(16) == b"SQLite format 3\x00"
+            head = handle.read(1 << 20)
     except OSError:
-        return False
+        return None
+    if head.startswith(b"SQLite format 3\x00"):
+        return "sqlite"
+    line, newline, _ = head.partition(b"\n")
+    if not head or (not newline and head.startswith(b'{"op_code"')):  # new, or its first line being written
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        return f"its first line is not JSON ({type(exc).__name__}: {exc})"
+    return None if isinstance(record, dict) and "op_code" in record else "its first line is JSON, not Optuna's"
 
 
 def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db"
@@ -78,9 +92,13 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        if _is_sqlite(Path(storage)):
+        problem = _not_a_journal(Path(storage))
+        if problem == "sqlite":
             raise ConfigError(f"{what}: {storage} is an SQLite database, not a journal file",
                               hint=f"give it as a URL: sqlite:///{Path(storage).resolve()}")
+        if problem:
+            raise ConfigError(f"{what}: cannot use {storage!r} as an Optuna journal file: {problem}; nothing was "
+                              "written to it", hint="give a new or existing journal file path, or an sqlite:/// URL")
         try:
             Path(storage).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(storage)))

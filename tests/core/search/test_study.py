@@ -149,9 +149,17 @@ def test_bad_journal_paths_are_config_errors(tmp_path: Path) -> None:
     # JSON lines of another shape (a copy of another JSONL file): it was an internal error, KeyError 'op_code'
     other = tmp_path / "rows.jsonl"
     other.write_text('{"a": 1}\n')
-    with pytest.raises(ConfigError, match=r"cannot use .*rows.jsonl.* as an Optuna journal file: KeyError"):
+    with pytest.raises(ConfigError, match=r"cannot use .*rows.jsonl.* as an Optuna journal file: its first line is "
+                       "JSON, not Optuna's; nothing was written to it"):
         open_study(str(other), tmp_path, name="s", directions=["minimize"])
     assert other.read_text() == '{"a": 1}\n'
+    # one line without a newline: Optuna skips it as a line being written, so the file read as an empty journal
+    # and the study was appended to the user's file
+    for name, text in {"note.txt": "my notes", "row.jsonl": '{"a": 1}'}.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=f"cannot use .*{name}.* as an Optuna journal file: its first line is"):
+            open_study(str(tmp_path / name), tmp_path, name="s", directions=["minimize"])
+        assert (tmp_path / name).read_text() == text
     # a run's study.db given as a path (no sqlite:///): read as a journal it was UnicodeDecodeError
     db = tmp_path / "study.db"
     open_study(f"sqlite:///{db}", tmp_path, name="s", directions=["minimize"])
