@@ -214,3 +214,13 @@ def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and len([line for line in err if line.startswith("error")]) == 1
     assert err[-1].startswith("hint: "), err  # and the next step
+
+
+def test_lineage_names_parents_given_relative_by_absolute_path(parents: list[Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parents given relative to the working folder were recorded as typed, so the child's lineage.json named
+    folders that did not exist from anywhere else (the child's own folder included)."""
+    monkeypatch.chdir(parents[0].parent)
+    blend_adapters([Path(parents[0].name), Path(parents[1].name)], [0.5, 0.5], tmp_path / "rel")
+    lineage = json.loads((tmp_path / "rel" / "lineage.json").read_text())
+    assert lineage["parents"] == [str(parents[0]), str(parents[1])]

@@ -304,7 +304,7 @@ def _save_child(result: BlendResult, read: list[Parent], tensors: dict[str, torc
 
     dtype = read[0].dtype if all(p.dtype == read[0].dtype for p in read) else torch.float32
     config = _child_config(read, result.rank, result.lora_alpha)
-    lineage = {"parents": [str(p.path) for p in read],
+    lineage = {"parents": [str(p.path.absolute()) for p in read],
                "parent_ranks": [next(iter(p.modules.values()))[0].shape[0] for p in read], **lineage,
                "discarded_energy": _json_number(result.discarded_energy),
                "module_discarded_energy": {m: _json_number(e) for m, e in result.module_energy.items()},
