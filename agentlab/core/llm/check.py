@@ -60,7 +60,3 @@ def http_problem(llm: LLMConfig, name: str, timeout_s: float = PROBE_S) -> str |
         return f"{pcfg.base_url} does not answer ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
     return None
 
-
-def model_problem(llm: LLMConfig, name: str, timeout_s: float = PROBE_S) -> str | None:
-    """Why model ``name`` of ``llm`` cannot be used (``local_problem``, then ``http_problem``), or None."""
-    return local_problem(llm, name) or http_problem(llm, name, timeout_s)
