@@ -59,4 +59,3 @@ def http_problem(llm: LLMConfig, name: str, timeout_s: float = PROBE_S) -> str |
     except httpx.HTTPError as exc:
         return f"{pcfg.base_url} does not answer ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
     return None
-
