@@ -199,8 +199,10 @@ def predict(
         print_json({"run_id": final.run_id, "model": "ensemble" if members else "best",
                     "members": [{"run_id": r, "weight": w} for r, w in members] or None,
                     "forecast": str(target), "plot": str(plot), "steps": len(result["dates"]),
-                    "columns": list(result["columns"]), "backtest": bt})
+                    "columns": list(result["columns"]), "backtest": bt, "note": result["note"]})
         return
+    if result["note"]:
+        console.print(f"[yellow]note:[/] {safe_text(result['note'])}")
     first, last = (str(result["dates"][i].astype("datetime64[s]")).replace("T", " ") for i in (0, -1))
     name = f"the ensemble ({', '.join(f'{r} {w:.2f}' for r, w in members)})" if members else final.run_id
     console.print(f"forecast of {name}: {len(result['dates'])} step{'' if len(result['dates']) == 1 else 's'} "

@@ -300,7 +300,20 @@ def forecast(final: FinalModel | EnsembleModel, data: str | Path) -> dict[str, A
     tail = min(n, HISTORY_SHOWN * d.pred_len + d.seq_len)
     return {"dates": future, "columns": columns, "values": values, "history_dates": selected.dates[n - tail:],
             "history": selected.values[n - tail:, -values.shape[1]:], "run_id": final.run_id,
-            "source": str(data)}
+            "source": str(data), "note": _freq_note(selected)}
+
+
+def _freq_note(selected: SeriesData) -> str | None:
+    """What to tell when the CSV's timestamps say another frequency than the one the model was trained with (its
+    time features are read as the run's, so hourly patterns are applied to daily rows without a word), else None."""
+    from agentlab.nas.data import FREQ_NAMES, detect_freq
+
+    seen = detect_freq(selected.dates, default=selected.freq)
+    if seen == selected.freq or {seen, selected.freq} == {"d", "b"}:
+        return None
+    return (f"{selected.where}: the timestamps look {FREQ_NAMES.get(seen, seen)}, but the model was trained on "
+            f"{FREQ_NAMES.get(selected.freq, selected.freq)} data (data.freq {selected.freq}): its forecast applies "
+            "that time scale's patterns; forecast from data of the run's frequency")
 
 
 def _stub_prepared(final: FinalModel, selected: SeriesData, scaler: Scaler) -> PreparedData:

@@ -66,6 +66,25 @@ def test_forecast_is_pred_len_rows_in_original_units(finished: tuple[Path, Path,
     assert np.all(np.abs(forecast.mean(axis=0) - mean) < 3 * std)  # the data's scale, not standardised values
     assert np.all(np.abs(forecast.mean(axis=0)) > 10)
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "note:" not in captured.out + captured.err  # the run's own frequency
+
+
+def test_a_csv_of_another_frequency_is_noted(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """Daily rows given to a model trained on hourly ones were forecast without a word (the time features read as
+    hourly); the forecast still runs, with a note naming both frequencies."""
+    run, data, _ = finished
+    lines = data.read_text(encoding="utf-8").splitlines()
+    start = np.datetime64("2020-01-01")
+    daily = [lines[0]] + [f"{start + np.timedelta64(i, 'D')} 00:00:00," + line.split(",", 1)[1]
+                          for i, line in enumerate(lines[1:])]
+    (in_tmp / "daily.csv").write_text("\n".join(daily) + "\n", encoding="utf-8")
+    assert main(["nas", "predict", str(run), "--data", "daily.csv", "--out", "f.csv"]) == 0
+    captured = capsys.readouterr()
+    assert "note: daily.csv: the timestamps look daily, but the model was trained on hourly data (data.freq h)" \
+        in " ".join((captured.out + captured.err).split())
+    assert main(["nas", "predict", str(run), "--data", "daily.csv", "--out", "f.csv", "--force", "--json"]) == 0
+    assert "look daily" in json.loads(capsys.readouterr().out)["note"]
 
 
 def test_backtest_reproduces_the_recorded_test_mse(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
