@@ -57,6 +57,9 @@ class LLMError(AgentlabError):
 
     # Failures worth retrying on the same model; auth/bad_request/not_found are not.
     RETRYABLE = frozenset({"timeout", "connection", "rate_limited", "server_error", "malformed", "empty", "stream_cut"})
+    # The request's own fault, not the model's: no circuit breaker counts them (a client repeating a prompt too long
+    # for the model would otherwise take the model offline for everyone).
+    CALLERS = frozenset({"bad_request", "context_length"})
 
     def __init__(
         self,

@@ -360,8 +360,10 @@ class Router:
             error = exc if isinstance(exc, LLMError) else LLMError(
                 f"{name}: no answer within {timeout_s:.3g}s", "timeout", model=name)
             stats.record_error(error.kind)
-            if use_breaker:
+            if use_breaker and error.kind not in LLMError.CALLERS:
                 breaker.record_failure()
+            elif holds_trial:
+                breaker.release()  # the request's fault: no verdict on the model's health
             message = self._scrub(error.message)
             if call is not None:
                 call.attempts.append(Attempt(name, error.kind, latency, message, error.retry_after))

@@ -201,6 +201,18 @@ def test_breaker_on_a_lone_primary_fails_fast() -> None:
     assert second.value.kind == "circuit_open" and len(p.calls) == 1
 
 
+def test_the_requests_own_faults_do_not_open_the_breaker() -> None:
+    """Three prompts too long for the model opened its breaker, so every other client got circuit_open: a request's
+    own fault (bad_request, context_length) says nothing of the model's health."""
+    p = sp("p", err("context_length"), err("bad_request"), err("context_length"), "fine")
+    router = make_router({"p": p}, {"primary": ["p"]}, retries=0, circuit_breaker={"failures": 2, "cooldown_s": 30})
+    for kind in ("context_length", "bad_request", "context_length"):
+        with pytest.raises(AllModelsFailed) as failed:
+            run(router.generate(ASK))
+        assert failed.value.kind == kind
+    assert router.stats()["p"]["breaker"] == "closed" and run(router.generate(ASK)).model == "p"
+
+
 # --------------------------------------------------------------------------- fastest
 
 
