@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError, MissingPackage, UsageError
+from agentlab.core.llm.check import local_problem
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.models.builtin import builtin_path, is_installed
@@ -151,6 +152,11 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
         raise ConfigError(f"{where}: the routing config has no models to serve",
                           hint="add providers and models (see configs/llm.yaml), or pass --llm FILE, or a "
                           "built-in model's name (--llm qwen2.5-coder-0.5b)")
+    for name in catalog.config.models:  # a local model's missing file: one line now, not a 503 on every request
+        problem = local_problem(catalog.config, name)
+        if problem is not None:
+            raise ConfigError(f"{cfg.llm or DEFAULT_LLM_CONFIG}: model '{name}': {problem}",
+                              hint="fix the model's path in the routing config, or leave the model out")
     keys = client_keys(cfg.api_key_env)
     load_keys(cfg.keys_file, keys)  # a bad keys file (or an unset key variable) is one line, exit 2
     sock = bind(cfg.host, cfg.port)

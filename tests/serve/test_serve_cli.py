@@ -149,10 +149,13 @@ def test_port_in_use_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: py
     (["--api-key-env", "sk-a-key-itself"], "is not an environment variable name"),
     (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address of this machine"),
     (["--llm", "missing.yaml"], "missing.yaml"),
+    (["--llm", "gone.yaml"], "gone.yaml: model 'm': model '/nonexistent/x.gguf' not found"),  # served 503s, exit 0
 ])
 def test_bad_usage_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: pytest.CaptureFixture,
                                       args: list[str], says: str) -> None:
     base = [] if "--llm" in args else ["--llm", str(llm_file)]
+    (in_tmp / "gone.yaml").write_text("providers: {local: {kind: llama_cpp}}\nmodels: {m: {provider: local, model: "
+                                      "/nonexistent/x.gguf}}\nroutes: {default: {primary: [m]}}\n")
     assert main(["serve", *base, *args]) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
