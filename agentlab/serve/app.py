@@ -225,6 +225,11 @@ class _Handler:
             return self.refuse(label, self.llm_error(exc))
         except _Disconnected:
             return self.disconnected(label)
+        except asyncio.CancelledError:  # the server stopping past its graceful shutdown (a client gone: _Disconnected)
+            from starlette.responses import JSONResponse
+
+            error = self.shutdown_error(what, label)
+            return JSONResponse(error.body(), status_code=error.status)
         except Exception as exc:
             return self.internal_response(label, what, exc)
         seconds = time.perf_counter() - start
@@ -369,12 +374,17 @@ class _Handler:
         answer cancelled, counted as ``shutdown``, and the error body its last event says (the stream then ends
         whole, without ``[DONE]``: the client must not take the text for a whole answer)."""
         task.cancel()
+        return self.shutdown_error(what, label).body()
+
+    def shutdown_error(self, what: str, label: str) -> ApiError:
+        """An answer the server stopped before it ended, ``graceful_shutdown_s`` past (streamed or not): counted as
+        ``shutdown``, logged, and the 503 ``server_shutdown`` error to send."""
         self.metrics.failed_request(label, "shutdown")
         log.warning("%s %s: the gateway stopped before the answer ended (graceful_shutdown_s %gs passed)", what,
                     label, self.cfg.graceful_shutdown_s)
         return ApiError(503, f"the gateway stopped before this answer ended (it gives answers in flight "
                         f"graceful_shutdown_s, {self.cfg.graceful_shutdown_s:g}s); ask again",
-                        "server_shutdown", kind="shutdown").body()
+                        "server_shutdown", kind="shutdown")
 
     def client_gone(self, what: str, label: str, task: asyncio.Future[Any]) -> None:
         """A stream's client went away: its answer is (or was just) cancelled, which stops the upstream request."""

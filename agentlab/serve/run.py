@@ -217,6 +217,17 @@ def _server_class() -> type:
             self.stopped_by = signal.Signals(sig).name
             super().handle_exit(sig, frame)
 
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            """uvicorn's shutdown, then the requests still in flight cancelled and given a moment to say so (a 503
+            or a stream's error event, counted as ``shutdown``): a second Ctrl-C makes uvicorn stop waiting without
+            cancelling them, and the loop closed under them (tracebacks, a stream cut without a word)."""
+            await super().shutdown(sockets)
+            pending = [task for task in self.server_state.tasks if not task.done()]
+            for task in pending:
+                task.cancel(msg="the gateway stopped")
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+
     return Server
 
 

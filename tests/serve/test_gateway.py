@@ -332,6 +332,27 @@ def test_a_stream_the_gateway_stops_past_its_graceful_shutdown_ends_with_an_erro
     assert gw.handler.metrics.failed == {("good", "shutdown"): 1}  # not client_disconnected
 
 
+@pytest.mark.parametrize("path", ["/chat/completions", "/responses"])
+def test_a_plain_request_the_gateway_stops_past_its_graceful_shutdown_is_a_json_503(
+        srv: ScriptedServer, gateway, caplog: pytest.LogCaptureFixture, path: str) -> None:  # noqa: ANN001
+    """Ctrl-C with a plain (not streamed) request in flight: past graceful_shutdown_s the client got a bare-text 500
+    "Internal Server Error" (which the openai SDK retries), the log a traceback, and the report left it out."""
+    import threading
+
+    srv.default("good", Reply(text="late", delay_s=5))
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), graceful_shutdown_s=0.5)
+    body = {"model": "good", **({"messages": ASK} if path.startswith("/chat") else {"input": "hi"})}
+    answer: list[httpx.Response] = []
+    asking = threading.Thread(target=lambda: answer.append(httpx.post(gw.base_url + path, json=body, timeout=20)))
+    asking.start()
+    time.sleep(0.5)
+    gw.stop()
+    asking.join()
+    assert answer[0].status_code == 503 and answer[0].json()["error"]["code"] == "server_shutdown"
+    assert gw.handler.metrics.failed == {("good", "shutdown"): 1}
+    assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text
+
+
 def test_a_bad_tool_call_says_its_shape_with_balanced_braces() -> None:
     from agentlab.serve.protocol import ApiError, parse_chat
 

@@ -124,6 +124,48 @@ def test_serve_process_end_to_end_no_key_anywhere_and_ctrl_c(in_tmp: Path, srv: 
         assert CLIENT_KEY not in text, f"a client key leaked into {where}"
 
 
+def test_a_second_ctrl_c_stops_at_once_and_counts_the_answers_it_cut(in_tmp: Path, srv: ScriptedServer) -> None:
+    """Ctrl-C twice (the second while answers in flight get graceful_shutdown_s): the loop closed under them, so
+    serve.log held "Event loop is closed" tracebacks, the stream was cut without an error event, a plain request got
+    a bare-text 500, and the report said 0 requests."""
+    srv.default("good", Reply(text=" ".join(["word"] * 200), chunk_delay_s=0.1))  # streamed, slowly
+    srv.default("leaky", Reply(text="late", delay_s=10))  # asked plainly
+    _write_llm(in_tmp / "llm.yaml", srv.base_url)
+    env = {**os.environ, "UPSTREAM_KEY": UPSTREAM_KEY, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    serve = _Serve(["--llm", "llm.yaml", "--port", "0", "--set", "graceful_shutdown_s=30"], in_tmp, env)
+    got: dict[str, str] = {}
+
+    def ask(stream: bool) -> None:
+        body = {"model": "good" if stream else "leaky", "messages": ASK, "stream": stream}
+        with httpx.stream("POST", base_url + "/chat/completions", json=body, timeout=60) as raw:
+            got["stream" if stream else "plain"] = f"{raw.status_code} " + "".join(raw.iter_text())
+
+    try:
+        base_url = serve.wait_for("serving on ").split("serving on ", 1)[1].split()[0]
+        askers = [threading.Thread(target=ask, args=(stream,)) for stream in (True, False)]
+        for asker in askers:
+            asker.start()
+        time.sleep(1.0)
+        serve.proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        serve.proc.send_signal(signal.SIGINT)
+        assert serve.proc.wait(timeout=20) == 130, "".join(serve.err)[-3000:]
+        for asker in askers:
+            asker.join(timeout=10)
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+            serve.proc.wait()
+    serve.reader.join(timeout=5)
+    err_text = "".join(serve.err)
+    assert "Traceback" not in err_text and "Event loop is closed" not in err_text, err_text[-3000:]
+    assert got["stream"].startswith("200 ") and '"server_shutdown"' in got["stream"] and "[DONE]" not in got["stream"]
+    assert got["plain"].startswith("503 ") and '"server_shutdown"' in got["plain"]
+    assert "stopped (SIGINT): 2 requests, 0 answered, 2 failed" in err_text
+    (run,) = (in_tmp / "runs" / "serve").iterdir()
+    assert [e["kind"] for e in json.loads((run / "results.json").read_text())["errors"]] == ["shutdown"] * 2
+
+
 @pytest.fixture
 def llm_file(in_tmp: Path, srv: ScriptedServer) -> Path:
     _write_llm(in_tmp / "llm.yaml", srv.base_url)
