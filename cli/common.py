@@ -127,11 +127,32 @@ def setup_logging(verbose: int) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)],
-                        force=True)
+    handler = RichHandler(console=console, show_path=False)
+    handler.addFilter(_Scrub())
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     # httpx logs every request at INFO: keep it for -vv only.
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     # the libraries' import-time loggers are quieted once for every subcommand, in `cli.main`
+
+
+class _Scrub(logging.Filter):
+    """Secrets out of every console log line, the libraries' included (httpx logs each request's URL, which may hold
+    a provider's ``user:KEY@`` or ``?key=``): as run folders scrub them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from agentlab.core.config import secret_values
+
+        self.known = secret_values()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from agentlab.core.config import scrub_text
+
+        message = record.getMessage()
+        scrubbed = scrub_text(message, known=self.known)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
 
 
 def print_json(data: Any) -> None:

@@ -120,3 +120,25 @@ def test_progress_where_stderr_is_no_terminal_is_a_line_now_and_then(monkeypatch
         lines.close()
     assert captured.get().splitlines() == ["progress: [2] nas [tpe] 4/10 (0:00:00 elapsed)",
                                            "progress: tokens 1000000/2000000 (0:00:00 elapsed)"]
+
+
+def test_a_credential_in_a_library_log_line_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx logs each request's URL at -vv: a provider's base_url with `user:KEY@` printed the key on the console
+    (run folders were scrubbed, the console was not)."""
+    import logging
+
+    from agentlab.cli.common import setup_logging
+
+    monkeypatch.setenv("UPSTREAM_API_KEY", "sk-test-ENVSECRET-0123456789")
+    setup_logging(2)
+    try:
+        with console.capture() as captured:
+            logging.getLogger("httpx").info("HTTP Request: POST %s %s",
+                                            "http://user:sk-test-URLSECRET789@127.0.0.1:1/v1/chat",
+                                            "key sk-test-ENVSECRET-0123456789")
+        text = " ".join(captured.get().split())
+        assert "http://user:***@127.0.0.1:1/v1/chat" in text and "${UPSTREAM_API_KEY}" in text
+        assert "URLSECRET" not in text and "ENVSECRET" not in text
+    finally:
+        logging.getLogger().handlers.clear()
+        logging.getLogger("httpx").setLevel(logging.WARNING)
