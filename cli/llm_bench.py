@@ -56,8 +56,8 @@ def llm_bench(
     prompt: Annotated[str | None, typer.Option(help="Prompt sent with every request.", show_default=False)] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="max_tokens of every request (default 64).",
                                                    show_default=False)] = None,
-    route: Annotated[str | None, typer.Option(help="Send requests through this route's strategy and fallbacks "
-                                              "instead of to each model; reports who answered.",
+    route: Annotated[str | None, typer.Option(help="Also send the requests through this route's strategy and "
+                                              "fallbacks (each model is benched too); reports who answered.",
                                               show_default=False)] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Do not stream (TTFT is then not measured).")] = False,
     demo: Annotated[bool, typer.Option("--demo", help="Bench three models on a built-in loopback server "

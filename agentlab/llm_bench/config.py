@@ -6,7 +6,7 @@ config.yaml holds both, so ``agentlab llm-bench -c runs/llm-bench/<run>/config.y
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -33,9 +33,17 @@ class BenchSettings(StrictModel):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         # `--concurrency 1,4,16` arrives as text; YAML gives a list (or one number)
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, str):  # an empty part ("1,,4") is refused as not a number, not skipped
+            return [part.strip() for part in value.split(",")]
         return [value] if isinstance(value, int) else value
+
+    @field_validator("models", "concurrency")
+    @classmethod
+    def _once_each(cls, value: list[Any]) -> list[Any]:
+        twice = sorted({str(v) for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"given twice: {', '.join(twice)} (each is measured once)")
+        return value
 
 
 class BenchConfig(LLMConfig):

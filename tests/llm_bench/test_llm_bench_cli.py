@@ -101,6 +101,12 @@ def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys
     assert "--model nope: bench.models: unknown model(s) nope" in capsys.readouterr().err
     assert main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "--concurrency", "a,b"]) == 2
     assert "--concurrency a,b: bench.concurrency" in capsys.readouterr().err
+    # each was taken without a word: a model benched twice, an empty level skipped
+    for args, says in ((["-m", "demo-fast", "-m", "demo-fast"], "bench.models: given twice: demo-fast"),
+                       (["--concurrency", "1,,2"], "bench.concurrency: Input should be a valid integer"),
+                       (["--concurrency", "2,2"], "bench.concurrency: given twice: 2")):
+        assert main(["llm-bench", "--demo", *args]) == 2
+        assert says in capsys.readouterr().err
     assert main(["llm-bench", "--demo", "--llm", "missing.yaml"]) == 2  # never a demo that ignores the file
     assert "--demo and a routing config both given" in capsys.readouterr().err
     assert main(["llm-bench", "--demo", "--set", "bench.requests=abc"]) == 2
