@@ -86,7 +86,7 @@ log = logging.getLogger("agentlab.serve")
 
 # HTTP status for a request that no model answered, by the deciding error kind.
 _STATUS = {"rate_limited": 429, "timeout": 504, "deadline": 504, "bad_request": 400, "context_length": 400,
-           "unavailable": 503, "circuit_open": 503}
+           "max_tokens": 400, "unavailable": 503, "circuit_open": 503}  # max_tokens: a call cut there (raise it)
 _END = object()  # the router task finished (its result or error is on the task)
 
 

@@ -173,6 +173,13 @@ def test_a_call_cut_at_max_tokens_is_finish_reason_length_without_the_models_mar
     srv.default("good", Reply(text='<tool_call>[{"name": "get_weather", "arguments": {"ci', finish_reason="length"))
     reply = c.chat.completions.create(model="good", messages=ASK, tools=[WEATHER], max_tokens=10)
     assert (reply.choices[0].finish_reason, reply.choices[0].message.content) == ("length", "")
+    requests = len(srv.requests)
+    # a call tool_choice requires, cut: the request's limit, a 400 (a 502 made the openai SDK ask twice more)
+    retrying = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=2)
+    with pytest.raises(openai.BadRequestError) as refused:
+        retrying.chat.completions.create(model="good", messages=ASK, tools=[WEATHER], max_tokens=10,
+                                         tool_choice="required")
+    assert refused.value.code == "max_tokens" and len(srv.requests) == requests + 1
     # without tools the text is the model's own, whatever it holds
     srv.default("good", cut)
     assert c.chat.completions.create(model="good", messages=ASK, max_tokens=10).choices[0].message.content == cut.text
