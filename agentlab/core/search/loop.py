@@ -231,10 +231,12 @@ class SearchLoop:
         return back
 
     def _others_running(self, records: list[TrialRecord]) -> bool:
-        """On a database server: whether another worker's trial is still running (the budget counts it, but if its
-        worker dies it is queued again, and the report of every worker should hold its result)."""
-        return self.store.heartbeats and any(r.pending and (r.state != "running" or r.worker != self.worker)
-                                             for r in self.mine(records))
+        """Whether another worker's trial is still running (the budget counts it, but if its worker dies it is
+        queued again, and the report of every worker should hold its result): any worker's on a database server
+        (heartbeats tell a dead one), a worker's on this host elsewhere (its process tells: ``recover``); a worker
+        on another host without heartbeats could be gone for good, and is not waited for."""
+        return any(r.pending and (r.state != "running" or r.worker != self.worker and (
+            self.store.heartbeats or R.local_worker(r.worker))) for r in self.mine(records))
 
     def _claim(self) -> list[tuple[Any, Proposal]]:
         """Trials waiting to run, taken by this worker (``batch`` of them where the objective scores several
@@ -547,6 +549,7 @@ class SearchLoop:
             reason = stopped or self._should_stop(records, started)
             if reason and reason.kind not in ("base_failed", "time_budget") and (
                     self._others_running(records) or (self.stop.generations and self._unfinished(records))):
+                self._waiting_note(records)
                 time.sleep(self.store.beat_s)  # a trial of another worker may still die and come back to be retried
                 continue  # (and every worker's report should hold its result)
             if reason:

@@ -41,6 +41,11 @@ def worker_alive(worker: str | None) -> bool:
     return True
 
 
+def local_worker(worker: str | None) -> bool:
+    """Whether a worker id names a process of this host."""
+    return bool(worker) and str(worker).rpartition(":")[0] == socket.gethostname()
+
+
 def awaiting_retry(trials: list[Any], max_retries: int, wait_s: float = 60.0) -> set[int]:
     """Numbers of the trials failed by the heartbeat check (a FAIL without an outcome) whose retry is not queued yet:
     Optuna fails a stale trial and queues its retry in two storage writes, and in between the trial's slot is still

@@ -273,6 +273,37 @@ def test_a_trial_failed_by_the_heartbeat_check_holds_its_slot_until_its_retry_is
     assert loop.counted(records) == 3 and loop._others_running(records)
 
 
+def test_a_worker_waits_for_the_trial_of_another_live_worker_of_this_host_without_heartbeats(
+        tmp_path: Path) -> None:
+    """Two workers on SQLite or a journal file: the one whose budget ran out stopped while the other's trial still
+    ran, so its results.json and best/ left that trial out and the two run folders could name different bests.
+    Another worker on this host is waited for (a dead one's trial is queued again by ``recover``); one on another
+    host is not (without heartbeats nothing tells it died)."""
+    import socket
+    import subprocess
+    import sys
+
+    loop = make_loop(tmp_path, Quadratic(), 1)
+    loop.run()
+    assert not loop.store.heartbeats and not loop._others_running(loop.records())
+    foreign_trial(loop, {"x": 2.0, "width": 8, "heads": 1})  # another host's, no heartbeats: not waited for
+    assert not loop._others_running(loop.records())
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        worker = f"{socket.gethostname()}:{other.pid}"
+        params = {"x": 1.0, "width": 8, "heads": 1}
+        number = loop.store.create(params=params, distributions=SPACE.distributions(params),
+                                   user_attrs={A_PLAN: {"planner": "random", "worker": worker}})
+        assert loop._others_running(loop.records())
+        other.kill()
+        other.wait()
+        assert loop.recover() == [number]  # the dead local worker's trial is queued again, for this worker to run
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+
+
 @pytest.mark.parametrize("state, counted, taken", [
     ("complete", True, True), ("running", True, True),
     ("waiting", True, True),  # a dead worker's trial back in the queue: it runs again, so its params are taken
