@@ -516,6 +516,7 @@ class CommandObjective:
             raise UsageError("objective.command: empty", hint="give the command that trains, e.g. "
                              "`python train.py --params {params}`")
         self.validate_program()
+        self._check_placeholders(parts)
         if self.config is not None:
             own = [k for k in self.space_keys if not lookup(self.own_params, k)[0]]
             self.config.require(own)
@@ -561,6 +562,20 @@ class CommandObjective:
             except UsageError as exc:
                 raise UsageError(str(exc).replace("objective.command", "objective.eval_command"),
                                  hint=exc.hint) from None
+
+    def _check_placeholders(self, parts: list[str]) -> None:
+        """Refuse a ``{key}`` that names no param but is close to one (``{lrr}`` for ``lr``): it reached the command
+        as written, so the searched key never did. Other braces (``${HOME}``, a format string) stay as written."""
+        known = sorted({*flatten(self.base_params), *self.space_keys})
+        for part in parts:
+            for key in re.findall(r"(?<!\$)\{([A-Za-z_][\w.-]*)\}", part):
+                if key in ("params", "args", "overrides") or key in self._value_keys(part):
+                    continue
+                close = _close_key(key, known)
+                if close:
+                    raise UsageError(f"objective.command: {{{key}}} names no param, so it reaches the command as "
+                                     f"written (did you mean {{{close[0]}}}?)",
+                                     hint="name a key of objective.params or search.space in the braces")
 
     def validate_program(self) -> None:
         """The command's program can be found and run, in an existing folder (``UsageError`` otherwise)."""

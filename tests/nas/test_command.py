@@ -174,6 +174,17 @@ def test_a_space_key_the_params_lack_is_refused(tmp_path: Path) -> None:
         obj.validate()
 
 
+def test_a_placeholder_close_to_a_param_but_naming_none_is_refused(tmp_path: Path) -> None:
+    """`--lr={lrr}` reached the command as written (the searched lr never did); a dry run said the config was fine."""
+    obj = CommandObjective(spec(f"{PYTHON} -c pass --lr={{optimizer.lrr}}"), cwd=tmp_path,
+                           trial_dir=lambda n: tmp_path, space_keys=("optimizer.lr",))
+    with pytest.raises(UsageError, match=r"\{optimizer.lrr\} names no param.*did you mean \{optimizer.lr\}\?"):
+        obj.validate()
+    for fine in ("--lr={optimizer.lr}", "--home=${HOME}", "--fmt={unrelated_words}"):  # a param, a shell variable,
+        CommandObjective(spec(f"{PYTHON} -c pass {fine}"), cwd=tmp_path,  # braces far from any param
+                         trial_dir=lambda n: tmp_path, space_keys=("optimizer.lr",)).validate()
+
+
 def test_check_finds_params_that_are_no_json(tmp_path: Path) -> None:
     obj = CommandObjective(spec(f"{PYTHON} -c pass"), cwd=tmp_path, trial_dir=lambda n: tmp_path)
     assert obj.check({"x": 1.0}) == []
