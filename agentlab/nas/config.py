@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import ConfigError
@@ -274,6 +274,13 @@ class CommandObjectiveConfig(StrictModel):
                                               "bubblewrap, the trial's workspace and folder writable, the rest of the "
                                               "file system read-only, no network but loopback, killed with "
                                               "agentlab (Linux, Debian's bubblewrap package); none: as you")
+
+    @field_validator("metric")
+    @classmethod
+    def _a_name(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():  # "" matched any `: number` line and was stored as ""
+            raise ValueError("the metric's name, as the command prints it (val_loss), without spaces around it")
+        return value
 
 
 SECTIONS: dict[str, type[StrictModel]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}

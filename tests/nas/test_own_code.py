@@ -96,7 +96,8 @@ def test_maximize_and_resume_keeps_the_finished_trials(in_tmp: Path) -> None:
     ({"command": "no-such-program-46 train.py {params}"}, "not found on PATH"),
     ({"params": {"x": 4.0}}, "search.space.model.width: not a key of objective.params"),
     ({"direction": "up"}, "objective.direction"),
-], ids=["no-program", "space-key-not-in-params", "bad-direction"])
+    ({"metric": ""}, "objective.metric: the metric's name"),  # it ran, read any `: number` line, stored ""
+], ids=["no-program", "space-key-not-in-params", "bad-direction", "empty-metric"])
 def test_refused_before_any_trial(in_tmp: Path, capsys: pytest.CaptureFixture, change: dict[str, Any],
                                   words: str) -> None:
     config = write_project(in_tmp, **change)
