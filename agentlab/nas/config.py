@@ -340,10 +340,13 @@ class NASConfig(StrictModel):
         With an objective the forecaster's sections are not read at all: setting one (``--data FILE``) is refused."""
         if self.objective is not None and not (info.context and info.context.get("saved")):
             for name, section in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
-                if getattr(self, name) != section():
-                    raise ValueError(f"{name}: not used when objective: searches your own command (it reads its "
-                                     f"own data and settings); remove {name} (or --{name} on the command line), or "
-                                     "pass it to your script through objective.command")
+                given, default = getattr(self, name), section()
+                if given != default:  # named by its first set key, so --data on a resume is blamed, not the file
+                    key = next(k for k in section.model_fields if getattr(given, k) != getattr(default, k))
+                    raise ValueError(f"{name}.{key}: not used when objective: searches your own command (it reads "
+                                     f"its own data and settings); remove {name}"
+                                     + (" (or --data on the command line)" if name == "data" else "")
+                                     + ", or pass it to your script through objective.command")
         if (info.context and info.context.get("saved")) or self.objective is not None:
             return self
         families = self._reachable("model.family", self.model.family)

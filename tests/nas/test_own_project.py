@@ -183,8 +183,13 @@ def test_data_beside_an_objective_is_refused_not_ignored(tmp_path: Path, capsys:
     project = make_project(tmp_path)
     assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--data", "missing.csv",
                  "--out", str(tmp_path / "run")]) == 2
-    assert "data: not used when objective:" in capsys.readouterr().err
+    assert "--data missing.csv: data.path: not used when objective:" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+    # on a resume the run's saved config.yaml (its data: section, the defaults) was blamed, at its line 3
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "1", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["nas", "--resume", str(tmp_path / "run"), "-n", "2", "--data", "missing.csv"]) == 2
+    assert "error: --data missing.csv: data.path: not used when objective:" in capsys.readouterr().err
 
 
 def test_set_reaches_a_dotted_space_key(tmp_path: Path) -> None:
