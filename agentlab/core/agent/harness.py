@@ -196,7 +196,8 @@ class Step(_Middleware):
         counts["tool_calls"] += len(calls)
         for call in calls:
             run.event("agent_step", step=counts["steps"], tool=call["name"],
-                      arguments=json.dumps(call["args"])[:500], model=meta.get("model_name", run.model.name),
+                      arguments=json.dumps(call["args"], ensure_ascii=False)[:500],  # ± as ±, not \u00b1
+                      model=meta.get("model_name", run.model.name),
                       tokens=tokens, **usage, seconds=round(meta.get("seconds", 0.0), 3),
                       invalid=meta.get("invalid_tool_calls", 0))
         update: dict[str, Any] = {"counts": counts, "since_action": since + 1, "repeated": False}
@@ -246,7 +247,8 @@ class Step(_Middleware):
         call_id = f"call_default_{counts['steps']}"
         message = AIMessage("", tool_calls=[{"name": self.driver.actions[0], "args": action.get("args", {}),
                                              "id": call_id, "type": "tool_call"}])
-        self.run.event("agent_default", why=why[:300], action=summary(json.dumps(action.get("args", {}))))
+        self.run.event("agent_default", why=why[:300],
+                       action=summary(json.dumps(action.get("args", {}), ensure_ascii=False)))
         return ExtendedModelResponse(ModelResponse([message]), Command(update={
             "counts": counts, "since_action": since, "answers": {}, "repeated": False, "refused": [],
             "pending": {**action, "call_id": call_id, "default": why}}))

@@ -117,12 +117,12 @@ def test_the_guard_takes_over_after_patience_and_the_agent_is_told(tmp_path: Pat
 def test_tools_answer_from_code_and_invalid_actions_are_shown_the_error(tmp_path: Path) -> None:
     model = ScriptAgent([("history", {"top": 3}), ("todo", {"items": ["try kind a"]}),
                          ("try_config", {"changes": {"x": 99.0}, "reason": "out of range"}),
-                         ("try_config", {"changes": {"kind": "a"}, "reason": "kind a is cheap"})])
+                         ("try_config", {"changes": {"kind": "a"}, "reason": "kind a is cheap, ±1"})])
     planner = agent(model, tmp_path)
     events: list[tuple[str, dict[str, Any]]] = []
     planner.run.on_event = lambda kind, **f: events.append((kind, f))
     records = search(planner, 0, trials=2)
-    assert records[1].params["kind"] == "a" and records[1].reasoning == "kind a is cheap"
+    assert records[1].params["kind"] == "a" and records[1].reasoning == "kind a is cheap, ±1"
     tool_results = [m["content"] for m in planner.run.messages() if m.get("role") == "tool"]
     assert tool_results[0].startswith("trial 0") or "val" in tool_results[0]  # history: the base trial
     assert tool_results[1].startswith("todo: try kind a. Next: call suggest, then run_trial")  # what to do next
@@ -130,6 +130,7 @@ def test_tools_answer_from_code_and_invalid_actions_are_shown_the_error(tmp_path
     counts = planner.stats()
     assert counts["rejected_calls"] == 1 and counts["steps"] == 4
     assert [k for k, _ in events].count("agent_step") == 4
+    assert "cheap, ±1" in [f for k, f in events if k == "agent_step"][-1]["arguments"]  # the console showed \u00b1
     brief = planner.run.messages()[1]["content"]
     assert "the bowl is smooth" in brief
     planner.close()
