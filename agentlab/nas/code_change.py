@@ -135,6 +135,12 @@ class CodeRules:
     def editable_files(self, root: Path) -> list[str]:
         return [rel for rel in _files(root) if self.is_editable(rel)]
 
+    def both(self, root: Path) -> list[str]:
+        """The files under ``root`` that an editable pattern and a protected one both match (protected wins)."""
+        if self.protected is None:
+            return []
+        return [rel for rel in _files(root) if any(p.match(rel) for p in self._editable) and self.is_protected(rel)]
+
 
 def _files(root: Path) -> list[str]:
     """Every file under ``root`` (relative, posix), caches and ``.git`` left out; linked folders not entered."""

@@ -135,6 +135,11 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
             raise UsageError(f"objective.editable: {objective.editable} match no file the agent may change in "
                              f"{Path(objective.cwd or Path.cwd()).resolve()} (protected files excluded)",
                              hint="give glob patterns relative to objective.cwd, e.g. [train.py, 'model/*.py']")
+        both = rules.both(Path(objective.cwd or Path.cwd()))
+        if both:  # protected won without a word: the agent never saw the file the config calls editable
+            raise UsageError(f"objective.editable and objective.protected both name {', '.join(both[:5])}"
+                             + (f" (and {len(both) - 5} more)" if len(both) > 5 else ""),
+                             hint="a file is either editable or protected: take it out of one of the two lists")
     check_group_choices(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
     check_option_values(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
     space = command_space(cfg)

@@ -119,3 +119,15 @@ def test_code_changes_need_approval_or_the_explicit_opt_out(tmp_path: Path) -> N
     other["search"]["planner"] = "tpe"
     with pytest.raises(ConfigError, match="only the agent planner changes code"):
         run_nas_optimization(max_iterations=2, config=other, out=tmp_path / "run2")
+
+
+def test_a_file_both_editable_and_protected_is_refused(tmp_path: Path) -> None:
+    """`editable: [train.py, eval.py]` with eval.py protected too was accepted, and protected won without a word:
+    the agent never saw the file the config calls editable."""
+    from agentlab.core.errors import UsageError
+
+    folder = project(tmp_path)
+    cfg = config(folder, editable=["train.py", "eval.py"], protected=["eval.py"])
+    with pytest.raises(UsageError, match=r"objective.editable and objective.protected both name eval.py$"):
+        run_nas_optimization(max_iterations=2, config=cfg, out=tmp_path / "run", llm=scripted_llm(ScriptAgent(CALLS)))
+    assert not (tmp_path / "run").exists()
