@@ -59,7 +59,8 @@ OutOpt = Annotated[
 AnswerOpt = Annotated[
     str | None,
     typer.Option("--answer", help="With --resume of a run stopped at an --approve question: the answer, yes, no or "
-                 'JSON {"answer": "edit", "changes": {...}, "note": "..."} (what `agentlab ui` passes).',
+                 'JSON {"answer": "edit", "changes": {...}, "note": "..."} (a config; a code change: "edits": '
+                 '[{"path", "old", "new"}, ...] for "changes"), as `agentlab ui` passes it.',
                  show_default=False),
 ]
 ResumeOpt = Annotated[

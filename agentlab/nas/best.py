@@ -205,7 +205,7 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
         for rel in written.get("hydra") or []:
             if rel not in meta["hydra"].get("files", {}):
                 raise UsageError(f"{run}: best/{rel} has no copy as the search started in base/",
-                                 hint=f"apply the patch by hand (git apply {run / 'best.patch'})")
+                                 hint=f"apply the patch by hand ({by_hand(project, run)})")
             todo.append((project / rel, run / "best" / rel, meta["hydra"]["files"][rel]))
     elif meta is not None:
         todo.append((project / meta["file"], run / "best" / meta["file"], meta["sha256"]))
@@ -244,7 +244,7 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
                                  "the one the search started from: nothing written",
                                  hint=f"keep your file, or copy {best} over it to go back")
             raise UsageError(f"{target} has changed since the search started: nothing written",
-                             hint=f"apply the patch by hand (git apply {run / 'best.patch'}), or copy {best}")
+                             hint=f"apply the patch by hand ({by_hand(project, run)}), or copy {best}")
         writes.append((target, current, new))
     out = []
     for target, current, new in writes:
@@ -287,6 +287,13 @@ def _refuse_forecaster_run(run: Path, meta: dict[str, Any] | None) -> None:
                          "best config back into your project only for a search of your own training command "
                          "(objective:)", hint=f"forecast with its final model: agentlab nas predict {run} --data "
                          f"CSV; its best trial's config is {config}")
+
+
+def by_hand(project: Path, run: Path) -> str:
+    """How to apply ``best.patch`` in ``project`` by hand: git's way in a repository, else patch's."""
+    patch = (run / "best.patch").resolve()
+    inside = any((folder / ".git").exists() for folder in (project.resolve(), *project.resolve().parents))
+    return f"git apply {patch}" if inside else f"cd {project} && patch -p1 < {patch}"
 
 
 def _project(run: Path) -> Path:

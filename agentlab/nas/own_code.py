@@ -339,7 +339,8 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
         if files:
             lines += ["", f"`best/` holds the best trial's {', '.join(f'`{f}`' for f in files.get('files', []))}"
                       + ("; `best.patch` is its change to your config files: `agentlab nas apply "
-                         f"{run_path}` writes it (or `git apply best.patch` in the project)" if files.get("patch")
+                         f"{run_path}` writes it (or `git apply best.patch` in the project; outside git "
+                         "`patch -p1 < best.patch`)" if files.get("patch")
                          else "") + "."]
             if files.get("not_written"):
                 lines += ["", "Overrides with no place in the Hydra app's config files (keep passing them): "

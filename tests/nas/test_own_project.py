@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,8 +111,12 @@ def test_apply_refuses_a_file_changed_since_the_search(tmp_path: Path, capsys: p
         fh.write("# moved on\n")
     mine = (project / "config.py").read_text()
     assert main(["nas", "apply", str(run)]) == 2
-    assert "has changed since the search started" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "has changed since the search started" in err and f"git apply {run.resolve() / 'best.patch'}" in err
     assert (project / "config.py").read_text() == mine
+    shutil.rmtree(project / ".git")  # outside git, `git apply` does nothing; patch does it
+    assert main(["nas", "apply", str(run)]) == 2
+    assert f"patch -p1 < {run.resolve() / 'best.patch'}" in " ".join(capsys.readouterr().err.split())
     assert main(["nas", "apply", str(tmp_path)]) == 2  # not a run folder
 
 
