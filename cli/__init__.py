@@ -82,6 +82,33 @@ def _sigterm_to_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def keep_interrupts() -> None:
+    """A Ctrl-C (or SIGTERM) whose KeyboardInterrupt lands inside a finalizer (a weakref callback, ``__del__``)
+    is swallowed by Python ("Exception ignored in: ...") and the run went on to its end, exit 0: such an interrupt
+    is delivered again, so it stops the run where it runs now."""
+    previous = sys.unraisablehook
+    if getattr(previous, "keeps_interrupts", False):  # main() called again in one process
+        return
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # sent again from a thread a moment later: the
+            # handler runs in the main thread at its next step, outside the finalizer (sent from here, it would run
+            # here, inside it, and be swallowed again)
+            import threading
+            import time
+
+            def again() -> None:
+                time.sleep(0.01)
+                os.kill(os.getpid(), signal.SIGINT)
+
+            threading.Thread(target=again, name="agentlab-interrupt", daemon=True).start()
+            return
+        previous(unraisable)
+
+    hook.keeps_interrupts = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: runs the app and turns errors into one line, a hint and an exit code.
 
@@ -130,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             return "[yellow]interrupted[/] before a run folder was made: nothing to resume; run the command again"
         return f"[yellow]interrupted[/]; continue with --resume {escape(safe_text(str(folder)))}"
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    keep_interrupts()
     from agentlab.core.models.device import quiet_imports  # logger levels only: every subcommand, with or without -v
 
     quiet_imports()

@@ -265,3 +265,15 @@ def test_config_examples_writes_the_bundled_configs_and_keeps_the_users(tmp_path
     assert mine.read_text().endswith("max_iterations: 2\n")  # the user's file is never overwritten
     (tmp_path / "file").write_text("x")
     assert main(["config", "examples", str(tmp_path / "file")]) == 2
+
+
+def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again(tmp_path: Path) -> None:
+    """A Ctrl-C landing inside a weakref callback or ``__del__`` was printed as "Exception ignored in: ...
+    KeyboardInterrupt" and lost: `compress` went on to its last experiment and exited 0 (2 of 3 tries)."""
+    script = tmp_path / "finalizer.py"
+    script.write_text("import time\nfrom agentlab.cli import keep_interrupts\nkeep_interrupts()\n"
+                      "class Dies:\n    def __del__(self):\n        raise KeyboardInterrupt\n"
+                      "Dies()\ntry:\n    for _ in range(500):\n        time.sleep(0.01)\n    print('lost')\n"
+                      "except KeyboardInterrupt:\n    print('delivered')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "delivered" and "Exception ignored" not in done.stderr, done.stderr
