@@ -149,11 +149,12 @@ class CompressConfig(StrictModel):
     # the keys that moved from the top level to ``search:`` (issue 59): ``load_config`` moves an old config's, with a
     # warning, and gives an override of an old name (``--set max_iterations=4``) the new one
     MOVED_KEYS: ClassVar[dict[str, str]] = {key: f"search.{key}" for key in CompressSearch.model_fields}
-    # What a resume may change (core.runs.resume_changes): the planning, budget and memory, logging and CO2e
-    # accounting; not what an experiment is measured against (the model, the goal, texts, task and its seed, the
-    # measurement and its batches, device) nor where the study lives.
+    # What a resume may change (core.runs.resume_changes): the planning, budget and memory, logging; not what an
+    # experiment is measured against (the model, the goal, texts, task and its seed, the measurement, its batches
+    # and its grid's country: the base model's CO2e, and the carbon budget's sum, are in one country's, device)
+    # nor where the study lives.
     RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
-        "name", "llm", "carbon_budget", "workspace", "mlflow", "checkpoints_mb", "measure.country",
+        "name", "llm", "carbon_budget", "workspace", "mlflow", "checkpoints_mb",
         *(f"search.{key}" for key in CompressSearch.model_fields if key not in ("storage", "study_name")))
 
     name: str = Field("compress", description="run name (folder suffix)")

@@ -53,16 +53,24 @@ def track_energy(*, country_iso_code: str = DEFAULT_COUNTRY) -> Iterator[Energy]
         _fill(result, tracker)
 
 
-def _tracker(country: str) -> Any:
+def check_country(country: str) -> None:
+    """``InputError`` (exit 2) for a country codecarbon has no carbon intensity for, ``MissingPackage`` without
+    codecarbon: checked before a run folder exists (it failed at the base model's measurement, in a new folder)."""
     try:
-        from codecarbon import OfflineEmissionsTracker
         from codecarbon.input import DataSource
     except ImportError as exc:
         raise missing_package(exc) or exc from None
-    known = DataSource().get_global_energy_mix_data()
-    if country not in known:
-        raise InputError(f"energy: no carbon-intensity data for country '{country}'",
+    if country.upper() not in DataSource().get_global_energy_mix_data():
+        raise InputError(f"measure.country: no carbon-intensity data for country '{country}'",
                          hint="give a 3-letter ISO code such as USA, FRA, DEU, GBR, IND, CHN")
+
+
+def _tracker(country: str) -> Any:
+    try:
+        from codecarbon import OfflineEmissionsTracker
+    except ImportError as exc:
+        raise missing_package(exc) or exc from None
+    check_country(country)
     # Its constructor logs at INFO (and warns that multiple runs are allowed) before it applies log_level.
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
     return OfflineEmissionsTracker(country_iso_code=country, tracking_mode="process", measure_power_secs=1.0,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.compress.agent import ExperimentView, KitOptions, compress_kit, knowledge_leads
 from agentlab.compress.config import CompressConfig, Experiment, HarnessTask
+from agentlab.compress.energy import check_country
 from agentlab.compress.evaluate import FOLDER as EVALS
 from agentlab.compress.evaluate import Evaluator
 from agentlab.compress.experiment import Inputs, run_experiment
@@ -156,6 +157,7 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     folder = hf_model_folder(cfg.model, user="agentlab compress")
     check_weights(folder)
     device, _ = resolve_device_dtype(cfg.device, what="device")
+    check_country(cfg.measure.country)
     llm_cfg = None
     kind = KINDS[cfg.search.planner]
     if kind.needs_model and (chooser is None or kind.family != "chooser"):

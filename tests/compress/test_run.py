@@ -142,6 +142,8 @@ def test_carbon_budget_stops_before_exceeding_it(in_tmp: Path, tiny_model: dict[
     (["--eval-text", "missing.txt"], "missing.txt"),
     (["--eval-text", "same.txt", "--calib-text", "same.txt"], "same file"),
     (["--storage", "nosuchdb://x/y"], "search.storage: not a storage URL Optuna can open"),
+    # found at the base model's measurement, in a new folder that no --resume could take (no run.json)
+    (["--set", "measure.country=Narnia"], "measure.country: no carbon-intensity data for country 'Narnia'"),
 ])
 def test_bad_input_is_one_line_and_no_folder(in_tmp: Path, tiny_model: dict[str, Path], extra: list[str],
                                              message: str, capsys: Any) -> None:
@@ -213,6 +215,10 @@ def test_a_resume_that_changes_what_an_experiment_is_measured_against_is_refused
                  "--set", "task_questions=5"]) == 2
     err = capsys.readouterr().err.split("hint")[0]
     assert "measure.context 32 -> 64; task_questions 3 -> 5)" in err and "nothing was written" in err
+    # the grid's country too: every CO2e of the run, and the carbon budget's sum, are in one country's intensity
+    # (a resume that changed it was allowed, then refused as "its base model was measured with another set-up")
+    assert main(["compress", "--resume", str(run), "--set", "measure.country=FRA"]) == 2
+    assert "(measure.country 'USA' -> 'FRA'); nothing was written" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert main(["compress", "--resume", str(run), "--max-iterations", "2", "--planner", "nsga2"]) == 0
     assert len(records(run)) == 3
