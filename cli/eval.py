@@ -114,17 +114,27 @@ def _summary(results: dict[str, Any], path: Path) -> None:
 def tasks_cmd(
     include_path: Annotated[list[Path] | None, opt("--include-path", help="Also list the tasks of this folder "
                                                     "(repeatable).")] = None,
-    export: Annotated[Path | None, opt("--export", help="Write the bundled task YAMLs into this folder with "
-                                        "absolute data paths, for lm-eval's own CLI (lm_eval --include_path "
-                                        "DIR).")] = None,
+    export: Annotated[Path | None, opt("--export", help="Write the bundled task YAMLs (only those: not "
+                                        "--include-path's) into this folder with absolute data paths, for lm-eval's "
+                                        "own CLI (lm_eval --include_path DIR).")] = None,
     force: Annotated[bool, typer.Option("--force", help="With --export: write into a folder that is not "
                                         "empty.")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """List the bundled lm-eval tasks (and those of --include-path folders) with their tags; --export writes the
     bundled YAMLs for lm-eval's own CLI, which resolves relative data paths against the working directory."""
+    from agentlab.core.errors import UsageError
     from agentlab.core.harness.tasks import export_tasks, list_tasks
 
+    if force and export is None:  # --force only lets --export write into a folder that is not empty
+        raise UsageError("--force applies only with --export (it lets the export write into a folder that is not "
+                         "empty)", hint="add --export DIR, or drop --force")
+    if export is not None and include_path:  # the export copies the bundled tasks only
+        raise UsageError("--export writes the bundled task YAMLs only, not the tasks of --include-path "
+                         f"{', '.join(str(p) for p in include_path)}",
+                         hint="drop --include-path to export the bundled tasks; your own YAMLs go to lm-eval as they "
+                         "are (lm_eval --include_path DIR, run where their relative data_files resolve: lm-eval reads "
+                         "them against the working directory)")
     if export is not None:
         written = export_tasks(export, force=force)
         if json_:

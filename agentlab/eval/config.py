@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agentlab.core.config import ModelPath, StrictModel
 
@@ -72,3 +72,15 @@ class EvalConfig(StrictModel):
                 raise ValueError(f"adapter {path} is given twice")
             seen.add(path)
         return adapters
+
+    @model_validator(mode="after")
+    def _served_only(self) -> EvalConfig:
+        # tokenizer and api_key_env are read only for a served backend: set without base_url they would be silently
+        # ignored (a local model counts tokens with its own tokenizer and needs no key)
+        given = [name for name in ("tokenizer", "api_key_env") if getattr(self, name) is not None]
+        if given and self.base_url is None:
+            names = " and ".join(given)
+            raise ValueError(f"{names} {'apply' if len(given) > 1 else 'applies'} only with base_url (a served "
+                             f"model; a local model counts tokens with its own tokenizer): add --base-url URL, or "
+                             f"drop {names}")
+        return self

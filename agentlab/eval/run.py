@@ -41,7 +41,8 @@ from agentlab.core.harness import (
 from agentlab.core.harness.evaluate import load_row, save_row
 from agentlab.core.models.adapters import read_adapter
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, run_in_folder
+from agentlab.core.runs import RunDir, read_events, run_in_folder
+from agentlab.eval.checks import check_loaded, check_yamls
 from agentlab.eval.config import EvalConfig
 from agentlab.eval.prepared import Prepared
 from agentlab.eval.report import render_report, scores_plot
@@ -80,7 +81,8 @@ def prepare(cfg: EvalConfig, *, load_model: bool = True) -> dict[str, Any]:
     if cfg.backend == "lighteval":
         raise UsageError(LIGHTEVAL_REFUSAL, hint=LIGHTEVAL_NEXT)
     manager = task_manager(cfg.include_path, names=cfg.tasks)
-    load_tasks(manager, cfg.tasks)
+    check_yamls(manager, cfg.tasks)
+    check_loaded(manager, load_tasks(manager, cfg.tasks), cfg.num_fewshot)
     if cfg.base_url is not None:
         return {"prepared": prepare_served(cfg, manager)}
     adapters = row_names(cfg.adapters)
@@ -121,12 +123,15 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
         if done is not None:
             announce(f"{row}: scored earlier, kept")
             results, samples[row] = done
+            kept_seconds = _kept_seconds(results, run_dir, row)
+            if kept_seconds is not None:
+                seconds[row] = kept_seconds
         else:
             bar.update(description=f"{row}: {', '.join(cfg.tasks)}")
             start = time.perf_counter()
             results, samples[row] = backend.evaluate(adapter, cfg.tasks, prepared.manager, settings)
             seconds[row] = round(time.perf_counter() - start, 2)
-            save_row(folder, {**results, SETTINGS_KEY: asked[row]}, samples[row])
+            save_row(folder, {**results, SETTINGS_KEY: asked[row], SECONDS_KEY: seconds[row]}, samples[row])
             run_dir.event("row", row=row, adapter=adapter, seconds=seconds[row],
                           scores=[s.to_dict() for s in scores(results)])
         table[row] = scores(results)
@@ -154,6 +159,23 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
 # The settings a row was scored with, kept in its results.json: a resumed run keeps a row only when they are the
 # same (``--resume --limit 5`` on rows scored at 10 would mix two tables under one limit).
 SETTINGS_KEY = "agentlab_settings"
+
+
+# How long a row took to score, kept beside its settings: results.json's "seconds" has every row's, kept ones too.
+SECONDS_KEY = "agentlab_seconds"
+
+
+def _kept_seconds(results: dict[str, Any], run_dir: RunDir, row: str) -> float | None:
+    """The seconds a kept row took when it was scored: its results.json's, else (a row saved before they were kept
+    there) its last ``row`` event's; None when neither has them."""
+    saved = results.get(SECONDS_KEY)
+    if isinstance(saved, int | float) and not isinstance(saved, bool):
+        return float(saved)
+    found = None
+    for event in read_events(run_dir.path, "row"):
+        if event.get("row") == row and isinstance(event.get("seconds"), int | float):
+            found = float(event["seconds"])
+    return found
 
 
 def row_settings(cfg: EvalConfig, adapter: Path | None) -> dict[str, Any]:

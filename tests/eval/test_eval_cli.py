@@ -72,7 +72,12 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     assert not re.search(r"^base \(", out, re.M)
     rows = [e["row"] for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["kind"] == "row"]
     assert rows == ["base", "loud", "loud"]
-    assert json.loads((run / "results.json").read_text())["rows"] == results["rows"]
+    resumed = json.loads((run / "results.json").read_text())
+    assert resumed["rows"] == results["rows"]
+    # every row's seconds, the kept ones too (the resumed session's alone lost the base's)
+    assert set(resumed["seconds"]) == {"base", "loud"} and resumed["seconds"]["base"] == results["seconds"]["base"]
+    assert main(["eval", "--resume", str(run)]) == 0  # keeps every row: the seconds they were scored in, not {}
+    assert json.loads((run / "results.json").read_text())["seconds"] == resumed["seconds"]
     capsys.readouterr()
 
     # a resume that changes what the rows score is refused, never mixed into one table under the new setting, before
@@ -95,9 +100,13 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     err = capsys.readouterr().err
     assert f"{run / 'lm-eval' / 'base' / 'results.json'}: not a row this agentlab can keep" in err
     assert "delete the folder" in err
-    (run / "lm-eval" / "base" / "results.json").write_text(kept)
+    # a row saved without its seconds (an older agentlab) takes them from its row event
+    (run / "lm-eval" / "base" / "results.json").write_text(json.dumps(
+        {k: v for k, v in json.loads(kept).items() if k != "agentlab_seconds"}))
     assert main(["eval", "--resume", str(run)]) == 0
     assert "base: scored earlier, kept" in capsys.readouterr().err
+    assert json.loads((run / "results.json").read_text())["seconds"] == resumed["seconds"]
+    (run / "lm-eval" / "base" / "results.json").write_text(kept)
     (run / "lm-eval" / "base" / "results.json").write_bytes(b"\xff\xfe")
     assert main(["eval", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
@@ -154,6 +163,88 @@ def test_a_task_without_data_is_one_line_exit_2(in_tmp: Path, tiny_model: dict[s
     err = capsys.readouterr().err
     assert "task 'my_sums': its data file" in err and "not on disk" in err
     assert not (in_tmp / "runs").exists()
+
+
+def _user_yaml(folder: Path, old: str, new: str) -> Path:
+    """The user task of ``folder`` with ``old`` of its YAML replaced by ``new``."""
+    yaml = folder / "my_task.yaml"
+    text = yaml.read_text()
+    assert old in text
+    yaml.write_text(text.replace(old, new))
+    return yaml
+
+
+def test_an_unknown_metric_in_a_task_yaml_is_refused_before_any_folder(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """lm-eval logged "acccc not found in the evaluate library" and scored nothing: an empty row, exit 0."""
+    yaml = _user_yaml(user_tasks(in_tmp), "metric: acc\n", "metric: acccc\n")
+    assert evaluate(tiny_model["hf"], "--tasks", "my_sums", "--include-path", str(yaml.parent)) == 2
+    err = capsys.readouterr().err
+    assert f"task 'my_sums': {yaml}: metric_list names the metric 'acccc', which lm-eval does not know" in err
+    assert "(nearest: acc" in err and "Traceback" not in err
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize(("task", "shots", "items", "usable"), [("my_sums", 5, 2, 2),
+                                                                ("agentlab_capitals_mc", 40, 33, 33)])
+def test_more_few_shot_examples_than_a_task_has_is_refused_before_any_folder(
+        task: str, shots: int, items: int, usable: int, in_tmp: Path, tiny_model: dict[str, Path],
+        capsys: pytest.CaptureFixture) -> None:
+    """lm-eval failed mid-run: "internal error: ValueError: Sample larger than population", exit 1, a failed run."""
+    folder = user_tasks(in_tmp)
+    assert evaluate(tiny_model["hf"], "--tasks", task, "--include-path", str(folder), "--num-fewshot",
+                    str(shots)) == 2
+    err = capsys.readouterr().err
+    assert f"--num-fewshot {shots}: task '{task}' draws its few-shot examples from its split 'test', which has " \
+           f"{items} item(s)" in err
+    assert f"the largest usable --num-fewshot for '{task}' is {usable}" in err and "internal error" not in err
+    assert not (in_tmp / "runs").exists()
+
+
+def test_a_task_yamls_own_num_fewshot_beyond_its_items_names_the_yaml(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    yaml = _user_yaml(user_tasks(in_tmp), "test_split: test\n", "test_split: test\nnum_fewshot: 3\n")
+    assert evaluate(tiny_model["hf"], "--tasks", "my_sums", "--include-path", str(yaml.parent)) == 2
+    err = capsys.readouterr().err
+    assert f"task 'my_sums': {yaml}: num_fewshot 3 is more than its split 'test' has (2 item(s))" in err
+    assert "--num-fewshot 2 or less" in err and not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("broken", ["key", "directory"])
+def test_a_task_yaml_error_names_the_yaml_not_the_data_file(broken: str, in_tmp: Path, tiny_model: dict[str, Path],
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """An unknown key read "lm-eval could not make its items from DATA (TaskConfig.__init__() got an unexpected
+    keyword argument ...)", a data file that is a directory "Unable to find DATA"."""
+    folder = user_tasks(in_tmp)
+    if broken == "key":
+        yaml = _user_yaml(folder, "test_split: test\n", "test_split: test\nfrobnicate: 3\n")
+        said = f"task 'my_sums': {yaml}: the key 'frobnicate' is not a task key lm-eval knows"
+    else:
+        yaml, data = folder / "my_task.yaml", folder / "data" / "sums.jsonl"
+        data.unlink()
+        data.mkdir()
+        said = f"task 'my_sums': {yaml}: its data file {data} is a directory"
+    assert evaluate(tiny_model["hf"], "--tasks", "my_sums", "--include-path", str(folder)) == 2
+    err = capsys.readouterr().err
+    assert said in err and "could not make its items" not in err and not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["eval", "--set", "tokenizer=smollm2-135m"], "tokenizer applies only with base_url"),
+    (["eval", "--set", "api_key_env=KEY"], "api_key_env applies only with base_url"),
+    (["eval", "tasks", "--force"], "--force applies only with --export"),
+    (["eval", "tasks", "--include-path", "my_tasks", "--export", "out"],
+     "--export writes the bundled task YAMLs only, not the tasks of --include-path my_tasks"),
+])
+def test_an_option_that_does_nothing_here_is_refused(args: list[str], said: str, in_tmp: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """They were silently ignored (tokenizer without a server, --force without --export, the included tasks of an
+    export)."""
+    user_tasks(in_tmp)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert said in err and "hint:" in err
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "out").exists()
 
 
 def test_an_adapter_that_reaches_lm_eval_unapplied_fails_the_run(in_tmp: Path, tiny_model: dict[str, Path],
