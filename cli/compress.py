@@ -33,7 +33,8 @@ def compress(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     model: Annotated[str | None, typer.Option(show_default=False, help="Model to compress: smollm2-135m (default), "
-                                              "a transformers folder or a cached hub id.")] = None,
+                                              "a transformers folder, a GGUF file (de-quantized once to a cached "
+                                              "transformers folder) or a cached hub id.")] = None,
     objective: Annotated[str | None, typer.Option(show_default=False, help='The goal in words, e.g. "maximize '
                                                   'speedup with <2% accuracy loss".')] = None,
     carbon_budget: Annotated[float | None, typer.Option("--carbon-budget", show_default=False,
@@ -82,10 +83,12 @@ def compress(
                     ("--approve", "search.agent.approve", True if approve else None))
 
     def prepare_all(cfg: Any) -> dict[str, Any]:
+        from agentlab.compress.workspace import workspace_root
         from agentlab.core.runs import resume_target, routing_config
 
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
         folder = resume_target("compress", resume) if resume is not None else None
+        cfg.workspace = workspace_root(cfg.workspace, folder)  # absolute in config.yaml: a resume from anywhere
         routing = routing_config(llm, folder, set_ or [])  # resumed: the first run's --llm
         kwargs = prepare(cfg, routing)
         kwargs["prepared"].approver = approver

@@ -7,9 +7,9 @@ what can run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
 from agentlab.core.config import ModelName, StrictModel
@@ -101,6 +101,16 @@ class HarnessTask(StrictModel):
     chat_template: bool = Field(True, description="wrap prompts in the model's chat template")
 
 
+def _task_kind(value: Any) -> str:
+    """A mapping (or a ``HarnessTask``) is an lm-eval task, anything else a file: each error is then the one member's
+    (``task.foo: unknown key``), not pydantic's line for every member of the union."""
+    return "lm-eval" if isinstance(value, dict | HarnessTask) else "file"
+
+
+# tags no key of the task is named: the error's location skips them (``task.foo``, not ``task.harness.foo``)
+TaskSpec = Annotated[Annotated[Path, Tag("file")] | Annotated[HarnessTask, Tag("lm-eval")], Discriminator(_task_kind)]
+
+
 class MeasureSettings(StrictModel):
     context: int = Field(256, ge=8, description="perplexity: window length in tokens")
     stride: int = Field(128, ge=1, description="perplexity: window start every N tokens (< context)")
@@ -159,7 +169,8 @@ class CompressConfig(StrictModel):
 
     name: str = Field("compress", description="run name (folder suffix)")
     model: ModelName = Field("smollm2-135m", description="the model to compress: the built-in smollm2-135m, a "
-                       "transformers folder or a cached hub id")
+                       "transformers folder, a GGUF file (de-quantized once to a cached transformers folder, where "
+                       "the experiments start) or a cached hub id")
     objective: str | None = Field("maximize speedup with <2% accuracy loss", description="the goal in words "
                                   "(parsed and printed); empty: objectives and constraints below")
     objectives: list[ObjectiveSpec] = Field(default_factory=list, description="the goal stated directly (used "
@@ -168,15 +179,16 @@ class CompressConfig(StrictModel):
     eval_text: Path | None = Field(None, description="held-out text for perplexity (default: the command's own)")
     calib_text: Path | None = Field(None, description="calibration / recovery text (Wanda, LoRA, distillation); "
                                     "must differ from eval_text")
-    task: Path | HarnessTask | None = Field(None, description="accuracy's task: a JSONL file of {\"question\", "
-                                            "\"answer\"}, or an lm-eval task ({harness: NAME}); default: a "
-                                            "generated arithmetic task")
+    task: TaskSpec | None = Field(None, description="accuracy's task: a JSONL file of {\"question\", \"answer\"}, "
+                                  "or an lm-eval task ({harness: NAME}); default: a generated arithmetic task")
     task_questions: int = Field(40, ge=1, description="questions of the task used for accuracy")
     llm: RoutingRef | None = Field(None, description="routing config of the LLM planner, or a built-in model's "
                                    "name (--llm)")
     carbon_budget: float | None = Field(None, gt=0, description="kg CO2e for the whole search: it stops before an "
                                         "experiment would exceed it")
-    workspace: Path | None = Field(None, description="memory across runs (default runs/compress/workspace)")
+    workspace: Path | None = Field(None, description="memory across runs (default runs/compress/workspace "
+                                       "of the current folder); the run's config.yaml keeps it absolute, so a resume "
+                                       "from another folder uses the same one")
     mlflow: str | None = Field(None, description="MLflow tracking URI (e.g. sqlite:///mlflow.db); the agent's "
                                "query_experiments and best_config read it")
     checkpoints_mb: float = Field(2048, ge=0, description="MB of compressed models kept in the workspace's "

@@ -16,6 +16,7 @@ from agentlab.core.gpu import describe as describe_gpu
 from agentlab.core.runs import save_figure
 from agentlab.core.search.agent import agent_story
 from agentlab.core.search.share import contribution_lines
+from agentlab.core.search.study import SERVER_URLS
 
 if TYPE_CHECKING:
     from agentlab.compress.config import CompressConfig
@@ -152,13 +153,20 @@ def _cell(metrics: dict[str, Any], key: str) -> str:
     return fmt(metrics.get(key))
 
 
+def shared_search(cfg: CompressConfig) -> bool:
+    """Whether the run's study is on a database server, where workers run one search (``search.storage``):
+    a run on its own study.db, or on an SQLite or journal study other runs share with their own budgets, ran its
+    experiments itself, however often it was resumed (each resume is another process, not another worker)."""
+    storage = cfg.search.storage
+    return isinstance(storage, str) and storage.startswith(SERVER_URLS)
+
+
 def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], results: dict[str, Any],
                   events: list[dict[str, Any]] | None = None) -> str:
     """report.md; ``events``: the run's events (the agent planner's steps, told as a table)."""
     energy, counts = results["energy"], results["counts"]
     front = set(results["front"])
-    workers = len({r["worker"] for r in records if r.get("worker")})  # workers sharing a search on a server
-    here = f"by {workers} worker{'s' if workers != 1 else ''} of the shared search" if workers else "here"
+    here = "by the workers of the shared search" if shared_search(cfg) else "here"
     lines = [f"# agentlab compress: {cfg.model}", "", f"Goal: {goal.describe()}"
              + (f' (from "{cfg.objective}")' if cfg.objective else ""), "",
              f"Planner: {cfg.search.planner}. Stopped: {results['stop_reason']}.", "",

@@ -29,7 +29,7 @@ from agentlab.compress.report import fmt, outcome_line, render_report, write_plo
 from agentlab.compress.scoring import check, choose_best, derive, front, objective_values
 from agentlab.compress.space import Space, experiment_key, to_experiment
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_results
-from agentlab.compress.workspace import Workspace
+from agentlab.compress.workspace import Workspace, workspace_root
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError, storage_error
@@ -747,6 +747,7 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
         check_resume(cfg, resume_dir)
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
+    cfg.workspace = workspace_root(cfg.workspace, resume_dir)  # absolute in config.yaml, as the CLI keeps it
     from agentlab.core.runs import routing_config
 
     inputs = prepare(cfg, routing_config(llm, resume_dir, overrides or []), chooser=chooser)

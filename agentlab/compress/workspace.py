@@ -6,6 +6,8 @@
 - ``checkpoints/<key>/``: the Pareto front's compressed models (``model.gguf``, or ``model.pt`` before any int8
   quantization), the least recently used dropped beyond ``checkpoints_mb``;
 - ``hashes.json``: model content hashes by path, size and modification time (why: docs/design/measurements.md).
+
+A run keeps its workspace's absolute path in config.yaml (``workspace_root``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,34 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.runs import atomic_write_json, atomic_write_text, read_json
+from agentlab.core.config import absolute_path
+from agentlab.core.runs import atomic_write_json, atomic_write_text, read_json, runs_root
 
 CHUNK = 1 << 20
 
 
+def workspace_root(configured: str | Path | None, resumed: Path | None = None) -> Path:
+    """The workspace's folder, absolute, as the run keeps it in config.yaml: a resume from another folder, or the
+    run's results.json read from anywhere, names the same place (a relative default split one run's workspace in
+    two: the experiments before a resume from elsewhere in one, their checkpoints left behind).
+
+    ``configured``: the config's ``workspace`` (relative to the current folder); when unset, the default
+    ``runs/compress/workspace`` of the current folder (``runs_root``). ``resumed``: the run folder a resume continues.
+    A run started before the workspace was kept absolute saved none; its default lay in the runs root the run folder
+    was made in (``runs/compress/workspace`` beside ``runs/<run>``): that one when it is there, whatever the current
+    folder, else the current folder's default."""
+    if configured is not None:
+        return absolute_path(Path(configured))
+    if resumed is not None:
+        beside = absolute_path(resumed).parent / "compress" / "workspace"
+        if beside.is_dir():
+            return beside
+    return absolute_path(runs_root() / "compress" / "workspace")
+
+
 class Workspace:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = absolute_path(Path(root))  # results.json names it absolute, readable from any folder
 
     # ------------------------------------------------------------------ model identity
 

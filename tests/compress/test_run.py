@@ -42,6 +42,7 @@ def check_folder(run: Path, n: int) -> dict[str, Any]:
     report = (run / "report.md").read_text()
     assert "![pareto](pareto.png)" in report and (run / "pareto.png").stat().st_size > 1000
     assert "energy mode: **" in report and "## Recommended" in report
+    assert " run here including the base model" in report and "worker" not in report  # its own study: no workers
     keys = [json.dumps(r["experiment"], sort_keys=True) for r in records(run)]
     assert len(keys) == len(set(keys)), "an experiment ran twice in one run"
     return results
@@ -176,6 +177,7 @@ def test_mlflow_logs_one_child_per_experiment(in_tmp: Path, tiny_model: dict[str
     assert main(args(tiny_model, in_tmp, "--out", str(in_tmp / "M"), "--mlflow", mlflow_uri, n=2)) == 0
     client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
     experiment = client.get_experiment_by_name("agentlab-compress")
+    assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -244,6 +246,46 @@ def test_a_resume_whose_base_model_was_measured_otherwise_is_refused(in_tmp: Pat
     err = capsys.readouterr().err
     assert "its base model was measured with another model or measurement set-up" in err and "Traceback" not in err
     assert len(records(run)) == 2 and json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+def test_a_resume_from_another_folder_keeps_the_default_workspace(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default workspace (runs/compress/workspace, relative) is kept absolute in config.yaml and results.json:
+    `cd other && agentlab compress --resume ../first/runs/cws` made other/runs/compress/workspace, the earlier
+    experiments' records and checkpoints left in the first one. A run saved with no workspace (before) resumes with
+    the one beside its folder. report.md speaks of no workers: a resume is not another worker."""
+    import yaml
+
+    monkeypatch.delenv("AGENTLAB_RUNS")  # runs/ relative to the current folder, as for a user
+    first, other, later = in_tmp / "first", in_tmp / "other", in_tmp / "later"
+    for folder in (first, other, later):
+        folder.mkdir()
+    cmd = args(tiny_model, in_tmp, "--out", "runs/cws", "--set", "warm_start=[{prune: magnitude, sparsity: 0.5}, "
+               "{quantize: torch_dynamic_int8}, {prune: magnitude, sparsity: 0.7}]", n=1)
+    at = cmd.index(f"workspace={in_tmp / 'ws'}")
+    del cmd[at - 1:at + 1]  # the default workspace
+    monkeypatch.chdir(first)
+    assert main(cmd) == 0
+    run, ws = first / "runs" / "cws", first / "runs" / "compress" / "workspace"
+
+    def saved() -> tuple[Any, Any]:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        return config["workspace"], json.loads((run / "results.json").read_text())["workspace"]
+
+    assert saved() == (str(ws), str(ws)) and len(list((ws / "checkpoints").iterdir())) == 1
+    monkeypatch.chdir(other)
+    assert main(["compress", "--resume", "../first/runs/cws", "--max-iterations", "2"]) == 0
+    assert not (other / "runs").exists() and saved() == (str(ws), str(ws))
+    assert len(list((ws / "experiments").glob("*.json"))) == 3 and len(records(run)) == 3
+    report = (run / "report.md").read_text()
+    assert "(3 run here including the base model" in report and "worker" not in report
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "workspace": None}))  # as a run saved it before
+    monkeypatch.chdir(later)
+    assert main(["compress", "--resume", str(run), "--max-iterations", "3"]) == 0
+    assert not (later / "runs").exists() and saved() == (str(ws), str(ws))
+    assert len(list((ws / "experiments").glob("*.json"))) == 4
 
 
 def test_the_recommended_models_file_is_named(in_tmp: Path, tiny_model: dict[str, Path]) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from agentlab.compress.workspace import Workspace
 
 
@@ -35,3 +37,21 @@ def test_hash_key_records_and_notes(tmp_path: Path) -> None:
     ws.add_note(second, "wanda 50%: perplexity +20%")
     ws.add_note(second, "int8: slower on this CPU")
     assert ws.notes(second).count("\n\n") == 2 and "int8" in ws.notes(second) and ws.notes(first) == ""
+
+
+def test_the_workspace_is_kept_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative workspace (the default runs/compress/workspace too) is made absolute where the run starts, so a
+    resume from another folder uses the same one; a run saved with none (before) uses the one beside its folder."""
+    from agentlab.compress.workspace import workspace_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENTLAB_RUNS", raising=False)
+    assert workspace_root(None) == tmp_path / "runs" / "compress" / "workspace"
+    assert workspace_root("ws") == workspace_root(Path("ws")) == tmp_path / "ws"
+    assert workspace_root("/abs/ws", tmp_path / "runs" / "r") == Path("/abs/ws")  # a resume's own, or its --set
+    old = tmp_path / "first" / "runs" / "r"
+    assert workspace_root(None, old) == tmp_path / "runs" / "compress" / "workspace"  # none beside it: the default
+    (old.parent / "compress" / "workspace").mkdir(parents=True)
+    assert workspace_root(None, old) == old.parent / "compress" / "workspace"
+    assert workspace_root(None, Path("first/runs/r")) == old.parent / "compress" / "workspace"
+    assert Workspace("rel").root == tmp_path / "rel"  # results.json names it absolute
