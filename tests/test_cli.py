@@ -271,7 +271,9 @@ def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again(tmp_path: Path
     """A Ctrl-C landing inside a weakref callback or ``__del__`` was printed as "Exception ignored in: ...
     KeyboardInterrupt" and lost: `compress` went on to its last experiment and exited 0 (2 of 3 tries)."""
     script = tmp_path / "finalizer.py"
-    script.write_text("import time\nfrom agentlab.cli import keep_interrupts\nkeep_interrupts()\n"
+    # SIGINT's handler set first: a process started by a pytest-xdist worker inherits SIGINT ignored
+    script.write_text("import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                      "from agentlab.cli import keep_interrupts\nkeep_interrupts()\n"
                       "class Dies:\n    def __del__(self):\n        raise KeyboardInterrupt\n"
                       "Dies()\ntry:\n    for _ in range(500):\n        time.sleep(0.01)\n    print('lost')\n"
                       "except KeyboardInterrupt:\n    print('delivered')\n")
