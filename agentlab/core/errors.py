@@ -57,9 +57,10 @@ class LLMError(AgentlabError):
 
     # Failures worth retrying on the same model; auth/bad_request/not_found are not.
     RETRYABLE = frozenset({"timeout", "connection", "rate_limited", "server_error", "malformed", "empty", "stream_cut"})
-    # The request's own fault, not the model's: no circuit breaker counts them (a client repeating a prompt too long
-    # for the model would otherwise take the model offline for everyone).
-    CALLERS = frozenset({"bad_request", "context_length"})
+    # The request's own fault, not the model's: no circuit breaker counts it (a client repeating a prompt too long
+    # for the model would otherwise take the model offline for everyone). Not bad_request: an upstream's 402 (no
+    # credit) or a model-wide config error is one too, and fails every request.
+    CALLERS = frozenset({"context_length"})
 
     def __init__(
         self,

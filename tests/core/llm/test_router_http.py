@@ -124,6 +124,23 @@ def test_invalid_json_is_malformed_and_falls_back(srv: ScriptedServer) -> None:
     assert outcomes(result) == [("garbled", "malformed")] * 2 + [("backup", "ok")]
 
 
+def test_an_upstreams_context_length_exceeded_does_not_open_the_breaker(srv: ScriptedServer) -> None:
+    """An upstream's 400 `context_length_exceeded` is the prompt's fault (kind context_length): three such prompts
+    opened the breaker, and every other client's request got circuit_open."""
+    srv.default("long", Reply(status=400, text="context_length_exceeded: this model's maximum context length is 8"))
+    cfg = config(srv, ["long"], retries=0, circuit_breaker={"failures": 2, "cooldown_s": 30}, route={"fallback": []})
+
+    async def main() -> dict[str, Any]:
+        async with Router.from_config(cfg) as router:
+            for _ in range(3):
+                with pytest.raises(AllModelsFailed) as failed:
+                    await router.generate(ASK)
+                assert failed.value.kind == "context_length"
+            return router.stats()["long"]
+
+    assert asyncio.run(main())["breaker"] == "closed" and srv.count("long") == 3
+
+
 def test_circuit_breaker_stops_requests(srv: ScriptedServer) -> None:
     srv.default("down", Reply(status=503))
     cfg = config(srv, ["down"], retries=0, circuit_breaker={"failures": 2, "cooldown_s": 0.3})

@@ -403,6 +403,8 @@ class OpenAIProvider:
     def _status_error(self, model: str | None, response: Any) -> LLMError:
         status = response.status_code
         kind = _kind_for_status(status)
+        if kind == "bad_request" and b"context_length_exceeded" in response.content:  # OpenAI's and vLLM's code
+            kind = "context_length"  # the prompt's fault, not the model's: no circuit breaker counts it
         retry_after = parse_retry_after(response.headers) if status == 429 or status >= 500 else None
         detail = f"HTTP {status}"
         server = _server_message(response.content)
