@@ -149,10 +149,15 @@ class _Scrub(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from agentlab.core.config import scrub_text
 
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's malformed call: logging's own error report, as without this filter
+            return True
         scrubbed = scrub_text(message, known=self.known)
         if scrubbed != message:
             record.msg, record.args = scrubbed, None
+        if record.exc_info and not record.exc_text:  # a traceback's text too (an exception naming a URL with a key)
+            record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info), known=self.known)
         return True
 
 

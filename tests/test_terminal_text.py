@@ -139,6 +139,13 @@ def test_a_credential_in_a_library_log_line_is_scrubbed(monkeypatch: pytest.Monk
         text = " ".join(captured.get().split())
         assert "http://user:***@127.0.0.1:1/v1/chat" in text and "${UPSTREAM_API_KEY}" in text
         assert "URLSECRET" not in text and "ENVSECRET" not in text
+        with console.capture() as captured:  # a traceback's text too
+            try:
+                raise ValueError("http://user:sk-test-URLSECRET789@127.0.0.1:1/v1")
+            except ValueError:
+                logging.getLogger("lib").warning("failed", exc_info=True)
+        assert "URLSECRET" not in captured.get() and "http://user:***@127.0.0.1:1/v1" in captured.get()
     finally:
         logging.getLogger().handlers.clear()
+        logging.getLogger().setLevel(logging.WARNING)
         logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -152,11 +152,18 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
         raise ConfigError(f"{where}: the routing config has no models to serve",
                           hint="add providers and models (see configs/llm.yaml), or pass --llm FILE, or a "
                           "built-in model's name (--llm qwen2.5-coder-0.5b)")
-    for name in catalog.config.models:  # a local model's missing file: one line now, not a 503 on every request
-        problem = local_problem(catalog.config, name)
-        if problem is not None:
-            raise ConfigError(f"{cfg.llm or DEFAULT_LLM_CONFIG}: model '{name}': {problem}",
-                              hint="fix the model's path in the routing config, or leave the model out")
+    # a local model whose file is missing: refused when no model could answer (it served a 503 to every request
+    # while /health said ok), said once at start when others can (an optional local fallback beside HTTP models)
+    missing = {name: problem for name in catalog.config.models
+               if (problem := local_problem(catalog.config, name)) is not None}
+    where = cfg.llm or DEFAULT_LLM_CONFIG
+    if missing and len(missing) == len(catalog.config.models):
+        name, problem = next(iter(missing.items()))
+        raise ConfigError(f"{where}: model '{name}': {problem}",
+                          hint="fix the model's path in the routing config, or leave the model out")
+    for name, problem in missing.items():
+        log.warning("note: %s: model '%s' cannot be served (%s); its requests fall back or get a 503", where, name,
+                    problem)
     keys = client_keys(cfg.api_key_env)
     load_keys(cfg.keys_file, keys)  # a bad keys file (or an unset key variable) is one line, exit 2
     sock = bind(cfg.host, cfg.port)

@@ -345,7 +345,9 @@ def test_a_plain_request_the_gateway_stops_past_its_graceful_shutdown_is_a_json_
     answer: list[httpx.Response] = []
     asking = threading.Thread(target=lambda: answer.append(httpx.post(gw.base_url + path, json=body, timeout=20)))
     asking.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while not srv.requests and time.monotonic() < deadline:  # the request is in flight upstream
+        time.sleep(0.02)
     gw.stop()
     asking.join()
     assert answer[0].status_code == 503 and answer[0].json()["error"]["code"] == "server_shutdown"

@@ -145,7 +145,10 @@ def test_a_second_ctrl_c_stops_at_once_and_counts_the_answers_it_cut(in_tmp: Pat
         askers = [threading.Thread(target=ask, args=(stream,)) for stream in (True, False)]
         for asker in askers:
             asker.start()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while len(srv.requests) < 2 and time.monotonic() < deadline:  # both in flight upstream
+            time.sleep(0.02)
+        time.sleep(0.3)  # the stream's first words sent
         serve.proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
         serve.proc.send_signal(signal.SIGINT)
@@ -164,6 +167,23 @@ def test_a_second_ctrl_c_stops_at_once_and_counts_the_answers_it_cut(in_tmp: Pat
     assert "stopped (SIGINT): 2 requests, 0 answered, 2 failed" in err_text
     (run,) = (in_tmp / "runs" / "serve").iterdir()
     assert [e["kind"] for e in json.loads((run / "results.json").read_text())["errors"]] == ["shutdown"] * 2
+
+
+def test_one_missing_local_model_among_others_is_a_note_not_a_refusal(in_tmp: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A routing config whose optional local fallback is missing still serves its other models, saying so once."""
+    from agentlab.core.llm import LLMConfig
+    from agentlab.serve.config import ServeConfig
+    from agentlab.serve.run import prepare
+
+    llm = LLMConfig.model_validate({
+        "providers": {"local": {"kind": "llama_cpp"}, "canned": {"kind": "scripted", "replies": ["hi"]}},
+        "models": {"gone": {"provider": "local", "model": "/nonexistent/x.gguf"},
+                   "here": {"provider": "canned", "model": "canned"}},
+        "routes": {"default": {"primary": ["here"], "fallback": ["gone"]}}})
+    prepared = prepare(ServeConfig(port=0), llm)
+    prepared["sock"].close()
+    assert "model 'gone' cannot be served (model '/nonexistent/x.gguf' not found" in caplog.text
 
 
 @pytest.fixture
