@@ -293,7 +293,7 @@ def by_hand(project: Path, run: Path) -> str:
     """How to apply ``best.patch`` in ``project`` by hand: git's way in a repository, else patch's."""
     patch = (run / "best.patch").resolve()
     inside = any((folder / ".git").exists() for folder in (project.resolve(), *project.resolve().parents))
-    return f"git apply {patch}" if inside else f"cd {project} && patch -p1 < {patch}"
+    return f"cd {project} && " + (f"git apply {patch}" if inside else f"patch -p1 < {patch}")
 
 
 def _project(run: Path) -> Path:

@@ -136,10 +136,13 @@ class CodeRules:
         return [rel for rel in _files(root) if self.is_editable(rel)]
 
     def both(self, root: Path) -> list[str]:
-        """The files under ``root`` that an editable pattern and a protected one both match (protected wins)."""
+        """The files under ``root`` that an editable pattern naming one file (no wildcard, no folder) names and a
+        protected pattern matches: a contradiction (protected wins). ``src/**`` with ``src/eval.py`` protected is how
+        to say "all but the scorer", not one."""
         if self.protected is None:
             return []
-        return [rel for rel in _files(root) if any(p.match(rel) for p in self._editable) and self.is_protected(rel)]
+        named = [glob_regex(p) for p in self.editable if not any(c in p for c in "*?[") and not p.endswith("/")]
+        return [rel for rel in _files(root) if any(p.match(rel) for p in named) and self.is_protected(rel)]
 
 
 def _files(root: Path) -> list[str]:

@@ -564,8 +564,9 @@ class CommandObjective:
                                  hint=exc.hint) from None
 
     def _check_placeholders(self, parts: list[str]) -> None:
-        """Refuse a ``{key}`` that names no param but is close to one (``{lrr}`` for ``lr``): it reached the command
-        as written, so the searched key never did. Other braces (``${HOME}``, a format string) stay as written."""
+        """Warn of a ``{key}`` that names no param but is close to one (``{lrr}`` for ``lr``): it reaches the command
+        as written, so the searched key never does. Only a warning: other braces stay as written, and a template
+        such as Lightning's ``model-{epoch}.pt`` is close to an ``epochs`` param without being a typo."""
         known = sorted({*flatten(self.base_params), *self.space_keys})
         for part in parts:
             for key in re.findall(r"(?<!\$)\{([A-Za-z_][\w.-]*)\}", part):
@@ -573,9 +574,8 @@ class CommandObjective:
                     continue
                 close = _close_key(key, known)
                 if close:
-                    raise UsageError(f"objective.command: {{{key}}} names no param, so it reaches the command as "
-                                     f"written (did you mean {{{close[0]}}}?)",
-                                     hint="name a key of objective.params or search.space in the braces")
+                    log.warning("objective.command: {%s} names no param, so it reaches the command as written (did "
+                                "you mean {%s}?)", key, close[0])
 
     def validate_program(self) -> None:
         """The command's program can be found and run, in an existing folder (``UsageError`` otherwise)."""

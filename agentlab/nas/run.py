@@ -44,7 +44,14 @@ from agentlab.core.search.session import (
     require_planner_model,
 )
 from agentlab.core.search.space import SearchSpace
-from agentlab.core.search.study import Direction, missing_study, open_storage, open_study, unfinished_trials
+from agentlab.core.search.study import (
+    Direction,
+    check_journal,
+    missing_study,
+    open_storage,
+    open_study,
+    unfinished_trials,
+)
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
 from agentlab.nas.best import prune_checkpoints, remember_base, remember_hydra, require_unchanged_config, write_best
@@ -323,8 +330,11 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     """
     if resume is not None:
         require_budget(resume, cfg.search.max_iterations, cfg.search.storage, cfg.search.study_name)
-    elif cfg.search.storage is not None:  # a bad URL or a file that is no journal: one line, before any folder
-        open_storage(cfg.search.storage, Path.cwd(), what="search.storage")
+    elif cfg.search.storage is not None:  # a file that is no journal: one line, before any folder (nothing made)
+        if "://" in cfg.search.storage:
+            open_storage(cfg.search.storage, Path.cwd(), what="search.storage")
+        else:
+            check_journal(cfg.search.storage)
     if cfg.objective is not None:
         if resume is not None:
             require_unchanged_config(resume)

@@ -131,3 +131,5 @@ def test_a_file_both_editable_and_protected_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"objective.editable and objective.protected both name eval.py$"):
         run_nas_optimization(max_iterations=2, config=cfg, out=tmp_path / "run", llm=scripted_llm(ScriptAgent(CALLS)))
     assert not (tmp_path / "run").exists()
+    carved = config(folder, editable=["*.py"], protected=["eval.py"])  # all but the scorer: fine
+    run_nas_optimization(max_iterations=1, config=carved, out=tmp_path / "run2", llm=scripted_llm(ScriptAgent(CALLS)))

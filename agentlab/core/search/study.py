@@ -80,6 +80,18 @@ def _not_a_journal(path: Path) -> str | None:
     return None if isinstance(record, dict) and "op_code" in record else "its first line is JSON, not Optuna's"
 
 
+def check_journal(storage: str, what: str = "search.storage") -> None:
+    """``ConfigError`` when the existing file ``storage`` (a path, no ``://``) is no Optuna journal: an SQLite
+    database, or a first line that is not Optuna's. Nothing is created or written."""
+    problem = _not_a_journal(Path(storage))
+    if problem == "sqlite":
+        raise ConfigError(f"{what}: {storage} is an SQLite database, not a journal file",
+                          hint=f"give it as a URL: sqlite:///{Path(storage).resolve()}")
+    if problem:
+        raise ConfigError(f"{what}: cannot use {storage!r} as an Optuna journal file: {problem}; nothing was "
+                          "written to it", hint="give a new or existing journal file path, or an sqlite:/// URL")
+
+
 def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db"
                  ) -> Any:
     """SQLite ``default`` in the run folder when ``storage`` is None; ``*.log``/``*.jsonl``-like paths (no ``://``)
@@ -92,13 +104,7 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        problem = _not_a_journal(Path(storage))
-        if problem == "sqlite":
-            raise ConfigError(f"{what}: {storage} is an SQLite database, not a journal file",
-                              hint=f"give it as a URL: sqlite:///{Path(storage).resolve()}")
-        if problem:
-            raise ConfigError(f"{what}: cannot use {storage!r} as an Optuna journal file: {problem}; nothing was "
-                              "written to it", hint="give a new or existing journal file path, or an sqlite:/// URL")
+        check_journal(storage, what)
         try:
             Path(storage).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(storage)))
