@@ -646,7 +646,8 @@ class SearchLoop:
         return min(done, self.stop.max_iterations)
 
     def _waiting_note(self, records: list[TrialRecord]) -> None:
-        """Once a minute while the generation barrier waits: which trials and workers it waits for."""
+        """Once a minute while a worker waits for others' trials (its budget used up, or the generation barrier):
+        which trials and workers it waits for."""
         now = time.monotonic()
         if self._noted is None:  # the wait begins
             self._noted = now
@@ -654,10 +655,10 @@ class SearchLoop:
             return
         self._noted = now
         running = [r for r in self.mine(records) if r.state in ("waiting", "running")]
-        log.warning("waiting for trial(s) %s of worker(s) %s; a worker on another host that died without "
-                    "heartbeats leaves its trial running: start a worker there again, or move the study to a "
-                    "database server", [r.number for r in running][:10],
-                    sorted({r.worker for r in running if r.state == "running"})[:5])
+        log.warning("waiting for trial(s) %s of worker(s) %s (host:pid) to finish; Ctrl-C stops this worker, the "
+                    "others go on (a worker on another host that died without heartbeats leaves its trial running: "
+                    "start a worker there again, or move the study to a database server)",
+                    [r.number for r in running][:10], sorted({r.worker for r in running if r.state == "running"})[:5])
 
     def _unfinished(self, records: list[TrialRecord]) -> bool:
         """Whether a trial is queued or still running (the barrier between ``generations``)."""

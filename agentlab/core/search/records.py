@@ -12,6 +12,7 @@ import re
 import socket
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Two trial user attributes, each one storage write (a commit on SQLite): the plan, set when the trial starts
@@ -38,7 +39,11 @@ def worker_alive(worker: str | None) -> bool:
         return False
     except (PermissionError, ValueError):
         return True
-    return True
+    try:  # a PID reused since (after a reboot) by a process that is no Python: that worker is gone
+        command = Path(f"/proc/{int(pid)}/cmdline").read_bytes().lower()
+    except OSError:  # no /proc (macOS), or not readable: the process counts as the worker
+        return True
+    return not command or b"python" in command or b"agentlab" in command
 
 
 def local_worker(worker: str | None) -> bool:

@@ -302,6 +302,22 @@ def test_a_worker_waits_for_the_trial_of_another_live_worker_of_this_host_withou
         if other.poll() is None:
             other.kill()
             other.wait()
+    # a PID reused since by a process that is no Python (after a reboot): that worker is gone, not waited for
+    import os
+
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        from agentlab.core.search.records import worker_alive
+
+        for _ in range(100):  # until the child's exec shows in /proc (empty a moment after Popen returns)
+            if Path(f"/proc/{stranger.pid}/cmdline").read_bytes():
+                break
+            time.sleep(0.02)
+        assert not worker_alive(f"{socket.gethostname()}:{stranger.pid}")
+        assert worker_alive(f"{socket.gethostname()}:{os.getpid()}")  # this test's own Python
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 @pytest.mark.parametrize("state, counted, taken", [
