@@ -32,14 +32,17 @@ def workspace_root(configured: str | Path | None, resumed: Path | None = None) -
     ``configured``: the config's ``workspace`` (relative to the current folder); when unset, the default
     ``runs/compress/workspace`` of the current folder (``runs_root``). ``resumed``: the run folder a resume continues.
     A run started before the workspace was kept absolute saved none; its default lay in the runs root the run folder
-    was made in (``runs/compress/workspace`` beside ``runs/<run>``): that one when it is there, whatever the current
+    was made in (``runs/compress/workspace`` beside ``runs/compress/<run>``, or beside an ``--out runs/<run>``): that
+    one when it is there, whatever the current
     folder, else the current folder's default."""
     if configured is not None:
         return absolute_path(Path(configured))
-    if resumed is not None:
-        beside = absolute_path(resumed).parent / "compress" / "workspace"
-        if beside.is_dir():
-            return beside
+    if resumed is not None:  # runs/compress/<run> (the default layout) or runs/<run> (--out): runs/compress/workspace
+        parent = absolute_path(resumed).parent
+        besides = [parent / "workspace"] if parent.name == "compress" else []
+        for beside in [*besides, parent / "compress" / "workspace"]:
+            if beside.is_dir():
+                return beside
     return absolute_path(runs_root() / "compress" / "workspace")
 
 

@@ -1,8 +1,8 @@
 """`agentlab llm-bench`: availability, time to first token, latency and throughput of every configured model.
 
 Per model: one probe request decides availability (and the error kind when it fails); then ``requests`` requests at
-each ``concurrency`` level, streamed when the model supports it so TTFT is real. With ``route`` set, requests go through
-the router instead, and the report says which model answered each one and the time lost to fallbacks. With ``tools``
+each ``concurrency`` level, streamed when the model supports it so TTFT is real. With ``route`` set, the requests also
+go through the router, and the report says which model answered each one and the time lost to fallbacks. With ``tools``
 (the default), each working model also gets one tool-calling probe (``probe_tools``): a request offering one tool
 with ``tool_choice: required``, sent once with no repair, and the report says whether it answered with a call,
 whether the call validated against the tool's schema and its latency.

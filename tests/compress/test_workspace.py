@@ -54,4 +54,7 @@ def test_the_workspace_is_kept_absolute(tmp_path: Path, monkeypatch: pytest.Monk
     (old.parent / "compress" / "workspace").mkdir(parents=True)
     assert workspace_root(None, old) == old.parent / "compress" / "workspace"
     assert workspace_root(None, Path("first/runs/r")) == old.parent / "compress" / "workspace"
+    default = tmp_path / "second" / "runs" / "compress" / "20260101-000000-compress"  # the default layout
+    (default.parent / "workspace").mkdir(parents=True)
+    assert workspace_root(None, default) == default.parent / "workspace"
     assert Workspace("rel").root == tmp_path / "rel"  # results.json names it absolute

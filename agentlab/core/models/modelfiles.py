@@ -269,8 +269,9 @@ def safetensors_header(file: Path) -> dict[str, Any]:
     """A safetensors file's header (an 8-byte length, then JSON), checked to end within the file and to place its
     tensors' data within it (a download or copy cut short ends before them); ``AgentlabError`` naming the file
     otherwise. No tensor is read."""
-    size, hint = file.stat().st_size, "check the download or save the model again"
+    hint = "check the download or save the model again"
     try:
+        size = file.stat().st_size  # a link whose target is gone (an HF cache missing a blob): named too
         with open(file, "rb") as fh:
             (length,) = struct.unpack("<Q", fh.read(8))
             header = json.loads(fh.read(length)) if length <= size - 8 else {}
@@ -309,10 +310,11 @@ def hf_info(folder: str | Path) -> HFInfo:
     n_head = text_config.get("num_attention_heads")
     n_embd = text_config.get("hidden_size")
     weights = [p for pattern in ("*.safetensors", "*.bin") for p in folder.glob(pattern)]
+    numels = safetensors_numels(folder)  # first: a weights file that cannot be read is named (a link to nothing too)
     return HFInfo(
         path=str(folder), arch=(config.get("architectures") or [config.get("model_type", "unknown")])[0],
         dtype=config.get("dtype") or config.get("torch_dtype"), size_bytes=sum(p.stat().st_size for p in weights),
-        n_params=sum(n for _, n in safetensors_numels(folder) or []) or None,
+        n_params=sum(n for _, n in numels or []) or None,
         n_layers=text_config.get("num_hidden_layers"),
         n_ctx_train=text_config.get("max_position_embeddings"), n_embd=n_embd, n_head=n_head,
         n_head_kv=text_config.get("num_key_value_heads") or n_head,

@@ -109,3 +109,8 @@ def test_a_transformers_folder_cut_inside_its_tensors_is_listed_apart(tiny_model
     assert find_local_models(tmp_path / "models", unreadable) == []
     assert unreadable and unreadable[0][0] == str(folder) and "model.safetensors: not a readable safetensors file " \
         "(truncated: the file has" in unreadable[0][1]
+    weights.unlink()
+    weights.symlink_to(tmp_path / "gone.safetensors")  # an HF cache snapshot whose blob is missing
+    unreadable.clear()
+    assert find_local_models(tmp_path / "models", unreadable) == []
+    assert "model.safetensors: not a readable safetensors file (FileNotFoundError" in unreadable[0][1]
