@@ -490,9 +490,11 @@ def _step_annotation(annotation: Any, part: Any) -> Any:
     if origin in (list, tuple, set):
         return args[0]
     if origin in (Union, UnionType):
-        for member in map(_unwrap, args):
+        for raw in args:
+            member = _unwrap(raw)
             kind = getattr(member, "model_fields", {}).get("kind")
-            if kind is not None and kind.default == part:
+            tags = [getattr(m, "tag", None) for m in get_args(raw)[1:]] if get_origin(raw) is Annotated else []
+            if (kind is not None and kind.default == part) or part in tags:  # a `kind` or a pydantic Tag
                 return member
     return None
 

@@ -67,7 +67,12 @@ def test_an_unknown_key_of_an_lm_eval_task_is_one_line(tmp_path: Path) -> None:
     path.write_text("model: models/tiny\ntask: {harness: agentlab_arithmetic_mc, foo: 1}\n")
     with pytest.raises(ConfigError) as info:
         load_config(path, CompressConfig)
-    assert str(info.value).splitlines() == [f"{path}:2: task.foo: unknown key"]
+    assert str(info.value).splitlines() == [f"{path}:2: task.foo: unknown key; known keys: harness, include_path, "
+                                            "chat_template"]
+    path.write_text("task: {harnes: agentlab_arithmetic_mc}\n")  # a misspelt key: named with the one it stands for
+    with pytest.raises(ConfigError) as info:
+        load_config(path, CompressConfig)
+    assert f"{path}:1: task.harnes: unknown key (did you mean 'harness'?)" in str(info.value).splitlines()
     path.write_text("task: 5\n")  # neither a mapping nor a path: the path's error, once
     with pytest.raises(ConfigError) as info:
         load_config(path, CompressConfig)
