@@ -34,6 +34,7 @@ from agentlab.core.runs import (
 from agentlab.core.search.records import TrialRecord
 from agentlab.nas.code_change import CODE, COMMIT, start_folder
 from agentlab.nas.config_file import ConfigFile
+from agentlab.nas.workspace import repo_top
 
 BASE_META = "base.json"
 
@@ -292,8 +293,7 @@ def _refuse_forecaster_run(run: Path, meta: dict[str, Any] | None) -> None:
 def by_hand(project: Path, run: Path) -> str:
     """How to apply ``best.patch`` in ``project`` by hand: git's way in a repository, else patch's."""
     patch = (run / "best.patch").resolve()
-    inside = any((folder / ".git").exists() for folder in (project.resolve(), *project.resolve().parents))
-    return f"cd {project} && " + (f"git apply {patch}" if inside else f"patch -p1 < {patch}")
+    return f"cd {project} && " + (f"git apply {patch}" if repo_top(project) else f"patch -p1 < {patch}")
 
 
 def _project(run: Path) -> Path:

@@ -93,18 +93,18 @@ class Workspaces:
         if self.patterns is not None:
             self._require_patterns()
             return
-        top = _git(self.project, "rev-parse", "--show-toplevel", check=False)
+        top = repo_top(self.project)
         if top is not None:
-            _git(Path(top), "worktree", "list")  # a repository git cannot work with fails here, before trial 0
+            _git(top, "worktree", "list")  # a repository git cannot work with fails here, before trial 0
 
     def prepare(self) -> str:
         """Find the repository (if any), record the commit and the user's uncommitted work; returns the console's
         line saying how trials get their workspace."""
         self.project = self.project.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        top = _git(self.project, "rev-parse", "--show-toplevel", check=False)
+        top = repo_top(self.project)
         if self.patterns is None and top is not None:
-            self.repo = Path(top).resolve()
+            self.repo = top
             head = _git(self.repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
             if head is None:  # a repository without a commit: nothing to check out
                 self.repo = None
@@ -251,9 +251,8 @@ class Workspaces:
 
     def cleanup(self) -> None:
         """Every worktree of this run removed from git's list (kill -9 leaves them registered) and from disk."""
-        top = _git(self.project, "rev-parse", "--show-toplevel", check=False) if self.project.is_dir() else None
-        if top is not None:
-            repo = Path(top).resolve()
+        repo = repo_top(self.project)
+        if repo is not None:
             with self._lock():
                 for path in _registered(repo, self.root):
                     _git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
@@ -455,6 +454,13 @@ def _skipped(folder: Path, skip: list[Path]) -> bool:
         return True  # a virtual environment, an agentlab run folder
     resolved = folder.resolve()
     return any(s == resolved or s in resolved.parents for s in skip)
+
+
+def repo_top(folder: Path) -> Path | None:
+    """The top folder of the git repository holding ``folder`` (resolved), as git answers it; None outside one, or
+    when ``folder`` is not a folder."""
+    top = _git(folder, "rev-parse", "--show-toplevel", check=False) if folder.is_dir() else None
+    return Path(top).resolve() if top is not None else None
 
 
 def _git(cwd: Path, *args: str, check: bool = True, strip: bool = True) -> str | None:
