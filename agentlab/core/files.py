@@ -8,6 +8,7 @@ the line where it applies, what is wrong, and what to do next. Never a traceback
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -89,6 +90,13 @@ def iter_jsonl(path: str | Path, what: str = "JSONL file") -> Iterator[tuple[int
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})",
                              hint="each line must be one JSON object") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in blocks (an adapter's weights, a data file): what a run records of a
+    file and what a resume compares it with."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def human_size(n: float | None) -> str:

@@ -185,10 +185,8 @@ def seed_fingerprints(seeds: list[Path]) -> dict[str, str | None]:
         if weights is None:
             out[folder.name] = None
             continue
-        digest = hashlib.sha256()
         with open(weights, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+            digest = hashlib.file_digest(handle, "sha256")  # the weights, then the values that scale them
         try:
             config = read_adapter(folder)
         except AgentlabError:

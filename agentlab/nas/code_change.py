@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import UsageError
+from agentlab.core.files import file_sha256
 from agentlab.core.runs import atomic_write_bytes, atomic_write_text
 
 SKIP = {".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints"}
@@ -240,11 +241,7 @@ def digest(root: Path, rules: CodeRules) -> dict[str, str]:
                 st = path.stat()
                 out[rel] = f"link:{os.readlink(path)}:{st.st_size}:{st.st_mtime_ns}"
             else:
-                h = hashlib.sha256()
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        h.update(block)
-                out[rel] = h.hexdigest()
+                out[rel] = file_sha256(path)
         except OSError:
             out[rel] = "unreadable"
     return out

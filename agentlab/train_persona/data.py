@@ -9,13 +9,12 @@ the tokenizer is known) a conversation longer than ``max_length`` tokens.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, InputError
-from agentlab.core.files import iter_jsonl
+from agentlab.core.files import file_sha256, iter_jsonl
 from agentlab.core.models.convert import converted_folder, gguf_chat_template, quiet_transformers
 from agentlab.core.models.modelfiles import hf_config, read_gguf_header, safetensors_header
 from agentlab.core.models.modelref import ModelRef, resolve_model
@@ -99,12 +98,6 @@ def load_chat_jsonl(path: str | Path) -> ChatData:
         raise InputError(f"{path}: no conversations in the file", hint="one JSON object per line: {\"messages\": "
                          "[...]}; see the shipped examples in agentlab/train_persona/data/")
     return ChatData(path, rows, lines, file_sha256(path), turns)
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes: what the run records of its data (the ``data`` event, the adapter card), and
-    what ``--resume`` compares the file with."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_base_model(base_model: str) -> ModelRef:

@@ -31,7 +31,7 @@ from typing import Any
 
 from agentlab.core.config import absolute_paths
 from agentlab.core.errors import UsageError
-from agentlab.core.files import check_replace, replace_problem
+from agentlab.core.files import check_replace, file_sha256, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
@@ -47,7 +47,6 @@ from agentlab.train_persona.config import TrainPersonaConfig
 from agentlab.train_persona.data import (
     ChatData,
     check_base_model,
-    file_sha256,
     load_chat_jsonl,
     load_tokenizer,
     measure,
