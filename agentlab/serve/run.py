@@ -147,8 +147,8 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
                                  hint="pip install 'agentlab[serve]'")
     llm = llm if llm is not None else _load_llm(cfg)
     catalog = build_catalog(llm, cfg.adapters_as_models)
+    where = cfg.llm or DEFAULT_LLM_CONFIG
     if not catalog.config.models:
-        where = cfg.llm or DEFAULT_LLM_CONFIG
         raise ConfigError(f"{where}: the routing config has no models to serve",
                           hint="add providers and models (see configs/llm.yaml), or pass --llm FILE, or a "
                           "built-in model's name (--llm qwen2.5-coder-0.5b)")
@@ -156,7 +156,6 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
     # while /health said ok), said once at start when others can (an optional local fallback beside HTTP models)
     missing = {name: problem for name in catalog.config.models
                if (problem := local_problem(catalog.config, name)) is not None}
-    where = cfg.llm or DEFAULT_LLM_CONFIG
     if missing and len(missing) == len(catalog.config.models):
         name, problem = next(iter(missing.items()))
         raise ConfigError(f"{where}: model '{name}': {problem}",

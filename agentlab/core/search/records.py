@@ -30,9 +30,9 @@ def worker_alive(worker: str | None) -> bool:
     """Whether the process behind a worker id still runs. Workers on other hosts are assumed alive."""
     if not worker or ":" not in worker:
         return False
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname():
+    if not local_worker(worker):
         return True
+    pid = worker.rpartition(":")[2]
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
