@@ -28,7 +28,7 @@ from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.loop import Hooks, TrialAborted
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
-from agentlab.core.search.study import missing_study, open_storage
+from agentlab.core.search.study import check_storage, missing_study
 from agentlab.core.skills import mixed_file
 from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
@@ -88,7 +88,7 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     check_compatible(parents)
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
-        open_storage(cfg.store, Path.cwd(), what="store")  # a bad store: one line, before any folder exists
+        check_storage(cfg.store, what="store")
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)

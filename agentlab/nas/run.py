@@ -46,9 +46,8 @@ from agentlab.core.search.session import (
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import (
     Direction,
-    check_journal,
+    check_storage,
     missing_study,
-    open_storage,
     open_study,
     unfinished_trials,
 )
@@ -330,11 +329,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     """
     if resume is not None:
         require_budget(resume, cfg.search.max_iterations, cfg.search.storage, cfg.search.study_name)
-    elif cfg.search.storage is not None:  # a file that is no journal: one line, before any folder (nothing made)
-        if "://" in cfg.search.storage:
-            open_storage(cfg.search.storage, Path.cwd(), what="search.storage")
-        else:
-            check_journal(cfg.search.storage)
+    elif cfg.search.storage is not None:
+        check_storage(cfg.search.storage)
     if cfg.objective is not None:
         if resume is not None:
             require_unchanged_config(resume)

@@ -217,16 +217,16 @@ def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str,
 
 
 @pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker",
-                                  "worker-journal", "store-not-journal", "worker-not-journal"])
+                                  "worker-journal", "store-not-journal", "worker-not-journal", "new-store-short-task"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: dict[str, Path],
                                           seeds: dict[str, Path], capsys: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds)
     args = ["evolve", "run", "-c", str(config)]
     if case == "no-seeds":
         args += ["--seeds", str(in_tmp / "missing")]
-    elif case == "short-task":
+    elif case in ("short-task", "new-store-short-task"):  # the journal named is not made for a refused run
         (in_tmp / "t.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
-        args += ["--task", str(in_tmp / "t.jsonl")]
+        args += ["--task", str(in_tmp / "t.jsonl")] + (["--store", "nosuch.db"] if case.startswith("new") else [])
     elif case == "too-many-seeds":
         args += ["--population", "2"]
     elif case == "bad-store":

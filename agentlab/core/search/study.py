@@ -92,6 +92,15 @@ def check_journal(storage: str, what: str = "search.storage") -> None:
                           "written to it", hint="give a new or existing journal file path, or an sqlite:/// URL")
 
 
+def check_storage(storage: str, what: str = "search.storage") -> None:
+    """A bad ``storage`` as one line before any run folder exists: a journal path is read, not created
+    (``check_journal``); a URL is opened (a database server is reached, an SQLite file made)."""
+    if "://" in storage:
+        open_storage(storage, Path.cwd(), what=what)
+    else:
+        check_journal(storage, what)
+
+
 def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db"
                  ) -> Any:
     """SQLite ``default`` in the run folder when ``storage`` is None; ``*.log``/``*.jsonl``-like paths (no ``://``)
