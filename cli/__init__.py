@@ -7,6 +7,7 @@ Subcommand modules import their command package lazily so `agentlab --help` stay
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from typing import Any, cast
@@ -65,6 +66,27 @@ def _expand_bare_resume(argv: list[str]) -> list[str]:
             if following is None or following.startswith("-"):
                 out.append("")
     return out
+
+
+def _not_utf8(args: list[str]) -> tuple[str, str] | None:
+    """A command-line argument holding a byte that is not UTF-8 (Python keeps it as a lone surrogate,
+    ``$(printf 'caf\\xe9')``), as one line naming the option: run folders record their arguments (a topic, an input,
+    the --out path) as UTF-8 text, and writing one failed as an internal error after the folder was made."""
+    for index, arg in enumerate(args):
+        bad = re.search("[\udc80-\udcff]", arg)
+        if bad is None:
+            continue
+        option, equals, value = arg.partition("=")
+        if arg.startswith("--") and equals and bad.start() > len(option):  # --out=VALUE
+            where, at = option, bad.start() - len(option) - 1
+        elif index and args[index - 1].startswith("-") and "=" not in args[index - 1]:
+            where, at = args[index - 1], bad.start()
+        else:
+            where, at = f"argument {index + 1}", bad.start()
+        return (f"{where}: not UTF-8 text (byte 0x{ord(bad.group()) - 0xdc00:02x} at character {at + 1})",
+                "agentlab keeps its arguments in the run folder as UTF-8 text: give this one in UTF-8 (text in "
+                "another encoding converts with `iconv -f latin1 -t utf-8`)")
+    return None
 
 
 def _usage_error(exc: Any) -> tuple[str, str]:
@@ -141,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
+    undecodable = _not_utf8(args)
+    if undecodable is not None:
+        return fail(*undecodable, 2)
     name = next((a for a in args if not a.startswith("-")), "")
     advice = continue_with(name)
     runs = sys.modules.get("agentlab.core.runs")  # not imported for --help: too slow to import here

@@ -48,11 +48,6 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
         raise UsageError("no input", hint='pass --input "TEXT" or --input-file FILE')
     if text is not None and not text.strip():
         raise UsageError("--input: the input is empty", hint='pass the text the pipeline answers: --input "TEXT"')
-    bad = re.search("[\udc80-\udcff]", text or "")
-    if text is not None and bad:  # a byte of the command line that is not UTF-8 (Python keeps it as a surrogate)
-        raise UsageError(f"--input: not UTF-8 text (byte 0x{ord(bad.group()) - 0xdc00:02x} at character "
-                         f"{bad.start() + 1})", hint="give the text in UTF-8 (`iconv -f latin1 -t utf-8 FILE > "
-                         "input.txt` converts a file; then --input-file input.txt)")
     return text
 
 

@@ -88,6 +88,21 @@ def test_a_latin1_file_is_told_apart_from_binary_data(in_tmp: Path, capsys: pyte
     assert "binary" not in err
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["nas", "--out", "runs/x\udcff", "-n", "1"], "--out: not UTF-8 text (byte 0xff at character 7)"),
+    (["nas", "--out=runs/x\udcff", "-n", "1"], "--out: not UTF-8 text (byte 0xff at character 7)"),
+    (["debate", "--topic", "caf\udce9 7*8?", "--dry-run"], "--topic: not UTF-8 text (byte 0xe9 at character 4)"),
+    (["config", "validate", "caf\udce9.yaml"], "argument 3: not UTF-8 text (byte 0xe9 at character 4)"),
+])
+def test_a_command_line_byte_that_is_not_utf8_is_one_line_exit_2(args: list[str], says: str, in_tmp: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    # `$(printf 'x\xff')`: nas made the folder, then failed writing the path into it (an internal error, exit 1)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert says in err and "internal error" not in err
+    assert not (in_tmp / "runs").exists()
+
+
 def test_internal_errors_are_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     import importlib
 
