@@ -25,6 +25,7 @@ from agentlab.core.search.engine import new_study
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.loop import SearchLoop, StopRules
 from agentlab.core.search.planners import OptunaPlanner
+from agentlab.core.search.records import state_counts
 from agentlab.core.search.space import ParamSpec, SearchSpace
 
 # Fast trials (~0.5 s) for the runs that are not interrupted; SLOW adds batches and epochs so a trial can be caught
@@ -269,5 +270,6 @@ def test_a_configuration_another_worker_starts_at_the_same_moment_is_not_run_twi
     (yielded,) = [r for r in outcome.records if not r.counted]
     assert yielded.number == racing.raced.number + 1 and yielded.params == by_number[racing.raced.number].params
     assert "started by another worker" in yielded.reason
+    assert yielded.state == "skipped" and "failed" not in state_counts(outcome.records)  # was "failed 1"
     assert racing.raced.params not in objective.calls  # the other worker's trial is still its own to run
     assert len(objective.calls) == 3 and len({c["x"] for c in objective.calls}) == 3

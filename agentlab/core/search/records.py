@@ -77,11 +77,13 @@ def run_id(number: int) -> str:
 
 def _state(name: str, outcome: dict[str, Any]) -> str:
     """The trial's state as the report reads it: a FAIL that was an interruption (Ctrl-C, a dead worker, a full
-    disk: not counted, planned again) is ``interrupted``, not ``failed``."""
+    disk: not counted, planned again) is ``interrupted``, one the loop never ran (its config or the last budget slot
+    taken by another worker at the same moment, the objective's refusal: not counted) ``skipped``; neither is
+    ``failed``, which a report counts as the user's config failing."""
     if name == "FAIL" and not outcome:  # failed by the heartbeat check: its worker died, a retry runs it again
         return "interrupted"
-    if name == "FAIL" and not outcome.get("counted", True) and str(outcome.get("reason", "")).startswith("interrupt"):
-        return "interrupted"
+    if name == "FAIL" and not outcome.get("counted", True):
+        return "interrupted" if str(outcome.get("reason", "")).startswith("interrupt") else "skipped"
     return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}.get(name, name.lower())
 
 
@@ -90,7 +92,7 @@ class TrialRecord:
     """One trial as the planner, evaluator, state file and report see it."""
 
     number: int
-    state: str  # complete | pruned | failed | interrupted | running
+    state: str  # complete | pruned | failed | interrupted | skipped | running
     value: float | None
     params: dict[str, Any]
     planner: str = ""

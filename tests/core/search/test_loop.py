@@ -372,7 +372,7 @@ def test_a_single_objective_reads_value_only_whatever_else_the_metrics_hold(tmp_
 def test_stop_search_gives_the_trial_back_uncounted_and_stops(tmp_path: Path) -> None:
     outcome = make_loop(tmp_path, Metered(stop_at=2), 6).run()
     assert outcome.stop_reason == "the budget of something else is spent" and outcome.ran_here == 2
-    assert [(r.state, r.counted) for r in outcome.records] == [("complete", True)] * 2 + [("failed", False)]
+    assert [(r.state, r.counted) for r in outcome.records] == [("complete", True)] * 2 + [("skipped", False)]
     assert outcome.records[-1].reason == "not run: the budget of something else is spent"
 
 
