@@ -101,11 +101,11 @@ def debate(
     if ctx.invoked_subcommand is not None:
         return
     from agentlab.debate.config import DebateConfig
-    from agentlab.debate.run import prepare, run
+    from agentlab.debate.run import check_resume, prepare, run
 
     sets = [*(set_ or []), *flags(("--topic", "topic", topic)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
-    run_command(CommandSpec("debate", DebateConfig, run, prepare=prepare,
+    run_command(CommandSpec("debate", DebateConfig, run, prepare=prepare, check_resume=check_resume,
                             dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), summary=_summary,
                             exit_code=lambda r: 1 if r["final"]["answer"] is None and r["errors"] else 0),
                 Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,
@@ -185,12 +185,12 @@ def eval_cmd(
     unparseable answers count as wrong; the configured rule's row is marked default. Writes questions.jsonl,
     results.json and report.md under runs/debate-eval/; --resume skips the questions already scored."""
     from agentlab.debate.config import DebateConfig
-    from agentlab.debate.evaluate import prepare_eval, run_eval
+    from agentlab.debate.evaluate import check_eval_resume, prepare_eval, run_eval
 
     sets = [*(set_ or []), *flags(("--task", "eval.task", task), ("--concurrency", "eval.concurrency", concurrency),
                                   ("--limit", "eval.limit", limit)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
-    run_command(CommandSpec("debate-eval", DebateConfig, run_eval, prepare=prepare_eval,
+    run_command(CommandSpec("debate-eval", DebateConfig, run_eval, prepare=prepare_eval, check_resume=check_eval_resume,
                             dry_run=lambda cfg, **kw: _dry_run(cfg, json_, judge=cfg.decision == "judge", **kw),
                             rerun="debate eval -c {config}", summary=_eval_summary),
                 Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,

@@ -113,9 +113,12 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     elif BASE_MODEL in models:
         routes[JUDGE_ROUTE] = RouteConfig(primary=[BASE_MODEL])
         judge_source = f"{cfg.base_model} without adapter"
-    else:
+    else:  # what LLMConfig.route("judge") falls back to, named as it is (the dry run prints it)
         routes[JUDGE_ROUTE] = base.route("judge")
-        judge_source = "the routing config's judge route"
+        judge_source = ("the routing config's judge route" if base.has_route("judge") else
+                        "the routing config's default route; it has no judge route" if base.has_route("default")
+                        else f"the routing config's models in file order, first {next(iter(base.models), 'none')}; it "
+                        "has no judge or default route")
     config = base.model_copy(update={"providers": providers, "models": models, "routes": routes, **update})
     return Panel(config, agents, JUDGE_ROUTE, judge_source)
 

@@ -56,6 +56,7 @@ class EvalSettings(StrictModel):
 # The rule that debates with the best mean accuracy in docs/benchmarks/debate_rules.md (keep_round0 [full]).
 DEBATING_RULE: Rule = "keep_round0"
 DEFAULT_ROUNDS = 3
+DEFAULT_BASE = "smollm2-135m"
 
 
 class DebateConfig(StrictModel):
@@ -72,7 +73,7 @@ class DebateConfig(StrictModel):
         "auto", description="numeric: agents vote on a number; open: on a stance (yes / no / mixed) and the judge "
         "writes the summary; text: on a short factual answer (a city); auto: numeric when the question holds a "
         "digit (in `debate eval`: by the gold answer: a number, a stance, else text)")
-    base_model: ModelName = Field("smollm2-135m", description="base model of the adapter agents: the built-in "
+    base_model: ModelName = Field(DEFAULT_BASE, description="base model of the adapter agents: the built-in "
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
     agents: list[AgentSpec] = Field(default_factory=list, description="the debaters; empty: adapters/persona_a, "
                                     "_b, _c under the current directory, those that exist")

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round, ballots
@@ -30,12 +31,12 @@ from agentlab.core.debate.task import Question, answer_kind, is_correct, load_ta
 from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.llm.router import Router
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, durable_append
+from agentlab.core.runs import RunDir, atomic_write_text, durable_append
 from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import prompt_style
 from agentlab.debate.config import DebateConfig
 from agentlab.debate.report import render_eval
-from agentlab.debate.run import final_decision, load_panel
+from agentlab.debate.run import final_decision, load_panel, read_jsonl
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -153,18 +154,44 @@ def _tokens(answers: Round) -> int:
     return sum(a.tokens for a in answers)
 
 
+def read_records(path: Path) -> tuple[dict[int, dict[str, Any]], bool]:
+    """The scored questions of a questions.jsonl by id, and whether the file holds anything else: a torn last line
+    (a kill mid-write, stray bytes), which ``load_records`` rewrites away; that question is asked again."""
+    values, dropped = read_jsonl(path)
+    records = {r["id"]: r for r in values if isinstance(r, dict) and isinstance(r.get("id"), int)}
+    return records, bool(dropped) or len(records) != len(values)
+
+
 def load_records(run_dir: RunDir) -> dict[int, dict[str, Any]]:
+    """``read_records``, the file rewritten (atomically) without what is no record first: a record appended after a
+    torn line would join it into one invalid line, lost to every later resume."""
     path = run_dir.file(RECORDS)
-    records: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line: that question is asked again
-            if isinstance(record, dict) and isinstance(record.get("id"), int):
-                records[record["id"]] = record
+    records, rest = read_records(path)
+    if rest:
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records.values()))
     return records
+
+
+def check_task(task: list[Question], records: dict[int, dict[str, Any]], path: Path | None) -> None:
+    """Refuse a resume whose task file no longer asks what the run scored (edited in place: the same path, other
+    questions): its new questions would be mixed with the old ones' scores."""
+    for q in task:
+        record = records.get(q.id)
+        if record is None or "question" not in record or (record["question"], str(record.get("gold"))) == (
+                q.question, q.answer):
+            continue
+        raise UsageError(f"{path}:{q.line}: the task file changed since this run scored that line (it asked "
+                         f"{record.get('question')!r}, answer {record.get('gold')!r}; now {q.question!r}, answer "
+                         f"{q.answer!r}); nothing was written",
+                         hint="put the task file back as the run read it, or score the new one in a new run "
+                         "(without --resume)")
+
+
+def check_eval_resume(cfg: DebateConfig, folder: Path) -> None:
+    """Before anything is written: the resumed run's task file still asks the questions it scored."""
+    if cfg.eval.task is None or cfg.rounds == 0:
+        return
+    check_task(load_task(cfg.eval.task, cfg.eval.limit), read_records(folder / RECORDS)[0], cfg.eval.task)
 
 
 def score_table(records: list[dict[str, Any]], default: str | None = None) -> list[dict[str, Any]]:
@@ -191,6 +218,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
              announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     progress = progress or NullProgress()
     announce = announce or log.info
+    check_task(task, read_records(run_dir.file(RECORDS))[0], cfg.eval.task)  # run_command checked it already
     records = {k: rescore(cfg, r) for k, r in load_records(run_dir).items()}  # the current rules' scores
     todo = [q for q in task if q.id not in records]
     if records:

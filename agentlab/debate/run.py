@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.debate.answers import Answer, Round, all_failed, vote
 from agentlab.core.debate.engine import Agent, Panel, ask
-from agentlab.core.debate.graph import DebateSettings, debate_graph
+from agentlab.core.debate.graph import DebateSettings, debate_graph, saved_rounds
 from agentlab.core.debate.protocol import question_kind
 from agentlab.core.debate.rules import decide
 from agentlab.core.errors import UsageError
@@ -33,7 +33,7 @@ from agentlab.core.models.adapters import persona_adapters
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_text, durable_append
 from agentlab.debate.agents import build_panel, prompt_style
-from agentlab.debate.config import DEBATING_RULE, AgentSpec, DebateConfig
+from agentlab.debate.config import DEBATING_RULE, DEFAULT_BASE, AgentSpec, DebateConfig
 from agentlab.debate.report import agreement_plot, render_report
 
 if TYPE_CHECKING:
@@ -52,6 +52,12 @@ def load_panel(cfg: DebateConfig, *, batch: int = 8) -> Panel:
         cfg.agents = [AgentSpec(adapter=path) for path in persona_adapters()]
     needs_llm = cfg.llm is not None or cfg.judge is not None or any(a.model is not None for a in cfg.agents)
     llm = load_llm_config(cfg.llm) if needs_llm else None
+    if cfg.agents and all(a.adapter is None for a in cfg.agents) and cfg.base_model != DEFAULT_BASE:
+        # only adapter agents (and the judge they default to) run on the base model: routed ones never load it
+        raise UsageError(f"base_model: {cfg.base_model!r} would never be loaded: every agent is a routed model "
+                         "(agents: model:), and only adapter agents run on the base model",
+                         hint="drop --base-model (or base_model: in the -c file), or debate adapter agents "
+                         "(--adapters DIR); a judge of the routing config is --judge NAME")
     return build_panel(cfg, llm, batch=batch)
 
 
@@ -63,12 +69,23 @@ def check_rounds(cfg: DebateConfig) -> None:
                          f"{DEBATING_RULE} (the best measured), last_round, all_rounds, on_disagreement")
 
 
+def check_visibility(cfg: DebateConfig) -> None:
+    """A visibility other than full under rule vote: nothing would show it (no debate round is asked), so `debate`
+    refuses it rather than ignore it (`debate eval` debates under every visibility whatever the rule)."""
+    if cfg.decision_rule == "vote" and cfg.visibility != "full":
+        raise UsageError(f"visibility: {cfg.visibility!r} would never apply: rule vote decides on round 0, the "
+                         "independent answers, and asks no debate round where agents see each other",
+                         hint=f"drop --visibility for the vote, or pick a rule that debates: --rule {DEBATING_RULE} "
+                         "(the best measured), last_round, all_rounds, on_disagreement")
+
+
 def prepare(cfg: DebateConfig) -> dict[str, Any]:
     """Everything checked before a run folder exists: the question, every adapter folder (a PEFT one), the base model
     and every routed name."""
     if not cfg.text or not cfg.text.strip():
         raise UsageError("no question to debate", hint='pass --topic "..." (or topic: in the -c file)')
     check_rounds(cfg)
+    check_visibility(cfg)
     kind = question_kind(cfg.text, cfg.kind)
     if cfg.judge is not None and cfg.rounds != 0 and cfg.decision != "judge" and kind != "open":
         # the dry run (rounds 0) does ask it; a debate asks it only to decide, or to sum up an open topic
@@ -104,27 +121,71 @@ def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Provider] | None
     return {"message": "\n".join(lines), "agents": rows, "ok": failed == 0}
 
 
-def load_transcript(run_dir: RunDir, agents: list[str]) -> list[Round]:
-    """The finished rounds of a run's transcript.jsonl: consecutive from round 0, each with every agent. A torn last
-    line or a round cut short is dropped (the file is rewritten without it), so those answers are asked again."""
-    path = run_dir.file(TRANSCRIPT)
+def read_jsonl(path: Path) -> tuple[list[Any], int]:
+    """The JSON values of a run's JSONL file (transcript.jsonl, questions.jsonl) and how many non-blank lines were
+    not one: a torn last line of a kill mid-write (half a JSON object, or a UTF-8 character cut short) or stray
+    bytes. Line by line, so one bad line costs only itself, never the whole file."""
     if not path.is_file():
-        return []
-    by_round: dict[int, dict[str, Answer]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+        return [], 0
+    values: list[Any] = []
+    dropped = 0
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
             continue
+        try:
+            values.append(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            dropped += 1
+    return values, dropped
+
+
+def read_transcript(path: Path, agents: list[str]) -> tuple[list[Round], bool]:
+    """The finished rounds of a transcript.jsonl: consecutive from round 0, each with every agent; and whether the file
+    holds anything else (a torn line, a round cut short), which ``load_transcript`` rewrites away."""
+    records, dropped = read_jsonl(path)
+    by_round: dict[int, dict[str, Answer]] = {}
+    for record in records:
         if isinstance(record, dict) and isinstance(record.get("round"), int) and record.get("agent") in agents:
             by_round.setdefault(record["round"], {})[record["agent"]] = Answer.from_dict(record)
     rounds: list[Round] = []
     while len(rounds) in by_round and set(by_round[len(rounds)]) == set(agents):
         rounds.append([by_round[len(rounds)][name] for name in agents])
-    kept = [json.dumps({"round": k, **a.to_dict()}) for k, answers in enumerate(rounds) for a in answers]
-    if len(kept) != sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()):
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return rounds, bool(dropped) or len(records) != len(rounds) * len(agents)
+
+
+def load_transcript(run_dir: RunDir, agents: list[str]) -> list[Round]:
+    """The finished rounds of a run's transcript.jsonl: consecutive from round 0, each with every agent. A torn last
+    line or a round cut short is dropped (the file is rewritten without it), so those answers are asked again."""
+    path = run_dir.file(TRANSCRIPT)
+    rounds, rest = read_transcript(path, agents)
+    if rest:
+        atomic_write_text(path, "".join(json.dumps({"round": k, **a.to_dict()}) + "\n"
+                                        for k, answers in enumerate(rounds) for a in answers))
     return rounds
+
+
+def debated_rounds(folder: Path, agents: list[str]) -> int:
+    """The rounds a run folder already holds: in its transcript, or in its checkpoint (a transcript cut short)."""
+    rounds, _ = read_transcript(folder / TRANSCRIPT, agents)
+    return max(len(rounds), len(asyncio.run(saved_rounds(folder / CHECKPOINT))))
+
+
+def check_resume(cfg: DebateConfig, folder: Path) -> None:
+    """Refuse, before anything is written, a resume that would lose finished work: fewer rounds than the run already
+    debated (its results and config.yaml would drop them while its transcript kept them), or a checkpoint that
+    cannot be read (``saved_rounds`` names it)."""
+    if cfg.rounds == 0:  # the dry run: nothing is read or written
+        return
+    check_more_rounds(cfg, folder, debated_rounds(folder, [a.label for a in cfg.agents]))
+
+
+def check_more_rounds(cfg: DebateConfig, folder: Path, rounds: int) -> None:
+    asked = rounds - 1
+    if asked > cfg.debate_rounds:
+        raise UsageError(f"{folder}: already has {asked} debate rounds; --rounds can only extend it (asked: "
+                         f"{cfg.debate_rounds}); nothing was written",
+                         hint=f"resume with --rounds {asked} or more (or without --rounds), or start a new run "
+                         "for a shorter debate")
 
 
 def append_round(run_dir: RunDir, number: int, answers: Round, name: str = TRANSCRIPT) -> None:
@@ -155,6 +216,15 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
         announce(f"rule {rule}: {n_rounds} debate rounds asked with no --rule, so the best debating rule measured "
                  "decides (docs/benchmarks/debate_rules.md); --rule to choose another")
     done = load_transcript(run_dir, names)
+    saved = asyncio.run(saved_rounds(run_dir.file(CHECKPOINT)))
+    check_more_rounds(cfg, run_dir.path, max(len(done), len(saved)))  # run_command checked it before writing
+    if len(saved) > len(done):  # the transcript lost rounds the checkpoint holds (cut short): written back from it
+        for number in range(len(done), len(saved)):
+            append_round(run_dir, number, saved[number])
+        announce(f"{TRANSCRIPT}: rounds {len(done)}-{len(saved) - 1} written back from {CHECKPOINT} (the file had "
+                 "been cut short)" if len(saved) - len(done) > 1 else
+                 f"{TRANSCRIPT}: round {len(done)} written back from {CHECKPOINT} (the file had been cut short)")
+        done = saved
     if done:
         announce(f"resuming after round {len(done) - 1}: {len(done)} of {n_rounds + 1} rounds in {TRANSCRIPT}")
     for number, answers in enumerate(done):
@@ -165,14 +235,20 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     task = progress.task("debate rounds" if done else "round 0: independent answers", total=max(debating, 1))
     task.update(completed=min(max(len(done) - 1, 0), debating) if debating else min(len(done), 1))
     start = time.perf_counter()
+    evented = {e.get("round") for e in run_dir.events("round")}
 
     def finished(number: int, answers: Round) -> None:
-        if len(load_transcript(run_dir, names)) <= number:  # killed after writing it, before its checkpoint: once
-            append_round(run_dir, number, answers)
-        t = vote(answers, cfg.decision)
-        run_dir.event("round", round=number, votes=t.to_dict(), agreement=t.share(),
-                      unparseable=sum(a.answer is None and a.error is None for a in answers),
-                      errors=sum(a.error is not None for a in answers))
+        # A round the transcript holds but the checkpoint did not (killed between the two) comes back here once
+        # more: it was written, described and counted above, and its event is recorded once.
+        if number not in evented:
+            t = vote(answers, cfg.decision)
+            run_dir.event("round", round=number, votes=t.to_dict(), agreement=t.share(),
+                          unparseable=sum(a.answer is None and a.error is None for a in answers),
+                          errors=sum(a.error is not None for a in answers))
+            evented.add(number)
+        if number < len(done):
+            return
+        append_round(run_dir, number, answers)
         announce(describe_round(number, answers, cfg.decision))
         if number == 0 and debating:
             task.update(description="debate rounds")

@@ -7,7 +7,9 @@ c50e92e); the test runs the same cases on today's engine and compares the files 
 field that is not a function of the seeds: the clock is frozen (every ``seconds`` is 0). Recorded again when the
 ReConcile vote's weight of an answer stating no confidence became the documented 0.5 (it was binned to 0.1): the
 votes and the winners they decide changed, no transcript did; and when results.json gained ``first_error``, then
-``stop_reason`` (null in every case: nothing else changed)."""
+``stop_reason`` (null in every case: nothing else changed). The judge's label (results.json's ``judge``, report.md's
+``judge:``) was edited by hand when it came to name what answers for a routing config with no ``judge`` route (its
+models in file order), not a judge route it lacks; no answer changed."""
 
 from __future__ import annotations
 

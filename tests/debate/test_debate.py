@@ -245,6 +245,10 @@ def test_visibility_and_on_disagreement_in_a_debate(in_tmp: Path, visibility: st
     provider.calls.clear()
     assert DebateConfig().rule == "vote" and DebateConfig().debate_rounds == 0  # the default: the vote, no round
     cfg = setup(in_tmp, topic="What is 3 times 4?", visibility=visibility, rule="vote")
+    if visibility != "full":  # the vote asks no debate round, so no agent would see the others: refused, not ignored
+        with pytest.raises(UsageError, match=f"visibility: '{visibility}' would never apply: rule vote decides"):
+            prepare(cfg)
+        cfg = setup(in_tmp, topic="What is 3 times 4?", rule="vote")
     results, folder = run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": provider}})
     assert len(provider.calls) == 3 and results["rounds_asked"] == 0 and results["final"]["rule"] == "vote"
     assert results["final"]["answer"] == "12" and "no debate round was asked" in (folder / "report.md").read_text()
@@ -403,3 +407,60 @@ def test_failed_calls_name_their_cause_are_marked_failed_and_stop_the_rounds(in_
     assert "does not fit the context of 512" in report and "Next step: " in report and "Stopped early: " in report
     from agentlab.debate.report import next_step  # a model named *-context that refused a connection: no such advice
     assert "--visibility" not in next_step("model 'long-context-7b': connection refused")
+
+
+def interrupted_in_round_2(tmp: Path) -> tuple[DebateConfig, Path]:
+    """A 3-round debate stopped while round 2 is asked: rounds 0 and 1 in its transcript and its checkpoint."""
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        if rounds_seen(messages) == 2:
+            raise KeyboardInterrupt
+        return f"Answer: {rounds_seen(messages) + 1}"
+
+    cfg = setup(tmp, topic="What is 1 plus 2?", rounds=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": ScriptedProvider("s", [reply])}})
+    (folder,) = (tmp / "runs" / "debate").iterdir()
+    return cfg, folder
+
+
+def transcript_rounds(folder: Path) -> list[int]:
+    return [json.loads(line)["round"] for line in (folder / "transcript.jsonl").read_text().splitlines()]
+
+
+def test_a_transcript_cut_short_is_written_back_from_the_checkpoint(in_tmp: Path) -> None:
+    """Round 1 is in the checkpoint but its last line was cut off the transcript: it is written back from the
+    checkpoint (not asked again: the checkpoint says it is done), and no later round is dropped. It said "resuming
+    after round 0", then load_transcript dropped round 2 as not following round 0: the transcript ended 0, 3."""
+    cfg, folder = interrupted_in_round_2(in_tmp)
+    path = folder / "transcript.jsonl"
+    path.write_bytes(path.read_bytes()[:-40])
+    resumed = ScriptedProvider("s", [lambda model, messages, params: f"Answer: {rounds_seen(messages) + 1}"])
+    said: list[str] = []
+    results, _ = run_in_folder("debate", cfg, run, resume=folder, announce=said.append,
+                               inputs={**prepare(cfg), "providers": {"s": resumed}})
+    assert sorted(rounds_seen(c.messages) for c in resumed.calls) == [2, 2, 2, 3, 3, 3]
+    assert transcript_rounds(folder) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert [r["vote"]["winner"] for r in results["per_round"]] == ["1", "2", "3", "4"]
+    assert "transcript.jsonl: round 1 written back from debate.sqlite (the file had been cut short)" in said
+    assert "resuming after round 1: 2 of 4 rounds in transcript.jsonl" in said
+
+
+def test_a_round_in_the_transcript_but_not_the_checkpoint_is_recorded_once(in_tmp: Path) -> None:
+    """Killed after round 2 reached the transcript and events.jsonl, before its checkpoint: the resume finishes round
+    2 again in the graph, but its event and console line are not repeated (events were 0, 1, 2, 2, 3)."""
+    cfg, folder = interrupted_in_round_2(in_tmp)
+    lines = (folder / "transcript.jsonl").read_text().splitlines()
+    with open(folder / "transcript.jsonl", "a") as handle:
+        handle.writelines(json.dumps({**json.loads(line), "round": 2, "text": "Answer: 3", "answer": "3"}) + "\n"
+                          for line in lines[3:])
+    with open(folder / "events.jsonl", "a") as handle:
+        handle.write(json.dumps({"kind": "round", "round": 2}) + "\n")
+    said: list[str] = []
+    resumed = ScriptedProvider("s", [lambda model, messages, params: f"Answer: {rounds_seen(messages) + 1}"])
+    run_in_folder("debate", cfg, run, resume=folder, announce=said.append,
+                  inputs={**prepare(cfg), "providers": {"s": resumed}})
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in events if e.get("kind") == "round"] == [0, 1, 2, 3]
+    assert [line.split(":")[0] for line in said if line.startswith("round ")] == ["round 0", "round 1", "round 2",
+                                                                                 "round 3"]
+    assert transcript_rounds(folder) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]

@@ -299,3 +299,141 @@ def test_gguf_agents_on_llama_cpp_answer_through_the_schema(topic: str, kind: st
             assert re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", reply["answer"])
         else:
             assert answer["answer"] in ("yes", "no", "mixed")
+
+
+SCRIPTED = """providers:
+  s: {kind: scripted, replies: ["Answer: 11\\nConfidence: 80%"]}
+models:
+  a: {provider: s, model: a}
+  b: {provider: s, model: b}
+"""
+TWO = ["--llm", "llm.yaml", "--set", "agents=[{model: a}, {model: b}]"]
+
+
+def scripted(in_tmp: Path) -> None:
+    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_resume_with_fewer_rounds_is_refused_before_anything_is_written(in_tmp: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """--rounds 1 on a finished 3-round debate cut results.json, report.md and config.yaml to 1 round while the
+    transcript kept all 4 (`rounds[: n_rounds + 1]`)."""
+    scripted(in_tmp)
+    assert main(["debate", "--topic", "What is 5 plus 6?", *TWO, "--rounds", "3", "--out", "d"]) == 0
+    before = snapshot(in_tmp / "d")
+    capsys.readouterr()
+    assert main(["debate", "--resume", "d", "--rounds", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: d: already has 3 debate rounds; --rounds can only extend it" in err and "Traceback" not in err
+    assert "--rounds 3 or more" in err and err.count("error:") == 1
+    assert snapshot(in_tmp / "d") == before
+    assert main(["debate", "--resume", "d", "--rounds", "4"]) == 0  # extending it still works
+    assert json.loads((in_tmp / "d" / "results.json").read_text())["rounds_asked"] == 4
+
+
+def test_eval_resume_refuses_a_task_file_edited_in_place(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """The same --task path with other questions: the resume mixed the old scores with the new file's questions."""
+    scripted(in_tmp)
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 5+6?", "answer": "11"}\n'
+                                       '{"question": "What is 5+5?", "answer": "10"}\n')
+    assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--rounds", "1", "--limit", "1", "--out", "e"]) == 0
+    before = snapshot(in_tmp / "e")
+    (in_tmp / "task.jsonl").write_text("".join(f'{{"question": "What is {n}+1?", "answer": "{n + 1}"}}\n'
+                                               for n in range(4)))
+    capsys.readouterr()
+    assert main(["debate", "eval", "--resume", "e", "--limit", "4"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "task.jsonl:1: the task file changed since this run scored that line" in err
+    assert "'What is 5+6?'" in err and "'What is 0+1?'" in err and "Traceback" not in err
+    assert snapshot(in_tmp / "e") == before
+    # questions added after the scored ones are no change to them: that resume goes on
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 5+6?", "answer": "11"}\n'
+                                       '{"question": "What is 9+1?", "answer": "10"}\n')
+    assert main(["debate", "eval", "--resume", "e", "--limit", "2"]) == 0
+
+
+@pytest.mark.parametrize("torn", [b'{"id": 1, "line": 2, "quest', b"\xff"])
+def test_eval_resume_rewrites_a_torn_last_line_before_appending(torn: bytes, in_tmp: Path) -> None:
+    """The question scored on resume was appended onto the torn line (one invalid line, asked again on every later
+    resume); stray bytes that are no UTF-8 were an internal error."""
+    scripted(in_tmp)
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 5+6?", "answer": "11"}\n'
+                                       '{"question": "What is 9+2?", "answer": "11"}\n')
+    assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--rounds", "1", "--limit", "1", "--out", "e"]) == 0
+    with open(in_tmp / "e" / "questions.jsonl", "ab") as handle:
+        handle.write(torn)
+    assert main(["debate", "eval", "--resume", "e", "--limit", "2"]) == 0
+    lines = (in_tmp / "e" / "questions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [0, 1]
+    assert json.loads((in_tmp / "e" / "results.json").read_text())["questions"] == 2
+
+
+@pytest.mark.parametrize("args, says", [
+    (["debate", "--topic", "caf\udce9 7*8?", *TWO], "--topic: not UTF-8 text (byte 0xe9 at character 4)"),
+    (["debate", "--topic", "q 1", *TWO, "--out", "runs/x\udcff"], "--out: not UTF-8 text (byte 0xff at character 7)"),
+    (["debate", "eval", "--task", "task.jsonl", *TWO, "--out", "runs/x\udcff"], "--out: not UTF-8 text (byte 0xff"),
+])
+def test_arguments_that_are_no_utf8_are_one_line_and_exit_2(args: list[str], says: str, in_tmp: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """It was an internal error (UnicodeEncodeError, exit 1) after the run folder was made (it held run.lock)."""
+    scripted(in_tmp)
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 5+6?", "answer": "11"}\n')
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert says in err and "Traceback" not in err and "internal error" not in err
+    assert not (in_tmp / "runs").exists()
+
+
+def test_run_files_with_bad_bytes_resume_or_say_which_file(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A stray byte that is no UTF-8 at the end of transcript.jsonl is a torn line (dropped, the run goes on); a
+    debate.sqlite that is no SQLite file is one line naming it and saying it can be deleted (exit 2, nothing
+    written); deleted, the resume goes on from the transcript. Both were internal errors (exit 1)."""
+    scripted(in_tmp)
+    assert main(["debate", "--topic", "What is 5 plus 6?", *TWO, "--rounds", "1", "--out", "d"]) == 0
+    with open(in_tmp / "d" / "transcript.jsonl", "ab") as handle:
+        handle.write(b"\xff")
+    assert main(["debate", "--resume", "d", "--rounds", "2"]) == 0
+    lines = (in_tmp / "d" / "transcript.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [0, 0, 1, 1, 2, 2]
+    (in_tmp / "d" / "debate.sqlite").write_bytes(b"\xff" * 4096)
+    before = snapshot(in_tmp / "d")
+    capsys.readouterr()
+    assert main(["debate", "--resume", "d", "--rounds", "3"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "d/debate.sqlite: not a readable debate checkpoint" in err and "delete it" in err
+    assert "Traceback" not in err and err.count("error:") == 1 and snapshot(in_tmp / "d") == before
+    (in_tmp / "d" / "debate.sqlite").unlink()
+    assert main(["debate", "--resume", "d", "--rounds", "3"]) == 0
+    lines = (in_tmp / "d" / "transcript.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--base-model", "nosuch"], "base_model: 'nosuch' would never be loaded: every agent is a routed model"),
+    (["--visibility", "answer"], "visibility: 'answer' would never apply: rule vote decides on round 0"),
+])
+def test_options_that_would_be_ignored_are_refused(args: list[str], says: str, in_tmp: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    scripted(in_tmp)
+    assert main(["debate", "--topic", "What is 5 plus 6?", *TWO, *args]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert says in err and err.count("error:") == 1 and "Traceback" not in err
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("routes, says", [
+    ("", "judge (the routing config's models in file order, first a; it has no judge or default route)"),
+    ("routes:\n  default: {primary: [b]}\n", "judge (the routing config's default route; it has no judge route)"),
+    ("routes:\n  judge: {primary: [b]}\n", "judge (the routing config's judge route)"),
+])
+def test_the_dry_run_names_what_really_answers_for_the_judge(routes: str, says: str, in_tmp: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """It said "the routing config's judge route" where the config had none and its default route answered."""
+    (in_tmp / "llm.yaml").write_text(SCRIPTED + routes)
+    assert main(["debate", "--topic", "What is 5 plus 6?", *TWO, "--rounds", "0"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # the console is stderr
+    assert says in err, err

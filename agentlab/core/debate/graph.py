@@ -27,6 +27,7 @@ transcripts and decisions (``tests/debate/test_debate_graph.py`` against answers
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from agentlab.core.debate.answers import Answer, Round, all_failed
 from agentlab.core.debate.engine import Panel, ask, judge, others_of
 from agentlab.core.debate.protocol import Kind, conversation
 from agentlab.core.debate.rules import stops_after_round0
+from agentlab.core.errors import InputError
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -161,6 +163,25 @@ class Debate:
             else:  # a finished thread: nothing left to ask
                 final = dict(snapshot.values)
         return _result(final)
+
+
+async def saved_rounds(checkpoint: Path) -> list[Round]:
+    """The finished rounds that the debate's checkpoint file holds ([] when it holds none), read without running the
+    graph: a resume compares them with the transcript before anything is asked or written. A file that is no SQLite
+    checkpoint (overwritten, cut short) is ``InputError`` naming it: deleting it resumes from the transcript."""
+    if not checkpoint.is_file():
+        return []
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    try:
+        async with AsyncSqliteSaver.from_conn_string(str(checkpoint)) as saver:
+            saved = await saver.aget_tuple({"configurable": {"thread_id": THREAD}})
+        rows = (saved.checkpoint.get("channel_values") or {}).get("rounds") if saved is not None else None
+        return [_answers(r) for r in rows or []]
+    except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"{checkpoint}: not a readable debate checkpoint ({type(exc).__name__}: {exc})",
+                         hint=f"delete it ({checkpoint.name}): --resume then continues from the transcript, and "
+                         "only the rounds missing from it are asked again") from None
 
 
 def _answers(rows: list[dict[str, Any]]) -> Round:
