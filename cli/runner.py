@@ -103,6 +103,7 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
         FolderOptions,
         check_out_folder,
         check_resume_settings,
+        command_words,
         resume_target,
         run_in_folder,
     )
@@ -126,7 +127,7 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
             raw = spec.base(stack) if callable(spec.base) else spec.base
             assert spec.model is not None, "run_command needs `model` or `load`"
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else asked.config, spec.model, overrides,
-                              base=raw, schema=command)
+                              base=raw, schema=command_words(command).split()[0])  # `config show debate`
         if resume_dir is not None:  # before anything loads: run_in_folder checks the settings again
             check_resume_settings(resume_dir, cfg, command)
             if spec.check_resume is not None:

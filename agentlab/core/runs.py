@@ -341,6 +341,15 @@ def run_status(path: str | Path, info: dict[str, Any] | None = None) -> str:
     return INTERRUPTED if status == RUNNING and not is_live(path) else status
 
 
+# run names (runs/NAME/, run.json's command) that are a subcommand on the command line
+_COMMAND_WORDS = {"debate-eval": "debate eval"}
+
+
+def command_words(name: str) -> str:
+    """How a run name is typed after ``agentlab``: ``debate eval`` for ``debate-eval``; the name itself else."""
+    return _COMMAND_WORDS.get(name, name)
+
+
 def run_info(path: str | Path, command: str | None = None) -> dict[str, Any]:
     """run.json of the run folder ``path``; ``RunDirError`` (exit 2) when it is not a run folder (of ``command``)."""
     path = Path(path)
@@ -349,7 +358,8 @@ def run_info(path: str | Path, command: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = read_json(path / "run.json")
     if command is not None and info.get("command") != command:
         raise RunDirError(f"{path}: is a '{info.get('command')}' run, not '{command}'",
-                          hint=f"give a run folder of `agentlab {command}` (`agentlab {info.get('command')} -h` says "
+                          hint=f"give a run folder of `agentlab {command_words(command)}` (`agentlab "
+                          f"{command_words(str(info.get('command')))} -h` says "
                           "whether and how this one continues)")
     return info
 

@@ -356,6 +356,20 @@ def test_eval_resume_refuses_a_task_file_edited_in_place(in_tmp: Path, capsys: p
     assert main(["debate", "eval", "--resume", "e", "--limit", "2"]) == 0
 
 
+def test_hints_name_the_commands_as_typed(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """An eval run is named debate-eval in runs/ and run.json: hints said `agentlab config show debate-eval` and
+    `agentlab debate-eval -h`, neither of which exists."""
+    scripted(in_tmp)
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 5+6?", "answer": "11"}\n')
+    assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--limit", "0"]) == 2
+    assert "`agentlab config show debate` lists every field" in " ".join(capsys.readouterr().err.split())
+    assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--rounds", "1", "--out", "e"]) == 0
+    capsys.readouterr()
+    assert main(["debate", "--resume", "e"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "`agentlab debate eval -h` says whether" in err and "debate-eval -h" not in err
+
+
 @pytest.mark.parametrize("torn", [b'{"id": 1, "line": 2, "quest', b"\xff"])
 def test_eval_resume_rewrites_a_torn_last_line_before_appending(torn: bytes, in_tmp: Path) -> None:
     """The question scored on resume was appended onto the torn line (one invalid line, asked again on every later
