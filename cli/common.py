@@ -27,7 +27,26 @@ if TYPE_CHECKING:
 
 # Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
 # No emoji codes: model text saying ":fire:" prints as written (see safe_text).
-console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Whoever read the output went away (``agentlab ... 2>&1 | head -2``): the run stops as on Ctrl-C, recorded
+        ``interrupted`` so --resume continues it. rich's own exit recorded the run ``failed`` with "SystemExit: 1"
+        and pointed stdout, not this console's stderr, at /dev/null. From a progress bar's refresh thread, a SIGINT
+        to this process, so the run stops in the main thread."""
+        import os
+        import signal
+        import threading
+
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.file.fileno())  # what else is written there (a log line) is dropped, not an error
+        os.close(devnull)
+        if threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+console = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 ConfigOpt = Annotated[
     Path | None,

@@ -329,3 +329,20 @@ def test_resume_of_a_live_nas_run_is_refused(in_tmp: Path, capsys: pytest.Captur
         assert main(["nas", "--resume", str(in_tmp / "live")]) == 2
         one_error(capsys, "is still running in process")
         assert live.status == "running"
+
+
+def test_a_reader_that_goes_away_interrupts_the_run_for_resume(in_tmp: Path) -> None:
+    """`agentlab debate ... 2>&1 | head -2`: rich's broken-pipe exit recorded the run failed with "SystemExit: 1"."""
+    (in_tmp / "llm.yaml").write_text('providers:\n  s: {kind: scripted, replies: ["Answer: 11\\nConfidence: 80%"], '
+                                     'latency_s: 0.3}\nmodels:\n  a: {provider: s, model: a}\n'
+                                     '  b: {provider: s, model: b}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "debate", "--topic", "What is 5 plus 6?", "--llm",
+                             "llm.yaml", "--set", "agents=[{model: a}, {model: b}]", "--rounds", "3", "--out", "d"],
+                            stderr=subprocess.PIPE, cwd=in_tmp)
+    assert proc.stderr is not None
+    proc.stderr.readline()  # "run folder: d"
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 130
+    info = json.loads((in_tmp / "d" / "run.json").read_text())
+    assert info["status"] == "interrupted" and "SystemExit" not in str(info.get("error"))
+    assert main(["debate", "--resume", "d"]) == 0
