@@ -102,15 +102,7 @@ def test_rounds_show_the_others_answers_and_the_vote_decides(in_tmp: Path) -> No
 
 
 def test_interrupted_after_round_1_resumes_with_only_the_rest(in_tmp: Path) -> None:
-    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
-        if rounds_seen(messages) == 2:
-            raise KeyboardInterrupt
-        return f"Answer: {rounds_seen(messages) + 1}"
-
-    cfg = setup(in_tmp, topic="What is 1 plus 2?", rounds=3)
-    with pytest.raises(KeyboardInterrupt):
-        run_in_folder("debate", cfg, run, inputs={**prepare(cfg), "providers": {"s": ScriptedProvider("s", [reply])}})
-    (folder,) = (in_tmp / "runs" / "debate").iterdir()
+    cfg, folder = interrupted_in_round_2(in_tmp)
     lines = (folder / "transcript.jsonl").read_text().splitlines()
     assert sorted({json.loads(line)["round"] for line in lines}) == [0, 1] and len(lines) == 6
     assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
