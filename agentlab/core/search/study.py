@@ -92,6 +92,33 @@ def check_journal(storage: str, what: str = "search.storage") -> None:
                           "written to it", hint="give a new or existing journal file path, or an sqlite:/// URL")
 
 
+def check_sqlite(storage: str, what: str = "search.storage", *, create: bool = True) -> None:
+    """``ConfigError`` before Optuna opens an ``sqlite:///`` URL's existing file that is no SQLite database, or one
+    of something else (tables, none of them Optuna's ``studies``): Optuna wrote its schema beside the user's tables.
+    ``create`` False (a worker joining a run): an empty database too, which Optuna would fill with its schema."""
+    import sqlite3
+    from contextlib import closing
+
+    path = Path((url_where(storage) or "").partition("?")[0])
+    if not storage.startswith("sqlite:///") or not path.is_file():
+        return
+    tables: set[str] = set()
+    if path.stat().st_size:
+        try:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+                tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{what}: {path} is not an SQLite database ({exc}); nothing was written to it",
+                              hint="give a new file, an Optuna database, or a journal file path") from None
+    if tables and "studies" not in tables:
+        raise ConfigError(f"{what}: {path} is an SQLite database of something else (tables: "
+                          f"{', '.join(sorted(tables)[:5])}), not Optuna's; nothing was written to it",
+                          hint="give a new file or an Optuna database")
+    if not tables and not create:
+        raise ConfigError(f"{what}: {path} holds no Optuna study (an empty database); nothing was written to it",
+                          hint="give the store the run made (its `store`, or sqlite:///RUN/population.db)")
+
+
 def check_storage(storage: str, what: str = "search.storage") -> None:
     """A bad ``storage`` as one line before any run folder exists: a journal path is read, not created
     (``check_journal``); a URL is opened (a database server is reached, an SQLite file made)."""
@@ -101,10 +128,11 @@ def check_storage(storage: str, what: str = "search.storage") -> None:
         check_journal(storage, what)
 
 
-def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db"
-                 ) -> Any:
+def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db",
+                 create: bool = True) -> Any:
     """SQLite ``default`` in the run folder when ``storage`` is None; ``*.log``/``*.jsonl``-like paths (no ``://``)
-    are journal files; else an Optuna storage URL. ``what`` names the setting in errors."""
+    are journal files; else an Optuna storage URL. ``what`` names the setting in errors; ``create`` False: an
+    existing empty SQLite file is refused (``check_sqlite``)."""
     import optuna
 
     if storage is None:
@@ -123,6 +151,7 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
                               hint="give a new or existing journal file path, or an sqlite:/// URL") from None
     from sqlalchemy.exc import DBAPIError
 
+    check_sqlite(storage, what, create=create)
     for attempt in range(4):
         try:
             if storage.startswith(SERVER_URLS):

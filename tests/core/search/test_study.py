@@ -40,7 +40,7 @@ def test_damaged_database_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "study.db").write_bytes(b"not a database at all" * 100)
     with pytest.raises(RunDirError, match="study.db: cannot open the study"):
         open_study(None, tmp_path, name="s", directions=["minimize"])
-    with pytest.raises(ConfigError, match=r"x.storage: cannot open 'sqlite:.*file is not a database$"):
+    with pytest.raises(ConfigError, match=r"x.storage: .*study.db is not an SQLite database \(file is not a database"):
         open_study(f"sqlite:///{tmp_path / 'study.db'}", tmp_path, name="s", directions=["minimize"], what="x.storage")
 
 
@@ -166,3 +166,29 @@ def test_bad_journal_paths_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="study.db is an SQLite database, not a journal file") as err:
         open_study(str(db), tmp_path, name="s", directions=["minimize"])
     assert f"sqlite:///{db}" in (err.value.hint or "")
+
+
+def test_an_sqlite_file_that_is_not_optunas_is_refused_unchanged(tmp_path: Path) -> None:
+    """Optuna wrote its 13 tables beside a user's own (`evolve worker --store sqlite:///plain.db` said "holds no
+    evolve population" after it had), and into a file of text it failed late."""
+    import sqlite3
+    from contextlib import closing
+
+    from agentlab.core.search.study import open_storage
+
+    plain, text, empty = tmp_path / "plain.db", tmp_path / "text.db", tmp_path / "empty.db"
+    with closing(sqlite3.connect(plain)) as con:
+        con.execute("CREATE TABLE t (x)")
+        con.commit()
+    text.write_text("hello")
+    empty.write_bytes(b"")
+    before = {p: p.read_bytes() for p in (plain, text, empty)}
+    with pytest.raises(ConfigError, match=r"plain.db is an SQLite database of something else \(tables: t\)"):
+        open_study(f"sqlite:///{plain}", tmp_path, name="s", directions=["minimize"])
+    with pytest.raises(ConfigError, match="text.db is not an SQLite database"):
+        open_storage(f"sqlite:///{text}", tmp_path)
+    with pytest.raises(ConfigError, match="empty.db holds no Optuna study"):  # a worker joins, never creates
+        open_storage(f"sqlite:///{empty}", tmp_path, create=False)
+    assert {p: p.read_bytes() for p in before} == before
+    open_study(f"sqlite:///{empty}", tmp_path, name="s", directions=["minimize"])  # a new, empty file: a new study
+    open_storage(f"sqlite:///{empty}", tmp_path, create=False)  # an Optuna database now
