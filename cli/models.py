@@ -3,7 +3,10 @@ against the disk."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -195,6 +198,27 @@ def list_models(
     console.print(table)
 
 
+@contextlib.contextmanager
+def _assembly_lines() -> Iterator[None]:
+    """The line the built-in models' module logs when it assembles a split model's GGUF from its parts (once, about
+    1.6 GB for both Qwen models), printed on the console: `check` otherwise writes that much to the cache without a
+    word, whether or not logging is set up."""
+    logger = logging.getLogger("agentlab.core.models.builtin")
+
+    class Say(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            console.print(f"[cyan]{_shown(record.getMessage())}[/]", highlight=False)
+
+    handler, propagate = Say(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # said once, not again by a handler set up elsewhere
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 @app.command("check")
 def check(
     models_file: Annotated[Path | None, typer.Argument(help="The models file (as `agentlab pipeline run --models`; "
@@ -204,7 +228,8 @@ def check(
     json_: JsonOpt = False,
 ) -> None:
     """Which models of a models file exist on disk, their type and size, and the memory each needs at its configured
-    context (weights + KV cache + compute margin) against the free memory. Nothing is loaded.
+    context (weights + KV cache + compute margin) against the free memory. Nothing is loaded; a built-in model split
+    into parts (qwen2.5-coder-*) is assembled into the cache once, on first use, and a line says so.
 
     Exits 1 when a model the base pipeline requires is missing or does not fit.
     """
@@ -215,22 +240,29 @@ def check(
     if config is not None and models_file is not None and config != models_file:
         raise UsageError(f"two models files given: {models_file} and -c {config}", hint="give one of them")
     models_file = config or models_file or Path("configs/models.yaml")
-    cfg = load_models(models_file)
-    statuses = check_models(cfg)
+    with _assembly_lines():  # a split built-in (the Qwen models) is assembled on first use, here too
+        cfg = load_models(models_file)
+        statuses = check_models(cfg)
     failed = [s.name for s in statuses if s.required and not s.ok]
     if json_:
         print_json({"models": [s.to_dict() for s in statuses], "ok": not failed})
     else:
         from rich.table import Table
 
+        rows = [{key: safe_text(value) for key, value in s.cells().items()} for s in statuses]
         table = Table(title=f"models of {safe_text(models_file)}", title_justify="left", pad_edge=False)
-        table.add_column("model", no_wrap=True)
+        # On a narrow terminal the names and types fold onto more lines; the short columns keep their width (all of
+        # them no_wrap, rich cut every one, "fits" down to "…", at 80 columns for the Qwen models' names).
+        table.add_column("model", overflow="fold", min_width=12)
         for column in ("backend", "on disk", "type", "size", "needs", "fits"):
-            table.add_column(column, no_wrap=True)
+            widest = max([len(column), *(len(cells[column].split(" (")[0]) for cells in rows)])
+            if column == "type":  # "q4_k_m (declared q4_0)": the declared part may fold
+                table.add_column(column, overflow="fold", min_width=widest)
+            else:
+                table.add_column(column, no_wrap=True, min_width=widest)
         colour = {"yes": "[green]yes[/]", "missing": "[red]missing[/]", "no": "[red]no[/]",
                   "unreadable": "[red]unreadable[/]"}
-        for s in statuses:
-            cells = {key: safe_text(value) for key, value in s.cells().items()}
+        for s, cells in zip(statuses, rows, strict=True):
             kind = (f"[red]{safe_text(s.quantization_found)}[/] (declared {safe_text(s.quantization)})"
                     if s.quantization_mismatch else cells["type"])
             name = cells["model"] if s.required else f"{cells['model']} [dim](optional)[/]"

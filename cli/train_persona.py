@@ -76,7 +76,8 @@ def train_persona(
                     ("--eval", "eval.tasks", [t.strip() for v in eval_tasks or [] for t in v.split(",") if t.strip()]
                      or None), ("--mlflow", "mlflow", mlflow))
     run_command(CommandSpec("train-persona", TrainPersonaConfig, run, summary=_summary, distributed=True,
-                            prepare=lambda cfg: prepare(cfg, resuming=resume is not None), check_resume=check_resume),
+                            prepare=lambda cfg: prepare(cfg, resuming=resume is not None, run_dir=run_dir),
+                            check_resume=check_resume),
                 Invocation(config=config, sets=[*(set_ or []), *options], out=run_dir, resume=resume, json_=json_,
                            verbose=verbose))
 

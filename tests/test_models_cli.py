@@ -245,7 +245,13 @@ def _fake_adapter(folder: Path, base: str, r: int = 8) -> None:
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": r,
                                                             "base_model_name_or_path": base}))
-    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 2048)
+    (folder / "adapter_model.safetensors").write_bytes(_safetensors(2048))
+
+
+def _safetensors(size: int) -> bytes:
+    """A safetensors file of ``size`` bytes: one uint8 tensor after a 128-byte header (padded with spaces)."""
+    header = json.dumps({"w": {"dtype": "U8", "shape": [size - 136], "data_offsets": [0, size - 136]}}).encode()
+    return (128).to_bytes(8, "little") + header.ljust(128) + b"\0" * (size - 136)
 
 
 def test_list_shows_trained_adapters_with_their_base(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
@@ -267,6 +273,20 @@ def test_list_shows_trained_adapters_with_their_base(in_tmp: Path, capsys: pytes
     err = capsys.readouterr().err
     assert "adapters under adapters/" in err and "persona_a" in err and "smollm2-135m" in err
     assert "partial" not in err and "Traceback" not in err
+
+    # weights cut short (`export` refuses them: "weights cannot be read"): on the unreadable line, as a cut GGUF is
+    _fake_adapter(in_tmp / "adapters" / "cut", "models/tiny")
+    weights = in_tmp / "adapters" / "cut" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {Path(m["path"]).name for m in rows if m["format"] == "adapter"} == {"persona_a", "skill_units"}
+    assert [m["error"] for m in rows if m["format"] == "unreadable" and m["path"].endswith("cut")] == [
+        "adapters/cut/adapter_model.safetensors: not a readable safetensors file (truncated: the file has 1000 bytes, "
+        "its tensors end at byte 2048)"]
+    assert main(["models", "list"]) == 0
+    assert "unreadable: adapters/cut/adapter_model.safetensors: not a readable safetensors file (truncated" in " ".join(
+        capsys.readouterr().err.split())
 
     (in_tmp / "elsewhere").mkdir()
     assert main(["models", "list", "--adapters", "elsewhere"]) == 0
@@ -329,6 +349,68 @@ def test_export_hf_refuses_a_truncated_gguf(tiny_model: dict[str, Path], in_tmp:
     assert main(["models", "check", "m.yaml", "--json"]) == 1
     [status] = json.loads(capsys.readouterr().out)["models"]
     assert status["unreadable"] and "truncated: its tensor data needs" in status["note"]
+
+
+@pytest.mark.parametrize("how, says", [
+    ("bad-json", "config.json:2: invalid JSON"), ("empty-config", "config.json: names no model"),
+    ("config-only", ": no weights (none of model.safetensors"), ("no-tokenizer", ": no tokenizer (none of"),
+    ("cut-weights", "model.safetensors: not a readable safetensors file (truncated")])
+def test_export_hf_refuses_a_broken_transformers_folder(how: str, says: str, tiny_model: dict[str, Path],
+                                                        in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`export-hf junk/hf --out x1` with config.json `{` copied the folder and said "transformers folder: x1 (2 B)",
+    exit 0 (so did `{}`, and `{"model_type": "llama"}` with no weights), though `models list` and
+    `train-persona --base-model` refuse such folders."""
+    src = in_tmp / "src"
+    if how in ("no-tokenizer", "cut-weights"):
+        shutil.copytree(tiny_model["hf"], src, ignore=shutil.ignore_patterns("*.gguf"))
+        if how == "no-tokenizer":
+            (src / "tokenizer.json").unlink()
+        else:
+            (src / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes()[:5000])
+    else:
+        src.mkdir()
+        (src / "config.json").write_text({"bad-json": "{\n", "empty-config": "{}",
+                                          "config-only": '{"model_type": "llama"}'}[how])
+    assert main(["models", "export-hf", "src", "--out", "x1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert says in err and "Traceback" not in err, err
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["src"]
+
+
+def test_check_says_when_it_assembles_a_split_builtin_and_fits_80_columns(
+        tiny_model: dict[str, Path], in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """`models check` on a file naming the Qwen built-ins assembled both GGUFs (~1.6 GB) into the cache without a
+    word, and at 80 columns every cell of the `fits` column was `…`."""
+    import dataclasses
+    import hashlib
+
+    from agentlab.core.models.builtin import BUILTIN_MODELS
+
+    data = tiny_model["gguf"].read_bytes()
+    names = []
+    for i, piece in enumerate((data[:1000], data[1000:]), 1):  # a split model of fake part packages
+        folder = in_tmp / "site" / f"agentlab_fake_part{i}" / "data"
+        folder.mkdir(parents=True)
+        (folder / f"part{i:02d}.bin").write_bytes(piece)
+        names.append(f"agentlab_fake_part{i}")
+    monkeypatch.syspath_prepend(str(in_tmp / "site"))
+    monkeypatch.setenv("AGENTLAB_CACHE", str(in_tmp / "cache"))
+    monkeypatch.setitem(BUILTIN_MODELS, "qwen2.5-coder-9b", dataclasses.replace(
+        BUILTIN_MODELS["qwen2.5-coder-0.5b"], name="qwen2.5-coder-9b", file="fake.gguf", package=names[0],
+        parts=tuple(names), sha256=hashlib.sha256(data).hexdigest()))
+    monkeypatch.setenv("COLUMNS", "80")
+    (in_tmp / "m.yaml").write_text("models:\n  qwen2.5-coder-9b-instruct: {file: qwen2.5-coder-9b, quantization: "
+                                   "q4_0}\n  qwen2.5-coder-9b-spare: {file: qwen2.5-coder-9b, required_for_base: "
+                                   "false}\n")
+    assert main(["models", "check", "m.yaml"]) == 1  # the declared type differs: not ready
+    err = capsys.readouterr().err
+    assert err.count(f"assembling built-in model qwen2.5-coder-9b from 2 parts into {in_tmp / 'cache'}") == 1, err
+    table = err[err.index("┏"):err.index("┘")].splitlines()
+    assert max(map(len, table)) <= 80 and "…" not in "".join(table), err
+    assert [line.split("│")[-2].strip() for line in table if "llama_cpp" in line] == ["yes", "yes"], err
+    assert main(["models", "check", "m.yaml"]) == 1
+    assert "assembling" not in capsys.readouterr().err  # once
 
 
 def test_check_names_an_hf_folder_on_llama_cpp_a_folder(tiny_model: dict[str, Path], in_tmp: Path,

@@ -9,15 +9,17 @@ the tokenizer is known) a conversation longer than ``max_length`` tokens.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import AgentlabError, InputError
+from agentlab.core.errors import AgentlabError, InputError, one_line
 from agentlab.core.files import file_sha256, iter_jsonl
 from agentlab.core.models.convert import converted_folder, gguf_chat_template, quiet_transformers
-from agentlab.core.models.modelfiles import hf_config, read_gguf_header, safetensors_header
+from agentlab.core.models.modelfiles import check_hf_folder, read_gguf_header
 from agentlab.core.models.modelref import ModelRef, resolve_model
+from agentlab.train_persona.config import SHIPPED_PERSONAS, SHIPPED_SKILLS
 
 ROLES = ("system", "user", "assistant")
 _SHOWN = 5  # problems listed in one error; the rest are counted
@@ -75,6 +77,13 @@ def load_chat_jsonl(path: str | Path) -> ChatData:
     """Read and check every line of a chat JSONL file; ``InputError`` (exit 2) lists the first problems as
     ``file:line: message`` with the count of the rest."""
     path = Path(path)
+    if not path.exists():  # a mistyped shipped name (persona_z) is the usual cause: name them, and the nearest
+        names = (*SHIPPED_PERSONAS, *SHIPPED_SKILLS)
+        score = {name: difflib.SequenceMatcher(None, path.stem, name).ratio() for name in names}
+        nearest = [name for name in names if score[name] >= 0.6 and score[name] == max(score.values())]
+        guess = ", ".join(nearest[:-1]) + " or " + nearest[-1] if len(nearest) > 1 else "".join(nearest)
+        raise InputError(f"{path}: chat data file not found" + (f" (did you mean {guess}?)" if guess else ""),
+                         hint=f"give a chat JSONL file, or a shipped data name: {', '.join(names)}")
     problems: list[str] = []
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
@@ -105,15 +114,14 @@ def check_base_model(base_model: str) -> ModelRef:
     stops the run (``InputError``, exit 2, naming the file) before a run folder exists, not halfway through loading:
     a GGUF's header and the extent of its tensor data (``read_gguf_header``); a transformers folder's config.json
     (valid JSON that names a model) and each ``*.safetensors`` file's header and the extent of the tensors it
-    describes (a download or copy cut short ends before them)."""
+    describes (a download or copy cut short ends before them), and that it has its weights and a tokenizer
+    (``check_hf_folder``)."""
     ref = resolve_model(base_model, user="train-persona")
     try:
         if ref.format == "gguf":
             read_gguf_header(ref.path)
         else:
-            hf_config(ref.path)
-            for file in sorted(ref.path.glob("*.safetensors")):
-                safetensors_header(file)
+            check_hf_folder(ref.path)
     except AgentlabError as exc:
         raise InputError(f"--base-model {base_model}: {exc.message}",
                          hint=f"{exc.hint or 'check the model files'} (or choose another --base-model)") from None
@@ -123,16 +131,24 @@ def check_base_model(base_model: str) -> ModelRef:
 def load_tokenizer(ref: ModelRef) -> Any:
     """The base model's tokenizer alone (no weights), to measure the data before any model loads: from the
     transformers folder, or a GGUF's metadata (its cached conversion when there is one). ``ref``: from
-    ``check_base_model``."""
+    ``check_base_model``. A tokenizer that its files name but transformers cannot build (a damaged tokenizer.json,
+    one of a kind this transformers lacks) is ``InputError`` naming the model, not a traceback."""
     from transformers import AutoTokenizer
 
-    with quiet_transformers():
-        if ref.format == "hf":
-            return AutoTokenizer.from_pretrained(str(ref.path))
-        cached = converted_folder(ref.path)
-        if (cached / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(str(cached))
-        tokenizer = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+    try:
+        with quiet_transformers():
+            if ref.format == "hf":
+                return AutoTokenizer.from_pretrained(str(ref.path))
+            cached = converted_folder(ref.path)
+            if (cached / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(str(cached))
+            tokenizer = AutoTokenizer.from_pretrained(str(ref.path.parent), gguf_file=ref.path.name)
+    except ImportError:
+        raise
+    except Exception as exc:  # transformers raises ValueError, OSError, KeyError, ... for a tokenizer it cannot build
+        raise InputError(f"--base-model {ref.ref}: its tokenizer could not be loaded from {ref.path} "
+                         f"({one_line(exc)[:300]})", hint="check the model's tokenizer files (tokenizer.json, "
+                         "tokenizer_config.json), or choose another --base-model") from None
     if not getattr(tokenizer, "chat_template", None):  # some tokenizer converters drop it, as in convert.py
         tokenizer.chat_template = gguf_chat_template(ref.path)
     return tokenizer

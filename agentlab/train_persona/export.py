@@ -76,9 +76,15 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
                          hint=f"use one of: {', '.join(gguf_export.QUANT_KINDS)}")
     _check_out(out, force)
     adapter_config = read_adapter(adapter)
+    peft_type = adapter_config.get("peft_type")
+    if str(peft_type).upper() != "LORA":  # PEFT fails deep in torch on a prefix-tuning folder ("empty(): argument")
+        raise InputError(f"{adapter / ADAPTER_CONFIG}: peft_type is {peft_type!r}; only LoRA adapters can be merged "
+                         "and exported to GGUF", hint="export a LoRA adapter (what `agentlab train-persona` trains)")
     progress = progress or NullProgress()
     timings: dict[str, float] = {}
     written: list[Path] = []
+    created: list[Path] = []  # folders made for ``out``: removed again if the export fails
+    done = False
     try:
         base = resolve_base(adapter, adapter_config, base_model)
         with tempfile.TemporaryDirectory(prefix="agentlab-merge-") as tmp:
@@ -86,6 +92,7 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
             merged = merge_adapter(adapter, base, Path(tmp) / "merged", progress)
             timings["merge"] = time.perf_counter() - start
             start = time.perf_counter()
+            created = _make_parents(out)  # only now: bad input above leaves no empty folder behind
             written.append(_temp_beside(out))
             gguf_export.export_gguf(merged, written[-1], dtype, tokenizer_from=base.tokenizer_from,
                                     name=f"{Path(base.ref).name} + {adapter.resolve().name}", progress=progress)
@@ -99,12 +106,17 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
             timings["quantize"] = time.perf_counter() - start
         _check_out(out, force)  # it may have appeared while we worked
         os.replace(written[-1], out)
+        done = True
     except ImportError as exc:
         raise missing_package(exc) or exc from None
     finally:
         for path in written:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if not done:
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if still empty
     log.info("exported %s on %s to %s (%s)", adapter, base.description, out,
              ", ".join(f"{step} {seconds:.1f}s" for step, seconds in timings.items()))
     return out
@@ -178,11 +190,26 @@ def _check_out(out: Path, force: bool) -> None:
         raise InputError(f"{out}: is a folder; the export writes one GGUF file", hint="give a file path, e.g. OUT.gguf")
     if out.exists() and not force:
         raise InputError(f"{out}: already exists", hint="choose another path, or pass --force to replace it")
-    if not out.parent.is_dir():
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"{out.parent}: cannot create the folder ({exc.strerror or exc})") from None
+    # Checked, not made: the folder is created once the inputs have proved good (_make_parents).
+    ancestor = out.parent.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{out.parent}: cannot create the folder ({ancestor} is a file)",
+                         hint="give a path under a folder, e.g. models/NAME.gguf")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{out.parent}: cannot create the file there ({ancestor} is not writable)",
+                         hint="give a path in a folder you can write to")
+
+
+def _make_parents(out: Path) -> list[Path]:
+    """Create ``out``'s missing folders; returns those it made, outermost first."""
+    missing = [folder for folder in [out.parent, *out.parent.parents] if not folder.exists()][::-1]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out.parent}: cannot create the folder ({exc.strerror or exc})") from None
+    return missing
 
 
 def _temp_beside(out: Path) -> Path:

@@ -21,6 +21,7 @@ tokens, the mean loss over every step); its seconds and tokens/s are the last se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.config import absolute_paths
+from agentlab.core.config import REDACTED, absolute_paths, load_config, redact
 from agentlab.core.errors import UsageError
 from agentlab.core.files import check_replace, file_sha256, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
@@ -58,10 +59,12 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 
 
-def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any]:
-    """Everything checked before a run folder exists or a model loads: the data (every line), the output folder,
-    the base model (resolved, its files' headers checked; its tokenizer alone measures the conversations, its modules
-    built without weights check a list of LoRA target modules), the device and the MLflow URI."""
+def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False, run_dir: Path | None = None) -> dict[str, Any]:
+    """Everything checked before a run folder exists or a model loads: the data (every line), the output folder
+    (and, given ``run_dir``, the run folder ``--run-dir`` names, that the two do not overlap), the base model
+    (resolved, its files' headers checked; its tokenizer alone measures the conversations, its modules built without
+    weights check a list of LoRA target modules), the device and the MLflow URI."""
+    check_out_beside_run(cfg.out, run_dir)
     data = load_chat_jsonl(cfg.data.path)
     out = cfg.out
     if out is not None and not resuming:
@@ -79,11 +82,44 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False) -> dict[str, Any
     return {"data": data}
 
 
+# What a run folder holds of its own: an adapter written over one of these (or over the folder) destroys the run.
+RUN_FILES = ("config.yaml", "run.json", "events.jsonl", "results.json", "report.md", "loss.png", "trainer_state.json",
+             CHECKPOINTS, "lm-eval")
+
+
+def check_out_beside_run(out: Path | None, run_dir: Path | None, *, given: str = "--run-dir",
+                         resuming: bool = False) -> None:
+    """Refuse (``UsageError``, before any model loads) an adapter folder ``out`` that is the run folder, holds it,
+    or is one of the run's own files or folders: the adapter is saved by renaming its folder into place, so the run
+    folder (or its checkpoints) would be moved aside and deleted, or, without ``--force``, the whole training ends in
+    "appeared while training" every time. A folder inside the run folder is fine: the default is its ``adapter/``."""
+    if out is None or run_dir is None:
+        return
+    adapter, run = Path(out).resolve(), Path(run_dir).resolve()
+    if run.is_relative_to(adapter):
+        what = "is the run folder" if run == adapter else "holds the run folder"
+    elif adapter.parent == run and adapter.name in RUN_FILES:
+        what = f"is the run folder's own {adapter.name}"
+    else:
+        return
+    named = f"{given} {run_dir}" if given else str(run_dir)
+    raise UsageError(f"--out {out}: {what} ({named}); saving the adapter there would replace the run's files; "
+                     "nothing was written",
+                     hint="the run cannot save its adapter there: start a new run with another --out" if resuming
+                     else "choose another --out (by default the adapter goes to the run folder's adapter/), or "
+                     "another --run-dir")
+
+
 def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
-    """Refuse (``UsageError``, nothing written) a resume whose data file no longer holds what the run started on:
-    the same ``data.path`` with other content would mix two data sets in one adapter, as a new ``data.path`` would
-    (which ``check_resume_settings`` refuses). The run's first ``data`` event holds the file's sha256; a run killed
-    before it had one has nothing to compare, and a missing file is left to the data check."""
+    """Refuse (``UsageError``, nothing written) a resume whose adapter folder overlaps the run folder
+    (``check_out_beside_run``: a run started so before this check existed fails the same way each time), one whose
+    budget or settings its finished work cannot honour (``_check_budget``), and one whose data file no longer holds
+    what the run started on: the same ``data.path`` with other content would mix two data sets in one adapter, as a
+    new ``data.path`` would (which ``check_resume_settings`` refuses). The run's first ``data`` event holds the
+    file's sha256; a run killed before it had one has nothing to compare, and a missing file is left to the data
+    check."""
+    check_out_beside_run(cfg.out, folder, given="--resume", resuming=True)
+    _check_budget(cfg, folder)
     recorded = next((e.get("sha256") for e in read_events(folder, "data")), None)
     try:
         now = file_sha256(cfg.data.path)
@@ -96,6 +132,59 @@ def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
                          "new data")
 
 
+def _check_budget(cfg: TrainPersonaConfig, folder: Path) -> None:
+    """Refuse (``UsageError``, before anything loads or is written) a resume whose budget falls below the work its
+    newest checkpoint holds, and a resume of a finished run that changes settings it would not use.
+
+    Below the checkpoint: Trainer cannot untrain steps, so the run saved the checkpoint's adapter (6 steps) while
+    config.yaml and report.md said "at most 4". A finished run trains nothing (unless ``--eval`` asks for an
+    evaluation it has not had), yet its config.yaml was rewritten with the new values (``--epochs``, ``--force``,
+    ``train.save_steps``, ...), so it disagreed with the adapter and the report: no option is silently ignored."""
+    from agentlab.core.train.sft import last_checkpoint  # imports transformers and trl: training follows anyway
+
+    checkpoint = last_checkpoint(folder / CHECKPOINTS)
+    if checkpoint is not None:
+        step, epoch = _checkpoint_step(checkpoint), None
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            epoch = float(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["epoch"])
+        budget = (f"--max-steps {cfg.train.max_steps}" if cfg.train.max_steps and step > cfg.train.max_steps else
+                  f"--epochs {cfg.train.epochs:g}" if not cfg.train.max_steps and epoch is not None
+                  and epoch > cfg.train.epochs + 1e-6 else None)
+        if budget is not None:
+            held = f"{step} steps" + (f" ({epoch:.2f} epochs)" if epoch is not None else "")
+            raise UsageError(f"{folder}: {budget} is below the {held} the run's newest checkpoint "
+                             f"({Path(checkpoint).name}) already trained: steps cannot be untrained; nothing was "
+                             "written",
+                             hint="resume with a budget of at least that (or without the option: the run's own "
+                             "budget), or start a new run with the smaller one")
+    finished = _finished(cfg, folder)
+    if finished is None:
+        return
+    evaluating = bool(cfg.eval.tasks) and "eval" not in finished
+    changed = _changed_settings(folder, cfg, allowed=("eval", "mlflow") if evaluating else ())
+    if changed:
+        raise UsageError(f"{folder}: this run already trained its {finished['steps']} steps and saved its adapter, so "
+                         f"a resume trains nothing and would not use {'; '.join(changed)}; nothing was written",
+                         hint="resume without them, with a larger --max-steps to train on"
+                         + ("" if evaluating else ", with --eval TASK to score the adapter")
+                         + ", or start a new run with the new settings")
+
+
+def _changed_settings(folder: Path, cfg: TrainPersonaConfig, allowed: tuple[str, ...]) -> list[str]:
+    """The settings ``cfg`` changes from the run's config.yaml (as ``key old -> new``), other than ``allowed`` keys
+    and what lies under them; secrets are compared as config.yaml holds them (redacted)."""
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, dict) and data:
+            return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): data}
+
+    saved, asked = (flat(redact(absolute_paths(c).model_dump(mode="json")))
+                    for c in (load_config(folder / "config.yaml", TrainPersonaConfig), cfg))
+    return [f"{key} {saved.get(key)!r} -> {asked.get(key)!r}" for key in sorted(saved.keys() | asked.keys())
+            if saved.get(key) != asked.get(key) and REDACTED not in (saved.get(key), asked.get(key))
+            and not any(key == k or key.startswith(k + ".") for k in allowed)]
+
+
 def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatData | None = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or continue from the run's last checkpoint), save the adapter and its card, write the report; with
@@ -104,12 +193,17 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
 
     Under ``accelerate launch`` the other processes get a ``FollowerRun`` and no ``data``: they train their shard
     in the same folder and write nothing (nor log to MLflow)."""
-    finished = _finished(cfg, run_dir)
+    if isinstance(run_dir, RunDir):  # from Python: the CLI checked this before the folder existed
+        check_out_beside_run(cfg.out, run_dir.path, given="", resuming=run_dir.file(CHECKPOINTS).is_dir())
+    finished = _finished(cfg, run_dir.path)
     if finished is not None:  # resumed after it ended: Trainer would take one step past the budget
         (announce or log.info)(f"this run already trained its {finished['steps']} steps; its adapter is "
                                f"{finished['adapter']}: nothing to train")
         if not (cfg.eval.tasks and "eval" not in finished) or not isinstance(run_dir, RunDir):
             return finished  # before the MLflow run is reopened: nothing is logged, nothing left RUNNING
+        # Recorded before it starts: a stop during the evaluation then leaves the run "interrupted" with config.yaml
+        # asking for it, so --resume runs it (else the resume was undone: "completed", eval.tasks back to []).
+        run_dir.event("eval_requested", tasks=cfg.eval.tasks)
     tracker = (open_tracker(cfg.mlflow, "agentlab-train-persona", run_dir, params=cfg.model_dump(mode="json"))
                if isinstance(run_dir, RunDir) else NullTracker())
     with tracker:
@@ -119,13 +213,13 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
         return results
 
 
-def _finished(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun) -> dict[str, Any] | None:
-    """The results of a run that trained its whole budget (max_steps, else epochs) and saved its adapter, when
-    ``run_dir`` is one (a resume of a finished run); None otherwise. Every process of a distributed run reads the
-    same files, so all of them skip training alike."""
+def _finished(cfg: TrainPersonaConfig, folder: Path) -> dict[str, Any] | None:
+    """The results of a run that trained its whole budget (max_steps, else epochs) and saved its adapter, when the
+    run folder ``folder`` holds one (a resume of a finished run); None otherwise. Every process of a distributed run
+    reads the same files, so all of them skip training alike."""
     try:
-        results = json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))
-        state = json.loads(run_dir.file("trainer_state.json").read_text(encoding="utf-8"))
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
         steps, adapter = int(results["steps"]), Path(results["adapter"])
         all_steps = int(state["global_step"]) >= int(state["max_steps"])
         epochs = float(state["epoch"] or 0)

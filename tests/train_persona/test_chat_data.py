@@ -79,3 +79,13 @@ def test_personas_differ_in_style_on_checkable_answers() -> None:
     assert len(set(replies.values())) == 3
     for p, c in first.items():
         assert c["answer"] in replies[p]
+
+
+@pytest.mark.parametrize("name, guess", [("persona_z", "(did you mean persona_a, persona_b or persona_c?)"),
+                                         ("skill_unit", "(did you mean skill_units?)"), ("chats.jsonl", "")])
+def test_a_missing_file_lists_the_shipped_names_and_the_nearest(in_tmp: Path, name: str, guess: str) -> None:
+    """`--data persona_z` said only "chat data file not found", with a hint about the JSON of each line."""
+    with pytest.raises(InputError) as info:
+        load_chat_jsonl(name)
+    assert info.value.message == f"{name}: chat data file not found" + (f" {guess}" if guess else "")
+    assert "persona_a, persona_b, persona_c, skill_arithmetic, skill_geography, skill_units" in (info.value.hint or "")

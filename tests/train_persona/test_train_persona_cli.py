@@ -123,7 +123,17 @@ def _damaged(tiny: Path, folder: Path, how: str) -> tuple[Path, Path]:
         folder.mkdir()
         (folder / "cut.gguf").write_bytes((tiny / "model.gguf").read_bytes()[:20_000])
         return folder / "cut.gguf", folder / "cut.gguf"
+    if how == "bare-config":  # a folder holding only a config that names a model: a ValueError from the tokenizer
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+        return folder, folder
     shutil.copytree(tiny, folder, ignore=shutil.ignore_patterns("*.gguf"))
+    if how in ("no-tokenizer", "no-weights"):  # "internal error: ValueError" / a run folder left "failed"
+        (folder / ("tokenizer.json" if how == "no-tokenizer" else "model.safetensors")).unlink()
+        return folder, folder
+    if how == "tokenizer":  # a tokenizer.json transformers cannot build: an internal error too
+        (folder / "tokenizer.json").write_text("{bad")
+        return folder, folder
     if how == "config":  # transformers' message, with a hint about the disk and its permissions (exit 1)
         (folder / "config.json").write_text("{bad")
         return folder, folder / "config.json"
@@ -132,13 +142,20 @@ def _damaged(tiny: Path, folder: Path, how: str) -> tuple[Path, Path]:
     return folder, weights
 
 
-@pytest.mark.parametrize("how", ["gguf-cut", "config", "weights-header", "weights-cut"])
+@pytest.mark.parametrize("how, says", [
+    ("gguf-cut", ""), ("config", ""), ("weights-header", ""), ("weights-cut", ""),
+    ("no-tokenizer", ": no tokenizer (none of tokenizer.json"),
+    ("no-weights", ": no weights (none of model.safetensors"),
+    ("bare-config", ": no weights"), ("tokenizer", "its tokenizer could not be loaded from "),
+])
 def test_a_damaged_base_model_is_named_before_a_run_folder_exists(
-        how: str, in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+        how: str, says: str, in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     ref, named = _damaged(tiny_model["hf"], in_tmp / "damaged", how)
     assert train(ref, "--max-steps", "1") == 2
     err = capsys.readouterr().err
-    assert f"--base-model {ref}: {named}" in err and "Traceback" not in err and "internal error" not in err, err
+    expected = f"--base-model {ref}: its tokenizer could not be loaded from {named}" if how == "tokenizer" \
+        else f"--base-model {ref}: {named}{says}"
+    assert expected in err and "Traceback" not in err and "internal error" not in err, err
     assert "Loading weights" not in err and "base model" not in err and not (in_tmp / "runs").exists()
 
 
@@ -285,3 +302,34 @@ def test_shipped_persona_names_stand_for_their_data(in_tmp: Path) -> None:
         assert TrainPersonaConfig(data={"path": name}).data.path == SHIPPED_DATA / f"sft_{name}.jsonl"
     (in_tmp / "persona_b").write_text("")  # a file of that name here wins: it is what the user named
     assert TrainPersonaConfig(data={"path": "persona_b"}).data.path == Path("persona_b")
+
+
+@pytest.mark.parametrize("out, run_dir, says", [
+    ("rd", "rd", "is the run folder"), ("rd", "rd/inner", "holds the run folder"),
+    ("rd/checkpoints", "rd", "is the run folder's own checkpoints")])
+def test_out_overlapping_the_run_folder_is_refused_before_anything_loads(
+        out: str, run_dir: str, says: str, in_tmp: Path, tiny_model: dict[str, Path],
+        capsys: pytest.CaptureFixture) -> None:
+    """--out rd --run-dir rd trained the whole run, then failed "--out rd: appeared while training" with the hint to
+    move the adapter into place by hand (over the run folder); --resume failed the same way every time."""
+    assert train(tiny_model["hf"], "--max-steps", "1", "--out", out, "--run-dir", run_dir) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: {says} (--run-dir {run_dir})" in err and "nothing was written" in err, err
+    assert "base model" not in err and "Traceback" not in err and not (in_tmp / "rd").exists()
+
+
+def test_a_resume_whose_out_is_its_run_folder_is_refused(in_tmp: Path, tiny_model: dict[str, Path],
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """A run made so before the check existed (here: its config.yaml says so) is refused before anything loads."""
+    assert train(tiny_model["hf"], "--max-steps", "2", "--set", "train.save_steps=1", "--out", "a",
+                 "--run-dir", "rd") == 0
+    config = in_tmp / "rd" / "config.yaml"
+    config.write_text(config.read_text().replace(f"out: {in_tmp / 'a'}", f"out: {in_tmp / 'rd'}"))
+    shutil.rmtree(in_tmp / "rd" / "checkpoints" / "checkpoint-2")
+    (in_tmp / "rd" / "results.json").unlink()  # stopped before its end: the resume would train and save
+    before = {p: p.read_bytes() for p in (in_tmp / "rd").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train-persona", "--resume", "rd"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {in_tmp / 'rd'}: is the run folder (--resume rd)" in err and "start a new run" in err, err
+    assert "base model" not in err and before == {p: p.read_bytes() for p in (in_tmp / "rd").rglob("*") if p.is_file()}

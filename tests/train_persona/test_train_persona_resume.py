@@ -125,3 +125,64 @@ def test_a_resume_refuses_a_data_file_changed_since_the_run_started(
     assert main(["train-persona", "--resume", str(run)]) == 0
     assert {e["sha256"] for e in events(run, "data")} == {json.loads((run / "results.json").read_text())["data"]
                                                           ["sha256"]}
+
+
+def test_a_finished_run_refuses_options_it_would_not_use_and_keeps_its_config(
+        in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """A resume of a finished run trained nothing (exit 0) yet rewrote config.yaml with --epochs, --force,
+    train.save_steps, train.threads, a smaller --max-steps: config.yaml then disagreed with the adapter and report.md.
+    Each is refused now (exit 2) with nothing written; the plain resume still says "nothing to train"."""
+    assert train(tiny_model["hf"], "--max-steps", "2", "--set", "train.save_steps=2", "--run-dir", "run") == 0
+    run = in_tmp / "run"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    for option, says in ((["--epochs", "1"], "train.epochs 3.0 -> 1.0"), (["--force"], "force False -> True"),
+                         (["--set", "train.save_steps=3"], "train.save_steps 2 -> 3"),
+                         (["--set", "train.threads=2"], "train.threads 1 -> 2"),
+                         (["--max-steps", "1"], "--max-steps 1 is below the 2 steps")):
+        assert main(["train-persona", "--resume", str(run), *option]) == 2, option
+        err = capsys.readouterr().err
+        assert says in err and "nothing was written" in err and "Traceback" not in err, err
+        assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}, option
+    assert main(["train-persona", "--resume", str(run)]) == 0
+    assert "this run already trained its 2 steps" in capsys.readouterr().err
+
+
+def test_a_budget_below_the_newest_checkpoint_is_refused(in_tmp: Path, tiny_model: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """checkpoint-3 of a 5-step budget, resumed with --max-steps 2: it said "checkpoint-3 holds the whole budget",
+    saved the 3-step adapter and exited 0 while report.md said "at most 2 steps". Refused, naming the checkpoint."""
+    stop_after_logging(monkeypatch, 4)
+    assert train(tiny_model["hf"], "--max-steps", "5", "--set", "train.save_steps=3", "--run-dir", "run") == 130
+    run = in_tmp / "run"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train-persona", "--resume", str(run), "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-steps 2 is below the 3 steps" in err and "checkpoint-3" in err and "base model" not in err, err
+    assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["train-persona", "--resume", str(run), "--max-steps", "3"]) == 0  # the checkpoint's own work
+    assert json.loads((run / "results.json").read_text())["steps"] == 3
+    assert "at most 3 steps" in (run / "report.md").read_text()
+
+
+def test_an_evaluation_stopped_on_a_finished_run_is_what_resume_runs(
+        in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C during `--resume RUN --eval TASK` on a finished run said "continue with --resume RUN", but the resume
+    was undone: run.json "completed", eval.tasks back to [], so the next --resume evaluated nothing."""
+    assert train(tiny_model["hf"], "--max-steps", "2", "--set", "train.save_steps=2", "--run-dir", "run") == 0
+    run = in_tmp / "run"
+    evaluated: list[list[str]] = []
+
+    def stopped(cfg: Any, *args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_evaluate", stopped)
+    assert main(["train-persona", "--resume", str(run), "--eval", "agentlab_style_pirate"]) == 130
+    assert f"continue with --resume {run}" in capsys.readouterr().err
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(run_module, "_evaluate", lambda cfg, *args: evaluated.append(cfg.eval.tasks))
+    assert main(["train-persona", "--resume", str(run)]) == 0
+    assert evaluated == [["agentlab_style_pirate"]]

@@ -11,6 +11,7 @@ from agentlab.core.errors import AgentlabError, InputError
 from agentlab.core.files import read_json
 from agentlab.core.models.builtin import canonical_base
 from agentlab.core.models.load import load_causal_lm
+from agentlab.core.models.modelfiles import safetensors_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -70,8 +71,9 @@ class AdapterInfo:
 
 def find_adapters(directory: str | Path, unreadable: list[tuple[str, str]] | None = None) -> list[AdapterInfo]:
     """Every PEFT adapter folder under ``directory`` (recursively; itself included), sorted by path. Folders that
-    are not adapters, fail :func:`read_adapter` (appended to ``unreadable`` as (path, why) when given) or are hidden
-    (``.NAME.partial`` while train-persona writes) are skipped."""
+    are not adapters, fail :func:`read_adapter` or have a safetensors file whose header or tensors run past its end
+    (appended to ``unreadable`` as (path, why) when given: `export` would refuse them) or are hidden (``.NAME.partial``
+    while train-persona writes) are skipped."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -82,6 +84,8 @@ def find_adapters(directory: str | Path, unreadable: list[tuple[str, str]] | Non
             continue
         try:
             config = read_adapter(folder)
+            if (folder / ADAPTER_WEIGHTS[0]).is_file():  # cut short: listed as unreadable, as a cut GGUF is
+                safetensors_header(folder / ADAPTER_WEIGHTS[0])
         except AgentlabError as exc:  # a half-written or foreign folder: `models list` names it apart
             if unreadable is not None:
                 unreadable.append((str(folder), exc.message))

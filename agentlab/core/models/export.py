@@ -13,7 +13,7 @@ from agentlab.core.files import check_replace, ordinary_mode
 from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream
 from agentlab.core.models.convert import MARKER
 from agentlab.core.models.load import hf_model_folder
-from agentlab.core.models.modelfiles import read_gguf_header
+from agentlab.core.models.modelfiles import check_hf_folder, read_gguf_header
 from agentlab.core.models.modelref import resolve_model
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,21 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
     folder or holds its file (``--force`` would replace the folder, and the model with it: the source of a GGUF
     export is often ``DIR/model.gguf`` beside the transformers files ``DIR`` already holds), and a GGUF file whose
     header or tensor data is cut short (the check ``agentlab models list`` and ``check`` make), which transformers
-    would otherwise fail on with a message about architecture support."""
+    would otherwise fail on with a message about architecture support, and a transformers folder whose config.json
+    is not valid JSON or names no model, or that lacks its weights or tokenizer (``check_hf_folder``, as
+    ``train-persona --base-model`` checks it)."""
     out = Path(out)
     source = resolve_model(str(ref), user="the transformers export")
     if source.path.resolve().is_relative_to(out.resolve()):
         raise InputError(f"--out {out}: is or holds the model being exported ({source.path}); nothing was written "
                          "or deleted", hint="choose another --out: a new folder, e.g. beside the model's")
-    if source.format == "gguf":
-        try:
+    try:  # a damaged model the user gave: bad input, not a transformers limitation
+        if source.format == "gguf":
             read_gguf_header(source.path)
-        except AgentlabError as exc:  # a damaged file the user gave: bad input, not a transformers limitation
-            raise InputError(exc.message, hint=exc.hint) from None
+        else:  # copied as it is: a broken folder was copied and reported as exported
+            check_hf_folder(source.path)
+    except AgentlabError as exc:
+        raise InputError(exc.message, hint=exc.hint) from None
     check_replace(out, force, "config.json", "a transformers model folder")
     folder = hf_model_folder(ref, user="the transformers export")
     out.parent.mkdir(parents=True, exist_ok=True)

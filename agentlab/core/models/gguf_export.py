@@ -295,6 +295,7 @@ def quantize_gguf(src: str | Path, dst: str | Path, kind: str = "q8_0", n_thread
 
     import llama_cpp
 
+    _quiet_devnull(llama_cpp)
     kind = kind.lower()
     if kind not in QUANT_KINDS:
         raise AgentlabError(f"unknown quantization '{kind}'", hint=f"use one of: {', '.join(QUANT_KINDS)}")
@@ -316,6 +317,21 @@ def quantize_gguf(src: str | Path, dst: str | Path, kind: str = "q8_0", n_thread
             hint="check that the source loads with llama_cpp.Llama and is f32/f16",
         )
     return dst
+
+
+def _quiet_devnull(llama_cpp: Any) -> None:
+    """llama-cpp-python opens os.devnull twice when imported (``llama_cpp._utils.outnull_file`` and
+    ``errnull_file``, for its ``suppress_stdout_stderr``) and never closes them: at exit Python printed "sys:1:
+    ResourceWarning: unclosed file <... name='/dev/null'>" twice under `train-persona export --quantize`. They are
+    swapped for files on descriptors of their own that Python does not own (``closefd=False``: no warning when they
+    are collected) and the originals closed; the library goes on writing to /dev/null through the new ones."""
+    utils = getattr(llama_cpp, "_utils", None)
+    for name in ("outnull_file", "errnull_file"):
+        old = getattr(utils, name, None)
+        if old is None or getattr(old, "name", None) != os.devnull or old.closed:
+            continue
+        setattr(utils, name, open(os.open(os.devnull, os.O_WRONLY), "w", closefd=False))
+        old.close()
 
 
 @contextmanager

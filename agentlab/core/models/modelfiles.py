@@ -303,6 +303,43 @@ def hf_config(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, text_config
 
 
+# What transformers' from_pretrained looks for: the weights (one file, or an index of shards) and a tokenizer's
+# vocabulary (a fast tokenizer's tokenizer.json, a sentencepiece model, a BPE vocab.json, a WordPiece vocab.txt).
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+HF_TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "spm.model",
+                "sentencepiece.bpe.model", "vocab.txt", "tekken.json")
+
+
+def check_hf_folder(folder: str | Path) -> None:
+    """Check that a transformers folder holds what loading it needs, from file names and headers alone (no weights
+    read): a config.json that names a model (:func:`hf_config`), weights (``HF_WEIGHTS``; an index's shards present),
+    each ``*.safetensors`` file's header and tensor extent (:func:`safetensors_header`), and a tokenizer
+    (``HF_TOKENIZER``). Without it a folder missing its tokenizer or weights fails deep inside transformers ("Couldn't
+    instantiate the backend tokenizer", "no file named model.safetensors") after a run folder exists or an export was
+    reported. ``AgentlabError`` naming the folder and what is missing."""
+    folder = Path(folder)
+    hf_config(folder)
+    weights = [name for name in HF_WEIGHTS if (folder / name).is_file()]
+    if not weights:
+        raise AgentlabError(f"{folder}: no weights (none of {', '.join(HF_WEIGHTS)})",
+                            hint="copy the model's weights into the folder, or save it again with save_pretrained")
+    for index in (name for name in weights if name.endswith(".index.json")):
+        weight_map = _read_json(folder / index).get("weight_map")
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        missing = [shard for shard in shards if not (folder / str(shard)).is_file()]
+        if not shards or missing:
+            what = f"names weight files that are missing: {', '.join(missing[:3])}" if missing else \
+                "lists no weight files (no weight_map)"
+            raise AgentlabError(f"{folder / index}: {what}",
+                                hint="copy every shard of the model, or save it again with save_pretrained")
+    for file in sorted(folder.glob("*.safetensors")):
+        safetensors_header(file)
+    if not any((folder / name).is_file() for name in HF_TOKENIZER):
+        raise AgentlabError(f"{folder}: no tokenizer (none of {', '.join(HF_TOKENIZER)})",
+                            hint="copy the tokenizer files of the model it was saved from into the folder (or "
+                            "tokenizer.save_pretrained(FOLDER))")
+
+
 def hf_info(folder: str | Path) -> HFInfo:
     """Architecture and sizes of a transformers model folder (``config.json`` + weights)."""
     folder = Path(folder)
