@@ -36,6 +36,14 @@ def test_missing_model_file_names_models_yaml_line_and_path(in_tmp: Path, capsys
     assert not (in_tmp / "runs").exists()
 
 
+def test_a_name_close_to_a_builtin_model_names_the_builtin_ones(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`file: qwen2.5-coder-7b` (no such built-in): the hint was only to make a tiny model of that name."""
+    (in_tmp / "m.yaml").write_text("models:\n  big:\n    file: qwen2.5-coder-7b\n")
+    assert main(["pipeline", "run", "--models", "m.yaml", "--stage", "a=big", "--input", "hi"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "did you mean qwen2.5-coder-1.5b? built-in: smollm2-135m, qwen2.5-coder-0.5b" in err
+
+
 def test_unused_missing_model_is_fine_until_used(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     from agentlab.pipeline.load import prepare
 
