@@ -161,6 +161,7 @@ def blend(
         raise UsageError(f"--method: unknown method '{method}'", hint="use exact or linear")
     from agentlab.core.train.blend import blend_adapters, check_compatible, read_parent
 
+    _check_writable(child)
     if rank is not None and method == "exact":
         # above the parents' total rank the blend is already exact: a larger rank would only pad the child with zero
         # rows (a rank-1000 child of two rank-16 parents took 8 MB and was reported as "exact; rank 1000")
@@ -183,3 +184,24 @@ def blend(
     console.print(f"[bold]child[/]: {safe_text(child)} ({what}; rank {result.rank}, "
                   f"weights {', '.join(f'{w:g}' for w in ws)})")
     console.print(f"discarded energy {energy} over {data['modules']} modules; {result.seconds:.2f} s")
+
+
+def _check_writable(child: Path) -> None:
+    """--child's folder can be written (``UsageError``, exit 2, before the blend): the blend writes into a temporary
+    folder beside the child, and a parent that cannot hold it (``/proc``, read-only) was an exit-1 error naming that
+    temporary file. The nearest folder that exists is tried with a temporary file, removed at once."""
+    import tempfile
+
+    from agentlab.core.errors import UsageError
+
+    where = child.absolute().parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        if not where.is_dir():
+            raise NotADirectoryError(0, "not a folder")
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--child {child}: cannot write in {where} ({exc.strerror or exc})",
+                         hint="give --child a folder you can write to") from None

@@ -28,6 +28,9 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
     import optuna
 
     quiet()
+    if store is not None and not store.strip():
+        raise ConfigError("store: empty", hint="give the run's store: sqlite:///RUN/population.db, or the `store` of "
+                          "its config")
     if store is None and run_path is None:
         raise ConfigError("no population store", hint="pass --store URL (the run's `store`, or "
                           "sqlite:///RUN/population.db)")
@@ -35,10 +38,13 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
     if create:
         study = open_study(url, Path(run_path or "."), name=STUDY, directions=["maximize"], what="store")
     else:
+        if "://" not in url and Path(url).is_dir():
+            raise ConfigError(f"store {url}: a folder, not a journal file",
+                              hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
         if missing_study(url, Path(".")) is not None:  # a journal path is never created here (opening one would)
             raise ConfigError(f"store {url}: no such {'database' if url.startswith('sqlite') else 'journal'} file",
                               hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
-        opened = open_storage(url, Path(run_path or "."), what="store")
+        opened = open_storage(url, Path(run_path or "."), what="store", create=False)
         backend = storage_object(opened)
         try:
             study = attach_opened(optuna.load_study(storage=backend, study_name=STUDY), backend, url, opened)

@@ -60,6 +60,10 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     and include paths, a journal store): the population store keeps them for every process that scores, so a resume
     or an `evolve worker --store` started in another folder loads the same model and adapters, not those of that
     name there (a store that kept ``models/tiny`` as typed failed every individual of a resume from elsewhere)."""
+    if cfg.store is not None and not cfg.store.strip():  # made absolute below, "" was the current folder
+        raise UsageError("store: empty (--store \"\" or store: \"\")",
+                         hint="give an Optuna storage URL (sqlite:///FILE.db) or a journal file, or leave store out "
+                         "for population.db in the run folder")
     absolute = absolute_paths(cfg)
     cfg.base_model, cfg.task, cfg.store = absolute.base_model, absolute.task, absolute.store
     if not cfg.seeds:
@@ -89,6 +93,7 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
         check_storage(cfg.store, what="store")
+        check_store(cfg)
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)
@@ -174,6 +179,63 @@ def check_resume(cfg: EvolveConfig, folder: Path) -> None:
                          "or start a new run with the new seeds")
 
 
+def population_config(cfg: EvolveConfig) -> dict[str, Any]:
+    """What a population is made with, flat (``{"task.score": "loglik", "seeds": [...]}``): every setting but those a
+    resume may change (``RESUME_MAY_CHANGE``) and the store itself (a copy of the store is the same population).
+    The store keeps it (``config``) so that a run given the store of another (``check_store``) can be compared."""
+    skip = (*EvolveConfig.RESUME_MAY_CHANGE, "store")
+
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, dict) and data:
+            return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): data}
+
+    dumped = flat(absolute_paths(cfg).model_dump(mode="json"))
+    return {k: v for k, v in dumped.items() if not any(k == s or k.startswith(s + ".") for s in skip)}
+
+
+def check_store(cfg: EvolveConfig) -> None:
+    """A store that already holds a population (``store`` / ``--store``) is used only with the settings and seeds it
+    was made with (``UsageError``, exit 2, before anything is written): a run given the store of another run, not as
+    a resume, took that run's population over silently (its seeds, its scores, an adapter of that run recommended,
+    exit 0). With the same settings and seeds it carries on with what the store holds, as a resume would (workers
+    share a store on purpose; `evolve worker` never comes here). A store made before agentlab kept its settings in
+    it is compared by what it kept: the seeds, their fingerprints and the base model."""
+    if cfg.store is None or missing_study(cfg.store, Path.cwd()) is not None:
+        return
+    try:
+        pop = open_population(cfg.store, None, create=False)
+    except AgentlabError:  # no evolve population in it: a new one is made there
+        return
+    settings = pop.attr("settings")
+    if settings is None and not pop.store.trials():
+        return  # made, nothing stored yet
+    stored, now = pop.attr("config"), population_config(cfg)
+    if stored is not None:
+        # the settings both know: one added to agentlab since the store was made is its default on both sides
+        changed = [f"{key} {_brief(stored[key])} -> {_brief(now[key])}" for key in sorted(stored.keys() & now.keys())
+                   if stored[key] != now[key]]
+    else:
+        seeds = {p.name: str(p) for p in cfg.seeds}
+        changed = [f"{key} {_brief(old)} -> {_brief(new)}" for key, old, new in
+                   (("seeds", (settings or {}).get("seeds"), seeds),
+                    ("base_model", (settings or {}).get("base_model"), cfg.base_model)) if old != new]
+    prints = pop.attr("seed_fingerprints") or {}
+    changed += [f"seed {name} {prints[name][:12]} -> {new[:12]} (the fingerprint of its weights)"
+                for name, new in seed_fingerprints([p for p in cfg.seeds if p.name in prints]).items()
+                if new is not None and prints[name] is not None and new != prints[name]]
+    if changed:
+        folder = pop.attr("folder")
+        raise UsageError(f"store {cfg.store}: holds the population of another run{f' ({folder})' if folder else ''}, "
+                         f"made with other settings or seeds ({'; '.join(changed)}); nothing was written",
+                         hint=(f"continue that run: agentlab evolve run --resume {folder}; or " if folder else "")
+                         + "give this run a new store (or leave store out: population.db in its run folder)")
+
+
+def _brief(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else repr(value)
+
+
 def seed_fingerprints(seeds: list[Path]) -> dict[str, str | None]:
     """Each seed's fingerprint by folder name: the sha256 of its weights file and of the config values that scale
     them (r, lora_alpha, use_rslora); None when the folder holds no weights (``prepare`` names it). A run stores them
@@ -203,7 +265,11 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     say = announce or log.info
     start = time.perf_counter()
     pop = open_population(cfg.store, run_dir.path, create=True)
-    pop.set_attr("folder", str(absolute_path(run_dir.path)))  # where a store's relative child folders lie (located)
+    earlier, here = pop.attr("folder"), str(absolute_path(run_dir.path))
+    resumed = bool(run_dir.info.get("resumed"))
+    pop.set_attr("folder", here)  # where a store's relative child folders lie (located)
+    if pop.attr("config") is None:  # what check_store compares a run given this store with
+        pop.set_attr("config", population_config(cfg))
     settings = _settings(cfg, pop, fitness, validation or [], test, run_dir)
     n = len(settings.questions)
     if pop.attr("reference") is None and settings.coop:
@@ -224,14 +290,17 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         if kind == "trial":
             scored()
         elif kind == "recovered":
-            say(f"resuming: {len(data['trials'])} individuals that were being scored go back to the queue")
+            say(recovered_line(pop, data["trials"], resumed))
 
     def start_workers(numbers: list[int]) -> None:
         if cfg.workers > 1:
             run_workers(pop.url, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"), scored, say)
 
     done = sum(1 for ind in pop.individuals().values() if ind.get("state") in ("complete", "fail"))
-    if done:  # a resumed run: what was scored stays scored
+    if done and earlier not in (None, here) and not resumed:  # the store of another run, its settings (check_store)
+        say(f"the store {cfg.store} holds the population of {earlier}, made with these settings and seeds: its "
+            f"{done} scored individual(s) are kept, not scored again; the run scores {total_trials(cfg)} in all")
+    elif done:  # a resumed run: what was scored stays scored
         say(f"resuming: {done} individual(s) scored before are kept, not scored again; the run scores "
             f"{total_trials(cfg)} in all")
     waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
@@ -275,6 +344,16 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     plot = fitness_plot(results, run_dir.file("fitness.png"))
     run_dir.save_report(render_report(results, plot.name if plot else None))
     return results
+
+
+def recovered_line(pop: Population, trials: list[int], resumed: bool) -> str:
+    """What the run says of claims that go back to the queue: the individuals by name (the loop knows trial
+    numbers, which name nothing a user sees), and "resuming" only in a resume (a new run's own worker that was
+    killed was said as one)."""
+    names = {ind["trial"]: m for m, ind in pop.individuals().items()}
+    listed = ", ".join(names.get(number, f"trial {number}") for number in trials)
+    return (f"{'resuming: ' if resumed else ''}{len(trials)} individual(s) that were being scored when their process "
+            f"stopped go back to the queue ({listed})")
 
 
 def _settings(cfg: EvolveConfig, pop: Population, fitness: list[Question], validation: list[Question],

@@ -114,15 +114,34 @@ def _eval_progress(path: Path, cfg: dict[str, Any]) -> list[str]:
 
 def _evolve_progress(path: Path, cfg: dict[str, Any]) -> list[str]:
     scored = _events(path, "scored")
-    population, generations, elite = cfg["population"], cfg["generations"], cfg.get("elite", 1)
-    total = population + generations * (population - elite)
-    lines = [f"individual {len(scored)}/{total} scored"]
+    lines = [f"individual {len(scored)}/{_evolve_total(cfg)} scored"]
     if scored:
         best = max((s for s in scored if isinstance(s.get("task"), (int, float))), key=lambda s: s["task"],
                    default=None)
         lines.append(f"generation {scored[-1].get('generation')}" + (
-            f"; best task accuracy so far {best['task']:.3f} ({best['id']})" if best else ""))
+            f"; best {_evolve_task(cfg)} so far {best['task']:.3f} ({best['id']})" if best else ""))
     return lines
+
+
+def _evolve_total(cfg: dict[str, Any]) -> int:
+    """Every individual an evolve run scores, as its CLI counts them (``evolve.run.total_trials``, which the UI may
+    not import: commands never import each other): the seeds, the search's children and each baseline's, whose
+    ``scored`` events count too (without them the count ran past the total, 51/32 on the defaults)."""
+    seeds, population, generations = len(cfg["seeds"]), cfg["population"], cfg["generations"]
+    search, elite = cfg.get("search", "cmaes"), cfg.get("elite", 2)
+    children = max(0, population - seeds) + generations * (population - elite)
+    baselines = [b for b in dict.fromkeys(cfg.get("baselines") or []) if b != search]
+    return (seeds + (1 if search == "uniform" else children)
+            + sum(1 if b == "uniform" else cfg.get("baseline_budget", 6) for b in baselines))
+
+
+def _evolve_task(cfg: dict[str, Any]) -> str:
+    """What an evolve run's task score is (``task.score``, or its lm-eval task's first metric): a log-likelihood
+    around -4 read as "best task accuracy" was taken for a broken run."""
+    task = _dict(cfg.get("task"))
+    if task.get("harness"):
+        return f"task score ({task['harness']})"
+    return {"accuracy": "task accuracy", "loglik": "task log-likelihood"}.get(str(task.get("score")), "task score")
 
 
 def _compress_progress(path: Path, cfg: dict[str, Any]) -> list[str]:

@@ -217,7 +217,8 @@ def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str,
 
 
 @pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker",
-                                  "worker-journal", "store-not-journal", "worker-not-journal", "new-store-short-task"])
+                                  "worker-journal", "store-not-journal", "worker-not-journal", "new-store-short-task",
+                                  "empty-store", "worker-empty-store", "worker-folder-store", "worker-empty-sqlite"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: dict[str, Path],
                                           seeds: dict[str, Path], capsys: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds)
@@ -231,6 +232,10 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
         args += ["--population", "2"]
     elif case == "bad-store":
         args += ["--store", "nosuchdb://x"]
+    elif case == "empty-store":  # was the current folder: "cannot use '/tmp/x' as an Optuna journal file"
+        args += ["--store", ""]
+    elif case in ("worker-empty-store", "worker-folder-store"):  # a folder was "no such journal file"
+        args = ["evolve", "worker", "--store", "" if case == "worker-empty-store" else str(in_tmp), "--no-wait"]
     elif case == "not-lora":
         (in_tmp / "plain").mkdir()
         args += ["--seeds", str(in_tmp / "plain")]
@@ -240,12 +245,21 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
         (in_tmp / "t.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
         args = (args + ["--store", "t.jsonl"] if case == "store-not-journal" else
                 ["evolve", "worker", "--store", "t.jsonl", "--no-wait"])
+    elif case == "worker-empty-sqlite":  # Optuna wrote its schema into it, then "holds no evolve population"
+        (in_tmp / "empty.db").write_bytes(b"")
+        args = ["evolve", "worker", "--store", f"sqlite:///{in_tmp / 'empty.db'}", "--no-wait"]
     else:
         args = ["evolve", "worker", "--store", f"sqlite:///{in_tmp / 'none.db'}", "--no-wait"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and "Traceback" not in "\n".join(err)
     assert not (in_tmp / "runs").exists() and not (in_tmp / "nosuch.db").exists()
+    if case.endswith("empty-store"):
+        assert err[0].startswith("error: store: empty")
+    if case == "worker-folder-store":
+        assert err[0] == f"error: store {in_tmp}: a folder, not a journal file"
+    if case == "worker-empty-sqlite":
+        assert "empty.db holds no Optuna study" in err[0] and (in_tmp / "empty.db").read_bytes() == b""
     if case.endswith("not-journal"):
         assert "t.jsonl' as an Optuna journal file: its first line is JSON, not Optuna's" in err[0]
         assert (in_tmp / "t.jsonl").read_text() == '{"question": "1+1?", "answer": "2"}\n'
@@ -352,3 +366,91 @@ def test_blend_caps_a_rank_above_the_parents_total(in_tmp: Path, seeds: dict[str
     capsys.readouterr()
     assert main([*args, "small", "--rank", "3"]) == 0 and "total rank" not in capsys.readouterr().err
     assert json.loads((in_tmp / "small" / "lineage.json").read_text())["rank"] == 3
+
+
+@pytest.mark.parametrize(("field", "value"), [("lora_alpha", "abc"), ("r", "eight"), ("r", 0), ("lora_alpha", None),
+                                              ("use_rslora", "yes")])
+def test_blend_refuses_a_parent_config_value_of_the_wrong_type(field: str, value: Any, in_tmp: Path,
+                                                               seeds: dict[str, Path], capsys: Any) -> None:
+    """A value that scales the weights, of the wrong type, was an internal ValueError (exit 1) or taken silently
+    (null recorded as the alpha, "yes" as rsLoRA): one line naming the file and the field, exit 2, nothing written;
+    `evolve run` refuses such a seed the same way."""
+    import shutil
+
+    bad = in_tmp / "bad"
+    shutil.copytree(seeds["persona_b"], bad)
+    config = json.loads((bad / "adapter_config.json").read_text())
+    (bad / "adapter_config.json").write_text(json.dumps({**config, field: value}))
+    assert main(["evolve", "blend", "--parents", str(seeds["persona_a"]), str(bad), "--child", "kid"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: {bad / 'adapter_config.json'}: {field} is {json.dumps(value)}; it must be " + \
+        {"r": "a whole number above 0", "lora_alpha": "a number above 0", "use_rslora": "true or false"}[field]
+    assert not (in_tmp / "kid").exists() and "Traceback" not in "\n".join(err)
+    from agentlab.core.train.blend import read_parent
+
+    read_parent(seeds["persona_a"])  # PEFT's own values pass
+
+
+def test_blend_names_a_child_folder_that_cannot_be_written(in_tmp: Path, seeds: dict[str, Path], capsys: Any) -> None:
+    """--child under a folder that cannot be written was exit 1 naming the blend's temporary folder."""
+    (in_tmp / "afile").write_text("")
+    args = ["evolve", "blend", "--parents", str(seeds["persona_a"]), str(seeds["persona_b"]), "--child"]
+    for child, where in (("afile/sub/kid", in_tmp / "afile"), ("/proc/kid", Path("/proc"))):
+        if child.startswith("/proc") and not Path("/proc").is_dir():
+            continue
+        assert main([*args, child]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0].startswith(f"error: --child {child}: cannot write in {where} (") and ".tmp" not in err[0]
+
+
+def test_a_new_run_refuses_the_store_of_a_run_made_otherwise(in_tmp: Path, tiny_model: dict[str, Path],
+                                                             seeds: dict[str, Path], capsys: Any) -> None:
+    """A run (not a resume) given the store of an earlier run took its population over: its seeds, its scores, an
+    adapter of that run recommended, exit 0. Other seeds or settings are refused (exit 2, the store and the
+    difference named, the store untouched, no run folder); a store made before the settings were kept in it is
+    compared by its seeds; the same settings and seeds carry on with what it holds, and say so."""
+    config = write_config(in_tmp, tiny_model, seeds, generations=0, task={"test_questions": 0},
+                          fitness={"coop": 0.0, "novelty": 0.0})
+    ref = in_tmp / "ref"
+    assert main(["evolve", "run", "-c", str(config), "--out", str(ref)]) == 0
+    copy = in_tmp / "copy.db"
+    copy.write_bytes((ref / "population.db").read_bytes())
+    store = f"sqlite:///{copy}"
+    two = ["--seeds", str(seeds["persona_a"]), "--seeds", str(seeds["persona_b"])]
+    for extra, said in ((two, f'seeds {json.dumps([str(seeds[n]) for n in ("persona_a", "persona_b", "persona_c")])} '
+                               f'-> {json.dumps([str(seeds[n]) for n in ("persona_a", "persona_b")])}'),
+                        (["--set", "search=random", "--set", "seed=7"], "search 'ga' -> 'random'; seed 0 -> 7")):
+        capsys.readouterr()
+        assert main(["evolve", "run", "-c", str(config), "--store", store, "--out", str(in_tmp / "new"), *extra]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"error: store {store}: holds the population of another run ({ref}), made with other settings or " \
+            f"seeds ({said}); nothing was written" in err, err
+        assert f"agentlab evolve run --resume {ref}" in err
+        assert copy.read_bytes() == (ref / "population.db").read_bytes() and not (in_tmp / "new").exists()
+    # a store made before it kept its settings: compared by its seeds
+    open_population(store, None, create=False).set_attr("config", None)
+    kept = copy.read_bytes()
+    assert main(["evolve", "run", "-c", str(config), "--store", store, "--out", str(in_tmp / "new"), *two]) == 2
+    assert "made with other settings or seeds (seeds {" in capsys.readouterr().err
+    assert copy.read_bytes() == kept and not (in_tmp / "new").exists()
+    # the same settings and seeds: what the store holds is kept, said as the other run's, not as a resume
+    assert main(["evolve", "run", "-c", str(config), "--store", store, "--out", str(in_tmp / "new")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"the store {store} holds the population of {ref}, made with these settings and seeds: its 4 scored " \
+        "individual(s) are kept" in err and "resuming" not in err
+
+
+def test_claims_that_go_back_to_the_queue_are_named_by_individual(tmp_path: Path) -> None:
+    """They were Optuna trial numbers, and "resuming" in a new run whose own worker was killed."""
+    from agentlab.core.search.planners import Proposal
+    from agentlab.evolve.run import recovered_line
+    from agentlab.evolve.worker import evolve_loop
+
+    pop = open_population(None, tmp_path, create=True)
+    loop = evolve_loop(pop, 2)
+    for name in ("g2c0", "g2c1"):
+        loop._commit(Proposal({}, {}, "ga", name, extra={"individual": {"id": name, "generation": 2, "path": "p"}}))
+    numbers = sorted(ind["trial"] for ind in pop.individuals().values())
+    assert recovered_line(pop, numbers, resumed=False) == \
+        "2 individual(s) that were being scored when their process stopped go back to the queue (g2c0, g2c1)"
+    assert recovered_line(pop, numbers, resumed=True).startswith("resuming: 2 individual(s)")

@@ -281,3 +281,24 @@ def test_a_resumed_training_shows_each_step_once_as_the_adapter_kept_it(root: Pa
     assert views.persona_loss(path) == [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0}, {"step": 3, "loss": 3.0},
                                         {"step": 4, "loss": 2.9}]
     assert views._persona_progress(path, {}) == ["step 4/4, loss 2.9000", "lowest loss so far: 2.9000"]
+
+
+def test_evolve_progress_counts_what_the_cli_counts_and_names_the_task_score(root: Path) -> None:
+    """The total is every individual the run scores, baselines included (their `scored` events counted, and 51/32
+    was shown at the end of a default run); a log-likelihood is not called an accuracy."""
+    from agentlab.evolve.config import EvolveConfig
+    from agentlab.evolve.run import total_trials
+
+    cfg = EvolveConfig(seeds=[Path("a"), Path("b"), Path("c")])
+    data = cfg.model_dump(mode="json")
+    scored = [{"kind": "scored", "id": "a", "generation": 0, "task": -4.199},
+              {"kind": "scored", "id": "b", "generation": 0, "task": -5.0}]
+    path = run_folder(root, "evolve", "e", status="running", events=scored)
+    assert total_trials(cfg) == 51
+    assert views._evolve_progress(path, data) == ["individual 2/51 scored",
+                                                  "generation 0; best task log-likelihood so far -4.199 (a)"]
+    for search, baselines in (("uniform", ["uniform", "ties"]), ("ga", []), ("ties", ["ties", "uniform", "uniform"])):
+        other = cfg.model_copy(update={"search": search, "baselines": baselines, "population": 5, "elite": 1})
+        assert views._evolve_total(other.model_dump(mode="json")) == total_trials(other)
+    accuracy = {**data, "task": {**data["task"], "score": "accuracy"}}
+    assert views._evolve_progress(path, accuracy)[1] == "generation 0; best task accuracy so far -4.199 (a)"
