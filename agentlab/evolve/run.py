@@ -60,10 +60,6 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     and include paths, a journal store): the population store keeps them for every process that scores, so a resume
     or an `evolve worker --store` started in another folder loads the same model and adapters, not those of that
     name there (a store that kept ``models/tiny`` as typed failed every individual of a resume from elsewhere)."""
-    if cfg.store is not None and not cfg.store.strip():  # made absolute below, "" was the current folder
-        raise UsageError("store: empty (--store \"\" or store: \"\")",
-                         hint="give an Optuna storage URL (sqlite:///FILE.db) or a journal file, or leave store out "
-                         "for population.db in the run folder")
     absolute = absolute_paths(cfg)
     cfg.base_model, cfg.task, cfg.store = absolute.base_model, absolute.task, absolute.store
     if not cfg.seeds:

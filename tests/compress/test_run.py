@@ -143,6 +143,7 @@ def test_carbon_budget_stops_before_exceeding_it(in_tmp: Path, tiny_model: dict[
     (["--eval-text", "missing.txt"], "missing.txt"),
     (["--eval-text", "same.txt", "--calib-text", "same.txt"], "same file"),
     (["--storage", "nosuchdb://x/y"], "search.storage: not a storage URL Optuna can open"),
+    (["--storage", ""], "search.storage: empty; leave it out"),  # was the current folder, as a journal file
     # found at the base model's measurement, in a new folder that no --resume could take (no run.json)
     (["--set", "measure.country=Narnia"], "measure.country: no carbon-intensity data for country 'Narnia'"),
 ])

@@ -255,7 +255,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
     assert err[0].startswith("error: ") and "Traceback" not in "\n".join(err)
     assert not (in_tmp / "runs").exists() and not (in_tmp / "nosuch.db").exists()
     if case.endswith("empty-store"):
-        assert err[0].startswith("error: store: empty")
+        assert "store: empty" in err[0]
     if case == "worker-folder-store":
         assert err[0] == f"error: store {in_tmp}: a folder, not a journal file"
     if case == "worker-empty-sqlite":

@@ -32,6 +32,9 @@ def _storage(value: str | None) -> str | None:
                          "sqlite:///path.db (three slashes)")
     if value is None:
         return value
+    if not value.strip():  # was the current folder, as a journal file
+        raise ValueError("empty; leave it out for an SQLite file in the run folder, or give a journal file path or a "
+                         "storage URL")
     if "://" not in value:  # a journal file: ~ is the home folder, as the saved config.yaml writes it
         return os.path.expanduser(value)
     if value.startswith("sqlite:///~"):
