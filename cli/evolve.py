@@ -61,7 +61,8 @@ def run_cmd(
                                   ("--generations", "generations", generations),
                                   ("--population", "population", population), ("--workers", "workers", workers),
                                   ("--store", "store", store), ("--base-model", "base_model", base_model))]
-    run_command(CommandSpec("evolve", EvolveConfig, run, prepare=prepare, rerun="evolve run -c {config}",
+    run_command(CommandSpec("evolve", EvolveConfig, run, prepare=lambda cfg: prepare(cfg, resuming=resume is not None),
+                            rerun="evolve run -c {config}",
                             check_resume=check_resume, summary=_summary),
                 Invocation(config=config, sets=sets, out=out, resume=resume, json_=json_, verbose=verbose))
 

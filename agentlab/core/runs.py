@@ -834,16 +834,21 @@ def resume_changes(folder: Path, cfg: BaseModel, command: str) -> list[str]:
     under it), or a dict of them by command. Empty when the model declares none (the command's own resume decides);
     secrets are compared as config.yaml holds them (redacted)."""
     may = _may_change(cfg, command)
-    if may is None:
-        return []
-    saved, asked = (_flat(redact(absolute_paths(c).model_dump(mode="json")))  # as config.yaml is written
+    return [] if may is None else settings_changes(folder, cfg, may)
+
+
+def settings_changes(folder: Path, cfg: BaseModel, may: Iterable[str] = ()) -> list[str]:
+    """What ``cfg`` changes from the run's config.yaml in ``folder``, as ``key old -> new``, other than the keys
+    ``may`` (a key stands for what lies under it); secrets are compared as config.yaml holds them (redacted)."""
+    saved, asked = (flat_settings(redact(absolute_paths(c).model_dump(mode="json")))  # as config.yaml is written
                     for c in (load_config(folder / "config.yaml", type(cfg)), cfg))
-    return [f"{key} {_brief(saved.get(key))} -> {_brief(asked.get(key))}" for key in sorted(saved.keys() | asked.keys())
+    return [f"{key} {brief_setting(saved.get(key))} -> {brief_setting(asked.get(key))}"
+            for key in sorted(saved.keys() | asked.keys())
             if saved.get(key) != asked.get(key) and REDACTED not in (saved.get(key), asked.get(key))
             and not any(key == k or key.startswith(k + ".") for k in may)]
 
 
-def _brief(value: Any) -> str:
+def brief_setting(value: Any) -> str:
     """A setting as a resume refusal names it: a scalar as Python writes it (``'What is 1 plus 2?'``), a list or
     mapping as compact JSON without the keys left at null or empty (debate's agents: ``[{"adapter": "/x/a"}]``, not
     every field of each)."""
@@ -873,10 +878,10 @@ def _may_change(cfg: BaseModel, command: str) -> tuple[str, ...] | None:
     return may.get(command) if isinstance(may, dict) else may
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+def flat_settings(data: Any, prefix: str = "") -> dict[str, Any]:
     """A nested mapping as ``{"a.b": value}``."""
     if isinstance(data, dict) and data:
-        return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+        return {k: v for key, value in data.items() for k, v in flat_settings(value, f"{prefix}{key}.").items()}
     return {prefix.rstrip("."): data}
 
 

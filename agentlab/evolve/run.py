@@ -25,7 +25,7 @@ from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import ADAPTER_WEIGHTS, logit_changes, persona_adapters, read_adapter, skill_adapters
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, read_events
+from agentlab.core.runs import RunDir, brief_setting, flat_settings, read_events
 from agentlab.core.search.loop import Hooks, TrialAborted
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
 from agentlab.core.search.study import check_storage, missing_study
@@ -53,7 +53,7 @@ RESULT_KEYS = ("generation", "origin", "path", "parents", "weights", "rank", "di
 # ---------------------------------------------------------------------- inputs, checked before a run folder exists
 
 
-def prepare(cfg: EvolveConfig) -> dict[str, Any]:
+def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
     """The seeds (LoRA adapters on one base, blendable together), the base model and the task's two splits.
 
     Every path the run keeps is made absolute here, as config.yaml writes it (the seeds, the base model, the task file
@@ -89,7 +89,8 @@ def prepare(cfg: EvolveConfig) -> dict[str, Any]:
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
         check_storage(cfg.store, what="store")
-        check_store(cfg)
+        if not resuming:  # a resume's settings and seeds are checked against its own config.yaml (check_resume)
+            check_store(cfg)
     fitness, validation, test = split_task(cfg)
     if cfg.task.harness is not None:
         check_harness(cfg)
@@ -181,12 +182,7 @@ def population_config(cfg: EvolveConfig) -> dict[str, Any]:
     The store keeps it (``config``) so that a run given the store of another (``check_store``) can be compared."""
     skip = (*EvolveConfig.RESUME_MAY_CHANGE, "store")
 
-    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(data, dict) and data:
-            return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-        return {prefix.rstrip("."): data}
-
-    dumped = flat(absolute_paths(cfg).model_dump(mode="json"))
+    dumped = flat_settings(absolute_paths(cfg).model_dump(mode="json"))
     return {k: v for k, v in dumped.items() if not any(k == s or k.startswith(s + ".") for s in skip)}
 
 
@@ -196,7 +192,7 @@ def check_store(cfg: EvolveConfig) -> None:
     a resume, took that run's population over silently (its seeds, its scores, an adapter of that run recommended,
     exit 0). With the same settings and seeds it carries on with what the store holds, as a resume would (workers
     share a store on purpose; `evolve worker` never comes here). A store made before agentlab kept its settings in
-    it is compared by what it kept: the seeds, their fingerprints and the base model."""
+    it is compared by what it kept: the seeds and their fingerprints."""
     if cfg.store is None or missing_study(cfg.store, Path.cwd()) is not None:
         return
     try:
@@ -209,13 +205,11 @@ def check_store(cfg: EvolveConfig) -> None:
     stored, now = pop.attr("config"), population_config(cfg)
     if stored is not None:
         # the settings both know: one added to agentlab since the store was made is its default on both sides
-        changed = [f"{key} {_brief(stored[key])} -> {_brief(now[key])}" for key in sorted(stored.keys() & now.keys())
-                   if stored[key] != now[key]]
-    else:
-        seeds = {p.name: str(p) for p in cfg.seeds}
-        changed = [f"{key} {_brief(old)} -> {_brief(new)}" for key, old, new in
-                   (("seeds", (settings or {}).get("seeds"), seeds),
-                    ("base_model", (settings or {}).get("base_model"), cfg.base_model)) if old != new]
+        changed = [f"{key} {brief_setting(stored[key])} -> {brief_setting(now[key])}"
+                   for key in sorted(stored.keys() & now.keys()) if stored[key] != now[key]]
+    else:  # its base model may be kept as typed (relative): the seeds and their fingerprints tell the population
+        seeds, old = {p.name: str(p) for p in cfg.seeds}, (settings or {}).get("seeds")
+        changed = [] if old == seeds else [f"seeds {brief_setting(old)} -> {brief_setting(seeds)}"]
     prints = pop.attr("seed_fingerprints") or {}
     changed += [f"seed {name} {prints[name][:12]} -> {new[:12]} (the fingerprint of its weights)"
                 for name, new in seed_fingerprints([p for p in cfg.seeds if p.name in prints]).items()
@@ -226,10 +220,6 @@ def check_store(cfg: EvolveConfig) -> None:
                          f"made with other settings or seeds ({'; '.join(changed)}); nothing was written",
                          hint=(f"continue that run: agentlab evolve run --resume {folder}; or " if folder else "")
                          + "give this run a new store (or leave store out: population.db in its run folder)")
-
-
-def _brief(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else repr(value)
 
 
 def seed_fingerprints(seeds: list[Path]) -> dict[str, str | None]:

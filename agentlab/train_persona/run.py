@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.config import REDACTED, absolute_paths, load_config, redact
+from agentlab.core.config import absolute_paths
 from agentlab.core.errors import UsageError
 from agentlab.core.files import check_replace, file_sha256, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
@@ -40,7 +40,7 @@ from agentlab.core.models.builtin import upstream_id
 from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
 from agentlab.core.models.load import load_causal_lm
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, read_events
+from agentlab.core.runs import RunDir, read_events, settings_changes
 from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from agentlab.core.train.dist import FollowerRun
 from agentlab.core.train.model import check_target_modules, lora_config
@@ -161,28 +161,13 @@ def _check_budget(cfg: TrainPersonaConfig, folder: Path) -> None:
     if finished is None:
         return
     evaluating = bool(cfg.eval.tasks) and "eval" not in finished
-    changed = _changed_settings(folder, cfg, allowed=("eval", "mlflow") if evaluating else ())
+    changed = settings_changes(folder, cfg, ("eval", "mlflow") if evaluating else ())
     if changed:
         raise UsageError(f"{folder}: this run already trained its {finished['steps']} steps and saved its adapter, so "
                          f"a resume trains nothing and would not use {'; '.join(changed)}; nothing was written",
                          hint="resume without them, with a larger --max-steps to train on"
                          + ("" if evaluating else ", with --eval TASK to score the adapter")
                          + ", or start a new run with the new settings")
-
-
-def _changed_settings(folder: Path, cfg: TrainPersonaConfig, allowed: tuple[str, ...]) -> list[str]:
-    """The settings ``cfg`` changes from the run's config.yaml (as ``key old -> new``), other than ``allowed`` keys
-    and what lies under them; secrets are compared as config.yaml holds them (redacted)."""
-    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(data, dict) and data:
-            return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-        return {prefix.rstrip("."): data}
-
-    saved, asked = (flat(redact(absolute_paths(c).model_dump(mode="json")))
-                    for c in (load_config(folder / "config.yaml", TrainPersonaConfig), cfg))
-    return [f"{key} {saved.get(key)!r} -> {asked.get(key)!r}" for key in sorted(saved.keys() | asked.keys())
-            if saved.get(key) != asked.get(key) and REDACTED not in (saved.get(key), asked.get(key))
-            and not any(key == k or key.startswith(k + ".") for k in allowed)]
 
 
 def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatData | None = None,

@@ -438,6 +438,12 @@ def test_a_new_run_refuses_the_store_of_a_run_made_otherwise(in_tmp: Path, tiny_
     err = " ".join(capsys.readouterr().err.split())
     assert f"the store {store} holds the population of {ref}, made with these settings and seeds: its 4 scored " \
         "individual(s) are kept" in err and "resuming" not in err
+    # a resume is checked against its own config.yaml, not the store: one of an older agentlab (no settings kept,
+    # its base model as typed) was refused as "another run", naming the run being resumed
+    pop = open_population(store, None, create=False)
+    pop.set_attr("config", None)
+    pop.set_attr("settings", {**pop.attr("settings"), "base_model": "models/tiny"})
+    assert main(["evolve", "run", "--resume", str(in_tmp / "new")]) == 0, capsys.readouterr().err
 
 
 def test_claims_that_go_back_to_the_queue_are_named_by_individual(tmp_path: Path) -> None:
