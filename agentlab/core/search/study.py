@@ -105,9 +105,11 @@ def check_sqlite(storage: str, what: str = "search.storage", *, create: bool = T
     tables: set[str] = set()
     if path.stat().st_size:
         try:
-            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as con:
                 tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as exc:
+            if "locked" in str(exc) or "busy" in str(exc):  # another worker writes it: Optuna's open waits and retries
+                return
             raise ConfigError(f"{what}: {path} is not an SQLite database ({exc}); nothing was written to it",
                               hint="give a new file, an Optuna database, or a journal file path") from None
     if tables and "studies" not in tables:

@@ -192,3 +192,20 @@ def test_an_sqlite_file_that_is_not_optunas_is_refused_unchanged(tmp_path: Path)
     assert {p: p.read_bytes() for p in before} == before
     open_study(f"sqlite:///{empty}", tmp_path, name="s", directions=["minimize"])  # a new, empty file: a new study
     open_storage(f"sqlite:///{empty}", tmp_path, create=False)  # an Optuna database now
+
+
+def test_a_locked_optuna_database_is_not_taken_for_another_kind(tmp_path: Path) -> None:
+    """Another worker writing the shared study.db: check_sqlite said "not an SQLite database (database is locked)"."""
+    import sqlite3
+
+    from agentlab.core.search.study import check_sqlite
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    open_study(url, tmp_path, name="s", directions=["minimize"])
+    holder = sqlite3.connect(tmp_path / "study.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        check_sqlite(url, create=False)  # left to Optuna's open, which waits for the lock
+    finally:
+        holder.rollback()
+        holder.close()
