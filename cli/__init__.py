@@ -68,6 +68,10 @@ def _expand_bare_resume(argv: list[str]) -> list[str]:
     return out
 
 
+# commands that write no run folder: a file name that is not UTF-8 (a Latin-1 one) is read as Linux allows
+_READ_ONLY = ("config", "models", "ui")
+
+
 def _not_utf8(args: list[str]) -> tuple[str, str] | None:
     """A command-line argument holding a byte that is not UTF-8 (Python keeps it as a lone surrogate,
     ``$(printf 'caf\\xe9')``), as one line naming the option: run folders record their arguments (a topic, an input,
@@ -163,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
-    undecodable = _not_utf8(args)
+    name = next((a for a in args if not a.startswith("-")), "")
+    undecodable = None if name in _READ_ONLY else _not_utf8(args)
     if undecodable is not None:
         return fail(*undecodable, 2)
-    name = next((a for a in args if not a.startswith("-")), "")
     advice = continue_with(name)
     runs = sys.modules.get("agentlab.core.runs")  # not imported for --help: too slow to import here
     before = runs.opened_count() if runs is not None else 0

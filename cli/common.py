@@ -117,7 +117,8 @@ OtlpOpt = Annotated[
 
 
 # C0 controls but newline and tab, DEL, C1 controls, and the Unicode bidi embeddings / overrides / isolates.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# A byte of a file name or argument that is not UTF-8 (a lone surrogate) is shown as the byte, \xe9: printing it failed.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
 
 
 def opt(*names: str, help: str) -> Any:
@@ -139,7 +140,8 @@ def safe_text(text: object, *, stdout: bool = False) -> str:
     text = "" if text is None else str(text)
     if stdout and not sys.stdout.isatty():
         return text
-    shown = _UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
+    shown = _UNSAFE.sub(lambda m: f"\\x{ord(m.group()) - 0xdc00:02x}" if m.group() >= "\udc80" else
+                        repr(m.group())[1:-1], text)
     return shown if stdout else escape(shown)
 
 

@@ -4,6 +4,7 @@ folder; resumes work from anywhere and never damage a run; hints only name optio
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def test_a_latin1_file_is_told_apart_from_binary_data(in_tmp: Path, capsys: pyte
     (["nas", "--out", "runs/x\udcff", "-n", "1"], "--out: not UTF-8 text (byte 0xff at character 7)"),
     (["nas", "--out=runs/x\udcff", "-n", "1"], "--out: not UTF-8 text (byte 0xff at character 7)"),
     (["debate", "--topic", "caf\udce9 7*8?", "--dry-run"], "--topic: not UTF-8 text (byte 0xe9 at character 4)"),
-    (["config", "validate", "caf\udce9.yaml"], "argument 3: not UTF-8 text (byte 0xe9 at character 4)"),
+    (["pipeline", "rerun", "caf\udce9"], "argument 3: not UTF-8 text (byte 0xe9 at character 4)"),
 ])
 def test_a_command_line_byte_that_is_not_utf8_is_one_line_exit_2(args: list[str], says: str, in_tmp: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
@@ -101,6 +102,13 @@ def test_a_command_line_byte_that_is_not_utf8_is_one_line_exit_2(args: list[str]
     err = capsys.readouterr().err
     assert says in err and "internal error" not in err
     assert not (in_tmp / "runs").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_read_where_no_run_folder_is_written(in_tmp: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    name = os.fsdecode(b"caf\xe9.yaml")  # a Latin-1 file name, as Linux allows
+    (in_tmp / name).write_text("# agentlab nas -c FILE\nname: x\n")
+    assert main(["config", "validate", name]) == 0, capsys.readouterr().err
 
 
 def test_internal_errors_are_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
