@@ -194,10 +194,9 @@ def _check_writable(child: Path) -> None:
     import tempfile
 
     from agentlab.core.errors import UsageError
+    from agentlab.core.files import nearest_existing
 
-    where = child.absolute().parent
-    while not where.exists() and where != where.parent:
-        where = where.parent
+    where = nearest_existing(child.parent)
     try:
         if not where.is_dir():
             raise NotADirectoryError(0, "not a folder")

@@ -99,6 +99,15 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """The nearest of ``path`` (made absolute) and its parents that exists: where a write to a path whose folders
+    are not made yet would create them, checked before anything is made."""
+    where = Path(path).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    return where
+
+
 def human_size(n: float | None) -> str:
     """A byte count for people: ``512 B``, ``1.5 KiB``, ``97.3 MiB``, ``2.1 GiB``; ``-`` for None."""
     if n is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, InputError, missing_package
-from agentlab.core.files import ordinary_mode
+from agentlab.core.files import nearest_existing, ordinary_mode
 from agentlab.core.models import gguf_export
 from agentlab.core.models.adapters import ADAPTER_CONFIG, read_adapter
 from agentlab.core.models.builtin import BUILTIN_MODELS
@@ -191,9 +191,7 @@ def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not force:
         raise InputError(f"{out}: already exists", hint="choose another path, or pass --force to replace it")
     # Checked, not made: the folder is created once the inputs have proved good (_make_parents).
-    ancestor = out.parent.absolute()
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(out.parent)
     if not ancestor.is_dir():
         raise InputError(f"{out.parent}: cannot create the folder ({ancestor} is a file)",
                          hint="give a path under a folder, e.g. models/NAME.gguf")
