@@ -108,8 +108,9 @@ def check_sqlite(storage: str, what: str = "search.storage", *, create: bool = T
             with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as con:
                 tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as exc:
-            if "locked" in str(exc) or "busy" in str(exc):  # another worker writes it: Optuna's open waits and retries
-                return
+            with path.open("rb") as header:
+                if header.read(16) == b"SQLite format 3\x00":
+                    return  # locked by a worker, a hot journal after a kill: Optuna's open waits or rolls back
             raise ConfigError(f"{what}: {path} is not an SQLite database ({exc}); nothing was written to it",
                               hint="give a new file, an Optuna database, or a journal file path") from None
     if tables and "studies" not in tables:

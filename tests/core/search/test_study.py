@@ -209,3 +209,23 @@ def test_a_locked_optuna_database_is_not_taken_for_another_kind(tmp_path: Path) 
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_a_database_killed_mid_write_is_left_to_optunas_recovery(tmp_path: Path) -> None:
+    """A kill -9 mid-transaction leaves a hot journal, which a read-only open cannot roll back ("attempt to write a
+    readonly database"): check_sqlite called the run's own store "not an SQLite database" and the resume exited 2."""
+    import subprocess
+    import sys
+
+    from agentlab.core.search.study import check_sqlite
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    open_study(url, tmp_path, name="s", directions=["minimize"])
+    writer = ("import os, sqlite3; c = sqlite3.connect('study.db'); c.execute('PRAGMA cache_size=5'); "
+              "c.execute('CREATE TABLE scratch (x)'); c.execute('BEGIN')\n"
+              "for _ in range(5000): c.execute('INSERT INTO scratch VALUES (?)', ('x' * 200,))\n"
+              "os._exit(0)")
+    subprocess.run([sys.executable, "-c", writer], cwd=tmp_path, check=True)
+    assert (tmp_path / "study.db-journal").is_file()
+    check_sqlite(url, create=False)
+    assert open_study(url, tmp_path, name="s", directions=["minimize"]).trials == []
