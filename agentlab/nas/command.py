@@ -607,6 +607,9 @@ class CommandObjective:
             return
         script = parts[at]
         path = Path(script) if Path(script).is_absolute() else self.cwd / script
+        if Path(script).suffix in SCRIPT_SUFFIXES and path.is_dir():
+            raise UsageError(f"objective.command: {script} is a folder, not a script (looked in {self.cwd})",
+                             hint="give the script's path (python train.py ...), or run a package with python -m")
         if Path(script).suffix in SCRIPT_SUFFIXES and not path.exists():  # it would fail every trial, trial 0 first
             shell = script.startswith("~") or "$" in script
             raise UsageError(f"objective.command: {script} does not exist (looked in {self.cwd})",

@@ -153,6 +153,9 @@ def test_a_command_that_cannot_start_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:  # no shell: `~` is a folder named so
         CommandObjective(spec(f"{PYTHON} ~/train.py"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
     assert "~ and $VARS are not expanded" in (err.value.hint or "")
+    (tmp_path / "folder.py").mkdir()  # it passed every check, and trial 0 failed: "can't open file"
+    with pytest.raises(UsageError, match=r"folder.py is a folder, not a script"):
+        CommandObjective(spec(f"{PYTHON} folder.py {{args}}"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
     (tmp_path / "plain.sh").write_text("echo hi\n")  # not executable
     with pytest.raises(UsageError, match="not an executable"):
         CommandObjective(spec("./plain.sh"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
