@@ -298,13 +298,14 @@ def rich_progress(enabled: bool = True) -> Iterator[Progress]:
         bars.close()
 
 
-def approver_for(planner: str, approve: bool, answer: str | None = None) -> Any:
+def approver_for(planner: str, approve: bool, answer: str | None = None, *, dry_run: bool = False) -> Any:
     """--approve's approver, or None without --approve (refused, exit 2, with another planner than the agent). The
     agent's graph stops at an interrupt before each step it wants to run; the approver's reply resumes it
     (``core.agent.approval``). ``answer`` (--answer, what `agentlab ui` passes when it resumes a run) answers the
     approval the run stopped at. Then, in a terminal, it shows the step and reads yes / no / edit; without one,
     under `agentlab ui` (``AGENTLAB_APPROVE_UI=1``), the run stops at the approval (run.json: waiting for approval)
-    for the UI to answer; otherwise --approve is refused before anything runs (exit 2)."""
+    for the UI to answer; otherwise --approve is refused before anything runs (exit 2), except in a ``dry_run``,
+    which asks nothing."""
     from agentlab.core.errors import UsageError
 
     if not approve:
@@ -324,7 +325,7 @@ def approver_for(planner: str, approve: bool, answer: str | None = None) -> Any:
             raise UsageError(str(exc), hint='e.g. --answer yes, or --answer \'{"answer": "edit", "changes": '
                              '{"model.d_model": 32}}\'') from None
     tty = sys.stdin.isatty()
-    if not tty and not given and not approval.ui_answers():
+    if not tty and not given and not approval.ui_answers() and not dry_run:
         # nobody could answer: refused before anything runs, not a search that waits for ever
         raise UsageError("--approve needs a terminal to ask in, and stdin is not one",
                          hint=f"run it in a terminal, or start it from `agentlab ui` (or set "

@@ -86,7 +86,7 @@ def compress(
         from agentlab.compress.workspace import workspace_root
         from agentlab.core.runs import resume_target, routing_config
 
-        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
+        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run)
         folder = resume_target("compress", resume) if resume is not None else None
         cfg.workspace = workspace_root(cfg.workspace, folder)  # absolute in config.yaml: a resume from anywhere
         routing = routing_config(llm, folder, set_ or [])  # resumed: the first run's --llm

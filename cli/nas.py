@@ -115,8 +115,8 @@ def nas(
         folder = resume_target("nas", resume) if resume is not None else None
         routing = routing_config(llm, folder)  # resumed: the first run's --llm
         kwargs = prepare(cfg, routing, config_file=config, resume=folder)
-        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer)
-        if approver is not None:
+        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run)
+        if approver is not None and not dry_run:  # a dry run asks nothing
             kwargs["approver"] = approver
         if not json_:
             console.print(safe_text(data_line(kwargs["data"], freq, target) if cfg.objective is None

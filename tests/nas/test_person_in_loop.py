@@ -71,6 +71,9 @@ def test_approve_without_a_terminal_is_refused_unless_the_ui_answers(in_tmp: Pat
     err = capsys.readouterr().err
     assert "--approve needs a terminal to ask in" in err and APPROVE_UI_ENV in err and "Traceback" not in err
     assert not (in_tmp / "runs").exists() and srv.count(PLANNER) == 0
+    # a dry run asks nothing: a script or CI checks an --approve config without a terminal
+    assert main(["nas", "-c", cfg, "--llm", llm, "--planner", "agent", "--approve", "--dry-run"]) == 0
+    assert not (in_tmp / "runs").exists() and srv.count(PLANNER) == 0
 
     from agentlab.cli.common import approver_for
 
