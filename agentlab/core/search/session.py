@@ -206,7 +206,17 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
     model of the route loadable (a wrong name is a config error), one model of it reachable (HTTP: its key set, its
     server answering a quick probe). ``source`` (the routing config's file) is named in the hints, ``fallback`` (the
     command's classical planner) offered instead; a scripted chooser (``scripted``: benchmarks) needs none of it.
-    ``auto`` is not checked here: it probes and falls back to the sampler, saying why."""
+    ``auto`` probes and falls back to the sampler, saying why; only a local model of a routing file the user gave
+    (``source``) that cannot be loaded is refused: a wrong path or name is the file's mistake, not an outage."""
+    if kind == "auto" and source is not None and not scripted:
+        for name in llm.route("planner").chain():
+            if (problem := local_problem(llm, name)) is not None:
+                builtin = builtin_name(source)
+                raise UsageError(f"--llm {source}: the planner model '{name}' cannot be loaded: {problem}",
+                                 hint=(f"{BUILTIN_MODELS[builtin].install_hint()}" if builtin is not None else
+                                       f"fix models.{name}.model in {source} (`agentlab models list` shows the "
+                                       "models here)") + f", or leave out --llm (--planner auto then uses {fallback})")
+        return
     if kind not in KINDS or not KINDS[kind].needs_model or scripted:
         return
     chain = llm.route("planner").chain()

@@ -57,6 +57,10 @@ def test_the_planner_hint_offers_a_builtin_model(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(UsageError, match="the built-in model 'qwen2.5-coder-0.5b' cannot be loaded") as err:
         require_planner_model(load_llm_config("qwen2.5-coder-0.5b"), "agent", source="qwen2.5-coder-0.5b")
     assert "pip install 'agentlab[qwen]'" in (err.value.hint or "") and "--llm" not in (err.value.hint or "")
+    with pytest.raises(UsageError, match="--llm qwen2.5-coder-0.5b: the planner model") as err:  # auto: refused too
+        require_planner_model(load_llm_config("qwen2.5-coder-0.5b"), "auto", source="qwen2.5-coder-0.5b")
+    assert "pip install 'agentlab[qwen]'" in (err.value.hint or "") and "leave out --llm" in (err.value.hint or "")
+    require_planner_model(load_llm_config("qwen2.5-coder-0.5b"), "auto")  # no file given: auto's probe decides
 
 
 def test_a_config_keeps_the_name_not_a_path(in_tmp: Path) -> None:
