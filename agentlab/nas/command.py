@@ -67,6 +67,7 @@ from agentlab.nas.script import (
     config_files,
     hydra_app,
     project_imports,
+    python_source,
     script_of,
 )
 
@@ -610,6 +611,14 @@ class CommandObjective:
         if Path(script).suffix in SCRIPT_SUFFIXES and path.is_dir():
             raise UsageError(f"objective.command: {script} is a folder, not a script (looked in {self.cwd})",
                              hint="give the script's path (python train.py ...), or run a package with python -m")
+        if Path(script).suffix == ".py" and path.is_file():
+            try:
+                python_source(path)
+            except (SyntaxError, UnicodeDecodeError) as exc:  # Python refuses to run it: every trial would fail
+                where = f"{script}:{exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else script
+                raise UsageError(f"objective.command: {where} is not UTF-8 and declares no other encoding, so Python "
+                                 "cannot run it", hint="save it as UTF-8, or declare its encoding on its first line "
+                                 "(# -*- coding: latin-1 -*-)") from None
         if Path(script).suffix in SCRIPT_SUFFIXES and not path.exists():  # it would fail every trial, trial 0 first
             shell = script.startswith("~") or "$" in script
             raise UsageError(f"objective.command: {script} does not exist (looked in {self.cwd})",

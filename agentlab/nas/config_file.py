@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ def format_of(path: Path) -> str:
                               hint="give a .json, .yaml, .toml or .py file (a Python module of literal "
                               "assignments)")
     return kind
+
+
+BOM = "\ufeff"  # a UTF-8 byte order mark, as read into text
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,12 @@ class ConfigFile:
                                   hint="save it as UTF-8") from None
         except OSError as exc:
             raise ConfigFileError(f"objective.config: {path} cannot be read ({exc.strerror or exc})") from None
-        return cls(path, kind, text, _READ[kind](path, text))
+        return cls(path, kind, text, _READ[kind](path, text.removeprefix(BOM)))
+
+    @property
+    def body(self) -> str:
+        """The text after its byte order mark, if it has one."""
+        return self.text.removeprefix(BOM)
 
     def lookup(self, key: str) -> tuple[bool, Any]:
         node: Any = self.values
@@ -89,7 +97,7 @@ class ConfigFile:
                                       hint=f"write the project's settings into it, {key} with its current value "
                                       "among them, or name the file the script reads (objective.config)")
             top = key.split(".", 1)[0]
-            if self.kind == "python" and top not in self.values and (unread := _unread_python(self.text, top)):
+            if self.kind == "python" and top not in self.values and (unread := _unread_python(self.body, top)):
                 line, what = unread
                 raise ConfigFileError(f"{self.path}:{line}: {key} cannot be searched: {what} (search.space.{key})",
                                       hint="only module-level assignments of literals (numbers, strings, lists, "
@@ -113,7 +121,10 @@ class ConfigFile:
         if not values:
             return self.text
         try:
-            text = _WRITE[self.kind](self, values)
+            # the writers edit the text after a byte order mark (Windows editors write one; Python, YAML and the
+            # trial's script read past it), which is written back as it was
+            body = self if self.body == self.text else replace(self, text=self.body)
+            text = self.text[: len(self.text) - len(self.body)] + _WRITE[self.kind](body, values)
             self._verify(text, values)
             return text
         except (StopIteration, KeyError, AttributeError, TypeError) as exc:
@@ -127,7 +138,7 @@ class ConfigFile:
         """Read the written text back: the keys written hold their new values and every other value is as it was;
         else the file's shape is one this cannot edit (``ConfigFileError``, before anything runs on it)."""
         try:
-            again = _READ[self.kind](self.path, text)
+            again = _READ[self.kind](self.path, text.removeprefix(BOM))
         except ConfigFileError as exc:
             raise ConfigFileError(f"{self.path}: writing {', '.join(values)} would break the file ({exc.message})",
                                   hint="write those values on lines of their own (not a multi-line or flow "

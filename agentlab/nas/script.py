@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 
+def python_source(path: Path) -> str:
+    """A Python file's text as Python decodes it: UTF-8, past a byte order mark, or the encoding its first two lines
+    declare (PEP 263). ``SyntaxError`` or ``UnicodeDecodeError`` when Python could not read it either."""
+    import tokenize
+
+    with tokenize.open(path) as handle:
+        return handle.read()
+
+
 def inside(root: Path, path: Path) -> bool:
     """Whether ``path``, links resolved, lies in ``root`` (itself resolved)."""
     try:
@@ -53,7 +62,7 @@ def project_imports(script: str, cwd: Path, depth: int = 3) -> list[str]:
         rel, level = todo.pop(0)
         path = root / rel
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            tree = ast.parse(python_source(path))
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
         names: list[str] = []
@@ -96,7 +105,7 @@ def hydra_app(script: str, cwd: Path) -> tuple[Path, str] | None:
     root = cwd.resolve()
     path = root / script
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = ast.parse(python_source(path))
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
         return None
     for node in ast.walk(tree):
@@ -174,7 +183,7 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
     trees = []
     for path in files:
         try:
-            trees.append(ast.parse(path.read_text(encoding="utf-8")))
+            trees.append(ast.parse(python_source(path)))
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
     libs = ("typer", "fire", "tyro", "jsonargparse")

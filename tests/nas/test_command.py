@@ -156,6 +156,14 @@ def test_a_command_that_cannot_start_is_refused(tmp_path: Path) -> None:
     (tmp_path / "folder.py").mkdir()  # it passed every check, and trial 0 failed: "can't open file"
     with pytest.raises(UsageError, match=r"folder.py is a folder, not a script"):
         CommandObjective(spec(f"{PYTHON} folder.py {{args}}"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
+    # Python refuses a script that is not UTF-8 and declares no encoding: it was "search.space.lr: ... no option
+    # of train.py gives it a literal default", the cause unsaid
+    (tmp_path / "latin.py").write_bytes(b"# caf\xe9\nimport argparse\n")
+    with pytest.raises(UsageError, match=r"latin.py is not UTF-8 and declares no other encoding"):
+        CommandObjective(spec(f"{PYTHON} latin.py {{args}}"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()
+    (tmp_path / "declared.py").write_bytes(b"# -*- coding: latin-1 -*-\n# caf\xe9\n")  # Python runs it
+    CommandObjective(spec(f"{PYTHON} declared.py {{args}}"), cwd=tmp_path, trial_dir=lambda n: tmp_path
+                     ).validate_program()
     (tmp_path / "plain.sh").write_text("echo hi\n")  # not executable
     with pytest.raises(UsageError, match="not an executable"):
         CommandObjective(spec("./plain.sh"), cwd=tmp_path, trial_dir=lambda n: tmp_path).validate()

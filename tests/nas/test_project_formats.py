@@ -248,6 +248,12 @@ def test_argparse_defaults_are_the_base_of_a_key_the_params_leave_out(tmp_path: 
     with pytest.raises(UsageError, match="search.space.depth: not a key of objective.params, and no option of "
                        "train.py \\(argparse, click, typer, tyro, fire, jsonargparse or LightningCLI"):
         obj.validate()
+    # read as Python reads it: past a byte order mark, in the encoding the file declares
+    for head in (b"\xef\xbb\xbf", b"# -*- coding: latin-1 -*-\n# caf\xe9\n"):
+        (tmp_path / "train.py").write_bytes(head + textwrap.dedent(ARGPARSE_DEFAULTS).encode())
+        obj = CommandObjective(spec(f"{PYTHON} train.py {{args}}", "loss", {}), cwd=tmp_path,
+                               trial_dir=lambda n: tmp_path / "run", space_keys=("lr",))
+        assert obj.base_params == {"lr": 0.01}
 
 
 ACCEPTS = """\
@@ -1033,6 +1039,22 @@ def test_only_changed_values_are_written_and_crlf_is_kept(tmp_path: Path) -> Non
     cfg = ConfigFile.load(path)
     text = cfg.render({"training.act": "relu"})
     assert text == 'training = {\r\n    "lr": 1e-3,  # keep\r\n    "act": "relu",\r\n}\r\n'
+
+
+@pytest.mark.parametrize(("name", "text", "key", "written"), [
+    ("config.py", "lr = 0.01\nepochs = 3\n", "lr", "lr = 0.02\nepochs = 3\n"),
+    ("params.json", '{"lr": 0.01, "epochs": 3}\n', "lr", '{"lr": 0.02, "epochs": 3}\n'),
+    ("params.toml", "lr = 0.01\nepochs = 3\n", "lr", "lr = 0.02\nepochs = 3\n"),
+    ("params.yaml", "lr: 0.01\nepochs: 3\n", "lr", "lr: 0.02\nepochs: 3\n")])
+def test_a_byte_order_mark_is_read_past_and_written_back(tmp_path: Path, name: str, text: str, key: str,
+                                                         written: str) -> None:
+    """Windows editors start UTF-8 files with a BOM, which Python reads past: config.py was refused as "not valid
+    Python (invalid non-printable character U+FEFF)", params.json as not valid JSON."""
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    cfg = ConfigFile.load(path)
+    assert cfg.lookup(key) == (True, 0.01)
+    assert cfg.render({key: 0.02}) == "\ufeff" + written and cfg.render({key: 0.01}) == "\ufeff" + text
 
 
 @pytest.mark.parametrize("word", ["|", "&&", ">", "2>&1", ";"])
