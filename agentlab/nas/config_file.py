@@ -104,7 +104,7 @@ class ConfigFile:
                                       "dicts) are searched: write the value as a literal, or pass it through "
                                       "{args} / {params}")
             parent = key.rsplit(".", 1)[0] if "." in key else ""
-            line = self._line_of(parent) if parent and self.lookup(parent)[0] else 1
+            line = self.line_of(parent) if parent and self.lookup(parent)[0] else 1
             raise ConfigFileError(f"{self.path}:{line}: no {key!r} here (search.space.{key})",
                                       hint="search a key the file holds (a dotted key names a nested one: "
                                       f"training.lr), or add {key} to the file with its current value")
@@ -165,7 +165,7 @@ class ConfigFile:
 
         atomic_write_text(path, self.render(values))
 
-    def _line_of(self, key: str) -> int:
+    def line_of(self, key: str) -> int:
         """The 1-based line where ``key``'s last part is written (first match in order of the path), else 1."""
         pos = 0
         for part in key.split("."):
@@ -195,11 +195,14 @@ def _other(value: Any) -> Any:
     return [value]
 
 
+_FIX = "fix the file where named, or point objective.config at the file the script reads"
+
+
 def _read_json(path: Path, text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigFileError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise ConfigFileError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})", hint=_FIX) from None
     return _mapping(path, data)
 
 
@@ -211,7 +214,8 @@ def _read_yaml(path: Path, text: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigFileError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        raise ConfigFileError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})",
+                              hint=_FIX) from None
     return _mapping(path, data if data is not None else {})
 
 
@@ -221,7 +225,7 @@ def _read_toml(path: Path, text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigFileError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigFileError(f"{path}: not valid TOML ({exc})", hint=_FIX) from None
 
 
 def _read_python(path: Path, text: str) -> dict[str, Any]:
@@ -230,7 +234,7 @@ def _read_python(path: Path, text: str) -> dict[str, Any]:
     try:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as exc:
-        raise ConfigFileError(f"{path}:{exc.lineno}: not valid Python ({exc.msg})") from None
+        raise ConfigFileError(f"{path}:{exc.lineno}: not valid Python ({exc.msg})", hint=_FIX) from None
     out: dict[str, Any] = {}
     for name, node in _assignments(tree).items():
         try:
@@ -336,7 +340,7 @@ def _write_yaml(cfg: ConfigFile, values: dict[str, Any]) -> str:
         try:
             node = _yaml_node(root, key)
         except StopIteration:  # read through a merge key (`<<: *defaults`): no node of its own to write
-            raise ConfigFileError(f"{cfg.path}:{cfg._line_of(key.rsplit('.', 1)[0]) if '.' in key else 1}: {key} "
+            raise ConfigFileError(f"{cfg.path}:{cfg.line_of(key.rsplit('.', 1)[0]) if '.' in key else 1}: {key} "
                                   "comes from a YAML merge key (<<), not written in place",
                                   hint=f"give {key.rsplit('.', 1)[0]} its own {key.rsplit('.', 1)[-1]}: line (it "
                                   "overrides the merged one) to search it") from None

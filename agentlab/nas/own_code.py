@@ -18,7 +18,7 @@ from agentlab.core.search.agent import agent_story, agent_summary
 from agentlab.core.search.planners import diff
 from agentlab.core.search.records import TrialRecord, planner_label, reason_line, run_id, state_counts
 from agentlab.core.search.session import llm_source, require_planner_model
-from agentlab.core.search.space import SearchSpace
+from agentlab.core.search.space import SearchSpace, lookup
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.code_change import CodeRules, CodeTrials
 from agentlab.nas.command import CommandObjective, better, check_option_values, flat_values, merged_base
@@ -126,7 +126,8 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)
     require_planner_model(llm_cfg, cfg.search.planner, scripted=scripted, source=llm_source(llm))
     resolve_cwd(cfg, config_file)
-    command_objective(cfg, None).validate()
+    command = command_objective(cfg, None)
+    command.validate()
     objective = objective_of(cfg)
     Workspaces(objective.cwd or Path.cwd(), Path("."), "check", objective.workspace).check()
     if objective.editable:
@@ -143,7 +144,15 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
     check_group_choices(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
     check_option_values(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
     space = command_space(cfg)
-    space.check_base(space.complete(space.base))
+    base = space.complete(space.base)
+    if command.config is not None:  # a value of the project's config file: the file and line named, not the space
+        for key in space.active(base):
+            problem = space.params[key].check(base[key]) if key in space.params else None
+            if problem and command.config.lookup(key)[0] and not lookup(command.own_params, key)[0]:
+                raise ConfigError(f"{command.config.path}:{command.config.line_of(key)}: {key} = {base[key]!r}: "
+                                  f"{problem} (search.space.{key})", hint="fix the value in the file (trial 0 "
+                                  "runs it as it is), or search.space's entry for it")
+    space.check_base(base)
     check_warm_start(cfg, space)
     check_tracking(cfg.mlflow)
     return {"llm": llm_cfg, "data": None}

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from agentlab.cli import main
 from agentlab.core.errors import UsageError
 from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.nas.command import CommandObjective, cli_value, text_metrics
@@ -115,8 +117,21 @@ def test_a_key_the_file_lacks_is_refused_with_file_and_line(tmp_path: Path, name
 def test_bad_config_files_are_one_clear_error(tmp_path: Path, name: str, content: str, said: str) -> None:
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(ConfigFileError, match=said):
+    with pytest.raises(ConfigFileError, match=said) as err:
         ConfigFile.load(path)
+    assert err.value.hint  # the next step: each syntax error had none
+
+
+def test_a_config_files_value_outside_the_space_names_its_line(in_tmp: Path, capsys: Any) -> None:
+    """It said "search.space does not contain the base config: lr: base value 'abc'", with "widen the space"."""
+    (in_tmp / "params.toml").write_text("epochs = 3\nlr = \"abc\"\n")
+    (in_tmp / "train.py").write_text("print('loss: 1')\n")
+    (in_tmp / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{PYTHON} train.py", "config": "params.toml", "metric": "loss"},
+        "search": {"planner": "random", "space": {"lr": {"low": 0.001, "high": 0.1}}}}))
+    assert main(["nas", "-c", "nas.yaml", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "params.toml:2: lr = 'abc': expected a number" in err and "fix the value in the file" in err
 
 
 def test_missing_folder_and_binary_config_files(tmp_path: Path) -> None:
