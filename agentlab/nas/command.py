@@ -77,6 +77,13 @@ if TYPE_CHECKING:
     from agentlab.nas.workspace import Workspaces
 
 log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # the checks run at --dry-run, before the run and in it: each warning said once
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 PLACEHOLDER = "{params}"
 ARGS, OVERRIDES = "{args}", "{overrides}"
@@ -518,6 +525,7 @@ class CommandObjective:
                              "`python train.py --params {params}`")
         self.validate_program()
         self._check_placeholders(parts)
+        self._check_option_names(parts)
         if self.config is not None:
             own = [k for k in self.space_keys if not lookup(self.own_params, k)[0]]
             self.config.require(own)
@@ -575,8 +583,25 @@ class CommandObjective:
                     continue
                 close = _close_key(key, known)
                 if close:
-                    log.warning("objective.command: {%s} names no param, so it reaches the command as written (did "
-                                "you mean {%s}?)", key, close[0])
+                    _warn_once(f"objective.command: {{{key}}} names no param, so it reaches the command as written "
+                               f"(did you mean {{{close[0]}}}?)")
+
+    def _check_option_names(self, parts: list[str]) -> None:
+        """Warn of an ``objective.params`` key that ``{args}`` passes as an option the script was not seen to have
+        (``--lrr=0.1``: argparse exits 2 on it, and trial 0, the base, fails). Only a warning: options are read from
+        the source, and one added in a loop, parsed with ``parse_known_args`` or a library's own (LightningCLI's
+        ``trainer.*``: dotted keys are left alone) is not seen."""
+        script = script_of(self.command, self.cwd)
+        if ARGS not in parts or script is None or not self.options:
+            return
+        names = {name for key, found in self.options.items() for name in (key, found.option.lstrip("-"))}
+        for key in flatten(self.own_params):
+            if "." in key or key in self.space_keys or key in names or key.replace("_", "-") in names:
+                continue
+            close = _close_key(key, sorted(self.options))
+            _warn_once(f"objective.params.{key}: {script} has no option for it that could be read from its source "
+                       f"(it has {', '.join(sorted({f.option for f in self.options.values()}))}), so the script may "
+                       "refuse it and trial 0 fail" + (f" (did you mean {close[0]}?)" if close else ""))
 
     def validate_program(self) -> None:
         """The command's program can be found and run, in an existing folder (``UsageError`` otherwise)."""

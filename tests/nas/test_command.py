@@ -201,6 +201,23 @@ def test_a_placeholder_close_to_a_param_but_naming_none_is_warned_about(tmp_path
     assert "names no param" not in caplog.text
 
 
+def test_a_param_the_script_has_no_option_for_is_warned_about_once(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """objective.params.lrr with `{args}`: --dry-run said "config ok" and trial 0 failed (argparse: "unrecognized
+    arguments: --lrr=0.1"). A warning, not a refusal: options added in a loop are not seen in the source."""
+    (tmp_path / "train.py").write_text("import argparse\np = argparse.ArgumentParser()\n"
+                                       "p.add_argument('--lr', type=float, default=0.1)\n"
+                                       "p.add_argument('--batch-size', type=int, default=8)\np.parse_args()\n")
+    params = {"lrr": 0.1, "batch_size": 4, "model.depth": 2}  # a dest by its option's name; a namespace: not seen
+    for _ in range(2):
+        CommandObjective(CommandObjectiveConfig(command=f"{PYTHON} train.py {{args}}", metric="loss", params=params),
+                         cwd=tmp_path,
+                         trial_dir=lambda n: tmp_path, space_keys=("lr",)).validate()
+    said = [r.getMessage() for r in caplog.records if "no option for it" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("objective.params.lrr: train.py has no option for it")
+    assert "(it has --batch-size, --lr)" in said[0] and said[0].endswith("(did you mean lr?)")
+
+
 def test_check_finds_params_that_are_no_json(tmp_path: Path) -> None:
     obj = CommandObjective(spec(f"{PYTHON} -c pass"), cwd=tmp_path, trial_dir=lambda n: tmp_path)
     assert obj.check({"x": 1.0}) == []
