@@ -523,7 +523,10 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
                 loc, msg = min(found, key=lambda path: _missing_parts(data, path)), match.group(2)
         if err["type"] == "extra_forbidden":
             known = _field_names(model, raw_loc)
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
+            typed = str(loc[-1]) if loc else ""
+            # two letters swapped (`lgo` for `log`) first: difflib rates `low` as close and takes the list's order
+            close = [k for k in known if sorted(k) == sorted(typed)][:1] or (
+                difflib.get_close_matches(typed, known, n=1) if loc else [])
             msg = "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
             if known and not close:
                 msg += f"; known keys: {', '.join(known)}"

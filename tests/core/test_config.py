@@ -215,6 +215,10 @@ def test_an_optional_sections_typo_is_suggested_and_a_number_refused_once(tmp_pa
     assert [line for line in lines if "search.space.lr.low" in line] == [
         f"{path}:6: search.space.lr.low: Input should be a valid number, unable to parse string as a number "
         "(got 'high')"]
+    # two letters swapped: the key with those letters, not the first one difflib rates as close (it said 'low')
+    path = write(tmp_path, "search:\n  space:\n    lr: {low: 0.1, high: 0.3, lgo: true}\n")
+    with pytest.raises(ConfigError, match=r"search.space.lr.lgo: unknown key \(did you mean 'log'\?\)"):
+        load_config(path, NASConfig)
 
 
 def test_llm_config_unknown_model_reference_names_route_line(tmp_path: Path) -> None:
