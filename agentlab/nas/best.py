@@ -245,7 +245,9 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
                                  "the one the search started from: nothing written",
                                  hint=f"keep your file, or copy {best} over it to go back")
             raise UsageError(f"{target} has changed since the search started: nothing written",
-                             hint=f"apply the patch by hand ({by_hand(project, run)}), or copy {best}")
+                             hint=f"apply the patch by hand ({by_hand(project, run)}) to keep your edit"
+                             + (f" (it writes {len(todo)} files)" if len(todo) > 1 else "")
+                             + f"; copying {best} over it would discard the edit")
         writes.append((target, current, new))
     out = []
     for target, current, new in writes:

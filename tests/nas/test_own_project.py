@@ -113,6 +113,7 @@ def test_apply_refuses_a_file_changed_since_the_search(tmp_path: Path, capsys: p
     assert main(["nas", "apply", str(run)]) == 2
     err = capsys.readouterr().err
     assert "has changed since the search started" in err and f"git apply {run.resolve() / 'best.patch'}" in err
+    assert "to keep your edit" in err and "would discard the edit" in " ".join(err.split())  # not "or copy best"
     assert (project / "config.py").read_text() == mine
     shutil.rmtree(project / ".git")  # outside git, `git apply` does nothing; patch does it
     assert main(["nas", "apply", str(run)]) == 2
