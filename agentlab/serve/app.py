@@ -102,6 +102,9 @@ class _Handler:
         self.keys.on_refuse = metrics.key_refused
         self.secrets = secrets  # provider and client keys: scrubbed from every error message sent or logged
         self.store = ResponseStore(cfg.max_stored_responses)  # /v1/responses conversations, for follow-ups
+        # whether the server was told to stop at once (a second Ctrl-C) rather than after graceful_shutdown_s: the
+        # answers it cuts then say so (the Gateway sets it; the server is made after this handler)
+        self.forced: Callable[[], bool] = lambda: False
 
     # ------------------------------------------------------------------ checks
 
@@ -370,21 +373,27 @@ class _Handler:
         return _EventStream((events or self.events)(req, task, queue, first, start), watch, task)
 
     def server_cut(self, what: str, label: str, task: asyncio.Future[Any]) -> dict[str, Any]:
-        """A stream the server stopped (Ctrl-C, SIGTERM) before its answer ended, ``graceful_shutdown_s`` past: its
-        answer cancelled, counted as ``shutdown``, and the error body its last event says (the stream then ends
-        whole, without ``[DONE]``: the client must not take the text for a whole answer)."""
+        """A stream the server stopped (Ctrl-C, SIGTERM) before its answer ended, ``graceful_shutdown_s`` past or a
+        second Ctrl-C: its answer cancelled, counted as ``shutdown``, and the error body its last event says (the
+        stream then ends whole, without ``[DONE]``: the client must not take the text for a whole answer)."""
         task.cancel()
         return self.shutdown_error(what, label).body()
 
     def shutdown_error(self, what: str, label: str) -> ApiError:
-        """An answer the server stopped before it ended, ``graceful_shutdown_s`` past (streamed or not): counted as
-        ``shutdown``, logged, and the 503 ``server_shutdown`` error to send."""
+        """An answer the server stopped before it ended, ``graceful_shutdown_s`` past or cut short by a second
+        Ctrl-C (streamed or not): counted as ``shutdown``, logged with which, and the 503 ``server_shutdown`` error to
+        send."""
         self.metrics.failed_request(label, "shutdown")
+        grace = self.cfg.graceful_shutdown_s
+        if self.forced():
+            log.warning("%s %s: the gateway stopped before the answer ended (a second Ctrl-C stopped it at once, "
+                        "without waiting the rest of graceful_shutdown_s %gs)", what, label, grace)
+            return ApiError(503, "the gateway was stopped at once, before this answer ended; ask again",
+                            "server_shutdown", kind="shutdown")
         log.warning("%s %s: the gateway stopped before the answer ended (graceful_shutdown_s %gs passed)", what,
-                    label, self.cfg.graceful_shutdown_s)
+                    label, grace)
         return ApiError(503, f"the gateway stopped before this answer ended (it gives answers in flight "
-                        f"graceful_shutdown_s, {self.cfg.graceful_shutdown_s:g}s); ask again",
-                        "server_shutdown", kind="shutdown")
+                        f"graceful_shutdown_s, {grace:g}s); ask again", "server_shutdown", kind="shutdown")
 
     def client_gone(self, what: str, label: str, task: asyncio.Future[Any]) -> None:
         """A stream's client went away: its answer is (or was just) cancelled, which stops the upstream request."""

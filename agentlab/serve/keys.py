@@ -39,11 +39,13 @@ import os
 import re
 import time
 from collections import deque
+from collections.abc import Collection
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agentlab.core.config import StrictModel, getenv, load_config
 from agentlab.core.errors import ConfigError
@@ -54,6 +56,13 @@ __all__ = ["KeySpec", "KeysFile", "KeyState", "KeyRing", "Ticket", "load_keys"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WINDOW_S = 60.0
+# The names the gateway serves while ``load_keys`` reads a keys file: a key's ``routes`` naming none of them would get
+# a 403 on every request, so validation refuses it, at the file's line (None: not known, nothing checked).
+_SERVED: ContextVar[Collection[str] | None] = ContextVar("agentlab_served_names", default=None)
+# The next step for a keys file that is missing, empty or not a mapping: no command writes one, so its shape.
+KEYS_FILE_HINT = ("a keys file is YAML: `keys:` then one entry per client, `- name: NAME` with `key_env: VARIABLE` "
+                  "(the environment variable holding its key) or `key_sha256: HEX`, and optional rpm, tpm, "
+                  "max_tokens, max_cost_usd, routes; docs/commands/serve.md (Client keys) has a full example")
 
 
 class KeySpec(StrictModel):
@@ -69,6 +78,18 @@ class KeySpec(StrictModel):
     max_cost_usd: float | None = Field(None, gt=0, description="cost budget in USD (needs `prices`)")
     routes: list[str] = Field(default_factory=list, description="served names this key may ask for; empty: all")
     admin: bool = Field(False, description="may read GET /v1/keys/usage")
+
+    @field_validator("routes")
+    @classmethod
+    def _served_routes(cls, routes: list[str]) -> list[str]:
+        served = _SERVED.get()
+        if served is not None:
+            unknown = [name for name in routes if name not in served]
+            if unknown:
+                shown = ", ".join(list(served)[:20]) + (", ..." if len(served) > 20 else "")
+                raise ValueError(f"unknown route '{unknown[0]}' (known: {shown}): a key's routes name routes "
+                                 "or models of the routing config served (--llm)")
+        return routes
 
     @model_validator(mode="after")
     def _one_secret(self) -> KeySpec:
@@ -304,9 +325,11 @@ class KeyRing:
                 state.cost_usd = float(spent.get("cost_usd", 0.0))
 
 
-def load_keys(path: Path | None, env_keys: list[str]) -> tuple[KeyRing, list[str]]:
+def load_keys(path: Path | None, env_keys: list[str],
+              served: Collection[str] | None = None) -> tuple[KeyRing, list[str]]:
     """The key ring of ``path`` (a keys file) plus ``env_keys`` (unlimited keys env-1, env-2, ...), and the secrets
-    to scrub. ``ConfigError`` (exit 2) names the file, the key's name and what to do."""
+    to scrub. ``ConfigError`` (exit 2) names the file, the key's name and what to do. ``served``: the names the
+    gateway serves, which every key's ``routes`` must be among."""
     pairs: list[tuple[KeySpec, str]] = []
     secrets: list[str] = []
     prices: dict[str, Price] = {}
@@ -316,7 +339,18 @@ def load_keys(path: Path | None, env_keys: list[str]) -> tuple[KeyRing, list[str
                       hashlib.sha256(key.encode()).hexdigest()))
         secrets.append(key)
     if path is not None:
-        parsed = load_config(path, KeysFile)
+        if not path.exists():
+            raise ConfigError(f"{path}: keys file not found (--keys / keys_file)", hint="check the path; "
+                              + KEYS_FILE_HINT)
+        token = _SERVED.set(served)
+        try:
+            parsed = load_config(path, KeysFile)
+        except ConfigError as exc:
+            if exc.hint is not None and "agentlab config" in exc.hint:  # empty, or not a mapping: no schema to show
+                exc.hint = KEYS_FILE_HINT
+            raise
+        finally:
+            _SERVED.reset(token)
         prices = parsed.prices
         if parsed.usage_file is not None:
             usage_file = parsed.usage_file if parsed.usage_file.is_absolute() else path.parent / parsed.usage_file

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -117,7 +118,15 @@ def load_body(body: bytes | bytearray) -> Any:
             data, checked = json.loads(body), True  # NaN and Infinity read: check_values names the field
         else:
             checked = (b"\\u" in body or b"\xed" in body) and _SURROGATE_BYTES.search(body) is not None
-    except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
+    except RecursionError:  # valid JSON, but nested deeper than Python's parser recurses
+        raise _bad("the request body is nested too deep to read (about a thousand levels or more of lists or "
+                   "objects); no OpenAI request needs that: send a flatter body") from None
+    except ValueError as exc:
+        # valid JSON too, but an integer longer than Python converts (a guard against slow conversions); the
+        # parser's own errors are JSONDecodeError, and bytes that are not text UnicodeDecodeError
+        if not isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)) and "digits" in str(exc):
+            raise _bad(f"a number in the request body is too long: integers may have at most "
+                       f"{sys.get_int_max_str_digits()} digits here; send a shorter number") from None
         raise ApiError(400, "the request body is not JSON (UTF-8)", "invalid_json", kind="bad_request") from None
     if checked:
         check_values(data)
@@ -322,7 +331,7 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
         raise _bad("'n' must be 1: one choice per request (send several requests, or use a best_of_n route)", "n",
                    code="unsupported_parameter")
     # each changes the answer: refused, not ignored (web_search_options: {} is how OpenAI turns the search on)
-    for key in ("logprobs", "logit_bias", "web_search_options"):
+    for key in ("logprobs", "top_logprobs", "logit_bias", "web_search_options"):
         if body.get(key) or (key == "web_search_options" and body.get(key) is not None):
             raise _bad(f"'{key}' is not served by this gateway", key, code="unsupported_parameter")
     stream = body.get("stream", False)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import ipaddress
 import logging
 import signal
 import socket
@@ -48,6 +49,7 @@ __all__ = ["Gateway", "prepare", "run", "builtin_llm_config", "bind", "client_ke
 
 log = logging.getLogger("agentlab.serve")
 
+_WILDCARDS = ("0.0.0.0", "::")  # every interface (bind's --host); a client connects to 127.0.0.1 then
 BUILTIN_MODELS_SERVED = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m")  # the first installed: default
 
 
@@ -164,7 +166,7 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
         log.warning("note: %s: model '%s' cannot be served (%s); its requests fall back or get a 503", where, name,
                     problem)
     keys = client_keys(cfg.api_key_env)
-    load_keys(cfg.keys_file, keys)  # a bad keys file (or an unset key variable) is one line, exit 2
+    load_keys(cfg.keys_file, keys, catalog.served)  # a bad keys file (or an unset key variable) is one line, exit 2
     sock = bind(cfg.host, cfg.port)
     try:
         _configure_tracing(cfg)
@@ -183,7 +185,7 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
         llm, client_keys, sock = prepared["llm"], prepared["client_keys"], prepared["sock"]
     gateway = Gateway(cfg, llm, run_dir, client_keys=client_keys or [], sock=sock)
     say = announce or (lambda line: log.warning("%s", line))
-    for note in gateway.catalog.notes:
+    for note in gateway.notes():
         say(f"note: {note}")
     gateway.on_started = lambda: say(gateway.describe())
     try:
@@ -252,12 +254,13 @@ class Gateway:
         sinks = [self.metrics.on_event] + ([run_dir.event] if run_dir is not None and cfg.log_calls else [])
         self.router.on_event = sinks[0] if len(sinks) == 1 else _fan_out(sinks)
         self.metrics.model_stats = self.router.stats
-        keyring, keys = load_keys(cfg.keys_file, list(client_keys or []))
+        keyring, keys = load_keys(cfg.keys_file, list(client_keys or []), self.catalog.served)
         if run_dir is not None:
             for key in keys:
                 run_dir.add_secret(key)
         self.keyring = keyring
         self.handler = _Handler(cfg, self.router, self.catalog, self.metrics, keyring, [*self.router.secrets, *keys])
+        self.handler.forced = lambda: bool(getattr(self._server, "force_exit", False))
         self.app = build_app(self.handler)
         self.sock = sock
         self._port: int | None = None
@@ -273,13 +276,43 @@ class Gateway:
         return self._port if self._port is not None else self.cfg.port
 
     @property
+    def everywhere(self) -> bool:
+        """Whether the gateway listens on every interface (``--host 0.0.0.0`` or ``::``)."""
+        return self.cfg.host in _WILDCARDS
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the gateway: what decides the warning about serving without client
+        keys. The bound address decides (``localhost`` is loopback, a name may resolve to anything)."""
+        if self.everywhere:
+            return False
+        address = self.sock.getsockname()[0] if self.sock is not None and self.sock.fileno() >= 0 else self.cfg.host
+        try:
+            return ipaddress.ip_address(str(address).split("%")[0]).is_loopback
+        except ValueError:  # a name, not bound yet
+            return self.cfg.host == "localhost"
+
+    @property
     def base_url(self) -> str:
-        """What an OpenAI client takes as ``base_url``."""
-        host = self.cfg.host if self.cfg.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        """What an OpenAI client takes as ``base_url``: on this machine's loopback when listening everywhere (the
+        wildcard address is no address to connect to)."""
+        host = self.cfg.host if not self.everywhere else "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/v1"
 
+    def notes(self) -> list[str]:
+        """What to say once at start besides the address: the catalog's notes, and that a gateway other machines can
+        reach asks no client key (the help says to set one with --host 0.0.0.0; nothing made sure of it)."""
+        notes = list(self.catalog.notes)
+        if not self.handler.keys and not self.loopback:
+            notes.append(f"--host {self.cfg.host} takes requests from other machines and no client key is asked "
+                         f"for: anyone who reaches port {self.port} can use the models; set --api-key-env NAME (or "
+                         "--keys FILE), or bind 127.0.0.1")
+        return notes
+
     def describe(self) -> str:
+        """The line said once the gateway serves; the URL comes first after ``serving on`` (scripts and
+        ``testing.gateway`` read it there)."""
         kinds: dict[str, list[str]] = {}
         for served in self.catalog.served.values():
             kinds.setdefault(served.kind, []).append(served.name)
@@ -287,6 +320,9 @@ class Gateway:
         where = [w for w in (f"${self.cfg.api_key_env}" if self.cfg.api_key_env else None,
                              str(self.cfg.keys_file) if self.cfg.keys_file else None) if w]
         auth = f"client keys from {' and '.join(where)}" if self.handler.keys else "no client key needed"
+        if self.everywhere:
+            auth = (f"from this machine; listening on every interface (--host {self.cfg.host}), so other machines "
+                    f"use this machine's address, port {self.port}; {auth}")
         return f"serving on {self.base_url} ({auth}); {names}; Ctrl-C stops"
 
     # ------------------------------------------------------------------ serving

@@ -162,6 +162,8 @@ def test_response_format_json_schema_goes_through_the_structured_path(gw, srv: S
     ({"model": "good", "messages": ASK, "max_completion_tokens": 0}, 400, "'max_completion_tokens' must be between"),
     ({"model": "good", "messages": ASK, "n": 2}, 400, "'n' must be 1"),
     ({"model": "good", "messages": ASK, "logit_bias": {"42": 100}}, 400, "'logit_bias' is not served"),
+    # refused as logprobs is, never ignored (a 200 without the log-probabilities asked for)
+    ({"model": "good", "messages": ASK, "top_logprobs": 3}, 400, "'top_logprobs' is not served"),
     ({"model": "good", "messages": ASK, "web_search_options": {}}, 400, "'web_search_options' is not served"),
     ({"model": "good", "messages": ASK, "tools": [{"type": "function"}]}, 400, "tools[0] must be"),
     ({"model": "good", "messages": ASK, "functions": [{"name": "f"}]}, 400, "legacy function calling"),
@@ -184,9 +186,25 @@ def test_bad_requests_get_a_clear_4xx(gw, srv: ScriptedServer, body: dict, statu
 
 
 def test_a_body_that_is_not_json_is_400(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
-    for junk in (b"\xff{not json", b"[" * 100_000, b""):
+    for junk in (b"\xff{not json", b"[1, 2", b""):
         not_json = httpx.post(gw.base_url + "/chat/completions", content=junk)
         assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]["message"]
+    assert srv.requests == []
+
+
+@pytest.mark.parametrize("body, says", [
+    (b'{"model": "good", "messages": [], "max_tokens": ' + b"1" * 5000 + b"}", "a number in the request body is too "
+     "long: integers may have at most 4300 digits"),
+    (b"[" * 100_000 + b"]" * 100_000, "the request body is nested too deep to read"),
+    (b"[" * 100_000, "the request body is nested too deep to read"),  # too deep to find out whether it closes
+])
+def test_json_too_large_for_the_parser_says_why(gw, srv: ScriptedServer, body: bytes, says: str) -> None:  # noqa: ANN001
+    """Valid JSON that Python's parser refuses (an integer over its digits limit, nesting past its recursion limit)
+    was answered "the request body is not JSON"."""
+    response = httpx.post(gw.base_url + "/chat/completions", content=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert says in error["message"] and "not JSON" not in error["message"] and error["type"] == "invalid_request_error"
     assert srv.requests == []
 
 

@@ -165,6 +165,7 @@ def test_a_second_ctrl_c_stops_at_once_and_counts_the_answers_it_cut(in_tmp: Pat
     assert got["stream"].startswith("200 ") and '"server_shutdown"' in got["stream"] and "[DONE]" not in got["stream"]
     assert got["plain"].startswith("503 ") and '"server_shutdown"' in got["plain"]
     assert "stopped (SIGINT): 2 requests, 0 answered, 2 failed" in err_text
+    assert "a second Ctrl-C stopped it at once" in err_text and "graceful_shutdown_s 30s passed" not in err_text
     (run,) = (in_tmp / "runs" / "serve").iterdir()
     assert [e["kind"] for e in json.loads((run / "results.json").read_text())["errors"]] == ["shutdown"] * 2
 
@@ -222,3 +223,66 @@ def test_bad_usage_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: pyte
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
     assert not (in_tmp / "runs").exists()
+
+
+_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+@pytest.mark.parametrize("text, says, hint", [
+    # a route the gateway does not serve: the key got a 403 on every request
+    (f"keys:\n  - name: a\n    key_sha256: {_SHA}\n    routes: [nosuchroute]\n",
+     "k5.yaml:4: keys[0].routes: unknown route 'nosuchroute' (known: main, default, good, leaky)", "fix the field"),
+    # the hints named `agentlab config show COMMAND` (no keys schema there) and `agentlab config examples .` (which
+    # writes no keys file)
+    ("# nothing yet\n", "k5.yaml: the config file is empty", "`keys:` then one entry per client"),
+    (None, "k5.yaml: keys file not found", "`keys:` then one entry per client"),
+])
+def test_keys_file_problems_are_one_line_with_the_next_step(llm_file: Path, in_tmp: Path,
+                                                            capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch, text: str | None,
+                                                            says: str, hint: str) -> None:
+    from agentlab.serve import Gateway
+
+    monkeypatch.setattr(Gateway, "serve_forever", lambda self: pytest.fail("the keys file was accepted: it served"))
+    if text is not None:
+        (in_tmp / "k5.yaml").write_text(text)
+    assert main(["serve", "--llm", str(llm_file), "--keys", "k5.yaml", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {says}" in err and hint in err, err
+    assert "agentlab config" not in err and "Traceback" not in err and not (in_tmp / "runs").exists()
+
+
+def test_every_interface_names_a_local_url_and_warns_without_client_keys(gateway) -> None:  # noqa: ANN001
+    """--host 0.0.0.0 printed `serving on http://127.0.0.1:PORT/v1` as if on this machine only, and said nothing
+    of serving other machines with no client key."""
+    llm = {"providers": {"canned": {"kind": "scripted", "replies": ["hi"]}},
+           "models": {"here": {"provider": "canned", "model": "canned"}}, "routes": {"default": {"primary": ["here"]}}}
+    open_ = gateway(llm, host="0.0.0.0")
+    line = open_.describe()
+    assert line.startswith(f"serving on http://127.0.0.1:{open_.port}/v1 (from this machine; listening on every "
+                           "interface (--host 0.0.0.0), so other machines use this machine's address"), line
+    assert httpx.get(open_.base_url.removesuffix("/v1") + "/health").status_code == 200  # the URL said works
+    (note,) = open_.notes()
+    assert "anyone who reaches port" in note and "--api-key-env" in note
+    keyed = gateway(llm, host="0.0.0.0", client_keys=[CLIENT_KEY])
+    assert keyed.notes() == [] and "client keys from" in keyed.describe()
+    local = gateway(llm)  # 127.0.0.1: as before
+    assert local.notes() == [] and local.describe().startswith(f"serving on {local.base_url} (no client key needed)")
+
+
+def test_a_second_ctrl_c_says_it_cut_the_wait_short(srv: ScriptedServer, gateway,  # noqa: ANN001
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The log said "graceful_shutdown_s 30s passed" when a second Ctrl-C had stopped the wait after a moment."""
+    srv.default("good", Reply(text=" ".join(["word"] * 200), chunk_delay_s=0.1))
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), graceful_shutdown_s=30)
+    with httpx.stream("POST", gw.base_url + "/chat/completions", timeout=30,
+                      json={"model": "good", "messages": ASK, "stream": True}) as raw:
+        lines = raw.iter_lines()
+        assert next(lines).startswith("data: ")
+        started = time.monotonic()
+        gw._server.force_exit = True  # what uvicorn's handler sets on the second SIGINT
+        gw.stop()
+        rest = "\n".join(lines)
+    assert time.monotonic() - started < 10
+    assert '"server_shutdown"' in rest and "stopped at once" in rest and "[DONE]" not in rest
+    assert "a second Ctrl-C stopped it at once" in caplog.text and "passed)" not in caplog.text
