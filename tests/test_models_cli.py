@@ -451,3 +451,62 @@ def test_list_names_broken_links_empty_configs_and_escapes_undecodable_names(tin
     assert "unreadable: models/dangling.gguf: a broken link" in err
     assert "empty-config/config.json: names no model" in err
     assert ".t.abc" not in err
+
+
+def test_check_and_list_an_hf_folder_that_names_its_sizes_otherwise(tiny_model: dict[str, Path], in_tmp: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """A folder whose config.json spells its sizes as GPT-2 does (n_embd, n_layer, n_head) crashed `models check`
+    ("internal error: KeyError: 'num_attention_heads'", exit 1), and so did one that gives no sizes at all (KeyError:
+    'hidden_size'); `models list` showed its layers as `-`. The first is sized; the second is its row with needs `-`
+    and a note naming config.json and the keys looked for."""
+    for name, config in (("gpt2", {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 64,
+                                   "n_layer": 2, "n_head": 2, "n_positions": 128, "vocab_size": 100,
+                                   "torch_dtype": "float32"}),
+                         ("sizeless", {"model_type": "llama", "architectures": ["LlamaForCausalLM"]})):
+        shutil.copytree(tiny_model["hf"], in_tmp / "mdir" / name, ignore=shutil.ignore_patterns("*.gguf"))
+        (in_tmp / "mdir" / name / "config.json").write_text(json.dumps(config))
+    (in_tmp / "m.yaml").write_text("models_directory: .\nmodels:\n  g: {file: mdir/gpt2, backend: hf}\n"
+                                   "  s: {file: mdir/sizeless}\n")
+    assert main(["models", "check", "m.yaml", "--json"]) == 1  # s is required and cannot be sized
+    by_name = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert by_name["g"]["ok"] and by_name["g"]["estimate"]["total_bytes"] > 0 and by_name["g"]["fits"]
+    assert by_name["s"]["estimate"] is None and not by_name["s"]["ok"]
+    assert "mdir/sizeless/config.json: no hidden_size (nor n_embd, d_model)" in by_name["s"]["note"]
+    assert main(["models", "check", "m.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" not in err and "g: " in err and "no hidden_size" in " ".join(err.split())
+
+    assert main(["models", "list", "mdir", "--json"]) == 0
+    listed = {Path(m["path"]).name: m for m in json.loads(capsys.readouterr().out) if m["format"] != "builtin"}
+    assert (listed["gpt2"]["n_layers"], listed["gpt2"]["n_ctx_train"], listed["sizeless"]["n_layers"]) == (2, 128, None)
+
+
+def test_list_names_a_config_without_weights_or_with_a_bad_size_unreadable(tiny_model: dict[str, Path],
+                                                                            in_tmp: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """A folder holding only a config.json was listed as an hf model of 0 B (with `"num_hidden_layers": "x"`, of `x`
+    layers) though export-hf refuses it ("no weights"); an unreadable GGUF was named by its absolute path beside the
+    relative paths of everything else. A folder whose weights are GGUF files beside a config.json is theirs: the
+    GGUFs are listed, the folder is not called unreadable."""
+    models = in_tmp / "models"
+    (models / "config-only").mkdir(parents=True)
+    (models / "config-only" / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": "x"}')
+    shutil.copytree(tiny_model["hf"], models / "bad-size", ignore=shutil.ignore_patterns("*.gguf"))
+    (models / "bad-size" / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": "x"}')
+    (models / "gguf-repo").mkdir()
+    (models / "gguf-repo" / "config.json").write_text('{"model_type": "llama"}')
+    shutil.copyfile(tiny_model["gguf"], models / "gguf-repo" / "model.gguf")
+    (models / "fake.gguf").write_text("not a gguf")
+    assert main(["models", "list", "--json"]) == 0
+    listed = {m["path"]: m for m in json.loads(capsys.readouterr().out) if m["format"] != "builtin"}
+    assert {path: m["format"] for path, m in listed.items()} == {
+        "models/config-only": "unreadable", "models/bad-size": "unreadable", "models/fake.gguf": "unreadable",
+        "models/gguf-repo/model.gguf": "gguf"}
+    assert listed["models/config-only"]["error"].startswith("models/config-only: no weights (none of model.safetensors")
+    assert listed["models/bad-size"]["error"] == \
+        'models/bad-size/config.json: num_hidden_layers is "x", not a positive whole number'
+    assert listed["models/fake.gguf"]["error"].startswith("models/fake.gguf: not a readable GGUF file")
+    assert main(["models", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "unreadable: models/fake.gguf: not a readable GGUF file" in err and str(in_tmp) not in err
+    assert "unreadable: models/config-only: no weights" in err and "│x " not in err

@@ -23,7 +23,7 @@ from typing import Any
 
 from agentlab.core.errors import AgentlabError, LLMError
 from agentlab.core.llm.config import ResourceConfig
-from agentlab.core.models.modelfiles import gguf_info, hf_config, safetensors_numels
+from agentlab.core.models.modelfiles import HF_SIZE_KEYS, gguf_info, hf_config, hf_sizes, safetensors_numels
 
 log = logging.getLogger(__name__)
 
@@ -194,34 +194,52 @@ def _gguf_estimate(name: str, path: str, weights: int, dims: dict[str, Any], n_c
                           gpu_share=share, dims=dims)
 
 
-def _config_numels(cfg: dict[str, Any]) -> list[tuple[str, int]]:
-    """Parameter counts of a Llama-like decoder from its config, for folders without safetensors."""
-    n_embd, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
-    n_head = cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or n_embd // n_head
-    kv_dim = (cfg.get("num_key_value_heads") or n_head) * head_dim
-    n_ff = cfg.get("intermediate_size") or 4 * n_embd
-    embed = cfg["vocab_size"] * n_embd
+def _config_numels(dims: dict[str, Any]) -> list[tuple[str, int]]:
+    """Parameter counts of a Llama-like decoder from its sizes (:func:`_hf_dims`, defaults filled in), for folders
+    without safetensors."""
+    n_embd, n_layers, n_head, head_dim = dims["n_embd"], dims["n_layers"], dims["n_head"], dims["head_dim"]
+    kv_dim = dims["n_head_kv"] * head_dim
+    embed = dims["n_vocab"] * n_embd
     attn = n_embd * n_head * head_dim * 2 + n_embd * kv_dim * 2
-    out = [("model.embed_tokens.weight", embed), ("model.layers.proj.weight", n_layers * (attn + 3 * n_embd * n_ff))]
-    if not cfg.get("tie_word_embeddings", False):
+    out = [("model.embed_tokens.weight", embed),
+           ("model.layers.proj.weight", n_layers * (attn + 3 * n_embd * dims["n_ff"]))]
+    if not dims["tied"]:
         out.append(("lm_head.weight", embed))
     return out
 
 
 def _gguf_as_hf_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The config.json fields an HF estimate reads, from a GGUF header (``n_params`` added; dtype float32 as the
-    de-quantized model is saved)."""
+    """From a GGUF header: the config.json fields an HF estimate reads (dtype float32, as the de-quantized model is
+    saved; ``n_params``) and the sizes, as :func:`_hf_dims` gives them."""
     try:
         info = gguf_info(path)
     except AgentlabError as exc:
         raise ResourceError(exc.message, hint=exc.hint) from exc
     n_head_kv = max(info.n_head_kv) if isinstance(info.n_head_kv, list) else info.n_head_kv
-    cfg = {"hidden_size": info.n_embd, "num_hidden_layers": info.n_layers, "num_attention_heads": info.n_head,
-           "num_key_value_heads": n_head_kv, "head_dim": info.k_dim, "intermediate_size": info.n_ff,
-           "vocab_size": info.n_vocab, "max_position_embeddings": info.n_ctx_train,
-           "tie_word_embeddings": info.tied_embeddings}
-    return {**cfg, "dtype": "float32", "n_params": info.n_params}, cfg
+    dims = {"n_embd": info.n_embd, "n_layers": info.n_layers, "n_head": info.n_head, "n_head_kv": n_head_kv,
+            "head_dim": info.k_dim, "n_ff": info.n_ff, "n_vocab": info.n_vocab, "n_ctx_train": info.n_ctx_train,
+            "tied": info.tied_embeddings}
+    return {"dtype": "float32", "n_params": info.n_params}, dims
+
+
+def _hf_dims(folder: Path, raw: dict[str, Any], text_config: dict[str, Any], need_vocab: bool) -> dict[str, Any]:
+    """The sizes an HF estimate needs from a folder's config (:func:`hf_config`), under any spelling of their keys
+    (:func:`hf_sizes`: GPT-2's n_embd, T5's d_model, ...). ``ResourceError`` naming the file and the keys when width,
+    layers or heads (and, for a folder without safetensors, the vocabulary) are given under none of them: the KV cache
+    and compute buffers cannot be sized without them, and transformers could not build the model either."""
+    try:
+        dims: dict[str, Any] = dict(hf_sizes(folder, raw, text_config))
+    except AgentlabError as exc:
+        raise ResourceError(exc.message, hint=exc.hint) from exc
+    needed = ("n_embd", "n_layers", "n_head", "n_vocab") if need_vocab else ("n_embd", "n_layers", "n_head")
+    missing = [HF_SIZE_KEYS[size] for size in needed if dims[size] is None]
+    if missing:
+        names = "; ".join(keys[0] + (f" (nor {', '.join(keys[1:])})" if keys[1:] else "") for keys in missing)
+        raise ResourceError(f"{folder / 'config.json'}: no {names}: the memory the model needs cannot be estimated",
+                            hint="save the model again with save_pretrained (its config.json then names its sizes), "
+                            "or add them to config.json")
+    dims["tied"] = bool(text_config.get("tie_word_embeddings", False))
+    return dims
 
 
 def estimate_hf(path: str | Path, dtype: str = "float32", n_ctx: int | None = None, load_in_4bit: bool = False,
@@ -230,35 +248,37 @@ def estimate_hf(path: str | Path, dtype: str = "float32", n_ctx: int | None = No
     layers' weights at NF4 ~0.52 byte, embeddings and head in ``dtype``), KV at ``n_ctx`` (default: the model's
     ``max_position_embeddings``) in ``dtype``, and compute = 64 MiB + one forward pass of activations
     ``n_ctx * (4 * n_embd + 2 * n_ff)`` in ``dtype`` (batch 1). ``path`` may be a GGUF file, which the transformers
-    provider de-quantizes: its header gives the sizes."""
+    provider de-quantizes: its header gives the sizes. ``ResourceError`` when config.json does not give the sizes
+    (:func:`_hf_dims`)."""
     folder = Path(path)
     if folder.is_file():
-        raw, cfg = _gguf_as_hf_config(folder)
+        raw, dims = _gguf_as_hf_config(folder)
         # The transformers provider de-quantizes a GGUF into a model of these parameters (see core/models/convert.py)
         numels = [("gguf.tensors", raw["n_params"])] if raw["n_params"] and not load_in_4bit else None
     else:
         try:
-            raw, cfg = hf_config(folder)
+            raw, text_config = hf_config(folder)
         except AgentlabError as exc:
             raise ResourceError(exc.message, hint=exc.hint) from exc
         numels = safetensors_numels(folder)
+        dims = _hf_dims(folder, raw, text_config, need_vocab=numels is None)
+    dims["head_dim"] = dims["head_dim"] or dims["n_embd"] // dims["n_head"]
+    dims["n_head_kv"] = dims["n_head_kv"] or dims["n_head"]
+    dims["n_ff"] = dims["n_ff"] or 4 * dims["n_embd"]
     if dtype == "auto":
         dtype = str(raw.get("dtype") or raw.get("torch_dtype") or "float32")
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype '{dtype}' (known: {', '.join(DTYPE_BYTES)})")
     per = DTYPE_BYTES[dtype]
-    numels = numels or _config_numels(cfg)
+    numels = numels or _config_numels(dims)
     weights = 0.0
     for tensor, count in numels:
         quantized = load_in_4bit and ".layers." in tensor and tensor.endswith("proj.weight")
         weights += count * (NF4_BYTES if quantized else per)
-    n_head = cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
-    n_ctx = n_ctx or cfg.get("max_position_embeddings") or 2048
-    kv = kv_cache_bytes(cfg["num_hidden_layers"], n_ctx, cfg.get("num_key_value_heads") or n_head, head_dim,
-                        head_dim, "f32" if per == 4 else "f16")
-    n_ff = cfg.get("intermediate_size") or 4 * cfg["hidden_size"]
-    compute = HF_COMPUTE_FLOOR + n_ctx * (4 * cfg["hidden_size"] + 2 * n_ff) * per
+    n_ctx = n_ctx or dims["n_ctx_train"] or 2048
+    kv = kv_cache_bytes(dims["n_layers"], n_ctx, dims["n_head_kv"], dims["head_dim"], dims["head_dim"],
+                        "f32" if per == 4 else "f16")
+    compute = HF_COMPUTE_FLOOR + n_ctx * (4 * dims["n_embd"] + 2 * dims["n_ff"]) * per
     return MemoryEstimate(name=name or folder.name, path=str(folder), backend="hf", device=device, n_ctx=n_ctx,
                           weights_bytes=round(weights), kv_bytes=kv, compute_bytes=compute, kv_type=dtype,
                           gpu_share=1.0 if device == "cuda" else 0.0)

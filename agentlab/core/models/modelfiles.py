@@ -80,8 +80,9 @@ def gguf_info(path: str | Path) -> GGUFInfo:
     """Architecture, sizes and file type of a GGUF file; raises ``AgentlabError`` when it is not one (a folder: the
     message says it is one, and what runs it).
 
-    Cached per (path, size, mtime). ``path`` in the result is the path as given (like :func:`hf_info`), whichever
-    spelling of the file filled the cache.
+    Cached per (path, size, mtime). ``path`` in the result, and in the message of a file that cannot be read, is the
+    path as given (like :func:`hf_info`), whichever spelling of the file filled the cache: `models list` printed an
+    unreadable GGUF's absolute path beside the relative ones of everything else.
     """
     path = Path(path)
     if path.is_dir():  # e.g. a models file's HF folder on `backend: llama_cpp`: the message is all a note shows
@@ -89,8 +90,14 @@ def gguf_info(path: str | Path) -> GGUFInfo:
                             "point `file` at a .gguf file", hint="llama.cpp loads GGUF files only")
     if not path.is_file():
         raise AgentlabError(f"GGUF file not found: {path}", hint="make one with `agentlab models make-tiny DIR`")
-    stat = path.stat()
-    return replace(_gguf_info(str(path.resolve()), stat.st_size, stat.st_mtime_ns), path=str(path))
+    stat, resolved = path.stat(), str(path.resolve())
+    try:
+        info = _gguf_info(resolved, stat.st_size, stat.st_mtime_ns)
+    except AgentlabError as exc:
+        if not exc.message.startswith(resolved):
+            raise
+        raise AgentlabError(str(path) + exc.message[len(resolved):], hint=exc.hint) from None
+    return replace(info, path=str(path))
 
 
 @dataclass
@@ -303,6 +310,42 @@ def hf_config(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, text_config
 
 
+# The keys a config.json names a decoder's sizes by: Llama's spelling (transformers' own) first, then those of other
+# families, as their config classes map them (GPT-2 / GPT-J: n_embd, n_layer, n_head, n_positions, n_inner; T5 / BART:
+# d_model, num_layers, num_heads, d_ff; MPT: n_layers, n_heads, max_seq_len; OPT: ffn_dim; Falcon: num_kv_heads).
+# Read with Llama's key alone, every other family's folder was a KeyError in the memory estimate.
+HF_SIZE_KEYS: dict[str, tuple[str, ...]] = {
+    "n_embd": ("hidden_size", "n_embd", "d_model"),
+    "n_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "n_head": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    "n_head_kv": ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
+    "head_dim": ("head_dim",),
+    "n_ff": ("intermediate_size", "n_inner", "ffn_dim", "d_ff"),
+    "n_ctx_train": ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"),
+    "n_vocab": ("vocab_size",),
+}
+
+
+def hf_sizes(folder: str | Path, config: dict[str, Any], text_config: dict[str, Any]) -> dict[str, int | None]:
+    """The sizes of :data:`HF_SIZE_KEYS` from a folder's config (:func:`hf_config`), each under the first of its keys
+    present (None where none is: the caller says what it cannot do without it). A value that is not a positive
+    whole number (``"num_hidden_layers": "x"``) is ``AgentlabError`` naming the file and the key: transformers would
+    fail on it deep inside the model's construction, and a table would show the string as a layer count."""
+    where = Path(folder) / "config.json"
+    prefix = "text_config." if text_config is not config else ""
+    out: dict[str, int | None] = {}
+    for size, keys in HF_SIZE_KEYS.items():
+        key = next((k for k in keys if text_config.get(k) is not None), None)
+        value = None if key is None else text_config[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise AgentlabError(f"{where}: {prefix}{key} is {json.dumps(value)}, not a positive whole number",
+                                hint="fix that value in config.json, or save the model again with save_pretrained")
+        out[size] = value
+    if out["n_head_kv"] is None and text_config.get("multi_query") is True:  # Falcon's first configs: one KV head
+        out["n_head_kv"] = 1
+    return out
+
+
 # What transformers' from_pretrained looks for: the weights (one file, or an index of shards) and a tokenizer's
 # vocabulary (a fast tokenizer's tokenizer.json, a sentencepiece model, a BPE vocab.json, a WordPiece vocab.txt).
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -319,6 +362,17 @@ def check_hf_folder(folder: str | Path) -> None:
     reported. ``AgentlabError`` naming the folder and what is missing."""
     folder = Path(folder)
     hf_config(folder)
+    _check_hf_weights(folder)
+    for file in sorted(folder.glob("*.safetensors")):
+        safetensors_header(file)
+    if not any((folder / name).is_file() for name in HF_TOKENIZER):
+        raise AgentlabError(f"{folder}: no tokenizer (none of {', '.join(HF_TOKENIZER)})",
+                            hint="copy the tokenizer files of the model it was saved from into the folder (or "
+                            "tokenizer.save_pretrained(FOLDER))")
+
+
+def _check_hf_weights(folder: Path) -> None:
+    """``AgentlabError`` unless ``folder`` holds weights (``HF_WEIGHTS``) and every shard its index names."""
     weights = [name for name in HF_WEIGHTS if (folder / name).is_file()]
     if not weights:
         raise AgentlabError(f"{folder}: no weights (none of {', '.join(HF_WEIGHTS)})",
@@ -332,30 +386,27 @@ def check_hf_folder(folder: str | Path) -> None:
                 "lists no weight files (no weight_map)"
             raise AgentlabError(f"{folder / index}: {what}",
                                 hint="copy every shard of the model, or save it again with save_pretrained")
-    for file in sorted(folder.glob("*.safetensors")):
-        safetensors_header(file)
-    if not any((folder / name).is_file() for name in HF_TOKENIZER):
-        raise AgentlabError(f"{folder}: no tokenizer (none of {', '.join(HF_TOKENIZER)})",
-                            hint="copy the tokenizer files of the model it was saved from into the folder (or "
-                            "tokenizer.save_pretrained(FOLDER))")
 
 
 def hf_info(folder: str | Path) -> HFInfo:
-    """Architecture and sizes of a transformers model folder (``config.json`` + weights)."""
+    """Architecture and sizes of a transformers model folder (``config.json`` + weights). ``AgentlabError`` for a
+    folder without weights (a config.json alone is no model: listed as one it showed 0 B, and loading it fails) or
+    with a size in config.json that is not a positive whole number (:func:`hf_sizes`); a size config.json does not
+    give under any known key is None."""
     folder = Path(folder)
     config, text_config = hf_config(folder)
-    n_head = text_config.get("num_attention_heads")
-    n_embd = text_config.get("hidden_size")
-    weights = [p for pattern in ("*.safetensors", "*.bin") for p in folder.glob(pattern)]
     numels = safetensors_numels(folder)  # first: a weights file that cannot be read is named (a link to nothing too)
+    _check_hf_weights(folder)
+    sizes = hf_sizes(folder, config, text_config)
+    n_head, n_embd = sizes["n_head"], sizes["n_embd"]
+    weights = [p for pattern in ("*.safetensors", "*.bin") for p in folder.glob(pattern)]
     return HFInfo(
         path=str(folder), arch=(config.get("architectures") or [config.get("model_type", "unknown")])[0],
         dtype=config.get("dtype") or config.get("torch_dtype"), size_bytes=sum(p.stat().st_size for p in weights),
         n_params=sum(n for _, n in numels or []) or None,
-        n_layers=text_config.get("num_hidden_layers"),
-        n_ctx_train=text_config.get("max_position_embeddings"), n_embd=n_embd, n_head=n_head,
-        n_head_kv=text_config.get("num_key_value_heads") or n_head,
-        head_dim=text_config.get("head_dim") or (n_embd // n_head if n_embd and n_head else None),
+        n_layers=sizes["n_layers"], n_ctx_train=sizes["n_ctx_train"], n_embd=n_embd, n_head=n_head,
+        n_head_kv=sizes["n_head_kv"] or n_head,
+        head_dim=sizes["head_dim"] or (n_embd // n_head if n_embd and n_head else None),
         chat_template=(folder / "chat_template.jinja").is_file()
         or "chat_template" in _read_json(folder / "tokenizer_config.json"),
     )
@@ -385,8 +436,9 @@ def model_shape(path: str | Path) -> tuple[Any, ...] | None:
 def find_local_models(directory: str | Path,
                       unreadable: list[tuple[str, str]] | None = None) -> list[GGUFInfo | HFInfo]:
     """Every GGUF file and transformers folder under ``directory`` (recursively), sorted by path. Those that cannot
-    be read (half-written, foreign, a ``.gguf`` link whose target is gone) are left out, and appended to
-    ``unreadable`` (path, why) when given. Hidden files and folders are skipped: a model being written
+    be read (half-written, foreign, a ``.gguf`` link whose target is gone, a config.json without weights) are left
+    out, and appended to ``unreadable`` (path, why) when given; a folder whose only weights are GGUF files is theirs,
+    not a transformers folder. Hidden files and folders are skipped: a model being written
     (``make-tiny``'s ``.NAME.XXXX.partial``, ``export-hf``'s temporary folder) is not one yet."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -401,6 +453,8 @@ def find_local_models(directory: str | Path,
             if path.is_file() and path.suffix == ".gguf":
                 found.append(gguf_info(path))
             elif path.is_dir() and (path / "config.json").is_file():
+                if not any((path / name).is_file() for name in HF_WEIGHTS) and any(path.glob("*.gguf")):
+                    continue  # a GGUF's folder beside the config.json of the model it came from: its GGUFs are listed
                 found.append(hf_info(path))
         except AgentlabError as exc:  # a half-written or foreign file: `models list` names it apart
             if unreadable is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,55 @@ def test_hf_estimate(tiny_model: dict[str, Path]) -> None:
     nf4 = estimate_hf(tiny_model["hf"], dtype="bfloat16", load_in_4bit=True, device="cuda", n_ctx=512)
     assert nf4.weights_bytes < bf16.weights_bytes and nf4.vram_bytes == nf4.total_bytes
     assert estimate_hf(tiny_model["hf"]).n_ctx == 512  # default: max_position_embeddings
+
+
+def _respelled(tiny_model: dict[str, Path], folder: Path, rename: dict[str, str], nest: bool = False) -> Path:
+    """A copy of the tiny HF model whose config.json names its sizes by other keys (``nest``: under text_config)."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny_model["hf"], folder, ignore=shutil.ignore_patterns("*.gguf"))
+    config = json.loads((folder / "config.json").read_text())
+    config = {rename.get(key, key): value for key, value in config.items()}
+    if nest:
+        config = {"model_type": config["model_type"], "architectures": config["architectures"], "text_config": config}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(("rename", "nest"), [
+    ({"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
+      "max_position_embeddings": "n_positions", "intermediate_size": "n_inner"}, False),  # GPT-2 / GPT-J
+    ({"hidden_size": "d_model", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+      "max_position_embeddings": "max_seq_len", "num_key_value_heads": "num_kv_heads"}, False),  # MPT, Falcon
+    ({}, True),  # a multimodal model's text_config
+])
+def test_hf_estimate_reads_other_spellings_of_the_sizes(rename: dict[str, str], nest: bool,
+                                                        tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    """A config.json that does not name its sizes as Llama's does (GPT-2's n_embd, n_layer, n_head) was a KeyError
+    (`models check`: "internal error: KeyError: 'num_attention_heads'", exit 1)."""
+    folder, llama = _respelled(tiny_model, tmp_path / "m", rename, nest), _respelled(tiny_model, tmp_path / "l", {})
+    assert replace(estimate_hf(folder, name="m"), path="") == replace(estimate_hf(llama, name="m"), path="")
+    for model in (folder, llama):  # without safetensors the weights are sized from the config too
+        (model / "model.safetensors").unlink()
+    assert replace(estimate_hf(folder, name="m"), path="") == replace(estimate_hf(llama, name="m"), path="")
+
+
+def test_hf_estimate_without_sizes_names_the_file_and_keys(tiny_model: dict[str, Path], tmp_path: Path) -> None:
+    """No known key for the width, layers or heads (or one that is not a number): a ResourceError naming config.json
+    and the keys it looked for, never a KeyError or TypeError."""
+    import json
+
+    folder = _respelled(tiny_model, tmp_path / "m", {})
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(ResourceError) as exc:
+        estimate_hf(folder)
+    assert exc.value.message.startswith(f"{folder / 'config.json'}: no hidden_size (nor n_embd, d_model); ")
+    assert "num_attention_heads (nor n_head" in exc.value.message and exc.value.hint
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": "x",
+                                                    "num_attention_heads": 4}))
+    with pytest.raises(ResourceError, match=r'config.json: num_hidden_layers is "x", not a positive whole number'):
+        estimate_hf(folder)
 
 
 def test_format_bytes() -> None:
