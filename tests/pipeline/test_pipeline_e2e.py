@@ -5,6 +5,7 @@ refusing a model set before anything loads."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def test_a_run_refused_for_memory_is_a_session_to_rerun(models_dir: Path, in_tmp
                  "runs/pipeline/mem"])
     err = " ".join(capsys.readouterr().err.split())
     folder = in_tmp / "runs" / "pipeline" / "mem"
-    assert code == 1 and "of RAM but 1.02 MiB is the budget" in err, err
+    # alone in its process "needs 6.42 MiB of RAM at n_ctx 512 but"; after another test left a model loaded, the
+    # models together "need ... of RAM but": the budget's words are the same
+    assert code == 1 and re.search(r"of RAM (at n_ctx 512 )?but 1.02 MiB is the budget", err), err
     assert {"config.yaml", "models.yaml", "input.txt", "session.json"} <= {p.name for p in folder.iterdir()}
     assert not (folder / "steps").exists()
     assert main(["pipeline", "history", "--json"]) == 0
@@ -109,7 +112,8 @@ def test_a_run_refused_for_memory_is_a_session_to_rerun(models_dir: Path, in_tmp
     assert "no stage finished: run it again (`agentlab pipeline rerun mem` reads its saved config" in err
     code = main(["pipeline", "rerun", "mem", "--set", "base_pipeline.stages.0.params.max_tokens=4", "--json"])
     err = " ".join(capsys.readouterr().err.split())
-    assert code == 1 and "of RAM but 1.02 MiB is the budget" in err and "missing" not in err, err  # the same check
+    assert code == 1 and re.search(r"of RAM (at n_ctx 512 )?but 1.02 MiB is the budget", err), err  # the same check
+    assert "missing" not in err
     child = next(p for p in folder.parent.iterdir() if p.name != "mem")
     assert "max_tokens: 4" in (child / "config.yaml").read_text()
     assert json.loads((child / "session.json").read_text())["parent_run_id"] == "mem"
