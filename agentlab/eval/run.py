@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.config import absolute_path, absolute_paths
+from agentlab.core.config import absolute_path, absolute_paths, load_config
 from agentlab.core.errors import UsageError
 from agentlab.core.harness import (
     BASE,
@@ -190,8 +190,9 @@ def row_settings(cfg: EvalConfig, adapter: Path | None) -> dict[str, Any]:
 
 def check_resume(cfg: EvalConfig, folder: Path) -> None:
     """A resume of the run in ``folder`` refused (``UsageError``) before the model loads when a finished row was
-    scored with other settings than ``cfg``'s, its saved files are damaged, or ``cfg``'s adapters leave a finished
-    row out; the run is left as it was."""
+    scored with other settings than ``cfg``'s, its saved files are damaged, or ``cfg``'s adapters leave out one of
+    the run's (a finished row, or one not scored yet: ``--adapter`` names the whole list, so a resume naming one
+    adapter would end the run "completed" without the others); the run is left as it was."""
     if cfg.base_url is not None:  # served rows go by the adapters' served names
         rows: dict[str, Path | None] = {BASE: None, **{Path(a).name: None for a in cfg.adapters}}
     else:
@@ -200,10 +201,21 @@ def check_resume(cfg: EvalConfig, folder: Path) -> None:
         _kept_row(folder / LM_EVAL / row, row_settings(cfg, adapter))
     dropped = sorted(d.name for d in (folder / LM_EVAL).glob("*") if d.name not in rows
                      and (d / "results.json").is_file())
+    hint = ("a resume may add adapters, not drop them: pass every adapter of the run (--adapter A --adapter B ...), "
+            "or start a new run for another set")
     if dropped:  # a resume's --adapter replaces the list: a finished row would vanish from the report
         raise UsageError(f"{folder}: this resume's adapters leave out the finished row(s) {', '.join(dropped)}",
-                         hint="a resume may add adapters, not drop them: pass every adapter of the run "
-                              "(--adapter A --adapter B ...), or start a new run for another set")
+                         hint=hint)
+    # one not scored yet would vanish too: the run would end "completed" with config.yaml rewritten without it
+
+    def adapter_names(c: EvalConfig) -> list[str]:  # served adapters are names; local ones folders, kept absolute
+        return [a.name if c.base_url is not None else str(absolute_path(a)) for a in c.adapters]
+
+    asked = set(adapter_names(cfg))
+    left_out = [a for a in adapter_names(load_config(folder / "config.yaml", EvalConfig)) if a not in asked]
+    if left_out:
+        raise UsageError(f"{folder}: this resume's adapters leave out {', '.join(left_out)} of the run's adapters "
+                         "(not scored yet): the run would end without them", hint=hint)
 
 
 def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None:

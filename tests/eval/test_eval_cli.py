@@ -94,6 +94,14 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     err = capsys.readouterr().err
     assert "this resume's adapters leave out the finished row(s) loud" in err and "may add adapters" in err
     assert (run / "config.yaml").read_text() == config and (run / "run.json").read_text() == record
+    # nor one not scored yet: the run ended "completed", config.yaml rewritten without it, exit 0
+    (run / "lm-eval" / "loud" / "results.json").rename(run / "loud-results.json")
+    assert main(["eval", "--resume", str(run), "--adapter", str(adapters["zero"])]) == 2
+    err = capsys.readouterr().err
+    assert f"this resume's adapters leave out {adapters['loud']} of the run's adapters (not scored yet)" in err
+    assert "may add adapters" in err and "Traceback" not in err
+    assert (run / "config.yaml").read_text() == config and (run / "run.json").read_text() == record
+    (run / "loud-results.json").rename(run / "lm-eval" / "loud" / "results.json")
     kept = (run / "lm-eval" / "base" / "results.json").read_text()
     (run / "lm-eval" / "base" / "results.json").write_text('{"results": {}}')  # JSON, but not a row agentlab saved
     assert main(["eval", "--resume", str(run)]) == 2
@@ -163,6 +171,38 @@ def test_a_task_without_data_is_one_line_exit_2(in_tmp: Path, tiny_model: dict[s
     err = capsys.readouterr().err
     assert "task 'my_sums': its data file" in err and "not on disk" in err
     assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    ("truncated", "model.safetensors: not a readable safetensors file (truncated: "),
+    ("config", "config.json:1: invalid JSON"),
+    ("tokenizer", ": no tokenizer (none of tokenizer.json"),
+    ("gguf", "model.gguf: not a readable GGUF file (truncated: "),
+])
+def test_a_damaged_model_is_refused_naming_the_file_before_any_folder(damage: str, said: str, in_tmp: Path,
+                                                                     tiny_model: dict[str, Path],
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """Each was exit 1 with transformers' words ("Error while deserializing header: incomplete metadata", "Couldn't
+    instantiate the backend tokenizer", and for a GGUF cut short "transformers could not convert this GGUF (cannot
+    reshape array ...)" with a hint about unsupported architectures)."""
+    import shutil
+
+    model = in_tmp / "models" / "tiny"
+    shutil.copytree(tiny_model["hf"], model)
+    if damage == "truncated":
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-1000])
+    elif damage == "config":
+        (model / "config.json").write_text('{"model_type": ')
+    elif damage == "tokenizer":
+        (model / "tokenizer.json").unlink()
+    gguf = model / "model.gguf"
+    if damage == "gguf":
+        gguf.write_bytes(gguf.read_bytes()[: gguf.stat().st_size // 2])
+    assert evaluate(gguf if damage == "gguf" else model) == 2
+    err = capsys.readouterr().err
+    assert said in err and "internal error" not in err and "could not convert" not in err, err
+    assert "could not load" not in err and not (in_tmp / "runs").exists()
 
 
 def _user_yaml(folder: Path, old: str, new: str) -> Path:

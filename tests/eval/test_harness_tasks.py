@@ -154,6 +154,86 @@ def test_a_task_yaml_lm_eval_cannot_read_is_named(in_tmp: Path, caplog: pytest.L
                                                  str(folder.resolve() / "latin.yaml")]
 
 
+@pytest.mark.parametrize("line, said", [
+    ("test_split: [1, 2]", "test_split is [1, 2], not text (a split name of the data)"),
+    ("training_split: {a: 1}", "training_split is {\"a\": 1}, not text"),
+    ("num_fewshot: two", "num_fewshot is \"two\", not a whole number, 0 or more"),
+    ("metric_list: acc", "metric_list is \"acc\", not a list of mappings, each with a metric key"),
+    ("output_type: choice", "output_type is \"choice\", not loglikelihood or loglikelihood_rolling or "),
+    ("target_delimiter: [1]", "target_delimiter is [1], not text"),
+    ("dataset_kwargs: [1]", "dataset_kwargs is [1], not a mapping"),
+])
+def test_a_task_yaml_key_of_the_wrong_type_names_the_yaml_and_the_key(in_tmp: Path, line: str, said: str) -> None:
+    """test_split: [1, 2] was "internal error: TypeError: unhashable type: 'list'" (exit 1); other keys failed inside
+    lm-eval with its words ("'>' not supported between instances of 'str' and 'int'"), or were ignored."""
+    folder = user_tasks(in_tmp)
+    yaml_file = folder / "my_task.yaml"
+    key = line.split(":")[0]
+    kept = [row for row in USER_TASK.split("\n") if not row.startswith(f"{key}:")]
+    if key in ("metric_list", "dataset_kwargs"):  # drop the key's indented lines too
+        text = USER_TASK.split(f"{key}:")[0] + USER_TASK.split(f"{key}:")[1].split("\n", 1)[1].lstrip(" -\n")
+        kept = [row for row in text.split("\n") if not row.startswith(("  ", "    "))]
+    yaml_file.write_text("\n".join(kept) + f"\n{line}\n")
+    with pytest.raises(InputError) as caught:
+        load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
+    assert caught.value.message == f"task 'my_sums': {yaml_file.resolve()}: {said}" or \
+        caught.value.message.startswith(f"task 'my_sums': {yaml_file.resolve()}: {said}"), caught.value.message
+    assert f"{key} takes" in (caught.value.hint or "")
+
+
+def test_a_task_name_lm_evals_index_cannot_take_is_refused_at_once(in_tmp: Path) -> None:
+    """task: 3 broke lm-eval's index for every task ("'<' not supported between instances of 'int' and 'str'")."""
+    folder = user_tasks(in_tmp)
+    (folder / "other.yaml").write_text("task: 3\ndataset_path: json\n")
+    with pytest.raises(InputError) as caught:
+        task_manager([folder], names=["my_sums"])
+    assert caught.value.message.startswith(f"{(folder / 'other.yaml').resolve()}: task is 3, not text")
+
+
+@pytest.mark.parametrize("broken, why", [
+    ("latin", "not UTF-8 text (byte "), ("yaml", "not valid YAML: "), ("empty", "empty: no task keys")])
+def test_an_unreadable_task_yaml_is_named_when_its_task_is_asked(in_tmp: Path, broken: str, why: str) -> None:
+    """lm-eval's index skips the YAML: a warning, ~15 s reading lm-eval's own tasks, then "task 'my_sums' is not
+    known to lm-eval here (nearest: meqsum)". A file whose task: line names the task is named at once, without
+    lm-eval's own index; one that names none (empty) is named in the error about the unknown task."""
+    folder = user_tasks(in_tmp)
+    yaml_file = folder / "my_task.yaml"
+    if broken == "latin":
+        yaml_file.write_bytes(USER_TASK.replace("{{q}} =", "{{q}} = caf\xe9").encode("latin-1"))
+    elif broken == "yaml":
+        yaml_file.write_text(USER_TASK.replace("output_type: multiple_choice", "output_type: [multiple_choice"))
+    else:
+        yaml_file.write_text("")
+    manager = task_manager([folder], names=["my_sums"], defaults=None if broken != "empty" else False)
+    assert "hellaswag" not in manager.task_index  # lm-eval's own ~15,000 YAMLs not read
+    with pytest.raises(InputError) as caught:
+        load_tasks(manager, ["my_sums"])
+    path = yaml_file.resolve()
+    if broken == "empty":
+        assert caught.value.message.startswith("task 'my_sums' is not known to lm-eval here")
+        assert f"; {path} was skipped, not a readable task YAML ({why})" in caught.value.message
+    else:
+        assert caught.value.message.startswith(f"task 'my_sums': {path} is not a readable task YAML ({why}")
+    assert "\n" not in caught.value.message and "fix" in (caught.value.hint or "")
+
+
+def test_a_user_task_named_like_a_bundled_one_is_refused(in_tmp: Path) -> None:
+    """It replaced the bundled task: its 2 items were scored and reported under the bundled name, exit 0."""
+    folder = user_tasks(in_tmp)
+    yaml_file = folder / "my_task.yaml"
+    yaml_file.write_text(USER_TASK.replace("task: my_sums", "task: agentlab_arithmetic_mc"))
+    (folder / "mine.yaml").write_text(USER_TASK.replace("task: my_sums", "task: my_own"))
+    manager = task_manager([folder], names=["agentlab_arithmetic_mc"])
+    for asked in ("agentlab_arithmetic_mc", "agentlab_mc"):  # by name, or through the bundled tag that holds it
+        with pytest.raises(InputError) as caught:
+            load_tasks(manager, [asked])
+        assert caught.value.message == f"task 'agentlab_arithmetic_mc': {yaml_file.resolve()}: its task takes the " \
+            f"name of the bundled task of {BUNDLED / 'agentlab_arithmetic_mc.yaml'}, which it would replace in the " \
+            "scores and the report"
+        assert "rename the task in that YAML (task: my_arithmetic_mc)" in (caught.value.hint or "")
+    assert len(load_tasks(manager, ["my_own", "agentlab_units_mc"])["tasks"]["my_own"].eval_docs) == 2
+
+
 @pytest.mark.parametrize("check, reply, style, correct", [
     ("terse", "76.", 1, 1), ("terse", "The answer is 76.", 0, 1), ("terse", "77", 1, 0),
     ("teacher", "26 plus 50 is 76.\nAnswer: 76", 1, 1), ("teacher", "76", 0, 1),

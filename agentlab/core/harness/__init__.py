@@ -2,7 +2,8 @@
 
 - :func:`task_manager`, :func:`load_tasks`, :func:`list_tasks`, :func:`export_tasks`: lm-eval tasks (the bundled
   ones in ``bundled/``, a user's ``--include-path`` folders, lm-eval's own), local data paths made absolute, a task
-  whose data is not on disk one clear error (``tasks.py``)
+  whose data is not on disk one clear error (``tasks.py``); the user's task YAMLs read first, so one lm-eval would
+  skip, fail on or let replace a bundled task is named (``taskfiles.py``)
 - :func:`load_harness_model`, :class:`HarnessModel`: one model loaded once, lm-eval's ``HFLM`` over the ``PeftModel``
   itself, adapters switched in place, the logit probe (``lm.py``)
 - :func:`evaluate_row`, :func:`scores`, :func:`check_applied`, :func:`paired`: one row through

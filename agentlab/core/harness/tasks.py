@@ -6,7 +6,9 @@ lm-eval resolves a task's ``dataset_kwargs.data_files`` against the working dire
 ``data.jsonl`` beside itself works only when run from its folder. :func:`task_manager` rewrites, in lm-eval's task
 index, every task YAML under the folders agentlab was given: relative local data paths become paths relative to the
 YAML file (the YAML on disk is never changed). lm-eval's own task index (thousands of YAML files, slow to read:
-docs/design/measurements.md) is read only when a task asked for is not among the bundled and included ones.
+docs/design/measurements.md) is read only when a task asked for is not among the bundled and included ones. The
+included YAMLs are read first (``taskfiles.py``): one lm-eval cannot read, a key of the wrong type, or a task named
+like a bundled one is one error naming the file when its task is asked for.
 
 lm_eval and datasets are imported inside the functions.
 """
@@ -22,9 +24,10 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agentlab.core.errors import InputError, missing_package, one_line
+from agentlab.core.harness import taskfiles
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
@@ -86,34 +89,59 @@ def _import_lm_eval() -> Any:
 def task_manager(include: Sequence[str | Path] = (), *, names: Sequence[str] = (), defaults: bool | None = None
                  ) -> TaskManager:
     """lm-eval's ``TaskManager`` over the bundled tasks and the ``include`` folders (later folders win over earlier
-    ones for the same name), their local data paths made absolute. ``defaults``: index lm-eval's own tasks too;
-    None: only when a name of ``names`` is not found otherwise. An ``include`` folder that does not exist is an
-    ``InputError``."""
+    ones for the same name; a task named like a bundled one is refused by ``load_tasks``), their local data paths
+    made absolute. ``defaults``: index lm-eval's own tasks too; None: only when a name of ``names`` is not found
+    otherwise (nor named by a YAML of ``include`` that lm-eval cannot use: ``load_tasks`` names that file instead).
+    An ``include`` folder that does not exist, or a YAML in one whose name lm-eval's index cannot take, is an
+    ``InputError``. The YAMLs of ``include`` that lm-eval cannot read (a warning each) or whose keys have the wrong
+    type are kept with the manager for ``load_tasks``."""
     lm_tasks = _import_lm_eval()
     roots = [BUNDLED, *(_folder(p) for p in include)]
+    problems = taskfiles.scan(roots[1:])
     manager = lm_tasks.TaskManager(include_defaults=bool(defaults), include_path=[str(r) for r in roots])
-    if defaults is None and any(n not in manager.task_index and not Path(n).is_file() for n in names):
+    named = {p.task for p in problems}
+    if defaults is None and any(n not in manager.task_index and not Path(n).is_file() and n not in named
+                                for n in names):
         manager = lm_tasks.TaskManager(include_defaults=True, include_path=[str(r) for r in roots])
+    problems += _bundled_replaced(manager)
     _absolute_data(manager, roots)
-    _warn_unreadable(roots[1:])
+    setattr(manager, _PROBLEMS, problems)  # lm-eval's class, agentlab's attribute
     return manager
 
 
-def _warn_unreadable(roots: Sequence[Path]) -> None:
-    """A warning for each task YAML of the ``include`` folders that lm-eval cannot read (not UTF-8, broken YAML):
-    lm-eval's index skips it without a word, and its task would then be "unknown"."""
-    try:
-        from lm_eval.tasks._yaml_loader import load_yaml  # lm-eval's own reader (private: absent, nothing is said)
-    except ImportError:
-        return
-    for root in roots:
-        for path in sorted(root.glob("**/*.yaml")):
-            if any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts[:-1]):
-                continue  # what lm-eval's index skips too (.ipynb_checkpoints, __pycache__)
-            try:
-                load_yaml(path, resolve_func=False, recursive=True)
-            except Exception as exc:  # what lm-eval's index skips: any error reading or parsing the file
-                log.warning("%s: skipped, not a readable task YAML (%s)", path, " ".join(str(exc).split())[:160])
+# The attribute of a TaskManager that holds the include folders' task YAML problems (taskfiles.Problem).
+_PROBLEMS = "agentlab_problems"
+
+
+def _problems(manager: Any) -> list[taskfiles.Problem]:
+    return list(getattr(manager, _PROBLEMS, None) or [])
+
+
+def _bundled_replaced(manager: TaskManager) -> list[taskfiles.Problem]:
+    """A problem for each YAML of the ``include`` folders whose task takes a bundled task's name: lm-eval lets it
+    replace the bundled task (with a log line at most), and the scores and report would then show the user's items
+    under the bundled name. Refused when that name is asked for (``load_tasks``)."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    problems = []
+    for name in bundled_names():  # a bundled task's YAML is named after it (taskdata.py writes them)
+        entry, bundled = manager.task_index.get(name), BUNDLED / f"{name}.yaml"
+        if entry is None or entry.kind != Kind.TASK or entry.yaml_path is None:
+            continue
+        used = Path(entry.yaml_path).resolve()
+        if used.is_relative_to(BUNDLED):
+            continue
+        try:
+            if load_yaml(bundled, resolve_func=False).get("task") != name:
+                continue
+        except Exception:  # the bundled YAMLs are agentlab's own: tests read every one
+            continue
+        problems.append(taskfiles.Problem(
+            used, name, f"its task takes the name of the bundled task of {bundled}, which it would replace in the "
+            "scores and the report", "task", hint=f"rename the task in that YAML (task: my_"
+            f"{name.removeprefix('agentlab_')}); the bundled tasks' names are agentlab's own"))
+    return problems
 
 
 def _folder(path: str | Path) -> Path:
@@ -201,15 +229,11 @@ def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
     (naming the task, the file or dataset, and what to do)."""
     if not names:
         raise InputError("no tasks given", hint="name lm-eval tasks with --tasks (agentlab eval tasks lists them)")
-    index = manager.task_index
+    index, problems = manager.task_index, _problems(manager)
     for name in names:
         if name not in index and not Path(name).is_file():
-            close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.6)
-            raise InputError(f"task '{name}' is not known to lm-eval here" + (f" (nearest: {', '.join(close)})"
-                                                                               if close else ""),
-                             hint="`agentlab eval tasks` lists the bundled tasks; give the folder of your own task "
-                             f"YAMLs with {INCLUDE_PATH_HOW}")
-        _check_files(name, index)
+            _unknown(name, index, problems)
+        _check_files(name, index, problems=problems)
     try:
         return manager.load(list(names))
     except Exception as exc:  # datasets raises many types for a dataset it cannot find offline
@@ -225,8 +249,8 @@ def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
         local = data_files(entry.cfg) if entry is not None and entry.cfg is not None else []
         if local:  # the data is on disk (checked above): the YAML does not fit it
             cfg = entry.cfg if entry is not None and entry.cfg is not None else {}
-            splits = {cfg.get(k) for k in ("test_split", "validation_split", "training_split", "fewshot_split")}
-            if isinstance(exc, KeyError) and exc.args and exc.args[0] in splits - {None}:
+            splits = [cfg.get(k) for k in ("test_split", "validation_split", "training_split", "fewshot_split")]
+            if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str) and exc.args[0] in splits:
                 files = (cfg.get("dataset_kwargs") or {}).get("data_files")
                 named = f" (its data_files name {', '.join(map(str, files))})" if isinstance(files, dict) else ""
                 raise InputError(f"task '{failing}': the split '{exc.args[0]}' its YAML reads is not in its data"
@@ -243,15 +267,59 @@ def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
                          hint=_NO_DATA_HINT) from exc
 
 
-def _check_files(name: str, index: Any, seen: set[str] | None = None) -> None:
-    """Every local data file of ``name`` (and, for a group or tag, of its tasks) exists."""
+def _unknown(name: str, index: Any, problems: Sequence[taskfiles.Problem]) -> NoReturn:
+    """``InputError`` for a task name lm-eval does not know: the YAML of an ``--include-path`` folder that names it
+    but cannot be used, else the nearest names and any YAML lm-eval skipped there (its task may be this one)."""
+    for problem in problems:
+        if problem.task == name:
+            _raise(name, problem)
+    close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.6)
+    message = f"task '{name}' is not known to lm-eval here" + (f" (nearest: {', '.join(close)})" if close else "")
+    hint = ("`agentlab eval tasks` lists the bundled tasks; give the folder of your own task YAMLs with "
+            f"{INCLUDE_PATH_HOW}")
+    skipped = [p for p in problems if p.skipped and p.task is None]
+    if skipped:
+        more = f" (and {len(skipped) - 1} more YAML(s) skipped)" if len(skipped) > 1 else ""
+        message += f"; {skipped[0].path} was skipped, not a readable task YAML ({skipped[0].why}){more}"
+        hint = f"fix that YAML (it may be the one that defines '{name}': UTF-8 text, valid YAML, task: NAME and the " \
+            "other task keys), or remove it; " + hint
+    raise InputError(message, hint=hint)
+
+
+def _raise(name: str, problem: taskfiles.Problem) -> NoReturn:
+    if problem.skipped:
+        raise InputError(f"task '{name}': {problem.path} is not a readable task YAML ({problem.why}); lm-eval "
+                         "skips it", hint="fix the file: UTF-8 text, valid YAML, a mapping of task keys (task: NAME, "
+                         "dataset_path: ..., ...)")
+    raise InputError(f"task '{name}': {problem.path}: {problem.why}",
+                     hint=problem.hint or f"{problem.key} takes {taskfiles.KEY_TYPES[str(problem.key)][0]}: fix it in "
+                     "that YAML")
+
+
+def _entry_yaml(entry: Any) -> Path | None:
+    """The YAML file of an index entry (agentlab's rewrite keeps it in the config's metadata)."""
+    metadata = entry.cfg.get("metadata") if isinstance(entry.cfg, dict) else None
+    path = entry.yaml_path or (metadata.get("agentlab_yaml") if isinstance(metadata, dict) else None)
+    return Path(path).resolve() if path else None
+
+
+def _check_files(name: str, index: Any, seen: set[str] | None = None, *,
+                 problems: Sequence[taskfiles.Problem] = ()) -> None:
+    """Every local data file of ``name`` (and, for a group or tag, of its tasks) exists, and their YAMLs' keys have
+    the types lm-eval takes (``problems``: what ``taskfiles.scan`` found)."""
     seen = seen if seen is not None else set()
     if name in seen or name not in index:
         return
+    from lm_eval.tasks._index import Kind
+
     seen.add(name)
     entry = index[name]
-    for task in sorted(entry.tags):
-        _check_files(task, index, seen)
+    for task in sorted(entry.tags) if entry.kind == Kind.TAG else ():  # a task's own tags are not its members
+        _check_files(task, index, seen, problems=problems)
+    yaml = _entry_yaml(entry)
+    for problem in problems:  # the entry's own YAML (another file may name the same task)
+        if problem.path.resolve() == yaml if yaml is not None else problem.task == name:
+            _raise(name, problem)
     cfg = entry.cfg if entry.cfg is not None else {}
     members = cfg.get("task")
     if isinstance(members, list):
@@ -259,7 +327,7 @@ def _check_files(name: str, index: Any, seen: set[str] | None = None) -> None:
             member_name = member if isinstance(member, str) else member.get("task") if isinstance(member, dict) \
                 else None
             if isinstance(member_name, str):
-                _check_files(member_name, index, seen)
+                _check_files(member_name, index, seen, problems=problems)
         return
     for file in data_files(cfg):
         found = glob.glob(file) if glob.has_magic(file) else Path(file).exists()
