@@ -3,6 +3,7 @@ tasks, and how lm-eval is asked (items, few-shot, chat template, batch)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -66,11 +67,13 @@ class EvalConfig(StrictModel):
     @field_validator("adapters")
     @classmethod
     def _distinct(cls, adapters: list[Path]) -> list[Path]:
-        seen = set()
+        seen: dict[str, Path] = {}
         for path in adapters:
-            if path in seen:
-                raise ValueError(f"adapter {path} is given twice")
-            seen.add(path)
+            same = os.path.normpath(path)  # adapters/a/../a is adapters/a: it was scored twice, as a and a-2
+            if same in seen:
+                raise ValueError(f"adapter {path} is given twice"
+                                 + (f" (also as {seen[same]})" if seen[same] != path else ""))
+            seen[same] = path
         return adapters
 
     @model_validator(mode="after")

@@ -341,6 +341,16 @@ def test_a_base_url_without_its_scheme_is_refused_as_such(in_tmp: Path, capsys: 
     assert not (in_tmp / "runs").exists()
 
 
+def test_one_adapter_under_two_spellings_is_refused(in_tmp: Path) -> None:
+    """`adapters/a` and `adapters/a/../a` were scored twice, as a and a-2."""
+    from pydantic import ValidationError
+
+    from agentlab.eval.config import EvalConfig
+
+    with pytest.raises(ValidationError, match=r"adapter adapters/a/../a is given twice \(also as adapters/a\)"):
+        EvalConfig.model_validate({"adapters": ["adapters/a", "adapters/a/../a"]})
+
+
 def test_credentials_in_a_url_never_reach_the_console(in_tmp: Path, tiny_model: dict[str, Path],
                                                       capsys: pytest.CaptureFixture) -> None:
     """The error line echoed `--base-url http://user:PASSWORD@...` as given (every error line is scrubbed now)."""
