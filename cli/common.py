@@ -298,14 +298,15 @@ def rich_progress(enabled: bool = True) -> Iterator[Progress]:
         bars.close()
 
 
-def approver_for(planner: str, approve: bool, answer: str | None = None, *, dry_run: bool = False) -> Any:
+def approver_for(planner: str, approve: bool, answer: str | None = None, *, dry_run: bool = False,
+                 example: str = '{"model.d_model": 32}') -> Any:
     """--approve's approver, or None without --approve (refused, exit 2, with another planner than the agent). The
     agent's graph stops at an interrupt before each step it wants to run; the approver's reply resumes it
     (``core.agent.approval``). ``answer`` (--answer, what `agentlab ui` passes when it resumes a run) answers the
     approval the run stopped at. Then, in a terminal, it shows the step and reads yes / no / edit; without one,
     under `agentlab ui` (``AGENTLAB_APPROVE_UI=1``), the run stops at the approval (run.json: waiting for approval)
     for the UI to answer; otherwise --approve is refused before anything runs (exit 2), except in a ``dry_run``,
-    which asks nothing."""
+    which asks nothing. ``example``: the command's own settings, for the hint of an --answer that cannot be read."""
     from agentlab.core.errors import UsageError
 
     if not approve:
@@ -322,8 +323,8 @@ def approver_for(planner: str, approve: bool, answer: str | None = None, *, dry_
         try:
             given.append(approval.parse_answer(answer))
         except ValueError as exc:
-            raise UsageError(str(exc), hint='e.g. --answer yes, or --answer \'{"answer": "edit", "changes": '
-                             '{"model.d_model": 32}}\'') from None
+            raise UsageError(str(exc), hint=f'e.g. --answer yes, or --answer \'{{"answer": "edit", "changes": '
+                             f'{example}}}\' (the settings --dry-run lists)') from None
     tty = sys.stdin.isatty()
     if not tty and not given and not approval.ui_answers() and not dry_run:
         # nobody could answer: refused before anything runs, not a search that waits for ever

@@ -70,6 +70,7 @@ def compress(
     that meets the objective's constraints (best.json), and writes report.md. Experiments are remembered in a
     workspace across runs; --resume continues a killed run."""
     from agentlab.compress import CompressConfig
+    from agentlab.compress.config import config_where
     from agentlab.compress.run import check_resume, prepare
     from agentlab.compress.run import dry_run as compress_dry_run
     from agentlab.compress.run import run as compress_run
@@ -86,11 +87,14 @@ def compress(
         from agentlab.compress.workspace import workspace_root
         from agentlab.core.runs import resume_target, routing_config
 
-        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run)
+        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run,
+                                example='{"quantize": "gguf", "gguf_type": "Q8_0"}')
         folder = resume_target("compress", resume) if resume is not None else None
         cfg.workspace = workspace_root(cfg.workspace, folder)  # absolute in config.yaml: a resume from anywhere
         routing = routing_config(llm, folder, set_ or [])  # resumed: the first run's --llm
-        kwargs = prepare(cfg, routing)
+        file = folder / "config.yaml" if folder is not None else config
+        kwargs = prepare(cfg, routing, dry_run=dry_run,  # a dry run only reads a shared study
+                         where=lambda loc: config_where(file, [*(set_ or []), *options], loc))
         kwargs["prepared"].approver = approver
         if routing is not None and llm is None and KINDS[cfg.search.planner].needs_model and not json_:
             console.print(safe_text(f"routing config: the first run's ({routing})"))

@@ -6,13 +6,15 @@ what can run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+import yaml
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
-from agentlab.core.config import ModelName, StrictModel
+from agentlab.core.config import Flag, ModelName, StrictModel
 from agentlab.core.llm.config import RoutingRef
 from agentlab.core.search.kinds import CompressPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, StorageURL, WarmStartSpec
@@ -202,15 +204,22 @@ class CompressConfig(StrictModel):
 
     @model_validator(mode="after")
     def _goal(self) -> CompressConfig:
+        if self.constraints and not self.objectives:
+            # constraints belong to a YAML goal; the sentence carries its own (before, this was "the goal is given
+            # twice, in words (objective)" though objective was not written)
+            raise ValueError("constraints: given without objectives, so they belong to no goal (the objective "
+                             "sentence carries its own constraints): add objectives: (with objective: \"\"), or "
+                             "write the constraint into the sentence, e.g. objective: \"maximize speedup with size < "
+                             "100 MB\"")
         if not self.objective and not self.objectives:
             raise ValueError("objective: no goal: give objective (the goal in words) or objectives")
-        if self.objective and (self.objectives or self.constraints):
+        if self.objective and self.objectives:
             # objectives given beside the default sentence are the goal; beside a sentence given too, either may be
-            # the mistake: refused, as constraints without objectives (a sentence carries its own)
-            if "objective" in self.model_fields_set or not self.objectives:
-                raise ValueError("objective: the goal is given twice, in words (objective) and as "
-                                 f"{'objectives' if self.objectives else 'constraints'}: set objective: \"\" to use "
-                                 "objectives and constraints, or remove them to use the sentence")
+            # the mistake: refused
+            if "objective" in self.model_fields_set:
+                raise ValueError("objective: the goal is given twice, in words (objective) and as objectives: set "
+                                 "objective: \"\" to use objectives and constraints, or remove them to use the "
+                                 "sentence")
             self.objective = None
         if self.objective:
             self.goal()  # raises a UsageError naming what was not understood
@@ -220,3 +229,50 @@ class CompressConfig(StrictModel):
         if self.objective:
             return parse_objective(self.objective)
         return Goal(objectives=self.objectives, constraints=self.constraints)
+
+
+def config_where(file: Path | None, sets: Sequence[str | Flag], loc: tuple[str | int, ...]) -> str | None:
+    """Where the config key ``loc`` (``("search", "warm_start", 0)``) was given, as config errors name it: the last
+    ``--set`` or option that set it (or a key above or below it), else ``file:line`` of it (or of the nearest key above
+    it; a key that moved under ``search:`` on its old line too), else None. For the errors found after validation,
+    such as a warm_start entry that is no experiment of the space, which the model's checks cannot see."""
+    moved = CompressConfig.MOVED_KEYS
+    dotted = ".".join(str(part) for part in loc)
+    for item in reversed(list(sets)):
+        key = item.key if isinstance(item, Flag) else str(item).split("=", 1)[0].strip()
+        head, _, rest = key.partition(".")
+        key = moved[head] + (f".{rest}" if rest else "") if head in moved else key
+        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+            return str(item) if isinstance(item, Flag) else f"--set {item}"
+    if file is None:
+        return None
+    try:
+        root = yaml.compose(file.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    paths = [loc]
+    if loc[:1] == ("search",) and len(loc) > 1 and str(loc[1]) in moved:
+        paths.append(loc[1:])  # the old top-level key (``warm_start:``), moved under search: when read
+    for path in paths:
+        for cut in range(len(path), 0, -1):
+            line = _yaml_line(root, path[:cut])
+            if line is not None:
+                return f"{file}:{line}"
+    return None
+
+
+def _yaml_line(node: Any, path: tuple[str | int, ...]) -> int | None:
+    """The 1-based line of the key or list item at ``path`` in the composed YAML ``node`` (None: not there)."""
+    line = None
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            found = next(((k, v) for k, v in node.value if k.value == part), None)
+            if found is None:
+                return None
+            line, node = found[0].start_mark.line + 1, found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return None
+    return line

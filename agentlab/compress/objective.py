@@ -96,7 +96,7 @@ def _metric(word: str) -> str | None:
 
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
-_UNIT = r"\s*(%|percent|points?|pp|mb|gb|x)?"
+_UNIT = r"\s*(%|percent|points?|pp|megabytes?|gigabytes?|mb|gb|x)?"
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # "<2% accuracy loss", "less than 2 points of accuracy drop", "at most 5% perplexity increase"
     (re.compile(r"(?:<=?|less than|under|at most|max(?:imum)?|below|within)\s*" + _NUMBER + _UNIT
@@ -110,20 +110,60 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# Clauses are separated by these; a clause is an objective ("maximize X") or a constraint, and anything else is
+# refused by name (before, text outside "with ..." was dropped: "maximize speedup, <2% accuracy loss" had no
+# constraint).
+_SEPARATORS = re.compile(r"\s*(?:[,;]|\b(?:and|with|subject to|while keeping|keeping|such that|where)\b)\s*")
+_OBJECTIVE = re.compile(r"\b(maximi[sz]e|minimi[sz]e|increase|reduce|decrease|lower|raise)\s+"
+                        r"(?:the\s+)?([a-z0-9]+(?: ratio| size)?)")
+_FILLER = {"keep", "keeps", "while", "but", "also", "the", "a", "an"}  # words a clause may carry besides its content
+_CONSTRAINT_HINT = "write it like '<2% accuracy loss', 'perplexity increase <5%' or 'size < 100 MB'"
+
+
 def parse_objective(text: str) -> Goal:
-    """The goal stated by ``text``; ``UsageError`` naming what was not understood."""
+    """The goal stated by ``text``; ``UsageError`` naming what was not understood. Every clause (between commas,
+    semicolons, "and", "with", "subject to", ...) must be read as an objective or a constraint."""
     raw = " ".join(text.lower().split())
     if not raw:
         raise UsageError("empty objective", hint=f"say what to optimise, e.g. {EXAMPLE}")
-    split = re.search(r"\b(with|subject to|while keeping|keeping|such that|where)\b", raw)
-    head, rest = (raw[:split.start()], raw[split.end():]) if split else (raw, "")
-    return Goal(objectives=_objectives(head, text), constraints=_constraints(rest, text))  # rest "": none
+    objectives: list[ObjectiveSpec] = []
+    constraints: list[ConstraintSpec] = []
+    unread: list[str] = []
+    for clause in (c.strip() for c in _SEPARATORS.split(raw)):
+        if not clause:
+            continue
+        words = clause.split()
+        while len(words) > 1 and words[0] in _FILLER:
+            words = words[1:]
+        if _OBJECTIVE.match(" ".join(words)):
+            objectives += _objectives(" ".join(words), text)
+            continue
+        spec = _constraint(clause, text)
+        if spec is None:
+            unread.append(clause)
+        else:
+            constraints.append(spec)
+    if not objectives:
+        raise UsageError(f"objective '{text}': no 'maximize X' or 'minimize X' found", hint=f"for example {EXAMPLE}")
+    if unread:
+        looks = all(re.search(r"\d", c) for c in unread)  # a number: meant as a constraint
+        raise UsageError(f"objective '{text}': cannot read "
+                         + ("the constraint " if looks else "")
+                         + ", ".join(f"'{c}'" for c in unread)
+                         + ("" if looks else ": neither an objective ('maximize X') nor a constraint"),
+                         hint=f"{_CONSTRAINT_HINT}; separate clauses with ',', ';', 'and' or 'with'")
+    return Goal(objectives=objectives, constraints=constraints)
 
 
-def _objectives(head: str, text: str) -> list[ObjectiveSpec]:
+def _leftover(clause: str, match: re.Match[str]) -> list[str]:
+    """The words of ``clause`` outside ``match`` that are not filler: text the goal would otherwise drop."""
+    return [w for w in (clause[:match.start()] + " " + clause[match.end():]).split() if w not in _FILLER]
+
+
+def _objectives(clause: str, text: str) -> list[ObjectiveSpec]:
     out: list[ObjectiveSpec] = []
-    for match in re.finditer(r"\b(maximi[sz]e|minimi[sz]e|increase|reduce|decrease|lower|raise)\s+"
-                             r"(?:the\s+)?([a-z0-9]+(?: ratio| size)?)", head):
+    rest = clause
+    for match in _OBJECTIVE.finditer(clause):
         verb, word = match.groups()
         metric = _metric(word) or _metric(word.split()[0])
         if metric is None:
@@ -131,30 +171,22 @@ def _objectives(head: str, text: str) -> list[ObjectiveSpec]:
                              hint=f"use one of {', '.join(METRICS)}, e.g. {EXAMPLE}")
         direction = "maximize" if verb.startswith(("maxim", "increase", "raise")) else "minimize"
         out.append(ObjectiveSpec(metric=metric, direction=direction))
-    if not out:
-        raise UsageError(f"objective '{text}': no 'maximize X' or 'minimize X' found",
-                         hint=f"for example {EXAMPLE}")
+        rest = rest.replace(match.group(0), " ", 1)
+    extra = [w for w in rest.split() if w not in _FILLER]
+    if extra:
+        raise UsageError(f"objective '{text}': cannot read '{' '.join(extra)}' in '{clause}'",
+                         hint=f"write one objective per clause, e.g. {EXAMPLE}")
     return out
 
 
-def _constraints(rest: str, text: str) -> list[ConstraintSpec]:
-    out: list[ConstraintSpec] = []
-    for clause in (c.strip() for c in re.split(r"\s*(?:,|\band\b|;)\s*", rest)):
-        if not clause:
-            continue
-        spec = _constraint(clause)
-        if spec is None:
-            raise UsageError(f"objective '{text}': cannot read the constraint '{clause}'",
-                             hint="write it like '<2% accuracy loss', 'perplexity increase <5%' or 'size < 100 MB'")
-        out.append(spec)
-    return out
-
-
-def _constraint(clause: str) -> ConstraintSpec | None:
+def _constraint(clause: str, text: str) -> ConstraintSpec | None:
+    """The constraint ``clause`` states (None: it states none, or carries words it does not use)."""
     for pattern, kind in _PATTERNS:
         match = pattern.search(clause)
         if not match:
             continue
+        if _leftover(clause, match):
+            return None
         if kind == "change":
             number, unit, word, change = match.groups()
         elif kind == "change-after":
@@ -166,7 +198,7 @@ def _constraint(clause: str) -> ConstraintSpec | None:
             return None
         if kind == "bound":
             op = "<=" if op_word.startswith(("<", "less", "under", "below", "at most")) else ">="
-            value = float(number) * (1000 if unit == "gb" else 1)
+            value = float(number) * (1000 if unit in ("gb", "gigabyte", "gigabytes") else 1)
             return ConstraintSpec(metric=metric, op=op, value=value, text=clause)
         worse_is_up = METRICS[metric] == "minimize"  # a loss of accuracy, an increase of perplexity
         grows = change in ("increase", "growth", "rise")
@@ -176,9 +208,15 @@ def _constraint(clause: str) -> ConstraintSpec | None:
         if unit in ("point", "points", "pp"):
             if worse_is_up:
                 return None  # "points" of perplexity: use an absolute bound instead
+            if amount >= 100:
+                raise UsageError(f"objective '{text}': '{clause}' allows losing all of the {metric}, so it can "
+                                 "never fail", hint="give a loss below 100 points, e.g. '<2 points accuracy loss'")
             return ConstraintSpec(metric=metric, op=">=", value=-amount / 100, mode="offset", text=clause)
         factor = amount / 100 if unit in ("%", "percent") else amount
         if worse_is_up:
             return ConstraintSpec(metric=metric, op="<=", value=1 + factor, mode="factor", text=clause)
+        if factor >= 1:  # "accuracy loss < 200%" read as accuracy >= -1 x base: a bound nothing breaks
+            raise UsageError(f"objective '{text}': '{clause}' allows losing 100% or more of the {metric}, so "
+                             "it can never fail", hint="give a relative loss below 100%, e.g. '<2% accuracy loss'")
         return ConstraintSpec(metric=metric, op=">=", value=1 - factor, mode="factor", text=clause)
     return None

@@ -46,7 +46,8 @@ def figures_line(derived: dict[str, Any]) -> str:
 
 def outcome_line(record: dict[str, Any]) -> str:
     """A finished experiment as the console prints it: its index, label and planner, then its figures (the base's
-    own for the base model) and the verdict against the goal, or why it failed."""
+    own for the base model), the verdict against the goal, and its memory and GPU (measured now, or read back from
+    the workspace), or why it failed."""
     reused = ", reused from the workspace" if record.get("reused") else ""
     head = f"[{record.get('index')}] {record.get('label')} ({record.get('planner')}{reused})"
     if record.get("state") != "done":
@@ -56,7 +57,7 @@ def outcome_line(record: dict[str, Any]) -> str:
             f"{fmt(d.get('accuracy'))}, size {fmt(d.get('size'))} MB")
     if record.get("index") != 0:
         line += "; meets the goal" if record.get("feasible") else f"; breaks {', '.join(record.get('broken') or [])}"
-    if "gpu" in m and not record.get("reused"):
+    if "gpu" in m:  # a reused record's too: the stored measurement, on this device (part of the workspace key)
         line += f"; memory {fmt(m.get('memory_mb'))} MB; GPU: {describe_gpu(m)}"
     return line
 

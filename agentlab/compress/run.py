@@ -29,7 +29,7 @@ from agentlab.compress.report import fmt, outcome_line, render_report, write_plo
 from agentlab.compress.scoring import check, choose_best, derive, front, objective_values
 from agentlab.compress.space import Space, experiment_key, to_experiment
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_results
-from agentlab.compress.workspace import Workspace, workspace_root
+from agentlab.compress.workspace import Workspace, check_workspace, workspace_root
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError, storage_error
@@ -37,6 +37,8 @@ from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.models.load import hf_model_folder
+from agentlab.core.models.modelfiles import check_hf_folder, read_gguf_header
+from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
@@ -132,30 +134,45 @@ def _layers(model_path: Path) -> int:
         return 1
 
 
-def check_weights(folder: Path) -> None:
-    """Each safetensors file of the model's folder opens (its header read and checked against the file's size, not
-    its tensors): a damaged or truncated download stops here with exit 2, not after the run folder exists."""
-    from safetensors import SafetensorError, safe_open
+def check_model(model: str) -> Path:
+    """The transformers folder the experiments start from, its files checked from their headers alone (no weights
+    read), so a damaged model stops here (exit 2, naming the file and what is wrong) and not after the run folder
+    exists: a GGUF's header and the extent of its tensor data before it is de-quantized (a file cut short was
+    "transformers could not convert this GGUF (cannot reshape array ...)", exit 1), then the folder's config.json
+    (JSON that names a model), its weights (each ``*.safetensors`` header against the file's size) and tokenizer
+    (``check_hf_folder``)."""
+    ref = resolve_model(str(model), user="agentlab compress")
+    if ref.format == "gguf":
+        _model_file_check(read_gguf_header, ref.path)
+    folder = hf_model_folder(model, user="agentlab compress")
+    _model_file_check(check_hf_folder, folder)
+    return folder
 
-    for file in sorted(folder.glob("*.safetensors")):
-        try:
-            with safe_open(str(file), "pt"):
-                pass
-        except (OSError, SafetensorError) as exc:
-            raise InputError(f"{file}: not a readable safetensors file ({exc})",
-                             hint="download or save the model again") from None
+
+def _model_file_check(check: Callable[[Path], Any], path: Path) -> None:
+    """``check(path)``, whose ``AgentlabError`` (a damaged or incomplete model file: exit 1 as raised) is bad input
+    here: exit 2, before any run folder exists."""
+    try:
+        check(path)
+    except InputError:
+        raise
+    except AgentlabError as exc:
+        raise InputError(f"model: {exc.message}", hint=exc.hint or "download or save the model again") from None
 
 
-def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None) -> dict[str, Any]:
+def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None, *,
+            dry_run: bool = False, where: Callable[[tuple[str | int, ...]], str | None] | None = None
+            ) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
-    model (its safetensors files' headers: ``check_weights``), the device, the planner's routing config, MLflow.
-    Returns ``run``'s keyword argument ``prepared``."""
+    model (its files' headers: ``check_model``), the device, the planner's routing config, MLflow,
+    the shared study. ``dry_run``: the study is only read (``check_search_study``), so a dry run creates no storage
+    and fixes no study's goal. ``where(key path)``: where a key was given (``config_where``), for an error found
+    here. Returns ``run``'s keyword argument ``prepared``."""
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
     questions = load_questions(cfg)
     # a built-in name or a GGUF is de-quantized once into a cached transformers folder (the compression starts there)
-    folder = hf_model_folder(cfg.model, user="agentlab compress")
-    check_weights(folder)
+    folder = check_model(cfg.model)
     device, _ = resolve_device_dtype(cfg.device, what="device")
     check_country(cfg.measure.country)
     llm_cfg = None
@@ -165,25 +182,32 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
         require_planner_model(llm_cfg, cfg.search.planner, source=llm_source(llm or cfg.llm),
                               fallback=DEFAULT_SAMPLER["compress"])
     check_tracking(cfg.mlflow)
+    check_workspace(cfg.workspace or runs_root() / "compress" / "workspace")
     if cfg.search.storage is not None:  # a bad URL or a study of another goal: one line, before any folder exists
-        open_search_study(cfg, goal, Path.cwd())
+        if dry_run:
+            check_search_study(cfg, goal)
+        else:
+            open_search_study(cfg, goal, Path.cwd())
     inputs = Inputs(model=str(folder), device=device.type, eval_text=eval_text, calib_text=calib_text,
                     questions=questions, measure=cfg.measure, seed=cfg.seed, harness=_harness(cfg))
     space = Space.build(_layers(folder), cuda=device.type == "cuda")
-    leads = warm_leads(cfg, goal, space)
+    leads = warm_leads(cfg, goal, space, where)
     return {"prepared": Prepared(goal, inputs, space, llm_cfg, chooser, leads=leads)}
 
 
-def warm_leads(cfg: CompressConfig, goal: Goal, space: Space) -> list[tuple[dict[str, Any], str]]:
+def warm_leads(cfg: CompressConfig, goal: Goal, space: Space,
+               where: Callable[[tuple[str | int, ...]], str | None] | None = None) -> list[tuple[dict[str, Any], str]]:
     """``warm_start`` as leads for ``WarmStart``: the knowledge base's (true) or the user's own experiments (a list,
-    each checked against the space now: exit 2 before any folder exists)."""
+    each checked against the space now: exit 2 before any folder exists, the error naming the entry's file and line
+    or ``--set`` through ``where``, as a config error found at validation does)."""
     if cfg.search.warm_start is True:
         return knowledge_leads(space.choices)
     leads, empty = [], ExperimentDomain(goal, space, cfg.seed, 1, [], [])  # a search with nothing run yet
     for i, changes in enumerate(cfg.search.warm_start or []):
         _, error = empty.lead(changes)
         if error:
-            raise ConfigError(f"search.warm_start[{i}]: {error}",
+            at = where(("search", "warm_start", i)) if where is not None else None
+            raise ConfigError(f"{at + ': ' if at else ''}search.warm_start[{i}]: {error}",
                               hint="each entry maps settings of the space (agentlab compress --dry-run lists them) "
                               "to one of their values, e.g. {quantize: gguf, gguf_type: Q8_0}")
         leads.append((dict(changes), f"search.warm_start[{i}]"))
@@ -208,6 +232,92 @@ def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
         raise ConfigError(f"{where}: the study {cfg.search.study_name!r} has the goal '{stored}', this search "
                           f"'{goal.describe()}'", hint="give another goal another search.study_name or storage")
     return study
+
+
+def check_search_study(cfg: CompressConfig, goal: Goal) -> None:
+    """``search.storage`` as a dry run sees it: a bad file or an unreachable database is refused, and an existing
+    study of another goal too (as ``open_study`` and ``open_search_study`` would refuse it), but nothing is created
+    or written: a new storage file, a new study and its goal are left to the run (before, a dry run created the
+    study and fixed its goal, so a later dry run with another goal was refused)."""
+    import optuna
+
+    from agentlab.core.search.study import OBJECTIVES_ATTR, quiet
+
+    storage, name = cfg.search.storage, cfg.search.study_name
+    assert storage is not None
+    where = f"search.storage ({url_where(storage)})"
+    quiet()
+    backend = _read_only_storage(storage)
+    if backend is None:  # nothing there yet: the run creates it
+        return
+    try:
+        study = optuna.load_study(study_name=name, storage=backend)
+    except KeyError:  # no study of that name yet: the run creates it with this goal
+        return
+    except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database
+        raise ConfigError(f"{where}: cannot read the study {name!r} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})",
+                          hint="check the storage, or use a new one") from None
+    have, directions = [d.name.lower() for d in study.directions], [o.direction for o in goal.objectives]
+    objectives = study.user_attrs.get(OBJECTIVES_ATTR)
+    if have != directions:
+        raise ConfigError(f"{where}: the study {name!r} has directions {have}, this search needs {directions}",
+                          hint="use another study name or storage for a different goal")
+    if objectives is not None and list(objectives) != [o.metric for o in goal.objectives]:
+        raise ConfigError(f"{where}: the study {name!r} optimises {objectives}, this search "
+                          f"{[o.metric for o in goal.objectives]}",
+                          hint="use another study name or storage for a different goal")
+    if any(OLD_ATTRS & set(t.user_attrs) for t in study.get_trials(deepcopy=False)):
+        raise ConfigError(f"{where}: the study {name!r} was written by an agentlab before compress ran on the search "
+                          "loop (its trials keep their experiments another way)",
+                          hint="start a new run, with another search.study_name when the storage is shared")
+    stored = study.user_attrs.get(GOAL_ATTR)
+    if stored is not None and stored != goal.describe():
+        raise ConfigError(f"{where}: the study {name!r} has the goal '{stored}', this search '{goal.describe()}'",
+                          hint="give another goal another search.study_name or storage")
+
+
+def _read_only_storage(storage: str) -> Any:
+    """Optuna's storage over ``storage`` opened for reading only, or None when there is nothing to read yet (no file,
+    an empty one, a database without Optuna's tables). A journal file is read, not appended to; an SQLite file is
+    opened read-only; a database server is reached, its tables not created."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from agentlab.core.search.study import check_journal, check_sqlite
+
+    what = "search.storage"
+    if "://" not in storage:
+        check_journal(storage, what)
+        file = Path(storage)
+        if file.is_dir():
+            raise ConfigError(f"{what}: {storage} is a folder, not a journal file",
+                              hint="give a journal file path, or an sqlite:/// URL")
+        return JournalStorage(JournalFileBackend(storage)) if file.is_file() and file.stat().st_size else None
+    url = storage
+    if storage.startswith("sqlite:///"):
+        path = Path((url_where(storage) or "").partition("?")[0])
+        check_sqlite(storage, what)  # an existing file that is no Optuna database: refused, read-only
+        if not path.parent.is_dir():  # as the run's open would fail: SQLite makes the file, not its folder
+            raise ConfigError(f"{what}: cannot open {storage!r}: its folder {path.parent} does not exist",
+                              hint="create the folder first, or give another path")
+        if not path.is_file() or not path.stat().st_size:
+            return None
+        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        try:
+            if not sqlalchemy.inspect(engine).has_table("studies"):
+                return None
+        finally:
+            engine.dispose()
+        return RDBStorage(url, skip_table_creation=True)
+    except Exception as exc:  # sqlalchemy and the drivers raise many kinds for a bad URL or a server not answering
+        raise ConfigError(f"{what}: cannot open {url_where(storage)!r}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                          hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
 
 
 # --------------------------------------------------------------------------- the run's state
@@ -696,7 +806,7 @@ def plan_compression(model_name: str | None = None, objective: str | None = None
                      **fields: Any) -> dict[str, Any]:
     """Parse and validate without running: the goal, the texts, the model, and the space the planner searches."""
     cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)
-    p: Prepared = prepare(cfg)["prepared"]
+    p: Prepared = prepare(cfg, dry_run=True)["prepared"]
     return {"model": cfg.model, "model_path": p.inputs.model, "goal": p.goal.describe(),
             "objectives": [o.model_dump() for o in p.goal.objectives],
             "constraints": [c.model_dump() for c in p.goal.constraints], "planner": cfg.search.planner,

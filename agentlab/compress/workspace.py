@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.config import absolute_path
+from agentlab.core.errors import ConfigError
 from agentlab.core.runs import atomic_write_json, atomic_write_text, read_json, runs_root
 
 CHUNK = 1 << 20
@@ -44,6 +46,24 @@ def workspace_root(configured: str | Path | None, resumed: Path | None = None) -
             if beside.is_dir():
                 return beside
     return absolute_path(runs_root() / "compress" / "workspace")
+
+
+def check_workspace(root: str | Path) -> None:
+    """``ConfigError`` naming ``workspace`` when the folder cannot be made or written: it, or a folder above it, is
+    a file, or the nearest existing folder is not writable. Nothing is created (a dry run checks it too); before,
+    ``workspace=bin.gguf`` failed as "File exists" (exit 1) after the run folder was made."""
+    path = absolute_path(Path(root))
+    for above in (path, *path.parents):
+        if above.is_dir():
+            if not os.access(above, os.W_OK | os.X_OK):
+                raise ConfigError(f"workspace: {path}: cannot write in {above}",
+                                  hint="give a workspace folder you can write to (--set workspace=DIR)")
+            return
+        if above.exists() or above.is_symlink():
+            where = f"{path} is" if above == path else f"{path}: {above} is"
+            raise ConfigError(f"workspace: {where} a file, not a folder",
+                              hint="give a folder for the workspace (--set workspace=DIR), or leave it out for "
+                              "runs/compress/workspace")
 
 
 class Workspace:

@@ -571,7 +571,7 @@ def load_config(
                     source.lines.setdefault((*new.split("."), *where[1:]), line)
     else:
         source = _Source(None, None)
-    apply_overrides(data, [_moved_override(o, moved) for o in overrides or []], source)
+    apply_overrides(data, _moved_overrides(list(overrides or []), moved), source)
     data = interpolate_env(data, source, load_dotenv_values(file.parent if file else None))
     try:
         return model.model_validate(data)
@@ -617,6 +617,19 @@ def move_keys(data: dict[str, Any], moved: dict[str, str], where: str,
                     ", ".join(done), ", ".join(moved[k] for k in done), "them" if len(done) > 1 else "it")
     if ignored:
         log.warning("%s: %s ignored: %s given too", where, ", ".join(ignored), ", ".join(moved[k] for k in ignored))
+    return out
+
+
+def _moved_overrides(items: list[str | Flag], moved: dict[str, str]) -> list[str | Flag]:
+    """``items`` with each override of a key that moved given the key's new name, and a warning naming them, as a
+    file's old key gets (``--set planner=tpe`` was moved to ``search.planner`` without a word)."""
+    out = [_moved_override(item, moved) for item in items]
+    old = list(dict.fromkeys(item.split("=", 1)[0].strip() for item, new in zip(items, out, strict=True)
+                             if isinstance(item, str) and new is not item))
+    if old:
+        new = [str(_moved_override(f"{key}=", moved))[:-1] for key in old]
+        log.warning("--set: %s moved to %s; read from there this time (write --set %s=... to silence this)",
+                    ", ".join(old), ", ".join(new), "=..., --set ".join(new))
     return out
 
 

@@ -27,8 +27,10 @@ def test_an_old_config_is_moved_under_search_with_a_warning(tmp_path: Path, capl
 def test_overrides_of_either_name_reach_the_one_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     new = tmp_path / "new.yaml"
     new.write_text("search:\n  planner: random\n  max_iterations: 2\n")
-    cfg = load_config(new, CompressConfig, ["max_iterations=5"])  # a resumed run's --set, the old name
-    assert (cfg.search.planner, cfg.search.max_iterations) == ("random", 5) and not caplog.text
+    cfg = load_config(new, CompressConfig, ["max_iterations=5"])  # a resumed run's --set, the old name: said so
+    assert (cfg.search.planner, cfg.search.max_iterations) == ("random", 5)
+    assert "--set: max_iterations moved to search.max_iterations" in caplog.text
+    caplog.clear()
     old = tmp_path / "old.yaml"
     old.write_text("planner: nsga2\n")
     assert load_config(old, CompressConfig, ["search.planner=llm"]).search.planner == "llm"
@@ -58,3 +60,20 @@ def test_an_error_in_a_moved_key_names_its_line_in_the_old_file(tmp_path: Path) 
     old.write_text("name: x\nseed: 1\nplanner: bogus\n")
     with pytest.raises(ConfigError, match=r"old.yaml:3: search.planner: Input should be"):
         load_config(old, CompressConfig)
+
+
+def test_an_old_name_given_with_set_is_warned_about_as_in_a_file(tmp_path: Path, tiny_model: dict[str, Path],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`--set planner=tpe --set max_iterations=2` was moved to search.* without a word, where the same keys in a
+    file are warned about."""
+    from agentlab.cli import main
+
+    assert main(["compress", "--model", str(tiny_model["hf"]), "--set", "planner=tpe", "--set", "max_iterations=2",
+                 "--set", f"workspace={tmp_path / 'ws'}", "--dry-run"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "--set: planner, max_iterations moved to search.planner, search.max_iterations" in err
+    assert "(write --set search.planner=..., --set search.max_iterations=... to silence this)" in err
+    assert "planner: tpe, 2 experiment(s)" in err
+    assert main(["compress", "--model", str(tiny_model["hf"]), "--set", "search.planner=tpe",
+                 "--set", f"workspace={tmp_path / 'ws'}", "--dry-run"]) == 0
+    assert "moved to" not in capsys.readouterr().err

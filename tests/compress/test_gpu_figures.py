@@ -93,3 +93,17 @@ def test_real_cuda_peak_memory() -> None:
         x = torch.ones(1024, 1024, device="cuda")  # 4 MiB
         del x
     assert figures.peak_bytes is not None and figures.peak_bytes >= 4 * 2**20
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_each_experiments_console_line_states_memory_and_gpu_reused_or_not(reused: bool) -> None:
+    """An experiment read back from the workspace printed its figures without the `memory ...; GPU: ...` part the
+    docs say each experiment's line states."""
+    from agentlab.compress.report import outcome_line
+
+    record = {"index": 1, "label": "int8_dynamic", "planner": "random", "reused": reused, "state": "done",
+              "feasible": True, "derived": {"speedup": 1.5, "perplexity": 12.0, "accuracy": 0.5, "size": 1.0},
+              "metrics": {"memory_mb": 530.0, "gpu": NO_GPU, "gpu_memory_mb": None, "gpu_power_w": None}}
+    line = outcome_line(record)
+    assert line.endswith("; meets the goal; memory 530 MB; GPU: no GPU")
+    assert ("reused from the workspace" in line) == reused

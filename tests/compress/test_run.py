@@ -438,3 +438,72 @@ def test_a_damaged_weights_file_is_refused_before_any_folder(in_tmp: Path, tiny_
         err = capsys.readouterr().err
         assert f"{weights}: not a readable safetensors file" in err and "Traceback" not in err
         assert not (in_tmp / "BAD").exists()
+
+
+@pytest.mark.parametrize("storage", ["sqlite:///new.db", "new.journal"])
+def test_a_dry_run_reads_the_storage_and_creates_nothing(in_tmp: Path, tiny_model: dict[str, Path], storage: str,
+                                                         capsys: Any) -> None:
+    """`--dry-run --storage sqlite:///new.db` created the database with the study's direction fixed (a journal file
+    was written), so a later dry run with another goal was refused."""
+    base = args(tiny_model, in_tmp, "--out", str(in_tmp / "D"), "--storage", storage, "--dry-run")
+    assert main(base) == 0
+    other = [*base]
+    other[other.index("--objective") + 1] = "minimize size, maximize speedup"
+    assert main(other) == 0
+    assert sorted(p.name for p in in_tmp.iterdir()) == [], "a dry run wrote a file"
+    capsys.readouterr()
+    if storage.startswith("sqlite"):  # what the run would refuse, the dry run refuses too
+        other[other.index("--storage") + 1] = "sqlite:///nodir/new.db"
+        assert main(other) == 2 and "its folder nodir does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("config", "config.json:1: invalid JSON"),
+    ("tokenizer", "no tokenizer"),
+    ("gguf", "model.gguf: not a readable GGUF file (truncated:"),
+])
+def test_a_damaged_model_is_refused_before_any_folder(in_tmp: Path, tiny_model: dict[str, Path], damage: str,
+                                                      message: str, capsys: Any) -> None:
+    """A config.json that is not JSON, a folder without its tokenizer, or a GGUF cut short passed --dry-run; the run
+    then failed (exit 1) in a run folder, the GGUF as "transformers could not convert this GGUF (cannot reshape
+    array ...)"."""
+    import shutil
+
+    model = in_tmp / "model"
+    shutil.copytree(tiny_model["hf"], model)
+    if damage == "config":
+        (model / "config.json").write_text('{"model_type": ')
+    elif damage == "tokenizer":
+        for file in model.glob("tokenizer*"):
+            file.unlink()
+    else:
+        gguf = model / "model.gguf"
+        gguf.write_bytes(gguf.read_bytes()[:300_000])
+        model = gguf
+    for extra in (["--dry-run"], []):
+        assert main([*args({"hf": model}, in_tmp, "--out", str(in_tmp / "BAD"), n=1), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not (in_tmp / "BAD").exists()
+
+
+@pytest.mark.parametrize("yaml, where", [
+    ("search:\n  warm_start:\n    - {quantize: gguf}\n    - {quantize: nosuch}\n", "c.yaml:4: search.warm_start[1]"),
+    ("warm_start:\n  - {quantize: nosuch}\n", "c.yaml:2: search.warm_start[0]"),  # the old top-level key
+])
+def test_a_bad_warm_start_in_a_file_names_its_file_and_line(in_tmp: Path, tiny_model: dict[str, Path], yaml: str,
+                                                            where: str, capsys: Any) -> None:
+    """A bad entry said "error: search.warm_start[0]: ..." without the file and line other config errors name."""
+    (in_tmp / "c.yaml").write_text(yaml)
+    code = main(args(tiny_model, in_tmp, "-c", str(in_tmp / "c.yaml"), "--out", str(in_tmp / "BAD"), "--dry-run"))
+    err = capsys.readouterr().err
+    assert code == 2 and f"{in_tmp / where}: quantize: one of" in err and not (in_tmp / "BAD").exists()
+
+
+def test_a_bad_answer_gets_an_example_of_compress_settings(in_tmp: Path, tiny_model: dict[str, Path],
+                                                           capsys: Any) -> None:
+    """The --answer hint suggested {"changes": {"model.d_model": 32}}, a nas setting no compress edit can hold."""
+    code = main([*args(tiny_model, in_tmp, "--out", str(in_tmp / "BAD"), planner="agent"), "--approve", "--answer",
+                 '{"answer": "edit"}', "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and '"changes": {"quantize": "gguf"' in err and "d_model" not in err

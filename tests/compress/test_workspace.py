@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,19 @@ def test_the_workspace_is_kept_absolute(tmp_path: Path, monkeypatch: pytest.Monk
     (default.parent / "workspace").mkdir(parents=True)
     assert workspace_root(None, default) == default.parent / "workspace"
     assert Workspace("rel").root == tmp_path / "rel"  # results.json names it absolute
+
+
+@pytest.mark.parametrize("where", ["bin.gguf", "bin.gguf/sub"])
+def test_a_workspace_that_is_a_file_is_refused_before_any_folder(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                where: str, capsys: Any) -> None:
+    """`--set workspace=bin.gguf` (a file) made the run folder, then failed with "File exists" (exit 1); --dry-run
+    passed."""
+    from agentlab.cli import main
+
+    (in_tmp / "bin.gguf").write_bytes(b"GGUF")
+    for extra in (["--dry-run"], []):
+        code = main(["compress", "--model", str(tiny_model["hf"]), "-n", "1", "--set", f"workspace={where}",
+                     "--out", str(in_tmp / "cws"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and "workspace: " in err and f"{in_tmp / 'bin.gguf'} is a file, not a folder" in err
+        assert "Traceback" not in err and not (in_tmp / "cws").exists()
