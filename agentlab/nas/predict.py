@@ -208,9 +208,14 @@ def _read_series(final: FinalModel, data: str | Path) -> SeriesData:
         if not ok:
             raise InputError(f"{path}: columns {_names(series.columns)} are not the run's ({_names(wanted)})",
                              hint="forecast from a CSV with the columns the model was trained on")
-        if final.scaler["target"] != series.target:
-            series = SeriesData(series.dates, series.values, series.columns, final.scaler["target"], series.name,
-                                series.freq, series.source)
+        columns, values = series.columns, series.values
+        if d.features != "S" and list(columns) != list(wanted):  # the model and the scaler read columns by position:
+            # the CSV's put in the run's order by name (b, a forecast as a, b was a wrong forecast, exit 0)
+            values = values[:, [list(columns).index(name) for name in wanted]]
+            columns = list(wanted)
+        if final.scaler["target"] != series.target or columns is not series.columns:
+            series = SeriesData(series.dates, values, columns, final.scaler["target"], series.name, series.freq,
+                                series.source)
     return series
 
 
@@ -234,7 +239,12 @@ def _model(final: FinalModel, prepared: PreparedData) -> Any:
 
     device = resolve_device_dtype(final.config.train.device, what="train.device")[0]
     trainer = _Trainer(final.config, prepared, device)
-    state = load_file(str(final.trial / "best_model.safetensors"))
+    weights = final.trial / "best_model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors' SafetensorError, an OSError: a damaged run folder, one line
+        raise InputError(f"{weights}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+                         hint="the run folder is damaged; copy it again whole, or rerun the search") from None
     try:
         trainer.model.load_state_dict(state)
     except RuntimeError:

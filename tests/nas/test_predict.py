@@ -202,7 +202,18 @@ def test_out_a_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray],
     assert list((in_tmp / "outdir").iterdir()) == []
 
 
-@pytest.mark.parametrize("case", ["missing", "a-file", "not-nas", "unfinished", "no-checkpoint"])
+def test_columns_in_another_order_are_read_by_name(finished: tuple[Path, Path, np.ndarray], in_tmp: Path) -> None:
+    """The same CSV with its columns swapped was forecast by position: another forecast, exit 0."""
+    run, data, _ = finished
+    rows = list(csv.reader(data.read_text(encoding="utf-8").splitlines()))
+    swapped = in_tmp / "swapped.csv"
+    swapped.write_text("\n".join(",".join([r[0], r[2], r[1], r[3]]) for r in rows) + "\n", encoding="utf-8")
+    assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(in_tmp / "a.csv")]) == 0
+    assert main(["nas", "predict", str(run), "--data", str(swapped), "--out", str(in_tmp / "b.csv")]) == 0
+    assert read_forecast(in_tmp / "a.csv") == read_forecast(in_tmp / "b.csv")  # the run's column order, its values
+
+
+@pytest.mark.parametrize("case", ["missing", "a-file", "not-nas", "unfinished", "no-checkpoint", "damaged"])
 def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
                                           capsys: pytest.CaptureFixture, case: str) -> None:
     run, data, _ = finished
@@ -215,9 +226,13 @@ def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray
         folder.mkdir()
         (folder / "run.json").write_text(json.dumps({"command": "debate", "status": "completed"}))
         needle = "not a nas run"
-    elif case in ("unfinished", "no-checkpoint"):
+    elif case in ("unfinished", "no-checkpoint", "damaged"):
         shutil.copytree(run, folder)
-        if case == "unfinished":
+        if case == "damaged":  # it was "internal error: SafetensorError: ... header too large", exit 1
+            for checkpoint in folder.glob("trials/*/best_model.safetensors"):
+                checkpoint.write_text("garbage\n")
+            needle = "not a readable checkpoint"
+        elif case == "unfinished":
             (folder / "results.json").unlink()
             needle = "not finished"
         else:
