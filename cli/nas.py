@@ -104,8 +104,11 @@ def nas(
                     ("--data", "data.path", data), ("--storage", "search.storage", storage),
                     ("--mlflow", "mlflow", mlflow), ("--approve", "search.agent.approve", True if approve else None))
 
+    resumed: list[Path] = []  # the folder a --resume continues (a bare one picks the latest): a dry run names it
+
     def prepare_and_say(cfg: NASConfig) -> dict[str, Any]:
-        """prepare (the data read, data.freq resolved), then the data line and, resuming, what the folder keeps."""
+        """prepare (the data read, data.freq resolved), then the data line and, resuming, the folder and what it
+        keeps."""
         from agentlab.core.runs import resume_target, routing_config
         from agentlab.nas.data import data_line
         from agentlab.nas.own_code import objective_line
@@ -113,6 +116,7 @@ def nas(
 
         freq, target = cfg.data.freq, cfg.data.target
         folder = resume_target("nas", resume) if resume is not None else None
+        resumed.extend([folder] if folder is not None else [])
         routing = routing_config(llm, folder)  # resumed: the first run's --llm
         kwargs = prepare(cfg, routing, config_file=config, resume=folder)
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run)
@@ -123,13 +127,16 @@ def nas(
                                     else objective_line(cfg)))
             if routing is not None and llm is None:
                 console.print(safe_text(f"routing config: the first run's ({routing})"))
-            kept = resume_line(folder, cfg.search.max_iterations) if folder is not None else None
-            if kept:
-                console.print(safe_text(kept))
+            if folder is not None:
+                console.print(safe_text(resume_line(folder, cfg.search.max_iterations)))
         return kwargs
 
+    def dry_run_and_folder(cfg: NASConfig, **kwargs: Any) -> dict[str, Any]:
+        """The dry run's report, with the run folder a --resume would continue (--json says nothing else)."""
+        return {**nas_dry_run(cfg, **kwargs), "resume": str(resumed[0]) if resumed else None}
+
     run_command(CommandSpec("nas", NASConfig, nas_run, prepare=prepare_and_say,
-                            dry_run=nas_dry_run if dry_run else None, summary=_print_summary),
+                            dry_run=dry_run_and_folder if dry_run else None, summary=_print_summary),
                 Invocation(config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
                            log_prompts=not no_log_prompts, otlp_endpoint=otlp_endpoint, json_=json_,
                            verbose=verbose))

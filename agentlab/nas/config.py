@@ -333,10 +333,12 @@ class NASConfig(StrictModel):
 
     @model_validator(mode="after")
     def _nothing_ignored(self, info: ValidationInfo) -> NASConfig:
-        """A setting no trial of this search can read (momentum without sgd, the Informer's own keys for another
-        family) is refused, naming it, instead of being silently ignored. Set means: not its default, or searched.
-        Checked on the trials' configs too (``apply_changes``), which keep the search and so pass alike; not on a
-        finished trial's saved config (``context={"saved": True}``: a run made before this check still predicts).
+        """A setting no trial of this search can read (momentum without sgd, huber_delta without huber, the
+        Informer's own keys for another family; the built-in space, which searches them: ``informer_space``) is
+        refused, naming it,
+        instead of being silently ignored. Set means: not its default, or searched. Checked on the trials' configs
+        too (``apply_changes``), which keep the search and so pass alike; not on a finished trial's saved config
+        (``context={"saved": True}``: a run made before this check still predicts).
         With an objective the forecaster's sections are not read at all: setting one (``--data FILE``) is refused."""
         if self.objective is not None and not (info.context and info.context.get("saved")):
             for name, section in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
@@ -358,6 +360,13 @@ class NASConfig(StrictModel):
             raise ValueError(f"{where}: only sgd has momentum, and no trial of this search uses sgd "
                              f"(train.optimizer: {self.train.optimizer}); set train.optimizer: sgd (or search it), "
                              "or leave train.momentum out")
+        losses = self._reachable("train.loss", self.train.loss)
+        if "huber" not in losses and (self.train.huber_delta != TrainConfig.model_fields["huber_delta"].default
+                                      or "train.huber_delta" in space):
+            where = "search.space.train.huber_delta" if "train.huber_delta" in space else "train.huber_delta"
+            raise ValueError(f"{where}: only the huber loss reads it, and no trial of this search trains with huber "
+                             f"(train.loss: {self.train.loss}); set train.loss: huber (or search it), or leave "
+                             "train.huber_delta out")
         if self.search.pruner in ("hyperband", "halving") and self.search.pruner_warmup > self.max_epochs():
             raise ValueError(f"search.pruner_warmup: {self.search.pruner_warmup} is past the most epochs any trial "
                              f"trains ({self.max_epochs()}), so {self.search.pruner}'s first rung is never reached "
@@ -377,6 +386,23 @@ class NASConfig(StrictModel):
                              f"no trial of this search is an informer (model.family: {self.model.family}); leave "
                              "it out or set it to 0")
         return self
+
+    def informer_space(self) -> str | None:
+        """Why this search cannot run: the built-in space (the Informer's) with no informer trial, else None.
+
+        Each draw that changes one of its Informer keys is a config the other family refuses, so TPE ran trial 0 and
+        then stopped with "no valid, untried parameters". Checked where a search is prepared, not on every config:
+        a config of another family with the default space still trains one model (``train_trial``)."""
+        space = self.search.space
+        if self.objective is not None or set(space) != set(default_space()) \
+                or "informer" in self._reachable("model.family", self.model.family):
+            return None
+        searched = ", ".join(f"model.{name}" for name in INFORMER_ONLY if f"model.{name}" in space)
+        family = self.model.family
+        return (f"search.space: the built-in space searches the informer family's own keys ({searched}), and no "
+                f"trial of this search is an informer (model.family: {family}); give a search.space of {family}'s "
+                "own keys (each family's are in docs/commands/nas.md), or search model.family with informer among "
+                "the choices")
 
     def max_epochs(self) -> int:
         """The most epochs a trial of this search can train: train.epochs, train.per_family's, a searched range."""

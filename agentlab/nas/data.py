@@ -25,6 +25,7 @@ from agentlab.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 FEATURES = ("M", "S", "MS")
+DEFAULT_TARGET = "OT"  # data.target's default: the ETT files' target column
 SPLITS = ("auto", "ett_hour", "ett_minute", "ratio")
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d",
                  "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M")
@@ -181,15 +182,20 @@ def check_features(features: str) -> None:
 def resolve_target(columns: list[str], target: str, features: str, where: str) -> str:
     """The target column of a series with ``columns``: ``target`` when it is one of them.
 
-    In "M" mode every column is forecast and the target only decides which column goes last, so a missing target
-    (a CSV without the default ``OT``) falls back to the last column, as the file orders it, and says so in the log.
-    In "S" and "MS" the target is what is forecast: a missing one raises :class:`DataError` listing the columns.
+    In "M" mode every column is forecast and the target only decides which column goes last, so the default target
+    missing (a CSV without ``OT``) falls back to the last column, as the file orders it, and says so in the log; a
+    target named by hand that is no column (a typo) raises, as it would be ignored. In "S" and "MS" the target is
+    what is forecast: a missing one raises :class:`DataError` listing the columns.
     """
     check_features(features)
     if target in columns:
         return target
     if not columns:
         raise DataError(f"{where}: no value columns")
+    if features == "M" and target != DEFAULT_TARGET:
+        raise DataError(f"{where}: target column '{target}' not found (columns: {_listed(columns)})",
+                        hint="features M forecasts every column and data.target only picks the one kept last: name "
+                        f"one of them (--set data.target={columns[-1]}), or leave data.target out")
     if features == "M":
         log.info("%s: target %r is not a column; features M forecasts every column, the last one (%r) stays last",
                  where, target, columns[-1])
@@ -310,9 +316,24 @@ def split_borders(n_steps: int, seq_len: int, split: str) -> tuple[list[int], li
     return [0, num_train - seq_len, n_steps - num_test - seq_len], [num_train, num_train + num_val, n_steps]
 
 
+def rows_needed(seq_len: int, pred_len: int, split: str) -> int:
+    """The fewest rows whose ``split`` leaves every part at least one window of ``seq_len + pred_len`` steps."""
+    if split in ("ett_hour", "ett_minute"):  # fixed month borders: their total, or the windows never fit
+        return sum(m * 30 * 24 * (1 if split == "ett_hour" else 4) for m in (12, 4, 4))
+    n = seq_len + pred_len
+    while True:
+        b1, b2 = split_borders(n, seq_len, split)
+        if all(lo >= 0 and hi - lo >= seq_len + pred_len for lo, hi in zip(b1, b2, strict=True)):
+            return n
+        n += 1
+
+
 def prepare(series: SeriesData, features: str = "M", seq_len: int = 96, label_len: int = 48, pred_len: int = 24,
-            split: str = "auto") -> PreparedData:
-    """Select channels, split, fit the scaler on train only, and build the three window datasets."""
+            split: str = "auto", *, fixed: bool = False) -> PreparedData:
+    """Select channels, split, fit the scaler on train only, and build the three window datasets.
+
+    ``fixed``: the windows and the split are a trained model's (``nas predict``), which no setting changes, so a
+    series too short for them is told to be longer, not the windows to be shorter."""
     for name, value, low in (("seq_len", seq_len, 1), ("label_len", label_len, 0), ("pred_len", pred_len, 1)):
         if not isinstance(value, int) or value < low:
             raise DataError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -321,15 +342,20 @@ def prepare(series: SeriesData, features: str = "M", seq_len: int = 96, label_le
                         hint="the decoder's known steps are the tail of the encoder window")
     series = series.select(features)
     split = resolve_split(series.name, split)
+    model = (f"the model was trained on the {split} split with seq_len {seq_len} and pred_len {pred_len}, which it "
+             f"keeps: give a CSV of at least {{}} rows")
     try:
         b1, b2 = split_borders(len(series.values), seq_len, split)
     except DataError as exc:
-        raise DataError(f"{series.where}: {exc.message}", hint=exc.hint) from None
+        hint = model.format(rows_needed(seq_len, pred_len, split)) if fixed else exc.hint
+        raise DataError(f"{series.where}: {exc.message}", hint=hint) from None
     for part, lo, hi in zip(("train", "val", "test"), b1, b2, strict=True):
         if hi - lo < seq_len + pred_len or lo < 0:
+            need = rows_needed(seq_len, pred_len, split)
             raise DataError(f"{series.where}: {len(series.values)} rows give the {part} split {hi - max(lo, 0)}, "
                             f"fewer than one window needs (seq_len + pred_len = {seq_len + pred_len})",
-                            hint="use a longer series, or shorter windows: --set data.seq_len=N, data.pred_len=N "
+                            hint=model.format(need) if fixed else f"use a longer series (at least {need} rows at "
+                            "these windows), or shorter windows: --set data.seq_len=N, data.pred_len=N "
                             "(and data.label_len <= seq_len)")
     scaler = Scaler.fit(series.values[b1[0]:b2[0]])
     data = scaler.transform(series.values)

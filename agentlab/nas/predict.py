@@ -225,7 +225,7 @@ def _names(columns: list[str], limit: int = 12) -> str:
 
 def _prepared(final: FinalModel, series: SeriesData) -> PreparedData:
     d = final.config.data
-    return prepare(series, d.features, d.seq_len, d.label_len, d.pred_len, d.split)
+    return prepare(series, d.features, d.seq_len, d.label_len, d.pred_len, d.split, fixed=True)  # the run's windows
 
 
 def _model(final: FinalModel, prepared: PreparedData) -> Any:

@@ -154,13 +154,14 @@ def finished_runs(folder: Path) -> list[dict[str, Any]] | None:
         return None
 
 
-def resume_line(folder: Path, max_iterations: int) -> str | None:
-    """Before a resumed search starts: how many finished trials its folder keeps (``agent_state.json``) and how many
-    it may still run; None when the folder has no state yet (it stopped before its first trial ended)."""
+def resume_line(folder: Path, max_iterations: int) -> str:
+    """Before a resumed search starts (a dry run too): the folder it continues, which a bare ``--resume`` picks,
+    how many finished trials it keeps (``agent_state.json``) and how many it may still run; said also when it has
+    no state yet (it stopped before its first trial ended), or the folder picked would go unnamed."""
 
     done = finished_runs(folder)
     if done is None:
-        return None
+        return f"resuming {folder}: no trial finished there yet; up to {max_iterations} to run"
     states = {s: sum(1 for r in done if r["state"] == s) for s in ("complete", "pruned", "failed")}
     detail = ", ".join(f"{n} {s}" for s, n in states.items() if n)
     left = max(0, max_iterations - len(done))

@@ -37,9 +37,12 @@ from agentlab.core.search.planners import (
 )
 from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
 from agentlab.core.search.session import (
+    OFFLINE,
     PlannerSession,
     PlannerSpec,
+    default_routing,
     llm_source,
+    missing_keys,
     open_planner,
     require_planner_model,
 )
@@ -343,6 +346,10 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         import optuna  # noqa: F401  (the search's store: missing, it is one line before any run folder exists)
     except ImportError as exc:
         raise missing_package(exc) or exc from None
+    problem = cfg.informer_space()
+    if problem:  # before the data is read: a dry run says it too
+        raise ConfigError(problem, hint="in the YAML (-c) or e.g. --set 'search.space={model.revin: {choices: [true, "
+                          "false]}, train.learning_rate: {low: 0.0001, high: 0.01, log: true}}'")
     space = search_space(cfg)
     space.check_base({k: get_dotted(cfg, k) for k in cfg.search.space})
     check_warm_start(cfg, space)
@@ -367,21 +374,38 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
 
     prepared = data if data is not None else prepare_data(cfg)
     model, line = describe_model(apply_changes(cfg, {}), prepared)
-    planner = cfg.search.planner
-    if planner == "auto":
-        planner = "llm" if llm is not None and llm.route("planner").chain() else DEFAULT_SAMPLER["nas"]
+    planner, planner_line = auto_planner(llm) if cfg.search.planner == "auto" else (cfg.search.planner, None)
     return {
         "config": "ok",
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "train": len(prepared.train),
                  "val": len(prepared.val), "test": len(prepared.test), "channels": prepared.enc_in,
                  "split": prepared.split},
         "model": model,
-        "planner": planner, "search_space": list(cfg.search.space), "max_iterations": cfg.search.max_iterations,
+        "planner": planner, "planner_line": planner_line, "search_space": list(cfg.search.space),
+        "max_iterations": cfg.search.max_iterations,
         "message": (f"config ok; data: {len(prepared.train)} train / {len(prepared.val)} val / {len(prepared.test)} "
                     f"test windows, {prepared.enc_in} channels ({prepared.split} split)\n"
                     f"base model: {line}; search space: {', '.join(cfg.search.space)}\n"
-                    "dry run: nothing trained, no run folder written"),
+                    + (f"{planner_line}\n" if planner_line else "")
+                    + "dry run: nothing trained, no run folder written"),
     }
+
+
+def auto_planner(llm: LLMConfig | None) -> tuple[str, str]:
+    """What ``search.planner: auto`` would be in a run, and the line saying why, decided as the run decides it
+    (``core.search.session``) up to its probe, which a dry run does not send: the sampler when no planner model is
+    configured or its keys are unset (the run's own words), else "auto", the model's answer deciding. The planner
+    of a dry run used to be "llm" whenever the route listed models, where the run then used the sampler."""
+    sampler = DEFAULT_SAMPLER["nas"]
+    chain = llm.route("planner").chain() if llm is not None else []
+    if llm is None or not chain:
+        return sampler, f"planner: {sampler} ({OFFLINE})"
+    missing = missing_keys(llm, chain)
+    if missing is not None:
+        why = OFFLINE if default_routing(llm) else f"planner model unavailable: {missing} not set"
+        return sampler, f"planner: {sampler} ({why})"
+    return "auto", (f"planner: auto (llm via route 'planner' ({', '.join(chain)}) if the planner model answers the "
+                    f"run's first request, else {sampler})")
 
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,

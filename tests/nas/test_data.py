@@ -15,6 +15,7 @@ from agentlab.nas.data import (
     build_loaders,
     prepare,
     resolve_split,
+    rows_needed,
     split_borders,
     synthetic_series,
     time_feature_count,
@@ -93,6 +94,15 @@ def test_m_mode_needs_no_target_column(tmp_path: Path) -> None:
     assert p.target == "price" and p.c_out == 3
 
 
+def test_m_mode_refuses_a_target_named_by_hand_that_is_no_column(tmp_path: Path) -> None:
+    # A typo (--set data.target=nope) fell back to the last column like the missing default: silently ignored.
+    path = write_csv(tmp_path / "plant.csv", "date,load,temp,price", hourly_rows(300))
+    with pytest.raises(DataError, match=r"plant\.csv:1: target column 'nope' not found \(columns: load, temp, "
+                       r"price\)") as info:
+        load_csv(path, features="M", target="nope")
+    assert "--set data.target=price" in info.value.hint and "leave data.target out" in info.value.hint
+
+
 @pytest.mark.parametrize("features", ["S", "MS"])
 def test_s_and_ms_without_the_target_name_the_flag_and_the_columns(tmp_path: Path, features: str) -> None:
     path = write_csv(tmp_path / "plant.csv", "date,load,temp,price", hourly_rows(300))
@@ -101,6 +111,31 @@ def test_s_and_ms_without_the_target_name_the_flag_and_the_columns(tmp_path: Pat
         load_csv(path, features=features)
     assert "--set data.target=COLUMN" in info.value.hint
     assert load_csv(path, features=features, target="temp").columns[-1] == "temp"
+
+
+def two_columns(i: int) -> str:  # the rows of a date,a,OT file
+    return f"{i % 7},{np.sin(i / 4):.4f}"
+
+
+@pytest.mark.parametrize("split", ["ratio", "ett_hour"])
+def test_too_few_rows_for_a_trained_models_windows_asks_for_a_longer_csv(tmp_path: Path, split: str) -> None:
+    # nas predict --backtest: the hint said --set data.seq_len=N, data.pred_len=N, which predict has no option for
+    # (the trained model fixes them); it names the rows the model's windows need instead.
+    series = load_csv(write_csv(tmp_path / "short.csv", "date,a,OT", hourly_rows(100, two_columns)))
+    with pytest.raises(DataError, match="fewer than one window needs" if split == "ratio" else "split needs") as info:
+        prepare(series, "M", seq_len=48, label_len=24, pred_len=24, split=split, fixed=True)
+    need = rows_needed(48, 24, split)
+    assert info.value.hint == (f"the model was trained on the {split} split with seq_len 48 and pred_len 24, which "
+                               f"it keeps: give a CSV of at least {need} rows") and "--set" not in info.value.hint
+    if split == "ratio":  # the count is exact: one row fewer is too few
+        for rows in (need, need - 1):
+            csv = load_csv(write_csv(tmp_path / f"r{rows}.csv", "date,a,OT", hourly_rows(rows, two_columns)))
+            if rows == need:
+                prepare(csv, "M", seq_len=48, label_len=24, pred_len=24, split=split)
+                continue
+            with pytest.raises(DataError, match="fewer than one window needs") as searched:
+                prepare(csv, "M", seq_len=48, label_len=24, pred_len=24, split=split)
+            assert f"at least {need} rows at these windows), or shorter windows: --set" in searched.value.hint
 
 
 def test_scaler_is_fitted_on_train_only(tmp_path: Path) -> None:

@@ -171,6 +171,11 @@ def test_a_value_valid_only_with_other_values_stays_allowed() -> None:
      "bad.yaml:3: train.momentum: only sgd has momentum, and no trial of this search uses sgd"),
     ("search:\n  space:\n    train.momentum: {low: 0.5, high: 0.95}\n",  # train.optimizer not searched here
      "search.space.train.momentum: only sgd has momentum"),
+    # huber_delta with no huber trial: mse and mae have no delta
+    ("train:\n  loss: mae\n  huber_delta: 2\nsearch:\n  space: {}\n",
+     "bad.yaml:3: train.huber_delta: only the huber loss reads it, and no trial of this search trains with huber"),
+    ("search:\n  space:\n    train.huber_delta: {low: 0.5, high: 2}\n    model.dropout: {low: 0, high: 0.3}\n",
+     "search.space.train.huber_delta: only the huber loss reads it"),
     # the Informer's own keys on another family
     ("model:\n  family: linear\n  attn: full\nsearch:\n  space: {}\n",
      "bad.yaml:3: model.attn: only the informer family reads it, and no trial of this search is an informer"),
@@ -195,14 +200,34 @@ def test_a_setting_no_trial_reads_is_refused_naming_it(in_tmp: Path, capsys: pyt
     {"model": {"family": "linear", "attn": "full"},
      "search": {"space": {"model.family": {"choices": ["linear", "informer"]}}}},
     {"model": {"family": "linear"}, "data": {"label_len": 0}, "search": {"space": {}}},
-    {"model": {"family": "linear"}},  # the default space (the Informer's) with another base family: left as it was
+    {"train": {"loss": "huber", "huber_delta": 2.0}, "search": {"space": {}}},
+    {"train": {"huber_delta": 2.0}},  # the default space searches train.loss, huber among its choices
+    {"train": {"huber_delta": 2.0, "per_family": {"informer": {"loss": "huber"}}}, "search": {"space": {}}},
+    {"model": {"family": "linear"}},  # the default space with another family: a config that trains one model
 ])
 def test_a_setting_some_trial_reads_stays_allowed(config: dict[str, Any]) -> None:
     from agentlab.nas.config import NASConfig, apply_changes
 
     cfg = NASConfig.model_validate(config)
+    # a search of it is what cannot run (NASConfig.informer_space, checked by nas.run.prepare)
+    assert (cfg.informer_space() is not None) == (config == {"model": {"family": "linear"}})
     if "model.family" in cfg.search.space:  # a trial of the other family validates too
         assert apply_changes(cfg, {"model.family": "informer"}).model.family == "informer"
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], ["-n", "3", "--set", "train.epochs=1"]])
+@pytest.mark.parametrize("family", ["linear", "naive_last"])
+def test_the_built_in_space_with_another_family_is_refused_before_any_trial(
+        in_tmp: Path, capsys: pytest.CaptureFixture, family: str, args: list[str]) -> None:
+    """The built-in space searches the Informer's own keys: with another family every draw that changes one is
+    refused, and the run stopped after trial 0 with "no valid, untried parameters" (exit 1), the dry run said ok."""
+    assert main(["nas", "--set", f"model.family={family}", *args]) == 2
+    err = capsys.readouterr().err
+    needle = (f"search.space: the built-in space searches the informer family's own keys (model.d_layers, "
+              f"model.attn, model.distil, model.linear), and no trial of this search is an informer (model.family: "
+              f"{family}); give a search.space of {family}'s own keys")
+    assert needle in " ".join(err.split()) and err.count("error:") == 1 and "Traceback" not in err, err
+    assert not (in_tmp / "runs").exists()
 
 
 def test_a_saved_trial_config_from_before_the_check_still_loads() -> None:

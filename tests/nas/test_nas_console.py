@@ -64,6 +64,15 @@ def test_a_daily_csv_gets_daily_time_features(tmp_path: Path) -> None:
     assert "target visits (the last column; --set data.target=NAME for another)" in data_line(hourly, "h", "OT")
 
 
+def test_a_target_typo_in_m_mode_is_one_error_before_the_run(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    # It said "config ok" and "target visits (the last column; ...)": the typo was ignored.
+    data = daily_csv(in_tmp)
+    assert main(["nas", "--data", str(data), "--set", "data.target=nope", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {data}:1: target column 'nope' not found (columns: sales, visits)" in " ".join(err.split()), err
+    assert err.count("error:") == 1 and "Traceback" not in err and not (in_tmp / "runs").exists()
+
+
 def test_synthetic_default_is_hourly() -> None:
     series = synthetic_series(n_steps=300, freq="auto")
     assert series.freq == "h"
@@ -90,6 +99,23 @@ def test_cli_names_the_data_and_records_the_detected_freq(in_tmp: Path, capsys: 
     assert "resumed: 2 trial(s) kept from before, 1 run now" in err
 
 
+def test_a_bare_resume_dry_run_names_the_folder_it_would_continue(in_tmp: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    # --json said nothing of the folder a bare --resume picked (the latest run, wherever it is); with no trial
+    # finished there the console said nothing either.
+    out = in_tmp / "runs" / "from-python"
+    assert main(["nas", *sets([*TINY, "data.synthetic_steps=400"]), "-n", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["nas", "--resume", "--dry-run", "--json", "-n", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["resume"] == str(out)
+    (out / "agent_state.json").unlink()  # as a run killed before its first trial ended
+    assert main(["nas", "--resume", "--dry-run", "-n", "2"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"resuming {out}: no trial finished there yet; up to 2 to run" in err, err
+    assert main(["nas", *sets(TINY), "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["resume"] is None
+
+
 def test_summary_reads_a_drop_in_error_as_negative_and_rounds() -> None:
     def trial(run_id: str, val: float, test: float, params: dict) -> dict:
         return {"run_id": run_id, "val_mse": val, "test_mse": test, "test_mae": 0.5, "n_params": 1234,
@@ -112,7 +138,8 @@ def test_summary_reads_a_drop_in_error_as_negative_and_rounds() -> None:
 
 
 def test_resume_line_counts_finished_trials(tmp_path: Path) -> None:
-    assert resume_line(tmp_path, 10) is None  # no state yet
+    # no state yet (stopped before its first trial ended): the folder is still named, a bare --resume picks it
+    assert resume_line(tmp_path, 10) == f"resuming {tmp_path}: no trial finished there yet; up to 10 to run"
     runs = [{"state": "complete", "counted": True}, {"state": "pruned", "counted": True},
             {"state": "failed", "counted": False}, {"state": "running", "counted": True}]
     (tmp_path / "agent_state.json").write_text(json.dumps({"runs": runs}))

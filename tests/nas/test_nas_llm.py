@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from agentlab.nas import run_nas_optimization
 from agentlab.nas.config import NASConfig
 from agentlab.nas.run import choose_planner
 from agentlab.testing.server import Reply, ScriptedServer
+
+REPO = Path(__file__).resolve().parents[2]
 
 PLANNER, JUDGE = "planner-m", "judge-m"
 TINY = {
@@ -220,3 +223,26 @@ def test_planner_auto_sends_nothing_without_the_api_key(in_tmp: Path, srv: Scrip
     with choose_planner(cfg, llm) as session:
         assert session.planner.name == "llm" and session.line.startswith("planner: llm via route 'planner'")
         assert srv.count(PLANNER) == 1
+
+
+def test_a_dry_runs_auto_planner_is_the_runs_and_sends_nothing(in_tmp: Path, srv: ScriptedServer,
+                                                                capsys: pytest.CaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """configs/llm.yaml with no API key set: the dry run said "planner": "llm" (the route lists models) where the run
+    uses tpe, offline. A model the run would probe: the dry run sends no request and says the answer decides."""
+    (in_tmp / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "llm.yaml", in_tmp / "configs" / "llm.yaml")
+    for key in ("OPENROUTER_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    tiny = ["--set", "data.synthetic_steps=400", "--set", "search.planner=auto"]
+    assert main(["nas", *tiny, "--json", "--dry-run"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["planner"] == "tpe"
+    assert report["planner_line"] == "planner: tpe (no planner model configured; offline)"
+    # the same file with the key set, or a routing file whose model needs none: the run would ask the model first
+    (in_tmp / "llm.yaml").write_text(yaml.safe_dump(routing(srv.base_url)))
+    assert main(["nas", *tiny, "--llm", "llm.yaml", "--dry-run"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"planner: auto (llm via route 'planner' ({PLANNER}) if the planner model answers the run's first "
+            "request, else tpe)") in err, err
+    assert srv.count(PLANNER) == 0 and not (in_tmp / "runs").exists()

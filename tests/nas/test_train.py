@@ -288,6 +288,7 @@ def test_m_mode_target_falls_back_to_the_last_column_and_s_needs_one(tmp_path: P
     path.write_text("date,a,b\n" + "".join(rows))
     assert prepare_data(tiny(data={"path": str(path)})).target == "b"  # recorded in results.json as data.target
     assert prepare_data(tiny(data={"target": "x2"})).target == "x2"  # synthetic columns: x0..x5, OT
-    assert prepare_data(tiny(data={"target": "nope"})).target == "OT"  # M: the last synthetic column
+    with pytest.raises(ConfigError, match=r"the synthetic series: target column 'nope' not found \(columns: x0"):
+        prepare_data(tiny(data={"target": "nope"}))  # M: a target named by hand is no fallback (it was ignored)
     with pytest.raises(ConfigError, match=r"the synthetic series: target column 'nope' not found \(columns: x0"):
         prepare_data(tiny(data={"target": "nope", "features": "MS"}))

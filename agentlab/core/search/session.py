@@ -274,7 +274,7 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
                      + ("; asks approval before each trial" if settings.approve else ""))
 
 
-def _default_routing(llm: LLMConfig) -> bool:
+def default_routing(llm: LLMConfig) -> bool:
     """Whether ``llm`` is the routing a user gets without --llm (``configs/llm.yaml`` as found): with none of its
     keys set, nothing was configured, and the classical sampler is the planner of an offline run, not a failure."""
     try:
@@ -294,7 +294,7 @@ def _auto(session: PlannerSession) -> tuple[Planner, str]:
         return fallback, f"planner: {spec.sampler} ({OFFLINE})"
     missing = missing_keys(spec.llm, chain)
     if missing is not None:  # no request goes out without a key: it could only fail with an auth error
-        why = OFFLINE if _default_routing(spec.llm) else f"planner model unavailable: {missing} not set"
+        why = OFFLINE if default_routing(spec.llm) else f"planner model unavailable: {missing} not set"
         return fallback, f"planner: {spec.sampler} ({why})"
     try:
         session.router().generate_sync([{"role": "user", "content": "Reply with OK."}], route="planner")
