@@ -352,21 +352,19 @@ class NASConfig(StrictModel):
         if (info.context and info.context.get("saved")) or self.objective is not None:
             return self
         families = self._reachable("model.family", self.model.family)
-        optimizers = self._reachable("train.optimizer", self.train.optimizer)
         space = self.search.space
-        if "sgd" not in optimizers and (self.train.momentum != TrainConfig.model_fields["momentum"].default
-                                        or "train.momentum" in space):
-            where = "search.space.train.momentum" if "train.momentum" in space else "train.momentum"
-            raise ValueError(f"{where}: only sgd has momentum, and no trial of this search uses sgd "
-                             f"(train.optimizer: {self.train.optimizer}); set train.optimizer: sgd (or search it), "
-                             "or leave train.momentum out")
-        losses = self._reachable("train.loss", self.train.loss)
-        if "huber" not in losses and (self.train.huber_delta != TrainConfig.model_fields["huber_delta"].default
-                                      or "train.huber_delta" in space):
-            where = "search.space.train.huber_delta" if "train.huber_delta" in space else "train.huber_delta"
-            raise ValueError(f"{where}: only the huber loss reads it, and no trial of this search trains with huber "
-                             f"(train.loss: {self.train.loss}); set train.loss: huber (or search it), or leave "
-                             "train.huber_delta out")
+        # (the setting, the choice that reads it, and that choice's key): set or searched where no trial makes that
+        # choice, the setting would be silently ignored
+        for setting, needs, chooser, what in (("momentum", "sgd", "optimizer", "only sgd has momentum"),
+                                              ("huber_delta", "huber", "loss", "only the huber loss reads it")):
+            if needs in self._reachable(f"train.{chooser}", getattr(self.train, chooser)) or (
+                    getattr(self.train, setting) == TrainConfig.model_fields[setting].default
+                    and f"train.{setting}" not in space):
+                continue
+            where = f"search.space.train.{setting}" if f"train.{setting}" in space else f"train.{setting}"
+            raise ValueError(f"{where}: {what}, and no trial of this search uses {needs} (train.{chooser}: "
+                             f"{getattr(self.train, chooser)}); set train.{chooser}: {needs} (or search it), or "
+                             f"leave train.{setting} out")
         if self.search.pruner in ("hyperband", "halving") and self.search.pruner_warmup > self.max_epochs():
             raise ValueError(f"search.pruner_warmup: {self.search.pruner_warmup} is past the most epochs any trial "
                              f"trains ({self.max_epochs()}), so {self.search.pruner}'s first rung is never reached "

@@ -173,7 +173,7 @@ def test_a_value_valid_only_with_other_values_stays_allowed() -> None:
      "search.space.train.momentum: only sgd has momentum"),
     # huber_delta with no huber trial: mse and mae have no delta
     ("train:\n  loss: mae\n  huber_delta: 2\nsearch:\n  space: {}\n",
-     "bad.yaml:3: train.huber_delta: only the huber loss reads it, and no trial of this search trains with huber"),
+     "bad.yaml:3: train.huber_delta: only the huber loss reads it, and no trial of this search uses huber"),
     ("search:\n  space:\n    train.huber_delta: {low: 0.5, high: 2}\n    model.dropout: {low: 0, high: 0.3}\n",
      "search.space.train.huber_delta: only the huber loss reads it"),
     # the Informer's own keys on another family
