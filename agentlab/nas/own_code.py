@@ -167,17 +167,21 @@ def objective_line(cfg: NASConfig) -> str:
 
 def dry_run_command(cfg: NASConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
     objective = objective_of(cfg)
-    planner = cfg.search.planner
-    if planner == "auto":  # as for the forecaster: llm when a planner model is configured (a real run probes it)
-        planner = "llm" if llm is not None and llm.route("planner").chain() else "tpe"
+    planner, planner_line = cfg.search.planner, None
+    if planner == "auto":  # as the run decides it, up to its probe (it said "llm" where the run then used tpe)
+        from agentlab.nas.run import auto_planner  # lazy: run imports this module
+
+        planner, planner_line = auto_planner(llm)
     base = command_space(cfg).base  # trial 0: the params, the config file's values, the script's own defaults
     shown = ", ".join(f"{key}={_short(base.get(key))}" for key in cfg.search.space)
     return {"config": "ok", "objective": objective.model_dump(mode="json"), "planner": planner,
-            "search_space": list(cfg.search.space), "base": {key: base.get(key) for key in cfg.search.space},
+            "planner_line": planner_line, "search_space": list(cfg.search.space),
+            "base": {key: base.get(key) for key in cfg.search.space},
             "max_iterations": cfg.search.max_iterations,
             # the objective's line is the CLI's first line already (as the data line is for the forecaster)
             "message": f"config ok; search space: {', '.join(cfg.search.space)}; planner {planner}\n"
-                       f"trial 0 (the base): {shown}\ndry run: nothing run, no run folder written"}
+                       + (f"{planner_line}\n" if planner_line else "")
+                       + f"trial 0 (the base): {shown}\ndry run: nothing run, no run folder written"}
 
 
 def who(record: TrialRecord) -> str:

@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,11 @@ def test_a_dry_runs_auto_planner_is_the_runs_and_sends_nothing(in_tmp: Path, srv
     assert (f"planner: auto (llm via route 'planner' ({PLANNER}) if the planner model answers the run's first "
             "request, else tpe)") in err, err
     assert srv.count(PLANNER) == 0 and not (in_tmp / "runs").exists()
+    # a search of the user's own command says the same
+    (in_tmp / "train.py").write_text("print('loss: 1')\n")
+    (in_tmp / "own.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py", "metric": "loss", "params": {"lr": 0.1}},
+        "search": {"space": {"lr": {"low": 0.01, "high": 1.0}}}}))
+    assert main(["nas", "-c", "own.yaml", "--json", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["planner"] == "tpe"
+    assert srv.count(PLANNER) == 0
