@@ -15,9 +15,10 @@ from agentlab.core.errors import ConfigError, UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
+from agentlab.core.search.kinds import DEFAULT_SAMPLER
 from agentlab.core.search.planners import diff
 from agentlab.core.search.records import TrialRecord, planner_label, reason_line, run_id, state_counts
-from agentlab.core.search.session import llm_source, require_planner_model
+from agentlab.core.search.session import dry_run_planner, llm_source, require_planner_model
 from agentlab.core.search.space import SearchSpace, lookup
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.code_change import CodeRules, CodeTrials
@@ -169,9 +170,7 @@ def dry_run_command(cfg: NASConfig, llm: LLMConfig | None = None) -> dict[str, A
     objective = objective_of(cfg)
     planner, planner_line = cfg.search.planner, None
     if planner == "auto":  # as the run decides it, up to its probe (it said "llm" where the run then used tpe)
-        from agentlab.nas.run import auto_planner  # lazy: run imports this module
-
-        planner, planner_line = auto_planner(llm)
+        planner, planner_line = dry_run_planner(llm, DEFAULT_SAMPLER["nas"])
     base = command_space(cfg).base  # trial 0: the params, the config file's values, the script's own defaults
     shown = ", ".join(f"{key}={_short(base.get(key))}" for key in cfg.search.space)
     return {"config": "ok", "objective": objective.model_dump(mode="json"), "planner": planner,

@@ -37,12 +37,10 @@ from agentlab.core.search.planners import (
 )
 from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
 from agentlab.core.search.session import (
-    OFFLINE,
     PlannerSession,
     PlannerSpec,
-    default_routing,
+    dry_run_planner,
     llm_source,
-    missing_keys,
     open_planner,
     require_planner_model,
 )
@@ -374,7 +372,8 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
 
     prepared = data if data is not None else prepare_data(cfg)
     model, line = describe_model(apply_changes(cfg, {}), prepared)
-    planner, planner_line = auto_planner(llm) if cfg.search.planner == "auto" else (cfg.search.planner, None)
+    planner, planner_line = (dry_run_planner(llm, DEFAULT_SAMPLER["nas"]) if cfg.search.planner == "auto"
+                             else (cfg.search.planner, None))
     return {
         "config": "ok",
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "train": len(prepared.train),
@@ -389,23 +388,6 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
                     + (f"{planner_line}\n" if planner_line else "")
                     + "dry run: nothing trained, no run folder written"),
     }
-
-
-def auto_planner(llm: LLMConfig | None) -> tuple[str, str]:
-    """What ``search.planner: auto`` would be in a run, and the line saying why, decided as the run decides it
-    (``core.search.session``) up to its probe, which a dry run does not send: the sampler when no planner model is
-    configured or its keys are unset (the run's own words), else "auto", the model's answer deciding. The planner
-    of a dry run used to be "llm" whenever the route listed models, where the run then used the sampler."""
-    sampler = DEFAULT_SAMPLER["nas"]
-    chain = llm.route("planner").chain() if llm is not None else []
-    if llm is None or not chain:
-        return sampler, f"planner: {sampler} ({OFFLINE})"
-    missing = missing_keys(llm, chain)
-    if missing is not None:
-        why = OFFLINE if default_routing(llm) else f"planner model unavailable: {missing} not set"
-        return sampler, f"planner: {sampler} ({why})"
-    return "auto", (f"planner: auto (llm via route 'planner' ({', '.join(chain)}) if the planner model answers the "
-                    f"run's first request, else {sampler})")
 
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from agentlab.core.errors import InputError, missing_package, one_line
-from agentlab.core.harness import taskfiles
+from agentlab.core.harness.taskfiles import KEY_TYPES, Problem, scan
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
@@ -97,7 +97,7 @@ def task_manager(include: Sequence[str | Path] = (), *, names: Sequence[str] = (
     type are kept with the manager for ``load_tasks``."""
     lm_tasks = _import_lm_eval()
     roots = [BUNDLED, *(_folder(p) for p in include)]
-    problems = taskfiles.scan(roots[1:])
+    problems = scan(roots[1:])
     manager = lm_tasks.TaskManager(include_defaults=bool(defaults), include_path=[str(r) for r in roots])
     named = {p.task for p in problems}
     if defaults is None and any(n not in manager.task_index and not Path(n).is_file() and n not in named
@@ -109,15 +109,15 @@ def task_manager(include: Sequence[str | Path] = (), *, names: Sequence[str] = (
     return manager
 
 
-# The attribute of a TaskManager that holds the include folders' task YAML problems (taskfiles.Problem).
+# The attribute of a TaskManager that holds the include folders' task YAML problems (Problem).
 _PROBLEMS = "agentlab_problems"
 
 
-def _problems(manager: Any) -> list[taskfiles.Problem]:
+def _problems(manager: Any) -> list[Problem]:
     return list(getattr(manager, _PROBLEMS, None) or [])
 
 
-def _bundled_replaced(manager: TaskManager) -> list[taskfiles.Problem]:
+def _bundled_replaced(manager: TaskManager) -> list[Problem]:
     """A problem for each YAML of the ``include`` folders whose task takes a bundled task's name: lm-eval lets it
     replace the bundled task (with a log line at most), and the scores and report would then show the user's items
     under the bundled name. Refused when that name is asked for (``load_tasks``)."""
@@ -137,7 +137,7 @@ def _bundled_replaced(manager: TaskManager) -> list[taskfiles.Problem]:
                 continue
         except Exception:  # the bundled YAMLs are agentlab's own: tests read every one
             continue
-        problems.append(taskfiles.Problem(
+        problems.append(Problem(
             used, name, f"its task takes the name of the bundled task of {bundled}, which it would replace in the "
             "scores and the report", "task", hint=f"rename the task in that YAML (task: my_"
             f"{name.removeprefix('agentlab_')}); the bundled tasks' names are agentlab's own"))
@@ -267,7 +267,7 @@ def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
                          hint=_NO_DATA_HINT) from exc
 
 
-def _unknown(name: str, index: Any, problems: Sequence[taskfiles.Problem]) -> NoReturn:
+def _unknown(name: str, index: Any, problems: Sequence[Problem]) -> NoReturn:
     """``InputError`` for a task name lm-eval does not know: the YAML of an ``--include-path`` folder that names it
     but cannot be used, else the nearest names and any YAML lm-eval skipped there (its task may be this one)."""
     for problem in problems:
@@ -286,13 +286,13 @@ def _unknown(name: str, index: Any, problems: Sequence[taskfiles.Problem]) -> No
     raise InputError(message, hint=hint)
 
 
-def _raise(name: str, problem: taskfiles.Problem) -> NoReturn:
+def _raise(name: str, problem: Problem) -> NoReturn:
     if problem.skipped:
         raise InputError(f"task '{name}': {problem.path} is not a readable task YAML ({problem.why}); lm-eval "
                          "skips it", hint="fix the file: UTF-8 text, valid YAML, a mapping of task keys (task: NAME, "
                          "dataset_path: ..., ...)")
     raise InputError(f"task '{name}': {problem.path}: {problem.why}",
-                     hint=problem.hint or f"{problem.key} takes {taskfiles.KEY_TYPES[str(problem.key)][0]}: fix it in "
+                     hint=problem.hint or f"{problem.key} takes {KEY_TYPES[str(problem.key)][0]}: fix it in "
                      "that YAML")
 
 
@@ -304,7 +304,7 @@ def _entry_yaml(entry: Any) -> Path | None:
 
 
 def _check_files(name: str, index: Any, seen: set[str] | None = None, *,
-                 problems: Sequence[taskfiles.Problem] = ()) -> None:
+                 problems: Sequence[Problem] = ()) -> None:
     """Every local data file of ``name`` (and, for a group or tag, of its tasks) exists, and their YAMLs' keys have
     the types lm-eval takes (``problems``: what ``taskfiles.scan`` found)."""
     seen = seen if seen is not None else set()

@@ -274,7 +274,7 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
                      + ("; asks approval before each trial" if settings.approve else ""))
 
 
-def default_routing(llm: LLMConfig) -> bool:
+def _default_routing(llm: LLMConfig) -> bool:
     """Whether ``llm`` is the routing a user gets without --llm (``configs/llm.yaml`` as found): with none of its
     keys set, nothing was configured, and the classical sampler is the planner of an offline run, not a failure."""
     try:
@@ -283,18 +283,38 @@ def default_routing(llm: LLMConfig) -> bool:
         return False
 
 
+def _sampler_reason(llm: LLMConfig | None) -> str | None:
+    """Why ``auto`` is the classical sampler without asking the planner model anything (no model configured, or
+    its keys unset), or None: the model's answer to the probe decides."""
+    chain = llm.route("planner").chain() if llm is not None else []
+    if llm is None or not chain:
+        return OFFLINE
+    missing = missing_keys(llm, chain)
+    if missing is not None:  # no request goes out without a key: it could only fail with an auth error
+        return OFFLINE if _default_routing(llm) else f"planner model unavailable: {missing} not set"
+    return None
+
+
+def dry_run_planner(llm: LLMConfig | None, sampler: str) -> tuple[str, str]:
+    """What ``search.planner: auto`` would be in a run, and the line saying why, decided as ``_auto`` decides it up
+    to its probe, which a dry run does not send: ``sampler`` in the run's own words, else "auto", the model's
+    answer deciding. A dry run used to say "llm" whenever the route listed models, where the run used the sampler."""
+    why = _sampler_reason(llm)
+    if why is not None:
+        return sampler, f"planner: {sampler} ({why})"
+    chain = llm.route("planner").chain() if llm is not None else []
+    return "auto", (f"planner: auto (llm via route 'planner' ({', '.join(chain)}) if the planner model answers the "
+                    f"run's first request, else {sampler})")
+
+
 def _auto(session: PlannerSession) -> tuple[Planner, str]:
     """``llm`` when a planner model is configured, its keys are set and it answers; else the classical sampler."""
     spec = session.spec
     if spec.chooser is not None:
         return _llm(session)
-    chain = _planner_chain(spec)
     fallback = OptunaPlanner(spec.sampler)
-    if not chain or spec.llm is None:
-        return fallback, f"planner: {spec.sampler} ({OFFLINE})"
-    missing = missing_keys(spec.llm, chain)
-    if missing is not None:  # no request goes out without a key: it could only fail with an auth error
-        why = OFFLINE if default_routing(spec.llm) else f"planner model unavailable: {missing} not set"
+    why = _sampler_reason(spec.llm)
+    if why is not None:
         return fallback, f"planner: {spec.sampler} ({why})"
     try:
         session.router().generate_sync([{"role": "user", "content": "Reply with OK."}], route="planner")
