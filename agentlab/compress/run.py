@@ -32,13 +32,11 @@ from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_r
 from agentlab.compress.workspace import Workspace, check_workspace, workspace_root
 from agentlab.core.config import Flag, load_config
 from agentlab.core.debate.task import as_questions, load_task, make_task
-from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError, storage_error
+from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, storage_error
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
-from agentlab.core.models.load import hf_model_folder
-from agentlab.core.models.modelfiles import check_hf_folder, read_gguf_header
-from agentlab.core.models.modelref import resolve_model
+from agentlab.core.models.load import check_model_files, hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, resume_target, run_in_folder, runs_root
 from agentlab.core.search import records as R
@@ -135,29 +133,11 @@ def _layers(model_path: Path) -> int:
 
 
 def check_model(model: str) -> Path:
-    """The transformers folder the experiments start from, its files checked from their headers alone (no weights
-    read), so a damaged model stops here (exit 2, naming the file and what is wrong) and not after the run folder
-    exists: a GGUF's header and the extent of its tensor data before it is de-quantized (a file cut short was
-    "transformers could not convert this GGUF (cannot reshape array ...)", exit 1), then the folder's config.json
-    (JSON that names a model), its weights (each ``*.safetensors`` header against the file's size) and tokenizer
-    (``check_hf_folder``)."""
-    ref = resolve_model(str(model), user="agentlab compress")
-    if ref.format == "gguf":
-        _model_file_check(read_gguf_header, ref.path)
-    folder = hf_model_folder(model, user="agentlab compress")
-    _model_file_check(check_hf_folder, folder)
-    return folder
-
-
-def _model_file_check(check: Callable[[Path], Any], path: Path) -> None:
-    """``check(path)``, whose ``AgentlabError`` (a damaged or incomplete model file: exit 1 as raised) is bad input
-    here: exit 2, before any run folder exists."""
-    try:
-        check(path)
-    except InputError:
-        raise
-    except AgentlabError as exc:
-        raise InputError(f"model: {exc.message}", hint=exc.hint or "download or save the model again") from None
+    """The transformers folder the experiments start from, the user's model files checked from their headers first
+    (``check_model_files``), so a damaged model stops here (exit 2, naming the file) and not after the run folder
+    exists: a GGUF cut short was "transformers could not convert this GGUF (cannot reshape array ...)", exit 1."""
+    check_model_files(model, user="agentlab compress")
+    return hf_model_folder(model, user="agentlab compress")
 
 
 def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None, *,
@@ -221,17 +201,24 @@ def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
                        directions=[o.direction for o in goal.objectives],
                        objectives=[o.metric for o in goal.objectives], what="search.storage")
     where = f"search.storage ({url_where(cfg.search.storage)})" if cfg.search.storage else str(run_path / "study.db")
-    if any(OLD_ATTRS & set(t.user_attrs) for t in study.get_trials(deepcopy=False)):
-        raise ConfigError(f"{where}: the study {cfg.search.study_name!r} was written by an agentlab before compress "
-                          "ran on the search loop (its trials keep their experiments another way)",
-                          hint="start a new run, with another search.study_name when the storage is shared")
-    stored = study.user_attrs.get(GOAL_ATTR)  # the constraints are the goal too: open_study checks the objectives
-    if stored is None:
+    check_goal(study, goal, where)
+    if study.user_attrs.get(GOAL_ATTR) is None:
         study.set_user_attr(GOAL_ATTR, goal.describe())
-    elif stored != goal.describe():
-        raise ConfigError(f"{where}: the study {cfg.search.study_name!r} has the goal '{stored}', this search "
-                          f"'{goal.describe()}'", hint="give another goal another search.study_name or storage")
     return study
+
+
+def check_goal(study: Any, goal: Goal, where: str) -> None:
+    """``ConfigError`` for a study compress cannot continue: one an older agentlab wrote, or one of another goal
+    (the constraints are the goal too: ``open_study`` checks the objectives). Only reads (a dry run's check)."""
+    name = study.study_name
+    if any(OLD_ATTRS & set(t.user_attrs) for t in study.get_trials(deepcopy=False)):
+        raise ConfigError(f"{where}: the study {name!r} was written by an agentlab before compress ran on the search "
+                          "loop (its trials keep their experiments another way)",
+                          hint="start a new run, with another search.study_name when the storage is shared")
+    stored = study.user_attrs.get(GOAL_ATTR)
+    if stored is not None and stored != goal.describe():
+        raise ConfigError(f"{where}: the study {name!r} has the goal '{stored}', this search '{goal.describe()}'",
+                          hint="give another goal another search.study_name or storage")
 
 
 def check_search_study(cfg: CompressConfig, goal: Goal) -> None:
@@ -241,7 +228,7 @@ def check_search_study(cfg: CompressConfig, goal: Goal) -> None:
     study and fixed its goal, so a later dry run with another goal was refused)."""
     import optuna
 
-    from agentlab.core.search.study import OBJECTIVES_ATTR, quiet
+    from agentlab.core.search.study import check_study, quiet
 
     storage, name = cfg.search.storage, cfg.search.study_name
     assert storage is not None
@@ -258,23 +245,9 @@ def check_search_study(cfg: CompressConfig, goal: Goal) -> None:
         raise ConfigError(f"{where}: cannot read the study {name!r} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})",
                           hint="check the storage, or use a new one") from None
-    have, directions = [d.name.lower() for d in study.directions], [o.direction for o in goal.objectives]
-    objectives = study.user_attrs.get(OBJECTIVES_ATTR)
-    if have != directions:
-        raise ConfigError(f"{where}: the study {name!r} has directions {have}, this search needs {directions}",
-                          hint="use another study name or storage for a different goal")
-    if objectives is not None and list(objectives) != [o.metric for o in goal.objectives]:
-        raise ConfigError(f"{where}: the study {name!r} optimises {objectives}, this search "
-                          f"{[o.metric for o in goal.objectives]}",
-                          hint="use another study name or storage for a different goal")
-    if any(OLD_ATTRS & set(t.user_attrs) for t in study.get_trials(deepcopy=False)):
-        raise ConfigError(f"{where}: the study {name!r} was written by an agentlab before compress ran on the search "
-                          "loop (its trials keep their experiments another way)",
-                          hint="start a new run, with another search.study_name when the storage is shared")
-    stored = study.user_attrs.get(GOAL_ATTR)
-    if stored is not None and stored != goal.describe():
-        raise ConfigError(f"{where}: the study {name!r} has the goal '{stored}', this search '{goal.describe()}'",
-                          hint="give another goal another search.study_name or storage")
+    check_study(study, [o.direction for o in goal.objectives], [o.metric for o in goal.objectives],
+                where=url_where(storage) or storage)
+    check_goal(study, goal, where)
 
 
 def _read_only_storage(storage: str) -> Any:

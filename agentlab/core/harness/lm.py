@@ -25,7 +25,7 @@ from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.harness.evaluate import evaluate_row, logliks_of
 from agentlab.core.harness.tasks import go_offline
 from agentlab.core.models.adapters import adapter_logit_changes, read_adapter
-from agentlab.core.models.load import load_causal_lm
+from agentlab.core.models.load import check_model_files, load_causal_lm
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
@@ -107,32 +107,10 @@ def load_harness_model(ref: str, adapters: Mapping[str, str | Path] | None = Non
     folders = {name: Path(path) for name, path in (adapters or {}).items()}
     for path in folders.values():
         read_adapter(path)
-    check_model_files(ref)
+    check_model_files(ref, user="lm-eval")
     model, tokenizer = load_causal_lm(ref, device=device, dtype=dtype, adapters=folders or None)
     return wrap_model(model, tokenizer, ref=ref, adapters=folders, batch_size=batch_size, max_length=max_length,
                       on_requests=on_requests)
-
-
-def check_model_files(ref: str) -> None:
-    """``InputError`` (exit 2) naming the file when the model ``ref`` is damaged, from its files' headers alone (no
-    weights read): a GGUF whose header or tensor data is cut short (transformers would say it "could not convert
-    this GGUF", as if its architecture were unsupported), a transformers folder whose config.json is not JSON or
-    names no model, a ``*.safetensors`` file cut short, no weights or no tokenizer (transformers' messages name
-    neither the file nor the cause). A built-in model is agentlab's own and not read here."""
-    from agentlab.core.models.modelfiles import check_hf_folder, read_gguf_header
-    from agentlab.core.models.modelref import resolve_model
-
-    found = resolve_model(str(ref), user="lm-eval")
-    if found.kind == "builtin":
-        return
-    try:
-        if found.format == "gguf":
-            read_gguf_header(found.path)
-        else:
-            check_hf_folder(found.path)
-    except AgentlabError as exc:  # a damaged model the user gave: bad input, not a failure of the run
-        raise InputError(f"model {ref}: {exc.message}", hint=f"{exc.hint or 'check the model files'} (or choose "
-                         "another model)") from None
 
 
 def wrap_model(model: Any, tokenizer: Any, *, ref: str = "model", adapters: Mapping[str, Path] | None = None,

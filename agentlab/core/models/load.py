@@ -42,6 +42,28 @@ def hf_model_folder(ref: str | Path, *, base: str | Path = ".", user: str = "thi
         raise missing_package(exc) or exc from None
 
 
+def check_model_files(ref: str | Path, *, base: str | Path = ".", user: str = "this") -> None:
+    """``InputError`` (exit 2) naming the file when the model ``ref`` is damaged, from its files' headers alone (no
+    weights read), before anything loads it: a GGUF whose header or tensor data is cut short (transformers would say
+    it "could not convert this GGUF", as if its architecture were unsupported), a transformers folder whose
+    config.json is not JSON or names no model, a ``*.safetensors`` file cut short, no weights or no tokenizer
+    (transformers' messages name neither the file nor the cause). A built-in model is agentlab's own and not read
+    here. Used by lm-eval's scoring and by compress before a run folder exists."""
+    from agentlab.core.models.modelfiles import check_hf_folder, read_gguf_header
+
+    found = resolve_model(str(ref), base=base, user=user)
+    if found.kind == "builtin":
+        return
+    try:
+        if found.format == "gguf":
+            read_gguf_header(found.path)
+        else:
+            check_hf_folder(found.path)
+    except AgentlabError as exc:  # a damaged model the user gave: bad input, not a failure of the run
+        raise InputError(f"model {ref}: {exc.message}", hint=f"{exc.hint or 'check the model files'} (or choose "
+                         "another model)") from None
+
+
 def load_causal_lm(ref: str | Path, *, device: Any = "auto", dtype: Any = "auto", load_in_4bit: FourBit = False,
                    load_in_8bit: bool = False, adapters: Mapping[str, str | Path] | None = None,
                    trainable: bool = False, base: str | Path = ".",

@@ -227,19 +227,25 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
         raise ConfigError(f"{what}: cannot open the study {name!r} in {storage!r} ({reason})",
                           hint="check the storage, or use a new one") from exc
     attach_opened(study, backend, storage, opened)
-    where = storage or str(run_path / default)
-    have = [d.name.lower() for d in study.directions]
+    check_study(study, directions, objectives, what=what, where=storage or str(run_path / default))
+    if objectives is not None and study.user_attrs.get(OBJECTIVES_ATTR) is None:
+        study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
+    return study
+
+
+def check_study(study: Any, directions: Sequence[Direction], objectives: Sequence[str] | None = None, *,
+                what: str = "search.storage", where: str = "") -> None:
+    """``ConfigError`` when an existing ``study`` was made for another goal: other directions, or other
+    ``objectives`` stored (none stored yet: a new study, which its opener labels). Only reads: a dry run checks a
+    shared study so, writing nothing (``open_study`` checks every study it opens the same way)."""
+    name, have = study.study_name, [d.name.lower() for d in study.directions]
     if have != list(directions):
         raise ConfigError(f"{what}: the study {name!r} in {where} has directions {have}, this search needs "
                           f"{list(directions)}", hint="use another study name or storage for a different goal")
-    if objectives is not None:
-        stored = study.user_attrs.get(OBJECTIVES_ATTR)
-        if stored is None:
-            study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
-        elif list(stored) != list(objectives):
-            raise ConfigError(f"{what}: the study {name!r} in {where} optimises {stored}, this search "
-                              f"{list(objectives)}", hint="use another study name or storage for a different goal")
-    return study
+    stored = study.user_attrs.get(OBJECTIVES_ATTR)
+    if objectives is not None and stored is not None and list(stored) != list(objectives):
+        raise ConfigError(f"{what}: the study {name!r} in {where} optimises {stored}, this search "
+                          f"{list(objectives)}", hint="use another study name or storage for a different goal")
 
 
 def make_sampler(kind: str, seed: int, *, startup: int = 10, population: int = 50,
