@@ -228,13 +228,13 @@ def check_search_study(cfg: CompressConfig, goal: Goal) -> None:
     study and fixed its goal, so a later dry run with another goal was refused)."""
     import optuna
 
-    from agentlab.core.search.study import check_study, quiet
+    from agentlab.core.search.study import check_study, quiet, read_only_storage
 
     storage, name = cfg.search.storage, cfg.search.study_name
     assert storage is not None
     where = f"search.storage ({url_where(storage)})"
     quiet()
-    backend = _read_only_storage(storage)
+    backend = read_only_storage(storage)
     if backend is None:  # nothing there yet: the run creates it
         return
     try:
@@ -248,49 +248,6 @@ def check_search_study(cfg: CompressConfig, goal: Goal) -> None:
     check_study(study, [o.direction for o in goal.objectives], [o.metric for o in goal.objectives],
                 where=url_where(storage) or storage)
     check_goal(study, goal, where)
-
-
-def _read_only_storage(storage: str) -> Any:
-    """Optuna's storage over ``storage`` opened for reading only, or None when there is nothing to read yet (no file,
-    an empty one, a database without Optuna's tables). A journal file is read, not appended to; an SQLite file is
-    opened read-only; a database server is reached, its tables not created."""
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    from agentlab.core.search.study import check_journal, check_sqlite
-
-    what = "search.storage"
-    if "://" not in storage:
-        check_journal(storage, what)
-        file = Path(storage)
-        if file.is_dir():
-            raise ConfigError(f"{what}: {storage} is a folder, not a journal file",
-                              hint="give a journal file path, or an sqlite:/// URL")
-        return JournalStorage(JournalFileBackend(storage)) if file.is_file() and file.stat().st_size else None
-    url = storage
-    if storage.startswith("sqlite:///"):
-        path = Path((url_where(storage) or "").partition("?")[0])
-        check_sqlite(storage, what)  # an existing file that is no Optuna database: refused, read-only
-        if not path.parent.is_dir():  # as the run's open would fail: SQLite makes the file, not its folder
-            raise ConfigError(f"{what}: cannot open {storage!r}: its folder {path.parent} does not exist",
-                              hint="create the folder first, or give another path")
-        if not path.is_file() or not path.stat().st_size:
-            return None
-        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
-    try:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(url)
-        try:
-            if not sqlalchemy.inspect(engine).has_table("studies"):
-                return None
-        finally:
-            engine.dispose()
-        return RDBStorage(url, skip_table_creation=True)
-    except Exception as exc:  # sqlalchemy and the drivers raise many kinds for a bad URL or a server not answering
-        raise ConfigError(f"{what}: cannot open {url_where(storage)!r}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                          hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
 
 
 # --------------------------------------------------------------------------- the run's state

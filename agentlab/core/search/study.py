@@ -123,12 +123,50 @@ def check_sqlite(storage: str, what: str = "search.storage", *, create: bool = T
 
 
 def check_storage(storage: str, what: str = "search.storage") -> None:
-    """A bad ``storage`` as one line before any run folder exists: a journal path is read, not created
-    (``check_journal``); a URL is opened (a database server is reached, an SQLite file made)."""
-    if "://" in storage:
-        open_storage(storage, Path.cwd(), what=what)
-    else:
+    """A bad ``storage`` as one line before any run folder exists, nothing created or written
+    (``read_only_storage``): a dry run left a new SQLite file with Optuna's tables behind."""
+    read_only_storage(storage, what)
+
+
+def read_only_storage(storage: str, what: str = "search.storage") -> Any:
+    """Optuna's storage over ``storage`` opened for reading only, or None when there is nothing to read yet (no file,
+    an empty one, a database without Optuna's tables); a bad one is ``ConfigError`` naming ``what``. A journal file
+    is read, not appended to; an SQLite file is opened read-only; a database server is reached, its tables not
+    created. What a check before the run (a dry run's too) opens: it leaves no database behind."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" not in storage:
         check_journal(storage, what)
+        file = Path(storage)
+        if file.is_dir():
+            raise ConfigError(f"{what}: {storage} is a folder, not a journal file",
+                              hint="give a journal file path, or an sqlite:/// URL")
+        return JournalStorage(JournalFileBackend(storage)) if file.is_file() and file.stat().st_size else None
+    url = storage
+    if storage.startswith("sqlite:///"):
+        path = Path((url_where(storage) or "").partition("?")[0])
+        check_sqlite(storage, what)  # an existing file that is no Optuna database: refused, read-only
+        if not path.parent.is_dir():  # as the run's open would fail: SQLite makes the file, not its folder
+            raise ConfigError(f"{what}: cannot open {storage!r}: its folder {path.parent} does not exist",
+                              hint="create the folder first, or give another path")
+        if not path.is_file() or not path.stat().st_size:
+            return None
+        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        try:
+            if not sqlalchemy.inspect(engine).has_table("studies"):
+                return None
+        finally:
+            engine.dispose()
+        return RDBStorage(url, skip_table_creation=True)
+    except Exception as exc:  # sqlalchemy and the drivers raise many kinds for a bad URL or a server not answering
+        raise ConfigError(f"{what}: cannot open {url_where(storage)!r}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                          hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
 
 
 def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db",

@@ -229,3 +229,14 @@ def test_a_database_killed_mid_write_is_left_to_optunas_recovery(tmp_path: Path)
     assert (tmp_path / "study.db-journal").is_file()
     check_sqlite(url, create=False)
     assert open_study(url, tmp_path, name="s", directions=["minimize"]).trials == []
+
+
+def test_checking_a_storage_creates_nothing(tmp_path: Path) -> None:
+    """nas's and evolve's check before the run (a --dry-run's too) made a new SQLite file with Optuna's tables."""
+    from agentlab.core.search.study import check_storage
+
+    check_storage(f"sqlite:///{tmp_path / 'new.db'}")
+    check_storage(str(tmp_path / "new.journal"))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="its folder .*nodir does not exist"):
+        check_storage(f"sqlite:///{tmp_path / 'nodir' / 'new.db'}")
