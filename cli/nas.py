@@ -199,8 +199,8 @@ def predict(
     final = load_model(run, model)
     target, plot = output_paths(final.run, data, out, force)  # refused before anything is computed or written
     result = forecast(final, data)
+    bt = run_backtest(final, data) if backtest else None  # its window check refuses before the forecast is written
     plot = write_forecast(result, target)
-    bt = run_backtest(final, data) if backtest else None
     members = [(m.run_id, w) for m, w in getattr(final, "members", [])]
     if json_:
         print_json({"run_id": final.run_id, "model": "ensemble" if members else "best",
