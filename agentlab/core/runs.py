@@ -524,7 +524,7 @@ class RunDir:
                 return path
         skipped = f" ({len(candidates)} that never started or are still running)" if candidates else ""
         raise RunDirError(f"no '{command}' run to resume under {base}{skipped}",
-                          hint="start one first, or pass the run folder: --resume runs/<command>/<folder>")
+                          hint=f"start one first, or pass the run folder: --resume {base}/<folder>")
 
     @classmethod
     def open(

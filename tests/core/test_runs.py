@@ -99,8 +99,9 @@ def test_resume_wrong_command_and_missing(in_tmp: Path) -> None:
     assert "--resume" not in (info.value.hint or "")  # not every command has one (llm-bench, serve, pipeline)
     with pytest.raises(RunDirError, match="not a run folder"):
         RunDir.resume(in_tmp / "empty", "demo")
-    with pytest.raises(RunDirError, match="no 'nas' run to resume"):
+    with pytest.raises(RunDirError, match="no 'nas' run to resume") as info:
         RunDir.latest("nas")
+    assert "runs/nas/<folder>" in (info.value.hint or "")  # the command's own folder, not 'runs/<command>'
 
 
 def test_out_must_be_new_or_empty(in_tmp: Path) -> None:
