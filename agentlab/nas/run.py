@@ -605,16 +605,21 @@ def _objective(cfg: NASConfig, prepared: PreparedData | None, run_dir: RunDir, p
     return NASObjective(cfg, prepared, run_dir, progress, best)
 
 
-def run_nas_optimization(max_iterations: int = 20, config: NASConfig | dict[str, Any] | str | Path | None = None,
+def run_nas_optimization(max_iterations: int | None = None,
+                         config: NASConfig | dict[str, Any] | str | Path | None = None,
                          *, out: str | Path | None = None, resume: str | Path | None = None,
                          llm: LLMConfig | str | Path | None = None, overrides: list[str] | None = None,
                          mlflow: str | None = None, progress: Progress | None = None,
                          chooser: Chooser | None = None) -> dict[str, Any]:
-    """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json;
-    ``mlflow="sqlite:///mlflow.db"`` logs it to MLflow as ``--mlflow`` does; ``chooser`` (with ``search.planner``
-    llm) is a scripted chooser in place of the planner model. A scripted agent model (``search.planner`` agent)
-    comes in as ``llm=agentlab.testing.agents.scripted_llm(agent)``."""
-    sets: list[str | Flag] = [*(overrides or []), f"search.max_iterations={max_iterations}"]
+    """Python API: ``run_nas_optimization(max_iterations=20)`` runs the default search and returns results.json.
+    ``max_iterations`` is ``--max-iterations`` (None: the config's ``search.max_iterations``, a resumed run's own),
+    refused when an override sets it to another value; ``mlflow="sqlite:///mlflow.db"`` logs it to MLflow as
+    ``--mlflow`` does; ``chooser`` (with ``search.planner`` llm) is a scripted chooser in place of the planner model.
+    A scripted agent model (``search.planner`` agent) comes in as
+    ``llm=agentlab.testing.agents.scripted_llm(agent)``."""
+    sets: list[str | Flag] = [*(overrides or [])]
+    if max_iterations is not None:
+        sets.append(Flag("max_iterations", "search.max_iterations", max_iterations))
     if mlflow is not None:
         sets.append(Flag("mlflow", "mlflow", mlflow))
     resume_dir = resume_target("nas", resume, out=out)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from agentlab.cli import main
-from agentlab.core.errors import UsageError
+from agentlab.core.errors import ConfigError, UsageError
 from agentlab.core.llm.config import LLMConfig
 from agentlab.core.progress import NullProgress
 from agentlab.core.runs import RunDir
@@ -72,6 +72,19 @@ def test_a_random_search_over_every_family_keeps_each_trial_to_its_own_keys(in_t
     report = (out / "report.md").read_text()
     assert "## Families" in report and f"lookback {results['best']['seq_len']}" in report
     assert "Beside the published results" not in report  # synthetic data: no published table
+
+
+def test_the_api_takes_the_configs_budget_and_a_resume_keeps_the_runs_own(in_tmp: Path) -> None:
+    # max_iterations defaulted to 20 and was always applied last: the config's budget, an override's and a resumed
+    # run's own were replaced by 20 (a finished 2-trial run's resume trained a third trial)
+    first = run_nas_optimization(config=tiny(planner="random", max_iterations=2), out=in_tmp / "a")
+    assert first["trials"] == 2
+    resumed = run_nas_optimization(resume=in_tmp / "a")
+    assert resumed["trials"] == 2 and resumed["ran_here"] == 0
+    assert yaml.safe_load((in_tmp / "a" / "config.yaml").read_text())["search"]["max_iterations"] == 2
+    with pytest.raises(ConfigError, match="both set search.max_iterations"):
+        run_nas_optimization(3, config=tiny(), overrides=["search.max_iterations=4"], out=in_tmp / "b")
+    assert not (in_tmp / "b").exists()
 
 
 def test_tpe_resume_and_a_second_worker_share_one_conditional_study(in_tmp: Path) -> None:
