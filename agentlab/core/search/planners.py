@@ -355,18 +355,19 @@ class TrialDomain:
 def trial_results(records: list[TrialRecord], maximize: bool,
                   without_llm: Callable[[TrialRecord | None], dict[str, Any]]) -> SearchResults:
     """``SearchResults`` of the search loop's trials (nas): the best value with and without what a planner chose;
-    ``without_llm(best)`` names the best trial without the LLM chooser's picks in the command's terms."""
+    ``without_llm(best)`` names the best trial without the LLM chooser's picks in the command's terms. Both count
+    every finished trial but a diverged one, accepted or not: a trial the evaluator turned down only because a
+    left-out pick was better is the counterfactual's best (``best_of(incumbent=False)``)."""
     done = [r for r in records if r.state != "running" and r.counted]
+    direction = "maximize" if maximize else "minimize"
 
     def score(keep: Callable[[str, Any, str], bool]) -> float | None:
-        values = [float(r.value) for r in done  # type: ignore[arg-type]
-                  if r.state == "complete" and r.finite and r.accepted is not False and keep(r.origin, r.choice,
-                                                                                              r.planner)]
-        return (max if maximize else min)(values) if values else None
+        best = best_of([r for r in done if keep(r.origin, r.choice, r.planner)], direction, incumbent=False)
+        return float(best.value) if best is not None and best.value is not None else None
 
     def without() -> dict[str, Any]:
         kept = [r for r in records if r.origin not in S.LLM_ORIGINS]
-        return without_llm(best_of(kept, "maximize" if maximize else "minimize"))
+        return without_llm(best_of(kept, direction, incumbent=False))
 
     return SearchResults([Row(r.origin, r.choice, r.planner, r.warmup) for r in done], score,
                          lambda name: trial_steps(records, name, maximize), without, higher_is_better=maximize)

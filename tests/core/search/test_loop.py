@@ -477,3 +477,22 @@ def test_a_study_inside_the_run_folder_is_told_from_a_shared_one(tmp_path: Path,
     assert _inside(str(tmp_path / "run" / "study.db"), "run") and _inside(str(tmp_path / "run" / "study.db"), "link")
     assert not _inside(str(tmp_path / "other.db"), "run")
     assert not _inside("postgresql://u:***@h/db", ".") and not _inside("sqlite:///x.db", ".")
+
+
+def test_the_counterfactual_without_the_llms_picks_counts_a_trial_turned_down_only_for_losing_to_a_pick() -> None:
+    # the best without the LLM's picks kept accepted trials only: the sampler's 0.0106, rejected as 1.8% worse than
+    # the LLM's pick 0.0104, was left out and the counterfactual said 0.374 (the base), 35 times too pessimistic
+    from agentlab.core.search.planners import trial_results
+    from agentlab.core.search.records import TrialRecord
+
+    def rec(n: int, value: float, origin: str, accepted: bool, **metrics: Any) -> TrialRecord:
+        return TrialRecord(number=n, state="complete", value=value, params={"x": n}, origin=origin,
+                           accepted=accepted, metrics={"value": value, **metrics})
+
+    records = [rec(0, 0.374, "classical", True), rec(1, 0.0104, "picked", True), rec(2, 0.0106, "classical", False),
+               rec(3, 0.001, "classical", False, diverged=True)]  # a diverged trial never counts
+    results = trial_results(records, False, lambda best: {"best": best.value if best else None})
+    assert results.without_llm() == {"best": 0.0106}
+    assert results.score(lambda origin, choice, planner: origin != "picked") == 0.0106
+    assert results.score(lambda *_: True) == 0.0104
+    assert best_of(records).value == 0.0104  # the search's own best is still its incumbent
