@@ -19,12 +19,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from textwrap import shorten
 from typing import Any
 
 from agentlab.core.agent.runtime import Tool
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, Wrapper, trial_key
-from agentlab.core.search.records import TrialRecord
+from agentlab.core.search.records import TrialRecord, reason_line
 from agentlab.nas.code_change import (
     CODE,
     COMMIT,
@@ -237,7 +238,7 @@ class CodeSearch:
                     elif line.startswith("-") and not line.startswith("---"):
                         removed += 1
             if r.state == "failed":
-                fate = "refused" if r.reason.startswith("refused") else "crashed"
+                fate = "refused" if r.reason.removeprefix("failed: ").startswith("refused") else "crashed"
             elif r.number in kept:
                 fate = "kept"
             else:
@@ -255,8 +256,11 @@ def table(rows: list[dict[str, Any]], metric: str) -> list[str]:
     lines = ["", "## Code changes", "", f"| trial | change | diff | {metric} | fate |", "|---|---|---|---:|---|"]
     for row in rows:
         value = f"{row['value']:.4g}" if isinstance(row["value"], float) else "-"
-        fate = row["fate"] if row["fate"] in ("kept", "dropped") else f"{row['fate']}: {row['why'][:80]}"
-        lines.append(f"| {row['trial']} | {row['reason'][:80]} | {', '.join(row['files'])} +{row['added']} "
+        # one line: the error, not the stderr tail's header; "failed: refused: ..." said once
+        why = reason_line(row["why"]).removeprefix("failed: ").removeprefix(f"{row['fate']}: ")
+        fate = row["fate"] if row["fate"] in ("kept", "dropped") else f"{row['fate']}: {shorten(why, 160)}"
+        change = shorten(row["reason"], 80)
+        lines.append(f"| {row['trial']} | {change.replace('|', '/')} | {', '.join(row['files'])} +{row['added']} "
                      f"-{row['removed']} | {value} | {fate.replace('|', '/')} |")
     return lines
 

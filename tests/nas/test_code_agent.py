@@ -55,7 +55,7 @@ CALLS = [
     edit("OFFSET = 3.0", "OFFSET = 0.5", "a smaller offset"),  # trial 1: kept; trial 2: the sampler tunes on it
     ("read_project", {"path": "train.py"}),  # the best version: OFFSET = 0.5
     edit("OFFSET = 0.5", "OFFSET = 2.0", "a larger offset"),  # trial 3: worse, dropped
-    edit("OFFSET = 0.5", "OFFSET = 0.5\nraise SystemExit('boom')", "a crash"),  # trial 4: crashed
+    edit("OFFSET = 0.5", "OFFSET = 0.5\nraise ValueError('boom')", "a crash"),  # trial 4: crashed, a traceback
     edit("OFFSET = 0.5", "OFFSET = 0.25", "the fix"),  # trial 5: kept
 ]
 
@@ -89,10 +89,24 @@ def test_code_changes_kept_dropped_crashed_and_refused(tmp_path: Path) -> None:
     assert "-OFFSET = 0.5\n+OFFSET = 2.0" in (out / "trials" / "run_0003" / "change.diff").read_text()
     report = (out / "report.md").read_text()
     assert "## Code changes" in report and "| run_0003 | a larger offset | train.py +1 -1 |" in report
+    crash = next(line for line in report.split("## Code changes")[1].splitlines() if line.startswith("| run_0004 |"))
+    assert crash.endswith(" |") and "boom" in crash  # one table row, with the error (the stderr tail broke the row)
     assert (folder / "train.py").read_bytes() == before  # the user's tree untouched
     assert "+OFFSET = 0.25" in (out / "best.patch").read_text()
     assert main(["nas", "apply", str(out)]) == 0
     assert "OFFSET = 0.25" in (folder / "train.py").read_text()
+
+
+def test_a_change_that_writes_a_protected_file_at_run_time_is_refused_not_crashed(tmp_path: Path) -> None:
+    folder = project(tmp_path)
+    cheat = edit("OFFSET = 3.0", "OFFSET = 0.0\nopen('eval.py', 'w').write('print(0)')", "cheat at run time")
+    out = tmp_path / "run"
+    results = run_nas_optimization(max_iterations=2, config=config(folder), out=out,
+                                   llm=scripted_llm(ScriptAgent([cheat])))
+    assert [(r["trial"], r["fate"]) for r in results["code_changes"]] == [("run_0001", "refused")]
+    changes = (out / "report.md").read_text().split("## Code changes")[1]
+    row = next(line for line in changes.splitlines() if line.startswith("| run_0001 |"))
+    assert "| refused: the run changed protected file(s) eval.py" in row
 
 
 def test_kept_versions_are_commits_on_the_runs_branch(tmp_path: Path) -> None:
