@@ -30,7 +30,7 @@ from agentlab.compress.scoring import check, choose_best, derive, front, objecti
 from agentlab.compress.space import Space, experiment_key, to_experiment
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_results
 from agentlab.compress.workspace import Workspace, check_workspace, workspace_root
-from agentlab.core.config import Flag, load_config
+from agentlab.core.config import Flag, load_config, override_list
 from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, storage_error
 from agentlab.core.harness import load_tasks, task_manager
@@ -703,7 +703,7 @@ def knowledge_note(goal: Goal, records: list[dict[str, Any]], results: dict[str,
 def _sets(overrides: list[str] | None, **given: Any) -> list[Any]:
     """The Python API's settings as overrides: ``overrides``, then each keyword given (``max_iterations=3`` reaches
     search.max_iterations: CompressConfig.MOVED_KEYS)."""
-    return [*(overrides or []), *(Flag(key, key, value) for key, value in given.items() if value is not None)]
+    return [*override_list(overrides), *(Flag(key, key, value) for key, value in given.items() if value is not None)]
 
 
 def _load(model_name: str | None, objective: str | None, carbon_budget: float | None, config: Any,

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from agentlab.core.errors import ConfigError
+from agentlab.core.errors import ConfigError, UsageError
 from agentlab.core.files import read_text
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,13 @@ def missing_config(path: Path) -> ConfigError:
                        "examples .` writes the example configs the docs name (configs/nas.yaml, ...)")
 
 
+def read_config(path: Path, schema: str | None = None) -> dict[str, Any]:
+    """A config file's top-level mapping, read as ``load_config`` reads it: ``ConfigError`` for a file that is not
+    there, is not YAML, is empty (or only comments) or holds no mapping (``schema``: the name of its command, for
+    the hint)."""
+    return _read_yaml(path, schema)[0]
+
+
 def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], str]:
     show = f"`agentlab config show {schema or 'COMMAND'}`"
     if not path.exists():
@@ -283,10 +290,28 @@ class Flag:
         return " ".join(f"{self.option} {value if value != '' else repr('')}" for value in values)
 
 
+def override_list(overrides: Iterable[str | Flag] | None) -> list[str | Flag]:
+    """``overrides`` (``--set`` strings and ``Flag``s) as a new list; ``UsageError`` for anything else, such as one
+    string where a list of them belongs (``overrides="train.epochs=1"``), which would read as one ``--set`` a
+    character (``--set m: expected key.path=value``)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str | bytes | dict):
+        wrong = f"got {'one string' if isinstance(overrides, str) else type(overrides).__name__}, {overrides!r}"
+    else:
+        items = list(overrides)
+        odd = [item for item in items if not isinstance(item, str | Flag)]
+        if not odd:
+            return items
+        wrong = f"got an item of type {type(odd[0]).__name__}, {odd[0]!r}"
+    raise UsageError(f"overrides: {wrong}; overrides must be a list of strings, e.g. ['train.epochs=1']",
+                     hint="give each key.path=value as one item of a list: overrides=['train.epochs=1', 'seed=2']")
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], source: _Source | None = None
                     ) -> dict[str, Any]:
     """Apply ``--set`` overrides and ``Flag``s in order to a raw dict (in place) and return it."""
-    for item in overrides:
+    for item in override_list(overrides):
         if isinstance(item, Flag):
             parts = item.key.split(".")
             value = str(item.value) if isinstance(item.value, Path) else item.value
@@ -553,10 +578,17 @@ def load_config(
     """Load, interpolate, override and validate a config.
 
     ``path=None`` validates the model's defaults (plus overrides): every command runs without a config file.
+    ``overrides``: a list of ``key.path=value`` strings (as ``--set`` takes them) and ``Flag``s.
     ``base`` is a raw dict merged under the file (used for built-in presets). ``schema``: the name `agentlab config
     show` knows the model by (``nas``, ``llm``, ...), for the hint. Raises ``ConfigError`` (exit code 2) whose
     message names file, line and field, e.g. ``configs/nas.yaml:12: model.n_heads: must divide model.d_model``.
     """
+    if path is not None and not isinstance(path, str | os.PathLike):
+        raise UsageError(f"load_config: path must be a config file's path (a str or Path) or None, not "
+                         f"{type(path).__name__}",
+                         hint="a dict of settings goes as base=: load_config(None, Model, base={...})"
+                         if isinstance(path, dict) else "give the YAML file's path, or None for the defaults")
+    sets = override_list(overrides)
     file = Path(path) if path is not None else None
     text = None
     moved: dict[str, str] = getattr(model, "MOVED_KEYS", {})
@@ -571,7 +603,7 @@ def load_config(
                     source.lines.setdefault((*new.split("."), *where[1:]), line)
     else:
         source = _Source(None, None)
-    apply_overrides(data, _moved_overrides(list(overrides or []), moved), source)
+    apply_overrides(data, _moved_overrides(sets, moved), source)
     data = interpolate_env(data, source, load_dotenv_values(file.parent if file else None))
     try:
         return model.model_validate(data)
@@ -799,7 +831,8 @@ def dump_yaml(data: Any) -> str:
 
 
 def describe_model(model: type[BaseModel], indent: int = 0) -> str:
-    """Defaults as YAML with each field's description as a comment: what ``agentlab config show CMD`` prints."""
+    """Defaults as YAML with each field's description as a comment: what ``agentlab config show CMD`` prints after its
+    first line, which names the command (the whole text: ``agentlab.cli.config_cmd.config_text``)."""
     pad = "  " * indent
     lines: list[str] = []
     instance_defaults = _defaults_or_none(model)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
-from agentlab.core.config import Flag, load_config
+from agentlab.core.config import Flag, load_config, override_list
 from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
@@ -617,7 +617,7 @@ def run_nas_optimization(max_iterations: int | None = None,
     ``--mlflow`` does; ``chooser`` (with ``search.planner`` llm) is a scripted chooser in place of the planner model.
     A scripted agent model (``search.planner`` agent) comes in as
     ``llm=agentlab.testing.agents.scripted_llm(agent)``."""
-    sets: list[str | Flag] = [*(overrides or [])]
+    sets = override_list(overrides)  # a new list: a string refused, not read a character a --set
     if max_iterations is not None:
         sets.append(Flag("max_iterations", "search.max_iterations", max_iterations))
     if mlflow is not None:

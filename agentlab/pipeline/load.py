@@ -54,16 +54,16 @@ def load_models(path: str | Path | None = None) -> ModelsConfig:
         raise ConfigError(f"{file}: is a folder, not a models file", hint="give the models YAML file itself")
     if not file.is_file():
         raise ConfigError(f"{file}: models file not found",
-                          hint="give the models file (`pipeline run --models FILE`, `models check FILE`; see "
-                          "configs/models.yaml in the agentlab repository); make local "
-                          "models with `agentlab models make-tiny models/tiny-a`")
+                          hint="give the models file (`pipeline run --models FILE`, `models check FILE`); "
+                          "`agentlab config examples .` writes configs/models.yaml and configs/models.local.yaml; "
+                          "make local models with `agentlab models make-tiny models/tiny-a`")
     return load_config(file, ModelsConfig, schema="models")
 
 
 def load_pipeline(path: str | Path | None, models: ModelsConfig, overrides: Iterable[str] | None = None
                   ) -> PipelineConfig:
     """The pipeline file checked against ``models`` (None: an empty pipeline, for --stage only runs)."""
-    return load_config(path, pipeline_checked(models.models), list(overrides or []), schema="pipeline")
+    return load_config(path, pipeline_checked(models.models), overrides, schema="pipeline")
 
 
 def parse_stage(spec: str) -> dict[str, Any]:

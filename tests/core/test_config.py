@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -392,3 +393,42 @@ def test_a_relative_sqlite_url_is_saved_absolute(tmp_path: Path, monkeypatch: py
     assert NASConfig.model_validate({"search": {"storage": "~/t.log"}}).search.storage == str(home / "t.log")
     assert NASConfig.model_validate({"search": {"storage": "sqlite:///~/s.db"}}).search.storage == \
         f"sqlite:///{home / 's.db'}"
+
+
+def test_overrides_given_as_one_string_are_refused_clearly(tmp_path: Path) -> None:
+    """`overrides="model.d_model=64"` was split into characters: `--set m: expected key.path=value`. A string is one
+    clear UsageError, in load_config and in the Python APIs that build on it (nas's, compress's)."""
+    from agentlab.core.config import apply_overrides
+    from agentlab.core.errors import UsageError
+
+    path = write(tmp_path, "name: a\n")
+    expected = "overrides must be a list of strings, e.g. ['train.epochs=1']"
+    with pytest.raises(UsageError, match=r"'model\.d_model=64'.*" + re.escape(expected)) as exc:
+        load_config(path, Cfg, "model.d_model=64")  # type: ignore[arg-type]
+    assert exc.value.exit_code == 2 and "overrides=['train.epochs=1', 'seed=2']" in (exc.value.hint or "")
+    from agentlab.compress import run_compression
+    from agentlab.nas import run_nas_optimization
+
+    for api in (run_nas_optimization, run_compression):
+        with pytest.raises(UsageError, match=r"one string, 'train\.epochs=1'"):
+            api(overrides="train.epochs=1", out=tmp_path / "never")  # type: ignore[arg-type]
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        apply_overrides({}, "name=b")
+    with pytest.raises(UsageError, match=r"an item of type dict"):
+        load_config(None, Cfg, [{"name": "b"}])  # type: ignore[list-item]
+    assert load_config(path, Cfg, ("name=b",)).name == "b"  # any iterable of strings still does
+    with pytest.raises(ConfigError, match="--set x: expected key.path=value"):
+        load_config(path, Cfg, ["x"])  # one short item is an ordinary bad --set
+
+
+def test_a_path_that_is_no_path_is_refused_clearly() -> None:
+    """`load_config(123, Model)` and `load_config({...}, Model)` raised os.fspath's bare TypeError."""
+    from agentlab.core.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"path must be a config file's path \(a str or Path\) or None, not int"):
+        load_config(123, Cfg)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="or None, not dict") as exc:
+        load_config({"name": "b"}, Cfg)  # type: ignore[arg-type]
+    assert "base=" in (exc.value.hint or "")
+    assert load_config(None, Cfg, base={"name": "b"}).name == "b"
