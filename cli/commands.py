@@ -62,8 +62,14 @@ def continue_with(name: str) -> str:
 
 
 def load_schema(name: str) -> type:
-    """The pydantic model named by ``schemas()[name]``."""
-    module, _, cls = schemas()[name].partition(":")
+    """The pydantic model named by ``schemas()[name]``; ``UsageError`` (exit 2) naming the known ones for another
+    name."""
+    known = schemas()
+    if name not in known:
+        from agentlab.core.errors import UsageError
+
+        raise UsageError(f"no config schema for '{name}'", hint=f"choose one of: {', '.join(known)}")
+    module, _, cls = known[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
 

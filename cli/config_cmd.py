@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .commands import OTHER_SCHEMAS, load_schema, schemas
+from .commands import COMMANDS, OTHER_SCHEMAS, load_schema, schemas
 from .common import SetOpt, console, safe_text
 
 app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
@@ -18,22 +18,26 @@ CONFIG_MODELS: dict[str, str] = schemas()
 
 
 def _model(command: str) -> type:
-    if command not in CONFIG_MODELS:
-        from agentlab.core.errors import UsageError
-
-        raise UsageError(f"no config schema for '{command}'", hint=f"choose one of: {', '.join(CONFIG_MODELS)}")
-    return load_schema(command)
+    return load_schema(command)  # UsageError naming the schemas for another name
 
 
 def _command_of(path: Path) -> str | None:
-    """Configs open with the command that runs them (`# agentlab nas -c configs/nas.yaml`): that picks the schema."""
+    """Configs open with the command that runs them (`# agentlab nas -c configs/nas.yaml`): that picks the schema.
+    None without such a line; ``UsageError`` for one naming no command with a config (`# agentlab foo -c FILE`)."""
+    from agentlab.core.errors import UsageError
     from agentlab.core.files import read_text
 
     head = read_text(path, "config file").splitlines()[:5]
-    for line in head:
-        match = re.match(r"#\s*(?:\$\s*)?agentlab\s+([a-z][a-z-]*)", line)
-        if match and match.group(1) in CONFIG_MODELS:
-            return match.group(1)
+    named = [(number, match.group(1)) for number, line in enumerate(head, 1)
+             if (match := re.match(r"#\s*(?:\$\s*)?agentlab\s+([a-z][a-z-]*)", line))]
+    for _, name in named:
+        if name in CONFIG_MODELS:
+            return name
+    if named:
+        number, name = named[0]
+        what = "reads no config file" if name in {c.name for c in COMMANDS} else "is not an agentlab command"
+        raise UsageError(f"{path}:{number}: '{name}' {what} (known: {', '.join(CONFIG_MODELS)})",
+                         hint="name the command in that line (`# agentlab nas -c FILE`), or pass --command CMD")
     return None
 
 
@@ -41,15 +45,22 @@ def _command_of(path: Path) -> str | None:
 RUNS_IT = {"pipeline": "pipeline run --pipeline", "models": "models check", "evolve": "evolve run -c"}
 
 
-@app.command("show")
-def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG_MODELS)}.")]) -> None:
-    """Print a command's default config as YAML, each field with its description."""
+def config_text(command: str) -> str:
+    """What `agentlab config show COMMAND` prints: the line naming the command that reads such a file, then the
+    defaults as YAML, each field with its description (``core.config.describe_model``)."""
     from agentlab.core.config import describe_model
 
+    model = _model(command)
     # The first line names the schema, as every file in configs/ does, so `config validate` reads the saved output.
     head = f"# agentlab {command}: the routing config that --llm FILE reads" if command in OTHER_SCHEMAS \
         else f"# agentlab {RUNS_IT.get(command, f'{command} -c')} FILE"
-    typer.echo(head + "\n" + describe_model(_model(command)))  # plain: a wrapped comment would not be YAML any more
+    return head + "\n" + describe_model(model)
+
+
+@app.command("show")
+def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG_MODELS)}.")]) -> None:
+    """Print a command's default config as YAML, each field with its description."""
+    typer.echo(config_text(command))  # plain: a wrapped comment would not be YAML any more
 
 
 @app.command("validate")
@@ -60,13 +71,14 @@ def validate(
     set_: SetOpt = None,
 ) -> None:
     """Check a YAML config: unknown keys, wrong types, missing env vars. Exit 2 naming file, line and field."""
-    from agentlab.core.config import load_config, missing_config
+    from agentlab.core.config import load_config, missing_config, read_config
     from agentlab.core.errors import UsageError
 
     if not file.exists():  # the hint -c FILE gives (`agentlab config examples .`), not only "check the path"
         raise missing_config(file)
     command = command or _command_of(file)
     if command is None:
+        read_config(file)  # an empty file, or one that is not YAML, says so: no schema would read it
         raise UsageError(f"{file}: cannot tell which command this config is for",
                          hint="pass --command CMD, or start the file with a line like `# agentlab llm-bench -c FILE`")
     load_config(file, _model(command), set_, schema=command)
@@ -97,10 +109,16 @@ def examples(
     target = folder / "configs"
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a folder", hint="choose another FOLDER")
+    bundled = sorted(bundled_configs().items())
+    for name, _ in bundled:  # every target checked before the first is written: a folder in the way writes none
+        path = target / name
+        if path.exists() and not path.is_file():
+            raise UsageError(f"{path} exists and is not a file; nothing was written",
+                             hint="move it out of the way, or choose another FOLDER")
     written: list[str] = []
     same: list[str] = []
     kept: list[str] = []
-    for name, data in sorted(bundled_configs().items()):
+    for name, data in bundled:
         path = target / name
         if path.exists():
             (same if path.read_bytes() == data else kept).append(name)

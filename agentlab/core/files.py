@@ -8,6 +8,7 @@ the line where it applies, what is wrong, and what to do next. Never a traceback
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -56,7 +57,13 @@ def decode(data: bytes, path: str | Path, what: str = "file") -> str:
 
 
 def _encoding_hint(data: bytes, path: str | Path) -> str:
-    """Text in a legacy 8-bit encoding (printable as Windows-1252, no control bytes) or binary data."""
+    """Text in UTF-16 / UTF-32 (their byte-order mark first: Windows tools save "Unicode" so), in a legacy 8-bit
+    encoding (printable as Windows-1252, no control bytes) or binary data."""
+    for mark, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                       (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):  # UTF-32 LE's starts as 16's
+        if data.startswith(mark):
+            return (f"it looks like {name} text (it starts with a {name} byte-order mark): save it as UTF-8, e.g. "
+                    f"iconv -f {name} -t UTF-8 {path} > utf8-copy")
     sample = data[:65536]
     if b"\x00" not in sample and all(b >= 0x20 or b in b"\t\n\r" for b in sample):
         try:

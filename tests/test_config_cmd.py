@@ -1,0 +1,98 @@
+"""`agentlab config` and the schema helpers it shares with Python callers: what a new user meets first."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pytest
+
+from agentlab.cli import main
+
+
+def one_line(capsys: pytest.CaptureFixture) -> str:
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_load_schema_of_an_unknown_name_is_the_clis_usage_error(capsys: pytest.CaptureFixture) -> None:
+    """`load_schema("nosuch")`, which the docs' From Python shows, raised a bare KeyError."""
+    from agentlab.cli.commands import load_schema
+    from agentlab.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="no config schema for 'nosuch'") as exc:
+        load_schema("nosuch")
+    assert exc.value.exit_code == 2 and "nas, compress" in (exc.value.hint or "")
+    assert main(["config", "show", "nosuch"]) == 2
+    assert f"error: no config schema for 'nosuch' hint: {exc.value.hint}" in one_line(capsys)
+
+
+def test_config_text_is_what_config_show_prints_and_validates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The docs said `describe_model(NASConfig)` is what `config show nas` prints: it lacks the first line, so its
+    saved output failed `config validate`. `config_text` is the CLI's own text."""
+    from agentlab.cli.config_cmd import config_text
+
+    assert main(["config", "show", "nas"]) == 0
+    assert capsys.readouterr().out == config_text("nas") + "\n"
+    saved = tmp_path / "nas.yaml"
+    saved.write_text(config_text("nas"))
+    assert main(["config", "validate", str(saved)]) == 0
+
+
+def test_examples_refuse_before_writing_when_a_target_is_a_folder(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """configs/nas.yaml a folder: 12 configs were written, then exit 1 with a hint about disk space."""
+    (tmp_path / "configs" / "nas.yaml").mkdir(parents=True)
+    assert main(["config", "examples", str(tmp_path)]) == 2
+    err = one_line(capsys)
+    assert f"error: {tmp_path / 'configs' / 'nas.yaml'} exists and is not a file; nothing was written" in err, err
+    assert sorted(p.name for p in (tmp_path / "configs").iterdir()) == ["nas.yaml"]
+
+
+def test_validate_an_empty_file_says_it_is_empty(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """Without --command an empty file said "cannot tell which command this config is for"."""
+    (in_tmp / "empty.yaml").write_text("")
+    for args in ([], ["--command", "nas"]):
+        assert main(["config", "validate", "empty.yaml", *args]) == 2
+        assert "error: empty.yaml: the config file is empty (no keys, or only comments)" in one_line(capsys)
+    (in_tmp / "plain.yaml").write_text("name: mine\n")  # keys but no first line: the schema is what is missing
+    assert main(["config", "validate", "plain.yaml"]) == 2
+    assert "plain.yaml: cannot tell which command this config is for" in one_line(capsys)
+
+
+def test_validate_a_first_line_naming_no_command(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "foo.yaml").write_text("# agentlab foo -c FILE\nname: mine\n")
+    assert main(["config", "validate", "foo.yaml"]) == 2
+    assert "error: foo.yaml:1: 'foo' is not an agentlab command (known: nas, compress," in one_line(capsys)
+    (in_tmp / "ui.yaml").write_text("# agentlab ui\nname: mine\n")
+    assert main(["config", "validate", "ui.yaml"]) == 2
+    assert "error: ui.yaml:1: 'ui' reads no config file (known: nas," in one_line(capsys)
+    assert main(["config", "validate", "foo.yaml", "--command", "nas"]) == 0  # --command wins over the line
+
+
+def test_validate_an_http_provider_base_url(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`base_url: not a url` validated, and llm-bench failed to connect; ${VAR} is checked once filled in."""
+    bad = in_tmp / "llm.yaml"
+    for kind in ("openai", "anthropic"):
+        bad.write_text(f"# agentlab llm: routing\nproviders:\n  p:\n    kind: {kind}\n    base_url: not a url\n")
+        assert main(["config", "validate", "llm.yaml"]) == 2
+        assert "error: llm.yaml:5: providers.p.base_url: not an http(s) URL" in one_line(capsys)
+    bad.write_text("# agentlab llm: routing\nproviders:\n  p: {kind: openai, base_url: '${MY_URL}'}\n")
+    monkeypatch.setenv("MY_URL", "http://127.0.0.1:8080/v1")
+    assert main(["config", "validate", "llm.yaml"]) == 0
+    monkeypatch.setenv("MY_URL", "127.0.0.1:8080/v1")
+    assert main(["config", "validate", "llm.yaml"]) == 2
+    assert "error: llm.yaml:3: providers.p.base_url: not an http(s) URL" in one_line(capsys)
+
+
+@pytest.mark.parametrize("codec, name", [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")])
+def test_a_utf16_config_is_named_as_such(codec: str, name: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A UTF-16 file with its byte-order mark (Windows' "Unicode") was "binary data, not text"."""
+    text = "# agentlab nas -c FILE\nname: mine\n"
+    bom = codecs.BOM_UTF16_BE if codec == "utf-16-be" else b""
+    (in_tmp / "u.yaml").write_bytes(bom + text.encode(codec))
+    assert main(["config", "validate", "u.yaml"]) == 2
+    err = one_line(capsys)
+    assert "error: u.yaml:1: the config file is not UTF-8 text" in err
+    assert f"it looks like {name} text" in err and f"iconv -f {name} -t UTF-8 u.yaml > utf8-copy" in err, err
+    assert "binary" not in err
