@@ -9,6 +9,7 @@ import difflib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -117,10 +118,22 @@ PARAMS_HELP = ("generation params: temperature, max_tokens, top_p, stop, seed; l
 Params = Annotated[dict[str, Any], BeforeValidator(check_params)]
 
 
+def _http_url(value: str) -> str:
+    """An HTTP provider's ``base_url``: http(s) with a host (``not a url`` was accepted, and every call failed to
+    connect). Checked after ``${VAR}`` is filled in; the value is not shown: a URL may hold a credential."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL, e.g. http://127.0.0.1:8080/v1")
+    return value
+
+
+HttpURL = Annotated[str, AfterValidator(_http_url)]
+
+
 class OpenAIProviderConfig(StrictModel):
     kind: Literal["openai"] = Field("openai", description="OpenAI-compatible HTTP API (OpenRouter, OpenAI, vLLM, "
                                     "llama.cpp server, Ollama)")
-    base_url: str = Field(description="API root including /v1, e.g. https://openrouter.ai/api/v1")
+    base_url: HttpURL = Field(description="API root including /v1, e.g. https://openrouter.ai/api/v1")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key "
                                     "(read from the environment or .env; never written anywhere)")
     headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers sent with every request")
@@ -130,7 +143,7 @@ class OpenAIProviderConfig(StrictModel):
 class AnthropicProviderConfig(StrictModel):
     kind: Literal["anthropic"] = Field("anthropic", description="Anthropic's Messages API (Claude), tools and "
                                        "streaming mapped to agentlab's types")
-    base_url: str = Field("https://api.anthropic.com", description="API root, without /v1")
+    base_url: HttpURL = Field("https://api.anthropic.com", description="API root, without /v1")
     api_key_env: str | None = Field("ANTHROPIC_API_KEY", description="name of the environment variable holding the "
                                     "API key (sent as x-api-key; never written anywhere)")
     version: str = Field("2023-06-01", description="the anthropic-version header")

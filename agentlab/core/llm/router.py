@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentlab.core import tracing
-from agentlab.core.errors import ConfigError, LLMError
+from agentlab.core.errors import ConfigError, LLMError, UsageError
 from agentlab.core.llm.cache import ResponseCache, build_cache
 from agentlab.core.llm.classify import choose_route
 from agentlab.core.llm.config import LLMConfig, ModelConfig, RouteConfig
@@ -153,6 +153,7 @@ class Router:
         validation error, then the next model is asked (``tools.checking_calls``); ``on_delta`` is not called (the
         answer is only known once its calls validate). A malformed ``tools`` raises ``LLMError("bad_request")``.
         """
+        _check_messages(messages)
         rcfg, chain = self.route(route)
         if rcfg.classify is not None:
             chosen, why = await choose_route(rcfg.classify, messages, metadata, self._ask_classifier)
@@ -226,6 +227,7 @@ class Router:
         leaves the JSON schema out of the prompt (the caller describes the format itself); it is still sent as the
         request's ``json_schema`` (a grammar for llama.cpp, ``response_format`` over HTTP).
         """
+        _check_messages(messages)
         rcfg, chain = self.route(route)
         if rcfg.classify is not None:
             chosen, why = await choose_route(rcfg.classify, messages, None, self._ask_classifier)
@@ -261,6 +263,7 @@ class Router:
         """One request to one configured model: no fallback, no retries, no circuit breaker (llm-bench measures
         raw availability). Stats and events are recorded. With ``stream`` the provider streams and the final
         ``Completion`` carries the time to first token. Raises ``LLMError``."""
+        _check_messages(messages)
         if model_name not in self._models:
             raise LLMError(f"unknown model '{model_name}'", "not_found", model=model_name,
                            hint=f"configured models: {', '.join(self._models) or 'none'}")
@@ -553,6 +556,20 @@ class Router:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _check_messages(messages: Any) -> None:
+    """``UsageError`` at the router's entry for ``messages`` that are no list of message dicts: a plain string
+    (``generate_sync("hi")``) failed deep in a provider (``dictionary update sequence element #0 has length 1``)."""
+    if isinstance(messages, list | tuple):
+        odd = [type(message).__name__ for message in messages if not isinstance(message, dict)]
+        if not odd:
+            return
+        got = f"a list holding a {odd[0]}"
+    else:
+        got = type(messages).__name__
+    raise UsageError(f"messages must be a list of {{'role', 'content'}} dicts, got {got}",
+                     hint="e.g. router.generate_sync([{'role': 'user', 'content': 'hi'}])")
 
 
 async def _stream(provider: Provider, model: str, messages: Messages, params: GenParams,

@@ -490,6 +490,24 @@ def test_sync_api_uses_one_background_loop() -> None:
     assert p.closed
 
 
+def test_messages_that_are_no_list_of_dicts_are_a_usage_error() -> None:
+    """`generate_sync("hi")` raised `ValueError: dictionary update sequence element #0 has length 1` from deep in the
+    provider; the router's entries (generate, structured, call_model) say what messages must be."""
+    from agentlab.core.errors import UsageError
+
+    p = sp("p")
+    with make_router({"p": p}) as router:
+        for messages, got in [("hi", "got str"), (["hi"], "got a list holding a str")]:
+            with pytest.raises(UsageError, match=r"messages must be a list of \{'role', 'content'\} dicts, " + got):
+                router.generate_sync(messages)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match="messages must be a list"):
+            router.structured_sync("hi", Plan)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match="messages must be a list"):
+            run(router.call_model("p", "hi"))  # type: ignore[arg-type]
+        assert router.generate_sync(ASK).text == "answer from p"
+    assert len(p.calls) == 1  # nothing reached the provider but the good request
+
+
 def test_aclose_closes_providers() -> None:
     p = sp("p")
 
