@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
 from agentlab.core.config import Flag, ModelName, StrictModel
+from agentlab.core.errors import UsageError
 from agentlab.core.llm.config import RoutingRef
 from agentlab.core.search.kinds import CompressPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, StorageURL, WarmStartSpec
@@ -202,6 +203,18 @@ class CompressConfig(StrictModel):
     search: CompressSearch = Field(default_factory=CompressSearch, description="the search: planner, budget, study, "
                                    "the LLM planner's and the agent's settings")
 
+    @field_validator("objective")
+    @classmethod
+    def _readable(cls, objective: str | None) -> str | None:
+        """The sentence is read in validation, so that an error names the file, line and field that gave it (the
+        UsageError of a sentence read after validation named none of them)."""
+        if objective:
+            try:
+                parse_objective(objective)
+            except UsageError as exc:  # "objective 'make it purple': no 'maximize X' ...": said at the field
+                raise ValueError(f"{exc.message.removeprefix('objective ')}; {exc.hint}") from None
+        return objective
+
     @model_validator(mode="after")
     def _goal(self) -> CompressConfig:
         if self.constraints and not self.objectives:
@@ -221,8 +234,6 @@ class CompressConfig(StrictModel):
                                  "objective: \"\" to use objectives and constraints, or remove them to use the "
                                  "sentence")
             self.objective = None
-        if self.objective:
-            self.goal()  # raises a UsageError naming what was not understood
         return self
 
     def goal(self) -> Goal:

@@ -144,3 +144,25 @@ def test_constraints_without_objectives_say_so_at_their_line(tmp_path: Path) -> 
         load_config(file, CompressConfig)
     assert f"{file}:2: constraints: given without objectives" in info.value.message
     assert "given twice" not in info.value.message and "objective:" in info.value.message  # the way out
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("make it purple", "'make it purple': no 'maximize X' or 'minimize X' found; for example \"maximize speedup"),
+    ("maximize speedup quickly", "'maximize speedup quickly': cannot read 'quickly' in 'maximize speedup quickly'; "
+                                 "write one objective per clause"),
+])
+def test_an_unreadable_objective_in_a_config_file_names_its_file_line_and_field(tmp_path: Path, text: str,
+                                                                                  says: str) -> None:
+    """It was `objective 'make it purple': no 'maximize X' or 'minimize X' found` (a UsageError raised past
+    validation), naming neither the file nor the line nor the field; `config validate` said the same."""
+    from agentlab.compress.config import CompressConfig
+    from agentlab.core.config import Flag, load_config
+    from agentlab.core.errors import ConfigError
+
+    file = tmp_path / "cp_goal.yaml"
+    file.write_text(f"# agentlab compress -c FILE\nobjective: {text}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(file, CompressConfig, schema="compress")
+    assert info.value.message.startswith(f"{file}:2: objective: {says}") and "\n" not in info.value.message
+    with pytest.raises(ConfigError, match=f"^--objective {text}: objective: '{text}'"):
+        load_config(None, CompressConfig, [Flag("--objective", "objective", text)])
