@@ -257,8 +257,8 @@ def run_eval(model: str = "smollm2-135m", tasks: list[str] | None = None, adapte
              *, out: str | Path | None = None, **settings: Any) -> dict[str, Any]:
     """One call for notebooks: ``agentlab eval`` on ``model`` and ``adapters``, into a new run folder (or ``out``);
     ``settings`` are other :class:`EvalConfig` fields (``limit=20``, ``include_path=["my_tasks"]``, ...). Returns
-    results.json's content."""
-    cfg = EvalConfig(model=model, adapters=[Path(a) for a in adapters or []],
-                     **({"tasks": tasks} if tasks else {}), **settings)
+    results.json's content. A bad value is a ``ConfigError`` naming the field, as the command's options give."""
+    given = {"model": model, "adapters": adapters or [], **({"tasks": tasks} if tasks else {}), **settings}
+    cfg = load_config(None, EvalConfig, base=given, schema="eval")
     result, _ = run_in_folder("eval", cfg, run, inputs=prepare(cfg), out=out)
     return result

@@ -19,18 +19,25 @@ from agentlab.evolve.run import check_resume, prepare, run
 __all__ = ["EvolveConfig", "prepare", "run", "run_evolution"]
 
 
-def run_evolution(cfg: EvolveConfig | dict[str, Any] | None = None, *, out: str | Path | None = None,
+def run_evolution(cfg: EvolveConfig | dict[str, Any] | str | Path | None = None, *, out: str | Path | None = None,
                   resume: str | Path | None = None) -> dict[str, Any]:
-    """One call for notebooks: validate ``cfg``, check the seeds and the task, run (or resume) in a run folder and
-    return the results (``results.json``'s content). ``resume`` without ``cfg`` continues the run with its own
-    settings (its config.yaml); with ``cfg``, settings a resume cannot change are refused (``UsageError``)."""
+    """One call for notebooks: validate ``cfg`` (a config file such as configs/evolve.yaml, a dict of its fields or
+    an ``EvolveConfig``; a bad field is a ``ConfigError`` naming it, as ``-c`` gives), check the seeds and the task,
+    run (or resume) in a run folder and return the results (``results.json``'s content). ``resume`` without ``cfg``
+    continues the run with its own settings (its config.yaml); with ``cfg``, settings a resume cannot change are
+    refused (``UsageError``)."""
     folder = resume_target("evolve", resume, out=out) if resume else None
     if folder is not None and cfg is None:
         config = load_config(folder / "config.yaml", EvolveConfig, schema="evolve")
+    elif isinstance(cfg, EvolveConfig):
+        config = cfg
+    elif cfg is None or isinstance(cfg, dict):
+        config = load_config(None, EvolveConfig, base=cfg, schema="evolve")
     else:
-        config = cfg if isinstance(cfg, EvolveConfig) else EvolveConfig.model_validate(cfg or {})
+        config = load_config(cfg, EvolveConfig, schema="evolve")
     if folder is not None:  # before prepare loads the model
         check_resume_settings(folder, config, "evolve")
         check_resume(config, folder)
-    result, _ = run_in_folder("evolve", config, run, inputs=prepare(config), out=out, resume=folder)
+    result, _ = run_in_folder("evolve", config, run, inputs=prepare(config, resuming=folder is not None), out=out,
+                              resume=folder)
     return result  # type: ignore[no-any-return,unused-ignore]
