@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from agentlab import __version__
 from agentlab.cli.commands import COMMANDS, RESUME_ADVICE, continue_with, register
+from agentlab.core.entry import command_line
 
 
 class _TableOrder(typer.core.TyperGroup):
@@ -191,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_imports()
     try:
-        # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print.
-        result = app(args=args, prog_name="agentlab", standalone_mode=False)
+        # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print. The runs
+        # it opens record this command line as theirs (run.json's argv), not whatever process called main.
+        with command_line(["agentlab", *args]):
+            result = app(args=args, prog_name="agentlab", standalone_mode=False)
         if result == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM above) into Exit(130) and returns it
             console.print(interrupted())
         return result if isinstance(result, int) else 0

@@ -3,7 +3,8 @@
 ```
 runs/<command>/<YYYYmmdd-HHMMSS>-<name>/
   config.yaml    resolved config, secrets redacted; re-runnable as is
-  run.json       command, argv, versions, git sha, seed, started/ended, status running|completed|failed|interrupted
+  run.json       command, argv (null from Python), entry, versions, git sha, seed, started/ended, status
+                 running|completed|failed|interrupted
   events.jsonl   one JSON object per step / trial / LLM call, appended and flushed
   results.json   final machine-readable summary
   report.md      the human summary, with the plots it links
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from agentlab.core import files
+from agentlab.core import entry, files
 from agentlab.core.config import (
     REDACTED,
     Flag,
@@ -297,6 +298,17 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _started_by(scrub: Callable[[str], str]) -> dict[str, Any]:
+    """How the run was started, for run.json: ``argv``, the agentlab command line, and ``entry`` "cli" within
+    ``entry.command_line``; else it was started from Python (``run_nas_optimization``, ``run_in_folder``, ...): ``argv``
+    null, ``entry`` "python", and the host process's own arguments as ``process_argv`` (``["pipe.py"]``, ``["-c"]``
+    for ``python -c``), which were recorded as ``argv``, the run's command, and are not."""
+    argv = entry.current()
+    if argv is not None:
+        return {"argv": [scrub(a) for a in argv], "entry": "cli"}
+    return {"argv": None, "entry": "python", "process_argv": [scrub(a) for a in sys.argv]}
+
+
 # --------------------------------------------------------------------------- ownership: one live process per run
 
 
@@ -470,7 +482,7 @@ class RunDir:
             run.save_config(config)
         run._write_run_json({
             "command": command,
-            "argv": [run.scrub(a) for a in sys.argv],
+            **_started_by(run.scrub),
             "versions": _versions(),
             "git_sha": _git_sha(),
             "seed": seed,

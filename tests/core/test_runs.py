@@ -26,6 +26,33 @@ def test_create_layout_and_completed(in_tmp: Path) -> None:
                                                      "report.md"}
 
 
+@pytest.mark.parametrize("host", [["-c"], ["pipe.py", "--fast"]])  # python -c "run_...(...)", a script
+def test_run_json_argv_is_the_agentlab_command_line_or_null_from_python(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch, host: list[str]) -> None:
+    """A Python API's run recorded the host process's sys.argv as the run's command (["-c"], ["pipe.py"])."""
+    import sys
+
+    from agentlab.cli import main
+    from agentlab.core.entry import command_line
+
+    monkeypatch.setattr(sys, "argv", [*host, "--key=sk-runjson-secret"])
+    monkeypatch.setenv("SOME_API_KEY", "sk-runjson-secret")
+    scrubbed = [*host, "--key=${SOME_API_KEY}"]
+    with RunDir.create("demo", out="py") as run:
+        pass
+    info = json.loads((run.path / "run.json").read_text())
+    assert info["argv"] is None and info["entry"] == "python" and info["process_argv"] == scrubbed
+    with command_line(["agentlab", "demo", "--key=sk-runjson-secret"]), RunDir.create("demo", out="cli") as run:
+        pass
+    info = json.loads((run.path / "run.json").read_text())
+    assert info["argv"] == ["agentlab", "demo", "--key=${SOME_API_KEY}"] and info["entry"] == "cli"
+    assert "process_argv" not in info
+    # the CLI says its command line, in-process too (the console script, python -m agentlab, the UI's runs)
+    assert main(["llm-bench", "--demo", "--requests", "1", "--out", "bench"]) == 0
+    info = json.loads((in_tmp / "bench" / "run.json").read_text())
+    assert info["argv"] == ["agentlab", "llm-bench", "--demo", "--requests", "1", "--out", "bench"]
+
+
 def test_failure_and_interrupt_status(in_tmp: Path) -> None:
     with pytest.raises(ValueError), RunDir.create("demo") as run:
         raise ValueError("boom")
