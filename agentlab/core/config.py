@@ -200,12 +200,13 @@ class _Source:
             prefix = tuple(loc[:cut])
             if prefix in self.overridden:
                 return self.overridden[prefix]
+            # a key an override set below the one at fault (`--set search.space.lr.low=0.5` for `search.space.lr`)
+            below = [origin for key, origin in self.overridden.items() if key[:cut] == prefix] \
+                if cut == len(loc) > 0 else []
             if self.path is not None and prefix in self.lines and (cut > 0 or not self.overridden):
-                return f"{self.path}:{self.lines[prefix]}"
-            if cut == len(loc) > 0:  # a key only an override made (`--set nosuch.deep=1` makes `nosuch`)
-                below = [origin for key, origin in self.overridden.items() if key[:cut] == prefix]
-                if below:
-                    return below[0]
+                return f"{self.path}:{self.lines[prefix]}" + (f" with {below[0]}" if below else "")
+            if below:  # a key only an override made (`--set nosuch.deep=1` makes `nosuch`)
+                return below[0]
         if self.path is not None:
             return str(self.path)
         return "config"

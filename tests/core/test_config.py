@@ -145,7 +145,7 @@ def test_an_unknown_key_only_an_override_made_names_the_override(tmp_path: Path)
     path = write(tmp_path, "nosuch:\n  a: 1\n")
     with pytest.raises(ConfigError) as info:
         load_config(path, Cfg, ["nosuch.deep=1"])
-    assert info.value.message.startswith(f"{path}:1: nosuch: unknown key")
+    assert info.value.message.startswith(f"{path}:1 with --set nosuch.deep=1: nosuch: unknown key")  # both hold it
 
 
 def test_an_override_into_a_key_the_file_holds_as_a_scalar_names_the_file(tmp_path: Path) -> None:
@@ -432,3 +432,20 @@ def test_a_path_that_is_no_path_is_refused_clearly() -> None:
         load_config({"name": "b"}, Cfg)  # type: ignore[arg-type]
     assert "base=" in (exc.value.hint or "")
     assert load_config(None, Cfg, base={"name": "b"}).name == "b"
+
+
+def test_an_error_a_set_below_the_key_caused_names_the_set_with_the_files_line(tmp_path: Path) -> None:
+    """`--set search.space.lr.low=0.5` made search.space.lr's low exceed its high: the error named the file's line
+    alone, where nothing is wrong."""
+    from agentlab.nas.config import NASConfig
+
+    path = tmp_path / "n.yaml"
+    path.write_text("objective:\n  command: python t.py {args}\n  metric: loss\n  params: {lr: 0.01}\nsearch:\n"
+                    "  space:\n    lr: {low: 0.001, high: 0.1, log: true}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}:7 with --set search.space.lr.low=0.5: search.space.lr: "
+                                                    "low (0.5) must not exceed high (0.1)")):
+        load_config(path, NASConfig, ["search.space.lr.low=0.5"])
+    own = tmp_path / "own.yaml"  # the file's own mistake: its line alone
+    own.write_text(path.read_text().replace("0.001", "0.5"))
+    with pytest.raises(ConfigError, match=re.escape(f"{own}:7: search.space.lr: low (0.5)")):
+        load_config(own, NASConfig)
