@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from textwrap import shorten
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import ConfigError, UsageError, missing_package
@@ -21,6 +22,7 @@ from agentlab.core.search.records import TrialRecord, planner_label, reason_line
 from agentlab.core.search.session import dry_run_planner, llm_source, require_planner_model
 from agentlab.core.search.space import SearchSpace, lookup
 from agentlab.core.tracking import check_tracking
+from agentlab.nas.code_agent import change_of
 from agentlab.nas.code_change import CodeRules, CodeTrials
 from agentlab.nas.command import CommandObjective, better, check_option_values, flat_values, merged_base
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
@@ -189,11 +191,18 @@ def who(record: TrialRecord) -> str:
                           "choice": record.choice})
 
 
+def _changes(record: TrialRecord, params: dict[str, Any]) -> str:
+    """What a trial changed: the code change it ran (the agent's reason), then its params that differ."""
+    change = change_of(record)
+    said = [f"code: {shorten(change.reason, 60)}"] if change is not None else []
+    return ", ".join([*said, *(f"{k}={_short(v)}" for k, v in params.items())])
+
+
 def trial_line(record: TrialRecord, metric: str, base: dict[str, Any] | None = None) -> str:
     """The console's line for a finished trial: what differs from the base params (``base``; else from the best
     when it was planned), the metric, the seconds, or why it failed."""
     changed = diff(record.params, base) if base is not None else record.changes
-    changes = ", ".join(f"{k}={_short(v)}" for k, v in changed.items()) or "base params"
+    changes = _changes(record, changed) or "base params"
     seconds = record.metrics.get("seconds", record.seconds)
     took = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     if record.state == "failed":
@@ -367,7 +376,7 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
               f"| run | planner | changes | {metric} | other metrics | seconds | state | decision |",
               "|---|---|---|---|---|---|---|---|"]
     for r in outcome.records:
-        changes = ", ".join(f"{k}={_short(v)}" for k, v in diff(r.params, base_params).items()) or "-"
+        changes = _changes(r, diff(r.params, base_params)).replace("|", "/") or "-"
         reason = r.reason
         decision = ("accepted" if r.accepted else "rejected" if r.accepted is False else "") + (
             f": {reason}" if reason else "")

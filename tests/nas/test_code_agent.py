@@ -89,6 +89,8 @@ def test_code_changes_kept_dropped_crashed_and_refused(tmp_path: Path) -> None:
     assert "-OFFSET = 0.5\n+OFFSET = 2.0" in (out / "trials" / "run_0003" / "change.diff").read_text()
     report = (out / "report.md").read_text()
     assert "## Code changes" in report and "| run_0003 | a larger offset | train.py +1 -1 |" in report
+    trials = report.split("## Trials")[1]
+    assert "| run_0003 | agent | code: a larger offset" in trials  # the change trial is no base-params row
     crash = next(line for line in report.split("## Code changes")[1].splitlines() if line.startswith("| run_0004 |"))
     assert crash.endswith(" |") and "boom" in crash  # one table row, with the error (the stderr tail broke the row)
     assert (folder / "train.py").read_bytes() == before  # the user's tree untouched
