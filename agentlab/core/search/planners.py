@@ -355,14 +355,16 @@ class TrialDomain:
 def trial_results(records: list[TrialRecord], maximize: bool,
                   without_llm: Callable[[TrialRecord | None], dict[str, Any]]) -> SearchResults:
     """``SearchResults`` of the search loop's trials (nas): the best value with and without what a planner chose;
-    ``without_llm(best)`` names the best trial without the LLM chooser's picks in the command's terms. Both count
-    every finished trial but a diverged one, accepted or not: a trial the evaluator turned down only because a
-    left-out pick was better is the counterfactual's best (``best_of(incumbent=False)``)."""
+    ``without_llm(best)`` names the best trial without the LLM chooser's picks in the command's terms. With every
+    trial the best is the search's own (its incumbent); with some left out it is a counterfactual: the best of every
+    other finished trial but a diverged one, accepted or not (``best_of(incumbent=False)``), since a trial the
+    evaluator turned down because a left-out trial was better would have been accepted without it."""
     done = [r for r in records if r.state != "running" and r.counted]
     direction = "maximize" if maximize else "minimize"
 
     def score(keep: Callable[[str, Any, str], bool]) -> float | None:
-        best = best_of([r for r in done if keep(r.origin, r.choice, r.planner)], direction, incumbent=False)
+        kept = [r for r in done if keep(r.origin, r.choice, r.planner)]
+        best = best_of(kept, direction, incumbent=len(kept) == len(done))
         return float(best.value) if best is not None and best.value is not None else None
 
     def without() -> dict[str, Any]:

@@ -177,9 +177,10 @@ class TrialRecord:
 
 def best_of(records: list[TrialRecord], direction: str = "minimize", *, incumbent: bool = True
             ) -> TrialRecord | None:
-    """The accepted finished trial with the lowest value (the highest for ``direction="maximize"``); the earliest
-    of equals. ``incumbent=False``: among every finished trial but a diverged one, accepted or not: a counterfactual's
-    best (``records`` without some trials), where a trial rejected only for being worse than a left-out one counts."""
+    """The accepted finished (and counted) trial with the lowest value (the highest for ``direction="maximize"``);
+    the earliest of equals. ``incumbent=False``: among every finished trial but a diverged one, accepted or not: a
+    counterfactual's best (``records`` without some trials), where a trial turned down because a left-out one was
+    better counts."""
     accepted = [r for r in records if r.state == "complete" and r.finite and r.counted
                 and (r.accepted if incumbent else not r.metrics.get("diverged"))]
     sign = -1.0 if direction == "maximize" else 1.0
