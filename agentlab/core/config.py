@@ -7,6 +7,7 @@ validation; values parsed as YAML so ``--set train.lr=1e-3`` is a float and ``--
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import logging
@@ -195,16 +196,18 @@ class _Source:
         self.lines = _line_map(text, path) if text else {}
         self.overridden: dict[Path_, str] = {}
 
-    def where(self, loc: Path_) -> str:
+    def where(self, loc: Path_, *, by_value: bool = True) -> str:
+        """``file:line`` or ``--set ...`` of the key at ``loc`` (or of the nearest key above it). ``by_value``: the
+        error is about the key's value, which an override below it can cause: that override is named with the file's
+        line (`n.yaml:8 with --set search.space.lr.low=0.5`); not for an unknown key, which its name is."""
         for cut in range(len(loc), -1, -1):
             prefix = tuple(loc[:cut])
             if prefix in self.overridden:
                 return self.overridden[prefix]
-            # a key an override set below the one at fault (`--set search.space.lr.low=0.5` for `search.space.lr`)
             below = [origin for key, origin in self.overridden.items() if key[:cut] == prefix] \
                 if cut == len(loc) > 0 else []
             if self.path is not None and prefix in self.lines and (cut > 0 or not self.overridden):
-                return f"{self.path}:{self.lines[prefix]}" + (f" with {below[0]}" if below else "")
+                return f"{self.path}:{self.lines[prefix]}" + (f" with {below[-1]}" if below and by_value else "")
             if below:  # a key only an override made (`--set nosuch.deep=1` makes `nosuch`)
                 return below[0]
         if self.path is not None:
@@ -297,7 +300,7 @@ def override_list(overrides: Iterable[str | Flag] | None) -> list[str | Flag]:
     character (``--set m: expected key.path=value``)."""
     if overrides is None:
         return []
-    if isinstance(overrides, str | bytes | dict):
+    if isinstance(overrides, str | bytes | dict | Flag) or not isinstance(overrides, Iterable):
         wrong = f"got {'one string' if isinstance(overrides, str) else type(overrides).__name__}, {overrides!r}"
     else:
         items = list(overrides)
@@ -562,7 +565,7 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
             shown = err["input"]
             if isinstance(shown, (str, int, float, bool)) and len(repr(shown)) < 60:
                 msg += f" (got {shown!r})"
-        messages.append(f"{source.where(loc)}: {_dotted(loc)}: {msg}")
+        messages.append(f"{source.where(loc, by_value=err['type'] != 'extra_forbidden')}: {_dotted(loc)}: {msg}")
     return "\n".join(messages)
 
 
@@ -585,15 +588,15 @@ def load_config(
     message names file, line and field, e.g. ``configs/nas.yaml:12: model.n_heads: must divide model.d_model``.
     """
     if path is not None and not isinstance(path, str | os.PathLike):
-        raise UsageError(f"load_config: path must be a config file's path (a str or Path) or None, not "
-                         f"{type(path).__name__}",
+        shown = repr(path) if len(repr(path)) <= 60 else repr(path)[:59] + "…"
+        raise UsageError(f"config {shown}: not a config file's path (a str or Path), but a {type(path).__name__}",
                          hint="a dict of settings goes as base=: load_config(None, Model, base={...})"
                          if isinstance(path, dict) else "give the YAML file's path, or None for the defaults")
     sets = override_list(overrides)
     file = Path(path) if path is not None else None
     text = None
     moved: dict[str, str] = getattr(model, "MOVED_KEYS", {})
-    data: dict[str, Any] = move_keys(dict(base or {}), moved, "config")
+    data: dict[str, Any] = move_keys(copy.deepcopy(base or {}), moved, "config")  # the caller's dict left as it was
     if file is not None:
         loaded, text = _read_yaml(file, schema)
         source = _Source(file, text)  # first: it refuses duplicate keys and self-containing aliases

@@ -173,7 +173,7 @@ def prepare(models_path: str | Path | None, pipeline_path: str | Path | None, *,
                               hint="pass --pipeline FILE, or build one on the command line with --stage NAME=MODEL")
     if pipeline_path is None:  # --stage alone: --set edits the stages it made (base_pipeline.stages.0.params...)
         made = add_stages(load_pipeline(None, models), stages, models).model_dump(mode="json", exclude_unset=True)
-        pipeline = load_config(None, pipeline_checked(models.models), list(sets or []), base=made, schema="pipeline")
+        pipeline = load_config(None, pipeline_checked(models.models), sets, base=made, schema="pipeline")
     else:
         pipeline = add_stages(load_pipeline(pipeline_path, models, sets), stages, models)
     if not pipeline.base_pipeline.stages:

@@ -145,7 +145,7 @@ def test_an_unknown_key_only_an_override_made_names_the_override(tmp_path: Path)
     path = write(tmp_path, "nosuch:\n  a: 1\n")
     with pytest.raises(ConfigError) as info:
         load_config(path, Cfg, ["nosuch.deep=1"])
-    assert info.value.message.startswith(f"{path}:1 with --set nosuch.deep=1: nosuch: unknown key")  # both hold it
+    assert info.value.message.startswith(f"{path}:1: nosuch: unknown key")  # the file's key: its name is at fault
 
 
 def test_an_override_into_a_key_the_file_holds_as_a_scalar_names_the_file(tmp_path: Path) -> None:
@@ -426,12 +426,18 @@ def test_a_path_that_is_no_path_is_refused_clearly() -> None:
     """`load_config(123, Model)` and `load_config({...}, Model)` raised os.fspath's bare TypeError."""
     from agentlab.core.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"path must be a config file's path \(a str or Path\) or None, not int"):
+    with pytest.raises(UsageError, match=r"^config 123: not a config file's path \(a str or Path\), but a int"):
         load_config(123, Cfg)  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="or None, not dict") as exc:
+    with pytest.raises(UsageError, match="but a dict") as exc:
         load_config({"name": "b"}, Cfg)  # type: ignore[arg-type]
     assert "base=" in (exc.value.hint or "")
-    assert load_config(None, Cfg, base={"name": "b"}).name == "b"
+    base = {"name": "b", "train": {"lr": 0.5}}
+    assert load_config(None, Cfg, ["train.lr=0.1"], base=base).train.lr == 0.1
+    assert base == {"name": "b", "train": {"lr": 0.5}}  # the caller's dict as it was (an override changed it)
+    from agentlab.core.config import Flag
+
+    with pytest.raises(UsageError, match="got Flag"):  # one Flag: not iterable ('Flag' object is not iterable)
+        load_config(None, Cfg, Flag("--lr", "train.lr", 0.1))  # type: ignore[arg-type]
 
 
 def test_an_error_a_set_below_the_key_caused_names_the_set_with_the_files_line(tmp_path: Path) -> None:
