@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .commands import COMMANDS, OTHER_SCHEMAS, load_schema, schemas
+from .commands import OTHER_SCHEMAS, load_schema, schemas
 from .common import SetOpt, console, safe_text
 
 app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
@@ -17,13 +17,9 @@ app = typer.Typer(help="Show the defaults of a command's config, or check a YAML
 CONFIG_MODELS: dict[str, str] = schemas()
 
 
-def _model(command: str) -> type:
-    return load_schema(command)  # UsageError naming the schemas for another name
-
-
 def _command_of(path: Path) -> str | None:
     """Configs open with the command that runs them (`# agentlab nas -c configs/nas.yaml`): that picks the schema.
-    None without such a line; ``UsageError`` for one naming no command with a config (`# agentlab foo -c FILE`)."""
+    None without such a line; ``UsageError`` for one naming no config schema (`# agentlab foo -c FILE`)."""
     from agentlab.core.errors import UsageError
     from agentlab.core.files import read_text
 
@@ -33,10 +29,10 @@ def _command_of(path: Path) -> str | None:
     for _, name in named:
         if name in CONFIG_MODELS:
             return name
-    if named:
+    if named:  # a typo (`# agentlab nsa -c FILE`), a command with no config, or prose (`# agentlab config for ...`)
         number, name = named[0]
-        what = "reads no config file" if name in {c.name for c in COMMANDS} else "is not an agentlab command"
-        raise UsageError(f"{path}:{number}: '{name}' {what} (known: {', '.join(CONFIG_MODELS)})",
+        raise UsageError(f"{path}: cannot tell which command this config is for: line {number} names '{name}', "
+                         f"which has no config schema (schemas: {', '.join(CONFIG_MODELS)})",
                          hint="name the command in that line (`# agentlab nas -c FILE`), or pass --command CMD")
     return None
 
@@ -50,7 +46,7 @@ def config_text(command: str) -> str:
     defaults as YAML, each field with its description (``core.config.describe_model``)."""
     from agentlab.core.config import describe_model
 
-    model = _model(command)
+    model = load_schema(command)
     # The first line names the schema, as every file in configs/ does, so `config validate` reads the saved output.
     head = f"# agentlab {command}: the routing config that --llm FILE reads" if command in OTHER_SCHEMAS \
         else f"# agentlab {RUNS_IT.get(command, f'{command} -c')} FILE"
@@ -81,7 +77,7 @@ def validate(
         read_config(file)  # an empty file, or one that is not YAML, says so: no schema would read it
         raise UsageError(f"{file}: cannot tell which command this config is for",
                          hint="pass --command CMD, or start the file with a line like `# agentlab llm-bench -c FILE`")
-    load_config(file, _model(command), set_, schema=command)
+    load_config(file, load_schema(command), set_, schema=command)
     console.print(f"[green]ok[/] {safe_text(file)} is a valid '{safe_text(command)}' config")
 
 

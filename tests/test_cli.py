@@ -113,7 +113,7 @@ def test_config_validate_wrong_type_and_missing_env(in_tmp: Path, capsys: pytest
 def test_config_show_is_valid_yaml_with_descriptions(command: str, capsys: pytest.CaptureFixture) -> None:
     import yaml
 
-    from agentlab.cli.config_cmd import _model
+    from agentlab.cli.commands import load_schema as _model
     from agentlab.core.config import load_config
 
     assert main(["config", "show", command]) == 0

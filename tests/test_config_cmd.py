@@ -62,10 +62,11 @@ def test_validate_an_empty_file_says_it_is_empty(in_tmp: Path, capsys: pytest.Ca
 def test_validate_a_first_line_naming_no_command(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "foo.yaml").write_text("# agentlab foo -c FILE\nname: mine\n")
     assert main(["config", "validate", "foo.yaml"]) == 2
-    assert "error: foo.yaml:1: 'foo' is not an agentlab command (known: nas, compress," in one_line(capsys)
-    (in_tmp / "ui.yaml").write_text("# agentlab ui\nname: mine\n")
-    assert main(["config", "validate", "ui.yaml"]) == 2
-    assert "error: ui.yaml:1: 'ui' reads no config file (known: nas," in one_line(capsys)
+    assert "error: foo.yaml: cannot tell which command this config is for: line 1 names 'foo', which has no config " \
+        "schema (schemas: nas, compress," in one_line(capsys)
+    (in_tmp / "prose.yaml").write_text("# agentlab config for my forecasting runs\nname: mine\n")
+    assert main(["config", "validate", "prose.yaml"]) == 2
+    assert "line 1 names 'config', which has no config schema" in one_line(capsys)
     assert main(["config", "validate", "foo.yaml", "--command", "nas"]) == 0  # --command wins over the line
 
 
