@@ -212,7 +212,8 @@ class CompressConfig(StrictModel):
             try:
                 parse_objective(objective)
             except UsageError as exc:  # "objective 'make it purple': no 'maximize X' ...": said at the field
-                raise ValueError(f"{exc.message.removeprefix('objective ')}; {exc.hint}") from None
+                raise ValueError(exc.message.removeprefix("objective ") + (f"; {exc.hint}" if exc.hint else "")) \
+                    from None
         return objective
 
     @model_validator(mode="after")

@@ -121,9 +121,10 @@ Params = Annotated[dict[str, Any], BeforeValidator(check_params)]
 def _http_url(value: str) -> str:
     """An HTTP provider's ``base_url``: http(s) with a host (``not a url`` was accepted, and every call failed to
     connect). Checked after ``${VAR}`` is filled in; the value is not shown: a URL may hold a credential."""
-    parts = urlsplit(value.strip())
+    value = value.strip()  # " http://..." reached httpx as "%20http://..."
+    parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("not an http(s) URL, e.g. http://127.0.0.1:8080/v1")
+        raise ValueError("not an http(s) URL, such as https://api.example.com (a ${VAR} is checked as filled in)")
     return value
 
 
