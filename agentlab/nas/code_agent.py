@@ -19,7 +19,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from textwrap import shorten
 from typing import Any
 
 from agentlab.core.agent.runtime import Tool
@@ -39,6 +38,7 @@ from agentlab.nas.code_change import (
     start_folder,
     unified_diff,
 )
+from agentlab.nas.report import one_line
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +258,8 @@ def table(rows: list[dict[str, Any]], metric: str) -> list[str]:
         value = f"{row['value']:.4g}" if isinstance(row["value"], float) else "-"
         # one line: the error, not the stderr tail's header; "failed: refused: ..." said once
         why = reason_line(row["why"]).removeprefix("failed: ").removeprefix(f"{row['fate']}: ")
-        fate = row["fate"] if row["fate"] in ("kept", "dropped") else f"{row['fate']}: {shorten(why, 160)}"
-        change = shorten(row["reason"], 80)
+        fate = row["fate"] if row["fate"] in ("kept", "dropped") else f"{row['fate']}: {one_line(why, 160)}"
+        change = one_line(row["reason"], 80)
         lines.append(f"| {row['trial']} | {change.replace('|', '/')} | {', '.join(row['files'])} +{row['added']} "
                      f"-{row['removed']} | {value} | {fate.replace('|', '/')} |")
     return lines

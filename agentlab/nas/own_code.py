@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from textwrap import shorten
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import ConfigError, UsageError, missing_package
@@ -28,7 +27,7 @@ from agentlab.nas.command import CommandObjective, better, check_option_values, 
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.config_file import ConfigFile
 from agentlab.nas.hydra import check_group_choices
-from agentlab.nas.report import llm_section, plot_importances, ran_line, short
+from agentlab.nas.report import llm_section, one_line, plot_importances, ran_line, short
 from agentlab.nas.workspace import Workspaces
 
 if TYPE_CHECKING:
@@ -194,7 +193,7 @@ def who(record: TrialRecord) -> str:
 def _changes(record: TrialRecord, params: dict[str, Any]) -> str:
     """What a trial changed: the code change it ran (the agent's reason), then its params that differ."""
     change = change_of(record)
-    said = [f"code: {shorten(change.reason, 60)}"] if change is not None else []
+    said = [f"code: {one_line(change.reason, 60)}"] if change is not None else []
     return ", ".join([*said, *(f"{k}={_short(v)}" for k, v in params.items())])
 
 

@@ -42,6 +42,16 @@ def short(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line of at most ``limit`` characters for a table cell: its start and its end kept (an error's
+    last words are the ones that tell), cut by characters, not words (a long path is no word to drop)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return text[:head] + "…" + text[len(text) - (limit - head - 1):]
+
+
 def _change(base: float | None, best: float | None) -> str | None:
     """``-44% (0.77 -> 0.43)``: the relative change from ``base`` to ``best`` (negative: lower, i.e. better)."""
     if base is None or best is None or not base or not (math.isfinite(base) and math.isfinite(best)):
