@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[yellow]hint:[/] {safe_text(scrub(hint))}", soft_wrap=True)
         return code
 
-    args = _expand_bare_resume(list(sys.argv[1:] if argv is None else argv))
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = _expand_bare_resume(given)
     name = next((a for a in args if not a.startswith("-")), "")
     undecodable = None if name in _READ_ONLY else _not_utf8(args)
     if undecodable is not None:
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Non-standalone: typer returns Exit codes (130 for Ctrl-C) and raises usage errors for us to print. The runs
         # it opens record this command line as theirs (run.json's argv), not whatever process called main.
-        with command_line(["agentlab", *args]):
+        with command_line(["agentlab", *given]):  # as typed (a bare --resume without the "" it is read with)
             result = app(args=args, prog_name="agentlab", standalone_mode=False)
         if result == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM above) into Exit(130) and returns it
             console.print(interrupted())

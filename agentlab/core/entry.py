@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextvars import ContextVar
 
-_lines: list[list[str]] = []  # innermost last
+_line: ContextVar[tuple[str, ...] | None] = ContextVar("agentlab_command_line", default=None)
 
 
 @contextlib.contextmanager
 def command_line(argv: list[str]) -> Iterator[None]:
-    """Within it, this process runs the agentlab command ``argv``."""
-    _lines.append(list(argv))
+    """Within it (this thread or task, and those it starts with its context), the agentlab command ``argv`` runs."""
+    token = _line.set(tuple(argv))
     try:
         yield
     finally:
-        _lines.pop()
+        _line.reset(token)
 
 
 def current() -> list[str] | None:
-    """The agentlab command line this process is running, or None (started from Python)."""
-    return list(_lines[-1]) if _lines else None
+    """The agentlab command line running here, or None (started from Python)."""
+    line = _line.get()
+    return list(line) if line is not None else None
