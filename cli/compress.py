@@ -70,10 +70,10 @@ def compress(
     that meets the objective's constraints (best.json), and writes report.md. Experiments are remembered in a
     workspace across runs; --resume continues a killed run."""
     from agentlab.compress import CompressConfig
-    from agentlab.compress.config import config_where
     from agentlab.compress.run import check_resume, prepare
     from agentlab.compress.run import dry_run as compress_dry_run
     from agentlab.compress.run import run as compress_run
+    from agentlab.core.config import config_where
 
     options = flags(("--model", "model", model), ("--objective", "objective", objective),
                     ("--carbon-budget", "carbon_budget", carbon_budget),
@@ -94,7 +94,8 @@ def compress(
         routing = routing_config(llm, folder, set_ or [])  # resumed: the first run's --llm
         file = folder / "config.yaml" if folder is not None else config
         kwargs = prepare(cfg, routing, dry_run=dry_run,  # a dry run only reads a shared study
-                         where=lambda loc: config_where(file, [*(set_ or []), *options], loc))
+                         where=lambda loc: config_where(file, [*(set_ or []), *options], loc,
+                                                           CompressConfig.MOVED_KEYS))
         kwargs["prepared"].approver = approver
         if routing is not None and llm is None and KINDS[cfg.search.planner].needs_model and not json_:
             console.print(safe_text(f"routing config: the first run's ({routing})"))

@@ -118,7 +118,7 @@ def nas(
         folder = resume_target("nas", resume) if resume is not None else None
         resumed.extend([folder] if folder is not None else [])
         routing = routing_config(llm, folder)  # resumed: the first run's --llm
-        kwargs = prepare(cfg, routing, config_file=config, resume=folder)
+        kwargs = prepare(cfg, routing, config_file=config, resume=folder, sets=[*(set_ or []), *options])
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run)
         if approver is not None and not dry_run:  # a dry run asks nothing
             kwargs["approver"] = approver

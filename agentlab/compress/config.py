@@ -6,15 +6,13 @@ what can run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
-from agentlab.core.config import Flag, ModelName, StrictModel
+from agentlab.core.config import ModelName, StrictModel
 from agentlab.core.errors import UsageError
 from agentlab.core.llm.config import RoutingRef
 from agentlab.core.search.kinds import CompressPlanner, describe
@@ -241,50 +239,3 @@ class CompressConfig(StrictModel):
         if self.objective:
             return parse_objective(self.objective)
         return Goal(objectives=self.objectives, constraints=self.constraints)
-
-
-def config_where(file: Path | None, sets: Sequence[str | Flag], loc: tuple[str | int, ...]) -> str | None:
-    """Where the config key ``loc`` (``("search", "warm_start", 0)``) was given, as config errors name it: the last
-    ``--set`` or option that set it (or a key above or below it), else ``file:line`` of it (or of the nearest key above
-    it; a key that moved under ``search:`` on its old line too), else None. For the errors found after validation,
-    such as a warm_start entry that is no experiment of the space, which the model's checks cannot see."""
-    moved = CompressConfig.MOVED_KEYS
-    dotted = ".".join(str(part) for part in loc)
-    for item in reversed(list(sets)):
-        key = item.key if isinstance(item, Flag) else str(item).split("=", 1)[0].strip()
-        head, _, rest = key.partition(".")
-        key = moved[head] + (f".{rest}" if rest else "") if head in moved else key
-        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
-            return str(item) if isinstance(item, Flag) else f"--set {item}"
-    if file is None:
-        return None
-    try:
-        root = yaml.compose(file.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    paths = [loc]
-    if loc[:1] == ("search",) and len(loc) > 1 and str(loc[1]) in moved:
-        paths.append(loc[1:])  # the old top-level key (``warm_start:``), moved under search: when read
-    for path in paths:
-        for cut in range(len(path), 0, -1):
-            line = _yaml_line(root, path[:cut])
-            if line is not None:
-                return f"{file}:{line}"
-    return None
-
-
-def _yaml_line(node: Any, path: tuple[str | int, ...]) -> int | None:
-    """The 1-based line of the key or list item at ``path`` in the composed YAML ``node`` (None: not there)."""
-    line = None
-    for part in path:
-        if isinstance(node, yaml.MappingNode):
-            found = next(((k, v) for k, v in node.value if k.value == part), None)
-            if found is None:
-                return None
-            line, node = found[0].start_mark.line + 1, found[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return None
-    return line

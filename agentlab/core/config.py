@@ -13,7 +13,7 @@ import difflib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -213,6 +213,39 @@ class _Source:
         if self.path is not None:
             return str(self.path)
         return "config"
+
+
+def config_where(file: str | Path | None, sets: Sequence[str | Flag], loc: tuple[str | int, ...],
+                 moved: dict[str, str] | None = None) -> str | None:
+    """Where the config key ``loc`` (``("search", "warm_start", 0)``) was given, as config errors name it: the last
+    ``--set`` or option that set it (or a key above or below it), else ``file:line`` of it (or of the nearest key
+    above it; ``moved``, a model's ``MOVED_KEYS``: a key at its old place too), else None. For the errors found after
+    validation (a warm_start entry that is no experiment of the space, a searched key the script has no option for),
+    which the model's checks cannot see."""
+    moved = moved or {}
+    dotted = ".".join(str(part) for part in loc)
+    for item in reversed(list(sets)):
+        key = item.key if isinstance(item, Flag) else str(item).split("=", 1)[0].strip()
+        head, _, rest = key.partition(".")
+        key = moved[head] + (f".{rest}" if rest else "") if head in moved else key
+        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+            return str(item) if isinstance(item, Flag) else f"--set {item}"
+    if file is None:
+        return None
+    try:
+        lines = _line_map(Path(file).read_text(encoding="utf-8"), Path(file))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError):
+        return None
+    paths = [tuple(loc)]
+    for old, new in moved.items():  # the old spelling (``warm_start:`` for search.warm_start), moved when read
+        place = tuple(new.split("."))
+        if tuple(loc[:len(place)]) == place:
+            paths.append((old, *loc[len(place):]))
+    for path in paths:
+        for cut in range(len(path), 0, -1):
+            if path[:cut] in lines:
+                return f"{file}:{lines[path[:cut]]}"
+    return None
 
 
 def missing_config(path: Path) -> ConfigError:

@@ -7,6 +7,7 @@ summary and report under the metric's own name. The search itself (planners, stu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,8 +43,6 @@ def objective_of(cfg: NASConfig) -> CommandObjectiveConfig:
 def refuse_empty_objective(config_file: str | Path) -> None:
     """``objective:`` written with no value (its keys commented out, say) would run the built-in forecaster, which
     nobody who wrote the key meant: refused, naming the line."""
-    import re
-
     import yaml
 
     try:
@@ -116,11 +115,34 @@ def command_objective(cfg: NASConfig, run_dir: RunDir | None) -> CommandObjectiv
                             space_keys=tuple(cfg.search.space), config=config_file(cfg), workspaces=spaces, code=code)
 
 
+_FIELD = re.compile(r"(objective|search)\.(\S+?): ")  # an error about a config key names it first
+
+
 def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
-                    config_file: str | Path | None = None, scripted: bool = False) -> dict[str, Any]:
+                    config_file: str | Path | None = None, scripted: bool = False,
+                    where: Callable[[tuple[str | int, ...]], str | None] | None = None) -> dict[str, Any]:
     """nas's ``prepare`` for a command objective: ``--planner llm`` / ``agent`` have a planner model (unless
     ``scripted``: a scripted chooser or agent model stands in), the command can start, the base params lie in the
-    space, the tracking URI works. No data is read."""
+    space, the tracking URI works. No data is read. ``where(key path)``: where a key was given (``config_where``):
+    an error about a key the config gave (``search.space.lrr: not a key of objective.params``) is placed there, as
+    the config's own errors are (``nas.yaml:9: search.space.lrr: ...``)."""
+    try:
+        return _prepare_command(cfg, llm, config_file, scripted)
+    except (ConfigError, UsageError) as exc:
+        match = _FIELD.match(exc.message)
+        if where is None or match is None:
+            raise
+        section, rest = match.groups()  # a searched key is one key, dots and all (a Hydra group's model.lr)
+        loc = ("search", "space", rest[6:]) if section == "search" and rest.startswith("space.") \
+            else (section, *rest.split("."))
+        at = where(loc)
+        if at is None:
+            raise
+        raise type(exc)(f"{at}: {exc.message}", hint=exc.hint) from None
+
+
+def _prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None, config_file: str | Path | None,
+                     scripted: bool) -> dict[str, Any]:
     try:
         import optuna  # noqa: F401  (the search's store)
     except ImportError as exc:

@@ -9,13 +9,13 @@ every trial, so a killed search resumes with ``--resume`` without losing or repe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
-from agentlab.core.config import Flag, load_config, override_list
+from agentlab.core.config import Flag, config_where, load_config, override_list
 from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
@@ -319,14 +319,16 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
 
 
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False,
-            config_file: str | Path | None = None, resume: Path | None = None) -> dict[str, Any]:
+            config_file: str | Path | None = None, resume: Path | None = None,
+            sets: Sequence[str | Flag] = ()) -> dict[str, Any]:
     """Everything that can be checked before a run folder exists: the routing config, that ``--planner llm`` has a
     planner model, the base config inside the search space, the device, the data (read, split and windowed) and the
     MLflow tracking URI; for a command objective, ``own_code.prepare_command`` (``config_file``: the YAML file,
     whose folder the command runs in).
     Returns ``run``'s keyword arguments ``llm`` and ``data``. ``scripted``: a scripted chooser stands in for the
     planner model (no model needed). ``resume``: the run folder a resume continues (its objective.config must be
-    the file the search started from).
+    the file the search started from). ``sets``: the ``--set`` strings and options given, which an error about a key
+    names when they set it (else the config file's line: ``config_where``).
     """
     if resume is not None:
         require_budget(resume, cfg.search.max_iterations, cfg.search.storage, cfg.search.study_name)
@@ -335,7 +337,9 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     if cfg.objective is not None:
         if resume is not None:
             require_unchanged_config(resume)
-        return prepare_command(cfg, llm, config_file, scripted=scripted)
+        given = resume / "config.yaml" if resume is not None else config_file
+        return prepare_command(cfg, llm, config_file, scripted=scripted,
+                               where=lambda loc: config_where(given, sets, loc))
     if config_file is not None:
         refuse_empty_objective(config_file)
     from agentlab.nas.train import check_model, prepare_data  # lazy: imports torch
@@ -636,7 +640,8 @@ def run_nas_optimization(max_iterations: int | None = None,
         cfg = load_config(config, NASConfig, sets, schema="nas")
     config_file = config if isinstance(config, (str, Path)) and resume_dir is None else None
     llm = routing_config(llm, resume_dir)  # resumed without llm=: the routing config the first run used
-    inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file, resume=resume_dir),
+    inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file, resume=resume_dir,
+                        sets=sets),
               "chooser": chooser}
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results

@@ -116,6 +116,23 @@ def test_config_errors_name_the_yaml_line(in_tmp: Path, capsys: pytest.CaptureFi
     assert f"nas.yaml:{line}: search.space.model.depth: not a key of objective.params" in capsys.readouterr().err
 
 
+def test_an_error_found_after_validation_names_the_yaml_line_or_the_set(in_tmp: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """A searched key the script has no option for ({args}) is found after the config validated: the error named
+    the field alone, not the file and line (nor the --set) that gave it."""
+    script = "import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr', type=float, default=0.1)\n" \
+             "print('loss', p.parse_args().lr)\n"
+    config = write_project(in_tmp, script=script, command=f"{sys.executable} train.py {{args}}", params={})
+    config.write_text("# agentlab nas -c nas.yaml\nobjective:\n  command: " + f"{sys.executable} train.py {{args}}"
+                      + "\n  metric: loss\nsearch:\n  space:\n    lr: {low: 0.01, high: 1.0}\n"
+                      "    lrr: {low: 0.01, high: 1.0}\n")
+    assert main(["nas", "-c", str(config), "--dry-run"]) == 2
+    assert "error: " + f"{config}:8: search.space.lrr: not a key of objective.params" in capsys.readouterr().err
+    assert main(["nas", "-c", str(config), "--dry-run", "--set", "search.space.lrr.high=2.0"]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "error: --set search.space.lrr.high=2.0: search.space.lrr: not a key of objective.params" in said
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_the_command_dies_with_agentlab(in_tmp: Path, sig: signal.Signals, pid_alive: Callable[[int], bool]) -> None:
