@@ -222,6 +222,8 @@ def test_fused_rows_equal_peft_in_bfloat16_on_cuda(model_dir: str, adapters: dic
                                   pad_token_id=0)[:, inputs.shape[1]:].tolist()
         expected = [alone(model, name, row, NEW_TOKENS)[0] for name, row in zip(rows, ids, strict=True)]
     assert tokens == peft_out
-    torch.testing.assert_close(logits.float(), peft_logits.float(), rtol=1e-2, atol=2e-2)
+    # within bfloat16's resolution: its step is 2^-5 for logits of magnitude 4 to 8 (PEFT's adapter_names batch and
+    # the fused one add the same products in another order; 1e-2 / 2e-2 asked for less than one step)
+    torch.testing.assert_close(logits.float(), peft_logits.float(), rtol=1.6e-2, atol=4e-2)
     same_alone = [i for i in range(len(rows)) if peft_out[i] == expected[i]]
     assert len(same_alone) >= len(rows) // 2 and all(tokens[i] == expected[i] for i in same_alone)
