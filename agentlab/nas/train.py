@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from agentlab.core.config import dump_yaml
+from agentlab.core.config import dump_yaml, redact
 from agentlab.core.errors import ConfigError
 from agentlab.core.models.device import resolve_device_dtype, seed_everything
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -470,7 +470,8 @@ def evaluate_baseline(prepared: PreparedData) -> dict[str, float]:
 
 
 def _write_config_and_history(trial_dir: Path, config: NASConfig, history: list[dict[str, float]]) -> None:
-    atomic_write_text(trial_dir / "config_used.yaml", dump_yaml(config.model_dump(mode="json")))
+    # redacted as the run's config.yaml is: a storage URL's password, a key, never in a trial folder (MLflow too)
+    atomic_write_text(trial_dir / "config_used.yaml", dump_yaml(redact(config.model_dump(mode="json"))))
     atomic_write_json(trial_dir / "history.json", history)
 
 

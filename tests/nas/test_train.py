@@ -207,6 +207,16 @@ def test_cuda_requested_without_cuda_is_a_config_error() -> None:
         train_trial(config, prepare_data(config), None)
 
 
+def test_a_trials_config_used_is_redacted_as_the_runs_config(tmp_path: Path) -> None:
+    """A PostgreSQL URL's password reached every trial's config_used.yaml (and MLflow's copy of it) in clear."""
+    url = "postgresql+psycopg://agentlab:S3cretPw_xyz@127.0.0.1:5499/nas1"
+    data = tiny(train={"epochs": 1}).model_dump(mode="json")
+    config = NASConfig.model_validate({**data, "search": {**data["search"], "storage": url}})
+    train_trial(config, prepare_data(config), tmp_path / "trial")
+    written = (tmp_path / "trial" / "config_used.yaml").read_text()
+    assert "S3cretPw_xyz" not in written and "agentlab:***@127.0.0.1:5499/nas1" in written
+
+
 @pytest.mark.gpu
 def test_tiny_trial_on_cuda(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
