@@ -226,28 +226,14 @@ def check_search_study(cfg: CompressConfig, goal: Goal) -> None:
     study of another goal too (as ``open_study`` and ``open_search_study`` would refuse it), but nothing is created
     or written: a new storage file, a new study and its goal are left to the run (before, a dry run created the
     study and fixed its goal, so a later dry run with another goal was refused)."""
-    import optuna
+    from agentlab.core.search.study import peek_study
 
-    from agentlab.core.search.study import check_study, quiet, read_only_storage
-
-    storage, name = cfg.search.storage, cfg.search.study_name
+    storage = cfg.search.storage
     assert storage is not None
-    where = f"search.storage ({url_where(storage)})"
-    quiet()
-    backend = read_only_storage(storage)
-    if backend is None:  # nothing there yet: the run creates it
-        return
-    try:
-        study = optuna.load_study(study_name=name, storage=backend)
-    except KeyError:  # no study of that name yet: the run creates it with this goal
-        return
-    except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database
-        raise ConfigError(f"{where}: cannot read the study {name!r} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})",
-                          hint="check the storage, or use a new one") from None
-    check_study(study, [o.direction for o in goal.objectives], [o.metric for o in goal.objectives],
-                where=url_where(storage) or storage)
-    check_goal(study, goal, where)
+    study = peek_study(storage, cfg.search.study_name, [o.direction for o in goal.objectives],
+                       [o.metric for o in goal.objectives])
+    if study is not None:  # None: nothing there yet, the run creates it with this goal
+        check_goal(study, goal, f"search.storage ({url_where(storage)})")
 
 
 # --------------------------------------------------------------------------- the run's state

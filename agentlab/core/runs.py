@@ -860,6 +860,16 @@ def settings_changes(folder: Path, cfg: BaseModel, may: Iterable[str] = ()) -> l
             and not any(key == k or key.startswith(k + ".") for k in may)]
 
 
+def shared_settings(cfg: BaseModel, command: str, *, own: Iterable[str] = ()) -> dict[str, str]:
+    """What every worker of a shared study must have as its first worker had, ``{key: value as said}``: every setting
+    but those a resume may change and the worker's ``own`` (its storage, say), redacted and with paths absolute, as
+    config.yaml holds them (``settings_changes`` compares a resume's the same way)."""
+    skip = (*(_may_change(cfg, command) or ()), *own)
+    flat = flat_settings(redact(absolute_paths(cfg).model_dump(mode="json")))
+    return {key: brief_setting(value) for key, value in flat.items()
+            if REDACTED not in str(value) and not any(key == k or key.startswith(k + ".") for k in skip)}
+
+
 def brief_setting(value: Any) -> str:
     """A setting as a resume refusal names it: a scalar as Python writes it (``'What is 1 plus 2?'``), a list or
     mapping as compact JSON without the keys left at null or empty (debate's agents: ``[{"adapter": "/x/a"}]``, not

@@ -20,7 +20,7 @@ from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageE
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, resume_target, routing_config, run_in_folder, runs_root
+from agentlab.core.runs import RunDir, resume_target, routing_config, run_in_folder, runs_root, shared_settings
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, label
 from agentlab.core.search.loop import Hooks, Objective, Pruned, SearchLoop, StopRules, require_finished_trials
@@ -50,6 +50,7 @@ from agentlab.core.search.study import (
     check_storage,
     missing_study,
     open_study,
+    peek_study,
     unfinished_trials,
 )
 from agentlab.core.tracking import check_tracking, open_tracker
@@ -287,7 +288,13 @@ def _hydra_base(objective: CommandObjective, run: Path, project: Path) -> str | 
 def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
     metric, direction = metric_of(cfg)
     return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=[direction],
-                      objectives=[metric], pruner=make_pruner(cfg))
+                      objectives=[metric], pruner=make_pruner(cfg), settings=study_settings(cfg))
+
+
+def study_settings(cfg: NASConfig) -> dict[str, str]:
+    """What every worker of a shared study must share (``core.runs.shared_settings``): the data, the base config,
+    the space, the objective; not its storage and study name (the same study, however it is spelled)."""
+    return shared_settings(cfg, "nas", own=("search.storage", "search.study_name"))
 
 
 def require_budget(folder: Path, max_iterations: int, storage: str | None = None, name: str = "nas") -> None:
@@ -338,8 +345,19 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         if resume is not None:
             require_unchanged_config(resume)
         given = resume / "config.yaml" if resume is not None else config_file
-        return prepare_command(cfg, llm, config_file, scripted=scripted,
-                               where=lambda loc: config_where(given, sets, loc))
+        inputs = prepare_command(cfg, llm, config_file, scripted=scripted,
+                                 where=lambda loc: config_where(given, sets, loc))
+    else:
+        inputs = _prepare_forecaster(cfg, llm, scripted=scripted, config_file=config_file)
+    if resume is None and cfg.search.storage is not None:  # once cfg is as the run keeps it (objective.cwd, data.freq)
+        metric, direction = metric_of(cfg)  # a shared study of another goal or other settings: refused before any
+        peek_study(cfg.search.storage, cfg.search.study_name, [direction], [metric],  # run folder exists (the run's
+                   settings=study_settings(cfg))  # open_study checks the same)
+    return inputs
+
+
+def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, scripted: bool,
+                        config_file: str | Path | None) -> dict[str, Any]:
     if config_file is not None:
         refuse_empty_objective(config_file)
     from agentlab.nas.train import check_model, prepare_data  # lazy: imports torch

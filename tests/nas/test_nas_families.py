@@ -87,6 +87,22 @@ def test_the_api_takes_the_configs_budget_and_a_resume_keeps_the_runs_own(in_tmp
     assert not (in_tmp / "b").exists()
 
 
+def test_a_worker_on_other_data_or_another_base_config_is_refused_a_shared_study(in_tmp: Path) -> None:
+    """A worker with other data (data.pred_len, data.path) or another base config (train.epochs) joined a shared
+    study without a word: its report's best was another worker's trial on other data, exit 0."""
+    storage = str(in_tmp / "shared.journal")
+    run_nas_optimization(max_iterations=2, config=tiny(planner="random", storage=storage), out=in_tmp / "a")
+    other = tiny(planner="random", storage=storage)
+    other["data"] = {**other["data"], "pred_len": 6}
+    with pytest.raises(ConfigError, match=r"made with other settings than this search's \(data.pred_len 12 -> 6\)"):
+        run_nas_optimization(max_iterations=3, config=other, out=in_tmp / "b")
+    assert not (in_tmp / "b").exists()  # refused before any run folder
+    # what a resume may change may differ between workers: the planner, the budget, the seed
+    joined = run_nas_optimization(max_iterations=3, config=tiny(planner="tpe", storage=storage, seed=4),
+                                  out=in_tmp / "c")
+    assert joined["trials"] == 3 and joined["ran_here"] == 1
+
+
 def test_tpe_resume_and_a_second_worker_share_one_conditional_study(in_tmp: Path) -> None:
     storage = str(in_tmp / "shared.log")
     run_nas_optimization(max_iterations=4, config=tiny(planner="tpe", storage=storage), out=in_tmp / "a")

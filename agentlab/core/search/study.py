@@ -19,6 +19,7 @@ from agentlab.core.search.engine import attach, storage_object, url_where
 
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
+SETTINGS_ATTR = "agentlab:settings"  # study user attribute: the settings every worker must share, checked when joined
 
 
 def quiet() -> None:
@@ -150,6 +151,9 @@ def read_only_storage(storage: str, what: str = "search.storage") -> Any:
         if not path.parent.is_dir():  # as the run's open would fail: SQLite makes the file, not its folder
             raise ConfigError(f"{what}: cannot open {storage!r}: its folder {path.parent} does not exist",
                               hint="create the folder first, or give another path")
+        if path.is_dir():  # the run's open said "unable to open database file", after making its run folder
+            raise ConfigError(f"{what}: {path} is a folder, not an SQLite database file",
+                              hint="give a file path inside it, e.g. sqlite:///" + str(path / "study.db"))
         if not path.is_file() or not path.stat().st_size:
             return None
         url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
@@ -245,9 +249,11 @@ def unfinished_trials(storage: str | None, run_path: Path, name: str, default: s
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
                objectives: Sequence[str] | None = None, sampler: Any = None, pruner: Any = None,
-               what: str = "search.storage", default: str = "study.db") -> Any:
-    """Create or load the study ``name``. ``objectives`` (the names of the values, in order) are stored on a new
-    study and checked on an existing one, so two searches with different goals never share a study by accident."""
+               what: str = "search.storage", default: str = "study.db",
+               settings: dict[str, str] | None = None) -> Any:
+    """Create or load the study ``name``. ``objectives`` (the names of the values, in order) and ``settings`` (what
+    a trial's value depends on, ``{key: value as said}``) are stored on a new study and checked on an existing one,
+    so two searches with different goals or data never share a study by accident."""
     import optuna
 
     quiet()
@@ -265,17 +271,43 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
         raise ConfigError(f"{what}: cannot open the study {name!r} in {storage!r} ({reason})",
                           hint="check the storage, or use a new one") from exc
     attach_opened(study, backend, storage, opened)
-    check_study(study, directions, objectives, what=what, where=storage or str(run_path / default))
+    check_study(study, directions, objectives, what=what, where=storage or str(run_path / default), settings=settings)
     if objectives is not None and study.user_attrs.get(OBJECTIVES_ATTR) is None:
         study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
+    if settings is not None and study.user_attrs.get(SETTINGS_ATTR) is None:
+        study.set_user_attr(SETTINGS_ATTR, dict(settings))
+    return study
+
+
+def peek_study(storage: str, name: str, directions: Sequence[Direction], objectives: Sequence[str] | None = None, *,
+               what: str = "search.storage", settings: dict[str, str] | None = None) -> Any:
+    """The shared study ``name`` in ``storage`` as a check before the run (a dry run's too) sees it, read only:
+    None when there is none yet (the run creates it); a bad storage, a damaged one, or a study of another goal or
+    other settings (``check_study``) is ``ConfigError``, before any run folder exists. Nothing is created or written."""
+    import optuna
+
+    quiet()
+    backend = read_only_storage(storage, what)
+    if backend is None:
+        return None
+    try:
+        study = optuna.load_study(study_name=name, storage=backend)
+    except KeyError:  # no study of that name yet
+        return None
+    except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database
+        raise ConfigError(f"{what} ({url_where(storage)}): cannot read the study {name!r} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})",
+                          hint="check the storage, or use a new one") from None
+    check_study(study, directions, objectives, what=what, where=url_where(storage) or storage, settings=settings)
     return study
 
 
 def check_study(study: Any, directions: Sequence[Direction], objectives: Sequence[str] | None = None, *,
-                what: str = "search.storage", where: str = "") -> None:
+                what: str = "search.storage", where: str = "", settings: dict[str, str] | None = None) -> None:
     """``ConfigError`` when an existing ``study`` was made for another goal: other directions, or other
-    ``objectives`` stored (none stored yet: a new study, which its opener labels). Only reads: a dry run checks a
-    shared study so, writing nothing (``open_study`` checks every study it opens the same way)."""
+    ``objectives`` stored (none stored yet: a new study, which its opener labels), or with other ``settings`` (a
+    worker on other data or another base config would mix its values with the study's). Only reads: a dry run
+    checks a shared study so, writing nothing (``open_study`` checks every study it opens the same way)."""
     name, have = study.study_name, [d.name.lower() for d in study.directions]
     if have != list(directions):
         raise ConfigError(f"{what}: the study {name!r} in {where} has directions {have}, this search needs "
@@ -284,6 +316,16 @@ def check_study(study: Any, directions: Sequence[Direction], objectives: Sequenc
     if objectives is not None and stored is not None and list(stored) != list(objectives):
         raise ConfigError(f"{what}: the study {name!r} in {where} optimises {stored}, this search "
                           f"{list(objectives)}", hint="use another study name or storage for a different goal")
+    made = study.user_attrs.get(SETTINGS_ATTR)
+    if settings is not None and made is not None:
+        changed = [f"{key} {made.get(key, '-')} -> {settings.get(key, '-')}"
+                   for key in sorted(made.keys() | settings.keys()) if made.get(key) != settings.get(key)]
+        if changed:
+            raise ConfigError(f"{what}: the study {name!r} in {where} was made with other settings than this "
+                              f"search's ({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''}): its trials' "
+                              "values would not compare with this one's",
+                              hint="start every worker of a study with the same config (what a resume may change "
+                              "may differ), or give this search another search.study_name or storage")
 
 
 def make_sampler(kind: str, seed: int, *, startup: int = 10, population: int = 50,

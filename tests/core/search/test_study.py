@@ -240,3 +240,6 @@ def test_checking_a_storage_creates_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ConfigError, match="its folder .*nodir does not exist"):
         check_storage(f"sqlite:///{tmp_path / 'nodir' / 'new.db'}")
+    (tmp_path / "adir").mkdir()  # the run's open said "unable to open database file", after making its run folder
+    with pytest.raises(ConfigError, match="adir is a folder, not an SQLite database file"):
+        check_storage(f"sqlite:///{tmp_path / 'adir'}")
