@@ -168,9 +168,19 @@ def read_only_storage(storage: str, what: str = "search.storage") -> Any:
             engine.dispose()
         return RDBStorage(url, skip_table_creation=True)
     except Exception as exc:  # sqlalchemy and the drivers raise many kinds for a bad URL or a server not answering
+        if _busy_sqlite(storage, exc):
+            return None  # another worker is writing it: nothing to read now, the run's own open checks it
         raise ConfigError(f"{what}: cannot open {url_where(storage)!r}: "
                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                           hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
+
+
+def _busy_sqlite(storage: str, exc: BaseException) -> bool:
+    """An SQLite file another process is writing, seen through a read-only open: its journal cannot be read back
+    ("attempt to write a readonly database") or it is locked. Not a bad storage: a worker starting beside one that is
+    creating the study met it."""
+    said = str(exc)
+    return storage.startswith("sqlite:///") and ("readonly database" in said or "database is locked" in said)
 
 
 def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db",
@@ -295,6 +305,8 @@ def peek_study(storage: str, name: str, directions: Sequence[Direction], objecti
     except KeyError:  # no study of that name yet
         return None
     except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database
+        if _busy_sqlite(storage, exc):
+            return None  # another worker is writing it: the run's own open_study checks the same
         raise ConfigError(f"{what} ({url_where(storage)}): cannot read the study {name!r} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})",
                           hint="check the storage, or use a new one") from None

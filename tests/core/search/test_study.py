@@ -228,6 +228,12 @@ def test_a_database_killed_mid_write_is_left_to_optunas_recovery(tmp_path: Path)
     subprocess.run([sys.executable, "-c", writer], cwd=tmp_path, check=True)
     assert (tmp_path / "study.db-journal").is_file()
     check_sqlite(url, create=False)
+    # the read-only look before a run folder (a worker starting beside one that writes the study meets the same
+    # journal): nothing to read now, not a bad storage; the run's own open checks it
+    from agentlab.core.search.study import check_storage, peek_study
+
+    check_storage(url)
+    assert peek_study(url, "s", ["minimize"]) is None
     assert open_study(url, tmp_path, name="s", directions=["minimize"]).trials == []
 
 
