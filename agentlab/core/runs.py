@@ -852,12 +852,11 @@ def resume_changes(folder: Path, cfg: BaseModel, command: str) -> list[str]:
 def settings_changes(folder: Path, cfg: BaseModel, may: Iterable[str] = ()) -> list[str]:
     """What ``cfg`` changes from the run's config.yaml in ``folder``, as ``key old -> new``, other than the keys
     ``may`` (a key stands for what lies under it); secrets are compared as config.yaml holds them (redacted)."""
-    saved, asked = (flat_settings(redact(absolute_paths(c).model_dump(mode="json")))  # as config.yaml is written
-                    for c in (load_config(folder / "config.yaml", type(cfg)), cfg))
+    saved, asked = (_as_saved(c) for c in (load_config(folder / "config.yaml", type(cfg)), cfg))
     return [f"{key} {brief_setting(saved.get(key))} -> {brief_setting(asked.get(key))}"
             for key in sorted(saved.keys() | asked.keys())
             if saved.get(key) != asked.get(key) and REDACTED not in (saved.get(key), asked.get(key))
-            and not any(key == k or key.startswith(k + ".") for k in may)]
+            and not _under(key, may)]
 
 
 def shared_settings(cfg: BaseModel, command: str, *, own: Iterable[str] = ()) -> dict[str, str]:
@@ -865,9 +864,18 @@ def shared_settings(cfg: BaseModel, command: str, *, own: Iterable[str] = ()) ->
     but those a resume may change and the worker's ``own`` (its storage, say), redacted and with paths absolute, as
     config.yaml holds them (``settings_changes`` compares a resume's the same way)."""
     skip = (*(_may_change(cfg, command) or ()), *own)
-    flat = flat_settings(redact(absolute_paths(cfg).model_dump(mode="json")))
-    return {key: brief_setting(value) for key, value in flat.items()
-            if REDACTED not in str(value) and not any(key == k or key.startswith(k + ".") for k in skip)}
+    return {key: brief_setting(value) for key, value in _as_saved(cfg).items()
+            if REDACTED not in str(value) and not _under(key, skip)}
+
+
+def _as_saved(cfg: BaseModel) -> dict[str, Any]:
+    """``cfg``'s settings flat (``{"a.b": value}``) as config.yaml holds them: paths absolute, secrets redacted."""
+    return flat_settings(redact(absolute_paths(cfg).model_dump(mode="json")))
+
+
+def _under(key: str, keys: Iterable[str]) -> bool:
+    """Whether the dotted ``key`` is one of ``keys`` or lies under one (a key stands for what lies under it)."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
 
 
 def brief_setting(value: Any) -> str:
