@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -172,7 +173,31 @@ def read_only_storage(storage: str, what: str = "search.storage") -> Any:
             return None  # another worker is writing it: nothing to read now, the run's own open checks it
         raise ConfigError(f"{what}: cannot open {url_where(storage)!r}: "
                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                          hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
+                          hint=storage_hint(exc)) from None
+
+
+# a database server URL whose SQLAlchemy driver is missing: the package to install (or the URL's other driver)
+_DRIVERS = {"psycopg2": "pip install psycopg2-binary, or use postgresql+psycopg:// after pip install "
+                        "'agentlab[postgres]'",
+            "psycopg": "pip install 'agentlab[postgres]'",
+            "MySQLdb": "pip install mysqlclient, or use mysql+pymysql:// after pip install pymysql",
+            "pymysql": "pip install pymysql"}
+STORAGE_HINT = "use sqlite:///path.db, a journal file path, or a reachable RDB URL"
+
+
+def storage_hint(exc: BaseException) -> str:
+    """The hint of a storage that cannot be opened: the driver to install when the URL's is missing (SQLAlchemy
+    imports it on connect: ``No module named 'MySQLdb'`` for ``mysql://``), else ``STORAGE_HINT``."""
+    missing, seen = None, exc
+    while seen is not None and missing is None:  # optuna re-raises it as its own ("Failed to import DB access ...")
+        found = re.search(r"No module named '([\w.]+)'", str(seen))
+        missing = seen.name if isinstance(seen, ImportError) and seen.name else found.group(1) if found else None
+        seen = seen.__cause__ or seen.__context__
+    if missing is None:
+        return STORAGE_HINT
+    top = missing.split(".")[0]
+    return f"the database driver {top!r} is not installed: " + _DRIVERS.get(top, f"install the package that "
+                                                                             f"provides {top}")
 
 
 def _busy_sqlite(storage: str, exc: BaseException) -> bool:
@@ -222,8 +247,7 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
             error = exc
             break
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
-    raise ConfigError(f"{what}: cannot open {storage!r}: {first}",
-                      hint="use sqlite:///path.db, a journal file path, or a reachable RDB URL") from None
+    raise ConfigError(f"{what}: cannot open {url_where(storage)!r}: {first}", hint=storage_hint(error)) from None
 
 
 def attach_opened(study: Any, backend: Any, storage: str | None, opened: Any) -> Any:
@@ -278,7 +302,7 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
             raise RunDirError(f"{run_path / default}: cannot open the study ({reason})",
                               hint="the run folder's study is damaged: restore it, or start a new run without "
                               "--resume") from exc
-        raise ConfigError(f"{what}: cannot open the study {name!r} in {storage!r} ({reason})",
+        raise ConfigError(f"{what}: cannot open the study {name!r} in {url_where(storage)!r} ({reason})",
                           hint="check the storage, or use a new one") from exc
     attach_opened(study, backend, storage, opened)
     check_study(study, directions, objectives, what=what, where=storage or str(run_path / default), settings=settings)

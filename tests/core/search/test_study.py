@@ -249,3 +249,21 @@ def test_checking_a_storage_creates_nothing(tmp_path: Path) -> None:
     (tmp_path / "adir").mkdir()  # the run's open said "unable to open database file", after making its run folder
     with pytest.raises(ConfigError, match="adir is a folder, not an SQLite database file"):
         check_storage(f"sqlite:///{tmp_path / 'adir'}")
+
+
+@pytest.mark.parametrize("url, driver, install", [
+    ("mysql://u:secretpw@localhost/db", "MySQLdb", "pip install mysqlclient"),
+    ("postgresql+psycopg2://u:secretpw@localhost/db", "psycopg2", "pip install psycopg2-binary"),
+])
+def test_a_server_url_without_its_driver_names_the_package_and_hides_the_password(tmp_path: Path, url: str,
+                                                                                  driver: str, install: str) -> None:
+    """``mysql://`` without its driver said Optuna's "Failed to import DB access module" (the run's open) or
+    ``No module named 'MySQLdb'`` (the check), with a hint about URLs; the run's open printed the password too."""
+    from agentlab.core.search.study import check_storage, open_storage
+
+    for opening in (lambda: check_storage(url), lambda: open_storage(url, tmp_path)):
+        with pytest.raises(ConfigError) as caught:
+            opening()
+        assert "secretpw" not in caught.value.message
+        assert f"driver {driver!r} is not installed" in (caught.value.hint or "")
+        assert install in (caught.value.hint or "")
