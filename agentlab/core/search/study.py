@@ -188,7 +188,8 @@ STORAGE_HINT = "use sqlite:///path.db, a journal file path, or a reachable RDB U
 def storage_hint(exc: BaseException) -> str:
     """The hint of a storage that cannot be opened: the driver to install when the URL's is missing (SQLAlchemy
     imports it on connect: ``No module named 'MySQLdb'`` for ``mysql://``), else ``STORAGE_HINT``."""
-    missing, seen = None, exc
+    missing: str | None = None
+    seen: BaseException | None = exc
     while seen is not None and missing is None:  # optuna re-raises it as its own ("Failed to import DB access ...")
         found = re.search(r"No module named '([\w.]+)'", str(seen))
         missing = seen.name if isinstance(seen, ImportError) and seen.name else found.group(1) if found else None
