@@ -479,9 +479,11 @@ class SearchLoop:
     def _should_stop(self, records: list[TrialRecord], started: float) -> StopReason | None:
         if base_failed(self.mine(records)):  # every trial is measured against it: running more would repeat it
             return BASE_FAILED
-        if self.counted(records) >= self.stop.max_iterations and not self.stop.generations:  # there: the planner's
-            n = self.stop.max_iterations
-            return StopReason("max_iterations", f"max_iterations reached ({n} {self.stop.unit}{'' if n == 1 else 's'})")
+        counted = self.counted(records)
+        if counted >= self.stop.max_iterations and not self.stop.generations:  # there: the planner's
+            n, unit = self.stop.max_iterations, self.stop.unit
+            held = f"; the shared study holds {counted} already" if counted > n else ""  # a worker given fewer
+            return StopReason("max_iterations", f"max_iterations reached ({n} {unit}{'' if n == 1 else 's'}{held})")
         if self.stop.time_budget_s is not None and time.monotonic() - started >= self.stop.time_budget_s:
             return StopReason("time_budget", f"time budget of {self.stop.time_budget_s:g} s used")
         best = self.best(records)

@@ -76,6 +76,16 @@ def test_max_iterations_is_a_total_and_continues(tmp_path: Path) -> None:
     assert len(set(params)) == len(params), "a finished configuration was repeated"
 
 
+def test_a_worker_given_fewer_trials_than_the_shared_study_holds_says_so(tmp_path: Path) -> None:
+    """A worker started with -n 1 on a study of 4 trials said "max_iterations reached (1 trial)" beside the console's
+    "shared study: 4 trial(s)", as if it had run one."""
+    make_loop(tmp_path, Quadratic(), 4).run()
+    outcome = make_loop(tmp_path, Quadratic(), 1).run()
+    assert outcome.ran_here == 0
+    assert str(outcome.stop_reason) == "max_iterations reached (1 trial; the shared study holds 4 already)"
+    assert str(make_loop(tmp_path, Quadratic(), 4).run().stop_reason) == "max_iterations reached (4 trials)"
+
+
 def test_a_dead_workers_running_trial_runs_again_first_as_the_same_trial(tmp_path: Path) -> None:
     loop = make_loop(tmp_path, Quadratic(), 3)
     loop.run()
