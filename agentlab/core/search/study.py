@@ -295,8 +295,13 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
     opened = open_storage(storage, run_path, what=what, default=default)
     try:
         backend = storage_object(opened)
-        study = optuna.create_study(study_name=name, storage=backend, directions=list(directions),
-                                    load_if_exists=True, sampler=sampler, pruner=pruner)
+        try:
+            study = optuna.create_study(study_name=name, storage=backend, directions=list(directions),
+                                        sampler=sampler, pruner=pruner)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=backend, sampler=sampler, pruner=pruner)
+            created = False
     except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database; all mean the same here
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if storage is None:
@@ -306,12 +311,31 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
         raise ConfigError(f"{what}: cannot open the study {name!r} in {url_where(storage)!r} ({reason})",
                           hint="check the storage, or use a new one") from exc
     attach_opened(study, backend, storage, opened)
-    check_study(study, directions, objectives, what=what, where=storage or str(run_path / default), settings=settings)
+    labels = {OBJECTIVES_ATTR: objectives, SETTINGS_ATTR: settings}
+    if not created:
+        _await_labels(study, [attr for attr, value in labels.items() if value is not None])
+    check_study(study, directions, objectives, what=what, where=url_where(storage) or str(run_path / default),
+                settings=settings)
     if objectives is not None and study.user_attrs.get(OBJECTIVES_ATTR) is None:
         study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
     if settings is not None and study.user_attrs.get(SETTINGS_ATTR) is None:
         study.set_user_attr(SETTINGS_ATTR, dict(settings))
     return study
+
+
+LABEL_WAIT_S = 5.0  # how long a worker that opened a new study another created waits for its creator's labels
+
+
+def _await_labels(study: Any, attrs: list[str]) -> None:
+    """A study another worker created an instant ago, with no trials yet, may not carry its creator's labels
+    (``OBJECTIVES_ATTR``, ``SETTINGS_ATTR``: written just after ``create_study``): wait for them, so that two workers
+    started together with different settings do not both find none and both run. A study without trials that stays
+    unlabelled (its creator died before writing them) is labelled by this worker after ``LABEL_WAIT_S``."""
+    deadline = time.monotonic() + LABEL_WAIT_S
+    while any(study.user_attrs.get(attr) is None for attr in attrs) and time.monotonic() < deadline:
+        if study.get_trials(deepcopy=False):  # made before labels existed, or by a search that has none
+            return
+        time.sleep(0.05)
 
 
 def peek_study(storage: str, name: str, directions: Sequence[Direction], objectives: Sequence[str] | None = None, *,

@@ -4,6 +4,7 @@ reopening, damaged databases, proposals that commit nothing, finished trials wit
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,31 @@ def test_a_server_url_without_its_driver_names_the_package_and_hides_the_passwor
         assert "secretpw" not in caught.value.message
         assert f"driver {driver!r} is not installed" in (caught.value.hint or "")
         assert install in (caught.value.hint or "")
+
+
+def test_a_worker_opening_a_study_another_just_created_waits_for_its_labels(tmp_path: Path) -> None:
+    """Two workers started together on a new study: the second opened it between the first's create_study and its
+    labels (objectives, settings), found none, wrote its own and ran with other settings beside the first."""
+    import threading
+
+    import optuna
+
+    from agentlab.core.search import study as study_module
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    made = optuna.create_study(study_name="s", storage=storage, direction="minimize")  # the first worker, mid-open
+
+    def label() -> None:
+        time.sleep(0.4)
+        made.set_user_attr(study_module.OBJECTIVES_ATTR, ["val_mse"])
+        made.set_user_attr(study_module.SETTINGS_ATTR, {"data.path": "etth1.csv"})
+
+    labelling = threading.Thread(target=label)
+    labelling.start()
+    try:
+        with pytest.raises(ConfigError, match=r"other settings .*data.path etth1.csv -> other.csv"):
+            open_study(storage, tmp_path, name="s", directions=["minimize"], objectives=["val_mse"],
+                       settings={"data.path": "other.csv"})
+    finally:
+        labelling.join()
+    assert made.user_attrs[study_module.SETTINGS_ATTR] == {"data.path": "etth1.csv"}
