@@ -126,7 +126,8 @@ def test_shared_storage_keeps_one_study_across_runs(in_tmp: Path, tiny_model: di
     other[other.index("--objective") + 1] = "minimize size with <5% accuracy loss"
     assert main(other) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-2].startswith("error: search.storage: the study 'compress' in /") and 'shared.db' in err[-2] and "['minimize']" in err[-2]
+    assert err[-2].startswith("error: search.storage: the study 'compress' in /")
+    assert "shared.db" in err[-2] and "['minimize']" in err[-2]
     assert "different goal" in err[-1] and not (in_tmp / "C" / "run").exists()
 
 
