@@ -58,8 +58,10 @@ class LLMError(AgentlabError):
     # Failures worth retrying on the same model; auth/bad_request/not_found are not.
     RETRYABLE = frozenset({"timeout", "connection", "rate_limited", "server_error", "malformed", "empty", "stream_cut"})
     # The request's own fault, not the model's: no circuit breaker counts it (a client repeating a prompt too long
-    # for the model would otherwise take the model offline for everyone). Not bad_request: an upstream's 402 (no
-    # credit) or a model-wide config error is one too, and fails every request.
+    # for the model, or a malformed request, would otherwise take the model offline for everyone). bad_request is
+    # one too (``callers_fault``) except an upstream's 402 (no credit), which fails every request; as LiteLLM, which
+    # cools a deployment down on no 4xx but 401, 404, 408 and 429. A model-wide 400 (a param of the routing config
+    # the upstream refuses) costs each request one quick refusal before its fallback.
     CALLERS = frozenset({"context_length"})
 
     def __init__(
@@ -77,6 +79,11 @@ class LLMError(AgentlabError):
         self.model = model
         self.status = status
         self.retry_after = retry_after
+
+    @property
+    def callers_fault(self) -> bool:
+        """The request's own fault, which says nothing about the model's health (``CALLERS``)."""
+        return self.kind in self.CALLERS or (self.kind == "bad_request" and self.status != 402)
 
     @property
     def retryable(self) -> bool:

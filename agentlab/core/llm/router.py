@@ -363,7 +363,7 @@ class Router:
             error = exc if isinstance(exc, LLMError) else LLMError(
                 f"{name}: no answer within {timeout_s:.3g}s", "timeout", model=name)
             stats.record_error(error.kind)
-            if use_breaker and error.kind not in LLMError.CALLERS:
+            if use_breaker and not error.callers_fault:
                 breaker.record_failure()
             elif holds_trial:
                 breaker.release()  # the request's fault: no verdict on the model's health

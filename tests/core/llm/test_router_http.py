@@ -141,6 +141,25 @@ def test_an_upstreams_context_length_exceeded_does_not_open_the_breaker(srv: Scr
     assert asyncio.run(main())["breaker"] == "closed" and srv.count("long") == 3
 
 
+@pytest.mark.parametrize("status, opens", [(400, False), (422, False), (402, True)])
+def test_an_upstreams_refusal_of_the_request_does_not_open_the_breaker(srv: ScriptedServer, status: int,
+                                                                        opens: bool) -> None:
+    """Three malformed requests from one client (upstream 400) opened the breaker, and every other client's request
+    got circuit_open for cooldown_s; a 402 (no credit) fails every request and still counts."""
+    srv.default("m", Reply(status=status, text="invalid_request_error"))
+    cfg = config(srv, ["m"], retries=0, circuit_breaker={"failures": 2, "cooldown_s": 30}, route={"fallback": []})
+
+    async def main() -> dict[str, Any]:
+        async with Router.from_config(cfg) as router:
+            for _ in range(3):
+                with pytest.raises(AllModelsFailed):
+                    await router.generate(ASK)
+            return router.stats()["m"]
+
+    assert asyncio.run(main())["breaker"] == ("open" if opens else "closed")
+    assert srv.count("m") == (2 if opens else 3)
+
+
 def test_circuit_breaker_stops_requests(srv: ScriptedServer) -> None:
     srv.default("down", Reply(status=503))
     cfg = config(srv, ["down"], retries=0, circuit_breaker={"failures": 2, "cooldown_s": 0.3})
