@@ -38,7 +38,15 @@ from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.models.load import check_model_files, hf_model_folder
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, resume_target, run_in_folder, runs_root
+from agentlab.core.runs import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    resume_target,
+    run_in_folder,
+    runs_root,
+    shared_settings,
+)
 from agentlab.core.search import records as R
 from agentlab.core.search.engine import store_of, url_where
 from agentlab.core.search.evaluator import Decision
@@ -194,12 +202,23 @@ def warm_leads(cfg: CompressConfig, goal: Goal, space: Space,
     return leads
 
 
+def study_settings(cfg: CompressConfig) -> dict[str, str]:
+    """What every run of a shared study must share (``core.runs.shared_settings``): the model, the texts, the task,
+    the measurement and the device; not its storage and study name, nor the goal's words (``check_goal`` compares
+    the goal itself), nor the seed (runs on SQLite each measure their own base, and a seed of their own diversifies
+    their planners: the docs' two runs). A run on another model joined a study on SQLite silently: its planners
+    learnt from speedups over another base, and skipped the experiments the other model had run."""
+    return shared_settings(cfg, "compress", own=("search.storage", "search.study_name", "objective", "objectives",
+                                                 "constraints", "seed"))
+
+
 def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
     """The search's study in ``cfg.search.storage`` (default study.db in the run folder), one direction per
     objective."""
     study = open_study(cfg.search.storage, run_path, name=cfg.search.study_name,
                        directions=[o.direction for o in goal.objectives],
-                       objectives=[o.metric for o in goal.objectives], what="search.storage")
+                       objectives=[o.metric for o in goal.objectives], what="search.storage",
+                       settings=study_settings(cfg))
     where = f"search.storage ({url_where(cfg.search.storage)})" if cfg.search.storage else str(run_path / "study.db")
     check_goal(study, goal, where)
     if study.user_attrs.get(GOAL_ATTR) is None:
@@ -231,7 +250,7 @@ def check_search_study(cfg: CompressConfig, goal: Goal) -> None:
     storage = cfg.search.storage
     assert storage is not None
     study = peek_study(storage, cfg.search.study_name, [o.direction for o in goal.objectives],
-                       [o.metric for o in goal.objectives])
+                       [o.metric for o in goal.objectives], settings=study_settings(cfg))
     if study is not None:  # None: nothing there yet, the run creates it with this goal
         check_goal(study, goal, f"search.storage ({url_where(storage)})")
 

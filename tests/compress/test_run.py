@@ -130,6 +130,16 @@ def test_shared_storage_keeps_one_study_across_runs(in_tmp: Path, tiny_model: di
     assert "shared.db" in err[-2] and "['minimize']" in err[-2]
     assert "different goal" in err[-1] and not (in_tmp / "C" / "run").exists()
 
+    # the same goal measured otherwise (another model, task or measurement): its values would not compare; refused
+    # naming what differs, by a dry run too (a run on another model joined silently)
+    changed = args(tiny_model, in_tmp / "D", "--out", str(in_tmp / "D" / "run"), "--storage", storage,
+                   "--set", "task_questions=2", n=1)
+    for dry in (["--dry-run"], []):
+        assert main(changed + dry) == 2
+        err = capsys.readouterr().err
+        assert "was made with other settings than this search's (task_questions 3 -> 2)" in err, err
+        assert not (in_tmp / "D" / "run").exists()
+
 
 def test_carbon_budget_stops_before_exceeding_it(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
     assert main(args(tiny_model, in_tmp, "--out", str(in_tmp / "C"), "--carbon-budget", "1e-12")) == 0
@@ -413,8 +423,10 @@ def test_a_shared_study_keeps_its_constraints_too(in_tmp: Path, tiny_model: dict
     from agentlab.compress.run import open_search_study
 
     storage = f"sqlite:///{in_tmp / 's.db'}"
-    first = CompressConfig(search={"storage": storage})
-    open_search_study(first, first.goal(), in_tmp)
+    measure = dict(item.split("=", 1) for item in SMALL if item.startswith("measure."))
+    first = CompressConfig(model=str(tiny_model["hf"]), task_questions=3, search={"storage": storage},
+                           measure={key.removeprefix("measure."): int(value) for key, value in measure.items()})
+    open_search_study(first, first.goal(), in_tmp)  # the same measurement as the run below: only the goal differs
     other = args(tiny_model, in_tmp, "--out", str(in_tmp / "C"), "--storage", storage, "--dry-run")
     other[other.index("--objective") + 1] = "maximize speedup with perplexity increase <5%"
     assert main(other) == 2
