@@ -351,6 +351,22 @@ def test_export_hf_refuses_a_truncated_gguf(tiny_model: dict[str, Path], in_tmp:
     assert status["unreadable"] and "truncated: its tensor data needs" in status["note"]
 
 
+def test_a_path_that_names_nothing_says_check_the_path_not_hf_download(in_tmp: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """`export-hf models/nope.gguf` suggested `hf download models/nope.gguf`: a path, never a hub id."""
+    for ref in ("models/nope.gguf", "./nope", "a/b/c"):
+        assert main(["models", "export-hf", ref, "--out", "out"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "hint: check the path (no file or folder is there)" in err and "hf download" not in err, err
+    assert main(["models", "export-hf", "org/name", "--out", "out"]) == 2  # a hub id: fetch it once
+    err = " ".join(capsys.readouterr().err.split())
+    assert "`hf download org/name`" in err and "check the path" not in err
+    (in_tmp / "models").mkdir()
+    (in_tmp / "models" / "junk.gguf").write_text("not a model")  # there, but no GGUF: not a path to check
+    assert main(["models", "export-hf", "models/junk.gguf", "--out", "out"]) == 2
+    assert "check the path" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("how, says", [
     ("bad-json", "config.json:2: invalid JSON"), ("empty-config", "config.json: names no model"),
     ("config-only", ": no weights (none of model.safetensors"), ("no-tokenizer", ": no tokenizer (none of"),

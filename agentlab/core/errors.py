@@ -91,12 +91,15 @@ class LLMError(AgentlabError):
 
 
 class AllModelsFailed(LLMError):
-    """Every model of a route failed; ``attempts`` lists (model, kind, message) in the order tried. The message says
-    ``replied`` for an ``ok`` attempt: a reply that came back and was then refused (an invalid tool call, repaired
-    once and refused again)."""
+    """Every model of a route failed; ``attempts`` lists (model, kind, message) in the order tried. The message names
+    each failure once: an ``ok`` attempt (a reply that came back) followed by the same model's attempt is told by
+    that one (its verdict, as ``max_tokens`` or ``invalid_tool_call``, or the repair's own failure); any other says
+    ``replied``."""
 
     def __init__(self, route: str, attempts: list[tuple[str, str, str]], hint: str | None = None):
-        tried = "; ".join(f"{m}: {'replied' if k == 'ok' else k}" for m, k, _ in attempts) or "no model was tried"
+        told = [(m, k) for i, (m, k, _) in enumerate(attempts)
+                if not (k == "ok" and i + 1 < len(attempts) and attempts[i + 1][0] == m)]
+        tried = "; ".join(f"{m}: {'replied' if k == 'ok' else k}" for m, k in told) or "no model was tried"
         last_kind = attempts[-1][1] if attempts else "unavailable"
         super().__init__(
             f"route '{route}': every model failed ({tried})",

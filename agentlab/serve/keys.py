@@ -237,6 +237,14 @@ class KeyRing:
         cost = 0.0
         if spec.max_tokens is not None:
             spent = key.prompt_tokens + key.completion_tokens
+            if tokens > spec.max_tokens:  # more than the whole budget: no request of this size ever passes
+                self._count(key, "budget")
+                times = f", times {answers} answers" if answers > 1 else ""
+                raise _refuse(429, f"key '{spec.name}' cannot make this request: it may use up to {tokens} tokens "
+                              f"(an upper bound of its prompt, {prompt_bound}, plus max_tokens {max_tokens}{times}), "
+                              f"more than the key's whole token budget of {spec.max_tokens} (lower max_tokens or "
+                              "shorten the prompt, or ask the admin to raise the key's max_tokens)",
+                              "insufficient_quota", "budget")
             if spent + key.reserved_tokens + tokens > spec.max_tokens:
                 self._count(key, "budget")
                 left = spec.max_tokens - spent - key.reserved_tokens
@@ -246,6 +254,13 @@ class KeyRing:
                               "budget")
         if spec.max_cost_usd is not None:
             cost = max((self._cost(m, prompt_bound, max_tokens) for m in models), default=0.0) * answers
+            if cost > spec.max_cost_usd:
+                self._count(key, "budget")
+                raise _refuse(429, f"key '{spec.name}' cannot make this request: it may cost up to ${cost:.4f} "
+                              f"({prompt_bound} prompt tokens at most plus max_tokens {max_tokens}), more than the "
+                              f"key's whole cost budget of ${spec.max_cost_usd:g} (lower max_tokens or shorten the "
+                              "prompt, or ask the admin to raise the key's max_cost_usd)", "insufficient_quota",
+                              "budget")
             if key.cost_usd + key.reserved_cost + cost > spec.max_cost_usd:
                 self._count(key, "budget")
                 raise _refuse(429, f"key '{spec.name}' has spent its cost budget: ${key.cost_usd:.4f} of "

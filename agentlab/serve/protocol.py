@@ -259,7 +259,8 @@ def _tool_calls(raw: Any, index: int) -> list[dict[str, Any]]:
                        "str, \"arguments\": str}}", f"{where}[{j}]")
         args = fn.get("arguments", "{}")
         if not isinstance(args, str):
-            raise _bad(f"{where}[{j}].function.arguments must be a string of JSON", f"{where}[{j}]")
+            raise _bad(f"{where}[{j}].function.arguments must be a string (the arguments as JSON text), got "
+                       f"{json.dumps(args)[:40]}", f"{where}[{j}]")
         out.append({"id": call["id"], "type": "function", "function": {"name": fn["name"], "arguments": args}})
     return out
 
@@ -330,23 +331,27 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     if n is not None and n != 1:
         raise _bad("'n' must be 1: one choice per request (send several requests, or use a best_of_n route)", "n",
                    code="unsupported_parameter")
-    # each changes the answer: refused, not ignored (web_search_options: {} is how OpenAI turns the search on)
-    for key in ("logprobs", "top_logprobs", "logit_bias", "web_search_options"):
+    # each changes the answer: refused, not ignored (web_search_options: {} is how OpenAI turns the search on);
+    # reasoning_effort and verbosity reach no backend, as /v1/responses' reasoning and text.verbosity
+    for key in ("logprobs", "top_logprobs", "logit_bias", "web_search_options", "reasoning_effort", "verbosity"):
         if body.get(key) or (key == "web_search_options" and body.get(key) is not None):
             raise _bad(f"'{key}' is not served by this gateway", key, code="unsupported_parameter")
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise _bad("'stream' must be true or false", "stream")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise _bad("'stream_options' must be an object", "stream_options")
-    max_tokens = _integer(body, "max_completion_tokens")
-    key = "max_completion_tokens"
-    if max_tokens is None:
-        max_tokens, key = _integer(body, "max_tokens"), "max_tokens"
-    if max_tokens is not None and not 1 <= max_tokens <= max_tokens_limit:
-        raise _bad(f"'{key}' must be between 1 and {max_tokens_limit} (this gateway's limit), got {max_tokens}", key,
-                   code="max_tokens_too_large" if max_tokens > max_tokens_limit else "invalid_request")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("'stream_options' must be an object such as {\"include_usage\": true}", "stream_options")
+    include_usage = (options or {}).get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise _bad("'stream_options.include_usage' must be true or false", "stream_options.include_usage")
+    max_tokens = None
+    for key in ("max_tokens", "max_completion_tokens"):  # both checked; max_completion_tokens wins
+        given = _integer(body, key)
+        if given is not None and not 1 <= given <= max_tokens_limit:
+            raise _bad(f"'{key}' must be between 1 and {max_tokens_limit} (this gateway's limit), got {given}", key,
+                       code="max_tokens_too_large" if given > max_tokens_limit else "invalid_request")
+        max_tokens = max_tokens if given is None else given
     extra: dict[str, Any] = {}
     for name, (low, high) in _EXTRA_NUMBERS.items():
         value = _number(body, name, low, high)
@@ -360,8 +365,7 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     if schema is not None and tools:
         raise _bad("'response_format' with 'tools' is not served: ask for one or the other", "response_format",
                    code="unsupported_parameter")
-    return ChatRequest(model, _messages(body, max_messages), params, bool(stream),
-                       bool(options.get("include_usage")), schema, name)
+    return ChatRequest(model, _messages(body, max_messages), params, bool(stream), bool(include_usage), schema, name)
 
 
 def _prompts(body: dict[str, Any], max_prompts: int) -> list[list[int] | str]:
@@ -399,7 +403,13 @@ def parse_completion(body: Any, *, max_tokens_limit: int, max_prompts: int) -> t
                        ("logit_bias", body.get("logit_bias"))):
         if given:
             raise _bad(f"'{key}' is not served by this gateway", key, code="unsupported_parameter")
-    if body.get("stream"):
+    for key in ("presence_penalty", "frequency_penalty"):  # the raw path has none (0, no penalty, is served)
+        if _number(body, key, -2.0, 2.0):
+            raise _bad(f"'{key}' is not served on /v1/completions", key, code="unsupported_parameter")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("'stream' must be true or false", "stream")
+    if stream:
         raise _bad("'stream' is not served on /v1/completions (use /v1/chat/completions to stream)", "stream",
                    code="unsupported_parameter")
     n = _integer(body, "n")

@@ -165,6 +165,18 @@ def test_response_format_json_schema_goes_through_the_structured_path(gw, srv: S
     # refused as logprobs is, never ignored (a 200 without the log-probabilities asked for)
     ({"model": "good", "messages": ASK, "top_logprobs": 3}, 400, "'top_logprobs' is not served"),
     ({"model": "good", "messages": ASK, "web_search_options": {}}, 400, "'web_search_options' is not served"),
+    # reach no model (as `reasoning` and `text.verbosity` on /v1/responses): were a 200 that ignored them
+    ({"model": "good", "messages": ASK, "reasoning_effort": "low"}, 400, "'reasoning_effort' is not served"),
+    ({"model": "good", "messages": ASK, "verbosity": "low"}, 400, "'verbosity' is not served"),
+    # checked as `stream` is: "false" sent the usage chunk (a non-empty string is true), [] was taken as {}, and
+    # max_tokens went unread when max_completion_tokens was given
+    ({"model": "good", "messages": ASK, "stream": True, "stream_options": {"include_usage": "false"}}, 400,
+     "'stream_options.include_usage' must be true or false"),
+    ({"model": "good", "messages": ASK, "stream_options": []}, 400, "'stream_options' must be an object"),
+    ({"model": "good", "messages": ASK, "max_completion_tokens": 3, "max_tokens": "abc"}, 400,
+     "'max_tokens' must be an integer"),
+    ({"model": "good", "messages": ASK, "max_completion_tokens": 3, "max_tokens": 5000}, 400,
+     "'max_tokens' must be between 1 and 4096"),
     ({"model": "good", "messages": ASK, "tools": [{"type": "function"}]}, 400, "tools[0] must be"),
     ({"model": "good", "messages": ASK, "functions": [{"name": "f"}]}, 400, "legacy function calling"),
     ({"model": "good", "messages": [{"role": "tool", "content": "x"}]}, 400, "needs 'tool_call_id'"),
@@ -183,6 +195,30 @@ def test_bad_requests_get_a_clear_4xx(gw, srv: ScriptedServer, body: dict, statu
     assert response.status_code == status
     assert says in response.json()["error"]["message"]
     assert srv.requests == []  # nothing reached the upstream
+
+
+def test_completions_fields_it_cannot_honour_or_read_are_a_400(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    """/v1/completions has no penalties (they were ignored: a 200 without them) and `stream` is typed as on chat."""
+    from agentlab.serve.protocol import ApiError, parse_completion
+
+    for field, value, says in (("presence_penalty", 0.5, "'presence_penalty' is not served on /v1/completions"),
+                               ("frequency_penalty", -1, "'frequency_penalty' is not served on /v1/completions"),
+                               ("frequency_penalty", "x", "'frequency_penalty' must be a number"),
+                               ("stream", "false", "'stream' must be true or false")):
+        with pytest.raises(ApiError, match=re.escape(says)) as err:
+            parse_completion({"model": "m", "prompt": "hi", field: value}, max_tokens_limit=64, max_prompts=1)
+        assert err.value.param == field and err.value.status == 400
+    _, raw = parse_completion({"model": "m", "prompt": "hi", "presence_penalty": 0, "stream": False},
+                              max_tokens_limit=64, max_prompts=1)  # no penalty, no stream: served
+    assert raw.prompts == ["hi"]
+
+
+def test_the_usage_chunk_is_sent_only_when_asked(gw) -> None:  # noqa: ANN001
+    for options, usage in (({"include_usage": True}, True), ({"include_usage": False}, False), (None, False),
+                           ({}, False)):
+        body = {"model": "good", "messages": ASK, "stream": True, "stream_options": options}
+        events = httpx.post(gw.base_url + "/chat/completions", json=body).text.split("\n\n")
+        assert any('"usage"' in e for e in events) is usage, options
 
 
 def test_a_body_that_is_not_json_is_400(gw, srv: ScriptedServer) -> None:  # noqa: ANN001

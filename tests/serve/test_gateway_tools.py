@@ -180,6 +180,7 @@ def test_a_call_cut_at_max_tokens_is_finish_reason_length_without_the_models_mar
         retrying.chat.completions.create(model="good", messages=ASK, tools=[WEATHER], max_tokens=10,
                                          tool_choice="required")
     assert refused.value.code == "max_tokens" and len(srv.requests) == requests + 1
+    assert "every model failed (good: max_tokens); last: the reply was cut" in str(refused.value)  # not `replied`
     # without tools the text is the model's own, whatever it holds
     srv.default("good", cut)
     assert c.chat.completions.create(model="good", messages=ASK, max_tokens=10).choices[0].message.content == cut.text
@@ -197,6 +198,32 @@ def test_a_local_model_cut_mid_call_sends_no_markup(gateway, tiny_model) -> None
         reply = client(gw).chat.completions.create(model="tiny", messages=ask, tools=[WEATHER], max_tokens=max_tokens)
         choice = reply.choices[0]
         assert (choice.finish_reason, choice.message.content, choice.message.tool_calls) == ("length", "", None)
+
+
+def test_history_arguments_that_are_not_json_are_taken_as_openai_takes_them(gw, srv: ScriptedServer,  # noqa: ANN001
+                                                                            gateway, tiny_model) -> None:  # noqa: ANN001
+    """`arguments` is a string on OpenAI's API, whatever it holds (a model's badly written call stays in the
+    history): passed on as it is to an upstream, shown as a string by a local model's chat template, never a 500."""
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "not json"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "error: the arguments are not JSON"}]
+    srv.default("good", Reply(text="Sorry."))
+    reply = client(gw).chat.completions.create(model="good", messages=history, tools=[WEATHER])
+    assert reply.choices[0].message.content == "Sorry."
+    assert srv.requests[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"] == "not json"
+    local = gateway({"providers": {"local": {"kind": "llama_cpp", "n_ctx": 4096}},
+                     "models": {"tiny": {"provider": "local", "model": str(tiny_model["gguf"]),
+                                         "params": {"temperature": 0}}},
+                     "routes": {}, "timeout_s": 120, "retries": 0})
+    for tools in ([WEATHER], None):
+        answer = httpx.post(local.base_url + "/chat/completions", json={
+            "model": "tiny", "messages": history, "max_tokens": 4, **({"tools": tools} if tools else {})})
+        assert answer.status_code == 200, answer.text
+    # an object is not a string: OpenAI's API refuses it too
+    refused = httpx.post(gw.base_url + "/chat/completions", json={"model": "good", "messages": [
+        *ASK, {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {}}}]}]})
+    assert refused.status_code == 400
+    assert "function.arguments must be a string (the arguments as JSON text), got {}" in refused.text
 
 
 @pytest.mark.parametrize("text, sent", [

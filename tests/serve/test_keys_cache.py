@@ -158,6 +158,31 @@ def test_32_concurrent_clients_never_overspend_a_token_budget(srv: ScriptedServe
     assert row["completion_tokens"] == 20 * outcomes.count("ok")
 
 
+def test_a_request_larger_than_the_whole_budget_says_so_not_spent(srv: ScriptedServer, gateway,  # noqa: ANN001
+                                                                   tmp_path: Path) -> None:
+    """With a budget below one request's bound the 429 said "has spent its token budget: 0 of 40 used": the key had
+    spent nothing, and no request of that size could ever pass."""
+    srv.default("good", Reply(text="one two"))
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "max_tokens": 40},
+                     {"name": "b", "key_env": "TEAM_B_KEY", "max_cost_usd": 0.01},
+                     prices={"good": {"prompt": 1000.0, "completion": 1000.0}})
+    gw = gateway(upstream_llm(srv.base_url, ["good"]), keys_file=path)
+    hi = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.RateLimitError) as err:
+        client(gw, KEY_A).chat.completions.create(model="good", messages=hi, max_tokens=5)
+    message = str(err.value)
+    assert err.value.code == "insufficient_quota" and "spent" not in message
+    # the bound: the messages' JSON and the tools' (37 bytes), 8 a message, 16, then max_tokens
+    assert ("key 'a' cannot make this request: it may use up to 66 tokens (an upper bound of its prompt, 61, plus "
+            "max_tokens 5), more than the key's whole token budget of 40 (lower max_tokens") in message
+    with pytest.raises(openai.RateLimitError) as err:  # the cost budget: $0.066 at $1000 per million
+        client(gw, KEY_B).chat.completions.create(model="good", messages=hi, max_tokens=5)
+    assert "key 'b' cannot make this request: it may cost up to $0.0660" in str(err.value)
+    assert "more than the key's whole cost budget of $0.01" in str(err.value) and "spent" not in str(err.value)
+    assert srv.requests == []
+    assert 'agentlab_key_refusals_total{key="a",reason="budget"} 1.0' in metrics(gw, KEY_A)
+
+
 def test_usage_endpoint_needs_an_admin_key_and_shows_names_only(srv: ScriptedServer, gateway,  # noqa: ANN001
                                                                 tmp_path: Path) -> None:
     srv.default("good", Reply(text="one two"))

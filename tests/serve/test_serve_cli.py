@@ -225,6 +225,19 @@ def test_bad_usage_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: pyte
     assert not (in_tmp / "runs").exists()
 
 
+def test_help_says_what_is_served_without_llm() -> None:
+    """`--llm`'s help stopped at "Default: configs/llm.yaml if present.": not what serve does without one."""
+    from typer.testing import CliRunner
+
+    from agentlab.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "100"})
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 0
+    assert ("Default: configs/llm.yaml if present, else every built-in model installed, each under its own name, "
+            "with `default` on the first of qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m installed.") in text
+
+
 _SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 

@@ -63,7 +63,10 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
     built-in name whose package is absent, ``MissingPackage`` naming the extra."""
     found, tried = _find(ref, base, hub)
     if found is None:
-        raise ModelNotFound(f"model '{ref}' not found; tried {'; '.join(tried)}", hint=_hint(ref, formats))
+        hint = _hint(ref, formats)
+        if _path_like(ref) and not _as_path(ref, base).exists():  # the likely fix is the path
+            hint = "check the path (no file or folder is there); or " + hint
+        raise ModelNotFound(f"model '{ref}' not found; tried {'; '.join(tried)}", hint=hint)
     if found.format not in formats:
         wanted = " or ".join(_FORMAT_NAMES[f] for f in formats)
         raise ModelNotFound(f"model '{ref}' is {_FORMAT_NAMES[found.format]} ({found.path}), but {user} needs "
@@ -73,9 +76,7 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
 
 def _find(ref: str, base: str | Path, hub: bool) -> tuple[ModelRef | None, list[str]]:
     tried: list[str] = []
-    path = Path(ref).expanduser()
-    if not path.is_absolute():
-        path = Path(base).expanduser() / path
+    path = _as_path(ref, base)
     if path.is_file():
         if is_gguf_file(path):
             return ModelRef(ref, "gguf", path.resolve()), tried
@@ -100,6 +101,11 @@ def _find(ref: str, base: str | Path, hub: bool) -> tuple[ModelRef | None, list[
     return None, tried
 
 
+def _as_path(ref: str, base: str | Path) -> Path:
+    path = Path(ref).expanduser()
+    return path if path.is_absolute() else Path(base).expanduser() / path
+
+
 def _hub_snapshot(repo_id: str) -> tuple[Path | None, str]:
     """The cached snapshot folder of ``repo_id`` (local files only), or None and why not."""
     try:
@@ -115,12 +121,19 @@ def _hub_snapshot(repo_id: str) -> tuple[Path | None, str]:
     return folder.resolve(), ""
 
 
+def _path_like(ref: str) -> bool:
+    """Whether ``ref`` can only be a path: a .gguf name, absolute, ``./``, ``~``, or more than one ``/`` (a hub id
+    is ``org/name``, a built-in name has none)."""
+    return (ref.endswith(".gguf") or ref.startswith((".", "~")) or Path(ref).is_absolute()
+            or ref.replace("\\", "/").count("/") > 1)
+
+
 def _hint(ref: str, formats: Collection[Format]) -> str:
     hint = f"use a built-in model ({', '.join(BUILTIN_MODELS)})"
     if "gguf" in formats:
         hint += ", a .gguf file"
     if "hf" in formats:
         hint += ", a save_pretrained folder"
-        if _HUB_ID.match(ref):
+        if _HUB_ID.match(ref) and not _path_like(ref):  # models/x.gguf is a file, never a hub id
             hint += f", or fetch the hub model once with `hf download {ref}`"
     return hint + "; make a tiny test model with `agentlab models make-tiny DIR`"
