@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from agentlab.core.process import die_with_parent
+
 from .common import console, safe_text
 
 
@@ -68,7 +70,8 @@ def ui(
     # Python then never turns SIGINT into KeyboardInterrupt: `kill -INT` did nothing. Stop on it as on Ctrl-C (the
     # handler resets to the default in streamlit's process, so Ctrl-C stops it too).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    process = subprocess.Popen(command, env=env)
+    # dies with us on kill -9 too (it was left serving, holding the port, and the next `agentlab ui` refused it)
+    process = subprocess.Popen(command, env=env, preexec_fn=die_with_parent())
     try:
         code = process.wait()
     except KeyboardInterrupt:  # Ctrl-C reached streamlit too (same process group); SIGTERM only us

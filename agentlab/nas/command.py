@@ -48,7 +48,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agentlab.core.errors import UsageError
+from agentlab.core.process import die_with_parent
 from agentlab.core.runs import atomic_write_json, atomic_write_text
 from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.space import lookup, same_value
@@ -99,7 +99,6 @@ EPOCH_HEADER = re.compile(r"\s*Epoch\s+(\d+)\s*/\s*\d+\s*$", re.IGNORECASE)  # K
 STEP = re.compile(rf"\b(?:{'|'.join(STEP_NAMES)})\b['\"]?\s*[:=#\[]?\s*['\"]?(\d+)(?!\.\d*[1-9])", re.IGNORECASE)
 STDERR_LINES = 10  # the lines of stderr a failed trial's reason quotes
 KILL_GRACE_S = 2.0  # after SIGTERM to the group, SIGKILL follows this much later
-PR_SET_PDEATHSIG = 1
 NAME = re.compile(r"[A-Za-z_][\w./-]*")
 
 
@@ -947,7 +946,7 @@ class _Child:
         try:
             self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE, start_new_session=True,
-                                            preexec_fn=_die_with_parent())
+                                            preexec_fn=die_with_parent())
         except OSError as exc:
             for log_file in logs.values():
                 log_file.close()
@@ -1037,27 +1036,6 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that asks Linux to SIGKILL the child when agentlab dies (``kill -9`` included); None
-    elsewhere. libc is loaded here, before the fork: the child only makes the call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # agentlab died before the call: nothing would send the signal
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
 
 
 def _json_object(line: str) -> dict[str, Any] | None:

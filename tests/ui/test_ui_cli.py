@@ -80,8 +80,11 @@ def _started_in_background() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.parametrize("start", [_ctrl_c_default, _started_in_background], ids=["terminal", "background"])
-def test_starts_streamlit_on_localhost_and_stops_on_ctrl_c(in_tmp: Path, start: Any) -> None:
+@pytest.mark.parametrize("start, stop", [(_ctrl_c_default, "ctrl-c"), (_started_in_background, "ctrl-c"),
+                                         (_ctrl_c_default, "kill -9")], ids=["terminal", "background", "kill-9"])
+def test_starts_streamlit_on_localhost_and_stops_on_ctrl_c(in_tmp: Path, start: Any, stop: str) -> None:
+    """Ctrl-C stops both; ``kill -9`` of agentlab takes streamlit with it too (it was left serving, holding the
+    port, and the next `agentlab ui` on it refused to start)."""
     pytest.importorskip("streamlit")
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -98,6 +101,17 @@ def test_starts_streamlit_on_localhost_and_stops_on_ctrl_c(in_tmp: Path, start: 
                 time.sleep(0.3)
         assert health == "ok", (in_tmp / "ui.log").read_text()
         assert "<title>Streamlit</title>" in httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+        if stop == "kill -9":
+            proc.kill()
+            proc.wait()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                    time.sleep(0.3)
+                except httpx.HTTPError:
+                    return  # streamlit went with it
+            pytest.fail("streamlit still serves after kill -9 of agentlab ui")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 130
     finally:
