@@ -226,8 +226,18 @@ class SearchLoop:
         for number in back:
             _STRANDED.discard((name, number))
         if back:
-            log.warning("trial(s) %s were interrupted; they run again first", back)
             self.on_event("recovered", trials=back)
+            if not self.stop.own_run:
+                log.warning("trial(s) %s were interrupted; they run again first", back)
+                return back
+            # runs sharing a study on SQLite or a journal each run their own trials (_claim): another run's waits
+            # for that run's --resume
+            runs = {n: self.store.get(n).user_attrs.get(R.A_PLAN, {}).get("run_dir") for n in back}
+            if ours := [n for n in back if runs[n] == self.run_dir]:
+                log.warning("trial(s) %s were interrupted; they run again first", ours)
+            for folder in sorted({str(runs[n]) for n in back if runs[n] != self.run_dir}):
+                log.warning("trial(s) %s of the run %s were interrupted; they wait for that run's --resume",
+                            [n for n in back if str(runs[n]) == folder], folder)
         return back
 
     def _others_running(self, records: list[TrialRecord]) -> bool:

@@ -410,6 +410,27 @@ def test_own_run_counts_this_runs_trials_and_learns_from_all(tmp_path: Path) -> 
     assert [r.planner for r in outcomes[1].records].count("base") == 2
 
 
+def test_another_runs_interrupted_trial_is_said_to_wait_for_that_runs_resume(tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Runs sharing a study on SQLite (``own_run``): a run found another run's killed trial and said "they run again
+    first", but only that run's --resume runs it."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = make_loop(tmp_path, Quadratic(), 2, storage=storage)
+    first.stop.own_run, first.run_dir = True, str(tmp_path / "a")
+    first.run()
+    orphan = first.study.ask(first.distributions)  # run a's worker killed mid-trial
+    orphan.set_user_attr(A_PLAN, {"planner": "tpe", "worker": f"{socket.gethostname()}:999999",
+                                  "run_dir": str(tmp_path / "a")})
+    second = make_loop(tmp_path, Quadratic(), 2, storage=storage)
+    second.stop.own_run, second.run_dir = True, str(tmp_path / "b")
+    with caplog.at_level("WARNING"):
+        outcome = second.run()
+    said = [r.getMessage() for r in caplog.records if "interrupted" in r.getMessage()]
+    assert said == [f"trial(s) [{orphan.number}] of the run {tmp_path / 'a'} were interrupted; they wait for that "
+                    "run's --resume"]
+    assert outcome.ran_here == 2 and orphan.number not in [r.number for r in second.mine(outcome.records)]
+
+
 def test_a_stop_reason_keeps_its_kind_through_pickle_and_copy() -> None:
     import copy
     import json
