@@ -84,20 +84,28 @@ def worker_cmd(
                                        "population.db as an sqlite:/// URL, a PostgreSQL/MySQL URL or a journal "
                                        "file.")],
     batch: Annotated[int, typer.Option("--batch", min=1, help="Individuals scored together.")] = 2,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Keep polling for new generations until the run "
-                                       "finishes (default), or stop when nothing waits.")] = True,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the run to create the population and "
+                                       "keep polling for new generations until the run finishes (default), or stop "
+                                       "when nothing waits (a store without a population: an error).")] = True,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Score individuals of a running `evolve run` from its population store. On another machine: the adapter
     folders must be reachable at the same paths (a shared disk) and the store a database both reach."""
-    from agentlab.evolve.population import open_population
-    from agentlab.evolve.worker import serve
+    from agentlab.evolve.population import await_population, open_population
+    from agentlab.evolve.worker import serve, stopped
 
     from .runner import setup_logging
 
     setup_logging(verbose)
-    pop = open_population(store, None, create=False)
-    done = serve(pop, batch=batch, wait=wait, announce=lambda line: console.print(safe_text(line)))
+
+    def say(line: str) -> None:
+        console.print(safe_text(line))
+
+    try:
+        pop = await_population(store, say) if wait else open_population(store, None, create=False)
+    except KeyboardInterrupt:  # the CLI's own line is about run folders, which a worker never makes
+        raise stopped(store, None, []) from None
+    done = serve(pop, batch=batch, wait=wait, announce=say)
     console.print(f"scored {done} individuals")
 
 
@@ -190,18 +198,11 @@ def blend(
 def _check_writable(child: Path) -> None:
     """--child's folder can be written (``UsageError``, exit 2, before the blend): the blend writes into a temporary
     folder beside the child, and a parent that cannot hold it (``/proc``, read-only) was an exit-1 error naming that
-    temporary file. The nearest folder that exists is tried with a temporary file, removed at once."""
-    import tempfile
-
+    temporary file (``cannot_write``)."""
     from agentlab.core.errors import UsageError
-    from agentlab.core.files import nearest_existing
+    from agentlab.core.files import cannot_write
 
-    where = nearest_existing(child.parent)
-    try:
-        if not where.is_dir():
-            raise NotADirectoryError(0, "not a folder")
-        with tempfile.TemporaryFile(dir=where):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--child {child}: cannot write in {where} ({exc.strerror or exc})",
-                         hint="give --child a folder you can write to") from None
+    unwritable = cannot_write(child.parent)
+    if unwritable is not None:
+        raise UsageError(f"--child {child}: cannot write in {unwritable[0]} ({unwritable[1]})",
+                         hint="give --child a folder you can write to")

@@ -12,6 +12,7 @@ import codecs
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,21 @@ def nearest_existing(path: str | Path) -> Path:
     while not where.exists() and where != where.parent:
         where = where.parent
     return where
+
+
+def cannot_write(folder: Path) -> tuple[Path, str] | None:
+    """Where and why a file cannot be made in ``folder`` (or in the folders a write would make there), None when it
+    can: the nearest folder that exists is tried with a temporary file, removed at once (a path under ``/proc`` or a
+    read-only disk passes a permission check as root)."""
+    where = nearest_existing(folder)
+    try:
+        if not where.is_dir():
+            raise NotADirectoryError(0, "not a folder")
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        return where, str(exc.strerror or exc)
+    return None
 
 
 def human_size(n: float | None) -> str:

@@ -142,7 +142,13 @@ class EvolveConfig(StrictModel):
             if not low <= high:
                 raise ValueError(f"{name}: {low} > {high}; give [low, high]")
         if self.elite >= self.population:
-            raise ValueError(f"elite: {self.elite} must be below population ({self.population}), or no child is bred")
+            # named by the one given (the error then points at its flag, --set or line): `--population 2` said
+            # "config: elite: 2 must be below population (2)"
+            if "elite" in self.model_fields_set and "population" not in self.model_fields_set:
+                raise ValueError(f"elite: {self.elite} must be below population ({self.population}), or no child is "
+                                 "bred; lower elite or raise population")
+            raise ValueError(f"population: {self.population} must be above elite ({self.elite}), or no child is "
+                             "bred; raise population or lower elite")
         if any(not 0 < d <= 1 for d in self.ties_density):
             raise ValueError(f"ties_density: every density must be in (0, 1] (got {self.ties_density})")
         return self

@@ -2,29 +2,50 @@
 trial of one Optuna study, queued and claimed by the shared search loop; its lineage is the trial's plan
 (``plan.extra.individual``), its scores the trial's outcome. The study's user attrs hold what every worker needs
 (``settings``, every path in it absolute, and ``reference``), each generation's members (``population_K``), the run
-folder (``folder``, see ``located``) and each seed's fingerprint (``seed_fingerprints``, checked by a resume). A
-finished trial is never scored again: that is what ``--resume`` relies on.
+folder (``folder``, see ``located``: the run that owns the population, ``check_owner``) and each seed's fingerprint
+(``seed_fingerprints``, checked by a resume). A finished trial is never scored again: that is what ``--resume`` relies
+on.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from optuna import Study
 
-from agentlab.core.errors import ConfigError
-from agentlab.core.search.engine import storage_object, store_of
+from agentlab.core.errors import ConfigError, UsageError
+from agentlab.core.search.engine import storage_object, store_of, url_where
 from agentlab.core.search.loop import RETRY_QUEUE_S
 from agentlab.core.search.records import A_OUTCOME, A_PLAN, awaiting_retry
-from agentlab.core.search.study import MAX_RETRIES, attach_opened, missing_study, open_storage, open_study, quiet
+from agentlab.core.search.study import (
+    MAX_RETRIES,
+    attach_opened,
+    await_labels,
+    missing_study,
+    open_storage,
+    open_study,
+    quiet,
+)
 
 STUDY = "evolve"
+STORE_HINT = "give the run's store: sqlite:///RUN/population.db, or the `store` of its config"
 
 
 def open_population(store: str | None, run_path: Path | None, *, create: bool) -> Population:
     """The run's population: ``store`` (an Optuna storage URL or journal path) or population.db in ``run_path``."""
+    found = _open(store, run_path, create=create)
+    if isinstance(found, ConfigError):
+        raise found
+    return found
+
+
+def _open(store: str | None, run_path: Path | None, *, create: bool) -> Population | ConfigError:
+    """``open_population``; an existing store that holds no population yet (no such file, an empty SQLite file, no
+    evolve study in it) is the error that says so, returned, not raised: ``await_population`` waits on it."""
     import optuna
 
     quiet()
@@ -35,24 +56,78 @@ def open_population(store: str | None, run_path: Path | None, *, create: bool) -
         raise ConfigError("no population store", hint="pass --store URL (the run's `store`, or "
                           "sqlite:///RUN/population.db)")
     url = store if store is not None else f"sqlite:///{(Path(run_path) / 'population.db').resolve()}"  # type: ignore[arg-type]
+    created = False
     if create:
+        created = _made_here(url, Path(run_path or "."))
         study = open_study(url, Path(run_path or "."), name=STUDY, directions=["maximize"], what="store")
     else:
         if "://" not in url and Path(url).is_dir():
-            raise ConfigError(f"store {url}: a folder, not a journal file",
-                              hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
+            raise ConfigError(f"store {url}: a folder, not a journal file", hint=STORE_HINT)
         if missing_study(url, Path(".")) is not None:  # a journal path is never created here (opening one would)
-            raise ConfigError(f"store {url}: no such {'database' if url.startswith('sqlite') else 'journal'} file",
-                              hint="give the run's store: sqlite:///RUN/population.db, or the `store` of its config")
-        opened = open_storage(url, Path(run_path or "."), what="store", create=False)
+            return ConfigError(f"store {url}: no such {'database' if url.startswith('sqlite') else 'journal'} file",
+                               hint=STORE_HINT)
+        try:
+            opened = open_storage(url, Path(run_path or "."), what="store", create=False)
+        except ConfigError as exc:  # an empty SQLite file: a run making its population, or the wrong file
+            file = Path((url_where(url) or "").partition("?")[0])
+            if url.startswith("sqlite:///") and file.is_file() and not file.stat().st_size:
+                return exc
+            raise
         backend = storage_object(opened)
         try:
             study = attach_opened(optuna.load_study(storage=backend, study_name=STUDY), backend, url, opened)
         except KeyError:
-            raise ConfigError(f"store {store or url}: holds no evolve population",
-                              hint="start the run first: agentlab evolve run -c FILE (it creates the population)"
-                              ) from None
-    return Population(study, url)
+            return ConfigError(f"store {store or url}: holds no evolve population",
+                               hint="start the run first: agentlab evolve run -c FILE (it creates the population)")
+    return Population(study, url, created=created)
+
+
+def _made_here(url: str, run_path: Path) -> bool:
+    """Whether this call makes the store's population: Optuna's ``create_study`` is atomic, so of two runs started
+    together on a new store exactly one makes it (the other gets ``DuplicatedStudyError``) and owns it
+    (``check_owner``). A storage that cannot be opened is ``open_study``'s to say."""
+    import optuna
+
+    try:
+        optuna.create_study(study_name=STUDY, storage=storage_object(open_storage(url, run_path, what="store")),
+                            directions=["maximize"])
+    except Exception:  # DuplicatedStudyError: made before; anything else: open_study says what is wrong
+        return False
+    return True
+
+
+def await_population(store: str, announce: Callable[[str], None], poll_s: float = 2.0) -> Population:
+    """The population of ``store`` once its run has made it (`evolve worker --wait` started before the run, as the
+    docs' examples start them): said once, then polled every ``poll_s`` until Ctrl-C. A store that can never hold
+    one (a folder, a file of something else) is refused at once."""
+    said = False
+    while isinstance(found := _open(store, None, create=False), ConfigError):
+        if not said:
+            announce(f"waiting for the run to create its population in {store} (Ctrl-C to stop)")
+            said = True
+        time.sleep(poll_s)
+    return found
+
+
+def check_owner(pop: Population, store: str | None, here: str | None = None) -> None:
+    """A population belongs to the run that made it (``folder``): another `evolve run` (not a resume) on its store
+    while it is not finished is refused (``UsageError``, exit 2): two runs breed and queue the same generations, so
+    individuals were scored twice and each run reported the other's (two runs started together on a new store both
+    found it empty). ``here``: this run's folder. A store made an instant ago by another run (``created`` False, no
+    trials yet) may not name its folder yet: waited for, as ``open_study`` waits for a new study's labels."""
+    if pop.created:
+        return
+    await_labels(pop.study, ["folder"])
+    folder = pop.attr("folder")
+    if folder in (None, here) or pop.attr("finished"):
+        return
+    where = store or pop.url
+    raise UsageError(f"store {where}: holds the population of the run {folder}, which has not finished (it is "
+                     "running, or it stopped); a second run on it would breed and score that population again; "
+                     "nothing was written to it",
+                     hint=f"help that run score: agentlab evolve worker --store {where}; continue it if it stopped: "
+                     f"agentlab evolve run --resume {folder}; or give this run another store (or leave store out: "
+                     "population.db in its run folder)")
 
 
 def located(path: str | None, folder: str | None) -> str | None:
@@ -69,8 +144,9 @@ def located(path: str | None, folder: str | None) -> str | None:
 class Population:
     """Individuals as trials of one study (named by trial number); see the module docstring."""
 
-    def __init__(self, study: Study, url: str):
+    def __init__(self, study: Study, url: str, *, created: bool = False):
         self.study, self.url = study, url  # the storage URL or journal path, as workers are given it
+        self.created = created  # this process made the study: its run owns the population (check_owner)
         self.store = store_of(study)
 
     # ------------------------------------------------------------------ shared settings

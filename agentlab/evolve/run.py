@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.config import absolute_path, absolute_paths
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
-from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError
+from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError
+from agentlab.core.files import cannot_write
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import ADAPTER_WEIGHTS, logit_changes, persona_adapters, read_adapter, skill_adapters
 from agentlab.core.models.modelref import resolve_model
@@ -33,11 +34,11 @@ from agentlab.core.skills import mixed_file
 from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
-from agentlab.evolve.population import Population, open_population
+from agentlab.evolve.population import Population, check_owner, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 from agentlab.evolve.search import budget, cma_ask, fixed_spec
-from agentlab.evolve.worker import evolve_loop, run_workers
+from agentlab.evolve.worker import evolve_loop, individual, run_workers
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
@@ -89,6 +90,10 @@ def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
     resolve_model(cfg.base_model, user="base_model")
     if cfg.store is not None:
         check_storage(cfg.store, what="store")
+        unwritable = cannot_write(Path(cfg.store).parent) if "://" not in cfg.store else None
+        if unwritable is not None:  # a journal file the run's open would fail to make, once its run folder was made
+            raise ConfigError(f"store {cfg.store}: cannot write the journal file in {unwritable[0]} ({unwritable[1]})",
+                              hint="give the store a path in a folder you can write to, or an sqlite:/// URL")
         if not resuming:  # a resume's settings and seeds are checked against its own config.yaml (check_resume)
             check_store(cfg)
     fitness, validation, test = split_task(cfg)
@@ -190,9 +195,10 @@ def check_store(cfg: EvolveConfig) -> None:
     """A store that already holds a population (``store`` / ``--store``) is used only with the settings and seeds it
     was made with (``UsageError``, exit 2, before anything is written): a run given the store of another run, not as
     a resume, took that run's population over silently (its seeds, its scores, an adapter of that run recommended,
-    exit 0). With the same settings and seeds it carries on with what the store holds, as a resume would (workers
-    share a store on purpose; `evolve worker` never comes here). A store made before agentlab kept its settings in
-    it is compared by what it kept: the seeds and their fingerprints."""
+    exit 0). With the same settings and seeds it carries on with what the store holds once that run has finished;
+    before, the store is that run's (``check_owner``: help it with `evolve worker`, which never comes here, or resume
+    it). A store made before agentlab kept its settings in it is compared by what it kept: the seeds and their
+    fingerprints."""
     if cfg.store is None or missing_study(cfg.store, Path.cwd()) is not None:
         return
     try:
@@ -201,6 +207,7 @@ def check_store(cfg: EvolveConfig) -> None:
         return
     settings = pop.attr("settings")
     if settings is None and not pop.store.trials():
+        check_owner(pop, cfg.store)  # made an instant ago by a run that goes on
         return  # made, nothing stored yet
     stored, now = pop.attr("config"), population_config(cfg)
     if stored is not None:
@@ -220,6 +227,7 @@ def check_store(cfg: EvolveConfig) -> None:
                          f"made with other settings or seeds ({'; '.join(changed)}); nothing was written",
                          hint=(f"continue that run: agentlab evolve run --resume {folder}; or " if folder else "")
                          + "give this run a new store (or leave store out: population.db in its run folder)")
+    check_owner(pop, cfg.store)
 
 
 def seed_fingerprints(seeds: list[Path]) -> dict[str, str | None]:
@@ -251,8 +259,10 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     say = announce or log.info
     start = time.perf_counter()
     pop = open_population(cfg.store, run_dir.path, create=True)
-    earlier, here = pop.attr("folder"), str(absolute_path(run_dir.path))
-    resumed = bool(run_dir.info.get("resumed"))
+    here, resumed = str(absolute_path(run_dir.path)), bool(run_dir.info.get("resumed"))
+    if not resumed:  # two runs started together on one new store: prepare's check_store saw it empty in both
+        check_owner(pop, cfg.store, here)
+    earlier = pop.attr("folder")
     pop.set_attr("folder", here)  # where a store's relative child folders lie (located)
     if pop.attr("config") is None:  # what check_store compares a run given this store with
         pop.set_attr("config", population_config(cfg))
@@ -280,7 +290,9 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
 
     def start_workers(numbers: list[int]) -> None:
         if cfg.workers > 1:
-            run_workers(pop.url, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"), scored, say)
+            generation = individual(pop, numbers[0])["generation"]  # a group is one generation, or the baselines
+            run_workers(pop.url, min(cfg.workers, len(numbers)), cfg.batch, run_dir.file("workers"), scored, say,
+                        group="baselines" if generation == "baseline" else f"gen-{generation}")
 
     done = sum(1 for ind in pop.individuals().values() if ind.get("state") in ("complete", "fail"))
     if done and earlier not in (None, here) and not resumed:  # the store of another run, its settings (check_store)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import subprocess
@@ -41,6 +42,7 @@ class Scorer:
     def __init__(self, pop: Population, batch: int, providers: dict[str, Provider] | None = None):
         self.pop, self.batch, self.providers = pop, batch, providers
         self.settings: ScoreSettings | None = None  # read from the store at the first trial: the run stores them
+        self.scoring: list[str] = []  # the last batch's individuals (``stopped``: those not recorded went back)
 
     def check(self, params: dict[str, Any]) -> list[str]:
         return []
@@ -53,7 +55,8 @@ class Scorer:
 
     def run_batch(self, items: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any] | BaseException]:
         individuals = [individual(self.pop, number) for number, _ in items]
-        log.info("scoring %s", ", ".join(ind["id"] for ind in individuals))
+        self.scoring = [ind["id"] for ind in individuals]
+        log.info("scoring %s", ", ".join(self.scoring))
         if self.settings is None:
             self.settings = ScoreSettings(**self.pop.attr("settings"))
         try:
@@ -107,13 +110,37 @@ def serve(pop: Population, *, batch: int, wait: bool, announce: Callable[[str], 
         return loop.drain(wait=lambda: wait and not pop.attr("finished"))
     except TrialAborted as exc:  # the scoring failed here, not an individual (Scorer): its batch is queued again
         raise exc.__cause__ or exc from None
+    except KeyboardInterrupt:  # the loop gave the claimed batch back (SearchLoop._run_claimed)
+        raise stopped(pop.url, pop, cast(Scorer, loop.objective).scoring) from None
+
+
+def stopped(store: str, pop: Population | None, scoring: list[str]) -> AgentlabError:
+    """What Ctrl-C (or SIGTERM) on `evolve worker` says, exit 130: a worker has no run folder to resume (the
+    generic "nothing to resume; run the command again"), but what it was scoring (``scoring``, those of them not
+    recorded) went back to the queue, for the run and its other workers; ``pop`` None: it was still waiting for the
+    run to make its population."""
+    if pop is None:
+        message = f"interrupted while waiting for the run to create its population in {store}: nothing was claimed"
+    else:
+        try:
+            states = pop.individuals()
+        except Exception:  # the store cannot be read now: the loop gave back what it had not recorded
+            states = {}
+        back = [m for m in scoring if states.get(m, {}).get("state") not in ("complete", "fail")]
+        message = (f"interrupted: {', '.join(back)}, which this worker was scoring, went back to the queue for the "
+                   "run and its other workers" if back else "interrupted: this worker was scoring nothing")
+    error = AgentlabError(message, hint=f"start a worker again to help the run: agentlab evolve worker --store {store}")
+    error.exit_code = 130
+    return error
 
 
 def run_workers(store: str, n: int, batch: int, logs: Path, poll: Callable[[], None],
-                say: Callable[[str], None]) -> None:
+                say: Callable[[str], None], group: str = "") -> None:
     """``n`` worker processes here (``agentlab evolve worker --no-wait``), each with its share of the CPU threads and
-    its log in ``logs``; ``poll()`` every 2 s until they have exited, and once more. A worker that failed is said with
-    the ``error:`` line of its log (the CLI prints one per failure), else its log's last line."""
+    its own log in ``logs`` (``worker-I.GROUP.log``, GROUP the generation they score, ``gen-2``: each generation
+    starts new ones, which appended to one worker-I.log, so the log a failure named held other processes' lines);
+    ``poll()`` every 2 s until they have exited, and once more. A worker that failed is said with the ``error:`` line
+    of its log (the CLI prints one per failure), else its log's last line."""
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "agentlab", "evolve", "worker", "--store", store, "--batch", str(batch),
@@ -121,7 +148,9 @@ def run_workers(store: str, n: int, batch: int, logs: Path, poll: Callable[[], N
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(n):
-        log_file = logs / f"worker-{i}.log"
+        name = f"worker-{i}{'.' + group if group else ''}"
+        log_file = next(path for k in itertools.count(1)  # a resume's second start of a generation: .2
+                        if not (path := logs / f"{name}{f'.{k}' if k > 1 else ''}.log").exists())
         with open(log_file, "a", encoding="utf-8") as handle:  # the child keeps its own descriptor
             procs.append((subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT), log_file))
     while any(p.poll() is None for p, _ in procs):

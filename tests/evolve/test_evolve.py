@@ -218,7 +218,8 @@ def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str,
 
 @pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker",
                                   "worker-journal", "store-not-journal", "worker-not-journal", "new-store-short-task",
-                                  "empty-store", "worker-empty-store", "worker-folder-store", "worker-empty-sqlite"])
+                                  "empty-store", "worker-empty-store", "worker-folder-store", "worker-empty-sqlite",
+                                  "unwritable-store"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: dict[str, Path],
                                           seeds: dict[str, Path], capsys: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds)
@@ -232,6 +233,10 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
         args += ["--population", "2"]
     elif case == "bad-store":
         args += ["--store", "nosuchdb://x"]
+    elif case == "unwritable-store":  # was refused once its run folder was made (and announced)
+        if not Path("/proc").is_dir():
+            pytest.skip("no /proc")
+        args += ["--store", "/proc/x/y.journal"]
     elif case == "empty-store":  # was the current folder: "cannot use '/tmp/x' as an Optuna journal file"
         args += ["--store", ""]
     elif case in ("worker-empty-store", "worker-folder-store"):  # a folder was "no such journal file"
@@ -260,6 +265,8 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
         assert err[0] == f"error: store {in_tmp}: a folder, not a journal file"
     if case == "worker-empty-sqlite":
         assert "empty.db holds no Optuna study" in err[0] and (in_tmp / "empty.db").read_bytes() == b""
+    if case == "unwritable-store":
+        assert err[0].startswith("error: store /proc/x/y.journal: cannot write the journal file in /proc (")
     if case.endswith("not-journal"):
         assert "t.jsonl' as an Optuna journal file: its first line is JSON, not Optuna's" in err[0]
         assert (in_tmp / "t.jsonl").read_text() == '{"question": "1+1?", "answer": "2"}\n'
@@ -433,6 +440,14 @@ def test_a_new_run_refuses_the_store_of_a_run_made_otherwise(in_tmp: Path, tiny_
     assert main(["evolve", "run", "-c", str(config), "--store", store, "--out", str(in_tmp / "new"), *two]) == 2
     assert "made with other settings or seeds (seeds {" in capsys.readouterr().err
     assert copy.read_bytes() == kept and not (in_tmp / "new").exists()
+    # the same settings and seeds while that run has not finished: it is that run's (running, or to be resumed)
+    open_population(store, None, create=False).set_attr("finished", False)
+    assert main(["evolve", "run", "-c", str(config), "--store", store, "--out", str(in_tmp / "new")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: store {store}: holds the population of the run {ref}, which has not finished" in err, err
+    assert f"agentlab evolve worker --store {store}" in err and f"agentlab evolve run --resume {ref}" in err
+    assert not (in_tmp / "new").exists()
+    open_population(store, None, create=False).set_attr("finished", True)
     # the same settings and seeds: what the store holds is kept, said as the other run's, not as a resume
     assert main(["evolve", "run", "-c", str(config), "--store", store, "--out", str(in_tmp / "new")]) == 0
     err = " ".join(capsys.readouterr().err.split())
@@ -444,6 +459,55 @@ def test_a_new_run_refuses_the_store_of_a_run_made_otherwise(in_tmp: Path, tiny_
     pop.set_attr("config", None)
     pop.set_attr("settings", {**pop.attr("settings"), "base_model": "models/tiny"})
     assert main(["evolve", "run", "--resume", str(in_tmp / "new")]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_runs_started_together_on_a_new_store_one_owns_it(in_tmp: Path, seeds: dict[str, Path], kind: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `evolve run` started at the same moment on one new store both found it empty (prepare's check_store) and
+    both ran: each took the other's individuals, some were scored twice, exit 0 for both. The run that makes the
+    store's study owns it; the other is refused (exit 2) before it stores or scores anything."""
+    import importlib
+    import threading
+
+    from agentlab.core.errors import UsageError
+    from agentlab.core.runs import RunDir
+
+    evolve_run = importlib.import_module("agentlab.evolve.run")  # the module: the package exports its run()
+
+    class Reached(Exception):
+        """The run went on past the store's owner check (into its settings)."""
+
+    def settings(*args: Any, **kwargs: Any) -> Any:
+        raise Reached
+
+    monkeypatch.setattr(evolve_run, "_settings", settings)
+    for attempt in range(3):
+        store = f"sqlite:///{in_tmp / f'race{attempt}.db'}" if kind == "sqlite" else str(in_tmp / f"race{attempt}.log")
+        cfg = EvolveConfig.model_validate({"seeds": [str(seeds[n]) for n in ("persona_a", "persona_b")],
+                                           "store": store})
+        barrier, outcomes = threading.Barrier(2), []
+
+        dirs = [RunDir.create("evolve", out=in_tmp / f"run{attempt}-{i}") for i in range(2)]
+
+        def start(i: int, cfg: EvolveConfig = cfg, barrier: threading.Barrier = barrier,
+                  outcomes: list[Any] = outcomes, dirs: list[RunDir] = dirs) -> None:
+            run_dir = dirs[i]
+            barrier.wait()
+            try:
+                evolve_run.run(cfg, run_dir, fitness=[], test=[])
+            except Exception as exc:
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(type(e).__name__ for e in outcomes) == ["Reached", "UsageError"], outcomes
+        refused = next(e for e in outcomes if isinstance(e, UsageError))
+        owner = open_population(store, None, create=False).attr("folder")
+        assert f"holds the population of the run {owner}, which has not finished" in refused.message
 
 
 def test_claims_that_go_back_to_the_queue_are_named_by_individual(tmp_path: Path) -> None:

@@ -16,6 +16,9 @@ from agentlab.evolve import run_evolution
     ({"populaton": 4}, "config: populaton: unknown key (did you mean 'population'?)"),
     ({"population": "four"}, "config: population: Input should be a valid integer"),
     ({"task": {"fitness_questions": 1}}, "config: task.fitness_questions: Input should be greater than or equal to 2"),
+    # the one given is named (`--population 2` said "elite: 2 must be below population (2)")
+    ({"population": 2}, "config: population: 2 must be above elite (2), or no child is bred"),
+    ({"elite": 9}, "config: elite: 9 must be below population (8), or no child is bred"),
 ])
 def test_a_bad_field_is_a_config_error_naming_it(cfg: dict[str, Any], says: str, in_tmp: Path) -> None:
     """It was pydantic's ValidationError, which `except AgentlabError` did not catch."""

@@ -313,7 +313,7 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
     attach_opened(study, backend, storage, opened)
     labels = {OBJECTIVES_ATTR: objectives, SETTINGS_ATTR: settings}
     if not created:
-        _await_labels(study, [attr for attr, value in labels.items() if value is not None])
+        await_labels(study, [attr for attr, value in labels.items() if value is not None])
     check_study(study, directions, objectives, what=what, where=url_where(storage) or str(run_path / default),
                 settings=settings)
     if objectives is not None and study.user_attrs.get(OBJECTIVES_ATTR) is None:
@@ -326,7 +326,7 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
 LABEL_WAIT_S = 5.0  # how long a worker that opened a new study another created waits for its creator's labels
 
 
-def _await_labels(study: Any, attrs: list[str]) -> None:
+def await_labels(study: Any, attrs: list[str]) -> None:
     """A study another worker created an instant ago, with no trials yet, may not carry its creator's labels
     (``OBJECTIVES_ATTR``, ``SETTINGS_ATTR``: written just after ``create_study``): wait for them, so that two workers
     started together with different settings do not both find none and both run. A study without trials that stays
