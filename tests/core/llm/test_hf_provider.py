@@ -376,6 +376,16 @@ def test_refused_mixed_batch_falls_back_to_one_batch_per_adapter(
     assert not any(m._forward_pre_hooks for m in loaded.model.modules())
 
 
+def test_penalties_it_cannot_apply_are_a_bad_request(model_dir: str) -> None:
+    """A gateway client's presence_penalty reached the transformers backend and was dropped without a word."""
+    prov = provider()
+    for key in ("presence_penalty", "frequency_penalty"):
+        with pytest.raises(LLMError) as err:
+            run(prov.generate(model_dir, chat("hi"), greedy(2, **{key: 0.5}), 30))
+        assert err.value.kind == "bad_request" and key in err.value.message
+    assert run(prov.generate(model_dir, chat("hi"), greedy(2, presence_penalty=0.0), 30)).text is not None
+
+
 def test_unknown_adapter_is_a_bad_request(model_dir: str, adapters: dict[str, str]) -> None:
     with pytest.raises(LLMError) as err:
         run(provider(adapters=adapters).generate(model_dir, chat("hi"), greedy(4, adapter="delta"), 30))

@@ -460,6 +460,11 @@ class HFProvider:
             known = ", ".join(loaded.adapters) or "none configured"
             raise LLMError(f"{self.name}: unknown adapter '{adapter}' (known: {known})", "bad_request", model=model,
                            hint=f"use one of the adapters of providers.{self.name}.adapters, or drop the param")
+        for key in ("presence_penalty", "frequency_penalty"):  # a request's (a gateway client's): not dropped unsaid
+            if params.extra.get(key):
+                raise LLMError(f"{self.name}: '{key}' is not applied by the transformers backend", "bad_request",
+                               model=model, hint="leave it out (0), or serve the model as GGUF through llama.cpp, "
+                               "which applies it")
         extra: dict[str, Any] = {}
         params = tool_gate(messages, params)
         template = getattr(loaded.tokenizer, "chat_template", None) or ""
