@@ -114,7 +114,7 @@ def _no_date_hint(header: list[str]) -> str:
 def _read_rows(reader: Iterator[list[str]], path: Path, width: int, date_col: int,
                names: list[str]) -> tuple[list[datetime], list[list[float]]]:
     """Dates and values of the data rows; the first bad row raises with its line number. Blank lines are skipped."""
-    dates: list[datetime] = []
+    texts: list[tuple[int, str]] = []
     rows: list[list[float]] = []
     for row in reader:
         if not any(cell.strip() for cell in row):
@@ -124,11 +124,10 @@ def _read_rows(reader: Iterator[list[str]], path: Path, width: int, date_col: in
             few = "too few" if len(row) < width else "too many"
             raise DataError(f"{path}:{line}: {len(row)} cells, the header has {width} ({few})",
                             hint="every row needs one value per column; quote a value that contains a comma")
-        try:
-            dates.append(_parse_date(row[date_col]))
-        except ValueError:
+        texts.append((line, row[date_col]))
+        if not _a_date(row[date_col]):  # the first bad row is said, whichever of its cells is bad
             raise DataError(f"{path}:{line}: cannot parse date '{_shorten(row[date_col])}'",
-                            hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)") from None
+                            hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)")
         values = row[:date_col] + row[date_col + 1:]
         try:
             parsed = [float(cell) for cell in values]
@@ -137,10 +136,63 @@ def _read_rows(reader: Iterator[list[str]], path: Path, width: int, date_col: in
         if len(parsed) != len(values) or not all(abs(v) <= _FLOAT32_MAX for v in parsed):  # False for NaN too
             raise _bad_value(path, line, values, names)
         rows.append(parsed)
+    day_first = _slash_order(texts, path)
+    dates: list[datetime] = []
+    for line, text in texts:
+        try:
+            dates.append(_parse_date(text, day_first))
+        except ValueError:
+            raise DataError(f"{path}:{line}: cannot parse date '{_shorten(text)}'",
+                            hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)") from None
         if len(dates) > 1 and dates[-1] <= dates[-2]:
             raise DataError(f"{path}:{line}: date {dates[-1]} is not after the previous row's {dates[-2]}",
                             hint="sort the file by date and remove duplicate timestamps")
     return dates, rows
+
+
+def _a_date(text: str) -> bool:
+    """Whether ``text`` reads as a date in either order of an ``NN/NN/YYYY`` one (``_slash_order`` picks it)."""
+    for day_first in (False, True):
+        try:
+            _parse_date(text, day_first)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+_SLASH = re.compile(r"\s*(\d{1,2})/(\d{1,2})/\d{4}\b")
+
+
+def _slash_order(texts: list[tuple[int, str]], path: Path) -> bool:
+    """Whether the column's ``NN/NN/YYYY`` dates are day first (``dd/mm/yyyy``), decided by the whole column: a
+    first number above 12 (day first) or a second (month first); with neither, the reading whose steps are even
+    (an hourly file read month first jumps a month at each midnight). A European file whose days were all 12 or
+    less was read month first: its forecast was dated months away, exit 0."""
+    pairs = [(line, int(m.group(1)), int(m.group(2))) for line, text in texts if (m := _SLASH.match(text))]
+    if not pairs:
+        return False
+    first, second = (next((p for p in pairs if p[i] > 12), None) for i in (1, 2))
+    if first is not None and second is not None:
+        raise DataError(f"{path}:{max(first[0], second[0])}: dates both day first (line {first[0]}) and month first "
+                        f"(line {second[0]})", hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)")
+    if first is not None or second is not None:
+        return first is not None
+    spread = {}
+    for day_first in (False, True):
+        try:
+            stamps = np.array([_parse_date(text, day_first).timestamp() for _, text in texts])
+        except ValueError:
+            spread[day_first] = math.inf  # another row is no date at all: said with its line later
+            continue
+        steps = np.diff(stamps)
+        spread[day_first] = (steps.max() / steps.min() if len(steps) and steps.min() > 0 else math.inf)
+    if spread[True] * 2 < spread[False] or spread[False] * 2 < spread[True]:
+        return spread[True] < spread[False]
+    if len(texts) < 2 or min(spread.values()) == math.inf:
+        return False  # one row, or rows out of order: said with its line later
+    raise DataError(f"{path}: the dates ({texts[0][1].strip()!r} ...) read as well day first as month first",
+                    hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)")
 
 
 def _bad_value(path: Path, line: int, values: list[str], names: list[str]) -> DataError:

@@ -28,7 +28,9 @@ FEATURES = ("M", "S", "MS")
 DEFAULT_TARGET = "OT"  # data.target's default: the ETT files' target column
 SPLITS = ("auto", "ett_hour", "ett_minute", "ratio")
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d",
-                 "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M")
+                 "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y")
+# NN/NN/YYYY read day first (a file's column decides: csvfile._slash_order, since 01/02/2020 reads both ways)
+_DAY_FIRST = {"%m/%d/%Y %H:%M:%S": "%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M": "%d/%m/%Y %H:%M", "%m/%d/%Y": "%d/%m/%Y"}
 # Feature order per frequency, exactly as the reference ``time_features_from_frequency_str``.
 _FREQ_FEATURES = {
     "s": ("second", "minute", "hour", "dayofweek", "dayofmonth", "dayofyear"),
@@ -272,14 +274,16 @@ def time_features(dates: np.ndarray, freq: str = "h") -> np.ndarray:
     return np.stack(cols, axis=1).astype(np.float32)
 
 
-def _parse_date(text: str) -> datetime:
+def _parse_date(text: str, day_first: bool = False) -> datetime:
+    """A timestamp in ISO 8601 or one of ``_DATE_FORMATS``; ``NN/NN/YYYY`` month first, or day first when
+    ``day_first`` (a CSV's column says which: ``csvfile._slash_order``)."""
     s = text.strip()
     try:
         parsed = datetime.fromisoformat(s)
     except ValueError:
         for fmt in _DATE_FORMATS:
             try:
-                parsed = datetime.strptime(s, fmt)
+                parsed = datetime.strptime(s, _DAY_FIRST.get(fmt, fmt) if day_first else fmt)
                 break
             except ValueError:
                 continue

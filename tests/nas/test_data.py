@@ -284,3 +284,30 @@ def _train_tiny_informer(torch) -> tuple[float, float, int]:
             err += (model(x, xm, y, ym) - target).pow(2).sum().item()
             naive += (x[:, -1:] - target).pow(2).sum().item()
     return err, naive, len(p.val) * 24 * p.c_out
+
+
+def _dated(path: Path, stamps: list[str]) -> Path:
+    path.write_text("date,a,OT\n" + "".join(f"{s},{i % 7},{i % 5}\n" for i, s in enumerate(stamps)))
+    return path
+
+
+def test_day_first_dates_are_read_day_first_by_the_whole_column(tmp_path: Path) -> None:
+    """A dd/mm/yyyy hourly file whose days were all 12 or less was read month first: 02/01/2020 00:00 (2 January)
+    as 1 February, and nas predict dated its forecast months away, exit 0."""
+    import datetime as dt
+
+    hours = [dt.datetime(2020, 1, 1) + dt.timedelta(hours=i) for i in range(288)]  # 1 to 12 January
+    european = load_csv(_dated(tmp_path / "eu.csv", [h.strftime("%d/%m/%Y %H:%M") for h in hours]))
+    american = load_csv(_dated(tmp_path / "us.csv", [h.strftime("%m/%d/%Y %H:%M") for h in hours]))
+    expected = np.array(hours, dtype="datetime64[s]")
+    np.testing.assert_array_equal(np.asarray(european.dates, dtype="datetime64[s]"), expected)
+    np.testing.assert_array_equal(np.asarray(american.dates, dtype="datetime64[s]"), expected)
+    days = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(40)]  # a day above 12 decides
+    for name, fmt in (("d.csv", "%d/%m/%Y"), ("g.csv", "%d.%m.%Y")):  # a German daily file was refused
+        read = load_csv(_dated(tmp_path / name, [d.strftime(fmt) for d in days])).dates
+        assert np.datetime64(read[13], "D") == np.datetime64("2020-01-14") and np.datetime64(read[-1], "D") == \
+            np.datetime64("2020-02-09")
+    with pytest.raises(AgentlabError, match=r"mixed\.csv:4: dates both day first \(line 4\) and month first \(line 3"):
+        load_csv(_dated(tmp_path / "mixed.csv", ["01/12/2020", "01/13/2020", "14/01/2020"]))
+    with pytest.raises(AgentlabError, match=r"read as well day first as month first"):
+        load_csv(_dated(tmp_path / "both.csv", ["01/02/2020", "01/03/2020", "01/04/2020"]))
