@@ -30,7 +30,7 @@ import yaml
 
 from agentlab.core.errors import InputError
 from agentlab.core.files import read_json, read_text
-from agentlab.core.runs import atomic_write_bytes, atomic_write_text
+from agentlab.core.runs import atomic_write_bytes, atomic_write_text, run_status
 from agentlab.nas.config import NASConfig
 from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import DataError, PreparedData, Scaler, SeriesData, prepare, time_features
@@ -129,12 +129,13 @@ def _finished_results(run: Path) -> dict[str, Any]:
                          "nas predict forecasts with the built-in forecaster's trained models only",
                          hint="the best params are in results.json (best.params); run your command with them")
     best = results.get("best") if isinstance(results, dict) else None
-    if isinstance(results, dict) and best is None and results.get("states") and info.get("status") != "running":
+    status = run_status(run, info)  # running in run.json with its owner dead (kill -9): interrupted
+    if isinstance(results, dict) and best is None and results.get("states") and status in ("completed", "failed"):
         raise InputError(f"{run}: the search finished without a successful trial ({results.get('stop_reason')})",
                          hint="its report.md says why each trial failed; fix that and start a new search")
     if not isinstance(best, dict) or not isinstance(best.get("run_id"), str):
-        raise InputError(f"{run}: the search has not finished (no best trial in results.json; status "
-                         f"{info.get('status', '?')})", hint=f"finish it first: agentlab nas --resume {run}")
+        raise InputError(f"{run}: the search has not finished (no best trial in results.json; status {status})",
+                         hint=f"finish it first: agentlab nas --resume {run}")
     assert isinstance(results, dict)
     return results
 

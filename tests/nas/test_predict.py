@@ -220,7 +220,7 @@ def test_columns_in_another_order_are_read_by_name(finished: tuple[Path, Path, n
     assert read_forecast(in_tmp / "a.csv") == read_forecast(in_tmp / "b.csv")  # the run's column order, its values
 
 
-@pytest.mark.parametrize("case", ["missing", "a-file", "not-nas", "unfinished", "no-checkpoint", "damaged"])
+@pytest.mark.parametrize("case", ["missing", "a-file", "not-nas", "unfinished", "killed", "no-checkpoint", "damaged"])
 def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
                                           capsys: pytest.CaptureFixture, case: str) -> None:
     run, data, _ = finished
@@ -233,7 +233,7 @@ def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray
         folder.mkdir()
         (folder / "run.json").write_text(json.dumps({"command": "debate", "status": "completed"}))
         needle = "not a nas run"
-    elif case in ("unfinished", "no-checkpoint", "damaged"):
+    elif case in ("unfinished", "killed", "no-checkpoint", "damaged"):
         shutil.copytree(run, folder)
         if case == "damaged":  # it was "internal error: SafetensorError: ... header too large", exit 1
             for checkpoint in folder.glob("trials/*/best_model.safetensors"):
@@ -242,6 +242,11 @@ def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray
         elif case == "unfinished":
             (folder / "results.json").unlink()
             needle = "not finished"
+        elif case == "killed":  # kill -9: run.json still says running, its owner is gone (it said "status running")
+            (folder / "results.json").unlink()
+            info = json.loads((folder / "run.json").read_text())
+            (folder / "run.json").write_text(json.dumps({**info, "status": "running"}))
+            needle = "has not finished (no best trial in results.json; status interrupted)"
         else:
             for checkpoint in folder.glob("trials/*/best_model.safetensors"):
                 checkpoint.unlink()
