@@ -311,7 +311,9 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
     # again first (its folder is under trials/), and another worker's of a shared study
     waiting = unfinished_trials(storage, folder, name)
     if waiting and max_iterations < done + len(waiting):
-        ours = [run_id(n) for n in waiting if (folder / "trials" / run_id(n)).is_dir()]
+        here = folder.resolve()  # this run's: its plan says so (a stop before its trial folder was made)
+        ours = [run_id(n) for n, where in waiting.items()
+                if (where is not None and Path(where).resolve() == here) or (folder / "trials" / run_id(n)).is_dir()]
         others = [run_id(n) for n in waiting if run_id(n) not in ours]
         held = "; ".join([*([f"{', '.join(ours)}, which this search was running when it stopped (a resume runs it "
                              "again first)"] if ours else []),

@@ -449,12 +449,15 @@ def test_the_resume_budget_counts_the_studys_unfinished_trials_and_names_whose(t
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
     for _ in range(3):  # run_0001 (this run's, interrupted), run_0002 and run_0003 (other workers')
         study.ask()
-    require_budget(run, 4)
+    # this run's too, stopped before its trial folder was made: its plan names the run (it was "another worker's")
+    study.ask().set_user_attr("plan", {"run_dir": str(run)})
+    require_budget(run, 5)
     with pytest.raises(UsageError) as info:
-        require_budget(run, 3)
-    assert info.value.message == ("--max-iterations 3 leaves no place for run_0001, which this search was running "
-                                  "when it stopped (a resume runs it again first); run_0002, run_0003, unfinished in "
-                                  "the study (another worker's); 1 finished, and each of these counts when it ends")
+        require_budget(run, 4)
+    assert info.value.message == ("--max-iterations 4 leaves no place for run_0001, run_0004, which this search was "
+                                  "running when it stopped (a resume runs it again first); run_0002, run_0003, "
+                                  "unfinished in the study (another worker's); 1 finished, and each of these counts "
+                                  "when it ends")
     fresh = tmp_path / "fresh"
     (fresh / "trials").mkdir(parents=True)
     (fresh / "agent_state.json").write_text(json.dumps({"runs": []}))

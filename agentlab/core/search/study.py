@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from agentlab.core.errors import ConfigError, RunDirError
 from agentlab.core.search.engine import attach, storage_object, url_where
+from agentlab.core.search.records import A_PLAN
 
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
@@ -265,21 +266,24 @@ def missing_study(storage: str | None, run_path: Path, default: str = "study.db"
     return None if "://" in file or path.is_file() else str(path)
 
 
-def unfinished_trials(storage: str | None, run_path: Path, name: str, default: str = "study.db") -> list[int]:
+def unfinished_trials(storage: str | None, run_path: Path, name: str,
+                      default: str = "study.db") -> dict[int, str | None]:
     """The numbers of the study's trials a stop left running or queued (a resume runs each again first, and each
-    counts against the total); empty when there is no such study."""
+    counts against the total), each with the run folder whose trial it is (its plan's ``run_dir``; None: not said);
+    empty when there is no such study."""
     import optuna
 
     if missing_study(storage, run_path, default) is not None:  # nothing to read: opening it would create it
-        return []
+        return {}
     quiet()
     try:
         study = optuna.load_study(study_name=name, storage=storage_object(open_storage(storage, run_path,
                                                                                        default=default)))
         states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-        return [t.number for t in study.get_trials(deepcopy=False, states=states)]
+        return {t.number: t.user_attrs.get(A_PLAN, {}).get("run_dir")
+                for t in study.get_trials(deepcopy=False, states=states)}
     except Exception:  # no such study, a damaged database: open_study says what is wrong when the run opens it
-        return []
+        return {}
 
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
