@@ -479,7 +479,10 @@ def test_timeout(srv: ScriptedServer, mode: str) -> None:
 def test_connection_refused(mode: str) -> None:
     err = (gen_error if mode == "generate" else stream_error)(closed_port_url(), "m")
     assert err.kind == "connection" and err.retryable
-    assert err.status is None
+    assert err.status is None and "API key" not in (err.hint or "")
+    # offline with its key's variable unset: no 401 would ever name it, so the connection error's hint does
+    unset = (gen_error if mode == "generate" else stream_error)(closed_port_url(), "m", api_key_env="OPENAI_API_KEY")
+    assert "and OPENAI_API_KEY, its API key, is not set" in (unset.hint or "")
 
 
 def test_unsendable_requests(srv: ScriptedServer) -> None:

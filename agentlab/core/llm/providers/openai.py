@@ -371,7 +371,10 @@ class OpenAIProvider:
             within = f" within {timeout_s:g}s" if timeout_s is not None else ""
             return f"no answer{within}; raise the route's timeout_s or pick a faster model"
         if kind == "connection":
-            return f"cannot reach {self.base_url}; check providers.{self.name}.base_url and that the server is up"
+            unset = (f"; and {self.api_key_env}, its API key, is not set: export it or put it in .env"
+                     if self._secret is None and self.api_key_env else "")  # offline, no 401 would ever say so
+            return (f"cannot reach {self.base_url}; check providers.{self.name}.base_url and that the server is "
+                    f"up{unset}")
         if kind == "rate_limited":
             return "the provider is throttling; lower the concurrency or wait, or add a fallback model"
         if kind == "server_error":
