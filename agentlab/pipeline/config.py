@@ -19,7 +19,7 @@ from agentlab.core.config import StrictModel
 from agentlab.core.errors import MissingPackage
 from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig, check_local_params
 from agentlab.core.models.builtin import builtin_for_upstream, builtin_path, is_builtin
-from agentlab.pipeline.templates import references, syntax_error
+from agentlab.pipeline.templates import references, template_problem
 
 Aggregation = Literal["concat", "vote", "synthesis", "template"]
 
@@ -337,9 +337,9 @@ def _check_stage_fields(stage: StageConfig, at: str) -> None:
             raise wrong("template", "aggregation template needs `template` (a Jinja2 text)"
                         if stage.template is None else "only for aggregation: template")
     for field in ("prompt", "template"):
-        problem = syntax_error(getattr(stage, field))
+        problem = template_problem(getattr(stage, field))
         if problem:
-            raise wrong(field, f"template syntax error: {problem}")
+            raise wrong(field, f"template {problem}")
 
 
 # the variables of each template field (aggregate.render_template, run._run_stage)

@@ -29,16 +29,23 @@ def _compiled(text: str) -> Any:
     return _env().from_string(text)
 
 
-def syntax_error(text: str | None) -> str | None:
-    """None when ``text`` compiles, else the problem with its line ("line 2: unexpected '}'")."""
+def template_problem(text: str | None) -> str | None:
+    """None when ``text`` compiles and reaches no underscore attribute (which the sandbox refuses only when it
+    renders, once a session folder exists), else the problem with its line ("syntax error: line 2: unexpected
+    '}'")."""
     if text is None:
         return None
-    from jinja2 import TemplateSyntaxError
+    from jinja2 import TemplateSyntaxError, nodes
 
     try:
         _compiled(text)
     except TemplateSyntaxError as exc:
-        return f"line {exc.lineno}: {exc.message}"
+        return f"syntax error: line {exc.lineno}: {exc.message}"
+    for node in _env().parse(text).find_all((nodes.Getattr, nodes.Getitem)):
+        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(name, str) and name.startswith("_"):
+            return f"line {node.lineno}: '{name}' is an underscore attribute (Python internals), which templates " \
+                   "cannot reach"
     return None
 
 
