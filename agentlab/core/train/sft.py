@@ -173,7 +173,8 @@ def build_sft_trainer(
                 # data only, so the tokenizer saved with the adapter keeps its own template.
                 tokenizer.chat_template = marked.template
             trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-                                 processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+                                 processing_class=tokenizer, peft_config=peft_config,
+                                 callbacks=[_StepsAsAsked(), *callbacks])
     finally:
         tokenizer.chat_template = original
     if marked is not None:
@@ -314,6 +315,15 @@ def _quiet_datasets() -> Iterator[None]:
     finally:
         if enabled:
             ds_logging.enable_progress_bar()
+
+
+class _StepsAsAsked(TrainerCallback):
+    """A resumed run saves and logs at the steps its arguments ask (``--resume --set train.save_steps=5``): the
+    Trainer reloads its state from the checkpoint, whose save/logging/eval steps then won over the new ones (it only
+    warned), so config.yaml said 5 and checkpoints kept coming every 2 steps."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        state.compute_steps(args, state.max_steps)  # the Trainer's own reading of the arguments (a ratio < 1 too)
 
 
 class _BudgetSpent(Exception):

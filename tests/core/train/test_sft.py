@@ -220,9 +220,9 @@ def lora_weights(model: Any) -> dict[str, Any]:
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_model: dict[str, Path], tmp_path: Path) -> None:
-    def run(out: Path, kill: int | None, resume: bool = False) -> tuple[Any, KillAt, Recorder]:
+    def run(out: Path, kill: int | None, resume: bool = False, save_steps: int = 2) -> tuple[Any, KillAt, Recorder]:
         killer, progress = KillAt(kill), Recorder()
-        trainer, _ = build(load_causal_lm(tiny_model["hf"]), out, max_steps=6, save_steps=2,
+        trainer, _ = build(load_causal_lm(tiny_model["hf"]), out, max_steps=6, save_steps=save_steps,
                            callbacks=[killer, ProgressCallback(progress)])
         checkpoint = last_checkpoint(out) if resume else None
         try:
@@ -246,6 +246,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_model: dict[str, Pat
     for name, value in lora_weights(resumed.model).items():
         assert torch.allclose(value, expected[name], atol=1e-5), name
     assert last_checkpoint(tmp_path / "nothing") is None
+    # a resume that asks another save_steps gets it (the checkpoint's own won: checkpoints at 4 and 6, not 3 and 6)
+    run(tmp_path / "other", 3)
+    assert sorted(p.name for p in (tmp_path / "other").glob("checkpoint-*")) == ["checkpoint-2"]
+    run(tmp_path / "other", None, resume=True, save_steps=3)
+    assert sorted(p.name for p in (tmp_path / "other").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
 
 
 def check_packing_keeps_conversations_apart(tiny: tuple[Any, Any], tmp_path: Path, atol: float) -> None:
