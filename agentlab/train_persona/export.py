@@ -9,8 +9,10 @@ quantizer. torch, transformers, peft, gguf and llama_cpp are imported inside the
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -211,8 +213,24 @@ def _make_parents(out: Path) -> list[Path]:
 
 
 def _temp_beside(out: Path) -> Path:
-    # Beside ``out`` (same filesystem), so the final rename is atomic; hidden, and removed on any failure.
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    # Beside ``out`` (same filesystem), so the final rename is atomic; hidden, and removed on any failure. Named by
+    # this process, so that the next export removes what a killed one (kill -9) left: up to the model's size.
+    host = socket.gethostname()
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.{glob.escape(host)}-*.tmp"):
+        pid = stale.name[len(f".{out.name}.{host}-"):].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.{host}-{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     ordinary_mode(name, replacing=out)
     return Path(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

@@ -128,6 +128,25 @@ def test_zero_adapter_exports_the_base(bases: dict[str, Path], tmp_path: Path) -
     assert np.abs(llama_logits(merged, ids) - llama_logits(plain, ids)).max() < 1e-5
 
 
+def test_an_export_removes_what_a_killed_one_left(bases: dict[str, Path], tmp_path: Path) -> None:
+    """kill -9 mid-export left the hidden temporary file (the model's size) beside the target, and a later export
+    of the same target left it there; a live export's is kept."""
+    import socket
+    import subprocess
+    import sys
+
+    adapter = make_adapter(bases["llama"], tmp_path / "a", scale=0)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".out.gguf.{host}-{dead.stdout.strip()}.x1y2.tmp"
+    live = tmp_path / f".out.gguf.{host}-{os.getpid()}.z3w4.tmp"
+    for leftover in (stale, live):
+        leftover.write_bytes(b"partial")
+    export_gguf(adapter, tmp_path / "out.gguf", dtype="f32")
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.gguf")) == [live.name]
+
+
 def test_q8_0_export_with_progress(bases: dict[str, Path], tmp_path: Path) -> None:
     base = bases["llama"]
     adapter = make_adapter(base, tmp_path / "persona", scale=0.3)
