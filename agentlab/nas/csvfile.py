@@ -24,7 +24,16 @@ import numpy as np
 
 from agentlab.core.errors import InputError
 from agentlab.core.files import read_text
-from agentlab.nas.data import DataError, SeriesData, _parse_date, check_features, normalize_freq, resolve_target
+from agentlab.nas.data import (
+    _DATE_FORMATS,
+    _DAY_FIRST,
+    DataError,
+    SeriesData,
+    _parse_date,
+    check_features,
+    normalize_freq,
+    resolve_target,
+)
 
 WHAT = "data file"
 _FORMAT = "a header line naming the columns, one of them 'date', then one row per time step (ETT format: " \
@@ -116,49 +125,67 @@ def _read_rows(reader: Iterator[list[str]], path: Path, width: int, date_col: in
     """Dates and values of the data rows; the first bad row raises with its line number. Blank lines are skipped."""
     texts: list[tuple[int, str]] = []
     rows: list[list[float]] = []
+    bad: DataError | None = None  # a row's bad value: said after the dates of the rows before it are read
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
         line = reader.line_num  # type: ignore[attr-defined]
         if len(row) != width:
             few = "too few" if len(row) < width else "too many"
-            raise DataError(f"{path}:{line}: {len(row)} cells, the header has {width} ({few})",
+            bad = DataError(f"{path}:{line}: {len(row)} cells, the header has {width} ({few})",
                             hint="every row needs one value per column; quote a value that contains a comma")
+            texts.append((line, row[date_col] if date_col < len(row) else ""))
+            break
         texts.append((line, row[date_col]))
-        if not _a_date(row[date_col]):  # the first bad row is said, whichever of its cells is bad
-            raise DataError(f"{path}:{line}: cannot parse date '{_shorten(row[date_col])}'",
-                            hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)")
         values = row[:date_col] + row[date_col + 1:]
         try:
             parsed = [float(cell) for cell in values]
         except ValueError:
             parsed = []
         if len(parsed) != len(values) or not all(abs(v) <= _FLOAT32_MAX for v in parsed):  # False for NaN too
-            raise _bad_value(path, line, values, names)
+            bad = _bad_value(path, line, values, names)
+            break
         rows.append(parsed)
-    day_first = _slash_order(texts, path)
-    dates: list[datetime] = []
-    for line, text in texts:
-        try:
-            dates.append(_parse_date(text, day_first))
-        except ValueError:
-            raise DataError(f"{path}:{line}: cannot parse date '{_shorten(text)}'",
-                            hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)") from None
-        if len(dates) > 1 and dates[-1] <= dates[-2]:
-            raise DataError(f"{path}:{line}: date {dates[-1]} is not after the previous row's {dates[-2]}",
-                            hint="sort the file by date and remove duplicate timestamps")
+    dates = _read_dates(texts[:-1] if bad is not None else texts, path)
+    if bad is not None:
+        raise bad
     return dates, rows
 
 
-def _a_date(text: str) -> bool:
-    """Whether ``text`` reads as a date in either order of an ``NN/NN/YYYY`` one (``_slash_order`` picks it)."""
-    for day_first in (False, True):
+def _read_dates(texts: list[tuple[int, str]], path: Path) -> list[datetime]:
+    """The column's dates, in order: one format for the whole column where one fits (``NN/NN/YYYY``'s order said by
+    ``_slash_order``), tried first on each row."""
+    day_first = _slash_order(texts, path)
+    dates: list[datetime] = []
+    fmt: str | None = None
+    for line, text in texts:
         try:
-            _parse_date(text, day_first)
-            return True
+            dates.append(datetime.strptime(text.strip(), fmt) if fmt else _parse_date(text, day_first))
+        except ValueError:
+            try:
+                dates.append(_parse_date(text, day_first))
+            except ValueError:
+                raise DataError(f"{path}:{line}: cannot parse date '{_shorten(text)}'",
+                                hint="write dates as YYYY-MM-DD HH:MM:SS (ISO 8601)") from None
+        if fmt is None:
+            fmt = _format_of(text, day_first)
+        if len(dates) > 1 and dates[-1] <= dates[-2]:
+            raise DataError(f"{path}:{line}: date {dates[-1]} is not after the previous row's {dates[-2]}",
+                            hint="sort the file by date and remove duplicate timestamps")
+    return dates
+
+
+def _format_of(text: str, day_first: bool) -> str | None:
+    """The strptime format ``text`` is written in, of ``_DATE_FORMATS`` (None: ISO 8601, read by ``fromisoformat``,
+    or none of them)."""
+    for fmt in _DATE_FORMATS:
+        fmt = _DAY_FIRST.get(fmt, fmt) if day_first else fmt
+        try:
+            datetime.strptime(text.strip(), fmt)
+            return fmt
         except ValueError:
             continue
-    return False
+    return None
 
 
 _SLASH = re.compile(r"\s*(\d{1,2})/(\d{1,2})/\d{4}\b")
@@ -167,10 +194,11 @@ _SLASH = re.compile(r"\s*(\d{1,2})/(\d{1,2})/\d{4}\b")
 def _slash_order(texts: list[tuple[int, str]], path: Path) -> bool:
     """Whether the column's ``NN/NN/YYYY`` dates are day first (``dd/mm/yyyy``), decided by the whole column: a
     first number above 12 (day first) or a second (month first); with neither, the reading whose steps are even
-    (an hourly file read month first jumps a month at each midnight). A European file whose days were all 12 or
-    less was read month first: its forecast was dated months away, exit 0."""
+    (an hourly file read month first jumps a month at each midnight); readings that give the same dates (every
+    date's day is its month: a yearly series) are month first. A European file whose days were all 12 or less was
+    read month first: its forecast was dated months away, exit 0."""
     pairs = [(line, int(m.group(1)), int(m.group(2))) for line, text in texts if (m := _SLASH.match(text))]
-    if not pairs:
+    if not pairs or all(a == b for _, a, b in pairs):
         return False
     first, second = (next((p for p in pairs if p[i] > 12), None) for i in (1, 2))
     if first is not None and second is not None:

@@ -309,5 +309,7 @@ def test_day_first_dates_are_read_day_first_by_the_whole_column(tmp_path: Path) 
             np.datetime64("2020-02-09")
     with pytest.raises(AgentlabError, match=r"mixed\.csv:4: dates both day first \(line 4\) and month first \(line 3"):
         load_csv(_dated(tmp_path / "mixed.csv", ["01/12/2020", "01/13/2020", "14/01/2020"]))
+    yearly = load_csv(_dated(tmp_path / "y.csv", [f"01/01/{2000 + i}" for i in range(30)])).dates  # both alike
+    assert np.datetime64(yearly[-1], "D") == np.datetime64("2029-01-01")
     with pytest.raises(AgentlabError, match=r"read as well day first as month first"):
         load_csv(_dated(tmp_path / "both.csv", ["01/02/2020", "01/03/2020", "01/04/2020"]))
