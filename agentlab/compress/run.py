@@ -208,8 +208,12 @@ def study_settings(cfg: CompressConfig) -> dict[str, str]:
     the goal itself), nor the seed (runs on SQLite each measure their own base, and a seed of their own diversifies
     their planners: the docs' two runs). A run on another model joined a study on SQLite silently: its planners
     learnt from speedups over another base, and skipped the experiments the other model had run."""
-    return shared_settings(cfg, "compress", own=("search.storage", "search.study_name", "objective", "objectives",
-                                                 "constraints", "seed"))
+    settings = shared_settings(cfg, "compress", own=("search.storage", "search.study_name", "objective",
+                                                     "objectives", "constraints", "seed"))
+    # as measured: `auto` on a GPU machine and on a CPU one are other set-ups (workers of one study on both)
+    device, dtype = resolve_device_dtype(cfg.device, cfg.measure.dtype, what="device")
+    settings["device"], settings["measure.dtype"] = repr(device.type), repr(str(dtype).removeprefix("torch."))
+    return settings
 
 
 def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:

@@ -520,3 +520,16 @@ def test_a_bad_answer_gets_an_example_of_compress_settings(in_tmp: Path, tiny_mo
                  '{"answer": "edit"}', "--dry-run"])
     err = capsys.readouterr().err
     assert code == 2 and '"changes": {"quantize": "gguf"' in err and "d_model" not in err
+
+
+def test_a_shared_studys_device_is_the_one_measured_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`device: auto` on a GPU machine and on a CPU one are other set-ups; `auto` and `cpu` without CUDA are one."""
+    import torch
+
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.run import study_settings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    auto, cpu = (study_settings(CompressConfig(device=d)) for d in ("auto", "cpu"))
+    assert auto == cpu and auto["device"] == "'cpu'" and auto["measure.dtype"] == "'float32'"
