@@ -107,9 +107,16 @@ def debate(
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
     run_command(CommandSpec("debate", DebateConfig, run, prepare=prepare, check_resume=check_resume,
                             dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), summary=_summary,
-                            exit_code=lambda r: 1 if r["final"]["answer"] is None and r["errors"] else 0),
+                            exit_code=lambda r: 1 if r["final"]["answer"] is None and r["errors"] else 0,
+                            failure=_no_answer),
                 Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,
                            otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))
+
+
+def _no_answer(results: dict[str, Any]) -> str:
+    from agentlab.debate.report import failures
+
+    return f"no final answer: {failures(results)}"
 
 
 def _dry_run(cfg: DebateConfig, json_: bool, panel: Panel, judge: bool = True, **_: Any) -> dict[str, Any] | None:

@@ -48,7 +48,8 @@ class CommandSpec:
     own); ``resumable``: whether the command has --resume; ``check_resume(cfg, folder)`` refuses (``UsageError``) a
     resume whose settings the run cannot continue with, before anything loads or is written; ``rerun``: the arguments
     after ``agentlab`` that re-run it (``RunDir.create``). ``summary(result, folder)`` prints the outcome,
-    ``to_json(result)`` is what ``--json`` prints, and the command exits with ``exit_code(result)``.
+    ``to_json(result)`` is what ``--json`` prints, and the command exits with ``exit_code(result)``; a result that
+    exits 1 records the run ``failed``, with ``failure(result)`` as its error.
 
     ``distributed``: the command trains under ``accelerate launch`` / ``torchrun`` too. Then only the main process
     does what ``run_command`` does; it shares ``(cfg, folder)`` once the folder is open, and every other process calls
@@ -70,6 +71,7 @@ class CommandSpec:
     summary: Callable[[Any, Path], None] | None = None
     to_json: Callable[[Any], Any] = lambda result: result
     exit_code: Callable[[Any], int] = lambda result: 0
+    failure: Callable[[Any], str] | None = None
     distributed: bool = False
 
 
@@ -93,6 +95,18 @@ class Invocation:
     otlp_endpoint: str | None = None
     json_: bool = False
     verbose: int = 0
+
+
+def _failing(spec: CommandSpec, run: Callable[..., Any]) -> Callable[..., Any]:
+    """``run``, recording the run ``failed`` (with ``spec.failure(result)``, else the exit code) when its result
+    makes the command exit 1: run.json said ``completed`` of a debate that ended without an answer, exit 1."""
+    def wrapped(cfg: Any, run_dir: Any, **kwargs: Any) -> Any:
+        result = run(cfg, run_dir, **kwargs)
+        if spec.exit_code(result) == 1:
+            run_dir.failed = spec.failure(result) if spec.failure is not None else "exit code 1"
+        return result
+
+    return wrapped
 
 
 def run_command(spec: CommandSpec, asked: Invocation) -> None:
@@ -142,6 +156,7 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
             message = report.pop("message", "dry run: nothing written")
             print_json(report) if json_ else console.print(message)
             return
+        run = _failing(spec, run)
         options = FolderOptions(save_config=spec.save_config, resumable=spec.resumable, rerun=spec.rerun,
                                 log_prompts=asked.log_prompts)
         with rich_progress(enabled=not json_) as progress:

@@ -438,6 +438,7 @@ class RunDir:
         # Set by a command that catches Ctrl-C / SIGTERM itself and returns its results (serve): the signal's name;
         # the run is then recorded as interrupted, not completed.
         self.stopped_by: str | None = None
+        self.failed: str | None = None  # the command's result is a failure (exit 1): recorded failed, with this
 
     # ------------------------------------------------------------------ creation
 
@@ -574,6 +575,8 @@ class RunDir:
             return
         if exc_type is None and self.stopped_by:
             self.finish(INTERRUPTED, error=f"interrupted ({self.stopped_by})")
+        elif exc_type is None and self.failed:
+            self.finish(FAILED, error=self.scrub(self.failed))
         elif exc_type is None:
             self.finish(COMPLETED)
         elif issubclass(exc_type, KeyboardInterrupt) or caused_by_interrupt(exc):

@@ -9,7 +9,9 @@ Accuracy with its 95% Wilson interval and tokens (prompt + completion) per quest
 wrong. ``eval.concurrency`` questions run at once, so an in-process backend batches their requests.
 
 Run folder (``runs/debate-eval/<timestamp>-<name>/``): ``questions.jsonl`` (one record per finished question,
-appended and flushed: what ``--resume`` skips), ``results.json`` (the table), ``report.md``.
+appended and flushed: what ``--resume`` skips), ``adapters.json`` (the fingerprint of each adapter's weights when
+the run started: a resume whose adapter changed on disk since is refused), ``results.json`` (the table),
+``report.md``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import prompt_style
 from agentlab.debate.config import DebateConfig
 from agentlab.debate.report import render_eval
-from agentlab.debate.run import final_decision, load_panel, read_jsonl
+from agentlab.debate.run import check_adapters, final_decision, load_panel, read_jsonl, record_adapters
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -188,9 +190,11 @@ def check_task(task: list[Question], records: dict[int, dict[str, Any]], path: P
 
 
 def check_eval_resume(cfg: DebateConfig, folder: Path) -> None:
-    """Before anything is written: the resumed run's task file still asks the questions it scored."""
+    """Before anything is written: the resumed run's adapters are the ones it started with (``check_adapters``), and
+    its task file still asks the questions it scored."""
     if cfg.eval.task is None or cfg.rounds == 0:
         return
+    check_adapters(cfg, folder)
     check_task(load_task(cfg.eval.task, cfg.eval.limit), read_records(folder / RECORDS)[0], cfg.eval.task)
 
 
@@ -219,6 +223,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     progress = progress or NullProgress()
     announce = announce or log.info
     check_task(task, read_records(run_dir.file(RECORDS))[0], cfg.eval.task)  # run_command checked it already
+    record_adapters(run_dir, cfg)
     records = {k: rescore(cfg, r) for k, r in load_records(run_dir).items()}  # the current rules' scores
     todo = [q for q in task if q.id not in records]
     if records:

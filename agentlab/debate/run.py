@@ -7,6 +7,8 @@ Run folder (``runs/debate/<timestamp>-<name>/``)::
                        answers are appended and flushed when the round finishes
     debate.sqlite      the LangGraph checkpoints of the debate's graph (``core/debate/graph.py``), saved after every
                        node: what --resume continues from (a run killed mid-round asks that round again)
+    adapters.json      each adapter agent's folder and the fingerprint of its weights when the run started: a
+                       resume whose adapter changed on disk since is refused (``check_adapters``)
     results.json       the votes per round, the final answer, the judge's reply, tokens
     report.md          the debate as text, the votes per round, agreement.png
 """
@@ -31,7 +33,7 @@ from agentlab.core.llm.config import load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.models.adapters import persona_adapters
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_text, durable_append
+from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, durable_append, read_json
 from agentlab.debate.agents import build_panel, prompt_style
 from agentlab.debate.config import DEBATING_RULE, DEFAULT_BASE, AgentSpec, DebateConfig
 from agentlab.debate.report import agreement_plot, render_report
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TRANSCRIPT = "transcript.jsonl"
 CHECKPOINT = "debate.sqlite"
+ADAPTERS = "adapters.json"
 CHECK_QUESTION = "What is 2 plus 3?"
 
 
@@ -170,12 +173,46 @@ def debated_rounds(folder: Path, agents: list[str]) -> int:
     return max(len(rounds), len(asyncio.run(saved_rounds(folder / CHECKPOINT))))
 
 
+def adapter_fingerprints(cfg: DebateConfig) -> dict[str, dict[str, str | None]]:
+    """Each adapter agent's folder and the fingerprint of its weights (``adapter_fingerprint``: the weights file and
+    the values that scale them; None when the folder holds none), by agent name."""
+    from agentlab.core.models.adapters import adapter_fingerprint
+
+    return {a.label: {"adapter": str(a.adapter), "fingerprint": adapter_fingerprint(a.adapter)}
+            for a in cfg.agents if a.adapter is not None}
+
+
+def record_adapters(run_dir: RunDir, cfg: DebateConfig) -> None:
+    """Keep the adapters' fingerprints in the run folder (``ADAPTERS``) when the run starts (a run made before they
+    were kept gets them at its first resume)."""
+    if not run_dir.file(ADAPTERS).is_file():
+        atomic_write_json(run_dir.file(ADAPTERS), adapter_fingerprints(cfg))
+
+
+def check_adapters(cfg: DebateConfig, folder: Path) -> None:
+    """Refuse (``UsageError``, nothing written) a resume whose adapter agent's weights changed on disk since the run
+    started (``train-persona --force`` again, another folder copied over it): the answers it kept were given by the
+    old ones, and the new rounds would mix two agents under one name."""
+    if not (folder / ADAPTERS).is_file():
+        return
+    stored = read_json(folder / ADAPTERS)
+    changed = [f"{name} ({now['adapter']}) {str(old.get('fingerprint'))[:12]} -> {str(now['fingerprint'])[:12]}"
+               for name, now in adapter_fingerprints(cfg).items()
+               if isinstance(old := stored.get(name), dict) and old.get("fingerprint") != now["fingerprint"]]
+    if changed:
+        raise UsageError(f"{folder}: an adapter changed on disk since the run started ({'; '.join(changed)}: the "
+                         "fingerprint of its weights); nothing was written",
+                         hint="put back the adapter the run started with (its answers so far came from it), or "
+                         "start a new run (without --resume) with the new one")
+
+
 def check_resume(cfg: DebateConfig, folder: Path) -> None:
     """Refuse, before anything is written, a resume that would lose finished work: fewer rounds than the run already
     debated (its results and config.yaml would drop them while its transcript kept them), or a checkpoint that
-    cannot be read (``saved_rounds`` names it)."""
+    cannot be read (``saved_rounds`` names it); or mix two agents under one name (``check_adapters``)."""
     if cfg.rounds == 0:  # the dry run: nothing is read or written
         return
+    check_adapters(cfg, folder)
     check_more_rounds(cfg, folder, debated_rounds(folder, [a.label for a in cfg.agents]))
 
 
@@ -198,8 +235,10 @@ def describe_round(number: int, answers: Round, method: str) -> str:
     t = vote(answers, method)
     shown = ", ".join(f"{a.agent}: {a.shown}"
                       + (f" ({a.confidence:.0%})" if a.confidence is not None else "") for a in answers)
+    voted = len(answers) - t.no_votes  # an agreement over the votes cast says how many agents cast them
+    among = f" of the {voted} of {len(answers)} agents that voted" if t.no_votes and voted else ""
     return (f"round {number}: {shown} -> {t.winner if t.winner is not None else 'no vote'} "
-            f"(agreement {t.share():.0%}{', tie' if t.tie else ''})")
+            f"(agreement {t.share():.0%}{among}{', tie' if t.tie else ''})")
 
 
 def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, providers: dict[str, Provider] | None = None,
@@ -215,6 +254,7 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     if cfg.rule_chosen:
         announce(f"rule {rule}: {n_rounds} debate rounds asked with no --rule, so the best debating rule measured "
                  "decides (docs/benchmarks/debate_rules.md); --rule to choose another")
+    record_adapters(run_dir, cfg)
     done = load_transcript(run_dir, names)
     saved = asyncio.run(saved_rounds(run_dir.file(CHECKPOINT)))
     check_more_rounds(cfg, run_dir.path, max(len(done), len(saved)))  # run_command checked it before writing

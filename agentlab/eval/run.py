@@ -179,13 +179,26 @@ def _kept_seconds(results: dict[str, Any], run_dir: RunDir, row: str) -> float |
 
 
 def row_settings(cfg: EvalConfig, adapter: Path | None) -> dict[str, Any]:
-    """What decides a row's scores: the model, the adapter, the tasks and where they come from, the items, the
-    weights' device and dtype. Paths as the run's config.yaml holds them (absolute), which a resume reads."""
+    """What decides a row's scores: the model, the adapter and the fingerprint of its weights (evolve's of its seeds:
+    a folder trained again in place is another adapter), the tasks and where they come from, the items, the weights'
+    device and dtype. Paths as the run's config.yaml holds them (absolute), which a resume reads."""
     return {"model": absolute_paths(cfg).model, "adapter": None if adapter is None else str(absolute_path(adapter)),
+            WEIGHTS_KEY: None if adapter is None or cfg.base_url is not None else _fingerprint(adapter),
             "tasks": list(cfg.tasks), "include_path": [str(absolute_path(p)) for p in cfg.include_path],
             "limit": cfg.limit,
             "num_fewshot": cfg.num_fewshot, "chat_template": cfg.chat_template, "seed": cfg.seed,
             "base_url": cfg.base_url, "device": cfg.device, "dtype": cfg.dtype}
+
+
+# The row's adapter_weights: the fingerprint of the adapter's weights it was scored with (a row saved before they were
+# kept has none, and is compared without it).
+WEIGHTS_KEY = "adapter_weights"
+
+
+def _fingerprint(adapter: Path) -> str | None:
+    from agentlab.core.models.adapters import adapter_fingerprint
+
+    return adapter_fingerprint(Path(adapter))
 
 
 def check_resume(cfg: EvalConfig, folder: Path) -> None:
@@ -236,7 +249,15 @@ def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict
     model = saved.get("model")
     if isinstance(model, str) and not Path(model).is_absolute():  # a row saved before models were kept absolute
         saved = {**saved, "model": absolute_paths(EvalConfig(model=model, base_url=saved.get("base_url"))).model}
-    changed = [f"{key} {saved[key]!r} -> {asked[key]!r}" for key in asked if key in saved and saved[key] != asked[key]]
+    changed = [f"{key} {saved[key]!r} -> {asked[key]!r}" for key in asked
+               if key in saved and saved[key] != asked[key] and key != WEIGHTS_KEY]
+    old, now = saved.get(WEIGHTS_KEY), asked[WEIGHTS_KEY]
+    if not changed and None not in (old, now) and old != now:
+        raise UsageError(f"{folder.parent.parent}: the row {folder.name} was scored with other weights of the adapter "
+                         f"{asked['adapter']} (changed on disk since: the fingerprint of its weights "
+                         f"{str(old)[:12]} -> {str(now)[:12]})",
+                         hint="put back the adapter the row was scored with, or delete the folder "
+                         f"{folder} and run --resume again to score that row anew")
     if changed:
         raise UsageError(f"{folder.parent.parent}: the row {folder.name} was scored with other settings than this "
                          f"resume asks ({'; '.join(changed)})",

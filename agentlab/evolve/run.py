@@ -7,9 +7,7 @@ saw.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import random
 import time
@@ -23,7 +21,13 @@ from agentlab.core.debate.task import Question, answer_kind, as_questions, load_
 from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError
 from agentlab.core.files import cannot_write
 from agentlab.core.harness import load_tasks, task_manager
-from agentlab.core.models.adapters import ADAPTER_WEIGHTS, logit_changes, persona_adapters, read_adapter, skill_adapters
+from agentlab.core.models.adapters import (
+    adapter_fingerprint,
+    logit_changes,
+    persona_adapters,
+    read_adapter,
+    skill_adapters,
+)
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, brief_setting, flat_settings, read_events
@@ -231,25 +235,10 @@ def check_store(cfg: EvolveConfig) -> None:
 
 
 def seed_fingerprints(seeds: list[Path]) -> dict[str, str | None]:
-    """Each seed's fingerprint by folder name: the sha256 of its weights file and of the config values that scale
-    them (r, lora_alpha, use_rslora); None when the folder holds no weights (``prepare`` names it). A run stores them
-    when it starts; a resume whose seeds changed on disk since (``train-persona --force`` again) is refused, as the
-    scores, the reference debate and the children it kept were made from the old ones."""
-    out: dict[str, str | None] = {}
-    for folder in seeds:
-        weights = next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()), None)
-        if weights is None:
-            out[folder.name] = None
-            continue
-        with open(weights, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256")  # the weights, then the values that scale them
-        try:
-            config = read_adapter(folder)
-        except AgentlabError:
-            config = {}
-        digest.update(json.dumps([config.get(k) for k in ("r", "lora_alpha", "use_rslora")]).encode())
-        out[folder.name] = digest.hexdigest()
-    return out
+    """Each seed's fingerprint by folder name (``adapter_fingerprint``; None: no weights, ``prepare`` names it). A
+    run stores them when it starts; a resume whose seeds changed on disk since is refused, as the scores, the
+    reference debate and the children it kept were made from the old ones."""
+    return {folder.name: adapter_fingerprint(folder) for folder in seeds}
 
 
 def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: list[Question],

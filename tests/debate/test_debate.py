@@ -456,3 +456,12 @@ def test_a_round_in_the_transcript_but_not_the_checkpoint_is_recorded_once(in_tm
     assert [line.split(":")[0] for line in said if line.startswith("round ")] == ["round 0", "round 1", "round 2",
                                                                                  "round 3"]
     assert transcript_rounds(folder) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_a_round_line_says_how_many_agents_the_agreement_is_over() -> None:
+    """One of two agents gave no parseable answer: the line said agreement 100%, as if both agreed."""
+    from agentlab.debate.run import describe_round
+
+    line = describe_round(1, answers(("56", 0.9), (None, None)), "reconcile")
+    assert line.endswith("-> 56 (agreement 100% of the 1 of 2 agents that voted)"), line
+    assert describe_round(1, answers(("56", 0.9), ("56", None)), "reconcile").endswith("(agreement 100%)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,13 @@ def test_a_debate_whose_every_call_failed_exits_1_with_the_error(in_tmp: Path, s
     assert "final answer (reconcile, rule last_round): none (all 3 calls failed; the first: route " in err
     assert "connection" in err and "no agent gave a parseable answer" not in err
     assert json.loads((in_tmp / "d" / "results.json").read_text())["first_error"].startswith("route ")
+    # run.json says it failed, as the exit code does (it said completed), and why; a resume that fails again too
+    for resumed in (False, True):
+        if resumed:
+            assert main(["debate", "--resume", "d", "--json"]) == 1
+            assert json.loads(capsys.readouterr().out)["final"]["answer"] is None
+        info = json.loads((in_tmp / "d" / "run.json").read_text())
+        assert info["status"] == "failed" and "no final answer: all 3 calls failed" in info["error"], info
 
 
 def test_shipped_configs_validate() -> None:
@@ -145,8 +153,6 @@ def test_an_adapter_trained_on_another_base_is_refused_before_loading(in_tmp: Pa
     """An adapter whose adapter_config.json names another model than --base-model ran on it, OK and exit 0; evolve
     refuses such a mix: so does debate, with one line, before any model loads. The same model at another path (a
     copy, its GGUF) is the same base."""
-    import shutil
-
     from agentlab.core.train.tiny import make_tiny
 
     other = shutil.copytree(adapters / "persona_c", in_tmp / "q_a")
@@ -451,3 +457,36 @@ def test_the_dry_run_names_what_really_answers_for_the_judge(routes: str, says: 
     assert main(["debate", "--topic", "What is 5 plus 6?", *TWO, "--rounds", "0"]) == 0
     err = " ".join(capsys.readouterr().err.split())  # the console is stderr
     assert says in err, err
+
+
+def swap_weights(folder: Path, other: Path) -> None:
+    """``folder``'s weights replaced by ``other``'s (``train-persona --force``, another adapter copied over it)."""
+    shutil.rmtree(folder)
+    shutil.copytree(other, folder)
+
+
+def test_a_resume_whose_adapter_changed_on_disk_is_refused(in_tmp: Path, tiny_model: dict[str, Path],
+                                                           adapters: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    for name in ("persona_a", "persona_c"):
+        shutil.copytree(adapters / name, in_tmp / name)
+    args = ["--base-model", str(tiny_model["hf"]), "--adapters", "persona_a", "--adapters", "persona_c",
+            "--set", "max_tokens=4", "--rule", "last_round", "--rounds", "1"]
+    assert main(["debate", "--topic", "What is 2 plus 2?", *args, "--out", "d"]) == 0
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 5+6?", "answer": "11"}\n'
+                                       '{"question": "What is 5+5?", "answer": "10"}\n')
+    assert main(["debate", "eval", "--task", "task.jsonl", "--limit", "1", *args, "--set",
+                 "eval.visibilities=[full]", "--out", "e"]) == 0
+    before = {run: snapshot(in_tmp / run) for run in ("d", "e")}
+    swap_weights(in_tmp / "persona_c", adapters / "persona_a")
+    capsys.readouterr()
+    for resume in (["debate", "--resume", "d", "--rounds", "2"], ["debate", "eval", "--resume", "e", "--limit", "2"]):
+        assert main(resume) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "an adapter changed on disk since the run started (persona_c (" in err, err
+        assert "the fingerprint of its weights); nothing was written" in err and err.count("error:") == 1
+        assert "persona_a (" not in err and "put back the adapter" in err
+    assert {run: snapshot(in_tmp / run) for run in ("d", "e")} == before
+    assert set(json.loads((in_tmp / "d" / "adapters.json").read_text())) == {"persona_a", "persona_c"}
+    swap_weights(in_tmp / "persona_c", adapters / "persona_c")  # put back: the resume goes on
+    assert main(["debate", "--resume", "d", "--rounds", "2"]) == 0

@@ -122,6 +122,33 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     assert "internal error" not in err and "delete the folder" in err
 
 
+def test_a_resume_whose_adapter_changed_on_disk_is_refused(in_tmp: Path, tiny_model: dict[str, Path],
+                                                           adapters: dict[str, Path], one_torch_thread: None,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """The adapter folder trained again in place (the same path, other weights): the resume kept its row, scored with
+    the old weights (the row's settings held the path alone), exit 0."""
+    import shutil
+
+    from agentlab.core.train.tiny import make_tiny_adapter
+
+    other = make_tiny_adapter(tiny_model["hf"], in_tmp / "other", seed=3, scale=0.3)
+    adapter = shutil.copytree(adapters["loud"], in_tmp / "persona")
+    assert evaluate(tiny_model["hf"], "--adapter", str(adapter), "--out", "run") == 0
+    before = {p: p.read_bytes() for p in (in_tmp / "run").rglob("*") if p.is_file()}
+    shutil.rmtree(adapter)
+    shutil.copytree(other, adapter)
+    capsys.readouterr()
+    assert main(["eval", "--resume", "run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"run: the row persona was scored with other weights of the adapter {adapter} (changed on disk" in err
+    assert "put back the adapter" in err and "Traceback" not in err and "probe" not in err
+    assert {p: p.read_bytes() for p in (in_tmp / "run").rglob("*") if p.is_file()} == before
+    shutil.rmtree(adapter)
+    shutil.copytree(adapters["loud"], adapter)  # put back: the row is kept
+    assert main(["eval", "--resume", "run"]) == 0
+    assert "persona: scored earlier, kept" in capsys.readouterr().err
+
+
 def test_a_resume_from_another_folder_scores_the_model_the_run_started_with(
         in_tmp: Path, tiny_model: dict[str, Path], one_torch_thread: None, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:

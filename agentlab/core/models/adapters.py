@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,6 +70,24 @@ class AdapterInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+
+def adapter_fingerprint(folder: Path) -> str | None:
+    """The fingerprint of an adapter's weights: the sha256 of its weights file and of the config values that scale
+    them (r, lora_alpha, use_rslora); None when the folder holds no weights. A run that used an adapter records it;
+    a resume whose adapter changed on disk since (``train-persona --force`` again) is refused (evolve's seeds, a
+    debate's agents, eval's rows), as what it made came from the old weights."""
+    weights = next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()), None)
+    if weights is None:
+        return None
+    with open(weights, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256")  # the weights, then the values that scale them
+    try:
+        config = read_adapter(folder)
+    except AgentlabError:
+        config = {}
+    digest.update(json.dumps([config.get(k) for k in ("r", "lora_alpha", "use_rslora")]).encode())
+    return digest.hexdigest()
 
 def find_adapters(directory: str | Path, unreadable: list[tuple[str, str]] | None = None) -> list[AdapterInfo]:
     """Every PEFT adapter folder under ``directory`` (recursively; itself included), sorted by path. Folders that
