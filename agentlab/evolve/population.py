@@ -88,12 +88,16 @@ def _made_here(url: str, run_path: Path) -> bool:
     (``check_owner``). A storage that cannot be opened is ``open_study``'s to say."""
     import optuna
 
-    try:
-        optuna.create_study(study_name=STUDY, storage=storage_object(open_storage(url, run_path, what="store")),
-                            directions=["maximize"])
-    except Exception:  # DuplicatedStudyError: made before; anything else: open_study says what is wrong
-        return False
-    return True
+    for attempt in range(4):
+        try:
+            optuna.create_study(study_name=STUDY, storage=storage_object(open_storage(url, run_path, what="store")),
+                                directions=["maximize"])
+            return True
+        except optuna.exceptions.DuplicatedStudyError:  # made before: another run's, or this run's on a resume
+            return False
+        except Exception:  # a lock, or two processes making a new database's tables at once: a moment later
+            time.sleep(0.2 * (attempt + 1))
+    return False  # still failing: open_study says what is wrong
 
 
 def await_population(store: str, announce: Callable[[str], None], poll_s: float = 2.0) -> Population:

@@ -30,7 +30,7 @@ import yaml
 
 from agentlab.core.errors import InputError
 from agentlab.core.files import read_json, read_text
-from agentlab.core.runs import atomic_write_bytes, atomic_write_text, run_status
+from agentlab.core.runs import COMPLETED, FAILED, atomic_write_bytes, atomic_write_text, run_status
 from agentlab.nas.config import NASConfig
 from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import DataError, PreparedData, Scaler, SeriesData, prepare, time_features
@@ -130,7 +130,7 @@ def _finished_results(run: Path) -> dict[str, Any]:
                          hint="the best params are in results.json (best.params); run your command with them")
     best = results.get("best") if isinstance(results, dict) else None
     status = run_status(run, info)  # running in run.json with its owner dead (kill -9): interrupted
-    if isinstance(results, dict) and best is None and results.get("states") and status in ("completed", "failed"):
+    if isinstance(results, dict) and best is None and results.get("states") and status in (COMPLETED, FAILED):
         raise InputError(f"{run}: the search finished without a successful trial ({results.get('stop_reason')})",
                          hint="its report.md says why each trial failed; fix that and start a new search")
     if not isinstance(best, dict) or not isinstance(best.get("run_id"), str):

@@ -236,8 +236,9 @@ class SearchLoop:
             if ours := [n for n in back if runs[n] == self.run_dir]:
                 log.warning("trial(s) %s were interrupted; they run again first", ours)
             for folder in sorted({str(runs[n]) for n in back if runs[n] != self.run_dir}):
-                log.warning("trial(s) %s of the run %s were interrupted; they wait for that run's --resume",
-                            [n for n in back if str(runs[n]) == folder], folder)
+                log.warning("trial(s) %s of %s were interrupted; they wait for that run's --resume",
+                            [n for n in back if str(runs[n]) == folder],
+                            "another run" if folder == "None" else f"the run {folder}")
         return back
 
     def _others_running(self, records: list[TrialRecord]) -> bool:
