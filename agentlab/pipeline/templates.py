@@ -30,9 +30,9 @@ def _compiled(text: str) -> Any:
 
 
 def template_problem(text: str | None) -> str | None:
-    """None when ``text`` compiles and reaches no underscore attribute (which the sandbox refuses only when it
-    renders, once a session folder exists), else the problem with its line ("syntax error: line 2: unexpected
-    '}'")."""
+    """None when ``text`` compiles and names no dunder attribute (``__class__``: every object has them, and the
+    sandbox refuses them only when it renders, once a session folder exists; a plain ``_id`` key of a mapping
+    renders), else the problem with its line ("syntax error: line 2: unexpected '}'")."""
     if text is None:
         return None
     from jinja2 import TemplateSyntaxError, nodes
@@ -41,9 +41,12 @@ def template_problem(text: str | None) -> str | None:
         _compiled(text)
     except TemplateSyntaxError as exc:
         return f"syntax error: line {exc.lineno}: {exc.message}"
-    for node in _env().parse(text).find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
-        if isinstance(name, str) and name.startswith("_"):
+    for node in _env().parse(text).find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Filter):  # x|attr("__class__")
+            name = getattr(node.args[0], "value", None) if node.name == "attr" and node.args else None
+        else:
+            name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(name, str) and name.startswith("__"):
             return f"line {node.lineno}: '{name}' is an underscore attribute (Python internals), which templates " \
                    "cannot reach"
     return None

@@ -136,7 +136,7 @@ def test_template_syntax_error_at_load_names_the_field(in_tmp: Path, capsys: pyt
     assert code == 2 and f"{pipeline}:8: base_pipeline.stages[0].template: template syntax error" in err
     # what the sandbox refuses at render: refused here, before a session folder (it was made, then the run failed
     # and `show` said to run it again)
-    for reach in ("{{ ''.__class__.__mro__ }}", "{{ input['__class__'] }}"):
+    for reach in ("{{ ''.__class__.__mro__ }}", "{{ input['__class__'] }}", "{{ input|attr('__class__') }}"):
         pipeline = write(in_tmp, f"    - name: s\n      model: a\n      prompt: \"{reach}\"\n")
         code, err = run_cli(models, pipeline, capsys)
         assert code == 2 and "prompt: template line 1: '__" in err and "underscore attribute" in err, err
