@@ -58,15 +58,15 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override one config value, parsed as YAML: --set key.path=value (repeatable).",
                  show_default=False, metavar="KEY=VALUE"),
 ]
-_LLM_HELP = ("LLM routing config (providers, models, routes), or a built-in model's name (qwen2.5-coder-0.5b: every "
+LLM_HELP = ("LLM routing config (providers, models, routes), or a built-in model's name (qwen2.5-coder-0.5b: every "
              "route on it). Default: configs/llm.yaml if present")
 # no dir_okay=False: a folder named like a built-in model (`models export-hf smollm2-135m --out smollm2-135m`) does
 # not hide the model (core/llm/config.py routing_source); any other folder is refused there, naming it
-LLMOpt = Annotated[Path | None, typer.Option("--llm", help=f"{_LLM_HELP}.", show_default=False,
+LLMOpt = Annotated[Path | None, typer.Option("--llm", help=f"{LLM_HELP}.", show_default=False,
                                              metavar="FILE|MODEL")]
 ResumeLLMOpt = Annotated[  # nas and compress: --resume asks the run's own routing config again
     Path | None,
-    typer.Option("--llm", help=f"{_LLM_HELP}; with --resume, the one the run used (its llm.yaml).", show_default=False,
+    typer.Option("--llm", help=f"{LLM_HELP}; with --resume, the one the run used (its llm.yaml).", show_default=False,
                  metavar="FILE|MODEL"),
 ]
 OutOpt = Annotated[

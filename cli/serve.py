@@ -7,13 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import _LLM_HELP, ConfigOpt, JsonOpt, OutOpt, SetOpt, VerboseOpt, console, opt, safe_text
+from agentlab.core.models.builtin import BUILTIN_MODELS_SERVED
+
+from .common import LLM_HELP, ConfigOpt, JsonOpt, OutOpt, SetOpt, VerboseOpt, console, opt, safe_text
 from .runner import CommandSpec, Invocation, flags, run_command
 
 # serve's own default without configs/llm.yaml (serve/run.py builtin_llm_config): every built-in model installed
 ServeLLMOpt = Annotated[Path | None, typer.Option(
-    "--llm", help=f"{_LLM_HELP}, else every built-in model installed, each under its own name, with `default` on the "
-    "first of qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m installed.", show_default=False,
+    "--llm", help=f"{LLM_HELP}, else every built-in model installed, each under its own name, with `default` on the "
+    f"first of {', '.join(BUILTIN_MODELS_SERVED)} installed.", show_default=False,
     metavar="FILE|MODEL")]
 
 

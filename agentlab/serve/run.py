@@ -31,7 +31,7 @@ from agentlab.core.errors import ConfigError, MissingPackage, UsageError
 from agentlab.core.llm.check import local_problem
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
-from agentlab.core.models.builtin import builtin_path, is_installed
+from agentlab.core.models.builtin import BUILTIN_MODELS_SERVED, builtin_path, is_installed
 from agentlab.core.tracing import configure_tracing, shutdown_tracing
 from agentlab.serve.app import _Handler, build_app
 from agentlab.serve.catalog import Catalog, build_catalog
@@ -50,7 +50,6 @@ __all__ = ["Gateway", "prepare", "run", "builtin_llm_config", "bind", "client_ke
 log = logging.getLogger("agentlab.serve")
 
 _WILDCARDS = ("0.0.0.0", "::")  # every interface (bind's --host); a client connects to 127.0.0.1 then
-BUILTIN_MODELS_SERVED = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m")  # the first installed: default
 
 
 def builtin_llm_config(installed: list[str] | None = None) -> LLMConfig:

