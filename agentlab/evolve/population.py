@@ -56,9 +56,7 @@ def _open(store: str | None, run_path: Path | None, *, create: bool) -> Populati
         raise ConfigError("no population store", hint="pass --store URL (the run's `store`, or "
                           "sqlite:///RUN/population.db)")
     url = store if store is not None else f"sqlite:///{(Path(run_path) / 'population.db').resolve()}"  # type: ignore[arg-type]
-    created = False
     if create:
-        created = _made_here(url, Path(run_path or "."))
         study = open_study(url, Path(run_path or "."), name=STUDY, directions=["maximize"], what="store")
     else:
         if "://" not in url and Path(url).is_dir():
@@ -79,25 +77,7 @@ def _open(store: str | None, run_path: Path | None, *, create: bool) -> Populati
         except KeyError:
             return ConfigError(f"store {store or url}: holds no evolve population",
                                hint="start the run first: agentlab evolve run -c FILE (it creates the population)")
-    return Population(study, url, created=created)
-
-
-def _made_here(url: str, run_path: Path) -> bool:
-    """Whether this call makes the store's population: Optuna's ``create_study`` is atomic, so of two runs started
-    together on a new store exactly one makes it (the other gets ``DuplicatedStudyError``) and owns it
-    (``check_owner``). A storage that cannot be opened is ``open_study``'s to say."""
-    import optuna
-
-    for attempt in range(4):
-        try:
-            optuna.create_study(study_name=STUDY, storage=storage_object(open_storage(url, run_path, what="store")),
-                                directions=["maximize"])
-            return True
-        except optuna.exceptions.DuplicatedStudyError:  # made before: another run's, or this run's on a resume
-            return False
-        except Exception:  # a lock, or two processes making a new database's tables at once: a moment later
-            time.sleep(0.2 * (attempt + 1))
-    return False  # still failing: open_study says what is wrong
+    return Population(study, url)
 
 
 def await_population(store: str, announce: Callable[[str], None], poll_s: float = 2.0) -> Population:
@@ -148,9 +128,9 @@ def located(path: str | None, folder: str | None) -> str | None:
 class Population:
     """Individuals as trials of one study (named by trial number); see the module docstring."""
 
-    def __init__(self, study: Study, url: str, *, created: bool = False):
+    def __init__(self, study: Study, url: str):
         self.study, self.url = study, url  # the storage URL or journal path, as workers are given it
-        self.created = created  # this process made the study: its run owns the population (check_owner)
+        self.created = store_of(study).created  # this process made the study: its run owns the population
         self.store = store_of(study)
 
     # ------------------------------------------------------------------ shared settings

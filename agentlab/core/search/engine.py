@@ -72,6 +72,7 @@ class TrialStore:
     def __init__(self, study: Any, storage: Any, *, url: str | None = None):
         self.study, self.storage, self.where = study, storage, url_where(url)
         self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.created = False  # this process's open made the study (``study.open_study``): its creator labels it
         self.worker = R.worker_id()
         interval = getattr(storage, "get_heartbeat_interval", None)  # Optuna's RDB storage given a heartbeat_interval
         self.heartbeats = callable(interval) and interval() is not None

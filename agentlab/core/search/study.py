@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentlab.core.errors import ConfigError, RunDirError
-from agentlab.core.search.engine import attach, storage_object, url_where
+from agentlab.core.search.engine import attach, storage_object, store_of, url_where
 from agentlab.core.search.records import A_PLAN
 
 Direction = Literal["minimize", "maximize"]
@@ -315,6 +315,7 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
         raise ConfigError(f"{what}: cannot open the study {name!r} in {url_where(storage)!r} ({reason})",
                           hint="check the storage, or use a new one") from exc
     attach_opened(study, backend, storage, opened)
+    store_of(study).created = created
     labels = {OBJECTIVES_ATTR: objectives, SETTINGS_ATTR: settings}
     if not created:
         await_labels(study, [attr for attr, value in labels.items() if value is not None])
