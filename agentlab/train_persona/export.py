@@ -31,6 +31,7 @@ from agentlab.core.models.load import adapter_error
 from agentlab.core.models.modelfiles import gguf_info, hf_config
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 from agentlab.core.progress import NullProgress, Progress
+from agentlab.core.search.records import worker_alive
 
 log = logging.getLogger(__name__)
 
@@ -218,19 +219,9 @@ def _temp_beside(out: Path) -> Path:
     host = socket.gethostname()
     for stale in out.parent.glob(f".{glob.escape(out.name)}.{glob.escape(host)}-*.tmp"):
         pid = stale.name[len(f".{out.name}.{host}-"):].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not worker_alive(f"{host}:{pid}"):  # gone (a PID reused since by another program too)
             stale.unlink(missing_ok=True)
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.{host}-{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     ordinary_mode(name, replacing=out)
     return Path(name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
