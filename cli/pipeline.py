@@ -328,7 +328,7 @@ def _no_answer(data: dict[str, Any]) -> NoReturn:
         console.print(f"[bold red]failed:[/] {safe_text(failed['error'])}")
         from agentlab.pipeline.serving import failed_hint
 
-        console.print(f"[yellow]hint:[/] {safe_text(failed_hint(ref, failed['name']))}")
+        console.print(f"[yellow]hint:[/] {safe_text(failed_hint(ref, failed['name'], failed.get('position')))}")
         raise typer.Exit(1)
     state = {"running": "is still running", "interrupted": "was interrupted"}.get(status or "", safe_text(status))
     at = f" at stage '{safe_text(stage)}'" if stage and status in ("running", "interrupted") else ""

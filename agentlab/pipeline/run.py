@@ -136,7 +136,8 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
     routers: dict[str, Router] = {}
     for rules in split_by_rules(llm_cfg, models_cfg, llm):  # local and routed models: each under its own rules
         routers.update(dict.fromkeys(rules.models, Router.for_run(rules, run_dir, providers=given)))
-    server = StageServer(routers, llm_cfg, models_cfg, run_dir, given)
+    positions = {s.name: i for i, s in enumerate(declared)}  # a stage's place in the file: what --set counts
+    server = StageServer(routers, llm_cfg, models_cfg, run_dir, given, positions)
     outputs: dict[str, str] = {}
     steps: list[dict[str, Any]] = []
     try:
@@ -151,7 +152,7 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
                 try:
                     step = await _run_stage(server, stage, text_in, input_text, outputs, task)
                 except StageFailed as exc:
-                    _record_failure(run_dir, stage.name, index, exc)
+                    _record_failure(run_dir, stage.name, index, positions[stage.name], exc)
                     raise
                 step["index"] = index
             step["step_file"] = f"steps/{index:02d}-{stage.name}.json"
@@ -276,11 +277,13 @@ async def _call(server: StageServer, stage: StageConfig, name: str, messages: Me
             "seconds": round(time.perf_counter() - start, 4), "serving": serving}
 
 
-def _record_failure(run_dir: RunDir, stage: str, index: int, exc: StageFailed) -> None:
-    """What happened to a stage no model served: in session.json (``failed_stage``) and as a stage_failed event."""
+def _record_failure(run_dir: RunDir, stage: str, index: int, position: int, exc: StageFailed) -> None:
+    """What happened to a stage no model served: in session.json (``failed_stage``: ``index`` its step number, from 1
+    in run order; ``position`` its place in ``base_pipeline.stages``, from 0) and as a stage_failed event."""
     session = run_dir.path / "session.json"
     data = json.loads(session.read_text(encoding="utf-8")) if session.is_file() else {}
-    data["failed_stage"] = {"name": stage, "index": index, "error": exc.message, "serving": exc.serving}
+    data["failed_stage"] = {"name": stage, "index": index, "position": position, "error": exc.message,
+                            "serving": exc.serving}
     run_dir.write_json("session.json", data)
     run_dir.event("stage_failed", stage=stage, index=index, outcome=exc.kind, error=exc.message)
 

@@ -40,12 +40,13 @@ class StageFailed(LLMError):
         self.serving = serving
 
 
-def failed_hint(session: str, stage: str) -> str:
+def failed_hint(session: str, stage: str, position: int | None = None) -> str:
     """What to do about a stage no model served (said by `pipeline run` and `pipeline show`); ``session`` as a command
-    line names it (``sessions.session_ref``)."""
+    line names it (``sessions.session_ref``); ``position``: the stage's place in ``base_pipeline.stages`` (from 0, as
+    ``--set`` counts; not the step number, which follows the run's order)."""
     return (f"the steps before it are kept: fix the model, or give the stage `fallbacks:` (a rerun takes them as "
-            f"--set base_pipeline.stages.N.fallbacks=[MODEL]), then `agentlab pipeline rerun {session} --from "
-            f"{stage}`")
+            f"--set base_pipeline.stages.{'N' if position is None else position}.fallbacks=[MODEL]), then "
+            f"`agentlab pipeline rerun {session} --from {stage}`")
 
 
 def smaller(settings: ModelSettings, backend: str, memory: str) -> tuple[ModelSettings, str] | None:
@@ -92,6 +93,7 @@ class StageServer:
     models_cfg: ModelsConfig
     run_dir: RunDir
     given: dict[str, Provider] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)  # stage -> its place in base_pipeline.stages (hints)
     reduced: dict[str, tuple[Router, str]] = field(default_factory=dict)  # model -> its router on smaller settings
 
     async def serve(self, stage: str, model: str, fallbacks: list[str], messages: Messages,
@@ -109,7 +111,7 @@ class StageServer:
         last = serving[-1] if serving else {"outcome": "unavailable", "error": None}
         detail = f"; last error: {last['error']}" if last.get("error") else ""
         raise StageFailed(stage, f"stage '{stage}' could not be served: {tried}{detail}", str(last["outcome"]),
-                          serving, hint=failed_hint(session_ref(self.run_dir.path), stage))
+                          serving, hint=failed_hint(session_ref(self.run_dir.path), stage, self.positions.get(stage)))
 
     async def _ask(self, stage: str, name: str, messages: Messages, params: GenParams,
                    serving: list[dict[str, Any]]) -> Completion | None:

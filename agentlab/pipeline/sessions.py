@@ -44,6 +44,7 @@ class _RunInfo(_Record):
 class _FailedStage(_Record):
     name: str
     index: int
+    position: int | None = None  # older sessions: not recorded
     error: str
 
 

@@ -256,6 +256,7 @@ def test_a_stage_no_model_serves_stops_the_run_and_keeps_the_steps_before_it(in_
     assert caught.value.message.startswith("stage 'b' could not be served: model 'm2': connection, model 'm3': "
                                            "unavailable; last error: m3: gone")
     assert "\n" not in caught.value.message and "--from b" in (caught.value.hint or "")
+    assert "--set base_pipeline.stages.1.fallbacks=[MODEL]" in (caught.value.hint or "")  # b's place in the file
     assert sorted(p.name for p in (in_tmp / "r" / "steps").iterdir()) == ["01-a.json"]
     session = json.loads((in_tmp / "r" / "session.json").read_text())
     assert session["failed_stage"]["name"] == "b" and [a["outcome"] for a in session["failed_stage"]["serving"]] == [

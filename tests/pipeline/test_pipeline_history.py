@@ -168,6 +168,7 @@ def test_show_of_a_failed_session_says_why_and_how_to_continue(in_tmp: Path, cap
     assert code == 1 and out == "", err
     assert "failed: stage 'a' could not be served: model 'deadm': server_error" in flat
     assert "then `agentlab pipeline rerun f --from a`" in flat and "final answer" not in flat
+    assert "--set base_pipeline.stages.0.fallbacks=[MODEL]" in flat  # a's place in the file, as run said it
     code, out, _ = cli(capsys, "pipeline", "show", "f", "--json")
     data = json.loads(out)
     assert code == 0 and data["final"] is None and data["continue_from"] == "a"  # the session shown, as it is
