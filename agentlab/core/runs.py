@@ -584,6 +584,8 @@ class RunDir:
             self.finish(INTERRUPTED, error=str(getattr(exc, "reason", "") or "interrupted (Ctrl-C or SIGTERM)"))
         elif full is not None:  # the disk, not the run: --resume continues once there is space again
             self.finish(INTERRUPTED, error=self.scrub(full.message))
+        elif isinstance(exc, AgentlabError):  # said to the user as its message: the class is the code's word
+            self.finish(FAILED, error=self.scrub(exc.message))
         else:
             self.finish(FAILED, error=f"{exc_type.__name__}: {self.scrub(str(exc))}")
 

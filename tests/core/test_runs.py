@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentlab.core.errors import RunDirError
+from agentlab.core.errors import ConfigError, RunDirError
 from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text
 
 
@@ -56,7 +56,11 @@ def test_run_json_argv_is_the_agentlab_command_line_or_null_from_python(
 def test_failure_and_interrupt_status(in_tmp: Path) -> None:
     with pytest.raises(ValueError), RunDir.create("demo") as run:
         raise ValueError("boom")
-    assert run.status == "failed" and "boom" in run.info["error"]
+    assert run.status == "failed" and run.info["error"] == "ValueError: boom"  # unexpected: its class says what
+    with pytest.raises(ConfigError), RunDir.create("demo") as said:
+        said.write_text("partial.txt", "kept")  # written: the run stays, failed
+        raise ConfigError("models.yaml: model 'm' not found", hint="agentlab models list")
+    assert said.info["error"] == "models.yaml: model 'm' not found"  # as the console said it (`pipeline show` too)
     with pytest.raises(KeyboardInterrupt), RunDir.create("demo") as run2:
         raise KeyboardInterrupt
     assert run2.status == "interrupted"
