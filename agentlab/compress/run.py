@@ -61,7 +61,7 @@ from agentlab.core.search.session import (
     open_planner,
     require_planner_model,
 )
-from agentlab.core.search.study import missing_study, open_study
+from agentlab.core.search.study import await_labels, missing_study, open_study
 from agentlab.core.tracking import check_tracking, open_tracker
 
 if TYPE_CHECKING:
@@ -224,6 +224,8 @@ def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
                        objectives=[o.metric for o in goal.objectives], what="search.storage",
                        settings=study_settings(cfg))
     where = f"search.storage ({url_where(cfg.search.storage)})" if cfg.search.storage else str(run_path / "study.db")
+    if not store_of(study).created:  # its creator labels the goal just after open_study: a run started with it waits
+        await_labels(study, [GOAL_ATTR])
     check_goal(study, goal, where)
     if study.user_attrs.get(GOAL_ATTR) is None:
         study.set_user_attr(GOAL_ATTR, goal.describe())

@@ -5,6 +5,7 @@ experiment, the carbon budget, MLflow children, and one clear line (exit 2, no f
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ pytest.importorskip("codecarbon")
 pytest.importorskip("optuna")
 
 from agentlab.cli import main  # noqa: E402
+from agentlab.core.errors import ConfigError  # noqa: E402
 
 SMALL = ["measure.context=32", "measure.stride=16", "measure.max_eval_tokens=160", "measure.prompt_tokens=8",
          "measure.new_tokens=4", "measure.repeats=1", "task_questions=3"]
@@ -434,6 +436,38 @@ def test_a_shared_study_keeps_its_constraints_too(in_tmp: Path, tiny_model: dict
     assert "the study 'compress' has the goal 'maximize speedup subject to accuracy >= 0.98 x base', this search " \
         "'maximize speedup subject to perplexity <= 1.05 x base'" in err and not (in_tmp / "C").exists()
     open_search_study(first, first.goal(), in_tmp)  # the same goal opens it again
+
+
+def test_a_run_opening_a_study_another_just_created_waits_for_its_goal(in_tmp: Path,
+                                                                        tiny_model: dict[str, Path]) -> None:
+    """Two runs started together on a new study, differing only in their constraints (not a shared setting): the
+    second opened the study between the first's open_study and its goal label, found none, wrote its own goal and
+    ran beside the first with another goal."""
+    import threading
+
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.run import GOAL_ATTR, open_search_study, study_settings
+    from agentlab.core.search.study import open_study
+
+    storage = f"sqlite:///{in_tmp / 's.db'}"
+    first = CompressConfig(model=str(tiny_model["hf"]), task_questions=3, search={"storage": storage})
+    goal = first.goal()
+    made = open_study(storage, in_tmp, name="compress", directions=[o.direction for o in goal.objectives],
+                      objectives=[o.metric for o in goal.objectives], settings=study_settings(first))  # mid-open
+
+    def label() -> None:
+        time.sleep(0.4)
+        made.set_user_attr(GOAL_ATTR, goal.describe())
+
+    other = first.model_copy(update={"objective": "maximize speedup with perplexity increase <5%"})
+    labelling = threading.Thread(target=label)
+    labelling.start()
+    try:
+        with pytest.raises(ConfigError, match="has the goal 'maximize speedup subject to accuracy"):
+            open_search_study(other, other.goal(), in_tmp)
+    finally:
+        labelling.join()
+    assert made.user_attrs[GOAL_ATTR] == goal.describe()
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
