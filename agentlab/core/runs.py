@@ -858,7 +858,7 @@ def settings_changes(folder: Path, cfg: BaseModel, may: Iterable[str] = ()) -> l
     """What ``cfg`` changes from the run's config.yaml in ``folder``, as ``key old -> new``, other than the keys
     ``may`` (a key stands for what lies under it); secrets are compared as config.yaml holds them (redacted)."""
     saved, asked = (_as_saved(c) for c in (load_config(folder / "config.yaml", type(cfg)), cfg))
-    return [f"{key} {brief_setting(saved.get(key))} -> {brief_setting(asked.get(key))}"
+    return [f"{key} {said_setting(saved.get(key))} -> {said_setting(asked.get(key))}"
             for key in sorted(saved.keys() | asked.keys())
             if saved.get(key) != asked.get(key) and REDACTED not in (saved.get(key), asked.get(key))
             and not _under(key, may)]
@@ -881,6 +881,11 @@ def _as_saved(cfg: BaseModel) -> dict[str, Any]:
 def _under(key: str, keys: Iterable[str]) -> bool:
     """Whether the dotted ``key`` is one of ``keys`` or lies under one (a key stands for what lies under it)."""
     return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def said_setting(value: Any) -> str:
+    """A setting as a resume refusal says it: unset (None, YAML's null) in words, else ``brief_setting``."""
+    return "(not set)" if value is None else brief_setting(value)
 
 
 def brief_setting(value: Any) -> str:

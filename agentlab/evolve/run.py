@@ -30,7 +30,7 @@ from agentlab.core.models.adapters import (
 )
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, brief_setting, flat_settings, read_events
+from agentlab.core.runs import RunDir, brief_setting, flat_settings, read_events, said_setting
 from agentlab.core.search.loop import Hooks, TrialAborted
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
 from agentlab.core.search.study import check_storage, missing_study
@@ -216,7 +216,7 @@ def check_store(cfg: EvolveConfig) -> None:
     stored, now = pop.attr("config"), population_config(cfg)
     if stored is not None:
         # the settings both know: one added to agentlab since the store was made is its default on both sides
-        changed = [f"{key} {brief_setting(stored[key])} -> {brief_setting(now[key])}"
+        changed = [f"{key} {said_setting(stored[key])} -> {said_setting(now[key])}"
                    for key in sorted(stored.keys() & now.keys()) if stored[key] != now[key]]
     else:  # its base model may be kept as typed (relative): the seeds and their fingerprints tell the population
         seeds, old = {p.name: str(p) for p in cfg.seeds}, (settings or {}).get("seeds")

@@ -367,6 +367,9 @@ def test_a_run_whose_file_said_question_resumes_with_the_same_topic(in_tmp: Path
         pass
     assert resume_changes(in_tmp / "e", DebateConfig(topic="q", agents=[{"adapter": "/x/a"}]), "debate") == [
         'agents [{"adapter": "/x/a"}, {"adapter": "/x/b"}] -> [{"adapter": "/x/a"}]']
+    # a setting left unset is said so, not as Python's None (evolve's resume said "store None -> '/x/pop.journal'")
+    assert resume_changes(in_tmp / "d", DebateConfig(topic="What is 1 plus 2?", judge="m"), "debate") == [
+        "judge (not set) -> 'm'"]
 
 
 def test_failed_calls_name_their_cause_are_marked_failed_and_stop_the_rounds(in_tmp: Path,
