@@ -9,6 +9,11 @@
   by default every file of the project folder except run folders, ``.git``, virtual environments, caches and files
   over ``LINK_OVER`` bytes, which are symlinked instead (data sets stay where they are).
 
+A symlink of the project that points inside it (``config.py -> configs/exp1.py``) points, relative, at the same
+place of the workspace, so a trial reads its own copy (the one its values are written into), never the user's file;
+one that points out of the project (a data set elsewhere), or, outside git, into what a copy leaves out (a virtual
+environment, a cache), points where the user's does (absolute).
+
 The user's own tree is never written to: git writes only under ``.git/worktrees`` (its own bookkeeping) and the
 branch ref. Workspaces live under ``<run>/workspaces/`` and go when their trial is recorded (a failed trial's stays
 with ``objective.keep_failed``); ``cleanup`` removes every worktree of the run and prunes git's list, at the end of
@@ -139,7 +144,7 @@ class Workspaces:
             atomic_write_bytes(self.root / PATCH, diff)
             frozen = self.root / UNTRACKED  # the untracked files as the search starts: every trial gets these
             for rel in self._untracked():
-                self._place(self.repo / rel, frozen / rel)
+                self._place(self.repo / rel, frozen / rel, self.repo)
             atomic_write_json(record, {"commit": self.commit, "branch": self.branch})
         patch = self.root / PATCH
         untracked = self._frozen()
@@ -149,9 +154,11 @@ class Workspaces:
         if untracked:
             parts.append(f"{len(untracked)} untracked file(s)")
         ignored = self._ignored()
-        if ignored:
-            parts.append(f"{len(ignored)} ignored file(s) or folder(s) linked ({', '.join(ignored[:3])}"
-                         f"{', ...' if len(ignored) > 3 else ''})")
+        linked = [rel for rel in ignored if _linked_whole(self.repo / rel)]
+        for what, names in (("copied", [rel for rel in ignored if rel not in linked]), ("linked", linked)):
+            if names:
+                parts.append(f"{len(names)} ignored file(s) or folder(s) {what} ({', '.join(names[:3])}"
+                             f"{', ...' if len(names) > 3 else ''})")
         self.carried = " and ".join(parts)
         line = (f"workspaces: each trial runs in a git worktree of {self.commit[:12]} (branch {self.branch}) under "
                 f"{self.root}")
@@ -296,15 +303,24 @@ class Workspaces:
         return _files(self.root / UNTRACKED)
 
     def _copy_project(self, target: Path) -> None:
-        """The project's files (``_copy_list``) placed under ``target``: small ones copied, large ones linked."""
-        for rel in self._copy_list():
-            self._place(self.project / rel, target / rel)
+        """The project's files (``_copy_list``) placed under ``target``: small ones copied, large ones linked, links
+        as ``_place`` says; a link into what the copy leaves out (a virtual environment, a cache) points at the
+        user's (not with ``objective.workspace``'s patterns: a link to the config file they leave out points at the
+        copy a trial writes)."""
+        listed = self._copy_list()
+        for rel in listed:
+            self._place(self.project / rel, target / rel, self.project)
+        for rel in listed if self.patterns is None else []:
+            link = target / rel
+            if link.is_symlink() and not link.exists() and (self.project / rel).exists():
+                link.unlink()
+                os.symlink((self.project / rel).resolve(), link)
 
     def _copy_kept(self, kept: Path, target: Path) -> None:
         """What the run kept when the search started (``kept``: the untracked files, or a project outside git)
         placed under ``target``."""
         for rel in _files(kept):
-            self._place(kept / rel, target / rel)
+            self._place(kept / rel, target / rel, kept)
 
     def _ignored(self) -> list[str]:
         """What the repository ignores under the project folder (data, outputs), as git lists it (a folder whole):
@@ -368,24 +384,27 @@ class Workspaces:
         if target.exists() or target.is_symlink():
             return
         if source.is_dir() and not source.is_symlink():
-            files = 0
-            for _ in source.rglob("*"):
-                files += 1
-                if files > LINK_FILES:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(source, target)
-                    return
+            if _linked_whole(source):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(source, target)
+                return
             for path in source.rglob("*"):
                 if path.is_file() or path.is_symlink():
-                    self._place(path, target / path.relative_to(source))
+                    self._place(path, target / path.relative_to(source), self.repo or self.project)
             return
-        self._place(source, target)
+        self._place(source, target, self.repo or self.project)
 
-    def _place(self, source: Path, target: Path) -> None:
+    def _place(self, source: Path, target: Path, root: Path) -> None:
+        """``source``, a file under ``root``, at ``target`` (the same place under the copy's top): copied, or linked
+        when over ``LINK_OVER``. A link that points inside ``root`` points at the same place of the copy (relative:
+        a trial reads the copy its values are written into, never the user's file); any other where the user's
+        does (absolute: it moved)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_symlink() or not source.is_file():
-            with contextlib.suppress(OSError):  # a link points where the user's did (absolute: it moved)
-                os.symlink(source.resolve(), target)
+            with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a link loop
+                real, top = source.resolve(), root.resolve()
+                inner = source.is_symlink() and real.is_relative_to(top)
+                os.symlink(os.path.relpath(real, top / source.parent.relative_to(root)) if inner else real, target)
             return
         if source.stat().st_size > LINK_OVER:
             os.symlink(source, target)
@@ -437,6 +456,14 @@ def _registered(repo: Path, root: Path) -> list[Path]:
     root = root.resolve()
     paths = [Path(line.removeprefix("worktree ")) for line in text.splitlines() if line.startswith("worktree ")]
     return [p for p in paths if root in p.resolve().parents]
+
+
+def _linked_whole(source: Path) -> bool:
+    """Whether ``_carry`` links ``source``, an ignored file or folder, into a worktree rather than copying it: a
+    file over ``LINK_OVER`` bytes, a folder of more than ``LINK_FILES`` files, a link."""
+    if source.is_symlink() or not source.is_dir():
+        return source.is_symlink() or not source.is_file() or source.stat().st_size > LINK_OVER
+    return any(n > LINK_FILES for n, _ in enumerate(source.rglob("*"), 1))
 
 
 def _skipped_dir(rel: Path) -> bool:

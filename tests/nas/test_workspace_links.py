@@ -1,0 +1,141 @@
+"""Links of the user's project in a trial's workspace: one pointing inside the project points at the workspace's copy
+(the trial reads the file its values are written into), never at the user's file; the trial's values are never
+written through a link into the user's tree; the console says which ignored files are copied and which linked."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agentlab.cli import main
+from agentlab.core.search.loop import TrialFailed
+from agentlab.nas import workspace
+from agentlab.nas.command import CommandObjective
+from agentlab.nas.config import CommandObjectiveConfig
+from agentlab.nas.config_file import ConfigFile
+from agentlab.nas.workspace import Workspaces
+
+TRAIN = ("import math, config\n"
+         "print(f\"val_loss: {(math.log10(config.training['lr']) + 2.5) ** 2:.6f}\")\n")
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def linked_project(root: Path) -> Path:
+    """A project whose config.py is a link to configs/exp1.py (a user's experiment switcher)."""
+    project = root / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "configs" / "exp1.py").write_text('training = {"lr": 0.01}\n')
+    (project / "config.py").symlink_to("configs/exp1.py")
+    (project / "train.py").write_text(TRAIN)
+    return project
+
+
+def test_a_link_inside_the_project_points_at_the_workspaces_copy_outside_git(tmp_path: Path) -> None:
+    project = linked_project(tmp_path)
+    (tmp_path / "data.csv").write_text("a,b\n")
+    (project / "data.csv").symlink_to(tmp_path / "data.csv")  # a data set elsewhere: the user's, as it was
+    (project / ".venv" / "bin").mkdir(parents=True)
+    (project / ".venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    (project / "env").symlink_to(".venv")  # into what the copy leaves out: the user's
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run")
+    spaces.prepare()
+    cwd = spaces.create(0)
+    assert os.readlink(cwd / "config.py") == "configs/exp1.py"
+    assert (cwd / "config.py").resolve() == (cwd / "configs" / "exp1.py").resolve()
+    assert (cwd / "data.csv").resolve() == (tmp_path / "data.csv").resolve()
+    assert (cwd / "env").resolve() == (project / ".venv").resolve()
+
+
+def test_an_untracked_link_in_a_git_repository_points_at_the_worktrees_copy(tmp_path: Path) -> None:
+    project = linked_project(tmp_path)
+    (project / "config.py").unlink()
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "start")
+    (project / "config.py").symlink_to("configs/exp1.py")  # untracked
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run")
+    spaces.prepare()
+    try:
+        cwd = spaces.create(0)
+        assert os.readlink(cwd / "config.py") == "configs/exp1.py"
+        assert (cwd / "config.py").resolve() == (cwd / "configs" / "exp1.py").resolve()
+    finally:
+        spaces.cleanup()
+
+
+def test_each_trial_runs_the_values_it_is_labelled_with_through_a_linked_config(tmp_path: Path) -> None:
+    """The new user's case: config.py a link to configs/exp1.py outside git. Every trial ran the user's lr = 0.01
+    (val_loss 0.25 each) while config_used.py said the searched lr."""
+    project = linked_project(tmp_path)
+    (project / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py", "config": "config.py", "metric": "val_loss"},
+        "search": {"pruner": "none", "space": {"training.lr": {"low": 0.0001, "high": 0.1, "log": True}}}}))
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "3", "--out", str(run)]) == 0
+    for trial in sorted((run / "trials").iterdir()):
+        used: dict = {}
+        exec((trial / "config_used.py").read_text(), used)
+        ran = float((trial / "stdout.log").read_text().split("val_loss:")[-1])
+        assert ran == pytest.approx((math.log10(used["training"]["lr"]) + 2.5) ** 2, abs=1e-5)
+    assert len({json.loads((t / "params.json").read_text())["training"]["lr"]
+                for t in (run / "trials").iterdir()}) == 3
+    assert (project / "configs" / "exp1.py").read_text() == 'training = {"lr": 0.01}\n'
+
+
+@pytest.fixture
+def small_link_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workspace, "LINK_FILES", 3)  # an ignored folder of more files is linked whole
+
+
+def ignored_project(root: Path) -> Path:
+    """A git project whose ignored big/ (linked whole) holds the config file, and whose ignored outputs/ is copied."""
+    project = root / "project"
+    (project / "big").mkdir(parents=True)
+    for i in range(5):
+        (project / "big" / f"f{i}").write_text("x")
+    (project / "big" / "config.json").write_text('{"lr": 0.01}\n')
+    (project / "outputs").mkdir()
+    (project / "outputs" / "old.txt").write_text("x")
+    (project / ".gitignore").write_text("big/\noutputs/\n")
+    (project / "train.py").write_text("print('loss: 1')\n")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "start")
+    return project
+
+
+def test_the_console_says_which_ignored_folders_are_copied_and_which_linked(tmp_path: Path,
+                                                                            small_link_limit: None) -> None:
+    spaces = Workspaces(ignored_project(tmp_path), tmp_path / "run" / "workspaces", "run")
+    line = spaces.prepare()
+    assert "1 ignored file(s) or folder(s) copied (outputs)" in line
+    assert "1 ignored file(s) or folder(s) linked (big)" in line
+
+
+def test_a_config_in_a_folder_linked_whole_is_never_written_into_the_users_file(tmp_path: Path,
+                                                                                small_link_limit: None) -> None:
+    project = ignored_project(tmp_path)
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run")
+    spaces.prepare()
+    spec = CommandObjectiveConfig(command=f"{sys.executable} train.py", metric="loss")
+    objective = CommandObjective(spec, cwd=project, trial_dir=lambda n: tmp_path / "run" / f"run_{n:04d}",
+                                 space_keys=("lr",), config=ConfigFile.load(project / "big" / "config.json"),
+                                 workspaces=spaces)
+    try:
+        with pytest.raises(TrialFailed, match=r"big/config.json lies in a folder the trial's workspace links to "
+                           r"yours .*git add -f big/config.json"):
+            objective.run(0, {"lr": 0.5}, lambda step, value: False)
+    finally:
+        spaces.cleanup()
+    assert (project / "big" / "config.json").read_text() == '{"lr": 0.01}\n'
