@@ -22,8 +22,8 @@ The contract, for the command's author:
   number, is an intermediate value: the pruner sees it, and when it says stop the command is terminated (the trial
   is pruned).
 - A non-zero exit, no result, a metric that is not a finite number, or a run past ``timeout_s`` is a failed trial
-  whose reason holds the last lines of stderr; the search goes on. stdout and stderr are kept in the trial folder
-  (``stdout.log``, ``stderr.log``).
+  whose reason holds the last lines of stderr (secrets scrubbed: ``_log_end``); the search goes on. stdout and
+  stderr are kept in the trial folder (``stdout.log``, ``stderr.log``).
 - The command runs in its own process group, and on Linux with the parent-death signal set to SIGKILL: a timeout,
   Ctrl-C or SIGTERM of agentlab kills the whole group, and ``kill -9`` of agentlab kills the command (its own
   children are its to end: PyTorch's DataLoader workers do).
@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from agentlab.core.config import scrub_text
 from agentlab.core.errors import UsageError
 from agentlab.core.process import die_with_parent
 from agentlab.core.runs import atomic_write_json, atomic_write_text
@@ -66,10 +67,12 @@ from agentlab.nas.script import (
     argparse_options,
     config_files,
     hydra_app,
+    inside,
     project_imports,
     python_source,
     script_of,
 )
+from agentlab.nas.workspace import LINK_FILES
 
 if TYPE_CHECKING:
     from agentlab.nas.code_change import CodeTrials
@@ -769,6 +772,12 @@ class CommandObjective:
                   if (found := self.config.lookup(k))[0] and not same_value(found[1], v)}
         text = self.config.render(values)
         rel = self.config.path.resolve().relative_to(self.cwd.resolve())
+        if not inside(self.workspaces.root.resolve(), (cwd / rel).parent):  # a folder linked whole: never written
+            raise TrialFailed(f"objective.config: {rel} lies in a folder the trial's workspace links to yours "
+                              f"({(cwd / rel).parent.resolve()}: git ignores it and it holds over {LINK_FILES} "
+                              "files, so it is linked, not copied), so the trial's values would be written into your "
+                              "file: nothing written, the trial not run. Fix: track the file (git add -f "
+                              f"{shlex.quote(str(rel))}), or move it out of that folder")
         atomic_write_text(cwd / rel, text)
         atomic_write_text(folder / f"config_used{self.config.path.suffix}", text)
 
@@ -918,7 +927,8 @@ class CommandObjective:
         value = data[self.metric]
         if not _number(value) or not math.isfinite(float(value)):
             raise TrialFailed(f"{self.metric} is {value!r}, not a finite number" + _tail(folder / "stderr.log"))
-        kept = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        kept = {k: scrub_text(v) if isinstance(v, str) else v for k, v in data.items()  # study, model: no secret
+                if isinstance(v, (str, int, float, bool)) or v is None}
         return {**kept, "value": float(value), self.metric: float(value)}
 
 
@@ -1078,16 +1088,19 @@ def printed_instead(metric: str, folder: Path) -> str:
 
 
 def _log_end(path: Path, limit: int) -> tuple[str, bool] | None:
-    """The last ``limit`` bytes of a trial's log as text (``plain``), and whether the file holds more before them
-    (its first line may then be cut); None when it cannot be read."""
+    """The last ``limit`` bytes of a trial's log as text (``plain``, secrets scrubbed: ``scrub_text``), and whether
+    the file holds more before them (its first line may then be cut); None when it cannot be read. What a failure's
+    reason quotes from the logs goes to the console, the study, the agent's state and the planner model (maybe a
+    remote API): a secret the command printed (``invalid key <WANDB_API_KEY's value>``) reaches none of them."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             start = max(0, handle.tell() - limit)
             handle.seek(start)
-            return plain(handle.read().decode("utf-8", errors="replace")), start > 0  # as messages: no colours
+            text = plain(handle.read().decode("utf-8", errors="replace"))  # as messages: no colours
     except OSError:
         return None
+    return scrub_text(text), start > 0
 
 
 def _tail(path: Path, lines: int = STDERR_LINES) -> str:
