@@ -34,11 +34,44 @@ SECRET_NAME = re.compile(r"secret|credential|token|passw|api[_-]?key|private|ser
                          re.IGNORECASE)
 
 
-# A secret written into a file the model reads (``WANDB_API_KEY = "abc..."``, ``token: 'xyz...'``): its value
-# replaced before the text leaves (the model may be a remote API).
+# A secret written into a file the model reads (``WANDB_API_KEY = "abc..."``, ``token: 'xyz...'``, ``"Authorization":
+# "Bearer ..."``, ``api_key: str = "..."``): a value assigned (``=`` or ``:``) to a name (``_secret_name``) replaced
+# before the text leaves (the model may be a remote API). A quoted value of 6 characters or more (spaces allowed); an
+# unquoted one that is a single word of 6 or more with a digit in it, not a number, and not code (``tokenizer.eos``,
+# ``os.environ[...]``, ``get_key()``, a variable name: no digit).
 SECRET_VALUE = re.compile(
-    r"((?<![A-Za-z])(?:[A-Za-z0-9]+[_-])*(?:api[_-]?key|token|secret|passw(?:or)?d)[\"']?\s*[=:]\s*)"
-    r"([\"']?)(?!\[redacted\])[^\"'\s#,}]{6,}\2", re.IGNORECASE)
+    r"""(?<![\w.-])(?P<name>[A-Za-z_][\w.-]*)["']?\]?\s*(?::\s*[A-Za-z_][\w.\[\], |]*?\s*)?[=:]\s*"""
+    r"""(?:(?P<quoted>"(?!\[redacted\])[^"\n]{6,}"|'(?!\[redacted\])[^'\n]{6,}')"""
+    r"""|(?P<bare>[^\s"'#,;}()\[\]]{6,})(?=[\s#,;})\]]|$))""")
+SECRET_WORDS = ("token", "secret", "password", "passwd", "apikey")  # a word ending so: accesstoken, clientsecret
+AUTH_WORDS = ("auth", "authorization", "authentication")
+
+
+def _secret_name(name: str) -> bool:
+    """Whether ``name`` holds a word of a secret: its words (split at ``_``, ``-``, ``.`` and camelCase) or two of
+    them together (``api_key``, ``apiKey``) ending in token, secret, password, passwd or apikey, or a word auth,
+    authorization or authentication. Not ``tokenizer``, ``max_tokens``, ``author``."""
+    words = [w.lower() for w in re.split(r"[_.-]+|(?<=[a-z0-9])(?=[A-Z])", name) if w]
+    return any(w.endswith(SECRET_WORDS) or w in AUTH_WORDS
+               for w in [*words, *(a + b for a, b in zip(words, words[1:], strict=False))])
+
+
+def _hide_secret(found: re.Match[str]) -> str:
+    """``SECRET_VALUE``'s match with its value ``[redacted]`` when the name is a secret's and the value one."""
+    bare = found["bare"]
+    if not _secret_name(found["name"]) or (bare is not None and (not re.search(r"\d", bare) or _is_number(bare))):
+        return found[0]
+    value_at = found.start("bare" if bare is not None else "quoted") - found.start()
+    quote = found["quoted"][0] if bare is None else ""
+    return f"{found[0][:value_at]}{quote}[redacted]{quote}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def project_files(objective: CommandObjectiveConfig) -> list[str]:
@@ -108,7 +141,7 @@ def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any,
     except UnicodeDecodeError:
         return f"refused: {relative} is not UTF-8 text"
     content = redact(content)  # the values of secret environment variables and URL credentials, scrubbed
-    content = SECRET_VALUE.sub(r"\1\2[redacted]\2", content)  # and keys written into the code
+    content = SECRET_VALUE.sub(_hide_secret, content)  # and keys written into the code
     if len(content) <= READ_CHARS:
         return f"{relative} ({len(content)} characters):\n{content}"
     return (f"{relative} (cut: the first {READ_CHARS} of {len(content)} characters):\n{content[:READ_CHARS]}\n"
