@@ -18,6 +18,7 @@ import difflib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,9 @@ def require_unchanged_config(run: Path) -> None:
     if data is None or _sha(data) != meta["sha256"]:
         raise UsageError(f"objective.config: {live} {'is gone' if data is None else 'has changed'} since the search "
                          "started: the trials after the resume would run another config than those before",
-                         hint=f"restore it (cp {run / 'base' / meta['file']} {live}) and resume, or start a new "
-                         "search on the file as it is now (after `nas apply`, it holds the best config)")
+                         hint=f"restore it ({shlex.join(['cp', str(run / 'base' / meta['file']), str(live)])}) and "
+                         "resume, or start a new search on the file as it is now (after `nas apply`, it holds the "
+                         "best config)")
 
 
 def remember_hydra(run: Path, project: Path, script: str, cwd: Path) -> str | None:
@@ -232,7 +234,7 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
                        status, "the search has no successful trial")
             raise UsageError(f"{run}: no {best.relative_to(run)} ({why})",
                              hint="wait for it to finish" if status == RUNNING else
-                             f"finish the search (agentlab nas --resume {run}), then apply")
+                             f"finish the search (agentlab nas --resume {shlex.quote(str(run))}), then apply")
         try:
             current = target.read_bytes()
         except OSError as exc:
@@ -288,14 +290,16 @@ def _refuse_forecaster_run(run: Path, meta: dict[str, Any] | None) -> None:
         config = run / "trials" / (best if isinstance(best, str) else "<best trial>") / "config_used.yaml"
         raise UsageError(f"{run}: a search of the built-in forecaster (no objective: section): apply writes the "
                          "best config back into your project only for a search of your own training command "
-                         "(objective:)", hint=f"forecast with its final model: agentlab nas predict {run} --data "
-                         f"CSV; its best trial's config is {config}")
+                         "(objective:)", hint="forecast with its final model: agentlab nas predict "
+                         f"{shlex.quote(str(run))} --data CSV; its best trial's config is {config}")
 
 
 def by_hand(project: Path, run: Path) -> str:
-    """How to apply ``best.patch`` in ``project`` by hand: git's way in a repository, else patch's."""
-    patch = (run / "best.patch").resolve()
-    return f"cd {project} && " + (f"git apply {patch}" if repo_top(project) else f"patch -p1 < {patch}")
+    """How to apply ``best.patch`` in ``project`` by hand: git's way in a repository, else patch's (a command line
+    to paste into a shell: the paths quoted)."""
+    patch = shlex.quote(str((run / "best.patch").resolve()))
+    apply = f"git apply {patch}" if repo_top(project) else f"patch -p1 < {patch}"
+    return f"cd {shlex.quote(str(project))} && {apply}"
 
 
 def _project(run: Path) -> Path:
