@@ -69,7 +69,13 @@ def resolve_cwd(cfg: NASConfig, config_file: str | Path | None) -> None:
     if not objective.cwd.is_dir():  # before objective.config, which is read from there
         raise UsageError(f"objective.cwd: {objective.cwd} is not a folder", hint="give the project's folder")
     if objective.config is not None and not objective.config.is_absolute():  # kept absolute for --resume
-        objective.config = (objective.cwd / objective.config).resolve()
+        given = objective.cwd / objective.config
+        objective.config = given.resolve()
+        if given.is_symlink() and not objective.config.is_relative_to(objective.cwd.resolve()):  # said as typed
+            raise ConfigError(f"objective.config: {given} is a link to {objective.config}, outside the project "
+                              f"folder {objective.cwd}",
+                              hint="copy the file into the project: each trial's workspace holds a copy of the "
+                              "project's files, and a trial's values are never written into a file outside it")
 
 
 def config_file(cfg: NASConfig) -> ConfigFile | None:

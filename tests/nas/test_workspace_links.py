@@ -139,3 +139,22 @@ def test_a_config_in_a_folder_linked_whole_is_never_written_into_the_users_file(
     finally:
         spaces.cleanup()
     assert (project / "big" / "config.json").read_text() == '{"lr": 0.01}\n'
+
+
+def test_a_config_linked_out_of_the_project_is_refused_naming_the_link(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """config.py a link to a file outside the project: refused before trial 0, as before, but the line named only
+    the target (../elsewhere/exp1.py), which the user never typed, and said to give a file inside the project."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "elsewhere.py").write_text('training = {"lr": 0.01}\n')
+    (project / "config.py").symlink_to("../elsewhere.py")
+    (project / "train.py").write_text(TRAIN)
+    (project / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py", "config": "config.py", "metric": "val_loss"},
+        "search": {"space": {"training.lr": {"low": 0.0001, "high": 0.1, "log": True}}}}))
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(tmp_path / "run")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"objective.config: {project / 'config.py'} is a link to {tmp_path / 'elsewhere.py'}, outside the " \
+        f"project folder {project}" in err
+    assert "copy the file into the project" in err and not (tmp_path / "run").exists()
