@@ -175,9 +175,11 @@ def meta_model(ref: ModelRef) -> Any | None:
             return None
 
 
-def measure(data: ChatData, tokenizer: Any, max_length: int, truncate: bool) -> None:
+def measure(data: ChatData, tokenizer: Any, max_length: int, truncate: bool, marked: str | None = None) -> None:
     """Token counts with the chat template; conversations over ``max_length`` stop the run with their lines unless
-    ``truncate`` (then they are counted)."""
+    ``truncate`` (then they are counted). ``marked``: the template that marks assistant tokens when the loss is on
+    them alone; a cut (it keeps the start) that leaves no conversation an assistant token stops the run too, before
+    the model loads (the trainer's own check came after it, in a run folder left failed)."""
     data.tokens = [len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
                    for row in data.rows]
     too_long = [(line, n) for line, n in zip(data.lines, data.tokens, strict=True) if n > max_length]
@@ -186,6 +188,13 @@ def measure(data: ChatData, tokenizer: Any, max_length: int, truncate: bool) -> 
               f"raise --set data.max_length=N (the longest is {max(n for _, n in too_long)}), shorten or drop the "
               "conversations, or --set data.truncate=true to cut them")
     data.truncated = len(too_long)
+    if too_long and len(too_long) == len(data.rows) and marked is not None and not any(
+            any(tokenizer.apply_chat_template(row["messages"], chat_template=marked, tokenize=True, return_dict=True,
+                                              return_assistant_tokens_mask=True)["assistant_masks"][:max_length])
+            for row in data.rows):
+        raise InputError(f"{data.path}: no conversation keeps an assistant token within max_length {max_length}: "
+                         f"data.truncate cuts all {len(data.rows)} before their answer, nothing would be learned",
+                         hint="raise --set data.max_length=N, or shorten the conversations' prompts")
 
 
 def _fail(problems: list[str], hint: str) -> None:

@@ -42,6 +42,7 @@ from agentlab.core.models.load import load_causal_lm
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, read_events, settings_changes
 from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
+from agentlab.core.train.chat import training_chat_template
 from agentlab.core.train.dist import FollowerRun
 from agentlab.core.train.model import check_target_modules, lora_config
 from agentlab.train_persona.config import TrainPersonaConfig
@@ -71,7 +72,9 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False, run_dir: Path | 
         check_replace(out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
     resolve_device_dtype(cfg.train.device, cfg.train.dtype)
     base = check_base_model(cfg.base_model)
-    measure(data, load_tokenizer(base), cfg.data.max_length, cfg.data.truncate)
+    tokenizer = load_tokenizer(base)
+    marked = training_chat_template(tokenizer).template if cfg.train.assistant_only_loss else None  # as trained
+    measure(data, tokenizer, cfg.data.max_length, cfg.data.truncate, marked)
     if not isinstance(cfg.lora.target_modules, str):  # build_sft_trainer checks them again on the loaded model
         model = meta_model(base)
         if model is not None:

@@ -81,6 +81,22 @@ def test_bad_data_stops_before_any_model_loads_and_out_is_untouched(
     assert [p.name for p in (in_tmp / "out").iterdir()] == ["adapter_config.json"] and not (in_tmp / "runs").exists()
 
 
+def test_truncation_that_leaves_no_answer_stops_before_any_model_loads(
+        in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """data.truncate cutting every conversation before its answer: refused only after the model loaded, in a run
+    folder left failed. A conversation whose answer survives the cut is enough to train."""
+    data = in_tmp / "chat.jsonl"
+    long = '{"messages": [{"role": "user", "content": "' + "word " * 200 + '"}, {"role": "assistant", "content": "b"}]}'
+    data.write_text(long + "\n" + long + "\n")
+    assert train(tiny_model["hf"], "--data", str(data), "--set", "data.truncate=true", "--max-steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "no conversation keeps an assistant token within max_length 128" in err and "Traceback" not in err
+    assert "Loading weights" not in err and not (in_tmp / "runs").exists()  # no model loaded, no run folder
+    data.write_text(long + "\n" + '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", '
+                    '"content": "b"}]}\n')
+    assert train(tiny_model["hf"], "--data", str(data), "--set", "data.truncate=true", "--max-steps", "1") == 0
+
+
 def test_existing_out_is_refused_without_force(in_tmp: Path, tiny_model: dict[str, Path],
                                                 capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "out").mkdir()
