@@ -141,8 +141,17 @@ def main(argv: list[str] | None = None) -> int:
 
     Any exception is one line (the traceback only with AGENTLAB_DEBUG=1): an ``AgentlabError`` with its own exit
     code, a missing optional package with the extra that installs it (exit 2), anything else as an internal error
-    (exit 1) with the way to see and report the traceback.
+    (exit 1) with the way to see and report the traceback. A command whose output's reader went away (``| head``)
+    exits 141, as one killed by SIGPIPE (``common.ReaderGone``).
     """
+    from .common import console
+
+    console.reader_gone = False
+    code = _main(argv)
+    return 141 if console.reader_gone else code
+
+
+def _main(argv: list[str] | None) -> int:
     from agentlab.core.errors import AgentlabError, missing_package, storage_error
 
     from .common import console, safe_text

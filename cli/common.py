@@ -27,7 +27,16 @@ if TYPE_CHECKING:
 
 # Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
 # No emoji codes: model text saying ":fire:" prints as written (see safe_text).
+class ReaderGone(KeyboardInterrupt):
+    """The console's reader went away: a stop like Ctrl-C (the run recorded ``interrupted``, for --resume), said
+    as what it is; the command exits 141, as a process killed by SIGPIPE does (a shell's ``pipefail`` tells it)."""
+
+    reason = "interrupted (the output's reader went away: a closed pipe)"
+
+
 class _Console(Console):
+    reader_gone = False  # main() exits 141 then, whatever stopped the run
+
     def on_broken_pipe(self) -> None:
         """Whoever read the output went away (``agentlab ... 2>&1 | head -2``): the run stops as on Ctrl-C, recorded
         ``interrupted`` so --resume continues it. rich's own exit recorded the run ``failed`` with "SystemExit: 1"
@@ -37,12 +46,12 @@ class _Console(Console):
         import signal
         import threading
 
-        self.quiet = True
+        self.quiet = self.reader_gone = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, self.file.fileno())  # what else is written there (a log line) is dropped, not an error
         os.close(devnull)
         if threading.current_thread() is threading.main_thread():
-            raise KeyboardInterrupt
+            raise ReaderGone
         os.kill(os.getpid(), signal.SIGINT)
 
 
