@@ -114,13 +114,17 @@ PROBE_TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"tracking_number": {"type": "string"}},
                    "required": ["tracking_number"], "additionalProperties": False}}}
 PROBE_MESSAGES = [{"role": "user", "content": "Where is my parcel? The tracking number is ZX-4471."}]
+# The probe's least token budget: its call takes ~40 tokens in Qwen's format; a bench's short answers (--max-tokens
+# 32 in the docs' example) cut every call before it ended, so the probe said "cut at max_tokens" of every model.
+PROBE_MIN_TOKENS = 128
 
 
 async def probe_tools(router: Router, name: str, max_tokens: int) -> dict[str, Any]:
     """One tool-calling request to model ``name`` (no repair, no fallback): ``called`` (it answered with at least one
     call), ``valid`` (its calls validate against the tool's schema; None when jsonschema is missing), ``problem``
-    (why not), ``latency_s`` and ``error_kind`` (the request failed)."""
-    params = GenParams(max_tokens=max_tokens, tools=[PROBE_TOOL], tool_choice="required")
+    (why not), ``latency_s`` and ``error_kind`` (the request failed). ``max_tokens``: the bench's, raised to
+    ``PROBE_MIN_TOKENS``."""
+    params = GenParams(max_tokens=max(max_tokens, PROBE_MIN_TOKENS), tools=[PROBE_TOOL], tool_choice="required")
     start = time.perf_counter()
     try:
         completion = await router.call_model(name, PROBE_MESSAGES, params)

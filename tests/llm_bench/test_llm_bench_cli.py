@@ -157,10 +157,12 @@ def test_tool_calling_probe_per_model(srv: ScriptedServer, in_tmp: Path) -> None
     assert not probes["talker"]["called"] and probes["talker"]["valid"] is False
     assert "a tool call is required" in probes["talker"]["problem"]
     assert not probes["cutter"]["called"] and probes["cutter"]["valid"] is False
-    assert probes["cutter"]["problem"].startswith("the reply was cut at max_tokens (64) before its tool call ended")
+    assert probes["cutter"]["problem"].startswith("the reply was cut at max_tokens (128) before its tool call ended")
     assert "raise --max-tokens" in probes["cutter"]["problem"]
     sent = [r for r in srv.requests if r["model"] == "caller" and r.get("tools")]
     assert len(sent) == 1 and sent[0]["tool_choice"] == "required"
+    # the bench's 64 tokens raised for the probe (the docs' --max-tokens 32 cut every model's call)
+    assert sent[0]["max_tokens"] == 128 and {r["max_tokens"] for r in srv.requests if not r.get("tools")} == {64}
     report = (out / "report.md").read_text()
     assert "## Tool calling" in report and "| caller | yes | yes |" in report and "| talker | no | no |" in report
 
