@@ -13,10 +13,13 @@ The adapter goes to ``out`` (default: the run folder's ``adapter/``): ``adapter_
 rows, hyper-parameters, final loss, tokens seen). It is written when training ends, under a temporary name and
 renamed into place, so an interrupted run never leaves a half-written adapter.
 
-A resume continues from the newest complete checkpoint, so the steps a killed session took past it are trained, and
-logged, again: events.jsonl then holds their ``train_log`` entries twice, the second ones after the ``resume`` event
-(of the entries of one step, the last is the one the adapter holds). results.json describes the whole run (steps,
-tokens, the mean loss over every step); its seconds and tokens/s are the last session's.
+Ctrl-C or SIGTERM while training saves a checkpoint at the end of the step in progress before the run stops
+(``resume_training``); a second one stops at once. A resume continues from the newest complete checkpoint, so the
+steps a session killed otherwise (``kill -9``, a second Ctrl-C) took past it are trained, and logged, again:
+events.jsonl then holds their ``train_log`` entries twice, the second ones after the ``resume`` event (of the entries
+of one step, the last is the one the adapter holds); a resume that finds no checkpoint says it starts from step 0.
+results.json describes the whole run (steps, tokens, the mean loss over every step); its seconds and tokens/s are
+the last session's.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.config import absolute_paths
-from agentlab.core.errors import UsageError
+from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.files import check_replace, file_sha256, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
@@ -40,7 +43,7 @@ from agentlab.core.models.builtin import upstream_id
 from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
 from agentlab.core.models.load import load_causal_lm
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, read_events, settings_changes
+from agentlab.core.runs import RunDir, read_events, run_info, settings_changes
 from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from agentlab.core.train.chat import training_chat_template
 from agentlab.core.train.dist import FollowerRun
@@ -294,9 +297,11 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         # the steps past it that an earlier session logged are trained (and logged) again: of the train_log
         # events of one step, the last is the one the adapter holds
         run_dir.event("resume", checkpoint=resume_from, step=_checkpoint_step(resume_from))
+    elif _resumed(run_dir):  # stopped at once (kill -9, a second Ctrl-C) before its first checkpoint
+        announce("no checkpoint yet: training starts again from step 0")
     start = time.perf_counter()
     with gpu_usage() as gpu:
-        output = resume_training(trainer, resume_from)
+        output = resume_training(trainer, resume_from, announce=announce)
     seconds = time.perf_counter() - start
     if not trainer.is_world_process_zero():
         return {}  # under `accelerate launch`, the main process writes the adapter and the run folder
@@ -325,6 +330,14 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
     run_dir.save_report(render_report(cfg, results, summary.preview))
     _log_results(tracker, results, Path(out), run_dir)
     return results
+
+
+def _resumed(run_dir: RunDir | FollowerRun) -> bool:
+    """Whether this session resumes the run (run.json records each resume)."""
+    try:
+        return bool(run_info(run_dir.path).get("resumed"))
+    except AgentlabError:  # no readable run.json: not a run folder the CLI opened
+        return False
 
 
 def _checkpoint_step(checkpoint: str) -> int:

@@ -237,6 +237,40 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(in_tmp: Path, ti
     assert (in_tmp / "adapters" / "a" / "adapter_model.safetensors").is_file()
 
 
+def test_ctrl_c_checkpoints_the_step_in_progress_and_the_resume_goes_on_from_the_next(
+        in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+    """SIGINT from outside, as Ctrl-C sends it, before any checkpoint was due (train.save_steps 10): the resume
+    started again at step 1. The step in progress now ends with a checkpoint, then the run stops as before."""
+    args = [sys.executable, "-m", "agentlab", "train-persona", "--base-model", str(tiny_model["hf"]), *FAST,
+            "--max-steps", "40", "--set", "train.threads=1", "--out", "adapters/a"]
+    env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
+    proc = subprocess.Popen(args, cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # Ctrl-C once step 2 is logged
+            logged = [json.loads(line) for p in in_tmp.glob("runs/train-persona/*/events.jsonl")
+                      for line in p.read_text().splitlines() if '"train_log"' in line and line.endswith("}")]
+            if any(e.get("step", 0) >= 2 for e in logged):
+                break
+            assert proc.poll() is None, "training ended before it could be stopped"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run = only_run(in_tmp)
+    assert proc.returncode == 130 and f"interrupted; continue with --resume {run}" in " ".join(err.split()), err
+    (checkpoint,) = (run / "checkpoints").glob("checkpoint-*")
+    saved = int(checkpoint.name.split("-")[1])
+    steps = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in steps if e["kind"] == "train_log" and "loss" in e] == list(range(1, saved + 1))
+    assert main(["train-persona", "--resume", str(run), "--max-steps", str(saved + 1)]) == 0
+    steps = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in steps if e["kind"] == "train_log" and "loss" in e] == list(range(1, saved + 2))
+
+
 def test_resuming_a_finished_run_trains_nothing_and_a_larger_budget_trains_on(
         in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     """Trainer resumed from the final checkpoint took one step past the budget, rotated a checkpoint away, and the

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,57 @@ def test_an_evaluation_stopped_on_a_finished_run_is_what_resume_runs(
     monkeypatch.setattr(run_module, "_evaluate", lambda cfg, *args: evaluated.append(cfg.eval.tasks))
     assert main(["train-persona", "--resume", str(run)]) == 0
     assert evaluated == [["agentlab_style_pirate"]]
+
+
+def signal_after_logging(monkeypatch: pytest.MonkeyPatch, step: int, sig: int, times: int = 1) -> None:
+    """The next training gets ``sig`` (``times`` times in a row: a second Ctrl-C) right after it logged ``step``."""
+    original = ProgressCallback.on_log
+    fired: list[int] = []
+
+    def on_log(self: ProgressCallback, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        original(self, args, state, control, logs=logs, **kwargs)
+        if state.global_step == step and logs and "loss" in logs and not fired:
+            fired.append(step)
+            for _ in range(times):
+                os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(ProgressCallback, "on_log", on_log)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_saves_the_step_in_progress_so_the_resume_goes_on_from_the_next(
+        in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture, sig: int) -> None:
+    """Ctrl-C after step 2 with no checkpoint due before step 10 (the quick start's --max-steps 5 at the default
+    train.save_steps): the resume started at step 1 without a word, and events.jsonl held steps 1 and 2 twice. Now
+    the step in progress (step 3: the signal comes as step 2 is logged) ends with a checkpoint; the run is still
+    `interrupted` (exit 130, the same resume hint)."""
+    signal_after_logging(monkeypatch, 2, sig)
+    assert train(tiny_model["hf"], "--max-steps", "4", "--run-dir", "run") == 130
+    run = in_tmp / "run"
+    err = capsys.readouterr().err
+    assert "stopping at the end of this step, with a checkpoint" in err and "continue with --resume run" in err
+    assert [p.name for p in (run / "checkpoints").glob("checkpoint-*")] == ["checkpoint-3"]
+    assert [e["step"] for e in events(run, "checkpoint")] == [3]
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert main(["train-persona", "--resume", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "resuming from checkpoint-3" in err and "no checkpoint yet" not in err
+    assert [e["step"] for e in events(run, "train_log") if "loss" in e] == [1, 2, 3, 4]  # no step trained twice
+    assert json.loads((run / "results.json").read_text())["steps"] == 4
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_resume_says_it_starts_from_step_0(
+        in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """A second Ctrl-C does not wait for the step's end: no checkpoint. The resume that finds none says so (it
+    restarted from step 0 without a word)."""
+    signal_after_logging(monkeypatch, 2, signal.SIGINT, times=2)
+    assert train(tiny_model["hf"], "--max-steps", "3", "--run-dir", "run") == 130
+    run = in_tmp / "run"
+    assert not list((run / "checkpoints").glob("checkpoint-*")) and not events(run, "checkpoint")
+    assert "continue with --resume run" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are back
+    assert main(["train-persona", "--resume", str(run)]) == 0
+    assert "no checkpoint yet: training starts again from step 0" in capsys.readouterr().err
+    assert [e["step"] for e in events(run, "train_log") if "loss" in e] == [1, 2, 1, 2, 3]

@@ -1,14 +1,19 @@
-"""A transformers ``TrainerCallback`` that reports training to agentlab's :class:`~agentlab.core.progress.Progress`
-and hands every log entry and checkpoint to the command (events.jsonl, metrics).
+"""transformers ``TrainerCallback`` classes: :class:`ProgressCallback` reports training to agentlab's
+:class:`~agentlab.core.progress.Progress` and hands every log entry and checkpoint to the command (events.jsonl,
+metrics); :class:`StopOnSignal` turns Ctrl-C / SIGTERM into a checkpoint at the end of the step in progress.
 
 This module imports transformers at the top: import it lazily (``agentlab.core.train`` does).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ from agentlab.core.progress import NullProgress, Progress, ProgressTask
 quiet_imports()  # transformers' trainer imports bitsandbytes
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 class ProgressCallback(TrainerCallback):
@@ -31,6 +38,11 @@ class ProgressCallback(TrainerCallback):
     checkpoint folder after it is written. Only the main process reports (``accelerate launch`` runs one per GPU).
     A resumed run starts the bar at the checkpoint's step. Tokens are counted by the trainer's
     ``include_num_input_tokens_seen`` (``build_sft_trainer`` turns it on).
+
+    The line names the loss of the step it shows: a step that logs moves the bar when its loss is logged (the
+    trainer calls ``on_log`` after ``on_step_end``; a plain progress line printed at the step's end showed the step
+    before's loss), and between logged steps (``logging_steps`` > 1) the last loss says its own step
+    (``step 7/30, loss 2.1 at step 5``).
     """
 
     def __init__(self, progress: Progress | None = None, *, description: str = "training",
@@ -42,6 +54,7 @@ class ProgressCallback(TrainerCallback):
         self.on_save_checkpoint = on_save
         self.task: ProgressTask | None = None
         self.loss: float | None = None
+        self.loss_step = 0  # the step self.loss was logged at
         self.tokens_per_s: float | None = None
         self._start = self._last_time = 0.0
         self._start_tokens = self._last_tokens = 0
@@ -64,7 +77,8 @@ class ProgressCallback(TrainerCallback):
         elapsed = time.perf_counter() - self._start
         if elapsed > 0 and state.num_input_tokens_seen > self._start_tokens:
             self.tokens_per_s = (state.num_input_tokens_seen - self._start_tokens) / elapsed
-        self.task.update(completed=state.global_step, description=self._line(state))
+        if not control.should_log:  # else on_log, which the trainer calls next, moves the bar with this step's loss
+            self.task.update(completed=state.global_step, description=self._line(state))
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
@@ -72,7 +86,7 @@ class ProgressCallback(TrainerCallback):
             return
         loss = logs.get("loss")
         if isinstance(loss, (int, float)) and math.isfinite(loss):
-            self.loss = float(loss)
+            self.loss, self.loss_step = float(loss), state.global_step
         now, tokens = time.perf_counter(), state.num_input_tokens_seen
         span = now - self._last_time
         entry: dict[str, Any] = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
@@ -83,7 +97,7 @@ class ProgressCallback(TrainerCallback):
         if self.on_log_entry is not None:
             self.on_log_entry(entry)
         if self.task is not None:
-            self.task.update(description=self._line(state))
+            self.task.update(completed=state.global_step, description=self._line(state))
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                 **kwargs: Any) -> None:
@@ -94,7 +108,73 @@ class ProgressCallback(TrainerCallback):
     def _line(self, state: TrainerState) -> str:
         parts = [f"{self.description}: step {state.global_step}/{state.max_steps}"]
         if self.loss is not None:
-            parts.append(f"loss {self.loss:.4g}")
+            own = "" if self.loss_step == state.global_step else f" at step {self.loss_step}"
+            parts.append(f"loss {self.loss:.4g}{own}")
         if self.tokens_per_s is not None:
             parts.append(f"{self.tokens_per_s:,.0f} tok/s")
         return ", ".join(parts)
+
+
+class StopOnSignal(TrainerCallback):
+    """Ctrl-C (SIGINT) or SIGTERM while training stops it at the end of the step in progress, with a checkpoint
+    of that step (``TrainerControl.should_save`` and ``should_training_stop``), so a resume goes on from the next
+    step instead of training again every step since the last scheduled checkpoint. A second signal stops at once,
+    as without this callback (the handler there was before runs: KeyboardInterrupt for Ctrl-C).
+
+    Train inside :meth:`handling`: it catches the signals while the block runs and, once training stopped for one,
+    delivers it again at the block's end to the handlers there were before (the CLI's ends the run ``interrupted``,
+    exit 130). It changes nothing off the main thread (no handler can be set there), for a signal the process
+    ignores, and with several processes (``accelerate launch``, ``torchrun``): each would stop at another step and
+    wait for the others in the next collective, so there every process stops at once, as before. ``kill -9``
+    cannot be caught: the resume then starts from the last scheduled checkpoint.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: Callable[[str], None] | None = None):
+        self.announce = announce or log.warning
+        self.caught: int | None = None  # the signal that asked for the stop
+        self._previous: dict[int, Any] = {}
+
+    @contextlib.contextmanager
+    def handling(self, args: TrainingArguments) -> Iterator[None]:
+        """Catch Ctrl-C / SIGTERM while the block trains; re-deliver a caught one when it ends without an error."""
+        self.caught = None
+        if threading.current_thread() is not threading.main_thread() or args.world_size > 1:
+            yield
+            return
+        handlers = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        self._previous = {sig: handler for sig, handler in handlers.items() if handler is not signal.SIG_IGN}
+        for sig in self._previous:
+            signal.signal(sig, self._handle)
+        try:
+            yield
+        finally:
+            self._restore()
+        if self.caught is not None:  # training stopped for it: on to the stop it asked for
+            signal.raise_signal(self.caught)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if self.caught is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.caught is not None:  # the second one: stop at once, as the handler there was before does
+            previous = self._previous.get(signum)
+            self._restore()
+            if callable(previous):
+                previous(signum, frame)
+            else:  # the default action (SIGTERM's: the process ends)
+                signal.raise_signal(signum)
+            return
+        self.caught = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.announce(f"{name}: stopping at the end of this step, with a checkpoint to resume from "
+                      f"({name} again stops at once)")
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        self._previous = {}

@@ -18,7 +18,8 @@ tokens carry the loss, for the run's report). Choices it makes, and why:
   that autocast; float32 weights train in float32. A model on the CPU trains on the CPU even where CUDA exists.
 - Checkpoints every ``save_steps`` (adapter, optimizer, scheduler, RNG, trainer state);
   ``resume_training(trainer, last_checkpoint(output_dir))`` continues from the last complete one (and trains
-  nothing when that one already holds the whole budget, where ``trainer.train`` would take one step more).
+  nothing when that one already holds the whole budget, where ``trainer.train`` would take one step more). Ctrl-C
+  or SIGTERM during ``resume_training`` saves one more at the end of the step in progress before training stops.
 
 This module imports transformers, trl and datasets at the top: import it lazily (``agentlab.core.train`` does).
 """
@@ -29,13 +30,14 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import ConfigError, InputError
 from agentlab.core.models.device import quiet_imports, quiet_library_warnings
+from agentlab.core.train.callbacks import StopOnSignal
 from agentlab.core.train.chat import training_chat_template
 from agentlab.core.train.model import check_target_modules
 
@@ -339,19 +341,27 @@ class _StopWhenSpent(TrainerCallback):
             raise _BudgetSpent
 
 
-def resume_training(trainer: Any, checkpoint: str | None) -> Any | None:
+def resume_training(trainer: Any, checkpoint: str | None, *,
+                    announce: Callable[[str], None] | None = None) -> Any | None:
     """``trainer.train(resume_from_checkpoint=checkpoint)`` (its ``TrainOutput``), or None, without a step, when
     ``checkpoint`` already holds the whole budget (``max_steps``, or the steps of the epochs asked): a run killed
     after its last checkpoint but before it saved what it trained. Then ``trainer.state`` is the checkpoint's and
-    ``trainer.model`` holds the checkpoint's weights, loaded as for training, ready to be saved."""
-    guard = _StopWhenSpent()
+    ``trainer.model`` holds the checkpoint's weights, loaded as for training, ready to be saved.
+
+    Ctrl-C or SIGTERM while it trains ends the step in progress, saves a checkpoint of it and stops training; the
+    signal is then delivered again (KeyboardInterrupt for Ctrl-C) instead of returning (:class:`StopOnSignal`;
+    ``announce`` gets its line saying so); a second one stops at once."""
+    guard, stop = _StopWhenSpent(), StopOnSignal(announce)
     trainer.add_callback(guard)
-    try:
-        return trainer.train(resume_from_checkpoint=checkpoint)
-    except _BudgetSpent:
-        return None
-    finally:
-        trainer.remove_callback(guard)
+    trainer.add_callback(stop)
+    with stop.handling(trainer.args):
+        try:
+            return trainer.train(resume_from_checkpoint=checkpoint)
+        except _BudgetSpent:
+            return None
+        finally:
+            trainer.remove_callback(guard)
+            trainer.remove_callback(stop)
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:

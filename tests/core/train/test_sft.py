@@ -5,7 +5,10 @@ resume from the checkpoint's step, and packing that keeps conversations apart. A
 from __future__ import annotations
 
 import copy
+import os
+import re
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from agentlab.core.train import (  # noqa: E402
     last_checkpoint,
     load_causal_lm,
     lora_config,
+    resume_training,
 )
 from agentlab.core.train.chat import training_chat_template  # noqa: E402
 
@@ -199,6 +203,60 @@ def test_training_lowers_the_loss_and_reports_progress(tiny: tuple[Any, Any], tm
     assert task["description"].startswith("persona: step 24/24, loss ") and task["description"].endswith(" tok/s")
     assert saved == [(str(tmp_path / "out" / f"checkpoint-{s}"), s) for s in (12, 24)]
     assert capsys.readouterr().out == ""  # nothing printed to stdout (--json owns it)
+
+
+class Drawn(Recorder):
+    """A Recorder that keeps each line as drawn (a plain progress line prints the task's state at an update)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def update(self, *, completed: float | None = None, total: float | None = None,
+               description: str | None = None) -> None:
+        super().update(completed=completed, total=total, description=description)
+        self.lines.append(self.tasks[-1]["description"])
+
+
+@pytest.mark.parametrize("logging_steps", [1, 2])
+def test_the_progress_line_shows_the_loss_of_the_step_it_names(tiny: tuple[Any, Any], tmp_path: Path,
+                                                               logging_steps: int) -> None:
+    """The plain line drawn at a step's end named step N with step N-1's loss (the trainer logs a step's loss after
+    its on_step_end). Now a logged step is drawn with its own loss, and an older loss says its step."""
+    progress, entries = Drawn(), []
+    trainer, _ = build(tiny, tmp_path / "out", max_steps=4, logging_steps=logging_steps,
+                       callbacks=[ProgressCallback(progress, on_log=entries.append)])
+    trainer.train()
+    logged = {e["step"]: e["loss"] for e in entries if "loss" in e}
+    assert sorted(logged) == list(range(logging_steps, 5, logging_steps))
+    shown = [re.search(r"step (\d+)/4, loss ([\d.e+-]+)(?: at step (\d+))?,", line) for line in progress.lines]
+    assert any(shown)
+    for line, match in zip(progress.lines, shown, strict=True):
+        if match is not None:
+            step = int(match[3] or match[1])
+            assert step in logged and float(match[2]) == pytest.approx(logged[step], rel=1e-3), line
+    if logging_steps == 2:
+        assert any(line.startswith("training: step 3/4, loss ") and " at step 2, " in line for line in progress.lines)
+
+
+def test_a_signal_checkpoints_the_step_in_progress_then_stops(tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    """Ctrl-C while resume_training trains: the step in progress ends with a checkpoint (none was scheduled:
+    save_steps None), training stops, and the signal reaches the handler there was before (KeyboardInterrupt)."""
+
+    class CtrlCAt(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 1:  # step 2 begins
+                os.kill(os.getpid(), signal.SIGINT)
+
+    announced: list[str] = []
+    trainer, _ = build(tiny, tmp_path / "out", max_steps=6, save_steps=None, callbacks=[CtrlCAt()])
+    with pytest.raises(KeyboardInterrupt):
+        resume_training(trainer, None, announce=announced.append)
+    assert trainer.state.global_step == 2 and last_checkpoint(tmp_path / "out") == str(tmp_path / "out" /
+                                                                                        "checkpoint-2")
+    assert announced == ["Ctrl-C: stopping at the end of this step, with a checkpoint to resume from (Ctrl-C again "
+                         "stops at once)"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 class Killed(Exception):
