@@ -144,10 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     (exit 1) with the way to see and report the traceback. A command whose output's reader went away (``| head``)
     exits 141, as one killed by SIGPIPE (``common.ReaderGone``).
     """
-    from .common import console
+    from .common import ReaderGone, console
 
     console.reader_gone = False
-    code = _main(argv)
+    if (runs := sys.modules.get("agentlab.core.runs")) is not None:  # not imported for --help: too slow
+        runs.interrupted_by(None)
+    try:
+        code = _main(argv)
+    except ReaderGone:  # the reader left while an error or the interruption was being said
+        code = 141
     return 141 if console.reader_gone else code
 
 

@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
     from agentlab.core.progress import Progress
 
-# Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
-# No emoji codes: model text saying ":fire:" prints as written (see safe_text).
 class ReaderGone(KeyboardInterrupt):
     """The console's reader went away: a stop like Ctrl-C (the run recorded ``interrupted``, for --resume), said
     as what it is; the command exits 141, as a process killed by SIGPIPE does (a shell's ``pipefail`` tells it)."""
@@ -52,9 +50,14 @@ class _Console(Console):
         os.close(devnull)
         if threading.current_thread() is threading.main_thread():
             raise ReaderGone
+        from agentlab.core.runs import interrupted_by
+
+        interrupted_by(ReaderGone.reason)  # the KeyboardInterrupt the SIGINT raises is recorded as what it is
         os.kill(os.getpid(), signal.SIGINT)
 
 
+# Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
+# No emoji codes: model text saying ":fire:" prints as written (see safe_text).
 console = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 ConfigOpt = Annotated[

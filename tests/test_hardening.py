@@ -339,6 +339,29 @@ def test_resume_of_a_live_nas_run_is_refused(in_tmp: Path, capsys: pytest.Captur
         assert live.status == "running"
 
 
+def test_a_reader_gone_while_an_error_is_said_exits_141(in_tmp: Path) -> None:
+    """The reader left before the error line: the ReaderGone raised while printing it escaped main() (exit 1 from
+    the shell, an exception for in-process callers)."""
+    proc = subprocess.Popen([sys.executable, "-m", "agentlab", "config", "show", "nosuchcommand"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=in_tmp)
+    assert proc.stderr is not None
+    proc.stderr.close()  # before the process, still importing, writes anything
+    assert proc.wait(timeout=120) == 141
+
+
+def test_a_plain_interrupt_said_to_come_for_another_reason_is_recorded_so(in_tmp: Path) -> None:
+    """A progress bar's thread whose reader left sends SIGINT to the main thread: run.json said Ctrl-C."""
+    from agentlab.core.runs import RunDir, interrupted_by
+
+    interrupted_by("interrupted (the output's reader went away: a closed pipe)")
+    with pytest.raises(KeyboardInterrupt), RunDir.create("demo", out=in_tmp / "r") as run:
+        raise KeyboardInterrupt
+    assert run.info["error"] == "interrupted (the output's reader went away: a closed pipe)"
+    with pytest.raises(KeyboardInterrupt), RunDir.create("demo", out=in_tmp / "s") as later:
+        raise KeyboardInterrupt  # said once: the next is Ctrl-C's
+    assert later.info["error"] == "interrupted (Ctrl-C or SIGTERM)"
+
+
 def test_a_reader_that_goes_away_interrupts_the_run_for_resume(in_tmp: Path) -> None:
     """`agentlab debate ... 2>&1 | head -2`: rich's broken-pipe exit recorded the run failed with "SystemExit: 1"."""
     (in_tmp / "llm.yaml").write_text('providers:\n  s: {kind: scripted, replies: ["Answer: 11\\nConfidence: 80%"], '

@@ -99,6 +99,16 @@ def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -
 # --------------------------------------------------------------------------- interrupts
 
 
+_interrupt_reason: list[str] = []  # why the next KeyboardInterrupt comes, when it cannot say so itself
+
+
+def interrupted_by(reason: str | None) -> None:
+    """Say why the next KeyboardInterrupt comes when it is a plain one raised for another cause (a SIGINT sent from
+    a thread whose output's reader went away): the run it stops records ``reason``, not Ctrl-C's. None: forget it
+    (a new command starts)."""
+    _interrupt_reason[:] = [reason] if reason else []
+
+
 def caused_by_interrupt(exc: BaseException | None) -> bool:
     """Whether ``exc`` was raised while a Ctrl-C / SIGTERM was being handled (a storage write that the interrupt
     broke, say): the user stopped the run; the error is its consequence, not a failure to report."""
@@ -581,7 +591,8 @@ class RunDir:
             self.finish(COMPLETED)
         elif issubclass(exc_type, KeyboardInterrupt) or caused_by_interrupt(exc):
             # a stop with its own reason (the agent's --approve waiting for `agentlab ui`), else Ctrl-C / SIGTERM
-            self.finish(INTERRUPTED, error=str(getattr(exc, "reason", "") or "interrupted (Ctrl-C or SIGTERM)"))
+            said = _interrupt_reason.pop() if _interrupt_reason else ""
+            self.finish(INTERRUPTED, error=str(getattr(exc, "reason", "") or said or "interrupted (Ctrl-C or SIGTERM)"))
         elif full is not None:  # the disk, not the run: --resume continues once there is space again
             self.finish(INTERRUPTED, error=self.scrub(full.message))
         elif isinstance(exc, AgentlabError):  # said to the user as its message: the class is the code's word
