@@ -122,10 +122,11 @@ class StopOnSignal(TrainerCallback):
     as without this callback (the handler there was before runs: KeyboardInterrupt for Ctrl-C).
 
     Train inside :meth:`handling`: it catches the signals while the block runs and, once training stopped for one,
-    delivers it again at the block's end to the handlers there were before (the CLI's ends the run ``interrupted``,
-    exit 130). It changes nothing off the main thread (no handler can be set there), for a signal the process
-    ignores, and with several processes (``accelerate launch``, ``torchrun``): each would stop at another step and
-    wait for the others in the next collective, so there every process stops at once, as before. ``kill -9``
+    delivers it again at the block's end (after an error too) to the handlers there were before (the CLI's ends the
+    run ``interrupted``, exit 130). It changes nothing off the main thread (no handler can be set there), for a
+    signal the process ignores, and with several processes (``accelerate launch``, ``torchrun``): each would stop at
+    another step and wait for the others in the next collective, so there every process stops at once, as before.
+    ``kill -9``
     cannot be caught: the resume then starts from the last scheduled checkpoint.
     """
 
@@ -151,8 +152,8 @@ class StopOnSignal(TrainerCallback):
             yield
         finally:
             self._restore()
-        if self.caught is not None:  # training stopped for it: on to the stop it asked for
-            signal.raise_signal(self.caught)
+            if self.caught is not None:  # on to the stop it asked for, also when saving failed (as deferred_interrupts)
+                signal.raise_signal(self.caught)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
@@ -164,6 +165,7 @@ class StopOnSignal(TrainerCallback):
         if self.caught is not None:  # the second one: stop at once, as the handler there was before does
             previous = self._previous.get(signum)
             self._restore()
+            self.caught = None  # delivered here: not again when the block ends
             if callable(previous):
                 previous(signum, frame)
             else:  # the default action (SIGTERM's: the process ends)
@@ -171,8 +173,9 @@ class StopOnSignal(TrainerCallback):
             return
         self.caught = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        self.announce(f"{name}: stopping at the end of this step, with a checkpoint to resume from "
-                      f"({name} again stops at once)")
+        with contextlib.suppress(RuntimeError):  # a write to the console it interrupted: reentrant, left unsaid
+            self.announce(f"{name}: stopping at the end of this step, with a checkpoint to resume from "
+                          f"({name} again stops at once)")
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():

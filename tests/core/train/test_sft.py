@@ -259,6 +259,22 @@ def test_a_signal_checkpoints_the_step_in_progress_then_stops(tiny: tuple[Any, A
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_signal_whose_save_fails_still_stops_the_run_as_interrupted() -> None:
+    """The checkpoint the first Ctrl-C asked for failed (a full disk): the signal was dropped, so the run was recorded
+    failed and nothing said it had been stopped."""
+    from types import SimpleNamespace
+
+    from agentlab.core.runs import caused_by_interrupt
+    from agentlab.core.train.callbacks import StopOnSignal
+
+    stop = StopOnSignal(announce=lambda line: None)
+    with pytest.raises(KeyboardInterrupt) as caught, stop.handling(SimpleNamespace(world_size=1)):
+        os.kill(os.getpid(), signal.SIGINT)  # caught: the step would end with a checkpoint
+        raise OSError(28, "No space left on device")
+    assert isinstance(caught.value.__context__, OSError) and caused_by_interrupt(caught.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 class Killed(Exception):
     pass
 
