@@ -126,8 +126,7 @@ class StopOnSignal(TrainerCallback):
     run ``interrupted``, exit 130). It changes nothing off the main thread (no handler can be set there), for a
     signal the process ignores, and with several processes (``accelerate launch``, ``torchrun``): each would stop at
     another step and wait for the others in the next collective, so there every process stops at once, as before.
-    ``kill -9``
-    cannot be caught: the resume then starts from the last scheduled checkpoint.
+    ``kill -9`` cannot be caught: the resume then starts from the last scheduled checkpoint.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
