@@ -30,7 +30,7 @@ from agentlab.core.models.adapters import (
 )
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, brief_setting, flat_settings, read_events, said_setting
+from agentlab.core.runs import RunDir, flat_settings, read_events, said_setting
 from agentlab.core.search.loop import Hooks, TrialAborted
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
 from agentlab.core.search.study import check_storage, missing_study
@@ -220,7 +220,7 @@ def check_store(cfg: EvolveConfig) -> None:
                    for key in sorted(stored.keys() & now.keys()) if stored[key] != now[key]]
     else:  # its base model may be kept as typed (relative): the seeds and their fingerprints tell the population
         seeds, old = {p.name: str(p) for p in cfg.seeds}, (settings or {}).get("seeds")
-        changed = [] if old == seeds else [f"seeds {brief_setting(old)} -> {brief_setting(seeds)}"]
+        changed = [] if old == seeds else [f"seeds {said_setting(old)} -> {said_setting(seeds)}"]
     prints = pop.attr("seed_fingerprints") or {}
     changed += [f"seed {name} {prints[name][:12]} -> {new[:12]} (the fingerprint of its weights)"
                 for name, new in seed_fingerprints([p for p in cfg.seeds if p.name in prints]).items()

@@ -114,8 +114,7 @@ PROBE_TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"tracking_number": {"type": "string"}},
                    "required": ["tracking_number"], "additionalProperties": False}}}
 PROBE_MESSAGES = [{"role": "user", "content": "Where is my parcel? The tracking number is ZX-4471."}]
-# The probe's least token budget: its call takes ~40 tokens in Qwen's format; a bench's short answers (--max-tokens
-# 32 in the docs' example) cut every call before it ended, so the probe said "cut at max_tokens" of every model.
+# The probe's least token budget, room for its call whatever the bench's --max-tokens (docs: llm-bench).
 PROBE_MIN_TOKENS = 128
 
 
