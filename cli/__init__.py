@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from agentlab.core.errors import AgentlabError, missing_package, storage_error
+    from agentlab.core.errors import AgentlabError, missing_package, shell_word, storage_error
 
     from .common import console, safe_text
 
@@ -200,7 +200,7 @@ def _main(argv: list[str] | None) -> int:
         folder = opened_run()
         if folder is None or opened_count() == before:
             return "[yellow]interrupted[/] before a run folder was made: nothing to resume; run the command again"
-        return f"[yellow]interrupted[/]; continue with --resume {escape(safe_text(str(folder)))}"
+        return f"[yellow]interrupted[/]; continue with --resume {escape(safe_text(shell_word(folder)))}"
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     keep_interrupts()
     from agentlab.core.models.device import quiet_imports  # logger levels only: every subcommand, with or without -v

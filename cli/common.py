@@ -319,7 +319,7 @@ def approver_for(planner: str, approve: bool, answer: str | None = None, *, dry_
     under `agentlab ui` (``AGENTLAB_APPROVE_UI=1``), the run stops at the approval (run.json: waiting for approval)
     for the UI to answer; otherwise --approve is refused before anything runs (exit 2), except in a ``dry_run``,
     which asks nothing. ``example``: the command's own settings, for the hint of an --answer that cannot be read."""
-    from agentlab.core.errors import UsageError
+    from agentlab.core.errors import UsageError, shell_word
 
     if not approve:
         if answer is not None:
@@ -359,7 +359,7 @@ def approver_for(planner: str, approve: bool, answer: str | None = None, *, dry_
             else:
                 run = action.get("run", ".")
                 console.print(safe_text(f"{approval.WAITING}: answer on the run's page in `agentlab ui`, or "
-                                        f"resume with --resume {run} --answer yes|no|JSON"))
+                                        f"resume with --resume {shell_word(run)} --answer yes|no|JSON"))
                 raise approval.AwaitingApproval
             console.print(safe_text(_echo(action, reply)))
             return reply

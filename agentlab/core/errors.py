@@ -111,6 +111,14 @@ class AllModelsFailed(LLMError):
         self.attempts = attempts
 
 
+def shell_word(value: object) -> str:
+    """``value`` (a path, a URL) as one word of a command line a hint gives to paste: quoted when it holds spaces
+    or other characters the shell reads."""
+    import shlex
+
+    return shlex.quote(str(value))
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (transformers' messages run over several), for the terminal's error line."""
     return " ".join(str(exc).split()) or type(exc).__name__

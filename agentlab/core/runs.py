@@ -46,7 +46,7 @@ from agentlab.core.config import (
     scrub_text,
     secret_values,
 )
-from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError, storage_error
+from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError, shell_word, storage_error
 
 if TYPE_CHECKING:
     from agentlab.core.progress import Progress
@@ -90,7 +90,7 @@ def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{flag} {path}: is a file, not a folder", hint=f"choose a folder path for {flag}")
     if path.is_dir() and any(path.iterdir()):
-        hint = (f"pass --resume {path} to continue that run, or choose another {flag}" if resumable else
+        hint = (f"pass --resume {shell_word(path)} to continue that run, or choose another {flag}" if resumable else
                 f"choose another {flag}, or drop {flag} for a new folder under runs/")
         raise RunDirError(f"{flag} {path}: folder exists and is not empty", hint=hint)
     return path

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from optuna import Study
 
-from agentlab.core.errors import ConfigError, UsageError
+from agentlab.core.errors import ConfigError, UsageError, shell_word
 from agentlab.core.search.engine import storage_object, store_of, url_where
 from agentlab.core.search.loop import RETRY_QUEUE_S
 from agentlab.core.search.records import A_OUTCOME, A_PLAN, awaiting_retry
@@ -109,9 +109,9 @@ def check_owner(pop: Population, store: str | None, here: str | None = None) -> 
     raise UsageError(f"store {where}: holds the population of the run {folder}, which has not finished (it is "
                      "running, or it stopped); a second run on it would breed and score that population again; "
                      "nothing was written to it",
-                     hint=f"help that run score: agentlab evolve worker --store {where}; continue it if it stopped: "
-                     f"agentlab evolve run --resume {folder}; or give this run another store (or leave store out: "
-                     "population.db in its run folder)")
+                     hint=f"help that run score: agentlab evolve worker --store {shell_word(where)}; continue it if "
+                     f"it stopped: agentlab evolve run --resume {shell_word(folder)}; or give this run another store "
+                     "(or leave store out: population.db in its run folder)")
 
 
 def located(path: str | None, folder: str | None) -> str | None:

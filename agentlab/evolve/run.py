@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.config import absolute_path, absolute_paths
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
-from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError
+from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError, shell_word
 from agentlab.core.files import cannot_write
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import (
@@ -229,7 +229,8 @@ def check_store(cfg: EvolveConfig) -> None:
         folder = pop.attr("folder")
         raise UsageError(f"store {cfg.store}: holds the population of another run{f' ({folder})' if folder else ''}, "
                          f"made with other settings or seeds ({'; '.join(changed)}); nothing was written",
-                         hint=(f"continue that run: agentlab evolve run --resume {folder}; or " if folder else "")
+                         hint=(f"continue that run: agentlab evolve run --resume {shell_word(folder)}; or "
+                               if folder else "")
                          + "give this run a new store (or leave store out: population.db in its run folder)")
     check_owner(pop, cfg.store)
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from agentlab.core.errors import InputError
+from agentlab.core.errors import InputError, shell_word
 from agentlab.core.files import read_json, read_text
 from agentlab.core.runs import COMPLETED, FAILED, atomic_write_bytes, atomic_write_text, run_status
 from agentlab.nas.config import NASConfig
@@ -135,7 +135,7 @@ def _finished_results(run: Path) -> dict[str, Any]:
                          hint="its report.md says why each trial failed; fix that and start a new search")
     if not isinstance(best, dict) or not isinstance(best.get("run_id"), str):
         raise InputError(f"{run}: the search has not finished (no best trial in results.json; status {status})",
-                         hint=f"finish it first: agentlab nas --resume {run}")
+                         hint=f"finish it first: agentlab nas --resume {shell_word(run)}")
     assert isinstance(results, dict)
     return results
 

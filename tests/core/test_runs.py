@@ -385,3 +385,15 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_a_hint_names_a_folder_with_spaces_as_one_shell_word(in_tmp: Path) -> None:
+    """`pass --resume runs b/x to continue`: pasted, the shell read two words."""
+    from agentlab.core.runs import check_out_folder
+
+    folder = in_tmp / "runs b" / "x"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text("{}")
+    with pytest.raises(RunDirError) as caught:
+        check_out_folder("nas", folder)
+    assert f"pass --resume '{folder}' to continue that run" in (caught.value.hint or "")
