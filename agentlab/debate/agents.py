@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes
-from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
+from agentlab.core.errors import ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
-from agentlab.core.models.adapters import persona_adapters, read_adapter
-from agentlab.core.models.builtin import canonical_base
-from agentlab.core.models.modelfiles import model_shape
-from agentlab.core.models.modelref import ModelRef, resolve_model
+from agentlab.core.models.adapters import check_adapter_base, persona_adapters, read_adapter
+from agentlab.core.models.modelref import resolve_model
 from agentlab.debate.config import AgentSpec, DebateConfig
 
 log = logging.getLogger(__name__)
@@ -41,31 +39,6 @@ def check_adapter(path: Path) -> dict[str, Any]:
         raise
 
 
-def check_base(path: Path, config: dict[str, Any], base_model: str, base: ModelRef) -> None:
-    """An adapter trained on another model than ``base_model`` (resolved: ``base``) is refused (exit 2), as evolve
-    refuses seeds of two bases (``canonical_base``: a built-in named by its name or its hub id is one model). The
-    same model at another path (its GGUF, an export, a copy) has the same metadata (``model_shape``) and passes; a
-    base not found here cannot be compared: a warning."""
-    trained = config.get("base_model_name_or_path")
-    if not isinstance(trained, str) or canonical_base(trained) == canonical_base(base_model):
-        return
-    try:
-        other = resolve_model(trained).path
-    except AgentlabError:
-        other = None
-    if other is not None and other.resolve() == base.path.resolve():
-        return
-    shape = model_shape(other) if other is not None else None
-    if shape is None:
-        log.warning("%s: its base model '%s' cannot be read here, so it cannot be compared with base_model '%s'; "
-                    "check that they are the same model", path, trained, base_model)
-    elif shape != model_shape(base.path):
-        raise InputError(f"{path}: base model '{trained}' differs from base_model '{base_model}' (--base-model), "
-                         "which every adapter agent runs on",
-                         hint=f"debate it on its base (--base-model {trained}), or give adapters trained on "
-                         f"{base_model}")
-
-
 def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> Panel:
     """The panel of ``cfg``: every adapter checked, every model name found in ``llm`` (``ConfigError`` otherwise)."""
     specs = list(cfg.agents)
@@ -84,7 +57,9 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     if adapters:
         base_ref = resolve_model(cfg.base_model, user="--base-model")  # one line naming what was tried, if nothing
         for path, trained in configs.items():
-            check_base(path, trained, cfg.base_model, base_ref)
+            check_adapter_base(path, trained, cfg.base_model, base_ref, runs="every adapter agent runs on",
+                               hint="debate it on its base (--base-model {trained}), or give adapters trained on "
+                               "{base_model}")
         more_providers, more_models, more_routes = adapter_routes(cfg.base_model, adapters, device=cfg.device,
                                                                   batch=batch)
         providers.update(more_providers)

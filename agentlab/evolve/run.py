@@ -23,6 +23,7 @@ from agentlab.core.files import cannot_write
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import (
     adapter_fingerprint,
+    check_adapter_base,
     logit_changes,
     persona_adapters,
     read_adapter,
@@ -91,7 +92,11 @@ def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
         raise UsageError(f"{what} {needs[0]} combines the seeds: it needs at least 2 (got {len(cfg.seeds)})",
                          hint="give more --seeds, or --set search=ga --set baselines=[]")
     check_compatible(parents)
-    resolve_model(cfg.base_model, user="base_model")
+    base = resolve_model(cfg.base_model, user="base_model")
+    for parent in parents:  # before anything loads (the model's load found it minutes later)
+        check_adapter_base(parent.path, parent.config, str(cfg.base_model), base, runs="every seed is blended and "
+                           "scored on", hint="evolve them on their base (--base-model {trained}), or give seeds "
+                           "trained on {base_model}")
     if cfg.store is not None:
         check_storage(cfg.store, what="store")
         unwritable = cannot_write(Path(cfg.store).parent) if "://" not in cfg.store else None

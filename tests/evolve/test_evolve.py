@@ -524,3 +524,18 @@ def test_claims_that_go_back_to_the_queue_are_named_by_individual(tmp_path: Path
     assert recovered_line(pop, numbers, resumed=False) == \
         "2 individual(s) that were being scored when their process stopped go back to the queue (g2c0, g2c1)"
     assert recovered_line(pop, numbers, resumed=True).startswith("resuming: 2 individual(s)")
+
+
+def test_seeds_trained_on_another_base_are_refused_before_any_model_loads(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                          seeds: dict[str, Path],
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """Seeds of one model given another --base-model: refused only once the model loaded (minutes on a real model),
+    by the logit probe."""
+    from agentlab.core.train.tiny import make_tiny
+
+    make_tiny(in_tmp / "tiny-q", arch="qwen2")  # another architecture
+    config = write_config(in_tmp, tiny_model, seeds, base_model=str(in_tmp / "tiny-q"))
+    assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "RUN")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"base model '{tiny_model['hf']}' differs from base_model '{in_tmp / 'tiny-q'}'" in err, err
+    assert f"--base-model {tiny_model['hf']}" in err and "Loading" not in err and not (in_tmp / "RUN").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +14,10 @@ from agentlab.core.errors import AgentlabError, InputError
 from agentlab.core.files import read_json
 from agentlab.core.models.builtin import canonical_base
 from agentlab.core.models.load import load_causal_lm
-from agentlab.core.models.modelfiles import safetensors_header
+from agentlab.core.models.modelfiles import model_shape, safetensors_header
+from agentlab.core.models.modelref import ModelRef, resolve_model
+
+log = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -70,6 +74,32 @@ class AdapterInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+
+def check_adapter_base(path: Path, config: Mapping[str, Any], base_model: str, base: ModelRef, *, runs: str,
+                       hint: str) -> None:
+    """An adapter (``config``: its adapter_config.json) trained on another model than ``base_model`` (resolved:
+    ``base``) is refused (``InputError``, exit 2) before any model loads: debate's agents, evolve's seeds
+    (``canonical_base``: a built-in named by its name or its hub id is one model). The same model at another path
+    (its GGUF, an export, a copy) has the same metadata (``model_shape``) and passes; a base not found here cannot be
+    compared: a warning. ``runs``: what runs on ``base_model`` (``every adapter agent runs on``); ``hint`` with
+    ``{trained}`` and ``{base_model}`` in it."""
+    trained = config.get("base_model_name_or_path")
+    if not isinstance(trained, str) or canonical_base(trained) == canonical_base(base_model):
+        return
+    try:
+        other = resolve_model(trained).path
+    except AgentlabError:
+        other = None
+    if other is not None and other.resolve() == base.path.resolve():
+        return
+    shape = model_shape(other) if other is not None else None
+    if shape is None:
+        log.warning("%s: its base model '%s' cannot be read here, so it cannot be compared with base_model '%s'; "
+                    "check that they are the same model", path, trained, base_model)
+    elif shape != model_shape(base.path):
+        raise InputError(f"{path}: base model '{trained}' differs from base_model '{base_model}' (--base-model), "
+                         f"which {runs}", hint=hint.replace("{trained}", trained).replace("{base_model}", base_model))
 
 
 def adapter_fingerprint(folder: Path) -> str | None:
