@@ -85,8 +85,13 @@ def compress(
 
     def prepare_all(cfg: Any) -> dict[str, Any]:
         from agentlab.compress.workspace import workspace_root
+        from agentlab.core.errors import UsageError
         from agentlab.core.runs import resume_target, routing_config
 
+        if llm is not None and not KINDS[cfg.search.planner].needs_model:  # it was read, then used by nothing
+            raise UsageError("--llm applies only to the planners that use a model (--planner llm or agent); "
+                             f"--planner {cfg.search.planner} uses none",
+                             hint="leave out --llm, or use --planner llm or agent to have --llm's model plan")
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run,
                                 example='{"quantize": "gguf", "gguf_type": "Q8_0"}')
         folder = resume_target("compress", resume) if resume is not None else None
@@ -121,7 +126,10 @@ def _print_summary(results: dict, path: Path) -> None:
                       f"{fmt(b.get('perplexity'))}), accuracy {fmt(d.get('accuracy'))} "
                       f"(base {fmt(b.get('accuracy'))}), "
                       f"size {fmt(d.get('size'))} MB (base {fmt(b.get('size'))} MB)")
-        if not rec["feasible"] and rec.get("base_feasible"):
+        if rec["feasible"] and rec.get("keep_base"):
+            console.print("  [yellow]no experiment meeting the constraints is better than the base model on the "
+                          "goal: keep the base model[/]")
+        elif not rec["feasible"] and rec.get("base_feasible"):
             console.print("  [yellow]the base model meets the constraints: keep it, unless this trade-off suits "
                           "you[/]")
     counts, energy = results["counts"], results["energy"]

@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, parse_objective
+from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, contradictions, parse_objective
 from agentlab.core.config import ModelName, StrictModel
 from agentlab.core.errors import UsageError
 from agentlab.core.llm.config import RoutingRef
@@ -201,6 +201,15 @@ class CompressConfig(StrictModel):
     search: CompressSearch = Field(default_factory=CompressSearch, description="the search: planner, budget, study, "
                                    "the LLM planner's and the agent's settings")
 
+    @field_validator("eval_text", "calib_text")
+    @classmethod
+    def _a_file(cls, path: Path | None, info: Any) -> Path | None:
+        """A folder is refused at the field (its file, line and key named), not when the text is read."""
+        if path is not None and path.is_dir():
+            what = "an evaluation text" if info.field_name == "eval_text" else "a calibration text"
+            raise ValueError(f"{str(path)!r} is a directory, expected {what}: give the text file inside it")
+        return path
+
     @field_validator("objective")
     @classmethod
     def _readable(cls, objective: str | None) -> str | None:
@@ -233,6 +242,11 @@ class CompressConfig(StrictModel):
                                  "objective: \"\" to use objectives and constraints, or remove them to use the "
                                  "sentence")
             self.objective = None
+        if not self.objective:  # the YAML goal: refused as the sentence's is when no result could meet it
+            for field, problems in (("objectives", contradictions(self.objectives, [])),
+                                    ("constraints", contradictions([], self.constraints))):
+                if problems:
+                    raise ValueError(f"{field}: {'; '.join(problems)}: no result could meet this goal")
         return self
 
     def goal(self) -> Goal:

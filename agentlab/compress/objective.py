@@ -10,7 +10,7 @@ import difflib
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agentlab.core.config import StrictModel
 from agentlab.core.errors import UsageError
@@ -53,6 +53,12 @@ class ConstraintSpec(StrictModel):
 
     _known = field_validator("metric")(known_metric)
 
+    @model_validator(mode="after")
+    def _possible(self) -> ConstraintSpec:
+        if self.mode == "absolute" and (problem := impossible(self.metric, self.op, self.value)):
+            raise ValueError(problem)
+        return self
+
     def bound(self, base: float | None) -> float:
         """The absolute bound, given the base model's measurement of the metric."""
         if self.mode == "absolute":
@@ -79,6 +85,37 @@ class Goal(StrictModel):
         return ", ".join(parts) + (" subject to " + " and ".join(cons) if cons else "")
 
 
+# what a metric can be: accuracy a fraction, the others above 0
+_RANGES: dict[str, tuple[float, float | None]] = {m: ((0.0, 1.0) if m == "accuracy" else (0.0, None)) for m in METRICS}
+
+
+def impossible(metric: str, op: str, value: float) -> str | None:
+    """Why the absolute bound ``metric op value`` can never be met (a value outside what the metric can be), or
+    None."""
+    low, high = _RANGES[metric]
+    if op == "<=" and value <= low:
+        return f"{metric} <= {value:g} can never be met: {metric} is above {low:g}"
+    if op == ">=" and high is not None and value > high:
+        return f"{metric} >= {value:g} can never be met: {metric} is at most {high:g}"
+    return None
+
+
+def contradictions(objectives: list[ObjectiveSpec], constraints: list[ConstraintSpec]) -> list[str]:
+    """What makes the goal self-contradictory: a metric both maximized and minimized, absolute bounds of one metric
+    that leave no value between them."""
+    problems = [f"{metric} is both maximized and minimized" for metric in dict.fromkeys(o.metric for o in objectives)
+                if {o.direction for o in objectives if o.metric == metric} == {"maximize", "minimize"}]
+    for metric in dict.fromkeys(c.metric for c in constraints):
+        bounds = [c for c in constraints if c.metric == metric and c.mode == "absolute"]
+        lows, highs = [c for c in bounds if c.op == ">="], [c for c in bounds if c.op == "<="]
+        if lows and highs:
+            low, high = max(lows, key=lambda c: c.value), min(highs, key=lambda c: c.value)
+            if low.value > high.value:
+                problems.append(f"'{low.text or _describe(low)}' and '{high.text or _describe(high)}' leave no "
+                                f"{metric} that meets both")
+    return problems
+
+
 def _describe(c: ConstraintSpec) -> str:
     if c.mode == "factor":
         return f"{c.metric} {c.op} {c.value:g} x base"
@@ -96,7 +133,14 @@ def _metric(word: str) -> str | None:
 
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
-_UNIT = r"\s*(%|percent|points?|pp|megabytes?|gigabytes?|mb|gb|x)?"
+_UNIT = r"\s*(%|percent|points?|pp|megabytes?|gigabytes?|mb|gb|ms|kwh|kg|x)?"
+# the units an absolute bound may carry, per metric, and the factor to the metric's own unit (a % or points of
+# accuracy, a fraction: "accuracy >= 50%" is 0.5); any other unit is refused, not dropped
+_PERCENT = {"%": 0.01, "percent": 0.01, "point": 0.01, "points": 0.01, "pp": 0.01}
+_MEGABYTES = {"mb": 1.0, "megabyte": 1.0, "megabytes": 1.0, "gb": 1000.0, "gigabyte": 1000.0, "gigabytes": 1000.0}
+_BOUND_UNITS: dict[str, dict[str, float]] = {
+    "accuracy": _PERCENT, "size": _MEGABYTES, "memory": _MEGABYTES, "speedup": {"x": 1.0}, "compression": {"x": 1.0},
+    "latency": {"ms": 1.0}, "energy": {"kwh": 1.0}, "co2e": {"kg": 1.0}, "perplexity": {}}
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # "<2% accuracy loss", "less than 2 points of accuracy drop", "at most 5% perplexity increase"
     (re.compile(r"(?:<=?|less than|under|at most|max(?:imum)?|below|within)\s*" + _NUMBER + _UNIT
@@ -113,9 +157,15 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 # Clauses are separated by these; a clause is an objective ("maximize X") or a constraint, and anything else is
 # refused by name (before, text outside "with ..." was dropped: "maximize speedup, <2% accuracy loss" had no
 # constraint).
-_SEPARATORS = re.compile(r"\s*(?:[,;]|\b(?:and|with|subject to|while keeping|keeping|such that|where)\b)\s*")
+_SEPARATORS = re.compile(r"(?:\s*(?:[,;]|\b(?:and|with|subject to|while keeping|keeping|such that|where)\b)\s*)+")
 _OBJECTIVE = re.compile(r"\b(maximi[sz]e|minimi[sz]e|increase|reduce|decrease|lower|raise)\s+"
                         r"(?:the\s+)?([a-z0-9]+(?: ratio| size)?)")
+_BOUND_HINT = {"accuracy": "as a fraction or in % or points, e.g. 'accuracy >= 0.5' or 'accuracy >= 50%'",
+               "size": "in MB or GB, e.g. 'size < 100 MB'", "memory": "in MB or GB, e.g. 'memory < 500 MB'",
+               "speedup": "as a plain number or with x, e.g. 'speedup > 1.5x'",
+               "compression": "as a plain number or with x, e.g. 'compression > 2x'",
+               "latency": "in ms, e.g. 'latency < 5 ms'", "energy": "in kWh, e.g. 'energy < 0.001 kWh'",
+               "co2e": "in kg, e.g. 'co2e < 0.001 kg'", "perplexity": "as a plain number, e.g. 'perplexity < 30'"}
 _FILLER = {"keep", "keeps", "while", "but", "also", "the", "a", "an"}  # words a clause may carry besides its content
 _CONSTRAINT_HINT = "write it like '<2% accuracy loss', 'perplexity increase <5%' or 'size < 100 MB'"
 
@@ -126,6 +176,11 @@ def parse_objective(text: str) -> Goal:
     raw = " ".join(text.lower().split())
     if not raw:
         raise UsageError("empty objective", hint=f"say what to optimise, e.g. {EXAMPLE}")
+    dangling = re.search(f"{_SEPARATORS.pattern}$", raw)  # "... <2% accuracy loss and": a clause cut off
+    if dangling is not None and dangling.start() > 0:
+        raise UsageError(f"objective '{text}': nothing after '{dangling.group(0).strip()}' at its end",
+                         hint="complete the clause or remove the separator, e.g. "
+                         "'maximize speedup with <2% accuracy loss'")
     objectives: list[ObjectiveSpec] = []
     constraints: list[ConstraintSpec] = []
     unread: list[str] = []
@@ -152,6 +207,10 @@ def parse_objective(text: str) -> Goal:
                          + ", ".join(f"'{c}'" for c in unread)
                          + ("" if looks else ": neither an objective ('maximize X') nor a constraint"),
                          hint=f"{_CONSTRAINT_HINT}; separate clauses with ',', ';', 'and' or 'with'")
+    if problems := contradictions(objectives, constraints):
+        raise UsageError(f"objective '{text}': {'; '.join(problems)}",
+                         hint="no result could meet this goal: keep one direction per metric and bounds that leave "
+                         "a range")
     return Goal(objectives=objectives, constraints=constraints)
 
 
@@ -198,8 +257,19 @@ def _constraint(clause: str, text: str) -> ConstraintSpec | None:
             return None
         if kind == "bound":
             op = "<=" if op_word.startswith(("<", "less", "under", "below", "at most")) else ">="
-            value = float(number) * (1000 if unit in ("gb", "gigabyte", "gigabytes") else 1)
+            units = _BOUND_UNITS[metric]
+            if unit is not None and unit not in units:
+                raise UsageError(f"objective '{text}': '{clause}': {metric} is not measured in '{unit}'",
+                                 hint=f"give {metric} {_BOUND_HINT[metric]}")
+            value = float(number) * (units[unit] if unit is not None else 1.0)
+            if problem := impossible(metric, op, value):
+                raise UsageError(f"objective '{text}': '{clause}': {problem}",
+                                 hint="give a bound that some result could meet" + (
+                                     ", e.g. 'accuracy >= 50%' (accuracy is a fraction, 0 to 1)"
+                                     if metric == "accuracy" else ""))
             return ConstraintSpec(metric=metric, op=op, value=value, text=clause)
+        if unit not in (None, "%", "percent", "point", "points", "pp"):
+            return None  # "<2 MB size increase": a change is relative (%, or a factor) or in points
         worse_is_up = METRICS[metric] == "minimize"  # a loss of accuracy, an increase of perplexity
         grows = change in ("increase", "growth", "rise")
         if grows != worse_is_up:

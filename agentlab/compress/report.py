@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.compress.objective import Goal
-from agentlab.compress.scoring import front
+from agentlab.compress.scoring import feasible_front
 from agentlab.core.gpu import NO_GPU
 from agentlab.core.gpu import describe as describe_gpu
 from agentlab.core.runs import save_figure
@@ -79,7 +79,7 @@ def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | 
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    on_front = {done[i]["index"] for i in front(goal, [r["derived"] for r in done])}
+    on_front = {done[i]["index"] for i in feasible_front(goal, done)}
     fig, axes = plt.subplots(2, 2, figsize=(10, 8))
     for ax, (x, y) in zip(axes.flat, _PANELS, strict=True):
         for r in done:
@@ -95,7 +95,8 @@ def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | 
         if y == "perplexity":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{goal.describe()}\n* base model, red: Pareto front of the goal, numbers: experiment index",
+    fig.suptitle(f"{goal.describe()}\n* base model, red: Pareto front of the goal among the results meeting its "
+                 "constraints, numbers: experiment index",
                  fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
@@ -120,7 +121,9 @@ def _recommendation(rec: dict[str, Any]) -> list[str]:
     lines = [f"**{rec['label']}** (experiment {rec['index']})" + (
         "" if rec["feasible"] else f": **no experiment met the constraints**; this one is the closest (it breaks "
         f"{', '.join(rec['broken'])})" + ("; the base model meets them: keep it, unless this trade-off suits you"
-                                           if rec.get("base_feasible") else "")),
+                                           if rec.get("base_feasible") else "")) + (
+        ": it meets the constraints, but no experiment that does is better than the **base model** on the goal: "
+        "keep the base model" if rec["feasible"] and rec.get("keep_base") else ""),
         "", "| metric | base model | recommended |", "|---|---|---|"]
     bm, rm = base.get("metrics") or {}, best.get("metrics") or {}
     for key, name in (("perplexity", "perplexity"), ("accuracy", "accuracy"), ("decode_tps", "decode tokens/s"),

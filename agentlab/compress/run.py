@@ -26,7 +26,15 @@ from agentlab.compress.objective import Goal
 from agentlab.compress.planners import ExperimentDomain, experiment_results
 from agentlab.compress.reflect import reflect
 from agentlab.compress.report import fmt, outcome_line, render_report, write_plot
-from agentlab.compress.scoring import check, choose_best, derive, front, objective_values
+from agentlab.compress.scoring import (
+    check,
+    choose_best,
+    derive,
+    feasible_front,
+    front,
+    improves_on_base,
+    objective_values,
+)
 from agentlab.compress.space import Space, experiment_key, to_experiment
 from agentlab.compress.tracking import MLFLOW_EXPERIMENT, log_experiments, log_results
 from agentlab.compress.workspace import Workspace, check_workspace, workspace_root
@@ -655,7 +663,9 @@ def best_summary(goal: Goal, records: list[dict[str, Any]]) -> dict[str, Any]:
                 "base": _brief(base)}
     return {"index": best["index"], "label": best["label"], "feasible": best["feasible"], "goal": goal.describe(),
             "broken": best["broken"], "experiment": best["experiment"], "best": _brief(best), "base": _brief(base),
-            "base_feasible": bool(base and base.get("feasible"))}  # when no experiment is: keep the base model
+            "base_feasible": bool(base and base.get("feasible")),
+            # the base meets the constraints and no experiment that does is better on the goal: keep the base model
+            "keep_base": bool(base and base.get("feasible")) and not improves_on_base(goal, base, done)}
 
 
 def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -668,7 +678,7 @@ def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
 def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], stop_reason: str,
               workspace: str) -> dict[str, Any]:
     done = [r for r in records if r.get("state") == "done"]
-    on_front = front(goal, [r["derived"] for r in done])
+    on_front = feasible_front(goal, done)
     ran = [r for r in records if not r.get("reused") and r.get("metrics")]  # what the energy was spent on
     modes = sorted({r["metrics"].get("energy_mode", "estimated") for r in ran})
     mode = modes[0] if len(modes) == 1 else ("partly measured" if modes else "none run")
@@ -775,7 +785,8 @@ def check_resume(cfg: CompressConfig, folder: Path) -> None:
     if cfg.search.max_iterations < done:
         raise UsageError(f"--max-iterations {cfg.search.max_iterations} is below the {done} experiments {folder} "
                          "already finished (search.max_iterations is the total, not the experiments to add)",
-                         hint=f"give a total above {done} to search on, or leave it out to finish the run's own")
+                         hint=f"give a total of at least {done} (above it to search on), or leave it out to finish "
+                         "the run's own")
 
 
 def run_compression(model_name: str | None = None, objective: str | None = None, carbon_budget: float | None = None,

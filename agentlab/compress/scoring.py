@@ -60,6 +60,33 @@ def front(goal: Goal, rows: list[dict[str, float | None]]) -> list[int]:
     return pareto_front([objective_values(goal, r) for r in rows], [o.direction for o in goal.objectives])
 
 
+def feasible_front(goal: Goal, records: list[dict[str, Any]]) -> list[int]:
+    """Indices of ``records`` (each with ``derived``, ``feasible``, ``violation``) on the goal's front under
+    constrained domination: a result that meets the constraints dominates one that does not, and of two that do not,
+    the smaller violation wins. So the front is that of the feasible records, else that of the least violating ones,
+    and it holds the recommendation (``choose_best``)."""
+    keep = [i for i, r in enumerate(records) if r.get("feasible")]
+    if not keep and records:
+        least = min(_violation(r) for r in records)
+        keep = [i for i, r in enumerate(records) if _violation(r) == least]
+    return [keep[i] for i in front(goal, [records[i]["derived"] for i in keep])]
+
+
+def _violation(record: dict[str, Any]) -> float:
+    return math.inf if record.get("violation") is None else float(record["violation"])
+
+
+def improves_on_base(goal: Goal, base: dict[str, Any] | None, records: list[dict[str, Any]]) -> bool:
+    """Whether a feasible record of ``records`` is better than the base model on one of the goal's objectives (for
+    one objective: a better value; for several: one the base does not dominate). False tells to keep the base when
+    it meets the constraints; with no base measured, any feasible record counts."""
+    feasible = [r for r in records if r.get("feasible")]
+    if base is None or not base.get("derived"):
+        return bool(feasible)
+    ref = _rank(goal, base)
+    return any(any(v < b for v, b in zip(_rank(goal, r), ref, strict=True)) for r in feasible)
+
+
 def choose_best(goal: Goal, records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The record to recommend among ``records`` (each with ``derived``, ``feasible``, ``violation``): the best
     feasible one by the first objective (the next objectives break ties), else the one closest to feasible."""

@@ -166,3 +166,129 @@ def test_an_unreadable_objective_in_a_config_file_names_its_file_line_and_field(
     assert info.value.message.startswith(f"{file}:2: objective: {says}") and "\n" not in info.value.message
     with pytest.raises(ConfigError, match=f"^--objective {text}: objective: '{text}'"):
         load_config(None, CompressConfig, [Flag("--objective", "objective", text)])
+
+
+@pytest.mark.parametrize(("text", "described"), [
+    ("maximize speedup with accuracy >= 50%", "maximize speedup subject to accuracy >= 0.5"),
+    ("maximize speedup with accuracy at least 50 points", "maximize speedup subject to accuracy >= 0.5"),
+    ("maximize speedup with latency < 5 ms", "maximize speedup subject to latency <= 5"),
+    ("maximize speedup with energy < 0.001 kWh", "maximize speedup subject to energy <= 0.001"),
+    ("maximize speedup with co2e < 0.01 kg", "maximize speedup subject to co2e <= 0.01"),
+    ("minimize size with speedup > 1.5x", "minimize size subject to speedup >= 1.5"),
+    ("maximize speedup, and keep perplexity below 30", "maximize speedup subject to perplexity <= 30"),
+])
+def test_a_bound_in_the_metrics_own_unit_is_read_in_it(text: str, described: str) -> None:
+    """"accuracy >= 50%" was read as accuracy >= 50 (a fraction: nothing met it), "latency < 5 ms" and "energy <
+    0.001 kWh" were refused though ms and kWh are those metrics' units."""
+    assert parse_objective(text).describe() == described
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("maximize speedup with size < 5%", "'size < 5%': size is not measured in '%'"),
+    ("maximize speedup with latency < 5 gb", "'latency < 5 gb': latency is not measured in 'gb'"),
+    ("maximize speedup with perplexity < 30 points", "perplexity is not measured in 'points'"),
+    ("maximize speedup with <2 mb size increase", "cannot read the constraint '<2 mb size increase'"),
+    ("maximize speedup, minimize speedup", "speedup is both maximized and minimized"),
+    ("maximize speedup with size < 100 MB and size > 200 MB", "'size > 200 mb' and 'size < 100 mb' leave no size"),
+    ("maximize speedup with perplexity < 30 and perplexity > 40", "leave no perplexity that meets both"),
+    ("maximize speedup with accuracy > 1.5", "'accuracy > 1.5': accuracy >= 1.5 can never be met"),
+    ("maximize speedup with size < 0 MB", "'size < 0 mb': size <= 0 can never be met"),
+    ("maximize speedup with <2% accuracy loss and", "nothing after 'and' at its end"),
+])
+def test_a_unit_the_metric_lacks_a_contradiction_or_a_dangling_and_is_refused(text: str, says: str) -> None:
+    """Each was accepted with exit 0: the unit dropped (size < 5 read as 5 MB, latency < 5 GB as 5000 ms), a goal no
+    result could meet, a clause cut off after "and"."""
+    with pytest.raises(UsageError) as info:
+        parse_objective(text)
+    assert says in info.value.message and info.value.hint
+
+
+@pytest.mark.parametrize(("yaml", "says"), [
+    ("objectives:\n  - {metric: speedup, direction: maximize}\n  - {metric: speedup, direction: minimize}\n",
+     "c.yaml:2: objectives: speedup is both maximized and minimized"),
+    ("objectives:\n  - {metric: speedup, direction: maximize}\nconstraints:\n  - {metric: accuracy, op: '>=', "
+     "value: 1.5}\n", "c.yaml:5: constraints[0]: accuracy >= 1.5 can never be met"),
+    ("objectives:\n  - {metric: speedup, direction: maximize}\nconstraints:\n  - {metric: size, op: '<=', value: 100}"
+     "\n  - {metric: size, op: '>=', value: 200}\n", "c.yaml:4: constraints: 'size >= 200' and 'size <= 100'"),
+])
+def test_a_yaml_goal_no_result_could_meet_is_refused_at_its_line(tmp_path: Path, yaml: str, says: str) -> None:
+    from agentlab.compress.config import CompressConfig
+    from agentlab.core.config import load_config
+    from agentlab.core.errors import ConfigError
+
+    file = tmp_path / "c.yaml"
+    file.write_text('objective: ""\n' + yaml)
+    with pytest.raises(ConfigError) as info:
+        load_config(file, CompressConfig)
+    assert says in info.value.message
+
+
+def test_a_folder_as_a_text_is_refused_at_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`eval_text: adir` said "adir: is a directory, expected a evaluation text", naming no file, line or key."""
+    from agentlab.compress.config import CompressConfig
+    from agentlab.core.config import load_config
+    from agentlab.core.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "c.yaml").write_text("eval_text: adir\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "c.yaml", CompressConfig)
+    assert "c.yaml:1: eval_text: 'adir' is a directory, expected an evaluation text" in info.value.message
+
+
+def _rec(index: int, feasible: bool, violation: float, **derived: float) -> dict:
+    return {"index": index, "label": f"e{index}", "state": "done", "feasible": feasible, "violation": violation,
+            "broken": [] if feasible else ["accuracy"], "experiment": None if index == 0 else {"prune": {}},
+            "derived": derived, "metrics": {}}
+
+
+def test_the_front_is_taken_over_the_results_that_meet_the_constraints() -> None:
+    """front: [3] named an experiment that broke the constraints, marked "(front)" and red in pareto.png, while the
+    recommendation was experiment 2."""
+    from agentlab.compress.run import best_summary
+    from agentlab.compress.scoring import feasible_front
+
+    goal = parse_objective("maximize speedup with <2% accuracy loss")
+    records = [_rec(0, True, 0.0, speedup=1.0, accuracy=0.8), _rec(1, True, 0.0, speedup=1.5, accuracy=0.8),
+               _rec(2, True, 0.0, speedup=2.0, accuracy=0.79), _rec(3, False, 0.5, speedup=4.0, accuracy=0.1)]
+    assert [records[i]["index"] for i in feasible_front(goal, records)] == [2] == [best_summary(goal, records)["index"]]
+    nothing = [{**r, "feasible": False, "violation": v} for r, v in zip(records[1:], (0.3, 0.2, 0.5), strict=True)]
+    assert [nothing[i]["index"] for i in feasible_front(goal, nothing)] == [2]  # none meets them: the least violating
+
+
+def test_a_feasible_recommendation_no_better_than_the_base_says_keep_the_base() -> None:
+    """wanda 50% + distill was recommended at speedup 0.923x under "maximize speedup" with no word that the base
+    model, which meets the constraints, is better."""
+    from agentlab.compress.report import _recommendation
+    from agentlab.compress.run import best_summary
+
+    goal = parse_objective("maximize speedup with <2% accuracy loss")
+    base, slow = _rec(0, True, 0.0, speedup=1.0, accuracy=0.8), _rec(1, True, 0.0, speedup=0.923, accuracy=0.8)
+    rec = best_summary(goal, [base, slow])
+    assert rec["index"] == 1 and rec["feasible"] and rec["keep_base"]
+    assert "keep the base model" in "\n".join(_recommendation({**rec, "base": rec["base"]}))
+    rec = best_summary(goal, [base, slow, _rec(2, True, 0.0, speedup=1.2, accuracy=0.8)])
+    assert rec["index"] == 2 and not rec["keep_base"] and "keep the base" not in "\n".join(_recommendation(rec))
+    two = parse_objective("maximize speedup, minimize size with <2% accuracy loss")  # the base dominates it: keep
+    rec = best_summary(two, [{**base, "derived": {"speedup": 1.0, "size": 10.0}},
+                             {**slow, "derived": {"speedup": 0.9, "size": 10.0}}])
+    assert rec["keep_base"]
+    rec = best_summary(two, [{**base, "derived": {"speedup": 1.0, "size": 10.0}},
+                             {**slow, "derived": {"speedup": 0.9, "size": 5.0}}])  # smaller: a trade-off
+    assert not rec["keep_base"]
+
+
+def test_a_resume_total_equal_to_the_finished_experiments_is_accepted_and_the_hint_says_so(tmp_path: Path) -> None:
+    """The refusal of --max-iterations 2 after 3 finished said "give a total above 3", though 3 is accepted."""
+    import json
+
+    from agentlab.compress.config import CompressConfig
+    from agentlab.compress.run import STATE, check_resume
+
+    (tmp_path / "study.db").write_bytes(b"")
+    (tmp_path / STATE).write_text("".join(json.dumps({"experiment": e}) + "\n" for e in (None, {}, {}, {})))
+    check_resume(CompressConfig.model_validate({"search": {"max_iterations": 3}}), tmp_path)
+    with pytest.raises(UsageError) as info:
+        check_resume(CompressConfig.model_validate({"search": {"max_iterations": 2}}), tmp_path)
+    assert "give a total of at least 3" in (info.value.hint or "")
