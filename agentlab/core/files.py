@@ -35,7 +35,8 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise InputError(f"{path}: {what} not found", hint="check the path (relative paths start from the current "
                          f"directory, {Path.cwd()})") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a {what}", hint="pass the file inside it") from None
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise InputError(f"{path}: is a directory, expected {article} {what}", hint="pass the file inside it") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied reading the {what}", hint="check the file's permissions") from None
     except OSError as exc:

@@ -323,8 +323,8 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
     if max_iterations < done:
         raise UsageError(f"--max-iterations {max_iterations} is below the {done} trials {folder} already finished "
                          "(search.max_iterations is the search's total, not the trials to add)",
-                         hint=f"give a total above {done} to search on (--max-iterations {done + 4} runs up to 4 "
-                         "more), or leave it out to finish the run's own")
+                         hint=f"give a total of at least {done} (--max-iterations {done + 4} runs up to 4 more), or "
+                         "leave it out to finish the run's own")
 
 
 def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, scripted: bool = False,

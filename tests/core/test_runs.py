@@ -397,3 +397,14 @@ def test_a_hint_names_a_folder_with_spaces_as_one_shell_word(in_tmp: Path) -> No
     with pytest.raises(RunDirError) as caught:
         check_out_folder("nas", folder)
     assert f"pass --resume '{folder}' to continue that run" in (caught.value.hint or "")
+
+
+def test_a_folder_given_as_a_file_is_named_with_its_article(in_tmp: Path) -> None:
+    """`adir: is a directory, expected a evaluation text`."""
+    from agentlab.core.errors import InputError
+    from agentlab.core.files import read_text
+
+    (in_tmp / "adir").mkdir()
+    for what, said in (("evaluation text", "expected an evaluation text"), ("data file", "expected a data file")):
+        with pytest.raises(InputError, match=said):
+            read_text(in_tmp / "adir", what)
