@@ -536,14 +536,20 @@ class RunDir:
 
     @classmethod
     def latest(cls, command: str, root: str | Path | None = None) -> Path:
-        """The newest run of ``command`` that can be resumed (for a bare ``--resume``): it did some work and no live
-        process owns it. ``RunDirError`` (exit 2) when there is none."""
+        """The newest run of ``command`` that did some work (for a bare ``--resume``). ``RunDirError`` (exit 2) when
+        there is none, or when a live process owns it: a bare ``--resume`` while the latest run goes on resumed an
+        older one, silently (a finished run, say)."""
         base = runs_root(root) / command
         candidates = [p for p in base.glob("*") if (p / "run.json").is_file()] if base.is_dir() else []
         candidates += [p for p in _outside(command, root) if (p / "run.json").is_file() and p not in candidates]
         candidates.sort(key=_started)
         for path in reversed(candidates):
-            if did_work(path) and not is_live(path):
+            if did_work(path):
+                if is_live(path):
+                    error = _still_running(path, read_json(path / "run.json"))
+                    error.hint = ("wait for it, or stop it and resume then; to resume another run, name it: "
+                                  "--resume DIR")
+                    raise error
                 return path
         skipped = f" ({len(candidates)} that never started or are still running)" if candidates else ""
         raise RunDirError(f"no '{command}' run to resume under {base}{skipped}",

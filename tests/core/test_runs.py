@@ -408,3 +408,23 @@ def test_a_folder_given_as_a_file_is_named_with_its_article(in_tmp: Path) -> Non
     for what, said in (("evaluation text", "expected an evaluation text"), ("data file", "expected a data file")):
         with pytest.raises(InputError, match=said):
             read_text(in_tmp / "adir", what)
+
+
+def test_a_bare_resume_while_the_latest_run_goes_on_says_so(in_tmp: Path) -> None:
+    """`compress --resume` while the latest run was running resumed an older, finished one, silently."""
+    import signal
+    import subprocess
+    import sys
+
+    with RunDir.create("demo", out=in_tmp / "demo" / "older") as older:
+        older.event("trial", n=0)
+    proc = subprocess.Popen([sys.executable, "-c", _OWNER, str(in_tmp / "demo" / "newer")], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with pytest.raises(RunDirError, match=f"{in_tmp / 'demo' / 'newer'}: is still running in process {proc.pid}"):
+            RunDir.latest("demo", root=in_tmp)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert RunDir.latest("demo", root=in_tmp) == in_tmp / "demo" / "newer"  # killed: the latest, to resume
