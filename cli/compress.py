@@ -91,7 +91,7 @@ def compress(
         if llm is not None and not KINDS[cfg.search.planner].needs_model:  # it was read, then used by nothing
             raise UsageError("--llm applies only to the planners that use a model (--planner llm or agent); "
                              f"--planner {cfg.search.planner} uses none",
-                             hint="leave out --llm, or use --planner llm or agent to have --llm's model plan")
+                             hint="leave out --llm, or use --planner agent or --planner llm to have --llm's model plan")
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run,
                                 example='{"quantize": "gguf", "gguf_type": "Q8_0"}')
         folder = resume_target("compress", resume) if resume is not None else None

@@ -18,3 +18,4 @@ def test_llm_with_a_planner_that_uses_no_model_is_refused(planner: str, tmp_path
     err = capsys.readouterr().err
     assert code == 2
     assert f"--llm applies only to the planners that use a model (--planner llm or agent); --planner {planner}" in err
+
