@@ -776,8 +776,8 @@ class CommandObjective:
             raise TrialFailed(f"objective.config: {rel} lies in a folder the trial's workspace links to yours "
                               f"({(cwd / rel).parent.resolve()}: git ignores it and it holds over {LINK_FILES} "
                               "files, so it is linked, not copied), so the trial's values would be written into your "
-                              "file: nothing written, the trial not run. Fix: track the file (git add -f "
-                              f"{shlex.quote(str(rel))}), or move it out of that folder")
+                              "file: nothing written, the trial not run. Fix: move the config file out of that "
+                              "folder and set objective.config to its new place")
         atomic_write_text(cwd / rel, text)
         atomic_write_text(folder / f"config_used{self.config.path.suffix}", text)
 

@@ -7,6 +7,7 @@ summary and report under the metric's own name. The search itself (planners, stu
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_st
 from agentlab.nas.config_file import ConfigFile
 from agentlab.nas.hydra import check_group_choices
 from agentlab.nas.report import llm_section, one_line, plot_importances, ran_line, short
+from agentlab.nas.script import resolved
 from agentlab.nas.workspace import Workspaces
 
 if TYPE_CHECKING:
@@ -68,12 +70,17 @@ def resolve_cwd(cfg: NASConfig, config_file: str | Path | None) -> None:
     objective.cwd = Path(cwd if cwd.is_absolute() else (home / cwd).resolve())
     if not objective.cwd.is_dir():  # before objective.config, which is read from there
         raise UsageError(f"objective.cwd: {objective.cwd} is not a folder", hint="give the project's folder")
-    if objective.config is not None and not objective.config.is_absolute():  # kept absolute for --resume
-        given = objective.cwd / objective.config
-        objective.config = given.resolve()
-        if given.is_symlink() and not objective.config.is_relative_to(objective.cwd.resolve()):  # said as typed
-            raise ConfigError(f"objective.config: {given} is a link to {objective.config}, outside the project "
-                              f"folder {objective.cwd}",
+    if objective.config is not None:
+        # any link in the path followed: one leading out of the project is refused naming the path as typed
+        given = Path(os.path.normpath(objective.cwd / objective.config))  # an absolute one as it is
+        real = resolved(objective.cwd / objective.config)
+        if real is None:
+            raise ConfigError(f"objective.config: {given} is a link loop", hint="point the link at the config file")
+        if not objective.config.is_absolute():  # kept absolute for --resume
+            objective.config = real
+        if given.is_relative_to(os.path.normpath(objective.cwd)) and not real.is_relative_to(objective.cwd.resolve()):
+            how = "is a link to" if given.is_symlink() else "leads through a linked folder to"
+            raise ConfigError(f"objective.config: {given} {how} {real}, outside the project folder {objective.cwd}",
                               hint="copy the file into the project: each trial's workspace holds a copy of the "
                               "project's files, and a trial's values are never written into a file outside it")
 
@@ -113,7 +120,7 @@ def command_objective(cfg: NASConfig, run_dir: RunDir | None) -> CommandObjectiv
     spaces = None
     if run_dir is not None:
         spaces = Workspaces(cwd, run_dir.path / "workspaces", run_dir.path.name, objective.workspace,
-                            objective.keep_failed, exclude=[run_dir.path])
+                            objective.keep_failed, exclude=[run_dir.path], config=objective.config)
     code = None
     if objective.editable or objective.protected is not None:
         code = CodeTrials(CodeRules(objective.editable, objective.protected))
@@ -159,7 +166,8 @@ def _prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None, config_
     command = command_objective(cfg, None)
     command.validate()
     objective = objective_of(cfg)
-    Workspaces(objective.cwd or Path.cwd(), Path("."), "check", objective.workspace).check()
+    Workspaces(objective.cwd or Path.cwd(), Path("."), "check", objective.workspace,
+               config=objective.config).check()
     if objective.editable:
         rules = CodeRules(objective.editable, objective.protected)
         if not rules.editable_files(Path(objective.cwd or Path.cwd())):

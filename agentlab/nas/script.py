@@ -20,12 +20,19 @@ def python_source(path: Path) -> str:
         return handle.read()
 
 
+def resolved(path: Path) -> Path | None:
+    """``path`` with its links resolved (``Path.resolve``, a link that leads nowhere followed as far as it goes);
+    None for a link loop, or a path the system cannot follow."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return None
+
+
 def inside(root: Path, path: Path) -> bool:
     """Whether ``path``, links resolved, lies in ``root`` (itself resolved)."""
-    try:
-        return path.resolve().is_relative_to(root)
-    except (OSError, RuntimeError):  # a link loop
-        return False
+    real = resolved(path)
+    return real is not None and real.is_relative_to(root)
 
 
 def script_of(command: str, cwd: Path) -> str | None:

@@ -9,10 +9,11 @@
   by default every file of the project folder except run folders, ``.git``, virtual environments, caches and files
   over ``LINK_OVER`` bytes, which are symlinked instead (data sets stay where they are).
 
-A symlink of the project that points inside it (``config.py -> configs/exp1.py``) points, relative, at the same
-place of the workspace, so a trial reads its own copy (the one its values are written into), never the user's file;
-one that points out of the project (a data set elsewhere), or, outside git, into what a copy leaves out (a virtual
-environment, a cache), points where the user's does (absolute).
+A symlink of the project that points at something the workspace holds (``config.py -> configs/exp1.py``, relative
+or absolute, tracked or not) points, relative, at the same place of the workspace, so a trial reads its own copy (the
+one its values are written into), never the user's file; one that points out of the project (a data set elsewhere),
+or into what the workspace leaves out (``latest -> wandb/run-1``, a virtual environment, what ``objective.workspace``'s
+patterns leave out), points where the user's does (absolute): ``_settle_links``, once a workspace is made.
 
 The user's own tree is never written to: git writes only under ``.git/worktrees`` (its own bookkeeping) and the
 branch ref. Workspaces live under ``<run>/workspaces/`` and go when their trial is recorded (a failed trial's stays
@@ -26,6 +27,7 @@ import contextlib
 import fcntl
 import fnmatch
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,9 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentlab.core.errors import UsageError
+from agentlab.core.errors import ConfigError, UsageError
 from agentlab.core.runs import atomic_write_bytes, atomic_write_json
-from agentlab.nas.script import inside
+from agentlab.nas.script import inside, resolved
 
 LINK_OVER = 50 * 1024 * 1024  # a file this large is linked, not copied, into a workspace
 LINK_FILES = 2000  # an ignored folder of more files than this (a data set) is linked whole into a worktree
@@ -47,6 +49,8 @@ PATCH = "uncommitted.patch"  # the user's uncommitted changes as the search star
 UNTRACKED = "untracked"  # the user's untracked files as the search started, copied once
 FROZEN = "project"  # a project outside git: its files as the search started (copied once; large ones linked)
 RECORD = "workspace.json"  # the commit and branch the search started from: --resume uses them, wherever HEAD is
+
+log = logging.getLogger(__name__)
 
 
 def _ran_trials(run: Path) -> bool:
@@ -79,11 +83,13 @@ class Workspaces:
     patterns: list[str] | None = None
     keep_failed: bool = False
     exclude: list[Path] = field(default_factory=list)  # folders never copied (the runs' own folder)
+    config: Path | None = None  # objective.config: each trial writes its copy after the workspace is made
     repo: Path | None = None
     commit: str | None = None
     branch: str | None = None
     carried: str = ""  # what of the user's uncommitted work is carried in, for the console
     _empty: list[str] | None = field(default=None, repr=False)  # the project's empty folders (listed once)
+    _loops: set[str] = field(default_factory=set, repr=False)  # link loops said on the console (once each)
 
     def __post_init__(self) -> None:
         # absolute: git runs in the repository's folder, and a relative path would land in the user's tree
@@ -93,7 +99,9 @@ class Workspaces:
     # ------------------------------------------------------------------ once per run
 
     def check(self) -> None:
-        """Before the run folder exists (nothing written): the patterns match a file; git answers in a repository."""
+        """Before the run folder exists (nothing written): the patterns match a file; git answers in a repository;
+        ``config`` lies in no ignored folder a worktree links whole (a trial's values would go into the user's
+        file)."""
         self.project = self.project.resolve()
         if self.patterns is not None:
             self._require_patterns()
@@ -101,6 +109,25 @@ class Workspaces:
         top = repo_top(self.project)
         if top is not None:
             _git(top, "worktree", "list")  # a repository git cannot work with fails here, before trial 0
+            folder = self._linked_config(top)
+            if folder is not None:
+                raise ConfigError(f"objective.config: {self.config} lies in {top / folder}, a folder git ignores "
+                                  f"that holds over {LINK_FILES} files, so each trial's workspace links it to "
+                                  "yours instead of copying it, and a trial's values would be written into your "
+                                  "file", hint=f"move the config file out of {folder}/ and set objective.config to "
+                                  "its new place")
+
+    def _linked_config(self, top: Path) -> str | None:
+        """The ignored folder of the repository ``top`` (as ``_ignored`` lists it) that holds ``config`` and that
+        ``_carry`` links whole into each worktree; None when there is none."""
+        real = resolved(self.config) if self.config is not None else None
+        if real is None or not real.is_relative_to(top):
+            return None  # no config file, or one outside the project (refused by own_code.config_file)
+        if _git(top, "rev-parse", "--verify", "--quiet", "HEAD", check=False) is None:
+            return None  # no commit: ``prepare`` copies the project instead
+        rel = real.relative_to(top)
+        return next((folder for folder in self._ignored(top, skip=[p.resolve() for p in self.exclude])
+                     if rel.is_relative_to(folder) and rel != Path(folder) and _linked_whole(top / folder)), None)
 
     def prepare(self) -> str:
         """Find the repository (if any), record the commit and the user's uncommitted work; returns the console's
@@ -234,6 +261,7 @@ class Workspaces:
                 self._copy_kept(frozen, target)
             else:  # a run that started before the project was kept: the files as they are now
                 self._copy_project(target)
+        self._settle_links(target)
 
     def remove(self, number: int) -> None:
         target = self.path(number)
@@ -289,8 +317,8 @@ class Workspaces:
         out = []
         runs: dict[Path, bool] = {}  # folder -> whether it is an agentlab run folder
         for rel in filter(None, text.split("\0")):
-            path = (self.repo / rel).resolve()
-            if any(s == path or s in path.parents for s in skip) or _skipped_dir(Path(rel)):
+            path = self._real(self.repo / rel, rel)
+            if path is None or any(s == path or s in path.parents for s in skip) or _skipped_dir(Path(rel)):
                 continue
             parents = [p for p in path.parents if p != self.repo and self.repo in p.parents]
             if any(runs.setdefault(p, _is_run(p)) for p in parents):
@@ -304,17 +332,9 @@ class Workspaces:
 
     def _copy_project(self, target: Path) -> None:
         """The project's files (``_copy_list``) placed under ``target``: small ones copied, large ones linked, links
-        as ``_place`` says; a link into what the copy leaves out (a virtual environment, a cache) points at the
-        user's (not with ``objective.workspace``'s patterns: a link to the config file they leave out points at the
-        copy a trial writes)."""
-        listed = self._copy_list()
-        for rel in listed:
+        as ``_place`` says."""
+        for rel in self._copy_list():
             self._place(self.project / rel, target / rel, self.project)
-        for rel in listed if self.patterns is None else []:
-            link = target / rel
-            if link.is_symlink() and not link.exists() and (self.project / rel).exists():
-                link.unlink()
-                os.symlink((self.project / rel).resolve(), link)
 
     def _copy_kept(self, kept: Path, target: Path) -> None:
         """What the run kept when the search started (``kept``: the untracked files, or a project outside git)
@@ -322,22 +342,25 @@ class Workspaces:
         for rel in _files(kept):
             self._place(kept / rel, target / rel, kept)
 
-    def _ignored(self) -> list[str]:
-        """What the repository ignores under the project folder (data, outputs), as git lists it (a folder whole):
-        linked into each worktree so the script finds its data; caches, virtual environments and run folders
-        left out."""
-        assert self.repo is not None
-        text = _git(self.repo, "ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z",
+    def _ignored(self, repo: Path | None = None, skip: list[Path] | None = None) -> list[str]:
+        """What the repository (``repo``, by default the run's) ignores under the project folder (data, outputs), as
+        git lists it (a folder whole): carried into each worktree so the script finds its data; caches, virtual
+        environments, run folders, link loops and what lies in ``skip`` (by default the run's folders) left out."""
+        repo = repo or self.repo
+        assert repo is not None
+        text = _git(repo, "ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z",
                     strip=False, check=False) or ""
-        skip = [p.resolve() for p in [self.root, *self.exclude]]
+        skip = [p.resolve() for p in [self.root, *self.exclude]] if skip is None else skip
         out = []
         for rel in filter(None, text.split("\0")):
             rel = rel.rstrip("/")
-            path = self.repo / rel
-            resolved = path.resolve()
-            if self.project != self.repo and self.project not in resolved.parents and resolved != self.project:
+            path = repo / rel
+            real = self._real(path, rel)
+            if real is None:
                 continue
-            if any(s == resolved or s in resolved.parents or resolved in s.parents for s in skip):
+            if self.project != repo and self.project not in real.parents and real != self.project:
+                continue
+            if any(s == real or s in real.parents or real in s.parents for s in skip):
                 continue
             if Path(rel).name in SKIP_DIRS or _skipped_dir(Path(rel)) or (path.is_dir() and _skipped(path, skip)):
                 continue
@@ -397,8 +420,9 @@ class Workspaces:
     def _place(self, source: Path, target: Path, root: Path) -> None:
         """``source``, a file under ``root``, at ``target`` (the same place under the copy's top): copied, or linked
         when over ``LINK_OVER``. A link that points inside ``root`` points at the same place of the copy (relative:
-        a trial reads the copy its values are written into, never the user's file); any other where the user's
-        does (absolute: it moved)."""
+        a trial reads the copy its values are written into, never the user's file; ``_settle_links`` points it at
+        the user's when the workspace does not hold that place); any other where the user's does (absolute: it
+        moved)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_symlink() or not source.is_file():
             with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a link loop
@@ -410,6 +434,46 @@ class Workspaces:
             os.symlink(source, target)
         else:
             shutil.copy2(source, target)
+
+    def _settle_links(self, target: Path) -> None:
+        """The links of the new workspace ``target`` (a copy of the repository, else of the project folder) pointed
+        at what the user's point at, at the workspace's copy where it holds one: one that leads nowhere here (into
+        what the workspace leaves out: ``wandb/``, a virtual environment, a folder ``objective.workspace``'s patterns
+        leave out; out of it by ``../``) but somewhere in the user's tree points at the user's (absolute); one that
+        is absolute into the user's tree (a tracked link: git checks it out as stored) at the workspace's copy
+        (relative) when the workspace holds that. ``config``, which each trial writes later, counts as held."""
+        top = self.repo or self.project
+        here = target.resolve()
+        config = resolved(self.config) if self.config is not None else None
+        held = {target / config.relative_to(top)} if config is not None and config.is_relative_to(top) else set()
+        for dirpath, dirnames, filenames in os.walk(target):
+            dirnames[:] = [d for d in dirnames if d != ".git"]  # linked folders are listed, never entered
+            for name in [*dirnames, *filenames]:
+                link = Path(dirpath) / name
+                if not link.is_symlink():
+                    continue
+                to = os.readlink(link)
+                if os.path.isabs(to):  # at the workspace's copy when it holds one (not a link back to the user's)
+                    real = resolved(Path(to))
+                    copy = target / real.relative_to(top) if real is not None and real.is_relative_to(top) else None
+                    if copy is not None and (copy in held or (os.path.exists(copy) and inside(here, copy))):
+                        _relink(link, os.path.relpath(copy, link.parent))
+                    continue
+                at = Path(os.path.normpath(link.parent / to))
+                if at in held or (at.is_relative_to(target) and os.path.exists(link)):
+                    continue
+                theirs = resolved(Path(os.path.normpath(top / link.parent.relative_to(target) / to)))
+                if theirs is not None and theirs.exists():  # where the user's link leads: absolute
+                    _relink(link, str(theirs))
+
+    def _real(self, path: Path, rel: str) -> Path | None:
+        """``path`` (``rel`` in the repository) with its links resolved; None for a link loop, said once."""
+        real = resolved(path)
+        if real is None and rel not in self._loops:
+            self._loops.add(rel)
+            log.warning("workspaces: %s is a link loop (or a link the system cannot follow): not carried into the "
+                        "trials' workspaces", rel)
+        return real
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -464,6 +528,16 @@ def _linked_whole(source: Path) -> bool:
     if source.is_symlink() or not source.is_dir():
         return source.is_symlink() or not source.is_file() or source.stat().st_size > LINK_OVER
     return any(n > LINK_FILES for n, _ in enumerate(source.rglob("*"), 1))
+
+
+def _relink(link: Path, to: str) -> None:
+    """The link ``link`` pointed at ``to`` instead (replaced at once; left as it was when the system refuses)."""
+    new = link.with_name(f".{link.name}.relink")
+    with contextlib.suppress(OSError):
+        with contextlib.suppress(FileNotFoundError):
+            new.unlink()
+        os.symlink(to, new)
+        os.replace(new, link)
 
 
 def _skipped_dir(rel: Path) -> bool:

@@ -125,6 +125,9 @@ def test_the_console_says_which_ignored_folders_are_copied_and_which_linked(tmp_
 
 def test_a_config_in_a_folder_linked_whole_is_never_written_into_the_users_file(tmp_path: Path,
                                                                                 small_link_limit: None) -> None:
+    """The trial's own check (the folder grew past the limit after the search started, say): the fix it names is to
+    move the file, not to track it (git would then list the folder's files one by one: the whole data set copied
+    into every worktree)."""
     project = ignored_project(tmp_path)
     spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run")
     spaces.prepare()
@@ -134,11 +137,26 @@ def test_a_config_in_a_folder_linked_whole_is_never_written_into_the_users_file(
                                  workspaces=spaces)
     try:
         with pytest.raises(TrialFailed, match=r"big/config.json lies in a folder the trial's workspace links to "
-                           r"yours .*git add -f big/config.json"):
+                           r"yours .*move the config file out of that folder") as failed:
             objective.run(0, {"lr": 0.5}, lambda step, value: False)
     finally:
         spaces.cleanup()
+    assert "git add" not in str(failed.value)
     assert (project / "big" / "config.json").read_text() == '{"lr": 0.01}\n'
+
+
+def test_a_config_in_a_folder_linked_whole_is_refused_before_trial_0(tmp_path: Path, small_link_limit: None,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    project = ignored_project(tmp_path)
+    (project / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py", "config": "big/config.json", "metric": "loss"},
+        "search": {"space": {"lr": {"low": 0.001, "high": 0.1}}}}))
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(tmp_path / "run")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"objective.config: {project / 'big' / 'config.json'} lies in {project / 'big'}, a folder git ignores" \
+        in err
+    assert "move the config file out of big/" in err and "git add" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_config_linked_out_of_the_project_is_refused_naming_the_link(tmp_path: Path,
@@ -158,3 +176,127 @@ def test_a_config_linked_out_of_the_project_is_refused_naming_the_link(tmp_path:
     assert f"objective.config: {project / 'config.py'} is a link to {tmp_path / 'elsewhere.py'}, outside the " \
         f"project folder {project}" in err
     assert "copy the file into the project" in err and not (tmp_path / "run").exists()
+
+
+def test_a_config_through_a_linked_folder_or_an_absolute_link_out_of_the_project_is_refused_as_typed(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Not only a link as the last part of a relative objective.config: a linked folder in the path (configs ->
+    elsewhere), and an absolute objective.config, named as typed beside their target (the line said only the
+    resolved path, or that the typed one was outside the project)."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    (elsewhere / "configs").mkdir(parents=True)
+    (elsewhere / "configs" / "a.py").write_text('training = {"lr": 0.01}\n')
+    (project / "configs").symlink_to(elsewhere / "configs")
+    (project / "config.py").symlink_to(elsewhere / "configs" / "a.py")
+    (project / "train.py").write_text(TRAIN)
+    for given, how, real in (("configs/a.py", "leads through a linked folder to", "configs/a.py"),
+                             (str(project / "config.py"), "is a link to", "configs/a.py")):
+        (project / "nas.yaml").write_text(yaml.safe_dump({
+            "objective": {"command": f"{sys.executable} train.py", "config": given, "metric": "val_loss"},
+            "search": {"space": {"training.lr": {"low": 0.0001, "high": 0.1, "log": True}}}}))
+        assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(tmp_path / "run")]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        typed = given if given.startswith("/") else str(project / given)
+        assert f"objective.config: {typed} {how} {elsewhere / real}, outside the project folder {project}" in err
+        assert not (tmp_path / "run").exists()
+
+
+def git_project(root: Path) -> Path:
+    """A git project that ignores wandb/, out/ and .venv/ (out/ is copied into each worktree, the other two not)."""
+    project = root / "project"
+    (project / "wandb" / "run-1").mkdir(parents=True)
+    (project / "wandb" / "run-1" / "files.txt").write_text("x")
+    (project / ".venv" / "bin").mkdir(parents=True)
+    (project / ".venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    (project / "out").mkdir()
+    (project / "out" / "latest").symlink_to("../wandb/run-1")  # a link inside a copied ignored folder
+    (project / ".gitignore").write_text("wandb/\nout/\n.venv/\nmissing/\n")
+    (project / "train.py").write_text("print('loss: 1')\n")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "start")
+    return project
+
+
+def test_a_link_into_what_a_worktree_leaves_out_points_at_the_users(tmp_path: Path) -> None:
+    """Made relative whatever they pointed at, these links of a git project led nowhere in the worktree (before,
+    they pointed at the user's file and worked)."""
+    project = git_project(tmp_path)
+    (project / "latest").symlink_to("wandb/run-1")  # untracked, into wandb/ (never carried)
+    (project / "py").symlink_to(".venv/bin")
+    (project / "gone").symlink_to("missing/run-9")  # leads nowhere in the user's tree either: as it is
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run")
+    spaces.prepare()
+    try:
+        cwd = spaces.create(0)
+        for name, theirs in (("latest", "wandb/run-1"), ("out/latest", "wandb/run-1"), ("py", ".venv/bin")):
+            assert os.readlink(cwd / name) == str((project / theirs).resolve()), name
+        assert os.readlink(cwd / "gone") == "missing/run-9"
+    finally:
+        spaces.cleanup()
+
+
+def test_a_link_into_a_folder_linked_whole_reads_the_users_files(tmp_path: Path, small_link_limit: None) -> None:
+    project = ignored_project(tmp_path)
+    (project / "current").symlink_to("big/f1")  # untracked, into big/ (linked whole)
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run")
+    spaces.prepare()
+    try:
+        cwd = spaces.create(0)
+        assert (cwd / "current").resolve() == (project / "big" / "f1").resolve()
+    finally:
+        spaces.cleanup()
+
+
+def test_a_tracked_absolute_link_into_the_repository_points_at_the_worktrees_copy(tmp_path: Path) -> None:
+    """git checks a tracked link out as stored: config.py -> /abs/project/configs/exp1.py read the user's file, the
+    trial's values written into the worktree's copy (exit 0, results labelled with values that never ran)."""
+    project = linked_project(tmp_path)
+    (project / "config.py").unlink()
+    (project / "config.py").symlink_to(project / "configs" / "exp1.py")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "start")
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run")
+    spaces.prepare()
+    try:
+        cwd = spaces.create(0)
+        assert os.readlink(cwd / "config.py") == "configs/exp1.py"
+        assert (cwd / "config.py").resolve() == (cwd / "configs" / "exp1.py").resolve()
+    finally:
+        spaces.cleanup()
+
+
+def test_link_loops_are_left_out_of_a_worktree(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An untracked loop1 -> loop2 -> loop1 made prepare raise RuntimeError (an internal error)."""
+    project = git_project(tmp_path)
+    (project / "loop1").symlink_to("loop2")
+    (project / "loop2").symlink_to("loop1")
+    (project / "out" / "self").symlink_to("self")  # in a copied ignored folder
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run")
+    spaces.prepare()
+    try:
+        cwd = spaces.create(0)
+        assert not (cwd / "loop1").is_symlink() and (cwd / "train.py").is_file()
+    finally:
+        spaces.cleanup()
+    assert "loop1 is a link loop" in caplog.text
+
+
+def test_a_link_to_what_the_patterns_leave_out_points_at_the_users(tmp_path: Path) -> None:
+    """objective.workspace's patterns leave configs/ out: config.yaml -> configs/base.yaml led nowhere; the
+    objective's config file, which each trial writes, is still pointed at in the workspace."""
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "configs" / "base.yaml").write_text("lr: 0.01\n")
+    (project / "configs" / "exp.yaml").write_text("lr: 0.01\n")
+    (project / "config.yaml").symlink_to("configs/base.yaml")
+    (project / "exp.yaml").symlink_to("configs/exp.yaml")
+    (project / "train.py").write_text("print('loss: 1')\n")
+    spaces = Workspaces(project, tmp_path / "run" / "workspaces", "run", patterns=["*.py", "config.yaml", "exp.yaml"],
+                        config=project / "configs" / "exp.yaml")
+    spaces.prepare()
+    cwd = spaces.create(0)
+    assert os.readlink(cwd / "config.yaml") == str((project / "configs" / "base.yaml").resolve())
+    assert os.readlink(cwd / "exp.yaml") == "configs/exp.yaml"  # the trial writes configs/exp.yaml here
