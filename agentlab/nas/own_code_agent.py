@@ -35,14 +35,18 @@ SECRET_NAME = re.compile(r"secret|credential|token|passw|api[_-]?key|private|ser
 
 
 # A secret written into a file the model reads (``WANDB_API_KEY = "abc..."``, ``token: 'xyz...'``, ``"Authorization":
-# "Bearer ..."``, ``api_key: str = "..."``): a value assigned (``=`` or ``:``) to a name (``_secret_name``) replaced
-# before the text leaves (the model may be a remote API). A quoted value of 6 characters or more (spaces allowed); an
-# unquoted one that is a single word of 6 or more with a digit in it, not a number, and not code (``tokenizer.eos``,
-# ``os.environ[...]``, ``get_key()``, a variable name: no digit).
+# "Bearer ..."``, ``api_key: str = "..."``, ``--hub_token=...``): a value assigned (``=`` or ``:``) to a name
+# (``_secret_name``) replaced before the text leaves (the model may be a remote API). A quoted value of 6 characters or
+# more (spaces allowed); an unquoted one that is a single word of 6 or more, not a number and not code
+# (``tokenizer.eos``, ``os.environ[...]``, ``get_key()``, ``${VAR}``), in a Python file only with a digit in it (a
+# variable's name has none). Neither a special token of a tokenizer (``"<|endoftext|>"``) nor a URL without
+# credentials (``auth_url``; a URL's password is scrubbed by ``redact``).
 SECRET_VALUE = re.compile(
-    r"""(?<![\w.-])(?P<name>[A-Za-z_][\w.-]*)["']?\]?\s*(?::\s*[A-Za-z_][\w.\[\], |]*?\s*)?[=:]\s*"""
+    r"""(?<![\w.])(?P<name>[A-Za-z_][\w.-]*)["']?\]?\s*(?::\s*[A-Za-z_][\w.\[\], |]*?\s*)?[=:]\s*"""
     r"""(?:(?P<quoted>"(?!\[redacted\])[^"\n]{6,}"|'(?!\[redacted\])[^'\n]{6,}')"""
-    r"""|(?P<bare>[^\s"'#,;}()\[\]]{6,})(?=[\s#,;})\]]|$))""")
+    r"""|(?P<bare>[^\s"'#,;}()\[\]]{6,})(?=[\s#,;})\]"']|$))""")
+NO_SECRET = re.compile(r"<\|[^|\n]*\|>|</?[A-Za-z_]\w*>|\[[A-Z_]+\]"  # a special token: <|pad|>, </s>, [MASK]
+                       r"|[A-Za-z][A-Za-z0-9+.-]*://[^\s@?#]*")  # a URL without credentials or query
 SECRET_WORDS = ("token", "secret", "password", "passwd", "apikey")  # a word ending so: accesstoken, clientsecret
 AUTH_WORDS = ("auth", "authorization", "authentication")
 
@@ -56,11 +60,16 @@ def _secret_name(name: str) -> bool:
                for w in [*words, *(a + b for a, b in zip(words, words[1:], strict=False))])
 
 
-def _hide_secret(found: re.Match[str]) -> str:
-    """``SECRET_VALUE``'s match with its value ``[redacted]`` when the name is a secret's and the value one."""
+def _hide_secret(found: re.Match[str], python: bool) -> str:
+    """``SECRET_VALUE``'s match with its value ``[redacted]`` when the name is a secret's and the value one
+    (``python``: the text is a Python file's, where an unquoted value is a secret only with a digit in it)."""
     bare = found["bare"]
-    if not _secret_name(found["name"]) or (bare is not None and (not re.search(r"\d", bare) or _is_number(bare))):
+    value = bare if bare is not None else found["quoted"][1:-1]
+    if not _secret_name(found["name"]) or NO_SECRET.fullmatch(value):
         return found[0]
+    if bare is not None and (_is_number(bare) or "." in bare or "{" in bare or bare.startswith("$")
+                             or (python and not re.search(r"\d", bare))):
+        return found[0]  # a number, code (an attribute, a template, a variable), a name in Python
     value_at = found.start("bare" if bare is not None else "quoted") - found.start()
     quote = found["quoted"][0] if bare is None else ""
     return f"{found[0][:value_at]}{quote}[redacted]{quote}"
@@ -141,7 +150,8 @@ def read_project(objective: CommandObjectiveConfig, files: list[str], path: Any,
     except UnicodeDecodeError:
         return f"refused: {relative} is not UTF-8 text"
     content = redact(content)  # the values of secret environment variables and URL credentials, scrubbed
-    content = SECRET_VALUE.sub(_hide_secret, content)  # and keys written into the code
+    python = Path(relative).suffix == ".py"
+    content = SECRET_VALUE.sub(lambda found: _hide_secret(found, python), content)  # and keys written into the code
     if len(content) <= READ_CHARS:
         return f"{relative} ({len(content)} characters):\n{content}"
     return (f"{relative} (cut: the first {READ_CHARS} of {len(content)} characters):\n{content[:READ_CHARS]}\n"

@@ -22,6 +22,14 @@ SECRETS = {  # line -> the secret it holds
     'clientSecret = "cs_0123456789"': "cs_0123456789",
     'cfg = {"model": "gpt-4o-mini", "apiKey": "ak-9876543210"}': "ak-9876543210",
     "pw = {'db_password': \"don't tell 1234\"}": "don't tell",
+    "# python train.py --hub_token=hf_abcdef1234567": "hf_abcdef1234567",  # a flag: the name right after '-'
+    "# python train.py --hub-token=hf_ghijkl7654321": "hf_ghijkl7654321",
+    'ARGS = ["--hub_token=hf_mnopqr1234567"]': "hf_mnopqr1234567",
+}
+YAML_SECRETS = {  # a config file's unquoted values need no digit: a word there is no variable's name
+    "password: correcthorsebatterystaple": "correcthorsebatterystaple",
+    "api_key: abcdefabcdefabcdef": "abcdefabcdefabcdef",
+    "hub_token: hf_abcdef1234567": "hf_abcdef1234567",
 }
 CODE = [  # lines that hold no secret: shown as written
     'tokenizer = AutoTokenizer.from_pretrained("gpt2")',
@@ -34,22 +42,41 @@ CODE = [  # lines that hold no secret: shown as written
     'WANDB_API_KEY = os.environ.get("WANDB_API_KEY")',
     "tokenizer.pad_token = tokenizer.eos_token",
     "secret = get_secret(name)",
+    "api_key = default_api_key",  # a variable of a Python file: no digit
+    'tokenizer.pad_token = "<|endoftext|>"',  # a tokenizer's special tokens
+    'tokenizer.eos_token = "</s>"',
+    'special = {"pad_token": "<|pad|>", "mask_token": "[MASK]", "bos_token": "<s>", "unk_token": "<unk>"}',
+    'auth_url = "https://example.com/oauth"',  # a URL without credentials
+]
+YAML_CODE = [
+    'bos_token: "<|begin_of_text|>"',
+    "pad_token: <|pad|>",
+    "password: ${oc.env:DB_PASSWORD}",  # a reference, not the value
+    "auth_url: https://example.com/oauth",
+    "tokenizer: meta-llama/Llama-2-7b-hf",
+    "max_tokens: 512",
+    "author: janedoesmith",
 ]
 
 
-@pytest.fixture
-def read(tmp_path: Path) -> str:
-    project = tmp_path / "project"
-    project.mkdir()
+def read_file(root: Path, name: str, lines: list[str]) -> str:
+    """read_project's answer for ``name`` (``lines``) in a project whose script imports settings.py."""
+    project = root / "project"
+    project.mkdir(exist_ok=True)
     (project / "train.py").write_text("import settings\n")
-    (project / "settings.py").write_text("\n".join([*SECRETS, *CODE, "yaml_like: tok-0123456789abcdef"]) + "\n")
+    (project / name).write_text("\n".join(lines) + "\n")
     cfg = NASConfig.model_validate({"objective": {"command": "python train.py {params}", "metric": "m",
                                                   "params": {"x": 1}, "cwd": str(project)},
                                     "search": {"space": {"x": {"low": 0, "high": 2}}}})
     assert cfg.objective is not None
     files = project_files(cfg.objective)
-    assert "settings.py" in files
-    return read_project(cfg.objective, files, "settings.py")
+    assert name in files
+    return read_project(cfg.objective, files, name)
+
+
+@pytest.fixture
+def read(tmp_path: Path) -> str:
+    return read_file(tmp_path, "settings.py", [*SECRETS, *CODE, "yaml_like: tok-0123456789abcdef"])
 
 
 def test_every_secret_the_docs_name_is_redacted(read: str) -> None:
@@ -63,3 +90,12 @@ def test_ordinary_code_is_shown_as_written(read: str) -> None:
     for line in CODE:
         assert line in read, line
     assert "yaml_like: tok-0123456789abcdef" in read  # no secret's name
+
+
+def test_a_config_files_unquoted_secret_is_redacted_without_a_digit(tmp_path: Path) -> None:
+    read = read_file(tmp_path, "params.yaml", [*YAML_SECRETS, *YAML_CODE])
+    for line, secret in YAML_SECRETS.items():
+        assert secret not in read, line
+    assert "password: [redacted]" in read
+    for line in YAML_CODE:
+        assert line in read, line
