@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ def events(run: Path, kind: str) -> list[dict[str, Any]]:
     return [e for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["kind"] == kind]
 
 
-def stop_after_logging(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """The next training stops (as Ctrl-C would) right after it logged ``step``; later ones run through."""
+def after_logging(monkeypatch: pytest.MonkeyPatch, step: int, act: Callable[[], None]) -> None:
+    """The next training calls ``act`` right after it logged ``step``; later ones run through."""
     original = ProgressCallback.on_log
     fired: list[int] = []
 
@@ -39,9 +40,18 @@ def stop_after_logging(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
         original(self, args, state, control, logs=logs, **kwargs)
         if state.global_step == step and logs and "loss" in logs and not fired:
             fired.append(step)
-            raise KeyboardInterrupt
+            act()
 
     monkeypatch.setattr(ProgressCallback, "on_log", on_log)
+
+
+def stop_after_logging(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """The next training stops (as a Ctrl-C that lands outside the trainer's handling would) after it logged
+    ``step``."""
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    after_logging(monkeypatch, step, stop)
 
 
 def test_stopped_after_its_last_checkpoint_resumes_to_save_it_and_trains_nothing(
@@ -192,17 +202,11 @@ def test_an_evaluation_stopped_on_a_finished_run_is_what_resume_runs(
 
 def signal_after_logging(monkeypatch: pytest.MonkeyPatch, step: int, sig: int, times: int = 1) -> None:
     """The next training gets ``sig`` (``times`` times in a row: a second Ctrl-C) right after it logged ``step``."""
-    original = ProgressCallback.on_log
-    fired: list[int] = []
+    def send() -> None:
+        for _ in range(times):
+            os.kill(os.getpid(), sig)
 
-    def on_log(self: ProgressCallback, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        original(self, args, state, control, logs=logs, **kwargs)
-        if state.global_step == step and logs and "loss" in logs and not fired:
-            fired.append(step)
-            for _ in range(times):
-                os.kill(os.getpid(), sig)
-
-    monkeypatch.setattr(ProgressCallback, "on_log", on_log)
+    after_logging(monkeypatch, step, send)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
