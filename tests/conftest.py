@@ -68,6 +68,24 @@ def pid_alive() -> Callable[[int], bool]:
     return alive
 
 
+def _child_ctrl_c() -> None:
+    """A child's ``preexec_fn``: SIGINT handled as from a terminal in it (a pytest-xdist worker's children inherit
+    SIGINT ignored, and Python then raises no KeyboardInterrupt: a Ctrl-C test would pass without one, or fail)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def terminal_ctrl_c() -> Iterator[Callable[[], None]]:
+    """Ctrl-C as from a terminal while the test runs (SIGINT raises KeyboardInterrupt here, not ignored as in a
+    pytest-xdist worker); yields the ``preexec_fn`` that does the same in a child process."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield _child_ctrl_c
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(autouse=True)
 def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AGENTLAB_DEBUG", raising=False)

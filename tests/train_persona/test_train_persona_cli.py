@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -238,13 +239,14 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(in_tmp: Path, ti
 
 
 def test_ctrl_c_checkpoints_the_step_in_progress_and_the_resume_goes_on_from_the_next(
-        in_tmp: Path, tiny_model: dict[str, Path]) -> None:
+        in_tmp: Path, tiny_model: dict[str, Path], terminal_ctrl_c: Callable[[], None]) -> None:
     """SIGINT from outside, as Ctrl-C sends it, before any checkpoint was due (train.save_steps 10): the resume
     started again at step 1. The step in progress now ends with a checkpoint, then the run stops as before."""
     args = [sys.executable, "-m", "agentlab", "train-persona", "--base-model", str(tiny_model["hf"]), *FAST,
             "--max-steps", "40", "--set", "train.threads=1", "--out", "adapters/a"]
     env = {**os.environ, "AGENTLAB_RUNS": str(in_tmp / "runs")}
-    proc = subprocess.Popen(args, cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=terminal_ctrl_c)
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # Ctrl-C once step 2 is logged

@@ -210,6 +210,7 @@ def signal_after_logging(monkeypatch: pytest.MonkeyPatch, step: int, sig: int, t
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_a_stop_saves_the_step_in_progress_so_the_resume_goes_on_from_the_next(
         in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture, sig: int) -> None:
@@ -232,6 +233,7 @@ def test_a_stop_saves_the_step_in_progress_so_the_resume_goes_on_from_the_next(
     assert json.loads((run / "results.json").read_text())["steps"] == 4
 
 
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_a_second_ctrl_c_stops_at_once_and_the_resume_says_it_starts_from_step_0(
         in_tmp: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:

@@ -239,6 +239,7 @@ def test_the_progress_line_shows_the_loss_of_the_step_it_names(tiny: tuple[Any, 
         assert any(line.startswith("training: step 3/4, loss ") and " at step 2, " in line for line in progress.lines)
 
 
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_a_signal_checkpoints_the_step_in_progress_then_stops(tiny: tuple[Any, Any], tmp_path: Path) -> None:
     """Ctrl-C while resume_training trains: the step in progress ends with a checkpoint (none was scheduled:
     save_steps None), training stops, and the signal reaches the handler there was before (KeyboardInterrupt)."""
@@ -259,6 +260,7 @@ def test_a_signal_checkpoints_the_step_in_progress_then_stops(tiny: tuple[Any, A
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_a_signal_whose_save_fails_still_stops_the_run_as_interrupted() -> None:
     """The checkpoint the first Ctrl-C asked for failed (a full disk): the signal was dropped, so the run was recorded
     failed and nothing said it had been stopped."""
