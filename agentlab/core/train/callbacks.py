@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from agentlab.core.models.device import quiet_imports
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
+from agentlab.core.runs import deferred_interrupts
 
 quiet_imports()  # transformers' trainer imports bitsandbytes
 
@@ -121,38 +121,27 @@ class StopOnSignal(TrainerCallback):
     step instead of training again every step since the last scheduled checkpoint. A second signal stops at once,
     as without this callback (the handler there was before runs: KeyboardInterrupt for Ctrl-C).
 
-    Train inside :meth:`handling`: it catches the signals while the block runs and, once training stopped for one,
-    delivers it again at the block's end (after an error too) to the handlers there were before (the CLI's ends the
-    run ``interrupted``, exit 130). It changes nothing off the main thread (no handler can be set there), for a
-    signal the process ignores, and with several processes (``accelerate launch``, ``torchrun``): each would stop at
-    another step and wait for the others in the next collective, so there every process stops at once, as before.
+    Train inside :meth:`handling`: the signals are held (``runs.deferred_interrupts``) while the block runs and, once
+    training stopped for one, delivered at the block's end (after an error too) to the handlers there were before
+    (the CLI's ends the run ``interrupted``, exit 130). It changes nothing off the main thread, for a signal the
+    process ignores, and with several processes (``accelerate launch``, ``torchrun``): each would stop at another
+    step and wait for the others in the next collective, so there every process stops at once, as before.
     ``kill -9`` cannot be caught: the resume then starts from the last scheduled checkpoint.
     """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, announce: Callable[[str], None] | None = None):
         self.announce = announce or log.warning
         self.caught: int | None = None  # the signal that asked for the stop
-        self._previous: dict[int, Any] = {}
 
     @contextlib.contextmanager
     def handling(self, args: TrainingArguments) -> Iterator[None]:
-        """Catch Ctrl-C / SIGTERM while the block trains; re-deliver a caught one when it ends without an error."""
+        """Hold Ctrl-C / SIGTERM while the block trains; deliver a held one when it ends."""
         self.caught = None
-        if threading.current_thread() is not threading.main_thread() or args.world_size > 1:
+        if args.world_size > 1:
             yield
             return
-        handlers = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
-        self._previous = {sig: handler for sig, handler in handlers.items() if handler is not signal.SIG_IGN}
-        for sig in self._previous:
-            signal.signal(sig, self._handle)
-        try:
+        with deferred_interrupts(on_first=self._caught):
             yield
-        finally:
-            self._restore()
-            if self.caught is not None:  # on to the stop it asked for, also when saving failed (as deferred_interrupts)
-                signal.raise_signal(self.caught)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
@@ -160,23 +149,9 @@ class StopOnSignal(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.caught is not None:  # the second one: stop at once, as the handler there was before does
-            previous = self._previous.get(signum)
-            self._restore()
-            self.caught = None  # delivered here: not again when the block ends
-            if callable(previous):
-                previous(signum, frame)
-            else:  # the default action (SIGTERM's: the process ends)
-                signal.raise_signal(signum)
-            return
+    def _caught(self, signum: int) -> None:
         self.caught = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         with contextlib.suppress(RuntimeError):  # a write to the console it interrupted: reentrant, left unsaid
             self.announce(f"{name}: stopping at the end of this step, with a checkpoint to resume from "
                           f"({name} again stops at once)")
-
-    def _restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
-        self._previous = {}
