@@ -34,6 +34,7 @@ from agentlab.core.runs import COMPLETED, FAILED, atomic_write_bytes, atomic_wri
 from agentlab.nas.config import NASConfig
 from agentlab.nas.csvfile import load_csv
 from agentlab.nas.data import DataError, PreparedData, Scaler, SeriesData, prepare, time_features
+from agentlab.nas.script import resolved
 
 HISTORY_SHOWN = 4  # the plot shows this many horizons of history before the forecast
 
@@ -440,10 +441,7 @@ def output_paths(run: Path, data: str | Path, out: Path | None, force: bool = Fa
 
 
 def _resolved(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):  # a link loop
-        return path.absolute()
+    return resolved(path) or path.absolute()  # a link loop: the path as given, made absolute
 
 
 def _same_file(path: Path, other: Path) -> bool:
