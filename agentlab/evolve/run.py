@@ -93,10 +93,11 @@ def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
                          hint="give more --seeds, or --set search=ga --set baselines=[]")
     check_compatible(parents)
     base = resolve_model(cfg.base_model, user="base_model")
-    for parent in parents:  # before anything loads (the model's load found it minutes later)
-        check_adapter_base(parent.path, parent.config, str(cfg.base_model), base, runs="every seed is blended and "
-                           "scored on", hint="evolve them on their base (--base-model {trained}), or give seeds "
-                           "trained on {base_model}")
+    # before anything loads (the model's load found it minutes later); one seed tells: check_compatible above
+    # refused seeds of two bases
+    check_adapter_base(parents[0].path, parents[0].config, str(cfg.base_model), base, runs="every seed is blended "
+                       "and scored on", hint="evolve them on their base (--base-model {trained}), or give seeds "
+                       "trained on {base_model}")
     if cfg.store is not None:
         check_storage(cfg.store, what="store")
         unwritable = cannot_write(Path(cfg.store).parent) if "://" not in cfg.store else None
