@@ -41,7 +41,7 @@ from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
 from agentlab.serve.embeddings import embeddings_body, parse_embeddings
-from agentlab.serve.keys import KeyRing, KeyState, load_keys
+from agentlab.serve.keys import KeyRing, KeyState, Ticket, load_keys
 from agentlab.serve.metrics import GatewayMetrics
 from agentlab.serve.protocol import (
     DONE,
@@ -152,10 +152,27 @@ class _Handler:
                 max_tokens = req.params.max_tokens = self.cfg.max_tokens
             else:
                 max_tokens = 0
-        texts = json.dumps(req.messages, ensure_ascii=False) + json.dumps(req.params.tools or [], ensure_ascii=False)
-        # tokens <= UTF-8 bytes for byte-level BPE vocabularies, plus the chat template's few tokens per message
-        prompt_bound = len(texts.encode()) + 8 * len(req.messages) + 16
-        req.ticket = self.keys.admit(key, req.model, served.chain, prompt_bound, max_tokens)
+        req.ticket = self.keys.admit(key, req.model, served.chain, _prompt_bound(req), max_tokens)
+
+    def admit_one(self, key: KeyState | None, served: Served, model: str, inputs: list[Any],
+                  max_tokens: int) -> Ticket | None:
+        """A limited key's admission (``keys.KeyRing.admit``: rpm, tpm, the budget's reservation) for a request
+        that one model answers (embeddings, completions): ``inputs`` its texts or token-id lists, each generating up
+        to ``max_tokens``. Settled by ``charge``."""
+        if key is None or not key.limited:
+            return None
+        # tokens <= UTF-8 bytes of a text (byte-level BPE), plus a few special tokens each; token ids count as given
+        prompt_bound = sum((len(x) if isinstance(x, list) else len(x.encode())) + 8 for x in inputs)
+        return self.keys.admit(key, served.name, [model], prompt_bound, max_tokens * len(inputs))
+
+    def charge(self, key: KeyState | None, ticket: Ticket | None, model: str | None, prompt: int = 0,
+               completion: int = 0) -> None:
+        """Settle a client key's request: ``ticket``'s reservation replaced by what was used (``model`` None: no
+        answer, the reservation released), or an unlimited key's spend counted."""
+        if ticket is not None:
+            self.keys.settle(ticket, model, prompt, completion)
+        elif key is not None and model is not None:
+            self.keys.count_request(key, model, prompt, completion)
 
     async def read_json(self, request: Request) -> Any:
         limit = self.cfg.max_request_bytes
@@ -281,8 +298,15 @@ class _Handler:
                                f"llama_cpp providers); '{name}' runs on provider '{mcfg.provider}'",
                                "unsupported_model", param="model", kind="bad_request")
             params = GenParams(extra={"adapter": mcfg.params["adapter"]} if "adapter" in mcfg.params else {})
-            choices = await _until_disconnect(request, provider.complete(mcfg.model, raw, params,
-                                                                         self.router.config.timeout_s))
+            ticket = self.admit_one(key, served, model, raw.prompts, raw.max_tokens)
+            try:
+                choices = await _until_disconnect(request, provider.complete(mcfg.model, raw, params,
+                                                                             self.router.config.timeout_s))
+            except BaseException:
+                self.charge(key, ticket, None)
+                raise
+            self.charge(key, ticket, model, sum(c.prompt_tokens for c in choices),
+                        sum(c.completion_tokens for c in choices))
             response = JSONResponse(text_completion_body(name, choices), headers={"x-agentlab-model": model,
                                                                                   "x-agentlab-route": label})
         except ApiError as exc:
@@ -322,7 +346,20 @@ class _Handler:
     async def answer(self, req: ChatRequest, on_delta: Callable[[str, str], None] | None = None
                      ) -> tuple[RoutedCompletion, str]:
         """The routed answer and its text: through the structured path when the request has a schema. A client
-        key's spend is settled here (its reservation released when no answer came)."""
+        key's spend is settled here: its reservation released when no answer came, and a stream stopped after text
+        went out (the client gone, the server stopping, the upstream cut) charged its prompt's bound plus a token a
+        piece."""
+        streamed: list[Any] = [None, 0]  # a client key's stream: the model sending it and the pieces handed on
+        deliver = on_delta
+        if on_delta is not None and req.key is not None:
+            hand_on = on_delta
+
+            def counted(model: str, text: str) -> None:
+                streamed[0] = model
+                streamed[1] += 1
+                hand_on(model, text)
+
+            deliver = counted
         try:
             if req.schema is not None:
                 result = await self.router.structured(req.messages, schema_model(req.schema, req.schema_name),
@@ -330,23 +367,22 @@ class _Handler:
                 rc, text = result.completion, json.dumps(result.value.root, ensure_ascii=False)
             else:
                 rc = await self.router.generate(req.messages, req.model, req.params, stream=req.stream,
-                                                on_delta=on_delta, metadata=req.metadata, tenant=req.tenant,
+                                                on_delta=deliver, metadata=req.metadata, tenant=req.tenant,
                                                 use_cache=req.use_cache)
                 text = rc.completion.text
                 if req.params.tools and rc.completion.finish_reason == "length":
                     text = before_cut_call(text, {str((t.get("function") or {}).get("name")) for t in req.params.tools})
-        except BaseException:
-            if req.ticket is not None:
-                self.keys.settle(req.ticket, None, 0, 0)
+        except BaseException:  # cancelled (the client gone, the server stopping) or failed (an upstream cut)
+            if streamed[1]:  # the prompt was read and text sent; the answer's usage comes only with its end
+                self.charge(req.key, req.ticket, streamed[0], _prompt_bound(req), streamed[1])
+            else:
+                self.charge(req.key, req.ticket, None)
             raise
         if req.key is not None:
             usage = rc.completion.usage
             spent = (0, 0) if rc.attempts and rc.attempts[0].outcome == "cache_hit" else (
                 usage.prompt_tokens, usage.completion_tokens)
-            if req.ticket is not None:
-                self.keys.settle(req.ticket, rc.model, *spent)
-            else:
-                self.keys.count_request(req.key, rc.model, *spent)
+            self.charge(req.key, req.ticket, rc.model, *spent)
         return rc, text
 
     async def stream(self, request: Request, req: ChatRequest, start: float,
@@ -561,8 +597,14 @@ class _Handler:
                                f"'{mcfg.provider}' (kind {kind}); embeddings are served for llama_cpp, hf and "
                                "openai providers", "model_not_supported", param="model", kind="bad_request")
             params = GenParams(extra={"adapter": mcfg.params["adapter"]} if "adapter" in mcfg.params else {})
-            result = await _until_disconnect(request, embed(mcfg.model, ereq.texts, params,
-                                                            self.router.config.timeout_s, ereq.dimensions))
+            ticket = self.admit_one(key, served, model, ereq.texts, 0)
+            try:
+                result = await _until_disconnect(request, embed(mcfg.model, ereq.texts, params,
+                                                                self.router.config.timeout_s, ereq.dimensions))
+            except BaseException:
+                self.charge(key, ticket, None)
+                raise
+            self.charge(key, ticket, model, result.prompt_tokens)
             response = JSONResponse(embeddings_body(ereq.model, result, ereq.encoding),
                                     headers={"x-agentlab-model": model, "x-agentlab-route": label})
         except ApiError as exc:
@@ -645,6 +687,13 @@ def _model_entry(served: Served) -> dict[str, Any]:
 def _meta(rc: RoutedCompletion) -> dict[str, Any]:
     return {"route": rc.route, "model": rc.model, "fallbacks": rc.fallbacks,
             "attempts": [{"model": a.model, "outcome": a.outcome} for a in rc.attempts]}
+
+
+def _prompt_bound(req: ChatRequest) -> int:
+    """An upper bound of ``req``'s prompt tokens: tokens <= UTF-8 bytes for byte-level BPE vocabularies, plus the
+    chat template's few tokens per message."""
+    texts = json.dumps(req.messages, ensure_ascii=False) + json.dumps(req.params.tools or [], ensure_ascii=False)
+    return len(texts.encode()) + 8 * len(req.messages) + 16
 
 
 def _too_large(size: int, limit: int) -> ApiError:

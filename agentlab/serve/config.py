@@ -20,7 +20,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class ServeConfig(StrictModel):
     llm: RoutingRef | None = Field(None, description="routing config served (providers, models, routes) or a "
-                                   "built-in model's name (every route on it); empty: configs/llm.yaml when "
+                                   "built-in model's name (its default route); empty: configs/llm.yaml when "
                                    "present, else every built-in model installed through llama.cpp (default: the "
                                    "first of qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m)")
     host: str = Field("127.0.0.1", min_length=1, description="address to bind; 127.0.0.1 keeps the gateway on this "

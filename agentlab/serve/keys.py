@@ -32,8 +32,10 @@ Keys from ``api_key_env`` (comma-separated) are keys too, named ``env-1``, ``env
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -47,12 +49,14 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from agentlab.core.config import StrictModel, getenv, load_config
+from agentlab.core.config import StrictModel, config_where, getenv, load_config
 from agentlab.core.errors import ConfigError
 from agentlab.core.runs import atomic_write_text
 from agentlab.serve.protocol import ApiError
 
 __all__ = ["KeySpec", "KeysFile", "KeyState", "KeyRing", "Ticket", "load_keys"]
+
+log = logging.getLogger("agentlab.serve")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WINDOW_S = 60.0
@@ -187,6 +191,7 @@ class KeyRing:
         self.usage_file = usage_file
         self._saved_at = 0.0
         self._dirty = False
+        self._flush: asyncio.TimerHandle | None = None  # a save put off to the end of the second (see ``settle``)
         self.on_spend: Any = None  # (key name, prompt, completion, cost) -> None: the metrics
         self.on_refuse: Any = None  # (key name, reason) -> None
         if usage_file is not None and usage_file.is_file():
@@ -303,8 +308,17 @@ class KeyRing:
         if self.on_spend is not None:
             self.on_spend(key.name, prompt, completion, cost)
         self._dirty = True
-        if self.usage_file is not None and time.monotonic() - self._saved_at > 1.0:
-            self.save()
+        if self.usage_file is None:
+            return
+        wait = self._saved_at + 1.0 - time.monotonic()
+        if wait < 0:
+            self._save_or_warn()
+        elif self._flush is None:  # saved less than a second ago: this spend is written when the second is up
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (a sync caller): the next save or the stop writes it
+                return
+            self._flush = loop.call_later(wait, self._save_or_warn)
 
     def count_request(self, key: KeyState, model: str, prompt: int, completion: int) -> None:
         """Spend of an unlimited key's request (no reservation)."""
@@ -315,7 +329,18 @@ class KeyRing:
     def usage(self) -> list[dict[str, Any]]:
         return [state.usage() for state in self.by_name.values()]
 
+    def _save_or_warn(self) -> None:
+        """``save`` after a request (or put off to the end of the second): a file that cannot be written is a
+        warning, never a failed answer; the spend stays marked for the next save or the stop."""
+        try:
+            self.save()
+        except OSError as exc:
+            log.warning("the keys' usage file %s cannot be written: %s", self.usage_file, exc)
+
     def save(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         if self.usage_file is None or not self._dirty:
             return
         data = {s.name: {"requests": s.requests, "prompt_tokens": s.prompt_tokens,
@@ -326,18 +351,40 @@ class KeyRing:
         self._dirty = False
 
     def _load(self, path: Path) -> None:
+        """Each key's spend from ``path`` (what ``save`` writes); ``ConfigError`` naming the entry and field that
+        is not a count (negative counts too: they would add to a budget). Keys no longer in the keys file are left."""
+        hint = "fix or remove it (each key's spend then starts at 0)"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: the keys' usage file cannot be read ({exc})",
-                              hint="fix or remove it (each key's spend then starts at 0)") from None
+            raise ConfigError(f"{path}: the keys' usage file cannot be read ({exc})", hint=hint) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the keys' usage file must be a JSON object of each key's spend by its name, "
+                              f"not a {_json_type(data)}", hint=hint)
         for name, spent in data.items():
             state = self.by_name.get(name)
-            if state is not None and isinstance(spent, dict):
-                state.requests = int(spent.get("requests", 0))
-                state.prompt_tokens = int(spent.get("prompt_tokens", 0))
-                state.completion_tokens = int(spent.get("completion_tokens", 0))
-                state.cost_usd = float(spent.get("cost_usd", 0.0))
+            if state is None:
+                continue
+            if not isinstance(spent, dict):
+                raise ConfigError(f"{path}: {name}: must be an object (requests, prompt_tokens, completion_tokens, "
+                                  f"cost_usd), not a {_json_type(spent)}", hint=hint)
+            counts: dict[str, Any] = {}
+            for field_name in ("requests", "prompt_tokens", "completion_tokens", "cost_usd"):
+                value = spent.get(field_name, 0)
+                whole = field_name != "cost_usd"
+                if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
+                        or not math.isfinite(value) or value < 0:
+                    raise ConfigError(f"{path}: {name}.{field_name}: {json.dumps(value)[:40]} is not "
+                                      f"{'a whole number' if whole else 'a number'} >= 0", hint=hint)
+                counts[field_name] = value
+            state.requests = counts["requests"]
+            state.prompt_tokens = counts["prompt_tokens"]
+            state.completion_tokens = counts["completion_tokens"]
+            state.cost_usd = float(counts["cost_usd"])
+
+
+def _json_type(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
 
 
 def load_keys(path: Path | None, env_keys: list[str],
@@ -369,6 +416,10 @@ def load_keys(path: Path | None, env_keys: list[str],
         prices = parsed.prices
         if parsed.usage_file is not None:
             usage_file = parsed.usage_file if parsed.usage_file.is_absolute() else path.parent / parsed.usage_file
+            if usage_file.exists() and not usage_file.is_file():  # else every answer's save would fail
+                raise ConfigError(f"{config_where(path, [], ('usage_file',)) or path}: usage_file: {usage_file} is "
+                                  "a folder, not a file", hint="name a file for the keys' spend, e.g. usage_file: "
+                                  "keys.usage.json (written by the gateway)")
         names = set()
         for spec in parsed.keys:
             if spec.name in names:

@@ -199,6 +199,11 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
     return results
 
 
+def _not_graceful_cancel(record: logging.LogRecord) -> bool:
+    """A logging filter: false for uvicorn's line on cancelling requests once graceful_shutdown_s ran out."""
+    return not str(record.msg).startswith("Cancel %s running task(s), timeout graceful shutdown exceeded")
+
+
 @functools.cache
 def _server_class() -> type:
     """uvicorn's ``Server`` (imported on first use) that records the signal that stopped it instead of raising it
@@ -227,8 +232,15 @@ def _server_class() -> type:
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
             """uvicorn's shutdown, then the requests still in flight cancelled and given a moment to say so (a 503
             or a stream's error event, counted as ``shutdown``): a second Ctrl-C makes uvicorn stop waiting without
-            cancelling them, and the loop closed under them (tracebacks, a stream cut without a word)."""
-            await super().shutdown(sockets)
+            cancelling them, and the loop closed under them (tracebacks, a stream cut without a word). uvicorn's
+            `ERROR: Cancel N running task(s), timeout graceful shutdown exceeded` is left out: each answer cut
+            says so in the gateway's own warning (``_Handler.shutdown_error``)."""
+            uvicorn_log = logging.getLogger("uvicorn.error")
+            uvicorn_log.addFilter(_not_graceful_cancel)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                uvicorn_log.removeFilter(_not_graceful_cancel)
             pending = [task for task in self.server_state.tasks if not task.done()]
             for task in pending:
                 task.cancel(msg="the gateway stopped")

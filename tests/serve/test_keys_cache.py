@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,93 @@ def test_a_request_larger_than_the_whole_budget_says_so_not_spent(srv: ScriptedS
     assert 'agentlab_key_refusals_total{key="a",reason="budget"} 1.0' in metrics(gw, KEY_A)
 
 
+def test_completions_and_embeddings_are_admitted_and_charged_as_chat(srv: ScriptedServer,  # noqa: ANN001
+                                                                     tmp_path: Path) -> None:
+    """/v1/completions and /v1/embeddings skipped a key's rpm and budget and charged nothing: 200s past the limit,
+    and /v1/keys/usage never counted them."""
+    from agentlab.core.llm.config import LLMConfig
+    from agentlab.core.llm.providers.scripted import ScriptedProvider
+    from agentlab.core.llm.scoring import RawChoice
+    from agentlab.serve import Gateway, ServeConfig
+
+    class Local(ScriptedProvider):  # a local provider's raw completions, without loading a model
+        async def complete(self, model: str, request: Any, params: Any, timeout_s: float) -> list[RawChoice]:
+            return [RawChoice("x y", "length", 5, 2) for _ in request.prompts]
+
+    srv.default("emb", Reply())
+    llm = upstream_llm(srv.base_url, ["emb"])
+    llm["providers"]["loc"] = {"kind": "scripted"}
+    llm["models"]["loc"] = {"provider": "loc", "model": "loc"}
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "rpm": 3},
+                     {"name": "b", "key_env": "TEAM_B_KEY", "max_tokens": 30},
+                     {"name": "ops", "key_env": "ADMIN_KEY", "admin": True})
+    cfg = ServeConfig(port=0, keys_file=path)
+    with Gateway(cfg, LLMConfig.model_validate(llm), providers={"loc": Local("loc")}) as gw:
+        def post(what: str, key: str, **body: Any) -> httpx.Response:
+            return httpx.post(f"{gw.base_url}/{what}", json=body, headers={"Authorization": f"Bearer {key}"})
+
+        assert post("completions", KEY_A, model="loc", prompt=["hi", "there"], max_tokens=2).status_code == 200
+        assert post("embeddings", KEY_A, model="emb", input=["a cat sat", "x"]).status_code == 200
+        chat = client(gw, KEY_A).chat.completions.create(model="emb", messages=ASK).usage
+        for what, body in (("completions", {"model": "loc", "prompt": "hi"}), ("embeddings", {"model": "emb",
+                                                                                                  "input": "x"})):
+            refused = post(what, KEY_A, **body)
+            assert refused.status_code == 429 and "3 requests per minute" in refused.text, what
+        # a budget of 30: the bound of a 40-byte input passes it, nothing is sent
+        before = len(srv.requests)
+        refused = post("embeddings", KEY_B, model="emb", input="x" * 40)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+        assert len(srv.requests) == before
+        usage = httpx.get(gw.base_url + "/keys/usage", headers={"Authorization": f"Bearer {KEY_ADMIN}"}).json()
+    row = next(r for r in usage["data"] if r["name"] == "a")
+    # completions: 2 prompts of 5 + 2 tokens; embeddings: 4 words; and the chat answer
+    assert chat is not None
+    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (
+        3, 10 + 4 + chat.prompt_tokens, 4 + chat.completion_tokens)
+    assert row["refused"] == {"rpm": 2} and row["in_flight_tokens"] == 0
+    assert next(r for r in usage["data"] if r["name"] == "b")["in_flight_tokens"] == 0
+
+
+def _budgeted(srv: ScriptedServer, gateway: Any, tmp_path: Path, model: str) -> Any:
+    """A gateway on ``model`` whose key a has a budget of 1000 tokens (ops: the admin key)."""
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "max_tokens": 1000},
+                     {"name": "ops", "key_env": "ADMIN_KEY", "admin": True})
+    return gateway(upstream_llm(srv.base_url, [model]), keys_file=path)
+
+
+def _stream(gw: Any, model: str) -> Any:
+    """Key a's streamed request to ``model`` (a context manager)."""
+    return httpx.stream("POST", gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {KEY_A}"},
+                        json={"model": model, "messages": ASK, "stream": True, "max_tokens": 50})
+
+
+def test_a_stream_the_client_closes_is_charged_what_was_sent(srv: ScriptedServer, gateway,  # noqa: ANN001
+                                                             tmp_path: Path) -> None:
+    """A budgeted key that read a streamed answer and disconnected before its end was charged nothing (its
+    reservation released as for an answer that never came): a whole answer but its last token, free."""
+    srv.default("good", Reply(text="a b c d e f g h i j k l m n o p", chunk_delay_s=0.2))
+    gw = _budgeted(srv, gateway, tmp_path, "good")
+    with _stream(gw, "good") as raw:
+        texts: list[str] = []
+        for line in raw.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                texts.append(line)
+                if len(texts) == 3:
+                    break
+
+    def row() -> dict[str, Any]:
+        usage = httpx.get(gw.base_url + "/keys/usage", headers={"Authorization": f"Bearer {KEY_ADMIN}"}).json()
+        return next(r for r in usage["data"] if r["name"] == "a")
+
+    deadline = time.monotonic() + 5
+    while row()["in_flight_tokens"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spent = row()
+    bound = len(json.dumps(ASK).encode()) + len(b"[]") + 8 + 16  # the prompt's bound, as admission counts it
+    assert spent["in_flight_tokens"] == 0 and spent["requests"] == 1
+    assert spent["prompt_tokens"] == bound and 3 <= spent["completion_tokens"] < 16
+
+
 def test_usage_endpoint_needs_an_admin_key_and_shows_names_only(srv: ScriptedServer, gateway,  # noqa: ANN001
                                                                 tmp_path: Path) -> None:
     srv.default("good", Reply(text="one two"))
@@ -270,3 +358,76 @@ def test_metadata_routes_a_request_and_the_choice_is_counted(srv: ScriptedServer
     assert c.chat.completions.create(model="auto", messages=ASK).choices[0].message.content == "from small"
     assert 'agentlab_route_choices_total{chosen="code",route="auto"} 1.0' in metrics(gw)
     assert "agentlab_model_judged_total" in metrics(gw)
+
+
+# --------------------------------------------------------------------------- the usage file
+
+
+def test_spend_saved_within_a_second_is_written_later_not_dropped(tmp_path: Path) -> None:
+    """The usage file is written at most once a second: a spend within that second was only marked, and nothing
+    wrote it until the next request or a clean stop (a kill -9 then lost it)."""
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "max_tokens": 1000},
+                     usage_file="usage.json")
+    ring = load_keys(path, [])[0]
+    key = ring.by_name["a"]
+
+    async def two_requests() -> dict[str, Any]:
+        for _ in range(2):
+            ticket = ring.admit(key, "good", ["good"], 10, 10)
+            assert ticket is not None
+            ring.settle(ticket, "good", 3, 2)
+        assert json.loads((tmp_path / "usage.json").read_text())["a"]["requests"] == 1  # at most once a second
+        await asyncio.sleep(1.3)
+        return json.loads((tmp_path / "usage.json").read_text())["a"]
+
+    assert asyncio.run(two_requests()) == {"requests": 2, "prompt_tokens": 6, "completion_tokens": 4,
+                                           "cost_usd": 0.0}
+
+
+def test_a_usage_file_that_is_a_folder_is_refused_at_start(tmp_path: Path) -> None:
+    """A folder passed the start (only is_file() was checked); then every answer of a limited key was a 500."""
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "rpm": 5}, usage_file="usage.json")
+    (tmp_path / "usage.json").mkdir()
+    with pytest.raises(ConfigError) as err:
+        load_keys(path, [])
+    assert str(err.value) == f"{path}:1: usage_file: {tmp_path / 'usage.json'} is a folder, not a file"
+    assert err.value.hint is not None and "usage_file: keys.usage.json" in err.value.hint
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"a": {"requests": "x"}}', 'a.requests: "x" is not a whole number >= 0'),
+    ('{"a": {"requests": 2, "prompt_tokens": -1000}}', "a.prompt_tokens: -1000 is not a whole number >= 0"),
+    ('{"a": {"cost_usd": -1.5}}', "a.cost_usd: -1.5 is not a number >= 0"),
+    ('{"a": 3}', "a: must be an object (requests, prompt_tokens, completion_tokens, cost_usd), not a number"),
+    ('["a"]', "the keys' usage file must be a JSON object of each key's spend by its name, not a list"),
+])
+def test_a_usage_file_of_the_wrong_shape_is_one_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    """A count that was not a number was an internal ValueError (exit 1), a list an AttributeError, and negative
+    counts were taken: more budget."""
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "max_tokens": 100}, usage_file="usage.json")
+    (tmp_path / "usage.json").write_text(content)
+    with pytest.raises(ConfigError) as err:
+        load_keys(path, [])
+    assert str(err.value) == f"{tmp_path / 'usage.json'}: {message}"
+    assert err.value.hint == "fix or remove it (each key's spend then starts at 0)"
+
+
+def test_a_usage_file_keeps_spend_and_skips_keys_no_longer_there(tmp_path: Path) -> None:
+    path = keys_file(tmp_path, {"name": "a", "key_env": "TEAM_A_KEY", "max_tokens": 100}, usage_file="usage.json")
+    (tmp_path / "usage.json").write_text('{"gone": [1], "a": {"requests": 2, "prompt_tokens": 7, "cost_usd": 1}}')
+    row = load_keys(path, [])[0].usage()[0]
+    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (2, 7, 0, 1.0)
+
+
+def test_a_stream_the_upstream_cuts_is_charged_what_was_sent(srv: ScriptedServer, gateway,  # noqa: ANN001
+                                                             tmp_path: Path) -> None:
+    """A stream cut by the upstream after text went out (no fallback then) was charged nothing, where one the
+    client closed was charged what it was sent."""
+    srv.default("cut", Reply(text="one two three four five six", cut_after_chunks=3))
+    gw = _budgeted(srv, gateway, tmp_path, "cut")
+    with _stream(gw, "cut") as raw:
+        lines = list(raw.iter_lines())
+    assert any('"content":"' in line for line in lines) and any("error" in line for line in lines)
+    usage = httpx.get(gw.base_url + "/keys/usage", headers={"Authorization": f"Bearer {KEY_ADMIN}"}).json()
+    spent = next(r for r in usage["data"] if r["name"] == "a")
+    assert spent["in_flight_tokens"] == 0 and spent["requests"] == 1 and spent["completion_tokens"] >= 1
