@@ -41,7 +41,7 @@ from agentlab.core.llm.results import (
 from agentlab.core.llm.stats import CLOSED, CircuitBreaker, ModelStats
 from agentlab.core.llm.strategies import best_of_n, fastest_order, first_answer
 from agentlab.core.llm.structured import structured_on_chain
-from agentlab.core.llm.tools import check_tools, checking_calls
+from agentlab.core.llm.tools import call_problem, check_tools, checking_calls, cut_problem
 from agentlab.core.llm.types import Completion, GenParams, Messages, Provider
 
 if TYPE_CHECKING:
@@ -379,6 +379,7 @@ class Router:
                 breaker.release()  # cancelled or a provider bug: no verdict on the model's health
             if isinstance(exc, asyncio.CancelledError):  # the caller gave up (a client disconnected): still an
                 latency = time.perf_counter() - start  # attempt, counted and logged as `cancelled`
+                stats.record_error("cancelled")
                 self._emit(route, name, attempt, "cancelled", latency, None, "cancelled by the caller", messages,
                            merged, stream)
             raise
@@ -386,13 +387,21 @@ class Router:
         # Latency estimates (fastest, p50) use the provider's own request time when it has one: our wall time also
         # holds one-off costs such as building an HTTP client (httpx's TLS context is slow to build), which would
         # brand whichever model happened to go first as slow.
-        stats.record_success(completion.latency_s or latency, completion.usage.prompt_tokens,
-                             completion.usage.completion_tokens)
+        # a reply cut at max_tokens before its tool call ended is that attempt's outcome (checking_calls moves on):
+        # recorded as `ok`, the stats, the events and /metrics counted a success the caller never got
+        cut = cut_problem(merged) if merged.tools and completion.finish_reason == "length" \
+            and call_problem(completion, merged) is not None else None
+        if cut is None:
+            stats.record_success(completion.latency_s or latency, completion.usage.prompt_tokens,
+                                 completion.usage.completion_tokens)
+        else:
+            stats.record_error("max_tokens", completion.usage.prompt_tokens, completion.usage.completion_tokens)
         if use_breaker:
-            breaker.record_success()
-        if call is not None:
-            call.attempts.append(Attempt(name, "ok", latency))
-        self._emit(route, name, attempt, "ok", latency, completion, None, messages, merged, stream)
+            breaker.record_success()  # the model answered: no verdict against its health
+        if call is not None and cut is None:
+            call.attempts.append(Attempt(name, "ok", latency))  # a cut one: checking_calls adds its attempt
+        self._emit(route, name, attempt, "ok" if cut is None else "max_tokens", latency, completion, cut, messages,
+                   merged, stream)
         return completion
 
     def record_invalid_output(self, name: str) -> None:

@@ -95,9 +95,12 @@ class ModelStats:
         self.tokens_in += tokens_in
         self.tokens_out += tokens_out
 
-    def record_error(self, kind: str) -> None:
+    def record_error(self, kind: str, tokens_in: int = 0, tokens_out: int = 0) -> None:
+        """A failed call; the tokens of one that came back unusable (a tool call cut at max_tokens) were spent."""
         self.calls += 1
         self.errors[kind] = self.errors.get(kind, 0) + 1
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
 
     def snapshot(self, breaker: CircuitBreaker) -> dict[str, Any]:
         """A JSON-ready summary."""

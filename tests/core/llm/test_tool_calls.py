@@ -25,7 +25,7 @@ from agentlab.core.llm.tools import (
     parse_tagged,
     render_tool_messages,
 )
-from agentlab.core.llm.types import Completion, ToolCall
+from agentlab.core.llm.types import Completion, ToolCall, Usage
 from agentlab.testing.server import Reply, ScriptedServer
 
 T = TypeVar("T")
@@ -510,7 +510,7 @@ class _CutProvider(ScriptedProvider):
     async def generate(self, model: str, messages: Any, params: GenParams, timeout_s: float) -> Completion:
         await self._answer(model, messages, params, timeout_s)  # recorded in self.calls
         return Completion('<tool_call>[{"name": "get_weather", "arguments": {"city": "Paris]}}]</tool_call>... ',
-                          model, finish_reason="length")
+                          model, usage=Usage(12, 64), finish_reason="length")
 
 
 def test_a_reply_cut_at_max_tokens_is_reported_as_that_not_as_an_invalid_call() -> None:
@@ -526,5 +526,10 @@ def test_a_reply_cut_at_max_tokens_is_reported_as_that_not_as_an_invalid_call() 
     b = ScriptedProvider("b", [Calls([("get_weather", {"city": "Paris"})])])
     router = make_router({"a": _CutProvider("a"), "b": b}, {"primary": ["a"], "fallback": ["b"]})
     rc = run(router.generate(ASK, params=TOOLS))
-    assert rc.model == "b" and [(x.model, x.outcome) for x in rc.attempts] == [("a", "ok"), ("a", "max_tokens"),
-                                                                               ("b", "ok")]
+    assert rc.model == "b" and [(x.model, x.outcome) for x in rc.attempts] == [("a", "max_tokens"), ("b", "ok")]
+    # the cut attempt is that in the events (serve's /metrics), the stats (results.json, report.md), not a success
+    calls = [(e["model"], e["outcome"]) for kind, e in events if kind == "llm_call"]
+    assert calls == [("a", "max_tokens")]
+    stats = only_a.stats()["a"]
+    assert (stats["successes"], stats["errors"]) == (0, {"max_tokens": 1})
+    assert (stats["tokens_in"], stats["tokens_out"]) == (12, 64)  # generated, and billed by a paid provider
