@@ -10,10 +10,13 @@ for what lm-eval reports naming the data file instead of the YAML (an unknown ke
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
 
 
 def task_yaml(manager: Any, name: str, task: Any) -> str:
@@ -132,18 +135,29 @@ def _check_metrics(manager: Any, name: str, task: Any) -> None:
                              "process_results: !function FILE.FUNCTION")
 
 
-def _fewshot_source(task: Any) -> str:
-    """Where lm-eval draws ``task``'s few-shot examples from, in the order its ``fewshot_docs`` tries them."""
+def _fewshot_split(task: Any) -> str | None:
+    """The split lm-eval draws ``task``'s few-shot examples from, in the order its ``fewshot_docs`` tries them (None:
+    the YAML's ``fewshot_config.samples``, or no split at all)."""
     config, fewshot = task.config, task.fewshot_cfg
     if fewshot.split is not None:
-        return f"split '{fewshot.split}'"
+        return str(fewshot.split)
     if config.fewshot_config is not None and fewshot.samples is not None:
-        return "fewshot_config.samples"
+        return None
     for has, split in ((task.has_training_docs(), config.training_split),
                        (task.has_validation_docs(), config.validation_split),
                        (task.has_test_docs(), config.test_split)):
         if has:
-            return f"split '{split}'"
+            return str(split)
+    return None
+
+
+def _fewshot_source(task: Any) -> str:
+    """Where lm-eval draws ``task``'s few-shot examples from, for the error."""
+    split = _fewshot_split(task)
+    if split is not None:
+        return f"split '{split}'"
+    if task.config.fewshot_config is not None and task.fewshot_cfg.samples is not None:
+        return "fewshot_config.samples"
     return "split (none)"
 
 
@@ -153,14 +167,22 @@ def _check_fewshot(manager: Any, name: str, task: Any, num_fewshot: int | None) 
         return
     sampler = getattr(task, "sampler", None)
     pool = len(sampler.fewshot_docs()) if sampler is not None else 0
-    # lm-eval leaves the item being scored out of its examples when they come from the split it scores (it draws
-    # one more, then drops it; the first_n sampler drops it from the pool)
-    drawn_from_scored = task.fewshot_cfg.split == task.config.test_split
-    usable = max(pool - 1, 0) if drawn_from_scored else pool
+    # examples drawn from the split being scored (a fewshot_split naming it, or lm-eval's fallback to it when the YAML
+    # has no fewshot_split, training or validation split) can hold only the other items: lm-eval leaves the scored
+    # item out when fewshot_split names it, and without it the item's own answer can land in its prompt
+    drawn_from_scored = _fewshot_split(task) == task.config.test_split
+    # lm-eval's own condition to leave the item out (None == None too), when it then draws one more and needs it
+    one_less = drawn_from_scored or task.fewshot_cfg.split == task.config.test_split
+    usable = max(pool - 1, 0) if one_less else pool
     if shots <= usable:
+        if drawn_from_scored and task.fewshot_cfg.split is None:
+            log.warning("task '%s': %s has no fewshot_split, so lm-eval draws its %d few-shot example(s) from split "
+                        "'%s', the one it scores, without leaving the scored item out: an item's own answer can be "
+                        "in its prompt (give the YAML fewshot_split: %s, and lm-eval leaves it out)", name,
+                        task_yaml(manager, name, task), shots, task.config.test_split, task.config.test_split)
         return
     source = _fewshot_source(task)
-    items = f"{pool} item(s)" + (", less the item being scored" if drawn_from_scored else "")
+    items = f"{pool} item(s)" + (", less the item being scored" if one_less else "")
     if num_fewshot is not None:
         raise UsageError(f"--num-fewshot {shots}: task '{name}' draws its few-shot examples from its {source}, "
                          f"which has {items}",

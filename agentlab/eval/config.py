@@ -83,7 +83,8 @@ class EvalConfig(StrictModel):
         given = [name for name in ("tokenizer", "api_key_env") if getattr(self, name) is not None]
         if given and self.base_url is None:
             names = " and ".join(given)
-            raise ValueError(f"{names} {'apply' if len(given) > 1 else 'applies'} only with base_url (a served "
-                             f"model; a local model counts tokens with its own tokenizer): add --base-url URL, or "
-                             f"drop {names}")
+            # "field: message" points the error at the first one's line (core.config), not the file's first line
+            raise ValueError(f"{given[0]}: " + (f"(and {given[1]}) " if len(given) > 1 else "") + "applies only "
+                             "with base_url (a served model; a local model counts tokens with its own tokenizer): add "
+                             f"--base-url URL, or drop {names}")
         return self

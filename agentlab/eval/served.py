@@ -103,12 +103,18 @@ def _prompt_logprobs(base_url: str, model: str, prompt: str) -> list[float]:
             from None
     if reply.status_code != 200:
         raise InputError(f"{base_url}/completions refused '{model}' with echo and logprobs (HTTP "
-                         f"{reply.status_code}: {reply.text[:300]})",
-                         hint="lm-eval's log-likelihood tasks need /v1/completions with echo and logprobs; "
-                         "`agentlab serve` has it for its local models (hf, llama_cpp)")
-    logprobs = reply.json()["choices"][0]["logprobs"]
-    values = [v for v in logprobs["token_logprobs"] if v is not None]
+                         f"{reply.status_code}: {reply.text[:300]})", hint=_NEEDS_LOGPROBS)
+    try:
+        values = [float(v) for v in reply.json()["choices"][0]["logprobs"]["token_logprobs"] if v is not None]
+    except (ValueError, LookupError, TypeError):  # not JSON, no choices, logprobs missing or null
+        raise InputError(f"{base_url}/completions returned no log-probabilities for '{model}' with echo and logprobs "
+                         f"(choices[0].logprobs.token_logprobs; it answered: {reply.text[:300]})",
+                         hint=_NEEDS_LOGPROBS) from None
     return values
+
+
+_NEEDS_LOGPROBS = ("lm-eval's log-likelihood tasks need /v1/completions with echo and logprobs; "
+                   "`agentlab serve` has it for its local models (hf, llama_cpp)")
 
 
 def prepare_served(cfg: EvalConfig, manager: TaskManager) -> Prepared:

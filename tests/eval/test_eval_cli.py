@@ -252,20 +252,44 @@ def test_an_unknown_metric_in_a_task_yaml_is_refused_before_any_folder(in_tmp: P
     assert not (in_tmp / "runs").exists()
 
 
-@pytest.mark.parametrize(("task", "shots", "items", "usable"), [("my_sums", 5, 2, 2),
-                                                                ("agentlab_capitals_mc", 40, 33, 33)])
+@pytest.mark.parametrize(("task", "shots", "items", "usable"), [("my_sums", 5, 2, 1), ("my_sums", 2, 2, 1),
+                                                                ("agentlab_capitals_mc", 33, 33, 32)])
 def test_more_few_shot_examples_than_a_task_has_is_refused_before_any_folder(
         task: str, shots: int, items: int, usable: int, in_tmp: Path, tiny_model: dict[str, Path],
         capsys: pytest.CaptureFixture) -> None:
-    """lm-eval failed mid-run: "internal error: ValueError: Sample larger than population", exit 1, a failed run."""
+    """lm-eval failed mid-run: "internal error: ValueError: Sample larger than population", exit 1, a failed run.
+    With no fewshot_split the examples come from the split being scored, so only its other items can be examples:
+    `--num-fewshot 2` on two items ran, exit 0, each item's own answer in its prompt."""
     folder = user_tasks(in_tmp)
     assert evaluate(tiny_model["hf"], "--tasks", task, "--include-path", str(folder), "--num-fewshot",
                     str(shots)) == 2
     err = capsys.readouterr().err
     assert f"--num-fewshot {shots}: task '{task}' draws its few-shot examples from its split 'test', which has " \
-           f"{items} item(s)" in err
+           f"{items} item(s), less the item being scored" in err
     assert f"the largest usable --num-fewshot for '{task}' is {usable}" in err and "internal error" not in err
     assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("extra", ["", "fewshot_split: test\n"])
+def test_few_shot_examples_from_the_scored_split_leave_the_scored_item_out(
+        extra: str, in_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without fewshot_split lm-eval fell back to the scored split and never left the scored item out of its
+    examples (1 shot of 2 items: the item's own answer in half the prompts); the task's fewshot_split now names
+    that split, and lm-eval leaves it out."""
+    from agentlab.core.harness.tasks import load_tasks, task_manager
+    from agentlab.eval.checks import check_loaded
+
+    yaml = _user_yaml(user_tasks(in_tmp), "test_split: test\n", "test_split: test\n" + extra)
+    manager = task_manager([yaml.parent], names=["my_sums"])
+    loaded = load_tasks(manager, ["my_sums"])
+    with caplog.at_level("WARNING", logger="agentlab.eval.checks"):
+        check_loaded(manager, loaded, 1)
+    assert "has no fewshot_split" not in caplog.text
+    task = next(iter(loaded["tasks"].values())) if isinstance(loaded["tasks"], dict) else loaded["tasks"][0]
+    assert task.fewshot_cfg.split == task.config.test_split == "test"  # lm-eval's condition to leave it out
+    docs = list(task.test_docs())
+    for doc in docs * 5:
+        assert doc not in task.sampler.sample(n=1, eval_doc=doc)
 
 
 def test_a_task_yamls_own_num_fewshot_beyond_its_items_names_the_yaml(in_tmp: Path, tiny_model: dict[str, Path],
@@ -273,8 +297,9 @@ def test_a_task_yamls_own_num_fewshot_beyond_its_items_names_the_yaml(in_tmp: Pa
     yaml = _user_yaml(user_tasks(in_tmp), "test_split: test\n", "test_split: test\nnum_fewshot: 3\n")
     assert evaluate(tiny_model["hf"], "--tasks", "my_sums", "--include-path", str(yaml.parent)) == 2
     err = capsys.readouterr().err
-    assert f"task 'my_sums': {yaml}: num_fewshot 3 is more than its split 'test' has (2 item(s))" in err
-    assert "--num-fewshot 2 or less" in err and not (in_tmp / "runs").exists()
+    assert f"task 'my_sums': {yaml}: num_fewshot 3 is more than its split 'test' has (2 item(s), less the item " \
+           "being scored)" in err
+    assert "--num-fewshot 1 or less" in err and not (in_tmp / "runs").exists()
 
 
 @pytest.mark.parametrize("broken", ["key", "directory"])
@@ -297,8 +322,9 @@ def test_a_task_yaml_error_names_the_yaml_not_the_data_file(broken: str, in_tmp:
 
 
 @pytest.mark.parametrize(("args", "said"), [
-    (["eval", "--set", "tokenizer=smollm2-135m"], "tokenizer applies only with base_url"),
-    (["eval", "--set", "api_key_env=KEY"], "api_key_env applies only with base_url"),
+    (["eval", "--set", "tokenizer=smollm2-135m"],
+     "--set tokenizer=smollm2-135m: tokenizer: applies only with base_url"),
+    (["eval", "--set", "api_key_env=KEY"], "--set api_key_env=KEY: api_key_env: applies only with base_url"),
     (["eval", "tasks", "--force"], "--force applies only with --export"),
     (["eval", "tasks", "--include-path", "my_tasks", "--export", "out"],
      "--export writes the bundled task YAMLs only, not the tasks of --include-path my_tasks"),
@@ -312,6 +338,13 @@ def test_an_option_that_does_nothing_here_is_refused(args: list[str], said: str,
     err = capsys.readouterr().err
     assert said in err and "hint:" in err
     assert not (in_tmp / "runs").exists() and not (in_tmp / "out").exists()
+
+
+def test_a_served_only_key_in_a_config_file_names_its_own_line(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`api_key_env` on line 2 was reported as `e8.yaml:1: (top level): ...`."""
+    (in_tmp / "e8.yaml").write_text("model: models/tiny\napi_key_env: FOO\n")
+    assert main(["eval", "-c", "e8.yaml"]) == 2
+    assert "e8.yaml:2: api_key_env: applies only with base_url" in " ".join(capsys.readouterr().err.split())
 
 
 def test_an_adapter_that_reaches_lm_eval_unapplied_fails_the_run(in_tmp: Path, tiny_model: dict[str, Path],
@@ -386,6 +419,39 @@ def test_credentials_in_a_url_never_reach_the_console(in_tmp: Path, tiny_model: 
     assert "--base-url http://user:***@127.0.0.1:9/v1: no answer" in err and "sk-SECRET1" not in err
 
 
+def test_a_server_that_returns_no_logprobs_is_refused_in_one_line(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """A server answering /v1/completions with a chat body (no logprobs) was "internal error: KeyError", exit 1."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Chat(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = json.dumps({"object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Chat) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        try:
+            assert main(["eval", "--model", str(tiny_model["hf"]), "--base-url", url, "--limit", "2"]) == 2
+        finally:
+            httpd.shutdown()
+    err = capsys.readouterr().err
+    assert f"{url}/completions returned no log-probabilities for '{tiny_model['hf']}'" in err, err
+    assert "need /v1/completions with echo and logprobs" in err and "internal error" not in err
+    assert not (in_tmp / "runs").exists()
+
+
 def test_seed_moves_the_few_shot_examples(in_tmp: Path, tiny_model: dict[str, Path], one_torch_thread: None) -> None:
     """--set seed=N changed lm-eval's random_seed only: its few-shot seed stayed 1234, so the prompts were the same."""
     prompts = {}
@@ -419,3 +485,17 @@ def test_a_served_evaluation_moves_the_same_seeds(monkeypatch: pytest.MonkeyPatc
     assert {k: asked[k] for k in ("random_seed", "numpy_random_seed", "torch_random_seed",
                                   "fewshot_random_seed")} == Settings(seed=7).seeds() == {
         "random_seed": 7, "numpy_random_seed": 1241, "torch_random_seed": 1241, "fewshot_random_seed": 1241}
+
+
+def test_few_shot_examples_of_a_validation_only_task_are_counted_as_lm_eval_draws_them(
+        in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """A task with only a validation split: lm-eval reads fewshot_split None == test_split None as "the split being
+    scored" and draws one example more, so `--num-fewshot 2` of 2 items failed mid-run ("Sample larger than
+    population") once the check counted only a named fewshot_split."""
+    yaml = _user_yaml(user_tasks(in_tmp), "test_split: test\n", "validation_split: test\n")
+    assert evaluate(tiny_model["hf"], "--tasks", "my_sums", "--include-path", str(yaml.parent), "--num-fewshot",
+                    "2") == 2
+    err = capsys.readouterr().err
+    assert "2 item(s), less the item being scored" in err and "the largest usable --num-fewshot for 'my_sums' is 1" \
+        in err and "internal error" not in err
+    assert not (in_tmp / "runs").exists()

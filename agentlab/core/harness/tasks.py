@@ -153,7 +153,8 @@ def _folder(path: str | Path) -> Path:
 
 
 def _absolute_data(manager: TaskManager, roots: list[Path]) -> None:
-    """Give every task entry whose YAML lies under ``roots`` a config with absolute local data paths (the entry then
+    """Give every task entry whose YAML lies under ``roots`` a config with absolute local data paths and, where its
+    few-shot examples can only come from the split it scores, ``fewshot_split`` naming that split (the entry then
     carries the config; lm-eval builds the task from it instead of reading the YAML again)."""
     from lm_eval.tasks._index import Kind
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -169,11 +170,24 @@ def _absolute_data(manager: TaskManager, roots: list[Path]) -> None:
         except Exception as exc:  # a broken YAML fails when (if) it is asked for, with lm-eval's own error
             log.debug("not rewriting %s: %s", path, exc)
             continue
-        if _absolute(cfg, path.parent):
+        if _absolute(cfg, path.parent) | _fewshot_from_scored(cfg):
             cfg.setdefault("metadata", {})
             if isinstance(cfg["metadata"], dict):
                 cfg["metadata"]["agentlab_yaml"] = str(path)
             entry.cfg, entry.yaml_path = cfg, None
+
+
+def _fewshot_from_scored(cfg: dict[str, Any]) -> bool:
+    """A task with no ``fewshot_split``, training or validation split, nor ``fewshot_config.samples``: lm-eval draws
+    its few-shot examples from the test split, and leaves the scored item out only when ``fewshot_split`` names that
+    split, so without it an item's own answer could be in its prompt. Name it; whether anything changed."""
+    fewshot = cfg.get("fewshot_config")
+    if cfg.get("fewshot_split") is not None or cfg.get("training_split") is not None \
+            or cfg.get("validation_split") is not None or cfg.get("test_split") is None \
+            or (isinstance(fewshot, dict) and fewshot.get("samples") is not None):
+        return False
+    cfg["fewshot_split"] = cfg["test_split"]
+    return True
 
 
 def _absolute(cfg: dict[str, Any], folder: Path) -> bool:
