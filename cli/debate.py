@@ -3,6 +3,8 @@ against single agents and self-consistency on a task file; `debate make-task` wr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -73,6 +75,20 @@ def _options(rounds: int | None, llm: Path | None, base_model: str | None, adapt
                  ("--visibility", "visibility", visibility)) + agents
 
 
+def _where(command: str, config: Path | None, sets: list[Any], resume: str | None
+           ) -> Callable[[tuple[str | int, ...]], str | None]:
+    """Where a config key was given (``file:line`` of -c FILE or of the resumed run's config.yaml, or the --set /
+    option that set it), for the errors found after the config is read (an agent naming no model of --llm)."""
+    from agentlab.core.config import config_where
+    from agentlab.core.runs import resume_target
+
+    def where(loc: tuple[str | int, ...]) -> str | None:
+        folder = resume_target(command, resume) if resume is not None else None
+        return config_where(folder / "config.yaml" if folder is not None else config, sets, loc)
+
+    return where
+
+
 @app.callback(invoke_without_command=True)
 def debate(
     ctx: typer.Context,
@@ -105,7 +121,9 @@ def debate(
 
     sets = [*(set_ or []), *flags(("--topic", "topic", topic)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
-    run_command(CommandSpec("debate", DebateConfig, run, prepare=prepare, check_resume=check_resume,
+    run_command(CommandSpec("debate", DebateConfig, run, prepare=partial(prepare, where=_where("debate", config,
+                                                                                              sets, resume)),
+                            check_resume=check_resume,
                             dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), summary=_summary,
                             exit_code=lambda r: 1 if r["final"]["answer"] is None and r["errors"] else 0,
                             failure=_no_answer),
@@ -146,7 +164,8 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     rule = f", rule {final['rule']}" if final.get("rule") else ""
     console.print(f"[bold]final answer[/] ({safe_text(final['method'])}{rule}): {safe_text(answer)}"
                   + (" (tie broken)" if final["tie"] else ""))
-    console.print(safe_text(decision_words(final["method"], final.get("rule") or "last_round")), highlight=False)
+    console.print(safe_text(decision_words(final["method"], final.get("rule") or "last_round",
+                                           final["answer"] is not None)), highlight=False)
     if final.get("note"):  # the judge overruled by the agents' vote: results.json and report.md say it too
         console.print(safe_text(final["note"]), highlight=False)
     if final.get("rule") == "vote" and results.get("rounds"):
@@ -197,7 +216,9 @@ def eval_cmd(
     sets = [*(set_ or []), *flags(("--task", "eval.task", task), ("--concurrency", "eval.concurrency", concurrency),
                                   ("--limit", "eval.limit", limit)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
-    run_command(CommandSpec("debate-eval", DebateConfig, run_eval, prepare=prepare_eval, check_resume=check_eval_resume,
+    run_command(CommandSpec("debate-eval", DebateConfig, run_eval,
+                            prepare=partial(prepare_eval, where=_where("debate-eval", config, sets, resume)),
+                            check_resume=check_eval_resume,
                             dry_run=lambda cfg, **kw: _dry_run(cfg, json_, judge=cfg.decision == "judge", **kw),
                             rerun="debate eval -c {config}", summary=_eval_summary),
                 Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,

@@ -10,10 +10,12 @@ routing config (``--llm``). Every agent gets its own route ``agent:NAME``, so a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes
+from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes, raised_tokens
+from agentlab.core.debate.protocol import Kind
 from agentlab.core.errors import ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
 from agentlab.core.models.adapters import check_adapter_base, persona_adapters, read_adapter
@@ -39,8 +41,13 @@ def check_adapter(path: Path) -> dict[str, Any]:
         raise
 
 
-def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> Panel:
-    """The panel of ``cfg``: every adapter checked, every model name found in ``llm`` (``ConfigError`` otherwise)."""
+# where a config key was given: ``file:line`` or ``--set ...`` (``core.config.config_where``), None when unknown
+Where = Callable[[tuple[str | int, ...]], str | None]
+
+
+def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8, where: Where | None = None) -> Panel:
+    """The panel of ``cfg``: every adapter checked, every model name found in ``llm`` (``ConfigError`` otherwise,
+    naming the key's place as ``where`` finds it)."""
     specs = list(cfg.agents)
     if not specs:
         found = persona_adapters()
@@ -72,7 +79,7 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
         if spec.adapter is not None:
             source, kind = f"adapter {spec.adapter}", "hf"
         else:
-            routes[route] = _route_for(str(spec.model), base, f"agents.{index}.model")
+            routes[route] = _route_for(str(spec.model), base, ("agents", index, "model"), where)
             source = f"model {spec.model}"
             first = routes[route].chain()[0]
             kind = providers[models[first].provider].kind
@@ -83,7 +90,7 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
                     "judge; only its settings (timeout_s, retries, resources, cache) apply. Name agents "
                     "(agents: [{model: NAME}]) or a --judge from it to use its models")
     if cfg.judge is not None:
-        routes[JUDGE_ROUTE] = _route_for(cfg.judge, base, "judge")
+        routes[JUDGE_ROUTE] = _route_for(cfg.judge, base, ("judge",), where)
         judge_source = f"model {cfg.judge}"
     elif BASE_MODEL in models:
         routes[JUDGE_ROUTE] = RouteConfig(primary=[BASE_MODEL])
@@ -98,6 +105,17 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8) -> 
     return Panel(config, agents, JUDGE_ROUTE, judge_source)
 
 
+def warn_raised_tokens(cfg: DebateConfig, panel: Panel, kinds: Iterable[Kind], *, judge: bool) -> None:
+    """Say once that the config's own ``max_tokens`` (the debate's or an agent's) is raised for a structured agent or
+    the judge; the default's raise is documented (docs/commands/debate.md)."""
+    default = type(cfg).model_fields["max_tokens"].default  # a resume's config.yaml holds the default too
+    if cfg.max_tokens == default and not any("max_tokens" in a.params for a in cfg.agents):
+        return
+    line = raised_tokens(panel, kinds, cfg.max_tokens, judge=judge)
+    if line:
+        log.warning("%s (free-text agents get it as set)", line)
+
+
 def prompt_style(cfg: DebateConfig, panel: Panel, kind: str = "numeric") -> str:
     """``cfg.prompt_style``, with ``auto`` resolved: plain for numeric and text questions when every agent is an
     adapter, else format (an open topic needs the ``Stance:`` line: the personas' plain replies to one held no
@@ -108,13 +126,15 @@ def prompt_style(cfg: DebateConfig, panel: Panel, kind: str = "numeric") -> str:
     return "plain" if adapters_only and kind in ("numeric", "text") else "format"
 
 
-def _route_for(name: str, llm: LLMConfig, where: str) -> RouteConfig:
+def _route_for(name: str, llm: LLMConfig, key: tuple[str | int, ...], where: Where | None) -> RouteConfig:
     if name in llm.routes:
         return llm.routes[name]
     if name in llm.models:
         return RouteConfig(primary=[name])
     known = ", ".join([*llm.models, *llm.routes]) or "none: pass --llm FILE"
-    raise ConfigError(f"{where}: '{name}' is no model or route of the routing config (known: {known})",
+    place = where(key) if where is not None else None
+    raise ConfigError(f"{place + ': ' if place else ''}{'.'.join(map(str, key))}: '{name}' is no model or route of "
+                      f"the routing config (known: {known})",
                       hint="name a model of --llm FILE, or use adapter: FOLDER for an in-process persona")
 
 

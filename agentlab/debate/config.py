@@ -107,7 +107,9 @@ class DebateConfig(StrictModel):
         "numeric questions when every agent is an adapter (the shipped personas, trained without any format, "
         "answered 7 x 8 with '1.' and '45' under the format lines and '54.' / '56' without), else format (on an "
         "open topic their plain replies held no stance at all)")
-    max_tokens: int = Field(96, ge=1, description="most tokens per answer")
+    max_tokens: int = Field(96, ge=1, description="most tokens per answer; a structured (JSON) agent is asked with "
+                            "at least its reply schema's longest object (184-219 tokens), the judge with at least 160, "
+                            "so their replies complete (a value set below is raised, with a warning)")
     temperature: float = Field(0.0, ge=0, description="temperature of the debate's answers (0: greedy)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="adapter agents: where the base model runs")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="`agentlab debate eval`")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,7 +36,7 @@ from agentlab.core.llm.router import Router
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_text, durable_append
 from agentlab.core.vote import tally, wilson_interval
-from agentlab.debate.agents import prompt_style
+from agentlab.debate.agents import Where, prompt_style, warn_raised_tokens
 from agentlab.debate.config import DebateConfig
 from agentlab.debate.report import render_eval
 from agentlab.debate.run import check_adapters, final_decision, load_panel, read_jsonl, record_adapters
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 RECORDS = "questions.jsonl"
 
 
-def prepare_eval(cfg: DebateConfig) -> dict[str, Any]:
+def prepare_eval(cfg: DebateConfig, *, where: Where | None = None) -> dict[str, Any]:
     if cfg.eval.task is None:
         raise UsageError("no task file", hint="pass --task FILE (make one with `agentlab debate make-task`)")
     if cfg.judge is not None and cfg.decision != "judge":
@@ -56,7 +57,8 @@ def prepare_eval(cfg: DebateConfig) -> dict[str, Any]:
                          f"judge (this one is {cfg.decision})",
                          hint="add --decision judge, or drop the judge (--judge, or judge: in the -c file)")
     task = load_task(cfg.eval.task, cfg.eval.limit)
-    panel = load_panel(cfg, batch=max(1, len(cfg.agents) or 3) * cfg.eval.concurrency)
+    panel = load_panel(cfg, batch=max(1, len(cfg.agents) or 3) * cfg.eval.concurrency, where=where)
+    warn_raised_tokens(cfg, panel, {answer_kind(q, cfg.kind) for q in task}, judge=cfg.decision == "judge")
     return {"panel": panel, "task": task}
 
 
@@ -189,13 +191,33 @@ def check_task(task: list[Question], records: dict[int, dict[str, Any]], path: P
                          "(without --resume)")
 
 
+def check_kept(cfg: DebateConfig, task: list[Question], records: dict[int, dict[str, Any]], folder: Path) -> None:
+    """Refuse a resume that asks fewer questions than the run scored (a lower ``--limit``, or a task file cut short):
+    its results.json and report.md would drop the scored ones that questions.jsonl keeps."""
+    asked = {q.id for q in task}
+    beyond = sorted(int(r.get("line") or i + 1) for i, r in records.items() if i not in asked)
+    if not beyond:
+        return
+    lines = f"line {beyond[0]}" if len(beyond) == 1 else f"lines {beyond[0]}-{beyond[-1]}"
+    needed = max(records) + 1
+    limited = cfg.eval.limit is not None and cfg.eval.limit < needed
+    why = f"--limit {cfg.eval.limit} would leave out" if limited else f"{cfg.eval.task} now holds {len(task)}, without"
+    raise UsageError(f"{folder}: already scored {len(records)} questions; {why} {lines} of them (a resume can only "
+                     "extend a run); nothing was written",
+                     hint=(f"resume with --limit {needed} or more, or without --limit" if limited else
+                           "put the task file back as the run read it") + "; a smaller eval is a new run (without "
+                     "--resume)")
+
+
 def check_eval_resume(cfg: DebateConfig, folder: Path) -> None:
-    """Before anything is written: the resumed run's adapters are the ones it started with (``check_adapters``), and
-    its task file still asks the questions it scored."""
+    """Before anything is written: the resumed run's adapters are the ones it started with (``check_adapters``), its
+    task file still asks the questions it scored, and every one of them (``check_kept``)."""
     if cfg.eval.task is None or cfg.rounds == 0:
         return
     check_adapters(cfg, folder)
-    check_task(load_task(cfg.eval.task, cfg.eval.limit), read_records(folder / RECORDS)[0], cfg.eval.task)
+    task, records = load_task(cfg.eval.task, cfg.eval.limit), read_records(folder / RECORDS)[0]
+    check_task(task, records, cfg.eval.task)
+    check_kept(cfg, task, records, folder)
 
 
 def score_table(records: list[dict[str, Any]], default: str | None = None) -> list[dict[str, Any]]:
@@ -222,7 +244,9 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
              announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     progress = progress or NullProgress()
     announce = announce or log.info
-    check_task(task, read_records(run_dir.file(RECORDS))[0], cfg.eval.task)  # run_command checked it already
+    saved = read_records(run_dir.file(RECORDS))[0]  # run_command checked both already
+    check_task(task, saved, cfg.eval.task)
+    check_kept(cfg, task, saved, run_dir.path)
     record_adapters(run_dir, cfg)
     records = {k: rescore(cfg, r) for k, r in load_records(run_dir).items()}  # the current rules' scores
     todo = [q for q in task if q.id not in records]
@@ -231,7 +255,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     bar = progress.task("questions", total=len(task))
     bar.update(completed=len(task) - len(todo))
     start = time.perf_counter()
-    failed: list[tuple[Question, str]] = []
+    failed: list[tuple[Question, list[str]]] = []
 
     async def main() -> None:
         router = Router.for_run(panel.llm, run_dir, providers=providers)
@@ -242,7 +266,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
                 record = await score_question(router, panel, cfg, q)
             errors = failed_calls(record)
             if errors:  # a timeout or a dead route is not a wrong answer: not recorded, asked again on resume
-                failed.append((q, errors[0]))
+                failed.append((q, errors))
                 run_dir.event("question_failed", id=q.id, line=q.line, calls=len(errors), error=errors[0])
                 bar.advance()
                 return
@@ -267,15 +291,39 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
                "sc_samples": len(panel.agents) * (cfg.eval_rounds + 1),
                "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered, default_method(cfg)),
                "seconds": round(time.perf_counter() - start, 2)}
-    run_dir.save_results(results)
-    run_dir.save_report(render_eval(results))
+    first = ""
     if failed:
-        q, error = failed[0]
+        q, error = first_failure(failed)
+        first = f"line {q.line}: {error}"
+        results["unscored"] = {"questions": len(failed), "of": len(task), "lines": sorted(f[0].line for f in failed),
+                               "first_error": first}
+    run_dir.save_results(results)
+    run_dir.save_report(render_eval(results, resume=f"agentlab debate eval --resume {run_dir.path}"))
+    if failed:
         raise AgentlabError(f"{len(failed)} of {len(task)} questions were not scored: a model call failed (first: "
-                            f"line {q.line}: {error}); results.json holds the {len(ordered)} scored",
+                            f"{first}); results.json holds the {len(ordered)} scored",
                             hint=f"fix the route (see llm_calls.jsonl), then `agentlab debate eval --resume "
                                  f"{run_dir.path}` asks only those again")
     return results
+
+
+def first_failure(failed: list[tuple[Question, list[str]]]) -> tuple[Question, str]:
+    """The failure to name of the questions not scored (each with its calls' errors): the first in task order that
+    is not only a call refused by an open circuit breaker (``circuit_open``: what the failures before it caused,
+    often in a question that ended first), else the first question's first."""
+    ordered = sorted(failed, key=lambda f: f[0].line)
+    for q, errors in ordered:
+        for error in errors:
+            if not _circuit_open(error):
+                return q, error
+    return ordered[0][0], ordered[0][1][0]
+
+
+def _circuit_open(error: str) -> bool:
+    """True when every model of the failed call was refused by its open circuit breaker ("every model failed (a:
+    circuit_open)"), rather than failing itself."""
+    tried = re.search(r"every model failed \(([^()]*)\)", error)
+    return tried is not None and all(part.endswith(": circuit_open") for part in tried.group(1).split("; "))
 
 
 def failed_calls(record: dict[str, Any]) -> list[str]:

@@ -40,9 +40,12 @@ _RULE_WORDS = {
 }
 
 
-def decision_words(method: str, rule: str) -> str:
+def decision_words(method: str, rule: str, decided: bool = True) -> str:
     """One sentence saying how the final answer was decided: ``final['method']`` (the vote method, or ``judge``
-    when the judge decided) over the rounds ``rule`` picks."""
+    when the judge decided) over the rounds ``rule`` picks; not ``decided``: that there was nothing to decide on."""
+    if not decided:
+        return (f"Nothing was decided: the {method} vote over the rounds rule {rule} picks had no parseable answer "
+                "to count.")
     if method == "judge":
         return "Decided by the judge model, which read the agents' last-round answers."
     return (f"Decided by {_METHOD_WORDS.get(method, f'the vote {method}')} over "
@@ -81,7 +84,7 @@ def render_report(results: dict[str, Any], rounds: list[list[Answer]]) -> str:
         f"**Final answer:** {final['answer'] if final['answer'] is not None else 'none (no agent gave one)'}"
         + (" (a tie, broken by core.vote's rule: more ballots, then the first given)" if final["tie"] else ""), "",
     ]
-    lines += [decision_words(final["method"], final.get("rule", "last_round")), ""]
+    lines += [decision_words(final["method"], final.get("rule", "last_round"), final["answer"] is not None), ""]
     if final.get("note"):
         lines += [final["note"] + ".", ""]
     if results["errors"]:
@@ -136,11 +139,20 @@ def agreement_plot(agreement: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-def render_eval(results: dict[str, Any]) -> str:
+def render_eval(results: dict[str, Any], resume: str = "agentlab debate eval --resume DIR") -> str:
+    """``debate eval``'s report.md; ``resume`` is the command that asks the questions not scored again."""
     lines = [
         "# debate eval", "", f"Task: `{results['task']}`, {results['questions']} questions; agents: "
         f"{', '.join(results['agents'])}; {results['rounds']} debate round(s); votes `{results['decision']}`; "
         f"visibilities: {', '.join(results.get('visibilities', ['full']))}.",
+    ]
+    unscored = results.get("unscored")
+    if unscored:
+        lines += ["", f"**{unscored['questions']} of {unscored['of']} questions were not scored**: a model call "
+                  f"failed (first: {unscored['first_error']}). They are left out of the table below (lines "
+                  f"{', '.join(map(str, unscored['lines']))}); every failed call is in llm_calls.jsonl. Fix the "
+                  f"route, then `{resume}` asks only those again."]
+    lines += [
         "", f"Default (the configured rule and visibility, marked **bold**): `{results.get('default')}`. Rules "
         "(core/debate/rules.py): `vote` round 0's vote (no debate round), `last_round` the last round's vote, "
         "`all_rounds` one vote over every round, `on_disagreement` debate only when round 0 is split, "

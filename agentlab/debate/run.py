@@ -34,7 +34,7 @@ from agentlab.core.llm.router import Router
 from agentlab.core.models.adapters import persona_adapters
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, durable_append, read_json
-from agentlab.debate.agents import build_panel, prompt_style
+from agentlab.debate.agents import Where, build_panel, prompt_style, warn_raised_tokens
 from agentlab.debate.config import DEBATING_RULE, DEFAULT_BASE, AgentSpec, DebateConfig
 from agentlab.debate.report import agreement_plot, render_report
 
@@ -48,7 +48,7 @@ ADAPTERS = "adapters.json"
 CHECK_QUESTION = "What is 2 plus 3?"
 
 
-def load_panel(cfg: DebateConfig, *, batch: int = 8) -> Panel:
+def load_panel(cfg: DebateConfig, *, batch: int = 8, where: Where | None = None) -> Panel:
     """The routing config (when an agent or the judge names a model) and the panel; the default personas, when the
     config names no agents, are written into ``cfg.agents`` so config.yaml (and a resume) names them."""
     if not cfg.agents:
@@ -61,7 +61,7 @@ def load_panel(cfg: DebateConfig, *, batch: int = 8) -> Panel:
                          "(agents: model:), and only adapter agents run on the base model",
                          hint="drop --base-model (or base_model: in the -c file), or debate adapter agents "
                          "(--adapters DIR); a judge of the routing config is --judge NAME")
-    return build_panel(cfg, llm, batch=batch)
+    return build_panel(cfg, llm, batch=batch, where=where)
 
 
 def check_rounds(cfg: DebateConfig) -> None:
@@ -82,9 +82,9 @@ def check_visibility(cfg: DebateConfig) -> None:
                          "(the best measured), last_round, all_rounds, on_disagreement")
 
 
-def prepare(cfg: DebateConfig) -> dict[str, Any]:
+def prepare(cfg: DebateConfig, *, where: Where | None = None) -> dict[str, Any]:
     """Everything checked before a run folder exists: the question, every adapter folder (a PEFT one), the base model
-    and every routed name."""
+    and every routed name (``where``: a key's place in the config, for those errors)."""
     if not cfg.text or not cfg.text.strip():
         raise UsageError("no question to debate", hint='pass --topic "..." (or topic: in the -c file)')
     check_rounds(cfg)
@@ -95,7 +95,10 @@ def prepare(cfg: DebateConfig) -> dict[str, Any]:
         raise UsageError(f"judge: {cfg.judge!r} would never be asked: this {kind} question is decided by the "
                          f"{cfg.decision} vote, and a judge only decides with decision judge (or sums up an open "
                          "topic)", hint="add --decision judge, or drop the judge (--judge, or judge: in the -c file)")
-    return {"panel": load_panel(cfg)}
+    panel = load_panel(cfg, where=where)
+    if cfg.rounds != 0:  # the dry run asks a short question of its own
+        warn_raised_tokens(cfg, panel, [kind], judge=cfg.decision == "judge" or kind == "open")
+    return {"panel": panel}
 
 
 def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Provider] | None = None, *,
@@ -326,6 +329,8 @@ def final_decision(method: str, rounds: list[Round], verdict: Answer | None, rul
     if method == "judge":
         if verdict is not None and verdict.answer is not None:
             final.update(answer=verdict.answer, tie=False, method="judge")
+        elif t.winner is None:  # no vote to fall back on either
+            final["note"] = "the judge gave no parseable answer either"
         else:
             final["note"] = f"the judge gave no parseable answer; the {t.method} vote (rule {rule}) decided"
     return final

@@ -288,6 +288,46 @@ def test_eval_does_not_score_a_question_whose_model_call_failed_and_resume_asks_
     assert all(r["correct"] == r["total"] for r in results["table"] if r["method"].startswith("agent"))
 
 
+def test_an_eval_whose_every_call_failed_names_the_real_first_failure_in_its_error_and_report(in_tmp: Path) -> None:
+    """Every call answered 401: the error named a call refused by the open circuit breaker ("first: ... circuit_open;
+    last: circuit open after 3 consecutive failures"), not the 401, and report.md showed 0 questions and an empty
+    table without a word about the failure."""
+    from agentlab.core.errors import AgentlabError, LLMError
+
+    (in_tmp / "task.jsonl").write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": str(i + 1)})
+                                               + "\n" for i in range(2)))
+
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        raise LLMError(f"model '{model}' via s: HTTP 401: bad key", "auth", model=model)
+
+    cfg = setup(in_tmp, rounds=1, eval={"task": in_tmp / "task.jsonl", "visibilities": ["full"]})
+    first = "first: line 1: route 'agent:a': every model failed (a: auth); last: model 'a' via s: HTTP 401: bad key"
+    with pytest.raises(AgentlabError, match=r"2 of 2 questions were not scored") as caught:
+        run_in_folder("debate-eval", cfg, run_eval, out=in_tmp / "RUN",
+                      inputs={**prepare_eval(cfg), "providers": {"s": ScriptedProvider("s", [reply])}})
+    assert first in caught.value.message and "circuit" not in caught.value.message
+    results = json.loads((in_tmp / "RUN" / "results.json").read_text())
+    assert results["questions"] == 0 and results["unscored"] == {"questions": 2, "of": 2, "lines": [1, 2],
+                                                                 "first_error": first.removeprefix("first: ")}
+    report = (in_tmp / "RUN" / "report.md").read_text()
+    assert f"**2 of 2 questions were not scored**: a model call failed ({first})" in report
+    assert f"agentlab debate eval --resume {in_tmp / 'RUN'}` asks only those again" in report
+
+
+def test_the_first_failure_named_is_not_a_call_the_open_circuit_refused() -> None:
+    from agentlab.core.debate.task import Question
+    from agentlab.debate.evaluate import first_failure
+
+    q1, q2 = Question(0, 1, "a", "1"), Question(1, 2, "b", "2")
+    refused = "route 'agent:a': every model failed (a: circuit_open); last: circuit open after 8 consecutive failures"
+    real = "route 'agent:b': every model failed (b: auth); last: HTTP 401"
+    assert first_failure([(q2, [refused]), (q1, [refused, real])]) == (q1, real)
+    assert first_failure([(q2, [real]), (q1, [refused])]) == (q2, real)
+    assert first_failure([(q2, [refused]), (q1, [refused])]) == (q1, refused)
+    mixed = "route 'agent:a': every model failed (a: circuit_open; b: timeout)"  # a fallback that failed itself
+    assert first_failure([(q1, [refused, mixed])]) == (q1, mixed)
+
+
 class _Bar:
     def __init__(self, description: str, total: float | None) -> None:
         self.description, self.total, self.completed = description, total, 0.0

@@ -362,6 +362,26 @@ def test_eval_resume_refuses_a_task_file_edited_in_place(in_tmp: Path, capsys: p
     assert main(["debate", "eval", "--resume", "e", "--limit", "2"]) == 0
 
 
+def test_eval_resume_refuses_a_lower_limit_than_it_scored(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--resume e --limit 2` on a finished 4-question eval said "resuming: 4 of 2 questions already scored", cut
+    results.json and report.md to 2 questions while questions.jsonl kept 4, and saved limit 2 into config.yaml."""
+    scripted(in_tmp)
+    (in_tmp / "task.jsonl").write_text("".join(f'{{"question": "What is {n}+1?", "answer": "{n + 1}"}}\n'
+                                               for n in range(4)))
+    assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--rounds", "1", "--out", "e"]) == 0
+    before = snapshot(in_tmp / "e")
+    capsys.readouterr()
+    assert main(["debate", "eval", "--resume", "e", "--limit", "2"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: e: already scored 4 questions; --limit 2 would leave out lines 3-4 of them" in err, err
+    assert "resume with --limit 4 or more, or without --limit" in err and "Traceback" not in err
+    assert snapshot(in_tmp / "e") == before
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 0+1?", "answer": "1"}\n')  # the file cut short
+    assert main(["debate", "eval", "--resume", "e"]) == 2
+    assert "task.jsonl now holds 1, without lines 2-4 of them" in " ".join(capsys.readouterr().err.split())
+    assert snapshot(in_tmp / "e") == before
+
+
 def test_hints_name_the_commands_as_typed(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     """An eval run is named debate-eval in runs/ and run.json: hints said `agentlab config show debate-eval` and
     `agentlab debate-eval -h`, neither of which exists."""
@@ -490,3 +510,58 @@ def test_a_resume_whose_adapter_changed_on_disk_is_refused(in_tmp: Path, tiny_mo
     assert set(json.loads((in_tmp / "d" / "adapters.json").read_text())) == {"persona_a", "persona_c"}
     swap_weights(in_tmp / "persona_c", adapters / "persona_c")  # put back: the resume goes on
     assert main(["debate", "--resume", "d", "--rounds", "2"]) == 0
+
+
+@pytest.mark.parametrize("setting", [[], ["--set", "max_tokens=48"]])
+def test_a_max_tokens_raised_for_structured_agents_and_the_judge_is_said_once(
+        setting: list[str], in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`max_tokens: 48` was asked as 199 of a structured agent (160 of the judge) without a word: the raise stays
+    (a cut JSON reply is no vote), documented for the default and a warning for a value set."""
+    (in_tmp / "llm.yaml").write_text('providers:\n  s: {kind: scripted, replies: [\'{"answer": "11", "confidence": '
+                                     '80, "reasoning": "x"}\']}\nmodels:\n  a: {provider: s, model: a}\n'
+                                     '  b: {provider: s, model: b}\n')
+    assert main(["debate", "--topic", "What is 5 plus 6?", "--llm", "llm.yaml", "--set",
+                 "agents=[{model: a, structured: true}, {model: b}]", "--set", "judge=b", "--decision", "judge",
+                 *setting, "--out", "d"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    said = ("max_tokens 48 is raised to 199 for the structured (JSON) agent(s) a: room for their reply schema's "
+            "longest object, so a reply always completes; and to 160 for the judge: its decision or summary in full "
+            "(free-text agents get it as set)")
+    assert (said in err) is bool(setting) and err.count("is raised") == bool(setting), err
+    calls = [json.loads(line) for line in (in_tmp / "d" / "llm_calls.jsonl").read_text().splitlines()]
+    assert sorted({c["params"]["max_tokens"] for c in calls}) == ([48, 160, 199] if setting else [96, 160, 199])
+    # the run's own config.yaml holds max_tokens either way: run again from it, the default is still not "set"
+    assert main(["debate", "-c", "d/config.yaml", "--llm", "llm.yaml", "--out", "d2"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("is raised" in err) is bool(setting) and (said in err) is bool(setting), err
+
+
+@pytest.mark.parametrize("given", ["file", "set"])
+def test_an_agent_naming_no_model_of_the_routing_config_names_where(given: str, in_tmp: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """It said `error: agents.1.model: ...` without the file:line (or --set) other config errors give."""
+    scripted(in_tmp)
+    agents = "[{model: a}, {model: nosuch}]"
+    (in_tmp / "debate.yaml").write_text("topic: What is 5 plus 6?\nagents:\n  - {model: a}\n  - model: nosuch\n")
+    args = ["-c", "debate.yaml"] if given == "file" else ["--topic", "What is 5 plus 6?", "--set", f"agents={agents}"]
+    assert main(["debate", *args, "--llm", "llm.yaml"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    where = "debate.yaml:4" if given == "file" else f"--set agents={agents}"
+    assert f"error: {where}: agents.1.model: 'nosuch' is no model or route of the routing config" in err, err
+
+
+@pytest.mark.parametrize("decision", ["reconcile", "judge"])
+def test_a_debate_where_nothing_parsed_says_nothing_was_decided(decision: str, in_tmp: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """An open topic where no reply parsed said "the reconcile vote (rule last_round) decided" (and "Decided by a
+    confidence-weighted vote ...") though nothing was decided."""
+    (in_tmp / "llm.yaml").write_text('providers:\n  s: {kind: scripted, replies: ["blah blah"]}\nmodels:\n'
+                                     "  a: {provider: s, model: a}\n  b: {provider: s, model: b}\n")
+    assert main(["debate", "--topic", "Is tea better than coffee?", "--llm", "llm.yaml", "--set",
+                 "agents=[{model: a}, {model: b}]", "--judge", "a", "--decision", decision, "--rounds", "1",
+                 "--rule", "last_round", "--out", "d"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    said = "Nothing was decided: the reconcile vote over the rounds rule last_round picks had no parseable answer"
+    report = (in_tmp / "d" / "report.md").read_text()
+    assert said in err and said in report and "Decided by" not in err + report and "vote (rule" not in err, err
+    assert ("the judge gave no parseable answer either" in err) is (decision == "judge")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 HF_PROVIDER = "debate-hf"
 BASE_MODEL = "debate-base"
+JUDGE_MIN_TOKENS = 160  # the fewest max_tokens the judge is asked with: its decision or open-topic summary in full
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,7 @@ async def ask(router: Router, agent: Agent, messages: Messages, kind: Kind, *, t
     try:
         if agent.structured:
             schema = reply_schema(kind)
-            # room for the whole JSON object: a reply cut inside it would be no vote
-            params.max_tokens = max(params.max_tokens or 0, schema_max_tokens(schema))
+            params.max_tokens = max(params.max_tokens or 0, structured_tokens(kind))
             result = await router.structured(messages, schema, agent.route, params, max_repairs=1)
             answer, confidence = parse_structured(result.value, kind)
             completion, model = result.completion.completion, result.completion.model
@@ -108,6 +108,25 @@ async def ask(router: Router, agent: Agent, messages: Messages, kind: Kind, *, t
     usage = completion.usage
     return Answer(agent.name, text, answer, confidence, usage.prompt_tokens, usage.completion_tokens,
                   round(time.perf_counter() - start, 3), model)
+
+
+def structured_tokens(kind: Kind) -> int:
+    """The fewest ``max_tokens`` a structured agent is asked with: room for the longest JSON object its reply schema
+    allows, since a reply cut inside it would be no vote."""
+    return schema_max_tokens(reply_schema(kind))
+
+
+def raised_tokens(panel: Panel, kinds: Iterable[Kind], max_tokens: int, *, judge: bool) -> str | None:
+    """One line naming who is asked with more than ``max_tokens`` (the debate's, or an agent's own) and how many
+    (structured agents: :func:`structured_tokens`; the judge: ``JUDGE_MIN_TOKENS``), or None when nobody is."""
+    floor = max((structured_tokens(kind) for kind in kinds), default=0)
+    structured = [a.name for a in panel.agents
+                  if a.structured and (_params(a.params, 0.0, max_tokens).max_tokens or max_tokens) < floor]
+    raised = [f"to {floor} for the structured (JSON) agent(s) {', '.join(structured)}: room for their reply "
+              "schema's longest object, so a reply always completes"] if structured else []
+    if judge and max_tokens < JUDGE_MIN_TOKENS:
+        raised.append(f"to {JUDGE_MIN_TOKENS} for the judge: its decision or summary in full")
+    return f"max_tokens {max_tokens} is raised {'; and '.join(raised)}" if raised else None
 
 
 def _params(own: dict[str, Any], temperature: float, max_tokens: int) -> GenParams:
@@ -132,7 +151,8 @@ async def judge(router: Router, panel: Panel, question: str, kind: Kind, answers
     judge_agent = Agent("judge", panel.judge, {}, False, panel.judge_source)
     replies = [(a.agent, a.text) for a in answers]
     messages = [{"role": "user", "content": judge_prompt(question, kind, replies)}]
-    reply = await ask(router, judge_agent, messages, kind, temperature=0.0, max_tokens=max(max_tokens, 160))
+    reply = await ask(router, judge_agent, messages, kind, temperature=0.0,
+                      max_tokens=max(max_tokens, JUDGE_MIN_TOKENS))
     if reply.error is None:
         reply.answer, reply.confidence = parse_reply(reply.text, kind)
     return reply
