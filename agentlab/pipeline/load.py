@@ -66,10 +66,13 @@ def load_pipeline(path: str | Path | None, models: ModelsConfig, overrides: Iter
     return load_config(path, pipeline_checked(models.models), overrides, schema="pipeline")
 
 
+STAGE_USAGE = "use --stage NAME=MODEL or --stage NAME=M1,M2,M3:vote (concat, vote, synthesis:AGGREGATOR)"
+
+
 def parse_stage(spec: str) -> dict[str, Any]:
     """``NAME=MODEL`` (single) or ``NAME=M1,M2,M3:AGG[:AGGREGATOR]`` (multi) as a stage dict."""
     name, sep, rest = spec.partition("=")
-    usage = "use --stage NAME=MODEL or --stage NAME=M1,M2,M3:vote (concat, vote, synthesis:AGGREGATOR)"
+    usage = STAGE_USAGE
     if not sep or not name.strip() or not rest.strip():
         raise UsageError(f"--stage {spec}: expected NAME=MODEL or NAME=M1,M2:AGGREGATION", hint=usage)
     parts = [p.strip() for p in rest.split(":")]
@@ -111,7 +114,10 @@ def add_stages(pipeline: PipelineConfig, specs: Iterable[str], models: ModelsCon
             type(pipeline).model_validate(data)
         except ValidationError as exc:
             message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-            raise UsageError(f"--stage {spec}: {message}") from None
+            hint = ("give each stage its own NAME (the pipeline file's stages included)" if "stage name" in message
+                    else "one model is --stage NAME=MODEL; a multi stage names two or more: --stage NAME=M1,M2:vote"
+                    if "models" in message else STAGE_USAGE)
+            raise UsageError(f"--stage {spec}: {message}", hint=hint) from None
     return type(pipeline).model_validate(data)
 
 

@@ -8,7 +8,10 @@ Run folder (``runs/pipeline/<timestamp>-<name>/``)::
     session.json                input, parent_run_id, from_stage: what `history` lists even for a failed run
     steps/01-<stage>.json       input, messages sent, each model's answer with tokens and seconds, aggregation, output
     events.jsonl                one llm_call event per model call (the router's) and one stage event per stage
-    final.txt, results.json     the final answer; the machine-readable summary
+    final.txt, results.json     the final answer; the machine-readable summary (a failed session: final null and
+                                failed_stage)
+    report.md                   the stages and the final answer (a failed session: the failed stage, its error and
+                                the `rerun --from` line)
 
 Every local model the pipeline calls is checked against the memory budget before the first one loads: the
 process-wide model cache keeps them all loaded at once. The check comes after the configs, input.txt and
@@ -153,6 +156,15 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
                     step = await _run_stage(server, stage, text_in, input_text, outputs, task)
                 except StageFailed as exc:
                     _record_failure(run_dir, stage.name, index, positions[stage.name], exc)
+                    # the finished stages, the failed one and the `rerun --from` line, as every run folder's summary
+                    failed = PipelineResult(run_dir.path.name, parent_run_id, input_text, "", steps,
+                                            _loaded(estimates), time.perf_counter() - start, run_dir.path,
+                                            from_stage, pipeline_cfg.name).summary()
+                    failed.update(final=None, failed_stage={"name": stage.name, "index": index,
+                                                            "position": positions[stage.name], "error": exc.message,
+                                                            "next_step": exc.hint})
+                    run_dir.save_results(failed)
+                    run_dir.save_report(report_markdown(failed))
                     raise
                 step["index"] = index
             step["step_file"] = f"steps/{index:02d}-{stage.name}.json"
@@ -164,10 +176,8 @@ async def run_async(models_cfg: ModelsConfig, pipeline_cfg: PipelineConfig, run_
             steps.append(step)
     finally:
         await server.aclose()
-    loaded = [{"name": e.name, "backend": e.backend, "path": str(e.path), "estimate_bytes": e.total_bytes,
-               "estimate": e.describe()} for e in estimates]
     final = outputs[pipeline_cfg.final_stage] if pipeline_cfg.final_stage else steps[-1]["output"]
-    result = PipelineResult(run_dir.path.name, parent_run_id, input_text, final, steps, loaded,
+    result = PipelineResult(run_dir.path.name, parent_run_id, input_text, final, steps, _loaded(estimates),
                             time.perf_counter() - start, run_dir.path, from_stage, pipeline_cfg.name,
                             {"gguf_loads": _load_count() - loads_before})
     run_dir.write_text("final.txt", result.final.rstrip("\n") + "\n")
@@ -184,12 +194,23 @@ def run_session(loaded: Loaded, run_dir: RunDir, *, input_text: str, reuse: dict
                reuse=reuse, parent_run_id=parent_run_id)
 
 
+def _loaded(estimates: list[Any]) -> list[dict[str, Any]]:
+    """results.json's ``models_loaded``: each local model checked against the memory budget, with its estimate."""
+    return [{"name": e.name, "backend": e.backend, "path": str(e.path), "estimate_bytes": e.total_bytes,
+             "estimate": e.describe()} for e in estimates]
+
+
 def report_markdown(summary: dict[str, Any]) -> str:
-    """report.md of a session: where it came from, one row per stage, the final answer."""
+    """report.md of a session: where it came from, one row per stage, the final answer (a failed session: the
+    stage no model served, its error and the `rerun --from` line that continues it)."""
     lines = [f"# pipeline `{summary['pipeline']}`: session {summary['run_id']}", ""]
     if summary.get("parent_run_id"):
         lines += [f"Re-run of `{summary['parent_run_id']}` from stage `{summary.get('from_stage')}`; earlier stages "
                   "reused its outputs.", ""]
+    failed = summary.get("failed_stage")
+    if failed:
+        lines += [f"**Failed at stage `{failed['name']}`** (step {failed['index']}): {failed['error']}", "",
+                  f"Next step: {failed['next_step']}.", ""]
     lines += ["## Input", "", "```text", summary["input"].rstrip("\n"), "```", "",
               "## Stages", "", "| # | stage | type | models | tokens in/out | seconds | step file |",
               "|---|---|---|---|---|---|---|"]
@@ -199,7 +220,10 @@ def report_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {st['index']} | {st['name']} | {kind} | {', '.join(st['models'])} | "
                      f"{st['prompt_tokens']}/{st['completion_tokens']} | {seconds} | [{st['step_file']}]"
                      f"({st['step_file']}) |")
-    lines += ["", "## Final answer", "", "```text", summary["final"].rstrip("\n"), "```", ""]
+    if failed:
+        lines += ["", f"No final answer: the session stopped at stage `{failed['name']}`.", ""]
+    else:
+        lines += ["", "## Final answer", "", "```text", summary["final"].rstrip("\n"), "```", ""]
     return "\n".join(lines)
 
 

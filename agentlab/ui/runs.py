@@ -205,6 +205,9 @@ def _evolve(r: dict[str, Any]) -> str:
 
 
 def _pipeline(r: dict[str, Any]) -> str:
+    failed = r.get("failed_stage")
+    if r["final"] is None and isinstance(failed, dict):  # a session that stopped at a stage no model served
+        return f"failed at stage {failed.get('name')}"
     final = " ".join(str(r["final"]).split())
     return f"final: {final[:60]}{'…' if len(final) > 60 else ''}"
 

@@ -202,12 +202,17 @@ def test_set_override_error_names_the_override(in_tmp: Path, capsys: pytest.Capt
     ("x=a,b:mean", "--stage x=a,b:mean: unknown aggregation 'mean' (one of concat, vote, synthesis)"),
     ("=a", "expected NAME=MODEL"),
     ("s=a", "duplicate stage name 's'"),
+    ("x=a:vote", "a multi stage needs at least 2 models"),
 ])
 def test_bad_adhoc_stage_exits_2(in_tmp: Path, capsys: pytest.CaptureFixture, spec: str, message: str) -> None:
+    """Every refusal has a hint (a duplicate name and a one-model multi stage had none)."""
     models = write_models(in_tmp, ["a", "b"])
     pipeline = write(in_tmp, "    - {name: s, model: a}\n")
     code, err = run_cli(models, pipeline, capsys, "--stage", spec)
     assert code == 2 and message in err
+    assert "hint:" in err, err
+    if spec == "s=a":
+        assert "give each stage its own NAME (the pipeline file's stages included)" in " ".join(err.split())
 
 
 def test_missing_models_file_and_no_input(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

@@ -261,6 +261,15 @@ def test_a_stage_no_model_serves_stops_the_run_and_keeps_the_steps_before_it(in_
     session = json.loads((in_tmp / "r" / "session.json").read_text())
     assert session["failed_stage"]["name"] == "b" and [a["outcome"] for a in session["failed_stage"]["serving"]] == [
         "connection", "unavailable"]
+    # the folder's summary, as every run folder has one (it had neither report.md nor results.json)
+    results = json.loads((in_tmp / "r" / "results.json").read_text())
+    assert results["final"] is None and [s["name"] for s in results["stages"]] == ["a"]
+    assert results["failed_stage"] == {"name": "b", "index": 2, "position": 1, "error": caught.value.message,
+                                       "next_step": caught.value.hint}
+    report = (in_tmp / "r" / "report.md").read_text()
+    assert f"**Failed at stage `b`** (step 2): {caught.value.message}" in report
+    assert f"Next step: {caught.value.hint}." in report and "--from b`" in report
+    assert "| 1 | a | single |" in report and "No final answer: the session stopped at stage `b`." in report
 
 
 def test_cli_stops_at_the_unservable_stage_and_a_rerun_from_it_works(

@@ -302,3 +302,12 @@ def test_evolve_progress_counts_what_the_cli_counts_and_names_the_task_score(roo
         assert views._evolve_total(other.model_dump(mode="json")) == total_trials(other)
     accuracy = {**data, "task": {**data["task"], "score": "accuracy"}}
     assert views._evolve_progress(path, accuracy)[1] == "generation 0; best task accuracy so far -4.199 (a)"
+
+
+def test_a_failed_pipeline_session_says_where_it_stopped() -> None:
+    """A failed session's results.json has final: null; the runs table said "final: None"."""
+    from agentlab.ui.runs import key_result
+
+    failed = {"final": None, "failed_stage": {"name": "second", "index": 2, "position": 2, "error": "x"}}
+    assert key_result("pipeline", failed) == "failed at stage second"
+    assert key_result("pipeline", {"final": "Paris is  the capital"}) == "final: Paris is the capital"
