@@ -271,12 +271,15 @@ def _measure_hf(model: Any, tokenizer: Any, inputs: Inputs, work: Path,
     # the memory the model needs: its weights, resident before the block (their saved size), and what evaluating
     # it added (RSS growth alone read ~0 after a recovery training whose memory the allocator kept)
     return {"backend": "transformers", "perplexity": ppl.ppl, "accuracy": accuracy,
-            "prefill_tps": latency.prefill_tps, "decode_tps": latency.decode_tps, "size_mb": size / 2**20,
-            "memory_mb": (size + memory.delta) / 2**20, "rss_growth_mb": memory.delta / 2**20, **gpu.to_dict()}
+            "prefill_tps": latency.prefill_tps, "decode_tps": latency.decode_tps, "threads": latency.threads,
+            "size_mb": size / 2**20, "memory_mb": (size + memory.delta) / 2**20,
+            "rss_growth_mb": memory.delta / 2**20, **gpu.to_dict()}
 
 
 def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: Path, steps: dict[str, Any],
                   tick: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
+    import torch
+
     m = inputs.measure
     path = make_gguf(model, tokenizer, kind, work)
     steps["quantize"] = {"method": "gguf", "type": kind, "file": str(path), "tensor_types": gguf_tensor_types(path)}
@@ -287,10 +290,12 @@ def _measure_gguf(model: Any, tokenizer: Any, kind: str, inputs: Inputs, work: P
             accuracy = accuracy_harness(llama_lm(path), inputs.harness)
         else:
             accuracy = accuracy_gguf(path, inputs.questions)
+    # on transformers' threads (torch's count), not llama.cpp's default of half the cores: the speedup compares
+    # the backends, not the threads they were given
     latency = latency_gguf(path, prompt_tokens=m.prompt_tokens, new_tokens=m.new_tokens, repeats=m.repeats,
-                           text=inputs.eval_text)
+                           text=inputs.eval_text, n_threads=torch.get_num_threads())
     return {"backend": "llama.cpp", "perplexity": ppl.ppl, "accuracy": accuracy, "prefill_tps": latency.prefill_tps,
-            "decode_tps": latency.decode_tps, "size_mb": Path(path).stat().st_size / 2**20,
+            "decode_tps": latency.decode_tps, "threads": latency.threads, "size_mb": Path(path).stat().st_size / 2**20,
             # llama.cpp maps the file inside the block: the growth holds the weights' pages as they are read
             "memory_mb": memory.delta / 2**20, "rss_growth_mb": memory.delta / 2**20, **gpu.to_dict()}
 

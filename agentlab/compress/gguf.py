@@ -57,8 +57,9 @@ def open_gguf(path: str | Path, *, n_ctx: int, logits_all: bool = False, n_threa
     if not path.is_file():
         raise InputError(f"GGUF file not found: {path}", hint="check the path, or export one with quantize_hf_to_gguf")
     try:
+        # n_threads_batch (prefill) follows n_threads: llama-cpp-python's own default is every logical core
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_threads=n_threads,
-                              n_gpu_layers=0, logits_all=logits_all, verbose=False)
+                              n_threads_batch=n_threads, n_gpu_layers=0, logits_all=logits_all, verbose=False)
     except Exception as exc:  # llama-cpp-python raises ValueError / RuntimeError with llama.cpp's reason on stderr
         raise AgentlabError(f"llama.cpp could not load {path}: {one_line(exc)}",
                             hint="load it with llama_cpp.Llama(path, verbose=True) to see llama.cpp's log") from exc

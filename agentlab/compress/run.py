@@ -31,7 +31,6 @@ from agentlab.compress.scoring import (
     choose_best,
     derive,
     feasible_front,
-    front,
     improves_on_base,
     objective_values,
 )
@@ -279,8 +278,12 @@ def _digest(text: str) -> str:
 def measure_context(inputs: Inputs) -> dict[str, Any]:
     """What besides the model and the experiment decides the numbers: part of the workspace key, so a record is
     only reused for the same measurement set-up."""
-    # metrics 2: memory_mb is the weights plus the evaluation's RSS growth (1: the growth alone)
-    return {"metrics": 2, "measure": inputs.measure.model_dump(), "device": inputs.device, "seed": inputs.seed,
+    # metrics 3: a GGUF's latency on torch's threads (2: on llama.cpp's default, half the cores; memory_mb the
+    # weights plus the evaluation's RSS growth, 1: the growth alone)
+    import torch
+
+    return {"metrics": 3, "measure": inputs.measure.model_dump(), "device": inputs.device, "seed": inputs.seed,
+            "threads": torch.get_num_threads(),
             "eval": _digest(inputs.eval_text), "calib": _digest(inputs.calib_text),
             "task": _digest(json.dumps([[q.question, q.answer] for q in inputs.questions]
                                        if inputs.harness is None else inputs.harness))}
@@ -527,10 +530,10 @@ class Search:
                 f"exceed the budget of {budget:.3g} kg")
 
     def _keep_front(self) -> None:
-        """The front's compressed models stay in the workspace's checkpoints/ (within ``checkpoints_mb``); the
-        others of this run go."""
+        """The compressed models of the front the recommendation is chosen from (``feasible_front``) stay in the
+        workspace's checkpoints/ (within ``checkpoints_mb``); the others of this run go."""
         done = [r for r in self.records[1:] if r.get("state") == "done" and r.get("key")]
-        on = {done[i]["key"] for i in front(self.goal, [r["derived"] for r in done])} if done else set()
+        on = {done[i]["key"] for i in feasible_front(self.goal, done)}
         dropped = self.workspace.keep_checkpoints(on, {r["key"] for r in done}, self.cfg.checkpoints_mb)
         if dropped:
             self.run_dir.event("checkpoints", kept=sorted(on - set(dropped)), dropped=dropped)

@@ -16,7 +16,8 @@ from agentlab.compress.measure import default_eval_text  # noqa: E402
 from agentlab.core.debate.task import as_questions, make_task  # noqa: E402
 
 METRICS = {"backend", "perplexity", "accuracy", "prefill_tps", "decode_tps", "size_mb", "memory_mb", "rss_growth_mb",
-           "params", "nonzero_params", "energy_kwh", "co2e_kg", "energy_mode", "gpu", "gpu_memory_mb", "gpu_power_w"}
+           "params", "nonzero_params", "energy_kwh", "co2e_kg", "energy_mode", "threads", "gpu", "gpu_memory_mb",
+           "gpu_power_w"}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,11 @@ def test_base_and_experiments_are_applied_and_measured(inputs: Inputs, tmp_path:
                           inputs, tmp_path / "gguf")
     assert gguf["metrics"]["backend"] == "llama.cpp" and Path(gguf["steps"]["quantize"]["file"]).is_file()
     assert gguf["metrics"]["gpu"] == "no GPU"
+    # both backends on torch's threads (llama.cpp's default, half the cores, made a 2-core machine's GGUF speedup
+    # one thread's against transformers' two)
+    import torch
+
+    assert gguf["metrics"]["threads"] == m["threads"] == torch.get_num_threads()
     assert gguf["metrics"]["perplexity"] == pytest.approx(m["perplexity"], rel=0.05)
     assert not (tmp_path / "gguf" / "hf").exists()
 

@@ -132,6 +132,10 @@ def test_latency_gguf(tiny_model: dict[str, Path]) -> None:
     lat = latency_gguf(tiny_model["gguf"], prompt_tokens=32, new_tokens=8, repeats=3, warmup=1, n_threads=1)
     check_latency(lat, "llama.cpp", 32, 8, 3)
     assert lat.threads == 1
+    from agentlab.compress.gguf import open_gguf
+
+    with open_gguf(tiny_model["gguf"], n_ctx=64, n_threads=1) as llm:  # the prompt too (llama-cpp-python's own
+        assert llm.context_params.n_threads_batch == 1  # default is every logical core)
 
 
 def test_latency_refuses_counts_that_give_no_rate(hf_model: tuple) -> None:

@@ -112,6 +112,14 @@ def test_base_measurement_key_changes_with_the_model_and_the_settings(tmp_path: 
     assert base_key(Workspace(tmp_path / "ws"), tiny_model["hf"], context=32, stride=16) == key
     assert base_key(ws, tiny_model["hf"], context=48, stride=16) != key
     assert base_key(ws, tiny_model["hf"], context=32, stride=16, dtype="bfloat16") != key
+    import torch
+
+    threads = torch.get_num_threads()  # the latency depends on it: a record measured on other threads is not reused
+    try:
+        torch.set_num_threads(threads + 1)
+        assert base_key(ws, tiny_model["hf"], context=32, stride=16) != key
+    finally:
+        torch.set_num_threads(threads)
     changed = tmp_path / "changed-model"
     shutil.copytree(tiny_model["hf"], changed)
     config = json.loads((changed / "config.json").read_text())

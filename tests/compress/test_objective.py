@@ -292,3 +292,27 @@ def test_a_resume_total_equal_to_the_finished_experiments_is_accepted_and_the_hi
     with pytest.raises(UsageError) as info:
         check_resume(CompressConfig.model_validate({"search": {"max_iterations": 2}}), tmp_path)
     assert "give a total of at least 3" in (info.value.hint or "")
+
+
+def test_the_checkpoints_kept_are_the_feasible_fronts(tmp_path: Path) -> None:
+    """_keep_front kept the unconstrained front's checkpoints: the recommendation (experiment 2, meeting the
+    constraints) lost its model to experiment 3, which broke them, and model_file came back empty."""
+    from types import SimpleNamespace
+
+    from agentlab.compress.run import Search, best_summary
+    from agentlab.compress.workspace import Workspace
+
+    goal = parse_objective("maximize speedup with <2% accuracy loss")
+    records = [{**r, "key": f"k{r['index']}"} for r in (
+        _rec(0, True, 0.0, speedup=1.0, accuracy=0.8), _rec(1, True, 0.0, speedup=1.5, accuracy=0.8),
+        _rec(2, True, 0.0, speedup=2.0, accuracy=0.79), _rec(3, False, 0.5, speedup=4.0, accuracy=0.1))]
+    ws = Workspace(tmp_path)
+    for r in records[1:]:
+        (ws.checkpoint_dir(r["key"]) / "model.pt").parent.mkdir(parents=True)
+        (ws.checkpoint_dir(r["key"]) / "model.pt").write_bytes(b"\0")
+    events: list[tuple[str, dict]] = []
+    search = SimpleNamespace(records=records, goal=goal, workspace=ws, cfg=SimpleNamespace(checkpoints_mb=100),
+                             run_dir=SimpleNamespace(event=lambda kind, **kw: events.append((kind, kw))))
+    Search._keep_front(search)  # type: ignore[arg-type]
+    assert best_summary(goal, records)["index"] == 2
+    assert set(ws.checkpoints_mb()) == {"k2"} and events[0][1]["dropped"] == ["k1", "k3"]
