@@ -8,8 +8,9 @@ change, run by the command objective in a fresh workspace of the current best ve
   space's params on the new version, then the agent plans again (a param trial or a change). Every proposal is
   stamped with the code it runs on (``plan.extra.code``) and its ``variant`` (the chain's change keys), so a trial
   is identified by its params and its code.
-- A change is kept when the loop's evaluator accepts it (better than the best by more than ``search.min_delta``):
-  it is the best trial, and the next trials run on its chain. Anything else is recorded and dropped.
+- A change is kept when the loop's evaluator accepts it (better than the best value seen by more than
+  ``search.min_delta``; inside that band, a smaller model or the evaluator route's yes): it is the best trial (the
+  incumbent, ``records.best_of``), and the next trials run on its chain. Anything else is recorded and dropped.
 """
 
 from __future__ import annotations

@@ -338,7 +338,8 @@ class NASConfig(StrictModel):
         refused, naming it,
         instead of being silently ignored. Set means: not its default, or searched. Checked on the trials' configs
         too (``apply_changes``), which keep the search and so pass alike; not on a finished trial's saved config
-        (``context={"saved": True}``: a run made before this check still predicts).
+        (``context={"saved": True}``: a run made before this check still predicts), nor on a naive reference
+        forecast's (``apply_changes(trial=False)``: no trial of the search, it keeps the Informer's keys unread).
         With an objective the forecaster's sections are not read at all: setting one (``--data FILE``) is refused."""
         if self.objective is not None and not (info.context and info.context.get("saved")):
             for name, section in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
@@ -501,11 +502,13 @@ def space_values(config: NASConfig) -> dict[str, Any]:
     return {key: get_dotted(config, key) for key in keys}
 
 
-def apply_changes(config: NASConfig, changes: dict[str, Any]) -> NASConfig:
+def apply_changes(config: NASConfig, changes: dict[str, Any], *, trial: bool = True) -> NASConfig:
     """A new config with dotted-key changes applied, validated by pydantic (raises ValidationError).
 
     The trial's family (``model.family``, changed or not) first gets its ``train.per_family`` settings; the changes
-    come after them, so a searched key keeps the search's value."""
+    come after them, so a searched key keeps the search's value. ``trial=False``: a config that is no trial of the
+    search (a naive reference forecast, ``nas.run.naive_references``), so the search-wide checks (a searched or set
+    key no trial reads) are not made: the fields' own rules still are."""
     data = config.model_dump(mode="json")
     family = changes.get("model.family", data["model"]["family"])
     data["train"].update(data["train"]["per_family"].get(family, {}))
@@ -515,7 +518,7 @@ def apply_changes(config: NASConfig, changes: dict[str, Any]) -> NASConfig:
         for part in parents:
             node = node[part]
         node[last] = value
-    return NASConfig.model_validate(data)
+    return NASConfig.model_validate(data, context=None if trial else {"saved": True})
 
 
 def check_warm_start(cfg: NASConfig, space: Any) -> None:

@@ -328,6 +328,7 @@ class EnsembleBuilder:
             "test_mse": scores["test"][0], "test_mae": scores["test"][1],
             "best_single": {"run_id": best.name, "val_mse": float(gram[0, 0])},
             "rounds": self.rounds, "pool": len(pool), "skipped": len(others), "targets": lead,
+            "naive": [f for f in NAIVE_FAMILIES if any(m.family == f for m in pool)],  # the naive forecasts in it
             "selection": selection,
             "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE, "
                     + (f"kept only when it beats the best naive forecast on {WIN_SHARE:.0%} of {self.origins} rolling "

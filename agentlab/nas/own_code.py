@@ -17,10 +17,16 @@ from agentlab.core.errors import ConfigError, UsageError, missing_package
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.runs import RunDir, read_events
 from agentlab.core.search.agent import agent_story, agent_summary
-from agentlab.core.search.kinds import DEFAULT_SAMPLER
 from agentlab.core.search.planners import diff
-from agentlab.core.search.records import TrialRecord, planner_label, reason_line, run_id, state_counts
-from agentlab.core.search.session import dry_run_planner, llm_source, require_planner_model
+from agentlab.core.search.records import (
+    TrialRecord,
+    planner_label,
+    planner_name,
+    reason_line,
+    run_id,
+    state_counts,
+)
+from agentlab.core.search.session import llm_source, require_planner_model
 from agentlab.core.search.space import SearchSpace, lookup
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.code_agent import change_of
@@ -29,7 +35,7 @@ from agentlab.nas.command import CommandObjective, better, check_option_values, 
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.config_file import ConfigFile
 from agentlab.nas.hydra import check_group_choices
-from agentlab.nas.report import llm_section, one_line, plot_importances, ran_line, short
+from agentlab.nas.report import SAMPLER, llm_section, one_line, plot_importances, ran_line, short
 from agentlab.nas.script import resolved
 from agentlab.nas.workspace import Workspaces
 
@@ -203,11 +209,10 @@ def objective_line(cfg: NASConfig) -> str:
             + (f", {objective.timeout_s:g} s per trial at most" if objective.timeout_s else ""))
 
 
-def dry_run_command(cfg: NASConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
+def dry_run_command(cfg: NASConfig, planner: str, planner_line: str) -> dict[str, Any]:
+    """A command objective's dry run; ``planner`` and its line as the run would say them (``session.dry_run_line``:
+    auto as the run decides it, up to its probe)."""
     objective = objective_of(cfg)
-    planner, planner_line = cfg.search.planner, None
-    if planner == "auto":  # as the run decides it, up to its probe (it said "llm" where the run then used tpe)
-        planner, planner_line = dry_run_planner(llm, DEFAULT_SAMPLER["nas"])
     base = command_space(cfg).base  # trial 0: the params, the config file's values, the script's own defaults
     shown = ", ".join(f"{key}={_short(base.get(key))}" for key in cfg.search.space)
     return {"config": "ok", "objective": objective.model_dump(mode="json"), "planner": planner,
@@ -216,14 +221,14 @@ def dry_run_command(cfg: NASConfig, llm: LLMConfig | None = None) -> dict[str, A
             "max_iterations": cfg.search.max_iterations,
             # the objective's line is the CLI's first line already (as the data line is for the forecaster)
             "message": f"config ok; search space: {', '.join(cfg.search.space)}; planner {planner}\n"
-                       + (f"{planner_line}\n" if planner_line else "")
+                       + f"{planner_line}\n"
                        + f"trial 0 (the base): {shown}\ndry run: nothing run, no run folder written"}
 
 
 def who(record: TrialRecord) -> str:
     """Who chose the trial, as the console says it (``planner_label``)."""
     return planner_label({"planner": record.planner, "origin": record.origin, "warmup": record.warmup,
-                          "choice": record.choice})
+                          "choice": record.choice}, SAMPLER)
 
 
 def _changes(record: TrialRecord, params: dict[str, Any]) -> str:
@@ -338,7 +343,7 @@ def summarise_command(cfg: NASConfig, outcome: SearchOutcome, planner_line: str,
 def command_summary_lines(results: dict[str, Any]) -> list[str]:
     """The console summary of a command objective's search."""
     metric, best, base = results["metric"], results["best"], results["base"]
-    lines = [f"best trial {best['run_id']}: {metric} {_short(best[metric])} ({planner_label(best)})"]
+    lines = [f"best trial {best['run_id']}: {metric} {_short(best[metric])} ({planner_label(best, SAMPLER)})"]
     gain = results["gain"].get(metric)
     if base is not None and base["run_id"] == best["run_id"]:
         lines.append("no trial beat the base params")
@@ -418,7 +423,7 @@ def render_command_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[
         decision = " ".join(decision.split()).replace("|", "/")
         reported = ", ".join(f"{k} {_short(v)}" for k, v in _other_metrics(r, metric).items()) or "-"
         value = "-" if r.value is None else _short(r.value)  # a failed trial has none
-        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {value} | {reported} | "
+        lines.append(f"| {r.run_id} | {planner_name(r, SAMPLER)} | {changes} | {value} | {reported} | "
                      f"{_short(r.metrics.get('seconds', r.seconds))} | {r.state} | {decision} |")
     lines += llm_section(outcome.records, results.get("llm_contribution"), metric)
     lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])

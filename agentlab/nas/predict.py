@@ -502,29 +502,55 @@ def write_forecast(result: dict[str, Any], out: Path) -> Path:
     return plot
 
 
+MAX_PANELS = 16  # the forecast plot's panels: every channel up to this many, else the last this many
+
+
+def plotted(columns: list[str]) -> tuple[list[int], str]:
+    """The channels the forecast plot shows (indices of ``columns``) and the plot's title: every channel (ETTh1's
+    7 too: it showed the last 4 only, silently), else the last ``MAX_PANELS`` (the target last), which the title
+    says."""
+    shown = list(range(len(columns)))[-MAX_PANELS:]
+    if len(shown) == len(columns):
+        return shown, f"forecast of {len(columns)} channel{'' if len(columns) == 1 else 's'}"
+    return shown, (f"the last {len(shown)} of {len(columns)} channels ({columns[shown[0]]} to {columns[-1]}); "
+                   "the CSV holds every one")
+
+
 def plot_forecast(result: dict[str, Any]) -> bytes:
-    """History tail and forecast of each channel (at most 4 panels: the last channels, the target last), PNG."""
+    """``forecast_figure`` as PNG."""
+    buffer = io.BytesIO()
+    forecast_figure(result).savefig(buffer, format="png", metadata={"Software": PLOT_TAG})
+    return buffer.getvalue()
+
+
+def forecast_figure(result: dict[str, Any]) -> Any:
+    """History tail and forecast of each channel, one small panel each (``plotted``: at most ``MAX_PANELS``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    shown = list(range(len(result["columns"])))[-4:]
-    fig = Figure(figsize=(7, 2.2 * len(shown)), dpi=100)
+    shown, title = plotted([str(c) for c in result["columns"]])
+    cols = 1 if len(shown) <= 4 else 2
+    rows = math.ceil(len(shown) / cols)
+    fig = Figure(figsize=(7 * cols, 2.2 * rows + 0.4), dpi=100)
     FigureCanvasAgg(fig)
     hist_x = result["history_dates"].astype("datetime64[s]").astype(object)
     fut_x = result["dates"].astype("datetime64[s]").astype(object)
     for i, c in enumerate(shown):
-        ax = fig.add_subplot(len(shown), 1, i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         ax.plot(hist_x, result["history"][:, c], color="0.3", lw=1, label="history")
         ax.plot(fut_x, result["values"][:, c], color="C1", lw=1.5, label=f"forecast ({result['run_id']})")
         ax.set_ylabel(str(result["columns"][c]))
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.autofmt_xdate()
+    for ax in fig.axes[-cols:]:  # the bottom panel of each column keeps its dates (an odd count: one row higher)
+        ax.tick_params(axis="x", labelbottom=True)
+        for tick in ax.get_xticklabels():
+            tick.set(rotation=30, ha="right")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": PLOT_TAG})
-    return buffer.getvalue()
+    return fig
 
 
 def backtest_lines(bt: dict[str, Any]) -> list[str]:

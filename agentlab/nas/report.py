@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.runs import atomic_write_bytes, read_events, save_figure
 from agentlab.core.search.agent import agent_story, agent_summary
-from agentlab.core.search.records import TrialRecord, planner_label
+from agentlab.core.search.kinds import DEFAULT_SAMPLER
+from agentlab.core.search.records import TrialRecord, planner_label, planner_name
 from agentlab.core.search.share import contribution_lines
+from agentlab.nas.config import NAIVE_FAMILIES
 from agentlab.nas.ensemble import kept_naive
 from agentlab.nas.literature import render
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from agentlab.nas.config import NASConfig
 
 log = logging.getLogger(__name__)
+SAMPLER = DEFAULT_SAMPLER["nas"]  # the LLM chooser's sampler: its warm-up trials are credited to it
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -67,7 +70,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines = [f"best trial {best['run_id']}: val MSE {short(best['val_mse'], 4)}, test MSE "
              f"{short(best['test_mse'], 4)}, test MAE {short(best['test_mae'], 4)} ({STANDARDISED}), "
              f"{best['n_params']:,} params "
-             f"({planner_label(best)}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
+             f"({planner_label(best, SAMPLER)}); {best.get('family', 'informer')}, lookback {best.get('seq_len')}"]
     ensemble = results.get("ensemble")
     if ensemble:
         lines.append(ensemble_line(ensemble, best, results.get("final_model", "ensemble") == "ensemble"))
@@ -333,11 +336,23 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
         changes = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r.changes.items()) or "-"
         decision = ("accepted" if r.accepted else "rejected" if r.accepted is False else "") + (
             f": {r.reason}" if r.reason else "")
-        lines.append(f"| {r.run_id} | {r.planner} | {changes} | {_fmt(r.value)} | {_fmt(r.metrics.get('test_mse'))} "
-                     f"| {_fmt(r.metrics.get('n_params'))} | {r.state} | {decision} |")
+        lines.append(f"| {r.run_id} | {planner_name(r, SAMPLER)} | {changes} | {_fmt(r.value)} | "
+                     f"{_fmt(r.metrics.get('test_mse'))} | {_fmt(r.metrics.get('n_params'))} | {r.state} | "
+                     f"{decision} |")
     lines += llm_section(outcome.records, results.get("llm_contribution"))
     lines += agent_story(results.get("agent"), list(read_events(run_path)) if results.get("agent") else [])
     return "\n".join(lines) + "\n"
+
+
+def _pool_of(ensemble: dict[str, Any]) -> str:
+    """What the ensemble's pool holds besides the finished trials: the naive forecasts, as many as it has (a run
+    made before ``ensemble.naive`` was recorded: all of them)."""
+    naive = ensemble.get("naive", NAIVE_FAMILIES)
+    if not naive:
+        return "the finished trials only: no naive forecast could be made (the run's log says why)"
+    if len(naive) < len(NAIVE_FAMILIES):
+        return f"the finished trials and the naive forecast {', '.join(naive)}"
+    return "the finished trials and the naive forecasts"
 
 
 def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], final: str) -> list[str]:
@@ -358,7 +373,7 @@ def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], fin
                     f"{_fmt(sel['greedy']['test_mse'])}.")
     lines = [f"## Final model: {final_name(ensemble) if final == 'ensemble' else 'best trial'}", "",
              f"Greedy ensemble selection with replacement (Caruana et al. 2004) on validation MSE over a pool of "
-             f"{ensemble['pool']} forecasts (the finished trials and the naive forecasts), {ensemble['rounds']} "
+             f"{ensemble['pool']} forecasts ({_pool_of(ensemble)}), {ensemble['rounds']} "
              "rounds; the test windows are only scored. "
              + use, "",
              "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",

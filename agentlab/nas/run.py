@@ -16,13 +16,21 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import ValidationError
 
 from agentlab.core.config import Flag, config_where, load_config, override_list
-from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, missing_package
+from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, missing_package, storage_error
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, resume_target, routing_config, run_in_folder, runs_root, shared_settings
+from agentlab.core.runs import (
+    LLM_FILE,
+    RunDir,
+    resume_target,
+    routing_config,
+    run_in_folder,
+    runs_root,
+    shared_settings,
+)
 from agentlab.core.search.evaluator import HybridEvaluator
-from agentlab.core.search.kinds import DEFAULT_SAMPLER, label
+from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS, label
 from agentlab.core.search.loop import Hooks, Objective, Pruned, SearchLoop, StopRules, require_finished_trials
 from agentlab.core.search.planners import (
     Chooser,
@@ -39,7 +47,7 @@ from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dic
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
-    dry_run_planner,
+    dry_run_line,
     llm_source,
     open_planner,
     require_planner_model,
@@ -208,12 +216,13 @@ def _pydantic_message(err: Any) -> str:
 def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
                  chooser: Chooser | None = None, *, prepared: PreparedData | None = None,
                  approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 announce: Callable[[str], None] | None = None, code: CodeSearch | None = None) -> PlannerSpec:
+                 announce: Callable[[str], None] | None = None, code: CodeSearch | None = None,
+                 llm_given: bool = False) -> PlannerSpec:
     """What nas asks of ``core.search.session``: its planner kind, TPE as the classical sampler, the pick memory in
     ``<runs>/nas/llm_picks.json`` (keyed by model). ``chooser``: a scripted chooser in place of the planner model
     (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), the
     ``approver`` of --approve. A command objective's agent works on its project
-    (``nas.own_code_agent``)."""
+    (``nas.own_code_agent``). ``llm_given``: the user named the routing config (``prepare``'s)."""
     kit = None
     kind = cfg.search.planner
     if kind == "agent" and cfg.objective is not None:
@@ -222,7 +231,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
         kit = nas_kit(cfg, prepared, space_families(cfg))
     return PlannerSpec(kind=kind, command="nas", settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
-                       kit=kit, approver=approver, announce=announce)
+                       kit=kit, approver=approver, announce=announce, llm_given=llm_given)
 
 
 def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
@@ -334,10 +343,11 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     planner model, the base config inside the search space, the device, the data (read, split and windowed) and the
     MLflow tracking URI; for a command objective, ``own_code.prepare_command`` (``config_file``: the YAML file,
     whose folder the command runs in).
-    Returns ``run``'s keyword arguments ``llm`` and ``data``. ``scripted``: a scripted chooser stands in for the
-    planner model (no model needed). ``resume``: the run folder a resume continues (its objective.config must be
-    the file the search started from). ``sets``: the ``--set`` strings and options given, which an error about a key
-    names when they set it (else the config file's line: ``config_where``).
+    Returns ``run``'s keyword arguments ``llm``, ``data`` and ``llm_given`` (whether ``llm`` was named, not the
+    default routing or a resumed run's own copy of it: ``PlannerSpec.llm_given``). ``scripted``: a scripted chooser
+    stands in for the planner model (no model needed). ``resume``: the run folder a resume continues (its
+    objective.config must be the file the search started from). ``sets``: the ``--set`` strings and options given,
+    which an error about a key names when they set it (else the config file's line: ``config_where``).
     """
     if resume is not None:
         require_budget(resume, cfg.search.max_iterations, cfg.search.storage, cfg.search.study_name)
@@ -351,6 +361,15 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
                                  where=lambda loc: config_where(given, sets, loc))
     else:
         inputs = _prepare_forecaster(cfg, llm, scripted=scripted, config_file=config_file)
+    inputs["llm_given"] = llm is not None and not (resume is not None and isinstance(llm, (str, Path))
+                                                   and Path(llm) == resume / LLM_FILE)
+    if inputs["llm_given"] and KINDS[cfg.search.planner].family == "sampler" \
+            and not inputs["llm"].has_route("evaluator"):  # it would be read, then used by nothing
+        named = llm_source(llm) or "the routing config"
+        raise UsageError(f"--llm {named}: --planner {cfg.search.planner} uses no model, and {named} defines no "
+                         "'evaluator' route (the judge inside the noise band), the one a sampler's search asks",
+                         hint="leave out --llm, use --planner agent or --planner llm to have its model plan, "
+                         "or give a routing file with an evaluator route")
     if resume is None and cfg.search.storage is not None:  # once cfg is as the run keeps it (objective.cwd, data.freq)
         metric, direction = metric_of(cfg)  # a shared study of another goal or other settings: refused before any
         peek_study(cfg.search.storage, cfg.search.study_name, [direction], [metric],  # run folder exists (the run's
@@ -388,16 +407,17 @@ def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, s
     return {"llm": llm_cfg, "data": prepared}
 
 
-def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
-    """What a run would do, without training or writing anything: data windows, base model, search space."""
+def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None, llm_given: bool = False
+            ) -> dict[str, Any]:
+    """What a run would do, without training or writing anything: data windows, base model, search space, and the
+    planner line the run would say (no request sent: ``session.dry_run_line``)."""
+    planner, planner_line = dry_run_line(planner_spec(cfg, llm, llm_given=llm_given))
     if cfg.objective is not None:
-        return dry_run_command(cfg, llm)
+        return dry_run_command(cfg, planner, planner_line)
     from agentlab.nas.train import describe_model, prepare_data  # lazy: imports torch
 
     prepared = data if data is not None else prepare_data(cfg)
     model, line = describe_model(apply_changes(cfg, {}), prepared)
-    planner, planner_line = (dry_run_planner(llm, DEFAULT_SAMPLER["nas"]) if cfg.search.planner == "auto"
-                             else (cfg.search.planner, None))
     return {
         "config": "ok",
         "data": {"path": str(cfg.data.path) if cfg.data.path else "synthetic", "train": len(prepared.train),
@@ -409,31 +429,32 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> d
         "message": (f"config ok; data: {len(prepared.train)} train / {len(prepared.val)} val / {len(prepared.test)} "
                     f"test windows, {prepared.enc_in} channels ({prepared.split} split)\n"
                     f"base model: {line}; search space: {', '.join(cfg.search.space)}\n"
-                    + (f"{planner_line}\n" if planner_line else "")
+                    + f"{planner_line}\n"
                     + "dry run: nothing trained, no run folder written"),
     }
 
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None,
-        chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-        ) -> dict[str, Any]:
+        chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        llm_given: bool = False) -> dict[str, Any]:
     """Search, write agent_state.json / results.json / report.md, and return the results dict; with ``cfg.mlflow``
     each trial is an MLflow child run of the run's parent run (``agentlab.nas.tracking``).
 
     ``data``: the prepared data from ``prepare`` (read from ``cfg.data`` when not given). ``chooser``: a scripted
     chooser in place of the planner model (``agentlab.testing.choosers``; the planner benchmark's placebo and
-    surrogate); ``approver``: answers --approve's questions (the CLI asks in the terminal).
+    surrogate); ``approver``: answers --approve's questions (the CLI asks in the terminal); ``llm_given``: the user
+    named ``llm`` (``prepare``'s).
     """
     with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
         return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce,
-                       chooser=chooser, approver=approver)
+                       chooser=chooser, approver=approver, llm_given=llm_given)
 
 
 def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, llm: LLMConfig | None, data: Any,
             progress: Progress | None, announce: Callable[[str], None] | None,
-            chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-            ) -> dict[str, Any]:
+            chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+            llm_given: bool = False) -> dict[str, Any]:
     progress = progress or NullProgress()
     announce = announce or log.info
     metric, direction = metric_of(cfg)
@@ -442,7 +463,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     space = search_space(cfg)
     code = code_search(cfg, run_dir)
     with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, approver=approver, announce=announce,
-                        code=code) as session:
+                        code=code, llm_given=llm_given) as session:
         announce(session.line)
         run_dir.event("planner", line=session.line)
         if session.evaluator is not None:
@@ -589,7 +610,11 @@ def _prepared(cfg: NASConfig, data: Any) -> PreparedData:
 def naive_references(cfg: NASConfig, prepared: PreparedData | None, run_path: Path) -> dict[str, Path]:
     """The naive forecasts as the ensemble's reference members (``nas.ensemble``): each naive family's forecasts of
     the validation and test windows in ``<run>/naive/<family>/``, made once per run folder (no weights: seconds); a
-    family the base lookback cannot hold (naive_seasonal with seq_len below the period) is left out."""
+    family the base lookback cannot hold (naive_seasonal with seq_len below the period) is left out. A reference is
+    no trial of the search, so the search's own checks do not apply to it (``apply_changes(trial=False)``: the
+    Informer's keys in the space or the base are not read by a naive forecast, and do not keep it out); one that
+    cannot be made all the same is a warning, once per run folder, and the report names the naive forecasts the
+    pool holds (``ensemble.naive``)."""
     if prepared is None:
         return {}
     from agentlab.nas.train import check_model, prepare_data, train_trial  # lazy: imports torch
@@ -599,10 +624,13 @@ def naive_references(cfg: NASConfig, prepared: PreparedData | None, run_path: Pa
         folder = run_path / REFERENCES / family
         if not (folder / PREDICTIONS).is_file():
             try:
-                naive = apply_changes(cfg, {"model.family": family})
+                naive = apply_changes(cfg, {"model.family": family}, trial=False)
                 data = prepare_data(naive)
+            except ValidationError as exc:
+                _no_reference(run_path, family, "; ".join(_pydantic_message(err) for err in exc.errors()))
+                continue
             except (ValueError, AgentlabError) as exc:
-                log.info("ensemble: no %s reference (%s)", family, exc)
+                _no_reference(run_path, family, str(exc))
                 continue
             if check_model(naive, data) is not None:
                 continue
@@ -612,10 +640,23 @@ def naive_references(cfg: NASConfig, prepared: PreparedData | None, run_path: Pa
                     continue
                 save_predictions(run_path, folder, result.predictions["val"], result.predictions["test"])
             except (OSError, RuntimeError, ValueError) as exc:  # the search goes on; the ensemble without it
-                log.warning("ensemble: no %s reference forecast (%s)", family, exc)
+                if storage_error(exc) is not None:  # a full disk stops the run (kept, resumable), as anywhere
+                    raise
+                _no_reference(run_path, family, str(exc))
                 continue
         out[family] = folder
     return out
+
+
+_WARNED: set[tuple[str, str]] = set()  # (run folder, family): the references already warned about
+
+
+def _no_reference(run_path: Path, family: str, why: str) -> None:
+    """A naive reference that cannot be made: a warning, once per run folder and family (it is tried again after
+    every trial); the ensemble is built without it."""
+    if (str(run_path), family) not in _WARNED:
+        _WARNED.add((str(run_path), family))
+        log.warning("ensemble: no %s reference forecast, the ensemble's pool goes without it (%s)", family, why)
 
 
 def _objective(cfg: NASConfig, prepared: PreparedData | None, run_dir: RunDir, progress: Progress,

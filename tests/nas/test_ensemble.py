@@ -418,3 +418,32 @@ def test_on_a_random_walk_the_final_model_is_the_naive_forecast_or_ties_it(in_tm
     model = load_model(in_tmp / "run")
     assert [m.run_id for m, _ in model.members] == [m["run_id"] for m in ensemble["members"]]
     assert backtest(model, data)["mse"] == pytest.approx(ensemble["test_mse"], rel=2e-3)
+
+
+def test_the_naive_references_are_made_whatever_the_space_and_the_report_names_what_the_pool_holds(
+        in_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An Informer search whose space holds the Informer's own keys (model.d_layers, as configs/nas_etth1.yaml): the
+    naive references are no trials of it, so the space's "only the informer family reads it" check does not keep
+    them out of the pool (it did, at INFO, while the report said they were in)."""
+    data = in_tmp / "walk.csv"
+    write_random_walk(data, seed=3)
+    config = {"data": {"path": str(data), "seq_len": 28, "label_len": 7, "pred_len": 7},
+              "model": {"family": "informer", "period": 7, "d_model": 16, "n_heads": 2, "e_layers": 1, "d_ff": 16},
+              "train": {"epochs": 1, "max_train_batches": 2},
+              "search": {"planner": "random", "pruner": "none", "space": {"model.d_layers": {"low": 1, "high": 2}}}}
+    with caplog.at_level(logging.INFO, logger="agentlab"):
+        results = run_nas_optimization(max_iterations=2, config=config, out=in_tmp / "run")
+    assert "no naive_last reference" not in caplog.text
+    for family in ("naive_last", "naive_seasonal"):
+        assert (in_tmp / "run" / "naive" / family / PREDICTIONS).is_file()
+    ensemble = results["ensemble"]
+    assert ensemble["naive"] == ["naive_last", "naive_seasonal"] and ensemble["pool"] == 4
+    assert "(the finished trials and the naive forecasts)" in (in_tmp / "run" / "report.md").read_text()
+
+
+def test_a_pool_without_naive_forecasts_is_said_so() -> None:
+    from agentlab.nas.report import _pool_of
+
+    assert _pool_of({"naive": []}).startswith("the finished trials only: no naive forecast could be made")
+    assert _pool_of({"naive": ["naive_last"]}) == "the finished trials and the naive forecast naive_last"
+    assert _pool_of({}) == "the finished trials and the naive forecasts"  # a run made before the field

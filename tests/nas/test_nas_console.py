@@ -168,3 +168,77 @@ def test_planner_line_offline_without_any_configured_model(in_tmp: Path, monkeyp
     with choose_planner(cfg, mine) as session:
         line, router = session.line, session._router
     assert line.startswith("planner: tpe (planner model unavailable: OPENROUTER_API_KEY") and router is None
+
+
+def test_a_given_llm_file_is_judged_as_given_whatever_it_holds(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`--llm my-llm.yaml`, a copy of configs/llm.yaml with its keys unset, said "no planner model configured;
+    offline" (its content was compared with the default's): a file the user names is configured, so the line names
+    the keys to set. Without --llm the same file is the default: offline."""
+    (in_tmp / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "llm.yaml", in_tmp / "configs" / "llm.yaml")
+    shutil.copy(REPO / "configs" / "llm.yaml", in_tmp / "my-llm.yaml")
+    for name in ("OPENROUTER_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    data = daily_csv(in_tmp)
+    base = ["nas", "--data", str(data), "--dry-run", *sets(TINY[:-1])]
+    assert main([*base, "--llm", "my-llm.yaml"]) == 0
+    assert "planner: tpe (planner model unavailable: OPENROUTER_API_KEY, OPENAI_API_KEY not set)" in \
+        "".join(capsys.readouterr())
+    assert main(base) == 0
+    assert "planner: tpe (no planner model configured; offline)" in "".join(capsys.readouterr())
+
+
+SCRIPTED = """providers:
+  s: {kind: scripted, replies: ['{"choice": 0}']}
+models:
+  m: {provider: s, model: m}
+routes:
+  default: {primary: [m]}
+"""
+
+
+@pytest.mark.parametrize("planner", ["llm", "agent", "tpe"])
+def test_a_dry_run_says_the_planner_line_of_every_planner(planner: str, in_tmp: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`--dry-run --planner llm` (or agent, or a sampler; or a resumed run's dry run) printed no planner line and
+    --json had "planner_line": null; the docs say a dry run says the run's line without sending a request."""
+    (in_tmp / "llm.yaml").write_text(SCRIPTED + ("  evaluator: {primary: [m]}\n" if planner == "tpe" else ""))
+    data = daily_csv(in_tmp)
+    args = ["nas", "--data", str(data), *sets(TINY[:-1]), "--planner", planner, "--llm", "llm.yaml"]
+    assert main([*args, "--dry-run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    line = {"llm": "planner: llm via route 'planner' (m), choosing among 4 TPE candidates",
+            "agent": "planner: agent via route 'planner' (m), tools over 4 TPE candidates", "tpe": "planner: tpe"}
+    assert report["planner"] == planner and report["planner_line"].startswith(line[planner])
+    if planner == "tpe":  # a resumed run's dry run says it too
+        assert main([*args, "--max-iterations", "1", "--out", "run"]) == 0
+        capsys.readouterr()
+        assert main(["nas", "--resume", "run", "--max-iterations", "2", "--dry-run"]) == 0
+        assert "planner: tpe\n" in "".join(capsys.readouterr())
+
+
+KEYED = """providers:
+  a: {kind: openai, base_url: "http://127.0.0.1:9/v1", api_key_env: AGENTLAB_TEST_KEY_A}
+  b: {kind: openai, base_url: "http://127.0.0.1:9/v1", api_key_env: AGENTLAB_TEST_KEY_B}
+models:
+  m: {provider: a, model: m}
+  n: {provider: b, model: n}
+routes:
+  planner: {primary: [m], fallback: [n]}
+"""
+
+
+@pytest.mark.parametrize("planner", ["llm", "agent"])
+def test_planner_models_without_their_keys_are_one_message_for_both_planners(
+        planner: str, in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The agent said "... need A, B, which is not set", the llm planner listed each model as unreachable."""
+    for name in ("AGENTLAB_TEST_KEY_A", "AGENTLAB_TEST_KEY_B"):
+        monkeypatch.delenv(name, raising=False)
+    (in_tmp / "llm.yaml").write_text(KEYED)
+    assert main(["nas", "--data", str(daily_csv(in_tmp)), *sets(TINY[:-1]), "--planner", planner, "--llm",
+                 "llm.yaml", "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"error: --planner {planner}: the planner route's models need AGENTLAB_TEST_KEY_A, AGENTLAB_TEST_KEY_B, "
+            "which are not set") in err
+    assert "hint: set them (environment or .env), give --llm qwen2.5-coder-0.5b" in err and "--planner tpe" in err

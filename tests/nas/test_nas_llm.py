@@ -110,6 +110,9 @@ def test_the_llm_chooses_among_tpe_candidates_with_its_reasoning(in_tmp: Path, s
     report = (out / "report.md").read_text()
     assert "## LLM contribution" in report and "a wider model should fit the daily cycle" in report
     assert "its pick differed from candidate 0 on 2 (100%)" in report
+    # the trial table credits the sampler's warm-up trials to it, not to the LLM (they read "llm")
+    planners = [row.split(" | ")[1] for row in report.splitlines() if row.startswith("| run_0")]
+    assert planners == ["base", "tpe (warm-up)", "tpe (warm-up)", "llm", "llm"], planners
     assert events(out, "plan")[-1]["origin"] == "picked"
     calls = events(out, "llm_call")  # the planner's calls are recorded in the run like every LLM call
     assert calls and all(c["outcome"] == "ok" and c["route"] == "planner" for c in calls)

@@ -391,7 +391,9 @@ def test_the_console_says_whether_the_llm_was_asked_about_a_trial() -> None:
         return trial_line(TrialRecord(number=3, state="complete", value=0.5, params={"x": 1}, planner="llm",
                                       changes={"x": 1}, **kw), "loss")
 
-    assert line(origin="classical", warmup=True).startswith("run_0003 (llm: sampler warm-up) x=1: loss 0.5")
+    # a warm-up trial the LLM was not asked about is the sampler's (it read "llm: sampler warm-up")
+    assert line(origin="classical", warmup=True).startswith("run_0003 (tpe (warm-up)) x=1: loss 0.5")
+    assert "(llm: picked candidate 1)" in line(origin="picked", choice=1, warmup=True)  # llm_warm_start: asked
     assert "(llm: not asked)" in line(origin="classical")
     assert "(llm: kept candidate 0)" in line(origin="kept", choice=0)
     assert "(llm: picked candidate 2)" in line(origin="picked", choice=2)

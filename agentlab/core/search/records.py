@@ -18,7 +18,8 @@ from typing import Any
 # Two trial user attributes, each one storage write (a commit on SQLite): the plan, set when the trial starts
 # ({planner, changes, reasoning, worker, run_dir; origin, choice, candidates, warmup and notes where the planner gave
 # them}), and the outcome, set when it ends
-# ({metrics, accepted, reason, decided_by, counted}).
+# ({metrics, accepted, reason, decided_by, counted; against and lead where the evaluator judged it against an
+# incumbent: ``evaluator.HybridEvaluator``}).
 A_PLAN, A_OUTCOME = "plan", "outcome"
 
 
@@ -106,6 +107,8 @@ class TrialRecord:
     accepted: bool | None = None
     reason: str = ""
     decided_by: str = ""
+    against: int | None = None  # the incumbent it was judged against: accepted, it takes that trial's place
+    lead: dict[str, Any] = field(default_factory=dict)  # accepted: the best value seen ({run, value}), if not its own
     metrics: dict[str, Any] = field(default_factory=dict)
     worker: str = ""
     run_dir: str = ""  # the run folder of the worker that planned it
@@ -159,6 +162,8 @@ class TrialRecord:
             reason=outcome.get("reason", "" if outcome or trial.state.name != "FAIL" else
                                "interrupted: its worker stopped (no heartbeat); not counted, retried"),
             decided_by=outcome.get("decided_by", ""),
+            against=outcome.get("against"),
+            lead=dict(outcome.get("lead") or {}),
             metrics=outcome.get("metrics", {}),
             worker=plan.get("worker", ""),
             run_dir=plan.get("run_dir", ""),
@@ -177,14 +182,23 @@ class TrialRecord:
 
 def best_of(records: list[TrialRecord], direction: str = "minimize", *, incumbent: bool = True
             ) -> TrialRecord | None:
-    """The accepted finished (and counted) trial with the lowest value (the highest for ``direction="maximize"``);
-    the earliest of equals. ``incumbent=False``: among every finished trial but a diverged one, accepted or not: a
-    counterfactual's best (``records`` without some trials), where a trial turned down because a left-out one was
-    better counts."""
-    accepted = [r for r in records if r.state == "complete" and r.finite and r.counted
-                and (r.accepted if incumbent else not r.metrics.get("diverged"))]
+    """The incumbent: the accepted finished (and counted) trial that no later accepted trial took the place of. An
+    evaluator that judges a trial against the incumbent (``evaluator.HybridEvaluator``) records which one
+    (``against``), and a trial it accepts, a smaller model inside the noise band included, is the new incumbent:
+    the best trial of the report, results.json, ``nas predict`` and ``nas apply``. Without such records (an
+    evaluator that keeps trials on their own merits, compress's and evolve's; a run made before ``against``) no trial
+    takes another's place, and the incumbent is the accepted trial with the lowest value (the highest for
+    ``direction="maximize"``); of several left (workers that judged against the same incumbent at once), the best
+    value, the earliest of equals. ``incumbent=False``: the best value among every finished trial but a diverged
+    one, accepted or not: a counterfactual's best (``records`` without some trials), where a trial turned down
+    because a left-out one was better counts."""
+    done = [r for r in records if r.state == "complete" and r.finite and r.counted
+            and (r.accepted if incumbent else not r.metrics.get("diverged"))]
+    if incumbent:
+        replaced = {r.against for r in done if r.against is not None}
+        done = [r for r in done if r.number not in replaced]
     sign = -1.0 if direction == "maximize" else 1.0
-    return min(accepted, key=lambda r: (sign * r.value, r.number)) if accepted else None  # type: ignore[operator]
+    return min(done, key=lambda r: (sign * r.value, r.number)) if done else None  # type: ignore[operator]
 
 
 def state_counts(records: list[TrialRecord]) -> dict[str, int]:
@@ -238,11 +252,23 @@ def reason_line(reason: str) -> str:
     return head
 
 
-def planner_label(row: dict[str, Any]) -> str:
+def planner_name(row: dict[str, Any] | TrialRecord, sampler: str = "sampler") -> str:
+    """The trial table's planner column (``row``: a trial record or its dict): the planner, and for the LLM
+    chooser's warm-up trials that it was not asked about (candidate 0 of the ``sampler``, drawn at random while the
+    sampler warms up) the sampler's, ``tpe (warm-up)``: the LLM did not choose them (the stored planner stays
+    ``llm``: they are its search's warm-up)."""
+    get = row.get if isinstance(row, dict) else lambda key: getattr(row, key, None)
+    planner = str(get("planner") or "?")
+    if planner == "llm" and get("warmup") and get("origin") == "classical":
+        return f"{sampler} (warm-up)"
+    return planner
+
+
+def planner_label(row: dict[str, Any], sampler: str = "sampler") -> str:
     """Who chose a trial, as the console and the report name it: the planner; for an agent's trial that it did not
     choose itself what ran instead (a default, or the guard's sampler); for the LLM chooser whether the LLM was asked
-    and what it answered (``share``'s origins): ``llm: sampler warm-up``, ``llm: not asked``, ``llm: no answer``,
-    ``llm: kept candidate 0``, ``llm: picked candidate 2``."""
+    and what it answered (``share``'s origins): ``tpe (warm-up)`` (``planner_name``), ``llm: not asked``, ``llm: no
+    answer``, ``llm: kept candidate 0``, ``llm: picked candidate 2``."""
     planner, origin = str(row.get("planner") or "?"), row.get("origin")
     if origin == "default":
         return f"{planner}'s default: the sampler's candidate 0"
@@ -250,8 +276,8 @@ def planner_label(row: dict[str, Any]) -> str:
         return f"{planner}'s guard: the sampler"
     if planner != "llm" or not origin:
         return planner
-    if row.get("warmup"):
-        return "llm: sampler warm-up"
+    if row.get("warmup") and origin == "classical":
+        return planner_name(row, sampler)
     said = {"classical": "not asked", "kept": "kept candidate 0", "own": "its own config",
             "picked": f"picked candidate {row.get('choice')}"}
     return f"llm: {said.get(origin, origin)}"

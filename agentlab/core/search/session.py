@@ -54,6 +54,7 @@ class PlannerSpec:
     kit: AgentKit | None = None
     approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     announce: Callable[[str], None] | None = None  # the console: one line per agent step
+    llm_given: bool = False  # the user named the routing config (--llm): unset keys are a failure, never "offline"
 
     @property
     def sampler(self) -> str:
@@ -172,26 +173,38 @@ def _classical(session: PlannerSession) -> tuple[Planner, str]:
     return OptunaPlanner(kind), f"planner: {kind}"
 
 
+def _llm_line(spec: PlannerSpec) -> str:
+    """The llm planner's line (``_llm``'s, and a dry run's)."""
+    if spec.chooser is not None:
+        return f"planner: llm ({spec.chooser.name}, scripted), {_how(spec)}"
+    return f"planner: llm via route 'planner' ({', '.join(_planner_chain(spec))}), {_how(spec)}"
+
+
 def _llm(session: PlannerSession) -> tuple[Planner, str]:
     """The LLM choosing among the sampler's candidates, on the ``planner`` route (or a scripted chooser)."""
     spec = session.spec
     if spec.chooser is not None:
-        return chooser_planner(spec, spec.chooser), f"planner: llm ({spec.chooser.name}, scripted), {_how(spec)}"
+        return chooser_planner(spec, spec.chooser), _llm_line(spec)
     chain = _planner_chain(spec)
     if not chain:
         raise AgentlabError("planner 'llm' needs a planner model", hint="give --llm FILE with a `planner` route "
                             f"(or models and a default route) or {OFFLINE_LLM}, or use --planner {spec.sampler}")
     planner = chooser_planner(spec, LLMChooser(session.router(), route="planner"))
-    return planner, f"planner: llm via route 'planner' ({', '.join(chain)}), {_how(spec)}"
+    return planner, _llm_line(spec)
 
 
-def check_agent_keys(llm: LLMConfig) -> None:
-    """The agent planner's models need their API keys: every step would fail on authentication, so say it before
-    the search starts (exit 2), not after a slow search of candidate 0s."""
+def check_planner_keys(llm: LLMConfig, kind: str, fallback: str) -> None:
+    """``--planner llm`` / ``agent``: the planner route's models need their API keys, every request would fail on
+    authentication, so say it before the search starts (exit 2), not after a slow search of candidate 0s; one
+    message for both planners (the llm planner's listed each model as unreachable, the agent's said "which is not
+    set" of several)."""
     missing = missing_keys(llm, llm.route("planner").chain())
     if missing is not None:
-        raise UsageError(f"--planner agent: the planner route's models need {missing}, which is not set",
-                         hint=f"set it (environment or .env), or give {OFFLINE_LLM}")
+        several = ", " in missing
+        raise UsageError(f"--planner {kind}: the planner route's models need {missing}, which "
+                         f"{'are' if several else 'is'} not set",
+                         hint=f"set {'them' if several else 'it'} (environment or .env), give {OFFLINE_LLM}, or use "
+                         f"--planner {fallback}")
 
 
 def llm_source(llm: LLMConfig | str | Path | None) -> str | None:
@@ -224,8 +237,7 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
         raise UsageError(f"--planner {kind} needs a planner model, and the routing config has none",
                          hint=f"give --llm FILE with a `planner` route, or {OFFLINE_LLM}, "
                          f"or use --planner {fallback}")
-    if kind == "agent":
-        check_agent_keys(llm)
+    check_planner_keys(llm, kind, fallback)
     where = source or "the routing config (--llm)"
     builtin = builtin_name(source) if source is not None else None
     for name in chain:
@@ -258,7 +270,7 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
         raise AgentlabError("planner 'agent' needs a planner model", hint="give --llm FILE with a `planner` route "
                             f"(or {OFFLINE_LLM}), or use --planner {spec.sampler}")
     assert spec.llm is not None
-    check_agent_keys(spec.llm)
+    check_planner_keys(spec.llm, "agent", spec.sampler)
     model = RouterModel(session.router(), route="planner")
     if settings.approve and spec.approver is None:
         raise AgentlabError("--approve needs a terminal to ask in", hint="run it in a terminal, or answer from "
@@ -266,24 +278,34 @@ def _agent(session: PlannerSession) -> tuple[Planner, str]:
     planner = AgentPlanner(model, settings, spec.run_dir.path / "agent.sqlite", spec.kit or AgentKit("a search"),
                            sampler=spec.sampler, approver=spec.approver if settings.approve else None,
                            on_event=_events(spec))
-    sampler = label(spec.sampler)
+    return planner, _agent_line(spec)
+
+
+def _agent_line(spec: PlannerSpec) -> str:
+    """The agent planner's line (``_agent``'s, and a dry run's)."""
+    settings, sampler = spec.settings.agent, label(spec.sampler)
     patience = settings.guard_patience
-    return planner, (f"planner: agent via route 'planner' ({', '.join(chain)}), tools over {settings.candidates} "
-                     f"{sampler} candidates; guard: "
-                     f"{sampler} after {patience} trial{'' if patience == 1 else 's'} without a new best"
-                     + ("; asks approval before each trial" if settings.approve else ""))
+    return (f"planner: agent via route 'planner' ({', '.join(_planner_chain(spec))}), tools over "
+            f"{settings.candidates} {sampler} candidates; guard: "
+            f"{sampler} after {patience} trial{'' if patience == 1 else 's'} without a new best"
+            + ("; asks approval before each trial" if settings.approve else ""))
 
 
-def _default_routing(llm: LLMConfig) -> bool:
+def _default_routing(llm: LLMConfig, given: bool = False) -> bool:
     """Whether ``llm`` is the routing a user gets without --llm (``configs/llm.yaml`` as found): with none of its
-    keys set, nothing was configured, and the classical sampler is the planner of an offline run, not a failure."""
+    keys set, nothing was configured, and the classical sampler is the planner of an offline run, not a failure.
+    ``given``: the user named it (--llm FILE), which is never the default, whatever the file holds (a copy of
+    ``configs/llm.yaml`` said "offline" before); not given (no --llm, or a resumed run's own copy), the content
+    decides."""
+    if given:
+        return False
     try:
         return DEFAULT_LLM_CONFIG.is_file() and llm == load_llm_config(None)
     except AgentlabError:
         return False
 
 
-def _sampler_reason(llm: LLMConfig | None) -> str | None:
+def _sampler_reason(llm: LLMConfig | None, given: bool = False) -> str | None:
     """Why ``auto`` is the classical sampler without asking the planner model anything (no model configured, or
     its keys unset), or None: the model's answer to the probe decides."""
     chain = llm.route("planner").chain() if llm is not None else []
@@ -291,20 +313,35 @@ def _sampler_reason(llm: LLMConfig | None) -> str | None:
         return OFFLINE
     missing = missing_keys(llm, chain)
     if missing is not None:  # no request goes out without a key: it could only fail with an auth error
-        return OFFLINE if _default_routing(llm) else f"planner model unavailable: {missing} not set"
+        return OFFLINE if _default_routing(llm, given) else f"planner model unavailable: {missing} not set"
     return None
 
 
-def dry_run_planner(llm: LLMConfig | None, sampler: str) -> tuple[str, str]:
+def dry_run_planner(llm: LLMConfig | None, sampler: str, *, given: bool = False) -> tuple[str, str]:
     """What ``search.planner: auto`` would be in a run, and the line saying why, decided as ``_auto`` decides it up
     to its probe, which a dry run does not send: ``sampler`` in the run's own words, else "auto", the model's
-    answer deciding. A dry run used to say "llm" whenever the route listed models, where the run used the sampler."""
-    why = _sampler_reason(llm)
+    answer deciding. A dry run used to say "llm" whenever the route listed models, where the run used the sampler.
+    ``given``: the user named the routing config (``PlannerSpec.llm_given``)."""
+    why = _sampler_reason(llm, given)
     if why is not None:
         return sampler, f"planner: {sampler} ({why})"
     chain = llm.route("planner").chain() if llm is not None else []
     return "auto", (f"planner: auto (llm via route 'planner' ({', '.join(chain)}) if the planner model answers the "
                     f"run's first request, else {sampler})")
+
+
+def dry_run_line(spec: PlannerSpec) -> tuple[str, str]:
+    """What the planner of ``spec`` would be in a run, and its line, without building it or sending a request (a
+    dry run, ``--resume`` with ``--dry-run`` too): a sampler's, the llm planner's and the agent's lines are the run's
+    own; ``auto``'s is ``dry_run_planner``'s."""
+    family = KINDS[spec.kind].family if spec.kind in KINDS else "sampler"
+    if family == "auto" and spec.chooser is None:
+        return dry_run_planner(spec.llm, spec.sampler, given=spec.llm_given)
+    if family in ("auto", "chooser"):
+        return "llm", _llm_line(spec)
+    if family == "agent":
+        return spec.kind, _agent_line(spec)
+    return spec.kind, f"planner: {spec.kind}"
 
 
 def _auto(session: PlannerSession) -> tuple[Planner, str]:
@@ -313,7 +350,7 @@ def _auto(session: PlannerSession) -> tuple[Planner, str]:
     if spec.chooser is not None:
         return _llm(session)
     fallback = OptunaPlanner(spec.sampler)
-    why = _sampler_reason(spec.llm)
+    why = _sampler_reason(spec.llm, spec.llm_given)
     if why is not None:
         return fallback, f"planner: {spec.sampler} ({why})"
     try:
