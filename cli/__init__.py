@@ -192,7 +192,12 @@ def _main(argv: list[str] | None) -> int:
     before = runs.opened_count() if runs is not None else 0
 
     def interrupted() -> str:
-        """What Ctrl-C printed: how to continue, the run folder named when this call opened one."""
+        """What Ctrl-C printed: how to continue, the run folder named when this call opened one. Nothing in the
+        other processes of a ``torchrun`` / ``accelerate launch`` (``RANK`` > 0): the main one says it once."""
+        from agentlab.core.train.dist import is_main, world_size
+
+        if world_size() > 1 and not is_main():
+            return ""
         if advice != RESUME_ADVICE:
             return "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
         from agentlab.core.runs import opened_count, opened_run
@@ -211,8 +216,8 @@ def _main(argv: list[str] | None) -> int:
         # it opens record this command line as theirs (run.json's argv), not whatever process called main.
         with command_line(["agentlab", *given]):  # as typed (a bare --resume without the "" it is read with)
             result = app(args=args, prog_name="agentlab", standalone_mode=False)
-        if result == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM above) into Exit(130) and returns it
-            console.print(interrupted())
+        if result == 130 and (said := interrupted()):  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM
+            console.print(said)  # above) into Exit(130) and returns it
         return result if isinstance(result, int) else 0
     except AgentlabError as exc:
         return fail(exc.message, exc.hint, exc.exit_code)
@@ -224,7 +229,8 @@ def _main(argv: list[str] | None) -> int:
         message, hint = _usage_error(cast(Any, exc))
         return fail(message, hint, exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        console.print(interrupted())
+        if said := interrupted():
+            console.print(said)
         return 130
     except ImportError as exc:
         missing = missing_package(exc)
@@ -243,7 +249,8 @@ def _main(argv: list[str] | None) -> int:
         if caused_by_interrupt(exc):  # raised while a Ctrl-C / SIGTERM was handled: the run was interrupted
             if debug:
                 console.print_exception()
-            console.print(interrupted())
+            if said := interrupted():
+                console.print(said)
             return 130
         full = storage_error(exc)  # a full disk under a library (an SQLite study's commit, safetensors): not a bug
         if full is not None:

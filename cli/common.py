@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichBars
@@ -34,6 +34,25 @@ class ReaderGone(KeyboardInterrupt):
 
 class _Console(Console):
     reader_gone = False  # main() exits 141 then, whatever stopped the run
+    LOG_WIDTH = 160  # a table's room when the output is a file or a pipe (rich's 80 cut its numbers to "0.342-1…")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if kwargs.get("width") is None:
+            self._width = None  # COLUMNS read when printing (``size``), not frozen at import by rich's __init__
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """rich's, but not 80 columns for output that is no terminal (``2> log``, CI) and no COLUMNS: a table
+        printed there keeps every figure whole."""
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is None and not self.is_terminal and not self._environ.get("COLUMNS", "").isdigit():
+            return ConsoleDimensions(max(size.width, self.LOG_WIDTH), size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
     def on_broken_pipe(self) -> None:
         """Whoever read the output went away (``agentlab ... 2>&1 | head -2``): the run stops as on Ctrl-C, recorded
@@ -70,8 +89,8 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override one config value, parsed as YAML: --set key.path=value (repeatable).",
                  show_default=False, metavar="KEY=VALUE"),
 ]
-LLM_HELP = ("LLM routing config (providers, models, routes), or a built-in model's name (qwen2.5-coder-0.5b: every "
-             "route on it). Default: configs/llm.yaml if present")
+LLM_HELP = ("LLM routing config (providers, models, routes), or a built-in model's name (qwen2.5-coder-0.5b: that "
+             "model on the default route, which every route falls back to). Default: configs/llm.yaml if present")
 # no dir_okay=False: a folder named like a built-in model (`models export-hf smollm2-135m --out smollm2-135m`) does
 # not hide the model (core/llm/config.py routing_source); any other folder is refused there, naming it
 LLMOpt = Annotated[Path | None, typer.Option("--llm", help=f"{LLM_HELP}.", show_default=False,

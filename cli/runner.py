@@ -134,7 +134,9 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
     overrides = list(asked.sets or [])
     with ExitStack() as stack:
         if lead is not None:
-            stack.callback(lead.release)
+            stack.callback(lead.release)  # a refusal below lets the other processes go
+        if asked.out is not None and resume_dir is None:  # before anything starts (a demo server, a data read, a
+            check_out_folder(command, asked.out, resumable=spec.resumable)  # dry run's report); checked again later
         if spec.load is not None:
             cfg = spec.load(overrides)
         else:
@@ -149,8 +151,6 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
         if asked.otlp_endpoint is not None:
             _trace(stack, command, asked.otlp_endpoint)
         kwargs = spec.prepare(cfg) if spec.prepare is not None else {}
-        if spec.dry_run is not None and asked.out is not None and resume_dir is None:
-            check_out_folder(command, asked.out, resumable=spec.resumable)  # what the real run would refuse
         report = spec.dry_run(cfg, **kwargs) if spec.dry_run is not None else None
         if report is not None:
             message = report.pop("message", "dry run: nothing written")

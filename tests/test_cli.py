@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +280,54 @@ def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again(tmp_path: Path
                       "except KeyboardInterrupt:\n    print('delivered')\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "delivered" and "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_ctrl_c_is_said_once_by_the_main_process_of_a_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun each process got the SIGINT and printed "interrupted; continue with --resume ...": one line
+    per rank. The others (RANK > 0) now say nothing; the main one says it."""
+    import agentlab.cli as cli
+    from agentlab.cli.common import console
+
+    printed: list[str] = []
+    monkeypatch.setattr(console, "print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+
+    def interrupted(**kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)  # a stray RANK (a scheduler's) outside a launch: said
+    assert main(["train-persona"]) == 130 and "interrupted" in printed[0]
+    printed.clear()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train-persona"]) == 130 and printed == []
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train-persona"]) == 130 and "interrupted" in printed[0]
+
+
+def test_a_table_printed_to_a_file_keeps_its_figures(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`agentlab debate eval ... 2> log`: rich laid tables out in 80 columns when the output was no terminal, and cut
+    every interval to "0.342-1…" and the headers to "accu…"."""
+    from rich.table import Table
+
+    from agentlab.cli.common import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    table = Table()
+    for name in ("method", "correct", "accuracy (90% interval)", "unparseable", "tokens"):
+        table.add_column(name)
+    table.add_row("debate of three adapters, last-round vote, two rounds", "12", "0.342-1.000", "0", "123,456")
+    console.print(table)
+    err = capsys.readouterr().err
+    assert "0.342-1.000" in err and "accuracy (90% interval)" in err and "…" not in err
+    monkeypatch.setenv("COLUMNS", "60")  # a width the user asked for is kept
+    console.print(table)
+    assert "…" in capsys.readouterr().err
+    # read when printing, not frozen when the module is imported (a test that imported it under COLUMNS=80 made
+    # every later one print at 80)
+    code = ("import os; os.environ['COLUMNS'] = '80'; from agentlab.cli.common import console; "
+            "del os.environ['COLUMNS']; print(console.width)")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True).stdout.strip() == str(console.LOG_WIDTH)

@@ -118,7 +118,10 @@ NAS = {"data": {"synthetic_steps": 400, "seq_len": 24, "label_len": 12, "pred_le
 
 @pytest.mark.parametrize("point, name, nth, after, path", [
     ("checkpoint", "best_model.safetensors", 2, False, "best_model.safetensors"),
-    ("study", "predictions.json", 2, True, "study.db"),  # predictions.json: a trial's last file, then the study commit
+    # predictions.json: a trial's last file, then the study commit (the 2nd and 3rd: the naive references', made
+    # after trial 0; a full disk there stops the run too, not a warning and a reference left out)
+    ("study", "predictions.json", 4, True, "study.db"),
+    ("naive", "predictions.json", 2, True, "naive_seasonal"),
     ("state", "agent_state.json", 2, False, "agent_state.json"),
     ("plot", "optimization_history.png", 1, False, "optimization_history.png"),
 ])
@@ -135,7 +138,9 @@ def test_nas_full_disk_stops_with_one_line_and_resume_finishes(point: str, name:
         fill_at(patch, disk, name, nth, after)
         code = main(args)
     disk.free()
-    one_error_line(capsys.readouterr().err, path, "no space left on device (ENOSPC)", "--resume")
+    err = capsys.readouterr().err
+    one_error_line(err, path, "no space left on device (ENOSPC)", "--resume")
+    assert "goes without it" not in err  # a full disk is no reason to leave a naive reference out
     assert code == 1
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "interrupted" and "ENOSPC" in info["error"]

@@ -133,7 +133,7 @@ def test_internal_errors_are_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, ca
     (["nas", "--planner", "llm", "--llm", "empty.yaml"], "--planner llm needs a planner model"),
     (["nas", "--set", "model.n_heads=7"], "model.n_heads: must divide model.d_model"),
     (["nas", "--resume"], "no 'nas' run to resume"),
-    (["nas", "--resume", "nowhere"], "nowhere: not a run folder"),
+    (["nas", "--resume", "nowhere"], "nowhere: no such run folder"),
     (["llm-bench", "-c", "llm.yaml", "-m", "nosuch"], "--model nosuch: bench.models: unknown model(s) nosuch"),
     (["llm-bench", "-c", "llm.yaml", "--route", "nosuch"], "bench.route: unknown route 'nosuch'"),
     (["llm-bench", "-c", "empty.yaml"], "no models configured"),
@@ -182,6 +182,18 @@ def test_out_existing_folder_hints_resume_only_where_it_exists(in_tmp: Path, cap
     (taken / "mine.txt").write_text("keep me")
     (in_tmp / "llm.yaml").write_text("providers:\n  p: {kind: scripted}\nmodels:\n  m: {provider: p, model: m}\n")
     assert main(["nas", "-c", str(tiny_nas(in_tmp)), "--out", str(taken)]) == 2
+    # no run of ours: nothing to resume ("pass --resume taken to continue that run" was offered for any folder)
+    assert "--resume" not in one_error(capsys, "folder exists and is not empty", "choose another --out")
+    run = in_tmp / "a-run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    assert main(["nas", "-c", str(tiny_nas(in_tmp)), "--out", str(run)]) == 2
+    assert "--resume" not in one_error(capsys, "folder exists and is not empty")  # a run of no command
+    (run / "run.json").write_text('{"command": "eval"}')
+    assert main(["nas", "-c", str(tiny_nas(in_tmp)), "--out", str(run)]) == 2
+    assert "--resume" not in one_error(capsys, "folder exists and is not empty")  # another command's run
+    (run / "run.json").write_text('{"command": "nas"}')
+    assert main(["nas", "-c", str(tiny_nas(in_tmp)), "--out", str(run)]) == 2
     assert "--resume" in one_error(capsys, "folder exists and is not empty")
     assert main(["llm-bench", "-c", "llm.yaml", "--out", str(taken)]) == 2
     err = one_error(capsys, "folder exists and is not empty", "or drop --out for a new folder")
@@ -189,6 +201,12 @@ def test_out_existing_folder_hints_resume_only_where_it_exists(in_tmp: Path, cap
     assert main(["pipeline", "run", "--models", "llm.yaml", "--stage", "a=m", "--input", "x", "--out", str(taken)]) == 2
     assert "--resume" not in capsys.readouterr().err
     assert (taken / "mine.txt").read_text() == "keep me" and len(list(taken.iterdir())) == 1
+    # refused before anything starts: the demo's server ("demo: benchmarking ... at") and nas's data read
+    assert main(["llm-bench", "--demo", "--out", str(taken)]) == 2
+    captured = capsys.readouterr()
+    assert "demo:" not in captured.out + captured.err and "folder exists and is not empty" in captured.err
+    assert main(["nas", "--data", "missing.csv", "--out", str(taken)]) == 2
+    one_error(capsys, "folder exists and is not empty")
 
 
 def test_resume_with_config_or_out_is_usage_error(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
@@ -378,3 +396,21 @@ def test_a_reader_that_goes_away_interrupts_the_run_for_resume(in_tmp: Path) -> 
     assert info["status"] == "interrupted"
     assert info["error"] == "interrupted (the output's reader went away: a closed pipe)"
     assert main(["debate", "--resume", "d"]) == 0
+
+
+def test_a_taken_out_under_a_launch_lets_the_other_processes_go(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """The main process of torchrun refused an occupied --run-dir before it could tell the others: they waited in
+    the process group's set-up for 30 minutes (and ignored SIGTERM)."""
+    import agentlab.core.train.dist as dist
+
+    told: list[object] = []
+    monkeypatch.setattr(dist, "share", lambda value=None: told.append(value))
+    monkeypatch.setattr(dist, "leave", lambda: told.append("left"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    (in_tmp / "taken").mkdir()
+    (in_tmp / "taken" / "mine.txt").write_text("keep me")
+    assert main(["train-persona", "--run-dir", "taken"]) == 2
+    one_error(capsys, "--run-dir taken: folder exists and is not empty")
+    assert told == [None, "left"]  # the others are told there is no run, and go

@@ -90,7 +90,11 @@ def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{flag} {path}: is a file, not a folder", hint=f"choose a folder path for {flag}")
     if path.is_dir() and any(path.iterdir()):
-        hint = (f"pass --resume {shell_word(path)} to continue that run, or choose another {flag}" if resumable else
+        try:  # a run of this command; other files, or another command's run, are no run for --resume to continue
+            run = resumable and run_info(path, command) is not None
+        except Exception:  # no run.json, one of another command, or a damaged one
+            run = False
+        hint = (f"pass --resume {shell_word(path)} to continue that run, or choose another {flag}" if run else
                 f"choose another {flag}, or drop {flag} for a new folder under runs/")
         raise RunDirError(f"{flag} {path}: folder exists and is not empty", hint=hint)
     return path
@@ -396,6 +400,8 @@ def command_words(name: str) -> str:
 def run_info(path: str | Path, command: str | None = None) -> dict[str, Any]:
     """run.json of the run folder ``path``; ``RunDirError`` (exit 2) when it is not a run folder (of ``command``)."""
     path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path}: no such run folder", hint="pass the folder printed by the first run (see runs/)")
     if not (path / "run.json").is_file():
         raise RunDirError(f"{path}: not a run folder (no run.json)", hint="pass the folder printed by the first run")
     info: dict[str, Any] = read_json(path / "run.json")

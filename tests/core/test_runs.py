@@ -128,6 +128,9 @@ def test_resume_wrong_command_and_missing(in_tmp: Path) -> None:
     with pytest.raises(RunDirError, match="is a 'demo' run, not 'nas'") as info:
         RunDir.resume(in_tmp / "r", "nas")
     assert "--resume" not in (info.value.hint or "")  # not every command has one (llm-bench, serve, pipeline)
+    with pytest.raises(RunDirError, match="empty: no such run folder"):  # it said "not a run folder (no run.json)"
+        RunDir.resume(in_tmp / "empty", "demo")
+    (in_tmp / "empty").mkdir()
     with pytest.raises(RunDirError, match="not a run folder"):
         RunDir.resume(in_tmp / "empty", "demo")
     with pytest.raises(RunDirError, match="no 'nas' run to resume") as info:
@@ -393,7 +396,7 @@ def test_a_hint_names_a_folder_with_spaces_as_one_shell_word(in_tmp: Path) -> No
 
     folder = in_tmp / "runs b" / "x"
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text("{}")
+    (folder / "run.json").write_text('{"command": "nas"}')
     with pytest.raises(RunDirError) as caught:
         check_out_folder("nas", folder)
     assert f"pass --resume '{folder}' to continue that run" in (caught.value.hint or "")

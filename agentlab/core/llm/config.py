@@ -454,7 +454,8 @@ RoutingRef = Annotated[Path | str, AfterValidator(_routing_ref)]
 
 
 def builtin_routing(name: str) -> dict[str, Any]:
-    """``--llm qwen2.5-coder-1.5b``: every route on one built-in model, in process on llama.cpp (a context of 8192
+    """``--llm qwen2.5-coder-1.5b``: one built-in model on the ``default`` route, which every route a command asks
+    falls back to (nas's ``evaluator``, asked only when defined, is not), in process on llama.cpp (a context of 8192
     tokens, greedy, 512 new tokens at most; its profile the built-in's own), no routing config file needed."""
     return {
         "providers": {"local": {"kind": "llama_cpp", "n_ctx": 8192, "cache_type": "f16", "seed": 0}},
@@ -478,7 +479,7 @@ def routing_source(path: str | Path) -> tuple[Path | None, dict[str, Any] | None
 
 def load_llm_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LLMConfig:
     """``--llm FILE``; with no file, ``configs/llm.yaml`` when present, else an empty config (no models). A built-in
-    model's name where no such file is (``--llm qwen2.5-coder-1.5b``) is every route on that model
+    model's name where no such file is (``--llm qwen2.5-coder-1.5b``) is that model on the ``default`` route
     (``builtin_routing``). One that holds a ``***`` (a run folder's copy of a config with a credential agentlab does
     not write) is refused."""
     if path is None and DEFAULT_LLM_CONFIG.is_file():

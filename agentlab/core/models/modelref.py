@@ -66,6 +66,9 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
         hint = _hint(ref, formats)
         if _path_like(ref) and not _as_path(ref, base).exists():  # the likely fix is the path
             hint = "check the path (no file or folder is there); or " + hint
+        elif "hf" in formats and _as_path(ref, base).is_dir():  # a folder here: the model meant, not a hub id
+            hint = (f"point at a save_pretrained folder (config.json and the weights) or a .gguf file: {ref} has no "
+                    "config.json")
         raise ModelNotFound(f"model '{ref}' not found; tried {'; '.join(tried)}", hint=hint)
     if found.format not in formats:
         wanted = " or ".join(_FORMAT_NAMES[f] for f in formats)

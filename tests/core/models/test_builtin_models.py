@@ -99,6 +99,10 @@ def test_unknown_reference_lists_what_was_tried(in_tmp: Path, monkeypatch: pytes
     assert "a built-in name (known: smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)" in message
     assert "an HF hub id (not in the local hub cache" in message and "nothing is downloaded" in message
     assert "hf download someorg/some-model" in (err.value.hint or "")
+    (in_tmp / "someorg" / "some-model").mkdir(parents=True)  # a folder of that name here: not a hub id to fetch
+    with pytest.raises(ModelNotFound) as err:
+        resolve_model("someorg/some-model", base=in_tmp)
+    assert "hf download" not in (err.value.hint or "") and "someorg/some-model has no config.json" in err.value.hint
 
     (in_tmp / "notes.txt").write_text("hello")
     with pytest.raises(ModelNotFound, match="is a file but not GGUF"):
