@@ -85,20 +85,15 @@ def compress(
 
     def prepare_all(cfg: Any) -> dict[str, Any]:
         from agentlab.compress.workspace import workspace_root
-        from agentlab.core.errors import UsageError
         from agentlab.core.runs import resume_target, routing_config
 
-        if llm is not None and not KINDS[cfg.search.planner].needs_model:  # it was read, then used by nothing
-            raise UsageError("--llm applies only to the planners that use a model (--planner llm or agent); "
-                             f"--planner {cfg.search.planner} uses none",
-                             hint="leave out --llm, or use --planner agent or --planner llm to have --llm's model plan")
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run,
                                 example='{"quantize": "gguf", "gguf_type": "Q8_0"}')
         folder = resume_target("compress", resume) if resume is not None else None
         cfg.workspace = workspace_root(cfg.workspace, folder)  # absolute in config.yaml: a resume from anywhere
         routing = routing_config(llm, folder, set_ or [])  # resumed: the first run's --llm
         file = folder / "config.yaml" if folder is not None else config
-        kwargs = prepare(cfg, routing, dry_run=dry_run,  # a dry run only reads a shared study
+        kwargs = prepare(cfg, routing, dry_run=dry_run, llm_given=llm is not None,  # a dry run: a study only read
                          where=lambda loc: config_where(file, [*(set_ or []), *options], loc,
                                                            CompressConfig.MOVED_KEYS))
         kwargs["prepared"].approver = approver

@@ -156,13 +156,19 @@ def check_model(model: str) -> Path:
 
 
 def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, chooser: Any = None, *,
-            dry_run: bool = False, where: Callable[[tuple[str | int, ...]], str | None] | None = None
-            ) -> dict[str, Any]:
+            dry_run: bool = False, where: Callable[[tuple[str | int, ...]], str | None] | None = None,
+            llm_given: bool = False) -> dict[str, Any]:
     """Everything checked before a run folder exists (exit 2 on bad input): the goal, the texts, the task, the
     model (its files' headers: ``check_model``), the device, the planner's routing config, MLflow,
     the shared study. ``dry_run``: the study is only read (``check_search_study``), so a dry run creates no storage
     and fixes no study's goal. ``where(key path)``: where a key was given (``config_where``), for an error found
-    here. Returns ``run``'s keyword argument ``prepared``."""
+    here. ``llm_given``: the caller named the routing config (``--llm``, ``llm=``), refused for a planner that uses no
+    model. Returns ``run``'s keyword argument ``prepared``."""
+    kind = KINDS[cfg.search.planner]
+    if llm_given and not kind.needs_model:  # it would be read, then used by nothing
+        raise UsageError("--llm applies only to the planners that use a model (--planner llm or agent); "
+                         f"--planner {cfg.search.planner} uses none",
+                         hint="leave out --llm, or use --planner agent or --planner llm to have --llm's model plan")
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
     questions = load_questions(cfg)
@@ -171,7 +177,6 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
     device, _ = resolve_device_dtype(cfg.device, what="device")
     check_country(cfg.measure.country)
     llm_cfg = None
-    kind = KINDS[cfg.search.planner]
     if kind.needs_model and (chooser is None or kind.family != "chooser"):
         llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm or cfg.llm)
         require_planner_model(llm_cfg, cfg.search.planner, source=llm_source(llm or cfg.llm),
@@ -815,7 +820,7 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
     cfg.workspace = workspace_root(cfg.workspace, resume_dir)  # absolute in config.yaml, as the CLI keeps it
     from agentlab.core.runs import routing_config
 
-    inputs = prepare(cfg, routing_config(llm, resume_dir, overrides or []), chooser=chooser)
+    inputs = prepare(cfg, routing_config(llm, resume_dir, overrides or []), chooser=chooser, llm_given=llm is not None)
     results, _ = run_in_folder("compress", cfg, run, inputs=inputs, out=out, resume=resume_dir,
                                progress=progress)
     return dict(results)
