@@ -216,13 +216,12 @@ def _pydantic_message(err: Any) -> str:
 def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
                  chooser: Chooser | None = None, *, prepared: PreparedData | None = None,
                  approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 announce: Callable[[str], None] | None = None, code: CodeSearch | None = None,
-                 llm_given: bool = False) -> PlannerSpec:
+                 announce: Callable[[str], None] | None = None, code: CodeSearch | None = None) -> PlannerSpec:
     """What nas asks of ``core.search.session``: its planner kind, TPE as the classical sampler, the pick memory in
     ``<runs>/nas/llm_picks.json`` (keyed by model). ``chooser``: a scripted chooser in place of the planner model
     (the benchmarks' placebo and surrogate). The agent planner's: its tools over ``prepared`` (``nas.agent``), the
     ``approver`` of --approve. A command objective's agent works on its project
-    (``nas.own_code_agent``). ``llm_given``: the user named the routing config (``prepare``'s)."""
+    (``nas.own_code_agent``)."""
     kit = None
     kind = cfg.search.planner
     if kind == "agent" and cfg.objective is not None:
@@ -231,7 +230,7 @@ def planner_spec(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None =
         kit = nas_kit(cfg, prepared, space_families(cfg))
     return PlannerSpec(kind=kind, command="nas", settings=cfg.search,
                        llm=llm, run_dir=run_dir, chooser=chooser, memory=runs_root() / "nas" / "llm_picks.json",
-                       kit=kit, approver=approver, announce=announce, llm_given=llm_given)
+                       kit=kit, approver=approver, announce=announce)
 
 
 def choose_planner(cfg: NASConfig, llm: LLMConfig | None, run_dir: RunDir | None = None,
@@ -343,8 +342,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     planner model, the base config inside the search space, the device, the data (read, split and windowed) and the
     MLflow tracking URI; for a command objective, ``own_code.prepare_command`` (``config_file``: the YAML file,
     whose folder the command runs in).
-    Returns ``run``'s keyword arguments ``llm``, ``data`` and ``llm_given`` (whether ``llm`` was named, not the
-    default routing or a resumed run's own copy of it: ``PlannerSpec.llm_given``). ``scripted``: a scripted chooser
+    Returns ``run``'s keyword arguments ``llm`` (``named`` when the caller named it, not the default routing nor a
+    resumed run's own copy: ``LLMConfig.named``) and ``data``. ``scripted``: a scripted chooser
     stands in for the planner model (no model needed). ``resume``: the run folder a resume continues (its
     objective.config must be the file the search started from). ``sets``: the ``--set`` strings and options given,
     which an error about a key names when they set it (else the config file's line: ``config_where``).
@@ -361,9 +360,11 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
                                  where=lambda loc: config_where(given, sets, loc))
     else:
         inputs = _prepare_forecaster(cfg, llm, scripted=scripted, config_file=config_file)
-    inputs["llm_given"] = llm is not None and not (resume is not None and isinstance(llm, (str, Path))
-                                                   and Path(llm) == resume / LLM_FILE)
-    if inputs["llm_given"] and KINDS[cfg.search.planner].family == "sampler" \
+    by_user = llm is not None and not (resume is not None and isinstance(llm, (str, Path))
+                                       and Path(llm) == resume / LLM_FILE)
+    if by_user and inputs["llm"] is not None:
+        inputs["llm"].named = True
+    if by_user and KINDS[cfg.search.planner].family == "sampler" \
             and not inputs["llm"].has_route("evaluator"):  # it would be read, then used by nothing
         named = llm_source(llm) or "the routing config"
         raise UsageError(f"--llm {named}: --planner {cfg.search.planner} uses no model, and {named} defines no "
@@ -407,11 +408,10 @@ def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, s
     return {"llm": llm_cfg, "data": prepared}
 
 
-def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None, llm_given: bool = False
-            ) -> dict[str, Any]:
+def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
     """What a run would do, without training or writing anything: data windows, base model, search space, and the
     planner line the run would say (no request sent: ``session.dry_run_line``)."""
-    planner, planner_line = dry_run_line(planner_spec(cfg, llm, llm_given=llm_given))
+    planner, planner_line = dry_run_line(planner_spec(cfg, llm))
     if cfg.objective is not None:
         return dry_run_command(cfg, planner, planner_line)
     from agentlab.nas.train import describe_model, prepare_data  # lazy: imports torch
@@ -436,25 +436,24 @@ def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None, llm_
 
 def run(cfg: NASConfig, run_dir: RunDir, *, llm: LLMConfig | None = None, data: Any = None,
         progress: Progress | None = None, announce: Callable[[str], None] | None = None,
-        chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        llm_given: bool = False) -> dict[str, Any]:
+        chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        ) -> dict[str, Any]:
     """Search, write agent_state.json / results.json / report.md, and return the results dict; with ``cfg.mlflow``
     each trial is an MLflow child run of the run's parent run (``agentlab.nas.tracking``).
 
     ``data``: the prepared data from ``prepare`` (read from ``cfg.data`` when not given). ``chooser``: a scripted
     chooser in place of the planner model (``agentlab.testing.choosers``; the planner benchmark's placebo and
-    surrogate); ``approver``: answers --approve's questions (the CLI asks in the terminal); ``llm_given``: the user
-    named ``llm`` (``prepare``'s).
+    surrogate); ``approver``: answers --approve's questions (the CLI asks in the terminal).
     """
     with open_tracker(cfg.mlflow, "agentlab-nas", run_dir, params=cfg.model_dump(mode="json")) as tracker:
         return _search(cfg, run_dir, tracker, llm=llm, data=data, progress=progress, announce=announce,
-                       chooser=chooser, approver=approver, llm_given=llm_given)
+                       chooser=chooser, approver=approver)
 
 
 def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, llm: LLMConfig | None, data: Any,
             progress: Progress | None, announce: Callable[[str], None] | None,
-            chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-            llm_given: bool = False) -> dict[str, Any]:
+            chooser: Chooser | None = None, approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+            ) -> dict[str, Any]:
     progress = progress or NullProgress()
     announce = announce or log.info
     metric, direction = metric_of(cfg)
@@ -463,7 +462,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     space = search_space(cfg)
     code = code_search(cfg, run_dir)
     with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, approver=approver, announce=announce,
-                        code=code, llm_given=llm_given) as session:
+                        code=code) as session:
         announce(session.line)
         run_dir.event("planner", line=session.line)
         if session.evaluator is not None:

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from agentlab.core.config import StrictModel, load_config, redacted_field
 from agentlab.core.errors import ConfigError
@@ -365,6 +374,17 @@ class LLMConfig(StrictModel):
     explore: float = Field(0.1, ge=0, le=1, description="fastest: chance of trying a non-fastest model first")
     cache: CacheConfig = Field(default_factory=CacheConfig, description="response cache for repeated requests "
                                "(off by default)")
+    _named: bool = PrivateAttr(default=False)
+
+    @property
+    def named(self) -> bool:
+        """The user named this routing config for this call (``--llm``, ``llm=``), not the default routing nor a
+        resumed run's own copy: a key it lacks is then a failure, never "offline" (``core.search.session``)."""
+        return self._named
+
+    @named.setter
+    def named(self, value: bool) -> None:
+        self._named = value
 
     @model_validator(mode="after")
     def _check_references(self) -> LLMConfig:

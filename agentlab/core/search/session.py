@@ -54,11 +54,15 @@ class PlannerSpec:
     kit: AgentKit | None = None
     approver: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     announce: Callable[[str], None] | None = None  # the console: one line per agent step
-    llm_given: bool = False  # the user named the routing config (--llm): unset keys are a failure, never "offline"
 
     @property
     def sampler(self) -> str:
         return DEFAULT_SAMPLER[self.command]
+
+    @property
+    def llm_given(self) -> bool:
+        """The user named the routing config (``LLMConfig.named``): unset keys are a failure, never "offline"."""
+        return self.llm is not None and self.llm.named
 
 
 def step_line(kind: str, fields: dict[str, Any]) -> str | None:
