@@ -71,7 +71,7 @@ def validate(
     from agentlab.core.errors import UsageError
 
     if not file.exists():  # the hint -c FILE gives (`agentlab config examples .`), not only "check the path"
-        raise missing_config(file)
+        raise missing_config(file, optional=False)  # FILE is no option to leave out
     command = command or _command_of(file)
     if command is None:
         read_config(file)  # an empty file, or one that is not YAML, says so: no schema would read it

@@ -43,7 +43,7 @@ def _type_name(annotation: Any) -> str:
     if origin is typing.Literal:
         return " | ".join(json.dumps(value) for value in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(arg) for arg in typing.get_args(annotation))
+        return " | ".join(dict.fromkeys(_type_name(arg) for arg in typing.get_args(annotation)))  # Optional[X|None]
     if origin is not None:
         args = ", ".join(_type_name(arg) for arg in typing.get_args(annotation))
         return f"{getattr(origin, '__name__', str(origin))}[{args}]"

@@ -33,6 +33,8 @@ def _print_table(results: dict[str, Any]) -> None:
     for m in results["models"]:
         if not m["available"] and m.get("error"):
             console.print(safe_text(f"{m['name']}: {m['error']}"), style="red", markup=False)
+            if m.get("hint"):
+                console.print(safe_text(f"  hint: {m['hint']}"), markup=False)
     console.print(safe_text(f"working: {', '.join(results['available']) or 'none'}; fastest: "
                             f"{results['fastest'] or '-'}"))
     if "route" in results:
@@ -48,7 +50,7 @@ def llm_bench(
     llm: LLMOpt = None,
     set_: SetOpt = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only these models (repeatable).",
-                                                    show_default=False)] = None,
+                                                    show_default=False, metavar="MODEL")] = None,
     concurrency: Annotated[str | None, typer.Option(help="Concurrency levels, comma-separated (default 1,4).",
                                                     show_default=False)] = None,
     requests: Annotated[int | None, typer.Option(min=1, help="Requests per model at each concurrency level "

@@ -225,13 +225,17 @@ def check(
                                                        "default configs/models.yaml).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option("-c", "--config", help="Same as the argument.",
                                                 show_default=False)] = None,
+    llm: Annotated[Path | None, typer.Option("--llm", help="The routing config whose models `routed:` names (as "
+                                             "`agentlab pipeline run --llm`; default configs/llm.yaml when present).",
+                                             show_default=False, metavar="FILE|MODEL")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Which models of a models file exist on disk, their type and size, and the memory each needs at its configured
-    context (weights + KV cache + compute margin) against the free memory. Nothing is loaded; a built-in model split
-    into parts (qwen2.5-coder-*) is assembled into the cache once, on first use, and a line says so.
+    context (weights + KV cache + compute margin) against the free memory, alone and, as `pipeline run` loads them,
+    the required ones together. A routed model is looked up in the routing config. Nothing is loaded; a built-in
+    model split into parts (qwen2.5-coder-*) is assembled into the cache once, on first use, and a line says so.
 
-    Exits 1 when a model the base pipeline requires is missing or does not fit.
+    Exits 1 when a model the base pipeline requires is missing or does not fit, or they do not fit together.
     """
     from agentlab.core.errors import UsageError
     from agentlab.pipeline.load import load_models
@@ -243,13 +247,20 @@ def check(
     with _assembly_lines():  # a split built-in (the Qwen models) is assembled on first use, here too
         cfg = load_models(models_file)
         statuses = check_models(cfg)
-    failed = [s.name for s in statuses if s.required and not s.ok]
+    unchecked = _check_routed(cfg, statuses, llm)
+    together = _together(cfg, statuses)
+    failed = [s.name for s in statuses if s.required and (not s.ok or s.name in unchecked)]
+    apart = together is not None and together["fits"] is False
     if json_:
-        print_json({"models": [s.to_dict() for s in statuses], "ok": not failed})
+        print_json({"models": [{**s.to_dict(), **({"ok": None} if s.name in unchecked else {})} for s in statuses],
+                    "together": together, "ok": not failed and not apart})
     else:
         from rich.table import Table
 
         rows = [{key: safe_text(value) for key, value in s.cells().items()} for s in statuses]
+        for s, cells in zip(statuses, rows, strict=True):
+            if s.name in unchecked:
+                cells["on disk"] = "not checked"
         table = Table(title=f"models of {safe_text(models_file)}", title_justify="left", pad_edge=False)
         # On a narrow terminal the names and types fold onto more lines; the short columns keep their width (all of
         # them no_wrap, rich cut every one, "fits" down to "…", at 80 columns for the Qwen models' names).
@@ -268,12 +279,70 @@ def check(
             name = cells["model"] if s.required else f"{cells['model']} [dim](optional)[/]"
             table.add_row(name, s.backend, colour.get(cells["on disk"], cells["on disk"]), kind, cells["size"],
                           cells["needs"], colour.get(cells["fits"], cells["fits"]))
+        if together is not None:
+            fits = "-" if together["fits"] is None else "yes" if together["fits"] else "no"
+            table.add_section()
+            table.add_row("together", "", "", "", "", human_size(together["needs_bytes"]), colour.get(fits, fits))
         console.print(table)
         for s in statuses:  # notes under the table: a narrow terminal would fold a column of sentences to nothing
             if s.estimate is not None:
                 console.print(f"  {safe_text(s.estimate.describe())}")
             if s.note:
                 console.print(f"  {safe_text(s.name)}: {safe_text(s.note)}", highlight=False)
+        if together is not None:
+            console.print(f"  together: {safe_text(together['note'])}", highlight=False)
     if failed:
         console.print(f"[red]not ready:[/] {safe_text(', '.join(failed))} (required by the base pipeline)")
+    if apart:
+        console.print("[red]not ready:[/] the required models do not fit together (`pipeline run` loads them at once)")
+    if failed or apart:
         raise typer.Exit(1)
+
+
+def _check_routed(cfg: Any, statuses: list[Any], llm: Path | None) -> set[str]:
+    """Look each routed model up in the routing config (``llm``, else configs/llm.yaml when present), as `pipeline
+    run` does before it starts: one it lacks is missing. Returns the names that could not be checked (no routing
+    config), which are neither ok nor missing."""
+    from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, load_llm_config
+
+    routed = [s for s in statuses if s.backend == "routed"]
+    if not routed:
+        return set()
+    if llm is None and not DEFAULT_LLM_CONFIG.is_file():
+        for s in routed:
+            s.note = (f"routed: '{cfg.models[s.name].routed}': not checked, no routing config ({DEFAULT_LLM_CONFIG} "
+                      "is not there; pass --llm FILE)")
+        return {s.name for s in routed}
+    routing = load_llm_config(llm)
+    source = llm or DEFAULT_LLM_CONFIG
+    for s in routed:
+        name = cfg.models[s.name].routed
+        if name in routing.models:
+            s.note = f"routed: '{name}' of {source} (provider {routing.models[name].provider})"
+        else:
+            s.exists = False  # what `pipeline run` refuses before it starts
+            s.note = (f"routed: '{name}' is not a model of the routing config {source} (known: "
+                      f"{', '.join(routing.models) or 'none'})")
+    return set()
+
+
+def _together(cfg: Any, statuses: list[Any]) -> dict[str, Any] | None:
+    """The required local models checked together, as `pipeline run` checks the models it loads before loading
+    any (a file several names share, with the same settings, counted once); None for fewer than two, or with
+    ``resources.check`` off."""
+    from agentlab.core.errors import AgentlabError
+    from agentlab.pipeline.models import _one_per_load, check_fits
+
+    names = [s.name for s in statuses if s.required and s.estimate is not None]
+    if len(names) < 2 or not cfg.resources.check:
+        return None
+    loads = _one_per_load(cfg, names, [s.estimate for s in statuses if s.name in names])
+    needs = sum(e.total_bytes for e in loads)
+    try:
+        check_fits(cfg, names)
+    except AgentlabError as exc:
+        return {"models": names, "needs_bytes": needs, "fits": False, "note": exc.message}
+    shared = " (names of one file with the same settings load it once)" if len(loads) < len(names) else ""
+    return {"models": names, "needs_bytes": needs, "fits": True,
+            "note": f"the {len(names)} required models, {len(loads)} loaded{shared}: {human_size(needs)} at once, "
+            "checked as `pipeline run` checks them before loading"}

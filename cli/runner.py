@@ -163,7 +163,8 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
             result, folder = run_in_folder(
                 command, cfg, run, inputs=kwargs, out=asked.out, resume=resume_dir, options=options,
                 progress=progress, announce=lambda line: console.print(f"[cyan]{safe_text(line)}[/]"),
-                on_open=None if json_ else lambda run_dir: console.print(f"run folder: {safe_text(run_dir.path)}"))
+                # on stderr with --json too: stdout is the JSON, and a script's user still learns where the run is
+                on_open=lambda run_dir: console.print(f"run folder: {safe_text(run_dir.path)}"))
     if json_:
         print_json(spec.to_json(result))
     elif spec.summary is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,10 @@ def test_cli_blend_writes_a_child_peft_loads(tiny_model: dict[str, Path], parent
     assert out["discarded_energy"] == pytest.approx(0.0, abs=1e-12) and not math.isnan(out["seconds"])
     assert out["exact"] is False and out["mutated"] is True  # --mut adds noise: --json said exact (lineage did not)
     assert json.loads((child / "lineage.json").read_text())["exact"] is False
+    umask = os.umask(0)
+    os.umask(umask)  # safetensors wrote the weights 0600 beside a 0644 config and lineage
+    assert {p.name: p.stat().st_mode & 0o777 for p in child.iterdir()} == dict.fromkeys(
+        (p.name for p in child.iterdir()), 0o666 & ~umask)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model["hf"]), str(child))
     assert model.peft_config["default"].r == 12
 

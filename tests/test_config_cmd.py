@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,15 @@ def test_validate_an_empty_file_says_it_is_empty(in_tmp: Path, capsys: pytest.Ca
     assert "plain.yaml: cannot tell which command this config is for" in one_line(capsys)
 
 
+def test_validate_a_missing_file_does_not_offer_to_leave_it_out(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["config", "validate", "nosuch.yaml"]) == 2
+    said = one_line(capsys)
+    assert "error: nosuch.yaml: config file not found" in said and "hint: check the path; `agentlab config " \
+        "examples .` writes the example configs" in said and "leave that option out" not in said
+    assert main(["nas", "-c", "nosuch.yaml"]) == 2  # -c may be left out: the hint says so
+    assert "check the path, or leave that option out for the defaults" in one_line(capsys)
+
+
 def test_validate_a_first_line_naming_no_command(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "foo.yaml").write_text("# agentlab foo -c FILE\nname: mine\n")
     assert main(["config", "validate", "foo.yaml"]) == 2
@@ -97,3 +107,29 @@ def test_a_utf16_config_is_named_as_such(codec: str, name: str, in_tmp: Path, ca
     assert "error: u.yaml:1: the config file is not UTF-8 text" in err
     assert f"it looks like {name} text" in err and f"iconv -f {name} -t UTF-8 u.yaml > utf8-copy" in err, err
     assert "binary" not in err
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_another_commands_config_is_one_line_naming_that_command(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A config of another command gave ~30 "unknown key" lines, out of line order; a genuine config with typos
+    keeps a line per key, in the file's order."""
+    models, routing = REPO / "configs" / "models.yaml", REPO / "configs" / "llm.local.yaml"
+    assert main(["llm-bench", "-c", str(models)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 2, err  # the error and its hint
+    said = " ".join(err.split())
+    assert f"error: {models}: a config of `agentlab models check` (its line 1 says so), not of `agentlab llm-bench`" \
+        in said and "(the first, line 12: models_directory: unknown key" in said
+    assert "hint: give it to `agentlab models check`, or write a config for `agentlab llm-bench`" in said
+    assert main(["config", "validate", str(routing), "--command", "models"]) == 2
+    assert "a config of `agentlab llm-bench` (its line 1 says so), not of `agentlab models`" in one_line(capsys)
+    assert main(["config", "validate", str(routing), "--command", "llm"]) == 0  # a routing config is --llm's file
+    capsys.readouterr()
+    (in_tmp / "typos.yaml").write_text("# agentlab llm-bench -c typos.yaml\nrotes: {}\nmodels:\n"
+                                       "  a: {provider: p, modle: x}\nprovidrs: {}\n")
+    assert main(["config", "validate", "typos.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert re.findall(r"typos\.yaml:(\d+):", err) == ["2", "4", "4", "5"], err  # pydantic's order was 5, 4, 2
+    assert err.startswith("error: typos.yaml:2: rotes: unknown key (did you mean 'routes'?)")

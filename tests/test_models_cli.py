@@ -36,6 +36,12 @@ def test_make_tiny_writes_hf_gguf_and_quantized_copy(in_tmp: Path, capsys: pytes
     f32, q8 = gguf_info(paths["gguf"]), gguf_info(paths["q8_0"])
     assert (f32.file_type, q8.file_type) == ("f32", "q8_0") and q8.size_bytes < f32.size_bytes / 2
     assert f32.chat_template and f32.n_layers == 2
+    # every file as open() makes it (safetensors' save_file made model.safetensors 0600 beside 0644 files)
+    from agentlab.core.files import umask
+
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (in_tmp / "m").iterdir()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask()) and "model.safetensors" in modes
+    assert (in_tmp / "m").stat().st_mode & 0o777 == 0o777 & ~umask()
 
 
 def test_make_tiny_rejects_unknown_quantization(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
@@ -68,6 +74,56 @@ def test_list_and_check(tiny_model: dict[str, Path], in_tmp: Path, capsys: pytes
     assert main(["models", "check", "-c", "models.yaml"]) == 0  # only an optional model is missing
     out = capsys.readouterr().err
     assert "here" in out and "spare" in out and "KV" in out
+
+
+def test_check_adds_up_the_required_models_as_pipeline_run_does(tiny_model: dict[str, Path], in_tmp: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """Each model fitting alone was "ok", but `pipeline run` loads them together and refuses a set that does not
+    fit; a file two names share with the same settings loads once."""
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "tiny")
+    models = ("models_directory: models\nresources: {{memory_budget_gb: {budget}}}\nmodels:\n"
+              "  a: {{file: tiny/model.gguf, overrides: {{n_ctx: 256}}}}\n  a-too: {{file: tiny/model.gguf, "
+              "overrides: {{n_ctx: 256}}}}\n  b: {{file: tiny/model.gguf, overrides: {{n_ctx: 128}}}}\n")
+    (in_tmp / "models.yaml").write_text(models.format(budget=1))
+    assert main(["models", "check", "models.yaml", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    alone = {m["name"]: m["estimate"]["total_bytes"] for m in report["models"]}
+    together = report["together"]
+    assert together["models"] == ["a", "a-too", "b"] and together["fits"] and report["ok"]
+    assert together["needs_bytes"] == alone["a"] + alone["b"]  # a and a-too: one load
+    # room for the largest alone (x 0.85), not for two loads at once
+    (in_tmp / "models.yaml").write_text(models.format(budget=round(alone["a"] * 1.3 / 2**30, 6)))
+    assert main(["models", "check", "models.yaml"]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "not ready: the required models do not fit together" in said
+    assert main(["models", "check", "models.yaml", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert all(m["fits"] for m in report["models"]) and report["together"]["fits"] is False and not report["ok"]
+
+
+def test_check_looks_routed_models_up_in_the_routing_config(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`routed: nosuch` was ok without a look at the routing config, which `pipeline run` refuses it by."""
+    (in_tmp / "models.yaml").write_text("models:\n  cloud: {routed: nosuch, required_for_base: false}\n"
+                                        "  there: {routed: m, required_for_base: false}\n")
+    assert main(["models", "check", "models.yaml", "--json"]) == 0  # optional, and no configs/llm.yaml
+    by_name = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert by_name["cloud"]["ok"] is None and "not checked, no routing config" in by_name["cloud"]["note"]
+    assert main(["models", "check", "models.yaml"]) == 0
+    assert "not checked" in capsys.readouterr().err
+    (in_tmp / "llm.yaml").write_text("providers:\n  p: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+                                     "models:\n  m: {provider: p, model: m}\n")
+    assert main(["models", "check", "models.yaml", "--llm", "llm.yaml", "--json"]) == 0
+    by_name = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert by_name["cloud"]["ok"] is False and by_name["cloud"]["exists"] is False
+    assert "'nosuch' is not a model of the routing config llm.yaml (known: m)" in by_name["cloud"]["note"]
+    assert by_name["there"]["ok"] and "'m' of llm.yaml (provider p)" in by_name["there"]["note"]
+    (in_tmp / "models.yaml").write_text("models:\n  cloud: {routed: nosuch}\n")  # required: not ready either way
+    assert main(["models", "check", "models.yaml"]) == 1
+    assert "not ready: cloud" in " ".join(capsys.readouterr().err.split())
+    (in_tmp / "configs").mkdir()
+    (in_tmp / "llm.yaml").rename(in_tmp / "configs" / "llm.yaml")  # the default, as `pipeline run` reads it
+    assert main(["models", "check", "models.yaml"]) == 1
+    assert "'nosuch' is not a model of the routing config configs/llm.yaml" in " ".join(capsys.readouterr().err.split())
 
 
 def test_unreadable_model_files_are_named_by_list_and_not_ready_in_check(tiny_model: dict[str, Path], in_tmp: Path,
@@ -364,7 +420,23 @@ def test_a_path_that_names_nothing_says_check_the_path_not_hf_download(in_tmp: P
     (in_tmp / "models").mkdir()
     (in_tmp / "models" / "junk.gguf").write_text("not a model")  # there, but no GGUF: not a path to check
     assert main(["models", "export-hf", "models/junk.gguf", "--out", "out"]) == 2
-    assert "check the path" not in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "check the path" not in err
+    # the reason `models list` and `check` give (it said "not found; tried a GGUF file (... is a file but not GGUF)")
+    assert "error: models/junk.gguf: not a readable GGUF file (ValueError: starts with b'not ', not GGUF)" in err
+    assert main(["models", "list", "models"]) == 0
+    assert "models/junk.gguf: not a readable GGUF file (ValueError: starts with b'not ', not GGUF)" in \
+        " ".join(capsys.readouterr().err.split())
+
+
+def test_a_misspelled_builtin_name_is_suggested(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`models check` said "did you mean smollm2-135m?" for a models file's `file`; export-hf did not."""
+    for ref, meant in (("smollm2-135M", "smollm2-135m"), ("qwen2.5-coder-0.5", "qwen2.5-coder-0.5b")):
+        assert main(["models", "export-hf", ref, "--out", "out"]) == 2
+        assert f"hint: did you mean {meant}? Or use a built-in model" in " ".join(capsys.readouterr().err.split())
+    for ref in ("nosuch", "models/smollm2-135M", "smollm2-135M.gguf"):  # no name close, or a path: no guess
+        assert main(["models", "export-hf", ref, "--out", "out"]) == 2
+        assert "did you mean" not in capsys.readouterr().err, ref
 
 
 @pytest.mark.parametrize("how, says", [

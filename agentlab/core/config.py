@@ -248,11 +248,13 @@ def config_where(file: str | Path | None, sets: Sequence[str | Flag], loc: tuple
     return None
 
 
-def missing_config(path: Path) -> ConfigError:
-    """The error of a config file that is not there, with the next steps (``agentlab config examples .``)."""
+def missing_config(path: Path, optional: bool = True) -> ConfigError:
+    """The error of a config file that is not there, with the next steps (``agentlab config examples .``);
+    ``optional``: the file was given to an option that may be left out (-c), which the hint then offers."""
     return ConfigError(f"{path}: config file not found",
-                       hint="check the path, or leave that option out for the defaults; `agentlab config "
-                       "examples .` writes the example configs the docs name (configs/nas.yaml, ...)")
+                       hint="check the path" + (", or leave that option out for the defaults" if optional else "")
+                       + "; `agentlab config examples .` writes the example configs the docs name (configs/nas.yaml, "
+                       "...)")
 
 
 def read_config(path: Path, schema: str | None = None) -> dict[str, Any]:
@@ -273,7 +275,10 @@ def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], s
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax at that line") from None
+        tab = "'\\t'" in problem  # PyYAML: "found character '\t' that cannot start any token"
+        raise ConfigError(f"{where}: invalid YAML: {problem}",
+                          hint="YAML indents with spaces, not tabs: replace the tab at that line with spaces" if tab
+                          else "fix the YAML syntax at that line") from None
     if data is None:  # given on purpose and empty: a file half-written or all commented out, never the defaults
         raise ConfigError(f"{path}: the config file is empty (no keys, or only comments)",
                           hint=f"write the keys to set ({show} prints every default), or give no file for the "
@@ -599,7 +604,16 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
             if isinstance(shown, (str, int, float, bool)) and len(repr(shown)) < 60:
                 msg += f" (got {shown!r})"
         messages.append(f"{source.where(loc, by_value=err['type'] != 'extra_forbidden')}: {_dotted(loc)}: {msg}")
-    return "\n".join(messages)
+    return "\n".join(sorted(messages, key=lambda m: _line_of(m, source.path)))  # in the file's order, then --set
+
+
+def _line_of(message: str, path: Path | None) -> float:
+    """The file line an error message begins with (``FILE:12: ...``); infinity for one naming an override."""
+    head = f"{path}:" if path is not None else None
+    if head is None or not message.startswith(head):
+        return float("inf")
+    number = message[len(head):].split(":", 1)[0].split(" ", 1)[0]
+    return int(number) if number.isdigit() else float("inf")
 
 
 # --------------------------------------------------------------------------- public API
@@ -645,11 +659,45 @@ def load_config(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        found = format_validation_error(exc, data, source, model)
+        other = _other_command(text, schema) if file is not None and text else None
+        if other is not None:  # another command's file: its every key a line of "unknown key" says nothing
+            number, words = other
+            lines = found.splitlines()
+            raise ConfigError(
+                f"{file}: a config of `agentlab {words}` (its line {number} says so), not of `agentlab {schema}`: "
+                f"{len(lines)} of its fields do not fit (the first, line {lines[0].removeprefix(f'{file}:')})",
+                hint=f"give it to `agentlab {words}`, or write a config for `agentlab {schema}` (`agentlab config "
+                f"show {schema}` prints one)") from None
         raise ConfigError(
-            format_validation_error(exc, data, source, model),
+            found,
             hint="fix the field(s) above" + (f"; `agentlab config show {schema}` lists every field with its meaning"
                                              if schema else ""),
         ) from None
+
+
+# A routing config (`# agentlab llm-bench -c FILE`) is what every --llm reads, and llm-bench reads --llm's files.
+_SAME_CONFIG = {"llm": "llm-bench", "llm-bench": "llm"}
+_HEADING_RE = re.compile(r"#\s*(?:\$\s*)?agentlab\s+([a-z][a-z-]*)(\s+[a-z][a-z-]*(?=\s|$))?")
+
+
+def _other_command(text: str, schema: str | None) -> tuple[int, str] | None:
+    """The line number and the command words (``models check``) of the heading of a config that names another
+    command than ``schema`` (configs open with the command that runs them: ``# agentlab models check FILE``), or
+    None: no such heading, or one naming ``schema``, or a word that is no command with a config (prose)."""
+    if schema is None:
+        return None
+    for number, line in enumerate(text.splitlines()[:5], 1):
+        match = _HEADING_RE.match(line)
+        if match is None:
+            continue
+        name = match.group(1)
+        if name == schema or _SAME_CONFIG.get(name) == schema:
+            return None
+        from agentlab.cli.commands import schemas  # the table of commands; only on this error's path
+
+        return (number, name + (match.group(2) or "")) if name in schemas() else None
+    return None
 
 
 def move_keys(data: dict[str, Any], moved: dict[str, str], where: str,

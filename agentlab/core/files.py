@@ -179,6 +179,18 @@ def ordinary_mode(path: str | Path, folder: bool = False, replacing: str | Path 
         pass
 
 
+def ordinary_modes(folder: str | Path) -> None:
+    """:func:`ordinary_mode` for the temporary ``folder`` about to be renamed into place and for everything in it:
+    safetensors' ``save_file`` (so every ``save_pretrained``) creates its file 0600, which the published model
+    would keep beside its 0644 config and tokenizer. Links are left alone (chmod would change what they point at)."""
+    ordinary_mode(folder, folder=True)
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                ordinary_mode(path, folder=name in dirs)
+
+
 def check_replace(out: Path, force: bool, marker: str, what: str, flag: str = "--out",
                   when: str = "") -> None:
     """Refuse (``InputError``, exit 2, nothing written) to write ``what`` (a folder holding ``marker``) at ``out``:

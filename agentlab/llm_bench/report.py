@@ -38,11 +38,14 @@ def route_line(s: dict[str, Any]) -> str:
 
 
 def _why(model: dict[str, Any]) -> str:
-    """The error cell: the kind, and for a model that is unavailable the error in words (a table cell's text)."""
+    """The error cell: the kind, and for a model that is unavailable the error in words and its hint (a table
+    cell's text)."""
     why = model["error_kind"] or ""
     if not model["available"] and model.get("error"):
-        why += ": " + str(model["error"]).replace("|", "\\|")
-    return why
+        why += ": " + str(model["error"])
+        if model.get("hint"):
+            why += f" (hint: {model['hint']})"
+    return why.replace("|", "\\|")
 
 
 def _fmt(value: float | None, scale: float = 1000.0, unit: str = "ms") -> str:

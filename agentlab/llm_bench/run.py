@@ -8,7 +8,7 @@ with ``tool_choice: required``, sent once with no repair, and the report says wh
 whether the call validated against the tool's schema and its latency.
 
 ``results.json`` is a contract for scripts:
-``{"models": [{"name", "available", "error_kind", "error", "requests", "ok", "ttft_s": {"p50","p90","p99"},
+``{"models": [{"name", "available", "error_kind", "error", "hint", "requests", "ok", "ttft_s": {"p50","p90","p99"},
 "latency_s": {...}, "output_tokens_per_s", "tool_call": {"called", "valid", "problem", "latency_s", "error_kind"},
 ...}], "route": [{"request", "model", "fallbacks", "latency_s", ...}]}``.
 """
@@ -43,6 +43,7 @@ class Sample:
     output_tokens: int = 0
     error_kind: str | None = None
     error: str | None = None  # the failure in words (the probe's is in results.json: why a model is unavailable)
+    hint: str | None = None  # what to do about it (an unset API key, a server that is down), as the error gives it
     model: str | None = None
     fallbacks: int = 0
     fallback_time_s: float = 0.0
@@ -88,7 +89,8 @@ async def _timed(call: Any) -> Sample:
         completion: Completion = await call
     except LLMError as exc:
         return Sample(ok=False, latency_s=time.perf_counter() - start, error_kind=exc.kind,
-                      error=redact(" ".join(str(exc).split()))[:300])
+                      error=redact(" ".join(str(exc).split()))[:300],
+                      hint=redact(" ".join(exc.hint.split()))[:300] if exc.hint else None)
     return Sample(ok=True, latency_s=completion.latency_s or time.perf_counter() - start, ttft_s=completion.ttft_s,
                   output_tokens=completion.usage.completion_tokens, model=completion.model)
 
@@ -150,7 +152,7 @@ async def bench_model(router: Router, name: str, settings: BenchSettings, stream
     probe = await _timed(router.call_model(name, messages, params, stream=stream))
     task.advance()
     entry: dict[str, Any] = {"name": name, "available": probe.ok, "error_kind": probe.error_kind,
-                             "error": probe.error, "stream": stream}
+                             "error": probe.error, "hint": probe.hint, "stream": stream}
     if not probe.ok:
         task.advance(settings.requests * len(settings.concurrency))
         entry.update(_summarise([]))
@@ -208,10 +210,22 @@ async def bench_route(router: Router, route: str, settings: BenchSettings, task:
 
 
 def prepare(cfg: BenchConfig) -> dict[str, Any]:
-    """Checks before a run folder exists (the schema already checked the names in ``bench``): something to measure."""
+    """Checks before a run folder exists (the schema already checked the names in ``bench``): something to measure;
+    a warning for a concurrency level above the request count, which it cannot reach."""
+    _something_to_measure(cfg)
+    settings = cfg.bench
+    beyond = [c for c in settings.concurrency if c > settings.requests]
+    if beyond:
+        log.warning("bench.concurrency %s: above bench.requests (%d), so at most %d request(s) are in flight at %s; "
+                    "give --requests %d or more to measure %s", ",".join(map(str, beyond)), settings.requests,
+                    settings.requests, "that level" if len(beyond) == 1 else "those levels", max(beyond),
+                    "it" if len(beyond) == 1 else "them")
+    return {}
+
+
+def _something_to_measure(cfg: BenchConfig) -> None:
     if not cfg.models:
         raise UsageError("no models configured", hint="add models to the --llm/-c config, or try --demo")
-    return {}
 
 
 async def run_async(cfg: BenchConfig, run_dir: RunDir | None = None, progress: Progress | None = None
@@ -221,7 +235,7 @@ async def run_async(cfg: BenchConfig, run_dir: RunDir | None = None, progress: P
     progress = progress or NullProgress()
     llm, settings = cfg, cfg.bench
     names = settings.models or list(llm.models)
-    prepare(cfg)
+    _something_to_measure(cfg)
     router = Router.for_run(llm, run_dir)
     router.cache = None  # llm-bench measures the models: an answer from the response cache would measure nothing
     results: dict[str, Any] = {"settings": settings.model_dump(mode="json"), "models": []}

@@ -193,14 +193,11 @@ class ModelsConfig(StrictModel):
 def make_advice(path: Path) -> str:
     """How to make a local model file that is missing: ``make-tiny`` writes a folder holding ``model.gguf``; a bare
     name close to a built-in model's (``qwen2.5-coder-7b``) names the built-in ones first."""
-    import difflib
+    from agentlab.core.models.builtin import BUILTIN_MODELS, close_builtin
 
-    from agentlab.core.models.builtin import BUILTIN_MODELS
-
-    gguf = path.suffix == ".gguf"  # (qwen2.5-coder-7b has the suffix ".5-coder-7b")
-    close = [] if gguf else difflib.get_close_matches(path.name, list(BUILTIN_MODELS), n=1, cutoff=0.6)
+    close = close_builtin(path.name)  # never for a .gguf name
     if close:
-        return (f"it is no built-in model either (did you mean {close[0]}? built-in: {', '.join(BUILTIN_MODELS)}); "
+        return (f"it is no built-in model either (did you mean {close}? built-in: {', '.join(BUILTIN_MODELS)}); "
                 f"or make a tiny one with `agentlab models make-tiny {path}`")
     if path.name == "model.gguf":
         return f"make it with `agentlab models make-tiny {path.parent}`"

@@ -35,7 +35,7 @@ from typing import Any
 
 from agentlab.core.config import absolute_paths
 from agentlab.core.errors import AgentlabError, UsageError
-from agentlab.core.files import check_replace, file_sha256, replace_problem
+from agentlab.core.files import check_replace, file_sha256, ordinary_modes, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
@@ -415,6 +415,7 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
     adapter_config["base_model_name_or_path"] = upstream_id(cfg.base_model) or absolute_paths(cfg).base_model
     config_path.write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
     (tmp / "README.md").write_text(adapter_card(cfg, results), encoding="utf-8")
+    ordinary_modes(tmp)  # safetensors writes the weights 0600; the adapter is an ordinary folder beside its card
     if out.exists():
         if not (cfg.force or own or (out.is_dir() and not any(out.iterdir()))):
             raise UsageError(f"--out {out}: appeared while training; the adapter is in {tmp}",

@@ -197,6 +197,13 @@ def test_invalid_yaml_names_line(tmp_path: Path) -> None:
         load_config(path, Cfg)
 
 
+def test_a_tab_in_the_indentation_is_named_as_such(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: a\nmodel:\n\tsize: 2\n")
+    with pytest.raises(ConfigError, match=r"cfg.yaml:3: invalid YAML: found character '\\t'") as caught:
+        load_config(path, Cfg)
+    assert caught.value.hint is not None and "YAML indents with spaces, not tabs" in caught.value.hint
+
+
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("nope.yaml", Cfg)

@@ -96,6 +96,41 @@ def test_all_dead_exits_1_but_writes_results(in_tmp: Path, capsys: pytest.Captur
     assert f"m: {why[:30]}" in " ".join(capsys.readouterr().err.split())
 
 
+def test_an_unavailable_models_hint_is_kept(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider's hint (an unset API key behind a connection error) was dropped: only the error was kept."""
+    monkeypatch.delenv("BENCH_UNSET_KEY", raising=False)
+    monkeypatch.setenv("BENCH_OTHER_KEY", "sk-do-not-leak-456")
+    config = in_tmp / "llm.yaml"
+    config.write_text(f"providers:\n  p: {{kind: openai, base_url: 'http://127.0.0.1:{free_port()}/v1', "
+                      "api_key_env: BENCH_UNSET_KEY}\n  q: {kind: openai, base_url: "
+                      f"'http://127.0.0.1:{free_port()}/v1', api_key_env: BENCH_OTHER_KEY}}\n"
+                      "models:\n  m: {provider: p, model: m}\n  n: {provider: q, model: n}\n")
+    assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1",
+                 "--out", str(in_tmp / "r")]) == 1
+    by_name = {m["name"]: m for m in json.loads((in_tmp / "r" / "results.json").read_text())["models"]}
+    hint = by_name["m"]["hint"]
+    assert "BENCH_UNSET_KEY, its API key, is not set: export it or put it in .env" in hint
+    assert "is not set" not in by_name["n"]["hint"]  # a key that is set: only the address to check
+    assert hint in (in_tmp / "r" / "report.md").read_text()
+    assert f"hint: {hint}" in " ".join(capsys.readouterr().err.split())
+    for path in (in_tmp / "r").iterdir():
+        if path.suffix in (".json", ".jsonl", ".md", ".yaml"):
+            assert "sk-do-not-leak-456" not in path.read_text(), path.name
+
+
+def test_a_concurrency_level_above_the_request_count_is_warned(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--concurrency 1,64 --requests 2` reported concurrency 64 without a word: at most 2 were ever in flight."""
+    assert main(["llm-bench", "--demo", "-m", "demo-fast", "--concurrency", "1,64", "--requests", "2",
+                 "--out", "r"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "bench.concurrency 64: above bench.requests (2), so at most 2 request(s) are in flight at that level; " \
+        "give --requests 64 or more to measure it" in said
+    assert main(["llm-bench", "--demo", "-m", "demo-fast", "--concurrency", "1,2", "--requests", "2",
+                 "--out", "r2"]) == 0
+    assert "bench.concurrency" not in capsys.readouterr().err
+
+
 def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "-m", "nope"]) == 2
     assert "--model nope: bench.models: unknown model(s) nope" in capsys.readouterr().err

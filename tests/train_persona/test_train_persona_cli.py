@@ -40,6 +40,10 @@ def test_trains_an_adapter_peft_loads_and_that_changes_the_output(tiny_model: di
     assert train(tiny_model["hf"], "--max-steps", "3", "--lr", "5e-3", "--out", "adapters/a") == 0
     adapter = in_tmp / "adapters" / "a"
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= {p.name for p in adapter.iterdir()}
+    umask = os.umask(0)
+    os.umask(umask)  # safetensors wrote the weights 0600 beside a 0644 config and card
+    assert {p.name: p.stat().st_mode & 0o777 for p in adapter.iterdir()} == dict.fromkeys(
+        (p.name for p in adapter.iterdir()), 0o666 & ~umask)
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_model["hf"]) and config["r"] == 16
     card = (adapter / "README.md").read_text()

@@ -25,7 +25,7 @@ from pydantic import (
 from agentlab.core.config import StrictModel, load_config, redacted_field
 from agentlab.core.errors import ConfigError
 from agentlab.core.llm.cache import CacheConfig
-from agentlab.core.models.builtin import BUILTIN_MODELS
+from agentlab.core.models.builtin import BUILTIN_MODELS, close_builtin
 
 DEFAULT_LLM_CONFIG = Path("configs/llm.yaml")
 
@@ -491,9 +491,11 @@ def routing_source(path: str | Path) -> tuple[Path | None, dict[str, Any] | None
     if name is not None:
         return None, builtin_routing(name)
     if not Path(path).exists():
+        near = close_builtin(str(path))  # `--llm qwen2.5-coder-0.5`: the built-in name, misspelled
         raise ConfigError(f"{path}: routing config not found",
-                          hint=f"give a routing config file or a built-in model ({', '.join(BUILTIN_MODELS)}); "
-                          "`agentlab config examples .` writes configs/llm.qwen.yaml and the other examples")
+                          hint=(f"did you mean {near}? Or g" if near else "G") + "ive a routing config file or a "
+                          f"built-in model ({', '.join(BUILTIN_MODELS)}); `agentlab config examples .` writes "
+                          "configs/llm.qwen.yaml and the other examples")
     return Path(path), None
 
 

@@ -387,7 +387,7 @@ def _side(e: MemoryEstimate, side: str) -> int:
 def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimate], limit: int, source: str,
                sf: float) -> ResourceError:
     where = "RAM" if side == "ram" else "GPU memory"
-    what = "the budget" if source == "budget" else "free"
+    what = "the budget" if source == "budget" else f"the free {where}"
     need = sum(_side(e, side) for e in [*new, *counted])
     if len(new) == 1 and not counted:
         e = new[0]
@@ -397,7 +397,7 @@ def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimat
     details = "; ".join(e.describe() for e in new)
     if counted:
         details += "; already loaded: " + "; ".join(e.describe() for e in counted)
-    message = f"{head} but {format_bytes(limit)} is {what} x {sf:g} ({details})"
+    message = f"{head} but only {format_bytes(limit)} may be used, {sf:.0%} of {what} ({details})"
     suggestions = []
     for e in new:
         n_ctx = _largest_n_ctx([e], side, need - _side(e, side), limit * sf)

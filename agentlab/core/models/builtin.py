@@ -107,6 +107,19 @@ def is_builtin(name: str) -> bool:
     return name in BUILTIN_MODELS
 
 
+def close_builtin(ref: str) -> str | None:
+    """The built-in model name a bare ``ref`` that names nothing was likely meant to be, for a "did you mean"
+    (``smollm2-135M``, ``qwen2.5-coder-0.5``: another case, a letter off), else None; as ``models check`` suggests
+    it for a models file's ``file``. A path (``models/x``, ``x.gguf``) is never a misspelled name."""
+    import difflib
+
+    if not ref or "/" in ref or "\\" in ref or ref.endswith(".gguf"):
+        return None
+    lowered = {name.lower(): name for name in BUILTIN_MODELS}
+    close = difflib.get_close_matches(ref.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
+
+
 def builtin_for_upstream(ref: str) -> str | None:
     """The built-in name whose upstream hub id is ``ref`` (case as on the hub, or not), else None."""
     return next((m.name for m in BUILTIN_MODELS.values() if m.upstream.lower() == ref.lower()), None)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, missing_package, one_line
-from agentlab.core.files import ordinary_mode
+from agentlab.core.files import ordinary_modes
 from agentlab.core.models.builtin import cache_dir
 from agentlab.core.models.modelfiles import read_gguf_header
 
@@ -70,13 +70,13 @@ def gguf_to_hf(gguf: str | Path) -> Path:
         if (target / MARKER).is_file():  # another process converted it while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        ordinary_mode(tmp, folder=True)  # mkdtemp makes it private; the cache folder is an ordinary one
         try:
             start = time.perf_counter()
             _convert(path.resolve(), tmp)
             seconds = time.perf_counter() - start
             (tmp / MARKER).write_text(json.dumps({"source": str(path.resolve()), "seconds": round(seconds, 2),
                                                   "format": _FORMAT}) + "\n")
+            ordinary_modes(tmp)  # mkdtemp and safetensors make theirs private; the cache folder is an ordinary one
             if target.exists():  # a folder without the marker: not ours to trust (renames are atomic, so rare)
                 shutil.rmtree(target)
             os.rename(tmp, target)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from agentlab.core.errors import AgentlabError, InputError
-from agentlab.core.files import check_replace, ordinary_mode
+from agentlab.core.files import check_replace, ordinary_modes
 from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream
 from agentlab.core.models.convert import MARKER
 from agentlab.core.models.load import hf_model_folder
@@ -28,12 +28,18 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
 
     Refused before anything is written or deleted (``InputError``, exit 2): an ``out`` that is the model's own
     folder or holds its file (``--force`` would replace the folder, and the model with it: the source of a GGUF
-    export is often ``DIR/model.gguf`` beside the transformers files ``DIR`` already holds), and a GGUF file whose
-    header or tensor data is cut short (the check ``agentlab models list`` and ``check`` make), which transformers
-    would otherwise fail on with a message about architecture support, and a transformers folder whose config.json
-    is not valid JSON or names no model, or that lacks its weights or tokenizer (``check_hf_folder``, as
-    ``train-persona --base-model`` checks it)."""
+    export is often ``DIR/model.gguf`` beside the transformers files ``DIR`` already holds), and a ``.gguf`` file that
+    is no GGUF or whose header or tensor data is cut short (the check ``agentlab models list`` and ``check`` make),
+    which transformers would otherwise fail on with a message about architecture support, and a transformers folder
+    whose config.json is not valid JSON or names no model, or that lacks its weights or tokenizer
+    (``check_hf_folder``, as ``train-persona --base-model`` checks it)."""
     out = Path(out)
+    given = Path(ref).expanduser()
+    if given.suffix == ".gguf" and given.is_file():  # refused with the reason `models list` and `check` give, not as
+        try:  # "not found; tried a GGUF file (... is a file but not GGUF)"
+            read_gguf_header(given)
+        except AgentlabError as exc:
+            raise InputError(exc.message, hint=exc.hint) from None
     source = resolve_model(str(ref), user="the transformers export")
     if source.path.resolve().is_relative_to(out.resolve()):
         raise InputError(f"--out {out}: is or holds the model being exported ({source.path}); nothing was written "
@@ -49,7 +55,6 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
     folder = hf_model_folder(ref, user="the transformers export")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    ordinary_mode(tmp, folder=True)
     try:
         for file in sorted(folder.iterdir()):
             if file.is_file() and file.name != MARKER and not file.name.endswith(".lock"):
@@ -65,7 +70,7 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
                 "model = PeftModel.from_pretrained(\n"
                 f"    AutoModelForCausalLM.from_pretrained(\"{out.resolve()}\"), ADAPTER)\n```\n",
                 encoding="utf-8")
-        tmp.chmod(0o755)
+        ordinary_modes(tmp)  # mkdtemp makes it private; the exported folder is an ordinary one
         if out.exists():
             old = out.parent / f".{out.name}.old"
             shutil.rmtree(old, ignore_errors=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from agentlab.core.errors import InputError
-from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream, builtin_path, is_builtin
+from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream, builtin_path, close_builtin, is_builtin
 
 Kind = Literal["builtin", "gguf", "hf", "hub"]
 Format = Literal["gguf", "hf"]
@@ -64,7 +64,10 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
     found, tried = _find(ref, base, hub)
     if found is None:
         hint = _hint(ref, formats)
-        if _path_like(ref) and not _as_path(ref, base).exists():  # the likely fix is the path
+        near = close_builtin(ref) if not _as_path(ref, base).exists() else None
+        if near is not None:  # `smollm2-135M`: the built-in name, misspelled
+            hint = f"did you mean {near}? Or " + hint
+        elif _path_like(ref) and not _as_path(ref, base).exists():  # the likely fix is the path
             hint = "check the path (no file or folder is there); or " + hint
         elif "hf" in formats and _as_path(ref, base).is_dir():  # a folder here: the model meant, not a hub id
             hint = (f"point at a save_pretrained folder (config.json and the weights) or a .gguf file: {ref} has no "

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package
-from agentlab.core.files import check_replace, ordinary_mode
+from agentlab.core.files import check_replace, ordinary_modes
 from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
 from agentlab.core.models.builtin import canonical_base
 
@@ -411,12 +411,12 @@ def _write_child(child: Path, config: dict[str, Any], tensors: dict[str, torch.T
     except OSError as exc:
         raise InputError(f"{child.parent}: cannot create the folder ({exc.strerror or exc})") from None
     tmp = Path(tempfile.mkdtemp(dir=child.parent, prefix=f".{child.name}.", suffix=".tmp"))
-    ordinary_mode(tmp, folder=True)
     old: Path | None = None
     try:
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
         (tmp / LINEAGE).write_text(json.dumps(lineage, indent=2) + "\n")
+        ordinary_modes(tmp)  # mkdtemp and safetensors make theirs private; the adapter folder is an ordinary one
         _check_child(child, [], force)  # it may have appeared while we worked
         if child.exists():
             old = Path(tempfile.mkdtemp(dir=child.parent, prefix=f".{child.name}.", suffix=".old"))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError, InputError
-from agentlab.core.files import ordinary_mode, replace_problem
+from agentlab.core.files import ordinary_modes, replace_problem
 from agentlab.core.models.convert import quiet_transformers
 from agentlab.core.models.gguf_export import export_gguf, quantize_gguf
 
@@ -200,13 +200,13 @@ def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: st
     out = prepare_out_dir(out_dir, overwrite)
     final = _target(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    ordinary_mode(tmp, folder=True)  # mkdtemp makes it private; the model folder is an ordinary one
     try:
         make_tiny_model(tmp, seed=seed, arch=arch, **sizes)
         # general.name is the model folder's name, never the temporary one (the same seed gives the same files)
         export_gguf(tmp, tmp / "model.gguf", dtype=dtype, name=final.name)
         if quantize:
             quantize_gguf(tmp / "model.gguf", tmp / f"model.{quantize}.gguf", kind=quantize)
+        ordinary_modes(tmp)  # mkdtemp and safetensors make theirs private; the model folder is an ordinary one
         _rename_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

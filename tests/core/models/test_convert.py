@@ -41,6 +41,10 @@ def test_converts_once_and_matches_the_original(gguf: Path, cache: Path, tiny_mo
     assert folder.parent == cache / "hf-from-gguf" and (folder / MARKER).is_file()
     assert gguf_to_hf(gguf) == folder and conversion_count() == before + 1  # the second call reads the cache
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    from agentlab.core.files import umask
+
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}  # safetensors' own file was 0600
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask()) and "model.safetensors" in modes
 
     ids = torch.tensor([[1, 5, 9, 42, 7]])
     with torch.inference_mode():
