@@ -406,7 +406,7 @@ def run_info(path: str | Path, command: str | None = None) -> dict[str, Any]:
         raise RunDirError(f"{path}: not a run folder (no run.json)", hint="pass the folder printed by the first run")
     info: dict[str, Any] = read_json(path / "run.json")
     if command is not None and info.get("command") != command:
-        raise RunDirError(f"{path}: is a '{info.get('command')}' run, not '{command}'",
+        raise RunDirError(f"{path}: is a run of '{info.get('command')}', not of '{command}'",
                           hint=f"give a run folder of `agentlab {command_words(command)}` (`agentlab "
                           f"{command_words(str(info.get('command')))} -h` says "
                           "whether and how this one continues)")

@@ -125,7 +125,7 @@ def test_runs_made_with_out_at_once_are_all_remembered(tmp_path: Path, monkeypat
 
 def test_resume_wrong_command_and_missing(in_tmp: Path) -> None:
     RunDir.create("demo", out=in_tmp / "r")
-    with pytest.raises(RunDirError, match="is a 'demo' run, not 'nas'") as info:
+    with pytest.raises(RunDirError, match="is a run of 'demo', not of 'nas'") as info:
         RunDir.resume(in_tmp / "r", "nas")
     assert "--resume" not in (info.value.hint or "")  # not every command has one (llm-bench, serve, pipeline)
     with pytest.raises(RunDirError, match="empty: no such run folder"):  # it said "not a run folder (no run.json)"

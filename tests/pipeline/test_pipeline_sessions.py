@@ -222,7 +222,7 @@ def test_another_commands_run_folder_is_no_session(in_tmp: Path, capsys: pytest.
     RunDir.create("llm-bench", out=in_tmp / "lb1")
     for args in (["pipeline", "show", "lb1"], ["pipeline", "rerun", "lb1"]):
         assert main(args) == 2
-        assert "lb1: is a 'llm-bench' run, not 'pipeline'" in capsys.readouterr().err
+        assert "lb1: is a run of 'llm-bench', not of 'pipeline'" in capsys.readouterr().err
 
 
 def test_show_names_the_aggregator_and_a_fallback(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
