@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console, ConsoleDimensions
 
 if TYPE_CHECKING:
@@ -73,6 +74,19 @@ class _Console(Console):
 
         interrupted_by(ReaderGone.reason)  # the KeyboardInterrupt the SIGINT raises is recorded as what it is
         os.kill(os.getpid(), signal.SIGINT)
+
+
+def _flag_shows_no_type(option: typer.core.TyperOption, ctx: Any) -> str | None:
+    """The type column of an option in --help: none for a flag (``--force``, ``--json``, ``-h``, ``--wait/--no-wait``)
+    or a count (``-v``, ``-vv``), which take no value (Typer showed ``--force <bool>`` and ``-v <int>``, as if one
+    were given); else Typer's own."""
+    shown: str | None = None if option.is_flag or option.count else _typer_option_type(option, ctx)
+    return shown
+
+
+_typer_option_type: Any = getattr(typer.core.TyperOption, "display_type_rich", None)
+if _typer_option_type is not None:  # Typer's (0.29) help hook; another Typer shows its own column, never fails here
+    typer.core.TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign, assignment]
 
 
 # Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
@@ -177,15 +191,38 @@ def safe_text(text: object, *, stdout: bool = False) -> str:
 
 
 def setup_logging(verbose: int) -> None:
-    from rich.logging import RichHandler
-
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = RichHandler(console=console, show_path=False)
+    handler = _line_handler(timed=verbose > 0)
     handler.addFilter(_Scrub())
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     # httpx logs every request at INFO: keep it for -vv only.
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     # the libraries' import-time loggers are quieted once for every subcommand, in `cli.main`
+
+
+def _line_handler(timed: bool) -> logging.Handler:
+    """A log record as one line like the command's own (``warning: ...``, ``error: ...``; with -v the time first),
+    through the console, so progress bars stay whole. rich's own layout put a date stamp and a level column before
+    each record and padded it with spaces to the console's width."""
+    import time
+
+    from rich.console import Group, RenderableType
+    from rich.logging import RichHandler
+    from rich.text import Text
+
+    class LineHandler(RichHandler):
+        STYLES = {"warning": "yellow", "error": "red", "critical": "red"}
+
+        def render(self, *, record: logging.LogRecord, traceback: Any, message_renderable: Any) -> Any:
+            level = record.levelname.lower()
+            line = Text(time.strftime("%H:%M:%S ", time.localtime(record.created)) if timed else "", style="dim")
+            line.append(f"{level}: ", style=self.STYLES.get(level, "dim"))
+            line.append_text(message_renderable) if isinstance(message_renderable, Text) else \
+                line.append(str(message_renderable))
+            parts: list[RenderableType] = [line, traceback] if traceback is not None else [line]
+            return Group(*parts) if len(parts) > 1 else line
+
+    return LineHandler(console=console, show_path=False)
 
 
 class _Scrub(logging.Filter):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, OutOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
+from .common import ConfigOpt, JsonOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
 from .runner import CommandSpec, Invocation, flags, run_command
 
 if TYPE_CHECKING:
@@ -41,7 +41,9 @@ def run_cmd(
                                       "folder).")] = None,
     base_model: Annotated[str | None, opt("--base-model", help="The seeds' base model (default smollm2-135m, "
                                            "built in).")] = None,
-    out: OutOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Exact run folder to create (default: a new folder "
+                                              "<timestamp>-<name> under runs/evolve/).", show_default=False,
+                                              file_okay=False)] = None,
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -73,8 +75,10 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     for line in console_lines(results):
         console.print(safe_text(line))
     n, now, seconds = len(results["individuals"]), results.get("scored_this_session"), results["seconds"]
-    took = f", {now} scored in this session's {seconds:.0f} s" if now is not None and now < n else \
-        f" in {seconds:.0f} s"
+    session = results.get("session_seconds", seconds)  # seconds: the whole run's (a run from before: the session's)
+    took = (f" in {seconds:.0f} s" if now is None or now >= n else
+            f" in {seconds:.0f} s, none scored in this session" if now == 0 else
+            f", {now} scored in this session's {session:.0f} s ({seconds:.0f} s in all)")
     console.print(f"{n} individuals{took}; report: {safe_text(path / 'report.md')}")
 
 

@@ -87,8 +87,11 @@ def _summary(results: dict[str, Any], path: Path) -> None:
     loss = f"loss {first:.4f} -> {final:.4f}" if first is not None and final is not None else "no loss logged"
     console.print(f"[bold]adapter[/]: {safe_text(results['adapter'])}")
     steps = results["steps"]  # which tokens carry the loss was said before training: not repeated here
-    # a resume's seconds are this session's (from its checkpoint), the steps and tokens the whole run's
-    took = (f"; this session (from {Path(results['resumed_from']).name}): {results['seconds']:.0f} s"
+    # a resume's seconds are this session's (from its checkpoint), the steps and tokens the whole run's; a resume of
+    # a finished run trained nothing: its seconds are those of the last session that trained
+    took = (f", trained before this session (the last session that trained: {results['seconds']:.0f} s)"
+            if results.get("trained_this_session") is False else
+            f"; this session (from {Path(results['resumed_from']).name}): {results['seconds']:.0f} s"
             if results.get("resumed_from") else f" in {results['seconds']:.0f} s")
     console.print(f"{steps} step{'' if steps == 1 else 's'}, {loss}, {results['tokens_seen']:,} tokens{took}")
     scored = results.get("eval") or {}

@@ -229,3 +229,18 @@ def test_lineage_names_parents_given_relative_by_absolute_path(parents: list[Pat
     blend_adapters([Path(parents[0].name), Path(parents[1].name)], [0.5, 0.5], tmp_path / "rel")
     lineage = json.loads((tmp_path / "rel" / "lineage.json").read_text())
     assert lineage["parents"] == [str(parents[0]), str(parents[1])]
+
+
+def test_a_cut_short_parent_says_what_to_do(parents: list[Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A truncated adapter_model.safetensors was one error line with no hint, unlike every other error."""
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(parents[0], cut)
+    weights = cut / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    code = main(["evolve", "blend", "--parents", str(cut), str(parents[1]), "--child", str(tmp_path / "child")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read the adapter weights" in err
+    assert "hint: the file is damaged or cut short" in err

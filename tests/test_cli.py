@@ -331,3 +331,13 @@ def test_a_table_printed_to_a_file_keeps_its_figures(monkeypatch: pytest.MonkeyP
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           check=True).stdout.strip() == str(console.LOG_WIDTH)
+
+
+def test_flags_show_no_value_type_in_help() -> None:
+    """`--force <bool>`, `--json <bool>`, `-h <bool>` and `-v <int>` read as options that take a value."""
+    for args in (["train-persona"], ["evolve", "worker"], []):
+        result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output and "<int>" not in result.output.split("--verbose")[-1].split("\n")[0]
+    shown = runner.invoke(app, ["train-persona", "--help"], env={"COLUMNS": "200"}).output
+    assert "<int>" in shown.split("--max-steps")[1].split("\n")[0]  # an option that takes a value keeps its type

@@ -6,6 +6,7 @@ redirected (`pipeline run ... > answer.txt`)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -149,3 +150,24 @@ def test_a_credential_in_a_library_log_line_is_scrubbed(monkeypatch: pytest.Monk
         logging.getLogger().handlers.clear()
         logging.getLogger().setLevel(logging.WARNING)
         logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def test_a_log_record_is_one_line_like_the_commands_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning came as "[12/01/26 01:39:51] WARNING  trial(s) [2] were interrupted ...", padded with spaces to the
+    console's width: unlike every other line of the run."""
+    import logging
+
+    from agentlab.cli.common import setup_logging
+
+    setup_logging(0)
+    try:
+        with console.capture() as captured:
+            logging.getLogger("x").warning("trial(s) [2] were interrupted; they run again first")
+        assert captured.get() == "warning: trial(s) [2] were interrupted; they run again first\n"
+        setup_logging(1)  # -v: the time first
+        with console.capture() as captured:
+            logging.getLogger("x").info("loaded")
+        assert re.fullmatch(r"\d\d:\d\d:\d\d info: loaded\n", captured.get())
+    finally:
+        logging.getLogger().handlers.clear()
+        logging.getLogger().setLevel(logging.WARNING)

@@ -4,9 +4,9 @@ mutation, and the fitness (task accuracy, cooperation in a debate, novelty)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agentlab.core.config import ModelName, StrictModel
 from agentlab.core.search.settings import StorageURL
@@ -134,6 +134,14 @@ class EvolveConfig(StrictModel):
                        "model's batches; a crash loses at most one batch of scoring")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the base model runs")
     seed: int = Field(0, description="seed of selection, crossover weights and mutation")
+
+    @field_validator("alpha_range", "weight_range", "scale_range", mode="before")
+    @classmethod
+    def _pair(cls, value: Any) -> Any:
+        """Two numbers: pydantic said a one-item range was "required field is missing"."""
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise ValueError(f"give [low, high]: 2 items, got {len(value)}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> EvolveConfig:

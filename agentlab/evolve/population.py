@@ -32,6 +32,7 @@ from agentlab.core.search.study import (
 )
 
 STUDY = "evolve"
+FORMER = "former_folders"  # the earlier names of the run folder (``located``)
 STORE_HINT = "give the run's store: sqlite:///RUN/population.db, or the `store` of its config"
 
 
@@ -114,13 +115,23 @@ def check_owner(pop: Population, store: str | None, here: str | None = None) -> 
                      "(or leave store out: population.db in its run folder)")
 
 
-def located(path: str | None, folder: str | None) -> str | None:
-    """An individual's adapter folder as the store keeps it: absolute. A store written before every path was kept
-    absolute holds a child's folder as the run was given it (``runs/e1/adapters/gen_1/g1c0``, relative to the folder
-    the run started in, which nothing recorded): it is that child's folder in the run folder the store records
-    (``folder``, set by every `evolve run`, a resume included), as children always lie at
-    ``RUN/adapters/gen_K/ID`` or ``RUN/adapters/baselines/ID``. The seeds were always kept absolute."""
-    if path is None or folder is None or Path(path).is_absolute() or len(Path(path).parts) < 3:
+def located(path: str | None, folder: str | None, former: list[str] | tuple[str, ...] = ()) -> str | None:
+    """An individual's adapter folder as the store keeps it: absolute, in the run folder as it was named when the
+    child was made. ``former``: the earlier names of the run folder ``folder`` (``FORMER``, recorded by a resume of
+    the run moved or copied elsewhere): a child made in one lies in ``folder`` now (a moved run said the old path,
+    and a copy recommended the original's adapter).
+
+    A store written before every path was kept absolute holds a child's folder as the run was given it
+    (``runs/e1/adapters/gen_1/g1c0``, relative to the folder the run started in, which nothing recorded): it is that
+    child's folder in the run folder the store records (``folder``, set by every `evolve run`, a resume included), as
+    children always lie at ``RUN/adapters/gen_K/ID`` or ``RUN/adapters/baselines/ID``. The seeds were always kept
+    absolute (and lie outside the run folder)."""
+    if path is None or folder is None:
+        return path
+    if Path(path).is_absolute():
+        old = next((f for f in former if Path(path).is_relative_to(f)), None)
+        return path if old is None else str(Path(folder, Path(path).relative_to(old)))
+    if len(Path(path).parts) < 3:
         return path
     return str(Path(folder, *Path(path).parts[-3:]))
 
@@ -156,7 +167,7 @@ class Population:
         trials = self.store.trials()
         # failed by the heartbeat check, its copy not queued yet: still running, as the loop counts it
         retrying = awaiting_retry(trials, MAX_RETRIES, RETRY_QUEUE_S)
-        folder = self.attr("folder")
+        folder, former = self.attr("folder"), self.attr(FORMER) or []
         for trial in trials:
             plan = trial.user_attrs.get(A_PLAN, {})
             ind = plan.get("extra", {}).get("individual")
@@ -166,7 +177,7 @@ class Population:
                                       "loop; it cannot be resumed", hint="start a new run: agentlab evolve run -c FILE")
                 continue
             state = "running" if trial.number in retrying else trial.state.name.lower()
-            row = {**ind, "path": located(ind.get("path"), folder), "state": state, "trial": trial.number,
+            row = {**ind, "path": located(ind.get("path"), folder, former), "state": state, "trial": trial.number,
                    "worker": plan.get("worker")}
             outcome = trial.user_attrs.get(A_OUTCOME, {})
             if state == "complete":

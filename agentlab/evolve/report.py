@@ -9,6 +9,14 @@ from typing import Any
 from agentlab.core.runs import save_figure
 
 
+def _session(results: dict[str, Any]) -> str:
+    """After the run's seconds (all its sessions), the last session's when a resume scored only part of the run."""
+    now, session = results.get("scored_this_session"), results.get("session_seconds")
+    if now is None or session is None or now >= len(results["individuals"]):
+        return ""
+    return f" in all (the last session: {session:.0f} s, {now} scored)"
+
+
 def _num(x: float | None, signed: bool = False) -> str:
     if x is None:
         return "-"
@@ -133,7 +141,7 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
         "# evolve", "",
         f"Search `{results.get('search', 'ga')}`; population {results['population']}, {results['generations']} "
         f"generations after gen_0, base {results['base_model']}; {q['fitness']} fitness, {q.get('validation', 0)} "
-        f"validation and {q['test']} test questions; {results['seconds']:.0f} s.", "",
+        f"validation and {q['test']} test questions; {results['seconds']:.0f} s{_session(results)}.", "",
         f"Fitness = {w['task']:g} x {task_name} + {w['coop']:g} x cooperation + {w['novelty']:g} x novelty "
         f"({results['novelty']}). {coop} The final pick is the child with the best validation score.", "",
         f"**Best: {best['id']}**, fitness {_num(best['fitness'])} (task {_num(best['task'])}, validation "
@@ -209,6 +217,15 @@ def fitness_line(weights: dict[str, float], score: str, questions: int, novelty:
     if weights.get("novelty"):
         parts.append(f"{weights['novelty']:g} x novelty (distance of its {novelty} to the others)")
     return f"fitness = {' + '.join(parts)}; task = {task_meaning(score, questions)}; higher fitness is better"
+
+
+def generation_line(k: int, best: dict[str, Any], mean: dict[str, Any], weights: dict[str, float]) -> str:
+    """Generation ``k`` on the console: its best individual's fitness and its parts (a part of weight 0, which
+    counts for nothing, left out as ``fitness_line`` leaves it out), and the mean fitness."""
+    parts = [f"task {best['task']:.3f}"] + [f"{key} {best[key]:{spec}}" for key, spec in
+                                            (("coop", "+.2f"), ("novelty", ".2f")) if weights.get(key)]
+    return f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} ({', '.join(parts)}); mean fitness " \
+        f"{mean['fitness']:.3f}"
 
 
 def console_lines(results: dict[str, Any]) -> list[str]:

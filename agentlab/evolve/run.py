@@ -8,6 +8,7 @@ saw.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import random
 import time
@@ -39,8 +40,8 @@ from agentlab.core.skills import mixed_file
 from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
-from agentlab.evolve.population import Population, check_owner, open_population
-from agentlab.evolve.report import fitness_line, fitness_plot, render_report
+from agentlab.evolve.population import FORMER, Population, check_owner, open_population
+from agentlab.evolve.report import fitness_line, fitness_plot, generation_line, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
 from agentlab.evolve.search import budget, cma_ask, fixed_spec
 from agentlab.evolve.worker import evolve_loop, individual, run_workers
@@ -258,8 +259,19 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     here, resumed = str(absolute_path(run_dir.path)), bool(run_dir.info.get("resumed"))
     if not resumed:  # two runs started together on one new store: prepare's check_store saw it empty in both
         check_owner(pop, cfg.store, here)
-    earlier = pop.attr("folder")
-    pop.set_attr("folder", here)  # where a store's relative child folders lie (located)
+    earlier, started = pop.attr("folder"), run_dir.info.get("started")
+    if resumed and earlier not in (None, here) and pop.attr("run_started") in (None, started):
+        # this run's folder, moved or copied since (not another run's, given the store): its children lie here now
+        pop.set_attr(FORMER, [*(pop.attr(FORMER) or []), earlier])
+    pop.set_attr("folder", here)  # where a store's child folders lie (located)
+    pop.set_attr("run_started", started)
+    # the earlier sessions' time (kept in the store as each individual is scored; a run finished before it was kept
+    # there: its results.json's); results.json's seconds are the whole run's, session_seconds this session's
+    kept = pop.attr("seconds") if resumed else 0.0
+    before = float((kept if kept is not None else _results(run_dir).get("seconds")) or 0.0)
+
+    def spent() -> float:
+        return round(before + time.perf_counter() - start, 1)
     if pop.attr("config") is None:  # what check_store compares a run given this store with
         pop.set_attr("config", population_config(cfg))
     settings = _settings(cfg, pop, fitness, validation or [], test, run_dir)
@@ -281,6 +293,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     def on_event(kind: str, **data: Any) -> None:
         if kind == "trial":
             scored()
+            pop.set_attr("seconds", spent())
         elif kind == "recovered":
             say(recovered_line(pop, data["trials"], resumed))
 
@@ -303,7 +316,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     try:
         evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
                     seed=cfg.seed, hooks=Hooks(on_event=on_event, progress=progress, run_dir=str(run_dir.path),
-                                               on_queued=start_workers)).run()
+                                               on_queued=start_workers, says_recovered=True)).run()
     except TrialAborted as exc:  # the scoring failed, not an individual (worker.Scorer): its batch is queued again
         raise exc.__cause__ or exc from None
     try:  # generations of elites alone, after the budget was spent: stored, nothing to score
@@ -322,6 +335,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         final = compare_on_test(settings, pop, individuals, best, progress, providers, picks)
         pop.set_attr("final", final)
     pop.set_attr("finished", True)
+    pop.set_attr("seconds", spent())
     results = {
         "base_model": cfg.base_model, "population": cfg.population, "generations": bred_generations(cfg),
         "questions": {"fitness": len(settings.questions), "validation": len(settings.validation),
@@ -330,14 +344,24 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         "reference": {k: v for k, v in ref.items() if k not in ("round0", "debate")},
         "individuals": {m: {k: ind.get(k) for k in RESULT_KEYS} for m, ind in individuals.items()},
         "history": history, "best": best_row(individuals, history, best), "final": final,
-        "seconds": round(time.perf_counter() - start, 1), "search": cfg.search, "baselines": baselines,
-        # a resume's seconds are its own: how many it scored says what they bought
+        "seconds": spent(), "search": cfg.search, "baselines": baselines,
+        # a resume's own seconds beside the whole run's: how many it scored says what they bought
+        "session_seconds": round(time.perf_counter() - start, 1),
         "scored_this_session": sum(ind.get("state") in ("complete", "fail") for ind in individuals.values()) - done,
         "recommended": recommended(individuals, best, picks)}
     run_dir.save_results(results)
     plot = fitness_plot(results, run_dir.file("fitness.png"))
     run_dir.save_report(render_report(results, plot.name if plot else None))
     return results
+
+
+def _results(run_dir: RunDir) -> dict[str, Any]:
+    """The run's results.json as an earlier session wrote it (empty: none, or unreadable)."""
+    try:
+        found = json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def recovered_line(pop: Population, trials: list[int], resumed: bool) -> str:
@@ -426,8 +450,7 @@ class Breeder:
             best, mean = rows[-1]["best"], rows[-1]["mean"]
             if k not in self.announced:
                 self.announced.add(k)
-                self.say(f"gen {k}: best {best['id']} fitness {best['fitness']:.3f} (task {best['task']:.3f}, coop "
-                         f"{best['coop']:+.2f}, novelty {best['novelty']:.2f}); mean fitness {mean['fitness']:.3f}")
+                self.say(generation_line(k, best, mean, self.cfg.fitness.model_dump()))
             if k not in self.logged:  # once per generation, across a resume too
                 self.logged.add(k)
                 self.run_dir.event("generation", generation=k, best=best["id"], fitness=best["fitness"],

@@ -20,7 +20,7 @@ from agentlab.core.search.loop import GroupPlanner, Hooks, SearchLoop, StopRules
 from agentlab.core.search.planners import Planner
 from agentlab.core.search.records import A_PLAN, TrialRecord
 from agentlab.core.search.space import SearchSpace
-from agentlab.evolve.population import Population, located
+from agentlab.evolve.population import FORMER, Population, located
 from agentlab.evolve.score import ScoreSettings, score_batch
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def individual(pop: Population, number: int) -> dict[str, Any]:
     """The individual trial ``number`` scores (its lineage, as bred; its folder as ``population.located`` finds it)."""
     ind = dict(pop.store.get(number).user_attrs[A_PLAN]["extra"]["individual"])
-    return {**ind, "path": located(ind.get("path"), pop.attr("folder"))}
+    return {**ind, "path": located(ind.get("path"), pop.attr("folder"), pop.attr(FORMER) or [])}
 
 
 class Scorer:

@@ -93,10 +93,11 @@ class EvalSettings(StrictModel):
 
 class TrainPersonaConfig(StrictModel):
     # What a resume may change (core.runs.resume_changes): the budget, checkpoints and logging, speed, what happens
-    # when training ends. The rest decides what the checkpoints hold (a new rank does not load; new data or a new
-    # rate would mix two runs in one adapter); the adapter goes where the run said (--out).
+    # when training ends, where the adapter goes (--out: a run whose folder could not be written to is saved by a
+    # resume with another). The rest decides what the checkpoints hold (a new rank does not load; new data or a new
+    # rate would mix two runs in one adapter).
     RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = (
-        "name", "force", "mlflow", "eval", "train.max_steps", "train.epochs", "train.save_steps",
+        "name", "out", "force", "mlflow", "eval", "train.max_steps", "train.epochs", "train.save_steps",
         "train.logging_steps", "train.threads", "train.gradient_checkpointing")
 
     name: str | None = Field(None, description="run name (folder suffix); empty: the --out folder's name, else the "

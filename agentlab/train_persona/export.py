@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.errors import AgentlabError, InputError, missing_package
-from agentlab.core.files import nearest_existing, ordinary_mode
+from agentlab.core.files import cannot_write, nearest_existing, ordinary_mode
 from agentlab.core.models import gguf_export
 from agentlab.core.models.adapters import ADAPTER_CONFIG, read_adapter
 from agentlab.core.models.builtin import BUILTIN_MODELS
@@ -198,9 +198,10 @@ def _check_out(out: Path, force: bool) -> None:
     if not ancestor.is_dir():
         raise InputError(f"{out.parent}: cannot create the folder ({ancestor} is a file)",
                          hint="give a path under a folder, e.g. models/NAME.gguf")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"{out.parent}: cannot create the file there ({ancestor} is not writable)",
-                         hint="give a path in a folder you can write to")
+    unwritable = cannot_write(ancestor)  # tried, not asked: root passes os.access on /proc or a read-only disk
+    if unwritable is not None:
+        raise InputError(f"--gguf {out}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written",
+                         hint="give --gguf a path in a folder you can write to")
 
 
 def _make_parents(out: Path) -> list[Path]:

@@ -21,7 +21,7 @@ def loss_line(summary: dict[str, Any]) -> str:
     if summary["packing"]:
         rows = f", packed into {sequences} rows"
     elif sequences < examples:
-        rows = f"; {examples - sequences} left out: no loss token within max_length"
+        rows = f", {sequences} trained on; {examples - sequences} left out: no loss token within max_length"
     else:
         rows = ""
     return f"loss on {loss_tokens} of {tokens} tokens{share}, {what}; {examples} conversations{rows}"

@@ -35,7 +35,7 @@ from typing import Any
 
 from agentlab.core.config import absolute_paths
 from agentlab.core.errors import AgentlabError, UsageError
-from agentlab.core.files import check_replace, file_sha256, ordinary_modes, replace_problem
+from agentlab.core.files import cannot_write, check_replace, file_sha256, ordinary_modes, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
@@ -71,7 +71,9 @@ def prepare(cfg: TrainPersonaConfig, *, resuming: bool = False, run_dir: Path | 
     check_out_beside_run(cfg.out, run_dir)
     data = load_chat_jsonl(cfg.data.path)
     out = cfg.out
-    if out is not None and not resuming:
+    if out is not None:
+        check_out_writable(out, resuming=resuming)
+    if out is not None and not resuming:  # a resume's --out: check_resume
         check_replace(out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
     resolve_device_dtype(cfg.train.device, cfg.train.dtype)
     base = check_base_model(cfg.base_model)
@@ -111,9 +113,20 @@ def check_out_beside_run(out: Path | None, run_dir: Path | None, *, given: str =
     named = f"{given} {run_dir}" if given else str(run_dir)
     raise UsageError(f"--out {out}: {what} ({named}); saving the adapter there would replace the run's files; "
                      "nothing was written",
-                     hint="the run cannot save its adapter there: start a new run with another --out" if resuming
-                     else "choose another --out (by default the adapter goes to the run folder's adapter/), or "
-                     "another --run-dir")
+                     hint="the run cannot save its adapter there: resume it with another --out, or start a new "
+                     "run" if resuming else "choose another --out (by default the adapter goes to the run folder's "
+                     "adapter/), or another --run-dir")
+
+
+def check_out_writable(out: Path, *, resuming: bool = False) -> None:
+    """Refuse (``UsageError``, before the run folder exists or a model loads) an adapter folder whose parent cannot
+    be written (``cannot_write``: ``/proc``, a read-only disk): the adapter is written beside ``out`` when training
+    ends, and a run there trained for nothing and failed on that temporary folder (exit 1)."""
+    unwritable = cannot_write(Path(out).absolute().parent)
+    if unwritable is not None:
+        raise UsageError(f"--out {out}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written",
+                         hint="resume with --out DIR in a folder you can write to (a resume may change where the "
+                         "adapter goes)" if resuming else "give --out a folder you can write to")
 
 
 def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
@@ -126,6 +139,8 @@ def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
     check."""
     check_out_beside_run(cfg.out, folder, given="--resume", resuming=True)
     _check_budget(cfg, folder)
+    if cfg.out is not None and not _saved_at(folder, cfg.out):  # a new --out (or one the run never wrote to)
+        check_replace(cfg.out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
     recorded = next((e.get("sha256") for e in read_events(folder, "data")), None)
     try:
         now = file_sha256(cfg.data.path)
@@ -191,7 +206,8 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
         (announce or log.info)(f"this run already trained its {finished['steps']} steps; its adapter is "
                                f"{finished['adapter']}: nothing to train")
         if not (cfg.eval.tasks and "eval" not in finished) or not isinstance(run_dir, RunDir):
-            return finished  # before the MLflow run is reopened: nothing is logged, nothing left RUNNING
+            # before the MLflow run is reopened: nothing is logged, nothing left RUNNING
+            return {**finished, "trained_this_session": False}
         # Recorded before it starts: a stop during the evaluation then leaves the run "interrupted" with config.yaml
         # asking for it, so --resume runs it (else the resume was undone: "completed", eval.tasks back to []).
         run_dir.event("eval_requested", tasks=cfg.eval.tasks)
@@ -201,7 +217,8 @@ def run(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, *, data: ChatDat
         results = finished or _train(cfg, run_dir, tracker, data=data, progress=progress, announce=announce)
         if results and cfg.eval.tasks and isinstance(run_dir, RunDir):
             _evaluate(cfg, run_dir, results, tracker, announce or log.info)
-        return results
+        # what the console says of the seconds (the last training session's); not in results.json
+        return {**results, "trained_this_session": finished is None}
 
 
 def _finished(cfg: TrainPersonaConfig, folder: Path) -> dict[str, Any] | None:
@@ -382,9 +399,14 @@ def _log_results(tracker: Tracker | NullTracker, results: dict[str, Any], out: P
 
 def _own_adapter(run_dir: RunDir | FollowerRun, out: Path) -> bool:
     """Whether ``out`` holds the adapter this run saved before (it is resumed to train further)."""
+    return _saved_at(run_dir.path, out)
+
+
+def _saved_at(folder: Path, out: Path) -> bool:
+    """Whether the run in ``folder`` saved its adapter at ``out`` (its results.json names it)."""
     try:
-        saved = json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))["adapter"]
-        return Path(saved).resolve() == out.resolve()
+        saved = json.loads((folder / "results.json").read_text(encoding="utf-8"))["adapter"]
+        return Path(saved).resolve() == Path(out).resolve()
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return False
 

@@ -539,3 +539,34 @@ def test_seeds_trained_on_another_base_are_refused_before_any_model_loads(in_tmp
     err = " ".join(capsys.readouterr().err.split())
     assert f"base model '{tiny_model['hf']}' differs from base_model '{in_tmp / 'tiny-q'}'" in err, err
     assert f"--base-model {tiny_model['hf']}" in err and "Loading" not in err and not (in_tmp / "RUN").exists()
+
+
+def test_a_moved_or_copied_run_names_its_own_adapters_and_keeps_its_total_seconds(
+        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], capsys: Any) -> None:
+    """A finished run moved elsewhere and resumed said "Adapter: <the old path>" (results.json and report.md too), a
+    copy recommended the original's adapter, and the resume's 0.2 s replaced the run's seconds (412 -> 0)."""
+    import shutil
+
+    config = write_config(in_tmp, tiny_model, seeds, fitness={"coop": 0.0},
+                          task={"test_questions": 2, "validation_questions": 2})  # a child is recommended
+    assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "RUN")]) == 0
+    first = json.loads((in_tmp / "RUN" / "results.json").read_text())
+    (in_tmp / "RUN").rename(in_tmp / "MOVED")
+    for run in (in_tmp / "MOVED", in_tmp / "COPY"):
+        if run.name == "COPY":
+            shutil.copytree(in_tmp / "MOVED", run)
+        capsys.readouterr()
+        assert main(["evolve", "run", "--resume", str(run)]) == 0
+        err = " ".join(capsys.readouterr().err.split())
+        results = json.loads((run / "results.json").read_text())
+        children = {m: i["path"] for m, i in results["individuals"].items() if i["origin"] != "seed"}
+        assert children and all(Path(p).is_relative_to(run) and Path(p).is_dir() for p in children.values()), children
+        assert Path(results["recommended"]["path"]).is_relative_to(run)
+        assert f"Adapter: {results['recommended']['path']}" in err and str(in_tmp / "RUN") not in err
+        assert str(in_tmp / "RUN") not in (run / "report.md").read_text()
+        # the whole run's seconds stay (this session's beside them), and the console says nothing was scored now
+        assert results["scored_this_session"] == 0 and results["seconds"] >= first["seconds"] - 0.2
+        assert results["seconds"] >= results["session_seconds"]
+        assert re.search(r"\d+ individuals in \d+ s, none scored in this session", err), err
+    other = open_population(None, in_tmp / "MOVED", create=False)
+    assert all(not Path(i["path"]).is_relative_to(in_tmp / "COPY") for i in other.individuals().values())

@@ -19,6 +19,9 @@ from agentlab.evolve import run_evolution
     # the one given is named (`--population 2` said "elite: 2 must be below population (2)")
     ({"population": 2}, "config: population: 2 must be above elite (2), or no child is bred"),
     ({"elite": 9}, "config: elite: 9 must be below population (8), or no child is bred"),
+    # a range of one number said "weight_range: required field is missing", of three pydantic's tuple words
+    ({"weight_range": [1]}, "config: weight_range: give [low, high]: 2 items, got 1"),
+    ({"alpha_range": [0.1, 0.2, 0.3]}, "config: alpha_range: give [low, high]: 2 items, got 3"),
 ])
 def test_a_bad_field_is_a_config_error_naming_it(cfg: dict[str, Any], says: str, in_tmp: Path) -> None:
     """It was pydantic's ValidationError, which `except AgentlabError` did not catch."""

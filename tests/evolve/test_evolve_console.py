@@ -90,3 +90,15 @@ def test_the_default_fitness_is_the_seeds_task_cooperation_and_novelty() -> None
     line = fitness_line(weights.model_dump(), "loglik", 36)
     assert "0.1 x cooperation" in line and "0.05 x novelty" in line
     assert fitness_line({"task": 1.0, "coop": 0.0, "novelty": 0.0}, "loglik", 36).startswith("fitness = 1 x task;")
+
+
+def test_a_generation_line_leaves_out_a_part_of_weight_0() -> None:
+    """`--set fitness.coop=0` said "coop +0.00" on every generation, though the fitness line left it out."""
+    from agentlab.evolve.report import generation_line
+
+    best = {"id": "g1c0", "fitness": -4.153, "task": -4.173, "coop": 0.0, "novelty": 0.42}
+    mean = {"fitness": -4.154}
+    assert generation_line(1, best, mean, {"task": 1.0, "coop": 0.0, "novelty": 0.05}) == \
+        "gen 1: best g1c0 fitness -4.153 (task -4.173, novelty 0.42); mean fitness -4.154"
+    assert generation_line(1, {**best, "coop": 0.25}, mean, {"task": 1.0, "coop": 0.1, "novelty": 0.05}) == \
+        "gen 1: best g1c0 fitness -4.153 (task -4.173, coop +0.25, novelty 0.42); mean fitness -4.154"

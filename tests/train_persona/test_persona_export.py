@@ -241,6 +241,23 @@ def test_bad_inputs_are_one_line_errors(bases: dict[str, Path], tmp_path: Path) 
     assert not (tmp_path / "out.gguf").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_a_gguf_in_a_folder_that_cannot_be_written_is_refused_before_the_merge(
+        bases: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--gguf /proc/x.gguf merged the adapter, then failed on its temporary file (exit 1): root passes os.access."""
+    import agentlab.train_persona.export as export
+
+    def merge(*args: Any, **kwargs: Any) -> Path:
+        raise AssertionError("merged before the output was checked")
+
+    monkeypatch.setattr(export, "merge_adapter", merge)
+    adapter = make_adapter(bases["llama"], tmp_path / "persona", scale=0.3)
+    with pytest.raises(InputError) as info:
+        export_gguf(adapter, "/proc/agentlab-test/x.gguf")
+    assert "--gguf /proc/agentlab-test/x.gguf: cannot write in /proc" in info.value.message, info.value.message
+    assert "a folder you can write to" in (info.value.hint or "")
+
+
 @pytest.mark.parametrize("how, says", [
     ("bad-json", "invalid JSON"), ("not-utf8", "adapter_config.json"), ("weights", "weights cannot be read"),
     ("base", "'no/such-model' not found"), ("misfit", "does not fit"), ("no-peft-type", "no peft_type"),

@@ -389,3 +389,33 @@ def test_a_resume_whose_out_is_its_run_folder_is_refused(in_tmp: Path, tiny_mode
     err = capsys.readouterr().err
     assert f"--out {in_tmp / 'rd'}: is the run folder (--resume rd)" in err and "start a new run" in err, err
     assert "base model" not in err and before == {p: p.read_bytes() for p in (in_tmp / "rd").rglob("*") if p.is_file()}
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_an_out_that_cannot_be_written_is_refused_before_anything_loads_and_a_resume_may_move_it(
+        in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """--out /proc/x made the run folder, trained, then failed on /proc/.x.partial (exit 1); --resume failed the
+    same way every time, and a resume with another --out was refused as a changed setting."""
+    assert train(tiny_model["hf"], "--max-steps", "1", "--out", "/proc/agentlab-test") == 2
+    err = capsys.readouterr().err
+    assert "--out /proc/agentlab-test: cannot write in /proc" in err and "nothing was written" in err, err
+    assert "base model" not in err and not (in_tmp / "runs").exists()
+    # a run made so before the check (its config.yaml says so) that stopped before saving its adapter
+    assert train(tiny_model["hf"], "--max-steps", "2", "--set", "train.save_steps=1", "--out", "a",
+                 "--run-dir", "rd") == 0
+    config = in_tmp / "rd" / "config.yaml"
+    config.write_text(config.read_text().replace(f"out: {in_tmp / 'a'}", "out: /proc/agentlab-test"))
+    (in_tmp / "rd" / "results.json").unlink()
+    shutil.rmtree(in_tmp / "a")
+    capsys.readouterr()
+    assert main(["train-persona", "--resume", "rd"]) == 2
+    err = capsys.readouterr().err
+    assert "--out /proc/agentlab-test: cannot write in /proc" in err and "resume with --out DIR" in err, err
+    (in_tmp / "taken").mkdir()
+    (in_tmp / "taken" / "notes.txt").write_text("keep")
+    assert main(["train-persona", "--resume", "rd", "--out", "taken"]) == 2  # a new --out is checked as a new run's
+    assert "--out taken: holds files but is not an adapter folder" in capsys.readouterr().err
+    assert main(["train-persona", "--resume", "rd", "--out", "b"]) == 0
+    assert (in_tmp / "b" / "adapter_model.safetensors").is_file()
+    assert json.loads((in_tmp / "rd" / "results.json").read_text())["adapter"] == str(in_tmp / "b")
+    assert "out: " + str(in_tmp / "b") in config.read_text()

@@ -34,8 +34,9 @@ def test_loss_line_has_no_nested_brackets() -> None:
         depth += {"(": 1, ")": -1}.get(ch, 0)
         deepest = max(deepest, depth)
     assert deepest == 1
-    assert loss_line({**summary, "sequences": 238}).endswith("; 240 conversations; 2 left out: no loss token within "
-                                                             "max_length")
+    # how many are trained on, not only how many are left out (150 truncated: "85 left out" alone)
+    assert loss_line({**summary, "sequences": 238}).endswith("; 240 conversations, 238 trained on; 2 left out: no "
+                                                             "loss token within max_length")
     assert loss_line({**summary, "assistant_only": False}).startswith("loss on 1069 of 9207 tokens (11.6%), every "
                                                                        "token;")
 
@@ -56,3 +57,18 @@ def test_cpu_run_prints_no_warning_and_one_loss_line(tiny_model: dict[str, Path]
     assert err.count("loss on ") == 1 and "1 step, loss " in err
     (run,) = (in_tmp / "runs" / "train-persona").iterdir()
     assert run.name.endswith("-skill_units")
+
+
+def test_a_resume_that_trained_nothing_says_no_session_figure_as_its_own(capsys: pytest.CaptureFixture) -> None:
+    """A finished run resumed said "nothing to train", then "this session (from checkpoint-3): 5 s": the earlier
+    session's seconds."""
+    from agentlab.cli.train_persona import _summary
+
+    results = {"adapter": "a", "first_loss": 1.5, "final_loss": 1.2, "steps": 6, "tokens_seen": 341, "seconds": 5.0,
+               "resumed_from": "runs/pj/checkpoints/checkpoint-3"}
+    _summary({**results, "trained_this_session": False}, Path("runs/pj"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "this session (from" not in err, err
+    assert "341 tokens, trained before this session (the last session that trained: 5 s)" in err, err
+    _summary({**results, "trained_this_session": True}, Path("runs/pj"))
+    assert "341 tokens; this session (from checkpoint-3): 5 s" in " ".join(capsys.readouterr().err.split())

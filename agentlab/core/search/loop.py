@@ -152,6 +152,9 @@ class Hooks:
     progress: Any = None  # a ``Progress``: a task counting to ``StopRules.max_iterations``
     run_dir: str = ""  # this run's folder: the trials' ``run_dir``, which ``StopRules.own_run`` counts
     domain: Callable[[list[TrialRecord]], PlanContext] | None = None  # the planners' view (None: ``TrialDomain``)
+    # the command says in its own words which of its trials go back to the queue (on_event "recovered"; evolve names
+    # individuals): the loop logs no warning of its own for them, whose trial numbers name nothing a user sees
+    says_recovered: bool = False
 
 
 @dataclass
@@ -180,6 +183,7 @@ class SearchLoop:
         self.domain = hooks.domain  # the planners' view of the search (None: ``TrialDomain`` over ``space``)
         self.on_queued = hooks.on_queued or (lambda numbers: None)  # a group was queued (evolve starts its workers)
         self.on_event = hooks.on_event or (lambda kind, **data: None)
+        self.says_recovered = hooks.says_recovered
         self.on_trial = hooks.on_trial or (lambda records: None)
         self.progress = hooks.progress
         self.store = store_of(study)
@@ -229,12 +233,13 @@ class SearchLoop:
         if back:
             self.on_event("recovered", trials=back)
             if not self.stop.own_run:
-                log.warning("trial(s) %s were interrupted; they run again first", back)
+                if not self.says_recovered:
+                    log.warning("trial(s) %s were interrupted; they run again first", back)
                 return back
             # runs sharing a study on SQLite or a journal each run their own trials (_claim): another run's waits
             # for that run's --resume
             runs = {n: self.store.get(n).user_attrs.get(R.A_PLAN, {}).get("run_dir") for n in back}
-            if ours := [n for n in back if runs[n] == self.run_dir]:
+            if (ours := [n for n in back if runs[n] == self.run_dir]) and not self.says_recovered:
                 log.warning("trial(s) %s were interrupted; they run again first", ours)
             for folder in sorted({str(runs[n]) for n in back if runs[n] != self.run_dir}):
                 log.warning("trial(s) %s of %s were interrupted; they wait for that run's --resume",

@@ -444,7 +444,9 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     except ImportError:
         raise
     except Exception as exc:  # safetensors and torch raise many types for a damaged file
-        raise InputError(f"{file}: cannot read the adapter weights ({' '.join(str(exc).split())[:200]})") from None
+        raise InputError(f"{file}: cannot read the adapter weights ({' '.join(str(exc).split())[:200]})",
+                         hint="the file is damaged or cut short (an interrupted copy, download or save): train, copy "
+                         "or download the adapter again") from None
     raise InputError(f"{path}: not a PEFT adapter folder (no {' or '.join(ADAPTER_WEIGHTS)})",
                      hint="the adapter's weights are missing; save or train it again")
 

@@ -530,3 +530,30 @@ def test_the_counterfactual_without_the_llms_picks_counts_a_trial_turned_down_on
     # with every trial the figure is the incumbent, not a smaller trial the evaluator turned down in its noise band
     band = [*records, rec(4, 0.01035, "classical", False)]
     assert trial_results(band, False, lambda best: {}).score(lambda *_: True) == 0.0104
+
+
+@pytest.mark.parametrize("says", [False, True], ids=["loop-says", "command-says"])
+def test_recovered_trials_are_said_once(says: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """evolve names the individuals that go back to the queue ("resuming: 2 individual(s) ... go back to the
+    queue"), then the loop's own "WARNING trial(s) [2, 3] were interrupted" followed: numbers that name nothing a
+    user sees. A command that says it (``Hooks.says_recovered``) gets the event alone; nas and compress the log."""
+    import subprocess
+    import sys
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+    study = new_study(study_name="t", storage=open_storage(None, tmp_path), direction="minimize",
+                      load_if_exists=True, pruner=optuna.pruners.NopPruner())
+    loop = SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=Quadratic(),
+                      planner=OptunaPlanner("tpe"), evaluator=HybridEvaluator(0.01), metric="val",
+                      stop=StopRules(max_iterations=1), seed=1,
+                      hooks=Hooks(on_event=lambda kind, **data: seen.append((kind, data)), says_recovered=says))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    params = {"x": 1.0, "width": 8, "heads": 1}
+    number = loop.store.create(params=params, distributions=SPACE.distributions(params),
+                               user_attrs={A_PLAN: {"planner": "random", "worker": f"{socket.gethostname()}:"
+                                                                                   f"{gone.pid}"}})
+    with caplog.at_level("WARNING"):
+        assert loop.recover() == [number]
+    assert seen == [("recovered", {"trials": [number]})]
+    assert ("were interrupted" in caplog.text) is not says
