@@ -253,7 +253,9 @@ def table(rows: list[dict[str, Any]], metric: str) -> list[str]:
     """report.md's ``## Code changes``."""
     if not rows:
         return ["", "## Code changes", "", "No code change ran: the agent proposed none, or none passed the check "
-                "(events.jsonl's agent_tool events give the reasons)."]
+                f"(each of the agent's steps is a row of \"## The agent\" above, where a refused {EDIT_TOOL} call's "
+                "result says \"not run: ...\"; a call that did not match its tool's schema is an invalid_tool_call "
+                "event of events.jsonl)."]
     lines = ["", "## Code changes", "", f"| trial | change | diff | {metric} | fate |", "|---|---|---|---:|---|"]
     for row in rows:
         value = f"{row['value']:.4g}" if isinstance(row["value"], float) else "-"

@@ -59,6 +59,7 @@ from agentlab.core.errors import UsageError
 from agentlab.core.process import die_with_parent
 from agentlab.core.runs import atomic_write_json, atomic_write_text
 from agentlab.core.search.loop import Pruned, TrialFailed
+from agentlab.core.search.records import reason_line
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
 from agentlab.nas.config import CommandObjectiveConfig
@@ -83,7 +84,7 @@ log = logging.getLogger(__name__)
 _WARNED: set[str] = set()  # the checks run at --dry-run, before the run and in it: each warning said once
 
 
-def _warn_once(message: str) -> None:
+def warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         log.warning("%s", message)
@@ -297,21 +298,37 @@ def hydra_config(command: str, cwd: Path, params: dict[str, Any]) -> tuple[dict[
     """The job config a Hydra app composes from its own files with ``params`` as its overrides, and the option each
     of its groups chose (``model: linear``): Hydra's own composition, printed by the command with ``--cfg all`` (the
     job does not run). Empty when the script is not a Hydra app, the command has another placeholder, or the app
-    cannot compose."""
+    cannot compose (``hydra_failure`` says why)."""
+    found = _hydra(command, cwd, params)
+    return (found[1], found[2]) if found is not None else ({}, {})
+
+
+def hydra_failure(command: str, cwd: Path, params: dict[str, Any]) -> tuple[str, str] | None:
+    """Why the Hydra app printed no config: the command as run to print it (``python train.py --cfg job``) and the
+    line of its stderr that says what went wrong (``ModuleNotFoundError: No module named 'hydra'``: the command's
+    python lacks it); None when it printed one, or it is no Hydra app ``hydra_config`` asks."""
+    found = _hydra(command, cwd, params)
+    if found is None or not found[3]:
+        return None
+    return shlex.join([*found[0], "--cfg", "job"]), found[3]
+
+
+def _hydra(command: str, cwd: Path, params: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any],
+                                                                     dict[str, Any], str] | None:
     try:
         parts = shlex.split(command)
     except ValueError:
-        return {}, {}
+        return None
     script = script_of(command, cwd)
     app = hydra_app(script, cwd) if script is not None else None
     if script is None or app is None:
-        return {}, {}
+        return None
     words: list[str] = []
     for part in parts:
         if part == OVERRIDES:
             words += [f"{key}={cli_value(value)}" for key, value in flatten(params).items()]
         elif re.search(r"\{[A-Za-z_][\w.-]*\}", part):
-            return {}, {}
+            return None
         else:
             words.append(part)
     # composed once per state of the script and its config files (a search builds its objective more than once)
@@ -319,25 +336,43 @@ def hydra_config(command: str, cwd: Path, params: dict[str, Any]) -> tuple[dict[
         stamp = tuple((f, (cwd / f).stat().st_mtime_ns) for f in [script, *config_files(app, cwd, None)])
     except OSError:  # a file gone since it was listed: compose again
         stamp = ((str(time.monotonic_ns()), 0),)
-    return _composed(tuple(words), str(cwd), stamp)
+    return (tuple(words), *_composed(tuple(words), str(cwd), stamp))
 
 
 @functools.lru_cache(maxsize=8)
 def _composed(words: tuple[str, ...], cwd: str, stamp: tuple[tuple[str, int], ...]) -> tuple[dict[str, Any],
-                                                                                          dict[str, Any]]:
+                                                                                          dict[str, Any], str]:
+    """The composed job config and the groups' choices, else empty ones and why (the stderr line that says it)."""
     import yaml
 
+    why = "it printed no config"
     for flags in (["--cfg", "all", "--resolve"], ["--cfg", "all"]):  # unresolvable interpolations: as written
         try:
             done = subprocess.run([*words, *flags], cwd=cwd, capture_output=True, text=True, timeout=120,
                                   stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                why = _failure(done.returncode, done.stderr)
             data = yaml.safe_load(done.stdout) if done.returncode == 0 else None
             choices = data.pop("hydra")["runtime"]["choices"] if isinstance(data, dict) else None
-        except (OSError, subprocess.SubprocessError, yaml.YAMLError, ValueError, KeyError, TypeError):
+        except (OSError, subprocess.SubprocessError, yaml.YAMLError, ValueError, KeyError, TypeError) as exc:
+            why = str(exc) if isinstance(exc, (OSError, subprocess.SubprocessError)) else "its output was no config"
             continue
         if isinstance(data, dict) and isinstance(choices, dict):
-            return data, {group: option for group, option in choices.items() if not group.startswith("hydra/")}
-    return {}, {}
+            return data, {group: option for group, option in choices.items() if not group.startswith("hydra/")}, ""
+    return {}, {}, scrub_text(why)
+
+
+def _failure(code: int, stderr: str) -> str:
+    """A command's failure in one line: its exit code and the stderr line that says what went wrong. Hydra's own
+    errors (`In 'config': Could not find 'model/cnn'`) come first, then its search path and its hint
+    (`Set the environment variable HYDRA_FULL_ERROR=1 ...`): the first line is the one."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if not lines:
+        return f"exit code {code}, nothing on stderr"
+    if lines[-1].startswith("Set the environment variable HYDRA_FULL_ERROR") and not any(
+            line.startswith("Traceback") for line in lines):
+        return f"exit code {code}; stderr: {lines[0].strip()}"
+    return reason_line(f"exit code {code}; stderr (last 6 lines):\n" + "\n".join(lines[-6:]))
 
 
 def script_options(command: str, cwd: Path) -> dict[str, ArgOption]:
@@ -544,6 +579,7 @@ class CommandObjective:
         if missing:
             script = script_of(self.command, self.cwd)
             said, composed_keys = "", set()
+            hint = "add it to objective.params with its current value (trial 0), or remove it from search.space"
             if script is not None and ARGS in self.command and missing[0] in self.options:
                 said = (f", and {script}'s {self.options[missing[0]].option} has no default written as a literal "
                         "(read from the source, not run)")
@@ -553,15 +589,21 @@ class CommandObjective:
             elif script is not None and OVERRIDES in self.command and hydra_app(script, self.cwd):
                 job, groups = hydra_config(self.command, self.cwd, self.own_params)
                 composed, composed_keys = bool(job or groups), {*flatten(job), *groups}
+                failed = None if composed else hydra_failure(self.command, self.cwd, self.own_params)
                 said = (f", and the Hydra app's config (`{script} --cfg job`) does not hold it" if composed else
-                        f", and the Hydra app did not print its config (run `{script} --cfg job` to see why)")
+                        f", and the Hydra app did not print its config: `{failed[0]}` failed: {failed[1]}"
+                        if failed is not None else ", and the Hydra app did not print its config")
+                if failed is not None:
+                    missing_module = "No module named" in failed[1]  # a python without hydra-core, say
+                    hint = (f"make `{failed[0]}` print the app's config (it runs in {self.cwd}"
+                            + ("; install the missing module for the python the command runs" if missing_module
+                               else "") + "), then its keys are the base; or add the key to objective.params with "
+                            "its current value")
             known = sorted({*flatten(self.base_params), *composed_keys,
                             *(self.options if ARGS in self.command else {})})
             close = [k for k in _close_key(missing[0], known) if k != missing[0]]
             raise UsageError(f"search.space.{missing[0]}: not a key of objective.params{said}"
-                             + (f" (did you mean {close[0]}?)" if close else ""),
-                             hint="add it to objective.params with its current value (trial 0), or remove it from "
-                             "search.space")
+                             + (f" (did you mean {close[0]}?)" if close else ""), hint=hint)
         problems = self.check({})
         if problems:
             raise UsageError(f"objective.params: {problems[0]}", hint="give plain JSON values")
@@ -585,7 +627,7 @@ class CommandObjective:
                     continue
                 close = _close_key(key, known)
                 if close:
-                    _warn_once(f"objective.command: {{{key}}} names no param, so it reaches the command as written "
+                    warn_once(f"objective.command: {{{key}}} names no param, so it reaches the command as written "
                                f"(did you mean {{{close[0]}}}?)")
 
     def _check_option_names(self, parts: list[str]) -> None:
@@ -601,7 +643,7 @@ class CommandObjective:
             if "." in key or key in self.space_keys or key in names or key.replace("_", "-") in names:
                 continue
             close = _close_key(key, sorted(self.options))
-            _warn_once(f"objective.params.{key}: {script} has no option for it that could be read from its source "
+            warn_once(f"objective.params.{key}: {script} has no option for it that could be read from its source "
                        f"(it has {', '.join(sorted({f.option for f in self.options.values()}))}), so the script may "
                        "refuse it and trial 0 fail" + (f" (did you mean {close[0]}?)" if close else ""))
 

@@ -8,6 +8,7 @@ family trained under its own budget (``train.per_family``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -456,6 +457,10 @@ class NASConfig(StrictModel):
             if self.objective.config is not None or "{args}" in self.objective.command or \
                     "{overrides}" in self.objective.command:
                 continue  # the file's keys, the script's argparse or Hydra values: checked before trial 0
+            if not lookup(params, key)[0] and f"{{{key}}}" in self.objective.command:  # `--lr={lr}`
+                raise ValueError(f"search.space.{key}: not a key of objective.params, and only {{args}} reads the "
+                                 f"script's own defaults, not a {{{key}}} placeholder (use {{args}}, or add {key} to "
+                                 "objective.params with its current value: that is trial 0)")
             if not lookup(params, key)[0]:
                 raise ValueError(f"search.space.{key}: not a key of objective.params (add it there with its current "
                                  "value: that is trial 0)")
@@ -521,9 +526,12 @@ def apply_changes(config: NASConfig, changes: dict[str, Any], *, trial: bool = T
     return NASConfig.model_validate(data, context=None if trial else {"saved": True})
 
 
-def check_warm_start(cfg: NASConfig, space: Any) -> None:
+def check_warm_start(cfg: NASConfig, space: Any,
+                     where: Callable[[tuple[str | int, ...]], str | None] | None = None) -> None:
     """``search.warm_start`` before any trial: a list's configs are changes of space keys to values the space
-    allows; ``true`` needs the built-in forecaster (the literature is about forecasting)."""
+    allows; ``true`` needs the built-in forecaster (the literature is about forecasting). ``where(key path)``: where
+    a key was given (``config_where``): a bad entry's error names the line of its first bad key (else of the entry)
+    or the ``--set`` that gave it."""
     warm = cfg.search.warm_start
     if warm is True and cfg.objective is not None:
         raise ConfigError("search.warm_start: true means the literature's forecaster leads; your own command has "
@@ -531,5 +539,8 @@ def check_warm_start(cfg: NASConfig, space: Any) -> None:
     for i, changes in enumerate(warm if isinstance(warm, list) else []):
         _, errors = space.validate(changes)
         if errors or not changes:
-            raise ConfigError(f"search.warm_start[{i}]: {'; '.join(errors) or 'an empty config'}",
+            bad = [key for key, value in changes.items() if space.validate({key: value})[1]]
+            at = where(("search", "warm_start", i, *bad[:1])) if where is not None else None
+            raise ConfigError(f"{at + ': ' if at else ''}search.warm_start[{i}]: "
+                              f"{'; '.join(errors) or 'an empty config'}",
                               hint="each entry maps search.space keys to values inside their ranges or choices")

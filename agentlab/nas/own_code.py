@@ -7,6 +7,7 @@ summary and report under the metric's own name. The search itself (planners, stu
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -31,7 +32,15 @@ from agentlab.core.search.space import SearchSpace, lookup
 from agentlab.core.tracking import check_tracking
 from agentlab.nas.code_agent import change_of
 from agentlab.nas.code_change import CodeRules, CodeTrials
-from agentlab.nas.command import CommandObjective, better, check_option_values, flat_values, merged_base
+from agentlab.nas.command import (
+    OVERRIDES,
+    CommandObjective,
+    better,
+    check_option_values,
+    flat_values,
+    merged_base,
+    warn_once,
+)
 from agentlab.nas.config import CommandObjectiveConfig, NASConfig, check_warm_start
 from agentlab.nas.config_file import ConfigFile
 from agentlab.nas.hydra import check_group_choices
@@ -146,7 +155,7 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
     an error about a key the config gave (``search.space.lrr: not a key of objective.params``) is placed there, as
     the config's own errors are (``nas.yaml:9: search.space.lrr: ...``)."""
     try:
-        return _prepare_command(cfg, llm, config_file, scripted)
+        return _prepare_command(cfg, llm, config_file, scripted, where)
     except (ConfigError, UsageError) as exc:
         match = _FIELD.match(exc.message)
         if where is None or match is None:
@@ -161,7 +170,8 @@ def prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None = None,
 
 
 def _prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None, config_file: str | Path | None,
-                     scripted: bool) -> dict[str, Any]:
+                     scripted: bool, where: Callable[[tuple[str | int, ...]], str | None] | None = None
+                     ) -> dict[str, Any]:
     try:
         import optuna  # noqa: F401  (the search's store)
     except ImportError as exc:
@@ -196,10 +206,35 @@ def _prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None, config_
                 raise ConfigError(f"{command.config.path}:{command.config.line_of(key)}: {key} = {base[key]!r}: "
                                   f"{problem} (search.space.{key})", hint="fix the value in the file (trial 0 "
                                   "runs it as it is), or search.space's entry for it")
+    check_int_values(command, space, base)
     space.check_base(base)
-    check_warm_start(cfg, space)
+    check_warm_start(cfg, space, where)  # placed at the entry (or its key), not at `search:`
     check_tracking(cfg.mlflow)
     return {"llm": llm_cfg, "data": None}
+
+
+def check_int_values(command: CommandObjective, space: SearchSpace, base: dict[str, Any]) -> None:
+    """A range of floats for a key the project's config file (or the Hydra app's composed config) holds as an int
+    (not a bool): a warning before any trial, since every trial writes a float where the script may need an int
+    (``range(2.37)``: TypeError). Not refused, as ``check_option_values`` refuses one for an argparse ``type=int``
+    option: a file's ``weight_decay = 0`` declares no type, and a float setting written as 0 is common. A key
+    objective.params gives is the user's own choice and not checked."""
+    for key in space.active(base):
+        spec, value = space.params.get(key), base.get(key)
+        if spec is None or spec.low is None or spec.high is None or spec.kind != "float" \
+                or isinstance(value, bool) or not isinstance(value, int) or lookup(command.own_params, key)[0]:
+            continue  # a range (low and high given: no choices) of floats, for an int value
+        if command.config is not None and command.config.lookup(key)[0]:
+            held, fix = f"{command.config.path.name}:{command.config.line_of(key)} holds it as an int", "the file"
+        elif OVERRIDES in command.command:
+            held, fix = "the Hydra app's config holds it as an int", "the app's config file"
+        else:
+            continue
+        low, high = math.ceil(spec.low), math.floor(spec.high)
+        warn_once(f"search.space.{key}: a range of floats ({spec.low}..{spec.high}), but {held} ({key} = "
+                  f"{value!r}): each trial writes a float there; if it must be an int, give int bounds "
+                  f"({{low: {low}, high: {max(low, high)}}}) or choices; if it takes floats, write {float(value)!r} "
+                  f"in {fix} to silence this")
 
 
 def objective_line(cfg: NASConfig) -> str:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from agentlab.core.config import Flag, config_where, load_config, override_list
 from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, missing_package, storage_error
-from agentlab.core.llm.config import LLMConfig, load_llm_config
+from agentlab.core.llm.config import LLMConfig, builtin_name, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import (
@@ -352,14 +352,15 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         require_budget(resume, cfg.search.max_iterations, cfg.search.storage, cfg.search.study_name)
     elif cfg.search.storage is not None:
         check_storage(cfg.search.storage)
+    given = resume / "config.yaml" if resume is not None else config_file
     if cfg.objective is not None:
         if resume is not None:
             require_unchanged_config(resume)
-        given = resume / "config.yaml" if resume is not None else config_file
         inputs = prepare_command(cfg, llm, config_file, scripted=scripted,
                                  where=lambda loc: config_where(given, sets, loc))
     else:
-        inputs = _prepare_forecaster(cfg, llm, scripted=scripted, config_file=config_file)
+        inputs = _prepare_forecaster(cfg, llm, scripted=scripted, config_file=config_file,
+                                     where=lambda loc: config_where(given, sets, loc))
     by_user = llm is not None and not (resume is not None and isinstance(llm, (str, Path))
                                        and Path(llm) == resume / LLM_FILE)
     if by_user and inputs["llm"] is not None:
@@ -367,10 +368,13 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     if by_user and KINDS[cfg.search.planner].family == "sampler" \
             and not inputs["llm"].has_route("evaluator"):  # it would be read, then used by nothing
         named = llm_source(llm) or "the routing config"
-        raise UsageError(f"--llm {named}: --planner {cfg.search.planner} uses no model, and {named} defines no "
-                         "'evaluator' route (the judge inside the noise band), the one a sampler's search asks",
+        why = (": a built-in model's name sets only the default route, and a sampler's search asks only an "
+               "'evaluator' route (the judge inside the noise band), which falls back to nothing"
+               if builtin_name(named) is not None else f", and {named} defines no 'evaluator' route (the judge "
+               "inside the noise band), the one a sampler's search asks")
+        raise UsageError(f"--llm {named}: --planner {cfg.search.planner} uses no model{why}",
                          hint="leave out --llm, use --planner agent or --planner llm to have its model plan, "
-                         "or give a routing file with an evaluator route")
+                         "or give a routing file with an evaluator route (routes: {evaluator: {primary: [MODEL]}})")
     if resume is None and cfg.search.storage is not None:  # once cfg is as the run keeps it (objective.cwd, data.freq)
         metric, direction = metric_of(cfg)  # a shared study of another goal or other settings: refused before any
         peek_study(cfg.search.storage, cfg.search.study_name, [direction], [metric],  # run folder exists (the run's
@@ -379,7 +383,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
 
 
 def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, scripted: bool,
-                        config_file: str | Path | None) -> dict[str, Any]:
+                        config_file: str | Path | None,
+                        where: Callable[[tuple[str | int, ...]], str | None] | None = None) -> dict[str, Any]:
     if config_file is not None:
         refuse_empty_objective(config_file)
     from agentlab.nas.train import check_model, prepare_data  # lazy: imports torch
@@ -394,7 +399,7 @@ def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, s
                           "false]}, train.learning_rate: {low: 0.0001, high: 0.01, log: true}}'")
     space = search_space(cfg)
     space.check_base({k: get_dotted(cfg, k) for k in cfg.search.space})
-    check_warm_start(cfg, space)
+    check_warm_start(cfg, space, where)
     # train.device=cuda without CUDA: one error now, not a failure in every trial
     resolve_device_dtype(cfg.train.device, what="train.device")
     llm_cfg = llm if isinstance(llm, LLMConfig) else load_llm_config(llm)

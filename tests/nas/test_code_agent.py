@@ -111,6 +111,21 @@ def test_a_change_that_writes_a_protected_file_at_run_time_is_refused_not_crashe
     assert "| refused: the run changed protected file(s) eval.py" in row
 
 
+def test_no_code_change_ran_points_at_where_the_refusals_are(tmp_path: Path) -> None:
+    """It said "events.jsonl's agent_tool events give the reasons" while the agent's steps (and a refused edit_code)
+    are rows of report.md's "## The agent" table, the one place that shows each call and its answer."""
+    folder = project(tmp_path)
+    out = tmp_path / "run"
+    missing = edit("NOPE = 1", "NOPE = 2", "text the file lacks")  # refused by the action's check, not run
+    run_nas_optimization(max_iterations=2, config=config(folder), out=out, llm=scripted_llm(ScriptAgent([missing])))
+    report = (out / "report.md").read_text()
+    agent, changes = report.split("\n## The agent\n")[1].split("\n## Code changes\n")
+    assert "No code change ran" in changes and 'row of "## The agent" above' in changes
+    assert 'a refused edit_code call\'s result says "not run: ..."' in changes and "agent_tool" not in changes
+    refused = next(line for line in agent.splitlines() if "| edit_code |" in line)
+    assert "| not run: edit 0 (train.py): the old text occurs 0 times" in refused
+
+
 def test_kept_versions_are_commits_on_the_runs_branch(tmp_path: Path) -> None:
     folder = project(tmp_path, git=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout

@@ -206,8 +206,43 @@ def test_a_search_without_params_starts_at_the_apps_composed_config(in_tmp: Path
                        r".*conf/model/cnn.yaml; its options: linear, poly\)"):
         run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run4")
     (project / "conf" / "config.yaml").write_text("defaults:\n  - model: nosuch\n")  # an app that cannot compose
-    with pytest.raises(UsageError, match=r"the Hydra app did not print its config \(run `train.py --cfg job` to "):
+    with pytest.raises(UsageError, match=r"the Hydra app did not print its config: `\S*python\S* train.py --cfg job` "
+                       r"failed: exit code 1; stderr: In 'config': Could not find 'model/nosuch'$"):
         run_nas_optimization(max_iterations=1, config=str(config), out=in_tmp / "run3")
+
+
+def test_an_app_that_cannot_print_its_config_says_why_and_the_command_as_run(in_tmp: Path, capsys: Any) -> None:
+    """A Hydra app run by a python without hydra said "the Hydra app did not print its config (run `train.py --cfg
+    job` to see why)": no cause (ModuleNotFoundError on its stderr), a command without its python, and a hint to add
+    the key to objective.params."""
+    project = hydra_app(in_tmp / "project")
+    (project / "train.py").write_text("import nosuch_hydra_module  # the python that runs it lacks it\n" + APP)
+    config = in_tmp / "nas.yaml"
+    config.write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py {{overrides}}", "cwd": str(project), "metric": "val_mse"},
+        "search": {"space": {"train.l2": {"low": 1e-4, "high": 10.0, "log": True}}}}))
+    assert main(["nas", "-c", str(config), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    run = f"`{sys.executable} train.py --cfg job`"
+    assert f"the Hydra app did not print its config: {run} failed: exit code 1; stderr: ModuleNotFoundError: No " \
+        "module named 'nosuch_hydra_module'" in err
+    assert f"hint: make {run} print the app's config (it runs in {project}" in err and "Traceback" not in err
+
+
+def test_a_range_of_floats_for_an_int_of_the_apps_config_is_warned(in_tmp: Path, capsys: Any) -> None:
+    """`model.degree: {low: 1.0, high: 3.5}` where the app's config holds `degree: 2` said "config ok" and every
+    trial wrote a float where the app takes an int, with no word before."""
+    pytest.importorskip("hydra")
+    project = hydra_app(in_tmp / "project")
+    config = in_tmp / "nas.yaml"
+    objective = {"command": f"{sys.executable} train.py model=poly {{overrides}}", "cwd": str(project),
+                 "metric": "val_mse"}
+    config.write_text(yaml.safe_dump({"objective": objective, "search": {"space": {
+        "model.degree": {"low": 1.0, "high": 3.5}, "train.l2": {"low": 1e-4, "high": 10.0, "log": True}}}}))
+    assert main(["nas", "-c", str(config), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "search.space.model.degree: a range of floats (1.0..3.5), but the Hydra app's config holds it as an int " \
+        "(model.degree = 2)" in err and "give int bounds ({low: 1, high: 3})" in err and "Traceback" not in err
 
 
 def test_apply_names_the_overrides_when_none_has_a_place(tmp_path: Path) -> None:

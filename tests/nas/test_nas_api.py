@@ -263,3 +263,17 @@ def test_warm_start_true_runs_the_literatures_leads_for_any_sampler(in_tmp: Path
     assert [r["params"]["model.family"] for r in ran] == [c["model.family"] for c, _ in leads][:len(ran)]
     assert all("warm start: from the literature" in r["reasoning"] for r in ran)
     assert results["trials"] == 3 + len(leads)
+
+
+def test_a_bad_warm_start_entry_of_the_forecaster_names_its_line(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """The built-in forecaster's bad warm_start entry said `search.warm_start[1]: ...` with no file nor line."""
+    import yaml
+
+    config = in_tmp / "nas.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "search"})
+                      + "search:\n  space:\n    model.d_model: {choices: [16, 32]}\n  warm_start:\n"
+                      "  - {model.d_model: 16}\n  - {model.d_model: 64}\n")
+    line = config.read_text().splitlines().index("  - {model.d_model: 64}") + 1
+    assert main(["nas", "-c", str(config), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:{line}: search.warm_start[1]: model.d_model: 64" in err and "Traceback" not in err

@@ -32,6 +32,18 @@ def test_llm_without_an_evaluator_route_is_refused(planner: str, tmp_path: Path,
     assert not (tmp_path / "run").exists()
 
 
+def test_a_built_in_models_name_with_a_sampler_says_why_no_route_is_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--llm qwen2.5-coder-0.5b` said the model "defines no 'evaluator' route", while --help says a built-in name is
+    put on the default route, which every route falls back to: the evaluator route is asked only where defined."""
+    monkeypatch.chdir(tmp_path)  # no file of the model's name here: the name is the built-in model's
+    code = main(["nas", "--dry-run", "--planner", "tpe", "--llm", "qwen2.5-coder-0.5b", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "run").exists()
+    assert "a built-in model's name sets only the default route" in err and "falls back to nothing" in err
+    assert "defines no 'evaluator' route" not in err
+
+
 def test_llm_with_an_evaluator_route_is_used_by_a_sampler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "llm.yaml").write_text(ROUTES + "  evaluator: {primary: [q]}\n")
     code = main(["nas", "--dry-run", "--planner", "tpe", "--llm", str(tmp_path / "llm.yaml")])

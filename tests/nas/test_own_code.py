@@ -116,6 +116,21 @@ def test_config_errors_name_the_yaml_line(in_tmp: Path, capsys: pytest.CaptureFi
     assert f"nas.yaml:{line}: search.space.model.depth: not a key of objective.params" in capsys.readouterr().err
 
 
+def test_a_placeholder_of_a_key_no_params_give_says_only_args_reads_the_defaults(
+        in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--lr={lr}` with lr searched and `default=0.1` in the script said only "not a key of objective.params", as if
+    a placeholder read the script's default as {args} does."""
+    script = "import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr', type=float, default=0.1)\n" \
+             "print('loss', p.parse_args().lr)\n"
+    config = write_project(in_tmp, script=script)
+    config.write_text("objective:\n  command: " + f"{sys.executable} train.py --lr={{lr}}"
+                      + "\n  metric: loss\nsearch:\n  space:\n    lr: {low: 0.01, high: 1.0}\n")
+    assert main(["nas", "-c", str(config), "--dry-run"]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{config}:6: search.space.lr: not a key of objective.params, and only {{args}} reads the script's own " \
+        "defaults, not a {lr} placeholder (use {args}, or add lr to objective.params" in said
+
+
 def test_an_error_found_after_validation_names_the_yaml_line_or_the_set(in_tmp: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:
     """A searched key the script has no option for ({args}) is found after the config validated: the error named
@@ -243,6 +258,23 @@ def test_a_bad_warm_start_is_refused_before_any_trial(in_tmp: Path, capsys: pyte
     assert main(["nas", "-c", str(config)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and run_folders(in_tmp) == []
+
+
+@pytest.mark.parametrize(("warm", "line"), [
+    ("  warm_start: [{x: 1.0},\n    {x: 9.0}]\n", 22),  # the entry's own line, not the line of `search:`
+    ("  warm_start:\n  - {x: 1.0}\n  - {nosuch: 1}\n", 23),  # an unknown key, the block-list form
+    ("  warm_start:\n  - x: 1.0\n    model.width: 99\n", 23),  # the bad key's line inside its entry
+])
+def test_a_bad_warm_start_entry_names_its_own_line(in_tmp: Path, capsys: pytest.CaptureFixture, warm: str,
+                                                   line: int) -> None:
+    """A bad entry said `nas.yaml:6: search.warm_start[1]: ...`, line 6 being `search:` (the index not looked up)."""
+    config = write_project(in_tmp)
+    text = config.read_text()
+    assert len(text.splitlines()) == 20 and text.splitlines()[9] == "search:"  # the entries start on line 21
+    config.write_text(text + warm)
+    assert main(["nas", "-c", str(config), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:{line}: search.warm_start[" in err and "Traceback" not in err, err
 
 
 # Fails (exit 3) unless x is near the base's 4.0: most of the space fails.

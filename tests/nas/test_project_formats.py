@@ -134,6 +134,38 @@ def test_a_config_files_value_outside_the_space_names_its_line(in_tmp: Path, cap
     assert "params.toml:2: lr = 'abc': expected a number" in err and "fix the value in the file" in err
 
 
+@pytest.mark.parametrize("name", list(FILES))
+def test_a_range_of_floats_for_an_int_of_the_config_file_is_warned(in_tmp: Path, capsys: Any, name: str) -> None:
+    """`model.width: {low: 1.0, high: 99.5}` where the file holds `width = 64` said "config ok", and every trial then
+    failed on the float it wrote (TypeError), with no word before. A warning, not a refusal: a file's `x = 0` may be
+    a float setting written as 0."""
+    (in_tmp / name).write_text(FILES[name], encoding="utf-8")
+    (in_tmp / "train.py").write_text("print('loss: 1')\n")
+    space = {"training.lr": {"low": 0.0001, "high": 0.1}, "model.width": {"low": 1.0, "high": 99.5}}
+    (in_tmp / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{PYTHON} train.py", "config": name, "metric": "loss"},
+        "search": {"planner": "random", "space": space}}))
+    assert main(["nas", "-c", "nas.yaml", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    line = ConfigFile.load(in_tmp / name).line_of("model.width")
+    assert f"search.space.model.width: a range of floats (1.0..99.5), but {name}:{line} holds it as an int" in err
+    assert "give int bounds ({low: 1, high: 99})" in err and "Traceback" not in err
+    space["model.width"] = {"low": 1, "high": 99}  # int bounds: taken
+    (in_tmp / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{PYTHON} train.py", "config": name, "metric": "loss",
+                      "params": {"training.lr": 0.001}},
+        "search": {"planner": "random", "space": {**space, "training.epochs": {"low": 1.0, "high": 9.0}}}}))
+    assert main(["nas", "-c", "nas.yaml", "--dry-run"]) == 0  # epochs = 5: the same for every key
+    err = capsys.readouterr().err
+    assert "search.space.training.epochs: a range of floats" in err and "space.model.width: a range" not in err
+    (in_tmp / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{PYTHON} train.py", "config": name, "metric": "loss",
+                      "params": {"model.width": 64}},  # objective.params' own value: the user's choice
+        "search": {"planner": "random", "space": {"model.width": {"low": 1.0, "high": 99.5}}}}))
+    assert main(["nas", "-c", "nas.yaml", "--dry-run"]) == 0
+    assert "a range of floats" not in capsys.readouterr().err
+
+
 def test_missing_folder_and_binary_config_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="does not exist"):
         ConfigFile.load(tmp_path / "nope.yaml")
