@@ -17,7 +17,7 @@ from test_nas_llm import PLANNER, TINY, choice, closed_port, routing
 
 from agentlab.cli import main
 from agentlab.core.llm.config import LLMConfig
-from agentlab.core.search.agent import agent_summary
+from agentlab.core.search.agent import agent_summary, credit_line
 from agentlab.nas import run_nas_optimization
 from agentlab.testing.server import Reply, ScriptedServer
 
@@ -253,6 +253,16 @@ def test_the_agent_is_credited_with_its_own_picks_only_and_the_leads_with_theirs
     line = agent_summary(picked)
     assert line is not None and "its 1 pick other than the sampler's candidate 0 improved the best by 14.3%" in line
     assert "the warm start's 1 lead did not improve the best" in line
+
+
+def test_picks_that_gave_the_whole_best_are_said_so() -> None:
+    """compress's feasible hypervolume was 0 without the agent's picks (every feasible experiment was one): no ratio,
+    and the line said its picks "did not improve the best"."""
+    block = {"agent_picks": 3, "hypervolume_with_all_trials": 39.5, "hypervolume_without_agent_picks": 0.0,
+             "improvement_from_agent_picks": None, "trials_from_leads": 0}
+    assert credit_line(block, "experiment") == ("its 3 picks other than the sampler's candidate 0 gave the whole "
+                                                "best: the same experiments without them gave none")
+    assert "did not improve" in credit_line({**block, "hypervolume_with_all_trials": 0.0}, "experiment")
 
 
 def test_the_agent_table_shows_the_last_trials_outcome_too() -> None:

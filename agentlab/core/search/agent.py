@@ -564,13 +564,27 @@ def credit_line(block: dict[str, Any], unit: str = "trial") -> str:
     elif gain:
         line = (f"its {_count(picks, 'pick')} other than the sampler's candidate 0 improved the best by "
                 f"{gain * 100:.1f}% over the same {unit}s without them")
+    elif _all_theirs(block, "_without_agent_picks"):
+        line = (f"its {_count(picks, 'pick')} other than the sampler's candidate 0 gave the whole best: the same "
+                f"{unit}s without them gave none")
     else:
         line = f"its {_count(picks, 'pick')} other than the sampler's candidate 0 did not improve the best"
     leads, lead_gain = block.get("trials_from_leads", 0), block.get("improvement_from_leads")
     if leads:
         line += (f"; the warm start's {_count(leads, 'lead')} improved the best by {lead_gain * 100:.1f}%"
-                 if lead_gain else f"; the warm start's {_count(leads, 'lead')} did not improve the best")
+                 if lead_gain else f"; the warm start's {_count(leads, 'lead')} gave the whole best"
+                 if _all_theirs(block, "_without_leads") else
+                 f"; the warm start's {_count(leads, 'lead')} did not improve the best")
     return line
+
+
+def _all_theirs(block: dict[str, Any], without_key: str) -> bool:
+    """Whether the search had a best (nas: a value; compress: a hypervolume above 0) only with the trials the key
+    ``{what}{without_key}`` leaves out: no gain is a ratio then (``_gain``: nothing to divide by), yet all of it is
+    theirs (a compress run whose every feasible experiment was the agent's pick said "did not improve the best")."""
+    with_all = next((v for k, v in block.items() if k.endswith("_with_all_trials")), None)
+    without = next((v for k, v in block.items() if k.endswith(without_key)), None)
+    return bool(with_all) and not without
 
 
 def agent_story(block: dict[str, Any] | None, events: list[dict[str, Any]], unit: str = "trial",
