@@ -156,6 +156,15 @@ class ExperimentDomain:
         return self._params(exp), ""
 
 
+def notes_tail(notes: str, limit: int) -> str:
+    """The newest notes within ``limit`` characters, whole lines only: a cut at ``-limit`` began mid-word ("ity 1,217,
+    size 0.155 MB"), a fragment the planner model read as a note."""
+    tail = notes[-limit:]
+    if len(notes) > limit and "\n" in tail:
+        tail = tail.split("\n", 1)[1]
+    return tail.strip()
+
+
 def _experiment(record: dict[str, Any]) -> Experiment | None:
     data = record.get("experiment")
     return Experiment.model_validate(data) if data is not None else None
@@ -238,7 +247,7 @@ def llm_messages(ctx: ExperimentDomain) -> list[dict[str, str]]:
         "Choices: " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in ctx.space.choices.items()),
         f"Base model: {base_line(base)}",
         "Tried so far:", *(lines or ["- nothing yet"]),
-        *(["Notes from earlier runs:", ctx.notes[-2000:]] if ctx.notes.strip() else []),
+        *(["Notes from earlier runs:", notes_tail(ctx.notes, 2000)] if ctx.notes.strip() else []),
         "Propose the next experiment."])
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -344,7 +353,7 @@ def chooser_messages(ctx: ExperimentDomain, candidates: list[Experiment], budget
                for r, rank in ranked][:limit]
     rows = [(to_params(_experiment(r), ctx.space), float(rank)) for r, rank in ranked]  # type: ignore[arg-type]
     summary = good_trials_summary(rows, list(ctx.space.choices))
-    notes = ["Notes from earlier runs:", ctx.notes[-1000:]] if ctx.notes.strip() else []
+    notes = ["Notes from earlier runs:", notes_tail(ctx.notes, 1000)] if ctx.notes.strip() else []
     return choice_messages(
         goal=ctx.goal.describe(), budget_left=budget_left, incumbent=base_line(base), history=history, summary=summary,
         notes=notes, candidates=[c.label() for c in candidates],

@@ -169,5 +169,11 @@ class Workspace:
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     def add_note(self, model_hash: str, text: str) -> None:
+        """Append ``text`` (a note: lines without a blank one, its first the heading ``### RUN: goal``) to the
+        model's notes; a note with the same heading (the same run finished again: a resume of a finished run) is
+        replaced, not repeated (the planners are shown the notes' end, which copies had filled)."""
         path = self.root / "notes" / f"{model_hash[:16]}.md"
-        atomic_write_text(path, self.notes(model_hash) + text.rstrip() + "\n\n")
+        head = text.strip().split("\n", 1)[0]
+        kept = [block for block in self.notes(model_hash).split("\n\n")
+                if block.strip() and block.strip().split("\n", 1)[0] != head]
+        atomic_write_text(path, "".join(block.strip() + "\n\n" for block in [*kept, text]))

@@ -38,6 +38,11 @@ def test_hash_key_records_and_notes(tmp_path: Path) -> None:
     ws.add_note(second, "wanda 50%: perplexity +20%")
     ws.add_note(second, "int8: slower on this CPU")
     assert ws.notes(second).count("\n\n") == 2 and "int8" in ws.notes(second) and ws.notes(first) == ""
+    # a run finished again (a resume of a finished run) replaced its note: `### ci` three times in the planners' view
+    ws.add_note(second, "### ci: maximize speedup\n- best: gguf Q8_0")
+    ws.add_note(second, "### ci: maximize speedup\n- best: gguf Q4_K_M")
+    assert ws.notes(second).count("### ci:") == 1 and ws.notes(second).endswith("- best: gguf Q4_K_M\n\n")
+    assert ws.notes(second).startswith("wanda 50%: perplexity +20%\n\nint8: slower on this CPU\n\n")
 
 
 def test_the_workspace_is_kept_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,3 +80,12 @@ def test_a_workspace_that_is_a_file_is_refused_before_any_folder(in_tmp: Path, t
         err = capsys.readouterr().err
         assert code == 2 and "workspace: " in err and f"{in_tmp / 'bin.gguf'} is a file, not a folder" in err
         assert "Traceback" not in err and not (in_tmp / "cws").exists()
+
+
+def test_the_planners_see_the_notes_newest_whole_lines() -> None:
+    """The prompt kept notes[-2000:], which began mid-word ("ity 1,217, size 0.155 MB")."""
+    from agentlab.compress.planners import notes_tail
+
+    notes = "### a: goal\n- best: wanda perplexity 1,217\n\n### b: goal\n- best: gguf Q8_0, size 0.155 MB\n\n"
+    assert notes_tail(notes, 40) == "- best: gguf Q8_0, size 0.155 MB"
+    assert notes_tail(notes, 1000) == notes.strip()
