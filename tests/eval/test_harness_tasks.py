@@ -253,3 +253,16 @@ def test_lm_evals_own_task_without_its_data_is_one_clear_error(in_tmp: Path, mon
         load_tasks(manager, ["hellaswag"])
     assert caught.value.message.startswith("task 'hellaswag': lm-eval could not load its data offline")
     assert "fetch the hub dataset once" in (caught.value.hint or "")
+
+
+def test_reading_a_tasks_data_draws_no_bar(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capfd: pytest.CaptureFixture[str]) -> None:
+    """datasets' "Generating test split: 0 examples [00:00, ? examples/s]" came over compress's agent lines."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(in_tmp / "fresh-cache"))  # the split generated, not read back
+    datasets.enable_progress_bars()
+    folder = user_tasks(in_tmp)
+    loaded = load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
+    assert loaded["tasks"]["my_sums"].eval_docs
+    assert "Generating" not in capfd.readouterr().err and datasets.is_progress_bar_enabled()

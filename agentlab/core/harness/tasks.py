@@ -248,8 +248,11 @@ def load_tasks(manager: TaskManager, names: Sequence[str]) -> dict[str, Any]:
         if name not in index and not Path(name).is_file():
             _unknown(name, index, problems)
         _check_files(name, index, problems=problems)
+    from agentlab.core.harness.evaluate import quiet_bars  # (evaluate reads this module)
+
     try:
-        return manager.load(list(names))
+        with quiet_bars():  # datasets' "Generating test split" bar over the CLI's own lines
+            return manager.load(list(names))
     except Exception as exc:  # datasets raises many types for a dataset it cannot find offline
         failing = ", ".join(names)
         if len(names) > 1:  # name the task that fails
