@@ -93,6 +93,25 @@ def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
+def _torch_default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored(_torch_default_threads: int) -> Iterator[None]:
+    """Each test starts on torch's default thread count: nas's `train.threads` and train-persona's set it for the
+    whole process, and a later test of the same worker measured on another count than its subprocess had (compress's
+    workspace key holds it: a killed run's resume was refused as measured otherwise)."""
+    import torch
+
+    if torch.get_num_threads() != _torch_default_threads:
+        torch.set_num_threads(_torch_default_threads)
+    yield
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One tiny Llama-style chat model for the whole session: {"hf": folder, "gguf": folder/model.gguf (f32)}.
 
