@@ -372,7 +372,7 @@ def _failure(code: int, stderr: str) -> str:
     if lines[-1].startswith("Set the environment variable HYDRA_FULL_ERROR") and not any(
             line.startswith("Traceback") for line in lines):
         return f"exit code {code}; stderr: {lines[0].strip()}"
-    return reason_line(f"exit code {code}; stderr (last 6 lines):\n" + "\n".join(lines[-6:]))
+    return reason_line(f"exit code {code}" + _stderr_tail(stderr, 6))
 
 
 def script_options(command: str, cwd: Path) -> dict[str, ArgOption]:
@@ -1148,8 +1148,11 @@ def _log_end(path: Path, limit: int) -> tuple[str, bool] | None:
 def _tail(path: Path, lines: int = STDERR_LINES) -> str:
     """``; stderr (last N lines): ...`` from the trial's stderr.log, or empty when it has nothing."""
     end = _log_end(path, 16_384)
-    if end is None:
-        return ""
-    text = end[0]
+    return _stderr_tail(end[0], lines) if end is not None else ""
+
+
+def _stderr_tail(text: str, lines: int = STDERR_LINES) -> str:
+    """``; stderr (last N lines): ...``: the last ``lines`` lines of stderr's ``text`` that hold something, or empty
+    when none does (a trial's failure reason; a Hydra app's that printed no config: ``_failure``)."""
     kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
     return f"; stderr (last {len(kept)} lines):\n" + "\n".join(kept) if kept else ""
