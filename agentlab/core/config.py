@@ -579,6 +579,10 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
         msg = err["msg"]
         if err["type"] in ("float_parsing", "int_parsing") and err.get("input") in ("true", "false"):
             msg, err = f"expected a number, got {err['input']}", {**err, "type": "value_error"}  # a YAML boolean
+        elif err["type"] in ("tuple_type", "set_type"):  # "a valid tuple": YAML has lists alone
+            msg = "Input should be a valid list, as [a, b]"
+        elif err["type"] in ("too_long", "too_short") and msg.startswith(("Tuple ", "Set ")):
+            msg = "List " + msg.split(" ", 1)[1]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
             # Cross-field validators name their field as "a.b.c: message"; point at that field's line.

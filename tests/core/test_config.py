@@ -462,3 +462,19 @@ def test_an_error_a_set_below_the_key_caused_names_the_set_with_the_files_line(t
     own.write_text(path.read_text().replace("0.001", "0.5"))
     with pytest.raises(ConfigError, match=re.escape(f"{own}:7: search.space.lr: low (0.5)")):
         load_config(own, NASConfig)
+
+
+def test_a_pair_given_as_one_value_says_list_not_tuple(tmp_path: Path) -> None:
+    """YAML has lists, not tuples: a `tuple[float, float]` field given `0.5` said "Input should be a valid tuple"."""
+    class Ranged(StrictModel):
+        span: tuple[float, float] = Field((0.0, 1.0), description="low and high")
+        tags: list[str] = Field([], description="words")
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "span: 0.5\ntags: word\n"), Ranged)
+    assert f"{tmp_path / 'cfg.yaml'}:1: span: Input should be a valid list, as [a, b] (got 0.5)" in info.value.message
+    assert "cfg.yaml:2: tags: Input should be a valid list (got 'word')" in info.value.message
+    assert "tuple" not in info.value.message
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "span: [0.1, 0.2, 0.3]\n"), Ranged)
+    assert "cfg.yaml:1: span: List should have at most 2 items after validation, not 3" in info.value.message
